@@ -404,6 +404,19 @@ GRANT EXECUTE ON FUNCTION
     tenantry.set_tenant_context_local(uuid, uuid, text)
 TO tenantry_app;
 
+/** Labels the actor of this transaction for the audit log (SET LOCAL, Citus-safe). */
+CREATE FUNCTION tenantry.set_actor_local(actor text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('SET LOCAL app.actor = %L', coalesce(actor, ''));
+END
+$$;
+COMMENT ON FUNCTION tenantry.set_actor_local(text) IS 'Sets the audit actor label (e.g. admin) for the current transaction.';
+GRANT EXECUTE ON FUNCTION tenantry.set_actor_local(text) TO tenantry_app, tenantry_admin;
+
 -- -----------------------------------------------------------------------------
 -- Creating tenants
 -- -----------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+//! The embedded cluster as the CLI uses it: start it (or find it already running) in a data directory, make sure the `tenantry` database exists, stop it on signals.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tenantry_db::embedded::{ClusterOptions, EmbeddedCluster, EmbeddedError};
+
+/// The database tenantry uses inside the embedded cluster.
+pub const DATABASE: &str = "tenantry";
+
+/// A running embedded cluster: ours (stopped on drop) or another process's.
+pub struct LocalCluster {
+    cluster: Option<EmbeddedCluster>,
+    base: String,
+}
+
+fn quote(v: &str) -> String {
+    if v.is_empty() || v.contains([' ', '\'', '\\']) {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    } else {
+        v.to_owned()
+    }
+}
+
+impl LocalCluster {
+    /// Starts the cluster in `data_dir` (creating it on first use), or attaches to
+    /// the one another tenantry process already runs there; ensures the database exists.
+    pub fn open(data_dir: &Path, tcp: Option<(String, u16)>) -> anyhow::Result<Self> {
+        let mut options = ClusterOptions::new(data_dir);
+        options.tcp = tcp;
+        let local = match EmbeddedCluster::start(options) {
+            Ok(cluster) => {
+                let base = format!(
+                    "host={} port={}",
+                    quote(&cluster.socket_dir().display().to_string()),
+                    cluster.port()
+                );
+                Self {
+                    cluster: Some(cluster),
+                    base,
+                }
+            }
+            Err(EmbeddedError::AlreadyRunning { .. }) => {
+                let dir = std::path::absolute(data_dir).context("resolving the data directory")?;
+                let port = running_port(&dir).unwrap_or(5432);
+                Self {
+                    cluster: None,
+                    base: format!("host={} port={port}", quote(&dir.display().to_string())),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        local.ensure_database()?;
+        Ok(local)
+    }
+
+    /// Whether this process started (and will stop) the cluster.
+    pub fn owns_process(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// libpq connection string of the superuser to the `tenantry` database.
+    pub fn superuser_url(&self) -> String {
+        format!("{} user=postgres dbname={DATABASE}", self.base)
+    }
+
+    /// libpq connection string of the server's login role to the `tenantry` database.
+    #[allow(dead_code)] // used by `serve` (HTTP issue)
+    pub fn server_url(&self) -> String {
+        format!("{} user=tenantry_server dbname={DATABASE}", self.base)
+    }
+
+    /// TCP connection string (with password) when TCP was requested.
+    pub fn tcp_url(&self) -> Option<String> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.tcp_connection_string(DATABASE))
+    }
+
+    fn ensure_database(&self) -> anyhow::Result<()> {
+        let url = format!("{} user=postgres dbname=postgres", self.base);
+        // Blocking is fine here: start-up, before serving anything.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .context("connecting to the embedded cluster")?;
+                    tokio::spawn(conn);
+                    let exists = client
+                        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
+                        .await?
+                        .is_some();
+                    if !exists {
+                        client
+                            .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+                            .await?;
+                        tracing::info!("created database {DATABASE}");
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .join()
+            .expect("ensure_database thread")
+        })
+    }
+}
+
+/// The port of a cluster another process runs in `dir` (line 4 of postmaster.pid).
+fn running_port(dir: &Path) -> Option<u16> {
+    let pid_file = std::fs::read_to_string(dir.join("pgdata/postmaster.pid")).ok()?;
+    pid_file.lines().nth(3)?.trim().parse().ok()
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

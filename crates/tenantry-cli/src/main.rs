@@ -1,0 +1,126 @@
+//! The `tenantry` command: a thin front door that parses arguments and hands each subcommand to its module.
+
+mod local;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Multi-tenancy for PostgreSQL that holds even when application code is wrong.
+#[derive(Debug, Parser)]
+#[command(name = "tenantry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending migrations to DATABASE_URL, or to the embedded cluster when it is unset.
+    Migrate {
+        /// Connection string of a role allowed to create roles (a superuser, typically).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// Data directory of the embedded cluster.
+        #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
+        data_dir: PathBuf,
+    },
+    /// The embedded PostgreSQL cluster.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Start the embedded cluster in the foreground and print its connection string; Ctrl-C stops it.
+    Start {
+        /// Data directory of the embedded cluster.
+        #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
+        data_dir: PathBuf,
+        /// Also listen on TCP at this address, e.g. 127.0.0.1:5433 (password in DATA_DIR/superuser.password).
+        #[arg(long)]
+        tcp: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,tenantry=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match Cli::parse().command {
+        Command::Migrate {
+            database_url,
+            data_dir,
+        } => migrate(database_url, data_dir).await,
+        Command::Db {
+            command: DbCommand::Start { data_dir, tcp },
+        } => db_start(data_dir, tcp).await,
+    }
+}
+
+async fn migrate(database_url: Option<String>, data_dir: PathBuf) -> anyhow::Result<()> {
+    // Without a URL: use the embedded cluster (already running, or started for the occasion).
+    let (url, _cluster) = match database_url.filter(|u| !u.is_empty()) {
+        Some(url) => (url, None),
+        None => {
+            let local = local::LocalCluster::open(&data_dir, None)?;
+            (local.superuser_url(), Some(local))
+        }
+    };
+    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the database to migrate")?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::error!("database connection: {e}");
+        }
+    });
+    let applied = tenantry_db::migrate::migrate(&mut client).await?;
+    if applied.is_empty() {
+        println!(
+            "schema is up to date ({} migrations)",
+            tenantry_db::migrate::migrations().len()
+        );
+    } else {
+        for m in &applied {
+            println!("applied {:04} {}", m.version, m.name);
+        }
+        println!("{} migration(s) applied", applied.len());
+    }
+    Ok(())
+}
+
+async fn db_start(data_dir: PathBuf, tcp: Option<String>) -> anyhow::Result<()> {
+    let tcp = tcp
+        .map(|t| -> anyhow::Result<(String, u16)> {
+            let (host, port) = t.rsplit_once(':').context("--tcp expects HOST:PORT")?;
+            Ok((host.to_owned(), port.parse().context("--tcp port")?))
+        })
+        .transpose()?;
+    let local = local::LocalCluster::open(&data_dir, tcp)?;
+    if !local.owns_process() {
+        anyhow::bail!(
+            "the embedded cluster in {} is already running (started by another process); connect with: {}",
+            data_dir.display(),
+            local.superuser_url()
+        );
+    }
+    println!("{}", local.superuser_url());
+    if let Some(tcp) = local.tcp_url() {
+        println!("{tcp}");
+    }
+    eprintln!("PostgreSQL is running; press Ctrl-C to stop it.");
+    local::wait_for_shutdown_signal().await;
+    eprintln!("stopping PostgreSQL");
+    drop(local);
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Members, roles and permissions inside a tenant scope: the global permission catalogue, tenant roles, permission assignment within the current tenant only, role assignment to members.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::{types::Type, Row};
+
+use crate::{DbError, RoleId, TenantId, TenantScope, UserId};
+
+/// A catalogue permission.
+#[derive(Debug, Clone, Serialize)]
+pub struct Permission {
+    /// Name, e.g. `resources.read`.
+    pub name: String,
+    /// What it allows.
+    pub description: String,
+}
+
+/// A member (user) of a tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The user's id.
+    pub user_id: UserId,
+    /// Email, unique per tenant (case-insensitive).
+    pub email: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// When the user joined the tenant.
+    pub created_at: DateTime<Utc>,
+    /// Roles assigned in this tenant.
+    pub role_ids: Vec<RoleId>,
+}
+
+/// A tenant role with its permissions.
+#[derive(Debug, Clone, Serialize)]
+pub struct Role {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The role.
+    pub role_id: RoleId,
+    /// Name, unique per tenant.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Permission names.
+    pub permissions: Vec<String>,
+}
+
+/// Input of a new member.
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    /// The user's global id; generated when absent.
+    pub user_id: Option<UserId>,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub display_name: Option<String>,
+}
+
+const MEMBER_SELECT: &str = "SELECT m.tenant_id, m.user_id, m.email, m.display_name, m.created_at,
+        coalesce(array_agg(mr.role_id ORDER BY mr.role_id) FILTER (WHERE mr.role_id IS NOT NULL), '{}')
+    FROM tenantry.tenant_members m
+    LEFT JOIN tenantry.member_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id";
+
+const ROLE_SELECT: &str = "SELECT r.tenant_id, r.role_id, r.name, r.description, r.created_at,
+        coalesce(array_agg(p.name ORDER BY p.name) FILTER (WHERE p.name IS NOT NULL), '{}')
+    FROM tenantry.roles r
+    LEFT JOIN tenantry.role_permissions rp ON rp.tenant_id = r.tenant_id AND rp.role_id = r.role_id
+    LEFT JOIN tenantry.permissions p ON p.permission_id = rp.permission_id";
+
+fn member(r: &Row) -> Member {
+    Member {
+        tenant_id: TenantId::from_uuid(r.get(0)),
+        user_id: UserId::from_uuid(r.get(1)),
+        email: r.get(2),
+        display_name: r.get(3),
+        created_at: r.get(4),
+        role_ids: r
+            .get::<_, Vec<uuid::Uuid>>(5)
+            .into_iter()
+            .map(RoleId::from_uuid)
+            .collect(),
+    }
+}
+
+fn role(r: &Row) -> Role {
+    Role {
+        tenant_id: TenantId::from_uuid(r.get(0)),
+        role_id: RoleId::from_uuid(r.get(1)),
+        name: r.get(2),
+        description: r.get(3),
+        created_at: r.get(4),
+        permissions: r.get(5),
+    }
+}
+
+impl TenantScope {
+    /// The global permission catalogue.
+    pub async fn permissions(&mut self) -> Result<Vec<Permission>, DbError> {
+        let rows = self
+            .query(
+                "SELECT name, description FROM tenantry.permissions ORDER BY permission_id",
+                &[],
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Permission {
+                name: r.get(0),
+                description: r.get(1),
+            })
+            .collect())
+    }
+
+    /// Adds a member to the scope's tenant. A duplicate email is a conflict.
+    pub async fn add_member(&mut self, new: &NewMember) -> Result<Member, DbError> {
+        let email = new.email.trim();
+        if email.is_empty() || email.len() > 320 || !email.contains('@') {
+            return Err(DbError::invalid(
+                "email",
+                "email must look like name@domain",
+            ));
+        }
+        let user = new
+            .user_id
+            .map(|u| *u.as_uuid())
+            .unwrap_or_else(uuid::Uuid::new_v4);
+        let me = *self.tenant().as_uuid();
+        self.query(
+            "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, display_name) VALUES ($1, $2, $3, $4)",
+            &[&me, &user, &email, &new.display_name],
+            &[Type::UUID, Type::UUID, Type::TEXT, Type::TEXT],
+        )
+        .await
+        .map_err(|e| match e {
+            DbError::Conflict(_) => DbError::Conflict(format!("a member with email {email} or id {user} already exists")),
+            other => other,
+        })?;
+        self.get_member(UserId::from_uuid(user)).await
+    }
+
+    /// One member of the scope's tenant.
+    pub async fn get_member(&mut self, user: UserId) -> Result<Member, DbError> {
+        let sql = format!("{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.user_id = $2 GROUP BY m.tenant_id, m.user_id");
+        let me = *self.tenant().as_uuid();
+        let rows = self
+            .query(&sql, &[&me, user.as_uuid()], &[Type::UUID, Type::UUID])
+            .await?;
+        rows.first()
+            .map(member)
+            .ok_or_else(|| DbError::NotFound(format!("member {user} not found")))
+    }
+
+    /// Members of the scope's tenant.
+    pub async fn list_members(&mut self) -> Result<Vec<Member>, DbError> {
+        let sql = format!("{MEMBER_SELECT} WHERE m.tenant_id = $1 GROUP BY m.tenant_id, m.user_id ORDER BY m.created_at, m.user_id");
+        let me = *self.tenant().as_uuid();
+        Ok(self
+            .query(&sql, &[&me], &[Type::UUID])
+            .await?
+            .iter()
+            .map(member)
+            .collect())
+    }
+
+    /// Creates a role in the scope's tenant; a duplicate name is a conflict.
+    pub async fn create_role(&mut self, name: &str, description: &str) -> Result<Role, DbError> {
+        let me = *self.tenant().as_uuid();
+        let rows = self
+            .query(
+                "SELECT tenantry.create_tenant_role($1, $2)",
+                &[&me, &name],
+                &[Type::UUID, Type::TEXT],
+            )
+            .await?;
+        let id = RoleId::from_uuid(rows[0].get(0));
+        if !description.is_empty() {
+            self.query(
+                "UPDATE tenantry.roles SET description = $2 WHERE tenant_id = $1 AND role_id = $3",
+                &[&me, &description, id.as_uuid()],
+                &[Type::UUID, Type::TEXT, Type::UUID],
+            )
+            .await?;
+        }
+        self.get_role(id).await
+    }
+
+    /// One role of the scope's tenant.
+    pub async fn get_role(&mut self, id: RoleId) -> Result<Role, DbError> {
+        let sql = format!("{ROLE_SELECT} WHERE r.tenant_id = $1 AND r.role_id = $2 GROUP BY r.tenant_id, r.role_id");
+        let me = *self.tenant().as_uuid();
+        let rows = self
+            .query(&sql, &[&me, id.as_uuid()], &[Type::UUID, Type::UUID])
+            .await?;
+        rows.first()
+            .map(role)
+            .ok_or_else(|| DbError::NotFound(format!("role {id} not found")))
+    }
+
+    /// Roles of the scope's tenant.
+    pub async fn list_roles(&mut self) -> Result<Vec<Role>, DbError> {
+        let sql = format!(
+            "{ROLE_SELECT} WHERE r.tenant_id = $1 GROUP BY r.tenant_id, r.role_id ORDER BY r.name"
+        );
+        let me = *self.tenant().as_uuid();
+        Ok(self
+            .query(&sql, &[&me], &[Type::UUID])
+            .await?
+            .iter()
+            .map(role)
+            .collect())
+    }
+
+    /// Grants a catalogue permission to a role of the scope's tenant (idempotent).
+    pub async fn grant_permission(
+        &mut self,
+        id: RoleId,
+        permission: &str,
+    ) -> Result<Role, DbError> {
+        self.query(
+            "SELECT tenantry.assign_tenant_permission($1, $2)",
+            &[id.as_uuid(), &permission],
+            &[Type::UUID, Type::TEXT],
+        )
+        .await?;
+        self.get_role(id).await
+    }
+
+    /// Removes a permission from a role of the scope's tenant (idempotent).
+    pub async fn revoke_permission(
+        &mut self,
+        id: RoleId,
+        permission: &str,
+    ) -> Result<Role, DbError> {
+        self.query(
+            "SELECT tenantry.revoke_tenant_permission($1, $2)",
+            &[id.as_uuid(), &permission],
+            &[Type::UUID, Type::TEXT],
+        )
+        .await?;
+        self.get_role(id).await
+    }
+
+    /// Assigns a role to a member, both of the scope's tenant (idempotent).
+    pub async fn assign_role(&mut self, user: UserId, id: RoleId) -> Result<Member, DbError> {
+        self.query(
+            "SELECT tenantry.assign_member_role($1, $2)",
+            &[user.as_uuid(), id.as_uuid()],
+            &[Type::UUID, Type::UUID],
+        )
+        .await?;
+        self.get_member(user).await
+    }
+}

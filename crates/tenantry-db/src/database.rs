@@ -1,0 +1,217 @@
+//! The connection pool and the doors out of it: tenant scopes, admin scopes, key verification, health and role checks. No other public path reaches the database.
+
+use std::{str::FromStr, time::Duration};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::{types::Type, NoTls};
+
+use crate::{
+    keys::{ApiKeySecret, KeyIdentity},
+    scope::{Sql, Tx},
+    AdminScope, DbError, TenantContext, TenantScope,
+};
+
+/// How statements travel to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatementMode {
+    /// Named prepared statements, cached per connection (fastest; direct connections).
+    #[default]
+    Prepared,
+    /// Unnamed statements only (`Parse`/`Bind`/`Execute` in one flight): works through
+    /// transaction-pooling poolers such as pgbouncer, which lose named statements.
+    Unnamed,
+}
+
+impl FromStr for StatementMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "prepared" => Ok(Self::Prepared),
+            "unnamed" => Ok(Self::Unnamed),
+            other => Err(format!(
+                "unknown statement mode {other:?}: expected \"prepared\" or \"unnamed\""
+            )),
+        }
+    }
+}
+
+/// What [`Database::connect`] needs.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// libpq connection string or URL of the server's login role (e.g. `tenantry_server`).
+    pub url: String,
+    /// Maximum pooled connections.
+    pub max_connections: usize,
+    /// Statement mode (see [`StatementMode`]).
+    pub statement_mode: StatementMode,
+    /// How long a caller waits for a free connection, and for a new one to open,
+    /// before getting [`DbError::Unavailable`].
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    /// Defaults: 16 connections, prepared statements, 5 s acquire timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            statement_mode: StatementMode::Prepared,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A pool of connections of the server's login role. Cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    mode: StatementMode,
+}
+
+/// The server login role's attributes that matter for isolation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRoleCheck {
+    /// The role name.
+    pub role: String,
+    /// It is a superuser (skips RLS entirely).
+    pub superuser: bool,
+    /// It has BYPASSRLS.
+    pub bypass_rls: bool,
+    /// Objects of schema `tenantry` it owns (owners can disable RLS).
+    pub owned_objects: i64,
+}
+
+impl LoginRoleCheck {
+    /// Why this role must not serve tenant traffic, or `None` when it is fit.
+    pub fn problem(&self) -> Option<String> {
+        if self.superuser {
+            Some(format!("database role {} is a superuser: row-level security would not apply; connect as tenantry_server", self.role))
+        } else if self.bypass_rls {
+            Some(format!("database role {} has BYPASSRLS: row-level security would not apply; connect as tenantry_server", self.role))
+        } else if self.owned_objects > 0 {
+            Some(format!("database role {} owns {} tenantry object(s): an owner can disable row-level security; connect as tenantry_server", self.role, self.owned_objects))
+        } else {
+            None
+        }
+    }
+}
+
+impl Database {
+    /// Builds the pool. No connection is opened until first use.
+    pub fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
+        let pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| DbError::invalid("database_url", format!("invalid database URL: {e}")))?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.max_connections.max(1))
+            .wait_timeout(Some(config.acquire_timeout))
+            .create_timeout(Some(config.acquire_timeout))
+            .recycle_timeout(Some(config.acquire_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| DbError::Internal(format!("building the pool: {e}")))?;
+        Ok(Self {
+            pool,
+            mode: config.statement_mode,
+        })
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The statement mode in use.
+    pub fn statement_mode(&self) -> StatementMode {
+        self.mode
+    }
+
+    /// Opens a transaction acting for `ctx.tenant`. Nothing is sent until its
+    /// first statement, which carries BEGIN, the role and the context with it.
+    pub async fn tenant(&self, ctx: TenantContext) -> Result<TenantScope, DbError> {
+        let client = self.pool.get().await?;
+        Ok(TenantScope::new(client, self.mode, ctx))
+    }
+
+    /// Opens an administrative transaction; `actor` labels its audit rows.
+    pub async fn admin(&self, actor: impl Into<String>) -> Result<AdminScope, DbError> {
+        let client = self.pool.get().await?;
+        Ok(AdminScope::new(client, self.mode, actor.into()))
+    }
+
+    /// Verifies an API key: `None` for malformed, unknown, revoked and expired keys alike.
+    ///
+    /// Only the prefix and SHA-256 of the key leave the process; the database
+    /// compares hashes in constant time and records the last use.
+    pub async fn verify_key(&self, key: &str) -> Result<Option<KeyIdentity>, DbError> {
+        let Some(secret) = ApiKeySecret::parse(key) else {
+            return Ok(None);
+        };
+        let client = self.pool.get().await?;
+        let mut tx = Tx::anonymous(client, self.mode);
+        let prefix = secret.prefix().to_owned();
+        let hash = secret.sha256().to_vec();
+        let rows = tx
+            .query_and_commit(Sql {
+                sql: "SELECT tenantry.verify_api_key_hash($1, $2)",
+                params: &[&prefix, &hash],
+                types: &[Type::TEXT, Type::BYTEA],
+            })
+            .await?;
+        let value: Option<serde_json::Value> = rows.first().and_then(|r| r.get(0));
+        value.map(KeyIdentity::from_json).transpose()
+    }
+
+    /// Reports the attributes of the login role this pool connects as.
+    pub async fn login_role_check(&self) -> Result<LoginRoleCheck, DbError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls,
+                        (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                          WHERE n.nspname = 'tenantry' AND c.relowner = r.oid)
+                      + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                          WHERE n.nspname = 'tenantry' AND p.proowner = r.oid)
+                      + (SELECT count(*) FROM pg_namespace n WHERE n.nspname = 'tenantry' AND n.nspowner = r.oid)
+                 FROM pg_roles r WHERE r.rolname = session_user",
+                &[],
+            )
+            .await?;
+        Ok(LoginRoleCheck {
+            role: row.get(0),
+            superuser: row.get(1),
+            bypass_rls: row.get(2),
+            owned_objects: row.get(3),
+        })
+    }
+
+    /// Round trip to the database (readiness probes).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Checks that the schema matches this build (see [`crate::migrate::check`]).
+    pub async fn check_schema(&self) -> Result<(), crate::migrate::MigrateError> {
+        let client = self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => crate::migrate::MigrateError::Database(e),
+            other => crate::migrate::MigrateError::Pending {
+                pending: usize::from(other.to_string().is_empty()),
+            },
+        })?;
+        crate::migrate::check(&client).await
+    }
+
+    /// Pool size and idle connections, for metrics.
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+}

@@ -1,0 +1,100 @@
+//! The library's error type: what went wrong in terms a caller can act on (not found, conflict, forbidden, invalid, unavailable).
+
+use tokio_postgres::error::SqlState;
+
+/// Errors of tenant-scoped and administrative operations.
+///
+/// A resource of another tenant is reported as [`DbError::NotFound`], exactly
+/// like a missing one: the database gives no existence oracle, and neither do we.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The object does not exist or is not visible to the caller.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (duplicate, already revoked, cycle, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller may not do this (no tenant context, tenant deleted, policy refused a write, ...).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The input is invalid; `field` names the offending field when known.
+    #[error("{message}")]
+    Invalid {
+        /// The field at fault, e.g. `name` or `settings.max_resources`.
+        field: Option<String>,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The database cannot be reached or is shutting down; retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or an unexpected database state. Details are for logs, not clients.
+    #[error("internal database error: {0}")]
+    Internal(String),
+}
+
+impl DbError {
+    /// An [`DbError::Invalid`] for a named field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DbError::Invalid {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        classify(&err)
+    }
+}
+
+/// Maps a driver error to a [`DbError`] by SQLSTATE (tenantry's own `TNxxx` codes first).
+pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
+    {
+        let Some(db) = err.as_db_error() else {
+            if err.is_closed() || err.to_string().contains("connection") {
+                return DbError::Unavailable(err.to_string());
+            }
+            return DbError::Internal(err.to_string());
+        };
+        let message = db.message().to_owned();
+        let field = db.hint().map(str::to_owned);
+        match db.code().code() {
+            "TN404" => DbError::NotFound(message),
+            "TN409" => DbError::Conflict(message),
+            "TN403" => DbError::Forbidden(message),
+            "TN422" => DbError::Invalid { field, message },
+            _ => match db.code() {
+                c if *c == SqlState::UNIQUE_VIOLATION => DbError::Conflict(message),
+                c if *c == SqlState::INSUFFICIENT_PRIVILEGE => DbError::Forbidden(message),
+                c if *c == SqlState::FOREIGN_KEY_VIOLATION => DbError::NotFound(message),
+                c if *c == SqlState::CHECK_VIOLATION
+                    || *c == SqlState::NOT_NULL_VIOLATION
+                    || c.code().starts_with("22") =>
+                {
+                    DbError::Invalid {
+                        field: db.column().map(str::to_owned),
+                        message,
+                    }
+                }
+                c if c.code().starts_with("08")
+                    || c.code().starts_with("57P")
+                    || *c == SqlState::TOO_MANY_CONNECTIONS =>
+                {
+                    DbError::Unavailable(message)
+                }
+                c => DbError::Internal(format!("{}: {message}", c.code())),
+            },
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        match err {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => DbError::Unavailable(other.to_string()),
+        }
+    }
+}

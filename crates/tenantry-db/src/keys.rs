@@ -1,0 +1,334 @@
+//! API keys: parsing a presented key, its identity after verification, and key management (create, list, revoke, rotate, permissions) inside a tenant scope.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio_postgres::{types::Type, Row};
+
+use crate::{DbError, KeyId, RoleId, TenantId, TenantScope, UserId};
+
+/// A key as presented by a client: `tk_<12 hex prefix>_<64 hex secret>`.
+/// Parsing checks the shape only; [`crate::Database::verify_key`] checks it exists.
+#[derive(Clone)]
+pub struct ApiKeySecret {
+    key: String,
+}
+
+impl std::fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeySecret(tk_{}_…)", self.prefix())
+    }
+}
+
+impl ApiKeySecret {
+    /// Parses the key's shape; `None` for anything that cannot be a tenantry key.
+    pub fn parse(key: &str) -> Option<Self> {
+        let rest = key.strip_prefix("tk_")?;
+        let (prefix, secret) = rest.split_once('_')?;
+        let hex = |s: &str, n: usize| {
+            s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        (hex(prefix, 12) && hex(secret, 64)).then(|| Self {
+            key: key.to_owned(),
+        })
+    }
+
+    /// The public part shown in listings (`tk_<prefix>`).
+    pub fn prefix(&self) -> &str {
+        &self.key[3..15]
+    }
+
+    /// SHA-256 of the whole key: what the database stores.
+    pub fn sha256(&self) -> [u8; 32] {
+        Sha256::digest(self.key.as_bytes()).into()
+    }
+
+    /// Constant-time comparison with another key's hash (for in-process caches).
+    pub fn matches_hash(&self, hash: &[u8; 32]) -> bool {
+        self.sha256().ct_eq(hash).into()
+    }
+
+    /// The key itself. Show it once, never log it.
+    pub fn expose(&self) -> &str {
+        &self.key
+    }
+}
+
+/// Who a verified key acts as.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeyIdentity {
+    /// The key.
+    pub key_id: KeyId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The tenant's status (`active`, `suspended`, `deleted`): callers refuse non-active tenants.
+    pub tenant_status: String,
+    /// The member it is bound to, if any.
+    pub user_id: Option<UserId>,
+    /// The role it is bound to, if any.
+    pub role_id: Option<RoleId>,
+    /// Display prefix.
+    pub prefix: String,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl KeyIdentity {
+    pub(crate) fn from_json(v: serde_json::Value) -> Result<Self, DbError> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            key_id: KeyId,
+            tenant_id: TenantId,
+            tenant_status: String,
+            user_id: Option<UserId>,
+            role_id: Option<RoleId>,
+            prefix: String,
+            expires_at: Option<DateTime<Utc>>,
+        }
+        let raw: Raw = serde_json::from_value(v)
+            .map_err(|e| DbError::Internal(format!("key identity: {e}")))?;
+        Ok(Self {
+            key_id: raw.key_id,
+            tenant_id: raw.tenant_id,
+            tenant_status: raw.tenant_status,
+            user_id: raw.user_id,
+            role_id: raw.role_id,
+            prefix: raw.prefix,
+            expires_at: raw.expires_at,
+        })
+    }
+}
+
+/// A key as listed (never its secret or hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyInfo {
+    /// The key.
+    pub key_id: KeyId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// Display prefix (`tk_<prefix>_…`).
+    pub prefix: String,
+    /// Free text.
+    pub description: String,
+    /// Bound member, if any.
+    pub user_id: Option<UserId>,
+    /// Bound role, if any.
+    pub role_id: Option<RoleId>,
+    /// Who created it (audit actor label).
+    pub created_by: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Expiry, if any.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Last successful verification (recorded at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// The key this one replaced.
+    pub rotated_from: Option<KeyId>,
+    /// The key that replaced this one.
+    pub rotated_to: Option<KeyId>,
+}
+
+const KEY_COLUMNS: &str =
+    "key_id, tenant_id, prefix, description, user_id, role_id, created_by, created_at, \
+                           expires_at, revoked_at, last_used_at, rotated_from, rotated_to";
+
+impl ApiKeyInfo {
+    fn from_row(r: &Row) -> Self {
+        Self {
+            key_id: KeyId::from_uuid(r.get(0)),
+            tenant_id: TenantId::from_uuid(r.get(1)),
+            prefix: r.get(2),
+            description: r.get(3),
+            user_id: r.get::<_, Option<uuid::Uuid>>(4).map(UserId::from_uuid),
+            role_id: r.get::<_, Option<uuid::Uuid>>(5).map(RoleId::from_uuid),
+            created_by: r.get(6),
+            created_at: r.get(7),
+            expires_at: r.get(8),
+            revoked_at: r.get(9),
+            last_used_at: r.get(10),
+            rotated_from: r.get::<_, Option<uuid::Uuid>>(11).map(KeyId::from_uuid),
+            rotated_to: r.get::<_, Option<uuid::Uuid>>(12).map(KeyId::from_uuid),
+        }
+    }
+}
+
+/// A key just created: the secret is available this once.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// The key to hand to the client.
+    pub secret: ApiKeySecret,
+    /// Its stored description.
+    pub info: ApiKeyInfo,
+}
+
+/// What a new key is bound to.
+#[derive(Debug, Clone, Default)]
+pub struct NewKeyOptions {
+    /// Free text shown in listings.
+    pub description: String,
+    /// Bind to a member of the tenant.
+    pub user_id: Option<UserId>,
+    /// Bind to a role of the tenant (the key then has exactly that role's permissions).
+    pub role_id: Option<RoleId>,
+    /// Expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Create it for this descendant instead of the scope's tenant.
+    pub tenant_id: Option<TenantId>,
+}
+
+impl TenantScope {
+    /// Creates a key (for the scope's tenant, or a descendant) and returns its secret once.
+    pub async fn create_api_key(&mut self, options: &NewKeyOptions) -> Result<NewApiKey, DbError> {
+        let mut meta = serde_json::Map::new();
+        meta.insert("type".into(), "tenant_key".into());
+        if let Some(t) = options.tenant_id {
+            meta.insert("tenant_id".into(), t.to_string().into());
+        }
+        if let Some(u) = options.user_id {
+            meta.insert("user_id".into(), u.to_string().into());
+        }
+        if let Some(r) = options.role_id {
+            meta.insert("role_id".into(), r.to_string().into());
+        }
+        if let Some(e) = options.expires_at {
+            meta.insert("expires_at".into(), e.to_rfc3339().into());
+        }
+        let meta = serde_json::Value::Object(meta);
+        let rows = self
+            .query(
+                "SELECT tenantry.create_api_key($1, $2)",
+                &[&options.description, &meta],
+                &[Type::TEXT, Type::JSONB],
+            )
+            .await?;
+        let key: String = rows[0].get(0);
+        let secret = ApiKeySecret::parse(&key)
+            .ok_or_else(|| DbError::Internal("malformed key from database".into()))?;
+        let prefix = secret.prefix().to_owned();
+        let sql = format!("SELECT {KEY_COLUMNS} FROM tenantry.api_keys WHERE prefix = $1 ORDER BY created_at DESC LIMIT 1");
+        let rows = self.query(&sql, &[&prefix], &[Type::TEXT]).await?;
+        let info = rows
+            .first()
+            .map(ApiKeyInfo::from_row)
+            .ok_or_else(|| DbError::Internal("new key not visible".into()))?;
+        Ok(NewApiKey { secret, info })
+    }
+
+    /// Keys of the scope's tenant, newest first (including revoked and expired ones).
+    pub async fn list_api_keys(&mut self) -> Result<Vec<ApiKeyInfo>, DbError> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM tenantry.api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, key_id"
+        );
+        let tenant = *self.tenant().as_uuid();
+        Ok(self
+            .query(&sql, &[&tenant], &[Type::UUID])
+            .await?
+            .iter()
+            .map(ApiKeyInfo::from_row)
+            .collect())
+    }
+
+    /// One key of the scope's subtree.
+    pub async fn get_api_key(&mut self, key_id: KeyId) -> Result<ApiKeyInfo, DbError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM tenantry.api_keys WHERE key_id = $1");
+        let rows = self.query(&sql, &[key_id.as_uuid()], &[Type::UUID]).await?;
+        rows.first()
+            .map(ApiKeyInfo::from_row)
+            .ok_or_else(|| DbError::NotFound(format!("api key {key_id} not found")))
+    }
+
+    /// Revokes a key at once (idempotent). Not found for keys outside the subtree.
+    pub async fn revoke_api_key(&mut self, key_id: KeyId) -> Result<(), DbError> {
+        self.query(
+            "SELECT tenantry.revoke_api_key($1)",
+            &[key_id.as_uuid()],
+            &[Type::UUID],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Issues a successor key; the old one keeps working for `grace`, then expires.
+    pub async fn rotate_api_key(
+        &mut self,
+        key_id: KeyId,
+        grace: std::time::Duration,
+    ) -> Result<NewApiKey, DbError> {
+        let grace_secs = i64::try_from(grace.as_secs())
+            .map_err(|_| DbError::invalid("grace", "grace period too long"))?;
+        let grace_text = format!("{grace_secs} seconds");
+        let rows = self
+            .query(
+                "SELECT tenantry.rotate_api_key($1, $2::text::interval)",
+                &[key_id.as_uuid(), &grace_text],
+                &[Type::UUID, Type::TEXT],
+            )
+            .await?;
+        let key: String = rows[0].get(0);
+        let secret = ApiKeySecret::parse(&key)
+            .ok_or_else(|| DbError::Internal("malformed key from database".into()))?;
+        let prefix = secret.prefix().to_owned();
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM tenantry.api_keys WHERE prefix = $1 AND rotated_from = $2"
+        );
+        let rows = self
+            .query(
+                &sql,
+                &[&prefix, key_id.as_uuid()],
+                &[Type::TEXT, Type::UUID],
+            )
+            .await?;
+        let info = rows
+            .first()
+            .map(ApiKeyInfo::from_row)
+            .ok_or_else(|| DbError::Internal("rotated key not visible".into()))?;
+        Ok(NewApiKey { secret, info })
+    }
+
+    /// Permission names a key of the subtree holds (its role's, its member's roles', or all when unbound).
+    pub async fn key_permissions(&mut self, key_id: KeyId) -> Result<Vec<String>, DbError> {
+        let rows = self
+            .query(
+                "SELECT tenantry.key_permissions($1)",
+                &[key_id.as_uuid()],
+                &[Type::UUID],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r.get(0)).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_well_formed_key_parses_and_exposes_its_prefix() {
+        let key = format!("tk_0123456789ab_{}", "f".repeat(64));
+        let parsed = ApiKeySecret::parse(&key).unwrap();
+        assert_eq!(parsed.prefix(), "0123456789ab");
+        assert!(parsed.matches_hash(&parsed.sha256()));
+        assert!(
+            !format!("{parsed:?}").contains(&"f".repeat(64)),
+            "debug output must not leak the secret"
+        );
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected() {
+        for bad in [
+            "",
+            "tk_",
+            "tk_0123456789ab",
+            &format!("tk_0123456789AB_{}", "f".repeat(64)),
+            &format!("tk_0123456789ab_{}", "f".repeat(63)),
+            &format!("xx_0123456789ab_{}", "f".repeat(64)),
+            &format!("tk_0123456789ab_{}g", "f".repeat(63)),
+        ] {
+            assert!(ApiKeySecret::parse(bad).is_none(), "{bad:?} parsed");
+        }
+    }
+}

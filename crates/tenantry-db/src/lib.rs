@@ -1,0 +1,52 @@
+//! tenantry-db: multi-tenancy enforced by PostgreSQL.
+//!
+//! The database is the enforcement point: row-level security (forced) on every
+//! tenant table, least-privilege roles, and the SQL API of the multi-tenant
+//! guide made safe (see `migrations/`). This crate adds:
+//!
+//! - [`embedded`]: a private PostgreSQL cluster started from the installed binaries;
+//! - [`migrate`]: the migration runner;
+//! - [`Database`]: the pool, and the only doors to data: [`TenantScope`] (a
+//!   transaction acting for one tenant, context set with `SET LOCAL` in the same
+//!   flight as its first statement) and [`AdminScope`];
+//! - domain operations on those scopes: tenants, resources and sharing, members,
+//!   roles and permissions, API keys, usage and audit.
+//!
+//! ```no_run
+//! # async fn demo(db: tenantry_db::Database, tenant: tenantry_db::TenantId) -> Result<(), tenantry_db::DbError> {
+//! use tenantry_db::{NewResource, TenantContext};
+//! let mut scope = db.tenant(TenantContext::new(tenant)).await?;
+//! let created = scope
+//!     .create_resource(&NewResource { name: "report".into(), data: serde_json::json!({"q": 3}) })
+//!     .await?;
+//! scope.commit().await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod access;
+mod database;
+pub mod embedded;
+mod error;
+mod ids;
+mod keys;
+pub mod migrate;
+mod resources;
+mod scope;
+mod tenants;
+#[cfg(feature = "test-support")]
+pub mod testing;
+mod usage;
+
+pub use access::{Member, NewMember, Permission, Role};
+pub use database::{Database, DatabaseConfig, LoginRoleCheck, StatementMode};
+pub use error::DbError;
+pub use ids::{KeyId, ResourceId, RoleId, TenantId, UserId};
+pub use keys::{ApiKeyInfo, ApiKeySecret, KeyIdentity, NewApiKey, NewKeyOptions};
+pub use resources::{
+    Access, NewResource, OwnerFilter, Resource, ResourceCursor, ResourcePage, ResourceQuery,
+    ResourceUpdate, Share,
+};
+pub use scope::{AdminScope, TenantContext, TenantScope, Visibility};
+pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
+pub use usage::{AuditEntry, AuditQuery, MetricsRow, RequestLogEntry, ResourceUsage};

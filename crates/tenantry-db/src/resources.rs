@@ -1,0 +1,424 @@
+//! Resources and sharing inside a tenant scope: create, read, update, delete, list with keyset pagination and filters; share, list shares, revoke.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::{types::Type, Row};
+
+use crate::{scope::Visibility, DbError, ResourceId, TenantId, TenantScope, UserId};
+
+/// A resource as the caller may see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resource {
+    /// Its id.
+    pub id: ResourceId,
+    /// Owning tenant.
+    pub tenant_id: TenantId,
+    /// Name (1–1000 characters).
+    pub name: String,
+    /// JSON payload.
+    pub data: serde_json::Value,
+    /// Size of name and data in bytes, maintained by the database.
+    pub size_bytes: i64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change of name or data, maintained by the database.
+    pub updated_at: DateTime<Utc>,
+    /// The member who created it, if known.
+    pub created_by: Option<UserId>,
+    /// How the caller reaches it.
+    pub access: Access,
+}
+
+/// How the caller reaches a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Owned by the caller's tenant.
+    Own,
+    /// Owned by a descendant of the caller's tenant.
+    Descendant,
+    /// Shared with the caller's tenant (read only).
+    Shared,
+}
+
+/// Which resources a listing covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OwnerFilter {
+    /// Everything the caller may read: own, descendants', shared with it.
+    #[default]
+    All,
+    /// The caller's own tenant only.
+    Own,
+    /// Descendants' resources only.
+    Descendants,
+    /// Resources shared with the caller only.
+    Shared,
+}
+
+/// Position in a newest-first listing; opaque to API clients (see [`ResourceCursor::encode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceCursor {
+    created_at: DateTime<Utc>,
+    id: ResourceId,
+}
+
+impl ResourceCursor {
+    /// Opaque token: hex of `<micros>:<uuid>`.
+    pub fn encode(&self) -> String {
+        hex::encode(format!(
+            "{}:{}",
+            self.created_at.timestamp_micros(),
+            self.id
+        ))
+    }
+
+    /// Parses a token made by [`ResourceCursor::encode`]; `None` for anything else.
+    pub fn decode(token: &str) -> Option<Self> {
+        if token.len() > 200 {
+            return None;
+        }
+        let raw = String::from_utf8(hex::decode(token).ok()?).ok()?;
+        let (micros, id) = raw.split_once(':')?;
+        Some(Self {
+            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: ResourceId::parse(id).ok()?,
+        })
+    }
+}
+
+/// Filters and page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceQuery {
+    /// Which owners.
+    pub owner: OwnerFilter,
+    /// Only names starting with this (exact, case-sensitive).
+    pub name_prefix: Option<String>,
+    /// Page size, clamped to 1..=1000.
+    pub limit: i64,
+    /// Continue after this position.
+    pub after: Option<ResourceCursor>,
+}
+
+/// A page of resources.
+#[derive(Debug, Clone)]
+pub struct ResourcePage {
+    /// The resources, newest first.
+    pub items: Vec<Resource>,
+    /// Where the next page starts, if there may be one.
+    pub next: Option<ResourceCursor>,
+}
+
+/// Input of a new resource.
+#[derive(Debug, Clone)]
+pub struct NewResource {
+    /// Name (1–1000 characters).
+    pub name: String,
+    /// JSON object payload.
+    pub data: serde_json::Value,
+}
+
+/// A change to a resource; `None` fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceUpdate {
+    /// New name.
+    pub name: Option<String>,
+    /// Replacement payload.
+    pub data: Option<serde_json::Value>,
+}
+
+/// A share of a resource with another tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Share {
+    /// The shared resource.
+    pub resource_id: ResourceId,
+    /// Its owner.
+    pub owner_tenant_id: TenantId,
+    /// The tenant it is shared with.
+    pub tenant_id: TenantId,
+    /// The member who shared it, if known.
+    pub shared_by: Option<UserId>,
+    /// When.
+    pub shared_at: DateTime<Utc>,
+}
+
+const RESOURCE_COLUMNS: &str =
+    "id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by";
+
+fn resource(r: &Row, me: TenantId) -> Resource {
+    let tenant_id = TenantId::from_uuid(r.get(1));
+    // Rows of other tenants reach us only through the hierarchy or a share; a
+    // row of a descendant that is also shared with us counts as a descendant's.
+    let is_descendant: bool = r.get(8);
+    Resource {
+        id: ResourceId::from_uuid(r.get(0)),
+        tenant_id,
+        name: r.get(2),
+        data: r.get(3),
+        size_bytes: r.get(4),
+        created_at: r.get(5),
+        updated_at: r.get(6),
+        created_by: r.get::<_, Option<uuid::Uuid>>(7).map(UserId::from_uuid),
+        access: if tenant_id == me {
+            Access::Own
+        } else if is_descendant {
+            Access::Descendant
+        } else {
+            Access::Shared
+        },
+    }
+}
+
+fn select_resources(where_clause: &str, tail: &str) -> String {
+    format!(
+        "SELECT {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM tenantry.resources {where_clause} {tail}"
+    )
+}
+
+fn validate(name: Option<&str>, data: Option<&serde_json::Value>) -> Result<(), DbError> {
+    if let Some(name) = name {
+        let len = name.chars().count();
+        if !(1..=1000).contains(&len) {
+            return Err(DbError::invalid(
+                "name",
+                "name must be 1 to 1000 characters",
+            ));
+        }
+    }
+    if let Some(data) = data {
+        if !data.is_object() {
+            return Err(DbError::invalid("data", "data must be a JSON object"));
+        }
+    }
+    Ok(())
+}
+
+impl TenantScope {
+    /// Creates a resource owned by the scope's tenant.
+    pub async fn create_resource(&mut self, new: &NewResource) -> Result<Resource, DbError> {
+        validate(Some(&new.name), Some(&new.data))?;
+        let me = self.tenant();
+        let sql = format!(
+            "INSERT INTO tenantry.resources (tenant_id, name, data) VALUES ($1, $2, $3)
+             RETURNING {RESOURCE_COLUMNS}, true"
+        );
+        let rows = self
+            .query_as(
+                Visibility::Owned,
+                &sql,
+                &[me.as_uuid(), &new.name, &new.data],
+                &[Type::UUID, Type::TEXT, Type::JSONB],
+            )
+            .await?;
+        Ok(resource(&rows[0], me))
+    }
+
+    /// A resource the caller may read (own, descendant's or shared). Another
+    /// tenant's resource is not found, exactly like a missing one.
+    pub async fn get_resource(&mut self, id: ResourceId) -> Result<Resource, DbError> {
+        let me = self.tenant();
+        let sql = select_resources("WHERE id = $1", "");
+        let rows = self.query(&sql, &[id.as_uuid()], &[Type::UUID]).await?;
+        rows.first()
+            .map(|r| resource(r, me))
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Changes a resource of the caller or a descendant. Shared resources are
+    /// read only: for the target they are not found.
+    pub async fn update_resource(
+        &mut self,
+        id: ResourceId,
+        update: &ResourceUpdate,
+    ) -> Result<Resource, DbError> {
+        validate(update.name.as_deref(), update.data.as_ref())?;
+        let me = self.tenant();
+        let sql = format!(
+            "UPDATE tenantry.resources SET name = coalesce($2, name), data = coalesce($3, data)
+             WHERE id = $1 RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())"
+        );
+        let rows = self
+            .query_as(
+                Visibility::Owned,
+                &sql,
+                &[id.as_uuid(), &update.name, &update.data],
+                &[Type::UUID, Type::TEXT, Type::JSONB],
+            )
+            .await?;
+        rows.first()
+            .map(|r| resource(r, me))
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Deletes a resource of the caller or a descendant (its shares go with it).
+    pub async fn delete_resource(&mut self, id: ResourceId) -> Result<(), DbError> {
+        let rows = self
+            .query_as(
+                Visibility::Owned,
+                "DELETE FROM tenantry.resources WHERE id = $1 RETURNING id",
+                &[id.as_uuid()],
+                &[Type::UUID],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+
+    /// Lists resources newest first with keyset pagination.
+    pub async fn list_resources(&mut self, query: &ResourceQuery) -> Result<ResourcePage, DbError> {
+        let me = self.tenant();
+        let limit = query.limit.clamp(1, 1000);
+        let (after_ts, after_id) = match query.after {
+            Some(c) => (Some(c.created_at), Some(*c.id.as_uuid())),
+            None => (None, None),
+        };
+        // Escape LIKE metacharacters: the prefix is matched literally.
+        let prefix = query.name_prefix.as_ref().map(|p| {
+            let escaped = p
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("{escaped}%")
+        });
+        let (visibility, owner_clause) = match query.owner {
+            OwnerFilter::All => (Visibility::All, "true"),
+            OwnerFilter::Own => (Visibility::Owned, "tenant_id = $1"),
+            OwnerFilter::Descendants => (Visibility::Owned, "tenant_id <> $1"),
+            OwnerFilter::Shared => (Visibility::SharedWithMe, "tenant_id <> $1"),
+        };
+        let where_clause = format!(
+            "WHERE {owner_clause}
+               AND ($2::text IS NULL OR name LIKE $2)
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))"
+        );
+        let sql = select_resources(&where_clause, "ORDER BY created_at DESC, id DESC LIMIT $5");
+        let rows = self
+            .query_as(
+                visibility,
+                &sql,
+                &[me.as_uuid(), &prefix, &after_ts, &after_id, &(limit + 1)],
+                &[
+                    Type::UUID,
+                    Type::TEXT,
+                    Type::TIMESTAMPTZ,
+                    Type::UUID,
+                    Type::INT8,
+                ],
+            )
+            .await?;
+        let mut items: Vec<Resource> = rows.iter().map(|r| resource(r, me)).collect();
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|r| ResourceCursor {
+                created_at: r.created_at,
+                id: r.id,
+            })
+        } else {
+            None
+        };
+        Ok(ResourcePage { items, next })
+    }
+
+    /// Shares a resource of the caller (or a descendant) with another active tenant, read only.
+    pub async fn share_resource(
+        &mut self,
+        id: ResourceId,
+        with: TenantId,
+    ) -> Result<Share, DbError> {
+        self.query(
+            "SELECT tenantry.share_resource($1, $2)",
+            &[id.as_uuid(), with.as_uuid()],
+            &[Type::UUID, Type::UUID],
+        )
+        .await?;
+        let rows = self
+            .query(
+                "SELECT resource_id, tenant_id, shared_with, shared_by, shared_at FROM tenantry.shared_resources
+                 WHERE resource_id = $1 AND shared_with = $2",
+                &[id.as_uuid(), with.as_uuid()],
+                &[Type::UUID, Type::UUID],
+            )
+            .await?;
+        rows.first()
+            .map(share)
+            .ok_or_else(|| DbError::Internal("new share not visible".into()))
+    }
+
+    /// Shares of a resource the caller owns (or a descendant owns). Not found otherwise.
+    pub async fn list_shares(&mut self, id: ResourceId) -> Result<Vec<Share>, DbError> {
+        // Existence and ownership first, so a foreign id answers not found.
+        let owned = self
+            .query_as(
+                Visibility::Owned,
+                "SELECT 1 FROM tenantry.resources WHERE id = $1",
+                &[id.as_uuid()],
+                &[Type::UUID],
+            )
+            .await?;
+        if owned.is_empty() {
+            return Err(not_found(id));
+        }
+        let rows = self
+            .query(
+                "SELECT resource_id, tenant_id, shared_with, shared_by, shared_at FROM tenantry.shared_resources
+                 WHERE resource_id = $1 AND tenant_id = ANY (tenantry.visible_tenant_ids()) ORDER BY shared_at, shared_with",
+                &[id.as_uuid()],
+                &[Type::UUID],
+            )
+            .await?;
+        Ok(rows.iter().map(share).collect())
+    }
+
+    /// Revokes a share; the target loses access with its next statement.
+    pub async fn unshare_resource(
+        &mut self,
+        id: ResourceId,
+        with: TenantId,
+    ) -> Result<(), DbError> {
+        self.query(
+            "SELECT tenantry.unshare_resource($1, $2)",
+            &[id.as_uuid(), with.as_uuid()],
+            &[Type::UUID, Type::UUID],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn share(r: &Row) -> Share {
+    Share {
+        resource_id: ResourceId::from_uuid(r.get(0)),
+        owner_tenant_id: TenantId::from_uuid(r.get(1)),
+        tenant_id: TenantId::from_uuid(r.get(2)),
+        shared_by: r.get::<_, Option<uuid::Uuid>>(3).map(UserId::from_uuid),
+        shared_at: r.get(4),
+    }
+}
+
+fn not_found(id: ResourceId) -> DbError {
+    DbError::NotFound(format!("resource {id} not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_forgeries_are_rejected() {
+        let c = ResourceCursor {
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            id: ResourceId::parse("6b39e4e3-84cd-4d21-88a9-cff7e14ca36c").unwrap(),
+        };
+        assert_eq!(ResourceCursor::decode(&c.encode()), Some(c));
+        for forged in [
+            "",
+            "zz",
+            "00",
+            &hex::encode("1:not-a-uuid"),
+            &hex::encode("x:6b39e4e3-84cd-4d21-88a9-cff7e14ca36c"),
+        ] {
+            assert_eq!(ResourceCursor::decode(forged), None, "{forged}");
+        }
+    }
+}

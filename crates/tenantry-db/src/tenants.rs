@@ -1,0 +1,332 @@
+//! Tenants and their hierarchy: administrative operations (create, list, rename, settings, status, parent, isolation) and what a tenant sees of itself and its children.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{types::Type, Row};
+
+use crate::{scope::Sql, AdminScope, DbError, TenantId, TenantScope};
+
+/// Lifecycle of a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    /// Normal operation.
+    Active,
+    /// Keys refused, data kept; can be re-activated.
+    Suspended,
+    /// Terminal; data kept for audit, nothing can act as it.
+    Deleted,
+}
+
+impl TenantStatus {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, DbError> {
+        match s {
+            "active" => Ok(Self::Active),
+            "suspended" => Ok(Self::Suspended),
+            "deleted" => Ok(Self::Deleted),
+            other => Err(DbError::Internal(format!("unknown tenant status {other}"))),
+        }
+    }
+}
+
+/// Isolation model of a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Pooled tables under row-level security.
+    #[default]
+    Shared,
+    /// Its own schema `tenant_<hex>` (a partition of its own), still under RLS.
+    Schema,
+}
+
+impl Isolation {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Schema => "schema",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, DbError> {
+        match s {
+            "shared" => Ok(Self::Shared),
+            "schema" => Ok(Self::Schema),
+            other => Err(DbError::Internal(format!("unknown isolation {other}"))),
+        }
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    /// Its id.
+    pub tenant_id: TenantId,
+    /// Display name.
+    pub name: String,
+    /// Lifecycle status.
+    pub status: TenantStatus,
+    /// Parent tenant, if any.
+    pub parent_id: Option<TenantId>,
+    /// Isolation model.
+    pub isolation: Isolation,
+    /// Validated settings (quotas, rate limits, metadata).
+    pub settings: serde_json::Value,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+const TENANT_COLUMNS: &str =
+    "tenant_id, name, status, parent_id, isolation, settings, created_at, updated_at";
+
+impl Tenant {
+    fn from_row(r: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            tenant_id: TenantId::from_uuid(r.get(0)),
+            name: r.get(1),
+            status: TenantStatus::parse(r.get(2))?,
+            parent_id: r.get::<_, Option<uuid::Uuid>>(3).map(TenantId::from_uuid),
+            isolation: Isolation::parse(r.get(4))?,
+            settings: r.get(5),
+            created_at: r.get(6),
+            updated_at: r.get(7),
+        })
+    }
+}
+
+/// Input for a new tenant.
+#[derive(Debug, Clone, Default)]
+pub struct NewTenant {
+    /// Display name (1–200 characters).
+    pub name: String,
+    /// Parent, for a child tenant.
+    pub parent_id: Option<TenantId>,
+    /// Isolation model.
+    pub isolation: Isolation,
+    /// Settings (validated by the database; unknown keys are refused).
+    pub settings: Option<serde_json::Value>,
+}
+
+/// A change to a tenant; `None` fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct TenantUpdate {
+    /// New name.
+    pub name: Option<String>,
+    /// Replacement settings.
+    pub settings: Option<serde_json::Value>,
+}
+
+fn tenants(rows: &[Row]) -> Result<Vec<Tenant>, DbError> {
+    rows.iter().map(Tenant::from_row).collect()
+}
+
+fn one(rows: &[Row], id: TenantId) -> Result<Tenant, DbError> {
+    rows.first()
+        .map(Tenant::from_row)
+        .unwrap_or_else(|| Err(DbError::NotFound(format!("tenant {id} not found"))))
+}
+
+impl AdminScope {
+    async fn q(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        types: &[Type],
+    ) -> Result<Vec<Row>, DbError> {
+        self.tx.query(Sql { sql, params, types }).await
+    }
+
+    /// Creates a tenant (root or child; schema isolation creates its schema).
+    pub async fn create_tenant(&mut self, new: &NewTenant) -> Result<Tenant, DbError> {
+        let parent = new.parent_id.map(|p| *p.as_uuid());
+        let settings = new
+            .settings
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}));
+        let rows = self
+            .q(
+                "SELECT tenantry.create_tenant($1, $2, $3, $4)",
+                &[&new.name, &parent, &new.isolation.as_str(), &settings],
+                &[Type::TEXT, Type::UUID, Type::TEXT, Type::JSONB],
+            )
+            .await?;
+        let id = TenantId::from_uuid(rows[0].get(0));
+        self.get_tenant(id).await
+    }
+
+    /// One tenant, any status.
+    pub async fn get_tenant(&mut self, id: TenantId) -> Result<Tenant, DbError> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.tenants WHERE tenant_id = $1");
+        let rows = self.q(&sql, &[id.as_uuid()], &[Type::UUID]).await?;
+        one(&rows, id)
+    }
+
+    /// Tenants in id order after `after`, at most `limit`.
+    pub async fn list_tenants(
+        &mut self,
+        after: Option<TenantId>,
+        limit: i64,
+    ) -> Result<Vec<Tenant>, DbError> {
+        let after = after.map(|a| *a.as_uuid());
+        let sql = format!(
+            "SELECT {TENANT_COLUMNS} FROM tenantry.tenants WHERE ($1::uuid IS NULL OR tenant_id > $1) ORDER BY tenant_id LIMIT $2"
+        );
+        tenants(
+            &self
+                .q(&sql, &[&after, &limit], &[Type::UUID, Type::INT8])
+                .await?,
+        )
+    }
+
+    /// Renames and/or replaces settings.
+    pub async fn update_tenant(
+        &mut self,
+        id: TenantId,
+        update: &TenantUpdate,
+    ) -> Result<Tenant, DbError> {
+        let sql = format!(
+            "UPDATE tenantry.tenants SET name = coalesce($2, name), settings = coalesce($3, settings)
+             WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}"
+        );
+        let rows = self
+            .q(
+                &sql,
+                &[id.as_uuid(), &update.name, &update.settings],
+                &[Type::UUID, Type::TEXT, Type::JSONB],
+            )
+            .await?;
+        one(&rows, id)
+    }
+
+    /// Moves through the lifecycle (deleted is terminal; a tenant with live children cannot be deleted).
+    pub async fn set_status(
+        &mut self,
+        id: TenantId,
+        status: TenantStatus,
+    ) -> Result<Tenant, DbError> {
+        let sql = format!("UPDATE tenantry.tenants SET status = $2 WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}");
+        let rows = self
+            .q(
+                &sql,
+                &[id.as_uuid(), &status.as_str()],
+                &[Type::UUID, Type::TEXT],
+            )
+            .await?;
+        one(&rows, id)
+    }
+
+    /// Re-parents a tenant (`None` makes it a root). Cycles are refused with a conflict.
+    pub async fn set_parent(
+        &mut self,
+        id: TenantId,
+        parent: Option<TenantId>,
+    ) -> Result<Tenant, DbError> {
+        let parent = parent.map(|p| *p.as_uuid());
+        let sql = format!("UPDATE tenantry.tenants SET parent_id = $2 WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}");
+        let rows = self
+            .q(&sql, &[id.as_uuid(), &parent], &[Type::UUID, Type::UUID])
+            .await?;
+        one(&rows, id)
+    }
+
+    /// Moves a tenant between isolation models, keeping all of its data.
+    pub async fn set_isolation(
+        &mut self,
+        id: TenantId,
+        isolation: Isolation,
+    ) -> Result<Tenant, DbError> {
+        self.q(
+            "SELECT tenantry.set_tenant_isolation($1, $2)",
+            &[id.as_uuid(), &isolation.as_str()],
+            &[Type::UUID, Type::TEXT],
+        )
+        .await?;
+        self.get_tenant(id).await
+    }
+
+    /// Refreshes the `tenant_metrics` materialized view (concurrently).
+    pub async fn refresh_metrics(&mut self) -> Result<(), DbError> {
+        self.q("SELECT tenantry.refresh_tenant_metrics()", &[], &[])
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the request-log partitions of the coming days; returns how many were created.
+    pub async fn ensure_request_log_partitions(&mut self, days_ahead: i32) -> Result<i32, DbError> {
+        let rows = self
+            .q(
+                "SELECT tenantry.ensure_request_log_partitions($1)",
+                &[&days_ahead],
+                &[Type::INT4],
+            )
+            .await?;
+        Ok(rows[0].get(0))
+    }
+}
+
+impl TenantScope {
+    /// The scope's own tenant.
+    pub async fn current_tenant(&mut self) -> Result<Tenant, DbError> {
+        let id = self.tenant();
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.tenants WHERE tenant_id = $1");
+        let rows = self.query(&sql, &[id.as_uuid()], &[Type::UUID]).await?;
+        one(&rows, id)
+    }
+
+    /// A tenant of the scope's subtree (itself or a descendant); not found otherwise.
+    pub async fn get_tenant(&mut self, id: TenantId) -> Result<Tenant, DbError> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.tenants WHERE tenant_id = $1");
+        let rows = self.query(&sql, &[id.as_uuid()], &[Type::UUID]).await?;
+        one(&rows, id)
+    }
+
+    /// Direct children of the scope's tenant.
+    pub async fn children(&mut self) -> Result<Vec<Tenant>, DbError> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.tenants WHERE parent_id = $1 ORDER BY created_at, tenant_id");
+        let id = *self.tenant().as_uuid();
+        tenants(&self.query(&sql, &[&id], &[Type::UUID]).await?)
+    }
+
+    /// All descendants (transitively), nearest first.
+    pub async fn descendants(&mut self) -> Result<Vec<(Tenant, i32)>, DbError> {
+        let sql = "SELECT t.tenant_id, t.name, t.status, t.parent_id, t.isolation, t.settings, t.created_at, t.updated_at, h.depth
+                   FROM tenantry.tenant_hierarchy h JOIN tenantry.tenants t ON t.tenant_id = h.child_id
+                   WHERE h.parent_id = $1 AND h.depth > 0 ORDER BY h.depth, t.tenant_id";
+        let id = *self.tenant().as_uuid();
+        self.query(sql, &[&id], &[Type::UUID])
+            .await?
+            .iter()
+            .map(|r| Ok((Tenant::from_row(r)?, r.get(8))))
+            .collect()
+    }
+
+    /// Creates a child of the scope's tenant. It is visible to this tenant from its next transaction.
+    pub async fn create_child_tenant(
+        &mut self,
+        name: &str,
+        isolation: Isolation,
+        settings: Option<&serde_json::Value>,
+    ) -> Result<TenantId, DbError> {
+        let settings = settings.cloned().unwrap_or_else(|| serde_json::json!({}));
+        let rows = self
+            .query(
+                "SELECT tenantry.create_child_tenant($1, $2, $3)",
+                &[&name, &settings, &isolation.as_str()],
+                &[Type::TEXT, Type::JSONB, Type::TEXT],
+            )
+            .await?;
+        Ok(TenantId::from_uuid(rows[0].get(0)))
+    }
+}

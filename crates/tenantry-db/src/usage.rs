@@ -1,0 +1,260 @@
+//! Usage and audit: the request log (batched appends), hourly `tenant_metrics`, `tenant_resource_usage`, and the audit log as a tenant or an administrator sees it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::{types::Type, Row};
+
+use crate::{
+    scope::{Sql, Tx},
+    AdminScope, Database, DbError, ResourceId, TenantId, TenantScope, UserId,
+};
+
+/// One API request, as logged.
+#[derive(Debug, Clone)]
+pub struct RequestLogEntry {
+    /// The caller's tenant.
+    pub tenant_id: TenantId,
+    /// When the request arrived.
+    pub created_at: DateTime<Utc>,
+    /// The acting member, if any.
+    pub user_id: Option<UserId>,
+    /// The resource the request addressed, if any.
+    pub resource_id: Option<ResourceId>,
+    /// HTTP method.
+    pub method: String,
+    /// Route template, e.g. `/v1/resources/{id}`.
+    pub route: String,
+    /// HTTP status.
+    pub status: i16,
+    /// Handling time in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// One hourly row of `tenant_metrics`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsRow {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Start of the hour.
+    pub hour: DateTime<Utc>,
+    /// Requests in that hour.
+    pub request_count: i64,
+    /// Distinct members.
+    pub unique_users: i64,
+    /// Distinct resources addressed.
+    pub resources_accessed: i64,
+    /// The row belongs to a descendant of the caller.
+    pub is_descendant: bool,
+}
+
+/// One row of `tenant_resource_usage`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceUsage {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Its name.
+    pub tenant_name: String,
+    /// How many resources it owns.
+    pub total_resources: i64,
+    /// Bytes of name and data.
+    pub storage_used: i64,
+    /// Latest change to any of them.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// One audit-log row.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    /// Sequence number (per database).
+    pub audit_id: i64,
+    /// The tenant it concerns.
+    pub tenant_id: TenantId,
+    /// When.
+    pub occurred_at: DateTime<Utc>,
+    /// Who (`key:<id>`, `user:<id>`, `admin`, `db:<login>`).
+    pub actor: String,
+    /// What, e.g. `key.revoked`.
+    pub action: String,
+    /// Kind of object.
+    pub target_type: String,
+    /// Its id.
+    pub target_id: Option<String>,
+    /// Details.
+    pub details: serde_json::Value,
+}
+
+/// Filters of an audit listing (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this action.
+    pub action: Option<String>,
+    /// From this time (inclusive).
+    pub since: Option<DateTime<Utc>>,
+    /// Until this time (exclusive).
+    pub until: Option<DateTime<Utc>>,
+    /// Rows older than this audit id (pagination).
+    pub before_id: Option<i64>,
+    /// Page size, clamped to 1..=1000.
+    pub limit: i64,
+}
+
+const AUDIT_SQL: &str = "SELECT audit_id, tenant_id, occurred_at, actor, action, target_type, target_id, details
+    FROM tenantry.audit_log
+    WHERE tenant_id = $1 AND ($2::text IS NULL OR action = $2)
+      AND ($3::timestamptz IS NULL OR occurred_at >= $3) AND ($4::timestamptz IS NULL OR occurred_at < $4)
+      AND ($5::int8 IS NULL OR audit_id < $5)
+    ORDER BY audit_id DESC LIMIT $6";
+const AUDIT_TYPES: &[Type] = &[
+    Type::UUID,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::INT8,
+    Type::INT8,
+];
+
+fn audit(r: &Row) -> AuditEntry {
+    AuditEntry {
+        audit_id: r.get(0),
+        tenant_id: TenantId::from_uuid(r.get(1)),
+        occurred_at: r.get(2),
+        actor: r.get(3),
+        action: r.get(4),
+        target_type: r.get(5),
+        target_id: r.get(6),
+        details: r.get(7),
+    }
+}
+
+impl TenantScope {
+    /// The scope's tenant's audit log (a tenant reads only its own rows).
+    pub async fn audit_log(&mut self, q: &AuditQuery) -> Result<Vec<AuditEntry>, DbError> {
+        let me = *self.tenant().as_uuid();
+        let limit = q.limit.clamp(1, 1000);
+        let rows = self
+            .query(
+                AUDIT_SQL,
+                &[&me, &q.action, &q.since, &q.until, &q.before_id, &limit],
+                AUDIT_TYPES,
+            )
+            .await?;
+        Ok(rows.iter().map(audit).collect())
+    }
+
+    /// Hourly metrics of the scope's tenant and its descendants (flagged), within [from, to).
+    pub async fn metrics(
+        &mut self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<MetricsRow>, DbError> {
+        let rows = self
+            .query(
+                "SELECT tenant_id, hour, request_count, unique_users, resources_accessed, is_descendant
+                 FROM tenantry.current_tenant_metrics($1, $2)",
+                &[&from, &to],
+                &[Type::TIMESTAMPTZ, Type::TIMESTAMPTZ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MetricsRow {
+                tenant_id: TenantId::from_uuid(r.get(0)),
+                hour: r.get(1),
+                request_count: r.get(2),
+                unique_users: r.get(3),
+                resources_accessed: r.get(4),
+                is_descendant: r.get(5),
+            })
+            .collect())
+    }
+
+    /// `tenant_resource_usage` rows the caller may see: itself and its descendants.
+    pub async fn resource_usage(&mut self) -> Result<Vec<ResourceUsage>, DbError> {
+        let rows = self
+            .query(
+                "SELECT tenant_id, tenant_name, total_resources, storage_used, last_modified
+                 FROM tenantry.tenant_resource_usage ORDER BY tenant_id = tenantry.current_tenant_id() DESC, tenant_name, tenant_id",
+                &[],
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ResourceUsage {
+                tenant_id: TenantId::from_uuid(r.get(0)),
+                tenant_name: r.get(1),
+                total_resources: r.get(2),
+                storage_used: r.get(3),
+                last_modified: r.get(4),
+            })
+            .collect())
+    }
+}
+
+impl AdminScope {
+    /// Any tenant's audit log.
+    pub async fn audit_log(
+        &mut self,
+        tenant: TenantId,
+        q: &AuditQuery,
+    ) -> Result<Vec<AuditEntry>, DbError> {
+        let limit = q.limit.clamp(1, 1000);
+        let rows = self
+            .tx
+            .query(Sql {
+                sql: AUDIT_SQL,
+                params: &[
+                    tenant.as_uuid(),
+                    &q.action,
+                    &q.since,
+                    &q.until,
+                    &q.before_id,
+                    &limit,
+                ],
+                types: AUDIT_TYPES,
+            })
+            .await?;
+        Ok(rows.iter().map(audit).collect())
+    }
+}
+
+impl Database {
+    /// Appends request-log rows in one multi-row insert as `tenantry_logger`.
+    pub async fn log_requests(&self, entries: &[RequestLogEntry]) -> Result<u64, DbError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let tenants: Vec<uuid::Uuid> = entries.iter().map(|e| *e.tenant_id.as_uuid()).collect();
+        let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.created_at).collect();
+        let users: Vec<Option<uuid::Uuid>> = entries
+            .iter()
+            .map(|e| e.user_id.map(|u| *u.as_uuid()))
+            .collect();
+        let resources: Vec<Option<uuid::Uuid>> = entries
+            .iter()
+            .map(|e| e.resource_id.map(|r| *r.as_uuid()))
+            .collect();
+        let methods: Vec<&str> = entries.iter().map(|e| e.method.as_str()).collect();
+        let routes: Vec<&str> = entries.iter().map(|e| e.route.as_str()).collect();
+        let statuses: Vec<i16> = entries.iter().map(|e| e.status).collect();
+        let latencies: Vec<f64> = entries.iter().map(|e| e.latency_ms).collect();
+        let mut tx = Tx::logger(self.pool().get().await?, self.statement_mode());
+        tx.query_and_commit(Sql {
+            sql: "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms)
+                  SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[], $8::float8[])",
+            params: &[&tenants, &times, &users, &resources, &methods, &routes, &statuses, &latencies],
+            types: &[
+                Type::UUID_ARRAY,
+                Type::TIMESTAMPTZ_ARRAY,
+                Type::UUID_ARRAY,
+                Type::UUID_ARRAY,
+                Type::TEXT_ARRAY,
+                Type::TEXT_ARRAY,
+                Type::INT2_ARRAY,
+                Type::FLOAT8_ARRAY,
+            ],
+        })
+        .await?;
+        Ok(entries.len() as u64)
+    }
+}
