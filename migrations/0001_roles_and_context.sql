@@ -61,6 +61,10 @@ ALTER SCHEMA tenantry OWNER TO tenantry_owner;
 COMMENT ON SCHEMA tenantry IS 'tenantry: multi-tenancy enforced by PostgreSQL (tenants, RLS, sharing, keys, roles, usage).';
 REVOKE ALL ON SCHEMA tenantry FROM PUBLIC;
 GRANT USAGE ON SCHEMA tenantry TO tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_admin, tenantry_logger;
+-- The server prepares statements before its transaction switches role; name
+-- lookup needs USAGE. Privileges on tables and functions are checked when a
+-- statement executes, i.e. as the role set with SET LOCAL ROLE.
+GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 
 -- The bookkeeping table of the migration runner predates this migration; hand it over.
 ALTER TABLE IF EXISTS tenantry.schema_migrations OWNER TO tenantry_owner;

@@ -1,0 +1,833 @@
+//! Library tests: every capability through the Rust API as `tenantry_server`, each allowed case beside its denied ones, and pool safety.
+
+use serde_json::json;
+use tenantry_db::{
+    testing::TestDatabase, Access, AuditQuery, Database, DbError, Isolation, NewKeyOptions,
+    NewMember, NewResource, NewTenant, OwnerFilter, ResourceQuery, ResourceUpdate, StatementMode,
+    TenantContext, TenantId, TenantStatus, TenantUpdate,
+};
+
+async fn tenant(db: &Database, name: &str, parent: Option<TenantId>) -> TenantId {
+    let mut admin = db.admin("admin").await.unwrap();
+    let t = admin
+        .create_tenant(&NewTenant {
+            name: name.into(),
+            parent_id: parent,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
+    t.tenant_id
+}
+
+async fn resource(db: &Database, t: TenantId, name: &str) -> tenantry_db::Resource {
+    let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+    let r = s
+        .create_resource(&NewResource {
+            name: name.into(),
+            data: json!({"n": name}),
+        })
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    r
+}
+
+async fn names(db: &Database, t: TenantId, owner: OwnerFilter) -> Vec<String> {
+    let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+    let page = s
+        .list_resources(&ResourceQuery {
+            owner,
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    let mut n: Vec<String> = page.items.into_iter().map(|r| r.name).collect();
+    n.sort();
+    n
+}
+
+#[tokio::test]
+async fn tenant_a_cannot_read_tenant_b_resource_by_id() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let rb = resource(&db, b, "b-secret").await;
+
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    assert_eq!(s.get_resource(rb.id).await.unwrap().name, "b-secret");
+    s.commit().await.unwrap();
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let foreign = s.get_resource(rb.id).await.unwrap_err();
+    let missing = s
+        .get_resource(tenantry_db::ResourceId::from_uuid(uuid::Uuid::new_v4()))
+        .await
+        .unwrap_err();
+    assert!(matches!(foreign, DbError::NotFound(_)), "{foreign:?}");
+    assert!(matches!(missing, DbError::NotFound(_)), "{missing:?}");
+}
+
+#[tokio::test]
+async fn tenant_a_cannot_update_or_delete_tenant_b_resource() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let rb = resource(&db, b, "b-doc").await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let upd = s
+        .update_resource(
+            rb.id,
+            &ResourceUpdate {
+                name: Some("pwned".into()),
+                data: None,
+            },
+        )
+        .await;
+    assert!(matches!(upd, Err(DbError::NotFound(_))), "{upd:?}");
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert!(matches!(
+        s.delete_resource(rb.id).await,
+        Err(DbError::NotFound(_))
+    ));
+    drop(s);
+    assert_eq!(names(&db, b, OwnerFilter::All).await, vec!["b-doc"]);
+}
+
+#[tokio::test]
+async fn owner_updates_and_deletes_its_resource_and_the_database_maintains_size_and_times() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let r = resource(&db, a, "doc").await;
+    assert!(r.size_bytes > 0);
+    assert_eq!(r.access, Access::Own);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let u = s
+        .update_resource(
+            r.id,
+            &ResourceUpdate {
+                name: None,
+                data: Some(json!({"big": "x".repeat(1000)})),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(u.size_bytes > r.size_bytes + 900);
+    assert!(u.updated_at >= r.updated_at);
+    assert_eq!(u.created_at, r.created_at);
+    s.delete_resource(r.id).await.unwrap();
+    assert!(matches!(
+        s.get_resource(r.id).await,
+        Err(DbError::NotFound(_))
+    ));
+    s.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_resource_input_is_refused_and_leaves_no_row() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    for (name, data) in [
+        ("", json!({})),
+        ("ok", json!([1, 2])),
+        (&"x".repeat(1001) as &str, json!({})),
+    ] {
+        let e = s
+            .create_resource(&NewResource {
+                name: name.into(),
+                data,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DbError::Invalid { .. }), "{e:?}");
+    }
+    s.commit().await.unwrap();
+    assert!(names(&db, a, OwnerFilter::All).await.is_empty());
+}
+
+#[tokio::test]
+async fn parent_sees_descendants_transitively_and_child_never_sees_parent_or_sibling() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let root = tenant(&db, "root", None).await;
+    let child = tenant(&db, "child", Some(root)).await;
+    let sibling = tenant(&db, "sibling", Some(root)).await;
+    let grandchild = tenant(&db, "grandchild", Some(child)).await;
+    for (t, n) in [(root, "r"), (child, "c"), (sibling, "s"), (grandchild, "g")] {
+        resource(&db, t, n).await;
+    }
+    assert_eq!(
+        names(&db, root, OwnerFilter::All).await,
+        vec!["c", "g", "r", "s"]
+    );
+    assert_eq!(names(&db, root, OwnerFilter::Own).await, vec!["r"]);
+    assert_eq!(
+        names(&db, root, OwnerFilter::Descendants).await,
+        vec!["c", "g", "s"]
+    );
+    assert_eq!(names(&db, child, OwnerFilter::All).await, vec!["c", "g"]);
+    assert_eq!(names(&db, grandchild, OwnerFilter::All).await, vec!["g"]);
+    assert_eq!(names(&db, sibling, OwnerFilter::All).await, vec!["s"]);
+}
+
+#[tokio::test]
+async fn sharing_is_read_only_immediate_and_revocable() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let c = tenant(&db, "c", None).await;
+    let r = resource(&db, a, "shared-doc").await;
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let share = s.share_resource(r.id, b).await.unwrap();
+    assert_eq!(share.tenant_id, b);
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert!(matches!(
+        s.share_resource(r.id, b).await,
+        Err(DbError::Conflict(_))
+    ));
+    drop(s);
+
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    let seen = s.get_resource(r.id).await.unwrap();
+    assert_eq!(seen.access, Access::Shared);
+    assert!(matches!(
+        s.update_resource(
+            r.id,
+            &ResourceUpdate {
+                name: Some("x".into()),
+                data: None
+            }
+        )
+        .await,
+        Err(DbError::NotFound(_))
+    ));
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    assert!(
+        matches!(s.share_resource(r.id, c).await, Err(DbError::NotFound(_))),
+        "target must not re-share"
+    );
+    drop(s);
+    assert_eq!(names(&db, b, OwnerFilter::Shared).await, vec!["shared-doc"]);
+    assert!(names(&db, b, OwnerFilter::Own).await.is_empty());
+    assert!(names(&db, c, OwnerFilter::All).await.is_empty());
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert_eq!(s.list_shares(r.id).await.unwrap().len(), 1);
+    s.unshare_resource(r.id, b).await.unwrap();
+    s.commit().await.unwrap();
+    assert!(names(&db, b, OwnerFilter::All).await.is_empty());
+}
+
+#[tokio::test]
+async fn pagination_walks_every_resource_once_newest_first() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    for i in 0..25 {
+        resource(&db, a, &format!("doc-{i:02}")).await;
+    }
+    resource(&db, tenant(&db, "other", None).await, "doc-foreign").await;
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+        let page = s
+            .list_resources(&ResourceQuery {
+                limit: 10,
+                after,
+                name_prefix: Some("doc-".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|r| r.name.clone()));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 25);
+    assert_eq!(seen[0], "doc-24");
+}
+
+#[tokio::test]
+async fn name_prefix_filter_treats_like_wildcards_literally() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    resource(&db, a, "100%_done").await;
+    resource(&db, a, "100 percent").await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let page = s
+        .list_resources(&ResourceQuery {
+            limit: 10,
+            name_prefix: Some("100%".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].name, "100%_done");
+}
+
+#[tokio::test]
+async fn keys_verify_until_revoked_and_rotation_keeps_the_old_key_for_the_grace_period() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let key = s
+        .create_api_key(&NewKeyOptions {
+            description: "ci".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+
+    let id = db
+        .verify_key(key.secret.expose())
+        .await
+        .unwrap()
+        .expect("valid key");
+    assert_eq!(id.tenant_id, a);
+    assert_eq!(id.tenant_status, "active");
+
+    // Wrong secret with the right prefix, garbage, and unknown prefix: all None.
+    let forged = format!("tk_{}_{}", key.secret.prefix(), "0".repeat(64));
+    assert!(db.verify_key(&forged).await.unwrap().is_none());
+    assert!(db.verify_key("garbage").await.unwrap().is_none());
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let rotated = s
+        .rotate_api_key(key.info.key_id, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert!(matches!(
+        s.rotate_api_key(key.info.key_id, std::time::Duration::from_secs(1))
+            .await,
+        Err(DbError::Conflict(_))
+    ));
+    drop(s);
+    assert!(
+        db.verify_key(key.secret.expose()).await.unwrap().is_some(),
+        "old key works during grace"
+    );
+    assert!(db
+        .verify_key(rotated.secret.expose())
+        .await
+        .unwrap()
+        .is_some());
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let rotated_again = s
+        .rotate_api_key(rotated.info.key_id, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    s.revoke_api_key(key.info.key_id).await.unwrap();
+    s.commit().await.unwrap();
+    assert!(
+        db.verify_key(rotated.secret.expose())
+            .await
+            .unwrap()
+            .is_none(),
+        "zero grace expires at once"
+    );
+    assert!(
+        db.verify_key(key.secret.expose()).await.unwrap().is_none(),
+        "revoked"
+    );
+    assert!(db
+        .verify_key(rotated_again.secret.expose())
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_revoke_or_rotate_another_tenants_key() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    let kb = s.create_api_key(&NewKeyOptions::default()).await.unwrap();
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert!(matches!(
+        s.revoke_api_key(kb.info.key_id).await,
+        Err(DbError::NotFound(_))
+    ));
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert!(matches!(
+        s.rotate_api_key(kb.info.key_id, std::time::Duration::ZERO)
+            .await,
+        Err(DbError::NotFound(_))
+    ));
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert!(matches!(
+        s.create_api_key(&NewKeyOptions {
+            tenant_id: Some(b),
+            ..Default::default()
+        })
+        .await,
+        Err(DbError::NotFound(_))
+    ));
+    drop(s);
+    assert!(db.verify_key(kb.secret.expose()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn roles_and_permissions_stay_inside_the_current_tenant() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let viewer = s.create_role("viewer", "read only").await.unwrap();
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert!(matches!(
+        s.create_role("viewer", "").await,
+        Err(DbError::Conflict(_))
+    ));
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let viewer = s
+        .grant_permission(viewer.role_id, "resources.read")
+        .await
+        .unwrap();
+    assert_eq!(viewer.permissions, vec!["resources.read"]);
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert!(matches!(
+        s.grant_permission(viewer.role_id, "no.such").await,
+        Err(DbError::NotFound(_))
+    ));
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let m = s
+        .add_member(&NewMember {
+            user_id: None,
+            email: "ann@example.com".into(),
+            display_name: None,
+        })
+        .await
+        .unwrap();
+    s.assign_role(m.user_id, viewer.role_id).await.unwrap();
+    let key = s
+        .create_api_key(&NewKeyOptions {
+            user_id: Some(m.user_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        s.key_permissions(key.info.key_id).await.unwrap(),
+        vec!["resources.read"]
+    );
+    let owner_key = s.create_api_key(&NewKeyOptions::default()).await.unwrap();
+    assert!(
+        s.key_permissions(owner_key.info.key_id)
+            .await
+            .unwrap()
+            .len()
+            >= 14
+    );
+    s.commit().await.unwrap();
+
+    // Tenant b cannot grant permissions to a's role, nor see it.
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    assert!(matches!(
+        s.grant_permission(viewer.role_id, "keys.write").await,
+        Err(DbError::NotFound(_))
+    ));
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    assert!(s.list_roles().await.unwrap().is_empty());
+    assert!(matches!(
+        s.assign_role(m.user_id, viewer.role_id).await,
+        Err(DbError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn audit_log_records_security_changes_and_each_tenant_reads_only_its_own() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let r = resource(&db, a, "doc").await;
+    let mut s = db
+        .tenant(TenantContext::new(a).with_actor("key:test"))
+        .await
+        .unwrap();
+    let k = s.create_api_key(&NewKeyOptions::default()).await.unwrap();
+    s.revoke_api_key(k.info.key_id).await.unwrap();
+    s.share_resource(r.id, b).await.unwrap();
+    s.create_role("ops", "").await.unwrap();
+    s.commit().await.unwrap();
+    let mut admin = db.admin("admin").await.unwrap();
+    admin.set_status(a, TenantStatus::Suspended).await.unwrap();
+    admin.set_status(a, TenantStatus::Active).await.unwrap();
+    admin.commit().await.unwrap();
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let log = s
+        .audit_log(&AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    for expected in [
+        "tenant.created",
+        "key.created",
+        "key.revoked",
+        "share.created",
+        "role.created",
+        "tenant.suspended",
+        "tenant.activated",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    assert!(log.iter().all(|e| e.tenant_id == a));
+    assert!(log
+        .iter()
+        .any(|e| e.action == "key.revoked" && e.actor == "key:test"));
+    assert!(log
+        .iter()
+        .any(|e| e.action == "tenant.suspended" && e.actor == "admin"));
+    let only = s
+        .audit_log(&AuditQuery {
+            limit: 100,
+            action: Some("key.created".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+}
+
+#[tokio::test]
+async fn tenant_lifecycle_rejects_cycles_self_parenting_and_changes_after_deletion() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", Some(a)).await;
+    let c = tenant(&db, "c", Some(b)).await;
+    let mut admin = db.admin("admin").await.unwrap();
+    assert!(matches!(
+        admin.set_parent(a, Some(c)).await,
+        Err(DbError::Conflict(_))
+    ));
+    drop(admin);
+    let mut admin = db.admin("admin").await.unwrap();
+    assert!(matches!(
+        admin.set_parent(a, Some(a)).await,
+        Err(DbError::Invalid { .. })
+    ));
+    drop(admin);
+    let mut admin = db.admin("admin").await.unwrap();
+    assert!(matches!(
+        admin
+            .update_tenant(
+                a,
+                &TenantUpdate {
+                    settings: Some(json!({"bogus": 1})),
+                    name: None
+                }
+            )
+            .await,
+        Err(DbError::Invalid { .. })
+    ));
+    drop(admin);
+    let mut admin = db.admin("admin").await.unwrap();
+    assert!(
+        matches!(
+            admin.set_status(b, TenantStatus::Deleted).await,
+            Err(DbError::Conflict(_))
+        ),
+        "has live child"
+    );
+    drop(admin);
+    // Move c to the root, then a sees only b; delete c; c's context is refused.
+    let mut admin = db.admin("admin").await.unwrap();
+    admin.set_parent(c, None).await.unwrap();
+    admin.set_status(c, TenantStatus::Deleted).await.unwrap();
+    admin.commit().await.unwrap();
+    let mut admin = db.admin("admin").await.unwrap();
+    assert!(matches!(
+        admin.set_status(c, TenantStatus::Active).await,
+        Err(DbError::Conflict(_))
+    ));
+    drop(admin);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let d: Vec<TenantId> = s
+        .descendants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(t, _)| t.tenant_id)
+        .collect();
+    assert_eq!(d, vec![b]);
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(c)).await.unwrap();
+    assert!(matches!(
+        s.current_tenant().await,
+        Err(DbError::Forbidden(_))
+    ));
+}
+
+#[tokio::test]
+async fn moving_a_tenant_between_isolation_models_loses_nothing() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let r = resource(&db, a, "keep-me").await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.share_resource(r.id, b).await.unwrap();
+    s.commit().await.unwrap();
+    for model in [Isolation::Schema, Isolation::Shared, Isolation::Schema] {
+        let mut admin = db.admin("admin").await.unwrap();
+        assert_eq!(
+            admin.set_isolation(a, model).await.unwrap().isolation,
+            model
+        );
+        admin.commit().await.unwrap();
+        let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+        let got = s.get_resource(r.id).await.unwrap();
+        assert_eq!(
+            (got.name.as_str(), got.created_at),
+            ("keep-me", r.created_at)
+        );
+        assert_eq!(s.list_shares(r.id).await.unwrap().len(), 1);
+        drop(s);
+        assert_eq!(names(&db, b, OwnerFilter::Shared).await, vec!["keep-me"]);
+        assert!(names(&db, b, OwnerFilter::Own).await.is_empty());
+    }
+    // New rows of a schema-isolated tenant land in its schema.
+    resource(&db, a, "second").await;
+    let su = tdb.superuser_client().await;
+    let schema: String = su
+        .query_one(
+            "SELECT tableoid::regclass::text FROM tenantry.resources WHERE name = 'second'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schema, format!("tenant_{}.resources", a.as_uuid().simple()));
+}
+
+#[tokio::test]
+async fn child_tenant_created_by_a_tenant_is_visible_to_it_and_not_to_others() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let child = s
+        .create_child_tenant("a-child", Isolation::Shared, None)
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert_eq!(s.children().await.unwrap()[0].tenant_id, child);
+    assert_eq!(s.get_tenant(child).await.unwrap().parent_id, Some(a));
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    assert!(matches!(
+        s.get_tenant(child).await,
+        Err(DbError::NotFound(_))
+    ));
+    assert!(matches!(s.get_tenant(a).await, Err(DbError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn usage_views_never_show_another_tenant() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let child = tenant(&db, "a-child", Some(a)).await;
+    let b = tenant(&db, "b", None).await;
+    for t in [a, child, b] {
+        resource(&db, t, "doc").await;
+    }
+    let now = chrono::Utc::now();
+    let entries: Vec<_> = [a, a, child, b]
+        .iter()
+        .map(|t| tenantry_db::RequestLogEntry {
+            tenant_id: *t,
+            created_at: now,
+            user_id: None,
+            resource_id: None,
+            method: "GET".into(),
+            route: "/v1/resources".into(),
+            status: 200,
+            latency_ms: 1.0,
+        })
+        .collect();
+    db.log_requests(&entries).await.unwrap();
+    let mut admin = db.admin("scheduler").await.unwrap();
+    admin.refresh_metrics().await.unwrap();
+    admin.commit().await.unwrap();
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let usage = s.resource_usage().await.unwrap();
+    let ids: Vec<TenantId> = usage.iter().map(|u| u.tenant_id).collect();
+    assert_eq!(ids, vec![a, child]);
+    let metrics = s.metrics(None, None).await.unwrap();
+    assert_eq!(metrics.len(), 2);
+    assert!(metrics
+        .iter()
+        .any(|m| m.tenant_id == a && m.request_count == 2 && !m.is_descendant));
+    assert!(metrics
+        .iter()
+        .any(|m| m.tenant_id == child && m.is_descendant));
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(child)).await.unwrap();
+    assert_eq!(s.metrics(None, None).await.unwrap().len(), 1);
+    assert_eq!(s.resource_usage().await.unwrap().len(), 1);
+}
+
+/// Two tenants alternate on a pool of one connection, thousands of times.
+async fn alternate_on_one_connection(mode: StatementMode) {
+    let tdb = TestDatabase::new().await;
+    let setup = tdb.database();
+    let a = tenant(&setup, "a", None).await;
+    let b = tenant(&setup, "b", None).await;
+    let ra = resource(&setup, a, "a-only").await;
+    let rb = resource(&setup, b, "b-only").await;
+    let db = tdb.database_with(mode, 1);
+    for i in 0..2000 {
+        let (me, mine, theirs) = if i % 2 == 0 {
+            (a, ra.id, rb.id)
+        } else {
+            (b, rb.id, ra.id)
+        };
+        let mut s = db.tenant(TenantContext::new(me)).await.unwrap();
+        let page = s
+            .list_resources(&ResourceQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 1, "iteration {i}");
+        assert_eq!(page.items[0].id, mine, "iteration {i}");
+        assert!(
+            matches!(s.get_resource(theirs).await, Err(DbError::NotFound(_))),
+            "iteration {i}"
+        );
+        if i % 3 == 0 {
+            s.commit().await.unwrap();
+        } // else: dropped mid-transaction, must roll back before reuse
+    }
+}
+
+#[tokio::test]
+async fn two_tenants_alternating_on_one_pooled_connection_never_see_each_other() {
+    alternate_on_one_connection(StatementMode::Prepared).await;
+}
+
+#[tokio::test]
+async fn two_tenants_alternating_with_unnamed_statements_never_see_each_other() {
+    alternate_on_one_connection(StatementMode::Unnamed).await;
+}
+
+#[tokio::test]
+async fn a_session_level_context_left_on_a_connection_does_not_reach_the_next_tenant() {
+    let tdb = TestDatabase::new().await;
+    let setup = tdb.database();
+    let a = tenant(&setup, "a", None).await;
+    let b = tenant(&setup, "b", None).await;
+    resource(&setup, a, "a-only").await;
+    let db = tdb.database_with(StatementMode::Prepared, 1);
+    // Misuse: a's request calls the guide's session-scope setter on the pooled connection.
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.query(
+        "SELECT tenantry.set_tenant_context($1)",
+        &[a.as_uuid()],
+        &[tokio_postgres::types::Type::UUID],
+    )
+    .await
+    .unwrap();
+    s.commit().await.unwrap();
+    // The same connection now serves b: it sees b's (empty) data, not a's.
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    let page = s
+        .list_resources(&ResourceQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(page.items.is_empty(), "leaked {:?}", page.items);
+    let rows = s
+        .query("SELECT tenantry.current_tenant_id()", &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, uuid::Uuid>(0), *b.as_uuid());
+}
+
+#[tokio::test]
+async fn a_failed_statement_makes_commit_fail_and_writes_nothing() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.create_resource(&NewResource {
+        name: "first".into(),
+        data: json!({}),
+    })
+    .await
+    .unwrap();
+    assert!(s
+        .share_resource(tenantry_db::ResourceId::from_uuid(uuid::Uuid::new_v4()), a)
+        .await
+        .is_err());
+    assert!(s.commit().await.is_err());
+    assert!(names(&db, a, OwnerFilter::All).await.is_empty());
+}
+
+#[tokio::test]
+async fn suspended_tenants_keys_still_verify_but_report_the_status() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let k = s.create_api_key(&NewKeyOptions::default()).await.unwrap();
+    s.commit().await.unwrap();
+    let mut admin = db.admin("admin").await.unwrap();
+    admin.set_status(a, TenantStatus::Suspended).await.unwrap();
+    admin.commit().await.unwrap();
+    let id = db.verify_key(k.secret.expose()).await.unwrap().unwrap();
+    assert_eq!(id.tenant_status, "suspended");
+}
