@@ -1,0 +1,182 @@
+//! Plan-shape tests: with realistic statistics, the policies on `resources` drive index scans (no sequential scan) for point reads and lists, in every role the server uses.
+
+use serde_json::Value;
+use tenantry_db::testing::TestDatabase;
+use tokio_postgres::Client;
+
+struct Fixture {
+    tdb: TestDatabase,
+    root: uuid::Uuid,
+    leaf: uuid::Uuid,
+    own_id: uuid::Uuid,
+    shared_id: uuid::Uuid,
+}
+
+/// 200 tenants (20 roots with 9 descendants each) × 200 resources, 100 shares into `root`.
+async fn fixture() -> Fixture {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "SET ROLE tenantry_admin;
+         DO $$ DECLARE r uuid; c uuid; BEGIN
+           FOR i IN 1..20 LOOP
+             r := tenantry.create_tenant('root-' || i);
+             FOR j IN 1..3 LOOP
+               c := tenantry.create_tenant('child-' || i || '-' || j, r);
+               FOR k IN 1..2 LOOP PERFORM tenantry.create_tenant('gc-' || i || '-' || j || '-' || k, c); END LOOP;
+             END LOOP;
+           END LOOP; END $$;
+         RESET ROLE;
+         INSERT INTO tenantry.resources (tenant_id, name, data, created_at)
+         SELECT t.tenant_id, 'res-' || g, jsonb_build_object('n', g), now() - g * interval '1 minute'
+         FROM tenantry.tenants t, generate_series(1, 200) g;",
+    )
+    .await
+    .unwrap();
+    let root: uuid::Uuid = su
+        .query_one(
+            "SELECT tenant_id FROM tenantry.tenants WHERE name = 'root-1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let leaf: uuid::Uuid = su
+        .query_one(
+            "SELECT tenant_id FROM tenantry.tenants WHERE name = 'gc-7-1-1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    su.execute(
+        "WITH src AS (SELECT DISTINCT ON (tenant_id) tenant_id, id FROM tenantry.resources
+                      WHERE tenant_id NOT IN (SELECT child_id FROM tenantry.tenant_hierarchy WHERE parent_id = $1)
+                      ORDER BY tenant_id, id LIMIT 100)
+         INSERT INTO tenantry.shared_resources (tenant_id, resource_id, shared_with) SELECT tenant_id, id, $1 FROM src",
+        &[&root],
+    )
+    .await
+    .unwrap();
+    su.batch_execute(
+        "UPDATE tenantry.resources r SET shared_with = ARRAY[s.shared_with]
+         FROM tenantry.shared_resources s WHERE s.tenant_id = r.tenant_id AND s.resource_id = r.id;
+         ANALYZE;",
+    )
+    .await
+    .unwrap();
+    let own_id = su
+        .query_one(
+            "SELECT id FROM tenantry.resources WHERE tenant_id = $1 LIMIT 1",
+            &[&root],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let shared_id = su
+        .query_one(
+            "SELECT id FROM tenantry.resources WHERE shared_with @> ARRAY[$1::uuid] LIMIT 1",
+            &[&root],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    Fixture {
+        tdb,
+        root,
+        leaf,
+        own_id,
+        shared_id,
+    }
+}
+
+fn nodes<'a>(plan: &'a Value, out: &mut Vec<&'a Value>) {
+    out.push(plan);
+    if let Some(children) = plan.get("Plans").and_then(Value::as_array) {
+        for c in children {
+            nodes(c, out);
+        }
+    }
+}
+
+/// Runs EXPLAIN (ANALYZE) as the server's login role in `role` with `tenant`'s context; returns all plan nodes.
+async fn explain(c: &Client, tenant: uuid::Uuid, role: &str, sql: &str) -> Vec<Value> {
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SET LOCAL ROLE tenantry_app")
+        .await
+        .unwrap();
+    c.execute("SELECT tenantry.set_tenant_context_local($1)", &[&tenant])
+        .await
+        .unwrap();
+    c.batch_execute(&format!("SET LOCAL ROLE {role}"))
+        .await
+        .unwrap();
+    let row = c
+        .query_one(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}"), &[])
+        .await
+        .unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    let json: Value = row.get(0);
+    let mut out = Vec::new();
+    nodes(&json[0]["Plan"], &mut out);
+    out.into_iter().cloned().collect()
+}
+
+fn assert_index_driven(plan: &[Value], what: &str) {
+    let types: Vec<&str> = plan
+        .iter()
+        .filter_map(|n| n["Node Type"].as_str())
+        .collect();
+    assert!(
+        !types.contains(&"Seq Scan"),
+        "{what}: sequential scan in {types:?}"
+    );
+    assert!(
+        types.iter().any(|t| t.contains("Index")),
+        "{what}: no index scan in {types:?}"
+    );
+}
+
+#[tokio::test]
+async fn policies_drive_index_scans_for_point_reads_and_lists() {
+    let f = fixture().await;
+    let c = f.tdb.server_client().await;
+    let point = |id: uuid::Uuid| format!("SELECT * FROM tenantry.resources WHERE id = '{id}'");
+    let newest = "SELECT id FROM tenantry.resources ORDER BY created_at DESC, id DESC LIMIT 50";
+
+    for (what, id) in [
+        ("own point read", f.own_id),
+        ("shared point read", f.shared_id),
+    ] {
+        let plan = explain(&c, f.root, "tenantry_app", &point(id)).await;
+        assert_index_driven(&plan, what);
+        assert_eq!(plan[0]["Actual Rows"], 1, "{what}");
+    }
+    let plan = explain(&c, f.leaf, "tenantry_app", &point(f.shared_id)).await;
+    assert_index_driven(&plan, "foreign point read");
+    assert_eq!(plan[0]["Actual Rows"], 0, "a foreign row is invisible");
+
+    let own_list = format!(
+        "SELECT id FROM tenantry.resources WHERE tenant_id = '{}' ORDER BY created_at DESC, id DESC LIMIT 50",
+        f.leaf
+    );
+    let plan = explain(&c, f.leaf, "tenantry_app_own", &own_list).await;
+    assert_index_driven(&plan, "own newest 50");
+    assert!(
+        !plan.iter().any(|n| n["Node Type"] == "Sort"),
+        "own newest 50 must come straight off the index, got {plan:?}"
+    );
+
+    let plan = explain(&c, f.root, "tenantry_app_shared", newest).await;
+    assert_index_driven(&plan, "shared with me");
+    assert!(
+        plan.iter().any(|n| n["Index Name"]
+            .as_str()
+            .is_some_and(|i| i.contains("shared_with"))),
+        "GIN index drives shared-with-me"
+    );
+    assert_eq!(plan[0]["Actual Rows"], 50);
+
+    let plan = explain(&c, f.root, "tenantry_app", newest).await;
+    assert_index_driven(&plan, "everything root may read");
+}
