@@ -449,7 +449,7 @@ DECLARE
     k record;
 BEGIN
     FOR k IN
-        SELECT a.*, t.status AS tenant_status
+        SELECT a.*, t.status AS tenant_status, t.settings AS tenant_settings
         FROM tenantry.api_keys a JOIN tenantry.tenants t USING (tenant_id)
         WHERE a.prefix = key_prefix
     LOOP
@@ -462,6 +462,8 @@ BEGIN
             END IF;
             RETURN jsonb_build_object(
                 'key_id', k.key_id, 'tenant_id', k.tenant_id, 'tenant_status', k.tenant_status,
+                'tenant_settings', k.tenant_settings,
+                'permissions', to_jsonb(tenantry.identity_permissions(k.tenant_id, k.user_id, k.role_id)),
                 'user_id', k.user_id, 'role_id', k.role_id, 'description', k.description,
                 'metadata', k.metadata, 'expires_at', k.expires_at, 'prefix', k.prefix,
                 'type', coalesce(k.metadata->>'type', 'tenant_key'));
@@ -567,28 +569,36 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.rotate_api_key(uuid, interval) IS 'KeyHippo API: issues a successor key; the old key expires after the grace period (default 24 hours).';
 
-/** The permission names an identity holds: a key's role, else its member's roles, else (unbound key) all. */
+/** Permission names of an identity: its role's if bound to a role, else its member's roles', else all. */
+CREATE FUNCTION tenantry.identity_permissions(p_tenant_id uuid, p_user_id uuid, p_role_id uuid)
+RETURNS text[]
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(p.name ORDER BY p.name), '{}')
+    FROM tenantry.permissions p
+    WHERE (p_role_id IS NULL AND p_user_id IS NULL)
+       OR EXISTS (SELECT 1 FROM tenantry.role_permissions rp
+                  WHERE rp.tenant_id = p_tenant_id AND rp.permission_id = p.permission_id
+                    AND (rp.role_id = p_role_id
+                         OR (p_role_id IS NULL AND rp.role_id IN (
+                                SELECT mr.role_id FROM tenantry.member_roles mr
+                                WHERE mr.tenant_id = p_tenant_id AND mr.user_id = p_user_id))))
+$$;
+COMMENT ON FUNCTION tenantry.identity_permissions(uuid, uuid, uuid) IS 'Internal: permissions of a key identity (role, else member roles, else all for an unbound owner key). Not granted.';
+
+/** The permission names a key of the caller's subtree holds. */
 CREATE FUNCTION tenantry.key_permissions(key_id uuid)
 RETURNS text[]
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH k AS (
-        SELECT a.tenant_id, a.user_id, a.role_id FROM tenantry.api_keys a
-        WHERE a.key_id = key_permissions.key_id
-          AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
-    )
-    SELECT coalesce(array_agg(DISTINCT p.name ORDER BY p.name), '{}')
-    FROM k, tenantry.permissions p
-    WHERE (k.role_id IS NULL AND k.user_id IS NULL)
-       OR EXISTS (SELECT 1 FROM tenantry.role_permissions rp
-                  WHERE rp.tenant_id = k.tenant_id AND rp.permission_id = p.permission_id
-                    AND (rp.role_id = k.role_id
-                         OR (k.role_id IS NULL AND rp.role_id IN (
-                                SELECT mr.role_id FROM tenantry.member_roles mr
-                                WHERE mr.tenant_id = k.tenant_id AND mr.user_id = k.user_id))))
+    SELECT tenantry.identity_permissions(a.tenant_id, a.user_id, a.role_id)
+    FROM tenantry.api_keys a
+    WHERE a.key_id = key_permissions.key_id
+      AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
 $$;
-COMMENT ON FUNCTION tenantry.key_permissions(uuid) IS 'Permissions of a key of the current subtree: its role''s if bound to a role, else its member''s roles'', else every permission (tenant owner key).';
+COMMENT ON FUNCTION tenantry.key_permissions(uuid) IS 'Permissions of a key of the current subtree: its role''s if bound to a role, else its member''s roles'', else every permission (tenant owner key). NULL for keys outside the subtree.';
 
 GRANT EXECUTE ON FUNCTION
     tenantry.create_api_key(text, jsonb),

@@ -72,6 +72,10 @@ pub struct KeyIdentity {
     pub prefix: String,
     /// When it stops working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Permission names the key holds.
+    pub permissions: Vec<String>,
+    /// The tenant's settings (quotas, rate limits), as of verification.
+    pub tenant_settings: serde_json::Value,
 }
 
 impl KeyIdentity {
@@ -85,6 +89,8 @@ impl KeyIdentity {
             role_id: Option<RoleId>,
             prefix: String,
             expires_at: Option<DateTime<Utc>>,
+            permissions: Vec<String>,
+            tenant_settings: serde_json::Value,
         }
         let raw: Raw = serde_json::from_value(v)
             .map_err(|e| DbError::Internal(format!("key identity: {e}")))?;
@@ -96,6 +102,8 @@ impl KeyIdentity {
             role_id: raw.role_id,
             prefix: raw.prefix,
             expires_at: raw.expires_at,
+            permissions: raw.permissions,
+            tenant_settings: raw.tenant_settings,
         })
     }
 }
