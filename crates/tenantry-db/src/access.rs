@@ -8,6 +8,7 @@ use crate::{DbError, RoleId, TenantId, TenantScope, UserId};
 
 /// A catalogue permission.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Permission {
     /// Name, e.g. `resources.read`.
     pub name: String,
@@ -17,6 +18,7 @@ pub struct Permission {
 
 /// A member (user) of a tenant.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     /// The tenant.
     pub tenant_id: TenantId,
@@ -34,6 +36,7 @@ pub struct Member {
 
 /// A tenant role with its permissions.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Role {
     /// The tenant.
     pub tenant_id: TenantId,

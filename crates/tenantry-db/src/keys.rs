@@ -110,6 +110,7 @@ impl KeyIdentity {
 
 /// A key as listed (never its secret or hash).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyInfo {
     /// The key.
     pub key_id: KeyId,

@@ -8,6 +8,7 @@ use crate::{scope::Visibility, DbError, ResourceId, TenantId, TenantScope, UserI
 
 /// A resource as the caller may see it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resource {
     /// Its id.
     pub id: ResourceId,
@@ -31,6 +32,7 @@ pub struct Resource {
 
 /// How the caller reaches a resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     /// Owned by the caller's tenant.
@@ -128,6 +130,7 @@ pub struct ResourceUpdate {
 
 /// A share of a resource with another tenant.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Share {
     /// The shared resource.
     pub resource_id: ResourceId,
@@ -221,6 +224,38 @@ impl TenantScope {
         rows.first()
             .map(|r| resource(r, me))
             .ok_or_else(|| not_found(id))
+    }
+
+    /// Like [`TenantScope::get_resource`], and ends the transaction in the same
+    /// round trip (BEGIN, context, SELECT and COMMIT travel together).
+    pub async fn get_resource_and_commit(mut self, id: ResourceId) -> Result<Resource, DbError> {
+        let me = self.tenant();
+        let sql = select_resources("WHERE id = $1", "");
+        let rows = self
+            .tx
+            .query_and_commit(crate::scope::Sql {
+                sql: &sql,
+                params: &[id.as_uuid()],
+                types: &[Type::UUID],
+            })
+            .await?;
+        rows.first()
+            .map(|r| resource(r, me))
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Count and bytes of the resources the scope's tenant itself owns (for quotas).
+    pub async fn own_usage(&mut self) -> Result<(i64, i64), DbError> {
+        let me = self.tenant();
+        let rows = self
+            .query_as(
+                Visibility::Owned,
+                "SELECT count(*), coalesce(sum(size_bytes), 0)::int8 FROM tenantry.resources WHERE tenant_id = $1",
+                &[me.as_uuid()],
+                &[Type::UUID],
+            )
+            .await?;
+        Ok((rows[0].get(0), rows[0].get(1)))
     }
 
     /// Changes a resource of the caller or a descendant. Shared resources are

@@ -8,6 +8,7 @@ use crate::{scope::Sql, AdminScope, DbError, TenantId, TenantScope};
 
 /// Lifecycle of a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TenantStatus {
     /// Normal operation.
@@ -40,6 +41,7 @@ impl TenantStatus {
 
 /// Isolation model of a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     /// Pooled tables under row-level security.
@@ -69,6 +71,7 @@ impl Isolation {
 
 /// A tenant.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
     /// Its id.
     pub tenant_id: TenantId,

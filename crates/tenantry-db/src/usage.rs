@@ -32,6 +32,7 @@ pub struct RequestLogEntry {
 
 /// One hourly row of `tenant_metrics`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricsRow {
     /// The tenant.
     pub tenant_id: TenantId,
@@ -49,6 +50,7 @@ pub struct MetricsRow {
 
 /// One row of `tenant_resource_usage`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResourceUsage {
     /// The tenant.
     pub tenant_id: TenantId,
@@ -64,6 +66,7 @@ pub struct ResourceUsage {
 
 /// One audit-log row.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Sequence number (per database).
     pub audit_id: i64,

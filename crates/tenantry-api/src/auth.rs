@@ -1,0 +1,367 @@
+//! Authentication and authorization: the `Authorization: Bearer` extractors (tenant key, admin token), the in-process key cache, per-tenant rate limits, and permission checks. The only way a handler gets a tenant scope.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use governor::{DefaultDirectRateLimiter, Quota};
+use tenantry_db::{
+    AdminScope, ApiKeySecret, Database, KeyId, KeyIdentity, ResourceId, TenantContext, TenantId,
+    TenantScope,
+};
+
+use crate::{error::ApiError, request_log::LogSlot, AppState};
+
+/// Cache of verified keys by prefix. Entries hold the key's hash and are
+/// compared in constant time; they live `ttl` and are dropped at once when a
+/// key, role or tenant changes through this instance.
+pub struct KeyCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, CachedKey>>,
+}
+
+struct CachedKey {
+    hash: [u8; 32],
+    identity: Arc<KeyIdentity>,
+    fetched: Instant,
+}
+
+impl KeyCache {
+    /// An empty cache whose entries live `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, secret: &ApiKeySecret) -> Option<Arc<KeyIdentity>> {
+        let entries = self.entries.read().expect("key cache lock");
+        let entry = entries.get(secret.prefix())?;
+        let fresh = entry.fetched.elapsed() < self.ttl;
+        let unexpired = entry
+            .identity
+            .expires_at
+            .is_none_or(|e| e > chrono::Utc::now());
+        (fresh && unexpired && secret.matches_hash(&entry.hash)).then(|| entry.identity.clone())
+    }
+
+    async fn verify(
+        &self,
+        db: &Database,
+        secret: &ApiKeySecret,
+    ) -> Result<Option<Arc<KeyIdentity>>, ApiError> {
+        if let Some(hit) = self.get(secret) {
+            return Ok(Some(hit));
+        }
+        let verified = db.verify_key(secret.expose()).await?;
+        let mut entries = self.entries.write().expect("key cache lock");
+        match verified {
+            Some(identity) => {
+                let identity = Arc::new(identity);
+                entries.insert(
+                    secret.prefix().to_owned(),
+                    CachedKey {
+                        hash: secret.sha256(),
+                        identity: identity.clone(),
+                        fetched: Instant::now(),
+                    },
+                );
+                Ok(Some(identity))
+            }
+            None => {
+                // Only forget an entry that belongs to this very key: a forged
+                // secret with a real prefix must not evict the real key.
+                if entries
+                    .get(secret.prefix())
+                    .is_some_and(|e| secret.matches_hash(&e.hash))
+                {
+                    entries.remove(secret.prefix());
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Forgets one key (revoked or rotated here).
+    pub fn forget_key(&self, key: KeyId) {
+        self.entries
+            .write()
+            .expect("key cache lock")
+            .retain(|_, e| e.identity.key_id != key);
+    }
+
+    /// Forgets every key of a tenant (status, roles or permissions changed here).
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        self.entries
+            .write()
+            .expect("key cache lock")
+            .retain(|_, e| e.identity.tenant_id != tenant);
+    }
+}
+
+/// Per-tenant rate limiters built from the tenant's settings.
+#[derive(Default)]
+pub struct RateLimits {
+    limiters: Mutex<HashMap<TenantId, ((u64, u32), Arc<DefaultDirectRateLimiter>)>>,
+}
+
+impl RateLimits {
+    /// Err(429) when the tenant's `rate_limit_per_second` (burst `rate_limit_burst`) is exhausted.
+    fn check(&self, tenant: TenantId, settings: &serde_json::Value) -> Result<(), ApiError> {
+        let Some(rate) = settings
+            .get("rate_limit_per_second")
+            .and_then(serde_json::Value::as_f64)
+        else {
+            return Ok(());
+        };
+        if !(rate.is_finite() && rate > 0.0) {
+            return Ok(());
+        }
+        let burst = settings
+            .get("rate_limit_burst")
+            .and_then(serde_json::Value::as_u64)
+            .map(|b| b.min(u64::from(u32::MAX)) as u32)
+            .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
+        let signature = (rate.to_bits(), burst);
+        let limiter = {
+            let mut limiters = self.limiters.lock().expect("rate limit lock");
+            let entry = limiters
+                .entry(tenant)
+                .or_insert_with(|| (signature, Arc::new(limiter(rate, burst))));
+            if entry.0 != signature {
+                *entry = (signature, Arc::new(limiter(rate, burst)));
+            }
+            entry.1.clone()
+        };
+        limiter.check().map_err(|_| {
+            ApiError::new(
+                "rate_limited",
+                format!("this tenant may make {rate} requests per second (burst {burst})"),
+            )
+        })
+    }
+}
+
+fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+    let quota = Quota::with_period(period)
+        .expect("non-zero period")
+        .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst >= 1"));
+    DefaultDirectRateLimiter::direct(quota)
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A request made with a tenant API key: acts as the key's tenant (and member).
+pub struct TenantCaller {
+    db: Database,
+    identity: Arc<KeyIdentity>,
+    slot: Option<LogSlot>,
+    keys: Arc<KeyCache>,
+}
+
+impl TenantCaller {
+    /// The caller's tenant. Nothing in a request body, query or path overrides it.
+    pub fn tenant(&self) -> TenantId {
+        self.identity.tenant_id
+    }
+
+    /// The key's identity.
+    pub fn identity(&self) -> &KeyIdentity {
+        &self.identity
+    }
+
+    /// 403 unless the key holds `permission`.
+    pub fn require(&self, permission: &str) -> Result<(), ApiError> {
+        if self.identity.permissions.iter().any(|p| p == permission) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                "permission_denied",
+                format!("this key lacks the permission {permission}"),
+            ))
+        }
+    }
+
+    /// Whether the key holds every permission in `permissions`.
+    pub fn holds_all<'a>(&self, permissions: impl IntoIterator<Item = &'a String>) -> bool {
+        permissions
+            .into_iter()
+            .all(|p| self.identity.permissions.contains(p))
+    }
+
+    /// Opens the tenant-scoped transaction for this request.
+    pub async fn scope(&self) -> Result<TenantScope, ApiError> {
+        let ctx = TenantContext::new(self.tenant())
+            .with_user(self.identity.user_id)
+            .with_actor(format!("key:{}", self.identity.key_id));
+        Ok(self.db.tenant(ctx).await?)
+    }
+
+    /// Records the resource this request addressed, for the request log.
+    pub fn note_resource(&self, id: ResourceId) {
+        if let Some(slot) = &self.slot {
+            slot.set_resource(id);
+        }
+    }
+
+    /// The key cache, to drop entries after security changes.
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.keys
+    }
+}
+
+impl FromRequestParts<AppState> for TenantCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        if state.admin_token.matches(token) {
+            return Err(ApiError::new(
+                "wrong_credential",
+                "this route needs a tenant API key, not the admin token",
+            ));
+        }
+        let secret = ApiKeySecret::parse(token).ok_or_else(ApiError::unauthorized)?;
+        let identity = state
+            .keys
+            .verify(&state.db, &secret)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        match identity.tenant_status.as_str() {
+            "active" => {}
+            "suspended" => {
+                return Err(ApiError::new(
+                    "tenant_suspended",
+                    format!("tenant {} is suspended", identity.tenant_id),
+                ));
+            }
+            _ => return Err(ApiError::unauthorized()),
+        }
+        let slot = parts.extensions.get::<LogSlot>().cloned();
+        if let Some(slot) = &slot {
+            slot.set_caller(identity.tenant_id, identity.user_id);
+        }
+        state
+            .limits
+            .check(identity.tenant_id, &identity.tenant_settings)?;
+        Ok(Self {
+            db: state.db.clone(),
+            identity,
+            slot,
+            keys: state.keys.clone(),
+        })
+    }
+}
+
+/// A request made with the admin token.
+pub struct AdminCaller {
+    db: Database,
+    slot: Option<LogSlot>,
+    keys: Arc<KeyCache>,
+}
+
+/// Audit actor label of the admin token.
+pub const ADMIN_ACTOR: &str = "admin";
+
+impl AdminCaller {
+    /// An administrative transaction (tenants, hierarchy, audit), audited as `admin`.
+    pub async fn admin_scope(&self) -> Result<AdminScope, ApiError> {
+        Ok(self.db.admin(ADMIN_ACTOR).await?)
+    }
+
+    /// A transaction inside one tenant, audited as `admin` (keys, usage of that tenant).
+    pub async fn tenant_scope(&self, tenant: TenantId) -> Result<TenantScope, ApiError> {
+        if let Some(slot) = &self.slot {
+            slot.set_caller(tenant, None);
+        }
+        Ok(self
+            .db
+            .tenant(TenantContext::new(tenant).with_actor(ADMIN_ACTOR))
+            .await?)
+    }
+
+    /// The key cache, to drop entries after security changes.
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.keys
+    }
+
+    /// Records the tenant an admin request addressed, for the request log.
+    pub fn note_tenant(&self, tenant: TenantId) {
+        if let Some(slot) = &self.slot {
+            slot.set_caller(tenant, None);
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        if !state.admin_token.matches(token) {
+            if ApiKeySecret::parse(token).is_some() {
+                return Err(ApiError::new(
+                    "wrong_credential",
+                    "this route needs the admin token, not a tenant API key",
+                ));
+            }
+            return Err(ApiError::unauthorized());
+        }
+        Ok(Self {
+            db: state.db.clone(),
+            slot: parts.extensions.get::<LogSlot>().cloned(),
+            keys: state.keys.clone(),
+        })
+    }
+}
+
+/// Either credential, for routes both may call (`POST /v1/tenants`).
+pub enum Caller {
+    /// The admin token.
+    Admin(AdminCaller),
+    /// A tenant key.
+    Tenant(TenantCaller),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let is_admin = bearer(parts).is_some_and(|t| state.admin_token.matches(t));
+        if is_admin {
+            Ok(Caller::Admin(
+                AdminCaller::from_request_parts(parts, state).await?,
+            ))
+        } else {
+            Ok(Caller::Tenant(
+                TenantCaller::from_request_parts(parts, state).await?,
+            ))
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Server settings, layered in one place: defaults, then an optional TOML file, then environment variables (the CLI applies its flags last). Secrets are wrapped so they never print.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tenantry_db::StatementMode;
+
+/// A string that never appears in Debug output or logs.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The admin token, kept only as its SHA-256 and compared in constant time.
+#[derive(Clone)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    /// From the token text.
+    pub fn new(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+    /// Whether `presented` is the token.
+    pub fn matches(&self, presented: &str) -> bool {
+        let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        h.ct_eq(&self.0).into()
+    }
+    /// A new random token: `tadm_` and 64 hex digits.
+    pub fn generate() -> String {
+        let bytes: [u8; 32] = rand::random();
+        format!("tadm_{}", hex::encode(bytes))
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+/// Everything the server can be told. Field names are the TOML keys; each has a
+/// `TENANTRY_<UPPER_NAME>` environment variable (and `DATABASE_URL`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Database of the server's login role; unset: the embedded cluster.
+    pub database_url: Option<Secret>,
+    /// Data directory (embedded cluster, admin token file).
+    pub data_dir: PathBuf,
+    /// Admin token; unset: generated once into `<data_dir>/admin.token`.
+    pub admin_token: Option<Secret>,
+    /// `prepared` (default) or `unnamed` (behind transaction-pooling poolers such as pgbouncer).
+    pub statement_mode: String,
+    /// Pool size.
+    pub max_connections: usize,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Seconds between refreshes of `tenant_metrics` (0: never).
+    pub metrics_refresh_secs: u64,
+    /// Capacity of the request-log queue; when full, rows are dropped and counted.
+    pub request_log_queue: usize,
+    /// Most rows written per request-log batch.
+    pub request_log_batch: usize,
+    /// How long a verified key is trusted without asking the database, in milliseconds.
+    pub key_cache_ttl_ms: u64,
+    /// How long shutdown waits for in-flight requests, in seconds.
+    pub shutdown_grace_secs: u64,
+    /// How long a request waits for a database connection before a 503, in milliseconds.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            database_url: None,
+            data_dir: PathBuf::from(".tenantry"),
+            admin_token: None,
+            statement_mode: "prepared".into(),
+            max_connections: 16,
+            body_limit_bytes: 1024 * 1024,
+            metrics_refresh_secs: 60,
+            request_log_queue: 10_000,
+            request_log_batch: 500,
+            key_cache_ttl_ms: 1_000,
+            shutdown_grace_secs: 10,
+            acquire_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file or a variable holds an invalid value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Defaults, then the TOML file (if given), then environment variables.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, SettingsError> {
+        let mut settings = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                toml::from_str(&text)
+                    .map_err(|e| SettingsError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => Settings::default(),
+        };
+        settings.apply_env(|k| std::env::var(k).ok())?;
+        Ok(settings)
+    }
+
+    /// Applies environment variables (through `get`, for tests).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), SettingsError> {
+        fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, SettingsError>
+        where
+            T::Err: fmt::Display,
+        {
+            v.parse()
+                .map_err(|e| SettingsError::Invalid(format!("{name}={v:?}: {e}")))
+        }
+        if let Some(v) = get("TENANTRY_LISTEN") {
+            self.listen = parse("TENANTRY_LISTEN", &v)?;
+        }
+        if let Some(v) = get("DATABASE_URL").filter(|v| !v.is_empty()) {
+            self.database_url = Some(Secret::new(v));
+        }
+        if let Some(v) = get("TENANTRY_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("TENANTRY_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
+            self.admin_token = Some(Secret::new(v));
+        }
+        if let Some(v) = get("TENANTRY_STATEMENT_MODE") {
+            self.statement_mode = v;
+        }
+        macro_rules! num {
+            ($($var:literal => $field:ident),*) => {$(
+                if let Some(v) = get($var) { self.$field = parse($var, &v)?; }
+            )*};
+        }
+        num! {
+            "TENANTRY_MAX_CONNECTIONS" => max_connections,
+            "TENANTRY_BODY_LIMIT_BYTES" => body_limit_bytes,
+            "TENANTRY_METRICS_REFRESH_SECS" => metrics_refresh_secs,
+            "TENANTRY_REQUEST_LOG_QUEUE" => request_log_queue,
+            "TENANTRY_REQUEST_LOG_BATCH" => request_log_batch,
+            "TENANTRY_KEY_CACHE_TTL_MS" => key_cache_ttl_ms,
+            "TENANTRY_SHUTDOWN_GRACE_SECS" => shutdown_grace_secs,
+            "TENANTRY_ACQUIRE_TIMEOUT_MS" => acquire_timeout_ms
+        }
+        self.validate()
+    }
+
+    /// Checks cross-field rules.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.statement_mode()?;
+        if self.max_connections == 0 || self.request_log_queue == 0 || self.request_log_batch == 0 {
+            return Err(SettingsError::Invalid(
+                "max_connections, request_log_queue and request_log_batch must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parsed statement mode.
+    pub fn statement_mode(&self) -> Result<StatementMode, SettingsError> {
+        self.statement_mode.parse().map_err(SettingsError::Invalid)
+    }
+
+    /// Key cache lifetime.
+    pub fn key_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.key_cache_ttl_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_the_file_and_defaults() {
+        let mut s: Settings =
+            toml::from_str("listen = \"0.0.0.0:9000\"\nmax_connections = 3").unwrap();
+        assert_eq!(s.max_connections, 3);
+        s.apply_env(|k| (k == "TENANTRY_MAX_CONNECTIONS").then(|| "7".to_owned()))
+            .unwrap();
+        assert_eq!(s.max_connections, 7);
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.body_limit_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
+        let mut s = Settings::default();
+        assert!(s
+            .apply_env(|k| (k == "TENANTRY_STATEMENT_MODE").then(|| "bogus".to_owned()))
+            .is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings {
+            admin_token: Some(Secret::new("tadm_supersecret")),
+            ..Settings::default()
+        };
+        assert!(!format!("{s:?}").contains("supersecret"));
+        let t = AdminToken::new("tadm_x");
+        assert!(t.matches("tadm_x") && !t.matches("tadm_y"));
+    }
+}

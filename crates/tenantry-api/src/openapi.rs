@@ -1,0 +1,109 @@
+//! The OpenAPI 3.1 description, generated from the handlers' annotations, and the router that carries both.
+
+use utoipa::{
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    Modify, OpenApi,
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{routes, AppState};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tenantry",
+        description = "Multi-tenancy for PostgreSQL that holds even when application code is wrong.\n\n\
+Authenticate with `Authorization: Bearer <token>`: a tenant API key (`tk_…`) for tenant routes, the admin token for admin routes.\n\n\
+Every error is `application/problem+json` with a stable `code`: invalid_json (400), invalid_path (400), invalid_query (400), invalid_cursor (400), \
+unauthorized (401), permission_denied (403), tenant_suspended (403), wrong_credential (403), forbidden (403), not_found (404), route_not_found (404), \
+method_not_allowed (405), conflict (409), quota_exceeded (409), body_too_large (413), unsupported_media_type (415), validation_failed (422), \
+rate_limited (429), internal_error (500), service_unavailable (503)."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tenants", description = "Tenant administration (admin token); POST also creates children with a tenant key"),
+        (name = "tenant", description = "The caller's tenant"),
+        (name = "resources", description = "Resources and sharing"),
+        (name = "access", description = "Members, roles, permissions"),
+        (name = "keys", description = "API keys"),
+        (name = "audit", description = "Audit log"),
+        (name = "usage", description = "Usage metrics"),
+        (name = "system", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("Tenant API key or admin token"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every route with its OpenAPI operation.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::system::healthz))
+        .routes(routes!(routes::system::readyz))
+        .routes(routes!(routes::system::metrics))
+        .routes(routes!(
+            routes::tenants::create_tenant,
+            routes::tenants::list_tenants
+        ))
+        .routes(routes!(
+            routes::tenants::get_tenant,
+            routes::tenants::patch_tenant,
+            routes::tenants::delete_tenant
+        ))
+        .routes(routes!(routes::tenants::suspend_tenant))
+        .routes(routes!(routes::tenants::activate_tenant))
+        .routes(routes!(routes::tenants::create_tenant_key))
+        .routes(routes!(routes::tenants::tenant_usage))
+        .routes(routes!(routes::audit::admin_audit))
+        .routes(routes!(routes::tenants::current_tenant))
+        .routes(routes!(routes::tenants::children))
+        .routes(routes!(
+            routes::resources::create_resource,
+            routes::resources::list_resources
+        ))
+        .routes(routes!(
+            routes::resources::get_resource,
+            routes::resources::patch_resource,
+            routes::resources::delete_resource
+        ))
+        .routes(routes!(
+            routes::resources::share_resource,
+            routes::resources::list_shares
+        ))
+        .routes(routes!(routes::resources::unshare_resource))
+        .routes(routes!(
+            routes::access::list_members,
+            routes::access::add_member
+        ))
+        .routes(routes!(routes::access::assign_role))
+        .routes(routes!(
+            routes::access::list_roles,
+            routes::access::create_role
+        ))
+        .routes(routes!(
+            routes::access::grant_permission,
+            routes::access::revoke_permission
+        ))
+        .routes(routes!(routes::access::list_permissions))
+        .routes(routes!(routes::keys::list_keys, routes::keys::create_key))
+        .routes(routes!(routes::keys::revoke_key))
+        .routes(routes!(routes::keys::rotate_key))
+        .routes(routes!(routes::audit::tenant_audit))
+        .routes(routes!(routes::usage::metrics))
+        .routes(routes!(routes::usage::resources))
+}

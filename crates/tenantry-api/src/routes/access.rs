@@ -1,0 +1,287 @@
+//! Members, roles and permissions of the caller's tenant: list and add members, create roles, grant and revoke catalogue permissions, assign roles. A key can only grant permissions it holds.
+
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tenantry_db::{Member, NewMember, Permission, Role, RoleId, UserId};
+use utoipa::ToSchema;
+
+use super::{page_by_key, Page, PageQuery};
+use crate::{
+    auth::TenantCaller,
+    error::{ApiError, Problem},
+    extract::{Json, Path, Query},
+};
+
+/// A new member.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMemberBody {
+    /// The user's global id (from your identity provider); generated when absent.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub user_id: Option<UserId>,
+    /// Email, unique within the tenant.
+    pub email: String,
+    /// Display name (≤ 200 characters).
+    pub display_name: Option<String>,
+}
+
+/// A new role.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRoleBody {
+    /// Name, unique within the tenant, 1–100 characters.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+}
+
+/// Members of the caller's tenant (`members.read`).
+#[utoipa::path(
+    get, path = "/v1/members", tag = "access", params(PageQuery),
+    responses(
+        (status = 200, body = Page<Member>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_members(
+    caller: TenantCaller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Member>>, ApiError> {
+    caller.require("members.read")?;
+    let mut scope = caller.scope().await?;
+    let members = scope.list_members().await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(members, |m| m.user_id.to_string(), &q)?))
+}
+
+/// Add a member to the caller's tenant (`members.write`).
+#[utoipa::path(
+    post, path = "/v1/members", tag = "access", request_body = NewMemberBody,
+    responses(
+        (status = 201, body = Member),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email or user already a member", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn add_member(
+    caller: TenantCaller,
+    Json(body): Json<NewMemberBody>,
+) -> Result<(StatusCode, Json<Member>), ApiError> {
+    caller.require("members.write")?;
+    if body
+        .display_name
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 200)
+    {
+        return Err(ApiError::invalid(
+            "display_name",
+            "display_name must be at most 200 characters",
+        ));
+    }
+    let mut scope = caller.scope().await?;
+    let member = scope
+        .add_member(&NewMember {
+            user_id: body.user_id,
+            email: body.email,
+            display_name: body.display_name,
+        })
+        .await?;
+    scope.commit().await?;
+    Ok((StatusCode::CREATED, Json(member)))
+}
+
+/// Assign a role to a member, both of the caller's tenant (`members.write`). A
+/// key can only assign a role whose permissions it holds.
+#[utoipa::path(
+    put, path = "/v1/members/{user_id}/roles/{role_id}", tag = "access",
+    params(("user_id" = String, Path, format = Uuid), ("role_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Member),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn assign_role(
+    caller: TenantCaller,
+    Path((user, role)): Path<(UserId, RoleId)>,
+) -> Result<Json<Member>, ApiError> {
+    caller.require("members.write")?;
+    let mut scope = caller.scope().await?;
+    let r = scope.get_role(role).await?;
+    if !caller.holds_all(&r.permissions) {
+        return Err(ApiError::new(
+            "permission_denied",
+            "a key cannot assign a role with permissions it does not hold",
+        ));
+    }
+    let member = scope.assign_role(user, role).await?;
+    scope.commit().await?;
+    caller.key_cache().forget_tenant(caller.tenant());
+    Ok(Json(member))
+}
+
+/// Roles of the caller's tenant with their permissions (`roles.read`).
+#[utoipa::path(
+    get, path = "/v1/roles", tag = "access", params(PageQuery),
+    responses(
+        (status = 200, body = Page<Role>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_roles(
+    caller: TenantCaller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Role>>, ApiError> {
+    caller.require("roles.read")?;
+    let mut scope = caller.scope().await?;
+    let roles = scope.list_roles().await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(roles, |r| r.role_id.to_string(), &q)?))
+}
+
+/// Create a role in the caller's tenant (`roles.write`).
+#[utoipa::path(
+    post, path = "/v1/roles", tag = "access", request_body = NewRoleBody,
+    responses(
+        (status = 201, body = Role),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_role(
+    caller: TenantCaller,
+    Json(body): Json<NewRoleBody>,
+) -> Result<(StatusCode, Json<Role>), ApiError> {
+    caller.require("roles.write")?;
+    let description = body.description.unwrap_or_default();
+    if description.chars().count() > 500 {
+        return Err(ApiError::invalid(
+            "description",
+            "description must be at most 500 characters",
+        ));
+    }
+    let mut scope = caller.scope().await?;
+    let role = scope.create_role(&body.name, &description).await?;
+    scope.commit().await?;
+    Ok((StatusCode::CREATED, Json(role)))
+}
+
+/// Grant a catalogue permission to a role of the caller's tenant (`roles.write`;
+/// the key must hold the permission itself). Idempotent.
+#[utoipa::path(
+    put, path = "/v1/roles/{role_id}/permissions/{permission}", tag = "access",
+    params(("role_id" = String, Path, format = Uuid), ("permission" = String, Path, example = "resources.read")),
+    responses(
+        (status = 200, body = Role),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Role or permission not found", body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn grant_permission(
+    caller: TenantCaller,
+    Path((role, permission)): Path<(RoleId, String)>,
+) -> Result<Json<Role>, ApiError> {
+    caller.require("roles.write")?;
+    if !caller.holds_all([&permission]) {
+        let mut scope = caller.scope().await?;
+        let known = scope
+            .permissions()
+            .await?
+            .iter()
+            .any(|p| p.name == permission);
+        if !known {
+            return Err(ApiError::not_found(&format!("permission {permission:?}")));
+        }
+        return Err(ApiError::new(
+            "permission_denied",
+            format!("a key cannot grant {permission}, which it does not hold"),
+        ));
+    }
+    let mut scope = caller.scope().await?;
+    let r = scope.grant_permission(role, &permission).await?;
+    scope.commit().await?;
+    caller.key_cache().forget_tenant(caller.tenant());
+    Ok(Json(r))
+}
+
+/// Remove a permission from a role of the caller's tenant (`roles.write`). Idempotent.
+#[utoipa::path(
+    delete, path = "/v1/roles/{role_id}/permissions/{permission}", tag = "access",
+    params(("role_id" = String, Path, format = Uuid), ("permission" = String, Path, example = "resources.read")),
+    responses(
+        (status = 200, body = Role),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Role or permission not found", body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_permission(
+    caller: TenantCaller,
+    Path((role, permission)): Path<(RoleId, String)>,
+) -> Result<Json<Role>, ApiError> {
+    caller.require("roles.write")?;
+    let mut scope = caller.scope().await?;
+    let r = scope.revoke_permission(role, &permission).await?;
+    scope.commit().await?;
+    caller.key_cache().forget_tenant(caller.tenant());
+    Ok(Json(r))
+}
+
+/// The global permission catalogue (`roles.read`).
+#[utoipa::path(
+    get, path = "/v1/permissions", tag = "access", params(PageQuery),
+    responses(
+        (status = 200, body = Page<Permission>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_permissions(
+    caller: TenantCaller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Permission>>, ApiError> {
+    caller.require("roles.read")?;
+    let mut scope = caller.scope().await?;
+    let perms = scope.permissions().await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(perms, |p| p.name.clone(), &q)?))
+}

@@ -1,0 +1,121 @@
+//! The audit log: the caller's tenant's rows (tenant key) and any tenant's rows (admin), newest first, filtered by action and time.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tenantry_db::{AuditEntry, AuditQuery, TenantId};
+use utoipa::IntoParams;
+
+use super::{decode_cursor, encode_cursor, invalid_cursor, Page, PageQuery};
+use crate::{
+    auth::{AdminCaller, TenantCaller},
+    error::{ApiError, Problem},
+    extract::{Json, Path, Query},
+};
+
+/// Filters of an audit listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditListQuery {
+    /// Page size, 1–1000 (default 50).
+    pub limit: Option<u32>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Only this action, e.g. `key.revoked`.
+    pub action: Option<String>,
+    /// From this time (inclusive, RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Until this time (exclusive, RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl AuditListQuery {
+    fn to_query(&self) -> Result<(AuditQuery, u32), ApiError> {
+        let limit = PageQuery {
+            limit: self.limit,
+            cursor: None,
+        }
+        .limit()?;
+        let before_id = match &self.cursor {
+            Some(c) => Some(
+                decode_cursor(c)?
+                    .parse::<i64>()
+                    .map_err(|_| invalid_cursor())?,
+            ),
+            None => None,
+        };
+        Ok((
+            AuditQuery {
+                action: self.action.clone(),
+                since: self.since,
+                until: self.until,
+                before_id,
+                limit: i64::from(limit) + 1,
+            },
+            limit,
+        ))
+    }
+}
+
+fn page(mut items: Vec<AuditEntry>, limit: u32) -> Page<AuditEntry> {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|e| encode_cursor(&e.audit_id.to_string()))
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+/// The caller's tenant's audit log, newest first (`audit.read`).
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "audit", params(AuditListQuery),
+    responses(
+        (status = 200, body = Page<AuditEntry>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn tenant_audit(
+    caller: TenantCaller,
+    Query(q): Query<AuditListQuery>,
+) -> Result<Json<Page<AuditEntry>>, ApiError> {
+    caller.require("audit.read")?;
+    let (query, limit) = q.to_query()?;
+    let mut scope = caller.scope().await?;
+    let items = scope.audit_log(&query).await?;
+    scope.commit().await?;
+    Ok(Json(page(items, limit)))
+}
+
+/// Any tenant's audit log, newest first (admin).
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant_id}/audit", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid), AuditListQuery),
+    responses(
+        (status = 200, body = Page<AuditEntry>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn admin_audit(
+    admin: AdminCaller,
+    Path(tenant): Path<TenantId>,
+    Query(q): Query<AuditListQuery>,
+) -> Result<Json<Page<AuditEntry>>, ApiError> {
+    let (query, limit) = q.to_query()?;
+    admin.note_tenant(tenant);
+    let mut scope = admin.admin_scope().await?;
+    scope.get_tenant(tenant).await?;
+    let items = scope.audit_log(tenant, &query).await?;
+    scope.commit().await?;
+    Ok(Json(page(items, limit)))
+}

@@ -1,0 +1,233 @@
+//! API keys of the caller's tenant: list, create (shown once), revoke, rotate with a grace period. A key can never mint or rotate a key with permissions it does not hold itself.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tenantry_db::{ApiKeyInfo, KeyId, NewApiKey, NewKeyOptions, RoleId, TenantScope, UserId};
+use utoipa::ToSchema;
+
+use super::{page_by_key, Page, PageQuery};
+use crate::{
+    auth::TenantCaller,
+    error::{ApiError, Problem},
+    extract::{Json, Path, Query},
+};
+
+/// A new key.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyBody {
+    /// Free text shown in listings (≤ 500 characters).
+    pub description: Option<String>,
+    /// Bind to a role of the tenant: the key has exactly that role's permissions.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub role_id: Option<RoleId>,
+    /// Bind to a member: the key acts as that member (and has the member's roles'
+    /// permissions when no role is given).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub user_id: Option<UserId>,
+    /// When the key stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl NewKeyBody {
+    /// The library's options, validated.
+    pub fn options(&self) -> Result<NewKeyOptions, ApiError> {
+        let description = self.description.clone().unwrap_or_default();
+        if description.chars().count() > 500 {
+            return Err(ApiError::invalid(
+                "description",
+                "description must be at most 500 characters",
+            ));
+        }
+        if self.expires_at.is_some_and(|e| e <= Utc::now()) {
+            return Err(ApiError::invalid(
+                "expires_at",
+                "expires_at must be in the future",
+            ));
+        }
+        Ok(NewKeyOptions {
+            description,
+            user_id: self.user_id,
+            role_id: self.role_id,
+            expires_at: self.expires_at,
+            tenant_id: None,
+        })
+    }
+}
+
+/// A key just created: `key` is shown this once; store it now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewKeyResponse {
+    /// The key (`tk_<prefix>_<secret>`). It is not stored and cannot be shown again.
+    pub key: String,
+    /// The key's stored description.
+    pub key_info: ApiKeyInfo,
+}
+
+impl From<NewApiKey> for NewKeyResponse {
+    fn from(k: NewApiKey) -> Self {
+        Self {
+            key: k.secret.expose().to_owned(),
+            key_info: k.info,
+        }
+    }
+}
+
+/// Rotation options.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// Seconds the old key keeps working (default 86400; 0 ends it at once; at most 30 days).
+    pub grace_seconds: Option<u64>,
+}
+
+const MAX_GRACE: u64 = 30 * 24 * 3600;
+
+async fn ensure_no_escalation(
+    caller: &TenantCaller,
+    scope: &mut TenantScope,
+    key: KeyId,
+) -> Result<(), ApiError> {
+    let perms = scope.key_permissions(key).await?;
+    if caller.holds_all(&perms) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            "permission_denied",
+            "a key cannot create or rotate a key with permissions it does not hold",
+        ))
+    }
+}
+
+/// Keys of the caller's tenant, newest first (`keys.read`). Secrets are never listed.
+#[utoipa::path(
+    get, path = "/v1/keys", tag = "keys", params(PageQuery),
+    responses(
+        (status = 200, body = Page<ApiKeyInfo>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_keys(
+    caller: TenantCaller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<ApiKeyInfo>>, ApiError> {
+    caller.require("keys.read")?;
+    let mut scope = caller.scope().await?;
+    let keys = scope.list_api_keys().await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(keys, |k| k.key_id.to_string(), &q)?))
+}
+
+/// Create a key for the caller's tenant (`keys.write`); shown once.
+#[utoipa::path(
+    post, path = "/v1/keys", tag = "keys", request_body = NewKeyBody,
+    responses(
+        (status = 201, body = NewKeyResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Role or member not found", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_key(
+    caller: TenantCaller,
+    Json(body): Json<NewKeyBody>,
+) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
+    caller.require("keys.write")?;
+    let options = body.options()?;
+    let mut scope = caller.scope().await?;
+    let key = scope.create_api_key(&options).await?;
+    ensure_no_escalation(&caller, &mut scope, key.info.key_id).await?;
+    scope.commit().await?;
+    Ok((StatusCode::CREATED, Json(key.into())))
+}
+
+/// Revoke a key of the caller's tenant (`keys.write`); it is refused at once.
+#[utoipa::path(
+    delete, path = "/v1/keys/{key_id}", tag = "keys",
+    params(("key_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_key(
+    caller: TenantCaller,
+    Path(key_id): Path<KeyId>,
+) -> Result<StatusCode, ApiError> {
+    caller.require("keys.write")?;
+    let mut scope = caller.scope().await?;
+    // Only keys of the caller's own tenant: a descendant's key is not found here.
+    let key = scope.get_api_key(key_id).await?;
+    if key.tenant_id != caller.tenant() {
+        return Err(ApiError::not_found("api key"));
+    }
+    scope.revoke_api_key(key_id).await?;
+    scope.commit().await?;
+    caller.key_cache().forget_key(key_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rotate a key (`keys.write`): a successor key is shown once; the old one keeps
+/// working for the grace period, then expires.
+#[utoipa::path(
+    post, path = "/v1/keys/{key_id}/rotate", tag = "keys", request_body(content = Option<RotateBody>),
+    params(("key_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 201, body = NewKeyResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Revoked, expired or already rotated", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn rotate_key(
+    caller: TenantCaller,
+    Path(key_id): Path<KeyId>,
+    body: crate::extract::OptionalJson<RotateBody>,
+) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
+    caller.require("keys.write")?;
+    let grace = body.0.and_then(|b| b.grace_seconds).unwrap_or(24 * 3600);
+    if grace > MAX_GRACE {
+        return Err(ApiError::invalid(
+            "grace_seconds",
+            format!("grace_seconds must be at most {MAX_GRACE}"),
+        ));
+    }
+    let mut scope = caller.scope().await?;
+    let key = scope.get_api_key(key_id).await?;
+    if key.tenant_id != caller.tenant() {
+        return Err(ApiError::not_found("api key"));
+    }
+    ensure_no_escalation(&caller, &mut scope, key_id).await?;
+    let new = scope
+        .rotate_api_key(key_id, Duration::from_secs(grace))
+        .await?;
+    scope.commit().await?;
+    caller.key_cache().forget_key(key_id);
+    Ok((StatusCode::CREATED, Json(new.into())))
+}

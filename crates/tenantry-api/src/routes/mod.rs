@@ -1,0 +1,109 @@
+//! The HTTP routes, one module per area; this module assembles them (with their OpenAPI descriptions) and holds what lists share: pagination.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+
+pub mod access;
+pub mod audit;
+pub mod keys;
+pub mod resources;
+pub mod system;
+pub mod tenants;
+pub mod usage;
+
+/// Default and largest page sizes.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// Largest accepted `limit`.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// `limit` and `cursor` of every list route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1–1000 (default 50).
+    pub limit: Option<u32>,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The validated page size.
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(l) if (1..=MAX_LIMIT).contains(&l) => Ok(l),
+            Some(_) => Err(ApiError::invalid(
+                "limit",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            )),
+        }
+    }
+}
+
+/// A page of items.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Pages an in-memory list ordered by a unique key: the cursor is the last key seen.
+pub fn page_by_key<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> String,
+    query: &PageQuery,
+) -> Result<Page<T>, ApiError> {
+    let limit = query.limit()? as usize;
+    let start = match &query.cursor {
+        None => 0,
+        Some(c) => {
+            let last = decode_cursor(c)?;
+            items
+                .iter()
+                .position(|i| key(i) == last)
+                .map(|p| p + 1)
+                .ok_or_else(invalid_cursor)?
+        }
+    };
+    let mut rest: Vec<T> = items.into_iter().skip(start).collect();
+    let next_cursor = if rest.len() > limit {
+        rest.truncate(limit);
+        rest.last().map(|i| encode_cursor(&key(i)))
+    } else {
+        None
+    };
+    Ok(Page {
+        items: rest,
+        next_cursor,
+    })
+}
+
+/// Opaque cursor text for a key.
+pub fn encode_cursor(key: &str) -> String {
+    hex::encode(key)
+}
+
+/// The key inside a cursor made by [`encode_cursor`].
+pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+    if cursor.len() > 512 {
+        return Err(invalid_cursor());
+    }
+    hex::decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(invalid_cursor)
+}
+
+/// 400 for a forged or stale cursor.
+pub fn invalid_cursor() -> ApiError {
+    ApiError::new(
+        "invalid_cursor",
+        "the cursor is not one this server issued for this list",
+    )
+    .with_field("cursor")
+}

@@ -1,0 +1,380 @@
+//! Resources and their shares: create, list (own, descendants', shared with me; name prefix), read, update, delete; share read-only with another tenant, list and revoke shares. Quotas from the tenant's settings apply to creation and updates.
+
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tenantry_db::{
+    NewResource, OwnerFilter, Resource, ResourceCursor, ResourceId, ResourceQuery, ResourceUpdate,
+    Share, TenantId, TenantScope,
+};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{page_by_key, Page, PageQuery};
+use crate::{
+    auth::TenantCaller,
+    error::{ApiError, Problem},
+    extract::{Json, Path, Query},
+};
+
+/// A new resource.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewResourceBody {
+    /// Name, 1–1000 characters.
+    pub name: String,
+    /// Payload: a JSON object (default `{}`).
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// A change to a resource; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcePatch {
+    /// New name.
+    pub name: Option<String>,
+    /// Replacement payload (a JSON object).
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// A share to make.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewShareBody {
+    /// The tenant to share with (read only).
+    #[schema(value_type = String, format = Uuid)]
+    pub tenant_id: TenantId,
+}
+
+/// Which resources a listing covers.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    /// The caller's own resources.
+    #[serde(rename = "self")]
+    Own,
+    /// Resources shared with the caller.
+    Shared,
+    /// Resources of the caller's descendants.
+    Descendants,
+}
+
+/// Filters and page of the resource listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ResourceListQuery {
+    /// Page size, 1–1000 (default 50).
+    pub limit: Option<u32>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// `self`, `shared` or `descendants`; absent: everything the caller may read.
+    pub owner: Option<Owner>,
+    /// Only names starting with this text (literal, case-sensitive).
+    pub name_prefix: Option<String>,
+}
+
+async fn check_quota(
+    caller: &TenantCaller,
+    scope: &mut TenantScope,
+    extra_count: i64,
+    extra_bytes: i64,
+) -> Result<(), ApiError> {
+    let settings = &caller.identity().tenant_settings;
+    let max_resources = settings
+        .get("max_resources")
+        .and_then(serde_json::Value::as_i64);
+    let max_bytes = settings
+        .get("max_storage_bytes")
+        .and_then(serde_json::Value::as_i64);
+    if max_resources.is_none() && max_bytes.is_none() {
+        return Ok(());
+    }
+    let (count, bytes) = scope.own_usage().await?;
+    if let Some(max) = max_resources {
+        if count + extra_count > max {
+            return Err(ApiError::new(
+                "quota_exceeded",
+                format!("this tenant may hold at most {max} resources"),
+            ));
+        }
+    }
+    if let Some(max) = max_bytes {
+        if bytes + extra_bytes > max {
+            return Err(ApiError::new(
+                "quota_exceeded",
+                format!("this tenant may store at most {max} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Create a resource owned by the caller's tenant (`resources.write`).
+#[utoipa::path(
+    post, path = "/v1/resources", tag = "resources", request_body = NewResourceBody,
+    responses(
+        (status = 201, body = Resource),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Quota exceeded", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_resource(
+    caller: TenantCaller,
+    Json(body): Json<NewResourceBody>,
+) -> Result<(StatusCode, Json<Resource>), ApiError> {
+    caller.require("resources.write")?;
+    let data = body.data.unwrap_or_else(|| serde_json::json!({}));
+    let mut scope = caller.scope().await?;
+    let created = scope
+        .create_resource(&NewResource {
+            name: body.name,
+            data,
+        })
+        .await?;
+    // Counted after the insert (same transaction): over quota rolls it back.
+    check_quota(&caller, &mut scope, 0, 0).await?;
+    scope.commit().await?;
+    caller.note_resource(created.id);
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Resources the caller may read, newest first (`resources.read`).
+#[utoipa::path(
+    get, path = "/v1/resources", tag = "resources", params(ResourceListQuery),
+    responses(
+        (status = 200, body = Page<Resource>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_resources(
+    caller: TenantCaller,
+    Query(q): Query<ResourceListQuery>,
+) -> Result<Json<Page<Resource>>, ApiError> {
+    caller.require("resources.read")?;
+    let limit = PageQuery {
+        limit: q.limit,
+        cursor: None,
+    }
+    .limit()?;
+    let after = match &q.cursor {
+        Some(c) => Some(ResourceCursor::decode(c).ok_or_else(super::invalid_cursor)?),
+        None => None,
+    };
+    if q.name_prefix
+        .as_ref()
+        .is_some_and(|p| p.chars().count() > 1000)
+    {
+        return Err(ApiError::invalid(
+            "name_prefix",
+            "name_prefix must be at most 1000 characters",
+        ));
+    }
+    let owner = match q.owner {
+        None => OwnerFilter::All,
+        Some(Owner::Own) => OwnerFilter::Own,
+        Some(Owner::Shared) => OwnerFilter::Shared,
+        Some(Owner::Descendants) => OwnerFilter::Descendants,
+    };
+    let mut scope = caller.scope().await?;
+    let page = scope
+        .list_resources(&ResourceQuery {
+            owner,
+            name_prefix: q.name_prefix,
+            limit: i64::from(limit),
+            after,
+        })
+        .await?;
+    scope.commit().await?;
+    Ok(Json(Page {
+        items: page.items,
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// One resource (`resources.read`). Another tenant's resource answers 404, like a missing one.
+#[utoipa::path(
+    get, path = "/v1/resources/{id}", tag = "resources",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Resource),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_resource(
+    caller: TenantCaller,
+    Path(id): Path<ResourceId>,
+) -> Result<Json<Resource>, ApiError> {
+    caller.require("resources.read")?;
+    caller.note_resource(id);
+    let scope = caller.scope().await?;
+    Ok(Json(scope.get_resource_and_commit(id).await?))
+}
+
+/// Change a resource of the caller or a descendant (`resources.write`). Shared resources are read only (404).
+#[utoipa::path(
+    patch, path = "/v1/resources/{id}", tag = "resources", request_body = ResourcePatch,
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Resource),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Quota exceeded", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch_resource(
+    caller: TenantCaller,
+    Path(id): Path<ResourceId>,
+    Json(patch): Json<ResourcePatch>,
+) -> Result<Json<Resource>, ApiError> {
+    caller.require("resources.write")?;
+    caller.note_resource(id);
+    let mut scope = caller.scope().await?;
+    let updated = scope
+        .update_resource(
+            id,
+            &ResourceUpdate {
+                name: patch.name,
+                data: patch.data,
+            },
+        )
+        .await?;
+    check_quota(&caller, &mut scope, 0, 0).await?;
+    scope.commit().await?;
+    Ok(Json(updated))
+}
+
+/// Delete a resource of the caller or a descendant (`resources.delete`); its shares go with it.
+#[utoipa::path(
+    delete, path = "/v1/resources/{id}", tag = "resources",
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_resource(
+    caller: TenantCaller,
+    Path(id): Path<ResourceId>,
+) -> Result<StatusCode, ApiError> {
+    caller.require("resources.delete")?;
+    caller.note_resource(id);
+    let mut scope = caller.scope().await?;
+    scope.delete_resource(id).await?;
+    scope.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Share a resource read-only with another active tenant (`resources.share`).
+/// Only the owner (or an ancestor) can share; a share's target cannot re-share.
+#[utoipa::path(
+    post, path = "/v1/resources/{id}/shares", tag = "resources", request_body = NewShareBody,
+    params(("id" = String, Path, format = Uuid)),
+    responses(
+        (status = 201, body = Share),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Resource or target tenant not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already shared, or target not active", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn share_resource(
+    caller: TenantCaller,
+    Path(id): Path<ResourceId>,
+    Json(body): Json<NewShareBody>,
+) -> Result<(StatusCode, Json<Share>), ApiError> {
+    caller.require("resources.share")?;
+    caller.note_resource(id);
+    let mut scope = caller.scope().await?;
+    let share = scope.share_resource(id, body.tenant_id).await?;
+    scope.commit().await?;
+    Ok((StatusCode::CREATED, Json(share)))
+}
+
+/// Shares of a resource the caller owns (`resources.read`).
+#[utoipa::path(
+    get, path = "/v1/resources/{id}/shares", tag = "resources", params(("id" = String, Path, format = Uuid), PageQuery),
+    responses(
+        (status = 200, body = Page<Share>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_shares(
+    caller: TenantCaller,
+    Path(id): Path<ResourceId>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Share>>, ApiError> {
+    caller.require("resources.read")?;
+    caller.note_resource(id);
+    let mut scope = caller.scope().await?;
+    let shares = scope.list_shares(id).await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(shares, |s| s.tenant_id.to_string(), &q)?))
+}
+
+/// Revoke a share (`resources.share`); the target loses access at once.
+#[utoipa::path(
+    delete, path = "/v1/resources/{id}/shares/{tenant_id}", tag = "resources",
+    params(("id" = String, Path, format = Uuid), ("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn unshare_resource(
+    caller: TenantCaller,
+    Path((id, tenant)): Path<(ResourceId, TenantId)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require("resources.share")?;
+    caller.note_resource(id);
+    let mut scope = caller.scope().await?;
+    scope.unshare_resource(id, tenant).await?;
+    scope.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,53 @@
+//! Operational routes outside `/v1`: liveness, readiness, Prometheus metrics.
+
+use axum::{extract::State, http::header, response::IntoResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{error::ApiError, extract::Json, AppState};
+
+/// Health answer.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: &'static str,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The database is reachable and its schema matches this build.
+#[utoipa::path(
+    get, path = "/readyz", tag = "system",
+    responses((status = 200, body = Health), (status = 503, body = crate::error::Problem, content_type = "application/problem+json"))
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    state.db.ping().await?;
+    state
+        .db
+        .check_schema()
+        .await
+        .map_err(|e| ApiError::new("service_unavailable", e.to_string()))?;
+    Ok(Json(Health { status: "ok" }))
+}
+
+/// Prometheus text exposition: requests by route and status, latency histogram,
+/// pool usage, request-log queue depth and drops.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let pool = state.db.pool_status();
+    metrics::gauge!("tenantry_db_pool_size").set(pool.size as f64);
+    metrics::gauge!("tenantry_db_pool_available").set(pool.available as f64);
+    metrics::gauge!("tenantry_db_pool_max").set(pool.max_size as f64);
+    metrics::gauge!("tenantry_db_pool_waiting").set(pool.waiting as f64);
+    metrics::gauge!("tenantry_request_log_queue_depth").set(state.log.depth() as f64);
+    metrics::gauge!("tenantry_request_log_dropped").set(state.log.dropped() as f64);
+    metrics::gauge!("tenantry_request_log_written").set(state.log.written() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::prometheus().render(),
+    )
+}

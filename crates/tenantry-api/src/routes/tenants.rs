@@ -1,0 +1,419 @@
+//! Tenants: administration with the admin token (create, list, show, change, suspend, activate, delete, keys, usage) and what a tenant key sees of its own tenant and children.
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse};
+use serde::{Deserialize, Deserializer, Serialize};
+use tenantry_db::{Isolation, NewTenant, Tenant, TenantId, TenantStatus, TenantUpdate};
+use utoipa::ToSchema;
+
+use super::{
+    decode_cursor, invalid_cursor, keys::NewKeyBody, keys::NewKeyResponse, page_by_key, Page,
+    PageQuery,
+};
+use crate::{
+    auth::{AdminCaller, Caller, TenantCaller},
+    error::{ApiError, Problem},
+    extract::{Json, Path, Query},
+    AppState,
+};
+
+/// A new tenant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenantBody {
+    /// Display name, 1–200 characters.
+    pub name: String,
+    /// Parent tenant (admin only; a tenant key always creates a child of its own tenant).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub parent_id: Option<TenantId>,
+    /// `shared` (default: pooled tables under RLS) or `schema` (own schema).
+    pub isolation: Option<Isolation>,
+    /// Settings: max_resources, max_storage_bytes, rate_limit_per_second, rate_limit_burst, metadata.
+    pub settings: Option<serde_json::Value>,
+}
+
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A change to a tenant; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// Replacement settings (validated; unknown keys refused).
+    pub settings: Option<serde_json::Value>,
+    /// New parent; `null` makes the tenant a root. Cycles are refused (409).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub parent_id: Option<Option<TenantId>>,
+    /// Move to another isolation model (keeps all data).
+    pub isolation: Option<Isolation>,
+}
+
+fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(id).map_err(|_| {
+        ApiError::new("invalid_path", format!("{id:?} is not a tenant id (uuid)"))
+            .with_field("tenant_id")
+    })
+}
+
+/// Create a tenant. With the admin token: any tenant (root or child). With a
+/// tenant key holding `tenants.create`: a child of the key's tenant.
+#[utoipa::path(
+    post, path = "/v1/tenants", tag = "tenants", request_body = NewTenantBody,
+    responses(
+        (status = 201, body = Tenant),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Parent not found", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_tenant(
+    caller: Caller,
+    Json(body): Json<NewTenantBody>,
+) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+    let isolation = body.isolation.unwrap_or_default();
+    let tenant = match caller {
+        Caller::Admin(admin) => {
+            let mut scope = admin.admin_scope().await?;
+            let t = scope
+                .create_tenant(&NewTenant {
+                    name: body.name,
+                    parent_id: body.parent_id,
+                    isolation,
+                    settings: body.settings,
+                })
+                .await?;
+            scope.commit().await?;
+            t
+        }
+        Caller::Tenant(caller) => {
+            caller.require("tenants.create")?;
+            if body.parent_id.is_some_and(|p| p != caller.tenant()) {
+                return Err(ApiError::new(
+                    "forbidden",
+                    "a tenant key creates children of its own tenant only",
+                )
+                .with_field("parent_id"));
+            }
+            let mut scope = caller.scope().await?;
+            let id = scope
+                .create_child_tenant(&body.name, isolation, body.settings.as_ref())
+                .await?;
+            scope.commit().await?;
+            let mut scope = caller.scope().await?;
+            let t = scope.get_tenant(id).await?;
+            scope.commit().await?;
+            t
+        }
+    };
+    Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+/// List all tenants (admin), in id order.
+#[utoipa::path(
+    get, path = "/v1/tenants", tag = "tenants", params(PageQuery),
+    responses(
+        (status = 200, body = Page<Tenant>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_tenants(
+    admin: AdminCaller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Tenant>>, ApiError> {
+    let limit = q.limit()?;
+    let after = match &q.cursor {
+        Some(c) => Some(TenantId::parse(&decode_cursor(c)?).map_err(|_| invalid_cursor())?),
+        None => None,
+    };
+    let mut scope = admin.admin_scope().await?;
+    let mut items = scope.list_tenants(after, i64::from(limit) + 1).await?;
+    scope.commit().await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items
+            .last()
+            .map(|t| super::encode_cursor(&t.tenant_id.to_string()))
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// Show any tenant (admin).
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant_id}", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Tenant),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_tenant(
+    admin: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    let id = path_tenant(&id)?;
+    admin.note_tenant(id);
+    let mut scope = admin.admin_scope().await?;
+    let t = scope.get_tenant(id).await?;
+    scope.commit().await?;
+    Ok(Json(t))
+}
+
+/// Change a tenant's name, settings, parent or isolation model (admin).
+#[utoipa::path(
+    patch, path = "/v1/tenants/{tenant_id}", tag = "tenants", request_body = TenantPatch,
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Tenant),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Cycle or deleted tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch_tenant(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Path(id): Path<String>,
+    Json(patch): Json<TenantPatch>,
+) -> Result<Json<Tenant>, ApiError> {
+    let id = path_tenant(&id)?;
+    admin.note_tenant(id);
+    let mut scope = admin.admin_scope().await?;
+    let mut tenant = scope.get_tenant(id).await?;
+    if patch.name.is_some() || patch.settings.is_some() {
+        tenant = scope
+            .update_tenant(
+                id,
+                &TenantUpdate {
+                    name: patch.name,
+                    settings: patch.settings,
+                },
+            )
+            .await?;
+    }
+    if let Some(parent) = patch.parent_id {
+        tenant = scope.set_parent(id, parent).await?;
+    }
+    if let Some(isolation) = patch.isolation {
+        tenant = scope.set_isolation(id, isolation).await?;
+    }
+    scope.commit().await?;
+    state.keys.forget_tenant(id);
+    Ok(Json(tenant))
+}
+
+async fn set_status(
+    state: &AppState,
+    admin: AdminCaller,
+    id: &str,
+    status: TenantStatus,
+) -> Result<Tenant, ApiError> {
+    let id = path_tenant(id)?;
+    admin.note_tenant(id);
+    let mut scope = admin.admin_scope().await?;
+    let t = scope.set_status(id, status).await?;
+    scope.commit().await?;
+    state.keys.forget_tenant(id);
+    Ok(t)
+}
+
+/// Delete a tenant (admin): its status becomes `deleted` (terminal); data and audit are kept, keys stop working.
+#[utoipa::path(
+    delete, path = "/v1/tenants/{tenant_id}", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already deleted, or has live children", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_tenant(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    set_status(&state, admin, &id, TenantStatus::Deleted).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Suspend a tenant (admin): its keys get 403 on every tenant route; data is kept.
+#[utoipa::path(
+    post, path = "/v1/tenants/{tenant_id}/suspend", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Tenant),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn suspend_tenant(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    Ok(Json(
+        set_status(&state, admin, &id, TenantStatus::Suspended).await?,
+    ))
+}
+
+/// Re-activate a suspended tenant (admin).
+#[utoipa::path(
+    post, path = "/v1/tenants/{tenant_id}/activate", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Tenant),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn activate_tenant(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    Ok(Json(
+        set_status(&state, admin, &id, TenantStatus::Active).await?,
+    ))
+}
+
+/// Create a key for a tenant (admin). The key is in the response once and never again.
+#[utoipa::path(
+    post, path = "/v1/tenants/{tenant_id}/keys", tag = "tenants", request_body = NewKeyBody,
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 201, body = NewKeyResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_tenant_key(
+    admin: AdminCaller,
+    Path(id): Path<String>,
+    Json(body): Json<NewKeyBody>,
+) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
+    let id = path_tenant(&id)?;
+    let mut scope = admin.tenant_scope(id).await?;
+    let key = scope.create_api_key(&body.options()?).await?;
+    scope.commit().await?;
+    Ok((StatusCode::CREATED, Json(key.into())))
+}
+
+/// Usage of a tenant and its descendants.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantUsage {
+    /// `tenant_resource_usage` rows (the tenant and its descendants).
+    pub resources: Vec<tenantry_db::ResourceUsage>,
+    /// Hourly `tenant_metrics` rows of the last 30 days.
+    pub metrics: Vec<tenantry_db::MetricsRow>,
+}
+
+/// Usage of any tenant (admin): resource usage and hourly metrics.
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant_id}/usage", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = TenantUsage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn tenant_usage(
+    admin: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<TenantUsage>, ApiError> {
+    let id = path_tenant(&id)?;
+    let mut scope = admin.tenant_scope(id).await?;
+    let resources = scope.resource_usage().await?;
+    let metrics = scope.metrics(None, None).await?;
+    scope.commit().await?;
+    Ok(Json(TenantUsage { resources, metrics }))
+}
+
+/// The key's own tenant (`tenant.read`).
+#[utoipa::path(
+    get, path = "/v1/tenant", tag = "tenant",
+    responses(
+        (status = 200, body = Tenant),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn current_tenant(caller: TenantCaller) -> Result<Json<Tenant>, ApiError> {
+    caller.require("tenant.read")?;
+    let mut scope = caller.scope().await?;
+    let t = scope.current_tenant().await?;
+    scope.commit().await?;
+    Ok(Json(t))
+}
+
+/// Direct children of the key's tenant (`tenant.read`).
+#[utoipa::path(
+    get, path = "/v1/tenant/children", tag = "tenant", params(PageQuery),
+    responses(
+        (status = 200, body = Page<Tenant>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn children(
+    caller: TenantCaller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Tenant>>, ApiError> {
+    caller.require("tenant.read")?;
+    let mut scope = caller.scope().await?;
+    let all = scope.children().await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(all, |t| t.tenant_id.to_string(), &q)?))
+}
