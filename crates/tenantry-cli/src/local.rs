@@ -65,7 +65,6 @@ impl LocalCluster {
     }
 
     /// libpq connection string of the server's login role to the `tenantry` database.
-    #[allow(dead_code)] // used by `serve` (HTTP issue)
     pub fn server_url(&self) -> String {
         format!("{} user=tenantry_server dbname={DATABASE}", self.base)
     }
@@ -106,6 +105,38 @@ impl LocalCluster {
             .join()
             .expect("ensure_database thread")
         })
+    }
+}
+
+/// Applies pending migrations through `url` (a role that may create roles).
+pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::Migration>> {
+    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the database to migrate")?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::error!("database connection: {e}");
+        }
+    });
+    Ok(tenantry_db::migrate::migrate(&mut client).await?)
+}
+
+/// A pool for `target`: its URL as given, or the embedded cluster (migrated) as `tenantry_server`.
+pub async fn database(
+    target: &crate::Target,
+    config: impl Fn(String) -> tenantry_db::DatabaseConfig,
+) -> anyhow::Result<(tenantry_db::Database, Option<LocalCluster>)> {
+    match target.database_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => Ok((
+            tenantry_db::Database::connect(&config(url.to_owned()))?,
+            None,
+        )),
+        None => {
+            let local = LocalCluster::open(&target.data_dir, None)?;
+            migrate_url(&local.superuser_url()).await?;
+            let db = tenantry_db::Database::connect(&config(local.server_url()))?;
+            Ok((db, Some(local)))
+        }
     }
 }
 

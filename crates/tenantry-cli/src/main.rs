@@ -1,11 +1,14 @@
-//! The `tenantry` command: a thin front door that parses arguments and hands each subcommand to its module.
+//! The `tenantry` command: a thin front door that parses arguments and hands each subcommand to its module (`serve`, `admin`, `local`).
 
+mod admin;
 mod local;
+mod output;
+mod serve;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Multi-tenancy for PostgreSQL that holds even when application code is wrong.
 #[derive(Debug, Parser)]
@@ -15,22 +18,39 @@ struct Cli {
     command: Command,
 }
 
+/// Where the database is: `DATABASE_URL`, or the embedded cluster in the data directory.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Connection string; unset: the embedded cluster in --data-dir (started if not running).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Data directory of the embedded cluster.
+    #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
+    pub data_dir: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTP API (embedded PostgreSQL unless DATABASE_URL is set).
+    Serve(serve::ServeArgs),
     /// Apply pending migrations to DATABASE_URL, or to the embedded cluster when it is unset.
     Migrate {
-        /// Connection string of a role allowed to create roles (a superuser, typically).
-        #[arg(long, env = "DATABASE_URL")]
-        database_url: Option<String>,
-        /// Data directory of the embedded cluster.
-        #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// The embedded PostgreSQL cluster.
     Db {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Manage tenants.
+    Tenant(admin::TenantArgs),
+    /// Manage a tenant's API keys.
+    Key(admin::KeyArgs),
+    /// Manage a tenant's roles.
+    Role(admin::RoleArgs),
+    /// Usage of a tenant: resources, storage, hourly requests.
+    Usage(admin::UsageArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,44 +67,42 @@ enum DbCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,tenantry=info".into()),
+                .unwrap_or_else(|_| "warn,tenantry=info,tenantry_api=info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
-        Command::Migrate {
-            database_url,
-            data_dir,
-        } => migrate(database_url, data_dir).await,
+    let result = match Cli::parse().command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Migrate { target } => migrate(target).await,
         Command::Db {
             command: DbCommand::Start { data_dir, tcp },
         } => db_start(data_dir, tcp).await,
+        Command::Tenant(args) => admin::tenant(args).await,
+        Command::Key(args) => admin::key(args).await,
+        Command::Role(args) => admin::role(args).await,
+        Command::Usage(args) => admin::usage(args).await,
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
 }
 
-async fn migrate(database_url: Option<String>, data_dir: PathBuf) -> anyhow::Result<()> {
+async fn migrate(target: Target) -> anyhow::Result<()> {
     // Without a URL: use the embedded cluster (already running, or started for the occasion).
-    let (url, _cluster) = match database_url.filter(|u| !u.is_empty()) {
+    let (url, _cluster) = match target.database_url.filter(|u| !u.is_empty()) {
         Some(url) => (url, None),
         None => {
-            let local = local::LocalCluster::open(&data_dir, None)?;
+            let local = local::LocalCluster::open(&target.data_dir, None)?;
             (local.superuser_url(), Some(local))
         }
     };
-    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .context("connecting to the database to migrate")?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::error!("database connection: {e}");
-        }
-    });
-    let applied = tenantry_db::migrate::migrate(&mut client).await?;
+    let applied = local::migrate_url(&url).await?;
     if applied.is_empty() {
         println!(
             "schema is up to date ({} migrations)",

@@ -1,0 +1,457 @@
+//! Operator commands: `tenant`, `key`, `role`, `usage`. They act through the library's admin scope (tenants) or a tenant scope with actor `cli` (keys, roles, usage), against DATABASE_URL or the embedded cluster (also while a server runs on it).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tenantry_db::{
+    Database, DatabaseConfig, Isolation, NewKeyOptions, NewTenant, RoleId, TenantContext, TenantId,
+    TenantScope, TenantStatus, UserId,
+};
+
+use crate::{
+    local::{self, LocalCluster},
+    output::{json, opt, table},
+    Target,
+};
+
+/// Audit actor of CLI actions.
+const ACTOR: &str = "cli";
+
+#[derive(Debug, Args)]
+pub struct TenantArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: TenantCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// Display name.
+        name: String,
+        /// Parent tenant id.
+        #[arg(long)]
+        parent: Option<TenantId>,
+        /// `shared` (default) or `schema`.
+        #[arg(long, default_value = "shared", value_parser = parse_isolation)]
+        isolation: Isolation,
+        /// Settings as JSON, e.g. '{"max_resources": 1000}'.
+        #[arg(long)]
+        settings: Option<String>,
+    },
+    /// List tenants.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Show one tenant.
+    Show { tenant: TenantId },
+    /// Suspend a tenant (its keys get 403; data is kept).
+    Suspend { tenant: TenantId },
+    /// Re-activate a suspended tenant.
+    Activate { tenant: TenantId },
+    /// Delete a tenant (terminal; data and audit are kept).
+    Delete { tenant: TenantId },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: KeyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create a key for a tenant; the key is printed once.
+    Create {
+        tenant: TenantId,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Bind to a role (the key gets exactly its permissions).
+        #[arg(long)]
+        role: Option<RoleId>,
+        /// Bind to a member.
+        #[arg(long)]
+        user: Option<UserId>,
+        /// Expiry, RFC 3339.
+        #[arg(long)]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// List a tenant's keys (never their secrets).
+    List { tenant: TenantId },
+    /// Revoke a key at once.
+    Revoke {
+        tenant: TenantId,
+        key: tenantry_db::KeyId,
+    },
+    /// Issue a successor key; the old one works for the grace period.
+    Rotate {
+        tenant: TenantId,
+        key: tenantry_db::KeyId,
+        #[arg(long, default_value_t = 86_400)]
+        grace_seconds: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: RoleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RoleCommand {
+    /// Create a role in a tenant.
+    Create {
+        tenant: TenantId,
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Grant a catalogue permission to a role.
+    Grant {
+        tenant: TenantId,
+        role: RoleId,
+        permission: String,
+    },
+    /// Remove a permission from a role.
+    Revoke {
+        tenant: TenantId,
+        role: RoleId,
+        permission: String,
+    },
+    /// List a tenant's roles with their permissions.
+    List { tenant: TenantId },
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The tenant.
+    tenant: TenantId,
+}
+
+fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    match s {
+        "shared" => Ok(Isolation::Shared),
+        "schema" => Ok(Isolation::Schema),
+        other => Err(format!("{other:?}: expected shared or schema")),
+    }
+}
+
+/// The pool and, when embedded, the cluster; fields drop in order, so the pool
+/// closes its connections before the cluster stops.
+struct Session {
+    db: Database,
+    _cluster: Option<LocalCluster>,
+}
+
+async fn connect(target: &Target) -> anyhow::Result<Session> {
+    let (db, cluster) = local::database(target, |url| {
+        let mut c = DatabaseConfig::new(url);
+        c.max_connections = 2;
+        c
+    })
+    .await?;
+    Ok(Session {
+        db,
+        _cluster: cluster,
+    })
+}
+
+async fn tenant_scope(db: &Database, tenant: TenantId) -> anyhow::Result<TenantScope> {
+    Ok(db
+        .tenant(TenantContext::new(tenant).with_actor(ACTOR))
+        .await?)
+}
+
+fn tenant_rows(tenants: &[tenantry_db::Tenant]) -> Vec<Vec<String>> {
+    tenants
+        .iter()
+        .map(|t| {
+            vec![
+                t.tenant_id.to_string(),
+                t.name.clone(),
+                t.status.as_str().into(),
+                t.isolation.as_str().into(),
+                opt(&t.parent_id),
+                t.created_at.format("%Y-%m-%d %H:%M").to_string(),
+            ]
+        })
+        .collect()
+}
+
+const TENANT_HEADERS: &[&str] = &["TENANT", "NAME", "STATUS", "ISOLATION", "PARENT", "CREATED"];
+
+pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
+    let session = connect(&args.target).await?;
+    let db = &session.db;
+    let mut scope = db.admin(ACTOR).await?;
+    let result = match args.command {
+        TenantCommand::Create {
+            name,
+            parent,
+            isolation,
+            settings,
+        } => {
+            let settings = settings
+                .map(|s| serde_json::from_str(&s).context("--settings must be a JSON object"))
+                .transpose()?;
+            vec![
+                scope
+                    .create_tenant(&NewTenant {
+                        name,
+                        parent_id: parent,
+                        isolation,
+                        settings,
+                    })
+                    .await?,
+            ]
+        }
+        TenantCommand::List { limit } => scope.list_tenants(None, limit.clamp(1, 10_000)).await?,
+        TenantCommand::Show { tenant } => vec![scope.get_tenant(tenant).await?],
+        TenantCommand::Suspend { tenant } => {
+            vec![scope.set_status(tenant, TenantStatus::Suspended).await?]
+        }
+        TenantCommand::Activate { tenant } => {
+            vec![scope.set_status(tenant, TenantStatus::Active).await?]
+        }
+        TenantCommand::Delete { tenant } => {
+            vec![scope.set_status(tenant, TenantStatus::Deleted).await?]
+        }
+    };
+    scope.commit().await?;
+    if args.json {
+        json(&result)
+    } else {
+        table(TENANT_HEADERS, &tenant_rows(&result));
+        Ok(())
+    }
+}
+
+fn key_rows(keys: &[tenantry_db::ApiKeyInfo]) -> Vec<Vec<String>> {
+    keys.iter()
+        .map(|k| {
+            let state = if k.revoked_at.is_some() {
+                "revoked"
+            } else if k.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
+                "expired"
+            } else {
+                "active"
+            };
+            vec![
+                k.key_id.to_string(),
+                format!("tk_{}_…", k.prefix),
+                state.into(),
+                k.description.clone(),
+                opt(&k.role_id),
+                opt(&k.expires_at.map(|e| e.format("%Y-%m-%d %H:%M").to_string())),
+                opt(&k
+                    .last_used_at
+                    .map(|e| e.format("%Y-%m-%d %H:%M").to_string())),
+            ]
+        })
+        .collect()
+}
+
+const KEY_HEADERS: &[&str] = &[
+    "KEY",
+    "PREFIX",
+    "STATE",
+    "DESCRIPTION",
+    "ROLE",
+    "EXPIRES",
+    "LAST USED",
+];
+
+pub async fn key(args: KeyArgs) -> anyhow::Result<()> {
+    let session = connect(&args.target).await?;
+    let db = &session.db;
+    match args.command {
+        KeyCommand::Create {
+            tenant,
+            description,
+            role,
+            user,
+            expires_at,
+        } => {
+            let mut scope = tenant_scope(db, tenant).await?;
+            let key = scope
+                .create_api_key(&NewKeyOptions {
+                    description,
+                    user_id: user,
+                    role_id: role,
+                    expires_at,
+                    tenant_id: None,
+                })
+                .await?;
+            scope.commit().await?;
+            print_new_key(args.json, &key)
+        }
+        KeyCommand::Rotate {
+            tenant,
+            key,
+            grace_seconds,
+        } => {
+            let mut scope = tenant_scope(db, tenant).await?;
+            let new = scope
+                .rotate_api_key(key, Duration::from_secs(grace_seconds))
+                .await?;
+            scope.commit().await?;
+            print_new_key(args.json, &new)
+        }
+        KeyCommand::List { tenant } => {
+            let mut scope = tenant_scope(db, tenant).await?;
+            let keys = scope.list_api_keys().await?;
+            scope.commit().await?;
+            if args.json {
+                json(&keys)
+            } else {
+                table(KEY_HEADERS, &key_rows(&keys));
+                Ok(())
+            }
+        }
+        KeyCommand::Revoke { tenant, key } => {
+            let mut scope = tenant_scope(db, tenant).await?;
+            let info = scope.get_api_key(key).await?;
+            anyhow::ensure!(info.tenant_id == tenant, "api key {key} not found");
+            scope.revoke_api_key(key).await?;
+            scope.commit().await?;
+            if args.json {
+                json(&serde_json::json!({ "revoked": key }))
+            } else {
+                println!("revoked {key}");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn print_new_key(as_json: bool, key: &tenantry_db::NewApiKey) -> anyhow::Result<()> {
+    if as_json {
+        json(&serde_json::json!({ "key": key.secret.expose(), "key_info": key.info }))
+    } else {
+        table(KEY_HEADERS, &key_rows(std::slice::from_ref(&key.info)));
+        println!();
+        println!("key (shown once, store it now): {}", key.secret.expose());
+        Ok(())
+    }
+}
+
+pub async fn role(args: RoleArgs) -> anyhow::Result<()> {
+    let session = connect(&args.target).await?;
+    let db = &session.db;
+    let roles = match args.command {
+        RoleCommand::Create {
+            tenant,
+            name,
+            description,
+        } => {
+            let mut scope = tenant_scope(db, tenant).await?;
+            let r = scope.create_role(&name, &description).await?;
+            scope.commit().await?;
+            vec![r]
+        }
+        RoleCommand::Grant {
+            tenant,
+            role,
+            permission,
+        } => {
+            let mut scope = tenant_scope(db, tenant).await?;
+            let r = scope.grant_permission(role, &permission).await?;
+            scope.commit().await?;
+            vec![r]
+        }
+        RoleCommand::Revoke {
+            tenant,
+            role,
+            permission,
+        } => {
+            let mut scope = tenant_scope(db, tenant).await?;
+            let r = scope.revoke_permission(role, &permission).await?;
+            scope.commit().await?;
+            vec![r]
+        }
+        RoleCommand::List { tenant } => {
+            let mut scope = tenant_scope(db, tenant).await?;
+            let r = scope.list_roles().await?;
+            scope.commit().await?;
+            r
+        }
+    };
+    if args.json {
+        return json(&roles);
+    }
+    let rows: Vec<Vec<String>> = roles
+        .iter()
+        .map(|r| {
+            vec![
+                r.role_id.to_string(),
+                r.name.clone(),
+                r.permissions.join(","),
+                r.description.clone(),
+            ]
+        })
+        .collect();
+    table(&["ROLE", "NAME", "PERMISSIONS", "DESCRIPTION"], &rows);
+    Ok(())
+}
+
+pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
+    let session = connect(&args.target).await?;
+    let db = &session.db;
+    let mut scope = tenant_scope(db, args.tenant).await?;
+    let resources = scope.resource_usage().await?;
+    let metrics = scope.metrics(None, None).await?;
+    scope.commit().await?;
+    if args.json {
+        return json(&serde_json::json!({ "resources": resources, "metrics": metrics }));
+    }
+    let rows: Vec<Vec<String>> = resources
+        .iter()
+        .map(|u| {
+            vec![
+                u.tenant_id.to_string(),
+                u.tenant_name.clone(),
+                u.total_resources.to_string(),
+                u.storage_used.to_string(),
+                opt(&u
+                    .last_modified
+                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())),
+            ]
+        })
+        .collect();
+    table(
+        &["TENANT", "NAME", "RESOURCES", "BYTES", "LAST MODIFIED"],
+        &rows,
+    );
+    let total: i64 = metrics
+        .iter()
+        .filter(|m| !m.is_descendant)
+        .map(|m| m.request_count)
+        .sum();
+    println!();
+    println!("requests in the last 30 days (as of the last metrics refresh): {total}");
+    Ok(())
+}

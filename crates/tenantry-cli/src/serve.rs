@@ -1,0 +1,137 @@
+//! `tenantry serve`: settings, database (embedded or DATABASE_URL), role and schema checks, admin token, then the HTTP server until SIGINT/SIGTERM.
+
+use std::{io::Write, os::unix::fs::OpenOptionsExt, path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tenantry_api::{
+    config::{AdminToken, Secret, Settings},
+    Application,
+};
+use tenantry_db::{Database, DatabaseConfig};
+
+use crate::local;
+
+/// Options of `tenantry serve` (each also settable in the config file and environment).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [env TENANTRY_LISTEN; default 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Database of the server's login role (tenantry_server) [env DATABASE_URL; default: embedded].
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Data directory: embedded cluster, admin token [env TENANTRY_DATA_DIR; default .tenantry].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `prepared` or `unnamed` (behind pgbouncer in transaction pooling) [env TENANTRY_STATEMENT_MODE].
+    #[arg(long)]
+    statement_mode: Option<String>,
+    /// TOML settings file (keys as in tenantry_api::config::Settings) [env TENANTRY_CONFIG].
+    #[arg(long, env = "TENANTRY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut settings = Settings::load(args.config.as_deref())?;
+    if let Some(l) = args.listen {
+        settings.listen = l;
+    }
+    if let Some(u) = args.database_url.filter(|u| !u.is_empty()) {
+        settings.database_url = Some(Secret::new(u));
+    }
+    if let Some(d) = args.data_dir {
+        settings.data_dir = d;
+    }
+    if let Some(m) = args.statement_mode {
+        settings.statement_mode = m;
+    }
+    settings.validate()?;
+
+    let pool_config = |url: String| {
+        let mut c = DatabaseConfig::new(url);
+        c.max_connections = settings.max_connections;
+        c.statement_mode = settings.statement_mode().expect("validated");
+        c.acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
+        c
+    };
+    let (db, cluster) = match &settings.database_url {
+        Some(url) => {
+            let db = Database::connect(&pool_config(url.expose().to_owned()))?;
+            if let Err(e) = db.check_schema().await {
+                bail!("{e}\n(the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first)");
+            }
+            (db, None)
+        }
+        None => {
+            let local = local::LocalCluster::open(&settings.data_dir, None)?;
+            let applied = local::migrate_url(&local.superuser_url()).await?;
+            if !applied.is_empty() {
+                eprintln!(
+                    "applied {} migration(s) to the embedded database",
+                    applied.len()
+                );
+            }
+            (
+                Database::connect(&pool_config(local.server_url()))?,
+                Some(local),
+            )
+        }
+    };
+    let role = db
+        .login_role_check()
+        .await
+        .context("checking the server's database role")?;
+    if let Some(problem) = role.problem() {
+        bail!("refusing to serve tenant traffic: {problem}");
+    }
+
+    let (token, token_source) = admin_token(&settings)?;
+    let app = Application::build(&settings, db, &token)
+        .await
+        .context("binding the listen address")?;
+    let addr = app.local_addr();
+    println!("tenantry is serving on http://{addr}");
+    println!("API docs:     http://{addr}/docs");
+    println!("admin token:  {token_source}");
+    if cluster.is_some() {
+        println!(
+            "database:     embedded PostgreSQL in {}",
+            settings.data_dir.display()
+        );
+    }
+    app.run(local::wait_for_shutdown_signal()).await?;
+    eprintln!("shut down cleanly");
+    drop(cluster);
+    Ok(())
+}
+
+/// The admin token: from the settings, or generated once into `<data_dir>/admin.token` (0600).
+fn admin_token(settings: &Settings) -> anyhow::Result<(String, String)> {
+    if let Some(t) = &settings.admin_token {
+        return Ok((t.expose().to_owned(), "from TENANTRY_ADMIN_TOKEN".into()));
+    }
+    let path = settings.data_dir.join("admin.token");
+    let location = format!(
+        "in {} (mode 0600)",
+        std::path::absolute(&path).unwrap_or(path.clone()).display()
+    );
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_owned(), location)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    let token = AdminToken::generate();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    Ok((token, location))
+}
