@@ -262,11 +262,18 @@ BEGIN
         WHERE sub.parent_id = NEW.tenant_id
           AND anc.child_id = NEW.tenant_id AND anc.depth > 0
           AND h.parent_id = anc.parent_id AND h.child_id = sub.child_id;
-        -- ... and attach it under the new parent's ancestors.
-        INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth)
-        SELECT anc.parent_id, sub.child_id, anc.depth + sub.depth + 1
-        FROM tenantry.tenant_hierarchy anc, tenantry.tenant_hierarchy sub
-        WHERE anc.child_id = NEW.parent_id AND sub.parent_id = NEW.tenant_id;
+        -- ... and attach it under the new parent's ancestors. A duplicate closure
+        -- row means one statement moved several tenants into a loop (the BEFORE
+        -- check sees the closure as it was when the statement started).
+        BEGIN
+            INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth)
+            SELECT anc.parent_id, sub.child_id, anc.depth + sub.depth + 1
+            FROM tenantry.tenant_hierarchy anc, tenantry.tenant_hierarchy sub
+            WHERE anc.child_id = NEW.parent_id AND sub.parent_id = NEW.tenant_id;
+        EXCEPTION WHEN unique_violation THEN
+            RAISE EXCEPTION 'moving tenant % under % would create a cycle', NEW.tenant_id, NEW.parent_id
+                USING ERRCODE = 'TN409', HINT = 'parent_id';
+        END;
         PERFORM tenantry.write_audit(NEW.tenant_id, 'tenant.reparented', 'tenant', NEW.tenant_id::text,
             jsonb_build_object('from', OLD.parent_id, 'to', NEW.parent_id));
     END IF;

@@ -83,7 +83,7 @@ CREATE POLICY roles_write_own ON tenantry.roles
     USING (tenant_id = tenantry.current_tenant_id())
     WITH CHECK (tenant_id = tenantry.current_tenant_id());
 COMMENT ON POLICY roles_write_own ON tenantry.roles IS 'A tenant creates, renames and deletes only its own roles.';
-GRANT SELECT, INSERT (tenant_id, role_id, name, description), UPDATE (name, description), DELETE
+GRANT SELECT, INSERT (tenant_id, name, description), UPDATE (name, description), DELETE
     ON tenantry.roles TO tenantry_app;
 
 CREATE TABLE tenantry.role_permissions (

@@ -7,6 +7,15 @@
 -- Moving a tenant between models moves its rows in one transaction.
 -- =============================================================================
 
+-- The owner creates the schemas of schema-isolated tenants. Granted here (as the
+-- migrating role) so that databases migrated by hand with psql work too; the
+-- runner repeats it for databases copied from a template.
+DO $grant$
+BEGIN
+    EXECUTE format('GRANT CREATE ON DATABASE %I TO tenantry_owner', current_database());
+END
+$grant$;
+
 SET LOCAL ROLE tenantry_owner;
 
 /** The schema name of a tenant in the silo model: tenant_ followed by its uuid in hex. */
@@ -41,7 +50,7 @@ BEGIN
                    'Resources of schema-isolated tenant ' || tid || ' (a partition of tenantry.resources).');
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_app, tenantry_app_own, tenantry_app_shared', s);
     EXECUTE format('GRANT SELECT ON %I.resources TO tenantry_app_own, tenantry_app_shared', s);
-    EXECUTE format('GRANT INSERT (tenant_id, id, name, data), UPDATE (name, data), DELETE ON %I.resources TO tenantry_app_own', s);
+    EXECUTE format('GRANT INSERT (tenant_id, name, data), UPDATE (name, data), DELETE ON %I.resources TO tenantry_app_own', s);
 END
 $$;
 COMMENT ON FUNCTION tenantry.secure_tenant_partition(uuid) IS 'Internal: RLS (forced), policies and grants on a tenant''s own resources partition.';

@@ -599,7 +599,7 @@ async fn create_tenant_schema_by_its_name_moves_the_tenant_into_its_own_schema()
             "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'"
         )
         .await,
-        [schema.clone()]
+        std::slice::from_ref(&schema)
     );
     set_context(&app, t).await;
     assert_eq!(
@@ -1248,6 +1248,52 @@ async fn hierarchy_is_transitive_includes_the_tenant_itself_never_goes_upwards_a
         admin.execute(move_sql, &[&sibling, &child]).await,
         "TN409",
         "child under its new great-grandchild",
+    );
+}
+
+#[tokio::test]
+async fn a_cycle_built_by_one_multi_row_update_is_rejected_and_changes_nothing() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let x = create_tenant(&admin, "x", None).await;
+    let y = create_tenant(&admin, "y", None).await;
+    let z = create_tenant(&admin, "z", None).await;
+    // Each row's BEFORE trigger checks the closure as it was before the
+    // statement (the closure is maintained by AFTER triggers), so a ring
+    // written in one statement is caught when the closure is extended, and
+    // reported with the same code as any other cycle.
+    let swap = "UPDATE tenantry.tenants
+                SET parent_id = CASE tenant_id WHEN $1 THEN $2 ELSE $1 END
+                WHERE tenant_id IN ($1, $2)";
+    expect_sqlstate_any(admin.execute(swap, &[&x, &y]).await, &["TN409"]);
+    let ring = "UPDATE tenantry.tenants
+                SET parent_id = CASE tenant_id WHEN $1 THEN $2 WHEN $2 THEN $3 ELSE $1 END
+                WHERE tenant_id IN ($1, $2, $3)";
+    expect_sqlstate_any(admin.execute(ring, &[&x, &y, &z]).await, &["TN409"]);
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM tenants WHERE parent_id IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM tenant_hierarchy WHERE depth > 0"
+        )
+        .await,
+        0
+    );
+    // The same moves one at a time: the last one closes the ring and is refused.
+    let move_sql = "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2";
+    admin.execute(move_sql, &[&y, &x]).await.unwrap();
+    admin.execute(move_sql, &[&z, &y]).await.unwrap();
+    expect_sqlstate(
+        admin.execute(move_sql, &[&x, &z]).await,
+        "TN409",
+        "closing the ring",
     );
 }
 
