@@ -66,8 +66,16 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_app, tenantry_app_own, tenantry_app_s
 -- statement executes, i.e. as the role set with SET LOCAL ROLE.
 GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 
--- The bookkeeping table of the migration runner predates this migration; hand it over.
-ALTER TABLE IF EXISTS tenantry.schema_migrations OWNER TO tenantry_owner;
+-- The bookkeeping table of the migration runner predates this migration; hand it
+-- over, and let the server read it (it refuses to serve a schema it does not match).
+DO $bookkeeping$
+BEGIN
+    IF to_regclass('tenantry.schema_migrations') IS NOT NULL THEN
+        ALTER TABLE tenantry.schema_migrations OWNER TO tenantry_owner;
+        GRANT SELECT ON tenantry.schema_migrations TO tenantry_server, tenantry_admin;
+    END IF;
+END
+$bookkeeping$;
 
 -- From here on every object is created by, and owned by, tenantry_owner.
 SET LOCAL ROLE tenantry_owner;

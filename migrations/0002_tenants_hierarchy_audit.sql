@@ -194,7 +194,7 @@ DECLARE
 BEGIN
     NEW.name := btrim(NEW.name);
     IF TG_OP = 'UPDATE' THEN
-        IF OLD.status = 'deleted' AND NEW IS DISTINCT FROM OLD THEN
+        IF OLD.status = 'deleted' THEN
             RAISE EXCEPTION 'tenant % is deleted', OLD.tenant_id USING ERRCODE = 'TN409';
         END IF;
         IF NEW.tenant_id <> OLD.tenant_id THEN

@@ -10,6 +10,7 @@ BIN=target/release/tenantry
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-8}
 WORK=$(mktemp -d /tmp/tenantry-bench-XXXXXX)
+chmod 755 "$WORK"  # the embedded cluster may run as the postgres user
 PORT=${PORT:-18181}
 export TENANTRY_DATA_DIR=$WORK/data TENANTRY_ADMIN_TOKEN=tadm_bench TENANTRY_LISTEN=127.0.0.1:$PORT
 export TENANTRY_METRICS_REFRESH_SECS=0
@@ -18,6 +19,7 @@ SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
 B=http://127.0.0.1:$PORT
 for _ in $(seq 100); do curl -sf $B/readyz >/dev/null && break; sleep 0.2; done
+curl -sf $B/readyz >/dev/null || { cat "$WORK/serve.log"; exit 1; }
 H="Authorization: Bearer $TENANTRY_ADMIN_TOKEN"
 : >"$WORK/pairs"
 for i in $(seq 100); do

@@ -104,10 +104,13 @@ impl KeyCache {
     }
 }
 
+/// A limiter and the (rate bits, burst) it was built from.
+type TenantLimiter = ((u64, u32), Arc<DefaultDirectRateLimiter>);
+
 /// Per-tenant rate limiters built from the tenant's settings.
 #[derive(Default)]
 pub struct RateLimits {
-    limiters: Mutex<HashMap<TenantId, ((u64, u32), Arc<DefaultDirectRateLimiter>)>>,
+    limiters: Mutex<HashMap<TenantId, TenantLimiter>>,
 }
 
 impl RateLimits {

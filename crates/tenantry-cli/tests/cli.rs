@@ -18,6 +18,25 @@ fn tenantry(db: &TestDatabase, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs a command that is expected to exit on its own, killing it after 60 s so a
+/// regression (a server that starts instead of refusing) fails instead of hanging.
+fn output_within_a_minute(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("command did not exit within 60 s: {cmd:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn json(db: &TestDatabase, args: &[&str]) -> serde_json::Value {
     let (ok, out, err) = tenantry(db, args);
     assert!(ok, "tenantry {args:?} failed: {err}");
@@ -143,12 +162,12 @@ async fn cli_errors_exit_non_zero_with_a_clear_message() {
 #[tokio::test]
 async fn serve_refuses_a_superuser_database_role() {
     let db = TestDatabase::new().await;
-    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("DATABASE_URL", db.superuser_url())
-        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
-        .output()
-        .unwrap();
+    let out = output_within_a_minute(
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", db.superuser_url())
+            .env("TENANTRY_ADMIN_TOKEN", "tadm_test"),
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -165,16 +184,65 @@ async fn serve_refuses_an_unmigrated_database_and_says_what_to_run() {
     su.batch_execute(&format!("CREATE DATABASE {empty}"))
         .await
         .unwrap();
-    let url = db
-        .server_url()
-        .replace(&format!("dbname={}", db.name()), &format!("dbname={empty}"));
-    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("DATABASE_URL", url)
-        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
-        .output()
-        .unwrap();
+    let url = db.server_url().replace(
+        &format!("dbname='{}'", db.name()),
+        &format!("dbname='{empty}'"),
+    );
+    assert!(url.contains(&empty), "{url}");
+    let out = output_within_a_minute(
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", url)
+            .env("TENANTRY_ADMIN_TOKEN", "tadm_test"),
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tenantry migrate"), "{err}");
+}
+
+/// GET over a plain TCP connection; returns the status line and body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn serve_with_a_database_url_answers_ready_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let db = TestDatabase::new().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", db.server_url())
+        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+    assert!(first.contains("serving on"), "{first}");
+    let ready = http_get(&addr, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let tenant = http_get(&addr, "/v1/tenant");
+    assert!(
+        tenant.starts_with("HTTP/1.1 401") && tenant.contains("application/problem+json"),
+        "{tenant}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "serve exits cleanly on SIGTERM: {exit:?}");
 }

@@ -67,8 +67,11 @@ pub enum MigrateError {
         source: tokio_postgres::Error,
     },
     /// Talking to the database failed.
-    #[error("database error while migrating: {0}")]
+    #[error("database error: {0}")]
     Database(#[from] tokio_postgres::Error),
+    /// No connection could be had.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Advisory lock key shared by every tenantry process migrating the same database.

@@ -244,6 +244,19 @@ impl TenantScope {
             .ok_or_else(|| not_found(id))
     }
 
+    /// Serialises quota checks of the scope's tenant until the transaction ends,
+    /// so concurrent creates cannot both pass a count they cannot see.
+    pub async fn lock_quota(&mut self) -> Result<(), DbError> {
+        let me = self.tenant().to_string();
+        self.query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('tenantry.quota:' || $1, 0))",
+            &[&me],
+            &[Type::TEXT],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Count and bytes of the resources the scope's tenant itself owns (for quotas).
     pub async fn own_usage(&mut self) -> Result<(i64, i64), DbError> {
         let me = self.tenant();

@@ -831,3 +831,12 @@ async fn suspended_tenants_keys_still_verify_but_report_the_status() {
     let id = db.verify_key(k.secret.expose()).await.unwrap().unwrap();
     assert_eq!(id.tenant_status, "suspended");
 }
+
+#[tokio::test]
+async fn the_server_role_can_check_that_the_schema_matches_this_build() {
+    let tdb = TestDatabase::new().await;
+    tdb.database().check_schema().await.unwrap();
+    let role = tdb.database().login_role_check().await.unwrap();
+    assert_eq!(role.role, "tenantry_server");
+    assert_eq!(role.problem(), None);
+}

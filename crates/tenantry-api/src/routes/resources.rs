@@ -74,25 +74,36 @@ pub struct ResourceListQuery {
     pub name_prefix: Option<String>,
 }
 
-async fn check_quota(
-    caller: &TenantCaller,
-    scope: &mut TenantScope,
-    extra_count: i64,
-    extra_bytes: i64,
-) -> Result<(), ApiError> {
+/// The tenant's quotas (`max_resources`, `max_storage_bytes`) from its settings.
+fn quotas(caller: &TenantCaller) -> (Option<i64>, Option<i64>) {
     let settings = &caller.identity().tenant_settings;
-    let max_resources = settings
-        .get("max_resources")
-        .and_then(serde_json::Value::as_i64);
-    let max_bytes = settings
-        .get("max_storage_bytes")
-        .and_then(serde_json::Value::as_i64);
+    (
+        settings
+            .get("max_resources")
+            .and_then(serde_json::Value::as_i64),
+        settings
+            .get("max_storage_bytes")
+            .and_then(serde_json::Value::as_i64),
+    )
+}
+
+/// Takes the tenant's quota lock when it has quotas; call before writing.
+async fn lock_quota(caller: &TenantCaller, scope: &mut TenantScope) -> Result<(), ApiError> {
+    if quotas(caller) != (None, None) {
+        scope.lock_quota().await?;
+    }
+    Ok(())
+}
+
+/// After the write, in the same transaction and under the quota lock: over quota rolls it back.
+async fn check_quota(caller: &TenantCaller, scope: &mut TenantScope) -> Result<(), ApiError> {
+    let (max_resources, max_bytes) = quotas(caller);
     if max_resources.is_none() && max_bytes.is_none() {
         return Ok(());
     }
     let (count, bytes) = scope.own_usage().await?;
     if let Some(max) = max_resources {
-        if count + extra_count > max {
+        if count > max {
             return Err(ApiError::new(
                 "quota_exceeded",
                 format!("this tenant may hold at most {max} resources"),
@@ -100,7 +111,7 @@ async fn check_quota(
         }
     }
     if let Some(max) = max_bytes {
-        if bytes + extra_bytes > max {
+        if bytes > max {
             return Err(ApiError::new(
                 "quota_exceeded",
                 format!("this tenant may store at most {max} bytes"),
@@ -133,6 +144,7 @@ pub async fn create_resource(
     caller.require("resources.write")?;
     let data = body.data.unwrap_or_else(|| serde_json::json!({}));
     let mut scope = caller.scope().await?;
+    lock_quota(&caller, &mut scope).await?;
     let created = scope
         .create_resource(&NewResource {
             name: body.name,
@@ -140,7 +152,7 @@ pub async fn create_resource(
         })
         .await?;
     // Counted after the insert (same transaction): over quota rolls it back.
-    check_quota(&caller, &mut scope, 0, 0).await?;
+    check_quota(&caller, &mut scope).await?;
     scope.commit().await?;
     caller.note_resource(created.id);
     Ok((StatusCode::CREATED, Json(created)))
@@ -254,6 +266,7 @@ pub async fn patch_resource(
     caller.require("resources.write")?;
     caller.note_resource(id);
     let mut scope = caller.scope().await?;
+    lock_quota(&caller, &mut scope).await?;
     let updated = scope
         .update_resource(
             id,
@@ -263,7 +276,7 @@ pub async fn patch_resource(
             },
         )
         .await?;
-    check_quota(&caller, &mut scope, 0, 0).await?;
+    check_quota(&caller, &mut scope).await?;
     scope.commit().await?;
     Ok(Json(updated))
 }

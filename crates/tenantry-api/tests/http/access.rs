@@ -1,0 +1,382 @@
+//! Roles, permissions and members: a role-bound key has exactly its role's
+//! permissions; no key can grant or mint more than it holds.
+
+use serde_json::json;
+
+use crate::helpers::{ids, random_id, TestApp};
+
+const CATALOGUE: [&str; 14] = [
+    "tenant.read",
+    "tenants.create",
+    "resources.read",
+    "resources.write",
+    "resources.delete",
+    "resources.share",
+    "members.read",
+    "members.write",
+    "roles.read",
+    "roles.write",
+    "keys.read",
+    "keys.write",
+    "audit.read",
+    "usage.read",
+];
+
+#[tokio::test]
+async fn a_key_bound_to_a_read_only_role_reads_resources_but_cannot_create_them() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let id = app.create_resource(&t.key, "doc").await;
+    let role = app.create_role(&t.key, "reader", &["resources.read"]).await;
+    let (reader, _) = app.create_role_key(&t.key, &role).await;
+
+    app.get(&format!("/v1/resources/{id}"), &reader)
+        .await
+        .expect(200);
+    assert_eq!(app.resource_names(&reader, "").await, vec!["doc"]);
+    let r = app
+        .post("/v1/resources", &reader, &json!({ "name": "nope" }))
+        .await;
+    let problem = r.problem(403, "permission_denied");
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("resources.write"));
+    app.get("/v1/keys", &reader)
+        .await
+        .problem(403, "permission_denied");
+    assert_eq!(app.resource_names(&t.key, "").await, vec!["doc"]);
+}
+
+#[tokio::test]
+async fn a_key_bound_to_a_role_lacking_keys_write_cannot_create_keys() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let role = app
+        .create_role(&t.key, "lister", &["keys.read", "resources.read"])
+        .await;
+    let (lister, _) = app.create_role_key(&t.key, &role).await;
+    app.post("/v1/keys", &lister, &json!({ "role_id": role }))
+        .await
+        .problem(403, "permission_denied");
+    // It can list keys (keys.read): still only the two.
+    assert_eq!(app.get("/v1/keys", &lister).await.items().len(), 2);
+}
+
+#[tokio::test]
+async fn a_restricted_key_cannot_mint_an_unbound_key_with_more_permissions() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let role = app
+        .create_role(
+            &t.key,
+            "key-admin",
+            &["keys.read", "keys.write", "resources.read"],
+        )
+        .await;
+    let (restricted, _) = app.create_role_key(&t.key, &role).await;
+
+    // Denied: an unbound key would hold every permission, resources.delete included.
+    app.post("/v1/keys", &restricted, &json!({}))
+        .await
+        .problem(403, "permission_denied");
+    // Denied: a role with more than it holds.
+    let bigger = app
+        .create_role(&t.key, "bigger", &["resources.read", "resources.delete"])
+        .await;
+    app.post("/v1/keys", &restricted, &json!({ "role_id": bigger }))
+        .await
+        .problem(403, "permission_denied");
+    assert_eq!(
+        app.get("/v1/keys", &t.key).await.items().len(),
+        2,
+        "no key may be left behind by a refused request"
+    );
+    // Allowed: a key bound to its own role.
+    let r = app
+        .post("/v1/keys", &restricted, &json!({ "role_id": role }))
+        .await;
+    let new_key = r.expect(201)["key"].as_str().unwrap().to_owned();
+    app.get("/v1/resources", &new_key).await.expect(200);
+    app.post("/v1/resources", &new_key, &json!({ "name": "x" }))
+        .await
+        .problem(403, "permission_denied");
+}
+
+#[tokio::test]
+async fn a_restricted_key_cannot_grant_a_permission_it_does_not_hold() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let role = app
+        .create_role(&t.key, "role-admin", &["roles.read", "roles.write"])
+        .await;
+    let (restricted, _) = app.create_role_key(&t.key, &role).await;
+    let target = app.create_role(&t.key, "target", &[]).await;
+    app.put(
+        &format!("/v1/roles/{target}/permissions/resources.delete"),
+        &restricted,
+    )
+    .await
+    .problem(403, "permission_denied");
+    // Allowed: a permission it holds.
+    let r = app
+        .put(
+            &format!("/v1/roles/{target}/permissions/roles.read"),
+            &restricted,
+        )
+        .await;
+    assert_eq!(r.expect(200)["permissions"], json!(["roles.read"]));
+}
+
+#[tokio::test]
+async fn granting_and_revoking_permissions_changes_a_bound_keys_access() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let role = app.create_role(&t.key, "grows", &["resources.read"]).await;
+    let (key, _) = app.create_role_key(&t.key, &role).await;
+    app.post("/v1/resources", &key, &json!({ "name": "a" }))
+        .await
+        .problem(403, "permission_denied");
+
+    let r = app
+        .put(
+            &format!("/v1/roles/{role}/permissions/resources.write"),
+            &t.key,
+        )
+        .await;
+    assert_eq!(
+        r.expect(200)["permissions"],
+        json!(["resources.read", "resources.write"])
+    );
+    // Idempotent.
+    app.put(
+        &format!("/v1/roles/{role}/permissions/resources.write"),
+        &t.key,
+    )
+    .await
+    .expect(200);
+    app.post("/v1/resources", &key, &json!({ "name": "a" }))
+        .await
+        .expect(201);
+
+    let r = app
+        .delete(
+            &format!("/v1/roles/{role}/permissions/resources.write"),
+            &t.key,
+        )
+        .await;
+    assert_eq!(r.expect(200)["permissions"], json!(["resources.read"]));
+    app.post("/v1/resources", &key, &json!({ "name": "b" }))
+        .await
+        .problem(403, "permission_denied");
+}
+
+#[tokio::test]
+async fn granting_an_unknown_permission_is_404() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let role = app.create_role(&t.key, "r", &[]).await;
+    app.put(&format!("/v1/roles/{role}/permissions/bogus.perm"), &t.key)
+        .await
+        .problem(404, "not_found");
+    app.delete(&format!("/v1/roles/{role}/permissions/bogus.perm"), &t.key)
+        .await
+        .problem(404, "not_found");
+    let roles = app.get("/v1/roles", &t.key).await.items();
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0]["permissions"], json!([]));
+}
+
+#[tokio::test]
+async fn another_tenants_role_id_is_404() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("a").await;
+    let b = app.tenant("b").await;
+    let b_role = app.create_role(&b.key, "b-role", &["resources.read"]).await;
+
+    let foreign = app
+        .put(
+            &format!("/v1/roles/{b_role}/permissions/resources.write"),
+            &a.key,
+        )
+        .await;
+    foreign.problem(404, "not_found");
+    let missing = app
+        .put(
+            &format!("/v1/roles/{}/permissions/resources.write", random_id()),
+            &a.key,
+        )
+        .await;
+    missing.problem(404, "not_found");
+    assert_eq!(foreign.body["title"], missing.body["title"]);
+    app.delete(
+        &format!("/v1/roles/{b_role}/permissions/resources.read"),
+        &a.key,
+    )
+    .await
+    .problem(404, "not_found");
+    app.post("/v1/keys", &a.key, &json!({ "role_id": b_role }))
+        .await
+        .problem(404, "not_found");
+    let member = app
+        .post("/v1/members", &a.key, &json!({ "email": "m@a.example" }))
+        .await
+        .expect(201)["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.put(&format!("/v1/members/{member}/roles/{b_role}"), &a.key)
+        .await
+        .problem(404, "not_found");
+
+    // b's role is unchanged and a lists none of it.
+    let roles = app.get("/v1/roles", &b.key).await.items();
+    assert_eq!(roles[0]["permissions"], json!(["resources.read"]));
+    assert!(app.get("/v1/roles", &a.key).await.items().is_empty());
+}
+
+#[tokio::test]
+async fn roles_are_listed_and_a_duplicate_role_name_is_409() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let other = app.tenant("other").await;
+    app.create_role(&other.key, "editors", &[]).await;
+    let r = app
+        .post(
+            "/v1/roles",
+            &t.key,
+            &json!({ "name": "editors", "description": "edit things" }),
+        )
+        .await;
+    let role = r.expect(201).clone();
+    assert_eq!(role["description"], "edit things");
+    assert_eq!(role["tenant_id"], t.id.as_str());
+    app.post("/v1/roles", &t.key, &json!({ "name": "editors" }))
+        .await
+        .problem(409, "conflict");
+    let roles = app.get("/v1/roles", &t.key).await.items();
+    assert_eq!(ids(&roles, "name"), vec!["editors"]);
+    app.post("/v1/roles", &t.key, &json!({ "name": "" }))
+        .await
+        .problem(422, "validation_failed");
+}
+
+#[tokio::test]
+async fn the_permission_catalogue_is_listed_and_needs_roles_read() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let items = app.get("/v1/permissions?limit=1000", &t.key).await.items();
+    let mut names = ids(&items, "name");
+    names.sort();
+    let mut expected: Vec<String> = CATALOGUE.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    assert!(items.iter().all(|p| p["description"].is_string()));
+
+    let role = app.create_role(&t.key, "reader", &["resources.read"]).await;
+    let (reader, _) = app.create_role_key(&t.key, &role).await;
+    app.get("/v1/permissions", &reader)
+        .await
+        .problem(403, "permission_denied");
+}
+
+#[tokio::test]
+async fn members_are_added_listed_and_assigned_roles_and_a_duplicate_email_is_409() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let other = app.tenant("other").await;
+    let r = app
+        .post(
+            "/v1/members",
+            &t.key,
+            &json!({ "email": "ada@example.com", "display_name": "Ada" }),
+        )
+        .await;
+    let member = r.expect(201).clone();
+    assert_eq!(member["email"], "ada@example.com");
+    assert_eq!(member["tenant_id"], t.id.as_str());
+    let user = member["user_id"].as_str().unwrap().to_owned();
+
+    app.post(
+        "/v1/members",
+        &t.key,
+        &json!({ "email": "ada@example.com" }),
+    )
+    .await
+    .problem(409, "conflict");
+    // The same email in another tenant is fine.
+    app.post(
+        "/v1/members",
+        &other.key,
+        &json!({ "email": "ada@example.com" }),
+    )
+    .await
+    .expect(201);
+
+    let members = app.get("/v1/members", &t.key).await.items();
+    assert_eq!(ids(&members, "user_id"), vec![user.clone()]);
+
+    let role = app.create_role(&t.key, "reader", &["resources.read"]).await;
+    let r = app
+        .put(&format!("/v1/members/{user}/roles/{role}"), &t.key)
+        .await;
+    assert_eq!(r.expect(200)["role_ids"], json!([role]));
+    let members = app.get("/v1/members", &t.key).await.items();
+    assert_eq!(members[0]["role_ids"], json!([role]));
+
+    // Another tenant cannot assign roles to this member.
+    let other_role = app.create_role(&other.key, "r", &[]).await;
+    app.put(
+        &format!("/v1/members/{user}/roles/{other_role}"),
+        &other.key,
+    )
+    .await
+    .problem(404, "not_found");
+
+    // A member-bound key has the member's roles' permissions.
+    let (member_key, _) = app.create_key(&t.id, json!({ "user_id": user })).await;
+    app.get("/v1/resources", &member_key).await.expect(200);
+    app.post("/v1/resources", &member_key, &json!({ "name": "x" }))
+        .await
+        .problem(403, "permission_denied");
+}
+
+#[tokio::test]
+async fn a_key_without_members_write_cannot_add_members() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let role = app.create_role(&t.key, "viewer", &["members.read"]).await;
+    let (viewer, _) = app.create_role_key(&t.key, &role).await;
+    app.post("/v1/members", &viewer, &json!({ "email": "x@example.com" }))
+        .await
+        .problem(403, "permission_denied");
+    assert!(app.get("/v1/members", &viewer).await.items().is_empty());
+}
+
+#[tokio::test]
+async fn a_restricted_key_cannot_assign_a_role_with_permissions_it_lacks() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let hr = app
+        .create_role(&t.key, "hr", &["members.read", "members.write"])
+        .await;
+    let (hr_key, _) = app.create_role_key(&t.key, &hr).await;
+    let admin_role = app
+        .create_role(&t.key, "admin", &["members.write", "keys.write"])
+        .await;
+    let user = app
+        .post("/v1/members", &hr_key, &json!({ "email": "e@example.com" }))
+        .await
+        .expect(201)["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.put(&format!("/v1/members/{user}/roles/{admin_role}"), &hr_key)
+        .await
+        .problem(403, "permission_denied");
+    // Allowed: a role within what it holds.
+    let r = app
+        .put(&format!("/v1/members/{user}/roles/{hr}"), &hr_key)
+        .await;
+    assert_eq!(r.expect(200)["role_ids"], json!([hr]));
+}

@@ -1,0 +1,209 @@
+//! Credentials: missing, malformed, unknown, forged, revoked and expired keys
+//! get one and the same 401; each kind of credential is refused on the other
+//! kind's routes with 403 wrong_credential.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{random_id, Resp, TestApp};
+
+async fn get_with_header(app: &TestApp, path: &str, authorization: &str) -> Resp {
+    app.send_raw(
+        app.client
+            .get(app.url(path))
+            .header(reqwest::header::AUTHORIZATION, authorization),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn every_credential_failure_gets_the_same_401_body() {
+    // A long cache lifetime: revocation and expiry must not wait for it.
+    let app = TestApp::spawn_with(|s| s.key_cache_ttl_ms = 60_000).await;
+    let t = app.tenant("t").await;
+    // Allowed: the real key.
+    app.get("/v1/resources", &t.key).await.expect(200);
+
+    let reference = app.send(Method::GET, "/v1/resources", None, None).await;
+    reference.problem(401, "unauthorized");
+
+    let mut failures: Vec<(&str, Resp)> = Vec::new();
+    failures.push(("garbage", app.get("/v1/resources", "garbage").await));
+    failures.push((
+        "basic scheme",
+        get_with_header(&app, "/v1/resources", "Basic dXNlcjpwYXNz").await,
+    ));
+    failures.push((
+        "empty bearer",
+        get_with_header(&app, "/v1/resources", "Bearer ").await,
+    ));
+    failures.push((
+        "uppercase hex",
+        app.get("/v1/resources", &t.key.to_uppercase()).await,
+    ));
+    let unknown = format!("tk_{}_{}", "0".repeat(12), "a".repeat(64));
+    failures.push(("unknown prefix", app.get("/v1/resources", &unknown).await));
+    // The real prefix with another secret.
+    let (head, secret) = t.key.rsplit_once('_').unwrap();
+    let flipped: String = secret
+        .chars()
+        .map(|c| if c == '0' { '1' } else { '0' })
+        .collect();
+    let forged = format!("{head}_{flipped}");
+    failures.push(("wrong secret", app.get("/v1/resources", &forged).await));
+
+    // A revoked key.
+    let (revoked, revoked_id) = app.create_key(&t.id, json!({})).await;
+    app.get("/v1/resources", &revoked).await.expect(200);
+    app.delete(&format!("/v1/keys/{revoked_id}"), &t.key)
+        .await
+        .expect(204);
+    failures.push(("revoked", app.get("/v1/resources", &revoked).await));
+
+    // An expired key: valid for a moment, used once, then past its expiry.
+    let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let (expiring, _) = app
+        .create_key(&t.id, json!({ "expires_at": expires.to_rfc3339() }))
+        .await;
+    app.get("/v1/resources", &expiring).await.expect(200);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    failures.push(("expired", app.get("/v1/resources", &expiring).await));
+
+    for (what, r) in &failures {
+        r.problem(401, "unauthorized");
+        assert_eq!(r.body, reference.body, "{what}: 401 body differs");
+    }
+    // The forged secret did not disable the real key.
+    app.get("/v1/resources", &t.key).await.expect(200);
+}
+
+#[tokio::test]
+async fn admin_token_on_tenant_routes_gets_403_wrong_credential() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let rid = app.create_resource(&t.key, "r").await;
+    let some = random_id();
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, "/v1/tenant".into(), None),
+        (Method::GET, "/v1/tenant/children".into(), None),
+        (Method::GET, "/v1/resources".into(), None),
+        (
+            Method::POST,
+            "/v1/resources".into(),
+            Some(json!({ "name": "x" })),
+        ),
+        (Method::GET, format!("/v1/resources/{rid}"), None),
+        (
+            Method::PATCH,
+            format!("/v1/resources/{rid}"),
+            Some(json!({ "name": "y" })),
+        ),
+        (Method::DELETE, format!("/v1/resources/{rid}"), None),
+        (Method::GET, format!("/v1/resources/{rid}/shares"), None),
+        (Method::GET, "/v1/members".into(), None),
+        (Method::GET, "/v1/roles".into(), None),
+        (Method::GET, "/v1/permissions".into(), None),
+        (Method::GET, "/v1/keys".into(), None),
+        (Method::POST, "/v1/keys".into(), Some(json!({}))),
+        (Method::DELETE, format!("/v1/keys/{some}"), None),
+        (Method::GET, "/v1/audit".into(), None),
+        (Method::GET, "/v1/usage/metrics".into(), None),
+        (Method::GET, "/v1/usage/resources".into(), None),
+    ];
+    for (method, path, body) in routes {
+        let r = app
+            .send(method.clone(), &path, Some(&app.admin_token), body.as_ref())
+            .await;
+        r.problem(403, "wrong_credential");
+    }
+    // Nothing changed: the resource is still there.
+    app.get(&format!("/v1/resources/{rid}"), &t.key)
+        .await
+        .expect(200);
+}
+
+#[tokio::test]
+async fn tenant_key_on_admin_routes_gets_403_wrong_credential() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let id = &t.id;
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, "/v1/tenants".into(), None),
+        (Method::GET, format!("/v1/tenants/{id}"), None),
+        (
+            Method::PATCH,
+            format!("/v1/tenants/{id}"),
+            Some(json!({ "name": "hijack" })),
+        ),
+        (Method::DELETE, format!("/v1/tenants/{id}"), None),
+        (Method::POST, format!("/v1/tenants/{id}/suspend"), None),
+        (Method::POST, format!("/v1/tenants/{id}/activate"), None),
+        (
+            Method::POST,
+            format!("/v1/tenants/{id}/keys"),
+            Some(json!({})),
+        ),
+        (Method::GET, format!("/v1/tenants/{id}/usage"), None),
+        (Method::GET, format!("/v1/tenants/{id}/audit"), None),
+    ];
+    for (method, path, body) in routes {
+        let r = app
+            .send(method.clone(), &path, Some(&t.key), body.as_ref())
+            .await;
+        r.problem(403, "wrong_credential");
+    }
+    // Allowed beside it: the admin token on the same route; nothing changed.
+    let shown = app.admin_get(&format!("/v1/tenants/{id}")).await;
+    assert_eq!(shown.expect(200)["name"], "t");
+    assert_eq!(shown.body["status"], "active");
+    assert_eq!(app.get("/v1/keys", &t.key).await.items().len(), 1);
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_immediately_on_the_same_instance() {
+    let app = TestApp::spawn_with(|s| s.key_cache_ttl_ms = 60_000).await;
+    let t = app.tenant("t").await;
+    let (victim, victim_id) = app.create_key(&t.id, json!({})).await;
+    // Cached by a successful request.
+    app.get("/v1/tenant", &victim).await.expect(200);
+    app.get("/v1/tenant", &victim).await.expect(200);
+
+    app.delete(&format!("/v1/keys/{victim_id}"), &t.key)
+        .await
+        .expect(204);
+    app.get("/v1/tenant", &victim)
+        .await
+        .problem(401, "unauthorized");
+    // The revoking key still works.
+    app.get("/v1/tenant", &t.key).await.expect(200);
+}
+
+#[tokio::test]
+async fn another_instance_refuses_a_revoked_key_once_its_one_second_cache_entry_lapses() {
+    let app = TestApp::spawn().await;
+    let sibling = app.sibling().await;
+    let t = app.tenant("t").await;
+    let (victim, victim_id) = app.create_key(&t.id, json!({})).await;
+    let on_sibling = |key: &str| {
+        app.client
+            .get(format!("{}/v1/tenant", sibling.base))
+            .bearer_auth(key)
+    };
+    assert_eq!(app.send_raw(on_sibling(&victim)).await.status, 200);
+
+    app.delete(&format!("/v1/keys/{victim_id}"), &t.key)
+        .await
+        .expect(204);
+    // The revoking instance refuses at once; the other one within its cache lifetime (1 s).
+    app.get("/v1/tenant", &victim)
+        .await
+        .problem(401, "unauthorized");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.send_raw(on_sibling(&victim))
+        .await
+        .problem(401, "unauthorized");
+    assert_eq!(app.send_raw(on_sibling(&t.key)).await.status, 200);
+    sibling.shutdown().await;
+}

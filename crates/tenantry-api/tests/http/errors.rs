@@ -1,0 +1,459 @@
+//! Errors: problem+json everywhere with a stable code; bad input never writes.
+
+use reqwest::{header, Method};
+use serde_json::json;
+
+use crate::helpers::{assert_problem_shape, TestApp};
+
+#[tokio::test]
+async fn malformed_json_is_400_invalid_json() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let r = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body("{\"name\": "),
+        )
+        .await;
+    r.problem(400, "invalid_json");
+    let r = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body("[1,2,3]"),
+        )
+        .await;
+    r.problem(400, "invalid_json");
+    let r = app
+        .post("/v1/resources", &t.key, &json!({ "name": 5 }))
+        .await;
+    r.problem(400, "invalid_json");
+    let r = app.post("/v1/resources", &t.key, &json!({})).await;
+    let p = r.problem(400, "invalid_json");
+    assert!(p["detail"].as_str().unwrap().contains("name"), "{p}");
+    // Admin routes answer the same way.
+    let r = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/tenants"))
+                .bearer_auth(&app.admin_token)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body("not json"),
+        )
+        .await;
+    r.problem(400, "invalid_json");
+    assert!(app.resource_names(&t.key, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_content_type_is_415() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let r = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body("{\"name\": \"x\"}"),
+        )
+        .await;
+    r.problem(415, "unsupported_media_type");
+    let r = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .body("{\"name\": \"x\"}"),
+        )
+        .await;
+    r.problem(415, "unsupported_media_type");
+    // Rotation takes an optional body: a non-JSON one is refused too.
+    let r = app
+        .send_raw(
+            app.client
+                .post(app.url(&format!("/v1/keys/{}/rotate", t.key_id)))
+                .bearer_auth(&t.key)
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body("{\"grace_seconds\": 0}"),
+        )
+        .await;
+    r.problem(415, "unsupported_media_type");
+    app.get("/v1/tenant", &t.key).await.expect(200);
+    assert!(app.resource_names(&t.key, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let app = TestApp::spawn_with(|s| s.body_limit_bytes = 1024).await;
+    let t = app.tenant("t").await;
+    let big = "x".repeat(2000);
+    let r = app
+        .post(
+            "/v1/resources",
+            &t.key,
+            &json!({ "name": "big", "data": { "blob": big } }),
+        )
+        .await;
+    r.problem(413, "body_too_large");
+    let r = app
+        .post(
+            &format!("/v1/keys/{}/rotate", t.key_id),
+            &t.key,
+            &json!({ "pad": big }),
+        )
+        .await;
+    r.problem(413, "body_too_large");
+    assert!(app.resource_names(&t.key, "").await.is_empty());
+    // Allowed: a body under the limit.
+    app.post(
+        "/v1/resources",
+        &t.key,
+        &json!({ "name": "small", "data": { "blob": "x".repeat(100) } }),
+    )
+    .await
+    .expect(201);
+}
+
+#[tokio::test]
+async fn an_invalid_uuid_in_the_path_is_400_invalid_path() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    for path in [
+        "/v1/resources/not-a-uuid",
+        "/v1/resources/not-a-uuid/shares",
+        "/v1/keys/123/rotate",
+    ] {
+        let method = if path.ends_with("rotate") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let r = app.send(method, path, Some(&t.key), None).await;
+        r.problem(400, "invalid_path");
+    }
+    app.delete("/v1/keys/xyz", &t.key)
+        .await
+        .problem(400, "invalid_path");
+    for path in [
+        "/v1/tenants/not-a-uuid",
+        "/v1/tenants/not-a-uuid/usage",
+        "/v1/tenants/not-a-uuid/audit",
+    ] {
+        app.admin_get(path).await.problem(400, "invalid_path");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_404_route_not_found() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    for path in [
+        "/v1/nothing",
+        "/nothing",
+        "/v1/resources/a/b/c",
+        "/v2/resources",
+    ] {
+        let r = app.get(path, &t.key).await;
+        r.problem(404, "route_not_found");
+    }
+    let r = app.send(Method::GET, "/v1/nothing", None, None).await;
+    r.problem(404, "route_not_found");
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_method_not_allowed() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    for (method, path) in [
+        (Method::PUT, "/v1/resources".to_owned()),
+        (Method::DELETE, "/v1/tenant".to_owned()),
+        (Method::GET, format!("/v1/keys/{}/rotate", t.key_id)),
+        (Method::POST, "/healthz".to_owned()),
+    ] {
+        let r = app.send(method, &path, Some(&t.key), None).await;
+        r.problem(405, "method_not_allowed");
+    }
+}
+
+#[tokio::test]
+async fn every_error_response_is_problem_json_with_all_fields() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let samples = vec![
+        app.send(Method::GET, "/v1/resources", None, None).await,
+        app.get("/v1/resources", &app.admin_token).await,
+        app.get("/v1/tenants", &t.key).await,
+        app.get(&format!("/v1/resources/{}", uuid::Uuid::new_v4()), &t.key)
+            .await,
+        app.get("/v1/resources?limit=0", &t.key).await,
+        app.get("/v1/resources?cursor=zz", &t.key).await,
+        app.get("/v1/resources/zz", &t.key).await,
+        app.get("/v1/nope", &t.key).await,
+        app.send(Method::PUT, "/v1/resources", Some(&t.key), None)
+            .await,
+        app.post("/v1/resources", &t.key, &json!({ "bogus": 1 }))
+            .await,
+    ];
+    for r in &samples {
+        assert!(r.status >= 400, "{r:?}");
+        assert_problem_shape(r);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_request_leaves_no_partial_write() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let r = app
+        .post("/v1/resources", &t.key, &json!({ "name": "" }))
+        .await;
+    assert_eq!(r.problem(422, "validation_failed")["field"], "name");
+    let long = "n".repeat(1001);
+    app.post("/v1/resources", &t.key, &json!({ "name": long }))
+        .await
+        .problem(422, "validation_failed");
+    assert!(app.resource_names(&t.key, "").await.is_empty());
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = '{}'",
+            t.id
+        ))
+        .await,
+        0
+    );
+    // A failed update leaves the row as it was.
+    let id = app.create_resource(&t.key, "stable").await;
+    app.patch(
+        &format!("/v1/resources/{id}"),
+        &t.key,
+        &json!({ "name": "", "data": { "changed": true } }),
+    )
+    .await
+    .problem(422, "validation_failed");
+    let r = app.get(&format!("/v1/resources/{id}"), &t.key).await;
+    assert_eq!(r.expect(200)["name"], "stable");
+    assert_eq!(r.body["data"], json!({ "n": "stable" }));
+}
+
+#[tokio::test]
+async fn odd_client_input_never_yields_a_500() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let id = app.create_resource(&t.key, "r").await;
+    let uuid = uuid::Uuid::new_v4();
+    let far_cursor = |micros: &str| {
+        let raw = format!("{micros}:{uuid}");
+        raw.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let mut samples = vec![
+        (
+            "NUL in a name",
+            app.post("/v1/resources", &t.key, &json!({ "name": "a\u{0}b" }))
+                .await,
+        ),
+        (
+            "NUL in data",
+            app.post(
+                "/v1/resources",
+                &t.key,
+                &json!({ "name": "ok", "data": { "k": "a\u{0}b" } }),
+            )
+            .await,
+        ),
+        (
+            "NUL in a name prefix",
+            app.get("/v1/resources?name_prefix=%00", &t.key).await,
+        ),
+        (
+            "a cursor far in the past",
+            app.get(
+                &format!(
+                    "/v1/resources?cursor={}",
+                    far_cursor("-8000000000000000000")
+                ),
+                &t.key,
+            )
+            .await,
+        ),
+        (
+            "a cursor far in the future",
+            app.get(
+                &format!("/v1/resources?cursor={}", far_cursor("8000000000000000000")),
+                &t.key,
+            )
+            .await,
+        ),
+        (
+            "an audit cursor that is no number",
+            app.get("/v1/audit?cursor=7a7a", &t.key).await,
+        ),
+        (
+            "a huge limit",
+            app.get("/v1/resources?limit=99999999999999", &t.key).await,
+        ),
+        (
+            "a negative grace",
+            app.post(
+                &format!("/v1/keys/{}/rotate", t.key_id),
+                &t.key,
+                &json!({ "grace_seconds": -1 }),
+            )
+            .await,
+        ),
+        (
+            "a huge grace",
+            app.post(
+                &format!("/v1/keys/{}/rotate", t.key_id),
+                &t.key,
+                &json!({ "grace_seconds": u64::MAX }),
+            )
+            .await,
+        ),
+        (
+            "an expiry beyond the database's range",
+            app.post(
+                "/v1/keys",
+                &t.key,
+                &json!({ "expires_at": "+200000-01-01T00:00:00Z" }),
+            )
+            .await,
+        ),
+        (
+            "an empty email",
+            app.post("/v1/members", &t.key, &json!({ "email": "" }))
+                .await,
+        ),
+        (
+            "a long display name",
+            app.post(
+                "/v1/members",
+                &t.key,
+                &json!({ "email": "x@example.com", "display_name": "d".repeat(201) }),
+            )
+            .await,
+        ),
+        (
+            "a long role name",
+            app.post("/v1/roles", &t.key, &json!({ "name": "r".repeat(101) }))
+                .await,
+        ),
+        (
+            "a long role description",
+            app.post(
+                "/v1/roles",
+                &t.key,
+                &json!({ "name": "r", "description": "d".repeat(501) }),
+            )
+            .await,
+        ),
+        (
+            "a long tenant name",
+            app.admin_post("/v1/tenants", &json!({ "name": "n".repeat(201) }))
+                .await,
+        ),
+        (
+            "non-object settings",
+            app.admin_post("/v1/tenants", &json!({ "name": "s", "settings": [1] }))
+                .await,
+        ),
+        (
+            "non-object metadata",
+            app.admin_post(
+                "/v1/tenants",
+                &json!({ "name": "s", "settings": { "metadata": 3 } }),
+            )
+            .await,
+        ),
+        (
+            "a zero rate",
+            app.admin_post(
+                "/v1/tenants",
+                &json!({ "name": "s", "settings": { "rate_limit_per_second": 0 } }),
+            )
+            .await,
+        ),
+        (
+            "a string quota",
+            app.admin_post(
+                "/v1/tenants",
+                &json!({ "name": "s", "settings": { "max_resources": "many" } }),
+            )
+            .await,
+        ),
+        (
+            "a tenant as its own parent",
+            app.patch(
+                &format!("/v1/tenants/{}", t.id),
+                &app.admin_token,
+                &json!({ "parent_id": t.id }),
+            )
+            .await,
+        ),
+        (
+            "a share with a non-uuid tenant",
+            app.post(
+                &format!("/v1/resources/{id}/shares"),
+                &t.key,
+                &json!({ "tenant_id": "nope" }),
+            )
+            .await,
+        ),
+        (
+            "a role permission path with odd characters",
+            app.put(
+                &format!("/v1/roles/{uuid}/permissions/%27%3B%20drop%20table"),
+                &t.key,
+            )
+            .await,
+        ),
+        (
+            "a member with a non-uuid user id",
+            app.post(
+                "/v1/members",
+                &t.key,
+                &json!({ "email": "y@example.com", "user_id": "nope" }),
+            )
+            .await,
+        ),
+    ];
+    // A duplicate user id.
+    let user = uuid::Uuid::new_v4();
+    app.post(
+        "/v1/members",
+        &t.key,
+        &json!({ "email": "u1@example.com", "user_id": user }),
+    )
+    .await
+    .expect(201);
+    samples.push((
+        "a duplicate user id",
+        app.post(
+            "/v1/members",
+            &t.key,
+            &json!({ "email": "u2@example.com", "user_id": user }),
+        )
+        .await,
+    ));
+    let mut failures = Vec::new();
+    for (what, r) in &samples {
+        // A cursor far in the future is a well-formed position: 200 is fine there.
+        let allowed_ok = *what == "a cursor far in the future" && r.status == 200;
+        if allowed_ok {
+            continue;
+        }
+        if !(400..500).contains(&r.status) {
+            failures.push(format!("{what}: {} {}", r.status, r.text));
+        } else {
+            assert_problem_shape(r);
+        }
+    }
+    assert!(failures.is_empty(), "not a 4xx:\n{}", failures.join("\n"));
+    // Nothing was written by any of them.
+    assert_eq!(app.resource_names(&t.key, "").await, vec!["r"]);
+}

@@ -1,0 +1,407 @@
+//! The test server: a real `Application` on port 0 over a fresh test database,
+//! a reqwest client, and typed helpers for the setup every test needs.
+
+use reqwest::{header, Method};
+use serde_json::{json, Value};
+use tenantry_api::{
+    config::{AdminToken, Settings},
+    Application,
+};
+use tenantry_db::testing::TestDatabase;
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The admin token the server was built with.
+    pub admin_token: String,
+    /// A client for every request.
+    pub client: reqwest::Client,
+    /// The database behind the server (superuser checks only).
+    pub db: TestDatabase,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Another server over the same database.
+pub struct Sibling {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Sibling {
+    /// Stops it gracefully.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), task).await;
+        }
+    }
+}
+
+/// A tenant with an unbound (all-permission) key.
+pub struct TenantKey {
+    /// The tenant.
+    pub id: String,
+    /// Its key.
+    pub key: String,
+    /// The key's id.
+    pub key_id: String,
+}
+
+/// A response, read completely.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub content_type: String,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Resp {
+    /// Panics (showing the body) unless the status is `status`; returns the JSON body.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(
+            self.status, status,
+            "expected {status}, got {}: {}",
+            self.status, self.text
+        );
+        &self.body
+    }
+
+    /// Asserts a problem+json response with this status and code and every
+    /// required field; returns the body.
+    #[track_caller]
+    pub fn problem(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(
+            self.status, status,
+            "expected {status} {code}, got {}: {}",
+            self.status, self.text
+        );
+        assert_problem_shape(self);
+        assert_eq!(self.body["code"], code, "wrong code: {}", self.text);
+        &self.body
+    }
+
+    /// `items` of a page.
+    #[track_caller]
+    pub fn items(&self) -> Vec<Value> {
+        self.expect(200)["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no items array: {}", self.text))
+            .clone()
+    }
+}
+
+/// Every error body: problem+json with type, title, status, detail and code.
+#[track_caller]
+pub fn assert_problem_shape(r: &Resp) {
+    assert!(
+        r.content_type.starts_with("application/problem+json"),
+        "status {} content type {:?} is not application/problem+json: {}",
+        r.status,
+        r.content_type,
+        r.text
+    );
+    for field in ["type", "title", "detail", "code"] {
+        assert!(
+            r.body[field].is_string(),
+            "problem body lacks string field {field}: {}",
+            r.text
+        );
+    }
+    assert_eq!(
+        r.body["status"].as_u64(),
+        Some(u64::from(r.status)),
+        "problem status field must equal the HTTP status: {}",
+        r.text
+    );
+    assert_eq!(
+        r.body["type"].as_str().unwrap(),
+        format!("urn:tenantry:problem:{}", r.body["code"].as_str().unwrap())
+    );
+}
+
+/// The `id`s of a list of JSON objects, in order.
+pub fn ids(items: &[Value], field: &str) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i[field].as_str().expect("id field").to_owned())
+        .collect()
+}
+
+/// A random UUID in text form.
+pub fn random_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl TestApp {
+    /// A server with the test settings.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A server with the test settings, adjusted by `adjust`.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let db = TestDatabase::new().await;
+        let mut settings = Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_refresh_secs: 0,
+            ..Default::default()
+        };
+        adjust(&mut settings);
+        let admin_token = AdminToken::generate();
+        let app = Application::build(&settings, db.database(), &admin_token)
+            .await
+            .expect("building the application");
+        let base = format!("http://{}", app.local_addr());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            base,
+            admin_token,
+            client,
+            db,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A second server over the same database (its own key cache), default settings.
+    pub async fn sibling(&self) -> Sibling {
+        let settings = Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_refresh_secs: 0,
+            ..Default::default()
+        };
+        let app = Application::build(&settings, self.db.database(), &self.admin_token)
+            .await
+            .expect("building the sibling application");
+        let base = format!("http://{}", app.local_addr());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        Sibling {
+            base,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Triggers a graceful shutdown and waits for the server (and request-log flush).
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(60), task)
+                .await
+                .expect("server did not stop within 60 s")
+                .expect("server task panicked")
+                .expect("server returned an error");
+        }
+    }
+
+    /// Absolute URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request; `body` is sent as JSON when given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Resp {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        read(req.send().await.expect("request failed")).await
+    }
+
+    /// Sends a raw request (any headers and body).
+    pub async fn send_raw(&self, req: reqwest::RequestBuilder) -> Resp {
+        read(req.send().await.expect("request failed")).await
+    }
+
+    /// GET with a token.
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    /// POST JSON with a token.
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Resp {
+        self.send(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// PATCH JSON with a token.
+    pub async fn patch(&self, path: &str, token: &str, body: &Value) -> Resp {
+        self.send(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    /// PUT without a body.
+    pub async fn put(&self, path: &str, token: &str) -> Resp {
+        self.send(Method::PUT, path, Some(token), None).await
+    }
+
+    /// DELETE with a token.
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.send(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// GET with the admin token.
+    pub async fn admin_get(&self, path: &str) -> Resp {
+        self.get(path, &self.admin_token).await
+    }
+
+    /// POST with the admin token.
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Resp {
+        self.post(path, &self.admin_token, body).await
+    }
+
+    /// Creates a tenant with the admin token (201 expected); returns the tenant body.
+    pub async fn create_tenant_with(&self, body: Value) -> Value {
+        self.admin_post("/v1/tenants", &body)
+            .await
+            .expect(201)
+            .clone()
+    }
+
+    /// Creates a tenant (optionally a child) with the admin token; returns its id.
+    pub async fn create_tenant(&self, name: &str, parent: Option<&str>) -> String {
+        let mut body = json!({ "name": name });
+        if let Some(p) = parent {
+            body["parent_id"] = json!(p);
+        }
+        self.create_tenant_with(body).await["tenant_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates a key for `tenant` with the admin token; returns (key, key_id).
+    pub async fn create_key(&self, tenant: &str, body: Value) -> (String, String) {
+        let r = self
+            .admin_post(&format!("/v1/tenants/{tenant}/keys"), &body)
+            .await;
+        let b = r.expect(201);
+        (
+            b["key"].as_str().unwrap().to_owned(),
+            b["key_info"]["key_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A tenant with an unbound key.
+    pub async fn tenant(&self, name: &str) -> TenantKey {
+        self.child_tenant(name, None).await
+    }
+
+    /// A tenant (child of `parent` when given) with an unbound key.
+    pub async fn child_tenant(&self, name: &str, parent: Option<&str>) -> TenantKey {
+        let id = self.create_tenant(name, parent).await;
+        let (key, key_id) = self.create_key(&id, json!({})).await;
+        TenantKey { id, key, key_id }
+    }
+
+    /// Creates a resource with `key` (201 expected); returns its id.
+    pub async fn create_resource(&self, key: &str, name: &str) -> String {
+        self.create_resource_with(key, json!({ "name": name, "data": { "n": name } }))
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates a resource from a body (201 expected); returns the resource.
+    pub async fn create_resource_with(&self, key: &str, body: Value) -> Value {
+        self.post("/v1/resources", key, &body)
+            .await
+            .expect(201)
+            .clone()
+    }
+
+    /// Creates a role with the given permissions (tenant key with roles.write); returns its id.
+    pub async fn create_role(&self, key: &str, name: &str, permissions: &[&str]) -> String {
+        let role = self
+            .post("/v1/roles", key, &json!({ "name": name }))
+            .await
+            .expect(201)["role_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for p in permissions {
+            self.put(&format!("/v1/roles/{role}/permissions/{p}"), key)
+                .await
+                .expect(200);
+        }
+        role
+    }
+
+    /// Creates a key bound to `role` through `POST /v1/keys`; returns (key, key_id).
+    pub async fn create_role_key(&self, key: &str, role: &str) -> (String, String) {
+        let r = self
+            .post("/v1/keys", key, &json!({ "role_id": role }))
+            .await;
+        let b = r.expect(201);
+        (
+            b["key"].as_str().unwrap().to_owned(),
+            b["key_info"]["key_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Names of the resources `key` lists with the query `query` (one page of up to 1000).
+    pub async fn resource_names(&self, key: &str, query: &str) -> Vec<String> {
+        let sep = if query.is_empty() { "" } else { "&" };
+        let items = self
+            .get(&format!("/v1/resources?limit=1000{sep}{query}"), key)
+            .await
+            .items();
+        let mut names = ids(&items, "name");
+        names.sort();
+        names
+    }
+
+    /// Runs a superuser query returning one bigint.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let client = self.db.superuser_client().await;
+        client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
+    }
+}
+
+async fn read(response: reqwest::Response) -> Resp {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = response.text().await.expect("reading the body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp {
+        status,
+        content_type,
+        text,
+        body,
+    }
+}

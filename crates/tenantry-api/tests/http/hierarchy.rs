@@ -1,0 +1,230 @@
+//! Hierarchy: a parent sees its descendants' resources, never the reverse; a
+//! tenant key creates children of its own tenant only.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{ids, TestApp};
+
+#[tokio::test]
+async fn a_parent_key_sees_its_childs_resources_but_a_child_key_never_sees_its_parents() {
+    let app = TestApp::spawn().await;
+    let parent = app.tenant("parent").await;
+    let child = app.child_tenant("child", Some(&parent.id)).await;
+    let grandchild = app.child_tenant("grandchild", Some(&child.id)).await;
+    let p_res = app.create_resource(&parent.key, "parent-doc").await;
+    let c_res = app.create_resource(&child.key, "child-doc").await;
+    app.create_resource(&grandchild.key, "grandchild-doc").await;
+
+    assert_eq!(
+        app.resource_names(&parent.key, "owner=descendants").await,
+        vec!["child-doc", "grandchild-doc"]
+    );
+    let got = app
+        .get(&format!("/v1/resources/{c_res}"), &parent.key)
+        .await;
+    assert_eq!(got.expect(200)["access"], "descendant");
+
+    // The child sees its own subtree, never its parent's rows.
+    assert_eq!(
+        app.resource_names(&child.key, "").await,
+        vec!["child-doc", "grandchild-doc"]
+    );
+    assert!(app
+        .resource_names(&child.key, "owner=shared")
+        .await
+        .is_empty());
+    app.get(&format!("/v1/resources/{p_res}"), &child.key)
+        .await
+        .problem(404, "not_found");
+    app.patch(
+        &format!("/v1/resources/{p_res}"),
+        &child.key,
+        &json!({ "name": "x" }),
+    )
+    .await
+    .problem(404, "not_found");
+    app.delete(&format!("/v1/resources/{p_res}"), &child.key)
+        .await
+        .problem(404, "not_found");
+    assert_eq!(
+        app.resource_names(&grandchild.key, "").await,
+        vec!["grandchild-doc"]
+    );
+    let got = app
+        .get(&format!("/v1/resources/{p_res}"), &parent.key)
+        .await;
+    assert_eq!(got.expect(200)["name"], "parent-doc");
+}
+
+#[tokio::test]
+async fn a_tenant_key_with_tenants_create_creates_a_child_listed_in_its_children() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let r = app
+        .post("/v1/tenants", &t.key, &json!({ "name": "kid" }))
+        .await;
+    let kid = r.expect(201).clone();
+    assert_eq!(kid["parent_id"], t.id.as_str());
+    assert_eq!(kid["name"], "kid");
+    let r = app
+        .post(
+            "/v1/tenants",
+            &t.key,
+            &json!({ "name": "kid2", "parent_id": t.id }),
+        )
+        .await;
+    assert_eq!(r.expect(201)["parent_id"], t.id.as_str());
+
+    let children = app.get("/v1/tenant/children", &t.key).await.items();
+    let mut names = ids(&children, "name");
+    names.sort();
+    assert_eq!(names, vec!["kid", "kid2"]);
+    let me = app.get("/v1/tenant", &t.key).await;
+    assert_eq!(me.expect(200)["tenant_id"], t.id.as_str());
+    // The admin sees the child under its parent.
+    let shown = app
+        .admin_get(&format!(
+            "/v1/tenants/{}",
+            kid["tenant_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(shown.expect(200)["parent_id"], t.id.as_str());
+}
+
+#[tokio::test]
+async fn a_tenant_key_cannot_create_a_child_under_another_tenant() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let victim = app.tenant("victim").await;
+    let r = app
+        .post(
+            "/v1/tenants",
+            &t.key,
+            &json!({ "name": "implant", "parent_id": victim.id }),
+        )
+        .await;
+    let problem = r.problem(403, "forbidden");
+    assert_eq!(problem["field"], "parent_id");
+    assert!(app
+        .get("/v1/tenant/children", &victim.key)
+        .await
+        .items()
+        .is_empty());
+    assert!(app
+        .get("/v1/tenant/children", &t.key)
+        .await
+        .items()
+        .is_empty());
+    let all = app.admin_get("/v1/tenants").await.items();
+    assert_eq!(all.len(), 2, "no tenant may be created: {all:?}");
+}
+
+#[tokio::test]
+async fn a_tenant_key_without_tenants_create_cannot_create_a_child() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let role = app.create_role(&t.key, "reader", &["tenant.read"]).await;
+    let (reader, _) = app.create_role_key(&t.key, &role).await;
+    app.post("/v1/tenants", &reader, &json!({ "name": "kid" }))
+        .await
+        .problem(403, "permission_denied");
+    // Allowed: it still reads its tenant (tenant.read).
+    app.get("/v1/tenant", &reader).await.expect(200);
+    assert!(app
+        .get("/v1/tenant/children", &t.key)
+        .await
+        .items()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_child_key_does_not_see_its_parent_or_siblings_as_children() {
+    let app = TestApp::spawn().await;
+    let parent = app.tenant("parent").await;
+    let a = app.child_tenant("a", Some(&parent.id)).await;
+    app.child_tenant("b", Some(&parent.id)).await;
+    assert!(app
+        .get("/v1/tenant/children", &a.key)
+        .await
+        .items()
+        .is_empty());
+    let me = app.get("/v1/tenant", &a.key).await;
+    let body: &Value = me.expect(200);
+    assert_eq!(body["tenant_id"], a.id.as_str());
+    assert_eq!(body["parent_id"], parent.id.as_str());
+    assert_eq!(
+        app.get("/v1/tenant/children", &parent.key)
+            .await
+            .items()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_key_creates_a_schema_isolated_child_and_refuses_bad_settings() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let r = app
+        .post(
+            "/v1/tenants",
+            &t.key,
+            &json!({ "name": "silo-kid", "isolation": "schema", "settings": { "max_resources": 3 } }),
+        )
+        .await;
+    let kid = r.expect(201);
+    assert_eq!(kid["isolation"], "schema");
+    assert_eq!(kid["settings"]["max_resources"], 3);
+    let r = app
+        .post(
+            "/v1/tenants",
+            &t.key,
+            &json!({ "name": "bad-kid", "settings": { "nope": true } }),
+        )
+        .await;
+    assert_eq!(
+        r.problem(422, "validation_failed")["field"],
+        "settings.nope"
+    );
+    assert_eq!(
+        app.get("/v1/tenant/children", &t.key).await.items().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_parent_key_updates_deletes_and_shares_a_descendants_resource() {
+    let app = TestApp::spawn().await;
+    let parent = app.tenant("parent").await;
+    let child = app.child_tenant("child", Some(&parent.id)).await;
+    let friend = app.tenant("friend").await;
+    let id = app.create_resource(&child.key, "child-doc").await;
+    let r = app
+        .patch(
+            &format!("/v1/resources/{id}"),
+            &parent.key,
+            &json!({ "name": "edited-by-parent" }),
+        )
+        .await;
+    assert_eq!(r.expect(200)["tenant_id"], child.id.as_str());
+    let r = app
+        .post(
+            &format!("/v1/resources/{id}/shares"),
+            &parent.key,
+            &json!({ "tenant_id": friend.id }),
+        )
+        .await;
+    assert_eq!(r.expect(201)["owner_tenant_id"], child.id.as_str());
+    app.get(&format!("/v1/resources/{id}"), &friend.key)
+        .await
+        .expect(200);
+    app.delete(&format!("/v1/resources/{id}"), &parent.key)
+        .await
+        .expect(204);
+    app.get(&format!("/v1/resources/{id}"), &child.key)
+        .await
+        .problem(404, "not_found");
+    app.get(&format!("/v1/resources/{id}"), &friend.key)
+        .await
+        .problem(404, "not_found");
+}

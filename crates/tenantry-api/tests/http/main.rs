@@ -1,0 +1,17 @@
+//! Integration tests of the HTTP API: a real server on port 0 over a fresh test
+//! database per test, driven through HTTP only. Each allowed case sits beside
+//! its denied cases.
+
+mod access;
+mod admin;
+mod audit_usage;
+mod credentials;
+mod errors;
+mod helpers;
+mod hierarchy;
+mod keys;
+mod limits;
+mod request_log;
+mod resources;
+mod shares;
+mod system;

@@ -1,0 +1,147 @@
+//! The request log: one row per tenant request with its route template and
+//! status, all flushed by a graceful shutdown.
+
+use serde_json::json;
+
+use crate::helpers::{random_id, TestApp};
+
+#[tokio::test]
+async fn a_graceful_shutdown_flushes_one_request_log_row_per_tenant_request() {
+    let mut app = TestApp::spawn_with(|s| s.request_log_batch = 10_000).await;
+    let t = app.tenant("logged").await;
+    let other = app.tenant("other").await;
+
+    let id = app.create_resource(&t.key, "r").await;
+    let missing = random_id();
+    app.get(&format!("/v1/resources/{id}"), &t.key)
+        .await
+        .expect(200);
+    app.get(&format!("/v1/resources/{missing}"), &t.key)
+        .await
+        .expect(404);
+    app.patch(
+        &format!("/v1/resources/{id}"),
+        &t.key,
+        &json!({ "name": "s" }),
+    )
+    .await
+    .expect(200);
+    app.get("/v1/resources", &t.key).await.expect(200);
+    app.get("/v1/tenant", &t.key).await.expect(200);
+    // Unattributable: no tenant row for an unknown key.
+    let unknown = format!("tk_{}_{}", "0".repeat(12), "a".repeat(64));
+    app.get("/v1/tenant", &unknown).await.expect(401);
+    // The last one right before shutdown.
+    app.delete(&format!("/v1/resources/{id}"), &t.key)
+        .await
+        .expect(204);
+    app.shutdown().await;
+
+    let client = app.db.superuser_client().await;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT method, route, status, resource_id::text FROM tenantry.request_log
+                 WHERE tenant_id = '{}' AND route NOT LIKE '/v1/tenants/%'",
+                t.id
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut got: Vec<(String, String, i16, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    got.sort();
+    let some = |s: &str| Some(s.to_owned());
+    let mut expected: Vec<(String, String, i16, Option<String>)> = vec![
+        ("POST".into(), "/v1/resources".into(), 201, some(&id)),
+        ("GET".into(), "/v1/resources/{id}".into(), 200, some(&id)),
+        (
+            "GET".into(),
+            "/v1/resources/{id}".into(),
+            404,
+            some(&missing),
+        ),
+        ("PATCH".into(), "/v1/resources/{id}".into(), 200, some(&id)),
+        ("GET".into(), "/v1/resources".into(), 200, None),
+        ("GET".into(), "/v1/tenant".into(), 200, None),
+        ("DELETE".into(), "/v1/resources/{id}".into(), 204, some(&id)),
+    ];
+    expected.sort();
+    assert_eq!(got, expected);
+
+    // The admin's key creation for the tenant is logged under its route template.
+    let admin_rows = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM tenantry.request_log
+                 WHERE tenant_id = '{}' AND route = '/v1/tenants/{{tenant_id}}/keys' AND status = 201",
+                t.id
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(admin_rows, 1);
+    // Nothing was attributed to the other tenant but its own key creation.
+    let other_rows = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM tenantry.request_log WHERE tenant_id = '{}' AND route NOT LIKE '/v1/tenants/%'",
+                other.id
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(other_rows, 0);
+    let latency_ok = client
+        .query_one(
+            &format!(
+                "SELECT bool_and(latency_ms >= 0) FROM tenantry.request_log WHERE tenant_id = '{}'",
+                t.id
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, Option<bool>>(0);
+    assert_eq!(latency_ok, Some(true));
+}
+
+#[tokio::test]
+async fn a_member_bound_keys_requests_are_logged_with_its_member() {
+    let mut app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let user = app
+        .post("/v1/members", &t.key, &json!({ "email": "m@example.com" }))
+        .await
+        .expect(201)["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (member_key, _) = app.create_key(&t.id, json!({ "user_id": user })).await;
+    // The member has no roles: refused, but still logged.
+    app.get("/v1/resources", &member_key)
+        .await
+        .problem(403, "permission_denied");
+    app.shutdown().await;
+    let client = app.db.superuser_client().await;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT route, status FROM tenantry.request_log
+                 WHERE tenant_id = '{}' AND user_id = '{user}'",
+                t.id
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i16)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, vec![("/v1/resources".to_owned(), 403)]);
+}

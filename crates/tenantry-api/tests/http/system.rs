@@ -1,0 +1,159 @@
+//! System routes: health, readiness, Prometheus metrics, OpenAPI and docs.
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn healthz_answers_200() {
+    let app = TestApp::spawn().await;
+    let r = app.send(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(r.expect(200)["status"], "ok");
+}
+
+/// The server connects as its own login role (`tenantry_server`), as in production.
+#[tokio::test]
+async fn readyz_answers_200_on_a_migrated_database_as_the_server_role() {
+    let app = TestApp::spawn().await;
+    let r = app.send(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.expect(200)["status"], "ok");
+}
+
+#[tokio::test]
+async fn metrics_expose_request_counts_and_the_request_log_queue_depth() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    app.get("/v1/resources", &t.key).await.expect(200);
+    let r = app.send(reqwest::Method::GET, "/metrics", None, None).await;
+    r.expect(200);
+    assert!(
+        r.content_type.starts_with("text/plain"),
+        "{}",
+        r.content_type
+    );
+    for metric in [
+        "tenantry_http_requests_total",
+        "tenantry_request_log_queue_depth",
+        "tenantry_http_request_duration_seconds",
+        "tenantry_db_pool_size",
+    ] {
+        assert!(r.text.contains(metric), "{metric} missing:\n{}", r.text);
+    }
+    assert!(
+        r.text.contains("route=\"/v1/resources\""),
+        "requests are counted by route template:\n{}",
+        r.text
+    );
+}
+
+/// Every `/v1` path template the API serves.
+const V1_PATHS: &[&str] = &[
+    "/v1/tenants",
+    "/v1/tenants/{tenant_id}",
+    "/v1/tenants/{tenant_id}/suspend",
+    "/v1/tenants/{tenant_id}/activate",
+    "/v1/tenants/{tenant_id}/keys",
+    "/v1/tenants/{tenant_id}/usage",
+    "/v1/tenants/{tenant_id}/audit",
+    "/v1/tenant",
+    "/v1/tenant/children",
+    "/v1/resources",
+    "/v1/resources/{id}",
+    "/v1/resources/{id}/shares",
+    "/v1/resources/{id}/shares/{tenant_id}",
+    "/v1/members",
+    "/v1/members/{user_id}/roles/{role_id}",
+    "/v1/roles",
+    "/v1/roles/{role_id}/permissions/{permission}",
+    "/v1/permissions",
+    "/v1/keys",
+    "/v1/keys/{key_id}",
+    "/v1/keys/{key_id}/rotate",
+    "/v1/audit",
+    "/v1/usage/metrics",
+    "/v1/usage/resources",
+];
+
+#[tokio::test]
+async fn openapi_json_is_openapi_3_1_and_describes_every_v1_path() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .send(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    let doc = r.expect(200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    for p in V1_PATHS {
+        assert!(paths.contains_key(*p), "{p} missing from the OpenAPI paths");
+    }
+    // No undocumented extra and no stale /v1 path either.
+    let mut documented: Vec<&str> = paths
+        .keys()
+        .map(String::as_str)
+        .filter(|p| p.starts_with("/v1"))
+        .collect();
+    documented.sort();
+    let mut expected = V1_PATHS.to_vec();
+    expected.sort();
+    assert_eq!(documented, expected);
+    // Error responses are documented as problem+json.
+    let get_resource = &doc["paths"]["/v1/resources/{id}"]["get"]["responses"];
+    assert!(get_resource["404"]["content"]["application/problem+json"].is_object());
+}
+
+#[tokio::test]
+async fn docs_serve_the_swagger_ui_as_html() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .get(app.url("/docs"))
+        .send()
+        .await
+        .expect("request");
+    let final_url = response.url().to_string();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{final_url}: {body}");
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(body.to_lowercase().contains("swagger"), "{body}");
+}
+
+#[tokio::test]
+async fn openapi_documents_request_bodies_and_problem_json_errors_for_every_v1_operation() {
+    let app = TestApp::spawn().await;
+    let r = app
+        .send(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    let doc = r.expect(200);
+    let mut gaps = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1") {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            if !responses.keys().any(|s| s.starts_with('2')) {
+                gaps.push(format!("{method} {path}: no success response"));
+            }
+            for status in ["401", "403"] {
+                if !responses
+                    .get(status)
+                    .is_some_and(|r| r["content"]["application/problem+json"].is_object())
+                {
+                    gaps.push(format!("{method} {path}: no problem+json {status}"));
+                }
+            }
+            let takes_body = matches!(method.as_str(), "post" | "patch")
+                && !path.ends_with("/suspend")
+                && !path.ends_with("/activate");
+            if takes_body && op["requestBody"].is_null() {
+                gaps.push(format!("{method} {path}: no request body"));
+            }
+        }
+    }
+    assert!(gaps.is_empty(), "OpenAPI gaps:\n{}", gaps.join("\n"));
+}
