@@ -390,18 +390,40 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    ctx record;
+    t_status text;
+    t_isolation text;
+    visible uuid[];
+    schema_name text;
 BEGIN
     IF tid IS NULL THEN
         RAISE EXCEPTION 'tenant id is required' USING ERRCODE = 'TN422', HINT = 'tenant_id';
     END IF;
-    ctx := tenantry.tenant_context_values(tid);
+    SELECT t.status, t.isolation,
+           ARRAY(SELECT h.child_id FROM tenantry.tenant_hierarchy h JOIN tenantry.tenants c ON c.tenant_id = h.child_id
+                 WHERE h.parent_id = tid AND c.status <> 'deleted' ORDER BY h.depth, h.child_id)
+      INTO t_status, t_isolation, visible
+    FROM tenantry.tenants t WHERE t.tenant_id = tid;
+    IF t_status IS NULL THEN
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404';
+    ELSIF t_status = 'deleted' THEN
+        RAISE EXCEPTION 'tenant % is deleted', tid USING ERRCODE = 'TN403';
+    END IF;
+    schema_name := CASE WHEN t_isolation = 'schema' THEN 'tenant_' || replace(tid::text, '-', '') ELSE 'tenantry' END;
     EXECUTE format('SET LOCAL app.current_tenant_id = %L', tid);
-    EXECUTE format('SET LOCAL app.visible_tenant_ids = %L', ctx.visible);
-    EXECUTE format('SET LOCAL app.current_tenant_schema = %L', ctx.schema_name);
-    EXECUTE format('SET LOCAL app.current_user_id = %L', coalesce(uid::text, ''));
-    EXECUTE format('SET LOCAL app.actor = %L', coalesce(actor, ''));
-    RETURN ctx.schema_name;
+    EXECUTE format('SET LOCAL app.visible_tenant_ids = %L', visible);
+    -- One lookup for status, isolation and subtree; the optional settings are only
+    -- written when they differ (each EXECUTE costs a parse): still SET LOCAL, so
+    -- a value left by an earlier transaction is overwritten, never inherited.
+    IF current_setting('app.current_tenant_schema', true) IS DISTINCT FROM schema_name THEN
+        EXECUTE format('SET LOCAL app.current_tenant_schema = %L', schema_name);
+    END IF;
+    IF coalesce(current_setting('app.current_user_id', true), '') IS DISTINCT FROM coalesce(uid::text, '') THEN
+        EXECUTE format('SET LOCAL app.current_user_id = %L', coalesce(uid::text, ''));
+    END IF;
+    IF coalesce(current_setting('app.actor', true), '') IS DISTINCT FROM coalesce(actor, '') THEN
+        EXECUTE format('SET LOCAL app.actor = %L', coalesce(actor, ''));
+    END IF;
+    RETURN schema_name;
 END
 $$;
 COMMENT ON FUNCTION tenantry.set_tenant_context_local(uuid, uuid, text) IS 'Transaction-local tenant context (SET LOCAL, Citus-safe): tenant, visible subtree, schema, user, actor. Returns the tenant''s resource schema. Safe behind poolers.';

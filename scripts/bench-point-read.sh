@@ -36,7 +36,12 @@ PG="host=$SOCK port=5432 dbname=tenantry"
 python3 - "$WORK" <<'PY'
 import sys
 work = sys.argv[1]
-pairs = [l.split() for l in open(f"{work}/pairs")]
+# One resource per tenant: 100 pairs (pgbench accepts at most 128 scripts).
+pairs, seen = [], set()
+for t, k, r in (l.split() for l in open(f"{work}/pairs")):
+    if t not in seen:
+        seen.add(t)
+        pairs.append((t, k, r))
 with open(f"{work}/point.lua", "w") as f:
     f.write("local p = {\n")
     for t, k, r in pairs:
@@ -48,7 +53,7 @@ for i, (t, k, r) in enumerate(pairs):
         f.write(f"SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by FROM tenantry.resources WHERE tenant_id = '{t}' AND id = '{r}';\n")
     with open(f"{work}/txn{i}.sql", "w") as f:
         f.write("BEGIN;\nSET LOCAL ROLE tenantry_app;\n")
-        f.write(f"SELECT tenantry.set_tenant_context_local('{t}', NULL, 'key:bench');\n")
+        f.write(f"SELECT tenantry.set_tenant_context_local('{t}', NULL, 'bench');\n")
         f.write(f"SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM tenantry.resources WHERE id = '{r}';\nCOMMIT;\n")
 PY
 scripts() { for f in "$WORK"/$1*.sql; do printf -- '-f %s ' "$f"; done; }
