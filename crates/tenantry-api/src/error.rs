@@ -279,3 +279,98 @@ mod tests {
         assert!(!e.problem().detail.contains("secret_table"));
     }
 }
+
+/// OpenAPI error responses shared by many routes, declared once: each listed
+/// status answers a [`Problem`] as `application/problem+json`.
+pub mod responses {
+    use std::collections::BTreeMap;
+
+    use utoipa::{
+        openapi::{ContentBuilder, RefOr, Response, ResponseBuilder},
+        IntoResponses, PartialSchema,
+    };
+
+    use super::Problem;
+
+    fn problems(statuses: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
+        statuses
+            .iter()
+            .map(|(status, description)| {
+                let response = ResponseBuilder::new()
+                    .description(*description)
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new()
+                            .schema(Some(Problem::schema()))
+                            .build(),
+                    )
+                    .build();
+                (status.to_string(), RefOr::T(response))
+            })
+            .collect()
+    }
+
+    /// 401, 403 and 429 of every tenant-key route.
+    pub struct TenantAuth;
+    impl IntoResponses for TenantAuth {
+        fn responses() -> BTreeMap<String, RefOr<Response>> {
+            problems(&[
+                (
+                    401,
+                    "Missing, unknown, revoked or expired key (one body for all)",
+                ),
+                (
+                    403,
+                    "Permission denied, tenant suspended, or admin token on a tenant route",
+                ),
+                (429, "Tenant rate limit exceeded"),
+            ])
+        }
+    }
+
+    /// 401 and 403 of every admin route.
+    pub struct AdminAuth;
+    impl IntoResponses for AdminAuth {
+        fn responses() -> BTreeMap<String, RefOr<Response>> {
+            problems(&[
+                (401, "Missing or wrong admin token"),
+                (403, "Tenant key on an admin route"),
+            ])
+        }
+    }
+
+    /// 400, 413, 415 and 422 of every route with a JSON body.
+    pub struct JsonBody;
+    impl IntoResponses for JsonBody {
+        fn responses() -> BTreeMap<String, RefOr<Response>> {
+            problems(&[
+                (
+                    400,
+                    "Malformed JSON, unknown field, or invalid path parameter",
+                ),
+                (413, "Body over the size limit"),
+                (415, "Body is not application/json"),
+                (422, "Invalid value; `field` names it"),
+            ])
+        }
+    }
+
+    /// 400 and 422 of routes with path or query parameters.
+    pub struct Params;
+    impl IntoResponses for Params {
+        fn responses() -> BTreeMap<String, RefOr<Response>> {
+            problems(&[
+                (400, "Invalid path or query parameter, or cursor"),
+                (422, "Invalid parameter value; `field` names it"),
+            ])
+        }
+    }
+
+    /// 404 of routes that address one object (missing and foreign look the same).
+    pub struct NotFound;
+    impl IntoResponses for NotFound {
+        fn responses() -> BTreeMap<String, RefOr<Response>> {
+            problems(&[(404, "Not found (also for another tenant's object)")])
+        }
+    }
+}

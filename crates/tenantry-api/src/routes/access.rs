@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::{page_by_key, Page, PageQuery};
 use crate::{
     auth::TenantCaller,
-    error::{ApiError, Problem},
+    error::{responses, ApiError, Problem},
     extract::{Json, Path, Query},
 };
 
@@ -40,11 +40,8 @@ pub struct NewRoleBody {
     get, path = "/v1/members", tag = "access", params(PageQuery),
     responses(
         (status = 200, body = Page<Member>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::Params,
     ),
     security(("bearer" = []))
 )]
@@ -64,14 +61,9 @@ pub async fn list_members(
     post, path = "/v1/members", tag = "access", request_body = NewMemberBody,
     responses(
         (status = 201, body = Member),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email or user already a member", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -110,10 +102,8 @@ pub async fn add_member(
     responses(
         (status = 200, body = Member),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -141,11 +131,8 @@ pub async fn assign_role(
     get, path = "/v1/roles", tag = "access", params(PageQuery),
     responses(
         (status = 200, body = Page<Role>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::Params,
     ),
     security(("bearer" = []))
 )]
@@ -165,14 +152,9 @@ pub async fn list_roles(
     post, path = "/v1/roles", tag = "access", request_body = NewRoleBody,
     responses(
         (status = 201, body = Role),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -202,10 +184,8 @@ pub async fn create_role(
     responses(
         (status = 200, body = Role),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Role or permission not found", body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
     ),
     security(("bearer" = []))
 )]
@@ -243,10 +223,8 @@ pub async fn grant_permission(
     responses(
         (status = 200, body = Role),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Role or permission not found", body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
     ),
     security(("bearer" = []))
 )]
@@ -267,11 +245,8 @@ pub async fn revoke_permission(
     get, path = "/v1/permissions", tag = "access", params(PageQuery),
     responses(
         (status = 200, body = Page<Permission>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::Params,
     ),
     security(("bearer" = []))
 )]

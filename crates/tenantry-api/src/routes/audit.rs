@@ -8,7 +8,7 @@ use utoipa::IntoParams;
 use super::{decode_cursor, encode_cursor, invalid_cursor, Page, PageQuery};
 use crate::{
     auth::{AdminCaller, TenantCaller},
-    error::{ApiError, Problem},
+    error::{responses, ApiError},
     extract::{Json, Path, Query},
 };
 
@@ -72,11 +72,8 @@ fn page(mut items: Vec<AuditEntry>, limit: u32) -> Page<AuditEntry> {
     get, path = "/v1/audit", tag = "audit", params(AuditListQuery),
     responses(
         (status = 200, body = Page<AuditEntry>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::Params,
     ),
     security(("bearer" = []))
 )]
@@ -98,11 +95,9 @@ pub async fn tenant_audit(
     params(("tenant_id" = String, Path, format = Uuid), AuditListQuery),
     responses(
         (status = 200, body = Page<AuditEntry>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::Params,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::{page_by_key, Page, PageQuery};
 use crate::{
     auth::TenantCaller,
-    error::{ApiError, Problem},
+    error::{responses, ApiError, Problem},
     extract::{Json, Path, Query},
 };
 
@@ -107,11 +107,8 @@ async fn ensure_no_escalation(
     get, path = "/v1/keys", tag = "keys", params(PageQuery),
     responses(
         (status = 200, body = Page<ApiKeyInfo>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::Params,
     ),
     security(("bearer" = []))
 )]
@@ -131,14 +128,9 @@ pub async fn list_keys(
     post, path = "/v1/keys", tag = "keys", request_body = NewKeyBody,
     responses(
         (status = 201, body = NewKeyResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Role or member not found", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -162,10 +154,8 @@ pub async fn create_key(
     responses(
         (status = 204, description = "Revoked"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -193,15 +183,10 @@ pub async fn revoke_key(
     params(("key_id" = String, Path, format = Uuid)),
     responses(
         (status = 201, body = NewKeyResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Revoked, expired or already rotated", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::JsonBody,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{page_by_key, Page, PageQuery};
 use crate::{
     auth::TenantCaller,
-    error::{ApiError, Problem},
+    error::{responses, ApiError, Problem},
     extract::{Json, Path, Query},
 };
 
@@ -126,14 +126,9 @@ async fn check_quota(caller: &TenantCaller, scope: &mut TenantScope) -> Result<(
     post, path = "/v1/resources", tag = "resources", request_body = NewResourceBody,
     responses(
         (status = 201, body = Resource),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Quota exceeded", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -163,11 +158,8 @@ pub async fn create_resource(
     get, path = "/v1/resources", tag = "resources", params(ResourceListQuery),
     responses(
         (status = 200, body = Page<Resource>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::Params,
     ),
     security(("bearer" = []))
 )]
@@ -223,10 +215,8 @@ pub async fn list_resources(
     responses(
         (status = 200, body = Resource),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -246,15 +236,10 @@ pub async fn get_resource(
     params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = Resource),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Quota exceeded", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::JsonBody,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -288,10 +273,8 @@ pub async fn patch_resource(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -314,15 +297,10 @@ pub async fn delete_resource(
     params(("id" = String, Path, format = Uuid)),
     responses(
         (status = 201, body = Share),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Resource or target tenant not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already shared, or target not active", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -344,12 +322,9 @@ pub async fn share_resource(
     get, path = "/v1/resources/{id}/shares", tag = "resources", params(("id" = String, Path, format = Uuid), PageQuery),
     responses(
         (status = 200, body = Page<Share>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::Params,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -373,10 +348,8 @@ pub async fn list_shares(
     responses(
         (status = 204, description = "Revoked"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     auth::{AdminCaller, Caller, TenantCaller},
-    error::{ApiError, Problem},
+    error::{responses, ApiError, Problem},
     extract::{Json, Path, Query},
     AppState,
 };
@@ -66,13 +66,9 @@ fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
     post, path = "/v1/tenants", tag = "tenants", request_body = NewTenantBody,
     responses(
         (status = 201, body = Tenant),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Parent not found", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::JsonBody,
     ),
     security(("bearer" = []))
 )]
@@ -123,10 +119,8 @@ pub async fn create_tenant(
     get, path = "/v1/tenants", tag = "tenants", params(PageQuery),
     responses(
         (status = 200, body = Page<Tenant>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::Params,
     ),
     security(("bearer" = []))
 )]
@@ -160,9 +154,8 @@ pub async fn list_tenants(
     responses(
         (status = 200, body = Tenant),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -184,14 +177,10 @@ pub async fn get_tenant(
     params(("tenant_id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = Tenant),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Cycle or deleted tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::JsonBody,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -249,10 +238,9 @@ async fn set_status(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already deleted, or has live children", body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -272,10 +260,9 @@ pub async fn delete_tenant(
     responses(
         (status = 200, body = Tenant),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -296,10 +283,9 @@ pub async fn suspend_tenant(
     responses(
         (status = 200, body = Tenant),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -319,13 +305,9 @@ pub async fn activate_tenant(
     params(("tenant_id" = String, Path, format = Uuid)),
     responses(
         (status = 201, body = NewKeyResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::JsonBody,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -357,9 +339,8 @@ pub struct TenantUsage {
     responses(
         (status = 200, body = TenantUsage),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::NotFound,
     ),
     security(("bearer" = []))
 )]
@@ -380,9 +361,7 @@ pub async fn tenant_usage(
     get, path = "/v1/tenant", tag = "tenant",
     responses(
         (status = 200, body = Tenant),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
     ),
     security(("bearer" = []))
 )]
@@ -399,11 +378,8 @@ pub async fn current_tenant(caller: TenantCaller) -> Result<Json<Tenant>, ApiErr
     get, path = "/v1/tenant/children", tag = "tenant", params(PageQuery),
     responses(
         (status = 200, body = Page<Tenant>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::Params,
     ),
     security(("bearer" = []))
 )]

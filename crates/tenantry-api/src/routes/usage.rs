@@ -7,7 +7,7 @@ use utoipa::IntoParams;
 
 use crate::{
     auth::TenantCaller,
-    error::{ApiError, Problem},
+    error::{responses, ApiError},
     extract::{Json, Query},
 };
 
@@ -28,11 +28,8 @@ pub struct MetricsQuery {
     get, path = "/v1/usage/metrics", tag = "usage", params(MetricsQuery),
     responses(
         (status = 200, body = Vec<MetricsRow>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::Params,
     ),
     security(("bearer" = []))
 )]
@@ -55,12 +52,7 @@ pub async fn metrics(
 /// Resource count, storage and last change of the caller's tenant and its descendants (`usage.read`).
 #[utoipa::path(
     get, path = "/v1/usage/resources", tag = "usage",
-    responses(
-        (status = 200, body = Vec<ResourceUsage>),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-    ),
+    responses((status = 200, body = Vec<ResourceUsage>), responses::TenantAuth),
     security(("bearer" = []))
 )]
 pub async fn resources(caller: TenantCaller) -> Result<Json<Vec<ResourceUsage>>, ApiError> {
