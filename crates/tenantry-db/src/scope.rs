@@ -152,18 +152,29 @@ impl Tx {
             Some(Setup::Admin(_)) => (Some(SET_ACTOR), &[Type::TEXT]),
             _ => (None, &[]),
         };
-        let (ctx_prepared, main_prepared) = match mode {
-            StatementMode::Prepared => {
-                let ctx = match ctx_sql {
-                    Some(sql) => Some(client.prepare_typed_cached(sql, ctx_types).await?),
-                    None => None,
-                };
-                (
-                    ctx,
-                    Some(client.prepare_typed_cached(stmt.sql, stmt.types).await?),
-                )
+        let prepared: Result<_, tokio_postgres::Error> = async {
+            Ok(match mode {
+                StatementMode::Prepared => {
+                    let ctx = match ctx_sql {
+                        Some(sql) => Some(client.prepare_typed_cached(sql, ctx_types).await?),
+                        None => None,
+                    };
+                    (
+                        ctx,
+                        Some(client.prepare_typed_cached(stmt.sql, stmt.types).await?),
+                    )
+                }
+                StatementMode::Unnamed => (None, None),
+            })
+        }
+        .await;
+        let (ctx_prepared, main_prepared) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                // The setup was consumed: this transaction must never report a commit.
+                self.failed = true;
+                return Err(DbError::from(e));
             }
-            StatementMode::Unnamed => (None, None),
         };
 
         let (tenant_uuid, user_uuid, actor): (
