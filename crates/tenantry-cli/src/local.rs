@@ -5,6 +5,20 @@ use std::path::Path;
 use anyhow::Context;
 use tenantry_db::embedded::{ClusterOptions, EmbeddedCluster, EmbeddedError};
 
+/// The data directory when none is given.
+pub const DEFAULT_DATA_DIR: &str = ".tenantry";
+
+/// `/var/tmp/tenantry-<hash>`: a stable home for the cluster of an unreachable default directory.
+fn fallback_dir(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    use sha2::Digest;
+    let absolute = std::path::absolute(data_dir).context("resolving the data directory")?;
+    let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    let short: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(std::path::PathBuf::from(format!(
+        "/var/tmp/tenantry-{short}"
+    )))
+}
+
 /// The database tenantry uses inside the embedded cluster.
 pub const DATABASE: &str = "tenantry";
 
@@ -25,7 +39,35 @@ fn quote(v: &str) -> String {
 impl LocalCluster {
     /// Starts the cluster in `data_dir` (creating it on first use), or attaches to
     /// the one another tenantry process already runs there; ensures the database exists.
+    ///
+    /// As root, the cluster runs as the `postgres` system user. When the
+    /// *default* directory (`.tenantry` in a checkout under `/root`, say) is not
+    /// reachable by that user, the cluster lives in `/var/tmp/tenantry-<hash of
+    /// the directory>` instead (the same place every time, said on stderr); the
+    /// admin token stays in the default directory. An explicit directory is
+    /// never replaced: it is refused with the reason.
     pub fn open(data_dir: &Path, tcp: Option<(String, u16)>) -> anyhow::Result<Self> {
+        match Self::open_in(data_dir, tcp.clone()) {
+            Err(e)
+                if data_dir == Path::new(DEFAULT_DATA_DIR)
+                    && matches!(
+                        e.downcast_ref::<EmbeddedError>(),
+                        Some(EmbeddedError::DirectoryUnreachable { .. })
+                    ) =>
+            {
+                let alternative = fallback_dir(data_dir)?;
+                eprintln!(
+                    "note: {e}
+note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose)",
+                    alternative.display()
+                );
+                Self::open_in(&alternative, tcp)
+            }
+            other => other,
+        }
+    }
+
+    fn open_in(data_dir: &Path, tcp: Option<(String, u16)>) -> anyhow::Result<Self> {
         let mut options = ClusterOptions::new(data_dir);
         options.tcp = tcp;
         let local = match EmbeddedCluster::start(options) {
@@ -52,6 +94,11 @@ impl LocalCluster {
         };
         local.ensure_database()?;
         Ok(local)
+    }
+
+    /// Where the cluster lives (its base directory), when this process started it.
+    pub fn location(&self) -> Option<&Path> {
+        self.cluster.as_ref().map(|c| c.data_dir())
     }
 
     /// Whether this process started (and will stop) the cluster.

@@ -94,11 +94,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("tenantry is serving on http://{addr}");
     println!("API docs:     http://{addr}/docs");
     println!("admin token:  {token_source}");
-    if cluster.is_some() {
-        println!(
-            "database:     embedded PostgreSQL in {}",
-            settings.data_dir.display()
-        );
+    if let Some(dir) = cluster.as_ref().and_then(|c| c.location()) {
+        println!("database:     embedded PostgreSQL in {}", dir.display());
     }
     app.run(local::wait_for_shutdown_signal()).await?;
     eprintln!("shut down cleanly");
