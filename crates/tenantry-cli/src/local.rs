@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use tenantry_db::embedded::{ClusterOptions, EmbeddedCluster, EmbeddedError};
+use tenantry_db::embedded::{conninfo_quote, ClusterOptions, EmbeddedCluster, EmbeddedError};
 
 /// The data directory when none is given.
 pub const DEFAULT_DATA_DIR: &str = ".tenantry";
@@ -26,14 +26,6 @@ pub const DATABASE: &str = "tenantry";
 pub struct LocalCluster {
     cluster: Option<EmbeddedCluster>,
     base: String,
-}
-
-fn quote(v: &str) -> String {
-    if v.is_empty() || v.contains([' ', '\'', '\\']) {
-        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-    } else {
-        v.to_owned()
-    }
 }
 
 impl LocalCluster {
@@ -74,7 +66,7 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
             Ok(cluster) => {
                 let base = format!(
                     "host={} port={}",
-                    quote(&cluster.socket_dir().display().to_string()),
+                    conninfo_quote(&cluster.socket_dir().display().to_string()),
                     cluster.port()
                 );
                 Self {
@@ -87,7 +79,10 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
                 let port = running_port(&dir).unwrap_or(5432);
                 Self {
                     cluster: None,
-                    base: format!("host={} port={port}", quote(&dir.display().to_string())),
+                    base: format!(
+                        "host={} port={port}",
+                        conninfo_quote(&dir.display().to_string())
+                    ),
                 }
             }
             Err(e) => return Err(e.into()),

@@ -1004,7 +1004,7 @@ fn guc_list_item(path: &Path) -> OsString {
 
 /// Quotes a libpq conninfo value: empty values and values containing
 /// whitespace, `'` or `\` are single-quoted with `'` and `\` escaped.
-fn conninfo_quote(value: &str) -> String {
+pub fn conninfo_quote(value: &str) -> String {
     if !value.is_empty()
         && !value
             .chars()
