@@ -298,6 +298,7 @@ impl TenantScope {
     }
 
     /// Permission names a key of the subtree holds (its role's, its member's roles', or all when unbound).
+    /// Not found for a key outside the subtree, exactly like a missing one.
     pub async fn key_permissions(&mut self, key_id: KeyId) -> Result<Vec<String>, DbError> {
         let rows = self
             .query(
@@ -306,7 +307,10 @@ impl TenantScope {
                 &[Type::UUID],
             )
             .await?;
-        Ok(rows.first().map(|r| r.get(0)).unwrap_or_default())
+        // The SQL function answers NULL (not an error) for keys outside the subtree.
+        rows.first()
+            .and_then(|r| r.get::<_, Option<Vec<String>>>(0))
+            .ok_or_else(|| DbError::NotFound(format!("api key {key_id} not found")))
     }
 }
 
