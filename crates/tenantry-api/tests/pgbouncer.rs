@@ -177,6 +177,16 @@ impl Drop for PgBouncer {
     }
 }
 
+/// Server warnings and errors go to the test output (shown for a failing test).
+fn log_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 fn requests_wanted() -> u64 {
     match std::env::var("TENANTRY_PGBOUNCER_REQUESTS") {
         Ok(v) => v
@@ -204,6 +214,7 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_rows() {
+    log_to_test_output();
     let db = TestDatabase::new().await;
     let bouncer = PgBouncer::start(&db.server_url(), db.name(), POOL_SIZE);
 

@@ -53,7 +53,11 @@ impl From<tokio_postgres::Error> for DbError {
 pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
     {
         let Some(db) = err.as_db_error() else {
-            if err.is_closed() || err.to_string().contains("connection") {
+            // Closed connections and socket errors ("error connecting to server",
+            // "error communicating with the server": an io::Error underneath) mean the
+            // database is out of reach, not a bug: 503, never 500.
+            let io = std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>());
+            if err.is_closed() || io || err.to_string().contains("connection") {
                 return DbError::Unavailable(err.to_string());
             }
             return DbError::Internal(err.to_string());

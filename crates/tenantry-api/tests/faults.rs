@@ -1,0 +1,341 @@
+//! Faults under a running server: PostgreSQL restarted under write load. Requests during the outage answer 503 problem+json at once, the server recovers by itself when the database returns, and every write that got a 2xx survives.
+//!
+//! The test owns its embedded cluster (not the harness's shared one) so it can stop and start it.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use tenantry_api::{
+    config::{AdminToken, Settings},
+    Application,
+};
+use tenantry_db::{
+    embedded::{conninfo_quote, temp_data_dir, ClusterOptions, EmbeddedCluster},
+    migrate, Database, DatabaseConfig,
+};
+use tokio::sync::oneshot;
+
+const WRITERS: usize = 8;
+const TENANTS: usize = 4;
+const DB_NAME: &str = "faults";
+
+/// One request of the load and what came back.
+#[derive(Debug, Clone)]
+struct Sample {
+    start: Instant,
+    end: Instant,
+    /// None: no response at all (transport error or client timeout).
+    status: Option<u16>,
+    /// A problem+json body whose code matches a 503 (checked for every non-2xx).
+    problem_code: Option<String>,
+    content_type: String,
+    /// The created resource's id (2xx).
+    id: Option<String>,
+    error: Option<String>,
+}
+
+fn cluster_options(dir: &std::path::Path) -> ClusterOptions {
+    let mut options = ClusterOptions::new(dir);
+    // A clean restart loses nothing even without fsync (the OS keeps the files);
+    // synchronous_commit stays on: a 2xx means the commit reached the WAL.
+    options.extra_settings.push(("fsync".into(), "off".into()));
+    options
+}
+
+async fn superuser(cluster: &EmbeddedCluster, db: &str) -> tokio_postgres::Client {
+    let (client, conn) =
+        tokio_postgres::connect(&cluster.connection_string(db), tokio_postgres::NoTls)
+            .await
+            .expect("superuser connection to the test cluster");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+async fn post(client: &reqwest::Client, url: &str, token: &str, body: &Value) -> Sample {
+    let start = Instant::now();
+    let result = client.post(url).bearer_auth(token).json(body).send().await;
+    let mut sample = Sample {
+        start,
+        end: start,
+        status: None,
+        problem_code: None,
+        content_type: String::new(),
+        id: None,
+        error: None,
+    };
+    match result {
+        Ok(r) => {
+            sample.status = Some(r.status().as_u16());
+            sample.content_type = r
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            match r.text().await {
+                Ok(text) => {
+                    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    sample.id = v["id"].as_str().map(str::to_owned);
+                    sample.problem_code = v["code"].as_str().map(str::to_owned);
+                }
+                Err(e) => sample.error = Some(format!("reading the body: {e}")),
+            }
+        }
+        Err(e) => sample.error = Some(e.to_string()),
+    }
+    sample.end = Instant::now();
+    sample
+}
+
+/// Server warnings and errors go to the test output (shown for a failing test).
+fn log_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_write_load_gives_fast_503s_then_recovers_and_keeps_every_acknowledged_write(
+) {
+    log_to_test_output();
+    let dir = temp_data_dir("tenantry-faults").expect("a temporary data directory");
+    let mut cluster = tokio::task::block_in_place(|| EmbeddedCluster::start(cluster_options(&dir)))
+        .expect("starting the test cluster");
+    superuser(&cluster, "postgres")
+        .await
+        .batch_execute(&format!("CREATE DATABASE {DB_NAME}"))
+        .await
+        .unwrap();
+    migrate::migrate(&mut superuser(&cluster, DB_NAME).await)
+        .await
+        .expect("migrating");
+
+    // The server as `tenantry serve` builds it: the API's settings decide the pool.
+    let settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_refresh_secs: 0,
+        ..Default::default()
+    };
+    let mut config = DatabaseConfig::new(format!(
+        "host={} port={} dbname={DB_NAME} user=tenantry_server",
+        conninfo_quote(&cluster.socket_dir().display().to_string()),
+        cluster.port()
+    ));
+    config.max_connections = settings.max_connections;
+    config.acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
+    let database = Database::connect(&config).expect("pool");
+    let admin = AdminToken::generate();
+    let app = Application::build(&settings, database, &admin)
+        .await
+        .expect("building the application");
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    let mut keys = Vec::new();
+    for t in 0..TENANTS {
+        let r = client
+            .post(format!("{base}/v1/tenants"))
+            .bearer_auth(&admin)
+            .json(&json!({ "name": format!("faults-{t}") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let tenant: Value = r.json().await.unwrap();
+        let id = tenant["tenant_id"].as_str().unwrap();
+        let r = client
+            .post(format!("{base}/v1/tenants/{id}/keys"))
+            .bearer_auth(&admin)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let key: Value = r.json().await.unwrap();
+        keys.push(key["key"].as_str().unwrap().to_owned());
+    }
+
+    // Write load until told to stop.
+    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
+    let running = Arc::new(AtomicBool::new(true));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (client, samples, running) = (client.clone(), samples.clone(), running.clone());
+        let key = keys[w % TENANTS].clone();
+        let url = format!("{base}/v1/resources");
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                let body = json!({ "name": format!("w{w}-{n}"), "data": { "n": n } });
+                let sample = post(&client, &url, &key, &body).await;
+                // Pace clients that are answered instantly (503) so the outage is sampled, not flooded.
+                if sample.status != Some(201) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                samples.lock().unwrap().push(sample);
+                n += 1;
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stop_begin = Instant::now();
+    tokio::task::block_in_place(|| cluster.stop()).expect("stopping PostgreSQL");
+    let stopped_at = Instant::now();
+    drop(cluster);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let start_begin = Instant::now();
+    let cluster = tokio::task::block_in_place(|| EmbeddedCluster::start(cluster_options(&dir)))
+        .expect("restarting PostgreSQL");
+    let back_at = Instant::now();
+
+    // Recovery: the stated requirement is a 2xx within 5 s of the database being back.
+    let deadline = back_at + Duration::from_secs(5);
+    let first_ok = loop {
+        let found = samples
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.status == Some(201) && s.start >= back_at)
+            .map(|s| s.end)
+            .min();
+        if let Some(t) = found {
+            break Some(t);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    running.store(false, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(60), server)
+        .await
+        .expect("server did not stop")
+        .unwrap()
+        .unwrap();
+
+    let samples = samples.lock().unwrap().clone();
+    let first_ok = first_ok.unwrap_or_else(|| {
+        panic!(
+            "no 2xx within 5 s of PostgreSQL being back; answers since: {:?}",
+            samples
+                .iter()
+                .filter(|s| s.start >= back_at)
+                .take(10)
+                .collect::<Vec<_>>()
+        )
+    });
+
+    // Every request got an answer, and every answer is 201 or a 503 problem.
+    let no_answer: Vec<&Sample> = samples.iter().filter(|s| s.status.is_none()).collect();
+    assert!(
+        no_answer.is_empty(),
+        "{} requests got no response (hung or dropped): {:?}",
+        no_answer.len(),
+        &no_answer[..no_answer.len().min(5)]
+    );
+    let wrong: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| match s.status {
+            Some(201) => s.id.is_none(),
+            Some(503) => {
+                !s.content_type.starts_with("application/problem+json")
+                    || s.problem_code.as_deref() != Some("service_unavailable")
+            }
+            _ => true,
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} answers other than 201 or a 503 service_unavailable problem: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    let outage: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.start >= stopped_at && s.end <= start_begin)
+        .collect();
+    assert!(
+        !outage.is_empty(),
+        "no request fell entirely inside the outage"
+    );
+    assert!(
+        outage.iter().all(|s| s.status == Some(503)),
+        "a request answered while PostgreSQL was down was not a 503"
+    );
+
+    // Every acknowledged write is there.
+    let acknowledged: Vec<uuid::Uuid> = samples
+        .iter()
+        .filter_map(|s| s.id.as_deref())
+        .map(|id| id.parse().unwrap())
+        .collect();
+    let client = superuser(&cluster, DB_NAME).await;
+    let found: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE id = ANY($1)",
+            &[&acknowledged],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        found as usize,
+        acknowledged.len(),
+        "acknowledged writes missing after the restart"
+    );
+
+    let mut outage_ms: Vec<f64> = outage.iter().map(|s| millis(s.end - s.start)).collect();
+    outage_ms.sort_by(f64::total_cmp);
+    let during_stop = samples
+        .iter()
+        .filter(|s| s.end >= stop_begin && s.start <= stopped_at)
+        .count();
+    let answered_503 = samples.iter().filter(|s| s.status == Some(503)).count();
+    eprintln!(
+        "restart run: {} requests, {} acknowledged (201) and all {} found after the restart; \
+         {answered_503} answered 503; PostgreSQL stop took {:.0} ms ({during_stop} requests overlapped it), \
+         outage {:.0} ms, restart {:.0} ms; {} requests inside the outage, all 503, latency median {:.1} ms, \
+         max {:.1} ms; first 201 {:.0} ms after PostgreSQL was back",
+        samples.len(),
+        acknowledged.len(),
+        found,
+        millis(stopped_at - stop_begin),
+        millis(start_begin - stopped_at),
+        millis(back_at - start_begin),
+        outage.len(),
+        outage_ms[outage_ms.len() / 2],
+        outage_ms[outage_ms.len() - 1],
+        millis(first_ok.saturating_duration_since(back_at)),
+    );
+    drop(client);
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
