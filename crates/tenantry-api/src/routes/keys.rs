@@ -168,7 +168,8 @@ pub async fn revoke_key(
     // Only keys of the caller's own tenant: a descendant's key is not found here.
     let key = scope.get_api_key(key_id).await?;
     if key.tenant_id != caller.tenant() {
-        return Err(ApiError::not_found("api key"));
+        // Worded like the library's not-found for a missing key: no oracle.
+        return Err(ApiError::not_found(&format!("api key {key_id}")));
     }
     scope.revoke_api_key(key_id).await?;
     scope.commit().await?;
@@ -206,7 +207,8 @@ pub async fn rotate_key(
     let mut scope = caller.scope().await?;
     let key = scope.get_api_key(key_id).await?;
     if key.tenant_id != caller.tenant() {
-        return Err(ApiError::not_found("api key"));
+        // Worded like the library's not-found for a missing key: no oracle.
+        return Err(ApiError::not_found(&format!("api key {key_id}")));
     }
     ensure_no_escalation(&caller, &mut scope, key_id).await?;
     let new = scope

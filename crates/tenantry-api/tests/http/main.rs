@@ -4,11 +4,13 @@
 
 mod access;
 mod admin;
+mod attacks;
 mod audit_usage;
 mod credentials;
 mod errors;
 mod helpers;
 mod hierarchy;
+mod inputs;
 mod keys;
 mod limits;
 mod request_log;

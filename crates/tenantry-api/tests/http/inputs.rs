@@ -1,0 +1,536 @@
+//! Hostile input through the HTTP API: oversized bodies, deep JSON, invalid UTF-8, wrong JSON shapes, huge and negative page sizes, forged cursors, unicode names and SQL-looking strings. Each answers a 4xx problem+json (never a 5xx) and, checked through a superuser count afterwards, writes nothing.
+
+use reqwest::{header, Method};
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem_shape, Resp, TestApp};
+
+/// Row counts of every table a request could write (superuser, for checking only).
+async fn snapshot(app: &TestApp) -> Vec<(&'static str, i64)> {
+    let mut out = Vec::new();
+    for table in [
+        "tenantry.resources",
+        "tenantry.tenants",
+        "tenantry.roles",
+        "tenantry.role_permissions",
+        "tenantry.tenant_members",
+        "tenantry.api_keys",
+        "tenantry.shared_resources",
+        "tenantry.audit_log",
+    ] {
+        out.push((
+            table,
+            app.count(&format!("SELECT count(*) FROM {table}")).await,
+        ));
+    }
+    out
+}
+
+/// A 4xx problem+json answer.
+#[track_caller]
+fn refused(r: &Resp, what: &str) {
+    assert!(
+        (400..500).contains(&r.status),
+        "{what}: expected a 4xx, got {}: {}",
+        r.status,
+        r.text
+    );
+    assert_problem_shape(r);
+}
+
+/// Sends raw bytes with a JSON content type.
+async fn raw(app: &TestApp, method: Method, path: &str, key: &str, body: Vec<u8>) -> Resp {
+    app.send_raw(
+        app.client
+            .request(method, app.url(path))
+            .bearer_auth(key)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body),
+    )
+    .await
+}
+
+/// A tenant with one resource, one role and a member; returns (app, key, resource id, role id).
+async fn setup(
+    adjust: impl FnOnce(&mut tenantry_api::config::Settings),
+) -> (TestApp, String, String, String) {
+    let app = TestApp::spawn_with(adjust).await;
+    let t = app.tenant("t").await;
+    let id = app.create_resource(&t.key, "stable").await;
+    let role = app.create_role(&t.key, "role", &["resources.read"]).await;
+    app.post("/v1/members", &t.key, &json!({ "email": "m@example.com" }))
+        .await
+        .expect(201);
+    (app, t.key, id, role)
+}
+
+/// Every write route, with `body` as its body: (method, path, key).
+fn write_routes(app: &TestApp, key: &str, id: &str, role: &str) -> Vec<(Method, String, String)> {
+    let admin = app.admin_token.clone();
+    vec![
+        (Method::POST, "/v1/resources".into(), key.into()),
+        (Method::PATCH, format!("/v1/resources/{id}"), key.into()),
+        (
+            Method::POST,
+            format!("/v1/resources/{id}/shares"),
+            key.into(),
+        ),
+        (Method::POST, "/v1/roles".into(), key.into()),
+        (Method::POST, "/v1/members".into(), key.into()),
+        (Method::POST, "/v1/keys".into(), key.into()),
+        (Method::POST, "/v1/tenants".into(), key.into()),
+        (Method::POST, "/v1/tenants".into(), admin),
+        (
+            Method::PUT,
+            format!("/v1/roles/{role}/permissions/keys.read"),
+            key.into(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn an_oversized_body_on_any_write_route_is_413_and_writes_nothing() {
+    let (app, key, id, role) = setup(|s| s.body_limit_bytes = 2048).await;
+    let before = snapshot(&app).await;
+    let big = json!({ "name": "big", "data": { "blob": "x".repeat(50_000) } });
+    let bytes = serde_json::to_vec(&big).unwrap();
+    for (method, path, token) in write_routes(&app, &key, &id, &role) {
+        if method == Method::PUT {
+            continue;
+        }
+        let r = raw(&app, method.clone(), &path, &token, bytes.clone()).await;
+        assert_eq!(
+            r.problem(413, "body_too_large")["status"],
+            413,
+            "{method} {path}"
+        );
+    }
+    // Claimed length larger than the limit, body never sent in full: refused as well.
+    let r = raw(
+        &app,
+        Method::POST,
+        "/v1/resources",
+        &key,
+        vec![b' '; 1 << 20],
+    )
+    .await;
+    refused(&r, "a megabyte of whitespace");
+    assert_eq!(snapshot(&app).await, before);
+}
+
+#[tokio::test]
+async fn deeply_nested_json_is_refused_and_writes_nothing() {
+    let (app, key, id, _) = setup(|s| s.body_limit_bytes = 1 << 20).await;
+    let before = snapshot(&app).await;
+    for depth in [200, 10_000, 100_000] {
+        let data = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        for (method, path) in [
+            (Method::POST, "/v1/resources".to_owned()),
+            (Method::PATCH, format!("/v1/resources/{id}")),
+        ] {
+            let body = format!("{{\"name\":\"deep\",\"data\":{{\"k\":{data}}}}}");
+            let r = raw(&app, method.clone(), &path, &key, body.into_bytes()).await;
+            refused(&r, &format!("{method} {path} depth {depth}"));
+        }
+    }
+    assert_eq!(snapshot(&app).await, before);
+    // Allowed: moderate nesting round-trips exactly.
+    let mut data = json!("leaf");
+    for _ in 0..60 {
+        data = json!({ "n": data });
+    }
+    let created = app
+        .create_resource_with(&key, json!({ "name": "nested", "data": data }))
+        .await;
+    assert_eq!(created["data"], data);
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_body_or_query_is_400_and_writes_nothing() {
+    let (app, key, id, _) = setup(|_| {}).await;
+    let before = snapshot(&app).await;
+    let bodies: Vec<Vec<u8>> = vec![
+        b"{\"name\":\"\xff\xfe\"}".to_vec(),
+        b"{\"name\":\"ok\",\"data\":{\"k\":\"\xc3\x28\"}}".to_vec(),
+        b"{\"name\":\"\xed\xa0\x80\"}".to_vec(),
+        b"\xef\xbb\xbf{\"name\":\"bom\"}".to_vec(),
+        br#"{"name":"\ud800"}"#.to_vec(),
+        br#"{"name":"ok","data":{"\udfff":1}}"#.to_vec(),
+    ];
+    for body in bodies {
+        for (method, path) in [
+            (Method::POST, "/v1/resources".to_owned()),
+            (Method::PATCH, format!("/v1/resources/{id}")),
+            (Method::POST, "/v1/roles".to_owned()),
+        ] {
+            let r = raw(&app, method.clone(), &path, &key, body.clone()).await;
+            refused(&r, &format!("{method} {path} {body:?}"));
+        }
+    }
+    for query in ["name_prefix=%ff%fe", "name_prefix=%c3%28", "cursor=%ff"] {
+        let r = app.get(&format!("/v1/resources?{query}"), &key).await;
+        refused(&r, query);
+    }
+    assert_eq!(snapshot(&app).await, before);
+    let r = app.get(&format!("/v1/resources/{id}"), &key).await;
+    assert_eq!(r.expect(200)["name"], "stable");
+}
+
+#[tokio::test]
+async fn json_of_the_wrong_shape_or_type_is_refused_and_writes_nothing() {
+    let (app, key, id, role) = setup(|_| {}).await;
+    let before = snapshot(&app).await;
+    for body in [
+        "[]",
+        "null",
+        "\"name\"",
+        "1",
+        "{\"name\": 123}",
+        "{\"name\": null}",
+        "{\"name\": [\"a\"]}",
+        "{\"name\": \"x\", \"data\": []}",
+        "{\"name\": \"x\", \"data\": \"text\"}",
+        "{\"name\": \"x\", \"data\": 1}",
+        "{\"name\": \"a\", \"name\": \"b\"}",
+        "{\"name\": \"x\"} trailing",
+        "{\"name\": \"x\",}",
+        "{'name': 'x'}",
+        "",
+    ] {
+        for (method, path, token) in write_routes(&app, &key, &id, &role) {
+            // A PATCH leaves absent and null fields as they are: nothing to refuse there.
+            if method == Method::PUT
+                || (method == Method::PATCH && (body.is_empty() || body.contains("null")))
+            {
+                continue;
+            }
+            let r = raw(
+                &app,
+                method.clone(),
+                &path,
+                &token,
+                body.as_bytes().to_vec(),
+            )
+            .await;
+            refused(&r, &format!("{method} {path} {body}"));
+        }
+    }
+    for body in [
+        json!({ "tenant_id": "not-a-uuid" }),
+        json!({ "tenant_id": 42 }),
+        json!({ "tenant_id": "00000000-0000-0000-0000-000000000000" }),
+    ] {
+        let r = app
+            .post(&format!("/v1/resources/{id}/shares"), &key, &body)
+            .await;
+        refused(&r, &body.to_string());
+    }
+    for body in [
+        json!({ "expires_at": "yesterday" }),
+        json!({ "expires_at": "2000-01-01T00:00:00Z" }),
+        json!({ "role_id": "' OR 1=1 --" }),
+        json!({ "description": "d".repeat(501) }),
+    ] {
+        let r = app.post("/v1/keys", &key, &body).await;
+        refused(&r, &body.to_string());
+    }
+    let key_id = app.get("/v1/keys", &key).await.items()[0]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for body in [
+        json!({ "grace_seconds": -1 }),
+        json!({ "grace_seconds": 1e30 }),
+        json!({ "grace_seconds": "1" }),
+    ] {
+        let r = app
+            .post(&format!("/v1/keys/{key_id}/rotate"), &key, &body)
+            .await;
+        refused(&r, &body.to_string());
+    }
+    assert_eq!(snapshot(&app).await, before);
+}
+
+#[tokio::test]
+async fn huge_zero_negative_and_non_numeric_page_sizes_are_refused_on_every_list_route() {
+    let (app, key, id, _) = setup(|_| {}).await;
+    let admin = app.admin_token.clone();
+    let routes: Vec<(String, &str)> = vec![
+        ("/v1/resources".into(), key.as_str()),
+        (format!("/v1/resources/{id}/shares"), key.as_str()),
+        ("/v1/keys".into(), key.as_str()),
+        ("/v1/members".into(), key.as_str()),
+        ("/v1/roles".into(), key.as_str()),
+        ("/v1/permissions".into(), key.as_str()),
+        ("/v1/audit".into(), key.as_str()),
+        ("/v1/tenant/children".into(), key.as_str()),
+        ("/v1/tenants".into(), admin.as_str()),
+    ];
+    for (path, token) in &routes {
+        for limit in [
+            "0",
+            "-1",
+            "-9223372036854775808",
+            "1001",
+            "4294967296",
+            "18446744073709551616",
+            "99999999999999999999999999",
+            "1e3",
+            "1.5",
+            "abc",
+            "",
+            "%00",
+        ] {
+            let r = app.get(&format!("{path}?limit={limit}"), token).await;
+            refused(&r, &format!("{path}?limit={limit}"));
+        }
+        // Allowed: the largest page.
+        app.get(&format!("{path}?limit=1000"), token)
+            .await
+            .expect(200);
+    }
+}
+
+#[tokio::test]
+async fn forged_cursors_are_400_invalid_cursor_on_every_list_route() {
+    let (app, key, id, _) = setup(|_| {}).await;
+    let admin = app.admin_token.clone();
+    let routes: Vec<(String, &str)> = vec![
+        ("/v1/resources".into(), key.as_str()),
+        (format!("/v1/resources/{id}/shares"), key.as_str()),
+        ("/v1/keys".into(), key.as_str()),
+        ("/v1/members".into(), key.as_str()),
+        ("/v1/roles".into(), key.as_str()),
+        ("/v1/permissions".into(), key.as_str()),
+        ("/v1/tenant/children".into(), key.as_str()),
+        ("/v1/tenants".into(), admin.as_str()),
+    ];
+    let long = "ab".repeat(5_000);
+    let sql = hex::encode("1' OR '1'='1");
+    let random_uuid = hex::encode(uuid::Uuid::new_v4().to_string());
+    for (path, token) in &routes {
+        // /v1/tenants pages by tenant id: any uuid is a valid position for the admin.
+        let unknown_key = if path == "/v1/tenants" {
+            "7a"
+        } else {
+            random_uuid.as_str()
+        };
+        for cursor in ["zz", "0", "%2F", long.as_str(), sql.as_str(), unknown_key] {
+            let r = app.get(&format!("{path}?cursor={cursor}"), token).await;
+            assert_eq!(
+                r.problem(400, "invalid_cursor")["field"],
+                "cursor",
+                "{path} cursor {cursor}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cursor_built_from_another_tenants_resource_reveals_nothing_of_it() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("a").await;
+    let b = app.tenant("b").await;
+    app.create_resource(&a.key, "a-old").await;
+    let rb = app.create_resource(&b.key, "b-secret").await;
+    app.create_resource(&a.key, "a-new").await;
+    let created = app.get(&format!("/v1/resources/{rb}"), &b.key).await;
+    let at =
+        chrono::DateTime::parse_from_rfc3339(created.expect(200)["created_at"].as_str().unwrap())
+            .unwrap();
+    // The exact position of b's row, and positions around it.
+    for micros in [
+        at.timestamp_micros(),
+        at.timestamp_micros() + 1,
+        i64::MAX / 2,
+    ] {
+        let cursor = hex::encode(format!("{micros}:{rb}"));
+        let r = app
+            .get(&format!("/v1/resources?cursor={cursor}"), &a.key)
+            .await;
+        if r.status == 200 {
+            for item in r.items() {
+                assert_eq!(item["tenant_id"], a.id.as_str(), "{}", r.text);
+            }
+        } else {
+            refused(&r, "cursor");
+        }
+        assert!(!r.text.contains("b-secret"), "{}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn unicode_names_round_trip_exactly_and_lengths_count_characters() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let names = [
+        "😀 emoji",
+        "שלום עולם",
+        "e\u{301}\u{301}\u{301} combining",
+        "漢字かなカナ",
+        "zero\u{200d}width\u{200b}joiner",
+        "\u{202e}override",
+        "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    ];
+    for name in names {
+        let r = app
+            .create_resource_with(&t.key, json!({ "name": name, "data": { "k": name } }))
+            .await;
+        assert_eq!(r["name"], name);
+        let back = app
+            .get(
+                &format!("/v1/resources/{}", r["id"].as_str().unwrap()),
+                &t.key,
+            )
+            .await;
+        assert_eq!(back.expect(200)["name"], name);
+        assert_eq!(back.body["data"]["k"], name);
+        let listed = app
+            .get(
+                &format!("/v1/resources?name_prefix={}", urlencode(name)),
+                &t.key,
+            )
+            .await
+            .items();
+        assert_eq!(listed.len(), 1, "{name}");
+    }
+    // 1000 four-byte characters are 1000 characters: allowed; 1001 are not.
+    let max = "😀".repeat(1000);
+    app.create_resource(&t.key, &max).await;
+    let before = snapshot(&app).await;
+    app.post(
+        "/v1/resources",
+        &t.key,
+        &json!({ "name": format!("{max}😀") }),
+    )
+    .await
+    .problem(422, "validation_failed");
+    let role = app
+        .post("/v1/roles", &t.key, &json!({ "name": "Ω".repeat(101) }))
+        .await;
+    refused(&role, "a 101-character role name");
+    let tenant = app
+        .admin_post("/v1/tenants", &json!({ "name": "ß".repeat(201) }))
+        .await;
+    refused(&tenant, "a 201-character tenant name");
+    assert_eq!(snapshot(&app).await, before);
+    let ok = app
+        .create_tenant_with(json!({ "name": "ß".repeat(200) }))
+        .await;
+    assert_eq!(ok["name"].as_str().unwrap().chars().count(), 200);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sql_looking_strings_are_stored_and_matched_literally() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let other = app.tenant("other").await;
+    app.create_resource(&other.key, "other-doc").await;
+    let nasty = [
+        "'; DROP TABLE tenantry.resources; --",
+        "\" OR \"1\"=\"1",
+        "%",
+        "_x",
+        "a\\b",
+        "$$; SELECT pg_sleep(10); $$",
+        "1); DELETE FROM tenantry.tenants; --",
+    ];
+    for name in nasty {
+        let r = app
+            .create_resource_with(&t.key, json!({ "name": name, "data": { "q": name } }))
+            .await;
+        assert_eq!(r["name"], name);
+    }
+    app.create_resource(&t.key, "plain").await;
+    app.create_resource(&t.key, "ax").await;
+    // LIKE metacharacters in a prefix match only themselves.
+    for (prefix, expected) in [
+        ("%", vec!["%"]),
+        ("_", vec!["_x"]),
+        ("a\\", vec!["a\\b"]),
+        ("'", vec!["'; DROP TABLE tenantry.resources; --"]),
+        ("' OR '1'='1", vec![]),
+    ] {
+        assert_eq!(
+            app.resource_names(&t.key, &format!("name_prefix={}", urlencode(prefix)))
+                .await,
+            expected,
+            "prefix {prefix:?}"
+        );
+    }
+    let role = app
+        .post("/v1/roles", &t.key, &json!({ "name": nasty[0] }))
+        .await;
+    assert_eq!(role.expect(201)["name"], nasty[0]);
+    let member = app
+        .post(
+            "/v1/members",
+            &t.key,
+            &json!({ "email": "x'--@example.com", "display_name": nasty[6] }),
+        )
+        .await;
+    assert_eq!(member.expect(201)["display_name"], nasty[6]);
+    let tenant = app.create_tenant_with(json!({ "name": nasty[6] })).await;
+    assert_eq!(tenant["name"], nasty[6]);
+    // Nothing was dropped or deleted, and the other tenant is untouched.
+    assert_eq!(app.resource_names(&other.key, "").await, ["other-doc"]);
+    assert_eq!(app.count("SELECT count(*) FROM tenantry.tenants").await, 3);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = '{}'",
+            t.id
+        ))
+        .await,
+        9
+    );
+}
+
+#[tokio::test]
+async fn malformed_ids_in_paths_are_400_and_never_reach_the_database() {
+    let (app, key, _, _) = setup(|_| {}).await;
+    let before = snapshot(&app).await;
+    for bad in [
+        "not-a-uuid",
+        "'%20OR%20'1'='1",
+        "00000000-0000-0000-0000-00000000000g",
+        "%00",
+        "..%2F..%2Fetc%2Fpasswd",
+        &"1".repeat(5000),
+    ] {
+        for (method, path) in [
+            (Method::GET, format!("/v1/resources/{bad}")),
+            (Method::DELETE, format!("/v1/resources/{bad}")),
+            (Method::DELETE, format!("/v1/keys/{bad}")),
+            (
+                Method::PUT,
+                format!("/v1/roles/{bad}/permissions/resources.read"),
+            ),
+        ] {
+            let r = app.send(method.clone(), &path, Some(&key), None).await;
+            refused(&r, &format!("{method} {path}"));
+        }
+    }
+    assert_eq!(snapshot(&app).await, before);
+    let body: Value = json!({});
+    let r = app
+        .send(
+            Method::POST,
+            "/v1/resources/x/shares",
+            Some(&key),
+            Some(&body),
+        )
+        .await;
+    refused(&r, "share with a bad id");
+}
