@@ -286,31 +286,41 @@ pub mod responses {
     use std::collections::BTreeMap;
 
     use utoipa::{
-        openapi::{ContentBuilder, RefOr, Response, ResponseBuilder},
-        IntoResponses, PartialSchema,
+        openapi::{
+            header::HeaderBuilder, schema::Type, ContentBuilder, ObjectBuilder, Ref, RefOr,
+            Response, ResponseBuilder,
+        },
+        IntoResponses,
     };
 
-    use super::Problem;
-
+    /// Problem responses of these statuses; a 401 also names its `WWW-Authenticate` header.
     fn problems(statuses: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
         statuses
             .iter()
             .map(|(status, description)| {
-                let response = ResponseBuilder::new()
-                    .description(*description)
-                    .content(
-                        "application/problem+json",
-                        ContentBuilder::new()
-                            .schema(Some(Problem::schema()))
+                let mut response = ResponseBuilder::new().description(*description).content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                );
+                if *status == 401 {
+                    response = response.header(
+                        "WWW-Authenticate",
+                        HeaderBuilder::new()
+                            .schema(ObjectBuilder::new().schema_type(Type::String))
+                            .description(Some("`Bearer`"))
                             .build(),
-                    )
-                    .build();
-                (status.to_string(), RefOr::T(response))
+                    );
+                }
+                (status.to_string(), RefOr::T(response.build()))
             })
             .collect()
     }
 
-    /// 401, 403 and 429 of every tenant-key route.
+    const UNAVAILABLE: (u16, &str) = (503, "The database is unavailable; retry later");
+
+    /// 401, 403 and 429 of every tenant-key route, and 503 (the key is checked in the database).
     pub struct TenantAuth;
     impl IntoResponses for TenantAuth {
         fn responses() -> BTreeMap<String, RefOr<Response>> {
@@ -324,17 +334,35 @@ pub mod responses {
                     "Permission denied, tenant suspended, or admin token on a tenant route",
                 ),
                 (429, "Tenant rate limit exceeded"),
+                UNAVAILABLE,
             ])
         }
     }
 
-    /// 401 and 403 of every admin route.
+    /// 401 and 403 of every admin route, and 503 (every admin route uses the database).
     pub struct AdminAuth;
     impl IntoResponses for AdminAuth {
         fn responses() -> BTreeMap<String, RefOr<Response>> {
             problems(&[
                 (401, "Missing or wrong admin token"),
                 (403, "Tenant key on an admin route"),
+                UNAVAILABLE,
+            ])
+        }
+    }
+
+    /// 401, 403, 429 and 503 of a route that takes the admin token or a tenant key.
+    pub struct AnyAuth;
+    impl IntoResponses for AnyAuth {
+        fn responses() -> BTreeMap<String, RefOr<Response>> {
+            problems(&[
+                (401, "Missing or invalid token or key (one body for all)"),
+                (
+                    403,
+                    "Permission denied, tenant suspended, or not allowed for a tenant key",
+                ),
+                (429, "Tenant rate limit exceeded (tenant key)"),
+                UNAVAILABLE,
             ])
         }
     }

@@ -19,6 +19,7 @@ unauthorized (401), permission_denied (403), tenant_suspended (403), wrong_crede
 method_not_allowed (405), conflict (409), quota_exceeded (409), body_too_large (413), unsupported_media_type (415), validation_failed (422), \
 rate_limited (429), internal_error (500), service_unavailable (503)."
     ),
+    components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "tenants", description = "Tenant administration (admin token); POST also creates children with a tenant key"),

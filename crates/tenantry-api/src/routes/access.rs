@@ -19,9 +19,11 @@ pub struct NewMemberBody {
     /// The user's global id (from your identity provider); generated when absent.
     #[schema(value_type = Option<String>, format = Uuid)]
     pub user_id: Option<UserId>,
-    /// Email, unique within the tenant.
+    /// Email, unique within the tenant (case-insensitive), at most 320 characters.
+    #[schema(max_length = 320, pattern = r"^[^@\s]+@[^@\s]+$")]
     pub email: String,
     /// Display name (≤ 200 characters).
+    #[schema(max_length = 200)]
     pub display_name: Option<String>,
 }
 
@@ -29,9 +31,11 @@ pub struct NewMemberBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRoleBody {
-    /// Name, unique within the tenant, 1–100 characters.
+    /// Name, unique within the tenant, 1–100 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 100, pattern = "[^ ]")]
     pub name: String,
-    /// Free text.
+    /// Free text (≤ 500 characters).
+    #[schema(max_length = 500)]
     pub description: Option<String>,
 }
 

@@ -18,6 +18,7 @@ use crate::{
 #[into_params(parameter_in = Query)]
 pub struct AuditListQuery {
     /// Page size, 1–1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Cursor from the previous page.
     pub cursor: Option<String>,

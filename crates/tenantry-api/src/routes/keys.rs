@@ -20,6 +20,7 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct NewKeyBody {
     /// Free text shown in listings (≤ 500 characters).
+    #[schema(max_length = 500)]
     pub description: Option<String>,
     /// Bind to a role of the tenant: the key has exactly that role's permissions.
     #[schema(value_type = Option<String>, format = Uuid)]
@@ -81,6 +82,7 @@ impl From<NewApiKey> for NewKeyResponse {
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     /// Seconds the old key keeps working (default 86400; 0 ends it at once; at most 30 days).
+    #[schema(maximum = 2592000)]
     pub grace_seconds: Option<u64>,
 }
 

@@ -24,6 +24,7 @@ pub const MAX_LIMIT: u32 = 1000;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page size, 1–1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Opaque cursor from the previous page's `next_cursor`.
     pub cursor: Option<String>,

@@ -20,6 +20,7 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct NewResourceBody {
     /// Name, 1–1000 characters.
+    #[schema(min_length = 1, max_length = 1000)]
     pub name: String,
     /// Payload: a JSON object (default `{}`).
     #[schema(value_type = Option<Object>)]
@@ -30,7 +31,8 @@ pub struct NewResourceBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcePatch {
-    /// New name.
+    /// New name, 1–1000 characters.
+    #[schema(min_length = 1, max_length = 1000)]
     pub name: Option<String>,
     /// Replacement payload (a JSON object).
     #[schema(value_type = Option<Object>)]
@@ -65,12 +67,15 @@ pub enum Owner {
 #[into_params(parameter_in = Query)]
 pub struct ResourceListQuery {
     /// Page size, 1–1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Cursor from the previous page.
     pub cursor: Option<String>,
     /// `self`, `shared` or `descendants`; absent: everything the caller may read.
+    #[param(inline)]
     pub owner: Option<Owner>,
     /// Only names starting with this text (literal, case-sensitive).
+    #[param(max_length = 1000)]
     pub name_prefix: Option<String>,
 }
 

@@ -20,7 +20,8 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenantBody {
-    /// Display name, 1–200 characters.
+    /// Display name, 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "[^ ]")]
     pub name: String,
     /// Parent tenant (admin only; a tenant key always creates a child of its own tenant).
     #[schema(value_type = Option<String>, format = Uuid)]
@@ -28,7 +29,36 @@ pub struct NewTenantBody {
     /// `shared` (default: pooled tables under RLS) or `schema` (own schema).
     pub isolation: Option<Isolation>,
     /// Settings: max_resources, max_storage_bytes, rate_limit_per_second, rate_limit_burst, metadata.
+    #[schema(value_type = Option<TenantSettings>)]
     pub settings: Option<serde_json::Value>,
+}
+
+/// Tenant settings, as the database validates them: every key optional, unknown keys refused (422).
+/// Only the OpenAPI description; the server passes the JSON to the database as it came.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct TenantSettings {
+    /// Most resources the tenant may hold (integer ≥ 0).
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    max_resources: i64,
+    /// Most bytes of resource names and data (integer ≥ 0).
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    max_storage_bytes: i64,
+    /// Requests per second for the tenant's keys (> 0).
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0)]
+    rate_limit_per_second: f64,
+    /// Burst of requests allowed above the rate (integer ≥ 1; default: the rate, rounded up).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    rate_limit_burst: i64,
+    /// Free-form object.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -41,9 +71,11 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPatch {
-    /// New name.
+    /// New name, 1–200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "[^ ]")]
     pub name: Option<String>,
     /// Replacement settings (validated; unknown keys refused).
+    #[schema(value_type = Option<TenantSettings>)]
     pub settings: Option<serde_json::Value>,
     /// New parent; `null` makes the tenant a root. Cycles are refused (409).
     #[serde(default, deserialize_with = "double_option")]
@@ -67,7 +99,7 @@ fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
     responses(
         (status = 201, body = Tenant),
         (status = 404, description = "Parent not found", body = Problem, content_type = "application/problem+json"),
-        responses::AdminAuth,
+        responses::AnyAuth,
         responses::JsonBody,
     ),
     security(("bearer" = []))

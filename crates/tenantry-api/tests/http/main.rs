@@ -13,6 +13,7 @@ mod hierarchy;
 mod inputs;
 mod keys;
 mod limits;
+mod openapi_conformance;
 mod request_log;
 mod resources;
 mod shares;

@@ -1,0 +1,436 @@
+//! OpenAPI conformance: every status and content type an operation answers is
+//! documented for that operation in `/openapi.json`, probed with every kind of
+//! credential and bad input; documented parameter bounds match what the server
+//! accepts. (scripts/schemathesis.sh fuzzes the same contract.)
+
+use std::collections::BTreeSet;
+
+use reqwest::{header, Method};
+use serde_json::{json, Value};
+
+use crate::helpers::{random_id, Resp, TestApp};
+
+/// Body limit of the probed server: small, so the oversized probe is cheap.
+const BODY_LIMIT: usize = 4096;
+
+/// One operation of the spec.
+struct Operation {
+    method: Method,
+    path: String,
+    spec: Value,
+}
+
+impl Operation {
+    fn has_body(&self) -> bool {
+        self.spec.get("requestBody").is_some()
+    }
+
+    fn has_query(&self, name: &str) -> bool {
+        self.spec["parameters"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query" && p["name"] == name))
+    }
+
+    /// The path with each `{param}` replaced by `fill(param)`.
+    fn concrete(&self, fill: impl Fn(&str) -> String) -> String {
+        let mut out = String::new();
+        let mut rest = self.path.as_str();
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..].find('}').expect("closing brace") + open;
+            out.push_str(&rest[..open]);
+            out.push_str(&fill(&rest[open + 1..close]));
+            rest = &rest[close + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn name(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+fn operations(spec: &Value) -> Vec<Operation> {
+    let mut ops = Vec::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let Ok(method) = method.to_uppercase().parse::<Method>() else {
+                continue;
+            };
+            ops.push(Operation {
+                method,
+                path: path.clone(),
+                spec: op.clone(),
+            });
+        }
+    }
+    ops
+}
+
+/// What is wrong with `r` as an answer of `op`, judged by the spec (None: conforms).
+fn violation(op: &Operation, probe: &str, r: &Resp) -> Option<String> {
+    let at = format!("{} [{probe}] answered {}", op.name(), r.status);
+    let responses = &op.spec["responses"];
+    let Some(documented) = responses
+        .get(r.status.to_string())
+        .or_else(|| responses.get("default"))
+    else {
+        let listed: Vec<&String> = responses
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        return Some(format!(
+            "{at}: status not documented (documented: {listed:?}); body {}",
+            r.text
+        ));
+    };
+    let mime = r.content_type.split(';').next().unwrap_or("").trim();
+    match documented["content"].as_object().filter(|c| !c.is_empty()) {
+        None if !r.text.is_empty() => {
+            return Some(format!(
+                "{at}: documented without a body, got {mime:?}: {}",
+                r.text
+            ))
+        }
+        None => {}
+        Some(content) if !content.contains_key(mime) => {
+            let listed: Vec<&String> = content.keys().collect();
+            return Some(format!(
+                "{at}: content type {mime:?} not documented (documented: {listed:?})"
+            ));
+        }
+        Some(_) => {}
+    }
+    if mime == "application/problem+json" {
+        let b = &r.body;
+        let shaped = ["type", "title", "detail", "code"]
+            .iter()
+            .all(|f| b[f].is_string())
+            && b["status"].as_u64() == Some(u64::from(r.status))
+            && (b.get("field").is_none() || b["field"].is_string());
+        if !shaped {
+            return Some(format!("{at}: not a problem body: {}", r.text));
+        }
+    }
+    None
+}
+
+/// Everything the probes need: tenants in every state and keys of every kind.
+struct World {
+    app: TestApp,
+    /// (label, token) of every credential tried on every operation.
+    tokens: Vec<(&'static str, Option<String>)>,
+    key: String,
+    tenant: String,
+    resource: String,
+    member: String,
+    role: String,
+    key_id: String,
+}
+
+async fn world() -> World {
+    let app = TestApp::spawn_with(|s| s.body_limit_bytes = BODY_LIMIT).await;
+    let a = app.tenant("a").await;
+    let other = app.create_tenant("other", None).await;
+    let resource = app.create_resource(&a.key, "r").await;
+    app.post(
+        &format!("/v1/resources/{resource}/shares"),
+        &a.key,
+        &json!({ "tenant_id": other }),
+    )
+    .await
+    .expect(201);
+    let member = app
+        .post("/v1/members", &a.key, &json!({ "email": "m@example.com" }))
+        .await
+        .expect(201)["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let role = app.create_role(&a.key, "empty", &[]).await;
+    let (no_permission, _) = app.create_role_key(&a.key, &role).await;
+    let suspended = app.tenant("suspended").await;
+    app.admin_post(&format!("/v1/tenants/{}/suspend", suspended.id), &json!({}))
+        .await
+        .expect(200);
+    let deleted = app.tenant("deleted").await;
+    app.send(
+        Method::DELETE,
+        &format!("/v1/tenants/{}", deleted.id),
+        Some(&app.admin_token),
+        None,
+    )
+    .await
+    .expect(204);
+    // One request, then every further one is over the limit.
+    let limited = app
+        .create_tenant_with(json!({ "name": "limited", "settings": { "rate_limit_per_second": 0.001, "rate_limit_burst": 1 } }))
+        .await["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (limited_key, _) = app.create_key(&limited, json!({})).await;
+    let full = app
+        .create_tenant_with(
+            json!({ "name": "full", "settings": { "max_resources": 0, "max_storage_bytes": 0 } }),
+        )
+        .await["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (full_key, _) = app.create_key(&full, json!({})).await;
+    let tokens = vec![
+        ("no credential", None),
+        ("garbage token", Some("garbage".to_owned())),
+        (
+            "unknown key",
+            Some("tk_0123456789ab_0123456789abcdef0123456789abcdef".to_owned()),
+        ),
+        ("admin token", Some(app.admin_token.clone())),
+        ("tenant key", Some(a.key.clone())),
+        ("key without permissions", Some(no_permission)),
+        ("suspended tenant's key", Some(suspended.key)),
+        ("deleted tenant's key", Some(deleted.key)),
+        ("rate-limited key", Some(limited_key.clone())),
+        ("rate-limited key again", Some(limited_key)),
+        ("key of a tenant at its quota", Some(full_key)),
+    ];
+    World {
+        app,
+        tokens,
+        key: a.key,
+        tenant: a.id,
+        key_id: a.key_id,
+        resource,
+        member,
+        role,
+    }
+}
+
+/// A body the operation accepts (for the two callers that may call it), else `{}`.
+fn valid_body(op: &Operation) -> Value {
+    match (op.method.as_str(), op.path.as_str()) {
+        ("POST", "/v1/tenants") => json!({ "name": "child" }),
+        ("PATCH", "/v1/tenants/{tenant_id}") => json!({ "name": "renamed" }),
+        ("POST", "/v1/resources") => json!({ "name": "new", "data": { "x": 1 } }),
+        ("PATCH", "/v1/resources/{id}") => json!({ "name": "renamed" }),
+        ("POST", "/v1/resources/{id}/shares") => json!({ "tenant_id": random_id() }),
+        ("POST", "/v1/members") => json!({ "email": format!("{}@example.com", random_id()) }),
+        ("POST", "/v1/roles") => json!({ "name": random_id() }),
+        ("POST", "/v1/keys/{key_id}/rotate") => json!({ "grace_seconds": 60 }),
+        _ => json!({}),
+    }
+}
+
+fn random_param(name: &str) -> String {
+    if name == "permission" {
+        "resources.read".to_owned()
+    } else {
+        random_id()
+    }
+}
+
+async fn send(
+    app: &TestApp,
+    op: &Operation,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> Resp {
+    let mut req = app.client.request(op.method.clone(), app.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some((content_type, bytes)) = body {
+        req = req.header(header::CONTENT_TYPE, content_type).body(bytes);
+    }
+    app.send_raw(req).await
+}
+
+fn json_body(v: &Value) -> Option<(&'static str, Vec<u8>)> {
+    Some(("application/json", serde_json::to_vec(v).unwrap()))
+}
+
+#[tokio::test]
+async fn every_status_and_content_type_an_operation_answers_is_documented_for_it() {
+    let w = world().await;
+    let app = &w.app;
+    let spec = app
+        .send(Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200)
+        .clone();
+    let ops = operations(&spec);
+    assert!(ops.len() >= 38, "only {} operations in the spec", ops.len());
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut check = |op: &Operation, probe: &str, r: Resp| {
+        seen.insert(r.status);
+        if let Some(v) = violation(op, probe, &r) {
+            problems.push(v);
+        }
+    };
+    for op in &ops {
+        // Safe probes first; mutating ones address random (missing) ids.
+        let random_path = op.concrete(random_param);
+        let body = op.has_body().then(|| valid_body(op));
+        for (label, token) in &w.tokens {
+            let r = send(
+                app,
+                op,
+                &random_path,
+                token.as_deref(),
+                body.as_ref().and_then(json_body),
+            )
+            .await;
+            check(op, label, r);
+        }
+        for token in [app.admin_token.as_str(), w.key.as_str()] {
+            let bad_path = op.concrete(|p| {
+                if p == "permission" {
+                    "NO such".into()
+                } else {
+                    "not-a-uuid".into()
+                }
+            });
+            let r = send(
+                app,
+                op,
+                &bad_path,
+                Some(token),
+                body.as_ref().and_then(json_body),
+            )
+            .await;
+            check(op, "malformed path parameter", r);
+            if op.method == Method::GET {
+                let real = op.concrete(|p| match p {
+                    "tenant_id" => w.tenant.clone(),
+                    "id" => w.resource.clone(),
+                    "user_id" => w.member.clone(),
+                    "role_id" => w.role.clone(),
+                    "key_id" => w.key_id.clone(),
+                    _ => "resources.read".into(),
+                });
+                let r = send(app, op, &real, Some(token), None).await;
+                check(op, "existing object", r);
+                for query in [
+                    "limit=0",
+                    "limit=1001",
+                    "limit=x",
+                    "cursor=zz",
+                    "cursor=00",
+                    "bogus=1",
+                    "since=yesterday",
+                    "from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z",
+                ] {
+                    let r = send(app, op, &format!("{real}?{query}"), Some(token), None).await;
+                    check(op, query, r);
+                }
+            }
+            if op.has_body() {
+                let oversized = json!({ "name": "x".repeat(BODY_LIMIT) });
+                let probes: [(&str, Option<(&str, Vec<u8>)>); 7] = [
+                    (
+                        "malformed JSON",
+                        Some(("application/json", b"{\"name\": ".to_vec())),
+                    ),
+                    ("text/plain body", Some(("text/plain", b"{}".to_vec()))),
+                    ("oversized body", json_body(&oversized)),
+                    (
+                        "unknown field",
+                        json_body(&json!({ "tenant_id_override": random_id() })),
+                    ),
+                    (
+                        "wrong type",
+                        json_body(&json!({ "name": 5, "email": [], "grace_seconds": -1 })),
+                    ),
+                    ("JSON array", json_body(&json!([1, 2]))),
+                    ("no body", None),
+                ];
+                for (probe, payload) in probes {
+                    let r = send(app, op, &random_path, Some(token), payload).await;
+                    check(op, probe, r);
+                }
+            }
+        }
+    }
+    // Deletes of objects that exist.
+    for (path, fresh) in [
+        (
+            "/v1/resources/{id}",
+            app.create_resource(&w.key, "doomed").await,
+        ),
+        (
+            "/v1/keys/{key_id}",
+            app.create_key(&w.tenant, json!({})).await.1,
+        ),
+    ] {
+        let op = ops
+            .iter()
+            .find(|o| o.method == Method::DELETE && o.path == path)
+            .expect(path);
+        let r = send(app, op, &op.concrete(|_| fresh.clone()), Some(&w.key), None).await;
+        check(op, "existing object", r);
+    }
+    assert!(
+        problems.is_empty(),
+        "{} undocumented answers:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    // The probes reached every kind of answer they were written for.
+    for status in [200, 201, 204, 400, 401, 403, 404, 409, 413, 415, 422, 429] {
+        assert!(
+            seen.contains(&status),
+            "no probe answered {status}; seen {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn documented_page_size_bounds_are_the_ones_the_server_enforces() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let resource = app.create_resource(&t.key, "r").await;
+    let spec = app
+        .send(Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200)
+        .clone();
+    let lists: Vec<Operation> = operations(&spec)
+        .into_iter()
+        .filter(|op| op.has_query("limit"))
+        .collect();
+    assert!(lists.len() >= 10, "only {} list operations", lists.len());
+    for op in &lists {
+        let limit = op.spec["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        let (min, max) = (&limit["schema"]["minimum"], &limit["schema"]["maximum"]);
+        assert_eq!(
+            (min.as_u64(), max.as_u64()),
+            (Some(1), Some(1000)),
+            "{}: {limit}",
+            op.name()
+        );
+        let token = if op.path.starts_with("/v1/tenants") {
+            &app.admin_token
+        } else {
+            &t.key
+        };
+        let path = op.concrete(|p| {
+            if p == "id" {
+                resource.clone()
+            } else {
+                t.id.clone()
+            }
+        });
+        for (limit, status) in [(0, 422), (1, 200), (1000, 200), (1001, 422)] {
+            let r = app.get(&format!("{path}?limit={limit}"), token).await;
+            assert_eq!(r.status, status, "{} limit={limit}: {}", op.name(), r.text);
+        }
+    }
+}
