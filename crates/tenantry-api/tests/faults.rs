@@ -109,9 +109,28 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// How PostgreSQL goes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// `pg_ctl stop -m fast`: connections terminated, shutdown checkpoint.
+    Fast,
+    /// SIGQUIT to the postmaster (`-m immediate`): no checkpoint, crash recovery on start.
+    Crash,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_write_load_gives_fast_503s_then_recovers_and_keeps_every_acknowledged_write(
 ) {
+    restart_under_write_load(Stop::Fast).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashing_under_write_load_gives_fast_503s_then_recovers_and_keeps_every_acknowledged_write(
+) {
+    restart_under_write_load(Stop::Crash).await;
+}
+
+async fn restart_under_write_load(how: Stop) {
     log_to_test_output();
     let dir = temp_data_dir("tenantry-faults").expect("a temporary data directory");
     let mut cluster = tokio::task::block_in_place(|| EmbeddedCluster::start(cluster_options(&dir)))
@@ -202,6 +221,15 @@ async fn postgres_restarted_under_write_load_gives_fast_503s_then_recovers_and_k
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stop_begin = Instant::now();
+    if how == Stop::Crash {
+        let pid = cluster.pid().expect("postmaster running");
+        let status = std::process::Command::new("kill")
+            .args(["-QUIT", &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -QUIT {pid} failed");
+    }
+    // Fast: SIGINT and wait. Crash: the postmaster is already exiting; this reaps it.
     tokio::task::block_in_place(|| cluster.stop()).expect("stopping PostgreSQL");
     let stopped_at = Instant::now();
     drop(cluster);
@@ -320,7 +348,7 @@ async fn postgres_restarted_under_write_load_gives_fast_503s_then_recovers_and_k
         .count();
     let answered_503 = samples.iter().filter(|s| s.status == Some(503)).count();
     eprintln!(
-        "restart run: {} requests, {} acknowledged (201) and all {} found after the restart; \
+        "restart run ({how:?}): {} requests, {} acknowledged (201) and all {} found after the restart; \
          {answered_503} answered 503; PostgreSQL stop took {:.0} ms ({during_stop} requests overlapped it), \
          outage {:.0} ms, restart {:.0} ms; {} requests inside the outage, all 503, latency median {:.1} ms, \
          max {:.1} ms; first 201 {:.0} ms after PostgreSQL was back",
