@@ -125,14 +125,20 @@ impl RateLimits {
         if !(rate.is_finite() && rate > 0.0) {
             return Ok(());
         }
+        // Any number the database accepted as an integer >= 1, also `5.0` or `1e15`.
         let burst = settings
             .get("rate_limit_burst")
-            .and_then(serde_json::Value::as_u64)
-            .map(|b| b.min(u64::from(u32::MAX)) as u32)
+            .and_then(serde_json::Value::as_f64)
+            .filter(|b| *b >= 1.0)
+            .map(|b| b.min(f64::from(u32::MAX)) as u32)
             .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
         let signature = (rate.to_bits(), burst);
         let limiter = {
-            let mut limiters = self.limiters.lock().expect("rate limit lock");
+            // A panic elsewhere must not turn every later rate-limited request into one.
+            let mut limiters = self
+                .limiters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let entry = limiters
                 .entry(tenant)
                 .or_insert_with(|| (signature, Arc::new(limiter(rate, burst))));
@@ -150,11 +156,21 @@ impl RateLimits {
     }
 }
 
+/// Longest period between two requests of a rate limit: any slower rate (settings
+/// accept every positive number) means one request per ten years.
+const MAX_PERIOD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
-    let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+    // governor keeps period × burst in u64 nanoseconds: bound both so that no
+    // setting can panic or overflow it (a tiny rate once panicked here).
+    let period = Duration::try_from_secs_f64(1.0 / rate)
+        .unwrap_or(MAX_PERIOD)
+        .clamp(Duration::from_nanos(1), MAX_PERIOD);
+    let period_nanos = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
+    let max_burst = u32::try_from(u64::MAX / 4 / period_nanos).unwrap_or(u32::MAX);
     let quota = Quota::with_period(period)
         .expect("non-zero period")
-        .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst >= 1"));
+        .allow_burst(NonZeroU32::new(burst.clamp(1, max_burst.max(1))).expect("burst >= 1"));
     DefaultDirectRateLimiter::direct(quota)
 }
 

@@ -59,6 +59,15 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        // A bug that panics answers 500 problem+json instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                axum::response::IntoResponse::into_response(ApiError::new(
+                    "internal_error",
+                    "internal error",
+                ))
+            },
+        ))
 }
 
 /// A built server, bound and ready to run.

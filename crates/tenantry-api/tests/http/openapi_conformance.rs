@@ -434,3 +434,121 @@ async fn documented_page_size_bounds_are_the_ones_the_server_enforces() {
         }
     }
 }
+
+/// Found by schemathesis: PostgreSQL prints a jsonb number in full (309 digits
+/// for 1.7976931348623155e308), which serde_json read as out of range (or as a
+/// neighbouring float): the handler panicked and the connection dropped.
+#[tokio::test]
+async fn json_numbers_at_the_ends_of_the_float_range_are_stored_and_read_back_exactly() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let numbers = [
+        1.797_693_134_862_315_5e308,
+        f64::MAX,
+        -f64::MAX,
+        5e-324,
+        0.1,
+    ];
+    let created = app
+        .create_resource_with(&t.key, json!({ "name": "big", "data": { "n": numbers } }))
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let read = app.get(&format!("/v1/resources/{id}"), &t.key).await;
+    let got: Vec<f64> = read.expect(200)["data"]["n"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got, numbers);
+    assert_eq!(created["data"], read.body["data"]);
+    let r = app
+        .patch(
+            &format!("/v1/resources/{id}"),
+            &t.key,
+            &json!({ "data": { "m": f64::MAX } }),
+        )
+        .await;
+    assert_eq!(r.expect(200)["data"]["m"].as_f64(), Some(f64::MAX));
+    // Tenant settings are jsonb too.
+    let tenant = app
+        .create_tenant_with(
+            json!({ "name": "fast", "settings": { "rate_limit_per_second": f64::MAX } }),
+        )
+        .await;
+    let id = tenant["tenant_id"].as_str().unwrap();
+    let r = app.admin_get(&format!("/v1/tenants/{id}")).await;
+    assert_eq!(
+        r.expect(200)["settings"]["rate_limit_per_second"].as_f64(),
+        Some(f64::MAX)
+    );
+}
+
+/// Found while fuzzing tenant settings: a tiny `rate_limit_per_second` panicked
+/// while building the limiter, inside the limiters' lock, which poisoned it: every
+/// later request of every rate-limited tenant then panicked (dropped connections).
+#[tokio::test]
+async fn extreme_rate_limit_settings_limit_requests_without_breaking_other_tenants() {
+    let app = TestApp::spawn().await;
+    // (rate, burst, statuses of three requests)
+    let cases = [
+        (json!(5e-324), None, [200, 429, 429]),
+        (json!(1e-300), None, [200, 429, 429]),
+        (json!(1e-9), Some(json!(4_294_967_295_u64)), [200, 200, 200]),
+        (json!(0.001), Some(json!(1e15)), [200, 200, 200]),
+        (json!(f64::MAX), None, [200, 200, 200]),
+        (json!(0.001), Some(json!(1)), [200, 429, 429]),
+        // The database takes any integral number; JSON may carry it as a float.
+        (json!(0.001), Some(json!(2.0)), [200, 200, 429]),
+    ];
+    for (rate, burst, expected) in cases {
+        let mut settings = json!({ "rate_limit_per_second": rate });
+        if let Some(b) = &burst {
+            settings["rate_limit_burst"] = b.clone();
+        }
+        let tenant = app
+            .create_tenant_with(json!({ "name": "limited", "settings": settings }))
+            .await;
+        let (key, _) = app
+            .create_key(tenant["tenant_id"].as_str().unwrap(), json!({}))
+            .await;
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let r = app.get("/v1/tenant", &key).await;
+            if r.status == 429 {
+                r.problem(429, "rate_limited");
+            }
+            got.push(r.status);
+        }
+        assert_eq!(got, expected, "rate {rate} burst {burst:?}");
+    }
+}
+
+/// The database accepts `5.0` or `1e3` as an integer setting; the server read
+/// only JSON integers, so such a quota was silently not enforced.
+#[tokio::test]
+async fn quotas_written_as_integral_floats_are_enforced() {
+    let app = TestApp::spawn().await;
+    for (key, value) in [
+        ("max_resources", json!(1.0)),
+        ("max_storage_bytes", json!(20.0)),
+    ] {
+        let tenant = app
+            .create_tenant_with(json!({ "name": "quota", "settings": { key: value } }))
+            .await;
+        let (k, _) = app
+            .create_key(tenant["tenant_id"].as_str().unwrap(), json!({}))
+            .await;
+        app.post("/v1/resources", &k, &json!({ "name": "a" }))
+            .await
+            .expect(201);
+        let r = app
+            .post(
+                "/v1/resources",
+                &k,
+                &json!({ "name": "b", "data": { "pad": "0123456789" } }),
+            )
+            .await;
+        r.problem(409, "quota_exceeded");
+    }
+}
