@@ -1164,7 +1164,7 @@ async fn injection_strings_in_function_arguments_are_stored_as_data() {
     );
     assert_eq!(
         strings(&w.app, "SELECT tenantry.current_actor()").await,
-        [evil.clone()]
+        std::slice::from_ref(&evil)
     );
     w.app
         .execute("SELECT tenantry.set_actor_local($1)", &[&evil])
@@ -1638,7 +1638,7 @@ async fn a_tenant_cannot_create_roles_or_grant_permissions_in_another_tenant() {
         ),
         format!("SELECT tenantry.assign_tenant_permission('{b_role}', 'keys.write')"),
         format!("SELECT tenantry.revoke_tenant_permission('{b_role}', 'keys.write')"),
-        format!("UPDATE tenantry.permissions SET name = 'resources.read' WHERE permission_id = 12"),
+        "UPDATE tenantry.permissions SET name = 'resources.read' WHERE permission_id = 12".to_owned(),
         "INSERT INTO tenantry.permissions VALUES (99, 'god.mode', 'x')".to_owned(),
     ] {
         let (code, message, _) =
@@ -1912,9 +1912,7 @@ async fn names_with_quotes_and_semicolons_never_reach_schema_or_role_identifiers
         .get(0);
     let schemas = strings(
         &w.app,
-        &format!(
-            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%' OR nspname LIKE '%DROP%'"
-        ),
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%' OR nspname LIKE '%DROP%'",
     )
     .await;
     assert_eq!(schemas, [format!("tenant_{}", silo.simple())]);
