@@ -927,3 +927,34 @@ async fn a_schema_isolated_tenants_resource_is_a_missing_id_for_everyone_else() 
         1
     );
 }
+
+#[tokio::test]
+async fn unauthenticated_system_routes_name_no_tenant_resource_or_key() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let id = app.create_resource(&t.key, "secret-name").await;
+    app.get(&format!("/v1/resources/{id}"), &t.key)
+        .await
+        .expect(200);
+    app.get(&format!("/v1/resources/{}", random_id()), &t.key)
+        .await
+        .problem(404, "not_found");
+    app.get(&format!("/v1/nowhere/{id}"), &t.key)
+        .await
+        .problem(404, "route_not_found");
+    let prefix = &t.key[3..15];
+    for path in ["/metrics", "/healthz", "/readyz", "/openapi.json"] {
+        let r = app.send(Method::GET, path, None, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        for secret in [t.id.as_str(), id.as_str(), "secret-name", prefix, &t.key_id] {
+            assert!(!r.text.contains(secret), "{path} names {secret}");
+        }
+    }
+    // Metrics are labelled by route template, never by the path as sent.
+    let metrics = app.send(Method::GET, "/metrics", None, None).await;
+    assert!(
+        metrics.text.contains("/v1/resources/{id}"),
+        "{}",
+        metrics.text
+    );
+}
