@@ -235,7 +235,7 @@ async fn send(
     op: &Operation,
     path: &str,
     token: Option<&str>,
-    body: Option<(&str, Vec<u8>)>,
+    body: Payload,
 ) -> Resp {
     let mut req = app.client.request(op.method.clone(), app.url(path));
     if let Some(t) = token {
@@ -247,7 +247,10 @@ async fn send(
     app.send_raw(req).await
 }
 
-fn json_body(v: &Value) -> Option<(&'static str, Vec<u8>)> {
+/// A request body: content type and bytes.
+type Payload = Option<(&'static str, Vec<u8>)>;
+
+fn json_body(v: &Value) -> Payload {
     Some(("application/json", serde_json::to_vec(v).unwrap()))
 }
 
@@ -329,7 +332,7 @@ async fn every_status_and_content_type_an_operation_answers_is_documented_for_it
             }
             if op.has_body() {
                 let oversized = json!({ "name": "x".repeat(BODY_LIMIT) });
-                let probes: [(&str, Option<(&str, Vec<u8>)>); 7] = [
+                let probes: [(&str, Payload); 7] = [
                     (
                         "malformed JSON",
                         Some(("application/json", b"{\"name\": ".to_vec())),
