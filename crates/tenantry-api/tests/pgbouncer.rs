@@ -503,3 +503,52 @@ fn the_pgbouncer_binary_is_found_where_debian_installs_it() {
         binary.display()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_boot_checks_work_through_pgbouncer_while_other_clients_share_its_connections() {
+    log_to_test_output();
+    let db = TestDatabase::new().await;
+    let bouncer = PgBouncer::start(&db.server_url(), db.name(), 2);
+    let connect = || {
+        let mut config = DatabaseConfig::new(bouncer.url(db.name(), "tenantry_server"));
+        config.statement_mode = StatementMode::Unnamed;
+        config.max_connections = 4;
+        Database::connect(&config).expect("pool through pgbouncer")
+    };
+    // Another server on the same pgbouncer keeps its server connections busy.
+    let busy = connect();
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (busy, running) = (busy.clone(), running.clone());
+        load.push(tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                busy.ping().await.expect("ping through pgbouncer");
+                busy.login_role_check().await.ok();
+            }
+        }));
+    }
+    let mut failures = Vec::new();
+    for _ in 0..100 {
+        // What `tenantry serve` runs at boot, each time from a fresh pool (a new process).
+        let booting = connect();
+        match booting.check_schema().await {
+            Ok(()) => {}
+            Err(e) => failures.push(format!("check_schema: {e}")),
+        }
+        match booting.login_role_check().await {
+            Ok(check) => assert_eq!(check.problem(), None),
+            Err(e) => failures.push(format!("login_role_check: {e}")),
+        }
+    }
+    running.store(false, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 200 boot checks failed through pgbouncer, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}

@@ -172,8 +172,9 @@ impl Database {
     /// Reports the attributes of the login role this pool connects as.
     pub async fn login_role_check(&self) -> Result<LoginRoleCheck, DbError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_one(
+        // An unnamed statement: this boot check also runs through pgbouncer.
+        let rows = client
+            .query_typed(
                 "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls,
                         (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                           WHERE n.nspname = 'tenantry' AND c.relowner = r.oid)
@@ -184,6 +185,9 @@ impl Database {
                 &[],
             )
             .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| DbError::Internal("the login role is not in pg_roles".into()))?;
         Ok(LoginRoleCheck {
             role: row.get(0),
             superuser: row.get(1),

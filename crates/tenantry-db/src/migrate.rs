@@ -143,8 +143,10 @@ async fn migrate_locked(client: &mut Client) -> Result<Vec<Migration>, MigrateEr
 
 /// Verifies recorded migrations against this build and returns the pending ones.
 async fn pending_after_verify(client: &Client) -> Result<Vec<Migration>, MigrateError> {
+    // Unnamed statements (query_typed) throughout: these checks also run through
+    // transaction-pooling poolers, which lose named prepared statements.
     let rows = client
-        .query(
+        .query_typed(
             "SELECT version, name, checksum FROM tenantry.schema_migrations ORDER BY version",
             &[],
         )
@@ -176,13 +178,14 @@ async fn pending_after_verify(client: &Client) -> Result<Vec<Migration>, Migrate
 /// Errors with [`MigrateError::Pending`] on an unmigrated or older schema and
 /// [`MigrateError::Unknown`] / [`MigrateError::Edited`] on a newer or diverged one.
 pub async fn check(client: &Client) -> Result<(), MigrateError> {
-    let exists: bool = client
-        .query_one(
+    let exists = client
+        .query_typed(
             "SELECT to_regclass('tenantry.schema_migrations') IS NOT NULL",
             &[],
         )
         .await?
-        .get(0);
+        .first()
+        .is_some_and(|r| r.get::<_, bool>(0));
     if !exists {
         return Err(MigrateError::Pending {
             pending: MIGRATIONS.len(),
