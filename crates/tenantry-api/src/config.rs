@@ -77,6 +77,8 @@ pub struct Settings {
     pub body_limit_bytes: usize,
     /// Seconds between refreshes of `tenant_metrics` (0: never).
     pub metrics_refresh_secs: u64,
+    /// Whether each request gets a `request_log` row (usage metrics come from them).
+    pub request_log: bool,
     /// Capacity of the request-log queue; when full, rows are dropped and counted.
     pub request_log_queue: usize,
     /// Most rows written per request-log batch.
@@ -100,6 +102,7 @@ impl Default for Settings {
             max_connections: 16,
             body_limit_bytes: 1024 * 1024,
             metrics_refresh_secs: 60,
+            request_log: true,
             request_log_queue: 10_000,
             request_log_batch: 500,
             key_cache_ttl_ms: 1_000,
@@ -176,6 +179,7 @@ impl Settings {
             "TENANTRY_MAX_CONNECTIONS" => max_connections,
             "TENANTRY_BODY_LIMIT_BYTES" => body_limit_bytes,
             "TENANTRY_METRICS_REFRESH_SECS" => metrics_refresh_secs,
+            "TENANTRY_REQUEST_LOG" => request_log,
             "TENANTRY_REQUEST_LOG_QUEUE" => request_log_queue,
             "TENANTRY_REQUEST_LOG_BATCH" => request_log_batch,
             "TENANTRY_KEY_CACHE_TTL_MS" => key_cache_ttl_ms,

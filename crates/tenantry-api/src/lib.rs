@@ -88,11 +88,14 @@ impl Application {
         db: Database,
         admin_token: &str,
     ) -> std::io::Result<Self> {
-        let (log, log_task) = RequestLog::start(
+        let (mut log, log_task) = RequestLog::start(
             db.clone(),
             settings.request_log_queue,
             settings.request_log_batch,
         );
+        if !settings.request_log {
+            log = log.disabled();
+        }
         let state = AppState {
             db: db.clone(),
             admin_token: Arc::new(AdminToken::new(admin_token)),

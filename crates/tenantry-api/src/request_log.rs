@@ -46,6 +46,7 @@ pub struct RequestLog {
     dropped: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
     capacity: usize,
+    enabled: bool,
 }
 
 impl RequestLog {
@@ -58,6 +59,7 @@ impl RequestLog {
             dropped: Arc::new(AtomicU64::new(0)),
             written: Arc::new(AtomicU64::new(0)),
             capacity,
+            enabled: true,
         };
         let task = tokio::spawn(flush_loop(
             db,
@@ -69,8 +71,17 @@ impl RequestLog {
         (log, task)
     }
 
+    /// This log, recording nothing (setting `request_log = false`).
+    pub fn disabled(mut self) -> Self {
+        self.enabled = false;
+        self
+    }
+
     /// Enqueues without waiting; counts a drop when the queue is full.
     pub fn record(&self, entry: RequestLogEntry) {
+        if !self.enabled {
+            return;
+        }
         if self.tx.try_send(entry).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("tenantry_request_log_dropped_total").increment(1);

@@ -1,0 +1,134 @@
+//! The server under test: this binary re-executed as `serve-child`, which runs the same `tenantry_api::Application` as `tenantry serve` over the benchmark database, in its own process so its memory can be read.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tenantry_api::{config::Settings, Application};
+use tenantry_db::{Database, DatabaseConfig};
+
+/// Options of the hidden `serve-child` subcommand.
+#[derive(Debug, Args)]
+pub struct ChildArgs {
+    /// Connection string of the server's login role.
+    #[arg(long)]
+    pub database_url: String,
+    /// Admin token.
+    #[arg(long)]
+    pub admin_token: String,
+    /// Whether requests are logged to `request_log`.
+    #[arg(long)]
+    pub request_log: bool,
+    /// Pool size.
+    #[arg(long, default_value_t = 16)]
+    pub max_connections: usize,
+}
+
+/// Runs the server until stdin closes (the parent exited or stopped us) or SIGTERM.
+pub async fn child_main(args: ChildArgs) -> anyhow::Result<()> {
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        // The bench measures requests, not the periodic refresh of tenant_metrics.
+        metrics_refresh_secs: 0,
+        max_connections: args.max_connections,
+        ..Settings::default()
+    };
+    settings.request_log = args.request_log;
+    let mut config = DatabaseConfig::new(args.database_url);
+    config.max_connections = settings.max_connections;
+    let db = Database::connect(&config)?;
+    db.check_schema().await?;
+    let app = Application::build(&settings, db, &args.admin_token).await?;
+    println!("listening {}", app.local_addr());
+    let shutdown = async {
+        let stdin_closed = tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin()
+                .read_line(&mut sink)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                sink.clear();
+            }
+        });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = stdin_closed => {}
+            _ = term.recv() => {}
+        }
+    };
+    app.run(shutdown).await?;
+    Ok(())
+}
+
+/// A running server child.
+pub struct ServerChild {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl ServerChild {
+    /// Starts `<this exe> serve-child` and waits for its address.
+    pub fn start(
+        database_url: &str,
+        admin_token: &str,
+        request_log: bool,
+        max_connections: usize,
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the benchmark binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("serve-child")
+            .args(["--database-url", database_url])
+            .args(["--admin-token", admin_token])
+            .args(["--max-connections", &max_connections.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if request_log {
+            cmd.arg("--request-log");
+        }
+        let mut child = cmd.spawn().context("starting the server child")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(addr) = line.trim().strip_prefix("listening ") else {
+            let _ = child.kill();
+            bail!("the server child did not start (said {line:?})");
+        };
+        Ok(Self {
+            url: format!("http://{addr}"),
+            child,
+        })
+    }
+
+    /// Resident memory now and at its peak, in MiB (`VmRSS`, `VmHWM`).
+    pub fn memory_mb(&self) -> anyhow::Result<(f64, f64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> anyhow::Result<f64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .with_context(|| format!("{name} missing in /proc status"))?;
+            let kb: f64 = line
+                .split_whitespace()
+                .nth(1)
+                .context("malformed /proc status")?
+                .parse()?;
+            Ok(kb / 1024.0)
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+impl Drop for ServerChild {
+    /// Closing stdin asks the child to shut down gracefully; then wait for it.
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
