@@ -271,7 +271,7 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
                 client
                     .post(format!("{base}/v1/resources"))
                     .bearer_auth(&key)
-                    .json(&json!({ "name": format!("t{t}-r{r}"), "data": { "owner": id } })),
+                    .json(&json!({ "name": format!("fixed-t{t}-r{r}"), "data": { "owner": id } })),
             )
             .await;
             assert_eq!(s, 201, "creating a resource: {body}");
@@ -292,7 +292,12 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
     let next = Arc::new(AtomicU64::new(0));
     let leaks = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let by_kind = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let by_kind = Arc::new([
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    ]);
     let max_backends = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
 
@@ -342,14 +347,14 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
                 // each server connection from one tenant's transaction to another's.
                 let me = (n as usize) % TENANTS;
                 let caller = &tenants[me];
-                let kind = (n / TENANTS as u64) % 3;
+                let kind = (n / TENANTS as u64) % 4;
                 by_kind[kind as usize].fetch_add(1, Ordering::Relaxed);
                 let mut problems = Vec::new();
                 match kind {
                     0 => {
                         let (s, body) = send(
                             client
-                                .get(format!("{base}/v1/resources?limit=1000"))
+                                .get(format!("{base}/v1/resources?limit=1000&name_prefix=fixed-"))
                                 .bearer_auth(&caller.key),
                         )
                         .await;
@@ -399,6 +404,25 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
                         }
                         if s != 200 || body["id"].as_str() != Some(own) {
                             problems.push(format!("own resource {own} answered {s}: {body}"));
+                        }
+                    }
+                    3 => {
+                        // A write: lands in the caller's tenant, whoever used the connection last.
+                        let (s, body) = send(
+                            client
+                                .post(format!("{base}/v1/resources"))
+                                .bearer_auth(&caller.key)
+                                .json(&json!({ "name": format!("w-{n}") })),
+                        )
+                        .await;
+                        if s != 201 {
+                            problems.push(format!("create answered {s}: {body}"));
+                        } else if body["tenant_id"].as_str() != Some(&caller.id) {
+                            leaks.fetch_add(1, Ordering::Relaxed);
+                            problems.push(format!(
+                                "LEAK: {} created a row in another tenant: {body}",
+                                caller.id
+                            ));
                         }
                     }
                     _ => {
@@ -453,7 +477,10 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
     // The request log went through pgbouncer too: one row per tenant request.
     let superuser = db.superuser_client().await;
     let logged: i64 = superuser
-        .query_one("SELECT count(*) FROM tenantry.request_log WHERE route LIKE '/v1/resources%' AND method = 'GET'", &[])
+        .query_one(
+            "SELECT count(*) FROM tenantry.request_log WHERE route LIKE '/v1/resources%'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -461,16 +488,18 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
     let leaks = leaks.load(Ordering::Relaxed);
     let max_backends = max_backends.load(Ordering::Relaxed);
     eprintln!(
-        "pgbouncer run: {wanted} requests ({} list, {} own get, {} foreign get) from {TENANTS} tenants \
+        "pgbouncer run: {wanted} requests ({} list, {} own get, {} foreign get, {} create) from {TENANTS} tenants \
          over {SERVER_CONNECTIONS} server connections multiplexed by pgbouncer (pool_size {POOL_SIZE}, \
          at most {max_backends} PostgreSQL backends seen) with {CONCURRENCY} concurrent clients in {:.1} s \
-         ({:.0} req/s); {} wrong answers, {leaks} leaks; {logged} request-log rows",
+         ({:.0} req/s); {} wrong answers, {leaks} leaks; {} request-log rows for them",
         by_kind[0].load(Ordering::Relaxed),
         by_kind[1].load(Ordering::Relaxed),
         by_kind[2].load(Ordering::Relaxed),
+        by_kind[3].load(Ordering::Relaxed),
         elapsed.as_secs_f64(),
         wanted as f64 / elapsed.as_secs_f64(),
         failures.len(),
+        logged - (TENANTS * RESOURCES_PER_TENANT) as i64,
     );
     assert!(
         failures.is_empty() && leaks == 0,
