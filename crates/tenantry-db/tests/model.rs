@@ -28,8 +28,8 @@ use proptest::{
 };
 use tenantry_db::{
     testing::TestDatabase, Access, Database, DbError, Isolation, KeyId, NewKeyOptions, NewResource,
-    NewTenant, OwnerFilter, ResourceId, ResourceQuery, ResourceUpdate, RoleId, TenantContext,
-    TenantId, TenantStatus,
+    NewTenant, OwnerFilter, ResourceId, ResourceQuery, ResourceUpdate, RoleId, StatementMode,
+    TenantContext, TenantId, TenantStatus,
 };
 
 /// Cases of a normal `cargo test` run.
@@ -65,6 +65,17 @@ const UNKNOWN_PERM: u8 = PERMS.len() as u8;
 #[derive(Clone, Copy)]
 enum T {
     Slot(u8),
+    /// Unshare only: the n-th tenant the resource is shared with (else like `Slot`).
+    ShareTarget(u8),
+    /// The owner of the n-th live resource, or (every third n) its parent, so
+    /// that resource ops often act where they may; like `Slot` without resources.
+    Owner(u8),
+    /// The owner of the n-th live resource that is shared with someone (else like `Owner`).
+    Sharer(u8),
+    /// The tenant of the n-th role (else like `Slot`).
+    RoleHolder(u8),
+    /// The tenant of the n-th key, or (every third n) its parent (else like `Slot`).
+    KeyHolder(u8),
     Ghost,
 }
 
@@ -73,6 +84,12 @@ enum T {
 #[derive(Clone, Copy)]
 enum R {
     Known(u8),
+    /// The n-th resource the acting tenant may write (own or a descendant's).
+    Mine(u8),
+    /// The n-th resource the acting tenant may read (shares included).
+    Readable(u8),
+    /// The n-th resource the acting tenant may write that is shared with someone (else like `Mine`).
+    Shared(u8),
     Unseen,
     Foreign,
 }
@@ -81,6 +98,8 @@ enum R {
 #[derive(Clone, Copy)]
 enum Ro {
     Known(u8),
+    /// The n-th role of the tenant the op concerns (the actor, or a key's holder).
+    Own(u8),
     Unseen,
 }
 
@@ -88,6 +107,8 @@ enum Ro {
 #[derive(Clone, Copy)]
 enum K {
     Known(u8),
+    /// The n-th key held in the acting tenant's subtree.
+    Mine(u8),
     Unseen,
 }
 
@@ -95,6 +116,11 @@ impl fmt::Debug for T {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             T::Slot(n) => write!(f, "t{n}"),
+            T::ShareTarget(n) => write!(f, "share-target{n}"),
+            T::Owner(n) => write!(f, "owner{n}"),
+            T::Sharer(n) => write!(f, "sharer{n}"),
+            T::RoleHolder(n) => write!(f, "role-holder{n}"),
+            T::KeyHolder(n) => write!(f, "key-holder{n}"),
             T::Ghost => write!(f, "ghost"),
         }
     }
@@ -103,6 +129,9 @@ impl fmt::Debug for R {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             R::Known(n) => write!(f, "r{n}"),
+            R::Mine(n) => write!(f, "mine{n}"),
+            R::Readable(n) => write!(f, "readable{n}"),
+            R::Shared(n) => write!(f, "shared{n}"),
             R::Unseen => write!(f, "unseen"),
             R::Foreign => write!(f, "foreign"),
         }
@@ -112,6 +141,7 @@ impl fmt::Debug for Ro {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Ro::Known(n) => write!(f, "role{n}"),
+            Ro::Own(n) => write!(f, "own-role{n}"),
             Ro::Unseen => write!(f, "unseen-role"),
         }
     }
@@ -120,6 +150,7 @@ impl fmt::Debug for K {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             K::Known(n) => write!(f, "k{n}"),
+            K::Mine(n) => write!(f, "my-k{n}"),
             K::Unseen => write!(f, "unseen-key"),
         }
     }
@@ -230,20 +261,53 @@ enum Op {
     },
 }
 
+/// The actor of a resource op: mostly a tenant that owns (or is the parent of
+/// the owner of) some resource, so that allowed paths are exercised as often as denied ones.
+fn actor_ref() -> impl Strategy<Value = T> {
+    prop_oneof![
+        3 => (0u8..8).prop_map(T::Owner),
+        2 => (0u8..8).prop_map(T::Slot),
+        1 => Just(T::Ghost)
+    ]
+}
+
+/// The actor of a role or key op: often a tenant that holds roles or keys.
+fn holder_ref(holder: fn(u8) -> T) -> impl Strategy<Value = T> {
+    prop_oneof![2 => (0u8..8).prop_map(holder), 1 => t_ref()]
+}
+
 fn t_ref() -> impl Strategy<Value = T> {
-    prop_oneof![12 => (0u8..8).prop_map(T::Slot), 1 => Just(T::Ghost)]
+    prop_oneof![
+        8 => (0u8..8).prop_map(T::Slot),
+        5 => (0u8..8).prop_map(T::Owner),
+        1 => Just(T::Ghost)
+    ]
 }
 
 fn r_ref() -> impl Strategy<Value = R> {
-    prop_oneof![14 => (0u8..16).prop_map(R::Known), 1 => Just(R::Unseen), 1 => Just(R::Foreign)]
+    prop_oneof![
+        6 => (0u8..16).prop_map(R::Known),
+        6 => (0u8..8).prop_map(R::Mine),
+        3 => (0u8..8).prop_map(R::Readable),
+        1 => Just(R::Unseen),
+        1 => Just(R::Foreign)
+    ]
 }
 
 fn role_ref() -> impl Strategy<Value = Ro> {
-    prop_oneof![10 => (0u8..8).prop_map(Ro::Known), 1 => Just(Ro::Unseen)]
+    prop_oneof![
+        4 => (0u8..8).prop_map(Ro::Known),
+        6 => (0u8..4).prop_map(Ro::Own),
+        1 => Just(Ro::Unseen)
+    ]
 }
 
 fn key_ref() -> impl Strategy<Value = K> {
-    prop_oneof![10 => (0u8..8).prop_map(K::Known), 1 => Just(K::Unseen)]
+    prop_oneof![
+        4 => (0u8..8).prop_map(K::Known),
+        6 => (0u8..4).prop_map(K::Mine),
+        1 => Just(K::Unseen)
+    ]
 }
 
 fn status() -> impl Strategy<Value = St> {
@@ -301,19 +365,19 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         (
             4,
-            (t_ref(), r_ref(), proptest::bool::weighted(0.9))
+            (actor_ref(), r_ref(), proptest::bool::weighted(0.9))
                 .prop_map(|(tenant, res, valid)| Op::UpdateResource { tenant, res, valid })
                 .boxed(),
         ),
         (
             3,
-            (t_ref(), r_ref())
+            (actor_ref(), r_ref())
                 .prop_map(|(tenant, res)| Op::DeleteResource { tenant, res })
                 .boxed(),
         ),
         (
             10,
-            (t_ref(), r_ref(), t_ref())
+            (actor_ref(), r_ref(), t_ref())
                 .prop_map(|(tenant, res, target)| Op::Share {
                     tenant,
                     res,
@@ -323,7 +387,11 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         (
             4,
-            (t_ref(), r_ref(), t_ref())
+            (
+                prop_oneof![3 => (0u8..8).prop_map(T::Sharer), 1 => actor_ref()],
+                prop_oneof![3 => (0u8..8).prop_map(R::Shared), 1 => r_ref()],
+                prop_oneof![2 => (0u8..4).prop_map(T::ShareTarget), 1 => t_ref()],
+            )
                 .prop_map(|(tenant, res, target)| Op::Unshare {
                     tenant,
                     res,
@@ -343,20 +411,20 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         (
             2,
-            (t_ref(), role_ref(), perm.clone())
+            (holder_ref(T::RoleHolder), role_ref(), perm.clone())
                 .prop_map(|(tenant, role, perm)| Op::Grant { tenant, role, perm })
                 .boxed(),
         ),
         (
             2,
-            (t_ref(), role_ref(), perm)
+            (holder_ref(T::RoleHolder), role_ref(), perm)
                 .prop_map(|(tenant, role, perm)| Op::Revoke { tenant, role, perm })
                 .boxed(),
         ),
         (
             4,
             (
-                t_ref(),
+                holder_ref(T::RoleHolder),
                 proptest::option::of(t_ref()),
                 proptest::option::of(role_ref()),
             )
@@ -369,13 +437,13 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         (
             2,
-            (t_ref(), key_ref())
+            (holder_ref(T::KeyHolder), key_ref())
                 .prop_map(|(tenant, key)| Op::RevokeKey { tenant, key })
                 .boxed(),
         ),
         (
             2,
-            (t_ref(), key_ref())
+            (holder_ref(T::KeyHolder), key_ref())
                 .prop_map(|(tenant, key)| Op::KeyPermissions { tenant, key })
                 .boxed(),
         ),
@@ -394,35 +462,68 @@ fn op() -> impl Strategy<Value = Op> {
     ])
 }
 
+/// What the after-step check covers besides every tenant's visible set (list
+/// and get-by-id, checked after every step): the rest only after the ops that
+/// can change it, and all of it at the end of every case.
+#[derive(Clone, Copy)]
+struct Extra {
+    /// Verify every key (revocation, tenant status, permissions).
+    keys: bool,
+    /// Every tenant's descendants with their depth.
+    tree: bool,
+    /// Every tenant's roles and their permissions.
+    roles: bool,
+}
+
+const ALL: Extra = Extra {
+    keys: true,
+    tree: true,
+    roles: true,
+};
+
 impl Op {
-    /// Can this op change what a key verifies as (revocation, tenant status,
-    /// role permissions)? Keys are verified after these (verification costs a
-    /// constant-time hash compare in SQL), and at the end of every case.
-    fn touches_keys(&self) -> bool {
-        matches!(
+    fn extra(&self) -> Extra {
+        let tree = matches!(
             self,
-            Op::SetStatus { .. }
-                | Op::CreateRole { .. }
-                | Op::Grant { .. }
-                | Op::Revoke { .. }
-                | Op::CreateKey { .. }
-                | Op::RevokeKey { .. }
-        )
+            Op::CreateTenant { .. }
+                | Op::CreateChild { .. }
+                | Op::SetParent { .. }
+                | Op::SetStatus { .. }
+                | Op::SetIsolation { .. }
+        );
+        let roles = matches!(
+            self,
+            Op::CreateRole { .. } | Op::Grant { .. } | Op::Revoke { .. }
+        );
+        let keys = roles
+            || matches!(
+                self,
+                Op::SetStatus { .. } | Op::CreateKey { .. } | Op::RevokeKey { .. }
+            );
+        Extra { keys, tree, roles }
     }
 }
 
-/// A case: a first root tenant, a few more tenants, then random operations.
+/// A case: a first root tenant, a few more tenants and resources, then random operations.
 fn sequence() -> impl Strategy<Value = Vec<Op>> {
     (
         proptest::collection::vec(create_tenant_op(), 1..4),
-        proptest::collection::vec(op(), 1..24),
+        proptest::collection::vec(
+            (0u8..8).prop_map(|n| Op::CreateResource {
+                tenant: T::Slot(n),
+                valid: true,
+            }),
+            1..4,
+        ),
+        proptest::collection::vec(op(), 1..20),
     )
-        .prop_map(|(tenants, ops)| {
+        .prop_map(|(tenants, resources, ops)| {
             let mut all = vec![Op::CreateTenant {
                 parent: None,
                 schema: false,
             }];
             all.extend(tenants);
+            all.extend(resources);
             all.extend(ops);
             all
         })
@@ -496,18 +597,37 @@ struct MKey {
 }
 
 /// A resolved tenant: one of the case's tenants, or the never-created ghost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Who {
     Tenant(usize),
     Ghost,
 }
 
 /// A resolved resource: one of the case's, or an id it must never see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Res {
     Known(usize),
     Unseen,
     Foreign,
+}
+
+impl fmt::Debug for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Who::Tenant(i) => write!(f, "t{i}"),
+            Who::Ghost => write!(f, "ghost"),
+        }
+    }
+}
+
+impl fmt::Debug for Res {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Res::Known(i) => write!(f, "r{i}"),
+            Res::Unseen => write!(f, "unseen"),
+            Res::Foreign => write!(f, "foreign"),
+        }
+    }
 }
 
 struct Model {
@@ -549,8 +669,43 @@ impl Model {
     fn who(&self, t: T) -> Option<Who> {
         match t {
             T::Ghost => Some(Who::Ghost),
-            T::Slot(_) if self.tenants.is_empty() => None,
-            T::Slot(n) => Some(Who::Tenant(n as usize % self.tenants.len())),
+            _ if self.tenants.is_empty() => None,
+            T::Sharer(n)
+                if self
+                    .resources
+                    .iter()
+                    .any(|r| r.live && !r.shared.is_empty()) =>
+            {
+                let c: Vec<&MResource> = self
+                    .resources
+                    .iter()
+                    .filter(|r| r.live && !r.shared.is_empty())
+                    .collect();
+                Some(Who::Tenant(c[n as usize % c.len()].owner))
+            }
+            T::Sharer(n) => self.who(T::Owner(n)),
+            T::RoleHolder(n) if !self.roles.is_empty() => Some(Who::Tenant(
+                self.roles[n as usize % self.roles.len()].tenant,
+            )),
+            T::KeyHolder(n) if !self.keys.is_empty() => {
+                let holder = self.keys[n as usize % self.keys.len()].tenant;
+                match self.tenants[holder].parent {
+                    Some(p) if n % 3 == 2 => Some(Who::Tenant(p)),
+                    _ => Some(Who::Tenant(holder)),
+                }
+            }
+            T::RoleHolder(n) | T::KeyHolder(n) => self.who(T::Slot(n)),
+            T::Owner(n) if self.resources.iter().any(|r| r.live) => {
+                let live: Vec<&MResource> = self.resources.iter().filter(|r| r.live).collect();
+                let owner = live[n as usize % live.len()].owner;
+                match self.tenants[owner].parent {
+                    Some(p) if n % 3 == 2 => Some(Who::Tenant(p)),
+                    _ => Some(Who::Tenant(owner)),
+                }
+            }
+            T::Slot(n) | T::ShareTarget(n) | T::Owner(n) => {
+                Some(Who::Tenant(n as usize % self.tenants.len()))
+            }
         }
     }
 
@@ -561,8 +716,30 @@ impl Model {
         }
     }
 
-    fn res(&self, r: R) -> Res {
+    /// Resolves a resource reference for an op of `actor`.
+    fn res(&self, r: R, actor: Who) -> Res {
+        let pick = |n: u8, ok: &dyn Fn(usize) -> bool| {
+            let c: Vec<usize> = (0..self.resources.len()).filter(|i| ok(*i)).collect();
+            (!c.is_empty()).then(|| Res::Known(c[n as usize % c.len()]))
+        };
+        let t = match actor {
+            Who::Tenant(t) => Some(t),
+            Who::Ghost => None,
+        };
         match r {
+            R::Mine(n) => t
+                .and_then(|t| pick(n, &|i| self.writable(t, Res::Known(i))))
+                .unwrap_or_else(|| self.res(R::Known(n), actor)),
+            R::Readable(n) => t
+                .and_then(|t| pick(n, &|i| self.access(t, i).is_some()))
+                .unwrap_or_else(|| self.res(R::Known(n), actor)),
+            R::Shared(n) => t
+                .and_then(|t| {
+                    pick(n, &|i| {
+                        self.writable(t, Res::Known(i)) && !self.resources[i].shared.is_empty()
+                    })
+                })
+                .unwrap_or_else(|| self.res(R::Mine(n), actor)),
             R::Known(_) if self.resources.is_empty() => Res::Unseen,
             R::Known(n) => Res::Known(n as usize % self.resources.len()),
             R::Unseen => Res::Unseen,
@@ -578,8 +755,19 @@ impl Model {
         }
     }
 
-    fn role(&self, r: Ro) -> Option<usize> {
+    /// Resolves a role reference; `Own` picks among the roles of `owner`.
+    fn role(&self, r: Ro, owner: Option<usize>) -> Option<usize> {
         match r {
+            Ro::Own(n) => {
+                let c: Vec<usize> = (0..self.roles.len())
+                    .filter(|i| Some(self.roles[*i].tenant) == owner)
+                    .collect();
+                if c.is_empty() {
+                    self.role(Ro::Known(n), None)
+                } else {
+                    Some(c[n as usize % c.len()])
+                }
+            }
             Ro::Known(_) if self.roles.is_empty() => None,
             Ro::Known(n) => Some(n as usize % self.roles.len()),
             Ro::Unseen => None,
@@ -590,8 +778,25 @@ impl Model {
         r.map_or(self.unseen_role, |i| self.roles[i].id)
     }
 
-    fn key(&self, k: K) -> Option<usize> {
+    /// Resolves a key reference; `Mine` picks among keys in `actor`'s subtree.
+    fn key(&self, k: K, actor: Who) -> Option<usize> {
         match k {
+            K::Mine(n) => {
+                let c: Vec<usize> = match actor {
+                    Who::Tenant(t) => {
+                        let vis = self.visible(t);
+                        (0..self.keys.len())
+                            .filter(|i| vis.contains(&self.keys[*i].tenant))
+                            .collect()
+                    }
+                    Who::Ghost => Vec::new(),
+                };
+                if c.is_empty() {
+                    self.key(K::Known(n), actor)
+                } else {
+                    Some(c[n as usize % c.len()])
+                }
+            }
             K::Known(_) if self.keys.is_empty() => None,
             K::Known(n) => Some(n as usize % self.keys.len()),
             K::Unseen => None,
@@ -717,6 +922,14 @@ fn listing_of(items: Vec<tenantry_db::Resource>) -> Listing {
         .collect()
 }
 
+/// `role3` / `k0` for a resolved reference, `unseen-role` / `unseen-k` for an unknown id.
+fn label(prefix: &str, i: Option<usize>) -> String {
+    match i {
+        Some(i) => format!("{prefix}{i}"),
+        None => format!("unseen-{prefix}"),
+    }
+}
+
 fn perm_name(p: u8) -> &'static str {
     PERMS.get(p as usize).copied().unwrap_or("nope.unknown")
 }
@@ -727,17 +940,29 @@ fn perm_name(p: u8) -> &'static str {
 
 struct Case<'a> {
     db: &'a Database,
+    stats: &'a RefCell<BTreeMap<String, u64>>,
     m: Model,
     trace: Vec<String>,
 }
 
-fn expect(expected: &Outcome, got: &Outcome, what: &str) -> Result<(), String> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what}: model expects {expected:?}, tenantry answered {got:?}"
-        ))
+impl Case<'_> {
+    fn count(&self, key: String) {
+        *self.stats.borrow_mut().entry(key).or_default() += 1;
+    }
+
+    /// Compares an outcome with the model's and counts it for the summary.
+    fn expect(&mut self, expected: &Outcome, got: &Outcome, what: &str) -> Result<(), String> {
+        self.count(format!("{what} -> {expected:?}"));
+        if let Some(line) = self.trace.last_mut() {
+            line.push_str(&format!(" => {got:?}"));
+        }
+        if expected == got {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what}: model expects {expected:?}, tenantry answered {got:?}"
+            ))
+        }
     }
 }
 
@@ -792,7 +1017,7 @@ impl Case<'_> {
                     self.m.tenants.len(),
                     if schema { " (schema)" } else { "" }
                 ));
-                expect(&expected, &of(&r), "create tenant")?;
+                self.expect(&expected, &of(&r), "create tenant")?;
                 if let Ok(t) = r {
                     self.m.tenants.push(MTenant {
                         id: t.tenant_id,
@@ -828,7 +1053,7 @@ impl Case<'_> {
                     Err(e) => Err(e),
                 };
                 self.note(format!("{w:?} creates child t{}", self.m.tenants.len()));
-                expect(&expected, &of(&r), "create child tenant")?;
+                self.expect(&expected, &of(&r), "create child tenant")?;
                 if let (Ok(id), Who::Tenant(p)) = (r, w) {
                     self.m.tenants.push(MTenant {
                         id,
@@ -866,6 +1091,12 @@ impl Case<'_> {
                         Some(Who::Tenant(_)) => Outcome::Ok,
                     },
                 };
+                let cycle = match (w, parent) {
+                    (Who::Tenant(t), Some(Who::Tenant(p))) => {
+                        expected == Outcome::Conflict && self.m.descendants(t).contains_key(&p)
+                    }
+                    _ => false,
+                };
                 let mut admin = db.admin("model").await.map_err(|e| e.to_string())?;
                 let r = admin
                     .set_parent(self.m.tid(w), parent.map(|p| self.m.tid(p)))
@@ -875,7 +1106,15 @@ impl Case<'_> {
                     Err(e) => Err(e),
                 };
                 self.note(format!("set parent of {w:?} to {parent:?}"));
-                expect(&expected, &of(&r), "set parent")?;
+                self.expect(
+                    &expected,
+                    &of(&r),
+                    if cycle {
+                        "set parent into a cycle"
+                    } else {
+                        "set parent"
+                    },
+                )?;
                 if let (Ok(_), Who::Tenant(t)) = (r, w) {
                     self.m.tenants[t].parent = match parent {
                         Some(Who::Tenant(p)) => Some(p),
@@ -918,7 +1157,7 @@ impl Case<'_> {
                     Err(e) => Err(e),
                 };
                 self.note(format!("set status of {w:?} to {status:?}"));
-                expect(&expected, &of(&r), "set status")?;
+                self.expect(&expected, &of(&r), "set status")?;
                 if let (Ok(_), Who::Tenant(t)) = (r, w) {
                     self.m.tenants[t].status = status;
                 }
@@ -948,7 +1187,7 @@ impl Case<'_> {
                     Err(e) => Err(e),
                 };
                 self.note(format!("set isolation of {w:?} to schema={schema}"));
-                expect(&expected, &of(&r), "set isolation")?;
+                self.expect(&expected, &of(&r), "set isolation")?;
                 if let (Ok(_), Who::Tenant(t)) = (r, w) {
                     self.m.tenants[t].schema = schema;
                 }
@@ -989,7 +1228,7 @@ impl Case<'_> {
                     "{w:?} creates r{} (valid: {valid})",
                     self.m.resources.len()
                 ));
-                expect(&expected, &of(&r), "create resource")?;
+                self.expect(&expected, &of(&r), "create resource")?;
                 if let (Ok(res), Who::Tenant(t)) = (r, w) {
                     if res.tenant_id != self.m.tenants[t].id || res.access != Access::Own {
                         return Err(format!("new resource came back as {res:?}"));
@@ -1007,7 +1246,7 @@ impl Case<'_> {
                 let Some(w) = self.m.who(tenant) else {
                     return Ok(false);
                 };
-                let r = self.m.res(res);
+                let r = self.m.res(res, w);
                 let expected = if !valid {
                     Outcome::Invalid
                 } else {
@@ -1040,7 +1279,7 @@ impl Case<'_> {
                     Err(e) => Err(e),
                 };
                 self.note(format!("{w:?} updates {r:?} (valid: {valid})"));
-                expect(&expected, &of(&got), "update resource")?;
+                self.expect(&expected, &of(&got), "update resource")?;
                 if let (Ok(_), Res::Known(i)) = (got, r) {
                     self.m.resources[i].name = name;
                 }
@@ -1049,7 +1288,7 @@ impl Case<'_> {
                 let Some(w) = self.m.who(tenant) else {
                     return Ok(false);
                 };
-                let r = self.m.res(res);
+                let r = self.m.res(res, w);
                 let expected = match self.m.context(w) {
                     Err(o) => o,
                     Ok(t) if self.m.writable(t, r) => Outcome::Ok,
@@ -1065,7 +1304,7 @@ impl Case<'_> {
                     Err(e) => Err(e),
                 };
                 self.note(format!("{w:?} deletes {r:?}"));
-                expect(&expected, &of(&got), "delete resource")?;
+                self.expect(&expected, &of(&got), "delete resource")?;
                 if let (Ok(()), Res::Known(i)) = (got, r) {
                     // Its shares go with it.
                     self.m.resources[i].live = false;
@@ -1080,7 +1319,7 @@ impl Case<'_> {
                 let (Some(w), Some(to)) = (self.m.who(tenant), self.m.who(target)) else {
                     return Ok(false);
                 };
-                let r = self.m.res(res);
+                let r = self.m.res(res, w);
                 let expected = match self.m.context(w) {
                     Err(o) => o,
                     Ok(t) if !self.m.writable(t, r) => Outcome::NotFound,
@@ -1111,7 +1350,7 @@ impl Case<'_> {
                     Err(e) => Err(e),
                 };
                 self.note(format!("{w:?} shares {r:?} with {to:?}"));
-                expect(&expected, &of(&got), "share")?;
+                self.expect(&expected, &of(&got), "share")?;
                 if let (Ok(share), Res::Known(i), Who::Tenant(x)) = (got, r, to) {
                     let owner = self.m.tenants[self.m.resources[i].owner].id;
                     if share.owner_tenant_id != owner || share.tenant_id != self.m.tenants[x].id {
@@ -1125,10 +1364,22 @@ impl Case<'_> {
                 res,
                 target,
             } => {
-                let (Some(w), Some(to)) = (self.m.who(tenant), self.m.who(target)) else {
+                let Some(w) = self.m.who(tenant) else {
                     return Ok(false);
                 };
-                let r = self.m.res(res);
+                let r = self.m.res(res, w);
+                let to = match (target, r) {
+                    (T::ShareTarget(n), Res::Known(i))
+                        if !self.m.resources[i].shared.is_empty() =>
+                    {
+                        let c: Vec<usize> = self.m.resources[i].shared.iter().copied().collect();
+                        Who::Tenant(c[n as usize % c.len()])
+                    }
+                    _ => match self.m.who(target) {
+                        Some(to) => to,
+                        None => return Ok(false),
+                    },
+                };
                 let expected = match self.m.context(w) {
                     Err(o) => o,
                     Ok(t) if !self.m.writable(t, r) => Outcome::NotFound,
@@ -1152,7 +1403,7 @@ impl Case<'_> {
                     Err(e) => Err(e),
                 };
                 self.note(format!("{w:?} unshares {r:?} from {to:?}"));
-                expect(&expected, &of(&got), "unshare")?;
+                self.expect(&expected, &of(&got), "unshare")?;
                 if let (Ok(()), Res::Known(i), Who::Tenant(x)) = (got, r, to) {
                     self.m.resources[i].shared.remove(&x);
                 }
@@ -1199,7 +1450,7 @@ impl Case<'_> {
                     self.m.roles.len(),
                     wanted.iter().map(|p| perm_name(*p)).collect::<Vec<_>>()
                 ));
-                expect(&expected, &of(&got), "create role")?;
+                self.expect(&expected, &of(&got), "create role")?;
                 if let (Ok(role), Who::Tenant(t)) = (got, w) {
                     let names: Vec<String> = wanted.iter().map(|p| perm_name(*p).into()).collect();
                     if role.permissions != names {
@@ -1221,7 +1472,11 @@ impl Case<'_> {
                 let Some(w) = self.m.who(tenant) else {
                     return Ok(false);
                 };
-                let role = self.m.role(role);
+                let actor = match w {
+                    Who::Tenant(t) => Some(t),
+                    Who::Ghost => None,
+                };
+                let role = self.m.role(role, actor);
                 let expected = match self.m.context(w) {
                     Err(o) => o,
                     // Only roles of the current tenant itself (not of descendants).
@@ -1244,11 +1499,12 @@ impl Case<'_> {
                     Err(e) => Err(e),
                 };
                 self.note(format!(
-                    "{w:?} {} {} on role{role:?}",
+                    "{w:?} {} {} on {}",
                     if grant { "grants" } else { "revokes" },
-                    perm_name(perm)
+                    perm_name(perm),
+                    label("role", role)
                 ));
-                expect(&expected, &of(&got), "grant/revoke permission")?;
+                self.expect(&expected, &of(&got), "grant/revoke permission")?;
                 if let (Ok(r), Some(i)) = (got, role) {
                     if grant {
                         self.m.roles[i].perms.insert(perm);
@@ -1280,7 +1536,11 @@ impl Case<'_> {
                         Some(x) => Some(x),
                     },
                 };
-                let role = role.map(|r| self.m.role(r));
+                let holder_hint = match (for_who, w) {
+                    (Some(Who::Tenant(x)), _) | (None, Who::Tenant(x)) => Some(x),
+                    _ => None,
+                };
+                let role = role.map(|r| self.m.role(r, holder_hint));
                 let expected = match self.m.context(w) {
                     Err(o) => o,
                     Ok(t) => {
@@ -1319,10 +1579,12 @@ impl Case<'_> {
                     Err(e) => Err(e),
                 };
                 self.note(format!(
-                    "{w:?} creates k{} for {for_who:?} bound to {role:?}",
-                    self.m.keys.len()
+                    "{w:?} creates k{} for {} bound to {}",
+                    self.m.keys.len(),
+                    for_who.map_or("itself".into(), |f| format!("{f:?}")),
+                    role.map_or("no role".into(), |r| label("role", r))
                 ));
-                expect(&expected, &of(&got), "create key")?;
+                self.expect(&expected, &of(&got), "create key")?;
                 if let Ok(key) = got {
                     let holder = match (for_who, w) {
                         (Some(Who::Tenant(x)), _) | (None, Who::Tenant(x)) => x,
@@ -1344,7 +1606,7 @@ impl Case<'_> {
                 let Some(w) = self.m.who(tenant) else {
                     return Ok(false);
                 };
-                let k = self.m.key(key);
+                let k = self.m.key(key, w);
                 let expected = match self.m.context(w) {
                     Err(o) => o,
                     Ok(t)
@@ -1365,8 +1627,8 @@ impl Case<'_> {
                     Ok(()) => s.commit().await,
                     Err(e) => Err(e),
                 };
-                self.note(format!("{w:?} revokes key {k:?}"));
-                expect(&expected, &of(&got), "revoke key")?;
+                self.note(format!("{w:?} revokes {}", label("k", k)));
+                self.expect(&expected, &of(&got), "revoke key")?;
                 if let (Ok(()), Some(k)) = (got, k) {
                     self.m.keys[k].revoked = true;
                 }
@@ -1375,7 +1637,7 @@ impl Case<'_> {
                 let Some(w) = self.m.who(tenant) else {
                     return Ok(false);
                 };
-                let k = self.m.key(key);
+                let k = self.m.key(key, w);
                 let expected = match self.m.context(w) {
                     Err(o) => o,
                     Ok(t)
@@ -1393,8 +1655,8 @@ impl Case<'_> {
                     .map_err(|e| e.to_string())?;
                 let got = s.key_permissions(self.m.key_id(k)).await;
                 drop(s);
-                self.note(format!("{w:?} reads the permissions of key {k:?}"));
-                expect(&expected, &of(&got), "key permissions")?;
+                self.note(format!("{w:?} reads the permissions of {}", label("k", k)));
+                self.expect(&expected, &of(&got), "key permissions")?;
                 if let (Ok(perms), Some(k)) = (got, k) {
                     let want = self.m.key_perms(k);
                     if perms != want {
@@ -1406,7 +1668,7 @@ impl Case<'_> {
                 let Some(w) = self.m.who(tenant) else {
                     return Ok(false);
                 };
-                let r = self.m.res(res);
+                let r = self.m.res(res, w);
                 let want = match self.m.context(w) {
                     Err(o) => Err(o),
                     Ok(t) => match r {
@@ -1420,6 +1682,10 @@ impl Case<'_> {
                     .map_err(|e| e.to_string())?;
                 let got = s.get_resource_and_commit(self.m.rid(r)).await;
                 self.note(format!("{w:?} gets {r:?}"));
+                self.count(match &want {
+                    Ok(_) => "get -> Ok".into(),
+                    Err(o) => format!("get -> {o:?}"),
+                });
                 match (&want, got) {
                     (Ok(access), Ok(res)) if res.access == *access => {}
                     (Err(o), Err(e)) if *o == outcome(&e) => {}
@@ -1453,6 +1719,11 @@ impl Case<'_> {
                     .await;
                 drop(s);
                 self.note(format!("{w:?} lists {filter:?}"));
+                self.count(match &want {
+                    Ok(items) if items.is_empty() => format!("list {filter:?} -> Ok, empty"),
+                    Ok(_) => format!("list {filter:?} -> Ok"),
+                    Err(o) => format!("list {filter:?} -> {o:?}"),
+                });
                 match (want, got) {
                     (Ok(want), Ok(page)) => {
                         let got = listing_of(page.items);
@@ -1480,7 +1751,7 @@ impl Case<'_> {
     }
 
     /// After every step: what every tenant sees must be what the model says.
-    async fn check(&self, verify_keys: bool) -> Result<(), String> {
+    async fn check(&self, extra: Extra) -> Result<(), String> {
         let db = self.db;
         let m = &self.m;
         let mut probes: Vec<(String, ResourceId)> = m
@@ -1497,9 +1768,9 @@ impl Case<'_> {
             .tenants
             .iter()
             .enumerate()
-            .map(|(t, tenant)| self.check_tenant(t, tenant, &probes));
+            .map(|(t, tenant)| self.check_tenant(t, tenant, &probes, extra));
         let keys = async {
-            if !verify_keys {
+            if !extra.keys {
                 return Ok(());
             }
             for (k, key) in m.keys.iter().enumerate() {
@@ -1530,6 +1801,7 @@ impl Case<'_> {
         t: usize,
         tenant: &MTenant,
         probes: &[(String, ResourceId)],
+        extra: Extra,
     ) -> Result<(), String> {
         let db = self.db;
         let m = &self.m;
@@ -1576,6 +1848,18 @@ impl Case<'_> {
                 }
             }
         }
+        if extra.tree {
+            self.check_tree(t, &mut s).await?;
+        }
+        if extra.roles {
+            self.check_roles(t, &mut s).await?;
+        }
+        s.commit().await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn check_tree(&self, t: usize, s: &mut tenantry_db::TenantScope) -> Result<(), String> {
+        let m = &self.m;
         let got: BTreeSet<(TenantId, i32)> = s
             .descendants()
             .await
@@ -1594,6 +1878,11 @@ impl Case<'_> {
                 "descendants of t{t}: model {want:?}, tenantry {got:?}"
             ));
         }
+        Ok(())
+    }
+
+    async fn check_roles(&self, t: usize, s: &mut tenantry_db::TenantScope) -> Result<(), String> {
+        let m = &self.m;
         let got: BTreeSet<(RoleId, Vec<String>)> = s
             .list_roles()
             .await
@@ -1610,7 +1899,6 @@ impl Case<'_> {
         if got != want {
             return Err(format!("roles of t{t}: model {want:?}, tenantry {got:?}"));
         }
-        s.commit().await.map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -1678,7 +1966,12 @@ fn random_operation_sequences_match_the_isolation_model_after_every_step() {
         .build()
         .unwrap();
     let tdb = rt.block_on(TestDatabase::new());
-    let db = tdb.database_with(tenantry_db::StatementMode::Prepared, 10);
+    // Even cases use named prepared statements, odd ones unnamed statements
+    // (the pgbouncer mode): both must keep every transaction in its tenant.
+    let pools = [
+        tdb.database_with(StatementMode::Prepared, 10),
+        tdb.database_with(StatementMode::Unnamed, 10),
+    ];
     let superuser = rt.block_on(tdb.superuser_client());
 
     let mut config = ProptestConfig::with_cases(cases());
@@ -1692,11 +1985,13 @@ fn random_operation_sequences_match_the_isolation_model_after_every_step() {
     let skipped = Cell::new(0u64);
     let check_time = Cell::new(std::time::Duration::ZERO);
     let foreign: RefCell<Option<ResourceId>> = RefCell::new(None);
+    let stats: RefCell<BTreeMap<String, u64>> = RefCell::new(BTreeMap::new());
 
     let result = runner.run(&sequence(), |ops| {
         rt.block_on(async {
             let mut case = Case {
-                db: &db,
+                db: &pools[(sequences.get() % 2) as usize],
+                stats: &stats,
                 m: Model::new(*foreign.borrow()),
                 trace: Vec::new(),
             };
@@ -1707,7 +2002,7 @@ fn random_operation_sequences_match_the_isolation_model_after_every_step() {
                     Ok(true) => {
                         steps.set(steps.get() + 1);
                         let t0 = Instant::now();
-                        let checked = case.check(op.touches_keys()).await;
+                        let checked = case.check(op.extra()).await;
                         check_time.set(check_time.get() + t0.elapsed());
                         if let Err(e) = checked {
                             failure = Some(format!("after step {i} ({op:?}): {e}"));
@@ -1728,7 +2023,7 @@ fn random_operation_sequences_match_the_isolation_model_after_every_step() {
                 }
             }
             if failure.is_none() {
-                let end = match case.check(true).await {
+                let end = match case.check(ALL).await {
                     Ok(()) => case.finish(&superuser).await,
                     Err(e) => Err(e),
                 };
@@ -1736,7 +2031,18 @@ fn random_operation_sequences_match_the_isolation_model_after_every_step() {
                     failure = Some(format!("end of case: {e}"));
                 }
             }
+            if std::env::var("TENANTRY_MODEL_TRACE").is_ok() {
+                eprintln!("case {}:\n  {}", sequences.get(), case.trace.join("\n  "));
+            }
             sequences.set(sequences.get() + 1);
+            if sequences.get() % 250 == 0 {
+                eprintln!(
+                    "model test: {} sequences, {} steps, {:.0} s",
+                    sequences.get(),
+                    steps.get(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
             if let Some(r) = case.m.resources.last() {
                 *foreign.borrow_mut() = Some(r.id);
             }
@@ -1758,11 +2064,22 @@ fn random_operation_sequences_match_the_isolation_model_after_every_step() {
         skipped.get(),
         started.elapsed().as_secs_f64()
     );
-    eprintln!("checks: {:?}", check_time.get());
+    eprintln!(
+        "model test: {:.1} s of it in the after-step checks; outcomes the model predicted (and tenantry matched until any failure):",
+        check_time.get().as_secs_f64()
+    );
+    for (what, n) in stats.borrow().iter() {
+        eprintln!("  {n:>8}  {what}");
+    }
     match result {
         Ok(()) => {}
         Err(TestError::Fail(reason, ops)) => {
-            panic!("tenantry and the model disagree: {reason}\nminimal ops: {ops:#?}")
+            let ops: Vec<String> = ops.iter().map(|op| format!("{op:?}")).collect();
+            panic!(
+                "tenantry and the model disagree: {reason}\nminimal ops (tN, rN, roleN, kN: \
+                 the N-th created, modulo how many exist; the trace shows what each resolved to):\n  {}",
+                ops.join("\n  ")
+            )
         }
         Err(TestError::Abort(reason)) => panic!("model test aborted: {reason}"),
     }
