@@ -315,6 +315,25 @@ impl TenantScope {
 
     /// Lists resources newest first with keyset pagination.
     pub async fn list_resources(&mut self, query: &ResourceQuery) -> Result<ResourcePage, DbError> {
+        self.list(query, false).await
+    }
+
+    /// Like [`TenantScope::list_resources`], and ends the (read-only) transaction
+    /// in the same round trip.
+    pub async fn list_resources_and_commit(
+        mut self,
+        query: &ResourceQuery,
+    ) -> Result<ResourcePage, DbError> {
+        self.list(query, true).await
+    }
+
+    /// Each part of a listing runs under the narrowest policies that cover it,
+    /// so the planner never ORs policy arms (design.md, "Policy shapes"):
+    /// the caller's and descendants' rows as `tenantry_app_own`, one
+    /// index-ordered top-N per visible tenant, merged; rows shared with the
+    /// caller as `tenantry_app_shared` (GIN index). Both travel in one flight
+    /// and are merged here.
+    async fn list(&mut self, query: &ResourceQuery, commit: bool) -> Result<ResourcePage, DbError> {
         let me = self.tenant();
         let limit = query.limit.clamp(1, 1000);
         let (after_ts, after_id) = match query.after {
@@ -329,33 +348,78 @@ impl TenantScope {
                 .replace('_', "\\_");
             format!("{escaped}%")
         });
-        let (visibility, owner_clause) = match query.owner {
-            OwnerFilter::All => (Visibility::All, "true"),
-            OwnerFilter::Own => (Visibility::Owned, "tenant_id = $1"),
-            OwnerFilter::Descendants => (Visibility::Owned, "tenant_id <> $1"),
-            OwnerFilter::Shared => (Visibility::SharedWithMe, "tenant_id <> $1"),
-        };
-        let where_clause = format!(
-            "WHERE {owner_clause}
-               AND ($2::text IS NULL OR name LIKE $2)
-               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))"
-        );
-        let sql = select_resources(&where_clause, "ORDER BY created_at DESC, id DESC LIMIT $5");
-        let rows = self
-            .query_as(
-                visibility,
-                &sql,
-                &[me.as_uuid(), &prefix, &after_ts, &after_id, &(limit + 1)],
-                &[
-                    Type::UUID,
-                    Type::TEXT,
-                    Type::TIMESTAMPTZ,
-                    Type::UUID,
-                    Type::INT8,
-                ],
+        const FILTERS: &str = "($2::text IS NULL OR name LIKE $2)
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))";
+        const ORDER: &str = "ORDER BY created_at DESC, id DESC LIMIT $5";
+        let per_visible_tenant = |which: &str| {
+            format!(
+                "SELECT {RESOURCE_COLUMNS}, true
+                 FROM unnest(tenantry.visible_tenant_ids()) v(t),
+                      LATERAL (SELECT {RESOURCE_COLUMNS} FROM tenantry.resources r
+                               WHERE r.tenant_id = v.t AND {FILTERS} {ORDER}) x
+                 WHERE {which} {ORDER}"
             )
-            .await?;
-        let mut items: Vec<Resource> = rows.iter().map(|r| resource(r, me)).collect();
+        };
+        // The last column says "reached through the hierarchy"; where a part
+        // knows it, it is a constant: computing it per row re-reads the settings.
+        let own = format!(
+            "SELECT {RESOURCE_COLUMNS}, true FROM tenantry.resources
+             WHERE tenant_id = $1 AND {FILTERS} {ORDER}"
+        );
+        // Shared rows that are also in the caller's subtree come back from both
+        // parts; the merge keeps the subtree's copy. (Filtering them out in SQL
+        // would re-parse the subtree setting for every row.)
+        let shared_any = format!(
+            "SELECT {RESOURCE_COLUMNS}, false FROM tenantry.resources
+             WHERE {FILTERS} {ORDER}"
+        );
+        let shared = |which: &str| select_resources(&format!("WHERE {which} AND {FILTERS}"), ORDER);
+        let mut parts: Vec<(Visibility, String)> = Vec::with_capacity(2);
+        match query.owner {
+            OwnerFilter::Own => parts.push((Visibility::Owned, own)),
+            OwnerFilter::Descendants => {
+                parts.push((Visibility::Owned, per_visible_tenant("v.t <> $1")))
+            }
+            OwnerFilter::Shared => {
+                parts.push((Visibility::SharedWithMe, shared("tenant_id <> $1")))
+            }
+            OwnerFilter::All => {
+                parts.push((Visibility::Owned, per_visible_tenant("true")));
+                parts.push((Visibility::SharedWithMe, shared_any));
+            }
+        }
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [me.as_uuid(), &prefix, &after_ts, &after_id, &(limit + 1)];
+        const TYPES: &[Type] = &[
+            Type::UUID,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::UUID,
+            Type::INT8,
+        ];
+        let stmts: Vec<(Visibility, crate::scope::Sql<'_>)> = parts
+            .iter()
+            .map(|(v, sql)| {
+                (
+                    *v,
+                    crate::scope::Sql {
+                        sql,
+                        params: &params,
+                        types: TYPES,
+                    },
+                )
+            })
+            .collect();
+        let results = self.tx.query_many(&stmts, commit).await?;
+        let mut items: Vec<Resource> = results.iter().flatten().map(|r| resource(r, me)).collect();
+        if results.len() > 1 {
+            // Each part is a correct top-N of its own rows, so the top N of their
+            // union is among them: sort, then drop the second copy of a row that
+            // both parts returned (the subtree's copy sorts first: same key, and
+            // it came first, and the sort is stable).
+            items.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+            items.dedup_by_key(|r| r.id);
+        }
         let next = if items.len() as i64 > limit {
             items.truncate(limit as usize);
             items.last().map(|r| ResourceCursor {

@@ -130,6 +130,20 @@ impl Tx {
         stmt: Sql<'_>,
         commit: bool,
     ) -> Result<Vec<Row>, DbError> {
+        let mut rows = self
+            .flight_many(&[(visibility.unwrap_or(Visibility::All), stmt)], commit)
+            .await?;
+        Ok(rows.swap_remove(0))
+    }
+
+    /// Like [`Tx::flight`] for several statements, each under its own set of
+    /// policies: the role switches travel in the same flight, and the role is
+    /// `tenantry_app` again after the last statement. Returns each statement's rows.
+    async fn flight_many(
+        &mut self,
+        stmts: &[(Visibility, Sql<'_>)],
+        commit: bool,
+    ) -> Result<Vec<Vec<Row>>, DbError> {
         if self.finished {
             return Err(DbError::Internal("transaction already finished".into()));
         }
@@ -142,8 +156,8 @@ impl Tx {
         let mode = self.mode;
         let client = self.client.as_ref().expect("client present until finished");
 
-        // Prepared mode: make sure both statements are prepared before the flight,
-        // so no Parse round trip can reorder the pipeline. Usually a cache hit.
+        // Prepared mode: make sure every statement is prepared before the flight,
+        // so no Parse round trip can reorder the pipeline. Usually cache hits.
         let (ctx_sql, ctx_types): (Option<&str>, &[Type]) = match &setup {
             Some(Setup::Tenant(_)) => (
                 Some(SET_TENANT_CONTEXT),
@@ -159,12 +173,15 @@ impl Tx {
                         Some(sql) => Some(client.prepare_typed_cached(sql, ctx_types).await?),
                         None => None,
                     };
-                    (
-                        ctx,
-                        Some(client.prepare_typed_cached(stmt.sql, stmt.types).await?),
-                    )
+                    let mut main = Vec::with_capacity(stmts.len());
+                    for (_, stmt) in stmts {
+                        main.push(Some(
+                            client.prepare_typed_cached(stmt.sql, stmt.types).await?,
+                        ));
+                    }
+                    (ctx, main)
                 }
-                StatementMode::Unnamed => (None, None),
+                StatementMode::Unnamed => (None, vec![None; stmts.len()]),
             })
         }
         .await;
@@ -196,7 +213,7 @@ impl Tx {
             _ => Vec::new(),
         };
 
-        let mut steps: Vec<Step<'_>> = Vec::with_capacity(7);
+        let mut steps: Vec<Step<'_>> = Vec::with_capacity(5 + 2 * stmts.len());
         if let Some(setup) = &setup {
             steps.push(simple(client, "BEGIN"));
             steps.push(simple(
@@ -218,20 +235,24 @@ impl Tx {
                 ));
             }
         }
-        let narrowed = visibility.filter(|v| *v != Visibility::All);
-        if let Some(v) = narrowed {
-            steps.push(simple(client, v.set_role()));
+        let mut role = Visibility::All;
+        let mut indexes = Vec::with_capacity(stmts.len());
+        for ((visibility, stmt), prepared) in stmts.iter().zip(&main_prepared) {
+            if *visibility != role {
+                steps.push(simple(client, visibility.set_role()));
+                role = *visibility;
+            }
+            indexes.push(steps.len());
+            steps.push(typed(
+                client,
+                mode,
+                prepared.as_ref(),
+                stmt.sql,
+                stmt.params,
+                stmt.types,
+            ));
         }
-        let main_index = steps.len();
-        steps.push(typed(
-            client,
-            mode,
-            main_prepared.as_ref(),
-            stmt.sql,
-            stmt.params,
-            stmt.types,
-        ));
-        if narrowed.is_some() {
+        if role != Visibility::All {
             steps.push(simple(client, Visibility::All.set_role()));
         }
         if commit {
@@ -246,7 +267,10 @@ impl Tx {
             self.failed = true;
             return Err(crate::error::classify(err));
         }
-        Ok(results.swap_remove(main_index).unwrap_or_default())
+        Ok(indexes
+            .into_iter()
+            .map(|i| std::mem::replace(&mut results[i], Ok(Vec::new())).unwrap_or_default())
+            .collect())
     }
 
     pub(crate) async fn query(&mut self, stmt: Sql<'_>) -> Result<Vec<Row>, DbError> {
@@ -259,6 +283,15 @@ impl Tx {
         stmt: Sql<'_>,
     ) -> Result<Vec<Row>, DbError> {
         self.flight(Some(visibility), stmt, false).await
+    }
+
+    /// Several statements, each under its own policies, in one flight.
+    pub(crate) async fn query_many(
+        &mut self,
+        stmts: &[(Visibility, Sql<'_>)],
+        commit: bool,
+    ) -> Result<Vec<Vec<Row>>, DbError> {
+        self.flight_many(stmts, commit).await
     }
 
     /// Runs the statement and commits in the same flight.

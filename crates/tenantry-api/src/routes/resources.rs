@@ -197,16 +197,17 @@ pub async fn list_resources(
         Some(Owner::Shared) => OwnerFilter::Shared,
         Some(Owner::Descendants) => OwnerFilter::Descendants,
     };
-    let mut scope = caller.scope().await?;
-    let page = scope
-        .list_resources(&ResourceQuery {
+    // Read only: the listing and COMMIT travel in one round trip.
+    let page = caller
+        .scope()
+        .await?
+        .list_resources_and_commit(&ResourceQuery {
             owner,
             name_prefix: q.name_prefix,
             limit: i64::from(limit),
             after,
         })
         .await?;
-    scope.commit().await?;
     Ok(Json(Page {
         items: page.items,
         next_cursor: page.next.map(|c| c.encode()),
