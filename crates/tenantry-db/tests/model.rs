@@ -42,7 +42,7 @@ use tenantry_db::{
 };
 
 /// Cases of a normal `cargo test` run.
-const DEFAULT_CASES: u32 = 150;
+const DEFAULT_CASES: u32 = 100;
 /// Tenants per case at most (later creations are skipped), keeping checks cheap.
 const MAX_TENANTS: usize = 6;
 /// The permission catalogue (migration 0004), in name order.
