@@ -367,13 +367,15 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
         .collect();
     let bare = ctx.scripts("bare-pk", &bare)?;
     // The transaction the server runs for GET /v1/resources/{id}
-    // (crates/tenantry-db/src/scope.rs and resources.rs). The actor's colon is
-    // spelled chr(58): pgbench reads `:name` as a variable.
+    // (crates/tenantry-db/src/scope.rs and resources.rs). The actor label is
+    // `key-<id>` instead of `key:<id>`: pgbench reads `:name` as a variable.
     let same: Vec<String> = keyed
         .iter()
         .map(|k| {
             format!(
-                "BEGIN;\nSET LOCAL ROLE tenantry_app;\nSELECT tenantry.set_tenant_context_local('{}', NULL, 'key' || chr(58) || '{}');\n\
+                "BEGIN;\nSET LOCAL ROLE tenantry_app;\nSET LOCAL app.current_tenant_id = '{}';\n\
+                 SET LOCAL app.current_user_id = '';\nSET LOCAL app.actor = E'key-{}';\n\
+                 SELECT tenantry.complete_tenant_context_local();\n\
                  SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM tenantry.resources WHERE id = '{}';\nCOMMIT;\n",
                 k.tenant.id, k.key_id, k.tenant.resources[0]
             )

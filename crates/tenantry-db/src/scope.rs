@@ -68,7 +68,10 @@ impl Visibility {
     }
 }
 
-const SET_TENANT_CONTEXT: &str = "SELECT tenantry.set_tenant_context_local($1, $2, $3)";
+/// The database's half of a tenant context (0007): checks the tenant, sets its
+/// subtree and schema where needed. The tenant, user and actor travel before
+/// it as literal `SET LOCAL` statements (see [`context_statements`]).
+const COMPLETE_TENANT_CONTEXT: &str = "SELECT tenantry.complete_tenant_context_local()";
 const SET_ACTOR: &str = "SELECT tenantry.set_actor_local($1)";
 
 enum Setup {
@@ -159,10 +162,7 @@ impl Tx {
         // Prepared mode: make sure every statement is prepared before the flight,
         // so no Parse round trip can reorder the pipeline. Usually cache hits.
         let (ctx_sql, ctx_types): (Option<&str>, &[Type]) = match &setup {
-            Some(Setup::Tenant(_)) => (
-                Some(SET_TENANT_CONTEXT),
-                &[Type::UUID, Type::UUID, Type::TEXT],
-            ),
+            Some(Setup::Tenant(_)) => (Some(COMPLETE_TENANT_CONTEXT), &[]),
             Some(Setup::Admin(_)) => (Some(SET_ACTOR), &[Type::TEXT]),
             _ => (None, &[]),
         };
@@ -194,21 +194,11 @@ impl Tx {
             }
         };
 
-        let (tenant_uuid, user_uuid, actor): (
-            Option<uuid::Uuid>,
-            Option<uuid::Uuid>,
-            Option<String>,
-        ) = match &setup {
-            Some(Setup::Tenant(c)) => (
-                Some(*c.tenant.as_uuid()),
-                c.user.map(|u| *u.as_uuid()),
-                c.actor.clone(),
-            ),
-            Some(Setup::Admin(a)) => (None, None, Some(a.clone())),
-            _ => (None, None, None),
+        let actor: Option<String> = match &setup {
+            Some(Setup::Admin(a)) => Some(a.clone()),
+            _ => None,
         };
         let ctx_params: Vec<&(dyn ToSql + Sync)> = match &setup {
-            Some(Setup::Tenant(_)) => vec![&tenant_uuid, &user_uuid, &actor],
             Some(Setup::Admin(_)) => vec![&actor],
             _ => Vec::new(),
         };
@@ -224,6 +214,11 @@ impl Tx {
                     Setup::Tenant(_) | Setup::Anonymous => "SET LOCAL ROLE tenantry_app",
                 },
             ));
+            if let Setup::Tenant(c) = setup {
+                for sql in context_statements(c) {
+                    steps.push(simple_owned(client, sql));
+                }
+            }
             if let Some(sql) = ctx_sql {
                 steps.push(typed(
                     client,
@@ -354,6 +349,46 @@ impl Drop for Tx {
 
 fn simple<'a>(client: &'a Object, sql: &'static str) -> Step<'a> {
     Box::pin(async move { client.batch_execute(sql).await.map(|()| Vec::new()) })
+}
+
+fn simple_owned(client: &Object, sql: String) -> Step<'_> {
+    Box::pin(async move { client.batch_execute(&sql).await.map(|()| Vec::new()) })
+}
+
+/// The values of a tenant context the server knows itself, as literal
+/// `SET LOCAL` statements, one per setting (Citus propagates only `SET LOCAL`,
+/// and only as its own statement). Always all three, so nothing left in the
+/// session can be inherited.
+fn context_statements(c: &TenantContext) -> [String; 3] {
+    [
+        format!("SET LOCAL app.current_tenant_id = '{}'", c.tenant.as_uuid()),
+        format!(
+            "SET LOCAL app.current_user_id = '{}'",
+            c.user.map(|u| u.as_uuid().to_string()).unwrap_or_default()
+        ),
+        format!(
+            "SET LOCAL app.actor = {}",
+            string_literal(c.actor.as_deref().unwrap_or(""))
+        ),
+    ]
+}
+
+/// A SQL string literal that means `value` whatever `standard_conforming_strings`
+/// is: an escape string with backslashes and quotes doubled. NUL cannot be sent
+/// in text and is dropped.
+fn string_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 3);
+    out.push_str("E'");
+    for ch in value.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            '\0' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 fn typed<'a>(

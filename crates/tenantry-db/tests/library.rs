@@ -840,3 +840,109 @@ async fn the_server_role_can_check_that_the_schema_matches_this_build() {
     assert_eq!(role.role, "tenantry_server");
     assert_eq!(role.problem(), None);
 }
+
+#[tokio::test]
+async fn an_actor_label_with_quotes_and_backslashes_is_recorded_exactly_and_cannot_break_out() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let label =
+        r"key:o'brien\'; SET LOCAL app.current_tenant_id = '00000000-0000-0000-0000-000000000000";
+    let mut s = db
+        .tenant(TenantContext::new(a).with_actor(label))
+        .await
+        .unwrap();
+    s.create_role("ops", "").await.unwrap();
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let log = s
+        .audit_log(&AuditQuery {
+            limit: 100,
+            action: Some("role.created".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].actor, label);
+    assert_eq!(log[0].tenant_id, a);
+}
+
+#[tokio::test]
+async fn a_context_left_in_the_session_is_overwritten_by_the_next_transaction() {
+    let tdb = TestDatabase::new().await;
+    // One connection, so the second transaction reuses the first one's session.
+    let db = tdb.database_with(StatementMode::Prepared, 1);
+    let parent = tenant(&db, "parent", None).await;
+    let child = tenant(&db, "child", Some(parent)).await;
+    let other = tenant(&db, "other", None).await;
+    let r = resource(&db, child, "child doc").await;
+    // Library code that wrongly sets session-level values on the pooled connection.
+    let mut s = db.tenant(TenantContext::new(other)).await.unwrap();
+    s.query(
+        &format!(
+            "SELECT set_config('app.visible_tenant_ids', '{{{other},{child}}}', false),
+                    set_config('app.actor', 'stale', false)"
+        ),
+        &[],
+        &[],
+    )
+    .await
+    .unwrap();
+    s.commit().await.unwrap();
+    // The next transaction for `other` must not see the child's row through the stale subtree.
+    let mut s = db.tenant(TenantContext::new(other)).await.unwrap();
+    assert!(matches!(
+        s.get_resource(r.id).await,
+        Err(DbError::NotFound(_))
+    ));
+    s.rollback().await.unwrap();
+    // And the parent still sees it.
+    let mut s = db.tenant(TenantContext::new(parent)).await.unwrap();
+    assert_eq!(s.get_resource(r.id).await.unwrap().id, r.id);
+    s.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_revokes_its_shares_both_ways() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let c = tenant(&db, "c", None).await;
+    let from_a = resource(&db, a, "a's doc").await;
+    let from_c = resource(&db, c, "c's doc").await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.share_resource(from_a.id, b).await.unwrap();
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(c)).await.unwrap();
+    s.share_resource(from_c.id, a).await.unwrap();
+    s.commit().await.unwrap();
+
+    let mut admin = db.admin("admin").await.unwrap();
+    admin.set_status(a, TenantStatus::Deleted).await.unwrap();
+    admin.commit().await.unwrap();
+
+    // What the deleted tenant shared is no longer readable by its target.
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    assert!(matches!(
+        s.get_resource(from_a.id).await,
+        Err(DbError::NotFound(_))
+    ));
+    s.rollback().await.unwrap();
+    assert!(names(&db, b, OwnerFilter::All).await.is_empty());
+    // And the share made to it is gone from the owner's records.
+    let mut s = db.tenant(TenantContext::new(c)).await.unwrap();
+    assert!(s.list_shares(from_c.id).await.unwrap().is_empty());
+    s.rollback().await.unwrap();
+    let su = tdb.superuser_client().await;
+    let left: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE $1 = ANY (shared_with) OR tenant_id = $1 AND shared_with <> '{}'",
+            &[a.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}

@@ -2303,6 +2303,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
     assert_eq!(
         executable_by(&server, "tenantry_app").await,
         [
+            "complete_tenant_context_local",
             "create_api_key",
             "create_child_tenant",
             "current_tenant_metrics",
