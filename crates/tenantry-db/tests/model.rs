@@ -21,7 +21,8 @@
 //! but cannot create children or receive new shares; a deleted tenant cannot
 //! act at all, drops out of its ancestors' view, and its keys still verify with
 //! status `deleted` for callers to refuse; a resource shared by a tenant stays
-//! readable by the target even after its owner is suspended or deleted.
+//! readable by the target after its owner is suspended, but deleting a tenant
+//! revokes every share of its resources and every share made to it.
 
 use std::{
     cell::{Cell, RefCell},
@@ -1169,6 +1170,15 @@ impl Case<'_> {
                 self.expect(&expected, &of(&r), "set status")?;
                 if let (Ok(_), Who::Tenant(t)) = (r, w) {
                     self.m.tenants[t].status = status;
+                    if status == St::Deleted {
+                        // Deletion revokes its shares, both ways (0007).
+                        for res in &mut self.m.resources {
+                            if res.owner == t {
+                                res.shared.clear();
+                            }
+                            res.shared.remove(&t);
+                        }
+                    }
                 }
             }
             Op::SetIsolation { tenant, schema } => {
