@@ -373,7 +373,14 @@ impl TenantScope {
             "SELECT {RESOURCE_COLUMNS}, false FROM tenantry.resources
              WHERE {FILTERS} {ORDER}"
         );
-        let shared = |which: &str| select_resources(&format!("WHERE {which} AND {FILTERS}"), ORDER);
+        // Shared rows may belong to a descendant: the flag is computed, against
+        // the subtree read once per statement (an InitPlan), not once per row.
+        let shared = |which: &str| {
+            format!(
+                "SELECT {RESOURCE_COLUMNS}, tenant_id = ANY ((SELECT tenantry.visible_tenant_ids())::uuid[])
+                 FROM tenantry.resources WHERE {which} AND {FILTERS} {ORDER}"
+            )
+        };
         let mut parts: Vec<(Visibility, String)> = Vec::with_capacity(2);
         match query.owner {
             OwnerFilter::Own => parts.push((Visibility::Owned, own)),
