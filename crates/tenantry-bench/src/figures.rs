@@ -518,18 +518,22 @@ fn server_list_sql() -> String {
     )
 }
 
+/// One RLS figure: name, what it measures, the tenant, the role, the RLS
+/// scripts, the baseline scripts, the goal.
+type RlsSpec<'a> = (
+    &'a str,
+    &'a str,
+    &'a BenchTenant,
+    &'a str,
+    Vec<String>,
+    Vec<String>,
+    Goal,
+);
+
 /// Figures 3 and 4: the same queries through RLS (context as session settings,
 /// the role the server uses) and with an explicit WHERE as a superuser.
 fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant, root: &BenchTenant) -> anyhow::Result<()> {
-    let mut specs: Vec<(
-        &str,
-        &str,
-        &BenchTenant,
-        &str,
-        Vec<String>,
-        Vec<String>,
-        Goal,
-    )> = Vec::new();
+    let mut specs: Vec<RlsSpec<'_>> = Vec::new();
     // Point reads of the leaf's own resources.
     let point_rls: Vec<String> = leaf
         .resources

@@ -424,7 +424,7 @@ impl TenantScope {
             // union is among them: sort, then drop the second copy of a row that
             // both parts returned (the subtree's copy sorts first: same key, and
             // it came first, and the sort is stable).
-            items.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+            items.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
             items.dedup_by_key(|r| r.id);
         }
         let next = if items.len() as i64 > limit {
