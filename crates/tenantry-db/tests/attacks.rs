@@ -5,6 +5,9 @@ use tenantry_db::testing::TestDatabase;
 use tokio_postgres::{Client, Error};
 use uuid::Uuid;
 
+mod common;
+use common::{count, create_silo, create_tenant, describe, exec, set_status, strings};
+
 // -----------------------------------------------------------------------------
 // Helpers: sessions as tenantry_server, switched to a granted role.
 // -----------------------------------------------------------------------------
@@ -23,19 +26,6 @@ async fn app(tdb: &TestDatabase) -> Client {
 /// Setup through the administrative role (still not a superuser).
 async fn admin(tdb: &TestDatabase) -> Client {
     login(tdb, "tenantry_admin").await
-}
-
-fn describe(e: &Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{}: {}", d.code().code(), d.message()),
-        None => e.to_string(),
-    }
-}
-
-async fn exec(c: &Client, sql: &str) {
-    c.batch_execute(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
 }
 
 /// (SQLSTATE, message, detail) of a statement that must fail.
@@ -85,57 +75,6 @@ async fn same_failure(
         "a foreign id and a missing id must fail alike"
     );
     a.0
-}
-
-async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
-        .get(0)
-}
-
-async fn strings(c: &Client, sql: &str) -> Vec<String> {
-    let mut v: Vec<String> = c
-        .query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    v.sort();
-    v
-}
-
-async fn create_tenant(admin: &Client, name: &str, parent: Option<Uuid>) -> Uuid {
-    admin
-        .query_one(
-            "SELECT tenantry.create_tenant($1::text, $2::uuid)",
-            &[&name, &parent],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create_tenant({name}): {}", describe(&e)))
-        .get(0)
-}
-
-async fn create_silo(admin: &Client, name: &str) -> Uuid {
-    admin
-        .query_one(
-            "SELECT tenantry.create_tenant($1::text, NULL, 'schema')",
-            &[&name],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create_tenant({name}, schema): {}", describe(&e)))
-        .get(0)
-}
-
-async fn set_status(admin: &Client, t: Uuid, status: &str) {
-    admin
-        .execute(
-            "UPDATE tenantry.tenants SET status = $1 WHERE tenant_id = $2",
-            &[&status, &t],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("status {status}: {}", describe(&e)));
 }
 
 async fn set_parent(admin: &Client, t: Uuid, parent: Option<Uuid>) -> Result<u64, Error> {

@@ -7,6 +7,9 @@ use tenantry_db::testing::TestDatabase;
 use tokio_postgres::{Client, Error};
 use uuid::Uuid;
 
+mod common;
+use common::{count, create_silo, create_tenant, describe, exec, set_status, strings};
+
 // -----------------------------------------------------------------------------
 // Helpers: a psql-like session as tenantry_server.
 // -----------------------------------------------------------------------------
@@ -34,19 +37,6 @@ async fn logger(tdb: &TestDatabase) -> Client {
     login(tdb, "tenantry_logger").await
 }
 
-fn describe(e: &Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{}: {}", d.code().code(), d.message()),
-        None => e.to_string(),
-    }
-}
-
-async fn exec(c: &Client, sql: &str) {
-    c.batch_execute(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
-}
-
 /// The SQLSTATE of a failed call; panics when the call succeeded. Returns the message.
 fn expect_sqlstate<T: Debug>(result: Result<T, Error>, code: &str, what: &str) -> String {
     match result {
@@ -67,38 +57,6 @@ fn expect_sqlstate<T: Debug>(result: Result<T, Error>, code: &str, what: &str) -
 /// Runs `sql` and expects it to fail with `code`.
 async fn denied(c: &Client, sql: &str, code: &str) -> String {
     expect_sqlstate(c.batch_execute(sql).await, code, sql)
-}
-
-async fn create_tenant(admin: &Client, name: &str, parent: Option<Uuid>) -> Uuid {
-    admin
-        .query_one(
-            "SELECT tenantry.create_tenant($1::text, $2::uuid)",
-            &[&name, &parent],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create_tenant({name}): {}", describe(&e)))
-        .get(0)
-}
-
-async fn create_silo(admin: &Client, name: &str) -> Uuid {
-    admin
-        .query_one(
-            "SELECT tenantry.create_tenant($1::text, NULL, 'schema')",
-            &[&name],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create_tenant({name}, schema): {}", describe(&e)))
-        .get(0)
-}
-
-async fn set_status(admin: &Client, t: Uuid, status: &str) {
-    admin
-        .execute(
-            "UPDATE tenantry.tenants SET status = $1 WHERE tenant_id = $2",
-            &[&status, &t],
-        )
-        .await
-        .unwrap();
 }
 
 /// The guide's session-level `set_tenant_context(uuid)`.
@@ -124,30 +82,11 @@ async fn create_resource(c: &Client, t: Uuid, name: &str) -> Uuid {
     .get(0)
 }
 
-async fn count(c: &Client, sql: &str) -> i64 {
-    c.query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
-        .get(0)
-}
-
 async fn truth(c: &Client, sql: &str) -> bool {
     c.query_one(sql, &[])
         .await
         .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
         .get(0)
-}
-
-async fn strings(c: &Client, sql: &str) -> Vec<String> {
-    let mut v: Vec<String> = c
-        .query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    v.sort();
-    v
 }
 
 async fn uuids(c: &Client, sql: &str) -> Vec<Uuid> {
