@@ -171,6 +171,17 @@ impl Ctx {
         scripts: &[PathBuf],
         pgoptions: Option<&str>,
     ) -> anyhow::Result<f64> {
+        self.pgbench_with(conninfo, scripts, pgoptions)
+            .run(&self.tools)
+    }
+
+    /// A pgbench run with this benchmark's clients and duration.
+    fn pgbench_with<'a>(
+        &self,
+        conninfo: &'a str,
+        scripts: &'a [PathBuf],
+        pgoptions: Option<&'a str>,
+    ) -> Pgbench<'a> {
         Pgbench {
             conninfo,
             scripts,
@@ -178,7 +189,6 @@ impl Ctx {
             seconds: self.opts.seconds,
             pgoptions,
         }
-        .run(&self.tools)
     }
 
     fn wrk(&self, url: &str, script: &Path) -> anyhow::Result<f64> {
@@ -613,7 +623,7 @@ fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant, root: &BenchTenant) -> anyhow:
         // Warm-up, then interleaved runs.
         Pgbench {
             seconds: 1,
-            ..pgb(ctx, &ctx.db.server, &rls, Some(&options))
+            ..ctx.pgbench_with(&ctx.db.server, &rls, Some(&options))
         }
         .run(&ctx.tools)?;
         let (mut r, mut b) = (vec![], vec![]);
@@ -635,21 +645,6 @@ fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant, root: &BenchTenant) -> anyhow:
         ));
     }
     Ok(())
-}
-
-fn pgb<'a>(
-    ctx: &Ctx,
-    conninfo: &'a str,
-    scripts: &'a [PathBuf],
-    options: Option<&'a str>,
-) -> Pgbench<'a> {
-    Pgbench {
-        conninfo,
-        scripts,
-        clients: ctx.opts.clients,
-        seconds: ctx.opts.seconds,
-        pgoptions: options,
-    }
 }
 
 /// Figures 6, 7 and 9: metrics reads, creation rates and key functions, timed here.
