@@ -1,4 +1,4 @@
-//! Embeds the SQL files of `migrations/` (repository root) into the library, in version order.
+//! Embeds the SQL files of `migrations/` (repository root) into the library: the versioned `NNNN_<what>.sql` in version order, and the repeatable definitions of `migrations/repeatable/` in name order.
 
 use std::{env, fs, path::PathBuf};
 
@@ -38,6 +38,33 @@ fn main() {
     out.push_str("]\n");
     fs::write(
         PathBuf::from(env::var("OUT_DIR").unwrap()).join("migrations.rs"),
+        out,
+    )
+    .unwrap();
+
+    let repeatable = dir.join("repeatable");
+    println!("cargo:rerun-if-changed={}", repeatable.display());
+    let mut definitions: Vec<(String, PathBuf)> = fs::read_dir(&repeatable)
+        .expect("migrations/repeatable/ directory at the repository root")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let file = path.file_name()?.to_str()?.to_owned();
+            file.ends_with(".sql")
+                .then(|| Some((file, path.canonicalize().ok()?)))?
+        })
+        .collect();
+    definitions.sort();
+    let mut out = String::from("&[\n");
+    for (name, path) in &definitions {
+        println!("cargo:rerun-if-changed={}", path.display());
+        out.push_str(&format!(
+            "    Definition {{ name: {name:?}, sql: include_str!({:?}) }},\n",
+            path.display().to_string()
+        ));
+    }
+    out.push_str("]\n");
+    fs::write(
+        PathBuf::from(env::var("OUT_DIR").unwrap()).join("definitions.rs"),
         out,
     )
     .unwrap();

@@ -1,7 +1,15 @@
-//! Migration runner: applies `migrations/*.sql` in version order under an advisory lock, records each with a checksum, and refuses edited or unknown migrations.
+//! Migration runner: applies the versioned `migrations/NNNN_*.sql` in order and then, when any has changed, every repeatable definition of `migrations/repeatable/`, all in one transaction under an advisory lock; records checksums and refuses edited or unknown versioned migrations.
+//!
+//! Two kinds of SQL (rules in `migrations/README.md`):
+//! - versioned migrations hold tables and data changes; append-only, each
+//!   applied once, never edited once landed;
+//! - repeatable definitions hold the one current definition of every function,
+//!   view, trigger, policy and grant, one file per domain; when any file's
+//!   checksum differs from the one recorded in `tenantry.schema_definitions`,
+//!   all of them are applied again, in name order, after the versioned ones.
 
 use sha2::{Digest, Sha256};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 /// One SQL migration embedded at build time from `migrations/NNNN_name.sql`.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +34,29 @@ static MIGRATIONS: &[Migration] = include!(concat!(env!("OUT_DIR"), "/migrations
 /// Every migration this build knows, in version order.
 pub fn migrations() -> &'static [Migration] {
     MIGRATIONS
+}
+
+/// One repeatable definition file embedded at build time from `migrations/repeatable/<name>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Definition {
+    /// File name, e.g. `03_resources.sql`; files apply in name order.
+    pub name: &'static str,
+    /// The SQL text.
+    pub sql: &'static str,
+}
+
+impl Definition {
+    /// SHA-256 of the SQL text, as recorded in `tenantry.schema_definitions`.
+    pub fn checksum(&self) -> Vec<u8> {
+        Sha256::digest(self.sql.as_bytes()).to_vec()
+    }
+}
+
+static DEFINITIONS: &[Definition] = include!(concat!(env!("OUT_DIR"), "/definitions.rs"));
+
+/// Every repeatable definition file this build knows, in the order they apply.
+pub fn definitions() -> &'static [Definition] {
+    DEFINITIONS
 }
 
 /// Why migrating (or checking the schema) failed.
@@ -55,6 +86,22 @@ pub enum MigrateError {
         /// How many migrations are pending.
         pending: usize,
     },
+    /// The versioned migrations are applied but the function, policy and grant
+    /// definitions differ from this build's (reported by [`check`]).
+    #[error("the database's definitions ({names}) differ from this build's; run `tenantry migrate`")]
+    DefinitionsPending {
+        /// The definition files that are new or changed, comma-separated.
+        names: String,
+    },
+    /// A repeatable definition file failed to apply.
+    #[error("definitions {name} failed: {source}")]
+    DefinitionFailed {
+        /// The file name.
+        name: String,
+        /// The database error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// A migration's SQL failed.
     #[error("migration {version} ({name}) failed: {source}")]
     Failed {
@@ -77,16 +124,36 @@ pub enum MigrateError {
 /// Advisory lock key shared by every tenantry process migrating the same database.
 const LOCK_KEY: i64 = 0x7465_6e61_6e74_7279; // "tenantry"
 
-/// Applies every pending migration and returns the ones applied (empty when up to date).
+/// Applies every pending migration (and, when they changed, the repeatable
+/// definitions) and returns the versioned migrations applied (empty when up to date).
 ///
 /// Safe to run twice and from several processes at once: the work happens under a
-/// session advisory lock, each migration in its own transaction. The connecting role
-/// must be able to create roles and BYPASSRLS roles (a superuser, typically).
+/// session advisory lock, in one transaction, so an upgrade is all or nothing. The
+/// connecting role must be able to create roles and BYPASSRLS roles (a superuser,
+/// typically).
 pub async fn migrate(client: &mut Client) -> Result<Vec<Migration>, MigrateError> {
+    migrate_until(client, None).await
+}
+
+/// Brings a database to the state an older build left it in: the versioned
+/// migrations up to and including `version`, without the repeatable definitions,
+/// exactly as the runner did before `migrations/repeatable/` existed (up to 0007).
+/// Used by upgrade tests; `migrate` then upgrades such a database.
+pub async fn migrate_to_version(
+    client: &mut Client,
+    version: i32,
+) -> Result<Vec<Migration>, MigrateError> {
+    migrate_until(client, Some(version)).await
+}
+
+async fn migrate_until(
+    client: &mut Client,
+    until: Option<i32>,
+) -> Result<Vec<Migration>, MigrateError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await?;
-    let result = migrate_locked(client).await;
+    let result = migrate_locked(client, until).await;
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await;
@@ -95,7 +162,10 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<Migration>, MigrateError
     Ok(applied)
 }
 
-async fn migrate_locked(client: &mut Client) -> Result<Vec<Migration>, MigrateError> {
+async fn migrate_locked(
+    client: &mut Client,
+    until: Option<i32>,
+) -> Result<Vec<Migration>, MigrateError> {
     client
         .batch_execute(
             "CREATE SCHEMA IF NOT EXISTS tenantry;
@@ -110,10 +180,15 @@ async fn migrate_locked(client: &mut Client) -> Result<Vec<Migration>, MigrateEr
                  'Migrations applied by tenantry migrate, with the SHA-256 of each file. Append-only.';",
         )
         .await?;
-    let pending = pending_after_verify(client).await?;
-    let mut applied = Vec::new();
-    for migration in pending {
-        let tx = client.transaction().await?;
+    let pending: Vec<Migration> = pending_after_verify(client)
+        .await?
+        .into_iter()
+        .filter(|m| until.is_none_or(|v| m.version <= v))
+        .collect();
+    let tx = client.transaction().await?;
+    for migration in &pending {
+        // Each file sets its own role; none inherits the previous file's.
+        tx.batch_execute("RESET ROLE").await?;
         tx.batch_execute(migration.sql)
             .await
             .map_err(|source| MigrateError::Failed {
@@ -126,9 +201,11 @@ async fn migrate_locked(client: &mut Client) -> Result<Vec<Migration>, MigrateEr
             &[&migration.version, &migration.name, &migration.checksum()],
         )
         .await?;
-        tx.commit().await?;
-        applied.push(migration);
     }
+    if until.is_none() && !stale_definitions(&tx).await?.is_empty() {
+        apply_definitions(&tx).await?;
+    }
+    tx.commit().await?;
     // Per-database grants that a template copy does not carry: the owner creates
     // the schemas of schema-isolated tenants.
     client
@@ -138,11 +215,78 @@ async fn migrate_locked(client: &mut Client) -> Result<Vec<Migration>, MigrateEr
              END $$;",
         )
         .await?;
-    Ok(applied)
+    Ok(pending)
+}
+
+/// Applies every definition file in order and records their checksums, dropping
+/// records of files this build no longer has.
+async fn apply_definitions(tx: &tokio_postgres::Transaction<'_>) -> Result<(), MigrateError> {
+    for definition in DEFINITIONS {
+        tx.batch_execute("RESET ROLE").await?;
+        tx.batch_execute(definition.sql)
+            .await
+            .map_err(|source| MigrateError::DefinitionFailed {
+                name: definition.name.to_owned(),
+                source,
+            })?;
+    }
+    tx.batch_execute("RESET ROLE").await?;
+    let names: Vec<&str> = DEFINITIONS.iter().map(|d| d.name).collect();
+    tx.execute(
+        "DELETE FROM tenantry.schema_definitions WHERE NOT (name = ANY ($1))",
+        &[&names],
+    )
+    .await?;
+    for definition in DEFINITIONS {
+        tx.execute(
+            "INSERT INTO tenantry.schema_definitions (name, checksum) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum,
+                 applied_at = now(), applied_by = session_user",
+            &[&definition.name, &definition.checksum()],
+        )
+        .await?;
+    }
+    tracing::info!(
+        files = DEFINITIONS.len(),
+        "applied the repeatable definitions"
+    );
+    Ok(())
+}
+
+/// Names of the definition files that are new or differ from what the database
+/// recorded (all of them when the bookkeeping table does not exist yet).
+async fn stale_definitions(client: &impl GenericClient) -> Result<Vec<&'static str>, MigrateError> {
+    let exists = client
+        .query_typed(
+            "SELECT to_regclass('tenantry.schema_definitions') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .first()
+        .is_some_and(|r| r.get::<_, bool>(0));
+    let recorded: Vec<(String, Vec<u8>)> = if exists {
+        client
+            .query_typed("SELECT name, checksum FROM tenantry.schema_definitions", &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(DEFINITIONS
+        .iter()
+        .filter(|d| {
+            !recorded
+                .iter()
+                .any(|(name, sum)| name == d.name && *sum == d.checksum())
+        })
+        .map(|d| d.name)
+        .collect())
 }
 
 /// Verifies recorded migrations against this build and returns the pending ones.
-async fn pending_after_verify(client: &Client) -> Result<Vec<Migration>, MigrateError> {
+async fn pending_after_verify(client: &impl GenericClient) -> Result<Vec<Migration>, MigrateError> {
     // Unnamed statements (query_typed) throughout: these checks also run through
     // transaction-pooling poolers, which lose named prepared statements.
     let rows = client
@@ -175,8 +319,10 @@ async fn pending_after_verify(client: &Client) -> Result<Vec<Migration>, Migrate
 
 /// Checks, without changing anything, that the database schema matches this build exactly.
 ///
-/// Errors with [`MigrateError::Pending`] on an unmigrated or older schema and
-/// [`MigrateError::Unknown`] / [`MigrateError::Edited`] on a newer or diverged one.
+/// Errors with [`MigrateError::Pending`] on an unmigrated or older schema,
+/// [`MigrateError::DefinitionsPending`] when only the repeatable definitions
+/// differ, and [`MigrateError::Unknown`] / [`MigrateError::Edited`] on a newer or
+/// diverged one.
 pub async fn check(client: &Client) -> Result<(), MigrateError> {
     let exists = client
         .query_typed(
@@ -192,11 +338,17 @@ pub async fn check(client: &Client) -> Result<(), MigrateError> {
         });
     }
     let pending = pending_after_verify(client).await?;
-    if pending.is_empty() {
+    if !pending.is_empty() {
+        return Err(MigrateError::Pending {
+            pending: pending.len(),
+        });
+    }
+    let stale = stale_definitions(client).await?;
+    if stale.is_empty() {
         Ok(())
     } else {
-        Err(MigrateError::Pending {
-            pending: pending.len(),
+        Err(MigrateError::DefinitionsPending {
+            names: stale.join(", "),
         })
     }
 }
@@ -221,6 +373,46 @@ mod tests {
                 "migration {} does not",
                 m.version
             );
+        }
+        for d in definitions() {
+            assert!(
+                d.sql.contains("SET LOCAL ROLE tenantry_owner;"),
+                "definitions {} do not",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn definitions_start_with_the_reset_and_apply_in_name_order() {
+        let names: Vec<&str> = definitions().iter().map(|d| d.name).collect();
+        assert_eq!(names.first(), Some(&"00_reset.sql"));
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
+    }
+
+    /// Rule 2 of migrations/README.md: after 0007, functions, views, triggers,
+    /// policies and grants are defined only in the repeatable files.
+    #[test]
+    fn versioned_migrations_after_0007_define_no_functions_policies_or_grants() {
+        for m in migrations().iter().filter(|m| m.version > 7) {
+            let upper = m.sql.to_uppercase();
+            for forbidden in [
+                "CREATE FUNCTION",
+                "CREATE OR REPLACE FUNCTION",
+                "CREATE VIEW",
+                "CREATE OR REPLACE VIEW",
+                "CREATE TRIGGER",
+                "CREATE OR REPLACE TRIGGER",
+                "CREATE POLICY",
+                "\nGRANT ",
+            ] {
+                assert!(
+                    !upper.contains(forbidden),
+                    "migration {} ({}) contains {forbidden:?}: put it in migrations/repeatable/",
+                    m.version,
+                    m.name
+                );
+            }
         }
     }
 }

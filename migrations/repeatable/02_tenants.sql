@@ -1,0 +1,332 @@
+-- =============================================================================
+-- Tenants: settings, lifecycle, hierarchy (transitive closure), audit log,
+-- creating tenants.
+-- =============================================================================
+
+SET LOCAL ROLE tenantry_owner;
+
+-- -----------------------------------------------------------------------------
+-- Settings: a closed set of keys, validated by the database.
+-- -----------------------------------------------------------------------------
+
+/**
+ * Raises TN422 naming the offending key when settings hold an unknown key or a
+ * value of the wrong type; returns true otherwise. Known keys:
+ * max_resources, max_storage_bytes (integers >= 0), rate_limit_per_second
+ * (number > 0), rate_limit_burst (integer >= 1), metadata (object, free-form).
+ */
+CREATE OR REPLACE FUNCTION tenantry.validate_tenant_settings(settings jsonb)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    v jsonb;
+BEGIN
+    IF settings IS NULL THEN
+        RETURN true;
+    END IF;
+    IF jsonb_typeof(settings) <> 'object' THEN
+        RAISE EXCEPTION 'settings must be a JSON object' USING ERRCODE = 'TN422', HINT = 'settings';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(settings) LOOP
+        CASE k
+        WHEN 'max_resources', 'max_storage_bytes' THEN
+            IF jsonb_typeof(v) <> 'number' OR v::numeric < 0 OR v::numeric <> trunc(v::numeric) THEN
+                RAISE EXCEPTION 'settings.% must be an integer >= 0', k USING ERRCODE = 'TN422', HINT = 'settings.' || k;
+            END IF;
+        WHEN 'rate_limit_burst' THEN
+            IF jsonb_typeof(v) <> 'number' OR v::numeric < 1 OR v::numeric <> trunc(v::numeric) THEN
+                RAISE EXCEPTION 'settings.% must be an integer >= 1', k USING ERRCODE = 'TN422', HINT = 'settings.' || k;
+            END IF;
+        WHEN 'rate_limit_per_second' THEN
+            IF jsonb_typeof(v) <> 'number' OR v::numeric <= 0 THEN
+                RAISE EXCEPTION 'settings.% must be a number > 0', k USING ERRCODE = 'TN422', HINT = 'settings.' || k;
+            END IF;
+        WHEN 'metadata' THEN
+            IF jsonb_typeof(v) <> 'object' THEN
+                RAISE EXCEPTION 'settings.metadata must be a JSON object' USING ERRCODE = 'TN422', HINT = 'settings.metadata';
+            END IF;
+        ELSE
+            RAISE EXCEPTION 'unknown settings key "%"', k
+                USING ERRCODE = 'TN422', HINT = 'settings.' || k,
+                      DETAIL = 'known keys: max_resources, max_storage_bytes, rate_limit_per_second, rate_limit_burst, metadata';
+        END CASE;
+    END LOOP;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION tenantry.validate_tenant_settings(jsonb) IS 'Validates tenants.settings: raises TN422 naming the bad key, returns true otherwise.';
+GRANT EXECUTE ON FUNCTION tenantry.validate_tenant_settings(jsonb) TO tenantry_app, tenantry_admin;
+
+-- -----------------------------------------------------------------------------
+-- Tenants and their closure: who reads what
+-- -----------------------------------------------------------------------------
+
+CREATE POLICY tenant_self_and_descendants ON tenantry.tenants
+    FOR SELECT TO tenantry_app
+    USING (tenant_id = ANY (tenantry.visible_tenant_ids()));
+COMMENT ON POLICY tenant_self_and_descendants ON tenantry.tenants IS 'A tenant reads its own row and its descendants'' rows, never its parent''s or siblings''.';
+
+CREATE POLICY admin_all_tenants ON tenantry.tenants
+    FOR ALL TO tenantry_admin
+    USING (true) WITH CHECK (true);
+COMMENT ON POLICY admin_all_tenants ON tenantry.tenants IS 'Administrators manage every tenant (they still cannot read resources).';
+
+GRANT SELECT ON tenantry.tenants TO tenantry_app, tenantry_admin;
+GRANT UPDATE (name, settings, status, parent_id) ON tenantry.tenants TO tenantry_admin;
+
+CREATE POLICY hierarchy_within_subtree ON tenantry.tenant_hierarchy
+    FOR SELECT TO tenantry_app
+    USING (child_id = ANY (tenantry.visible_tenant_ids()) AND parent_id = ANY (tenantry.visible_tenant_ids()));
+COMMENT ON POLICY hierarchy_within_subtree ON tenantry.tenant_hierarchy IS 'A tenant sees the closure rows inside its own subtree only.';
+
+CREATE POLICY admin_whole_hierarchy ON tenantry.tenant_hierarchy
+    FOR SELECT TO tenantry_admin USING (true);
+COMMENT ON POLICY admin_whole_hierarchy ON tenantry.tenant_hierarchy IS 'Administrators read the whole hierarchy.';
+
+GRANT SELECT ON tenantry.tenant_hierarchy TO tenantry_app, tenantry_admin;
+
+-- -----------------------------------------------------------------------------
+-- Audit log: append-only, written by the database.
+-- -----------------------------------------------------------------------------
+
+CREATE POLICY audit_own_tenant ON tenantry.audit_log
+    FOR SELECT TO tenantry_app
+    USING (tenant_id = tenantry.current_tenant_id());
+COMMENT ON POLICY audit_own_tenant ON tenantry.audit_log IS 'A tenant reads only its own audit rows.';
+
+CREATE POLICY admin_all_audit ON tenantry.audit_log
+    FOR SELECT TO tenantry_admin USING (true);
+COMMENT ON POLICY admin_all_audit ON tenantry.audit_log IS 'Administrators read every tenant''s audit rows.';
+
+GRANT SELECT ON tenantry.audit_log TO tenantry_app, tenantry_admin;
+
+/** Refuses UPDATE and DELETE on audit_log for everyone, the owner included. */
+CREATE OR REPLACE FUNCTION tenantry.audit_log_is_append_only()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'TN403';
+END
+$$;
+COMMENT ON FUNCTION tenantry.audit_log_is_append_only() IS 'Trigger: audit_log rows can be neither updated nor deleted.';
+CREATE OR REPLACE TRIGGER audit_log_append_only
+    BEFORE UPDATE OR DELETE ON tenantry.audit_log
+    FOR EACH ROW EXECUTE FUNCTION tenantry.audit_log_is_append_only();
+CREATE OR REPLACE TRIGGER audit_log_no_truncate
+    BEFORE TRUNCATE ON tenantry.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.audit_log_is_append_only();
+
+/** Appends one audit row; the actor comes from the transaction context. */
+CREATE OR REPLACE FUNCTION tenantry.write_audit(
+    p_tenant_id uuid, p_action text, p_target_type text, p_target_id text, p_details jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO tenantry.audit_log (tenant_id, actor, action, target_type, target_id, details)
+    VALUES (p_tenant_id, tenantry.current_actor(), p_action, p_target_type, p_target_id, coalesce(p_details, '{}'));
+$$;
+COMMENT ON FUNCTION tenantry.write_audit(uuid, text, text, text, jsonb) IS 'Internal: appends an audit row as the owner. Called by audit triggers only; not granted to anyone.';
+
+-- -----------------------------------------------------------------------------
+-- Tenant triggers: lifecycle, hierarchy closure, audit.
+-- -----------------------------------------------------------------------------
+
+/** Checks a tenant row before it is written: lifecycle, parent and cycles. */
+CREATE OR REPLACE FUNCTION tenantry.tenants_before_write()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parent_status text;
+BEGIN
+    NEW.name := btrim(NEW.name);
+    IF TG_OP = 'UPDATE' THEN
+        IF OLD.status = 'deleted' THEN
+            RAISE EXCEPTION 'tenant % is deleted', OLD.tenant_id USING ERRCODE = 'TN409';
+        END IF;
+        IF NEW.tenant_id <> OLD.tenant_id THEN
+            RAISE EXCEPTION 'tenant_id cannot change' USING ERRCODE = 'TN422', HINT = 'tenant_id';
+        END IF;
+        NEW.created_at := OLD.created_at;
+        NEW.updated_at := now();
+        IF NEW.status = 'deleted' AND OLD.status <> 'deleted' AND EXISTS (
+            SELECT 1 FROM tenantry.tenants c WHERE c.parent_id = NEW.tenant_id AND c.status <> 'deleted'
+        ) THEN
+            RAISE EXCEPTION 'tenant % still has children that are not deleted', NEW.tenant_id
+                USING ERRCODE = 'TN409', HINT = 'delete or move its children first';
+        END IF;
+    END IF;
+    IF NEW.parent_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.parent_id IS DISTINCT FROM OLD.parent_id) THEN
+        -- Serialise re-parenting so two concurrent moves cannot build a cycle.
+        PERFORM pg_advisory_xact_lock(hashtext('tenantry.tenant_hierarchy'));
+        SELECT status INTO parent_status FROM tenantry.tenants WHERE tenant_id = NEW.parent_id;
+        IF parent_status IS NULL OR parent_status = 'deleted' THEN
+            RAISE EXCEPTION 'parent tenant % not found', NEW.parent_id USING ERRCODE = 'TN404', HINT = 'parent_id';
+        END IF;
+        IF NEW.parent_id = NEW.tenant_id THEN
+            RAISE EXCEPTION 'a tenant cannot be its own parent' USING ERRCODE = 'TN422', HINT = 'parent_id';
+        END IF;
+        IF TG_OP = 'UPDATE' AND EXISTS (
+            SELECT 1 FROM tenantry.tenant_hierarchy
+            WHERE parent_id = NEW.tenant_id AND child_id = NEW.parent_id
+        ) THEN
+            RAISE EXCEPTION 'moving tenant % under % would create a cycle', NEW.tenant_id, NEW.parent_id
+                USING ERRCODE = 'TN409', HINT = 'parent_id';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: enforces the status lifecycle, an existing live parent, and rejects self-parenting and cycles.';
+
+/** Maintains tenant_hierarchy and writes the tenant audit rows. */
+CREATE OR REPLACE FUNCTION tenantry.tenants_after_write()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth)
+        SELECT NEW.tenant_id, NEW.tenant_id, 0
+        UNION ALL
+        SELECT h.parent_id, NEW.tenant_id, h.depth + 1
+        FROM tenantry.tenant_hierarchy h
+        WHERE h.child_id = NEW.parent_id;
+        PERFORM tenantry.write_audit(NEW.tenant_id, 'tenant.created', 'tenant', NEW.tenant_id::text,
+            jsonb_build_object('name', NEW.name, 'parent_id', NEW.parent_id, 'isolation', NEW.isolation));
+        IF NEW.parent_id IS NOT NULL THEN
+            PERFORM tenantry.write_audit(NEW.parent_id, 'tenant.child_created', 'tenant', NEW.tenant_id::text,
+                jsonb_build_object('name', NEW.name));
+        END IF;
+        RETURN NULL;
+    END IF;
+
+    IF NEW.parent_id IS DISTINCT FROM OLD.parent_id THEN
+        -- Detach the subtree from its old ancestors ...
+        DELETE FROM tenantry.tenant_hierarchy h
+        USING tenantry.tenant_hierarchy sub, tenantry.tenant_hierarchy anc
+        WHERE sub.parent_id = NEW.tenant_id
+          AND anc.child_id = NEW.tenant_id AND anc.depth > 0
+          AND h.parent_id = anc.parent_id AND h.child_id = sub.child_id;
+        -- ... and attach it under the new parent's ancestors. A duplicate closure
+        -- row means one statement moved several tenants into a loop (the BEFORE
+        -- check sees the closure as it was when the statement started).
+        BEGIN
+            INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth)
+            SELECT anc.parent_id, sub.child_id, anc.depth + sub.depth + 1
+            FROM tenantry.tenant_hierarchy anc, tenantry.tenant_hierarchy sub
+            WHERE anc.child_id = NEW.parent_id AND sub.parent_id = NEW.tenant_id;
+        EXCEPTION WHEN unique_violation THEN
+            RAISE EXCEPTION 'moving tenant % under % would create a cycle', NEW.tenant_id, NEW.parent_id
+                USING ERRCODE = 'TN409', HINT = 'parent_id';
+        END;
+        PERFORM tenantry.write_audit(NEW.tenant_id, 'tenant.reparented', 'tenant', NEW.tenant_id::text,
+            jsonb_build_object('from', OLD.parent_id, 'to', NEW.parent_id));
+    END IF;
+    IF NEW.status IS DISTINCT FROM OLD.status THEN
+        PERFORM tenantry.write_audit(NEW.tenant_id,
+            CASE NEW.status WHEN 'active' THEN 'tenant.activated'
+                            WHEN 'suspended' THEN 'tenant.suspended'
+                            ELSE 'tenant.deleted' END,
+            'tenant', NEW.tenant_id::text, jsonb_build_object('from', OLD.status, 'to', NEW.status));
+    END IF;
+    IF NEW.name IS DISTINCT FROM OLD.name THEN
+        PERFORM tenantry.write_audit(NEW.tenant_id, 'tenant.renamed', 'tenant', NEW.tenant_id::text,
+            jsonb_build_object('from', OLD.name, 'to', NEW.name));
+    END IF;
+    IF NEW.settings IS DISTINCT FROM OLD.settings THEN
+        PERFORM tenantry.write_audit(NEW.tenant_id, 'tenant.settings_changed', 'tenant', NEW.tenant_id::text,
+            jsonb_build_object('from', OLD.settings, 'to', NEW.settings));
+    END IF;
+    IF NEW.isolation IS DISTINCT FROM OLD.isolation THEN
+        PERFORM tenantry.write_audit(NEW.tenant_id, 'tenant.isolation_changed', 'tenant', NEW.tenant_id::text,
+            jsonb_build_object('from', OLD.isolation, 'to', NEW.isolation));
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenants_after_write() IS 'Trigger: maintains the tenant_hierarchy closure on insert and re-parenting, and audits tenant changes.';
+
+CREATE OR REPLACE TRIGGER tenants_before_write
+    BEFORE INSERT OR UPDATE ON tenantry.tenants
+    FOR EACH ROW EXECUTE FUNCTION tenantry.tenants_before_write();
+CREATE OR REPLACE TRIGGER tenants_after_write
+    AFTER INSERT OR UPDATE ON tenantry.tenants
+    FOR EACH ROW EXECUTE FUNCTION tenantry.tenants_after_write();
+
+/** Refuses hard deletes: a tenant is deleted by setting its status. */
+CREATE OR REPLACE FUNCTION tenantry.tenants_no_hard_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'tenants are deleted by setting status = ''deleted''; rows are kept' USING ERRCODE = 'TN409';
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenants_no_hard_delete() IS 'Trigger: tenants are soft-deleted (status deleted) so that audit and usage history stay intact.';
+CREATE OR REPLACE TRIGGER tenants_no_hard_delete
+    BEFORE DELETE ON tenantry.tenants
+    FOR EACH ROW EXECUTE FUNCTION tenantry.tenants_no_hard_delete();
+
+-- -----------------------------------------------------------------------------
+-- Creating tenants
+-- -----------------------------------------------------------------------------
+
+/** Administrators create tenants (root or child, any isolation). */
+CREATE OR REPLACE FUNCTION tenantry.create_tenant(
+    name text, parent_id uuid DEFAULT NULL, isolation text DEFAULT 'shared', settings jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tid uuid;
+BEGIN
+    IF isolation IS NULL OR isolation NOT IN ('shared', 'schema') THEN
+        RAISE EXCEPTION 'isolation must be "shared" or "schema"' USING ERRCODE = 'TN422', HINT = 'isolation';
+    END IF;
+    IF name IS NULL OR length(btrim(name)) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'name must be 1 to 200 characters' USING ERRCODE = 'TN422', HINT = 'name';
+    END IF;
+    INSERT INTO tenantry.tenants (name, parent_id, isolation, settings)
+    VALUES (name, parent_id, 'shared', coalesce(settings, '{}'))
+    RETURNING tenants.tenant_id INTO tid;
+    IF isolation = 'schema' THEN
+        PERFORM tenantry.set_tenant_isolation(tid, 'schema');
+    END IF;
+    RETURN tid;
+END
+$$;
+COMMENT ON FUNCTION tenantry.create_tenant(text, uuid, text, jsonb) IS 'Admin: creates a tenant (optionally under a parent, optionally schema-isolated) and returns its id.';
+
+/** A tenant creates a child of itself. */
+CREATE OR REPLACE FUNCTION tenantry.create_child_tenant(name text, settings jsonb DEFAULT '{}', isolation text DEFAULT 'shared')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me uuid := tenantry.current_tenant_id();
+BEGIN
+    IF me IS NULL THEN
+        RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
+    END IF;
+    IF (SELECT status FROM tenantry.tenants WHERE tenant_id = me) IS DISTINCT FROM 'active' THEN
+        RAISE EXCEPTION 'tenant % is not active', me USING ERRCODE = 'TN403';
+    END IF;
+    RETURN tenantry.create_tenant(name, me, isolation, settings);
+END
+$$;
+COMMENT ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) IS 'Creates a child of the current tenant and returns its id. The new child becomes visible to the parent in its next transaction.';
+
+GRANT EXECUTE ON FUNCTION tenantry.create_tenant(text, uuid, text, jsonb) TO tenantry_admin;
+GRANT EXECUTE ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) TO tenantry_app;

@@ -1,0 +1,279 @@
+-- =============================================================================
+-- API keys (KeyHippo-style lifecycle). The key is shown once; only its SHA-256
+-- is stored. Format: tk_<12 hex prefix>_<64 hex secret>. The prefix finds the
+-- row before any tenant is known; the hash decides.
+-- =============================================================================
+
+SET LOCAL ROLE tenantry_owner;
+
+CREATE POLICY api_keys_read_subtree ON tenantry.api_keys
+    FOR SELECT TO tenantry_app
+    USING (tenant_id = ANY (tenantry.visible_tenant_ids()));
+COMMENT ON POLICY api_keys_read_subtree ON tenantry.api_keys IS 'A tenant lists the keys of itself and its descendants (never their hashes: column privileges).';
+GRANT SELECT (tenant_id, key_id, prefix, description, metadata, user_id, role_id, created_by, created_at,
+              expires_at, revoked_at, last_used_at, rotated_from, rotated_to)
+    ON tenantry.api_keys TO tenantry_app;
+
+/** Audits key creation, rotation and revocation. */
+CREATE OR REPLACE FUNCTION tenantry.api_keys_audit()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM tenantry.write_audit(NEW.tenant_id,
+            CASE WHEN NEW.rotated_from IS NULL THEN 'key.created' ELSE 'key.rotated' END,
+            'api_key', NEW.key_id::text,
+            jsonb_build_object('prefix', NEW.prefix, 'description', NEW.description,
+                               'rotated_from', NEW.rotated_from, 'expires_at', NEW.expires_at,
+                               'user_id', NEW.user_id, 'role_id', NEW.role_id));
+    ELSIF NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
+        PERFORM tenantry.write_audit(NEW.tenant_id, 'key.revoked', 'api_key', NEW.key_id::text,
+            jsonb_build_object('prefix', NEW.prefix));
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.api_keys_audit() IS 'Trigger: audits keys created, rotated and revoked.';
+CREATE OR REPLACE TRIGGER api_keys_audit AFTER INSERT OR UPDATE OF revoked_at ON tenantry.api_keys
+    FOR EACH ROW EXECUTE FUNCTION tenantry.api_keys_audit();
+
+/** Inserts a key for a tenant and returns (key_id, key). Internal; callers check rights. */
+CREATE OR REPLACE FUNCTION tenantry.issue_api_key(
+    p_tenant_id uuid, p_description text, p_metadata jsonb, p_user_id uuid, p_role_id uuid,
+    p_expires_at timestamptz, p_rotated_from uuid, OUT key_id uuid, OUT api_key text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    key_prefix text := substr(replace(gen_random_uuid()::text, '-', ''), 1, 12);
+BEGIN
+    api_key := 'tk_' || key_prefix || '_'
+        || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '');
+    INSERT INTO tenantry.api_keys (tenant_id, prefix, key_hash, description, metadata, user_id, role_id,
+                                   expires_at, rotated_from)
+    VALUES (p_tenant_id, key_prefix, sha256(convert_to(api_key, 'UTF8')), coalesce(p_description, ''),
+            coalesce(p_metadata, '{}'), p_user_id, p_role_id, p_expires_at, p_rotated_from)
+    RETURNING api_keys.key_id INTO issue_api_key.key_id;
+EXCEPTION
+    WHEN foreign_key_violation THEN
+        RAISE EXCEPTION 'user_id or role_id does not belong to tenant %', p_tenant_id
+            USING ERRCODE = 'TN404', HINT = 'role_id';
+END
+$$;
+COMMENT ON FUNCTION tenantry.issue_api_key(uuid, text, jsonb, uuid, uuid, timestamptz, uuid) IS 'Internal: generates a key, stores its SHA-256, returns id and key. Not granted.';
+
+/**
+ * KeyHippo API: create_api_key(description, metadata) -> key (shown once).
+ * metadata may name tenant_id (default: the current tenant), user_id,
+ * role_id, expires_at. The tenant must be the current tenant or one of its
+ * descendants.
+ */
+CREATE OR REPLACE FUNCTION tenantry.create_api_key(description text, metadata jsonb DEFAULT '{}')
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    meta jsonb := coalesce(metadata, '{}');
+    tid uuid;
+    issued record;
+BEGIN
+    IF jsonb_typeof(meta) <> 'object' THEN
+        RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'TN422', HINT = 'metadata';
+    END IF;
+    IF length(description) > 500 THEN
+        RAISE EXCEPTION 'description must be at most 500 characters' USING ERRCODE = 'TN422', HINT = 'description';
+    END IF;
+    BEGIN
+        tid := coalesce((meta->>'tenant_id')::uuid, tenantry.current_tenant_id());
+        IF tid IS NULL OR NOT (tid = ANY (tenantry.visible_tenant_ids())) THEN
+            RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+        END IF;
+        issued := tenantry.issue_api_key(
+            tid, description, meta - 'tenant_id' - 'user_id' - 'role_id' - 'expires_at',
+            (meta->>'user_id')::uuid, (meta->>'role_id')::uuid, (meta->>'expires_at')::timestamptz, NULL);
+    EXCEPTION WHEN invalid_text_representation OR invalid_datetime_format OR datetime_field_overflow THEN
+        RAISE EXCEPTION 'metadata holds an invalid tenant_id, user_id, role_id or expires_at: %', SQLERRM
+            USING ERRCODE = 'TN422', HINT = 'metadata';
+    END;
+    RETURN issued.api_key;
+END
+$$;
+COMMENT ON FUNCTION tenantry.create_api_key(text, jsonb) IS 'KeyHippo API: creates a key for the current tenant (or a descendant named in metadata.tenant_id) and returns it once.';
+
+/** Guide: create_tenant_api_key(tenant_id, description) -> key. */
+CREATE OR REPLACE FUNCTION tenantry.create_tenant_api_key(tenant_id uuid, description text)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tenantry.create_api_key(description,
+        jsonb_build_object('tenant_id', tenant_id, 'type', 'tenant_key'))
+$$;
+COMMENT ON FUNCTION tenantry.create_tenant_api_key(uuid, text) IS 'Guide API: creates a tenant key (metadata type tenant_key) for the current tenant or a descendant.';
+
+/**
+ * Verifies a key given as its prefix and SHA-256 (the server never sends the
+ * key itself). Returns the key's identity as jsonb, NULL when unknown, revoked
+ * or expired. One statement finds the key; the hashes are compared as digests
+ * of the hashes, so a mismatch's timing tells nothing about the stored hash.
+ * Records last use at most once a minute.
+ */
+CREATE OR REPLACE FUNCTION tenantry.verify_api_key_hash(key_prefix text, key_hash bytea)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k record;
+BEGIN
+    SELECT a.key_id, a.tenant_id, a.user_id, a.role_id, a.description, a.metadata, a.expires_at,
+           a.prefix, a.last_used_at, t.status AS tenant_status, t.settings AS tenant_settings
+      INTO k
+      FROM tenantry.api_keys a JOIN tenantry.tenants t ON t.tenant_id = a.tenant_id
+     WHERE a.prefix = key_prefix
+       AND octet_length(a.key_hash) = octet_length(verify_api_key_hash.key_hash)
+       AND sha256(a.key_hash) = sha256(verify_api_key_hash.key_hash)
+       AND a.revoked_at IS NULL
+       AND (a.expires_at IS NULL OR a.expires_at > now());
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' THEN
+        UPDATE tenantry.api_keys SET last_used_at = now()
+        WHERE tenant_id = k.tenant_id AND api_keys.key_id = k.key_id;
+    END IF;
+    RETURN jsonb_build_object(
+        'key_id', k.key_id, 'tenant_id', k.tenant_id, 'tenant_status', k.tenant_status,
+        'tenant_settings', k.tenant_settings,
+        'permissions', to_jsonb(CASE WHEN k.user_id IS NULL AND k.role_id IS NULL
+                                     THEN (SELECT coalesce(array_agg(p.name ORDER BY p.name), '{}')
+                                           FROM tenantry.permissions p)
+                                     ELSE tenantry.identity_permissions(k.tenant_id, k.user_id, k.role_id) END),
+        'user_id', k.user_id, 'role_id', k.role_id, 'description', k.description,
+        'metadata', k.metadata, 'expires_at', k.expires_at, 'prefix', k.prefix,
+        'type', coalesce(k.metadata->>'type', 'tenant_key'));
+END
+$$;
+COMMENT ON FUNCTION tenantry.verify_api_key_hash(text, bytea) IS 'Verifies a key by prefix and SHA-256 before any tenant is known (one lookup; hashes compared as digests of digests, so timing reveals nothing about the stored hash); NULL for unknown, revoked or expired keys.';
+
+/** KeyHippo API: verify_api_key(key) -> identity jsonb, or NULL. */
+CREATE OR REPLACE FUNCTION tenantry.verify_api_key(key text)
+RETURNS jsonb
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN key ~ '^tk_[0-9a-f]{12}_[0-9a-f]{64}$'
+                THEN tenantry.verify_api_key_hash(substr(key, 4, 12), sha256(convert_to(key, 'UTF8')))
+           END
+$$;
+COMMENT ON FUNCTION tenantry.verify_api_key(text) IS 'KeyHippo API: the identity of a valid key (tenant_id, key_id, user_id, role_id, ...), NULL otherwise. Needs no tenant context.';
+
+/**
+ * Guide: validate_tenant_key(key). Fixed: the key identifies its tenant (no
+ * context needed). With a context set, a key of another tenant gives NULL.
+ * Keys of tenants that are not active give NULL.
+ */
+CREATE OR REPLACE FUNCTION tenantry.validate_tenant_key(key text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    key_data jsonb := tenantry.verify_api_key(key);
+BEGIN
+    IF key_data IS NULL OR key_data->>'tenant_status' <> 'active' THEN
+        RETURN NULL;
+    END IF;
+    IF tenantry.current_tenant_id() IS NOT NULL
+       AND (key_data->>'tenant_id')::uuid <> tenantry.current_tenant_id() THEN
+        RETURN NULL;
+    END IF;
+    RETURN key_data;
+END
+$$;
+COMMENT ON FUNCTION tenantry.validate_tenant_key(text) IS 'Guide API: identity of a valid key of an active tenant; NULL if invalid, or if a tenant context is set and the key belongs to another tenant.';
+
+/** KeyHippo API: revokes a key of the current tenant or a descendant (TN404 otherwise). */
+CREATE OR REPLACE FUNCTION tenantry.revoke_api_key(key_id uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE tenantry.api_keys a SET revoked_at = coalesce(a.revoked_at, now())
+    WHERE a.key_id = revoke_api_key.key_id
+      AND a.tenant_id = ANY (tenantry.visible_tenant_ids());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'api key % not found', revoke_api_key.key_id USING ERRCODE = 'TN404', HINT = 'key_id';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.revoke_api_key(uuid) IS 'KeyHippo API: revokes a key at once. Idempotent; TN404 for a key outside the caller''s subtree.';
+
+/**
+ * KeyHippo API: rotate_api_key(key_id, grace) -> new key (shown once). The new
+ * key inherits tenant, member, role, description and metadata; the old key
+ * keeps working until now() + grace, then expires.
+ */
+CREATE OR REPLACE FUNCTION tenantry.rotate_api_key(key_id uuid, grace interval DEFAULT interval '24 hours')
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    old record;
+    issued record;
+BEGIN
+    IF grace IS NULL OR grace < interval '0' THEN
+        RAISE EXCEPTION 'grace period must be >= 0' USING ERRCODE = 'TN422', HINT = 'grace';
+    END IF;
+    SELECT * INTO old FROM tenantry.api_keys a
+    WHERE a.key_id = rotate_api_key.key_id
+      AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
+    FOR UPDATE;
+    IF old IS NULL THEN
+        RAISE EXCEPTION 'api key % not found', rotate_api_key.key_id USING ERRCODE = 'TN404', HINT = 'key_id';
+    END IF;
+    IF old.revoked_at IS NOT NULL OR (old.expires_at IS NOT NULL AND old.expires_at <= now()) THEN
+        RAISE EXCEPTION 'api key % is revoked or expired', rotate_api_key.key_id USING ERRCODE = 'TN409', HINT = 'key_id';
+    END IF;
+    IF old.rotated_to IS NOT NULL THEN
+        RAISE EXCEPTION 'api key % was already rotated', rotate_api_key.key_id USING ERRCODE = 'TN409', HINT = 'key_id';
+    END IF;
+    issued := tenantry.issue_api_key(old.tenant_id, old.description, old.metadata, old.user_id, old.role_id,
+                                     old.expires_at, old.key_id);
+    UPDATE tenantry.api_keys a
+    SET rotated_to = issued.key_id,
+        expires_at = least(coalesce(a.expires_at, 'infinity'), now() + grace)
+    WHERE a.tenant_id = old.tenant_id AND a.key_id = old.key_id;
+    RETURN issued.api_key;
+END
+$$;
+COMMENT ON FUNCTION tenantry.rotate_api_key(uuid, interval) IS 'KeyHippo API: issues a successor key; the old key expires after the grace period (default 24 hours).';
+
+/** The permission names a key of the caller's subtree holds. */
+CREATE OR REPLACE FUNCTION tenantry.key_permissions(key_id uuid)
+RETURNS text[]
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tenantry.identity_permissions(a.tenant_id, a.user_id, a.role_id)
+    FROM tenantry.api_keys a
+    WHERE a.key_id = key_permissions.key_id
+      AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
+$$;
+COMMENT ON FUNCTION tenantry.key_permissions(uuid) IS 'Permissions of a key of the current subtree: its role''s if bound to a role, else its member''s roles'', else every permission (tenant owner key). NULL for keys outside the subtree.';
+
+GRANT EXECUTE ON FUNCTION
+    tenantry.create_api_key(text, jsonb),
+    tenantry.create_tenant_api_key(uuid, text),
+    tenantry.verify_api_key_hash(text, bytea),
+    tenantry.verify_api_key(text),
+    tenantry.validate_tenant_key(text),
+    tenantry.revoke_api_key(uuid),
+    tenantry.rotate_api_key(uuid, interval),
+    tenantry.key_permissions(uuid)
+TO tenantry_app;

@@ -1,0 +1,137 @@
+-- =============================================================================
+-- Usage: request log (partitioned by day), tenant_metrics, resource usage.
+-- =============================================================================
+
+SET LOCAL ROLE tenantry_owner;
+
+CREATE POLICY request_log_own ON tenantry.request_log
+    FOR ALL TO tenantry_app
+    USING (tenant_id = tenantry.current_tenant_id())
+    WITH CHECK (tenant_id = tenantry.current_tenant_id());
+COMMENT ON POLICY request_log_own ON tenantry.request_log IS 'A tenant reads and appends only its own request-log rows.';
+
+CREATE POLICY request_log_append ON tenantry.request_log
+    FOR INSERT TO tenantry_logger
+    WITH CHECK (true);
+COMMENT ON POLICY request_log_append ON tenantry.request_log IS 'The logger appends rows for any tenant (batched by the server) and reads none.';
+
+GRANT SELECT, INSERT ON tenantry.request_log TO tenantry_app;
+GRANT INSERT ON tenantry.request_log TO tenantry_logger;
+
+/** Creates the daily partitions of request_log from yesterday to days_ahead days from now. */
+CREATE OR REPLACE FUNCTION tenantry.ensure_request_log_partitions(days_ahead integer DEFAULT 7)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d date;
+    part text;
+    created integer := 0;
+BEGIN
+    FOR d IN SELECT generate_series(current_date - 1, current_date + greatest(days_ahead, 0), interval '1 day')::date LOOP
+        part := 'request_log_' || to_char(d, 'YYYYMMDD');
+        IF to_regclass(format('tenantry.%I', part)) IS NULL THEN
+            BEGIN
+                EXECUTE format('CREATE TABLE tenantry.%I PARTITION OF tenantry.request_log FOR VALUES FROM (%L) TO (%L)',
+                               part, d::timestamptz, (d + 1)::timestamptz);
+                EXECUTE format('ALTER TABLE tenantry.%I ENABLE ROW LEVEL SECURITY', part);
+                EXECUTE format('ALTER TABLE tenantry.%I FORCE ROW LEVEL SECURITY', part);
+                EXECUTE format('COMMENT ON TABLE tenantry.%I IS %L', part, 'request_log rows of ' || d);
+                created := created + 1;
+            EXCEPTION WHEN check_violation THEN
+                -- Rows for that day already sit in the default partition; they stay there.
+                RAISE NOTICE 'request_log partition for % skipped: the default partition holds its rows', d;
+            END;
+        END IF;
+    END LOOP;
+    RETURN created;
+END
+$$;
+COMMENT ON FUNCTION tenantry.ensure_request_log_partitions(integer) IS 'Creates missing daily request_log partitions (yesterday .. today + days_ahead). The server calls it periodically.';
+
+/** Drops daily request_log partitions that end before now() - keep. */
+CREATE OR REPLACE FUNCTION tenantry.drop_request_log_partitions(keep interval DEFAULT interval '35 days')
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    part record;
+    dropped integer := 0;
+BEGIN
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'tenantry.request_log'::regclass AND c.relname ~ '^request_log_[0-9]{8}$'
+          AND to_date(substr(c.relname, 13), 'YYYYMMDD') + 1 < (now() - keep)::date
+    LOOP
+        EXECUTE format('DROP TABLE tenantry.%I', part.relname);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+COMMENT ON FUNCTION tenantry.drop_request_log_partitions(interval) IS 'Retention: drops daily request_log partitions older than keep (default 35 days).';
+
+GRANT EXECUTE ON FUNCTION
+    tenantry.ensure_request_log_partitions(integer),
+    tenantry.drop_request_log_partitions(interval)
+TO tenantry_admin;
+
+-- -----------------------------------------------------------------------------
+-- tenant_metrics (guide): materialized, owned by tenantry_owner (BYPASSRLS, so
+-- a refresh sees every tenant). Never granted to tenant roles: read through
+-- current_tenant_metrics() which filters to the caller's subtree.
+-- -----------------------------------------------------------------------------
+
+/** Refreshes tenant_metrics concurrently (readers are not blocked). */
+CREATE OR REPLACE FUNCTION tenantry.refresh_tenant_metrics()
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    REFRESH MATERIALIZED VIEW CONCURRENTLY tenantry.tenant_metrics;
+END
+$$;
+COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Refreshes tenant_metrics concurrently as its owner (sees every tenant). Scheduled by the server.';
+GRANT EXECUTE ON FUNCTION tenantry.refresh_tenant_metrics() TO tenantry_admin;
+
+/**
+ * The caller's rows of tenant_metrics: its own tenant and its descendants
+ * (is_descendant marks the latter), optionally bounded by hour.
+ */
+CREATE OR REPLACE FUNCTION tenantry.current_tenant_metrics(from_hour timestamptz DEFAULT NULL, to_hour timestamptz DEFAULT NULL)
+RETURNS TABLE (tenant_id uuid, hour timestamptz, request_count bigint, unique_users bigint,
+               resources_accessed bigint, is_descendant boolean)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.tenant_id, m.hour, m.request_count, m.unique_users, m.resources_accessed,
+           m.tenant_id <> tenantry.current_tenant_id()
+    FROM tenantry.tenant_metrics m
+    WHERE m.tenant_id = ANY (tenantry.visible_tenant_ids())
+      AND (from_hour IS NULL OR m.hour >= from_hour)
+      AND (to_hour IS NULL OR m.hour < to_hour)
+    ORDER BY m.hour, m.tenant_id
+$$;
+COMMENT ON FUNCTION tenantry.current_tenant_metrics(timestamptz, timestamptz) IS 'Per-tenant read of tenant_metrics: rows of the current tenant and its descendants only. Empty without a tenant context.';
+GRANT EXECUTE ON FUNCTION tenantry.current_tenant_metrics(timestamptz, timestamptz) TO tenantry_app;
+
+-- -----------------------------------------------------------------------------
+-- tenant_resource_usage (guide): security_invoker, so the caller's RLS applies
+-- to both tenants and resources; a tenant sees itself and its descendants.
+-- -----------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW tenantry.tenant_resource_usage WITH (security_invoker = true) AS
+SELECT
+    t.tenant_id,
+    t.name AS tenant_name,
+    count(r.*) AS total_resources,
+    coalesce(sum(r.size_bytes), 0)::bigint AS storage_used,
+    max(r.updated_at) AS last_modified
+FROM tenantry.tenants t
+LEFT JOIN tenantry.resources r ON r.tenant_id = t.tenant_id
+GROUP BY t.tenant_id, t.name;
+COMMENT ON VIEW tenantry.tenant_resource_usage IS 'Guide view: resource count, storage and last modification per tenant. security_invoker: the caller''s RLS applies, so no other tenant''s rows ever appear.';
+GRANT SELECT ON tenantry.tenant_resource_usage TO tenantry_app;

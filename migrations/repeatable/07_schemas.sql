@@ -1,0 +1,178 @@
+-- =============================================================================
+-- Schema-per-tenant ("silo") isolation and connection setup.
+--
+-- A schema-isolated tenant's resources live in tenant_<hex>.resources, a
+-- partition of tenantry.resources for that tenant alone: physically separate,
+-- yet the same API, policies, sharing and usage views serve both models.
+-- Moving a tenant between models moves its rows in one transaction.
+-- =============================================================================
+
+SET LOCAL ROLE tenantry_owner;
+
+/**
+ * Quota counting for writes that name a tenant partition directly (psql users
+ * after setup_connection): statement triggers fire only on the table a
+ * statement names, so the partition carries the same three as
+ * tenantry.resources. Idempotent.
+ */
+CREATE OR REPLACE FUNCTION tenantry.add_partition_quota_triggers(tid uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text := tenantry.tenant_schema_name(tid);
+BEGIN
+    EXECUTE format('CREATE OR REPLACE TRIGGER resources_quota_insert AFTER INSERT ON %I.resources '
+                   'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION tenantry.resources_quota()', s);
+    EXECUTE format('CREATE OR REPLACE TRIGGER resources_quota_update AFTER UPDATE ON %I.resources '
+                   'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION tenantry.resources_quota()', s);
+    EXECUTE format('CREATE OR REPLACE TRIGGER resources_quota_delete AFTER DELETE ON %I.resources '
+                   'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION tenantry.resources_quota()', s);
+END
+$$;
+COMMENT ON FUNCTION tenantry.add_partition_quota_triggers(uuid) IS 'Internal: the quota statement triggers on a schema-isolated tenant''s own resources partition. Not granted.';
+
+/** Policies and grants for direct access to a tenant partition (psql users with setup_connection). */
+CREATE OR REPLACE FUNCTION tenantry.secure_tenant_partition(tid uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text := tenantry.tenant_schema_name(tid);
+BEGIN
+    EXECUTE format('ALTER TABLE %I.resources ENABLE ROW LEVEL SECURITY', s);
+    EXECUTE format('ALTER TABLE %I.resources FORCE ROW LEVEL SECURITY', s);
+    EXECUTE format('CREATE POLICY tenant_isolation ON %I.resources FOR ALL TO tenantry_app_own '
+                   'USING (tenant_id = ANY (tenantry.visible_tenant_ids())) '
+                   'WITH CHECK (tenant_id = ANY (tenantry.visible_tenant_ids()))', s);
+    EXECUTE format('COMMENT ON POLICY tenant_isolation ON %I.resources IS %L', s,
+                   'The tenant (and its ancestors) read and write this partition directly; nobody else.');
+    EXECUTE format('CREATE POLICY tenant_sharing ON %I.resources FOR SELECT TO tenantry_app_shared '
+                   'USING (shared_with @> ARRAY[tenantry.current_tenant_id()])', s);
+    EXECUTE format('COMMENT ON POLICY tenant_sharing ON %I.resources IS %L', s,
+                   'Tenants this tenant shared a resource with read it, read only.');
+    EXECUTE format('COMMENT ON TABLE %I.resources IS %L', s,
+                   'Resources of schema-isolated tenant ' || tid || ' (a partition of tenantry.resources).');
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_app, tenantry_app_own, tenantry_app_shared', s);
+    EXECUTE format('GRANT SELECT ON %I.resources TO tenantry_app_own, tenantry_app_shared', s);
+    EXECUTE format('GRANT INSERT (tenant_id, name, data), UPDATE (name, data), DELETE ON %I.resources TO tenantry_app_own', s);
+    PERFORM tenantry.add_partition_quota_triggers(tid);
+END
+$$;
+COMMENT ON FUNCTION tenantry.secure_tenant_partition(uuid) IS 'Internal: RLS (forced), policies, grants and quota triggers on a tenant''s own resources partition.';
+
+/**
+ * Moves a tenant between isolation models, keeping every row, share and
+ * timestamp. 'schema': creates tenant_<hex> and its resources partition and
+ * moves the rows there; 'shared': moves them back and drops the schema.
+ */
+CREATE OR REPLACE FUNCTION tenantry.set_tenant_isolation(tid uuid, model text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text := tenantry.tenant_schema_name(tid);
+    current_model text;
+    cols text := 'tenant_id, id, name, data, created_at, updated_at, created_by, shared_with';
+BEGIN
+    IF model IS NULL OR model NOT IN ('shared', 'schema') THEN
+        RAISE EXCEPTION 'isolation must be "shared" or "schema"' USING ERRCODE = 'TN422', HINT = 'isolation';
+    END IF;
+    SELECT isolation INTO current_model FROM tenantry.tenants WHERE tenant_id = tid AND status <> 'deleted' FOR UPDATE;
+    IF current_model IS NULL THEN
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    END IF;
+    IF current_model = model THEN
+        RETURN;
+    END IF;
+
+    -- Rows leave one partition and enter another; the share records must not
+    -- cascade away meanwhile, so their foreign key is lifted for the move and
+    -- validated again before commit.
+    LOCK TABLE tenantry.resources, tenantry.shared_resources IN SHARE ROW EXCLUSIVE MODE;
+    ALTER TABLE tenantry.shared_resources DROP CONSTRAINT shared_resources_tenant_id_resource_id_fkey;
+
+    IF model = 'schema' THEN
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION tenantry_owner', s);
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', s, 'Schema of schema-isolated tenant ' || tid);
+        EXECUTE format('CREATE TABLE %I.resources (LIKE tenantry.resources INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS)', s);
+        EXECUTE format('ALTER TABLE %I.resources ADD CONSTRAINT resources_tenant CHECK (tenant_id = %L::uuid)', s, tid);
+        EXECUTE format('INSERT INTO %I.resources (%s) SELECT %s FROM tenantry.resources_pooled WHERE tenant_id = $1', s, cols, cols)
+            USING tid;
+        DELETE FROM tenantry.resources_pooled WHERE tenant_id = tid;
+        EXECUTE format('ALTER TABLE tenantry.resources ATTACH PARTITION %I.resources FOR VALUES IN (%L)', s, tid);
+        PERFORM tenantry.secure_tenant_partition(tid);
+    ELSE
+        EXECUTE format('ALTER TABLE tenantry.resources DETACH PARTITION %I.resources', s);
+        EXECUTE format('INSERT INTO tenantry.resources (%s) SELECT %s FROM %I.resources', cols, cols, s);
+        EXECUTE format('DROP SCHEMA %I CASCADE', s);
+    END IF;
+
+    ALTER TABLE tenantry.shared_resources
+        ADD CONSTRAINT shared_resources_tenant_id_resource_id_fkey
+        FOREIGN KEY (tenant_id, resource_id) REFERENCES tenantry.resources (tenant_id, id) ON DELETE CASCADE;
+    UPDATE tenantry.tenants SET isolation = model WHERE tenant_id = tid;
+    -- The move copied rows past the quota triggers (into a table not yet attached,
+    -- or out of one detached): count the tenant again.
+    PERFORM tenantry.recount_quota_usage(tid);
+END
+$$;
+COMMENT ON FUNCTION tenantry.set_tenant_isolation(uuid, text) IS 'Admin: moves a tenant between pooled (shared) and schema isolation in one transaction; loses nothing (rows, shares, timestamps).';
+GRANT EXECUTE ON FUNCTION tenantry.set_tenant_isolation(uuid, text) TO tenantry_admin;
+
+/**
+ * Guide: create_tenant_schema(tid). Fixed: identifiers via %I, owned by
+ * tenantry_owner, RLS forced on the new table, rows already held by the
+ * tenant moved in (nothing lost); idempotent.
+ */
+CREATE OR REPLACE FUNCTION tenantry.create_tenant_schema(tid uuid)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenantry.set_tenant_isolation(tid, 'schema') $$;
+COMMENT ON FUNCTION tenantry.create_tenant_schema(uuid) IS 'Guide API: gives a tenant its own schema tenant_<hex> with its resources table (same shape and guarantees) and switches it to schema isolation.';
+GRANT EXECUTE ON FUNCTION tenantry.create_tenant_schema(uuid) TO tenantry_admin;
+
+/**
+ * Guide: setup_connection(). Fixed: current_tenant_schema() exists, the
+ * schema name is quoted, and no SET SESSION AUTHORIZATION. Puts the current
+ * tenant's schema (if schema-isolated) first on the session search_path and
+ * re-reads its context. Session scope: same pooler caveat as set_tenant_context.
+ */
+-- No SET search_path clause here: it would undo the search_path this
+-- function exists to set. SECURITY INVOKER, every name schema-qualified.
+CREATE OR REPLACE FUNCTION tenantry.setup_connection()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    s text := tenantry.current_tenant_schema();
+BEGIN
+    IF tenantry.current_tenant_id() IS NULL THEN
+        RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403',
+            HINT = 'call set_tenant_context(tenant_id) first';
+    END IF;
+    PERFORM tenantry.set_tenant_context(tenantry.current_tenant_id());
+    PERFORM set_config('search_path',
+        CASE WHEN s = 'tenantry' THEN 'tenantry, public'
+             ELSE quote_ident(s) || ', tenantry, public' END,
+        false);
+END
+$$;
+COMMENT ON FUNCTION tenantry.setup_connection() IS 'Guide API: sets the session search_path to the current tenant''s schema (if schema-isolated), tenantry, public. Session scope: unsafe behind transaction pooling.';
+GRANT EXECUTE ON FUNCTION tenantry.setup_connection() TO tenantry_app;
+
+-- Partitions of tenants made schema-isolated before the quota triggers existed.
+DO $partitions$
+DECLARE
+    tid uuid;
+BEGIN
+    FOR tid IN SELECT tenant_id FROM tenantry.tenants WHERE isolation = 'schema' LOOP
+        PERFORM tenantry.add_partition_quota_triggers(tid);
+    END LOOP;
+END
+$partitions$;
