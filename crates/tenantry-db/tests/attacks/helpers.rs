@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use tenantry_db::testing::TestDatabase;
-use tokio_postgres::{Client, Error};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::common::{create_tenant, describe, exec, strings};
@@ -72,15 +72,6 @@ pub async fn same_failure(
         "a foreign id and a missing id must fail alike"
     );
     a.0
-}
-
-pub async fn set_parent(admin: &Client, t: Uuid, parent: Option<Uuid>) -> Result<u64, Error> {
-    admin
-        .execute(
-            "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2",
-            &[&parent, &t],
-        )
-        .await
 }
 
 /// Opens a transaction with the server's transaction-local context for `t`.
@@ -228,16 +219,6 @@ pub async fn verified_tenant(c: &Client, key: &str) -> Option<String> {
         .await
         .unwrap()
         .get(0)
-}
-
-pub async fn validated_tenant(c: &Client, key: &str) -> Option<String> {
-    c.query_one(
-        "SELECT tenantry.validate_tenant_key($1)->>'tenant_id'",
-        &[&key],
-    )
-    .await
-    .unwrap()
-    .get(0)
 }
 
 /// Every table and view a tenant role can read, with the column naming the owning tenant.

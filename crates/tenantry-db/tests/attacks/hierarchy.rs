@@ -1,10 +1,20 @@
 //! Hierarchy: reads go downwards only, at any depth; cycles are refused;
 //! detaching a child hides it from the parent's next transaction.
 
+use tokio_postgres::{Client, Error};
+use uuid::Uuid;
+
 use crate::common::{count, create_tenant, describe, exec};
-use crate::helpers::{
-    begin_as, commit, create_resource, denied, names_seen_by, rollback, set_parent, world,
-};
+use crate::helpers::{begin_as, commit, create_resource, denied, names_seen_by, rollback, world};
+
+async fn set_parent(admin: &Client, t: Uuid, parent: Option<Uuid>) -> Result<u64, Error> {
+    admin
+        .execute(
+            "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2",
+            &[&parent, &t],
+        )
+        .await
+}
 
 #[tokio::test]
 async fn a_child_never_reads_its_parent_and_a_sibling_never_reads_its_sibling() {

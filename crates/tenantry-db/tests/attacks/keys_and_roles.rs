@@ -2,12 +2,23 @@
 //! grants nothing, and refused or wrong keys verify to nothing.
 
 use serde_json::json;
+use tokio_postgres::Client;
 
 use crate::common::{count, create_tenant, exec, set_status, strings};
 use crate::helpers::{
-    begin_as, commit, create_key, create_role, denied, fails, key_id_of, rollback,
-    validated_tenant, verified_tenant, world,
+    begin_as, commit, create_key, create_role, denied, fails, key_id_of, rollback, verified_tenant,
+    world,
 };
+
+async fn validated_tenant(c: &Client, key: &str) -> Option<String> {
+    c.query_one(
+        "SELECT tenantry.validate_tenant_key($1)->>'tenant_id'",
+        &[&key],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
 
 #[tokio::test]
 async fn a_tenant_cannot_create_roles_or_grant_permissions_in_another_tenant() {
