@@ -1,4 +1,4 @@
-//! Helpers shared by the SQL test suites (`sql_api.rs`, `attacks.rs`): plain statements on a client, with the database error spelled out when one fails, and tenant setup through the admin role.
+//! Helpers shared by the SQL test suites (`sql_api/`, `attacks/`): plain statements on a client, with the database error spelled out when one fails, and tenant setup through the admin role.
 
 use tokio_postgres::{Client, Error};
 use uuid::Uuid;

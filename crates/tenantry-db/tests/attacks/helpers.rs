@@ -1,0 +1,239 @@
+//! Helpers the attack suite shares: sessions as `tenantry_server` switched to a
+//! granted role, failure comparisons without an existence oracle, setup of
+//! tenants' resources, roles, members and keys, and the two-tenant world.
+
+use serde_json::json;
+use tenantry_db::testing::TestDatabase;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::common::{create_tenant, describe, exec, strings};
+
+async fn login(tdb: &TestDatabase, role: &str) -> Client {
+    let c = tdb.server_client().await;
+    exec(&c, &format!("SET ROLE {role}")).await;
+    c
+}
+
+/// The attacker: `tenantry_server` switched to `tenantry_app`.
+pub async fn app(tdb: &TestDatabase) -> Client {
+    login(tdb, "tenantry_app").await
+}
+
+/// Setup through the administrative role (still not a superuser).
+async fn admin(tdb: &TestDatabase) -> Client {
+    login(tdb, "tenantry_admin").await
+}
+
+/// (SQLSTATE, message, detail) of a statement that must fail.
+pub async fn fails(c: &Client, sql: &str) -> (String, String, String) {
+    match c.batch_execute(sql).await {
+        Ok(()) => panic!("{sql}: expected an error, but it succeeded"),
+        Err(e) => {
+            let d = e
+                .as_db_error()
+                .unwrap_or_else(|| panic!("{sql}: not a database error: {e}"));
+            (
+                d.code().code().to_owned(),
+                d.message().to_owned(),
+                d.detail().unwrap_or("").to_owned(),
+            )
+        }
+    }
+}
+
+/// Like [`fails`], and the SQLSTATE must be `code`.
+pub async fn denied(c: &Client, sql: &str, code: &str) -> String {
+    let (got, message, _) = fails(c, sql).await;
+    assert_eq!(got, code, "{sql}: expected {code}, got {got}: {message}");
+    message
+}
+
+/// Replaces each of `ids` by `<id>`, so that answers about two ids compare.
+fn scrub(text: &str, ids: &[Uuid]) -> String {
+    ids.iter()
+        .fold(text.to_owned(), |t, id| t.replace(&id.to_string(), "<id>"))
+}
+
+/// Runs `sql_for(foreign)` and `sql_for(missing)`: both must fail with the same
+/// SQLSTATE, message and detail once the ids are scrubbed. Returns the SQLSTATE.
+pub async fn same_failure(
+    c: &Client,
+    foreign: Uuid,
+    missing: Uuid,
+    sql_for: impl Fn(Uuid) -> String,
+) -> String {
+    let a = fails(c, &sql_for(foreign)).await;
+    let b = fails(c, &sql_for(missing)).await;
+    let ids = [foreign, missing];
+    assert_eq!(
+        (a.0.clone(), scrub(&a.1, &ids), scrub(&a.2, &ids)),
+        (b.0, scrub(&b.1, &ids), scrub(&b.2, &ids)),
+        "a foreign id and a missing id must fail alike"
+    );
+    a.0
+}
+
+/// Opens a transaction with the server's transaction-local context for `t`.
+pub async fn begin_as(c: &Client, t: Uuid) {
+    exec(
+        c,
+        &format!("BEGIN; SELECT tenantry.set_tenant_context_local('{t}')"),
+    )
+    .await;
+}
+
+pub async fn commit(c: &Client) {
+    exec(c, "COMMIT").await;
+}
+
+pub async fn rollback(c: &Client) {
+    exec(c, "ROLLBACK").await;
+}
+
+/// A resource of `t`, created in its own transaction; returns its id.
+pub async fn create_resource(c: &Client, t: Uuid, name: &str) -> Uuid {
+    begin_as(c, t).await;
+    let id = c
+        .query_one(
+            "SELECT tenantry.create_resource($1)",
+            &[&json!({ "name": name })],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create_resource({name}): {}", describe(&e)))
+        .get(0);
+    commit(c).await;
+    id
+}
+
+/// Resource names `t` reads in one transaction.
+pub async fn names_seen_by(c: &Client, t: Uuid) -> Vec<String> {
+    begin_as(c, t).await;
+    let v = strings(c, "SELECT name FROM tenantry.resources").await;
+    commit(c).await;
+    v
+}
+
+pub async fn share(c: &Client, owner: Uuid, resource: Uuid, target: Uuid) {
+    begin_as(c, owner).await;
+    exec(
+        c,
+        &format!("SELECT tenantry.share_resource('{resource}', '{target}')"),
+    )
+    .await;
+    commit(c).await;
+}
+
+/// Two unrelated tenants, each with one resource, and the attacker's session.
+pub struct World {
+    pub tdb: TestDatabase,
+    pub admin: Client,
+    pub app: Client,
+    pub a: Uuid,
+    pub b: Uuid,
+    pub ra: Uuid,
+    pub rb: Uuid,
+}
+
+pub async fn world() -> World {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "tenant-a", None).await;
+    let b = create_tenant(&admin, "tenant-b", None).await;
+    let ra = create_resource(&app, a, "a-doc").await;
+    let rb = create_resource(&app, b, "b-secret").await;
+    World {
+        tdb,
+        admin,
+        app,
+        a,
+        b,
+        ra,
+        rb,
+    }
+}
+
+/// A role of `t` with the given name; returns its id.
+pub async fn create_role(c: &Client, t: Uuid, name: &str) -> Uuid {
+    begin_as(c, t).await;
+    let id = c
+        .query_one(
+            "SELECT tenantry.create_tenant_role($1::uuid, $2::text)",
+            &[&t, &name],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create_tenant_role({name}): {}", describe(&e)))
+        .get(0);
+    commit(c).await;
+    id
+}
+
+/// A member of `t`; returns its user id.
+pub async fn add_member(c: &Client, t: Uuid, email: &str) -> Uuid {
+    begin_as(c, t).await;
+    let id = c
+        .query_one(
+            "INSERT INTO tenantry.tenant_members (email) VALUES ($1) RETURNING user_id",
+            &[&email],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("member {email}: {}", describe(&e)))
+        .get(0);
+    commit(c).await;
+    id
+}
+
+/// An API key of `t` (unbound) with optional extra metadata; returns the key.
+pub async fn create_key(c: &Client, t: Uuid, metadata: serde_json::Value) -> String {
+    begin_as(c, t).await;
+    let key = c
+        .query_one(
+            "SELECT tenantry.create_api_key('attack', $1::jsonb)",
+            &[&metadata],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create_api_key: {}", describe(&e)))
+        .get(0);
+    commit(c).await;
+    key
+}
+
+pub async fn key_id_of(c: &Client, t: Uuid, key: &str) -> Uuid {
+    begin_as(c, t).await;
+    let id = c
+        .query_one(
+            "SELECT key_id FROM tenantry.api_keys WHERE prefix = substr($1, 4, 12)",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(c).await;
+    id
+}
+
+/// `verify_api_key(key)->>'tenant_id'` without any context.
+pub async fn verified_tenant(c: &Client, key: &str) -> Option<String> {
+    c.query_one("SELECT tenantry.verify_api_key($1)->>'tenant_id'", &[&key])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Every table and view a tenant role can read, with the column naming the owning tenant.
+pub const TENANT_RELATIONS: &[(&str, &str)] = &[
+    ("tenantry.resources", "tenant_id"),
+    ("tenantry.shared_resources", "tenant_id"),
+    ("tenantry.tenants", "tenant_id"),
+    ("tenantry.tenant_hierarchy", "child_id"),
+    ("tenantry.tenant_members", "tenant_id"),
+    ("tenantry.roles", "tenant_id"),
+    ("tenantry.role_permissions", "tenant_id"),
+    ("tenantry.member_roles", "tenant_id"),
+    ("tenantry.api_keys", "tenant_id"),
+    ("tenantry.audit_log", "tenant_id"),
+    ("tenantry.request_log", "tenant_id"),
+    ("tenantry.tenant_resource_usage", "tenant_id"),
+    ("tenantry.current_tenant_metrics()", "tenant_id"),
+];

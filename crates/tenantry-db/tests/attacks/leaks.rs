@@ -1,0 +1,155 @@
+//! Side channels of a raw SQL session: leaky functions in a WHERE clause,
+//! COPY, planner statistics and other sessions' queries.
+
+use crate::common::{count, describe, exec, strings};
+use crate::helpers::{app, begin_as, commit, fails, names_seen_by, rollback, world};
+
+#[tokio::test]
+async fn a_leaky_function_in_a_where_clause_never_sees_a_foreign_row() {
+    let w = world().await;
+    // The classic leaky-view attack: a volatile function that records (or
+    // raises on) every row it is shown, placed in the attacker's own WHERE.
+    exec(
+        &w.app,
+        "CREATE TEMP TABLE seen (name text);
+         CREATE FUNCTION pg_temp.peek(n text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+         BEGIN INSERT INTO pg_temp.seen VALUES (n); RETURN true; END $$;",
+    )
+    .await;
+    begin_as(&w.app, w.a).await;
+    assert_eq!(
+        count(
+            &w.app,
+            "SELECT count(*) FROM tenantry.resources WHERE pg_temp.peek(name)"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &w.app,
+            "SELECT count(*) FROM tenantry.resources WHERE CASE WHEN name = 'b-secret' THEN 1 / (length(name) - 8) ELSE 1 END = 1"
+        )
+        .await,
+        1,
+        "a division by zero on b's row would have raised"
+    );
+    let n = w
+        .app
+        .execute(
+            "UPDATE tenantry.resources SET name = name WHERE pg_temp.peek(name || '@update')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    commit(&w.app).await;
+    assert_eq!(
+        strings(&w.app, "SELECT name FROM pg_temp.seen").await,
+        ["a-doc", "a-doc@update"]
+    );
+}
+
+#[tokio::test]
+async fn copy_reads_only_the_contexts_rows_and_copy_from_is_refused() {
+    let w = world().await;
+    begin_as(&w.app, w.a).await;
+    // Server-side programs and files are a superuser's (or pg_execute_server_program's).
+    let (code, message, _) = fails(
+        &w.app,
+        "COPY tenantry.resources (tenant_id, name) FROM PROGRAM 'true'",
+    )
+    .await;
+    assert_eq!(code, "42501", "{message}");
+    rollback(&w.app).await;
+    let copy = w
+        .app
+        .copy_out("COPY tenantry.resources (name) TO STDOUT")
+        .await;
+    // Without a context COPY TO yields nothing at all.
+    let bytes = collect_copy(copy.unwrap()).await;
+    assert!(bytes.is_empty(), "{}", String::from_utf8_lossy(&bytes));
+    begin_as(&w.app, w.a).await;
+    // COPY of the table itself runs the policies (over the parent only: nothing
+    // here); COPY of a query returns exactly what a SELECT does.
+    let copy = w
+        .app
+        .copy_out("COPY tenantry.resources (name) TO STDOUT")
+        .await
+        .unwrap();
+    let table = collect_copy(copy).await;
+    assert!(!String::from_utf8_lossy(&table).contains("b-secret"));
+    let copy = w
+        .app
+        .copy_out("COPY (SELECT name FROM tenantry.resources) TO STDOUT")
+        .await
+        .unwrap();
+    assert_eq!(collect_copy(copy).await, b"a-doc\n");
+    let copy = w
+        .app
+        .copy_out("COPY (SELECT name FROM tenantry.resources WHERE tenant_id <> tenantry.current_tenant_id()) TO STDOUT")
+        .await
+        .unwrap();
+    assert!(collect_copy(copy).await.is_empty());
+    commit(&w.app).await;
+    // COPY FROM on its own connection (a refused COPY leaves the driver's state unusable).
+    let copier = app(&w.tdb).await;
+    begin_as(&copier, w.a).await;
+    let sink = copier
+        .copy_in::<_, &'static [u8]>("COPY tenantry.resources (tenant_id, name) FROM STDIN")
+        .await;
+    let Err(e) = sink else {
+        panic!("COPY FROM into a table under RLS must be refused");
+    };
+    assert!(
+        ["0A000", "42501"].contains(&e.code().map(|c| c.code()).unwrap_or("")),
+        "{}",
+        describe(&e)
+    );
+    drop(copier);
+    assert_eq!(names_seen_by(&w.app, w.a).await, ["a-doc"]);
+    assert_eq!(names_seen_by(&w.app, w.b).await, ["b-secret"]);
+}
+
+async fn collect_copy(stream: tokio_postgres::CopyOutStream) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn planner_statistics_and_other_sessions_queries_are_hidden_from_tenantry_app() {
+    let w = world().await;
+    // Statistics exist (gathered by the superuser, as autovacuum would).
+    w.tdb
+        .superuser_client()
+        .await
+        .batch_execute("ANALYZE tenantry.resources, tenantry.resources_pooled")
+        .await
+        .unwrap();
+    begin_as(&w.app, w.a).await;
+    for relation in ["resources", "resources_pooled", "tenants", "api_keys"] {
+        let sql = format!(
+            "SELECT count(*) FROM pg_stats WHERE schemaname = 'tenantry' AND tablename = '{relation}'"
+        );
+        assert_eq!(count(&w.app, &sql).await, 0, "{relation}");
+    }
+    commit(&w.app).await;
+    // Another server session, idle in b's transaction after a literal query.
+    let other = app(&w.tdb).await;
+    begin_as(&other, w.b).await;
+    exec(&other, "SELECT 'b-secret-literal' AS x").await;
+    assert_eq!(
+        count(
+            &w.app,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%b-secret-literal%' AND pid <> pg_backend_pid()"
+        )
+        .await,
+        0
+    );
+    commit(&other).await;
+}

@@ -1,0 +1,79 @@
+//! Usage: usage functions and views show a tenant only its own subtree; the
+//! metrics view and table partitions are unreadable to `tenantry_app`.
+
+use uuid::Uuid;
+
+use crate::common::{create_silo, create_tenant, exec, strings};
+use crate::helpers::{begin_as, commit, create_resource, denied, fails, rollback, world};
+
+#[tokio::test]
+async fn usage_functions_and_views_show_a_child_neither_its_parent_nor_its_sibling() {
+    let w = world().await;
+    let left = create_tenant(&w.admin, "left", Some(w.a)).await;
+    let right = create_tenant(&w.admin, "right", Some(w.a)).await;
+    create_resource(&w.app, right, "right-doc").await;
+    for t in [w.a, left, right, w.b] {
+        begin_as(&w.app, t).await;
+        exec(
+            &w.app,
+            &format!("INSERT INTO tenantry.request_log (tenant_id, route, status) VALUES ('{t}', '/r', 200)"),
+        )
+        .await;
+        commit(&w.app).await;
+    }
+    exec(&w.admin, "SELECT tenantry.refresh_tenant_metrics()").await;
+    for (t, expected) in [
+        (w.a, vec![w.a, left, right]),
+        (left, vec![left]),
+        (right, vec![right]),
+    ] {
+        let mut expected: Vec<String> = expected.iter().map(Uuid::to_string).collect();
+        expected.sort();
+        begin_as(&w.app, t).await;
+        for sql in [
+            "SELECT DISTINCT tenant_id::text FROM tenantry.current_tenant_metrics()",
+            "SELECT tenant_id::text FROM tenantry.tenant_resource_usage",
+        ] {
+            assert_eq!(strings(&w.app, sql).await, expected, "{t}: {sql}");
+        }
+        assert_eq!(
+            strings(
+                &w.app,
+                "SELECT DISTINCT tenant_id::text FROM tenantry.request_log"
+            )
+            .await,
+            [t.to_string()]
+        );
+        commit(&w.app).await;
+    }
+}
+
+#[tokio::test]
+async fn the_metrics_view_and_table_partitions_are_unreadable_by_tenantry_app() {
+    let w = world().await;
+    let silo = create_silo(&w.admin, "silo").await;
+    create_resource(&w.app, silo, "silo-doc").await;
+    exec(&w.admin, "SELECT tenantry.refresh_tenant_metrics()").await;
+    begin_as(&w.app, w.a).await;
+    exec(&w.app, "SAVEPOINT s").await;
+    for relation in [
+        "tenantry.tenant_metrics",
+        "tenantry.resources_pooled",
+        "tenantry.request_log_default",
+        "tenantry.schema_migrations",
+    ] {
+        let (code, message, _) = fails(
+            &w.app,
+            &format!("ROLLBACK TO SAVEPOINT s; SELECT count(*) FROM {relation}"),
+        )
+        .await;
+        assert_eq!(code, "42501", "{relation}: {message}");
+    }
+    denied(
+        &w.app,
+        "ROLLBACK TO SAVEPOINT s; REFRESH MATERIALIZED VIEW tenantry.tenant_metrics",
+        "42501",
+    )
+    .await;
+    rollback(&w.app).await;
+}

@@ -1,0 +1,142 @@
+//! Helpers the SQL API tests share: a psql-like session as `tenantry_server`
+//! switched to a granted role with the guide's names on the search path, the
+//! expected SQLSTATE of a failure, and small typed queries.
+
+use std::fmt::Debug;
+
+use serde_json::json;
+use tenantry_db::testing::TestDatabase;
+use tokio_postgres::{Client, Error};
+use uuid::Uuid;
+
+use crate::common::{describe, exec, strings};
+
+/// `tenantry_server` switched to `role`, with the guide's names on the search path.
+async fn login(tdb: &TestDatabase, role: &str) -> Client {
+    let c = tdb.server_client().await;
+    exec(
+        &c,
+        &format!("SET ROLE {role}; SET search_path = tenantry, public"),
+    )
+    .await;
+    c
+}
+
+pub async fn app(tdb: &TestDatabase) -> Client {
+    login(tdb, "tenantry_app").await
+}
+
+pub async fn admin(tdb: &TestDatabase) -> Client {
+    login(tdb, "tenantry_admin").await
+}
+
+pub async fn logger(tdb: &TestDatabase) -> Client {
+    login(tdb, "tenantry_logger").await
+}
+
+/// The SQLSTATE of a failed call; panics when the call succeeded. Returns the message.
+pub fn expect_sqlstate<T: Debug>(result: Result<T, Error>, code: &str, what: &str) -> String {
+    match result {
+        Ok(v) => panic!("{what}: expected SQLSTATE {code}, but it succeeded: {v:?}"),
+        Err(e) => {
+            let got = e.code().map(|c| c.code().to_owned());
+            assert_eq!(
+                got.as_deref(),
+                Some(code),
+                "{what}: expected SQLSTATE {code}, got {}",
+                describe(&e)
+            );
+            e.as_db_error().unwrap().message().to_owned()
+        }
+    }
+}
+
+pub fn expect_sqlstate_any<T: Debug>(result: Result<T, Error>, codes: &[&str]) -> String {
+    match result {
+        Ok(v) => panic!("expected one of {codes:?}, but it succeeded: {v:?}"),
+        Err(e) => {
+            let got = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
+            assert!(
+                codes.contains(&got.as_str()),
+                "expected {codes:?}, got {}",
+                describe(&e)
+            );
+            got
+        }
+    }
+}
+
+/// Runs `sql` and expects it to fail with `code`.
+pub async fn denied(c: &Client, sql: &str, code: &str) -> String {
+    expect_sqlstate(c.batch_execute(sql).await, code, sql)
+}
+
+/// The guide's session-level `set_tenant_context(uuid)`.
+pub async fn set_context(c: &Client, t: Uuid) {
+    c.execute("SELECT set_tenant_context($1)", &[&t])
+        .await
+        .unwrap_or_else(|e| panic!("set_tenant_context({t}): {}", describe(&e)));
+}
+
+pub async fn clear_context(c: &Client) {
+    exec(c, "SELECT tenantry.set_tenant_context(NULL)").await;
+}
+
+/// `create_resource` as tenant `t` (session context left set to `t`).
+pub async fn create_resource(c: &Client, t: Uuid, name: &str) -> Uuid {
+    set_context(c, t).await;
+    c.query_one(
+        "SELECT create_resource($1)",
+        &[&json!({"name": name, "n": 1})],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create_resource({name}): {}", describe(&e)))
+    .get(0)
+}
+
+pub async fn uuids(c: &Client, sql: &str) -> Vec<Uuid> {
+    let mut v: Vec<Uuid> = c
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn sorted(mut v: Vec<Uuid>) -> Vec<Uuid> {
+    v.sort();
+    v
+}
+
+/// Resource names the session sees through `tenantry.resources`.
+pub async fn resource_names(c: &Client) -> Vec<String> {
+    strings(c, "SELECT name FROM tenantry.resources").await
+}
+
+pub fn schema_of(t: Uuid) -> String {
+    format!("tenant_{}", t.simple())
+}
+
+pub async fn verified_tenant(c: &Client, key: &str) -> Option<String> {
+    c.query_one("SELECT verify_api_key($1)->>'tenant_id'", &[&key])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Appends request-log rows as the logger, all in the current hour.
+pub async fn log_requests(logger: &Client, t: Uuid, users: &[Uuid]) {
+    for u in users {
+        logger
+            .execute(
+                "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, method, route, status)
+                 VALUES ($1, date_trunc('hour', now()), $2, 'GET', '/resources', 200)",
+                &[&t, u],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("logging a request: {}", describe(&e)));
+    }
+}

@@ -1,0 +1,151 @@
+//! Hierarchy: transitive, including the tenant itself, never upwards, and
+//! without cycles (flaw 6).
+
+use tenantry_db::testing::TestDatabase;
+use uuid::Uuid;
+
+use crate::common::{count, create_tenant};
+use crate::helpers::{
+    admin, app, create_resource, expect_sqlstate, expect_sqlstate_any, resource_names, set_context,
+    sorted, uuids,
+};
+
+// -----------------------------------------------------------------------------
+// Flaw 6: hierarchy only one level deep, self omitted, cycles possible.
+// -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn hierarchy_is_transitive_includes_the_tenant_itself_never_goes_upwards_and_rejects_cycles()
+{
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let root = create_tenant(&admin, "root", None).await;
+    let child = create_tenant(&admin, "child", Some(root)).await;
+    let grandchild = create_tenant(&admin, "grandchild", Some(child)).await;
+    let sibling = create_tenant(&admin, "sibling", Some(root)).await;
+    for (t, n) in [(root, "r"), (child, "c"), (grandchild, "g"), (sibling, "s")] {
+        create_resource(&app, t, n).await;
+    }
+
+    set_context(&app, root).await;
+    assert_eq!(resource_names(&app).await, ["c", "g", "r", "s"]);
+    assert_eq!(
+        uuids(&app, "SELECT tenant_id FROM tenants").await,
+        sorted(vec![root, child, grandchild, sibling])
+    );
+    set_context(&app, child).await;
+    assert_eq!(resource_names(&app).await, ["c", "g"]);
+    assert_eq!(
+        uuids(&app, "SELECT tenant_id FROM tenants").await,
+        sorted(vec![child, grandchild])
+    );
+    assert_eq!(
+        count(
+            &app,
+            &format!("SELECT count(*) FROM tenant_hierarchy WHERE parent_id = '{root}'")
+        )
+        .await,
+        0
+    );
+    set_context(&app, grandchild).await;
+    assert_eq!(resource_names(&app).await, ["g"]);
+    assert_eq!(
+        uuids(&app, "SELECT tenant_id FROM tenants").await,
+        [grandchild]
+    );
+
+    // Cycles and self-parenting are rejected; a tenant cannot re-parent itself.
+    let move_sql = "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2";
+    expect_sqlstate(
+        admin.execute(move_sql, &[&grandchild, &root]).await,
+        "TN409",
+        "root under its grandchild",
+    );
+    expect_sqlstate(
+        admin.execute(move_sql, &[&child, &root]).await,
+        "TN409",
+        "root under its child",
+    );
+    expect_sqlstate(
+        admin.execute(move_sql, &[&root, &root]).await,
+        "TN422",
+        "root under itself",
+    );
+    let unknown = Uuid::new_v4();
+    expect_sqlstate(
+        admin.execute(move_sql, &[&unknown, &child]).await,
+        "TN404",
+        "child under an unknown tenant",
+    );
+    set_context(&app, child).await;
+    expect_sqlstate(
+        app.execute(move_sql, &[&child, &sibling]).await,
+        "42501",
+        "a tenant adopting its sibling",
+    );
+
+    // An allowed move: sibling under grandchild. The closure follows.
+    admin
+        .execute(move_sql, &[&grandchild, &sibling])
+        .await
+        .unwrap();
+    set_context(&app, child).await;
+    assert_eq!(resource_names(&app).await, ["c", "g", "s"]);
+    set_context(&app, sibling).await;
+    assert_eq!(resource_names(&app).await, ["s"]);
+    set_context(&app, root).await;
+    assert_eq!(resource_names(&app).await, ["c", "g", "r", "s"]);
+    // And the cycle the move made newly possible is rejected too.
+    expect_sqlstate(
+        admin.execute(move_sql, &[&sibling, &child]).await,
+        "TN409",
+        "child under its new great-grandchild",
+    );
+}
+
+#[tokio::test]
+async fn a_cycle_built_by_one_multi_row_update_is_rejected_and_changes_nothing() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let x = create_tenant(&admin, "x", None).await;
+    let y = create_tenant(&admin, "y", None).await;
+    let z = create_tenant(&admin, "z", None).await;
+    // Each row's BEFORE trigger checks the closure as it was before the
+    // statement (the closure is maintained by AFTER triggers), so a ring
+    // written in one statement is caught when the closure is extended, and
+    // reported with the same code as any other cycle.
+    let swap = "UPDATE tenantry.tenants
+                SET parent_id = CASE tenant_id WHEN $1 THEN $2 ELSE $1 END
+                WHERE tenant_id IN ($1, $2)";
+    expect_sqlstate_any(admin.execute(swap, &[&x, &y]).await, &["TN409"]);
+    let ring = "UPDATE tenantry.tenants
+                SET parent_id = CASE tenant_id WHEN $1 THEN $2 WHEN $2 THEN $3 ELSE $1 END
+                WHERE tenant_id IN ($1, $2, $3)";
+    expect_sqlstate_any(admin.execute(ring, &[&x, &y, &z]).await, &["TN409"]);
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM tenants WHERE parent_id IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM tenant_hierarchy WHERE depth > 0"
+        )
+        .await,
+        0
+    );
+    // The same moves one at a time: the last one closes the ring and is refused.
+    let move_sql = "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2";
+    admin.execute(move_sql, &[&y, &x]).await.unwrap();
+    admin.execute(move_sql, &[&z, &y]).await.unwrap();
+    expect_sqlstate(
+        admin.execute(move_sql, &[&x, &z]).await,
+        "TN409",
+        "closing the ring",
+    );
+}

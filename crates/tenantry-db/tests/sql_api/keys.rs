@@ -1,0 +1,260 @@
+//! API keys: the guide's key functions, and `validate_tenant_key` without a
+//! context (flaw 8).
+
+use serde_json::{json, Value};
+use tenantry_db::testing::TestDatabase;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::common::{count, create_tenant, set_status};
+use crate::helpers::{
+    admin, app, clear_context, denied, expect_sqlstate, set_context, verified_tenant,
+};
+
+/// Tenant id a key validates to (NULL when refused).
+async fn validated_tenant(c: &Client, key: &str) -> Option<String> {
+    c.query_one("SELECT validate_tenant_key($1)->>'tenant_id'", &[&key])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn guide_key_functions_answer_by_their_names() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    set_context(&app, a).await;
+
+    let k1: String = app
+        .query_one(
+            "SELECT create_api_key($1, $2)",
+            &[&"ci", &json!({"env": "prod"})],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(k1.starts_with("tk_") && k1.len() == 80, "{k1}");
+    let id = app
+        .query_one("SELECT verify_api_key($1)", &[&k1])
+        .await
+        .unwrap()
+        .get::<_, Option<Value>>(0)
+        .expect("a fresh key verifies");
+    assert_eq!(id["tenant_id"], json!(a.to_string()));
+    assert_eq!(id["metadata"]["env"], json!("prod"));
+    let k1_id: Uuid = id["key_id"].as_str().unwrap().parse().unwrap();
+
+    let k2: String = app
+        .query_one("SELECT create_tenant_api_key($1, $2)", &[&a, &"tenant key"])
+        .await
+        .unwrap()
+        .get(0);
+    let v = app
+        .query_one("SELECT validate_tenant_key($1)", &[&k2])
+        .await
+        .unwrap()
+        .get::<_, Option<Value>>(0)
+        .expect("a tenant key validates");
+    assert_eq!(v["tenant_id"], json!(a.to_string()));
+    assert_eq!(v["type"], json!("tenant_key"));
+
+    // Rotation: both keys work during the grace period; a key rotates once.
+    let k3: String = app
+        .query_one("SELECT rotate_api_key($1, interval '1 hour')", &[&k1_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(k3, k1);
+    assert_eq!(verified_tenant(&app, &k1).await, Some(a.to_string()));
+    assert_eq!(verified_tenant(&app, &k3).await, Some(a.to_string()));
+    expect_sqlstate(
+        app.query_one("SELECT rotate_api_key($1, interval '1 hour')", &[&k1_id])
+            .await,
+        "TN409",
+        "rotating a key twice",
+    );
+
+    // Revocation is immediate and idempotent.
+    let k3_id: Uuid = app
+        .query_one("SELECT (verify_api_key($1)->>'key_id')::uuid", &[&k3])
+        .await
+        .unwrap()
+        .get(0);
+    app.execute("SELECT revoke_api_key($1)", &[&k3_id])
+        .await
+        .unwrap();
+    assert_eq!(verified_tenant(&app, &k3).await, None);
+    app.execute("SELECT revoke_api_key($1)", &[&k3_id])
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM api_keys").await, 3);
+
+    // A grace of zero ends the old key at once.
+    let k2_id: Uuid = v["key_id"].as_str().unwrap().parse().unwrap();
+    let k4: String = app
+        .query_one("SELECT rotate_api_key($1, interval '0')", &[&k2_id])
+        .await
+        .unwrap()
+        .get(0);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(verified_tenant(&app, &k2).await, None);
+    assert_eq!(verified_tenant(&app, &k4).await, Some(a.to_string()));
+}
+
+// -----------------------------------------------------------------------------
+// Flaw 8: validate_tenant_key needed the context before knowing the tenant.
+// -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn validate_tenant_key_identifies_the_tenant_without_context_and_refuses_foreign_revoked_and_suspended_keys(
+) {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    let s = create_tenant(&admin, "s", None).await;
+    let mut keys = Vec::new();
+    for t in [a, b, s] {
+        set_context(&app, t).await;
+        let k: String = app
+            .query_one("SELECT create_tenant_api_key($1, 'key')", &[&t])
+            .await
+            .unwrap()
+            .get(0);
+        keys.push(k);
+    }
+    let (ka, kb, ks) = (keys[0].clone(), keys[1].clone(), keys[2].clone());
+
+    // No context: the key names its tenant.
+    clear_context(&app).await;
+    assert_eq!(validated_tenant(&app, &ka).await, Some(a.to_string()));
+    assert_eq!(validated_tenant(&app, &kb).await, Some(b.to_string()));
+    let ctx: Option<Uuid> = app
+        .query_one("SELECT current_tenant_id()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ctx, None, "validation sets no context");
+
+    // With a context: own key yes, another tenant's key no.
+    set_context(&app, a).await;
+    assert_eq!(validated_tenant(&app, &ka).await, Some(a.to_string()));
+    assert_eq!(validated_tenant(&app, &kb).await, None);
+    set_context(&app, b).await;
+    assert_eq!(validated_tenant(&app, &ka).await, None);
+
+    // Forged and tampered keys.
+    clear_context(&app).await;
+    let mut tampered = kb.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    let other_prefix = format!("tk_{}{}", "0".repeat(12), &kb[15..]);
+    for bad in [tampered.as_str(), other_prefix.as_str(), "garbage", ""] {
+        assert_eq!(validated_tenant(&app, bad).await, None, "{bad}");
+        assert_eq!(verified_tenant(&app, bad).await, None, "{bad}");
+    }
+
+    // Suspended tenant: verify reports it, validate refuses it.
+    set_status(&admin, s, "suspended").await;
+    assert_eq!(validated_tenant(&app, &ks).await, None);
+    let status: Option<String> = app
+        .query_one("SELECT verify_api_key($1)->>'tenant_status'", &[&ks])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status.as_deref(), Some("suspended"));
+
+    // Another tenant's key can be neither created, revoked nor rotated.
+    let kb_id: Uuid = app
+        .query_one("SELECT (verify_api_key($1)->>'key_id')::uuid", &[&kb])
+        .await
+        .unwrap()
+        .get(0);
+    set_context(&app, a).await;
+    expect_sqlstate(
+        app.query_one("SELECT create_tenant_api_key($1, 'x')", &[&b])
+            .await,
+        "TN404",
+        "key for another tenant",
+    );
+    expect_sqlstate(
+        app.execute("SELECT revoke_api_key($1)", &[&kb_id]).await,
+        "TN404",
+        "revoking another tenant's key",
+    );
+    expect_sqlstate(
+        app.query_one("SELECT rotate_api_key($1, interval '1 hour')", &[&kb_id])
+            .await,
+        "TN404",
+        "rotating another tenant's key",
+    );
+    assert_eq!(
+        validated_tenant(&app, &kb).await,
+        None,
+        "foreign under context a"
+    );
+    clear_context(&app).await;
+    assert_eq!(validated_tenant(&app, &kb).await, Some(b.to_string()));
+
+    // Revoked: refused at once.
+    set_context(&app, a).await;
+    let ka_id: Uuid = app
+        .query_one("SELECT key_id FROM api_keys", &[])
+        .await
+        .unwrap()
+        .get(0);
+    app.execute("SELECT revoke_api_key($1)", &[&ka_id])
+        .await
+        .unwrap();
+    clear_context(&app).await;
+    assert_eq!(validated_tenant(&app, &ka).await, None);
+    assert_eq!(verified_tenant(&app, &ka).await, None);
+
+    // The hash is not readable; the key table is not writable.
+    set_context(&app, a).await;
+    assert_eq!(count(&app, "SELECT count(prefix) FROM api_keys").await, 1);
+    for sql in [
+        "SELECT key_hash FROM api_keys",
+        "SELECT * FROM api_keys",
+        "SELECT k FROM api_keys k",
+        "SELECT count(*) FROM api_keys WHERE key_hash IS NOT NULL",
+        "UPDATE api_keys SET revoked_at = NULL",
+        "DELETE FROM api_keys",
+        "INSERT INTO api_keys (prefix, key_hash) VALUES ('000000000000', sha256('x'))",
+    ] {
+        denied(&app, sql, "42501").await;
+    }
+
+    // Only the SHA-256 is stored.
+    let su = tdb.superuser_client().await;
+    let secret = &kb[16..];
+    let leaked: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.api_keys k WHERE strpos(row_to_json(k)::text, $1) > 0",
+            &[&secret],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0);
+    let hashed: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.api_keys WHERE key_hash = sha256(convert_to($1, 'UTF8'))",
+            &[&kb],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(hashed, 1);
+}

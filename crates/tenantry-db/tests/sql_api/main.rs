@@ -1,0 +1,17 @@
+//! SQL API tests: the guide's functions called by their names from a plain SQL session as the server's login role (`tenantry_server`, then `SET ROLE`), and one attack per flaw of design.md "What the seed gets wrong", each denied case beside the allowed one.
+//!
+//! One module per area of the guide; `helpers` holds the psql-like sessions and
+//! the small query helpers they share.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod context;
+mod helpers;
+mod hierarchy;
+mod keys;
+mod privileges;
+mod resources;
+mod roles;
+mod schemas;
+mod usage;

@@ -1,0 +1,88 @@
+//! Roles and permissions: the guide's role functions act inside the current
+//! tenant only.
+
+use tenantry_db::testing::TestDatabase;
+use uuid::Uuid;
+
+use crate::common::{count, create_tenant, strings};
+use crate::helpers::{admin, app, expect_sqlstate, set_context};
+
+#[tokio::test]
+async fn guide_role_functions_answer_by_their_names_inside_the_current_tenant_only() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+
+    set_context(&app, b).await;
+    let b_role: Uuid = app
+        .query_one("SELECT create_tenant_role($1, 'viewer')", &[&b])
+        .await
+        .unwrap()
+        .get(0);
+
+    set_context(&app, a).await;
+    let role: Uuid = app
+        .query_one("SELECT create_tenant_role($1, 'editor')", &[&a])
+        .await
+        .unwrap()
+        .get(0);
+    for _ in 0..2 {
+        app.execute(
+            "SELECT assign_tenant_permission($1, 'resources.write')",
+            &[&role],
+        )
+        .await
+        .unwrap();
+    }
+    let perms = app
+        .query(
+            "SELECT p.name FROM role_permissions rp JOIN permissions p USING (permission_id)
+             WHERE rp.role_id = $1",
+            &[&role],
+        )
+        .await
+        .unwrap();
+    assert_eq!(perms.len(), 1);
+    assert_eq!(perms[0].get::<_, String>(0), "resources.write");
+    assert_eq!(strings(&app, "SELECT name FROM roles").await, ["editor"]);
+
+    expect_sqlstate(
+        app.query_one("SELECT create_tenant_role($1, 'intruder')", &[&b])
+            .await,
+        "TN403",
+        "create_tenant_role in another tenant",
+    );
+    expect_sqlstate(
+        app.query_one("SELECT create_tenant_role($1, 'editor')", &[&a])
+            .await,
+        "TN409",
+        "duplicate role name",
+    );
+    expect_sqlstate(
+        app.execute(
+            "SELECT assign_tenant_permission($1, 'resources.write')",
+            &[&b_role],
+        )
+        .await,
+        "TN404",
+        "assign_tenant_permission on another tenant's role",
+    );
+    expect_sqlstate(
+        app.execute(
+            "SELECT assign_tenant_permission($1, 'root.everything')",
+            &[&role],
+        )
+        .await,
+        "TN404",
+        "assign_tenant_permission of an unknown permission",
+    );
+
+    set_context(&app, b).await;
+    assert_eq!(strings(&app, "SELECT name FROM roles").await, ["viewer"]);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM role_permissions").await,
+        0
+    );
+}

@@ -1,0 +1,290 @@
+//! Schema per tenant: creating a tenant schema by its name, how tenant schemas
+//! are named and owned (flaw 9's identifiers), `setup_connection` (flaw 10),
+//! and another tenant cannot reach a tenant's own table.
+
+use tenantry_db::testing::TestDatabase;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::common::{count, create_silo, create_tenant, exec, strings};
+use crate::helpers::{
+    admin, app, clear_context, create_resource, denied, expect_sqlstate_any, resource_names,
+    schema_of, set_context,
+};
+
+#[tokio::test]
+async fn create_tenant_schema_by_its_name_moves_the_tenant_into_its_own_schema() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let t = create_tenant(&admin, "silo", None).await;
+    create_resource(&app, t, "kept").await;
+
+    denied(
+        &app,
+        &format!("SELECT create_tenant_schema('{t}')"),
+        "42501",
+    )
+    .await;
+    for _ in 0..2 {
+        // Idempotent.
+        admin
+            .execute("SELECT create_tenant_schema($1)", &[&t])
+            .await
+            .unwrap();
+    }
+    let schema = schema_of(t);
+    assert_eq!(
+        strings(
+            &admin,
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'"
+        )
+        .await,
+        std::slice::from_ref(&schema)
+    );
+    set_context(&app, t).await;
+    assert_eq!(
+        strings(
+            &app,
+            "SELECT name || '@' || tableoid::regclass::text FROM resources"
+        )
+        .await,
+        [format!("kept@{schema}.resources")]
+    );
+    let current: Option<String> = app
+        .query_one("SELECT current_tenant_schema()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(current, Some(schema));
+}
+
+#[tokio::test]
+async fn tenant_schemas_are_named_tenant_hex_owned_by_the_owner_and_forced_under_rls() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let silo = create_silo(&admin, "silo").await;
+    let pooled = create_tenant(&admin, "pooled", None).await;
+    admin
+        .execute("SELECT create_tenant_schema($1)", &[&pooled])
+        .await
+        .unwrap();
+    let server = tdb.server_client().await;
+    let rows = server
+        .query(
+            "SELECT n.nspname::text, n.nspowner::regrole::text, c.relowner::regrole::text,
+                    c.relrowsecurity, c.relforcerowsecurity,
+                    (SELECT count(*) FROM pg_inherits i
+                     WHERE i.inhrelid = c.oid AND i.inhparent = 'tenantry.resources'::regclass)
+             FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'resources'
+             WHERE n.nspname NOT IN ('tenantry') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut expected = vec![schema_of(silo), schema_of(pooled)];
+    expected.sort();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    for r in &rows {
+        let name: String = r.get(0);
+        assert!(
+            name.len() == 39
+                && name.starts_with("tenant_")
+                && name[7..]
+                    .chars()
+                    .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase()),
+            "{name}"
+        );
+        assert_eq!(r.get::<_, String>(1), "tenantry_owner");
+        assert_eq!(r.get::<_, String>(2), "tenantry_owner");
+        assert!(
+            r.get::<_, bool>(3) && r.get::<_, bool>(4),
+            "{name}: RLS forced"
+        );
+        assert_eq!(
+            r.get::<_, i64>(5),
+            1,
+            "{name}: a partition of tenantry.resources"
+        );
+    }
+}
+
+// -----------------------------------------------------------------------------
+// Flaw 10: setup_connection.
+// -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn setup_connection_routes_to_the_tenant_schema_without_changing_the_session_identity() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let silo = create_silo(&admin, "silo").await;
+    let pooled = create_tenant(&admin, "pooled", None).await;
+    create_resource(&app, silo, "in-silo").await;
+    create_resource(&app, pooled, "in-pool").await;
+
+    async fn identity(c: &Client) -> (String, String) {
+        let r = c
+            .query_one("SELECT session_user::text, current_user::text", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    }
+    let who = ("tenantry_server".to_owned(), "tenantry_app".to_owned());
+
+    // Without a tenant: refused, nothing changed.
+    clear_context(&app).await;
+    denied(&app, "SELECT setup_connection()", "TN403").await;
+    assert_eq!(
+        strings(&app, "SELECT current_setting('search_path')").await,
+        ["tenantry, public"]
+    );
+
+    // A schema-isolated tenant: its schema first, identifiers quoted.
+    set_context(&app, silo).await;
+    exec(&app, "SELECT setup_connection()").await;
+    assert_eq!(identity(&app).await, who);
+    let expected_path: String = app
+        .query_one(
+            "SELECT quote_ident($1) || ', tenantry, public'",
+            &[&schema_of(silo)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        strings(&app, "SELECT current_setting('search_path')").await,
+        [expected_path]
+    );
+    assert_eq!(
+        strings(&app, "SELECT current_schema()::text").await,
+        [schema_of(silo)]
+    );
+    // Unqualified names reach the tenant's own table; the context survives.
+    assert_eq!(
+        strings(
+            &app,
+            "SELECT name || '@' || tableoid::regclass::text FROM resources"
+        )
+        .await,
+        ["in-silo@resources"]
+    );
+    let ctx: Option<Uuid> = app
+        .query_one("SELECT tenantry.current_tenant_id()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ctx, Some(silo));
+
+    // A pooled tenant: back to the shared tables.
+    set_context(&app, pooled).await;
+    exec(&app, "SELECT setup_connection()").await;
+    assert_eq!(identity(&app).await, who);
+    assert_eq!(
+        strings(&app, "SELECT current_setting('search_path')").await,
+        ["tenantry, public"]
+    );
+    assert_eq!(resource_names(&app).await, ["in-pool"]);
+}
+
+// -----------------------------------------------------------------------------
+// Schema per tenant: another tenant cannot reach a tenant's own table.
+// -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_tenant_schema_table_is_unreachable_from_another_tenants_context() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let s1 = create_silo(&admin, "silo-1").await;
+    let s2 = create_silo(&admin, "silo-2").await;
+    let p = create_tenant(&admin, "pooled", None).await;
+    let r1 = create_resource(&app, s1, "s1-secret").await;
+    create_resource(&app, s2, "s2-doc").await;
+    let table = format!("\"{}\".resources", schema_of(s1));
+
+    set_context(&app, s1).await;
+    assert_eq!(
+        strings(&app, &format!("SELECT name FROM {table}")).await,
+        ["s1-secret"]
+    );
+    for (t, name) in [(s2, "another silo"), (p, "a pooled tenant")] {
+        set_context(&app, t).await;
+        assert_eq!(
+            count(&app, &format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            count(
+                &app,
+                &format!("SELECT count(*) FROM tenantry.resources WHERE tenant_id = '{s1}'")
+            )
+            .await,
+            0,
+            "{name} through tenantry.resources"
+        );
+        let n = app
+            .execute(&format!("UPDATE {table} SET name = 'pwned'"), &[])
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{name} updates");
+        let n = app
+            .execute(&format!("DELETE FROM {table}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{name} deletes");
+        // Planting a row: refused by the policy (or the partition constraint).
+        for owner in [s1, t] {
+            expect_sqlstate_any(
+                app.batch_execute(&format!(
+                    "INSERT INTO {table} (tenant_id, name) VALUES ('{owner}', 'planted')"
+                ))
+                .await,
+                &["42501", "23514"],
+            );
+        }
+        denied(
+            &app,
+            &format!("ALTER TABLE {table} DISABLE ROW LEVEL SECURITY"),
+            "42501",
+        )
+        .await;
+        denied(
+            &app,
+            &format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"),
+            "42501",
+        )
+        .await;
+        denied(
+            &app,
+            &format!("DROP SCHEMA \"{}\" CASCADE", schema_of(s1)),
+            "42501",
+        )
+        .await;
+    }
+    clear_context(&app).await;
+    assert_eq!(
+        count(&app, &format!("SELECT count(*) FROM {table}")).await,
+        0
+    );
+    let server = tdb.server_client().await;
+    denied(&server, &format!("SELECT count(*) FROM {table}"), "42501").await;
+
+    set_context(&app, s1).await;
+    let row = app
+        .query_one(&format!("SELECT name FROM {table} WHERE id = $1"), &[&r1])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "s1-secret");
+    assert_eq!(
+        count(&app, &format!("SELECT count(*) FROM {table}")).await,
+        1,
+        "nothing planted"
+    );
+}

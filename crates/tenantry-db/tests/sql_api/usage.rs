@@ -1,0 +1,383 @@
+//! Usage, metrics and the audit log: the guide's usage names,
+//! `tenant_resource_usage` (flaw 3), `tenant_metrics` and its refresh (flaws 4
+//! and 5), and the append-only audit log.
+
+use tenantry_db::testing::TestDatabase;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::common::{count, create_tenant, exec, strings};
+use crate::helpers::{
+    admin, app, clear_context, create_resource, denied, expect_sqlstate, log_requests, logger,
+    set_context, sorted, uuids,
+};
+
+#[tokio::test]
+async fn guide_usage_names_answer_and_tenant_metrics_itself_is_not_readable() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    create_resource(&app, a, "doc").await;
+    log_requests(&logger(&tdb).await, a, &[Uuid::new_v4()]).await;
+    exec(&admin, "SELECT refresh_tenant_metrics()").await;
+
+    set_context(&app, a).await;
+    let row = app
+        .query_one(
+            "SELECT tenant_id, tenant_name, total_resources, storage_used > 0 FROM tenant_resource_usage",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Uuid>(0), a);
+    assert_eq!(row.get::<_, String>(1), "a");
+    assert_eq!(row.get::<_, i64>(2), 1);
+    assert!(row.get::<_, bool>(3));
+    let m = app
+        .query(
+            "SELECT tenant_id, request_count FROM current_tenant_metrics()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].get::<_, Uuid>(0), a);
+    assert_eq!(m[0].get::<_, i64>(1), 1);
+    denied(&app, "SELECT * FROM tenant_metrics", "42501").await;
+}
+
+// -----------------------------------------------------------------------------
+// Flaw 3: tenant_resource_usage as an owner-rights view.
+// -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tenant_resource_usage_shows_a_tenant_only_itself_and_its_descendants() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    let child = create_tenant(&admin, "a-child", Some(a)).await;
+    let b = create_tenant(&admin, "b", None).await;
+    create_resource(&app, a, "a1").await;
+    create_resource(&app, child, "c1").await;
+    let b1 = create_resource(&app, b, "b1").await;
+    create_resource(&app, b, "b2").await;
+    // A resource of b shared with a still counts for b only.
+    app.execute("SELECT share_resource($1, $2)", &[&b1, &a])
+        .await
+        .unwrap();
+
+    async fn usage(app: &Client) -> Vec<(Uuid, i64)> {
+        let mut v: Vec<(Uuid, i64)> = app
+            .query(
+                "SELECT tenant_id, total_resources FROM tenant_resource_usage",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        v.sort();
+        v
+    }
+    set_context(&app, a).await;
+    assert_eq!(usage(&app).await, {
+        let mut v = vec![(a, 1), (child, 1)];
+        v.sort();
+        v
+    });
+    set_context(&app, child).await;
+    assert_eq!(usage(&app).await, [(child, 1)]);
+    set_context(&app, b).await;
+    assert_eq!(usage(&app).await, [(b, 2)]);
+    clear_context(&app).await;
+    assert!(usage(&app).await.is_empty());
+
+    // The rows exist (a view with owner rights would show all three).
+    let su = tdb.superuser_client().await;
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM tenantry.tenant_resource_usage").await,
+        3
+    );
+    assert_eq!(
+        strings(
+            &su,
+            "SELECT unnest(reloptions) FROM pg_class WHERE oid = 'tenantry.tenant_resource_usage'::regclass"
+        )
+        .await,
+        ["security_invoker=true"]
+    );
+}
+
+// -----------------------------------------------------------------------------
+// Flaw 4: the materialized view tenant_metrics has no RLS.
+// -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tenant_metrics_is_unreadable_by_tenant_roles_and_current_tenant_metrics_shows_only_the_callers_subtree(
+) {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let logger = logger(&tdb).await;
+    let root = create_tenant(&admin, "root", None).await;
+    let child = create_tenant(&admin, "child", Some(root)).await;
+    let other = create_tenant(&admin, "other", None).await;
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    log_requests(&logger, root, &[u1, u1, u2]).await;
+    log_requests(&logger, child, &[u1, u2]).await;
+    log_requests(&logger, other, &[u1, u1, u1, u1]).await;
+    exec(&admin, "SELECT refresh_tenant_metrics()").await;
+
+    let server = tdb.server_client().await;
+    exec(&server, "SET search_path = tenantry, public").await;
+    for role in [
+        None,
+        Some("tenantry_app"),
+        Some("tenantry_app_own"),
+        Some("tenantry_app_shared"),
+        Some("tenantry_logger"),
+    ] {
+        exec(
+            &server,
+            &match role {
+                Some(r) => format!("SET ROLE {r}"),
+                None => "RESET ROLE".into(),
+            },
+        )
+        .await;
+        if role == Some("tenantry_app") {
+            // A tenant context does not open it either.
+            set_context(&server, root).await;
+        }
+        for sql in [
+            "SELECT * FROM tenantry.tenant_metrics",
+            "SELECT count(*) FROM tenantry.tenant_metrics",
+            "TABLE tenantry.tenant_metrics",
+        ] {
+            expect_sqlstate(
+                server.batch_execute(sql).await,
+                "42501",
+                &format!("{sql} as {role:?}"),
+            );
+        }
+    }
+
+    async fn metrics(app: &Client) -> Vec<(Uuid, i64, i64, bool)> {
+        let mut v: Vec<(Uuid, i64, i64, bool)> = app
+            .query(
+                "SELECT tenant_id, sum(request_count)::bigint, max(unique_users), bool_and(is_descendant)
+                 FROM current_tenant_metrics() GROUP BY tenant_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        v.sort();
+        v
+    }
+    set_context(&app, root).await;
+    let mut expected = vec![(root, 3, 2, false), (child, 2, 2, true)];
+    expected.sort();
+    assert_eq!(metrics(&app).await, expected);
+    set_context(&app, child).await;
+    assert_eq!(metrics(&app).await, [(child, 2, 2, false)]);
+    set_context(&app, other).await;
+    assert_eq!(metrics(&app).await, [(other, 4, 1, false)]);
+    clear_context(&app).await;
+    assert!(metrics(&app).await.is_empty());
+
+    // The request log itself: the logger appends and reads nothing; a tenant
+    // reads and appends only its own rows.
+    denied(
+        &logger,
+        "SELECT count(*) FROM tenantry.request_log",
+        "42501",
+    )
+    .await;
+    set_context(&app, root).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM request_log").await, 3);
+    app.execute(
+        "INSERT INTO request_log (tenant_id, route, status) VALUES ($1, '/x', 200)",
+        &[&root],
+    )
+    .await
+    .unwrap();
+    expect_sqlstate(
+        app.execute(
+            "INSERT INTO request_log (tenant_id, route, status) VALUES ($1, '/x', 200)",
+            &[&other],
+        )
+        .await,
+        "42501",
+        "logging a request for another tenant",
+    );
+}
+
+// -----------------------------------------------------------------------------
+// Flaw 5: the refresh must see every tenant and be run by someone entitled.
+// -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn refresh_tenant_metrics_runs_as_admin_sees_every_tenant_and_is_refused_to_tenant_roles() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let logger = logger(&tdb).await;
+    let t1 = create_tenant(&admin, "t1", None).await;
+    let t2 = create_tenant(&admin, "t2", None).await;
+    let t3 = create_tenant(&admin, "t3", Some(t1)).await;
+    log_requests(&logger, t1, &[Uuid::new_v4()]).await;
+    log_requests(&logger, t2, &[Uuid::new_v4(), Uuid::new_v4()]).await;
+    log_requests(&logger, t3, &[Uuid::new_v4(); 3]).await;
+
+    let su = tdb.superuser_client().await;
+    async fn totals(su: &Client) -> Vec<(Uuid, i64)> {
+        let mut v: Vec<(Uuid, i64)> = su
+            .query(
+                "SELECT tenant_id, sum(request_count)::bigint FROM tenantry.tenant_metrics GROUP BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        v.sort();
+        v
+    }
+    assert!(totals(&su).await.is_empty(), "nothing before a refresh");
+
+    // Tenant roles may not refresh.
+    set_context(&app, t1).await;
+    denied(&app, "SELECT tenantry.refresh_tenant_metrics()", "42501").await;
+    denied(
+        &app,
+        "REFRESH MATERIALIZED VIEW tenantry.tenant_metrics",
+        "42501",
+    )
+    .await;
+    denied(
+        &admin,
+        "REFRESH MATERIALIZED VIEW tenantry.tenant_metrics",
+        "42501",
+    )
+    .await;
+    assert!(totals(&su).await.is_empty());
+
+    // The admin refreshes; a tenant id left on its session changes nothing:
+    // the view is computed as its BYPASSRLS owner and holds every tenant.
+    exec(&admin, &format!("SET app.current_tenant_id = '{t1}'")).await;
+    exec(&admin, "SELECT refresh_tenant_metrics()").await;
+    let mut expected = vec![(t1, 1), (t2, 2), (t3, 3)];
+    expected.sort();
+    assert_eq!(totals(&su).await, expected);
+
+    // Concurrent refresh of a populated view picks up new rows.
+    log_requests(&logger, t2, &[Uuid::new_v4()]).await;
+    exec(
+        &admin,
+        "RESET app.current_tenant_id; SELECT refresh_tenant_metrics()",
+    )
+    .await;
+    let mut expected = vec![(t1, 1), (t2, 3), (t3, 3)];
+    expected.sort();
+    assert_eq!(totals(&su).await, expected);
+}
+
+// -----------------------------------------------------------------------------
+// Audit log: append-only, each tenant reads its own.
+// -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn audit_log_is_append_only_and_each_tenant_reads_only_its_own_rows() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    for t in [a, b] {
+        set_context(&app, t).await;
+        app.execute("SELECT create_tenant_role($1, 'editor')", &[&t])
+            .await
+            .unwrap();
+        exec(&app, "SELECT create_api_key('k')").await;
+    }
+
+    for (t, name) in [(a, "a"), (b, "b")] {
+        set_context(&app, t).await;
+        assert_eq!(
+            uuids(&app, "SELECT DISTINCT tenant_id FROM audit_log").await,
+            [t],
+            "{name} reads only its own audit rows"
+        );
+        let actions = strings(&app, "SELECT action FROM audit_log").await;
+        for expected in ["key.created", "role.created", "tenant.created"] {
+            assert!(
+                actions.contains(&expected.to_owned()),
+                "{name}: {actions:?}"
+            );
+        }
+    }
+    assert_eq!(
+        uuids(&admin, "SELECT DISTINCT tenant_id FROM audit_log").await,
+        sorted(vec![a, b]),
+        "administrators read every tenant's audit rows"
+    );
+
+    set_context(&app, a).await;
+    let before = count(&admin, "SELECT count(*) FROM audit_log").await;
+    for c in [&app, &admin] {
+        denied(
+            c,
+            "UPDATE tenantry.audit_log SET action = 'forged'",
+            "42501",
+        )
+        .await;
+        denied(c, "DELETE FROM tenantry.audit_log", "42501").await;
+        denied(c, "TRUNCATE tenantry.audit_log", "42501").await;
+        denied(
+            c,
+            &format!(
+                "INSERT INTO tenantry.audit_log (tenant_id, actor, action, target_type)
+                 VALUES ('{b}', 'admin', 'forged', 'tenant')"
+            ),
+            "42501",
+        )
+        .await;
+        denied(
+            c,
+            &format!("SELECT tenantry.write_audit('{b}', 'forged', 'tenant', NULL)"),
+            "42501",
+        )
+        .await;
+    }
+    // Even the owning role cannot rewrite history (the superuser is used only
+    // to become that role, which no login role can).
+    let su = tdb.superuser_client().await;
+    exec(&su, "SET ROLE tenantry_owner").await;
+    denied(
+        &su,
+        "UPDATE tenantry.audit_log SET action = 'forged'",
+        "TN403",
+    )
+    .await;
+    denied(&su, "DELETE FROM tenantry.audit_log", "TN403").await;
+    denied(&su, "TRUNCATE tenantry.audit_log", "TN403").await;
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM audit_log").await,
+        before
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) FROM audit_log WHERE action = 'forged'"
+        )
+        .await,
+        0
+    );
+}
