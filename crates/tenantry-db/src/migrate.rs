@@ -88,7 +88,9 @@ pub enum MigrateError {
     },
     /// The versioned migrations are applied but the function, policy and grant
     /// definitions differ from this build's (reported by [`check`]).
-    #[error("the database's definitions ({names}) differ from this build's; run `tenantry migrate`")]
+    #[error(
+        "the database's definitions ({names}) differ from this build's; run `tenantry migrate`"
+    )]
     DefinitionsPending {
         /// The definition files that are new or changed, comma-separated.
         names: String,
@@ -223,12 +225,12 @@ async fn migrate_locked(
 async fn apply_definitions(tx: &tokio_postgres::Transaction<'_>) -> Result<(), MigrateError> {
     for definition in DEFINITIONS {
         tx.batch_execute("RESET ROLE").await?;
-        tx.batch_execute(definition.sql)
-            .await
-            .map_err(|source| MigrateError::DefinitionFailed {
+        tx.batch_execute(definition.sql).await.map_err(|source| {
+            MigrateError::DefinitionFailed {
                 name: definition.name.to_owned(),
                 source,
-            })?;
+            }
+        })?;
     }
     tx.batch_execute("RESET ROLE").await?;
     let names: Vec<&str> = DEFINITIONS.iter().map(|d| d.name).collect();
@@ -266,7 +268,10 @@ async fn stale_definitions(client: &impl GenericClient) -> Result<Vec<&'static s
         .is_some_and(|r| r.get::<_, bool>(0));
     let recorded: Vec<(String, Vec<u8>)> = if exists {
         client
-            .query_typed("SELECT name, checksum FROM tenantry.schema_definitions", &[])
+            .query_typed(
+                "SELECT name, checksum FROM tenantry.schema_definitions",
+                &[],
+            )
             .await?
             .iter()
             .map(|r| (r.get(0), r.get(1)))

@@ -1,4 +1,4 @@
-//! Migration runner: applying every migration to an empty database once and in order, concurrent runs, and refusing edited or unknown migrations (through `migrate` and `check`).
+//! Migration runner: applying every migration to an empty database once and in order, concurrent runs, refusing edited or unknown migrations (through `migrate` and `check`), and the repeatable definitions: an upgraded database and a fresh one end with identical catalogs.
 
 use tenantry_db::{
     migrate::{self, MigrateError},
@@ -206,4 +206,183 @@ async fn check_accepts_an_up_to_date_database_and_reports_an_empty_one_as_pendin
         .unwrap()
         .get(0);
     assert!(!has_schema, "check created the tenantry schema");
+}
+
+/// Every fact of schema tenantry's catalog (functions with their bodies, ACLs
+/// and comments; relations, columns, constraints, indexes, triggers, policies,
+/// views), one line each.
+async fn catalog(client: &Client) -> Vec<String> {
+    client
+        .query(include_str!("sql/catalog_snapshot.sql"), &[])
+        .await
+        .expect("catalog snapshot")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Lines only in `a` and only in `b`, for a readable failure.
+fn difference(a: &[String], b: &[String]) -> String {
+    let only = |x: &[String], y: &[String]| {
+        x.iter()
+            .filter(|l| !y.contains(l))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    format!(
+        "only in the first:\n{}\n\nonly in the second:\n{}",
+        only(a, b),
+        only(b, a)
+    )
+}
+
+#[tokio::test]
+async fn a_database_at_0007_upgraded_and_a_fresh_one_end_with_identical_catalogs() {
+    let tdb = TestDatabase::new().await;
+    let mut fresh = connect(&empty_database(&tdb).await).await;
+    migrate::migrate(&mut fresh).await.expect("fresh database");
+
+    // As the last build before migrations/repeatable/ left it: 0001..0007 only.
+    let mut old = connect(&empty_database(&tdb).await).await;
+    let applied = migrate::migrate_to_version(&mut old, 7)
+        .await
+        .expect("database at 0007");
+    assert_eq!(versions(&applied), (1..=7).collect::<Vec<_>>());
+    let has_definitions: bool = old
+        .query_one(
+            "SELECT to_regclass('tenantry.schema_definitions') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!has_definitions, "0007 predates the definitions table");
+    assert!(
+        matches!(
+            migrate::check(&old).await,
+            Err(MigrateError::Pending { .. })
+        ),
+        "a database at 0007 is behind"
+    );
+
+    // Data the upgrade must carry: a tenant already over the quota 0008 starts
+    // enforcing, and a schema-isolated tenant whose partition predates it.
+    let capped: uuid::Uuid = old
+        .query_one(
+            "SELECT tenantry.create_tenant('capped', NULL, 'shared', '{\"max_resources\": 2}')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let silo: uuid::Uuid = old
+        .query_one(
+            "SELECT tenantry.create_tenant('silo', NULL, 'schema', '{\"max_resources\": 1}')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    old.batch_execute(&format!(
+        "INSERT INTO tenantry.resources (tenant_id, name) VALUES
+             ('{capped}', 'a'), ('{capped}', 'b'), ('{capped}', 'c'), ('{silo}', 's')"
+    ))
+    .await
+    .unwrap();
+
+    let upgraded = migrate::migrate(&mut old).await.expect("upgrade from 0007");
+    assert!(
+        versions(&upgraded).iter().all(|v| *v > 7),
+        "{:?}",
+        versions(&upgraded)
+    );
+    migrate::check(&old)
+        .await
+        .expect("upgraded database is current");
+
+    let (a, b) = (catalog(&fresh).await, catalog(&old).await);
+    assert!(a.len() > 500, "the snapshot saw {} facts", a.len());
+    assert!(a == b, "{}", difference(&a, &b));
+
+    // The quota counters were filled from the rows already there, and both
+    // kinds of tenant are held to them from now on.
+    let counters: Vec<(uuid::Uuid, i64)> = old
+        .query(
+            "SELECT tenant_id, resource_count FROM tenantry.tenant_quota_usage ORDER BY resource_count",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(counters, [(silo, 1), (capped, 3)]);
+    for (t, table) in [
+        (capped, "tenantry.resources".to_owned()),
+        (silo, format!("tenant_{}.resources", silo.simple())),
+    ] {
+        let err = old
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL ROLE tenantry_app;
+                 SELECT tenantry.set_tenant_context_local('{t}');
+                 INSERT INTO {table} (tenant_id, name) VALUES ('{t}', 'over')"
+            ))
+            .await
+            .expect_err("a write past the quota");
+        assert_eq!(err.code().map(|c| c.code()), Some("TN429"), "{err}");
+        old.batch_execute("ROLLBACK").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn applying_the_definitions_again_changes_nothing_and_check_reports_changed_ones() {
+    let tdb = TestDatabase::new().await;
+    let mut client = tdb.superuser_client().await;
+    let before = catalog(&client).await;
+
+    // A definition file that differs from the recorded one: check names it,
+    // migrate applies every file again (nothing versioned is pending).
+    client
+        .execute(
+            "UPDATE tenantry.schema_definitions SET checksum = '\\x00' WHERE name = '03_resources.sql'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = migrate::check(&client).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::DefinitionsPending { names } if names == "03_resources.sql"),
+        "{err:?}"
+    );
+    let applied = migrate::migrate(&mut client).await.expect("re-apply");
+    assert!(applied.is_empty(), "{:?}", versions(&applied));
+    migrate::check(&client).await.expect("current again");
+    let after = catalog(&client).await;
+    assert!(before == after, "{}", difference(&before, &after));
+
+    // Records of files this build does not have are dropped on the next apply.
+    client
+        .batch_execute(
+            "INSERT INTO tenantry.schema_definitions (name, checksum) VALUES ('99_gone.sql', '\\x00');
+             DELETE FROM tenantry.schema_definitions WHERE name = '00_reset.sql';",
+        )
+        .await
+        .unwrap();
+    migrate::migrate(&mut client).await.expect("re-apply");
+    let names: Vec<String> = client
+        .query(
+            "SELECT name FROM tenantry.schema_definitions ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<String> = migrate::definitions()
+        .iter()
+        .map(|d| d.name.to_owned())
+        .collect();
+    assert_eq!(names, expected);
 }

@@ -561,3 +561,93 @@ async fn tenantry_roles_have_exactly_the_attributes_and_ownership_their_jobs_nee
     .await;
     assert_no_violations("role attributes and ownership", found);
 }
+
+/// `(kind, name)` of every function, view, trigger and policy the repeatable
+/// definition files create (`kind`: function, view, trigger, policy).
+fn defined_in_repeatable_files() -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for d in tenantry_db::migrate::definitions() {
+        // Statement by statement (dollar-quoted bodies hold no line starting with CREATE).
+        for statement in d.sql.split("\nCREATE ").skip(1) {
+            let words: Vec<&str> = statement.split_whitespace().collect();
+            let name_after = |prefix: &[&str]| -> Option<String> {
+                (words.len() > prefix.len() && words[..prefix.len()] == *prefix).then(|| {
+                    words[prefix.len()]
+                        .split('(')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+            };
+            // The relation a trigger or policy is on: the word after the first ON.
+            let on = || {
+                words
+                    .iter()
+                    .skip_while(|w| **w != "ON")
+                    .nth(1)
+                    .copied()
+                    .unwrap_or("?")
+            };
+            if let Some(name) = name_after(&["OR", "REPLACE", "FUNCTION"]) {
+                found.push(("function".into(), name));
+            } else if let Some(name) = name_after(&["OR", "REPLACE", "VIEW"]) {
+                found.push(("view".into(), name));
+            } else if let Some(name) = name_after(&["OR", "REPLACE", "TRIGGER"]) {
+                found.push(("trigger".into(), format!("{}.{name}", on())));
+            } else if let Some(name) = name_after(&["POLICY"]) {
+                found.push(("policy".into(), format!("{}.{name}", on())));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_function_view_trigger_and_policy_has_its_one_definition_in_a_repeatable_file() {
+    let (_db, client) = catalog().await;
+    let in_catalog = violations(
+        &client,
+        "SELECT 'function ' || 'tenantry.' || p.proname FROM pg_proc p
+          WHERE p.pronamespace = 'tenantry'::regnamespace
+         UNION ALL
+         SELECT 'view ' || 'tenantry.' || c.relname FROM pg_class c
+          WHERE c.relnamespace = 'tenantry'::regnamespace AND c.relkind = 'v'
+         UNION ALL
+         SELECT 'trigger ' || 'tenantry.' || c.relname || '.' || t.tgname
+           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+          WHERE c.relnamespace = 'tenantry'::regnamespace AND NOT t.tgisinternal AND t.tgparentid = 0
+         UNION ALL
+         SELECT 'policy ' || 'tenantry.' || c.relname || '.' || p.polname
+           FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+          WHERE c.relnamespace = 'tenantry'::regnamespace",
+    )
+    .await;
+    let defined: Vec<String> = defined_in_repeatable_files()
+        .into_iter()
+        .map(|(kind, name)| format!("{kind} {name}"))
+        .collect();
+    let mut problems: Vec<String> = in_catalog
+        .iter()
+        .filter(|object| !defined.contains(object))
+        .map(|object| format!("{object}: not defined in migrations/repeatable/"))
+        .collect();
+    for object in &defined {
+        let times = defined.iter().filter(|o| *o == object).count();
+        if times > 1 {
+            problems.push(format!("{object}: defined {times} times"));
+        }
+        if !in_catalog.contains(object) {
+            problems.push(format!("{object}: defined but not in the catalog"));
+        }
+    }
+    problems.dedup();
+    assert!(
+        defined.len() > 80,
+        "parsed only {} definitions",
+        defined.len()
+    );
+    assert_no_violations(
+        "one definition per object, in migrations/repeatable/",
+        problems,
+    );
+}

@@ -61,6 +61,7 @@ async fn the_metrics_view_and_table_partitions_are_unreadable_by_tenantry_app() 
         "tenantry.resources_pooled",
         "tenantry.request_log_default",
         "tenantry.schema_migrations",
+        "tenantry.schema_definitions",
     ] {
         let (code, message, _) = fails(
             &w.app,

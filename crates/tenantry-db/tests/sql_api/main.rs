@@ -11,6 +11,7 @@ mod helpers;
 mod hierarchy;
 mod keys;
 mod privileges;
+mod quotas;
 mod resources;
 mod roles;
 mod schemas;

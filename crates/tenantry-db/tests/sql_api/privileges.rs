@@ -74,7 +74,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
                AND NOT (relrowsecurity AND relforcerowsecurity)"
         )
         .await,
-        ["permissions", "schema_migrations"]
+        ["permissions", "schema_definitions", "schema_migrations"]
     );
 
     // Attacks, as the login role itself and as every role it can become.
