@@ -13,7 +13,8 @@
 -- 3. roles.description: at most 500 characters, like key descriptions (it was
 --    only checked by the HTTP API).
 -- 4. constant_time_equal() is gone: key verification compares digests since
---    0007, and nothing calls it.
+--    0007, and nothing calls it. tenant_context_values() gives way to
+--    tenant_context_row() (01_context.sql), which the planner can inline.
 -- =============================================================================
 
 SET LOCAL ROLE tenantry_owner;
@@ -49,3 +50,4 @@ ALTER TABLE tenantry.roles
     ADD CONSTRAINT roles_description_length CHECK (length(description) <= 500);
 
 DROP FUNCTION tenantry.constant_time_equal(bytea, bytea);
+DROP FUNCTION tenantry.tenant_context_values(uuid);

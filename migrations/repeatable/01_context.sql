@@ -109,47 +109,40 @@ GRANT EXECUTE ON FUNCTION tenantry.tenant_schema_name(uuid) TO tenantry_app, ten
  * A tenant and its live descendants, self first, then by depth: the one
  * definition of "subtree" every context setter uses. Reads the closure
  * table, so it is called from SECURITY DEFINER setters (as the owner); it is
- * granted to nobody. Plain SQL without a SET clause, so the planner inlines it.
+ * granted to nobody. A set-returning SQL function without SET clauses, so the
+ * planner inlines it into the caller's query (a scalar function with a
+ * sub-select would be planned anew on every call).
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_subtree(tid uuid)
-RETURNS uuid[]
+RETURNS TABLE (tenant_id uuid)
 LANGUAGE sql STABLE
 AS $$
-    SELECT ARRAY(
-        SELECT h.child_id
-        FROM tenantry.tenant_hierarchy h
-        JOIN tenantry.tenants c ON c.tenant_id = h.child_id
-        WHERE h.parent_id = tid AND c.status <> 'deleted'
-        ORDER BY h.depth, h.child_id)
+    SELECT h.child_id
+    FROM tenantry.tenant_hierarchy h
+    JOIN tenantry.tenants c ON c.tenant_id = h.child_id
+    WHERE h.parent_id = tid AND c.status <> 'deleted'
+    ORDER BY h.depth, h.child_id
 $$;
 COMMENT ON FUNCTION tenantry.tenant_subtree(uuid) IS 'Internal: a tenant and its live descendants (self first, by depth), as the context setters store them in app.visible_tenant_ids. Not granted.';
 
 /**
- * What a context needs to know of a tenant, in one lookup: its visible
- * subtree and its resources schema. Raises TN404 for an unknown tenant and
- * TN403 for a deleted one. Shared by the session setter and the server's
- * transaction-local path.
+ * What a context needs to know of a tenant, in one lookup: its status, its
+ * visible subtree and its resources schema; no row for an unknown tenant.
+ * Inlined like tenant_subtree; the setters raise for unknown (TN404) and
+ * deleted (TN403) tenants themselves, as a function call per request would
+ * cost more than the check.
  */
-CREATE OR REPLACE FUNCTION tenantry.tenant_context_values(tid uuid, OUT visible uuid[], OUT schema_name text)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+CREATE OR REPLACE FUNCTION tenantry.tenant_context_row(tid uuid)
+RETURNS TABLE (status text, visible uuid[], schema_name text)
+LANGUAGE sql STABLE
 AS $$
-DECLARE
-    t_status text;
-BEGIN
     SELECT t.status,
-           tenantry.tenant_subtree(t.tenant_id),
+           ARRAY(SELECT s.tenant_id FROM tenantry.tenant_subtree(t.tenant_id) s),
            CASE WHEN t.isolation = 'schema' THEN tenantry.tenant_schema_name(t.tenant_id) ELSE 'tenantry' END
-      INTO t_status, visible, schema_name
-    FROM tenantry.tenants t WHERE t.tenant_id = tid;
-    IF t_status IS NULL THEN
-        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404';
-    ELSIF t_status = 'deleted' THEN
-        RAISE EXCEPTION 'tenant % is deleted', tid USING ERRCODE = 'TN403';
-    END IF;
-END
+    FROM tenantry.tenants t
+    WHERE t.tenant_id = tid
 $$;
-COMMENT ON FUNCTION tenantry.tenant_context_values(uuid) IS 'Internal: the visible subtree (self first) and resources schema of a live tenant, for the context setters; TN404 unknown, TN403 deleted. Not granted.';
+COMMENT ON FUNCTION tenantry.tenant_context_row(uuid) IS 'Internal: status, visible subtree (self first) and resources schema of a tenant, for the context setters; no row when the tenant does not exist. Not granted.';
 
 /**
  * The guide's set_tenant_context: SESSION scope. Unsafe behind a connection
@@ -170,7 +163,12 @@ BEGIN
                 set_config('app.current_tenant_schema', '', false);
         RETURN;
     END IF;
-    ctx := tenantry.tenant_context_values(tid);
+    SELECT c.status, c.visible, c.schema_name INTO ctx FROM tenantry.tenant_context_row(tid) c;
+    IF ctx.status IS NULL THEN
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404';
+    ELSIF ctx.status = 'deleted' THEN
+        RAISE EXCEPTION 'tenant % is deleted', tid USING ERRCODE = 'TN403';
+    END IF;
     PERFORM set_config('app.current_tenant_id', tid::text, false),
             set_config('app.visible_tenant_ids', ctx.visible::text, false),
             set_config('app.current_tenant_schema', ctx.schema_name, false);
@@ -202,7 +200,12 @@ BEGIN
     IF tid IS NULL THEN
         RAISE EXCEPTION 'tenant id is required' USING ERRCODE = 'TN422', HINT = 'tenant_id';
     END IF;
-    ctx := tenantry.tenant_context_values(tid);
+    SELECT c.status, c.visible, c.schema_name INTO ctx FROM tenantry.tenant_context_row(tid) c;
+    IF ctx.status IS NULL THEN
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404';
+    ELSIF ctx.status = 'deleted' THEN
+        RAISE EXCEPTION 'tenant % is deleted', tid USING ERRCODE = 'TN403';
+    END IF;
     wanted := CASE WHEN cardinality(ctx.visible) > 1 THEN ctx.visible::text ELSE '' END;
     IF coalesce(current_setting('app.visible_tenant_ids', true), '') <> wanted THEN
         EXECUTE format('SET LOCAL app.visible_tenant_ids = %L', wanted);

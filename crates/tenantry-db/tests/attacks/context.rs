@@ -386,7 +386,8 @@ async fn internal_definer_and_admin_functions_are_not_executable_by_tenantry_app
     begin_as(&w.app, w.a).await;
     exec(&w.app, "SAVEPOINT s").await;
     for sql in [
-        format!("SELECT * FROM tenantry.tenant_context_values('{}')", w.b),
+        format!("SELECT * FROM tenantry.tenant_context_row('{}')", w.b),
+        format!("SELECT * FROM tenantry.tenant_subtree('{}')", w.b),
         format!(
             "SELECT * FROM tenantry.issue_api_key('{}', 'x', '{{}}', NULL, NULL, NULL, NULL)",
             w.b

@@ -467,7 +467,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
     set_context(&app, a).await;
     for sql in [
         format!("SELECT tenantry.write_audit('{a}', 'x', 'y', NULL)"),
-        format!("SELECT tenantry.tenant_context_values('{a}')"),
+        format!("SELECT tenantry.tenant_context_row('{a}')"),
         format!("SELECT tenantry.issue_api_key('{a}', 'd', '{{}}', NULL, NULL, NULL, NULL)"),
         format!("SELECT tenantry.secure_tenant_partition('{a}')"),
         format!("SELECT tenantry.set_tenant_isolation('{a}', 'schema')"),
