@@ -328,7 +328,7 @@ impl TenantScope {
     }
 
     /// Each part of a listing runs under the narrowest policies that cover it,
-    /// so the planner never ORs policy arms (design.md, "Policy shapes"):
+    /// so the planner never ORs policy arms (docs/architecture.md, "Policies"):
     /// the caller's and descendants' rows as `tenantry_app_own`, one
     /// index-ordered top-N per visible tenant, merged; rows shared with the
     /// caller as `tenantry_app_shared` (GIN index). Both travel in one flight

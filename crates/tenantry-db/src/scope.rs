@@ -47,7 +47,7 @@ impl TenantContext {
 
 /// Which policies a statement runs under. `All` is the guide's semantics
 /// (own, descendants' and shared rows); the narrow roles let the planner use
-/// one index instead of OR-ing policy arms (design.md, "Policy shapes").
+/// one index instead of OR-ing policy arms (docs/architecture.md, "Policies").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Visibility {
     /// Own, descendants' and shared-with-me rows (`tenantry_app`).

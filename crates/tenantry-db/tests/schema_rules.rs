@@ -19,8 +19,8 @@ const TENANT_ROLES: &str =
 const NON_OWNER_ROLES: &str = "'tenantry_app', 'tenantry_app_own', 'tenantry_app_shared', \
                                'tenantry_admin', 'tenantry_logger', 'tenantry_server'";
 
-/// Global tables that become Citus reference tables (design.md, "Scale-out on
-/// Citus"): the tenants, the permission catalogue and the hierarchy closure.
+/// Global tables that become Citus reference tables (docs/architecture.md,
+/// "Scale-out on Citus"): the tenants, the permission catalogue and the hierarchy closure.
 /// Distributed tables may reference them on any column.
 const REFERENCE_TABLES: &str =
     "'tenantry.tenants', 'tenantry.permissions', 'tenantry.tenant_hierarchy'";

@@ -1,4 +1,4 @@
-//! SQL API tests: the guide's functions called by their names from a plain SQL session as the server's login role (`tenantry_server`, then `SET ROLE`), and one attack per flaw of design.md "What the seed gets wrong", each denied case beside the allowed one.
+//! SQL API tests: the guide's functions called by their names from a plain SQL session as the server's login role (`tenantry_server`, then `SET ROLE`), and one attack per flaw listed in docs/architecture.md ("What the guide gets wrong"), each denied case beside the allowed one.
 //!
 //! One module per area of the guide; `helpers` holds the psql-like sessions and
 //! the small query helpers they share.
