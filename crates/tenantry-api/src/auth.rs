@@ -14,7 +14,11 @@ use tenantry_db::{
     TenantScope,
 };
 
-use crate::{error::ApiError, request_log::LogSlot, AppState};
+use crate::{
+    error::{ApiError, ProblemCode},
+    request_log::LogSlot,
+    AppState,
+};
 
 /// Cache of verified keys by prefix. Entries hold the key's hash and are
 /// compared in constant time; they live `ttl` and are dropped at once when a
@@ -149,7 +153,7 @@ impl RateLimits {
         };
         limiter.check().map_err(|_| {
             ApiError::new(
-                "rate_limited",
+                ProblemCode::RateLimited,
                 format!("this tenant may make {rate} requests per second (burst {burst})"),
             )
         })
@@ -212,7 +216,7 @@ impl TenantCaller {
             Ok(())
         } else {
             Err(ApiError::new(
-                "permission_denied",
+                ProblemCode::PermissionDenied,
                 format!("this key lacks the permission {permission}"),
             ))
         }
@@ -256,7 +260,7 @@ impl FromRequestParts<AppState> for TenantCaller {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         if state.admin_token.matches(token) {
             return Err(ApiError::new(
-                "wrong_credential",
+                ProblemCode::WrongCredential,
                 "this route needs a tenant API key, not the admin token",
             ));
         }
@@ -270,7 +274,7 @@ impl FromRequestParts<AppState> for TenantCaller {
             "active" => {}
             "suspended" => {
                 return Err(ApiError::new(
-                    "tenant_suspended",
+                    ProblemCode::TenantSuspended,
                     format!("tenant {} is suspended", identity.tenant_id),
                 ));
             }
@@ -343,7 +347,7 @@ impl FromRequestParts<AppState> for AdminCaller {
         if !state.admin_token.matches(token) {
             if ApiKeySecret::parse(token).is_some() {
                 return Err(ApiError::new(
-                    "wrong_credential",
+                    ProblemCode::WrongCredential,
                     "this route needs the admin token, not a tenant API key",
                 ));
             }

@@ -27,7 +27,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use crate::{
     auth::{KeyCache, RateLimits},
     config::{AdminToken, Settings},
-    error::ApiError,
+    error::{ApiError, ProblemCode},
     request_log::RequestLog,
 };
 
@@ -51,10 +51,10 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         ))
         .with_state(state);
     api.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .fallback(|| async { ApiError::new("route_not_found", "no such route") })
+        .fallback(|| async { ApiError::new(ProblemCode::RouteNotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                "method_not_allowed",
+                ProblemCode::MethodNotAllowed,
                 "this route does not accept that method",
             )
         })
@@ -63,7 +63,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 axum::response::IntoResponse::into_response(ApiError::new(
-                    "internal_error",
+                    ProblemCode::InternalError,
                     "internal error",
                 ))
             },

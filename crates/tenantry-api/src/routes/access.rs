@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::{page_by_key, Page, PageQuery};
 use crate::{
     auth::TenantCaller,
-    error::{responses, ApiError, Problem},
+    error::{responses, ApiError, Problem, ProblemCode},
     extract::{Json, Path, Query},
 };
 
@@ -120,7 +120,7 @@ pub async fn assign_role(
     let r = scope.get_role(role).await?;
     if !caller.holds_all(&r.permissions) {
         return Err(ApiError::new(
-            "permission_denied",
+            ProblemCode::PermissionDenied,
             "a key cannot assign a role with permissions it does not hold",
         ));
     }
@@ -209,7 +209,7 @@ pub async fn grant_permission(
             return Err(ApiError::not_found(&format!("permission {permission:?}")));
         }
         return Err(ApiError::new(
-            "permission_denied",
+            ProblemCode::PermissionDenied,
             format!("a key cannot grant {permission}, which it does not hold"),
         ));
     }

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::{page_by_key, Page, PageQuery};
 use crate::{
     auth::TenantCaller,
-    error::{responses, ApiError, Problem},
+    error::{responses, ApiError, Problem, ProblemCode},
     extract::{Json, Path, Query},
 };
 
@@ -98,7 +98,7 @@ async fn ensure_no_escalation(
         Ok(())
     } else {
         Err(ApiError::new(
-            "permission_denied",
+            ProblemCode::PermissionDenied,
             "a key cannot create or rotate a key with permissions it does not hold",
         ))
     }

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{page_by_key, Page, PageQuery};
 use crate::{
     auth::TenantCaller,
-    error::{responses, ApiError, Problem},
+    error::{responses, ApiError, Problem, ProblemCode},
     extract::{Json, Path, Query},
 };
 
@@ -110,7 +110,7 @@ async fn check_quota(caller: &TenantCaller, scope: &mut TenantScope) -> Result<(
     if let Some(max) = max_resources {
         if count > max {
             return Err(ApiError::new(
-                "quota_exceeded",
+                ProblemCode::QuotaExceeded,
                 format!("this tenant may hold at most {max} resources"),
             ));
         }
@@ -118,7 +118,7 @@ async fn check_quota(caller: &TenantCaller, scope: &mut TenantScope) -> Result<(
     if let Some(max) = max_bytes {
         if bytes > max {
             return Err(ApiError::new(
-                "quota_exceeded",
+                ProblemCode::QuotaExceeded,
                 format!("this tenant may store at most {max} bytes"),
             ));
         }

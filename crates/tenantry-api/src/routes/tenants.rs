@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     auth::{AdminCaller, Caller, TenantCaller},
-    error::{responses, ApiError, Problem},
+    error::{responses, ApiError, Problem, ProblemCode},
     extract::{Json, Path, Query},
     AppState,
 };
@@ -87,8 +87,11 @@ pub struct TenantPatch {
 
 fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(id).map_err(|_| {
-        ApiError::new("invalid_path", format!("{id:?} is not a tenant id (uuid)"))
-            .with_field("tenant_id")
+        ApiError::new(
+            ProblemCode::InvalidPath,
+            format!("{id:?} is not a tenant id (uuid)"),
+        )
+        .with_field("tenant_id")
     })
 }
 
@@ -127,7 +130,7 @@ pub async fn create_tenant(
             caller.require("tenants.create")?;
             if body.parent_id.is_some_and(|p| p != caller.tenant()) {
                 return Err(ApiError::new(
-                    "forbidden",
+                    ProblemCode::Forbidden,
                     "a tenant key creates children of its own tenant only",
                 )
                 .with_field("parent_id"));
