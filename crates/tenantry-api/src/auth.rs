@@ -17,7 +17,7 @@ use tenantry_db::{
 use crate::{
     error::{ApiError, ProblemCode},
     request_log::LogSlot,
-    AppState,
+    state::AppState,
 };
 
 /// Cache of verified keys by prefix. Entries hold the key's hash and are

@@ -6,7 +6,7 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{error::ProblemCode, routes, AppState};
+use crate::{error::ProblemCode, routes, state::AppState};
 
 #[derive(OpenApi)]
 #[openapi(

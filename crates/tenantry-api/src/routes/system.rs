@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::{
     error::{ApiError, ProblemCode},
     extract::Json,
-    AppState,
+    state::AppState,
 };
 
 /// Health answer.

@@ -13,7 +13,7 @@ use crate::{
     auth::{AdminCaller, Caller, TenantCaller},
     error::{responses, ApiError, Problem, ProblemCode},
     extract::{Json, Path, Query},
-    AppState,
+    state::AppState,
 };
 
 /// A new tenant.
