@@ -11,7 +11,7 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 use governor::{DefaultDirectRateLimiter, Quota};
 use tenantry_db::{
     AdminScope, ApiKeySecret, Database, KeyId, KeyIdentity, ResourceId, TenantContext, TenantId,
-    TenantScope,
+    TenantScope, TenantStatus,
 };
 
 use crate::{
@@ -270,15 +270,15 @@ impl FromRequestParts<AppState> for TenantCaller {
             .verify(&state.db, &secret)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        match identity.tenant_status.as_str() {
-            "active" => {}
-            "suspended" => {
+        match identity.tenant_status {
+            TenantStatus::Active => {}
+            TenantStatus::Suspended => {
                 return Err(ApiError::new(
                     ProblemCode::TenantSuspended,
                     format!("tenant {} is suspended", identity.tenant_id),
                 ));
             }
-            _ => return Err(ApiError::unauthorized()),
+            TenantStatus::Deleted => return Err(ApiError::unauthorized()),
         }
         let slot = parts.extensions.get::<LogSlot>().cloned();
         if let Some(slot) = &slot {

@@ -1,12 +1,12 @@
 //! API keys: parsing a presented key, its identity after verification, and key management (create, list, revoke, rotate, permissions) inside a tenant scope.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_postgres::{types::Type, Row};
 
-use crate::{DbError, KeyId, RoleId, TenantId, TenantScope, UserId};
+use crate::{DbError, KeyId, RoleId, TenantId, TenantScope, TenantStatus, UserId};
 
 /// A key as presented by a client: `tk_<12 hex prefix>_<64 hex secret>`.
 /// Parsing checks the shape only; [`crate::Database::verify_key`] checks it exists.
@@ -56,14 +56,14 @@ impl ApiKeySecret {
 }
 
 /// Who a verified key acts as.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KeyIdentity {
     /// The key.
     pub key_id: KeyId,
     /// Its tenant.
     pub tenant_id: TenantId,
-    /// The tenant's status (`active`, `suspended`, `deleted`): callers refuse non-active tenants.
-    pub tenant_status: String,
+    /// The tenant's status: callers refuse keys of tenants that are not active.
+    pub tenant_status: TenantStatus,
     /// The member it is bound to, if any.
     pub user_id: Option<UserId>,
     /// The role it is bound to, if any.
@@ -79,32 +79,9 @@ pub struct KeyIdentity {
 }
 
 impl KeyIdentity {
+    /// Parses the JSON of `tenantry.verify_api_key_hash` once, status included.
     pub(crate) fn from_json(v: serde_json::Value) -> Result<Self, DbError> {
-        #[derive(serde::Deserialize)]
-        struct Raw {
-            key_id: KeyId,
-            tenant_id: TenantId,
-            tenant_status: String,
-            user_id: Option<UserId>,
-            role_id: Option<RoleId>,
-            prefix: String,
-            expires_at: Option<DateTime<Utc>>,
-            permissions: Vec<String>,
-            tenant_settings: serde_json::Value,
-        }
-        let raw: Raw = serde_json::from_value(v)
-            .map_err(|e| DbError::Internal(format!("key identity: {e}")))?;
-        Ok(Self {
-            key_id: raw.key_id,
-            tenant_id: raw.tenant_id,
-            tenant_status: raw.tenant_status,
-            user_id: raw.user_id,
-            role_id: raw.role_id,
-            prefix: raw.prefix,
-            expires_at: raw.expires_at,
-            permissions: raw.permissions,
-            tenant_settings: raw.tenant_settings,
-        })
+        serde_json::from_value(v).map_err(|e| DbError::Internal(format!("key identity: {e}")))
     }
 }
 

@@ -308,7 +308,7 @@ async fn keys_verify_until_revoked_and_rotation_keeps_the_old_key_for_the_grace_
         .unwrap()
         .expect("valid key");
     assert_eq!(id.tenant_id, a);
-    assert_eq!(id.tenant_status, "active");
+    assert_eq!(id.tenant_status, TenantStatus::Active);
 
     // Wrong secret with the right prefix, garbage, and unknown prefix: all None.
     let forged = format!("tk_{}_{}", key.secret.prefix(), "0".repeat(64));
@@ -829,7 +829,7 @@ async fn suspended_tenants_keys_still_verify_but_report_the_status() {
     admin.set_status(a, TenantStatus::Suspended).await.unwrap();
     admin.commit().await.unwrap();
     let id = db.verify_key(k.secret.expose()).await.unwrap().unwrap();
-    assert_eq!(id.tenant_status, "suspended");
+    assert_eq!(id.tenant_status, TenantStatus::Suspended);
 }
 
 #[tokio::test]
