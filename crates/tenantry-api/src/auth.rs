@@ -11,7 +11,7 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 use governor::{DefaultDirectRateLimiter, Quota};
 use tenantry_db::{
     AdminScope, ApiKeySecret, Database, KeyId, KeyIdentity, ResourceId, TenantContext, TenantId,
-    TenantScope, TenantStatus,
+    TenantScope, TenantSettings, TenantStatus,
 };
 
 use crate::{
@@ -119,22 +119,13 @@ pub struct RateLimits {
 
 impl RateLimits {
     /// Err(429) when the tenant's `rate_limit_per_second` (burst `rate_limit_burst`) is exhausted.
-    fn check(&self, tenant: TenantId, settings: &serde_json::Value) -> Result<(), ApiError> {
-        let Some(rate) = settings
-            .get("rate_limit_per_second")
-            .and_then(serde_json::Value::as_f64)
-        else {
+    fn check(&self, tenant: TenantId, settings: &TenantSettings) -> Result<(), ApiError> {
+        let Some(rate) = settings.rate_limit_per_second() else {
             return Ok(());
         };
-        if !(rate.is_finite() && rate > 0.0) {
-            return Ok(());
-        }
-        // Any number the database accepted as an integer >= 1, also `5.0` or `1e15`.
+        // The rate is > 0 and finite (parsed); the default burst is the rate, rounded up.
         let burst = settings
-            .get("rate_limit_burst")
-            .and_then(serde_json::Value::as_f64)
-            .filter(|b| *b >= 1.0)
-            .map(|b| b.min(f64::from(u32::MAX)) as u32)
+            .rate_limit_burst()
             .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
         let signature = (rate.to_bits(), burst);
         let limiter = {

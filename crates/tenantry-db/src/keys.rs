@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_postgres::{types::Type, Row};
 
-use crate::{DbError, KeyId, RoleId, TenantId, TenantScope, TenantStatus, UserId};
+use crate::{DbError, KeyId, RoleId, TenantId, TenantScope, TenantSettings, TenantStatus, UserId};
 
 /// A key as presented by a client: `tk_<12 hex prefix>_<64 hex secret>`.
 /// Parsing checks the shape only; [`crate::Database::verify_key`] checks it exists.
@@ -75,7 +75,7 @@ pub struct KeyIdentity {
     /// Permission names the key holds.
     pub permissions: Vec<String>,
     /// The tenant's settings (quotas, rate limits), as of verification.
-    pub tenant_settings: serde_json::Value,
+    pub tenant_settings: TenantSettings,
 }
 
 impl KeyIdentity {

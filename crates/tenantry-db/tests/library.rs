@@ -4,7 +4,7 @@ use serde_json::json;
 use tenantry_db::{
     testing::TestDatabase, Access, AuditQuery, Database, DbError, Isolation, NewKeyOptions,
     NewMember, NewResource, NewTenant, OwnerFilter, ResourceQuery, ResourceUpdate, StatementMode,
-    TenantContext, TenantId, TenantStatus, TenantUpdate,
+    TenantContext, TenantId, TenantSettings, TenantStatus, TenantUpdate,
 };
 
 async fn tenant(db: &Database, name: &str, parent: Option<TenantId>) -> TenantId {
@@ -553,20 +553,11 @@ async fn tenant_lifecycle_rejects_cycles_self_parenting_and_changes_after_deleti
         Err(DbError::Invalid { .. })
     ));
     drop(admin);
-    let mut admin = db.admin("admin").await.unwrap();
+    // Bad settings cannot even be built: they are refused where they are parsed.
     assert!(matches!(
-        admin
-            .update_tenant(
-                a,
-                &TenantUpdate {
-                    settings: Some(json!({"bogus": 1})),
-                    name: None
-                }
-            )
-            .await,
-        Err(DbError::Invalid { .. })
+        TenantSettings::parse(&json!({"bogus": 1})),
+        Err(DbError::Invalid { field: Some(f), .. }) if f == "settings.bogus"
     ));
-    drop(admin);
     let mut admin = db.admin("admin").await.unwrap();
     assert!(
         matches!(
@@ -945,4 +936,40 @@ async fn deleting_a_tenant_revokes_its_shares_both_ways() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn tenant_settings_come_back_typed_from_the_tenant_row_and_from_key_verification() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    // Integral floats count as integers, as in the database's validator.
+    let settings = TenantSettings::parse(&json!({
+        "max_resources": 5.0,
+        "rate_limit_per_second": 2.5,
+        "rate_limit_burst": 3,
+        "metadata": { "plan": "pro" }
+    }))
+    .unwrap();
+    let mut admin = db.admin("admin").await.unwrap();
+    let updated = admin
+        .update_tenant(
+            a,
+            &TenantUpdate {
+                name: None,
+                settings: Some(settings.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
+    assert_eq!(updated.settings, settings);
+    assert_eq!(updated.settings.max_resources(), Some(5));
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let key = s.create_api_key(&NewKeyOptions::default()).await.unwrap();
+    s.commit().await.unwrap();
+    let id = db.verify_key(key.secret.expose()).await.unwrap().unwrap();
+    assert_eq!(id.tenant_settings, settings);
+    assert_eq!(id.tenant_settings.rate_limit_burst(), Some(3));
 }
