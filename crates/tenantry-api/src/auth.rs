@@ -213,18 +213,14 @@ impl TenantCaller {
         }
     }
 
-    /// Whether the key holds every permission in `permissions`.
-    pub fn holds_all<'a>(&self, permissions: impl IntoIterator<Item = &'a String>) -> bool {
-        permissions
-            .into_iter()
-            .all(|p| self.identity.permissions.contains(p))
-    }
-
-    /// Opens the tenant-scoped transaction for this request.
+    /// Opens the tenant-scoped transaction for this request, restricted to what the key holds.
     pub async fn scope(&self) -> Result<TenantScope, ApiError> {
+        // The key's permissions travel with the scope: the library refuses to
+        // grant, assign or mint more than the key holds.
         let ctx = TenantContext::new(self.tenant())
             .with_user(self.identity.user_id)
-            .with_actor(format!("key:{}", self.identity.key_id));
+            .with_actor(format!("key:{}", self.identity.key_id))
+            .with_permissions(self.identity.permissions.iter().cloned().collect());
         Ok(self.db.tenant(ctx).await?)
     }
 

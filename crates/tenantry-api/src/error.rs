@@ -211,6 +211,7 @@ impl From<DbError> for ApiError {
             DbError::NotFound(m) => Self::new(ProblemCode::NotFound, m),
             DbError::Conflict(m) => Self::new(ProblemCode::Conflict, m),
             DbError::QuotaExceeded(m) => Self::new(ProblemCode::QuotaExceeded, m),
+            DbError::PermissionDenied(m) => Self::new(ProblemCode::PermissionDenied, m),
             DbError::Forbidden(m) => Self::new(ProblemCode::Forbidden, m),
             DbError::Invalid { field, message } => {
                 let e = Self::new(ProblemCode::ValidationFailed, message);

@@ -1,4 +1,4 @@
-//! The library's error type: what went wrong in terms a caller can act on (not found, conflict, quota exceeded, forbidden, invalid, unavailable).
+//! The library's error type: what went wrong in terms a caller can act on (not found, conflict, quota exceeded, permission denied, forbidden, invalid, unavailable).
 
 use tokio_postgres::error::SqlState;
 
@@ -17,6 +17,10 @@ pub enum DbError {
     /// A quota of the tenant (from its settings) would be exceeded; nothing was written.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The acting credential lacks a permission the operation needs: it cannot
+    /// grant, assign or mint more than it holds itself.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The caller may not do this (no tenant context, tenant deleted, policy refused a write, ...).
     #[error("{0}")]
     Forbidden(String),

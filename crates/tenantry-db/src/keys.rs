@@ -165,8 +165,15 @@ pub struct NewKeyOptions {
     pub tenant_id: Option<TenantId>,
 }
 
+/// The refusal of a key created or rotated beyond what the actor holds.
+fn escalation() -> String {
+    "a key cannot create or rotate a key with permissions it does not hold".into()
+}
+
 impl TenantScope {
     /// Creates a key (for the scope's tenant, or a descendant) and returns its secret once.
+    /// A restricted actor cannot create a key with permissions it does not hold:
+    /// the refusal aborts the transaction, so the key is never committed.
     pub async fn create_api_key(&mut self, options: &NewKeyOptions) -> Result<NewApiKey, DbError> {
         let mut meta = serde_json::Map::new();
         meta.insert("type".into(), "tenant_key".into());
@@ -200,6 +207,15 @@ impl TenantScope {
             .first()
             .map(ApiKeyInfo::from_row)
             .ok_or_else(|| DbError::Internal("new key not visible".into()))?;
+        // What a new key holds follows from its binding (role, member's roles, or
+        // everything): read it back from the database rather than repeat that rule.
+        if self.ctx.permissions.is_some() {
+            let held = self.key_permissions(info.key_id).await?;
+            if let Err(denied) = self.ensure_holds(held.iter().map(String::as_str), escalation) {
+                self.tx.abort();
+                return Err(denied);
+            }
+        }
         Ok(NewApiKey { secret, info })
     }
 
@@ -238,11 +254,16 @@ impl TenantScope {
     }
 
     /// Issues a successor key; the old one keeps working for `grace`, then expires.
+    /// A restricted actor cannot rotate a key with permissions it does not hold.
     pub async fn rotate_api_key(
         &mut self,
         key_id: KeyId,
         grace: std::time::Duration,
     ) -> Result<NewApiKey, DbError> {
+        if self.ctx.permissions.is_some() {
+            let held = self.key_permissions(key_id).await?;
+            self.ensure_holds(held.iter().map(String::as_str), escalation)?;
+        }
         let grace_secs = i64::try_from(grace.as_secs())
             .map_err(|_| DbError::invalid("grace", "grace period too long"))?;
         let grace_text = format!("{grace_secs} seconds");

@@ -39,7 +39,7 @@ mod tenants;
 pub mod testing;
 mod usage;
 
-pub use access::{Member, NewMember, Permission, Role};
+pub use access::{Member, NewMember, Permission, PermissionSet, Role};
 pub use database::{Database, DatabaseConfig, LoginRoleCheck, StatementMode};
 pub use error::DbError;
 pub use ids::{KeyId, ResourceId, RoleId, TenantId, UserId};
