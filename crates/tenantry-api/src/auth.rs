@@ -11,10 +11,14 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 use governor::{DefaultDirectRateLimiter, Quota};
 use tenantry_db::{
     AdminScope, ApiKeySecret, Database, KeyId, KeyIdentity, ResourceId, TenantContext, TenantId,
-    TenantScope,
+    TenantScope, TenantSettings, TenantStatus,
 };
 
-use crate::{error::ApiError, request_log::LogSlot, AppState};
+use crate::{
+    error::{ApiError, ProblemCode},
+    request_log::LogSlot,
+    state::AppState,
+};
 
 /// Cache of verified keys by prefix. Entries hold the key's hash and are
 /// compared in constant time; they live `ttl` and are dropped at once when a
@@ -115,22 +119,13 @@ pub struct RateLimits {
 
 impl RateLimits {
     /// Err(429) when the tenant's `rate_limit_per_second` (burst `rate_limit_burst`) is exhausted.
-    fn check(&self, tenant: TenantId, settings: &serde_json::Value) -> Result<(), ApiError> {
-        let Some(rate) = settings
-            .get("rate_limit_per_second")
-            .and_then(serde_json::Value::as_f64)
-        else {
+    fn check(&self, tenant: TenantId, settings: &TenantSettings) -> Result<(), ApiError> {
+        let Some(rate) = settings.rate_limit_per_second() else {
             return Ok(());
         };
-        if !(rate.is_finite() && rate > 0.0) {
-            return Ok(());
-        }
-        // Any number the database accepted as an integer >= 1, also `5.0` or `1e15`.
+        // The rate is > 0 and finite (parsed); the default burst is the rate, rounded up.
         let burst = settings
-            .get("rate_limit_burst")
-            .and_then(serde_json::Value::as_f64)
-            .filter(|b| *b >= 1.0)
-            .map(|b| b.min(f64::from(u32::MAX)) as u32)
+            .rate_limit_burst()
             .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
         let signature = (rate.to_bits(), burst);
         let limiter = {
@@ -149,7 +144,7 @@ impl RateLimits {
         };
         limiter.check().map_err(|_| {
             ApiError::new(
-                "rate_limited",
+                ProblemCode::RateLimited,
                 format!("this tenant may make {rate} requests per second (burst {burst})"),
             )
         })
@@ -212,24 +207,20 @@ impl TenantCaller {
             Ok(())
         } else {
             Err(ApiError::new(
-                "permission_denied",
+                ProblemCode::PermissionDenied,
                 format!("this key lacks the permission {permission}"),
             ))
         }
     }
 
-    /// Whether the key holds every permission in `permissions`.
-    pub fn holds_all<'a>(&self, permissions: impl IntoIterator<Item = &'a String>) -> bool {
-        permissions
-            .into_iter()
-            .all(|p| self.identity.permissions.contains(p))
-    }
-
-    /// Opens the tenant-scoped transaction for this request.
+    /// Opens the tenant-scoped transaction for this request, restricted to what the key holds.
     pub async fn scope(&self) -> Result<TenantScope, ApiError> {
+        // The key's permissions travel with the scope: the library refuses to
+        // grant, assign or mint more than the key holds.
         let ctx = TenantContext::new(self.tenant())
             .with_user(self.identity.user_id)
-            .with_actor(format!("key:{}", self.identity.key_id));
+            .with_actor(format!("key:{}", self.identity.key_id))
+            .with_permissions(self.identity.permissions.iter().cloned().collect());
         Ok(self.db.tenant(ctx).await?)
     }
 
@@ -256,7 +247,7 @@ impl FromRequestParts<AppState> for TenantCaller {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         if state.admin_token.matches(token) {
             return Err(ApiError::new(
-                "wrong_credential",
+                ProblemCode::WrongCredential,
                 "this route needs a tenant API key, not the admin token",
             ));
         }
@@ -266,15 +257,15 @@ impl FromRequestParts<AppState> for TenantCaller {
             .verify(&state.db, &secret)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        match identity.tenant_status.as_str() {
-            "active" => {}
-            "suspended" => {
+        match identity.tenant_status {
+            TenantStatus::Active => {}
+            TenantStatus::Suspended => {
                 return Err(ApiError::new(
-                    "tenant_suspended",
+                    ProblemCode::TenantSuspended,
                     format!("tenant {} is suspended", identity.tenant_id),
                 ));
             }
-            _ => return Err(ApiError::unauthorized()),
+            TenantStatus::Deleted => return Err(ApiError::unauthorized()),
         }
         let slot = parts.extensions.get::<LogSlot>().cloned();
         if let Some(slot) = &slot {
@@ -343,7 +334,7 @@ impl FromRequestParts<AppState> for AdminCaller {
         if !state.admin_token.matches(token) {
             if ApiKeySecret::parse(token).is_some() {
                 return Err(ApiError::new(
-                    "wrong_credential",
+                    ProblemCode::WrongCredential,
                     "this route needs the admin token, not a tenant API key",
                 ));
             }

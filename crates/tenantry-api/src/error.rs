@@ -1,4 +1,4 @@
-//! Errors as `application/problem+json` (RFC 9457): one type for every handler, extractor and fallback, with a stable `code` per kind. The codes are listed once, in [`CODES`].
+//! Errors as `application/problem+json` (RFC 9457): one type for every handler, extractor and fallback, with a stable `code` per kind. The codes are listed once, in [`ProblemCode`]; the API description's list is generated from it.
 
 use axum::{
     extract::rejection::{JsonRejection, PathRejection, QueryRejection},
@@ -9,66 +9,96 @@ use serde::Serialize;
 use tenantry_db::DbError;
 use utoipa::ToSchema;
 
-/// Every problem code the API returns, with its HTTP status and title. Codes are
-/// stable: a retired code is never reused for another meaning.
-pub const CODES: &[(&str, u16, &str)] = &[
-    (
-        "invalid_json",
-        400,
-        "Request body is not valid JSON for this route",
-    ),
-    ("invalid_path", 400, "A path parameter is invalid"),
-    ("invalid_query", 400, "A query parameter is invalid"),
-    ("invalid_cursor", 400, "The pagination cursor is invalid"),
-    ("unauthorized", 401, "Missing or invalid credentials"),
-    (
-        "permission_denied",
-        403,
-        "The credential lacks the permission this route needs",
-    ),
-    ("tenant_suspended", 403, "The tenant is suspended"),
-    (
-        "wrong_credential",
-        403,
-        "This route needs another kind of credential",
-    ),
-    ("forbidden", 403, "The operation is not allowed"),
-    ("not_found", 404, "Not found"),
-    ("route_not_found", 404, "No such route"),
-    (
-        "method_not_allowed",
-        405,
-        "Method not allowed on this route",
-    ),
-    (
-        "conflict",
-        409,
-        "The request conflicts with the current state",
-    ),
-    (
-        "quota_exceeded",
-        409,
-        "A quota of the tenant would be exceeded",
-    ),
-    ("body_too_large", 413, "Request body too large"),
-    (
-        "unsupported_media_type",
-        415,
-        "Request body must be application/json",
-    ),
-    (
-        "validation_failed",
-        422,
-        "The request is well-formed but invalid",
-    ),
-    ("rate_limited", 429, "Too many requests for this tenant"),
-    ("internal_error", 500, "Internal error"),
-    (
-        "service_unavailable",
-        503,
-        "The database is unavailable; retry later",
-    ),
-];
+/// Declares [`ProblemCode`] from one table: variant, code, HTTP status, title.
+macro_rules! problem_codes {
+    ($($variant:ident = ($code:literal, $status:ident, $title:literal),)*) => {
+        /// Every kind of problem the API returns, with its HTTP status and title.
+        /// Codes are stable: a retired code is never reused for another meaning.
+        ///
+        /// Each serializes as its code: the variant in snake case (pinned by a test;
+        /// utoipa does not read a `serde(rename)` made by a macro).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ProblemCode {
+            $(
+                #[doc = $title]
+                $variant,
+            )*
+        }
+
+        impl ProblemCode {
+            /// Every code, in the order of the table (grouped by status).
+            pub const ALL: &'static [ProblemCode] = &[$(ProblemCode::$variant),*];
+
+            /// The stable machine-readable code, e.g. `not_found`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ProblemCode::$variant => $code,)*
+                }
+            }
+
+            /// The HTTP status of this kind of problem.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ProblemCode::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// Short summary of this kind of problem.
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(ProblemCode::$variant => $title,)*
+                }
+            }
+        }
+    };
+}
+
+problem_codes! {
+    InvalidJson = ("invalid_json", BAD_REQUEST, "Request body is not valid JSON for this route"),
+    InvalidPath = ("invalid_path", BAD_REQUEST, "A path parameter is invalid"),
+    InvalidQuery = ("invalid_query", BAD_REQUEST, "A query parameter is invalid"),
+    InvalidCursor = ("invalid_cursor", BAD_REQUEST, "The pagination cursor is invalid"),
+    Unauthorized = ("unauthorized", UNAUTHORIZED, "Missing or invalid credentials"),
+    PermissionDenied = ("permission_denied", FORBIDDEN, "The credential lacks the permission this route needs"),
+    TenantSuspended = ("tenant_suspended", FORBIDDEN, "The tenant is suspended"),
+    WrongCredential = ("wrong_credential", FORBIDDEN, "This route needs another kind of credential"),
+    Forbidden = ("forbidden", FORBIDDEN, "The operation is not allowed"),
+    NotFound = ("not_found", NOT_FOUND, "Not found"),
+    RouteNotFound = ("route_not_found", NOT_FOUND, "No such route"),
+    MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed on this route"),
+    Conflict = ("conflict", CONFLICT, "The request conflicts with the current state"),
+    QuotaExceeded = ("quota_exceeded", CONFLICT, "A quota of the tenant would be exceeded"),
+    BodyTooLarge = ("body_too_large", PAYLOAD_TOO_LARGE, "Request body too large"),
+    UnsupportedMediaType = ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Request body must be application/json"),
+    ValidationFailed = ("validation_failed", UNPROCESSABLE_ENTITY, "The request is well-formed but invalid"),
+    RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "Too many requests for this tenant"),
+    InternalError = ("internal_error", INTERNAL_SERVER_ERROR, "Internal error"),
+    ServiceUnavailable = ("service_unavailable", SERVICE_UNAVAILABLE, "The database is unavailable; retry later"),
+}
+
+impl ProblemCode {
+    /// The list of codes as Markdown (code, status, title), for the API description.
+    pub fn markdown_list() -> String {
+        ProblemCode::ALL
+            .iter()
+            .map(|c| {
+                format!(
+                    "- `{}` ({}): {}\n",
+                    c.as_str(),
+                    c.status().as_u16(),
+                    c.title()
+                )
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A problem details body.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -83,7 +113,7 @@ pub struct Problem {
     /// What went wrong in this request.
     pub detail: String,
     /// Stable machine-readable code (see the list in the API description).
-    pub code: String,
+    pub code: ProblemCode,
     /// The request field at fault, when known (e.g. `name`, `settings.max_resources`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -92,18 +122,14 @@ pub struct Problem {
 /// The error every handler returns.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    code: &'static str,
+    code: ProblemCode,
     detail: String,
     field: Option<String>,
 }
 
 impl ApiError {
-    /// An error of a code from [`CODES`].
-    pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
-        debug_assert!(
-            CODES.iter().any(|(c, _, _)| *c == code),
-            "unknown problem code {code}"
-        );
+    /// An error of a kind, with what went wrong in this request.
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self {
             code,
             detail: detail.into(),
@@ -120,50 +146,39 @@ impl ApiError {
     /// 401 with the one body every credential failure shares.
     pub fn unauthorized() -> Self {
         Self::new(
-            "unauthorized",
+            ProblemCode::Unauthorized,
             "a valid API key or admin token is required (Authorization: Bearer <token>)",
         )
     }
 
     /// 404 for objects, identical for missing and foreign ones.
     pub fn not_found(what: &str) -> Self {
-        Self::new("not_found", format!("{what} not found"))
+        Self::new(ProblemCode::NotFound, format!("{what} not found"))
     }
 
     /// 422 naming a field.
     pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
-        Self::new("validation_failed", detail).with_field(field)
+        Self::new(ProblemCode::ValidationFailed, detail).with_field(field)
     }
 
     /// The code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ProblemCode {
         self.code
     }
 
     /// The HTTP status of the code.
     pub fn status(&self) -> StatusCode {
-        let status = CODES
-            .iter()
-            .find(|(c, _, _)| *c == self.code)
-            .map(|(_, s, _)| *s)
-            .unwrap_or(500);
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        self.code.status()
     }
 
     /// The body.
     pub fn problem(&self) -> Problem {
-        let status = self.status();
-        let title = CODES
-            .iter()
-            .find(|(c, _, _)| *c == self.code)
-            .map(|(_, _, t)| *t)
-            .unwrap_or("Error");
         Problem {
             kind: format!("urn:tenantry:problem:{}", self.code),
-            title: title.to_owned(),
-            status: status.as_u16(),
+            title: self.code.title().to_owned(),
+            status: self.code.status().as_u16(),
             detail: self.detail.clone(),
-            code: self.code.to_owned(),
+            code: self.code,
             field: self.field.clone(),
         }
     }
@@ -193,11 +208,13 @@ impl IntoResponse for ApiError {
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         match err {
-            DbError::NotFound(m) => Self::new("not_found", m),
-            DbError::Conflict(m) => Self::new("conflict", m),
-            DbError::Forbidden(m) => Self::new("forbidden", m),
+            DbError::NotFound(m) => Self::new(ProblemCode::NotFound, m),
+            DbError::Conflict(m) => Self::new(ProblemCode::Conflict, m),
+            DbError::QuotaExceeded(m) => Self::new(ProblemCode::QuotaExceeded, m),
+            DbError::PermissionDenied(m) => Self::new(ProblemCode::PermissionDenied, m),
+            DbError::Forbidden(m) => Self::new(ProblemCode::Forbidden, m),
             DbError::Invalid { field, message } => {
-                let e = Self::new("validation_failed", message);
+                let e = Self::new(ProblemCode::ValidationFailed, message);
                 match field {
                     Some(f) => e.with_field(f),
                     None => e,
@@ -206,13 +223,13 @@ impl From<DbError> for ApiError {
             DbError::Unavailable(m) => {
                 tracing::warn!(error = %m, "database unavailable");
                 Self::new(
-                    "service_unavailable",
+                    ProblemCode::ServiceUnavailable,
                     "the database is unavailable; retry later",
                 )
             }
             DbError::Internal(m) => {
                 tracing::error!(error = %m, "internal database error");
-                Self::new("internal_error", "internal error")
+                Self::new(ProblemCode::InternalError, "internal error")
             }
         }
     }
@@ -221,11 +238,12 @@ impl From<DbError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new("body_too_large", "request body exceeds the size limit")
-            }
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                ProblemCode::BodyTooLarge,
+                "request body exceeds the size limit",
+            ),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
-                "unsupported_media_type",
+                ProblemCode::UnsupportedMediaType,
                 "send the body with Content-Type: application/json",
             ),
             _ => {
@@ -239,7 +257,7 @@ impl From<JsonRejection> for ApiError {
                         .unwrap_or_else(|| e.body_text()),
                     other => other.body_text(),
                 };
-                Self::new("invalid_json", detail)
+                Self::new(ProblemCode::InvalidJson, detail)
             }
         }
     }
@@ -247,13 +265,13 @@ impl From<JsonRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        Self::new("invalid_path", rejection.body_text())
+        Self::new(ProblemCode::InvalidPath, rejection.body_text())
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        Self::new("invalid_query", rejection.body_text())
+        Self::new(ProblemCode::InvalidQuery, rejection.body_text())
     }
 }
 
@@ -262,12 +280,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_code_is_unique_and_maps_to_its_status() {
+    fn every_code_is_unique_and_serializes_as_its_string() {
         let mut seen = std::collections::HashSet::new();
-        for (code, status, _) in CODES {
-            assert!(seen.insert(code), "duplicate code {code}");
-            assert_eq!(ApiError::new(code, "x").status().as_u16(), *status);
+        for code in ProblemCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {code}");
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert_eq!(ApiError::new(*code, "x").status(), code.status());
         }
+    }
+
+    #[test]
+    fn codes_and_statuses_stay_what_clients_depend_on() {
+        let pinned: Vec<(&str, u16)> = ProblemCode::ALL
+            .iter()
+            .map(|c| (c.as_str(), c.status().as_u16()))
+            .collect();
+        assert_eq!(
+            pinned,
+            [
+                ("invalid_json", 400),
+                ("invalid_path", 400),
+                ("invalid_query", 400),
+                ("invalid_cursor", 400),
+                ("unauthorized", 401),
+                ("permission_denied", 403),
+                ("tenant_suspended", 403),
+                ("wrong_credential", 403),
+                ("forbidden", 403),
+                ("not_found", 404),
+                ("route_not_found", 404),
+                ("method_not_allowed", 405),
+                ("conflict", 409),
+                ("quota_exceeded", 409),
+                ("body_too_large", 413),
+                ("unsupported_media_type", 415),
+                ("validation_failed", 422),
+                ("rate_limited", 429),
+                ("internal_error", 500),
+                ("service_unavailable", 503),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_quota_refused_by_the_database_is_quota_exceeded() {
+        let e = ApiError::from(DbError::QuotaExceeded("at most 2 resources".into()));
+        assert_eq!(e.code(), ProblemCode::QuotaExceeded);
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert_eq!(e.problem().detail, "at most 2 resources");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 
 /// `axum::Json` with problem+json rejections (400 bad JSON, 413 too large, 415 wrong type).
 #[derive(Debug, Clone, Copy, Default, FromRequest)]
@@ -40,7 +40,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     ) -> Result<Self, Self::Rejection> {
         if parts.uri.query().is_some_and(|q| !decodes_to_utf8(q)) {
             return Err(ApiError::new(
-                "invalid_query",
+                ProblemCode::InvalidQuery,
                 "the query string is not valid UTF-8 once percent-decoded",
             ));
         }
@@ -87,9 +87,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
             .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new("body_too_large", "request body exceeds the size limit")
+                ApiError::new(
+                    ProblemCode::BodyTooLarge,
+                    "request body exceeds the size limit",
+                )
             } else {
-                ApiError::new("invalid_json", e.body_text())
+                ApiError::new(ProblemCode::InvalidJson, e.body_text())
             }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -97,12 +100,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         }
         if !is_json {
             return Err(ApiError::new(
-                "unsupported_media_type",
+                ProblemCode::UnsupportedMediaType,
                 "send the body with Content-Type: application/json",
             ));
         }
         serde_json::from_slice(&bytes)
             .map(|v| Self(Some(v)))
-            .map_err(|e| ApiError::new("invalid_json", e.to_string()))
+            .map_err(|e| ApiError::new(ProblemCode::InvalidJson, e.to_string()))
     }
 }

@@ -6,21 +6,17 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{routes, AppState};
+use crate::{error::ProblemCode, routes, state::AppState};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "tenantry",
         description = "Multi-tenancy for PostgreSQL that holds even when application code is wrong.\n\n\
-Authenticate with `Authorization: Bearer <token>`: a tenant API key (`tk_…`) for tenant routes, the admin token for admin routes.\n\n\
-Every error is `application/problem+json` with a stable `code`: invalid_json (400), invalid_path (400), invalid_query (400), invalid_cursor (400), \
-unauthorized (401), permission_denied (403), tenant_suspended (403), wrong_credential (403), forbidden (403), not_found (404), route_not_found (404), \
-method_not_allowed (405), conflict (409), quota_exceeded (409), body_too_large (413), unsupported_media_type (415), validation_failed (422), \
-rate_limited (429), internal_error (500), service_unavailable (503)."
+Authenticate with `Authorization: Bearer <token>`: a tenant API key (`tk_…`) for tenant routes, the admin token for admin routes."
     ),
     components(schemas(crate::error::Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemCodes),
     tags(
         (name = "tenants", description = "Tenant administration (admin token); POST also creates children with a tenant key"),
         (name = "tenant", description = "The caller's tenant"),
@@ -48,6 +44,18 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Appends the problem codes, generated from [`ProblemCode`], to the API description.
+struct ProblemCodes;
+
+impl Modify for ProblemCodes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let description = openapi.info.description.get_or_insert_with(String::new);
+        description
+            .push_str("\n\nEvery error is `application/problem+json` with a stable `code`:\n\n");
+        description.push_str(&ProblemCode::markdown_list());
     }
 }
 
@@ -107,4 +115,33 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::audit::tenant_audit))
         .routes(routes!(routes::usage::metrics))
         .routes(routes!(routes::usage::resources))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_lists_every_problem_code_and_the_problem_schema_enumerates_them() {
+        let (_, openapi) = api_router().split_for_parts();
+        let description = openapi.info.description.as_deref().unwrap_or_default();
+        let json = serde_json::to_value(&openapi).unwrap();
+        let schemas = &json["components"]["schemas"];
+        let listed = schemas["ProblemCode"]["enum"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for code in ProblemCode::ALL {
+            let line = format!("- `{code}` ({})", code.status().as_u16());
+            assert!(
+                description.contains(&line),
+                "{line} missing from the description"
+            );
+            assert!(
+                listed.contains(&code.as_str().into()),
+                "{code} missing from the schema"
+            );
+        }
+        assert_eq!(listed.len(), ProblemCode::ALL.len());
+    }
 }

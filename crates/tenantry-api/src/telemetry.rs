@@ -10,7 +10,7 @@ use axum::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tenantry_db::RequestLogEntry;
 
-use crate::{request_log::LogSlot, AppState};
+use crate::{request_log::LogSlot, state::AppState};
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use tenantry_db::{
     Database, DatabaseConfig, Isolation, NewKeyOptions, NewTenant, RoleId, TenantContext, TenantId,
-    TenantScope, TenantStatus, UserId,
+    TenantScope, TenantSettings, TenantStatus, UserId,
 };
 
 use crate::{
@@ -42,8 +41,8 @@ enum TenantCommand {
         #[arg(long, default_value = "shared", value_parser = parse_isolation)]
         isolation: Isolation,
         /// Settings as JSON, e.g. '{"max_resources": 1000}'.
-        #[arg(long)]
-        settings: Option<String>,
+        #[arg(long, value_parser = parse_settings)]
+        settings: Option<TenantSettings>,
     },
     /// List tenants.
     List {
@@ -152,6 +151,12 @@ pub struct UsageArgs {
     tenant: TenantId,
 }
 
+/// `--settings`: parsed like the API parses them (unknown keys and bad values refused).
+fn parse_settings(s: &str) -> Result<TenantSettings, String> {
+    let value: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
+    TenantSettings::parse(&value).map_err(|e| e.to_string())
+}
+
 fn parse_isolation(s: &str) -> Result<Isolation, String> {
     match s {
         "shared" => Ok(Isolation::Shared),
@@ -215,9 +220,6 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
             isolation,
             settings,
         } => {
-            let settings = settings
-                .map(|s| serde_json::from_str(&s).context("--settings must be a JSON object"))
-                .transpose()?;
             vec![
                 scope
                     .create_tenant(&NewTenant {

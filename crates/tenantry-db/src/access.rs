@@ -1,10 +1,29 @@
-//! Members, roles and permissions inside a tenant scope: the global permission catalogue, tenant roles, permission assignment within the current tenant only, role assignment to members.
+//! Members, roles and permissions inside a tenant scope: the global permission catalogue, tenant roles, permission assignment within the current tenant only, role assignment to members, and the rule that an actor cannot grant more than it holds.
+
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::{types::Type, Row};
 
 use crate::{DbError, RoleId, TenantId, TenantScope, UserId};
+
+/// Permission names a credential holds (e.g. a key's, from [`crate::KeyIdentity::permissions`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PermissionSet(BTreeSet<String>);
+
+impl PermissionSet {
+    /// Whether `permission` is in the set.
+    pub fn contains(&self, permission: &str) -> bool {
+        self.0.contains(permission)
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for PermissionSet {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        Self(iter.into_iter().map(Into::into).collect())
+    }
+}
 
 /// A catalogue permission.
 #[derive(Debug, Clone, Serialize)]
@@ -218,12 +237,44 @@ impl TenantScope {
             .collect())
     }
 
+    /// The rule of every grant: a restricted actor (see [`crate::TenantContext::permissions`])
+    /// cannot give a key, role or member a permission it does not hold itself.
+    /// Refusals are [`DbError::PermissionDenied`] with `refusal` as the message.
+    pub(crate) fn ensure_holds<'a>(
+        &self,
+        wanted: impl IntoIterator<Item = &'a str>,
+        refusal: impl FnOnce() -> String,
+    ) -> Result<(), DbError> {
+        match &self.ctx.permissions {
+            Some(held) if !wanted.into_iter().all(|p| held.contains(p)) => {
+                Err(DbError::PermissionDenied(refusal()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Grants a catalogue permission to a role of the scope's tenant (idempotent).
+    /// A restricted actor may only grant a permission it holds; an unknown
+    /// permission is not found either way.
     pub async fn grant_permission(
         &mut self,
         id: RoleId,
         permission: &str,
     ) -> Result<Role, DbError> {
+        if let Err(denied) = self.ensure_holds([permission], || {
+            format!("a key cannot grant {permission}, which it does not hold")
+        }) {
+            let known = self
+                .permissions()
+                .await?
+                .iter()
+                .any(|p| p.name == permission);
+            return Err(if known {
+                denied
+            } else {
+                DbError::NotFound(format!("permission {permission:?} not found"))
+            });
+        }
         self.query(
             "SELECT tenantry.assign_tenant_permission($1, $2)",
             &[id.as_uuid(), &permission],
@@ -249,7 +300,14 @@ impl TenantScope {
     }
 
     /// Assigns a role to a member, both of the scope's tenant (idempotent).
+    /// A restricted actor may only assign a role whose permissions it holds.
     pub async fn assign_role(&mut self, user: UserId, id: RoleId) -> Result<Member, DbError> {
+        if self.ctx.permissions.is_some() {
+            let role = self.get_role(id).await?;
+            self.ensure_holds(role.permissions.iter().map(String::as_str), || {
+                "a key cannot assign a role with permissions it does not hold".into()
+            })?;
+        }
         self.query(
             "SELECT tenantry.assign_member_role($1, $2)",
             &[user.as_uuid(), id.as_uuid()],

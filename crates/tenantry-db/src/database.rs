@@ -2,11 +2,13 @@
 
 use std::{str::FromStr, time::Duration};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::{types::Type, NoTls};
 
 use crate::{
+    error::classify,
     keys::{ApiKeySecret, KeyIdentity},
+    migrate::MigrateError,
     scope::{Sql, Tx},
     AdminScope, DbError, TenantContext, TenantScope,
 };
@@ -204,12 +206,13 @@ impl Database {
     }
 
     /// Checks that the schema matches this build (see [`crate::migrate::check`]).
-    pub async fn check_schema(&self) -> Result<(), crate::migrate::MigrateError> {
+    /// A database out of reach is [`MigrateError::Unavailable`], never a count of pending migrations.
+    pub async fn check_schema(&self) -> Result<(), MigrateError> {
         let client = self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => crate::migrate::MigrateError::Database(e),
-            other => crate::migrate::MigrateError::Pending {
-                pending: usize::from(other.to_string().is_empty()),
-            },
+            PoolError::Backend(e) if !matches!(classify(&e), DbError::Unavailable(_)) => {
+                MigrateError::Database(e)
+            }
+            other => MigrateError::Unavailable(other.to_string()),
         })?;
         crate::migrate::check(&client).await
     }
@@ -217,5 +220,25 @@ impl Database {
     /// Pool size and idle connections, for metrics.
     pub fn pool_status(&self) -> deadpool_postgres::Status {
         self.pool.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_schema_check_against_a_closed_port_reports_the_database_unavailable() {
+        // A port that was free a moment ago: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut config = DatabaseConfig::new(format!("postgres://nobody@127.0.0.1:{port}/none"));
+        config.acquire_timeout = Duration::from_secs(2);
+        let db = Database::connect(&config).unwrap();
+        let err = db.check_schema().await.unwrap_err();
+        assert!(matches!(err, MigrateError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().starts_with("database unavailable"), "{err}");
     }
 }

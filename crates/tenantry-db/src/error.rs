@@ -1,4 +1,4 @@
-//! The library's error type: what went wrong in terms a caller can act on (not found, conflict, forbidden, invalid, unavailable).
+//! The library's error type: what went wrong in terms a caller can act on (not found, conflict, quota exceeded, permission denied, forbidden, invalid, unavailable).
 
 use tokio_postgres::error::SqlState;
 
@@ -14,6 +14,13 @@ pub enum DbError {
     /// The request conflicts with the current state (duplicate, already revoked, cycle, ...).
     #[error("{0}")]
     Conflict(String),
+    /// A quota of the tenant (from its settings) would be exceeded; nothing was written.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The acting credential lacks a permission the operation needs: it cannot
+    /// grant, assign or mint more than it holds itself.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The caller may not do this (no tenant context, tenant deleted, policy refused a write, ...).
     #[error("{0}")]
     Forbidden(String),
@@ -67,6 +74,7 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
         match db.code().code() {
             "TN404" => DbError::NotFound(message),
             "TN409" => DbError::Conflict(message),
+            "TN429" => DbError::QuotaExceeded(message),
             "TN403" => DbError::Forbidden(message),
             "TN422" => DbError::Invalid { field, message },
             _ => match db.code() {

@@ -1,12 +1,12 @@
 //! API keys: parsing a presented key, its identity after verification, and key management (create, list, revoke, rotate, permissions) inside a tenant scope.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio_postgres::{types::Type, Row};
 
-use crate::{DbError, KeyId, RoleId, TenantId, TenantScope, UserId};
+use crate::{DbError, KeyId, RoleId, TenantId, TenantScope, TenantSettings, TenantStatus, UserId};
 
 /// A key as presented by a client: `tk_<12 hex prefix>_<64 hex secret>`.
 /// Parsing checks the shape only; [`crate::Database::verify_key`] checks it exists.
@@ -56,14 +56,14 @@ impl ApiKeySecret {
 }
 
 /// Who a verified key acts as.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KeyIdentity {
     /// The key.
     pub key_id: KeyId,
     /// Its tenant.
     pub tenant_id: TenantId,
-    /// The tenant's status (`active`, `suspended`, `deleted`): callers refuse non-active tenants.
-    pub tenant_status: String,
+    /// The tenant's status: callers refuse keys of tenants that are not active.
+    pub tenant_status: TenantStatus,
     /// The member it is bound to, if any.
     pub user_id: Option<UserId>,
     /// The role it is bound to, if any.
@@ -75,36 +75,13 @@ pub struct KeyIdentity {
     /// Permission names the key holds.
     pub permissions: Vec<String>,
     /// The tenant's settings (quotas, rate limits), as of verification.
-    pub tenant_settings: serde_json::Value,
+    pub tenant_settings: TenantSettings,
 }
 
 impl KeyIdentity {
+    /// Parses the JSON of `tenantry.verify_api_key_hash` once, status included.
     pub(crate) fn from_json(v: serde_json::Value) -> Result<Self, DbError> {
-        #[derive(serde::Deserialize)]
-        struct Raw {
-            key_id: KeyId,
-            tenant_id: TenantId,
-            tenant_status: String,
-            user_id: Option<UserId>,
-            role_id: Option<RoleId>,
-            prefix: String,
-            expires_at: Option<DateTime<Utc>>,
-            permissions: Vec<String>,
-            tenant_settings: serde_json::Value,
-        }
-        let raw: Raw = serde_json::from_value(v)
-            .map_err(|e| DbError::Internal(format!("key identity: {e}")))?;
-        Ok(Self {
-            key_id: raw.key_id,
-            tenant_id: raw.tenant_id,
-            tenant_status: raw.tenant_status,
-            user_id: raw.user_id,
-            role_id: raw.role_id,
-            prefix: raw.prefix,
-            expires_at: raw.expires_at,
-            permissions: raw.permissions,
-            tenant_settings: raw.tenant_settings,
-        })
+        serde_json::from_value(v).map_err(|e| DbError::Internal(format!("key identity: {e}")))
     }
 }
 
@@ -188,8 +165,15 @@ pub struct NewKeyOptions {
     pub tenant_id: Option<TenantId>,
 }
 
+/// The refusal of a key created or rotated beyond what the actor holds.
+fn escalation() -> String {
+    "a key cannot create or rotate a key with permissions it does not hold".into()
+}
+
 impl TenantScope {
     /// Creates a key (for the scope's tenant, or a descendant) and returns its secret once.
+    /// A restricted actor cannot create a key with permissions it does not hold:
+    /// the refusal aborts the transaction, so the key is never committed.
     pub async fn create_api_key(&mut self, options: &NewKeyOptions) -> Result<NewApiKey, DbError> {
         let mut meta = serde_json::Map::new();
         meta.insert("type".into(), "tenant_key".into());
@@ -223,6 +207,15 @@ impl TenantScope {
             .first()
             .map(ApiKeyInfo::from_row)
             .ok_or_else(|| DbError::Internal("new key not visible".into()))?;
+        // What a new key holds follows from its binding (role, member's roles, or
+        // everything): read it back from the database rather than repeat that rule.
+        if self.ctx.permissions.is_some() {
+            let held = self.key_permissions(info.key_id).await?;
+            if let Err(denied) = self.ensure_holds(held.iter().map(String::as_str), escalation) {
+                self.tx.abort();
+                return Err(denied);
+            }
+        }
         Ok(NewApiKey { secret, info })
     }
 
@@ -261,11 +254,16 @@ impl TenantScope {
     }
 
     /// Issues a successor key; the old one keeps working for `grace`, then expires.
+    /// A restricted actor cannot rotate a key with permissions it does not hold.
     pub async fn rotate_api_key(
         &mut self,
         key_id: KeyId,
         grace: std::time::Duration,
     ) -> Result<NewApiKey, DbError> {
+        if self.ctx.permissions.is_some() {
+            let held = self.key_permissions(key_id).await?;
+            self.ensure_holds(held.iter().map(String::as_str), escalation)?;
+        }
         let grace_secs = i64::try_from(grace.as_secs())
             .map_err(|_| DbError::invalid("grace", "grace period too long"))?;
         let grace_text = format!("{grace_secs} seconds");

@@ -9,8 +9,8 @@
 //! - [`Database`]: the pool, and the only doors to data: [`TenantScope`] (a
 //!   transaction acting for one tenant, context set with `SET LOCAL` in the same
 //!   flight as its first statement) and [`AdminScope`];
-//! - domain operations on those scopes: tenants, resources and sharing, members,
-//!   roles and permissions, API keys, usage and audit.
+//! - domain operations on those scopes: tenants (with typed [`TenantSettings`]),
+//!   resources and sharing, members, roles and permissions, API keys, usage and audit.
 //!
 //! ```no_run
 //! # async fn demo(db: tenantry_db::Database, tenant: tenantry_db::TenantId) -> Result<(), tenantry_db::DbError> {
@@ -33,12 +33,13 @@ mod keys;
 pub mod migrate;
 mod resources;
 mod scope;
+mod settings;
 mod tenants;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod usage;
 
-pub use access::{Member, NewMember, Permission, Role};
+pub use access::{Member, NewMember, Permission, PermissionSet, Role};
 pub use database::{Database, DatabaseConfig, LoginRoleCheck, StatementMode};
 pub use error::DbError;
 pub use ids::{KeyId, ResourceId, RoleId, TenantId, UserId};
@@ -48,5 +49,6 @@ pub use resources::{
     ResourceUpdate, Share,
 };
 pub use scope::{AdminScope, TenantContext, TenantScope, Visibility};
+pub use settings::TenantSettings;
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
 pub use usage::{AuditEntry, AuditQuery, MetricsRow, RequestLogEntry, ResourceUsage};

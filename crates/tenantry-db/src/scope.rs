@@ -9,7 +9,7 @@ use tokio_postgres::{
     Row, Statement,
 };
 
-use crate::{DbError, StatementMode, TenantId, UserId};
+use crate::{DbError, PermissionSet, StatementMode, TenantId, UserId};
 
 /// Who is acting, and for which tenant. The only input that opens a [`TenantScope`].
 #[derive(Debug, Clone)]
@@ -20,6 +20,10 @@ pub struct TenantContext {
     pub user: Option<UserId>,
     /// Audit label of the actor, e.g. `key:<id>` or `admin`; defaults to the member or the login.
     pub actor: Option<String>,
+    /// What the acting credential holds; `None`: unrestricted (an operator, the
+    /// CLI, the admin token). A restricted actor cannot give a key, role or
+    /// member more than this (see [`PermissionSet`]).
+    pub permissions: Option<PermissionSet>,
 }
 
 impl TenantContext {
@@ -29,6 +33,7 @@ impl TenantContext {
             tenant,
             user: None,
             actor: None,
+            permissions: None,
         }
     }
 
@@ -41,6 +46,12 @@ impl TenantContext {
     /// Sets the audit actor label.
     pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
         self.actor = Some(actor.into());
+        self
+    }
+
+    /// Restricts the actor to what its credential holds (e.g. a key's permissions).
+    pub fn with_permissions(mut self, permissions: PermissionSet) -> Self {
+        self.permissions = Some(permissions);
         self
     }
 }
@@ -292,6 +303,11 @@ impl Tx {
     /// Runs the statement and commits in the same flight.
     pub(crate) async fn query_and_commit(&mut self, stmt: Sql<'_>) -> Result<Vec<Row>, DbError> {
         self.flight(None, stmt, true).await
+    }
+
+    /// Marks the transaction aborted: it rolls back and can never report a commit.
+    pub(crate) fn abort(&mut self) {
+        self.failed = true;
     }
 
     pub(crate) async fn commit(mut self) -> Result<(), DbError> {

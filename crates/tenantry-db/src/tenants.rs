@@ -2,9 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{types::Type, Row};
+use tokio_postgres::{
+    types::{Json, Type},
+    Row,
+};
 
-use crate::{scope::Sql, AdminScope, DbError, TenantId, TenantScope};
+use crate::{scope::Sql, AdminScope, DbError, TenantId, TenantScope, TenantSettings};
 
 /// Lifecycle of a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +87,7 @@ pub struct Tenant {
     /// Isolation model.
     pub isolation: Isolation,
     /// Validated settings (quotas, rate limits, metadata).
-    pub settings: serde_json::Value,
+    pub settings: TenantSettings,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -102,7 +105,7 @@ impl Tenant {
             status: TenantStatus::parse(r.get(2))?,
             parent_id: r.get::<_, Option<uuid::Uuid>>(3).map(TenantId::from_uuid),
             isolation: Isolation::parse(r.get(4))?,
-            settings: r.get(5),
+            settings: settings(r, 5)?,
             created_at: r.get(6),
             updated_at: r.get(7),
         })
@@ -118,8 +121,8 @@ pub struct NewTenant {
     pub parent_id: Option<TenantId>,
     /// Isolation model.
     pub isolation: Isolation,
-    /// Settings (validated by the database; unknown keys are refused).
-    pub settings: Option<serde_json::Value>,
+    /// Settings (none: `{}`).
+    pub settings: Option<TenantSettings>,
 }
 
 /// A change to a tenant; `None` fields stay as they are.
@@ -128,7 +131,14 @@ pub struct TenantUpdate {
     /// New name.
     pub name: Option<String>,
     /// Replacement settings.
-    pub settings: Option<serde_json::Value>,
+    pub settings: Option<TenantSettings>,
+}
+
+/// The settings column, parsed (the database validated it on write).
+fn settings(r: &Row, idx: usize) -> Result<TenantSettings, DbError> {
+    r.try_get::<_, Json<TenantSettings>>(idx)
+        .map(|Json(s)| s)
+        .map_err(|e| DbError::Internal(format!("tenant settings: {e}")))
 }
 
 fn tenants(rows: &[Row]) -> Result<Vec<Tenant>, DbError> {
@@ -154,10 +164,7 @@ impl AdminScope {
     /// Creates a tenant (root or child; schema isolation creates its schema).
     pub async fn create_tenant(&mut self, new: &NewTenant) -> Result<Tenant, DbError> {
         let parent = new.parent_id.map(|p| *p.as_uuid());
-        let settings = new
-            .settings
-            .clone()
-            .unwrap_or_else(|| serde_json::json!({}));
+        let settings = Json(new.settings.clone().unwrap_or_default());
         let rows = self
             .q(
                 "SELECT tenantry.create_tenant($1, $2, $3, $4)",
@@ -206,7 +213,11 @@ impl AdminScope {
         let rows = self
             .q(
                 &sql,
-                &[id.as_uuid(), &update.name, &update.settings],
+                &[
+                    id.as_uuid(),
+                    &update.name,
+                    &update.settings.as_ref().map(Json),
+                ],
                 &[Type::UUID, Type::TEXT, Type::JSONB],
             )
             .await?;
@@ -320,9 +331,9 @@ impl TenantScope {
         &mut self,
         name: &str,
         isolation: Isolation,
-        settings: Option<&serde_json::Value>,
+        settings: Option<&TenantSettings>,
     ) -> Result<TenantId, DbError> {
-        let settings = settings.cloned().unwrap_or_else(|| serde_json::json!({}));
+        let settings = Json(settings.cloned().unwrap_or_default());
         let rows = self
             .query(
                 "SELECT tenantry.create_child_tenant($1, $2, $3)",

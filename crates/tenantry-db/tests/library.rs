@@ -3,8 +3,8 @@
 use serde_json::json;
 use tenantry_db::{
     testing::TestDatabase, Access, AuditQuery, Database, DbError, Isolation, NewKeyOptions,
-    NewMember, NewResource, NewTenant, OwnerFilter, ResourceQuery, ResourceUpdate, StatementMode,
-    TenantContext, TenantId, TenantStatus, TenantUpdate,
+    NewMember, NewResource, NewTenant, OwnerFilter, ResourceQuery, ResourceUpdate, RoleId,
+    StatementMode, TenantContext, TenantId, TenantSettings, TenantStatus, TenantUpdate,
 };
 
 async fn tenant(db: &Database, name: &str, parent: Option<TenantId>) -> TenantId {
@@ -308,7 +308,7 @@ async fn keys_verify_until_revoked_and_rotation_keeps_the_old_key_for_the_grace_
         .unwrap()
         .expect("valid key");
     assert_eq!(id.tenant_id, a);
-    assert_eq!(id.tenant_status, "active");
+    assert_eq!(id.tenant_status, TenantStatus::Active);
 
     // Wrong secret with the right prefix, garbage, and unknown prefix: all None.
     let forged = format!("tk_{}_{}", key.secret.prefix(), "0".repeat(64));
@@ -553,20 +553,11 @@ async fn tenant_lifecycle_rejects_cycles_self_parenting_and_changes_after_deleti
         Err(DbError::Invalid { .. })
     ));
     drop(admin);
-    let mut admin = db.admin("admin").await.unwrap();
+    // Bad settings cannot even be built: they are refused where they are parsed.
     assert!(matches!(
-        admin
-            .update_tenant(
-                a,
-                &TenantUpdate {
-                    settings: Some(json!({"bogus": 1})),
-                    name: None
-                }
-            )
-            .await,
-        Err(DbError::Invalid { .. })
+        TenantSettings::parse(&json!({"bogus": 1})),
+        Err(DbError::Invalid { field: Some(f), .. }) if f == "settings.bogus"
     ));
-    drop(admin);
     let mut admin = db.admin("admin").await.unwrap();
     assert!(
         matches!(
@@ -829,7 +820,7 @@ async fn suspended_tenants_keys_still_verify_but_report_the_status() {
     admin.set_status(a, TenantStatus::Suspended).await.unwrap();
     admin.commit().await.unwrap();
     let id = db.verify_key(k.secret.expose()).await.unwrap().unwrap();
-    assert_eq!(id.tenant_status, "suspended");
+    assert_eq!(id.tenant_status, TenantStatus::Suspended);
 }
 
 #[tokio::test]
@@ -945,4 +936,196 @@ async fn deleting_a_tenant_revokes_its_shares_both_ways() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn tenant_settings_come_back_typed_from_the_tenant_row_and_from_key_verification() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    // Integral floats count as integers, as in the database's validator.
+    let settings = TenantSettings::parse(&json!({
+        "max_resources": 5.0,
+        "rate_limit_per_second": 2.5,
+        "rate_limit_burst": 3,
+        "metadata": { "plan": "pro" }
+    }))
+    .unwrap();
+    let mut admin = db.admin("admin").await.unwrap();
+    let updated = admin
+        .update_tenant(
+            a,
+            &TenantUpdate {
+                name: None,
+                settings: Some(settings.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
+    assert_eq!(updated.settings, settings);
+    assert_eq!(updated.settings.max_resources(), Some(5));
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let key = s.create_api_key(&NewKeyOptions::default()).await.unwrap();
+    s.commit().await.unwrap();
+    let id = db.verify_key(key.secret.expose()).await.unwrap().unwrap();
+    assert_eq!(id.tenant_settings, settings);
+    assert_eq!(id.tenant_settings.rate_limit_burst(), Some(3));
+}
+
+/// A scope acting for `t` with only `held` (as a key holding those permissions would).
+async fn holding(db: &Database, t: TenantId, held: &[&str]) -> tenantry_db::TenantScope {
+    let ctx = TenantContext::new(t).with_permissions(held.iter().copied().collect());
+    db.tenant(ctx).await.unwrap()
+}
+
+/// A role of `t` with exactly `permissions`, made by an unrestricted actor.
+async fn role_with(db: &Database, t: TenantId, name: &str, permissions: &[&str]) -> RoleId {
+    let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+    let role = s.create_role(name, "").await.unwrap().role_id;
+    for p in permissions {
+        s.grant_permission(role, p).await.unwrap();
+    }
+    s.commit().await.unwrap();
+    role
+}
+
+async fn key_count(db: &Database, t: TenantId) -> usize {
+    let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+    s.list_api_keys().await.unwrap().len()
+}
+
+#[tokio::test]
+async fn a_key_cannot_bind_a_new_key_to_a_role_with_permissions_it_lacks() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let held = ["keys.write", "resources.read"];
+    let reader = role_with(&db, a, "reader", &["resources.read"]).await;
+    let bigger = role_with(&db, a, "bigger", &["resources.read", "resources.delete"]).await;
+
+    // Allowed: a role within what it holds.
+    let mut s = holding(&db, a, &held).await;
+    s.create_api_key(&NewKeyOptions {
+        role_id: Some(reader),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.commit().await.unwrap();
+    // Denied: a role with more, and an unbound key (which holds everything).
+    for role_id in [Some(bigger), None] {
+        let mut s = holding(&db, a, &held).await;
+        let refused = s
+            .create_api_key(&NewKeyOptions {
+                role_id,
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(DbError::PermissionDenied(_))),
+            "{refused:?}"
+        );
+        // The refusal aborts the transaction: committing anyway keeps nothing.
+        assert!(s.commit().await.is_err());
+    }
+    assert_eq!(key_count(&db, a).await, 1);
+    // An unrestricted actor (operator, CLI) may create any key.
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.create_api_key(&NewKeyOptions::default()).await.unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(key_count(&db, a).await, 2);
+}
+
+#[tokio::test]
+async fn a_key_cannot_rotate_a_key_with_permissions_it_lacks() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let held = ["keys.write", "resources.read"];
+    let reader = role_with(&db, a, "reader", &["resources.read"]).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let owner_key = s.create_api_key(&NewKeyOptions::default()).await.unwrap();
+    let reader_key = s
+        .create_api_key(&NewKeyOptions {
+            role_id: Some(reader),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    let grace = std::time::Duration::from_secs(0);
+
+    // Denied: the owner key holds every permission.
+    let mut s = holding(&db, a, &held).await;
+    assert!(matches!(
+        s.rotate_api_key(owner_key.info.key_id, grace).await,
+        Err(DbError::PermissionDenied(_))
+    ));
+    drop(s);
+    // Allowed: a key holding no more than the actor.
+    let mut s = holding(&db, a, &held).await;
+    let successor = s
+        .rotate_api_key(reader_key.info.key_id, grace)
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(successor.info.role_id, Some(reader));
+}
+
+#[tokio::test]
+async fn a_key_cannot_assign_a_role_with_permissions_it_lacks() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let held = ["members.write", "resources.read"];
+    let reader = role_with(&db, a, "reader", &["resources.read"]).await;
+    let writer = role_with(&db, a, "writer", &["resources.read", "resources.write"]).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let ann = s
+        .add_member(&NewMember {
+            user_id: None,
+            email: "ann@example.com".into(),
+            display_name: None,
+        })
+        .await
+        .unwrap()
+        .user_id;
+    s.commit().await.unwrap();
+
+    let mut s = holding(&db, a, &held).await;
+    assert!(matches!(
+        s.assign_role(ann, writer).await,
+        Err(DbError::PermissionDenied(_))
+    ));
+    drop(s);
+    let mut s = holding(&db, a, &held).await;
+    let member = s.assign_role(ann, reader).await.unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(member.role_ids, vec![reader]);
+}
+
+#[tokio::test]
+async fn a_key_cannot_grant_a_permission_it_lacks_and_an_unknown_one_is_not_found() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let held = ["roles.write", "roles.read"];
+    let target = role_with(&db, a, "target", &[]).await;
+
+    let mut s = holding(&db, a, &held).await;
+    assert!(matches!(
+        s.grant_permission(target, "resources.delete").await,
+        Err(DbError::PermissionDenied(_))
+    ));
+    assert!(matches!(
+        s.grant_permission(target, "no.such").await,
+        Err(DbError::NotFound(_))
+    ));
+    drop(s);
+    let mut s = holding(&db, a, &held).await;
+    let role = s.grant_permission(target, "roles.read").await.unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(role.permissions, vec!["roles.read"]);
 }

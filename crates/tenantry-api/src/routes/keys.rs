@@ -1,11 +1,11 @@
-//! API keys of the caller's tenant: list, create (shown once), revoke, rotate with a grace period. A key can never mint or rotate a key with permissions it does not hold itself.
+//! API keys of the caller's tenant: list, create (shown once), revoke, rotate with a grace period. A key can never mint or rotate a key with permissions it does not hold itself (enforced by the library through the scope).
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tenantry_db::{ApiKeyInfo, KeyId, NewApiKey, NewKeyOptions, RoleId, TenantScope, UserId};
+use tenantry_db::{ApiKeyInfo, KeyId, NewApiKey, NewKeyOptions, RoleId, UserId};
 use utoipa::ToSchema;
 
 use super::{page_by_key, Page, PageQuery};
@@ -88,22 +88,6 @@ pub struct RotateBody {
 
 const MAX_GRACE: u64 = 30 * 24 * 3600;
 
-async fn ensure_no_escalation(
-    caller: &TenantCaller,
-    scope: &mut TenantScope,
-    key: KeyId,
-) -> Result<(), ApiError> {
-    let perms = scope.key_permissions(key).await?;
-    if caller.holds_all(&perms) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            "permission_denied",
-            "a key cannot create or rotate a key with permissions it does not hold",
-        ))
-    }
-}
-
 /// Keys of the caller's tenant, newest first (`keys.read`). Secrets are never listed.
 #[utoipa::path(
     get, path = "/v1/keys", tag = "keys", params(PageQuery),
@@ -144,7 +128,6 @@ pub async fn create_key(
     let options = body.options()?;
     let mut scope = caller.scope().await?;
     let key = scope.create_api_key(&options).await?;
-    ensure_no_escalation(&caller, &mut scope, key.info.key_id).await?;
     scope.commit().await?;
     Ok((StatusCode::CREATED, Json(key.into())))
 }
@@ -212,7 +195,6 @@ pub async fn rotate_key(
         // Worded like the library's not-found for a missing key: no oracle.
         return Err(ApiError::not_found(&format!("api key {key_id}")));
     }
-    ensure_no_escalation(&caller, &mut scope, key_id).await?;
     let new = scope
         .rotate_api_key(key_id, Duration::from_secs(grace))
         .await?;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 
 pub mod access;
 pub mod audit;
@@ -103,7 +103,7 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
 /// 400 for a forged or stale cursor.
 pub fn invalid_cursor() -> ApiError {
     ApiError::new(
-        "invalid_cursor",
+        ProblemCode::InvalidCursor,
         "the cursor is not one this server issued for this list",
     )
     .with_field("cursor")

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{page_by_key, Page, PageQuery};
 use crate::{
     auth::TenantCaller,
-    error::{responses, ApiError, Problem},
+    error::{responses, ApiError, Problem, ProblemCode},
     extract::{Json, Path, Query},
 };
 
@@ -82,14 +82,11 @@ pub struct ResourceListQuery {
 /// The tenant's quotas (`max_resources`, `max_storage_bytes`) from its settings.
 fn quotas(caller: &TenantCaller) -> (Option<i64>, Option<i64>) {
     let settings = &caller.identity().tenant_settings;
-    // The database accepts any integral number (`5.0`, `1e3`), which JSON may
-    // carry as a float: read those too (huge ones saturate), or the quota is skipped.
-    let integer = |key: &str| {
-        let v = settings.get(key)?;
-        v.as_i64()
-            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-    };
-    (integer("max_resources"), integer("max_storage_bytes"))
+    let integer = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    (
+        integer(settings.max_resources()),
+        integer(settings.max_storage_bytes()),
+    )
 }
 
 /// Takes the tenant's quota lock when it has quotas; call before writing.
@@ -110,7 +107,7 @@ async fn check_quota(caller: &TenantCaller, scope: &mut TenantScope) -> Result<(
     if let Some(max) = max_resources {
         if count > max {
             return Err(ApiError::new(
-                "quota_exceeded",
+                ProblemCode::QuotaExceeded,
                 format!("this tenant may hold at most {max} resources"),
             ));
         }
@@ -118,7 +115,7 @@ async fn check_quota(caller: &TenantCaller, scope: &mut TenantScope) -> Result<(
     if let Some(max) = max_bytes {
         if bytes > max {
             return Err(ApiError::new(
-                "quota_exceeded",
+                ProblemCode::QuotaExceeded,
                 format!("this tenant may store at most {max} bytes"),
             ));
         }

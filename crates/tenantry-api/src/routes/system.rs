@@ -4,7 +4,11 @@ use axum::{extract::State, http::header, response::IntoResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{error::ApiError, extract::Json, AppState};
+use crate::{
+    error::{ApiError, ProblemCode},
+    extract::Json,
+    state::AppState,
+};
 
 /// Health answer.
 #[derive(Serialize, ToSchema)]
@@ -30,7 +34,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         .db
         .check_schema()
         .await
-        .map_err(|e| ApiError::new("service_unavailable", e.to_string()))?;
+        .map_err(|e| ApiError::new(ProblemCode::ServiceUnavailable, e.to_string()))?;
     Ok(Json(Health { status: "ok" }))
 }
 

@@ -2,7 +2,9 @@
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use serde::{Deserialize, Deserializer, Serialize};
-use tenantry_db::{Isolation, NewTenant, Tenant, TenantId, TenantStatus, TenantUpdate};
+use tenantry_db::{
+    Isolation, NewTenant, Tenant, TenantId, TenantSettings, TenantStatus, TenantUpdate,
+};
 use utoipa::ToSchema;
 
 use super::{
@@ -11,9 +13,9 @@ use super::{
 };
 use crate::{
     auth::{AdminCaller, Caller, TenantCaller},
-    error::{responses, ApiError, Problem},
+    error::{responses, ApiError, Problem, ProblemCode},
     extract::{Json, Path, Query},
-    AppState,
+    state::AppState,
 };
 
 /// A new tenant.
@@ -29,36 +31,14 @@ pub struct NewTenantBody {
     /// `shared` (default: pooled tables under RLS) or `schema` (own schema).
     pub isolation: Option<Isolation>,
     /// Settings: max_resources, max_storage_bytes, rate_limit_per_second, rate_limit_burst, metadata.
+    // Raw until `settings` parses it: a bad value is then 422 naming `settings.<key>`, not 400.
     #[schema(value_type = Option<TenantSettings>)]
     pub settings: Option<serde_json::Value>,
 }
 
-/// Tenant settings, as the database validates them: every key optional, unknown keys refused (422).
-/// Only the OpenAPI description; the server passes the JSON to the database as it came.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct TenantSettings {
-    /// Most resources the tenant may hold (integer ≥ 0).
-    #[serde(default)]
-    #[schema(minimum = 0)]
-    max_resources: i64,
-    /// Most bytes of resource names and data (integer ≥ 0).
-    #[serde(default)]
-    #[schema(minimum = 0)]
-    max_storage_bytes: i64,
-    /// Requests per second for the tenant's keys (> 0).
-    #[serde(default)]
-    #[schema(exclusive_minimum = 0)]
-    rate_limit_per_second: f64,
-    /// Burst of requests allowed above the rate (integer ≥ 1; default: the rate, rounded up).
-    #[serde(default)]
-    #[schema(minimum = 1)]
-    rate_limit_burst: i64,
-    /// Free-form object.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    metadata: serde_json::Map<String, serde_json::Value>,
+/// Parses a body's settings once; 422 `validation_failed` naming `settings.<key>` when invalid.
+fn settings(raw: Option<&serde_json::Value>) -> Result<Option<TenantSettings>, ApiError> {
+    Ok(raw.map(TenantSettings::parse).transpose()?)
 }
 
 fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -87,8 +67,11 @@ pub struct TenantPatch {
 
 fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(id).map_err(|_| {
-        ApiError::new("invalid_path", format!("{id:?} is not a tenant id (uuid)"))
-            .with_field("tenant_id")
+        ApiError::new(
+            ProblemCode::InvalidPath,
+            format!("{id:?} is not a tenant id (uuid)"),
+        )
+        .with_field("tenant_id")
     })
 }
 
@@ -111,13 +94,14 @@ pub async fn create_tenant(
     let isolation = body.isolation.unwrap_or_default();
     let tenant = match caller {
         Caller::Admin(admin) => {
+            let settings = settings(body.settings.as_ref())?;
             let mut scope = admin.admin_scope().await?;
             let t = scope
                 .create_tenant(&NewTenant {
                     name: body.name,
                     parent_id: body.parent_id,
                     isolation,
-                    settings: body.settings,
+                    settings,
                 })
                 .await?;
             scope.commit().await?;
@@ -127,14 +111,15 @@ pub async fn create_tenant(
             caller.require("tenants.create")?;
             if body.parent_id.is_some_and(|p| p != caller.tenant()) {
                 return Err(ApiError::new(
-                    "forbidden",
+                    ProblemCode::Forbidden,
                     "a tenant key creates children of its own tenant only",
                 )
                 .with_field("parent_id"));
             }
+            let settings = settings(body.settings.as_ref())?;
             let mut scope = caller.scope().await?;
             let id = scope
-                .create_child_tenant(&body.name, isolation, body.settings.as_ref())
+                .create_child_tenant(&body.name, isolation, settings.as_ref())
                 .await?;
             scope.commit().await?;
             let mut scope = caller.scope().await?;
@@ -224,15 +209,16 @@ pub async fn patch_tenant(
 ) -> Result<Json<Tenant>, ApiError> {
     let id = path_tenant(&id)?;
     admin.note_tenant(id);
+    let settings = settings(patch.settings.as_ref())?;
     let mut scope = admin.admin_scope().await?;
     let mut tenant = scope.get_tenant(id).await?;
-    if patch.name.is_some() || patch.settings.is_some() {
+    if patch.name.is_some() || settings.is_some() {
         tenant = scope
             .update_tenant(
                 id,
                 &TenantUpdate {
                     name: patch.name,
-                    settings: patch.settings,
+                    settings,
                 },
             )
             .await?;
