@@ -244,33 +244,6 @@ impl TenantScope {
             .ok_or_else(|| not_found(id))
     }
 
-    /// Serialises quota checks of the scope's tenant until the transaction ends,
-    /// so concurrent creates cannot both pass a count they cannot see.
-    pub async fn lock_quota(&mut self) -> Result<(), DbError> {
-        let me = self.tenant().to_string();
-        self.query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('tenantry.quota:' || $1, 0))",
-            &[&me],
-            &[Type::TEXT],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Count and bytes of the resources the scope's tenant itself owns (for quotas).
-    pub async fn own_usage(&mut self) -> Result<(i64, i64), DbError> {
-        let me = self.tenant();
-        let rows = self
-            .query_as(
-                Visibility::Owned,
-                "SELECT count(*), coalesce(sum(size_bytes), 0)::int8 FROM tenantry.resources WHERE tenant_id = $1",
-                &[me.as_uuid()],
-                &[Type::UUID],
-            )
-            .await?;
-        Ok((rows[0].get(0), rows[0].get(1)))
-    }
-
     /// Changes a resource of the caller or a descendant. Shared resources are
     /// read only: for the target they are not found.
     pub async fn update_resource(

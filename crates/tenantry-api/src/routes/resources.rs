@@ -4,14 +4,14 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use tenantry_db::{
     NewResource, OwnerFilter, Resource, ResourceCursor, ResourceId, ResourceQuery, ResourceUpdate,
-    Share, TenantId, TenantScope,
+    Share, TenantId,
 };
 use utoipa::{IntoParams, ToSchema};
 
 use super::{page_by_key, Page, PageQuery};
 use crate::{
     auth::TenantCaller,
-    error::{responses, ApiError, Problem, ProblemCode},
+    error::{responses, ApiError, Problem},
     extract::{Json, Path, Query},
 };
 
@@ -79,50 +79,6 @@ pub struct ResourceListQuery {
     pub name_prefix: Option<String>,
 }
 
-/// The tenant's quotas (`max_resources`, `max_storage_bytes`) from its settings.
-fn quotas(caller: &TenantCaller) -> (Option<i64>, Option<i64>) {
-    let settings = &caller.identity().tenant_settings;
-    let integer = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-    (
-        integer(settings.max_resources()),
-        integer(settings.max_storage_bytes()),
-    )
-}
-
-/// Takes the tenant's quota lock when it has quotas; call before writing.
-async fn lock_quota(caller: &TenantCaller, scope: &mut TenantScope) -> Result<(), ApiError> {
-    if quotas(caller) != (None, None) {
-        scope.lock_quota().await?;
-    }
-    Ok(())
-}
-
-/// After the write, in the same transaction and under the quota lock: over quota rolls it back.
-async fn check_quota(caller: &TenantCaller, scope: &mut TenantScope) -> Result<(), ApiError> {
-    let (max_resources, max_bytes) = quotas(caller);
-    if max_resources.is_none() && max_bytes.is_none() {
-        return Ok(());
-    }
-    let (count, bytes) = scope.own_usage().await?;
-    if let Some(max) = max_resources {
-        if count > max {
-            return Err(ApiError::new(
-                ProblemCode::QuotaExceeded,
-                format!("this tenant may hold at most {max} resources"),
-            ));
-        }
-    }
-    if let Some(max) = max_bytes {
-        if bytes > max {
-            return Err(ApiError::new(
-                ProblemCode::QuotaExceeded,
-                format!("this tenant may store at most {max} bytes"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Create a resource owned by the caller's tenant (`resources.write`).
 #[utoipa::path(
     post, path = "/v1/resources", tag = "resources", request_body = NewResourceBody,
@@ -141,15 +97,13 @@ pub async fn create_resource(
     caller.require("resources.write")?;
     let data = body.data.unwrap_or_else(|| serde_json::json!({}));
     let mut scope = caller.scope().await?;
-    lock_quota(&caller, &mut scope).await?;
+    // Quotas are the database's: an insert past one fails with quota_exceeded.
     let created = scope
         .create_resource(&NewResource {
             name: body.name,
             data,
         })
         .await?;
-    // Counted after the insert (same transaction): over quota rolls it back.
-    check_quota(&caller, &mut scope).await?;
     scope.commit().await?;
     caller.note_resource(created.id);
     Ok((StatusCode::CREATED, Json(created)))
@@ -254,7 +208,6 @@ pub async fn patch_resource(
     caller.require("resources.write")?;
     caller.note_resource(id);
     let mut scope = caller.scope().await?;
-    lock_quota(&caller, &mut scope).await?;
     let updated = scope
         .update_resource(
             id,
@@ -264,7 +217,6 @@ pub async fn patch_resource(
             },
         )
         .await?;
-    check_quota(&caller, &mut scope).await?;
     scope.commit().await?;
     Ok(Json(updated))
 }

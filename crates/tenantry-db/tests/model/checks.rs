@@ -85,7 +85,13 @@ impl Case<'_> {
                         m.key_perms(k),
                     )
                 });
-                let got = got.map(|i| (i.tenant_id, i.tenant_status, i.permissions));
+                let got = got.map(|i| {
+                    (
+                        i.tenant_id,
+                        i.tenant_status.as_str().to_owned(),
+                        i.permissions,
+                    )
+                });
                 if got != want {
                     return Err(format!("verify k{k}: model {want:?}, tenantry {got:?}"));
                 }
