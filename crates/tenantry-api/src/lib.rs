@@ -8,6 +8,7 @@
 //! [`config::Settings`] and a [`tenantry_db::Database`], and can bind port 0
 //! so tests run the real server.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod config;
