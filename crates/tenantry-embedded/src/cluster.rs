@@ -686,6 +686,25 @@ mod tests {
         options
     }
 
+    /// Why starting a cluster in `dir` failed (it must fail).
+    fn start_error(dir: &Path) -> EmbeddedError {
+        EmbeddedCluster::start(test_options(dir)).unwrap_err()
+    }
+
+    /// Starting a cluster in `dir` must fail with an error `expected` accepts.
+    fn start_fails_with(dir: &Path, expected: fn(&EmbeddedError) -> bool) {
+        let err = start_error(dir);
+        assert!(expected(&err), "{err:?}");
+    }
+
+    /// A fresh data directory whose `pgdata` holds one file (and no cluster).
+    fn data_dir_with_pgdata_file(prefix: &str, name: &str, contents: &str) -> PathBuf {
+        let dir = temp_data_dir(prefix).unwrap();
+        fs::create_dir(dir.join(PGDATA_DIR)).unwrap();
+        fs::write(dir.join(PGDATA_DIR).join(name), contents).unwrap();
+        dir
+    }
+
     /// Runs `select 1` through psql with the settings of `config` (as
     /// separate arguments and PGPASSWORD: nothing to quote).
     fn psql(config: &tokio_postgres::Config) -> Result<String, String> {
@@ -827,10 +846,8 @@ mod tests {
 
     #[test]
     fn version_mismatch_is_reported() {
-        let dir = temp_data_dir("tenantry-emb-mismatch").unwrap();
-        fs::create_dir(dir.join(PGDATA_DIR)).unwrap();
-        fs::write(dir.join(PGDATA_DIR).join("PG_VERSION"), "14\n").unwrap();
-        let err = EmbeddedCluster::start(test_options(&dir)).unwrap_err();
+        let dir = data_dir_with_pgdata_file("tenantry-emb-mismatch", "PG_VERSION", "14\n");
+        let err = start_error(&dir);
         match &err {
             EmbeddedError::VersionMismatch {
                 cluster_major,
@@ -848,14 +865,10 @@ mod tests {
 
     #[test]
     fn non_cluster_pgdata_is_reported() {
-        let dir = temp_data_dir("tenantry-emb-junk").unwrap();
-        fs::create_dir(dir.join(PGDATA_DIR)).unwrap();
-        fs::write(dir.join(PGDATA_DIR).join("junk"), "x").unwrap();
-        let err = EmbeddedCluster::start(test_options(&dir)).unwrap_err();
-        assert!(
-            matches!(err, EmbeddedError::InvalidDataDirectory { .. }),
-            "{err:?}"
-        );
+        let dir = data_dir_with_pgdata_file("tenantry-emb-junk", "junk", "x");
+        start_fails_with(&dir, |e| {
+            matches!(e, EmbeddedError::InvalidDataDirectory { .. })
+        });
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -868,7 +881,7 @@ mod tests {
         let outer = temp_data_dir("tenantry-emb-0700").unwrap();
         fs::set_permissions(&outer, fs::Permissions::from_mode(0o700)).unwrap();
         let data_dir = outer.join("sub");
-        let err = EmbeddedCluster::start(test_options(&data_dir)).unwrap_err();
+        let err = start_error(&data_dir);
         match &err {
             EmbeddedError::DirectoryUnreachable { path, reason } => {
                 assert_eq!(path, &data_dir);
@@ -885,11 +898,9 @@ mod tests {
 
         // Same when the data directory already exists.
         fs::create_dir(&data_dir).unwrap();
-        let err = EmbeddedCluster::start(test_options(&data_dir)).unwrap_err();
-        assert!(
-            matches!(err, EmbeddedError::DirectoryUnreachable { .. }),
-            "{err:?}"
-        );
+        start_fails_with(&data_dir, |e| {
+            matches!(e, EmbeddedError::DirectoryUnreachable { .. })
+        });
         let _ = fs::remove_dir_all(&outer);
     }
 
