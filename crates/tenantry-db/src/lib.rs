@@ -5,7 +5,7 @@
 //! guide made safe (see `migrations/`). This crate adds:
 //!
 //! - [`migrate`]: the migration runner;
-//! - [`provision`]: create and migrate a database as a superuser, and hand back
+//! - [`provision`](mod@provision): create and migrate a database as a superuser, and hand back
 //!   the connection settings of the superuser and of the server's login role
 //!   (a private PostgreSQL to run it on is the `tenantry-embedded` crate);
 //! - [`Database`]: the pool, and the only doors to data: [`TenantScope`] (a
