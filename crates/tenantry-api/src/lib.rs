@@ -9,6 +9,7 @@
 //! bind port 0 so tests run the real server; [`AppState`] (in [`state`]) is
 //! what every request shares.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod config;

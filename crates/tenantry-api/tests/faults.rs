@@ -15,10 +15,8 @@ use tenantry_api::{
     config::{AdminToken, Settings},
     Application,
 };
-use tenantry_db::{
-    embedded::{conninfo_quote, temp_data_dir, ClusterOptions, EmbeddedCluster},
-    migrate, Database, DatabaseConfig,
-};
+use tenantry_db::{provision, Database, DatabaseConfig, ServerLogin};
+use tenantry_embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster};
 use tokio::sync::oneshot;
 
 const WRITERS: usize = 8;
@@ -49,10 +47,11 @@ fn cluster_options(dir: &std::path::Path) -> ClusterOptions {
 }
 
 async fn superuser(cluster: &EmbeddedCluster, db: &str) -> tokio_postgres::Client {
-    let (client, conn) =
-        tokio_postgres::connect(&cluster.connection_string(db), tokio_postgres::NoTls)
-            .await
-            .expect("superuser connection to the test cluster");
+    let (client, conn) = cluster
+        .superuser_config(db)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("superuser connection to the test cluster");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -135,14 +134,13 @@ async fn restart_under_write_load(how: Stop) {
     let dir = temp_data_dir("tenantry-faults").expect("a temporary data directory");
     let mut cluster = tokio::task::block_in_place(|| EmbeddedCluster::start(cluster_options(&dir)))
         .expect("starting the test cluster");
-    superuser(&cluster, "postgres")
-        .await
-        .batch_execute(&format!("CREATE DATABASE {DB_NAME}"))
-        .await
-        .unwrap();
-    migrate::migrate(&mut superuser(&cluster, DB_NAME).await)
-        .await
-        .expect("migrating");
+    let provisioned = provision(
+        &cluster.superuser_config("postgres"),
+        DB_NAME,
+        ServerLogin::Trust,
+    )
+    .await
+    .expect("creating and migrating the database");
 
     // The server as `tenantry serve` builds it: the API's settings decide the pool.
     let settings = Settings {
@@ -150,11 +148,7 @@ async fn restart_under_write_load(how: Stop) {
         metrics_refresh_secs: 0,
         ..Default::default()
     };
-    let mut config = DatabaseConfig::new(format!(
-        "host={} port={} dbname={DB_NAME} user=tenantry_server",
-        conninfo_quote(&cluster.socket_dir().display().to_string()),
-        cluster.port()
-    ));
+    let mut config = DatabaseConfig::from_config(provisioned.server);
     config.max_connections = settings.max_connections;
     config.acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
     let database = Database::connect(&config).expect("pool");

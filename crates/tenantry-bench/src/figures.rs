@@ -8,9 +8,10 @@ use std::{
 use anyhow::{bail, Context};
 use futures_util::future::join_all;
 use tenantry_db::{
-    embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster, PgBinaries},
-    Database, DatabaseConfig, Isolation, NewKeyOptions, NewTenant, TenantContext, TenantId,
+    conninfo, provision, Database, DatabaseConfig, Isolation, NewKeyOptions, NewTenant,
+    ServerLogin, TenantContext, TenantId,
 };
+use tenantry_embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster, PgBinaries};
 use tokio_postgres::{Client, NoTls};
 
 use crate::{
@@ -26,8 +27,12 @@ const COLUMNS: &str = "id, tenant_id, name, data, size_bytes, created_at, update
 
 /// Where the benchmark database lives and how to reach it.
 struct BenchDb {
+    /// The superuser's libpq string (pgbench, and our own connections).
     superuser: String,
+    /// The server role's libpq string (pgbench, the server children).
     server: String,
+    /// The server role's settings (the library's pool).
+    server_config: tokio_postgres::Config,
     bindir: Option<PathBuf>,
     _cluster: Option<EmbeddedCluster>,
     temp_dir: Option<PathBuf>,
@@ -58,92 +63,58 @@ async fn connect(conninfo: &str) -> anyhow::Result<Client> {
 
 impl BenchDb {
     async fn open(opts: &Options) -> anyhow::Result<Self> {
-        if let Some(url) = &opts.database_url {
-            let config: tokio_postgres::Config = url.parse().context("parsing DATABASE_URL")?;
-            let su = connect(url).await?;
-            let superuser: bool = su
-                .query_one(
-                    "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
-                    &[],
-                )
-                .await?
-                .get(0);
-            if !superuser {
-                bail!("DATABASE_URL must name a superuser: the benchmark migrates, loads data as a BYPASSRLS baseline, and lets tenantry_server log in");
+        let bindir = PgBinaries::discover().ok().map(|b| b.bindir().to_owned());
+        let (superuser, database, login, cluster, temp_dir) = match &opts.database_url {
+            Some(url) => {
+                let config: tokio_postgres::Config = url.parse().context("parsing DATABASE_URL")?;
+                let su = connect(url).await?;
+                let superuser: bool = su
+                    .query_one(
+                        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                        &[],
+                    )
+                    .await?
+                    .get(0);
+                if !superuser {
+                    bail!("DATABASE_URL must name a superuser: the benchmark migrates, loads data as a BYPASSRLS baseline, and lets tenantry_server log in");
+                }
+                let database = config.get_dbname().unwrap_or("postgres").to_owned();
+                // The server role logs in with a password made for this run.
+                (config, database, ServerLogin::NewPassword, None, None)
             }
-            // The server role logs in with a password made for this run.
-            let password = uuid::Uuid::new_v4().simple().to_string();
-            let mut server = String::new();
-            if let Some(host) = config.get_hosts().first() {
-                let host = match host {
-                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                    tokio_postgres::config::Host::Unix(p) => p.to_string_lossy().into_owned(),
-                };
-                server.push_str(&format!("host={} ", quote(&host)));
-            }
-            if let Some(port) = config.get_ports().first() {
-                server.push_str(&format!("port={port} "));
-            }
-            let db = config.get_dbname().unwrap_or("postgres");
-            server.push_str(&format!(
-                "dbname={} user=tenantry_server password={password}",
-                quote(db)
-            ));
-            // The role exists only after migration: migrate first.
-            let mut su = su;
-            tenantry_db::migrate::migrate(&mut su).await?;
-            su.batch_execute(&format!("ALTER ROLE tenantry_server PASSWORD '{password}'"))
-                .await?;
-            return Ok(Self {
-                superuser: url.clone(),
-                server,
-                bindir: PgBinaries::discover().ok().map(|b| b.bindir().to_owned()),
-                _cluster: None,
-                temp_dir: None,
-            });
-        }
-        let (dir, temp) = match &opts.data_dir {
-            Some(d) => (d.clone(), None),
             None => {
-                let d = temp_data_dir("tenantry-bench")?;
-                (d.clone(), Some(d))
+                let (dir, temp) = match &opts.data_dir {
+                    Some(d) => (d.clone(), None),
+                    None => {
+                        let d = temp_data_dir("tenantry-bench")?;
+                        (d.clone(), Some(d))
+                    }
+                };
+                let mut options = ClusterOptions::new(&dir);
+                options.extra_settings = vec![
+                    ("shared_buffers".into(), "512MB".into()),
+                    ("max_connections".into(), "200".into()),
+                ];
+                let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(options))
+                    .await?
+                    .context("starting the embedded cluster")?;
+                let superuser = cluster.superuser_config(DATABASE);
+                let login = ServerLogin::Trust;
+                (superuser, DATABASE.to_owned(), login, Some(cluster), temp)
             }
         };
-        let mut options = ClusterOptions::new(&dir);
-        options.extra_settings = vec![
-            ("shared_buffers".into(), "512MB".into()),
-            ("max_connections".into(), "200".into()),
-        ];
-        let cluster = tokio::task::spawn_blocking(move || EmbeddedCluster::start(options))
-            .await?
-            .context("starting the embedded cluster")?;
-        let bindir = PgBinaries::discover().ok().map(|b| b.bindir().to_owned());
-        let postgres = connect(&cluster.connection_string("postgres")).await?;
-        let exists = postgres
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
-            .await?
-            .is_some();
-        if !exists {
-            postgres
-                .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-                .await?;
-        }
-        let superuser = cluster.connection_string(DATABASE);
-        let server = format!("{superuser} user=tenantry_server");
-        let mut su = connect(&superuser).await?;
-        tenantry_db::migrate::migrate(&mut su).await?;
+        let provisioned = provision(&superuser, &database, login)
+            .await
+            .context("preparing the benchmark database")?;
         Ok(Self {
-            superuser,
-            server,
+            superuser: conninfo(&provisioned.superuser),
+            server: conninfo(&provisioned.server),
+            server_config: provisioned.server,
             bindir,
-            _cluster: Some(cluster),
-            temp_dir: temp,
+            _cluster: cluster,
+            temp_dir,
         })
     }
-}
-
-fn quote(v: &str) -> String {
-    tenantry_db::embedded::conninfo_quote(v)
 }
 
 /// Everything a figure needs.
@@ -300,10 +271,9 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
 
     // Write figures measure tenantry, not this disk's flush rate: commits are
     // not waited on the WAL flush (synchronous_commit = off) on both sides.
-    let mut config = DatabaseConfig::new(format!(
-        "{} options='-c synchronous_commit=off'",
-        ctx.db.server
-    ));
+    let mut server = ctx.db.server_config.clone();
+    server.options("-c synchronous_commit=off");
+    let mut config = DatabaseConfig::from_config(server);
     config.max_connections = ctx.opts.clients;
     let lib = Database::connect(&config)?;
     let mut keyed = Vec::with_capacity(tenants.len());

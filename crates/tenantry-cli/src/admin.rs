@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use tenantry_db::{
-    Database, DatabaseConfig, Isolation, NewKeyOptions, NewTenant, RoleId, TenantContext, TenantId,
-    TenantScope, TenantSettings, TenantStatus, UserId,
+    Database, Isolation, NewKeyOptions, NewTenant, RoleId, TenantContext, TenantId, TenantScope,
+    TenantSettings, TenantStatus, UserId,
 };
 
 use crate::{
@@ -173,8 +173,7 @@ struct Session {
 }
 
 async fn connect(target: &Target) -> anyhow::Result<Session> {
-    let (db, cluster) = local::database(target, |url| {
-        let mut c = DatabaseConfig::new(url);
+    let (db, cluster) = local::database(target, |mut c| {
         c.max_connections = 2;
         c
     })

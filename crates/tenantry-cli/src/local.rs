@@ -1,9 +1,11 @@
-//! The embedded cluster as the CLI uses it: start it (or find it already running) in a data directory, make sure the `tenantry` database exists, stop it on signals.
+//! The embedded cluster as the CLI uses it: start it (or find it already running) in a data directory, provision the `tenantry` database in it, stop it on signals.
 
 use std::path::Path;
 
 use anyhow::Context;
-use tenantry_db::embedded::{conninfo_quote, ClusterOptions, EmbeddedCluster, EmbeddedError};
+use tenantry_db::{conninfo, provision, Provisioned, ServerLogin};
+use tenantry_embedded::{ClusterOptions, EmbeddedCluster, EmbeddedError};
+use tokio_postgres::Config;
 
 /// The data directory when none is given.
 pub const DEFAULT_DATA_DIR: &str = ".tenantry";
@@ -22,15 +24,16 @@ fn fallback_dir(data_dir: &Path) -> anyhow::Result<std::path::PathBuf> {
 /// The database tenantry uses inside the embedded cluster.
 pub const DATABASE: &str = "tenantry";
 
-/// A running embedded cluster: ours (stopped on drop) or another process's.
+/// A running embedded cluster, ours (stopped on drop) or another process's,
+/// with the `tenantry` database created and migrated.
 pub struct LocalCluster {
+    provisioned: Provisioned,
     cluster: Option<EmbeddedCluster>,
-    base: String,
 }
 
 impl LocalCluster {
     /// Starts the cluster in `data_dir` (creating it on first use), or attaches to
-    /// the one another tenantry process already runs there; ensures the database exists.
+    /// the one another tenantry process already runs there; creates and migrates the database.
     ///
     /// As root, the cluster runs as the `postgres` system user. When the
     /// *default* directory (`.tenantry` in a checkout under `/root`, say) is not
@@ -38,8 +41,8 @@ impl LocalCluster {
     /// the directory>` instead (the same place every time, said on stderr); the
     /// admin token stays in the default directory. An explicit directory is
     /// never replaced: it is refused with the reason.
-    pub fn open(data_dir: &Path, tcp: Option<(String, u16)>) -> anyhow::Result<Self> {
-        match Self::open_in(data_dir, tcp.clone()) {
+    pub async fn open(data_dir: &Path, tcp: Option<(String, u16)>) -> anyhow::Result<Self> {
+        match Self::open_in(data_dir, tcp.clone()).await {
             Err(e)
                 if data_dir == Path::new(DEFAULT_DATA_DIR)
                     && matches!(
@@ -53,42 +56,37 @@ impl LocalCluster {
 note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose)",
                     alternative.display()
                 );
-                Self::open_in(&alternative, tcp)
+                Self::open_in(&alternative, tcp).await
             }
             other => other,
         }
     }
 
-    fn open_in(data_dir: &Path, tcp: Option<(String, u16)>) -> anyhow::Result<Self> {
+    async fn open_in(data_dir: &Path, tcp: Option<(String, u16)>) -> anyhow::Result<Self> {
         let mut options = ClusterOptions::new(data_dir);
         options.tcp = tcp;
-        let local = match EmbeddedCluster::start(options) {
-            Ok(cluster) => {
-                let base = format!(
-                    "host={} port={}",
-                    conninfo_quote(&cluster.socket_dir().display().to_string()),
-                    cluster.port()
-                );
-                Self {
-                    cluster: Some(cluster),
-                    base,
-                }
-            }
+        // Blocking is fine here: start-up, before serving anything.
+        let (superuser, cluster) = match EmbeddedCluster::start(options) {
+            Ok(cluster) => (cluster.superuser_config(DATABASE), Some(cluster)),
             Err(EmbeddedError::AlreadyRunning { .. }) => {
                 let dir = std::path::absolute(data_dir).context("resolving the data directory")?;
-                let port = running_port(&dir).unwrap_or(5432);
-                Self {
-                    cluster: None,
-                    base: format!(
-                        "host={} port={port}",
-                        conninfo_quote(&dir.display().to_string())
-                    ),
-                }
+                let mut superuser = Config::new();
+                superuser
+                    .host_path(&dir)
+                    .port(running_port(&dir).unwrap_or(5432))
+                    .user("postgres");
+                (superuser, None)
             }
             Err(e) => return Err(e.into()),
         };
-        local.ensure_database()?;
-        Ok(local)
+        // The unix socket trusts local logins: the server role needs no password.
+        let provisioned = provision(&superuser, DATABASE, ServerLogin::Trust)
+            .await
+            .context("preparing the database in the embedded cluster")?;
+        Ok(Self {
+            provisioned,
+            cluster,
+        })
     }
 
     /// Where the cluster lives (its base directory), when this process started it.
@@ -103,50 +101,25 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
 
     /// libpq connection string of the superuser to the `tenantry` database.
     pub fn superuser_url(&self) -> String {
-        format!("{} user=postgres dbname={DATABASE}", self.base)
+        conninfo(&self.provisioned.superuser)
     }
 
-    /// libpq connection string of the server's login role to the `tenantry` database.
-    pub fn server_url(&self) -> String {
-        format!("{} user=tenantry_server dbname={DATABASE}", self.base)
+    /// Connection settings of the server's login role to the `tenantry` database.
+    pub fn server_config(&self) -> Config {
+        self.provisioned.server.clone()
+    }
+
+    /// Migrations applied when the cluster was opened.
+    pub fn applied(&self) -> &[tenantry_db::migrate::Migration] {
+        &self.provisioned.applied
     }
 
     /// TCP connection string (with password) when TCP was requested.
     pub fn tcp_url(&self) -> Option<String> {
         self.cluster
             .as_ref()
-            .and_then(|c| c.tcp_connection_string(DATABASE))
-    }
-
-    fn ensure_database(&self) -> anyhow::Result<()> {
-        let url = format!("{} user=postgres dbname=postgres", self.base);
-        // Blocking is fine here: start-up, before serving anything.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                        .await
-                        .context("connecting to the embedded cluster")?;
-                    tokio::spawn(conn);
-                    let exists = client
-                        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
-                        .await?
-                        .is_some();
-                    if !exists {
-                        client
-                            .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-                            .await?;
-                        tracing::info!("created database {DATABASE}");
-                    }
-                    anyhow::Ok(())
-                })
-            })
-            .join()
-            .expect("ensure_database thread")
-        })
+            .and_then(|c| c.tcp_superuser_config(DATABASE))
+            .map(|c| conninfo(&c))
     }
 }
 
@@ -163,20 +136,18 @@ pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::
     Ok(tenantry_db::migrate::migrate(&mut client).await?)
 }
 
-/// A pool for `target`: its URL as given, or the embedded cluster (migrated) as `tenantry_server`.
+/// A pool for `target`: its URL as given, or the embedded cluster (migrated)
+/// as `tenantry_server`; `tune` sets the pool's size and modes.
 pub async fn database(
     target: &crate::Target,
-    config: impl Fn(String) -> tenantry_db::DatabaseConfig,
+    tune: impl Fn(tenantry_db::DatabaseConfig) -> tenantry_db::DatabaseConfig,
 ) -> anyhow::Result<(tenantry_db::Database, Option<LocalCluster>)> {
+    use tenantry_db::{Database, DatabaseConfig};
     match target.database_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => Ok((
-            tenantry_db::Database::connect(&config(url.to_owned()))?,
-            None,
-        )),
+        Some(url) => Ok((Database::connect(&tune(DatabaseConfig::new(url)))?, None)),
         None => {
-            let local = LocalCluster::open(&target.data_dir, None)?;
-            migrate_url(&local.superuser_url()).await?;
-            let db = tenantry_db::Database::connect(&config(local.server_url()))?;
+            let local = LocalCluster::open(&target.data_dir, None).await?;
+            let db = Database::connect(&tune(DatabaseConfig::from_config(local.server_config())))?;
             Ok((db, Some(local)))
         }
     }

@@ -94,14 +94,14 @@ async fn main() {
 
 async fn migrate(target: Target) -> anyhow::Result<()> {
     // Without a URL: use the embedded cluster (already running, or started for the occasion).
-    let (url, _cluster) = match target.database_url.filter(|u| !u.is_empty()) {
-        Some(url) => (url, None),
-        None => {
-            let local = local::LocalCluster::open(&target.data_dir, None)?;
-            (local.superuser_url(), Some(local))
-        }
+    let applied = match target.database_url.filter(|u| !u.is_empty()) {
+        Some(url) => local::migrate_url(&url).await?,
+        // Opening the embedded cluster provisions (and so migrates) its database.
+        None => local::LocalCluster::open(&target.data_dir, None)
+            .await?
+            .applied()
+            .to_vec(),
     };
-    let applied = local::migrate_url(&url).await?;
     if applied.is_empty() {
         println!(
             "schema is up to date ({} migrations)",
@@ -123,7 +123,7 @@ async fn db_start(data_dir: PathBuf, tcp: Option<String>) -> anyhow::Result<()> 
             Ok((host.to_owned(), port.parse().context("--tcp port")?))
         })
         .transpose()?;
-    let local = local::LocalCluster::open(&data_dir, tcp)?;
+    let local = local::LocalCluster::open(&data_dir, tcp).await?;
     if !local.owns_process() {
         anyhow::bail!(
             "the embedded cluster in {} is already running (started by another process); connect with: {}",

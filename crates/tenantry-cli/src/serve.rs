@@ -48,8 +48,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     settings.validate()?;
 
-    let pool_config = |url: String| {
-        let mut c = DatabaseConfig::new(url);
+    let pool_config = |mut c: DatabaseConfig| {
         c.max_connections = settings.max_connections;
         c.statement_mode = settings.statement_mode().expect("validated");
         c.acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
@@ -57,23 +56,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (db, cluster) = match &settings.database_url {
         Some(url) => {
-            let db = Database::connect(&pool_config(url.expose().to_owned()))?;
+            let db = Database::connect(&pool_config(DatabaseConfig::new(url.expose())))?;
             if let Err(e) = db.check_schema().await {
                 bail!("{e}\n(the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first)");
             }
             (db, None)
         }
         None => {
-            let local = local::LocalCluster::open(&settings.data_dir, None)?;
-            let applied = local::migrate_url(&local.superuser_url()).await?;
-            if !applied.is_empty() {
+            let local = local::LocalCluster::open(&settings.data_dir, None).await?;
+            if !local.applied().is_empty() {
                 eprintln!(
                     "applied {} migration(s) to the embedded database",
-                    applied.len()
+                    local.applied().len()
                 );
             }
             (
-                Database::connect(&pool_config(local.server_url()))?,
+                Database::connect(&pool_config(DatabaseConfig::from_config(
+                    local.server_config(),
+                )))?,
                 Some(local),
             )
         }

@@ -184,11 +184,9 @@ async fn serve_refuses_an_unmigrated_database_and_says_what_to_run() {
     su.batch_execute(&format!("CREATE DATABASE {empty}"))
         .await
         .unwrap();
-    let url = db.server_url().replace(
-        &format!("dbname='{}'", db.name()),
-        &format!("dbname='{empty}'"),
-    );
-    assert!(url.contains(&empty), "{url}");
+    let mut config = db.server_config();
+    config.dbname(&empty);
+    let url = tenantry_db::conninfo(&config);
     let out = output_within_a_minute(
         Command::new(env!("CARGO_BIN_EXE_tenantry"))
             .args(["serve", "--listen", "127.0.0.1:0"])

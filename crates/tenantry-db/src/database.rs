@@ -37,11 +37,30 @@ impl FromStr for StatementMode {
     }
 }
 
+/// Where the pool connects, as the server's login role (e.g. `tenantry_server`).
+#[derive(Clone)]
+pub enum ConnectTo {
+    /// A libpq connection string or URL as a user gave it; parsed by [`Database::connect`].
+    Url(String),
+    /// Settings already built (e.g. by [`crate::provision()`]).
+    Config(Box<tokio_postgres::Config>),
+}
+
+impl std::fmt::Debug for ConnectTo {
+    // A URL may hold a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectTo::Url(_) => f.write_str("Url(..)"),
+            ConnectTo::Config(config) => f.debug_tuple("Config").field(config).finish(),
+        }
+    }
+}
+
 /// What [`Database::connect`] needs.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    /// libpq connection string or URL of the server's login role (e.g. `tenantry_server`).
-    pub url: String,
+    /// Where to connect.
+    pub connect_to: ConnectTo,
     /// Maximum pooled connections.
     pub max_connections: usize,
     /// Statement mode (see [`StatementMode`]).
@@ -54,8 +73,17 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     /// Defaults: 16 connections, prepared statements, 5 s acquire timeout.
     pub fn new(url: impl Into<String>) -> Self {
+        Self::to(ConnectTo::Url(url.into()))
+    }
+
+    /// The same defaults, connecting with settings already built.
+    pub fn from_config(config: tokio_postgres::Config) -> Self {
+        Self::to(ConnectTo::Config(Box::new(config)))
+    }
+
+    fn to(connect_to: ConnectTo) -> Self {
         Self {
-            url: url.into(),
+            connect_to,
             max_connections: 16,
             statement_mode: StatementMode::Prepared,
             acquire_timeout: Duration::from_secs(5),
@@ -101,10 +129,12 @@ impl LoginRoleCheck {
 impl Database {
     /// Builds the pool. No connection is opened until first use.
     pub fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
-        let pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e| DbError::invalid("database_url", format!("invalid database URL: {e}")))?;
+        let pg: tokio_postgres::Config = match &config.connect_to {
+            ConnectTo::Url(url) => url.parse().map_err(|e| {
+                DbError::invalid("database_url", format!("invalid database URL: {e}"))
+            })?,
+            ConnectTo::Config(pg) => (**pg).clone(),
+        };
         let manager = Manager::from_config(
             pg,
             NoTls,

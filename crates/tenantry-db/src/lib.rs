@@ -4,8 +4,10 @@
 //! tenant table, least-privilege roles, and the SQL API of the multi-tenant
 //! guide made safe (see `migrations/`). This crate adds:
 //!
-//! - [`embedded`]: a private PostgreSQL cluster started from the installed binaries;
 //! - [`migrate`]: the migration runner;
+//! - [`provision`](mod@provision): create and migrate a database as a superuser, and hand back
+//!   the connection settings of the superuser and of the server's login role
+//!   (a private PostgreSQL to run it on is the `tenantry-embedded` crate);
 //! - [`Database`]: the pool, and the only doors to data: [`TenantScope`] (a
 //!   transaction acting for one tenant, context set with `SET LOCAL` in the same
 //!   flight as its first statement) and [`AdminScope`];
@@ -23,14 +25,15 @@
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod access;
 mod database;
-pub mod embedded;
 mod error;
 mod ids;
 mod keys;
 pub mod migrate;
+pub mod provision;
 mod resources;
 mod scope;
 mod settings;
@@ -40,10 +43,11 @@ pub mod testing;
 mod usage;
 
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};
-pub use database::{Database, DatabaseConfig, LoginRoleCheck, StatementMode};
+pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode};
 pub use error::DbError;
 pub use ids::{KeyId, ResourceId, RoleId, TenantId, UserId};
 pub use keys::{ApiKeyInfo, ApiKeySecret, KeyIdentity, NewApiKey, NewKeyOptions};
+pub use provision::{conninfo, provision, ProvisionError, Provisioned, ServerLogin};
 pub use resources::{
     Access, NewResource, OwnerFilter, Resource, ResourceCursor, ResourcePage, ResourceQuery,
     ResourceUpdate, Share,

@@ -2,21 +2,23 @@
 
 use std::sync::OnceLock;
 
-use tokio_postgres::{Client, NoTls};
+use tenantry_embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster};
+use tokio_postgres::{Client, Config, NoTls};
 
 use crate::{
-    embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster},
-    migrate, Database, DatabaseConfig, StatementMode,
+    migrate,
+    provision::{conninfo, provision, with_dbname as on, ServerLogin},
+    Database, DatabaseConfig, StatementMode,
 };
 
 /// Environment variable naming an existing server (as a superuser) to test against.
 pub const TEST_DATABASE_URL_ENV: &str = "TENANTRY_TEST_DATABASE_URL";
 
 struct Server {
-    /// key=value connection parameters without dbname/user/password.
-    base: String,
-    superuser: String,
-    password: Option<String>,
+    /// The superuser, connected to the migrated template database.
+    superuser: Config,
+    /// The server's login role, connected to the template database.
+    server: Config,
     template: String,
     /// Kept alive for the whole process; the postmaster dies with us.
     _cluster: Option<EmbeddedCluster>,
@@ -24,23 +26,7 @@ struct Server {
 
 static SERVER: OnceLock<Server> = OnceLock::new();
 
-fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
 impl Server {
-    fn url(&self, db: &str, user: &str, password: Option<&str>) -> String {
-        let mut s = format!("{} dbname={} user={}", self.base, quote(db), quote(user));
-        if let Some(p) = password {
-            s.push_str(&format!(" password={}", quote(p)));
-        }
-        s
-    }
-
-    fn superuser_url(&self, db: &str) -> String {
-        self.url(db, &self.superuser, self.password.as_deref())
-    }
-
     fn start() -> Server {
         // Runs once per process, on a thread of its own (tests run on many runtimes).
         std::thread::spawn(|| {
@@ -55,30 +41,20 @@ impl Server {
     }
 
     async fn start_async() -> Server {
-        let (base, superuser, password, cluster) = match std::env::var(TEST_DATABASE_URL_ENV) {
+        let (superuser, login, cluster) = match std::env::var(TEST_DATABASE_URL_ENV) {
             Ok(url) => {
-                let cfg: tokio_postgres::Config = url
+                let mut superuser: Config = url
                     .parse()
                     .expect("TENANTRY_TEST_DATABASE_URL is not a valid connection string");
-                let mut base = String::new();
-                for host in cfg.get_hosts() {
-                    match host {
-                        tokio_postgres::config::Host::Tcp(h) => {
-                            base.push_str(&format!("host={} ", quote(h)))
-                        }
-                        tokio_postgres::config::Host::Unix(p) => {
-                            base.push_str(&format!("host={} ", quote(&p.display().to_string())))
-                        }
-                    }
+                if superuser.get_user().is_none() {
+                    superuser.user("postgres");
                 }
-                if let Some(port) = cfg.get_ports().first() {
-                    base.push_str(&format!("port={port}"));
-                }
-                let user = cfg.get_user().unwrap_or("postgres").to_owned();
-                let password = cfg
-                    .get_password()
-                    .map(|p| String::from_utf8_lossy(p).into_owned());
-                (base, user, password, None)
+                // A role password lets the server role log in over TCP on external servers.
+                let login = match superuser.get_password() {
+                    Some(_) => ServerLogin::NewPassword,
+                    None => ServerLogin::Trust,
+                };
+                (superuser, login, None)
             }
             Err(_) => {
                 let dir =
@@ -94,12 +70,8 @@ impl Server {
                 }
                 let cluster = EmbeddedCluster::start(options)
                     .unwrap_or_else(|e| panic!("embedded PostgreSQL for tests: {e}"));
-                let base = format!(
-                    "host={} port={}",
-                    quote(&cluster.socket_dir().display().to_string()),
-                    cluster.port()
-                );
-                (base, cluster.superuser().to_owned(), None, Some(cluster))
+                let superuser = cluster.superuser_config("postgres");
+                (superuser, ServerLogin::Trust, Some(cluster))
             }
         };
         let template = format!(
@@ -107,44 +79,23 @@ impl Server {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         );
-        let mut server = Server {
-            base,
-            superuser,
-            password,
-            template: template.clone(),
-            _cluster: cluster,
-        };
-        let admin = connect(&server.superuser_url("postgres")).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {template}"))
+        let provisioned = provision(&superuser, &template, login)
             .await
-            .expect("creating the template database");
-        {
-            let mut client = connect(&server.superuser_url(&template)).await;
-            migrate::migrate(&mut client)
-                .await
-                .expect("migrating the template database");
+            .unwrap_or_else(|e| panic!("provisioning the template database: {e}"));
+        Server {
+            superuser: provisioned.superuser,
+            server: provisioned.server,
+            template,
+            _cluster: cluster,
         }
-        // A role password lets the server role log in over TCP on external servers.
-        if server.password.is_some() {
-            let pw = uuid::Uuid::new_v4().simple().to_string();
-            admin
-                .batch_execute(&format!("ALTER ROLE tenantry_server PASSWORD '{pw}'"))
-                .await
-                .unwrap();
-            server.password = server.password.take();
-            SERVER_PASSWORD.set(pw).ok();
-        }
-        server
     }
 }
 
-static SERVER_PASSWORD: OnceLock<String> = OnceLock::new();
-
-async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+async fn connect(config: &Config) -> Client {
+    let (client, conn) = config
+        .connect(NoTls)
         .await
-        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", conninfo(config)));
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -161,7 +112,7 @@ impl TestDatabase {
     pub async fn new() -> Self {
         let server = SERVER.get_or_init(Server::start);
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let admin = connect(&server.superuser_url("postgres")).await;
+        let admin = connect(&on(&server.superuser, "postgres")).await;
         admin
             .batch_execute(&format!(
                 "CREATE DATABASE {name} TEMPLATE {}",
@@ -169,7 +120,7 @@ impl TestDatabase {
             ))
             .await
             .expect("creating a test database");
-        let mut client = connect(&server.superuser_url(&name)).await;
+        let mut client = connect(&on(&server.superuser, &name)).await;
         let applied = migrate::migrate(&mut client)
             .await
             .expect("migrating a test database");
@@ -189,23 +140,29 @@ impl TestDatabase {
         &self.name
     }
 
-    /// Connection string of a superuser (setup only: a superuser skips RLS).
-    pub fn superuser_url(&self) -> String {
-        Self::server().superuser_url(&self.name)
+    /// Connection settings of a superuser (setup only: a superuser skips RLS).
+    pub fn superuser_config(&self) -> Config {
+        on(&Self::server().superuser, &self.name)
     }
 
-    /// Connection string of the server's login role, `tenantry_server`.
+    /// Connection settings of the server's login role, `tenantry_server`.
+    pub fn server_config(&self) -> Config {
+        on(&Self::server().server, &self.name)
+    }
+
+    /// Connection string of a superuser (for other programs; see [`conninfo`]).
+    pub fn superuser_url(&self) -> String {
+        conninfo(&self.superuser_config())
+    }
+
+    /// Connection string of the server's login role (for other programs; see [`conninfo`]).
     pub fn server_url(&self) -> String {
-        Self::server().url(
-            &self.name,
-            "tenantry_server",
-            SERVER_PASSWORD.get().map(String::as_str),
-        )
+        conninfo(&self.server_config())
     }
 
     /// A pool as `tenantry_server` in the given statement mode.
     pub fn database_with(&self, mode: StatementMode, max_connections: usize) -> Database {
-        let mut config = DatabaseConfig::new(self.server_url());
+        let mut config = DatabaseConfig::from_config(self.server_config());
         config.statement_mode = mode;
         config.max_connections = max_connections;
         Database::connect(&config).expect("pool")
@@ -218,11 +175,11 @@ impl TestDatabase {
 
     /// A raw connection as a superuser.
     pub async fn superuser_client(&self) -> Client {
-        connect(&self.superuser_url()).await
+        connect(&self.superuser_config()).await
     }
 
     /// A raw connection as `tenantry_server`, the server's own login role (for attack tests).
     pub async fn server_client(&self) -> Client {
-        connect(&self.server_url()).await
+        connect(&self.server_config()).await
     }
 }
