@@ -1129,3 +1129,61 @@ async fn a_key_cannot_grant_a_permission_it_lacks_and_an_unknown_one_is_not_foun
     s.commit().await.unwrap();
     assert_eq!(role.permissions, vec!["roles.read"]);
 }
+
+#[tokio::test]
+async fn fifty_concurrent_creates_at_one_below_the_resource_quota_let_exactly_one_through() {
+    const WRITERS: usize = 50;
+    const LIMIT: u64 = 10;
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database_with(StatementMode::Prepared, WRITERS);
+    let mut admin = db.admin("admin").await.unwrap();
+    let t = admin
+        .create_tenant(&NewTenant {
+            name: "capped".into(),
+            settings: Some(
+                tenantry_db::TenantSettings::parse(&json!({"max_resources": LIMIT})).unwrap(),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tenant_id;
+    admin.commit().await.unwrap();
+    for i in 1..LIMIT {
+        resource(&db, t, &format!("r{i}")).await;
+    }
+
+    // Every writer holds an open transaction before any of them inserts.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let writers = (0..WRITERS).map(|i| {
+        let (db, start) = (db.clone(), start.clone());
+        tokio::spawn(async move {
+            let mut s = db.tenant(TenantContext::new(t)).await?;
+            start.wait().await;
+            s.create_resource(&NewResource {
+                name: format!("racer-{i}"),
+                data: json!({}),
+            })
+            .await?;
+            s.commit().await
+        })
+    });
+    let results = futures_util::future::join_all(writers).await;
+    let (mut created, mut refused) = (0, 0);
+    for result in results {
+        match result.unwrap() {
+            Ok(()) => created += 1,
+            Err(DbError::QuotaExceeded(message)) => {
+                assert!(message.contains("at most 10 resources"), "{message}");
+                refused += 1;
+            }
+            Err(other) => panic!("a writer failed otherwise: {other:?}"),
+        }
+    }
+    assert_eq!((created, refused), (1, WRITERS - 1));
+    assert_eq!(
+        names(&db, t, OwnerFilter::Own).await.len() as u64,
+        LIMIT,
+        "exactly the limit is stored"
+    );
+}
