@@ -12,8 +12,9 @@ SET LOCAL ROLE tenantry_owner;
 /**
  * Raises TN422 naming the offending key when settings hold an unknown key or a
  * value of the wrong type; returns true otherwise. Known keys:
- * max_resources, max_storage_bytes (integers >= 0), rate_limit_per_second
- * (number > 0), rate_limit_burst (integer >= 1), metadata (object, free-form).
+ * max_resources, max_storage_bytes (integers 0 .. 2^63-1), rate_limit_per_second
+ * (number > 0), rate_limit_burst (integer 1 .. 2^32-1), metadata (object,
+ * free-form). The Rust library's TenantSettings applies the same bounds.
  */
 CREATE OR REPLACE FUNCTION tenantry.validate_tenant_settings(settings jsonb)
 RETURNS boolean
@@ -33,12 +34,17 @@ BEGIN
     FOR k, v IN SELECT * FROM jsonb_each(settings) LOOP
         CASE k
         WHEN 'max_resources', 'max_storage_bytes' THEN
-            IF jsonb_typeof(v) <> 'number' OR v::numeric < 0 OR v::numeric <> trunc(v::numeric) THEN
-                RAISE EXCEPTION 'settings.% must be an integer >= 0', k USING ERRCODE = 'TN422', HINT = 'settings.' || k;
+            -- Counted in bigint (tenant_quota_usage): the largest quota is the largest bigint.
+            IF jsonb_typeof(v) <> 'number' OR v::numeric < 0 OR v::numeric > 9223372036854775807
+               OR v::numeric <> trunc(v::numeric) THEN
+                RAISE EXCEPTION 'settings.% must be an integer from 0 to 9223372036854775807', k
+                    USING ERRCODE = 'TN422', HINT = 'settings.' || k;
             END IF;
         WHEN 'rate_limit_burst' THEN
-            IF jsonb_typeof(v) <> 'number' OR v::numeric < 1 OR v::numeric <> trunc(v::numeric) THEN
-                RAISE EXCEPTION 'settings.% must be an integer >= 1', k USING ERRCODE = 'TN422', HINT = 'settings.' || k;
+            IF jsonb_typeof(v) <> 'number' OR v::numeric < 1 OR v::numeric > 4294967295
+               OR v::numeric <> trunc(v::numeric) THEN
+                RAISE EXCEPTION 'settings.% must be an integer from 1 to 4294967295', k
+                    USING ERRCODE = 'TN422', HINT = 'settings.' || k;
             END IF;
         WHEN 'rate_limit_per_second' THEN
             IF jsonb_typeof(v) <> 'number' OR v::numeric <= 0 THEN

@@ -18,6 +18,31 @@ COMMENT ON POLICY request_log_append ON tenantry.request_log IS 'The logger appe
 GRANT SELECT, INSERT ON tenantry.request_log TO tenantry_app;
 GRANT INSERT ON tenantry.request_log TO tenantry_logger;
 
+/**
+ * Partitions of request_log carry the parent's tenant policy too. Nobody is
+ * granted a partition (rows are reached through request_log), so this changes
+ * no access; it keeps "RLS enabled, no policy" (deny-all by accident) out of
+ * the schema, so a grant added by mistake would still be tenant-scoped.
+ * Idempotent.
+ */
+CREATE OR REPLACE FUNCTION tenantry.secure_request_log_partition(part text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE tenantry.%I ENABLE ROW LEVEL SECURITY', part);
+    EXECUTE format('ALTER TABLE tenantry.%I FORCE ROW LEVEL SECURITY', part);
+    EXECUTE format('DROP POLICY IF EXISTS request_log_own ON tenantry.%I', part);
+    EXECUTE format('CREATE POLICY request_log_own ON tenantry.%I FOR ALL TO tenantry_app '
+                   'USING (tenant_id = tenantry.current_tenant_id()) '
+                   'WITH CHECK (tenant_id = tenantry.current_tenant_id())', part);
+    EXECUTE format('COMMENT ON POLICY request_log_own ON tenantry.%I IS %L', part,
+                   'As on request_log: a tenant''s own request-log rows only.');
+END
+$$;
+COMMENT ON FUNCTION tenantry.secure_request_log_partition(text) IS 'Internal: RLS (forced) and the tenant policy of request_log on one of its partitions. Not granted.';
+
 /** Creates the daily partitions of request_log from yesterday to days_ahead days from now. */
 CREATE OR REPLACE FUNCTION tenantry.ensure_request_log_partitions(days_ahead integer DEFAULT 7)
 RETURNS integer
@@ -35,8 +60,7 @@ BEGIN
             BEGIN
                 EXECUTE format('CREATE TABLE tenantry.%I PARTITION OF tenantry.request_log FOR VALUES FROM (%L) TO (%L)',
                                part, d::timestamptz, (d + 1)::timestamptz);
-                EXECUTE format('ALTER TABLE tenantry.%I ENABLE ROW LEVEL SECURITY', part);
-                EXECUTE format('ALTER TABLE tenantry.%I FORCE ROW LEVEL SECURITY', part);
+                PERFORM tenantry.secure_request_log_partition(part);
                 EXECUTE format('COMMENT ON TABLE tenantry.%I IS %L', part, 'request_log rows of ' || d);
                 created := created + 1;
             EXCEPTION WHEN check_violation THEN
@@ -72,6 +96,20 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.drop_request_log_partitions(interval) IS 'Retention: drops daily request_log partitions older than keep (default 35 days).';
+
+-- The partitions that exist (the reset before these files dropped their policies).
+DO $partitions$
+DECLARE
+    part text;
+BEGIN
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'tenantry.request_log'::regclass
+    LOOP
+        PERFORM tenantry.secure_request_log_partition(part);
+    END LOOP;
+END
+$partitions$;
 
 GRANT EXECUTE ON FUNCTION
     tenantry.ensure_request_log_partitions(integer),
@@ -123,7 +161,10 @@ GRANT EXECUTE ON FUNCTION tenantry.current_tenant_metrics(timestamptz, timestamp
 -- to both tenants and resources; a tenant sees itself and its descendants.
 -- -----------------------------------------------------------------------------
 
-CREATE OR REPLACE VIEW tenantry.tenant_resource_usage WITH (security_invoker = true) AS
+-- security_barrier too: a caller's own predicates on the view are applied after
+-- its rows are filtered, never pushed below (only leakproof ones, such as uuid
+-- equality on tenant_id, still reach the index).
+CREATE OR REPLACE VIEW tenantry.tenant_resource_usage WITH (security_invoker = true, security_barrier = true) AS
 SELECT
     t.tenant_id,
     t.name AS tenant_name,

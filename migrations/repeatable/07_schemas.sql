@@ -9,31 +9,6 @@
 
 SET LOCAL ROLE tenantry_owner;
 
-/**
- * Quota counting for writes that name a tenant partition directly (psql users
- * after setup_connection): statement triggers fire only on the table a
- * statement names, so the partition carries the same three as
- * tenantry.resources. Idempotent.
- */
-CREATE OR REPLACE FUNCTION tenantry.add_partition_quota_triggers(tid uuid)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    s text := tenantry.tenant_schema_name(tid);
-BEGIN
-    EXECUTE format('CREATE OR REPLACE TRIGGER resources_quota_insert AFTER INSERT ON %I.resources '
-                   'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION tenantry.resources_quota()', s);
-    EXECUTE format('CREATE OR REPLACE TRIGGER resources_quota_update AFTER UPDATE ON %I.resources '
-                   'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT '
-                   'EXECUTE FUNCTION tenantry.resources_quota()', s);
-    EXECUTE format('CREATE OR REPLACE TRIGGER resources_quota_delete AFTER DELETE ON %I.resources '
-                   'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION tenantry.resources_quota()', s);
-END
-$$;
-COMMENT ON FUNCTION tenantry.add_partition_quota_triggers(uuid) IS 'Internal: the quota statement triggers on a schema-isolated tenant''s own resources partition. Not granted.';
-
 /** Policies and grants for direct access to a tenant partition (psql users with setup_connection). */
 CREATE OR REPLACE FUNCTION tenantry.secure_tenant_partition(tid uuid)
 RETURNS void
@@ -59,10 +34,9 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_app, tenantry_app_own, tenantry_app_shared', s);
     EXECUTE format('GRANT SELECT ON %I.resources TO tenantry_app_own, tenantry_app_shared', s);
     EXECUTE format('GRANT INSERT (tenant_id, name, data), UPDATE (name, data), DELETE ON %I.resources TO tenantry_app_own', s);
-    PERFORM tenantry.add_partition_quota_triggers(tid);
 END
 $$;
-COMMENT ON FUNCTION tenantry.secure_tenant_partition(uuid) IS 'Internal: RLS (forced), policies, grants and quota triggers on a tenant''s own resources partition.';
+COMMENT ON FUNCTION tenantry.secure_tenant_partition(uuid) IS 'Internal: RLS (forced), policies and grants on a tenant''s own resources partition.';
 
 /**
  * Moves a tenant between isolation models, keeping every row, share and
@@ -116,8 +90,8 @@ BEGIN
         ADD CONSTRAINT shared_resources_tenant_id_resource_id_fkey
         FOREIGN KEY (tenant_id, resource_id) REFERENCES tenantry.resources (tenant_id, id) ON DELETE CASCADE;
     UPDATE tenantry.tenants SET isolation = model WHERE tenant_id = tid;
-    -- The move copied rows past the quota triggers (into a table not yet attached,
-    -- or out of one detached): count the tenant again.
+    -- The move copied rows past the quota trigger (into a table not yet attached,
+    -- out of one detached): count the tenant again.
     PERFORM tenantry.recount_quota_usage(tid);
 END
 $$;
@@ -165,14 +139,3 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.setup_connection() IS 'Guide API: sets the session search_path to the current tenant''s schema (if schema-isolated), tenantry, public. Session scope: unsafe behind transaction pooling.';
 GRANT EXECUTE ON FUNCTION tenantry.setup_connection() TO tenantry_app;
-
--- Partitions of tenants made schema-isolated before the quota triggers existed.
-DO $partitions$
-DECLARE
-    tid uuid;
-BEGIN
-    FOR tid IN SELECT tenant_id FROM tenantry.tenants WHERE isolation = 'schema' LOOP
-        PERFORM tenantry.add_partition_quota_triggers(tid);
-    END LOOP;
-END
-$partitions$;

@@ -9,10 +9,63 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ProblemCode};
 
-/// `axum::Json` with problem+json rejections (400 bad JSON, 413 too large, 415 wrong type).
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON request body with problem+json rejections (400 bad JSON, 413 too
+/// large, 415 wrong type). Its top level must be an object: serde would
+/// otherwise read a struct from an array, field by position.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (is_json, bytes) = body(req, state).await?;
+        if !is_json {
+            return Err(not_json());
+        }
+        json_object(&bytes).map(Self)
+    }
+}
+
+/// Whether the request says its body is JSON, and the body.
+async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, Bytes), ApiError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ProblemCode::BodyTooLarge,
+                "request body exceeds the size limit",
+            )
+        } else {
+            ApiError::new(ProblemCode::InvalidJson, e.body_text())
+        }
+    })?;
+    Ok((is_json, bytes))
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(
+        ProblemCode::UnsupportedMediaType,
+        "send the body with Content-Type: application/json",
+    )
+}
+
+/// A body whose top level is a JSON object, parsed into `T`.
+fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            ProblemCode::InvalidJson,
+            "the request body must be a JSON object",
+        ));
+    }
+    axum::Json::<T>::from_bytes(bytes)
+        .map(|axum::Json(value)| value)
+        .map_err(ApiError::from)
+}
 
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
@@ -71,8 +124,8 @@ fn decodes_to_utf8(query: &str) -> bool {
     std::str::from_utf8(&decoded).is_ok()
 }
 
-/// A JSON body that may be absent (empty body): `None` then. A present body
-/// must be `application/json` and valid, like [`Json`].
+/// A JSON body that may be absent (an empty body, or `null`): `None` then. A
+/// present body must be an `application/json` object, like [`Json`].
 #[derive(Debug, Clone, Default)]
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -80,32 +133,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ProblemCode::BodyTooLarge,
-                    "request body exceeds the size limit",
-                )
-            } else {
-                ApiError::new(ProblemCode::InvalidJson, e.body_text())
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let (is_json, bytes) = body(req, state).await?;
+        let text = bytes.trim_ascii();
+        if text.is_empty() {
             return Ok(Self(None));
         }
         if !is_json {
-            return Err(ApiError::new(
-                ProblemCode::UnsupportedMediaType,
-                "send the body with Content-Type: application/json",
-            ));
+            return Err(not_json());
         }
-        serde_json::from_slice(&bytes)
-            .map(|v| Self(Some(v)))
-            .map_err(|e| ApiError::new(ProblemCode::InvalidJson, e.to_string()))
+        if text == b"null" {
+            return Ok(Self(None));
+        }
+        json_object(text).map(|value| Self(Some(value)))
     }
 }

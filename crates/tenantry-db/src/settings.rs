@@ -6,8 +6,8 @@ use serde_json::{Map, Value};
 use crate::DbError;
 
 /// A tenant's validated settings: every key optional, unknown keys refused.
-/// Integral numbers written as floats (`5.0`, `1e3`) count as integers;
-/// integers beyond a field's range saturate (a quota of `1e30` is no limit either way).
+/// Integral numbers written as floats (`5.0`, `1e3`) count as integers; the
+/// quotas fit a `bigint` (the database counts in one) and the burst a `u32`.
 // Built by `TenantSettings::parse`, or by serde, which parses the same way.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Value", deny_unknown_fields)]
@@ -15,11 +15,17 @@ use crate::DbError;
 pub struct TenantSettings {
     /// Most resources the tenant may hold (integer ≥ 0).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 0))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+    )]
     max_resources: Option<u64>,
     /// Most bytes of resource names and data (integer ≥ 0).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 0))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+    )]
     max_storage_bytes: Option<u64>,
     /// Requests per second for the tenant's keys (> 0).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,7 +33,10 @@ pub struct TenantSettings {
     rate_limit_per_second: Option<f64>,
     /// Burst of requests allowed above the rate (integer ≥ 1; default: the rate, rounded up).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 1, maximum = 4_294_967_295_u64)
+    )]
     rate_limit_burst: Option<u32>,
     /// Free-form object.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,11 +59,13 @@ impl TenantSettings {
             let field = format!("settings.{key}");
             match key.as_str() {
                 "max_resources" | "max_storage_bytes" => {
-                    let n = integer(v, 0.0).ok_or_else(|| {
-                        DbError::invalid(&field, format!("{field} must be an integer >= 0"))
+                    let n = integer(v, 0, i64::MAX).ok_or_else(|| {
+                        DbError::invalid(
+                            &field,
+                            format!("{field} must be an integer from 0 to {}", i64::MAX),
+                        )
                     })?;
-                    // `as` saturates: beyond u64::MAX is no limit either way.
-                    let n = Some(n as u64);
+                    let n = Some(n.unsigned_abs());
                     if key == "max_resources" {
                         settings.max_resources = n;
                     } else {
@@ -62,10 +73,13 @@ impl TenantSettings {
                     }
                 }
                 "rate_limit_burst" => {
-                    let n = integer(v, 1.0).ok_or_else(|| {
-                        DbError::invalid(&field, format!("{field} must be an integer >= 1"))
+                    let n = integer(v, 1, u32::MAX.into()).ok_or_else(|| {
+                        DbError::invalid(
+                            &field,
+                            format!("{field} must be an integer from 1 to {}", u32::MAX),
+                        )
                     })?;
-                    settings.rate_limit_burst = Some(n as u32);
+                    settings.rate_limit_burst = u32::try_from(n).ok();
                 }
                 "rate_limit_per_second" => {
                     let rate = v.as_f64().filter(|r| *r > 0.0).ok_or_else(|| {
@@ -119,9 +133,21 @@ impl TenantSettings {
     }
 }
 
-/// A JSON number that is an integer ≥ `min` (`5.0` and `1e3` included), as a float.
-fn integer(v: &Value, min: f64) -> Option<f64> {
-    v.as_f64().filter(|n| *n >= min && n.fract() == 0.0)
+/// A JSON number that is an integer from `min` to `max` (`5.0` and `1e3` included).
+fn integer(v: &Value, min: i64, max: i64) -> Option<i64> {
+    let n = match v.as_i64() {
+        Some(n) => n,
+        None if v.is_u64() => return None, // beyond i64::MAX
+        None => {
+            let f = v.as_f64()?;
+            // 2^63 is the first float beyond i64::MAX.
+            if f.fract() != 0.0 || f.abs() >= 9_223_372_036_854_775_808.0 {
+                return None;
+            }
+            f as i64
+        }
+    };
+    (min..=max).contains(&n).then_some(n)
 }
 
 impl TryFrom<Value> for TenantSettings {
@@ -165,14 +191,34 @@ mod tests {
     }
 
     #[test]
-    fn integral_floats_count_as_integers_and_huge_ones_saturate() {
+    fn integral_floats_count_as_integers_up_to_the_largest_the_database_counts() {
         let s = TenantSettings::parse(&json!({
-            "max_resources": 1.0, "max_storage_bytes": 1e30, "rate_limit_burst": 1e15
+            "max_resources": 1.0, "max_storage_bytes": i64::MAX, "rate_limit_burst": 4294967295.0
         }))
         .unwrap();
         assert_eq!(s.max_resources(), Some(1));
-        assert_eq!(s.max_storage_bytes(), Some(u64::MAX));
+        assert_eq!(s.max_storage_bytes(), Some(i64::MAX.unsigned_abs()));
         assert_eq!(s.rate_limit_burst(), Some(u32::MAX));
+        for (value, field) in [
+            (
+                json!({ "max_storage_bytes": 1e30 }),
+                "settings.max_storage_bytes",
+            ),
+            (
+                json!({ "max_resources": 9_223_372_036_854_775_808_u64 }),
+                "settings.max_resources",
+            ),
+            (json!({ "max_resources": 9.3e18 }), "settings.max_resources"),
+            (
+                json!({ "rate_limit_burst": 1e15 }),
+                "settings.rate_limit_burst",
+            ),
+        ] {
+            match TenantSettings::parse(&value) {
+                Err(DbError::Invalid { field: Some(f), .. }) => assert_eq!(f, field, "{value}"),
+                other => panic!("{value}: expected Invalid naming {field}, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -534,3 +534,88 @@ async fn malformed_ids_in_paths_are_400_and_never_reach_the_database() {
         .await;
     refused(&r, "share with a bad id");
 }
+
+/// Found by schemathesis: serde reads a struct from a JSON array, field by
+/// position, so `["name", {}]` created a resource and `[null, null]` patched one.
+#[tokio::test]
+async fn a_json_array_or_scalar_where_an_object_belongs_is_400_and_writes_nothing() {
+    let (app, key, id, _) = setup(|_| {}).await;
+    let before = snapshot(&app).await;
+    for (method, path, body) in [
+        (Method::POST, "/v1/resources".to_owned(), r#"["n", {}]"#),
+        (Method::POST, "/v1/resources".to_owned(), r#""n""#),
+        (Method::PATCH, format!("/v1/resources/{id}"), "[null, null]"),
+        (
+            Method::PATCH,
+            format!("/v1/resources/{id}"),
+            "  [\"renamed\"]",
+        ),
+        (
+            Method::POST,
+            "/v1/roles".to_owned(),
+            r#"["role-from-array"]"#,
+        ),
+    ] {
+        let r = raw(&app, method.clone(), &path, &key, body.into()).await;
+        r.problem(400, "invalid_json");
+        assert!(
+            r.text.contains("must be a JSON object"),
+            "{method} {path} {body}: {}",
+            r.text
+        );
+    }
+    assert_eq!(snapshot(&app).await, before);
+    assert_eq!(app.resource_names(&key, "").await, ["stable"]);
+}
+
+/// Found by schemathesis: the rotate body is optional and documented as
+/// nullable, and JSON Schema counts `60.0` as an integer.
+#[tokio::test]
+async fn a_null_rotate_body_means_the_default_grace_and_a_whole_float_is_a_number_of_seconds() {
+    let (app, key, _, _) = setup(|_| {}).await;
+    let key_id = |r: &Resp| {
+        r.expect(201)["key_info"]["key_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = key_id(&app.post("/v1/keys", &key, &json!({})).await);
+    let r = raw(
+        &app,
+        Method::POST,
+        &format!("/v1/keys/{first}/rotate"),
+        &key,
+        b"null".to_vec(),
+    )
+    .await;
+    r.expect(201);
+    let second = key_id(&app.post("/v1/keys", &key, &json!({})).await);
+    let r = app
+        .post(
+            &format!("/v1/keys/{second}/rotate"),
+            &key,
+            &json!({ "grace_seconds": 60.0 }),
+        )
+        .await;
+    r.expect(201);
+    let keys = app.get("/v1/keys", &key).await.items();
+    let rotated = keys
+        .iter()
+        .find(|k| k["key_id"] == second.as_str())
+        .unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(rotated["expires_at"].clone()).unwrap();
+    let left = expires - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::seconds(30) && left <= chrono::Duration::seconds(60),
+        "the old key expires in 60 s, not {left}"
+    );
+    let r = app
+        .post(
+            &format!("/v1/keys/{second}/rotate"),
+            &key,
+            &json!({ "grace_seconds": 1.5 }),
+        )
+        .await;
+    refused(&r, "fractional seconds");
+}

@@ -107,7 +107,7 @@ async fn tenant_resource_usage_shows_a_tenant_only_itself_and_its_descendants() 
             "SELECT unnest(reloptions) FROM pg_class WHERE oid = 'tenantry.tenant_resource_usage'::regclass"
         )
         .await,
-        ["security_invoker=true"]
+        ["security_barrier=true", "security_invoker=true"]
     );
 }
 
