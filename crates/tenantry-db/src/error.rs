@@ -56,6 +56,48 @@ impl From<tokio_postgres::Error> for DbError {
     }
 }
 
+/// The field limits the tables state as CHECK constraints, by constraint name:
+/// the field a caller sent and what the limit is. The database is where the
+/// limit holds (for the API, the CLI, the library and psql alike); this only
+/// words its refusal.
+const FIELD_LIMITS: &[(&str, &str, &str)] = &[
+    (
+        "roles_description_length",
+        "description",
+        "description must be at most 500 characters",
+    ),
+    (
+        "api_keys_description_check",
+        "description",
+        "description must be at most 500 characters",
+    ),
+    (
+        "tenant_members_display_name_check",
+        "display_name",
+        "display_name must be at most 200 characters",
+    ),
+    (
+        "tenant_members_email_check",
+        "email",
+        "email must look like name@domain and be at most 320 characters",
+    ),
+    (
+        "roles_name_check",
+        "name",
+        "role name must be 1 to 100 characters",
+    ),
+    (
+        "tenants_name_check",
+        "name",
+        "name must be 1 to 200 characters",
+    ),
+    (
+        "resources_name_check",
+        "name",
+        "name must be 1 to 1000 characters",
+    ),
+];
+
 /// Maps a driver error to a [`DbError`] by SQLSTATE (tenantry's own `TNxxx` codes first).
 pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
     {
@@ -81,10 +123,17 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 c if *c == SqlState::UNIQUE_VIOLATION => DbError::Conflict(message),
                 c if *c == SqlState::INSUFFICIENT_PRIVILEGE => DbError::Forbidden(message),
                 c if *c == SqlState::FOREIGN_KEY_VIOLATION => DbError::NotFound(message),
-                c if *c == SqlState::CHECK_VIOLATION
-                    || *c == SqlState::NOT_NULL_VIOLATION
-                    || c.code().starts_with("22") =>
+                c if *c == SqlState::CHECK_VIOLATION => match db
+                    .constraint()
+                    .and_then(|name| FIELD_LIMITS.iter().find(|(c, _, _)| *c == name))
                 {
+                    Some((_, field, limit)) => DbError::invalid(*field, *limit),
+                    None => DbError::Invalid {
+                        field: db.column().map(str::to_owned),
+                        message,
+                    },
+                },
+                c if *c == SqlState::NOT_NULL_VIOLATION || c.code().starts_with("22") => {
                     DbError::Invalid {
                         field: db.column().map(str::to_owned),
                         message,

@@ -1187,3 +1187,50 @@ async fn fifty_concurrent_creates_at_one_below_the_resource_quota_let_exactly_on
         "exactly the limit is stored"
     );
 }
+
+#[tokio::test]
+async fn field_limits_hold_below_the_api_and_name_the_field() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let t = tenant(&db, "limits", None).await;
+
+    let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+    let ok = s.create_role("fits", &"d".repeat(500)).await.unwrap();
+    assert_eq!(ok.description.chars().count(), 500);
+    s.commit().await.unwrap();
+
+    let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+    match s.create_role("too-long", &"d".repeat(501)).await {
+        Err(DbError::Invalid { field, message }) => {
+            assert_eq!(field.as_deref(), Some("description"));
+            assert_eq!(message, "description must be at most 500 characters");
+        }
+        other => panic!("expected Invalid(description), got {other:?}"),
+    }
+    drop(s);
+
+    let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+    match s
+        .add_member(&NewMember {
+            user_id: None,
+            email: "m@example.com".into(),
+            display_name: Some("n".repeat(201)),
+        })
+        .await
+    {
+        Err(DbError::Invalid { field, .. }) => assert_eq!(field.as_deref(), Some("display_name")),
+        other => panic!("expected Invalid(display_name), got {other:?}"),
+    }
+    drop(s);
+
+    // Nothing of the refused writes stayed.
+    let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+    let roles: Vec<String> = s
+        .list_roles()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(roles, ["fits"]);
+}

@@ -76,16 +76,6 @@ pub async fn add_member(
     Json(body): Json<NewMemberBody>,
 ) -> Result<(StatusCode, Json<Member>), ApiError> {
     caller.require("members.write")?;
-    if body
-        .display_name
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 200)
-    {
-        return Err(ApiError::invalid(
-            "display_name",
-            "display_name must be at most 200 characters",
-        ));
-    }
     let mut scope = caller.scope().await?;
     let member = scope
         .add_member(&NewMember {
@@ -161,12 +151,6 @@ pub async fn create_role(
 ) -> Result<(StatusCode, Json<Role>), ApiError> {
     caller.require("roles.write")?;
     let description = body.description.unwrap_or_default();
-    if description.chars().count() > 500 {
-        return Err(ApiError::invalid(
-            "description",
-            "description must be at most 500 characters",
-        ));
-    }
     let mut scope = caller.scope().await?;
     let role = scope.create_role(&body.name, &description).await?;
     scope.commit().await?;

@@ -37,12 +37,6 @@ impl NewKeyBody {
     /// The library's options, validated.
     pub fn options(&self) -> Result<NewKeyOptions, ApiError> {
         let description = self.description.clone().unwrap_or_default();
-        if description.chars().count() > 500 {
-            return Err(ApiError::invalid(
-                "description",
-                "description must be at most 500 characters",
-            ));
-        }
         if self.expires_at.is_some_and(|e| e <= Utc::now()) {
             return Err(ApiError::invalid(
                 "expires_at",
