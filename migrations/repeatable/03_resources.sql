@@ -169,6 +169,37 @@ COMMENT ON FUNCTION tenantry.create_resource(jsonb) IS 'Guide API: creates a res
 GRANT EXECUTE ON FUNCTION tenantry.create_resource(jsonb) TO tenantry_app, tenantry_app_own;
 
 /**
+ * The owner of a resource the caller may share or unshare (its own or a
+ * descendant's), locked until the end of the transaction so that share and
+ * revocation of one resource queue. TN403 without a tenant context; TN404 for
+ * a missing and a foreign resource alike.
+ */
+CREATE OR REPLACE FUNCTION tenantry.lock_shareable_resource(resource_id uuid)
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner_id uuid;
+BEGIN
+    IF tenantry.current_tenant_id() IS NULL THEN
+        RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
+    END IF;
+    SELECT r.tenant_id INTO owner_id
+    FROM tenantry.resources r
+    WHERE r.id = lock_shareable_resource.resource_id
+      AND r.tenant_id = ANY (tenantry.visible_tenant_ids())
+    FOR UPDATE;
+    IF owner_id IS NULL THEN
+        RAISE EXCEPTION 'resource % not found', lock_shareable_resource.resource_id
+            USING ERRCODE = 'TN404', HINT = 'resource_id';
+    END IF;
+    RETURN owner_id;
+END
+$$;
+COMMENT ON FUNCTION tenantry.lock_shareable_resource(uuid) IS 'Internal: owner of a resource of the current tenant or a descendant, row-locked; TN404 for a missing or foreign one, TN403 without a context. Not granted.';
+
+/**
  * Guide: share_resource(resource_id, target_tenant_id). Fixed: the resource
  * must be visible-and-owned in the caller's subtree (a missing and a foreign
  * resource give the same error), the target must exist and be active, not the
@@ -183,17 +214,7 @@ DECLARE
     owner_id uuid;
     target_status text;
 BEGIN
-    IF tenantry.current_tenant_id() IS NULL THEN
-        RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
-    END IF;
-    SELECT r.tenant_id INTO owner_id
-    FROM tenantry.resources r
-    WHERE r.id = share_resource.resource_id
-      AND r.tenant_id = ANY (tenantry.visible_tenant_ids())
-    FOR UPDATE;
-    IF owner_id IS NULL THEN
-        RAISE EXCEPTION 'resource % not found', share_resource.resource_id USING ERRCODE = 'TN404', HINT = 'resource_id';
-    END IF;
+    owner_id := tenantry.lock_shareable_resource(share_resource.resource_id);
     SELECT status INTO target_status FROM tenantry.tenants WHERE tenant_id = target_tenant_id;
     IF target_status IS NULL OR target_status = 'deleted' THEN
         RAISE EXCEPTION 'target tenant % not found', target_tenant_id USING ERRCODE = 'TN404', HINT = 'tenant_id';
@@ -225,17 +246,7 @@ AS $$
 DECLARE
     owner_id uuid;
 BEGIN
-    IF tenantry.current_tenant_id() IS NULL THEN
-        RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
-    END IF;
-    SELECT r.tenant_id INTO owner_id
-    FROM tenantry.resources r
-    WHERE r.id = unshare_resource.resource_id
-      AND r.tenant_id = ANY (tenantry.visible_tenant_ids())
-    FOR UPDATE;
-    IF owner_id IS NULL THEN
-        RAISE EXCEPTION 'resource % not found', unshare_resource.resource_id USING ERRCODE = 'TN404', HINT = 'resource_id';
-    END IF;
+    owner_id := tenantry.lock_shareable_resource(unshare_resource.resource_id);
     DELETE FROM tenantry.shared_resources s
     WHERE s.tenant_id = owner_id AND s.resource_id = unshare_resource.resource_id AND s.shared_with = target_tenant_id;
     IF NOT FOUND THEN

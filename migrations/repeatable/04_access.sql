@@ -142,12 +142,13 @@ $$;
 COMMENT ON FUNCTION tenantry.create_tenant_role(uuid, text) IS 'Guide API: creates a role in the current tenant (TN403 for any other tenant, TN409 for a duplicate name) and returns its id.';
 
 /**
- * Guide: assign_tenant_permission(role_id, permission). The role must belong
- * to the current tenant (TN404 otherwise, like a missing one); unknown
- * permissions are TN404; assigning twice is a no-op.
+ * The catalogue id of `permission` for a change to a role of the current
+ * tenant: TN404 when the role is not the tenant's (like a missing one) or the
+ * permission is unknown. Runs as the caller, so RLS decides what "the
+ * tenant's" means.
  */
-CREATE OR REPLACE FUNCTION tenantry.assign_tenant_permission(role_id uuid, permission text)
-RETURNS void
+CREATE OR REPLACE FUNCTION tenantry.role_permission_id(role_id uuid, permission text)
+RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -156,19 +157,34 @@ DECLARE
 BEGIN
     IF NOT EXISTS (
         SELECT 1 FROM tenantry.roles r
-        WHERE r.role_id = assign_tenant_permission.role_id
+        WHERE r.role_id = role_permission_id.role_id
           AND r.tenant_id = tenantry.current_tenant_id()
     ) THEN
-        RAISE EXCEPTION 'role % not found', assign_tenant_permission.role_id USING ERRCODE = 'TN404', HINT = 'role_id';
+        RAISE EXCEPTION 'role % not found', role_permission_id.role_id USING ERRCODE = 'TN404', HINT = 'role_id';
     END IF;
     SELECT p.permission_id INTO pid FROM tenantry.permissions p WHERE p.name = permission;
     IF pid IS NULL THEN
         RAISE EXCEPTION 'unknown permission "%"', permission USING ERRCODE = 'TN404', HINT = 'permission';
     END IF;
-    INSERT INTO tenantry.role_permissions (tenant_id, role_id, permission_id)
-    VALUES (tenantry.current_tenant_id(), assign_tenant_permission.role_id, pid)
-    ON CONFLICT DO NOTHING;
+    RETURN pid;
 END
+$$;
+COMMENT ON FUNCTION tenantry.role_permission_id(uuid, text) IS 'Internal: the permission id for a change to a role of the current tenant; TN404 for a role outside it or an unknown permission. Runs as the caller.';
+
+/**
+ * Guide: assign_tenant_permission(role_id, permission). The role must belong
+ * to the current tenant (TN404 otherwise, like a missing one); unknown
+ * permissions are TN404; assigning twice is a no-op.
+ */
+CREATE OR REPLACE FUNCTION tenantry.assign_tenant_permission(role_id uuid, permission text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO tenantry.role_permissions (tenant_id, role_id, permission_id)
+    VALUES (tenantry.current_tenant_id(), assign_tenant_permission.role_id,
+            tenantry.role_permission_id(assign_tenant_permission.role_id, permission))
+    ON CONFLICT DO NOTHING
 $$;
 COMMENT ON FUNCTION tenantry.assign_tenant_permission(uuid, text) IS 'Guide API: grants a catalogue permission to a role of the current tenant. Idempotent.';
 
@@ -178,22 +194,14 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    -- Checked first: an unknown role or permission is TN404 even with nothing to remove.
+    pid integer := tenantry.role_permission_id(revoke_tenant_permission.role_id, permission);
 BEGIN
-    IF NOT EXISTS (
-        SELECT 1 FROM tenantry.roles r
-        WHERE r.role_id = revoke_tenant_permission.role_id
-          AND r.tenant_id = tenantry.current_tenant_id()
-    ) THEN
-        RAISE EXCEPTION 'role % not found', revoke_tenant_permission.role_id USING ERRCODE = 'TN404', HINT = 'role_id';
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM tenantry.permissions p WHERE p.name = permission) THEN
-        RAISE EXCEPTION 'unknown permission "%"', permission USING ERRCODE = 'TN404', HINT = 'permission';
-    END IF;
     DELETE FROM tenantry.role_permissions rp
-    USING tenantry.permissions p
     WHERE rp.tenant_id = tenantry.current_tenant_id()
       AND rp.role_id = revoke_tenant_permission.role_id
-      AND rp.permission_id = p.permission_id AND p.name = permission;
+      AND rp.permission_id = pid;
 END
 $$;
 COMMENT ON FUNCTION tenantry.revoke_tenant_permission(uuid, text) IS 'Removes a permission from a role of the current tenant. Idempotent.';
@@ -221,6 +229,7 @@ $$;
 COMMENT ON FUNCTION tenantry.assign_member_role(uuid, uuid) IS 'Assigns a role of the current tenant to one of its members (TN404 for either outside the tenant). Idempotent.';
 
 GRANT EXECUTE ON FUNCTION
+    tenantry.role_permission_id(uuid, text),
     tenantry.create_tenant_role(uuid, text),
     tenantry.assign_tenant_permission(uuid, text),
     tenantry.revoke_tenant_permission(uuid, text),
