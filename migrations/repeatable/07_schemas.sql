@@ -18,17 +18,7 @@ AS $$
 DECLARE
     s text := tenantry.tenant_schema_name(tid);
 BEGIN
-    EXECUTE format('ALTER TABLE %I.resources ENABLE ROW LEVEL SECURITY', s);
-    EXECUTE format('ALTER TABLE %I.resources FORCE ROW LEVEL SECURITY', s);
-    EXECUTE format('CREATE POLICY tenant_isolation ON %I.resources FOR ALL TO tenantry_app_own '
-                   'USING (tenant_id = ANY (tenantry.visible_tenant_ids())) '
-                   'WITH CHECK (tenant_id = ANY (tenantry.visible_tenant_ids()))', s);
-    EXECUTE format('COMMENT ON POLICY tenant_isolation ON %I.resources IS %L', s,
-                   'The tenant (and its ancestors) read and write this partition directly; nobody else.');
-    EXECUTE format('CREATE POLICY tenant_sharing ON %I.resources FOR SELECT TO tenantry_app_shared '
-                   'USING (shared_with @> ARRAY[tenantry.current_tenant_id()])', s);
-    EXECUTE format('COMMENT ON POLICY tenant_sharing ON %I.resources IS %L', s,
-                   'Tenants this tenant shared a resource with read it, read only.');
+    PERFORM tenantry.secure_resources_partition(s, 'resources');
     EXECUTE format('COMMENT ON TABLE %I.resources IS %L', s,
                    'Resources of schema-isolated tenant ' || tid || ' (a partition of tenantry.resources).');
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_app, tenantry_app_own, tenantry_app_shared', s);

@@ -620,10 +620,12 @@ async fn every_function_view_trigger_and_policy_has_its_one_definition_in_a_repe
          SELECT 'policy ' || 'tenantry.' || c.relname || '.' || p.polname
            FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
           WHERE c.relnamespace = 'tenantry'::regnamespace
-            -- request_log's daily partitions come and go; their policy is made by
-            -- tenantry.secure_request_log_partition(), itself defined in 06_usage.sql.
+            -- Partitions take their parent's policies from one function each
+            -- (secure_request_log_partition in 06_usage.sql, secure_resources_partition
+            -- in 03_resources.sql): request_log's daily ones come and go.
             AND NOT EXISTS (SELECT 1 FROM pg_inherits i
-                            WHERE i.inhrelid = c.oid AND i.inhparent = 'tenantry.request_log'::regclass)",
+                            WHERE i.inhrelid = c.oid
+                              AND i.inhparent IN ('tenantry.request_log'::regclass, 'tenantry.resources'::regclass))",
     )
     .await;
     let defined: Vec<String> = defined_in_repeatable_files()
