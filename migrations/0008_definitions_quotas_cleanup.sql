@@ -6,7 +6,7 @@
 -- re-applied when it changes; rules in migrations/README.md). Versioned
 -- migrations like this one hold tables and data changes only.
 --
--- 1. schema_definitions: which repeatable files were applied, with checksums.
+-- 1. schema_definitions: which versions of the repeatable files were applied.
 -- 2. tenant_quota_usage: exact per-tenant counters for tenants with quotas,
 --    so max_resources / max_storage_bytes are enforced by the database
 --    (03_resources.sql) instead of by one HTTP handler; filled here.
@@ -20,12 +20,13 @@
 SET LOCAL ROLE tenantry_owner;
 
 CREATE TABLE tenantry.schema_definitions (
-    name       text PRIMARY KEY,
+    name       text NOT NULL,
     checksum   bytea NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now(),
-    applied_by text NOT NULL DEFAULT session_user
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    applied_by text NOT NULL DEFAULT session_user,
+    PRIMARY KEY (name, checksum)
 );
-COMMENT ON TABLE tenantry.schema_definitions IS 'Repeatable definition files (migrations/repeatable/*.sql) as last applied by tenantry migrate, with the SHA-256 of each; all are re-applied when any differs from the build.';
+COMMENT ON TABLE tenantry.schema_definitions IS 'Every version (SHA-256) of each repeatable definition file (migrations/repeatable/*.sql) that tenantry migrate applied, and when: the latest per file is the current one. A build whose file is an older version than the current one is refused (a downgrade); one with a version never applied re-applies them all.';
 
 CREATE TABLE tenantry.tenant_quota_usage (
     tenant_id      uuid PRIMARY KEY REFERENCES tenantry.tenants (tenant_id),
@@ -46,8 +47,20 @@ LEFT JOIN tenantry.resources r ON r.tenant_id = t.tenant_id
 WHERE t.settings ? 'max_resources' OR t.settings ? 'max_storage_bytes'
 GROUP BY t.tenant_id;
 
-ALTER TABLE tenantry.roles
-    ADD CONSTRAINT roles_description_length CHECK (length(description) <= 500);
+-- Rows written over SQL before the limit are kept: then the constraint holds
+-- for new writes (NOT VALID) until someone shortens them and validates it.
+DO $limit$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tenantry.roles WHERE length(description) > 500) THEN
+        RAISE NOTICE 'roles with descriptions over 500 characters are kept; the limit applies to new writes (VALIDATE CONSTRAINT roles_description_length once they are shortened)';
+        ALTER TABLE tenantry.roles
+            ADD CONSTRAINT roles_description_length CHECK (length(description) <= 500) NOT VALID;
+    ELSE
+        ALTER TABLE tenantry.roles
+            ADD CONSTRAINT roles_description_length CHECK (length(description) <= 500);
+    END IF;
+END
+$limit$;
 
 DROP FUNCTION tenantry.constant_time_equal(bytea, bytea);
 DROP FUNCTION tenantry.tenant_context_values(uuid);

@@ -293,8 +293,10 @@ TO tenantry_app;
 -- its tenant's row FOR SHARE, so a settings change (which takes the row for
 -- update) waits for writes in flight and counts what they wrote, and writes
 -- after it see the new quota: the counter is exact from the moment a quota
--- exists. Writes made without a tenant context (the owner's moves between
--- isolation models, bulk loads) are counted but never refused.
+-- exists. Writes as tenantry_admin (moves between isolation models) or by a
+-- superuser session (bulk loads) are counted but never refused; which role
+-- writes is decided by the role, never by a setting the writer could change
+-- in the middle of its own statement.
 -- -----------------------------------------------------------------------------
 
 /** Recounts a tenant's quota usage from its rows: creates, refreshes or (without quotas) drops its counter. */
@@ -323,7 +325,7 @@ COMMENT ON FUNCTION tenantry.recount_quota_usage(uuid) IS 'Internal: recounts a 
  * Row trigger on resources (cloned onto every partition, so writes that name
  * a tenant's partition directly count too): moves the counter of the row's
  * tenant when it has a quota, and refuses the write (TN429, HINT naming the
- * setting) when a tenant writing under its own context would exceed it.
+ * setting) when a tenant role's write would exceed it.
  * Changes that shrink usage are always allowed; sharing (shared_with) does not
  * change a resource's size.
  */
@@ -357,21 +359,27 @@ BEGIN
         PERFORM tenantry.recount_quota_usage(tid);
         SELECT u.resource_count, u.storage_bytes INTO used FROM tenantry.tenant_quota_usage u WHERE u.tenant_id = tid;
     END IF;
-    IF tenantry.current_tenant_id() IS NULL THEN
+    -- Who writes is the role the statement runs as (current_setting('role') is
+    -- SET ROLE's, untouched by SECURITY DEFINER), never a setting the writer
+    -- controls: an administrator moving a tenant between isolation models and a
+    -- superuser session (bulk loads, maintenance) are counted, not refused.
+    IF current_setting('role') = 'tenantry_admin'
+       OR (current_setting('role') = 'none'
+           AND (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)) THEN
         RETURN NULL;
     END IF;
     IF n > 0 AND s ? 'max_resources' AND used.resource_count > (s->>'max_resources')::numeric THEN
-        RAISE EXCEPTION 'this tenant may hold at most % resources', s->>'max_resources'
+        RAISE EXCEPTION 'this tenant may hold at most % resources', (s->>'max_resources')::numeric::bigint
             USING ERRCODE = 'TN429', HINT = 'settings.max_resources';
     END IF;
     IF bytes > 0 AND s ? 'max_storage_bytes' AND used.storage_bytes > (s->>'max_storage_bytes')::numeric THEN
-        RAISE EXCEPTION 'this tenant may store at most % bytes', s->>'max_storage_bytes'
+        RAISE EXCEPTION 'this tenant may store at most % bytes', (s->>'max_storage_bytes')::numeric::bigint
             USING ERRCODE = 'TN429', HINT = 'settings.max_storage_bytes';
     END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.resources_quota() IS 'Trigger: counts each row added to, changed in or removed from resources against its tenant''s quotas (max_resources, max_storage_bytes); TN429 when a tenant writing under its own context would exceed one.';
+COMMENT ON FUNCTION tenantry.resources_quota() IS 'Trigger: counts each row added to, changed in or removed from resources against its tenant''s quotas (max_resources, max_storage_bytes); TN429 when a write by a tenant role would exceed one (administrators and superusers are counted, not refused).';
 CREATE OR REPLACE TRIGGER resources_quota
     AFTER INSERT OR DELETE OR UPDATE OF name, data ON tenantry.resources
     FOR EACH ROW EXECUTE FUNCTION tenantry.resources_quota();

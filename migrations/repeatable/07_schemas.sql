@@ -129,3 +129,15 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.setup_connection() IS 'Guide API: sets the session search_path to the current tenant''s schema (if schema-isolated), tenantry, public. Session scope: unsafe behind transaction pooling.';
 GRANT EXECUTE ON FUNCTION tenantry.setup_connection() TO tenantry_app;
+
+-- Partitions of tenants that were schema-isolated before these definitions:
+-- brought to the current policies (the function is idempotent).
+DO $partitions$
+DECLARE
+    tid uuid;
+BEGIN
+    FOR tid IN SELECT tenant_id FROM tenantry.tenants WHERE isolation = 'schema' LOOP
+        PERFORM tenantry.secure_resources_partition(tenantry.tenant_schema_name(tid), 'resources');
+    END LOOP;
+END
+$partitions$;

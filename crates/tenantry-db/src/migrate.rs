@@ -95,6 +95,13 @@ pub enum MigrateError {
         /// The definition files that are new or changed, comma-separated.
         names: String,
     },
+    /// The database's definitions are a newer version than this build's: an
+    /// older binary would downgrade them.
+    #[error("the database's definitions ({names}) are newer than this build's: the schema was migrated by a newer tenantry; upgrade tenantry")]
+    DefinitionsNewer {
+        /// The definition files whose current version is newer, comma-separated.
+        names: String,
+    },
     /// A repeatable definition file failed to apply.
     #[error("definitions {name} failed: {source}")]
     DefinitionFailed {
@@ -187,6 +194,8 @@ async fn migrate_locked(
         .into_iter()
         .filter(|m| until.is_none_or(|v| m.version <= v))
         .collect();
+    // Refused before anything is applied, like an unknown versioned migration.
+    let stale = stale_definitions(client).await?;
     let tx = client.transaction().await?;
     for migration in &pending {
         // Each file sets its own role; none inherits the previous file's.
@@ -204,7 +213,9 @@ async fn migrate_locked(
         )
         .await?;
     }
-    if until.is_none() && !stale_definitions(&tx).await?.is_empty() {
+    // Also after any versioned migration: one that rebuilt a table took its
+    // policies and grants with it.
+    if until.is_none() && (!stale.is_empty() || !pending.is_empty()) {
         apply_definitions(&tx).await?;
     }
     tx.commit().await?;
@@ -242,8 +253,8 @@ async fn apply_definitions(tx: &tokio_postgres::Transaction<'_>) -> Result<(), M
     for definition in DEFINITIONS {
         tx.execute(
             "INSERT INTO tenantry.schema_definitions (name, checksum) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum,
-                 applied_at = now(), applied_by = session_user",
+             ON CONFLICT (name, checksum) DO UPDATE
+                 SET applied_at = clock_timestamp(), applied_by = session_user",
             &[&definition.name, &definition.checksum()],
         )
         .await?;
@@ -255,8 +266,10 @@ async fn apply_definitions(tx: &tokio_postgres::Transaction<'_>) -> Result<(), M
     Ok(())
 }
 
-/// Names of the definition files that are new or differ from what the database
-/// recorded (all of them when the bookkeeping table does not exist yet).
+/// Names of the definition files whose current version in the database is not
+/// this build's (all of them when nothing was recorded yet). Errors with
+/// [`MigrateError::DefinitionsNewer`] when the database's current version of a
+/// file is newer than this build's (this build's was applied before it).
 async fn stale_definitions(client: &impl GenericClient) -> Result<Vec<&'static str>, MigrateError> {
     let exists = client
         .query_typed(
@@ -266,28 +279,41 @@ async fn stale_definitions(client: &impl GenericClient) -> Result<Vec<&'static s
         .await?
         .first()
         .is_some_and(|r| r.get::<_, bool>(0));
-    let recorded: Vec<(String, Vec<u8>)> = if exists {
+    // (name, checksum, whether it is the latest applied version of that file)
+    let recorded: Vec<(String, Vec<u8>, bool)> = if exists {
         client
             .query_typed(
-                "SELECT name, checksum FROM tenantry.schema_definitions",
+                "SELECT name, checksum,
+                        applied_at = max(applied_at) OVER (PARTITION BY name)
+                 FROM tenantry.schema_definitions",
                 &[],
             )
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect()
     } else {
         Vec::new()
     };
-    Ok(DEFINITIONS
-        .iter()
-        .filter(|d| {
-            !recorded
-                .iter()
-                .any(|(name, sum)| name == d.name && *sum == d.checksum())
-        })
-        .map(|d| d.name)
-        .collect())
+    let mut stale = Vec::new();
+    let mut newer = Vec::new();
+    for d in DEFINITIONS {
+        let ours = d.checksum();
+        let mine = recorded
+            .iter()
+            .find(|(name, sum, _)| name == d.name && *sum == ours);
+        match mine {
+            Some((_, _, true)) => {}
+            Some((_, _, false)) => newer.push(d.name),
+            None => stale.push(d.name),
+        }
+    }
+    if !newer.is_empty() {
+        return Err(MigrateError::DefinitionsNewer {
+            names: newer.join(", "),
+        });
+    }
+    Ok(stale)
 }
 
 /// Verifies recorded migrations against this build and returns the pending ones.

@@ -372,7 +372,7 @@ async fn applying_the_definitions_again_changes_nothing_and_check_reports_change
     migrate::migrate(&mut client).await.expect("re-apply");
     let names: Vec<String> = client
         .query(
-            "SELECT name FROM tenantry.schema_definitions ORDER BY name",
+            "SELECT DISTINCT name FROM tenantry.schema_definitions ORDER BY name",
             &[],
         )
         .await
@@ -385,4 +385,75 @@ async fn applying_the_definitions_again_changes_nothing_and_check_reports_change
         .map(|d| d.name.to_owned())
         .collect();
     assert_eq!(names, expected);
+}
+
+#[tokio::test]
+async fn definitions_newer_than_the_build_are_refused_by_migrate_and_check_and_left_alone() {
+    let tdb = TestDatabase::new().await;
+    let mut client = tdb.superuser_client().await;
+    // A newer build applied another version of 03_resources.sql after ours.
+    client
+        .execute(
+            "INSERT INTO tenantry.schema_definitions (name, checksum, applied_at)
+             VALUES ('03_resources.sql', '\\x01', clock_timestamp() + interval '1 minute')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let before = catalog(&client).await;
+    let err = migrate::migrate(&mut client).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::DefinitionsNewer { names } if names == "03_resources.sql"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("upgrade tenantry"), "{err}");
+    let err = migrate::check(&client).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::DefinitionsNewer { .. }),
+        "{err:?}"
+    );
+    let after = catalog(&client).await;
+    assert!(before == after, "{}", difference(&before, &after));
+}
+
+#[tokio::test]
+async fn an_upgrade_keeps_role_descriptions_longer_than_the_new_limit_and_holds_new_writes_to_it() {
+    let tdb = TestDatabase::new().await;
+    let mut old = connect(&empty_database(&tdb).await).await;
+    migrate::migrate_to_version(&mut old, 7)
+        .await
+        .expect("database at 0007");
+    // Before 0008 only the HTTP API held descriptions to 500 characters.
+    let tenant: uuid::Uuid = old
+        .query_one("SELECT tenantry.create_tenant('t')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    old.execute(
+        "INSERT INTO tenantry.roles (tenant_id, name, description) VALUES ($1, 'long', repeat('d', 600))",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
+
+    migrate::migrate(&mut old)
+        .await
+        .expect("upgrade keeps the row");
+    let kept: i32 = old
+        .query_one(
+            "SELECT length(description) FROM tenantry.roles WHERE name = 'long'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 600);
+    let err = old
+        .execute(
+            "INSERT INTO tenantry.roles (tenant_id, name, description) VALUES ($1, 'new', repeat('d', 501))",
+            &[&tenant],
+        )
+        .await
+        .expect_err("a new description over the limit");
+    assert_eq!(err.code().map(|c| c.code()), Some("23514"), "{err}");
 }

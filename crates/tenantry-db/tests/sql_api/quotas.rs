@@ -218,3 +218,31 @@ async fn a_tenant_cannot_write_its_quota_counter_and_reads_no_other_tenants() {
         denied(&app, &sql, "42501").await;
     }
 }
+
+/// Found by review: the quota exemption once read the tenant context, which a
+/// statement can clear after its rows pass RLS and before its row triggers run.
+#[tokio::test]
+async fn clearing_the_context_in_the_middle_of_a_statement_does_not_escape_the_quota() {
+    let tdb = TestDatabase::new().await;
+    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
+    let t = tenant_with(&admin, "sly", "shared", json!({"max_resources": 2})).await;
+    set_context(&app, t).await;
+    for clear in [
+        "set_config('app.current_tenant_id', '', true)",
+        "set_config('app.current_tenant_id', '', false)",
+    ] {
+        let message = denied(
+            &app,
+            &format!(
+                "WITH ins AS (INSERT INTO tenantry.resources (tenant_id, name)
+                              SELECT '{t}', 'r' || g FROM generate_series(1, 5) g RETURNING id)
+                 SELECT {clear} FROM (SELECT count(*) FROM ins) c"
+            ),
+            "TN429",
+        )
+        .await;
+        assert!(message.contains("at most 2 resources"), "{message}");
+        set_context(&app, t).await;
+        assert_eq!(counted(&app).await.0, 0, "nothing of the statement stayed");
+    }
+}
