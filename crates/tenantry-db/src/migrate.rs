@@ -25,8 +25,12 @@ pub struct Migration {
 impl Migration {
     /// SHA-256 of the SQL text, as recorded in `tenantry.schema_migrations`.
     pub fn checksum(&self) -> Vec<u8> {
-        Sha256::digest(self.sql.as_bytes()).to_vec()
+        sha256(self.sql)
     }
+}
+
+fn sha256(sql: &str) -> Vec<u8> {
+    Sha256::digest(sql.as_bytes()).to_vec()
 }
 
 static MIGRATIONS: &[Migration] = include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
@@ -48,7 +52,7 @@ pub struct Definition {
 impl Definition {
     /// SHA-256 of the SQL text, as recorded in `tenantry.schema_definitions`.
     pub fn checksum(&self) -> Vec<u8> {
-        Sha256::digest(self.sql.as_bytes()).to_vec()
+        sha256(self.sql)
     }
 }
 
