@@ -246,3 +246,42 @@ async fn clearing_the_context_in_the_middle_of_a_statement_does_not_escape_the_q
         assert_eq!(counted(&app).await.0, 0, "nothing of the statement stayed");
     }
 }
+
+/// The owner's quota applies, whoever writes: a parent editing its child's
+/// resource is held to the child's quota, not its own.
+#[tokio::test]
+async fn a_parent_editing_a_childs_resource_is_held_to_the_childs_quota() {
+    let tdb = TestDatabase::new().await;
+    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
+    let parent = tenant_with(&admin, "parent", "shared", json!({})).await;
+    let child: Uuid = admin
+        .query_one(
+            "SELECT tenantry.create_tenant('child', $1, 'shared', '{\"max_storage_bytes\": 300}')",
+            &[&parent],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let doc = create_resource(&app, child, "doc").await;
+    set_context(&app, parent).await;
+    let big = json!({ "blob": "x".repeat(50_000) });
+    let message = expect_sqlstate(
+        app.execute(
+            "UPDATE resources SET data = $1 WHERE id = $2",
+            &[&big, &doc],
+        )
+        .await,
+        "TN429",
+        "parent growing the child's resource",
+    );
+    assert!(message.contains("at most 300 bytes"), "{message}");
+    // The child can still edit its own data.
+    set_context(&app, child).await;
+    app.execute(
+        "UPDATE resources SET data = '{\"v\": 2}' WHERE id = $1",
+        &[&doc],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the child's own edit: {}", describe(&e)));
+    assert_eq!(own_usage(&app).await, counted(&app).await);
+}
