@@ -285,11 +285,19 @@ impl TenantScope {
     }
 
     /// Removes a permission from a role of the scope's tenant (idempotent).
+    /// A restricted actor cannot reduce a role holding permissions it does not
+    /// hold itself.
     pub async fn revoke_permission(
         &mut self,
         id: RoleId,
         permission: &str,
     ) -> Result<Role, DbError> {
+        if self.ctx.permissions.is_some() {
+            let role = self.get_role(id).await?;
+            self.ensure_holds(role.permissions.iter().map(String::as_str), || {
+                "a key cannot change a role with permissions it does not hold".into()
+            })?;
+        }
         self.query(
             "SELECT tenantry.revoke_tenant_permission($1, $2)",
             &[id.as_uuid(), &permission],

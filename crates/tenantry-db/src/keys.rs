@@ -243,7 +243,15 @@ impl TenantScope {
     }
 
     /// Revokes a key at once (idempotent). Not found for keys outside the subtree.
+    /// A restricted actor cannot revoke a key with permissions it does not hold
+    /// (a limited key locking the owner out).
     pub async fn revoke_api_key(&mut self, key_id: KeyId) -> Result<(), DbError> {
+        if self.ctx.permissions.is_some() {
+            let held = self.key_permissions(key_id).await?;
+            self.ensure_holds(held.iter().map(String::as_str), || {
+                "a key cannot revoke a key with permissions it does not hold".into()
+            })?;
+        }
         self.query(
             "SELECT tenantry.revoke_api_key($1)",
             &[key_id.as_uuid()],

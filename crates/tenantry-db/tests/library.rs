@@ -1234,3 +1234,70 @@ async fn field_limits_hold_below_the_api_and_name_the_field() {
         .collect();
     assert_eq!(roles, ["fits"]);
 }
+
+/// Issue 10, finding 5: a key holding only `keys.write` and `roles.write`
+/// could revoke the owner key (locking the owner out) and strip permissions
+/// from a more privileged role.
+#[tokio::test]
+async fn a_limited_key_cannot_revoke_a_stronger_key_or_reduce_a_stronger_role() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let held = ["keys.write", "roles.write"];
+    let admins = role_with(
+        &db,
+        a,
+        "admins",
+        &["keys.write", "roles.write", "resources.delete"],
+    )
+    .await;
+    let helpers = role_with(&db, a, "helpers", &["keys.write"]).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let owner_key = s.create_api_key(&NewKeyOptions::default()).await.unwrap();
+    let helper_key = s
+        .create_api_key(&NewKeyOptions {
+            role_id: Some(helpers),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+
+    // Denied: the owner key (every permission) and a role holding more.
+    let mut s = holding(&db, a, &held).await;
+    let refused = s.revoke_api_key(owner_key.info.key_id).await;
+    assert!(
+        matches!(refused, Err(DbError::PermissionDenied(_))),
+        "{refused:?}"
+    );
+    drop(s);
+    let mut s = holding(&db, a, &held).await;
+    let refused = s.revoke_permission(admins, "resources.delete").await;
+    assert!(
+        matches!(refused, Err(DbError::PermissionDenied(_))),
+        "{refused:?}"
+    );
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let keys = s.list_api_keys().await.unwrap();
+    let owner = keys
+        .iter()
+        .find(|k| k.key_id == owner_key.info.key_id)
+        .unwrap();
+    assert!(owner.revoked_at.is_none(), "the owner key still works");
+    assert_eq!(s.get_role(admins).await.unwrap().permissions.len(), 3);
+    drop(s);
+
+    // Allowed: a key and a role within what it holds.
+    let mut s = holding(&db, a, &held).await;
+    s.revoke_api_key(helper_key.info.key_id).await.unwrap();
+    s.revoke_permission(helpers, "keys.write").await.unwrap();
+    s.commit().await.unwrap();
+    // An unrestricted actor (operator, CLI) may do both.
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.revoke_permission(admins, "resources.delete")
+        .await
+        .unwrap();
+    s.revoke_api_key(owner_key.info.key_id).await.unwrap();
+    s.commit().await.unwrap();
+}

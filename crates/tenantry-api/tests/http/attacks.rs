@@ -958,3 +958,54 @@ async fn unauthenticated_system_routes_name_no_tenant_resource_or_key() {
         metrics.text
     );
 }
+
+/// Issue 10, finding 5: a key whose role holds only `keys.write` and
+/// `roles.write` revoked the owner key (locking the owner out) and stripped
+/// permissions from a more privileged role.
+#[tokio::test]
+async fn a_limited_key_cannot_revoke_the_owner_key_or_strip_a_stronger_role() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let limited = app
+        .create_role(&t.key, "limited", &["keys.write", "roles.write"])
+        .await;
+    let strong = app
+        .create_role(
+            &t.key,
+            "strong",
+            &["keys.write", "roles.write", "resources.delete"],
+        )
+        .await;
+    let (limited_key, _) = app.create_role_key(&t.key, &limited).await;
+    let helper = app.create_role(&t.key, "helper", &["keys.write"]).await;
+    let (_, helper_key_id) = app.create_role_key(&t.key, &helper).await;
+
+    app.delete(&format!("/v1/keys/{}", t.key_id), &limited_key)
+        .await
+        .problem(403, "permission_denied");
+    app.delete(
+        &format!("/v1/roles/{strong}/permissions/resources.delete"),
+        &limited_key,
+    )
+    .await
+    .problem(403, "permission_denied");
+    // The owner still works, and the strong role kept its permission.
+    app.get("/v1/tenant", &t.key).await.expect(200);
+    let roles = app.get("/v1/roles", &t.key).await.items();
+    let strong_role = roles
+        .iter()
+        .find(|r| r["role_id"] == strong.as_str())
+        .unwrap();
+    assert_eq!(strong_role["permissions"].as_array().unwrap().len(), 3);
+
+    // Within what it holds, the limited key may revoke and reduce.
+    app.delete(&format!("/v1/keys/{helper_key_id}"), &limited_key)
+        .await
+        .expect(204);
+    app.delete(
+        &format!("/v1/roles/{helper}/permissions/keys.write"),
+        &limited_key,
+    )
+    .await
+    .expect(200);
+}
