@@ -329,10 +329,15 @@ BEGIN
     IF (SELECT status FROM tenantry.tenants WHERE tenant_id = me) IS DISTINCT FROM 'active' THEN
         RAISE EXCEPTION 'tenant % is not active', me USING ERRCODE = 'TN403';
     END IF;
-    RETURN tenantry.create_tenant(name, me, isolation, settings);
+    -- A schema tenant alters and locks the shared resources tables, stalling
+    -- every other tenant while it is made: that is an operator's decision.
+    IF isolation IS DISTINCT FROM 'shared' THEN
+        RAISE EXCEPTION 'only an operator can create a schema-isolated tenant' USING ERRCODE = 'TN403', HINT = 'isolation';
+    END IF;
+    RETURN tenantry.create_tenant(name, me, 'shared', settings);
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) IS 'Creates a child of the current tenant and returns its id. The new child becomes visible to the parent in its next transaction.';
+COMMENT ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) IS 'Creates a pooled child of the current tenant and returns its id (schema isolation is for operators: TN403). The new child becomes visible to the parent in its next transaction.';
 
 GRANT EXECUTE ON FUNCTION tenantry.create_tenant(text, uuid, text, jsonb) TO tenantry_admin;
 GRANT EXECUTE ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) TO tenantry_app;

@@ -200,10 +200,20 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Nothing was written: the request may simply be sent again.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
         response.extensions_mut().insert(self);
         response
     }
 }
+
+/// `Retry-After` of every 503: an outage or a collision with a concurrent transaction.
+const RETRY_AFTER_SECS: &str = "1";
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
@@ -225,6 +235,13 @@ impl From<DbError> for ApiError {
                 Self::new(
                     ProblemCode::ServiceUnavailable,
                     "the database is unavailable; retry later",
+                )
+            }
+            DbError::Contention(m) => {
+                tracing::warn!(error = %m, "transaction rolled back by a concurrent one");
+                Self::new(
+                    ProblemCode::ServiceUnavailable,
+                    "the request collided with a concurrent one and was rolled back; retry",
                 )
             }
             DbError::Internal(m) => {
@@ -331,6 +348,20 @@ mod tests {
     }
 
     #[test]
+    fn a_deadlock_or_serialization_failure_is_503_with_retry_after_never_500() {
+        let e = ApiError::from(DbError::Contention(
+            "deadlock detected on relation secret_table".into(),
+        ));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.problem().detail.contains("secret_table"));
+        let response = e.into_response();
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER).unwrap(),
+            RETRY_AFTER_SECS
+        );
+    }
+
+    #[test]
     fn internal_database_errors_do_not_leak_details() {
         let e = ApiError::from(DbError::Internal(
             "relation secret_table does not exist".into(),
@@ -353,7 +384,8 @@ pub mod responses {
         IntoResponses,
     };
 
-    /// Problem responses of these statuses; a 401 also names its `WWW-Authenticate` header.
+    /// Problem responses of these statuses; a 401 also names its `WWW-Authenticate`
+    /// header and a 503 its `Retry-After`.
     fn problems(statuses: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
         statuses
             .iter()
@@ -364,13 +396,19 @@ pub mod responses {
                         .schema(Some(Ref::from_schema_name("Problem")))
                         .build(),
                 );
+                let header = |description: &str| {
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some(description))
+                        .build()
+                };
                 if *status == 401 {
+                    response = response.header("WWW-Authenticate", header("`Bearer`"));
+                }
+                if *status == 503 {
                     response = response.header(
-                        "WWW-Authenticate",
-                        HeaderBuilder::new()
-                            .schema(ObjectBuilder::new().schema_type(Type::String))
-                            .description(Some("`Bearer`"))
-                            .build(),
+                        "Retry-After",
+                        header("Seconds to wait before sending the request again (nothing was written)"),
                     );
                 }
                 (status.to_string(), RefOr::T(response.build()))

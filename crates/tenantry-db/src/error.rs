@@ -1,4 +1,4 @@
-//! The library's error type: what went wrong in terms a caller can act on (not found, conflict, quota exceeded, permission denied, forbidden, invalid, unavailable).
+//! The library's error type: what went wrong in terms a caller can act on (not found, conflict, quota exceeded, permission denied, forbidden, invalid, unavailable, contention).
 
 use tokio_postgres::error::SqlState;
 
@@ -35,6 +35,10 @@ pub enum DbError {
     /// The database cannot be reached or is shutting down; retrying later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The transaction collided with a concurrent one (deadlock, serialization
+    /// failure, lock timeout) and was rolled back; running it again may succeed.
+    #[error("transaction rolled back by a concurrent one: {0}")]
+    Contention(String),
     /// Anything else: a bug or an unexpected database state. Details are for logs, not clients.
     #[error("internal database error: {0}")]
     Internal(String),
@@ -138,6 +142,12 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                         field: db.column().map(str::to_owned),
                         message,
                     }
+                }
+                c if *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::LOCK_NOT_AVAILABLE =>
+                {
+                    DbError::Contention(message)
                 }
                 c if c.code().starts_with("08")
                     || c.code().starts_with("57P")

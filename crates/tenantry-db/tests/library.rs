@@ -1301,3 +1301,41 @@ async fn a_limited_key_cannot_revoke_a_stronger_key_or_reduce_a_stronger_role() 
     s.revoke_api_key(owner_key.info.key_id).await.unwrap();
     s.commit().await.unwrap();
 }
+
+/// Issue 10, finding 1: a deadlock surfaced as an internal error (500) to both
+/// parties. It is contention: rolled back, worth retrying (503).
+#[tokio::test]
+async fn two_writers_that_deadlock_get_contention_never_an_internal_error() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database_with(StatementMode::Prepared, 4);
+    let t = tenant(&db, "t", None).await;
+    let first = resource(&db, t, "first").await.id;
+    let second = resource(&db, t, "second").await.id;
+    let rename = |name: &str| ResourceUpdate {
+        name: Some(name.into()),
+        data: None,
+    };
+
+    let mut a = db.tenant(TenantContext::new(t)).await.unwrap();
+    let mut b = db.tenant(TenantContext::new(t)).await.unwrap();
+    a.update_resource(first, &rename("a1")).await.unwrap();
+    b.update_resource(second, &rename("b2")).await.unwrap();
+    // Each now waits for the row the other holds.
+    let (a2, b1) = (rename("a2"), rename("b1"));
+    let (ra, rb) = tokio::join!(
+        a.update_resource(second, &a2),
+        b.update_resource(first, &b1)
+    );
+    let outcomes = [ra.map(|_| ()), rb.map(|_| ())];
+    let contention = outcomes
+        .iter()
+        .filter(|r| matches!(r, Err(DbError::Contention(_))))
+        .count();
+    assert_eq!(contention, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(DbError::Contention(_)))),
+        "{outcomes:?}"
+    );
+}

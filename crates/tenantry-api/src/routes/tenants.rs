@@ -28,7 +28,8 @@ pub struct NewTenantBody {
     /// Parent tenant (admin only; a tenant key always creates a child of its own tenant).
     #[schema(value_type = Option<String>, format = Uuid)]
     pub parent_id: Option<TenantId>,
-    /// `shared` (default: pooled tables under RLS) or `schema` (own schema).
+    /// `shared` (default: pooled tables under RLS) or `schema` (own schema;
+    /// admin only: a tenant key asking for it gets 403).
     pub isolation: Option<Isolation>,
     /// Settings: max_resources, max_storage_bytes, rate_limit_per_second, rate_limit_burst, metadata.
     // Raw until `settings` parses it: a bad value is then 422 naming `settings.<key>`, not 400.

@@ -162,19 +162,32 @@ async fn a_child_key_does_not_see_its_parent_or_siblings_as_children() {
 }
 
 #[tokio::test]
-async fn a_tenant_key_creates_a_schema_isolated_child_and_refuses_bad_settings() {
+async fn a_tenant_key_creates_a_pooled_child_but_no_schema_isolated_one_and_refuses_bad_settings() {
     let app = TestApp::spawn().await;
     let t = app.tenant("t").await;
     let r = app
         .post(
             "/v1/tenants",
             &t.key,
-            &json!({ "name": "silo-kid", "isolation": "schema", "settings": { "max_resources": 3 } }),
+            &json!({ "name": "kid", "settings": { "max_resources": 3 } }),
         )
         .await;
     let kid = r.expect(201);
-    assert_eq!(kid["isolation"], "schema");
+    assert_eq!(kid["isolation"], "shared");
     assert_eq!(kid["settings"]["max_resources"], 3);
+    // A schema tenant alters the shared tables (every tenant waits): operators only.
+    let r = app
+        .post(
+            "/v1/tenants",
+            &t.key,
+            &json!({ "name": "silo-kid", "isolation": "schema" }),
+        )
+        .await;
+    let problem = r.problem(403, "forbidden");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("operator"),
+        "{problem}"
+    );
     let r = app
         .post(
             "/v1/tenants",
