@@ -153,3 +153,38 @@ async fn planner_statistics_and_other_sessions_queries_are_hidden_from_tenantry_
     );
     commit(&other).await;
 }
+
+/// Issue 10, finding 10: every tenant acts as the same role, so large objects
+/// one tenant made were readable, writable and removable by any other.
+#[tokio::test]
+async fn large_objects_cannot_be_made_read_or_removed_by_the_tenant_roles() {
+    let w = world().await;
+    begin_as(&w.app, w.a).await;
+    exec(&w.app, "SAVEPOINT s").await;
+    for sql in [
+        "SELECT lo_from_bytea(0, 'a-secret')",
+        "SELECT lo_create(0)",
+        "SELECT lo_get(1)",
+        "SELECT lo_put(1, 0, 'x')",
+        "SELECT lo_unlink(1)",
+        "SELECT lo_open(1, 262144)",
+    ] {
+        let (code, message, _) = fails(&w.app, &format!("ROLLBACK TO SAVEPOINT s; {sql}")).await;
+        assert_eq!(code, "42501", "{sql}: {message}");
+    }
+    rollback(&w.app).await;
+    // What remains executable for the tenant roles among the large-object
+    // functions: nothing.
+    assert_eq!(
+        strings(
+            &w.app,
+            "SELECT p.oid::regprocedure::text FROM pg_proc p
+             WHERE p.proname ~ '^(lo_|loread$|lowrite$)'
+               AND (has_function_privilege('tenantry_app', p.oid, 'EXECUTE')
+                    OR has_function_privilege('tenantry_app_own', p.oid, 'EXECUTE')
+                    OR has_function_privilege('tenantry_server', p.oid, 'EXECUTE'))"
+        )
+        .await,
+        Vec::<String>::new()
+    );
+}
