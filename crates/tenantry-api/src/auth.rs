@@ -283,10 +283,11 @@ impl FromRequestParts<AppState> for TenantCaller {
     }
 }
 
-/// A request made with the admin token.
+/// A request made with the admin token. The operator's requests are never
+/// written to a tenant's request log: the tenant would see when the operator
+/// looked, and pay for it in its usage. They are in the server's metrics.
 pub struct AdminCaller {
     db: Database,
-    slot: Option<LogSlot>,
     keys: Arc<KeyCache>,
 }
 
@@ -301,9 +302,6 @@ impl AdminCaller {
 
     /// A transaction inside one tenant, audited as `admin` (keys, usage of that tenant).
     pub async fn tenant_scope(&self, tenant: TenantId) -> Result<TenantScope, ApiError> {
-        if let Some(slot) = &self.slot {
-            slot.set_caller(tenant, None);
-        }
         Ok(self
             .db
             .tenant(TenantContext::new(tenant).with_actor(ADMIN_ACTOR))
@@ -313,13 +311,6 @@ impl AdminCaller {
     /// The key cache, to drop entries after security changes.
     pub fn key_cache(&self) -> &KeyCache {
         &self.keys
-    }
-
-    /// Records the tenant an admin request addressed, for the request log.
-    pub fn note_tenant(&self, tenant: TenantId) {
-        if let Some(slot) = &self.slot {
-            slot.set_caller(tenant, None);
-        }
     }
 }
 
@@ -342,7 +333,6 @@ impl FromRequestParts<AppState> for AdminCaller {
         }
         Ok(Self {
             db: state.db.clone(),
-            slot: parts.extensions.get::<LogSlot>().cloned(),
             keys: state.keys.clone(),
         })
     }

@@ -108,7 +108,6 @@ pub async fn admin_audit(
     Query(q): Query<AuditListQuery>,
 ) -> Result<Json<Page<AuditEntry>>, ApiError> {
     let (query, limit) = q.to_query()?;
-    admin.note_tenant(tenant);
     let mut scope = admin.admin_scope().await?;
     scope.get_tenant(tenant).await?;
     let items = scope.audit_log(tenant, &query).await?;

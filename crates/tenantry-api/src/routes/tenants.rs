@@ -182,7 +182,6 @@ pub async fn get_tenant(
     Path(id): Path<String>,
 ) -> Result<Json<Tenant>, ApiError> {
     let id = path_tenant(&id)?;
-    admin.note_tenant(id);
     let mut scope = admin.admin_scope().await?;
     let t = scope.get_tenant(id).await?;
     scope.commit().await?;
@@ -209,7 +208,6 @@ pub async fn patch_tenant(
     Json(patch): Json<TenantPatch>,
 ) -> Result<Json<Tenant>, ApiError> {
     let id = path_tenant(&id)?;
-    admin.note_tenant(id);
     let settings = settings(patch.settings.as_ref())?;
     let mut scope = admin.admin_scope().await?;
     let mut tenant = scope.get_tenant(id).await?;
@@ -242,7 +240,6 @@ async fn set_status(
     status: TenantStatus,
 ) -> Result<Tenant, ApiError> {
     let id = path_tenant(id)?;
-    admin.note_tenant(id);
     let mut scope = admin.admin_scope().await?;
     let t = scope.set_status(id, status).await?;
     scope.commit().await?;

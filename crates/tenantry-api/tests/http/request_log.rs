@@ -72,7 +72,8 @@ async fn a_graceful_shutdown_flushes_one_request_log_row_per_tenant_request() {
     expected.sort();
     assert_eq!(got, expected);
 
-    // The admin's key creation for the tenant is logged under its route template.
+    // The operator's key creation for the tenant is not the tenant's request:
+    // it is not in the tenant's log (or usage).
     let admin_rows = client
         .query_one(
             &format!(
@@ -85,7 +86,7 @@ async fn a_graceful_shutdown_flushes_one_request_log_row_per_tenant_request() {
         .await
         .unwrap()
         .get::<_, i64>(0);
-    assert_eq!(admin_rows, 1);
+    assert_eq!(admin_rows, 0);
     // Nothing was attributed to the other tenant but its own key creation.
     let other_rows = client
         .query_one(
@@ -144,4 +145,39 @@ async fn a_member_bound_keys_requests_are_logged_with_its_member() {
         .unwrap();
     let got: Vec<(String, i16)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, vec![("/v1/resources".to_owned(), 403)]);
+}
+
+/// Issue 10, finding 7: the operator's requests about a tenant were written to
+/// that tenant's request log, so the tenant saw when the operator looked (in
+/// its usage metrics) and paid for it.
+#[tokio::test]
+async fn operator_requests_about_a_tenant_are_not_in_its_request_log() {
+    let mut app = TestApp::spawn_with(|s| s.request_log_batch = 10_000).await;
+    let t = app.tenant("watched").await;
+    app.get("/v1/tenant", &t.key).await.expect(200);
+    for path in [
+        format!("/v1/tenants/{}", t.id),
+        format!("/v1/tenants/{}/audit", t.id),
+        format!("/v1/tenants/{}/usage", t.id),
+    ] {
+        app.admin_get(&path).await.expect(200);
+    }
+    app.admin_post(&format!("/v1/tenants/{}/suspend", t.id), &json!({}))
+        .await
+        .expect(200);
+    app.shutdown().await;
+
+    let client = app.db.superuser_client().await;
+    let routes: Vec<String> = client
+        .query(
+            "SELECT route FROM tenantry.request_log WHERE tenant_id = $1::text::uuid ORDER BY route",
+            &[&t.id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Only the tenant's own request (tenant creation and its key were the operator's too).
+    assert_eq!(routes, ["/v1/tenant"]);
 }
