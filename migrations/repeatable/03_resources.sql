@@ -219,7 +219,9 @@ COMMENT ON FUNCTION tenantry.lock_shareable_resource(uuid) IS 'Internal: owner o
  * Guide: share_resource(resource_id, target_tenant_id). Fixed: the resource
  * must be visible-and-owned in the caller's subtree (a missing and a foreign
  * resource give the same error), the target must exist and be active, not the
- * owner, and not already hold the share; shared_by is the acting member.
+ * owner or one of its ancestors (they read it through the hierarchy already,
+ * and such a share would survive detaching the owner), and not already hold
+ * the share; shared_by is the acting member.
  */
 CREATE OR REPLACE FUNCTION tenantry.share_resource(resource_id uuid, target_tenant_id uuid)
 RETURNS void
@@ -238,6 +240,12 @@ BEGIN
         RAISE EXCEPTION 'target tenant % is not active', target_tenant_id USING ERRCODE = 'TN409', HINT = 'tenant_id';
     ELSIF target_tenant_id = owner_id THEN
         RAISE EXCEPTION 'a resource cannot be shared with its owner' USING ERRCODE = 'TN422', HINT = 'tenant_id';
+    ELSIF EXISTS (SELECT 1 FROM tenantry.tenant_hierarchy h
+                  WHERE h.parent_id = target_tenant_id AND h.child_id = owner_id) THEN
+        -- An ancestor reads it already, and a share made through the hierarchy
+        -- would outlive the hierarchy (detaching the owner would not end it).
+        RAISE EXCEPTION 'tenant % already reads this resource through the hierarchy', target_tenant_id
+            USING ERRCODE = 'TN422', HINT = 'tenant_id';
     END IF;
     INSERT INTO tenantry.shared_resources (tenant_id, resource_id, shared_with, shared_by)
     VALUES (owner_id, share_resource.resource_id, target_tenant_id, tenantry.current_user_id())

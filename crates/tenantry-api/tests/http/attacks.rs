@@ -1009,3 +1009,55 @@ async fn a_limited_key_cannot_revoke_the_owner_key_or_strip_a_stronger_role() {
     .await
     .expect(200);
 }
+
+/// Issue 10, finding 3: a parent shared its child's resource with itself;
+/// after the child was detached, the parent still read it, later changes
+/// included. Sharing with a tenant that already reads the resource through
+/// the hierarchy is refused, so no share outlives the hierarchy it came from.
+#[tokio::test]
+async fn a_parent_cannot_keep_a_childs_resource_past_detaching_by_sharing_it_with_itself() {
+    let app = TestApp::spawn().await;
+    let parent = app.tenant("parent").await;
+    let child = app.child_tenant("child", Some(&parent.id)).await;
+    let doc = app.create_resource(&child.key, "child-doc").await;
+    let share = |target: &str| json!({ "tenant_id": target });
+
+    // Neither the parent (acting on its descendant's resource) nor the child
+    // itself may share it with the parent, who reads it already.
+    for key in [&parent.key, &child.key] {
+        let r = app
+            .post(
+                &format!("/v1/resources/{doc}/shares"),
+                key,
+                &share(&parent.id),
+            )
+            .await;
+        assert_eq!(r.problem(422, "validation_failed")["field"], "tenant_id");
+    }
+    // Detached: the parent loses the resource at once, and nothing was left behind.
+    app.patch(
+        &format!("/v1/tenants/{}", child.id),
+        &app.admin_token,
+        &json!({ "parent_id": null }),
+    )
+    .await
+    .expect(200);
+    same_404(
+        &app,
+        &parent.key,
+        Method::GET,
+        "/v1/resources/{id}",
+        &doc,
+        None,
+    )
+    .await;
+    // An unrelated tenant can still be given a share by the owner.
+    let other = app.tenant("other").await;
+    app.post(
+        &format!("/v1/resources/{doc}/shares"),
+        &child.key,
+        &share(&other.id),
+    )
+    .await
+    .expect(201);
+}

@@ -386,6 +386,10 @@ impl Case<'_> {
                                 St::Deleted => Outcome::NotFound,
                                 St::Suspended => Outcome::Conflict,
                                 St::Active if x == owner => Outcome::Invalid,
+                                // An ancestor of the owner reads it through the hierarchy already.
+                                St::Active if self.m.descendants(x).contains_key(&owner) => {
+                                    Outcome::Invalid
+                                }
                                 St::Active if self.m.resources[i].shared.contains(&x) => {
                                     Outcome::Conflict
                                 }
