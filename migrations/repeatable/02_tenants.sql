@@ -107,7 +107,11 @@ CREATE POLICY admin_all_audit ON tenantry.audit_log
     FOR SELECT TO tenantry_admin USING (true);
 COMMENT ON POLICY admin_all_audit ON tenantry.audit_log IS 'Administrators read every tenant''s audit rows.';
 
-GRANT SELECT ON tenantry.audit_log TO tenantry_app, tenantry_admin;
+-- Not audit_id: it comes from a sequence all tenants share, so the gaps between
+-- a tenant's own ids would count other tenants' events. Tenants see event_id.
+GRANT SELECT (tenant_id, event_id, occurred_at, actor, action, target_type, target_id, details)
+    ON tenantry.audit_log TO tenantry_app;
+GRANT SELECT ON tenantry.audit_log TO tenantry_admin;
 
 /** Refuses UPDATE and DELETE on audit_log for everyone, the owner included. */
 CREATE OR REPLACE FUNCTION tenantry.audit_log_is_append_only()

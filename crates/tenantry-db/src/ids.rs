@@ -57,6 +57,8 @@ typed_id! {
     ResourceId,
     /// Identifies a user (member of one or more tenants).
     UserId,
+    /// Identifies an audit event (random: it orders nothing across tenants).
+    AuditEventId,
     /// Identifies a tenant role.
     RoleId,
     /// Identifies an API key.

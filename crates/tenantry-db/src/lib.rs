@@ -45,7 +45,7 @@ mod usage;
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};
 pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode};
 pub use error::DbError;
-pub use ids::{KeyId, ResourceId, RoleId, TenantId, UserId};
+pub use ids::{AuditEventId, KeyId, ResourceId, RoleId, TenantId, UserId};
 pub use keys::{ApiKeyInfo, ApiKeySecret, KeyIdentity, NewApiKey, NewKeyOptions};
 pub use provision::{conninfo, provision, ProvisionError, Provisioned, ServerLogin};
 pub use resources::{

@@ -6,7 +6,7 @@ use tokio_postgres::{types::Type, Row};
 
 use crate::{
     scope::{Sql, Tx},
-    AdminScope, Database, DbError, ResourceId, TenantId, TenantScope, UserId,
+    AdminScope, AuditEventId, Database, DbError, ResourceId, TenantId, TenantScope, UserId,
 };
 
 /// One API request, as logged.
@@ -68,8 +68,8 @@ pub struct ResourceUsage {
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
-    /// Sequence number (per database).
-    pub audit_id: i64,
+    /// The event's id (random: it orders nothing, least of all across tenants).
+    pub event_id: AuditEventId,
     /// The tenant it concerns.
     pub tenant_id: TenantId,
     /// When.
@@ -95,30 +95,39 @@ pub struct AuditQuery {
     pub since: Option<DateTime<Utc>>,
     /// Until this time (exclusive).
     pub until: Option<DateTime<Utc>>,
-    /// Rows older than this audit id (pagination).
-    pub before_id: Option<i64>,
+    /// Rows after this one in newest-first order: its time and event id (pagination).
+    pub after: Option<(DateTime<Utc>, AuditEventId)>,
     /// Page size, clamped to 1..=1000.
     pub limit: i64,
 }
 
-const AUDIT_SQL: &str = "SELECT audit_id, tenant_id, occurred_at, actor, action, target_type, target_id, details
+const AUDIT_SQL: &str = "SELECT event_id, tenant_id, occurred_at, actor, action, target_type, target_id, details
     FROM tenantry.audit_log
     WHERE tenant_id = $1 AND ($2::text IS NULL OR action = $2)
       AND ($3::timestamptz IS NULL OR occurred_at >= $3) AND ($4::timestamptz IS NULL OR occurred_at < $4)
-      AND ($5::int8 IS NULL OR audit_id < $5)
-    ORDER BY audit_id DESC LIMIT $6";
+      AND ($5::timestamptz IS NULL OR (occurred_at, event_id) < ($5, $6))
+    ORDER BY occurred_at DESC, event_id DESC LIMIT $7";
 const AUDIT_TYPES: &[Type] = &[
     Type::UUID,
     Type::TEXT,
     Type::TIMESTAMPTZ,
     Type::TIMESTAMPTZ,
-    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::UUID,
     Type::INT8,
 ];
 
+impl AuditQuery {
+    /// The page position as query parameters.
+    fn after_params(&self) -> (Option<DateTime<Utc>>, Option<uuid::Uuid>) {
+        self.after
+            .map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())))
+    }
+}
+
 fn audit(r: &Row) -> AuditEntry {
     AuditEntry {
-        audit_id: r.get(0),
+        event_id: AuditEventId::from_uuid(r.get(0)),
         tenant_id: TenantId::from_uuid(r.get(1)),
         occurred_at: r.get(2),
         actor: r.get(3),
@@ -134,10 +143,19 @@ impl TenantScope {
     pub async fn audit_log(&mut self, q: &AuditQuery) -> Result<Vec<AuditEntry>, DbError> {
         let me = *self.tenant().as_uuid();
         let limit = q.limit.clamp(1, 1000);
+        let (after_time, after_id) = q.after_params();
         let rows = self
             .query(
                 AUDIT_SQL,
-                &[&me, &q.action, &q.since, &q.until, &q.before_id, &limit],
+                &[
+                    &me,
+                    &q.action,
+                    &q.since,
+                    &q.until,
+                    &after_time,
+                    &after_id,
+                    &limit,
+                ],
                 AUDIT_TYPES,
             )
             .await?;
@@ -202,6 +220,7 @@ impl AdminScope {
         q: &AuditQuery,
     ) -> Result<Vec<AuditEntry>, DbError> {
         let limit = q.limit.clamp(1, 1000);
+        let (after_time, after_id) = q.after_params();
         let rows = self
             .tx
             .query(Sql {
@@ -211,7 +230,8 @@ impl AdminScope {
                     &q.action,
                     &q.since,
                     &q.until,
-                    &q.before_id,
+                    &after_time,
+                    &after_id,
                     &limit,
                 ],
                 types: AUDIT_TYPES,

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tenantry_db::{AuditEntry, AuditQuery, TenantId};
+use tenantry_db::{AuditEntry, AuditEventId, AuditQuery, TenantId};
 use utoipa::IntoParams;
 
 use super::{decode_cursor, encode_cursor, invalid_cursor, Page, PageQuery};
@@ -37,12 +37,16 @@ impl AuditListQuery {
             cursor: None,
         }
         .limit()?;
-        let before_id = match &self.cursor {
-            Some(c) => Some(
-                decode_cursor(c)?
-                    .parse::<i64>()
-                    .map_err(|_| invalid_cursor())?,
-            ),
+        let after = match &self.cursor {
+            Some(c) => {
+                let key = decode_cursor(c)?;
+                let (at, id) = key.split_once('|').ok_or_else(invalid_cursor)?;
+                let at = DateTime::parse_from_rfc3339(at)
+                    .map_err(|_| invalid_cursor())?
+                    .with_timezone(&Utc);
+                let id = AuditEventId::parse(id).map_err(|_| invalid_cursor())?;
+                Some((at, id))
+            }
             None => None,
         };
         Ok((
@@ -50,7 +54,7 @@ impl AuditListQuery {
                 action: self.action.clone(),
                 since: self.since,
                 until: self.until,
-                before_id,
+                after,
                 limit: i64::from(limit) + 1,
             },
             limit,
@@ -61,7 +65,15 @@ impl AuditListQuery {
 fn page(mut items: Vec<AuditEntry>, limit: u32) -> Page<AuditEntry> {
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|e| encode_cursor(&e.audit_id.to_string()))
+        // The last row's own time and id: a cursor says nothing its page did not.
+        items.last().map(|e| {
+            encode_cursor(&format!(
+                "{}|{}",
+                e.occurred_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                e.event_id
+            ))
+        })
     } else {
         None
     };

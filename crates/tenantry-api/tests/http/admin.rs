@@ -519,13 +519,15 @@ async fn admin_audit_shows_admin_actions_with_actor_admin() {
         assert_eq!(entry["tenant_id"], id.as_str());
     }
     // Newest first.
-    let audit_ids: Vec<i64> = items
+    let times: Vec<String> = items
         .iter()
-        .map(|e| e["audit_id"].as_i64().unwrap())
+        .map(|e| e["occurred_at"].as_str().unwrap().to_owned())
         .collect();
-    let mut sorted = audit_ids.clone();
+    let parsed: Vec<chrono::DateTime<chrono::Utc>> =
+        times.iter().map(|t| t.parse().unwrap()).collect();
+    let mut sorted = parsed.clone();
     sorted.sort_by(|a, b| b.cmp(a));
-    assert_eq!(audit_ids, sorted);
+    assert_eq!(parsed, sorted, "{times:?}");
 
     app.admin_post(&format!("/v1/tenants/{id}/suspend"), &json!({}))
         .await

@@ -1061,3 +1061,57 @@ async fn a_parent_cannot_keep_a_childs_resource_past_detaching_by_sharing_it_wit
     .await
     .expect(201);
 }
+
+/// Issue 10, finding 2: audit ids came from one sequence shared by all
+/// tenants, and the audit cursor carried them, so the gap between two of a
+/// tenant's own events counted every other tenant's events in between.
+#[tokio::test]
+async fn audit_ids_and_cursors_say_nothing_about_other_tenants_events() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("a").await;
+    let b = app.tenant("b").await;
+    app.create_role(&a.key, "first", &[]).await;
+    for i in 0..5 {
+        app.create_role(&b.key, &format!("b-{i}"), &["resources.read"])
+            .await;
+    }
+    app.create_role(&a.key, "second", &[]).await;
+
+    // Page through a's log one event at a time.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/audit?limit=1&cursor={c}"),
+            None => "/v1/audit?limit=1".to_owned(),
+        };
+        let page = app.get(&path, &a.key).await;
+        let body = page.expect(200).clone();
+        let item = &body["items"][0];
+        assert!(item.get("audit_id").is_none(), "{item}");
+        let event_id = item["event_id"].as_str().unwrap().to_owned();
+        seen.push(event_id.clone());
+        match body["next_cursor"].as_str() {
+            Some(c) => {
+                // The cursor holds the last row's own time and id, nothing else.
+                let key = String::from_utf8(hex::decode(c).unwrap()).unwrap();
+                let (at, id) = key.split_once('|').unwrap();
+                assert_eq!(id, event_id);
+                assert!(at.parse::<chrono::DateTime<chrono::Utc>>().is_ok(), "{key}");
+                cursor = Some(c.to_owned());
+            }
+            None => break,
+        }
+    }
+    let all = app.get("/v1/audit?limit=1000", &a.key).await.items();
+    assert_eq!(seen.len(), all.len(), "paging lost or repeated events");
+    assert!(seen.len() >= 3);
+
+    // Through SQL, the shared sequence is out of reach of the tenant roles.
+    let client = db_as(&app, "tenantry_app").await;
+    let err = client
+        .query("SELECT audit_id FROM tenantry.audit_log", &[])
+        .await
+        .expect_err("audit_id is not readable by tenantry_app");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+}
