@@ -118,10 +118,28 @@ const AUDIT_TYPES: &[Type] = &[
 ];
 
 impl AuditQuery {
-    /// The page position as query parameters.
-    fn after_params(&self) -> (Option<DateTime<Utc>>, Option<uuid::Uuid>) {
-        self.after
-            .map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())))
+    /// One page of `tenant`'s audit log, through either kind of scope's transaction.
+    async fn page(&self, tx: &mut Tx, tenant: &uuid::Uuid) -> Result<Vec<AuditEntry>, DbError> {
+        let limit = self.limit.clamp(1, 1000);
+        let (after_time, after_id) = self
+            .after
+            .map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())));
+        let rows = tx
+            .query(Sql {
+                sql: AUDIT_SQL,
+                params: &[
+                    tenant,
+                    &self.action,
+                    &self.since,
+                    &self.until,
+                    &after_time,
+                    &after_id,
+                    &limit,
+                ],
+                types: AUDIT_TYPES,
+            })
+            .await?;
+        Ok(rows.iter().map(audit).collect())
     }
 }
 
@@ -142,24 +160,7 @@ impl TenantScope {
     /// The scope's tenant's audit log (a tenant reads only its own rows).
     pub async fn audit_log(&mut self, q: &AuditQuery) -> Result<Vec<AuditEntry>, DbError> {
         let me = *self.tenant().as_uuid();
-        let limit = q.limit.clamp(1, 1000);
-        let (after_time, after_id) = q.after_params();
-        let rows = self
-            .query(
-                AUDIT_SQL,
-                &[
-                    &me,
-                    &q.action,
-                    &q.since,
-                    &q.until,
-                    &after_time,
-                    &after_id,
-                    &limit,
-                ],
-                AUDIT_TYPES,
-            )
-            .await?;
-        Ok(rows.iter().map(audit).collect())
+        q.page(&mut self.tx, &me).await
     }
 
     /// Hourly metrics of the scope's tenant and its descendants (flagged), within [from, to).
@@ -219,25 +220,7 @@ impl AdminScope {
         tenant: TenantId,
         q: &AuditQuery,
     ) -> Result<Vec<AuditEntry>, DbError> {
-        let limit = q.limit.clamp(1, 1000);
-        let (after_time, after_id) = q.after_params();
-        let rows = self
-            .tx
-            .query(Sql {
-                sql: AUDIT_SQL,
-                params: &[
-                    tenant.as_uuid(),
-                    &q.action,
-                    &q.since,
-                    &q.until,
-                    &after_time,
-                    &after_id,
-                    &limit,
-                ],
-                types: AUDIT_TYPES,
-            })
-            .await?;
-        Ok(rows.iter().map(audit).collect())
+        q.page(&mut self.tx, tenant.as_uuid()).await
     }
 }
 
