@@ -67,6 +67,38 @@ COMMENT ON FUNCTION tenantry.validate_tenant_settings(jsonb) IS 'Validates tenan
 GRANT EXECUTE ON FUNCTION tenantry.validate_tenant_settings(jsonb) TO tenantry_app, tenantry_admin;
 
 -- -----------------------------------------------------------------------------
+-- Names people tell apart: one form for what looks the same.
+-- -----------------------------------------------------------------------------
+
+/**
+ * A name as stored: Unicode NFC (so "café" typed two ways is one name),
+ * without leading or trailing Unicode white space (no-break and ideographic
+ * spaces included). Control characters and invisible formatting characters
+ * (zero-width, bidirectional overrides, soft hyphen, byte-order mark) are
+ * refused with TN422 naming `field`: two names that look the same must be the
+ * same name. Look-alike letters of different scripts are not folded.
+ */
+CREATE OR REPLACE FUNCTION tenantry.clean_name(value text, field text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF value ~ E'[\\x01-\\x1f\\x7f-\\x9f\\u00ad\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u206f\\ufeff]' THEN
+        RAISE EXCEPTION '% must not contain control or invisible characters', field
+            USING ERRCODE = 'TN422', HINT = field;
+    END IF;
+    RETURN normalize(
+        regexp_replace(value,
+            E'^[\\s\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000]+|[\\s\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000]+$',
+            '', 'g'),
+        NFC);
+END
+$$;
+COMMENT ON FUNCTION tenantry.clean_name(text, text) IS 'A name as stored: NFC, trimmed of Unicode white space; TN422 for control or invisible characters. Used by the triggers on tenants, roles and members.';
+GRANT EXECUTE ON FUNCTION tenantry.clean_name(text, text) TO tenantry_app, tenantry_admin;
+
+-- -----------------------------------------------------------------------------
 -- Tenants and their closure: who reads what
 -- -----------------------------------------------------------------------------
 
@@ -156,7 +188,7 @@ AS $$
 DECLARE
     parent_status text;
 BEGIN
-    NEW.name := btrim(NEW.name);
+    NEW.name := tenantry.clean_name(NEW.name, 'name');
     IF TG_OP = 'UPDATE' THEN
         IF OLD.status = 'deleted' THEN
             RAISE EXCEPTION 'tenant % is deleted', OLD.tenant_id USING ERRCODE = 'TN409';

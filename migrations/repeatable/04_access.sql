@@ -68,6 +68,28 @@ GRANT SELECT, INSERT, DELETE ON tenantry.member_roles TO tenantry_app;
 -- Audit
 -- -----------------------------------------------------------------------------
 
+/** Stores role names and member emails and display names in one form (see clean_name). */
+CREATE OR REPLACE FUNCTION tenantry.access_clean_names()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'roles' THEN
+        NEW.name := tenantry.clean_name(NEW.name, 'name');
+    ELSE
+        NEW.email := tenantry.clean_name(NEW.email, 'email');
+        NEW.display_name := tenantry.clean_name(NEW.display_name, 'display_name');
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION tenantry.access_clean_names() IS 'Trigger: role names and member emails and display names in NFC without surrounding white space; control and invisible characters refused (TN422). Emails then compare case-insensitively (unique index on lower(email)).';
+CREATE OR REPLACE TRIGGER roles_clean_names BEFORE INSERT OR UPDATE OF name ON tenantry.roles
+    FOR EACH ROW EXECUTE FUNCTION tenantry.access_clean_names();
+CREATE OR REPLACE TRIGGER tenant_members_clean_names BEFORE INSERT OR UPDATE OF email, display_name ON tenantry.tenant_members
+    FOR EACH ROW EXECUTE FUNCTION tenantry.access_clean_names();
+
 /** Audits role, permission and role-assignment changes. */
 CREATE OR REPLACE FUNCTION tenantry.access_audit()
 RETURNS trigger

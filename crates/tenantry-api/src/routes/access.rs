@@ -19,11 +19,18 @@ pub struct NewMemberBody {
     /// The user's global id (from your identity provider); generated when absent.
     #[schema(value_type = Option<String>, format = Uuid)]
     pub user_id: Option<UserId>,
-    /// Email, unique within the tenant (case-insensitive), at most 320 characters.
-    #[schema(max_length = 320, pattern = r"^[^@\s]+@[^@\s]+$")]
+    /// Email, unique within the tenant (case-insensitive after Unicode NFC), at most
+    /// 320 characters; no control or invisible characters.
+    #[schema(
+        max_length = 320,
+        pattern = r"^[^@\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]+@[^@\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]+$"
+    )]
     pub email: String,
-    /// Display name (≤ 200 characters).
-    #[schema(max_length = 200)]
+    /// Display name (≤ 200 characters; no control or invisible characters).
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*$"
+    )]
     pub display_name: Option<String>,
 }
 
@@ -31,8 +38,13 @@ pub struct NewMemberBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRoleBody {
-    /// Name, unique within the tenant, 1–100 characters, not only spaces.
-    #[schema(min_length = 1, max_length = 100, pattern = "[^ ]")]
+    /// Name, unique within the tenant after Unicode NFC and trimming, 1–100
+    /// characters, not only white space; no control or invisible characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff][^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*$"
+    )]
     pub name: String,
     /// Free text (≤ 500 characters).
     #[schema(max_length = 500)]

@@ -23,7 +23,11 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct NewTenantBody {
     /// Display name, 1–200 characters, not only spaces.
-    #[schema(min_length = 1, max_length = 200, pattern = "[^ ]")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff][^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*$"
+    )]
     pub name: String,
     /// Parent tenant (admin only; a tenant key always creates a child of its own tenant).
     #[schema(value_type = Option<String>, format = Uuid)]
@@ -53,7 +57,11 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 #[serde(deny_unknown_fields)]
 pub struct TenantPatch {
     /// New name, 1–200 characters, not only spaces.
-    #[schema(min_length = 1, max_length = 200, pattern = "[^ ]")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff][^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*$"
+    )]
     pub name: Option<String>,
     /// Replacement settings (validated; unknown keys refused).
     #[schema(value_type = Option<TenantSettings>)]
