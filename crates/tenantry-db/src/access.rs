@@ -253,6 +253,20 @@ impl TenantScope {
         }
     }
 
+    /// [`TenantScope::ensure_holds`] for every permission the role holds (looked
+    /// up only for a restricted actor).
+    async fn ensure_holds_role(
+        &mut self,
+        id: RoleId,
+        refusal: impl FnOnce() -> String,
+    ) -> Result<(), DbError> {
+        if self.ctx.permissions.is_none() {
+            return Ok(());
+        }
+        let role = self.get_role(id).await?;
+        self.ensure_holds(role.permissions.iter().map(String::as_str), refusal)
+    }
+
     /// Grants a catalogue permission to a role of the scope's tenant (idempotent).
     /// A restricted actor may only grant a permission it holds; an unknown
     /// permission is not found either way.
@@ -292,12 +306,10 @@ impl TenantScope {
         id: RoleId,
         permission: &str,
     ) -> Result<Role, DbError> {
-        if self.ctx.permissions.is_some() {
-            let role = self.get_role(id).await?;
-            self.ensure_holds(role.permissions.iter().map(String::as_str), || {
-                "a key cannot change a role with permissions it does not hold".into()
-            })?;
-        }
+        self.ensure_holds_role(id, || {
+            "a key cannot change a role with permissions it does not hold".into()
+        })
+        .await?;
         self.query(
             "SELECT tenantry.revoke_tenant_permission($1, $2)",
             &[id.as_uuid(), &permission],
@@ -310,12 +322,10 @@ impl TenantScope {
     /// Assigns a role to a member, both of the scope's tenant (idempotent).
     /// A restricted actor may only assign a role whose permissions it holds.
     pub async fn assign_role(&mut self, user: UserId, id: RoleId) -> Result<Member, DbError> {
-        if self.ctx.permissions.is_some() {
-            let role = self.get_role(id).await?;
-            self.ensure_holds(role.permissions.iter().map(String::as_str), || {
-                "a key cannot assign a role with permissions it does not hold".into()
-            })?;
-        }
+        self.ensure_holds_role(id, || {
+            "a key cannot assign a role with permissions it does not hold".into()
+        })
+        .await?;
         self.query(
             "SELECT tenantry.assign_member_role($1, $2)",
             &[user.as_uuid(), id.as_uuid()],

@@ -209,12 +209,9 @@ impl TenantScope {
             .ok_or_else(|| DbError::Internal("new key not visible".into()))?;
         // What a new key holds follows from its binding (role, member's roles, or
         // everything): read it back from the database rather than repeat that rule.
-        if self.ctx.permissions.is_some() {
-            let held = self.key_permissions(info.key_id).await?;
-            if let Err(denied) = self.ensure_holds(held.iter().map(String::as_str), escalation) {
-                self.tx.abort();
-                return Err(denied);
-            }
+        if let Err(denied) = self.ensure_holds_key(info.key_id, escalation).await {
+            self.tx.abort();
+            return Err(denied);
         }
         Ok(NewApiKey { secret, info })
     }
@@ -246,12 +243,10 @@ impl TenantScope {
     /// A restricted actor cannot revoke a key with permissions it does not hold
     /// (a limited key locking the owner out).
     pub async fn revoke_api_key(&mut self, key_id: KeyId) -> Result<(), DbError> {
-        if self.ctx.permissions.is_some() {
-            let held = self.key_permissions(key_id).await?;
-            self.ensure_holds(held.iter().map(String::as_str), || {
-                "a key cannot revoke a key with permissions it does not hold".into()
-            })?;
-        }
+        self.ensure_holds_key(key_id, || {
+            "a key cannot revoke a key with permissions it does not hold".into()
+        })
+        .await?;
         self.query(
             "SELECT tenantry.revoke_api_key($1)",
             &[key_id.as_uuid()],
@@ -261,6 +256,20 @@ impl TenantScope {
         Ok(())
     }
 
+    /// [`TenantScope::ensure_holds`] for every permission the key holds (looked up
+    /// only for a restricted actor).
+    async fn ensure_holds_key(
+        &mut self,
+        key_id: KeyId,
+        refusal: impl FnOnce() -> String,
+    ) -> Result<(), DbError> {
+        if self.ctx.permissions.is_none() {
+            return Ok(());
+        }
+        let held = self.key_permissions(key_id).await?;
+        self.ensure_holds(held.iter().map(String::as_str), refusal)
+    }
+
     /// Issues a successor key; the old one keeps working for `grace`, then expires.
     /// A restricted actor cannot rotate a key with permissions it does not hold.
     pub async fn rotate_api_key(
@@ -268,10 +277,7 @@ impl TenantScope {
         key_id: KeyId,
         grace: std::time::Duration,
     ) -> Result<NewApiKey, DbError> {
-        if self.ctx.permissions.is_some() {
-            let held = self.key_permissions(key_id).await?;
-            self.ensure_holds(held.iter().map(String::as_str), escalation)?;
-        }
+        self.ensure_holds_key(key_id, escalation).await?;
         let grace_secs = i64::try_from(grace.as_secs())
             .map_err(|_| DbError::invalid("grace", "grace period too long"))?;
         let grace_text = format!("{grace_secs} seconds");
