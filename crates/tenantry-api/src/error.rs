@@ -252,31 +252,21 @@ impl From<DbError> for ApiError {
     }
 }
 
+/// A body that is not the JSON a route takes (`extract::Json` checks size and
+/// content type itself, before parsing).
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
-                ProblemCode::BodyTooLarge,
-                "request body exceeds the size limit",
-            ),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
-                ProblemCode::UnsupportedMediaType,
-                "send the body with Content-Type: application/json",
-            ),
-            _ => {
-                // serde's message names the field and the problem ("unknown field `x`", "missing field `name`").
-                let detail = match &rejection {
-                    JsonRejection::JsonDataError(e) => std::error::Error::source(e)
-                        .map(ToString::to_string)
-                        .unwrap_or_else(|| e.body_text()),
-                    JsonRejection::JsonSyntaxError(e) => std::error::Error::source(e)
-                        .map(ToString::to_string)
-                        .unwrap_or_else(|| e.body_text()),
-                    other => other.body_text(),
-                };
-                Self::new(ProblemCode::InvalidJson, detail)
-            }
-        }
+        // serde's message names the field and the problem ("unknown field `x`", "missing field `name`").
+        let detail = match &rejection {
+            JsonRejection::JsonDataError(e) => std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| e.body_text()),
+            other => other.body_text(),
+        };
+        Self::new(ProblemCode::InvalidJson, detail)
     }
 }
 
