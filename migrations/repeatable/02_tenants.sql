@@ -88,6 +88,16 @@ BEGIN
         RAISE EXCEPTION '% must not contain control or invisible characters', field
             USING ERRCODE = 'TN422', HINT = field;
     END IF;
+    -- Look-alike letters: a Latin letter directly next to a Cyrillic or Greek
+    -- one (combining accents between them count as next), as in 'pаypal' with a
+    -- Cyrillic 'а'. Words of different scripts side by side are fine
+    -- ('Ivan Иванов'); whole-script look-alikes ('рау' in Cyrillic) are not
+    -- caught (docs/security.md, known limits).
+    IF value ~ E'[A-Za-z\\u00c0-\\u00d6\\u00d8-\\u00f6\\u00f8-\\u024f\\u1e00-\\u1eff][\\u0300-\\u036f]*[\\u0370-\\u03ff\\u0400-\\u052f\\u1f00-\\u1fff]'
+       OR value ~ E'[\\u0370-\\u03ff\\u0400-\\u052f\\u1f00-\\u1fff][\\u0300-\\u036f]*[A-Za-z\\u00c0-\\u00d6\\u00d8-\\u00f6\\u00f8-\\u024f\\u1e00-\\u1eff]' THEN
+        RAISE EXCEPTION '% must not mix Latin letters with Cyrillic or Greek ones in one word (look-alike letters)', field
+            USING ERRCODE = 'TN422', HINT = field;
+    END IF;
     RETURN normalize(
         regexp_replace(value,
             E'^[\\s\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000]+|[\\s\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000]+$',
@@ -95,7 +105,7 @@ BEGIN
         NFC);
 END
 $$;
-COMMENT ON FUNCTION tenantry.clean_name(text, text) IS 'A name as stored: NFC, trimmed of Unicode white space; TN422 for control or invisible characters. Used by the triggers on tenants, roles and members.';
+COMMENT ON FUNCTION tenantry.clean_name(text, text) IS 'A name as stored: NFC, trimmed of Unicode white space; TN422 for control or invisible characters, and for a word mixing Latin with Cyrillic or Greek letters (look-alikes). Used by the triggers on tenants, roles and members.';
 GRANT EXECUTE ON FUNCTION tenantry.clean_name(text, text) TO tenantry_app, tenantry_admin;
 
 -- -----------------------------------------------------------------------------

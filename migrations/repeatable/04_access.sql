@@ -84,7 +84,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION tenantry.access_clean_names() IS 'Trigger: role names and member emails and display names in NFC without surrounding white space; control and invisible characters refused (TN422). Emails then compare case-insensitively (unique index on lower(email)).';
+COMMENT ON FUNCTION tenantry.access_clean_names() IS 'Trigger: role names and member emails and display names in NFC without surrounding white space; control and invisible characters refused (TN422). Emails then compare case-insensitively in every script (unique index on lower(email) in the ICU root locale).';
 CREATE OR REPLACE TRIGGER roles_clean_names BEFORE INSERT OR UPDATE OF name ON tenantry.roles
     FOR EACH ROW EXECUTE FUNCTION tenantry.access_clean_names();
 CREATE OR REPLACE TRIGGER tenant_members_clean_names BEFORE INSERT OR UPDATE OF email, display_name ON tenantry.tenant_members

@@ -20,16 +20,18 @@ pub struct NewMemberBody {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub user_id: Option<UserId>,
     /// Email, unique within the tenant (case-insensitive after Unicode NFC), at most
-    /// 320 characters; no control or invisible characters.
+    /// 320 characters; no control or invisible characters, and no Latin letter
+    /// directly next to a Cyrillic or Greek one (look-alikes).
     #[schema(
         max_length = 320,
-        pattern = r"^[^@\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]+@[^@\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]+$"
+        pattern = r"^(?![\s\S]*(?:[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff][\u0300-\u036f]*[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff]|[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff][\u0300-\u036f]*[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]))[^@\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]+@[^@\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]+$"
     )]
     pub email: String,
-    /// Display name (≤ 200 characters; no control or invisible characters).
+    /// Display name (≤ 200 characters; no control or invisible characters, no Latin
+    /// letter directly next to a Cyrillic or Greek one).
     #[schema(
         max_length = 200,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*$"
+        pattern = r"^(?![\s\S]*(?:[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff][\u0300-\u036f]*[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff]|[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff][\u0300-\u036f]*[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]))[^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*$"
     )]
     pub display_name: Option<String>,
 }
@@ -39,11 +41,12 @@ pub struct NewMemberBody {
 #[serde(deny_unknown_fields)]
 pub struct NewRoleBody {
     /// Name, unique within the tenant after Unicode NFC and trimming, 1–100
-    /// characters, not only white space; no control or invisible characters.
+    /// characters, not only white space; no control or invisible characters, no
+    /// Latin letter directly next to a Cyrillic or Greek one (look-alikes).
     #[schema(
         min_length = 1,
         max_length = 100,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff][^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*$"
+        pattern = r"^(?![\s\S]*(?:[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff][\u0300-\u036f]*[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff]|[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff][\u0300-\u036f]*[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]))[^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff][^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*$"
     )]
     pub name: String,
     /// Free text (≤ 500 characters).

@@ -619,3 +619,35 @@ async fn a_null_rotate_body_means_the_default_grace_and_a_whole_float_is_a_numbe
         .await;
     refused(&r, "fractional seconds");
 }
+
+#[tokio::test]
+async fn names_with_invisible_characters_or_look_alike_letters_are_422_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let before = snapshot(&app).await;
+    // A zero-width space, and a Cyrillic "а" inside a Latin word.
+    for name in ["ad\u{200b}min", "p\u{430}ypal"] {
+        app.post("/v1/roles", &t.key, &json!({ "name": name }))
+            .await
+            .problem(422, "validation_failed");
+        app.post(
+            "/v1/members",
+            &t.key,
+            &json!({ "email": format!("{name}@example.com") }),
+        )
+        .await
+        .problem(422, "validation_failed");
+        app.admin_post("/v1/tenants", &json!({ "name": name }))
+            .await
+            .problem(422, "validation_failed");
+    }
+    assert_eq!(snapshot(&app).await, before);
+    // The same letters, one script per word, are names.
+    app.post(
+        "/v1/roles",
+        &t.key,
+        &json!({ "name": "paypal \u{43f}\u{430}\u{439}" }),
+    )
+    .await
+    .expect(201);
+}
