@@ -16,4 +16,5 @@ mod quotas;
 mod resources;
 mod roles;
 mod schemas;
+mod tables;
 mod usage;

@@ -1,0 +1,402 @@
+//! Your own tables (issue 11): `adopt_table`, `release_table`, `tenant_tables` and the doctor `table_problems`, called from a plain SQL session the way a team's migration files call them (as the superuser that runs them), and then used as the server's roles.
+
+use tenantry_db::testing::TestDatabase;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::{
+    common::{count, create_tenant, describe, exec, strings},
+    helpers::{admin, app, denied, set_context},
+};
+
+/// The team's migration session: a superuser with the guide's names on the path.
+async fn migrator(tdb: &TestDatabase) -> Client {
+    let c = tdb.superuser_client().await;
+    exec(&c, "SET search_path = public, tenantry").await;
+    c
+}
+
+/// Everything about a table that adoption changes, to show a refusal changed nothing.
+async fn table_state(c: &Client, table: &str) -> Vec<String> {
+    let mut state = strings(
+        c,
+        &format!(
+            "SELECT format('col %s %s %s %s', attname, atttypid::regtype, attnotnull, pg_get_expr(d.adbin, d.adrelid))
+               FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+              WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped
+             UNION ALL
+             SELECT format('rel %s %s %s %s', relowner::regrole, relrowsecurity, relforcerowsecurity,
+                           (SELECT string_agg(grantee::regrole || ' ' || privilege_type, ',' ORDER BY 1)
+                              FROM aclexplode(relacl) WHERE grantee <> relowner))
+               FROM pg_class WHERE oid = '{table}'::regclass
+             UNION ALL
+             SELECT 'policy ' || polname FROM pg_policy WHERE polrelid = '{table}'::regclass
+             UNION ALL
+             SELECT 'constraint ' || conname FROM pg_constraint WHERE conrelid = '{table}'::regclass
+             UNION ALL
+             SELECT 'index ' || indexrelid::regclass FROM pg_index WHERE indrelid = '{table}'::regclass
+             UNION ALL
+             SELECT 'trigger ' || tgname FROM pg_trigger WHERE tgrelid = '{table}'::regclass"
+        ),
+    )
+    .await;
+    state.push(format!(
+        "registry {}",
+        count(c, "SELECT count(*) FROM tenantry.tenant_tables").await
+    ));
+    state
+}
+
+#[tokio::test]
+async fn an_adopted_table_isolates_tenants_keeps_rows_in_their_tenant_and_passes_the_doctor() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, admin) = (migrator(&tdb).await, app(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    let child = create_tenant(&admin, "a-child", Some(a)).await;
+    let b = create_tenant(&admin, "b", None).await;
+    // A table of the team's, with rows from before tenantry.
+    exec(
+        &m,
+        "CREATE TABLE invoices (id bigserial, amount numeric NOT NULL);
+         INSERT INTO invoices (amount) VALUES (10), (20);",
+    )
+    .await;
+    let adopted = m
+        .query_one(
+            "SELECT table_id::text, hierarchy, previous_owner::text
+               FROM adopt_table('invoices', existing_rows_tenant => $1)",
+            &[&a],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)));
+    assert_eq!(adopted.get::<_, String>(0), "invoices");
+    assert!(adopted.get::<_, bool>(1));
+    assert_eq!(adopted.get::<_, String>(2), "postgres");
+    // Idempotent: adopting again changes nothing and still passes.
+    exec(&m, "SELECT adopt_table('invoices')").await;
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT relowner::regrole::text FROM pg_class WHERE oid = 'invoices'::regclass"
+        )
+        .await,
+        ["tenantry_owner"]
+    );
+
+    // The server's role: a's rows, the child's rows through the hierarchy, never b's.
+    exec(&app, "SET search_path = public, tenantry").await;
+    set_context(&app, child).await;
+    exec(&app, "INSERT INTO invoices (amount) VALUES (5)").await;
+    set_context(&app, b).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM invoices").await, 0);
+    exec(&app, "INSERT INTO invoices (amount) VALUES (7)").await;
+    // Writing a row for another tenant, or moving one there, is refused.
+    denied(
+        &app,
+        &format!("INSERT INTO invoices (tenant_id, amount) VALUES ('{a}', 1)"),
+        "42501",
+    )
+    .await;
+    assert_eq!(count(&app, "SELECT count(*) FROM invoices").await, 1);
+    set_context(&app, a).await;
+    assert_eq!(
+        strings(&app, "SELECT amount::text FROM invoices").await,
+        ["10", "20", "5"]
+    );
+    // Not even into its own subtree: a row keeps its tenant.
+    denied(
+        &app,
+        &format!("UPDATE invoices SET tenant_id = '{child}' WHERE amount = 10"),
+        "TN422",
+    )
+    .await;
+    // Another tenant's id and an unknown one get the same answer.
+    for target in [b, Uuid::new_v4()] {
+        denied(
+            &app,
+            &format!("UPDATE invoices SET tenant_id = '{target}' WHERE amount = 10"),
+            "TN422",
+        )
+        .await;
+    }
+    exec(&app, "UPDATE invoices SET amount = 11 WHERE amount = 10").await;
+    exec(&app, "DELETE FROM invoices WHERE amount = 20").await;
+    set_context(&app, b).await;
+    assert_eq!(
+        strings(&app, "SELECT amount::text FROM invoices").await,
+        ["7"]
+    );
+    exec(&app, "RESET ROLE; SET ROLE tenantry_app").await;
+    exec(
+        &app,
+        "SELECT set_config('app.current_tenant_id', '', false)",
+    )
+    .await;
+    assert_eq!(count(&app, "SELECT count(*) FROM invoices").await, 0);
+
+    // Without hierarchy the parent sees only its own rows.
+    exec(&m, "SELECT adopt_table('invoices', hierarchy => false)").await;
+    set_context(&app, a).await;
+    assert_eq!(
+        strings(&app, "SELECT amount::text FROM invoices").await,
+        ["11"]
+    );
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+}
+
+#[tokio::test]
+async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing() {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    exec(
+        &m,
+        "CREATE TABLE adopted (tenant_id uuid NOT NULL, id uuid NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('adopted');
+         CREATE ROLE rogue LOGIN IN ROLE tenantry_app;",
+    )
+    .await;
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("v", "CREATE VIEW v AS SELECT 1 AS x", "is a view", "security_invoker"),
+        ("u", "CREATE UNLOGGED TABLE u (tenant_id uuid)", "unlogged", ""),
+        (
+            "part_1",
+            "CREATE TABLE part (tenant_id uuid) PARTITION BY LIST (tenant_id);
+             CREATE TABLE part_1 PARTITION OF part DEFAULT",
+            "partition or child of",
+            "",
+        ),
+        (
+            "inh",
+            "CREATE TABLE inh (tenant_id uuid); CREATE TABLE inh_child () INHERITS (inh)",
+            "inherit",
+            "",
+        ),
+        (
+            "global_pk",
+            "CREATE TABLE global_pk (id uuid PRIMARY KEY)",
+            "primary key or unique",
+            "",
+        ),
+        (
+            "global_unique",
+            "CREATE TABLE global_unique (tenant_id uuid, code text UNIQUE)",
+            "does not lead with tenant_id",
+            "",
+        ),
+        (
+            "trailing_pk",
+            "CREATE TABLE trailing_pk (tenant_id uuid, id uuid, PRIMARY KEY (id, tenant_id))",
+            "does not lead with tenant_id",
+            "",
+        ),
+        (
+            "own_policy",
+            "CREATE TABLE own_policy (tenant_id uuid); ALTER TABLE own_policy ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY everyone ON own_policy USING (true)",
+            "policies of its own (everyone)",
+            "",
+        ),
+        (
+            "orphans",
+            "CREATE TABLE orphans (note text); INSERT INTO orphans VALUES ('x')",
+            "1 rows have no tenant",
+            "existing_rows_tenant",
+        ),
+        (
+            "unknown_tenant",
+            "CREATE TABLE unknown_tenant (tenant_id uuid); INSERT INTO unknown_tenant VALUES (gen_random_uuid())",
+            "tenant that does not exist",
+            "",
+        ),
+        (
+            "wrong_type",
+            "CREATE TABLE wrong_type (tenant_id text)",
+            "not uuid",
+            "",
+        ),
+        (
+            "cross_tenant_fk",
+            "CREATE TABLE cross_tenant_fk (tenant_id uuid, adopted_tenant uuid, adopted_id uuid,
+                 FOREIGN KEY (adopted_tenant, adopted_id) REFERENCES adopted (tenant_id, id))",
+            "does not pair tenant_id with tenant_id",
+            "",
+        ),
+        (
+            "rogue_owned",
+            "CREATE TABLE rogue_owned (tenant_id uuid); ALTER TABLE rogue_owned OWNER TO rogue",
+            "acts for tenants",
+            "",
+        ),
+    ];
+    for (table, setup, message, hint) in cases {
+        exec(&m, setup).await;
+        let before = table_state(&m, table).await;
+        let err = m
+            .query(&format!("SELECT adopt_table('{table}')"), &[])
+            .await
+            .expect_err(table);
+        let db = err
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{table}: {err}"));
+        assert_eq!(db.code().code(), "TN422", "{table}: {}", describe(&err));
+        let text = format!(
+            "{} {} {}",
+            db.message(),
+            db.detail().unwrap_or(""),
+            db.hint().unwrap_or("")
+        );
+        assert!(text.contains(message), "{table}: {text}");
+        assert!(text.contains(hint), "{table}: {text}");
+        assert_eq!(table_state(&m, table).await, before, "{table} changed");
+    }
+    // The same table with its rows owned and its key led by tenant_id is adopted.
+    let adopted: Vec<String> = strings(
+        &m,
+        &format!(
+            "SELECT table_id::text FROM adopt_table('orphans', existing_rows_tenant_expression => '''{a}''')"
+        ),
+    )
+    .await;
+    assert_eq!(adopted, ["orphans"]);
+    assert_eq!(
+        strings(&m, "SELECT tenant_id::text FROM orphans").await,
+        [a.to_string()]
+    );
+}
+
+#[tokio::test]
+async fn the_doctor_names_each_broken_rule_with_its_fix_and_adopting_again_repairs_it() {
+    let tdb = TestDatabase::new().await;
+    let (m, server) = (migrator(&tdb).await, tdb.server_client().await);
+    exec(
+        &m,
+        "CREATE TABLE projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                name text, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('projects');",
+    )
+    .await;
+    let problems = || async {
+        strings(
+            &server,
+            "SELECT rule || ': ' || problem FROM tenantry.table_problems()",
+        )
+        .await
+    };
+    assert!(problems().await.is_empty());
+    exec(
+        &m,
+        "ALTER TABLE projects NO FORCE ROW LEVEL SECURITY;
+         GRANT SELECT ON projects TO PUBLIC;
+         GRANT SELECT ON projects TO tenantry_app_shared;
+         CREATE POLICY wide_open ON projects FOR SELECT TO tenantry_app USING (true);
+         CREATE INDEX projects_name_idx ON projects (name);
+         ALTER TABLE projects DISABLE TRIGGER tenantry_keep_tenant_id;",
+    )
+    .await;
+    assert_eq!(
+        problems().await,
+        [
+            "grants: grants SELECT to PUBLIC",
+            "grants: grants SELECT to tenantry_app_shared",
+            "indexes: index public.projects_name_idx does not lead with tenant_id",
+            "keep_tenant: the trigger that keeps rows in their tenant is missing or disabled",
+            "policies: policy wide_open is not tenantry's (permissive SELECT for {tenantry_app})",
+            "rls: row level security is not enabled and forced",
+        ]
+    );
+    // Every fix the doctor gives, applied as given, repairs the table.
+    let fixes = strings(&m, "SELECT fix FROM tenantry.table_problems()").await;
+    for fix in fixes {
+        exec(&m, &fix).await;
+    }
+    exec(
+        &m,
+        "CREATE INDEX projects_name_idx ON projects (tenant_id, name)",
+    )
+    .await;
+    assert!(problems().await.is_empty(), "{:?}", problems().await);
+    // A table dropped behind tenantry's back is reported, with its fix.
+    exec(&m, "DROP TABLE projects").await;
+    let gone = problems().await;
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert!(gone[0].starts_with("exists: adopted table "), "{gone:?}");
+    for fix in strings(&m, "SELECT fix FROM tenantry.table_problems()").await {
+        exec(&m, &fix).await;
+    }
+    assert!(problems().await.is_empty());
+}
+
+#[tokio::test]
+async fn release_table_gives_the_table_back_without_row_level_security_and_keeps_its_rows() {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    exec(
+        &m,
+        "CREATE ROLE team_migrator NOLOGIN;
+         CREATE TABLE notes (tenant_id uuid NOT NULL, body text);
+         ALTER TABLE notes OWNER TO team_migrator;",
+    )
+    .await;
+    let before = table_state(&m, "notes").await;
+    exec(
+        &m,
+        &format!("INSERT INTO notes VALUES ('{a}', 'kept'); SELECT adopt_table('notes')"),
+    )
+    .await;
+    assert_eq!(
+        strings(&m, "SELECT previous_owner::text FROM tenant_tables").await,
+        ["team_migrator"]
+    );
+    exec(&m, "SELECT release_table('notes')").await;
+    let mut after = table_state(&m, "notes").await;
+    // What release_table keeps on purpose: the index adoption added for tenant_id.
+    after.retain(|s| s != "index notes_tenant_id_idx");
+    assert_eq!(after, before);
+    assert_eq!(strings(&m, "SELECT body FROM notes").await, ["kept"]);
+    denied(&m, "SELECT release_table('notes')", "TN404").await;
+}
+
+#[tokio::test]
+async fn a_partitioned_table_is_adopted_with_every_partition_and_partitions_grant_nothing() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, admin) = (migrator(&tdb).await, app(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    exec(
+        &m,
+        "CREATE TABLE events (tenant_id uuid NOT NULL, at date NOT NULL, what text,
+                              PRIMARY KEY (tenant_id, at, what)) PARTITION BY RANGE (at);
+         CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         CREATE TABLE events_rest PARTITION OF events DEFAULT;
+         SELECT adopt_table('events');",
+    )
+    .await;
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT format('%s %s %s %s', relname, relrowsecurity, relforcerowsecurity, relowner::regrole)
+               FROM pg_class WHERE relname LIKE 'events%' AND relkind IN ('r', 'p')"
+        )
+        .await,
+        [
+            "events t t tenantry_owner",
+            "events_2026 t t tenantry_owner",
+            "events_rest t t tenantry_owner",
+        ]
+    );
+    exec(&app, "SET search_path = public, tenantry").await;
+    set_context(&app, a).await;
+    exec(
+        &app,
+        "INSERT INTO events VALUES (DEFAULT, '2026-05-01', 'a1'), (DEFAULT, '2030-01-01', 'a2')",
+    )
+    .await;
+    set_context(&app, b).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM events").await, 0);
+    // A partition is not a way around its parent.
+    denied(&app, "SELECT * FROM events_2026", "42501").await;
+}

@@ -1,0 +1,517 @@
+-- =============================================================================
+-- Your own tables as tenant tables: adopt_table, release_table, the doctor.
+--
+-- adopt_table() makes an ordinary table of the application's (invoices,
+-- projects, ...) a tenant table with the guarantees tenantry's own tables
+-- have: a tenant_id column bound to tenantry.tenants, RLS enabled and FORCE'd,
+-- the tenant_isolation policy for tenantry_app_own (own rows, and descendants'
+-- rows when hierarchy is on), the grants the app roles need and no others,
+-- indexes that lead with tenant_id (so EXPLAIN ANALYZE never counts another
+-- tenant's rows), rows that can never move to another tenant, ownership by
+-- tenantry_owner, and an entry in tenantry.tenant_tables. Everything happens in
+-- the caller's transaction: a refusal changes nothing.
+--
+-- table_problems() is the doctor: the rules every adopted table must still
+-- satisfy, each problem with the SQL that fixes it. adopt_table() ends by
+-- asking it, the server asks it at boot, `tenantry doctor` prints it.
+--
+-- The caller runs the team's own migrations: the table's owner, able to hand
+-- the table to tenantry_owner (a member of it), or a superuser. The functions
+-- run with the caller's rights (SECURITY INVOKER) except the internal
+-- secure_tenant_table(), which only touches tables tenantry_owner owns.
+-- =============================================================================
+
+SET LOCAL ROLE tenantry_owner;
+
+GRANT SELECT ON tenantry.tenant_tables TO tenantry_admin, tenantry_server;
+
+/** Rows of an adopted table keep their tenant. */
+CREATE OR REPLACE FUNCTION tenantry.keep_tenant_id()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
+        RAISE EXCEPTION 'a row of %.% cannot move to another tenant', TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = 'TN422', HINT = 'tenant_id';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION tenantry.keep_tenant_id() IS 'Trigger on every adopted table: an UPDATE may not change tenant_id (TN422), not even within the caller''s own subtree.';
+
+/** The policy predicate of an adopted table, as PostgreSQL prints it back. */
+CREATE OR REPLACE FUNCTION tenantry.tenant_table_predicate(hierarchy boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN hierarchy
+        THEN '(tenant_id = ANY (tenantry.visible_tenant_ids()))'
+        ELSE '(tenant_id = tenantry.current_tenant_id())'
+    END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_table_predicate(boolean) IS 'Internal: the USING and WITH CHECK expression of an adopted table''s tenant_isolation policy; with hierarchy a tenant also reaches its descendants'' rows. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.tenant_table_predicate(boolean) TO tenantry_admin, tenantry_server;
+
+/** A table and, when it is partitioned, every partition below it. */
+CREATE OR REPLACE FUNCTION tenantry.table_and_partitions(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tbl
+    UNION
+    SELECT p.relid FROM pg_catalog.pg_partition_tree(tbl) p
+$$;
+COMMENT ON FUNCTION tenantry.table_and_partitions(regclass) IS 'Internal: the table itself and every partition below it (pg_partition_tree lists nothing for a table that is not partitioned).';
+GRANT EXECUTE ON FUNCTION tenantry.table_and_partitions(regclass) TO tenantry_admin, tenantry_server;
+
+/**
+ * Forced RLS, the tenant_isolation policy, the no-move trigger and exactly the
+ * grants the app roles need, on an adopted table and every partition of it.
+ * Partitions are reached through their parent only: they grant nothing.
+ */
+CREATE OR REPLACE FUNCTION tenantry.secure_tenant_table(tbl regclass, hierarchy boolean)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    predicate text := tenantry.tenant_table_predicate(hierarchy);
+    part regclass;
+    seq regclass;
+BEGIN
+    IF (SELECT relowner FROM pg_catalog.pg_class WHERE oid = tbl) <> 'tenantry_owner'::regrole THEN
+        RAISE EXCEPTION '% is not owned by tenantry_owner', tbl USING ERRCODE = 'TN403';
+    END IF;
+    FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
+        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', part);
+        EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', part);
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = part AND p.polname = 'tenant_isolation') THEN
+            EXECUTE format('DROP POLICY tenant_isolation ON %s', part);
+        END IF;
+        EXECUTE format('CREATE POLICY tenant_isolation ON %s FOR ALL TO tenantry_app_own USING %s WITH CHECK %s',
+                       part, predicate, predicate);
+        EXECUTE format('COMMENT ON POLICY tenant_isolation ON %s IS %L', part,
+                       CASE WHEN hierarchy
+                           THEN 'tenantry: a tenant reads and writes its own rows and its descendants'' rows; no tenant set: nothing.'
+                           ELSE 'tenantry: a tenant reads and writes its own rows only; no tenant set: nothing.'
+                       END);
+        EXECUTE format('REVOKE ALL ON TABLE %s FROM PUBLIC, tenantry_app, tenantry_app_own, tenantry_app_shared, '
+                       'tenantry_admin, tenantry_logger, tenantry_server', part);
+    END LOOP;
+    EXECUTE format('CREATE OR REPLACE TRIGGER tenantry_keep_tenant_id BEFORE UPDATE OF tenant_id ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION tenantry.keep_tenant_id()', tbl);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %s TO tenantry_app_own', tbl);
+    -- serial columns: inserts call nextval() with the caller's rights.
+    FOR seq IN
+        SELECT d.objid::regclass
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        WHERE d.classid = 'pg_catalog.pg_class'::regclass
+          AND d.refclassid = 'pg_catalog.pg_class'::regclass
+          AND d.refobjid = tbl AND d.deptype IN ('a', 'i')
+    LOOP
+        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', seq);
+        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tenantry_app_own', seq);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.secure_tenant_table(regclass, boolean) IS 'Internal: forced RLS, the tenant_isolation policy, the keep_tenant_id trigger and the app roles'' grants on an adopted table (owned by tenantry_owner) and its partitions. Idempotent. Not granted.';
+
+/**
+ * The doctor: every rule an adopted table (or, with tbl, that one table) must
+ * satisfy and does not, with the SQL that fixes it. No rows: all is well.
+ */
+CREATE OR REPLACE FUNCTION tenantry.table_problems(tbl regclass DEFAULT NULL)
+RETURNS TABLE (table_name text, rule text, problem text, fix text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    part record;
+    readopt text;
+    tenant_col smallint;
+BEGIN
+    FOR t IN
+        SELECT r.table_id, r.hierarchy, c.oid IS NOT NULL AS present
+        FROM tenantry.tenant_tables r
+        LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_id::oid
+        WHERE tbl IS NULL OR r.table_id = tbl
+        ORDER BY r.table_id::text
+    LOOP
+        table_name := t.table_id::text;
+        IF NOT t.present THEN
+            rule := 'exists';
+            problem := format('adopted table %s no longer exists', t.table_id::oid);
+            fix := format('DELETE FROM tenantry.tenant_tables WHERE table_id = %s;', t.table_id::oid);
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        readopt := format('SELECT tenantry.adopt_table(%L, hierarchy => %s);', t.table_id::text, t.hierarchy::text);
+
+        SELECT a.attnum INTO tenant_col
+        FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = t.table_id AND a.attname = 'tenant_id' AND NOT a.attisdropped
+          AND a.atttypid = 'uuid'::regtype AND a.attnotnull;
+        IF tenant_col IS NULL THEN
+            rule := 'tenant_id';
+            problem := 'has no tenant_id uuid NOT NULL column';
+            fix := format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL;', t.table_id);
+            RETURN NEXT;
+        END IF;
+
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_constraint k
+            WHERE k.conrelid = t.table_id AND k.contype = 'f' AND k.convalidated
+              AND k.confrelid = 'tenantry.tenants'::regclass
+              AND k.conkey = ARRAY[tenant_col]
+        ) THEN
+            rule := 'tenant_fk';
+            problem := 'tenant_id does not reference tenantry.tenants (validated)';
+            fix := readopt;
+            RETURN NEXT;
+        END IF;
+
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = t.table_id) THEN
+            rule := 'standalone';
+            problem := 'has become a partition or inheritance child of another table';
+            fix := format('ALTER TABLE %s NO INHERIT or DETACH PARTITION, or release_table() it and adopt its parent', t.table_id);
+            RETURN NEXT;
+        END IF;
+
+        FOR part IN
+            SELECT p.p AS rel, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl
+            FROM tenantry.table_and_partitions(t.table_id) p(p)
+            JOIN pg_catalog.pg_class c ON c.oid = p.p
+        LOOP
+            IF NOT part.relrowsecurity OR NOT part.relforcerowsecurity THEN
+                table_name := part.rel::text; rule := 'rls';
+                problem := 'row level security is not enabled and forced';
+                fix := format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY; ALTER TABLE %s FORCE ROW LEVEL SECURITY;', part.rel, part.rel);
+                RETURN NEXT;
+            END IF;
+            IF part.relowner <> 'tenantry_owner'::regrole THEN
+                table_name := part.rel::text; rule := 'owner';
+                problem := format('is owned by %s, not tenantry_owner', part.relowner::regrole);
+                fix := format('ALTER TABLE %s OWNER TO tenantry_owner;', part.rel);
+                RETURN NEXT;
+            END IF;
+            -- Exactly one policy: tenant_isolation, for tenantry_app_own, as adopt_table made it.
+            RETURN QUERY
+                SELECT part.rel::text, 'policies'::text,
+                       format('policy %I is not tenantry''s (%s %s for %s)', p.polname,
+                              CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
+                              CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                            WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+                              p.polroles::regrole[]::text),
+                       format('DROP POLICY %I ON %s;', p.polname, part.rel)
+                FROM pg_catalog.pg_policy p
+                WHERE p.polrelid = part.rel
+                  AND NOT (p.polname = 'tenant_isolation' AND p.polpermissive AND p.polcmd = '*'
+                           AND p.polroles = ARRAY['tenantry_app_own'::regrole::oid]
+                           AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy)
+                           AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy));
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = part.rel AND p.polname = 'tenant_isolation') THEN
+                table_name := part.rel::text; rule := 'policies';
+                problem := 'the tenant_isolation policy is missing';
+                fix := readopt;
+                RETURN NEXT;
+            END IF;
+            -- Privileges: none for PUBLIC anywhere; on the table itself exactly
+            -- SELECT, INSERT, UPDATE, DELETE for tenantry_app_own among tenantry's roles.
+            RETURN QUERY
+                SELECT part.rel::text, 'grants'::text,
+                       format('grants %s to %s', acl.privilege_type,
+                              CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END),
+                       format('REVOKE %s ON %s FROM %s;', acl.privilege_type, part.rel,
+                              CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END)
+                FROM pg_catalog.aclexplode(part.relacl) acl
+                WHERE acl.grantee <> part.relowner
+                  AND (acl.grantee = 0
+                       OR (acl.grantee::regrole::text IN ('tenantry_app', 'tenantry_app_own', 'tenantry_app_shared',
+                                                          'tenantry_admin', 'tenantry_logger', 'tenantry_server')
+                           AND NOT (part.rel = t.table_id AND acl.grantee = 'tenantry_app_own'::regrole::oid
+                                    AND acl.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE'))));
+            RETURN QUERY
+                SELECT part.rel::text, 'grants'::text,
+                       format('grants %s on column %I to %s', acl.privilege_type, a.attname,
+                              CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END),
+                       format('REVOKE %s (%I) ON %s FROM %s;', acl.privilege_type, a.attname, part.rel,
+                              CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END)
+                FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) acl
+                WHERE a.attrelid = part.rel AND a.attacl IS NOT NULL
+                  AND (acl.grantee = 0 OR acl.grantee::regrole::text LIKE 'tenantry\_%');
+            -- Every index leads with tenant_id: an index scan then never touches
+            -- another tenant's rows, so EXPLAIN ANALYZE cannot count them.
+            RETURN QUERY
+                SELECT part.rel::text, 'indexes'::text,
+                       format('index %s does not lead with tenant_id', i.indexrelid::regclass),
+                       format('DROP INDEX %s; -- and create it again with tenant_id first', i.indexrelid::regclass)
+                FROM pg_catalog.pg_index i
+                WHERE i.indrelid = part.rel
+                  AND (i.indkey[0] = 0 OR (SELECT a.attname FROM pg_catalog.pg_attribute a
+                                          WHERE a.attrelid = part.rel AND a.attnum = i.indkey[0]) <> 'tenant_id');
+        END LOOP;
+        table_name := t.table_id::text;
+
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_trigger g
+            WHERE g.tgrelid = t.table_id AND g.tgname = 'tenantry_keep_tenant_id' AND g.tgenabled <> 'D'
+              AND g.tgfoid = 'tenantry.keep_tenant_id()'::regprocedure
+        ) THEN
+            rule := 'keep_tenant';
+            problem := 'the trigger that keeps rows in their tenant is missing or disabled';
+            fix := readopt;
+            RETURN NEXT;
+        END IF;
+
+        -- Foreign keys between tenant tables pair tenant_id with tenant_id, so
+        -- a row can only point at rows of its own tenant.
+        RETURN QUERY
+            SELECT t.table_id::text, 'foreign_keys'::text,
+                   format('foreign key %I to %s does not pair tenant_id with tenant_id', k.conname, k.confrelid::regclass),
+                   format('ALTER TABLE %s DROP CONSTRAINT %I; -- and add it again on (tenant_id, ...) REFERENCES %s (tenant_id, ...)',
+                          k.conrelid::regclass, k.conname, k.confrelid::regclass)
+            FROM pg_catalog.pg_constraint k
+            WHERE k.contype = 'f'
+              AND (k.conrelid = t.table_id OR k.confrelid = t.table_id)
+              AND k.confrelid <> 'tenantry.tenants'::regclass
+              AND (k.confrelid IN (SELECT r.table_id FROM tenantry.tenant_tables r)
+                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                              WHERE a.attrelid = k.confrelid AND a.attname = 'tenant_id' AND NOT a.attisdropped))
+              AND (k.conrelid IN (SELECT r.table_id FROM tenantry.tenant_tables r)
+                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                              WHERE a.attrelid = k.conrelid AND a.attname = 'tenant_id' AND NOT a.attisdropped))
+              AND NOT EXISTS (
+                  SELECT 1 FROM unnest(k.conkey, k.confkey) AS pair(src, dst)
+                  WHERE (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.conrelid AND a.attnum = pair.src) = 'tenant_id'
+                    AND (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.confrelid AND a.attnum = pair.dst) = 'tenant_id');
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, every index led by tenant_id, the keep_tenant_id trigger, foreign keys between tenant tables pairing tenant_id. No rows: all is well.';
+GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
+
+/**
+ * Guide step one, made safe: makes one of the application's tables a tenant
+ * table. Idempotent (run it again to change hierarchy or to repair what the
+ * doctor reports). Rows already in the table need an owner: a tenant id, or an
+ * SQL expression over the row's columns that yields one.
+ */
+CREATE OR REPLACE FUNCTION tenantry.adopt_table(
+    tbl regclass,
+    hierarchy boolean DEFAULT true,
+    existing_rows_tenant uuid DEFAULT NULL,
+    existing_rows_tenant_expression text DEFAULT NULL)
+RETURNS tenantry.tenant_tables
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel record;
+    col record;
+    missing bigint;
+    problems text;
+    result tenantry.tenant_tables;
+    part regclass;
+BEGIN
+    IF tbl IS NULL OR hierarchy IS NULL THEN
+        RAISE EXCEPTION 'adopt_table needs a table and hierarchy true or false' USING ERRCODE = 'TN422';
+    END IF;
+    IF existing_rows_tenant IS NOT NULL AND existing_rows_tenant_expression IS NOT NULL THEN
+        RAISE EXCEPTION 'give existing_rows_tenant or existing_rows_tenant_expression, not both' USING ERRCODE = 'TN422';
+    END IF;
+    SELECT c.oid, c.relkind, c.relpersistence, c.relispartition, c.relowner, n.nspname
+      INTO rel
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+
+    -- What can never be a tenant table.
+    IF rel.relkind IN ('v', 'm') THEN
+        RAISE EXCEPTION 'cannot adopt %: it is a view', tbl USING ERRCODE = 'TN422',
+            HINT = format('Adopt the tables it reads and make the view run with its caller''s rights and policies: ALTER VIEW %s SET (security_invoker = true);', tbl);
+    ELSIF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'cannot adopt %: only ordinary and partitioned tables can be tenant tables', tbl USING ERRCODE = 'TN422';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'cannot adopt %: it is a temporary table', tbl USING ERRCODE = 'TN422';
+    ELSIF rel.relpersistence = 'u' THEN
+        RAISE EXCEPTION 'cannot adopt %: it is unlogged, so a crash would lose acknowledged rows', tbl USING ERRCODE = 'TN422',
+            HINT = format('ALTER TABLE %s SET LOGGED;', tbl);
+    END IF;
+    IF rel.nspname IN ('tenantry', 'pg_catalog', 'information_schema') OR rel.nspname LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'cannot adopt %: it belongs to schema %', tbl, rel.nspname USING ERRCODE = 'TN422';
+    END IF;
+    IF rel.relispartition OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = tbl) THEN
+        RAISE EXCEPTION 'cannot adopt %: it is a partition or child of %; adopt the parent, which covers its partitions',
+            tbl, (SELECT string_agg(i.inhparent::regclass::text, ', ') FROM pg_catalog.pg_inherits i WHERE i.inhrelid = tbl)
+            USING ERRCODE = 'TN422';
+    END IF;
+    IF rel.relkind = 'r' AND EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = tbl) THEN
+        RAISE EXCEPTION 'cannot adopt %: other tables inherit from it, and they would not be covered', tbl USING ERRCODE = 'TN422',
+            HINT = 'Use declarative partitioning (PARTITION BY) instead of table inheritance.';
+    END IF;
+    IF rel.relowner <> 'tenantry_owner'::regrole
+       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = rel.relowner)
+       AND pg_catalog.pg_has_role(rel.relowner, 'tenantry_app_own', 'MEMBER') THEN
+        RAISE EXCEPTION 'cannot adopt %: it is owned by %, a role that acts for tenants (the server''s login or an app role), which could switch its row level security off',
+            tbl, rel.relowner::regrole USING ERRCODE = 'TN422',
+            HINT = format('Create tables with your migration role, not the server''s: ALTER TABLE %s OWNER TO <your migration role>;', tbl);
+    END IF;
+    IF rel.relowner <> 'tenantry_owner'::regrole THEN
+        IF NOT pg_catalog.pg_has_role(current_user, rel.relowner, 'USAGE') THEN
+            RAISE EXCEPTION 'cannot adopt %: only its owner, %, or a superuser can adopt it', tbl, rel.relowner::regrole
+                USING ERRCODE = 'TN403';
+        END IF;
+        IF NOT pg_catalog.pg_has_role(current_user, 'tenantry_owner', 'USAGE') THEN
+            RAISE EXCEPTION 'cannot adopt %: % cannot hand tables to tenantry_owner', tbl, current_user USING ERRCODE = 'TN403',
+                HINT = 'Adopt tables as a superuser, or GRANT tenantry_owner TO your migration role.';
+        END IF;
+    END IF;
+    -- Policies of its own could widen what tenants reach (permissive policies are OR'd).
+    IF EXISTS (
+        SELECT 1 FROM tenantry.table_and_partitions(tbl) p(p)
+        JOIN pg_catalog.pg_policy pol ON pol.polrelid = p.p
+        WHERE NOT (pol.polname = 'tenant_isolation'
+                   AND EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl))
+    ) THEN
+        RAISE EXCEPTION 'cannot adopt %: it has row level security policies of its own (%), which would widen what tenants reach',
+            tbl, (SELECT string_agg(DISTINCT pol.polname, ', ') FROM tenantry.table_and_partitions(tbl) p(p)
+                   JOIN pg_catalog.pg_policy pol ON pol.polrelid = p.p)
+            USING ERRCODE = 'TN422',
+            HINT = 'Drop them (DROP POLICY ... ON ...); tenantry''s policy decides which tenant reaches which row.';
+    END IF;
+
+    -- The tenant column.
+    SELECT a.attnum, a.atttypid, a.attnotnull INTO col
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        -- Keys that cannot include the new column: refuse before adding it.
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisunique) THEN
+            RAISE EXCEPTION 'cannot adopt %: it has a primary key or unique constraint and no tenant_id column to lead it', tbl
+                USING ERRCODE = 'TN422',
+                HINT = format('Add the column and put it first in every key, e.g. ALTER TABLE %s ADD COLUMN tenant_id uuid; then (after filling it) ALTER TABLE %s DROP CONSTRAINT <pkey>, ADD PRIMARY KEY (tenant_id, id);', tbl, tbl);
+        END IF;
+        EXECUTE format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl);
+    ELSIF col.atttypid <> 'uuid'::regtype THEN
+        RAISE EXCEPTION 'cannot adopt %: its tenant_id column is %, not uuid', tbl, col.atttypid::regtype USING ERRCODE = 'TN422';
+    END IF;
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET DEFAULT tenantry.current_tenant_id()', tbl);
+
+    -- Rows without a tenant get the one the caller names.
+    EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id IS NULL', tbl) INTO missing;
+    IF missing > 0 THEN
+        IF existing_rows_tenant IS NOT NULL THEN
+            EXECUTE format('UPDATE %s SET tenant_id = $1 WHERE tenant_id IS NULL', tbl) USING existing_rows_tenant;
+        ELSIF existing_rows_tenant_expression IS NOT NULL THEN
+            EXECUTE format('UPDATE %s SET tenant_id = (%s)::uuid WHERE tenant_id IS NULL', tbl, existing_rows_tenant_expression);
+            EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id IS NULL', tbl) INTO missing;
+            IF missing > 0 THEN
+                RAISE EXCEPTION 'cannot adopt %: existing_rows_tenant_expression gave no tenant for % rows', tbl, missing
+                    USING ERRCODE = 'TN422';
+            END IF;
+        ELSE
+            RAISE EXCEPTION 'cannot adopt %: % rows have no tenant', tbl, missing USING ERRCODE = 'TN422',
+                HINT = 'Say who owns them: existing_rows_tenant => ''<tenant uuid>'', or existing_rows_tenant_expression => ''<SQL over the row''''s columns>''.';
+        END IF;
+    END IF;
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL', tbl);
+
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_constraint k
+        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
+          AND k.conkey = ARRAY[(SELECT a.attnum FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attname = 'tenant_id')]
+    ) THEN
+        BEGIN
+            IF rel.relkind = 'p' THEN
+                -- PostgreSQL before 18 has no NOT VALID foreign keys on partitioned tables.
+                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_fkey FOREIGN KEY (tenant_id) '
+                               'REFERENCES tenantry.tenants (tenant_id)', tbl);
+            ELSE
+                -- Added NOT VALID, then validated: the check scans under a lock that
+                -- lets reads and writes of the table go on.
+                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_fkey FOREIGN KEY (tenant_id) '
+                               'REFERENCES tenantry.tenants (tenant_id) NOT VALID', tbl);
+                EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT tenantry_tenant_id_fkey', tbl);
+            END IF;
+        EXCEPTION WHEN foreign_key_violation THEN
+            RAISE EXCEPTION 'cannot adopt %: some rows name a tenant that does not exist', tbl USING ERRCODE = 'TN422',
+                HINT = 'Create those tenants first, or correct the rows'' tenant_id.';
+        END;
+    END IF;
+
+    -- The policy is an index condition only where an index leads with tenant_id.
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+          ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = tbl AND a.attname = 'tenant_id'
+    ) THEN
+        EXECUTE format('CREATE INDEX ON %s (tenant_id)', tbl);
+    END IF;
+
+    SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
+    IF NOT FOUND THEN
+        INSERT INTO tenantry.tenant_tables (table_id, hierarchy, previous_owner)
+        VALUES (tbl, hierarchy, rel.relowner::regrole::name);
+    ELSE
+        UPDATE tenantry.tenant_tables r SET hierarchy = adopt_table.hierarchy WHERE r.table_id = tbl;
+    END IF;
+    FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
+        EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', part);
+    END LOOP;
+    PERFORM tenantry.secure_tenant_table(tbl, hierarchy);
+
+    SELECT string_agg(format('%s [%s]: %s (fix: %s)', p.table_name, p.rule, p.problem, p.fix), E'\n')
+      INTO problems FROM tenantry.table_problems(tbl) p;
+    IF problems IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot adopt %: it breaks the rules of tenant tables', tbl USING ERRCODE = 'TN422', DETAIL = problems;
+    END IF;
+    SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
+    RETURN result;
+END
+$$;
+COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, uuid, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), grants for tenantry_app_own, an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+
+/** Undoes adopt_table: the table is the application's again, without RLS. */
+CREATE OR REPLACE FUNCTION tenantry.release_table(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    entry tenantry.tenant_tables;
+    part regclass;
+BEGIN
+    SELECT r.* INTO entry FROM tenantry.tenant_tables r WHERE r.table_id = tbl FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '% is not an adopted table', tbl USING ERRCODE = 'TN404';
+    END IF;
+    IF NOT pg_catalog.pg_has_role(current_user, 'tenantry_owner', 'USAGE')
+       OR NOT pg_catalog.pg_has_role(current_user, entry.previous_owner, 'USAGE') THEN
+        RAISE EXCEPTION 'cannot release %: % cannot hand it back to %', tbl, current_user, entry.previous_owner
+            USING ERRCODE = 'TN403';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS tenantry_keep_tenant_id ON %s', tbl);
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey', tbl);
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', tbl);
+    FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
+        EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', part);
+        EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', part);
+        EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', part);
+        EXECUTE format('REVOKE ALL ON TABLE %s FROM tenantry_app, tenantry_app_own, tenantry_app_shared, '
+                       'tenantry_admin, tenantry_logger, tenantry_server', part);
+        EXECUTE format('ALTER TABLE %s OWNER TO %I', part, entry.previous_owner);
+    END LOOP;
+    DELETE FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
+END
+$$;
+COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: drops tenantry''s policy, trigger and tenant foreign key, switches RLS off, revokes the app roles'' grants and gives the table back to its previous owner. The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted.';
+
+-- Tables adopted under older definitions get the current ones.
+SELECT tenantry.secure_tenant_table(r.table_id, r.hierarchy)
+FROM tenantry.tenant_tables r
+JOIN pg_catalog.pg_class c ON c.oid = r.table_id::oid;
