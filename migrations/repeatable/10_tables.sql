@@ -296,34 +296,19 @@ COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule 
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
- * Guide step one, made safe: makes one of the application's tables a tenant
- * table. Idempotent (run it again to change hierarchy or to repair what the
- * doctor reports). Rows already in the table need an owner: a tenant id, or an
- * SQL expression over the row's columns that yields one.
+ * Refuses (TN422/TN403, naming the rule) a table that can never be a tenant
+ * table, or that the caller may not adopt. Changes nothing. adopt_table()
+ * starts with it; a batched backfill runs it before touching any row.
  */
-CREATE OR REPLACE FUNCTION tenantry.adopt_table(
-    tbl regclass,
-    hierarchy boolean DEFAULT true,
-    existing_rows_tenant uuid DEFAULT NULL,
-    existing_rows_tenant_expression text DEFAULT NULL)
-RETURNS tenantry.tenant_tables
-LANGUAGE plpgsql
+CREATE OR REPLACE FUNCTION tenantry.check_adoptable(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rel record;
-    col record;
-    missing bigint;
-    problems text;
-    result tenantry.tenant_tables;
-    part regclass;
+    coltype oid;
 BEGIN
-    IF tbl IS NULL OR hierarchy IS NULL THEN
-        RAISE EXCEPTION 'adopt_table needs a table and hierarchy true or false' USING ERRCODE = 'TN422';
-    END IF;
-    IF existing_rows_tenant IS NOT NULL AND existing_rows_tenant_expression IS NOT NULL THEN
-        RAISE EXCEPTION 'give existing_rows_tenant or existing_rows_tenant_expression, not both' USING ERRCODE = 'TN422';
-    END IF;
     SELECT c.oid, c.relkind, c.relpersistence, c.relispartition, c.relowner, n.nspname
       INTO rel
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -385,25 +370,76 @@ BEGIN
             HINT = 'Drop them (DROP POLICY ... ON ...); tenantry''s policy decides which tenant reaches which row.';
     END IF;
 
-    -- The tenant column.
-    SELECT a.attnum, a.atttypid, a.attnotnull INTO col
+
+    -- The tenant column: uuid when present; when missing, no key may need it.
+    SELECT a.atttypid INTO coltype
     FROM pg_catalog.pg_attribute a
     WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped;
     IF NOT FOUND THEN
-        -- Keys that cannot include the new column: refuse before adding it.
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisunique) THEN
             RAISE EXCEPTION 'cannot adopt %: it has a primary key or unique constraint and no tenant_id column to lead it', tbl
                 USING ERRCODE = 'TN422',
                 HINT = format('Add the column and put it first in every key, e.g. ALTER TABLE %s ADD COLUMN tenant_id uuid; then (after filling it) ALTER TABLE %s DROP CONSTRAINT <pkey>, ADD PRIMARY KEY (tenant_id, id);', tbl, tbl);
         END IF;
+    ELSIF coltype <> 'uuid'::regtype THEN
+        RAISE EXCEPTION 'cannot adopt %: its tenant_id column is %, not uuid', tbl, coltype::regtype USING ERRCODE = 'TN422';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the rule and changing nothing, what adopt_table() can never adopt: views (use security_invoker), materialized, foreign, temporary and unlogged tables, tenantry''s own tables, partitions and inheritance children (adopt the parent), inheritance parents, tables owned by a role that acts for tenants, tables with policies of their own, a tenant_id that is not uuid, keys without tenant_id; and callers who cannot hand the table to tenantry_owner.';
+
+/**
+ * Guide step one, made safe: makes one of the application's tables a tenant
+ * table. Idempotent (run it again to change hierarchy or to repair what the
+ * doctor reports). Rows already in the table need an owner: a tenant id, or an
+ * SQL expression over the row's columns that yields one.
+ */
+CREATE OR REPLACE FUNCTION tenantry.adopt_table(
+    tbl regclass,
+    hierarchy boolean DEFAULT true,
+    existing_rows_tenant uuid DEFAULT NULL,
+    existing_rows_tenant_expression text DEFAULT NULL)
+RETURNS tenantry.tenant_tables
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel record;
+    col record;
+    missing bigint;
+    problems text;
+    result tenantry.tenant_tables;
+    part regclass;
+BEGIN
+    IF tbl IS NULL OR hierarchy IS NULL THEN
+        RAISE EXCEPTION 'adopt_table needs a table and hierarchy true or false' USING ERRCODE = 'TN422';
+    END IF;
+    IF existing_rows_tenant IS NOT NULL AND existing_rows_tenant_expression IS NOT NULL THEN
+        RAISE EXCEPTION 'give existing_rows_tenant or existing_rows_tenant_expression, not both' USING ERRCODE = 'TN422';
+    END IF;
+    PERFORM tenantry.check_adoptable(tbl);
+    SELECT c.relkind, c.relowner INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+
+    -- The tenant column.
+    SELECT a.attnum, a.atttypid, a.attnotnull INTO col
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped;
+    IF NOT FOUND THEN
         EXECUTE format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl);
-    ELSIF col.atttypid <> 'uuid'::regtype THEN
-        RAISE EXCEPTION 'cannot adopt %: its tenant_id column is %, not uuid', tbl, col.atttypid::regtype USING ERRCODE = 'TN422';
     END IF;
     EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET DEFAULT tenantry.current_tenant_id()', tbl);
 
-    -- Rows without a tenant get the one the caller names.
-    EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id IS NULL', tbl) INTO missing;
+    -- Rows without a tenant get the one the caller names. A batched backfill
+    -- (backfill_tenant_id) leaves a validated CHECK instead: no scan then, and
+    -- SET NOT NULL below relies on that check rather than scanning.
+    IF col.attnotnull OR EXISTS (
+        SELECT 1 FROM pg_catalog.pg_constraint k
+        WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_not_null' AND k.convalidated
+    ) THEN
+        missing := 0;
+    ELSE
+        EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id IS NULL', tbl) INTO missing;
+    END IF;
     IF missing > 0 THEN
         IF existing_rows_tenant IS NOT NULL THEN
             EXECUTE format('UPDATE %s SET tenant_id = $1 WHERE tenant_id IS NULL', tbl) USING existing_rows_tenant;
@@ -420,6 +456,7 @@ BEGIN
         END IF;
     END IF;
     EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL', tbl);
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_not_null', tbl);
 
     IF NOT EXISTS (
         SELECT 1 FROM pg_catalog.pg_constraint k
@@ -475,6 +512,123 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, uuid, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), grants for tenantry_app_own, an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+
+/**
+ * Batched backfill, step 1 of 3, for a table that already holds many rows:
+ * checks that the table can be adopted, adds tenant_id when missing, and
+ * constraints that every new row must already satisfy (NOT VALID: existing
+ * rows are checked in step 3, without blocking writes). One short transaction.
+ */
+CREATE OR REPLACE FUNCTION tenantry.backfill_prepare(tbl regclass)
+RETURNS TABLE (leaf regclass, pages bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    partitioned boolean := (SELECT c.relkind = 'p' FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+BEGIN
+    PERFORM tenantry.check_adoptable(tbl);
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped) THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                   WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_not_null') THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_not_null CHECK (tenant_id IS NOT NULL) NOT VALID', tbl);
+    END IF;
+    IF NOT partitioned AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                   WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_fkey') THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_fkey FOREIGN KEY (tenant_id) '
+                       'REFERENCES tenantry.tenants (tenant_id) NOT VALID', tbl);
+    END IF;
+    RETURN QUERY
+        SELECT p.p, pg_catalog.pg_relation_size(p.p) / pg_catalog.current_setting('block_size')::bigint + 1
+        FROM tenantry.table_and_partitions(tbl) p(p)
+        JOIN pg_catalog.pg_class c ON c.oid = p.p AND c.relkind = 'r';
+END
+$$;
+COMMENT ON FUNCTION tenantry.backfill_prepare(regclass) IS 'Batched backfill, step 1: check_adoptable(), tenant_id added when missing, CHECK (tenant_id IS NOT NULL) and the tenant foreign key added NOT VALID (new rows must name a tenant from now on). Returns each leaf table and its page count for step 2.';
+
+/** Batched backfill, step 2 (repeat): one range of pages of one leaf table. */
+CREATE OR REPLACE FUNCTION tenantry.backfill_tenant_id_pages(
+    leaf regclass, first_page bigint, page_count integer, tenant uuid, tenant_expression text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    updated bigint;
+BEGIN
+    IF (tenant IS NULL) = (tenant_expression IS NULL) THEN
+        RAISE EXCEPTION 'give the tenant of the existing rows, or an expression for it: one of the two' USING ERRCODE = 'TN422';
+    END IF;
+    EXECUTE format('UPDATE %s SET tenant_id = %s WHERE ctid >= $1 AND ctid < $2 AND tenant_id IS NULL', leaf,
+                   CASE WHEN tenant IS NOT NULL THEN '$3' ELSE format('(%s)::uuid', tenant_expression) END)
+        USING format('(%s,0)', first_page)::tid, format('(%s,0)', first_page + page_count)::tid, tenant;
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    RETURN updated;
+END
+$$;
+COMMENT ON FUNCTION tenantry.backfill_tenant_id_pages(regclass, bigint, integer, uuid, text) IS 'Batched backfill, step 2: gives the rows of pages [first_page, first_page + page_count) of one leaf table that have no tenant_id the given tenant (or the expression''s value); returns how many. Each call is its own short transaction: only those rows are locked.';
+
+/** Batched backfill, step 3: checks the existing rows without blocking writes. */
+CREATE OR REPLACE FUNCTION tenantry.backfill_validate(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing bigint;
+BEGIN
+    BEGIN
+        EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT tenantry_tenant_id_not_null', tbl);
+    EXCEPTION WHEN check_violation THEN
+        EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id IS NULL', tbl) INTO missing;
+        RAISE EXCEPTION 'cannot adopt %: % rows still have no tenant', tbl, missing USING ERRCODE = 'TN422',
+            HINT = 'The expression gave NULL for them, or they were written before step 1: run the backfill again.';
+    END;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+               WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_fkey' AND NOT k.convalidated) THEN
+        BEGIN
+            EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT tenantry_tenant_id_fkey', tbl);
+        EXCEPTION WHEN foreign_key_violation THEN
+            RAISE EXCEPTION 'cannot adopt %: some rows name a tenant that does not exist', tbl USING ERRCODE = 'TN422',
+                HINT = 'Create those tenants first, or correct the rows'' tenant_id.';
+        END;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.backfill_validate(regclass) IS 'Batched backfill, step 3: validates CHECK (tenant_id IS NOT NULL) and the tenant foreign key, which lock the table only against schema changes (reads and writes go on). adopt_table() then needs no scan.';
+
+/**
+ * The three steps of a batched backfill, for psql: each batch commits, so no
+ * lock is held for long. Call it outside a transaction block, then run
+ * adopt_table(). (tenantry table adopt does the same with a progress bar.)
+ */
+CREATE OR REPLACE PROCEDURE tenantry.backfill_tenant_id(
+    tbl regclass, tenant uuid DEFAULT NULL, tenant_expression text DEFAULT NULL, pages_per_batch integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    plan record;
+    first_page bigint;
+    total bigint := 0;
+BEGIN
+    FOR plan IN SELECT * FROM tenantry.backfill_prepare(tbl) LOOP
+        COMMIT;
+        first_page := 0;
+        WHILE first_page < plan.pages LOOP
+            total := total + tenantry.backfill_tenant_id_pages(plan.leaf, first_page, pages_per_batch, tenant, tenant_expression);
+            COMMIT;
+            first_page := first_page + pages_per_batch;
+        END LOOP;
+        RAISE NOTICE 'backfilled % (% pages): % rows so far', plan.leaf, plan.pages, total;
+    END LOOP;
+    COMMIT;
+    PERFORM tenantry.backfill_validate(tbl);
+END
+$$;
+COMMENT ON PROCEDURE tenantry.backfill_tenant_id(regclass, uuid, text, integer) IS 'A large table''s existing rows get their tenant in batches that each commit (CALL it outside a transaction block): backfill_prepare, backfill_tenant_id_pages per batch, backfill_validate. Then SELECT adopt_table(...) takes only a short lock.';
 
 /** Undoes adopt_table: the table is the application's again, without RLS. */
 CREATE OR REPLACE FUNCTION tenantry.release_table(tbl regclass)

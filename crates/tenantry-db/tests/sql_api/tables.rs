@@ -400,3 +400,67 @@ async fn a_partitioned_table_is_adopted_with_every_partition_and_partitions_gran
     // A partition is not a way around its parent.
     denied(&app, "SELECT * FROM events_2026", "42501").await;
 }
+
+#[tokio::test]
+async fn a_table_with_many_rows_is_backfilled_in_committed_batches_then_adopted() {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    exec(
+        &m,
+        &format!(
+            "CREATE TABLE orders (id bigserial, customer text NOT NULL);
+             CREATE TABLE customers (name text PRIMARY KEY, tenant uuid NOT NULL);
+             INSERT INTO customers VALUES ('x', '{a}'), ('y', '{b}');
+             INSERT INTO orders (customer) SELECT CASE WHEN i % 3 = 0 THEN 'y' ELSE 'x' END
+               FROM generate_series(1, 5000) i;"
+        ),
+    )
+    .await;
+    // A refusal comes before any row is touched.
+    exec(&m, "CREATE VIEW orders_view AS SELECT * FROM orders").await;
+    denied(
+        &m,
+        "CALL backfill_tenant_id('orders_view', gen_random_uuid())",
+        "TN422",
+    )
+    .await;
+    // Each tenant from a lookup in another table, four pages per batch.
+    exec(
+        &m,
+        "CALL backfill_tenant_id('orders',
+             tenant_expression => '(SELECT c.tenant FROM public.customers c WHERE c.name = customer)',
+             pages_per_batch => 4)",
+    )
+    .await;
+    // New rows must name a tenant from the first step on.
+    denied(&m, "INSERT INTO orders (customer) VALUES ('z')", "23514").await;
+    exec(
+        &m,
+        "CREATE INDEX orders_tenant_idx ON orders (tenant_id); SELECT adopt_table('orders')",
+    )
+    .await;
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT tenant_id || ' ' || count(*) FROM orders GROUP BY tenant_id"
+        )
+        .await,
+        {
+            let mut v = vec![format!("{a} 3334"), format!("{b} 1666")];
+            v.sort();
+            v
+        }
+    );
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    assert_eq!(
+        count(
+            &m,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND conname = 'tenantry_tenant_id_not_null'"
+        )
+        .await,
+        0,
+        "the backfill's CHECK goes once the column is NOT NULL"
+    );
+}
