@@ -47,7 +47,7 @@ BEGIN
         FROM pg_proc p
         WHERE p.pronamespace = 'tenantry'::regnamespace
     LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, tenantry_app, tenantry_app_own, '
+        EXECUTE format('REVOKE ALL ON ROUTINE %s FROM PUBLIC, tenantry_app, tenantry_app_own, '
                        'tenantry_app_shared, tenantry_admin, tenantry_logger, tenantry_server',
                        obj.signature);
     END LOOP;

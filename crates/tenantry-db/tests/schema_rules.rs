@@ -588,7 +588,10 @@ fn defined_in_repeatable_files() -> Vec<(String, String)> {
                     .copied()
                     .unwrap_or("?")
             };
-            if let Some(name) = name_after(&["OR", "REPLACE", "FUNCTION"]) {
+            if let Some(name) = name_after(&["OR", "REPLACE", "FUNCTION"])
+                .or_else(|| name_after(&["OR", "REPLACE", "PROCEDURE"]))
+            {
+                // Procedures are pg_proc rows too: "function" here.
                 found.push(("function".into(), name));
             } else if let Some(name) = name_after(&["OR", "REPLACE", "VIEW"]) {
                 found.push(("view".into(), name));
