@@ -123,17 +123,44 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
     }
 }
 
-/// Applies pending migrations through `url` (a role that may create roles).
-pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::Migration>> {
-    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+/// A plain connection (its driver task spawned) to `config`.
+async fn connect(config: &Config, what: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = config
+        .connect(tokio_postgres::NoTls)
         .await
-        .context("connecting to the database to migrate")?;
+        .with_context(|| format!("connecting to the database to {what}"))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::error!("database connection: {e}");
         }
     });
+    Ok(client)
+}
+
+/// Applies pending migrations through `url` (a role that may create roles).
+pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::Migration>> {
+    let config: Config = url.parse().context("DATABASE_URL")?;
+    let mut client = connect(&config, "migrate").await?;
     Ok(tenantry_db::migrate::migrate(&mut client).await?)
+}
+
+/// A connection of the migration role for `target`: DATABASE_URL as given (the
+/// role that runs your migrations), or the embedded cluster's superuser.
+pub async fn migration_client(
+    target: &crate::Target,
+    what: &str,
+) -> anyhow::Result<(tokio_postgres::Client, Option<LocalCluster>)> {
+    match target.database_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let config: Config = url.parse().context("DATABASE_URL")?;
+            Ok((connect(&config, what).await?, None))
+        }
+        None => {
+            let local = LocalCluster::open(&target.data_dir, None).await?;
+            let client = connect(&local.provisioned.superuser, what).await?;
+            Ok((client, Some(local)))
+        }
+    }
 }
 
 /// A pool for `target`: its URL as given, or the embedded cluster (migrated)

@@ -4,6 +4,7 @@ mod admin;
 mod local;
 mod output;
 mod serve;
+mod tables;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,10 @@ enum Command {
     Role(admin::RoleArgs),
     /// Usage of a tenant: resources, storage, hourly requests.
     Usage(admin::UsageArgs),
+    /// Your own tables as tenant tables: adopt, release, list.
+    Table(tables::TableArgs),
+    /// Check that every adopted table still satisfies tenantry's rules; exits 1 naming each problem and its fix.
+    Doctor(tables::DoctorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +90,8 @@ async fn main() {
         Command::Key(args) => admin::key(args).await,
         Command::Role(args) => admin::role(args).await,
         Command::Usage(args) => admin::usage(args).await,
+        Command::Table(args) => tables::run(args).await,
+        Command::Doctor(args) => tables::doctor(args).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

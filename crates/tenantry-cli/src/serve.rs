@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// TOML settings file (keys as in tenantry_api::config::Settings) [env TENANTRY_CONFIG].
     #[arg(long, env = "TENANTRY_CONFIG")]
     config: Option<PathBuf>,
+    /// Serve even when an adopted table breaks tenantry's rules (`tenantry doctor`
+    /// lists them); each problem is printed as a warning at every start.
+    #[arg(long, env = "TENANTRY_ALLOW_TABLE_PROBLEMS")]
+    allow_table_problems: bool,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -84,6 +88,34 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("checking the server's database role")?;
     if let Some(problem) = role.problem() {
         bail!("refusing to serve tenant traffic: {problem}");
+    }
+    let problems = db
+        .table_problems()
+        .await
+        .context("checking adopted tables")?;
+    if !problems.is_empty() {
+        let listing: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "  {} [{}]: {}\n    fix: {}",
+                    p.table, p.rule, p.problem, p.fix
+                )
+            })
+            .collect();
+        if !args.allow_table_problems {
+            bail!(
+                "refusing to serve tenant traffic: {} adopted table(s) break tenantry's rules:\n{}\n(fix them, or start with --allow-table-problems to serve anyway)",
+                problems.len(),
+                listing.join("\n")
+            );
+        }
+        for line in &listing {
+            tracing::warn!("adopted table breaks tenantry's rules: {line}");
+            eprintln!(
+                "WARNING: adopted table breaks tenantry's rules (--allow-table-problems):\n{line}"
+            );
+        }
     }
 
     let (token, token_source) = admin_token(&settings)?;

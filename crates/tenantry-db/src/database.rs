@@ -247,6 +247,18 @@ impl Database {
         crate::migrate::check(&client).await
     }
 
+    /// The doctor's findings on adopted tables ([`crate::tables::table_problems`]),
+    /// as the server's login; the server refuses to start on any.
+    pub async fn table_problems(&self) -> Result<Vec<crate::TableProblem>, DbError> {
+        let client = self.pool.get().await?;
+        crate::tables::table_problems(&client)
+            .await
+            .map_err(|e| match e {
+                crate::TableError::Database(e) => e.into(),
+                refused => DbError::Internal(refused.to_string()),
+            })
+    }
+
     /// Pool size and idle connections, for metrics.
     pub fn pool_status(&self) -> deadpool_postgres::Status {
         self.pool.status()

@@ -12,7 +12,8 @@
 //!   transaction acting for one tenant, context set with `SET LOCAL` in the same
 //!   flight as its first statement) and [`AdminScope`];
 //! - domain operations on those scopes: tenants (with typed [`TenantSettings`]),
-//!   resources and sharing, members, roles and permissions, API keys, usage and audit.
+//!   resources and sharing, members, roles and permissions, API keys, usage and audit;
+//! - [`tables`]: the team's own tables made tenant tables (adopt, release, the doctor).
 //!
 //! ```no_run
 //! # async fn demo(db: tenantry_db::Database, tenant: tenantry_db::TenantId) -> Result<(), tenantry_db::DbError> {
@@ -37,6 +38,7 @@ pub mod provision;
 mod resources;
 mod scope;
 mod settings;
+pub mod tables;
 mod tenants;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -54,5 +56,6 @@ pub use resources::{
 };
 pub use scope::{AdminScope, TenantContext, TenantScope, Visibility};
 pub use settings::TenantSettings;
+pub use tables::{AdoptOptions, ExistingRows, TableError, TableProblem, TenantTable};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
 pub use usage::{AuditEntry, AuditQuery, MetricsRow, RequestLogEntry, ResourceUsage};

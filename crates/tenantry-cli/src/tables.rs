@@ -1,0 +1,171 @@
+//! `tenantry table adopt|release|list` and `tenantry doctor`: your own tables as tenant tables, through the migration role's connection (DATABASE_URL, or the embedded cluster's superuser).
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tenantry_db::{tables, AdoptOptions, ExistingRows, TableProblem, TenantId, TenantTable};
+
+use crate::{
+    local,
+    output::{json, table},
+    Target,
+};
+
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: TableCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TableCommand {
+    /// Make one of your tables a tenant table (tenantry.adopt_table). Idempotent.
+    Adopt {
+        /// The table, as SQL names it: `invoices`, `app.invoices`.
+        table: String,
+        /// Ancestors do not reach their descendants' rows.
+        #[arg(long)]
+        no_hierarchy: bool,
+        /// Rows already in the table belong to this tenant.
+        #[arg(long, conflicts_with = "existing_rows_tenant_expression")]
+        existing_rows_tenant: Option<TenantId>,
+        /// Rows already in the table belong to the tenant this SQL expression
+        /// over their columns yields.
+        #[arg(long)]
+        existing_rows_tenant_expression: Option<String>,
+        /// Pages (8 kB) per committed batch of the backfill.
+        #[arg(long, default_value_t = 1000)]
+        pages_per_batch: u32,
+    },
+    /// Give a table back to its previous owner, without tenantry's policy (tenantry.release_table).
+    Release {
+        /// The table, as SQL names it.
+        table: String,
+    },
+    /// List adopted tables.
+    List,
+}
+
+/// Options of `tenantry doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: TableArgs) -> anyhow::Result<()> {
+    let (client, _cluster) = local::migration_client(&args.target, "manage tables").await?;
+    match args.command {
+        TableCommand::Adopt {
+            table: name,
+            no_hierarchy,
+            existing_rows_tenant,
+            existing_rows_tenant_expression,
+            pages_per_batch,
+        } => {
+            let options = AdoptOptions {
+                hierarchy: !no_hierarchy,
+                existing_rows: match (existing_rows_tenant, existing_rows_tenant_expression) {
+                    (Some(t), _) => ExistingRows::Tenant(t),
+                    (None, Some(e)) => ExistingRows::Expression(e),
+                    (None, None) => ExistingRows::Refuse,
+                },
+                pages_per_batch,
+            };
+            let bar = ProgressBar::hidden();
+            let adopted = tables::adopt_table(&client, &name, &options, |p| {
+                if bar.is_hidden() && !args.json {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "backfilling tenant_id {bar:40} {pos}/{len} pages, {msg}",
+                        )
+                        .expect("a valid template"),
+                    );
+                }
+                bar.set_length(p.pages_total);
+                bar.set_position(p.pages_done);
+                bar.set_message(format!("{} rows", p.rows));
+            })
+            .await;
+            bar.finish_and_clear();
+            let adopted = adopted?;
+            if args.json {
+                json(&adopted)?;
+            } else {
+                println!("adopted {}", adopted.table);
+                print_tables(&[adopted]);
+            }
+        }
+        TableCommand::Release { table: name } => {
+            tables::release_table(&client, &name).await?;
+            if args.json {
+                json(&serde_json::json!({ "released": name }))?;
+            } else {
+                println!("released {name}");
+            }
+        }
+        TableCommand::List => {
+            let list = tables::tenant_tables(&client).await?;
+            if args.json {
+                json(&list)?;
+            } else {
+                print_tables(&list);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_tables(list: &[TenantTable]) {
+    table(
+        &["TABLE", "HIERARCHY", "PREVIOUS OWNER", "ADOPTED AT", "BY"],
+        &list
+            .iter()
+            .map(|t| {
+                vec![
+                    t.table.clone(),
+                    t.hierarchy.to_string(),
+                    t.previous_owner.clone(),
+                    t.adopted_at.to_rfc3339(),
+                    t.adopted_by.clone(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// Checks every adopted table; exits non-zero when one breaks a rule.
+pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    let (client, _cluster) = local::migration_client(&args.target, "check tables").await?;
+    let problems = tables::table_problems(&client).await?;
+    if args.json {
+        json(&problems)?;
+    } else if problems.is_empty() {
+        let n = tables::tenant_tables(&client).await?.len();
+        println!("{n} adopted table(s), no problem found");
+    } else {
+        print_problems(&problems);
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{} problem(s) with adopted tables", problems.len());
+    }
+    Ok(())
+}
+
+/// One block per problem: the table and rule, what is wrong, the SQL that fixes it.
+pub fn print_problems(problems: &[TableProblem]) {
+    for p in problems {
+        println!(
+            "{} [{}]: {}\n    fix: {}",
+            p.table, p.rule, p.problem, p.fix
+        );
+    }
+}

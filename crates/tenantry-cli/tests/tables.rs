@@ -1,0 +1,180 @@
+//! `tenantry table adopt|release|list`, `tenantry doctor` and the server's boot check on adopted tables, run as a team would: the migration role's DATABASE_URL for table commands, the server's for `serve`.
+
+use std::process::{Command, Output, Stdio};
+
+use tenantry_db::testing::TestDatabase;
+
+fn run(url: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+    cmd.args(args)
+        .env("DATABASE_URL", url)
+        .env_remove("TENANTRY_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("running tenantry");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("tenantry {args:?} did not exit within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_release_undoes_it()
+{
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    let tenant: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('acme')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    su.batch_execute(
+        "CREATE TABLE public.invoices (id bigserial, amount numeric NOT NULL);
+         INSERT INTO public.invoices (amount) SELECT i FROM generate_series(1, 3000) i;",
+    )
+    .await
+    .unwrap();
+    let url = db.superuser_url();
+
+    // Rows without a tenant and no owner given: refused, naming the rule and the fix.
+    let out = run(&url, &["table", "adopt", "invoices"], &[]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("3000 rows have no tenant") && err.contains("existing_rows_tenant"),
+        "{err}"
+    );
+
+    let out = run(
+        &url,
+        &[
+            "table",
+            "adopt",
+            "invoices",
+            "--existing-rows-tenant",
+            &tenant.to_string(),
+            "--pages-per-batch",
+            "2",
+            "--json",
+        ],
+        &[],
+    );
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let adopted: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(adopted["table"], "invoices");
+    assert_eq!(adopted["hierarchy"], true);
+    let owned: i64 = su
+        .query_one(
+            "SELECT count(*) FROM public.invoices WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owned, 3000);
+
+    let out = run(&url, &["table", "list"], &[]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    assert!(
+        stdout.starts_with("TABLE") && stdout.contains("invoices"),
+        "{stdout}"
+    );
+
+    let out = run(&url, &["doctor"], &[]);
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        stdout.contains("1 adopted table(s), no problem found"),
+        "{stdout}"
+    );
+
+    // Someone switches RLS off: the doctor names it, with the fix, and exits 1.
+    su.batch_execute("ALTER TABLE public.invoices DISABLE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    let out = run(&url, &["doctor", "--json"], &[]);
+    let (stdout, _) = text(&out);
+    assert!(!out.status.success());
+    let problems: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(problems[0]["rule"], "rls", "{problems}");
+    assert!(
+        problems[0]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("ENABLE ROW LEVEL SECURITY"),
+        "{problems}"
+    );
+
+    // The server refuses to start on it, unless told to serve anyway (loudly).
+    let out = run(
+        &db.server_url(),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("TENANTRY_ADMIN_TOKEN", "tadm_test")],
+    );
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("refusing to serve tenant traffic")
+            && err.contains("public.invoices [rls]")
+            && err.contains("--allow-table-problems"),
+        "{err}"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--allow-table-problems"])
+        .env("DATABASE_URL", db.server_url())
+        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
+        .env_remove("TENANTRY_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("serving on"), "{line}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WARNING: adopted table breaks tenantry's rules"),
+        "{err}"
+    );
+
+    // Release: the table is the team's again, rows and tenant_id kept.
+    let out = run(&url, &["table", "release", "invoices"], &[]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let row = su
+        .query_one(
+            "SELECT relowner::regrole::text, relrowsecurity, (SELECT count(*) FROM tenantry.tenant_tables)
+               FROM pg_class WHERE oid = 'public.invoices'::regclass",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "postgres");
+    assert!(!row.get::<_, bool>(1));
+    assert_eq!(row.get::<_, i64>(2), 0);
+    let out = run(&url, &["table", "release", "invoices"], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("is not an adopted table"));
+}

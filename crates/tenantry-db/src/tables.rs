@@ -1,0 +1,293 @@
+//! Adopted tables: a team's own tables made tenant tables (`tenantry.adopt_table`, with a batched backfill of rows that have no tenant yet), released, listed, and checked by the doctor (`tenantry.table_problems`).
+//!
+//! Adopting and releasing change a table's owner and policies, so they run on a
+//! connection of the team's migration role (a superuser, or the table's owner
+//! that is a member of `tenantry_owner`), never through the server's pool. The
+//! doctor is also on [`Database::table_problems`](crate::Database::table_problems)
+//! for the server's boot check.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::{types::Type, Client, Row};
+
+use crate::TenantId;
+
+/// One adopted table, as `tenantry.tenant_tables` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantTable {
+    /// The table, schema-qualified when it is not on the caller's search path.
+    pub table: String,
+    /// Ancestors reach their descendants' rows too.
+    pub hierarchy: bool,
+    /// Who owned the table before; `release_table` gives it back to them.
+    pub previous_owner: String,
+    /// When it was first adopted.
+    pub adopted_at: DateTime<Utc>,
+    /// The session user that adopted it.
+    pub adopted_by: String,
+}
+
+impl TenantTable {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            table: row.get(0),
+            hierarchy: row.get(1),
+            previous_owner: row.get(2),
+            adopted_at: row.get(3),
+            adopted_by: row.get(4),
+        }
+    }
+}
+
+const TABLE_COLUMNS: &str =
+    "table_id::text, hierarchy, previous_owner::text, adopted_at, adopted_by::text";
+
+/// A rule an adopted table breaks, with the SQL that fixes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableProblem {
+    /// The table (or partition) concerned.
+    pub table: String,
+    /// The rule's short name: `rls`, `owner`, `policies`, `grants`, `indexes`, …
+    pub rule: String,
+    /// What is wrong.
+    pub problem: String,
+    /// SQL that fixes it.
+    pub fix: String,
+}
+
+/// Who owns rows that are already in the table without a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExistingRows {
+    /// The table must have no such rows (adoption is refused otherwise).
+    Refuse,
+    /// All of them belong to this tenant.
+    Tenant(TenantId),
+    /// An SQL expression over the row's columns that yields the tenant id, e.g.
+    /// `(SELECT tenant FROM accounts a WHERE a.id = account_id)`.
+    Expression(String),
+}
+
+/// How to adopt a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdoptOptions {
+    /// Ancestors reach their descendants' rows (default true).
+    pub hierarchy: bool,
+    /// Rows already in the table without a tenant.
+    pub existing_rows: ExistingRows,
+    /// Pages per committed batch of the backfill (default 1000, about 8 MB).
+    pub pages_per_batch: u32,
+}
+
+impl Default for AdoptOptions {
+    fn default() -> Self {
+        Self {
+            hierarchy: true,
+            existing_rows: ExistingRows::Refuse,
+            pages_per_batch: 1000,
+        }
+    }
+}
+
+/// Where a batched backfill is; passed to the caller's progress callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackfillProgress {
+    /// Pages done, of all leaf tables.
+    pub pages_done: u64,
+    /// Pages in all leaf tables when the backfill started.
+    pub pages_total: u64,
+    /// Rows given a tenant so far.
+    pub rows: u64,
+}
+
+/// Why adopting, releasing or checking tables failed: the database's refusal
+/// with its rule (message), the problems found (detail) and the fix (hint).
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The database refused; nothing was changed by the refused step.
+    #[error("{message}{}{}", detail.as_deref().map(|d| format!("\n{d}")).unwrap_or_default(), hint.as_deref().map(|h| format!("\nhint: {h}")).unwrap_or_default())]
+    Refused {
+        /// SQLSTATE (`TN422` for a rule, `TN403` for a caller who may not, …).
+        code: String,
+        /// The rule that was broken.
+        message: String,
+        /// The problems found, one per line, when there are several.
+        detail: Option<String>,
+        /// The SQL that fixes it, when there is one.
+        hint: Option<String>,
+    },
+    /// The connection failed.
+    #[error("database: {0}")]
+    Database(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for TableError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => TableError::Refused {
+                code: db.code().code().to_owned(),
+                message: db.message().to_owned(),
+                detail: db.detail().map(str::to_owned),
+                hint: db.hint().map(str::to_owned),
+            },
+            None => TableError::Database(e),
+        }
+    }
+}
+
+/// Adopts `table` (a name as SQL would resolve it, e.g. `invoices` or
+/// `app.invoices`). Rows without a tenant are given one in committed batches
+/// first (see [`ExistingRows`]), so the adoption itself only takes a short lock;
+/// `progress` hears about each batch.
+pub async fn adopt_table(
+    client: &Client,
+    table: &str,
+    options: &AdoptOptions,
+    mut progress: impl FnMut(BackfillProgress),
+) -> Result<TenantTable, TableError> {
+    let (tenant, expression) = match &options.existing_rows {
+        ExistingRows::Refuse => (None, None),
+        ExistingRows::Tenant(t) => (Some(*t.as_uuid()), None),
+        ExistingRows::Expression(e) => (None, Some(e.as_str())),
+    };
+    if tenant.is_some() || expression.is_some() {
+        backfill(
+            client,
+            table,
+            tenant,
+            expression,
+            options.pages_per_batch,
+            &mut progress,
+        )
+        .await?;
+    }
+    let row = client
+        .query_one(
+            &format!("SELECT {TABLE_COLUMNS} FROM tenantry.adopt_table($1::text::regclass, $2)"),
+            &[&table, &options.hierarchy],
+        )
+        .await?;
+    Ok(TenantTable::from_row(&row))
+}
+
+async fn backfill(
+    client: &Client,
+    table: &str,
+    tenant: Option<uuid::Uuid>,
+    expression: Option<&str>,
+    pages_per_batch: u32,
+    progress: &mut impl FnMut(BackfillProgress),
+) -> Result<(), TableError> {
+    // Step 1: refusals first, then tenant_id and its NOT VALID constraints.
+    let leaves: Vec<(String, i64)> = client
+        .query(
+            "SELECT leaf::text, pages FROM tenantry.backfill_prepare($1::text::regclass)",
+            &[&table],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut state = BackfillProgress {
+        pages_done: 0,
+        pages_total: leaves.iter().map(|(_, p)| p.unsigned_abs()).sum(),
+        rows: 0,
+    };
+    progress(state);
+    // Step 2: one short transaction per batch of pages.
+    let batch = i64::from(pages_per_batch.max(1));
+    let statement = client
+        .prepare_typed(
+            "SELECT tenantry.backfill_tenant_id_pages($1::text::regclass, $2, $3, $4, $5)",
+            &[Type::TEXT, Type::INT8, Type::INT4, Type::UUID, Type::TEXT],
+        )
+        .await?;
+    for (leaf, pages) in &leaves {
+        let mut first = 0i64;
+        while first < *pages {
+            let rows: i64 = client
+                .query_one(
+                    &statement,
+                    &[leaf, &first, &(batch as i32), &tenant, &expression],
+                )
+                .await?
+                .get(0);
+            let step = batch.min(pages - first);
+            first += batch;
+            state.pages_done += step.unsigned_abs();
+            state.rows += rows.unsigned_abs();
+            progress(state);
+        }
+    }
+    // Step 3: validate without blocking writes; an index for the policy built
+    // concurrently (not possible on a partitioned table: adopt_table builds it).
+    client
+        .execute(
+            "SELECT tenantry.backfill_validate($1::text::regclass)",
+            &[&table],
+        )
+        .await?;
+    let index_needed: Option<String> = client
+        .query_one(
+            "SELECT CASE WHEN c.relkind = 'r' AND NOT EXISTS (
+                        SELECT 1 FROM pg_index i JOIN pg_attribute a
+                          ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                         WHERE i.indrelid = c.oid AND a.attname = 'tenant_id')
+                    THEN c.oid::regclass::text END
+               FROM pg_class c WHERE c.oid = $1::text::regclass",
+            &[&table],
+        )
+        .await?
+        .get(0);
+    if let Some(quoted) = index_needed {
+        client
+            .batch_execute(&format!(
+                "CREATE INDEX CONCURRENTLY ON {quoted} (tenant_id)"
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Releases an adopted table: tenantry's policy, trigger and grants go, RLS is
+/// switched off and the previous owner gets it back; the rows and their
+/// `tenant_id` stay.
+pub async fn release_table(client: &Client, table: &str) -> Result<(), TableError> {
+    client
+        .execute(
+            "SELECT tenantry.release_table($1::text::regclass)",
+            &[&table],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Every adopted table, by name.
+pub async fn tenant_tables(client: &Client) -> Result<Vec<TenantTable>, TableError> {
+    Ok(client
+        .query(
+            &format!("SELECT {TABLE_COLUMNS} FROM tenantry.tenant_tables ORDER BY table_id::text"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(TenantTable::from_row)
+        .collect())
+}
+
+/// The doctor: every rule an adopted table breaks, with its fix. Empty: all is well.
+pub async fn table_problems(client: &Client) -> Result<Vec<TableProblem>, TableError> {
+    Ok(client
+        .query_typed(
+            "SELECT table_name, rule, problem, fix FROM tenantry.table_problems()",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| TableProblem {
+            table: r.get(0),
+            rule: r.get(1),
+            problem: r.get(2),
+            fix: r.get(3),
+        })
+        .collect())
+}
