@@ -257,6 +257,18 @@ BEGIN
         END LOOP;
         table_name := t.table_id::text;
 
+        IF NOT pg_catalog.has_schema_privilege('tenantry_app_own',
+                (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = t.table_id), 'USAGE')
+           OR NOT pg_catalog.has_schema_privilege('tenantry_owner',
+                (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = t.table_id), 'USAGE') THEN
+            rule := 'schema_usage';
+            problem := 'tenantry_owner and tenantry_app_own must be able to use the table''s schema';
+            fix := format('GRANT USAGE ON SCHEMA %I TO tenantry_owner, tenantry_app_own;',
+                          (SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                           WHERE c.oid = t.table_id));
+            RETURN NEXT;
+        END IF;
+
         IF NOT EXISTS (
             SELECT 1 FROM pg_catalog.pg_trigger g
             WHERE g.tgrelid = t.table_id AND g.tgname = 'tenantry_keep_tenant_id' AND g.tgenabled <> 'D'
@@ -292,7 +304,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, every index led by tenant_id, the keep_tenant_id trigger, foreign keys between tenant tables pairing tenant_id. No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, foreign keys between tenant tables pairing tenant_id. No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -490,6 +502,16 @@ BEGIN
         EXECUTE format('CREATE INDEX ON %s (tenant_id)', tbl);
     END IF;
 
+    -- The owner role and the app roles reach the table only through its schema.
+    IF NOT pg_catalog.has_schema_privilege('tenantry_app_own',
+            (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE')
+       OR NOT pg_catalog.has_schema_privilege('tenantry_owner',
+            (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_owner, tenantry_app_own',
+                       (SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                        WHERE c.oid = tbl));
+    END IF;
+
     SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
     IF NOT FOUND THEN
         INSERT INTO tenantry.tenant_tables (table_id, hierarchy, previous_owner)
@@ -511,7 +533,7 @@ BEGIN
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, uuid, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), grants for tenantry_app_own, an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, uuid, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
 
 /**
  * Batched backfill, step 1 of 3, for a table that already holds many rows:

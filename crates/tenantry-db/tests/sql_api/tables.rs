@@ -521,3 +521,31 @@ async fn the_readme_walkthrough_for_your_own_tables_runs_as_written_in_psql() {
         ["Write the announcement false"]
     );
 }
+
+#[tokio::test]
+async fn a_table_in_a_schema_of_its_own_is_reachable_by_the_app_once_adopted() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, admin) = (migrator(&tdb).await, app(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    exec(
+        &m,
+        "CREATE SCHEMA crm;
+         CREATE TABLE crm.contacts (tenant_id uuid NOT NULL, email text NOT NULL, PRIMARY KEY (tenant_id, email));",
+    )
+    .await;
+    denied(&app, "SELECT * FROM crm.contacts", "42501").await;
+    exec(&m, "SELECT adopt_table('crm.contacts')").await;
+    set_context(&app, a).await;
+    exec(
+        &app,
+        "INSERT INTO crm.contacts (email) VALUES ('x@example.com')",
+    )
+    .await;
+    assert_eq!(count(&app, "SELECT count(*) FROM crm.contacts").await, 1);
+    // Losing the schema's USAGE is a problem the doctor names.
+    exec(&m, "REVOKE USAGE ON SCHEMA crm FROM tenantry_app_own").await;
+    assert_eq!(
+        strings(&m, "SELECT rule || ': ' || fix FROM table_problems()").await,
+        ["schema_usage: GRANT USAGE ON SCHEMA crm TO tenantry_owner, tenantry_app_own;"]
+    );
+}
