@@ -1,5 +1,7 @@
 //! The benchmark run: database and data set, the server children, then every figure measured next to its baseline (interleaved runs, medians), printed and written as JSON.
 
+mod tables;
+
 use std::{
     path::{Path, PathBuf},
     time::Instant,
@@ -310,6 +312,7 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     }
     rls_figures(ctx, &leaf, &root)?;
     library_figures(ctx, &lib, su, &leaf).await?;
+    tables::table_figures(ctx, su, &leaf).await?;
     Ok(())
 }
 
