@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adopted;
 mod context;
 mod helpers;
 mod hierarchy;
