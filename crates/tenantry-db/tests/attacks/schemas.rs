@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::common::{count, create_silo, exec, strings};
+use crate::common::{count, create_silo, exec, schema_of, strings};
 use crate::helpers::{
     begin_as, commit, create_resource, create_role, fails, names_seen_by, rollback, world,
 };
@@ -13,7 +13,7 @@ async fn a_tenant_schema_is_unreachable_by_quoted_name_or_search_path_from_anoth
     let w = world().await;
     let silo = create_silo(&w.admin, "silo").await;
     let rs = create_resource(&w.app, silo, "silo-secret").await;
-    let schema = format!("tenant_{}", silo.simple());
+    let schema = schema_of(&w.admin, silo).await;
     begin_as(&w.app, w.a).await;
     exec(&w.app, "SAVEPOINT s").await;
     for sql in [
@@ -66,7 +66,7 @@ async fn names_with_quotes_and_semicolons_never_reach_schema_or_role_identifiers
         "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%' OR nspname LIKE '%DROP%'",
     )
     .await;
-    assert_eq!(schemas, [format!("tenant_{}", silo.simple())]);
+    assert_eq!(schemas, [schema_of(&w.admin, silo).await]);
     let role = create_role(&w.app, silo, evil).await;
     create_resource(&w.app, silo, evil).await;
     assert_eq!(names_seen_by(&w.app, silo).await, [evil.to_owned()]);
@@ -77,7 +77,7 @@ async fn names_with_quotes_and_semicolons_never_reach_schema_or_role_identifiers
         .await
         .unwrap()
         .get(0);
-    assert_eq!(schema, format!("tenant_{}", silo.simple()));
+    assert_eq!(schema, schema_of(&w.admin, silo).await);
     let name: String = w
         .app
         .query_one(
