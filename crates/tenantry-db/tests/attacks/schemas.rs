@@ -163,8 +163,7 @@ async fn the_catalog_tells_another_tenant_of_a_schema_tenant_only_its_id_in_the_
         format!("SELECT pg_indexes_size('{partition}')"),
     ];
     for sql in &refused {
-        let (code, message, _) =
-            fails(&w.app, &format!("ROLLBACK TO SAVEPOINT s; {sql}")).await;
+        let (code, message, _) = fails(&w.app, &format!("ROLLBACK TO SAVEPOINT s; {sql}")).await;
         assert_eq!(code, "42501", "{sql}: {message}");
     }
     exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;

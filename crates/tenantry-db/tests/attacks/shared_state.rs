@@ -202,11 +202,8 @@ async fn tenant_roles_cannot_take_or_hold_any_advisory_lock_and_reparenting_stil
         }
         exec(&w.app, "SAVEPOINT s").await;
         for call in &calls {
-            let (code, message, _) = fails(
-                &w.app,
-                &format!("ROLLBACK TO SAVEPOINT s; SELECT {call}"),
-            )
-            .await;
+            let (code, message, _) =
+                fails(&w.app, &format!("ROLLBACK TO SAVEPOINT s; SELECT {call}")).await;
             assert_eq!(code, "42501", "login={login} {call}: {message}");
         }
         rollback(&w.app).await;

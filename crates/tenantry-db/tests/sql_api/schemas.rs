@@ -82,7 +82,10 @@ async fn tenant_schemas_are_named_tenant_hex_owned_by_the_owner_and_forced_under
         )
         .await
         .unwrap();
-    let mut expected = vec![schema_of(&admin, silo).await, schema_of(&admin, pooled).await];
+    let mut expected = vec![
+        schema_of(&admin, silo).await,
+        schema_of(&admin, pooled).await,
+    ];
     expected.sort();
     assert_eq!(
         rows.iter()
