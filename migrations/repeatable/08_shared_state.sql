@@ -10,8 +10,12 @@
 -- in this database below, each group with its reason; what must stay is
 -- listed, with its reason, by the test
 -- shared_state_builtins_left_to_the_tenant_roles_are_exactly_the_listed_ones
--- (crates/tenantry-db/tests/attacks/leaks.rs). Monitoring keeps working: what
--- is taken from PUBLIC is granted to pg_monitor, which no tenantry role is.
+-- (crates/tenantry-db/tests/attacks/shared_state.rs). Monitoring keeps
+-- working: what is taken from PUBLIC (but large objects and advisory locks)
+-- is granted to pg_monitor, which no tenantry role is. Some things cannot be
+-- taken: the LISTEN and NOTIFY statements, pg_class.reltuples and relpages,
+-- partition bounds, and the xmin of a tenant's own rows (docs/security.md,
+-- known limits).
 --
 -- Large objects belong to the role that made them, and every tenant acts as
 -- the same role (tenantry_app): with PostgreSQL's defaults any tenant could
@@ -90,28 +94,39 @@ BEGIN
     END LOOP;
     -- pg_stat_statements, when installed in this database before migrating:
     -- every statement of every session, with counts (its texts are hidden
-    -- only from other roles, and every tenant is tenantry_app).
+    -- only from other roles, and every tenant is tenantry_app). What PUBLIC
+    -- holds of it now goes to pg_monitor instead (its reset function is not
+    -- PUBLIC's, and stays as it is).
     FOR obj IN
-        SELECT format('%s %s', CASE d.classid WHEN 'pg_catalog.pg_proc'::regclass THEN 'FUNCTION' ELSE 'TABLE' END,
-                      CASE d.classid WHEN 'pg_catalog.pg_proc'::regclass THEN d.objid::regprocedure::text
-                                     ELSE d.objid::regclass::text END) AS target
-        FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+        SELECT 'EXECUTE ON FUNCTION ' || p.oid::regprocedure::text AS target
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+        JOIN pg_catalog.pg_proc p ON p.oid = d.objid
         WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-          AND e.extname = 'pg_stat_statements'
-          AND d.classid IN ('pg_catalog.pg_proc'::regclass, 'pg_catalog.pg_class'::regclass)
+          AND d.classid = 'pg_catalog.pg_proc'::regclass AND e.extname = 'pg_stat_statements'
+          AND (p.proacl IS NULL OR aclcontains(p.proacl, makeaclitem(0, p.proowner, 'EXECUTE', false)))
+        UNION ALL
+        SELECT 'SELECT ON ' || c.oid::regclass::text
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+        JOIN pg_catalog.pg_class c ON c.oid = d.objid
+        WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+          AND d.classid = 'pg_catalog.pg_class'::regclass AND e.extname = 'pg_stat_statements'
+          AND aclcontains(c.relacl, makeaclitem(0, c.relowner, 'SELECT', false))
         ORDER BY 1
     LOOP
-        EXECUTE format('REVOKE ALL ON %s FROM PUBLIC', obj.target);
-        EXECUTE format('GRANT %s ON %s TO pg_monitor',
-                       CASE WHEN obj.target LIKE 'FUNCTION %' THEN 'EXECUTE' ELSE 'SELECT' END, obj.target);
+        EXECUTE format('REVOKE %s FROM PUBLIC', obj.target);
+        EXECUTE format('GRANT %s TO pg_monitor', obj.target);
     END LOOP;
 END
 $statistics$;
 
 -- -----------------------------------------------------------------------------
--- The rest, by what it shares. Each is granted to pg_monitor (monitoring
--- reads locks, transaction ids and sizes); only pg_advisory_xact_lock(bigint)
--- goes to tenantry_owner as well.
+-- The rest, by what it shares. Each but the advisory lock functions is
+-- granted to pg_monitor (monitoring reads locks, transaction ids and sizes);
+-- pg_advisory_xact_lock(bigint) goes to tenantry_owner only. An application of
+-- your own that needs advisory locks grants them to its own roles, never to
+-- the tenantry roles.
 --
 -- Advisory locks: one key space for the whole database. A tenant could take
 -- or hold the key tenants_before_write() serialises re-parenting with
@@ -182,7 +197,7 @@ BEGIN
         -- Built-ins of other PostgreSQL versions may be missing: skipped.
         CONTINUE WHEN to_regprocedure('pg_catalog.' || signature) IS NULL;
         EXECUTE format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC', signature);
-        CONTINUE WHEN signature LIKE '%\_old(%';
+        CONTINUE WHEN signature LIKE '%\_old(%' OR signature LIKE '%advisory%';
         EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.%s TO pg_monitor', signature);
     END LOOP;
 END

@@ -137,6 +137,21 @@ async fn shared_state_builtins_left_to_the_tenant_roles_are_exactly_the_listed_o
     assert_eq!(
         strings(
             &w.app,
+            "SELECT (has_table_privilege('pg_monitor', 'pg_stat_activity', 'SELECT')
+                     AND has_table_privilege('pg_monitor', 'pg_stat_user_tables', 'SELECT')
+                     AND has_table_privilege('pg_monitor', 'pg_locks', 'SELECT')
+                     AND has_function_privilege('pg_monitor', 'pg_stat_get_activity(integer)', 'EXECUTE')
+                     AND has_function_privilege('pg_monitor', 'pg_stat_get_live_tuples(oid)', 'EXECUTE')
+                     AND has_function_privilege('pg_monitor', 'pg_lock_status()', 'EXECUTE')
+                     AND has_function_privilege('pg_monitor', 'pg_database_size(name)', 'EXECUTE')
+                     AND has_function_privilege('pg_monitor', 'txid_current()', 'EXECUTE'))::text"
+        )
+        .await,
+        ["true"]
+    );
+    assert_eq!(
+        strings(
+            &w.app,
             "SELECT r.rolname || ' in ' || m.rolname FROM pg_roles r, pg_roles m
              WHERE r.rolname LIKE 'tenantry\\_%' AND m.rolname LIKE 'pg\\_%'
                AND pg_has_role(r.oid, m.oid, 'MEMBER')"
