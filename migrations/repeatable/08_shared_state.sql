@@ -62,10 +62,11 @@ FROM PUBLIC;
 -- -----------------------------------------------------------------------------
 DO $statistics$
 DECLARE
-    obj record;
+    target text;
 BEGIN
-    FOR obj IN
-        SELECT p.oid::regprocedure AS signature
+    FOR target IN
+        -- The pg_stat_* functions and views PUBLIC had at initdb.
+        SELECT 'EXECUTE ON FUNCTION ' || p.oid::regprocedure::text
         FROM pg_catalog.pg_proc p
         WHERE p.pronamespace = 'pg_catalog'::regnamespace
           AND p.proname ~ '^pg_stat_'
@@ -73,13 +74,8 @@ BEGIN
                 SELECT 1 FROM pg_catalog.pg_init_privs i
                 WHERE i.classoid = 'pg_catalog.pg_proc'::regclass AND i.objoid = p.oid
                   AND NOT aclcontains(i.initprivs, makeaclitem(0, p.proowner, 'EXECUTE', false)))
-        ORDER BY 1
-    LOOP
-        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', obj.signature);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_monitor', obj.signature);
-    END LOOP;
-    FOR obj IN
-        SELECT c.oid::regclass AS relation
+        UNION ALL
+        SELECT 'SELECT ON ' || c.oid::regclass::text
         FROM pg_catalog.pg_class c
         WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'v'
           AND c.relname ~ '^pg_stat(io)?_'
@@ -87,36 +83,27 @@ BEGIN
                 SELECT 1 FROM pg_catalog.pg_init_privs i
                 WHERE i.classoid = 'pg_catalog.pg_class'::regclass AND i.objoid = c.oid AND i.objsubid = 0
                   AND NOT aclcontains(i.initprivs, makeaclitem(0, c.relowner, 'SELECT', false)))
-        ORDER BY 1
-    LOOP
-        EXECUTE format('REVOKE SELECT ON %s FROM PUBLIC', obj.relation);
-        EXECUTE format('GRANT SELECT ON %s TO pg_monitor', obj.relation);
-    END LOOP;
-    -- pg_stat_statements, when installed in this database before migrating:
-    -- every statement of every session, with counts (its texts are hidden
-    -- only from other roles, and every tenant is tenantry_app). What PUBLIC
-    -- holds of it now goes to pg_monitor instead (its reset function is not
-    -- PUBLIC's, and stays as it is).
-    FOR obj IN
-        SELECT 'EXECUTE ON FUNCTION ' || p.oid::regprocedure::text AS target
-        FROM pg_catalog.pg_depend d
-        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
-        JOIN pg_catalog.pg_proc p ON p.oid = d.objid
-        WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-          AND d.classid = 'pg_catalog.pg_proc'::regclass AND e.extname = 'pg_stat_statements'
-          AND (p.proacl IS NULL OR aclcontains(p.proacl, makeaclitem(0, p.proowner, 'EXECUTE', false)))
         UNION ALL
-        SELECT 'SELECT ON ' || c.oid::regclass::text
+        -- pg_stat_statements, when installed in this database before
+        -- migrating: every statement of every session, with counts (its texts
+        -- are hidden only from other roles, and every tenant is tenantry_app).
+        -- What PUBLIC holds of it now (its reset function is not PUBLIC's).
+        SELECT CASE d.classid WHEN 'pg_catalog.pg_proc'::regclass
+                    THEN 'EXECUTE ON FUNCTION ' || d.objid::regprocedure::text
+                    ELSE 'SELECT ON ' || d.objid::regclass::text END
         FROM pg_catalog.pg_depend d
         JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
-        JOIN pg_catalog.pg_class c ON c.oid = d.objid
+        LEFT JOIN pg_catalog.pg_proc p ON d.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = d.objid
+        LEFT JOIN pg_catalog.pg_class c ON d.classid = 'pg_catalog.pg_class'::regclass AND c.oid = d.objid
         WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-          AND d.classid = 'pg_catalog.pg_class'::regclass AND e.extname = 'pg_stat_statements'
-          AND aclcontains(c.relacl, makeaclitem(0, c.relowner, 'SELECT', false))
+          AND e.extname = 'pg_stat_statements'
+          AND (p.proacl IS NULL AND p.oid IS NOT NULL
+               OR aclcontains(p.proacl, makeaclitem(0, p.proowner, 'EXECUTE', false))
+               OR aclcontains(c.relacl, makeaclitem(0, c.relowner, 'SELECT', false)))
         ORDER BY 1
     LOOP
-        EXECUTE format('REVOKE %s FROM PUBLIC', obj.target);
-        EXECUTE format('GRANT %s TO pg_monitor', obj.target);
+        EXECUTE format('REVOKE %s FROM PUBLIC', target);
+        EXECUTE format('GRANT %s TO pg_monitor', target);
     END LOOP;
 END
 $statistics$;
