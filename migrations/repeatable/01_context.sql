@@ -74,13 +74,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenantry.current_actor() IS 'Actor recorded in audit_log: app.actor when set (e.g. key:<id>, admin), else user:<current_user_id>, else db:<session user>.';
 
-/** The schema name of a tenant in the silo model: tenant_ followed by its uuid in hex. */
-CREATE OR REPLACE FUNCTION tenantry.tenant_schema_name(tid uuid)
-RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT 'tenant_' || replace(tid::text, '-', '') $$;
-COMMENT ON FUNCTION tenantry.tenant_schema_name(uuid) IS 'tenant_<32 hex digits>: the schema of a schema-isolated tenant.';
-
 /** The schema holding the current tenant's resources ("tenantry" for pooled tenants). */
 CREATE OR REPLACE FUNCTION tenantry.current_tenant_schema()
 RETURNS text
@@ -90,7 +83,7 @@ AS $$
                 ELSE coalesce(nullif(current_setting('app.current_tenant_schema', true), ''), 'tenantry')
            END
 $$;
-COMMENT ON FUNCTION tenantry.current_tenant_schema() IS 'Schema of the current tenant''s resources: tenant_<hex> for schema-isolated tenants, tenantry otherwise; NULL without a tenant.';
+COMMENT ON FUNCTION tenantry.current_tenant_schema() IS 'Schema of the current tenant''s resources: its tenants.schema_name (tenant_<random hex>) for schema-isolated tenants, tenantry otherwise; NULL without a tenant.';
 
 GRANT EXECUTE ON FUNCTION
     tenantry.current_tenant_id(),
@@ -99,7 +92,6 @@ GRANT EXECUTE ON FUNCTION
     tenantry.current_actor(),
     tenantry.current_tenant_schema()
 TO tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_admin, tenantry_logger;
-GRANT EXECUTE ON FUNCTION tenantry.tenant_schema_name(uuid) TO tenantry_app, tenantry_admin;
 
 -- -----------------------------------------------------------------------------
 -- Write side
@@ -138,7 +130,7 @@ LANGUAGE sql STABLE
 AS $$
     SELECT t.status,
            ARRAY(SELECT s.tenant_id FROM tenantry.tenant_subtree(t.tenant_id) s),
-           CASE WHEN t.isolation = 'schema' THEN tenantry.tenant_schema_name(t.tenant_id) ELSE 'tenantry' END
+           CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
     FROM tenantry.tenants t
     WHERE t.tenant_id = tid
 $$;

@@ -1,10 +1,17 @@
 -- =============================================================================
 -- Schema-per-tenant ("silo") isolation and connection setup.
 --
--- A schema-isolated tenant's resources live in tenant_<hex>.resources, a
+-- A schema-isolated tenant's resources live in <schema_name>.resources, a
 -- partition of tenantry.resources for that tenant alone: physically separate,
 -- yet the same API, policies, sharing and usage views serve both models.
 -- Moving a tenant between models moves its rows in one transaction.
+--
+-- The catalog is readable by every role, so nothing a tenant schema is made
+-- of carries the tenant's id or name: the schema is tenants.schema_name
+-- (tenant_ and random hex), its table, indexes and constraints have fixed
+-- names, and the comments say nothing of whose they are. The one exception is
+-- the partition bound, FOR VALUES IN ('<tenant id>'): a LIST partition needs
+-- it (docs/security.md, known limits).
 -- =============================================================================
 
 SET LOCAL ROLE tenantry_owner;
@@ -16,22 +23,25 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s text := tenantry.tenant_schema_name(tid);
+    s text := (SELECT t.schema_name FROM tenantry.tenants t WHERE t.tenant_id = tid);
 BEGIN
     PERFORM tenantry.secure_resources_partition(s, 'resources');
+    EXECUTE format('COMMENT ON SCHEMA %I IS %L', s,
+                   'Schema of a schema-isolated tenant (tenantry.tenants.schema_name says whose).');
     EXECUTE format('COMMENT ON TABLE %I.resources IS %L', s,
-                   'Resources of schema-isolated tenant ' || tid || ' (a partition of tenantry.resources).');
+                   'Resources of a schema-isolated tenant (a partition of tenantry.resources).');
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_app, tenantry_app_own, tenantry_app_shared', s);
     EXECUTE format('GRANT SELECT ON %I.resources TO tenantry_app_own, tenantry_app_shared', s);
     EXECUTE format('GRANT INSERT (tenant_id, name, data), UPDATE (name, data), DELETE ON %I.resources TO tenantry_app_own', s);
 END
 $$;
-COMMENT ON FUNCTION tenantry.secure_tenant_partition(uuid) IS 'Internal: RLS (forced), policies and grants on a tenant''s own resources partition.';
+COMMENT ON FUNCTION tenantry.secure_tenant_partition(uuid) IS 'Internal: RLS (forced), policies, grants and comments (naming no tenant) on a tenant''s own schema and resources partition.';
 
 /**
  * Moves a tenant between isolation models, keeping every row, share and
- * timestamp. 'schema': creates tenant_<hex> and its resources partition and
- * moves the rows there; 'shared': moves them back and drops the schema.
+ * timestamp. 'schema': creates the tenant's schema (tenants.schema_name) and
+ * its resources partition and moves the rows there; 'shared': moves them back
+ * and drops the schema.
  */
 CREATE OR REPLACE FUNCTION tenantry.set_tenant_isolation(tid uuid, model text)
 RETURNS void
@@ -39,14 +49,15 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    s text := tenantry.tenant_schema_name(tid);
+    s text;
     current_model text;
     cols text := 'tenant_id, id, name, data, created_at, updated_at, created_by, shared_with';
 BEGIN
     IF model IS NULL OR model NOT IN ('shared', 'schema') THEN
         RAISE EXCEPTION 'isolation must be "shared" or "schema"' USING ERRCODE = 'TN422', HINT = 'isolation';
     END IF;
-    SELECT isolation INTO current_model FROM tenantry.tenants WHERE tenant_id = tid AND status <> 'deleted' FOR UPDATE;
+    SELECT t.isolation, t.schema_name INTO current_model, s
+    FROM tenantry.tenants t WHERE t.tenant_id = tid AND t.status <> 'deleted' FOR UPDATE;
     IF current_model IS NULL THEN
         RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
     END IF;
@@ -62,13 +73,15 @@ BEGIN
 
     IF model = 'schema' THEN
         EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION tenantry_owner', s);
-        EXECUTE format('COMMENT ON SCHEMA %I IS %L', s, 'Schema of schema-isolated tenant ' || tid);
         EXECUTE format('CREATE TABLE %I.resources (LIKE tenantry.resources INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS)', s);
+        -- Lets ATTACH PARTITION skip scanning the new table; dropped once it
+        -- is attached, as its definition names the tenant.
         EXECUTE format('ALTER TABLE %I.resources ADD CONSTRAINT resources_tenant CHECK (tenant_id = %L::uuid)', s, tid);
         EXECUTE format('INSERT INTO %I.resources (%s) SELECT %s FROM tenantry.resources_pooled WHERE tenant_id = $1', s, cols, cols)
             USING tid;
         DELETE FROM tenantry.resources_pooled WHERE tenant_id = tid;
         EXECUTE format('ALTER TABLE tenantry.resources ATTACH PARTITION %I.resources FOR VALUES IN (%L)', s, tid);
+        EXECUTE format('ALTER TABLE %I.resources DROP CONSTRAINT resources_tenant', s);
         PERFORM tenantry.secure_tenant_partition(tid);
     ELSE
         EXECUTE format('ALTER TABLE tenantry.resources DETACH PARTITION %I.resources', s);
@@ -98,7 +111,7 @@ RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT tenantry.set_tenant_isolation(tid, 'schema') $$;
-COMMENT ON FUNCTION tenantry.create_tenant_schema(uuid) IS 'Guide API: gives a tenant its own schema tenant_<hex> with its resources table (same shape and guarantees) and switches it to schema isolation.';
+COMMENT ON FUNCTION tenantry.create_tenant_schema(uuid) IS 'Guide API: gives a tenant its own schema (tenants.schema_name) with its resources table (same shape and guarantees) and switches it to schema isolation.';
 GRANT EXECUTE ON FUNCTION tenantry.create_tenant_schema(uuid) TO tenantry_admin;
 
 /**
@@ -130,14 +143,15 @@ $$;
 COMMENT ON FUNCTION tenantry.setup_connection() IS 'Guide API: sets the session search_path to the current tenant''s schema (if schema-isolated), tenantry, public. Session scope: unsafe behind transaction pooling.';
 GRANT EXECUTE ON FUNCTION tenantry.setup_connection() TO tenantry_app;
 
--- Partitions of tenants that were schema-isolated before these definitions:
--- brought to the current policies (the function is idempotent).
+-- Schemas of tenants that were schema-isolated before these definitions:
+-- brought to the current policies, grants and comments (the function is
+-- idempotent).
 DO $partitions$
 DECLARE
     tid uuid;
 BEGIN
-    FOR tid IN SELECT tenant_id FROM tenantry.tenants WHERE isolation = 'schema' LOOP
-        PERFORM tenantry.secure_resources_partition(tenantry.tenant_schema_name(tid), 'resources');
+    FOR tid IN SELECT tenant_id FROM tenantry.tenants WHERE isolation = 'schema' ORDER BY tenant_id LOOP
+        PERFORM tenantry.secure_tenant_partition(tid);
     END LOOP;
 END
 $partitions$;

@@ -1,6 +1,22 @@
 -- =============================================================================
 -- Built-in state that every role of the database shares.
 --
+-- PostgreSQL lets every role (PUBLIC) call many built-ins that read or keep
+-- state of the whole server: other sessions' locks and queries, counters of
+-- every table, the transaction counter, the size of shared tables. Every
+-- tenant acts as tenantry_app, so whatever one session can see there about
+-- another is one tenant seeing another. What tenantry and its clients (psql's
+-- \d commands, tokio-postgres, pgbouncer) do not need is taken from PUBLIC
+-- in this database below, each group with its reason; what must stay is
+-- listed, with its reason, by the test
+-- shared_state_builtins_left_to_the_tenant_roles_are_exactly_the_listed_ones
+-- (crates/tenantry-db/tests/attacks/shared_state.rs). Monitoring keeps
+-- working: what is taken from PUBLIC (but large objects and advisory locks)
+-- is granted to pg_monitor, which no tenantry role is. Some things cannot be
+-- taken: the LISTEN and NOTIFY statements, pg_class.reltuples and relpages,
+-- partition bounds, and the xmin of a tenant's own rows (docs/security.md,
+-- known limits).
+--
 -- Large objects belong to the role that made them, and every tenant acts as
 -- the same role (tenantry_app): with PostgreSQL's defaults any tenant could
 -- read, overwrite or unlink another's (lo_get, lo_put, lo_unlink). tenantry
@@ -32,5 +48,150 @@ REVOKE EXECUTE ON FUNCTION
     pg_catalog.lo_get(oid, bigint, integer),
     pg_catalog.lo_put(oid, bigint, bytea)
 FROM PUBLIC;
+
+-- -----------------------------------------------------------------------------
+-- Statistics (pg_stat_*, pg_statio_*): exact row, read and write counts of
+-- every table (a schema tenant's partition is a table of its own: its exact
+-- row and write counts), calls of every function, other sessions' activity,
+-- commits of the whole database. Views and the pg_stat_* functions under them
+-- (a view's functions are checked against its caller, so both go). Only the
+-- built-ins PUBLIC had at initdb (pg_init_privs), so a re-apply finds the
+-- same set and superuser-only ones are left as they are.
+-- pg_stats (planner statistics) stays: it shows only columns the caller may
+-- read, and nothing of tables under RLS.
+-- -----------------------------------------------------------------------------
+DO $statistics$
+DECLARE
+    target text;
+BEGIN
+    FOR target IN
+        -- The pg_stat_* functions and views PUBLIC had at initdb.
+        SELECT 'EXECUTE ON FUNCTION ' || p.oid::regprocedure::text
+        FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'pg_catalog'::regnamespace
+          AND p.proname ~ '^pg_stat_'
+          AND NOT EXISTS (
+                SELECT 1 FROM pg_catalog.pg_init_privs i
+                WHERE i.classoid = 'pg_catalog.pg_proc'::regclass AND i.objoid = p.oid
+                  AND NOT aclcontains(i.initprivs, makeaclitem(0, p.proowner, 'EXECUTE', false)))
+        UNION ALL
+        SELECT 'SELECT ON ' || c.oid::regclass::text
+        FROM pg_catalog.pg_class c
+        WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'v'
+          AND c.relname ~ '^pg_stat(io)?_'
+          AND NOT EXISTS (
+                SELECT 1 FROM pg_catalog.pg_init_privs i
+                WHERE i.classoid = 'pg_catalog.pg_class'::regclass AND i.objoid = c.oid AND i.objsubid = 0
+                  AND NOT aclcontains(i.initprivs, makeaclitem(0, c.relowner, 'SELECT', false)))
+        UNION ALL
+        -- pg_stat_statements, when installed in this database before
+        -- migrating: every statement of every session, with counts (its texts
+        -- are hidden only from other roles, and every tenant is tenantry_app).
+        -- What PUBLIC holds of it now (its reset function is not PUBLIC's).
+        SELECT CASE d.classid WHEN 'pg_catalog.pg_proc'::regclass
+                    THEN 'EXECUTE ON FUNCTION ' || d.objid::regprocedure::text
+                    ELSE 'SELECT ON ' || d.objid::regclass::text END
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+        LEFT JOIN pg_catalog.pg_proc p ON d.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = d.objid
+        LEFT JOIN pg_catalog.pg_class c ON d.classid = 'pg_catalog.pg_class'::regclass AND c.oid = d.objid
+        WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+          AND e.extname = 'pg_stat_statements'
+          AND (p.proacl IS NULL AND p.oid IS NOT NULL
+               OR aclcontains(p.proacl, makeaclitem(0, p.proowner, 'EXECUTE', false))
+               OR aclcontains(c.relacl, makeaclitem(0, c.relowner, 'SELECT', false)))
+        ORDER BY 1
+    LOOP
+        EXECUTE format('REVOKE %s FROM PUBLIC', target);
+        EXECUTE format('GRANT %s TO pg_monitor', target);
+    END LOOP;
+END
+$statistics$;
+
+-- -----------------------------------------------------------------------------
+-- The rest, by what it shares. Each but the advisory lock functions is
+-- granted to pg_monitor (monitoring reads locks, transaction ids and sizes);
+-- pg_advisory_xact_lock(bigint) goes to tenantry_owner only. An application of
+-- your own that needs advisory locks grants them to its own roles, never to
+-- the tenantry roles.
+--
+-- Advisory locks: one key space for the whole database. A tenant could take
+-- or hold the key tenants_before_write() serialises re-parenting with
+-- (02_tenants.sql), stalling every administrator, or probe which keys others
+-- hold. That trigger runs as tenantry_owner (SECURITY DEFINER), which keeps
+-- pg_advisory_xact_lock(bigint); the migration runner locks as the migrating
+-- superuser.
+--
+-- Other sessions: pg_locks (pg_lock_status) lists every session's locks,
+-- advisory keys, relation oids and transaction ids; pg_blocking_pids and its
+-- kin tell who waits for whom; pg_prepared_xacts lists prepared transactions;
+-- pg_get_multixact_members names the transactions locking a row together.
+--
+-- Transactions of the whole server: txid_current / pg_current_xact_id count
+-- every tenant's transactions; the current snapshot lists the ones in flight;
+-- txid_status / pg_xact_status and the commit timestamps tell the outcome and
+-- time of any transaction id; age(xid) and mxid_age(xid) measure the counters.
+-- (The xmin of a row the tenant writes itself still carries the counter:
+-- docs/security.md, known limits.)
+--
+-- WAL and control data: the WAL position grows with every tenant's writes,
+-- byte for byte; pg_control_* carries the next transaction id and the WAL
+-- position of the last checkpoint.
+--
+-- Sizes: pg_relation_size and its kin measure a schema tenant's partition
+-- exactly, and the pooled tables, which grow with every tenant's data. (psql's
+-- \dt+, \di+ and \l+ call them: as a tenant role they now fail.)
+--
+-- Server files: the legacy pg_read_file_old / pg_rotate_logfile_old check
+-- for a superuser themselves; nobody else needs them.
+-- -----------------------------------------------------------------------------
+DO $builtins$
+DECLARE
+    signature text;
+BEGIN
+    FOREACH signature IN ARRAY ARRAY[
+        'pg_advisory_lock(bigint)', 'pg_advisory_lock(integer,integer)',
+        'pg_advisory_lock_shared(bigint)', 'pg_advisory_lock_shared(integer,integer)',
+        'pg_advisory_unlock(bigint)', 'pg_advisory_unlock(integer,integer)',
+        'pg_advisory_unlock_shared(bigint)', 'pg_advisory_unlock_shared(integer,integer)',
+        'pg_advisory_unlock_all()',
+        'pg_advisory_xact_lock(bigint)', 'pg_advisory_xact_lock(integer,integer)',
+        'pg_advisory_xact_lock_shared(bigint)', 'pg_advisory_xact_lock_shared(integer,integer)',
+        'pg_try_advisory_lock(bigint)', 'pg_try_advisory_lock(integer,integer)',
+        'pg_try_advisory_lock_shared(bigint)', 'pg_try_advisory_lock_shared(integer,integer)',
+        'pg_try_advisory_xact_lock(bigint)', 'pg_try_advisory_xact_lock(integer,integer)',
+        'pg_try_advisory_xact_lock_shared(bigint)', 'pg_try_advisory_xact_lock_shared(integer,integer)',
+
+        'pg_lock_status()', 'pg_blocking_pids(integer)', 'pg_safe_snapshot_blocking_pids(integer)',
+        'pg_isolation_test_session_is_blocked(integer,integer[])', 'pg_prepared_xact()',
+        'pg_get_multixact_members(xid)',
+
+        'txid_current()', 'txid_current_if_assigned()', 'txid_current_snapshot()', 'txid_status(bigint)',
+        'pg_current_xact_id()', 'pg_current_xact_id_if_assigned()', 'pg_current_snapshot()',
+        'pg_xact_status(xid8)', 'pg_last_committed_xact()', 'pg_xact_commit_timestamp(xid)',
+        'pg_xact_commit_timestamp_origin(xid)', 'age(xid)', 'mxid_age(xid)',
+
+        'pg_current_wal_lsn()', 'pg_current_wal_insert_lsn()', 'pg_current_wal_flush_lsn()',
+        'pg_last_wal_receive_lsn()', 'pg_last_wal_replay_lsn()', 'pg_last_xact_replay_timestamp()',
+        'pg_control_system()', 'pg_control_checkpoint()', 'pg_control_recovery()', 'pg_control_init()',
+
+        'pg_database_size(oid)', 'pg_database_size(name)', 'pg_tablespace_size(oid)', 'pg_tablespace_size(name)',
+        'pg_relation_size(regclass)', 'pg_relation_size(regclass,text)', 'pg_total_relation_size(regclass)',
+        'pg_table_size(regclass)', 'pg_indexes_size(regclass)',
+
+        'pg_read_file_old(text,bigint,bigint)', 'pg_rotate_logfile_old()'
+    ] LOOP
+        -- Built-ins of other PostgreSQL versions may be missing: skipped.
+        CONTINUE WHEN to_regprocedure('pg_catalog.' || signature) IS NULL;
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC', signature);
+        CONTINUE WHEN signature LIKE '%\_old(%' OR signature LIKE '%advisory%';
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.%s TO pg_monitor', signature);
+    END LOOP;
+END
+$builtins$;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_xact_lock(bigint) TO tenantry_owner;
+
+REVOKE SELECT ON pg_catalog.pg_locks, pg_catalog.pg_prepared_xacts FROM PUBLIC;
+GRANT SELECT ON pg_catalog.pg_locks, pg_catalog.pg_prepared_xacts TO pg_monitor;
 
 SET LOCAL ROLE tenantry_owner;

@@ -50,7 +50,7 @@ pub enum Isolation {
     /// Pooled tables under row-level security.
     #[default]
     Shared,
-    /// Its own schema `tenant_<hex>` (a partition of its own), still under RLS.
+    /// Its own schema `tenant_<random hex>` (a partition of its own), still under RLS.
     Schema,
 }
 

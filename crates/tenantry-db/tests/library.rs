@@ -634,7 +634,15 @@ async fn moving_a_tenant_between_isolation_models_loses_nothing() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(schema, format!("tenant_{}.resources", a.as_uuid().simple()));
+    let expected: String = su
+        .query_one(
+            "SELECT schema_name || '.resources' FROM tenantry.tenants WHERE tenant_id = $1",
+            &[a.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schema, expected);
 }
 
 #[tokio::test]

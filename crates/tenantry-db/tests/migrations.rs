@@ -221,6 +221,72 @@ async fn catalog(client: &Client) -> Vec<String> {
         .collect()
 }
 
+/// Every fact of one schema tenant's schema (as [`catalog`] for schema
+/// tenantry: ACLs, comments, relations, constraints, indexes, policies, its
+/// partition bound), with its schema name written `<schema>` and its id `<id>`,
+/// so that two tenants' schemas compare.
+async fn tenant_schema(client: &Client, tenant: uuid::Uuid) -> Vec<String> {
+    let schema: String = client
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1 AND isolation = 'schema'",
+            &[&tenant],
+        )
+        .await
+        .expect("a schema tenant")
+        .get(0);
+    let lines: Vec<String> = client
+        .query(
+            "SELECT line FROM (
+                 SELECT 'schema ' || n.nspname || ' owner=' || n.nspowner::regrole::text
+                        || ' acl=' || coalesce(n.nspacl::text, '-')
+                        || ' comment=' || coalesce(obj_description(n.oid, 'pg_namespace'), '-') AS line
+                 FROM pg_namespace n WHERE n.nspname = $1
+                 UNION ALL
+                 SELECT 'relation ' || c.relname || ' kind=' || c.relkind::text
+                        || ' rls=' || c.relrowsecurity || ' force=' || c.relforcerowsecurity
+                        || ' acl=' || coalesce(c.relacl::text, '-')
+                        || ' owner=' || c.relowner::regrole::text
+                        || ' bound=' || coalesce(pg_get_expr(c.relpartbound, c.oid), '-')
+                        || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '-')
+                 FROM pg_class c WHERE c.relnamespace = $1::regnamespace
+                 UNION ALL
+                 SELECT 'column ' || c.relname || '.' || a.attname || ' acl=' || coalesce(a.attacl::text, '-')
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                 WHERE c.relnamespace = $1::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+                 UNION ALL
+                 SELECT 'constraint ' || c.conname || ' ' || pg_get_constraintdef(c.oid)
+                 FROM pg_constraint c WHERE c.connamespace = $1::regnamespace
+                 UNION ALL
+                 SELECT 'index ' || pg_get_indexdef(i.indexrelid)
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                 WHERE c.relnamespace = $1::regnamespace
+                 UNION ALL
+                 SELECT 'policy ' || p.polname || ' cmd=' || p.polcmd::text
+                        || ' using=' || coalesce(pg_get_expr(p.polqual, p.polrelid), '-')
+                        || ' check=' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '-')
+                        || ' comment=' || coalesce(obj_description(p.oid, 'pg_policy'), '-')
+                 FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+                 WHERE c.relnamespace = $1::regnamespace
+             ) facts ORDER BY line",
+            &[&schema],
+        )
+        .await
+        .expect("tenant schema snapshot")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut lines: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            l.replace(&schema, "<schema>")
+                .replace(&tenant.to_string(), "<id>")
+                .replace(&tenant.simple().to_string(), "<id>")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// Lines only in `a` and only in `b`, for a readable failure.
 fn difference(a: &[String], b: &[String]) -> String {
     let only = |x: &[String], y: &[String]| {
@@ -305,6 +371,38 @@ async fn a_database_at_0007_upgraded_and_a_fresh_one_end_with_identical_catalogs
     assert!(a.len() > 500, "the snapshot saw {} facts", a.len());
     assert!(a == b, "{}", difference(&a, &b));
 
+    // The schema tenant made before the upgrade (its schema was named after
+    // its id) ends exactly like one made after it: a random schema name, and
+    // the id nowhere but in the partition bound.
+    let new_silo: uuid::Uuid = fresh
+        .query_one("SELECT tenantry.create_tenant('silo', NULL, 'schema')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (a, b) = (
+        tenant_schema(&fresh, new_silo).await,
+        tenant_schema(&old, silo).await,
+    );
+    assert!(a.len() > 10, "the snapshot saw {} facts", a.len());
+    assert!(a == b, "{}", difference(&a, &b));
+    let naming_the_id: Vec<&String> = b.iter().filter(|l| l.contains("<id>")).collect();
+    assert!(
+        naming_the_id.len() == 1
+            && naming_the_id[0].starts_with("relation resources ")
+            && naming_the_id[0].contains(" bound=FOR VALUES IN ('<id>') "),
+        "the id is in the partition bound only: {naming_the_id:#?}"
+    );
+    let old_name = format!("tenant_{}", silo.simple());
+    let left: i64 = old
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+            &[&old_name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the schema named after the id was renamed");
+
     // The quota counters were filled from the rows already there, and both
     // kinds of tenant are held to them from now on.
     let counters: Vec<(uuid::Uuid, i64)> = old
@@ -318,9 +416,17 @@ async fn a_database_at_0007_upgraded_and_a_fresh_one_end_with_identical_catalogs
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(counters, [(silo, 1), (capped, 3)]);
+    let silo_schema: String = old
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&silo],
+        )
+        .await
+        .unwrap()
+        .get(0);
     for (t, table) in [
         (capped, "tenantry.resources".to_owned()),
-        (silo, format!("tenant_{}.resources", silo.simple())),
+        (silo, format!("{silo_schema}.resources")),
     ] {
         let err = old
             .batch_execute(&format!(

@@ -213,7 +213,9 @@ async fn database() -> (TestDatabase, Client, Vec<String>) {
     let schemas: Vec<String> = client
         .query(
             "SELECT nspname FROM pg_namespace
-             WHERE nspname = 'tenantry' OR nspname ~ '^tenant_[0-9a-f]{32}$' ORDER BY nspname <> 'tenantry', nspname",
+             WHERE nspname = 'tenantry'
+                OR nspname IN (SELECT schema_name FROM tenantry.tenants WHERE isolation = 'schema')
+             ORDER BY nspname <> 'tenantry', nspname",
             &[],
         )
         .await
@@ -261,7 +263,7 @@ async fn run_pgrls(db: &TestDatabase, schemas: &[String], args: &[&str]) -> Valu
 fn generic_table(table: &str) -> String {
     match table.split_once('.') {
         Some((schema, rest))
-            if schema.len() == 39
+            if schema.len() == 27
                 && schema.starts_with("tenant_")
                 && schema[7..].bytes().all(|b| b.is_ascii_hexdigit()) =>
         {

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 
 /// SQL condition on `n` (a `pg_namespace` row): the tenantry schema or a schema-isolated tenant's schema.
 /// (Not `LIKE 'tenant_%'`: `_` is a wildcard there and would match `tenantry` itself.)
-const IN_SCOPE: &str = "(n.nspname = 'tenantry' OR n.nspname ~ '^tenant_[0-9a-f]{32}$')";
+const IN_SCOPE: &str = "(n.nspname = 'tenantry' OR n.nspname ~ '^tenant_[0-9a-f]{20}$')";
 
 /// Roles that act for tenants (directly or through the server's login).
 const TENANT_ROLES: &str =
@@ -39,7 +39,7 @@ async fn catalog() -> (TestDatabase, Client) {
         .expect("creating a schema-isolated tenant");
     let silos: i64 = client
         .query_one(
-            "SELECT count(*) FROM pg_namespace n WHERE n.nspname ~ '^tenant_[0-9a-f]{32}$'",
+            "SELECT count(*) FROM pg_namespace n WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$'",
             &[],
         )
         .await
@@ -357,6 +357,8 @@ async fn tenant_facing_roles_cannot_read_tenant_metrics_or_any_tenant_data_witho
     assert_no_violations("tenant data readable without RLS", found);
 }
 
+/// Reference tables are replicated whole (Citus), so their unique keys need
+/// no tenant_id (tenants.schema_name is unique across all tenants).
 #[tokio::test]
 async fn every_primary_key_and_unique_index_of_a_tenant_table_leads_with_tenant_id() {
     let (_db, client) = catalog().await;
@@ -373,6 +375,7 @@ async fn every_primary_key_and_unique_index_of_a_tenant_table_leads_with_tenant_
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
              WHERE i.indisunique AND c.relkind IN ('r', 'p') AND {IN_SCOPE}
+               AND c.oid::regclass::text NOT IN ({REFERENCE_TABLES})
                AND i.indkey[0] <> a.attnum"
         ),
     )

@@ -57,7 +57,7 @@ async fn admin_creates_a_schema_isolated_tenant_whose_rows_live_in_its_own_schem
         .await;
     assert_eq!(t["isolation"], "schema");
     let id = t["tenant_id"].as_str().unwrap().to_owned();
-    let schema = format!("tenant_{}", id.replace('-', ""));
+    let schema = app.schema_of(&id).await;
     assert_eq!(
         app.count(&format!(
             "SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'"

@@ -920,7 +920,7 @@ async fn a_schema_isolated_tenants_resource_is_a_missing_id_for_everyone_else() 
     assert_eq!(app.resource_names(&pooled.key, "").await, ["pooled-doc"]);
     assert!(app.resource_names(&other_silo_key, "").await.is_empty());
     // The row lives in the silo's own schema.
-    let schema = format!("tenant_{}", silo_id.replace('-', ""));
+    let schema = app.schema_of(&silo_id).await;
     assert_eq!(
         app.count(&format!("SELECT count(*) FROM \"{schema}\".resources"))
             .await,

@@ -386,6 +386,19 @@ impl TestApp {
         let client = self.db.superuser_client().await;
         client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
     }
+
+    /// The schema of a schema-isolated tenant (`tenants.schema_name`, random), read as superuser.
+    pub async fn schema_of(&self, tenant_id: &str) -> String {
+        let client = self.db.superuser_client().await;
+        client
+            .query_one(
+                "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1::text::uuid",
+                &[&tenant_id],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
 }
 
 async fn read(response: reqwest::Response) -> Resp {

@@ -5,7 +5,9 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::{count, create_silo, create_tenant, describe, exec, set_status, strings};
+use crate::common::{
+    count, create_silo, create_tenant, describe, exec, schema_of, set_status, strings,
+};
 use crate::helpers::{
     begin_as, commit, create_key, create_resource, denied, fails, key_id_of, names_seen_by,
     rollback, same_failure, verified_tenant, world, TENANT_RELATIONS,
@@ -556,7 +558,7 @@ async fn pg_temp_objects_shadowing_tenantry_names_change_nothing() {
 async fn tenantry_app_cannot_plant_objects_in_public_tenantry_or_tenant_schemas() {
     let w = world().await;
     let silo = create_silo(&w.admin, "silo").await;
-    let silo_schema = format!("tenant_{}", silo.simple());
+    let silo_schema = schema_of(&w.admin, silo).await;
     for sql in [
         "CREATE TABLE public.resources (id uuid)".to_owned(),
         "CREATE FUNCTION public.current_tenant_id() RETURNS uuid LANGUAGE sql AS $$ SELECT NULL::uuid $$"

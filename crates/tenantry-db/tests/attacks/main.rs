@@ -15,6 +15,7 @@ mod keys_and_roles;
 mod leaks;
 mod objects;
 mod schemas;
+mod shared_state;
 mod sharing;
 mod usage;
 mod writes;

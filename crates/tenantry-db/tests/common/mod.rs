@@ -73,3 +73,16 @@ pub async fn set_status(admin: &Client, t: Uuid, status: &str) {
         .await
         .unwrap_or_else(|e| panic!("status {status}: {}", describe(&e)));
 }
+
+/// The schema a tenant's resources live in while it is schema-isolated
+/// (`tenants.schema_name`: random, never derived from its id); read through a
+/// role that sees every tenant (the admin role or a superuser).
+pub async fn schema_of(c: &Client, t: Uuid) -> String {
+    c.query_one(
+        "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+        &[&t],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("schema of {t}: {}", describe(&e)))
+    .get(0)
+}

@@ -238,7 +238,14 @@ impl Case<'_> {
             } else {
                 // Cleanup only (not part of what is tested): a deleted tenant
                 // cannot change isolation, so drop its partition as superuser.
-                let schema = format!("tenant_{}", t.id.as_uuid().simple());
+                let schema: String = superuser
+                    .query_one(
+                        "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+                        &[t.id.as_uuid()],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .get(0);
                 superuser
                     .batch_execute(&format!(
                         "BEGIN;

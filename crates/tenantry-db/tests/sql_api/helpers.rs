@@ -116,10 +116,6 @@ pub async fn resource_names(c: &Client) -> Vec<String> {
     strings(c, "SELECT name FROM tenantry.resources").await
 }
 
-pub fn schema_of(t: Uuid) -> String {
-    format!("tenant_{}", t.simple())
-}
-
 pub async fn verified_tenant(c: &Client, key: &str) -> Option<String> {
     c.query_one("SELECT verify_api_key($1)->>'tenant_id'", &[&key])
         .await

@@ -7,10 +7,10 @@ use tenantry_db::testing::TestDatabase;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::common::{count, create_silo, create_tenant, describe, exec, strings};
+use crate::common::{count, create_silo, create_tenant, describe, exec, schema_of, strings};
 use crate::helpers::{
     admin, app, create_resource, denied, expect_sqlstate, log_requests, logger, resource_names,
-    schema_of, set_context, verified_tenant,
+    set_context, verified_tenant,
 };
 
 async fn truth(c: &Client, sql: &str) -> bool {
@@ -390,7 +390,7 @@ async fn objects_shadowing_builtins_on_the_callers_search_path_do_not_change_wha
         "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'",
     )
     .await;
-    assert_eq!(schemas, [schema_of(silo)]);
+    assert_eq!(schemas, [schema_of(&su, silo).await]);
     exec(&app, "SET search_path = tenantry, public").await;
     assert_eq!(verified_tenant(&app, &ka).await, None, "a's key is revoked");
     assert_eq!(verified_tenant(&app, &kb).await, Some(b.to_string()));

@@ -6,8 +6,8 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::{
-    common::{count, describe, exec},
-    helpers::{admin, app, create_resource, denied, expect_sqlstate, schema_of, set_context},
+    common::{count, describe, exec, schema_of},
+    helpers::{admin, app, create_resource, denied, expect_sqlstate, set_context},
 };
 
 /// A tenant with `settings`, created as the admin role.
@@ -143,7 +143,7 @@ async fn direct_writes_into_a_schema_tenants_partition_are_counted_and_refused_a
     let (app, admin) = (app(&tdb).await, admin(&tdb).await);
     let t = tenant_with(&admin, "silo", "schema", json!({"max_resources": 1})).await;
     set_context(&app, t).await;
-    let partition = format!("{}.resources", schema_of(t));
+    let partition = format!("{}.resources", schema_of(&admin, t).await);
     exec(
         &app,
         &format!("INSERT INTO {partition} (tenant_id, name) VALUES ('{t}', 'first')"),

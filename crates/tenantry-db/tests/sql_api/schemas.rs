@@ -6,10 +6,10 @@ use tenantry_db::testing::TestDatabase;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::common::{count, create_silo, create_tenant, exec, strings};
+use crate::common::{count, create_silo, create_tenant, exec, schema_of, strings};
 use crate::helpers::{
     admin, app, clear_context, create_resource, denied, expect_sqlstate_any, resource_names,
-    schema_of, set_context,
+    set_context,
 };
 
 #[tokio::test]
@@ -33,7 +33,7 @@ async fn create_tenant_schema_by_its_name_moves_the_tenant_into_its_own_schema()
             .await
             .unwrap();
     }
-    let schema = schema_of(t);
+    let schema = schema_of(&admin, t).await;
     assert_eq!(
         strings(
             &admin,
@@ -82,7 +82,10 @@ async fn tenant_schemas_are_named_tenant_hex_owned_by_the_owner_and_forced_under
         )
         .await
         .unwrap();
-    let mut expected = vec![schema_of(silo), schema_of(pooled)];
+    let mut expected = vec![
+        schema_of(&admin, silo).await,
+        schema_of(&admin, pooled).await,
+    ];
     expected.sort();
     assert_eq!(
         rows.iter()
@@ -92,9 +95,13 @@ async fn tenant_schemas_are_named_tenant_hex_owned_by_the_owner_and_forced_under
     );
     for r in &rows {
         let name: String = r.get(0);
+        // tenant_ and 20 random hex digits: nothing of the tenant's id.
         assert!(
-            name.len() == 39
+            name.len() == 27
                 && name.starts_with("tenant_")
+                && ![silo, pooled]
+                    .iter()
+                    .any(|t| t.simple().to_string().contains(&name[7..]))
                 && name[7..]
                     .chars()
                     .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase()),
@@ -152,7 +159,7 @@ async fn setup_connection_routes_to_the_tenant_schema_without_changing_the_sessi
     let expected_path: String = app
         .query_one(
             "SELECT quote_ident($1) || ', tenantry, public'",
-            &[&schema_of(silo)],
+            &[&schema_of(&admin, silo).await],
         )
         .await
         .unwrap()
@@ -163,7 +170,7 @@ async fn setup_connection_routes_to_the_tenant_schema_without_changing_the_sessi
     );
     assert_eq!(
         strings(&app, "SELECT current_schema()::text").await,
-        [schema_of(silo)]
+        [schema_of(&admin, silo).await]
     );
     // Unqualified names reach the tenant's own table; the context survives.
     assert_eq!(
@@ -206,7 +213,7 @@ async fn a_tenant_schema_table_is_unreachable_from_another_tenants_context() {
     let p = create_tenant(&admin, "pooled", None).await;
     let r1 = create_resource(&app, s1, "s1-secret").await;
     create_resource(&app, s2, "s2-doc").await;
-    let table = format!("\"{}\".resources", schema_of(s1));
+    let table = format!("\"{}\".resources", schema_of(&admin, s1).await);
 
     set_context(&app, s1).await;
     assert_eq!(
@@ -263,7 +270,7 @@ async fn a_tenant_schema_table_is_unreachable_from_another_tenants_context() {
         .await;
         denied(
             &app,
-            &format!("DROP SCHEMA \"{}\" CASCADE", schema_of(s1)),
+            &format!("DROP SCHEMA \"{}\" CASCADE", schema_of(&admin, s1).await),
             "42501",
         )
         .await;
