@@ -100,7 +100,10 @@ async fn a_foreign_row_of_an_adopted_table_is_selected_updated_and_deleted_exact
             .unwrap();
         let deleted = w
             .app
-            .execute(&format!("DELETE FROM public.invoices WHERE id = '{id}'"), &[])
+            .execute(
+                &format!("DELETE FROM public.invoices WHERE id = '{id}'"),
+                &[],
+            )
             .await
             .unwrap();
         assert_eq!((updated, deleted), (0, 0));
@@ -110,7 +113,10 @@ async fn a_foreign_row_of_an_adopted_table_is_selected_updated_and_deleted_exact
     assert_eq!(
         strings(
             &su,
-            &format!("SELECT amount::text FROM public.invoices WHERE id = '{}'", w.ib)
+            &format!(
+                "SELECT amount::text FROM public.invoices WHERE id = '{}'",
+                w.ib
+            )
         )
         .await,
         ["10"]
@@ -137,7 +143,10 @@ async fn writing_or_moving_a_row_of_an_adopted_table_into_another_tenant_fails_a
         )
     })
     .await;
-    assert_eq!(moved, "TN422", "a row keeps its tenant, whatever the target");
+    assert_eq!(
+        moved, "TN422",
+        "a row keeps its tenant, whatever the target"
+    );
     // Delete and re-insert under another tenant: refused as well.
     exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;
     let (code, _, _) = fails(
@@ -159,11 +168,7 @@ async fn on_conflict_against_another_tenants_key_of_an_adopted_table_is_no_oracl
     let w = adopted().await;
     // b's invoice number and its row id, and fresh ones: each insert is a's own
     // row; a conflict could only be with a's own rows, never b's.
-    for (number, id) in [
-        ("B-1", w.ib),
-        ("FREE-1", Uuid::new_v4()),
-        ("B-1x", w.ib),
-    ] {
+    for (number, id) in [("B-1", w.ib), ("FREE-1", Uuid::new_v4()), ("B-1x", w.ib)] {
         begin_as(&w.app, w.a).await;
         let rows = w
             .app
@@ -182,7 +187,11 @@ async fn on_conflict_against_another_tenants_key_of_an_adopted_table_is_no_oracl
     assert_eq!(numbers_seen_by(&w.app, w.a).await, ["A-1", "C-1"]);
     let su = w.tdb.superuser_client().await;
     assert_eq!(
-        count(&su, "SELECT count(*) FROM public.invoices WHERE amount = 999").await,
+        count(
+            &su,
+            "SELECT count(*) FROM public.invoices WHERE amount = 999"
+        )
+        .await,
         0
     );
 }
@@ -209,14 +218,17 @@ async fn a_leaky_function_over_an_adopted_table_never_sees_a_foreign_row() {
     assert_eq!(
         count(
             &w.app,
-            "SELECT count(*) FROM public.invoices WHERE CASE WHEN number = 'B-1' THEN 1 / 0 ELSE 1 END = 1"
+            "SELECT count(*) FROM public.invoices WHERE CASE WHEN number = 'B-1' THEN 1 / (length(number) - 3) ELSE 1 END = 1"
         )
         .await,
         1,
         "a division by zero on b's row would have raised"
     );
     commit(&w.app).await;
-    assert_eq!(strings(&w.app, "SELECT number FROM pg_temp.seen").await, ["C-1"]);
+    assert_eq!(
+        strings(&w.app, "SELECT number FROM pg_temp.seen").await,
+        ["C-1"]
+    );
 }
 
 #[tokio::test]
@@ -269,7 +281,10 @@ async fn the_hierarchy_on_an_adopted_table_reaches_descendants_never_parents_or_
     let n = w
         .app
         .execute(
-            &format!("UPDATE public.invoices SET amount = 11 WHERE id = '{}'", w.ic),
+            &format!(
+                "UPDATE public.invoices SET amount = 11 WHERE id = '{}'",
+                w.ic
+            ),
             &[],
         )
         .await
@@ -280,7 +295,10 @@ async fn the_hierarchy_on_an_adopted_table_reaches_descendants_never_parents_or_
     let n = w
         .app
         .execute(
-            &format!("UPDATE public.invoices SET amount = 0 WHERE id = '{}'", w.ia),
+            &format!(
+                "UPDATE public.invoices SET amount = 0 WHERE id = '{}'",
+                w.ia
+            ),
             &[],
         )
         .await
@@ -288,5 +306,8 @@ async fn the_hierarchy_on_an_adopted_table_reaches_descendants_never_parents_or_
     assert_eq!(n, 0);
     commit(&w.app).await;
     // No context at all: nothing.
-    assert_eq!(count(&w.app, "SELECT count(*) FROM public.invoices").await, 0);
+    assert_eq!(
+        count(&w.app, "SELECT count(*) FROM public.invoices").await,
+        0
+    );
 }
