@@ -53,6 +53,6 @@ pub use resources::{
     ResourceUpdate, Share,
 };
 pub use scope::{AdminScope, TenantContext, TenantScope, Visibility};
-pub use settings::TenantSettings;
+pub use settings::{Limit, TenantSettings};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
 pub use usage::{AuditEntry, AuditQuery, MetricsRow, RequestLogEntry, ResourceUsage};

@@ -77,7 +77,7 @@ pub async fn list_members(
     post, path = "/v1/members", tag = "access", request_body = NewMemberBody,
     responses(
         (status = 201, body = Member),
-        (status = 409, description = "Email or user already a member", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email or user already a member, or limit reached (`quota_exceeded`: max_members)", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::JsonBody,
     ),
@@ -151,7 +151,7 @@ pub async fn list_roles(
     post, path = "/v1/roles", tag = "access", request_body = NewRoleBody,
     responses(
         (status = 201, body = Role),
-        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken, or limit reached (`quota_exceeded`: max_roles)", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::JsonBody,
     ),

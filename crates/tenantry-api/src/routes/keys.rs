@@ -130,6 +130,7 @@ pub async fn list_keys(
     responses(
         (status = 201, body = NewKeyResponse),
         (status = 404, description = "Role or member not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Limit reached (`quota_exceeded`: max_api_keys)", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::JsonBody,
     ),

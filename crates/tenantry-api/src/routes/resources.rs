@@ -253,7 +253,7 @@ pub async fn delete_resource(
     responses(
         (status = 201, body = Share),
         (status = 404, description = "Resource or target tenant not found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already shared, or target not active", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already shared, target not active, or limit reached (`quota_exceeded`: max_shares)", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::JsonBody,
     ),

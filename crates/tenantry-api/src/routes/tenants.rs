@@ -35,7 +35,11 @@ pub struct NewTenantBody {
     /// `shared` (default: pooled tables under RLS) or `schema` (own schema;
     /// admin only: a tenant key asking for it gets 403).
     pub isolation: Option<Isolation>,
-    /// Settings: max_resources, max_storage_bytes, rate_limit_per_second, rate_limit_burst, metadata.
+    /// Settings: quotas (max_resources, max_storage_bytes), limits with defaults
+    /// (max_children, max_descendants, max_api_keys, max_roles, max_members,
+    /// max_shares), rate_limit_per_second, rate_limit_burst, metadata. A tenant
+    /// key cannot give its child more than its own tenant has (403); limits it
+    /// leaves out are capped at its own.
     // Raw until `settings` parses it: a bad value is then 422 naming `settings.<key>`, not 400.
     #[schema(value_type = Option<TenantSettings>)]
     pub settings: Option<serde_json::Value>,
@@ -91,6 +95,7 @@ fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
     responses(
         (status = 201, body = Tenant),
         (status = 404, description = "Parent not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Limit reached (`quota_exceeded`: max_children or max_descendants)", body = Problem, content_type = "application/problem+json"),
         responses::AnyAuth,
         responses::JsonBody,
     ),
@@ -329,6 +334,7 @@ pub async fn activate_tenant(
     params(("tenant_id" = String, Path, format = Uuid)),
     responses(
         (status = 201, body = NewKeyResponse),
+        (status = 409, description = "Limit reached (`quota_exceeded`: max_api_keys)", body = Problem, content_type = "application/problem+json"),
         responses::AdminAuth,
         responses::JsonBody,
         responses::NotFound,
