@@ -9,7 +9,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -105,12 +105,14 @@ async fn bystander(
 /// What the attackers got: (created, refused with 409 quota_exceeded, anything else).
 type Outcome = (u64, u64, Vec<(u16, Value)>);
 
-/// One attacker: creates children back to back until `stop`.
+/// One attacker: creates children back to back until `stop`; counts itself
+/// in `limited` at its first 409.
 async fn attacker(
     client: reqwest::Client,
     base: String,
     key: String,
     stop: Arc<AtomicBool>,
+    limited: Arc<AtomicUsize>,
 ) -> Outcome {
     let (mut created, mut refused, mut other) = (0, 0, Vec::new());
     let mut n = 0u64;
@@ -125,22 +127,33 @@ async fn attacker(
         .await;
         match status {
             201 => created += 1,
-            409 if body["code"] == "quota_exceeded" => refused += 1,
+            409 if body["code"] == "quota_exceeded" => {
+                if refused == 0 {
+                    limited.fetch_add(1, Ordering::Relaxed);
+                }
+                refused += 1;
+            }
             _ => other.push((status, body)),
         }
     }
     (created, refused, other)
 }
 
-/// Runs the bystanders (and, for the storm, the attackers) for `length`.
+/// Runs the bystanders (and, for the storm, the attackers) for `length`, and
+/// on until `must_reach_limit` attackers got a 409 (at most a minute more:
+/// a slow machine must not make the limits look unreached). Also samples
+/// `pg_stat_activity` for backends waiting on a lock; returns what waited.
 async fn phase(
     client: &reqwest::Client,
     base: &str,
     bystanders: &[(String, String)],
     attackers: &[String],
     length: Duration,
-) -> (Seen, Vec<Outcome>) {
+    must_reach_limit: usize,
+    su: &tokio_postgres::Client,
+) -> (Seen, Vec<Outcome>, Vec<String>) {
     let stop = Arc::new(AtomicBool::new(false));
+    let limited = Arc::new(AtomicUsize::new(0));
     let attacks: Vec<_> = attackers
         .iter()
         .map(|key| {
@@ -149,6 +162,7 @@ async fn phase(
                 base.to_owned(),
                 key.clone(),
                 stop.clone(),
+                limited.clone(),
             ))
         })
         .collect();
@@ -164,7 +178,25 @@ async fn phase(
             ))
         })
         .collect();
-    tokio::time::sleep(length).await;
+    let started = Instant::now();
+    let mut waits = Vec::new();
+    while started.elapsed() < length
+        || (limited.load(Ordering::Relaxed) < must_reach_limit
+            && started.elapsed() < length + Duration::from_secs(60))
+    {
+        for row in su
+            .query(
+                "SELECT wait_event || ': ' || left(query, 80) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("sampling pg_stat_activity")
+        {
+            waits.push(row.get(0));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let mut seen = Seen::default();
     for w in watches {
@@ -176,7 +208,7 @@ async fn phase(
     for a in attacks {
         outcomes.push(a.await.expect("an attacker panicked"));
     }
-    (seen, outcomes)
+    (seen, outcomes, waits)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,9 +264,12 @@ async fn four_tenants_creating_children_as_fast_as_allowed_give_nobody_a_5xx_and
     }
 
     // Warm up the server's pool and caches, then the two phases.
-    phase(&client, &base, &bystanders, &[], Duration::from_millis(300)).await;
-    let (quiet, _) = phase(&client, &base, &bystanders, &[], length).await;
-    let (storm, outcomes) = phase(&client, &base, &bystanders, &attackers, length).await;
+    let su = db.superuser_client().await;
+    let warm_up = Duration::from_millis(300);
+    phase(&client, &base, &bystanders, &[], warm_up, 0, &su).await;
+    let (quiet, _, _) = phase(&client, &base, &bystanders, &[], length, 0, &su).await;
+    let (storm, outcomes, waits) =
+        phase(&client, &base, &bystanders, &attackers, length, 2, &su).await;
 
     let (q50, q99, s50, s99) = (
         quiet.percentile(0.50),
@@ -246,11 +281,12 @@ async fn four_tenants_creating_children_as_fast_as_allowed_give_nobody_a_5xx_and
     let created: u64 = outcomes.iter().map(|o| o.0).sum();
     let refused: u64 = outcomes.iter().map(|o| o.1).sum();
     println!(
-        "storm of {ATTACKERS} tenants creating children, {length:?} per phase, 2 worker threads:\n  \
+        "storm of {ATTACKERS} tenants creating children, at least {length:?} per phase, 2 worker threads:\n  \
          bystanders quiet: {} requests, p50 {:.2} ms, p99 {:.2} ms\n  \
          bystanders storm: {} requests, p50 {:.2} ms, p99 {:.2} ms\n  \
          p99 storm/quiet: {ratio:.2} (p50 {:.2})\n  \
-         attackers: {created} children created, {refused} refused with 409 quota_exceeded",
+         attackers: {created} children created, {refused} refused with 409 quota_exceeded\n  \
+         backends seen waiting on a lock during the storm (sampled every 20 ms): {} {:?}",
         quiet.latencies.len(),
         ms(q50),
         ms(q99),
@@ -258,6 +294,8 @@ async fn four_tenants_creating_children_as_fast_as_allowed_give_nobody_a_5xx_and
         ms(s50),
         ms(s99),
         ms(s50) / ms(q50),
+        waits.len(),
+        waits.iter().take(5).collect::<Vec<_>>(),
     );
 
     assert!(
