@@ -118,12 +118,36 @@ impl Database {
         &self,
         ctx: &TenantContext,
         args: &A,
-        mut work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
+        work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
     ) -> Result<T, DbError> {
+        self.retrying(|| self.tenant(ctx.clone()), args, work).await
+    }
+
+    /// [`Database::in_tenant`] for an administrative transaction audited as `actor`.
+    pub async fn in_admin<A: Sync + ?Sized, T>(
+        &self,
+        actor: &str,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut AdminScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<T, DbError> {
+        self.retrying(|| self.admin(actor), args, work).await
+    }
+
+    /// Opens a scope with `open`, runs `work` in it and commits, as long as
+    /// the retry policy says to.
+    async fn retrying<S: Commit, A: Sync + ?Sized, T, Open>(
+        &self,
+        mut open: impl FnMut() -> Open,
+        args: &A,
+        mut work: impl for<'s> FnMut(&'s mut S, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<T, DbError>
+    where
+        Open: Future<Output = Result<S, DbError>>,
+    {
         let mut attempt = 1;
         loop {
             let result = async {
-                let mut scope = self.tenant(ctx.clone()).await?;
+                let mut scope = open().await?;
                 let value = work(&mut scope, args).await?;
                 scope.commit().await?;
                 Ok(value)
@@ -136,29 +160,22 @@ impl Database {
             }
         }
     }
+}
 
-    /// [`Database::in_tenant`] for an administrative transaction audited as `actor`.
-    pub async fn in_admin<A: Sync + ?Sized, T>(
-        &self,
-        actor: &str,
-        args: &A,
-        mut work: impl for<'s> FnMut(&'s mut AdminScope, &'s A) -> ScopeFuture<'s, T>,
-    ) -> Result<T, DbError> {
-        let mut attempt = 1;
-        loop {
-            let result = async {
-                let mut scope = self.admin(actor).await?;
-                let value = work(&mut scope, args).await?;
-                scope.commit().await?;
-                Ok(value)
-            }
-            .await;
-            if let ControlFlow::Break(answer) =
-                self.retry_policy().settle(&mut attempt, result).await
-            {
-                return answer;
-            }
-        }
+/// The scopes a unit of work runs in.
+trait Commit {
+    fn commit(self) -> impl Future<Output = Result<(), DbError>> + Send;
+}
+
+impl Commit for TenantScope {
+    fn commit(self) -> impl Future<Output = Result<(), DbError>> + Send {
+        TenantScope::commit(self)
+    }
+}
+
+impl Commit for AdminScope {
+    fn commit(self) -> impl Future<Output = Result<(), DbError>> + Send {
+        AdminScope::commit(self)
     }
 }
 
