@@ -10,8 +10,8 @@ use std::{
 use axum::{extract::FromRequestParts, http::request::Parts};
 use governor::{DefaultDirectRateLimiter, Quota};
 use tenantry_db::{
-    AdminScope, ApiKeySecret, Database, KeyId, KeyIdentity, ResourceId, TenantContext, TenantId,
-    TenantScope, TenantSettings, TenantStatus,
+    AdminScope, ApiKeySecret, Database, KeyId, KeyIdentity, ResourceId, ScopeFuture, TenantContext,
+    TenantId, TenantScope, TenantSettings, TenantStatus,
 };
 
 use crate::{
@@ -213,15 +213,31 @@ impl TenantCaller {
         }
     }
 
-    /// Opens the tenant-scoped transaction for this request, restricted to what the key holds.
-    pub async fn scope(&self) -> Result<TenantScope, ApiError> {
+    /// The tenant context of this request, restricted to what the key holds.
+    fn context(&self) -> TenantContext {
         // The key's permissions travel with the scope: the library refuses to
         // grant, assign or mint more than the key holds.
-        let ctx = TenantContext::new(self.tenant())
+        TenantContext::new(self.tenant())
             .with_user(self.identity.user_id)
             .with_actor(format!("key:{}", self.identity.key_id))
-            .with_permissions(self.identity.permissions.iter().cloned().collect());
-        Ok(self.db.tenant(ctx).await?)
+            .with_permissions(self.identity.permissions.iter().cloned().collect())
+    }
+
+    /// Opens the tenant-scoped transaction for this request (reads).
+    pub async fn scope(&self) -> Result<TenantScope, ApiError> {
+        Ok(self.db.tenant(self.context()).await?)
+    }
+
+    /// Runs a write in a fresh tenant-scoped transaction and commits it; a
+    /// collision with a concurrent transaction (deadlock, serialization
+    /// failure) is run again a few times before it answers 503
+    /// ([`Database::in_tenant`]). `work` may run more than once.
+    pub async fn write<A: Sync + ?Sized, T>(
+        &self,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<T, ApiError> {
+        Ok(self.db.in_tenant(&self.context(), args, work).await?)
     }
 
     /// Records the resource this request addressed, for the request log.
@@ -306,6 +322,27 @@ impl AdminCaller {
             .db
             .tenant(TenantContext::new(tenant).with_actor(ADMIN_ACTOR))
             .await?)
+    }
+
+    /// [`TenantCaller::write`] inside one tenant, audited as `admin`.
+    pub async fn tenant_write<A: Sync + ?Sized, T>(
+        &self,
+        tenant: TenantId,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<T, ApiError> {
+        let ctx = TenantContext::new(tenant).with_actor(ADMIN_ACTOR);
+        Ok(self.db.in_tenant(&ctx, args, work).await?)
+    }
+
+    /// An administrative write (tenants, hierarchy), run again a few times
+    /// when a concurrent transaction rolled it back ([`Database::in_admin`]).
+    pub async fn admin_write<A: Sync + ?Sized, T>(
+        &self,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut AdminScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<T, ApiError> {
+        Ok(self.db.in_admin(ADMIN_ACTOR, args, work).await?)
     }
 
     /// The key cache, to drop entries after security changes.
