@@ -213,7 +213,10 @@ BEGIN
         NEW.created_at := OLD.created_at;
         NEW.updated_at := now();
         IF NEW.status = 'deleted' AND OLD.status <> 'deleted' AND EXISTS (
-            SELECT 1 FROM tenantry.tenants c WHERE c.parent_id = NEW.tenant_id AND c.status <> 'deleted'
+            -- Children through the closure table: tenants has no index on
+            -- parent_id (a tenant role could probe it, issue 10 finding 8).
+            SELECT 1 FROM tenantry.tenant_hierarchy h JOIN tenantry.tenants c ON c.tenant_id = h.child_id
+            WHERE h.parent_id = NEW.tenant_id AND h.depth = 1 AND c.status <> 'deleted'
         ) THEN
             RAISE EXCEPTION 'tenant % still has children that are not deleted', NEW.tenant_id
                 USING ERRCODE = 'TN409', HINT = 'delete or move its children first';

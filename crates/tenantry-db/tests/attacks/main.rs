@@ -8,6 +8,7 @@
 mod common;
 
 mod context;
+mod explain;
 mod helpers;
 mod hierarchy;
 mod keys_and_roles;
