@@ -126,7 +126,12 @@ CREATE POLICY admin_all_tenants ON tenantry.tenants
     USING (true) WITH CHECK (true);
 COMMENT ON POLICY admin_all_tenants ON tenantry.tenants IS 'Administrators manage every tenant (they still cannot read resources).';
 
-GRANT SELECT ON tenantry.tenants TO tenantry_app, tenantry_admin;
+-- Not schema_name: its unique index does not lead with tenant_id, so a tenant
+-- role able to name the column could use it as an EXPLAIN ANALYZE oracle. A
+-- tenant's own schema is current_tenant_schema().
+GRANT SELECT (tenant_id, name, created_at, updated_at, settings, status, parent_id, isolation)
+    ON tenantry.tenants TO tenantry_app;
+GRANT SELECT ON tenantry.tenants TO tenantry_admin;
 GRANT UPDATE (name, settings, status, parent_id) ON tenantry.tenants TO tenantry_admin;
 
 CREATE POLICY hierarchy_within_subtree ON tenantry.tenant_hierarchy

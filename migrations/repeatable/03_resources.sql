@@ -414,9 +414,7 @@ BEGIN
     -- SET ROLE's, untouched by SECURITY DEFINER), never a setting the writer
     -- controls: an administrator moving a tenant between isolation models and a
     -- superuser session (bulk loads, maintenance) are counted, not refused.
-    IF current_setting('role') = 'tenantry_admin'
-       OR (current_setting('role') = 'none'
-           AND (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)) THEN
+    IF NOT tenantry.limits_refuse_writer() THEN
         RETURN NULL;
     END IF;
     IF n > 0 AND s ? 'max_resources' AND used.resource_count > (s->>'max_resources')::numeric THEN

@@ -62,18 +62,6 @@ $$;
 COMMENT ON FUNCTION tenantry.setting_in_force(jsonb, text) IS 'A numeric setting in force (limit, quota, rate): the tenant''s value, else the limit''s default; NULL means unlimited.';
 GRANT EXECUTE ON FUNCTION tenantry.setting_in_force(jsonb, text) TO tenantry_app, tenantry_admin;
 
-/** Whether limits refuse this statement's writes: not for tenantry_admin, nor a superuser session. */
-CREATE OR REPLACE FUNCTION tenantry.limits_refuse_writer()
-RETURNS boolean
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT NOT (current_setting('role') = 'tenantry_admin'
-                OR (current_setting('role') = 'none'
-                    AND coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)))
-$$;
-COMMENT ON FUNCTION tenantry.limits_refuse_writer() IS 'Internal: false for writes as tenantry_admin or by a superuser session (counted, not refused), true for every tenant role. Not granted.';
-
 /**
  * A tenant may give its child at most what it has itself: for every numeric
  * setting the parent has in force (its limits always, its quotas and rate
