@@ -14,8 +14,8 @@ SET LOCAL ROLE tenantry_owner;
  * value of the wrong type; returns true otherwise. Known keys:
  * max_resources, max_storage_bytes and the limits max_children,
  * max_descendants, max_api_keys, max_roles, max_members, max_shares
- * (09_limits.sql; integers 0 .. 2^63-1), rate_limit_per_second
- * (number > 0), rate_limit_burst (integer 1 .. 2^32-1), metadata (object,
+ * (09_limits.sql; integers 0 .. 2^63-1), rate_limit_per_second and
+ * child_creation_rate_per_second (numbers > 0), rate_limit_burst (integer 1 .. 2^32-1), metadata (object,
  * free-form). The Rust library's TenantSettings applies the same bounds.
  */
 CREATE OR REPLACE FUNCTION tenantry.validate_tenant_settings(settings jsonb)
@@ -49,7 +49,7 @@ BEGIN
                 RAISE EXCEPTION 'settings.% must be an integer from 1 to 4294967295', k
                     USING ERRCODE = 'TN422', HINT = 'settings.' || k;
             END IF;
-        WHEN 'rate_limit_per_second' THEN
+        WHEN 'rate_limit_per_second', 'child_creation_rate_per_second' THEN
             IF jsonb_typeof(v) <> 'number' OR v::numeric <= 0 THEN
                 RAISE EXCEPTION 'settings.% must be a number > 0', k USING ERRCODE = 'TN422', HINT = 'settings.' || k;
             END IF;
@@ -61,7 +61,8 @@ BEGIN
             RAISE EXCEPTION 'unknown settings key "%"', k
                 USING ERRCODE = 'TN422', HINT = 'settings.' || k,
                       DETAIL = 'known keys: max_resources, max_storage_bytes, max_children, max_descendants, max_api_keys, '
-                               'max_roles, max_members, max_shares, rate_limit_per_second, rate_limit_burst, metadata';
+                               'max_roles, max_members, max_shares, rate_limit_per_second, rate_limit_burst, '
+                               'child_creation_rate_per_second, metadata';
         END CASE;
     END LOOP;
     RETURN true;

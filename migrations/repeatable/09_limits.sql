@@ -46,9 +46,10 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT '{"max_children": 100, "max_descendants": 1000, "max_api_keys": 100,
-             "max_roles": 100, "max_members": 1000, "max_shares": 1000}'::jsonb
+             "max_roles": 100, "max_members": 1000, "max_shares": 1000,
+             "child_creation_rate_per_second": 10}'::jsonb
 $$;
-COMMENT ON FUNCTION tenantry.limit_defaults() IS 'The default of each limit (max_children 100, max_descendants 1000, max_api_keys 100, max_roles 100, max_members 1000, max_shares 1000), applied when a tenant''s settings do not name it.';
+COMMENT ON FUNCTION tenantry.limit_defaults() IS 'The default of each limit (max_children 100, max_descendants 1000, max_api_keys 100, max_roles 100, max_members 1000, max_shares 1000) and of the child creation rate the API applies (child_creation_rate_per_second 10), in force when a tenant''s settings do not name them.';
 GRANT EXECUTE ON FUNCTION tenantry.limit_defaults() TO tenantry_app, tenantry_admin;
 
 /** The value of a numeric setting in force: the tenant's own, else the default of a limit; NULL: unlimited. */
@@ -83,7 +84,7 @@ BEGIN
     PERFORM tenantry.validate_tenant_settings(result);
     FOREACH k IN ARRAY ARRAY['max_children', 'max_descendants', 'max_api_keys', 'max_roles', 'max_members',
                              'max_shares', 'max_resources', 'max_storage_bytes', 'rate_limit_per_second',
-                             'rate_limit_burst'] LOOP
+                             'rate_limit_burst', 'child_creation_rate_per_second'] LOOP
         ceiling := tenantry.setting_in_force(parent_settings, k);
         CONTINUE WHEN ceiling IS NULL;
         IF result ? k THEN

@@ -111,10 +111,13 @@ impl KeyCache {
 /// A limiter and the (rate bits, burst) it was built from.
 type TenantLimiter = ((u64, u32), Arc<DefaultDirectRateLimiter>);
 
-/// Per-tenant rate limiters built from the tenant's settings.
+/// Per-tenant rate limiters built from the tenant's settings: one for every
+/// request (`rate_limit_per_second`), one for creating children
+/// (`child_creation_rate_per_second`).
 #[derive(Default)]
 pub struct RateLimits {
-    limiters: Mutex<HashMap<TenantId, TenantLimiter>>,
+    requests: Mutex<HashMap<TenantId, TenantLimiter>>,
+    child_creations: Mutex<HashMap<TenantId, TenantLimiter>>,
 }
 
 impl RateLimits {
@@ -127,28 +130,56 @@ impl RateLimits {
         let burst = settings
             .rate_limit_burst()
             .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
-        let signature = (rate.to_bits(), burst);
-        let limiter = {
-            // A panic elsewhere must not turn every later rate-limited request into one.
-            let mut limiters = self
-                .limiters
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let entry = limiters
-                .entry(tenant)
-                .or_insert_with(|| (signature, Arc::new(limiter(rate, burst))));
-            if entry.0 != signature {
-                *entry = (signature, Arc::new(limiter(rate, burst)));
-            }
-            entry.1.clone()
-        };
-        limiter.check().map_err(|_| {
+        take(&self.requests, tenant, rate, burst).map_err(|_| {
             ApiError::new(
                 ProblemCode::RateLimited,
                 format!("this tenant may make {rate} requests per second (burst {burst})"),
             )
         })
     }
+
+    /// Err(429) when the tenant created children faster than its
+    /// `child_creation_rate_per_second` (default 10, burst twice the rate).
+    fn check_child_creation(
+        &self,
+        tenant: TenantId,
+        settings: &TenantSettings,
+    ) -> Result<(), ApiError> {
+        let rate = settings.child_creation_rate_per_second();
+        let burst = (2.0 * rate).ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        take(&self.child_creations, tenant, rate, burst).map_err(|_| {
+            ApiError::new(
+                ProblemCode::RateLimited,
+                format!("this tenant may create {rate} child tenants per second (burst {burst})"),
+            )
+            .with_field("settings.child_creation_rate_per_second")
+        })
+    }
+}
+
+/// Takes one cell from the tenant's limiter in `limiters`, (re)built when its
+/// rate or burst changed.
+fn take(
+    limiters: &Mutex<HashMap<TenantId, TenantLimiter>>,
+    tenant: TenantId,
+    rate: f64,
+    burst: u32,
+) -> Result<(), ()> {
+    let signature = (rate.to_bits(), burst);
+    let limiter = {
+        // A panic elsewhere must not turn every later rate-limited request into one.
+        let mut limiters = limiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = limiters
+            .entry(tenant)
+            .or_insert_with(|| (signature, Arc::new(limiter(rate, burst))));
+        if entry.0 != signature {
+            *entry = (signature, Arc::new(limiter(rate, burst)));
+        }
+        entry.1.clone()
+    };
+    limiter.check().map_err(|_| ())
 }
 
 /// Longest period between two requests of a rate limit: any slower rate (settings
@@ -188,12 +219,20 @@ pub struct TenantCaller {
     identity: Arc<KeyIdentity>,
     slot: Option<LogSlot>,
     keys: Arc<KeyCache>,
+    limits: Arc<RateLimits>,
 }
 
 impl TenantCaller {
     /// The caller's tenant. Nothing in a request body, query or path overrides it.
     pub fn tenant(&self) -> TenantId {
         self.identity.tenant_id
+    }
+
+    /// Err(429 `rate_limited`, with Retry-After) when the tenant creates
+    /// children faster than its `child_creation_rate_per_second`.
+    pub fn check_child_creation(&self) -> Result<(), ApiError> {
+        self.limits
+            .check_child_creation(self.identity.tenant_id, &self.identity.tenant_settings)
     }
 
     /// The key's identity.
@@ -295,6 +334,7 @@ impl FromRequestParts<AppState> for TenantCaller {
             identity,
             slot,
             keys: state.keys.clone(),
+            limits: state.limits.clone(),
         })
     }
 }

@@ -1,4 +1,4 @@
-//! The storm of issue 10, finding 1, over HTTP through the real server: four tenants create children as fast as they are allowed while other tenants read and write. Nobody gets a 5xx, tenants at a limit get 409 `quota_exceeded`, and the bystanders' latency during the storm is measured against a quiet run of the same test and reported (p50, p99, ratio).
+//! The storm of issue 10, finding 1, over HTTP through the real server: four tenants create children as fast as they are allowed (their `child_creation_rate_per_second`, 10 by default: a 429 with Retry-After says when to go on) while other tenants read and write. Nobody gets a 5xx, tenants at a limit get 409 `quota_exceeded`, and the bystanders' latency during the storm is measured against a quiet run of the same test and reported (p50, p99, ratio).
 //!
 //! `TENANTRY_STORM_SECS` sets the length of each phase (quiet, then storm) in
 //! seconds: default 2, so CI stays fast; a long run uses 30 or more. The p99
@@ -102,11 +102,13 @@ async fn bystander(
     seen
 }
 
-/// What the attackers got: (created, refused with 409 quota_exceeded, anything else).
-type Outcome = (u64, u64, Vec<(u16, Value)>);
+/// What the attackers got: (created, refused with 409 quota_exceeded, throttled
+/// with 429 rate_limited, anything else).
+type Outcome = (u64, u64, u64, Vec<(u16, Value)>);
 
-/// One attacker: creates children back to back until `stop`; counts itself
-/// in `limited` at its first 409.
+/// One attacker: creates children back to back until `stop`, as fast as the
+/// server allows (a 429 says how long to wait: Retry-After); counts itself in
+/// `limited` at its first 409.
 async fn attacker(
     client: reqwest::Client,
     base: String,
@@ -114,17 +116,25 @@ async fn attacker(
     stop: Arc<AtomicBool>,
     limited: Arc<AtomicUsize>,
 ) -> Outcome {
-    let (mut created, mut refused, mut other) = (0, 0, Vec::new());
+    let (mut created, mut refused, mut throttled, mut other) = (0, 0, 0, Vec::new());
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let (status, body) = send(
-            client
-                .post(format!("{base}/v1/tenants"))
-                .bearer_auth(&key)
-                .json(&json!({ "name": format!("child-{n}") })),
-        )
-        .await;
+        let r = client
+            .post(format!("{base}/v1/tenants"))
+            .bearer_auth(&key)
+            .json(&json!({ "name": format!("child-{n}") }))
+            .send()
+            .await
+            .expect("request failed");
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let body: Value =
+            serde_json::from_str(&r.text().await.expect("reading the body")).unwrap_or(Value::Null);
         match status {
             201 => created += 1,
             409 if body["code"] == "quota_exceeded" => {
@@ -133,10 +143,14 @@ async fn attacker(
                 }
                 refused += 1;
             }
+            429 if body["code"] == "rate_limited" && retry_after.is_some() => {
+                throttled += 1;
+                tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1))).await;
+            }
             _ => other.push((status, body)),
         }
     }
-    (created, refused, other)
+    (created, refused, throttled, other)
 }
 
 /// Runs the bystanders (and, for the storm, the attackers) for `length`, and
@@ -280,12 +294,13 @@ async fn four_tenants_creating_children_as_fast_as_allowed_give_nobody_a_5xx_and
     let ratio = ms(s99) / ms(q99);
     let created: u64 = outcomes.iter().map(|o| o.0).sum();
     let refused: u64 = outcomes.iter().map(|o| o.1).sum();
+    let throttled: u64 = outcomes.iter().map(|o| o.2).sum();
     println!(
         "storm of {ATTACKERS} tenants creating children, at least {length:?} per phase, 2 worker threads:\n  \
          bystanders quiet: {} requests, p50 {:.2} ms, p99 {:.2} ms\n  \
          bystanders storm: {} requests, p50 {:.2} ms, p99 {:.2} ms\n  \
          p99 storm/quiet: {ratio:.2} (p50 {:.2})\n  \
-         attackers: {created} children created, {refused} refused with 409 quota_exceeded\n  \
+         attackers: {created} children created, {refused} refused with 409 quota_exceeded, {throttled} told to wait with 429 rate_limited\n  \
          backends seen waiting on a lock during the storm (sampled every 20 ms): {} {:?}",
         quiet.latencies.len(),
         ms(q50),
@@ -304,10 +319,10 @@ async fn four_tenants_creating_children_as_fast_as_allowed_give_nobody_a_5xx_and
         quiet.failures,
         storm.failures
     );
-    for (a, (created, refused, other)) in outcomes.iter().enumerate() {
+    for (a, (created, refused, _, other)) in outcomes.iter().enumerate() {
         assert!(
             other.is_empty(),
-            "attacker {a} got answers other than 201/409: {other:?}"
+            "attacker {a} got answers other than 201/409/429: {other:?}"
         );
         assert!(*created > 0, "attacker {a} created nothing");
         if a < 2 {

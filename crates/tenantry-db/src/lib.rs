@@ -58,6 +58,6 @@ pub use resources::{
 };
 pub use retry::{RetryPolicy, ScopeFuture};
 pub use scope::{AdminScope, TenantContext, TenantScope, Visibility};
-pub use settings::{Limit, TenantSettings};
+pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
 pub use usage::{AuditEntry, AuditQuery, MetricsRow, RequestLogEntry, ResourceUsage};

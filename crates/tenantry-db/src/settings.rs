@@ -73,6 +73,12 @@ pub struct TenantSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false, exclusive_minimum = 0))]
     rate_limit_per_second: Option<f64>,
+    /// Children the tenant's keys may create per second (> 0; default 10, burst twice
+    /// the rate): creating a tenant is the most expensive write, so a tenant looping
+    /// on it gets 429 with Retry-After instead of taking the machine from others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, exclusive_minimum = 0))]
+    child_creation_rate_per_second: Option<f64>,
     /// Burst of requests allowed above the rate (integer ≥ 1; default: the rate, rounded up).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
@@ -129,11 +135,15 @@ impl TenantSettings {
                     })?;
                     settings.rate_limit_burst = u32::try_from(n).ok();
                 }
-                "rate_limit_per_second" => {
+                "rate_limit_per_second" | "child_creation_rate_per_second" => {
                     let rate = v.as_f64().filter(|r| *r > 0.0).ok_or_else(|| {
                         DbError::invalid(&field, format!("{field} must be a number > 0"))
                     })?;
-                    settings.rate_limit_per_second = Some(rate);
+                    *if key == "rate_limit_per_second" {
+                        &mut settings.rate_limit_per_second
+                    } else {
+                        &mut settings.child_creation_rate_per_second
+                    } = Some(rate);
                 }
                 "metadata" => {
                     let Value::Object(m) = v else {
@@ -189,11 +199,22 @@ impl TenantSettings {
         self.rate_limit_burst
     }
 
+    /// Children the tenant's keys may create per second: its setting, else
+    /// [`DEFAULT_CHILD_CREATION_RATE`] (always > 0 and finite).
+    pub fn child_creation_rate_per_second(&self) -> f64 {
+        self.child_creation_rate_per_second
+            .unwrap_or(DEFAULT_CHILD_CREATION_RATE)
+    }
+
     /// Free-form metadata.
     pub fn metadata(&self) -> Option<&Map<String, Value>> {
         self.metadata.as_ref()
     }
 }
+
+/// Children a tenant's keys may create per second when its settings do not say
+/// (`child_creation_rate_per_second`).
+pub const DEFAULT_CHILD_CREATION_RATE: f64 = 10.0;
 
 /// The limits every tenant has, with a default when its settings do not name
 /// them (`tenantry.limit_defaults()` in `migrations/repeatable/09_limits.sql`

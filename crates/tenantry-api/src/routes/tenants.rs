@@ -122,6 +122,7 @@ pub async fn create_tenant(
         }
         Caller::Tenant(caller) => {
             caller.require("tenants.create")?;
+            caller.check_child_creation()?;
             if body.parent_id.is_some_and(|p| p != caller.tenant()) {
                 return Err(ApiError::new(
                     ProblemCode::Forbidden,

@@ -276,3 +276,66 @@ async fn a_tenant_key_cannot_give_a_child_more_than_its_own_tenant_has() {
         .clone();
     assert_eq!(child["settings"]["max_members"], 5, "{child}");
 }
+
+#[tokio::test]
+async fn creating_children_faster_than_the_child_creation_rate_is_429_with_retry_after_and_writes_nothing(
+) {
+    let app = TestApp::spawn().await;
+    let parent = app
+        .create_tenant_with(json!({
+            "name": "parent",
+            "settings": { "child_creation_rate_per_second": 1 }
+        }))
+        .await;
+    let id = parent["tenant_id"].as_str().unwrap().to_owned();
+    let (key, _) = app.create_key(&id, json!({})).await;
+    let other = app.tenant("other").await;
+    // Burst of twice the rate, then 429 with Retry-After; nothing written.
+    for n in 0..2 {
+        app.post("/v1/tenants", &key, &json!({ "name": format!("c{n}") }))
+            .await
+            .expect(201);
+    }
+    let response = reqwest::Client::new()
+        .post(app.url("/v1/tenants"))
+        .bearer_auth(&key)
+        .json(&json!({ "name": "c2" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let r = app.send_raw_response(response).await;
+    assert_eq!(r.body["code"], "rate_limited", "{}", r.text);
+    assert_eq!(
+        r.body["field"], "settings.child_creation_rate_per_second",
+        "{}",
+        r.text
+    );
+    let children = format!("SELECT count(*) FROM tenantry.tenants WHERE parent_id = '{id}'");
+    assert_eq!(app.count(&children).await, 2);
+    // Other requests of the tenant, and other tenants' creations, go on.
+    app.get("/v1/tenant", &key).await.expect(200);
+    app.post("/v1/tenants", &other.key, &json!({ "name": "o" }))
+        .await
+        .expect(201);
+    // A child gets at most its parent's rate.
+    app.post(
+        "/v1/tenants",
+        &other.key,
+        &json!({ "name": "fast", "settings": { "child_creation_rate_per_second": 1000 } }),
+    )
+    .await
+    .problem(403, "forbidden");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.post("/v1/tenants", &key, &json!({ "name": "c3" }))
+        .await
+        .expect(201);
+    // Not a number > 0: refused.
+    app.admin_post(
+        "/v1/tenants",
+        &json!({ "name": "x", "settings": { "child_creation_rate_per_second": 0 } }),
+    )
+    .await
+    .problem(422, "validation_failed");
+}

@@ -412,10 +412,14 @@ async fn the_databases_limit_defaults_are_the_ones_the_library_documents() {
         .await
         .unwrap()
         .get(0);
-    let expected: serde_json::Map<String, Value> = Limit::ALL
+    let mut expected: serde_json::Map<String, Value> = Limit::ALL
         .iter()
         .map(|l| (l.key().to_owned(), json!(l.default_value())))
         .collect();
+    expected.insert(
+        "child_creation_rate_per_second".into(),
+        json!(tenantry_db::DEFAULT_CHILD_CREATION_RATE as u64),
+    );
     assert_eq!(defaults, Value::Object(expected));
 }
 
