@@ -12,8 +12,10 @@ SET LOCAL ROLE tenantry_owner;
 /**
  * Raises TN422 naming the offending key when settings hold an unknown key or a
  * value of the wrong type; returns true otherwise. Known keys:
- * max_resources, max_storage_bytes (integers 0 .. 2^63-1), rate_limit_per_second
- * (number > 0), rate_limit_burst (integer 1 .. 2^32-1), metadata (object,
+ * max_resources, max_storage_bytes and the limits max_children,
+ * max_descendants, max_api_keys, max_roles, max_members, max_shares
+ * (09_limits.sql; integers 0 .. 2^63-1), rate_limit_per_second and
+ * child_creation_rate_per_second (numbers > 0), rate_limit_burst (integer 1 .. 2^32-1), metadata (object,
  * free-form). The Rust library's TenantSettings applies the same bounds.
  */
 CREATE OR REPLACE FUNCTION tenantry.validate_tenant_settings(settings jsonb)
@@ -33,8 +35,9 @@ BEGIN
     END IF;
     FOR k, v IN SELECT * FROM jsonb_each(settings) LOOP
         CASE k
-        WHEN 'max_resources', 'max_storage_bytes' THEN
-            -- Counted in bigint (tenant_quota_usage): the largest quota is the largest bigint.
+        WHEN 'max_resources', 'max_storage_bytes', 'max_children', 'max_descendants', 'max_api_keys',
+             'max_roles', 'max_members', 'max_shares' THEN
+            -- Counted in bigint (tenant_quota_usage, tenant_limit_usage): the largest quota is the largest bigint.
             IF jsonb_typeof(v) <> 'number' OR v::numeric < 0 OR v::numeric > 9223372036854775807
                OR v::numeric <> trunc(v::numeric) THEN
                 RAISE EXCEPTION 'settings.% must be an integer from 0 to 9223372036854775807', k
@@ -46,7 +49,7 @@ BEGIN
                 RAISE EXCEPTION 'settings.% must be an integer from 1 to 4294967295', k
                     USING ERRCODE = 'TN422', HINT = 'settings.' || k;
             END IF;
-        WHEN 'rate_limit_per_second' THEN
+        WHEN 'rate_limit_per_second', 'child_creation_rate_per_second' THEN
             IF jsonb_typeof(v) <> 'number' OR v::numeric <= 0 THEN
                 RAISE EXCEPTION 'settings.% must be a number > 0', k USING ERRCODE = 'TN422', HINT = 'settings.' || k;
             END IF;
@@ -57,7 +60,9 @@ BEGIN
         ELSE
             RAISE EXCEPTION 'unknown settings key "%"', k
                 USING ERRCODE = 'TN422', HINT = 'settings.' || k,
-                      DETAIL = 'known keys: max_resources, max_storage_bytes, rate_limit_per_second, rate_limit_burst, metadata';
+                      DETAIL = 'known keys: max_resources, max_storage_bytes, max_children, max_descendants, max_api_keys, '
+                               'max_roles, max_members, max_shares, rate_limit_per_second, rate_limit_burst, '
+                               'child_creation_rate_per_second, metadata';
         END CASE;
     END LOOP;
     RETURN true;
@@ -122,7 +127,12 @@ CREATE POLICY admin_all_tenants ON tenantry.tenants
     USING (true) WITH CHECK (true);
 COMMENT ON POLICY admin_all_tenants ON tenantry.tenants IS 'Administrators manage every tenant (they still cannot read resources).';
 
-GRANT SELECT ON tenantry.tenants TO tenantry_app, tenantry_admin;
+-- Not schema_name: its unique index does not lead with tenant_id, so a tenant
+-- role able to name the column could use it as an EXPLAIN ANALYZE oracle. A
+-- tenant's own schema is current_tenant_schema().
+GRANT SELECT (tenant_id, name, created_at, updated_at, settings, status, parent_id, isolation)
+    ON tenantry.tenants TO tenantry_app;
+GRANT SELECT ON tenantry.tenants TO tenantry_admin;
 GRANT UPDATE (name, settings, status, parent_id) ON tenantry.tenants TO tenantry_admin;
 
 CREATE POLICY hierarchy_within_subtree ON tenantry.tenant_hierarchy
@@ -209,15 +219,26 @@ BEGIN
         NEW.created_at := OLD.created_at;
         NEW.updated_at := now();
         IF NEW.status = 'deleted' AND OLD.status <> 'deleted' AND EXISTS (
-            SELECT 1 FROM tenantry.tenants c WHERE c.parent_id = NEW.tenant_id AND c.status <> 'deleted'
+            -- Children through the closure table: tenants has no index on
+            -- parent_id (a tenant role could probe it, issue 10 finding 8).
+            SELECT 1 FROM tenantry.tenant_hierarchy h JOIN tenantry.tenants c ON c.tenant_id = h.child_id
+            WHERE h.parent_id = NEW.tenant_id AND h.depth = 1 AND c.status <> 'deleted'
         ) THEN
             RAISE EXCEPTION 'tenant % still has children that are not deleted', NEW.tenant_id
                 USING ERRCODE = 'TN409', HINT = 'delete or move its children first';
         END IF;
     END IF;
     IF NEW.parent_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.parent_id IS DISTINCT FROM OLD.parent_id) THEN
-        -- Serialise re-parenting so two concurrent moves cannot build a cycle.
-        PERFORM pg_advisory_xact_lock(hashtext('tenantry.tenant_hierarchy'));
+        -- Serialise re-parenting so two concurrent moves cannot build a cycle,
+        -- and so a new tenant's closure and counts (09_limits.sql) are taken
+        -- from ancestors that do not move meanwhile. A new tenant has no
+        -- descendants and cannot close a cycle: creations share the lock, so
+        -- tenants creating children never queue on each other, only on a move.
+        IF TG_OP = 'INSERT' THEN
+            PERFORM pg_advisory_xact_lock_shared(hashtext('tenantry.tenant_hierarchy'));
+        ELSE
+            PERFORM pg_advisory_xact_lock(hashtext('tenantry.tenant_hierarchy'));
+        END IF;
         SELECT status INTO parent_status FROM tenantry.tenants WHERE tenant_id = NEW.parent_id;
         IF parent_status IS NULL OR parent_status = 'deleted' THEN
             RAISE EXCEPTION 'parent tenant % not found', NEW.parent_id USING ERRCODE = 'TN404', HINT = 'parent_id';
@@ -368,11 +389,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     me uuid := tenantry.current_tenant_id();
+    mine record;
 BEGIN
     IF me IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
     END IF;
-    IF (SELECT status FROM tenantry.tenants WHERE tenant_id = me) IS DISTINCT FROM 'active' THEN
+    SELECT t.status, t.settings INTO mine FROM tenantry.tenants t WHERE t.tenant_id = me;
+    IF mine.status IS DISTINCT FROM 'active' THEN
         RAISE EXCEPTION 'tenant % is not active', me USING ERRCODE = 'TN403';
     END IF;
     -- A schema tenant alters and locks the shared resources tables, stalling
@@ -380,10 +403,11 @@ BEGIN
     IF isolation IS DISTINCT FROM 'shared' THEN
         RAISE EXCEPTION 'only an operator can create a schema-isolated tenant' USING ERRCODE = 'TN403', HINT = 'isolation';
     END IF;
-    RETURN tenantry.create_tenant(name, me, 'shared', settings);
+    -- No more than the parent has itself (09_limits.sql): limits, quotas, rate.
+    RETURN tenantry.create_tenant(name, me, 'shared', tenantry.settings_for_child(mine.settings, settings));
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) IS 'Creates a pooled child of the current tenant and returns its id (schema isolation is for operators: TN403). The new child becomes visible to the parent in its next transaction.';
+COMMENT ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) IS 'Creates a pooled child of the current tenant and returns its id (schema isolation is for operators: TN403; settings above the parent''s own: TN403). The new child becomes visible to the parent in its next transaction.';
 
 GRANT EXECUTE ON FUNCTION tenantry.create_tenant(text, uuid, text, jsonb) TO tenantry_admin;
 GRANT EXECUTE ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) TO tenantry_app;

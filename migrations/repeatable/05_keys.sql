@@ -2,6 +2,11 @@
 -- API keys (KeyHippo-style lifecycle). The key is shown once; only its SHA-256
 -- is stored. Format: tk_<12 hex prefix>_<64 hex secret>. The prefix finds the
 -- row before any tenant is known; the hash decides.
+--
+-- The prefix is looked up in api_key_lookup, which no tenant role can read:
+-- an index of api_keys leading with the prefix would let a tenant's query on
+-- a prefix scan foreign keys and EXPLAIN ANALYZE count them (issue 10,
+-- finding 8). Every index of api_keys itself leads with tenant_id.
 -- =============================================================================
 
 SET LOCAL ROLE tenantry_owner;
@@ -13,6 +18,26 @@ COMMENT ON POLICY api_keys_read_subtree ON tenantry.api_keys IS 'A tenant lists 
 GRANT SELECT (tenant_id, key_id, prefix, description, metadata, user_id, role_id, created_by, created_at,
               expires_at, revoked_at, last_used_at, rotated_from, rotated_to)
     ON tenantry.api_keys TO tenantry_app;
+
+CREATE POLICY api_key_lookup_no_tenant_reads ON tenantry.api_key_lookup
+    AS RESTRICTIVE FOR ALL TO PUBLIC
+    USING (false) WITH CHECK (false);
+COMMENT ON POLICY api_key_lookup_no_tenant_reads ON tenantry.api_key_lookup IS 'Nobody reads or writes the prefix directory under RLS; it is granted to no role and read only by key verification (SECURITY DEFINER, as the owner).';
+
+/** Files a new key's prefix in api_key_lookup, the directory key verification reads. */
+CREATE OR REPLACE FUNCTION tenantry.api_keys_file_prefix()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO tenantry.api_key_lookup (tenant_id, key_id, prefix) VALUES (NEW.tenant_id, NEW.key_id, NEW.prefix);
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.api_keys_file_prefix() IS 'Trigger: files each new key''s prefix in api_key_lookup (keys never change prefix; deleting a key removes its entry by cascade).';
+CREATE OR REPLACE TRIGGER api_keys_file_prefix AFTER INSERT ON tenantry.api_keys
+    FOR EACH ROW EXECUTE FUNCTION tenantry.api_keys_file_prefix();
 
 /** Audits key creation, rotation and revocation. */
 CREATE OR REPLACE FUNCTION tenantry.api_keys_audit()
@@ -132,8 +157,10 @@ BEGIN
     SELECT a.key_id, a.tenant_id, a.user_id, a.role_id, a.description, a.metadata, a.expires_at,
            a.prefix, a.last_used_at, t.status AS tenant_status, t.settings AS tenant_settings
       INTO k
-      FROM tenantry.api_keys a JOIN tenantry.tenants t ON t.tenant_id = a.tenant_id
-     WHERE a.prefix = key_prefix
+      FROM tenantry.api_key_lookup l
+      JOIN tenantry.api_keys a ON a.tenant_id = l.tenant_id AND a.key_id = l.key_id
+      JOIN tenantry.tenants t ON t.tenant_id = a.tenant_id
+     WHERE l.prefix = key_prefix
        AND octet_length(a.key_hash) = octet_length(verify_api_key_hash.key_hash)
        AND sha256(a.key_hash) = sha256(verify_api_key_hash.key_hash)
        AND a.revoked_at IS NULL

@@ -111,7 +111,7 @@ $statistics$;
 -- -----------------------------------------------------------------------------
 -- The rest, by what it shares. Each but the advisory lock functions is
 -- granted to pg_monitor (monitoring reads locks, transaction ids and sizes);
--- pg_advisory_xact_lock(bigint) goes to tenantry_owner only. An application of
+-- pg_advisory_xact_lock(bigint) and its _shared form go to tenantry_owner only. An application of
 -- your own that needs advisory locks grants them to its own roles, never to
 -- the tenantry roles.
 --
@@ -119,8 +119,9 @@ $statistics$;
 -- or hold the key tenants_before_write() serialises re-parenting with
 -- (02_tenants.sql), stalling every administrator, or probe which keys others
 -- hold. That trigger runs as tenantry_owner (SECURITY DEFINER), which keeps
--- pg_advisory_xact_lock(bigint); the migration runner locks as the migrating
--- superuser.
+-- pg_advisory_xact_lock(bigint) (re-parenting) and
+-- pg_advisory_xact_lock_shared(bigint) (creating a child); the migration runner
+-- locks as the migrating superuser.
 --
 -- Other sessions: pg_locks (pg_lock_status) lists every session's locks,
 -- advisory keys, relation oids and transaction ids; pg_blocking_pids and its
@@ -189,7 +190,7 @@ BEGIN
     END LOOP;
 END
 $builtins$;
-GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_xact_lock(bigint) TO tenantry_owner;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_xact_lock(bigint), pg_catalog.pg_advisory_xact_lock_shared(bigint) TO tenantry_owner;
 
 REVOKE SELECT ON pg_catalog.pg_locks, pg_catalog.pg_prepared_xacts FROM PUBLIC;
 GRANT SELECT ON pg_catalog.pg_locks, pg_catalog.pg_prepared_xacts TO pg_monitor;

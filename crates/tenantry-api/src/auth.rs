@@ -10,8 +10,8 @@ use std::{
 use axum::{extract::FromRequestParts, http::request::Parts};
 use governor::{DefaultDirectRateLimiter, Quota};
 use tenantry_db::{
-    AdminScope, ApiKeySecret, Database, KeyId, KeyIdentity, ResourceId, TenantContext, TenantId,
-    TenantScope, TenantSettings, TenantStatus,
+    AdminScope, ApiKeySecret, Database, KeyId, KeyIdentity, ResourceId, ScopeFuture, TenantContext,
+    TenantId, TenantScope, TenantSettings, TenantStatus,
 };
 
 use crate::{
@@ -111,10 +111,13 @@ impl KeyCache {
 /// A limiter and the (rate bits, burst) it was built from.
 type TenantLimiter = ((u64, u32), Arc<DefaultDirectRateLimiter>);
 
-/// Per-tenant rate limiters built from the tenant's settings.
+/// Per-tenant rate limiters built from the tenant's settings: one for every
+/// request (`rate_limit_per_second`), one for creating children
+/// (`child_creation_rate_per_second`).
 #[derive(Default)]
 pub struct RateLimits {
-    limiters: Mutex<HashMap<TenantId, TenantLimiter>>,
+    requests: Mutex<HashMap<TenantId, TenantLimiter>>,
+    child_creations: Mutex<HashMap<TenantId, TenantLimiter>>,
 }
 
 impl RateLimits {
@@ -127,28 +130,56 @@ impl RateLimits {
         let burst = settings
             .rate_limit_burst()
             .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
-        let signature = (rate.to_bits(), burst);
-        let limiter = {
-            // A panic elsewhere must not turn every later rate-limited request into one.
-            let mut limiters = self
-                .limiters
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let entry = limiters
-                .entry(tenant)
-                .or_insert_with(|| (signature, Arc::new(limiter(rate, burst))));
-            if entry.0 != signature {
-                *entry = (signature, Arc::new(limiter(rate, burst)));
-            }
-            entry.1.clone()
-        };
-        limiter.check().map_err(|_| {
+        take(&self.requests, tenant, rate, burst).map_err(|_| {
             ApiError::new(
                 ProblemCode::RateLimited,
                 format!("this tenant may make {rate} requests per second (burst {burst})"),
             )
         })
     }
+
+    /// Err(429) when the tenant created children faster than its
+    /// `child_creation_rate_per_second` (default 10, burst twice the rate).
+    fn check_child_creation(
+        &self,
+        tenant: TenantId,
+        settings: &TenantSettings,
+    ) -> Result<(), ApiError> {
+        let rate = settings.child_creation_rate_per_second();
+        let burst = (2.0 * rate).ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        take(&self.child_creations, tenant, rate, burst).map_err(|_| {
+            ApiError::new(
+                ProblemCode::RateLimited,
+                format!("this tenant may create {rate} child tenants per second (burst {burst})"),
+            )
+            .with_field("settings.child_creation_rate_per_second")
+        })
+    }
+}
+
+/// Takes one cell from the tenant's limiter in `limiters`, (re)built when its
+/// rate or burst changed.
+fn take(
+    limiters: &Mutex<HashMap<TenantId, TenantLimiter>>,
+    tenant: TenantId,
+    rate: f64,
+    burst: u32,
+) -> Result<(), ()> {
+    let signature = (rate.to_bits(), burst);
+    let limiter = {
+        // A panic elsewhere must not turn every later rate-limited request into one.
+        let mut limiters = limiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = limiters
+            .entry(tenant)
+            .or_insert_with(|| (signature, Arc::new(limiter(rate, burst))));
+        if entry.0 != signature {
+            *entry = (signature, Arc::new(limiter(rate, burst)));
+        }
+        entry.1.clone()
+    };
+    limiter.check().map_err(|_| ())
 }
 
 /// Longest period between two requests of a rate limit: any slower rate (settings
@@ -188,12 +219,20 @@ pub struct TenantCaller {
     identity: Arc<KeyIdentity>,
     slot: Option<LogSlot>,
     keys: Arc<KeyCache>,
+    limits: Arc<RateLimits>,
 }
 
 impl TenantCaller {
     /// The caller's tenant. Nothing in a request body, query or path overrides it.
     pub fn tenant(&self) -> TenantId {
         self.identity.tenant_id
+    }
+
+    /// Err(429 `rate_limited`, with Retry-After) when the tenant creates
+    /// children faster than its `child_creation_rate_per_second`.
+    pub fn check_child_creation(&self) -> Result<(), ApiError> {
+        self.limits
+            .check_child_creation(self.identity.tenant_id, &self.identity.tenant_settings)
     }
 
     /// The key's identity.
@@ -213,15 +252,31 @@ impl TenantCaller {
         }
     }
 
-    /// Opens the tenant-scoped transaction for this request, restricted to what the key holds.
-    pub async fn scope(&self) -> Result<TenantScope, ApiError> {
+    /// The tenant context of this request, restricted to what the key holds.
+    fn context(&self) -> TenantContext {
         // The key's permissions travel with the scope: the library refuses to
         // grant, assign or mint more than the key holds.
-        let ctx = TenantContext::new(self.tenant())
+        TenantContext::new(self.tenant())
             .with_user(self.identity.user_id)
             .with_actor(format!("key:{}", self.identity.key_id))
-            .with_permissions(self.identity.permissions.iter().cloned().collect());
-        Ok(self.db.tenant(ctx).await?)
+            .with_permissions(self.identity.permissions.iter().cloned().collect())
+    }
+
+    /// Opens the tenant-scoped transaction for this request (reads).
+    pub async fn scope(&self) -> Result<TenantScope, ApiError> {
+        Ok(self.db.tenant(self.context()).await?)
+    }
+
+    /// Runs a write in a fresh tenant-scoped transaction and commits it; a
+    /// collision with a concurrent transaction (deadlock, serialization
+    /// failure) is run again a few times before it answers 503
+    /// ([`Database::in_tenant`]). `work` may run more than once.
+    pub async fn write<A: Sync + ?Sized, T>(
+        &self,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<T, ApiError> {
+        Ok(self.db.in_tenant(&self.context(), args, work).await?)
     }
 
     /// Records the resource this request addressed, for the request log.
@@ -279,6 +334,7 @@ impl FromRequestParts<AppState> for TenantCaller {
             identity,
             slot,
             keys: state.keys.clone(),
+            limits: state.limits.clone(),
         })
     }
 }
@@ -306,6 +362,27 @@ impl AdminCaller {
             .db
             .tenant(TenantContext::new(tenant).with_actor(ADMIN_ACTOR))
             .await?)
+    }
+
+    /// [`TenantCaller::write`] inside one tenant, audited as `admin`.
+    pub async fn tenant_write<A: Sync + ?Sized, T>(
+        &self,
+        tenant: TenantId,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<T, ApiError> {
+        let ctx = TenantContext::new(tenant).with_actor(ADMIN_ACTOR);
+        Ok(self.db.in_tenant(&ctx, args, work).await?)
+    }
+
+    /// An administrative write (tenants, hierarchy), run again a few times
+    /// when a concurrent transaction rolled it back ([`Database::in_admin`]).
+    pub async fn admin_write<A: Sync + ?Sized, T>(
+        &self,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut AdminScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<T, ApiError> {
+        Ok(self.db.in_admin(ADMIN_ACTOR, args, work).await?)
     }
 
     /// The key cache, to drop entries after security changes.

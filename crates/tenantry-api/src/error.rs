@@ -200,7 +200,7 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             // Nothing was written: the request may simply be sent again.
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -212,7 +212,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Retry-After` of every 503: an outage or a collision with a concurrent transaction.
+/// `Retry-After` of every 503 (an outage or a collision with a concurrent transaction) and 429 (a rate limit).
 const RETRY_AFTER_SECS: &str = "1";
 
 impl From<DbError> for ApiError {

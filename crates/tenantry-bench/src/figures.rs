@@ -495,7 +495,7 @@ fn server_list_sql() -> String {
            SELECT {COLUMNS} FROM tenantry.resources r WHERE r.tenant_id = v.t {filters} {order}) x \
          WHERE true {order};\n\
          SET ROLE tenantry_app_shared;\n\
-         SELECT {COLUMNS}, false FROM tenantry.resources WHERE true {filters} {order};\n\
+         SELECT {COLUMNS}, false FROM tenantry.resources_shared_with_me(NULL, NULL, NULL, NULL, 51) {order};\n\
          SET ROLE tenantry_app;\n\
          \\endpipeline\n"
     )
@@ -522,7 +522,12 @@ fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant, root: &BenchTenant) -> anyhow:
         .resources
         .iter()
         .map(|r| {
-            format!("SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM tenantry.resources WHERE id = '{r}';\n")
+            // As the library's point read (resources.rs, GET_RESOURCE).
+            format!(
+                "(SELECT {COLUMNS}, true FROM tenantry.resources WHERE id = '{r}') UNION ALL \
+                 (SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) \
+                  FROM tenantry.resources_shared_with_me('{r}')) LIMIT 1;\n"
+            )
         })
         .collect();
     let point_base: Vec<String> = leaf
@@ -563,11 +568,11 @@ fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant, root: &BenchTenant) -> anyhow:
     ));
     specs.push((
         "rls_shared_with_me",
-        "newest 50 shared with a tenant through RLS (tenantry_app_shared, ?owner=shared)",
+        "newest 50 shared with a tenant through resources_shared_with_me() (tenantry_app_shared, ?owner=shared)",
         root,
         "tenantry_app_shared",
         vec![format!(
-            "SELECT {COLUMNS}, tenant_id = ANY ((SELECT tenantry.visible_tenant_ids())::uuid[]) FROM tenantry.resources WHERE tenant_id <> '{}' {order};\n",
+            "SELECT {COLUMNS}, tenant_id = ANY ((SELECT tenantry.visible_tenant_ids())::uuid[]) FROM tenantry.resources_shared_with_me(NULL, NULL, NULL, NULL, 51) WHERE tenant_id <> '{}' {order};\n",
             root.id
         )],
         vec![format!(
@@ -774,6 +779,13 @@ async fn library_figures(
 
     if ctx.wanted("sql_verify_key_ms") || ctx.wanted("key_create_per_s") {
         let calls: i32 = if ctx.opts.smoke { 200 } else { 20_000 };
+        // The bench tenant makes thousands of keys: its operator gives it room
+        // (max_api_keys defaults to 100).
+        su.execute(
+            "UPDATE tenantry.tenants SET settings = settings || '{\"max_api_keys\": 1000000}' WHERE tenant_id = $1",
+            &[&leaf.id],
+        )
+        .await?;
         let client = connect(&ctx.db.server).await?;
         client
             .batch_execute(&format!(

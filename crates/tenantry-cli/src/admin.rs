@@ -41,8 +41,9 @@ enum TenantCommand {
         #[arg(long, default_value = "shared", value_parser = parse_isolation)]
         isolation: Isolation,
         /// Settings as JSON, e.g. '{"max_resources": 1000}'.
+        // Boxed: settings (quotas, limits, rate, metadata) outweigh every other command.
         #[arg(long, value_parser = parse_settings)]
-        settings: Option<TenantSettings>,
+        settings: Option<Box<TenantSettings>>,
     },
     /// List tenants.
     List {
@@ -152,9 +153,11 @@ pub struct UsageArgs {
 }
 
 /// `--settings`: parsed like the API parses them (unknown keys and bad values refused).
-fn parse_settings(s: &str) -> Result<TenantSettings, String> {
+fn parse_settings(s: &str) -> Result<Box<TenantSettings>, String> {
     let value: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
-    TenantSettings::parse(&value).map_err(|e| e.to_string())
+    TenantSettings::parse(&value)
+        .map(Box::new)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_isolation(s: &str) -> Result<Isolation, String> {
@@ -225,7 +228,7 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
                         name,
                         parent_id: parent,
                         isolation,
-                        settings,
+                        settings: settings.map(|s| *s),
                     })
                     .await?,
             ]

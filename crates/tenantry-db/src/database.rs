@@ -1,4 +1,4 @@
-//! The connection pool and the doors out of it: tenant scopes, admin scopes, key verification, health and role checks. No other public path reaches the database.
+//! The connection pool and the doors out of it: tenant scopes, admin scopes (retried on contention by `retry`), key verification, health and role checks. No other public path reaches the database.
 
 use std::{str::FromStr, time::Duration};
 
@@ -9,6 +9,7 @@ use crate::{
     error::classify,
     keys::{ApiKeySecret, KeyIdentity},
     migrate::MigrateError,
+    retry::RetryPolicy,
     scope::{Sql, Tx},
     AdminScope, DbError, TenantContext, TenantScope,
 };
@@ -68,10 +69,14 @@ pub struct DatabaseConfig {
     /// How long a caller waits for a free connection, and for a new one to open,
     /// before getting [`DbError::Unavailable`].
     pub acquire_timeout: Duration,
+    /// How [`Database::in_tenant`] and [`Database::in_admin`] retry a
+    /// transaction a concurrent one rolled back.
+    pub retry: RetryPolicy,
 }
 
 impl DatabaseConfig {
-    /// Defaults: 16 connections, prepared statements, 5 s acquire timeout.
+    /// Defaults: 16 connections, prepared statements, 5 s acquire timeout,
+    /// the default [`RetryPolicy`].
     pub fn new(url: impl Into<String>) -> Self {
         Self::to(ConnectTo::Url(url.into()))
     }
@@ -87,6 +92,7 @@ impl DatabaseConfig {
             max_connections: 16,
             statement_mode: StatementMode::Prepared,
             acquire_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -96,6 +102,7 @@ impl DatabaseConfig {
 pub struct Database {
     pool: Pool,
     mode: StatementMode,
+    retry: RetryPolicy,
 }
 
 /// The server login role's attributes that matter for isolation.
@@ -153,11 +160,17 @@ impl Database {
         Ok(Self {
             pool,
             mode: config.statement_mode,
+            retry: config.retry,
         })
     }
 
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// How [`Database::in_tenant`] retries.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
     }
 
     /// The statement mode in use.

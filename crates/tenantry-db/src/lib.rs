@@ -10,7 +10,10 @@
 //!   (a private PostgreSQL to run it on is the `tenantry-embedded` crate);
 //! - [`Database`]: the pool, and the only doors to data: [`TenantScope`] (a
 //!   transaction acting for one tenant, context set with `SET LOCAL` in the same
-//!   flight as its first statement) and [`AdminScope`];
+//!   flight as its first statement) and [`AdminScope`], and
+//!   [`Database::in_tenant`], which runs a unit of work in a fresh scope and
+//!   retries it a bounded number of times when a concurrent transaction
+//!   rolled it back ([`RetryPolicy`]);
 //! - domain operations on those scopes: tenants (with typed [`TenantSettings`]),
 //!   resources and sharing, members, roles and permissions, API keys, usage and audit;
 //! - [`tables`]: the team's own tables made tenant tables (adopt, release, the doctor).
@@ -36,6 +39,7 @@ mod keys;
 pub mod migrate;
 pub mod provision;
 mod resources;
+mod retry;
 mod scope;
 mod settings;
 pub mod tables;
@@ -54,8 +58,9 @@ pub use resources::{
     Access, NewResource, OwnerFilter, Resource, ResourceCursor, ResourcePage, ResourceQuery,
     ResourceUpdate, Share,
 };
+pub use retry::{RetryPolicy, ScopeFuture};
 pub use scope::{AdminScope, TenantContext, TenantScope, Visibility};
-pub use settings::TenantSettings;
+pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
 pub use tables::{AdoptOptions, ExistingRows, TableError, TableProblem, TenantTable};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
 pub use usage::{AuditEntry, AuditQuery, MetricsRow, RequestLogEntry, ResourceUsage};

@@ -171,11 +171,18 @@ fn resource(r: &Row, me: TenantId) -> Resource {
     }
 }
 
-fn select_resources(where_clause: &str, tail: &str) -> String {
-    format!(
-        "SELECT {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM tenantry.resources {where_clause} {tail}"
-    )
-}
+/// A point read: the caller's subtree first (the primary key, with the policy
+/// as its index condition), then, only when that found nothing, the rows
+/// shared with the caller (through the fence `resources_shared_with_me`: a
+/// policy "subtree OR shared" would be no index condition, issue 10 finding 8).
+const GET_RESOURCE: &str =
+    "(SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by, true
+  FROM tenantry.resources WHERE id = $1)
+ UNION ALL
+ (SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by,
+         tenant_id = ANY (tenantry.visible_tenant_ids())
+  FROM tenantry.resources_shared_with_me($1))
+ LIMIT 1";
 
 fn validate(name: Option<&str>, data: Option<&serde_json::Value>) -> Result<(), DbError> {
     if let Some(name) = name {
@@ -219,8 +226,9 @@ impl TenantScope {
     /// tenant's resource is not found, exactly like a missing one.
     pub async fn get_resource(&mut self, id: ResourceId) -> Result<Resource, DbError> {
         let me = self.tenant();
-        let sql = select_resources("WHERE id = $1", "");
-        let rows = self.query(&sql, &[id.as_uuid()], &[Type::UUID]).await?;
+        let rows = self
+            .query(GET_RESOURCE, &[id.as_uuid()], &[Type::UUID])
+            .await?;
         rows.first()
             .map(|r| resource(r, me))
             .ok_or_else(|| not_found(id))
@@ -230,11 +238,10 @@ impl TenantScope {
     /// round trip (BEGIN, context, SELECT and COMMIT travel together).
     pub async fn get_resource_and_commit(mut self, id: ResourceId) -> Result<Resource, DbError> {
         let me = self.tenant();
-        let sql = select_resources("WHERE id = $1", "");
         let rows = self
             .tx
             .query_and_commit(crate::scope::Sql {
-                sql: &sql,
+                sql: GET_RESOURCE,
                 params: &[id.as_uuid()],
                 types: &[Type::UUID],
             })
@@ -304,8 +311,8 @@ impl TenantScope {
     /// so the planner never ORs policy arms (docs/architecture.md, "Policies"):
     /// the caller's and descendants' rows as `tenantry_app_own`, one
     /// index-ordered top-N per visible tenant, merged; rows shared with the
-    /// caller as `tenantry_app_shared` (GIN index). Both travel in one flight
-    /// and are merged here.
+    /// caller as `tenantry_app_shared`, through `resources_shared_with_me`
+    /// (GIN index). Both travel in one flight and are merged here.
     async fn list(&mut self, query: &ResourceQuery, commit: bool) -> Result<ResourcePage, DbError> {
         let me = self.tenant();
         let limit = query.limit.clamp(1, 1000);
@@ -339,19 +346,20 @@ impl TenantScope {
             "SELECT {RESOURCE_COLUMNS}, true FROM tenantry.resources
              WHERE tenant_id = $1 AND {FILTERS} {ORDER}"
         );
-        // Shared rows that are also in the caller's subtree come back from both
-        // parts; the merge keeps the subtree's copy. (Filtering them out in SQL
-        // would re-parse the subtree setting for every row.)
-        let shared_any = format!(
-            "SELECT {RESOURCE_COLUMNS}, false FROM tenantry.resources
-             WHERE {FILTERS} {ORDER}"
-        );
+        // Shared rows come through the fence resources_shared_with_me(), which
+        // applies the filters and the page size inside (no condition of ours
+        // may reach its scan). Shared rows that are also in the caller's
+        // subtree come back from both parts; the merge keeps the subtree's
+        // copy. (Filtering them out in SQL would re-parse the subtree setting
+        // for every row.)
+        const SHARED_ROWS: &str = "tenantry.resources_shared_with_me(NULL, $2, $3, $4, $5)";
+        let shared_any = format!("SELECT {RESOURCE_COLUMNS}, false FROM {SHARED_ROWS} {ORDER}");
         // Shared rows may belong to a descendant: the flag is computed, against
         // the subtree read once per statement (an InitPlan), not once per row.
         let shared = |which: &str| {
             format!(
                 "SELECT {RESOURCE_COLUMNS}, tenant_id = ANY ((SELECT tenantry.visible_tenant_ids())::uuid[])
-                 FROM tenantry.resources WHERE {which} AND {FILTERS} {ORDER}"
+                 FROM {SHARED_ROWS} WHERE {which} {ORDER}"
             )
         };
         let mut parts: Vec<(Visibility, String)> = Vec::with_capacity(2);

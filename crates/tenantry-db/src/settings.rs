@@ -1,4 +1,4 @@
-//! Tenant settings (quotas, rate limits, metadata) parsed once into [`TenantSettings`], with the bounds and messages of the database's `tenantry.validate_tenant_settings`, which still checks every write.
+//! Tenant settings (quotas, limits and their defaults, rate limits, metadata) parsed once into [`TenantSettings`], with the bounds and messages of the database's `tenantry.validate_tenant_settings`, which still checks every write.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -27,10 +27,58 @@ pub struct TenantSettings {
         schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
     )]
     max_storage_bytes: Option<u64>,
+    /// Most direct children the tenant may have that are not deleted (integer ≥ 0; default 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+    )]
+    max_children: Option<u64>,
+    /// Most tenants below the tenant at any depth, deleted ones excluded: bounds the whole subtree (integer ≥ 0; default 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+    )]
+    max_descendants: Option<u64>,
+    /// Most API keys of the tenant that are neither revoked nor replaced by rotation (integer ≥ 0; default 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+    )]
+    max_api_keys: Option<u64>,
+    /// Most roles the tenant may define (integer ≥ 0; default 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+    )]
+    max_roles: Option<u64>,
+    /// Most members the tenant may have (integer ≥ 0; default 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+    )]
+    max_members: Option<u64>,
+    /// Most shares of the tenant's resources with other tenants (integer ≥ 0; default 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+    )]
+    max_shares: Option<u64>,
     /// Requests per second for the tenant's keys (> 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false, exclusive_minimum = 0))]
     rate_limit_per_second: Option<f64>,
+    /// Children the tenant's keys may create per second (> 0; default 10, burst twice
+    /// the rate): creating a tenant is the most expensive write, so a tenant looping
+    /// on it gets 429 with Retry-After instead of taking the machine from others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, exclusive_minimum = 0))]
+    child_creation_rate_per_second: Option<f64>,
     /// Burst of requests allowed above the rate (integer ≥ 1; default: the rate, rounded up).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
@@ -58,7 +106,8 @@ impl TenantSettings {
         for (key, v) in object {
             let field = format!("settings.{key}");
             match key.as_str() {
-                "max_resources" | "max_storage_bytes" => {
+                "max_resources" | "max_storage_bytes" | "max_children" | "max_descendants"
+                | "max_api_keys" | "max_roles" | "max_members" | "max_shares" => {
                     let n = integer(v, 0, i64::MAX).ok_or_else(|| {
                         DbError::invalid(
                             &field,
@@ -66,11 +115,16 @@ impl TenantSettings {
                         )
                     })?;
                     let n = Some(n.unsigned_abs());
-                    if key == "max_resources" {
-                        settings.max_resources = n;
-                    } else {
-                        settings.max_storage_bytes = n;
-                    }
+                    *match key.as_str() {
+                        "max_resources" => &mut settings.max_resources,
+                        "max_storage_bytes" => &mut settings.max_storage_bytes,
+                        "max_children" => &mut settings.max_children,
+                        "max_descendants" => &mut settings.max_descendants,
+                        "max_api_keys" => &mut settings.max_api_keys,
+                        "max_roles" => &mut settings.max_roles,
+                        "max_members" => &mut settings.max_members,
+                        _ => &mut settings.max_shares,
+                    } = n;
                 }
                 "rate_limit_burst" => {
                     let n = integer(v, 1, u32::MAX.into()).ok_or_else(|| {
@@ -81,11 +135,15 @@ impl TenantSettings {
                     })?;
                     settings.rate_limit_burst = u32::try_from(n).ok();
                 }
-                "rate_limit_per_second" => {
+                "rate_limit_per_second" | "child_creation_rate_per_second" => {
                     let rate = v.as_f64().filter(|r| *r > 0.0).ok_or_else(|| {
                         DbError::invalid(&field, format!("{field} must be a number > 0"))
                     })?;
-                    settings.rate_limit_per_second = Some(rate);
+                    *if key == "rate_limit_per_second" {
+                        &mut settings.rate_limit_per_second
+                    } else {
+                        &mut settings.child_creation_rate_per_second
+                    } = Some(rate);
                 }
                 "metadata" => {
                     let Value::Object(m) = v else {
@@ -117,6 +175,20 @@ impl TenantSettings {
         self.max_storage_bytes
     }
 
+    /// A limit in force: the tenant's own value, else the default
+    /// ([`Limit::default_value`]), as the database applies it.
+    pub fn limit(&self, limit: Limit) -> u64 {
+        match limit {
+            Limit::Children => self.max_children,
+            Limit::Descendants => self.max_descendants,
+            Limit::ApiKeys => self.max_api_keys,
+            Limit::Roles => self.max_roles,
+            Limit::Members => self.max_members,
+            Limit::Shares => self.max_shares,
+        }
+        .unwrap_or(limit.default_value())
+    }
+
     /// Requests per second for the tenant's keys (always > 0 and finite).
     pub fn rate_limit_per_second(&self) -> Option<f64> {
         self.rate_limit_per_second
@@ -127,9 +199,72 @@ impl TenantSettings {
         self.rate_limit_burst
     }
 
+    /// Children the tenant's keys may create per second: its setting, else
+    /// [`DEFAULT_CHILD_CREATION_RATE`] (always > 0 and finite).
+    pub fn child_creation_rate_per_second(&self) -> f64 {
+        self.child_creation_rate_per_second
+            .unwrap_or(DEFAULT_CHILD_CREATION_RATE)
+    }
+
     /// Free-form metadata.
     pub fn metadata(&self) -> Option<&Map<String, Value>> {
         self.metadata.as_ref()
+    }
+}
+
+/// Children a tenant's keys may create per second when its settings do not say
+/// (`child_creation_rate_per_second`).
+pub const DEFAULT_CHILD_CREATION_RATE: f64 = 10.0;
+
+/// The limits every tenant has, with a default when its settings do not name
+/// them (`tenantry.limit_defaults()` in `migrations/repeatable/09_limits.sql`
+/// holds the same numbers). The database counts and enforces them for every
+/// writer; an operator raises or lowers them per tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_children`: direct children not deleted (default 100).
+    Children,
+    /// `max_descendants`: tenants below, at any depth, not deleted (default 1000).
+    Descendants,
+    /// `max_api_keys`: keys neither revoked nor rotated (default 100).
+    ApiKeys,
+    /// `max_roles`: roles (default 100).
+    Roles,
+    /// `max_members`: members (default 1000).
+    Members,
+    /// `max_shares`: shares of the tenant's resources (default 1000).
+    Shares,
+}
+
+impl Limit {
+    /// Every limit.
+    pub const ALL: [Limit; 6] = [
+        Limit::Children,
+        Limit::Descendants,
+        Limit::ApiKeys,
+        Limit::Roles,
+        Limit::Members,
+        Limit::Shares,
+    ];
+
+    /// The settings key, e.g. `max_children`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Limit::Children => "max_children",
+            Limit::Descendants => "max_descendants",
+            Limit::ApiKeys => "max_api_keys",
+            Limit::Roles => "max_roles",
+            Limit::Members => "max_members",
+            Limit::Shares => "max_shares",
+        }
+    }
+
+    /// The value in force when the settings do not name it.
+    pub fn default_value(self) -> u64 {
+        match self {
+            Limit::Children | Limit::ApiKeys | Limit::Roles => 100,
+            Limit::Descendants | Limit::Members | Limit::Shares => 1000,
+        }
     }
 }
 
@@ -176,6 +311,12 @@ mod tests {
         let value = json!({
             "max_resources": 10,
             "max_storage_bytes": 0,
+            "max_children": 1,
+            "max_descendants": 2,
+            "max_api_keys": 3,
+            "max_roles": 4,
+            "max_members": 5,
+            "max_shares": 6,
             "rate_limit_per_second": 0.5,
             "rate_limit_burst": 3,
             "metadata": { "plan": "pro" }
@@ -183,6 +324,8 @@ mod tests {
         let settings = TenantSettings::parse(&value).unwrap();
         assert_eq!(settings.max_resources(), Some(10));
         assert_eq!(settings.rate_limit_per_second(), Some(0.5));
+        let limits: Vec<u64> = Limit::ALL.iter().map(|l| settings.limit(*l)).collect();
+        assert_eq!(limits, [1, 2, 3, 4, 5, 6]);
         assert_eq!(serde_json::to_value(&settings).unwrap(), value);
         assert_eq!(
             serde_json::to_value(TenantSettings::default()).unwrap(),
@@ -219,6 +362,26 @@ mod tests {
                 other => panic!("{value}: expected Invalid naming {field}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn limits_not_named_have_the_defaults_the_database_applies() {
+        let settings = TenantSettings::parse(&json!({ "max_roles": 7 })).unwrap();
+        assert_eq!(settings.limit(Limit::Roles), 7);
+        assert_eq!(settings.limit(Limit::Children), 100);
+        assert_eq!(settings.limit(Limit::Descendants), 1000);
+        assert_eq!(settings.limit(Limit::ApiKeys), 100);
+        assert_eq!(settings.limit(Limit::Members), 1000);
+        assert_eq!(settings.limit(Limit::Shares), 1000);
+        assert_eq!(
+            TenantSettings::parse(&json!({ "max_shares": -1 }))
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "settings.max_shares must be an integer from 0 to {}",
+                i64::MAX
+            )
+        );
     }
 
     #[test]

@@ -1347,3 +1347,176 @@ async fn two_writers_that_deadlock_get_contention_never_an_internal_error() {
         "{outcomes:?}"
     );
 }
+
+/// A root tenant with `settings`.
+async fn tenant_with(db: &Database, name: &str, settings: serde_json::Value) -> TenantId {
+    let mut admin = db.admin("admin").await.unwrap();
+    let t = admin
+        .create_tenant(&NewTenant {
+            name: name.into(),
+            settings: Some(TenantSettings::parse(&settings).unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tenant_id;
+    admin.commit().await.unwrap();
+    t
+}
+
+/// Runs `WRITERS` creations at once (each with its transaction open before
+/// any of them writes); returns (created, refused with quota_exceeded).
+async fn race<F, Fut>(db: &Database, t: TenantId, writers: usize, create: F) -> (usize, usize)
+where
+    F: Fn(tenantry_db::TenantScope, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), DbError>> + Send + 'static,
+{
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(writers));
+    let mut tasks = Vec::new();
+    for i in 0..writers {
+        let scope = db.tenant(TenantContext::new(t)).await.unwrap();
+        let run = create(scope, i);
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            run.await
+        }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for result in futures_util::future::join_all(tasks).await {
+        match result.unwrap() {
+            Ok(()) => created += 1,
+            Err(DbError::QuotaExceeded(_)) => refused += 1,
+            Err(other) => panic!("a writer failed otherwise: {other:?}"),
+        }
+    }
+    (created, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_child_creations_and_key_creations_at_one_below_their_limits_let_exactly_one_through(
+) {
+    const WRITERS: usize = 50;
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database_with(StatementMode::Prepared, WRITERS + 2);
+    let t = tenant_with(&db, "capped", json!({"max_children": 3, "max_api_keys": 3})).await;
+    for i in 0..2 {
+        let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+        s.create_child_tenant(&format!("c{i}"), Isolation::Shared, None)
+            .await
+            .unwrap();
+        s.create_api_key(&NewKeyOptions::default()).await.unwrap();
+        s.commit().await.unwrap();
+    }
+
+    let children = race(&db, t, WRITERS, |mut s, i| async move {
+        s.query("SELECT 1", &[], &[]).await?; // the transaction is open
+        s.create_child_tenant(&format!("racer-{i}"), Isolation::Shared, None)
+            .await?;
+        s.commit().await
+    })
+    .await;
+    assert_eq!(children, (1, WRITERS - 1));
+    let keys = race(&db, t, WRITERS, |mut s, _| async move {
+        s.query("SELECT 1", &[], &[]).await?;
+        s.create_api_key(&NewKeyOptions::default()).await?;
+        s.commit().await
+    })
+    .await;
+    assert_eq!(keys, (1, WRITERS - 1));
+
+    let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+    assert_eq!(s.children().await.unwrap().len(), 3, "exactly the limit");
+    assert_eq!(
+        s.list_api_keys().await.unwrap().len(),
+        3,
+        "exactly the limit"
+    );
+    s.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_write_is_run_again_by_in_tenant_and_both_writers_commit_once() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let t = tenant(&db, "busy", None).await;
+    let (a, b) = (
+        resource(&db, t, "a").await.id,
+        resource(&db, t, "b").await.id,
+    );
+
+    // Two writers update a and b in opposite orders, each holding its first
+    // row until the other has its own: one of them is chosen as the deadlock
+    // victim, rolled back, and run again by in_tenant.
+    let meet = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let writer = |first, second, tag: &'static str| {
+        let (db, meet, runs) = (db.clone(), meet.clone(), runs.clone());
+        tokio::spawn(async move {
+            let args = (first, second, meet, runs, tag);
+            db.in_tenant(
+                &TenantContext::new(t),
+                &args,
+                |scope, (first, second, meet, runs, tag)| {
+                    Box::pin(async move {
+                        let run = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let update = ResourceUpdate {
+                            name: None,
+                            data: Some(json!({ "by": tag })),
+                        };
+                        scope.update_resource(*first, &update).await?;
+                        if run < 2 {
+                            meet.wait().await; // both hold their first row
+                        }
+                        scope.update_resource(*second, &update).await?;
+                        Ok(())
+                    })
+                },
+            )
+            .await
+        })
+    };
+    let (one, two) = (writer(a, b, "one"), writer(b, a, "two"));
+    one.await.unwrap().expect("writer one commits");
+    two.await.unwrap().expect("writer two commits");
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "the deadlock victim ran twice"
+    );
+}
+
+#[tokio::test]
+async fn a_collision_that_persists_is_returned_as_contention_after_the_policys_attempts() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let t = tenant(&db, "unlucky", None).await;
+    let runs = std::sync::atomic::AtomicU32::new(0);
+    let result: Result<(), DbError> = db
+        .in_tenant(&TenantContext::new(t), &runs, |scope, runs| {
+            Box::pin(async move {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                scope
+                    .create_resource(&NewResource {
+                        name: "never".into(),
+                        data: json!({}),
+                    })
+                    .await?;
+                scope
+                    .query(
+                        "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END $$",
+                        &[],
+                        &[],
+                    )
+                    .await?;
+                Ok(())
+            })
+        })
+        .await;
+    assert!(matches!(result, Err(DbError::Contention(_))), "{result:?}");
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        db.retry_policy().attempts
+    );
+    assert_eq!(names(&db, t, OwnerFilter::Own).await, Vec::<String>::new());
+}

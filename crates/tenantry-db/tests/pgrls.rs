@@ -43,17 +43,12 @@ struct ByDesign {
 }
 
 const SUBTREE: &str = "(tenant_id = ANY (tenantry.visible_tenant_ids()))";
-const SHARED_WITH_ME: &str = "(shared_with @> ARRAY[tenantry.current_tenant_id()])";
 /// Why a hierarchy-aware read cannot be proven: pgrls 0.57.1 models `col = ANY (ARRAY[literals])`
 /// only, not `= ANY (<function returning an array>)`, and in its cross-tenant model a parent
 /// reading a descendant's row IS a read of another tenant's row, which tenantry allows on purpose.
 const SUBTREE_WHY: &str = "hierarchy-aware by design: a tenant reads its own rows and its descendants' \
      (tenant_id = ANY (visible_tenant_ids())); pgrls cannot model `= ANY (function())`, and a \
      descendant's row is another tenant's row in its cross-tenant model (covered by attacks.rs and model.rs)";
-const SHARING_WHY: &str =
-    "sharing by design: a tenant reads (only reads) resources shared with it; \
-     pgrls treats `@>` as opaque, and a shared row belongs to another tenant by definition \
-     (covered by attacks.rs and model.rs)";
 const ADMIN_WHY: &str =
     "tenantry_admin is the cross-tenant operator role (USING (true) TO tenantry_admin); \
      cross-tenant/write modes ignore the TO list, so there is no tenant equality to prove; \
@@ -87,18 +82,6 @@ const fn resources_own(table: &'static str) -> ByDesign {
     }
 }
 
-const fn resources_shared(table: &'static str) -> ByDesign {
-    ByDesign {
-        table,
-        policy: "tenant_sharing",
-        modes: ANON_XT,
-        roles: "{tenantry_app_shared}",
-        using: Some(SHARED_WITH_ME),
-        check: None,
-        why: SHARING_WHY,
-    }
-}
-
 const BY_DESIGN: &[ByDesign] = &[
     subtree_read("tenantry.api_keys", "api_keys_read_subtree"),
     subtree_read("tenantry.member_roles", "member_roles_read_subtree"),
@@ -121,11 +104,8 @@ const BY_DESIGN: &[ByDesign] = &[
     // The partitioned parent, its pooled partition (once it carries the parent's policies)
     // and every schema-isolated tenant's partition.
     resources_own("tenantry.resources"),
-    resources_shared("tenantry.resources"),
     resources_own("tenantry.resources_pooled"),
-    resources_shared("tenantry.resources_pooled"),
     resources_own("tenant_<hex>.resources"),
-    resources_shared("tenant_<hex>.resources"),
     ByDesign {
         table: "tenantry.tenants",
         policy: "admin_all_tenants",

@@ -144,13 +144,31 @@ async fn policies_drive_index_scans_for_point_reads_and_lists() {
     let point = |id: uuid::Uuid| format!("SELECT * FROM tenantry.resources WHERE id = '{id}'");
     let newest = "SELECT id FROM tenantry.resources ORDER BY created_at DESC, id DESC LIMIT 50";
 
-    for (what, id) in [
-        ("own point read", f.own_id),
-        ("shared point read", f.shared_id),
+    // The library's point read: the subtree through the primary key, then
+    // (only if that found nothing) the fence of rows shared with the caller.
+    let point_or_shared = |id: uuid::Uuid| {
+        format!(
+            "(SELECT id FROM tenantry.resources WHERE id = '{id}')
+             UNION ALL (SELECT id FROM tenantry.resources_shared_with_me('{id}')) LIMIT 1"
+        )
+    };
+    let plan = explain(&c, f.root, "tenantry_app", &point(f.own_id)).await;
+    assert_index_driven(&plan, "own point read");
+    assert_eq!(plan[0]["Actual Rows"], 1, "own point read");
+    assert!(
+        plan.iter().any(|n| n["Index Name"]
+            .as_str()
+            .is_some_and(|i| i.ends_with("_pkey"))),
+        "own point read goes through (tenant_id, id): {plan:?}"
+    );
+    for (what, tenant, id, rows) in [
+        ("own point read", f.root, f.own_id, 1),
+        ("shared point read", f.root, f.shared_id, 1),
+        ("foreign point read", f.leaf, f.shared_id, 0),
     ] {
-        let plan = explain(&c, f.root, "tenantry_app", &point(id)).await;
+        let plan = explain(&c, tenant, "tenantry_app", &point_or_shared(id)).await;
         assert_index_driven(&plan, what);
-        assert_eq!(plan[0]["Actual Rows"], 1, "{what}");
+        assert_eq!(plan[0]["Actual Rows"], rows, "{what}");
     }
     let plan = explain(&c, f.leaf, "tenantry_app", &point(f.shared_id)).await;
     assert_index_driven(&plan, "foreign point read");
@@ -167,15 +185,38 @@ async fn policies_drive_index_scans_for_point_reads_and_lists() {
         "own newest 50 must come straight off the index, got {plan:?}"
     );
 
-    let plan = explain(&c, f.root, "tenantry_app_shared", newest).await;
-    assert_index_driven(&plan, "shared with me");
+    let plan = explain(
+        &c,
+        f.root,
+        "tenantry_app_shared",
+        "SELECT id FROM tenantry.resources_shared_with_me(max_rows => 50)",
+    )
+    .await;
+    assert_eq!(plan[0]["Actual Rows"], 50);
+    // Inside the fence, as its owner: the GIN index on shared_with drives it.
+    let su = f.tdb.superuser_client().await;
+    let row = su
+        .query_one(
+            &format!(
+                "EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM tenantry.resources r
+                 WHERE r.shared_with @> ARRAY['{}'::uuid] ORDER BY r.created_at DESC, r.id DESC LIMIT 50",
+                f.root
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let json: Value = row.get(0);
+    let mut inner = Vec::new();
+    nodes(&json[0]["Plan"], &mut inner);
+    let inner: Vec<Value> = inner.into_iter().cloned().collect();
+    assert_index_driven(&inner, "shared with me");
     assert!(
-        plan.iter().any(|n| n["Index Name"]
+        inner.iter().any(|n| n["Index Name"]
             .as_str()
             .is_some_and(|i| i.contains("shared_with"))),
         "GIN index drives shared-with-me"
     );
-    assert_eq!(plan[0]["Actual Rows"], 50);
 
     let plan = explain(&c, f.root, "tenantry_app", newest).await;
     assert_index_driven(&plan, "everything root may read");

@@ -383,6 +383,93 @@ async fn every_primary_key_and_unique_index_of_a_tenant_table_leads_with_tenant_
     assert_no_violations("unique keys that do not lead with tenant_id", found);
 }
 
+/// Issue 10, finding 8. The planner makes a policy an index condition of every
+/// index whose leading column it constrains; on any other index it filters
+/// the policy after the scan, and EXPLAIN ANALYZE counts the foreign rows it
+/// removed. So, for every tenant role and every table (or partition) it can
+/// read: (1) it reads under at most one permissive policy (two are OR'd, and
+/// an OR is no index condition), and (2) every index of the table, and of each
+/// of its partitions, leads with a column that policy constrains — unless no
+/// operator of any of its columns is leakproof, so that only a policy (never a
+/// condition of the caller) could use it (GIN on `shared_with`), or the role
+/// may read none of its columns, so that no condition of its can name them
+/// (`tenants.schema_name`). No allowlist.
+#[tokio::test]
+async fn every_index_a_tenant_role_can_scan_leads_with_a_column_of_that_roles_one_policy() {
+    let (_db, client) = catalog().await;
+    let found = violations(
+        &client,
+        &format!(
+            "WITH readable AS (
+                 SELECT c.oid AS tab, r.oid AS rol, r.rolname
+                 FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 CROSS JOIN pg_roles r
+                 WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND {IN_SCOPE}
+                   AND r.rolname IN ('tenantry_app', 'tenantry_app_own', 'tenantry_app_shared')
+                   AND (has_table_privilege(r.oid, c.oid, 'SELECT')
+                        OR has_any_column_privilege(r.oid, c.oid, 'SELECT'))
+             ),
+             policies AS (
+                 SELECT rd.tab, rd.rol, rd.rolname, array_agg(p.oid) AS pols, count(*) AS n
+                 FROM readable rd
+                 JOIN pg_policy p ON p.polrelid = rd.tab AND p.polpermissive AND p.polcmd IN ('r', '*')
+                  AND (p.polroles = '{{0}}'
+                       OR EXISTS (SELECT 1 FROM unnest(p.polroles) pr WHERE pg_has_role(rd.rol, pr, 'USAGE')))
+                 GROUP BY 1, 2, 3
+             ),
+             -- Columns (by name: partitions may number them differently) the one policy constrains.
+             constrained AS (
+                 SELECT po.tab, po.rol, array_agg(DISTINCT a.attname) AS cols
+                 FROM policies po
+                 JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = po.pols[1]
+                                 AND d.refclassid = 'pg_class'::regclass AND d.refobjid = po.tab
+                 JOIN pg_attribute a ON a.attrelid = po.tab AND a.attnum = d.refobjsubid
+                 WHERE po.n = 1
+                 GROUP BY 1, 2
+             ),
+             indexes AS (
+                 SELECT po.tab, po.rol, po.rolname, i.indexrelid, i.indrelid, i.indkey, i.indclass, co.cols
+                 FROM policies po
+                 JOIN constrained co ON co.tab = po.tab AND co.rol = po.rol
+                 CROSS JOIN LATERAL (SELECT relid FROM pg_partition_tree(po.tab)
+                                     UNION SELECT po.tab) part(relid)
+                 JOIN pg_index i ON i.indrelid = part.relid
+             )
+             SELECT rolname || ' reads ' || tab::regclass::text || ' under ' || n
+                    || ' permissive policies, OR''d: no index can take them as its condition'
+             FROM policies WHERE n > 1
+             UNION ALL
+             SELECT x.rolname || ' can scan ' || x.indexrelid::regclass::text || ' of '
+                    || x.indrelid::regclass::text || ', which does not lead with a column its policy on '
+                    || x.tab::regclass::text || ' constrains (' || array_to_string(x.cols, ', ') || '): '
+                    || pg_get_indexdef(x.indexrelid)
+             FROM indexes x
+             LEFT JOIN pg_attribute lead ON lead.attrelid = x.indrelid AND lead.attnum = x.indkey[0]
+             WHERE NOT (lead.attname IS NOT NULL AND lead.attname = ANY (x.cols))
+               -- A query of the role can name one of the index's columns (an
+               -- index over columns it may not read never serves its conditions).
+               AND EXISTS (
+                   SELECT 1 FROM unnest(x.indkey::int2[]) k(attnum)
+                   JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+                   WHERE has_column_privilege(x.rol, x.indrelid, a.attnum, 'SELECT'))
+               AND EXISTS (
+                   SELECT 1
+                   FROM unnest(x.indclass::oid[]) oc(opclass)
+                   JOIN pg_opclass opc ON opc.oid = oc.opclass
+                   JOIN pg_amop ao ON ao.amopfamily = opc.opcfamily
+                   JOIN pg_operator o ON o.oid = ao.amopopr
+                   JOIN pg_proc f ON f.oid = o.oprcode
+                   WHERE f.proleakproof)"
+        ),
+    )
+    .await;
+    assert_no_violations(
+        "indexes a tenant role scans with its policy as a filter, not an index condition",
+        found,
+    );
+}
+
 #[tokio::test]
 async fn every_foreign_key_between_tenant_tables_pairs_tenant_id_with_tenant_id() {
     let (_db, client) = catalog().await;

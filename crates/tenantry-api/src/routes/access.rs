@@ -80,7 +80,7 @@ pub async fn list_members(
     post, path = "/v1/members", tag = "access", request_body = NewMemberBody,
     responses(
         (status = 201, body = Member),
-        (status = 409, description = "Email or user already a member", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email or user already a member, or limit reached (`quota_exceeded`: max_members)", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::JsonBody,
     ),
@@ -91,15 +91,14 @@ pub async fn add_member(
     Json(body): Json<NewMemberBody>,
 ) -> Result<(StatusCode, Json<Member>), ApiError> {
     caller.require("members.write")?;
-    let mut scope = caller.scope().await?;
-    let member = scope
-        .add_member(&NewMember {
-            user_id: body.user_id,
-            email: body.email,
-            display_name: body.display_name,
-        })
+    let new = NewMember {
+        user_id: body.user_id,
+        email: body.email,
+        display_name: body.display_name,
+    };
+    let member = caller
+        .write(&new, |scope, new| Box::pin(scope.add_member(new)))
         .await?;
-    scope.commit().await?;
     Ok((StatusCode::CREATED, Json(member)))
 }
 
@@ -121,9 +120,9 @@ pub async fn assign_role(
     Path((user, role)): Path<(UserId, RoleId)>,
 ) -> Result<Json<Member>, ApiError> {
     caller.require("members.write")?;
-    let mut scope = caller.scope().await?;
-    let member = scope.assign_role(user, role).await?;
-    scope.commit().await?;
+    let member = caller
+        .write(&(), |scope, ()| Box::pin(scope.assign_role(user, role)))
+        .await?;
     caller.key_cache().forget_tenant(caller.tenant());
     Ok(Json(member))
 }
@@ -154,7 +153,7 @@ pub async fn list_roles(
     post, path = "/v1/roles", tag = "access", request_body = NewRoleBody,
     responses(
         (status = 201, body = Role),
-        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken, or limit reached (`quota_exceeded`: max_roles)", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::JsonBody,
     ),
@@ -166,9 +165,11 @@ pub async fn create_role(
 ) -> Result<(StatusCode, Json<Role>), ApiError> {
     caller.require("roles.write")?;
     let description = body.description.unwrap_or_default();
-    let mut scope = caller.scope().await?;
-    let role = scope.create_role(&body.name, &description).await?;
-    scope.commit().await?;
+    let role = caller
+        .write(&(body.name, description), |scope, (name, description)| {
+            Box::pin(scope.create_role(name, description))
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(role)))
 }
 
@@ -190,9 +191,11 @@ pub async fn grant_permission(
     Path((role, permission)): Path<(RoleId, String)>,
 ) -> Result<Json<Role>, ApiError> {
     caller.require("roles.write")?;
-    let mut scope = caller.scope().await?;
-    let r = scope.grant_permission(role, &permission).await?;
-    scope.commit().await?;
+    let r = caller
+        .write(permission.as_str(), |scope, permission| {
+            Box::pin(scope.grant_permission(role, permission))
+        })
+        .await?;
     caller.key_cache().forget_tenant(caller.tenant());
     Ok(Json(r))
 }
@@ -214,9 +217,11 @@ pub async fn revoke_permission(
     Path((role, permission)): Path<(RoleId, String)>,
 ) -> Result<Json<Role>, ApiError> {
     caller.require("roles.write")?;
-    let mut scope = caller.scope().await?;
-    let r = scope.revoke_permission(role, &permission).await?;
-    scope.commit().await?;
+    let r = caller
+        .write(permission.as_str(), |scope, permission| {
+            Box::pin(scope.revoke_permission(role, permission))
+        })
+        .await?;
     caller.key_cache().forget_tenant(caller.tenant());
     Ok(Json(r))
 }

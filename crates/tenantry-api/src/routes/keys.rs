@@ -5,7 +5,9 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tenantry_db::{ApiKeyInfo, KeyId, NewApiKey, NewKeyOptions, RoleId, UserId};
+use tenantry_db::{
+    ApiKeyInfo, DbError, KeyId, NewApiKey, NewKeyOptions, RoleId, TenantId, TenantScope, UserId,
+};
 use utoipa::ToSchema;
 
 use super::{page_by_key, Page, PageQuery};
@@ -103,6 +105,18 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
 
 const MAX_GRACE: u64 = 30 * 24 * 3600;
 
+/// Not found unless `key_id` is a key of `tenant` itself (a descendant's key
+/// is not found here), worded like the library's not-found for a missing key:
+/// no oracle.
+async fn own_key(scope: &mut TenantScope, key_id: KeyId, tenant: TenantId) -> Result<(), DbError> {
+    let key = scope.get_api_key(key_id).await?;
+    if key.tenant_id == tenant {
+        Ok(())
+    } else {
+        Err(DbError::NotFound(format!("api key {key_id} not found")))
+    }
+}
+
 /// Keys of the caller's tenant, newest first (`keys.read`). Secrets are never listed.
 #[utoipa::path(
     get, path = "/v1/keys", tag = "keys", params(PageQuery),
@@ -130,6 +144,7 @@ pub async fn list_keys(
     responses(
         (status = 201, body = NewKeyResponse),
         (status = 404, description = "Role or member not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Limit reached (`quota_exceeded`: max_api_keys)", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::JsonBody,
     ),
@@ -141,9 +156,11 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
     caller.require("keys.write")?;
     let options = body.options()?;
-    let mut scope = caller.scope().await?;
-    let key = scope.create_api_key(&options).await?;
-    scope.commit().await?;
+    let key = caller
+        .write(&options, |scope, options| {
+            Box::pin(scope.create_api_key(options))
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(key.into())))
 }
 
@@ -164,15 +181,16 @@ pub async fn revoke_key(
     Path(key_id): Path<KeyId>,
 ) -> Result<StatusCode, ApiError> {
     caller.require("keys.write")?;
-    let mut scope = caller.scope().await?;
-    // Only keys of the caller's own tenant: a descendant's key is not found here.
-    let key = scope.get_api_key(key_id).await?;
-    if key.tenant_id != caller.tenant() {
-        // Worded like the library's not-found for a missing key: no oracle.
-        return Err(ApiError::not_found(&format!("api key {key_id}")));
-    }
-    scope.revoke_api_key(key_id).await?;
-    scope.commit().await?;
+    let tenant = caller.tenant();
+    caller
+        .write(&(), |scope, ()| {
+            Box::pin(async move {
+                // Only keys of the caller's own tenant: a descendant's key is not found here.
+                own_key(scope, key_id, tenant).await?;
+                scope.revoke_api_key(key_id).await
+            })
+        })
+        .await?;
     caller.key_cache().forget_key(key_id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -204,16 +222,17 @@ pub async fn rotate_key(
             format!("grace_seconds must be at most {MAX_GRACE}"),
         ));
     }
-    let mut scope = caller.scope().await?;
-    let key = scope.get_api_key(key_id).await?;
-    if key.tenant_id != caller.tenant() {
-        // Worded like the library's not-found for a missing key: no oracle.
-        return Err(ApiError::not_found(&format!("api key {key_id}")));
-    }
-    let new = scope
-        .rotate_api_key(key_id, Duration::from_secs(grace))
+    let tenant = caller.tenant();
+    let new = caller
+        .write(&(), |scope, ()| {
+            Box::pin(async move {
+                own_key(scope, key_id, tenant).await?;
+                scope
+                    .rotate_api_key(key_id, Duration::from_secs(grace))
+                    .await
+            })
+        })
         .await?;
-    scope.commit().await?;
     caller.key_cache().forget_key(key_id);
     Ok((StatusCode::CREATED, Json(new.into())))
 }

@@ -95,16 +95,14 @@ pub async fn create_resource(
     Json(body): Json<NewResourceBody>,
 ) -> Result<(StatusCode, Json<Resource>), ApiError> {
     caller.require("resources.write")?;
-    let data = body.data.unwrap_or_else(|| serde_json::json!({}));
-    let mut scope = caller.scope().await?;
+    let new = NewResource {
+        name: body.name,
+        data: body.data.unwrap_or_else(|| serde_json::json!({})),
+    };
     // Quotas are the database's: an insert past one fails with quota_exceeded.
-    let created = scope
-        .create_resource(&NewResource {
-            name: body.name,
-            data,
-        })
+    let created = caller
+        .write(&new, |scope, new| Box::pin(scope.create_resource(new)))
         .await?;
-    scope.commit().await?;
     caller.note_resource(created.id);
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -207,17 +205,15 @@ pub async fn patch_resource(
 ) -> Result<Json<Resource>, ApiError> {
     caller.require("resources.write")?;
     caller.note_resource(id);
-    let mut scope = caller.scope().await?;
-    let updated = scope
-        .update_resource(
-            id,
-            &ResourceUpdate {
-                name: patch.name,
-                data: patch.data,
-            },
-        )
+    let update = ResourceUpdate {
+        name: patch.name,
+        data: patch.data,
+    };
+    let updated = caller
+        .write(&update, |scope, update| {
+            Box::pin(scope.update_resource(id, update))
+        })
         .await?;
-    scope.commit().await?;
     Ok(Json(updated))
 }
 
@@ -239,9 +235,9 @@ pub async fn delete_resource(
 ) -> Result<StatusCode, ApiError> {
     caller.require("resources.delete")?;
     caller.note_resource(id);
-    let mut scope = caller.scope().await?;
-    scope.delete_resource(id).await?;
-    scope.commit().await?;
+    caller
+        .write(&(), |scope, ()| Box::pin(scope.delete_resource(id)))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -253,7 +249,7 @@ pub async fn delete_resource(
     responses(
         (status = 201, body = Share),
         (status = 404, description = "Resource or target tenant not found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already shared, or target not active", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already shared, target not active, or limit reached (`quota_exceeded`: max_shares)", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::JsonBody,
     ),
@@ -266,9 +262,11 @@ pub async fn share_resource(
 ) -> Result<(StatusCode, Json<Share>), ApiError> {
     caller.require("resources.share")?;
     caller.note_resource(id);
-    let mut scope = caller.scope().await?;
-    let share = scope.share_resource(id, body.tenant_id).await?;
-    scope.commit().await?;
+    let share = caller
+        .write(&(), |scope, ()| {
+            Box::pin(scope.share_resource(id, body.tenant_id))
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(share)))
 }
 
@@ -314,8 +312,10 @@ pub async fn unshare_resource(
 ) -> Result<StatusCode, ApiError> {
     caller.require("resources.share")?;
     caller.note_resource(id);
-    let mut scope = caller.scope().await?;
-    scope.unshare_resource(id, tenant).await?;
-    scope.commit().await?;
+    caller
+        .write(&(), |scope, ()| {
+            Box::pin(scope.unshare_resource(id, tenant))
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

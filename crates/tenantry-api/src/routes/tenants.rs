@@ -36,7 +36,11 @@ pub struct NewTenantBody {
     /// `shared` (default: pooled tables under RLS) or `schema` (own schema;
     /// admin only: a tenant key asking for it gets 403).
     pub isolation: Option<Isolation>,
-    /// Settings: max_resources, max_storage_bytes, rate_limit_per_second, rate_limit_burst, metadata.
+    /// Settings: quotas (max_resources, max_storage_bytes), limits with defaults
+    /// (max_children, max_descendants, max_api_keys, max_roles, max_members,
+    /// max_shares), rate_limit_per_second, rate_limit_burst, metadata. A tenant
+    /// key cannot give its child more than its own tenant has (403); limits it
+    /// leaves out are capped at its own.
     // Raw until `settings` parses it: a bad value is then 422 naming `settings.<key>`, not 400.
     #[schema(value_type = Option<TenantSettings>)]
     pub settings: Option<serde_json::Value>,
@@ -93,6 +97,7 @@ fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
     responses(
         (status = 201, body = Tenant),
         (status = 404, description = "Parent not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Limit reached (`quota_exceeded`: max_children or max_descendants)", body = Problem, content_type = "application/problem+json"),
         responses::AnyAuth,
         responses::JsonBody,
     ),
@@ -105,21 +110,19 @@ pub async fn create_tenant(
     let isolation = body.isolation.unwrap_or_default();
     let tenant = match caller {
         Caller::Admin(admin) => {
-            let settings = settings(body.settings.as_ref())?;
-            let mut scope = admin.admin_scope().await?;
-            let t = scope
-                .create_tenant(&NewTenant {
-                    name: body.name,
-                    parent_id: body.parent_id,
-                    isolation,
-                    settings,
-                })
-                .await?;
-            scope.commit().await?;
-            t
+            let new = NewTenant {
+                name: body.name,
+                parent_id: body.parent_id,
+                isolation,
+                settings: settings(body.settings.as_ref())?,
+            };
+            admin
+                .admin_write(&new, |scope, new| Box::pin(scope.create_tenant(new)))
+                .await?
         }
         Caller::Tenant(caller) => {
             caller.require("tenants.create")?;
+            caller.check_child_creation()?;
             if body.parent_id.is_some_and(|p| p != caller.tenant()) {
                 return Err(ApiError::new(
                     ProblemCode::Forbidden,
@@ -127,12 +130,13 @@ pub async fn create_tenant(
                 )
                 .with_field("parent_id"));
             }
-            let settings = settings(body.settings.as_ref())?;
-            let mut scope = caller.scope().await?;
-            let id = scope
-                .create_child_tenant(&body.name, isolation, settings.as_ref())
+            let new = (body.name, settings(body.settings.as_ref())?);
+            let id = caller
+                .write(&new, |scope, (name, settings)| {
+                    Box::pin(scope.create_child_tenant(name, isolation, settings.as_ref()))
+                })
                 .await?;
-            scope.commit().await?;
+            // The child is visible to its parent from the next transaction on.
             let mut scope = caller.scope().await?;
             let t = scope.get_tenant(id).await?;
             scope.commit().await?;
@@ -218,27 +222,28 @@ pub async fn patch_tenant(
     Json(patch): Json<TenantPatch>,
 ) -> Result<Json<Tenant>, ApiError> {
     let id = path_tenant(&id)?;
-    let settings = settings(patch.settings.as_ref())?;
-    let mut scope = admin.admin_scope().await?;
-    let mut tenant = scope.get_tenant(id).await?;
-    if patch.name.is_some() || settings.is_some() {
-        tenant = scope
-            .update_tenant(
-                id,
-                &TenantUpdate {
-                    name: patch.name,
-                    settings,
-                },
-            )
-            .await?;
-    }
-    if let Some(parent) = patch.parent_id {
-        tenant = scope.set_parent(id, parent).await?;
-    }
-    if let Some(isolation) = patch.isolation {
-        tenant = scope.set_isolation(id, isolation).await?;
-    }
-    scope.commit().await?;
+    let update = TenantUpdate {
+        name: patch.name,
+        settings: settings(patch.settings.as_ref())?,
+    };
+    let changes = (update, patch.parent_id, patch.isolation);
+    let tenant = admin
+        .admin_write(&changes, |scope, (update, parent, isolation)| {
+            Box::pin(async move {
+                let mut tenant = scope.get_tenant(id).await?;
+                if update.name.is_some() || update.settings.is_some() {
+                    tenant = scope.update_tenant(id, update).await?;
+                }
+                if let Some(parent) = parent {
+                    tenant = scope.set_parent(id, *parent).await?;
+                }
+                if let Some(isolation) = isolation {
+                    tenant = scope.set_isolation(id, *isolation).await?;
+                }
+                Ok(tenant)
+            })
+        })
+        .await?;
     state.keys.forget_tenant(id);
     Ok(Json(tenant))
 }
@@ -250,9 +255,9 @@ async fn set_status(
     status: TenantStatus,
 ) -> Result<Tenant, ApiError> {
     let id = path_tenant(id)?;
-    let mut scope = admin.admin_scope().await?;
-    let t = scope.set_status(id, status).await?;
-    scope.commit().await?;
+    let t = admin
+        .admin_write(&(), |scope, ()| Box::pin(scope.set_status(id, status)))
+        .await?;
     state.keys.forget_tenant(id);
     Ok(t)
 }
@@ -331,6 +336,7 @@ pub async fn activate_tenant(
     params(("tenant_id" = String, Path, format = Uuid)),
     responses(
         (status = 201, body = NewKeyResponse),
+        (status = 409, description = "Limit reached (`quota_exceeded`: max_api_keys)", body = Problem, content_type = "application/problem+json"),
         responses::AdminAuth,
         responses::JsonBody,
         responses::NotFound,
@@ -343,9 +349,11 @@ pub async fn create_tenant_key(
     Json(body): Json<NewKeyBody>,
 ) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
     let id = path_tenant(&id)?;
-    let mut scope = admin.tenant_scope(id).await?;
-    let key = scope.create_api_key(&body.options()?).await?;
-    scope.commit().await?;
+    let key = admin
+        .tenant_write(id, &body.options()?, |scope, options| {
+            Box::pin(scope.create_api_key(options))
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(key.into())))
 }
 

@@ -243,6 +243,11 @@ impl TestApp {
         read(req.send().await.expect("request failed")).await
     }
 
+    /// Reads a response already received (its headers looked at first).
+    pub async fn send_raw_response(&self, response: reqwest::Response) -> Resp {
+        read(response).await
+    }
+
     /// GET with a token.
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.send(Method::GET, path, Some(token), None).await

@@ -153,3 +153,189 @@ async fn a_storage_quota_refuses_creates_and_updates_that_would_exceed_it() {
     assert_eq!(r.expect(200)["data"], json!({ "n": "small" }));
     assert_eq!(app.resource_names(&key, "").await, vec!["small"]);
 }
+
+#[tokio::test]
+async fn each_limit_reached_answers_409_quota_exceeded_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    // The owner key is one of the tenant's two keys.
+    let small = app
+        .create_tenant_with(json!({
+            "name": "small",
+            "settings": { "max_children": 1, "max_api_keys": 2, "max_roles": 1, "max_members": 1, "max_shares": 1 }
+        }))
+        .await;
+    let id = small["tenant_id"].as_str().unwrap().to_owned();
+    let (key, _) = app.create_key(&id, json!({})).await;
+    let other = app.tenant("other").await;
+    let count = |table: &str, column: &str| {
+        format!("SELECT count(*) FROM tenantry.{table} WHERE {column} = '{id}'")
+    };
+
+    app.post("/v1/tenants", &key, &json!({ "name": "c1" }))
+        .await
+        .expect(201);
+    let r = app
+        .post("/v1/tenants", &key, &json!({ "name": "c2" }))
+        .await;
+    let body = r.problem(409, "quota_exceeded");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1 children"),
+        "{body}"
+    );
+    assert_eq!(app.count(&count("tenants", "parent_id")).await, 1);
+
+    app.post("/v1/keys", &key, &json!({})).await.expect(201);
+    app.post("/v1/keys", &key, &json!({}))
+        .await
+        .problem(409, "quota_exceeded");
+    // The operator's key creation acts inside the tenant: the limit holds for it too.
+    app.admin_post(&format!("/v1/tenants/{id}/keys"), &json!({}))
+        .await
+        .problem(409, "quota_exceeded");
+    assert_eq!(app.count(&count("api_keys", "tenant_id")).await, 2);
+
+    app.post("/v1/roles", &key, &json!({ "name": "r1" }))
+        .await
+        .expect(201);
+    app.post("/v1/roles", &key, &json!({ "name": "r2" }))
+        .await
+        .problem(409, "quota_exceeded");
+    assert_eq!(app.count(&count("roles", "tenant_id")).await, 1);
+
+    app.post("/v1/members", &key, &json!({ "email": "a@example.com" }))
+        .await
+        .expect(201);
+    app.post("/v1/members", &key, &json!({ "email": "b@example.com" }))
+        .await
+        .problem(409, "quota_exceeded");
+    assert_eq!(app.count(&count("tenant_members", "tenant_id")).await, 1);
+
+    let (r1, r2) = (
+        app.create_resource(&key, "r1").await,
+        app.create_resource(&key, "r2").await,
+    );
+    let share = json!({ "tenant_id": other.id });
+    app.post(&format!("/v1/resources/{r1}/shares"), &key, &share)
+        .await
+        .expect(201);
+    app.post(&format!("/v1/resources/{r2}/shares"), &key, &share)
+        .await
+        .problem(409, "quota_exceeded");
+    assert_eq!(app.count(&count("shared_resources", "tenant_id")).await, 1);
+    assert_eq!(
+        app.get("/v1/resources?owner=shared", &other.key)
+            .await
+            .items()
+            .len(),
+        1
+    );
+
+    // An operator raises a limit: room at once.
+    app.patch(
+        &format!("/v1/tenants/{id}"),
+        &app.admin_token,
+        &json!({ "settings": { "max_roles": 2 } }),
+    )
+    .await
+    .expect(200);
+    app.post("/v1/roles", &key, &json!({ "name": "r2" }))
+        .await
+        .expect(201);
+}
+
+#[tokio::test]
+async fn a_tenant_key_cannot_give_a_child_more_than_its_own_tenant_has() {
+    let app = TestApp::spawn().await;
+    let parent = app
+        .create_tenant_with(json!({ "name": "parent", "settings": { "max_members": 5 } }))
+        .await;
+    let id = parent["tenant_id"].as_str().unwrap().to_owned();
+    let (key, _) = app.create_key(&id, json!({})).await;
+    let r = app
+        .post(
+            "/v1/tenants",
+            &key,
+            &json!({ "name": "greedy", "settings": { "max_members": 6 } }),
+        )
+        .await;
+    r.problem(403, "forbidden");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM tenantry.tenants WHERE parent_id = '{id}'"
+        ))
+        .await,
+        0
+    );
+    let child = app
+        .post("/v1/tenants", &key, &json!({ "name": "modest" }))
+        .await
+        .expect(201)
+        .clone();
+    assert_eq!(child["settings"]["max_members"], 5, "{child}");
+}
+
+#[tokio::test]
+async fn creating_children_faster_than_the_child_creation_rate_is_429_with_retry_after_and_writes_nothing(
+) {
+    let app = TestApp::spawn().await;
+    let parent = app
+        .create_tenant_with(json!({
+            "name": "parent",
+            "settings": { "child_creation_rate_per_second": 1 }
+        }))
+        .await;
+    let id = parent["tenant_id"].as_str().unwrap().to_owned();
+    let (key, _) = app.create_key(&id, json!({})).await;
+    let other = app.tenant("other").await;
+    // Burst of twice the rate, then 429 with Retry-After; nothing written.
+    for n in 0..2 {
+        app.post("/v1/tenants", &key, &json!({ "name": format!("c{n}") }))
+            .await
+            .expect(201);
+    }
+    let response = reqwest::Client::new()
+        .post(app.url("/v1/tenants"))
+        .bearer_auth(&key)
+        .json(&json!({ "name": "c2" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let r = app.send_raw_response(response).await;
+    assert_eq!(r.body["code"], "rate_limited", "{}", r.text);
+    assert_eq!(
+        r.body["field"], "settings.child_creation_rate_per_second",
+        "{}",
+        r.text
+    );
+    let children = format!("SELECT count(*) FROM tenantry.tenants WHERE parent_id = '{id}'");
+    assert_eq!(app.count(&children).await, 2);
+    // Other requests of the tenant, and other tenants' creations, go on.
+    app.get("/v1/tenant", &key).await.expect(200);
+    app.post("/v1/tenants", &other.key, &json!({ "name": "o" }))
+        .await
+        .expect(201);
+    // A child gets at most its parent's rate.
+    app.post(
+        "/v1/tenants",
+        &other.key,
+        &json!({ "name": "fast", "settings": { "child_creation_rate_per_second": 1000 } }),
+    )
+    .await
+    .problem(403, "forbidden");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.post("/v1/tenants", &key, &json!({ "name": "c3" }))
+        .await
+        .expect(201);
+    // Not a number > 0: refused.
+    app.admin_post(
+        "/v1/tenants",
+        &json!({ "name": "x", "settings": { "child_creation_rate_per_second": 0 } }),
+    )
+    .await
+    .problem(422, "validation_failed");
+}

@@ -6,6 +6,7 @@ mod access;
 mod admin;
 mod attacks;
 mod audit_usage;
+mod contention;
 mod credentials;
 mod errors;
 mod helpers;

@@ -106,10 +106,16 @@ pub async fn create_resource(c: &Client, t: Uuid, name: &str) -> Uuid {
     id
 }
 
+/// The names of every resource the context's tenant reads: its subtree's,
+/// from the table, and those shared with it, through the fence
+/// `resources_shared_with_me()` (the table's policy covers the subtree only).
+pub const READABLE_NAMES: &str = "SELECT name FROM tenantry.resources
+     UNION ALL SELECT name FROM tenantry.resources_shared_with_me() ORDER BY 1";
+
 /// Resource names `t` reads in one transaction.
 pub async fn names_seen_by(c: &Client, t: Uuid) -> Vec<String> {
     begin_as(c, t).await;
-    let v = strings(c, "SELECT name FROM tenantry.resources").await;
+    let v = strings(c, READABLE_NAMES).await;
     commit(c).await;
     v
 }

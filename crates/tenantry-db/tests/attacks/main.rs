@@ -9,6 +9,7 @@ mod common;
 
 mod adopted;
 mod context;
+mod explain;
 mod helpers;
 mod hierarchy;
 mod keys_and_roles;

@@ -228,3 +228,28 @@ async fn the_catalog_tells_another_tenant_of_a_schema_tenant_only_its_id_in_the_
     );
     assert_eq!(reltuples, 4.0, "reltuples is the one count left");
 }
+
+#[tokio::test]
+async fn tenant_roles_cannot_name_the_schema_name_column_whose_index_would_be_an_oracle() {
+    let w = world().await;
+    let silo = create_silo(&w.admin, "silo").await;
+    let name = schema_of(&w.tdb.superuser_client().await, silo).await;
+    begin_as(&w.app, w.a).await;
+    // Its unique index does not lead with tenant_id: a tenant role that could
+    // name the column could count other tenants' rows with EXPLAIN ANALYZE.
+    for sql in [
+        format!("SELECT tenant_id FROM tenantry.tenants WHERE schema_name = '{name}'"),
+        format!("EXPLAIN (ANALYZE) SELECT 1 FROM tenantry.tenants WHERE schema_name = '{name}'"),
+        "SELECT * FROM tenantry.tenants".to_owned(),
+    ] {
+        let (code, _, _) = fails(&w.app, &format!("SAVEPOINT p; {sql}")).await;
+        assert_eq!(code, "42501", "{sql}");
+        exec(&w.app, "ROLLBACK TO SAVEPOINT p").await;
+    }
+    // Its own schema it learns from its context.
+    assert_eq!(
+        strings(&w.app, "SELECT tenantry.current_tenant_schema()").await,
+        ["tenantry"]
+    );
+    rollback(&w.app).await;
+}

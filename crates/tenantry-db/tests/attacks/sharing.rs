@@ -6,6 +6,7 @@ use uuid::Uuid;
 use crate::common::{count, create_tenant, exec, set_status, strings};
 use crate::helpers::{
     app, begin_as, commit, denied, names_seen_by, rollback, same_failure, share, world,
+    READABLE_NAMES,
 };
 
 #[tokio::test]
@@ -121,7 +122,7 @@ async fn revoking_a_share_hides_the_resource_from_the_next_statement_of_an_open_
     let reader = app(&w.tdb).await;
     begin_as(&reader, w.a).await;
     assert_eq!(
-        strings(&reader, "SELECT name FROM tenantry.resources").await,
+        strings(&reader, READABLE_NAMES).await,
         ["a-doc", "b-secret"]
     );
     // The owner revokes while the reader's transaction is still open.
@@ -133,7 +134,7 @@ async fn revoking_a_share_hides_the_resource_from_the_next_statement_of_an_open_
     .await;
     commit(&w.app).await;
     assert_eq!(
-        strings(&reader, "SELECT name FROM tenantry.resources").await,
+        strings(&reader, READABLE_NAMES).await,
         ["a-doc"],
         "the reader's next statement no longer sees it"
     );
@@ -141,7 +142,7 @@ async fn revoking_a_share_hides_the_resource_from_the_next_statement_of_an_open_
         count(
             &reader,
             &format!(
-                "SELECT count(*) FROM tenantry.resources WHERE id = '{}'",
+                "SELECT count(*) FROM tenantry.resources_shared_with_me('{}')",
                 w.rb
             )
         )

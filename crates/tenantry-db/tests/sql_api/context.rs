@@ -249,10 +249,13 @@ async fn a_connection_without_tenant_context_sees_no_row_of_any_tenant_table() {
         assert_eq!(n, 0, "{t} after the local context ended");
     }
     // Nor do the narrow roles.
-    for role in ["tenantry_app_own", "tenantry_app_shared"] {
+    for (role, rows) in [
+        ("tenantry_app_own", "tenantry.resources"),
+        ("tenantry_app_shared", "tenantry.resources_shared_with_me()"),
+    ] {
         exec(&fresh, &format!("SET ROLE {role}")).await;
         assert_eq!(
-            count(&fresh, "SELECT count(*) FROM tenantry.resources").await,
+            count(&fresh, &format!("SELECT count(*) FROM {rows}")).await,
             0,
             "{role}"
         );

@@ -112,8 +112,16 @@ pub fn sorted(mut v: Vec<Uuid>) -> Vec<Uuid> {
 }
 
 /// Resource names the session sees through `tenantry.resources`.
+/// The names of every resource the context's tenant reads, sorted: its
+/// subtree's from the table, and those shared with it through the fence
+/// `resources_shared_with_me()` (the table's one policy covers the subtree).
 pub async fn resource_names(c: &Client) -> Vec<String> {
-    strings(c, "SELECT name FROM tenantry.resources").await
+    strings(
+        c,
+        "SELECT name FROM tenantry.resources
+         UNION ALL SELECT name FROM tenantry.resources_shared_with_me() ORDER BY 1",
+    )
+    .await
 }
 
 pub async fn verified_tenant(c: &Client, key: &str) -> Option<String> {

@@ -10,6 +10,7 @@ mod context;
 mod helpers;
 mod hierarchy;
 mod keys;
+mod limits;
 mod names;
 mod privileges;
 mod quotas;

@@ -157,7 +157,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
             "SELECT count(*) FROM pg_policy WHERE polrelid = 'tenantry.resources'::regclass"
         )
         .await,
-        2
+        1
     );
 }
 
@@ -428,6 +428,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "create_child_tenant",
             "current_tenant_metrics",
             "key_permissions",
+            "resources_shared_with_me",
             "revoke_api_key",
             "rotate_api_key",
             "set_tenant_context",
@@ -447,11 +448,15 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "set_tenant_isolation",
         ]
     );
+    // The narrow "shared with me" role reads through the fence only.
+    assert_eq!(
+        executable_by(&server, "tenantry_app_shared").await,
+        ["resources_shared_with_me"]
+    );
     for role in [
         "tenantry_server",
         "tenantry_logger",
         "tenantry_app_own",
-        "tenantry_app_shared",
         "public",
     ] {
         assert!(

@@ -203,17 +203,21 @@ async fn share_resource_records_the_member_checks_its_target_and_shares_cannot_b
     )
     .await;
 
-    // Each tenant sees only the shares it made or received.
+    // Each tenant sees only the shares it made (the share records of its
+    // resources); what was shared with it, it reads through the fence
+    // resources_shared_with_me(). (A second policy for targets would be OR'd
+    // with the owners' one: no index condition, issue 10 finding 8.)
     let share_count = "SELECT count(*) FROM shared_resources";
     set_context(&app, a).await;
     assert_eq!(count(&app, share_count).await, 1);
     set_context(&app, b).await;
-    assert_eq!(count(&app, share_count).await, 1);
+    assert_eq!(count(&app, share_count).await, 0);
+    assert_eq!(resource_names(&app).await, ["a-doc", "b-doc"]);
     set_context(&app, c).await;
     assert_eq!(count(&app, share_count).await, 0);
     assert!(resource_names(&app).await.is_empty());
     set_context(&app, e).await;
-    assert_eq!(count(&app, share_count).await, 1);
+    assert_eq!(count(&app, share_count).await, 0);
     assert_eq!(resource_names(&app).await, ["d-doc"]);
 
     // The target reads, but cannot change, delete, re-share or unshare.

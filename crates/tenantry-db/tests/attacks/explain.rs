@@ -1,0 +1,276 @@
+//! `EXPLAIN ANALYZE` as an existence oracle (issue 10, finding 8): where a
+//! policy is a filter instead of an index condition, "Rows Removed by Filter"
+//! (and the other counters of a plan) count foreign rows the scan touched.
+//!
+//! Each probe is a pair of statements that differ only in a value: one names
+//! a foreign thing that exists (an id, a tenant with rows, a name range, a key
+//! prefix), the other the same shape of thing that does not. The attacker runs
+//! both under `EXPLAIN (ANALYZE)` as each tenant role, with the planner
+//! switches it may set itself, and the two plans must be identical once the
+//! probe values are replaced by `<probe>`. What remains visible to anyone (a
+//! sequential scan's count of every row of a table) is the same for both, so
+//! it compares equal too.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::common::{create_silo, create_tenant, exec, strings};
+use crate::helpers::{
+    add_member, begin_as, commit, create_key, create_resource, create_role, key_id_of, share, world,
+};
+
+/// The tenant roles a server transaction (or a psql user) can switch to.
+const ROLES: &[&str] = &["tenantry_app", "tenantry_app_own", "tenantry_app_shared"];
+
+/// Planner switches a session may set itself, alone and together: each one
+/// forces the planner off the path it would choose onto another index.
+const SWITCHES: &[&[&str]] = &[
+    &[],
+    &["enable_bitmapscan"],
+    &["enable_seqscan"],
+    &["enable_seqscan", "enable_bitmapscan"],
+    &["enable_seqscan", "enable_indexscan"],
+    &[
+        "enable_seqscan",
+        "enable_bitmapscan",
+        "enable_indexonlyscan",
+    ],
+    &[
+        "enable_seqscan",
+        "enable_bitmapscan",
+        "enable_indexscan",
+        "enable_indexonlyscan",
+    ],
+];
+
+/// One probe: a statement with `$1` where the value goes (of type `ty`), and
+/// the values of a foreign thing that exists and of one that does not.
+struct Probe {
+    sql: String,
+    ty: &'static str,
+    exists: String,
+    missing: String,
+    /// Also run with the value written into the statement (a custom plan).
+    /// Not for ranges: their estimates differ with the value whatever exists,
+    /// and estimates are a known, coarse side channel of their own.
+    literal: bool,
+}
+
+fn probe(sql: &str, ty: &'static str, exists: impl ToString, missing: impl ToString) -> Probe {
+    Probe {
+        sql: sql.to_owned(),
+        ty,
+        exists: exists.to_string(),
+        missing: missing.to_string(),
+        literal: true,
+    }
+}
+
+fn range(sql: &str, ty: &'static str, exists: impl ToString, missing: impl ToString) -> Probe {
+    Probe {
+        literal: false,
+        ..probe(sql, ty, exists, missing)
+    }
+}
+
+impl Probe {
+    /// The statements the attacker runs for `value`: the prepared statement
+    /// executed with a generic plan (the same plan for any value, so only the
+    /// counters could differ), and the statement with the value written in.
+    fn statements(&self, value: &str) -> Vec<String> {
+        let quoted = format!("'{}'::{}", value.replace('\'', "''"), self.ty);
+        let mut v = vec![format!("EXECUTE probe({quoted})")];
+        if self.literal {
+            v.push(self.sql.replace("$1", &quoted));
+        }
+        v
+    }
+}
+
+/// The plan of `sql` as the attacker sees it, or its error, with `value`
+/// scrubbed. A savepoint keeps the transaction usable after an error.
+async fn plan(c: &tokio_postgres::Client, sql: &str, value: &str) -> String {
+    exec(c, "SAVEPOINT probe").await;
+    let explain = format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {sql}");
+    let answer = c.simple_query(&explain).await;
+    exec(
+        c,
+        if answer.is_ok() {
+            "RELEASE SAVEPOINT probe"
+        } else {
+            "ROLLBACK TO SAVEPOINT probe"
+        },
+    )
+    .await;
+    let text = match answer {
+        Ok(messages) => messages
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!(
+            "error {}",
+            e.as_db_error()
+                .map(|d| format!("{}: {}", d.code().code(), d.message()))
+                .unwrap_or_else(|| e.to_string())
+        ),
+    };
+    text.replace(value, "<probe>")
+}
+
+#[tokio::test]
+async fn explain_analyze_answers_alike_for_a_foreign_thing_that_exists_and_one_that_does_not() {
+    let w = world().await;
+    let (a, b, app) = (w.a, w.b, &w.app);
+    // The victim b: many resources with a common name prefix, one shared with a
+    // third tenant and one shared with the attacker (so the attacker reads
+    // under the sharing rules too), a child, a member holding a role, a key.
+    // Everything of b is made after this instant, nothing of a's.
+    let t0: String = w
+        .tdb
+        .superuser_client()
+        .await
+        .query_one("SELECT clock_timestamp()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    for i in 0..30 {
+        create_resource(app, b, &format!("b-secret-{i:02}")).await;
+    }
+    let c = create_tenant(&w.admin, "tenant-c", None).await;
+    let b_child = create_tenant(&w.admin, "tenant-b-child", Some(b)).await;
+    share(app, b, w.rb, c).await;
+    let given = create_resource(app, b, "b-given-to-a").await;
+    share(app, b, given, a).await;
+    let member = add_member(app, b, "victim@b.example").await;
+    let role = create_role(app, b, "b-operators").await;
+    begin_as(app, b).await;
+    exec(
+        app,
+        &format!(
+            "SELECT tenantry.assign_tenant_permission('{role}', 'resources.read');
+             SELECT tenantry.assign_member_role('{member}', '{role}');"
+        ),
+    )
+    .await;
+    commit(app).await;
+    let key = create_key(app, b, json!({})).await;
+    let key_id = key_id_of(app, b, &key).await;
+    let prefix = &key[3..15];
+    // A schema-isolated victim too: its rows sit in their own partition.
+    let silo = create_silo(&w.admin, "silo").await;
+    let silo_resource = create_resource(app, silo, "silo-secret").await;
+    // Statistics, so the planner weighs real numbers (a superuser check step).
+    exec(&w.tdb.superuser_client().await, "ANALYZE").await;
+    // A sanity check of the set-up: the attacker reads what b gave it, nothing else of b.
+    begin_as(app, a).await;
+    let seen = strings(
+        app,
+        "SELECT name FROM tenantry.resources WHERE tenant_id <> tenantry.current_tenant_id()
+         UNION ALL SELECT name FROM tenantry.resources_shared_with_me()",
+    )
+    .await;
+    commit(app).await;
+    assert_eq!(seen, vec!["b-given-to-a".to_owned()]);
+
+    let missing = Uuid::new_v4;
+    let probes = [
+        // Existence of a foreign id: not shared at all, shared with someone
+        // else, owned by a tenant that shares something else with the attacker,
+        // in a schema tenant's partition.
+        probe("SELECT id FROM tenantry.resources WHERE id = $1", "uuid", w.rb, missing()),
+        probe("SELECT id FROM tenantry.resources WHERE id = $1", "uuid", given, missing()),
+        probe("SELECT id FROM tenantry.resources WHERE id = $1", "uuid", silo_resource, missing()),
+        // A tenant's exact row count.
+        probe("SELECT id FROM tenantry.resources WHERE tenant_id = $1", "uuid", b, missing()),
+        // (Not `tenant_id = silo`: the planner prunes to the schema tenant's
+        // own partition, and a scan of it counts its rows: a residue of the
+        // partition layout, named in docs/security.md.)
+        // Names and name ranges (a binary search needs only these).
+        probe("SELECT id FROM tenantry.resources WHERE name = $1", "text", "b-secret-07", "b-secret-99"),
+        range(
+            "SELECT id FROM tenantry.resources WHERE name >= $1 AND name < 'b-secret-1'",
+            "text",
+            "b-secret-0",
+            "b-secret-0~",
+        ),
+        range(
+            "SELECT id FROM tenantry.resources WHERE name LIKE $1",
+            "text",
+            "b-secret-0%",
+            "b-secret-x%",
+        ),
+        range(
+            "SELECT id FROM tenantry.resources WHERE tenant_id = $1 AND name >= 'b-s' AND name < 'b-t'",
+            "uuid",
+            b,
+            missing(),
+        ),
+        range("SELECT id FROM tenantry.resources WHERE created_at > $1", "timestamptz", &t0, "2999-01-01"),
+        // Shares: of a foreign resource, by a foreign owner, to a foreign target.
+        probe("SELECT 1 FROM tenantry.shared_resources WHERE resource_id = $1", "uuid", w.rb, missing()),
+        probe("SELECT 1 FROM tenantry.shared_resources WHERE tenant_id = $1", "uuid", b, missing()),
+        probe("SELECT 1 FROM tenantry.shared_resources WHERE shared_with = $1", "uuid", c, missing()),
+        // Keys: by prefix (what verification looks up) and by id.
+        probe("SELECT key_id FROM tenantry.api_keys WHERE prefix = $1", "text", prefix, "0123456789ab"),
+        probe("SELECT key_id FROM tenantry.api_keys WHERE key_id = $1", "uuid", key_id, missing()),
+        probe("SELECT key_id FROM tenantry.api_keys WHERE tenant_id = $1", "uuid", b, missing()),
+        // Members, roles and their links.
+        probe("SELECT user_id FROM tenantry.tenant_members WHERE lower(email) = $1", "text", "victim@b.example", "nobody@b.example"),
+        probe("SELECT user_id FROM tenantry.tenant_members WHERE user_id = $1", "uuid", member, missing()),
+        probe("SELECT user_id FROM tenantry.tenant_members WHERE tenant_id = $1", "uuid", b, missing()),
+        probe("SELECT role_id FROM tenantry.roles WHERE name = $1", "text", "b-operators", "b-nobody"),
+        probe("SELECT role_id FROM tenantry.roles WHERE role_id = $1", "uuid", role, missing()),
+        probe("SELECT 1 FROM tenantry.role_permissions WHERE role_id = $1", "uuid", role, missing()),
+        probe("SELECT 1 FROM tenantry.member_roles WHERE user_id = $1", "uuid", member, missing()),
+        probe("SELECT 1 FROM tenantry.member_roles WHERE role_id = $1", "uuid", role, missing()),
+        // The hierarchy: a foreign tenant's children, its place in the closure.
+        probe("SELECT tenant_id FROM tenantry.tenants WHERE parent_id = $1", "uuid", b, missing()),
+        probe("SELECT tenant_id FROM tenantry.tenants WHERE tenant_id = $1", "uuid", b_child, missing()),
+        probe("SELECT depth FROM tenantry.tenant_hierarchy WHERE child_id = $1", "uuid", b_child, missing()),
+        probe("SELECT depth FROM tenantry.tenant_hierarchy WHERE parent_id = $1", "uuid", b, missing()),
+        // The audit log of a foreign tenant.
+        probe("SELECT 1 FROM tenantry.audit_log WHERE tenant_id = $1", "uuid", b, missing()),
+    ];
+
+    let mut oracles = Vec::new();
+    for role in ROLES {
+        for switches in SWITCHES {
+            begin_as(app, a).await;
+            exec(app, &format!("SET LOCAL ROLE {role}")).await;
+            // A prepared statement's generic plan is the same for every value.
+            exec(app, "SET LOCAL plan_cache_mode = force_generic_plan").await;
+            for s in *switches {
+                exec(app, &format!("SET LOCAL {s} = off")).await;
+            }
+            for p in &probes {
+                exec(app, &format!("PREPARE probe({}) AS {}", p.ty, p.sql)).await;
+                let forms = p
+                    .statements(&p.exists)
+                    .into_iter()
+                    .zip(p.statements(&p.missing));
+                for (exists, missing) in forms {
+                    let seen_exists = plan(app, &exists, &p.exists).await;
+                    let seen_missing = plan(app, &missing, &p.missing).await;
+                    if seen_exists != seen_missing {
+                        oracles.push(format!(
+                            "{role} {switches:?} {} as {exists}\n--- exists:\n{seen_exists}\n--- missing:\n{seen_missing}",
+                            p.sql
+                        ));
+                    }
+                }
+                exec(app, "DEALLOCATE probe").await;
+            }
+            exec(app, "ROLLBACK").await;
+        }
+    }
+    assert!(
+        oracles.is_empty(),
+        "{} probe(s) tell a foreign thing that exists from one that does not:\n\n{}",
+        oracles.len(),
+        oracles.join("\n\n")
+    );
+}
