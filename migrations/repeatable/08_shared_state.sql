@@ -191,6 +191,10 @@ BEGIN
 END
 $builtins$;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_xact_lock(bigint), pg_catalog.pg_advisory_xact_lock_shared(bigint) TO tenantry_owner;
+-- A batched backfill of an adopted table (tenantry.backfill_prepare, 10_tables.sql)
+-- walks the table by pages; migration roles that are members of tenantry_owner
+-- (not only superusers) must be able to learn how many there are.
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_relation_size(regclass), pg_catalog.pg_relation_size(regclass, text) TO tenantry_owner;
 
 REVOKE SELECT ON pg_catalog.pg_locks, pg_catalog.pg_prepared_xacts FROM PUBLIC;
 GRANT SELECT ON pg_catalog.pg_locks, pg_catalog.pg_prepared_xacts TO pg_monitor;
