@@ -591,37 +591,44 @@ fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant, root: &BenchTenant) -> anyhow:
         vec![best_list_sql(root)],
         Goal::RatioAtMost(1.5),
     ));
-    for (name, what, tenant, role, rls, base, goal) in specs {
-        if !ctx.wanted(name) {
-            continue;
-        }
-        let rls = ctx.scripts(&format!("{name}-rls"), &rls)?;
-        let base = ctx.scripts(&format!("{name}-base"), &base)?;
-        let options = pgoptions(role, tenant);
-        // Warm-up, then interleaved runs.
-        Pgbench {
-            seconds: 1,
-            ..ctx.pgbench_with(&ctx.db.server, &rls, Some(&options))
-        }
-        .run(&ctx.tools)?;
-        let (mut r, mut b) = (vec![], vec![]);
-        for _ in 0..ctx.opts.runs {
-            r.push(ctx.pgbench(&ctx.db.server, &rls, Some(&options))?);
-            b.push(ctx.pgbench(&ctx.db.superuser, &base, None)?);
-        }
-        ctx.push(Figure::new(
-            name,
-            "tps",
-            what,
-            r,
-            Some((
-                "the same query with an explicit WHERE tenant_id, as a superuser (bypasses RLS)",
-                b,
-            )),
-            RatioKind::BaselineOverValue,
-            Some(goal),
-        ));
+    for spec in specs {
+        rls_figure(ctx, spec)?;
     }
+    Ok(())
+}
+
+/// One RLS figure: the RLS scripts as `role` with `tenant`'s context next to
+/// the baseline scripts as the superuser (a warm-up, then interleaved runs).
+fn rls_figure(ctx: &mut Ctx, spec: RlsSpec<'_>) -> anyhow::Result<()> {
+    let (name, what, tenant, role, rls, base, goal) = spec;
+    if !ctx.wanted(name) {
+        return Ok(());
+    }
+    let rls = ctx.scripts(&format!("{name}-rls"), &rls)?;
+    let base = ctx.scripts(&format!("{name}-base"), &base)?;
+    let options = pgoptions(role, tenant);
+    Pgbench {
+        seconds: 1,
+        ..ctx.pgbench_with(&ctx.db.server, &rls, Some(&options))
+    }
+    .run(&ctx.tools)?;
+    let (mut r, mut b) = (vec![], vec![]);
+    for _ in 0..ctx.opts.runs {
+        r.push(ctx.pgbench(&ctx.db.server, &rls, Some(&options))?);
+        b.push(ctx.pgbench(&ctx.db.superuser, &base, None)?);
+    }
+    ctx.push(Figure::new(
+        name,
+        "tps",
+        what,
+        r,
+        Some((
+            "the same query with an explicit WHERE tenant_id, as a superuser (bypasses RLS)",
+            b,
+        )),
+        RatioKind::BaselineOverValue,
+        Some(goal),
+    ));
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use std::{
 use tenantry_db::{tables, AdoptOptions, ExistingRows};
 use tokio_postgres::Client;
 
-use super::{connect, pgoptions, uuid_array, Ctx};
+use super::{connect, uuid_array, Ctx};
 use crate::{
     dataset::BenchTenant,
     report::{Figure, Goal, RatioKind},
@@ -85,17 +85,20 @@ fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let specs = [
+    let specs: [super::RlsSpec<'_>; 2] = [
         (
             "adopted_rls_point",
             "point read by id on an adopted table of the team's (bench.invoices, 1 row per resource) through RLS (tenantry_app)",
+            leaf,
             "tenantry_app",
             point_rls,
             point_base,
+            Goal::RatioAtMost(1.10),
         ),
         (
             "adopted_rls_list",
             "a tenant's newest 50 rows of an adopted table through RLS (tenantry_app_own)",
+            leaf,
             "tenantry_app_own",
             vec![format!(
                 "SELECT {INVOICE_COLUMNS} FROM bench.invoices WHERE tenant_id = '{}' {order};\n",
@@ -105,37 +108,11 @@ fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant) -> anyhow::Result<()> {
                 "SELECT {INVOICE_COLUMNS} FROM bench.invoices WHERE tenant_id = '{}' {order};\n",
                 leaf.id
             )],
+            Goal::RatioAtMost(1.10),
         ),
     ];
-    for (name, what, role, rls, base) in specs {
-        if !ctx.wanted(name) {
-            continue;
-        }
-        let rls = ctx.scripts(&format!("{name}-rls"), &rls)?;
-        let base = ctx.scripts(&format!("{name}-base"), &base)?;
-        let options = pgoptions(role, leaf);
-        super::Pgbench {
-            seconds: 1,
-            ..ctx.pgbench_with(&ctx.db.server, &rls, Some(&options))
-        }
-        .run(&ctx.tools)?;
-        let (mut r, mut b) = (vec![], vec![]);
-        for _ in 0..ctx.opts.runs {
-            r.push(ctx.pgbench(&ctx.db.server, &rls, Some(&options))?);
-            b.push(ctx.pgbench(&ctx.db.superuser, &base, None)?);
-        }
-        ctx.push(Figure::new(
-            name,
-            "tps",
-            what,
-            r,
-            Some((
-                "the same query with an explicit WHERE tenant_id, as a superuser (bypasses RLS)",
-                b,
-            )),
-            RatioKind::BaselineOverValue,
-            Some(Goal::RatioAtMost(1.10)),
-        ));
+    for spec in specs {
+        super::rls_figure(ctx, spec)?;
     }
     Ok(())
 }
