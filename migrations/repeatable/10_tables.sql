@@ -399,9 +399,10 @@ BEGIN
             NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
                         WHERE g.tgrelid = t.table_id AND g.tgname = 'tenantry_shared_rows_follow' AND g.tgenabled <> 'D'
                           AND g.tgfoid = 'tenantry.shared_rows_follow()'::regprocedure
-                          AND g.tgattr::int2[] = ARRAY[(SELECT a.attnum FROM pg_catalog.pg_attribute a
-                                                        WHERE a.attrelid = t.table_id
-                                                          AND a.attname = tenantry.row_key_column(t.table_id))])
+                          -- UPDATE OF the key column alone (int2vector prints as '2').
+                          AND g.tgattr::text = (SELECT a.attnum::text FROM pg_catalog.pg_attribute a
+                                                WHERE a.attrelid = t.table_id
+                                                  AND a.attname = tenantry.row_key_column(t.table_id)))
             OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
                            WHERE g.tgrelid = t.table_id AND g.tgname = 'tenantry_shared_rows_truncated' AND g.tgenabled <> 'D'
                              AND g.tgfoid = 'tenantry.shared_rows_truncated()'::regprocedure)) THEN
