@@ -627,7 +627,10 @@ async fn sharing_rows_of_an_adopted_table_is_recorded_audited_limited_and_ends_w
     assert!(message.contains("at most 2 shares"), "{message}");
     assert_eq!(
         shares_of(&app, a).await,
-        [format!("public.docs 1 -> {b}"), format!("public.docs 2 -> {c}")]
+        [
+            format!("public.docs 1 -> {b}"),
+            format!("public.docs 2 -> {c}")
+        ]
     );
     set_context(&app, b).await;
     assert_eq!(
