@@ -145,10 +145,13 @@ BEGIN
       AND s.tenant_id = r.tenant_id AND s.resource_id = r.id AND s.shared_with = NEW.tenant_id;
     UPDATE tenantry.resources SET shared_with = array_remove(shared_with, NEW.tenant_id)
     WHERE shared_with @> ARRAY[NEW.tenant_id];
+    -- Rows of adopted tables (10_tables.sql): what it shared, and what was shared with it.
+    DELETE FROM tenantry.shared_rows s WHERE s.tenant_id = NEW.tenant_id;
+    DELETE FROM tenantry.shared_rows s WHERE s.shared_with = NEW.tenant_id;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_revoke_shares_on_delete() IS 'Trigger: when a tenant becomes deleted, revokes every share of its resources and every share made to it.';
+COMMENT ON FUNCTION tenantry.tenants_revoke_shares_on_delete() IS 'Trigger: when a tenant becomes deleted, revokes every share of its resources and of its rows of adopted tables, and every share made to it.';
 CREATE OR REPLACE TRIGGER tenants_revoke_shares_on_delete
     AFTER UPDATE OF status ON tenantry.tenants
     FOR EACH ROW WHEN (NEW.status = 'deleted' AND OLD.status IS DISTINCT FROM 'deleted')
@@ -259,6 +262,38 @@ $$;
 COMMENT ON FUNCTION tenantry.lock_shareable_resource(uuid) IS 'Internal: owner of a resource of the current tenant or a descendant, row-locked; TN404 for a missing or foreign one, TN403 without a context. Not granted.';
 
 /**
+ * Who a tenant may share with (resources, and rows of adopted tables): an
+ * existing active tenant (a missing and a deleted one give the same TN404; a
+ * suspended one TN409), not the owner, and, where ancestors read their
+ * descendants' rows (through_hierarchy), not one of the owner's ancestors:
+ * they read it already, and a share made through the hierarchy would outlive
+ * it (detaching the owner would not end it).
+ */
+CREATE OR REPLACE FUNCTION tenantry.check_share_target(owner_id uuid, target_tenant_id uuid, what text, through_hierarchy boolean)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    target_status text;
+BEGIN
+    SELECT t.status INTO target_status FROM tenantry.tenants t WHERE t.tenant_id = target_tenant_id;
+    IF target_status IS NULL OR target_status = 'deleted' THEN
+        RAISE EXCEPTION 'target tenant % not found', target_tenant_id USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    ELSIF target_status <> 'active' THEN
+        RAISE EXCEPTION 'target tenant % is not active', target_tenant_id USING ERRCODE = 'TN409', HINT = 'tenant_id';
+    ELSIF target_tenant_id = owner_id THEN
+        RAISE EXCEPTION 'a % cannot be shared with its owner', what USING ERRCODE = 'TN422', HINT = 'tenant_id';
+    ELSIF through_hierarchy AND EXISTS (SELECT 1 FROM tenantry.tenant_hierarchy h
+                                        WHERE h.parent_id = target_tenant_id AND h.child_id = owner_id) THEN
+        RAISE EXCEPTION 'tenant % already reads this % through the hierarchy', target_tenant_id, what
+            USING ERRCODE = 'TN422', HINT = 'tenant_id';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.check_share_target(uuid, uuid, text, boolean) IS 'Internal (share_resource, share_row): TN404 for a missing or deleted target alike, TN409 for one that is not active, TN422 for the owner itself or (through_hierarchy) one of its ancestors. Runs inside those SECURITY DEFINER functions, as the owner. Not granted.';
+
+/**
  * Guide: share_resource(resource_id, target_tenant_id). Fixed: the resource
  * must be visible-and-owned in the caller's subtree (a missing and a foreign
  * resource give the same error), the target must exist and be active, not the
@@ -273,23 +308,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     owner_id uuid;
-    target_status text;
 BEGIN
     owner_id := tenantry.lock_shareable_resource(share_resource.resource_id);
-    SELECT status INTO target_status FROM tenantry.tenants WHERE tenant_id = target_tenant_id;
-    IF target_status IS NULL OR target_status = 'deleted' THEN
-        RAISE EXCEPTION 'target tenant % not found', target_tenant_id USING ERRCODE = 'TN404', HINT = 'tenant_id';
-    ELSIF target_status <> 'active' THEN
-        RAISE EXCEPTION 'target tenant % is not active', target_tenant_id USING ERRCODE = 'TN409', HINT = 'tenant_id';
-    ELSIF target_tenant_id = owner_id THEN
-        RAISE EXCEPTION 'a resource cannot be shared with its owner' USING ERRCODE = 'TN422', HINT = 'tenant_id';
-    ELSIF EXISTS (SELECT 1 FROM tenantry.tenant_hierarchy h
-                  WHERE h.parent_id = target_tenant_id AND h.child_id = owner_id) THEN
-        -- An ancestor reads it already, and a share made through the hierarchy
-        -- would outlive the hierarchy (detaching the owner would not end it).
-        RAISE EXCEPTION 'tenant % already reads this resource through the hierarchy', target_tenant_id
-            USING ERRCODE = 'TN422', HINT = 'tenant_id';
-    END IF;
+    PERFORM tenantry.check_share_target(owner_id, target_tenant_id, 'resource', true);
     INSERT INTO tenantry.shared_resources (tenant_id, resource_id, shared_with, shared_by)
     VALUES (owner_id, share_resource.resource_id, target_tenant_id, tenantry.current_user_id())
     ON CONFLICT DO NOTHING;

@@ -25,8 +25,8 @@
 -- - api_keys: keys neither revoked nor replaced by rotation (rotating at the
 --   limit works: the successor replaces its predecessor); an expired key
 --   counts until it is revoked;
--- - roles, members: rows; shares: shares of the tenant's resources (counted
---   against the resource's owner, whoever shares it).
+-- - roles, members: rows; shares: shares of the tenant's resources and of its
+--   rows of adopted tables (counted against the owner, whoever shares it).
 -- Writes as tenantry_admin or by a superuser session are counted, never
 -- refused; which role writes is decided by the role (current_setting('role'),
 -- SET ROLE's, untouched by SECURITY DEFINER), never by a setting the writer
@@ -118,6 +118,7 @@ AS $$
            (SELECT count(*) FROM tenantry.roles r WHERE r.tenant_id = tid),
            (SELECT count(*) FROM tenantry.tenant_members m WHERE m.tenant_id = tid),
            (SELECT count(*) FROM tenantry.shared_resources s WHERE s.tenant_id = tid)
+             + (SELECT count(*) FROM tenantry.shared_rows s WHERE s.tenant_id = tid)
     ON CONFLICT (tenant_id) DO UPDATE
         SET children = excluded.children, descendants = excluded.descendants, api_keys = excluded.api_keys,
             roles = excluded.roles, members = excluded.members, shares = excluded.shares;
@@ -225,7 +226,7 @@ CREATE OR REPLACE TRIGGER tenants_limits
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenants_limits();
 
 /**
- * Row trigger on api_keys, roles, tenant_members and shared_resources (its
+ * Row trigger on api_keys, roles, tenant_members, shared_resources and shared_rows (its
  * argument names the counter): moves the count of the row's tenant and
  * refuses (TN429, HINT naming the setting) a tenant role's write that would
  * take it past the limit. Shrinking is always allowed. A key counts while it
@@ -289,7 +290,7 @@ BEGIN
     lim := tenantry.setting_in_force((SELECT t.settings FROM tenantry.tenants t WHERE t.tenant_id = tid), 'max_' || counter);
     IF used > lim THEN
         RAISE EXCEPTION 'tenant % may have at most % %', tid, lim::bigint,
-            CASE counter WHEN 'api_keys' THEN 'API keys' WHEN 'shares' THEN 'shares of its resources' ELSE counter END
+            CASE counter WHEN 'api_keys' THEN 'API keys' WHEN 'shares' THEN 'shares of its resources and rows' ELSE counter END
             USING ERRCODE = 'TN429', HINT = 'settings.max_' || counter;
     END IF;
     RETURN NULL;
@@ -308,6 +309,10 @@ CREATE OR REPLACE TRIGGER tenant_members_limit
     FOR EACH ROW EXECUTE FUNCTION tenantry.count_toward_limit('members');
 CREATE OR REPLACE TRIGGER shared_resources_limit
     AFTER INSERT OR DELETE ON tenantry.shared_resources
+    FOR EACH ROW EXECUTE FUNCTION tenantry.count_toward_limit('shares');
+-- Shares of rows of adopted tables count toward the same max_shares.
+CREATE OR REPLACE TRIGGER shared_rows_limit
+    AFTER INSERT OR DELETE ON tenantry.shared_rows
     FOR EACH ROW EXECUTE FUNCTION tenantry.count_toward_limit('shares');
 
 CREATE POLICY limit_usage_read_own ON tenantry.tenant_limit_usage

@@ -11,6 +11,12 @@
 -- tenantry_owner, and an entry in tenantry.tenant_tables. Everything happens in
 -- the caller's transaction: a refusal changes nothing.
 --
+-- With sharing, a tenant shares single rows read-only with another tenant
+-- (share_row, unshare_row), recorded in tenantry.shared_rows, audited and
+-- counted against max_shares like shares of resources. The table keeps its one
+-- policy: a target reads what was shared with it through the fence
+-- rows_shared_with_me(NULL::the_table), as resources_shared_with_me() does.
+--
 -- table_problems() is the doctor: the rules every adopted table must still
 -- satisfy, each problem with the SQL that fixes it. adopt_table() ends by
 -- asking it, the server asks it at boot, `tenantry doctor` prints it.
@@ -68,11 +74,101 @@ COMMENT ON FUNCTION tenantry.table_and_partitions(regclass) IS 'Internal: the ta
 GRANT EXECUTE ON FUNCTION tenantry.table_and_partitions(regclass) TO tenantry_admin, tenantry_server;
 
 /**
+ * The column that names a row within its tenant: the one after tenant_id in a
+ * primary key (tenant_id, column). Shares name rows by it. NULL: the table has
+ * no such key, and its rows cannot be shared.
+ */
+CREATE OR REPLACE FUNCTION tenantry.row_key_column(tbl regclass)
+RETURNS name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT a.attname
+    FROM pg_catalog.pg_constraint k
+    JOIN pg_catalog.pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1]
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[2]
+    WHERE k.conrelid = tbl AND k.contype = 'p' AND cardinality(k.conkey) = 2 AND t.attname = 'tenant_id'
+$$;
+COMMENT ON FUNCTION tenantry.row_key_column(regclass) IS 'Internal: the key column of a table whose primary key is (tenant_id, column), which names a shared row; NULL otherwise. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.row_key_column(regclass) TO tenantry_admin, tenantry_server;
+
+/** The type of a table's row key column, as SQL writes it in a cast. */
+CREATE OR REPLACE FUNCTION tenantry.row_key_type(tbl regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.format_type(a.atttypid, a.atttypmod)
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = tbl AND a.attname = tenantry.row_key_column(tbl)
+$$;
+COMMENT ON FUNCTION tenantry.row_key_type(regclass) IS 'Internal: the type of row_key_column(tbl), for casts in dynamic SQL. Not granted.';
+
+/**
+ * Trigger on an adopted table with sharing: a row that is deleted, or whose
+ * key changes, takes its shares with it (audited as revoked), so that a share
+ * never passes to a later row under the same key. Partitions fire it too; the
+ * adopted table is their partitioned ancestor.
+ */
+CREATE OR REPLACE FUNCTION tenantry.shared_rows_follow()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tbl regclass;
+    old_key text;
+    new_key text;
+BEGIN
+    SELECT r.table_id INTO tbl
+    FROM tenantry.tenant_tables r
+    WHERE r.table_id::oid IN (SELECT TG_RELID UNION ALL SELECT a.relid FROM pg_catalog.pg_partition_ancestors(TG_RELID) a);
+    IF tbl IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT ($1).%I::text', tenantry.row_key_column(tbl)) INTO old_key USING OLD;
+    IF TG_OP = 'UPDATE' THEN
+        EXECUTE format('SELECT ($1).%I::text', tenantry.row_key_column(tbl)) INTO new_key USING NEW;
+        IF new_key IS NOT DISTINCT FROM old_key THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    DELETE FROM tenantry.shared_rows s
+    WHERE s.tenant_id = OLD.tenant_id AND s.table_id = tbl AND s.row_id = old_key;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.shared_rows_follow() IS 'Trigger on adopted tables with sharing: revokes the shares of a row that is deleted or whose key changes (the row''s own tenant''s shares only).';
+
+/** Trigger on an adopted table with sharing: TRUNCATE revokes every share of its rows. */
+CREATE OR REPLACE FUNCTION tenantry.shared_rows_truncated()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM tenantry.shared_rows s WHERE s.table_id = TG_RELID::regclass;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.shared_rows_truncated() IS 'Trigger on adopted tables with sharing: TRUNCATE (by the table''s owner; tenant roles have no TRUNCATE) revokes the shares of all its rows.';
+
+/** Revokes every share of one adopted table's rows (audited): sharing switched off, or the table released. */
+CREATE OR REPLACE FUNCTION tenantry.revoke_table_shares(tbl regclass)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM tenantry.shared_rows s WHERE s.table_id = tbl;
+$$;
+COMMENT ON FUNCTION tenantry.revoke_table_shares(regclass) IS 'Internal (adopt_table with sharing off, release_table, which check their caller may manage the table): revokes every share of the table''s rows. Not granted.';
+
+/**
  * Forced RLS, the tenant_isolation policy, the no-move trigger and exactly the
  * grants the app roles need, on an adopted table and every partition of it.
  * Partitions are reached through their parent only: they grant nothing.
  */
-CREATE OR REPLACE FUNCTION tenantry.secure_tenant_table(tbl regclass, hierarchy boolean)
+CREATE OR REPLACE FUNCTION tenantry.secure_tenant_table(tbl regclass, hierarchy boolean, sharing boolean)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -103,6 +199,16 @@ BEGIN
     END LOOP;
     EXECUTE format('CREATE OR REPLACE TRIGGER tenantry_keep_tenant_id BEFORE UPDATE OF tenant_id ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION tenantry.keep_tenant_id()', tbl);
+    -- Without its key (the doctor reports it) no trigger can name the row.
+    IF sharing AND tenantry.row_key_column(tbl) IS NOT NULL THEN
+        EXECUTE format('CREATE OR REPLACE TRIGGER tenantry_shared_rows_follow AFTER DELETE OR UPDATE OF %I ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION tenantry.shared_rows_follow()', tenantry.row_key_column(tbl), tbl);
+        EXECUTE format('CREATE OR REPLACE TRIGGER tenantry_shared_rows_truncated AFTER TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION tenantry.shared_rows_truncated()', tbl);
+    ELSE
+        EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_follow ON %s', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_truncated ON %s', tbl);
+    END IF;
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %s TO tenantry_app_own', tbl);
     -- serial columns: inserts call nextval() with the caller's rights.
     FOR seq IN
@@ -118,7 +224,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION tenantry.secure_tenant_table(regclass, boolean) IS 'Internal: forced RLS, the tenant_isolation policy, the keep_tenant_id trigger and the app roles'' grants on an adopted table (owned by tenantry_owner) and its partitions. Idempotent. Not granted.';
+COMMENT ON FUNCTION tenantry.secure_tenant_table(regclass, boolean, boolean) IS 'Internal: forced RLS, the tenant_isolation policy, the keep_tenant_id trigger, with sharing the triggers that revoke the shares of deleted rows, and the app roles'' grants on an adopted table (owned by tenantry_owner) and its partitions. Idempotent. Not granted.';
 
 /**
  * The doctor: every rule an adopted table (or, with tbl, that one table) must
@@ -136,7 +242,7 @@ DECLARE
     tenant_col smallint;
 BEGIN
     FOR t IN
-        SELECT r.table_id, r.hierarchy, c.oid IS NOT NULL AS present
+        SELECT r.table_id, r.hierarchy, r.sharing, c.oid IS NOT NULL AS present
         FROM tenantry.tenant_tables r
         LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_id::oid
         WHERE tbl IS NULL OR r.table_id = tbl
@@ -150,7 +256,8 @@ BEGIN
             RETURN NEXT;
             CONTINUE;
         END IF;
-        readopt := format('SELECT tenantry.adopt_table(%L, hierarchy => %s);', t.table_id::text, t.hierarchy::text);
+        readopt := format('SELECT tenantry.adopt_table(%L, hierarchy => %s, sharing => %s);',
+                          t.table_id::text, t.hierarchy::text, t.sharing::text);
 
         SELECT a.attnum INTO tenant_col
         FROM pg_catalog.pg_attribute a
@@ -280,6 +387,31 @@ BEGIN
             RETURN NEXT;
         END IF;
 
+        -- Sharing names rows by the key after tenant_id, and a deleted row
+        -- takes its shares with it.
+        IF t.sharing AND tenantry.row_key_column(t.table_id) IS NULL THEN
+            rule := 'sharing_key';
+            problem := 'rows are shared, but the primary key is not (tenant_id, <one column>)';
+            fix := format('ALTER TABLE %s ADD PRIMARY KEY (tenant_id, <column>); -- or SELECT tenantry.adopt_table(%L, hierarchy => %s, sharing => false);',
+                          t.table_id, t.table_id::text, t.hierarchy::text);
+            RETURN NEXT;
+        ELSIF t.sharing AND (
+            NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                        WHERE g.tgrelid = t.table_id AND g.tgname = 'tenantry_shared_rows_follow' AND g.tgenabled <> 'D'
+                          AND g.tgfoid = 'tenantry.shared_rows_follow()'::regprocedure
+                          -- UPDATE OF the key column alone (int2vector prints as '2').
+                          AND g.tgattr::text = (SELECT a.attnum::text FROM pg_catalog.pg_attribute a
+                                                WHERE a.attrelid = t.table_id
+                                                  AND a.attname = tenantry.row_key_column(t.table_id)))
+            OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                           WHERE g.tgrelid = t.table_id AND g.tgname = 'tenantry_shared_rows_truncated' AND g.tgenabled <> 'D'
+                             AND g.tgfoid = 'tenantry.shared_rows_truncated()'::regprocedure)) THEN
+            rule := 'sharing_triggers';
+            problem := 'the triggers that revoke the shares of deleted rows are missing or disabled';
+            fix := readopt;
+            RETURN NEXT;
+        END IF;
+
         -- Foreign keys between tenant tables pair tenant_id with tenant_id, so
         -- a row can only point at rows of its own tenant.
         RETURN QUERY
@@ -304,7 +436,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, foreign keys between tenant tables pairing tenant_id. No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id. No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -409,6 +541,7 @@ COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the r
 CREATE OR REPLACE FUNCTION tenantry.adopt_table(
     tbl regclass,
     hierarchy boolean DEFAULT true,
+    sharing boolean DEFAULT false,
     existing_rows_tenant uuid DEFAULT NULL,
     existing_rows_tenant_expression text DEFAULT NULL)
 RETURNS tenantry.tenant_tables
@@ -423,13 +556,18 @@ DECLARE
     result tenantry.tenant_tables;
     part regclass;
 BEGIN
-    IF tbl IS NULL OR hierarchy IS NULL THEN
-        RAISE EXCEPTION 'adopt_table needs a table and hierarchy true or false' USING ERRCODE = 'TN422';
+    IF tbl IS NULL OR hierarchy IS NULL OR sharing IS NULL THEN
+        RAISE EXCEPTION 'adopt_table needs a table, and hierarchy and sharing true or false' USING ERRCODE = 'TN422';
     END IF;
     IF existing_rows_tenant IS NOT NULL AND existing_rows_tenant_expression IS NOT NULL THEN
         RAISE EXCEPTION 'give existing_rows_tenant or existing_rows_tenant_expression, not both' USING ERRCODE = 'TN422';
     END IF;
     PERFORM tenantry.check_adoptable(tbl);
+    IF sharing AND tenantry.row_key_column(tbl) IS NULL THEN
+        RAISE EXCEPTION 'cannot share rows of %: its primary key is not (tenant_id, <one column>), which shares name rows by', tbl
+            USING ERRCODE = 'TN422',
+            HINT = format('Give it a primary key (tenant_id, id), e.g. ALTER TABLE %s ADD PRIMARY KEY (tenant_id, id); or adopt it with sharing => false.', tbl);
+    END IF;
     SELECT c.relkind, c.relowner INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
 
     -- The tenant column.
@@ -514,15 +652,20 @@ BEGIN
 
     SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
     IF NOT FOUND THEN
-        INSERT INTO tenantry.tenant_tables (table_id, hierarchy, previous_owner)
-        VALUES (tbl, hierarchy, rel.relowner::regrole::name);
+        INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner)
+        VALUES (tbl, hierarchy, sharing, rel.relowner::regrole::name);
     ELSE
-        UPDATE tenantry.tenant_tables r SET hierarchy = adopt_table.hierarchy WHERE r.table_id = tbl;
+        IF result.sharing AND NOT sharing THEN
+            -- Sharing switched off: every share ends now (audited), none waits to come back.
+            PERFORM tenantry.revoke_table_shares(tbl);
+        END IF;
+        UPDATE tenantry.tenant_tables r SET hierarchy = adopt_table.hierarchy, sharing = adopt_table.sharing
+        WHERE r.table_id = tbl;
     END IF;
     FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
         EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', part);
     END LOOP;
-    PERFORM tenantry.secure_tenant_table(tbl, hierarchy);
+    PERFORM tenantry.secure_tenant_table(tbl, hierarchy, sharing);
 
     SELECT string_agg(format('%s [%s]: %s (fix: %s)', p.table_name, p.rule, p.problem, p.fix), E'\n')
       INTO problems FROM tenantry.table_problems(tbl) p;
@@ -533,7 +676,7 @@ BEGIN
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, uuid, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
 
 /**
  * Batched backfill, step 1 of 3, for a table that already holds many rows:
@@ -672,6 +815,9 @@ BEGIN
             USING ERRCODE = 'TN403';
     END IF;
     EXECUTE format('DROP TRIGGER IF EXISTS tenantry_keep_tenant_id ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_follow ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_truncated ON %s', tbl);
+    PERFORM tenantry.revoke_table_shares(tbl);
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey', tbl);
     EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', tbl);
     FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
@@ -685,9 +831,208 @@ BEGIN
     DELETE FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
 END
 $$;
-COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: drops tenantry''s policy, trigger and tenant foreign key, switches RLS off, revokes the app roles'' grants and gives the table back to its previous owner. The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted.';
+COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policy, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants and gives the table back to its previous owner. The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted.';
+
+-- -----------------------------------------------------------------------------
+-- Sharing rows of adopted tables (adopt_table(sharing => true)): the guide's
+-- sharing, as for resources. A target reads but never writes (the table's one
+-- policy does not let it near the row; it reads through the fence below);
+-- revoking ends access with the next statement; a deleted tenant's shares, and
+-- the shares made to it, end (tenants_revoke_shares_on_delete); a deleted row
+-- takes its shares with it (shared_rows_follow). Shares are audited and count
+-- toward max_shares (09_limits.sql).
+-- -----------------------------------------------------------------------------
+
+CREATE POLICY shared_rows_no_direct_access ON tenantry.shared_rows
+    AS RESTRICTIVE FOR ALL TO PUBLIC
+    USING (false) WITH CHECK (false);
+COMMENT ON POLICY shared_rows_no_direct_access ON tenantry.shared_rows IS 'Nobody reads or writes the shares of rows under RLS: the table is granted to no role (its target index would let a tenant role probe other tenants'' shares); share_row, unshare_row, shares_of_my_rows and rows_shared_with_me reach it as the owner.';
+
+/** Audits shares of rows made and revoked (by unshare_row, a deleted row or tenant, sharing switched off). */
+CREATE OR REPLACE FUNCTION tenantry.shared_rows_audit()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM tenantry.write_audit(NEW.tenant_id, 'share.created', 'row', NEW.row_id,
+            jsonb_build_object('table', NEW.table_id::text, 'shared_with', NEW.shared_with, 'shared_by', NEW.shared_by));
+    ELSE
+        PERFORM tenantry.write_audit(OLD.tenant_id, 'share.revoked', 'row', OLD.row_id,
+            jsonb_build_object('table', OLD.table_id::text, 'shared_with', OLD.shared_with));
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.shared_rows_audit() IS 'Trigger: audits shares of rows of adopted tables made and revoked (target_type row, target_id the row key, details.table).';
+CREATE OR REPLACE TRIGGER shared_rows_audit
+    AFTER INSERT OR DELETE ON tenantry.shared_rows
+    FOR EACH ROW EXECUTE FUNCTION tenantry.shared_rows_audit();
+
+/**
+ * The owner of a row the caller may share or unshare, row-locked until the end
+ * of the transaction (share and revocation of one row queue), and the row's key
+ * as shares record it. The caller reaches the row as the table's policy lets
+ * it: its own rows, and its descendants' when the table has hierarchy. TN403
+ * without a tenant context; TN422 for a table that is not adopted with
+ * sharing; TN404 for a missing, a foreign and a malformed row id alike.
+ */
+CREATE OR REPLACE FUNCTION tenantry.lock_shareable_row(tbl regclass, row_id text, OUT owner_id uuid, OUT row_key text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    entry tenantry.tenant_tables;
+BEGIN
+    IF tenantry.current_tenant_id() IS NULL THEN
+        RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
+    END IF;
+    SELECT r.* INTO entry FROM tenantry.tenant_tables r WHERE r.table_id = tbl AND r.sharing;
+    IF NOT FOUND OR tenantry.row_key_column(tbl) IS NULL THEN
+        RAISE EXCEPTION 'the rows of % cannot be shared', tbl USING ERRCODE = 'TN422',
+            HINT = 'The table''s migration adopts it with sharing => true.';
+    END IF;
+    BEGIN
+        EXECUTE format('SELECT $1::%s::text', tenantry.row_key_type(tbl)) INTO row_key USING row_id;
+    EXCEPTION WHEN data_exception THEN
+        row_key := NULL;  -- no row has such a key: answered as not found below
+    END;
+    IF row_key IS NOT NULL THEN
+        EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = ANY ($2) FOR UPDATE',
+                       tbl, tenantry.row_key_column(tbl), tenantry.row_key_type(tbl))
+            INTO owner_id
+            USING row_key, CASE WHEN entry.hierarchy THEN tenantry.visible_tenant_ids()
+                                ELSE ARRAY[tenantry.current_tenant_id()] END;
+    END IF;
+    IF owner_id IS NULL THEN
+        RAISE EXCEPTION 'row % of % not found', lock_shareable_row.row_id, tbl USING ERRCODE = 'TN404', HINT = 'row_id';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.lock_shareable_row(regclass, text) IS 'Internal: owner and key of a row of an adopted table with sharing that the current tenant reaches under the table''s policy, row-locked; TN404 for a missing, foreign or malformed id alike, TN422 for a table without sharing, TN403 without a context. Not granted.';
+
+/**
+ * share_resource for a row of an adopted table with sharing: shares the row
+ * (its key after tenant_id, as text) read-only with another active tenant.
+ * The same answers as share_resource: TN404 for a missing and a foreign row
+ * alike, and for a missing and a deleted target alike; TN409 for a suspended
+ * target or an existing share; TN422 for the owner or, with hierarchy, one of
+ * its ancestors; TN429 past max_shares. Audited.
+ */
+CREATE OR REPLACE FUNCTION tenantry.share_row(tbl regclass, row_id text, target_tenant_id uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_row record;
+BEGIN
+    SELECT * INTO found_row FROM tenantry.lock_shareable_row(tbl, share_row.row_id);
+    PERFORM tenantry.check_share_target(found_row.owner_id, target_tenant_id, 'row',
+                                        (SELECT r.hierarchy FROM tenantry.tenant_tables r WHERE r.table_id = tbl));
+    INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with, shared_by)
+    VALUES (found_row.owner_id, tbl, found_row.row_key, target_tenant_id, tenantry.current_user_id())
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'row % of % is already shared with tenant %', share_row.row_id, tbl, target_tenant_id
+            USING ERRCODE = 'TN409', HINT = 'tenant_id';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.share_row(regclass, text, uuid) IS 'Shares a row (by its key after tenant_id) of an adopted table with sharing, read-only, with another active tenant; the row must be the current tenant''s (or, with hierarchy, a descendant''s). TN404 for a missing or foreign row alike and for a missing or deleted target alike, TN409 if already shared, TN429 past max_shares. Audited.';
+GRANT EXECUTE ON FUNCTION tenantry.share_row(regclass, text, uuid) TO tenantry_app;
+
+/** Revokes a share of a row; the target loses it in its next statement. Audited. */
+CREATE OR REPLACE FUNCTION tenantry.unshare_row(tbl regclass, row_id text, target_tenant_id uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    found_row record;
+BEGIN
+    SELECT * INTO found_row FROM tenantry.lock_shareable_row(tbl, unshare_row.row_id);
+    DELETE FROM tenantry.shared_rows s
+    WHERE s.tenant_id = found_row.owner_id AND s.table_id = tbl AND s.row_id = found_row.row_key
+      AND s.shared_with = target_tenant_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'row % of % is not shared with tenant %', unshare_row.row_id, tbl, target_tenant_id
+            USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.unshare_row(regclass, text, uuid) IS 'Revokes a share of a row made by the current tenant (or, with hierarchy, a descendant). TN404 for a missing or foreign row and when there is no such share. Audited.';
+GRANT EXECUTE ON FUNCTION tenantry.unshare_row(regclass, text, uuid) TO tenantry_app;
+
+/**
+ * The shares of the rows the current tenant reaches (its own, and with
+ * hierarchy its descendants'), of one adopted table or all: the owner's view of
+ * shared_rows, as the shares_of_my_resources policy gives it for resources.
+ */
+CREATE OR REPLACE FUNCTION tenantry.shares_of_my_rows(tbl regclass DEFAULT NULL)
+RETURNS TABLE (table_name text, row_id text, tenant_id uuid, shared_with uuid, shared_by uuid, shared_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.table_id::text, s.row_id, s.tenant_id, s.shared_with, s.shared_by, s.shared_at
+    FROM tenantry.tenant_tables r
+    JOIN tenantry.shared_rows s
+      ON s.table_id = r.table_id
+     AND s.tenant_id = ANY (CASE WHEN r.hierarchy THEN tenantry.visible_tenant_ids()
+                                 ELSE ARRAY[tenantry.current_tenant_id()] END)
+    WHERE (shares_of_my_rows.tbl IS NULL OR r.table_id = shares_of_my_rows.tbl)
+    ORDER BY 1, s.tenant_id, s.row_id, s.shared_with
+$$;
+COMMENT ON FUNCTION tenantry.shares_of_my_rows(regclass) IS 'The shares of rows of adopted tables that the current tenant reaches (its own; with hierarchy, its descendants'' too): table, row key, owner, target, who and when. Nothing without a tenant context.';
+GRANT EXECUTE ON FUNCTION tenantry.shares_of_my_rows(regclass) TO tenantry_app;
+
+/**
+ * The guide's tenant_sharing policy for an adopted table, as a fence: the rows
+ * of the table whose type `tbl` is (pass NULL::the_table) shared with the
+ * current tenant, read only, optionally one row by its key. A set-returning
+ * SECURITY DEFINER function is planned apart from the caller's query, so no
+ * condition of the caller reaches its scan: the rows any plan touches are rows
+ * shared with the caller, and EXPLAIN ANALYZE counts nothing foreign. Nothing
+ * without a tenant context; TN422 for a table without sharing.
+ */
+CREATE OR REPLACE FUNCTION tenantry.rows_shared_with_me(tbl anyelement, row_id text DEFAULT NULL)
+RETURNS SETOF anyelement
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := (SELECT NULLIF(t.typrelid, 0)::regclass FROM pg_catalog.pg_type t
+                     WHERE t.oid = pg_catalog.pg_typeof(tbl));
+    key text;
+BEGIN
+    IF rel IS NULL OR tenantry.row_key_column(rel) IS NULL
+       OR NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = rel AND r.sharing) THEN
+        RAISE EXCEPTION 'the rows of % are not shared: pass NULL::<an adopted table with sharing>', pg_catalog.pg_typeof(tbl)
+            USING ERRCODE = 'TN422';
+    END IF;
+    IF tenantry.current_tenant_id() IS NULL THEN
+        RETURN;
+    END IF;
+    IF rows_shared_with_me.row_id IS NOT NULL THEN
+        BEGIN
+            EXECUTE format('SELECT $1::%s::text', tenantry.row_key_type(rel)) INTO key USING rows_shared_with_me.row_id;
+        EXCEPTION WHEN data_exception THEN
+            RETURN;  -- no row has such a key
+        END;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT t.* FROM tenantry.shared_rows s JOIN %s t ON t.tenant_id = s.tenant_id AND t.%I = s.row_id::%s '
+        'WHERE s.shared_with = $1 AND s.table_id = $2 AND ($3::text IS NULL OR s.row_id = $3) '
+        'ORDER BY s.tenant_id, s.row_id',
+        rel, tenantry.row_key_column(rel), tenantry.row_key_type(rel))
+    USING tenantry.current_tenant_id(), rel, key;
+END
+$$;
+COMMENT ON FUNCTION tenantry.rows_shared_with_me(anyelement, text) IS 'Guide policy tenant_sharing for adopted tables, as a fence: SELECT * FROM tenantry.rows_shared_with_me(NULL::invoices) returns the rows of invoices shared with the current tenant (read only), optionally only the row with the given key. No caller condition reaches its scan, so EXPLAIN ANALYZE shows nothing foreign. TN422 for a table without sharing.';
+GRANT EXECUTE ON FUNCTION tenantry.rows_shared_with_me(anyelement, text) TO tenantry_app, tenantry_app_shared;
 
 -- Tables adopted under older definitions get the current ones.
-SELECT tenantry.secure_tenant_table(r.table_id, r.hierarchy)
+SELECT tenantry.secure_tenant_table(r.table_id, r.hierarchy, r.sharing)
 FROM tenantry.tenant_tables r
 JOIN pg_catalog.pg_class c ON c.oid = r.table_id::oid;

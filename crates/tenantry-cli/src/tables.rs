@@ -30,6 +30,11 @@ enum TableCommand {
         /// Ancestors do not reach their descendants' rows.
         #[arg(long)]
         no_hierarchy: bool,
+        /// Tenants may share rows read-only with other tenants (tenantry.share_row);
+        /// the table needs a primary key (tenant_id, <one column>). Without it,
+        /// adopting an adopted table again revokes every share.
+        #[arg(long)]
+        sharing: bool,
         /// Rows already in the table belong to this tenant.
         #[arg(long, conflicts_with = "existing_rows_tenant_expression")]
         existing_rows_tenant: Option<TenantId>,
@@ -66,12 +71,14 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
         TableCommand::Adopt {
             table: name,
             no_hierarchy,
+            sharing,
             existing_rows_tenant,
             existing_rows_tenant_expression,
             pages_per_batch,
         } => {
             let options = AdoptOptions {
                 hierarchy: !no_hierarchy,
+                sharing,
                 existing_rows: match (existing_rows_tenant, existing_rows_tenant_expression) {
                     (Some(t), _) => ExistingRows::Tenant(t),
                     (None, Some(e)) => ExistingRows::Expression(e),
@@ -126,13 +133,21 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
 
 fn print_tables(list: &[TenantTable]) {
     table(
-        &["TABLE", "HIERARCHY", "PREVIOUS OWNER", "ADOPTED AT", "BY"],
+        &[
+            "TABLE",
+            "HIERARCHY",
+            "SHARING",
+            "PREVIOUS OWNER",
+            "ADOPTED AT",
+            "BY",
+        ],
         &list
             .iter()
             .map(|t| {
                 vec![
                     t.table.clone(),
                     t.hierarchy.to_string(),
+                    t.sharing.to_string(),
                     t.previous_owner.clone(),
                     t.adopted_at.to_rfc3339(),
                     t.adopted_by.clone(),

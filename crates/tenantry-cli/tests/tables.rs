@@ -178,3 +178,62 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
     assert!(!out.status.success());
     assert!(text(&out).1.contains("is not an adopted table"));
 }
+
+#[tokio::test]
+async fn table_adopt_with_sharing_records_the_option_and_adopting_again_without_it_revokes_every_share(
+) {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    let (a, b): (uuid::Uuid, uuid::Uuid) = (
+        su.query_one("SELECT tenantry.create_tenant('a')", &[])
+            .await
+            .unwrap()
+            .get(0),
+        su.query_one("SELECT tenantry.create_tenant('b')", &[])
+            .await
+            .unwrap()
+            .get(0),
+    );
+    su.batch_execute(
+        "CREATE TABLE public.docs (tenant_id uuid NOT NULL, id bigint NOT NULL, PRIMARY KEY (tenant_id, id))",
+    )
+    .await
+    .unwrap();
+    let url = db.superuser_url();
+    let out = run(
+        &url,
+        &["table", "adopt", "docs", "--sharing", "--json"],
+        &[],
+    );
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let adopted: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(adopted["sharing"], true, "{adopted}");
+    let out = run(&url, &["table", "list"], &[]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("SHARING"), "{stdout}");
+
+    // a shares a row with b, as the server's role would.
+    let app = db.server_client().await;
+    app.batch_execute(&format!(
+        "SET ROLE tenantry_app; BEGIN; SELECT tenantry.set_tenant_context_local('{a}');
+         INSERT INTO public.docs (id) VALUES (1);
+         SELECT tenantry.share_row('public.docs', '1', '{b}'); COMMIT;"
+    ))
+    .await
+    .unwrap();
+    let shares = || async {
+        su.query_one("SELECT count(*) FROM tenantry.shared_rows", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(shares().await, 1);
+
+    let out = run(&url, &["table", "adopt", "docs", "--json"], &[]);
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let adopted: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(adopted["sharing"], false, "{adopted}");
+    assert_eq!(shares().await, 0);
+}

@@ -19,6 +19,8 @@ pub struct TenantTable {
     pub table: String,
     /// Ancestors reach their descendants' rows too.
     pub hierarchy: bool,
+    /// Tenants may share rows read-only with other tenants (`tenantry.share_row`).
+    pub sharing: bool,
     /// Who owned the table before; `release_table` gives it back to them.
     pub previous_owner: String,
     /// When it was first adopted.
@@ -32,15 +34,16 @@ impl TenantTable {
         Self {
             table: row.get(0),
             hierarchy: row.get(1),
-            previous_owner: row.get(2),
-            adopted_at: row.get(3),
-            adopted_by: row.get(4),
+            sharing: row.get(2),
+            previous_owner: row.get(3),
+            adopted_at: row.get(4),
+            adopted_by: row.get(5),
         }
     }
 }
 
 const TABLE_COLUMNS: &str =
-    "table_id::text, hierarchy, previous_owner::text, adopted_at, adopted_by::text";
+    "table_id::text, hierarchy, sharing, previous_owner::text, adopted_at, adopted_by::text";
 
 /// A rule an adopted table breaks, with the SQL that fixes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,6 +75,11 @@ pub enum ExistingRows {
 pub struct AdoptOptions {
     /// Ancestors reach their descendants' rows (default true).
     pub hierarchy: bool,
+    /// Tenants may share single rows read-only with other tenants
+    /// (`tenantry.share_row`, read through `tenantry.rows_shared_with_me`);
+    /// the table needs a primary key `(tenant_id, <one column>)`. Default
+    /// false; adopting again with false revokes every share.
+    pub sharing: bool,
     /// Rows already in the table without a tenant.
     pub existing_rows: ExistingRows,
     /// Pages per committed batch of the backfill (default 1000, about 8 MB).
@@ -82,6 +90,7 @@ impl Default for AdoptOptions {
     fn default() -> Self {
         Self {
             hierarchy: true,
+            sharing: false,
             existing_rows: ExistingRows::Refuse,
             pages_per_batch: 1000,
         }
@@ -162,8 +171,10 @@ pub async fn adopt_table(
     }
     let row = client
         .query_one(
-            &format!("SELECT {TABLE_COLUMNS} FROM tenantry.adopt_table($1::text::regclass, $2)"),
-            &[&table, &options.hierarchy],
+            &format!(
+                "SELECT {TABLE_COLUMNS} FROM tenantry.adopt_table($1::text::regclass, hierarchy => $2, sharing => $3)"
+            ),
+            &[&table, &options.hierarchy, &options.sharing],
         )
         .await?;
     Ok(TenantTable::from_row(&row))

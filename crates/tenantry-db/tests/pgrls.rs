@@ -70,7 +70,8 @@ const fn subtree_read(table: &'static str, policy: &'static str) -> ByDesign {
     }
 }
 
-const fn resources_own(table: &'static str) -> ByDesign {
+/// `tenant_isolation` of resources and its partitions, and of every table adopted with hierarchy.
+const fn own_subtree(table: &'static str) -> ByDesign {
     ByDesign {
         table,
         policy: "tenant_isolation",
@@ -103,9 +104,13 @@ const BY_DESIGN: &[ByDesign] = &[
     },
     // The partitioned parent, its pooled partition (once it carries the parent's policies)
     // and every schema-isolated tenant's partition.
-    resources_own("tenantry.resources"),
-    resources_own("tenantry.resources_pooled"),
-    resources_own("tenant_<hex>.resources"),
+    own_subtree("tenantry.resources"),
+    own_subtree("tenantry.resources_pooled"),
+    own_subtree("tenant_<hex>.resources"),
+    // The tables of the team's own that database() adopts with hierarchy (adopt_table makes the
+    // very policy resources has); public.notes, adopted without hierarchy, must be proven.
+    own_subtree("public.projects"),
+    own_subtree("public.invoices"),
     ByDesign {
         table: "tenantry.tenants",
         policy: "admin_all_tenants",
@@ -178,7 +183,10 @@ fn pgrls() -> PathBuf {
 }
 
 /// A fresh migrated database holding one schema-isolated tenant (so its run-time partition is
-/// checked too), with the schemas to scan: `tenantry` and that tenant's `tenant_<hex>`.
+/// checked too) and three tables of a team's own adopted with `tenantry.adopt_table` (with
+/// hierarchy; with hierarchy and sharing; with sharing only), so what adoption makes is proven
+/// too, with the
+/// schemas to scan: `tenantry`, that tenant's `tenant_<hex>` and `public`.
 async fn database() -> (TestDatabase, Client, Vec<String>) {
     let db = TestDatabase::new().await;
     let client = db.superuser_client().await;
@@ -190,10 +198,24 @@ async fn database() -> (TestDatabase, Client, Vec<String>) {
         )
         .await
         .expect("creating a schema-isolated tenant");
+    client
+        .batch_execute(
+            "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                           name text NOT NULL, PRIMARY KEY (tenant_id, id));
+             SELECT tenantry.adopt_table('public.projects');
+             CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id bigserial, amount numeric NOT NULL,
+                                           PRIMARY KEY (tenant_id, id));
+             SELECT tenantry.adopt_table('public.invoices', hierarchy => true, sharing => true);
+             CREATE TABLE public.notes (tenant_id uuid NOT NULL, id uuid NOT NULL, body text,
+                                        PRIMARY KEY (tenant_id, id));
+             SELECT tenantry.adopt_table('public.notes', hierarchy => false, sharing => true);",
+        )
+        .await
+        .expect("adopting tables of the team's own");
     let schemas: Vec<String> = client
         .query(
             "SELECT nspname FROM pg_namespace
-             WHERE nspname = 'tenantry'
+             WHERE nspname IN ('tenantry', 'public')
                 OR nspname IN (SELECT schema_name FROM tenantry.tenants WHERE isolation = 'schema')
              ORDER BY nspname <> 'tenantry', nspname",
             &[],
@@ -205,8 +227,8 @@ async fn database() -> (TestDatabase, Client, Vec<String>) {
         .collect();
     assert_eq!(
         schemas.len(),
-        2,
-        "expected tenantry and one tenant schema: {schemas:?}"
+        3,
+        "expected tenantry, public and one tenant schema: {schemas:?}"
     );
     (db, client, schemas)
 }

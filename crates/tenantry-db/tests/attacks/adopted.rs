@@ -1,16 +1,19 @@
-//! The attacks on `resources`, repeated on a table of the team's own adopted with `tenantry.adopt_table` (issue 11): foreign ids, forged and moved tenants, ON CONFLICT, leaky functions, COPY, statistics and the hierarchy, all as the server's roles.
+//! The attacks on `resources`, repeated on a table of the team's own adopted with `tenantry.adopt_table` with hierarchy and sharing on (issue 11): foreign ids, forged and moved tenants, ON CONFLICT, leaky functions, COPY, statistics, the hierarchy, sharing rows (missing and deleted targets, foreign rows, what a target can do, revocation) and EXPLAIN ANALYZE, all as the server's roles.
 
 use futures_util::{pin_mut, TryStreamExt};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::common::{count, create_tenant, exec, strings};
-use crate::helpers::{app, begin_as, commit, fails, rollback, same_failure};
+use crate::common::{count, create_tenant, exec, set_status, strings};
+use crate::helpers::{app, begin_as, commit, denied, fails, rollback, same_failure};
+use crate::oracle::{assert_no_oracle, probe, range};
 use tenantry_db::testing::TestDatabase;
 
-/// Tenants a (with a child), b; an adopted `public.invoices` holding one row each.
+/// Tenants a (with a child), b; an adopted `public.invoices` (hierarchy and
+/// sharing on) holding one row each.
 struct Adopted {
     tdb: TestDatabase,
+    admin: Client,
     app: Client,
     a: Uuid,
     child: Uuid,
@@ -33,7 +36,7 @@ async fn adopted() -> Adopted {
              amount    numeric NOT NULL DEFAULT 0,
              PRIMARY KEY (tenant_id, id),
              UNIQUE (tenant_id, number));
-         SELECT tenantry.adopt_table('public.invoices');",
+         SELECT tenantry.adopt_table('public.invoices', hierarchy => true, sharing => true);",
     )
     .await;
     let admin = tdb.server_client().await;
@@ -58,6 +61,7 @@ async fn adopted() -> Adopted {
     }
     Adopted {
         tdb,
+        admin,
         app,
         a,
         child,
@@ -310,4 +314,280 @@ async fn the_hierarchy_on_an_adopted_table_reaches_descendants_never_parents_or_
         count(&w.app, "SELECT count(*) FROM public.invoices").await,
         0
     );
+}
+
+/// All invoice numbers `t` reads: its subtree's from the table, and those
+/// shared with it through the fence.
+const READABLE_NUMBERS: &str = "SELECT number FROM public.invoices
+     UNION ALL SELECT number FROM tenantry.rows_shared_with_me(NULL::public.invoices) ORDER BY 1";
+
+async fn readable_numbers(c: &Client, t: Uuid) -> Vec<String> {
+    begin_as(c, t).await;
+    let v = strings(c, READABLE_NUMBERS).await;
+    commit(c).await;
+    v
+}
+
+/// `owner` shares invoice `row` with `target`, in its own transaction.
+async fn share_row(c: &Client, owner: Uuid, row: Uuid, target: Uuid) {
+    begin_as(c, owner).await;
+    exec(
+        c,
+        &format!("SELECT tenantry.share_row('public.invoices', '{row}', '{target}')"),
+    )
+    .await;
+    commit(c).await;
+}
+
+#[tokio::test]
+async fn sharing_a_row_of_an_adopted_table_with_a_missing_or_deleted_tenant_gives_the_same_not_found(
+) {
+    let w = adopted().await;
+    let gone = create_tenant(&w.admin, "gone", None).await;
+    set_status(&w.admin, gone, "deleted").await;
+    begin_as(&w.app, w.a).await;
+    exec(&w.app, "SAVEPOINT s").await;
+    let code = same_failure(&w.app, gone, Uuid::new_v4(), |t| {
+        format!(
+            "ROLLBACK TO SAVEPOINT s; SELECT tenantry.share_row('public.invoices', '{}', '{t}')",
+            w.ia
+        )
+    })
+    .await;
+    assert_eq!(code, "TN404");
+    rollback(&w.app).await;
+    begin_as(&w.app, w.a).await;
+    assert_eq!(
+        count(&w.app, "SELECT count(*) FROM tenantry.shares_of_my_rows()").await,
+        0
+    );
+    commit(&w.app).await;
+}
+
+#[tokio::test]
+async fn sharing_or_unsharing_a_foreign_row_of_an_adopted_table_fails_exactly_like_a_missing_one() {
+    let w = adopted().await;
+    let c = create_tenant(&w.admin, "c", None).await;
+    begin_as(&w.app, w.a).await;
+    exec(&w.app, "SAVEPOINT s").await;
+    for function in ["share_row", "unshare_row"] {
+        let code = same_failure(&w.app, w.ib, Uuid::new_v4(), |row| {
+            format!(
+                "ROLLBACK TO SAVEPOINT s; SELECT tenantry.{function}('public.invoices', '{row}', '{c}')"
+            )
+        })
+        .await;
+        assert_eq!(code, "TN404", "{function}");
+    }
+    // A malformed id cannot exist anywhere: not found too, not a cast error.
+    exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;
+    denied(
+        &w.app,
+        &format!("SELECT tenantry.share_row('public.invoices', 'not-a-uuid', '{c}')"),
+        "TN404",
+    )
+    .await;
+    rollback(&w.app).await;
+    assert_eq!(readable_numbers(&w.app, c).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_share_target_reads_a_shared_row_of_an_adopted_table_but_cannot_write_reshare_or_unshare_it(
+) {
+    let w = adopted().await;
+    let c = create_tenant(&w.admin, "c", None).await;
+    share_row(&w.app, w.b, w.ib, w.a).await;
+    // The target reads it through the fence only; its descendants do not.
+    assert_eq!(readable_numbers(&w.app, w.a).await, ["A-1", "B-1", "C-1"]);
+    assert_eq!(numbers_seen_by(&w.app, w.a).await, ["A-1", "C-1"]);
+    assert_eq!(readable_numbers(&w.app, w.child).await, ["C-1"]);
+    begin_as(&w.app, w.a).await;
+    exec(&w.app, "SAVEPOINT s").await;
+    for sql in [
+        format!(
+            "UPDATE public.invoices SET amount = 0 WHERE id = '{}'",
+            w.ib
+        ),
+        format!("DELETE FROM public.invoices WHERE id = '{}'", w.ib),
+    ] {
+        assert_eq!(w.app.execute(&sql, &[]).await.unwrap(), 0, "{sql}");
+    }
+    denied(
+        &w.app,
+        &format!(
+            "SELECT tenantry.share_row('public.invoices', '{}', '{c}')",
+            w.ib
+        ),
+        "TN404",
+    )
+    .await;
+    exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;
+    denied(
+        &w.app,
+        &format!(
+            "SELECT tenantry.unshare_row('public.invoices', '{}', '{}')",
+            w.ib, w.a
+        ),
+        "TN404",
+    )
+    .await;
+    exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;
+    // The share records are no tenant role's to read or write directly.
+    for sql in [
+        "SELECT count(*) FROM tenantry.shared_rows",
+        "DELETE FROM tenantry.shared_rows",
+    ] {
+        denied(&w.app, sql, "42501").await;
+        exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;
+    }
+    // Writing through the fence's result is no way in either.
+    denied(
+        &w.app,
+        "UPDATE tenantry.rows_shared_with_me(NULL::public.invoices) SET amount = 0",
+        "42601",
+    )
+    .await;
+    rollback(&w.app).await;
+    let su = w.tdb.superuser_client().await;
+    assert_eq!(
+        strings(
+            &su,
+            &format!(
+                "SELECT amount::text FROM public.invoices WHERE id = '{}'",
+                w.ib
+            )
+        )
+        .await,
+        ["10"]
+    );
+    assert_eq!(readable_numbers(&w.app, c).await, Vec::<String>::new());
+    assert_eq!(readable_numbers(&w.app, w.a).await, ["A-1", "B-1", "C-1"]);
+}
+
+#[tokio::test]
+async fn revoking_a_share_of_an_adopted_row_hides_it_from_the_next_statement_of_an_open_reader() {
+    let w = adopted().await;
+    share_row(&w.app, w.b, w.ib, w.a).await;
+    let reader = app(&w.tdb).await;
+    begin_as(&reader, w.a).await;
+    assert_eq!(
+        strings(&reader, READABLE_NUMBERS).await,
+        ["A-1", "B-1", "C-1"]
+    );
+    begin_as(&w.app, w.b).await;
+    exec(
+        &w.app,
+        &format!(
+            "SELECT tenantry.unshare_row('public.invoices', '{}', '{}')",
+            w.ib, w.a
+        ),
+    )
+    .await;
+    commit(&w.app).await;
+    assert_eq!(
+        strings(&reader, READABLE_NUMBERS).await,
+        ["A-1", "C-1"],
+        "the reader's next statement no longer sees it"
+    );
+    assert_eq!(
+        count(
+            &reader,
+            &format!(
+                "SELECT count(*) FROM tenantry.rows_shared_with_me(NULL::public.invoices, '{}')",
+                w.ib
+            )
+        )
+        .await,
+        0
+    );
+    commit(&reader).await;
+}
+
+#[tokio::test]
+async fn explain_analyze_on_an_adopted_table_with_sharing_answers_alike_for_a_foreign_row_that_exists_and_one_that_does_not(
+) {
+    let w = adopted().await;
+    let (a, b, app) = (w.a, w.b, &w.app);
+    // The victim b: many rows with a common number prefix, one shared with a
+    // third tenant and one with the attacker (so the attacker reads under the
+    // sharing rules too).
+    let mut rows = Vec::new();
+    begin_as(app, b).await;
+    for i in 0..30 {
+        let id: Uuid = app
+            .query_one(
+                "INSERT INTO public.invoices (number, amount) VALUES ($1, $2::int) RETURNING id",
+                &[&format!("B-secret-{i:02}"), &i],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        rows.push(id);
+    }
+    commit(app).await;
+    let c = create_tenant(&w.admin, "c", None).await;
+    share_row(app, b, rows[3], c).await;
+    share_row(app, b, rows[5], a).await;
+    // A victim that shares with someone else only: the fence returns none of
+    // its rows to the attacker, whatever the attacker filters on.
+    let d = create_tenant(&w.admin, "d", None).await;
+    begin_as(app, d).await;
+    let d_row: Uuid = app
+        .query_one(
+            "INSERT INTO public.invoices (number) VALUES ('D-1') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(app).await;
+    share_row(app, d, d_row, c).await;
+    exec(&w.tdb.superuser_client().await, "ANALYZE").await;
+    assert_eq!(
+        readable_numbers(app, a).await,
+        ["A-1", "B-secret-05", "C-1"]
+    );
+
+    let missing = Uuid::new_v4;
+    let fence = "tenantry.rows_shared_with_me(NULL::public.invoices)";
+    let probes = [
+        // A foreign row's id: not shared, shared with someone else, shared with the attacker.
+        probe("SELECT id FROM public.invoices WHERE id = $1", "uuid", w.ib, missing()),
+        probe("SELECT id FROM public.invoices WHERE id = $1", "uuid", rows[3], missing()),
+        probe("SELECT id FROM public.invoices WHERE id = $1", "uuid", rows[5], missing()),
+        // A tenant's row count, through its tenant_id.
+        probe("SELECT id FROM public.invoices WHERE tenant_id = $1", "uuid", b, missing()),
+        // Numbers and ranges of numbers (what a binary search needs).
+        probe("SELECT id FROM public.invoices WHERE number = $1", "text", "B-secret-07", "B-secret-99"),
+        range(
+            "SELECT id FROM public.invoices WHERE number >= $1 AND number < 'B-secret-1'",
+            "text",
+            "B-secret-0",
+            "B-secret-0~",
+        ),
+        range("SELECT id FROM public.invoices WHERE number LIKE $1", "text", "B-secret-0%", "B-secret-x%"),
+        range(
+            "SELECT id FROM public.invoices WHERE tenant_id = $1 AND number >= 'B-s' AND number < 'B-t'",
+            "uuid",
+            b,
+            missing(),
+        ),
+        // Through the fence: a row shared with someone else, filtered by the
+        // caller outside or by the fence's own key argument.
+        probe(&format!("SELECT number FROM {fence} WHERE id = $1"), "uuid", rows[3], missing()),
+        probe(&format!("SELECT number FROM {fence} WHERE tenant_id = $1"), "uuid", d, missing()),
+        probe(&format!("SELECT number FROM {fence} WHERE id = $1"), "uuid", d_row, missing()),
+        probe(&format!("SELECT number FROM {fence} WHERE number = $1"), "text", "B-secret-03", "B-secret-99"),
+        probe(
+            "SELECT number FROM tenantry.rows_shared_with_me(NULL::public.invoices, $1)",
+            "text",
+            rows[3],
+            missing(),
+        ),
+        // Shares of a foreign row, by a foreign owner, to a foreign target.
+        probe("SELECT 1 FROM tenantry.shares_of_my_rows() WHERE row_id = $1", "text", rows[3], missing()),
+        probe("SELECT 1 FROM tenantry.shares_of_my_rows() WHERE shared_with = $1", "uuid", c, missing()),
+        probe("SELECT 1 FROM tenantry.shared_rows WHERE shared_with = $1", "uuid", c, missing()),
+    ];
+    assert_no_oracle(app, a, &probes).await;
 }

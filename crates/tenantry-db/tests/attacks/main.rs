@@ -15,6 +15,7 @@ mod hierarchy;
 mod keys_and_roles;
 mod leaks;
 mod objects;
+mod oracle;
 mod schemas;
 mod shared_state;
 mod sharing;

@@ -207,7 +207,9 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     // The exception: the adopted-table functions (10_tables.sql) print
     // relations they hold as `regclass`, whose text form PostgreSQL quotes
     // itself (schema-qualified, each part quoted as needed); they take no
-    // identifier as text.
+    // identifier as text. rows_shared_with_me takes its relation as the row
+    // type of its argument and holds it as regclass too; the key column's type
+    // is spliced as format_type() prints it, which quotes it as well.
     let offenders = strings(
         &server,
         "SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -216,8 +218,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                 OR p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('adopt_table', 'release_table', 'check_adoptable', 'secure_tenant_table',
                                   'table_problems', 'backfill_prepare', 'backfill_validate',
-                                  'backfill_tenant_id_pages')
-                    AND 'regclass'::regtype = ANY (p.proargtypes::regtype[])
+                                  'backfill_tenant_id_pages', 'lock_shareable_row', 'rows_shared_with_me')
+                    AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')",
     )
     .await;
@@ -445,10 +447,14 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "resources_shared_with_me",
             "revoke_api_key",
             "rotate_api_key",
+            "rows_shared_with_me",
             "set_tenant_context",
             "set_tenant_context_local",
             "share_resource",
+            "share_row",
+            "shares_of_my_rows",
             "unshare_resource",
+            "unshare_row",
             "verify_api_key_hash",
         ]
     );
@@ -465,7 +471,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
     // The narrow "shared with me" role reads through the fence only.
     assert_eq!(
         executable_by(&server, "tenantry_app_shared").await,
-        ["resources_shared_with_me"]
+        ["resources_shared_with_me", "rows_shared_with_me"]
     );
     for role in [
         "tenantry_server",
@@ -493,6 +499,8 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         "SELECT tenantry.create_tenant('x')".to_owned(),
         "SELECT tenantry.ensure_request_log_partitions(1)".to_owned(),
         "SELECT tenantry.drop_request_log_partitions('0')".to_owned(),
+        "SELECT tenantry.lock_shareable_row('tenantry.tenants', '1')".to_owned(),
+        "SELECT tenantry.revoke_table_shares('tenantry.tenants')".to_owned(),
     ] {
         denied(&app, &sql, "42501").await;
     }

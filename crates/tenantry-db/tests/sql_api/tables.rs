@@ -5,7 +5,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::{
-    common::{count, create_tenant, describe, exec, strings},
+    common::{count, create_tenant, describe, exec, set_status, strings},
     helpers::{admin, app, denied, set_context},
 };
 
@@ -548,4 +548,238 @@ async fn a_table_in_a_schema_of_its_own_is_reachable_by_the_app_once_adopted() {
         strings(&m, "SELECT rule || ': ' || fix FROM table_problems()").await,
         ["schema_usage: GRANT USAGE ON SCHEMA crm TO tenantry_owner, tenantry_app_own;"]
     );
+}
+
+/// `tenant`'s shares of rows as `table row -> target`, read through shares_of_my_rows().
+async fn shares_of(app: &Client, tenant: Uuid) -> Vec<String> {
+    set_context(app, tenant).await;
+    strings(
+        app,
+        "SELECT table_name || ' ' || row_id || ' -> ' || shared_with FROM shares_of_my_rows() ORDER BY 1",
+    )
+    .await
+}
+
+/// Audit events about shares of rows of `tenant`, oldest first, as `action row`.
+async fn share_audit(admin: &Client, tenant: Uuid) -> Vec<String> {
+    admin
+        .query(
+            "SELECT action || ' ' || target_id FROM tenantry.audit_log
+              WHERE tenant_id = $1 AND target_type = 'row' ORDER BY audit_id",
+            &[&tenant],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn sharing_rows_of_an_adopted_table_is_recorded_audited_limited_and_ends_with_the_row_the_tenant_or_the_option(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, app, admin) = (migrator(&tdb).await, app(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    let c = create_tenant(&admin, "c", None).await;
+    admin
+        .execute(
+            "UPDATE tenantry.tenants SET settings = settings || '{\"max_shares\": 2}' WHERE tenant_id = $1",
+            &[&a],
+        )
+        .await
+        .unwrap();
+    exec(
+        &m,
+        "CREATE TABLE docs (tenant_id uuid NOT NULL, id bigint NOT NULL, title text,
+                            PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('docs', sharing => true);",
+    )
+    .await;
+    assert_eq!(
+        strings(&m, "SELECT sharing::text FROM tenant_tables").await,
+        ["true"]
+    );
+    exec(&app, "SET search_path = public, tenantry").await;
+    set_context(&app, a).await;
+    exec(
+        &app,
+        "INSERT INTO docs (id, title) VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+    )
+    .await;
+    // Rows are named by their key as its type writes it: '01' is row 1.
+    exec(&app, &format!("SELECT share_row('docs', '01', '{b}')")).await;
+    denied(
+        &app,
+        &format!("SELECT share_row('docs', '1', '{b}')"),
+        "TN409",
+    )
+    .await;
+    exec(&app, &format!("SELECT share_row('docs', '2', '{c}')")).await;
+    // Shares of rows count toward max_shares with shares of resources.
+    let message = denied(
+        &app,
+        &format!("SELECT share_row('docs', '3', '{b}')"),
+        "TN429",
+    )
+    .await;
+    assert!(message.contains("at most 2 shares"), "{message}");
+    assert_eq!(
+        shares_of(&app, a).await,
+        [
+            format!("public.docs 1 -> {b}"),
+            format!("public.docs 2 -> {c}")
+        ]
+    );
+    set_context(&app, b).await;
+    assert_eq!(
+        strings(&app, "SELECT title FROM rows_shared_with_me(NULL::docs)").await,
+        ["one"]
+    );
+    assert_eq!(shares_of(&app, b).await, Vec::<String>::new());
+
+    // A deleted row takes its share with it; so does a deleted tenant.
+    set_context(&app, a).await;
+    exec(&app, "DELETE FROM docs WHERE id = 1").await;
+    set_context(&app, b).await;
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM rows_shared_with_me(NULL::docs)").await,
+        0
+    );
+    set_status(&admin, c, "deleted").await;
+    assert_eq!(shares_of(&app, a).await, Vec::<String>::new());
+    assert_eq!(
+        count(
+            &m,
+            &format!("SELECT shares::bigint FROM tenant_limit_usage WHERE tenant_id = '{a}'")
+        )
+        .await,
+        0
+    );
+    // A key changed under a share ends it too (a new row under the old key is not shared).
+    set_context(&app, a).await;
+    exec(&app, &format!("SELECT share_row('docs', '2', '{b}')")).await;
+    exec(&app, "UPDATE docs SET id = 20 WHERE id = 2").await;
+    exec(&app, "INSERT INTO docs (id, title) VALUES (2, 'new two')").await;
+    assert_eq!(shares_of(&app, a).await, Vec::<String>::new());
+
+    // Switching sharing off revokes every share, and the fence refuses the table.
+    exec(&app, &format!("SELECT share_row('docs', '3', '{b}')")).await;
+    exec(&m, "SELECT adopt_table('docs', sharing => false)").await;
+    assert_eq!(shares_of(&app, a).await, Vec::<String>::new());
+    set_context(&app, b).await;
+    denied(
+        &app,
+        "SELECT * FROM rows_shared_with_me(NULL::docs)",
+        "TN422",
+    )
+    .await;
+    set_context(&app, a).await;
+    denied(
+        &app,
+        &format!("SELECT share_row('docs', '3', '{b}')"),
+        "TN422",
+    )
+    .await;
+
+    // TRUNCATE and release_table revoke them too.
+    exec(&m, "SELECT adopt_table('docs', sharing => true)").await;
+    exec(&app, &format!("SELECT share_row('docs', '3', '{b}')")).await;
+    exec(&m, "TRUNCATE docs").await;
+    assert_eq!(shares_of(&app, a).await, Vec::<String>::new());
+    exec(&app, "INSERT INTO docs (id, title) VALUES (3, 'again')").await;
+    exec(&app, &format!("SELECT share_row('docs', '3', '{b}')")).await;
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    exec(&m, "SELECT release_table('docs')").await;
+    assert_eq!(count(&m, "SELECT count(*) FROM shared_rows").await, 0);
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'docs'::regclass"
+        )
+        .await,
+        Vec::<String>::new()
+    );
+
+    // Every share made and every one that ended is in the owner's audit trail.
+    assert_eq!(
+        share_audit(&admin, a).await,
+        [
+            "share.created 1",
+            "share.created 2",
+            "share.revoked 1",
+            "share.revoked 2",
+            "share.created 2",
+            "share.revoked 2",
+            "share.created 3",
+            "share.revoked 3",
+            "share.created 3",
+            "share.revoked 3",
+            "share.created 3",
+            "share.revoked 3",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn adopting_with_sharing_refuses_a_table_whose_rows_have_no_key_after_tenant_id_and_changes_nothing(
+) {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE versions (tenant_id uuid NOT NULL, id uuid NOT NULL, version int NOT NULL,
+                                PRIMARY KEY (tenant_id, id, version));
+         CREATE TABLE loose (tenant_id uuid NOT NULL, body text);",
+    )
+    .await;
+    for table in ["versions", "loose"] {
+        let before = table_state(&m, table).await;
+        let message = denied(
+            &m,
+            &format!("SELECT adopt_table('{table}', sharing => true)"),
+            "TN422",
+        )
+        .await;
+        assert!(
+            message.contains("primary key is not (tenant_id, <one column>)"),
+            "{message}"
+        );
+        assert_eq!(table_state(&m, table).await, before);
+    }
+}
+
+#[tokio::test]
+async fn the_doctor_checks_what_sharing_adds_and_adopting_again_repairs_it() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE docs (tenant_id uuid NOT NULL, id uuid NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('docs', sharing => true);
+         ALTER TABLE docs DISABLE TRIGGER tenantry_shared_rows_follow;
+         DROP TRIGGER tenantry_shared_rows_truncated ON docs;",
+    )
+    .await;
+    let problems =
+        || async { strings(&m, "SELECT rule || ': ' || fix FROM table_problems()").await };
+    assert_eq!(
+        problems().await,
+        ["sharing_triggers: SELECT tenantry.adopt_table('public.docs', hierarchy => true, sharing => true);"]
+    );
+    for fix in strings(&m, "SELECT fix FROM table_problems()").await {
+        exec(&m, &fix).await;
+    }
+    assert!(problems().await.is_empty());
+    // A key the shares can no longer name rows by.
+    exec(
+        &m,
+        "ALTER TABLE docs ADD COLUMN v int NOT NULL DEFAULT 0, DROP CONSTRAINT docs_pkey, ADD PRIMARY KEY (tenant_id, id, v)",
+    )
+    .await
+    ;
+    let found = problems().await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("sharing_key: "), "{found:?}");
 }
