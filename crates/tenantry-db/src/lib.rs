@@ -16,6 +16,8 @@
 //!   rolled it back ([`RetryPolicy`]);
 //! - domain operations on those scopes: tenants (with typed [`TenantSettings`]),
 //!   resources and sharing, members, roles and permissions, API keys, usage and audit;
+//! - `local` (feature `embedded`): the embedded default, a private PostgreSQL
+//!   started in a data directory with the `tenantry` database provisioned;
 //! - [`tables`]: the team's own tables made tenant tables (adopt, release, the doctor),
 //!   and typed access to them in a scope: [`TenantScope::query`], `query_one`,
 //!   `query_opt` and `execute`, rows read through [`FromRow`], statements as [`Sql`].
@@ -38,6 +40,8 @@ mod database;
 mod error;
 mod ids;
 mod keys;
+#[cfg(feature = "embedded")]
+pub mod local;
 pub mod migrate;
 pub mod provision;
 mod resources;
