@@ -10,7 +10,8 @@ use tenantry_db::local::{LocalCluster, DEFAULT_DATA_DIR};
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
         )
         .init();
     let data_dir = std::env::var_os("TENANTRY_DATA_DIR")
