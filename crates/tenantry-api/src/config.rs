@@ -3,9 +3,10 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tenantry_db::StatementMode;
+
+/// The admin token's hash (tenant routes must tell it apart, so it lives with them).
+pub use tenantry_axum::AdminToken;
 
 /// A string that never appears in Debug output or logs.
 #[derive(Clone, Deserialize)]
@@ -26,33 +27,6 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
-    }
-}
-
-/// The admin token, kept only as its SHA-256 and compared in constant time.
-#[derive(Clone)]
-pub struct AdminToken([u8; 32]);
-
-impl AdminToken {
-    /// From the token text.
-    pub fn new(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
-    }
-    /// Whether `presented` is the token.
-    pub fn matches(&self, presented: &str) -> bool {
-        let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        h.ct_eq(&self.0).into()
-    }
-    /// A new random token: `tadm_` and 64 hex digits.
-    pub fn generate() -> String {
-        let bytes: [u8; 32] = rand::random();
-        format!("tadm_{}", hex::encode(bytes))
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(***)")
     }
 }
 

@@ -2,16 +2,15 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{extract::DefaultBodyLimit, middleware, Router};
+use axum::{extract::DefaultBodyLimit, Router};
+use tenantry_axum::{Tenantry, TenantryConfig};
 use tenantry_db::Database;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
-    auth::{KeyCache, RateLimits},
     config::{AdminToken, Settings},
     error::{ApiError, ProblemCode},
     openapi,
-    request_log::RequestLog,
     state::AppState,
     telemetry,
 };
@@ -19,12 +18,7 @@ use crate::{
 /// The whole router: `/v1` API, system routes, OpenAPI and docs, problem+json fallbacks.
 pub fn router(state: AppState, body_limit: usize) -> Router {
     let (api, openapi) = openapi::api_router().split_for_parts();
-    let api = api
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            telemetry::observe,
-        ))
-        .with_state(state);
+    let api = api.route_layer(state.tenantry.layer()).with_state(state);
     api.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::new(ProblemCode::RouteNotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -49,7 +43,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    log: RequestLog,
+    tenantry: Tenantry,
     log_task: JoinHandle<()>,
     maintenance: JoinHandle<()>,
     grace: Duration,
@@ -63,20 +57,18 @@ impl Application {
         db: Database,
         admin_token: &str,
     ) -> std::io::Result<Self> {
-        let (mut log, log_task) = RequestLog::start(
-            db.clone(),
-            settings.request_log_queue,
-            settings.request_log_batch,
-        );
-        if !settings.request_log {
-            log = log.disabled();
-        }
+        let config = TenantryConfig {
+            key_cache_ttl: settings.key_cache_ttl(),
+            request_log: settings.request_log,
+            request_log_queue: settings.request_log_queue,
+            request_log_batch: settings.request_log_batch,
+        };
+        let (tenantry, log_task) = Tenantry::start(db.clone(), &config);
+        let tenantry = tenantry.with_admin_token(AdminToken::new(admin_token));
         let state = AppState {
             db: db.clone(),
             admin_token: Arc::new(AdminToken::new(admin_token)),
-            keys: Arc::new(KeyCache::new(settings.key_cache_ttl())),
-            limits: Arc::new(RateLimits::default()),
-            log: log.clone(),
+            tenantry: tenantry.clone(),
         };
         telemetry::prometheus();
         let router = router(state, settings.body_limit_bytes);
@@ -85,7 +77,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
-            log,
+            tenantry,
             log_task,
             maintenance,
             grace: Duration::from_secs(settings.shutdown_grace_secs),
@@ -125,7 +117,7 @@ impl Application {
         }
         self.maintenance.abort();
         // The router (and every sender clone in it) is gone: the flusher drains and ends.
-        drop(self.log);
+        drop(self.tenantry);
         if tokio::time::timeout(Duration::from_secs(30), self.log_task)
             .await
             .is_err()

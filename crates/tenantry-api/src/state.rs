@@ -1,21 +1,23 @@
-//! What every request shares: the pool, the admin token, the key cache, rate limiters and the request log. Built once by [`crate::startup`]; read by extractors and handlers.
+//! What every request shares: the pool of the admin routes and probes, the admin token, and [`Tenantry`] (key cache, rate limiters, request log: what tenant routes share with any application built on `tenantry-axum`). Built once by [`crate::startup`]; read by extractors and handlers.
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
+use tenantry_axum::Tenantry;
 use tenantry_db::Database;
 
-use crate::{
-    auth::{KeyCache, RateLimits},
-    config::AdminToken,
-    request_log::RequestLog,
-};
+use crate::config::AdminToken;
 
 /// Shared state of every request.
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) db: Database,
     pub(crate) admin_token: Arc<AdminToken>,
-    pub(crate) keys: Arc<KeyCache>,
-    pub(crate) limits: Arc<RateLimits>,
-    pub(crate) log: RequestLog,
+    pub(crate) tenantry: Tenantry,
+}
+
+impl FromRef<AppState> for Tenantry {
+    fn from_ref(state: &AppState) -> Tenantry {
+        state.tenantry.clone()
+    }
 }

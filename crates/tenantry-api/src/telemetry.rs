@@ -1,16 +1,8 @@
-//! Observability of the HTTP layer: the middleware that times every request, counts it by route and status, and hands it to the request log; and the Prometheus recorder behind `/metrics`.
+//! Observability of the HTTP layer: the Prometheus recorder behind `/metrics`. Timing and counting every request, and its request-log row, are `tenantry_axum::RequestLogLayer`'s.
 
-use std::{sync::OnceLock, time::Instant};
+use std::sync::OnceLock;
 
-use axum::{
-    extract::{MatchedPath, Request, State},
-    middleware::Next,
-    response::Response,
-};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tenantry_db::RequestLogEntry;
-
-use crate::{request_log::LogSlot, state::AppState};
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -28,43 +20,4 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .install_recorder()
             .expect("no other metrics recorder is installed")
     })
-}
-
-/// Route middleware: metrics for every matched route; a request-log row for
-/// every `/v1` request that could be attributed to a tenant.
-pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let arrived = chrono::Utc::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().as_str().to_owned();
-    let slot = LogSlot::default();
-    request.extensions_mut().insert(slot.clone());
-
-    let response = next.run(request).await;
-
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    metrics::counter!("tenantry_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!("tenantry_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
-        .record(elapsed.as_secs_f64());
-    if route.starts_with("/v1") {
-        if let (Some(tenant_id), user_id, resource_id) = slot.fields() {
-            state.log.record(RequestLogEntry {
-                tenant_id,
-                created_at: arrived,
-                user_id,
-                resource_id,
-                method,
-                route,
-                status: status as i16,
-                latency_ms: elapsed.as_secs_f64() * 1000.0,
-            });
-        }
-    }
-    response
 }

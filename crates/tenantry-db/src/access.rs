@@ -123,7 +123,7 @@ impl TenantScope {
     /// The global permission catalogue.
     pub async fn permissions(&mut self) -> Result<Vec<Permission>, DbError> {
         let rows = self
-            .query(
+            .rows(
                 "SELECT name, description FROM tenantry.permissions ORDER BY permission_id",
                 &[],
                 &[],
@@ -152,7 +152,7 @@ impl TenantScope {
             .map(|u| *u.as_uuid())
             .unwrap_or_else(uuid::Uuid::new_v4);
         let me = *self.tenant().as_uuid();
-        self.query(
+        self.rows(
             "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, display_name) VALUES ($1, $2, $3, $4)",
             &[&me, &user, &email, &new.display_name],
             &[Type::UUID, Type::UUID, Type::TEXT, Type::TEXT],
@@ -170,7 +170,7 @@ impl TenantScope {
         let sql = format!("{MEMBER_SELECT} WHERE m.tenant_id = $1 AND m.user_id = $2 GROUP BY m.tenant_id, m.user_id");
         let me = *self.tenant().as_uuid();
         let rows = self
-            .query(&sql, &[&me, user.as_uuid()], &[Type::UUID, Type::UUID])
+            .rows(&sql, &[&me, user.as_uuid()], &[Type::UUID, Type::UUID])
             .await?;
         rows.first()
             .map(member)
@@ -182,7 +182,7 @@ impl TenantScope {
         let sql = format!("{MEMBER_SELECT} WHERE m.tenant_id = $1 GROUP BY m.tenant_id, m.user_id ORDER BY m.created_at, m.user_id");
         let me = *self.tenant().as_uuid();
         Ok(self
-            .query(&sql, &[&me], &[Type::UUID])
+            .rows(&sql, &[&me], &[Type::UUID])
             .await?
             .iter()
             .map(member)
@@ -193,7 +193,7 @@ impl TenantScope {
     pub async fn create_role(&mut self, name: &str, description: &str) -> Result<Role, DbError> {
         let me = *self.tenant().as_uuid();
         let rows = self
-            .query(
+            .rows(
                 "SELECT tenantry.create_tenant_role($1, $2)",
                 &[&me, &name],
                 &[Type::UUID, Type::TEXT],
@@ -201,7 +201,7 @@ impl TenantScope {
             .await?;
         let id = RoleId::from_uuid(rows[0].get(0));
         if !description.is_empty() {
-            self.query(
+            self.rows(
                 "UPDATE tenantry.roles SET description = $2 WHERE tenant_id = $1 AND role_id = $3",
                 &[&me, &description, id.as_uuid()],
                 &[Type::UUID, Type::TEXT, Type::UUID],
@@ -216,7 +216,7 @@ impl TenantScope {
         let sql = format!("{ROLE_SELECT} WHERE r.tenant_id = $1 AND r.role_id = $2 GROUP BY r.tenant_id, r.role_id");
         let me = *self.tenant().as_uuid();
         let rows = self
-            .query(&sql, &[&me, id.as_uuid()], &[Type::UUID, Type::UUID])
+            .rows(&sql, &[&me, id.as_uuid()], &[Type::UUID, Type::UUID])
             .await?;
         rows.first()
             .map(role)
@@ -230,7 +230,7 @@ impl TenantScope {
         );
         let me = *self.tenant().as_uuid();
         Ok(self
-            .query(&sql, &[&me], &[Type::UUID])
+            .rows(&sql, &[&me], &[Type::UUID])
             .await?
             .iter()
             .map(role)
@@ -289,7 +289,7 @@ impl TenantScope {
                 DbError::NotFound(format!("permission {permission:?} not found"))
             });
         }
-        self.query(
+        self.rows(
             "SELECT tenantry.assign_tenant_permission($1, $2)",
             &[id.as_uuid(), &permission],
             &[Type::UUID, Type::TEXT],
@@ -310,7 +310,7 @@ impl TenantScope {
             "a key cannot change a role with permissions it does not hold".into()
         })
         .await?;
-        self.query(
+        self.rows(
             "SELECT tenantry.revoke_tenant_permission($1, $2)",
             &[id.as_uuid(), &permission],
             &[Type::UUID, Type::TEXT],
@@ -326,7 +326,7 @@ impl TenantScope {
             "a key cannot assign a role with permissions it does not hold".into()
         })
         .await?;
-        self.query(
+        self.rows(
             "SELECT tenantry.assign_member_role($1, $2)",
             &[user.as_uuid(), id.as_uuid()],
             &[Type::UUID, Type::UUID],

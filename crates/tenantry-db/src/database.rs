@@ -10,7 +10,7 @@ use crate::{
     keys::{ApiKeySecret, KeyIdentity},
     migrate::MigrateError,
     retry::RetryPolicy,
-    scope::{Sql, Tx},
+    scope::{Stmt, Tx},
     AdminScope, DbError, TenantContext, TenantScope,
 };
 
@@ -204,7 +204,7 @@ impl Database {
         let prefix = secret.prefix().to_owned();
         let hash = secret.sha256().to_vec();
         let rows = tx
-            .query_and_commit(Sql {
+            .query_and_commit(Stmt {
                 sql: "SELECT tenantry.verify_api_key_hash($1, $2)",
                 params: &[&prefix, &hash],
                 types: &[Type::TEXT, Type::BYTEA],

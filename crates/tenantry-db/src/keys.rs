@@ -191,7 +191,7 @@ impl TenantScope {
         }
         let meta = serde_json::Value::Object(meta);
         let rows = self
-            .query(
+            .rows(
                 "SELECT tenantry.create_api_key($1, $2)",
                 &[&options.description, &meta],
                 &[Type::TEXT, Type::JSONB],
@@ -202,7 +202,7 @@ impl TenantScope {
             .ok_or_else(|| DbError::Internal("malformed key from database".into()))?;
         let prefix = secret.prefix().to_owned();
         let sql = format!("SELECT {KEY_COLUMNS} FROM tenantry.api_keys WHERE prefix = $1 ORDER BY created_at DESC LIMIT 1");
-        let rows = self.query(&sql, &[&prefix], &[Type::TEXT]).await?;
+        let rows = self.rows(&sql, &[&prefix], &[Type::TEXT]).await?;
         let info = rows
             .first()
             .map(ApiKeyInfo::from_row)
@@ -223,7 +223,7 @@ impl TenantScope {
         );
         let tenant = *self.tenant().as_uuid();
         Ok(self
-            .query(&sql, &[&tenant], &[Type::UUID])
+            .rows(&sql, &[&tenant], &[Type::UUID])
             .await?
             .iter()
             .map(ApiKeyInfo::from_row)
@@ -233,7 +233,7 @@ impl TenantScope {
     /// One key of the scope's subtree.
     pub async fn get_api_key(&mut self, key_id: KeyId) -> Result<ApiKeyInfo, DbError> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM tenantry.api_keys WHERE key_id = $1");
-        let rows = self.query(&sql, &[key_id.as_uuid()], &[Type::UUID]).await?;
+        let rows = self.rows(&sql, &[key_id.as_uuid()], &[Type::UUID]).await?;
         rows.first()
             .map(ApiKeyInfo::from_row)
             .ok_or_else(|| DbError::NotFound(format!("api key {key_id} not found")))
@@ -247,7 +247,7 @@ impl TenantScope {
             "a key cannot revoke a key with permissions it does not hold".into()
         })
         .await?;
-        self.query(
+        self.rows(
             "SELECT tenantry.revoke_api_key($1)",
             &[key_id.as_uuid()],
             &[Type::UUID],
@@ -282,7 +282,7 @@ impl TenantScope {
             .map_err(|_| DbError::invalid("grace", "grace period too long"))?;
         let grace_text = format!("{grace_secs} seconds");
         let rows = self
-            .query(
+            .rows(
                 "SELECT tenantry.rotate_api_key($1, $2::text::interval)",
                 &[key_id.as_uuid(), &grace_text],
                 &[Type::UUID, Type::TEXT],
@@ -296,7 +296,7 @@ impl TenantScope {
             "SELECT {KEY_COLUMNS} FROM tenantry.api_keys WHERE prefix = $1 AND rotated_from = $2"
         );
         let rows = self
-            .query(
+            .rows(
                 &sql,
                 &[&prefix, key_id.as_uuid()],
                 &[Type::TEXT, Type::UUID],
@@ -313,7 +313,7 @@ impl TenantScope {
     /// Not found for a key outside the subtree, exactly like a missing one.
     pub async fn key_permissions(&mut self, key_id: KeyId) -> Result<Vec<String>, DbError> {
         let rows = self
-            .query(
+            .rows(
                 "SELECT tenantry.key_permissions($1)",
                 &[key_id.as_uuid()],
                 &[Type::UUID],

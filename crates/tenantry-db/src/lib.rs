@@ -16,7 +16,11 @@
 //!   rolled it back ([`RetryPolicy`]);
 //! - domain operations on those scopes: tenants (with typed [`TenantSettings`]),
 //!   resources and sharing, members, roles and permissions, API keys, usage and audit;
-//! - [`tables`]: the team's own tables made tenant tables (adopt, release, the doctor).
+//! - `local` (feature `embedded`): the embedded default, a private PostgreSQL
+//!   started in a data directory with the `tenantry` database provisioned;
+//! - [`tables`]: the team's own tables made tenant tables (adopt, release, the doctor),
+//!   and typed access to them in a scope: [`TenantScope::query`], `query_one`,
+//!   `query_opt` and `execute`, rows read through [`FromRow`], statements as [`Sql`].
 //!
 //! ```no_run
 //! # async fn demo(db: tenantry_db::Database, tenant: tenantry_db::TenantId) -> Result<(), tenantry_db::DbError> {
@@ -36,10 +40,13 @@ mod database;
 mod error;
 mod ids;
 mod keys;
+#[cfg(feature = "embedded")]
+pub mod local;
 pub mod migrate;
 pub mod provision;
 mod resources;
 mod retry;
+mod row;
 mod scope;
 mod settings;
 pub mod tables;
@@ -59,7 +66,8 @@ pub use resources::{
     ResourceUpdate, Share,
 };
 pub use retry::{RetryPolicy, ScopeFuture};
-pub use scope::{AdminScope, TenantContext, TenantScope, Visibility};
+pub use row::{FromRow, Sql};
+pub use scope::{AdminScope, TenantContext, TenantScope, Under, Visibility};
 pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
 pub use tables::{AdoptOptions, ExistingRows, TableError, TableProblem, TenantTable};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};

@@ -212,7 +212,7 @@ impl TenantScope {
              RETURNING {RESOURCE_COLUMNS}, true"
         );
         let rows = self
-            .query_as(
+            .rows_as(
                 Visibility::Owned,
                 &sql,
                 &[me.as_uuid(), &new.name, &new.data],
@@ -227,7 +227,7 @@ impl TenantScope {
     pub async fn get_resource(&mut self, id: ResourceId) -> Result<Resource, DbError> {
         let me = self.tenant();
         let rows = self
-            .query(GET_RESOURCE, &[id.as_uuid()], &[Type::UUID])
+            .rows(GET_RESOURCE, &[id.as_uuid()], &[Type::UUID])
             .await?;
         rows.first()
             .map(|r| resource(r, me))
@@ -240,7 +240,7 @@ impl TenantScope {
         let me = self.tenant();
         let rows = self
             .tx
-            .query_and_commit(crate::scope::Sql {
+            .query_and_commit(crate::scope::Stmt {
                 sql: GET_RESOURCE,
                 params: &[id.as_uuid()],
                 types: &[Type::UUID],
@@ -265,7 +265,7 @@ impl TenantScope {
              WHERE id = $1 RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())"
         );
         let rows = self
-            .query_as(
+            .rows_as(
                 Visibility::Owned,
                 &sql,
                 &[id.as_uuid(), &update.name, &update.data],
@@ -280,7 +280,7 @@ impl TenantScope {
     /// Deletes a resource of the caller or a descendant (its shares go with it).
     pub async fn delete_resource(&mut self, id: ResourceId) -> Result<(), DbError> {
         let rows = self
-            .query_as(
+            .rows_as(
                 Visibility::Owned,
                 "DELETE FROM tenantry.resources WHERE id = $1 RETURNING id",
                 &[id.as_uuid()],
@@ -385,12 +385,12 @@ impl TenantScope {
             Type::UUID,
             Type::INT8,
         ];
-        let stmts: Vec<(Visibility, crate::scope::Sql<'_>)> = parts
+        let stmts: Vec<(Visibility, crate::scope::Stmt<'_>)> = parts
             .iter()
             .map(|(v, sql)| {
                 (
                     *v,
-                    crate::scope::Sql {
+                    crate::scope::Stmt {
                         sql,
                         params: &params,
                         types: TYPES,
@@ -426,14 +426,14 @@ impl TenantScope {
         id: ResourceId,
         with: TenantId,
     ) -> Result<Share, DbError> {
-        self.query(
+        self.rows(
             "SELECT tenantry.share_resource($1, $2)",
             &[id.as_uuid(), with.as_uuid()],
             &[Type::UUID, Type::UUID],
         )
         .await?;
         let rows = self
-            .query(
+            .rows(
                 "SELECT resource_id, tenant_id, shared_with, shared_by, shared_at FROM tenantry.shared_resources
                  WHERE resource_id = $1 AND shared_with = $2",
                 &[id.as_uuid(), with.as_uuid()],
@@ -449,7 +449,7 @@ impl TenantScope {
     pub async fn list_shares(&mut self, id: ResourceId) -> Result<Vec<Share>, DbError> {
         // Existence and ownership first, so a foreign id answers not found.
         let owned = self
-            .query_as(
+            .rows_as(
                 Visibility::Owned,
                 "SELECT 1 FROM tenantry.resources WHERE id = $1",
                 &[id.as_uuid()],
@@ -460,7 +460,7 @@ impl TenantScope {
             return Err(not_found(id));
         }
         let rows = self
-            .query(
+            .rows(
                 "SELECT resource_id, tenant_id, shared_with, shared_by, shared_at FROM tenantry.shared_resources
                  WHERE resource_id = $1 AND tenant_id = ANY (tenantry.visible_tenant_ids()) ORDER BY shared_at, shared_with",
                 &[id.as_uuid()],
@@ -476,7 +476,7 @@ impl TenantScope {
         id: ResourceId,
         with: TenantId,
     ) -> Result<(), DbError> {
-        self.query(
+        self.rows(
             "SELECT tenantry.unshare_resource($1, $2)",
             &[id.as_uuid(), with.as_uuid()],
             &[Type::UUID, Type::UUID],

@@ -1,15 +1,18 @@
-//! Tenant-scoped and admin transactions: the only way this library reaches tenant data. Owns pipelining of BEGIN, `SET LOCAL ROLE` and the context with the first statement, commit, and rollback on drop.
+//! Tenant-scoped and admin transactions: the only way this library reaches tenant data. Owns pipelining of BEGIN, `SET LOCAL ROLE` and the context with the first statement, the statement modes, typed access to any table ([`TenantScope::query`] and its siblings), commit, and rollback on drop. Mapping rows to types is `row`'s.
 
 use std::{future::Future, pin::Pin};
 
 use deadpool_postgres::Object;
-use futures_util::future::join_all;
+use futures_util::{
+    future::{join, join_all, maybe_done, MaybeDone},
+    TryStreamExt,
+};
 use tokio_postgres::{
     types::{ToSql, Type},
-    Row, Statement,
+    Row, RowStream, Statement,
 };
 
-use crate::{DbError, PermissionSet, StatementMode, TenantId, UserId};
+use crate::{DbError, FromRow, PermissionSet, Sql, StatementMode, TenantId, UserId};
 
 /// Who is acting, and for which tenant. The only input that opens a [`TenantScope`].
 #[derive(Debug, Clone)]
@@ -94,14 +97,32 @@ enum Setup {
     Logger,
 }
 
-type Step<'a> = Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+/// What one step of a flight returns: its rows, and how many rows the command
+/// affected (from its completion tag; `None` for simple-query steps).
+#[derive(Default)]
+pub(crate) struct Out {
+    pub rows: Vec<Row>,
+    pub affected: Option<u64>,
+}
 
-/// A statement to send: SQL, parameters and their types (types are required
-/// so that the unnamed-statement mode can send it without a prepare round trip).
-pub(crate) struct Sql<'a> {
+type Step<'a> = Pin<Box<dyn Future<Output = Result<Out, tokio_postgres::Error>> + Send + 'a>>;
+type Prepare<'a> =
+    Pin<Box<dyn Future<Output = Result<Statement, tokio_postgres::Error>> + Send + 'a>>;
+
+/// A statement to send: SQL, parameters and the types of its parameters.
+/// `types` may be shorter than `params` or empty: the server infers the rest.
+/// With every type given, the unnamed mode sends it in the flight itself.
+pub(crate) struct Stmt<'a> {
     pub sql: &'a str,
     pub params: &'a [&'a (dyn ToSql + Sync)],
     pub types: &'a [Type],
+}
+
+impl Stmt<'_> {
+    /// Unnamed mode: whether the server must name the parameter types first.
+    fn needs_describe(&self) -> bool {
+        self.types.len() != self.params.len()
+    }
 }
 
 /// The transaction machinery shared by [`TenantScope`] and [`AdminScope`].
@@ -141,23 +162,30 @@ impl Tx {
     async fn flight(
         &mut self,
         visibility: Option<Visibility>,
-        stmt: Sql<'_>,
+        stmt: Stmt<'_>,
         commit: bool,
-    ) -> Result<Vec<Row>, DbError> {
-        let mut rows = self
+    ) -> Result<Out, DbError> {
+        let mut outs = self
             .flight_many(&[(visibility.unwrap_or(Visibility::All), stmt)], commit)
             .await?;
-        Ok(rows.swap_remove(0))
+        Ok(outs.swap_remove(0))
     }
 
     /// Like [`Tx::flight`] for several statements, each under its own set of
     /// policies: the role switches travel in the same flight, and the role is
     /// `tenantry_app` again after the last statement. Returns each statement's rows.
+    ///
+    /// Unnamed mode, a statement without all its parameter types: the server
+    /// names them first. Such a statement is prepared inside the transaction
+    /// (in the same flight as BEGIN and the context when it is the first),
+    /// run, and closed before the transaction ends, so a transaction-pooling
+    /// pgbouncer keeps it on one server connection and nothing outlives the
+    /// transaction: one round trip more than a fully typed statement.
     async fn flight_many(
         &mut self,
-        stmts: &[(Visibility, Sql<'_>)],
+        stmts: &[(Visibility, Stmt<'_>)],
         commit: bool,
-    ) -> Result<Vec<Vec<Row>>, DbError> {
+    ) -> Result<Vec<Out>, DbError> {
         if self.finished {
             return Err(DbError::Internal("transaction already finished".into()));
         }
@@ -170,41 +198,11 @@ impl Tx {
         let mode = self.mode;
         let client = self.client.as_ref().expect("client present until finished");
 
-        // Prepared mode: make sure every statement is prepared before the flight,
-        // so no Parse round trip can reorder the pipeline. Usually cache hits.
         let (ctx_sql, ctx_types): (Option<&str>, &[Type]) = match &setup {
             Some(Setup::Tenant(_)) => (Some(COMPLETE_TENANT_CONTEXT), &[]),
             Some(Setup::Admin(_)) => (Some(SET_ACTOR), &[Type::TEXT]),
             _ => (None, &[]),
         };
-        let prepared: Result<_, tokio_postgres::Error> = async {
-            Ok(match mode {
-                StatementMode::Prepared => {
-                    let ctx = match ctx_sql {
-                        Some(sql) => Some(client.prepare_typed_cached(sql, ctx_types).await?),
-                        None => None,
-                    };
-                    let mut main = Vec::with_capacity(stmts.len());
-                    for (_, stmt) in stmts {
-                        main.push(Some(
-                            client.prepare_typed_cached(stmt.sql, stmt.types).await?,
-                        ));
-                    }
-                    (ctx, main)
-                }
-                StatementMode::Unnamed => (None, vec![None; stmts.len()]),
-            })
-        }
-        .await;
-        let (ctx_prepared, main_prepared) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                // The setup was consumed: this transaction must never report a commit.
-                self.failed = true;
-                return Err(DbError::from(e));
-            }
-        };
-
         let actor: Option<String> = match &setup {
             Some(Setup::Admin(a)) => Some(a.clone()),
             _ => None,
@@ -213,96 +211,185 @@ impl Tx {
             Some(Setup::Admin(_)) => vec![&actor],
             _ => Vec::new(),
         };
+        let ctx = ctx_sql.map(|sql| Stmt {
+            sql,
+            params: &ctx_params,
+            types: ctx_types,
+        });
 
-        let mut steps: Vec<Step<'_>> = Vec::with_capacity(5 + 2 * stmts.len());
-        if let Some(setup) = &setup {
-            steps.push(simple(client, "BEGIN"));
-            steps.push(simple(
-                client,
-                match setup {
-                    Setup::Admin(_) => "SET LOCAL ROLE tenantry_admin",
-                    Setup::Logger => "SET LOCAL ROLE tenantry_logger",
-                    Setup::Tenant(_) | Setup::Anonymous => "SET LOCAL ROLE tenantry_app",
-                },
-            ));
-            if let Setup::Tenant(c) = setup {
-                for sql in context_statements(c) {
-                    steps.push(simple_owned(client, sql));
+        // The context statement is the library's own: prepared (and cached)
+        // before the flight, as the login role.
+        let ctx_prepared = match (mode, &ctx) {
+            (StatementMode::Prepared, Some(c)) => {
+                match client.prepare_typed_cached(c.sql, c.types).await {
+                    Ok(statement) => Some(statement),
+                    Err(e) => {
+                        // The setup was consumed: this transaction must never report a commit.
+                        self.failed = true;
+                        return Err(DbError::from(e));
+                    }
                 }
             }
-            if let Some(sql) = ctx_sql {
-                steps.push(typed(
-                    client,
-                    mode,
-                    ctx_prepared.as_ref(),
-                    sql,
-                    &ctx_params,
-                    ctx_types,
-                ));
-            }
+            _ => None,
+        };
+
+        // The setup goes out first: each step writes its message when first polled.
+        let mut setup_steps: Vec<MaybeDone<Step<'_>>> = Vec::new();
+        if let Some(setup) = &setup {
+            push_setup(
+                &mut setup_steps,
+                client,
+                mode,
+                setup,
+                ctx.as_ref(),
+                ctx_prepared.as_ref(),
+            );
         }
+        for step in &mut setup_steps {
+            let _ = futures_util::poll!(step);
+        }
+        // Then the statements' Parse, inside the transaction (so the caller's
+        // role resolves its names): in the prepared mode from the
+        // connection's cache, where a hit is ready at once and sends nothing;
+        // in the unnamed mode for statements whose types the server must name.
+        let mut prepares: Vec<Option<MaybeDone<Prepare<'_>>>> = stmts
+            .iter()
+            .map(|(_, stmt)| {
+                let prepare: Option<Prepare<'_>> = match mode {
+                    StatementMode::Prepared => {
+                        Some(Box::pin(client.prepare_typed_cached(stmt.sql, stmt.types)))
+                    }
+                    StatementMode::Unnamed if stmt.needs_describe() => {
+                        Some(Box::pin(client.prepare_typed(stmt.sql, stmt.types)))
+                    }
+                    StatementMode::Unnamed => None,
+                };
+                prepare.map(maybe_done)
+            })
+            .collect();
+        for prepare in prepares.iter_mut().flatten() {
+            let _ = futures_util::poll!(prepare);
+        }
+        let described =
+            mode == StatementMode::Unnamed && stmts.iter().any(|(_, stmt)| stmt.needs_describe());
+        let waiting = prepares
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, MaybeDone::Future(_)));
+        let mut first_error = None;
+        if waiting {
+            // A Parse went out: its answer (and the setup's) come back before
+            // the statements can be sent.
+            join(
+                join_all(setup_steps.iter_mut()),
+                join_all(prepares.iter_mut().flatten()),
+            )
+            .await;
+            first_error = setup_steps
+                .drain(..)
+                .filter_map(|mut step| Pin::new(&mut step).take_output())
+                .find_map(Result::err);
+        }
+        let main_prepared: Vec<Option<Statement>> = prepares
+            .iter_mut()
+            .map(|p| {
+                p.as_mut()
+                    .and_then(|p| Pin::new(p).take_output())
+                    .and_then(|result| match result {
+                        Ok(statement) => Some(statement),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                            None
+                        }
+                    })
+            })
+            .collect();
+        if let Some(err) = first_error {
+            // Whatever setup is still in flight is answered before the next use.
+            join_all(setup_steps).await;
+            self.failed = true;
+            return Err(crate::error::classify(&err));
+        }
+
+        let mut steps: Vec<MaybeDone<Step<'_>>> = setup_steps;
         let mut role = Visibility::All;
         let mut indexes = Vec::with_capacity(stmts.len());
         for ((visibility, stmt), prepared) in stmts.iter().zip(&main_prepared) {
             if *visibility != role {
-                steps.push(simple(client, visibility.set_role()));
+                steps.push(maybe_done(simple(client, visibility.set_role())));
                 role = *visibility;
             }
             indexes.push(steps.len());
-            steps.push(typed(
-                client,
-                mode,
-                prepared.as_ref(),
-                stmt.sql,
-                stmt.params,
-                stmt.types,
-            ));
+            steps.push(maybe_done(run(client, prepared.as_ref(), stmt)));
         }
         if role != Visibility::All {
-            steps.push(simple(client, Visibility::All.set_role()));
+            steps.push(maybe_done(simple(client, Visibility::All.set_role())));
         }
-        if commit {
-            steps.push(simple(client, "COMMIT"));
+        // Statements prepared in the transaction are closed before COMMIT.
+        let commit_in_flight = commit && !described;
+        if commit_in_flight {
+            steps.push(maybe_done(simple(client, "COMMIT")));
         }
 
-        let mut results = join_all(steps).await;
-        if commit {
+        join_all(steps.iter_mut()).await;
+        let mut results: Vec<Result<Out, tokio_postgres::Error>> = steps
+            .iter_mut()
+            .map(|step| {
+                Pin::new(step)
+                    .take_output()
+                    .unwrap_or_else(|| Ok(Out::default()))
+            })
+            .collect();
+        drop(steps);
+        // Closes the statements prepared in the transaction (their Close goes
+        // out now, ahead of anything sent later on this connection).
+        drop(main_prepared);
+        if commit_in_flight {
             self.finished = true;
         }
         if let Some(err) = results.iter_mut().find_map(|r| r.as_ref().err()) {
             self.failed = true;
             return Err(crate::error::classify(err));
         }
+        if commit && !commit_in_flight {
+            self.finished = true;
+            client.batch_execute("COMMIT").await?;
+        }
         Ok(indexes
             .into_iter()
-            .map(|i| std::mem::replace(&mut results[i], Ok(Vec::new())).unwrap_or_default())
+            .map(|i| std::mem::replace(&mut results[i], Ok(Out::default())).unwrap_or_default())
             .collect())
     }
 
-    pub(crate) async fn query(&mut self, stmt: Sql<'_>) -> Result<Vec<Row>, DbError> {
-        self.flight(None, stmt, false).await
+    pub(crate) async fn rows(&mut self, stmt: Stmt<'_>) -> Result<Vec<Row>, DbError> {
+        Ok(self.flight(None, stmt, false).await?.rows)
     }
 
-    pub(crate) async fn query_as(
+    pub(crate) async fn rows_as(
         &mut self,
         visibility: Visibility,
-        stmt: Sql<'_>,
+        stmt: Stmt<'_>,
     ) -> Result<Vec<Row>, DbError> {
-        self.flight(Some(visibility), stmt, false).await
+        Ok(self.flight(Some(visibility), stmt, false).await?.rows)
     }
 
     /// Several statements, each under its own policies, in one flight.
     pub(crate) async fn query_many(
         &mut self,
-        stmts: &[(Visibility, Sql<'_>)],
+        stmts: &[(Visibility, Stmt<'_>)],
         commit: bool,
     ) -> Result<Vec<Vec<Row>>, DbError> {
-        self.flight_many(stmts, commit).await
+        Ok(self
+            .flight_many(stmts, commit)
+            .await?
+            .into_iter()
+            .map(|out| out.rows)
+            .collect())
     }
 
     /// Runs the statement and commits in the same flight.
-    pub(crate) async fn query_and_commit(&mut self, stmt: Sql<'_>) -> Result<Vec<Row>, DbError> {
-        self.flight(None, stmt, true).await
+    pub(crate) async fn query_and_commit(&mut self, stmt: Stmt<'_>) -> Result<Vec<Row>, DbError> {
+        Ok(self.flight(None, stmt, true).await?.rows)
     }
 
     /// Marks the transaction aborted: it rolls back and can never report a commit.
@@ -363,12 +450,39 @@ impl Drop for Tx {
     }
 }
 
+/// BEGIN, the role and the context of a transaction's first flight.
+fn push_setup<'a>(
+    steps: &mut Vec<MaybeDone<Step<'a>>>,
+    client: &'a Object,
+    mode: StatementMode,
+    setup: &'a Setup,
+    ctx: Option<&'a Stmt<'a>>,
+    ctx_prepared: Option<&'a Statement>,
+) {
+    steps.push(maybe_done(simple(client, "BEGIN")));
+    let role = match setup {
+        Setup::Admin(_) => "SET LOCAL ROLE tenantry_admin",
+        Setup::Logger => "SET LOCAL ROLE tenantry_logger",
+        Setup::Tenant(_) | Setup::Anonymous => "SET LOCAL ROLE tenantry_app",
+    };
+    steps.push(maybe_done(simple(client, role)));
+    if let Setup::Tenant(c) = setup {
+        for sql in context_statements(c) {
+            steps.push(maybe_done(simple_owned(client, sql)));
+        }
+    }
+    if let Some(ctx) = ctx {
+        debug_assert!(mode == StatementMode::Unnamed || ctx_prepared.is_some());
+        steps.push(maybe_done(run(client, ctx_prepared, ctx)));
+    }
+}
+
 fn simple<'a>(client: &'a Object, sql: &'static str) -> Step<'a> {
-    Box::pin(async move { client.batch_execute(sql).await.map(|()| Vec::new()) })
+    Box::pin(async move { client.batch_execute(sql).await.map(|()| Out::default()) })
 }
 
 fn simple_owned(client: &Object, sql: String) -> Step<'_> {
-    Box::pin(async move { client.batch_execute(&sql).await.map(|()| Vec::new()) })
+    Box::pin(async move { client.batch_execute(&sql).await.map(|()| Out::default()) })
 }
 
 /// The values of a tenant context the server knows itself, as literal
@@ -407,22 +521,33 @@ fn string_literal(value: &str) -> String {
     out
 }
 
-fn typed<'a>(
-    client: &'a Object,
-    mode: StatementMode,
-    prepared: Option<&'a Statement>,
-    sql: &'a str,
-    params: &'a [&'a (dyn ToSql + Sync)],
-    types: &'a [Type],
-) -> Step<'a> {
-    match (mode, prepared) {
-        (StatementMode::Prepared, Some(stmt)) => Box::pin(client.query(stmt, params)),
-        _ => Box::pin(async move {
-            let typed: Vec<(&(dyn ToSql + Sync), Type)> =
-                params.iter().copied().zip(types.iter().cloned()).collect();
-            client.query_typed(sql, &typed).await
-        }),
+/// Runs one statement: prepared (named) when `prepared` is given, otherwise
+/// unnamed with its parameter types in the same flight.
+fn run<'a>(client: &'a Object, prepared: Option<&'a Statement>, stmt: &'a Stmt<'a>) -> Step<'a> {
+    Box::pin(async move {
+        let params = stmt.params.iter().copied();
+        let stream = match prepared {
+            Some(statement) => client.query_raw(statement, params).await?,
+            None => {
+                client
+                    .query_typed_raw(stmt.sql, params.zip(stmt.types.iter().cloned()))
+                    .await?
+            }
+        };
+        collect(stream).await
+    })
+}
+
+async fn collect(stream: RowStream) -> Result<Out, tokio_postgres::Error> {
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = Vec::new();
+    while let Some(row) = stream.try_next().await? {
+        rows.push(row);
     }
+    Ok(Out {
+        rows,
+        affected: stream.rows_affected(),
+    })
 }
 
 /// A transaction acting for one tenant: `SET LOCAL ROLE tenantry_app` and the
@@ -452,19 +577,18 @@ impl TenantScope {
         self.ctx.user
     }
 
-    /// Runs any SQL inside the tenant's transaction, as `tenantry_app`, under RLS.
-    /// For applications' own tables; every parameter's type must be given.
-    pub async fn query(
+    /// Rows of a statement of the library itself, every parameter typed.
+    pub(crate) async fn rows(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         types: &[Type],
     ) -> Result<Vec<Row>, DbError> {
-        self.tx.query(Sql { sql, params, types }).await
+        self.tx.rows(Stmt { sql, params, types }).await
     }
 
-    /// Like [`TenantScope::query`], under a narrower set of policies.
-    pub async fn query_as(
+    /// [`TenantScope::rows`] under a narrower set of policies.
+    pub(crate) async fn rows_as(
         &mut self,
         visibility: Visibility,
         sql: &str,
@@ -472,8 +596,74 @@ impl TenantScope {
         types: &[Type],
     ) -> Result<Vec<Row>, DbError> {
         self.tx
-            .query_as(visibility, Sql { sql, params, types })
+            .rows_as(visibility, Stmt { sql, params, types })
             .await
+    }
+
+    /// Runs a statement on any table in the tenant's transaction, as
+    /// `tenantry_app` under row-level security, and maps every row to `T`
+    /// (a tuple of column types, [`Row`], or a type of yours: see [`FromRow`]).
+    ///
+    /// `sql` is a `&str` or a [`Sql`] naming parameter types: in the prepared
+    /// mode the server infers them (the statement is prepared once per
+    /// connection and cached); in the unnamed mode (pgbouncer) a statement
+    /// with every type named travels in one flight, and one without costs one
+    /// more round trip (see [`Sql`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(scope: &mut tenantry_db::TenantScope) -> Result<(), tenantry_db::DbError> {
+    /// let open: Vec<(uuid::Uuid, String)> = scope
+    ///     .query("SELECT id, title FROM issues WHERE state = $1 ORDER BY id", &[&"open"])
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn query<'q, T: FromRow>(
+        &mut self,
+        sql: impl Into<Sql<'q>>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<T>, DbError> {
+        self.under(Visibility::All).query(sql, params).await
+    }
+
+    /// The one row of a statement. No row is [`DbError::NotFound`] with the same
+    /// words whatever was asked for, so another tenant's id fails exactly like
+    /// a missing one; more than one row is an [`DbError::Internal`] error.
+    pub async fn query_one<'q, T: FromRow>(
+        &mut self,
+        sql: impl Into<Sql<'q>>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<T, DbError> {
+        self.under(Visibility::All).query_one(sql, params).await
+    }
+
+    /// At most one row: `None` when there is none (another tenant's row
+    /// included); more than one is an [`DbError::Internal`] error.
+    pub async fn query_opt<'q, T: FromRow>(
+        &mut self,
+        sql: impl Into<Sql<'q>>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<T>, DbError> {
+        self.under(Visibility::All).query_opt(sql, params).await
+    }
+
+    /// Runs a statement and returns how many rows it inserted, updated or
+    /// deleted (rows of other tenants are never counted: the policies hide them).
+    pub async fn execute<'q>(
+        &mut self,
+        sql: impl Into<Sql<'q>>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, DbError> {
+        self.under(Visibility::All).execute(sql, params).await
+    }
+
+    /// The same methods under a narrower set of policies: [`Visibility::Owned`]
+    /// to read or write only the tenant's own and descendants' rows,
+    /// [`Visibility::SharedWithMe`] for rows shared with it.
+    pub fn under(&mut self, visibility: Visibility) -> Under<'_> {
+        Under {
+            scope: self,
+            visibility,
+        }
     }
 
     /// Commits. Errors if any statement failed (nothing is committed then).
@@ -484,6 +674,72 @@ impl TenantScope {
     /// Rolls back explicitly (dropping the scope does the same, asynchronously).
     pub async fn rollback(self) -> Result<(), DbError> {
         self.tx.rollback().await
+    }
+}
+
+/// A [`TenantScope`] under one [`Visibility`] (see [`TenantScope::under`]).
+pub struct Under<'s> {
+    scope: &'s mut TenantScope,
+    visibility: Visibility,
+}
+
+impl Under<'_> {
+    async fn out(&mut self, sql: Sql<'_>, params: &[&(dyn ToSql + Sync)]) -> Result<Out, DbError> {
+        let stmt = Stmt {
+            sql: sql.text,
+            params,
+            types: sql.types,
+        };
+        self.scope
+            .tx
+            .flight(Some(self.visibility), stmt, false)
+            .await
+    }
+
+    /// [`TenantScope::query`] under this visibility.
+    pub async fn query<'q, T: FromRow>(
+        &mut self,
+        sql: impl Into<Sql<'q>>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<T>, DbError> {
+        let rows = self.out(sql.into(), params).await?.rows;
+        rows.into_iter().map(crate::row::read).collect()
+    }
+
+    /// [`TenantScope::query_one`] under this visibility.
+    pub async fn query_one<'q, T: FromRow>(
+        &mut self,
+        sql: impl Into<Sql<'q>>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<T, DbError> {
+        self.query_opt(sql, params)
+            .await?
+            .ok_or_else(|| DbError::NotFound("no row matched".into()))
+    }
+
+    /// [`TenantScope::query_opt`] under this visibility.
+    pub async fn query_opt<'q, T: FromRow>(
+        &mut self,
+        sql: impl Into<Sql<'q>>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<T>, DbError> {
+        let mut rows = self.out(sql.into(), params).await?.rows;
+        if rows.len() > 1 {
+            return Err(DbError::Internal(format!(
+                "a statement expected to return at most one row returned {}",
+                rows.len()
+            )));
+        }
+        rows.pop().map(crate::row::read).transpose()
+    }
+
+    /// [`TenantScope::execute`] under this visibility.
+    pub async fn execute<'q>(
+        &mut self,
+        sql: impl Into<Sql<'q>>,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, DbError> {
+        Ok(self.out(sql.into(), params).await?.affected.unwrap_or(0))
     }
 }
 

@@ -7,7 +7,7 @@ use tokio_postgres::{
     Row,
 };
 
-use crate::{scope::Sql, AdminScope, DbError, TenantId, TenantScope, TenantSettings};
+use crate::{scope::Stmt, AdminScope, DbError, TenantId, TenantScope, TenantSettings};
 
 /// Lifecycle of a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +158,7 @@ impl AdminScope {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         types: &[Type],
     ) -> Result<Vec<Row>, DbError> {
-        self.tx.query(Sql { sql, params, types }).await
+        self.tx.rows(Stmt { sql, params, types }).await
     }
 
     /// Creates a tenant (root or child; schema isolation creates its schema).
@@ -295,14 +295,14 @@ impl TenantScope {
     pub async fn current_tenant(&mut self) -> Result<Tenant, DbError> {
         let id = self.tenant();
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.tenants WHERE tenant_id = $1");
-        let rows = self.query(&sql, &[id.as_uuid()], &[Type::UUID]).await?;
+        let rows = self.rows(&sql, &[id.as_uuid()], &[Type::UUID]).await?;
         one(&rows, id)
     }
 
     /// A tenant of the scope's subtree (itself or a descendant); not found otherwise.
     pub async fn get_tenant(&mut self, id: TenantId) -> Result<Tenant, DbError> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.tenants WHERE tenant_id = $1");
-        let rows = self.query(&sql, &[id.as_uuid()], &[Type::UUID]).await?;
+        let rows = self.rows(&sql, &[id.as_uuid()], &[Type::UUID]).await?;
         one(&rows, id)
     }
 
@@ -310,7 +310,7 @@ impl TenantScope {
     pub async fn children(&mut self) -> Result<Vec<Tenant>, DbError> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.tenants WHERE parent_id = $1 ORDER BY created_at, tenant_id");
         let id = *self.tenant().as_uuid();
-        tenants(&self.query(&sql, &[&id], &[Type::UUID]).await?)
+        tenants(&self.rows(&sql, &[&id], &[Type::UUID]).await?)
     }
 
     /// All descendants (transitively), nearest first.
@@ -319,7 +319,7 @@ impl TenantScope {
                    FROM tenantry.tenant_hierarchy h JOIN tenantry.tenants t ON t.tenant_id = h.child_id
                    WHERE h.parent_id = $1 AND h.depth > 0 ORDER BY h.depth, t.tenant_id";
         let id = *self.tenant().as_uuid();
-        self.query(sql, &[&id], &[Type::UUID])
+        self.rows(sql, &[&id], &[Type::UUID])
             .await?
             .iter()
             .map(|r| Ok((Tenant::from_row(r)?, r.get(8))))
@@ -335,7 +335,7 @@ impl TenantScope {
     ) -> Result<TenantId, DbError> {
         let settings = Json(settings.cloned().unwrap_or_default());
         let rows = self
-            .query(
+            .rows(
                 "SELECT tenantry.create_child_tenant($1, $2, $3)",
                 &[&name, &settings, &isolation.as_str()],
                 &[Type::TEXT, Type::JSONB, Type::TEXT],

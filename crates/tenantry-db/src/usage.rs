@@ -5,7 +5,7 @@ use serde::Serialize;
 use tokio_postgres::{types::Type, Row};
 
 use crate::{
-    scope::{Sql, Tx},
+    scope::{Stmt, Tx},
     AdminScope, AuditEventId, Database, DbError, ResourceId, TenantId, TenantScope, UserId,
 };
 
@@ -125,7 +125,7 @@ impl AuditQuery {
             .after
             .map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())));
         let rows = tx
-            .query(Sql {
+            .rows(Stmt {
                 sql: AUDIT_SQL,
                 params: &[
                     tenant,
@@ -170,7 +170,7 @@ impl TenantScope {
         to: Option<DateTime<Utc>>,
     ) -> Result<Vec<MetricsRow>, DbError> {
         let rows = self
-            .query(
+            .rows(
                 "SELECT tenant_id, hour, request_count, unique_users, resources_accessed, is_descendant
                  FROM tenantry.current_tenant_metrics($1, $2)",
                 &[&from, &to],
@@ -193,7 +193,7 @@ impl TenantScope {
     /// `tenant_resource_usage` rows the caller may see: itself and its descendants.
     pub async fn resource_usage(&mut self) -> Result<Vec<ResourceUsage>, DbError> {
         let rows = self
-            .query(
+            .rows(
                 "SELECT tenant_id, tenant_name, total_resources, storage_used, last_modified
                  FROM tenantry.tenant_resource_usage ORDER BY tenant_id = tenantry.current_tenant_id() DESC, tenant_name, tenant_id",
                 &[],
@@ -245,7 +245,7 @@ impl Database {
         let statuses: Vec<i16> = entries.iter().map(|e| e.status).collect();
         let latencies: Vec<f64> = entries.iter().map(|e| e.latency_ms).collect();
         let mut tx = Tx::logger(self.pool().get().await?, self.statement_mode());
-        tx.query_and_commit(Sql {
+        tx.query_and_commit(Stmt {
             sql: "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms)
                   SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[], $8::float8[])",
             params: &[&tenants, &times, &users, &resources, &methods, &routes, &statuses, &latencies],

@@ -1,5 +1,8 @@
 //! Library tests: every capability through the Rust API as `tenantry_server`, each allowed case beside its denied ones, and pool safety.
 
+#[path = "library/own_tables.rs"]
+mod own_tables;
+
 use serde_json::json;
 use tenantry_db::{
     testing::TestDatabase, Access, AuditQuery, Database, DbError, Isolation, NewKeyOptions,
@@ -771,13 +774,9 @@ async fn a_session_level_context_left_on_a_connection_does_not_reach_the_next_te
     let db = tdb.database_with(StatementMode::Prepared, 1);
     // Misuse: a's request calls the guide's session-scope setter on the pooled connection.
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
-    s.query(
-        "SELECT tenantry.set_tenant_context($1)",
-        &[a.as_uuid()],
-        &[tokio_postgres::types::Type::UUID],
-    )
-    .await
-    .unwrap();
+    s.execute("SELECT tenantry.set_tenant_context($1)", &[a.as_uuid()])
+        .await
+        .unwrap();
     s.commit().await.unwrap();
     // The same connection now serves b: it sees b's (empty) data, not a's.
     let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
@@ -789,11 +788,11 @@ async fn a_session_level_context_left_on_a_connection_does_not_reach_the_next_te
         .await
         .unwrap();
     assert!(page.items.is_empty(), "leaked {:?}", page.items);
-    let rows = s
-        .query("SELECT tenantry.current_tenant_id()", &[], &[])
+    let (current,): (uuid::Uuid,) = s
+        .query_one("SELECT tenantry.current_tenant_id()", &[])
         .await
         .unwrap();
-    assert_eq!(rows[0].get::<_, uuid::Uuid>(0), *b.as_uuid());
+    assert_eq!(current, *b.as_uuid());
 }
 
 #[tokio::test]
@@ -878,12 +877,11 @@ async fn a_context_left_in_the_session_is_overwritten_by_the_next_transaction() 
     let r = resource(&db, child, "child doc").await;
     // Library code that wrongly sets session-level values on the pooled connection.
     let mut s = db.tenant(TenantContext::new(other)).await.unwrap();
-    s.query(
+    s.execute(
         &format!(
             "SELECT set_config('app.visible_tenant_ids', '{{{other},{child}}}', false),
                     set_config('app.actor', 'stale', false)"
         ),
-        &[],
         &[],
     )
     .await
@@ -1410,7 +1408,7 @@ async fn fifty_concurrent_child_creations_and_key_creations_at_one_below_their_l
     }
 
     let children = race(&db, t, WRITERS, |mut s, i| async move {
-        s.query("SELECT 1", &[], &[]).await?; // the transaction is open
+        s.execute("SELECT 1", &[]).await?; // the transaction is open
         s.create_child_tenant(&format!("racer-{i}"), Isolation::Shared, None)
             .await?;
         s.commit().await
@@ -1418,7 +1416,7 @@ async fn fifty_concurrent_child_creations_and_key_creations_at_one_below_their_l
     .await;
     assert_eq!(children, (1, WRITERS - 1));
     let keys = race(&db, t, WRITERS, |mut s, _| async move {
-        s.query("SELECT 1", &[], &[]).await?;
+        s.execute("SELECT 1", &[]).await?;
         s.create_api_key(&NewKeyOptions::default()).await?;
         s.commit().await
     })
@@ -1503,9 +1501,8 @@ async fn a_collision_that_persists_is_returned_as_contention_after_the_policys_a
                     })
                     .await?;
                 scope
-                    .query(
+                    .execute(
                         "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END $$",
-                        &[],
                         &[],
                     )
                     .await?;

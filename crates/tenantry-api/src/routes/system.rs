@@ -47,9 +47,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("tenantry_db_pool_available").set(pool.available as f64);
     metrics::gauge!("tenantry_db_pool_max").set(pool.max_size as f64);
     metrics::gauge!("tenantry_db_pool_waiting").set(pool.waiting as f64);
-    metrics::gauge!("tenantry_request_log_queue_depth").set(state.log.depth() as f64);
-    metrics::gauge!("tenantry_request_log_dropped").set(state.log.dropped() as f64);
-    metrics::gauge!("tenantry_request_log_written").set(state.log.written() as f64);
+    metrics::gauge!("tenantry_request_log_queue_depth")
+        .set(state.tenantry.request_log().depth() as f64);
+    metrics::gauge!("tenantry_request_log_dropped")
+        .set(state.tenantry.request_log().dropped() as f64);
+    metrics::gauge!("tenantry_request_log_written")
+        .set(state.tenantry.request_log().written() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::prometheus().render(),

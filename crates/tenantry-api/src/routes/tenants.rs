@@ -244,7 +244,7 @@ pub async fn patch_tenant(
             })
         })
         .await?;
-    state.keys.forget_tenant(id);
+    state.tenantry.key_cache().forget_tenant(id);
     Ok(Json(tenant))
 }
 
@@ -258,7 +258,7 @@ async fn set_status(
     let t = admin
         .admin_write(&(), |scope, ()| Box::pin(scope.set_status(id, status)))
         .await?;
-    state.keys.forget_tenant(id);
+    state.tenantry.key_cache().forget_tenant(id);
     Ok(t)
 }
 

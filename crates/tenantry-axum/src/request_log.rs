@@ -1,13 +1,20 @@
-//! The request log: a bounded in-process queue that requests append to without waiting, flushed to `tenantry.request_log` in batches by one background task; a full queue drops and counts.
+//! The request log: [`RequestLogLayer`], the tower layer that times every request, counts it by route and status, and hands the rows of requests a tenant made to a bounded in-process queue that requests append to without waiting, flushed to `tenantry.request_log` in batches by one background task; a full queue drops and counts.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
+use axum::{
+    extract::{MatchedPath, Request},
+    response::Response,
+};
 use tenantry_db::{Database, RequestLogEntry, ResourceId, TenantId, UserId};
 use tokio::{sync::mpsc, task::JoinHandle};
 
@@ -33,7 +40,7 @@ impl LogSlot {
         self.0.lock().expect("log slot").resource = Some(id);
     }
 
-    pub(crate) fn fields(&self) -> (Option<TenantId>, Option<UserId>, Option<ResourceId>) {
+    fn fields(&self) -> (Option<TenantId>, Option<UserId>, Option<ResourceId>) {
         let f = *self.0.lock().expect("log slot");
         (f.tenant, f.user, f.resource)
     }
@@ -153,4 +160,88 @@ async fn write(
     dropped.fetch_add(buf.len() as u64, Ordering::Relaxed);
     metrics::counter!("tenantry_request_log_dropped_total").increment(buf.len() as u64);
     buf.clear();
+}
+
+/// The tower layer of every tenant route: times the request, counts it in the
+/// `tenantry_http_requests_total` and `tenantry_http_request_duration_seconds`
+/// metrics by matched route and status, and writes a request-log row for each
+/// request that [`TenantCaller`](crate::TenantCaller) attributed to a tenant
+/// (its usage and audit trail). Apply it with `Router::route_layer`, so the
+/// matched route is known. Build it with [`Tenantry::layer`](crate::Tenantry::layer).
+#[derive(Clone)]
+pub struct RequestLogLayer {
+    pub(crate) log: RequestLog,
+}
+
+impl<S> tower::Layer<S> for RequestLogLayer {
+    type Service = RequestLogService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestLogService {
+            inner,
+            log: self.log.clone(),
+        }
+    }
+}
+
+/// The service of [`RequestLogLayer`].
+#[derive(Clone)]
+pub struct RequestLogService<S> {
+    inner: S,
+    log: RequestLog,
+}
+
+impl<S> tower::Service<Request> for RequestLogService<S>
+where
+    S: tower::Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // The clone that was made ready serves this request (tower's rule).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let log = self.log.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let arrived = chrono::Utc::now();
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "unmatched".into());
+            let method = request.method().as_str().to_owned();
+            let slot = LogSlot::default();
+            request.extensions_mut().insert(slot.clone());
+
+            let response = inner.call(request).await?;
+
+            let elapsed = started.elapsed();
+            let status = response.status().as_u16();
+            metrics::counter!("tenantry_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
+                .increment(1);
+            metrics::histogram!("tenantry_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+                .record(elapsed.as_secs_f64());
+            if let (Some(tenant_id), user_id, resource_id) = slot.fields() {
+                log.record(RequestLogEntry {
+                    tenant_id,
+                    created_at: arrived,
+                    user_id,
+                    resource_id,
+                    method,
+                    route,
+                    status: status as i16,
+                    latency_ms: elapsed.as_secs_f64() * 1000.0,
+                });
+            }
+            Ok(response)
+        })
+    }
 }

@@ -1,0 +1,383 @@
+//! Authentication of a tenant's request, exactly as tenantry's server does it: the `Authorization: Bearer` key checked through the in-process key cache, the suspended tenant's answer, the tenant's rate limit and its request-log slot, then [`TenantCaller`], the only way a handler gets a [`TenantScope`]. Also the admin token's hash, so a tenant route can tell it apart. The admin routes themselves are the API's.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{FromRef, FromRequestParts},
+    http::request::Parts,
+};
+use governor::{DefaultDirectRateLimiter, Quota};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tenantry_db::{
+    ApiKeySecret, Database, KeyId, KeyIdentity, ResourceId, ScopeFuture, TenantContext, TenantId,
+    TenantScope, TenantSettings, TenantStatus,
+};
+
+use crate::{
+    error::{ApiError, ProblemCode},
+    request_log::LogSlot,
+    Tenantry,
+};
+
+/// The admin token, kept only as its SHA-256 and compared in constant time.
+#[derive(Clone)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    /// From the token text.
+    pub fn new(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+    /// Whether `presented` is the token.
+    pub fn matches(&self, presented: &str) -> bool {
+        let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        h.ct_eq(&self.0).into()
+    }
+    /// A new random token: `tadm_` and 64 hex digits.
+    pub fn generate() -> String {
+        let bytes: [u8; 32] = rand::random();
+        format!("tadm_{}", hex::encode(bytes))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+/// Cache of verified keys by prefix. Entries hold the key's hash and are
+/// compared in constant time; they live `ttl` and are dropped at once when a
+/// key, role or tenant changes through this instance.
+pub struct KeyCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, CachedKey>>,
+}
+
+struct CachedKey {
+    hash: [u8; 32],
+    identity: Arc<KeyIdentity>,
+    fetched: Instant,
+}
+
+impl KeyCache {
+    /// An empty cache whose entries live `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, secret: &ApiKeySecret) -> Option<Arc<KeyIdentity>> {
+        let entries = self.entries.read().expect("key cache lock");
+        let entry = entries.get(secret.prefix())?;
+        let fresh = entry.fetched.elapsed() < self.ttl;
+        let unexpired = entry
+            .identity
+            .expires_at
+            .is_none_or(|e| e > chrono::Utc::now());
+        (fresh && unexpired && secret.matches_hash(&entry.hash)).then(|| entry.identity.clone())
+    }
+
+    pub(crate) async fn verify(
+        &self,
+        db: &Database,
+        secret: &ApiKeySecret,
+    ) -> Result<Option<Arc<KeyIdentity>>, ApiError> {
+        if let Some(hit) = self.get(secret) {
+            return Ok(Some(hit));
+        }
+        let verified = db.verify_key(secret.expose()).await?;
+        let mut entries = self.entries.write().expect("key cache lock");
+        match verified {
+            Some(identity) => {
+                let identity = Arc::new(identity);
+                entries.insert(
+                    secret.prefix().to_owned(),
+                    CachedKey {
+                        hash: secret.sha256(),
+                        identity: identity.clone(),
+                        fetched: Instant::now(),
+                    },
+                );
+                Ok(Some(identity))
+            }
+            None => {
+                // Only forget an entry that belongs to this very key: a forged
+                // secret with a real prefix must not evict the real key.
+                if entries
+                    .get(secret.prefix())
+                    .is_some_and(|e| secret.matches_hash(&e.hash))
+                {
+                    entries.remove(secret.prefix());
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Forgets one key (revoked or rotated here).
+    pub fn forget_key(&self, key: KeyId) {
+        self.entries
+            .write()
+            .expect("key cache lock")
+            .retain(|_, e| e.identity.key_id != key);
+    }
+
+    /// Forgets every key of a tenant (status, roles or permissions changed here).
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        self.entries
+            .write()
+            .expect("key cache lock")
+            .retain(|_, e| e.identity.tenant_id != tenant);
+    }
+}
+
+/// A limiter and the (rate bits, burst) it was built from.
+type TenantLimiter = ((u64, u32), Arc<DefaultDirectRateLimiter>);
+
+/// Per-tenant rate limiters built from the tenant's settings: one for every
+/// request (`rate_limit_per_second`), one for creating children
+/// (`child_creation_rate_per_second`).
+#[derive(Default)]
+pub struct RateLimits {
+    requests: Mutex<HashMap<TenantId, TenantLimiter>>,
+    child_creations: Mutex<HashMap<TenantId, TenantLimiter>>,
+}
+
+impl RateLimits {
+    /// Err(429) when the tenant's `rate_limit_per_second` (burst `rate_limit_burst`) is exhausted.
+    pub(crate) fn check(
+        &self,
+        tenant: TenantId,
+        settings: &TenantSettings,
+    ) -> Result<(), ApiError> {
+        let Some(rate) = settings.rate_limit_per_second() else {
+            return Ok(());
+        };
+        // The rate is > 0 and finite (parsed); the default burst is the rate, rounded up.
+        let burst = settings
+            .rate_limit_burst()
+            .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
+        take(&self.requests, tenant, rate, burst).map_err(|_| {
+            ApiError::new(
+                ProblemCode::RateLimited,
+                format!("this tenant may make {rate} requests per second (burst {burst})"),
+            )
+        })
+    }
+
+    /// Err(429) when the tenant created children faster than its
+    /// `child_creation_rate_per_second` (default 10, burst twice the rate).
+    fn check_child_creation(
+        &self,
+        tenant: TenantId,
+        settings: &TenantSettings,
+    ) -> Result<(), ApiError> {
+        let rate = settings.child_creation_rate_per_second();
+        let burst = (2.0 * rate).ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        take(&self.child_creations, tenant, rate, burst).map_err(|_| {
+            ApiError::new(
+                ProblemCode::RateLimited,
+                format!("this tenant may create {rate} child tenants per second (burst {burst})"),
+            )
+            .with_field("settings.child_creation_rate_per_second")
+        })
+    }
+}
+
+/// Takes one cell from the tenant's limiter in `limiters`, (re)built when its
+/// rate or burst changed.
+fn take(
+    limiters: &Mutex<HashMap<TenantId, TenantLimiter>>,
+    tenant: TenantId,
+    rate: f64,
+    burst: u32,
+) -> Result<(), ()> {
+    let signature = (rate.to_bits(), burst);
+    let limiter = {
+        // A panic elsewhere must not turn every later rate-limited request into one.
+        let mut limiters = limiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = limiters
+            .entry(tenant)
+            .or_insert_with(|| (signature, Arc::new(limiter(rate, burst))));
+        if entry.0 != signature {
+            *entry = (signature, Arc::new(limiter(rate, burst)));
+        }
+        entry.1.clone()
+    };
+    limiter.check().map_err(|_| ())
+}
+
+/// Longest period between two requests of a rate limit: any slower rate (settings
+/// accept every positive number) means one request per ten years.
+const MAX_PERIOD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
+    // governor keeps period × burst in u64 nanoseconds: bound both so that no
+    // setting can panic or overflow it (a tiny rate once panicked here).
+    let period = Duration::try_from_secs_f64(1.0 / rate)
+        .unwrap_or(MAX_PERIOD)
+        .clamp(Duration::from_nanos(1), MAX_PERIOD);
+    let period_nanos = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
+    let max_burst = u32::try_from(u64::MAX / 4 / period_nanos).unwrap_or(u32::MAX);
+    let quota = Quota::with_period(period)
+        .expect("non-zero period")
+        .allow_burst(NonZeroU32::new(burst.clamp(1, max_burst.max(1))).expect("burst >= 1"));
+    DefaultDirectRateLimiter::direct(quota)
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if any.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A request made with a tenant API key: acts as the key's tenant (and member).
+pub struct TenantCaller {
+    db: Database,
+    identity: Arc<KeyIdentity>,
+    slot: Option<LogSlot>,
+    keys: Arc<KeyCache>,
+    limits: Arc<RateLimits>,
+}
+
+impl TenantCaller {
+    /// The caller's tenant. Nothing in a request body, query or path overrides it.
+    pub fn tenant(&self) -> TenantId {
+        self.identity.tenant_id
+    }
+
+    /// Err(429 `rate_limited`, with Retry-After) when the tenant creates
+    /// children faster than its `child_creation_rate_per_second`.
+    pub fn check_child_creation(&self) -> Result<(), ApiError> {
+        self.limits
+            .check_child_creation(self.identity.tenant_id, &self.identity.tenant_settings)
+    }
+
+    /// The key's identity.
+    pub fn identity(&self) -> &KeyIdentity {
+        &self.identity
+    }
+
+    /// 403 unless the key holds `permission`.
+    pub fn require(&self, permission: &str) -> Result<(), ApiError> {
+        if self.identity.permissions.iter().any(|p| p == permission) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ProblemCode::PermissionDenied,
+                format!("this key lacks the permission {permission}"),
+            ))
+        }
+    }
+
+    /// The tenant context of this request, restricted to what the key holds.
+    fn context(&self) -> TenantContext {
+        // The key's permissions travel with the scope: the library refuses to
+        // grant, assign or mint more than the key holds.
+        TenantContext::new(self.tenant())
+            .with_user(self.identity.user_id)
+            .with_actor(format!("key:{}", self.identity.key_id))
+            .with_permissions(self.identity.permissions.iter().cloned().collect())
+    }
+
+    /// Opens the tenant-scoped transaction for this request (reads).
+    pub async fn scope(&self) -> Result<TenantScope, ApiError> {
+        Ok(self.db.tenant(self.context()).await?)
+    }
+
+    /// Runs a write in a fresh tenant-scoped transaction and commits it; a
+    /// collision with a concurrent transaction (deadlock, serialization
+    /// failure) is run again a few times before it answers 503
+    /// ([`Database::in_tenant`]). `work` may run more than once.
+    pub async fn write<A: Sync + ?Sized, T>(
+        &self,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<T, ApiError> {
+        Ok(self.db.in_tenant(&self.context(), args, work).await?)
+    }
+
+    /// Records the resource this request addressed, for the request log.
+    pub fn note_resource(&self, id: ResourceId) {
+        if let Some(slot) = &self.slot {
+            slot.set_resource(id);
+        }
+    }
+
+    /// The key cache, to drop entries after security changes.
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.keys
+    }
+}
+
+impl<S> FromRequestParts<S> for TenantCaller
+where
+    Tenantry: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let tenantry = Tenantry::from_ref(state);
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        if tenantry
+            .admin_token
+            .as_ref()
+            .is_some_and(|admin| admin.matches(token))
+        {
+            return Err(ApiError::new(
+                ProblemCode::WrongCredential,
+                "this route needs a tenant API key, not the admin token",
+            ));
+        }
+        let secret = ApiKeySecret::parse(token).ok_or_else(ApiError::unauthorized)?;
+        let identity = tenantry
+            .keys
+            .verify(&tenantry.db, &secret)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        match identity.tenant_status {
+            TenantStatus::Active => {}
+            TenantStatus::Suspended => {
+                return Err(ApiError::new(
+                    ProblemCode::TenantSuspended,
+                    format!("tenant {} is suspended", identity.tenant_id),
+                ));
+            }
+            TenantStatus::Deleted => return Err(ApiError::unauthorized()),
+        }
+        let slot = parts.extensions.get::<LogSlot>().cloned();
+        if let Some(slot) = &slot {
+            slot.set_caller(identity.tenant_id, identity.user_id);
+        }
+        tenantry
+            .limits
+            .check(identity.tenant_id, &identity.tenant_settings)?;
+        Ok(Self {
+            db: tenantry.db,
+            identity,
+            slot,
+            keys: tenantry.keys,
+            limits: tenantry.limits,
+        })
+    }
+}

@@ -1,0 +1,363 @@
+//! Errors as `application/problem+json` (RFC 9457): one type for every handler, extractor and fallback of tenantry's API and of applications built on it, with a stable `code` per kind. The codes are listed once, in [`ProblemCode`]; the API description's list is generated from it. Which OpenAPI responses a route declares is the API's (`tenantry_api::error::responses`).
+
+use axum::{
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use tenantry_db::DbError;
+
+/// Declares [`ProblemCode`] from one table: variant, code, HTTP status, title.
+macro_rules! problem_codes {
+    ($($variant:ident = ($code:literal, $status:ident, $title:literal),)*) => {
+        /// Every kind of problem the API returns, with its HTTP status and title.
+        /// Codes are stable: a retired code is never reused for another meaning.
+        ///
+        /// Each serializes as its code: the variant in snake case (pinned by a test;
+        /// utoipa does not read a `serde(rename)` made by a macro).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
+        pub enum ProblemCode {
+            $(
+                #[doc = $title]
+                $variant,
+            )*
+        }
+
+        impl ProblemCode {
+            /// Every code, in the order of the table (grouped by status).
+            pub const ALL: &'static [ProblemCode] = &[$(ProblemCode::$variant),*];
+
+            /// The stable machine-readable code, e.g. `not_found`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ProblemCode::$variant => $code,)*
+                }
+            }
+
+            /// The HTTP status of this kind of problem.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ProblemCode::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// Short summary of this kind of problem.
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(ProblemCode::$variant => $title,)*
+                }
+            }
+        }
+    };
+}
+
+problem_codes! {
+    InvalidJson = ("invalid_json", BAD_REQUEST, "Request body is not valid JSON for this route"),
+    InvalidPath = ("invalid_path", BAD_REQUEST, "A path parameter is invalid"),
+    InvalidQuery = ("invalid_query", BAD_REQUEST, "A query parameter is invalid"),
+    InvalidCursor = ("invalid_cursor", BAD_REQUEST, "The pagination cursor is invalid"),
+    Unauthorized = ("unauthorized", UNAUTHORIZED, "Missing or invalid credentials"),
+    PermissionDenied = ("permission_denied", FORBIDDEN, "The credential lacks the permission this route needs"),
+    TenantSuspended = ("tenant_suspended", FORBIDDEN, "The tenant is suspended"),
+    WrongCredential = ("wrong_credential", FORBIDDEN, "This route needs another kind of credential"),
+    Forbidden = ("forbidden", FORBIDDEN, "The operation is not allowed"),
+    NotFound = ("not_found", NOT_FOUND, "Not found"),
+    RouteNotFound = ("route_not_found", NOT_FOUND, "No such route"),
+    MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed on this route"),
+    Conflict = ("conflict", CONFLICT, "The request conflicts with the current state"),
+    QuotaExceeded = ("quota_exceeded", CONFLICT, "A quota of the tenant would be exceeded"),
+    BodyTooLarge = ("body_too_large", PAYLOAD_TOO_LARGE, "Request body too large"),
+    UnsupportedMediaType = ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Request body must be application/json"),
+    ValidationFailed = ("validation_failed", UNPROCESSABLE_ENTITY, "The request is well-formed but invalid"),
+    RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "Too many requests for this tenant"),
+    InternalError = ("internal_error", INTERNAL_SERVER_ERROR, "Internal error"),
+    ServiceUnavailable = ("service_unavailable", SERVICE_UNAVAILABLE, "The database is unavailable; retry later"),
+}
+
+impl ProblemCode {
+    /// The list of codes as Markdown (code, status, title), for the API description.
+    pub fn markdown_list() -> String {
+        ProblemCode::ALL
+            .iter()
+            .map(|c| {
+                format!(
+                    "- `{}` ({}): {}\n",
+                    c.as_str(),
+                    c.status().as_u16(),
+                    c.title()
+                )
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A problem details body.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Problem {
+    /// URI identifying the problem kind: `urn:tenantry:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong in this request.
+    pub detail: String,
+    /// Stable machine-readable code (see the list in the API description).
+    pub code: ProblemCode,
+    /// The request field at fault, when known (e.g. `name`, `settings.max_resources`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The error every handler returns.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    code: ProblemCode,
+    detail: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    /// An error of a kind, with what went wrong in this request.
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    /// Names the field at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// 401 with the one body every credential failure shares.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            ProblemCode::Unauthorized,
+            "a valid API key or admin token is required (Authorization: Bearer <token>)",
+        )
+    }
+
+    /// 404 for objects, identical for missing and foreign ones.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ProblemCode::NotFound, format!("{what} not found"))
+    }
+
+    /// 422 naming a field.
+    pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
+        Self::new(ProblemCode::ValidationFailed, detail).with_field(field)
+    }
+
+    /// The code.
+    pub fn code(&self) -> ProblemCode {
+        self.code
+    }
+
+    /// The HTTP status of the code.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// The body.
+    pub fn problem(&self) -> Problem {
+        Problem {
+            kind: format!("urn:tenantry:problem:{}", self.code),
+            title: self.code.title().to_owned(),
+            status: self.code.status().as_u16(),
+            detail: self.detail.clone(),
+            code: self.code,
+            field: self.field.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            // Nothing was written: the request may simply be sent again.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// `Retry-After` of every 503 (an outage or a collision with a concurrent transaction) and 429 (a rate limit).
+const RETRY_AFTER_SECS: &str = "1";
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::NotFound(m) => Self::new(ProblemCode::NotFound, m),
+            DbError::Conflict(m) => Self::new(ProblemCode::Conflict, m),
+            DbError::QuotaExceeded(m) => Self::new(ProblemCode::QuotaExceeded, m),
+            DbError::PermissionDenied(m) => Self::new(ProblemCode::PermissionDenied, m),
+            DbError::Forbidden(m) => Self::new(ProblemCode::Forbidden, m),
+            DbError::Invalid { field, message } => {
+                let e = Self::new(ProblemCode::ValidationFailed, message);
+                match field {
+                    Some(f) => e.with_field(f),
+                    None => e,
+                }
+            }
+            DbError::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                Self::new(
+                    ProblemCode::ServiceUnavailable,
+                    "the database is unavailable; retry later",
+                )
+            }
+            DbError::Contention(m) => {
+                tracing::warn!(error = %m, "transaction rolled back by a concurrent one");
+                Self::new(
+                    ProblemCode::ServiceUnavailable,
+                    "the request collided with a concurrent one and was rolled back; retry",
+                )
+            }
+            DbError::Internal(m) => {
+                tracing::error!(error = %m, "internal database error");
+                Self::new(ProblemCode::InternalError, "internal error")
+            }
+        }
+    }
+}
+
+/// A body that is not the JSON a route takes (`extract::Json` checks size and
+/// content type itself, before parsing).
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        // serde's message names the field and the problem ("unknown field `x`", "missing field `name`").
+        let detail = match &rejection {
+            JsonRejection::JsonDataError(e) => std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| e.body_text()),
+            other => other.body_text(),
+        };
+        Self::new(ProblemCode::InvalidJson, detail)
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(ProblemCode::InvalidPath, rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(ProblemCode::InvalidQuery, rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_unique_and_serializes_as_its_string() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ProblemCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {code}");
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert_eq!(ApiError::new(*code, "x").status(), code.status());
+        }
+    }
+
+    #[test]
+    fn codes_and_statuses_stay_what_clients_depend_on() {
+        let pinned: Vec<(&str, u16)> = ProblemCode::ALL
+            .iter()
+            .map(|c| (c.as_str(), c.status().as_u16()))
+            .collect();
+        assert_eq!(
+            pinned,
+            [
+                ("invalid_json", 400),
+                ("invalid_path", 400),
+                ("invalid_query", 400),
+                ("invalid_cursor", 400),
+                ("unauthorized", 401),
+                ("permission_denied", 403),
+                ("tenant_suspended", 403),
+                ("wrong_credential", 403),
+                ("forbidden", 403),
+                ("not_found", 404),
+                ("route_not_found", 404),
+                ("method_not_allowed", 405),
+                ("conflict", 409),
+                ("quota_exceeded", 409),
+                ("body_too_large", 413),
+                ("unsupported_media_type", 415),
+                ("validation_failed", 422),
+                ("rate_limited", 429),
+                ("internal_error", 500),
+                ("service_unavailable", 503),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_quota_refused_by_the_database_is_quota_exceeded() {
+        let e = ApiError::from(DbError::QuotaExceeded("at most 2 resources".into()));
+        assert_eq!(e.code(), ProblemCode::QuotaExceeded);
+        assert_eq!(e.status(), StatusCode::CONFLICT);
+        assert_eq!(e.problem().detail, "at most 2 resources");
+    }
+
+    #[test]
+    fn a_deadlock_or_serialization_failure_is_503_with_retry_after_never_500() {
+        let e = ApiError::from(DbError::Contention(
+            "deadlock detected on relation secret_table".into(),
+        ));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.problem().detail.contains("secret_table"));
+        let response = e.into_response();
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER).unwrap(),
+            RETRY_AFTER_SECS
+        );
+    }
+
+    #[test]
+    fn internal_database_errors_do_not_leak_details() {
+        let e = ApiError::from(DbError::Internal(
+            "relation secret_table does not exist".into(),
+        ));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.problem().detail.contains("secret_table"));
+    }
+}

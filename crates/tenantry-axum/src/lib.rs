@@ -1,0 +1,155 @@
+//! tenantry-axum: what an application needs to serve its own tables with tenantry's guarantees.
+//!
+//! A request flows auth → tenant scope → SQL → response, as in tenantry's own
+//! server, which is built on this crate:
+//!
+//! - [`TenantCaller`] (in [`auth`]), the extractor: the request's API key
+//!   checked exactly as the server checks it (key cache, suspended tenant,
+//!   per-tenant rate limit, request-log slot); it hands the handler a
+//!   [`TenantScope`](tenantry_db::TenantScope) and never a pool;
+//! - [`RequestLogLayer`] (in [`request_log`]), the tower layer that records
+//!   every tenant request (metrics and `tenantry.request_log`);
+//! - [`error::ApiError`]: every failure as `application/problem+json` with a
+//!   stable code; another tenant's row is `404 not_found` like a missing one;
+//! - [`extract`]: `Json`, `Path` and `Query` whose rejections are problem+json;
+//! - [`Tenantry`]: the state they share, built once at start-up.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use tenantry_axum::{error::ApiError, extract::{Json, Path}, Tenantry, TenantCaller};
+//!
+//! async fn project_name(caller: TenantCaller, Path(id): Path<uuid::Uuid>) -> Result<Json<String>, ApiError> {
+//!     let mut scope = caller.scope().await?;
+//!     let (name,): (String,) = scope
+//!         .query_one("SELECT name FROM projects WHERE id = $1", &[&id])
+//!         .await?;
+//!     scope.commit().await?;
+//!     Ok(Json(name))
+//! }
+//!
+//! # async fn demo(db: tenantry_db::Database) {
+//! let (tenantry, _flusher) = Tenantry::start(db, &Default::default());
+//! let app: Router = Router::new()
+//!     .route("/projects/{id}", get(project_name))
+//!     .route_layer(tenantry.layer())
+//!     .with_state(tenantry);
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::{sync::Arc, time::Duration};
+
+use tenantry_db::Database;
+use tokio::task::JoinHandle;
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod request_log;
+
+pub use auth::{AdminToken, KeyCache, RateLimits, TenantCaller};
+pub use error::{ApiError, ProblemCode};
+pub use request_log::{RequestLog, RequestLogLayer};
+
+/// How [`Tenantry::start`] sets up authentication and the request log.
+#[derive(Debug, Clone)]
+pub struct TenantryConfig {
+    /// How long a verified key is trusted without asking the database.
+    pub key_cache_ttl: Duration,
+    /// Whether each tenant request gets a `request_log` row (usage comes from them).
+    pub request_log: bool,
+    /// Capacity of the request-log queue; when full, rows are dropped and counted.
+    pub request_log_queue: usize,
+    /// Most rows written per request-log batch.
+    pub request_log_batch: usize,
+}
+
+impl Default for TenantryConfig {
+    /// The server's defaults: keys trusted for 1 s, request log on, a queue of
+    /// 10 000 rows written 500 at a time.
+    fn default() -> Self {
+        Self {
+            key_cache_ttl: Duration::from_secs(1),
+            request_log: true,
+            request_log_queue: 10_000,
+            request_log_batch: 500,
+        }
+    }
+}
+
+/// What every tenant request shares: the pool (reached only through
+/// [`TenantCaller`]), the key cache, the rate limiters and the request log.
+/// Cheap to clone; an application's state holds one and implements
+/// `FromRef<AppState> for Tenantry` (or uses it as its state directly).
+#[derive(Clone)]
+pub struct Tenantry {
+    pub(crate) db: Database,
+    pub(crate) keys: Arc<KeyCache>,
+    pub(crate) limits: Arc<RateLimits>,
+    pub(crate) log: RequestLog,
+    pub(crate) admin_token: Option<Arc<AdminToken>>,
+}
+
+impl Tenantry {
+    /// Builds the shared state and starts the request-log flusher; the task
+    /// ends once every clone of the state is dropped and the queue is written.
+    pub fn start(db: Database, config: &TenantryConfig) -> (Self, JoinHandle<()>) {
+        let (mut log, flusher) = RequestLog::start(
+            db.clone(),
+            config.request_log_queue,
+            config.request_log_batch,
+        );
+        if !config.request_log {
+            log = log.disabled();
+        }
+        let tenantry = Self {
+            db,
+            keys: Arc::new(KeyCache::new(config.key_cache_ttl)),
+            limits: Arc::new(RateLimits::default()),
+            log,
+            admin_token: None,
+        };
+        (tenantry, flusher)
+    }
+
+    /// Names the operator's admin token: a tenant route that receives it
+    /// answers `403 wrong_credential` instead of `401`.
+    pub fn with_admin_token(mut self, token: AdminToken) -> Self {
+        self.admin_token = Some(Arc::new(token));
+        self
+    }
+
+    /// The admin token, if one was named.
+    pub fn admin_token(&self) -> Option<&AdminToken> {
+        self.admin_token.as_deref()
+    }
+
+    /// The layer that records every request of the routes it wraps.
+    pub fn layer(&self) -> RequestLogLayer {
+        RequestLogLayer {
+            log: self.log.clone(),
+        }
+    }
+
+    /// The key cache, to drop entries after security changes.
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.keys
+    }
+
+    /// The request log (queue depth, rows written and dropped).
+    pub fn request_log(&self) -> &RequestLog {
+        &self.log
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM: for `axum::serve(..).with_graceful_shutdown`.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,144 @@
+//! The embedded default (feature `embedded`): start a private PostgreSQL in a data directory, or attach to the one another tenantry process runs there, and provision the `tenantry` database in it. What `tenantry serve` and any application built on tenantry start with when no database URL is given.
+
+use std::path::Path;
+
+use tenantry_embedded::{ClusterOptions, EmbeddedCluster, EmbeddedError};
+use tokio_postgres::Config;
+
+use crate::{conninfo, provision, ProvisionError, Provisioned, ServerLogin};
+
+/// Why the embedded database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The cluster could not start (binaries, directory, ...).
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    /// The `tenantry` database could not be created or migrated.
+    #[error("preparing the database in the embedded cluster: {0}")]
+    Provision(#[from] ProvisionError),
+    /// The data directory could not be resolved.
+    #[error("resolving the data directory: {0}")]
+    Directory(#[from] std::io::Error),
+}
+
+/// The data directory when none is given.
+pub const DEFAULT_DATA_DIR: &str = ".tenantry";
+
+/// `/var/tmp/tenantry-<hash>`: a stable home for the cluster of an unreachable default directory.
+fn fallback_dir(data_dir: &Path) -> Result<std::path::PathBuf, LocalError> {
+    use sha2::Digest;
+    let absolute = std::path::absolute(data_dir)?;
+    let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    let short: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(std::path::PathBuf::from(format!(
+        "/var/tmp/tenantry-{short}"
+    )))
+}
+
+/// The database tenantry uses inside the embedded cluster.
+pub const DATABASE: &str = "tenantry";
+
+/// A running embedded cluster, ours (stopped on drop) or another process's,
+/// with the `tenantry` database created and migrated.
+pub struct LocalCluster {
+    provisioned: Provisioned,
+    cluster: Option<EmbeddedCluster>,
+}
+
+impl LocalCluster {
+    /// Starts the cluster in `data_dir` (creating it on first use), or attaches to
+    /// the one another tenantry process already runs there; creates and migrates the database.
+    ///
+    /// As root, the cluster runs as the `postgres` system user. When the
+    /// *default* directory (`.tenantry` in a checkout under `/root`, say) is not
+    /// reachable by that user, the cluster lives in `/var/tmp/tenantry-<hash of
+    /// the directory>` instead (the same place every time, said on stderr); the
+    /// admin token stays in the default directory. An explicit directory is
+    /// never replaced: it is refused with the reason.
+    pub async fn open(data_dir: &Path, tcp: Option<(String, u16)>) -> Result<Self, LocalError> {
+        match Self::open_in(data_dir, tcp.clone()).await {
+            Err(e @ LocalError::Embedded(EmbeddedError::DirectoryUnreachable { .. }))
+                if data_dir == Path::new(DEFAULT_DATA_DIR) =>
+            {
+                let alternative = fallback_dir(data_dir)?;
+                eprintln!(
+                    "note: {e}
+note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose)",
+                    alternative.display()
+                );
+                Self::open_in(&alternative, tcp).await
+            }
+            other => other,
+        }
+    }
+
+    async fn open_in(data_dir: &Path, tcp: Option<(String, u16)>) -> Result<Self, LocalError> {
+        let mut options = ClusterOptions::new(data_dir);
+        options.tcp = tcp;
+        // Blocking is fine here: start-up, before serving anything.
+        let (superuser, cluster) = match EmbeddedCluster::start(options) {
+            Ok(cluster) => (cluster.superuser_config(DATABASE), Some(cluster)),
+            Err(EmbeddedError::AlreadyRunning { .. }) => {
+                let dir = std::path::absolute(data_dir)?;
+                let mut superuser = Config::new();
+                superuser
+                    .host_path(&dir)
+                    .port(running_port(&dir).unwrap_or(5432))
+                    .user("postgres");
+                (superuser, None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // The unix socket trusts local logins: the server role needs no password.
+        let provisioned = provision(&superuser, DATABASE, ServerLogin::Trust).await?;
+        Ok(Self {
+            provisioned,
+            cluster,
+        })
+    }
+
+    /// Where the cluster lives (its base directory), when this process started it.
+    pub fn location(&self) -> Option<&Path> {
+        self.cluster.as_ref().map(|c| c.data_dir())
+    }
+
+    /// Whether this process started (and will stop) the cluster.
+    pub fn owns_process(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// libpq connection string of the superuser to the `tenantry` database.
+    pub fn superuser_url(&self) -> String {
+        conninfo(&self.provisioned.superuser)
+    }
+
+    /// Connection settings of the superuser to the `tenantry` database (the
+    /// migration role: adopting tables, an application's own migrations).
+    pub fn superuser_config(&self) -> Config {
+        self.provisioned.superuser.clone()
+    }
+
+    /// Connection settings of the server's login role to the `tenantry` database.
+    pub fn server_config(&self) -> Config {
+        self.provisioned.server.clone()
+    }
+
+    /// Migrations applied when the cluster was opened.
+    pub fn applied(&self) -> &[crate::migrate::Migration] {
+        &self.provisioned.applied
+    }
+
+    /// TCP connection string (with password) when TCP was requested.
+    pub fn tcp_url(&self) -> Option<String> {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.tcp_superuser_config(DATABASE))
+            .map(|c| conninfo(&c))
+    }
+}
+
+/// The port of a cluster another process runs in `dir` (line 4 of postmaster.pid).
+fn running_port(dir: &Path) -> Option<u16> {
+    let pid_file = std::fs::read_to_string(dir.join("pgdata/postmaster.pid")).ok()?;
+    pid_file.lines().nth(3)?.trim().parse().ok()
+}

@@ -1,0 +1,260 @@
+//! Typed access to a table of the team's own, adopted with `tenantry::tables::adopt_table`: `query`, `query_one`, `query_opt` and `execute` in both statement modes, as `tenantry_server`; another tenant's rows answer exactly like missing ones, and `in_tenant` runs a collided unit of work again.
+
+use tenantry_db::{
+    tables::{adopt_table, AdoptOptions},
+    testing::TestDatabase,
+    Database, DbError, FromRow, Sql, StatementMode, TenantContext, TenantId,
+};
+use tokio_postgres::{types::Type, Row};
+use uuid::Uuid;
+
+use super::tenant;
+
+/// A row of `app.projects`, read by column name.
+#[derive(Debug, PartialEq)]
+struct Project {
+    id: Uuid,
+    tenant_id: TenantId,
+    name: String,
+}
+
+impl FromRow for Project {
+    fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
+            name: row.try_get("name")?,
+        })
+    }
+}
+
+const GET_PROJECT: Sql = Sql::typed(
+    "SELECT id, tenant_id, name FROM app.projects WHERE id = $1",
+    &[Type::UUID],
+);
+
+/// A database with `app.projects` adopted (by the superuser, as a team's
+/// migration would) and two tenants; the pool in `mode`.
+async fn adopted(mode: StatementMode) -> (TestDatabase, Database, TenantId, TenantId) {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE SCHEMA app;
+         CREATE TABLE app.projects (
+             tenant_id uuid NOT NULL,
+             id        uuid NOT NULL DEFAULT gen_random_uuid(),
+             name      text NOT NULL,
+             PRIMARY KEY (tenant_id, id),
+             UNIQUE (tenant_id, name))",
+    )
+    .await
+    .unwrap();
+    adopt_table(&su, "app.projects", &AdoptOptions::default(), |_| {})
+        .await
+        .expect("adopting app.projects");
+    let db = tdb.database_with(mode, 2);
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    (tdb, db, a, b)
+}
+
+/// What every test here checks, in one statement mode: writes land in the
+/// scope's tenant, reads return the caller's types, and another tenant's row
+/// is read, changed and deleted exactly like a missing one.
+async fn own_rows_only(mode: StatementMode) {
+    let (_tdb, db, a, b) = adopted(mode).await;
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let inserted = s
+        .execute(
+            "INSERT INTO app.projects (name) VALUES ($1), ($2)",
+            &[&"alpha", &"beta"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(inserted, 2);
+    let (id,): (Uuid,) = s
+        .query_one("SELECT id FROM app.projects WHERE name = $1", &[&"alpha"])
+        .await
+        .unwrap();
+    let names: Vec<(String,)> = s
+        .query("SELECT name FROM app.projects ORDER BY name", &[])
+        .await
+        .unwrap();
+    assert_eq!(names, [("alpha".to_owned(),), ("beta".to_owned(),)]);
+    let project: Project = s.query_one(GET_PROJECT, &[&id]).await.unwrap();
+    assert_eq!(
+        project,
+        Project {
+            id,
+            tenant_id: a,
+            name: "alpha".into()
+        }
+    );
+    s.commit().await.unwrap();
+
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    let seen: Vec<Project> = s
+        .query("SELECT id, tenant_id, name FROM app.projects", &[])
+        .await
+        .unwrap();
+    assert!(seen.is_empty(), "b reads a's projects: {seen:?}");
+    let missing = Uuid::new_v4();
+    let foreign = s
+        .query_one::<Project>(GET_PROJECT, &[&id])
+        .await
+        .unwrap_err();
+    let absent = s
+        .query_one::<Project>(GET_PROJECT, &[&missing])
+        .await
+        .unwrap_err();
+    assert!(matches!(foreign, DbError::NotFound(_)), "{foreign:?}");
+    assert_eq!(foreign.to_string(), absent.to_string());
+    for probe in [id, missing] {
+        assert_eq!(
+            s.query_opt::<Project>(GET_PROJECT, &[&probe])
+                .await
+                .unwrap(),
+            None
+        );
+        let renamed = s
+            .execute(
+                "UPDATE app.projects SET name = 'taken' WHERE id = $1",
+                &[&probe],
+            )
+            .await
+            .unwrap();
+        let deleted = s
+            .execute("DELETE FROM app.projects WHERE id = $1", &[&probe])
+            .await
+            .unwrap();
+        assert_eq!((renamed, deleted), (0, 0));
+    }
+    // A row forged for a: refused, and the scope reports it at commit.
+    let forged = s
+        .execute(
+            "INSERT INTO app.projects (tenant_id, name) VALUES ($1, 'forged')",
+            &[a.as_uuid()],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(forged, DbError::Forbidden(_)), "{forged:?}");
+    assert!(s.commit().await.is_err());
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let project: Project = s.query_one(GET_PROJECT, &[&id]).await.unwrap();
+    assert_eq!(project.name, "alpha", "b changed a's project");
+    let count: (i64,) = s
+        .query_one("SELECT count(*) FROM app.projects", &[])
+        .await
+        .unwrap();
+    assert_eq!(count.0, 2, "b deleted or forged rows of a");
+    s.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn typed_queries_on_an_adopted_table_see_only_the_tenants_rows_with_prepared_statements() {
+    own_rows_only(StatementMode::Prepared).await;
+}
+
+#[tokio::test]
+async fn typed_queries_on_an_adopted_table_see_only_the_tenants_rows_with_unnamed_statements() {
+    own_rows_only(StatementMode::Unnamed).await;
+}
+
+#[tokio::test]
+async fn unnamed_statements_without_types_are_described_in_the_transaction_and_leave_nothing_prepared(
+) {
+    let (_tdb, db, a, _b) = adopted(StatementMode::Unnamed).await;
+    for first in ["untyped", "typed"] {
+        let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+        // The first statement of the transaction travels with BEGIN and the
+        // context, typed or not; the second follows in the open transaction.
+        let name = format!("{first}-1");
+        let insert = "INSERT INTO app.projects (name) VALUES ($1) RETURNING id";
+        let sql = match first {
+            "untyped" => Sql::new(insert),
+            _ => Sql::typed(insert, &[Type::TEXT]),
+        };
+        let (inserted,): (Uuid,) = s.query_one(sql, &[&name]).await.unwrap();
+        let got: Option<(String, Uuid)> = s
+            .query_opt(
+                "SELECT name, tenant_id FROM app.projects WHERE id = $1",
+                &[&inserted],
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, Some((name, *a.as_uuid())));
+        s.commit().await.unwrap();
+    }
+    // Both pooled connections: no statement outlived its transaction (a
+    // transaction-pooling pgbouncer would hand it to another client).
+    for _ in 0..2 {
+        let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+        let (left,): (i64,) = s
+            .query_one(
+                Sql::typed("SELECT count(*) FROM pg_prepared_statements", &[]),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        s.commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn query_one_of_several_rows_and_a_row_read_into_the_wrong_type_are_internal_errors() {
+    let (_tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.execute("INSERT INTO app.projects (name) VALUES ('x'), ('y')", &[])
+        .await
+        .unwrap();
+    let several = s
+        .query_one::<(String,)>("SELECT name FROM app.projects", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(several, DbError::Internal(_)), "{several:?}");
+    let wrong = s
+        .query::<(i64,)>("SELECT name FROM app.projects", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(wrong, DbError::Internal(_)), "{wrong:?}");
+    // Neither failed in the database: the transaction goes on and commits.
+    s.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn in_tenant_runs_a_write_to_an_adopted_table_again_after_a_serialization_failure_and_commits_it_once(
+) {
+    let (_tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let runs = std::sync::atomic::AtomicU32::new(0);
+    let id: Uuid = db
+        .in_tenant(&TenantContext::new(a), &runs, |scope, runs| {
+            Box::pin(async move {
+                let run = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (id,): (Uuid,) = scope
+                    .query_one(
+                        "INSERT INTO app.projects (name) VALUES ('once') RETURNING id",
+                        &[],
+                    )
+                    .await?;
+                if run == 0 {
+                    scope
+                        .execute(
+                            "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END $$",
+                            &[],
+                        )
+                        .await?;
+                }
+                Ok(id)
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let ids: Vec<(Uuid,)> = s.query("SELECT id FROM app.projects", &[]).await.unwrap();
+    assert_eq!(ids, [(id,)]);
+    s.commit().await.unwrap();
+}

@@ -1,0 +1,110 @@
+//! issue-tracker: an application built on tenantry. Its own tables (`projects`, `issues`, `comments`: [`schema`]) are adopted by tenantry at start-up; its own axum routes ([`routes`]) take a [`tenantry_axum::TenantCaller`], so every statement runs in the caller's tenant under row-level security, and another tenant's row answers exactly like a missing one.
+//!
+//! [`Application::build`] wires it up from [`Settings`] and can bind port 0,
+//! so the tests run the real server; `main` adds the embedded database.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::{future::Future, net::SocketAddr};
+
+use anyhow::Context;
+use axum::{
+    routing::{get, post},
+    Router,
+};
+use tenantry_axum::{ApiError, ProblemCode, Tenantry, TenantryConfig};
+use tenantry_db::{Database, DatabaseConfig};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+pub mod ids;
+pub mod routes;
+pub mod schema;
+
+/// What the tracker needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The role that runs migrations and adopts tables (a superuser, or a member of `tenantry_owner`).
+    pub migration: tokio_postgres::Config,
+    /// The server's login role, `tenantry_server`: the pool every request uses.
+    pub server: tokio_postgres::Config,
+}
+
+/// The routes, over the shared [`Tenantry`] state.
+pub fn router(tenantry: Tenantry) -> Router {
+    use routes::{comments, issues, projects};
+    Router::new()
+        .route("/projects", post(projects::create).get(projects::list))
+        .route("/projects/{id}", get(projects::get).patch(projects::update))
+        .route(
+            "/projects/{id}/issues",
+            post(issues::create).get(issues::list),
+        )
+        .route("/issues/{id}", get(issues::get).patch(issues::update))
+        .route(
+            "/issues/{id}/comments",
+            post(comments::create).get(comments::list),
+        )
+        .route_layer(tenantry.layer())
+        .fallback(|| async { ApiError::new(ProblemCode::RouteNotFound, "no such route") })
+        .with_state(tenantry)
+}
+
+/// The tracker, migrated, bound and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    tenantry: Tenantry,
+    flusher: JoinHandle<()>,
+}
+
+impl Application {
+    /// Migrates and adopts the tracker's tables, checks the server's role and
+    /// every adopted table (as `tenantry serve` does), and binds `settings.listen`.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        schema::migrate(&settings.migration).await?;
+        let db = Database::connect(&DatabaseConfig::from_config(settings.server.clone()))?;
+        if let Some(problem) = db.login_role_check().await?.problem() {
+            anyhow::bail!("refusing to serve tenant traffic: {problem}");
+        }
+        let problems = db.table_problems().await?;
+        if let Some(p) = problems.first() {
+            anyhow::bail!(
+                "refusing to serve tenant traffic: {} [{}]: {} (fix: {})",
+                p.table,
+                p.rule,
+                p.problem,
+                p.fix
+            );
+        }
+        let (tenantry, flusher) = Tenantry::start(db, &TenantryConfig::default());
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        Ok(Self {
+            listener,
+            router: router(tenantry.clone()),
+            tenantry,
+            flusher,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves until `shutdown` resolves, then writes what is left of the request log.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        drop(self.tenantry);
+        let _ = self.flusher.await;
+        Ok(())
+    }
+}

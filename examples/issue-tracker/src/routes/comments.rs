@@ -1,0 +1,76 @@
+//! Comments on an issue: add one, list an issue's.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tenantry_axum::{
+    extract::{Json, Path},
+    ApiError, TenantCaller,
+};
+use tenantry_db::FromRow;
+use tokio_postgres::Row;
+
+use super::{read_children, text, write_one};
+use crate::ids::{CommentId, IssueId};
+
+/// A comment as clients see it.
+#[derive(Debug, Serialize)]
+pub struct Comment {
+    /// Its id.
+    pub id: CommentId,
+    /// The issue it is on.
+    pub issue_id: IssueId,
+    /// 1 to 10 000 characters.
+    pub body: String,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+}
+
+impl FromRow for Comment {
+    fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: CommentId::from_uuid(row.try_get("id")?),
+            issue_id: IssueId::from_uuid(row.try_get("issue_id")?),
+            body: row.try_get("body")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// A new comment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewComment {
+    /// 1 to 10 000 characters.
+    pub body: String,
+}
+
+/// `POST /issues/{id}/comments`: the issue must be the tenant's (else 404).
+pub async fn create(
+    caller: TenantCaller,
+    Path(issue): Path<IssueId>,
+    Json(new): Json<NewComment>,
+) -> Result<(StatusCode, Json<Comment>), ApiError> {
+    let body = text("body", &new.body, 10_000)?;
+    let sql = "INSERT INTO comments (issue_id, body) SELECT id, $2 FROM issues WHERE id = $1
+               RETURNING id, issue_id, body, created_at";
+    let comment = write_one(&caller, "issue", sql, &[issue.as_uuid(), &body]).await?;
+    Ok((StatusCode::CREATED, Json(comment)))
+}
+
+/// `GET /issues/{id}/comments`: oldest first.
+pub async fn list(
+    caller: TenantCaller,
+    Path(issue): Path<IssueId>,
+) -> Result<Json<Vec<Comment>>, ApiError> {
+    let comments = read_children(
+        &caller,
+        "issue",
+        "SELECT id FROM issues WHERE id = $1",
+        "SELECT id, issue_id, body, created_at FROM comments WHERE issue_id = $1
+         ORDER BY created_at, id LIMIT $2",
+        issue.as_uuid(),
+    )
+    .await?;
+    Ok(Json(comments))
+}

@@ -1,0 +1,143 @@
+//! Issues of a project: open one, list a project's, read, retitle, close or reopen.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tenantry_axum::{
+    extract::{Json, Path},
+    ApiError, TenantCaller,
+};
+use tenantry_db::FromRow;
+use tokio_postgres::Row;
+
+use super::{optional_text, read_children, read_one, text, write_one};
+use crate::ids::{IssueId, ProjectId};
+
+/// Open or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssueState {
+    /// Work to do.
+    Open,
+    /// Done or dropped.
+    Closed,
+}
+
+impl IssueState {
+    fn as_str(self) -> &'static str {
+        match self {
+            IssueState::Open => "open",
+            IssueState::Closed => "closed",
+        }
+    }
+}
+
+/// An issue as clients see it.
+#[derive(Debug, Serialize)]
+pub struct Issue {
+    /// Its id.
+    pub id: IssueId,
+    /// Its project.
+    pub project_id: ProjectId,
+    /// 1 to 200 characters.
+    pub title: String,
+    /// Open or closed.
+    pub state: IssueState,
+    /// When it was opened.
+    pub created_at: DateTime<Utc>,
+}
+
+impl FromRow for Issue {
+    fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+        let state: String = row.try_get("state")?;
+        Ok(Self {
+            id: IssueId::from_uuid(row.try_get("id")?),
+            project_id: ProjectId::from_uuid(row.try_get("project_id")?),
+            title: row.try_get("title")?,
+            // The table's CHECK allows these two only.
+            state: if state == "closed" {
+                IssueState::Closed
+            } else {
+                IssueState::Open
+            },
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// A new issue.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewIssue {
+    /// 1 to 200 characters.
+    pub title: String,
+}
+
+/// A change to an issue; absent fields stay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuePatch {
+    /// 1 to 200 characters.
+    pub title: Option<String>,
+    /// `open` or `closed`.
+    pub state: Option<IssueState>,
+}
+
+const TITLE_MAX: usize = 200;
+const COLUMNS: &str = "id, project_id, title, state, created_at";
+
+/// `POST /projects/{id}/issues`: the project must be the tenant's (else 404).
+pub async fn create(
+    caller: TenantCaller,
+    Path(project): Path<ProjectId>,
+    Json(new): Json<NewIssue>,
+) -> Result<(StatusCode, Json<Issue>), ApiError> {
+    let title = text("title", &new.title, TITLE_MAX)?;
+    // The project is looked up under the tenant's policies: another tenant's is not there.
+    let sql = "INSERT INTO issues (project_id, title) SELECT id, $2 FROM projects WHERE id = $1
+               RETURNING id, project_id, title, state, created_at";
+    let issue = write_one(&caller, "project", sql, &[project.as_uuid(), &title]).await?;
+    Ok((StatusCode::CREATED, Json(issue)))
+}
+
+/// `GET /projects/{id}/issues`: oldest first.
+pub async fn list(
+    caller: TenantCaller,
+    Path(project): Path<ProjectId>,
+) -> Result<Json<Vec<Issue>>, ApiError> {
+    let list = format!(
+        "SELECT {COLUMNS} FROM issues WHERE project_id = $1 ORDER BY created_at, id LIMIT $2"
+    );
+    let issues = read_children(
+        &caller,
+        "project",
+        "SELECT id FROM projects WHERE id = $1",
+        &list,
+        project.as_uuid(),
+    )
+    .await?;
+    Ok(Json(issues))
+}
+
+/// `GET /issues/{id}`
+pub async fn get(caller: TenantCaller, Path(id): Path<IssueId>) -> Result<Json<Issue>, ApiError> {
+    let sql = format!("SELECT {COLUMNS} FROM issues WHERE id = $1");
+    Ok(Json(
+        read_one(&caller, "issue", &sql, &[id.as_uuid()]).await?,
+    ))
+}
+
+/// `PATCH /issues/{id}`: retitle, close, reopen.
+pub async fn update(
+    caller: TenantCaller,
+    Path(id): Path<IssueId>,
+    Json(patch): Json<IssuePatch>,
+) -> Result<Json<Issue>, ApiError> {
+    let title = optional_text("title", &patch.title, TITLE_MAX)?;
+    let state = patch.state.map(IssueState::as_str);
+    let sql = "UPDATE issues SET title = coalesce($2, title), state = coalesce($3, state)
+               WHERE id = $1 RETURNING id, project_id, title, state, created_at";
+    Ok(Json(
+        write_one(&caller, "issue", sql, &[id.as_uuid(), &title, &state]).await?,
+    ))
+}

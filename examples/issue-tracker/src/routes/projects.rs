@@ -1,0 +1,102 @@
+//! Projects: create, list, read, rename.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tenantry_axum::{
+    extract::{Json, Path},
+    ApiError, TenantCaller,
+};
+use tenantry_db::FromRow;
+use tokio_postgres::Row;
+
+use super::{optional_text, read_one, text, write_one, LIST_LIMIT};
+use crate::ids::ProjectId;
+
+/// A project as clients see it.
+#[derive(Debug, Serialize)]
+pub struct Project {
+    /// Its id.
+    pub id: ProjectId,
+    /// Its name, unique in the tenant.
+    pub name: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl FromRow for Project {
+    fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: ProjectId::from_uuid(row.try_get("id")?),
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// A new project.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProject {
+    /// 1 to 200 characters.
+    pub name: String,
+}
+
+/// A change to a project; absent fields stay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectPatch {
+    /// 1 to 200 characters.
+    pub name: Option<String>,
+}
+
+const NAME_MAX: usize = 200;
+
+/// `POST /projects`
+pub async fn create(
+    caller: TenantCaller,
+    Json(new): Json<NewProject>,
+) -> Result<(StatusCode, Json<Project>), ApiError> {
+    let name = text("name", &new.name, NAME_MAX)?;
+    let sql = "INSERT INTO projects (name) VALUES ($1) RETURNING id, name, created_at";
+    let project = write_one(&caller, "project", sql, &[&name]).await?;
+    Ok((StatusCode::CREATED, Json(project)))
+}
+
+/// `GET /projects`: the tenant's projects, oldest first.
+pub async fn list(caller: TenantCaller) -> Result<Json<Vec<Project>>, ApiError> {
+    let mut scope = caller.scope().await?;
+    let projects = scope
+        .query(
+            "SELECT id, name, created_at FROM projects ORDER BY created_at, id LIMIT $1",
+            &[&LIST_LIMIT],
+        )
+        .await?;
+    scope.commit().await?;
+    Ok(Json(projects))
+}
+
+/// `GET /projects/{id}`
+pub async fn get(
+    caller: TenantCaller,
+    Path(id): Path<ProjectId>,
+) -> Result<Json<Project>, ApiError> {
+    let sql = "SELECT id, name, created_at FROM projects WHERE id = $1";
+    Ok(Json(
+        read_one(&caller, "project", sql, &[id.as_uuid()]).await?,
+    ))
+}
+
+/// `PATCH /projects/{id}`
+pub async fn update(
+    caller: TenantCaller,
+    Path(id): Path<ProjectId>,
+    Json(patch): Json<ProjectPatch>,
+) -> Result<Json<Project>, ApiError> {
+    let name = optional_text("name", &patch.name, NAME_MAX)?;
+    let sql = "UPDATE projects SET name = coalesce($2, name) WHERE id = $1
+               RETURNING id, name, created_at";
+    Ok(Json(
+        write_one(&caller, "project", sql, &[id.as_uuid(), &name]).await?,
+    ))
+}
