@@ -1,0 +1,55 @@
+//! The Rust path of README.md ("Use it for your own tables"), compiled by `cargo test`; `tests/readme.rs` checks that the README shows this file as it is.
+
+use tenantry_axum::{
+    error::ApiError,
+    extract::{Json, Path},
+    TenantCaller, Tenantry,
+};
+use tenantry_db::{
+    tables::{adopt_table, AdoptOptions},
+    Database, FromRow,
+};
+
+struct Project {
+    name: String,
+}
+
+impl FromRow for Project {
+    fn from_row(row: tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            name: row.try_get("name")?,
+        })
+    }
+}
+
+/// A handler: another tenant's project is 404, exactly like a missing one.
+async fn get_project(
+    caller: TenantCaller,
+    Path(id): Path<uuid::Uuid>,
+) -> Result<Json<String>, ApiError> {
+    let mut scope = caller.scope().await?;
+    let project: Project = scope
+        .query_one("SELECT name FROM projects WHERE id = $1", &[&id])
+        .await?;
+    scope.commit().await?;
+    Ok(Json(project.name))
+}
+
+/// Start-up: adopt your tables as the role that runs your migrations (after
+/// your CREATE TABLEs), then route; the layer records every tenant request.
+async fn app(
+    migrations: &tokio_postgres::Client,
+    db: Database,
+) -> Result<axum::Router, Box<dyn std::error::Error>> {
+    adopt_table(migrations, "projects", &AdoptOptions::default(), |_| {}).await?;
+    let (tenantry, _flusher) = Tenantry::start(db, &Default::default());
+    Ok(axum::Router::new()
+        .route("/projects/{id}", axum::routing::get(get_project))
+        .route_layer(tenantry.layer())
+        .with_state(tenantry))
+}
+
+fn main() {
+    // Compiled, not run: examples/issue-tracker is a whole application.
+    let _ = app;
+}
