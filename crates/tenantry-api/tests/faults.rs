@@ -11,13 +11,13 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tenantry_api::{
-    config::{AdminToken, Settings},
-    Application,
-};
+use tenantry_api::config::AdminToken;
 use tenantry_db::{provision, Database, DatabaseConfig, ServerLogin};
 use tenantry_embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster};
-use tokio::sync::oneshot;
+
+#[path = "common/server.rs"]
+mod server;
+use server::{test_settings, Server};
 
 const WRITERS: usize = 8;
 const TENANTS: usize = 4;
@@ -143,24 +143,14 @@ async fn restart_under_write_load(how: Stop) {
     .expect("creating and migrating the database");
 
     // The server as `tenantry serve` builds it: the API's settings decide the pool.
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_refresh_secs: 0,
-        ..Default::default()
-    };
+    let settings = test_settings();
     let mut config = DatabaseConfig::from_config(provisioned.server);
     config.max_connections = settings.max_connections;
     config.acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
     let database = Database::connect(&config).expect("pool");
     let admin = AdminToken::generate();
-    let app = Application::build(&settings, database, &admin)
-        .await
-        .expect("building the application");
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async move {
-        let _ = stopped.await;
-    }));
+    let mut server = Server::start(&settings, database, &admin).await;
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -256,9 +246,10 @@ async fn restart_under_write_load(how: Stop) {
     for w in writers {
         w.await.unwrap();
     }
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(60), server)
+    server
+        .stop()
         .await
+        .expect("stopped once")
         .expect("server did not stop")
         .unwrap()
         .unwrap();

@@ -20,12 +20,12 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tenantry_api::{
-    config::{AdminToken, Settings},
-    Application,
-};
+use tenantry_api::config::{AdminToken, Settings};
 use tenantry_db::{testing::TestDatabase, Database, DatabaseConfig, StatementMode};
-use tokio::sync::oneshot;
+
+#[path = "common/server.rs"]
+mod server;
+use server::{test_settings, Server};
 
 /// Server connections pgbouncer keeps to PostgreSQL for the test database.
 const POOL_SIZE: usize = 3;
@@ -223,21 +223,13 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
     config.max_connections = SERVER_CONNECTIONS;
     let database = Database::connect(&config).expect("pool through pgbouncer");
     let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_refresh_secs: 0,
         statement_mode: "unnamed".into(),
         max_connections: SERVER_CONNECTIONS,
-        ..Default::default()
+        ..test_settings()
     };
     let admin = AdminToken::generate();
-    let app = Application::build(&settings, database, &admin)
-        .await
-        .expect("building the application");
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async move {
-        let _ = stopped.await;
-    }));
+    let mut server = Server::start(&settings, database, &admin).await;
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(CONCURRENCY)
@@ -467,9 +459,10 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
     let elapsed = started.elapsed();
     watcher.await.unwrap();
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(60), server)
+    server
+        .stop()
         .await
+        .expect("stopped once")
         .expect("server did not stop")
         .unwrap()
         .unwrap();

@@ -17,12 +17,12 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tenantry_api::{
-    config::{AdminToken, Settings},
-    Application,
-};
+use tenantry_api::config::AdminToken;
 use tenantry_db::testing::TestDatabase;
-use tokio::sync::oneshot;
+
+#[path = "common/server.rs"]
+mod server;
+use server::{test_settings, Server};
 
 const ST_VERSION: &str = "4.32.5";
 /// Each run is killed (and fails) after this long.
@@ -160,20 +160,9 @@ async fn schemathesis_checks_all_finds_no_failure_with_a_tenant_key_or_the_admin
     let seed = env_or("TENANTRY_SCHEMATHESIS_SEED", 1);
 
     let db = TestDatabase::new().await;
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_refresh_secs: 0,
-        ..Default::default()
-    };
     let admin = AdminToken::generate();
-    let app = Application::build(&settings, db.database(), &admin)
-        .await
-        .expect("building the application");
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async move {
-        let _ = stopped.await;
-    }));
+    let mut server = Server::start(&test_settings(), db.database(), &admin).await;
+    let base = server.base.clone();
 
     // Some data, so that reads and listings return real rows.
     let client = reqwest::Client::new();
@@ -287,8 +276,7 @@ async fn schemathesis_checks_all_finds_no_failure_with_a_tenant_key_or_the_admin
     }
     eprintln!("schemathesis: both runs in {:.1?}", started.elapsed());
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(60), server).await;
+    let _ = server.stop().await;
     assert!(
         failed.is_empty(),
         "schemathesis --checks all found failures (fix the server or the OpenAPI document; a check that \

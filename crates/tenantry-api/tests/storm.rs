@@ -16,12 +16,12 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tenantry_api::{
-    config::{AdminToken, Settings},
-    Application,
-};
+use tenantry_api::config::AdminToken;
 use tenantry_db::testing::TestDatabase;
-use tokio::sync::oneshot;
+
+#[path = "common/server.rs"]
+mod server;
+use server::{test_settings, Server};
 
 /// Tenants creating children.
 const ATTACKERS: usize = 4;
@@ -232,20 +232,9 @@ async fn four_tenants_creating_children_as_fast_as_allowed_give_nobody_a_5xx_and
     let max_ratio = env_number("TENANTRY_STORM_MAX_P99_RATIO", 10.0);
 
     let db = TestDatabase::new().await;
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_refresh_secs: 0,
-        ..Default::default()
-    };
     let admin = AdminToken::generate();
-    let app = Application::build(&settings, db.database(), &admin)
-        .await
-        .expect("building the application");
-    let base = format!("http://{}", app.local_addr());
-    let (shutdown, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run(async move {
-        let _ = stopped.await;
-    }));
+    let mut server = Server::start(&test_settings(), db.database(), &admin).await;
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -335,8 +324,7 @@ async fn four_tenants_creating_children_as_fast_as_allowed_give_nobody_a_5xx_and
         "bystanders' p99 grew {ratio:.1}× during the storm (bound {max_ratio}×)"
     );
 
-    let _ = shutdown.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+    let _ = server.stop().await;
 }
 
 /// A tenant made by the operator with `settings`, and a key of it.

@@ -3,12 +3,10 @@
 
 use reqwest::{header, Method};
 use serde_json::{json, Value};
-use tenantry_api::{
-    config::{AdminToken, Settings},
-    Application,
-};
+use tenantry_api::config::{AdminToken, Settings};
 use tenantry_db::testing::TestDatabase;
-use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::server::{test_settings, Server};
 
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
@@ -20,27 +18,20 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The database behind the server (superuser checks only).
     pub db: TestDatabase,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    server: Server,
 }
 
 /// Another server over the same database.
 pub struct Sibling {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    server: Server,
 }
 
 impl Sibling {
     /// Stops it gracefully.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), task).await;
-        }
+        let _ = self.server.stop().await;
     }
 }
 
@@ -150,65 +141,36 @@ impl TestApp {
     /// A server with the test settings, adjusted by `adjust`.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let db = TestDatabase::new().await;
-        let mut settings = Settings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            metrics_refresh_secs: 0,
-            ..Default::default()
-        };
+        let mut settings = test_settings();
         adjust(&mut settings);
         let admin_token = AdminToken::generate();
-        let app = Application::build(&settings, db.database(), &admin_token)
-            .await
-            .expect("building the application");
-        let base = format!("http://{}", app.local_addr());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run(async move {
-            let _ = rx.await;
-        }));
+        let server = Server::start(&settings, db.database(), &admin_token).await;
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .unwrap();
         Self {
-            base,
+            base: server.base.clone(),
             admin_token,
             client,
             db,
-            shutdown: Some(tx),
-            task: Some(task),
+            server,
         }
     }
 
     /// A second server over the same database (its own key cache), default settings.
     pub async fn sibling(&self) -> Sibling {
-        let settings = Settings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            metrics_refresh_secs: 0,
-            ..Default::default()
-        };
-        let app = Application::build(&settings, self.db.database(), &self.admin_token)
-            .await
-            .expect("building the sibling application");
-        let base = format!("http://{}", app.local_addr());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run(async move {
-            let _ = rx.await;
-        }));
+        let server = Server::start(&test_settings(), self.db.database(), &self.admin_token).await;
         Sibling {
-            base,
-            shutdown: Some(tx),
-            task: Some(task),
+            base: server.base.clone(),
+            server,
         }
     }
 
     /// Triggers a graceful shutdown and waits for the server (and request-log flush).
     pub async fn shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(std::time::Duration::from_secs(60), task)
-                .await
+        if let Some(stopped) = self.server.stop().await {
+            stopped
                 .expect("server did not stop within 60 s")
                 .expect("server task panicked")
                 .expect("server returned an error");

@@ -17,5 +17,7 @@ mod limits;
 mod openapi_conformance;
 mod request_log;
 mod resources;
+#[path = "../common/server.rs"]
+mod server;
 mod shares;
 mod system;
