@@ -94,15 +94,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("checking adopted tables")?;
     if !problems.is_empty() {
-        let listing: Vec<String> = problems
-            .iter()
-            .map(|p| {
-                format!(
-                    "  {} [{}]: {}\n    fix: {}",
-                    p.table, p.rule, p.problem, p.fix
-                )
-            })
-            .collect();
+        let listing: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
         if !args.allow_table_problems {
             bail!(
                 "refusing to serve tenant traffic: {} adopted table(s) break tenantry's rules:\n{}\n(fix them, or start with --allow-table-problems to serve anyway)",

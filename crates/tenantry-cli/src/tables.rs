@@ -176,11 +176,8 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
 }
 
 /// One block per problem: the table and rule, what is wrong, the SQL that fixes it.
-pub fn print_problems(problems: &[TableProblem]) {
+fn print_problems(problems: &[TableProblem]) {
     for p in problems {
-        println!(
-            "{} [{}]: {}\n    fix: {}",
-            p.table, p.rule, p.problem, p.fix
-        );
+        println!("{p}");
     }
 }

@@ -58,6 +58,18 @@ pub struct TableProblem {
     pub fix: String,
 }
 
+/// `<table> [<rule>]: <problem>` and, on the next line, `    fix: <SQL>`, as
+/// `tenantry doctor` prints it and `tenantry serve` refuses with it.
+impl std::fmt::Display for TableProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} [{}]: {}\n    fix: {}",
+            self.table, self.rule, self.problem, self.fix
+        )
+    }
+}
+
 /// Who owns rows that are already in the table without a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExistingRows {

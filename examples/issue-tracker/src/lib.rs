@@ -70,13 +70,7 @@ impl Application {
         }
         let problems = db.table_problems().await?;
         if let Some(p) = problems.first() {
-            anyhow::bail!(
-                "refusing to serve tenant traffic: {} [{}]: {} (fix: {})",
-                p.table,
-                p.rule,
-                p.problem,
-                p.fix
-            );
+            anyhow::bail!("refusing to serve tenant traffic: {p}");
         }
         let (tenantry, flusher) = Tenantry::start(db, &TenantryConfig::default());
         let listener = TcpListener::bind(settings.listen)
