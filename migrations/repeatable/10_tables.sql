@@ -440,6 +440,49 @@ COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule 
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
+ * tenant_id's foreign key to tenantry.tenants: added NOT VALID when missing
+ * (validated at once on a partitioned table, which cannot hold a NOT VALID
+ * one before PostgreSQL 18), then, with `validate`, validated under a lock
+ * that lets reads and writes of the table go on. A row naming no tenant is
+ * TN422. adopt_table() and the batched backfill's steps 1 and 3 share it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.ensure_tenant_fk(tbl regclass, validate boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fk name := (
+        SELECT k.conname FROM pg_catalog.pg_constraint k
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attname = 'tenant_id'
+        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
+          AND k.conkey = ARRAY[a.attnum]
+        ORDER BY k.convalidated DESC LIMIT 1);
+BEGIN
+    IF fk IS NULL THEN
+        IF (SELECT c.relkind = 'p' FROM pg_catalog.pg_class c WHERE c.oid = tbl) THEN
+            IF validate THEN
+                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_fkey FOREIGN KEY (tenant_id) '
+                               'REFERENCES tenantry.tenants (tenant_id)', tbl);
+            END IF;
+            RETURN;
+        END IF;
+        fk := 'tenantry_tenant_id_fkey';
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (tenant_id) '
+                       'REFERENCES tenantry.tenants (tenant_id) NOT VALID', tbl, fk);
+    END IF;
+    IF validate AND NOT (SELECT k.convalidated FROM pg_catalog.pg_constraint k
+                         WHERE k.conrelid = tbl AND k.conname = fk) THEN
+        EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', tbl, fk);
+    END IF;
+EXCEPTION WHEN foreign_key_violation THEN
+    RAISE EXCEPTION 'cannot adopt %: some rows name a tenant that does not exist', tbl USING ERRCODE = 'TN422',
+        HINT = 'Create those tenants first, or correct the rows'' tenant_id.';
+END
+$$;
+COMMENT ON FUNCTION tenantry.ensure_tenant_fk(regclass, boolean) IS 'Internal: adds tenant_id''s foreign key to tenantry.tenants NOT VALID when missing (validated at once on a partitioned table) and, with validate, validates it; TN422 when a row names a tenant that does not exist. Used by adopt_table and the batched backfill.';
+
+/**
  * Refuses (TN422/TN403, naming the rule) a table that can never be a tenant
  * table, or that the caller may not adopt. Changes nothing. adopt_table()
  * starts with it; a batched backfill runs it before touching any row.
@@ -608,28 +651,7 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL', tbl);
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_not_null', tbl);
 
-    IF NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_constraint k
-        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
-          AND k.conkey = ARRAY[(SELECT a.attnum FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attname = 'tenant_id')]
-    ) THEN
-        BEGIN
-            IF rel.relkind = 'p' THEN
-                -- PostgreSQL before 18 has no NOT VALID foreign keys on partitioned tables.
-                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_fkey FOREIGN KEY (tenant_id) '
-                               'REFERENCES tenantry.tenants (tenant_id)', tbl);
-            ELSE
-                -- Added NOT VALID, then validated: the check scans under a lock that
-                -- lets reads and writes of the table go on.
-                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_fkey FOREIGN KEY (tenant_id) '
-                               'REFERENCES tenantry.tenants (tenant_id) NOT VALID', tbl);
-                EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT tenantry_tenant_id_fkey', tbl);
-            END IF;
-        EXCEPTION WHEN foreign_key_violation THEN
-            RAISE EXCEPTION 'cannot adopt %: some rows name a tenant that does not exist', tbl USING ERRCODE = 'TN422',
-                HINT = 'Create those tenants first, or correct the rows'' tenant_id.';
-        END;
-    END IF;
+    PERFORM tenantry.ensure_tenant_fk(tbl, true);
 
     -- The policy is an index condition only where an index leads with tenant_id.
     IF NOT EXISTS (
@@ -689,8 +711,6 @@ RETURNS TABLE (leaf regclass, pages bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    partitioned boolean := (SELECT c.relkind = 'p' FROM pg_catalog.pg_class c WHERE c.oid = tbl);
 BEGIN
     PERFORM tenantry.check_adoptable(tbl);
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
@@ -701,11 +721,7 @@ BEGIN
                    WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_not_null') THEN
         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_not_null CHECK (tenant_id IS NOT NULL) NOT VALID', tbl);
     END IF;
-    IF NOT partitioned AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
-                   WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_fkey') THEN
-        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_fkey FOREIGN KEY (tenant_id) '
-                       'REFERENCES tenantry.tenants (tenant_id) NOT VALID', tbl);
-    END IF;
+    PERFORM tenantry.ensure_tenant_fk(tbl, false);
     RETURN QUERY
         SELECT p.p, pg_catalog.pg_relation_size(p.p) / pg_catalog.current_setting('block_size')::bigint + 1
         FROM tenantry.table_and_partitions(tbl) p(p)
@@ -752,15 +768,7 @@ BEGIN
         RAISE EXCEPTION 'cannot adopt %: % rows still have no tenant', tbl, missing USING ERRCODE = 'TN422',
             HINT = 'The expression gave NULL for them, or they were written before step 1: run the backfill again.';
     END;
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
-               WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_fkey' AND NOT k.convalidated) THEN
-        BEGIN
-            EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT tenantry_tenant_id_fkey', tbl);
-        EXCEPTION WHEN foreign_key_violation THEN
-            RAISE EXCEPTION 'cannot adopt %: some rows name a tenant that does not exist', tbl USING ERRCODE = 'TN422',
-                HINT = 'Create those tenants first, or correct the rows'' tenant_id.';
-        END;
-    END IF;
+    PERFORM tenantry.ensure_tenant_fk(tbl, true);
 END
 $$;
 COMMENT ON FUNCTION tenantry.backfill_validate(regclass) IS 'Batched backfill, step 3: validates CHECK (tenant_id IS NOT NULL) and the tenant foreign key, which lock the table only against schema changes (reads and writes go on). adopt_table() then needs no scan.';

@@ -218,7 +218,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                 OR p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('adopt_table', 'release_table', 'check_adoptable', 'secure_tenant_table',
                                   'table_problems', 'backfill_prepare', 'backfill_validate',
-                                  'backfill_tenant_id_pages', 'lock_shareable_row', 'rows_shared_with_me')
+                                  'backfill_tenant_id_pages', 'lock_shareable_row', 'rows_shared_with_me',
+                                  'ensure_tenant_fk')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')",
     )
