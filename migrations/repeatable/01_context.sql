@@ -1,11 +1,15 @@
 -- =============================================================================
 -- Tenant context: who the current transaction (or session) acts for.
 --
--- Read side: inlinable STABLE SQL functions over settings, so a policy that
--- compares an indexed column with them becomes an index condition and stays
--- distributable on Citus (no table access, no subquery; docs/architecture.md).
--- Write side: the setters check the tenant as the owner (no tenant is set yet),
--- then store tenant, visible subtree, schema, user and actor.
+-- Read side: inlinable STABLE SQL functions over one setting, so a policy
+-- that compares an indexed column with them becomes an index condition and
+-- stays distributable on Citus (no table access, no subquery;
+-- docs/architecture.md). Write side: only tenantry's SECURITY DEFINER
+-- functions can write that setting, and only for a caller that proves its
+-- context: a server by revealing the secret it committed to (enter_context),
+-- or by a signature with a context key (enter_context_signed); an operator by
+-- being a superuser or a member of tenantry_owner (set_tenant_context).
+-- docs/security.md, "The tenant context", has the threat model.
 -- =============================================================================
 
 SET LOCAL ROLE tenantry_owner;
@@ -17,70 +21,117 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_app, tenantry_app_own, tenantry_app_s
 GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 
 -- -----------------------------------------------------------------------------
--- Read side
+-- Where the context lives
+--
+-- The verified context is kept in the setting backtrace_functions. Policies
+-- must be able to read the context cheaply (an inlinable function over a
+-- setting, evaluated once per index scan), and nothing but tenantry's own
+-- SECURITY DEFINER functions may write it. PostgreSQL has no setting an
+-- extension-free schema can declare with that property: placeholders such
+-- as app.* are settable by every role, and PostgreSQL 15's GRANT SET ON
+-- PARAMETER only binds parameters the server defines. backtrace_functions is
+-- one of those (superuser-only, PGC_SUSET), readable by every role, and it
+-- accepts exactly the characters the context needs (letters, digits, _ and
+-- commas). Its own meaning, "print a backtrace when an error is raised in
+-- one of these C functions", is inert for values that name no C function:
+-- every value tenantry writes starts with "tenantry_".
+--
+-- Values:
+--   tenantry_v1_<tenant>_<user>,a<actor>,s<schema>,v<tenant>,<descendant>,...
+--       a tenant context (uuids as 32 hex digits; user 32 zeros when none;
+--       actor as hex of its UTF-8 bytes; schema of the tenant's resources;
+--       the visible subtree, self first). Transaction-local for the server.
+--   tenantry_c_<64 hex>
+--       session value of a server connection between transactions: the
+--       commitment (SHA-256) of the secret its next transaction must reveal.
+--   '' (default)   no context: policies see no tenant, so no rows.
+--
+-- The migrating superuser lets the owner role (and so its SECURITY DEFINER
+-- functions) set it; no login or app role may set, reset or RESET ALL it to
+-- anything but its default.
+-- -----------------------------------------------------------------------------
+
+RESET ROLE;
+GRANT SET ON PARAMETER backtrace_functions TO tenantry_owner;
+SET LOCAL ROLE tenantry_owner;
+
+-- -----------------------------------------------------------------------------
+-- Read side: inlinable STABLE SQL over the setting (no table, no subquery).
 -- -----------------------------------------------------------------------------
 
 /**
- * The tenant of the current transaction or session; NULL when none is set.
- * nullif(..., '') because a transaction-local setting reads back as '' (not
- * NULL) for the rest of the session once its transaction has ended.
+ * The tenant of the current transaction or session; NULL when none is set
+ * (or when the setting holds anything but a tenant context).
  */
 CREATE OR REPLACE FUNCTION tenantry.current_tenant_id()
 RETURNS uuid
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid $$;
-COMMENT ON FUNCTION tenantry.current_tenant_id() IS 'The current tenant (setting app.current_tenant_id), NULL when unset. Policies compare tenant_id with it; no tenant means no rows.';
+AS $$
+    SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+                THEN pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 13, 32)::uuid
+           END
+$$;
+COMMENT ON FUNCTION tenantry.current_tenant_id() IS 'The current tenant (from the verified context, see enter_context), NULL when none. Policies compare tenant_id with it; no tenant means no rows.';
 
 /**
- * The current tenant followed by its live descendants. The list is computed
- * once when the context is set; it is only honoured when its first element is
- * the current tenant, so setting app.current_tenant_id alone can never widen
- * what a session sees beyond that one tenant. The setting is parsed once: the
- * "first element" check compares text (policies evaluate this per row wherever
- * it is not an index condition, and parsing a uuid[] costs microseconds per
- * element).
+ * The current tenant followed by its live descendants, as verified with the
+ * context; empty when no tenant is set. Parsed from the setting on each call
+ * (policies call it once per index scan, where it is an index condition).
  */
 CREATE OR REPLACE FUNCTION tenantry.visible_tenant_ids()
 RETURNS uuid[]
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT CASE
-        WHEN tenantry.current_tenant_id() IS NOT NULL
-         AND left(current_setting('app.visible_tenant_ids', true), 38)
-             IN ('{' || tenantry.current_tenant_id()::text || ',', '{' || tenantry.current_tenant_id()::text || '}')
-        THEN current_setting('app.visible_tenant_ids', true)::uuid[]
-        ELSE array_remove(ARRAY[tenantry.current_tenant_id()], NULL)
-    END
+    SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+                THEN ('{' || pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'),
+                                               pg_catalog.strpos(pg_catalog.current_setting('backtrace_functions'), ',v') + 2)
+                      || '}')::uuid[]
+                ELSE '{}'::uuid[]
+           END
 $$;
-COMMENT ON FUNCTION tenantry.visible_tenant_ids() IS 'The current tenant and its descendants (transitively), as computed by set_tenant_context; honoured only when its first element is the current tenant; empty when no tenant is set.';
+COMMENT ON FUNCTION tenantry.visible_tenant_ids() IS 'The current tenant and its live descendants (self first), as verified with the context; empty when no tenant is set.';
 
-/** The member (user) acting in this transaction, if the caller said so. */
+/** The member (user) acting in this transaction, if the context names one. */
 CREATE OR REPLACE FUNCTION tenantry.current_user_id()
 RETURNS uuid
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT nullif(current_setting('app.current_user_id', true), '')::uuid $$;
-COMMENT ON FUNCTION tenantry.current_user_id() IS 'The acting member (setting app.current_user_id), NULL when unset. Recorded as created_by / shared_by.';
+AS $$
+    SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+                 AND pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 46, 32) <> '00000000000000000000000000000000'
+                THEN pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 46, 32)::uuid
+           END
+$$;
+COMMENT ON FUNCTION tenantry.current_user_id() IS 'The acting member named by the verified context, NULL when none. Recorded as created_by / shared_by.';
 
-/** Who acts, for the audit log: the caller's label, else the member, else the database login. */
+/**
+ * Who acts, for the audit log. In a tenant context: the actor the context
+ * names, else its member, else the database login. Without one (operator
+ * and administrative work): the label set with set_actor_local, else the login.
+ */
 CREATE OR REPLACE FUNCTION tenantry.current_actor()
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT coalesce(
-        nullif(current_setting('app.actor', true), ''),
-        'user:' || tenantry.current_user_id()::text,
-        'db:' || session_user
-    )
+    SELECT CASE
+        WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+        THEN coalesce(
+                 nullif(pg_catalog.convert_from(pg_catalog.decode(
+                     pg_catalog.split_part(pg_catalog.split_part(pg_catalog.current_setting('backtrace_functions'), ',a', 2), ',', 1),
+                     'hex'), 'UTF8'), ''),
+                 'user:' || tenantry.current_user_id()::text,
+                 'db:' || session_user)
+        ELSE coalesce(nullif(pg_catalog.current_setting('app.actor', true), ''), 'db:' || session_user)
+    END
 $$;
-COMMENT ON FUNCTION tenantry.current_actor() IS 'Actor recorded in audit_log: app.actor when set (e.g. key:<id>, admin), else user:<current_user_id>, else db:<session user>.';
+COMMENT ON FUNCTION tenantry.current_actor() IS 'Actor recorded in audit_log: in a tenant context the actor it names (e.g. key:<id>, admin), else user:<current_user_id>, else db:<session user>; without one, app.actor (set_actor_local) or db:<session user>.';
 
 /** The schema holding the current tenant's resources ("tenantry" for pooled tenants). */
 CREATE OR REPLACE FUNCTION tenantry.current_tenant_schema()
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT CASE WHEN tenantry.current_tenant_id() IS NULL THEN NULL
-                ELSE coalesce(nullif(current_setting('app.current_tenant_schema', true), ''), 'tenantry')
+    SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+                THEN pg_catalog.split_part(pg_catalog.split_part(pg_catalog.current_setting('backtrace_functions'), ',s', 2), ',', 1)
            END
 $$;
 COMMENT ON FUNCTION tenantry.current_tenant_schema() IS 'Schema of the current tenant''s resources: its tenants.schema_name (tenant_<random hex>) for schema-isolated tenants, tenantry otherwise; NULL without a tenant.';
@@ -102,8 +153,7 @@ TO tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_admin, tenantry
  * definition of "subtree" every context setter uses. Reads the closure
  * table, so it is called from SECURITY DEFINER setters (as the owner); it is
  * granted to nobody. A set-returning SQL function without SET clauses, so the
- * planner inlines it into the caller's query (a scalar function with a
- * sub-select would be planned anew on every call).
+ * planner inlines it into the caller's query.
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_subtree(tid uuid)
 RETURNS TABLE (tenant_id uuid)
@@ -115,14 +165,11 @@ AS $$
     WHERE h.parent_id = tid AND c.status <> 'deleted'
     ORDER BY h.depth, h.child_id
 $$;
-COMMENT ON FUNCTION tenantry.tenant_subtree(uuid) IS 'Internal: a tenant and its live descendants (self first, by depth), as the context setters store them in app.visible_tenant_ids. Not granted.';
+COMMENT ON FUNCTION tenantry.tenant_subtree(uuid) IS 'Internal: a tenant and its live descendants (self first, by depth), as the context stores them. Not granted.';
 
 /**
  * What a context needs to know of a tenant, in one lookup: its status, its
  * visible subtree and its resources schema; no row for an unknown tenant.
- * Inlined like tenant_subtree; the setters raise for unknown (TN404) and
- * deleted (TN403) tenants themselves, as a function call per request would
- * cost more than the check.
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_context_row(tid uuid)
 RETURNS TABLE (status text, visible uuid[], schema_name text)
@@ -137,57 +184,18 @@ $$;
 COMMENT ON FUNCTION tenantry.tenant_context_row(uuid) IS 'Internal: status, visible subtree (self first) and resources schema of a tenant, for the context setters; no row when the tenant does not exist. Not granted.';
 
 /**
- * The guide's set_tenant_context: SESSION scope. Unsafe behind a connection
- * pooler (the next borrower of the connection inherits it); use
- * set_tenant_context_local inside a transaction instead. NULL clears.
+ * The tenant's part of a context value: ",s<schema>,v<self>,<descendant>,...".
+ * Raises TN422 without a tenant, TN404 for an unknown tenant and TN403 for a
+ * deleted one. Servers cache it (it changes only with the hierarchy, the
+ * tenant's status or its isolation) and send it back with enter_context.
  */
-CREATE OR REPLACE FUNCTION tenantry.set_tenant_context(tid uuid)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    ctx record;
-BEGIN
-    IF tid IS NULL THEN
-        PERFORM set_config('app.current_tenant_id', '', false),
-                set_config('app.visible_tenant_ids', '', false),
-                set_config('app.current_tenant_schema', '', false);
-        RETURN;
-    END IF;
-    SELECT c.status, c.visible, c.schema_name INTO ctx FROM tenantry.tenant_context_row(tid) c;
-    IF ctx.status IS NULL THEN
-        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404';
-    ELSIF ctx.status = 'deleted' THEN
-        RAISE EXCEPTION 'tenant % is deleted', tid USING ERRCODE = 'TN403';
-    END IF;
-    PERFORM set_config('app.current_tenant_id', tid::text, false),
-            set_config('app.visible_tenant_ids', ctx.visible::text, false),
-            set_config('app.current_tenant_schema', ctx.schema_name, false);
-END
-$$;
-COMMENT ON FUNCTION tenantry.set_tenant_context(uuid) IS 'Guide API, session scope: sets the tenant for the rest of the session (NULL clears). UNSAFE behind a transaction-pooling pooler; servers use set_tenant_context_local.';
-
-/**
- * The server's transaction-local context, in two halves. The server sends the
- * values it knows itself as literal SET LOCAL statements (tenant, user, actor:
- * each its own statement, so Citus propagates them), then calls this function,
- * which checks the tenant and writes only what needs the database: the visible
- * subtree (only for a tenant with live descendants; otherwise the setting is
- * emptied, and visible_tenant_ids() then means the tenant alone) and the schema
- * (only for a schema-isolated tenant). Usually nothing is EXECUTEd: each
- * EXECUTEd SET LOCAL costs a parse. Values left in the session are
- * overwritten, never inherited.
- */
-CREATE OR REPLACE FUNCTION tenantry.complete_tenant_context_local()
+CREATE OR REPLACE FUNCTION tenantry.tenant_context_part(tid uuid)
 RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    tid uuid := tenantry.current_tenant_id();
     ctx record;
-    wanted text;
 BEGIN
     IF tid IS NULL THEN
         RAISE EXCEPTION 'tenant id is required' USING ERRCODE = 'TN422', HINT = 'tenant_id';
@@ -198,22 +206,193 @@ BEGIN
     ELSIF ctx.status = 'deleted' THEN
         RAISE EXCEPTION 'tenant % is deleted', tid USING ERRCODE = 'TN403';
     END IF;
-    wanted := CASE WHEN cardinality(ctx.visible) > 1 THEN ctx.visible::text ELSE '' END;
-    IF coalesce(current_setting('app.visible_tenant_ids', true), '') <> wanted THEN
-        EXECUTE format('SET LOCAL app.visible_tenant_ids = %L', wanted);
-    END IF;
-    IF coalesce(nullif(current_setting('app.current_tenant_schema', true), ''), 'tenantry') <> ctx.schema_name THEN
-        EXECUTE format('SET LOCAL app.current_tenant_schema = %L', ctx.schema_name);
-    END IF;
-    RETURN ctx.schema_name;
+    RETURN ',s' || ctx.schema_name || ',v'
+        || array_to_string(ARRAY(SELECT replace(v::text, '-', '') FROM unnest(ctx.visible) v), ',');
 END
 $$;
-COMMENT ON FUNCTION tenantry.complete_tenant_context_local() IS 'Server half of the transaction-local context: after SET LOCAL app.current_tenant_id (and user, actor), checks the tenant (TN404 missing, TN403 deleted) and sets its visible subtree and schema only where they differ. Returns the schema. Safe behind poolers.';
+COMMENT ON FUNCTION tenantry.tenant_context_part(uuid) IS 'Internal: the tenant''s part of a context value (schema, visible subtree); TN422/TN404/TN403 for no, unknown and deleted tenants. Not granted.';
 
 /**
- * Transaction-local context for psql users and other drivers, in one call:
- * sets the tenant, user and actor it was given, then completes the context
- * exactly as the server does.
+ * A whole context value: tenant, user, actor and the tenant's part (computed
+ * when NULL). The one place the format is written. Plain SQL without SET
+ * clauses, every name qualified, so it is inlined into its callers (which
+ * are the owner's SECURITY DEFINER functions; it is granted to nobody).
+ */
+CREATE OR REPLACE FUNCTION tenantry.context_value(tid uuid, uid uuid, actor text, tenant_part text)
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT 'tenantry_v1_' OPERATOR(pg_catalog.||) pg_catalog.replace(tid::text, '-', '') OPERATOR(pg_catalog.||) '_'
+        OPERATOR(pg_catalog.||) coalesce(pg_catalog.replace(uid::text, '-', ''), '00000000000000000000000000000000')
+        OPERATOR(pg_catalog.||) ',a' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.convert_to(coalesce(actor, ''), 'UTF8'), 'hex')
+        OPERATOR(pg_catalog.||) coalesce(tenant_part, tenantry.tenant_context_part(tid))
+$$;
+COMMENT ON FUNCTION tenantry.context_value(uuid, uuid, text, text) IS 'Internal: the context value for tenant, user and actor with the tenant''s part (looked up when NULL). Not granted.';
+
+/** The HMAC-SHA-256 of msg under context key key_id; NULL for an unknown key. */
+CREATE OR REPLACE FUNCTION tenantry.context_mac(key_id integer, msg text)
+RETURNS bytea
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    mac bytea;
+BEGIN
+    SELECT sha256(k.outer_pad || sha256(k.inner_pad || convert_to(msg, 'UTF8'))) INTO mac
+    FROM tenantry.context_keys k
+    WHERE k.key_id = context_mac.key_id;
+    RETURN mac;
+END
+$$;
+COMMENT ON FUNCTION tenantry.context_mac(integer, text) IS 'Internal: HMAC-SHA-256 (RFC 2104) of a message under a context key, as the server computes it; NULL for an unknown key. Not granted.';
+
+/**
+ * Opens a server connection's context session: the server proves, with a
+ * context key, that it chose the commitment (SHA-256 of a secret only it
+ * holds), bound to this backend and valid until expires_at (Unix ms). From
+ * then on each transaction's enter_context reveals the current secret and
+ * commits to the next one. Answers ok, or why not (unknown key, bad
+ * signature, other backend, expired); nothing is set then.
+ */
+CREATE OR REPLACE FUNCTION tenantry.open_context_session(pid integer, expires_at bigint, commitment bytea, key_id integer, mac bytea)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER
+AS $$
+DECLARE
+    expected bytea := tenantry.context_mac(key_id, 'open|' || pid || '|' || expires_at || '|' || encode(commitment, 'hex'));
+BEGIN
+    IF expected IS NULL THEN
+        RETURN 'unknown key';
+    ELSIF mac IS NULL OR expected <> mac THEN
+        RETURN 'bad signature';
+    ELSIF pid IS DISTINCT FROM pg_backend_pid() THEN
+        RETURN 'other backend';
+    ELSIF expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN
+        RETURN 'expired';
+    ELSIF length(commitment) <> 32 THEN
+        RETURN 'bad signature';
+    END IF;
+    PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(commitment, 'hex'), false);
+    RETURN 'ok';
+END
+$$;
+COMMENT ON FUNCTION tenantry.open_context_session(integer, bigint, bytea, integer, bytea) IS 'Server connections: starts the commit-reveal chain of this backend with a commitment signed by a context key (HMAC over open|pid|expires_at|commitment hex). Returns ok or the reason for refusing; a refusal sets nothing.';
+GRANT EXECUTE ON FUNCTION tenantry.open_context_session(integer, bigint, bytea, integer, bytea) TO tenantry_app;
+
+/**
+ * The server's transaction context, one call per transaction on a connection
+ * whose session it opened: reveals the secret whose SHA-256 is the current
+ * commitment, commits to the next one, and sets tenant, user, actor and the
+ * tenant's part (looked up when NULL) for this transaction only. Returns the
+ * tenant's part, which the server caches; NULL when the reveal does not match
+ * (a forged, replayed or second call): nothing is set then, and the
+ * transaction sees no tenant. A rolled-back transaction rolls the commitment
+ * back with it, so its secret stays the one to reveal.
+ */
+CREATE OR REPLACE FUNCTION tenantry.enter_context(reveal bytea, next_commitment bytea, tid uuid, uid uuid, actor text, tenant_part text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER
+AS $$
+DECLARE
+    part text;
+BEGIN
+    IF reveal IS NULL OR length(next_commitment) IS DISTINCT FROM 32
+       OR current_setting('backtrace_functions') <> 'tenantry_c_' || encode(sha256(reveal), 'hex') THEN
+        RETURN NULL;
+    END IF;
+    part := coalesce(tenant_part, tenantry.tenant_context_part(tid));
+    IF tid IS NULL OR strpos(part, ',v' || replace(tid::text, '-', '')) = 0 THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex'), false);
+    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, part), true);
+    RETURN part;
+END
+$$;
+COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) IS 'Server connections: this transaction''s tenant context, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match.';
+GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) TO tenantry_app;
+
+/**
+ * A transaction context signed with a context key: for connections the
+ * server does not hold for itself (a transaction-pooling pgbouncer) and for
+ * other programs that hold the key. The HMAC covers
+ * enter|pid|expires_at|tenant|user|actor hex|tenant part; pid 0 means any
+ * backend. Returns the tenant's part, or NULL (nothing set) for an unknown
+ * key, a bad signature, another backend or an expired context.
+ */
+CREATE OR REPLACE FUNCTION tenantry.enter_context_signed(pid integer, expires_at bigint, tid uuid, uid uuid, actor text, tenant_part text, key_id integer, mac bytea)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER
+AS $$
+DECLARE
+    expected bytea := tenantry.context_mac(key_id,
+        'enter|' || pid || '|' || expires_at || '|' || coalesce(tid::text, '') || '|' || coalesce(uid::text, '')
+        || '|' || encode(convert_to(coalesce(actor, ''), 'UTF8'), 'hex') || '|' || coalesce(tenant_part, ''));
+    part text;
+BEGIN
+    IF expected IS NULL OR mac IS NULL OR expected <> mac OR tid IS NULL
+       OR (pid <> 0 AND pid <> pg_backend_pid())
+       OR expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN
+        RETURN NULL;
+    END IF;
+    part := coalesce(tenant_part, tenantry.tenant_context_part(tid));
+    IF strpos(part, ',v' || replace(tid::text, '-', '')) = 0 THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, part), true);
+    RETURN part;
+END
+$$;
+COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text, integer, bytea) IS 'This transaction''s tenant context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused.';
+GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text, integer, bytea) TO tenantry_app;
+
+/**
+ * Whether this session belongs to a trusted operator: its login is a
+ * superuser or a member of tenantry_owner. The server's login is neither,
+ * and no role it may SET ROLE to is either.
+ */
+CREATE OR REPLACE FUNCTION tenantry.operator_session()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)
+        OR pg_catalog.pg_has_role(session_user, 'tenantry_owner', 'MEMBER')
+$$;
+COMMENT ON FUNCTION tenantry.operator_session() IS 'Internal: the session''s login is a superuser or a member of tenantry_owner (a trusted operator in psql). Not granted.';
+
+/**
+ * The guide's set_tenant_context: SESSION scope, for a trusted operator in
+ * psql (a superuser or a member of tenantry_owner, typically followed by
+ * SET ROLE tenantry_app). Refused (42501) for every other login, the server's
+ * included: servers prove their context with enter_context. NULL clears.
+ */
+CREATE OR REPLACE FUNCTION tenantry.set_tenant_context(tid uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT tenantry.operator_session() THEN
+        RAISE EXCEPTION 'set_tenant_context is for operators (a superuser or a member of tenantry_owner); % must prove its context with enter_context', session_user
+            USING ERRCODE = '42501';
+    END IF;
+    PERFORM set_config('backtrace_functions',
+                       CASE WHEN tid IS NULL THEN '' ELSE tenantry.context_value(tid, NULL, NULL, NULL) END,
+                       false);
+END
+$$;
+COMMENT ON FUNCTION tenantry.set_tenant_context(uuid) IS 'Guide API, session scope, operators only (superuser or member of tenantry_owner): sets the tenant for the rest of the session (NULL clears). Refused for the server''s login and every role it can assume. UNSAFE behind a transaction-pooling pooler; use set_tenant_context_local.';
+
+/**
+ * Transaction-local context for a trusted operator in psql: tenant, user and
+ * actor, checked like set_tenant_context. Returns the tenant's resources schema.
  */
 CREATE OR REPLACE FUNCTION tenantry.set_tenant_context_local(tid uuid, uid uuid DEFAULT NULL, actor text DEFAULT NULL)
 RETURNS text
@@ -221,25 +400,19 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF tid IS NULL THEN
-        RAISE EXCEPTION 'tenant id is required' USING ERRCODE = 'TN422', HINT = 'tenant_id';
+    IF NOT tenantry.operator_session() THEN
+        RAISE EXCEPTION 'set_tenant_context_local is for operators (a superuser or a member of tenantry_owner); % must prove its context with enter_context', session_user
+            USING ERRCODE = '42501';
     END IF;
-    EXECUTE format('SET LOCAL app.current_tenant_id = %L', tid);
-    IF coalesce(current_setting('app.current_user_id', true), '') IS DISTINCT FROM coalesce(uid::text, '') THEN
-        EXECUTE format('SET LOCAL app.current_user_id = %L', coalesce(uid::text, ''));
-    END IF;
-    IF coalesce(current_setting('app.actor', true), '') IS DISTINCT FROM coalesce(actor, '') THEN
-        EXECUTE format('SET LOCAL app.actor = %L', coalesce(actor, ''));
-    END IF;
-    RETURN tenantry.complete_tenant_context_local();
+    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, NULL), true);
+    RETURN tenantry.current_tenant_schema();
 END
 $$;
-COMMENT ON FUNCTION tenantry.set_tenant_context_local(uuid, uuid, text) IS 'Transaction-local tenant context (SET LOCAL, Citus-safe): tenant, visible subtree, schema, user, actor. Returns the tenant''s resource schema. Safe behind poolers.';
+COMMENT ON FUNCTION tenantry.set_tenant_context_local(uuid, uuid, text) IS 'Transaction-local tenant context (tenant, visible subtree, schema, user, actor) for operators (superuser or member of tenantry_owner); refused for the server''s login and every role it can assume. Returns the tenant''s resources schema. Safe behind poolers.';
 
 GRANT EXECUTE ON FUNCTION
     tenantry.set_tenant_context(uuid),
-    tenantry.set_tenant_context_local(uuid, uuid, text),
-    tenantry.complete_tenant_context_local()
+    tenantry.set_tenant_context_local(uuid, uuid, text)
 TO tenantry_app;
 
 /** Labels the actor of this transaction for the audit log (SET LOCAL, Citus-safe). */

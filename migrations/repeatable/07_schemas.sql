@@ -117,8 +117,8 @@ GRANT EXECUTE ON FUNCTION tenantry.create_tenant_schema(uuid) TO tenantry_admin;
 /**
  * Guide: setup_connection(). Fixed: current_tenant_schema() exists, the
  * schema name is quoted, and no SET SESSION AUTHORIZATION. Puts the current
- * tenant's schema (if schema-isolated) first on the session search_path and
- * re-reads its context. Session scope: same pooler caveat as set_tenant_context.
+ * tenant's schema (if schema-isolated) first on the session search_path.
+ * Session scope: same pooler caveat as set_tenant_context.
  */
 -- No SET search_path clause here: it would undo the search_path this
 -- function exists to set. SECURITY INVOKER, every name schema-qualified.
@@ -133,7 +133,6 @@ BEGIN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403',
             HINT = 'call set_tenant_context(tenant_id) first';
     END IF;
-    PERFORM tenantry.set_tenant_context(tenantry.current_tenant_id());
     PERFORM set_config('search_path',
         CASE WHEN s = 'tenantry' THEN 'tenantry, public'
              ELSE quote_ident(s) || ', tenantry, public' END,

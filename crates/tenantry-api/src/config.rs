@@ -43,6 +43,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Admin token; unset: generated once into `<data_dir>/admin.token`.
     pub admin_token: Option<Secret>,
+    /// The database's context key, `<id>:<hex>` (`tenantry context-key` prints
+    /// it): how the server proves each transaction's tenant. Needed with
+    /// `database_url`; the embedded cluster's is read from it.
+    pub context_key: Option<Secret>,
     /// `prepared` (default) or `unnamed` (behind transaction-pooling poolers such as pgbouncer).
     pub statement_mode: String,
     /// Pool size.
@@ -72,6 +76,7 @@ impl Default for Settings {
             database_url: None,
             data_dir: PathBuf::from(".tenantry"),
             admin_token: None,
+            context_key: None,
             statement_mode: "prepared".into(),
             max_connections: 16,
             body_limit_bytes: 1024 * 1024,
@@ -141,6 +146,9 @@ impl Settings {
         if let Some(v) = get("TENANTRY_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
             self.admin_token = Some(Secret::new(v));
         }
+        if let Some(v) = get("TENANTRY_CONTEXT_KEY").filter(|v| !v.is_empty()) {
+            self.context_key = Some(Secret::new(v));
+        }
         if let Some(v) = get("TENANTRY_STATEMENT_MODE") {
             self.statement_mode = v;
         }
@@ -166,6 +174,7 @@ impl Settings {
     /// Checks cross-field rules.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.statement_mode()?;
+        self.context_key()?;
         if self.max_connections == 0 || self.request_log_queue == 0 || self.request_log_batch == 0 {
             return Err(SettingsError::Invalid(
                 "max_connections, request_log_queue and request_log_batch must be > 0".into(),
@@ -177,6 +186,18 @@ impl Settings {
     /// The parsed statement mode.
     pub fn statement_mode(&self) -> Result<StatementMode, SettingsError> {
         self.statement_mode.parse().map_err(SettingsError::Invalid)
+    }
+
+    /// The parsed context key, if one is set.
+    pub fn context_key(&self) -> Result<Option<tenantry_db::ContextKey>, SettingsError> {
+        self.context_key
+            .as_ref()
+            .map(|k| {
+                k.expose()
+                    .parse()
+                    .map_err(|e| SettingsError::Invalid(format!("context_key: {e}")))
+            })
+            .transpose()
     }
 
     /// Key cache lifetime.
@@ -214,9 +235,12 @@ mod tests {
     fn secrets_do_not_print() {
         let s = Settings {
             admin_token: Some(Secret::new("tadm_supersecret")),
+            context_key: Some(Secret::new(format!("1:{}", "ab".repeat(32)))),
             ..Settings::default()
         };
         assert!(!format!("{s:?}").contains("supersecret"));
+        assert!(!format!("{s:?}").contains("abab"));
+        assert_eq!(s.context_key().unwrap().unwrap().id(), 1);
         let t = AdminToken::new("tadm_x");
         assert!(t.matches("tadm_x") && !t.matches("tadm_y"));
     }

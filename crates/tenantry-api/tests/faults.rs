@@ -144,7 +144,8 @@ async fn restart_under_write_load(how: Stop) {
 
     // The server as `tenantry serve` builds it: the API's settings decide the pool.
     let settings = test_settings();
-    let mut config = DatabaseConfig::from_config(provisioned.server);
+    let mut config =
+        DatabaseConfig::from_config(provisioned.server).with_context_key(provisioned.context_key);
     config.max_connections = settings.max_connections;
     config.acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
     let database = Database::connect(&config).expect("pool");

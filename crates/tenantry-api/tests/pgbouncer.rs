@@ -218,7 +218,8 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
     let db = TestDatabase::new().await;
     let bouncer = PgBouncer::start(&db.server_url(), db.name(), POOL_SIZE);
 
-    let mut config = DatabaseConfig::new(bouncer.url(db.name(), "tenantry_server"));
+    let mut config = DatabaseConfig::new(bouncer.url(db.name(), "tenantry_server"))
+        .with_context_key(db.context_key().clone());
     config.statement_mode = StatementMode::Unnamed;
     config.max_connections = SERVER_CONNECTIONS;
     let database = Database::connect(&config).expect("pool through pgbouncer");
@@ -532,7 +533,8 @@ async fn serve_boot_checks_work_through_pgbouncer_while_other_clients_share_its_
     let db = TestDatabase::new().await;
     let bouncer = PgBouncer::start(&db.server_url(), db.name(), 2);
     let connect = || {
-        let mut config = DatabaseConfig::new(bouncer.url(db.name(), "tenantry_server"));
+        let mut config = DatabaseConfig::new(bouncer.url(db.name(), "tenantry_server"))
+            .with_context_key(db.context_key().clone());
         config.statement_mode = StatementMode::Unnamed;
         config.max_connections = 4;
         Database::connect(&config).expect("pool through pgbouncer")

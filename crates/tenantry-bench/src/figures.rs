@@ -35,6 +35,7 @@ struct BenchDb {
     server: String,
     /// The server role's settings (the library's pool).
     server_config: tokio_postgres::Config,
+    context_key: tenantry_db::ContextKey,
     bindir: Option<PathBuf>,
     _cluster: Option<EmbeddedCluster>,
     temp_dir: Option<PathBuf>,
@@ -112,6 +113,7 @@ impl BenchDb {
             superuser: conninfo(&provisioned.superuser),
             server: conninfo(&provisioned.server),
             server_config: provisioned.server,
+            context_key: provisioned.context_key,
             bindir,
             _cluster: cluster,
             temp_dir,
@@ -275,7 +277,8 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     // not waited on the WAL flush (synchronous_commit = off) on both sides.
     let mut server = ctx.db.server_config.clone();
     server.options("-c synchronous_commit=off");
-    let mut config = DatabaseConfig::from_config(server);
+    let mut config =
+        DatabaseConfig::from_config(server).with_context_key(ctx.db.context_key.clone());
     config.max_connections = ctx.opts.clients;
     let lib = Database::connect(&config)?;
     let mut keyed = Vec::with_capacity(tenants.len());
@@ -319,8 +322,8 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
 /// Figures 1, 2, 5 and 8: the API under wrk next to pgbench.
 async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyhow::Result<()> {
     let clients = ctx.opts.clients;
-    let logged = ServerChild::start(&ctx.db.server, admin_token, true, 16)?;
-    let unlogged = ServerChild::start(&ctx.db.server, admin_token, false, 16)?;
+    let logged = ServerChild::start(&ctx.db.server, &ctx.db.context_key, admin_token, true, 16)?;
+    let unlogged = ServerChild::start(&ctx.db.server, &ctx.db.context_key, admin_token, false, 16)?;
     let idle_rss = logged.memory_mb()?.0;
 
     let point_entries: Vec<(String, String)> = keyed

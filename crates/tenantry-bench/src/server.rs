@@ -38,6 +38,12 @@ pub async fn child_main(args: ChildArgs) -> anyhow::Result<()> {
     };
     settings.request_log = args.request_log;
     let mut config = DatabaseConfig::new(args.database_url);
+    // From the environment, not argv: a process list shows arguments.
+    config.context_key = std::env::var("TENANTRY_CONTEXT_KEY")
+        .ok()
+        .map(|k| k.parse())
+        .transpose()
+        .map_err(|e: String| anyhow::anyhow!("TENANTRY_CONTEXT_KEY: {e}"))?;
     config.max_connections = settings.max_connections;
     let db = Database::connect(&config)?;
     db.check_schema().await?;
@@ -76,6 +82,7 @@ impl ServerChild {
     /// Starts `<this exe> serve-child` and waits for its address.
     pub fn start(
         database_url: &str,
+        context_key: &tenantry_db::ContextKey,
         admin_token: &str,
         request_log: bool,
         max_connections: usize,
@@ -86,6 +93,7 @@ impl ServerChild {
             .args(["--database-url", database_url])
             .args(["--admin-token", admin_token])
             .args(["--max-connections", &max_connections.to_string()])
+            .env("TENANTRY_CONTEXT_KEY", context_key.expose())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

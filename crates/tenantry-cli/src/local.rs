@@ -20,6 +20,15 @@ async fn connect(config: &Config, what: &str) -> anyhow::Result<tokio_postgres::
     Ok(client)
 }
 
+/// The newest context key of `target`'s database, read as the migration role.
+pub async fn context_key(target: &crate::Target) -> anyhow::Result<tenantry_db::ContextKey> {
+    let (client, _cluster) = migration_client(target, "read the context key").await?;
+    tenantry_db::ContextKey::newest(&client)
+        .await
+        .context("reading tenantry.context_keys (as a superuser or the owner role)")?
+        .context("the database has no context key: run `tenantry migrate` first")
+}
+
 /// Applies pending migrations through `url` (a role that may create roles).
 pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::Migration>> {
     let config: Config = url.parse().context("DATABASE_URL")?;
@@ -52,12 +61,28 @@ pub async fn database(
     target: &crate::Target,
     tune: impl Fn(tenantry_db::DatabaseConfig) -> tenantry_db::DatabaseConfig,
 ) -> anyhow::Result<(tenantry_db::Database, Option<LocalCluster>)> {
-    use tenantry_db::{Database, DatabaseConfig};
+    use tenantry_db::{ContextKey, Database, DatabaseConfig};
     match target.database_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => Ok((Database::connect(&tune(DatabaseConfig::new(url)))?, None)),
+        Some(url) => {
+            let mut config = DatabaseConfig::new(url);
+            config.context_key = match target.context_key.as_deref().filter(|k| !k.is_empty()) {
+                Some(key) => Some(
+                    key.parse::<ContextKey>()
+                        .map_err(|e| anyhow::anyhow!("TENANTRY_CONTEXT_KEY: {e}"))?,
+                ),
+                // A role that may read the key (a superuser: the URL your
+                // migrations run with) needs no TENANTRY_CONTEXT_KEY.
+                None => {
+                    let url: Config = url.parse().context("DATABASE_URL")?;
+                    let client = connect(&url, "read the context key").await?;
+                    ContextKey::newest(&client).await.ok().flatten()
+                }
+            };
+            Ok((Database::connect(&tune(config))?, None))
+        }
         None => {
             let local = LocalCluster::open(&target.data_dir, None).await?;
-            let db = Database::connect(&tune(DatabaseConfig::from_config(local.server_config())))?;
+            let db = Database::connect(&tune(local.database_config()))?;
             Ok((db, Some(local)))
         }
     }

@@ -28,6 +28,10 @@ pub struct Target {
     /// Data directory of the embedded cluster.
     #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
     pub data_dir: PathBuf,
+    /// The database's context key (`tenantry context-key` prints it); not
+    /// needed when DATABASE_URL's role may read it, nor for the embedded cluster.
+    #[arg(long, env = "TENANTRY_CONTEXT_KEY", hide_env_values = true)]
+    pub context_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +40,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Apply pending migrations to DATABASE_URL, or to the embedded cluster when it is unset.
     Migrate {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the database's context key (as a superuser): give it to servers
+    /// that connect with DATABASE_URL as TENANTRY_CONTEXT_KEY.
+    ContextKey {
         #[command(flatten)]
         target: Target,
     },
@@ -83,6 +93,9 @@ async fn main() {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate { target } => migrate(target).await,
+        Command::ContextKey { target } => local::context_key(&target)
+            .await
+            .map(|key| println!("{}", key.expose())),
         Command::Db {
             command: DbCommand::Start { data_dir, tcp },
         } => db_start(data_dir, tcp).await,

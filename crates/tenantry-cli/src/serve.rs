@@ -60,9 +60,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (db, cluster) = match &settings.database_url {
         Some(url) => {
-            let db = Database::connect(&pool_config(DatabaseConfig::new(url.expose())))?;
+            let key = settings.context_key()?;
+            let mut config = DatabaseConfig::new(url.expose());
+            config.context_key = key.clone();
+            let db = Database::connect(&pool_config(config))?;
             if let Err(e) = db.check_schema().await {
                 bail!("{e}\n(the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first)");
+            }
+            if key.is_none() {
+                bail!("refusing to serve tenant traffic: no context key (TENANTRY_CONTEXT_KEY, or context_key in the settings file) to prove tenant contexts to the database\n(print it with `DATABASE_URL=<superuser url> tenantry context-key`)");
             }
             (db, None)
         }
@@ -75,9 +81,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 );
             }
             (
-                Database::connect(&pool_config(DatabaseConfig::from_config(
-                    local.server_config(),
-                )))?,
+                Database::connect(&pool_config(local.database_config()))?,
                 Some(local),
             )
         }

@@ -1,17 +1,20 @@
 //! The connection pool and the doors out of it: tenant scopes, admin scopes (retried on contention by `retry`), key verification, health and role checks. No other public path reaches the database.
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool::managed::PoolError;
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use tokio_postgres::{types::Type, NoTls};
 
 use crate::{
+    context::{ContextKey, Contexts, PartCache},
     error::classify,
     keys::{ApiKeySecret, KeyIdentity},
     migrate::MigrateError,
     retry::RetryPolicy,
     scope::{Stmt, Tx},
-    AdminScope, DbError, TenantContext, TenantScope,
+    session::{Pool, SessionError, SessionManager},
+    AdminScope, DbError, TenantContext, TenantId, TenantScope,
 };
 
 /// How statements travel to the server.
@@ -72,11 +75,19 @@ pub struct DatabaseConfig {
     /// How [`Database::in_tenant`] and [`Database::in_admin`] retry a
     /// transaction a concurrent one rolled back.
     pub retry: RetryPolicy,
+    /// The key that proves tenant contexts to the database (`tenantry
+    /// context-key` prints it; the embedded cluster and the test harness
+    /// read it themselves). Without it, tenant transactions are refused.
+    pub context_key: Option<ContextKey>,
+    /// How long a tenant's context part (its schema and visible subtree) is
+    /// reused before the database is asked again; changes made through this
+    /// pool drop it at once, the server's invalidations within a second.
+    pub context_cache_ttl: Duration,
 }
 
 impl DatabaseConfig {
     /// Defaults: 16 connections, prepared statements, 5 s acquire timeout,
-    /// the default [`RetryPolicy`].
+    /// the default [`RetryPolicy`], no context key, context parts cached 2 s.
     pub fn new(url: impl Into<String>) -> Self {
         Self::to(ConnectTo::Url(url.into()))
     }
@@ -93,9 +104,20 @@ impl DatabaseConfig {
             statement_mode: StatementMode::Prepared,
             acquire_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
+            context_key: None,
+            context_cache_ttl: Duration::from_secs(2),
         }
     }
+
+    /// The same, proving tenant contexts with `key`.
+    pub fn with_context_key(mut self, key: ContextKey) -> Self {
+        self.context_key = Some(key);
+        self
+    }
 }
+
+/// Most tenants' context parts kept at once (about 10 MB at most).
+const CONTEXT_CACHE_CAPACITY: usize = 65_536;
 
 /// A pool of connections of the server's login role. Cheap to clone.
 #[derive(Clone)]
@@ -103,6 +125,7 @@ pub struct Database {
     pool: Pool,
     mode: StatementMode,
     retry: RetryPolicy,
+    contexts: Arc<Contexts>,
 }
 
 /// The server login role's attributes that matter for isolation.
@@ -149,7 +172,13 @@ impl Database {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
+        // The server's own connections (prepared mode) open a context session
+        // when they connect; behind a pooler each transaction signs its context.
+        let session_key = match config.statement_mode {
+            StatementMode::Prepared => config.context_key.clone(),
+            StatementMode::Unnamed => None,
+        };
+        let pool = Pool::builder(SessionManager::new(manager, session_key))
             .max_size(config.max_connections.max(1))
             .wait_timeout(Some(config.acquire_timeout))
             .create_timeout(Some(config.acquire_timeout))
@@ -161,11 +190,29 @@ impl Database {
             pool,
             mode: config.statement_mode,
             retry: config.retry,
+            contexts: Arc::new(Contexts {
+                key: config.context_key.clone(),
+                parts: PartCache::new(config.context_cache_ttl, CONTEXT_CACHE_CAPACITY),
+            }),
         })
     }
 
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    pub(crate) fn contexts(&self) -> Arc<Contexts> {
+        self.contexts.clone()
+    }
+
+    /// Forgets the cached context part of `tenant` (all of them for `None`):
+    /// the next transaction for it asks the database. For invalidations
+    /// another process saw (the server listens for them).
+    pub fn forget_tenant_contexts(&self, tenant: Option<TenantId>) {
+        match tenant {
+            Some(tenant) => self.contexts.parts.remove(tenant),
+            None => self.contexts.parts.clear(),
+        }
     }
 
     /// How [`Database::in_tenant`] retries.
@@ -182,13 +229,18 @@ impl Database {
     /// first statement, which carries BEGIN, the role and the context with it.
     pub async fn tenant(&self, ctx: TenantContext) -> Result<TenantScope, DbError> {
         let client = self.pool.get().await?;
-        Ok(TenantScope::new(client, self.mode, ctx))
+        Ok(TenantScope::new(client, self.mode, self.contexts(), ctx))
     }
 
     /// Opens an administrative transaction; `actor` labels its audit rows.
     pub async fn admin(&self, actor: impl Into<String>) -> Result<AdminScope, DbError> {
         let client = self.pool.get().await?;
-        Ok(AdminScope::new(client, self.mode, actor.into()))
+        Ok(AdminScope::new(
+            client,
+            self.mode,
+            self.contexts(),
+            actor.into(),
+        ))
     }
 
     /// Verifies an API key: `None` for malformed, unknown, revoked and expired keys alike.
@@ -200,7 +252,7 @@ impl Database {
             return Ok(None);
         };
         let client = self.pool.get().await?;
-        let mut tx = Tx::anonymous(client, self.mode);
+        let mut tx = Tx::anonymous(client, self.mode, self.contexts());
         let prefix = secret.prefix().to_owned();
         let hash = secret.sha256().to_vec();
         let rows = tx
@@ -252,7 +304,9 @@ impl Database {
     /// A database out of reach is [`MigrateError::Unavailable`], never a count of pending migrations.
     pub async fn check_schema(&self) -> Result<(), MigrateError> {
         let client = self.pool.get().await.map_err(|e| match e {
-            PoolError::Backend(e) if !matches!(classify(&e), DbError::Unavailable(_)) => {
+            PoolError::Backend(SessionError::Db(e))
+                if !matches!(classify(&e), DbError::Unavailable(_)) =>
+            {
                 MigrateError::Database(e)
             }
             other => MigrateError::Unavailable(other.to_string()),

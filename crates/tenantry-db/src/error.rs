@@ -161,10 +161,10 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for DbError {
-    fn from(err: deadpool_postgres::PoolError) -> Self {
+impl From<deadpool::managed::PoolError<crate::session::SessionError>> for DbError {
+    fn from(err: deadpool::managed::PoolError<crate::session::SessionError>) -> Self {
         match err {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            deadpool::managed::PoolError::Backend(crate::session::SessionError::Db(e)) => e.into(),
             other => DbError::Unavailable(other.to_string()),
         }
     }

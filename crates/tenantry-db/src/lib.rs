@@ -9,8 +9,8 @@
 //!   the connection settings of the superuser and of the server's login role
 //!   (a private PostgreSQL to run it on is the `tenantry-embedded` crate);
 //! - [`Database`]: the pool, and the only doors to data: [`TenantScope`] (a
-//!   transaction acting for one tenant, context set with `SET LOCAL` in the same
-//!   flight as its first statement) and [`AdminScope`], and
+//!   transaction acting for one tenant, its context proven to the database in the
+//!   same flight as its first statement: see [`ContextKey`]) and [`AdminScope`], and
 //!   [`Database::in_tenant`], which runs a unit of work in a fresh scope and
 //!   retries it a bounded number of times when a concurrent transaction
 //!   rolled it back ([`RetryPolicy`]);
@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod context;
 mod database;
 mod error;
 mod ids;
@@ -48,6 +49,7 @@ mod resources;
 mod retry;
 mod row;
 mod scope;
+mod session;
 mod settings;
 pub mod tables;
 mod tenants;
@@ -56,6 +58,7 @@ pub mod testing;
 mod usage;
 
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};
+pub use context::{ContextKey, SignedContext};
 pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode};
 pub use error::DbError;
 pub use ids::{AuditEventId, KeyId, ResourceId, RoleId, TenantId, UserId};

@@ -123,6 +123,18 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
         self.provisioned.server.clone()
     }
 
+    /// The database's context key (the server's pool proves tenant contexts with it).
+    pub fn context_key(&self) -> &crate::ContextKey {
+        &self.provisioned.context_key
+    }
+
+    /// The pool settings of the server's login role, context key included:
+    /// what an application built on tenantry connects with.
+    pub fn database_config(&self) -> crate::DatabaseConfig {
+        crate::DatabaseConfig::from_config(self.server_config())
+            .with_context_key(self.context_key().clone())
+    }
+
     /// Migrations applied when the cluster was opened.
     pub fn applied(&self) -> &[crate::migrate::Migration] {
         &self.provisioned.applied

@@ -2,7 +2,10 @@
 
 use tokio_postgres::{config::Host, error::SqlState, Client, Config, NoTls};
 
-use crate::migrate::{self, MigrateError, Migration};
+use crate::{
+    migrate::{self, MigrateError, Migration},
+    ContextKey,
+};
 
 /// The login role the HTTP server and the library's pool use (created by the migrations).
 pub const SERVER_ROLE: &str = "tenantry_server";
@@ -32,6 +35,9 @@ pub struct Provisioned {
     pub server: Config,
     /// Migrations this call applied (empty when the schema was up to date).
     pub applied: Vec<Migration>,
+    /// The database's newest context key: the pool of [`Provisioned::server`]
+    /// needs it to act for tenants ([`crate::DatabaseConfig::context_key`]).
+    pub context_key: ContextKey,
 }
 
 /// Why provisioning failed; each message names the step.
@@ -60,6 +66,9 @@ pub enum ProvisionError {
     /// Migrating failed.
     #[error(transparent)]
     Migrate(#[from] MigrateError),
+    /// Reading the context key failed (or the migrations made none).
+    #[error("could not read the context key: {0}")]
+    ContextKey(String),
     /// Setting the server role's password failed.
     #[error("could not set the password of role {SERVER_ROLE}: {source}")]
     ServerPassword {
@@ -100,10 +109,15 @@ pub async fn provision(
             .map_err(|source| ProvisionError::ServerPassword { source })?;
         server.password(password);
     }
+    let context_key = ContextKey::newest(&client)
+        .await
+        .map_err(|e| ProvisionError::ContextKey(e.to_string()))?
+        .ok_or_else(|| ProvisionError::ContextKey("tenantry.context_keys is empty".into()))?;
     Ok(Provisioned {
         superuser,
         server,
         applied,
+        context_key,
     })
 }
 

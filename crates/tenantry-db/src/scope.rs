@@ -1,8 +1,7 @@
-//! Tenant-scoped and admin transactions: the only way this library reaches tenant data. Owns pipelining of BEGIN, `SET LOCAL ROLE` and the context with the first statement, the statement modes, typed access to any table ([`TenantScope::query`] and its siblings), commit, and rollback on drop. Mapping rows to types is `row`'s.
+//! Tenant-scoped and admin transactions: the only way this library reaches tenant data. Owns pipelining of BEGIN, the role and the proven context (`context`) with the first statement, the statement modes, typed access to any table ([`TenantScope::query`] and its siblings), commit, and rollback on drop. Mapping rows to types is `row`'s.
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, sync::Arc};
 
-use deadpool_postgres::Object;
 use futures_util::{
     future::{join, join_all, maybe_done, MaybeDone},
     TryStreamExt,
@@ -12,7 +11,11 @@ use tokio_postgres::{
     Row, RowStream, Statement,
 };
 
-use crate::{DbError, FromRow, PermissionSet, Sql, StatementMode, TenantId, UserId};
+use crate::{
+    context::{Contexts, SignedContext},
+    session::Object,
+    DbError, FromRow, PermissionSet, Sql, StatementMode, TenantId, UserId,
+};
 
 /// Who is acting, and for which tenant. The only input that opens a [`TenantScope`].
 #[derive(Debug, Clone)]
@@ -82,11 +85,90 @@ impl Visibility {
     }
 }
 
-/// The database's half of a tenant context (0007): checks the tenant, sets its
-/// subtree and schema where needed. The tenant, user and actor travel before
-/// it as literal `SET LOCAL` statements (see [`context_statements`]).
-const COMPLETE_TENANT_CONTEXT: &str = "SELECT tenantry.complete_tenant_context_local()";
+/// A server connection's context: reveal the chain's secret, commit to the next (01_context.sql).
+const ENTER_CONTEXT: &str = "SELECT tenantry.enter_context($1, $2, $3, $4, $5, $6)";
+const ENTER_CONTEXT_TYPES: &[Type] = &[
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::UUID,
+    Type::UUID,
+    Type::TEXT,
+    Type::TEXT,
+];
+/// A pooled connection's context: signed with the context key.
+const ENTER_CONTEXT_SIGNED: &str =
+    "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8)";
+const ENTER_CONTEXT_SIGNED_TYPES: &[Type] = &[
+    Type::INT4,
+    Type::INT8,
+    Type::UUID,
+    Type::UUID,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT4,
+    Type::BYTEA,
+];
 const SET_ACTOR: &str = "SELECT tenantry.set_actor_local($1)";
+
+/// The values of a transaction's context statement, owned for the length of its flight.
+enum ContextArgs {
+    Enter {
+        reveal: Vec<u8>,
+        next: Vec<u8>,
+        tenant: uuid::Uuid,
+        user: Option<uuid::Uuid>,
+        actor: Option<String>,
+        part: Option<String>,
+    },
+    Signed {
+        signed: SignedContext,
+        tenant: uuid::Uuid,
+        user: Option<uuid::Uuid>,
+        key_id: i32,
+        mac: Vec<u8>,
+    },
+    Actor(String),
+}
+
+impl ContextArgs {
+    fn statement(&self) -> (&'static str, &'static [Type], Vec<&(dyn ToSql + Sync)>) {
+        match self {
+            ContextArgs::Enter {
+                reveal,
+                next,
+                tenant,
+                user,
+                actor,
+                part,
+            } => (
+                ENTER_CONTEXT,
+                ENTER_CONTEXT_TYPES,
+                vec![reveal, next, tenant, user, actor, part],
+            ),
+            ContextArgs::Signed {
+                signed,
+                tenant,
+                user,
+                key_id,
+                mac,
+            } => (
+                ENTER_CONTEXT_SIGNED,
+                ENTER_CONTEXT_SIGNED_TYPES,
+                vec![
+                    &signed.pid,
+                    &signed.expires_at,
+                    tenant,
+                    user,
+                    &signed.actor,
+                    &signed.tenant_part,
+                    key_id,
+                    mac,
+                ],
+            ),
+            ContextArgs::Actor(actor) => (SET_ACTOR, &[Type::TEXT], vec![actor]),
+        }
+    }
+}
 
 enum Setup {
     Tenant(TenantContext),
@@ -129,30 +211,103 @@ impl Stmt<'_> {
 pub(crate) struct Tx {
     client: Option<Object>,
     mode: StatementMode,
+    contexts: Arc<Contexts>,
     /// Set until the first statement: BEGIN and the context travel with it.
     setup: Option<Setup>,
     /// A statement failed: the transaction is aborted and must not report a commit.
     failed: bool,
     finished: bool,
+    /// Committing changes tenants: cached context parts are dropped then.
+    changes_tenants: bool,
 }
 
 impl Tx {
-    fn new(client: Object, mode: StatementMode, setup: Setup) -> Self {
+    fn new(client: Object, mode: StatementMode, contexts: Arc<Contexts>, setup: Setup) -> Self {
         Self {
             client: Some(client),
             mode,
+            contexts,
             setup: Some(setup),
             failed: false,
             finished: false,
+            changes_tenants: false,
         }
     }
 
-    pub(crate) fn anonymous(client: Object, mode: StatementMode) -> Self {
-        Self::new(client, mode, Setup::Anonymous)
+    pub(crate) fn anonymous(client: Object, mode: StatementMode, contexts: Arc<Contexts>) -> Self {
+        Self::new(client, mode, contexts, Setup::Anonymous)
     }
 
-    pub(crate) fn logger(client: Object, mode: StatementMode) -> Self {
-        Self::new(client, mode, Setup::Logger)
+    pub(crate) fn logger(client: Object, mode: StatementMode, contexts: Arc<Contexts>) -> Self {
+        Self::new(client, mode, contexts, Setup::Logger)
+    }
+
+    /// This transaction changes tenants (their hierarchy, status or isolation):
+    /// once it commits, no context part cached before it is used again.
+    pub(crate) fn changes_tenants(&mut self) {
+        self.changes_tenants = true;
+    }
+
+    /// The chain's outcome for this transaction, once known: committed or rolled back.
+    fn settle(&mut self, committed: bool) {
+        if let Some(chain) = self.client.as_mut().and_then(|c| c.chain.as_mut()) {
+            if committed {
+                chain.committed();
+            } else {
+                chain.rolled_back();
+            }
+        }
+        if committed && self.changes_tenants {
+            self.contexts.parts.clear();
+        }
+    }
+
+    /// The connection's state is unknown (a lost reply): it must not be reused.
+    fn break_connection(&mut self) {
+        if let Some(client) = self.client.as_mut() {
+            client.broken = true;
+        }
+    }
+
+    /// The context statement's values for `setup`, or why there can be none.
+    fn context_args(&mut self, setup: &Setup) -> Result<Option<ContextArgs>, DbError> {
+        let ctx = match setup {
+            Setup::Tenant(ctx) => ctx,
+            Setup::Admin(actor) => return Ok(Some(ContextArgs::Actor(actor.clone()))),
+            Setup::Anonymous | Setup::Logger => return Ok(None),
+        };
+        let part = self.contexts.parts.get(ctx.tenant).map(|p| p.to_string());
+        let client = self.client.as_mut().expect("client present until finished");
+        if let Some(chain) = client.chain.as_mut() {
+            let (reveal, next) = chain.next();
+            return Ok(Some(ContextArgs::Enter {
+                reveal: reveal.to_vec(),
+                next: next.to_vec(),
+                tenant: *ctx.tenant.as_uuid(),
+                user: ctx.user.map(|u| *u.as_uuid()),
+                actor: ctx.actor.clone(),
+                part,
+            }));
+        }
+        let key = self.contexts.key.as_ref().ok_or_else(|| {
+            DbError::Internal(
+                "no context key is configured: a tenant transaction cannot prove its context \
+                 (DatabaseConfig::context_key; `tenantry context-key` prints it)"
+                    .into(),
+            )
+        })?;
+        let mut signed = SignedContext::new(ctx.tenant);
+        signed.user = ctx.user;
+        signed.actor = ctx.actor.clone();
+        signed.tenant_part = part;
+        let mac = key.sign_context(&signed);
+        Ok(Some(ContextArgs::Signed {
+            tenant: *ctx.tenant.as_uuid(),
+            user: ctx.user.map(|u| *u.as_uuid()),
+            key_id: key.id(),
+            mac,
+            signed,
+        }))
     }
 
     /// Sends, in one flight: the pending setup (if this is the first statement),
@@ -195,52 +350,85 @@ impl Tx {
             ));
         }
         let setup = self.setup.take();
-        let mode = self.mode;
-        let client = self.client.as_ref().expect("client present until finished");
-
-        let (ctx_sql, ctx_types): (Option<&str>, &[Type]) = match &setup {
-            Some(Setup::Tenant(_)) => (Some(COMPLETE_TENANT_CONTEXT), &[]),
-            Some(Setup::Admin(_)) => (Some(SET_ACTOR), &[Type::TEXT]),
-            _ => (None, &[]),
+        let args = match &setup {
+            Some(setup) => match self.context_args(setup) {
+                Ok(args) => args,
+                Err(e) => {
+                    // Nothing was sent; the scope cannot be used.
+                    self.finished = true;
+                    return Err(e);
+                }
+            },
+            None => None,
         };
-        let actor: Option<String> = match &setup {
-            Some(Setup::Admin(a)) => Some(a.clone()),
+        let result = self
+            .send(setup.as_ref(), args.as_ref(), stmts, commit)
+            .await;
+        if let Err(e) = &result {
+            self.failed = true;
+            if matches!(e, DbError::Unavailable(_)) {
+                self.break_connection();
+            }
+            // An error in a transaction block aborts it: the chain's commitment
+            // rolls back with it.
+            self.settle(false);
+        }
+        result
+    }
+
+    async fn send(
+        &mut self,
+        setup: Option<&Setup>,
+        args: Option<&ContextArgs>,
+        stmts: &[(Visibility, Stmt<'_>)],
+        commit: bool,
+    ) -> Result<Vec<Out>, DbError> {
+        let mode = self.mode;
+        let tenant = match setup {
+            Some(Setup::Tenant(ctx)) => Some(ctx.tenant),
             _ => None,
         };
-        let ctx_params: Vec<&(dyn ToSql + Sync)> = match &setup {
-            Some(Setup::Admin(_)) => vec![&actor],
-            _ => Vec::new(),
-        };
-        let ctx = ctx_sql.map(|sql| Stmt {
-            sql,
-            params: &ctx_params,
-            types: ctx_types,
-        });
+        let part_sent = matches!(
+            args,
+            Some(ContextArgs::Enter { part: Some(_), .. })
+                | Some(ContextArgs::Signed {
+                    signed: SignedContext {
+                        tenant_part: Some(_),
+                        ..
+                    },
+                    ..
+                })
+        );
+        let contexts = self.contexts.clone();
+        let generation = contexts.parts.generation();
+        let client = self.client.as_ref().expect("client present until finished");
+        // The server's own connections are tenantry_app for the whole session.
+        let session_role = client.chain.is_some();
+
+        let ctx_statement = args.map(ContextArgs::statement);
+        let ctx = ctx_statement
+            .as_ref()
+            .map(|(sql, types, params)| Stmt { sql, params, types });
 
         // The context statement is the library's own: prepared (and cached)
-        // before the flight, as the login role.
+        // before the flight.
         let ctx_prepared = match (mode, &ctx) {
             (StatementMode::Prepared, Some(c)) => {
-                match client.prepare_typed_cached(c.sql, c.types).await {
-                    Ok(statement) => Some(statement),
-                    Err(e) => {
-                        // The setup was consumed: this transaction must never report a commit.
-                        self.failed = true;
-                        return Err(DbError::from(e));
-                    }
-                }
+                Some(client.prepare_typed_cached(c.sql, c.types).await?)
             }
             _ => None,
         };
 
         // The setup goes out first: each step writes its message when first polled.
         let mut setup_steps: Vec<MaybeDone<Step<'_>>> = Vec::new();
-        if let Some(setup) = &setup {
-            push_setup(
+        let mut ctx_index = None;
+        if let Some(setup) = setup {
+            ctx_index = push_setup(
                 &mut setup_steps,
                 client,
                 mode,
                 setup,
+                session_role,
                 ctx.as_ref(),
                 ctx_prepared.as_ref(),
             );
@@ -276,7 +464,9 @@ impl Tx {
             .iter()
             .flatten()
             .any(|p| matches!(p, MaybeDone::Future(_)));
-        let mut first_error = None;
+        // Results of steps already answered (the setup, when a Parse had to
+        // be waited for), in the order they were sent.
+        let mut results: Vec<Result<Out, tokio_postgres::Error>> = Vec::new();
         if waiting {
             // A Parse went out: its answer (and the setup's) come back before
             // the statements can be sent.
@@ -285,11 +475,16 @@ impl Tx {
                 join_all(prepares.iter_mut().flatten()),
             )
             .await;
-            first_error = setup_steps
+            results = setup_steps
                 .drain(..)
-                .filter_map(|mut step| Pin::new(&mut step).take_output())
-                .find_map(Result::err);
+                .map(|mut step| {
+                    Pin::new(&mut step)
+                        .take_output()
+                        .unwrap_or_else(|| Ok(Out::default()))
+                })
+                .collect();
         }
+        let mut prepare_error = None;
         let main_prepared: Vec<Option<Statement>> = prepares
             .iter_mut()
             .map(|p| {
@@ -298,19 +493,21 @@ impl Tx {
                     .and_then(|result| match result {
                         Ok(statement) => Some(statement),
                         Err(e) => {
-                            first_error.get_or_insert(e);
+                            prepare_error.get_or_insert(e);
                             None
                         }
                     })
             })
             .collect();
-        if let Some(err) = first_error {
-            // Whatever setup is still in flight is answered before the next use.
-            join_all(setup_steps).await;
-            self.failed = true;
+        if let Some(i) = results.iter().position(Result::is_err) {
+            let err = results.swap_remove(i).err().expect("an error");
+            return Err(crate::error::classify(&err));
+        }
+        if let Some(err) = prepare_error {
             return Err(crate::error::classify(&err));
         }
 
+        let already = results.len();
         let mut steps: Vec<MaybeDone<Step<'_>>> = setup_steps;
         let mut role = Visibility::All;
         let mut indexes = Vec::with_capacity(stmts.len());
@@ -319,7 +516,7 @@ impl Tx {
                 steps.push(maybe_done(simple(client, visibility.set_role())));
                 role = *visibility;
             }
-            indexes.push(steps.len());
+            indexes.push(already + steps.len());
             steps.push(maybe_done(run(client, prepared.as_ref(), stmt)));
         }
         if role != Visibility::All {
@@ -332,28 +529,51 @@ impl Tx {
         }
 
         join_all(steps.iter_mut()).await;
-        let mut results: Vec<Result<Out, tokio_postgres::Error>> = steps
-            .iter_mut()
-            .map(|step| {
-                Pin::new(step)
-                    .take_output()
-                    .unwrap_or_else(|| Ok(Out::default()))
-            })
-            .collect();
+        results.extend(steps.iter_mut().map(|step| {
+            Pin::new(step)
+                .take_output()
+                .unwrap_or_else(|| Ok(Out::default()))
+        }));
         drop(steps);
+        drop(prepares);
         // Closes the statements prepared in the transaction (their Close goes
         // out now, ahead of anything sent later on this connection).
         drop(main_prepared);
+        // The context statement's answer: the tenant's part, or NULL when the
+        // database refused the proof (this connection is then out of step).
+        if let Some(i) = ctx_index.filter(|_| tenant.is_some()) {
+            if let Some(Ok(out)) = results.get(i) {
+                let part: Option<String> = out.rows.first().and_then(|r| r.get(0));
+                match (part, tenant) {
+                    (Some(part), Some(tenant)) => {
+                        if !part_sent {
+                            contexts.parts.put(tenant, &part, generation);
+                        }
+                    }
+                    _ => {
+                        return Err(DbError::Unavailable(
+                            "the database refused this connection's tenant context; the connection is closed, retry"
+                                .into(),
+                        ))
+                    }
+                }
+            }
+        }
+        if let Some(i) = results.iter().position(Result::is_err) {
+            let err = results.swap_remove(i).err().expect("an error");
+            return Err(crate::error::classify(&err));
+        }
         if commit_in_flight {
             self.finished = true;
-        }
-        if let Some(err) = results.iter_mut().find_map(|r| r.as_ref().err()) {
-            self.failed = true;
-            return Err(crate::error::classify(err));
-        }
-        if commit && !commit_in_flight {
+            self.settle(true);
+        } else if commit {
             self.finished = true;
-            client.batch_execute("COMMIT").await?;
+            let client = self.client.as_ref().expect("client present");
+            if let Err(e) = client.batch_execute("COMMIT").await {
+                self.break_connection();
+                return Err(e.into());
+            }
+            self.settle(true);
         }
         Ok(indexes
             .into_iter()
@@ -410,7 +630,17 @@ impl Tx {
         }
         self.finished = true;
         let client = self.client.as_ref().expect("client present");
-        client.batch_execute("COMMIT").await.map_err(DbError::from)
+        match client.batch_execute("COMMIT").await {
+            Ok(()) => {
+                self.settle(true);
+                Ok(())
+            }
+            Err(e) => {
+                // Whether it committed is unknown: so is the chain's state.
+                self.break_connection();
+                Err(e.into())
+            }
+        }
     }
 
     pub(crate) async fn rollback(mut self) -> Result<(), DbError> {
@@ -418,11 +648,13 @@ impl Tx {
         if self.setup.is_some() {
             return Ok(());
         }
+        self.settle(false);
         let client = self.client.as_ref().expect("client present");
-        client
-            .batch_execute("ROLLBACK")
-            .await
-            .map_err(DbError::from)
+        let result = client.batch_execute("ROLLBACK").await;
+        if result.is_err() {
+            self.break_connection();
+        }
+        result.map_err(DbError::from)
     }
 }
 
@@ -434,6 +666,7 @@ impl Drop for Tx {
         // Dropped mid-transaction (early return, error, cancelled request): roll
         // back before the connection goes back to the pool; if that is not
         // possible, the connection is detached and closed instead.
+        self.settle(false);
         let Some(client) = self.client.take() else {
             return;
         };
@@ -450,75 +683,37 @@ impl Drop for Tx {
     }
 }
 
-/// BEGIN, the role and the context of a transaction's first flight.
+/// BEGIN, the role and the context of a transaction's first flight. Returns
+/// the index of the context statement among the steps, if there is one.
 fn push_setup<'a>(
     steps: &mut Vec<MaybeDone<Step<'a>>>,
     client: &'a Object,
     mode: StatementMode,
     setup: &'a Setup,
+    session_role: bool,
     ctx: Option<&'a Stmt<'a>>,
     ctx_prepared: Option<&'a Statement>,
-) {
+) -> Option<usize> {
     steps.push(maybe_done(simple(client, "BEGIN")));
     let role = match setup {
-        Setup::Admin(_) => "SET LOCAL ROLE tenantry_admin",
-        Setup::Logger => "SET LOCAL ROLE tenantry_logger",
-        Setup::Tenant(_) | Setup::Anonymous => "SET LOCAL ROLE tenantry_app",
+        Setup::Admin(_) => Some("SET LOCAL ROLE tenantry_admin"),
+        Setup::Logger => Some("SET LOCAL ROLE tenantry_logger"),
+        // The server's own connections are tenantry_app already.
+        Setup::Tenant(_) | Setup::Anonymous if session_role => None,
+        Setup::Tenant(_) | Setup::Anonymous => Some("SET LOCAL ROLE tenantry_app"),
     };
-    steps.push(maybe_done(simple(client, role)));
-    if let Setup::Tenant(c) = setup {
-        for sql in context_statements(c) {
-            steps.push(maybe_done(simple_owned(client, sql)));
-        }
+    if let Some(role) = role {
+        steps.push(maybe_done(simple(client, role)));
     }
-    if let Some(ctx) = ctx {
+    ctx.map(|ctx| {
         debug_assert!(mode == StatementMode::Unnamed || ctx_prepared.is_some());
         steps.push(maybe_done(run(client, ctx_prepared, ctx)));
-    }
+        steps.len() - 1
+    })
 }
 
 fn simple<'a>(client: &'a Object, sql: &'static str) -> Step<'a> {
     Box::pin(async move { client.batch_execute(sql).await.map(|()| Out::default()) })
-}
-
-fn simple_owned(client: &Object, sql: String) -> Step<'_> {
-    Box::pin(async move { client.batch_execute(&sql).await.map(|()| Out::default()) })
-}
-
-/// The values of a tenant context the server knows itself, as literal
-/// `SET LOCAL` statements, one per setting (Citus propagates only `SET LOCAL`,
-/// and only as its own statement). Always all three, so nothing left in the
-/// session can be inherited.
-fn context_statements(c: &TenantContext) -> [String; 3] {
-    [
-        format!("SET LOCAL app.current_tenant_id = '{}'", c.tenant.as_uuid()),
-        format!(
-            "SET LOCAL app.current_user_id = '{}'",
-            c.user.map(|u| u.as_uuid().to_string()).unwrap_or_default()
-        ),
-        format!(
-            "SET LOCAL app.actor = {}",
-            string_literal(c.actor.as_deref().unwrap_or(""))
-        ),
-    ]
-}
-
-/// A SQL string literal that means `value` whatever `standard_conforming_strings`
-/// is: an escape string with backslashes and quotes doubled. NUL cannot be sent
-/// in text and is dropped.
-fn string_literal(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 3);
-    out.push_str("E'");
-    for ch in value.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("''"),
-            '\0' => {}
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
 }
 
 /// Runs one statement: prepared (named) when `prepared` is given, otherwise
@@ -560,9 +755,14 @@ pub struct TenantScope {
 }
 
 impl TenantScope {
-    pub(crate) fn new(client: Object, mode: StatementMode, ctx: TenantContext) -> Self {
+    pub(crate) fn new(
+        client: Object,
+        mode: StatementMode,
+        contexts: Arc<Contexts>,
+        ctx: TenantContext,
+    ) -> Self {
         Self {
-            tx: Tx::new(client, mode, Setup::Tenant(ctx.clone())),
+            tx: Tx::new(client, mode, contexts, Setup::Tenant(ctx.clone())),
             ctx,
         }
     }
@@ -751,9 +951,14 @@ pub struct AdminScope {
 }
 
 impl AdminScope {
-    pub(crate) fn new(client: Object, mode: StatementMode, actor: String) -> Self {
+    pub(crate) fn new(
+        client: Object,
+        mode: StatementMode,
+        contexts: Arc<Contexts>,
+        actor: String,
+    ) -> Self {
         Self {
-            tx: Tx::new(client, mode, Setup::Admin(actor)),
+            tx: Tx::new(client, mode, contexts, Setup::Admin(actor)),
         }
     }
 

@@ -163,6 +163,7 @@ impl AdminScope {
 
     /// Creates a tenant (root or child; schema isolation creates its schema).
     pub async fn create_tenant(&mut self, new: &NewTenant) -> Result<Tenant, DbError> {
+        self.tx.changes_tenants();
         let parent = new.parent_id.map(|p| *p.as_uuid());
         let settings = Json(new.settings.clone().unwrap_or_default());
         let rows = self
@@ -230,6 +231,7 @@ impl AdminScope {
         id: TenantId,
         status: TenantStatus,
     ) -> Result<Tenant, DbError> {
+        self.tx.changes_tenants();
         let sql = format!("UPDATE tenantry.tenants SET status = $2 WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}");
         let rows = self
             .q(
@@ -247,6 +249,7 @@ impl AdminScope {
         id: TenantId,
         parent: Option<TenantId>,
     ) -> Result<Tenant, DbError> {
+        self.tx.changes_tenants();
         let parent = parent.map(|p| *p.as_uuid());
         let sql = format!("UPDATE tenantry.tenants SET parent_id = $2 WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}");
         let rows = self
@@ -261,6 +264,7 @@ impl AdminScope {
         id: TenantId,
         isolation: Isolation,
     ) -> Result<Tenant, DbError> {
+        self.tx.changes_tenants();
         self.q(
             "SELECT tenantry.set_tenant_isolation($1, $2)",
             &[id.as_uuid(), &isolation.as_str()],
@@ -333,6 +337,7 @@ impl TenantScope {
         isolation: Isolation,
         settings: Option<&TenantSettings>,
     ) -> Result<TenantId, DbError> {
+        self.tx.changes_tenants();
         let settings = Json(settings.cloned().unwrap_or_default());
         let rows = self
             .rows(

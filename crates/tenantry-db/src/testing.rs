@@ -8,7 +8,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::{
     migrate,
     provision::{conninfo, provision, with_dbname as on, ServerLogin},
-    Database, DatabaseConfig, StatementMode,
+    ContextKey, Database, DatabaseConfig, StatementMode,
 };
 
 /// Environment variable naming an existing server (as a superuser) to test against.
@@ -105,6 +105,7 @@ async fn connect(config: &Config) -> Client {
 /// A freshly migrated database of its own, for one test.
 pub struct TestDatabase {
     name: String,
+    context_key: ContextKey,
 }
 
 impl TestDatabase {
@@ -128,7 +129,11 @@ impl TestDatabase {
             applied.is_empty(),
             "the template should already be migrated"
         );
-        Self { name }
+        let context_key = ContextKey::newest(&client)
+            .await
+            .expect("reading the context key")
+            .expect("a context key");
+        Self { name, context_key }
     }
 
     fn server() -> &'static Server {
@@ -160,9 +165,19 @@ impl TestDatabase {
         conninfo(&self.server_config())
     }
 
+    /// The database's context key (what the server holds to prove tenant contexts).
+    pub fn context_key(&self) -> &ContextKey {
+        &self.context_key
+    }
+
+    /// Pool settings as `tenantry_server`, context key included.
+    pub fn database_config(&self) -> DatabaseConfig {
+        DatabaseConfig::from_config(self.server_config()).with_context_key(self.context_key.clone())
+    }
+
     /// A pool as `tenantry_server` in the given statement mode.
     pub fn database_with(&self, mode: StatementMode, max_connections: usize) -> Database {
-        let mut config = DatabaseConfig::from_config(self.server_config());
+        let mut config = self.database_config();
         config.statement_mode = mode;
         config.max_connections = max_connections;
         Database::connect(&config).expect("pool")

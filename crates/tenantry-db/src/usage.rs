@@ -244,7 +244,11 @@ impl Database {
         let routes: Vec<&str> = entries.iter().map(|e| e.route.as_str()).collect();
         let statuses: Vec<i16> = entries.iter().map(|e| e.status).collect();
         let latencies: Vec<f64> = entries.iter().map(|e| e.latency_ms).collect();
-        let mut tx = Tx::logger(self.pool().get().await?, self.statement_mode());
+        let mut tx = Tx::logger(
+            self.pool().get().await?,
+            self.statement_mode(),
+            self.contexts(),
+        );
         tx.query_and_commit(Stmt {
             sql: "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms)
                   SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[], $8::float8[])",

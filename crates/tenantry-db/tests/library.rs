@@ -772,12 +772,15 @@ async fn a_session_level_context_left_on_a_connection_does_not_reach_the_next_te
     let b = tenant(&setup, "b", None).await;
     resource(&setup, a, "a-only").await;
     let db = tdb.database_with(StatementMode::Prepared, 1);
-    // Misuse: a's request calls the guide's session-scope setter on the pooled connection.
+    // Misuse: a's request calls the guide's session-scope setter on the pooled
+    // connection. It is for operators only: refused, and nothing is left behind.
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
-    s.execute("SELECT tenantry.set_tenant_context($1)", &[a.as_uuid()])
+    let refused = s
+        .execute("SELECT tenantry.set_tenant_context($1)", &[a.as_uuid()])
         .await
-        .unwrap();
-    s.commit().await.unwrap();
+        .unwrap_err();
+    assert!(matches!(refused, DbError::Forbidden(_)), "{refused:?}");
+    drop(s);
     // The same connection now serves b: it sees b's (empty) data, not a's.
     let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
     let page = s

@@ -64,7 +64,10 @@ impl Application {
     /// every adopted table (as `tenantry serve` does), and binds `settings.listen`.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         schema::migrate(&settings.migration).await?;
-        let db = Database::connect(&DatabaseConfig::from_config(settings.server.clone()))?;
+        let key = schema::context_key(&settings.migration).await?;
+        let db = Database::connect(
+            &DatabaseConfig::from_config(settings.server.clone()).with_context_key(key),
+        )?;
         if let Some(problem) = db.login_role_check().await?.problem() {
             anyhow::bail!("refusing to serve tenant traffic: {problem}");
         }

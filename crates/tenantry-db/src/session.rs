@@ -1,0 +1,117 @@
+//! The pool's connections: in the prepared mode each one switches to `tenantry_app` once and opens its verified-context session (commit-reveal chain) when it connects; a connection whose chain fell out of step with the database is closed instead of reused.
+
+use std::ops::Deref;
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::ClientWrapper;
+
+use crate::context::{Chain, ContextKey};
+
+/// One pooled connection and its commit-reveal chain (`None`: the connection
+/// is not the server's own, e.g. behind pgbouncer, and signs each context).
+pub(crate) struct Conn {
+    client: ClientWrapper,
+    pub(crate) chain: Option<Chain>,
+    /// Out of step with the database (a refused context, an unknown outcome): never reused.
+    pub(crate) broken: bool,
+}
+
+impl Deref for Conn {
+    type Target = ClientWrapper;
+    fn deref(&self) -> &ClientWrapper {
+        &self.client
+    }
+}
+
+/// Why a connection could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The driver's error.
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    /// The database refused to open the context session.
+    #[error("the database refused the server's context session ({0}): is the context key this database's, and do the clocks agree within a minute?")]
+    Refused(String),
+}
+
+/// Makes connections with deadpool-postgres and readies them for tenant work.
+pub(crate) struct SessionManager {
+    inner: deadpool_postgres::Manager,
+    /// Set: connections are the server's own (prepared mode) and open a session.
+    key: Option<ContextKey>,
+}
+
+pub(crate) type Pool = managed::Pool<SessionManager>;
+pub(crate) type Object = managed::Object<SessionManager>;
+
+impl SessionManager {
+    pub(crate) fn new(inner: deadpool_postgres::Manager, key: Option<ContextKey>) -> Self {
+        Self { inner, key }
+    }
+}
+
+impl managed::Manager for SessionManager {
+    type Type = Conn;
+    type Error = SessionError;
+
+    async fn create(&self) -> Result<Conn, SessionError> {
+        let client = managed::Manager::create(&self.inner).await?;
+        let chain = match &self.key {
+            Some(key) => Some(open_session(&client, key).await?),
+            None => None,
+        };
+        Ok(Conn {
+            client,
+            chain,
+            broken: false,
+        })
+    }
+
+    async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<SessionError> {
+        if conn.broken {
+            return Err(RecycleError::message(
+                "the connection's context chain is out of step",
+            ));
+        }
+        managed::Manager::recycle(&self.inner, &mut conn.client, metrics)
+            .await
+            .map_err(|e| match e {
+                RecycleError::Message(m) => RecycleError::Message(m),
+                RecycleError::Backend(e) => RecycleError::Backend(SessionError::Db(e)),
+            })
+    }
+
+    fn detach(&self, conn: &mut Conn) {
+        managed::Manager::detach(&self.inner, &mut conn.client);
+    }
+}
+
+/// Switches the session to `tenantry_app` for good (transactions needing
+/// another role switch with `SET LOCAL ROLE`) and opens its context session.
+async fn open_session(client: &ClientWrapper, key: &ContextKey) -> Result<Chain, SessionError> {
+    let (pid, _) = futures_util::future::join(
+        client.query_one("SELECT pg_backend_pid()", &[]),
+        client.batch_execute("SET ROLE tenantry_app"),
+    )
+    .await;
+    let pid: i32 = pid?.get(0);
+    let (chain, commitment) = Chain::start();
+    let open = key.open_session(pid, &commitment);
+    let row = client
+        .query_one(
+            "SELECT tenantry.open_context_session($1, $2, $3, $4, $5)",
+            &[
+                &open.pid,
+                &open.expires_at,
+                &open.commitment,
+                &open.key_id,
+                &open.mac,
+            ],
+        )
+        .await?;
+    let answer: String = row.get(0);
+    if answer != "ok" {
+        return Err(SessionError::Refused(answer));
+    }
+    Ok(chain)
+}
