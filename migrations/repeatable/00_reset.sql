@@ -55,6 +55,5 @@ END
 $reset$;
 
 -- The migration runner's bookkeeping: the server reads it at boot (it refuses
--- a schema it does not match; its own connections are tenantry_app for the
--- whole session), administrators may read it.
-GRANT SELECT ON tenantry.schema_migrations, tenantry.schema_definitions TO tenantry_server, tenantry_app, tenantry_admin;
+-- a schema it does not match), administrators may read it.
+GRANT SELECT ON tenantry.schema_migrations, tenantry.schema_definitions TO tenantry_server, tenantry_admin;

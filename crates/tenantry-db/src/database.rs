@@ -311,7 +311,12 @@ impl Database {
             }
             other => MigrateError::Unavailable(other.to_string()),
         })?;
-        crate::migrate::check(&client).await
+        // As the login itself: the server's own connections are tenantry_app
+        // for the session, and the bookkeeping is not the app role's to read.
+        client.batch_execute("BEGIN; SET LOCAL ROLE NONE").await?;
+        let checked = crate::migrate::check(&client).await;
+        client.batch_execute("COMMIT").await?;
+        checked
     }
 
     /// The doctor's findings on adopted tables ([`crate::tables::table_problems`]),

@@ -20,6 +20,8 @@ struct Server {
     /// The server's login role, connected to the template database.
     server: Config,
     template: String,
+    /// The template's context key: every test database is a copy, so it is theirs too.
+    context_key: ContextKey,
     /// Kept alive for the whole process; the postmaster dies with us.
     _cluster: Option<EmbeddedCluster>,
 }
@@ -86,9 +88,44 @@ impl Server {
             superuser: provisioned.superuser,
             server: provisioned.server,
             template,
+            context_key: provisioned.context_key,
             _cluster: cluster,
         }
     }
+}
+
+/// The context key of every test database (they are copies of one template).
+pub fn context_key() -> &'static ContextKey {
+    &SERVER.get_or_init(Server::start).context_key
+}
+
+/// On a raw connection whose current role is `tenantry_app`: opens a
+/// transaction and enters `tenant`'s context the way the server does on a
+/// pooled connection (`enter_context_signed`, signed with the test key, any
+/// backend). Panics when the database refuses it.
+pub async fn begin_in_tenant(client: &Client, tenant: uuid::Uuid) {
+    let key = context_key();
+    let signed = crate::SignedContext::new(crate::TenantId::from_uuid(tenant));
+    let mac = key.sign_context(&signed);
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    let part: Option<String> = client
+        .query_one(
+            "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &signed.pid,
+                &signed.expires_at,
+                &tenant,
+                &None::<uuid::Uuid>,
+                &None::<String>,
+                &None::<String>,
+                &key.id(),
+                &mac,
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("entering tenant {tenant}: {e:?}"))
+        .get(0);
+    assert!(part.is_some(), "the database refused a signed context for {tenant}");
 }
 
 async fn connect(config: &Config) -> Client {
@@ -105,7 +142,6 @@ async fn connect(config: &Config) -> Client {
 /// A freshly migrated database of its own, for one test.
 pub struct TestDatabase {
     name: String,
-    context_key: ContextKey,
 }
 
 impl TestDatabase {
@@ -129,11 +165,7 @@ impl TestDatabase {
             applied.is_empty(),
             "the template should already be migrated"
         );
-        let context_key = ContextKey::newest(&client)
-            .await
-            .expect("reading the context key")
-            .expect("a context key");
-        Self { name, context_key }
+        Self { name }
     }
 
     fn server() -> &'static Server {
@@ -167,12 +199,12 @@ impl TestDatabase {
 
     /// The database's context key (what the server holds to prove tenant contexts).
     pub fn context_key(&self) -> &ContextKey {
-        &self.context_key
+        context_key()
     }
 
     /// Pool settings as `tenantry_server`, context key included.
     pub fn database_config(&self) -> DatabaseConfig {
-        DatabaseConfig::from_config(self.server_config()).with_context_key(self.context_key.clone())
+        DatabaseConfig::from_config(self.server_config()).with_context_key(context_key().clone())
     }
 
     /// A pool as `tenantry_server` in the given statement mode.

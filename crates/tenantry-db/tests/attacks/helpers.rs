@@ -74,13 +74,9 @@ pub async fn same_failure(
     a.0
 }
 
-/// Opens a transaction with the server's transaction-local context for `t`.
+/// Opens a transaction with the server's proven context for `t`.
 pub async fn begin_as(c: &Client, t: Uuid) {
-    exec(
-        c,
-        &format!("BEGIN; SELECT tenantry.set_tenant_context_local('{t}')"),
-    )
-    .await;
+    tenantry_db::testing::begin_in_tenant(c, t).await;
 }
 
 pub async fn commit(c: &Client) {
