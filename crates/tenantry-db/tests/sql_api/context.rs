@@ -263,11 +263,11 @@ async fn a_connection_without_tenant_context_sees_no_row_of_any_tenant_table() {
 }
 
 // -----------------------------------------------------------------------------
-// The transaction-local setting, set raw.
+// The old settings, set raw, and the setting the context lives in.
 // -----------------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_raw_set_local_of_the_tenant_id_never_widens_visibility_beyond_that_tenant() {
+async fn raw_settings_never_change_or_widen_the_context_and_the_context_setting_is_not_settable() {
     let tdb = TestDatabase::new().await;
     let admin = admin(&tdb).await;
     let app = app(&tdb).await;
@@ -279,59 +279,56 @@ async fn a_raw_set_local_of_the_tenant_id_never_widens_visibility_beyond_that_te
     }
     clear_context(&app).await;
 
-    // The application role is trusted to choose the tenant (that is the
-    // design: tenantry_app may set app.current_tenant_id to any tenant). What
-    // it must not get is more than one tenant's subtree: the visible list
-    // computed by the setter is honoured only while its first element is the
-    // current tenant.
+    // The context comes only from tenantry's setters: the settings earlier
+    // versions read (app.current_tenant_id, app.visible_tenant_ids) are
+    // plain text now, and the one the context lives in is not the app role's
+    // to set, even in an operator's session.
     exec(&app, "BEGIN").await;
     app.execute("SELECT set_tenant_context_local($1)", &[&root])
         .await
         .unwrap();
     assert_eq!(resource_names(&app).await, ["c", "r"]);
-    exec(
+    for raw in [
+        format!("SET LOCAL app.current_tenant_id = '{other}'"),
+        format!("SET LOCAL app.visible_tenant_ids = '{{{other},{root}}}'"),
+        format!("SELECT set_config('app.current_tenant_id', '{child}', true)"),
+    ] {
+        exec(&app, &raw).await;
+        assert_eq!(resource_names(&app).await, ["c", "r"], "{raw}");
+    }
+    assert_eq!(uuids(&app, "SELECT current_tenant_id()").await, [root]);
+    exec(&app, "SAVEPOINT s").await;
+    denied(
         &app,
-        &format!("SET LOCAL app.current_tenant_id = '{other}'"),
+        &format!(
+            "SELECT set_config('backtrace_functions', 'tenantry_v1_{}_00000000000000000000000000000000,a,stenantry,v{}', true)",
+            other.simple(),
+            other.simple()
+        ),
+        "42501",
     )
     .await;
-    assert_eq!(
-        resource_names(&app).await,
-        ["o"],
-        "root's subtree must not follow"
-    );
-    assert_eq!(uuids(&app, "SELECT tenant_id FROM tenants").await, [other]);
-    assert_eq!(
-        uuids(&app, "SELECT unnest(visible_tenant_ids())").await,
-        [other]
-    );
-    exec(
-        &app,
-        &format!("SET LOCAL app.current_tenant_id = '{child}'"),
-    )
-    .await;
-    assert_eq!(
-        resource_names(&app).await,
-        ["c"],
-        "not root's, though in root's list"
-    );
+    exec(&app, "ROLLBACK TO SAVEPOINT s").await;
+    denied(&app, "RESET backtrace_functions", "42501").await;
     exec(&app, "COMMIT").await;
     assert!(resource_names(&app).await.is_empty());
 
-    // Raw, without the setter: one tenant, and a list naming another tenant
-    // first is ignored.
+    // Raw settings alone, without the setter: no tenant at all.
     exec(&app, "BEGIN").await;
     exec(
         &app,
         &format!("SET LOCAL app.current_tenant_id = '{child}'"),
     )
     .await;
-    assert_eq!(resource_names(&app).await, ["c"]);
     exec(
         &app,
-        &format!("SET LOCAL app.visible_tenant_ids = '{{{root},{child},{other}}}'"),
+        &format!("SET LOCAL app.visible_tenant_ids = '{{{child},{root},{other}}}'"),
     )
     .await;
-    assert_eq!(resource_names(&app).await, ["c"]);
-    exec(&app, "COMMIT").await;
     assert!(resource_names(&app).await.is_empty());
+    assert_eq!(
+        uuids(&app, "SELECT unnest(visible_tenant_ids())").await,
+        Vec::<Uuid>::new()
+    );
+    exec(&app, "COMMIT").await;
 }

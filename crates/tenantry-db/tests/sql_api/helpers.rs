@@ -1,6 +1,9 @@
-//! Helpers the SQL API tests share: a psql-like session as `tenantry_server`
-//! switched to a granted role with the guide's names on the search path, the
-//! expected SQLSTATE of a failure, and small typed queries.
+//! Helpers the SQL API tests share: a psql session of a trusted operator (a
+//! superuser, as in the README's walkthrough) switched to a tenant or admin
+//! role with the guide's names on the search path, the expected SQLSTATE of a
+//! failure, and small typed queries. Row-level security applies: it follows
+//! the current role, not the login. What the server's own login may do is the
+//! attack suite's (tests/attacks).
 
 use std::fmt::Debug;
 
@@ -11,9 +14,9 @@ use uuid::Uuid;
 
 use crate::common::{describe, exec, strings};
 
-/// `tenantry_server` switched to `role`, with the guide's names on the search path.
+/// An operator's session switched to `role`, with the guide's names on the search path.
 async fn login(tdb: &TestDatabase, role: &str) -> Client {
-    let c = tdb.server_client().await;
+    let c = tdb.superuser_client().await;
     exec(
         &c,
         &format!("SET ROLE {role}; SET search_path = tenantry, public"),

@@ -332,12 +332,12 @@ async fn objects_shadowing_builtins_on_the_callers_search_path_do_not_change_wha
         "context for a tenant that exists only in evil.tenants",
     );
     set_context(&app, a).await;
-    let visible: String = app
-        .query_one("SELECT current_setting('app.visible_tenant_ids')", &[])
+    let visible: Vec<Uuid> = app
+        .query_one("SELECT visible_tenant_ids()", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(visible, format!("{{{a}}}"));
+    assert_eq!(visible, [a]);
     let verified: Option<Value> = app
         .query_one("SELECT verify_api_key($1)", &[&forged])
         .await
@@ -440,11 +440,13 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
     assert_eq!(
         executable_by(&server, "tenantry_app").await,
         [
-            "complete_tenant_context_local",
             "create_api_key",
             "create_child_tenant",
             "current_tenant_metrics",
+            "enter_context",
+            "enter_context_signed",
             "key_permissions",
+            "open_context_session",
             "resources_shared_with_me",
             "revoke_api_key",
             "rotate_api_key",

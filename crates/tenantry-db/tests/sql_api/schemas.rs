@@ -142,7 +142,9 @@ async fn setup_connection_routes_to_the_tenant_schema_without_changing_the_sessi
             .unwrap();
         (r.get(0), r.get(1))
     }
-    let who = ("tenantry_server".to_owned(), "tenantry_app".to_owned());
+    // The operator's login stays the session user; the role stays tenantry_app.
+    let operator = tdb.superuser_config().get_user().unwrap().to_owned();
+    let who = (operator, "tenantry_app".to_owned());
 
     // Without a tenant: refused, nothing changed.
     clear_context(&app).await;

@@ -128,11 +128,7 @@ async fn an_adopted_table_isolates_tenants_keeps_rows_in_their_tenant_and_passes
         ["7"]
     );
     exec(&app, "RESET ROLE; SET ROLE tenantry_app").await;
-    exec(
-        &app,
-        "SELECT set_config('app.current_tenant_id', '', false)",
-    )
-    .await;
+    exec(&app, "SELECT set_tenant_context(NULL)").await;
     assert_eq!(count(&app, "SELECT count(*) FROM invoices").await, 0);
 
     // Without hierarchy the parent sees only its own rows.

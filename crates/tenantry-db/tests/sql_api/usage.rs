@@ -148,20 +148,24 @@ async fn tenant_metrics_is_unreadable_by_tenant_roles_and_current_tenant_metrics
             },
         )
         .await;
-        if role == Some("tenantry_app") {
-            // A tenant context does not open it either.
-            set_context(&server, root).await;
-        }
         for sql in [
             "SELECT * FROM tenantry.tenant_metrics",
             "SELECT count(*) FROM tenantry.tenant_metrics",
             "TABLE tenantry.tenant_metrics",
         ] {
+            // As tenantry_app, a tenant context (the server's) does not open it either.
+            let in_tenant = role == Some("tenantry_app");
+            if in_tenant {
+                tenantry_db::testing::begin_in_tenant(&server, root).await;
+            }
             expect_sqlstate(
                 server.batch_execute(sql).await,
                 "42501",
                 &format!("{sql} as {role:?}"),
             );
+            if in_tenant {
+                exec(&server, "ROLLBACK").await;
+            }
         }
     }
 
