@@ -26,10 +26,6 @@ CREATE TABLE tenantry.context_keys (
     outer_pad   bytea NOT NULL CHECK (length(outer_pad) = 64),
     created_at  timestamptz NOT NULL DEFAULT now()
 );
--- No role but the owner reads it; row-level security without a policy keeps
--- it so even if a grant were added by mistake.
-ALTER TABLE tenantry.context_keys ENABLE ROW LEVEL SECURITY;
-ALTER TABLE tenantry.context_keys FORCE ROW LEVEL SECURITY;
 COMMENT ON TABLE tenantry.context_keys IS 'Keys (HMAC-SHA-256) with which servers prove a tenant context to the database. Readable by the owner role only: no login or app role may read or mint them. The newest key signs; older ones keep verifying until deleted (rotation).';
 
 -- The first key: 32 bytes from two version-4 UUIDs (244 random bits; the

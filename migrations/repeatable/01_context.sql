@@ -51,8 +51,16 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 -- anything but its default.
 -- -----------------------------------------------------------------------------
 
+-- Granted once per cluster (the grant is cluster-wide: databases migrating at
+-- the same time would otherwise update the same catalog row).
 RESET ROLE;
-GRANT SET ON PARAMETER backtrace_functions TO tenantry_owner;
+DO $grant$
+BEGIN
+    IF NOT has_parameter_privilege('tenantry_owner', 'backtrace_functions', 'SET') THEN
+        GRANT SET ON PARAMETER backtrace_functions TO tenantry_owner;
+    END IF;
+END
+$grant$;
 SET LOCAL ROLE tenantry_owner;
 
 -- -----------------------------------------------------------------------------

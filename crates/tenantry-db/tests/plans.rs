@@ -101,13 +101,8 @@ fn nodes<'a>(plan: &'a Value, out: &mut Vec<&'a Value>) {
 
 /// Runs EXPLAIN (ANALYZE) as the server's login role in `role` with `tenant`'s context; returns all plan nodes.
 async fn explain(c: &Client, tenant: uuid::Uuid, role: &str, sql: &str) -> Vec<Value> {
-    c.batch_execute("BEGIN").await.unwrap();
-    c.batch_execute("SET LOCAL ROLE tenantry_app")
-        .await
-        .unwrap();
-    c.execute("SELECT tenantry.set_tenant_context_local($1)", &[&tenant])
-        .await
-        .unwrap();
+    c.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(c, tenant).await;
     c.batch_execute(&format!("SET LOCAL ROLE {role}"))
         .await
         .unwrap();

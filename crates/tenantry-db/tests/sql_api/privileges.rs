@@ -75,6 +75,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
         )
         .await,
         [
+            "context_keys",
             "permissions",
             "schema_definitions",
             "schema_migrations",
