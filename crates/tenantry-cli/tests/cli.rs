@@ -8,6 +8,7 @@ fn tenantry(db: &TestDatabase, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(args)
         .env("DATABASE_URL", db.server_url())
+        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
         .env_remove("TENANTRY_DATA_DIR")
         .output()
         .expect("running tenantry");
@@ -219,6 +220,7 @@ async fn serve_with_a_database_url_answers_ready_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", db.server_url())
+        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
         .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -243,4 +245,54 @@ async fn serve_with_a_database_url_answers_ready_and_stops_on_sigterm() {
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "serve exits cleanly on SIGTERM: {exit:?}");
+}
+
+#[tokio::test]
+async fn context_key_prints_the_key_a_server_with_a_database_url_needs_and_serve_refuses_without_it() {
+    let db = TestDatabase::new().await;
+    // Printed as the superuser (the role migrations run as).
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["context-key"])
+        .env("DATABASE_URL", db.superuser_url())
+        .env_remove("TENANTRY_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(printed, db.context_key().expose());
+
+    // The server's login may not read it.
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["context-key"])
+        .env("DATABASE_URL", db.server_url())
+        .env_remove("TENANTRY_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+
+    // Without it, serve refuses to start and says where to get it.
+    let out = output_within_a_minute(
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", db.server_url())
+            .env_remove("TENANTRY_CONTEXT_KEY")
+            .env("TENANTRY_ADMIN_TOKEN", "tadm_test"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TENANTRY_CONTEXT_KEY") && err.contains("tenantry context-key"), "{err}");
+
+    // A wrong key: the database refuses the server's sessions, and serve says why.
+    let wrong = tenantry_db::ContextKey::new(db.context_key().id(), [9; 32]);
+    let out = output_within_a_minute(
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", db.server_url())
+            .env("TENANTRY_CONTEXT_KEY", wrong.expose())
+            .env("TENANTRY_ADMIN_TOKEN", "tadm_test"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad signature"), "{err}");
 }

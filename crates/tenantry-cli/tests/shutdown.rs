@@ -44,6 +44,7 @@ async fn sigterm_under_load_leaves_a_request_log_row_for_every_answered_request(
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", db.server_url())
+        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
         .env("TENANTRY_ADMIN_TOKEN", admin)
         .env("TENANTRY_METRICS_REFRESH_SECS", "0")
         .env_remove("TENANTRY_DATA_DIR")

@@ -8,6 +8,7 @@ fn run(url: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
     cmd.args(args)
         .env("DATABASE_URL", url)
+        .env("TENANTRY_CONTEXT_KEY", tenantry_db::testing::context_key().expose())
         .env_remove("TENANTRY_DATA_DIR")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -139,6 +140,7 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(["serve", "--listen", "127.0.0.1:0", "--allow-table-problems"])
         .env("DATABASE_URL", db.server_url())
+        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
         .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
         .env_remove("TENANTRY_DATA_DIR")
         .stdout(Stdio::piped())
@@ -215,9 +217,10 @@ async fn table_adopt_with_sharing_records_the_option_and_adopting_again_without_
 
     // a shares a row with b, as the server's role would.
     let app = db.server_client().await;
+    app.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&app, a).await;
     app.batch_execute(&format!(
-        "SET ROLE tenantry_app; BEGIN; SELECT tenantry.set_tenant_context_local('{a}');
-         INSERT INTO public.docs (id) VALUES (1);
+        "INSERT INTO public.docs (id) VALUES (1);
          SELECT tenantry.share_row('public.docs', '1', '{b}'); COMMIT;"
     ))
     .await

@@ -323,12 +323,14 @@ impl Database {
     /// as the server's login; the server refuses to start on any.
     pub async fn table_problems(&self) -> Result<Vec<crate::TableProblem>, DbError> {
         let client = self.pool.get().await?;
-        crate::tables::table_problems(&client)
-            .await
-            .map_err(|e| match e {
-                crate::TableError::Database(e) => e.into(),
-                refused => DbError::Internal(refused.to_string()),
-            })
+        // As the login itself (see check_schema).
+        client.batch_execute("BEGIN; SET LOCAL ROLE NONE").await?;
+        let problems = crate::tables::table_problems(&client).await;
+        client.batch_execute("COMMIT").await?;
+        problems.map_err(|e| match e {
+            crate::TableError::Database(e) => e.into(),
+            refused => DbError::Internal(refused.to_string()),
+        })
     }
 
     /// Pool size and idle connections, for metrics.
