@@ -181,6 +181,10 @@ pub struct BenchTenant {
     pub visible: Vec<uuid::Uuid>,
     /// A few of its resource ids.
     pub resources: Vec<uuid::Uuid>,
+    /// Its verified context value (tenantry.context_value), as an operator sets it.
+    pub context: String,
+    /// Its part of a context (schema, subtree), as the server caches it.
+    pub context_part: String,
 }
 
 /// Looks up tenants by index (ids, visible subtree, a few resource ids).
@@ -197,7 +201,9 @@ pub async fn tenants(
                         ARRAY[bench.tid($1)] || ARRAY(SELECT child_id FROM tenantry.tenant_hierarchy
                                                      WHERE parent_id = bench.tid($1) AND child_id <> bench.tid($1)
                                                      ORDER BY depth, child_id),
-                        ARRAY(SELECT bench.rid($1, j) FROM generate_series(0, $2 - 1) j)",
+                        ARRAY(SELECT bench.rid($1, j) FROM generate_series(0, $2 - 1) j),
+                        tenantry.context_value(bench.tid($1), NULL, NULL, NULL),
+                        tenantry.tenant_context_part(bench.tid($1))",
                 &[&i, &per_tenant],
             )
             .await?;
@@ -205,6 +211,8 @@ pub async fn tenants(
             id: row.get(0),
             visible: row.get(1),
             resources: row.get(2),
+            context: row.get(3),
+            context_part: row.get(4),
         });
     }
     Ok(out)

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use futures_util::future::join_all;
 use tenantry_db::{
     conninfo, provision, Database, DatabaseConfig, Isolation, NewKeyOptions, NewTenant,
-    ServerLogin, TenantContext, TenantId,
+    ServerLogin, SignedContext, TenantContext, TenantId,
 };
 use tenantry_embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster, PgBinaries};
 use tokio_postgres::{Client, NoTls};
@@ -193,13 +193,10 @@ fn uuid_array(ids: &[uuid::Uuid]) -> String {
     format!("'{{{}}}'::uuid[]", inner.join(","))
 }
 
+/// Startup options of an operator's session (the superuser) in `role` with
+/// `t`'s context: what the policies see, however the context was proven.
 fn pgoptions(role: &str, t: &BenchTenant) -> String {
-    let visible: Vec<String> = t.visible.iter().map(|u| u.to_string()).collect();
-    format!(
-        "-c role={role} -c app.current_tenant_id={} -c app.visible_tenant_ids={{{}}}",
-        t.id,
-        visible.join(",")
-    )
+    format!("-c role={role} -c backtrace_functions={}", t.context)
 }
 
 /// The whole run.
@@ -353,17 +350,29 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
         .collect();
     let bare = ctx.scripts("bare-pk", &bare)?;
     // The transaction the server runs for GET /v1/resources/{id}
-    // (crates/tenantry-db/src/scope.rs and resources.rs). The actor label is
-    // `key-<id>` instead of `key:<id>`: pgbench reads `:name` as a variable.
+    // (crates/tenantry-db/src/scope.rs and resources.rs), with the context
+    // signed (the server's own connections reveal a chain secret instead,
+    // which a script cannot). The session is tenantry_app from its start, as
+    // the server's are. The actor label is `key-<id>` instead of `key:<id>`:
+    // pgbench reads `:name` as a variable.
     let same: Vec<String> = keyed
         .iter()
         .map(|k| {
+            let mut signed = SignedContext::new(TenantId::from_uuid(k.tenant.id));
+            signed.expires_at += 24 * 3_600_000;
+            signed.actor = Some(format!("key-{}", k.key_id));
+            signed.tenant_part = Some(k.tenant.context_part.clone());
+            let mac = ctx.db.context_key.sign_context(&signed);
             format!(
-                "BEGIN;\nSET LOCAL ROLE tenantry_app;\nSET LOCAL app.current_tenant_id = '{}';\n\
-                 SET LOCAL app.current_user_id = '';\nSET LOCAL app.actor = E'key-{}';\n\
-                 SELECT tenantry.complete_tenant_context_local();\n\
+                "BEGIN;\nSELECT tenantry.enter_context_signed(0, {}, '{}', NULL, '{}', '{}', {}, '\\x{}');\n\
                  SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM tenantry.resources WHERE id = '{}';\nCOMMIT;\n",
-                k.tenant.id, k.key_id, k.tenant.resources[0]
+                signed.expires_at,
+                k.tenant.id,
+                signed.actor.as_deref().unwrap_or_default(),
+                k.tenant.context_part,
+                ctx.db.context_key.id(),
+                hex::encode(mac),
+                k.tenant.resources[0]
             )
         })
         .collect();
@@ -396,7 +405,7 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
     for _ in 0..ctx.opts.runs {
         api.push(ctx.wrk(&logged.url, &point_lua)?);
         pk.push(ctx.pgbench(&ctx.db.superuser, &bare, None)?);
-        txn.push(ctx.pgbench(&ctx.db.server, &same, None)?);
+        txn.push(ctx.pgbench(&ctx.db.server, &same, Some("-c role=tenantry_app"))?);
         api_nolog.push(ctx.wrk(&unlogged.url, &point_lua)?);
         if ctx.wanted("api_list") {
             list.push(ctx.wrk(&logged.url, &list_lua)?);
@@ -421,7 +430,7 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
         "req/s",
         "GET /v1/resources/{id} (wrk)",
         api.clone(),
-        Some(("pgbench -M prepared: the server's transaction (BEGIN, SET LOCAL ROLE, context, SELECT, COMMIT)", txn)),
+        Some(("pgbench -M prepared: the server's transaction with a signed context (BEGIN, enter_context_signed, SELECT, COMMIT)", txn)),
         RatioKind::ValueOverBaseline,
         Some(Goal::RatioAtLeast(1.5)),
     ));
@@ -612,12 +621,12 @@ fn rls_figure(ctx: &mut Ctx, spec: RlsSpec<'_>) -> anyhow::Result<()> {
     let options = pgoptions(role, tenant);
     Pgbench {
         seconds: 1,
-        ..ctx.pgbench_with(&ctx.db.server, &rls, Some(&options))
+        ..ctx.pgbench_with(&ctx.db.superuser, &rls, Some(&options))
     }
     .run(&ctx.tools)?;
     let (mut r, mut b) = (vec![], vec![]);
     for _ in 0..ctx.opts.runs {
-        r.push(ctx.pgbench(&ctx.db.server, &rls, Some(&options))?);
+        r.push(ctx.pgbench(&ctx.db.superuser, &rls, Some(&options))?);
         b.push(ctx.pgbench(&ctx.db.superuser, &base, None)?);
     }
     ctx.push(Figure::new(
@@ -796,7 +805,9 @@ async fn library_figures(
             &[&leaf.id],
         )
         .await?;
-        let client = connect(&ctx.db.server).await?;
+        // An operator's session in the tenant (the server's login cannot set a
+        // session context): the functions run as tenantry_app all the same.
+        let client = connect(&ctx.db.superuser).await?;
         client
             .batch_execute(&format!(
                 "SET synchronous_commit = off; SET ROLE tenantry_app; SELECT tenantry.set_tenant_context('{}')",

@@ -248,7 +248,8 @@ async fn serve_with_a_database_url_answers_ready_and_stops_on_sigterm() {
 }
 
 #[tokio::test]
-async fn context_key_prints_the_key_a_server_with_a_database_url_needs_and_serve_refuses_without_it() {
+async fn context_key_prints_the_key_a_server_with_a_database_url_needs_and_serve_refuses_without_it(
+) {
     let db = TestDatabase::new().await;
     // Printed as the superuser (the role migrations run as).
     let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
@@ -257,7 +258,11 @@ async fn context_key_prints_the_key_a_server_with_a_database_url_needs_and_serve
         .env_remove("TENANTRY_DATA_DIR")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(printed, db.context_key().expose());
 
@@ -281,7 +286,10 @@ async fn context_key_prints_the_key_a_server_with_a_database_url_needs_and_serve
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("TENANTRY_CONTEXT_KEY") && err.contains("tenantry context-key"), "{err}");
+    assert!(
+        err.contains("TENANTRY_CONTEXT_KEY") && err.contains("tenantry context-key"),
+        "{err}"
+    );
 
     // A wrong key: the database refuses the server's sessions, and serve says why.
     let wrong = tenantry_db::ContextKey::new(db.context_key().id(), [9; 32]);

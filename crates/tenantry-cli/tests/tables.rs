@@ -8,7 +8,10 @@ fn run(url: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
     cmd.args(args)
         .env("DATABASE_URL", url)
-        .env("TENANTRY_CONTEXT_KEY", tenantry_db::testing::context_key().expose())
+        .env(
+            "TENANTRY_CONTEXT_KEY",
+            tenantry_db::testing::context_key().expose(),
+        )
         .env_remove("TENANTRY_DATA_DIR")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -125,7 +125,10 @@ pub async fn begin_in_tenant(client: &Client, tenant: uuid::Uuid) {
         .await
         .unwrap_or_else(|e| panic!("entering tenant {tenant}: {e:?}"))
         .get(0);
-    assert!(part.is_some(), "the database refused a signed context for {tenant}");
+    assert!(
+        part.is_some(),
+        "the database refused a signed context for {tenant}"
+    );
 }
 
 async fn connect(config: &Config) -> Client {
