@@ -41,6 +41,9 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 --       a tenant context (uuids as 32 hex digits; user 32 zeros when none;
 --       actor as hex of its UTF-8 bytes; schema of the tenant's resources;
 --       the visible subtree, self first). Transaction-local for the server.
+--   tenantry_admin_v1_<actor>
+--       an administrative context (actor as hex): what tenantry_admin needs
+--       to change tenants (admin_context()). Transaction-local.
 --   tenantry_c_<64 hex>
 --       session value of a server connection between transactions: the
 --       commitment (SHA-256) of the secret its next transaction must reveal.
@@ -128,6 +131,11 @@ AS $$
                      'hex'), 'UTF8'), ''),
                  'user:' || tenantry.current_user_id()::text,
                  'db:' || session_user)
+        WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 18) = 'tenantry_admin_v1_'
+        THEN coalesce(
+                 nullif(pg_catalog.convert_from(pg_catalog.decode(
+                     pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 19), 'hex'), 'UTF8'), ''),
+                 'admin')
         ELSE coalesce(nullif(pg_catalog.current_setting('app.actor', true), ''), 'db:' || session_user)
     END
 $$;
@@ -144,7 +152,25 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenantry.current_tenant_schema() IS 'Schema of the current tenant''s resources: its tenants.schema_name (tenant_<random hex>) for schema-isolated tenants, tenantry otherwise; NULL without a tenant.';
 
+/**
+ * Whether this transaction's administrative work was proven: a verified
+ * administrative context (enter_context without a tenant), or a superuser
+ * session (an operator in psql; a member of tenantry_owner uses
+ * set_admin_context_local). tenantry_admin needs it to create, change, move
+ * or re-isolate tenants: the server's login may SET ROLE tenantry_admin, and
+ * re-parenting another tenant under one's own would widen its subtree.
+ */
+CREATE OR REPLACE FUNCTION tenantry.admin_context()
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 18) = 'tenantry_admin_v1_'
+        OR pg_catalog.current_setting('is_superuser') = 'on'
+$$;
+COMMENT ON FUNCTION tenantry.admin_context() IS 'True when this transaction''s administrative work is proven (a verified admin context, or a superuser session). Admin policies and functions that change tenants require it.';
+
 GRANT EXECUTE ON FUNCTION
+    tenantry.admin_context(),
     tenantry.current_tenant_id(),
     tenantry.visible_tenant_ids(),
     tenantry.current_user_id(),
@@ -230,12 +256,15 @@ CREATE OR REPLACE FUNCTION tenantry.context_value(tid uuid, uid uuid, actor text
 RETURNS text
 LANGUAGE sql STABLE
 AS $$
-    SELECT 'tenantry_v1_' OPERATOR(pg_catalog.||) pg_catalog.replace(tid::text, '-', '') OPERATOR(pg_catalog.||) '_'
+    SELECT CASE WHEN tid IS NULL
+        THEN 'tenantry_admin_v1_' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.convert_to(coalesce(actor, ''), 'UTF8'), 'hex')
+        ELSE 'tenantry_v1_' OPERATOR(pg_catalog.||) pg_catalog.replace(tid::text, '-', '') OPERATOR(pg_catalog.||) '_'
         OPERATOR(pg_catalog.||) coalesce(pg_catalog.replace(uid::text, '-', ''), '00000000000000000000000000000000')
         OPERATOR(pg_catalog.||) ',a' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.convert_to(coalesce(actor, ''), 'UTF8'), 'hex')
         OPERATOR(pg_catalog.||) coalesce(tenant_part, tenantry.tenant_context_part(tid))
+        END
 $$;
-COMMENT ON FUNCTION tenantry.context_value(uuid, uuid, text, text) IS 'Internal: the context value for tenant, user and actor with the tenant''s part (looked up when NULL). Not granted.';
+COMMENT ON FUNCTION tenantry.context_value(uuid, uuid, text, text) IS 'Internal: the context value for tenant, user and actor with the tenant''s part (looked up when NULL); without a tenant, an administrative context for the actor. Not granted.';
 
 /** The HMAC-SHA-256 of msg under context key key_id; NULL for an unknown key. */
 CREATE OR REPLACE FUNCTION tenantry.context_mac(key_id integer, msg text)
@@ -293,7 +322,9 @@ GRANT EXECUTE ON FUNCTION tenantry.open_context_session(integer, bigint, bytea, 
  * The server's transaction context, one call per transaction on a connection
  * whose session it opened: reveals the secret whose SHA-256 is the current
  * commitment, commits to the next one, and sets tenant, user, actor and the
- * tenant's part (looked up when NULL) for this transaction only. Returns the
+ * tenant's part (looked up when NULL) for this transaction only (without a
+ * tenant: an administrative context for the actor, see admin_context();
+ * its part is ''). Returns the
  * tenant's part, which the server caches; NULL when the reveal does not match
  * (a forged, replayed or second call): nothing is set then, and the
  * transaction sees no tenant. A rolled-back transaction rolls the commitment
@@ -312,9 +343,13 @@ BEGIN
        OR current_setting('backtrace_functions') <> 'tenantry_c_' || encode(sha256(reveal), 'hex') THEN
         RETURN NULL;
     END IF;
-    part := coalesce(tenant_part, tenantry.tenant_context_part(tid));
-    IF tid IS NULL OR strpos(part, ',v' || replace(tid::text, '-', '')) = 0 THEN
-        RETURN NULL;
+    IF tid IS NULL THEN
+        part := '';     -- an administrative context
+    ELSE
+        part := coalesce(tenant_part, tenantry.tenant_context_part(tid));
+        IF strpos(part, ',v' || replace(tid::text, '-', '')) = 0 THEN
+            RETURN NULL;
+        END IF;
     END IF;
     PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex'), false);
     PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, part), true);
@@ -322,7 +357,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) IS 'Server connections: this transaction''s tenant context, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match.';
-GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) TO tenantry_app;
+GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) TO tenantry_app, tenantry_admin;
 
 /**
  * A transaction context signed with a context key: for connections the
@@ -344,21 +379,25 @@ DECLARE
         || '|' || encode(convert_to(coalesce(actor, ''), 'UTF8'), 'hex') || '|' || coalesce(tenant_part, ''));
     part text;
 BEGIN
-    IF expected IS NULL OR mac IS NULL OR expected <> mac OR tid IS NULL
+    IF expected IS NULL OR mac IS NULL OR expected <> mac
        OR (pid <> 0 AND pid <> pg_backend_pid())
        OR expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN
         RETURN NULL;
     END IF;
-    part := coalesce(tenant_part, tenantry.tenant_context_part(tid));
-    IF strpos(part, ',v' || replace(tid::text, '-', '')) = 0 THEN
-        RETURN NULL;
+    IF tid IS NULL THEN
+        part := '';     -- an administrative context
+    ELSE
+        part := coalesce(tenant_part, tenantry.tenant_context_part(tid));
+        IF strpos(part, ',v' || replace(tid::text, '-', '')) = 0 THEN
+            RETURN NULL;
+        END IF;
     END IF;
     PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, part), true);
     RETURN part;
 END
 $$;
 COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text, integer, bytea) IS 'This transaction''s tenant context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused.';
-GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text, integer, bytea) TO tenantry_app;
+GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text, integer, bytea) TO tenantry_app, tenantry_admin;
 
 /**
  * Whether this session belongs to a trusted operator: its login is a
@@ -422,6 +461,27 @@ GRANT EXECUTE ON FUNCTION
     tenantry.set_tenant_context(uuid),
     tenantry.set_tenant_context_local(uuid, uuid, text)
 TO tenantry_app;
+
+/**
+ * An administrative context for this transaction, for an operator who is a
+ * member of tenantry_owner but not a superuser (a superuser session is one
+ * already). Refused (42501) for every other login.
+ */
+CREATE OR REPLACE FUNCTION tenantry.set_admin_context_local(actor text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT tenantry.operator_session() THEN
+        RAISE EXCEPTION 'set_admin_context_local is for operators (a superuser or a member of tenantry_owner); % must prove its context with enter_context', session_user
+            USING ERRCODE = '42501';
+    END IF;
+    PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL), true);
+END
+$$;
+COMMENT ON FUNCTION tenantry.set_admin_context_local(text) IS 'Transaction-local administrative context (admin_context()) for operators (superuser or member of tenantry_owner); refused for the server''s login and every role it can assume.';
+GRANT EXECUTE ON FUNCTION tenantry.set_admin_context_local(text) TO tenantry_admin;
 
 /** Labels the actor of this transaction for the audit log (SET LOCAL, Citus-safe). */
 CREATE OR REPLACE FUNCTION tenantry.set_actor_local(actor text)

@@ -123,9 +123,14 @@ CREATE POLICY tenant_self_and_descendants ON tenantry.tenants
 COMMENT ON POLICY tenant_self_and_descendants ON tenantry.tenants IS 'A tenant reads its own row and its descendants'' rows, never its parent''s or siblings''.';
 
 CREATE POLICY admin_all_tenants ON tenantry.tenants
-    FOR ALL TO tenantry_admin
-    USING (true) WITH CHECK (true);
-COMMENT ON POLICY admin_all_tenants ON tenantry.tenants IS 'Administrators manage every tenant (they still cannot read resources).';
+    FOR SELECT TO tenantry_admin
+    USING (true);
+COMMENT ON POLICY admin_all_tenants ON tenantry.tenants IS 'Administrators read every tenant (they still cannot read resources).';
+
+CREATE POLICY admin_manages_tenants ON tenantry.tenants
+    FOR UPDATE TO tenantry_admin
+    USING (tenantry.admin_context()) WITH CHECK (tenantry.admin_context());
+COMMENT ON POLICY admin_manages_tenants ON tenantry.tenants IS 'Administrators change tenants (name, settings, status, parent) only with a proven administrative context: the server''s login may become tenantry_admin, and moving another tenant under one''s own would widen its subtree.';
 
 -- Not schema_name: its unique index does not lead with tenant_id, so a tenant
 -- role able to name the column could use it as an EXPLAIN ANALYZE oracle. A
@@ -354,11 +359,11 @@ CREATE OR REPLACE TRIGGER tenants_no_hard_delete
 -- Creating tenants
 -- -----------------------------------------------------------------------------
 
-/** Administrators create tenants (root or child, any isolation). */
-CREATE OR REPLACE FUNCTION tenantry.create_tenant(
-    name text, parent_id uuid DEFAULT NULL, isolation text DEFAULT 'shared', settings jsonb DEFAULT '{}')
+/** A tenant row (root or child, any isolation), checked; the one insert of both creators below. */
+CREATE OR REPLACE FUNCTION tenantry.insert_tenant(
+    name text, parent_id uuid, isolation text, settings jsonb)
 RETURNS uuid
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -377,6 +382,22 @@ BEGIN
         PERFORM tenantry.set_tenant_isolation(tid, 'schema');
     END IF;
     RETURN tid;
+END
+$$;
+COMMENT ON FUNCTION tenantry.insert_tenant(text, uuid, text, jsonb) IS 'Internal: inserts a checked tenant row (and its schema for schema isolation), for create_tenant and create_child_tenant, which run as the owner. Not granted.';
+
+/** Administrators create tenants (root or child, any isolation). */
+CREATE OR REPLACE FUNCTION tenantry.create_tenant(
+    name text, parent_id uuid DEFAULT NULL, isolation text DEFAULT 'shared', settings jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT tenantry.admin_context() THEN
+        RAISE EXCEPTION 'creating tenants needs a proven administrative context' USING ERRCODE = '42501';
+    END IF;
+    RETURN tenantry.insert_tenant(name, parent_id, isolation, settings);
 END
 $$;
 COMMENT ON FUNCTION tenantry.create_tenant(text, uuid, text, jsonb) IS 'Admin: creates a tenant (optionally under a parent, optionally schema-isolated) and returns its id.';
@@ -404,7 +425,7 @@ BEGIN
         RAISE EXCEPTION 'only an operator can create a schema-isolated tenant' USING ERRCODE = 'TN403', HINT = 'isolation';
     END IF;
     -- No more than the parent has itself (09_limits.sql): limits, quotas, rate.
-    RETURN tenantry.create_tenant(name, me, 'shared', tenantry.settings_for_child(mine.settings, settings));
+    RETURN tenantry.insert_tenant(name, me, 'shared', tenantry.settings_for_child(mine.settings, settings));
 END
 $$;
 COMMENT ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) IS 'Creates a pooled child of the current tenant and returns its id (schema isolation is for operators: TN403; settings above the parent''s own: TN403). The new child becomes visible to the parent in its next transaction.';

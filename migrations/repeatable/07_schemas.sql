@@ -53,6 +53,9 @@ DECLARE
     current_model text;
     cols text := 'tenant_id, id, name, data, created_at, updated_at, created_by, shared_with';
 BEGIN
+    IF NOT tenantry.admin_context() THEN
+        RAISE EXCEPTION 'moving tenants between isolation models needs a proven administrative context' USING ERRCODE = '42501';
+    END IF;
     IF model IS NULL OR model NOT IN ('shared', 'schema') THEN
         RAISE EXCEPTION 'isolation must be "shared" or "schema"' USING ERRCODE = 'TN422', HINT = 'isolation';
     END IF;

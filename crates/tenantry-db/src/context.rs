@@ -97,7 +97,10 @@ impl ContextKey {
             "enter|{}|{}|{}|{}|{}|{}",
             signed.pid,
             signed.expires_at,
-            signed.tenant.as_uuid(),
+            signed
+                .tenant
+                .map(|t| t.as_uuid().to_string())
+                .unwrap_or_default(),
             signed
                 .user
                 .map(|u| u.as_uuid().to_string())
@@ -161,8 +164,8 @@ pub struct SignedContext {
     pub pid: i32,
     /// Unix milliseconds after which the database refuses it.
     pub expires_at: i64,
-    /// The tenant.
-    pub tenant: TenantId,
+    /// The tenant; `None`: an administrative context (`tenantry.admin_context()`).
+    pub tenant: Option<TenantId>,
     /// The acting member.
     pub user: Option<crate::UserId>,
     /// The audit actor label.
@@ -175,11 +178,19 @@ impl SignedContext {
     /// A context for `tenant` on any backend, valid for a minute.
     pub fn new(tenant: TenantId) -> Self {
         Self {
+            tenant: Some(tenant),
+            ..Self::admin(None)
+        }
+    }
+
+    /// An administrative context for `actor` on any backend, valid for a minute.
+    pub fn admin(actor: Option<String>) -> Self {
+        Self {
             pid: 0,
             expires_at: expires_at(),
-            tenant,
+            tenant: None,
             user: None,
-            actor: None,
+            actor,
             tenant_part: None,
         }
     }

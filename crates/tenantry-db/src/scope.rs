@@ -108,26 +108,24 @@ const ENTER_CONTEXT_SIGNED_TYPES: &[Type] = &[
     Type::INT4,
     Type::BYTEA,
 ];
-const SET_ACTOR: &str = "SELECT tenantry.set_actor_local($1)";
 
 /// The values of a transaction's context statement, owned for the length of its flight.
 enum ContextArgs {
     Enter {
         reveal: Vec<u8>,
         next: Vec<u8>,
-        tenant: uuid::Uuid,
+        tenant: Option<uuid::Uuid>,
         user: Option<uuid::Uuid>,
         actor: Option<String>,
         part: Option<String>,
     },
     Signed {
         signed: SignedContext,
-        tenant: uuid::Uuid,
+        tenant: Option<uuid::Uuid>,
         user: Option<uuid::Uuid>,
         key_id: i32,
         mac: Vec<u8>,
     },
-    Actor(String),
 }
 
 impl ContextArgs {
@@ -165,7 +163,6 @@ impl ContextArgs {
                     mac,
                 ],
             ),
-            ContextArgs::Actor(actor) => (SET_ACTOR, &[Type::TEXT], vec![actor]),
         }
     }
 }
@@ -270,22 +267,26 @@ impl Tx {
     }
 
     /// The context statement's values for `setup`, or why there can be none.
+    /// Tenant and administrative transactions prove their context; the others
+    /// (key verification, request logging) run without one.
     fn context_args(&mut self, setup: &Setup) -> Result<Option<ContextArgs>, DbError> {
-        let ctx = match setup {
-            Setup::Tenant(ctx) => ctx,
-            Setup::Admin(actor) => return Ok(Some(ContextArgs::Actor(actor.clone()))),
+        let (tenant, user, actor) = match setup {
+            Setup::Tenant(ctx) => (Some(ctx.tenant), ctx.user, ctx.actor.clone()),
+            Setup::Admin(actor) => (None, None, Some(actor.clone())),
             Setup::Anonymous | Setup::Logger => return Ok(None),
         };
-        let part = self.contexts.parts.get(ctx.tenant).map(|p| p.to_string());
+        let part = tenant
+            .and_then(|t| self.contexts.parts.get(t))
+            .map(|p| p.to_string());
         let client = self.client.as_mut().expect("client present until finished");
         if let Some(chain) = client.chain.as_mut() {
             let (reveal, next) = chain.next();
             return Ok(Some(ContextArgs::Enter {
                 reveal: reveal.to_vec(),
                 next: next.to_vec(),
-                tenant: *ctx.tenant.as_uuid(),
-                user: ctx.user.map(|u| *u.as_uuid()),
-                actor: ctx.actor.clone(),
+                tenant: tenant.map(|t| *t.as_uuid()),
+                user: user.map(|u| *u.as_uuid()),
+                actor,
                 part,
             }));
         }
@@ -296,14 +297,14 @@ impl Tx {
                     .into(),
             )
         })?;
-        let mut signed = SignedContext::new(ctx.tenant);
-        signed.user = ctx.user;
-        signed.actor = ctx.actor.clone();
+        let mut signed = SignedContext::admin(actor);
+        signed.tenant = tenant;
+        signed.user = user;
         signed.tenant_part = part;
         let mac = key.sign_context(&signed);
         Ok(Some(ContextArgs::Signed {
-            tenant: *ctx.tenant.as_uuid(),
-            user: ctx.user.map(|u| *u.as_uuid()),
+            tenant: tenant.map(|t| *t.as_uuid()),
+            user: user.map(|u| *u.as_uuid()),
             key_id: key.id(),
             mac,
             signed,
@@ -388,6 +389,7 @@ impl Tx {
             Some(Setup::Tenant(ctx)) => Some(ctx.tenant),
             _ => None,
         };
+        let proves_context = args.is_some();
         let part_sent = matches!(
             args,
             Some(ContextArgs::Enter { part: Some(_), .. })
@@ -541,16 +543,16 @@ impl Tx {
         drop(main_prepared);
         // The context statement's answer: the tenant's part, or NULL when the
         // database refused the proof (this connection is then out of step).
-        if let Some(i) = ctx_index.filter(|_| tenant.is_some()) {
+        if let Some(i) = ctx_index.filter(|_| proves_context) {
             if let Some(Ok(out)) = results.get(i) {
                 let part: Option<String> = out.rows.first().and_then(|r| r.get(0));
-                match (part, tenant) {
-                    (Some(part), Some(tenant)) => {
-                        if !part_sent {
+                match part {
+                    Some(part) => {
+                        if let (Some(tenant), false) = (tenant, part_sent) {
                             contexts.parts.put(tenant, &part, generation);
                         }
                     }
-                    _ => {
+                    None => {
                         return Err(DbError::Unavailable(
                             "the database refused this connection's tenant context; the connection is closed, retry"
                                 .into(),
