@@ -360,6 +360,11 @@ impl ServerConn {
         }
     }
 
+    /// The secret this connection reveals next (what an attacker would have to capture).
+    pub fn secret(&self) -> [u8; 32] {
+        self.secret
+    }
+
     /// The commitment the database holds for this connection's next
     /// transaction (as of the server's bookkeeping).
     pub fn commitment(&self) -> [u8; 32] {
