@@ -9,8 +9,9 @@ use crate::common::{
     count, create_silo, create_tenant, describe, exec, schema_of, set_status, strings,
 };
 use crate::helpers::{
-    begin_as, commit, create_key, create_resource, denied, fails, key_id_of, names_seen_by,
-    rollback, same_failure, verified_tenant, world, TENANT_RELATIONS,
+    begin_as, commit, create_key, create_resource, denied, enter_signed, fails, key_id_of,
+    names_seen_by, rollback, same_failure, signed_for, unix_ms_in, verified_tenant, world,
+    ServerConn, TENANT_RELATIONS,
 };
 
 #[tokio::test]
@@ -47,32 +48,78 @@ async fn without_context_reads_return_zero_rows_without_error_and_writes_are_ref
 #[tokio::test]
 async fn an_empty_tenant_setting_sees_nothing_and_a_malformed_one_fails_closed() {
     let w = world().await;
-    exec(&w.app, "BEGIN; SET LOCAL app.current_tenant_id = ''").await;
+    // The carrier of the verified context cannot be set by the attacker at
+    // all, neither to nothing nor to garbage; the old app.* names are inert.
+    for bad in ["", "not-a-uuid", "tenantry_v1_garbage", "' OR true --"] {
+        exec(&w.app, "BEGIN").await;
+        let (code, message, _) = fails(
+            &w.app,
+            &format!(
+                "SELECT set_config('backtrace_functions', '{}', true)",
+                bad.replace('\'', "''")
+            ),
+        )
+        .await;
+        assert_eq!(code, "42501", "{bad:?}: {message}");
+        rollback(&w.app).await;
+    }
+    denied(&w.app, "SET backtrace_functions = ''", "42501").await;
+    exec(
+        &w.app,
+        &format!("BEGIN; SET LOCAL app.current_tenant_id = '{}'", w.b),
+    )
+    .await;
     assert_eq!(
         count(&w.app, "SELECT count(*) FROM tenantry.resources").await,
         0
     );
-    commit(&w.app).await;
+    rollback(&w.app).await;
+    // An operator (a superuser session, then the app role) who writes an
+    // empty or malformed value fails closed: never a row.
+    let su = w.tdb.superuser_client().await;
+    let hex = |t: Uuid| t.simple().to_string();
     for bad in [
-        "not-a-uuid",
-        " ",
-        "00000000-0000-0000-0000-00000000000g",
-        "' OR true --",
+        String::new(),
+        " ".to_owned(),
+        "not-a-uuid".to_owned(),
+        "tenantry_c_00".to_owned(),
+        "tenantry_v1_garbage".to_owned(),
+        format!("tenantry_v1_{}", hex(w.a)),
+        format!(
+            "tenantry_v1_{}_{},a,stenantry,v{},garbage",
+            hex(w.a),
+            "0".repeat(32),
+            hex(w.a)
+        ),
+        format!(
+            "tenantry_v1_{}_{},a,stenantry,vzz",
+            hex(w.a),
+            "0".repeat(32)
+        ),
     ] {
-        exec(&w.app, "BEGIN").await;
-        w.app
+        exec(&su, "BEGIN").await;
+        if let Err(e) = su
             .execute(
-                "SELECT set_config('app.current_tenant_id', $1, true)",
+                "SELECT set_config('backtrace_functions', $1, true)",
                 &[&bad],
             )
             .await
-            .unwrap();
-        let r = w
-            .app
-            .query("SELECT name FROM tenantry.resources", &[])
-            .await;
+        {
+            // The setting takes letters, digits, underscores and commas only.
+            assert_eq!(
+                e.code().map(|c| c.code()),
+                Some("22023"),
+                "{bad:?}: {}",
+                describe(&e)
+            );
+            exec(&su, "ROLLBACK").await;
+            continue;
+        }
+        exec(&su, "SET LOCAL ROLE tenantry_app").await;
+        let r = su.query("SELECT name FROM tenantry.resources", &[]).await;
         match r {
             Ok(rows) => assert!(rows.is_empty(), "{bad:?} gave {} rows", rows.len()),
+            // A value with the context's prefix but a malformed body fails the cast.
             Err(e) => assert_eq!(
                 e.code().map(|c| c.code()),
                 Some("22P02"),
@@ -80,77 +127,151 @@ async fn an_empty_tenant_setting_sees_nothing_and_a_malformed_one_fails_closed()
                 describe(&e)
             ),
         }
-        rollback(&w.app).await;
+        exec(&su, "ROLLBACK").await;
     }
-    // A forged visible list with a malformed element fails closed as well.
-    exec(
-        &w.app,
-        &format!(
-            "BEGIN; SET LOCAL app.current_tenant_id = '{}'; SET LOCAL app.visible_tenant_ids = '{{{},garbage}}'",
-            w.a, w.a
-        ),
-    )
-    .await;
-    let (code, _, _) = fails(&w.app, "SELECT count(*) FROM tenantry.resources").await;
-    assert_eq!(code, "22P02");
-    rollback(&w.app).await;
 }
 
 #[tokio::test]
-async fn set_tenant_context_local_refuses_null_unknown_and_deleted_tenants() {
+async fn entering_a_null_unknown_or_deleted_tenant_is_refused_on_every_path() {
     let w = world().await;
     let gone = create_tenant(&w.admin, "gone", None).await;
     create_resource(&w.app, gone, "gone-doc").await;
     set_status(&w.admin, gone, "deleted").await;
+    let unknown = Uuid::new_v4();
+    let su = w.tdb.superuser_client().await;
+    let mut server = ServerConn::open(&w.tdb).await;
     for (tid, code) in [
-        ("NULL".to_owned(), "TN422"),
-        (format!("'{}'", Uuid::new_v4()), "TN404"),
-        (format!("'{gone}'"), "TN403"),
+        (None, "TN422"),
+        (Some(unknown), "TN404"),
+        (Some(gone), "TN403"),
     ] {
+        // The server's connection, tenant part looked up by the database.
+        exec(&server.client, "BEGIN").await;
+        let e = server.enter(tid).await.expect_err("refused");
+        assert_eq!(
+            e.code().map(|c| c.code()),
+            Some(code),
+            "{tid:?}: {}",
+            describe(&e)
+        );
+        server.rollback().await;
+        // A signed context (pooled connections), tenant part looked up alike.
         exec(&w.app, "BEGIN").await;
-        denied(
-            &w.app,
-            &format!("SELECT tenantry.set_tenant_context_local({tid})"),
-            code,
-        )
-        .await;
+        match tid {
+            None => {
+                let mac = tenantry_db::testing::context_key().sign_context(&signed_for(w.a));
+                let part: Option<String> = w
+                    .app
+                    .query_one(
+                        "SELECT tenantry.enter_context_signed(0, $1, NULL, NULL, NULL, NULL, $2, $3)",
+                        &[&unix_ms_in(60), &tenantry_db::testing::context_key().id(), &mac],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(part, None, "no tenant: refused");
+            }
+            Some(t) => {
+                let e = enter_signed(&w.app, &signed_for(t))
+                    .await
+                    .expect_err("refused");
+                assert_eq!(
+                    e.code().map(|c| c.code()),
+                    Some(code),
+                    "{t}: {}",
+                    describe(&e)
+                );
+            }
+        }
         rollback(&w.app).await;
-        if tid != "NULL" {
-            // The session-scope setter refuses them alike.
+        // An operator in psql: refused, or for no tenant no context at all.
+        let literal = tid.map_or("NULL".to_owned(), |t| format!("'{t}'"));
+        exec(&su, "BEGIN").await;
+        if tid.is_some() {
             denied(
-                &w.app,
-                &format!("SELECT tenantry.set_tenant_context({tid})"),
+                &su,
+                &format!("SELECT tenantry.set_tenant_context_local({literal})"),
                 code,
             )
             .await;
+            exec(&su, "ROLLBACK").await;
+            denied(
+                &su,
+                &format!("SELECT tenantry.set_tenant_context({literal})"),
+                code,
+            )
+            .await;
+        } else {
+            exec(&su, "SELECT tenantry.set_tenant_context_local(NULL)").await;
+            assert_eq!(
+                strings(
+                    &su,
+                    "SELECT coalesce(tenantry.current_tenant_id()::text, 'none')"
+                )
+                .await,
+                ["none"]
+            );
+            exec(&su, "ROLLBACK").await;
         }
+        // The app role is refused alike, whatever the tenant.
+        denied(
+            &w.app,
+            &format!("SELECT tenantry.set_tenant_context({literal})"),
+            "42501",
+        )
+        .await;
     }
+    // No context was left behind; the chain is still in step.
     assert_eq!(
         count(&w.app, "SELECT count(*) FROM tenantry.resources").await,
-        0,
-        "no context was left behind"
+        0
+    );
+    assert_eq!(
+        server.names_seen_by(w.a).await,
+        Some(vec!["a-doc".to_owned()])
     );
 }
 
 #[tokio::test]
-async fn a_session_context_left_on_a_pooled_connection_is_replaced_by_the_next_local_context() {
+async fn a_pooled_connection_carries_no_session_context_and_leftover_settings_are_ignored() {
     let w = world().await;
     let user = Uuid::new_v4();
-    // A previous borrower left b's session context, a member id and a forged list.
+    // A previous borrower tries to leave b's session context: refused, and a
+    // refused attempt leaves nothing.
+    denied(
+        &w.app,
+        &format!("SELECT tenantry.set_tenant_context('{}')", w.b),
+        "42501",
+    )
+    .await;
+    let value = format!(
+        "tenantry_v1_{}_{},a,stenantry,v{}",
+        w.b.simple(),
+        "0".repeat(32),
+        w.b.simple()
+    );
+    denied(
+        &w.app,
+        &format!("SELECT set_config('backtrace_functions', '{value}', false)"),
+        "42501",
+    )
+    .await;
+    // Settings the old context read are still settable, and read by nothing.
     exec(
         &w.app,
         &format!(
-            "SELECT tenantry.set_tenant_context('{}');
+            "SELECT set_config('app.current_tenant_id', '{b}', false);
+             SELECT set_config('app.visible_tenant_ids', '{{{b}}}', false);
              SELECT set_config('app.current_user_id', '{user}', false);
              SELECT set_config('app.actor', 'user:forged', false);",
-            w.b
+            b = w.b
         ),
     )
     .await;
     assert_eq!(
-        strings(&w.app, "SELECT name FROM tenantry.resources").await,
-        ["b-secret"],
-        "the session context is live (the documented pooler hazard)"
+        count(&w.app, "SELECT count(*) FROM tenantry.resources").await,
+        0,
+        "nothing was left on the connection"
     );
     // The server's next transaction on this connection: a's context only.
     begin_as(&w.app, w.a).await;
@@ -189,69 +310,83 @@ async fn a_session_context_left_on_a_pooled_connection_is_replaced_by_the_next_l
         .get(0);
     assert_eq!(created_by, None);
     commit(&w.app).await;
-    // Clearing the session context (what a pool's reset should do) leaves nothing.
-    exec(&w.app, "SELECT tenantry.set_tenant_context(NULL)").await;
     assert_eq!(
         count(&w.app, "SELECT count(*) FROM tenantry.resources").await,
-        0
+        0,
+        "the context ended with its transaction"
     );
 }
 
 #[tokio::test]
 async fn reset_all_and_discard_all_leave_no_tenant_context_and_no_tenant_role() {
     let w = world().await;
-    exec(
-        &w.app,
-        &format!("SELECT tenantry.set_tenant_context('{}')", w.a),
-    )
-    .await;
+    let mut server = ServerConn::open(&w.tdb).await;
     assert_eq!(
-        count(&w.app, "SELECT count(*) FROM tenantry.resources").await,
-        1
+        server.names_seen_by(w.a).await,
+        Some(vec!["a-doc".to_owned()])
     );
-    // RESET ALL drops the context (the role is not a RESET ALL setting: it stays tenantry_app).
-    exec(&w.app, "RESET ALL").await;
+    // Inside a transaction: RESET ALL drops the context (the role is not a
+    // RESET ALL setting: it stays tenantry_app) and, once committed, the
+    // connection's chain: the server's next context is refused and it closes
+    // the connection.
+    assert!(server.begin(w.a).await.is_some());
+    exec(&server.client, "RESET ALL").await;
     assert_eq!(
-        strings(&w.app, "SELECT current_user::text").await,
+        strings(&server.client, "SELECT current_user::text").await,
         ["tenantry_app"]
     );
     assert_eq!(
-        count(&w.app, "SELECT count(*) FROM tenantry.resources").await,
+        count(&server.client, "SELECT count(*) FROM tenantry.resources").await,
         0
     );
-    // Inside a transaction: RESET ALL drops the local context too.
-    begin_as(&w.app, w.a).await;
-    exec(
-        &w.app,
-        "SET LOCAL ROLE tenantry_app; RESET ALL; SET LOCAL ROLE tenantry_app",
-    )
-    .await;
+    server.commit().await;
     assert_eq!(
-        count(&w.app, "SELECT count(*) FROM tenantry.resources").await,
+        strings(&server.client, "SELECT current_user::text").await,
+        ["tenantry_app"]
+    );
+    assert_eq!(
+        server.names_seen_by(w.a).await,
+        None,
+        "chain broken: refused"
+    );
+    // Outside a transaction, likewise.
+    let mut server = ServerConn::open(&w.tdb).await;
+    exec(&server.client, "RESET ALL").await;
+    assert_eq!(
+        count(&server.client, "SELECT count(*) FROM tenantry.resources").await,
         0
     );
-    commit(&w.app).await;
-    // DISCARD ALL drops the context and the role: back to the bare login, which reads nothing.
-    exec(
-        &w.app,
-        &format!("SELECT tenantry.set_tenant_context('{}')", w.b),
-    )
-    .await;
-    exec(&w.app, "DISCARD ALL").await;
+    assert_eq!(server.names_seen_by(w.a).await, None);
+    // DISCARD ALL drops the chain and the role: back to the bare login, which
+    // reads nothing and may not enter a context.
+    let mut server = ServerConn::open(&w.tdb).await;
+    exec(&server.client, "DISCARD ALL").await;
     assert_eq!(
-        strings(&w.app, "SELECT current_user::text").await,
+        strings(&server.client, "SELECT current_user::text").await,
         ["tenantry_server"]
     );
-    denied(&w.app, "SELECT count(*) FROM tenantry.resources", "42501").await;
-    exec(&w.app, "SET ROLE tenantry_app").await;
+    denied(
+        &server.client,
+        "SELECT count(*) FROM tenantry.resources",
+        "42501",
+    )
+    .await;
+    assert_eq!(server.names_seen_by(w.a).await, None);
+    exec(&server.client, "SET ROLE tenantry_app").await;
     assert_eq!(
-        count(&w.app, "SELECT count(*) FROM tenantry.resources").await,
+        count(&server.client, "SELECT count(*) FROM tenantry.resources").await,
         0
     );
+    assert_eq!(server.names_seen_by(w.a).await, None);
     // And it cannot run inside a transaction at all.
-    begin_as(&w.app, w.a).await;
-    denied(&w.app, "DISCARD ALL", "25001").await;
-    rollback(&w.app).await;
+    let mut server = ServerConn::open(&w.tdb).await;
+    assert!(server.begin(w.a).await.is_some());
+    denied(&server.client, "DISCARD ALL", "25001").await;
+    server.rollback().await;
+    assert_eq!(
+        server.names_seen_by(w.a).await,
+        Some(vec!["a-doc".to_owned()])
+    );
 }
 
 #[tokio::test]
@@ -435,13 +570,9 @@ async fn injection_strings_in_function_arguments_are_stored_as_data() {
     let evil = "x'; SET LOCAL app.current_tenant_id = 'B'; --\"; DROP TABLE tenantry.resources; --";
     let evil = evil.replace('B', &w.b.to_string());
     exec(&w.app, "BEGIN").await;
-    w.app
-        .execute(
-            "SELECT tenantry.set_tenant_context_local($1, NULL, $2)",
-            &[&w.a, &evil],
-        )
-        .await
-        .unwrap();
+    let mut signed = signed_for(w.a);
+    signed.actor = Some(evil.clone());
+    assert!(enter_signed(&w.app, &signed).await.unwrap().is_some());
     assert_eq!(
         strings(&w.app, "SELECT tenantry.current_tenant_id()::text").await,
         [w.a.to_string()]
@@ -536,11 +667,7 @@ async fn pg_temp_objects_shadowing_tenantry_names_change_nothing() {
     .await;
     rollback(&w.app).await;
     // setup_connection (invoker, search_path-setting) with the planted objects.
-    exec(
-        &w.app,
-        &format!("SELECT tenantry.set_tenant_context('{}')", w.a),
-    )
-    .await;
+    begin_as(&w.app, w.a).await;
     exec(&w.app, "SELECT tenantry.setup_connection()").await;
     assert_eq!(
         strings(&w.app, "SELECT unnest(tenantry.visible_tenant_ids())::text").await,
@@ -550,7 +677,7 @@ async fn pg_temp_objects_shadowing_tenantry_names_change_nothing() {
         strings(&w.app, "SELECT name FROM tenantry.resources").await,
         ["a-doc"]
     );
-    exec(&w.app, "SELECT tenantry.set_tenant_context(NULL)").await;
+    commit(&w.app).await;
     assert_eq!(names_seen_by(&w.app, c).await, Vec::<String>::new());
 }
 

@@ -239,3 +239,189 @@ pub const TENANT_RELATIONS: &[(&str, &str)] = &[
     ("tenantry.tenant_resource_usage", "tenant_id"),
     ("tenantry.current_tenant_metrics()", "tenant_id"),
 ];
+
+/// HMAC-SHA-256 of `message` under the test databases' context key, as the
+/// server computes it (`tenantry.context_mac` in SQL).
+pub fn context_mac(message: &str) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let exposed = tenantry_db::testing::context_key().expose();
+    let (_, secret) = exposed.split_once(':').expect("<id>:<hex>");
+    let secret = hex::decode(secret).expect("hex secret");
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&secret).expect("any length");
+    mac.update(message.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Unix milliseconds `seconds` from now (negative: in the past).
+pub fn unix_ms_in(seconds: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    now + seconds * 1000
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// A bytea literal for SQL text.
+pub fn bytea(bytes: &[u8]) -> String {
+    format!("'\\x{}'::bytea", hex::encode(bytes))
+}
+
+/// A connection readied exactly as the server readies its own (prepared mode,
+/// `session.rs`): the login `tenantry_server` switched to `tenantry_app` for
+/// the session, its context session opened with a commitment signed by the
+/// context key; each transaction reveals the chain's secret and commits to
+/// the next (`scope.rs`). It remembers what it revealed, for replay attacks.
+pub struct ServerConn {
+    pub client: Client,
+    pub pid: i32,
+    secret: [u8; 32],
+    pending: Option<[u8; 32]>,
+    /// Every secret this connection revealed, oldest first.
+    pub revealed: Vec<[u8; 32]>,
+    /// The arguments of the open_context_session call that opened it: (expires_at, commitment, mac).
+    pub opened_with: (i64, [u8; 32], Vec<u8>),
+}
+
+impl ServerConn {
+    pub async fn open(tdb: &TestDatabase) -> ServerConn {
+        let client = tdb.server_client().await;
+        exec(&client, "SET ROLE tenantry_app").await;
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let secret: [u8; 32] = rand::random();
+        let commitment = sha256(&secret);
+        let expires_at = unix_ms_in(60);
+        let mac = context_mac(&format!(
+            "open|{pid}|{expires_at}|{}",
+            hex::encode(commitment)
+        ));
+        let key_id = tenantry_db::testing::context_key().id();
+        let answer: String = client
+            .query_one(
+                "SELECT tenantry.open_context_session($1, $2, $3, $4, $5)",
+                &[&pid, &expires_at, &commitment.as_slice(), &key_id, &mac],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("open_context_session: {}", describe(&e)))
+            .get(0);
+        assert_eq!(answer, "ok");
+        ServerConn {
+            client,
+            pid,
+            secret,
+            pending: None,
+            revealed: Vec::new(),
+            opened_with: (expires_at, commitment, mac),
+        }
+    }
+
+    /// The server's `enter_context` for `t` in the open transaction (the
+    /// database looks the tenant's part up): the tenant's part, `None` when
+    /// the database refused (the server then closes the connection).
+    pub async fn enter(
+        &mut self,
+        t: Option<Uuid>,
+    ) -> Result<Option<String>, tokio_postgres::Error> {
+        let next: [u8; 32] = rand::random();
+        self.revealed.push(self.secret);
+        let part: Option<String> = self
+            .client
+            .query_one(
+                "SELECT tenantry.enter_context($1, $2, $3, NULL, NULL, NULL)",
+                &[&self.secret.as_slice(), &sha256(&next).as_slice(), &t],
+            )
+            .await?
+            .get(0);
+        self.pending = part.as_ref().map(|_| next);
+        Ok(part)
+    }
+
+    /// BEGIN and [`ServerConn::enter`]; `None` when the database refused or
+    /// failed (the transaction is then rolled back, as the server does before
+    /// closing the connection).
+    pub async fn begin(&mut self, t: Uuid) -> Option<String> {
+        if self.client.batch_execute("BEGIN").await.is_err() {
+            return None;
+        }
+        match self.enter(Some(t)).await {
+            Ok(Some(part)) => Some(part),
+            Ok(None) | Err(_) => {
+                self.rollback().await;
+                None
+            }
+        }
+    }
+
+    /// The secret this connection reveals next (what an attacker would have to capture).
+    pub fn secret(&self) -> [u8; 32] {
+        self.secret
+    }
+
+    /// The commitment the database holds for this connection's next
+    /// transaction (as of the server's bookkeeping).
+    pub fn commitment(&self) -> [u8; 32] {
+        sha256(self.pending.as_ref().unwrap_or(&self.secret))
+    }
+
+    /// COMMIT: the revealed secret's successor becomes the secret.
+    pub async fn commit(&mut self) {
+        let _ = self.client.batch_execute("COMMIT").await;
+        if let Some(next) = self.pending.take() {
+            self.secret = next;
+        }
+    }
+
+    /// ROLLBACK: the database keeps the commitment, the server its secret.
+    pub async fn rollback(&mut self) {
+        let _ = self.client.batch_execute("ROLLBACK").await;
+        self.pending = None;
+    }
+
+    /// The resource names `t` reads in one transaction of this connection;
+    /// `None` when the database refused the context.
+    pub async fn names_seen_by(&mut self, t: Uuid) -> Option<Vec<String>> {
+        self.begin(t).await?;
+        let names = strings(&self.client, READABLE_NAMES).await;
+        self.commit().await;
+        Some(names)
+    }
+}
+
+/// `enter_context_signed` with `signed`, signed with the test databases'
+/// context key (what the server does on pooled connections): the tenant's
+/// part, or `None` when refused.
+pub async fn enter_signed(
+    c: &Client,
+    signed: &tenantry_db::SignedContext,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let key = tenantry_db::testing::context_key();
+    let mac = key.sign_context(signed);
+    Ok(c.query_one(
+        "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &signed.pid,
+            &signed.expires_at,
+            signed.tenant.as_uuid(),
+            &signed.user.map(|u| *u.as_uuid()),
+            &signed.actor,
+            &signed.tenant_part,
+            &key.id(),
+            &mac,
+        ],
+    )
+    .await?
+    .get(0))
+}
+
+/// A signed context for `t` on any backend, valid for a minute.
+pub fn signed_for(t: Uuid) -> tenantry_db::SignedContext {
+    tenantry_db::SignedContext::new(tenantry_db::TenantId::from_uuid(t))
+}

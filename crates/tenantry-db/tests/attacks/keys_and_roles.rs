@@ -6,8 +6,8 @@ use tokio_postgres::Client;
 
 use crate::common::{count, create_tenant, exec, set_status, strings};
 use crate::helpers::{
-    begin_as, commit, create_key, create_role, denied, fails, key_id_of, rollback, verified_tenant,
-    world,
+    begin_as, commit, create_key, create_role, denied, enter_signed, fails, key_id_of, rollback,
+    signed_for, verified_tenant, world,
 };
 
 async fn validated_tenant(c: &Client, key: &str) -> Option<String> {
@@ -132,14 +132,12 @@ async fn revoked_expired_deleted_and_suspended_tenants_keys_are_refused() {
             .get(0);
         assert_ne!(status.as_deref(), Some("active"));
     }
-    // A deleted tenant's context cannot be opened even with its id.
+    // A deleted tenant's context cannot be opened even with a valid signature.
     exec(&w.app, "BEGIN").await;
-    denied(
-        &w.app,
-        &format!("SELECT tenantry.set_tenant_context_local('{gone}')"),
-        "TN403",
-    )
-    .await;
+    let e = enter_signed(&w.app, &signed_for(gone))
+        .await
+        .expect_err("a deleted tenant");
+    assert_eq!(e.code().map(|c| c.code()), Some("TN403"), "{e:?}");
     rollback(&w.app).await;
 }
 

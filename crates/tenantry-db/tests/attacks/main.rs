@@ -10,6 +10,7 @@ mod common;
 mod adopted;
 mod context;
 mod explain;
+mod forging;
 mod helpers;
 mod hierarchy;
 mod keys_and_roles;
