@@ -340,7 +340,11 @@ DECLARE
     part text;
 BEGIN
     IF reveal IS NULL OR length(next_commitment) IS DISTINCT FROM 32
-       OR current_setting('backtrace_functions') <> 'tenantry_c_' || encode(sha256(reveal), 'hex') THEN
+       OR current_setting('backtrace_functions') <> 'tenantry_c_' || encode(sha256(reveal), 'hex')
+       -- A server session never makes temporary objects: one that has was
+       -- used by other SQL, whose temporary tables would shadow the team's
+       -- unqualified table names in this tenant's statements.
+       OR pg_my_temp_schema() <> 0 THEN
         RETURN NULL;
     END IF;
     IF tid IS NULL THEN

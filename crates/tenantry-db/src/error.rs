@@ -125,6 +125,9 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             "TN422" => DbError::Invalid { field, message },
             _ => match db.code() {
                 c if *c == SqlState::UNIQUE_VIOLATION => DbError::Conflict(message),
+                // A statement the connection had prepared is gone (DEALLOCATE
+                // by other SQL on it): the connection is closed, the caller retries.
+                c if *c == SqlState::INVALID_SQL_STATEMENT_NAME => DbError::Unavailable(message),
                 c if *c == SqlState::INSUFFICIENT_PRIVILEGE => DbError::Forbidden(message),
                 c if *c == SqlState::FOREIGN_KEY_VIOLATION => DbError::NotFound(message),
                 c if *c == SqlState::CHECK_VIOLATION => match db

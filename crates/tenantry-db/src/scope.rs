@@ -216,6 +216,9 @@ pub(crate) struct Tx {
     finished: bool,
     /// Committing changes tenants: cached context parts are dropped then.
     changes_tenants: bool,
+    /// A flight is on the wire: dropped now (a cancelled request), what the
+    /// database did with it is unknown, and so is the chain's state.
+    in_flight: bool,
 }
 
 impl Tx {
@@ -228,6 +231,7 @@ impl Tx {
             failed: false,
             finished: false,
             changes_tenants: false,
+            in_flight: false,
         }
     }
 
@@ -362,9 +366,11 @@ impl Tx {
             },
             None => None,
         };
+        self.in_flight = true;
         let result = self
             .send(setup.as_ref(), args.as_ref(), stmts, commit)
             .await;
+        self.in_flight = false;
         if let Err(e) = &result {
             self.failed = true;
             if matches!(e, DbError::Unavailable(_)) {
@@ -571,6 +577,7 @@ impl Tx {
         } else if commit {
             self.finished = true;
             let client = self.client.as_ref().expect("client present");
+            // (Still in flight for Drop: flight_many clears it after this.)
             if let Err(e) = client.batch_execute("COMMIT").await {
                 self.break_connection();
                 return Err(e.into());
@@ -632,7 +639,10 @@ impl Tx {
         }
         self.finished = true;
         let client = self.client.as_ref().expect("client present");
-        match client.batch_execute("COMMIT").await {
+        self.in_flight = true;
+        let committed = client.batch_execute("COMMIT").await;
+        self.in_flight = false;
+        match committed {
             Ok(()) => {
                 self.settle(true);
                 Ok(())
@@ -652,7 +662,9 @@ impl Tx {
         }
         self.settle(false);
         let client = self.client.as_ref().expect("client present");
+        self.in_flight = true;
         let result = client.batch_execute("ROLLBACK").await;
+        self.in_flight = false;
         if result.is_err() {
             self.break_connection();
         }
@@ -662,6 +674,14 @@ impl Tx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
+        if self.in_flight {
+            // Cancelled mid-flight: whether its COMMIT (and the chain's next
+            // commitment) took effect is unknown. The connection is closed.
+            if let Some(client) = self.client.take() {
+                drop(Object::take(client));
+            }
+            return;
+        }
         if self.finished || self.setup.is_some() {
             return;
         }
