@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{connect, Ctx};
 use crate::{
@@ -214,12 +214,8 @@ async fn keyhippo(ctx: &Ctx, su: &Client, path: &Path) -> anyhow::Result<(Client
          END $$",
     )
     .await?;
-    let mut config: tokio_postgres::Config = ctx.db.superuser.parse()?;
-    config.dbname(KEYHIPPO_DATABASE);
-    let (kh, conn) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    // A later dbname in a libpq string overrides the earlier one.
+    let kh = connect(&format!("{} dbname={KEYHIPPO_DATABASE}", ctx.db.superuser)).await?;
     kh.batch_execute(
         "CREATE SCHEMA auth;
          CREATE TABLE auth.users (id uuid PRIMARY KEY, email text);
