@@ -144,12 +144,22 @@ COMMENT ON FUNCTION tenantry.create_tenant_api_key(uuid, text) IS 'Guide API: cr
  * key itself). Returns the key's identity as jsonb, NULL when unknown, revoked
  * or expired. One statement finds the key; the hashes are compared as digests
  * of the hashes, so a mismatch's timing tells nothing about the stored hash.
- * Records last use at most once a minute.
+ * Only a found key pays for its identity: the permissions are one more
+ * statement, with identity_permissions inlined into it, and PL/pgSQL keeps
+ * both plans for the session (nothing is planned per call).
+ *
+ * Both statements run their generic plans (plan_cache_mode): a custom plan
+ * would fold the identity's kind into the permissions query and be planned
+ * again on every call.
+ *
+ * Records last use at most once a minute per key (the UPDATE runs only when
+ * the recorded time is older), so last_used_at is at most a minute behind.
  */
 CREATE OR REPLACE FUNCTION tenantry.verify_api_key_hash(key_prefix text, key_hash bytea)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     k record;
@@ -158,8 +168,14 @@ BEGIN
            a.prefix, a.last_used_at, t.status AS tenant_status, t.settings AS tenant_settings
       INTO k
       FROM tenantry.api_key_lookup l
-      JOIN tenantry.api_keys a ON a.tenant_id = l.tenant_id AND a.key_id = l.key_id
-      JOIN tenantry.tenants t ON t.tenant_id = a.tenant_id
+      -- OFFSET 0 keeps the key's own lookup: by both columns of its primary
+      -- key. Flattened, the planner may reach api_keys through the tenant
+      -- alone and hash every key of the tenant.
+      CROSS JOIN LATERAL (
+          SELECT * FROM tenantry.api_keys ak
+          WHERE ak.tenant_id = l.tenant_id AND ak.key_id = l.key_id
+          OFFSET 0) a
+      JOIN tenantry.tenants t ON t.tenant_id = l.tenant_id
      WHERE l.prefix = key_prefix
        AND octet_length(a.key_hash) = octet_length(verify_api_key_hash.key_hash)
        AND sha256(a.key_hash) = sha256(verify_api_key_hash.key_hash)
@@ -175,28 +191,32 @@ BEGIN
     RETURN jsonb_build_object(
         'key_id', k.key_id, 'tenant_id', k.tenant_id, 'tenant_status', k.tenant_status,
         'tenant_settings', k.tenant_settings,
-        'permissions', to_jsonb(CASE WHEN k.user_id IS NULL AND k.role_id IS NULL
-                                     THEN (SELECT coalesce(array_agg(p.name ORDER BY p.name), '{}')
-                                           FROM tenantry.permissions p)
-                                     ELSE tenantry.identity_permissions(k.tenant_id, k.user_id, k.role_id) END),
+        'permissions', to_jsonb(ARRAY(SELECT ip.name
+                                      FROM tenantry.identity_permissions(k.tenant_id, k.user_id, k.role_id) ip
+                                      ORDER BY ip.name)),
         'user_id', k.user_id, 'role_id', k.role_id, 'description', k.description,
         'metadata', k.metadata, 'expires_at', k.expires_at, 'prefix', k.prefix,
         'type', coalesce(k.metadata->>'type', 'tenant_key'));
 END
 $$;
-COMMENT ON FUNCTION tenantry.verify_api_key_hash(text, bytea) IS 'Verifies a key by prefix and SHA-256 before any tenant is known (one lookup; hashes compared as digests of digests, so timing reveals nothing about the stored hash); NULL for unknown, revoked or expired keys.';
+COMMENT ON FUNCTION tenantry.verify_api_key_hash(text, bytea) IS 'Verifies a key by prefix and SHA-256 before any tenant is known (one lookup; hashes compared as digests of digests, so timing reveals nothing about the stored hash); NULL for unknown, revoked or expired keys. Records last use at most once a minute per key.';
 
-/** KeyHippo API: verify_api_key(key) -> identity jsonb, or NULL. */
+/**
+ * KeyHippo API: verify_api_key(key) -> identity jsonb, or NULL. Plain SQL
+ * without SECURITY DEFINER or SET, so the planner inlines it into the
+ * caller's query and only verify_api_key_hash is called; every name in it
+ * is schema-qualified, so the caller's search_path cannot redirect it.
+ */
 CREATE OR REPLACE FUNCTION tenantry.verify_api_key(key text)
 RETURNS jsonb
 LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN key ~ '^tk_[0-9a-f]{12}_[0-9a-f]{64}$'
-                THEN tenantry.verify_api_key_hash(substr(key, 4, 12), sha256(convert_to(key, 'UTF8')))
+    SELECT CASE WHEN key OPERATOR(pg_catalog.~) '^tk_[0-9a-f]{12}_[0-9a-f]{64}$'
+                THEN tenantry.verify_api_key_hash(pg_catalog.substr(key, 4, 12),
+                                                  pg_catalog.sha256(pg_catalog.convert_to(key, 'UTF8')))
            END
 $$;
-COMMENT ON FUNCTION tenantry.verify_api_key(text) IS 'KeyHippo API: the identity of a valid key (tenant_id, key_id, user_id, role_id, ...), NULL otherwise. Needs no tenant context.';
+COMMENT ON FUNCTION tenantry.verify_api_key(text) IS 'KeyHippo API: the identity of a valid key (tenant_id, key_id, user_id, role_id, ...), NULL otherwise. Needs no tenant context; inlined into the caller''s query.';
 
 /**
  * Guide: validate_tenant_key(key). Fixed: the key identifies its tenant (no
@@ -287,7 +307,9 @@ RETURNS text[]
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT tenantry.identity_permissions(a.tenant_id, a.user_id, a.role_id)
+    SELECT ARRAY(SELECT ip.name
+                 FROM tenantry.identity_permissions(a.tenant_id, a.user_id, a.role_id) ip
+                 ORDER BY ip.name)
     FROM tenantry.api_keys a
     WHERE a.key_id = key_permissions.key_id
       AND a.tenant_id = ANY (tenantry.visible_tenant_ids())

@@ -1,5 +1,6 @@
 //! The benchmark run: database and data set, the server children, then every figure measured next to its baseline (interleaved runs, medians), printed and written as JSON.
 
+mod keys;
 mod tables;
 
 use std::{
@@ -313,6 +314,7 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     rls_figures(ctx, &leaf, &root)?;
     library_figures(ctx, &lib, su, &leaf).await?;
     tables::table_figures(ctx, su, &leaf).await?;
+    keys::key_figures(ctx, su, &leaf).await?;
     Ok(())
 }
 
@@ -796,8 +798,7 @@ async fn library_figures(
         ));
     }
 
-    if ctx.wanted("sql_verify_key_ms") || ctx.wanted("key_create_per_s") {
-        let calls: i32 = if ctx.opts.smoke { 200 } else { 20_000 };
+    if ctx.wanted("key_create_per_s") {
         // The bench tenant makes thousands of keys: its operator gives it room
         // (max_api_keys defaults to 100).
         su.execute(
@@ -814,37 +815,6 @@ async fn library_figures(
                 leaf.id
             ))
             .await?;
-        let key: String = client
-            .query_one("SELECT tenantry.create_api_key('bench verify', '{}')", &[])
-            .await?
-            .get(0);
-        // Timed inside the database (N calls in one statement), as the
-        // published figure is: the round trip is not the function's cost.
-        let verify = client
-            .prepare("SELECT count(tenantry.verify_api_key($1)) FROM generate_series(1, $2)")
-            .await?;
-        let mut verify_ms = Vec::new();
-        for _ in 0..ctx.opts.runs {
-            let t0 = Instant::now();
-            let valid: i64 = client.query_one(&verify, &[&key, &calls]).await?.get(0);
-            verify_ms.push(t0.elapsed().as_secs_f64() * 1e3 / f64::from(calls));
-            if valid != i64::from(calls) {
-                bail!("verify_api_key rejected a valid key");
-            }
-        }
-        ctx.push(Figure::new(
-            "sql_verify_key_ms",
-            "ms",
-            "SQL verify_api_key(key) on one connection, average per call (calls in one statement)",
-            verify_ms,
-            Some((
-                "KeyHippo's published 0.053 ms (Threadripper 3960X core, PG 14): not measured here",
-                vec![0.053],
-            )),
-            RatioKind::ValueOverBaseline,
-            Some(Goal::ValueAtMost(0.05)),
-        ));
-
         let creates = if ctx.opts.smoke { 100 } else { 5_000 };
         let create = client
             .prepare("SELECT tenantry.create_api_key('bench', '{}')")

@@ -258,3 +258,168 @@ async fn validate_tenant_key_identifies_the_tenant_without_context_and_refuses_f
         .get(0);
     assert_eq!(hashed, 1);
 }
+
+/// The key's `last_used_at`, read as the superuser.
+async fn last_used(tdb: &TestDatabase, key_id: Uuid) -> Option<chrono::DateTime<chrono::Utc>> {
+    tdb.superuser_client()
+        .await
+        .query_one(
+            "SELECT last_used_at FROM tenantry.api_keys WHERE key_id = $1",
+            &[&key_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn verification_records_last_use_at_most_once_a_minute() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    set_context(&app, a).await;
+    let key: String = app
+        .query_one("SELECT create_api_key('k', '{}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    clear_context(&app).await;
+    let key_id = |v: Value| -> Uuid { v["key_id"].as_str().unwrap().parse().unwrap() };
+    let verify = "SELECT verify_api_key($1)";
+    let id = key_id(app.query_one(verify, &[&key]).await.unwrap().get(0));
+    let first = last_used(&tdb, id)
+        .await
+        .expect("the first verification records its use");
+
+    // Each verification its own transaction, as the server runs them.
+    app.query_one(verify, &[&key]).await.unwrap();
+    assert_eq!(
+        last_used(&tdb, id).await,
+        Some(first),
+        "a second verification within the minute writes nothing"
+    );
+
+    let su = tdb.superuser_client().await;
+    su.execute(
+        "UPDATE tenantry.api_keys SET last_used_at = now() - interval '61 seconds' WHERE key_id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    app.query_one(verify, &[&key]).await.unwrap();
+    let later = last_used(&tdb, id).await.unwrap();
+    assert!(
+        later >= first,
+        "a use more than a minute later is recorded: {later} < {first}"
+    );
+}
+
+#[tokio::test]
+async fn a_member_bound_key_holds_each_permission_of_its_members_roles_once_in_name_order() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    set_context(&app, a).await;
+    let user: Uuid = app
+        .query_one(
+            "INSERT INTO tenant_members (tenant_id, user_id, email) VALUES ($1, gen_random_uuid(), 'm@example.com') RETURNING user_id",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for (role, permissions) in [
+        ("writer", ["resources.write", "resources.read"]),
+        ("reader", ["resources.read", "usage.read"]),
+    ] {
+        let r: Uuid = app
+            .query_one("SELECT create_tenant_role($1, $2)", &[&a, &role])
+            .await
+            .unwrap()
+            .get(0);
+        for p in permissions {
+            app.execute("SELECT assign_tenant_permission($1, $2)", &[&r, &p])
+                .await
+                .unwrap();
+        }
+        app.execute("SELECT assign_member_role($1, $2)", &[&user, &r])
+            .await
+            .unwrap();
+    }
+    let member_key: String = app
+        .query_one(
+            "SELECT create_api_key('m', jsonb_build_object('user_id', $1::uuid))",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let lonely: Uuid = app
+        .query_one(
+            "INSERT INTO tenant_members (tenant_id, user_id, email) VALUES ($1, gen_random_uuid(), 'l@example.com') RETURNING user_id",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let lonely_key: String = app
+        .query_one(
+            "SELECT create_api_key('l', jsonb_build_object('user_id', $1::uuid))",
+            &[&lonely],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    clear_context(&app).await;
+    let permissions = |k: String| {
+        let app = &app;
+        async move {
+            app.query_one("SELECT verify_api_key($1)->'permissions'", &[&k])
+                .await
+                .unwrap()
+                .get::<_, Value>(0)
+        }
+    };
+    assert_eq!(
+        permissions(member_key).await,
+        json!(["resources.read", "resources.write", "usage.read"])
+    );
+    assert_eq!(
+        permissions(lonely_key).await,
+        json!([]),
+        "a member without roles holds nothing"
+    );
+}
+
+#[tokio::test]
+async fn key_verification_calls_no_sql_function_that_is_planned_on_every_call() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    // SQL functions the planner can inline: no SECURITY DEFINER, no SET, and
+    // (for identity_permissions, used in FROM) set-returning.
+    let rows = su
+        .query(
+            "SELECT p.proname::text, p.prosecdef, p.proconfig IS NOT NULL, p.proretset
+             FROM pg_proc p
+             WHERE p.pronamespace = 'tenantry'::regnamespace
+               AND p.proname IN ('verify_api_key', 'identity_permissions')
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let found: Vec<(String, bool, bool, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("identity_permissions".to_owned(), false, false, true),
+            ("verify_api_key".to_owned(), false, false, false),
+        ],
+        "(name, security definer, SET clause, set-returning)"
+    );
+}
