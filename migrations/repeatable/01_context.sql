@@ -154,20 +154,19 @@ COMMENT ON FUNCTION tenantry.current_tenant_schema() IS 'Schema of the current t
 
 /**
  * Whether this transaction's administrative work was proven: a verified
- * administrative context (enter_context without a tenant), or a superuser
- * session (an operator in psql; a member of tenantry_owner uses
- * set_admin_context_local). tenantry_admin needs it to create, change, move
- * or re-isolate tenants: the server's login may SET ROLE tenantry_admin, and
- * re-parenting another tenant under one's own would widen its subtree.
+ * administrative context (enter_context without a tenant, or an operator's
+ * set_admin_context_local). tenantry_admin needs it to change tenants: the
+ * server's login may SET ROLE tenantry_admin, and re-parenting another tenant
+ * under one's own would widen its subtree. (The functions that create or
+ * re-isolate tenants also accept an operator's session.)
  */
 CREATE OR REPLACE FUNCTION tenantry.admin_context()
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 18) = 'tenantry_admin_v1_'
-        OR pg_catalog.current_setting('is_superuser') = 'on'
 $$;
-COMMENT ON FUNCTION tenantry.admin_context() IS 'True when this transaction''s administrative work is proven (a verified admin context, or a superuser session). Admin policies and functions that change tenants require it.';
+COMMENT ON FUNCTION tenantry.admin_context() IS 'True when this transaction''s administrative work is proven (a verified administrative context). The admin policy that changes tenants requires it.';
 
 GRANT EXECUTE ON FUNCTION
     tenantry.admin_context(),
@@ -344,7 +343,10 @@ BEGIN
        -- A server session never makes temporary objects: one that has was
        -- used by other SQL, whose temporary tables would shadow the team's
        -- unqualified table names in this tenant's statements.
-       OR pg_my_temp_schema() <> 0 THEN
+       OR pg_my_temp_schema() <> 0
+       -- The role the server runs this kind of transaction as: a connection
+       -- left in another one by other SQL is out of step.
+       OR current_setting('role') <> (CASE WHEN tid IS NULL THEN 'tenantry_admin' ELSE 'tenantry_app' END) THEN
         RETURN NULL;
     END IF;
     IF tid IS NULL THEN
@@ -385,7 +387,8 @@ DECLARE
 BEGIN
     IF expected IS NULL OR mac IS NULL OR expected <> mac
        OR (pid <> 0 AND pid <> pg_backend_pid())
-       OR expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN
+       OR expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+       OR current_setting('role') <> (CASE WHEN tid IS NULL THEN 'tenantry_admin' ELSE 'tenantry_app' END) THEN
         RETURN NULL;
     END IF;
     IF tid IS NULL THEN

@@ -394,7 +394,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT tenantry.admin_context() THEN
+    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
         RAISE EXCEPTION 'creating tenants needs a proven administrative context' USING ERRCODE = '42501';
     END IF;
     RETURN tenantry.insert_tenant(name, parent_id, isolation, settings);

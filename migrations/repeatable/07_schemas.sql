@@ -53,7 +53,7 @@ DECLARE
     current_model text;
     cols text := 'tenant_id, id, name, data, created_at, updated_at, created_by, shared_with';
 BEGIN
-    IF NOT tenantry.admin_context() THEN
+    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
         RAISE EXCEPTION 'moving tenants between isolation models needs a proven administrative context' USING ERRCODE = '42501';
     END IF;
     IF model IS NULL OR model NOT IN ('shared', 'schema') THEN

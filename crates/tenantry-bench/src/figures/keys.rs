@@ -99,8 +99,8 @@ fn wrong_secret(key: &str) -> String {
 }
 
 /// A valid tenant key and a member-bound key of `leaf`, made through the SQL
-/// API as the server's role (the member, its role and its two permissions
-/// are made once per data set).
+/// API as `tenantry_app` in an operator's session in the tenant (the member,
+/// its role and its two permissions are made once per data set).
 async fn tenantry_keys(ctx: &Ctx, su: &Client, leaf: &BenchTenant) -> anyhow::Result<[String; 3]> {
     // Keys accumulate run after run: the operator gives the tenant room.
     su.execute(
@@ -108,7 +108,7 @@ async fn tenantry_keys(ctx: &Ctx, su: &Client, leaf: &BenchTenant) -> anyhow::Re
         &[&leaf.id],
     )
     .await?;
-    let c = connect(&ctx.db.server).await?;
+    let c = connect(&ctx.db.superuser).await?;
     c.batch_execute(&format!(
         "SET ROLE tenantry_app; SELECT tenantry.set_tenant_context('{}')",
         leaf.id

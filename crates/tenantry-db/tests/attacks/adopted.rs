@@ -39,8 +39,8 @@ async fn adopted() -> Adopted {
          SELECT tenantry.adopt_table('public.invoices', hierarchy => true, sharing => true);",
     )
     .await;
-    let admin = tdb.server_client().await;
-    exec(&admin, "SET ROLE tenantry_admin").await;
+    // Setup as an operator (see helpers::admin).
+    let admin = tdb.superuser_client().await;
     let a = create_tenant(&admin, "a", None).await;
     let child = create_tenant(&admin, "a-child", Some(a)).await;
     let b = create_tenant(&admin, "b", None).await;

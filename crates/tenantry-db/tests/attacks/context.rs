@@ -147,29 +147,56 @@ async fn entering_a_null_unknown_or_deleted_tenant_is_refused_on_every_path() {
     ] {
         // The server's connection, tenant part looked up by the database.
         exec(&server.client, "BEGIN").await;
-        let e = server.enter(tid).await.expect_err("refused");
-        assert_eq!(
-            e.code().map(|c| c.code()),
-            Some(code),
-            "{tid:?}: {}",
-            describe(&e)
-        );
+        match tid {
+            // Without a tenant the server proves administrative work, which
+            // only tenantry_admin may enter (and which names no tenant).
+            None => {
+                assert_eq!(server.enter(tid).await.unwrap(), None);
+                exec(&server.client, "SET LOCAL ROLE tenantry_admin").await;
+                assert_eq!(server.enter(tid).await.unwrap().as_deref(), Some(""));
+                exec(&server.client, "SET LOCAL ROLE tenantry_app").await;
+                assert!(strings(&server.client, crate::helpers::READABLE_NAMES)
+                    .await
+                    .is_empty());
+            }
+            Some(_) => {
+                let e = server.enter(tid).await.expect_err("refused");
+                assert_eq!(
+                    e.code().map(|c| c.code()),
+                    Some(code),
+                    "{tid:?}: {}",
+                    describe(&e)
+                );
+            }
+        }
         server.rollback().await;
         // A signed context (pooled connections), tenant part looked up alike.
         exec(&w.app, "BEGIN").await;
         match tid {
             None => {
-                let mac = tenantry_db::testing::context_key().sign_context(&signed_for(w.a));
-                let part: Option<String> = w
+                // Signed for no tenant: an administrative context, which
+                // only tenantry_admin may enter.
+                let admin = tenantry_db::SignedContext::admin(None);
+                assert_eq!(enter_signed(&w.app, &admin).await.unwrap(), None);
+                exec(&w.app, "SET LOCAL ROLE tenantry_admin").await;
+                let part = enter_signed(&w.app, &admin).await.unwrap();
+                exec(&w.app, "SET LOCAL ROLE tenantry_app").await;
+                assert_eq!(
+                    part.as_deref(),
+                    Some(""),
+                    "no tenant: an administrative context"
+                );
+                let nothing: bool = w
                     .app
                     .query_one(
-                        "SELECT tenantry.enter_context_signed(0, $1, NULL, NULL, NULL, NULL, $2, $3)",
-                        &[&unix_ms_in(60), &tenantry_db::testing::context_key().id(), &mac],
+                        "SELECT tenantry.current_tenant_id() IS NULL
+                                AND NOT EXISTS (SELECT 1 FROM tenantry.resources)",
+                        &[],
                     )
                     .await
                     .unwrap()
                     .get(0);
-                assert_eq!(part, None, "no tenant: refused");
+                assert!(nothing, "an administrative context reads no tenant's rows");
             }
             Some(t) => {
                 let e = enter_signed(&w.app, &signed_for(t))

@@ -43,6 +43,9 @@ const DIRECT: &[(&str, Chain, &str)] = &[
     ("set_config_old_app_settings", Kept, "SELECT set_config('app.current_tenant_id', '{v}', true), set_config('app.visible_tenant_ids', '{{v}}', true), set_config('app.current_user_id', '{v}', false), set_config('app.actor', 'admin', false), set_config('app.current_tenant_schema', 'tenantry', true)"),
     // RESET and DISCARD: they can only empty the setting, never fill it.
     ("reset_all_in_the_transaction", Broken, "RESET ALL"),
+    // The connection left in another role: enter_context wants the role the
+    // server runs as, so the server's next context is refused.
+    ("set_role_for_the_session_after_commit", Broken, "COMMIT ;; SET ROLE tenantry_app_own"),
     ("reset_all_outside_the_transaction", Broken, "COMMIT ;; RESET ALL"),
     ("discard_all_outside_the_transaction", Broken, "COMMIT ;; DISCARD ALL"),
     ("commit_early_and_read_without_a_context", Kept, "COMMIT; SELECT name FROM tenantry.resources"),
@@ -152,10 +155,13 @@ fn catalogue() -> Vec<Attempt> {
                 ),
             });
         }
-        // The server's connection left in that role: its next context is refused.
+        // A session-level switch inside the transaction: the attacker's next
+        // read fails in that role, the transaction rolls back and takes the
+        // SET ROLE with it. (Committed first, it breaks the chain: see
+        // set_role_for_the_session_after_commit.)
         all.push(Attempt {
             name: format!("set_role_{role}_for_the_session"),
-            chain: Broken,
+            chain: Kept,
             sql: if *role == "tenantry_server" {
                 for_session.to_owned()
             } else {
@@ -292,7 +298,9 @@ async fn run(c: &Client, sql: &str, victim: Uuid) -> Transcript {
 /// The attacker's next statements on the same connection, in whatever state
 /// the attempt left it: nothing of B may be read, and no row of B changed.
 /// An aborted transaction is rolled back first (the attacker's only way on).
-async fn probe(c: &Client, w: &World, name: &str) {
+/// Returns whether it had to roll the transaction back (an earlier statement had aborted it).
+async fn probe(c: &Client, w: &World, name: &str) -> bool {
+    let mut rolled_back = false;
     let b = w.b;
     let reads = [
         READABLE_NAMES.to_owned(),
@@ -337,7 +345,9 @@ async fn probe(c: &Client, w: &World, name: &str) {
             break;
         }
         let _ = c.batch_execute("ROLLBACK").await;
+        rolled_back = true;
     }
+    rolled_back
 }
 
 /// B's rows as a superuser sees them: resources, its tenant row, members,
@@ -389,9 +399,9 @@ async fn attempt_once(
     assert!(server.begin(w.a).await.is_some(), "the server enters a");
     let sql = values(w.a, victim, server, other, n).fill(&attempt.sql);
     let transcript = run(&server.client, &sql, victim).await;
-    probe(&server.client, w, &attempt.name).await;
+    let rolled_back = probe(&server.client, w, &attempt.name).await;
     // The server saw its statement fail (it rolls back) or succeed (it commits).
-    if transcript.is_err() {
+    if transcript.is_err() || rolled_back {
         server.rollback().await;
     } else {
         server.commit().await;
