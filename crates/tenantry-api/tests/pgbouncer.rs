@@ -20,7 +20,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tenantry_api::config::{AdminToken, Settings};
+use tenantry_api::config::{AdminToken, Secret, Settings};
 use tenantry_db::{testing::TestDatabase, Database, DatabaseConfig, StatementMode};
 
 #[path = "common/server.rs"]
@@ -225,6 +225,8 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
     let settings = Settings {
         statement_mode: "unnamed".into(),
         max_connections: SERVER_CONNECTIONS,
+        // LISTEN needs a session of its own: PostgreSQL itself, not pgbouncer.
+        invalidation_url: Some(Secret::new(db.server_url())),
         ..test_settings()
     };
     let admin = AdminToken::generate();
