@@ -22,13 +22,16 @@
 --                     `key:`. Not creation (nobody has cached a new key) and
 --                     not `last_used_at` (written by verification itself).
 --   tenants           status, settings, parent or isolation changed:
---                     `tenant:` for the tenant, and for status, parent and
+--                     `tenant:` for the tenant; for status, parent and
 --                     isolation also for every ancestor (a deleted or moved
---                     tenant leaves their visible subtree). Not creation.
---   tenant_hierarchy  closure rows removed (a subtree moved away) or added
---                     for a tenant that already existed (moved in): `tenant:`
---                     for both ends. The rows a creation adds notify nothing,
---                     so creating tenants takes no notification lock.
+--                     tenant leaves or enters their visible subtree); for a
+--                     move also for every descendant. Not creation.
+--   tenant_hierarchy  closure rows removed (a subtree moved away): `tenant:`
+--                     for both ends, so the old ancestors learn it. Rows
+--                     added notify nothing here: only a creation (nothing
+--                     cached yet) or a move (the tenants trigger names the
+--                     new ancestors) adds them, and a trigger on every
+--                     creation cost 7% of creating a tenant.
 --   role_permissions, member_roles
 --                     any row written: `tenant:` of its tenant (keys of the
 --                     tenant may hold other permissions now).
@@ -88,7 +91,7 @@ CREATE OR REPLACE TRIGGER api_keys_invalidate_deleted
     FOR EACH ROW EXECUTE FUNCTION tenantry.api_keys_invalidate();
 COMMENT ON TRIGGER api_keys_invalidate_deleted ON tenantry.api_keys IS 'Servers drop a cached key whose row is deleted.';
 
-/** Sends `tenant:<tag>` for a changed tenant and, when it moved, changed status or isolation, for its ancestors. */
+/** Sends `tenant:<tag>` for a changed tenant, for its ancestors when its status, parent or isolation changed, and for its descendants when it moved. */
 CREATE OR REPLACE FUNCTION tenantry.tenants_invalidate()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -96,17 +99,25 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', NEW.tenant_id));
+    -- The closure rows are current here (tenants_after_write ran first).
     IF (OLD.status, OLD.parent_id, OLD.isolation) IS DISTINCT FROM (NEW.status, NEW.parent_id, NEW.isolation) THEN
-        -- Ancestors see the tenant in their subtree (a deleted one they do
-        -- not); the closure rows are current here (tenants_after_write ran).
+        -- Ancestors (after a move, the new ones) see the tenant in their
+        -- subtree, a deleted one they do not.
         PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', h.parent_id))
         FROM tenantry.tenant_hierarchy h
         WHERE h.child_id = NEW.tenant_id AND h.depth > 0;
     END IF;
+    IF OLD.parent_id IS DISTINCT FROM NEW.parent_id THEN
+        -- Descendants have other ancestors now. (The old ancestors: the
+        -- closure rows the move removed, tenant_hierarchy_invalidate_removed.)
+        PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', h.child_id))
+        FROM tenantry.tenant_hierarchy h
+        WHERE h.parent_id = NEW.tenant_id AND h.depth > 0;
+    END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_invalidate() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for a tenant whose status, settings, parent or isolation changed, and for its ancestors when its status, parent or isolation did. Not granted.';
+COMMENT ON FUNCTION tenantry.tenants_invalidate() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for a tenant whose status, settings, parent or isolation changed, for its ancestors when its status, parent or isolation did, and for its descendants when it moved. Not granted.';
 
 CREATE OR REPLACE TRIGGER tenants_invalidate
     AFTER UPDATE OF status, settings, parent_id, isolation ON tenantry.tenants
@@ -135,30 +146,6 @@ CREATE OR REPLACE TRIGGER tenant_hierarchy_invalidate_removed
     REFERENCING OLD TABLE AS removed
     FOR EACH STATEMENT EXECUTE FUNCTION tenantry.tenant_hierarchy_invalidate_removed();
 COMMENT ON TRIGGER tenant_hierarchy_invalidate_removed ON tenantry.tenant_hierarchy IS 'Servers drop what they cached of the tenants on both ends of removed closure rows (a subtree moved away).';
-
-/** Sends `tenant:<tag>` for both ends of every closure row added for a tenant that already existed. */
-CREATE OR REPLACE FUNCTION tenantry.tenant_hierarchy_invalidate_added()
-RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- A creation adds the new tenant's own (t, t, 0) row in the same
-    -- statement; a move adds rows only for tenants that have theirs already.
-    PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', t.id))
-    FROM (SELECT a.parent_id AS id, a.child_id FROM added a
-          UNION SELECT a.child_id, a.child_id FROM added a) t
-    WHERE NOT EXISTS (SELECT 1 FROM added s WHERE s.child_id = t.child_id AND s.depth = 0);
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION tenantry.tenant_hierarchy_invalidate_added() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for both ends of closure rows added to existing tenants (a subtree moved in); rows of a tenant being created notify nothing. Not granted.';
-
-CREATE OR REPLACE TRIGGER tenant_hierarchy_invalidate_added
-    AFTER INSERT ON tenantry.tenant_hierarchy
-    REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.tenant_hierarchy_invalidate_added();
-COMMENT ON TRIGGER tenant_hierarchy_invalidate_added ON tenantry.tenant_hierarchy IS 'Servers drop what they cached of the tenants on both ends of closure rows added by a move (the new ancestors see more).';
 
 /** Sends `tenant:<tag>` for the tenant of a written row (both tenants if an update moved it). */
 CREATE OR REPLACE FUNCTION tenantry.tenant_row_invalidate()

@@ -202,6 +202,21 @@ async fn moving_a_subtree_notifies_its_tenants_and_their_old_and_new_ancestors()
     let got = listener.received().await;
     assert_eq!(got, tenants(&[old_root, new_root, moved, below]), "move");
     assert!(!got.contains(&tenants(&[bystander]).pop_first().unwrap()));
+
+    // A root moved under another tenant loses no closure row: the tenants
+    // trigger alone names it, its new ancestors and its descendants.
+    admin
+        .execute(
+            "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2",
+            &[&bystander, &new_root],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listener.received().await,
+        tenants(&[new_root, bystander, old_root, moved, below]),
+        "a root moved"
+    );
 }
 
 #[tokio::test]
