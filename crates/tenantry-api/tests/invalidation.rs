@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tenantry_api::config::{AdminToken, Settings};
-use tenantry_db::testing::TestDatabase;
+use tenantry_db::{invalidation::APPLICATION_NAME, testing::TestDatabase};
 
 #[path = "common/server.rs"]
 mod server;
@@ -54,9 +54,8 @@ impl Pair {
             let listening: i64 = su
                 .query_one(
                     "SELECT count(*) FROM pg_stat_activity
-                      WHERE application_name = 'tenantry invalidation listener'
-                        AND datname = current_database() AND state = 'idle'",
-                    &[],
+                      WHERE application_name = $1 AND datname = current_database() AND state = 'idle'",
+                    &[&APPLICATION_NAME],
                 )
                 .await
                 .unwrap()
@@ -412,15 +411,7 @@ async fn killing_the_listeners_connection_empties_the_cache_and_the_listener_com
     assert_eq!(pair.on_two("/v1/tenant", &young).await, 200);
     let cached = Instant::now();
     revoke_silently(&su, &young_id).await;
-    let killed: i64 = su
-        .query_one(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-              WHERE application_name = 'tenantry invalidation listener' AND datname = current_database()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let killed = pair.db.kill_invalidation_listeners().await;
     assert_eq!(killed, 2, "both servers' listeners");
     let kill = Instant::now();
     pair.two_answers_before(

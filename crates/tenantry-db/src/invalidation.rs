@@ -36,6 +36,10 @@ use crate::{KeyId, TenantId};
 /// The channel the triggers notify and the listener listens on.
 pub const CHANNEL: &str = "tenantry_invalidate";
 
+/// The `application_name` of the listener's connection (how operators, and
+/// tests, find it in `pg_stat_activity`).
+pub const APPLICATION_NAME: &str = "tenantry invalidation listener";
+
 /// Events a subscriber may fall behind by before it is told [`Invalidation::All`].
 const CAPACITY: usize = 1024;
 
@@ -411,7 +415,7 @@ async fn session(
     state: &State,
 ) -> Result<(), String> {
     let mut config = config.clone();
-    config.application_name("tenantry invalidation listener");
+    config.application_name(APPLICATION_NAME);
     let (client, mut connection) = tokio::time::timeout(
         options.heartbeat.max(Duration::from_secs(1)),
         config.connect(NoTls),

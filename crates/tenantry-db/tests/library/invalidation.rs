@@ -82,16 +82,7 @@ async fn a_killed_listener_connection_publishes_all_and_listens_again() {
     assert_eq!(feed.sessions(), 1);
     drain(&mut sub).await;
 
-    let su = tdb.superuser_client().await;
-    let killed: i64 = su
-        .query_one(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-              WHERE application_name = 'tenantry invalidation listener' AND datname = current_database()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let killed = tdb.kill_invalidation_listeners().await;
     assert_eq!(killed, 1);
     assert_eq!(next(&mut sub).await, Invalidation::All, "on the loss");
     assert_eq!(
