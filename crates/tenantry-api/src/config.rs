@@ -3,7 +3,7 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
-use tenantry_db::StatementMode;
+use tenantry_db::{ListenTo, StatementMode};
 
 /// The admin token's hash (tenant routes must tell it apart, so it lives with them).
 pub use tenantry_axum::AdminToken;
@@ -39,6 +39,11 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Database of the server's login role; unset: the embedded cluster.
     pub database_url: Option<Secret>,
+    /// Where the cache invalidation listener connects (`LISTEN
+    /// tenantry_invalidate`); unset: the pool's own database. It needs a
+    /// session of its own on PostgreSQL: behind a transaction-pooling pooler
+    /// (pgbouncer, `statement_mode = "unnamed"`) set it to PostgreSQL itself.
+    pub invalidation_url: Option<Secret>,
     /// Data directory (embedded cluster, admin token file).
     pub data_dir: PathBuf,
     /// Admin token; unset: generated once into `<data_dir>/admin.token`.
@@ -74,6 +79,7 @@ impl Default for Settings {
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             database_url: None,
+            invalidation_url: None,
             data_dir: PathBuf::from(".tenantry"),
             admin_token: None,
             context_key: None,
@@ -140,6 +146,9 @@ impl Settings {
         if let Some(v) = get("DATABASE_URL").filter(|v| !v.is_empty()) {
             self.database_url = Some(Secret::new(v));
         }
+        if let Some(v) = get("TENANTRY_INVALIDATION_URL").filter(|v| !v.is_empty()) {
+            self.invalidation_url = Some(Secret::new(v));
+        }
         if let Some(v) = get("TENANTRY_DATA_DIR") {
             self.data_dir = v.into();
         }
@@ -175,6 +184,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.statement_mode()?;
         self.context_key()?;
+        self.invalidations()?;
         if self.max_connections == 0 || self.request_log_queue == 0 || self.request_log_batch == 0 {
             return Err(SettingsError::Invalid(
                 "max_connections, request_log_queue and request_log_batch must be > 0".into(),
@@ -198,6 +208,20 @@ impl Settings {
                     .map_err(|e| SettingsError::Invalid(format!("context_key: {e}")))
             })
             .transpose()
+    }
+
+    /// Where the invalidation listener connects: `invalidation_url`, else
+    /// where the pool does.
+    pub fn invalidations(&self) -> Result<ListenTo, SettingsError> {
+        match &self.invalidation_url {
+            None => Ok(ListenTo::Database),
+            // The URL may hold a password: the error names only the setting.
+            Some(url) => url
+                .expose()
+                .parse()
+                .map(|config| ListenTo::Config(Box::new(config)))
+                .map_err(|e| SettingsError::Invalid(format!("invalid invalidation_url: {e}"))),
+        }
     }
 
     /// Key cache lifetime.
@@ -232,10 +256,33 @@ mod tests {
     }
 
     #[test]
+    fn the_invalidation_listener_connects_where_the_pool_does_unless_told_otherwise() {
+        let mut s = Settings::default();
+        assert!(matches!(s.invalidations(), Ok(ListenTo::Database)));
+        s.apply_env(|k| {
+            (k == "TENANTRY_INVALIDATION_URL").then(|| "postgres://direct@db:5432/t".to_owned())
+        })
+        .unwrap();
+        assert!(matches!(s.invalidations(), Ok(ListenTo::Config(_))));
+        let refused = Settings::default()
+            .apply_env(|k| {
+                (k == "TENANTRY_INVALIDATION_URL")
+                    .then(|| "postgres://u:pw@h:notaport/x".to_owned())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("invalidation_url") && !refused.contains("pw"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let s = Settings {
             admin_token: Some(Secret::new("tadm_supersecret")),
             context_key: Some(Secret::new(format!("1:{}", "ab".repeat(32)))),
+            invalidation_url: Some(Secret::new("postgres://u:supersecret@h/x")),
             ..Settings::default()
         };
         assert!(!format!("{s:?}").contains("supersecret"));

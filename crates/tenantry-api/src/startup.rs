@@ -4,7 +4,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{extract::DefaultBodyLimit, Router};
 use tenantry_axum::{Tenantry, TenantryConfig};
-use tenantry_db::Database;
+use tenantry_db::{Database, StatementMode};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
@@ -57,8 +57,19 @@ impl Application {
         db: Database,
         admin_token: &str,
     ) -> std::io::Result<Self> {
+        let invalidations = settings.invalidations().map_err(std::io::Error::other)?;
+        if settings.invalidation_url.is_none()
+            && settings.statement_mode().ok() == Some(StatementMode::Unnamed)
+        {
+            tracing::warn!(
+                "statement_mode is unnamed (a transaction pooler?) and invalidation_url is unset: \
+                 the cache invalidation listener connects to database_url, and LISTEN does not \
+                 work through transaction pooling; set invalidation_url to PostgreSQL itself"
+            );
+        }
         let config = TenantryConfig {
             key_cache_ttl: settings.key_cache_ttl(),
+            invalidations,
             request_log: settings.request_log,
             request_log_queue: settings.request_log_queue,
             request_log_batch: settings.request_log_batch,

@@ -20,8 +20,10 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tenantry_api::config::{AdminToken, Settings};
-use tenantry_db::{testing::TestDatabase, Database, DatabaseConfig, StatementMode};
+use tenantry_api::config::{AdminToken, Secret, Settings};
+use tenantry_db::{
+    invalidation::APPLICATION_NAME, testing::TestDatabase, Database, DatabaseConfig, StatementMode,
+};
 
 #[path = "common/server.rs"]
 mod server;
@@ -226,6 +228,8 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
     let settings = Settings {
         statement_mode: "unnamed".into(),
         max_connections: SERVER_CONNECTIONS,
+        // LISTEN needs a session of its own: PostgreSQL itself, not pgbouncer.
+        invalidation_url: Some(Secret::new(db.server_url())),
         ..test_settings()
     };
     let admin = AdminToken::generate();
@@ -304,8 +308,10 @@ async fn tenants_alternating_on_few_pgbouncer_connections_see_only_their_own_row
             while next.load(Ordering::Relaxed) < wanted {
                 let n: i64 = superuser
                     .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = 'tenantry_server'",
-                        &[&name],
+                        // The invalidation listener connects directly, past pgbouncer (by design).
+                        "SELECT count(*) FROM pg_stat_activity
+                          WHERE datname = $1 AND usename = 'tenantry_server' AND application_name <> $2",
+                        &[&name, &APPLICATION_NAME],
                     )
                     .await
                     .unwrap()

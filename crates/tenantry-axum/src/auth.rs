@@ -3,7 +3,10 @@
 use std::{
     collections::HashMap,
     num::NonZeroU32,
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -15,8 +18,9 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tenantry_db::{
-    ApiKeySecret, Database, KeyId, KeyIdentity, ResourceId, ScopeFuture, TenantContext, TenantId,
-    TenantScope, TenantSettings, TenantStatus,
+    invalidation::{ListeningFlag, Tag},
+    ApiKeySecret, Database, Invalidation, Invalidations, KeyId, KeyIdentity, ResourceId,
+    ScopeFuture, TenantContext, TenantId, TenantScope, TenantSettings, TenantStatus,
 };
 
 use crate::{
@@ -53,32 +57,69 @@ impl std::fmt::Debug for AdminToken {
 }
 
 /// Cache of verified keys by prefix. Entries hold the key's hash and are
-/// compared in constant time; they live `ttl` and are dropped at once when a
-/// key, role or tenant changes through this instance.
+/// compared in constant time. They live `ttl`, and are dropped at once when a
+/// key, role or tenant changes through this instance, and within
+/// milliseconds when it changes through any other one ([`KeyCache::apply`],
+/// fed by the database's invalidation feed). While that feed is enabled but
+/// not listening, entries are trusted for at most [`UNLISTENED_TTL`].
 pub struct KeyCache {
     ttl: Duration,
     entries: RwLock<HashMap<String, CachedKey>>,
+    /// Bumped under the write lock by every removal: a verification that read
+    /// the database before a removal must not cache what it read.
+    removals: AtomicU64,
+    /// Whether the invalidation listener is listening; `None` without one.
+    listening: Option<ListeningFlag>,
 }
+
+/// Longest life of a cache entry while the invalidation listener is down
+/// (changes made elsewhere then go unseen): the server's default `ttl`.
+pub const UNLISTENED_TTL: Duration = Duration::from_secs(1);
 
 struct CachedKey {
     hash: [u8; 32],
     identity: Arc<KeyIdentity>,
     fetched: Instant,
+    key_tag: Tag<KeyId>,
+    tenant_tag: Tag<TenantId>,
 }
 
 impl KeyCache {
-    /// An empty cache whose entries live `ttl`.
+    /// An empty cache whose entries live `ttl`, told of nothing but this
+    /// instance's own changes.
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
             entries: RwLock::new(HashMap::new()),
+            removals: AtomicU64::new(0),
+            listening: None,
+        }
+    }
+
+    /// An empty cache whose entries live `ttl` while `invalidations` listens,
+    /// at most [`UNLISTENED_TTL`] while it does not. Feed it with
+    /// [`KeyCache::apply`] ([`crate::Tenantry::start`] does).
+    pub fn with_invalidations(ttl: Duration, invalidations: &Invalidations) -> Self {
+        Self {
+            listening: invalidations
+                .is_enabled()
+                .then(|| invalidations.listening_flag()),
+            ..Self::new(ttl)
+        }
+    }
+
+    fn lifetime(&self) -> Duration {
+        match &self.listening {
+            Some(flag) if !flag.get() => self.ttl.min(UNLISTENED_TTL),
+            _ => self.ttl,
         }
     }
 
     fn get(&self, secret: &ApiKeySecret) -> Option<Arc<KeyIdentity>> {
+        let lifetime = self.lifetime();
         let entries = self.entries.read().expect("key cache lock");
         let entry = entries.get(secret.prefix())?;
-        let fresh = entry.fetched.elapsed() < self.ttl;
+        let fresh = entry.fetched.elapsed() < lifetime;
         let unexpired = entry
             .identity
             .expires_at
@@ -94,19 +135,26 @@ impl KeyCache {
         if let Some(hit) = self.get(secret) {
             return Ok(Some(hit));
         }
+        let removals = self.removals.load(Ordering::Acquire);
         let verified = db.verify_key(secret.expose()).await?;
         let mut entries = self.entries.write().expect("key cache lock");
         match verified {
             Some(identity) => {
                 let identity = Arc::new(identity);
-                entries.insert(
-                    secret.prefix().to_owned(),
-                    CachedKey {
-                        hash: secret.sha256(),
-                        identity: identity.clone(),
-                        fetched: Instant::now(),
-                    },
-                );
+                // A removal since the read may have been about this very key:
+                // answer this request with what was read, but do not keep it.
+                if self.removals.load(Ordering::Acquire) == removals {
+                    entries.insert(
+                        secret.prefix().to_owned(),
+                        CachedKey {
+                            hash: secret.sha256(),
+                            key_tag: Tag::of(identity.key_id),
+                            tenant_tag: Tag::of(identity.tenant_id),
+                            identity: identity.clone(),
+                            fetched: Instant::now(),
+                        },
+                    );
+                }
                 Ok(Some(identity))
             }
             None => {
@@ -123,20 +171,45 @@ impl KeyCache {
         }
     }
 
+    /// Drops the entries `keep` refuses, and makes in-flight verifications
+    /// not cache what they read.
+    fn remove(&self, keep: impl Fn(&CachedKey) -> bool) {
+        let mut entries = self.entries.write().expect("key cache lock");
+        self.removals.fetch_add(1, Ordering::AcqRel);
+        entries.retain(|_, e| keep(e));
+    }
+
     /// Forgets one key (revoked or rotated here).
     pub fn forget_key(&self, key: KeyId) {
-        self.entries
-            .write()
-            .expect("key cache lock")
-            .retain(|_, e| e.identity.key_id != key);
+        self.apply(Invalidation::key(key));
     }
 
     /// Forgets every key of a tenant (status, roles or permissions changed here).
     pub fn forget_tenant(&self, tenant: TenantId) {
-        self.entries
-            .write()
-            .expect("key cache lock")
-            .retain(|_, e| e.identity.tenant_id != tenant);
+        self.apply(Invalidation::tenant(tenant));
+    }
+
+    /// Forgets what `invalidation` names: one key; every key of a tenant (its
+    /// status, settings, place in the hierarchy, roles' permissions or
+    /// members' roles changed, and any key of it may hold other permissions
+    /// now: a tenant's keys are few, and finding the affected ones would take
+    /// the database's knowledge of who holds which role); or everything.
+    pub fn apply(&self, invalidation: Invalidation) {
+        match invalidation {
+            Invalidation::Key(tag) => self.remove(|e| e.key_tag != tag),
+            Invalidation::Tenant(tag) => self.remove(|e| e.tenant_tag != tag),
+            Invalidation::All => self.remove(|_| false),
+        }
+    }
+
+    /// How many keys are cached.
+    pub fn len(&self) -> usize {
+        self.entries.read().expect("key cache lock").len()
+    }
+
+    /// Whether no key is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

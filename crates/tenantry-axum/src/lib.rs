@@ -40,7 +40,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tenantry_db::Database;
+use tenantry_db::{Database, Invalidations, ListenOptions, ListenTo};
 use tokio::task::JoinHandle;
 
 pub mod auth;
@@ -55,8 +55,14 @@ pub use request_log::{RequestLog, RequestLogLayer};
 /// How [`Tenantry::start`] sets up authentication and the request log.
 #[derive(Debug, Clone)]
 pub struct TenantryConfig {
-    /// How long a verified key is trusted without asking the database.
+    /// How long a verified key is trusted without asking the database, while
+    /// the invalidation listener listens (at most [`auth::UNLISTENED_TTL`]
+    /// while it does not).
     pub key_cache_ttl: Duration,
+    /// Where the invalidation listener connects (default: where the pool
+    /// does; behind a transaction pooler such as pgbouncer, PostgreSQL itself,
+    /// since LISTEN needs a session of its own).
+    pub invalidations: ListenTo,
     /// Whether each tenant request gets a `request_log` row (usage comes from them).
     pub request_log: bool,
     /// Capacity of the request-log queue; when full, rows are dropped and counted.
@@ -66,11 +72,13 @@ pub struct TenantryConfig {
 }
 
 impl Default for TenantryConfig {
-    /// The server's defaults: keys trusted for 1 s, request log on, a queue of
-    /// 10 000 rows written 500 at a time.
+    /// The server's defaults: keys trusted for 1 s, invalidations listened
+    /// for where the pool connects, request log on, a queue of 10 000 rows
+    /// written 500 at a time.
     fn default() -> Self {
         Self {
             key_cache_ttl: Duration::from_secs(1),
+            invalidations: ListenTo::Database,
             request_log: true,
             request_log_queue: 10_000,
             request_log_batch: 500,
@@ -79,21 +87,26 @@ impl Default for TenantryConfig {
 }
 
 /// What every tenant request shares: the pool (reached only through
-/// [`TenantCaller`]), the key cache, the rate limiters and the request log.
+/// [`TenantCaller`]), the key cache and the invalidation feed that keeps it
+/// current, the rate limiters and the request log.
 /// Cheap to clone; an application's state holds one and implements
 /// `FromRef<AppState> for Tenantry` (or uses it as its state directly).
 #[derive(Clone)]
 pub struct Tenantry {
     pub(crate) db: Database,
     pub(crate) keys: Arc<KeyCache>,
+    pub(crate) invalidations: Invalidations,
     pub(crate) limits: Arc<RateLimits>,
     pub(crate) log: RequestLog,
     pub(crate) admin_token: Option<Arc<AdminToken>>,
 }
 
 impl Tenantry {
-    /// Builds the shared state and starts the request-log flusher; the task
-    /// ends once every clone of the state is dropped and the queue is written.
+    /// Builds the shared state and starts the request-log flusher, the
+    /// invalidation listener and the task that applies its feed to the key
+    /// cache. The flusher's task (returned) ends once every clone of the state
+    /// is dropped and the queue is written; the listener and its follower end
+    /// with the last clone.
     pub fn start(db: Database, config: &TenantryConfig) -> (Self, JoinHandle<()>) {
         let (mut log, flusher) = RequestLog::start(
             db.clone(),
@@ -103,9 +116,33 @@ impl Tenantry {
         if !config.request_log {
             log = log.disabled();
         }
+        let invalidations =
+            Invalidations::start(&db, &config.invalidations, ListenOptions::default());
+        let keys = Arc::new(KeyCache::with_invalidations(
+            config.key_cache_ttl,
+            &invalidations,
+        ));
+        let mut feed = invalidations.subscribe();
+        let follower = keys.clone();
+        let contexts = db.clone();
+        tokio::spawn(async move {
+            while let Some(invalidation) = feed.recv().await {
+                // Tenants' context parts (subtree, schema) come from their
+                // status, parent and isolation: a tenant event names only a
+                // tag, and they are rare, so every part is dropped.
+                if !matches!(
+                    invalidation,
+                    tenantry_db::invalidation::Invalidation::Key(_)
+                ) {
+                    contexts.forget_tenant_contexts(None);
+                }
+                follower.apply(invalidation);
+            }
+        });
         let tenantry = Self {
             db,
-            keys: Arc::new(KeyCache::new(config.key_cache_ttl)),
+            keys,
+            invalidations,
             limits: Arc::new(RateLimits::default()),
             log,
             admin_token: None,
@@ -135,6 +172,12 @@ impl Tenantry {
     /// The key cache, to drop entries after security changes.
     pub fn key_cache(&self) -> &KeyCache {
         &self.keys
+    }
+
+    /// The invalidation feed: [`Invalidations::subscribe`] to keep a cache of
+    /// one's own current across server instances.
+    pub fn invalidations(&self) -> &Invalidations {
+        &self.invalidations
     }
 
     /// The request log (queue depth, rows written and dropped).

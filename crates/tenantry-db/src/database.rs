@@ -123,6 +123,8 @@ const CONTEXT_CACHE_CAPACITY: usize = 65_536;
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    /// What the pool connects with, for connections of their own (the invalidation listener).
+    pg: std::sync::Arc<tokio_postgres::Config>,
     mode: StatementMode,
     retry: RetryPolicy,
     contexts: Arc<Contexts>,
@@ -166,7 +168,7 @@ impl Database {
             ConnectTo::Config(pg) => (**pg).clone(),
         };
         let manager = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -188,6 +190,7 @@ impl Database {
             .map_err(|e| DbError::Internal(format!("building the pool: {e}")))?;
         Ok(Self {
             pool,
+            pg: pg.into(),
             mode: config.statement_mode,
             retry: config.retry,
             contexts: Arc::new(Contexts {
@@ -336,6 +339,12 @@ impl Database {
     /// Pool size and idle connections, for metrics.
     pub fn pool_status(&self) -> deadpool_postgres::Status {
         self.pool.status()
+    }
+
+    /// The settings the pool connects with, for a connection of one's own
+    /// outside the pool (the invalidation listener, [`crate::Invalidations`]).
+    pub fn connect_config(&self) -> &tokio_postgres::Config {
+        &self.pg
     }
 }
 

@@ -18,6 +18,9 @@
 //!   resources and sharing, members, roles and permissions, API keys, usage and audit;
 //! - `local` (feature `embedded`): the embedded default, a private PostgreSQL
 //!   started in a data directory with the `tenantry` database provisioned;
+//! - [`invalidation`]: the feed that tells every server process what to drop
+//!   from its caches when a key, tenant, role or permission changes anywhere
+//!   (LISTEN/NOTIFY on a dedicated connection);
 //! - [`tables`]: the team's own tables made tenant tables (adopt, release, the doctor),
 //!   and typed access to them in a scope: [`TenantScope::query`], `query_one`,
 //!   `query_opt` and `execute`, rows read through [`FromRow`], statements as [`Sql`].
@@ -40,6 +43,7 @@ mod context;
 mod database;
 mod error;
 mod ids;
+pub mod invalidation;
 mod keys;
 #[cfg(feature = "embedded")]
 pub mod local;
@@ -62,6 +66,7 @@ pub use context::{ContextKey, SignedContext};
 pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode};
 pub use error::DbError;
 pub use ids::{AuditEventId, KeyId, ResourceId, RoleId, TenantId, UserId};
+pub use invalidation::{Invalidation, Invalidations, ListenOptions, ListenTo, Subscription};
 pub use keys::{ApiKeyInfo, ApiKeySecret, KeyIdentity, NewApiKey, NewKeyOptions};
 pub use provision::{conninfo, provision, ProvisionError, Provisioned, ServerLogin};
 pub use resources::{

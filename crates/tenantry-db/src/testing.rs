@@ -228,6 +228,21 @@ impl TestDatabase {
         connect(&self.superuser_config()).await
     }
 
+    /// Terminates, as a superuser, the connections of every invalidation
+    /// listener on this database; returns how many there were.
+    pub async fn kill_invalidation_listeners(&self) -> i64 {
+        self.superuser_client()
+            .await
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                  WHERE application_name = $1 AND datname = current_database()",
+                &[&crate::invalidation::APPLICATION_NAME],
+            )
+            .await
+            .expect("terminating the invalidation listeners")
+            .get(0)
+    }
+
     /// A raw connection as `tenantry_server`, the server's own login role (for attack tests).
     pub async fn server_client(&self) -> Client {
         connect(&self.server_config()).await

@@ -10,8 +10,8 @@ use crate::common::{
 };
 use crate::helpers::{
     begin_as, commit, create_key, create_resource, denied, enter_signed, fails, key_id_of,
-    names_seen_by, rollback, same_failure, signed_for, unix_ms_in, verified_tenant, world,
-    ServerConn, TENANT_RELATIONS,
+    names_seen_by, rollback, same_failure, signed_for, verified_tenant, world, ServerConn,
+    TENANT_RELATIONS,
 };
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod common;
 mod context;
 mod helpers;
 mod hierarchy;
+mod invalidation;
 mod keys;
 mod limits;
 mod names;

@@ -1,0 +1,114 @@
+//! The invalidation feed through the library: a listener on its own connection publishes typed invalidations of what another pool changed, says `All` when its connection is killed, and listens again.
+
+use std::{collections::HashSet, time::Duration};
+
+use tenantry_db::{
+    testing::TestDatabase, Invalidation, Invalidations, ListenOptions, ListenTo, Subscription,
+    TenantId,
+};
+
+use super::tenant;
+
+/// The next invalidation (at most 5 s).
+async fn next(feed: &mut Subscription) -> Invalidation {
+    tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .expect("an invalidation within 5 s")
+        .expect("the feed is open")
+}
+
+/// Invalidations received until 300 ms pass without one.
+async fn drain(feed: &mut Subscription) -> HashSet<Invalidation> {
+    let mut got = HashSet::new();
+    while let Ok(Some(i)) = tokio::time::timeout(Duration::from_millis(300), feed.recv()).await {
+        got.insert(i);
+    }
+    got
+}
+
+async fn listening(feed: &Invalidations) -> bool {
+    for _ in 0..500 {
+        if feed.is_listening() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_listener_publishes_a_move_made_through_another_pool_as_the_moved_tenants_and_their_ancestors(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let feed = Invalidations::start(&db, &ListenTo::Database, ListenOptions::default());
+    let mut sub = feed.subscribe();
+    assert!(listening(&feed).await, "listening within 5 s");
+    assert_eq!(
+        next(&mut sub).await,
+        Invalidation::All,
+        "anything before LISTEN"
+    );
+
+    let other = tdb.database();
+    let old_root = tenant(&other, "old", None).await;
+    let new_root = tenant(&other, "new", None).await;
+    let moved = tenant(&other, "moved", Some(old_root)).await;
+    assert_eq!(
+        drain(&mut sub).await,
+        HashSet::new(),
+        "creations are silent"
+    );
+
+    let mut admin = other.admin("test").await.unwrap();
+    admin.set_parent(moved, Some(new_root)).await.unwrap();
+    admin.commit().await.unwrap();
+    let expected: HashSet<Invalidation> = [old_root, new_root, moved]
+        .into_iter()
+        .map(Invalidation::tenant)
+        .collect();
+    assert_eq!(drain(&mut sub).await, expected);
+    let stranger = TenantId::from_uuid(uuid::Uuid::new_v4());
+    assert!(!expected.contains(&Invalidation::tenant(stranger)));
+}
+
+#[tokio::test]
+async fn a_killed_listener_connection_publishes_all_and_listens_again() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let feed = Invalidations::start(&db, &ListenTo::Database, ListenOptions::default());
+    let mut sub = feed.subscribe();
+    assert!(listening(&feed).await);
+    assert_eq!(feed.sessions(), 1);
+    drain(&mut sub).await;
+
+    let killed = tdb.kill_invalidation_listeners().await;
+    assert_eq!(killed, 1);
+    assert_eq!(next(&mut sub).await, Invalidation::All, "on the loss");
+    assert_eq!(
+        next(&mut sub).await,
+        Invalidation::All,
+        "on listening again"
+    );
+    assert!(feed.is_listening());
+    assert_eq!(feed.sessions(), 2);
+
+    // Listening for real: a suspension arrives.
+    let t = tenant(&db, "t", None).await;
+    let mut admin = db.admin("test").await.unwrap();
+    admin
+        .set_status(t, tenantry_db::TenantStatus::Suspended)
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
+    assert_eq!(next(&mut sub).await, Invalidation::tenant(t));
+
+    // The last handle dropped: the listener stops and subscribers hear the end.
+    drop(feed);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap(),
+        None
+    );
+}

@@ -1,0 +1,296 @@
+//! Cache invalidation: each change that a server's caches must not outlive
+//! notifies `tenantry_invalidate` with the tag of what changed (and nothing
+//! else does), seen by a session that LISTENs as the server's login.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use serde_json::json;
+use tenantry_db::{testing::TestDatabase, Invalidation, KeyId, TenantId};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use uuid::Uuid;
+
+use crate::common::{create_tenant, exec, set_status};
+use crate::helpers::{admin, app, set_context};
+
+/// A session LISTENing on `tenantry_invalidate` as `tenantry_server` (any
+/// login can: LISTEN cannot be revoked).
+struct Listener {
+    payloads: mpsc::UnboundedReceiver<String>,
+    _client: Client,
+}
+
+impl Listener {
+    async fn start(tdb: &TestDatabase) -> Self {
+        let (client, mut connection) = tdb.server_config().connect(NoTls).await.unwrap();
+        let (tx, payloads) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) =
+                futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await
+            {
+                if let AsyncMessage::Notification(n) = message {
+                    let _ = tx.send(n.payload().to_owned());
+                }
+            }
+        });
+        client
+            .batch_execute("LISTEN tenantry_invalidate")
+            .await
+            .unwrap();
+        Self {
+            payloads,
+            _client: client,
+        }
+    }
+
+    /// Every payload received until 300 ms pass without one.
+    async fn received(&mut self) -> BTreeSet<String> {
+        let mut got = BTreeSet::new();
+        while let Ok(Some(p)) =
+            tokio::time::timeout(Duration::from_millis(300), self.payloads.recv()).await
+        {
+            got.insert(p);
+        }
+        got
+    }
+}
+
+fn key(id: Uuid) -> String {
+    Invalidation::key(KeyId::from_uuid(id)).payload()
+}
+
+fn tenants(ids: &[Uuid]) -> BTreeSet<String> {
+    ids.iter()
+        .map(|t| Invalidation::tenant(TenantId::from_uuid(*t)).payload())
+        .collect()
+}
+
+fn set(payloads: &[String]) -> BTreeSet<String> {
+    payloads.iter().cloned().collect()
+}
+
+/// Creates a key of the app session's current tenant; returns (key, key id).
+async fn create_key(app: &Client) -> (String, Uuid) {
+    let k: String = app
+        .query_one("SELECT create_api_key('k', '{}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let id: String = app
+        .query_one("SELECT verify_api_key($1)->>'key_id'", &[&k])
+        .await
+        .unwrap()
+        .get(0);
+    (k, id.parse().unwrap())
+}
+
+#[tokio::test]
+async fn revoking_rotating_expiring_and_deleting_a_key_notify_its_tag_and_creating_or_using_one_nothing(
+) {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let su = tdb.superuser_client().await;
+    let t = create_tenant(&admin, "t", None).await;
+    set_context(&app, t).await;
+    let mut listener = Listener::start(&tdb).await;
+
+    let (k1, k1_id) = create_key(&app).await;
+    // Verification writes last_used_at: silent.
+    app.query_one("SELECT verify_api_key($1)", &[&k1])
+        .await
+        .unwrap();
+    assert_eq!(listener.received().await, BTreeSet::new(), "create, verify");
+
+    app.execute("SELECT revoke_api_key($1)", &[&k1_id])
+        .await
+        .unwrap();
+    assert_eq!(listener.received().await, set(&[key(k1_id)]), "revoke");
+
+    let (_, k2_id) = create_key(&app).await;
+    app.query_one("SELECT rotate_api_key($1, interval '1 hour')", &[&k2_id])
+        .await
+        .unwrap();
+    // The successor is new (nothing cached it); the old key's expiry moved.
+    assert_eq!(listener.received().await, set(&[key(k2_id)]), "rotate");
+
+    su.execute(
+        "UPDATE tenantry.api_keys SET expires_at = now() WHERE key_id = $1",
+        &[&k2_id],
+    )
+    .await
+    .unwrap();
+    assert_eq!(listener.received().await, set(&[key(k2_id)]), "expiry");
+
+    let (_, k3_id) = create_key(&app).await;
+    su.execute(
+        "DELETE FROM tenantry.api_key_lookup WHERE key_id = $1",
+        &[&k3_id],
+    )
+    .await
+    .unwrap();
+    su.execute("DELETE FROM tenantry.api_keys WHERE key_id = $1", &[&k3_id])
+        .await
+        .unwrap();
+    assert_eq!(listener.received().await, set(&[key(k3_id)]), "delete");
+}
+
+#[tokio::test]
+async fn suspending_and_deleting_a_tenant_notify_it_and_its_ancestors_and_settings_only_itself() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let mut listener = Listener::start(&tdb).await;
+    let root = create_tenant(&admin, "root", None).await;
+    let child = create_tenant(&admin, "child", Some(root)).await;
+    let grandchild = create_tenant(&admin, "grandchild", Some(child)).await;
+    exec(
+        &admin,
+        &format!("UPDATE tenantry.tenants SET name = 'renamed' WHERE tenant_id = '{child}'"),
+    )
+    .await;
+    assert_eq!(listener.received().await, BTreeSet::new(), "create, rename");
+
+    set_status(&admin, grandchild, "suspended").await;
+    assert_eq!(
+        listener.received().await,
+        tenants(&[grandchild, child, root]),
+        "suspend"
+    );
+    set_status(&admin, grandchild, "active").await;
+    assert_eq!(
+        listener.received().await,
+        tenants(&[grandchild, child, root]),
+        "activate"
+    );
+
+    admin
+        .execute(
+            "UPDATE tenantry.tenants SET settings = $1 WHERE tenant_id = $2",
+            &[&json!({"rate_limit_per_second": 5}), &child],
+        )
+        .await
+        .unwrap();
+    assert_eq!(listener.received().await, tenants(&[child]), "settings");
+
+    set_status(&admin, grandchild, "deleted").await;
+    assert_eq!(
+        listener.received().await,
+        tenants(&[grandchild, child, root]),
+        "delete"
+    );
+}
+
+#[tokio::test]
+async fn moving_a_subtree_notifies_its_tenants_and_their_old_and_new_ancestors() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let mut listener = Listener::start(&tdb).await;
+    let old_root = create_tenant(&admin, "old", None).await;
+    let new_root = create_tenant(&admin, "new", None).await;
+    let moved = create_tenant(&admin, "moved", Some(old_root)).await;
+    let below = create_tenant(&admin, "below", Some(moved)).await;
+    let bystander = create_tenant(&admin, "bystander", Some(old_root)).await;
+    assert_eq!(listener.received().await, BTreeSet::new(), "creations");
+
+    admin
+        .execute(
+            "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2",
+            &[&new_root, &moved],
+        )
+        .await
+        .unwrap();
+    let got = listener.received().await;
+    assert_eq!(got, tenants(&[old_root, new_root, moved, below]), "move");
+    assert!(!got.contains(&tenants(&[bystander]).pop_first().unwrap()));
+
+    // A root moved under another tenant loses no closure row: the tenants
+    // trigger alone names it, its new ancestors and its descendants.
+    admin
+        .execute(
+            "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2",
+            &[&bystander, &new_root],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listener.received().await,
+        tenants(&[new_root, bystander, old_root, moved, below]),
+        "a root moved"
+    );
+}
+
+#[tokio::test]
+async fn granting_and_revoking_permissions_and_assigning_roles_notify_their_tenant() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let t = create_tenant(&admin, "t", None).await;
+    set_context(&app, t).await;
+    let mut listener = Listener::start(&tdb).await;
+
+    let role: Uuid = app
+        .query_one("SELECT create_tenant_role($1, 'editor')", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    let user: Uuid = app
+        .query_one(
+            "INSERT INTO tenant_members (tenant_id, email) VALUES ($1, 'a@example.com') RETURNING user_id",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(listener.received().await, BTreeSet::new(), "role, member");
+
+    app.execute(
+        "SELECT assign_tenant_permission($1, 'resources.read')",
+        &[&role],
+    )
+    .await
+    .unwrap();
+    assert_eq!(listener.received().await, tenants(&[t]), "grant");
+    app.execute("SELECT assign_member_role($1, $2)", &[&user, &role])
+        .await
+        .unwrap();
+    assert_eq!(listener.received().await, tenants(&[t]), "assign");
+    app.execute(
+        "SELECT revoke_tenant_permission($1, 'resources.read')",
+        &[&role],
+    )
+    .await
+    .unwrap();
+    assert_eq!(listener.received().await, tenants(&[t]), "revoke");
+    app.execute("DELETE FROM roles WHERE role_id = $1", &[&role])
+        .await
+        .unwrap();
+    assert_eq!(listener.received().await, tenants(&[t]), "role deleted");
+}
+
+#[tokio::test]
+async fn the_permission_catalogue_changing_or_a_table_truncated_notifies_all_and_a_rollback_nothing(
+) {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let su = tdb.superuser_client().await;
+    let t = create_tenant(&admin, "t", None).await;
+    let mut listener = Listener::start(&tdb).await;
+
+    exec(
+        &su,
+        "UPDATE tenantry.permissions SET description = description || '.' WHERE name = 'tenant.read'",
+    )
+    .await;
+    assert_eq!(listener.received().await, set(&["all".into()]), "catalogue");
+    exec(&su, "TRUNCATE tenantry.member_roles").await;
+    assert_eq!(listener.received().await, set(&["all".into()]), "truncate");
+
+    exec(
+        &admin,
+        &format!(
+            "BEGIN; UPDATE tenantry.tenants SET status = 'suspended' WHERE tenant_id = '{t}'; ROLLBACK"
+        ),
+    )
+    .await;
+    assert_eq!(listener.received().await, BTreeSet::new(), "rollback");
+}

@@ -1,0 +1,219 @@
+-- =============================================================================
+-- Invalidation of the servers' caches through the database.
+--
+-- Every `tenantry serve` process keeps verified keys (and, later, tenant
+-- contexts) in memory. When something they were built from changes, the
+-- triggers below send a notification on channel `tenantry_invalidate`; every
+-- server LISTENs on a dedicated connection (crates/tenantry-db/src/
+-- invalidation.rs) and drops what it names. NOTIFY is transactional: the
+-- notification leaves at commit, never for a rolled-back change, and after the
+-- change is visible to every new snapshot.
+--
+-- Payloads: `key:<tag>`, `tenant:<tag>` or `all`. A tag is the first 16 bytes
+-- (32 hex digits) of the SHA-256 of the id's 16 bytes, never the id itself:
+-- LISTEN cannot be revoked (08_shared_state.sql), so any session may listen,
+-- and a plain id would hand every tenant the ids of other tenants and of their
+-- keys. A tag names nothing to whoever does not already know the id; the
+-- server, which does, computes the same tag (`InvalidationTag` in Rust).
+--
+-- What notifies (and what does not, on purpose):
+--   api_keys          revocation, expiry (a rotation's end is its expiry),
+--                     rotation, binding, metadata or hash changed, deletion:
+--                     `key:`. Not creation (nobody has cached a new key) and
+--                     not `last_used_at` (written by verification itself).
+--   tenants           status, settings, parent or isolation changed:
+--                     `tenant:` for the tenant; for status, parent and
+--                     isolation also for every ancestor (a deleted or moved
+--                     tenant leaves or enters their visible subtree); for a
+--                     move also for every descendant. Not creation.
+--   tenant_hierarchy  closure rows removed (a subtree moved away): `tenant:`
+--                     for both ends, so the old ancestors learn it. Rows
+--                     added notify nothing here: only a creation (nothing
+--                     cached yet) or a move (the tenants trigger names the
+--                     new ancestors) adds them, and a trigger on every
+--                     creation cost 7% of creating a tenant.
+--   role_permissions, member_roles
+--                     any row written: `tenant:` of its tenant (keys of the
+--                     tenant may hold other permissions now).
+--   permissions       any change: `all` (owner keys hold every permission).
+--   TRUNCATE of any of these tables: `all`.
+--
+-- Cost: a notifying transaction takes PostgreSQL's notification-queue lock at
+-- commit, which serialises the commits of notifying transactions (not of
+-- others). Only the rare administrative changes above notify; reads, resource
+-- writes, key verification and tenant creation never do.
+--
+-- The trigger functions are SECURITY DEFINER (owned by tenantry_owner, search
+-- path pinned) so that a later hardening that takes pg_notify from PUBLIC does
+-- not break the writes of the tenant roles; none is granted to anyone.
+-- =============================================================================
+
+SET LOCAL ROLE tenantry_owner;
+
+/** The tag of an id in a notification payload: a prefix, a colon, 32 hex digits. */
+CREATE OR REPLACE FUNCTION tenantry.invalidation_payload(kind text, id uuid)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT kind || ':' || left(encode(sha256(uuid_send(id)), 'hex'), 32)
+$$;
+COMMENT ON FUNCTION tenantry.invalidation_payload(text, uuid) IS 'Internal: the payload `<kind>:<tag>` naming a key or tenant on channel tenantry_invalidate; the tag is the first 16 bytes of SHA-256 of the uuid''s bytes, so listeners learn no id they did not know. Not granted.';
+
+/** Sends `key:<tag>` for the key whose row changed or went. */
+CREATE OR REPLACE FUNCTION tenantry.api_keys_invalidate()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('key', OLD.key_id));
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.api_keys_invalidate() IS 'Trigger: notifies tenantry_invalidate with key:<tag> when a key is revoked, expires sooner or later, is rotated, rebound or deleted. Not granted.';
+
+CREATE OR REPLACE TRIGGER api_keys_invalidate
+    AFTER UPDATE OF revoked_at, expires_at, rotated_to, user_id, role_id, metadata, description,
+                    key_hash, prefix, tenant_id, key_id
+    ON tenantry.api_keys
+    FOR EACH ROW
+    WHEN ((OLD.revoked_at, OLD.expires_at, OLD.rotated_to, OLD.user_id, OLD.role_id, OLD.metadata,
+           OLD.description, OLD.key_hash, OLD.prefix, OLD.tenant_id, OLD.key_id)
+          IS DISTINCT FROM
+          (NEW.revoked_at, NEW.expires_at, NEW.rotated_to, NEW.user_id, NEW.role_id, NEW.metadata,
+           NEW.description, NEW.key_hash, NEW.prefix, NEW.tenant_id, NEW.key_id))
+    EXECUTE FUNCTION tenantry.api_keys_invalidate();
+COMMENT ON TRIGGER api_keys_invalidate ON tenantry.api_keys IS 'Servers drop a cached key when anything of it but last_used_at changes (the WHEN keeps verification''s own last-use writes silent).';
+
+CREATE OR REPLACE TRIGGER api_keys_invalidate_deleted
+    AFTER DELETE ON tenantry.api_keys
+    FOR EACH ROW EXECUTE FUNCTION tenantry.api_keys_invalidate();
+COMMENT ON TRIGGER api_keys_invalidate_deleted ON tenantry.api_keys IS 'Servers drop a cached key whose row is deleted.';
+
+/** Sends `tenant:<tag>` for a changed tenant, for its ancestors when its status, parent or isolation changed, and for its descendants when it moved. */
+CREATE OR REPLACE FUNCTION tenantry.tenants_invalidate()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', NEW.tenant_id));
+    -- The closure rows are current here (tenants_after_write ran first).
+    IF (OLD.status, OLD.parent_id, OLD.isolation) IS DISTINCT FROM (NEW.status, NEW.parent_id, NEW.isolation) THEN
+        -- Ancestors (after a move, the new ones) see the tenant in their
+        -- subtree, a deleted one they do not.
+        PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', h.parent_id))
+        FROM tenantry.tenant_hierarchy h
+        WHERE h.child_id = NEW.tenant_id AND h.depth > 0;
+    END IF;
+    IF OLD.parent_id IS DISTINCT FROM NEW.parent_id THEN
+        -- Descendants have other ancestors now. (The old ancestors: the
+        -- closure rows the move removed, tenant_hierarchy_invalidate_removed.)
+        PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', h.child_id))
+        FROM tenantry.tenant_hierarchy h
+        WHERE h.parent_id = NEW.tenant_id AND h.depth > 0;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenants_invalidate() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for a tenant whose status, settings, parent or isolation changed, for its ancestors when its status, parent or isolation did, and for its descendants when it moved. Not granted.';
+
+CREATE OR REPLACE TRIGGER tenants_invalidate
+    AFTER UPDATE OF status, settings, parent_id, isolation ON tenantry.tenants
+    FOR EACH ROW
+    WHEN ((OLD.status, OLD.settings, OLD.parent_id, OLD.isolation)
+          IS DISTINCT FROM (NEW.status, NEW.settings, NEW.parent_id, NEW.isolation))
+    EXECUTE FUNCTION tenantry.tenants_invalidate();
+COMMENT ON TRIGGER tenants_invalidate ON tenantry.tenants IS 'Servers drop what they cached of a tenant (its keys, its context) when its status, settings, parent or isolation change; fires after tenants_after_write (name order), so the closure is already updated.';
+
+/** Sends `tenant:<tag>` for both ends of every closure row a move removed. */
+CREATE OR REPLACE FUNCTION tenantry.tenant_hierarchy_invalidate_removed()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', t.id))
+    FROM (SELECT parent_id AS id FROM removed UNION SELECT child_id FROM removed) t;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_hierarchy_invalidate_removed() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for every ancestor that lost a descendant and every descendant that lost an ancestor. Not granted.';
+
+CREATE OR REPLACE TRIGGER tenant_hierarchy_invalidate_removed
+    AFTER DELETE ON tenantry.tenant_hierarchy
+    REFERENCING OLD TABLE AS removed
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.tenant_hierarchy_invalidate_removed();
+COMMENT ON TRIGGER tenant_hierarchy_invalidate_removed ON tenantry.tenant_hierarchy IS 'Servers drop what they cached of the tenants on both ends of removed closure rows (a subtree moved away).';
+
+/** Sends `tenant:<tag>` for the tenant of a written row (both tenants if an update moved it). */
+CREATE OR REPLACE FUNCTION tenantry.tenant_row_invalidate()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', OLD.tenant_id));
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', NEW.tenant_id));
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_row_invalidate() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for the tenant of a permission grant or role assignment that changed (identical payloads in one transaction are sent once). Not granted.';
+
+CREATE OR REPLACE TRIGGER role_permissions_invalidate
+    AFTER INSERT OR UPDATE OR DELETE ON tenantry.role_permissions
+    FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_row_invalidate();
+COMMENT ON TRIGGER role_permissions_invalidate ON tenantry.role_permissions IS 'Servers drop the cached keys of a tenant whose roles gained or lost a permission (deleting a role cascades here).';
+
+CREATE OR REPLACE TRIGGER member_roles_invalidate
+    AFTER INSERT OR UPDATE OR DELETE ON tenantry.member_roles
+    FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_row_invalidate();
+COMMENT ON TRIGGER member_roles_invalidate ON tenantry.member_roles IS 'Servers drop the cached keys of a tenant whose members gained or lost a role (deleting a member or role cascades here).';
+
+/** Sends `all`: every server empties its caches. */
+CREATE OR REPLACE FUNCTION tenantry.invalidate_all()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_notify('tenantry_invalidate', 'all');
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.invalidate_all() IS 'Trigger: notifies tenantry_invalidate with all (a change too wide to name: the permission catalogue, a TRUNCATE). Not granted.';
+
+CREATE OR REPLACE TRIGGER permissions_invalidate
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenantry.permissions
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.invalidate_all();
+COMMENT ON TRIGGER permissions_invalidate ON tenantry.permissions IS 'Servers empty their caches when the permission catalogue changes (an unbound key holds every permission).';
+
+CREATE OR REPLACE TRIGGER api_keys_invalidate_truncated
+    AFTER TRUNCATE ON tenantry.api_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.invalidate_all();
+COMMENT ON TRIGGER api_keys_invalidate_truncated ON tenantry.api_keys IS 'Servers empty their caches when the keys are truncated.';
+
+CREATE OR REPLACE TRIGGER tenants_invalidate_truncated
+    AFTER TRUNCATE ON tenantry.tenants
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.invalidate_all();
+COMMENT ON TRIGGER tenants_invalidate_truncated ON tenantry.tenants IS 'Servers empty their caches when the tenants are truncated.';
+
+CREATE OR REPLACE TRIGGER tenant_hierarchy_invalidate_truncated
+    AFTER TRUNCATE ON tenantry.tenant_hierarchy
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.invalidate_all();
+COMMENT ON TRIGGER tenant_hierarchy_invalidate_truncated ON tenantry.tenant_hierarchy IS 'Servers empty their caches when the closure is truncated.';
+
+CREATE OR REPLACE TRIGGER role_permissions_invalidate_truncated
+    AFTER TRUNCATE ON tenantry.role_permissions
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.invalidate_all();
+COMMENT ON TRIGGER role_permissions_invalidate_truncated ON tenantry.role_permissions IS 'Servers empty their caches when every permission grant is truncated.';
+
+CREATE OR REPLACE TRIGGER member_roles_invalidate_truncated
+    AFTER TRUNCATE ON tenantry.member_roles
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.invalidate_all();
+COMMENT ON TRIGGER member_roles_invalidate_truncated ON tenantry.member_roles IS 'Servers empty their caches when every role assignment is truncated.';
