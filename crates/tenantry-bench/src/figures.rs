@@ -1,5 +1,6 @@
 //! The benchmark run: database and data set, the server children, then every figure measured next to its baseline (interleaved runs, medians), printed and written as JSON.
 
+mod scale;
 mod tables;
 
 use std::{
@@ -18,7 +19,8 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::{
     dataset::{self, BenchTenant, Sizes},
-    load::{pgbench_scripts, wrk_script, Pgbench, Tools, Wrk},
+    handwritten,
+    load::{pgbench_scripts, wrk_script, Pgbench, Target, Tools, Wrk},
     report::{print_line, Figure, Goal, RatioKind, Report},
     server::ServerChild,
     Options,
@@ -52,6 +54,9 @@ impl Drop for BenchDb {
 }
 
 const DATABASE: &str = "tenantry_bench";
+
+/// Connections of each server child's pool (the hand-written one's too).
+const SERVER_POOL: usize = 16;
 
 async fn connect(conninfo: &str) -> anyhow::Result<Client> {
     let (client, conn) = tokio_postgres::connect(conninfo, NoTls)
@@ -206,8 +211,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     let sizes = Sizes {
-        tenants: opts.tenants.max(10),
-        resources: opts.resources.max(10),
+        tenants: opts.tenants.unwrap_or(1000).max(10),
+        resources: opts.resources.unwrap_or(1000).max(10),
         request_log_rows: opts.request_log_rows.max(1),
     };
     println!(
@@ -301,6 +306,7 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     let wants_api = [
         "api_point_read",
         "api_vs_same_txn",
+        "api_vs_handwritten",
         "api_list",
         "request_log_overhead",
         "server_rss_mb",
@@ -308,36 +314,54 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     .iter()
     .any(|n| ctx.wanted(n));
     if wants_api {
-        api_figures(ctx, &keyed, &admin_token).await?;
+        api_figures(ctx, su, &keyed, &admin_token).await?;
     }
+    scale::scale_figures(ctx, su, sizes, &admin_token).await?;
     rls_figures(ctx, &leaf, &root)?;
     library_figures(ctx, &lib, su, &leaf).await?;
     tables::table_figures(ctx, su, &leaf).await?;
     Ok(())
 }
 
-/// Figures 1, 2, 5 and 8: the API under wrk next to pgbench.
-async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyhow::Result<()> {
+/// Figures 1, 2, 5 and 8: the API under wrk next to pgbench, and next to
+/// the hand-written server under the same wrk load.
+async fn api_figures(
+    ctx: &mut Ctx,
+    su: &Client,
+    keyed: &[Keyed],
+    admin_token: &str,
+) -> anyhow::Result<()> {
     let clients = ctx.opts.clients;
-    let logged = ServerChild::start(&ctx.db.server, admin_token, true, 16)?;
-    let unlogged = ServerChild::start(&ctx.db.server, admin_token, false, 16)?;
+    let logged = ServerChild::start(&ctx.db.server, admin_token, true, SERVER_POOL)?;
+    let unlogged = ServerChild::start(&ctx.db.server, admin_token, false, SERVER_POOL)?;
+    let handwritten = if ctx.wanted("api_vs_handwritten") {
+        let login = handwritten::prepare(su, &ctx.db.server_config).await?;
+        Some(handwritten::start(&conninfo(&login), SERVER_POOL)?)
+    } else {
+        None
+    };
     let idle_rss = logged.memory_mb()?.0;
 
-    let point_entries: Vec<(String, String)> = keyed
+    let point_targets: Vec<Target> = keyed
         .iter()
         .flat_map(|k| {
-            k.tenant
-                .resources
-                .iter()
-                .map(|r| (k.key.clone(), format!("/v1/resources/{r}")))
+            k.tenant.resources.iter().map(|r| Target {
+                key: k.key.clone(),
+                tenant: k.tenant.id,
+                path: format!("/v1/resources/{r}"),
+            })
         })
         .collect();
-    let point_lua = wrk_script(&ctx.work, "point", "GET", &point_entries)?;
-    let list_entries: Vec<(String, String)> = keyed
+    let point_lua = wrk_script(&ctx.work, "point", "GET", &point_targets)?;
+    let list_targets: Vec<Target> = keyed
         .iter()
-        .map(|k| (k.key.clone(), "/v1/resources?limit=50".to_owned()))
+        .map(|k| Target {
+            key: k.key.clone(),
+            tenant: k.tenant.id,
+            path: "/v1/resources?limit=50".to_owned(),
+        })
         .collect();
-    let list_lua = wrk_script(&ctx.work, "list", "GET", &list_entries)?;
+    let list_lua = wrk_script(&ctx.work, "list", "GET", &list_targets)?;
 
     let bare: Vec<String> = keyed
         .iter()
@@ -381,6 +405,13 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
         ..warm.clone()
     }
     .run(&ctx.tools)?;
+    if let Some(h) = &handwritten {
+        Wrk {
+            url: &h.url,
+            ..warm.clone()
+        }
+        .run(&ctx.tools)?;
+    }
     Wrk {
         url: &logged.url,
         script: &list_lua,
@@ -388,10 +419,13 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
     }
     .run(&ctx.tools)?;
 
-    let (mut api, mut api_nolog, mut pk, mut txn, mut list, mut listb) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut api, mut api_nolog, mut pk, mut txn, mut list, mut listb, mut hand) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..ctx.opts.runs {
         api.push(ctx.wrk(&logged.url, &point_lua)?);
+        if let Some(h) = &handwritten {
+            hand.push(ctx.wrk(&h.url, &point_lua)?);
+        }
         pk.push(ctx.pgbench(&ctx.db.superuser, &bare, None)?);
         txn.push(ctx.pgbench(&ctx.db.server, &same, None)?);
         api_nolog.push(ctx.wrk(&unlogged.url, &point_lua)?);
@@ -413,6 +447,20 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
         RatioKind::ValueOverBaseline,
         Some(Goal::RatioAtLeast(0.8)),
     ));
+    if !hand.is_empty() {
+        ctx.push(Figure::new(
+            "api_vs_handwritten",
+            "req/s",
+            "GET /v1/resources/{id} (wrk), as api_point_read",
+            api.clone(),
+            Some((
+                "the same requests to a hand-written axum + tokio-postgres server: tenant from a header, BEGIN, set_config, SELECT, COMMIT pipelined, the guide's policy on a copy of the rows",
+                hand,
+            )),
+            RatioKind::ValueOverBaseline,
+            Some(Goal::RatioAtLeast(1.0)),
+        ));
+    }
     ctx.push(Figure::new(
         "api_vs_same_txn",
         "req/s",
