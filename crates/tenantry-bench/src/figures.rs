@@ -336,7 +336,10 @@ async fn api_figures(
     let unlogged = ServerChild::start(&ctx.db.server, admin_token, false, SERVER_POOL)?;
     let handwritten = if ctx.wanted("api_vs_handwritten") {
         let login = handwritten::prepare(su, &ctx.db.server_config).await?;
-        Some(handwritten::start(&conninfo(&login), SERVER_POOL)?)
+        let server = handwritten::start(&conninfo(&login), SERVER_POOL)?;
+        let (a, b) = (&keyed[0].tenant, &keyed[keyed.len() - 1].tenant);
+        handwritten::check_isolation(&server, a.id, a.resources[0], b.id).await?;
+        Some(server)
     } else {
         None
     };

@@ -96,6 +96,50 @@ pub fn start(database_url: &str, max_connections: usize) -> anyhow::Result<Serve
     ])
 }
 
+/// Refuses to measure a baseline that does not isolate: the tenant's own
+/// resource must be served (200), another tenant's must not be found (404),
+/// a request without a tenant must be refused (401). A baseline that skipped
+/// the policy would be cheaper than the one the figure promises.
+pub async fn check_isolation(
+    server: &ServerChild,
+    tenant: Uuid,
+    resource: Uuid,
+    other_tenant: Uuid,
+) -> anyhow::Result<()> {
+    let path = format!("/v1/resources/{resource}");
+    for (who, want) in [(Some(tenant), 200), (Some(other_tenant), 404), (None, 401)] {
+        let got = get_status(&server.url, &path, who).await?;
+        anyhow::ensure!(
+            got == want,
+            "the hand-written baseline answered {got} instead of {want} to {path} for tenant {who:?}: it does not isolate tenants"
+        );
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 GET, closing the connection; the response's status code.
+async fn get_status(url: &str, path: &str, tenant: Option<Uuid>) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.strip_prefix("http://").context("an http:// URL")?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let header = tenant
+        .map(|t| format!("X-Tenant-Id: {t}\r\n"))
+        .unwrap_or_default();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{header}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let head = String::from_utf8_lossy(&response);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("no HTTP status in {head:?}"))
+}
+
 /// Options of the hidden `serve-handwritten` subcommand.
 #[derive(Debug, Args)]
 pub struct ChildArgs {
