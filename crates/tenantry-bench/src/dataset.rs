@@ -86,9 +86,7 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
     // Whole groups per statement (the chunk is a multiple of 10), parents
     // before children: roots, then children, then grandchildren.
     let chunk = sizes.chunk(1);
-    let mut start = 0;
-    while start < n {
-        let end = (start + chunk).min(n);
+    for (start, end) in chunks(n, chunk) {
         for level in ["i % 10 = 0", "i % 10 BETWEEN 1 AND 3", "i % 10 >= 4"] {
             client
                 .execute(
@@ -105,14 +103,11 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
                 .context("loading tenants")?;
         }
         bar.inc((end - start) as u64);
-        start = end;
     }
 
     bar.set_message("resources");
     let chunk = sizes.chunk(sizes.resources.into());
-    let mut start = 0;
-    while start < n {
-        let end = (start + chunk).min(n);
+    for (start, end) in chunks(n, chunk) {
         client
             .execute(
                 "INSERT INTO tenantry.resources (tenant_id, id, name, data, created_at, updated_at)
@@ -126,7 +121,6 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
             .await
             .context("loading resources")?;
         bar.inc((end - start) as u64);
-        start = end;
     }
 
     bar.set_message("shares");
@@ -161,9 +155,7 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
     let n = sizes.tenants;
     let per_tenant = (sizes.request_log_rows / n.max(1) as i64).max(1);
     let chunk = sizes.chunk(per_tenant);
-    let mut start = 0;
-    while start < n {
-        let end = (start + chunk).min(n);
+    for (start, end) in chunks(n, chunk) {
         client
             .execute(
                 "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms)
@@ -175,7 +167,6 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
             .await
             .context("loading the request log")?;
         bar.inc((end - start) as u64);
-        start = end;
     }
     bar.set_message("analyze, metrics refresh");
     client
@@ -196,6 +187,13 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
     bar.inc(1);
     bar.finish_with_message("data set loaded");
     Ok(true)
+}
+
+/// `[start, end)` ranges of `chunk` tenants covering `0..n`.
+fn chunks(n: i32, chunk: i32) -> impl Iterator<Item = (i32, i32)> {
+    (0..n)
+        .step_by(chunk.max(1) as usize)
+        .map(move |start| (start, (start + chunk).min(n)))
 }
 
 fn progress(quiet: bool, len: u64) -> ProgressBar {
@@ -230,9 +228,7 @@ pub async fn ensure_keys(client: &Client, sizes: Sizes, quiet: bool) -> anyhow::
     let bar = progress(quiet, n as u64);
     bar.set_message("keys (derived from a seed)");
     let chunk = 50_000;
-    let mut start = 0;
-    while start < n {
-        let end = (start + chunk).min(n);
+    for (start, end) in chunks(n, chunk) {
         client
             .execute(
                 "INSERT INTO tenantry.api_keys (tenant_id, prefix, key_hash, description, metadata, created_by)
@@ -244,7 +240,6 @@ pub async fn ensure_keys(client: &Client, sizes: Sizes, quiet: bool) -> anyhow::
             .await
             .context("loading keys")?;
         bar.inc((end - start) as u64);
-        start = end;
     }
     client
         .batch_execute("ANALYZE tenantry.api_keys, tenantry.api_key_lookup")
@@ -359,4 +354,30 @@ pub async fn tenants(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunks, Sizes};
+
+    #[test]
+    fn loading_chunks_cover_every_tenant_once_in_whole_groups() {
+        let sizes = Sizes {
+            tenants: 1_000_000,
+            resources: 10,
+            request_log_rows: 1_000_000,
+        };
+        for per_tenant in [1, 10, 1000, 1_000_000] {
+            let chunk = sizes.chunk(per_tenant);
+            assert!(chunk >= 10 && chunk % 10 == 0, "{per_tenant}: {chunk}");
+            let ranges: Vec<_> = chunks(sizes.tenants, chunk).collect();
+            assert_eq!(ranges.first().map(|r| r.0), Some(0));
+            assert_eq!(ranges.last().map(|r| r.1), Some(sizes.tenants));
+            assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0));
+        }
+        assert_eq!(
+            chunks(25, 10).collect::<Vec<_>>(),
+            [(0, 10), (10, 20), (20, 25)]
+        );
+    }
 }

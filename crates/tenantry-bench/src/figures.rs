@@ -499,10 +499,21 @@ async fn api_figures(
         RatioKind::ValueOverBaseline,
         Some(Goal::RatioAtLeast(0.95)),
     ));
-    ctx.push(Figure::new(
+    ctx.push(rss_figure(
         "server_rss_mb",
-        "MiB",
         "server peak resident memory (VmHWM) through the API figures",
+        peak_rss,
+        idle_rss,
+    ));
+    Ok(())
+}
+
+/// A server's peak memory under a load, next to its idle memory.
+fn rss_figure(name: &str, what: &str, peak_rss: f64, idle_rss: f64) -> Figure {
+    Figure::new(
+        name,
+        "MiB",
+        what,
         vec![peak_rss],
         Some((
             "server resident memory when idle, before load",
@@ -510,8 +521,7 @@ async fn api_figures(
         )),
         RatioKind::ValueOverBaseline,
         Some(Goal::ValueAtMost(64.0)),
-    ));
-    Ok(())
+    )
 }
 
 /// The fastest explicit-WHERE form of "newest 50 the tenant may read": per

@@ -2,7 +2,7 @@
 
 use tokio_postgres::Client;
 
-use super::{Ctx, SERVER_POOL};
+use super::{rss_figure, Ctx, SERVER_POOL};
 use crate::{
     dataset::{self, Sizes, Spread},
     load::{wrk_file_script, Wrk},
@@ -78,20 +78,14 @@ pub(super) async fn scale_figures(
         RatioKind::ValueOverBaseline,
         Some(Goal::RatioAtLeast(0.9)),
     ));
-    ctx.push(Figure::new(
+    ctx.push(rss_figure(
         &rss,
-        "MiB",
         &format!(
             "server peak resident memory (VmHWM) through point reads over 1,000 and all {} tenants",
             sizes.tenants
         ),
-        vec![peak_rss],
-        Some((
-            "server resident memory when idle, before load",
-            vec![idle_rss],
-        )),
-        RatioKind::ValueOverBaseline,
-        Some(Goal::ValueAtMost(64.0)),
+        peak_rss,
+        idle_rss,
     ));
     Ok(())
 }
