@@ -15,12 +15,27 @@ pub struct Sizes {
     pub request_log_rows: i64,
 }
 
+/// Sharing tenants and their targets are drawn from the first this many
+/// tenants, so tenant 0's inbound shares (what the sharing figures read) do
+/// not grow with the data set.
+const SHARING_TENANTS: i32 = 1000;
+
 impl Sizes {
     fn fingerprint(&self) -> String {
-        format!(
+        let mut f = format!(
             "v1 tenants={} resources={} request_log_rows={}",
             self.tenants, self.resources, self.request_log_rows
-        )
+        );
+        if self.tenants > SHARING_TENANTS {
+            f.push_str(&format!(" sharing_tenants={SHARING_TENANTS}"));
+        }
+        f
+    }
+
+    /// Tenants per loading statement: about 200,000 rows each.
+    fn chunk(&self, rows_per_tenant: i64) -> i32 {
+        let per = (200_000 / rows_per_tenant.max(1)).clamp(10, 100_000) as i32;
+        per - per % 10
     }
 }
 
@@ -37,6 +52,13 @@ CREATE OR REPLACE FUNCTION bench.parent(i int) RETURNS int
     SELECT CASE WHEN i % 10 = 0 THEN NULL
                 WHEN i % 10 <= 3 THEN i - i % 10
                 ELSE i - i % 10 + 1 + (i % 10 - 4) / 2 END $$;
+-- Tenant i's API key, derived from a fixed seed (the key's text) so the load
+-- generator can rebuild it and no plaintext key is stored: tenantry's format,
+-- tk_<12 hex prefix>_<64 hex secret>.
+CREATE OR REPLACE FUNCTION bench.key(i int) RETURNS text
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'tk_' || substr(md5('tenantry-bench-key-prefix-' || i), 1, 12) || '_'
+           || md5('tenantry-bench-key-a-' || i) || md5('tenantry-bench-key-b-' || i) $$;
 CREATE TABLE IF NOT EXISTS bench.meta (k text PRIMARY KEY, v text NOT NULL);
 ";
 
@@ -58,41 +80,34 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
         );
     }
     let n = sizes.tenants;
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new((n as u64) * 2 + 2)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{msg:<28} [{bar:40}] {pos}/{len} {elapsed}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = progress(quiet, (n as u64) * 3 + 2);
 
     bar.set_message("tenants");
-    // Parents before children: roots, then children, then grandchildren.
-    for level in ["i % 10 = 0", "i % 10 BETWEEN 1 AND 3", "i % 10 >= 4"] {
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO tenantry.tenants (tenant_id, name, parent_id, created_at, updated_at)
-                     SELECT bench.tid(i), 'bench tenant ' || i,
-                            CASE WHEN bench.parent(i) IS NULL THEN NULL ELSE bench.tid(bench.parent(i)) END,
-                            timestamptz '2026-01-01', timestamptz '2026-01-01'
-                     FROM generate_series(0, $1 - 1) i WHERE {level}"
-                ),
-                &[&n],
-            )
-            .await
-            .context("loading tenants")?;
+    // Whole groups per statement (the chunk is a multiple of 10), parents
+    // before children: roots, then children, then grandchildren.
+    let chunk = sizes.chunk(1);
+    for (start, end) in chunks(n, chunk) {
+        for level in ["i % 10 = 0", "i % 10 BETWEEN 1 AND 3", "i % 10 >= 4"] {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO tenantry.tenants (tenant_id, name, parent_id, created_at, updated_at)
+                         SELECT bench.tid(i), 'bench tenant ' || i,
+                                CASE WHEN bench.parent(i) IS NULL THEN NULL ELSE bench.tid(bench.parent(i)) END,
+                                timestamptz '2026-01-01', timestamptz '2026-01-01'
+                         FROM generate_series($1::int, $2::int - 1) i WHERE {level}"
+                    ),
+                    &[&start, &end],
+                )
+                .await
+                .context("loading tenants")?;
+        }
+        bar.inc((end - start) as u64);
     }
-    bar.inc(1);
 
     bar.set_message("resources");
-    let chunk = 50;
-    let mut start = 0;
-    while start < n {
-        let end = (start + chunk).min(n);
+    let chunk = sizes.chunk(sizes.resources.into());
+    for (start, end) in chunks(n, chunk) {
         client
             .execute(
                 "INSERT INTO tenantry.resources (tenant_id, id, name, data, created_at, updated_at)
@@ -106,13 +121,14 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
             .await
             .context("loading resources")?;
         bar.inc((end - start) as u64);
-        start = end;
     }
 
     bar.set_message("shares");
-    // Every tenant at position 5 of its group (10% of tenants) shares its first
-    // 10 resources with 10 tenants of other groups, and its resource 0 with tenant 0
-    // (which thus has inbound shares from every sharer, besides 9 descendants).
+    // Every tenant at position 5 of its group among the first 1,000 (10% of
+    // them) shares its first 10 resources with 10 tenants of other groups,
+    // and its resource 0 with tenant 0 (which thus has 100 inbound shares,
+    // besides 9 descendants).
+    let n = n.min(SHARING_TENANTS);
     client
         .batch_execute(&format!(
             "INSERT INTO tenantry.shared_resources (tenant_id, resource_id, shared_with, shared_at)
@@ -133,11 +149,13 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
         .await
         .context("loading shares")?;
 
+    bar.inc(1);
+
     bar.set_message("request log");
+    let n = sizes.tenants;
     let per_tenant = (sizes.request_log_rows / n.max(1) as i64).max(1);
-    let mut start = 0;
-    while start < n {
-        let end = (start + chunk).min(n);
+    let chunk = sizes.chunk(per_tenant);
+    for (start, end) in chunks(n, chunk) {
         client
             .execute(
                 "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms)
@@ -149,7 +167,6 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
             .await
             .context("loading the request log")?;
         bar.inc((end - start) as u64);
-        start = end;
     }
     bar.set_message("analyze, metrics refresh");
     client
@@ -170,6 +187,135 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
     bar.inc(1);
     bar.finish_with_message("data set loaded");
     Ok(true)
+}
+
+/// `[start, end)` ranges of `chunk` tenants covering `0..n`.
+fn chunks(n: i32, chunk: i32) -> impl Iterator<Item = (i32, i32)> {
+    (0..n)
+        .step_by(chunk.max(1) as usize)
+        .map(move |start| (start, (start + chunk).min(n)))
+}
+
+fn progress(quiet: bool, len: u64) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg:<28} [{bar:40}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Gives every tenant of the data set the key `bench.key(i)`, inserted in
+/// bulk as `create_api_key` stores keys (prefix, SHA-256 of the whole key,
+/// `{"type": "tenant_key"}`; the triggers file the prefix, audit and count
+/// it), once per data set. Creating a million keys one call at a time
+/// would take minutes; this takes seconds per hundred thousand.
+pub async fn ensure_keys(client: &Client, sizes: Sizes, quiet: bool) -> anyhow::Result<()> {
+    let want = format!("v1 tenants={}", sizes.tenants);
+    let have: Option<String> = client
+        .query_opt("SELECT v FROM bench.meta WHERE k = 'keys'", &[])
+        .await?
+        .map(|r| r.get(0));
+    if have.as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    let n = sizes.tenants;
+    let bar = progress(quiet, n as u64);
+    bar.set_message("keys (derived from a seed)");
+    let chunk = 50_000;
+    for (start, end) in chunks(n, chunk) {
+        client
+            .execute(
+                "INSERT INTO tenantry.api_keys (tenant_id, prefix, key_hash, description, metadata, created_by)
+                 SELECT bench.tid(i), substr(k, 4, 12), sha256(convert_to(k, 'UTF8')),
+                        'benchmark (derived from a seed)', '{\"type\": \"tenant_key\"}', 'bench'
+                 FROM generate_series($1::int, $2::int - 1) i, LATERAL (SELECT bench.key(i)) x(k)",
+                &[&start, &end],
+            )
+            .await
+            .context("loading keys")?;
+        bar.inc((end - start) as u64);
+    }
+    client
+        .batch_execute("ANALYZE tenantry.api_keys, tenantry.api_key_lookup")
+        .await?;
+    client
+        .execute(
+            "INSERT INTO bench.meta (k, v) VALUES ('keys', $1)",
+            &[&want],
+        )
+        .await?;
+    bar.finish_with_message("keys loaded");
+    Ok(())
+}
+
+/// Which tenants a targets file draws from.
+#[derive(Debug, Clone, Copy)]
+pub enum Spread {
+    /// This many tenants spread over the whole data set (every position in
+    /// the trees), each with its first 10 resources.
+    Few(i32),
+    /// Every tenant: each with its first 10 resources while that makes at
+    /// most 2M targets, else one resource of each tenant (a pseudo-random one
+    /// of its first 10).
+    All,
+}
+
+/// Writes the point-read targets of `spread` as fixed-width records
+/// ([`crate::load::RECORD_WIDTH`]: key, tenant id, path) for
+/// [`crate::load::wrk_file_script`]; keys as [`ensure_keys`] made them.
+/// Returns how many records it wrote.
+pub async fn write_point_targets(
+    client: &Client,
+    sizes: Sizes,
+    spread: Spread,
+    path: &std::path::Path,
+) -> anyhow::Result<u64> {
+    use futures_util::TryStreamExt;
+    use std::io::Write;
+
+    let (n, r) = (sizes.tenants, sizes.resources.min(10));
+    let select = match spread {
+        Spread::Few(count) => {
+            let step = (n / count.max(1)).max(1);
+            format!(
+                "SELECT t * {step} + t % least({step}, 10) AS i, j
+                 FROM generate_series(0, {} - 1) t, generate_series(0, {r} - 1) j",
+                count.min(n)
+            )
+        }
+        Spread::All if i64::from(n) * i64::from(r) <= 2_000_000 => {
+            format!("SELECT i, j FROM generate_series(0, {n} - 1) i, generate_series(0, {r} - 1) j")
+        }
+        Spread::All => {
+            format!("SELECT i, abs(hashint4(i) % {r}) AS j FROM generate_series(0, {n} - 1) i")
+        }
+    };
+    let stream = client
+        .copy_out(&format!(
+            "COPY (SELECT bench.key(i) || ' ' || bench.tid(i) || ' /v1/resources/' || bench.rid(i, j)
+                   FROM ({select}) s) TO STDOUT"
+        ))
+        .await?;
+    futures_util::pin_mut!(stream);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    while let Some(bytes) = stream.try_next().await? {
+        out.write_all(&bytes)?;
+    }
+    out.flush()?;
+    let len = std::fs::metadata(path)?.len();
+    let width = crate::load::RECORD_WIDTH as u64;
+    anyhow::ensure!(
+        len > 0 && len % width == 0,
+        "targets file {}: {len} bytes, not {width}-byte records",
+        path.display()
+    );
+    Ok(len / width)
 }
 
 /// A tenant of the data set, with what the figures need to address it.
@@ -216,4 +362,30 @@ pub async fn tenants(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunks, Sizes};
+
+    #[test]
+    fn loading_chunks_cover_every_tenant_once_in_whole_groups() {
+        let sizes = Sizes {
+            tenants: 1_000_000,
+            resources: 10,
+            request_log_rows: 1_000_000,
+        };
+        for per_tenant in [1, 10, 1000, 1_000_000] {
+            let chunk = sizes.chunk(per_tenant);
+            assert!(chunk >= 10 && chunk % 10 == 0, "{per_tenant}: {chunk}");
+            let ranges: Vec<_> = chunks(sizes.tenants, chunk).collect();
+            assert_eq!(ranges.first().map(|r| r.0), Some(0));
+            assert_eq!(ranges.last().map(|r| r.1), Some(sizes.tenants));
+            assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0));
+        }
+        assert_eq!(
+            chunks(25, 10).collect::<Vec<_>>(),
+            [(0, 10), (10, 20), (20, 25)]
+        );
+    }
 }

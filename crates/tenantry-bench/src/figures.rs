@@ -1,6 +1,7 @@
 //! The benchmark run: database and data set, the server children, then every figure measured next to its baseline (interleaved runs, medians), printed and written as JSON.
 
 mod keys;
+mod scale;
 mod tables;
 
 use std::{
@@ -19,7 +20,8 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::{
     dataset::{self, BenchTenant, Sizes},
-    load::{pgbench_scripts, wrk_script, Pgbench, Tools, Wrk},
+    handwritten,
+    load::{pgbench_scripts, wrk_script, Pgbench, Target, Tools, Wrk},
     report::{print_line, Figure, Goal, RatioKind, Report},
     server::ServerChild,
     Options,
@@ -54,6 +56,9 @@ impl Drop for BenchDb {
 }
 
 const DATABASE: &str = "tenantry_bench";
+
+/// Connections of each server child's pool (the hand-written one's too).
+const SERVER_POOL: usize = 16;
 
 async fn connect(conninfo: &str) -> anyhow::Result<Client> {
     let (client, conn) = tokio_postgres::connect(conninfo, NoTls)
@@ -206,8 +211,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     let sizes = Sizes {
-        tenants: opts.tenants.max(10),
-        resources: opts.resources.max(10),
+        tenants: opts.tenants.unwrap_or(1000).max(10),
+        resources: opts.resources.unwrap_or(1000).max(10),
         request_log_rows: opts.request_log_rows.max(1),
     };
     println!(
@@ -302,6 +307,7 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     let wants_api = [
         "api_point_read",
         "api_vs_same_txn",
+        "api_vs_handwritten",
         "api_list",
         "request_log_overhead",
         "server_rss_mb",
@@ -309,8 +315,9 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     .iter()
     .any(|n| ctx.wanted(n));
     if wants_api {
-        api_figures(ctx, &keyed, &admin_token).await?;
+        api_figures(ctx, su, &keyed, &admin_token).await?;
     }
+    scale::scale_figures(ctx, su, sizes, &admin_token).await?;
     rls_figures(ctx, &leaf, &root)?;
     library_figures(ctx, &lib, su, &leaf).await?;
     tables::table_figures(ctx, su, &leaf).await?;
@@ -318,28 +325,60 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Figures 1, 2, 5 and 8: the API under wrk next to pgbench.
-async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyhow::Result<()> {
+/// Figures 1, 2, 5 and 8: the API under wrk next to pgbench, and next to
+/// the hand-written server under the same wrk load.
+async fn api_figures(
+    ctx: &mut Ctx,
+    su: &Client,
+    keyed: &[Keyed],
+    admin_token: &str,
+) -> anyhow::Result<()> {
     let clients = ctx.opts.clients;
-    let logged = ServerChild::start(&ctx.db.server, &ctx.db.context_key, admin_token, true, 16)?;
-    let unlogged = ServerChild::start(&ctx.db.server, &ctx.db.context_key, admin_token, false, 16)?;
+    let logged = ServerChild::start(
+        &ctx.db.server,
+        &ctx.db.context_key,
+        admin_token,
+        true,
+        SERVER_POOL,
+    )?;
+    let unlogged = ServerChild::start(
+        &ctx.db.server,
+        &ctx.db.context_key,
+        admin_token,
+        false,
+        SERVER_POOL,
+    )?;
+    let handwritten = if ctx.wanted("api_vs_handwritten") {
+        let login = handwritten::prepare(su, &ctx.db.server_config).await?;
+        let server = handwritten::start(&conninfo(&login), SERVER_POOL)?;
+        let (a, b) = (&keyed[0].tenant, &keyed[keyed.len() - 1].tenant);
+        handwritten::check_isolation(&server, a.id, a.resources[0], b.id).await?;
+        Some(server)
+    } else {
+        None
+    };
     let idle_rss = logged.memory_mb()?.0;
 
-    let point_entries: Vec<(String, String)> = keyed
+    let point_targets: Vec<Target> = keyed
         .iter()
         .flat_map(|k| {
-            k.tenant
-                .resources
-                .iter()
-                .map(|r| (k.key.clone(), format!("/v1/resources/{r}")))
+            k.tenant.resources.iter().map(|r| Target {
+                key: k.key.clone(),
+                tenant: k.tenant.id,
+                path: format!("/v1/resources/{r}"),
+            })
         })
         .collect();
-    let point_lua = wrk_script(&ctx.work, "point", "GET", &point_entries)?;
-    let list_entries: Vec<(String, String)> = keyed
+    let point_lua = wrk_script(&ctx.work, "point", "GET", &point_targets)?;
+    let list_targets: Vec<Target> = keyed
         .iter()
-        .map(|k| (k.key.clone(), "/v1/resources?limit=50".to_owned()))
+        .map(|k| Target {
+            key: k.key.clone(),
+            tenant: k.tenant.id,
+            path: "/v1/resources?limit=50".to_owned(),
+        })
         .collect();
-    let list_lua = wrk_script(&ctx.work, "list", "GET", &list_entries)?;
+    let list_lua = wrk_script(&ctx.work, "list", "GET", &list_targets)?;
 
     let bare: Vec<String> = keyed
         .iter()
@@ -395,6 +434,13 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
         ..warm.clone()
     }
     .run(&ctx.tools)?;
+    if let Some(h) = &handwritten {
+        Wrk {
+            url: &h.url,
+            ..warm.clone()
+        }
+        .run(&ctx.tools)?;
+    }
     Wrk {
         url: &logged.url,
         script: &list_lua,
@@ -402,10 +448,13 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
     }
     .run(&ctx.tools)?;
 
-    let (mut api, mut api_nolog, mut pk, mut txn, mut list, mut listb) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut api, mut api_nolog, mut pk, mut txn, mut list, mut listb, mut hand) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..ctx.opts.runs {
         api.push(ctx.wrk(&logged.url, &point_lua)?);
+        if let Some(h) = &handwritten {
+            hand.push(ctx.wrk(&h.url, &point_lua)?);
+        }
         pk.push(ctx.pgbench(&ctx.db.superuser, &bare, None)?);
         txn.push(ctx.pgbench(&ctx.db.server, &same, Some("-c role=tenantry_app"))?);
         api_nolog.push(ctx.wrk(&unlogged.url, &point_lua)?);
@@ -427,6 +476,20 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
         RatioKind::ValueOverBaseline,
         Some(Goal::RatioAtLeast(0.8)),
     ));
+    if !hand.is_empty() {
+        ctx.push(Figure::new(
+            "api_vs_handwritten",
+            "req/s",
+            "GET /v1/resources/{id} (wrk), as api_point_read",
+            api.clone(),
+            Some((
+                "the same requests to a hand-written axum + tokio-postgres server: tenant from a header, BEGIN, set_config, SELECT, COMMIT pipelined, the guide's policy on a copy of the rows",
+                hand,
+            )),
+            RatioKind::ValueOverBaseline,
+            Some(Goal::RatioAtLeast(1.0)),
+        ));
+    }
     ctx.push(Figure::new(
         "api_vs_same_txn",
         "req/s",
@@ -462,10 +525,21 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
         RatioKind::ValueOverBaseline,
         Some(Goal::RatioAtLeast(0.95)),
     ));
-    ctx.push(Figure::new(
+    ctx.push(rss_figure(
         "server_rss_mb",
-        "MiB",
         "server peak resident memory (VmHWM) through the API figures",
+        peak_rss,
+        idle_rss,
+    ));
+    Ok(())
+}
+
+/// A server's peak memory under a load, next to its idle memory.
+fn rss_figure(name: &str, what: &str, peak_rss: f64, idle_rss: f64) -> Figure {
+    Figure::new(
+        name,
+        "MiB",
+        what,
         vec![peak_rss],
         Some((
             "server resident memory when idle, before load",
@@ -473,8 +547,7 @@ async fn api_figures(ctx: &mut Ctx, keyed: &[Keyed], admin_token: &str) -> anyho
         )),
         RatioKind::ValueOverBaseline,
         Some(Goal::ValueAtMost(64.0)),
-    ));
-    Ok(())
+    )
 }
 
 /// The fastest explicit-WHERE form of "newest 50 the tenant may read": per

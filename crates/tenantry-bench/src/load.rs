@@ -162,22 +162,101 @@ fn parse_after(text: &str, marker: &str) -> Option<f64> {
     text[at..].split_whitespace().next()?.parse().ok()
 }
 
-/// A wrk Lua script: each request is `method path` with the bearer key of a
-/// randomly chosen entry.
+/// One request of a wrk script: the path, the tenant's key (tenantry reads
+/// it) and the tenant's id (the hand-written baseline reads it, unverified).
+/// Both servers get both headers, so they serve the very same requests.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The tenant's API key, sent as `Authorization: Bearer`.
+    pub key: String,
+    /// The tenant's id, sent as `X-Tenant-Id`.
+    pub tenant: uuid::Uuid,
+    /// Path and query.
+    pub path: String,
+}
+
+/// The end of every wrk script: each thread seeds its own random sequence
+/// (unseeded, every thread would send the same requests in the same order,
+/// and the second would always find what the first just cached), and
+/// `request` sends `method pick()` with both headers.
+fn wrk_tail(method: &str) -> String {
+    format!(
+        "local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set(\"seed\", threads)
+end
+init = function(args)
+  math.randomseed(7919 * (seed or 1))
+end
+request = function()
+  local key, tenant, path = pick()
+  return wrk.format({method:?}, path, {{[\"Authorization\"] = \"Bearer \" .. key, [\"X-Tenant-Id\"] = tenant}})
+end
+"
+    )
+}
+
+/// A wrk Lua script: each request is `method path` of a randomly chosen target.
 pub fn wrk_script(
     dir: &Path,
     name: &str,
     method: &str,
-    entries: &[(String, String)],
+    targets: &[Target],
 ) -> anyhow::Result<PathBuf> {
     let mut s = String::from("local p = {\n");
-    for (key, path) in entries {
-        s.push_str(&format!("  {{{:?}, {:?}}},\n", key, path));
+    for t in targets {
+        s.push_str(&format!(
+            "  {{{:?}, {:?}, {:?}}},\n",
+            t.key,
+            t.tenant.to_string(),
+            t.path
+        ));
     }
     s.push_str("}\n");
+    s.push_str(
+        "pick = function()\n  local x = p[math.random(#p)]\n  return x[1], x[2], x[3]\nend\n",
+    );
+    s.push_str(&wrk_tail(method));
+    let path = dir.join(format!("{name}.lua"));
+    std::fs::write(&path, s)?;
+    Ok(path)
+}
+
+/// Width of one record of a targets file: key, space, tenant id, space,
+/// `/v1/resources/<id>`, newline.
+pub const RECORD_WIDTH: usize = KEY_LEN + 1 + 36 + 1 + RESOURCE_PATH_LEN + 1;
+const KEY_LEN: usize = 3 + 12 + 1 + 64;
+const RESOURCE_PATH_LEN: usize = "/v1/resources/".len() + 36;
+
+/// A wrk Lua script for more targets than a script can hold (a million
+/// tenants' keys): each request reads one random fixed-width record of
+/// `records` (written by [`crate::dataset::write_point_targets`]; one `pread`
+/// from the page cache) and sends `GET` of its path with both headers.
+pub fn wrk_file_script(dir: &Path, name: &str, records: &Path) -> anyhow::Result<PathBuf> {
+    let len = std::fs::metadata(records)
+        .with_context(|| format!("reading {}", records.display()))?
+        .len() as usize;
+    if len == 0 || len % RECORD_WIDTH != 0 {
+        bail!(
+            "{}: {len} bytes is no whole number of {RECORD_WIDTH}-byte records",
+            records.display()
+        );
+    }
+    let mut s = format!(
+        "local f = assert(io.open({:?}, \"rb\"))\nlocal count, width = {}, {RECORD_WIDTH}\n",
+        records.to_string_lossy(),
+        len / RECORD_WIDTH
+    );
     s.push_str(&format!(
-        "request = function()\n  local x = p[math.random(#p)]\n  return wrk.format({method:?}, x[2], {{[\"Authorization\"] = \"Bearer \" .. x[1]}})\nend\n"
+        "pick = function()\n  f:seek(\"set\", (math.random(count) - 1) * width)\n  local r = f:read(width)\n  \
+         return r:sub(1, {KEY_LEN}), r:sub({t0}, {t1}), r:sub({p0}, {p1})\nend\n",
+        t0 = KEY_LEN + 2,
+        t1 = KEY_LEN + 37,
+        p0 = KEY_LEN + 39,
+        p1 = KEY_LEN + 38 + RESOURCE_PATH_LEN,
     ));
+    s.push_str(&wrk_tail("GET"));
     let path = dir.join(format!("{name}.lua"));
     std::fs::write(&path, s)?;
     Ok(path)

@@ -2,6 +2,7 @@
 
 mod dataset;
 mod figures;
+mod handwritten;
 mod load;
 mod report;
 mod server;
@@ -27,6 +28,9 @@ enum Command {
     /// (internal) The server under test, started by the benchmark itself.
     #[command(hide = true)]
     ServeChild(server::ChildArgs),
+    /// (internal) The hand-written baseline server, started by the benchmark itself.
+    #[command(hide = true)]
+    ServeHandwritten(handwritten::ChildArgs),
 }
 
 /// Options of a benchmark run.
@@ -35,12 +39,16 @@ pub struct Options {
     /// Tiny data and one short run of everything (what the test suite runs).
     #[arg(long)]
     pub smoke: bool,
-    /// Tenants in the data set (groups of 10: a root, 3 children, 6 grandchildren).
-    #[arg(long, default_value_t = 1000)]
-    pub tenants: i32,
-    /// Resources per tenant.
-    #[arg(long, default_value_t = 1000)]
-    pub resources: i32,
+    /// Tenants in the data set (groups of 10: a root, 3 children, 6
+    /// grandchildren). Default 1,000 (20 with --smoke). Beyond 1,000, the
+    /// run also measures point reads over all of them against 1,000 of them
+    /// (`api_point_read_<n>_tenants`).
+    #[arg(long)]
+    pub tenants: Option<i32>,
+    /// Resources per tenant. Default 1,000; 10 when --tenants exceeds 10,000
+    /// (a million tenants: 10M resources); 20 with --smoke.
+    #[arg(long)]
+    pub resources: Option<i32>,
     /// Request-log rows in total (30 days of history).
     #[arg(long, default_value_t = 1_000_000)]
     pub request_log_rows: i64,
@@ -74,11 +82,14 @@ pub struct Options {
 }
 
 impl Options {
-    /// The smoke mode's sizes and durations override the defaults.
+    /// The smoke mode's sizes and durations override the defaults (sizes
+    /// given explicitly stay).
     fn effective(mut self) -> Self {
+        let small = if self.smoke { 20 } else { 1000 };
+        let tenants = *self.tenants.get_or_insert(small);
+        self.resources
+            .get_or_insert(if tenants > 10_000 { 10 } else { small });
         if self.smoke {
-            self.tenants = 20;
-            self.resources = 20;
             self.request_log_rows = 2_000;
             self.seconds = 1;
             self.runs = 1;
@@ -112,6 +123,7 @@ fn real_main() -> anyhow::Result<()> {
         .context("starting the runtime")?;
     match cli.command {
         Some(Command::ServeChild(args)) => runtime.block_on(server::child_main(args)),
+        Some(Command::ServeHandwritten(args)) => runtime.block_on(handwritten::child_main(args)),
         None => runtime.block_on(figures::run(cli.options.effective())),
     }
 }

@@ -49,26 +49,29 @@ pub async fn child_main(args: ChildArgs) -> anyhow::Result<()> {
     db.check_schema().await?;
     let app = Application::build(&settings, db, &args.admin_token).await?;
     println!("listening {}", app.local_addr());
-    let shutdown = async {
-        let stdin_closed = tokio::task::spawn_blocking(|| {
-            let mut sink = String::new();
-            while std::io::stdin()
-                .read_line(&mut sink)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                sink.clear();
-            }
-        });
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = stdin_closed => {}
-            _ = term.recv() => {}
-        }
-    };
-    app.run(shutdown).await?;
+    app.run(shutdown()).await?;
     Ok(())
+}
+
+/// Resolves when the parent asks a server child to stop: its stdin closes
+/// (the parent exited or dropped the [`ServerChild`]) or SIGTERM arrives.
+pub async fn shutdown() {
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
+            sink.clear();
+        }
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = stdin_closed => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// A running server child.
@@ -87,26 +90,42 @@ impl ServerChild {
         request_log: bool,
         max_connections: usize,
     ) -> anyhow::Result<Self> {
+        let max_connections = max_connections.to_string();
+        let mut args = vec![
+            "serve-child",
+            "--database-url",
+            database_url,
+            "--admin-token",
+            admin_token,
+            "--max-connections",
+            &max_connections,
+        ];
+        if request_log {
+            args.push("--request-log");
+        }
+        Self::spawn(&args, &[("TENANTRY_CONTEXT_KEY", &context_key.expose())])
+    }
+
+    /// Starts `<this exe> <args>` (a server subcommand that prints
+    /// `listening <addr>` once it accepts connections) and waits for its address.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the benchmark binary")?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("serve-child")
-            .args(["--database-url", database_url])
-            .args(["--admin-token", admin_token])
-            .args(["--max-connections", &max_connections.to_string()])
-            .env("TENANTRY_CONTEXT_KEY", context_key.expose())
+        let mut child = Command::new(exe)
+            .args(args)
+            // From the environment, not argv: a process list shows arguments.
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if request_log {
-            cmd.arg("--request-log");
-        }
-        let mut child = cmd.spawn().context("starting the server child")?;
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting the server child ({})", args[0]))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         let Some(addr) = line.trim().strip_prefix("listening ") else {
             let _ = child.kill();
-            bail!("the server child did not start (said {line:?})");
+            let _ = child.wait();
+            bail!("the server child {} did not start (said {line:?})", args[0]);
         };
         Ok(Self {
             url: format!("http://{addr}"),
