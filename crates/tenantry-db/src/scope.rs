@@ -263,6 +263,14 @@ impl Tx {
         }
     }
 
+    /// This transaction leaves session state a server connection must not
+    /// carry into a tenant's transaction (REFRESH ... CONCURRENTLY makes a
+    /// temporary table, and enter_context refuses a session with one): the
+    /// connection is closed when it returns to the pool.
+    pub(crate) fn retire_connection(&mut self) {
+        self.break_connection();
+    }
+
     /// The connection's state is unknown (a lost reply): it must not be reused.
     fn break_connection(&mut self) {
         if let Some(client) = self.client.as_mut() {

@@ -276,6 +276,7 @@ impl AdminScope {
 
     /// Refreshes the `tenant_metrics` materialized view (concurrently).
     pub async fn refresh_metrics(&mut self) -> Result<(), DbError> {
+        self.tx.retire_connection();
         self.q("SELECT tenantry.refresh_tenant_metrics()", &[], &[])
             .await?;
         Ok(())
