@@ -76,6 +76,11 @@ pub struct KeyCache {
 /// (changes made elsewhere then go unseen): the server's default `ttl`.
 pub const UNLISTENED_TTL: Duration = Duration::from_secs(1);
 
+/// Most keys kept at once (about half a KiB each: some 50 MB at most); past
+/// it, expired entries go first, then everything. A server with a million
+/// tenants' keys in use re-verifies the ones it dropped.
+pub const KEY_CACHE_CAPACITY: usize = 100_000;
+
 struct CachedKey {
     hash: [u8; 32],
     identity: Arc<KeyIdentity>,
@@ -144,6 +149,14 @@ impl KeyCache {
                 // A removal since the read may have been about this very key:
                 // answer this request with what was read, but do not keep it.
                 if self.removals.load(Ordering::Acquire) == removals {
+                    if entries.len() >= KEY_CACHE_CAPACITY && !entries.contains_key(secret.prefix())
+                    {
+                        let ttl = self.ttl;
+                        entries.retain(|_, e| e.fetched.elapsed() < ttl);
+                        if entries.len() >= KEY_CACHE_CAPACITY {
+                            entries.clear();
+                        }
+                    }
                     entries.insert(
                         secret.prefix().to_owned(),
                         CachedKey {

@@ -114,10 +114,22 @@ const BY_DESIGN: &[ByDesign] = &[
     ByDesign {
         table: "tenantry.tenants",
         policy: "admin_all_tenants",
-        modes: XT_WRITE,
+        modes: &["cross-tenant"],
         roles: "{tenantry_admin}",
         using: Some("true"),
-        check: Some("true"),
+        check: None,
+        why: ADMIN_WHY,
+    },
+    // Administrators change any tenant, but only in a transaction whose
+    // administrative work was proven (a verified administrative context,
+    // which the server's login cannot mint: attacks/forging.rs).
+    ByDesign {
+        table: "tenantry.tenants",
+        policy: "admin_manages_tenants",
+        modes: &["write"],
+        roles: "{tenantry_admin}",
+        using: Some("tenantry.admin_context()"),
+        check: Some("tenantry.admin_context()"),
         why: ADMIN_WHY,
     },
     ByDesign {
