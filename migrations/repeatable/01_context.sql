@@ -155,7 +155,7 @@ COMMENT ON FUNCTION tenantry.current_tenant_schema() IS 'Schema of the current t
 /**
  * Whether this transaction's administrative work was proven: a verified
  * administrative context (enter_context without a tenant, or an operator's
- * set_admin_context_local). tenantry_admin needs it to change tenants: the
+ * set_admin_context). tenantry_admin needs it to change tenants: the
  * server's login may SET ROLE tenantry_admin, and re-parenting another tenant
  * under one's own would widen its subtree. (The functions that create or
  * re-isolate tenants also accept an operator's session.)
@@ -470,25 +470,26 @@ GRANT EXECUTE ON FUNCTION
 TO tenantry_app;
 
 /**
- * An administrative context for this transaction, for an operator who is a
- * member of tenantry_owner but not a superuser (a superuser session is one
- * already). Refused (42501) for every other login.
+ * An administrative context (what tenantry_admin needs to change tenants),
+ * for an operator in psql who switched to tenantry_admin: for the session, or
+ * for this transaction. Refused (42501) for every login but a superuser or a
+ * member of tenantry_owner.
  */
-CREATE OR REPLACE FUNCTION tenantry.set_admin_context_local(actor text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION tenantry.set_admin_context(actor text DEFAULT NULL, local boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT tenantry.operator_session() THEN
-        RAISE EXCEPTION 'set_admin_context_local is for operators (a superuser or a member of tenantry_owner); % must prove its context with enter_context', session_user
+        RAISE EXCEPTION 'set_admin_context is for operators (a superuser or a member of tenantry_owner); % must prove its context with enter_context', session_user
             USING ERRCODE = '42501';
     END IF;
-    PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL), true);
+    PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL), coalesce(local, false));
 END
 $$;
-COMMENT ON FUNCTION tenantry.set_admin_context_local(text) IS 'Transaction-local administrative context (admin_context()) for operators (superuser or member of tenantry_owner); refused for the server''s login and every role it can assume.';
-GRANT EXECUTE ON FUNCTION tenantry.set_admin_context_local(text) TO tenantry_admin;
+COMMENT ON FUNCTION tenantry.set_admin_context(text, boolean) IS 'Administrative context (admin_context()) for the session, or this transaction with local => true, for operators (superuser or member of tenantry_owner) switched to tenantry_admin; refused for the server''s login and every role it can assume.';
+GRANT EXECUTE ON FUNCTION tenantry.set_admin_context(text, boolean) TO tenantry_admin;
 
 /** Labels the actor of this transaction for the audit log (SET LOCAL, Citus-safe). */
 CREATE OR REPLACE FUNCTION tenantry.set_actor_local(actor text)

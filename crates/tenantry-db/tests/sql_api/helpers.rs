@@ -29,8 +29,12 @@ pub async fn app(tdb: &TestDatabase) -> Client {
     login(tdb, "tenantry_app").await
 }
 
+/// An operator switched to tenantry_admin, with the session's administrative
+/// context (changing tenants needs it; the server proves its own per transaction).
 pub async fn admin(tdb: &TestDatabase) -> Client {
-    login(tdb, "tenantry_admin").await
+    let c = login(tdb, "tenantry_admin").await;
+    exec(&c, "SELECT tenantry.set_admin_context('operator')").await;
+    c
 }
 
 pub async fn logger(tdb: &TestDatabase) -> Client {

@@ -468,7 +468,10 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "create_tenant",
             "drop_request_log_partitions",
             "ensure_request_log_partitions",
+            "enter_context",
+            "enter_context_signed",
             "refresh_tenant_metrics",
+            "set_admin_context",
             "set_tenant_isolation",
         ]
     );
