@@ -421,6 +421,21 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenantry.operator_session() IS 'Internal: the session''s login is a superuser or a member of tenantry_owner (a trusted operator in psql). Not granted.';
 
+/** Raises 42501 naming `setter` unless this session is a trusted operator's. */
+CREATE OR REPLACE FUNCTION tenantry.require_operator(setter text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT tenantry.operator_session() THEN
+        RAISE EXCEPTION '% is for operators (a superuser or a member of tenantry_owner); % must prove its context with enter_context', setter, session_user
+            USING ERRCODE = '42501';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.require_operator(text) IS 'Internal: refuses (42501) the operator-only setters to every login but a superuser or a member of tenantry_owner. Not granted.';
+
 /**
  * The guide's set_tenant_context: SESSION scope, for a trusted operator in
  * psql (a superuser or a member of tenantry_owner, typically followed by
@@ -433,10 +448,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT tenantry.operator_session() THEN
-        RAISE EXCEPTION 'set_tenant_context is for operators (a superuser or a member of tenantry_owner); % must prove its context with enter_context', session_user
-            USING ERRCODE = '42501';
-    END IF;
+    PERFORM tenantry.require_operator('set_tenant_context');
     PERFORM set_config('backtrace_functions',
                        CASE WHEN tid IS NULL THEN '' ELSE tenantry.context_value(tid, NULL, NULL, NULL) END,
                        false);
@@ -454,10 +466,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT tenantry.operator_session() THEN
-        RAISE EXCEPTION 'set_tenant_context_local is for operators (a superuser or a member of tenantry_owner); % must prove its context with enter_context', session_user
-            USING ERRCODE = '42501';
-    END IF;
+    PERFORM tenantry.require_operator('set_tenant_context_local');
     PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, NULL), true);
     RETURN tenantry.current_tenant_schema();
 END
@@ -481,10 +490,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT tenantry.operator_session() THEN
-        RAISE EXCEPTION 'set_admin_context is for operators (a superuser or a member of tenantry_owner); % must prove its context with enter_context', session_user
-            USING ERRCODE = '42501';
-    END IF;
+    PERFORM tenantry.require_operator('set_admin_context');
     PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL), coalesce(local, false));
 END
 $$;
