@@ -56,7 +56,6 @@ const ADMIN_WHY: &str =
 
 const ANON_XT: &[&str] = &["anon", "cross-tenant"];
 const ALL_MODES: &[&str] = &["anon", "cross-tenant", "write"];
-const XT_WRITE: &[&str] = &["cross-tenant", "write"];
 
 const fn subtree_read(table: &'static str, policy: &'static str) -> ByDesign {
     ByDesign {
