@@ -38,6 +38,7 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 --
 -- Values:
 --   tenantry_v1_<tenant>_<user>,a<actor>,s<schema>,v<tenant>,<descendant>,...
+--       (the policies read only what follows ",v", which no other value has)
 --       a tenant context (uuids as 32 hex digits; user 32 zeros when none;
 --       actor as hex of its UTF-8 bytes; schema of the tenant's resources;
 --       the visible subtree, self first). Transaction-local for the server.
@@ -72,15 +73,16 @@ SET LOCAL ROLE tenantry_owner;
 
 /**
  * The tenant of the current transaction or session; NULL when none is set
- * (or when the setting holds anything but a tenant context).
+ * (or when the setting holds anything but a tenant context). The first
+ * element of the visible subtree, which only a tenant context has (",v" is
+ * its marker; no other value tenantry writes contains it): one read of the
+ * setting, the cheapest form a policy can evaluate.
  */
 CREATE OR REPLACE FUNCTION tenantry.current_tenant_id()
 RETURNS uuid
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
-                THEN pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 13, 32)::uuid
-           END
+    SELECT nullif(pg_catalog.left(pg_catalog.split_part(pg_catalog.current_setting('backtrace_functions'), ',v', 2), 32), '')::uuid
 $$;
 COMMENT ON FUNCTION tenantry.current_tenant_id() IS 'The current tenant (from the verified context, see enter_context), NULL when none. Policies compare tenant_id with it; no tenant means no rows.';
 
@@ -93,12 +95,8 @@ CREATE OR REPLACE FUNCTION tenantry.visible_tenant_ids()
 RETURNS uuid[]
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
-                THEN ('{' || pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'),
-                                               pg_catalog.strpos(pg_catalog.current_setting('backtrace_functions'), ',v') + 2)
-                      || '}')::uuid[]
-                ELSE '{}'::uuid[]
-           END
+    SELECT ('{' OPERATOR(pg_catalog.||) pg_catalog.split_part(pg_catalog.current_setting('backtrace_functions'), ',v', 2)
+            OPERATOR(pg_catalog.||) '}')::uuid[]
 $$;
 COMMENT ON FUNCTION tenantry.visible_tenant_ids() IS 'The current tenant and its live descendants (self first), as verified with the context; empty when no tenant is set.';
 
