@@ -364,6 +364,30 @@ COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text)
 GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) TO tenantry_app, tenantry_admin;
 
 /**
+ * Refuses (TN503) a server connection that holds statements prepared by SQL
+ * (PREPARE), which the server never makes: SQL the application ran through
+ * the library on this connection earlier could have replaced one of the
+ * server's cached statements under its name, to run in the next tenant's
+ * context. The library calls it before enter_context on a connection whose
+ * previous transaction ran SQL it did not write itself, and closes the
+ * connection when it raises; it reads only this session's statements.
+ */
+CREATE OR REPLACE FUNCTION tenantry.assert_clean_session()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements p WHERE p.from_sql) THEN
+        RAISE EXCEPTION 'this connection holds statements prepared by SQL; it is closed'
+            USING ERRCODE = 'TN503';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.assert_clean_session() IS 'Server connections: TN503 when the session holds statements prepared by SQL (PREPARE), which could stand in for the server''s own under their names; the library then closes the connection.';
+GRANT EXECUTE ON FUNCTION tenantry.assert_clean_session() TO tenantry_app;
+
+/**
  * A transaction context signed with a context key: for connections the
  * server does not hold for itself (a transaction-pooling pgbouncer) and for
  * other programs that hold the key. The HMAC covers

@@ -119,6 +119,9 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
         let field = db.hint().map(str::to_owned);
         match db.code().code() {
             "TN404" => DbError::NotFound(message),
+            // A server connection whose session is no longer the server's own
+            // (assert_clean_session): it is closed, the caller retries.
+            "TN503" => DbError::Unavailable(message),
             "TN409" => DbError::Conflict(message),
             "TN429" => DbError::QuotaExceeded(message),
             "TN403" => DbError::Forbidden(message),

@@ -219,11 +219,16 @@ pub(crate) struct Tx {
     /// A flight is on the wire: dropped now (a cancelled request), what the
     /// database did with it is unknown, and so is the chain's state.
     in_flight: bool,
+    /// The connection's previous transaction ran caller SQL: this one checks
+    /// that the session holds no statement prepared by SQL before its context.
+    check_session: bool,
 }
 
 impl Tx {
-    fn new(client: Object, mode: StatementMode, contexts: Arc<Contexts>, setup: Setup) -> Self {
+    fn new(mut client: Object, mode: StatementMode, contexts: Arc<Contexts>, setup: Setup) -> Self {
+        let check_session = std::mem::take(&mut client.ran_caller_sql);
         Self {
+            check_session,
             client: Some(client),
             mode,
             contexts,
@@ -269,6 +274,14 @@ impl Tx {
     /// connection is closed when it returns to the pool.
     pub(crate) fn retire_connection(&mut self) {
         self.break_connection();
+    }
+
+    /// This transaction runs SQL the library did not write: the connection's
+    /// next transaction checks its session first.
+    pub(crate) fn runs_caller_sql(&mut self) {
+        if let Some(client) = self.client.as_mut() {
+            client.ran_caller_sql = true;
+        }
     }
 
     /// The connection's state is unknown (a lost reply): it must not be reused.
@@ -444,6 +457,7 @@ impl Tx {
                 client,
                 mode,
                 setup,
+                session_role && self.check_session,
                 session_role,
                 ctx.as_ref(),
                 ctx_prepared.as_ref(),
@@ -715,11 +729,13 @@ impl Drop for Tx {
 
 /// BEGIN, the role and the context of a transaction's first flight. Returns
 /// the index of the context statement among the steps, if there is one.
+#[allow(clippy::too_many_arguments)]
 fn push_setup<'a>(
     steps: &mut Vec<MaybeDone<Step<'a>>>,
     client: &'a Object,
     mode: StatementMode,
     setup: &'a Setup,
+    check_session: bool,
     session_role: bool,
     ctx: Option<&'a Stmt<'a>>,
     ctx_prepared: Option<&'a Statement>,
@@ -734,6 +750,14 @@ fn push_setup<'a>(
     };
     if let Some(role) = role {
         steps.push(maybe_done(simple(client, role)));
+    }
+    if check_session {
+        // Before the context: a statement some earlier caller SQL replaced
+        // must not run for this tenant (docs/security.md, "Known limits").
+        steps.push(maybe_done(simple(
+            client,
+            "SELECT tenantry.assert_clean_session()",
+        )));
     }
     ctx.map(|ctx| {
         debug_assert!(mode == StatementMode::Unnamed || ctx_prepared.is_some());
@@ -915,6 +939,7 @@ pub struct Under<'s> {
 
 impl Under<'_> {
     async fn out(&mut self, sql: Sql<'_>, params: &[&(dyn ToSql + Sync)]) -> Result<Out, DbError> {
+        self.scope.tx.runs_caller_sql();
         let stmt = Stmt {
             sql: sql.text,
             params,

@@ -14,6 +14,9 @@ pub(crate) struct Conn {
     pub(crate) chain: Option<Chain>,
     /// Out of step with the database (a refused context, an unknown outcome): never reused.
     pub(crate) broken: bool,
+    /// Its last transaction ran SQL the library did not write (`TenantScope::query`
+    /// and its siblings): the next one checks the session first.
+    pub(crate) ran_caller_sql: bool,
 }
 
 impl Deref for Conn {
@@ -64,6 +67,7 @@ impl managed::Manager for SessionManager {
             client,
             chain,
             broken: false,
+            ran_caller_sql: false,
         })
     }
 
