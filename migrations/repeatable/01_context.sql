@@ -263,6 +263,29 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenantry.context_value(uuid, uuid, text, text) IS 'Internal: the context value for tenant, user and actor with the tenant''s part (looked up when NULL); without a tenant, an administrative context for the actor. Not granted.';
 
+/**
+ * The part of a context both enter functions set, once its proof checked out:
+ * '' for an administrative context (no tenant), the server's cached part when
+ * it names the tenant first, else the tenant's part looked up; NULL (refused)
+ * when the connection is not in the role such a transaction runs as (other
+ * SQL left it in another one) or the cached part is another tenant's.
+ * Plain SQL, inlined into its callers; granted to nobody.
+ */
+CREATE OR REPLACE FUNCTION tenantry.checked_context_part(tid uuid, tenant_part text)
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE
+        WHEN pg_catalog.current_setting('role')
+             OPERATOR(pg_catalog.<>) (CASE WHEN tid IS NULL THEN 'tenantry_admin' ELSE 'tenantry_app' END) THEN NULL
+        WHEN tid IS NULL THEN ''
+        WHEN tenant_part IS NULL THEN tenantry.tenant_context_part(tid)
+        WHEN pg_catalog.strpos(tenant_part, ',v' OPERATOR(pg_catalog.||) pg_catalog.replace(tid::text, '-', '')) OPERATOR(pg_catalog.>) 0
+        THEN tenant_part
+    END
+$$;
+COMMENT ON FUNCTION tenantry.checked_context_part(uuid, text) IS 'Internal: the context part enter_context and enter_context_signed set (empty for an administrative context), or NULL when the connection is in the wrong role or a cached part is another tenant''s. Not granted.';
+
 /** The HMAC-SHA-256 of msg under context key key_id; NULL for an unknown key. */
 CREATE OR REPLACE FUNCTION tenantry.context_mac(key_id integer, msg text)
 RETURNS bytea
@@ -341,19 +364,12 @@ BEGIN
        -- A server session never makes temporary objects: one that has was
        -- used by other SQL, whose temporary tables would shadow the team's
        -- unqualified table names in this tenant's statements.
-       OR pg_my_temp_schema() <> 0
-       -- The role the server runs this kind of transaction as: a connection
-       -- left in another one by other SQL is out of step.
-       OR current_setting('role') <> (CASE WHEN tid IS NULL THEN 'tenantry_admin' ELSE 'tenantry_app' END) THEN
+       OR pg_my_temp_schema() <> 0 THEN
         RETURN NULL;
     END IF;
-    IF tid IS NULL THEN
-        part := '';     -- an administrative context
-    ELSE
-        part := coalesce(tenant_part, tenantry.tenant_context_part(tid));
-        IF strpos(part, ',v' || replace(tid::text, '-', '')) = 0 THEN
-            RETURN NULL;
-        END IF;
+    part := tenantry.checked_context_part(tid, tenant_part);
+    IF part IS NULL THEN
+        RETURN NULL;
     END IF;
     PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex'), false);
     PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, part), true);
@@ -409,17 +425,12 @@ DECLARE
 BEGIN
     IF expected IS NULL OR mac IS NULL OR expected <> mac
        OR (pid <> 0 AND pid <> pg_backend_pid())
-       OR expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint
-       OR current_setting('role') <> (CASE WHEN tid IS NULL THEN 'tenantry_admin' ELSE 'tenantry_app' END) THEN
+       OR expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN
         RETURN NULL;
     END IF;
-    IF tid IS NULL THEN
-        part := '';     -- an administrative context
-    ELSE
-        part := coalesce(tenant_part, tenantry.tenant_context_part(tid));
-        IF strpos(part, ',v' || replace(tid::text, '-', '')) = 0 THEN
-            RETURN NULL;
-        END IF;
+    part := tenantry.checked_context_part(tid, tenant_part);
+    IF part IS NULL THEN
+        RETURN NULL;
     END IF;
     PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, part), true);
     RETURN part;
