@@ -332,3 +332,19 @@ async fn raw_settings_never_change_or_widen_the_context_and_the_context_setting_
     );
     exec(&app, "COMMIT").await;
 }
+
+#[tokio::test]
+async fn the_readme_walkthrough_of_the_sql_api_runs_as_written_in_psql() {
+    let tdb = TestDatabase::new().await;
+    let stdout = crate::helpers::run_readme_sql(&tdb, "Using the SQL API from psql").await;
+    // What the comments in the README say: globex owns nothing, reads the
+    // shared "plan" through resources_shared_with_me(), and cannot change it.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.contains(&"plan"), "{stdout}");
+    assert!(lines.contains(&"UPDATE 0"), "{stdout}");
+    assert_eq!(
+        lines.iter().filter(|l| **l == "plan").count(),
+        1,
+        "{stdout}"
+    );
+}

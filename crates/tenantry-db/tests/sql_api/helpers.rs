@@ -151,3 +151,51 @@ pub async fn log_requests(logger: &Client, t: Uuid, users: &[Uuid]) {
             .unwrap_or_else(|e| panic!("logging a request: {}", describe(&e)));
     }
 }
+
+/// Runs the first `sql` block of the README's section `heading` through psql
+/// as the superuser (an operator, as the README's reader is), failing on the
+/// first error; returns psql's unaligned output.
+pub async fn run_readme_sql(tdb: &TestDatabase, heading: &str) -> String {
+    use std::io::Write;
+    let readme = include_str!("../../../../README.md");
+    let section = readme
+        .split(&format!("\n## {heading}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has the section {heading:?}"))
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let sql = section
+        .split("```sql\n")
+        .nth(1)
+        .expect("the section has an sql block")
+        .split("```")
+        .next()
+        .unwrap();
+    let psql = tenantry_embedded::PgBinaries::discover()
+        .expect("PostgreSQL binaries")
+        .bindir()
+        .join("psql");
+    let mut child = std::process::Command::new(psql)
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-f", "-", "-d"])
+        .arg(tdb.superuser_url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "psql failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -463,48 +463,8 @@ async fn a_table_with_many_rows_is_backfilled_in_committed_batches_then_adopted(
 
 #[tokio::test]
 async fn the_readme_walkthrough_for_your_own_tables_runs_as_written_in_psql() {
-    use std::io::Write;
     let tdb = TestDatabase::new().await;
-    let readme = include_str!("../../../../README.md");
-    let section = readme
-        .split("\n## Use it for your own tables\n")
-        .nth(1)
-        .expect("README has the section")
-        .split("\n## ")
-        .next()
-        .unwrap();
-    let sql = section
-        .split("```sql\n")
-        .nth(1)
-        .expect("the section has an sql block")
-        .split("```")
-        .next()
-        .unwrap();
-    let psql = tenantry_embedded::PgBinaries::discover()
-        .expect("PostgreSQL binaries")
-        .bindir()
-        .join("psql");
-    let mut child = std::process::Command::new(psql)
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-f", "-", "-d"])
-        .arg(tdb.superuser_url())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("psql runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(sql.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "psql failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = crate::helpers::run_readme_sql(&tdb, "Use it for your own tables").await;
     // What the comments in the README say the queries answer.
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines.contains(&"Launch|Write the announcement"), "{stdout}");
