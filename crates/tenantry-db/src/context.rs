@@ -67,8 +67,9 @@ impl ContextKey {
         format!("{}:{}", self.id, hex::encode(self.secret))
     }
 
-    /// HMAC-SHA-256 of `message`, as `tenantry.context_mac` computes it.
-    pub(crate) fn mac(&self, message: &str) -> Vec<u8> {
+    /// HMAC-SHA-256 of `message`, as `tenantry.context_mac` computes it (the
+    /// messages are documented on the functions that check them).
+    pub fn mac(&self, message: &str) -> Vec<u8> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret)
             .expect("HMAC takes keys of any length");
         mac.update(message.as_bytes());

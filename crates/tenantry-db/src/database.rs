@@ -314,22 +314,14 @@ impl Database {
             }
             other => MigrateError::Unavailable(other.to_string()),
         })?;
-        // As the login itself: the server's own connections are tenantry_app
-        // for the session, and the bookkeeping is not the app role's to read.
-        client.batch_execute("BEGIN; SET LOCAL ROLE NONE").await?;
-        let checked = crate::migrate::check(&client).await;
-        client.batch_execute("COMMIT").await?;
-        checked
+        as_login(&client, crate::migrate::check(&client)).await?
     }
 
     /// The doctor's findings on adopted tables ([`crate::tables::table_problems`]),
     /// as the server's login; the server refuses to start on any.
     pub async fn table_problems(&self) -> Result<Vec<crate::TableProblem>, DbError> {
         let client = self.pool.get().await?;
-        // As the login itself (see check_schema).
-        client.batch_execute("BEGIN; SET LOCAL ROLE NONE").await?;
-        let problems = crate::tables::table_problems(&client).await;
-        client.batch_execute("COMMIT").await?;
+        let problems = as_login(&client, crate::tables::table_problems(&client)).await?;
         problems.map_err(|e| match e {
             crate::TableError::Database(e) => e.into(),
             refused => DbError::Internal(refused.to_string()),
@@ -346,6 +338,19 @@ impl Database {
     pub fn connect_config(&self) -> &tokio_postgres::Config {
         &self.pg
     }
+}
+
+/// Runs `work` (statements on `client`) in a transaction as the login itself:
+/// the server's own connections are `tenantry_app` for the whole session,
+/// and the boot checks read what only the login (and administrators) may.
+async fn as_login<T>(
+    client: &tokio_postgres::Client,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, tokio_postgres::Error> {
+    client.batch_execute("BEGIN; SET LOCAL ROLE NONE").await?;
+    let out = work.await;
+    client.batch_execute("COMMIT").await?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -104,31 +104,42 @@ pub fn context_key() -> &'static ContextKey {
 /// pooled connection (`enter_context_signed`, signed with the test key, any
 /// backend). Panics when the database refuses it.
 pub async fn begin_in_tenant(client: &Client, tenant: uuid::Uuid) {
-    let key = context_key();
-    let signed = crate::SignedContext::new(crate::TenantId::from_uuid(tenant));
-    let mac = key.sign_context(&signed);
     client.batch_execute("BEGIN").await.expect("BEGIN");
-    let part: Option<String> = client
+    let signed = crate::SignedContext::new(crate::TenantId::from_uuid(tenant));
+    let part = enter_signed(client, &signed)
+        .await
+        .unwrap_or_else(|e| panic!("entering tenant {tenant}: {e:?}"));
+    assert!(
+        part.is_some(),
+        "the database refused a signed context for {tenant}"
+    );
+}
+
+/// `enter_context_signed` with `signed`, signed with the test databases'
+/// context key (what the server does on pooled connections): the tenant's
+/// part, or `None` when refused.
+pub async fn enter_signed(
+    client: &Client,
+    signed: &crate::SignedContext,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let key = context_key();
+    let mac = key.sign_context(signed);
+    Ok(client
         .query_one(
             "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &signed.pid,
                 &signed.expires_at,
-                &tenant,
-                &None::<uuid::Uuid>,
-                &None::<String>,
-                &None::<String>,
+                &signed.tenant.map(|t| *t.as_uuid()),
+                &signed.user.map(|u| *u.as_uuid()),
+                &signed.actor,
+                &signed.tenant_part,
                 &key.id(),
                 &mac,
             ],
         )
-        .await
-        .unwrap_or_else(|e| panic!("entering tenant {tenant}: {e:?}"))
-        .get(0);
-    assert!(
-        part.is_some(),
-        "the database refused a signed context for {tenant}"
-    );
+        .await?
+        .get(0))
 }
 
 async fn connect(config: &Config) -> Client {

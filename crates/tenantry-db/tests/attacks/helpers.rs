@@ -246,13 +246,7 @@ pub const TENANT_RELATIONS: &[(&str, &str)] = &[
 /// HMAC-SHA-256 of `message` under the test databases' context key, as the
 /// server computes it (`tenantry.context_mac` in SQL).
 pub fn context_mac(message: &str) -> Vec<u8> {
-    use hmac::{Hmac, KeyInit, Mac};
-    let exposed = tenantry_db::testing::context_key().expose();
-    let (_, secret) = exposed.split_once(':').expect("<id>:<hex>");
-    let secret = hex::decode(secret).expect("hex secret");
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&secret).expect("any length");
-    mac.update(message.as_bytes());
-    mac.finalize().into_bytes().to_vec()
+    tenantry_db::testing::context_key().mac(message)
 }
 
 /// Unix milliseconds `seconds` from now (negative: in the past).
@@ -403,31 +397,7 @@ impl ServerConn {
     }
 }
 
-/// `enter_context_signed` with `signed`, signed with the test databases'
-/// context key (what the server does on pooled connections): the tenant's
-/// part, or `None` when refused.
-pub async fn enter_signed(
-    c: &Client,
-    signed: &tenantry_db::SignedContext,
-) -> Result<Option<String>, tokio_postgres::Error> {
-    let key = tenantry_db::testing::context_key();
-    let mac = key.sign_context(signed);
-    Ok(c.query_one(
-        "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[
-            &signed.pid,
-            &signed.expires_at,
-            &signed.tenant.map(|t| *t.as_uuid()),
-            &signed.user.map(|u| *u.as_uuid()),
-            &signed.actor,
-            &signed.tenant_part,
-            &key.id(),
-            &mac,
-        ],
-    )
-    .await?
-    .get(0))
-}
+pub use tenantry_db::testing::enter_signed;
 
 /// A signed context for `t` on any backend, valid for a minute.
 pub fn signed_for(t: Uuid) -> tenantry_db::SignedContext {
