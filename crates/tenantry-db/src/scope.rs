@@ -740,7 +740,18 @@ fn push_setup<'a>(
     ctx: Option<&'a Stmt<'a>>,
     ctx_prepared: Option<&'a Statement>,
 ) -> Option<usize> {
-    steps.push(maybe_done(simple(client, "BEGIN")));
+    // A connection whose last transaction ran caller SQL is checked first,
+    // in the session's own role (tenantry_app) before any switch, and before
+    // the context: a statement that SQL replaced must not run for this
+    // transaction (docs/security.md, "Weaknesses found and fixed").
+    steps.push(maybe_done(simple(
+        client,
+        if check_session {
+            "BEGIN; SELECT tenantry.assert_clean_session()"
+        } else {
+            "BEGIN"
+        },
+    )));
     let role = match setup {
         Setup::Admin(_) => Some("SET LOCAL ROLE tenantry_admin"),
         Setup::Logger => Some("SET LOCAL ROLE tenantry_logger"),
@@ -750,14 +761,6 @@ fn push_setup<'a>(
     };
     if let Some(role) = role {
         steps.push(maybe_done(simple(client, role)));
-    }
-    if check_session {
-        // Before the context: a statement some earlier caller SQL replaced
-        // must not run for this tenant (docs/security.md, "Known limits").
-        steps.push(maybe_done(simple(
-            client,
-            "SELECT tenantry.assert_clean_session()",
-        )));
     }
     ctx.map(|ctx| {
         debug_assert!(mode == StatementMode::Unnamed || ctx_prepared.is_some());

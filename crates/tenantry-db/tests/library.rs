@@ -1522,3 +1522,29 @@ async fn a_collision_that_persists_is_returned_as_contention_after_the_policys_a
     );
     assert_eq!(names(&db, t, OwnerFilter::Own).await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn administrative_work_on_a_connection_that_ran_caller_sql_is_checked_and_goes_through() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database_with(StatementMode::Prepared, 1);
+    let a = tenant(&db, "a", None).await;
+    // The one connection runs SQL the library did not write: its next
+    // transaction checks the session first, whichever role it then runs as.
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let (n,): (i64,) = s
+        .query_one("SELECT count(*) FROM tenantry.resources", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    s.commit().await.unwrap();
+    let child = tenant(&db, "child", Some(a)).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let ids: Vec<TenantId> = s
+        .children()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.tenant_id)
+        .collect();
+    assert_eq!(ids, [child]);
+}
