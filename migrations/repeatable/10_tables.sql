@@ -126,12 +126,12 @@ BEGIN
     IF tbl IS NULL THEN
         RETURN NULL;
     END IF;
-    EXECUTE format('SELECT ($1).%I::text', tenantry.row_key_column(tbl)) INTO old_key USING OLD;
-    IF TG_OP = 'UPDATE' THEN
-        EXECUTE format('SELECT ($1).%I::text', tenantry.row_key_column(tbl)) INTO new_key USING NEW;
-        IF new_key IS NOT DISTINCT FROM old_key THEN
-            RETURN NULL;
-        END IF;
+    -- Both keys in one statement, the key column looked up once (NEW is NULL
+    -- for a DELETE, and so is its key).
+    EXECUTE format('SELECT ($1).%1$I::text, ($2).%1$I::text', tenantry.row_key_column(tbl))
+        INTO old_key, new_key USING OLD, NEW;
+    IF TG_OP = 'UPDATE' AND new_key IS NOT DISTINCT FROM old_key THEN
+        RETURN NULL;
     END IF;
     DELETE FROM tenantry.shared_rows s
     WHERE s.tenant_id = OLD.tenant_id AND s.table_id = tbl AND s.row_id = old_key;
