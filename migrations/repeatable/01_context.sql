@@ -37,11 +37,12 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 -- every value tenantry writes starts with "tenantry_".
 --
 -- Values:
---   tenantry_v1_<tenant>_<user>,a<actor>,s<schema>,v<tenant>,<descendant>,...
+--   tenantry_v1_<tenant>_<user>,a<actor>,s<schema>[,m],v<tenant>,<descendant>,...
 --       (the policies read only what follows ",v", which no other value has)
 --       a tenant context (uuids as 32 hex digits; user 32 zeros when none;
 --       actor as hex of its UTF-8 bytes; schema of the tenant's resources;
---       the visible subtree, self first). Transaction-local for the server.
+--       ,m when its subtree spans both tiers; the visible subtree, self
+--       first). Transaction-local for the server.
 --   tenantry_admin_v1_<actor>
 --       an administrative context (actor as hex): what tenantry_admin needs
 --       to change tenants (admin_context()). Transaction-local.
@@ -203,19 +204,24 @@ COMMENT ON FUNCTION tenantry.tenant_subtree(uuid) IS 'Internal: a tenant and its
  * visible subtree and its resources schema; no row for an unknown tenant.
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_context_row(tid uuid)
-RETURNS TABLE (status text, visible uuid[], schema_name text)
+RETURNS TABLE (status text, visible uuid[], schema_name text, mixed boolean)
 LANGUAGE sql STABLE
 AS $$
     SELECT t.status,
            ARRAY(SELECT s.tenant_id FROM tenantry.tenant_subtree(t.tenant_id) s),
-           CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
+           CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END,
+           EXISTS (SELECT 1 FROM tenantry.tenant_subtree(t.tenant_id) s
+                   JOIN tenantry.tenants d ON d.tenant_id = s.tenant_id
+                   WHERE d.isolation <> t.isolation)
     FROM tenantry.tenants t
     WHERE t.tenant_id = tid
 $$;
-COMMENT ON FUNCTION tenantry.tenant_context_row(uuid) IS 'Internal: status, visible subtree (self first) and resources schema of a tenant, for the context setters; no row when the tenant does not exist. Not granted.';
+COMMENT ON FUNCTION tenantry.tenant_context_row(uuid) IS 'Internal: status, visible subtree (self first), resources schema of a tenant and whether its subtree spans both tiers (mixed), for the context setters; no row when the tenant does not exist. Not granted.';
 
 /**
- * The tenant's part of a context value: ",s<schema>,v<self>,<descendant>,...".
+ * The tenant's part of a context value: ",s<schema>[,m],v<self>,<descendant>,...";
+ * ",m" when the subtree spans both tiers (the server then reads the whole
+ * table family instead of the tenant's own table).
  * Raises TN422 without a tenant, TN404 for an unknown tenant and TN403 for a
  * deleted one. Servers cache it (it changes only with the hierarchy, the
  * tenant's status or its isolation) and send it back with enter_context.
@@ -231,13 +237,13 @@ BEGIN
     IF tid IS NULL THEN
         RAISE EXCEPTION 'tenant id is required' USING ERRCODE = 'TN422', HINT = 'tenant_id';
     END IF;
-    SELECT c.status, c.visible, c.schema_name INTO ctx FROM tenantry.tenant_context_row(tid) c;
+    SELECT c.status, c.visible, c.schema_name, c.mixed INTO ctx FROM tenantry.tenant_context_row(tid) c;
     IF ctx.status IS NULL THEN
         RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404';
     ELSIF ctx.status = 'deleted' THEN
         RAISE EXCEPTION 'tenant % is deleted', tid USING ERRCODE = 'TN403';
     END IF;
-    RETURN ',s' || ctx.schema_name || ',v'
+    RETURN ',s' || ctx.schema_name || CASE WHEN ctx.mixed THEN ',m' ELSE '' END || ',v'
         || array_to_string(ARRAY(SELECT replace(v::text, '-', '') FROM unnest(ctx.visible) v), ',');
 END
 $$;

@@ -419,8 +419,8 @@ BEGIN
     IF mine.status IS DISTINCT FROM 'active' THEN
         RAISE EXCEPTION 'tenant % is not active', me USING ERRCODE = 'TN403';
     END IF;
-    -- A schema tenant alters and locks the shared resources tables, stalling
-    -- every other tenant while it is made: that is an operator's decision.
+    -- A schema tenant costs catalog space and backend memory (a table per
+    -- tenant table, docs/architecture.md, "Tiers"): an operator's decision.
     IF isolation IS DISTINCT FROM 'shared' THEN
         RAISE EXCEPTION 'only an operator can create a schema-isolated tenant' USING ERRCODE = 'TN403', HINT = 'isolation';
     END IF;

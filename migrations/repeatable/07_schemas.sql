@@ -1,23 +1,63 @@
 -- =============================================================================
--- Schema-per-tenant ("silo") isolation and connection setup.
+-- Schema-per-tenant ("silo") isolation and moves between tiers.
 --
--- A schema-isolated tenant's resources live in <schema_name>.resources, a
--- partition of tenantry.resources for that tenant alone: physically separate,
--- yet the same API, policies, sharing and usage views serve both models.
--- Moving a tenant between models moves its rows in one transaction.
+-- A schema tenant's rows live in tables of its own schema (tenants.
+-- schema_name: tenant_ and random hex, naming nothing about the tenant), one
+-- per tenant table, each INHERITing the pooled table of its family
+-- (tenantry.resources). Creating one takes no lock any other tenant waits
+-- for (SHARE UPDATE EXCLUSIVE on the pooled table, which readers and writers
+-- do not conflict with) and touches no row; the server routes a tenant's
+-- statements to its own table, and a query on the pooled table itself still
+-- reaches every tenant's rows under the one policy (docs/architecture.md,
+-- "Tiers").
 --
--- The catalog is readable by every role, so nothing a tenant schema is made
--- of carries the tenant's id or name: the schema is tenants.schema_name
--- (tenant_ and random hex), its table, indexes and constraints have fixed
--- names, and the comments say nothing of whose they are. The one exception is
--- the partition bound, FOR VALUES IN ('<tenant id>'): a LIST partition needs
--- it (docs/security.md, known limits).
+-- Moving a tenant between tiers (tier_move_start, _copy, _catch_up, _finish;
+-- set_tenant_isolation does all four in one transaction, CALL
+-- tenantry.move_tenant commits between them): the rows are copied in batches
+-- while the tenant keeps writing (tenant_row_home records every key it
+-- writes meanwhile), then the cut-over takes the tenant's row in tenants FOR
+-- UPDATE (its writers wait, nobody else does), copies what changed, and
+-- switches the tier. Bulk copies run with session_replication_role =
+-- replica: no row trigger (quota, audit, shares, tier checks) fires for rows
+-- that only change place.
 -- =============================================================================
 
+-- The owner's functions copy rows without firing row triggers. Granted once
+-- per cluster, like backtrace_functions (01_context.sql).
+RESET ROLE;
+DO $grant$
+BEGIN
+    IF NOT has_parameter_privilege('tenantry_owner', 'session_replication_role', 'SET') THEN
+        GRANT SET ON PARAMETER session_replication_role TO tenantry_owner;
+    END IF;
+END
+$grant$;
 SET LOCAL ROLE tenantry_owner;
 
-/** Policies and grants for direct access to a tenant partition (psql users with setup_connection). */
-CREATE OR REPLACE FUNCTION tenantry.secure_tenant_partition(tid uuid)
+-- The move's bookkeeping is the owner's alone: no role reads or writes it
+-- (the tier_move_* functions do, as the owner).
+CREATE POLICY tier_moves_no_direct_access ON tenantry.tier_moves AS RESTRICTIVE FOR ALL TO PUBLIC USING (false) WITH CHECK (false);
+COMMENT ON POLICY tier_moves_no_direct_access ON tenantry.tier_moves IS 'No role reads or writes moves directly: only the owner''s tier_move_* functions (the table is granted to none).';
+CREATE POLICY tier_move_changes_no_direct_access ON tenantry.tier_move_changes AS RESTRICTIVE FOR ALL TO PUBLIC USING (false) WITH CHECK (false);
+COMMENT ON POLICY tier_move_changes_no_direct_access ON tenantry.tier_move_changes IS 'No role reads or writes recorded writes directly: tenant_row_home appends, the tier move consumes (both as the owner; the table is granted to none).';
+
+/** Which tables a tenant schema holds: every tenant table family, with the key column a move copies by. */
+CREATE OR REPLACE FUNCTION tenantry.tier_tables()
+RETURNS TABLE (template regclass, key_column name, key_type text, columns text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f.template, f.key_column,
+           (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+            WHERE a.attrelid = f.template AND a.attname = f.key_column),
+           (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = f.template AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '')
+    FROM (VALUES ('tenantry.resources'::regclass, 'id'::name)) f(template, key_column)
+$$;
+COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of (template: the pooled table; its key column after tenant_id, that key''s type, and the columns a copy writes: all but generated ones). Not granted.';
+
+/** Policies, triggers, grants and comments (naming no tenant) on a tenant's schema and its tables. */
+CREATE OR REPLACE FUNCTION tenantry.secure_tenant_schema(tid uuid)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -25,88 +65,437 @@ AS $$
 DECLARE
     s text := (SELECT t.schema_name FROM tenantry.tenants t WHERE t.tenant_id = tid);
 BEGIN
-    PERFORM tenantry.secure_resources_partition(s, 'resources');
     EXECUTE format('COMMENT ON SCHEMA %I IS %L', s,
                    'Schema of a schema-isolated tenant (tenantry.tenants.schema_name says whose).');
-    EXECUTE format('COMMENT ON TABLE %I.resources IS %L', s,
-                   'Resources of a schema-isolated tenant (a partition of tenantry.resources).');
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_app, tenantry_app_own, tenantry_app_shared', s);
-    EXECUTE format('GRANT SELECT ON %I.resources TO tenantry_app_own, tenantry_app_shared', s);
-    EXECUTE format('GRANT INSERT (tenant_id, name, data), UPDATE (name, data), DELETE ON %I.resources TO tenantry_app_own', s);
+    PERFORM tenantry.secure_resources_table(format('%I.resources', s)::regclass);
+    EXECUTE format('COMMENT ON TABLE %I.resources IS %L', s,
+                   'Resources of a schema-isolated tenant (inherits tenantry.resources; same policy and triggers).');
 END
 $$;
-COMMENT ON FUNCTION tenantry.secure_tenant_partition(uuid) IS 'Internal: RLS (forced), policies, grants and comments (naming no tenant) on a tenant''s own schema and resources partition.';
+COMMENT ON FUNCTION tenantry.secure_tenant_schema(uuid) IS 'Internal: RLS (forced), policies, triggers, grants and comments (naming no tenant) on a tenant''s own schema and tables. Idempotent. Not granted.';
+
+/** A tenant's schema and its tables, empty, standalone (not yet inheriting): the destination of a move to the schema tier. */
+CREATE OR REPLACE FUNCTION tenantry.create_tenant_tables(tid uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text := (SELECT t.schema_name FROM tenantry.tenants t WHERE t.tenant_id = tid);
+    f record;
+BEGIN
+    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION tenantry_owner', s);
+    FOR f IN SELECT * FROM tenantry.tier_tables() LOOP
+        -- Defaults, CHECK constraints, generated columns, indexes (all led by
+        -- tenant_id), storage; not the foreign key to tenants (adding one
+        -- would lock tenants against writes: tenant_row_home checks the tenant).
+        EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I (LIKE %I.%I INCLUDING ALL)', s,
+                       (SELECT c.relname FROM pg_class c WHERE c.oid = f.template),
+                       (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = f.template),
+                       (SELECT c.relname FROM pg_class c WHERE c.oid = f.template));
+    END LOOP;
+    PERFORM tenantry.secure_tenant_schema(tid);
+END
+$$;
+COMMENT ON FUNCTION tenantry.create_tenant_tables(uuid) IS 'Internal: creates the tenant''s schema and one empty table per tenant table family (LIKE the pooled table, without its foreign key), secured. Not granted.';
+
+/** The administrative gate of every tier change. */
+CREATE OR REPLACE FUNCTION tenantry.require_tier_admin()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
+        RAISE EXCEPTION 'moving tenants between tiers needs a proven administrative context' USING ERRCODE = '42501';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.require_tier_admin() IS 'Internal: 42501 unless the transaction has a proven administrative context or the session is a trusted operator''s. Not granted.';
 
 /**
- * Moves a tenant between isolation models, keeping every row, share and
- * timestamp. 'schema': creates the tenant's schema (tenants.schema_name) and
- * its resources partition and moves the rows there; 'shared': moves them back
- * and drops the schema.
+ * Step 1 of a move: marks the tenant as moving to target and, towards the
+ * schema tier, creates its tables (empty, not yet inheriting). Takes the
+ * tenant's row FOR UPDATE, so every write of the tenant from now on is
+ * recorded. Returns 'started', 'resumed' (a move to target was under way),
+ * or 'done' (the tenant is in that tier already).
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_start(tid uuid, target text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    IF target IS NULL OR target NOT IN ('shared', 'schema') THEN
+        RAISE EXCEPTION 'isolation must be "shared" or "schema"' USING ERRCODE = 'TN422', HINT = 'isolation';
+    END IF;
+    SELECT tn.isolation, tn.moving_to INTO t
+    FROM tenantry.tenants tn WHERE tn.tenant_id = tid AND tn.status <> 'deleted' FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    ELSIF t.moving_to = target THEN
+        RETURN 'resumed';
+    ELSIF t.moving_to IS NOT NULL THEN
+        RAISE EXCEPTION 'tenant % is being moved to the % tier; finish or abort that move first', tid, t.moving_to
+            USING ERRCODE = 'TN409', HINT = 'isolation';
+    ELSIF t.isolation = target THEN
+        RETURN 'done';
+    END IF;
+    IF target = 'schema' THEN
+        PERFORM tenantry.create_tenant_tables(tid);
+    END IF;
+    INSERT INTO tenantry.tier_moves (tenant_id, target) VALUES (tid, target);
+    UPDATE tenantry.tenants SET moving_to = target WHERE tenant_id = tid;
+    RETURN 'started';
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move step 1: marks the tenant as moving (its writes are recorded from now on) and, towards schema, creates its empty tables. Returns started, resumed or done. TN404 unknown tenant, TN409 another move under way, TN422 bad tier.';
+
+/**
+ * The tables a moving tenant's rows go from and to. Towards the schema tier
+ * rows are copied online into its (standalone) tables; towards the shared
+ * tier they are copied at the cut-over, so the pooled table never holds a
+ * second copy that queries on it would see.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_tables(tid uuid)
+RETURNS TABLE (template regclass, template_schema name, template_table name,
+               source_schema name, destination_schema name,
+               key_column name, key_type text, columns text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f.template, n.nspname, c.relname,
+           CASE WHEN m.target = 'schema' THEN n.nspname ELSE t.schema_name::name END,
+           CASE WHEN m.target = 'schema' THEN t.schema_name::name ELSE n.nspname END,
+           f.key_column, f.key_type, f.columns
+    FROM tenantry.tier_moves m
+    JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
+    CROSS JOIN tenantry.tier_tables() f
+    JOIN pg_class c ON c.oid = f.template
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE m.tenant_id = tid
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_tables(uuid) IS 'Internal: for a tenant being moved, each family''s pooled table (template), the schema its rows come from and go to (the template''s, or the tenant''s own; the table name is the template''s in both), key and columns. Not granted.';
+
+/** Copies up to max_rows more not yet copied rows of a tenant moving to the schema tier, in key order; returns how many. */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_copy_rows(tid uuid, max_rows bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    progress jsonb;
+    f record;
+    last_key text;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    SELECT m.copied INTO progress FROM tenantry.tier_moves m WHERE m.tenant_id = tid AND m.target = 'schema' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
+        CONTINUE WHEN progress -> f.template::text = 'true'::jsonb OR total >= max_rows;
+        EXECUTE format(
+            'WITH batch AS (SELECT %4$s FROM ONLY %1$I.%3$I WHERE tenant_id = $1 AND ($2::text IS NULL OR %5$I > $2::%6$s)
+                            ORDER BY %5$I LIMIT $3),
+                  copied AS (INSERT INTO %2$I.%3$I (%4$s) SELECT %4$s FROM batch ON CONFLICT DO NOTHING)
+             SELECT (SELECT b.%5$I::text FROM batch b ORDER BY b.%5$I DESC LIMIT 1), count(*) FROM batch',
+            f.source_schema, f.destination_schema, f.template_table, f.columns, f.key_column, f.key_type)
+        USING tid, progress ->> f.template::text, max_rows - total
+        INTO last_key, n;
+        progress := progress || jsonb_build_object(f.template::text,
+            CASE WHEN n < max_rows - total THEN 'true'::jsonb ELSE to_jsonb(last_key) END);
+        total := total + n;
+    END LOOP;
+    UPDATE tenantry.tier_moves m SET copied = progress WHERE m.tenant_id = tid;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_copy_rows(uuid, bigint) IS 'Internal (tier_move_copy, tier_move_finish, run as the owner with row triggers off): copies up to max_rows more rows of a tenant moving to the schema tier, after the last key copied of each table, into its schema tables; records how far it got in tier_moves.copied. Not granted.';
+
+/** Copies again the rows behind up to max_changes recorded writes of a tenant moving to the schema tier; returns how many records it consumed. */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_apply_changes(tid uuid, max_changes bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    taken jsonb;
+    consumed bigint;
+    f record;
+    keys text[];
+BEGIN
+    -- Only records this snapshot sees: a write still in flight has its
+    -- record consumed by a later round, which copies what it wrote.
+    WITH gone AS (
+        DELETE FROM tenantry.tier_move_changes c
+        WHERE c.tenant_id = tid AND c.change_id IN (
+            SELECT c2.change_id FROM tenantry.tier_move_changes c2
+            WHERE c2.tenant_id = tid ORDER BY c2.change_id LIMIT max_changes)
+        RETURNING c.table_id, c.row_key),
+    per_table AS (
+        SELECT g.table_id::text AS tbl, jsonb_agg(DISTINCT g.row_key) AS row_keys, count(*) AS n
+        FROM gone g GROUP BY g.table_id)
+    SELECT coalesce(jsonb_object_agg(p.tbl, p.row_keys), '{}'), coalesce(sum(p.n), 0)
+    INTO taken, consumed FROM per_table p;
+    IF consumed = 0 THEN
+        RETURN 0;
+    END IF;
+    FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) WHERE EXISTS (
+                 SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid AND m.target = 'schema') LOOP
+        keys := ARRAY(SELECT jsonb_array_elements_text(taken -> f.template::text));
+        CONTINUE WHEN cardinality(keys) = 0;
+        EXECUTE format('DELETE FROM ONLY %1$I.%2$I WHERE tenant_id = $1 AND %3$I = ANY ($2::%4$s[])',
+                       f.destination_schema, f.template_table, f.key_column, f.key_type)
+        USING tid, keys;
+        EXECUTE format('INSERT INTO %2$I.%3$I (%4$s) SELECT %4$s FROM ONLY %1$I.%3$I WHERE tenant_id = $1 AND %5$I = ANY ($2::%6$s[])',
+                       f.source_schema, f.destination_schema, f.template_table, f.columns, f.key_column, f.key_type)
+        USING tid, keys;
+    END LOOP;
+    RETURN consumed;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_apply_changes(uuid, bigint) IS 'Internal (tier_move_catch_up, tier_move_finish, run as the owner with row triggers off): consumes up to max_changes recorded writes of a moving tenant and copies those rows again into its schema tables (rows deleted meanwhile go). Not granted.';
+
+/**
+ * Step 2 (repeat until 0): copies up to max_rows more of the tenant's rows,
+ * in key order, into its schema tables, in a short transaction: only the
+ * rows read are touched, and the tenant keeps writing. Returns how many rows
+ * were copied (0: all copied; towards the shared tier always 0, as rows move
+ * at the cut-over).
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_copy(tid uuid, max_rows integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+    replication text := current_setting('session_replication_role');
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    IF NOT EXISTS (SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid) THEN
+        RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    END IF;
+    PERFORM set_config('session_replication_role', 'replica', true);
+    n := tenantry.tier_move_copy_rows(tid, greatest(max_rows, 1));
+    PERFORM set_config('session_replication_role', replication, true);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_copy(uuid, integer) IS 'Admin, tier move step 2 (repeat until it returns 0): copies up to max_rows more rows of the moving tenant, in key order, into its schema tables while it keeps writing. Towards the shared tier: 0 (rows move at the cut-over). TN404 when the tenant is not being moved.';
+
+/**
+ * Step 3 (repeat while it returns max_changes): copies again the rows the
+ * tenant wrote since they were copied, so that little is left for the
+ * cut-over. Returns how many recorded writes it consumed.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_catch_up(tid uuid, max_changes integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+    replication text := current_setting('session_replication_role');
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    IF NOT EXISTS (SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid) THEN
+        RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    END IF;
+    PERFORM set_config('session_replication_role', 'replica', true);
+    n := tenantry.tier_move_apply_changes(tid, greatest(max_changes, 1));
+    PERFORM set_config('session_replication_role', replication, true);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier move step 3 (repeat while it returns max_changes): copies again the rows the moving tenant wrote since they were copied; returns how many recorded writes it consumed.';
+
+/**
+ * Step 4, the cut-over: takes the tenant's row FOR UPDATE (the tenant's
+ * writers wait until this transaction ends; nobody else does), copies what
+ * is left and what changed, moves the rows out of the old tier and switches
+ * the tenant's tier (audited, and announced to every server through the
+ * invalidation trigger). Returns the tier, the rows moved and how long the
+ * tenant's writes were held back (cutover_ms, up to the end of this function).
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_finish(tid uuid)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text;
+    m record;
+    f record;
+    locked_at timestamptz;
+    n bigint;
+    moved bigint := 0;
+    replication text := current_setting('session_replication_role');
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR UPDATE;
+    locked_at := clock_timestamp();
+    SELECT * INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    END IF;
+    PERFORM set_config('session_replication_role', 'replica', true);
+    IF m.target = 'schema' THEN
+        PERFORM tenantry.tier_move_copy_rows(tid, 9223372036854775807);
+        LOOP
+            EXIT WHEN tenantry.tier_move_apply_changes(tid, 100000) = 0;
+        END LOOP;
+        FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
+            EXECUTE format('DELETE FROM ONLY %I.%I WHERE tenant_id = $1', f.source_schema, f.template_table) USING tid;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            moved := moved + n;
+            -- SHARE UPDATE EXCLUSIVE on the pooled table: no reader or writer waits.
+            EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I',
+                           f.destination_schema, f.template_table, f.template_schema, f.template_table);
+        END LOOP;
+    ELSE
+        FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
+            EXECUTE format('ALTER TABLE %I.%I NO INHERIT %I.%I',
+                           f.source_schema, f.template_table, f.template_schema, f.template_table);
+            EXECUTE format('INSERT INTO %2$I.%3$I (%4$s) SELECT %4$s FROM ONLY %1$I.%3$I',
+                           f.source_schema, f.destination_schema, f.template_table, f.columns);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            moved := moved + n;
+        END LOOP;
+        EXECUTE format('DROP SCHEMA %I CASCADE', s);
+    END IF;
+    PERFORM set_config('session_replication_role', replication, true);
+    DELETE FROM tenantry.tier_move_changes c WHERE c.tenant_id = tid;
+    DELETE FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid;
+    UPDATE tenantry.tenants SET isolation = m.target, moving_to = NULL WHERE tenant_id = tid;
+    RETURN jsonb_build_object('isolation', m.target, 'rows_moved', moved,
+        'cutover_ms', round((extract(epoch FROM clock_timestamp() - locked_at) * 1000)::numeric, 3));
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified). Returns {isolation, rows_moved, cutover_ms}. TN404 when the tenant is not being moved.';
+
+/** Gives up a move: the tenant stays where it was, with every row; its new schema (towards schema) is dropped. */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_abort(tid uuid)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text;
+    m record;
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    END IF;
+    SELECT * INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'none';
+    END IF;
+    IF m.target = 'schema' THEN
+        EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', s);
+    END IF;
+    DELETE FROM tenantry.tier_move_changes c WHERE c.tenant_id = tid;
+    DELETE FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid;
+    UPDATE tenantry.tenants SET moving_to = NULL WHERE tenant_id = tid;
+    RETURN 'aborted';
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_abort(uuid) IS 'Admin: abandons a tier move under way; the tenant keeps its tier and every row (a half-built tenant schema is dropped). Returns aborted, or none when no move was under way.';
+
+/** How many rows a tenant holds in its tenant tables (for a move's progress). */
+CREATE OR REPLACE FUNCTION tenantry.tenant_row_count(tid uuid)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f record;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    FOR f IN SELECT * FROM tenantry.tier_tables() LOOP
+        -- The family: the tenant's rows in whichever tier holds them (a move's
+        -- destination joins the family only at the cut-over).
+        EXECUTE format('SELECT count(*) FROM %I.%I WHERE tenant_id = $1',
+                       (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = f.template),
+                       (SELECT c.relname FROM pg_class c WHERE c.oid = f.template))
+        USING tid INTO n;
+        total := total + n;
+    END LOOP;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_row_count(uuid) IS 'Admin: how many rows a tenant holds in all its tenant tables, wherever they are (a tier move''s progress total).';
+
+GRANT EXECUTE ON FUNCTION
+    tenantry.tier_move_start(uuid, text),
+    tenantry.tier_move_copy(uuid, integer),
+    tenantry.tier_move_catch_up(uuid, integer),
+    tenantry.tier_move_finish(uuid),
+    tenantry.tier_move_abort(uuid),
+    tenantry.tenant_row_count(uuid)
+TO tenantry_admin;
+
+/**
+ * Moves a tenant between tiers in one transaction (the guide's function):
+ * start, copy and cut-over together, so the tenant's writes wait for all of
+ * it; nobody else's do. Online moves: CALL tenantry.move_tenant(...) or
+ * `tenantry tenant move`.
  */
 CREATE OR REPLACE FUNCTION tenantry.set_tenant_isolation(tid uuid, model text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    s text;
-    current_model text;
-    cols text := 'tenant_id, id, name, data, created_at, updated_at, created_by, shared_with';
 BEGIN
-    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
-        RAISE EXCEPTION 'moving tenants between isolation models needs a proven administrative context' USING ERRCODE = '42501';
+    IF tenantry.tier_move_start(tid, model) <> 'done' THEN
+        PERFORM tenantry.tier_move_finish(tid);
     END IF;
-    IF model IS NULL OR model NOT IN ('shared', 'schema') THEN
-        RAISE EXCEPTION 'isolation must be "shared" or "schema"' USING ERRCODE = 'TN422', HINT = 'isolation';
-    END IF;
-    SELECT t.isolation, t.schema_name INTO current_model, s
-    FROM tenantry.tenants t WHERE t.tenant_id = tid AND t.status <> 'deleted' FOR UPDATE;
-    IF current_model IS NULL THEN
-        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
-    END IF;
-    IF current_model = model THEN
-        RETURN;
-    END IF;
-
-    -- Rows leave one partition and enter another; the share records must not
-    -- cascade away meanwhile, so their foreign key is lifted for the move and
-    -- validated again before commit.
-    LOCK TABLE tenantry.resources, tenantry.shared_resources IN SHARE ROW EXCLUSIVE MODE;
-    ALTER TABLE tenantry.shared_resources DROP CONSTRAINT shared_resources_tenant_id_resource_id_fkey;
-
-    IF model = 'schema' THEN
-        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION tenantry_owner', s);
-        EXECUTE format('CREATE TABLE %I.resources (LIKE tenantry.resources INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS)', s);
-        -- Lets ATTACH PARTITION skip scanning the new table; dropped once it
-        -- is attached, as its definition names the tenant.
-        EXECUTE format('ALTER TABLE %I.resources ADD CONSTRAINT resources_tenant CHECK (tenant_id = %L::uuid)', s, tid);
-        EXECUTE format('INSERT INTO %I.resources (%s) SELECT %s FROM tenantry.resources_pooled WHERE tenant_id = $1', s, cols, cols)
-            USING tid;
-        DELETE FROM tenantry.resources_pooled WHERE tenant_id = tid;
-        EXECUTE format('ALTER TABLE tenantry.resources ATTACH PARTITION %I.resources FOR VALUES IN (%L)', s, tid);
-        EXECUTE format('ALTER TABLE %I.resources DROP CONSTRAINT resources_tenant', s);
-        PERFORM tenantry.secure_tenant_partition(tid);
-    ELSE
-        EXECUTE format('ALTER TABLE tenantry.resources DETACH PARTITION %I.resources', s);
-        EXECUTE format('INSERT INTO tenantry.resources (%s) SELECT %s FROM %I.resources', cols, cols, s);
-        EXECUTE format('DROP SCHEMA %I CASCADE', s);
-    END IF;
-
-    ALTER TABLE tenantry.shared_resources
-        ADD CONSTRAINT shared_resources_tenant_id_resource_id_fkey
-        FOREIGN KEY (tenant_id, resource_id) REFERENCES tenantry.resources (tenant_id, id) ON DELETE CASCADE;
-    UPDATE tenantry.tenants SET isolation = model WHERE tenant_id = tid;
-    -- The move copied rows past the quota trigger (into a table not yet attached,
-    -- out of one detached): count the tenant again.
-    PERFORM tenantry.recount_quota_usage(tid);
 END
 $$;
-COMMENT ON FUNCTION tenantry.set_tenant_isolation(uuid, text) IS 'Admin: moves a tenant between pooled (shared) and schema isolation in one transaction; loses nothing (rows, shares, timestamps).';
+COMMENT ON FUNCTION tenantry.set_tenant_isolation(uuid, text) IS 'Admin: moves a tenant between pooled (shared) and schema isolation in one transaction, holding back only that tenant''s writes; loses nothing (rows, shares, timestamps). For large tenants use the online move (move_tenant, tier_move_*).';
 GRANT EXECUTE ON FUNCTION tenantry.set_tenant_isolation(uuid, text) TO tenantry_admin;
 
 /**
+ * The online move, from psql: CALL tenantry.move_tenant(tid, 'schema').
+ * Commits after each step (so call it outside a transaction block): the
+ * tenant keeps reading and writing until the cut-over, which holds back its
+ * writes only. Resumes a move that was interrupted.
+ */
+CREATE OR REPLACE PROCEDURE tenantry.move_tenant(tid uuid, target text, batch_rows integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF tenantry.tier_move_start(tid, target) = 'done' THEN
+        RETURN;
+    END IF;
+    COMMIT;
+    WHILE tenantry.tier_move_copy(tid, batch_rows) > 0 LOOP
+        COMMIT;
+    END LOOP;
+    COMMIT;
+    WHILE tenantry.tier_move_catch_up(tid, batch_rows) >= batch_rows LOOP
+        COMMIT;
+    END LOOP;
+    COMMIT;
+    PERFORM tenantry.tier_move_finish(tid);
+END
+$$;
+COMMENT ON PROCEDURE tenantry.move_tenant(uuid, text, integer) IS 'Admin: the online tier move from psql (CALL, outside a transaction block): start, copy in batches, catch up, cut over, committing between steps; resumes an interrupted move. Runs with the caller''s rights: the steps check for an administrative context.';
+GRANT EXECUTE ON PROCEDURE tenantry.move_tenant(uuid, text, integer) TO tenantry_admin;
+
+/**
  * Guide: create_tenant_schema(tid). Fixed: identifiers via %I, owned by
- * tenantry_owner, RLS forced on the new table, rows already held by the
+ * tenantry_owner, RLS forced on the new tables, rows already held by the
  * tenant moved in (nothing lost); idempotent.
  */
 CREATE OR REPLACE FUNCTION tenantry.create_tenant_schema(tid uuid)
@@ -116,6 +505,33 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT tenantry.set_tenant_isolation(tid, 'schema') $$;
 COMMENT ON FUNCTION tenantry.create_tenant_schema(uuid) IS 'Guide API: gives a tenant its own schema (tenants.schema_name) with its resources table (same shape and guarantees) and switches it to schema isolation.';
 GRANT EXECUTE ON FUNCTION tenantry.create_tenant_schema(uuid) TO tenantry_admin;
+
+/**
+ * Puts a schema tenant's schema first on this transaction's search path, so
+ * that unqualified names of tenant tables name the tenant's own tables (the
+ * server's route for a schema tenant). A schema that is gone means the route
+ * was stale (the tenant moved back to the shared tier): 40001, HINT
+ * tier_moved, and the server retries with a fresh part. Routing is not
+ * isolation: the policies on every table decide what any route reads.
+ */
+-- No SET search_path clause: it would undo the search path this function
+-- exists to set. SECURITY INVOKER, every name qualified.
+CREATE OR REPLACE FUNCTION tenantry.use_tenant_schema(schema_name text)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = use_tenant_schema.schema_name) THEN
+        RAISE EXCEPTION 'tenant schema % is gone (the tenant changed tiers); retry the transaction', schema_name
+            USING ERRCODE = '40001', HINT = 'tier_moved';
+    END IF;
+    PERFORM pg_catalog.set_config('search_path',
+        pg_catalog.quote_ident(schema_name) OPERATOR(pg_catalog.||) ', '
+        OPERATOR(pg_catalog.||) pg_catalog.current_setting('search_path'), true);
+END
+$$;
+COMMENT ON FUNCTION tenantry.use_tenant_schema(text) IS 'Server route of a schema tenant: puts its schema first on this transaction''s search path; 40001 (HINT tier_moved) when the schema is gone.';
+GRANT EXECUTE ON FUNCTION tenantry.use_tenant_schema(text) TO tenantry_app;
 
 /**
  * Guide: setup_connection(). Fixed: current_tenant_schema() exists, the
@@ -145,15 +561,15 @@ $$;
 COMMENT ON FUNCTION tenantry.setup_connection() IS 'Guide API: sets the session search_path to the current tenant''s schema (if schema-isolated), tenantry, public. Session scope: unsafe behind transaction pooling.';
 GRANT EXECUTE ON FUNCTION tenantry.setup_connection() TO tenantry_app;
 
--- Schemas of tenants that were schema-isolated before these definitions:
--- brought to the current policies, grants and comments (the function is
--- idempotent).
-DO $partitions$
+
+-- Tenant schemas made before these definitions: brought to the current
+-- policies, triggers, grants and comments (the function is idempotent).
+DO $schemas$
 DECLARE
     tid uuid;
 BEGIN
     FOR tid IN SELECT tenant_id FROM tenantry.tenants WHERE isolation = 'schema' ORDER BY tenant_id LOOP
-        PERFORM tenantry.secure_tenant_partition(tid);
+        PERFORM tenantry.secure_tenant_schema(tid);
     END LOOP;
 END
-$partitions$;
+$schemas$;

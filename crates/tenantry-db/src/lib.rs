@@ -59,6 +59,7 @@ pub mod tables;
 mod tenants;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod tiers;
 mod usage;
 
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};
@@ -79,4 +80,5 @@ pub use scope::{AdminScope, TenantContext, TenantScope, Under, Visibility};
 pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
 pub use tables::{AdoptOptions, ExistingRows, TableError, TableProblem, TenantTable};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
+pub use tiers::{MoveProgress, TierMove};
 pub use usage::{AuditEntry, AuditQuery, MetricsRow, RequestLogEntry, ResourceUsage};

@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::{types::Type, Row};
 
-use crate::{scope::Visibility, DbError, ResourceId, TenantId, TenantScope, UserId};
+use crate::{
+    scope::{Route, Visibility},
+    DbError, ResourceId, TenantId, TenantScope, UserId,
+};
 
 /// A resource as the caller may see it.
 #[derive(Debug, Clone, Serialize)]
@@ -175,14 +178,32 @@ fn resource(r: &Row, me: TenantId) -> Resource {
 /// as its index condition), then, only when that found nothing, the rows
 /// shared with the caller (through the fence `resources_shared_with_me`: a
 /// policy "subtree OR shared" would be no index condition, issue 10 finding 8).
-const GET_RESOURCE: &str =
-    "(SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by, true
-  FROM tenantry.resources WHERE id = $1)
+/// The caller's own table is named by the transaction's route
+/// (docs/architecture.md, "Tiers").
+fn get_resource_sql(route: Route) -> &'static str {
+    match route {
+        Route::Family => GET_RESOURCE_FAMILY,
+        Route::Pooled => GET_RESOURCE_POOLED,
+        Route::Schema => GET_RESOURCE_SCHEMA,
+    }
+}
+
+macro_rules! get_resource {
+    ($table:literal) => {
+        concat!(
+            "(SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by, true
+  FROM ", $table, " WHERE id = $1)
  UNION ALL
  (SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by,
          tenant_id = ANY (tenantry.visible_tenant_ids())
   FROM tenantry.resources_shared_with_me($1))
- LIMIT 1";
+ LIMIT 1"
+        )
+    };
+}
+const GET_RESOURCE_FAMILY: &str = get_resource!("tenantry.resources");
+const GET_RESOURCE_POOLED: &str = get_resource!("ONLY tenantry.resources");
+const GET_RESOURCE_SCHEMA: &str = get_resource!("resources");
 
 fn validate(name: Option<&str>, data: Option<&serde_json::Value>) -> Result<(), DbError> {
     if let Some(name) = name {
@@ -207,10 +228,18 @@ impl TenantScope {
     pub async fn create_resource(&mut self, new: &NewResource) -> Result<Resource, DbError> {
         validate(Some(&new.name), Some(&new.data))?;
         let me = self.tenant();
-        let sql = format!(
-            "INSERT INTO tenantry.resources (tenant_id, name, data) VALUES ($1, $2, $3)
-             RETURNING {RESOURCE_COLUMNS}, true"
-        );
+        let sql = match self.tx.route() {
+            // Not yet known where the tenant's rows live: the database puts
+            // the row in the tenant's own table.
+            Route::Family => format!(
+                "SELECT {RESOURCE_COLUMNS}, true FROM tenantry.create_resource_row($1, $2, $3)"
+            ),
+            route => format!(
+                "INSERT INTO {} (tenant_id, name, data) VALUES ($1, $2, $3)
+                 RETURNING {RESOURCE_COLUMNS}, true",
+                route.resources_insert()
+            ),
+        };
         let rows = self
             .rows_as(
                 Visibility::Owned,
@@ -226,9 +255,8 @@ impl TenantScope {
     /// tenant's resource is not found, exactly like a missing one.
     pub async fn get_resource(&mut self, id: ResourceId) -> Result<Resource, DbError> {
         let me = self.tenant();
-        let rows = self
-            .rows(GET_RESOURCE, &[id.as_uuid()], &[Type::UUID])
-            .await?;
+        let sql = get_resource_sql(self.tx.route());
+        let rows = self.rows(sql, &[id.as_uuid()], &[Type::UUID]).await?;
         rows.first()
             .map(|r| resource(r, me))
             .ok_or_else(|| not_found(id))
@@ -238,10 +266,11 @@ impl TenantScope {
     /// round trip (BEGIN, context, SELECT and COMMIT travel together).
     pub async fn get_resource_and_commit(mut self, id: ResourceId) -> Result<Resource, DbError> {
         let me = self.tenant();
+        let sql = get_resource_sql(self.tx.route());
         let rows = self
             .tx
             .query_and_commit(crate::scope::Stmt {
-                sql: GET_RESOURCE,
+                sql,
                 params: &[id.as_uuid()],
                 types: &[Type::UUID],
             })
@@ -260,8 +289,9 @@ impl TenantScope {
     ) -> Result<Resource, DbError> {
         validate(update.name.as_deref(), update.data.as_ref())?;
         let me = self.tenant();
+        let table = self.tx.route().resources();
         let sql = format!(
-            "UPDATE tenantry.resources SET name = coalesce($2, name), data = coalesce($3, data)
+            "UPDATE {table} SET name = coalesce($2, name), data = coalesce($3, data)
              WHERE id = $1 RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())"
         );
         let rows = self
@@ -279,13 +309,12 @@ impl TenantScope {
 
     /// Deletes a resource of the caller or a descendant (its shares go with it).
     pub async fn delete_resource(&mut self, id: ResourceId) -> Result<(), DbError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE id = $1 RETURNING id",
+            self.tx.route().resources()
+        );
         let rows = self
-            .rows_as(
-                Visibility::Owned,
-                "DELETE FROM tenantry.resources WHERE id = $1 RETURNING id",
-                &[id.as_uuid()],
-                &[Type::UUID],
-            )
+            .rows_as(Visibility::Owned, &sql, &[id.as_uuid()], &[Type::UUID])
             .await?;
         if rows.is_empty() {
             return Err(not_found(id));
@@ -315,6 +344,7 @@ impl TenantScope {
     /// (GIN index). Both travel in one flight and are merged here.
     async fn list(&mut self, query: &ResourceQuery, commit: bool) -> Result<ResourcePage, DbError> {
         let me = self.tenant();
+        let table = self.tx.route().resources();
         let limit = query.limit.clamp(1, 1000);
         let (after_ts, after_id) = match query.after {
             Some(c) => (Some(c.created_at), Some(*c.id.as_uuid())),
@@ -335,7 +365,7 @@ impl TenantScope {
             format!(
                 "SELECT {RESOURCE_COLUMNS}, true
                  FROM unnest(tenantry.visible_tenant_ids()) v(t),
-                      LATERAL (SELECT {RESOURCE_COLUMNS} FROM tenantry.resources r
+                      LATERAL (SELECT {RESOURCE_COLUMNS} FROM {table} r
                                WHERE r.tenant_id = v.t AND {FILTERS} {ORDER}) x
                  WHERE {which} {ORDER}"
             )
@@ -343,7 +373,7 @@ impl TenantScope {
         // The last column says "reached through the hierarchy"; where a part
         // knows it, it is a constant: computing it per row re-reads the settings.
         let own = format!(
-            "SELECT {RESOURCE_COLUMNS}, true FROM tenantry.resources
+            "SELECT {RESOURCE_COLUMNS}, true FROM {table}
              WHERE tenant_id = $1 AND {FILTERS} {ORDER}"
         );
         // Shared rows come through the fence resources_shared_with_me(), which
@@ -448,13 +478,12 @@ impl TenantScope {
     /// Shares of a resource the caller owns (or a descendant owns). Not found otherwise.
     pub async fn list_shares(&mut self, id: ResourceId) -> Result<Vec<Share>, DbError> {
         // Existence and ownership first, so a foreign id answers not found.
+        let sql = format!(
+            "SELECT 1 FROM {} WHERE id = $1",
+            self.tx.route().resources()
+        );
         let owned = self
-            .rows_as(
-                Visibility::Owned,
-                "SELECT 1 FROM tenantry.resources WHERE id = $1",
-                &[id.as_uuid()],
-                &[Type::UUID],
-            )
+            .rows_as(Visibility::Owned, &sql, &[id.as_uuid()], &[Type::UUID])
             .await?;
         if owned.is_empty() {
             return Err(not_found(id));

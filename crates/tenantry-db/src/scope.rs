@@ -109,6 +109,65 @@ const ENTER_CONTEXT_SIGNED_TYPES: &[Type] = &[
     Type::BYTEA,
 ];
 
+/// A schema tenant's transaction puts its schema first on the search path
+/// (07_schemas.sql, `use_tenant_schema`): unqualified names of tenant tables
+/// then name the tenant's own tables.
+const USE_TENANT_SCHEMA: &str = "SELECT tenantry.use_tenant_schema($1)";
+
+/// Which table of a tenant table family a transaction's statements name
+/// (docs/architecture.md, "Tiers"), from the tenant's cached context part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// The part is not known yet, or the visible subtree spans both tiers:
+    /// the pooled table with every schema tenant's table that inherits it.
+    Family,
+    /// A pooled tenant whose subtree is pooled: the pooled table alone.
+    Pooled,
+    /// A schema tenant whose subtree is in its schema: its own tables, by
+    /// unqualified name under the search path the setup puts first.
+    Schema,
+}
+
+impl Route {
+    /// The resources table to read, change or delete from.
+    pub(crate) fn resources(self) -> &'static str {
+        match self {
+            Route::Family => "tenantry.resources",
+            Route::Pooled => "ONLY tenantry.resources",
+            Route::Schema => "resources",
+        }
+    }
+
+    /// The resources table to insert into: the tenant's own. Unknown
+    /// ([`Route::Family`]): the pooled one, where a schema tenant's row is
+    /// refused (`tenant_row_home`), so callers let the database choose then.
+    pub(crate) fn resources_insert(self) -> &'static str {
+        match self {
+            Route::Family | Route::Pooled => "tenantry.resources",
+            Route::Schema => "resources",
+        }
+    }
+
+    /// The route a part (`,s<schema>[,m],v...`) gives, and the schema to put
+    /// first on the search path for [`Route::Schema`].
+    fn of_part(part: Option<&str>) -> (Route, Option<String>) {
+        let Some(part) = part else {
+            return (Route::Family, None);
+        };
+        let schema = part
+            .strip_prefix(",s")
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or("");
+        if schema.is_empty() || part.contains(",m,") {
+            (Route::Family, None)
+        } else if schema == "tenantry" {
+            (Route::Pooled, None)
+        } else {
+            (Route::Schema, Some(schema.to_owned()))
+        }
+    }
+}
+
 /// The values of a transaction's context statement, owned for the length of its flight.
 enum ContextArgs {
     Enter {
@@ -222,6 +281,10 @@ pub(crate) struct Tx {
     /// The connection's previous transaction ran caller SQL: this one checks
     /// that the session holds no statement prepared by SQL before its context.
     check_session: bool,
+    /// The tenant's context part as cached when the transaction first needed
+    /// it (its route, or its first flight): one value for the whole
+    /// transaction. `None` until then.
+    pinned_part: Option<Option<Arc<str>>>,
 }
 
 impl Tx {
@@ -237,6 +300,7 @@ impl Tx {
             finished: false,
             changes_tenants: false,
             in_flight: false,
+            pinned_part: None,
         }
     }
 
@@ -291,6 +355,23 @@ impl Tx {
         }
     }
 
+    /// The tenant's cached context part, read once per transaction.
+    fn pinned_part(&mut self) -> Option<Arc<str>> {
+        if self.pinned_part.is_none() {
+            let tenant = match &self.setup {
+                Some(Setup::Tenant(ctx)) => Some(ctx.tenant),
+                _ => None,
+            };
+            self.pinned_part = Some(tenant.and_then(|t| self.contexts.parts.get(t)));
+        }
+        self.pinned_part.clone().flatten()
+    }
+
+    /// Which table of each tenant table family this transaction names.
+    pub(crate) fn route(&mut self) -> Route {
+        Route::of_part(self.pinned_part().as_deref()).0
+    }
+
     /// The context statement's values for `setup`, or why there can be none.
     /// Tenant and administrative transactions prove their context; the others
     /// (key verification, request logging) run without one.
@@ -301,7 +382,7 @@ impl Tx {
             Setup::Anonymous | Setup::Logger => return Ok(None),
         };
         let part = tenant
-            .and_then(|t| self.contexts.parts.get(t))
+            .and_then(|_| self.pinned_part())
             .map(|p| p.to_string());
         let client = self.client.as_mut().expect("client present until finished");
         if let Some(chain) = client.chain.as_mut() {
@@ -430,6 +511,13 @@ impl Tx {
         );
         let contexts = self.contexts.clone();
         let generation = contexts.parts.generation();
+        // A schema tenant's tables come first on its transaction's search path.
+        let tenant_schema = match (setup, proves_context) {
+            (Some(Setup::Tenant(_)), true) => {
+                Route::of_part(self.pinned_part.clone().flatten().as_deref()).1
+            }
+            _ => None,
+        };
         let client = self.client.as_ref().expect("client present until finished");
         // The server's own connections are tenantry_app for the whole session.
         let session_role = client.chain.is_some();
@@ -444,6 +532,18 @@ impl Tx {
         let ctx_prepared = match (mode, &ctx) {
             (StatementMode::Prepared, Some(c)) => {
                 Some(client.prepare_typed_cached(c.sql, c.types).await?)
+            }
+            _ => None,
+        };
+        let schema_params: [&(dyn ToSql + Sync); 1] = [&tenant_schema];
+        let use_schema = tenant_schema.as_ref().map(|_| Stmt {
+            sql: USE_TENANT_SCHEMA,
+            params: &schema_params,
+            types: &[Type::TEXT],
+        });
+        let use_schema_prepared = match (mode, &use_schema) {
+            (StatementMode::Prepared, Some(u)) => {
+                Some(client.prepare_typed_cached(u.sql, u.types).await?)
             }
             _ => None,
         };
@@ -462,6 +562,13 @@ impl Tx {
                 ctx.as_ref(),
                 ctx_prepared.as_ref(),
             );
+            if let Some(use_schema) = &use_schema {
+                setup_steps.push(maybe_done(run(
+                    client,
+                    use_schema_prepared.as_ref(),
+                    use_schema,
+                )));
+            }
         }
         for step in &mut setup_steps {
             let _ = futures_util::poll!(step);
@@ -531,6 +638,14 @@ impl Tx {
             .collect();
         if let Some(i) = results.iter().position(Result::is_err) {
             let err = results.swap_remove(i).err().expect("an error");
+            // A route from a part cached before the tenant changed tiers
+            // (tenant_row_home, use_tenant_schema): forget the part; the
+            // retry reads it afresh.
+            if let (Some(tenant), Some(db)) = (tenant, err.as_db_error()) {
+                if db.hint() == Some("tier_moved") {
+                    contexts.parts.remove(tenant);
+                }
+            }
             return Err(crate::error::classify(&err));
         }
         if let Some(err) = prepare_error {
@@ -591,6 +706,14 @@ impl Tx {
         }
         if let Some(i) = results.iter().position(Result::is_err) {
             let err = results.swap_remove(i).err().expect("an error");
+            // A route from a part cached before the tenant changed tiers
+            // (tenant_row_home, use_tenant_schema): forget the part; the
+            // retry reads it afresh.
+            if let (Some(tenant), Some(db)) = (tenant, err.as_db_error()) {
+                if db.hint() == Some("tier_moved") {
+                    contexts.parts.remove(tenant);
+                }
+            }
             return Err(crate::error::classify(&err));
         }
         if commit_in_flight {

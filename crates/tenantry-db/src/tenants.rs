@@ -32,7 +32,7 @@ impl TenantStatus {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, DbError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, DbError> {
         match s {
             "active" => Ok(Self::Active),
             "suspended" => Ok(Self::Suspended),
@@ -50,7 +50,8 @@ pub enum Isolation {
     /// Pooled tables under row-level security.
     #[default]
     Shared,
-    /// Its own schema `tenant_<random hex>` (a partition of its own), still under RLS.
+    /// Its own schema `tenant_<random hex>`, with its own table of each tenant
+    /// table (inheriting the pooled one), still under RLS.
     Schema,
 }
 
@@ -63,7 +64,7 @@ impl Isolation {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, DbError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, DbError> {
         match s {
             "shared" => Ok(Self::Shared),
             "schema" => Ok(Self::Schema),

@@ -453,7 +453,7 @@ async fn set_role_from_tenantry_app_to_the_owner_a_superuser_or_a_builtin_role_i
         "GRANT tenantry_owner TO tenantry_app",
         "CREATE ROLE sneaky LOGIN",
         "ALTER TABLE tenantry.resources NO FORCE ROW LEVEL SECURITY",
-        "ALTER TABLE tenantry.resources_pooled DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE tenantry.resources DISABLE ROW LEVEL SECURITY",
         "DROP POLICY tenant_isolation ON tenantry.resources",
     ] {
         let (code, message, _) = fails(&w.app, sql).await;
@@ -485,7 +485,7 @@ async fn switching_to_the_other_granted_roles_never_reaches_a_resource() {
         .await;
         for relation in [
             "tenantry.resources",
-            "tenantry.resources_pooled",
+            "ONLY tenantry.resources",
             "tenantry.tenant_metrics",
             "tenantry.api_keys",
         ] {

@@ -128,11 +128,11 @@ async fn planner_statistics_and_other_sessions_queries_are_hidden_from_tenantry_
     w.tdb
         .superuser_client()
         .await
-        .batch_execute("ANALYZE tenantry.resources, tenantry.resources_pooled")
+        .batch_execute("ANALYZE tenantry.resources, tenantry.tenants")
         .await
         .unwrap();
     begin_as(&w.app, w.a).await;
-    for relation in ["resources", "resources_pooled", "tenants", "api_keys"] {
+    for relation in ["resources", "tenants", "api_keys"] {
         let sql = format!(
             "SELECT count(*) FROM pg_stats WHERE schemaname = 'tenantry' AND tablename = '{relation}'"
         );

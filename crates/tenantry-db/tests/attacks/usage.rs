@@ -54,11 +54,23 @@ async fn the_metrics_view_and_table_partitions_are_unreadable_by_tenantry_app() 
     let silo = create_silo(&w.admin, "silo").await;
     create_resource(&w.app, silo, "silo-doc").await;
     exec(&w.admin, "SELECT tenantry.refresh_tenant_metrics()").await;
+    // The schema tenant's own table: granted to tenantry_app_own only.
+    let silo_table: String = w
+        .tdb
+        .superuser_client()
+        .await
+        .query_one(
+            "SELECT format('%I.resources', schema_name) FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&silo],
+        )
+        .await
+        .unwrap()
+        .get(0);
     begin_as(&w.app, w.a).await;
     exec(&w.app, "SAVEPOINT s").await;
     for relation in [
         "tenantry.tenant_metrics",
-        "tenantry.resources_pooled",
+        silo_table.as_str(),
         "tenantry.request_log_default",
         "tenantry.schema_migrations",
         "tenantry.schema_definitions",
