@@ -250,10 +250,23 @@ async fn database() -> (TestDatabase, Client, Vec<String>) {
 async fn run_pgrls(db: &TestDatabase, schemas: &[String], args: &[&str]) -> Value {
     let bin = pgrls();
     let root = workspace_root();
+    // pgrls.toml names a schema tenant's tables `tenant_<hex>.…` (their schema
+    // is random): this run's copy names the test tenant's schema instead.
+    let config = std::fs::read_to_string(root.join("pgrls.toml")).expect("reading pgrls.toml");
+    let tenant_schema = schemas
+        .iter()
+        .find(|s| s.starts_with("tenant_"))
+        .expect("a tenant schema");
+    let config_path = std::env::temp_dir().join(format!(
+        "tenantry-pgrls-{}-{tenant_schema}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&config_path, config.replace("tenant_<hex>", tenant_schema))
+        .expect("writing pgrls config");
     let mut cmd = Command::new(&bin);
     cmd.args(args)
         .arg("--config")
-        .arg(root.join("pgrls.toml"))
+        .arg(&config_path)
         .args(["--schemas", &schemas.join(","), "--format", "json"])
         .env("DATABASE_URL", db.superuser_url())
         .current_dir(&root);

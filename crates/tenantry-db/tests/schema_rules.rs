@@ -133,7 +133,7 @@ async fn partitions_reached_through_their_parent_grant_nothing_to_tenantry_roles
          WHERE c.relispartition AND n.nspname = 'tenantry'",
     )
     .await;
-    for expected in ["tenantry.resources_pooled", "tenantry.request_log_default"] {
+    for expected in ["tenantry.request_log_default"] {
         assert!(
             partitions.iter().any(|p| p == expected),
             "{expected} not found among the partitions {partitions:?}"

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::common::{create_silo, create_tenant, exec, strings};
+use crate::common::{count, create_silo, create_tenant, exec, strings};
 use crate::helpers::{begin_as, commit, create_resource, denied, fails, rollback, world};
 
 #[tokio::test]
@@ -54,7 +54,8 @@ async fn the_metrics_view_and_table_partitions_are_unreadable_by_tenantry_app() 
     let silo = create_silo(&w.admin, "silo").await;
     create_resource(&w.app, silo, "silo-doc").await;
     exec(&w.admin, "SELECT tenantry.refresh_tenant_metrics()").await;
-    // The schema tenant's own table: granted to tenantry_app_own only.
+    // The schema tenant's own table: readable like tenantry.resources, under
+    // the same policy (another tenant sees none of its rows).
     let silo_table: String = w
         .tdb
         .superuser_client()
@@ -67,10 +68,15 @@ async fn the_metrics_view_and_table_partitions_are_unreadable_by_tenantry_app() 
         .unwrap()
         .get(0);
     begin_as(&w.app, w.a).await;
+    exec(&w.app, "SET LOCAL ROLE tenantry_app_own").await;
+    assert_eq!(
+        count(&w.app, &format!("SELECT count(*) FROM {silo_table}")).await,
+        0
+    );
+    exec(&w.app, "SET LOCAL ROLE tenantry_app").await;
     exec(&w.app, "SAVEPOINT s").await;
     for relation in [
         "tenantry.tenant_metrics",
-        silo_table.as_str(),
         "tenantry.request_log_default",
         "tenantry.schema_migrations",
         "tenantry.schema_definitions",

@@ -87,7 +87,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
     let attacks = [
         "ALTER TABLE tenantry.resources DISABLE ROW LEVEL SECURITY",
         "ALTER TABLE tenantry.resources NO FORCE ROW LEVEL SECURITY",
-        "ALTER TABLE tenantry.resources_pooled DISABLE ROW LEVEL SECURITY",
+        "CREATE TABLE tenantry.planted () INHERITS (tenantry.resources)",
         "ALTER TABLE tenantry.tenants NO FORCE ROW LEVEL SECURITY",
         "DROP POLICY tenant_isolation ON tenantry.resources",
         "ALTER POLICY tenant_isolation ON tenantry.resources USING (true)",
@@ -100,7 +100,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
         "GRANT tenantry_owner TO tenantry_server",
         "CREATE FUNCTION tenantry.peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM tenantry.resources'",
         "CREATE SCHEMA attacker",
-        "SELECT count(*) FROM tenantry.resources_pooled",
+        "SELECT tenantry.tier_move_start(gen_random_uuid(), 'schema')",
         "TRUNCATE tenantry.resources",
         "DROP TABLE tenantry.resources",
     ];
@@ -205,7 +205,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
 
     // Dynamic SQL quotes identifiers (%I), never splices them with %s, and no
     // function switches the session's identity.
-    // The exception: the adopted-table functions (10_tables.sql) print
+    // The exception: the adopted-table functions (10_tables.sql) and
+    // secure_resources_table (03_resources.sql) print
     // relations they hold as `regclass`, whose text form PostgreSQL quotes
     // itself (schema-qualified, each part quoted as needed); they take no
     // identifier as text. rows_shared_with_me takes its relation as the row
@@ -220,7 +221,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
            AND NOT (p.proname IN ('adopt_table', 'release_table', 'check_adoptable', 'secure_tenant_table',
                                   'table_problems', 'backfill_prepare', 'backfill_validate',
                                   'backfill_tenant_id_pages', 'lock_shareable_row', 'rows_shared_with_me',
-                                  'ensure_tenant_fk')
+                                  'ensure_tenant_fk', 'secure_resources_table')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')",
     )
@@ -232,10 +233,9 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
          WHERE p.pronamespace = 'tenantry'::regnamespace AND p.prosrc LIKE '%\\%I%'",
     )
     .await;
-    assert!(
-        quoting.contains(&"set_tenant_isolation".to_owned()),
-        "{quoting:?}"
-    );
+    for quoted in ["create_tenant_tables", "tier_move_finish", "create_resource_row"] {
+        assert!(quoting.contains(&quoted.to_owned()), "{quoted}: {quoting:?}");
+    }
 }
 
 #[tokio::test]
@@ -457,6 +457,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "share_resource",
             "share_row",
             "shares_of_my_rows",
+            "tenant_home_schema",
             "unshare_resource",
             "unshare_row",
             "verify_api_key_hash",
@@ -473,6 +474,12 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "refresh_tenant_metrics",
             "set_admin_context",
             "set_tenant_isolation",
+            "tenant_row_count",
+            "tier_move_abort",
+            "tier_move_catch_up",
+            "tier_move_copy",
+            "tier_move_finish",
+            "tier_move_start",
         ]
     );
     // The narrow "shared with me" role reads through the fence only.
@@ -480,12 +487,13 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         executable_by(&server, "tenantry_app_shared").await,
         ["resources_shared_with_me", "rows_shared_with_me"]
     );
-    for role in [
-        "tenantry_server",
-        "tenantry_logger",
-        "tenantry_app_own",
-        "public",
-    ] {
+    // The narrow "own rows" role: where its own rows live (create_resource_row,
+    // which runs as the caller, asks).
+    assert_eq!(
+        executable_by(&server, "tenantry_app_own").await,
+        ["tenant_home_schema"]
+    );
+    for role in ["tenantry_server", "tenantry_logger", "public"] {
         assert!(
             executable_by(&server, role).await.is_empty(),
             "{role} can execute definer functions"
@@ -501,7 +509,9 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         format!("SELECT tenantry.write_audit('{a}', 'x', 'y', NULL)"),
         format!("SELECT tenantry.tenant_context_row('{a}')"),
         format!("SELECT tenantry.issue_api_key('{a}', 'd', '{{}}', NULL, NULL, NULL, NULL)"),
-        format!("SELECT tenantry.secure_tenant_partition('{a}')"),
+        format!("SELECT tenantry.secure_tenant_schema('{a}')"),
+        format!("SELECT tenantry.create_tenant_tables('{a}')"),
+        format!("SELECT tenantry.tier_move_finish('{a}')"),
         format!("SELECT tenantry.set_tenant_isolation('{a}', 'schema')"),
         "SELECT tenantry.create_tenant('x')".to_owned(),
         "SELECT tenantry.ensure_request_log_partitions(1)".to_owned(),
