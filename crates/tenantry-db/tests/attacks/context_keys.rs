@@ -4,7 +4,7 @@ use tenantry_db::{context_keys, ContextKey, ContextKeyError, SignedContext, Tena
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::common::{count, describe, exec, strings};
+use crate::common::{count, describe, exec, strings, SERVER_ROLES};
 use crate::helpers::{denied, world, ServerConn, World, READABLE_NAMES};
 
 /// `enter_context_signed` for `t` (any backend), signed with `key`: the
@@ -75,14 +75,7 @@ async fn the_servers_login_and_every_role_it_can_assume_cannot_add_list_or_retir
         "SELECT * FROM tenantry.list_context_keys()",
         "SELECT tenantry.retire_context_key(1)",
     ];
-    for role in [
-        None,
-        Some("tenantry_app"),
-        Some("tenantry_app_own"),
-        Some("tenantry_app_shared"),
-        Some("tenantry_admin"),
-        Some("tenantry_logger"),
-    ] {
+    for role in SERVER_ROLES {
         let c = tdb.server_client().await;
         if let Some(role) = role {
             exec(&c, &format!("SET ROLE {role}")).await;
