@@ -46,9 +46,11 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 --   tenantry_admin_v1_<actor>
 --       an administrative context (actor as hex): what tenantry_admin needs
 --       to change tenants (admin_context()). Transaction-local.
---   tenantry_c_<64 hex>
+--   tenantry_c_<64 hex>_<key id>
 --       session value of a server connection between transactions: the
---       commitment (SHA-256) of the secret its next transaction must reveal.
+--       commitment (SHA-256) of the secret its next transaction must reveal,
+--       and the context key the session was opened with (retiring that key
+--       ends the session: 12_context_keys.sql).
 --   '' (default)   no context: policies see no tenant, so no rows.
 --
 -- The migrating superuser lets the owner role (and so its SECURITY DEFINER
@@ -337,7 +339,7 @@ BEGIN
     ELSIF length(commitment) <> 32 THEN
         RETURN 'bad signature';
     END IF;
-    PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(commitment, 'hex'), false);
+    PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(commitment, 'hex') || '_' || key_id, false);
     RETURN 'ok';
 END
 $$;
@@ -352,7 +354,8 @@ GRANT EXECUTE ON FUNCTION tenantry.open_context_session(integer, bigint, bytea, 
  * tenant: an administrative context for the actor, see admin_context();
  * its part is ''). Returns the
  * tenant's part, which the server caches; NULL when the reveal does not match
- * (a forged, replayed or second call): nothing is set then, and the
+ * (a forged, replayed or second call) or the key the session was opened with
+ * has been retired: nothing is set then, and the
  * transaction sees no tenant. A rolled-back transaction rolls the commitment
  * back with it, so its secret stays the one to reveal.
  */
@@ -363,26 +366,33 @@ SET search_path = pg_catalog, pg_temp
 SECURITY DEFINER
 AS $$
 DECLARE
+    session text := current_setting('backtrace_functions');
     part text;
 BEGIN
     IF reveal IS NULL OR length(next_commitment) IS DISTINCT FROM 32
-       OR current_setting('backtrace_functions') <> 'tenantry_c_' || encode(sha256(reveal), 'hex')
+       OR left(session, 76) <> 'tenantry_c_' || encode(sha256(reveal), 'hex') || '_'
        -- A server session never makes temporary objects: one that has was
        -- used by other SQL, whose temporary tables would shadow the team's
        -- unqualified table names in this tenant's statements.
        OR pg_my_temp_schema() <> 0 THEN
         RETURN NULL;
     END IF;
+    -- The key the session was opened with was retired (12_context_keys.sql):
+    -- the session ends with it. (Only open_context_session writes a value
+    -- that matched above, so what follows the commitment is the key's id.)
+    IF NOT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = substr(session, 77)::integer) THEN
+        RETURN NULL;
+    END IF;
     part := tenantry.checked_context_part(tid, tenant_part);
     IF part IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex'), false);
+    PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || substr(session, 76), false);
     PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, part), true);
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) IS 'Server connections: this transaction''s tenant context, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match.';
+COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) IS 'Server connections: this transaction''s tenant context, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match or the session''s context key was retired.';
 GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) TO tenantry_app, tenantry_admin;
 
 /**

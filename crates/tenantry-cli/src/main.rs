@@ -1,6 +1,7 @@
 //! The `tenantry` command: a thin front door that parses arguments and hands each subcommand to its module (`serve`, `admin`, `local`).
 
 mod admin;
+mod context_key;
 mod local;
 mod output;
 mod serve;
@@ -43,12 +44,10 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Print the database's context key (as a superuser): give it to servers
-    /// that connect with DATABASE_URL as TENANTRY_CONTEXT_KEY.
-    ContextKey {
-        #[command(flatten)]
-        target: Target,
-    },
+    /// Print the database's newest context key (as a superuser): give it to
+    /// servers that connect with DATABASE_URL as TENANTRY_CONTEXT_KEY.
+    /// Subcommands rotate, list and retire keys.
+    ContextKey(context_key::ContextKeyArgs),
     /// The embedded PostgreSQL cluster.
     Db {
         #[command(subcommand)]
@@ -93,9 +92,7 @@ async fn main() {
     let result = match Cli::parse().command {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate { target } => migrate(target).await,
-        Command::ContextKey { target } => local::context_key(&target)
-            .await
-            .map(|key| println!("{}", key.expose())),
+        Command::ContextKey(args) => context_key::run(args).await,
         Command::Db {
             command: DbCommand::Start { data_dir, tcp },
         } => db_start(data_dir, tcp).await,

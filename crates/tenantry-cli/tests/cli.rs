@@ -304,3 +304,98 @@ async fn context_key_prints_the_key_a_server_with_a_database_url_needs_and_serve
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad signature"), "{err}");
 }
+
+/// `tenantry` with DATABASE_URL set to `url` and no TENANTRY_CONTEXT_KEY unless `key` is given.
+fn tenantry_at(url: &str, key: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+    cmd.args(args)
+        .env("DATABASE_URL", url)
+        .env_remove("TENANTRY_CONTEXT_KEY")
+        .env_remove("TENANTRY_DATA_DIR");
+    if let Some(key) = key {
+        cmd.env("TENANTRY_CONTEXT_KEY", key);
+    }
+    let out = cmd.output().expect("running tenantry");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn context_key_rotate_list_and_retire_move_servers_to_a_new_key_without_a_gap() {
+    let db = TestDatabase::new().await;
+    let operator = db.superuser_url();
+    let old = db.context_key().expose();
+    let as_server = |key: &str, args: &[&str]| tenantry_at(&db.server_url(), Some(key), args);
+    assert!(as_server(&old, &["tenant", "create", "acme"]).0);
+
+    // Rotate: the new key on stdout in the configured form, the next steps on stderr.
+    let (ok, out, err) = tenantry_at(&operator, None, &["context-key", "rotate"]);
+    assert!(ok, "{err}");
+    let new = out.trim().to_owned();
+    let parsed: tenantry_db::ContextKey = new.parse().expect("rotate prints <id>:<hex>");
+    assert_eq!(parsed.id(), db.context_key().id() + 1);
+    assert!(
+        err.contains("TENANTRY_CONTEXT_KEY") && err.contains("context-key retire"),
+        "{err}"
+    );
+    // The bare command prints the newest key, as before.
+    let (ok, out, _) = tenantry_at(&operator, None, &["context-key"]);
+    assert!(ok);
+    assert_eq!(out.trim(), new);
+
+    // Both keys verify: a server still on the old one and one on the new one.
+    for key in [&old, &new] {
+        let (ok, out, err) = as_server(key, &["tenant", "list"]);
+        assert!(ok && out.contains("acme"), "{err}");
+    }
+
+    let (ok, table, _) = tenantry_at(&operator, None, &["context-key", "list"]);
+    assert!(ok);
+    assert!(
+        table.starts_with("KEY") && table.lines().count() == 3,
+        "{table}"
+    );
+    assert!(!table.contains(&new[2..]), "the list shows no secret");
+    let (ok, out, _) = tenantry_at(&operator, None, &["context-key", "list", "--json"]);
+    assert!(ok);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<i64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    assert!(listed[0]["created_at"].is_string() && listed[0].get("secret").is_none());
+
+    // Retire the old key: a server on it is refused (and says why), the new one serves.
+    let (ok, out, err) = tenantry_at(&operator, None, &["context-key", "retire", "1"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "retired context key 1");
+    let (ok, _, err) = as_server(&old, &["tenant", "list"]);
+    assert!(!ok);
+    assert!(err.contains("unknown key"), "{err}");
+    assert!(as_server(&new, &["tenant", "list"]).0);
+
+    // Refused: the last key, an unknown id, and the server's login for every subcommand.
+    let (ok, _, err) = tenantry_at(&operator, None, &["context-key", "retire", "2"]);
+    assert!(!ok && err.contains("last one"), "{err}");
+    let (ok, _, err) = tenantry_at(&operator, None, &["context-key", "retire", "7"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+    for args in [
+        &["context-key", "rotate"][..],
+        &["context-key", "list"],
+        &["context-key", "retire", "2"],
+    ] {
+        let (ok, _, err) = as_server(&new, args);
+        assert!(!ok && err.contains("permission denied"), "{args:?}: {err}");
+    }
+    let (_, out, _) = tenantry_at(&operator, None, &["context-key", "list", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["key_id"],
+        2
+    );
+}

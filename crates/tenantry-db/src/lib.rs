@@ -18,6 +18,8 @@
 //!   resources and sharing, members, roles and permissions, API keys, usage and audit;
 //! - `local` (feature `embedded`): the embedded default, a private PostgreSQL
 //!   started in a data directory with the `tenantry` database provisioned;
+//! - [`context_keys`]: rotating the keys with which servers prove tenant
+//!   contexts (add, list, retire), for operators;
 //! - [`invalidation`]: the feed that tells every server process what to drop
 //!   from its caches when a key, tenant, role or permission changes anywhere
 //!   (LISTEN/NOTIFY on a dedicated connection);
@@ -40,6 +42,7 @@
 
 mod access;
 mod context;
+pub mod context_keys;
 mod database;
 mod error;
 mod ids;
@@ -64,6 +67,7 @@ mod usage;
 
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};
 pub use context::{ContextKey, SignedContext};
+pub use context_keys::{ContextKeyError, ContextKeyInfo};
 pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode};
 pub use error::DbError;
 pub use ids::{AuditEventId, KeyId, ResourceId, RoleId, TenantId, UserId};

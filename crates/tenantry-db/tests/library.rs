@@ -1,5 +1,7 @@
 //! Library tests: every capability through the Rust API as `tenantry_server`, each allowed case beside its denied ones, and pool safety.
 
+#[path = "library/context_keys.rs"]
+mod context_keys;
 #[path = "library/invalidation.rs"]
 mod invalidation;
 #[path = "library/own_tables.rs"]

@@ -160,7 +160,12 @@ impl TestApp {
 
     /// A second server over the same database (its own key cache), default settings.
     pub async fn sibling(&self) -> Sibling {
-        let server = Server::start(&test_settings(), self.db.database(), &self.admin_token).await;
+        self.sibling_on(self.db.database()).await
+    }
+
+    /// A second server over `database` (e.g. a pool holding another context key).
+    pub async fn sibling_on(&self, database: tenantry_db::Database) -> Sibling {
+        let server = Server::start(&test_settings(), database, &self.admin_token).await;
         Sibling {
             base: server.base.clone(),
             server,

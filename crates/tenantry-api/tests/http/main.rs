@@ -7,6 +7,7 @@ mod admin;
 mod attacks;
 mod audit_usage;
 mod contention;
+mod context_keys;
 mod credentials;
 mod errors;
 mod helpers;

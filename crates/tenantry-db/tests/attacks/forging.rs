@@ -77,7 +77,7 @@ const DIRECT: &[(&str, Chain, &str)] = &[
     ("open_context_session_replayed_then_a_random_reveal", Broken, "SELECT tenantry.open_context_session({pid}, {open_exp}, {open_commitment}, {key_id}, {open_mac}); SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL)"),
     // Ending the server's transaction from inside: the chain's commitment rolls back with it.
     ("rollback_then_enter_context_with_a_random_reveal", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL)"),
-    ("rollback_then_enter_context_with_the_rolled_back_commitment", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context(decode(substr(current_setting('backtrace_functions'), 12), 'hex'), {next}, '{v}', NULL, NULL, NULL)"),
+    ("rollback_then_enter_context_with_the_rolled_back_commitment", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context(decode(substr(current_setting('backtrace_functions'), 12, 64), 'hex'), {next}, '{v}', NULL, NULL, NULL)"),
     ("rollback_then_enter_context_with_an_earlier_reveal", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context({old_reveal}, {next}, '{v}', NULL, NULL, NULL)"),
     ("savepoint_rolled_back_around_a_setter", Kept, "SAVEPOINT s; SELECT tenantry.set_tenant_context('{v}'); ROLLBACK TO SAVEPOINT s; SELECT name FROM tenantry.resources"),
     // Prepared statements and DO blocks around the setters.

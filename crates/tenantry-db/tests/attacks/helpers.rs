@@ -286,6 +286,16 @@ pub struct ServerConn {
 
 impl ServerConn {
     pub async fn open(tdb: &TestDatabase) -> ServerConn {
+        Self::open_with(tdb, tenantry_db::testing::context_key())
+            .await
+            .unwrap_or_else(|refused| panic!("open_context_session: {refused}"))
+    }
+
+    /// Like [`ServerConn::open`], with `key`; `Err` with the database's answer when it refuses.
+    pub async fn open_with(
+        tdb: &TestDatabase,
+        key: &tenantry_db::ContextKey,
+    ) -> Result<ServerConn, String> {
         let client = tdb.server_client().await;
         exec(&client, "SET ROLE tenantry_app").await;
         let pid: i32 = client
@@ -296,11 +306,11 @@ impl ServerConn {
         let secret: [u8; 32] = rand::random();
         let commitment = sha256(&secret);
         let expires_at = unix_ms_in(60);
-        let mac = context_mac(&format!(
+        let mac = key.mac(&format!(
             "open|{pid}|{expires_at}|{}",
             hex::encode(commitment)
         ));
-        let key_id = tenantry_db::testing::context_key().id();
+        let key_id = key.id();
         let answer: String = client
             .query_one(
                 "SELECT tenantry.open_context_session($1, $2, $3, $4, $5)",
@@ -309,15 +319,17 @@ impl ServerConn {
             .await
             .unwrap_or_else(|e| panic!("open_context_session: {}", describe(&e)))
             .get(0);
-        assert_eq!(answer, "ok");
-        ServerConn {
+        if answer != "ok" {
+            return Err(answer);
+        }
+        Ok(ServerConn {
             client,
             pid,
             secret,
             pending: None,
             revealed: Vec::new(),
             opened_with: (expires_at, commitment, mac),
-        }
+        })
     }
 
     /// The server's `enter_context` for `t` in the open transaction (the

@@ -9,6 +9,7 @@ mod common;
 
 mod adopted;
 mod context;
+mod context_keys;
 mod explain;
 mod forging;
 mod helpers;

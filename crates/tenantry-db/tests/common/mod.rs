@@ -11,6 +11,17 @@ pub fn describe(e: &Error) -> String {
     }
 }
 
+/// The server's login as itself (`None`) and every role it may `SET ROLE` to:
+/// what an attacker holding its connection can be.
+pub const SERVER_ROLES: [Option<&str>; 6] = [
+    None,
+    Some("tenantry_app"),
+    Some("tenantry_app_own"),
+    Some("tenantry_app_shared"),
+    Some("tenantry_admin"),
+    Some("tenantry_logger"),
+];
+
 /// Runs `sql` (one or more statements); panics with the database error.
 pub async fn exec(c: &Client, sql: &str) {
     c.batch_execute(sql)

@@ -7,7 +7,9 @@ use tenantry_db::testing::TestDatabase;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::common::{count, create_silo, create_tenant, describe, exec, schema_of, strings};
+use crate::common::{
+    count, create_silo, create_tenant, describe, exec, schema_of, strings, SERVER_ROLES,
+};
 use crate::helpers::{
     admin, app, create_resource, denied, expect_sqlstate, log_requests, logger, resource_names,
     set_context, verified_tenant,
@@ -104,14 +106,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
         "TRUNCATE tenantry.resources",
         "DROP TABLE tenantry.resources",
     ];
-    for role in [
-        None,
-        Some("tenantry_app"),
-        Some("tenantry_app_own"),
-        Some("tenantry_app_shared"),
-        Some("tenantry_admin"),
-        Some("tenantry_logger"),
-    ] {
+    for role in SERVER_ROLES {
         exec(
             &server,
             &match role {
