@@ -41,8 +41,8 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 --       (the policies read only what follows ",v", which no other value has)
 --       a tenant context (uuids as 32 hex digits; user 32 zeros when none;
 --       actor as hex of its UTF-8 bytes; schema of the tenant's resources;
---       ,m when its subtree spans both tiers; the visible subtree, self
---       first). Transaction-local for the server.
+--       ,m when a descendant's rows are outside the tenant's own tables;
+--       the visible subtree, self first). Transaction-local for the server.
 --   tenantry_admin_v1_<actor>
 --       an administrative context (actor as hex): what tenantry_admin needs
 --       to change tenants (admin_context()). Transaction-local.
@@ -212,18 +212,21 @@ AS $$
     SELECT t.status,
            ARRAY(SELECT s.tenant_id FROM tenantry.tenant_subtree(t.tenant_id) s),
            CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END,
+           -- A descendant whose rows are not in the tenant's own tables: a
+           -- schema tenant's any descendant (each has its own tables), a
+           -- pooled tenant's schema descendants.
            EXISTS (SELECT 1 FROM tenantry.tenant_subtree(t.tenant_id) s
                    JOIN tenantry.tenants d ON d.tenant_id = s.tenant_id
-                   WHERE d.isolation <> t.isolation)
+                   WHERE d.tenant_id <> t.tenant_id AND (t.isolation = 'schema' OR d.isolation = 'schema'))
     FROM tenantry.tenants t
     WHERE t.tenant_id = tid
 $$;
-COMMENT ON FUNCTION tenantry.tenant_context_row(uuid) IS 'Internal: status, visible subtree (self first), resources schema of a tenant and whether its subtree spans both tiers (mixed), for the context setters; no row when the tenant does not exist. Not granted.';
+COMMENT ON FUNCTION tenantry.tenant_context_row(uuid) IS 'Internal: status, visible subtree (self first), resources schema of a tenant and whether a descendant''s rows are outside its own tables (mixed), for the context setters; no row when the tenant does not exist. Not granted.';
 
 /**
  * The tenant's part of a context value: ",s<schema>[,m],v<self>,<descendant>,...";
- * ",m" when the subtree spans both tiers (the server then reads the whole
- * table family instead of the tenant's own table).
+ * ",m" when a descendant's rows are outside the tenant's own tables (the
+ * server then reads the whole table family instead of the tenant's own table).
  * Raises TN422 without a tenant, TN404 for an unknown tenant and TN403 for a
  * deleted one. Servers cache it (it changes only with the hierarchy, the
  * tenant's status or its isolation) and send it back with enter_context.

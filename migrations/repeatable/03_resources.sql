@@ -486,10 +486,12 @@ GRANT SELECT ON tenantry.tenant_quota_usage TO tenantry_app;
 
 /**
  * Statement trigger on every tenant table: before the statement touches a
- * row, takes the current tenant's row in tenants FOR KEY SHARE, so a tier
+ * row, takes the current tenant's row in tenants FOR SHARE, so a tier
  * move, which takes the tenant's row FOR UPDATE, waits for the writes in
  * flight and holds back new ones, always in the same order (tenant row
- * first, then table rows: no deadlock). Rows of descendants written by an
+ * first, then table rows: no deadlock). FOR SHARE, not a weaker lock: the
+ * quota trigger takes the row FOR SHARE after the row is written, and a
+ * writer strengthening its lock behind a waiting move would deadlock. Rows of descendants written by an
  * ancestor are locked by tenant_row_home, row by row. Sessions without a
  * tenant context (owner, superuser) lock nothing here.
  */
@@ -501,11 +503,11 @@ AS $$
 BEGIN
     PERFORM 1 FROM tenantry.tenants t
     WHERE t.tenant_id = tenantry.current_tenant_id()
-    FOR KEY SHARE;
+    FOR SHARE;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR KEY SHARE, so that a tier move''s cut-over (FOR UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only.';
+COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over (FOR UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only.';
 
 /**
  * Row trigger on every tenant table: a row must be written in its tenant's
@@ -541,7 +543,7 @@ BEGIN
         -- A descendant's row written by an ancestor, or a session without a
         -- tenant context.
         SELECT tn.isolation, tn.schema_name, tn.moving_to INTO t
-        FROM tenantry.tenants tn WHERE tn.tenant_id = row_tenant FOR KEY SHARE;
+        FROM tenantry.tenants tn WHERE tn.tenant_id = row_tenant FOR SHARE;
     END IF;
     IF FOUND AND ((t.isolation = 'schema' AND TG_TABLE_SCHEMA <> t.schema_name)
                   OR (t.isolation <> 'schema' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$')) THEN

@@ -146,6 +146,12 @@ BEGIN
         RETURN 'done';
     END IF;
     IF target = 'schema' THEN
+        -- Empty tables left by an earlier move to the shared tier still sit
+        -- in their families: copying into them would show rows twice.
+        IF EXISTS (SELECT 1 FROM pg_namespace n JOIN tenantry.tenants tn ON tn.schema_name = n.nspname
+                   WHERE tn.tenant_id = tid) THEN
+            EXECUTE format('DROP SCHEMA %I CASCADE', (SELECT tn.schema_name FROM tenantry.tenants tn WHERE tn.tenant_id = tid));
+        END IF;
         PERFORM tenantry.create_tenant_tables(tid);
     END IF;
     INSERT INTO tenantry.tier_moves (tenant_id, target) VALUES (tid, target);
@@ -360,15 +366,16 @@ BEGIN
                            f.destination_schema, f.template_table, f.template_schema, f.template_table);
         END LOOP;
     ELSE
+        -- Rows only: detaching or dropping the tenant's tables would wait
+        -- for (and hold back) every query that reads the whole family; the
+        -- empty tables go in tier_move_cleanup().
         FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
-            EXECUTE format('ALTER TABLE %I.%I NO INHERIT %I.%I',
-                           f.source_schema, f.template_table, f.template_schema, f.template_table);
-            EXECUTE format('INSERT INTO %2$I.%3$I (%4$s) SELECT %4$s FROM ONLY %1$I.%3$I',
+            EXECUTE format('WITH gone AS (DELETE FROM ONLY %1$I.%3$I RETURNING %4$s)
+                            INSERT INTO %2$I.%3$I (%4$s) SELECT %4$s FROM gone',
                            f.source_schema, f.destination_schema, f.template_table, f.columns);
             GET DIAGNOSTICS n = ROW_COUNT;
             moved := moved + n;
         END LOOP;
-        EXECUTE format('DROP SCHEMA %I CASCADE', s);
     END IF;
     PERFORM set_config('session_replication_role', replication, true);
     DELETE FROM tenantry.tier_move_changes c WHERE c.tenant_id = tid;
@@ -379,6 +386,42 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified). Returns {isolation, rows_moved, cutover_ms}. TN404 when the tenant is not being moved.';
+
+/**
+ * Drops what a tenant that moved to the shared tier left of its schema (its
+ * tables, empty since the cut-over), when that takes no wait: each table is
+ * detached from its family under lock_timeout, so a query reading the whole
+ * family is never held back behind it. Returns true when nothing is left
+ * (false: try again later; the empty tables hide nothing meanwhile).
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_cleanup(tid uuid)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    SELECT tn.isolation, tn.moving_to, tn.schema_name INTO t FROM tenantry.tenants tn WHERE tn.tenant_id = tid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    ELSIF t.isolation = 'schema' OR t.moving_to IS NOT NULL
+          OR NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = t.schema_name) THEN
+        RETURN t.isolation = 'shared' AND t.moving_to IS NULL;
+    END IF;
+    PERFORM set_config('lock_timeout', '100ms', true);
+    BEGIN
+        EXECUTE format('DROP SCHEMA %I CASCADE', t.schema_name);
+    EXCEPTION WHEN lock_not_available THEN
+        PERFORM set_config('lock_timeout', '0', true);
+        RETURN false;
+    END;
+    PERFORM set_config('lock_timeout', '0', true);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_cleanup(uuid) IS 'Admin: drops the empty tables (and schema) a tenant that moved to the shared tier left behind, when that needs no wait (lock_timeout 100 ms: a query reading the whole family is never held back); false when it has to be tried again.';
 
 /** Gives up a move: the tenant stays where it was, with every row; its new schema (towards schema) is dropped. */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_abort(tid uuid)
@@ -442,6 +485,7 @@ GRANT EXECUTE ON FUNCTION
     tenantry.tier_move_catch_up(uuid, integer),
     tenantry.tier_move_finish(uuid),
     tenantry.tier_move_abort(uuid),
+    tenantry.tier_move_cleanup(uuid),
     tenantry.tenant_row_count(uuid)
 TO tenantry_admin;
 
@@ -459,6 +503,7 @@ AS $$
 BEGIN
     IF tenantry.tier_move_start(tid, model) <> 'done' THEN
         PERFORM tenantry.tier_move_finish(tid);
+        PERFORM tenantry.tier_move_cleanup(tid);
     END IF;
 END
 $$;
@@ -488,6 +533,12 @@ BEGIN
     END LOOP;
     COMMIT;
     PERFORM tenantry.tier_move_finish(tid);
+    COMMIT;
+    FOR attempt IN 1..20 LOOP
+        EXIT WHEN tenantry.tier_move_cleanup(tid);
+        COMMIT;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
 END
 $$;
 COMMENT ON PROCEDURE tenantry.move_tenant(uuid, text, integer) IS 'Admin: the online tier move from psql (CALL, outside a transaction block): start, copy in batches, catch up, cut over, committing between steps; resumes an interrupted move. Runs with the caller''s rights: the steps check for an administrative context.';

@@ -3,7 +3,8 @@
 use axum::{extract::FromRequestParts, http::request::Parts};
 use tenantry_axum::auth::bearer;
 use tenantry_db::{
-    AdminScope, ApiKeySecret, Database, ScopeFuture, TenantContext, TenantId, TenantScope,
+    AdminScope, ApiKeySecret, Database, Isolation, ScopeFuture, TenantContext, TenantId,
+    TenantScope, TierMove,
 };
 
 pub use tenantry_axum::{KeyCache, RateLimits, TenantCaller};
@@ -57,6 +58,20 @@ impl AdminCaller {
         work: impl for<'s> FnMut(&'s mut AdminScope, &'s A) -> ScopeFuture<'s, T>,
     ) -> Result<T, ApiError> {
         Ok(self.db.in_admin(ADMIN_ACTOR, args, work).await?)
+    }
+
+    /// Moves a tenant to another tier online ([`Database::move_tenant`]),
+    /// audited as `admin`.
+    pub async fn move_tenant(
+        &self,
+        tenant: TenantId,
+        to: Isolation,
+        batch_rows: i32,
+    ) -> Result<TierMove, ApiError> {
+        Ok(self
+            .db
+            .move_tenant(ADMIN_ACTOR, tenant, to, batch_rows, |_| {})
+            .await?)
     }
 
     /// The key cache, to drop entries after security changes.

@@ -75,6 +75,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             routes::tenants::delete_tenant
         ))
         .routes(routes!(routes::tenants::suspend_tenant))
+        .routes(routes!(
+            routes::tenants::move_tenant,
+            routes::tenants::abort_tenant_move
+        ))
         .routes(routes!(routes::tenants::activate_tenant))
         .routes(routes!(routes::tenants::create_tenant_key))
         .routes(routes!(routes::tenants::tenant_usage))

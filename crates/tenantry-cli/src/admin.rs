@@ -1,11 +1,12 @@
-//! Operator commands: `tenant`, `key`, `role`, `usage`. They act through the library's admin scope (tenants) or a tenant scope with actor `cli` (keys, roles, usage), against DATABASE_URL or the embedded cluster (also while a server runs on it).
+//! Operator commands: `tenant` (including the online `tenant move` between tiers), `key`, `role`, `usage`. They act through the library's admin scope (tenants) or a tenant scope with actor `cli` (keys, roles, usage), against DATABASE_URL or the embedded cluster (also while a server runs on it).
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tenantry_db::{
-    Database, Isolation, NewKeyOptions, NewTenant, RoleId, TenantContext, TenantId, TenantScope,
-    TenantSettings, TenantStatus, UserId,
+    Database, Isolation, MoveProgress, NewKeyOptions, NewTenant, RoleId, TenantContext, TenantId,
+    TenantScope, TenantSettings, TenantStatus, UserId,
 };
 
 use crate::{
@@ -59,6 +60,21 @@ enum TenantCommand {
     Activate { tenant: TenantId },
     /// Delete a tenant (terminal; data and audit are kept).
     Delete { tenant: TenantId },
+    /// Move a tenant to the other tier online: its rows are copied in
+    /// batches while it keeps working, then the cut-over holds back its own
+    /// writes only. An interrupted move resumes when run again.
+    Move {
+        tenant: TenantId,
+        /// `schema` (its own schema) or `shared` (the pooled tables).
+        #[arg(long, value_parser = parse_isolation, required_unless_present = "abort")]
+        to: Option<Isolation>,
+        /// Rows copied per transaction.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i32).range(1..))]
+        batch_rows: i32,
+        /// Give up a move under way instead: the tenant stays where it was.
+        #[arg(long, conflicts_with = "to")]
+        abort: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +230,15 @@ const TENANT_HEADERS: &[&str] = &["TENANT", "NAME", "STATUS", "ISOLATION", "PARE
 pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
     let session = connect(&args.target).await?;
     let db = &session.db;
+    if let TenantCommand::Move {
+        tenant,
+        to,
+        batch_rows,
+        abort,
+    } = args.command
+    {
+        return move_tenant(db, args.json, tenant, to, batch_rows, abort).await;
+    }
     let mut scope = db.admin(ACTOR).await?;
     let result = match args.command {
         TenantCommand::Create {
@@ -244,6 +269,7 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
         TenantCommand::Delete { tenant } => {
             vec![scope.set_status(tenant, TenantStatus::Deleted).await?]
         }
+        TenantCommand::Move { .. } => unreachable!("handled above"),
     };
     scope.commit().await?;
     if args.json {
@@ -458,4 +484,72 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
     println!();
     println!("requests in the last 30 days (as of the last metrics refresh): {total}");
     Ok(())
+}
+
+/// `tenant move`: the online move with a progress bar on stderr, or `--abort`.
+async fn move_tenant(
+    db: &Database,
+    as_json: bool,
+    tenant: TenantId,
+    to: Option<Isolation>,
+    batch_rows: i32,
+    abort: bool,
+) -> anyhow::Result<()> {
+    let Some(to) = to.filter(|_| !abort) else {
+        let mut scope = db.admin(ACTOR).await?;
+        let aborted = scope.tier_move_abort(tenant).await?;
+        scope.commit().await?;
+        let state = if aborted { "aborted" } else { "none" };
+        if as_json {
+            return json(&serde_json::json!({ "tenant_id": tenant, "move": state }));
+        }
+        println!(
+            "{}",
+            if aborted {
+                "move aborted: the tenant stays in its tier with every row"
+            } else {
+                "no move was under way"
+            }
+        );
+        return Ok(());
+    };
+    let bar = if as_json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    };
+    bar.set_style(
+        ProgressStyle::with_template("moving to {msg} {bar:40} {pos}/{len} rows")
+            .expect("a valid template"),
+    );
+    bar.set_message(to.as_str());
+    let moved = db
+        .move_tenant(ACTOR, tenant, to, batch_rows, |p| match p {
+            MoveProgress::Started { rows, resumed } => {
+                bar.set_length(rows.max(0) as u64);
+                if resumed {
+                    bar.println("resuming the move under way");
+                }
+            }
+            MoveProgress::Copied { rows } => bar.inc(rows.max(0) as u64),
+            MoveProgress::CaughtUp { writes } => {
+                bar.set_message(format!("{} (catching up {writes} writes)", to.as_str()))
+            }
+            MoveProgress::CuttingOver => bar.set_message(format!("{} (cutting over)", to.as_str())),
+        })
+        .await;
+    bar.finish_and_clear();
+    let moved = moved?;
+    if as_json {
+        json(&moved)
+    } else {
+        println!(
+            "tenant {} is {} now: {} rows moved, its writes held back {:.1} ms at the cut-over",
+            moved.tenant_id,
+            moved.isolation.as_str(),
+            moved.rows_moved,
+            moved.cutover_ms
+        );
+        Ok(())
+    }
 }

@@ -289,18 +289,13 @@ impl TenantScope {
     ) -> Result<Resource, DbError> {
         validate(update.name.as_deref(), update.data.as_ref())?;
         let me = self.tenant();
-        let table = self.tx.route().resources();
-        let sql = format!(
-            "UPDATE {table} SET name = coalesce($2, name), data = coalesce($3, data)
-             WHERE id = $1 RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())"
-        );
         let rows = self
-            .rows_as(
-                Visibility::Owned,
-                &sql,
-                &[id.as_uuid(), &update.name, &update.data],
-                &[Type::UUID, Type::TEXT, Type::JSONB],
-            )
+            .by_id_in_any_tier(|table| {
+                format!(
+                    "UPDATE {table} SET name = coalesce($2, name), data = coalesce($3, data)
+                     WHERE id = $1 RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())"
+                )
+            }, &[id.as_uuid(), &update.name, &update.data], &[Type::UUID, Type::TEXT, Type::JSONB])
             .await?;
         rows.first()
             .map(|r| resource(r, me))
@@ -309,17 +304,57 @@ impl TenantScope {
 
     /// Deletes a resource of the caller or a descendant (its shares go with it).
     pub async fn delete_resource(&mut self, id: ResourceId) -> Result<(), DbError> {
-        let sql = format!(
-            "DELETE FROM {} WHERE id = $1 RETURNING id",
-            self.tx.route().resources()
-        );
         let rows = self
-            .rows_as(Visibility::Owned, &sql, &[id.as_uuid()], &[Type::UUID])
+            .by_id_in_any_tier(
+                |table| format!("DELETE FROM {table} WHERE id = $1 RETURNING id"),
+                &[id.as_uuid()],
+                &[Type::UUID],
+            )
             .await?;
         if rows.is_empty() {
             return Err(not_found(id));
         }
         Ok(())
+    }
+
+    /// Runs a statement on one resource by id in the transaction's route and,
+    /// when that route is the tenant's own table, found nothing and the
+    /// tenant's tables are elsewhere now, once more on the whole family: a
+    /// cut-over committed since the route was cached, and a row that exists
+    /// must not answer "not found".
+    async fn by_id_in_any_tier(
+        &mut self,
+        sql: impl Fn(&str) -> String,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        types: &[Type],
+    ) -> Result<Vec<Row>, DbError> {
+        let route = self.tx.route();
+        let rows = self
+            .rows_as(Visibility::Owned, &sql(route.resources()), params, types)
+            .await?;
+        if !rows.is_empty() || route == Route::Family {
+            return Ok(rows);
+        }
+        // Only when the tenant's tables are elsewhere now (one key lookup),
+        // not for every missing id: the family is every schema tenant's table.
+        let home = self
+            .rows("SELECT tenantry.tenant_home_schema()", &[], &[])
+            .await?;
+        let home: Option<String> = home.first().and_then(|r| r.get(0));
+        let still_home = match route {
+            Route::Pooled => home.as_deref() == Some("tenantry"),
+            _ => home.as_deref() != Some("tenantry"),
+        };
+        if still_home {
+            return Ok(rows);
+        }
+        self.rows_as(
+            Visibility::Owned,
+            &sql(Route::Family.resources()),
+            params,
+            types,
+        )
+        .await
     }
 
     /// Lists resources newest first with keyset pagination.

@@ -118,13 +118,14 @@ const USE_TENANT_SCHEMA: &str = "SELECT tenantry.use_tenant_schema($1)";
 /// (docs/architecture.md, "Tiers"), from the tenant's cached context part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
-    /// The part is not known yet, or the visible subtree spans both tiers:
-    /// the pooled table with every schema tenant's table that inherits it.
+    /// The part is not known yet, or a descendant's rows are outside the
+    /// tenant's own tables: the pooled table with every schema tenant's
+    /// table that inherits it.
     Family,
-    /// A pooled tenant whose subtree is pooled: the pooled table alone.
+    /// A pooled tenant whose descendants are pooled: the pooled table alone.
     Pooled,
-    /// A schema tenant whose subtree is in its schema: its own tables, by
-    /// unqualified name under the search path the setup puts first.
+    /// A schema tenant without descendants: its own tables, by unqualified
+    /// name under the search path the setup puts first.
     Schema,
 }
 
@@ -149,7 +150,9 @@ impl Route {
     }
 
     /// The route a part (`,s<schema>[,m],v...`) gives, and the schema to put
-    /// first on the search path for [`Route::Schema`].
+    /// first on the search path: a schema tenant's, whatever the route, so
+    /// that unqualified names of tenant tables always name its own tables
+    /// (the pooled table, qualified, reads the whole family).
     fn of_part(part: Option<&str>) -> (Route, Option<String>) {
         let Some(part) = part else {
             return (Route::Family, None);
@@ -158,13 +161,15 @@ impl Route {
             .strip_prefix(",s")
             .and_then(|rest| rest.split(',').next())
             .unwrap_or("");
-        if schema.is_empty() || part.contains(",m,") {
-            (Route::Family, None)
-        } else if schema == "tenantry" {
-            (Route::Pooled, None)
+        let own_schema = (!schema.is_empty() && schema != "tenantry").then(|| schema.to_owned());
+        let route = if schema.is_empty() || part.contains(",m,") {
+            Route::Family
+        } else if own_schema.is_none() {
+            Route::Pooled
         } else {
-            (Route::Schema, Some(schema.to_owned()))
-        }
+            Route::Schema
+        };
+        (route, own_schema)
     }
 }
 
@@ -1146,5 +1151,32 @@ impl AdminScope {
     /// Commits. Errors if any statement failed.
     pub async fn commit(self) -> Result<(), DbError> {
         self.tx.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    #[test]
+    fn a_part_routes_pooled_schema_and_mixed_subtrees_and_unknown_parts_to_the_family() {
+        assert_eq!(Route::of_part(None), (Route::Family, None));
+        assert_eq!(
+            Route::of_part(Some(",stenantry,vaa")),
+            (Route::Pooled, None)
+        );
+        assert_eq!(
+            Route::of_part(Some(",stenantry,m,vaa,bb")),
+            (Route::Family, None)
+        );
+        assert_eq!(
+            Route::of_part(Some(",stenant_0123456789abcdef0123,vaa")),
+            (Route::Schema, Some("tenant_0123456789abcdef0123".into()))
+        );
+        assert_eq!(
+            Route::of_part(Some(",stenant_0123456789abcdef0123,m,vaa,bb")),
+            (Route::Family, Some("tenant_0123456789abcdef0123".into()))
+        );
+        assert_eq!(Route::of_part(Some("garbage")), (Route::Family, None));
     }
 }

@@ -141,6 +141,17 @@ impl AdminScope {
         })
     }
 
+    /// Drops the empty tables a tenant that moved to the shared tier left in
+    /// its schema, when that needs no wait; `false`: try again later.
+    pub async fn tier_move_cleanup(&mut self, id: TenantId) -> Result<bool, DbError> {
+        self.one(
+            "SELECT tenantry.tier_move_cleanup($1)",
+            &[id.as_uuid()],
+            &[Type::UUID],
+        )
+        .await
+    }
+
     /// Gives up a move under way: the tenant stays in its tier with every row.
     /// Returns whether a move was under way.
     pub async fn tier_move_abort(&mut self, id: TenantId) -> Result<bool, DbError> {
@@ -215,10 +226,26 @@ impl Database {
             }
         }
         progress(MoveProgress::CuttingOver);
-        self.in_admin(actor, &args, |scope, (id, _, _)| {
-            Box::pin(scope.tier_move_finish(*id))
-        })
-        .await
+        let moved = self
+            .in_admin(actor, &args, |scope, (id, _, _)| {
+                Box::pin(scope.tier_move_finish(*id))
+            })
+            .await?;
+        // Towards the shared tier the tenant's emptied tables leave their
+        // families when no query holds them; what is left is harmless and
+        // goes with the next move or cleanup.
+        for _ in 0..20 {
+            let done = self
+                .in_admin(actor, &args, |scope, (id, _, _)| {
+                    Box::pin(scope.tier_move_cleanup(*id))
+                })
+                .await?;
+            if done {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(moved)
     }
 }
 

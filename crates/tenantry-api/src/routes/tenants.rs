@@ -1,9 +1,9 @@
-//! Tenants: administration with the admin token (create, list, show, change, suspend, activate, delete, keys, usage) and what a tenant key sees of its own tenant and children.
+//! Tenants: administration with the admin token (create, list, show, change, suspend, activate, delete, move between tiers, keys, usage) and what a tenant key sees of its own tenant and children.
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use serde::{Deserialize, Deserializer, Serialize};
 use tenantry_db::{
-    Isolation, NewTenant, Tenant, TenantId, TenantSettings, TenantStatus, TenantUpdate,
+    Isolation, NewTenant, Tenant, TenantId, TenantSettings, TenantStatus, TenantUpdate, TierMove,
 };
 use utoipa::ToSchema;
 
@@ -305,6 +305,84 @@ pub async fn suspend_tenant(
     Ok(Json(
         set_status(&state, admin, &id, TenantStatus::Suspended).await?,
     ))
+}
+
+/// Where to move a tenant, and in what batches.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierMoveRequest {
+    /// The tier to move to: `schema` (its own schema) or `shared` (the pooled tables).
+    pub to: Isolation,
+    /// Rows copied per transaction (default 10,000).
+    #[schema(minimum = 1, maximum = 100000)]
+    pub batch_rows: Option<i32>,
+}
+
+/// Move a tenant to the other tier online (admin): its rows are copied in
+/// batches while it keeps working, then a short cut-over holds back its own
+/// writes only. Answers when the move is done; a move interrupted (server
+/// stopped, connection lost) resumes when asked again, or is given up with
+/// `DELETE /v1/tenants/{tenant_id}/move`.
+#[utoipa::path(
+    post, path = "/v1/tenants/{tenant_id}/move", tag = "tenants", request_body = TierMoveRequest,
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = TierMove),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another move of this tenant is under way", body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::JsonBody,
+        responses::NotFound,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn move_tenant(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Path(id): Path<String>,
+    Json(body): Json<TierMoveRequest>,
+) -> Result<Json<TierMove>, ApiError> {
+    let id = path_tenant(&id)?;
+    let batch = body.batch_rows.unwrap_or(10_000);
+    if !(1..=100_000).contains(&batch) {
+        return Err(ApiError::invalid(
+            "batch_rows",
+            "batch_rows must be 1 to 100000",
+        ));
+    }
+    let moved = admin.move_tenant(id, body.to, batch).await?;
+    state.tenantry.key_cache().forget_tenant(id);
+    Ok(Json(moved))
+}
+
+/// Give up a tenant's move under way (admin): it stays in its tier with every row.
+#[utoipa::path(
+    delete, path = "/v1/tenants/{tenant_id}/move", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 204, description = "The move was given up"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::NotFound,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn abort_tenant_move(
+    admin: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_tenant(&id)?;
+    let aborted = admin
+        .admin_write(&(), |scope, ()| Box::pin(scope.tier_move_abort(id)))
+        .await?;
+    if aborted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            ProblemCode::NotFound,
+            format!("tenant {id} has no move under way"),
+        ))
+    }
 }
 
 /// Re-activate a suspended tenant (admin).

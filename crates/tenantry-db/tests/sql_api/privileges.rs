@@ -228,8 +228,15 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
          WHERE p.pronamespace = 'tenantry'::regnamespace AND p.prosrc LIKE '%\\%I%'",
     )
     .await;
-    for quoted in ["create_tenant_tables", "tier_move_finish", "create_resource_row"] {
-        assert!(quoting.contains(&quoted.to_owned()), "{quoted}: {quoting:?}");
+    for quoted in [
+        "create_tenant_tables",
+        "tier_move_finish",
+        "create_resource_row",
+    ] {
+        assert!(
+            quoting.contains(&quoted.to_owned()),
+            "{quoted}: {quoting:?}"
+        );
     }
 }
 

@@ -1,0 +1,362 @@
+//! Tiers under load: a tenant moved to its schema and back while it and others keep writing loses and doubles nothing and nobody else sees an error; creating schema tenants takes no lock another tenant's reads or writes wait for; interrupted moves resume or roll back.
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use serde_json::json;
+use tenantry_db::{
+    testing::TestDatabase, Database, DbError, Isolation, MoveProgress, NewResource, NewTenant,
+    StatementMode, TenantContext, TenantId,
+};
+use tokio_postgres::Client;
+
+async fn tenant(db: &Database, name: &str, isolation: Isolation) -> TenantId {
+    let mut admin = db.admin("test").await.unwrap();
+    let t = admin
+        .create_tenant(&NewTenant {
+            name: name.into(),
+            isolation,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
+    t.tenant_id
+}
+
+async fn create(db: &Database, t: TenantId, name: &str) -> Result<(), DbError> {
+    let args = name.to_owned();
+    db.in_tenant(&TenantContext::new(t), &args, |scope, name| {
+        Box::pin(async move {
+            scope
+                .create_resource(&NewResource {
+                    name: name.clone(),
+                    data: json!({}),
+                })
+                .await
+                .map(|_| ())
+        })
+    })
+    .await
+}
+
+/// Where a tenant's rows are, by table, as a superuser sees them.
+async fn tables_of(su: &Client, t: TenantId) -> Vec<(String, i64)> {
+    su.query(
+        "SELECT tableoid::regclass::text, count(*) FROM tenantry.resources WHERE tenant_id = $1
+         GROUP BY 1 ORDER BY 1",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Writes rows named `<prefix><n>` for `t` until `stop`, deleting every
+/// fifth one it wrote again; returns the names it was told are there, and
+/// every error it got.
+fn writer(
+    db: Database,
+    t: TenantId,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(BTreeSet<String>, Vec<String>)> {
+    tokio::spawn(async move {
+        let mut acked = BTreeSet::new();
+        let mut errors = Vec::new();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let name = format!("{prefix}{n}");
+            match create(&db, t, &name).await {
+                Ok(()) => {
+                    acked.insert(name.clone());
+                }
+                Err(e) => errors.push(format!("create {name}: {e:?}")),
+            }
+            if n % 5 == 0 {
+                let victim = format!("{prefix}{}", n - 2);
+                if !acked.contains(&victim) {
+                    continue;
+                }
+                let deleted = db
+                    .in_tenant(&TenantContext::new(t), &victim, |scope, victim| {
+                        Box::pin(async move {
+                            let page = scope
+                                .list_resources(&tenantry_db::ResourceQuery {
+                                    name_prefix: Some(victim.clone()),
+                                    limit: 10,
+                                    ..Default::default()
+                                })
+                                .await?;
+                            let row = page
+                                .items
+                                .iter()
+                                .find(|r| &r.name == victim)
+                                .ok_or_else(|| DbError::NotFound(format!("{victim} not listed")))?;
+                            scope.delete_resource(row.id).await
+                        })
+                    })
+                    .await;
+                match deleted {
+                    Ok(()) => {
+                        acked.remove(&victim);
+                    }
+                    Err(e) => errors.push(format!("delete {victim}: {e:?}")),
+                }
+            }
+        }
+        (acked, errors)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_with_100k_rows_moves_to_its_schema_and_back_while_it_and_others_keep_writing() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database_with(StatementMode::Prepared, 8);
+    let mover = tenant(&db, "mover", Isolation::Shared).await;
+    let pooled = tenant(&db, "pooled neighbour", Isolation::Shared).await;
+    let silo = tenant(&db, "schema neighbour", Isolation::Schema).await;
+    let su = tdb.superuser_client().await;
+    su.execute(
+        "INSERT INTO tenantry.resources (tenant_id, name)
+         SELECT $1, 'seed-' || g FROM generate_series(1, 100000) g",
+        &[mover.as_uuid()],
+    )
+    .await
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = [
+        writer(db.clone(), mover, "w-", stop.clone()),
+        writer(db.clone(), pooled, "p-", stop.clone()),
+        writer(db.clone(), silo, "s-", stop.clone()),
+    ];
+    let mut steps = Vec::new();
+    for to in [Isolation::Schema, Isolation::Shared] {
+        let moved = db
+            .move_tenant("test", mover, to, 7_000, |p| steps.push(p))
+            .await
+            .unwrap();
+        assert_eq!(moved.isolation, to);
+        assert!(moved.rows_moved >= 100_000, "{moved:?}");
+        let tables = tables_of(&su, mover).await;
+        assert_eq!(
+            tables.len(),
+            1,
+            "one table holds the tenant's rows: {tables:?}"
+        );
+        assert_eq!(
+            tables[0].0 == "tenantry.resources",
+            to == Isolation::Shared,
+            "{tables:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut results = Vec::new();
+    for w in writers {
+        results.push(w.await.unwrap());
+    }
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, MoveProgress::Copied { .. })),
+        "the move copied in batches: {steps:?}"
+    );
+
+    for ((acked, errors), (t, prefix)) in
+        results
+            .iter()
+            .zip([(mover, "w-"), (pooled, "p-"), (silo, "s-")])
+    {
+        assert!(errors.is_empty(), "{prefix}: {errors:#?}");
+        assert!(acked.len() > 3, "{prefix} wrote during the moves");
+        let rows: Vec<(String, i64)> = su
+            .query(
+                "SELECT name, count(*) FROM tenantry.resources
+                 WHERE tenant_id = $1 AND name LIKE $2 GROUP BY name",
+                &[t.as_uuid(), &format!("{prefix}%")],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let doubled: Vec<_> = rows.iter().filter(|(_, n)| *n != 1).collect();
+        assert!(doubled.is_empty(), "{prefix}: {doubled:?}");
+        let present: BTreeSet<String> = rows.into_iter().map(|(name, _)| name).collect();
+        assert_eq!(&present, acked, "{prefix}: exactly what was acknowledged");
+    }
+    let seeds: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1 AND name LIKE 'seed-%'",
+            &[mover.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seeds, 100_000);
+    let leftovers: i64 = su
+        .query_one(
+            "SELECT (SELECT count(*) FROM tenantry.tier_moves) + (SELECT count(*) FROM tenantry.tier_move_changes)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leftovers, 0, "the moves left no bookkeeping behind");
+}
+
+#[tokio::test]
+async fn creating_a_schema_tenant_takes_no_lock_that_another_tenants_open_read_or_write_holds_back()
+{
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let busy = tenant(&db, "busy", Isolation::Shared).await;
+    create(&db, busy, "first").await.unwrap();
+    // Another tenant's transaction has written and read the pooled table and
+    // stays open while schema tenants are created.
+    let other = tdb.server_client().await;
+    other.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&other, *busy.as_uuid()).await;
+    other
+        .batch_execute(
+            "SET LOCAL ROLE tenantry_app_own;
+             INSERT INTO tenantry.resources (tenant_id, name) VALUES (tenantry.current_tenant_id(), 'open');
+             SELECT count(*) FROM tenantry.resources;",
+        )
+        .await
+        .unwrap();
+    let su = tdb.superuser_client().await;
+    // A lock the creation had to wait for would fail it (lock_timeout)
+    // instead of hanging.
+    for i in 0..3 {
+        su.batch_execute(&format!(
+            "BEGIN; SET LOCAL lock_timeout = '2s';
+             SELECT tenantry.set_admin_context('test', true);
+             SELECT tenantry.create_tenant('silo {i}', NULL, 'schema');
+             COMMIT;"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("creating schema tenant {i}: {e:?}"));
+    }
+    // And the other way round: a creation left open does not hold back the
+    // other tenant's next statements.
+    su.batch_execute(
+        "BEGIN; SELECT tenantry.set_admin_context('test', true);
+         SELECT tenantry.create_tenant('silo open', NULL, 'schema');",
+    )
+    .await
+    .unwrap();
+    other
+        .batch_execute(
+            "SET LOCAL lock_timeout = '2s';
+             INSERT INTO tenantry.resources (tenant_id, name) VALUES (tenantry.current_tenant_id(), 'during');
+             UPDATE tenantry.resources SET name = 'during-2' WHERE name = 'during';
+             SELECT count(*) FROM ONLY tenantry.resources;
+             COMMIT;",
+        )
+        .await
+        .expect("the other tenant's writes went on during the creation");
+    su.batch_execute("COMMIT").await.unwrap();
+    let names: Vec<String> = su
+        .query(
+            "SELECT name FROM tenantry.resources WHERE tenant_id = $1 ORDER BY name",
+            &[busy.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["during-2", "first", "open"]);
+}
+
+#[tokio::test]
+async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let t = tenant(&db, "mover", Isolation::Shared).await;
+    let su = tdb.superuser_client().await;
+    su.execute(
+        "INSERT INTO tenantry.resources (tenant_id, name)
+         SELECT $1, 'seed-' || g FROM generate_series(1, 1000) g",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap();
+
+    // Started and half copied, then given up: nothing changed.
+    let mut admin = db.admin("test").await.unwrap();
+    assert_eq!(
+        admin.tier_move_start(t, Isolation::Schema).await.unwrap(),
+        Some(false)
+    );
+    admin.commit().await.unwrap();
+    let mut admin = db.admin("test").await.unwrap();
+    assert_eq!(admin.tier_move_copy(t, 400).await.unwrap(), 400);
+    admin.commit().await.unwrap();
+    create(&db, t, "written mid-move").await.unwrap();
+    let mut admin = db.admin("test").await.unwrap();
+    assert!(admin.tier_move_abort(t).await.unwrap());
+    admin.commit().await.unwrap();
+    assert_eq!(
+        tables_of(&su, t).await,
+        [("tenantry.resources".to_owned(), 1001)]
+    );
+    let schema_left: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_namespace n JOIN tenantry.tenants t ON t.schema_name = n.nspname
+             WHERE t.tenant_id = $1",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schema_left, 0, "the half-built schema is gone");
+
+    // Started and half copied again, then the mover died: calling it again
+    // resumes and finishes, every row once.
+    let mut admin = db.admin("test").await.unwrap();
+    admin.tier_move_start(t, Isolation::Schema).await.unwrap();
+    admin.commit().await.unwrap();
+    let mut admin = db.admin("test").await.unwrap();
+    admin.tier_move_copy(t, 300).await.unwrap();
+    admin.commit().await.unwrap();
+    create(&db, t, "written before the resume").await.unwrap();
+    let mut resumed = None;
+    let moved = db
+        .move_tenant("test", t, Isolation::Schema, 250, |p| {
+            if let MoveProgress::Started { resumed: r, .. } = p {
+                resumed = Some(r);
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(resumed, Some(true));
+    assert_eq!(moved.rows_moved, 1002);
+    let tables = tables_of(&su, t).await;
+    assert_eq!(tables.len(), 1);
+    assert!(tables[0].0.ends_with(".resources") && tables[0].0 != "tenantry.resources");
+    assert_eq!(tables[0].1, 1002);
+    // A second move to the same tier has nothing to do.
+    let again = db
+        .move_tenant("test", t, Isolation::Schema, 250, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.rows_moved, 0);
+    // Another move while one is under way is refused, naming the tier.
+    let mut admin = db.admin("test").await.unwrap();
+    admin.tier_move_start(t, Isolation::Shared).await.unwrap();
+    admin.commit().await.unwrap();
+    let mut admin = db.admin("test").await.unwrap();
+    let refused = admin.tier_move_start(t, Isolation::Schema).await;
+    assert!(matches!(refused, Err(DbError::Conflict(_))), "{refused:?}");
+}
