@@ -399,3 +399,75 @@ async fn context_key_rotate_list_and_retire_move_servers_to_a_new_key_without_a_
         2
     );
 }
+
+#[tokio::test]
+async fn operator_moves_a_tenant_to_its_schema_and_back_and_aborts_a_move_under_way() {
+    let db = TestDatabase::new().await;
+    let acme = json(&db, &["tenant", "create", "acme", "--json"]);
+    let id = acme[0]["tenant_id"].as_str().unwrap().to_owned();
+    let su = db.superuser_client().await;
+    su.batch_execute(&format!(
+        "INSERT INTO tenantry.resources (tenant_id, name)
+         SELECT '{id}', 'doc-' || g FROM generate_series(1, 500) g"
+    ))
+    .await
+    .unwrap();
+
+    let moved = json(
+        &db,
+        &[
+            "tenant",
+            "move",
+            &id,
+            "--to",
+            "schema",
+            "--batch-rows",
+            "120",
+            "--json",
+        ],
+    );
+    assert_eq!(moved["isolation"], "schema");
+    assert_eq!(moved["rows_moved"], 500);
+    let (ok, out, err) = tenantry(&db, &["tenant", "move", &id, "--to", "shared"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("is shared now: 500 rows moved"),
+        "says what it did: {out}"
+    );
+    let home: String = su
+        .query_one(
+            "SELECT DISTINCT tableoid::regclass::text FROM tenantry.resources WHERE tenant_id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(home, "tenantry.resources");
+
+    // A move left half done (started, not finished) is given up: nothing moved.
+    su.batch_execute(&format!(
+        "BEGIN; SELECT tenantry.set_admin_context('op', true);
+         SELECT tenantry.tier_move_start('{id}', 'schema');
+         SELECT tenantry.tier_move_copy('{id}', 100); COMMIT;"
+    ))
+    .await
+    .unwrap();
+    let aborted = json(&db, &["tenant", "move", &id, "--abort", "--json"]);
+    assert_eq!(aborted["move"], "aborted");
+    let (count, moving): (i64, Option<String>) = {
+        let r = su
+            .query_one(
+                "SELECT (SELECT count(*) FROM ONLY tenantry.resources WHERE tenant_id = t.tenant_id), t.moving_to
+                 FROM tenantry.tenants t WHERE t.tenant_id = $1::text::uuid",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((count, moving), (500, None));
+    let (ok, _, err) = tenantry(&db, &["tenant", "move", &id, "--to", "silo"]);
+    assert!(!ok && err.contains("silo"), "{err}");
+    let (ok, _, err) = tenantry(&db, &["tenant", "move", &id]);
+    assert!(!ok && err.contains("--to"), "{err}");
+}

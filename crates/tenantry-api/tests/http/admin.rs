@@ -611,3 +611,94 @@ async fn admin_moves_a_tenant_between_isolation_models_keeping_its_data() {
     .await
     .problem(400, "invalid_json");
 }
+
+#[tokio::test]
+async fn admin_moves_a_tenant_online_to_its_schema_and_back_and_can_give_up_a_move() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("mover").await;
+    let other = app.tenant("other").await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        ids.push(app.create_resource(&t.key, &format!("doc-{i}")).await);
+    }
+    app.post(
+        &format!("/v1/resources/{}/shares", ids[0]),
+        &t.key,
+        &json!({ "tenant_id": other.id }),
+    )
+    .await
+    .expect(201);
+
+    for to in ["schema", "shared"] {
+        let moved = app
+            .post(
+                &format!("/v1/tenants/{}/move", t.id),
+                &app.admin_token,
+                &json!({ "to": to, "batch_rows": 7 }),
+            )
+            .await;
+        let moved = moved.expect(200);
+        assert_eq!(moved["isolation"], to);
+        assert_eq!(moved["rows_moved"], 25);
+        assert!(moved["cutover_ms"].as_f64().unwrap() >= 0.0);
+        let tenant = app
+            .admin_get(&format!("/v1/tenants/{}", t.id))
+            .await
+            .expect(200)
+            .clone();
+        assert_eq!(tenant["isolation"], to);
+        for id in &ids {
+            app.get(&format!("/v1/resources/{id}"), &t.key)
+                .await
+                .expect(200);
+        }
+        app.get(&format!("/v1/resources/{}", ids[0]), &other.key)
+            .await
+            .expect(200);
+        app.get(&format!("/v1/resources/{}", ids[1]), &other.key)
+            .await
+            .problem(404, "not_found");
+    }
+    // Moving to where it is: nothing to do.
+    let again = app
+        .post(
+            &format!("/v1/tenants/{}/move", t.id),
+            &app.admin_token,
+            &json!({ "to": "shared" }),
+        )
+        .await;
+    assert_eq!(again.expect(200)["rows_moved"], 0);
+    // No move under way: nothing to give up.
+    app.delete(&format!("/v1/tenants/{}/move", t.id), &app.admin_token)
+        .await
+        .problem(404, "not_found");
+    // Refused alike: bad tier, bad batch, unknown tenant, a tenant key.
+    app.post(
+        &format!("/v1/tenants/{}/move", t.id),
+        &app.admin_token,
+        &json!({ "to": "silo" }),
+    )
+    .await
+    .problem(400, "invalid_json");
+    app.post(
+        &format!("/v1/tenants/{}/move", t.id),
+        &app.admin_token,
+        &json!({ "to": "schema", "batch_rows": 0 }),
+    )
+    .await
+    .problem(422, "validation_failed");
+    app.post(
+        &format!("/v1/tenants/{}/move", random_id()),
+        &app.admin_token,
+        &json!({ "to": "schema" }),
+    )
+    .await
+    .problem(404, "not_found");
+    app.post(
+        &format!("/v1/tenants/{}/move", t.id),
+        &t.key,
+        &json!({ "to": "schema" }),
+    )
+    .await
+    .problem(403, "wrong_credential");
+}
