@@ -129,6 +129,16 @@ pub async fn share(c: &Client, owner: Uuid, resource: Uuid, target: Uuid) {
     commit(c).await;
 }
 
+pub async fn unshare(c: &Client, owner: Uuid, resource: Uuid, target: Uuid) {
+    begin_as(c, owner).await;
+    exec(
+        c,
+        &format!("SELECT tenantry.unshare_resource('{resource}', '{target}')"),
+    )
+    .await;
+    commit(c).await;
+}
+
 /// The tier a tenant's resources live in: the pooled table, or its own
 /// schema's table (which inherits the pooled one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

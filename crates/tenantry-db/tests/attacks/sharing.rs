@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::common::{count, exec, set_status, strings};
 use crate::helpers::{
     across_tiers, app, begin_as, commit, denied, names_seen_by, rollback, same_failure, share,
-    World, READABLE_NAMES,
+    unshare, World, READABLE_NAMES,
 };
 
 across_tiers!(
@@ -130,13 +130,7 @@ async fn revoking_a_share_hides_the_resource_from_the_next_statement_of_an_open_
         ["a-doc", "b-secret"]
     );
     // The owner revokes while the reader's transaction is still open.
-    begin_as(&w.app, w.b).await;
-    exec(
-        &w.app,
-        &format!("SELECT tenantry.unshare_resource('{}', '{}')", w.rb, w.a),
-    )
-    .await;
-    commit(&w.app).await;
+    unshare(&w.app, w.b, w.rb, w.a).await;
     assert_eq!(
         strings(&reader, READABLE_NAMES).await,
         ["a-doc"],

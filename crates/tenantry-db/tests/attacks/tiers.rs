@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::common::{count, exec, schema_of, strings};
 use crate::helpers::{
     across_tiers, begin_as, commit, create_resource, denied, names_seen_by, rollback, same_failure,
-    share, Tier, World,
+    share, unshare, Tier, World,
 };
 
 across_tiers!(
@@ -148,13 +148,7 @@ async fn a_share_between_tiers_is_read_only_through_the_fence_and_ends_with_its_
         commit(&w.app).await;
     }
     // Revoked: gone for the target at once, still the owner's.
-    begin_as(&w.app, w.b).await;
-    exec(
-        &w.app,
-        &format!("SELECT tenantry.unshare_resource('{}', '{}')", w.rb, w.a),
-    )
-    .await;
-    commit(&w.app).await;
+    unshare(&w.app, w.b, w.rb, w.a).await;
     assert_eq!(names_seen_by(&w.app, w.a).await, ["a-doc"]);
     assert_eq!(names_seen_by(&w.app, w.b).await, ["a-doc", "b-secret"]);
     // Shared again, then each owner deletes its resource, b through its own

@@ -73,6 +73,18 @@ async fn places_of(su: &Client, t: TenantId) -> Vec<(String, i64)> {
     .collect()
 }
 
+/// Updating and deleting `id` in `s` are both not found.
+async fn cannot_change(s: &mut tenantry_db::TenantScope, id: ResourceId) {
+    assert!(matches!(
+        s.update_resource(id, &renamed("pwned")).await,
+        Err(DbError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.delete_resource(id).await,
+        Err(DbError::NotFound(_))
+    ));
+}
+
 fn named(name: &str) -> NewResource {
     NewResource {
         name: name.into(),
@@ -139,14 +151,7 @@ async fn a_schema_tenants_resources_live_in_its_own_table_and_are_a_missing_id_f
                 s.get_resource(id).await,
                 Err(DbError::NotFound(_))
             ));
-            assert!(matches!(
-                s.update_resource(id, &renamed("pwned")).await,
-                Err(DbError::NotFound(_))
-            ));
-            assert!(matches!(
-                s.delete_resource(id).await,
-                Err(DbError::NotFound(_))
-            ));
+            cannot_change(&mut s, id).await;
         }
         s.commit().await.unwrap();
     }
@@ -249,14 +254,7 @@ async fn shares_between_tiers_are_read_only_listed_as_shared_and_end_with_revoca
     for (me, theirs) in [(pooled, rs.id), (silo, rp.id)] {
         let mut s = db.tenant(TenantContext::new(me)).await.unwrap();
         assert!(s.get_resource(theirs).await.is_ok());
-        assert!(matches!(
-            s.update_resource(theirs, &renamed("pwned")).await,
-            Err(DbError::NotFound(_))
-        ));
-        assert!(matches!(
-            s.delete_resource(theirs).await,
-            Err(DbError::NotFound(_))
-        ));
+        cannot_change(&mut s, theirs).await;
     }
     let mut s = db.tenant(TenantContext::new(silo)).await.unwrap();
     s.unshare_resource(rs.id, pooled).await.unwrap();
