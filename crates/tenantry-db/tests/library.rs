@@ -6,6 +6,8 @@ mod context_keys;
 mod invalidation;
 #[path = "library/own_tables.rs"]
 mod own_tables;
+#[path = "library/tiers.rs"]
+mod tiers;
 
 use serde_json::json;
 use tenantry_db::{

@@ -7,7 +7,7 @@ use tenantry_db::testing::TestDatabase;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::common::{create_tenant, describe, exec, strings};
+use crate::common::{create_tenant_in, describe, exec, strings};
 
 async fn login(tdb: &TestDatabase, role: &str) -> Client {
     let c = tdb.server_client().await;
@@ -129,7 +129,45 @@ pub async fn share(c: &Client, owner: Uuid, resource: Uuid, target: Uuid) {
     commit(c).await;
 }
 
+pub async fn unshare(c: &Client, owner: Uuid, resource: Uuid, target: Uuid) {
+    begin_as(c, owner).await;
+    exec(
+        c,
+        &format!("SELECT tenantry.unshare_resource('{resource}', '{target}')"),
+    )
+    .await;
+    commit(c).await;
+}
+
+/// The tier a tenant's resources live in: the pooled table, or its own
+/// schema's table (which inherits the pooled one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Pooled,
+    Schema,
+}
+
+impl Tier {
+    /// `tenants.isolation` for this tier.
+    pub fn isolation(self) -> &'static str {
+        match self {
+            Tier::Pooled => "shared",
+            Tier::Schema => "schema",
+        }
+    }
+
+    /// The other tier.
+    pub fn other(self) -> Tier {
+        match self {
+            Tier::Pooled => Tier::Schema,
+            Tier::Schema => Tier::Pooled,
+        }
+    }
+}
+
 /// Two unrelated tenants, each with one resource, and the attacker's session.
+/// The attacker is mostly `a`, the victim `b`; each lives in the tier `tiers`
+/// says (pooled for [`world`]).
 pub struct World {
     pub tdb: TestDatabase,
     pub admin: Client,
@@ -138,16 +176,29 @@ pub struct World {
     pub b: Uuid,
     pub ra: Uuid,
     pub rb: Uuid,
+    /// The tiers of `a` and `b`.
+    pub tiers: (Tier, Tier),
 }
 
 pub async fn world() -> World {
+    world_in(Tier::Pooled, Tier::Pooled).await
+}
+
+/// [`world`] with `a` in tier `a_tier` and `b` in `b_tier` from their creation.
+pub async fn world_in(a_tier: Tier, b_tier: Tier) -> World {
     let tdb = TestDatabase::new().await;
     let admin = admin(&tdb).await;
     let app = app(&tdb).await;
-    let a = create_tenant(&admin, "tenant-a", None).await;
-    let b = create_tenant(&admin, "tenant-b", None).await;
+    let a = create_tenant_in(&admin, "tenant-a", None, a_tier.isolation()).await;
+    let b = create_tenant_in(&admin, "tenant-b", None, b_tier.isolation()).await;
     let ra = create_resource(&app, a, "a-doc").await;
     let rb = create_resource(&app, b, "b-secret").await;
+    let su = tdb.superuser_client().await;
+    assert_eq!(
+        (tier_of_row(&su, ra).await, tier_of_row(&su, rb).await),
+        (a_tier, b_tier),
+        "the world's rows are in the tiers asked for"
+    );
     World {
         tdb,
         admin,
@@ -156,8 +207,94 @@ pub async fn world() -> World {
         b,
         ra,
         rb,
+        tiers: (a_tier, b_tier),
     }
 }
+
+/// The tier of the table holding resource `id` (through a superuser
+/// connection: `tableoid` of the row wherever it lives).
+pub async fn tier_of_row(su: &Client, id: Uuid) -> Tier {
+    let table: String = su
+        .query_one(
+            "SELECT tableoid::regclass::text FROM tenantry.resources WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the table of {id}: {}", describe(&e)))
+        .get(0);
+    if table == "tenantry.resources" {
+        Tier::Pooled
+    } else {
+        Tier::Schema
+    }
+}
+
+impl World {
+    /// Another tenant, created by the operator in `tier`.
+    pub async fn tenant(&self, name: &str, parent: Option<Uuid>, tier: Tier) -> Uuid {
+        create_tenant_in(&self.admin, name, parent, tier.isolation()).await
+    }
+
+    /// Every table through which a statement can name resources: the family
+    /// (`tenantry.resources`, every tier), the pooled table alone (`ONLY`,
+    /// the server's route for pooled tenants) and each schema tenant's own
+    /// table by its qualified name (the server's route for that tenant).
+    pub async fn resource_tables(&self) -> Vec<String> {
+        let mut tables = vec![
+            "tenantry.resources".to_owned(),
+            "ONLY tenantry.resources".to_owned(),
+        ];
+        tables.extend(
+            strings(
+                &self.admin,
+                "SELECT format('%I.resources', schema_name) FROM tenantry.tenants
+                 WHERE isolation = 'schema' OR moving_to = 'schema'",
+            )
+            .await,
+        );
+        tables
+    }
+
+    /// [`World::resource_tables`] an INSERT can name (it takes no `ONLY`).
+    pub async fn insertable_tables(&self) -> Vec<String> {
+        let mut tables = self.resource_tables().await;
+        tables.retain(|t| !t.starts_with("ONLY "));
+        tables
+    }
+}
+
+/// Declares, for each named attack `async fn <attack>(w: World)`, a module of
+/// the same name with one test per combination of tiers of the attacker
+/// (`a`) and the victim (`b`): `<attack>::pooled_attacker_schema_victim` and
+/// so on.
+macro_rules! across_tiers {
+    ($($attack:ident),* $(,)?) => {$(
+        mod $attack {
+            use crate::helpers::{world_in, Tier::{Pooled, Schema}};
+
+            #[tokio::test]
+            async fn pooled_attacker_pooled_victim() {
+                super::$attack(world_in(Pooled, Pooled).await).await
+            }
+
+            #[tokio::test]
+            async fn schema_attacker_pooled_victim() {
+                super::$attack(world_in(Schema, Pooled).await).await
+            }
+
+            #[tokio::test]
+            async fn pooled_attacker_schema_victim() {
+                super::$attack(world_in(Pooled, Schema).await).await
+            }
+
+            #[tokio::test]
+            async fn schema_attacker_schema_victim() {
+                super::$attack(world_in(Schema, Schema).await).await
+            }
+        }
+    )*};
+}
+pub(crate) use across_tiers;
 
 /// A role of `t` with the given name; returns its id.
 pub async fn create_role(c: &Client, t: Uuid, name: &str) -> Uuid {

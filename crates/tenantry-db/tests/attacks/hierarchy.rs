@@ -1,11 +1,23 @@
 //! Hierarchy: reads go downwards only, at any depth; cycles are refused;
-//! detaching a child hides it from the parent's next transaction.
+//! detaching a child hides it from the parent's next transaction. Each attack
+//! runs across tiers: descendants alternate between the victim's (`b`'s) tier
+//! and the attacker's (`a`'s), so a parent and its child, and two siblings,
+//! sit in different tiers whenever `a` and `b` do.
 
 use tokio_postgres::{Client, Error};
 use uuid::Uuid;
 
-use crate::common::{count, create_tenant, describe, exec};
-use crate::helpers::{begin_as, commit, create_resource, denied, names_seen_by, rollback, world};
+use crate::common::{count, describe, exec};
+use crate::helpers::{
+    across_tiers, begin_as, commit, create_resource, denied, names_seen_by, rollback, World,
+};
+
+across_tiers!(
+    a_child_never_reads_its_parent_and_a_sibling_never_reads_its_sibling,
+    a_great_grandparent_reads_depth_three_and_nothing_reads_upwards,
+    reparenting_into_a_cycle_is_refused_at_any_depth_and_changes_nothing,
+    detaching_a_child_hides_it_from_the_parents_next_transaction,
+);
 
 async fn set_parent(admin: &Client, t: Uuid, parent: Option<Uuid>) -> Result<u64, Error> {
     admin
@@ -16,11 +28,9 @@ async fn set_parent(admin: &Client, t: Uuid, parent: Option<Uuid>) -> Result<u64
         .await
 }
 
-#[tokio::test]
-async fn a_child_never_reads_its_parent_and_a_sibling_never_reads_its_sibling() {
-    let w = world().await;
-    let left = create_tenant(&w.admin, "left", Some(w.a)).await;
-    let right = create_tenant(&w.admin, "right", Some(w.a)).await;
+async fn a_child_never_reads_its_parent_and_a_sibling_never_reads_its_sibling(w: World) {
+    let left = w.tenant("left", Some(w.a), w.tiers.1).await;
+    let right = w.tenant("right", Some(w.a), w.tiers.0).await;
     let rl = create_resource(&w.app, left, "left-doc").await;
     create_resource(&w.app, right, "right-doc").await;
     assert_eq!(
@@ -29,8 +39,9 @@ async fn a_child_never_reads_its_parent_and_a_sibling_never_reads_its_sibling() 
     );
     assert_eq!(names_seen_by(&w.app, left).await, ["left-doc"]);
     assert_eq!(names_seen_by(&w.app, right).await, ["right-doc"]);
+    let tables = w.resource_tables().await;
     begin_as(&w.app, right).await;
-    for sql in [
+    let mut probes = vec![
         format!(
             "SELECT count(*) FROM tenantry.tenants WHERE tenant_id IN ('{}', '{left}')",
             w.a
@@ -39,32 +50,35 @@ async fn a_child_never_reads_its_parent_and_a_sibling_never_reads_its_sibling() 
             "SELECT count(*) FROM tenantry.tenant_hierarchy WHERE parent_id = '{}'",
             w.a
         ),
+    ];
+    probes.extend(tables.iter().map(|table| {
         format!(
-            "SELECT count(*) FROM tenantry.resources WHERE id IN ('{}', '{rl}')",
+            "SELECT count(*) FROM {table} WHERE id IN ('{}', '{rl}')",
             w.ra
-        ),
-    ] {
+        )
+    }));
+    for sql in probes {
         assert_eq!(count(&w.app, &sql).await, 0, "{sql}");
     }
-    let n = w
-        .app
-        .execute(
-            "UPDATE tenantry.resources SET name = 'pwned' WHERE id = ANY($1)",
-            &[&vec![w.ra, rl]],
-        )
-        .await
-        .unwrap();
-    assert_eq!(n, 0);
+    for table in &tables {
+        let n = w
+            .app
+            .execute(
+                &format!("UPDATE {table} SET name = 'pwned' WHERE id = ANY($1)"),
+                &[&vec![w.ra, rl]],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
     commit(&w.app).await;
     assert_eq!(names_seen_by(&w.app, left).await, ["left-doc"]);
 }
 
-#[tokio::test]
-async fn a_great_grandparent_reads_depth_three_and_nothing_reads_upwards() {
-    let w = world().await;
-    let t1 = create_tenant(&w.admin, "d1", Some(w.a)).await;
-    let t2 = create_tenant(&w.admin, "d2", Some(t1)).await;
-    let t3 = create_tenant(&w.admin, "d3", Some(t2)).await;
+async fn a_great_grandparent_reads_depth_three_and_nothing_reads_upwards(w: World) {
+    let t1 = w.tenant("d1", Some(w.a), w.tiers.1).await;
+    let t2 = w.tenant("d2", Some(t1), w.tiers.0).await;
+    let t3 = w.tenant("d3", Some(t2), w.tiers.1).await;
     for (t, n) in [(t1, "d1-doc"), (t2, "d2-doc"), (t3, "d3-doc")] {
         create_resource(&w.app, t, n).await;
     }
@@ -89,12 +103,10 @@ async fn a_great_grandparent_reads_depth_three_and_nothing_reads_upwards() {
     assert_eq!(names_seen_by(&w.app, w.b).await, ["b-secret"]);
 }
 
-#[tokio::test]
-async fn reparenting_into_a_cycle_is_refused_at_any_depth_and_changes_nothing() {
-    let w = world().await;
-    let t1 = create_tenant(&w.admin, "d1", Some(w.a)).await;
-    let t2 = create_tenant(&w.admin, "d2", Some(t1)).await;
-    let t3 = create_tenant(&w.admin, "d3", Some(t2)).await;
+async fn reparenting_into_a_cycle_is_refused_at_any_depth_and_changes_nothing(w: World) {
+    let t1 = w.tenant("d1", Some(w.a), w.tiers.1).await;
+    let t2 = w.tenant("d2", Some(t1), w.tiers.0).await;
+    let t3 = w.tenant("d3", Some(t2), w.tiers.1).await;
     for (t, parent) in [(w.a, t3), (w.a, t1), (t1, t3), (t3, t3)] {
         exec(&w.admin, "BEGIN").await;
         let e = set_parent(&w.admin, t, Some(parent))
@@ -124,11 +136,9 @@ async fn reparenting_into_a_cycle_is_refused_at_any_depth_and_changes_nothing() 
     assert_eq!(names_seen_by(&w.app, w.a).await, ["a-doc"]);
 }
 
-#[tokio::test]
-async fn detaching_a_child_hides_it_from_the_parents_next_transaction() {
-    let w = world().await;
-    let child = create_tenant(&w.admin, "child", Some(w.a)).await;
-    let grandchild = create_tenant(&w.admin, "grandchild", Some(child)).await;
+async fn detaching_a_child_hides_it_from_the_parents_next_transaction(w: World) {
+    let child = w.tenant("child", Some(w.a), w.tiers.1).await;
+    let grandchild = w.tenant("grandchild", Some(child), w.tiers.0).await;
     create_resource(&w.app, child, "child-doc").await;
     create_resource(&w.app, grandchild, "grandchild-doc").await;
     assert_eq!(

@@ -2,57 +2,86 @@
 //! COPY, planner statistics and other sessions' queries.
 
 use crate::common::{count, describe, exec, strings};
-use crate::helpers::{app, begin_as, commit, fails, names_seen_by, rollback, world};
+use crate::helpers::{
+    across_tiers, app, begin_as, commit, fails, names_seen_by, rollback, world, Tier, World,
+};
 
-#[tokio::test]
-async fn a_leaky_function_in_a_where_clause_never_sees_a_foreign_row() {
-    let w = world().await;
+across_tiers!(
+    a_leaky_function_in_a_where_clause_never_sees_a_foreign_row,
+    copy_reads_only_the_contexts_rows_and_copy_from_is_refused,
+    planner_statistics_and_other_sessions_queries_are_hidden_from_tenantry_app,
+);
+
+async fn a_leaky_function_in_a_where_clause_never_sees_a_foreign_row(w: World) {
     // The classic leaky-view attack: a volatile function that records (or
-    // raises on) every row it is shown, placed in the attacker's own WHERE.
+    // raises on) every row it is shown, placed in the attacker's own WHERE,
+    // directly and behind an operator of its own.
     exec(
         &w.app,
         "CREATE TEMP TABLE seen (name text);
          CREATE FUNCTION pg_temp.peek(n text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
-         BEGIN INSERT INTO pg_temp.seen VALUES (n); RETURN true; END $$;",
+         BEGIN INSERT INTO pg_temp.seen VALUES (n); RETURN true; END $$;
+         CREATE FUNCTION pg_temp.trap(n text, probe text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+         BEGIN
+             RAISE NOTICE 'row %', n;
+             IF n <> probe THEN RAISE EXCEPTION 'saw %', n; END IF;
+             RETURN true;
+         END $$;
+         CREATE OPERATOR pg_temp.=~= (LEFTARG = text, RIGHTARG = text, FUNCTION = pg_temp.trap);",
     )
     .await;
     begin_as(&w.app, w.a).await;
-    assert_eq!(
-        count(
-            &w.app,
-            "SELECT count(*) FROM tenantry.resources WHERE pg_temp.peek(name)"
-        )
-        .await,
-        1
-    );
-    assert_eq!(
-        count(
-            &w.app,
-            "SELECT count(*) FROM tenantry.resources WHERE CASE WHEN name = 'b-secret' THEN 1 / (length(name) - 8) ELSE 1 END = 1"
-        )
-        .await,
-        1,
-        "a division by zero on b's row would have raised"
-    );
-    let n = w
-        .app
-        .execute(
-            "UPDATE tenantry.resources SET name = name WHERE pg_temp.peek(name || '@update')",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
+    let mut seen_through = Vec::new();
+    for table in w.resource_tables().await {
+        let own = count(&w.app, &format!("SELECT count(*) FROM {table}")).await;
+        assert!(own <= 1, "{table}: {own} rows");
+        if own == 1 {
+            seen_through.push(table.clone());
+        }
+        for sql in [
+            format!("SELECT count(*) FROM {table} WHERE pg_temp.peek(name)"),
+            format!("SELECT count(*) FROM {table} WHERE name OPERATOR(pg_temp.=~=) 'a-doc'"),
+            format!(
+                "SELECT count(*) FROM {table}
+                 WHERE CASE WHEN name = 'b-secret' THEN 1 / (length(name) - 8) ELSE 1 END = 1"
+            ),
+        ] {
+            assert_eq!(
+                count(&w.app, &sql).await,
+                own,
+                "{sql}: b's row would have been recorded or raised"
+            );
+        }
+        let n = w
+            .app
+            .execute(
+                &format!("UPDATE {table} SET name = name WHERE pg_temp.peek(name || '@update')"),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, own as u64, "{table}");
+        let n = w
+            .app
+            .execute(
+                &format!("DELETE FROM {table} WHERE NOT name OPERATOR(pg_temp.=~=) 'a-doc'"),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
     commit(&w.app).await;
+    // Its own row is read through the family and through its own tier's table.
+    assert_eq!(seen_through.len(), 2, "{seen_through:?}");
     assert_eq!(
-        strings(&w.app, "SELECT name FROM pg_temp.seen").await,
+        strings(&w.app, "SELECT DISTINCT name FROM pg_temp.seen").await,
         ["a-doc", "a-doc@update"]
     );
+    assert_eq!(names_seen_by(&w.app, w.b).await, ["b-secret"]);
 }
 
-#[tokio::test]
-async fn copy_reads_only_the_contexts_rows_and_copy_from_is_refused() {
-    let w = world().await;
+async fn copy_reads_only_the_contexts_rows_and_copy_from_is_refused(w: World) {
     begin_as(&w.app, w.a).await;
     // Server-side programs and files are a superuser's (or pg_execute_server_program's).
     let (code, message, _) = fails(
@@ -69,28 +98,49 @@ async fn copy_reads_only_the_contexts_rows_and_copy_from_is_refused() {
     // Without a context COPY TO yields nothing at all.
     let bytes = collect_copy(copy.unwrap()).await;
     assert!(bytes.is_empty(), "{}", String::from_utf8_lossy(&bytes));
+    // COPY of a table itself runs the policies over that table alone (the
+    // pooled one without its children): the caller's own rows where they
+    // live, nothing elsewhere. COPY of a query returns exactly what a SELECT
+    // does. Through the pooled table and each schema tenant's own table (the
+    // victim's too).
+    let a_schema = match w.tiers.0 {
+        Tier::Pooled => None,
+        Tier::Schema => Some(crate::common::schema_of(&w.admin, w.a).await),
+    };
     begin_as(&w.app, w.a).await;
-    // COPY of the table itself runs the policies (over the parent only: nothing
-    // here); COPY of a query returns exactly what a SELECT does.
-    let copy = w
-        .app
-        .copy_out("COPY tenantry.resources (name) TO STDOUT")
-        .await
-        .unwrap();
-    let table = collect_copy(copy).await;
-    assert!(!String::from_utf8_lossy(&table).contains("b-secret"));
+    for table in w.insertable_tables().await {
+        let copy = w
+            .app
+            .copy_out(&format!("COPY {table} (name) TO STDOUT"))
+            .await
+            .unwrap();
+        let rows = collect_copy(copy).await;
+        let own = match &a_schema {
+            None => table == "tenantry.resources",
+            Some(schema) => table.starts_with(&format!("{schema}.")),
+        };
+        let expected: &[u8] = if own { b"a-doc\n" } else { b"" };
+        assert_eq!(
+            rows,
+            expected,
+            "{table}: {}",
+            String::from_utf8_lossy(&rows)
+        );
+        let copy = w
+            .app
+            .copy_out(&format!(
+                "COPY (SELECT name FROM {table} WHERE tenant_id <> tenantry.current_tenant_id()) TO STDOUT"
+            ))
+            .await
+            .unwrap();
+        assert!(collect_copy(copy).await.is_empty(), "{table}");
+    }
     let copy = w
         .app
         .copy_out("COPY (SELECT name FROM tenantry.resources) TO STDOUT")
         .await
         .unwrap();
     assert_eq!(collect_copy(copy).await, b"a-doc\n");
-    let copy = w
-        .app
-        .copy_out("COPY (SELECT name FROM tenantry.resources WHERE tenant_id <> tenantry.current_tenant_id()) TO STDOUT")
-        .await
-        .unwrap();
-    assert!(collect_copy(copy).await.is_empty());
     commit(&w.app).await;
     // COPY FROM on its own connection (a refused COPY leaves the driver's state unusable).
     let copier = app(&w.tdb).await;
@@ -121,23 +171,25 @@ async fn collect_copy(stream: tokio_postgres::CopyOutStream) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
-async fn planner_statistics_and_other_sessions_queries_are_hidden_from_tenantry_app() {
-    let w = world().await;
-    // Statistics exist (gathered by the superuser, as autovacuum would).
-    w.tdb
-        .superuser_client()
-        .await
-        .batch_execute("ANALYZE tenantry.resources, tenantry.tenants")
-        .await
-        .unwrap();
+async fn planner_statistics_and_other_sessions_queries_are_hidden_from_tenantry_app(w: World) {
+    // Statistics exist (gathered by the superuser, as autovacuum would), of
+    // the family, the pooled table and each schema tenant's table.
+    let su = w.tdb.superuser_client().await;
+    exec(&su, "ANALYZE").await;
+    let stats = "SELECT count(*) FROM pg_stats
+                 WHERE (schemaname = 'tenantry' OR schemaname LIKE 'tenant\\_%')
+                   AND tablename IN ('resources', 'tenants', 'api_keys')";
+    assert!(count(&su, stats).await > 0, "the statistics exist");
     begin_as(&w.app, w.a).await;
-    for relation in ["resources", "tenants", "api_keys"] {
-        let sql = format!(
-            "SELECT count(*) FROM pg_stats WHERE schemaname = 'tenantry' AND tablename = '{relation}'"
-        );
-        assert_eq!(count(&w.app, &sql).await, 0, "{relation}");
-    }
+    assert_eq!(count(&w.app, stats).await, 0);
+    assert_eq!(
+        count(
+            &w.app,
+            "SELECT count(*) FROM pg_stats_ext WHERE tablename = 'resources'"
+        )
+        .await,
+        0
+    );
     commit(&w.app).await;
     // Another server session, idle in b's transaction after a literal query.
     let other = app(&w.tdb).await;

@@ -21,5 +21,6 @@ mod oracle;
 mod schemas;
 mod shared_state;
 mod sharing;
+mod tiers;
 mod usage;
 mod writes;

@@ -6,31 +6,40 @@ use uuid::Uuid;
 
 use crate::common::{count, create_tenant, exec};
 use crate::helpers::{
-    add_member, begin_as, commit, create_key, create_role, names_seen_by, rollback, same_failure,
-    share, world, TENANT_RELATIONS,
+    across_tiers, add_member, begin_as, commit, create_key, create_role, names_seen_by, rollback,
+    same_failure, share, World, TENANT_RELATIONS,
 };
 
-#[tokio::test]
-async fn a_foreign_resource_id_selects_zero_rows_exactly_like_a_missing_id() {
-    let w = world().await;
+across_tiers!(
+    a_foreign_resource_id_selects_zero_rows_exactly_like_a_missing_id,
+    update_and_delete_of_a_foreign_resource_change_zero_rows_and_leave_it_intact,
+    sharing_or_unsharing_a_foreign_resource_fails_with_the_same_error_as_a_missing_one,
+    no_tenant_table_view_or_function_yields_a_row_of_another_tenant,
+);
+
+async fn a_foreign_resource_id_selects_zero_rows_exactly_like_a_missing_id(w: World) {
     let missing = Uuid::new_v4();
     begin_as(&w.app, w.a).await;
-    for id in [w.rb, missing] {
-        let rows = w
-            .app
-            .query("SELECT * FROM tenantry.resources WHERE id = $1", &[&id])
-            .await
-            .unwrap();
-        assert!(rows.is_empty(), "{id}: {} rows", rows.len());
-        let rows = w
-            .app
-            .query(
-                "SELECT * FROM tenantry.resources WHERE tenant_id = $1 AND id = $2",
-                &[&w.b, &id],
-            )
-            .await
-            .unwrap();
-        assert!(rows.is_empty());
+    // Through the family, the pooled table alone and each schema tenant's
+    // table by its qualified name (the victim's own, when it has one).
+    for table in w.resource_tables().await {
+        for id in [w.rb, missing] {
+            let rows = w
+                .app
+                .query(&format!("SELECT * FROM {table} WHERE id = $1"), &[&id])
+                .await
+                .unwrap();
+            assert!(rows.is_empty(), "{table}, {id}: {} rows", rows.len());
+            let rows = w
+                .app
+                .query(
+                    &format!("SELECT * FROM {table} WHERE tenant_id = $1 AND id = $2"),
+                    &[&w.b, &id],
+                )
+                .await
+                .unwrap();
+            assert!(rows.is_empty(), "{table}, {id}");
+        }
     }
     // Its own row is there, so the query itself works.
     assert_eq!(
@@ -47,27 +56,29 @@ async fn a_foreign_resource_id_selects_zero_rows_exactly_like_a_missing_id() {
     commit(&w.app).await;
 }
 
-#[tokio::test]
-async fn update_and_delete_of_a_foreign_resource_change_zero_rows_and_leave_it_intact() {
-    let w = world().await;
+async fn update_and_delete_of_a_foreign_resource_change_zero_rows_and_leave_it_intact(w: World) {
     let missing = Uuid::new_v4();
     begin_as(&w.app, w.a).await;
-    for id in [w.rb, missing] {
-        let n = w
-            .app
-            .execute(
-                "UPDATE tenantry.resources SET name = 'pwned', data = '{\"x\":1}' WHERE id = $1",
-                &[&id],
-            )
-            .await
-            .unwrap();
-        assert_eq!(n, 0, "update of {id}");
-        let n = w
-            .app
-            .execute("DELETE FROM tenantry.resources WHERE id = $1", &[&id])
-            .await
-            .unwrap();
-        assert_eq!(n, 0, "delete of {id}");
+    for table in w.resource_tables().await {
+        for id in [w.rb, missing] {
+            let n = w
+                .app
+                .execute(
+                    &format!(
+                        "UPDATE {table} SET name = 'pwned', data = '{{\"x\":1}}' WHERE id = $1"
+                    ),
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            assert_eq!(n, 0, "update of {id} through {table}");
+            let n = w
+                .app
+                .execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&id])
+                .await
+                .unwrap();
+            assert_eq!(n, 0, "delete of {id} through {table}");
+        }
     }
     // A blanket update or delete touches only the caller's own row.
     let n = w
@@ -80,10 +91,11 @@ async fn update_and_delete_of_a_foreign_resource_change_zero_rows_and_leave_it_i
     assert_eq!(names_seen_by(&w.app, w.b).await, ["b-secret"]);
 }
 
-#[tokio::test]
-async fn sharing_or_unsharing_a_foreign_resource_fails_with_the_same_error_as_a_missing_one() {
-    let w = world().await;
-    let c = create_tenant(&w.admin, "tenant-c", None).await;
+async fn sharing_or_unsharing_a_foreign_resource_fails_with_the_same_error_as_a_missing_one(
+    w: World,
+) {
+    // The share target in the tier the victim is not in.
+    let c = w.tenant("tenant-c", None, w.tiers.1.other()).await;
     let missing = Uuid::new_v4();
     begin_as(&w.app, w.a).await;
     exec(&w.app, "SAVEPOINT s").await;
@@ -104,9 +116,7 @@ async fn sharing_or_unsharing_a_foreign_resource_fails_with_the_same_error_as_a_
     commit(&w.app).await;
 }
 
-#[tokio::test]
-async fn no_tenant_table_view_or_function_yields_a_row_of_another_tenant() {
-    let w = world().await;
+async fn no_tenant_table_view_or_function_yields_a_row_of_another_tenant(w: World) {
     // Give b a row in every table.
     let member = add_member(&w.app, w.b, "b@example.com").await;
     let role = create_role(&w.app, w.b, "b-role").await;

@@ -1,18 +1,26 @@
 //! Sharing: targets that do not exist, are suspended or are the owner; what a
 //! share target can do with what it was given; revoking and duplicate shares.
+//! Each attack runs across tiers (owner and target in either), and the
+//! third tenants it makes sit in the tier `a` is not in.
 
 use uuid::Uuid;
 
-use crate::common::{count, create_tenant, exec, set_status, strings};
+use crate::common::{count, exec, set_status, strings};
 use crate::helpers::{
-    app, begin_as, commit, denied, names_seen_by, rollback, same_failure, share, world,
-    READABLE_NAMES,
+    across_tiers, app, begin_as, commit, denied, names_seen_by, rollback, same_failure, share,
+    unshare, World, READABLE_NAMES,
 };
 
-#[tokio::test]
-async fn sharing_with_a_missing_or_deleted_tenant_gives_the_same_not_found() {
-    let w = world().await;
-    let gone = create_tenant(&w.admin, "gone", None).await;
+across_tiers!(
+    sharing_with_a_missing_or_deleted_tenant_gives_the_same_not_found,
+    sharing_with_a_suspended_tenant_or_the_owner_itself_is_refused,
+    a_share_target_cannot_reshare_change_delete_or_unshare_what_it_was_given,
+    revoking_a_share_hides_the_resource_from_the_next_statement_of_an_open_reader,
+    a_duplicate_share_is_refused_and_leaves_one_record,
+);
+
+async fn sharing_with_a_missing_or_deleted_tenant_gives_the_same_not_found(w: World) {
+    let gone = w.tenant("gone", None, w.tiers.0.other()).await;
     set_status(&w.admin, gone, "deleted").await;
     begin_as(&w.app, w.a).await;
     exec(&w.app, "SAVEPOINT s").await;
@@ -33,10 +41,8 @@ async fn sharing_with_a_missing_or_deleted_tenant_gives_the_same_not_found() {
     commit(&w.app).await;
 }
 
-#[tokio::test]
-async fn sharing_with_a_suspended_tenant_or_the_owner_itself_is_refused() {
-    let w = world().await;
-    let asleep = create_tenant(&w.admin, "asleep", None).await;
+async fn sharing_with_a_suspended_tenant_or_the_owner_itself_is_refused(w: World) {
+    let asleep = w.tenant("asleep", None, w.tiers.0.other()).await;
     set_status(&w.admin, asleep, "suspended").await;
     begin_as(&w.app, w.a).await;
     exec(&w.app, "SAVEPOINT s").await;
@@ -64,10 +70,8 @@ async fn sharing_with_a_suspended_tenant_or_the_owner_itself_is_refused() {
     assert_eq!(names_seen_by(&w.app, asleep).await, Vec::<String>::new());
 }
 
-#[tokio::test]
-async fn a_share_target_cannot_reshare_change_delete_or_unshare_what_it_was_given() {
-    let w = world().await;
-    let c = create_tenant(&w.admin, "c", None).await;
+async fn a_share_target_cannot_reshare_change_delete_or_unshare_what_it_was_given(w: World) {
+    let c = w.tenant("c", None, w.tiers.0.other()).await;
     share(&w.app, w.b, w.rb, w.a).await;
     assert_eq!(names_seen_by(&w.app, w.a).await, ["a-doc", "b-secret"]);
     begin_as(&w.app, w.a).await;
@@ -86,21 +90,23 @@ async fn a_share_target_cannot_reshare_change_delete_or_unshare_what_it_was_give
     )
     .await;
     exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;
-    let n = w
-        .app
-        .execute(
-            "UPDATE tenantry.resources SET name = 'pwned' WHERE id = $1",
-            &[&w.rb],
-        )
-        .await
-        .unwrap();
-    assert_eq!(n, 0);
-    let n = w
-        .app
-        .execute("DELETE FROM tenantry.resources WHERE id = $1", &[&w.rb])
-        .await
-        .unwrap();
-    assert_eq!(n, 0);
+    for table in w.resource_tables().await {
+        let n = w
+            .app
+            .execute(
+                &format!("UPDATE {table} SET name = 'pwned' WHERE id = $1"),
+                &[&w.rb],
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+        let n = w
+            .app
+            .execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&w.rb])
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
     let n = w
         .app
         .execute(
@@ -115,9 +121,7 @@ async fn a_share_target_cannot_reshare_change_delete_or_unshare_what_it_was_give
     assert_eq!(names_seen_by(&w.app, w.a).await, ["a-doc", "b-secret"]);
 }
 
-#[tokio::test]
-async fn revoking_a_share_hides_the_resource_from_the_next_statement_of_an_open_reader() {
-    let w = world().await;
+async fn revoking_a_share_hides_the_resource_from_the_next_statement_of_an_open_reader(w: World) {
     share(&w.app, w.b, w.rb, w.a).await;
     let reader = app(&w.tdb).await;
     begin_as(&reader, w.a).await;
@@ -126,13 +130,7 @@ async fn revoking_a_share_hides_the_resource_from_the_next_statement_of_an_open_
         ["a-doc", "b-secret"]
     );
     // The owner revokes while the reader's transaction is still open.
-    begin_as(&w.app, w.b).await;
-    exec(
-        &w.app,
-        &format!("SELECT tenantry.unshare_resource('{}', '{}')", w.rb, w.a),
-    )
-    .await;
-    commit(&w.app).await;
+    unshare(&w.app, w.b, w.rb, w.a).await;
     assert_eq!(
         strings(&reader, READABLE_NAMES).await,
         ["a-doc"],
@@ -152,9 +150,7 @@ async fn revoking_a_share_hides_the_resource_from_the_next_statement_of_an_open_
     commit(&reader).await;
 }
 
-#[tokio::test]
-async fn a_duplicate_share_is_refused_and_leaves_one_record() {
-    let w = world().await;
+async fn a_duplicate_share_is_refused_and_leaves_one_record(w: World) {
     share(&w.app, w.a, w.ra, w.b).await;
     begin_as(&w.app, w.a).await;
     denied(

@@ -6,87 +6,107 @@ use uuid::Uuid;
 
 use crate::common::{count, exec, strings};
 use crate::helpers::{
-    add_member, begin_as, commit, create_role, denied, fails, names_seen_by, rollback,
-    same_failure, world,
+    across_tiers, add_member, begin_as, commit, create_role, denied, fails, names_seen_by,
+    rollback, same_failure, world, World,
 };
 
-#[tokio::test]
-async fn inserting_a_resource_for_another_tenant_fails_alike_for_an_existing_and_a_missing_tenant()
-{
-    let w = world().await;
+across_tiers!(
+    inserting_a_resource_for_another_tenant_fails_alike_for_an_existing_and_a_missing_tenant,
+    moving_a_resource_to_another_tenant_by_update_is_refused_for_any_target,
+    insert_on_conflict_with_a_foreign_resource_id_is_refused_before_any_conflict_check,
+);
+
+async fn inserting_a_resource_for_another_tenant_fails_alike_for_an_existing_and_a_missing_tenant(
+    w: World,
+) {
     begin_as(&w.app, w.a).await;
     exec(&w.app, "SAVEPOINT s").await;
-    let code = same_failure(&w.app, w.b, Uuid::new_v4(), |t| {
-        format!(
-            "ROLLBACK TO SAVEPOINT s; INSERT INTO tenantry.resources (tenant_id, name) VALUES ('{t}', 'planted')"
-        )
-    })
-    .await;
-    assert_eq!(
-        code, "42501",
-        "row-level security refuses before any foreign-key check"
-    );
+    // Into the pooled table and into every schema tenant's own table (the
+    // attacker's, the victim's).
+    for table in w.insertable_tables().await {
+        let code = same_failure(&w.app, w.b, Uuid::new_v4(), |t| {
+            format!(
+                "ROLLBACK TO SAVEPOINT s; INSERT INTO {table} (tenant_id, name) VALUES ('{t}', 'planted')"
+            )
+        })
+        .await;
+        assert_eq!(
+            code, "42501",
+            "{table}: row-level security refuses before any foreign-key check"
+        );
+    }
     rollback(&w.app).await;
     assert_eq!(names_seen_by(&w.app, w.b).await, ["b-secret"]);
 }
 
-#[tokio::test]
-async fn moving_a_resource_to_another_tenant_by_update_is_refused_for_any_target() {
-    let w = world().await;
+async fn moving_a_resource_to_another_tenant_by_update_is_refused_for_any_target(w: World) {
     begin_as(&w.app, w.a).await;
     exec(&w.app, "SAVEPOINT s").await;
-    let code = same_failure(&w.app, w.b, Uuid::new_v4(), |t| {
-        format!(
-            "ROLLBACK TO SAVEPOINT s; UPDATE tenantry.resources SET tenant_id = '{t}' WHERE id = '{}'",
-            w.ra
+    for table in w.resource_tables().await {
+        let code = same_failure(&w.app, w.b, Uuid::new_v4(), |t| {
+            format!(
+                "ROLLBACK TO SAVEPOINT s; UPDATE {table} SET tenant_id = '{t}' WHERE id = '{}'",
+                w.ra
+            )
+        })
+        .await;
+        assert_eq!(
+            code, "42501",
+            "{table}: tenant_id is not an updatable column"
+        );
+    }
+    // Moving by delete and re-insert keeps the row in the caller's tenant,
+    // into whichever table the victim's rows live in.
+    for table in w.insertable_tables().await {
+        exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;
+        denied(
+            &w.app,
+            &format!(
+                "WITH gone AS (DELETE FROM tenantry.resources WHERE id = '{}' RETURNING name)
+                 INSERT INTO {table} (tenant_id, name) SELECT '{}', name FROM gone",
+                w.ra, w.b
+            ),
+            "42501",
         )
-    })
-    .await;
-    assert_eq!(code, "42501", "tenant_id is not an updatable column");
-    // Moving by delete and re-insert keeps the row in the caller's tenant.
-    exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;
-    denied(
-        &w.app,
-        &format!(
-            "WITH gone AS (DELETE FROM tenantry.resources WHERE id = '{}' RETURNING name)
-             INSERT INTO tenantry.resources (tenant_id, name) SELECT '{}', name FROM gone",
-            w.ra, w.b
-        ),
-        "42501",
-    )
-    .await;
+        .await;
+    }
     rollback(&w.app).await;
     assert_eq!(names_seen_by(&w.app, w.a).await, ["a-doc"]);
     assert_eq!(names_seen_by(&w.app, w.b).await, ["b-secret"]);
 }
 
-#[tokio::test]
-async fn insert_on_conflict_with_a_foreign_resource_id_is_refused_before_any_conflict_check() {
-    let w = world().await;
+async fn insert_on_conflict_with_a_foreign_resource_id_is_refused_before_any_conflict_check(
+    w: World,
+) {
     begin_as(&w.app, w.a).await;
     exec(&w.app, "SAVEPOINT s").await;
-    for owner in [w.a, w.b] {
+    for (table, owner) in w
+        .insertable_tables()
+        .await
+        .into_iter()
+        .flat_map(|table| [(table.clone(), w.a), (table, w.b)])
+    {
         let code = same_failure(&w.app, w.rb, Uuid::new_v4(), |id| {
             format!(
                 "ROLLBACK TO SAVEPOINT s;
-                 INSERT INTO tenantry.resources (tenant_id, id, name) VALUES ('{owner}', '{id}', 'x')
+                 INSERT INTO {table} (tenant_id, id, name) VALUES ('{owner}', '{id}', 'x')
                  ON CONFLICT (tenant_id, id) DO UPDATE SET name = 'pwned'"
             )
         })
         .await;
         assert_eq!(
             code, "42501",
-            "ids are generated by the database, never chosen"
+            "{table}: ids are generated by the database, never chosen"
         );
         let code = same_failure(&w.app, w.rb, Uuid::new_v4(), |id| {
             format!(
                 "ROLLBACK TO SAVEPOINT s;
-                 INSERT INTO tenantry.resources (tenant_id, id, name) VALUES ('{owner}', '{id}', 'x')
+                 INSERT INTO {table} (tenant_id, id, name) VALUES ('{owner}', '{id}', 'x')
                  ON CONFLICT DO NOTHING"
             )
         })
         .await;
-        assert_eq!(code, "42501");
+        assert_eq!(code, "42501", "{table}");
     }
     rollback(&w.app).await;
     assert_eq!(names_seen_by(&w.app, w.b).await, ["b-secret"]);

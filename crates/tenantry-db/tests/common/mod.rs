@@ -52,25 +52,28 @@ pub async fn strings(c: &Client, sql: &str) -> Vec<String> {
 
 /// `tenantry.create_tenant(name, parent)` as the admin role; returns the id.
 pub async fn create_tenant(admin: &Client, name: &str, parent: Option<Uuid>) -> Uuid {
-    admin
-        .query_one(
-            "SELECT tenantry.create_tenant($1::text, $2::uuid)",
-            &[&name, &parent],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create_tenant({name}): {}", describe(&e)))
-        .get(0)
+    create_tenant_in(admin, name, parent, "shared").await
 }
 
 /// A schema-isolated tenant, created as the admin role.
 pub async fn create_silo(admin: &Client, name: &str) -> Uuid {
+    create_tenant_in(admin, name, None, "schema").await
+}
+
+/// `tenantry.create_tenant(name, parent, isolation)` as the admin role; returns the id.
+pub async fn create_tenant_in(
+    admin: &Client,
+    name: &str,
+    parent: Option<Uuid>,
+    isolation: &str,
+) -> Uuid {
     admin
         .query_one(
-            "SELECT tenantry.create_tenant($1::text, NULL, 'schema')",
-            &[&name],
+            "SELECT tenantry.create_tenant($1::text, $2::uuid, $3::text)",
+            &[&name, &parent, &isolation],
         )
         .await
-        .unwrap_or_else(|e| panic!("create_tenant({name}, schema): {}", describe(&e)))
+        .unwrap_or_else(|e| panic!("create_tenant({name}, {isolation}): {}", describe(&e)))
         .get(0)
 }
 
