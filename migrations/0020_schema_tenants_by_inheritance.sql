@@ -101,3 +101,23 @@ DROP FUNCTION IF EXISTS tenantry.secure_tenant_partition(uuid);
 DROP FUNCTION IF EXISTS tenantry.secure_resources_partition(text, text);
 -- Returns whether the subtree spans both tiers now (repeatable/01_context.sql).
 DROP FUNCTION IF EXISTS tenantry.tenant_context_row(uuid);
+
+-- Who shared resources with whom, by target: rows shared with a tenant may
+-- live in any tenant's table now, and resources_shared_with_me() must read
+-- only the tables of the tenants that shared with it (a query on the whole
+-- family would lock every schema tenant's table). Kept by a trigger on
+-- shared_resources; granted to no role (an index led by the target in a
+-- table a tenant role scans would be an EXPLAIN ANALYZE oracle, issue 10
+-- finding 8).
+CREATE TABLE tenantry.resource_share_targets (
+    shared_with uuid NOT NULL,
+    tenant_id   uuid NOT NULL,
+    shares      integer NOT NULL CHECK (shares > 0),
+    PRIMARY KEY (tenant_id, shared_with)
+);
+CREATE INDEX resource_share_targets_target_idx ON tenantry.resource_share_targets (shared_with, tenant_id);
+ALTER TABLE tenantry.resource_share_targets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenantry.resource_share_targets FORCE ROW LEVEL SECURITY;
+COMMENT ON TABLE tenantry.resource_share_targets IS 'How many resources each owner (tenant_id) shares with each target (shared_with), kept by the shared_resources_targets trigger; read by resources_shared_with_me() to find the tables holding rows shared with a tenant. Granted to no role.';
+INSERT INTO tenantry.resource_share_targets (shared_with, tenant_id, shares)
+SELECT shared_with, tenant_id, count(*) FROM tenantry.shared_resources GROUP BY 1, 2;

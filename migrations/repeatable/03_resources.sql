@@ -87,6 +87,67 @@ CREATE OR REPLACE TRIGGER shared_resources_audit
     FOR EACH ROW EXECUTE FUNCTION tenantry.shared_resources_audit();
 
 /**
+ * Where tenants' resources are: for each home (the schema of a schema
+ * tenant's own table, tenantry for the pooled table), the given tenants
+ * whose rows it holds. Functions read ONLY those tables, never the whole
+ * family (which would lock every schema tenant's table).
+ */
+CREATE OR REPLACE FUNCTION tenantry.resources_homes(tenant_ids uuid[])
+RETURNS TABLE (schema_name text, tenant_ids uuid[])
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END, array_agg(t.tenant_id)
+    FROM tenantry.tenants t
+    WHERE t.tenant_id = ANY (resources_homes.tenant_ids)
+    GROUP BY 1
+$$;
+COMMENT ON FUNCTION tenantry.resources_homes(uuid[]) IS 'Internal: the given tenants grouped by the schema of the resources table holding their rows (tenantry: the pooled table). Not granted: it would tell any tenant''s tier.';
+
+/** The schema of the resources table holding one tenant's rows. */
+CREATE OR REPLACE FUNCTION tenantry.resources_home(tid uuid)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
+    FROM tenantry.tenants t WHERE t.tenant_id = tid
+$$;
+COMMENT ON FUNCTION tenantry.resources_home(uuid) IS 'Internal: the schema of the resources table holding the tenant''s rows (tenantry: the pooled table); NULL for an unknown tenant. Not granted.';
+
+/** Trigger on shared_resources: keeps resource_share_targets (owners by target) in step. */
+CREATE OR REPLACE FUNCTION tenantry.shared_resources_targets()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO tenantry.resource_share_targets AS st (shared_with, tenant_id, shares)
+        VALUES (NEW.shared_with, NEW.tenant_id, 1)
+        ON CONFLICT (tenant_id, shared_with) DO UPDATE SET shares = st.shares + 1;
+    ELSE
+        UPDATE tenantry.resource_share_targets st SET shares = st.shares - 1
+        WHERE st.shared_with = OLD.shared_with AND st.tenant_id = OLD.tenant_id AND st.shares > 1;
+        IF NOT FOUND THEN
+            DELETE FROM tenantry.resource_share_targets st
+            WHERE st.shared_with = OLD.shared_with AND st.tenant_id = OLD.tenant_id;
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.shared_resources_targets() IS 'Trigger: counts each share in resource_share_targets (target, owner), so resources_shared_with_me() reads only the tables of tenants that shared with the caller.';
+CREATE OR REPLACE TRIGGER shared_resources_targets
+    AFTER INSERT OR DELETE ON tenantry.shared_resources
+    FOR EACH ROW EXECUTE FUNCTION tenantry.shared_resources_targets();
+
+CREATE POLICY resource_share_targets_no_direct_access ON tenantry.resource_share_targets
+    AS RESTRICTIVE FOR ALL TO PUBLIC
+    USING (false) WITH CHECK (false);
+COMMENT ON POLICY resource_share_targets_no_direct_access ON tenantry.resource_share_targets IS 'Nobody reads or writes it under RLS: the table is granted to no role (its index leads with the target); the owner''s trigger writes it and resources_shared_with_me() reads it.';
+
+/**
  * A deleted tenant's shares end with it: nothing it shared stays readable by
  * others, and nothing stays shared with it. (Found by the model-based test:
  * the sharing policy looks only at shared_with, which deletion left in place.)
@@ -97,18 +158,24 @@ RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    owner record;
 BEGIN
-    UPDATE tenantry.resources SET shared_with = '{}'
-    WHERE tenant_id = NEW.tenant_id AND shared_with <> '{}';
+    EXECUTE format('UPDATE ONLY %I.resources SET shared_with = ''{}'' WHERE tenant_id = $1 AND shared_with <> ''{}''',
+                   tenantry.resources_home(NEW.tenant_id))
+    USING NEW.tenant_id;
     DELETE FROM tenantry.shared_resources WHERE tenant_id = NEW.tenant_id;
-    -- The shares made to it are found through the resources' GIN index
-    -- (shared_resources has no index leading with the target: see the head).
-    DELETE FROM tenantry.shared_resources s
-    USING tenantry.resources r
-    WHERE r.shared_with @> ARRAY[NEW.tenant_id]
-      AND s.tenant_id = r.tenant_id AND s.resource_id = r.id AND s.shared_with = NEW.tenant_id;
-    UPDATE tenantry.resources SET shared_with = array_remove(shared_with, NEW.tenant_id)
-    WHERE shared_with @> ARRAY[NEW.tenant_id];
+    -- The shares made to it, owner by owner (resource_share_targets), each in
+    -- the owner's own table.
+    FOR owner IN
+        SELECT st.tenant_id, tenantry.resources_home(st.tenant_id) AS home
+        FROM tenantry.resource_share_targets st WHERE st.shared_with = NEW.tenant_id
+    LOOP
+        DELETE FROM tenantry.shared_resources s WHERE s.tenant_id = owner.tenant_id AND s.shared_with = NEW.tenant_id;
+        EXECUTE format('UPDATE ONLY %I.resources SET shared_with = array_remove(shared_with, $2)
+                        WHERE tenant_id = $1 AND shared_with @> ARRAY[$2]', owner.home)
+        USING owner.tenant_id, NEW.tenant_id;
+    END LOOP;
     -- Rows of adopted tables (10_tables.sql): what it shared, and what was shared with it.
     DELETE FROM tenantry.shared_rows s WHERE s.tenant_id = NEW.tenant_id;
     DELETE FROM tenantry.shared_rows s WHERE s.shared_with = NEW.tenant_id;
@@ -141,16 +208,44 @@ RETURNS TABLE (id uuid, tenant_id uuid, name text, data jsonb, size_bytes bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    me uuid := tenantry.current_tenant_id();
+    schemas text[];
+    scans text;
 BEGIN
-    RETURN QUERY
-    SELECT r.id, r.tenant_id, r.name, r.data, r.size_bytes, r.created_at, r.updated_at, r.created_by
-    FROM tenantry.resources r
-    WHERE r.shared_with @> ARRAY[tenantry.current_tenant_id()]
-      AND (resources_shared_with_me.resource_id IS NULL OR r.id = resources_shared_with_me.resource_id)
-      AND (name_like IS NULL OR r.name LIKE name_like)
-      AND (after_created_at IS NULL OR (r.created_at, r.id) < (after_created_at, after_id))
-    ORDER BY r.created_at DESC, r.id DESC
-    LIMIT max_rows;
+    -- The tables of schema tenants that shared with me (resource_share_targets);
+    -- the pooled table is read anyway (its GIN index finds nothing when no
+    -- pooled tenant shared). Never the whole family: that would lock every
+    -- schema tenant's table.
+    schemas := ARRAY(
+        SELECT DISTINCT t.schema_name
+        FROM tenantry.resource_share_targets st
+        JOIN tenantry.tenants t ON t.tenant_id = st.tenant_id
+        WHERE st.shared_with = me AND t.isolation = 'schema'
+        ORDER BY 1);
+    IF cardinality(schemas) = 0 THEN
+        RETURN QUERY
+        SELECT r.id, r.tenant_id, r.name, r.data, r.size_bytes, r.created_at, r.updated_at, r.created_by
+        FROM ONLY tenantry.resources r
+        WHERE r.shared_with @> ARRAY[me]
+          AND (resources_shared_with_me.resource_id IS NULL OR r.id = resources_shared_with_me.resource_id)
+          AND (name_like IS NULL OR r.name LIKE name_like)
+          AND (after_created_at IS NULL OR (r.created_at, r.id) < (after_created_at, after_id))
+        ORDER BY r.created_at DESC, r.id DESC
+        LIMIT max_rows;
+        RETURN;
+    END IF;
+    SELECT string_agg(format(
+        '(SELECT r.id, r.tenant_id, r.name, r.data, r.size_bytes, r.created_at, r.updated_at, r.created_by
+          FROM ONLY %I.resources r
+          WHERE r.shared_with @> ARRAY[$1]
+            AND ($2::uuid IS NULL OR r.id = $2) AND ($3::text IS NULL OR r.name LIKE $3)
+            AND ($4::timestamptz IS NULL OR (r.created_at, r.id) < ($4, $5))
+          ORDER BY r.created_at DESC, r.id DESC LIMIT $6)', h), ' UNION ALL ')
+    INTO scans
+    FROM unnest('{tenantry}'::text[] || schemas) h;
+    RETURN QUERY EXECUTE 'SELECT * FROM (' || scans || ') x ORDER BY x.created_at DESC, x.id DESC LIMIT $6'
+    USING me, resources_shared_with_me.resource_id, name_like, after_created_at, after_id, max_rows;
 END
 $$;
 COMMENT ON FUNCTION tenantry.resources_shared_with_me(uuid, text, timestamptz, uuid, bigint) IS 'Guide policy tenant_sharing as a fence: resources shared with the current tenant (read only), newest first, optionally one id, a name LIKE pattern, a keyset position (created_at, id) and a page size. No caller condition reaches its scan, so EXPLAIN ANALYZE shows nothing foreign.';
@@ -241,15 +336,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     owner_id uuid;
+    home record;
 BEGIN
     IF tenantry.current_tenant_id() IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
     END IF;
-    SELECT r.tenant_id INTO owner_id
-    FROM tenantry.resources r
-    WHERE r.id = lock_shareable_resource.resource_id
-      AND r.tenant_id = ANY (tenantry.visible_tenant_ids())
-    FOR UPDATE;
+    -- Each visible tenant's own table (pooled, or its schema's).
+    FOR home IN SELECT * FROM tenantry.resources_homes(tenantry.visible_tenant_ids()) LOOP
+        EXECUTE format('SELECT r.tenant_id FROM ONLY %I.resources r
+                        WHERE r.id = $1 AND r.tenant_id = ANY ($2) FOR UPDATE', home.schema_name)
+        USING lock_shareable_resource.resource_id, home.tenant_ids
+        INTO owner_id;
+        EXIT WHEN owner_id IS NOT NULL;
+    END LOOP;
     IF owner_id IS NULL THEN
         RAISE EXCEPTION 'resource % not found', lock_shareable_resource.resource_id
             USING ERRCODE = 'TN404', HINT = 'resource_id';
@@ -316,9 +415,9 @@ BEGIN
         RAISE EXCEPTION 'resource % is already shared with tenant %', share_resource.resource_id, target_tenant_id
             USING ERRCODE = 'TN409', HINT = 'tenant_id';
     END IF;
-    UPDATE tenantry.resources r
-    SET shared_with = array_append(r.shared_with, target_tenant_id)
-    WHERE r.tenant_id = owner_id AND r.id = share_resource.resource_id;
+    EXECUTE format('UPDATE ONLY %I.resources r SET shared_with = array_append(r.shared_with, $3)
+                    WHERE r.tenant_id = $1 AND r.id = $2', tenantry.resources_home(owner_id))
+    USING owner_id, share_resource.resource_id, target_tenant_id;
 END
 $$;
 COMMENT ON FUNCTION tenantry.share_resource(uuid, uuid) IS 'Guide API: shares a resource of the current tenant (or a descendant) read-only with another active tenant. TN404 for a missing or foreign resource alike, TN409 if already shared.';
@@ -339,9 +438,9 @@ BEGIN
         RAISE EXCEPTION 'resource % is not shared with tenant %', unshare_resource.resource_id, target_tenant_id
             USING ERRCODE = 'TN404', HINT = 'tenant_id';
     END IF;
-    UPDATE tenantry.resources r
-    SET shared_with = array_remove(r.shared_with, target_tenant_id)
-    WHERE r.tenant_id = owner_id AND r.id = unshare_resource.resource_id;
+    EXECUTE format('UPDATE ONLY %I.resources r SET shared_with = array_remove(r.shared_with, $3)
+                    WHERE r.tenant_id = $1 AND r.id = $2', tenantry.resources_home(owner_id))
+    USING owner_id, unshare_resource.resource_id, target_tenant_id;
 END
 $$;
 COMMENT ON FUNCTION tenantry.unshare_resource(uuid, uuid) IS 'Revokes a share made by the current tenant (or a descendant). TN404 when there is no such share.';
@@ -380,10 +479,12 @@ DECLARE
 BEGIN
     SELECT settings INTO s FROM tenantry.tenants WHERE tenant_id = tid;
     IF s ? 'max_resources' OR s ? 'max_storage_bytes' THEN
-        INSERT INTO tenantry.tenant_quota_usage AS u (tenant_id, resource_count, storage_bytes)
-        SELECT tid, count(*), coalesce(sum(r.size_bytes), 0) FROM tenantry.resources r WHERE r.tenant_id = tid
-        ON CONFLICT (tenant_id) DO UPDATE
-            SET resource_count = excluded.resource_count, storage_bytes = excluded.storage_bytes;
+        EXECUTE format('INSERT INTO tenantry.tenant_quota_usage AS u (tenant_id, resource_count, storage_bytes)
+                        SELECT $1, count(*), coalesce(sum(r.size_bytes), 0) FROM ONLY %I.resources r WHERE r.tenant_id = $1
+                        ON CONFLICT (tenant_id) DO UPDATE
+                            SET resource_count = excluded.resource_count, storage_bytes = excluded.storage_bytes',
+                       tenantry.resources_home(tid))
+        USING tid;
     ELSE
         DELETE FROM tenantry.tenant_quota_usage WHERE tenant_id = tid;
     END IF;
@@ -532,7 +633,9 @@ DECLARE
     old_key text;
     new_key text;
 BEGIN
-    IF me IS NOT NULL AND NOT (row_tenant = ANY (tenantry.visible_tenant_ids())) THEN
+    -- A tenant role's row of a tenant it cannot see, context or not: the
+    -- policy refuses it, alike for every tenant, existing or not.
+    IF NOT (row_tenant = ANY (coalesce(tenantry.visible_tenant_ids(), '{}'))) AND tenantry.limits_refuse_writer() THEN
         RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
     END IF;
     IF row_tenant IS NOT DISTINCT FROM me THEN

@@ -164,15 +164,53 @@ GRANT EXECUTE ON FUNCTION tenantry.current_tenant_metrics(timestamptz, timestamp
 -- security_barrier too: a caller's own predicates on the view are applied after
 -- its rows are filtered, never pushed below (only leakproof ones, such as uuid
 -- equality on tenant_id, still reach the index).
+/** The schema of a visible tenant's resources table; NULL for any other tenant (no tier oracle). */
+CREATE OR REPLACE FUNCTION tenantry.visible_resources_home(tid uuid)
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tenantry.resources_home(tid) WHERE tid = ANY (tenantry.visible_tenant_ids())
+$$;
+COMMENT ON FUNCTION tenantry.visible_resources_home(uuid) IS 'The schema of the resources table holding a tenant''s rows (tenantry: the pooled table), for the current tenant and its descendants only; NULL for every other tenant, existing or not.';
+GRANT EXECUTE ON FUNCTION tenantry.visible_resources_home(uuid) TO tenantry_app;
+
+/**
+ * A visible tenant's resource count, bytes and last change, read from its
+ * own table only (never the whole family), as the caller: its policy applies.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_resource_totals(
+    tid uuid, OUT total_resources bigint, OUT storage_used bigint, OUT last_modified timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    home text := tenantry.visible_resources_home(tid);
+BEGIN
+    total_resources := 0;
+    storage_used := 0;
+    IF home IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format('SELECT count(*), coalesce(sum(r.size_bytes), 0)::bigint, max(r.updated_at)
+                    FROM ONLY %I.resources r WHERE r.tenant_id = $1', home)
+    USING tid
+    INTO total_resources, storage_used, last_modified;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_resource_totals(uuid) IS 'Resource count, bytes and last change of the current tenant or a descendant, from its own table, under the caller''s policy; zeros for any other tenant. Used by tenant_resource_usage.';
+GRANT EXECUTE ON FUNCTION tenantry.tenant_resource_totals(uuid) TO tenantry_app;
+
+-- Each tenant's totals from its own table: a join with tenantry.resources would
+-- read (and lock) every schema tenant's table.
 CREATE OR REPLACE VIEW tenantry.tenant_resource_usage WITH (security_invoker = true, security_barrier = true) AS
 SELECT
     t.tenant_id,
     t.name AS tenant_name,
-    count(r.*) AS total_resources,
-    coalesce(sum(r.size_bytes), 0)::bigint AS storage_used,
-    max(r.updated_at) AS last_modified
+    u.total_resources,
+    u.storage_used,
+    u.last_modified
 FROM tenantry.tenants t
-LEFT JOIN tenantry.resources r ON r.tenant_id = t.tenant_id
-GROUP BY t.tenant_id, t.name;
+CROSS JOIN LATERAL tenantry.tenant_resource_totals(t.tenant_id) u;
 COMMENT ON VIEW tenantry.tenant_resource_usage IS 'Guide view: resource count, storage and last modification per tenant. security_invoker: the caller''s RLS applies, so no other tenant''s rows ever appear.';
 GRANT SELECT ON tenantry.tenant_resource_usage TO tenantry_app;

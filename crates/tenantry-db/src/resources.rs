@@ -255,8 +255,14 @@ impl TenantScope {
     /// tenant's resource is not found, exactly like a missing one.
     pub async fn get_resource(&mut self, id: ResourceId) -> Result<Resource, DbError> {
         let me = self.tenant();
-        let sql = get_resource_sql(self.tx.route());
-        let rows = self.rows(sql, &[id.as_uuid()], &[Type::UUID]).await?;
+        let rows = self
+            .by_id_in_any_tier(
+                Visibility::All,
+                |route| get_resource_sql(route).into(),
+                &[id.as_uuid()],
+                &[Type::UUID],
+            )
+            .await?;
         rows.first()
             .map(|r| resource(r, me))
             .ok_or_else(|| not_found(id))
@@ -275,6 +281,11 @@ impl TenantScope {
                 types: &[Type::UUID],
             })
             .await?;
+        if rows.is_empty() {
+            // Committed already: when the tenant has changed tiers since its
+            // route was cached, the next transaction reads its part afresh.
+            self.tx.forget_tenant_part(me);
+        }
         rows.first()
             .map(|r| resource(r, me))
             .ok_or_else(|| not_found(id))
@@ -290,12 +301,19 @@ impl TenantScope {
         validate(update.name.as_deref(), update.data.as_ref())?;
         let me = self.tenant();
         let rows = self
-            .by_id_in_any_tier(|table| {
-                format!(
-                    "UPDATE {table} SET name = coalesce($2, name), data = coalesce($3, data)
-                     WHERE id = $1 RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())"
-                )
-            }, &[id.as_uuid(), &update.name, &update.data], &[Type::UUID, Type::TEXT, Type::JSONB])
+            .by_id_in_any_tier(
+                Visibility::Owned,
+                |route| {
+                    format!(
+                        "UPDATE {} SET name = coalesce($2, name), data = coalesce($3, data)
+                         WHERE id = $1 RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())",
+                        route.resources()
+                    )
+                    .into()
+                },
+                &[id.as_uuid(), &update.name, &update.data],
+                &[Type::UUID, Type::TEXT, Type::JSONB],
+            )
             .await?;
         rows.first()
             .map(|r| resource(r, me))
@@ -306,7 +324,14 @@ impl TenantScope {
     pub async fn delete_resource(&mut self, id: ResourceId) -> Result<(), DbError> {
         let rows = self
             .by_id_in_any_tier(
-                |table| format!("DELETE FROM {table} WHERE id = $1 RETURNING id"),
+                Visibility::Owned,
+                |route| {
+                    format!(
+                        "DELETE FROM {} WHERE id = $1 RETURNING id",
+                        route.resources()
+                    )
+                    .into()
+                },
                 &[id.as_uuid()],
                 &[Type::UUID],
             )
@@ -324,14 +349,13 @@ impl TenantScope {
     /// must not answer "not found".
     async fn by_id_in_any_tier(
         &mut self,
-        sql: impl Fn(&str) -> String,
+        visibility: Visibility,
+        sql: impl Fn(Route) -> std::borrow::Cow<'static, str>,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         types: &[Type],
     ) -> Result<Vec<Row>, DbError> {
         let route = self.tx.route();
-        let rows = self
-            .rows_as(Visibility::Owned, &sql(route.resources()), params, types)
-            .await?;
+        let rows = self.rows_as(visibility, &sql(route), params, types).await?;
         if !rows.is_empty() || route == Route::Family {
             return Ok(rows);
         }
@@ -348,13 +372,9 @@ impl TenantScope {
         if still_home {
             return Ok(rows);
         }
-        self.rows_as(
-            Visibility::Owned,
-            &sql(Route::Family.resources()),
-            params,
-            types,
-        )
-        .await
+        self.tx.forget_tenant_part(self.tenant());
+        self.rows_as(visibility, &sql(Route::Family), params, types)
+            .await
     }
 
     /// Lists resources newest first with keyset pagination.

@@ -372,6 +372,12 @@ impl Tx {
         self.pinned_part.clone().flatten()
     }
 
+    /// Drops a tenant's cached part: its next transaction reads it afresh
+    /// (this one keeps the route it has).
+    pub(crate) fn forget_tenant_part(&self, tenant: TenantId) {
+        self.contexts.parts.remove(tenant);
+    }
+
     /// Which table of each tenant table family this transaction names.
     pub(crate) fn route(&mut self) -> Route {
         Route::of_part(self.pinned_part().as_deref()).0

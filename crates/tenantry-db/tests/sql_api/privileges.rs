@@ -463,6 +463,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "unshare_resource",
             "unshare_row",
             "verify_api_key_hash",
+            "visible_resources_home",
         ]
     );
     assert_eq!(
@@ -479,6 +480,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "tenant_row_count",
             "tier_move_abort",
             "tier_move_catch_up",
+            "tier_move_cleanup",
             "tier_move_copy",
             "tier_move_finish",
             "tier_move_start",
