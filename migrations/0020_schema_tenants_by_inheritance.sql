@@ -121,3 +121,23 @@ ALTER TABLE tenantry.resource_share_targets FORCE ROW LEVEL SECURITY;
 COMMENT ON TABLE tenantry.resource_share_targets IS 'How many resources each owner (tenant_id) shares with each target (shared_with), kept by the shared_resources_targets trigger; read by resources_shared_with_me() to find the tables holding rows shared with a tenant. Granted to no role.';
 INSERT INTO tenantry.resource_share_targets (shared_with, tenant_id, shares)
 SELECT shared_with, tenant_id, count(*) FROM tenantry.shared_resources GROUP BY 1, 2;
+
+-- Tenant-schema migrations: a change every schema tenant's tables need that
+-- inheritance does not carry (an index, a trigger, storage settings; columns
+-- and CHECK constraints added to a pooled table reach its schema tables by
+-- themselves) is recorded as a step and applied schema by schema by
+-- `tenantry migrate`, each schema in its own transaction with its version.
+CREATE TABLE tenantry.tenant_schema_steps (
+    version     integer PRIMARY KEY CHECK (version > 0),
+    description text NOT NULL CHECK (length(description) BETWEEN 1 AND 200),
+    statement   text NOT NULL CHECK (length(statement) > 0),
+    added_at    timestamptz NOT NULL DEFAULT now(),
+    added_by    name NOT NULL DEFAULT session_user
+);
+ALTER TABLE tenantry.tenant_schema_steps ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenantry.tenant_schema_steps FORCE ROW LEVEL SECURITY;
+COMMENT ON TABLE tenantry.tenant_schema_steps IS 'Steps every tenant schema applies in version order (add_tenant_schema_step, then tenantry migrate): SQL run with the tenant''s schema first on the search path, so unqualified names are its own tables. Written by operators only (add_tenant_schema_step); granted to no role.';
+
+ALTER TABLE tenantry.tenants ADD COLUMN schema_version integer;
+UPDATE tenantry.tenants SET schema_version = 0 WHERE isolation = 'schema';
+COMMENT ON COLUMN tenantry.tenants.schema_version IS 'The last tenant_schema_steps version applied to the tenant''s schema (0: none; a new schema starts at the latest, its tables copied from the pooled ones). NULL while the tenant is pooled.';

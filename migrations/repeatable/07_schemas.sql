@@ -96,6 +96,8 @@ BEGIN
                        (SELECT c.relname FROM pg_class c WHERE c.oid = f.template));
     END LOOP;
     PERFORM tenantry.secure_tenant_schema(tid);
+    -- Copied from the pooled tables as they are now: every step so far is in.
+    UPDATE tenantry.tenants SET schema_version = tenantry.tenant_schema_latest() WHERE tenant_id = tid;
 END
 $$;
 COMMENT ON FUNCTION tenantry.create_tenant_tables(uuid) IS 'Internal: creates the tenant''s schema and one empty table per tenant table family (LIKE the pooled table, without its foreign key), secured. Not granted.';
@@ -380,7 +382,10 @@ BEGIN
     PERFORM set_config('session_replication_role', replication, true);
     DELETE FROM tenantry.tier_move_changes c WHERE c.tenant_id = tid;
     DELETE FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid;
-    UPDATE tenantry.tenants SET isolation = m.target, moving_to = NULL WHERE tenant_id = tid;
+    UPDATE tenantry.tenants
+       SET isolation = m.target, moving_to = NULL,
+           schema_version = CASE WHEN m.target = 'schema' THEN schema_version END
+     WHERE tenant_id = tid;
     RETURN jsonb_build_object('isolation', m.target, 'rows_moved', moved,
         'cutover_ms', round((extract(epoch FROM clock_timestamp() - locked_at) * 1000)::numeric, 3));
 END
@@ -447,7 +452,9 @@ BEGIN
     END IF;
     DELETE FROM tenantry.tier_move_changes c WHERE c.tenant_id = tid;
     DELETE FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid;
-    UPDATE tenantry.tenants SET moving_to = NULL WHERE tenant_id = tid;
+    UPDATE tenantry.tenants
+       SET moving_to = NULL, schema_version = CASE WHEN isolation = 'schema' THEN schema_version END
+     WHERE tenant_id = tid;
     RETURN 'aborted';
 END
 $$;
@@ -612,6 +619,117 @@ $$;
 COMMENT ON FUNCTION tenantry.setup_connection() IS 'Guide API: sets the session search_path to the current tenant''s schema (if schema-isolated), tenantry, public. Session scope: unsafe behind transaction pooling.';
 GRANT EXECUTE ON FUNCTION tenantry.setup_connection() TO tenantry_app;
 
+
+-- -----------------------------------------------------------------------------
+-- Tenant-schema migrations (tenant_schema_steps, tenants.schema_version).
+-- -----------------------------------------------------------------------------
+
+CREATE POLICY tenant_schema_steps_no_direct_access ON tenantry.tenant_schema_steps
+    AS RESTRICTIVE FOR ALL TO PUBLIC USING (false) WITH CHECK (false);
+COMMENT ON POLICY tenant_schema_steps_no_direct_access ON tenantry.tenant_schema_steps IS 'No role reads or writes the steps directly: operators add them through add_tenant_schema_step(), schemas run them through migrate_tenant_schema() (both as the owner; the table is granted to none).';
+
+/** The latest tenant-schema version (0: no step recorded). */
+CREATE OR REPLACE FUNCTION tenantry.tenant_schema_latest()
+RETURNS integer
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(max(s.version), 0) FROM tenantry.tenant_schema_steps s $$;
+COMMENT ON FUNCTION tenantry.tenant_schema_latest() IS 'The latest tenant_schema_steps version, 0 when none. Not granted.';
+
+/**
+ * Records a step every tenant schema applies (run it from the migration that
+ * makes the same change to the pooled table): SQL run in each tenant's
+ * schema, first on the search path, by `tenantry migrate`. Operators only
+ * (superuser or member of tenantry_owner). Returns the new version.
+ */
+CREATE OR REPLACE FUNCTION tenantry.add_tenant_schema_step(description text, statement text)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v integer;
+BEGIN
+    IF NOT tenantry.operator_session() THEN
+        RAISE EXCEPTION 'only an operator (superuser or member of tenantry_owner) records tenant-schema steps'
+            USING ERRCODE = '42501';
+    END IF;
+    IF coalesce(length(trim(statement)), 0) = 0 THEN
+        RAISE EXCEPTION 'the step has no statement' USING ERRCODE = 'TN422', HINT = 'statement';
+    END IF;
+    IF coalesce(length(description), 0) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'description must be 1 to 200 characters' USING ERRCODE = 'TN422', HINT = 'description';
+    END IF;
+    -- One writer at a time: versions follow one another.
+    LOCK TABLE tenantry.tenant_schema_steps IN EXCLUSIVE MODE;
+    v := tenantry.tenant_schema_latest() + 1;
+    INSERT INTO tenantry.tenant_schema_steps (version, description, statement)
+    VALUES (v, add_tenant_schema_step.description, add_tenant_schema_step.statement);
+    RETURN v;
+END
+$$;
+COMMENT ON FUNCTION tenantry.add_tenant_schema_step(text, text) IS 'Operators: records SQL every tenant schema runs (its schema first on the search path), as the next version; tenantry migrate applies it schema by schema. Returns the version. 42501 for anyone but a superuser or member of tenantry_owner.';
+
+/**
+ * Applies the pending steps to one schema tenant's schema, in this
+ * transaction, and records its new version: all or nothing, never twice.
+ * Returns how many steps ran.
+ */
+CREATE OR REPLACE FUNCTION tenantry.migrate_tenant_schema(tid uuid)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    step record;
+    ran integer := 0;
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    -- The tenant's row: no move or second migration of it meanwhile.
+    SELECT tn.schema_name, tn.schema_version, tn.isolation INTO t
+    FROM tenantry.tenants tn WHERE tn.tenant_id = tid FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    ELSIF t.isolation <> 'schema' THEN
+        RETURN 0;
+    END IF;
+    FOR step IN
+        SELECT s.version, s.statement FROM tenantry.tenant_schema_steps s
+        WHERE s.version > coalesce(t.schema_version, 0) ORDER BY s.version
+    LOOP
+        PERFORM set_config('search_path', format('%I, pg_catalog, pg_temp', t.schema_name), true);
+        EXECUTE step.statement;
+        ran := ran + 1;
+        UPDATE tenantry.tenants SET schema_version = step.version WHERE tenant_id = tid;
+    END LOOP;
+    RETURN ran;
+END
+$$;
+COMMENT ON FUNCTION tenantry.migrate_tenant_schema(uuid) IS 'Admin: runs the tenant_schema_steps the tenant''s schema has not run yet (its schema first on the search path), in the caller''s transaction, and records its version; 0 for a pooled tenant. TN404 unknown tenant.';
+
+/** Schema tenants whose schema is behind the latest version, oldest first. */
+CREATE OR REPLACE FUNCTION tenantry.tenant_schemas_behind(max_rows integer DEFAULT 1000)
+RETURNS TABLE (tenant_id uuid, schema_name text, schema_version integer, latest integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    RETURN QUERY
+    SELECT t.tenant_id, t.schema_name, coalesce(t.schema_version, 0), tenantry.tenant_schema_latest()
+    FROM tenantry.tenants t
+    WHERE t.isolation = 'schema' AND coalesce(t.schema_version, 0) < tenantry.tenant_schema_latest()
+    ORDER BY coalesce(t.schema_version, 0), t.tenant_id
+    LIMIT max_rows;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_schemas_behind(integer) IS 'Admin: schema tenants whose schema has not run every tenant_schema_steps version yet (what tenantry migrate will bring up to date and tenantry doctor reports), oldest first.';
+
+GRANT EXECUTE ON FUNCTION
+    tenantry.migrate_tenant_schema(uuid),
+    tenantry.tenant_schemas_behind(integer)
+TO tenantry_admin;
 
 -- Tenant schemas made before these definitions: brought to the current
 -- policies, triggers, grants and comments (the function is idempotent).

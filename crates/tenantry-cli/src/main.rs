@@ -39,7 +39,9 @@ pub struct Target {
 enum Command {
     /// Serve the HTTP API (embedded PostgreSQL unless DATABASE_URL is set).
     Serve(serve::ServeArgs),
-    /// Apply pending migrations to DATABASE_URL, or to the embedded cluster when it is unset.
+    /// Apply pending migrations to DATABASE_URL, or to the embedded cluster when it
+    /// is unset; then bring every schema tenant's schema to the latest
+    /// tenant-schema step, one schema per transaction (resumable).
     Migrate {
         #[command(flatten)]
         target: Target,
@@ -63,7 +65,9 @@ enum Command {
     Usage(admin::UsageArgs),
     /// Your own tables as tenant tables: adopt, release, list.
     Table(tables::TableArgs),
-    /// Check that every adopted table still satisfies tenantry's rules; exits 1 naming each problem and its fix.
+    /// Check that every adopted table still satisfies tenantry's rules and every
+    /// schema tenant's schema ran every tenant-schema step; exits 1 naming each
+    /// problem and its fix.
     Doctor(tables::DoctorArgs),
 }
 
@@ -111,13 +115,16 @@ async fn main() {
 
 async fn migrate(target: Target) -> anyhow::Result<()> {
     // Without a URL: use the embedded cluster (already running, or started for the occasion).
-    let applied = match target.database_url.filter(|u| !u.is_empty()) {
-        Some(url) => local::migrate_url(&url).await?,
+    let applied = match target.database_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => Some(local::migrate_url(url).await?),
         // Opening the embedded cluster provisions (and so migrates) its database.
-        None => local::LocalCluster::open(&target.data_dir, None)
-            .await?
-            .applied()
-            .to_vec(),
+        None => None,
+    };
+    let (mut client, cluster) = local::migration_client(&target, "migrate tenant schemas").await?;
+    let applied = match (applied, &cluster) {
+        (Some(applied), _) => applied,
+        (None, Some(cluster)) => cluster.applied().to_vec(),
+        (None, None) => Vec::new(),
     };
     if applied.is_empty() {
         println!(
@@ -129,6 +136,27 @@ async fn migrate(target: Target) -> anyhow::Result<()> {
             println!("applied {:04} {}", m.version, m.name);
         }
         println!("{} migration(s) applied", applied.len());
+    }
+    // Then every schema tenant's schema, one per transaction (resumable).
+    let bar = indicatif::ProgressBar::hidden();
+    let migrated = tenantry_db::migrate::migrate_tenant_schemas(&mut client, |done, total| {
+        if bar.is_hidden() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "migrating tenant schemas {bar:40} {pos}/{len}",
+                )
+                .expect("a valid template"),
+            );
+        }
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await;
+    bar.finish_and_clear();
+    let migrated = migrated?;
+    if migrated > 0 {
+        println!("{migrated} tenant schema(s) brought to the latest tenant-schema step");
     }
     Ok(())
 }

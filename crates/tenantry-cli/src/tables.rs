@@ -157,10 +157,26 @@ fn print_tables(list: &[TenantTable]) {
     );
 }
 
-/// Checks every adopted table; exits non-zero when one breaks a rule.
+/// Checks every adopted table and every schema tenant's schema version;
+/// exits non-zero when one breaks a rule or is behind.
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     let (client, _cluster) = local::migration_client(&args.target, "check tables").await?;
-    let problems = tables::table_problems(&client).await?;
+    let mut problems = tables::table_problems(&client).await?;
+    // Schema tenants whose schema has not run every tenant-schema step.
+    for behind in tenantry_db::migrate::tenant_schemas_behind(&client, 1000).await? {
+        problems.push(TableProblem {
+            table: format!("{} (tenant {})", behind.schema_name, behind.tenant_id),
+            rule: "tenant_schema_version".into(),
+            problem: format!(
+                "the tenant's schema ran tenant-schema steps up to {} of {}",
+                behind.schema_version, behind.latest
+            ),
+            fix: format!(
+                "tenantry migrate (or: SELECT tenantry.migrate_tenant_schema('{}'))",
+                behind.tenant_id
+            ),
+        });
+    }
     if args.json {
         json(&problems)?;
     } else if problems.is_empty() {
@@ -170,7 +186,10 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
         print_problems(&problems);
     }
     if !problems.is_empty() {
-        anyhow::bail!("{} problem(s) with adopted tables", problems.len());
+        anyhow::bail!(
+            "{} problem(s) with adopted tables or tenant schemas",
+            problems.len()
+        );
     }
     Ok(())
 }

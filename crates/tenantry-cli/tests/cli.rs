@@ -471,3 +471,68 @@ async fn operator_moves_a_tenant_to_its_schema_and_back_and_aborts_a_move_under_
     let (ok, _, err) = tenantry(&db, &["tenant", "move", &id]);
     assert!(!ok && err.contains("--to"), "{err}");
 }
+
+#[tokio::test]
+async fn migrate_brings_every_tenant_schema_to_the_latest_step_and_doctor_reports_those_behind() {
+    let db = TestDatabase::new().await;
+    for i in 0..3 {
+        json(
+            &db,
+            &[
+                "tenant",
+                "create",
+                &format!("silo-{i}"),
+                "--isolation",
+                "schema",
+                "--json",
+            ],
+        );
+    }
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE INDEX resources_tenant_updated_idx ON tenantry.resources (tenant_id, updated_at);
+         SELECT tenantry.add_tenant_schema_step('index resources by update time',
+             'CREATE INDEX resources_tenant_updated_idx ON resources (tenant_id, updated_at)');",
+    )
+    .await
+    .unwrap();
+    let as_operator = |args: &[&str]| tenantry_at(&db.superuser_url(), None, args);
+
+    let (ok, out, _) = as_operator(&["doctor", "--json"]);
+    assert!(!ok, "the doctor fails while schemas are behind");
+    let problems: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let behind: Vec<&serde_json::Value> = problems
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["rule"] == "tenant_schema_version")
+        .collect();
+    assert_eq!(behind.len(), 3, "{problems}");
+    assert!(behind[0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("tenantry migrate"));
+
+    let (ok, out, err) = as_operator(&["migrate"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("3 tenant schema(s) brought to the latest tenant-schema step"),
+        "{out}"
+    );
+    let (ok, out, err) = as_operator(&["doctor"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = as_operator(&["migrate"]);
+    assert!(
+        ok && !out.contains("tenant schema(s)"),
+        "nothing left: {out}"
+    );
+    let indexes: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'resources_tenant_updated_idx'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexes, 4, "the pooled table and the three schemas");
+}

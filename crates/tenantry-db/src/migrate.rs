@@ -126,12 +126,104 @@ pub enum MigrateError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A tenant-schema step failed in one tenant's schema (nothing of it was
+    /// applied there; the schemas before it keep their new version).
+    #[error("tenant schema {schema} (tenant {tenant}) failed its migration: {source}")]
+    TenantSchemaFailed {
+        /// The tenant.
+        tenant: uuid::Uuid,
+        /// Its schema.
+        schema: String,
+        /// The database error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// Talking to the database failed.
     #[error("database error: {0}")]
     Database(#[from] tokio_postgres::Error),
     /// No connection could be had.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+}
+
+/// A schema tenant whose schema has not run every tenant-schema step yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaBehind {
+    /// The tenant.
+    pub tenant_id: uuid::Uuid,
+    /// Its schema.
+    pub schema_name: String,
+    /// The last step its schema ran.
+    pub schema_version: i32,
+    /// The latest step.
+    pub latest: i32,
+}
+
+/// Schema tenants whose schema is behind the latest tenant-schema step
+/// (`tenantry.tenant_schema_steps`), oldest first, at most `max`.
+pub async fn tenant_schemas_behind(
+    client: &Client,
+    max: i32,
+) -> Result<Vec<SchemaBehind>, MigrateError> {
+    Ok(client
+        .query(
+            "SELECT tenant_id, schema_name, schema_version, latest FROM tenantry.tenant_schemas_behind($1)",
+            &[&max],
+        )
+        .await?
+        .iter()
+        .map(|r| SchemaBehind {
+            tenant_id: r.get(0),
+            schema_name: r.get(1),
+            schema_version: r.get(2),
+            latest: r.get(3),
+        })
+        .collect())
+}
+
+/// Brings every schema tenant's schema to the latest tenant-schema step, one
+/// schema per transaction (its steps and its new version together: a crash
+/// leaves each schema at a version it fully ran, and running this again
+/// finishes the rest without running anything twice). `progress(done,
+/// total)` after each schema. Returns how many schemas it migrated. As an
+/// operator (superuser or member of `tenantry_owner`).
+pub async fn migrate_tenant_schemas(
+    client: &mut Client,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, MigrateError> {
+    const BATCH: i32 = 500;
+    let total: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tenantry.tenants
+             WHERE isolation = 'schema' AND coalesce(schema_version, 0) < tenantry.tenant_schema_latest()",
+            &[],
+        )
+        .await?
+        .get(0);
+    let total = total as u64;
+    let mut done = 0u64;
+    loop {
+        let behind = tenant_schemas_behind(client, BATCH).await?;
+        if behind.is_empty() {
+            return Ok(done);
+        }
+        for schema in behind {
+            let tx = client.transaction().await?;
+            tx.execute(
+                "SELECT tenantry.migrate_tenant_schema($1)",
+                &[&schema.tenant_id],
+            )
+            .await
+            .map_err(|source| MigrateError::TenantSchemaFailed {
+                tenant: schema.tenant_id,
+                schema: schema.schema_name.clone(),
+                source,
+            })?;
+            tx.commit().await?;
+            done += 1;
+            progress(done, total.max(done));
+        }
+    }
 }
 
 /// Advisory lock key shared by every tenantry process migrating the same database.

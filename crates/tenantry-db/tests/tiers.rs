@@ -360,3 +360,138 @@ async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was()
     let refused = admin.tier_move_start(t, Isolation::Schema).await;
     assert!(matches!(refused, Err(DbError::Conflict(_))), "{refused:?}");
 }
+
+#[tokio::test]
+async fn tenant_schema_steps_reach_every_schema_once_resume_after_a_failure_and_only_operators_add_them(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut silos = Vec::new();
+    for i in 0..4 {
+        silos.push(tenant(&db, &format!("silo {i}"), Isolation::Schema).await);
+    }
+    let pooled = tenant(&db, "pooled", Isolation::Shared).await;
+    let mut su = tdb.superuser_client().await;
+
+    // The server's login and every role it may become cannot record a step.
+    let server = tdb.server_client().await;
+    for role in [
+        "tenantry_server",
+        "tenantry_app",
+        "tenantry_admin",
+        "tenantry_app_own",
+    ] {
+        let err = server
+            .batch_execute(&format!(
+                "SET ROLE {role}; SELECT tenantry.add_tenant_schema_step('x', 'DROP TABLE resources')"
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{role}: {err:?}"
+        );
+        server.batch_execute("RESET ROLE").await.unwrap();
+    }
+
+    // An operator records a step (the same change as on the pooled table).
+    let version: i32 = su
+        .query_one(
+            "SELECT tenantry.add_tenant_schema_step('index resources by created_by',
+                 'CREATE INDEX resources_tenant_creator_idx ON resources (tenant_id, created_by)')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 1);
+    let behind = tenantry_db::migrate::tenant_schemas_behind(&su, 100)
+        .await
+        .unwrap();
+    assert_eq!(behind.len(), 4, "{behind:?}");
+
+    // One schema already holds an index of that name: its migration fails,
+    // the schemas before it keep their new version, nothing of it is applied.
+    let third = behind[2].schema_name.clone();
+    su.batch_execute(&format!(
+        "CREATE INDEX resources_tenant_creator_idx ON \"{third}\".resources (name)"
+    ))
+    .await
+    .unwrap();
+    let err = tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&third), "{err}");
+    let left = tenantry_db::migrate::tenant_schemas_behind(&su, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.len(),
+        2,
+        "two done, the failed one and the last left: {left:?}"
+    );
+
+    // Fixed, and run again: the rest, and nothing twice (a second CREATE
+    // INDEX of the same name would fail).
+    su.batch_execute(&format!(
+        "DROP INDEX \"{third}\".resources_tenant_creator_idx"
+    ))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let migrated = tenantry_db::migrate::migrate_tenant_schemas(&mut su, |done, total| {
+        seen.push((done, total))
+    })
+    .await
+    .unwrap();
+    assert_eq!(migrated, 2);
+    assert_eq!(seen, [(1, 2), (2, 2)]);
+    let indexed: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_indexes i JOIN tenantry.tenants t ON t.schema_name = i.schemaname
+             WHERE i.indexname = 'resources_tenant_creator_idx' AND i.indexdef LIKE '%created_by%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexed, 4);
+    let versions: Vec<Option<i32>> = su
+        .query(
+            "SELECT schema_version FROM tenantry.tenants ORDER BY isolation, tenant_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [Some(1), Some(1), Some(1), Some(1), None]);
+
+    // A schema made now starts at the latest step; moved back to the shared
+    // tier, a tenant has no schema version.
+    let late = tenant(&db, "late silo", Isolation::Schema).await;
+    let moved = db
+        .move_tenant("test", pooled, Isolation::Schema, 100, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(moved.isolation, Isolation::Schema);
+    assert!(tenantry_db::migrate::tenant_schemas_behind(&su, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    db.move_tenant("test", late, Isolation::Shared, 100, |_| {})
+        .await
+        .unwrap();
+    let late_version: Option<i32> = su
+        .query_one(
+            "SELECT schema_version FROM tenantry.tenants WHERE tenant_id = $1",
+            &[late.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late_version, None);
+    let _ = silos;
+}
