@@ -648,7 +648,11 @@ BEGIN
         SELECT tn.isolation, tn.schema_name, tn.moving_to INTO t
         FROM tenantry.tenants tn WHERE tn.tenant_id = row_tenant FOR SHARE;
     END IF;
-    IF FOUND AND ((t.isolation = 'schema' AND TG_TABLE_SCHEMA <> t.schema_name)
+    IF FOUND AND ((t.isolation = 'schema' AND TG_TABLE_SCHEMA <> t.schema_name
+                   -- A table adopted after the tenant's schema was made: its
+                   -- rows stay here until tenantry migrate gives the schema
+                   -- its own table (add_tenant_schema_table moves them).
+                   AND to_regclass(format('%I.%I', t.schema_name, TG_TABLE_NAME)) IS NOT NULL)
                   OR (t.isolation <> 'schema' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$')) THEN
         RAISE EXCEPTION 'tenant % lives in another tier now; retry the transaction', row_tenant
             USING ERRCODE = '40001', HINT = 'tier_moved';
@@ -688,7 +692,7 @@ $$;
 COMMENT ON FUNCTION tenantry.resources_revoke_shares() IS 'Trigger (AFTER DELETE on every resources table): revokes the deleted resource''s shares (audited by shared_resources'' trigger). Not fired by tier moves, which keep rows and shares.';
 
 -- The pooled table's triggers; a schema tenant's table gets the same ones
--- (secure_resources_table copies them).
+-- (secure_tenant_copy, 07_schemas.sql, copies them).
 CREATE OR REPLACE TRIGGER resources_before_update
     BEFORE UPDATE ON tenantry.resources
     FOR EACH ROW EXECUTE FUNCTION tenantry.resources_before_update();
@@ -711,45 +715,3 @@ GRANT SELECT ON tenantry.resources TO tenantry_app_own;
 -- a row under an id it learned from another tenant.
 GRANT INSERT (tenant_id, name, data), UPDATE (name, data), DELETE ON tenantry.resources TO tenantry_app_own;
 
-/**
- * A schema tenant's resources table (which inherits tenantry.resources):
- * forced RLS, the same policy, the pooled table's triggers and grants.
- * Idempotent.
- */
-CREATE OR REPLACE FUNCTION tenantry.secure_resources_table(tbl regclass)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    trg record;
-BEGIN
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
-    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
-    IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'tenant_isolation') THEN
-        EXECUTE format('DROP POLICY tenant_isolation ON %s', tbl);
-    END IF;
-    EXECUTE format('CREATE POLICY tenant_isolation ON %s FOR ALL TO tenantry_app_own '
-                   'USING (tenant_id = ANY (tenantry.visible_tenant_ids())) '
-                   'WITH CHECK (tenant_id = ANY (tenantry.visible_tenant_ids()))', tbl);
-    EXECUTE format('COMMENT ON POLICY tenant_isolation ON %s IS %L', tbl,
-                   'As on tenantry.resources: the tenant and its ancestors read and write these rows; nobody else.');
-    -- Gone from resources (issue 10, finding 8): shared rows are read through
-    -- resources_shared_with_me().
-    IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'tenant_sharing') THEN
-        EXECUTE format('DROP POLICY tenant_sharing ON %s', tbl);
-    END IF;
-    FOR trg IN
-        SELECT pg_get_triggerdef(t.oid) AS def FROM pg_trigger t
-        WHERE t.tgrelid = 'tenantry.resources'::regclass AND NOT t.tgisinternal
-    LOOP
-        EXECUTE replace(replace(trg.def, 'CREATE TRIGGER ', 'CREATE OR REPLACE TRIGGER '),
-                        ' ON tenantry.resources ', format(' ON %s ', tbl));
-    END LOOP;
-    EXECUTE format('REVOKE ALL ON TABLE %s FROM PUBLIC, tenantry_app, tenantry_app_own, tenantry_app_shared, '
-                   'tenantry_admin, tenantry_logger, tenantry_server', tbl);
-    EXECUTE format('GRANT SELECT ON %s TO tenantry_app_own', tbl);
-    EXECUTE format('GRANT INSERT (tenant_id, name, data), UPDATE (name, data), DELETE ON %s TO tenantry_app_own', tbl);
-END
-$$;
-COMMENT ON FUNCTION tenantry.secure_resources_table(regclass) IS 'Internal: forced RLS, the tenant_isolation policy, the pooled table''s triggers (database-kept columns, quotas, shares of deleted rows, tier lock and home) and its app grants on a schema tenant''s resources table. Idempotent. Not granted.';

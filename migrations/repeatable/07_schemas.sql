@@ -52,9 +52,134 @@ AS $$
             WHERE a.attrelid = f.template AND a.attname = f.key_column),
            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
             WHERE a.attrelid = f.template AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '')
-    FROM (VALUES ('tenantry.resources'::regclass, 'id'::name)) f(template, key_column)
+    FROM (
+        SELECT 'tenantry.resources'::regclass, 'id'::name
+        UNION ALL
+        -- The team's adopted tables that can have a table per schema tenant:
+        -- plain tables (a partitioned one cannot be inherited) whose primary
+        -- key is (tenant_id, one column), by which a move copies. The others
+        -- keep every tenant's rows, schema tenants' too, in the pooled table.
+        SELECT tt.table_id, a.attname
+        FROM tenantry.tenant_tables tt
+        JOIN pg_class c ON c.oid = tt.table_id AND c.relkind = 'r'
+        JOIN pg_constraint k ON k.conrelid = tt.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2
+        JOIN pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1] AND t.attname = 'tenant_id'
+        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[2]
+    ) f(template, key_column)
 $$;
-COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of (template: the pooled table; its key column after tenant_id, that key''s type, and the columns a copy writes: all but generated ones). Not granted.';
+COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of: resources and every adopted plain table with a primary key (tenant_id, column) (template: the pooled table; its key column, that key''s type, and the columns a copy writes: all but generated ones). Not granted.';
+
+/**
+ * A schema tenant's table of one tenant table family (the pooled table is
+ * its template, which it inherits): forced RLS and exactly the template's
+ * policies, triggers and grants (table and column privileges), so that the
+ * copy guarantees what the template does; foreign keys to other families
+ * point at the same schema's tables. Idempotent.
+ */
+CREATE OR REPLACE FUNCTION tenantry.secure_tenant_copy(template regclass, copy regclass)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    copy_schema text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = copy);
+    pol record;
+    trg record;
+    acl record;
+    fk record;
+    seq regclass;
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', copy);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', copy);
+    FOR pol IN SELECT p.polname FROM pg_policy p WHERE p.polrelid = copy LOOP
+        EXECUTE format('DROP POLICY %I ON %s', pol.polname, copy);
+    END LOOP;
+    FOR pol IN
+        SELECT p.polname, p.polpermissive,
+               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS cmd,
+               (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(r::regrole::text) END, ', ')
+                FROM unnest(p.polroles) r) AS roles,
+               pg_get_expr(p.polqual, p.polrelid) AS qual,
+               pg_get_expr(p.polwithcheck, p.polrelid) AS check_expr,
+               obj_description(p.oid, 'pg_policy') AS comment
+        FROM pg_policy p WHERE p.polrelid = template
+    LOOP
+        EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', pol.polname, copy,
+                       CASE WHEN pol.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END, pol.cmd, pol.roles,
+                       CASE WHEN pol.qual IS NULL THEN '' ELSE ' USING (' || pol.qual || ')' END,
+                       CASE WHEN pol.check_expr IS NULL THEN '' ELSE ' WITH CHECK (' || pol.check_expr || ')' END);
+        EXECUTE format('COMMENT ON POLICY %I ON %s IS %L', pol.polname, copy,
+                       coalesce(pol.comment, 'As on the pooled table this table inherits.'));
+    END LOOP;
+    FOR trg IN
+        SELECT pg_get_triggerdef(t.oid) AS def FROM pg_trigger t
+        WHERE t.tgrelid = template AND NOT t.tgisinternal
+    LOOP
+        EXECUTE replace(replace(trg.def, 'CREATE TRIGGER ', 'CREATE OR REPLACE TRIGGER '),
+                        format(' ON %s ', template), format(' ON %s ', copy));
+    END LOOP;
+    EXECUTE format('REVOKE ALL ON TABLE %s FROM PUBLIC, tenantry_app, tenantry_app_own, tenantry_app_shared, '
+                   'tenantry_admin, tenantry_logger, tenantry_server', copy);
+    FOR acl IN
+        SELECT a.grantee, a.privilege_type FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = template AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT %s ON %s TO %s', acl.privilege_type, copy,
+                       CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(acl.grantee::regrole::text) END);
+    END LOOP;
+    FOR acl IN
+        SELECT at.attname, a.grantee, a.privilege_type
+        FROM pg_attribute at, aclexplode(at.attacl) a
+        WHERE at.attrelid = template AND at.attacl IS NOT NULL
+          AND a.grantee <> (SELECT c.relowner FROM pg_class c WHERE c.oid = template)
+    LOOP
+        EXECUTE format('GRANT %s (%I) ON %s TO %s', acl.privilege_type, acl.attname, copy,
+                       CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(acl.grantee::regrole::text) END);
+    END LOOP;
+    -- Identity columns got sequences of the copy's own: the app inserts through them.
+    FOR seq IN
+        SELECT d.objid::regclass FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+          AND d.refobjid = copy AND d.deptype IN ('a', 'i')
+    LOOP
+        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', seq);
+        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tenantry_app_own', seq);
+    END LOOP;
+    -- Foreign keys between families: to the same schema's table. The key to
+    -- tenants is left out (adding it would lock tenants against writes;
+    -- tenant_row_home checks the tenant); others are kept as they are.
+    FOR fk IN
+        SELECT k.conname, pg_get_constraintdef(k.oid) AS def, k.confrelid::regclass AS target,
+               (SELECT c.relname FROM pg_class c WHERE c.oid = k.confrelid) AS target_table
+        FROM pg_constraint k
+        WHERE k.conrelid = template AND k.contype = 'f' AND k.confrelid <> 'tenantry.tenants'::regclass
+    LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = copy AND k.conname = fk.conname);
+        IF EXISTS (SELECT 1 FROM tenantry.tier_tables() f WHERE f.template = fk.target) THEN
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', copy, fk.conname,
+                           replace(fk.def, format('REFERENCES %s(', fk.target),
+                                   format('REFERENCES %I.%I(', copy_schema, fk.target_table)));
+        ELSE
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', copy, fk.conname, fk.def);
+        END IF;
+    END LOOP;
+    -- Identity columns draw from the template's sequence (a sequence of the
+    -- copy's own would hand out keys the tenant already holds once its rows
+    -- move between tiers).
+    FOR acl IN
+        SELECT a.attname, pg_get_serial_sequence(format('%s', template), a.attname) AS seq
+        FROM pg_attribute a
+        WHERE a.attrelid = template AND a.attidentity <> '' AND NOT a.attisdropped
+    LOOP
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT nextval(%L::regclass)', copy, acl.attname, acl.seq);
+        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tenantry_app_own', acl.seq);
+    END LOOP;
+    EXECUTE format('COMMENT ON TABLE %s IS %L', copy,
+                   format('A schema-isolated tenant''s rows of %s (which it inherits; same policies, triggers and grants).', template));
+END
+$$;
+COMMENT ON FUNCTION tenantry.secure_tenant_copy(regclass, regclass) IS 'Internal: a schema tenant''s table of one family made like its template (the pooled table it inherits): forced RLS, the template''s policies, triggers and grants (table and column), identity sequences usable by the app, foreign keys to other families pointing at the same schema''s tables. Idempotent. Not granted.';
 
 /** Policies, triggers, grants and comments (naming no tenant) on a tenant's schema and its tables. */
 CREATE OR REPLACE FUNCTION tenantry.secure_tenant_schema(tid uuid)
@@ -64,16 +189,22 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s text := (SELECT t.schema_name FROM tenantry.tenants t WHERE t.tenant_id = tid);
+    f record;
 BEGIN
     EXECUTE format('COMMENT ON SCHEMA %I IS %L', s,
                    'Schema of a schema-isolated tenant (tenantry.tenants.schema_name says whose).');
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_app, tenantry_app_own, tenantry_app_shared', s);
-    PERFORM tenantry.secure_resources_table(format('%I.resources', s)::regclass);
-    EXECUTE format('COMMENT ON TABLE %I.resources IS %L', s,
-                   'Resources of a schema-isolated tenant (inherits tenantry.resources; same policy and triggers).');
+    FOR f IN
+        SELECT tt.template, c.oid::regclass AS copy
+        FROM tenantry.tier_tables() tt
+        JOIN pg_class c ON c.relname = (SELECT t2.relname FROM pg_class t2 WHERE t2.oid = tt.template)
+                       AND c.relnamespace = s::regnamespace
+    LOOP
+        PERFORM tenantry.secure_tenant_copy(f.template, f.copy);
+    END LOOP;
 END
 $$;
-COMMENT ON FUNCTION tenantry.secure_tenant_schema(uuid) IS 'Internal: RLS (forced), policies, triggers, grants and comments (naming no tenant) on a tenant''s own schema and tables. Idempotent. Not granted.';
+COMMENT ON FUNCTION tenantry.secure_tenant_schema(uuid) IS 'Internal: the tenant schema''s comment and USAGE grants, and each of its tables secured like its template (secure_tenant_copy). Idempotent. Not granted.';
 
 /** A tenant's schema and its tables, empty, standalone (not yet inheriting): the destination of a move to the schema tier. */
 CREATE OR REPLACE FUNCTION tenantry.create_tenant_tables(tid uuid)
@@ -90,7 +221,7 @@ BEGIN
         -- Defaults, CHECK constraints, generated columns, indexes (all led by
         -- tenant_id), storage; not the foreign key to tenants (adding one
         -- would lock tenants against writes: tenant_row_home checks the tenant).
-        EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I (LIKE %I.%I INCLUDING ALL)', s,
+        EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I (LIKE %I.%I INCLUDING ALL EXCLUDING IDENTITY)', s,
                        (SELECT c.relname FROM pg_class c WHERE c.oid = f.template),
                        (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = f.template),
                        (SELECT c.relname FROM pg_class c WHERE c.oid = f.template));
@@ -211,7 +342,7 @@ BEGIN
         EXECUTE format(
             'WITH batch AS (SELECT %4$s FROM ONLY %1$I.%3$I WHERE tenant_id = $1 AND ($2::text IS NULL OR %5$I > $2::%6$s)
                             ORDER BY %5$I LIMIT $3),
-                  copied AS (INSERT INTO %2$I.%3$I (%4$s) SELECT %4$s FROM batch ON CONFLICT DO NOTHING)
+                  copied AS (INSERT INTO %2$I.%3$I (%4$s) OVERRIDING SYSTEM VALUE SELECT %4$s FROM batch ON CONFLICT DO NOTHING)
              SELECT (SELECT b.%5$I::text FROM batch b ORDER BY b.%5$I DESC LIMIT 1), count(*) FROM batch',
             f.source_schema, f.destination_schema, f.template_table, f.columns, f.key_column, f.key_type)
         USING tid, progress ->> f.template::text, max_rows - total
@@ -261,7 +392,7 @@ BEGIN
         EXECUTE format('DELETE FROM ONLY %1$I.%2$I WHERE tenant_id = $1 AND %3$I = ANY ($2::%4$s[])',
                        f.destination_schema, f.template_table, f.key_column, f.key_type)
         USING tid, keys;
-        EXECUTE format('INSERT INTO %2$I.%3$I (%4$s) SELECT %4$s FROM ONLY %1$I.%3$I WHERE tenant_id = $1 AND %5$I = ANY ($2::%6$s[])',
+        EXECUTE format('INSERT INTO %2$I.%3$I (%4$s) OVERRIDING SYSTEM VALUE SELECT %4$s FROM ONLY %1$I.%3$I WHERE tenant_id = $1 AND %5$I = ANY ($2::%6$s[])',
                        f.source_schema, f.destination_schema, f.template_table, f.columns, f.key_column, f.key_type)
         USING tid, keys;
     END LOOP;
@@ -373,7 +504,7 @@ BEGIN
         -- empty tables go in tier_move_cleanup().
         FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
             EXECUTE format('WITH gone AS (DELETE FROM ONLY %1$I.%3$I RETURNING %4$s)
-                            INSERT INTO %2$I.%3$I (%4$s) SELECT %4$s FROM gone',
+                            INSERT INTO %2$I.%3$I (%4$s) OVERRIDING SYSTEM VALUE SELECT %4$s FROM gone',
                            f.source_schema, f.destination_schema, f.template_table, f.columns);
             GET DIAGNOSTICS n = ROW_COUNT;
             moved := moved + n;
@@ -730,6 +861,52 @@ GRANT EXECUTE ON FUNCTION
     tenantry.migrate_tenant_schema(uuid),
     tenantry.tenant_schemas_behind(integer)
 TO tenantry_admin;
+
+/**
+ * A tenant-schema step (recorded by adopt_table, run with the tenant's
+ * schema first on the search path: current_schema()): gives the schema
+ * tenant whose schema that is its own table of a family adopted
+ * after its schema was made, secured like the template, and moves the rows
+ * the tenant wrote in the pooled table meanwhile into it. Idempotent.
+ */
+CREATE OR REPLACE FUNCTION tenantry.add_tenant_schema_table(template regclass, tenant_schema text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text := tenant_schema;
+    tid uuid;
+    tmpl record;
+    cols text;
+    copy regclass;
+    replication text := current_setting('session_replication_role');
+BEGIN
+    SELECT t.tenant_id INTO tid FROM tenantry.tenants t WHERE t.schema_name = s AND t.isolation = 'schema';
+    IF tid IS NULL THEN
+        RAISE EXCEPTION 'add_tenant_schema_table runs as a tenant-schema step (tenantry migrate), in a schema tenant''s schema'
+            USING ERRCODE = 'TN422';
+    END IF;
+    SELECT n.nspname, c.relname INTO tmpl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = template;
+    IF NOT EXISTS (SELECT 1 FROM tenantry.tier_tables() f WHERE f.template = add_tenant_schema_table.template) THEN
+        RETURN;  -- released since, or no longer a family: nothing to hold
+    END IF;
+    EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I (LIKE %I.%I INCLUDING ALL EXCLUDING IDENTITY)', s, tmpl.relname, tmpl.nspname, tmpl.relname);
+    copy := format('%I.%I', s, tmpl.relname)::regclass;
+    PERFORM tenantry.secure_tenant_copy(template, copy);
+    SELECT f.columns INTO cols FROM tenantry.tier_tables() f WHERE f.template = add_tenant_schema_table.template;
+    PERFORM set_config('session_replication_role', 'replica', true);
+    EXECUTE format('WITH gone AS (DELETE FROM ONLY %I.%I WHERE tenant_id = $1 RETURNING %s)
+                    INSERT INTO %I.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM gone',
+                   tmpl.nspname, tmpl.relname, cols, s, tmpl.relname, cols, cols)
+    USING tid;
+    PERFORM set_config('session_replication_role', replication, true);
+    IF NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = copy AND i.inhparent = template) THEN
+        EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I', s, tmpl.relname, tmpl.nspname, tmpl.relname);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.add_tenant_schema_table(regclass, text) IS 'Internal tenant-schema step (adopt_table records it when schema tenants exist; tenantry migrate runs it in each schema): the schema tenant''s own table of a newly adopted family, secured like the template, with the rows it wrote in the pooled table meanwhile moved in. Idempotent. Not granted.';
 
 -- Tenant schemas made before these definitions: brought to the current
 -- policies, triggers, grants and comments (the function is idempotent).

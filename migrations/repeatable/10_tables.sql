@@ -107,8 +107,8 @@ COMMENT ON FUNCTION tenantry.row_key_type(regclass) IS 'Internal: the type of ro
 /**
  * Trigger on an adopted table with sharing: a row that is deleted, or whose
  * key changes, takes its shares with it (audited as revoked), so that a share
- * never passes to a later row under the same key. Partitions fire it too; the
- * adopted table is their partitioned ancestor.
+ * never passes to a later row under the same key. Partitions and schema
+ * tenants' tables fire it too; the adopted table is their ancestor.
  */
 CREATE OR REPLACE FUNCTION tenantry.shared_rows_follow()
 RETURNS trigger
@@ -120,9 +120,12 @@ DECLARE
     old_key text;
     new_key text;
 BEGIN
+    -- The adopted table itself, a partition of it, or a schema tenant's table
+    -- that inherits it.
     SELECT r.table_id INTO tbl
     FROM tenantry.tenant_tables r
-    WHERE r.table_id::oid IN (SELECT TG_RELID UNION ALL SELECT a.relid FROM pg_catalog.pg_partition_ancestors(TG_RELID) a);
+    WHERE r.table_id::oid IN (SELECT TG_RELID UNION ALL SELECT a.relid FROM pg_catalog.pg_partition_ancestors(TG_RELID) a
+                              UNION ALL SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = TG_RELID);
     IF tbl IS NULL THEN
         RETURN NULL;
     END IF;
@@ -147,7 +150,14 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    DELETE FROM tenantry.shared_rows s WHERE s.table_id = TG_RELID::regclass;
+    -- A schema tenant's table: its tenant's shares of rows of the family only.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = TG_RELID) THEN
+        DELETE FROM tenantry.shared_rows s
+        WHERE s.table_id = (SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = TG_RELID)::regclass
+          AND s.tenant_id = (SELECT t.tenant_id FROM tenantry.tenants t WHERE t.schema_name = TG_TABLE_SCHEMA);
+    ELSE
+        DELETE FROM tenantry.shared_rows s WHERE s.table_id = TG_RELID::regclass;
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -199,6 +209,19 @@ BEGIN
     END LOOP;
     EXECUTE format('CREATE OR REPLACE TRIGGER tenantry_keep_tenant_id BEFORE UPDATE OF tenant_id ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION tenantry.keep_tenant_id()', tbl);
+    -- Schema tenants hold their rows of a plain table with a key (tenant_id,
+    -- column) in tables of their own (07_schemas.sql): the tier triggers keep
+    -- a stale route from writing in the wrong one and record a moving tenant's
+    -- writes. Other tables keep every tenant's rows here.
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) = 'r' AND tenantry.row_key_column(tbl) IS NOT NULL THEN
+        EXECUTE format('CREATE OR REPLACE TRIGGER tenant_tier_lock BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION tenantry.tenant_tier_lock()', tbl);
+        EXECUTE format('CREATE OR REPLACE TRIGGER tenant_row_home BEFORE INSERT OR UPDATE OR DELETE ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_row_home(%L)', tbl, tenantry.row_key_column(tbl));
+    ELSE
+        EXECUTE format('DROP TRIGGER IF EXISTS tenant_tier_lock ON %s', tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS tenant_row_home ON %s', tbl);
+    END IF;
     -- Without its key (the doctor reports it) no trigger can name the row.
     IF sharing AND tenantry.row_key_column(tbl) IS NOT NULL THEN
         EXECUTE format('CREATE OR REPLACE TRIGGER tenantry_shared_rows_follow AFTER DELETE OR UPDATE OF %I ON %s '
@@ -522,7 +545,11 @@ BEGIN
             tbl, (SELECT string_agg(i.inhparent::regclass::text, ', ') FROM pg_catalog.pg_inherits i WHERE i.inhrelid = tbl)
             USING ERRCODE = 'TN422';
     END IF;
-    IF rel.relkind = 'r' AND EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = tbl) THEN
+    IF rel.relkind = 'r' AND EXISTS (
+        SELECT 1 FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = tbl
+          -- Schema tenants' tables of an adopted table are tenantry's own.
+          AND NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.schema_name = c.relnamespace::regnamespace::text)) THEN
         RAISE EXCEPTION 'cannot adopt %: other tables inherit from it, and they would not be covered', tbl USING ERRCODE = 'TN422',
             HINT = 'Use declarative partitioning (PARTITION BY) instead of table inheritance.';
     END IF;
@@ -688,6 +715,15 @@ BEGIN
         EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', part);
     END LOOP;
     PERFORM tenantry.secure_tenant_table(tbl, hierarchy, sharing);
+    -- Schema tenants get a table of their own of it (or its new policies),
+    -- schema by schema: a step tenantry migrate runs (07_schemas.sql). Until
+    -- then their rows of it stay here.
+    IF EXISTS (SELECT 1 FROM tenantry.tier_tables() f WHERE f.template = tbl)
+       AND EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.isolation = 'schema') THEN
+        PERFORM tenantry.add_tenant_schema_step(
+            left(format('tables of adopted %s', tbl), 200),
+            format('SELECT tenantry.add_tenant_schema_table(%L::regclass, current_schema())', tbl::text));
+    END IF;
 
     SELECT string_agg(format('%s [%s]: %s (fix: %s)', p.table_name, p.rule, p.problem, p.fix), E'\n')
       INTO problems FROM tenantry.table_problems(tbl) p;
@@ -822,6 +858,14 @@ BEGIN
         RAISE EXCEPTION 'cannot release %: % cannot hand it back to %', tbl, current_user, entry.previous_owner
             USING ERRCODE = 'TN403';
     END IF;
+    -- Schema tenants' tables of it hold their rows: they would be left behind.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = tbl) THEN
+        RAISE EXCEPTION 'cannot release %: schema tenants hold their rows of it in tables of their own', tbl
+            USING ERRCODE = 'TN409',
+            HINT = 'Move those tenants to the shared tier first (tenantry tenant move <id> --to shared).';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS tenant_tier_lock ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS tenant_row_home ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS tenantry_keep_tenant_id ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_follow ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_truncated ON %s', tbl);

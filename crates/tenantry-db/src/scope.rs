@@ -360,13 +360,10 @@ impl Tx {
         }
     }
 
-    /// The tenant's cached context part, read once per transaction.
-    fn pinned_part(&mut self) -> Option<Arc<str>> {
+    /// The tenant's cached context part, read once per transaction (before
+    /// its first flight; `tenant` is the transaction's).
+    fn pinned_part(&mut self, tenant: Option<TenantId>) -> Option<Arc<str>> {
         if self.pinned_part.is_none() {
-            let tenant = match &self.setup {
-                Some(Setup::Tenant(ctx)) => Some(ctx.tenant),
-                _ => None,
-            };
             self.pinned_part = Some(tenant.and_then(|t| self.contexts.parts.get(t)));
         }
         self.pinned_part.clone().flatten()
@@ -380,7 +377,11 @@ impl Tx {
 
     /// Which table of each tenant table family this transaction names.
     pub(crate) fn route(&mut self) -> Route {
-        Route::of_part(self.pinned_part().as_deref()).0
+        let tenant = match &self.setup {
+            Some(Setup::Tenant(ctx)) => Some(ctx.tenant),
+            _ => None,
+        };
+        Route::of_part(self.pinned_part(tenant).as_deref()).0
     }
 
     /// The context statement's values for `setup`, or why there can be none.
@@ -392,9 +393,7 @@ impl Tx {
             Setup::Admin(actor) => (None, None, Some(actor.clone())),
             Setup::Anonymous | Setup::Logger => return Ok(None),
         };
-        let part = tenant
-            .and_then(|_| self.pinned_part())
-            .map(|p| p.to_string());
+        let part = self.pinned_part(tenant).map(|p| p.to_string());
         let client = self.client.as_mut().expect("client present until finished");
         if let Some(chain) = client.chain.as_mut() {
             let (reveal, next) = chain.next();
@@ -651,8 +650,9 @@ impl Tx {
             let err = results.swap_remove(i).err().expect("an error");
             // A route from a part cached before the tenant changed tiers
             // (tenant_row_home, use_tenant_schema): forget the part; the
-            // retry reads it afresh.
-            if let (Some(tenant), Some(db)) = (tenant, err.as_db_error()) {
+            // retry reads it afresh. A part this flight read is fresh (it was
+            // cached above): the route was unknown, and the retry has it.
+            if let (Some(tenant), Some(db), true) = (tenant, err.as_db_error(), part_sent) {
                 if db.hint() == Some("tier_moved") {
                     contexts.parts.remove(tenant);
                 }
@@ -719,8 +719,9 @@ impl Tx {
             let err = results.swap_remove(i).err().expect("an error");
             // A route from a part cached before the tenant changed tiers
             // (tenant_row_home, use_tenant_schema): forget the part; the
-            // retry reads it afresh.
-            if let (Some(tenant), Some(db)) = (tenant, err.as_db_error()) {
+            // retry reads it afresh. A part this flight read is fresh (it was
+            // cached above): the route was unknown, and the retry has it.
+            if let (Some(tenant), Some(db), true) = (tenant, err.as_db_error(), part_sent) {
                 if db.hint() == Some("tier_moved") {
                     contexts.parts.remove(tenant);
                 }

@@ -495,3 +495,159 @@ async fn tenant_schema_steps_reach_every_schema_once_resume_after_a_failure_and_
     assert_eq!(late_version, None);
     let _ = silos;
 }
+
+async fn home_of(su: &Client, table: &str, t: TenantId) -> Vec<String> {
+    su.query(
+        &format!(
+            "SELECT DISTINCT tableoid::regclass::text FROM {table} WHERE tenant_id = $1 ORDER BY 1"
+        ),
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn own_sql(db: &Database, t: TenantId, sql: &'static str) -> Result<u64, DbError> {
+    db.in_tenant(&TenantContext::new(t), &(), move |scope, ()| {
+        Box::pin(async move { scope.execute(sql, &[]).await })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn adopted_tables_get_a_table_in_every_tenant_schema_and_a_later_adoption_reaches_them_through_migrate(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id bigint GENERATED ALWAYS AS IDENTITY,
+                                       project_id uuid NOT NULL, amount numeric NOT NULL CHECK (amount >= 0),
+                                       PRIMARY KEY (tenant_id, id),
+                                       FOREIGN KEY (tenant_id, project_id) REFERENCES public.projects (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects');
+         SELECT tenantry.adopt_table('public.invoices', sharing => true);",
+    )
+    .await
+    .unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let pooled = tenant(&db, "pooled", Isolation::Shared).await;
+    for t in [silo, pooled] {
+        own_sql(&db, t, "INSERT INTO projects (name) VALUES ('p1')")
+            .await
+            .unwrap();
+        own_sql(
+            &db,
+            t,
+            "INSERT INTO invoices (project_id, amount) SELECT id, 10 FROM projects WHERE name = 'p1'",
+        )
+        .await
+        .unwrap();
+    }
+    let silo_schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[silo.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        home_of(&su, "public.invoices", silo).await,
+        [format!("{silo_schema}.invoices")]
+    );
+    assert_eq!(
+        home_of(&su, "public.projects", silo).await,
+        [format!("{silo_schema}.projects")]
+    );
+    assert_eq!(home_of(&su, "public.invoices", pooled).await, ["invoices"]);
+    // The schema's invoices reference the schema's projects.
+    let err = own_sql(
+        &db,
+        silo,
+        "INSERT INTO invoices (project_id, amount) VALUES (gen_random_uuid(), 1)",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, DbError::NotFound(_)), "{err:?}");
+
+    // Both ways, rows (and the key between them) follow.
+    for to in [Isolation::Shared, Isolation::Schema] {
+        let moved = db.move_tenant("test", silo, to, 1, |_| {}).await.unwrap();
+        assert_eq!(moved.rows_moved, 2, "its project and invoice: {moved:?}");
+    }
+    assert_eq!(
+        home_of(&su, "public.invoices", silo).await,
+        [format!("{silo_schema}.invoices")]
+    );
+    own_sql(
+        &db,
+        silo,
+        "INSERT INTO invoices (project_id, amount) SELECT id, 20 FROM projects WHERE name = 'p1'",
+    )
+    .await
+    .unwrap();
+    let ids: Vec<i64> = su
+        .query(
+            "SELECT id FROM public.invoices WHERE tenant_id = $1 ORDER BY id",
+            &[silo.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 2, "one key each: {ids:?}");
+
+    // Adopted after the schema was made: the schema tenant's rows stay in
+    // the pooled table until tenantry migrate gives its schema a table.
+    su.batch_execute(
+        "CREATE TABLE public.notes (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                    body text, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.notes');",
+    )
+    .await
+    .unwrap();
+    own_sql(&db, silo, "INSERT INTO notes (body) VALUES ('early')")
+        .await
+        .unwrap();
+    assert_eq!(home_of(&su, "public.notes", silo).await, ["notes"]);
+    assert_eq!(
+        tenantry_db::migrate::tenant_schemas_behind(&su, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    own_sql(&db, silo, "INSERT INTO notes (body) VALUES ('late')")
+        .await
+        .unwrap();
+    assert_eq!(
+        home_of(&su, "public.notes", silo).await,
+        [format!("{silo_schema}.notes")]
+    );
+    let n: i64 = su
+        .query_one(
+            "SELECT count(*) FROM public.notes WHERE tenant_id = $1",
+            &[silo.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+
+    // A table schema tenants hold rows of is not released from under them.
+    let err = su
+        .batch_execute("SELECT tenantry.release_table('public.notes')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+}

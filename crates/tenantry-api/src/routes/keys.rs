@@ -79,28 +79,8 @@ impl From<NewApiKey> for NewKeyResponse {
 pub struct RotateBody {
     /// Seconds the old key keeps working (default 86400; 0 ends it at once; at most 30 days).
     #[schema(maximum = 2592000)]
-    #[serde(default, deserialize_with = "whole_seconds")]
+    #[serde(default, deserialize_with = "super::whole_number")]
     pub grace_seconds: Option<u64>,
-}
-
-/// A whole number of seconds as JSON Schema counts integers: `1369` and
-/// `1369.0` alike (serde's `u64` refuses the second).
-fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
-        return Ok(None);
-    };
-    n.as_u64()
-        .or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && (0.0..1.8e19).contains(f))
-                .map(|f| f as u64)
-        })
-        .map(Some)
-        .ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "grace_seconds must be a whole number of seconds >= 0, not {n}"
-            ))
-        })
 }
 
 const MAX_GRACE: u64 = 30 * 24 * 3600;

@@ -108,3 +108,22 @@ pub fn invalid_cursor() -> ApiError {
     )
     .with_field("cursor")
 }
+
+/// A whole number as JSON Schema counts integers: `1369` and `1369.0` alike
+/// (serde's integer types refuse the second); at least 0.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..1.8e19).contains(f))
+                .map(|f| f as u64)
+        })
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("must be a whole number >= 0, not {n}")))
+}

@@ -315,7 +315,8 @@ pub struct TierMoveRequest {
     pub to: Isolation,
     /// Rows copied per transaction (default 10,000).
     #[schema(minimum = 1, maximum = 100000)]
-    pub batch_rows: Option<i32>,
+    #[serde(default, deserialize_with = "super::whole_number")]
+    pub batch_rows: Option<u64>,
 }
 
 /// Move a tenant to the other tier online (admin): its rows are copied in
@@ -350,7 +351,7 @@ pub async fn move_tenant(
             "batch_rows must be 1 to 100000",
         ));
     }
-    let moved = admin.move_tenant(id, body.to, batch).await?;
+    let moved = admin.move_tenant(id, body.to, batch as i32).await?;
     state.tenantry.key_cache().forget_tenant(id);
     Ok(Json(moved))
 }

@@ -48,6 +48,7 @@ async fn metrics_expose_request_counts_and_the_request_log_queue_depth() {
 const V1_PATHS: &[&str] = &[
     "/v1/tenants",
     "/v1/tenants/{tenant_id}",
+    "/v1/tenants/{tenant_id}/move",
     "/v1/tenants/{tenant_id}/suspend",
     "/v1/tenants/{tenant_id}/activate",
     "/v1/tenants/{tenant_id}/keys",

@@ -200,8 +200,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
 
     // Dynamic SQL quotes identifiers (%I), never splices them with %s, and no
     // function switches the session's identity.
-    // The exception: the adopted-table functions (10_tables.sql) and
-    // secure_resources_table (03_resources.sql) print
+    // The exception: the adopted-table functions (10_tables.sql) and the
+    // tenant-copy functions (07_schemas.sql) print
     // relations they hold as `regclass`, whose text form PostgreSQL quotes
     // itself (schema-qualified, each part quoted as needed); they take no
     // identifier as text. rows_shared_with_me takes its relation as the row
@@ -216,7 +216,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
            AND NOT (p.proname IN ('adopt_table', 'release_table', 'check_adoptable', 'secure_tenant_table',
                                   'table_problems', 'backfill_prepare', 'backfill_validate',
                                   'backfill_tenant_id_pages', 'lock_shareable_row', 'rows_shared_with_me',
-                                  'ensure_tenant_fk', 'secure_resources_table')
+                                  'ensure_tenant_fk', 'secure_tenant_copy', 'add_tenant_schema_table')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')",
     )
