@@ -379,7 +379,7 @@ BEGIN
     VALUES (name, parent_id, 'shared', coalesce(settings, '{}'))
     RETURNING tenants.tenant_id INTO tid;
     IF isolation = 'schema' THEN
-        PERFORM tenantry.set_tenant_isolation(tid, 'schema');
+        PERFORM tenantry.make_schema_tenant(tid);
     END IF;
     RETURN tid;
 END

@@ -44,9 +44,14 @@ COMMENT ON POLICY tier_move_changes_no_direct_access ON tenantry.tier_move_chang
 /** Which tables a tenant schema holds: every tenant table family, with the key column a move copies by. */
 CREATE OR REPLACE FUNCTION tenantry.tier_tables()
 RETURNS TABLE (template regclass, key_column name, key_type text, columns text)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    -- PL/pgSQL, for its cached plan: moves and schema creations call this
+    -- several times each. Driven by tenant_tables (few rows), each key looked
+    -- up by its table (pg_constraint grows with every tenant schema).
+    RETURN QUERY
     SELECT f.template, f.key_column,
            (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
             WHERE a.attrelid = f.template AND a.attname = f.key_column),
@@ -59,13 +64,17 @@ AS $$
         -- plain tables (a partitioned one cannot be inherited) whose primary
         -- key is (tenant_id, one column), by which a move copies. The others
         -- keep every tenant's rows, schema tenants' too, in the pooled table.
-        SELECT tt.table_id, a.attname
+        SELECT tt.table_id,
+               (SELECT a.attname
+                FROM pg_constraint k
+                JOIN pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1] AND t.attname = 'tenant_id'
+                JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[2]
+                WHERE k.conrelid = tt.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2)
         FROM tenantry.tenant_tables tt
         JOIN pg_class c ON c.oid = tt.table_id AND c.relkind = 'r'
-        JOIN pg_constraint k ON k.conrelid = tt.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2
-        JOIN pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1] AND t.attname = 'tenant_id'
-        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[2]
     ) f(template, key_column)
+    WHERE f.key_column IS NOT NULL;
+END
 $$;
 COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of: resources and every adopted plain table with a primary key (tenant_id, column) (template: the pooled table; its key column, that key''s type, and the columns a copy writes: all but generated ones). Not granted.';
 
@@ -232,6 +241,34 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.create_tenant_tables(uuid) IS 'Internal: creates the tenant''s schema and one empty table per tenant table family (LIKE the pooled table, without its foreign key), secured. Not granted.';
+
+/**
+ * A tenant created in the schema tier: it holds no row yet, so its tables
+ * are made and join their families at once (no copy, no move bookkeeping).
+ */
+CREATE OR REPLACE FUNCTION tenantry.make_schema_tenant(tid uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s text := (SELECT t.schema_name FROM tenantry.tenants t WHERE t.tenant_id = tid);
+    f record;
+BEGIN
+    PERFORM tenantry.create_tenant_tables(tid);
+    FOR f IN
+        SELECT n.nspname, c.relname
+        FROM tenantry.tier_tables() tt
+        JOIN pg_class c ON c.oid = tt.template
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+    LOOP
+        -- SHARE UPDATE EXCLUSIVE on the pooled table: no reader or writer waits.
+        EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I', s, f.relname, f.nspname, f.relname);
+    END LOOP;
+    UPDATE tenantry.tenants SET isolation = 'schema' WHERE tenant_id = tid;
+END
+$$;
+COMMENT ON FUNCTION tenantry.make_schema_tenant(uuid) IS 'Internal (insert_tenant): gives a tenant created in the schema tier, which holds no row yet, its schema''s tables, joined to their families at once. Not granted.';
 
 /** The administrative gate of every tier change. */
 CREATE OR REPLACE FUNCTION tenantry.require_tier_admin()

@@ -228,7 +228,7 @@ impl TenantScope {
     pub async fn create_resource(&mut self, new: &NewResource) -> Result<Resource, DbError> {
         validate(Some(&new.name), Some(&new.data))?;
         let me = self.tenant();
-        let sql = match self.tx.route() {
+        let sql = match self.tx.route().await? {
             // Not yet known where the tenant's rows live: the database puts
             // the row in the tenant's own table.
             Route::Family => format!(
@@ -272,7 +272,7 @@ impl TenantScope {
     /// round trip (BEGIN, context, SELECT and COMMIT travel together).
     pub async fn get_resource_and_commit(mut self, id: ResourceId) -> Result<Resource, DbError> {
         let me = self.tenant();
-        let sql = get_resource_sql(self.tx.route());
+        let sql = get_resource_sql(self.tx.route().await?);
         let rows = self
             .tx
             .query_and_commit(crate::scope::Stmt {
@@ -344,7 +344,7 @@ impl TenantScope {
 
     /// Runs a statement on one resource by id in the transaction's route and,
     /// when that route is the tenant's own table, found nothing and the
-    /// tenant's tables are elsewhere now, once more on the whole family: a
+    /// tenant's tables are elsewhere now, once more on its tables there: a
     /// cut-over committed since the route was cached, and a row that exists
     /// must not answer "not found".
     async fn by_id_in_any_tier(
@@ -354,7 +354,7 @@ impl TenantScope {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
         types: &[Type],
     ) -> Result<Vec<Row>, DbError> {
-        let route = self.tx.route();
+        let route = self.tx.route().await?;
         let rows = self.rows_as(visibility, &sql(route), params, types).await?;
         if !rows.is_empty() || route == Route::Family {
             return Ok(rows);
@@ -372,9 +372,24 @@ impl TenantScope {
         if still_home {
             return Ok(rows);
         }
+        // Where the tenant's rows are now, for this statement (and the next
+        // transaction: its part is read afresh). Not the whole family, which
+        // would lock every schema tenant's table.
         self.tx.forget_tenant_part(self.tenant());
-        self.rows_as(visibility, &sql(Route::Family), params, types)
-            .await
+        let route = match home.as_deref() {
+            Some("tenantry") => Route::Pooled,
+            Some(schema) => {
+                self.rows(
+                    "SELECT tenantry.use_tenant_schema($1)",
+                    &[&schema],
+                    &[Type::TEXT],
+                )
+                .await?;
+                Route::Schema
+            }
+            None => return Ok(rows),
+        };
+        self.rows_as(visibility, &sql(route), params, types).await
     }
 
     /// Lists resources newest first with keyset pagination.
@@ -399,7 +414,7 @@ impl TenantScope {
     /// (GIN index). Both travel in one flight and are merged here.
     async fn list(&mut self, query: &ResourceQuery, commit: bool) -> Result<ResourcePage, DbError> {
         let me = self.tenant();
-        let table = self.tx.route().resources();
+        let table = self.tx.route().await?.resources();
         let limit = query.limit.clamp(1, 1000);
         let (after_ts, after_id) = match query.after {
             Some(c) => (Some(c.created_at), Some(*c.id.as_uuid())),
@@ -535,7 +550,7 @@ impl TenantScope {
         // Existence and ownership first, so a foreign id answers not found.
         let sql = format!(
             "SELECT 1 FROM {} WHERE id = $1",
-            self.tx.route().resources()
+            self.tx.route().await?.resources()
         );
         let owned = self
             .rows_as(Visibility::Owned, &sql, &[id.as_uuid()], &[Type::UUID])

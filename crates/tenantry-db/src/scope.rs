@@ -290,6 +290,9 @@ pub(crate) struct Tx {
     /// it (its route, or its first flight): one value for the whole
     /// transaction. `None` until then.
     pinned_part: Option<Option<Arc<str>>>,
+    /// The pinned part came from the cache (it may be stale), not from this
+    /// transaction's own context statement.
+    part_from_cache: bool,
 }
 
 impl Tx {
@@ -306,6 +309,7 @@ impl Tx {
             changes_tenants: false,
             in_flight: false,
             pinned_part: None,
+            part_from_cache: false,
         }
     }
 
@@ -364,7 +368,9 @@ impl Tx {
     /// its first flight; `tenant` is the transaction's).
     fn pinned_part(&mut self, tenant: Option<TenantId>) -> Option<Arc<str>> {
         if self.pinned_part.is_none() {
-            self.pinned_part = Some(tenant.and_then(|t| self.contexts.parts.get(t)));
+            let cached = tenant.and_then(|t| self.contexts.parts.get(t));
+            self.part_from_cache = cached.is_some();
+            self.pinned_part = Some(cached);
         }
         self.pinned_part.clone().flatten()
     }
@@ -376,12 +382,31 @@ impl Tx {
     }
 
     /// Which table of each tenant table family this transaction names.
-    pub(crate) fn route(&mut self) -> Route {
+    ///
+    /// A tenant whose part is not cached has its transaction's context sent
+    /// first, alone (one round trip more, once per tenant and cache
+    /// lifetime): reading the whole family instead would lock every schema
+    /// tenant's table. Then, for a schema tenant, its schema goes first on
+    /// the search path.
+    pub(crate) async fn route(&mut self) -> Result<Route, DbError> {
         let tenant = match &self.setup {
             Some(Setup::Tenant(ctx)) => Some(ctx.tenant),
             _ => None,
         };
-        Route::of_part(self.pinned_part(tenant).as_deref()).0
+        if let (Some(tenant), None) = (tenant, self.pinned_part(tenant)) {
+            self.flight_many(&[], false).await?;
+            self.pinned_part = Some(self.contexts.parts.get(tenant));
+            if let (_, Some(schema)) = Route::of_part(self.pinned_part.clone().flatten().as_deref())
+            {
+                self.rows(Stmt {
+                    sql: USE_TENANT_SCHEMA,
+                    params: &[&schema],
+                    types: &[Type::TEXT],
+                })
+                .await?;
+            }
+        }
+        Ok(Route::of_part(self.pinned_part.clone().flatten().as_deref()).0)
     }
 
     /// The context statement's values for `setup`, or why there can be none.
@@ -521,6 +546,14 @@ impl Tx {
         );
         let contexts = self.contexts.clone();
         let generation = contexts.parts.generation();
+        // A table of the tenant's schema that is gone (a move back to the
+        // shared tier dropped it while this statement waited for it): a
+        // stale route from a cached part, retried like one (with a part read
+        // afresh, a missing table is the statement's own error).
+        let schema_routed = self.part_from_cache
+            && Route::of_part(self.pinned_part.clone().flatten().as_deref())
+                .1
+                .is_some();
         // A schema tenant's tables come first on its transaction's search path.
         let tenant_schema = match (setup, proves_context) {
             (Some(Setup::Tenant(_)), true) => {
@@ -724,6 +757,15 @@ impl Tx {
             if let (Some(tenant), Some(db), true) = (tenant, err.as_db_error(), part_sent) {
                 if db.hint() == Some("tier_moved") {
                     contexts.parts.remove(tenant);
+                }
+            }
+            if let (Some(tenant), Some(db), true) = (tenant, err.as_db_error(), schema_routed) {
+                if *db.code() == tokio_postgres::error::SqlState::UNDEFINED_TABLE {
+                    contexts.parts.remove(tenant);
+                    return Err(DbError::Contention(format!(
+                        "the tenant's tables moved while this transaction ran ({}); retry",
+                        db.message()
+                    )));
                 }
             }
             return Err(crate::error::classify(&err));
@@ -1077,6 +1119,8 @@ pub struct Under<'s> {
 
 impl Under<'_> {
     async fn out(&mut self, sql: Sql<'_>, params: &[&(dyn ToSql + Sync)]) -> Result<Out, DbError> {
+        // Unqualified names of tenant tables resolve to the tenant's own.
+        self.scope.tx.route().await?;
         self.scope.tx.runs_caller_sql();
         let stmt = Stmt {
             sql: sql.text,
