@@ -128,35 +128,39 @@ pub(super) async fn tier_figures(
         println!("removed {removed} tenants an earlier run left behind");
     }
 
-    let mut presence = if reads {
-        let mut p = Presence::start(ctx, keyed, leaf, admin_token)?;
-        p.measure(ctx)?;
-        Some(p)
-    } else {
-        None
-    };
-    if create_ms {
-        create_ms_figures(ctx, su, lib, &names).await?;
+    let mut presence = None;
+    // The tenants made here are removed whatever happened.
+    let measured = async {
+        // Moves first, with the data set's pooled rows and no schema tenant
+        // yet: they are figures of the move itself.
+        if moves {
+            move_figures(ctx, su, lib, writer, move_rows, &names).await?;
+        }
+        if reads {
+            let p = presence.insert(Presence::start(ctx, keyed, leaf, admin_token)?);
+            p.measure(ctx, false)?;
+        }
+        if create_ms {
+            create_ms_figures(ctx, su, lib, &names).await?;
+        }
+        if create {
+            create_figures(ctx, lib, writer, count, &names).await?;
+        }
+        if let Some(p) = &mut presence {
+            p.measure(ctx, true)?;
+        }
+        anyhow::Ok(())
     }
-    if create {
-        create_figures(ctx, lib, writer, count, &names).await?;
-    }
-    if let Some(p) = &mut presence {
-        p.with_schema_tenants = true;
-        p.measure(ctx)?;
-    }
-    if moves {
-        move_figures(ctx, su, lib, writer, move_rows, &names).await?;
-    }
+    .await;
     let t = Instant::now();
     let removed = clean_up(su, writer).await?;
     println!(
         "moved back and deleted the {removed} tenants made here in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    measured?;
     if let Some(mut p) = presence {
-        p.with_schema_tenants = false;
-        p.measure(ctx)?;
+        p.measure(ctx, false)?;
         p.push(ctx, count, &names);
     }
     Ok(())
@@ -652,9 +656,14 @@ struct Presence {
     lua: PathBuf,
     rls: Vec<PathBuf>,
     options: String,
-    with_schema_tenants: bool,
+    /// Runs without the schema tenants (index 0) and with them (1).
     api: [Vec<f64>; 2],
     sql: [Vec<f64>; 2],
+    /// How the reads failed with the schema tenants present, if they did: a
+    /// result of the figure, reported as such (without them, a failure ends
+    /// the run, as everywhere else).
+    api_failed: Option<String>,
+    sql_failed: Option<String>,
 }
 
 impl Presence {
@@ -678,33 +687,67 @@ impl Presence {
             lua,
             rls,
             options: pgoptions("tenantry_app", leaf),
-            with_schema_tenants: false,
             api: Default::default(),
             sql: Default::default(),
+            api_failed: None,
+            sql_failed: None,
         })
     }
 
     /// A warm-up (not in smoke mode), then `--runs` interleaved runs of each.
-    fn measure(&mut self, ctx: &Ctx) -> anyhow::Result<()> {
+    fn measure(&mut self, ctx: &Ctx, with_schema_tenants: bool) -> anyhow::Result<()> {
         let pgbench = ctx.pgbench_with(&ctx.db.superuser, &self.rls, Some(&self.options));
+        let wrk = Wrk {
+            url: &self.server.url,
+            script: &self.lua,
+            connections: ctx.opts.clients,
+            seconds: ctx.opts.seconds,
+        };
+        let i = usize::from(with_schema_tenants);
+        let record =
+            |values: &mut Vec<f64>, failed: &mut Option<String>, run: anyhow::Result<f64>| {
+                match run {
+                    Ok(v) => values.push(v),
+                    Err(e) if with_schema_tenants => {
+                        let e = format!("{e:#}");
+                        println!("with the schema tenants present: {e}");
+                        failed.get_or_insert(e.lines().next().unwrap_or_default().to_owned());
+                    }
+                    Err(e) => return Err(e),
+                }
+                Ok(())
+            };
         if !ctx.opts.smoke {
-            Wrk {
-                url: &self.server.url,
-                script: &self.lua,
-                connections: ctx.opts.clients,
-                seconds: 1,
-            }
-            .run(&ctx.tools)?;
-            Pgbench {
-                seconds: 1,
-                ..pgbench.clone()
-            }
-            .run(&ctx.tools)?;
+            record(
+                &mut Vec::new(),
+                &mut self.api_failed,
+                Wrk {
+                    seconds: 1,
+                    ..wrk.clone()
+                }
+                .run(&ctx.tools),
+            )?;
+            record(
+                &mut Vec::new(),
+                &mut self.sql_failed,
+                Pgbench {
+                    seconds: 1,
+                    ..pgbench.clone()
+                }
+                .run(&ctx.tools),
+            )?;
         }
-        let i = usize::from(self.with_schema_tenants);
         for _ in 0..ctx.opts.runs {
-            self.api[i].push(ctx.wrk(&self.server.url, &self.lua)?);
-            self.sql[i].push(pgbench.run(&ctx.tools)?);
+            if self.api_failed.is_none() {
+                record(&mut self.api[i], &mut self.api_failed, wrk.run(&ctx.tools))?;
+            }
+            if self.sql_failed.is_none() {
+                record(
+                    &mut self.sql[i],
+                    &mut self.sql_failed,
+                    pgbench.run(&ctx.tools),
+                )?;
+            }
         }
         Ok(())
     }
@@ -723,14 +766,22 @@ impl Presence {
                 runs(v)
             )
         };
+        // A failure with the schema tenants present is 0 (errors never count
+        // as throughput), with its cause.
+        let failed = |runs: Vec<f64>, why: Option<String>| match why {
+            Some(why) => (vec![0.0], format!(": FAILED ({why})")),
+            None => (runs, String::new()),
+        };
         let [api_without, api_with] = self.api;
         let [sql_without, sql_with] = self.sql;
+        let (api_with, api_failed) = failed(api_with, self.api_failed);
+        let (sql_with, sql_failed) = failed(sql_with, self.sql_failed);
         let api_note = note(&api_without);
         let sql_note = note(&sql_without);
         ctx.push(Figure::new(
             &names.api,
             "req/s",
-            &format!("api_point_read (GET /v1/resources/{{id}}, pooled tenants' keys, wrk) with {count} schema tenants present"),
+            &format!("api_point_read (GET /v1/resources/{{id}}, pooled tenants' keys, wrk) with {count} schema tenants present{api_failed}"),
             api_with,
             Some((&format!("the same requests to the same server {api_note}"), api_without)),
             RatioKind::ValueOverBaseline,
@@ -739,7 +790,7 @@ impl Presence {
         ctx.push(Figure::new(
             &names.rls,
             "tps",
-            &format!("rls_point (a pooled tenant's point read through RLS, ONLY tenantry.resources, pgbench) with {count} schema tenants present"),
+            &format!("rls_point (a pooled tenant's point read through RLS, ONLY tenantry.resources, pgbench) with {count} schema tenants present{sql_failed}"),
             sql_with,
             Some((&format!("the same script {sql_note}"), sql_without)),
             RatioKind::ValueOverBaseline,
