@@ -198,6 +198,16 @@ struct Keyed {
     key_id: String,
 }
 
+/// A count in figure names: in units of `unit` with `suffix` when it is a
+/// whole number of them (`1m`, `100k`), else in full.
+fn count_label(n: i64, unit: i64, suffix: char) -> String {
+    if n % unit == 0 {
+        format!("{}{suffix}", n / unit)
+    } else {
+        n.to_string()
+    }
+}
+
 fn uuid_array(ids: &[uuid::Uuid]) -> String {
     let inner: Vec<String> = ids.iter().map(|u| u.to_string()).collect();
     format!("'{{{}}}'::uuid[]", inner.join(","))

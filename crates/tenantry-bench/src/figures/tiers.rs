@@ -63,6 +63,7 @@ struct Names {
     move_to: String,
     move_back: String,
     cutover: &'static str,
+    cutover_back: &'static str,
     api: String,
     rls: String,
 }
@@ -79,6 +80,7 @@ impl Names {
             move_to: format!("tier_move_{rows}_rows_s"),
             move_back: format!("tier_move_back_{rows}_rows_s"),
             cutover: "tier_move_cutover_ms",
+            cutover_back: "tier_move_back_cutover_ms",
             api: format!("api_point_read_{count}_schema_tenants"),
             rls: format!("rls_point_{count}_schema_tenants"),
         }
@@ -87,11 +89,7 @@ impl Names {
 
 /// `100k` for 100,000, else the number: figure names say the move's size.
 fn rows_label(rows: i64) -> String {
-    if rows % 1000 == 0 {
-        format!("{}k", rows / 1000)
-    } else {
-        rows.to_string()
-    }
+    super::count_label(rows, 1000, 'k')
 }
 
 /// Every figure of this module, when `--schema-tenants` is given.
@@ -115,6 +113,7 @@ pub(super) async fn tier_figures(
         &names.move_to,
         &names.move_back,
         names.cutover,
+        names.cutover_back,
         names.wait_move,
     ]
     .iter()
@@ -188,11 +187,25 @@ async fn clean_up(su: &Client, writer: uuid::Uuid) -> anyhow::Result<u64> {
         )
         .await?;
     // One transaction each, as an operator would: each drops one schema.
+    let dropped = !schema_tenants.is_empty();
     for row in schema_tenants {
         let id: uuid::Uuid = row.get(0);
         su.execute("SELECT tenantry.set_tenant_isolation($1, 'shared')", &[&id])
             .await
             .with_context(|| format!("moving schema tenant {id} back"))?;
+    }
+    if dropped {
+        // Thousands of dropped tables leave dead catalog rows that would slow
+        // the next creations (schema_tenant_create_ms compares with a fresh
+        // database): gone before anything is measured.
+        su.batch_execute(
+            "VACUUM (ANALYZE) pg_catalog.pg_class, pg_catalog.pg_attribute, pg_catalog.pg_type,
+                 pg_catalog.pg_depend, pg_catalog.pg_namespace, pg_catalog.pg_constraint,
+                 pg_catalog.pg_index, pg_catalog.pg_trigger, pg_catalog.pg_policy,
+                 pg_catalog.pg_description, pg_catalog.pg_inherits, pg_catalog.pg_attrdef,
+                 pg_catalog.pg_statistic, pg_catalog.pg_shdepend, pg_catalog.pg_init_privs",
+        )
+        .await?;
     }
     su.execute(
         &format!("DELETE FROM ONLY tenantry.resources WHERE tenant_id IN (SELECT tenant_id FROM tenantry.tenants WHERE {mine})"),
@@ -467,12 +480,13 @@ async fn move_figures(
     // acknowledged: the check below still holds); they are counted and shown.
     let own = Writer::start(lib, mover_id, true);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (mut to_s, mut back_s, mut cutover_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut to_s, mut back_s) = (Vec::new(), Vec::new());
+    let (mut to_cutover, mut back_cutover) = (Vec::new(), Vec::new());
     let started = Instant::now();
     for _ in 0..ctx.opts.runs {
-        for (target, times) in [
-            (Isolation::Schema, &mut to_s),
-            (Isolation::Shared, &mut back_s),
+        for (target, times, cutover_ms) in [
+            (Isolation::Schema, &mut to_s, &mut to_cutover),
+            (Isolation::Shared, &mut back_s, &mut back_cutover),
         ] {
             let t = Instant::now();
             let moved = lib
@@ -511,7 +525,7 @@ async fn move_figures(
     }
     let (own_max, _) = longest(&own_writes.writes, started, took);
     println!(
-        "moves: the moving tenant's {acked} acknowledged writes during them are all there once; its longest write waited {:.1} ms; cut-overs {cutover_ms:?} ms",
+        "moves: the moving tenant's {acked} acknowledged writes during them are all there once; its longest write waited {:.1} ms; cut-overs {to_cutover:?} ms there, {back_cutover:?} ms back",
         ms(own_max)
     );
     let refused = own_writes.errors.len();
@@ -528,33 +542,34 @@ async fn move_figures(
     let what = |to: &str| {
         format!("a tenant holding {rows} resources moved online to the {to} tier (Database::move_tenant, batches of {MOVE_BATCH}), it and another tenant writing meanwhile")
     };
-    ctx.push(Figure::new(
-        &names.move_to,
-        "s",
-        &what("schema"),
-        to_s,
-        Some((&baseline, copy_s.clone())),
-        RatioKind::ValueOverBaseline,
-        None,
-    ));
-    ctx.push(Figure::new(
-        &names.move_back,
-        "s",
-        &what("shared"),
-        back_s,
-        Some((&baseline, copy_s.clone())),
-        RatioKind::ValueOverBaseline,
-        None,
-    ));
-    ctx.push(Figure::new(
-        names.cutover,
-        "ms",
-        &format!("the cut-overs' hold on the moving tenant's writes (cutover_ms of tier_move_finish; every move there and back; the tenant's own longest acknowledged write during the moves: {:.1} ms; {refused} of its writes refused)", ms(own_max)),
-        cutover_ms,
-        Some((&format!("{baseline}: how long an offline move would hold them"), copy_s.iter().map(|s| s * 1e3).collect())),
-        RatioKind::ValueOverBaseline,
-        None,
-    ));
+    for (name, to, runs) in [
+        (&names.move_to, "schema", to_s),
+        (&names.move_back, "shared", back_s),
+    ] {
+        ctx.push(Figure::new(
+            name,
+            "s",
+            &what(to),
+            runs,
+            Some((&baseline, copy_s.clone())),
+            RatioKind::ValueOverBaseline,
+            None,
+        ));
+    }
+    for (name, to, runs) in [
+        (names.cutover, "schema", to_cutover),
+        (names.cutover_back, "shared", back_cutover),
+    ] {
+        ctx.push(Figure::new(
+            name,
+            "ms",
+            &format!("the cut-over's hold on the moving tenant's writes, to the {to} tier (cutover_ms of tier_move_finish; the tenant's own longest acknowledged write during the moves: {:.1} ms; {refused} of its writes refused)", ms(own_max)),
+            runs,
+            Some((&format!("{baseline}: how long an offline move would hold them"), copy_s.iter().map(|s| s * 1e3).collect())),
+            RatioKind::ValueOverBaseline,
+            None,
+        ));
+    }
     ctx.push(write_wait_figure(
         names.wait_move,
         &format!(
@@ -738,15 +753,17 @@ impl Presence {
             )?;
         }
         for _ in 0..ctx.opts.runs {
+            if self.sql_failed.is_none() {
+                let run = pgbench.run(&ctx.tools);
+                record(&mut self.sql[i], &mut self.sql_failed, run)?;
+            }
             if self.api_failed.is_none() {
                 record(&mut self.api[i], &mut self.api_failed, wrk.run(&ctx.tools))?;
-            }
-            if self.sql_failed.is_none() {
-                record(
-                    &mut self.sql[i],
-                    &mut self.sql_failed,
-                    pgbench.run(&ctx.tools),
-                )?;
+                if self.api_failed.is_some() {
+                    // The server's statements still running hold their locks:
+                    // the next pgbench run must not pay for them.
+                    wait_for_idle_server(&ctx.db.superuser)?;
+                }
             }
         }
         Ok(())
@@ -797,6 +814,29 @@ impl Presence {
             Some(Goal::RatioAtLeast(0.9)),
         ));
     }
+}
+
+/// Waits (at most a minute) until no statement of the server's login runs.
+fn wait_for_idle_server(superuser: &str) -> anyhow::Result<()> {
+    let superuser = superuser.to_owned();
+    let wait = async move {
+        let su = connect(&superuser).await?;
+        for _ in 0..600 {
+            let busy: i64 = su
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tenantry_server' AND state = 'active'",
+                    &[],
+                )
+                .await?
+                .get(0);
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::Ok(())
+    };
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(wait))
 }
 
 #[cfg(test)]
