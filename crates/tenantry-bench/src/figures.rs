@@ -3,6 +3,7 @@
 mod keys;
 mod scale;
 mod tables;
+mod tiers;
 
 use std::{
     path::{Path, PathBuf},
@@ -12,8 +13,8 @@ use std::{
 use anyhow::{bail, Context};
 use futures_util::future::join_all;
 use tenantry_db::{
-    conninfo, provision, Database, DatabaseConfig, Isolation, NewKeyOptions, NewTenant,
-    ServerLogin, SignedContext, TenantContext, TenantId,
+    conninfo, provision, Database, DatabaseConfig, NewKeyOptions, NewTenant, ServerLogin,
+    SignedContext, TenantContext, TenantId,
 };
 use tenantry_embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster, PgBinaries};
 use tokio_postgres::{Client, NoTls};
@@ -34,6 +35,8 @@ const COLUMNS: &str = "id, tenant_id, name, data, size_bytes, created_at, update
 struct BenchDb {
     /// The superuser's libpq string (pgbench, and our own connections).
     superuser: String,
+    /// The superuser's settings (another database of the same cluster).
+    superuser_config: tokio_postgres::Config,
     /// The server role's libpq string (pgbench, the server children).
     server: String,
     /// The server role's settings (the library's pool).
@@ -117,6 +120,7 @@ impl BenchDb {
             .context("preparing the benchmark database")?;
         Ok(Self {
             superuser: conninfo(&provisioned.superuser),
+            superuser_config: provisioned.superuser.clone(),
             server: conninfo(&provisioned.server),
             server_config: provisioned.server,
             context_key: provisioned.context_key,
@@ -192,6 +196,16 @@ struct Keyed {
     tenant: BenchTenant,
     key: String,
     key_id: String,
+}
+
+/// A count in figure names: in units of `unit` with `suffix` when it is a
+/// whole number of them (`1m`, `100k`), else in full.
+fn count_label(n: i64, unit: i64, suffix: char) -> String {
+    if n % unit == 0 {
+        format!("{}{suffix}", n / unit)
+    } else {
+        n.to_string()
+    }
 }
 
 fn uuid_array(ids: &[uuid::Uuid]) -> String {
@@ -322,6 +336,7 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     library_figures(ctx, &lib, su, &leaf).await?;
     tables::table_figures(ctx, su, &leaf).await?;
     keys::key_figures(ctx, su, &leaf).await?;
+    tiers::tier_figures(ctx, su, &lib, &keyed, &leaf, &admin_token).await?;
     Ok(())
 }
 
@@ -359,17 +374,7 @@ async fn api_figures(
     };
     let idle_rss = logged.memory_mb()?.0;
 
-    let point_targets: Vec<Target> = keyed
-        .iter()
-        .flat_map(|k| {
-            k.tenant.resources.iter().map(|r| Target {
-                key: k.key.clone(),
-                tenant: k.tenant.id,
-                path: format!("/v1/resources/{r}"),
-            })
-        })
-        .collect();
-    let point_lua = wrk_script(&ctx.work, "point", "GET", &point_targets)?;
+    let point_lua = wrk_script(&ctx.work, "point", "GET", &point_targets(keyed))?;
     let list_targets: Vec<Target> = keyed
         .iter()
         .map(|k| Target {
@@ -384,7 +389,7 @@ async fn api_figures(
         .iter()
         .map(|k| {
             format!(
-                "SELECT {COLUMNS} FROM tenantry.resources WHERE tenant_id = '{}' AND id = '{}';\n",
+                "SELECT {COLUMNS} FROM ONLY tenantry.resources WHERE tenant_id = '{}' AND id = '{}';\n",
                 k.tenant.id, k.tenant.resources[0]
             )
         })
@@ -406,7 +411,7 @@ async fn api_figures(
             let mac = ctx.db.context_key.sign_context(&signed);
             format!(
                 "BEGIN;\nSELECT tenantry.enter_context_signed(0, {}, '{}', NULL, '{}', '{}', {}, '\\x{}');\n\
-                 SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM tenantry.resources WHERE id = '{}';\nCOMMIT;\n",
+                 SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM ONLY tenantry.resources WHERE id = '{}';\nCOMMIT;\n",
                 signed.expires_at,
                 k.tenant.id,
                 signed.actor.as_deref().unwrap_or_default(),
@@ -534,6 +539,20 @@ async fn api_figures(
     Ok(())
 }
 
+/// `api_point_read`'s requests: each keyed tenant's first resources, by its key.
+fn point_targets(keyed: &[Keyed]) -> Vec<Target> {
+    keyed
+        .iter()
+        .flat_map(|k| {
+            k.tenant.resources.iter().map(|r| Target {
+                key: k.key.clone(),
+                tenant: k.tenant.id,
+                path: format!("/v1/resources/{r}"),
+            })
+        })
+        .collect()
+}
+
 /// A server's peak memory under a load, next to its idle memory.
 fn rss_figure(name: &str, what: &str, peak_rss: f64, idle_rss: f64) -> Figure {
     Figure::new(
@@ -551,13 +570,14 @@ fn rss_figure(name: &str, what: &str, peak_rss: f64, idle_rss: f64) -> Figure {
 }
 
 /// The fastest explicit-WHERE form of "newest 50 the tenant may read": per
-/// visible tenant an index-ordered top 51, plus the rows shared with it.
+/// visible tenant an index-ordered top 51 of the pooled table (the data set's
+/// tenants are pooled), plus the rows shared with it from either tier.
 fn best_list_sql(t: &BenchTenant) -> String {
     let vis = uuid_array(&t.visible);
     format!(
         "SELECT * FROM (\
            SELECT x.* FROM unnest({vis}) v(t), LATERAL (\
-             SELECT {COLUMNS} FROM tenantry.resources r WHERE r.tenant_id = v.t \
+             SELECT {COLUMNS} FROM ONLY tenantry.resources r WHERE r.tenant_id = v.t \
              ORDER BY created_at DESC, id DESC LIMIT 51) x \
            UNION ALL \
            (SELECT {COLUMNS} FROM tenantry.resources WHERE shared_with @> ARRAY['{id}']::uuid[] \
@@ -567,8 +587,9 @@ fn best_list_sql(t: &BenchTenant) -> String {
     )
 }
 
-/// What the server sends for a newest-50 page of everything a tenant may read
-/// (crates/tenantry-db/src/resources.rs, `list`): two statements under the two
+/// What the server sends for a newest-50 page of everything a pooled tenant
+/// with a pooled subtree may read (crates/tenantry-db/src/resources.rs,
+/// `list`, its own part on `ONLY tenantry.resources`): two statements under the two
 /// narrow roles, pipelined in one flight as the server does (session-level
 /// `SET ROLE` here: pgbench runs no BEGIN around a pipeline), back to
 /// `tenantry_app` at the end.
@@ -579,13 +600,44 @@ fn server_list_sql() -> String {
         "\\startpipeline\n\
          SET ROLE tenantry_app_own;\n\
          SELECT {COLUMNS}, true FROM unnest(tenantry.visible_tenant_ids()) v(t), LATERAL (\
-           SELECT {COLUMNS} FROM tenantry.resources r WHERE r.tenant_id = v.t {filters} {order}) x \
+           SELECT {COLUMNS} FROM ONLY tenantry.resources r WHERE r.tenant_id = v.t {filters} {order}) x \
          WHERE true {order};\n\
          SET ROLE tenantry_app_shared;\n\
          SELECT {COLUMNS}, false FROM tenantry.resources_shared_with_me(NULL, NULL, NULL, NULL, 51) {order};\n\
          SET ROLE tenantry_app;\n\
          \\endpipeline\n"
     )
+}
+
+/// `rls_point`'s scripts, one per resource of `leaf` (a pooled tenant with a
+/// pooled subtree): the statement the server sends for its point read
+/// (resources.rs, `GET_RESOURCE_POOLED`: `ONLY tenantry.resources`, so schema
+/// tenants' tables are never planned), and the baseline on the same table
+/// with an explicit WHERE.
+fn rls_point_scripts(leaf: &BenchTenant) -> (Vec<String>, Vec<String>) {
+    let rls = leaf
+        .resources
+        .iter()
+        .map(|r| {
+            format!(
+                "(SELECT {COLUMNS}, true FROM ONLY tenantry.resources WHERE id = '{r}') UNION ALL \
+                 (SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) \
+                  FROM tenantry.resources_shared_with_me('{r}')) LIMIT 1;\n"
+            )
+        })
+        .collect();
+    let base = leaf
+        .resources
+        .iter()
+        .map(|r| {
+            format!(
+                "SELECT {COLUMNS}, tenant_id = ANY ({}) FROM ONLY tenantry.resources WHERE tenant_id = '{}' AND id = '{r}';\n",
+                uuid_array(&leaf.visible),
+                leaf.id
+            )
+        })
+        .collect();
+    (rls, base)
 }
 
 /// One RLS figure: name, what it measures, the tenant, the role, the RLS
@@ -604,30 +656,7 @@ type RlsSpec<'a> = (
 /// the role the server uses) and with an explicit WHERE as a superuser.
 fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant, root: &BenchTenant) -> anyhow::Result<()> {
     let mut specs: Vec<RlsSpec<'_>> = Vec::new();
-    // Point reads of the leaf's own resources.
-    let point_rls: Vec<String> = leaf
-        .resources
-        .iter()
-        .map(|r| {
-            // As the library's point read (resources.rs, GET_RESOURCE).
-            format!(
-                "(SELECT {COLUMNS}, true FROM tenantry.resources WHERE id = '{r}') UNION ALL \
-                 (SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) \
-                  FROM tenantry.resources_shared_with_me('{r}')) LIMIT 1;\n"
-            )
-        })
-        .collect();
-    let point_base: Vec<String> = leaf
-        .resources
-        .iter()
-        .map(|r| {
-            format!(
-                "SELECT {COLUMNS}, tenant_id = ANY ({}) FROM tenantry.resources WHERE tenant_id = '{}' AND id = '{r}';\n",
-                uuid_array(&leaf.visible),
-                leaf.id
-            )
-        })
-        .collect();
+    let (point_rls, point_base) = rls_point_scripts(leaf);
     specs.push((
         "rls_point",
         "tenant point read by id through RLS (tenantry_app)",
@@ -644,11 +673,11 @@ fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant, root: &BenchTenant) -> anyhow:
         leaf,
         "tenantry_app_own",
         vec![format!(
-            "SELECT {COLUMNS}, true FROM tenantry.resources WHERE tenant_id = '{}' {order};\n",
+            "SELECT {COLUMNS}, true FROM ONLY tenantry.resources WHERE tenant_id = '{}' {order};\n",
             leaf.id
         )],
         vec![format!(
-            "SELECT {COLUMNS}, true FROM tenantry.resources WHERE tenant_id = '{}' {order};\n",
+            "SELECT {COLUMNS}, true FROM ONLY tenantry.resources WHERE tenant_id = '{}' {order};\n",
             leaf.id
         )],
         Goal::RatioAtMost(1.10),
@@ -835,39 +864,6 @@ async fn library_figures(
             Some(("plain INSERT of the same columns into a table without triggers, same tasks", raw_rate)),
             RatioKind::ValueOverBaseline,
             Some(Goal::ValueAtLeast(2000.0)),
-        ));
-    }
-
-    if ctx.opts.schema_tenants && ctx.wanted("schema_tenants") {
-        let count = if ctx.opts.smoke { 20 } else { 4000 };
-        let t0 = Instant::now();
-        let bar = indicatif::ProgressBar::new(count as u64);
-        for i in 0..count {
-            let mut admin = lib.admin("bench").await?;
-            admin
-                .create_tenant(&NewTenant {
-                    name: format!("schema tenant {i}"),
-                    isolation: Isolation::Schema,
-                    ..Default::default()
-                })
-                .await?;
-            admin.commit().await?;
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let secs = t0.elapsed().as_secs_f64();
-        ctx.push(Figure::new(
-            if ctx.opts.smoke {
-                "schema_tenants_20_s"
-            } else {
-                "schema_tenants_4000_s"
-            },
-            "s",
-            &format!("{count} schema-per-tenant tenants created one after another"),
-            vec![secs],
-            None,
-            RatioKind::ValueOverBaseline,
-            (!ctx.opts.smoke).then_some(Goal::ValueAtMost(60.0)),
         ));
     }
 

@@ -61,9 +61,12 @@ pub struct Options {
     /// Measurements per figure (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Also create 4,000 schema-per-tenant tenants (slow).
-    #[arg(long)]
-    pub schema_tenants: bool,
+    /// Also measure the schema tier (figures of issue 13): create this many
+    /// schema tenants one after another (default 4,000; 20 with --smoke),
+    /// pooled reads with and without them, and a tenant's online move to its
+    /// schema and back. They are moved back and deleted at the end.
+    #[arg(long, value_name = "N", num_args = 0..=1)]
+    pub schema_tenants: Option<Option<u32>>,
     /// Keep the embedded cluster (and its loaded data) in this directory and
     /// reuse it next time; default: a temporary directory, removed afterwards.
     /// Ignored with DATABASE_URL.
@@ -82,6 +85,12 @@ pub struct Options {
 }
 
 impl Options {
+    /// How many schema tenants `--schema-tenants` asks for, if given.
+    pub fn schema_tenant_count(&self) -> Option<u32> {
+        self.schema_tenants
+            .map(|n| n.unwrap_or(if self.smoke { 20 } else { 4000 }).max(1))
+    }
+
     /// The smoke mode's sizes and durations override the defaults (sizes
     /// given explicitly stay).
     fn effective(mut self) -> Self {

@@ -15,11 +15,7 @@ const FEW: i32 = 1000;
 
 /// `1m` for a million, else the number (`2000`): figure names say the scale.
 fn scale_label(tenants: i32) -> String {
-    if tenants % 1_000_000 == 0 {
-        format!("{}m", tenants / 1_000_000)
-    } else {
-        tenants.to_string()
-    }
+    super::count_label(tenants.into(), 1_000_000, 'm')
 }
 
 /// `api_point_read_<n>_tenants` and `server_rss_mb_<n>_tenants`, when the
