@@ -1,8 +1,4 @@
-//! A tenant's own write that arrives during the cut-over of its move back to the shared tier, found by the benchmark's moves (`tier_move_*` figures): it waits for the cut-over and must then land in the pooled table (or be retried there by the library), not fail because the tenant's schema was dropped under it. Deterministic: the cut-over is held open in one session while the write waits on it.
-//!
-//! Ignored while it fails (the fix belongs in `migrations/repeatable/` or
-//! `crates/tenantry-db/src/`, which the benchmark does not touch): run with
-//! `cargo test -p tenantry-bench --test tier_move_race -- --ignored`.
+//! A tenant's own write that arrives during the cut-over of its move back to the shared tier, found by the benchmark's moves (`tier_move_*` figures): it waits for the cut-over and must then land in the pooled table (or be retried there by the library), not fail because the tenant's tables changed under it (the cut-over now moves rows only; the emptied tables go later, in tier_move_cleanup, without waiting). Deterministic: the cut-over is held open in one session while the write waits on it.
 
 use std::time::Duration;
 
@@ -92,7 +88,6 @@ async fn pooled_rows(su: &Client, tenant: uuid::Uuid) -> i64 {
 }
 
 #[tokio::test]
-#[ignore = "bug: use_tenant_schema passes, the INSERT into the unqualified resources waits for the dropped table and fails with 42P01 (relation \"resources\" does not exist)"]
 async fn a_write_routed_to_the_tenants_schema_during_its_move_back_lands_in_the_pooled_table() {
     let test = TestDatabase::new().await;
     let su = test.superuser_client().await;
@@ -108,7 +103,6 @@ async fn a_write_routed_to_the_tenants_schema_during_its_move_back_lands_in_the_
 }
 
 #[tokio::test]
-#[ignore = "bug: create_resource_row reads the tenant's old schema, then its INSERT waits for the dropped table and fails with 42P01"]
 async fn a_write_of_a_tenant_whose_tier_is_not_known_yet_during_its_move_back_lands_in_the_pooled_table(
 ) {
     let test = TestDatabase::new().await;
