@@ -104,16 +104,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenantry.resources_homes(uuid[]) IS 'Internal: the given tenants grouped by the schema of the resources table holding their rows (tenantry: the pooled table). Not granted: it would tell any tenant''s tier.';
 
-/** The schema of the resources table holding one tenant's rows. */
-CREATE OR REPLACE FUNCTION tenantry.resources_home(tid uuid)
-RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
-    FROM tenantry.tenants t WHERE t.tenant_id = tid
-$$;
-COMMENT ON FUNCTION tenantry.resources_home(uuid) IS 'Internal: the schema of the resources table holding the tenant''s rows (tenantry: the pooled table); NULL for an unknown tenant. Not granted.';
 
 /** Trigger on shared_resources: keeps resource_share_targets (owners by target) in step. */
 CREATE OR REPLACE FUNCTION tenantry.shared_resources_targets()
@@ -256,16 +246,23 @@ GRANT EXECUTE ON FUNCTION tenantry.resources_shared_with_me(uuid, text, timestam
 -- The guide's resource API
 -- -----------------------------------------------------------------------------
 
+/** The schema of the resources table holding one tenant's rows. */
+CREATE OR REPLACE FUNCTION tenantry.resources_home(tid uuid)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
+    FROM tenantry.tenants t WHERE t.tenant_id = tid
+$$;
+COMMENT ON FUNCTION tenantry.resources_home(uuid) IS 'Internal: the schema of the resources table holding the tenant''s rows (tenantry: the pooled table); NULL for an unknown tenant. Not granted.';
+
 /** The schema of the current tenant's own tables, as tenants says now (not as the context cached it). */
 CREATE OR REPLACE FUNCTION tenantry.tenant_home_schema()
 RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
-    FROM tenantry.tenants t
-    WHERE t.tenant_id = tenantry.current_tenant_id()
-$$;
+AS $$ SELECT tenantry.resources_home(tenantry.current_tenant_id()) $$;
 COMMENT ON FUNCTION tenantry.tenant_home_schema() IS 'The schema of the current tenant''s own tables (its tenants.schema_name when schema-isolated, tenantry otherwise), read from tenants: right even in a session whose context was set before the tenant moved. NULL without a tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.tenant_home_schema() TO tenantry_app, tenantry_app_own;
 

@@ -439,15 +439,13 @@ $$;
 COMMENT ON FUNCTION tenantry.tier_move_apply_changes(uuid, bigint) IS 'Internal (tier_move_catch_up, tier_move_finish, run as the owner with row triggers off): consumes up to max_changes recorded writes of a moving tenant and copies those rows again into its schema tables (rows deleted meanwhile go). Not granted.';
 
 /**
- * Step 2 (repeat until 0): copies up to max_rows more of the tenant's rows,
- * in key order, into its schema tables, in a short transaction: only the
- * rows read are touched, and the tenant keeps writing. Returns how many rows
- * were copied (0: all copied; towards the shared tier always 0, as rows move
- * at the cut-over).
+ * One batch of a move under way, as the owner with row triggers off: the
+ * next rows in key order (catch_up false) or the rows behind recorded writes
+ * (catch_up true). TN404 when the tenant is not being moved.
  */
-CREATE OR REPLACE FUNCTION tenantry.tier_move_copy(tid uuid, max_rows integer DEFAULT 10000)
+CREATE OR REPLACE FUNCTION tenantry.tier_move_batch(tid uuid, max_rows bigint, catch_up boolean)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -459,11 +457,29 @@ BEGIN
         RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
     END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
-    n := tenantry.tier_move_copy_rows(tid, greatest(max_rows, 1));
+    IF catch_up THEN
+        n := tenantry.tier_move_apply_changes(tid, greatest(max_rows, 1));
+    ELSE
+        n := tenantry.tier_move_copy_rows(tid, greatest(max_rows, 1));
+    END IF;
     PERFORM set_config('session_replication_role', replication, true);
     RETURN n;
 END
 $$;
+COMMENT ON FUNCTION tenantry.tier_move_batch(uuid, bigint, boolean) IS 'Internal (tier_move_copy, tier_move_catch_up, which run it as the owner): one batch of a move under way, with row triggers off. Not granted.';
+
+/**
+ * Step 2 (repeat until 0): copies up to max_rows more of the tenant's rows,
+ * in key order, into its schema tables, in a short transaction: only the
+ * rows read are touched, and the tenant keeps writing. Returns how many rows
+ * were copied (0: all copied; towards the shared tier always 0, as rows move
+ * at the cut-over).
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_copy(tid uuid, max_rows integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenantry.tier_move_batch(tid, max_rows, false) $$;
 COMMENT ON FUNCTION tenantry.tier_move_copy(uuid, integer) IS 'Admin, tier move step 2 (repeat until it returns 0): copies up to max_rows more rows of the moving tenant, in key order, into its schema tables while it keeps writing. Towards the shared tier: 0 (rows move at the cut-over). TN404 when the tenant is not being moved.';
 
 /**
@@ -473,24 +489,10 @@ COMMENT ON FUNCTION tenantry.tier_move_copy(uuid, integer) IS 'Admin, tier move 
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_catch_up(tid uuid, max_changes integer DEFAULT 10000)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-    replication text := current_setting('session_replication_role');
-BEGIN
-    PERFORM tenantry.require_tier_admin();
-    IF NOT EXISTS (SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid) THEN
-        RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
-    END IF;
-    PERFORM set_config('session_replication_role', 'replica', true);
-    n := tenantry.tier_move_apply_changes(tid, greatest(max_changes, 1));
-    PERFORM set_config('session_replication_role', replication, true);
-    RETURN n;
-END
-$$;
-COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier move step 3 (repeat while it returns max_changes): copies again the rows the moving tenant wrote since they were copied; returns how many recorded writes it consumed.';
+AS $$ SELECT tenantry.tier_move_batch(tid, max_changes, true) $$;
+COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier move step 3 (repeat while it returns max_changes): copies again the rows the moving tenant wrote since they were copied; returns how many recorded writes it consumed. TN404 when the tenant is not being moved.';
 
 /**
  * Step 4, the cut-over: takes the tenant's row FOR UPDATE (the tenant's
