@@ -137,13 +137,15 @@ BEGIN
         EXECUTE format('GRANT %s ON %s TO %s', acl.privilege_type, copy,
                        CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(acl.grantee::regrole::text) END);
     END LOOP;
+    -- Column privileges, one GRANT per privilege and grantee.
     FOR acl IN
-        SELECT at.attname, a.grantee, a.privilege_type
+        SELECT a.grantee, a.privilege_type, string_agg(quote_ident(at.attname), ', ' ORDER BY at.attnum) AS columns
         FROM pg_attribute at, aclexplode(at.attacl) a
         WHERE at.attrelid = template AND at.attacl IS NOT NULL
           AND a.grantee <> (SELECT c.relowner FROM pg_class c WHERE c.oid = template)
+        GROUP BY a.grantee, a.privilege_type
     LOOP
-        EXECUTE format('GRANT %s (%I) ON %s TO %s', acl.privilege_type, acl.attname, copy,
+        EXECUTE format('GRANT %s (%s) ON %s TO %s', acl.privilege_type, acl.columns, copy,
                        CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(acl.grantee::regrole::text) END);
     END LOOP;
     -- Identity columns got sequences of the copy's own: the app inserts through them.
@@ -236,8 +238,6 @@ BEGIN
                        (SELECT c.relname FROM pg_class c WHERE c.oid = f.template));
     END LOOP;
     PERFORM tenantry.secure_tenant_schema(tid);
-    -- Copied from the pooled tables as they are now: every step so far is in.
-    UPDATE tenantry.tenants SET schema_version = tenantry.tenant_schema_latest() WHERE tenant_id = tid;
 END
 $$;
 COMMENT ON FUNCTION tenantry.create_tenant_tables(uuid) IS 'Internal: creates the tenant''s schema and one empty table per tenant table family (LIKE the pooled table, without its foreign key), secured. Not granted.';
@@ -265,7 +265,9 @@ BEGIN
         -- SHARE UPDATE EXCLUSIVE on the pooled table: no reader or writer waits.
         EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I', s, f.relname, f.nspname, f.relname);
     END LOOP;
-    UPDATE tenantry.tenants SET isolation = 'schema' WHERE tenant_id = tid;
+    -- Copied from the pooled tables as they are now: every step so far is in.
+    UPDATE tenantry.tenants SET isolation = 'schema', schema_version = tenantry.tenant_schema_latest()
+    WHERE tenant_id = tid;
 END
 $$;
 COMMENT ON FUNCTION tenantry.make_schema_tenant(uuid) IS 'Internal (insert_tenant): gives a tenant created in the schema tier, which holds no row yet, its schema''s tables, joined to their families at once. Not granted.';
@@ -325,7 +327,12 @@ BEGIN
         PERFORM tenantry.create_tenant_tables(tid);
     END IF;
     INSERT INTO tenantry.tier_moves (tenant_id, target) VALUES (tid, target);
-    UPDATE tenantry.tenants SET moving_to = target WHERE tenant_id = tid;
+    -- Its new tables are copied from the pooled ones as they are now: every
+    -- tenant-schema step so far is in.
+    UPDATE tenantry.tenants
+       SET moving_to = target,
+           schema_version = CASE WHEN target = 'schema' THEN tenantry.tenant_schema_latest() ELSE schema_version END
+     WHERE tenant_id = tid;
     RETURN 'started';
 END
 $$;
