@@ -86,6 +86,17 @@ CREATE OR REPLACE TRIGGER shared_resources_audit
     AFTER INSERT OR DELETE ON tenantry.shared_resources
     FOR EACH ROW EXECUTE FUNCTION tenantry.shared_resources_audit();
 
+/** The schema of the resources table holding one tenant's rows. */
+CREATE OR REPLACE FUNCTION tenantry.resources_home(tid uuid)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
+    FROM tenantry.tenants t WHERE t.tenant_id = tid
+$$;
+COMMENT ON FUNCTION tenantry.resources_home(uuid) IS 'Internal: the schema of the resources table holding the tenant''s rows (tenantry: the pooled table); NULL for an unknown tenant. Not granted.';
+
 /**
  * Where tenants' resources are: for each home (the schema of a schema
  * tenant's own table, tenantry for the pooled table), the given tenants
@@ -97,10 +108,11 @@ RETURNS TABLE (schema_name text, tenant_ids uuid[])
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END, array_agg(t.tenant_id)
-    FROM tenantry.tenants t
-    WHERE t.tenant_id = ANY (resources_homes.tenant_ids)
-    GROUP BY 1
+    SELECT h.home, array_agg(h.tid)
+    FROM (SELECT tenantry.resources_home(u.tid) AS home, u.tid
+          FROM unnest(resources_homes.tenant_ids) AS u(tid)) h
+    WHERE h.home IS NOT NULL
+    GROUP BY h.home
 $$;
 COMMENT ON FUNCTION tenantry.resources_homes(uuid[]) IS 'Internal: the given tenants grouped by the schema of the resources table holding their rows (tenantry: the pooled table). Not granted: it would tell any tenant''s tier.';
 
@@ -246,16 +258,6 @@ GRANT EXECUTE ON FUNCTION tenantry.resources_shared_with_me(uuid, text, timestam
 -- The guide's resource API
 -- -----------------------------------------------------------------------------
 
-/** The schema of the resources table holding one tenant's rows. */
-CREATE OR REPLACE FUNCTION tenantry.resources_home(tid uuid)
-RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
-    FROM tenantry.tenants t WHERE t.tenant_id = tid
-$$;
-COMMENT ON FUNCTION tenantry.resources_home(uuid) IS 'Internal: the schema of the resources table holding the tenant''s rows (tenantry: the pooled table); NULL for an unknown tenant. Not granted.';
 
 /** The schema of the current tenant's own tables, as tenants says now (not as the context cached it). */
 CREATE OR REPLACE FUNCTION tenantry.tenant_home_schema()

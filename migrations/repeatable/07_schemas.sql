@@ -43,7 +43,8 @@ COMMENT ON POLICY tier_move_changes_no_direct_access ON tenantry.tier_move_chang
 
 /** Which tables a tenant schema holds: every tenant table family, with the key column a move copies by. */
 CREATE OR REPLACE FUNCTION tenantry.tier_tables()
-RETURNS TABLE (template regclass, key_column name, key_type text, columns text)
+RETURNS TABLE (template regclass, template_schema name, template_table name,
+               key_column name, key_type text, columns text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -52,7 +53,7 @@ BEGIN
     -- several times each. Driven by tenant_tables (few rows), each key looked
     -- up by its table (pg_constraint grows with every tenant schema).
     RETURN QUERY
-    SELECT f.template, f.key_column,
+    SELECT f.template, n.nspname, c.relname, f.key_column,
            (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
             WHERE a.attrelid = f.template AND a.attname = f.key_column),
            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
@@ -73,10 +74,12 @@ BEGIN
         FROM tenantry.tenant_tables tt
         JOIN pg_class c ON c.oid = tt.table_id AND c.relkind = 'r'
     ) f(template, key_column)
+    JOIN pg_class c ON c.oid = f.template
+    JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE f.key_column IS NOT NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of: resources and every adopted plain table with a primary key (tenant_id, column) (template: the pooled table; its key column, that key''s type, and the columns a copy writes: all but generated ones). Not granted.';
+COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of: resources and every adopted plain table with a primary key (tenant_id, column) (template: the pooled table, with its schema and name, which a tenant schema''s table of it shares; its key column, that key''s type, and the columns a copy writes: all but generated ones). Not granted.';
 
 /**
  * A schema tenant's table of one tenant table family (the pooled table is
@@ -208,8 +211,7 @@ BEGIN
     FOR f IN
         SELECT tt.template, c.oid::regclass AS copy
         FROM tenantry.tier_tables() tt
-        JOIN pg_class c ON c.relname = (SELECT t2.relname FROM pg_class t2 WHERE t2.oid = tt.template)
-                       AND c.relnamespace = s::regnamespace
+        JOIN pg_class c ON c.relname = tt.template_table AND c.relnamespace = s::regnamespace
     LOOP
         PERFORM tenantry.secure_tenant_copy(f.template, f.copy);
     END LOOP;
@@ -232,10 +234,8 @@ BEGIN
         -- Defaults, CHECK constraints, generated columns, indexes (all led by
         -- tenant_id), storage; not the foreign key to tenants (adding one
         -- would lock tenants against writes: tenant_row_home checks the tenant).
-        EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I (LIKE %I.%I INCLUDING ALL EXCLUDING IDENTITY)', s,
-                       (SELECT c.relname FROM pg_class c WHERE c.oid = f.template),
-                       (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = f.template),
-                       (SELECT c.relname FROM pg_class c WHERE c.oid = f.template));
+        EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I (LIKE %I.%I INCLUDING ALL EXCLUDING IDENTITY)',
+                       s, f.template_table, f.template_schema, f.template_table);
     END LOOP;
     PERFORM tenantry.secure_tenant_schema(tid);
 END
@@ -256,14 +256,9 @@ DECLARE
     f record;
 BEGIN
     PERFORM tenantry.create_tenant_tables(tid);
-    FOR f IN
-        SELECT n.nspname, c.relname
-        FROM tenantry.tier_tables() tt
-        JOIN pg_class c ON c.oid = tt.template
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-    LOOP
+    FOR f IN SELECT * FROM tenantry.tier_tables() LOOP
         -- SHARE UPDATE EXCLUSIVE on the pooled table: no reader or writer waits.
-        EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I', s, f.relname, f.nspname, f.relname);
+        EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I', s, f.template_table, f.template_schema, f.template_table);
     END LOOP;
     -- Copied from the pooled tables as they are now: every step so far is in.
     UPDATE tenantry.tenants SET isolation = 'schema', schema_version = tenantry.tenant_schema_latest()
@@ -351,15 +346,13 @@ RETURNS TABLE (template regclass, template_schema name, template_table name,
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT f.template, n.nspname, c.relname,
-           CASE WHEN m.target = 'schema' THEN n.nspname ELSE t.schema_name::name END,
-           CASE WHEN m.target = 'schema' THEN t.schema_name::name ELSE n.nspname END,
+    SELECT f.template, f.template_schema, f.template_table,
+           CASE WHEN m.target = 'schema' THEN f.template_schema ELSE t.schema_name::name END,
+           CASE WHEN m.target = 'schema' THEN t.schema_name::name ELSE f.template_schema END,
            f.key_column, f.key_type, f.columns
     FROM tenantry.tier_moves m
     JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
     CROSS JOIN tenantry.tier_tables() f
-    JOIN pg_class c ON c.oid = f.template
-    JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE m.tenant_id = tid
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_tables(uuid) IS 'Internal: for a tenant being moved, each family''s pooled table (template), the schema its rows come from and go to (the template''s, or the tenant''s own; the table name is the template''s in both), key and columns. Not granted.';
@@ -652,9 +645,7 @@ BEGIN
     FOR f IN SELECT * FROM tenantry.tier_tables() LOOP
         -- The family: the tenant's rows in whichever tier holds them (a move's
         -- destination joins the family only at the cut-over).
-        EXECUTE format('SELECT count(*) FROM %I.%I WHERE tenant_id = $1',
-                       (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = f.template),
-                       (SELECT c.relname FROM pg_class c WHERE c.oid = f.template))
+        EXECUTE format('SELECT count(*) FROM %I.%I WHERE tenant_id = $1', f.template_schema, f.template_table)
         USING tid INTO n;
         total := total + n;
     END LOOP;
@@ -923,8 +914,7 @@ AS $$
 DECLARE
     s text := tenant_schema;
     tid uuid;
-    tmpl record;
-    cols text;
+    f record;
     copy regclass;
     replication text := current_setting('session_replication_role');
 BEGIN
@@ -933,22 +923,22 @@ BEGIN
         RAISE EXCEPTION 'add_tenant_schema_table runs as a tenant-schema step (tenantry migrate), in a schema tenant''s schema'
             USING ERRCODE = 'TN422';
     END IF;
-    SELECT n.nspname, c.relname INTO tmpl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = template;
-    IF NOT EXISTS (SELECT 1 FROM tenantry.tier_tables() f WHERE f.template = add_tenant_schema_table.template) THEN
+    SELECT * INTO f FROM tenantry.tier_tables() tt WHERE tt.template = add_tenant_schema_table.template;
+    IF NOT FOUND THEN
         RETURN;  -- released since, or no longer a family: nothing to hold
     END IF;
-    EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I (LIKE %I.%I INCLUDING ALL EXCLUDING IDENTITY)', s, tmpl.relname, tmpl.nspname, tmpl.relname);
-    copy := format('%I.%I', s, tmpl.relname)::regclass;
+    EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I (LIKE %I.%I INCLUDING ALL EXCLUDING IDENTITY)',
+                   s, f.template_table, f.template_schema, f.template_table);
+    copy := format('%I.%I', s, f.template_table)::regclass;
     PERFORM tenantry.secure_tenant_copy(template, copy);
-    SELECT f.columns INTO cols FROM tenantry.tier_tables() f WHERE f.template = add_tenant_schema_table.template;
     PERFORM set_config('session_replication_role', 'replica', true);
     EXECUTE format('WITH gone AS (DELETE FROM ONLY %I.%I WHERE tenant_id = $1 RETURNING %s)
                     INSERT INTO %I.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM gone',
-                   tmpl.nspname, tmpl.relname, cols, s, tmpl.relname, cols, cols)
+                   f.template_schema, f.template_table, f.columns, s, f.template_table, f.columns, f.columns)
     USING tid;
     PERFORM set_config('session_replication_role', replication, true);
     IF NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = copy AND i.inhparent = template) THEN
-        EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I', s, tmpl.relname, tmpl.nspname, tmpl.relname);
+        EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I', s, f.template_table, f.template_schema, f.template_table);
     END IF;
 END
 $$;

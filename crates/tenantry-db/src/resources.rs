@@ -379,12 +379,7 @@ impl TenantScope {
         let route = match home.as_deref() {
             Some("tenantry") => Route::Pooled,
             Some(schema) => {
-                self.rows(
-                    "SELECT tenantry.use_tenant_schema($1)",
-                    &[&schema],
-                    &[Type::TEXT],
-                )
-                .await?;
+                self.tx.use_tenant_schema(schema).await?;
                 Route::Schema
             }
             None => return Ok(rows),

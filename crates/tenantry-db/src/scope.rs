@@ -398,15 +398,22 @@ impl Tx {
             self.pinned_part = Some(self.contexts.parts.get(tenant));
             if let (_, Some(schema)) = Route::of_part(self.pinned_part.clone().flatten().as_deref())
             {
-                self.rows(Stmt {
-                    sql: USE_TENANT_SCHEMA,
-                    params: &[&schema],
-                    types: &[Type::TEXT],
-                })
-                .await?;
+                self.use_tenant_schema(&schema).await?;
             }
         }
         Ok(Route::of_part(self.pinned_part.clone().flatten().as_deref()).0)
+    }
+
+    /// Puts a schema tenant's schema first on this transaction's search path
+    /// (`use_tenant_schema`): unqualified names of tenant tables name its own.
+    pub(crate) async fn use_tenant_schema(&mut self, schema: &str) -> Result<(), DbError> {
+        self.rows(Stmt {
+            sql: USE_TENANT_SCHEMA,
+            params: &[&schema],
+            types: &[Type::TEXT],
+        })
+        .await
+        .map(drop)
     }
 
     /// The context statement's values for `setup`, or why there can be none.
@@ -546,10 +553,8 @@ impl Tx {
         );
         let contexts = self.contexts.clone();
         let generation = contexts.parts.generation();
-        // A table of the tenant's schema that is gone (a move back to the
-        // shared tier dropped it while this statement waited for it): a
-        // stale route from a cached part, retried like one (with a part read
-        // afresh, a missing table is the statement's own error).
+        // The route came from a cached part and names the tenant's schema
+        // (see flight_error).
         let schema_routed = self.part_from_cache
             && Route::of_part(self.pinned_part.clone().flatten().as_deref())
                 .1
@@ -681,16 +686,13 @@ impl Tx {
             .collect();
         if let Some(i) = results.iter().position(Result::is_err) {
             let err = results.swap_remove(i).err().expect("an error");
-            // A route from a part cached before the tenant changed tiers
-            // (tenant_row_home, use_tenant_schema): forget the part; the
-            // retry reads it afresh. A part this flight read is fresh (it was
-            // cached above): the route was unknown, and the retry has it.
-            if let (Some(tenant), Some(db), true) = (tenant, err.as_db_error(), part_sent) {
-                if db.hint() == Some("tier_moved") {
-                    contexts.parts.remove(tenant);
-                }
-            }
-            return Err(crate::error::classify(&err));
+            return Err(flight_error(
+                &err,
+                tenant,
+                part_sent,
+                schema_routed,
+                &contexts,
+            ));
         }
         if let Some(err) = prepare_error {
             return Err(crate::error::classify(&err));
@@ -750,25 +752,13 @@ impl Tx {
         }
         if let Some(i) = results.iter().position(Result::is_err) {
             let err = results.swap_remove(i).err().expect("an error");
-            // A route from a part cached before the tenant changed tiers
-            // (tenant_row_home, use_tenant_schema): forget the part; the
-            // retry reads it afresh. A part this flight read is fresh (it was
-            // cached above): the route was unknown, and the retry has it.
-            if let (Some(tenant), Some(db), true) = (tenant, err.as_db_error(), part_sent) {
-                if db.hint() == Some("tier_moved") {
-                    contexts.parts.remove(tenant);
-                }
-            }
-            if let (Some(tenant), Some(db), true) = (tenant, err.as_db_error(), schema_routed) {
-                if *db.code() == tokio_postgres::error::SqlState::UNDEFINED_TABLE {
-                    contexts.parts.remove(tenant);
-                    return Err(DbError::Contention(format!(
-                        "the tenant's tables moved while this transaction ran ({}); retry",
-                        db.message()
-                    )));
-                }
-            }
-            return Err(crate::error::classify(&err));
+            return Err(flight_error(
+                &err,
+                tenant,
+                part_sent,
+                schema_routed,
+                &contexts,
+            ));
         }
         if commit_in_flight {
             self.finished = true;
@@ -902,6 +892,37 @@ impl Drop for Tx {
             Err(_) => drop(Object::take(client)),
         }
     }
+}
+
+/// A flight's error, after what it says about a route cached before the
+/// tenant changed tiers: the part is forgotten so that the retry reads it
+/// afresh. `tier_moved` (tenant_row_home, use_tenant_schema) when the part was
+/// sent from the cache (a part this flight read is fresh: the route was
+/// unknown, and the retry has it); a table of the tenant's schema that is
+/// gone (a move back to the shared tier dropped it while the statement
+/// waited for it) under a cached part's route, which is then retried like
+/// any contention (with a fresh part, a missing table is the statement's own
+/// error).
+fn flight_error(
+    err: &tokio_postgres::Error,
+    tenant: Option<TenantId>,
+    part_sent: bool,
+    schema_routed: bool,
+    contexts: &Contexts,
+) -> DbError {
+    if let (Some(tenant), Some(db)) = (tenant, err.as_db_error()) {
+        if part_sent && db.hint() == Some("tier_moved") {
+            contexts.parts.remove(tenant);
+        }
+        if schema_routed && *db.code() == tokio_postgres::error::SqlState::UNDEFINED_TABLE {
+            contexts.parts.remove(tenant);
+            return DbError::Contention(format!(
+                "the tenant's tables moved while this transaction ran ({}); retry",
+                db.message()
+            ));
+        }
+    }
+    crate::error::classify(err)
 }
 
 /// BEGIN, the role and the context of a transaction's first flight. Returns
