@@ -564,9 +564,9 @@ COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 
 
 /**
  * Drops what a tenant that moved to the shared tier left of its schema (its
- * tables, empty since the cut-over), when that takes no wait: each table is
- * detached from its family under lock_timeout, so a query reading the whole
- * family is never held back behind it. Returns true when nothing is left
+ * tables, empty since the cut-over), when that takes no wait: the schema
+ * is dropped under a 100 ms lock_timeout, so a query reading the whole
+ * family is never held back behind it for longer. Returns true when nothing is left
  * (false: try again later; the empty tables hide nothing meanwhile).
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_cleanup(tid uuid)
