@@ -37,12 +37,18 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 -- every value tenantry writes starts with "tenantry_".
 --
 -- Values:
---   tenantry_v1_<tenant>_<user>,a<actor>,s<schema>[,m],v<tenant>,<descendant>,...
+--   tenantry_v1_<tenant>_<user>,a<actor>,p<grants>,s<schema>[,m],v<tenant>,<descendant>,...
 --       (the policies read only what follows ",v", which no other value has)
 --       a tenant context (uuids as 32 hex digits; user 32 zeros when none;
---       actor as hex of its UTF-8 bytes; schema of the tenant's resources;
+--       actor as hex of its UTF-8 bytes; grants: ALL, or the caller's
+--       permission names between spaces, "." written "0" (names hold no
+--       digit), read by authorize(); schema of the tenant's resources;
 --       ,m when a descendant's rows are outside the tenant's own tables;
 --       the visible subtree, self first). Transaction-local for the server.
+--   tenantry_user_v1_<user>
+--       a person signed in, before any tenant (current_user_id() only: no
+--       tenant, no rows under any policy): what my_tenants(),
+--       member_identity() and accept_invitation() need. Transaction-local.
 --   tenantry_admin_v1_<actor>
 --       an administrative context (actor as hex): what tenantry_admin needs
 --       to change tenants (admin_context()). Transaction-local.
@@ -111,9 +117,32 @@ AS $$
     SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
                  AND pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 46, 32) <> '00000000000000000000000000000000'
                 THEN pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 46, 32)::uuid
+                WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 17) = 'tenantry_user_v1_'
+                THEN pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 18, 32)::uuid
            END
 $$;
-COMMENT ON FUNCTION tenantry.current_user_id() IS 'The acting member named by the verified context, NULL when none. Recorded as created_by / shared_by.';
+COMMENT ON FUNCTION tenantry.current_user_id() IS 'The acting member named by the verified context (or the signed-in person of a user context), NULL when none. Recorded as created_by / shared_by.';
+
+/**
+ * Whether the caller of this transaction holds `permission`: the permission
+ * set its verified context carries (a key's role, a member's roles, ALL for
+ * an owner, an unrestricted server context or an operator). False without a
+ * tenant context. Inlinable SQL over the setting, no table and no subquery:
+ * usable in policies (also on Citus) and cheap enough for every row.
+ */
+CREATE OR REPLACE FUNCTION tenantry.authorize(permission text)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+       AND pg_catalog.strpos(permission, '.') OPERATOR(pg_catalog.>) 0
+       AND pg_catalog.strpos(permission, ' ') = 0
+       AND (pg_catalog.strpos(pg_catalog.current_setting('backtrace_functions'), ',pALL,') OPERATOR(pg_catalog.>) 0
+            OR pg_catalog.strpos(pg_catalog.current_setting('backtrace_functions'),
+                                 ' ' OPERATOR(pg_catalog.||) pg_catalog.translate(permission, '.', '0') OPERATOR(pg_catalog.||) ' ')
+               OPERATOR(pg_catalog.>) 0)
+$$;
+COMMENT ON FUNCTION tenantry.authorize(text) IS 'KeyHippo API: whether the current caller (key or member, through its roles; an owner, an operator or an unrestricted server context holds all) holds the permission. False without a tenant context. Reads the verified context only, so policies may call it (no subquery, Citus-safe).';
 
 /**
  * Who acts, for the audit log. In a tenant context: the actor the context
@@ -132,6 +161,8 @@ AS $$
                      'hex'), 'UTF8'), ''),
                  'user:' || tenantry.current_user_id()::text,
                  'db:' || session_user)
+        WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 17) = 'tenantry_user_v1_'
+        THEN 'user:' || tenantry.current_user_id()::text
         WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 18) = 'tenantry_admin_v1_'
         THEN coalesce(
                  nullif(pg_catalog.convert_from(pg_catalog.decode(
@@ -175,7 +206,8 @@ GRANT EXECUTE ON FUNCTION
     tenantry.visible_tenant_ids(),
     tenantry.current_user_id(),
     tenantry.current_actor(),
-    tenantry.current_tenant_schema()
+    tenantry.current_tenant_schema(),
+    tenantry.authorize(text)
 TO tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_admin, tenantry_logger;
 
 -- -----------------------------------------------------------------------------
@@ -255,47 +287,57 @@ $$;
 COMMENT ON FUNCTION tenantry.tenant_context_part(uuid) IS 'Internal: the tenant''s part of a context value (schema, visible subtree); TN422/TN404/TN403 for no, unknown and deleted tenants. Not granted.';
 
 /**
- * A whole context value: tenant, user, actor and the tenant's part (computed
- * when NULL). The one place the format is written. Plain SQL without SET
- * clauses, every name qualified, so it is inlined into its callers (which
- * are the owner's SECURITY DEFINER functions; it is granted to nobody).
+ * A whole context value: tenant, user, actor, the caller's grants (NULL:
+ * all) and the tenant's part (computed when NULL). The one place the format
+ * is written. Without a tenant: a user context when a user is named, else an
+ * administrative context. Grants that are not permission names are left out.
+ * Plain SQL without SET clauses, every name qualified, so it is inlined into
+ * its callers (which are the owner's SECURITY DEFINER functions; it is
+ * granted to nobody).
  */
-CREATE OR REPLACE FUNCTION tenantry.context_value(tid uuid, uid uuid, actor text, tenant_part text)
+CREATE OR REPLACE FUNCTION tenantry.context_value(tid uuid, uid uuid, actor text, grants text[], tenant_part text)
 RETURNS text
 LANGUAGE sql STABLE
 AS $$
-    SELECT CASE WHEN tid IS NULL
+    SELECT CASE
+        WHEN tid IS NULL AND uid IS NOT NULL
+        THEN 'tenantry_user_v1_' OPERATOR(pg_catalog.||) pg_catalog.replace(uid::text, '-', '')
+        WHEN tid IS NULL
         THEN 'tenantry_admin_v1_' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.convert_to(coalesce(actor, ''), 'UTF8'), 'hex')
         ELSE 'tenantry_v1_' OPERATOR(pg_catalog.||) pg_catalog.replace(tid::text, '-', '') OPERATOR(pg_catalog.||) '_'
         OPERATOR(pg_catalog.||) coalesce(pg_catalog.replace(uid::text, '-', ''), '00000000000000000000000000000000')
         OPERATOR(pg_catalog.||) ',a' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.convert_to(coalesce(actor, ''), 'UTF8'), 'hex')
+        OPERATOR(pg_catalog.||) ',p' OPERATOR(pg_catalog.||) CASE WHEN grants IS NULL THEN 'ALL' ELSE
+            pg_catalog.translate(' ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(ARRAY(
+                SELECT g FROM pg_catalog.unnest(grants) g WHERE g OPERATOR(pg_catalog.~) '^[a-z_]+\.[a-z_]+$'), ' ')
+                OPERATOR(pg_catalog.||) ' ', '.', '0') END
         OPERATOR(pg_catalog.||) coalesce(tenant_part, tenantry.tenant_context_part(tid))
         END
 $$;
-COMMENT ON FUNCTION tenantry.context_value(uuid, uuid, text, text) IS 'Internal: the context value for tenant, user and actor with the tenant''s part (looked up when NULL); without a tenant, an administrative context for the actor. Not granted.';
+COMMENT ON FUNCTION tenantry.context_value(uuid, uuid, text, text[], text) IS 'Internal: the context value for tenant, user, actor and grants (NULL: all) with the tenant''s part (looked up when NULL); without a tenant, a user context when a user is named, else an administrative context for the actor. Not granted.';
 
 /**
  * The part of a context both enter functions set, once its proof checked out:
- * '' for an administrative context (no tenant), the server's cached part when
+ * '' without a tenant (administrative or user context), the server's cached part when
  * it names the tenant first, else the tenant's part looked up; NULL (refused)
  * when the connection is not in the role such a transaction runs as (other
  * SQL left it in another one) or the cached part is another tenant's.
  * Plain SQL, inlined into its callers; granted to nobody.
  */
-CREATE OR REPLACE FUNCTION tenantry.checked_context_part(tid uuid, tenant_part text)
+CREATE OR REPLACE FUNCTION tenantry.checked_context_part(tid uuid, uid uuid, tenant_part text)
 RETURNS text
 LANGUAGE sql STABLE
 AS $$
     SELECT CASE
         WHEN pg_catalog.current_setting('role')
-             OPERATOR(pg_catalog.<>) (CASE WHEN tid IS NULL THEN 'tenantry_admin' ELSE 'tenantry_app' END) THEN NULL
+             OPERATOR(pg_catalog.<>) (CASE WHEN tid IS NULL AND uid IS NULL THEN 'tenantry_admin' ELSE 'tenantry_app' END) THEN NULL
         WHEN tid IS NULL THEN ''
         WHEN tenant_part IS NULL THEN tenantry.tenant_context_part(tid)
         WHEN pg_catalog.strpos(tenant_part, ',v' OPERATOR(pg_catalog.||) pg_catalog.replace(tid::text, '-', '')) OPERATOR(pg_catalog.>) 0
         THEN tenant_part
     END
 $$;
-COMMENT ON FUNCTION tenantry.checked_context_part(uuid, text) IS 'Internal: the context part enter_context and enter_context_signed set (empty for an administrative context), or NULL when the connection is in the wrong role or a cached part is another tenant''s. Not granted.';
+COMMENT ON FUNCTION tenantry.checked_context_part(uuid, uuid, text) IS 'Internal: the context part enter_context and enter_context_signed set (empty for an administrative or user context), or NULL when the connection is in the wrong role (tenantry_admin for an administrative context, tenantry_app otherwise) or a cached part is another tenant''s. Not granted.';
 
 /** The HMAC-SHA-256 of msg under context key key_id; NULL for an unknown key. */
 CREATE OR REPLACE FUNCTION tenantry.context_mac(key_id integer, msg text)
@@ -352,17 +394,18 @@ GRANT EXECUTE ON FUNCTION tenantry.open_context_session(integer, bigint, bytea, 
 /**
  * The server's transaction context, one call per transaction on a connection
  * whose session it opened: reveals the secret whose SHA-256 is the current
- * commitment, commits to the next one, and sets tenant, user, actor and the
- * tenant's part (looked up when NULL) for this transaction only (without a
- * tenant: an administrative context for the actor, see admin_context();
- * its part is ''). Returns the
+ * commitment, commits to the next one, and sets tenant, user, actor, the
+ * caller's grants (NULL: all; authorize() reads them) and the tenant's part
+ * (looked up when NULL) for this transaction only (without a tenant: a user
+ * context when a user is named, else an administrative context for the
+ * actor, see admin_context(); its part is ''). Returns the
  * tenant's part, which the server caches; NULL when the reveal does not match
  * (a forged, replayed or second call) or the key the session was opened with
  * has been retired: nothing is set then, and the
  * transaction sees no tenant. A rolled-back transaction rolls the commitment
  * back with it, so its secret stays the one to reveal.
  */
-CREATE OR REPLACE FUNCTION tenantry.enter_context(reveal bytea, next_commitment bytea, tid uuid, uid uuid, actor text, tenant_part text)
+CREATE OR REPLACE FUNCTION tenantry.enter_context(reveal bytea, next_commitment bytea, tid uuid, uid uuid, actor text, grants text[], tenant_part text)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -386,17 +429,17 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = substr(session, 77)::integer) THEN
         RETURN NULL;
     END IF;
-    part := tenantry.checked_context_part(tid, tenant_part);
+    part := tenantry.checked_context_part(tid, uid, tenant_part);
     IF part IS NULL THEN
         RETURN NULL;
     END IF;
     PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || substr(session, 76), false);
-    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, part), true);
+    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, grants, part), true);
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) IS 'Server connections: this transaction''s tenant context, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match or the session''s context key was retired.';
-GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text) TO tenantry_app, tenantry_admin;
+COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text) IS 'Server connections: this transaction''s tenant (or user, or administrative) context with the caller''s grants, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match or the session''s context key was retired.';
+GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text) TO tenantry_app, tenantry_admin;
 
 /**
  * Refuses (TN503) a server connection that holds statements prepared by SQL
@@ -426,11 +469,12 @@ GRANT EXECUTE ON FUNCTION tenantry.assert_clean_session() TO tenantry_app;
  * A transaction context signed with a context key: for connections the
  * server does not hold for itself (a transaction-pooling pgbouncer) and for
  * other programs that hold the key. The HMAC covers
- * enter|pid|expires_at|tenant|user|actor hex|tenant part; pid 0 means any
+ * enter|pid|expires_at|tenant|user|actor hex|grants|tenant part (grants: * for
+ * all, else the names joined with spaces); pid 0 means any
  * backend. Returns the tenant's part, or NULL (nothing set) for an unknown
  * key, a bad signature, another backend or an expired context.
  */
-CREATE OR REPLACE FUNCTION tenantry.enter_context_signed(pid integer, expires_at bigint, tid uuid, uid uuid, actor text, tenant_part text, key_id integer, mac bytea)
+CREATE OR REPLACE FUNCTION tenantry.enter_context_signed(pid integer, expires_at bigint, tid uuid, uid uuid, actor text, grants text[], tenant_part text, key_id integer, mac bytea)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -439,7 +483,8 @@ AS $$
 DECLARE
     expected bytea := tenantry.context_mac(key_id,
         'enter|' || pid || '|' || expires_at || '|' || coalesce(tid::text, '') || '|' || coalesce(uid::text, '')
-        || '|' || encode(convert_to(coalesce(actor, ''), 'UTF8'), 'hex') || '|' || coalesce(tenant_part, ''));
+        || '|' || encode(convert_to(coalesce(actor, ''), 'UTF8'), 'hex')
+        || '|' || coalesce(array_to_string(grants, ' '), '*') || '|' || coalesce(tenant_part, ''));
     part text;
 BEGIN
     IF expected IS NULL OR mac IS NULL OR expected <> mac
@@ -447,16 +492,16 @@ BEGIN
        OR expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN
         RETURN NULL;
     END IF;
-    part := tenantry.checked_context_part(tid, tenant_part);
+    part := tenantry.checked_context_part(tid, uid, tenant_part);
     IF part IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, part), true);
+    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, grants, part), true);
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text, integer, bytea) IS 'This transaction''s tenant context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused.';
-GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text, integer, bytea) TO tenantry_app, tenantry_admin;
+COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused.';
+GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, integer, bytea) TO tenantry_app, tenantry_admin;
 
 /**
  * Whether this session belongs to a trusted operator: its login is a
@@ -502,7 +547,7 @@ AS $$
 BEGIN
     PERFORM tenantry.require_operator('set_tenant_context');
     PERFORM set_config('backtrace_functions',
-                       CASE WHEN tid IS NULL THEN '' ELSE tenantry.context_value(tid, NULL, NULL, NULL) END,
+                       CASE WHEN tid IS NULL THEN '' ELSE tenantry.context_value(tid, NULL, NULL, NULL, NULL) END,
                        false);
 END
 $$;
@@ -510,7 +555,9 @@ COMMENT ON FUNCTION tenantry.set_tenant_context(uuid) IS 'Guide API, session sco
 
 /**
  * Transaction-local context for a trusted operator in psql: tenant, user and
- * actor, checked like set_tenant_context. Returns the tenant's resources schema.
+ * actor, checked like set_tenant_context. With a user, the context holds what
+ * that member holds in the tenant (authorize()); without one, everything.
+ * Returns the tenant's resources schema.
  */
 CREATE OR REPLACE FUNCTION tenantry.set_tenant_context_local(tid uuid, uid uuid DEFAULT NULL, actor text DEFAULT NULL)
 RETURNS text
@@ -519,7 +566,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenantry.require_operator('set_tenant_context_local');
-    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, NULL), true);
+    PERFORM set_config('backtrace_functions',
+                       tenantry.context_value(tid, uid, actor,
+                                              CASE WHEN uid IS NOT NULL THEN tenantry.member_grants(tid, uid) END, NULL),
+                       true);
     RETURN tenantry.current_tenant_schema();
 END
 $$;
@@ -543,7 +593,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenantry.require_operator('set_admin_context');
-    PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL), coalesce(local, false));
+    PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL, NULL), coalesce(local, false));
 END
 $$;
 COMMENT ON FUNCTION tenantry.set_admin_context(text, boolean) IS 'Administrative context (admin_context()) for the session, or this transaction with local => true, for operators (superuser or member of tenantry_owner) switched to tenantry_admin; refused for the server''s login and every role it can assume.';

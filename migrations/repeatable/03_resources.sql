@@ -24,6 +24,22 @@ CREATE POLICY tenant_isolation ON tenantry.resources
     WITH CHECK (tenant_id = ANY (tenantry.visible_tenant_ids()));
 COMMENT ON POLICY tenant_isolation ON tenantry.resources IS 'Guide policy tenant_isolation, hierarchy-aware: a tenant reads and writes its own resources and its descendants'' (transitively); never its parent''s or siblings''. No tenant set: nothing. The only policy on resources: rows shared with a tenant are read through resources_shared_with_me().';
 
+-- What a tenant's caller may write: RESTRICTIVE policies, ANDed with the one
+-- above, so a key or member without the permission cannot write even through
+-- raw SQL as the app role (authorize() reads the verified context; no table).
+CREATE POLICY resources_insert_needs_permission ON tenantry.resources
+    AS RESTRICTIVE FOR INSERT TO tenantry_app_own
+    WITH CHECK (tenantry.authorize('resources.write'));
+COMMENT ON POLICY resources_insert_needs_permission ON tenantry.resources IS 'Creating a resource needs resources.write.';
+CREATE POLICY resources_update_needs_permission ON tenantry.resources
+    AS RESTRICTIVE FOR UPDATE TO tenantry_app_own
+    USING (tenantry.authorize('resources.write'));
+COMMENT ON POLICY resources_update_needs_permission ON tenantry.resources IS 'Changing a resource needs resources.write.';
+CREATE POLICY resources_delete_needs_permission ON tenantry.resources
+    AS RESTRICTIVE FOR DELETE TO tenantry_app_own
+    USING (tenantry.authorize('resources.delete'));
+COMMENT ON POLICY resources_delete_needs_permission ON tenantry.resources IS 'Deleting a resource needs resources.delete.';
+
 -- Triggers, grants and the schema tenants' tables: at the end of this file.
 
 /** Keeps database-maintained columns honest on update. */

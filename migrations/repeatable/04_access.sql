@@ -338,3 +338,501 @@ AS $$
           WHERE mr.tenant_id = p_tenant_id AND mr.user_id = p_user_id)
 $$;
 COMMENT ON FUNCTION tenantry.identity_permissions(uuid, uuid, uuid) IS 'Internal: permission names of a key identity (role, else member roles, else all for an unbound owner key), inlined into its callers. Not granted.';
+
+/**
+ * Adds a permission to the catalogue, for the team's own tables (for example
+ * invoices.approve, required by adopt_table(write_permission => ...) or by
+ * the team's policies through authorize()). Operators only (a superuser or a
+ * member of tenantry_owner), or an administrative context. Idempotent: an
+ * existing name gets the new description. Returns its id.
+ */
+CREATE OR REPLACE FUNCTION tenantry.define_permission(name text, description text)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pid integer;
+BEGIN
+    IF NOT (tenantry.operator_session() OR tenantry.admin_context()) THEN
+        RAISE EXCEPTION 'define_permission is for operators and administrators' USING ERRCODE = '42501';
+    END IF;
+    IF name IS NULL OR name !~ '^[a-z_]+\.[a-z_]+$' OR length(name) > 100 THEN
+        RAISE EXCEPTION 'a permission is named <area>.<action> in lower-case letters and _, e.g. invoices.approve'
+            USING ERRCODE = 'TN422', HINT = 'name';
+    END IF;
+    IF description IS NULL OR length(btrim(description)) NOT BETWEEN 1 AND 500 THEN
+        RAISE EXCEPTION 'a permission needs a description of 1 to 500 characters' USING ERRCODE = 'TN422', HINT = 'description';
+    END IF;
+    -- Ids come from the catalogue itself: one definer at a time.
+    PERFORM pg_advisory_xact_lock(hashtext('tenantry.define_permission'));
+    SELECT p.permission_id INTO pid FROM tenantry.permissions p WHERE p.name = define_permission.name;
+    IF pid IS NOT NULL THEN
+        UPDATE tenantry.permissions p SET description = btrim(define_permission.description)
+        WHERE p.permission_id = pid AND p.description <> btrim(define_permission.description);
+        RETURN pid;
+    END IF;
+    INSERT INTO tenantry.permissions (permission_id, name, description)
+    VALUES ((SELECT coalesce(max(p.permission_id), 0) + 1 FROM tenantry.permissions p), define_permission.name,
+            btrim(define_permission.description))
+    RETURNING permission_id INTO pid;
+    RETURN pid;
+END
+$$;
+COMMENT ON FUNCTION tenantry.define_permission(text, text) IS 'Adds (or re-describes) a permission of the catalogue for the team''s own tables, e.g. invoices.approve; operators and administrative contexts only. Returns its id.';
+GRANT EXECUTE ON FUNCTION tenantry.define_permission(text, text) TO tenantry_app, tenantry_admin;
+
+-- -----------------------------------------------------------------------------
+-- People: owners, members' grants, the tenants of a signed-in person
+-- -----------------------------------------------------------------------------
+
+/**
+ * Whether the caller holds the permission with this catalogue id. Reads the
+ * catalogue (a small reference table) by its primary key, so it is for
+ * row checks of role_permissions, not for tenant tables' policies (those use
+ * authorize(name)).
+ */
+CREATE OR REPLACE FUNCTION tenantry.authorize_permission_id(pid integer)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tenantry.authorize((SELECT p.name FROM tenantry.permissions p WHERE p.permission_id = pid))
+$$;
+COMMENT ON FUNCTION tenantry.authorize_permission_id(integer) IS 'Whether the current caller holds the catalogue permission with this id (authorize() of its name); role_permissions'' write policies use it so nobody grants or takes a permission they do not hold.';
+GRANT EXECUTE ON FUNCTION tenantry.authorize_permission_id(integer) TO tenantry_app;
+
+/** Whether the caller holds every permission (an owner, an unbound key, an operator). */
+CREATE OR REPLACE FUNCTION tenantry.authorize_all()
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+       AND pg_catalog.strpos(pg_catalog.current_setting('backtrace_functions'), ',pALL,') OPERATOR(pg_catalog.>) 0
+$$;
+COMMENT ON FUNCTION tenantry.authorize_all() IS 'Whether the current caller holds every permission: the tenant''s owner, a key bound to no role or member, an unrestricted server context or an operator. False without a tenant context.';
+GRANT EXECUTE ON FUNCTION tenantry.authorize_all() TO tenantry_app, tenantry_app_own, tenantry_app_shared;
+
+/**
+ * What a member holds in a tenant, as context grants: NULL (everything) for
+ * the owner, the permission names of the member's roles otherwise, empty for
+ * a user who is not a member. Reads members and roles as its caller (the
+ * owner's functions), granted to nobody.
+ */
+CREATE OR REPLACE FUNCTION tenantry.member_grants(tid uuid, uid uuid)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                             WHERE m.tenant_id = tid AND m.user_id = uid AND m.is_owner)
+                THEN NULL
+                ELSE ARRAY(SELECT ip.name FROM tenantry.identity_permissions(tid, uid, NULL) ip
+                           WHERE EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                                         WHERE m.tenant_id = tid AND m.user_id = uid)
+                           ORDER BY ip.name)
+           END
+$$;
+COMMENT ON FUNCTION tenantry.member_grants(uuid, uuid) IS 'Internal: a member''s grants in a tenant for its context: NULL (all) for the owner, its roles'' permission names otherwise, empty for a non-member. Not granted.';
+
+/**
+ * The signed-in person's membership of one tenant, for the server to build
+ * the tenant context of a person's request: NULL when the user is not a
+ * member or the tenant is deleted (the same answer as a missing tenant).
+ * Needs a user context (the server proves it with enter_context): the user
+ * is the context's, never an argument, so other SQL on the server's login
+ * cannot ask about anyone.
+ */
+CREATE OR REPLACE FUNCTION tenantry.member_identity(tid uuid)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'tenant_id', t.tenant_id, 'tenant_status', t.status, 'tenant_settings', t.settings,
+        'user_id', m.user_id, 'email', m.email, 'is_owner', m.is_owner,
+        'permissions', CASE WHEN m.is_owner
+                            THEN to_jsonb(ARRAY(SELECT p.name FROM tenantry.permissions p ORDER BY p.name))
+                            ELSE to_jsonb(tenantry.member_grants(m.tenant_id, m.user_id)) END)
+    FROM tenantry.tenant_members m
+    JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
+    WHERE m.tenant_id = tid
+      AND m.user_id = tenantry.current_user_id()
+      AND tenantry.current_tenant_id() IS NULL
+      AND t.status <> 'deleted'
+$$;
+COMMENT ON FUNCTION tenantry.member_identity(uuid) IS 'In a user context: the signed-in person''s membership of a tenant (status, settings, owner, permissions: every one for the owner); NULL when not a member or the tenant is deleted.';
+GRANT EXECUTE ON FUNCTION tenantry.member_identity(uuid) TO tenantry_app;
+
+/** The tenants the signed-in person is a member of (a user context), with their roles there. */
+CREATE OR REPLACE FUNCTION tenantry.my_tenants()
+RETURNS TABLE (tenant_id uuid, name text, status text, is_owner boolean, roles text[], joined_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.tenant_id, t.name, t.status, m.is_owner,
+           ARRAY(SELECT r.name FROM tenantry.member_roles mr
+                 JOIN tenantry.roles r ON r.tenant_id = mr.tenant_id AND r.role_id = mr.role_id
+                 WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id ORDER BY r.name),
+           m.created_at
+    FROM tenantry.tenant_members m
+    JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
+    WHERE m.user_id = tenantry.current_user_id()
+      AND tenantry.current_tenant_id() IS NULL
+      AND t.status <> 'deleted'
+    ORDER BY t.name, t.tenant_id
+$$;
+COMMENT ON FUNCTION tenantry.my_tenants() IS 'In a user context: the tenants the signed-in person is a member of (not deleted), with owner flag and role names. Empty in any other context.';
+GRANT EXECUTE ON FUNCTION tenantry.my_tenants() TO tenantry_app;
+
+-- -----------------------------------------------------------------------------
+-- What a caller may write: permissions required by the write policies
+--
+-- RESTRICTIVE policies, ANDed with the tenant policies above: a tenant's
+-- caller (a key, a member through its roles) writes members, roles and
+-- assignments only when its verified context holds the permission
+-- (authorize(), 01_context.sql), even through raw SQL as the app role.
+-- -----------------------------------------------------------------------------
+
+CREATE POLICY members_insert_needs_permission ON tenantry.tenant_members
+    AS RESTRICTIVE FOR INSERT TO tenantry_app
+    WITH CHECK (tenantry.authorize('members.write'));
+COMMENT ON POLICY members_insert_needs_permission ON tenantry.tenant_members IS 'Adding a member needs members.write.';
+CREATE POLICY members_update_needs_permission ON tenantry.tenant_members
+    AS RESTRICTIVE FOR UPDATE TO tenantry_app
+    USING (tenantry.authorize('members.write'));
+COMMENT ON POLICY members_update_needs_permission ON tenantry.tenant_members IS 'Changing a member needs members.write.';
+CREATE POLICY members_delete_needs_permission ON tenantry.tenant_members
+    AS RESTRICTIVE FOR DELETE TO tenantry_app
+    USING (tenantry.authorize('members.write'));
+COMMENT ON POLICY members_delete_needs_permission ON tenantry.tenant_members IS 'Removing a member needs members.write.';
+
+CREATE POLICY member_roles_insert_needs_permission ON tenantry.member_roles
+    AS RESTRICTIVE FOR INSERT TO tenantry_app
+    WITH CHECK (tenantry.authorize('members.write'));
+COMMENT ON POLICY member_roles_insert_needs_permission ON tenantry.member_roles IS 'Assigning a role needs members.write.';
+CREATE POLICY member_roles_delete_needs_permission ON tenantry.member_roles
+    AS RESTRICTIVE FOR DELETE TO tenantry_app
+    USING (tenantry.authorize('members.write'));
+COMMENT ON POLICY member_roles_delete_needs_permission ON tenantry.member_roles IS 'Removing a role assignment needs members.write.';
+
+CREATE POLICY roles_insert_needs_permission ON tenantry.roles
+    AS RESTRICTIVE FOR INSERT TO tenantry_app
+    WITH CHECK (tenantry.authorize('roles.write'));
+COMMENT ON POLICY roles_insert_needs_permission ON tenantry.roles IS 'Creating a role needs roles.write.';
+CREATE POLICY roles_update_needs_permission ON tenantry.roles
+    AS RESTRICTIVE FOR UPDATE TO tenantry_app
+    USING (tenantry.authorize('roles.write'));
+COMMENT ON POLICY roles_update_needs_permission ON tenantry.roles IS 'Renaming a role needs roles.write.';
+CREATE POLICY roles_delete_needs_permission ON tenantry.roles
+    AS RESTRICTIVE FOR DELETE TO tenantry_app
+    USING (tenantry.authorize('roles.write'));
+COMMENT ON POLICY roles_delete_needs_permission ON tenantry.roles IS 'Deleting a role needs roles.write.';
+
+CREATE POLICY role_permissions_insert_needs_permission ON tenantry.role_permissions
+    AS RESTRICTIVE FOR INSERT TO tenantry_app
+    WITH CHECK (tenantry.authorize('roles.write') AND tenantry.authorize_permission_id(permission_id));
+COMMENT ON POLICY role_permissions_insert_needs_permission ON tenantry.role_permissions IS 'Granting a permission to a role needs roles.write and the permission itself: nobody grants more than they hold.';
+CREATE POLICY role_permissions_delete_needs_permission ON tenantry.role_permissions
+    AS RESTRICTIVE FOR DELETE TO tenantry_app
+    USING (tenantry.authorize('roles.write') AND tenantry.authorize_permission_id(permission_id));
+COMMENT ON POLICY role_permissions_delete_needs_permission ON tenantry.role_permissions IS 'Taking a permission from a role needs roles.write and the permission itself.';
+
+/** The first member of a tenant owns it; the owner is never removed (transfer ownership first). */
+CREATE OR REPLACE FUNCTION tenantry.tenant_members_owner()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        -- Serialises first members of one tenant on its row (not the table).
+        PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = NEW.tenant_id FOR NO KEY UPDATE;
+        NEW.is_owner := NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                                    WHERE m.tenant_id = NEW.tenant_id AND m.is_owner);
+        RETURN NEW;
+    END IF;
+    IF OLD.is_owner AND current_setting('tenantry.transferring_ownership', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'member % owns tenant %: transfer ownership first', OLD.user_id, OLD.tenant_id
+            USING ERRCODE = 'TN409', HINT = 'user_id';
+    END IF;
+    RETURN OLD;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_members_owner() IS 'Trigger: the first member of a tenant becomes its owner; deleting the owner is refused (TN409) except by transfer_ownership().';
+CREATE OR REPLACE TRIGGER tenant_members_owner BEFORE INSERT OR DELETE ON tenantry.tenant_members
+    FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_members_owner();
+
+/**
+ * Makes another member of the current tenant its owner. Only the current
+ * owner (or a caller holding everything: an unbound key, an operator) may;
+ * the tenant always keeps exactly one owner. TN404 for a non-member.
+ */
+CREATE OR REPLACE FUNCTION tenantry.transfer_ownership(new_owner uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tid uuid := tenantry.current_tenant_id();
+BEGIN
+    IF tid IS NULL OR NOT tenantry.authorize_all() THEN
+        RAISE EXCEPTION 'only the tenant''s owner can transfer its ownership' USING ERRCODE = 'TN403';
+    END IF;
+    PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
+    IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = new_owner) THEN
+        RAISE EXCEPTION 'member % not found', new_owner USING ERRCODE = 'TN404', HINT = 'user_id';
+    END IF;
+    UPDATE tenantry.tenant_members m SET is_owner = false WHERE m.tenant_id = tid AND m.is_owner AND m.user_id <> new_owner;
+    UPDATE tenantry.tenant_members m SET is_owner = true WHERE m.tenant_id = tid AND m.user_id = new_owner AND NOT m.is_owner;
+    PERFORM tenantry.write_audit(tid, 'member.ownership_transferred', 'member', new_owner::text, '{}');
+END
+$$;
+COMMENT ON FUNCTION tenantry.transfer_ownership(uuid) IS 'Makes a member of the current tenant its owner (the previous owner stays a member). Only the owner or a caller holding every permission (TN403 otherwise); TN404 for a non-member.';
+GRANT EXECUTE ON FUNCTION tenantry.transfer_ownership(uuid) TO tenantry_app;
+
+/**
+ * Replaces the roles of a member of the current tenant. Needs members.write;
+ * the caller must hold every permission of each role it adds or removes
+ * (nobody grants or takes more than they hold). TN404 for a member or role
+ * outside the tenant. Returns the member's role ids.
+ */
+CREATE OR REPLACE FUNCTION tenantry.set_member_roles(user_id uuid, role_ids uuid[])
+RETURNS uuid[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tid uuid := tenantry.current_tenant_id();
+    changed uuid;
+BEGIN
+    IF NOT tenantry.authorize('members.write') THEN
+        RAISE EXCEPTION 'changing a member''s roles needs members.write' USING ERRCODE = 'TN403';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = set_member_roles.user_id) THEN
+        RAISE EXCEPTION 'member % not found', set_member_roles.user_id USING ERRCODE = 'TN404', HINT = 'user_id';
+    END IF;
+    SELECT r INTO changed FROM unnest(coalesce(role_ids, '{}')) r
+    WHERE NOT EXISTS (SELECT 1 FROM tenantry.roles x WHERE x.tenant_id = tid AND x.role_id = r) LIMIT 1;
+    IF changed IS NOT NULL THEN
+        RAISE EXCEPTION 'role % not found', changed USING ERRCODE = 'TN404', HINT = 'role_ids';
+    END IF;
+    -- Every role added or removed: the caller holds all its permissions.
+    SELECT c.role_id INTO changed FROM (
+        SELECT r AS role_id FROM unnest(coalesce(role_ids, '{}')) r
+        EXCEPT SELECT mr.role_id FROM tenantry.member_roles mr WHERE mr.tenant_id = tid AND mr.user_id = set_member_roles.user_id
+        UNION
+        (SELECT mr.role_id FROM tenantry.member_roles mr WHERE mr.tenant_id = tid AND mr.user_id = set_member_roles.user_id
+         EXCEPT SELECT r FROM unnest(coalesce(role_ids, '{}')) r)) c
+    WHERE EXISTS (SELECT 1 FROM tenantry.role_permissions rp JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
+                  WHERE rp.tenant_id = tid AND rp.role_id = c.role_id AND NOT tenantry.authorize(p.name))
+    LIMIT 1;
+    IF changed IS NOT NULL THEN
+        RAISE EXCEPTION 'role % holds permissions the caller does not: it cannot assign or remove it', changed
+            USING ERRCODE = 'TN403', HINT = 'role_ids';
+    END IF;
+    DELETE FROM tenantry.member_roles mr
+    WHERE mr.tenant_id = tid AND mr.user_id = set_member_roles.user_id AND NOT (mr.role_id = ANY (coalesce(role_ids, '{}')));
+    INSERT INTO tenantry.member_roles (tenant_id, user_id, role_id)
+    SELECT tid, set_member_roles.user_id, r FROM unnest(coalesce(role_ids, '{}')) r
+    ON CONFLICT DO NOTHING;
+    RETURN ARRAY(SELECT mr.role_id FROM tenantry.member_roles mr
+                 WHERE mr.tenant_id = tid AND mr.user_id = set_member_roles.user_id ORDER BY mr.role_id);
+END
+$$;
+COMMENT ON FUNCTION tenantry.set_member_roles(uuid, uuid[]) IS 'Replaces the roles of a member of the current tenant (members.write; TN403 when a role added or removed holds a permission the caller does not; TN404 for a member or role outside the tenant). Runs as the caller: RLS applies. Returns the member''s role ids.';
+GRANT EXECUTE ON FUNCTION tenantry.set_member_roles(uuid, uuid[]) TO tenantry_app;
+
+/** Removes a member of the current tenant (members.write); the owner is refused (TN409), an unknown member is TN404. */
+CREATE OR REPLACE FUNCTION tenantry.remove_member(user_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT tenantry.authorize('members.write') THEN
+        RAISE EXCEPTION 'removing a member needs members.write' USING ERRCODE = 'TN403';
+    END IF;
+    DELETE FROM tenantry.tenant_members m
+    WHERE m.tenant_id = tenantry.current_tenant_id() AND m.user_id = remove_member.user_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'member % not found', remove_member.user_id USING ERRCODE = 'TN404', HINT = 'user_id';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.remove_member(uuid) IS 'Removes a member of the current tenant and its role assignments (members.write; TN409 for the owner, TN404 for a non-member). Their keys bound to them stop working. Runs as the caller.';
+GRANT EXECUTE ON FUNCTION tenantry.remove_member(uuid) TO tenantry_app;
+
+-- -----------------------------------------------------------------------------
+-- Invitations
+-- -----------------------------------------------------------------------------
+
+CREATE POLICY invitations_read_own ON tenantry.invitations
+    FOR SELECT TO tenantry_app
+    USING (tenant_id = tenantry.current_tenant_id());
+COMMENT ON POLICY invitations_read_own ON tenantry.invitations IS 'A tenant lists its own invitations (never their token hashes: column privileges); only the invitation functions write them.';
+GRANT SELECT (tenant_id, invitation_id, email, user_id, role_id, created_by, created_at, expires_at,
+              accepted_at, accepted_by, revoked_at)
+    ON tenantry.invitations TO tenantry_app;
+
+/**
+ * Invites a person to the current tenant: by email or user id (at least
+ * one), with a role of the tenant (or none), valid for `valid_for` (1 minute
+ * to 30 days). Needs members.invite, and the caller must hold every
+ * permission of the role. Returns the invitation and its token, shown once
+ * (tinv_ + the tenant's and the invitation's ids + 64 random hex digits;
+ * only its SHA-256 is kept). At most 1000 pending invitations per tenant.
+ */
+CREATE OR REPLACE FUNCTION tenantry.create_invitation(
+    email text DEFAULT NULL, user_id uuid DEFAULT NULL, role_id uuid DEFAULT NULL,
+    valid_for interval DEFAULT interval '7 days',
+    OUT invitation_id uuid, OUT token text, OUT expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tid uuid := tenantry.current_tenant_id();
+    clean_email text := tenantry.clean_name(email, 'email');
+BEGIN
+    IF tid IS NULL OR NOT tenantry.authorize('members.invite') THEN
+        RAISE EXCEPTION 'inviting members needs members.invite' USING ERRCODE = 'TN403';
+    END IF;
+    IF clean_email IS NULL AND user_id IS NULL THEN
+        RAISE EXCEPTION 'an invitation names an email or a user id' USING ERRCODE = 'TN422', HINT = 'email';
+    END IF;
+    IF clean_email IS NOT NULL AND NOT (clean_email ~ '^[^@\s]+@[^@\s]+$' AND length(clean_email) <= 320) THEN
+        RAISE EXCEPTION 'email is not an email address' USING ERRCODE = 'TN422', HINT = 'email';
+    END IF;
+    IF valid_for IS NULL OR valid_for < interval '1 minute' OR valid_for > interval '30 days' THEN
+        RAISE EXCEPTION 'an invitation is valid for 1 minute to 30 days' USING ERRCODE = 'TN422', HINT = 'valid_for';
+    END IF;
+    IF role_id IS NOT NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM tenantry.roles r WHERE r.tenant_id = tid AND r.role_id = create_invitation.role_id) THEN
+            RAISE EXCEPTION 'role % not found', role_id USING ERRCODE = 'TN404', HINT = 'role_id';
+        END IF;
+        IF EXISTS (SELECT 1 FROM tenantry.role_permissions rp JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
+                   WHERE rp.tenant_id = tid AND rp.role_id = create_invitation.role_id AND NOT tenantry.authorize(p.name)) THEN
+            RAISE EXCEPTION 'role % holds permissions the caller does not: it cannot invite to it', role_id
+                USING ERRCODE = 'TN403', HINT = 'role_id';
+        END IF;
+    END IF;
+    IF (SELECT count(*) FROM tenantry.invitations i
+        WHERE i.tenant_id = tid AND i.accepted_at IS NULL AND i.revoked_at IS NULL AND i.expires_at > now()) >= 1000 THEN
+        RAISE EXCEPTION 'tenant % has 1000 pending invitations', tid USING ERRCODE = 'TN409', HINT = 'revoke some first';
+    END IF;
+    invitation_id := gen_random_uuid();
+    token := 'tinv_' || replace(tid::text, '-', '') || replace(invitation_id::text, '-', '')
+        || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '');
+    expires_at := now() + valid_for;
+    INSERT INTO tenantry.invitations (tenant_id, invitation_id, email, user_id, role_id, token_hash, expires_at)
+    VALUES (tid, invitation_id, clean_email, create_invitation.user_id, create_invitation.role_id,
+            sha256(convert_to(token, 'UTF8')), create_invitation.expires_at);
+END
+$$;
+COMMENT ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) IS 'Invites a person (email or user id) to the current tenant with an optional role, valid 1 minute to 30 days (default 7 days); needs members.invite and every permission of the role. Returns the token once (only its SHA-256 is stored). At most 1000 pending per tenant.';
+GRANT EXECUTE ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) TO tenantry_app;
+
+/** Revokes a pending invitation of the current tenant (members.invite); TN404 when it is not the tenant's. Idempotent. */
+CREATE OR REPLACE FUNCTION tenantry.revoke_invitation(invitation_id uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenantry.current_tenant_id() IS NULL OR NOT tenantry.authorize('members.invite') THEN
+        RAISE EXCEPTION 'revoking invitations needs members.invite' USING ERRCODE = 'TN403';
+    END IF;
+    UPDATE tenantry.invitations i SET revoked_at = coalesce(i.revoked_at, now())
+    WHERE i.tenant_id = tenantry.current_tenant_id() AND i.invitation_id = revoke_invitation.invitation_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'invitation % not found', revoke_invitation.invitation_id USING ERRCODE = 'TN404', HINT = 'invitation_id';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.revoke_invitation(uuid) IS 'Revokes an invitation of the current tenant (members.invite). Idempotent; TN404 for another tenant''s.';
+GRANT EXECUTE ON FUNCTION tenantry.revoke_invitation(uuid) TO tenantry_app;
+
+/**
+ * Accepts an invitation as the signed-in person (a user context: the user is
+ * the context's, proven by the server). The person becomes a member (the
+ * first member of a tenant owns it) with the invitation's role; an existing
+ * member just gains the role. `email` is the person's verified email (from
+ * their token), required when the invitation names one, and the member's
+ * email otherwise. An unknown, expired, revoked, already accepted or
+ * someone else's invitation (other user id, other email), or a token for a
+ * tenant that is not active, is refused with one answer: TN404. Returns the
+ * tenant.
+ */
+CREATE OR REPLACE FUNCTION tenantry.accept_invitation(token text, email text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    uid uuid := tenantry.current_user_id();
+    tid uuid;
+    iid uuid;
+    inv record;
+    clean_email text := tenantry.clean_name(email, 'email');
+BEGIN
+    IF uid IS NULL OR tenantry.current_tenant_id() IS NOT NULL THEN
+        RAISE EXCEPTION 'accepting an invitation needs a signed-in person' USING ERRCODE = 'TN403';
+    END IF;
+    IF token IS NULL OR token !~ '^tinv_[0-9a-f]{128}$' THEN
+        RAISE EXCEPTION 'invitation not found or no longer valid' USING ERRCODE = 'TN404', HINT = 'token';
+    END IF;
+    tid := substr(token, 6, 32)::uuid;
+    iid := substr(token, 38, 32)::uuid;
+    SELECT i.*, t.status AS tenant_status INTO inv
+    FROM tenantry.invitations i JOIN tenantry.tenants t ON t.tenant_id = i.tenant_id
+    WHERE i.tenant_id = tid AND i.invitation_id = iid
+    FOR UPDATE OF i;
+    IF NOT FOUND
+       OR sha256(inv.token_hash) <> sha256(sha256(convert_to(token, 'UTF8')))
+       OR inv.accepted_at IS NOT NULL OR inv.revoked_at IS NOT NULL OR inv.expires_at <= now()
+       OR inv.tenant_status <> 'active'
+       OR (inv.user_id IS NOT NULL AND inv.user_id <> uid)
+       OR (inv.email IS NOT NULL AND (clean_email IS NULL
+           OR lower(inv.email COLLATE "und-x-icu") <> lower(clean_email COLLATE "und-x-icu"))) THEN
+        RAISE EXCEPTION 'invitation not found or no longer valid' USING ERRCODE = 'TN404', HINT = 'token';
+    END IF;
+    IF coalesce(clean_email, inv.email) IS NULL THEN
+        RAISE EXCEPTION 'accepting this invitation needs your email' USING ERRCODE = 'TN422', HINT = 'email';
+    END IF;
+    INSERT INTO tenantry.tenant_members (tenant_id, user_id, email)
+    VALUES (tid, uid, coalesce(clean_email, inv.email))
+    ON CONFLICT (tenant_id, user_id) DO NOTHING;
+    IF inv.role_id IS NOT NULL THEN
+        INSERT INTO tenantry.member_roles (tenant_id, user_id, role_id) VALUES (tid, uid, inv.role_id)
+        ON CONFLICT DO NOTHING;
+    END IF;
+    UPDATE tenantry.invitations i SET accepted_at = now(), accepted_by = uid
+    WHERE i.tenant_id = tid AND i.invitation_id = iid;
+    RETURN tid;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'another member of the tenant already has this email' USING ERRCODE = 'TN409', HINT = 'email';
+END
+$$;
+COMMENT ON FUNCTION tenantry.accept_invitation(text, text) IS 'In a user context: accepts an invitation (one time), making the signed-in person a member with its role; TN404 alike for unknown, expired, revoked, reused or someone else''s invitations. Returns the tenant.';
+GRANT EXECUTE ON FUNCTION tenantry.accept_invitation(text, text) TO tenantry_app;
+
+/** Audits invitations created, revoked and accepted (never their tokens). */
+CREATE OR REPLACE FUNCTION tenantry.invitations_audit()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenantry.write_audit(NEW.tenant_id,
+        CASE WHEN TG_OP = 'INSERT' THEN 'invitation.created'
+             WHEN NEW.accepted_at IS NOT NULL AND OLD.accepted_at IS NULL THEN 'invitation.accepted'
+             ELSE 'invitation.revoked' END,
+        'invitation', NEW.invitation_id::text,
+        jsonb_build_object('email', NEW.email, 'user_id', coalesce(NEW.accepted_by, NEW.user_id),
+                           'role_id', NEW.role_id, 'expires_at', NEW.expires_at));
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.invitations_audit() IS 'Trigger: audits invitations created, accepted and revoked.';
+CREATE OR REPLACE TRIGGER invitations_audit AFTER INSERT OR UPDATE OF accepted_at, revoked_at ON tenantry.invitations
+    FOR EACH ROW EXECUTE FUNCTION tenantry.invitations_audit();

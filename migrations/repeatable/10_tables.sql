@@ -173,12 +173,33 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenantry.revoke_table_shares(regclass) IS 'Internal (adopt_table with sharing off, release_table, which check their caller may manage the table): revokes every share of the table''s rows. Not granted.';
 
+/** The names of the write-permission policies an adopted table gets, with their commands. */
+CREATE OR REPLACE FUNCTION tenantry.write_permission_policies()
+RETURNS TABLE (polname name, command text, polcmd "char")
+LANGUAGE sql IMMUTABLE
+AS $$
+    VALUES ('tenantry_write_permission_insert'::name, 'INSERT', 'a'::"char"),
+           ('tenantry_write_permission_update'::name, 'UPDATE', 'w'::"char"),
+           ('tenantry_write_permission_delete'::name, 'DELETE', 'd'::"char")
+$$;
+COMMENT ON FUNCTION tenantry.write_permission_policies() IS 'Internal: the RESTRICTIVE policies (name, command) that make writes to an adopted table require its write_permission. Not granted.';
+
+/** The expression of a write-permission policy, as pg_get_expr prints it. */
+CREATE OR REPLACE FUNCTION tenantry.write_permission_predicate(permission text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT pg_catalog.format('tenantry.authorize(%L::text)', permission)
+$$;
+COMMENT ON FUNCTION tenantry.write_permission_predicate(text) IS 'Internal: the policy expression requiring a permission (tenantry.authorize(''<name>''::text)). Not granted.';
+
 /**
- * Forced RLS, the tenant_isolation policy, the no-move trigger and exactly the
- * grants the app roles need, on an adopted table and every partition of it.
+ * Forced RLS, the tenant_isolation policy, the write-permission policies
+ * (when write_permission is set), the no-move trigger and exactly the grants
+ * the app roles need, on an adopted table and every partition of it.
  * Partitions are reached through their parent only: they grant nothing.
  */
-CREATE OR REPLACE FUNCTION tenantry.secure_tenant_table(tbl regclass, hierarchy boolean, sharing boolean)
+CREATE OR REPLACE FUNCTION tenantry.secure_tenant_table(tbl regclass, hierarchy boolean, sharing boolean, write_permission text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -187,6 +208,7 @@ DECLARE
     predicate text := tenantry.tenant_table_predicate(hierarchy);
     part regclass;
     seq regclass;
+    wp record;
 BEGIN
     IF (SELECT relowner FROM pg_catalog.pg_class WHERE oid = tbl) <> 'tenantry_owner'::regrole THEN
         RAISE EXCEPTION '% is not owned by tenantry_owner', tbl USING ERRCODE = 'TN403';
@@ -204,6 +226,19 @@ BEGIN
                            THEN 'tenantry: a tenant reads and writes its own rows and its descendants'' rows; no tenant set: nothing.'
                            ELSE 'tenantry: a tenant reads and writes its own rows only; no tenant set: nothing.'
                        END);
+        FOR wp IN SELECT * FROM tenantry.write_permission_policies() LOOP
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = part AND p.polname = wp.polname) THEN
+                EXECUTE format('DROP POLICY %I ON %s', wp.polname, part);
+            END IF;
+            IF write_permission IS NOT NULL THEN
+                EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR %s TO tenantry_app_own %s (%s)',
+                               wp.polname, part, wp.command,
+                               CASE WHEN wp.command = 'INSERT' THEN 'WITH CHECK' ELSE 'USING' END,
+                               tenantry.write_permission_predicate(write_permission));
+                EXECUTE format('COMMENT ON POLICY %I ON %s IS %L', wp.polname, part,
+                               format('tenantry: %s needs the permission %s (tenantry.authorize).', wp.command, write_permission));
+            END IF;
+        END LOOP;
         EXECUTE format('REVOKE ALL ON TABLE %s FROM PUBLIC, tenantry_app, tenantry_app_own, tenantry_app_shared, '
                        'tenantry_admin, tenantry_logger, tenantry_server', part);
     END LOOP;
@@ -247,7 +282,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION tenantry.secure_tenant_table(regclass, boolean, boolean) IS 'Internal: forced RLS, the tenant_isolation policy, the keep_tenant_id trigger, with sharing the triggers that revoke the shares of deleted rows, and the app roles'' grants on an adopted table (owned by tenantry_owner) and its partitions. Idempotent. Not granted.';
+COMMENT ON FUNCTION tenantry.secure_tenant_table(regclass, boolean, boolean, text) IS 'Internal: forced RLS, the tenant_isolation policy, the write-permission policies, the keep_tenant_id trigger, with sharing the triggers that revoke the shares of deleted rows, and the app roles'' grants on an adopted table (owned by tenantry_owner) and its partitions. Idempotent. Not granted.';
 
 /**
  * The doctor: every rule an adopted table (or, with tbl, that one table) must
@@ -279,8 +314,10 @@ BEGIN
             RETURN NEXT;
             CONTINUE;
         END IF;
-        readopt := format('SELECT tenantry.adopt_table(%L, hierarchy => %s, sharing => %s);',
-                          t.table_id::text, t.hierarchy::text, t.sharing::text);
+        readopt := format('SELECT tenantry.adopt_table(%L, hierarchy => %s, sharing => %s%s);',
+                          t.table_id::text, t.hierarchy::text, t.sharing::text,
+                          CASE WHEN t.write_permission IS NOT NULL
+                               THEN format(', write_permission => %L', t.write_permission) ELSE '' END);
 
         SELECT a.attnum INTO tenant_col
         FROM pg_catalog.pg_attribute a
@@ -329,7 +366,8 @@ BEGIN
                 fix := format('ALTER TABLE %s OWNER TO tenantry_owner;', part.rel);
                 RETURN NEXT;
             END IF;
-            -- Exactly one policy: tenant_isolation, for tenantry_app_own, as adopt_table made it.
+            -- Exactly tenantry's policies: tenant_isolation, for tenantry_app_own,
+            -- and with a write permission its restrictive policies, as adopt_table made them.
             RETURN QUERY
                 SELECT part.rel::text, 'policies'::text,
                        format('policy %I is not tenantry''s (%s %s for %s)', p.polname,
@@ -343,7 +381,22 @@ BEGIN
                   AND NOT (p.polname = 'tenant_isolation' AND p.polpermissive AND p.polcmd = '*'
                            AND p.polroles = ARRAY['tenantry_app_own'::regrole::oid]
                            AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy)
-                           AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy));
+                           AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy))
+                  AND NOT (t.write_permission IS NOT NULL AND NOT p.polpermissive
+                           AND p.polroles = ARRAY['tenantry_app_own'::regrole::oid]
+                           AND EXISTS (SELECT 1 FROM tenantry.write_permission_policies() w
+                                       WHERE w.polname = p.polname AND w.polcmd = p.polcmd)
+                           AND coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+                                        pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))
+                               = tenantry.write_permission_predicate(t.write_permission));
+            IF t.write_permission IS NOT NULL AND (
+                SELECT count(*) FROM pg_catalog.pg_policy p JOIN tenantry.write_permission_policies() w ON w.polname = p.polname
+                WHERE p.polrelid = part.rel) < 3 THEN
+                table_name := part.rel::text; rule := 'policies';
+                problem := format('the policies requiring %s for writes are missing', t.write_permission);
+                fix := readopt;
+                RETURN NEXT;
+            END IF;
             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = part.rel AND p.polname = 'tenant_isolation') THEN
                 table_name := part.rel::text; rule := 'policies';
                 problem := 'the tenant_isolation policy is missing';
@@ -574,7 +627,8 @@ BEGIN
     IF EXISTS (
         SELECT 1 FROM tenantry.table_and_partitions(tbl) p(p)
         JOIN pg_catalog.pg_policy pol ON pol.polrelid = p.p
-        WHERE NOT (pol.polname = 'tenant_isolation'
+        WHERE NOT ((pol.polname = 'tenant_isolation'
+                    OR pol.polname IN (SELECT w.polname FROM tenantry.write_permission_policies() w))
                    AND EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl))
     ) THEN
         RAISE EXCEPTION 'cannot adopt %: it has row level security policies of its own (%), which would widen what tenants reach',
@@ -613,7 +667,8 @@ CREATE OR REPLACE FUNCTION tenantry.adopt_table(
     hierarchy boolean DEFAULT true,
     sharing boolean DEFAULT false,
     existing_rows_tenant uuid DEFAULT NULL,
-    existing_rows_tenant_expression text DEFAULT NULL)
+    existing_rows_tenant_expression text DEFAULT NULL,
+    write_permission text DEFAULT NULL)
 RETURNS tenantry.tenant_tables
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -631,6 +686,10 @@ BEGIN
     END IF;
     IF existing_rows_tenant IS NOT NULL AND existing_rows_tenant_expression IS NOT NULL THEN
         RAISE EXCEPTION 'give existing_rows_tenant or existing_rows_tenant_expression, not both' USING ERRCODE = 'TN422';
+    END IF;
+    IF write_permission IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenantry.permissions p WHERE p.name = write_permission) THEN
+        RAISE EXCEPTION 'cannot adopt %: unknown permission "%"', tbl, write_permission USING ERRCODE = 'TN422',
+            HINT = format('Define it first: SELECT tenantry.define_permission(%L, ''<what it allows>'');', write_permission);
     END IF;
     PERFORM tenantry.check_adoptable(tbl);
     IF sharing AND tenantry.row_key_column(tbl) IS NULL THEN
@@ -701,20 +760,21 @@ BEGIN
 
     SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
     IF NOT FOUND THEN
-        INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner)
-        VALUES (tbl, hierarchy, sharing, rel.relowner::regrole::name);
+        INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner, write_permission)
+        VALUES (tbl, hierarchy, sharing, rel.relowner::regrole::name, adopt_table.write_permission);
     ELSE
         IF result.sharing AND NOT sharing THEN
             -- Sharing switched off: every share ends now (audited), none waits to come back.
             PERFORM tenantry.revoke_table_shares(tbl);
         END IF;
-        UPDATE tenantry.tenant_tables r SET hierarchy = adopt_table.hierarchy, sharing = adopt_table.sharing
+        UPDATE tenantry.tenant_tables r SET hierarchy = adopt_table.hierarchy, sharing = adopt_table.sharing,
+                                            write_permission = adopt_table.write_permission
         WHERE r.table_id = tbl;
     END IF;
     FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
         EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', part);
     END LOOP;
-    PERFORM tenantry.secure_tenant_table(tbl, hierarchy, sharing);
+    PERFORM tenantry.secure_tenant_table(tbl, hierarchy, sharing, write_permission);
     -- Schema tenants get a table of their own of it (or its new policies),
     -- schema by schema: a step tenantry migrate runs (07_schemas.sql). Until
     -- then their rows of it stay here.
@@ -734,7 +794,7 @@ BEGIN
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
 
 /**
  * Batched backfill, step 1 of 3, for a table that already holds many rows:
@@ -1085,6 +1145,6 @@ COMMENT ON FUNCTION tenantry.rows_shared_with_me(anyelement, text) IS 'Guide pol
 GRANT EXECUTE ON FUNCTION tenantry.rows_shared_with_me(anyelement, text) TO tenantry_app, tenantry_app_shared;
 
 -- Tables adopted under older definitions get the current ones.
-SELECT tenantry.secure_tenant_table(r.table_id, r.hierarchy, r.sharing)
+SELECT tenantry.secure_tenant_table(r.table_id, r.hierarchy, r.sharing, r.write_permission)
 FROM tenantry.tenant_tables r
 JOIN pg_catalog.pg_class c ON c.oid = r.table_id::oid;

@@ -17,6 +17,11 @@ impl PermissionSet {
     pub fn contains(&self, permission: &str) -> bool {
         self.0.contains(permission)
     }
+
+    /// The names, in order: what the context carries for `tenantry.authorize`.
+    pub fn names(&self) -> Vec<String> {
+        self.0.iter().cloned().collect()
+    }
 }
 
 impl<S: Into<String>> FromIterator<S> for PermissionSet {
@@ -51,6 +56,8 @@ pub struct Member {
     pub created_at: DateTime<Utc>,
     /// Roles assigned in this tenant.
     pub role_ids: Vec<RoleId>,
+    /// Whether the member owns the tenant (holds every permission; one per tenant).
+    pub is_owner: bool,
 }
 
 /// A tenant role with its permissions.
@@ -83,7 +90,8 @@ pub struct NewMember {
 }
 
 const MEMBER_SELECT: &str = "SELECT m.tenant_id, m.user_id, m.email, m.display_name, m.created_at,
-        coalesce(array_agg(mr.role_id ORDER BY mr.role_id) FILTER (WHERE mr.role_id IS NOT NULL), '{}')
+        coalesce(array_agg(mr.role_id ORDER BY mr.role_id) FILTER (WHERE mr.role_id IS NOT NULL), '{}'),
+        m.is_owner
     FROM tenantry.tenant_members m
     LEFT JOIN tenantry.member_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id";
 
@@ -105,6 +113,7 @@ fn member(r: &Row) -> Member {
             .into_iter()
             .map(RoleId::from_uuid)
             .collect(),
+        is_owner: r.get(6),
     }
 }
 

@@ -95,7 +95,7 @@ impl ContextKey {
     /// The signature `tenantry.enter_context_signed` verifies for these values.
     pub fn sign_context(&self, signed: &SignedContext) -> Vec<u8> {
         self.mac(&format!(
-            "enter|{}|{}|{}|{}|{}|{}",
+            "enter|{}|{}|{}|{}|{}|{}|{}",
             signed.pid,
             signed.expires_at,
             signed
@@ -107,6 +107,10 @@ impl ContextKey {
                 .map(|u| u.as_uuid().to_string())
                 .unwrap_or_default(),
             hex::encode(signed.actor.as_deref().unwrap_or("")),
+            signed
+                .grants
+                .as_ref()
+                .map_or_else(|| "*".to_owned(), |g| g.join(" ")),
             signed.tenant_part.as_deref().unwrap_or("")
         ))
     }
@@ -171,6 +175,8 @@ pub struct SignedContext {
     pub user: Option<crate::UserId>,
     /// The audit actor label.
     pub actor: Option<String>,
+    /// The caller's permissions (`tenantry.authorize`); `None`: all of them.
+    pub grants: Option<Vec<String>>,
     /// The tenant's part as the database gave it (`None`: the database looks it up).
     pub tenant_part: Option<String>,
 }
@@ -192,6 +198,7 @@ impl SignedContext {
             tenant: None,
             user: None,
             actor,
+            grants: None,
             tenant_part: None,
         }
     }

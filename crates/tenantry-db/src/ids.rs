@@ -63,6 +63,8 @@ typed_id! {
     RoleId,
     /// Identifies an API key.
     KeyId,
+    /// Identifies an invitation to a tenant.
+    InvitationId,
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ mod error;
 mod ids;
 pub mod invalidation;
 mod keys;
+mod people;
 #[cfg(feature = "embedded")]
 pub mod local;
 pub mod migrate;
@@ -70,7 +71,8 @@ pub use context::{ContextKey, SignedContext};
 pub use context_keys::{ContextKeyError, ContextKeyInfo};
 pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode};
 pub use error::DbError;
-pub use ids::{AuditEventId, KeyId, ResourceId, RoleId, TenantId, UserId};
+pub use ids::{AuditEventId, InvitationId, KeyId, ResourceId, RoleId, TenantId, UserId};
+pub use people::{Invitation, IssuedInvitation, MemberIdentity, MyTenant, NewInvitation};
 pub use invalidation::{Invalidation, Invalidations, ListenOptions, ListenTo, Subscription};
 pub use keys::{ApiKeyInfo, ApiKeySecret, KeyIdentity, NewApiKey, NewKeyOptions};
 pub use provision::{conninfo, provision, ProvisionError, Provisioned, ServerLogin};

@@ -86,24 +86,26 @@ impl Visibility {
 }
 
 /// A server connection's context: reveal the chain's secret, commit to the next (01_context.sql).
-const ENTER_CONTEXT: &str = "SELECT tenantry.enter_context($1, $2, $3, $4, $5, $6)";
+const ENTER_CONTEXT: &str = "SELECT tenantry.enter_context($1, $2, $3, $4, $5, $6, $7)";
 const ENTER_CONTEXT_TYPES: &[Type] = &[
     Type::BYTEA,
     Type::BYTEA,
     Type::UUID,
     Type::UUID,
     Type::TEXT,
+    Type::TEXT_ARRAY,
     Type::TEXT,
 ];
 /// A pooled connection's context: signed with the context key.
 const ENTER_CONTEXT_SIGNED: &str =
-    "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8)";
+    "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const ENTER_CONTEXT_SIGNED_TYPES: &[Type] = &[
     Type::INT4,
     Type::INT8,
     Type::UUID,
     Type::UUID,
     Type::TEXT,
+    Type::TEXT_ARRAY,
     Type::TEXT,
     Type::INT4,
     Type::BYTEA,
@@ -181,6 +183,7 @@ enum ContextArgs {
         tenant: Option<uuid::Uuid>,
         user: Option<uuid::Uuid>,
         actor: Option<String>,
+        grants: Option<Vec<String>>,
         part: Option<String>,
     },
     Signed {
@@ -201,11 +204,12 @@ impl ContextArgs {
                 tenant,
                 user,
                 actor,
+                grants,
                 part,
             } => (
                 ENTER_CONTEXT,
                 ENTER_CONTEXT_TYPES,
-                vec![reveal, next, tenant, user, actor, part],
+                vec![reveal, next, tenant, user, actor, grants, part],
             ),
             ContextArgs::Signed {
                 signed,
@@ -222,6 +226,7 @@ impl ContextArgs {
                     tenant,
                     user,
                     &signed.actor,
+                    &signed.grants,
                     &signed.tenant_part,
                     key_id,
                     mac,
@@ -234,6 +239,9 @@ impl ContextArgs {
 enum Setup {
     Tenant(TenantContext),
     Admin(String),
+    /// A signed-in person before any tenant (`tenantry_user_v1_`): their
+    /// memberships, accepting an invitation.
+    User(UserId),
     /// No tenant: key verification as `tenantry_app`.
     Anonymous,
     /// Appending request-log rows as `tenantry_logger`.
@@ -319,6 +327,17 @@ impl Tx {
 
     pub(crate) fn logger(client: Object, mode: StatementMode, contexts: Arc<Contexts>) -> Self {
         Self::new(client, mode, contexts, Setup::Logger)
+    }
+
+    /// A signed-in person's transaction before any tenant: the context names
+    /// the user only (`tenantry.member_identity`, `my_tenants`, `accept_invitation`).
+    pub(crate) fn user(
+        client: Object,
+        mode: StatementMode,
+        contexts: Arc<Contexts>,
+        user: UserId,
+    ) -> Self {
+        Self::new(client, mode, contexts, Setup::User(user))
     }
 
     /// This transaction changes tenants (their hierarchy, status or isolation):
@@ -420,9 +439,15 @@ impl Tx {
     /// Tenant and administrative transactions prove their context; the others
     /// (key verification, request logging) run without one.
     fn context_args(&mut self, setup: &Setup) -> Result<Option<ContextArgs>, DbError> {
-        let (tenant, user, actor) = match setup {
-            Setup::Tenant(ctx) => (Some(ctx.tenant), ctx.user, ctx.actor.clone()),
-            Setup::Admin(actor) => (None, None, Some(actor.clone())),
+        let (tenant, user, actor, grants) = match setup {
+            Setup::Tenant(ctx) => (
+                Some(ctx.tenant),
+                ctx.user,
+                ctx.actor.clone(),
+                ctx.permissions.as_ref().map(PermissionSet::names),
+            ),
+            Setup::Admin(actor) => (None, None, Some(actor.clone()), None),
+            Setup::User(user) => (None, Some(*user), None, None),
             Setup::Anonymous | Setup::Logger => return Ok(None),
         };
         let part = self.pinned_part(tenant).map(|p| p.to_string());
@@ -435,6 +460,7 @@ impl Tx {
                 tenant: tenant.map(|t| *t.as_uuid()),
                 user: user.map(|u| *u.as_uuid()),
                 actor,
+                grants,
                 part,
             }));
         }
@@ -448,6 +474,7 @@ impl Tx {
         let mut signed = SignedContext::admin(actor);
         signed.tenant = tenant;
         signed.user = user;
+        signed.grants = grants;
         signed.tenant_part = part;
         let mac = key.sign_context(&signed);
         Ok(Some(ContextArgs::Signed {
@@ -954,8 +981,8 @@ fn push_setup<'a>(
         Setup::Admin(_) => Some("SET LOCAL ROLE tenantry_admin"),
         Setup::Logger => Some("SET LOCAL ROLE tenantry_logger"),
         // The server's own connections are tenantry_app already.
-        Setup::Tenant(_) | Setup::Anonymous if session_role => None,
-        Setup::Tenant(_) | Setup::Anonymous => Some("SET LOCAL ROLE tenantry_app"),
+        Setup::Tenant(_) | Setup::User(_) | Setup::Anonymous if session_role => None,
+        Setup::Tenant(_) | Setup::User(_) | Setup::Anonymous => Some("SET LOCAL ROLE tenantry_app"),
     };
     if let Some(role) = role {
         steps.push(maybe_done(simple(client, role)));

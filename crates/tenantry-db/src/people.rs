@@ -1,0 +1,315 @@
+//! People in tenants: a signed-in person's memberships and tenants ([`Database::member_identity`], [`Database::my_tenants`]), accepting an invitation, and inside a tenant scope inviting, listing and revoking invitations, replacing a member's roles, removing a member and handing ownership over. The rules (who may, nobody grants more than they hold, one owner) live in the database (04_access.sql); this module calls them.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{types::Type, Row};
+
+use crate::{
+    scope::{Stmt, Tx},
+    Database, DbError, InvitationId, Member, RoleId, TenantId, TenantScope, TenantSettings,
+    TenantStatus, UserId,
+};
+
+/// What a signed-in person holds in one tenant, as the database says.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemberIdentity {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Its status: callers refuse people of tenants that are not active.
+    pub tenant_status: TenantStatus,
+    /// Its settings (rate limits, quotas).
+    pub tenant_settings: TenantSettings,
+    /// The person.
+    pub user_id: UserId,
+    /// Their email in this tenant.
+    pub email: String,
+    /// Whether they own the tenant (and so hold every permission).
+    pub is_owner: bool,
+    /// Permission names they hold through their roles (every one for the owner).
+    pub permissions: Vec<String>,
+}
+
+/// A tenant the signed-in person belongs to.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MyTenant {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Its name.
+    pub name: String,
+    /// `active` or `suspended`.
+    pub status: String,
+    /// Whether the person owns it.
+    pub is_owner: bool,
+    /// Names of the roles the person holds there.
+    pub roles: Vec<String>,
+    /// When the person joined it.
+    pub joined_at: DateTime<Utc>,
+}
+
+/// An invitation to a tenant (never its token).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Invitation {
+    /// The invitation.
+    pub invitation_id: InvitationId,
+    /// The tenant it invites to.
+    pub tenant_id: TenantId,
+    /// The email it is for, if it names one.
+    pub email: Option<String>,
+    /// The user it is for, if it names one.
+    pub user_id: Option<UserId>,
+    /// The role the new member gets, if any.
+    pub role_id: Option<RoleId>,
+    /// Who created it (`key:<id>`, `user:<id>`, …).
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Until when it can be accepted.
+    pub expires_at: DateTime<Utc>,
+    /// When it was accepted, if it was.
+    pub accepted_at: Option<DateTime<Utc>>,
+    /// Who accepted it.
+    pub accepted_by: Option<UserId>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// `pending`, `accepted`, `revoked` or `expired`.
+    pub status: String,
+}
+
+/// Input of a new invitation: an email or a user id (or both), a role.
+#[derive(Debug, Clone, Default)]
+pub struct NewInvitation {
+    /// The invitee's email (then only a person with that verified email accepts it).
+    pub email: Option<String>,
+    /// The invitee's user id (then only that person accepts it).
+    pub user_id: Option<UserId>,
+    /// The role the new member gets.
+    pub role_id: Option<RoleId>,
+    /// How long it can be accepted (1 minute to 30 days; `None`: 7 days).
+    pub valid_for: Option<Duration>,
+}
+
+/// A new invitation and its token, which is shown this once.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IssuedInvitation {
+    /// The invitation.
+    #[serde(flatten)]
+    pub invitation: Invitation,
+    /// The token to hand to the invitee (`tinv_…`); only its SHA-256 is stored.
+    pub token: String,
+}
+
+const INVITATION_SELECT: &str = "SELECT i.invitation_id, i.tenant_id, i.email, i.user_id, i.role_id, i.created_by,
+        i.created_at, i.expires_at, i.accepted_at, i.accepted_by, i.revoked_at,
+        CASE WHEN i.accepted_at IS NOT NULL THEN 'accepted' WHEN i.revoked_at IS NOT NULL THEN 'revoked'
+             WHEN i.expires_at <= now() THEN 'expired' ELSE 'pending' END
+    FROM tenantry.invitations i";
+
+fn invitation(r: &Row) -> Invitation {
+    Invitation {
+        invitation_id: InvitationId::from_uuid(r.get(0)),
+        tenant_id: TenantId::from_uuid(r.get(1)),
+        email: r.get(2),
+        user_id: r.get::<_, Option<uuid::Uuid>>(3).map(UserId::from_uuid),
+        role_id: r.get::<_, Option<uuid::Uuid>>(4).map(RoleId::from_uuid),
+        created_by: r.get(5),
+        created_at: r.get(6),
+        expires_at: r.get(7),
+        accepted_at: r.get(8),
+        accepted_by: r.get::<_, Option<uuid::Uuid>>(9).map(UserId::from_uuid),
+        revoked_at: r.get(10),
+        status: r.get(11),
+    }
+}
+
+impl Database {
+    /// What `user` holds in `tenant`: `None` when they are not a member or
+    /// the tenant is deleted. Runs in a context that names the user (proven
+    /// like every context), so the database answers only about that person.
+    pub async fn member_identity(
+        &self,
+        user: UserId,
+        tenant: TenantId,
+    ) -> Result<Option<MemberIdentity>, DbError> {
+        let mut tx = self.user_tx(user).await?;
+        let rows = tx
+            .query_and_commit(Stmt {
+                sql: "SELECT tenantry.member_identity($1)",
+                params: &[tenant.as_uuid()],
+                types: &[Type::UUID],
+            })
+            .await?;
+        let value: Option<serde_json::Value> = rows.first().and_then(|r| r.get(0));
+        value
+            .map(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| DbError::Internal(format!("member identity: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The tenants `user` is a member of (not deleted), by name.
+    pub async fn my_tenants(&self, user: UserId) -> Result<Vec<MyTenant>, DbError> {
+        let mut tx = self.user_tx(user).await?;
+        let rows = tx
+            .query_and_commit(Stmt {
+                sql: "SELECT tenant_id, name, status, is_owner, roles, joined_at FROM tenantry.my_tenants()",
+                params: &[],
+                types: &[],
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MyTenant {
+                tenant_id: TenantId::from_uuid(r.get(0)),
+                name: r.get(1),
+                status: r.get(2),
+                is_owner: r.get(3),
+                roles: r.get(4),
+                joined_at: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Accepts an invitation as `user`, whose verified email is `email`: they
+    /// become a member of its tenant with its role. Unknown, expired, revoked,
+    /// used and someone else's invitations are all [`DbError::NotFound`].
+    pub async fn accept_invitation(
+        &self,
+        user: UserId,
+        token: &str,
+        email: Option<&str>,
+    ) -> Result<TenantId, DbError> {
+        let mut tx = self.user_tx(user).await?;
+        let rows = tx
+            .query_and_commit(Stmt {
+                sql: "SELECT tenantry.accept_invitation($1, $2)",
+                params: &[&token, &email],
+                types: &[Type::TEXT, Type::TEXT],
+            })
+            .await?;
+        rows.first()
+            .map(|r| TenantId::from_uuid(r.get(0)))
+            .ok_or_else(|| DbError::Internal("accept_invitation returned no row".into()))
+    }
+
+    async fn user_tx(&self, user: UserId) -> Result<Tx, DbError> {
+        let client = self.pool().get().await?;
+        Ok(Tx::user(client, self.statement_mode(), self.contexts(), user))
+    }
+}
+
+impl TenantScope {
+    /// Invites a person to the scope's tenant; the token is in the answer only.
+    /// Needs `members.invite` and every permission of the role (the database
+    /// checks both: [`DbError::Forbidden`] otherwise).
+    pub async fn create_invitation(
+        &mut self,
+        new: &NewInvitation,
+    ) -> Result<IssuedInvitation, DbError> {
+        let valid_for = new.valid_for.unwrap_or(Duration::from_secs(7 * 24 * 3600));
+        let seconds = i64::try_from(valid_for.as_secs()).unwrap_or(i64::MAX);
+        let rows = self
+            .rows(
+                "SELECT invitation_id, token FROM tenantry.create_invitation($1, $2, $3, make_interval(secs => $4::bigint))",
+                &[
+                    &new.email,
+                    &new.user_id.map(|u| *u.as_uuid()),
+                    &new.role_id.map(|r| *r.as_uuid()),
+                    &seconds,
+                ],
+                &[Type::TEXT, Type::UUID, Type::UUID, Type::INT8],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| DbError::Internal("create_invitation returned no row".into()))?;
+        let id = InvitationId::from_uuid(row.get(0));
+        let token: String = row.get(1);
+        Ok(IssuedInvitation {
+            invitation: self.get_invitation(id).await?,
+            token,
+        })
+    }
+
+    /// One invitation of the scope's tenant.
+    pub async fn get_invitation(&mut self, id: InvitationId) -> Result<Invitation, DbError> {
+        let sql = format!("{INVITATION_SELECT} WHERE i.tenant_id = $1 AND i.invitation_id = $2");
+        let me = *self.tenant().as_uuid();
+        self.rows(&sql, &[&me, id.as_uuid()], &[Type::UUID, Type::UUID])
+            .await?
+            .first()
+            .map(invitation)
+            .ok_or_else(|| DbError::NotFound(format!("invitation {id} not found")))
+    }
+
+    /// The scope's tenant's invitations, newest first.
+    pub async fn list_invitations(&mut self) -> Result<Vec<Invitation>, DbError> {
+        let sql = format!(
+            "{INVITATION_SELECT} WHERE i.tenant_id = $1 ORDER BY i.created_at DESC, i.invitation_id"
+        );
+        let me = *self.tenant().as_uuid();
+        Ok(self
+            .rows(&sql, &[&me], &[Type::UUID])
+            .await?
+            .iter()
+            .map(invitation)
+            .collect())
+    }
+
+    /// Revokes an invitation of the scope's tenant (`members.invite`). Idempotent.
+    pub async fn revoke_invitation(&mut self, id: InvitationId) -> Result<Invitation, DbError> {
+        self.rows(
+            "SELECT tenantry.revoke_invitation($1)",
+            &[id.as_uuid()],
+            &[Type::UUID],
+        )
+        .await?;
+        self.get_invitation(id).await
+    }
+
+    /// Replaces a member's roles (`members.write`; every role added or
+    /// removed must hold only permissions the caller holds).
+    pub async fn set_member_roles(
+        &mut self,
+        user: UserId,
+        roles: &[RoleId],
+    ) -> Result<Member, DbError> {
+        let ids: Vec<uuid::Uuid> = roles.iter().map(|r| *r.as_uuid()).collect();
+        self.rows(
+            "SELECT tenantry.set_member_roles($1, $2)",
+            &[user.as_uuid(), &ids],
+            &[Type::UUID, Type::UUID_ARRAY],
+        )
+        .await?;
+        self.get_member(user).await
+    }
+
+    /// Removes a member (`members.write`); the owner cannot be removed
+    /// ([`DbError::Conflict`]: transfer ownership first).
+    pub async fn remove_member(&mut self, user: UserId) -> Result<(), DbError> {
+        self.rows(
+            "SELECT tenantry.remove_member($1)",
+            &[user.as_uuid()],
+            &[Type::UUID],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Makes another member the owner; only the owner (or a caller holding
+    /// every permission) may. Returns the new owner.
+    pub async fn transfer_ownership(&mut self, user: UserId) -> Result<Member, DbError> {
+        self.rows(
+            "SELECT tenantry.transfer_ownership($1)",
+            &[user.as_uuid()],
+            &[Type::UUID],
+        )
+        .await?;
+        self.get_member(user).await
+    }
+}
