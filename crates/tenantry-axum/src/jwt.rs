@@ -10,7 +10,7 @@
 //!   P-256) named by the token's `kid`; `none` and every other algorithm are
 //!   refused, and keys a token carries itself (`jwk`, `jku`, `x5u`) are never
 //!   used;
-//! - the JWKS is fetched over HTTP and cached ([`jwks`](self) module): it is
+//! - the JWKS is fetched over HTTP and cached (module `jwks`): it is
 //!   fetched again when older than [`JwtConfig::jwks_refresh_secs`] and when
 //!   a token names a key it lacks (keys rotate without a restart), at most
 //!   once per [`JwtConfig::jwks_min_refetch_secs`], so that a stream of
@@ -46,6 +46,8 @@ use tenantry_db::{TenantId, UserId};
 use uuid::Uuid;
 
 mod jwks;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use jwks::Jwks;
 
