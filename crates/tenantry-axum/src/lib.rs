@@ -46,6 +46,7 @@ use tokio::task::JoinHandle;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod jwt;
 pub mod request_log;
 
 pub use auth::{AdminToken, KeyCache, RateLimits, TenantCaller};

@@ -1,0 +1,301 @@
+//! The identity provider's signing keys (its JWKS): fetched over HTTP, cached, fetched again when old or when a token names a key not in them, at most once per interval; checking tokens with them is `jwt`'s.
+
+use std::{
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::{
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse},
+    Algorithm, DecodingKey,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{kid_for_log, JwtConfig, JwtError};
+
+/// How long one JWKS request may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A JWKS larger than this is not a provider's key set.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// The cached keys of one provider and how they are kept current.
+pub(super) struct Jwks {
+    url: String,
+    client: reqwest::Client,
+    refresh: Duration,
+    min_refetch: Duration,
+    /// What tokens are checked against; replaced whole by a successful fetch.
+    current: RwLock<Arc<KeySet>>,
+    /// Held by the one request that fetches; the others use the keys they
+    /// have, or wait for that fetch instead of making their own. Holds when
+    /// the last fetch began (successful or not), which the interval counts from.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// Why the last fetch failed, for the error while no keys are cached.
+    last_error: Mutex<Option<String>>,
+}
+
+/// One fetched JWKS: the keys tenantry can use, when it was fetched.
+#[derive(Default)]
+struct KeySet {
+    keys: Vec<VerifyingKey>,
+    /// `None` until the first successful fetch.
+    fetched_at: Option<Instant>,
+}
+
+/// A key of the JWKS and the one algorithm it verifies: RS256 for an RSA
+/// key, ES256 for an EC P-256 key.
+struct VerifyingKey {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+#[derive(Deserialize)]
+struct JwksDocument {
+    keys: Vec<Value>,
+}
+
+impl Jwks {
+    pub(super) fn new(url: &str, config: &JwtConfig) -> Result<Self, JwtError> {
+        let client = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            // An https JWKS must not be redirected to plain http.
+            .https_only(url.starts_with("https:"))
+            .build()
+            .map_err(|e| JwtError::Config(format!("JWKS client: {e}")))?;
+        Ok(Self {
+            url: url.to_owned(),
+            client,
+            refresh: Duration::from_secs(config.jwks_refresh_secs),
+            min_refetch: Duration::from_secs(config.jwks_min_refetch_secs),
+            current: RwLock::new(Arc::new(KeySet::default())),
+            fetching: tokio::sync::Mutex::new(None),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// The key that checks a token with this `kid` and `alg`.
+    ///
+    /// Keys older than the refresh interval are fetched again; a `kid` not
+    /// among them makes one more fetch. Both only if no fetch began within
+    /// the minimum interval. Without a `kid`, the one key for `alg` (a JWKS
+    /// holding several cannot say which).
+    pub(super) async fn key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<DecodingKey, JwtError> {
+        let mut set = self.current();
+        if set.fetched_at.is_none_or(|at| at.elapsed() >= self.refresh) {
+            let wait = set.fetched_at.is_none();
+            set = self.refetch(&set, wait).await;
+        }
+        if set.fetched_at.is_none() {
+            let why = self.last_error.lock().expect("jwks error lock").clone();
+            return Err(JwtError::JwksUnavailable(
+                why.unwrap_or_else(|| "not fetched yet".into()),
+            ));
+        }
+        let Some(kid) = kid else {
+            let mut candidates = set.keys.iter().filter(|k| k.alg == alg);
+            return match (candidates.next(), candidates.next()) {
+                (Some(only), None) => Ok(only.key.clone()),
+                _ => Err(JwtError::UnknownKey { kid: None }),
+            };
+        };
+        if !set.has(kid) {
+            set = self.refetch(&set, true).await;
+        }
+        let mut named = set
+            .keys
+            .iter()
+            .filter(|k| k.kid.as_deref() == Some(kid))
+            .peekable();
+        if named.peek().is_none() {
+            return Err(JwtError::UnknownKey {
+                kid: Some(kid_for_log(kid)),
+            });
+        }
+        named
+            .find(|k| k.alg == alg)
+            .map(|k| k.key.clone())
+            .ok_or_else(|| JwtError::KeyAlgorithmMismatch {
+                kid: kid_for_log(kid),
+                alg: format!("{alg:?}"),
+            })
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        self.current.read().expect("jwks lock").clone()
+    }
+
+    /// Fetches the JWKS again unless another request did since `seen` was
+    /// read or a fetch began less than the minimum interval ago, and answers
+    /// the keys now current. A failed fetch keeps the keys there were.
+    ///
+    /// Unless `wait`, a request that finds a fetch under way goes on with the
+    /// keys it has rather than wait for it (up to the 5 s timeout): old keys
+    /// are still good keys while the provider is slow.
+    async fn refetch(&self, seen: &Arc<KeySet>, wait: bool) -> Arc<KeySet> {
+        let mut last_attempt = if wait {
+            self.fetching.lock().await
+        } else {
+            match self.fetching.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return seen.clone(),
+            }
+        };
+        let now = self.current();
+        if !Arc::ptr_eq(&now, seen) {
+            return now;
+        }
+        if last_attempt.is_some_and(|at| at.elapsed() < self.min_refetch) {
+            return now;
+        }
+        *last_attempt = Some(Instant::now());
+        match self.download().await {
+            Ok(keys) => {
+                let set = Arc::new(KeySet {
+                    keys,
+                    fetched_at: Some(Instant::now()),
+                });
+                *self.current.write().expect("jwks lock") = set.clone();
+                *self.last_error.lock().expect("jwks error lock") = None;
+                set
+            }
+            Err(why) => {
+                tracing::warn!(url = %self.url, error = %why, cached_keys = now.keys.len(), "JWKS fetch failed; keeping the keys there were");
+                *self.last_error.lock().expect("jwks error lock") = Some(why);
+                now
+            }
+        }
+    }
+
+    /// One GET of the JWKS and the keys in it tenantry can use; a set
+    /// without any is an error (a provider serving an empty set by mistake
+    /// must not lock every user out).
+    async fn download(&self) -> Result<Vec<VerifyingKey>, String> {
+        let response = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| format!("GET failed: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET answered {}", response.status()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            return Err("JWKS larger than 1 MiB".into());
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the body failed: {e}"))?;
+        if body.len() > MAX_JWKS_BYTES {
+            return Err("JWKS larger than 1 MiB".into());
+        }
+        let document: JwksDocument =
+            serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
+        let keys: Vec<VerifyingKey> = document
+            .keys
+            .into_iter()
+            .filter_map(VerifyingKey::from_jwk)
+            .collect();
+        if keys.is_empty() {
+            return Err("the JWKS has no RS256 or ES256 (P-256) signing key".into());
+        }
+        Ok(keys)
+    }
+}
+
+impl KeySet {
+    fn has(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+impl VerifyingKey {
+    /// A JWKS entry tenantry can verify with, or `None` for one it skips:
+    /// encryption keys, symmetric (`oct`) keys (HS256 uses the configured
+    /// secret only), curves other than P-256, a stated `alg` that is not the
+    /// key type's, entries the JWK parser does not know.
+    fn from_jwk(entry: Value) -> Option<Self> {
+        let jwk: Jwk = serde_json::from_value(entry).ok()?;
+        if jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+        {
+            return None;
+        }
+        if jwk
+            .common
+            .key_operations
+            .as_ref()
+            .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+        {
+            return None;
+        }
+        let (alg, stated) = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => (Algorithm::RS256, KeyAlgorithm::RS256),
+            AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+                (Algorithm::ES256, KeyAlgorithm::ES256)
+            }
+            _ => return None,
+        };
+        if jwk.common.key_algorithm.is_some_and(|a| a != stated) {
+            return None;
+        }
+        let key = DecodingKey::from_jwk(&jwk).ok()?;
+        Some(Self {
+            kid: jwk.common.key_id,
+            alg,
+            key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rsa(extra: Value) -> Value {
+        let mut key = json!({"kty": "RSA", "kid": "r", "n": "AQAB", "e": "AQAB"});
+        key.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        key
+    }
+
+    #[test]
+    fn signing_keys_of_rsa_and_p256_are_kept_with_the_algorithm_of_their_type() {
+        let k = VerifyingKey::from_jwk(rsa(json!({"use": "sig", "alg": "RS256"}))).unwrap();
+        assert_eq!(k.alg, Algorithm::RS256);
+        let ec = json!({"kty": "EC", "crv": "P-256", "kid": "e", "x": "AQAB", "y": "AQAB"});
+        assert_eq!(VerifyingKey::from_jwk(ec).unwrap().alg, Algorithm::ES256);
+    }
+
+    #[test]
+    fn encryption_symmetric_other_curve_and_mislabelled_keys_are_skipped() {
+        for entry in [
+            rsa(json!({"use": "enc"})),
+            rsa(json!({"alg": "RSA-OAEP"})),
+            rsa(json!({"alg": "PS256"})),
+            rsa(json!({"key_ops": ["encrypt"]})),
+            json!({"kty": "oct", "kid": "h", "k": "c2VjcmV0"}),
+            json!({"kty": "EC", "crv": "P-384", "kid": "e", "x": "AQAB", "y": "AQAB"}),
+            json!({"kty": "EC", "crv": "P-256", "kid": "e", "x": "AQAB", "y": "AQAB", "alg": "ES384"}),
+            json!({"kty": "OKP", "crv": "Ed25519", "kid": "o", "x": "AQAB"}),
+            json!({"kty": "XYZ", "kid": "z"}),
+        ] {
+            assert!(VerifyingKey::from_jwk(entry.clone()).is_none(), "{entry}");
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! JWT verification through the public API against a stand-in identity provider (`jwt::testing`): each accepted token next to the tokens refused for one reason, key rotation and the JWKS fetches it costs.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tenantry_axum::jwt::{
+    testing::{Alg, IdentityProvider, OldKeys, AUDIENCE},
+    user_id_for, JwtConfig, JwtError, JwtVerifier,
+};
+use tenantry_db::TenantId;
+
+const SECRET: &str = "a shared secret of at least 32 bytes";
+
+/// Past the shortest refetch interval tests configure (1 s).
+const PAST_ONE_INTERVAL: Duration = Duration::from_millis(1100);
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn with(mut claims: Value, name: &str, value: Value) -> Value {
+    claims[name] = value;
+    claims
+}
+
+fn without(mut claims: Value, name: &str) -> Value {
+    claims.as_object_mut().expect("claims object").remove(name);
+    claims
+}
+
+fn verifier(config: JwtConfig) -> JwtVerifier {
+    JwtVerifier::new(config).expect("valid configuration")
+}
+
+/// A provider and a verifier of its tokens that may fetch its JWKS again
+/// after 1 s (the default 10 s would make tests wait).
+async fn provider() -> (IdentityProvider, JwtVerifier) {
+    let idp = IdentityProvider::start().await;
+    let mut config = idp.config();
+    config.jwks_min_refetch_secs = 1;
+    let verifier = verifier(config);
+    (idp, verifier)
+}
+
+#[tokio::test]
+async fn rs256_and_es256_tokens_signed_with_keys_of_the_jwks_are_accepted() {
+    let (idp, verifier) = provider().await;
+    for alg in [Alg::Rs256, Alg::Es256] {
+        let claims = idp.claims("auth0|alice");
+        let exp = claims["exp"].as_i64().unwrap();
+        let token = verifier
+            .verify(&idp.sign(alg, claims))
+            .await
+            .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        assert_eq!(token.subject, "auth0|alice");
+        assert_eq!(token.user_id, user_id_for(&idp.issuer(), "auth0|alice"));
+        assert_eq!(token.email.as_deref(), Some("someone@example.test"));
+        assert_eq!(token.expires_at.timestamp(), exp);
+        assert_eq!(token.issuer, idp.issuer());
+        assert_eq!(token.tenant, None);
+    }
+    assert_eq!(idp.fetch_count(), 1, "both keys came with one fetch");
+}
+
+#[tokio::test]
+async fn an_hs256_token_is_accepted_with_the_configured_secret_and_refused_with_another() {
+    let idp = IdentityProvider::start().await;
+    let mut config = idp.config();
+    config.jwks_url = None;
+    config.hs256_secret = Some(SECRET.into());
+    let verifier = verifier(config);
+
+    let token = idp.hs256(SECRET, idp.claims("user_2abc"));
+    assert_eq!(verifier.verify(&token).await.unwrap().subject, "user_2abc");
+
+    let forged = idp.hs256(
+        "another secret of at least 32 bytes",
+        idp.claims("user_2abc"),
+    );
+    assert_eq!(
+        verifier.verify(&forged).await.unwrap_err(),
+        JwtError::BadSignature
+    );
+}
+
+#[tokio::test]
+async fn an_hs256_token_is_refused_when_no_secret_is_configured() {
+    let (idp, verifier) = provider().await;
+    let token = idp.hs256(SECRET, idp.claims("alice"));
+    assert_eq!(
+        verifier.verify(&token).await.unwrap_err(),
+        JwtError::UnsupportedAlgorithm("HS256".into())
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_picked_up_without_restart_and_the_jwks_is_fetched_again_only_once() {
+    let (idp, verifier) = provider().await;
+    let before = idp.sign(Alg::Es256, idp.claims("alice"));
+    verifier.verify(&before).await.unwrap();
+    assert_eq!(idp.fetch_count(), 1);
+
+    tokio::time::sleep(PAST_ONE_INTERVAL).await;
+    idp.rotate(OldKeys::Withdrawn).await;
+    for alg in [Alg::Es256, Alg::Rs256, Alg::Es256] {
+        let after = idp.sign(alg, idp.claims("alice"));
+        verifier.verify(&after).await.unwrap();
+    }
+    assert_eq!(idp.fetch_count(), 2, "one fetch found both new keys");
+
+    // The withdrawn key is gone from the cache too: its tokens are refused,
+    // and asking again within the interval fetches nothing.
+    assert!(matches!(
+        verifier.verify(&before).await,
+        Err(JwtError::UnknownKey { kid: Some(_) })
+    ));
+    assert_eq!(idp.fetch_count(), 2);
+}
+
+#[tokio::test]
+async fn keys_rotated_with_the_old_ones_still_served_accept_tokens_of_both() {
+    let (idp, verifier) = provider().await;
+    let before = idp.sign(Alg::Rs256, idp.claims("alice"));
+    verifier.verify(&before).await.unwrap();
+
+    tokio::time::sleep(PAST_ONE_INTERVAL).await;
+    idp.rotate(OldKeys::StillServed).await;
+    let after = idp.sign(Alg::Rs256, idp.claims("alice"));
+    verifier.verify(&after).await.unwrap();
+    verifier.verify(&before).await.unwrap();
+    assert_eq!(idp.fetch_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_kids_refetches_the_jwks_at_most_once_per_interval() {
+    let (idp, verifier) = provider().await;
+    verifier
+        .verify(&idp.sign(Alg::Rs256, idp.claims("alice")))
+        .await
+        .unwrap();
+    assert_eq!(idp.fetch_count(), 1);
+
+    // Right after a fetch: none at all.
+    for i in 0..50 {
+        let forged = idp.sign_with_kid(Alg::Rs256, &format!("forged-{i}"), idp.claims("alice"));
+        assert!(matches!(
+            verifier.verify(&forged).await,
+            Err(JwtError::UnknownKey { .. })
+        ));
+    }
+    assert_eq!(idp.fetch_count(), 1);
+
+    // Past the interval, fifty at once: one.
+    tokio::time::sleep(PAST_ONE_INTERVAL).await;
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let forged = idp.sign_with_kid(Alg::Es256, &format!("flood-{i}"), idp.claims("alice"));
+        let verifier = verifier.clone();
+        flood.spawn(async move { verifier.verify(&forged).await });
+    }
+    while let Some(result) = flood.join_next().await {
+        assert!(matches!(result.unwrap(), Err(JwtError::UnknownKey { .. })));
+    }
+    assert_eq!(idp.fetch_count(), 2);
+
+    // The real keys still work throughout.
+    verifier
+        .verify(&idp.sign(Alg::Es256, idp.claims("alice")))
+        .await
+        .unwrap();
+    assert_eq!(idp.fetch_count(), 2);
+}
+
+#[tokio::test]
+async fn a_token_expired_beyond_the_leeway_is_refused_and_one_within_it_accepted() {
+    let (idp, verifier) = provider().await;
+    assert_eq!(verifier.config().leeway_secs, 30);
+    let expired = idp.sign(
+        Alg::Es256,
+        with(idp.claims("alice"), "exp", json!(now() - 60)),
+    );
+    assert_eq!(
+        verifier.verify(&expired).await.unwrap_err(),
+        JwtError::Expired
+    );
+    let within = idp.sign(
+        Alg::Es256,
+        with(idp.claims("alice"), "exp", json!(now() - 10)),
+    );
+    verifier.verify(&within).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_without_exp_is_refused() {
+    let (idp, verifier) = provider().await;
+    let token = idp.sign(Alg::Es256, without(idp.claims("alice"), "exp"));
+    assert_eq!(
+        verifier.verify(&token).await.unwrap_err(),
+        JwtError::ClaimMissing("exp".into())
+    );
+    let token = idp.sign(Alg::Es256, with(idp.claims("alice"), "exp", json!("soon")));
+    assert!(verifier.verify(&token).await.is_err());
+}
+
+#[tokio::test]
+async fn a_token_whose_nbf_is_ahead_beyond_the_leeway_is_refused_and_one_within_it_accepted() {
+    let (idp, verifier) = provider().await;
+    let future = idp.sign(
+        Alg::Rs256,
+        with(idp.claims("alice"), "nbf", json!(now() + 120)),
+    );
+    assert_eq!(
+        verifier.verify(&future).await.unwrap_err(),
+        JwtError::NotYetValid
+    );
+    let within = idp.sign(
+        Alg::Rs256,
+        with(idp.claims("alice"), "nbf", json!(now() + 10)),
+    );
+    verifier.verify(&within).await.unwrap();
+    let not_a_time = idp.sign(Alg::Rs256, with(idp.claims("alice"), "nbf", json!("later")));
+    assert!(matches!(
+        verifier.verify(&not_a_time).await,
+        Err(JwtError::ClaimInvalid { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_token_for_another_audience_is_refused() {
+    let (idp, verifier) = provider().await;
+    for aud in [
+        json!("another-service"),
+        json!(["another-service"]),
+        json!([]),
+    ] {
+        let token = idp.sign(Alg::Es256, with(idp.claims("alice"), "aud", aud.clone()));
+        assert_eq!(
+            verifier.verify(&token).await.unwrap_err(),
+            JwtError::WrongAudience,
+            "{aud}"
+        );
+    }
+    let token = idp.sign(Alg::Es256, without(idp.claims("alice"), "aud"));
+    assert_eq!(
+        verifier.verify(&token).await.unwrap_err(),
+        JwtError::ClaimMissing("aud".into())
+    );
+    // A token for several audiences, ours among them, is ours.
+    let token = idp.sign(
+        Alg::Es256,
+        with(idp.claims("alice"), "aud", json!(["other", AUDIENCE])),
+    );
+    verifier.verify(&token).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_of_another_issuer_is_refused() {
+    let (idp, verifier) = provider().await;
+    let issuer = idp.issuer();
+    for iss in [
+        json!("https://evil.example/"),
+        json!(format!("{issuer}/")),
+        json!([issuer]),
+    ] {
+        let token = idp.sign(Alg::Rs256, with(idp.claims("alice"), "iss", iss.clone()));
+        assert_eq!(
+            verifier.verify(&token).await.unwrap_err(),
+            JwtError::WrongIssuer,
+            "{iss}"
+        );
+    }
+    let token = idp.sign(Alg::Rs256, without(idp.claims("alice"), "iss"));
+    assert_eq!(
+        verifier.verify(&token).await.unwrap_err(),
+        JwtError::ClaimMissing("iss".into())
+    );
+}
+
+#[tokio::test]
+async fn an_unsigned_alg_none_token_is_refused() {
+    let idp = IdentityProvider::start().await;
+    let mut config = idp.config();
+    config.hs256_secret = Some(SECRET.into());
+    let verifier = verifier(config);
+    let token = idp.forge_none(idp.claims("alice"));
+    assert_eq!(
+        verifier.verify(&token).await.unwrap_err(),
+        JwtError::UnsupportedAlgorithm("none".into())
+    );
+    assert_eq!(idp.fetch_count(), 0, "refused before any key was looked up");
+}
+
+#[tokio::test]
+async fn an_hs256_token_signed_with_the_rsa_public_key_is_refused() {
+    let idp = IdentityProvider::start().await;
+    let jwks_only = verifier(idp.config());
+    let mut config = idp.config();
+    config.hs256_secret = Some(SECRET.into());
+    let with_a_secret = verifier(config);
+    // Warm the JWKS cache, as a verifier in service has it.
+    jwks_only
+        .verify(&idp.sign(Alg::Rs256, idp.claims("alice")))
+        .await
+        .unwrap();
+
+    for public_key in [idp.rsa_public_key_pem(), idp.rsa_public_key_der()] {
+        let forged = idp.hs256(&public_key, idp.claims("admin"));
+        assert_eq!(
+            jwks_only.verify(&forged).await.unwrap_err(),
+            JwtError::UnsupportedAlgorithm("HS256".into())
+        );
+        assert_eq!(
+            with_a_secret.verify(&forged).await.unwrap_err(),
+            JwtError::BadSignature
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_signed_by_a_key_not_in_the_jwks_is_refused() {
+    let (idp, verifier) = provider().await;
+    let stranger = IdentityProvider::start().await;
+    let claims = idp.claims("alice");
+
+    // The stranger's key under our key's kid: the signature does not match.
+    for alg in [Alg::Rs256, Alg::Es256] {
+        let forged = stranger.sign_with_kid(alg, &idp.kid(alg), claims.clone());
+        assert_eq!(
+            verifier.verify(&forged).await.unwrap_err(),
+            JwtError::BadSignature,
+            "{alg:?}"
+        );
+    }
+    // The stranger's key under its own kid: no such key.
+    let forged = stranger.sign(Alg::Rs256, claims.clone());
+    assert!(matches!(
+        verifier.verify(&forged).await,
+        Err(JwtError::UnknownKey { kid: Some(_) })
+    ));
+    // An ES256 token naming our RSA key: the key decides the algorithm.
+    let swapped = stranger.sign_with_kid(Alg::Es256, &idp.kid(Alg::Rs256), claims);
+    assert!(matches!(
+        verifier.verify(&swapped).await,
+        Err(JwtError::KeyAlgorithmMismatch { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_token_with_a_tampered_payload_is_refused() {
+    let (idp, verifier) = provider().await;
+    for alg in [Alg::Rs256, Alg::Es256] {
+        let token = idp.sign(alg, idp.claims("alice"));
+        let tampered = idp.tamper(&token, idp.claims("admin"));
+        assert_eq!(
+            verifier.verify(&tampered).await.unwrap_err(),
+            JwtError::BadSignature,
+            "{alg:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_non_uuid_subject_maps_to_the_same_uuid_v5_every_time_and_to_another_under_another_issuer(
+) {
+    let (idp, verifier) = provider().await;
+    let (other_idp, other_verifier) = provider().await;
+    let first = verifier
+        .verify(&idp.sign(Alg::Rs256, idp.claims("auth0|abc")))
+        .await
+        .unwrap();
+    let again = verifier
+        .verify(&idp.sign(Alg::Es256, idp.claims("auth0|abc")))
+        .await
+        .unwrap();
+    assert_eq!(first.user_id, again.user_id);
+    assert_eq!(first.user_id.as_uuid().get_version_num(), 5);
+    let elsewhere = other_verifier
+        .verify(&other_idp.sign(Alg::Rs256, other_idp.claims("auth0|abc")))
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.subject, first.subject);
+    assert_ne!(elsewhere.user_id, first.user_id);
+}
+
+#[tokio::test]
+async fn a_uuid_subject_is_the_user_id_itself() {
+    let (idp, verifier) = provider().await;
+    let id = "6b39e4e3-84cd-4d21-88a9-cff7e14ca36c";
+    let token = verifier
+        .verify(&idp.sign(Alg::Es256, idp.claims(id)))
+        .await
+        .unwrap();
+    assert_eq!(token.user_id.to_string(), id);
+    assert_eq!(token.subject, id);
+}
+
+#[tokio::test]
+async fn a_token_without_a_string_subject_is_refused() {
+    let (idp, verifier) = provider().await;
+    let token = idp.sign(Alg::Es256, without(idp.claims("alice"), "sub"));
+    assert_eq!(
+        verifier.verify(&token).await.unwrap_err(),
+        JwtError::ClaimMissing("sub".into())
+    );
+    for sub in [json!(42), json!(""), json!(null)] {
+        let token = idp.sign(Alg::Es256, with(idp.claims("alice"), "sub", sub.clone()));
+        assert!(
+            matches!(
+                verifier.verify(&token).await,
+                Err(JwtError::ClaimInvalid { ref claim, .. }) if claim == "sub"
+            ),
+            "{sub}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_claim_is_read_when_it_is_a_uuid_and_refused_when_it_is_not() {
+    let idp = IdentityProvider::start().await;
+    let mut config = idp.config();
+    config.tenant_claim = Some("tenant_id".into());
+    let verifier = verifier(config);
+    let tenant = "0b1e8e47-5cf9-4b39-9d9e-2f6a8b9c1d20";
+
+    let token = idp.sign(
+        Alg::Rs256,
+        with(idp.claims("alice"), "tenant_id", json!(tenant)),
+    );
+    assert_eq!(
+        verifier.verify(&token).await.unwrap().tenant,
+        Some(TenantId::parse(tenant).unwrap())
+    );
+    let token = idp.sign(Alg::Rs256, idp.claims("alice"));
+    assert_eq!(verifier.verify(&token).await.unwrap().tenant, None);
+
+    for bad in [json!("acme"), json!(42), json!([tenant]), json!(null)] {
+        let token = idp.sign(
+            Alg::Rs256,
+            with(idp.claims("alice"), "tenant_id", bad.clone()),
+        );
+        assert!(
+            matches!(
+                verifier.verify(&token).await,
+                Err(JwtError::ClaimInvalid { ref claim, .. }) if claim == "tenant_id"
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_user_and_email_claims_can_be_named() {
+    let idp = IdentityProvider::start().await;
+    let mut config = idp.config();
+    config.user_claim = "user_id".into();
+    config.email_claim = "https://example.com/email".into();
+    let verifier = verifier(config);
+    let claims = with(idp.claims("ignored"), "user_id", json!("u-1"));
+    let claims = with(claims, "https://example.com/email", json!("a@example.test"));
+    let token = verifier
+        .verify(&idp.sign(Alg::Es256, claims))
+        .await
+        .unwrap();
+    assert_eq!(token.subject, "u-1");
+    assert_eq!(token.email.as_deref(), Some("a@example.test"));
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_is_the_one_unavailable_error_until_it_answers() {
+    let (idp, verifier) = provider().await;
+    idp.set_jwks_failing(true);
+    let token = idp.sign(Alg::Rs256, idp.claims("alice"));
+    let error = verifier.verify(&token).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    // Within the interval it is not asked again.
+    assert!(verifier.verify(&token).await.unwrap_err().is_unavailable());
+    assert_eq!(idp.fetch_count(), 1);
+
+    idp.set_jwks_failing(false);
+    tokio::time::sleep(PAST_ONE_INTERVAL).await;
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(idp.fetch_count(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_refetch_keeps_the_old_keys() {
+    let idp = IdentityProvider::start().await;
+    let mut config = idp.config();
+    config.jwks_refresh_secs = 1;
+    config.jwks_min_refetch_secs = 1;
+    let verifier = verifier(config);
+    let token = idp.sign(Alg::Es256, idp.claims("alice"));
+    verifier.verify(&token).await.unwrap();
+
+    idp.set_jwks_failing(true);
+    tokio::time::sleep(PAST_ONE_INTERVAL).await;
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(idp.fetch_count(), 2, "the old keys were due and asked for");
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(idp.fetch_count(), 2);
+}
