@@ -25,7 +25,7 @@ DROP FUNCTION IF EXISTS tenantry.adopt_table(regclass, boolean, boolean, uuid, t
 DROP FUNCTION IF EXISTS tenantry.secure_tenant_table(regclass, boolean, boolean);
 
 ALTER TABLE tenantry.tenant_members ADD COLUMN is_owner boolean NOT NULL DEFAULT false;
-COMMENT ON COLUMN tenantry.tenant_members.is_owner IS 'The tenant''s owner: holds every permission, cannot be removed; one per tenant (the first member), handed over with transfer_ownership().';
+COMMENT ON COLUMN tenantry.tenant_members.is_owner IS 'The tenant''s owner: holds every permission, cannot be removed while other members remain; one per tenant (the first member), handed over with transfer_ownership().';
 -- The first member of each tenant that has members owns it.
 UPDATE tenantry.tenant_members m SET is_owner = true
 FROM (SELECT DISTINCT ON (tenant_id) tenant_id, user_id

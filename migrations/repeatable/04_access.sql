@@ -538,7 +538,7 @@ CREATE POLICY role_permissions_delete_needs_permission ON tenantry.role_permissi
     USING (tenantry.authorize('roles.write') AND tenantry.authorize_permission_id(permission_id));
 COMMENT ON POLICY role_permissions_delete_needs_permission ON tenantry.role_permissions IS 'Taking a permission from a role needs roles.write and the permission itself.';
 
-/** The first member of a tenant owns it; the owner is never removed (transfer ownership first). */
+/** The first member of a tenant owns it; the owner is removed only as the last member (transfer ownership first). */
 CREATE OR REPLACE FUNCTION tenantry.tenant_members_owner()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -552,14 +552,17 @@ BEGIN
                                     WHERE m.tenant_id = NEW.tenant_id AND m.is_owner);
         RETURN NEW;
     END IF;
-    IF OLD.is_owner AND current_setting('tenantry.transferring_ownership', true) IS DISTINCT FROM 'on' THEN
+    -- The last member may go (the next one to join owns the tenant); while
+    -- others remain, one of them must own it first.
+    IF OLD.is_owner AND EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                                WHERE m.tenant_id = OLD.tenant_id AND m.user_id <> OLD.user_id) THEN
         RAISE EXCEPTION 'member % owns tenant %: transfer ownership first', OLD.user_id, OLD.tenant_id
             USING ERRCODE = 'TN409', HINT = 'user_id';
     END IF;
     RETURN OLD;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_members_owner() IS 'Trigger: the first member of a tenant becomes its owner; deleting the owner is refused (TN409) except by transfer_ownership().';
+COMMENT ON FUNCTION tenantry.tenant_members_owner() IS 'Trigger: the first member of a tenant becomes its owner; deleting the owner while other members remain is refused (TN409: transfer ownership first).';
 CREATE OR REPLACE TRIGGER tenant_members_owner BEFORE INSERT OR DELETE ON tenantry.tenant_members
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_members_owner();
 
@@ -617,20 +620,8 @@ BEGIN
     IF changed IS NOT NULL THEN
         RAISE EXCEPTION 'role % not found', changed USING ERRCODE = 'TN404', HINT = 'role_ids';
     END IF;
-    -- Every role added or removed: the caller holds all its permissions.
-    SELECT c.role_id INTO changed FROM (
-        SELECT r AS role_id FROM unnest(coalesce(role_ids, '{}')) r
-        EXCEPT SELECT mr.role_id FROM tenantry.member_roles mr WHERE mr.tenant_id = tid AND mr.user_id = set_member_roles.user_id
-        UNION
-        (SELECT mr.role_id FROM tenantry.member_roles mr WHERE mr.tenant_id = tid AND mr.user_id = set_member_roles.user_id
-         EXCEPT SELECT r FROM unnest(coalesce(role_ids, '{}')) r)) c
-    WHERE EXISTS (SELECT 1 FROM tenantry.role_permissions rp JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
-                  WHERE rp.tenant_id = tid AND rp.role_id = c.role_id AND NOT tenantry.authorize(p.name))
-    LIMIT 1;
-    IF changed IS NOT NULL THEN
-        RAISE EXCEPTION 'role % holds permissions the caller does not: it cannot assign or remove it', changed
-            USING ERRCODE = 'TN403', HINT = 'role_ids';
-    END IF;
+    -- Every role added or removed is checked against the caller's grants by
+    -- the member_roles_within_grants trigger.
     DELETE FROM tenantry.member_roles mr
     WHERE mr.tenant_id = tid AND mr.user_id = set_member_roles.user_id AND NOT (mr.role_id = ANY (coalesce(role_ids, '{}')));
     INSERT INTO tenantry.member_roles (tenant_id, user_id, role_id)
@@ -640,8 +631,36 @@ BEGIN
                  WHERE mr.tenant_id = tid AND mr.user_id = set_member_roles.user_id ORDER BY mr.role_id);
 END
 $$;
-COMMENT ON FUNCTION tenantry.set_member_roles(uuid, uuid[]) IS 'Replaces the roles of a member of the current tenant (members.write; TN403 when a role added or removed holds a permission the caller does not; TN404 for a member or role outside the tenant). Runs as the caller: RLS applies. Returns the member''s role ids.';
+COMMENT ON FUNCTION tenantry.set_member_roles(uuid, uuid[]) IS 'Replaces the roles of a member of the current tenant (members.write; TN403 when a role added or removed holds a permission the caller does not, from the member_roles_within_grants trigger; TN404 for a member or role outside the tenant). Runs as the caller: RLS applies. Returns the member''s role ids.';
 GRANT EXECUTE ON FUNCTION tenantry.set_member_roles(uuid, uuid[]) TO tenantry_app;
+
+/**
+ * Nobody assigns or removes a role holding a permission they do not hold:
+ * checked on every row of member_roles a tenant's caller writes (raw SQL,
+ * the guide's assign_member_role, set_member_roles). Runs as the caller;
+ * tenantry's own functions (as the owner: accepting an invitation) are
+ * checked where they decide.
+ */
+CREATE OR REPLACE FUNCTION tenantry.member_roles_within_grants()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+BEGIN
+    IF current_user <> 'tenantry_owner' AND EXISTS (
+        SELECT 1 FROM tenantry.role_permissions rp JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
+        WHERE rp.tenant_id = r.tenant_id AND rp.role_id = r.role_id AND NOT tenantry.authorize(p.name)) THEN
+        RAISE EXCEPTION 'role % holds permissions the caller does not: it cannot assign or remove it', r.role_id
+            USING ERRCODE = 'TN403', HINT = 'role_id';
+    END IF;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION tenantry.member_roles_within_grants() IS 'Trigger: refuses (TN403) a tenant caller assigning or removing a role with a permission it does not hold (authorize()).';
+CREATE OR REPLACE TRIGGER member_roles_within_grants BEFORE INSERT OR DELETE ON tenantry.member_roles
+    FOR EACH ROW EXECUTE FUNCTION tenantry.member_roles_within_grants();
 
 /** Removes a member of the current tenant (members.write); the owner is refused (TN409), an unknown member is TN404. */
 CREATE OR REPLACE FUNCTION tenantry.remove_member(user_id uuid)
@@ -660,7 +679,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.remove_member(uuid) IS 'Removes a member of the current tenant and its role assignments (members.write; TN409 for the owner, TN404 for a non-member). Their keys bound to them stop working. Runs as the caller.';
+COMMENT ON FUNCTION tenantry.remove_member(uuid) IS 'Removes a member of the current tenant and its role assignments (members.write; TN409 for the owner while other members remain, TN404 for a non-member). Their keys bound to them stop working. Runs as the caller.';
 GRANT EXECUTE ON FUNCTION tenantry.remove_member(uuid) TO tenantry_app;
 
 -- -----------------------------------------------------------------------------

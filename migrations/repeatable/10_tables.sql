@@ -300,7 +300,7 @@ DECLARE
     tenant_col smallint;
 BEGIN
     FOR t IN
-        SELECT r.table_id, r.hierarchy, r.sharing, c.oid IS NOT NULL AS present
+        SELECT r.table_id, r.hierarchy, r.sharing, r.write_permission, c.oid IS NOT NULL AS present
         FROM tenantry.tenant_tables r
         LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_id::oid
         WHERE tbl IS NULL OR r.table_id = tbl

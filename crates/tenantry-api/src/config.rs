@@ -72,6 +72,13 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// How long a request waits for a database connection before a 503, in milliseconds.
     pub acquire_timeout_ms: u64,
+    /// People signing in with the team's identity provider (`[jwt]` in the
+    /// file: issuer, audience, jwks_url and/or hs256_secret, tenant_claim,
+    /// leeway_secs, …; or `TENANTRY_JWT_ISSUER`, `TENANTRY_JWT_AUDIENCE`
+    /// (comma-separated), `TENANTRY_JWT_JWKS_URL`, `TENANTRY_JWT_HS256_SECRET`,
+    /// `TENANTRY_JWT_TENANT_CLAIM`, `TENANTRY_JWT_USER_CLAIM`,
+    /// `TENANTRY_JWT_LEEWAY_SECS`). Unset: API keys only.
+    pub jwt: Option<tenantry_axum::jwt::JwtConfig>,
 }
 
 impl Default for Settings {
@@ -93,6 +100,7 @@ impl Default for Settings {
             key_cache_ttl_ms: 1_000,
             shutdown_grace_secs: 10,
             acquire_timeout_ms: 2_000,
+            jwt: None,
         }
     }
 }
@@ -166,6 +174,34 @@ impl Settings {
                 if let Some(v) = get($var) { self.$field = parse($var, &v)?; }
             )*};
         }
+        if let Some(issuer) = get("TENANTRY_JWT_ISSUER").filter(|v| !v.is_empty()) {
+            let audience = get("TENANTRY_JWT_AUDIENCE").unwrap_or_default();
+            let mut jwt = tenantry_axum::jwt::JwtConfig::new(issuer, "");
+            jwt.audience = audience
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect();
+            self.jwt = Some(jwt);
+        }
+        if let Some(jwt) = self.jwt.as_mut() {
+            if let Some(v) = get("TENANTRY_JWT_JWKS_URL").filter(|v| !v.is_empty()) {
+                jwt.jwks_url = Some(v);
+            }
+            if let Some(v) = get("TENANTRY_JWT_HS256_SECRET").filter(|v| !v.is_empty()) {
+                jwt.hs256_secret = Some(v);
+            }
+            if let Some(v) = get("TENANTRY_JWT_TENANT_CLAIM").filter(|v| !v.is_empty()) {
+                jwt.tenant_claim = Some(v);
+            }
+            if let Some(v) = get("TENANTRY_JWT_USER_CLAIM").filter(|v| !v.is_empty()) {
+                jwt.user_claim = v;
+            }
+            if let Some(v) = get("TENANTRY_JWT_LEEWAY_SECS") {
+                jwt.leeway_secs = parse("TENANTRY_JWT_LEEWAY_SECS", &v)?;
+            }
+        }
         num! {
             "TENANTRY_MAX_CONNECTIONS" => max_connections,
             "TENANTRY_BODY_LIMIT_BYTES" => body_limit_bytes,
@@ -185,6 +221,9 @@ impl Settings {
         self.statement_mode()?;
         self.context_key()?;
         self.invalidations()?;
+        if let Some(jwt) = &self.jwt {
+            jwt.validate().map_err(SettingsError::Invalid)?;
+        }
         if self.max_connections == 0 || self.request_log_queue == 0 || self.request_log_batch == 0 {
             return Err(SettingsError::Invalid(
                 "max_connections, request_log_queue and request_log_batch must be > 0".into(),

@@ -13,7 +13,7 @@ use crate::{error::ProblemCode, routes, state::AppState};
     info(
         title = "tenantry",
         description = "Multi-tenancy for PostgreSQL that holds even when application code is wrong.\n\n\
-Authenticate with `Authorization: Bearer <token>`: a tenant API key (`tk_…`) for tenant routes, the admin token for admin routes."
+Authenticate with `Authorization: Bearer <token>`: a tenant API key (`tk_…`) or a person's token from the identity provider (a JWT, with `X-Tenant-Id: <tenant>` naming the tenant they act in) for tenant routes, the admin token for admin routes."
     ),
     components(schemas(crate::error::Problem)),
     modifiers(&BearerAuth, &ProblemCodes),
@@ -22,6 +22,7 @@ Authenticate with `Authorization: Bearer <token>`: a tenant API key (`tk_…`) f
         (name = "tenant", description = "The caller's tenant"),
         (name = "resources", description = "Resources and sharing"),
         (name = "access", description = "Members, roles, permissions"),
+        (name = "people", description = "People signed in with the identity provider: their tenants, invitations"),
         (name = "keys", description = "API keys"),
         (name = "audit", description = "Audit log"),
         (name = "usage", description = "Usage metrics"),
@@ -41,6 +42,21 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some("Tenant API key or admin token"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "person",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A person's token from the configured identity provider (RS256/ES256 via JWKS, or HS256). \
+                         On tenant routes the request names its tenant with the X-Tenant-Id header (or the token's \
+                         tenant claim) and the person must be a member of it; otherwise the answer is the one for a \
+                         tenant that does not exist.",
+                    ))
                     .build(),
             ),
         );
@@ -119,6 +135,16 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::audit::tenant_audit))
         .routes(routes!(routes::usage::metrics))
         .routes(routes!(routes::usage::resources))
+        .routes(routes!(routes::people::my_tenants))
+        .routes(routes!(routes::people::accept_invitation))
+        .routes(routes!(
+            routes::people::create_invitation,
+            routes::people::list_invitations
+        ))
+        .routes(routes!(routes::people::revoke_invitation))
+        .routes(routes!(routes::people::set_member_roles))
+        .routes(routes!(routes::people::remove_member))
+        .routes(routes!(routes::people::transfer_ownership))
 }
 
 #[cfg(test)]

@@ -75,7 +75,12 @@ impl Application {
             request_log_batch: settings.request_log_batch,
         };
         let (tenantry, log_task) = Tenantry::start(db.clone(), &config);
-        let tenantry = tenantry.with_admin_token(AdminToken::new(admin_token));
+        let mut tenantry = tenantry.with_admin_token(AdminToken::new(admin_token));
+        if let Some(jwt) = &settings.jwt {
+            let verifier =
+                tenantry_axum::jwt::JwtVerifier::new(jwt.clone()).map_err(std::io::Error::other)?;
+            tenantry = tenantry.with_jwt(verifier);
+        }
         let state = AppState {
             db: db.clone(),
             admin_token: Arc::new(AdminToken::new(admin_token)),

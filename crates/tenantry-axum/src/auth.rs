@@ -1,4 +1,4 @@
-//! Authentication of a tenant's request, exactly as tenantry's server does it: the `Authorization: Bearer` key checked through the in-process key cache, the suspended tenant's answer, the tenant's rate limit and its request-log slot, then [`TenantCaller`], the only way a handler gets a [`TenantScope`]. Also the admin token's hash, so a tenant route can tell it apart. The admin routes themselves are the API's.
+//! Authentication of a tenant's request, exactly as tenantry's server does it: the `Authorization: Bearer` credential (an API key checked through the in-process key cache, or a person's JWT and their membership of the tenant the request names: [`crate::people`]), the suspended tenant's answer, the tenant's rate limit and its request-log slot, then [`TenantCaller`], the only way a handler gets a [`TenantScope`]. Also the admin token's hash, so a tenant route can tell it apart. The admin routes themselves are the API's.
 
 use std::{
     collections::HashMap,
@@ -19,12 +19,15 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tenantry_db::{
     invalidation::{ListeningFlag, Tag},
-    ApiKeySecret, Database, Invalidation, Invalidations, KeyId, KeyIdentity, ResourceId,
-    ScopeFuture, TenantContext, TenantId, TenantScope, TenantSettings, TenantStatus,
+    ApiKeySecret, Database, Invalidation, Invalidations, KeyId, KeyIdentity, MemberIdentity,
+    ResourceId, ScopeFuture, TenantContext, TenantId, TenantScope, TenantSettings, TenantStatus,
+    UserId,
 };
 
 use crate::{
     error::{ApiError, ProblemCode},
+    jwt::VerifiedToken,
+    people::{looks_like_jwt, not_a_member, requested_tenant, MemberCache},
     request_log::LogSlot,
     Tenantry,
 };
@@ -336,53 +339,123 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// A request made with a tenant API key: acts as the key's tenant (and member).
+/// Who a tenant request comes from.
+#[derive(Clone)]
+enum Credential {
+    /// A tenant API key.
+    Key(Arc<KeyIdentity>),
+    /// A person signed in with the identity provider, member of the tenant.
+    Member {
+        token: Arc<VerifiedToken>,
+        member: Arc<MemberIdentity>,
+    },
+}
+
+/// A request made with a tenant API key, or by a person who is a member of
+/// the tenant the request names: acts as that tenant (and member).
 pub struct TenantCaller {
     db: Database,
-    identity: Arc<KeyIdentity>,
+    credential: Credential,
     slot: Option<LogSlot>,
     keys: Arc<KeyCache>,
+    members: Arc<MemberCache>,
     limits: Arc<RateLimits>,
 }
 
 impl TenantCaller {
     /// The caller's tenant. Nothing in a request body, query or path overrides it.
     pub fn tenant(&self) -> TenantId {
-        self.identity.tenant_id
+        match &self.credential {
+            Credential::Key(k) => k.tenant_id,
+            Credential::Member { member, .. } => member.tenant_id,
+        }
+    }
+
+    /// The acting member: a person's, or the one a key is bound to.
+    pub fn user(&self) -> Option<UserId> {
+        match &self.credential {
+            Credential::Key(k) => k.user_id,
+            Credential::Member { member, .. } => Some(member.user_id),
+        }
+    }
+
+    fn settings(&self) -> &TenantSettings {
+        match &self.credential {
+            Credential::Key(k) => &k.tenant_settings,
+            Credential::Member { member, .. } => &member.tenant_settings,
+        }
     }
 
     /// Err(429 `rate_limited`, with Retry-After) when the tenant creates
     /// children faster than its `child_creation_rate_per_second`.
     pub fn check_child_creation(&self) -> Result<(), ApiError> {
         self.limits
-            .check_child_creation(self.identity.tenant_id, &self.identity.tenant_settings)
+            .check_child_creation(self.tenant(), self.settings())
     }
 
-    /// The key's identity.
-    pub fn identity(&self) -> &KeyIdentity {
-        &self.identity
+    /// The key's identity, when the caller is a key.
+    pub fn key(&self) -> Option<&KeyIdentity> {
+        match &self.credential {
+            Credential::Key(k) => Some(k),
+            Credential::Member { .. } => None,
+        }
     }
 
-    /// 403 unless the key holds `permission`.
+    /// The person's membership and verified token, when the caller is a person.
+    pub fn member(&self) -> Option<(&MemberIdentity, &VerifiedToken)> {
+        match &self.credential {
+            Credential::Key(_) => None,
+            Credential::Member { member, token } => Some((member, token)),
+        }
+    }
+
+    /// Permission names the caller holds.
+    pub fn permissions(&self) -> &[String] {
+        match &self.credential {
+            Credential::Key(k) => &k.permissions,
+            Credential::Member { member, .. } => &member.permissions,
+        }
+    }
+
+    /// 403 unless the caller holds `permission`.
     pub fn require(&self, permission: &str) -> Result<(), ApiError> {
-        if self.identity.permissions.iter().any(|p| p == permission) {
+        if self.permissions().iter().any(|p| p == permission) {
             Ok(())
         } else {
             Err(ApiError::new(
                 ProblemCode::PermissionDenied,
-                format!("this key lacks the permission {permission}"),
+                match &self.credential {
+                    Credential::Key(_) => format!("this key lacks the permission {permission}"),
+                    Credential::Member { .. } => {
+                        format!("your roles in this tenant lack the permission {permission}")
+                    }
+                },
             ))
         }
     }
 
-    /// The tenant context of this request, restricted to what the key holds.
+    /// The tenant context of this request, restricted to what the caller holds.
     fn context(&self) -> TenantContext {
-        // The key's permissions travel with the scope: the library refuses to
-        // grant, assign or mint more than the key holds.
-        TenantContext::new(self.tenant())
-            .with_user(self.identity.user_id)
-            .with_actor(format!("key:{}", self.identity.key_id))
-            .with_permissions(self.identity.permissions.iter().cloned().collect())
+        // The caller's permissions travel with the scope: the library refuses
+        // to grant, assign or mint more than it holds, and the database's
+        // write policies check them (tenantry.authorize).
+        match &self.credential {
+            Credential::Key(k) => TenantContext::new(k.tenant_id)
+                .with_user(k.user_id)
+                .with_actor(format!("key:{}", k.key_id))
+                .with_permissions(k.permissions.iter().cloned().collect()),
+            Credential::Member { member, .. } => {
+                let ctx = TenantContext::new(member.tenant_id)
+                    .with_user(Some(member.user_id))
+                    .with_actor(format!("user:{}", member.user_id));
+                // The owner holds every permission, present and future.
+                if member.is_owner {
+                    ctx
+                } else {
+                    ctx.with_permissions(member.permissions.iter().cloned().collect())
+                }
+            }
+        }
     }
 
     /// Opens the tenant-scoped transaction for this request (reads).
@@ -413,6 +486,11 @@ impl TenantCaller {
     pub fn key_cache(&self) -> &KeyCache {
         &self.keys
     }
+
+    /// The membership cache, to drop a tenant's entries after changes to its members.
+    pub fn member_cache(&self) -> &MemberCache {
+        &self.members
+    }
 }
 
 impl<S> FromRequestParts<S> for TenantCaller
@@ -435,35 +513,51 @@ where
                 "this route needs a tenant API key, not the admin token",
             ));
         }
-        let secret = ApiKeySecret::parse(token).ok_or_else(ApiError::unauthorized)?;
-        let identity = tenantry
-            .keys
-            .verify(&tenantry.db, &secret)
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
-        match identity.tenant_status {
+        let (credential, status) = if let Some(secret) = ApiKeySecret::parse(token) {
+            let identity = tenantry
+                .keys
+                .verify(&tenantry.db, &secret)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            let status = identity.tenant_status;
+            (Credential::Key(identity), status)
+        } else if let (Some(verifier), true) = (tenantry.jwt.as_ref(), looks_like_jwt(token)) {
+            let token = tenantry.tokens.verify(verifier, token).await?;
+            let tenant = requested_tenant(parts, &token)?;
+            let member = tenantry
+                .members
+                .get(&tenantry.db, token.user_id, tenant)
+                .await?
+                .ok_or_else(|| not_a_member(tenant))?;
+            let status = member.tenant_status;
+            (Credential::Member { token, member }, status)
+        } else {
+            return Err(ApiError::unauthorized());
+        };
+        let caller = Self {
+            db: tenantry.db,
+            credential,
+            slot: parts.extensions.get::<LogSlot>().cloned(),
+            keys: tenantry.keys,
+            members: tenantry.members,
+            limits: tenantry.limits,
+        };
+        match status {
             TenantStatus::Active => {}
             TenantStatus::Suspended => {
                 return Err(ApiError::new(
                     ProblemCode::TenantSuspended,
-                    format!("tenant {} is suspended", identity.tenant_id),
+                    format!("tenant {} is suspended", caller.tenant()),
                 ));
             }
             TenantStatus::Deleted => return Err(ApiError::unauthorized()),
         }
-        let slot = parts.extensions.get::<LogSlot>().cloned();
-        if let Some(slot) = &slot {
-            slot.set_caller(identity.tenant_id, identity.user_id);
+        if let Some(slot) = &caller.slot {
+            slot.set_caller(caller.tenant(), caller.user());
         }
-        tenantry
+        caller
             .limits
-            .check(identity.tenant_id, &identity.tenant_settings)?;
-        Ok(Self {
-            db: tenantry.db,
-            identity,
-            slot,
-            keys: tenantry.keys,
-            limits: tenantry.limits,
-        })
+            .check(caller.tenant(), caller.settings())?;
+        Ok(caller)
     }
 }

@@ -43,14 +43,18 @@ use std::{sync::Arc, time::Duration};
 use tenantry_db::{Database, Invalidations, ListenOptions, ListenTo};
 use tokio::task::JoinHandle;
 
+use crate::{jwt::JwtVerifier, people::TokenCache};
+
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod jwt;
+pub mod people;
 pub mod request_log;
 
 pub use auth::{AdminToken, KeyCache, RateLimits, TenantCaller};
 pub use error::{ApiError, ProblemCode};
+pub use people::{MemberCache, Person};
 pub use request_log::{RequestLog, RequestLogLayer};
 
 /// How [`Tenantry::start`] sets up authentication and the request log.
@@ -100,6 +104,9 @@ pub struct Tenantry {
     pub(crate) limits: Arc<RateLimits>,
     pub(crate) log: RequestLog,
     pub(crate) admin_token: Option<Arc<AdminToken>>,
+    pub(crate) jwt: Option<JwtVerifier>,
+    pub(crate) tokens: Arc<TokenCache>,
+    pub(crate) members: Arc<MemberCache>,
 }
 
 impl Tenantry {
@@ -123,8 +130,13 @@ impl Tenantry {
             config.key_cache_ttl,
             &invalidations,
         ));
+        let members = Arc::new(MemberCache::with_invalidations(
+            config.key_cache_ttl,
+            &invalidations,
+        ));
         let mut feed = invalidations.subscribe();
         let follower = keys.clone();
+        let member_follower = members.clone();
         let contexts = db.clone();
         tokio::spawn(async move {
             while let Some(invalidation) = feed.recv().await {
@@ -137,6 +149,7 @@ impl Tenantry {
                 ) {
                     contexts.forget_tenant_contexts(None);
                 }
+                member_follower.apply(invalidation);
                 follower.apply(invalidation);
             }
         });
@@ -147,6 +160,9 @@ impl Tenantry {
             limits: Arc::new(RateLimits::default()),
             log,
             admin_token: None,
+            jwt: None,
+            tokens: Arc::new(TokenCache::new()),
+            members,
         };
         (tenantry, flusher)
     }
@@ -156,6 +172,19 @@ impl Tenantry {
     pub fn with_admin_token(mut self, token: AdminToken) -> Self {
         self.admin_token = Some(Arc::new(token));
         self
+    }
+
+    /// Lets people sign in with bearer JWTs of the team's identity provider
+    /// (next to API keys): [`TenantCaller`] then also accepts a member's
+    /// token for the tenant its request names, and [`Person`] extracts them.
+    pub fn with_jwt(mut self, verifier: JwtVerifier) -> Self {
+        self.jwt = Some(verifier);
+        self
+    }
+
+    /// The membership cache, to drop a tenant's entries after changes to its members.
+    pub fn member_cache(&self) -> &MemberCache {
+        &self.members
     }
 
     /// The admin token, if one was named.

@@ -126,13 +126,14 @@ pub async fn enter_signed(
     let mac = key.sign_context(signed);
     Ok(client
         .query_one(
-            "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8)",
+            "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 &signed.pid,
                 &signed.expires_at,
                 &signed.tenant.map(|t| *t.as_uuid()),
                 &signed.user.map(|u| *u.as_uuid()),
                 &signed.actor,
+                &signed.grants,
                 &signed.tenant_part,
                 &key.id(),
                 &mac,

@@ -62,7 +62,7 @@ pub struct NewRoleBody {
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn list_members(
     caller: TenantCaller,
@@ -84,7 +84,7 @@ pub async fn list_members(
         responses::TenantAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn add_member(
     caller: TenantCaller,
@@ -113,7 +113,7 @@ pub async fn add_member(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn assign_role(
     caller: TenantCaller,
@@ -135,7 +135,7 @@ pub async fn assign_role(
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn list_roles(
     caller: TenantCaller,
@@ -157,7 +157,7 @@ pub async fn list_roles(
         responses::TenantAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn create_role(
     caller: TenantCaller,
@@ -184,7 +184,7 @@ pub async fn create_role(
         (status = 404, description = "Role or permission not found", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn grant_permission(
     caller: TenantCaller,
@@ -210,7 +210,7 @@ pub async fn grant_permission(
         (status = 404, description = "Role or permission not found", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn revoke_permission(
     caller: TenantCaller,
@@ -234,7 +234,7 @@ pub async fn revoke_permission(
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn list_permissions(
     caller: TenantCaller,

@@ -88,7 +88,7 @@ fn page(mut items: Vec<AuditEntry>, limit: u32) -> Page<AuditEntry> {
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn tenant_audit(
     caller: TenantCaller,

@@ -105,7 +105,7 @@ async fn own_key(scope: &mut TenantScope, key_id: KeyId, tenant: TenantId) -> Re
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn list_keys(
     caller: TenantCaller,
@@ -128,7 +128,7 @@ pub async fn list_keys(
         responses::TenantAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn create_key(
     caller: TenantCaller,
@@ -154,7 +154,7 @@ pub async fn create_key(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn revoke_key(
     caller: TenantCaller,
@@ -187,7 +187,7 @@ pub async fn revoke_key(
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn rotate_key(
     caller: TenantCaller,

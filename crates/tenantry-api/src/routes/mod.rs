@@ -8,6 +8,7 @@ use crate::error::{ApiError, ProblemCode};
 pub mod access;
 pub mod audit;
 pub mod keys;
+pub mod people;
 pub mod resources;
 pub mod system;
 pub mod tenants;

@@ -88,7 +88,7 @@ pub struct ResourceListQuery {
         responses::TenantAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn create_resource(
     caller: TenantCaller,
@@ -115,7 +115,7 @@ pub async fn create_resource(
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn list_resources(
     caller: TenantCaller,
@@ -173,7 +173,7 @@ pub async fn list_resources(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn get_resource(
     caller: TenantCaller,
@@ -196,7 +196,7 @@ pub async fn get_resource(
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn patch_resource(
     caller: TenantCaller,
@@ -227,7 +227,7 @@ pub async fn patch_resource(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn delete_resource(
     caller: TenantCaller,
@@ -253,7 +253,7 @@ pub async fn delete_resource(
         responses::TenantAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn share_resource(
     caller: TenantCaller,
@@ -279,7 +279,7 @@ pub async fn share_resource(
         responses::Params,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn list_shares(
     caller: TenantCaller,
@@ -304,7 +304,7 @@ pub async fn list_shares(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn unshare_resource(
     caller: TenantCaller,

@@ -101,7 +101,7 @@ fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
         responses::AnyAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn create_tenant(
     caller: Caller,
@@ -476,7 +476,7 @@ pub async fn tenant_usage(
         (status = 200, body = Tenant),
         responses::TenantAuth,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn current_tenant(caller: TenantCaller) -> Result<Json<Tenant>, ApiError> {
     caller.require("tenant.read")?;
@@ -494,7 +494,7 @@ pub async fn current_tenant(caller: TenantCaller) -> Result<Json<Tenant>, ApiErr
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn children(
     caller: TenantCaller,

@@ -31,7 +31,7 @@ pub struct MetricsQuery {
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn metrics(
     caller: TenantCaller,
@@ -53,7 +53,7 @@ pub async fn metrics(
 #[utoipa::path(
     get, path = "/v1/usage/resources", tag = "usage",
     responses((status = 200, body = Vec<ResourceUsage>), responses::TenantAuth),
-    security(("bearer" = []))
+    security(("bearer" = []), ("person" = []))
 )]
 pub async fn resources(caller: TenantCaller) -> Result<Json<Vec<ResourceUsage>>, ApiError> {
     caller.require("usage.read")?;

@@ -83,13 +83,13 @@ const DIRECT: &[(&str, Chain, &str)] = &[
     // Prepared statements and DO blocks around the setters.
     ("prepare_and_execute_set_config", Kept, "PREPARE forge_{n}(text) AS SELECT set_config('backtrace_functions', $1, true); EXECUTE forge_{n}('{ctx}')"),
     ("prepare_and_execute_set_tenant_context_local", Kept, "PREPARE forge_{n}(uuid) AS SELECT tenantry.set_tenant_context_local($1); EXECUTE forge_{n}('{v}')"),
-    ("prepare_and_execute_enter_context", Kept, "PREPARE forge_{n}(bytea, uuid) AS SELECT tenantry.enter_context($1, {next}, $2, NULL, NULL, NULL); EXECUTE forge_{n}({rand}, '{v}')"),
+    ("prepare_and_execute_enter_context", Kept, "PREPARE forge_{n}(bytea, uuid) AS SELECT tenantry.enter_context($1, {next}, $2, NULL, NULL, NULL, NULL); EXECUTE forge_{n}({rand}, '{v}')"),
     ("do_block_set_config", Kept, "DO $d$ BEGIN PERFORM set_config('backtrace_functions', '{ctx}', true); END $d$"),
     ("do_block_set_local_by_dynamic_sql", Kept, "DO $d$ BEGIN EXECUTE 'SET LOCAL backtrace_functions = ''{ctx}'''; END $d$"),
     ("do_block_set_tenant_context", Kept, "DO $d$ BEGIN PERFORM tenantry.set_tenant_context('{v}'); END $d$"),
     // Internal functions with crafted arguments: not executable.
     ("context_mac_with_crafted_arguments", Kept, "SELECT tenantry.context_mac({key_id}, 'enter|0|{exp}|{v}||||')"),
-    ("context_value_with_crafted_arguments", Kept, "SELECT tenantry.context_value('{v}', NULL, NULL, ',stenantry,v{vh}')"),
+    ("context_value_with_crafted_arguments", Kept, "SELECT tenantry.context_value('{v}', NULL, NULL, NULL, ',stenantry,v{vh}')"),
     ("tenant_context_part_with_crafted_arguments", Kept, "SELECT tenantry.tenant_context_part('{v}')"),
     ("operator_session_called_directly", Kept, "SELECT tenantry.operator_session()"),
     ("read_the_context_keys", Kept, "SELECT key_id, secret FROM tenantry.context_keys"),

@@ -17,6 +17,7 @@ mod hierarchy;
 mod keys_and_roles;
 mod leaks;
 mod objects;
+mod people;
 mod oracle;
 mod schemas;
 mod shared_state;

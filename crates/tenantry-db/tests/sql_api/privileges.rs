@@ -158,7 +158,8 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
             "SELECT count(*) FROM pg_policy WHERE polrelid = 'tenantry.resources'::regclass"
         )
         .await,
-        1
+        4,
+        "tenant_isolation and the three restrictive write-permission policies"
     );
 }
 
@@ -443,15 +444,21 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
     assert_eq!(
         executable_by(&server, "tenantry_app").await,
         [
+            "accept_invitation",
             "create_api_key",
             "create_child_tenant",
+            "create_invitation",
             "current_tenant_metrics",
+            "define_permission",
             "enter_context",
             "enter_context_signed",
             "key_permissions",
+            "member_identity",
+            "my_tenants",
             "open_context_session",
             "resources_shared_with_me",
             "revoke_api_key",
+            "revoke_invitation",
             "rotate_api_key",
             "rows_shared_with_me",
             "set_tenant_context",
@@ -460,6 +467,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "share_row",
             "shares_of_my_rows",
             "tenant_home_schema",
+            "transfer_ownership",
             "unshare_resource",
             "unshare_row",
             "verify_api_key_hash",
@@ -470,6 +478,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         executable_by(&server, "tenantry_admin").await,
         [
             "create_tenant",
+            "define_permission",
             "drop_request_log_partitions",
             "ensure_request_log_partitions",
             "enter_context",

@@ -1,0 +1,274 @@
+//! People: a signed-in person's tenants and accepting an invitation (a bearer JWT of the identity provider, no tenant yet), and inside a tenant inviting members, listing and revoking invitations, replacing a member's roles, removing members and handing ownership over. The database enforces who may (04_access.sql); handlers check the permission first for a clear 403.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tenantry_axum::Person;
+use tenantry_db::{
+    Invitation, InvitationId, IssuedInvitation, Member, MyTenant, NewInvitation, RoleId, TenantId,
+    UserId,
+};
+use utoipa::ToSchema;
+
+use super::{page_by_key, Page, PageQuery};
+use crate::{
+    auth::TenantCaller,
+    error::{responses, ApiError, Problem},
+    extract::{Json, Path, Query},
+};
+
+/// The tenants the signed-in person is a member of (a person's token; no tenant needed).
+#[utoipa::path(
+    get, path = "/v1/me/tenants", tag = "people", params(PageQuery),
+    responses(
+        (status = 200, body = Page<MyTenant>),
+        responses::TenantAuth,
+        responses::Params,
+    ),
+    security(("person" = []))
+)]
+pub async fn my_tenants(
+    person: Person,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<MyTenant>>, ApiError> {
+    let tenants = person.db().my_tenants(person.user()).await?;
+    Ok(Json(page_by_key(tenants, |t| t.tenant_id.to_string(), &q)?))
+}
+
+/// An invitation token to accept.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptBody {
+    /// The token the invitation was created with (`tinv_…`).
+    #[schema(max_length = 200)]
+    pub token: String,
+}
+
+/// The tenant an accepted invitation made the person a member of.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// The tenant; name it in `X-Tenant-Id` to act in it.
+    pub tenant_id: TenantId,
+}
+
+/// Accept an invitation as the signed-in person (a person's token). The
+/// invitation's email, if it names one, must be the token's verified email;
+/// its user, if it names one, the token's user. Unknown, expired, revoked,
+/// already used and someone else's invitations all answer the same 404.
+#[utoipa::path(
+    post, path = "/v1/invitations/accept", tag = "people", request_body = AcceptBody,
+    responses(
+        (status = 200, body = Accepted),
+        (status = 409, description = "Another member of the tenant has this email", body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::JsonBody,
+        responses::NotFound,
+    ),
+    security(("person" = []))
+)]
+pub async fn accept_invitation(
+    person: Person,
+    Json(body): Json<AcceptBody>,
+) -> Result<Json<Accepted>, ApiError> {
+    let tenant_id = person
+        .db()
+        .accept_invitation(person.user(), &body.token, person.email())
+        .await?;
+    person.forget_memberships(tenant_id);
+    Ok(Json(Accepted { tenant_id }))
+}
+
+/// A new invitation: an email, a user id, or both.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvitationBody {
+    /// Only a person whose token carries this verified email can accept it.
+    #[schema(max_length = 320)]
+    pub email: Option<String>,
+    /// Only this user can accept it.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub user_id: Option<UserId>,
+    /// The role the new member gets; the caller must hold all its permissions.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub role_id: Option<RoleId>,
+    /// How long it can be accepted, in seconds: 60 to 2592000 (30 days); default 7 days.
+    #[schema(minimum = 60, maximum = 2592000)]
+    #[serde(default, deserialize_with = "super::whole_number")]
+    pub valid_for_seconds: Option<u64>,
+}
+
+/// Invite a person to the caller's tenant (`members.invite`). The token is in
+/// this answer only; hand it to the invitee, who accepts it signed in.
+#[utoipa::path(
+    post, path = "/v1/invitations", tag = "people", request_body = NewInvitationBody,
+    responses(
+        (status = 201, body = IssuedInvitation),
+        (status = 409, description = "1000 invitations pending", body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::JsonBody,
+        responses::NotFound,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn create_invitation(
+    caller: TenantCaller,
+    Json(body): Json<NewInvitationBody>,
+) -> Result<(StatusCode, Json<IssuedInvitation>), ApiError> {
+    caller.require("members.invite")?;
+    if let Some(s) = body.valid_for_seconds {
+        if !(60..=2_592_000).contains(&s) {
+            return Err(ApiError::invalid(
+                "valid_for_seconds",
+                "an invitation is valid for 60 seconds to 30 days",
+            ));
+        }
+    }
+    let new = NewInvitation {
+        email: body.email,
+        user_id: body.user_id,
+        role_id: body.role_id,
+        valid_for: body.valid_for_seconds.map(Duration::from_secs),
+    };
+    let issued = caller
+        .write(&new, |scope, new| Box::pin(scope.create_invitation(new)))
+        .await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// The caller's tenant's invitations, newest first (`members.read`).
+#[utoipa::path(
+    get, path = "/v1/invitations", tag = "people", params(PageQuery),
+    responses(
+        (status = 200, body = Page<Invitation>),
+        responses::TenantAuth,
+        responses::Params,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn list_invitations(
+    caller: TenantCaller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Invitation>>, ApiError> {
+    caller.require("members.read")?;
+    let mut scope = caller.scope().await?;
+    let invitations = scope.list_invitations().await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(
+        invitations,
+        |i| i.invitation_id.to_string(),
+        &q,
+    )?))
+}
+
+/// Revoke an invitation of the caller's tenant (`members.invite`); idempotent.
+#[utoipa::path(
+    delete, path = "/v1/invitations/{invitation_id}", tag = "people",
+    params(("invitation_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Invitation),
+        responses::TenantAuth,
+        responses::NotFound,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn revoke_invitation(
+    caller: TenantCaller,
+    Path(id): Path<InvitationId>,
+) -> Result<Json<Invitation>, ApiError> {
+    caller.require("members.invite")?;
+    let invitation = caller
+        .write(&id, |scope, id| Box::pin(scope.revoke_invitation(*id)))
+        .await?;
+    Ok(Json(invitation))
+}
+
+/// A member's new set of roles.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRolesBody {
+    /// Every role the member holds afterwards (roles of the caller's tenant).
+    #[schema(value_type = Vec<String>, max_items = 100)]
+    pub role_ids: Vec<RoleId>,
+}
+
+/// Replace a member's roles (`members.write`). Every role added or removed
+/// must hold only permissions the caller holds.
+#[utoipa::path(
+    put, path = "/v1/members/{user_id}/roles", tag = "access", request_body = MemberRolesBody,
+    params(("user_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Member),
+        responses::TenantAuth,
+        responses::JsonBody,
+        responses::NotFound,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn set_member_roles(
+    caller: TenantCaller,
+    Path(user): Path<UserId>,
+    Json(body): Json<MemberRolesBody>,
+) -> Result<Json<Member>, ApiError> {
+    caller.require("members.write")?;
+    if body.role_ids.len() > 100 {
+        return Err(ApiError::invalid("role_ids", "at most 100 roles"));
+    }
+    let args = (user, body.role_ids);
+    let member = caller
+        .write(&args, |scope, (user, roles)| {
+            Box::pin(scope.set_member_roles(*user, roles))
+        })
+        .await?;
+    caller.member_cache().forget_tenant(caller.tenant());
+    Ok(Json(member))
+}
+
+/// Remove a member of the caller's tenant (`members.write`). The owner cannot
+/// be removed (409: transfer ownership first). Their tokens stop acting in
+/// the tenant at once on this server, within milliseconds on others.
+#[utoipa::path(
+    delete, path = "/v1/members/{user_id}", tag = "access",
+    params(("user_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 409, description = "The member owns the tenant", body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::NotFound,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn remove_member(
+    caller: TenantCaller,
+    Path(user): Path<UserId>,
+) -> Result<StatusCode, ApiError> {
+    caller.require("members.write")?;
+    caller
+        .write(&user, |scope, user| Box::pin(scope.remove_member(*user)))
+        .await?;
+    caller.member_cache().forget_tenant(caller.tenant());
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Make another member the owner of the caller's tenant. Only the owner (or a
+/// key holding every permission) may; the previous owner stays a member.
+#[utoipa::path(
+    post, path = "/v1/members/{user_id}/ownership", tag = "access",
+    params(("user_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Member),
+        responses::TenantAuth,
+        responses::NotFound,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn transfer_ownership(
+    caller: TenantCaller,
+    Path(user): Path<UserId>,
+) -> Result<Json<Member>, ApiError> {
+    let member = caller
+        .write(&user, |scope, user| Box::pin(scope.transfer_ownership(*user)))
+        .await?;
+    caller.member_cache().forget_tenant(caller.tenant());
+    Ok(Json(member))
+}

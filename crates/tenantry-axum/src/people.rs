@@ -1,0 +1,300 @@
+//! People signing in with the team's identity provider: bearer JWTs verified through [`crate::jwt`] (and cached by their SHA-256 until they expire), the tenant a person's request names (`X-Tenant-Id`, or the token's tenant claim) and their membership of it, cached like keys and dropped by the same invalidations; [`Person`], the extractor of the routes that need a signed-in person but no tenant.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{FromRef, FromRequestParts},
+    http::request::Parts,
+};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use tenantry_db::{
+    invalidation::{ListeningFlag, Tag},
+    Database, Invalidation, Invalidations, MemberIdentity, TenantId, UserId,
+};
+
+use crate::{
+    auth::{bearer, UNLISTENED_TTL},
+    error::{ApiError, ProblemCode},
+    jwt::{JwtError, JwtVerifier, VerifiedToken},
+    Tenantry,
+};
+
+/// The header a person's request names its tenant with.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// Most tokens and memberships kept at once; past it, expired entries go
+/// first, then everything.
+pub const PEOPLE_CACHE_CAPACITY: usize = 100_000;
+
+/// The longest a verified token is trusted without checking its signature
+/// again (never past its own `exp`).
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Whether a bearer credential is shaped like a JWT (three base64url parts),
+/// not like a tenantry key or the admin token.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3 && token.starts_with("ey")
+}
+
+/// Verified tokens by the SHA-256 of their text: a person's requests pay for
+/// one signature check a minute, not one each.
+pub(crate) struct TokenCache {
+    entries: RwLock<HashMap<[u8; 32], (Arc<VerifiedToken>, Instant)>>,
+}
+
+impl TokenCache {
+    pub(crate) fn new() -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) async fn verify(
+        &self,
+        verifier: &JwtVerifier,
+        token: &str,
+    ) -> Result<Arc<VerifiedToken>, ApiError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = Utc::now();
+        if let Some((verified, at)) = self.entries.read().expect("token cache lock").get(&key) {
+            if at.elapsed() < TOKEN_CACHE_TTL && verified.expires_at > now {
+                return Ok(verified.clone());
+            }
+        }
+        let verified = Arc::new(verifier.verify(token).await.map_err(token_error)?);
+        let mut entries = self.entries.write().expect("token cache lock");
+        if entries.len() >= PEOPLE_CACHE_CAPACITY {
+            entries.retain(|_, (v, at)| at.elapsed() < TOKEN_CACHE_TTL && v.expires_at > now);
+            if entries.len() >= PEOPLE_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (verified.clone(), Instant::now()));
+        Ok(verified)
+    }
+}
+
+/// Every refused token gets the same answer; why goes to the log only. An
+/// identity provider that cannot be reached is the one exception (503).
+fn token_error(e: JwtError) -> ApiError {
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "identity provider keys unavailable");
+        return ApiError::new(
+            ProblemCode::ServiceUnavailable,
+            "the identity provider's keys cannot be fetched; retry later",
+        );
+    }
+    tracing::debug!(reason = %e, "bearer token refused");
+    ApiError::unauthorized()
+}
+
+struct CachedMember {
+    identity: Option<Arc<MemberIdentity>>,
+    fetched: Instant,
+    tenant_tag: Tag<TenantId>,
+}
+
+/// People's memberships by (user, tenant), as the database last gave them:
+/// dropped when the tenant's members, roles or status change (here at once,
+/// elsewhere within milliseconds through the invalidation feed; while that
+/// feed is down, trusted for at most [`UNLISTENED_TTL`]). A removed member's
+/// still-valid token is refused once the entry is gone.
+pub struct MemberCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<(UserId, TenantId), CachedMember>>,
+    removals: AtomicU64,
+    listening: Option<ListeningFlag>,
+}
+
+impl MemberCache {
+    /// An empty cache whose entries live `ttl` while `invalidations` listens.
+    pub fn with_invalidations(ttl: Duration, invalidations: &Invalidations) -> Self {
+        Self {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+            removals: AtomicU64::new(0),
+            listening: invalidations
+                .is_enabled()
+                .then(|| invalidations.listening_flag()),
+        }
+    }
+
+    fn lifetime(&self) -> Duration {
+        match &self.listening {
+            Some(flag) if !flag.get() => self.ttl.min(UNLISTENED_TTL),
+            _ => self.ttl,
+        }
+    }
+
+    /// The membership of `user` in `tenant` (`None`: not a member, or no such tenant).
+    pub(crate) async fn get(
+        &self,
+        db: &Database,
+        user: UserId,
+        tenant: TenantId,
+    ) -> Result<Option<Arc<MemberIdentity>>, ApiError> {
+        let lifetime = self.lifetime();
+        if let Some(hit) = self
+            .entries
+            .read()
+            .expect("member cache lock")
+            .get(&(user, tenant))
+            .filter(|e| e.fetched.elapsed() < lifetime)
+        {
+            return Ok(hit.identity.clone());
+        }
+        let removals = self.removals.load(Ordering::Acquire);
+        let identity = db.member_identity(user, tenant).await?.map(Arc::new);
+        let mut entries = self.entries.write().expect("member cache lock");
+        if self.removals.load(Ordering::Acquire) == removals {
+            if entries.len() >= PEOPLE_CACHE_CAPACITY {
+                let ttl = self.ttl;
+                entries.retain(|_, e| e.fetched.elapsed() < ttl);
+                if entries.len() >= PEOPLE_CACHE_CAPACITY {
+                    entries.clear();
+                }
+            }
+            entries.insert(
+                (user, tenant),
+                CachedMember {
+                    identity: identity.clone(),
+                    fetched: Instant::now(),
+                    tenant_tag: Tag::of(tenant),
+                },
+            );
+        }
+        Ok(identity)
+    }
+
+    /// Forgets what `invalidation` names (a tenant's members, or everything).
+    pub fn apply(&self, invalidation: Invalidation) {
+        let mut entries = self.entries.write().expect("member cache lock");
+        self.removals.fetch_add(1, Ordering::AcqRel);
+        match invalidation {
+            Invalidation::Key(_) => {}
+            Invalidation::Tenant(tag) => entries.retain(|_, e| e.tenant_tag != tag),
+            Invalidation::All => entries.clear(),
+        }
+    }
+
+    /// Forgets every membership of a tenant (changed through this instance).
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        self.apply(Invalidation::tenant(tenant));
+    }
+}
+
+/// The tenant a person's request names: the `X-Tenant-Id` header, else the
+/// token's tenant claim; both present and different is refused like a
+/// tenant the person does not belong to.
+pub(crate) fn requested_tenant(
+    parts: &Parts,
+    token: &VerifiedToken,
+) -> Result<TenantId, ApiError> {
+    let header = match parts.headers.get(TENANT_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| TenantId::parse(s.trim()).ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ProblemCode::ValidationFailed,
+                        "X-Tenant-Id must be a tenant id (a UUID)",
+                    )
+                    .with_field("X-Tenant-Id")
+                })?,
+        ),
+    };
+    match (header, token.tenant) {
+        (Some(h), Some(c)) if h != c => Err(not_a_member(h)),
+        (Some(t), _) | (None, Some(t)) => Ok(t),
+        (None, None) => Err(ApiError::new(
+            ProblemCode::ValidationFailed,
+            "name the tenant this request acts in: the X-Tenant-Id header",
+        )
+        .with_field("X-Tenant-Id")),
+    }
+}
+
+/// The answer for a tenant the person is not a member of: the same as for
+/// a tenant that does not exist.
+pub(crate) fn not_a_member(tenant: TenantId) -> ApiError {
+    ApiError::new(ProblemCode::NotFound, format!("tenant {tenant} not found"))
+}
+
+/// A request made by a signed-in person (a bearer JWT of the configured
+/// identity provider), before any tenant: their tenants, accepting an
+/// invitation.
+pub struct Person {
+    db: Database,
+    token: Arc<VerifiedToken>,
+    members: Arc<MemberCache>,
+}
+
+impl Person {
+    /// The person's user id.
+    pub fn user(&self) -> UserId {
+        self.token.user_id
+    }
+
+    /// Their verified email, when the token carries one.
+    pub fn email(&self) -> Option<&str> {
+        self.token.email.as_deref()
+    }
+
+    /// The verified token.
+    pub fn token(&self) -> &VerifiedToken {
+        &self.token
+    }
+
+    /// The database, for the calls a person makes before any tenant
+    /// ([`Database::my_tenants`], [`Database::accept_invitation`]).
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Drops this server's cached memberships of `tenant` (after the person
+    /// joined it: an earlier "not a member" must not outlive the change).
+    pub fn forget_memberships(&self, tenant: TenantId) {
+        self.members.forget_tenant(tenant);
+    }
+}
+
+impl<S> FromRequestParts<S> for Person
+where
+    Tenantry: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let tenantry = Tenantry::from_ref(state);
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        let Some(verifier) = tenantry.jwt.as_ref() else {
+            return Err(ApiError::new(
+                ProblemCode::WrongCredential,
+                "this route is for people signed in with the identity provider, and none is configured",
+            ));
+        };
+        if !looks_like_jwt(token) {
+            return Err(ApiError::new(
+                ProblemCode::WrongCredential,
+                "this route needs a person's token from the identity provider, not an API key",
+            ));
+        }
+        let token = tenantry.tokens.verify(verifier, token).await?;
+        Ok(Self {
+            db: tenantry.db,
+            token,
+            members: tenantry.members,
+        })
+    }
+}

@@ -1,0 +1,487 @@
+//! People (issue 14), attacked as the server's login: a member whose verified context carries only some permissions tries to write past them through raw SQL, to raise their own roles, to take or remove the tenant's ownership, to read token hashes; and the functions of a signed-in person (memberships, invitations) are asked about people and tenants the context does not name.
+
+use serde_json::json;
+use tenantry_db::{testing::TestDatabase, SignedContext, TenantId, UserId};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::{
+    common::{count, create_tenant, exec},
+    helpers::{app, begin_as, commit, create_role, denied, enter_signed, fails, rollback},
+};
+
+/// Opens a transaction in `t` as member `user` holding `grants` (what the
+/// server proves for a person's request: the context names the member and
+/// carries their permissions).
+async fn begin_member(c: &Client, t: Uuid, user: Uuid, grants: &[&str]) {
+    exec(c, "BEGIN").await;
+    let mut signed = SignedContext::new(TenantId::from_uuid(t));
+    signed.user = Some(UserId::from_uuid(user));
+    signed.grants = Some(grants.iter().map(|g| (*g).to_owned()).collect());
+    let part = enter_signed(c, &signed).await.expect("enter_context_signed");
+    assert!(part.is_some(), "the database refused the member's context");
+}
+
+/// Opens a transaction in a signed-in person's context (no tenant).
+async fn begin_person(c: &Client, user: Uuid) {
+    exec(c, "BEGIN").await;
+    let mut signed = SignedContext::admin(None);
+    signed.user = Some(UserId::from_uuid(user));
+    let part = enter_signed(c, &signed).await.expect("enter_context_signed");
+    assert_eq!(part.as_deref(), Some(""), "a user context has no tenant part");
+}
+
+/// A tenant with an owner (the first member) and a second member holding a
+/// role with `reader_permissions`; returns (tenant, owner, member, role).
+async fn team(c: &Client, su: &Client, reader_permissions: &[&str]) -> (Uuid, Uuid, Uuid, Uuid) {
+    let t = create_tenant(su, "team", None).await;
+    let role = create_role(c, t, "reader").await;
+    begin_as(c, t).await;
+    for p in reader_permissions {
+        c.execute(
+            "SELECT tenantry.assign_tenant_permission($1, $2)",
+            &[&role, p],
+        )
+        .await
+        .unwrap();
+    }
+    let owner: Uuid = c
+        .query_one(
+            "INSERT INTO tenantry.tenant_members (email) VALUES ('owner@team.test') RETURNING user_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let member: Uuid = c
+        .query_one(
+            "INSERT INTO tenantry.tenant_members (email) VALUES ('member@team.test') RETURNING user_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    c.execute(
+        "SELECT tenantry.set_member_roles($1, ARRAY[$2::uuid])",
+        &[&member, &role],
+    )
+    .await
+    .unwrap();
+    commit(c).await;
+    (t, owner, member, role)
+}
+
+async fn setup() -> (TestDatabase, Client, Client) {
+    let tdb = TestDatabase::new().await;
+    let c = app(&tdb).await;
+    let su = tdb.superuser_client().await;
+    (tdb, c, su)
+}
+
+#[tokio::test]
+async fn a_read_only_member_cannot_insert_update_or_delete_resources_through_raw_sql() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _) = team(&c, &su, &["resources.read"]).await;
+    begin_as(&c, t).await;
+    exec(&c, "INSERT INTO tenantry.resources (name) VALUES ('kept')").await;
+    commit(&c).await;
+
+    begin_member(&c, t, member, &["resources.read"]).await;
+    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.resources").await, 1, "reads are allowed");
+    denied(&c, "INSERT INTO tenantry.resources (name) VALUES ('forged')", "42501").await;
+    rollback(&c).await;
+    begin_member(&c, t, member, &["resources.read"]).await;
+    // Updates and deletes find no row they may change: nothing happens.
+    exec(&c, "UPDATE tenantry.resources SET name = 'changed'").await;
+    exec(&c, "DELETE FROM tenantry.resources").await;
+    commit(&c).await;
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM tenantry.resources WHERE name = 'kept'").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_member_with_write_but_not_delete_cannot_delete_resources() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _) = team(&c, &su, &["resources.read", "resources.write"]).await;
+    begin_member(&c, t, member, &["resources.read", "resources.write"]).await;
+    exec(&c, "INSERT INTO tenantry.resources (name) VALUES ('mine')").await;
+    exec(&c, "UPDATE tenantry.resources SET name = 'renamed'").await;
+    exec(&c, "DELETE FROM tenantry.resources").await;
+    commit(&c).await;
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM tenantry.resources WHERE name = 'renamed'").await,
+        1,
+        "written and renamed, never deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_member_cannot_write_an_adopted_table_whose_write_permission_they_lack() {
+    let (_tdb, c, su) = setup().await;
+    exec(
+        &su,
+        "CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       amount numeric NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.define_permission('invoices.write', 'Create and change invoices');
+         SELECT tenantry.adopt_table('public.invoices', write_permission => 'invoices.write');",
+    )
+    .await;
+    let (t, _owner, member, role) = team(&c, &su, &["resources.read"]).await;
+    begin_member(&c, t, member, &["resources.read"]).await;
+    assert_eq!(count(&c, "SELECT count(*) FROM public.invoices").await, 0);
+    denied(&c, "INSERT INTO public.invoices (amount) VALUES (1)", "42501").await;
+    rollback(&c).await;
+
+    // The permission granted to their role: the write goes through.
+    begin_as(&c, t).await;
+    c.execute("SELECT tenantry.assign_tenant_permission($1, 'invoices.write')", &[&role])
+        .await
+        .unwrap();
+    commit(&c).await;
+    begin_member(&c, t, member, &["resources.read", "invoices.write"]).await;
+    exec(&c, "INSERT INTO public.invoices (amount) VALUES (2)").await;
+    commit(&c).await;
+    assert_eq!(count(&su, "SELECT count(*) FROM public.invoices").await, 1);
+    // And the doctor knows the policies are tenantry's.
+    assert_eq!(count(&su, "SELECT count(*) FROM tenantry.table_problems()").await, 0);
+}
+
+#[tokio::test]
+async fn a_member_cannot_raise_their_own_roles_or_permissions() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, role) = team(&c, &su, &["members.write", "roles.write"]).await;
+    let admin_role = create_role(&c, t, "admin").await;
+    begin_as(&c, t).await;
+    c.execute("SELECT tenantry.assign_tenant_permission($1, 'keys.write')", &[&admin_role])
+        .await
+        .unwrap();
+    commit(&c).await;
+
+    let grants = ["members.write", "roles.write"];
+    // A role holding a permission they lack: not through the function...
+    begin_member(&c, t, member, &grants).await;
+    let sql = format!("SELECT tenantry.set_member_roles('{member}', ARRAY['{role}', '{admin_role}']::uuid[])");
+    let (code, _, _) = fails(&c, &sql).await;
+    assert_eq!(code, "TN403");
+    rollback(&c).await;
+    // ... nor by inserting the assignment.
+    begin_member(&c, t, member, &grants).await;
+    let (code, _, _) = fails(
+        &c,
+        &format!("SELECT tenantry.assign_member_role('{member}', '{admin_role}')"),
+    )
+    .await;
+    assert_eq!(code, "TN403", "assign_member_role checks the role's permissions too");
+    rollback(&c).await;
+    // Nor by granting their own role a permission they lack.
+    begin_member(&c, t, member, &grants).await;
+    denied(
+        &c,
+        &format!("INSERT INTO tenantry.role_permissions (role_id, permission_id) SELECT '{role}', permission_id FROM tenantry.permissions WHERE name = 'keys.write'"),
+        "42501",
+    )
+    .await;
+    rollback(&c).await;
+    assert_eq!(
+        count(&su, &format!("SELECT count(*) FROM tenantry.member_roles WHERE user_id = '{member}'")).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_member_cannot_make_themselves_owner_remove_the_owner_or_transfer_ownership() {
+    let (_tdb, c, su) = setup().await;
+    let (t, owner, member, _) = team(&c, &su, &["members.write"]).await;
+    begin_member(&c, t, member, &["members.write"]).await;
+    denied(
+        &c,
+        &format!("UPDATE tenantry.tenant_members SET is_owner = true WHERE user_id = '{member}'"),
+        "42501",
+    )
+    .await;
+    rollback(&c).await;
+    begin_member(&c, t, member, &["members.write"]).await;
+    let (code, _, _) = fails(&c, &format!("SELECT tenantry.remove_member('{owner}')")).await;
+    assert_eq!(code, "TN409", "the owner is not removed while others remain");
+    rollback(&c).await;
+    begin_member(&c, t, member, &["members.write"]).await;
+    let (code, _, _) = fails(&c, &format!("SELECT tenantry.transfer_ownership('{member}')")).await;
+    assert_eq!(code, "TN403", "only the owner hands ownership over");
+    rollback(&c).await;
+    begin_member(&c, t, member, &["members.write"]).await;
+    let (code, _, _) = fails(
+        &c,
+        &format!("DELETE FROM tenantry.tenant_members WHERE user_id = '{owner}'"),
+    )
+    .await;
+    assert_eq!(code, "TN409", "not by a raw DELETE either");
+    rollback(&c).await;
+    assert_eq!(
+        count(&su, &format!("SELECT count(*) FROM tenantry.tenant_members WHERE is_owner AND user_id = '{owner}'")).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_member_without_members_write_cannot_add_or_remove_members_through_raw_sql() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _) = team(&c, &su, &["members.read"]).await;
+    begin_member(&c, t, member, &["members.read"]).await;
+    denied(&c, "INSERT INTO tenantry.tenant_members (email) VALUES ('intruder@x.test')", "42501").await;
+    rollback(&c).await;
+    begin_member(&c, t, member, &["members.read"]).await;
+    exec(&c, "DELETE FROM tenantry.tenant_members").await;
+    exec(&c, "DELETE FROM tenantry.member_roles").await;
+    commit(&c).await;
+    assert_eq!(count(&su, "SELECT count(*) FROM tenantry.tenant_members").await, 2);
+    assert_eq!(count(&su, "SELECT count(*) FROM tenantry.member_roles").await, 1);
+}
+
+#[tokio::test]
+async fn authorize_is_false_without_a_tenant_context_and_for_lists_or_empty_names() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _) = team(&c, &su, &["resources.read"]).await;
+    let no_context: bool = c
+        .query_one("SELECT tenantry.authorize('resources.read')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!no_context);
+    begin_member(&c, t, member, &["resources.read", "resources.write"]).await;
+    for (probe, expected) in [
+        ("resources.read", true),
+        ("resources.write", true),
+        ("resources.delete", false),
+        ("resources.read resources.write", false),
+        ("", false),
+        (" ", false),
+        ("resources", false),
+        ("ALL", false),
+        ("resources0read", false),
+    ] {
+        let got: bool = c
+            .query_one("SELECT coalesce(tenantry.authorize($1), false)", &[&probe])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(got, expected, "authorize({probe:?})");
+    }
+    rollback(&c).await;
+    // An operator's context without a member holds everything; an admin context nothing.
+    exec(&su, &format!("BEGIN; SELECT tenantry.set_admin_context('x', true)")).await;
+    let admin: bool = su
+        .query_one("SELECT tenantry.authorize('resources.read')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!admin);
+    exec(&su, "ROLLBACK").await;
+}
+
+#[tokio::test]
+async fn the_grants_of_a_context_cannot_be_widened_by_sql_on_the_server_connection() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _) = team(&c, &su, &["resources.read"]).await;
+    begin_member(&c, t, member, &["resources.read"]).await;
+    let value: String = c
+        .query_one("SELECT current_setting('backtrace_functions')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let widened = value.replace(",p resources0read ,", ",pALL,");
+    assert_ne!(widened, value);
+    denied(&c, &format!("SET LOCAL backtrace_functions = '{widened}'"), "42501").await;
+    rollback(&c).await;
+    begin_member(&c, t, member, &["resources.read"]).await;
+    denied(
+        &c,
+        &format!("SELECT set_config('backtrace_functions', '{widened}', true)"),
+        "42501",
+    )
+    .await;
+    rollback(&c).await;
+}
+
+#[tokio::test]
+async fn member_identity_and_my_tenants_answer_only_for_the_person_the_context_names() {
+    let (_tdb, c, su) = setup().await;
+    let (t, owner, member, _) = team(&c, &su, &["resources.read"]).await;
+    // No context: nothing about anyone.
+    let none: Option<serde_json::Value> = c
+        .query_one("SELECT tenantry.member_identity($1)", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(none.is_none());
+    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await, 0);
+    // A tenant context naming the member: still nothing (a person's context has no tenant).
+    begin_member(&c, t, member, &["resources.read"]).await;
+    let none: Option<serde_json::Value> = c
+        .query_one("SELECT tenantry.member_identity($1)", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(none.is_none());
+    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await, 0);
+    rollback(&c).await;
+    // The person's own context: their membership only.
+    begin_person(&c, member).await;
+    let mine: serde_json::Value = c
+        .query_one("SELECT tenantry.member_identity($1)", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mine["user_id"], json!(member));
+    assert_eq!(mine["is_owner"], json!(false));
+    assert_eq!(mine["permissions"], json!(["resources.read"]));
+    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await, 1);
+    // Under a person's context no tenant row is visible.
+    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.tenant_members").await, 0);
+    rollback(&c).await;
+    // Another person (not a member) learns nothing of the tenant.
+    begin_person(&c, Uuid::new_v4()).await;
+    let none: Option<serde_json::Value> = c
+        .query_one("SELECT tenantry.member_identity($1)", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(none.is_none());
+    rollback(&c).await;
+    let _ = owner;
+}
+
+/// An invitation of `t` for `email` (and optionally a user); returns its token.
+async fn invite(c: &Client, t: Uuid, email: &str, user: Option<Uuid>, role: Option<Uuid>) -> String {
+    begin_as(c, t).await;
+    let token: String = c
+        .query_one(
+            "SELECT token FROM tenantry.create_invitation($1, $2, $3)",
+            &[&email, &user, &role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(c).await;
+    token
+}
+
+/// accept_invitation in a person's context: Ok(tenant) or the SQLSTATE and message.
+async fn accept(c: &Client, user: Uuid, token: &str, email: Option<&str>) -> Result<Uuid, (String, String)> {
+    begin_person(c, user).await;
+    match c
+        .query_one("SELECT tenantry.accept_invitation($1, $2)", &[&token, &email])
+        .await
+    {
+        Ok(row) => {
+            commit(c).await;
+            Ok(row.get(0))
+        }
+        Err(e) => {
+            rollback(c).await;
+            let d = e.as_db_error().expect("a database error");
+            Err((d.code().code().to_owned(), d.message().to_owned()))
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_revoked_reused_foreign_and_forged_invitations_are_refused_alike() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, _member, role) = team(&c, &su, &["resources.read"]).await;
+    let other = create_tenant(&su, "other", None).await;
+    let alice = Uuid::new_v4();
+
+    let good = invite(&c, t, "alice@x.test", None, Some(role)).await;
+    assert_eq!(accept(&c, alice, &good, Some("Alice@X.test")).await, Ok(t), "emails compare case-insensitively");
+    let refused = accept(&c, alice, &good, Some("alice@x.test")).await.unwrap_err();
+    assert_eq!(refused.0, "TN404");
+
+    let revoked = invite(&c, t, "bob@x.test", None, None).await;
+    begin_as(&c, t).await;
+    exec(&c, "SELECT tenantry.revoke_invitation(invitation_id) FROM tenantry.invitations WHERE email = 'bob@x.test'").await;
+    commit(&c).await;
+    let expired = invite(&c, t, "carol@x.test", None, None).await;
+    exec(&su, "UPDATE tenantry.invitations SET created_at = now() - interval '2 days', expires_at = now() - interval '1 second' WHERE email = 'carol@x.test'").await;
+    let someone_elses = invite(&c, t, "dave@x.test", None, None).await;
+    let for_a_user = invite(&c, t, "erin@x.test", Some(Uuid::new_v4()), None).await;
+    let other_tenant = invite(&c, other, "frank@x.test", None, None).await;
+    // The other tenant's token with this tenant's id put in: the hash no longer matches.
+    let moved = format!(
+        "tinv_{}{}",
+        t.simple(),
+        &other_tenant["tinv_".len() + 32..]
+    );
+    let mut flipped = good.clone();
+    flipped.replace_range(flipped.len() - 1.., if good.ends_with('0') { "1" } else { "0" });
+
+    let bob = Uuid::new_v4();
+    let cases = [
+        ("revoked", accept(&c, bob, &revoked, Some("bob@x.test")).await),
+        ("expired", accept(&c, Uuid::new_v4(), &expired, Some("carol@x.test")).await),
+        ("someone else's email", accept(&c, bob, &someone_elses, Some("bob@x.test")).await),
+        ("no email", accept(&c, bob, &someone_elses, None).await),
+        ("someone else's user id", accept(&c, bob, &for_a_user, Some("erin@x.test")).await),
+        ("another tenant's token moved", accept(&c, bob, &moved, Some("frank@x.test")).await),
+        ("flipped secret", accept(&c, bob, &flipped, Some("alice@x.test")).await),
+        ("garbage", accept(&c, bob, "tinv_zz", Some("bob@x.test")).await),
+    ];
+    for (what, got) in cases {
+        assert_eq!(
+            got,
+            Err(("TN404".to_owned(), "invitation not found or no longer valid".to_owned())),
+            "{what}"
+        );
+    }
+    assert_eq!(
+        count(&su, &format!("SELECT count(*) FROM tenantry.tenant_members WHERE user_id = '{bob}'")).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn invitations_need_a_proven_person_and_their_token_hashes_are_unreadable() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _) = team(&c, &su, &["members.read"]).await;
+    let token = invite(&c, t, "gina@x.test", None, None).await;
+    // Without a person's context (no context, a tenant's context): refused.
+    let (code, _, _) = fails(&c, &format!("SELECT tenantry.accept_invitation('{token}', 'gina@x.test')")).await;
+    assert_eq!(code, "TN403");
+    begin_member(&c, t, member, &["members.read"]).await;
+    let (code, _, _) = fails(&c, &format!("SELECT tenantry.accept_invitation('{token}', 'gina@x.test')")).await;
+    assert_eq!(code, "TN403");
+    rollback(&c).await;
+    begin_member(&c, t, member, &["members.read"]).await;
+    denied(&c, "SELECT token_hash FROM tenantry.invitations", "42501").await;
+    rollback(&c).await;
+    begin_member(&c, t, member, &["members.read"]).await;
+    denied(&c, "UPDATE tenantry.invitations SET expires_at = now() + interval '1 year'", "42501").await;
+    rollback(&c).await;
+    // Inviting needs members.invite, and a role with more than the caller holds is refused.
+    begin_member(&c, t, member, &["members.read"]).await;
+    let (code, _, _) = fails(&c, "SELECT tenantry.create_invitation('h@x.test')").await;
+    assert_eq!(code, "TN403");
+    rollback(&c).await;
+    let strong = create_role(&c, t, "strong").await;
+    begin_as(&c, t).await;
+    c.execute("SELECT tenantry.assign_tenant_permission($1, 'keys.write')", &[&strong])
+        .await
+        .unwrap();
+    commit(&c).await;
+    begin_member(&c, t, member, &["members.read", "members.invite"]).await;
+    let (code, _, _) = fails(&c, &format!("SELECT tenantry.create_invitation('h@x.test', NULL, '{strong}')")).await;
+    assert_eq!(code, "TN403", "nobody invites to more than they hold");
+    rollback(&c).await;
+    // Another tenant's invitations are not listed, not revocable.
+    let other = create_tenant(&su, "other", None).await;
+    begin_as(&c, other).await;
+    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.invitations").await, 0);
+    let (code, _, _) = fails(
+        &c,
+        &format!("SELECT tenantry.revoke_invitation('{}')", Uuid::parse_str(&token[37..69]).unwrap()),
+    )
+    .await;
+    assert_eq!(code, "TN404");
+    rollback(&c).await;
+}
