@@ -555,9 +555,7 @@ where
         if let Some(slot) = &caller.slot {
             slot.set_caller(caller.tenant(), caller.user());
         }
-        caller
-            .limits
-            .check(caller.tenant(), caller.settings())?;
+        caller.limits.check(caller.tenant(), caller.settings())?;
         Ok(caller)
     }
 }

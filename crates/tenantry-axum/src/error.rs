@@ -148,7 +148,7 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::new(
             ProblemCode::Unauthorized,
-            "a valid API key or admin token is required (Authorization: Bearer <token>)",
+            "a valid API key, person's token or admin token is required (Authorization: Bearer <token>)",
         )
     }
 

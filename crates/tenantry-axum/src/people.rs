@@ -194,10 +194,7 @@ impl MemberCache {
 /// The tenant a person's request names: the `X-Tenant-Id` header, else the
 /// token's tenant claim; both present and different is refused like a
 /// tenant the person does not belong to.
-pub(crate) fn requested_tenant(
-    parts: &Parts,
-    token: &VerifiedToken,
-) -> Result<TenantId, ApiError> {
+pub(crate) fn requested_tenant(parts: &Parts, token: &VerifiedToken) -> Result<TenantId, ApiError> {
     let header = match parts.headers.get(TENANT_HEADER) {
         None => None,
         Some(v) => Some(

@@ -48,10 +48,10 @@ mod error;
 mod ids;
 pub mod invalidation;
 mod keys;
-mod people;
 #[cfg(feature = "embedded")]
 pub mod local;
 pub mod migrate;
+mod people;
 pub mod provision;
 mod resources;
 mod retry;
@@ -72,9 +72,9 @@ pub use context_keys::{ContextKeyError, ContextKeyInfo};
 pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode};
 pub use error::DbError;
 pub use ids::{AuditEventId, InvitationId, KeyId, ResourceId, RoleId, TenantId, UserId};
-pub use people::{Invitation, IssuedInvitation, MemberIdentity, MyTenant, NewInvitation};
 pub use invalidation::{Invalidation, Invalidations, ListenOptions, ListenTo, Subscription};
 pub use keys::{ApiKeyInfo, ApiKeySecret, KeyIdentity, NewApiKey, NewKeyOptions};
+pub use people::{Invitation, IssuedInvitation, MemberIdentity, MyTenant, NewInvitation};
 pub use provision::{conninfo, provision, ProvisionError, Provisioned, ServerLogin};
 pub use resources::{
     Access, NewResource, OwnerFilter, Resource, ResourceCursor, ResourcePage, ResourceQuery,

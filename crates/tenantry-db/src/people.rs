@@ -199,7 +199,12 @@ impl Database {
 
     async fn user_tx(&self, user: UserId) -> Result<Tx, DbError> {
         let client = self.pool().get().await?;
-        Ok(Tx::user(client, self.statement_mode(), self.contexts(), user))
+        Ok(Tx::user(
+            client,
+            self.statement_mode(),
+            self.contexts(),
+            user,
+        ))
     }
 }
 

@@ -267,7 +267,9 @@ pub async fn transfer_ownership(
     Path(user): Path<UserId>,
 ) -> Result<Json<Member>, ApiError> {
     let member = caller
-        .write(&user, |scope, user| Box::pin(scope.transfer_ownership(*user)))
+        .write(&user, |scope, user| {
+            Box::pin(scope.transfer_ownership(*user))
+        })
         .await?;
     caller.member_cache().forget_tenant(caller.tenant());
     Ok(Json(member))

@@ -163,6 +163,17 @@ impl TestApp {
         self.sibling_on(self.db.database()).await
     }
 
+    /// A second server over the same database, with test settings adjusted by `adjust`.
+    pub async fn sibling_with(&self, adjust: impl FnOnce(&mut Settings)) -> Sibling {
+        let mut settings = test_settings();
+        adjust(&mut settings);
+        let server = Server::start(&settings, self.db.database(), &self.admin_token).await;
+        Sibling {
+            base: server.base.clone(),
+            server,
+        }
+    }
+
     /// A second server over `database` (e.g. a pool holding another context key).
     pub async fn sibling_on(&self, database: tenantry_db::Database) -> Sibling {
         let server = Server::start(&test_settings(), database, &self.admin_token).await;

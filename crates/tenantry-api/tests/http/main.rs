@@ -16,6 +16,7 @@ mod inputs;
 mod keys;
 mod limits;
 mod openapi_conformance;
+mod people;
 mod request_log;
 mod resources;
 #[path = "../common/server.rs"]

@@ -18,7 +18,9 @@ async fn begin_member(c: &Client, t: Uuid, user: Uuid, grants: &[&str]) {
     let mut signed = SignedContext::new(TenantId::from_uuid(t));
     signed.user = Some(UserId::from_uuid(user));
     signed.grants = Some(grants.iter().map(|g| (*g).to_owned()).collect());
-    let part = enter_signed(c, &signed).await.expect("enter_context_signed");
+    let part = enter_signed(c, &signed)
+        .await
+        .expect("enter_context_signed");
     assert!(part.is_some(), "the database refused the member's context");
 }
 
@@ -27,8 +29,14 @@ async fn begin_person(c: &Client, user: Uuid) {
     exec(c, "BEGIN").await;
     let mut signed = SignedContext::admin(None);
     signed.user = Some(UserId::from_uuid(user));
-    let part = enter_signed(c, &signed).await.expect("enter_context_signed");
-    assert_eq!(part.as_deref(), Some(""), "a user context has no tenant part");
+    let part = enter_signed(c, &signed)
+        .await
+        .expect("enter_context_signed");
+    assert_eq!(
+        part.as_deref(),
+        Some(""),
+        "a user context has no tenant part"
+    );
 }
 
 /// A tenant with an owner (the first member) and a second member holding a
@@ -87,8 +95,17 @@ async fn a_read_only_member_cannot_insert_update_or_delete_resources_through_raw
     commit(&c).await;
 
     begin_member(&c, t, member, &["resources.read"]).await;
-    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.resources").await, 1, "reads are allowed");
-    denied(&c, "INSERT INTO tenantry.resources (name) VALUES ('forged')", "42501").await;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM tenantry.resources").await,
+        1,
+        "reads are allowed"
+    );
+    denied(
+        &c,
+        "INSERT INTO tenantry.resources (name) VALUES ('forged')",
+        "42501",
+    )
+    .await;
     rollback(&c).await;
     begin_member(&c, t, member, &["resources.read"]).await;
     // Updates and deletes find no row they may change: nothing happens.
@@ -96,7 +113,11 @@ async fn a_read_only_member_cannot_insert_update_or_delete_resources_through_raw
     exec(&c, "DELETE FROM tenantry.resources").await;
     commit(&c).await;
     assert_eq!(
-        count(&su, "SELECT count(*) FROM tenantry.resources WHERE name = 'kept'").await,
+        count(
+            &su,
+            "SELECT count(*) FROM tenantry.resources WHERE name = 'kept'"
+        )
+        .await,
         1
     );
 }
@@ -111,7 +132,11 @@ async fn a_member_with_write_but_not_delete_cannot_delete_resources() {
     exec(&c, "DELETE FROM tenantry.resources").await;
     commit(&c).await;
     assert_eq!(
-        count(&su, "SELECT count(*) FROM tenantry.resources WHERE name = 'renamed'").await,
+        count(
+            &su,
+            "SELECT count(*) FROM tenantry.resources WHERE name = 'renamed'"
+        )
+        .await,
         1,
         "written and renamed, never deleted"
     );
@@ -131,21 +156,32 @@ async fn a_member_cannot_write_an_adopted_table_whose_write_permission_they_lack
     let (t, _owner, member, role) = team(&c, &su, &["resources.read"]).await;
     begin_member(&c, t, member, &["resources.read"]).await;
     assert_eq!(count(&c, "SELECT count(*) FROM public.invoices").await, 0);
-    denied(&c, "INSERT INTO public.invoices (amount) VALUES (1)", "42501").await;
+    denied(
+        &c,
+        "INSERT INTO public.invoices (amount) VALUES (1)",
+        "42501",
+    )
+    .await;
     rollback(&c).await;
 
     // The permission granted to their role: the write goes through.
     begin_as(&c, t).await;
-    c.execute("SELECT tenantry.assign_tenant_permission($1, 'invoices.write')", &[&role])
-        .await
-        .unwrap();
+    c.execute(
+        "SELECT tenantry.assign_tenant_permission($1, 'invoices.write')",
+        &[&role],
+    )
+    .await
+    .unwrap();
     commit(&c).await;
     begin_member(&c, t, member, &["resources.read", "invoices.write"]).await;
     exec(&c, "INSERT INTO public.invoices (amount) VALUES (2)").await;
     commit(&c).await;
     assert_eq!(count(&su, "SELECT count(*) FROM public.invoices").await, 1);
     // And the doctor knows the policies are tenantry's.
-    assert_eq!(count(&su, "SELECT count(*) FROM tenantry.table_problems()").await, 0);
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM tenantry.table_problems()").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -154,15 +190,20 @@ async fn a_member_cannot_raise_their_own_roles_or_permissions() {
     let (t, _owner, member, role) = team(&c, &su, &["members.write", "roles.write"]).await;
     let admin_role = create_role(&c, t, "admin").await;
     begin_as(&c, t).await;
-    c.execute("SELECT tenantry.assign_tenant_permission($1, 'keys.write')", &[&admin_role])
-        .await
-        .unwrap();
+    c.execute(
+        "SELECT tenantry.assign_tenant_permission($1, 'keys.write')",
+        &[&admin_role],
+    )
+    .await
+    .unwrap();
     commit(&c).await;
 
     let grants = ["members.write", "roles.write"];
     // A role holding a permission they lack: not through the function...
     begin_member(&c, t, member, &grants).await;
-    let sql = format!("SELECT tenantry.set_member_roles('{member}', ARRAY['{role}', '{admin_role}']::uuid[])");
+    let sql = format!(
+        "SELECT tenantry.set_member_roles('{member}', ARRAY['{role}', '{admin_role}']::uuid[])"
+    );
     let (code, _, _) = fails(&c, &sql).await;
     assert_eq!(code, "TN403");
     rollback(&c).await;
@@ -173,7 +214,10 @@ async fn a_member_cannot_raise_their_own_roles_or_permissions() {
         &format!("SELECT tenantry.assign_member_role('{member}', '{admin_role}')"),
     )
     .await;
-    assert_eq!(code, "TN403", "assign_member_role checks the role's permissions too");
+    assert_eq!(
+        code, "TN403",
+        "assign_member_role checks the role's permissions too"
+    );
     rollback(&c).await;
     // Nor by granting their own role a permission they lack.
     begin_member(&c, t, member, &grants).await;
@@ -185,7 +229,11 @@ async fn a_member_cannot_raise_their_own_roles_or_permissions() {
     .await;
     rollback(&c).await;
     assert_eq!(
-        count(&su, &format!("SELECT count(*) FROM tenantry.member_roles WHERE user_id = '{member}'")).await,
+        count(
+            &su,
+            &format!("SELECT count(*) FROM tenantry.member_roles WHERE user_id = '{member}'")
+        )
+        .await,
         1
     );
 }
@@ -204,10 +252,17 @@ async fn a_member_cannot_make_themselves_owner_remove_the_owner_or_transfer_owne
     rollback(&c).await;
     begin_member(&c, t, member, &["members.write"]).await;
     let (code, _, _) = fails(&c, &format!("SELECT tenantry.remove_member('{owner}')")).await;
-    assert_eq!(code, "TN409", "the owner is not removed while others remain");
+    assert_eq!(
+        code, "TN409",
+        "the owner is not removed while others remain"
+    );
     rollback(&c).await;
     begin_member(&c, t, member, &["members.write"]).await;
-    let (code, _, _) = fails(&c, &format!("SELECT tenantry.transfer_ownership('{member}')")).await;
+    let (code, _, _) = fails(
+        &c,
+        &format!("SELECT tenantry.transfer_ownership('{member}')"),
+    )
+    .await;
     assert_eq!(code, "TN403", "only the owner hands ownership over");
     rollback(&c).await;
     begin_member(&c, t, member, &["members.write"]).await;
@@ -229,14 +284,25 @@ async fn a_member_without_members_write_cannot_add_or_remove_members_through_raw
     let (_tdb, c, su) = setup().await;
     let (t, _owner, member, _) = team(&c, &su, &["members.read"]).await;
     begin_member(&c, t, member, &["members.read"]).await;
-    denied(&c, "INSERT INTO tenantry.tenant_members (email) VALUES ('intruder@x.test')", "42501").await;
+    denied(
+        &c,
+        "INSERT INTO tenantry.tenant_members (email) VALUES ('intruder@x.test')",
+        "42501",
+    )
+    .await;
     rollback(&c).await;
     begin_member(&c, t, member, &["members.read"]).await;
     exec(&c, "DELETE FROM tenantry.tenant_members").await;
     exec(&c, "DELETE FROM tenantry.member_roles").await;
     commit(&c).await;
-    assert_eq!(count(&su, "SELECT count(*) FROM tenantry.tenant_members").await, 2);
-    assert_eq!(count(&su, "SELECT count(*) FROM tenantry.member_roles").await, 1);
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM tenantry.tenant_members").await,
+        2
+    );
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM tenantry.member_roles").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -270,7 +336,11 @@ async fn authorize_is_false_without_a_tenant_context_and_for_lists_or_empty_name
     }
     rollback(&c).await;
     // An operator's context without a member holds everything; an admin context nothing.
-    exec(&su, &format!("BEGIN; SELECT tenantry.set_admin_context('x', true)")).await;
+    exec(
+        &su,
+        &format!("BEGIN; SELECT tenantry.set_admin_context('x', true)"),
+    )
+    .await;
     let admin: bool = su
         .query_one("SELECT tenantry.authorize('resources.read')", &[])
         .await
@@ -292,7 +362,12 @@ async fn the_grants_of_a_context_cannot_be_widened_by_sql_on_the_server_connecti
         .get(0);
     let widened = value.replace(",p resources0read ,", ",pALL,");
     assert_ne!(widened, value);
-    denied(&c, &format!("SET LOCAL backtrace_functions = '{widened}'"), "42501").await;
+    denied(
+        &c,
+        &format!("SET LOCAL backtrace_functions = '{widened}'"),
+        "42501",
+    )
+    .await;
     rollback(&c).await;
     begin_member(&c, t, member, &["resources.read"]).await;
     denied(
@@ -315,7 +390,10 @@ async fn member_identity_and_my_tenants_answer_only_for_the_person_the_context_n
         .unwrap()
         .get(0);
     assert!(none.is_none());
-    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await,
+        0
+    );
     // A tenant context naming the member: still nothing (a person's context has no tenant).
     begin_member(&c, t, member, &["resources.read"]).await;
     let none: Option<serde_json::Value> = c
@@ -324,7 +402,10 @@ async fn member_identity_and_my_tenants_answer_only_for_the_person_the_context_n
         .unwrap()
         .get(0);
     assert!(none.is_none());
-    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await,
+        0
+    );
     rollback(&c).await;
     // The person's own context: their membership only.
     begin_person(&c, member).await;
@@ -336,9 +417,15 @@ async fn member_identity_and_my_tenants_answer_only_for_the_person_the_context_n
     assert_eq!(mine["user_id"], json!(member));
     assert_eq!(mine["is_owner"], json!(false));
     assert_eq!(mine["permissions"], json!(["resources.read"]));
-    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await, 1);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await,
+        1
+    );
     // Under a person's context no tenant row is visible.
-    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.tenant_members").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM tenantry.tenant_members").await,
+        0
+    );
     rollback(&c).await;
     // Another person (not a member) learns nothing of the tenant.
     begin_person(&c, Uuid::new_v4()).await;
@@ -353,7 +440,13 @@ async fn member_identity_and_my_tenants_answer_only_for_the_person_the_context_n
 }
 
 /// An invitation of `t` for `email` (and optionally a user); returns its token.
-async fn invite(c: &Client, t: Uuid, email: &str, user: Option<Uuid>, role: Option<Uuid>) -> String {
+async fn invite(
+    c: &Client,
+    t: Uuid,
+    email: &str,
+    user: Option<Uuid>,
+    role: Option<Uuid>,
+) -> String {
     begin_as(c, t).await;
     let token: String = c
         .query_one(
@@ -368,10 +461,18 @@ async fn invite(c: &Client, t: Uuid, email: &str, user: Option<Uuid>, role: Opti
 }
 
 /// accept_invitation in a person's context: Ok(tenant) or the SQLSTATE and message.
-async fn accept(c: &Client, user: Uuid, token: &str, email: Option<&str>) -> Result<Uuid, (String, String)> {
+async fn accept(
+    c: &Client,
+    user: Uuid,
+    token: &str,
+    email: Option<&str>,
+) -> Result<Uuid, (String, String)> {
     begin_person(c, user).await;
     match c
-        .query_one("SELECT tenantry.accept_invitation($1, $2)", &[&token, &email])
+        .query_one(
+            "SELECT tenantry.accept_invitation($1, $2)",
+            &[&token, &email],
+        )
         .await
     {
         Ok(row) => {
@@ -394,8 +495,14 @@ async fn expired_revoked_reused_foreign_and_forged_invitations_are_refused_alike
     let alice = Uuid::new_v4();
 
     let good = invite(&c, t, "alice@x.test", None, Some(role)).await;
-    assert_eq!(accept(&c, alice, &good, Some("Alice@X.test")).await, Ok(t), "emails compare case-insensitively");
-    let refused = accept(&c, alice, &good, Some("alice@x.test")).await.unwrap_err();
+    assert_eq!(
+        accept(&c, alice, &good, Some("Alice@X.test")).await,
+        Ok(t),
+        "emails compare case-insensitively"
+    );
+    let refused = accept(&c, alice, &good, Some("alice@x.test"))
+        .await
+        .unwrap_err();
     assert_eq!(refused.0, "TN404");
 
     let revoked = invite(&c, t, "bob@x.test", None, None).await;
@@ -408,34 +515,61 @@ async fn expired_revoked_reused_foreign_and_forged_invitations_are_refused_alike
     let for_a_user = invite(&c, t, "erin@x.test", Some(Uuid::new_v4()), None).await;
     let other_tenant = invite(&c, other, "frank@x.test", None, None).await;
     // The other tenant's token with this tenant's id put in: the hash no longer matches.
-    let moved = format!(
-        "tinv_{}{}",
-        t.simple(),
-        &other_tenant["tinv_".len() + 32..]
-    );
+    let moved = format!("tinv_{}{}", t.simple(), &other_tenant["tinv_".len() + 32..]);
     let mut flipped = good.clone();
-    flipped.replace_range(flipped.len() - 1.., if good.ends_with('0') { "1" } else { "0" });
+    flipped.replace_range(
+        flipped.len() - 1..,
+        if good.ends_with('0') { "1" } else { "0" },
+    );
 
     let bob = Uuid::new_v4();
     let cases = [
-        ("revoked", accept(&c, bob, &revoked, Some("bob@x.test")).await),
-        ("expired", accept(&c, Uuid::new_v4(), &expired, Some("carol@x.test")).await),
-        ("someone else's email", accept(&c, bob, &someone_elses, Some("bob@x.test")).await),
+        (
+            "revoked",
+            accept(&c, bob, &revoked, Some("bob@x.test")).await,
+        ),
+        (
+            "expired",
+            accept(&c, Uuid::new_v4(), &expired, Some("carol@x.test")).await,
+        ),
+        (
+            "someone else's email",
+            accept(&c, bob, &someone_elses, Some("bob@x.test")).await,
+        ),
         ("no email", accept(&c, bob, &someone_elses, None).await),
-        ("someone else's user id", accept(&c, bob, &for_a_user, Some("erin@x.test")).await),
-        ("another tenant's token moved", accept(&c, bob, &moved, Some("frank@x.test")).await),
-        ("flipped secret", accept(&c, bob, &flipped, Some("alice@x.test")).await),
-        ("garbage", accept(&c, bob, "tinv_zz", Some("bob@x.test")).await),
+        (
+            "someone else's user id",
+            accept(&c, bob, &for_a_user, Some("erin@x.test")).await,
+        ),
+        (
+            "another tenant's token moved",
+            accept(&c, bob, &moved, Some("frank@x.test")).await,
+        ),
+        (
+            "flipped secret",
+            accept(&c, bob, &flipped, Some("alice@x.test")).await,
+        ),
+        (
+            "garbage",
+            accept(&c, bob, "tinv_zz", Some("bob@x.test")).await,
+        ),
     ];
     for (what, got) in cases {
         assert_eq!(
             got,
-            Err(("TN404".to_owned(), "invitation not found or no longer valid".to_owned())),
+            Err((
+                "TN404".to_owned(),
+                "invitation not found or no longer valid".to_owned()
+            )),
             "{what}"
         );
     }
     assert_eq!(
-        count(&su, &format!("SELECT count(*) FROM tenantry.tenant_members WHERE user_id = '{bob}'")).await,
+        count(
+            &su,
+            &format!("SELECT count(*) FROM tenantry.tenant_members WHERE user_id = '{bob}'")
+        )
+        .await,
         0
     );
 }
@@ -446,17 +580,30 @@ async fn invitations_need_a_proven_person_and_their_token_hashes_are_unreadable(
     let (t, _owner, member, _) = team(&c, &su, &["members.read"]).await;
     let token = invite(&c, t, "gina@x.test", None, None).await;
     // Without a person's context (no context, a tenant's context): refused.
-    let (code, _, _) = fails(&c, &format!("SELECT tenantry.accept_invitation('{token}', 'gina@x.test')")).await;
+    let (code, _, _) = fails(
+        &c,
+        &format!("SELECT tenantry.accept_invitation('{token}', 'gina@x.test')"),
+    )
+    .await;
     assert_eq!(code, "TN403");
     begin_member(&c, t, member, &["members.read"]).await;
-    let (code, _, _) = fails(&c, &format!("SELECT tenantry.accept_invitation('{token}', 'gina@x.test')")).await;
+    let (code, _, _) = fails(
+        &c,
+        &format!("SELECT tenantry.accept_invitation('{token}', 'gina@x.test')"),
+    )
+    .await;
     assert_eq!(code, "TN403");
     rollback(&c).await;
     begin_member(&c, t, member, &["members.read"]).await;
     denied(&c, "SELECT token_hash FROM tenantry.invitations", "42501").await;
     rollback(&c).await;
     begin_member(&c, t, member, &["members.read"]).await;
-    denied(&c, "UPDATE tenantry.invitations SET expires_at = now() + interval '1 year'", "42501").await;
+    denied(
+        &c,
+        "UPDATE tenantry.invitations SET expires_at = now() + interval '1 year'",
+        "42501",
+    )
+    .await;
     rollback(&c).await;
     // Inviting needs members.invite, and a role with more than the caller holds is refused.
     begin_member(&c, t, member, &["members.read"]).await;
@@ -465,21 +612,34 @@ async fn invitations_need_a_proven_person_and_their_token_hashes_are_unreadable(
     rollback(&c).await;
     let strong = create_role(&c, t, "strong").await;
     begin_as(&c, t).await;
-    c.execute("SELECT tenantry.assign_tenant_permission($1, 'keys.write')", &[&strong])
-        .await
-        .unwrap();
+    c.execute(
+        "SELECT tenantry.assign_tenant_permission($1, 'keys.write')",
+        &[&strong],
+    )
+    .await
+    .unwrap();
     commit(&c).await;
     begin_member(&c, t, member, &["members.read", "members.invite"]).await;
-    let (code, _, _) = fails(&c, &format!("SELECT tenantry.create_invitation('h@x.test', NULL, '{strong}')")).await;
+    let (code, _, _) = fails(
+        &c,
+        &format!("SELECT tenantry.create_invitation('h@x.test', NULL, '{strong}')"),
+    )
+    .await;
     assert_eq!(code, "TN403", "nobody invites to more than they hold");
     rollback(&c).await;
     // Another tenant's invitations are not listed, not revocable.
     let other = create_tenant(&su, "other", None).await;
     begin_as(&c, other).await;
-    assert_eq!(count(&c, "SELECT count(*) FROM tenantry.invitations").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM tenantry.invitations").await,
+        0
+    );
     let (code, _, _) = fails(
         &c,
-        &format!("SELECT tenantry.revoke_invitation('{}')", Uuid::parse_str(&token[37..69]).unwrap()),
+        &format!(
+            "SELECT tenantry.revoke_invitation('{}')",
+            Uuid::parse_str(&token[37..69]).unwrap()
+        ),
     )
     .await;
     assert_eq!(code, "TN404");

@@ -1,0 +1,629 @@
+//! People over HTTP (issue 14): a stand-in identity provider on 127.0.0.1 signs RS256, ES256 and HS256 tokens; a person joins a tenant by invitation, acts in it through `X-Tenant-Id` with exactly their roles' permissions, and every refused token, tenant and invitation gets one answer per kind.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tenantry_axum::jwt::testing::{Alg, IdentityProvider, OldKeys};
+
+use crate::helpers::{random_id, Resp, TestApp};
+
+/// A server that trusts `idp` (and HS256 tokens under `HS_SECRET`).
+async fn app_trusting(idp: &IdentityProvider) -> TestApp {
+    let config = app_config(idp);
+    TestApp::spawn_with(move |s| s.jwt = Some(config)).await
+}
+
+/// The JWT settings of a server trusting `idp`: its JWKS, `HS_SECRET` for
+/// HS256, and the tenant named by the claim `tid`.
+fn app_config(idp: &IdentityProvider) -> tenantry_axum::jwt::JwtConfig {
+    let mut config = idp.config();
+    config.hs256_secret = Some(HS_SECRET.into());
+    config.tenant_claim = Some("tid".into());
+    config
+}
+
+const HS_SECRET: &str = "a shared secret of at least thirty-two bytes";
+
+/// A person's request: their token, optionally naming a tenant.
+async fn as_person(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    tenant: Option<&str>,
+    body: Option<Value>,
+) -> Resp {
+    let mut req = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(t) = tenant {
+        req = req.header("X-Tenant-Id", t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    app.send_raw(req).await
+}
+
+/// `token`'s person accepts `invitation` (the body `POST /v1/invitations` answered).
+async fn accept(app: &TestApp, token: &str, invitation: &Value) -> Resp {
+    as_person(
+        app,
+        Method::POST,
+        "/v1/invitations/accept",
+        token,
+        None,
+        Some(json!({ "token": invitation["token"] })),
+    )
+    .await
+}
+
+/// A person with a stable subject: their token (ES256) for `idp`.
+fn token_for(idp: &IdentityProvider, subject: &str, email: &str) -> String {
+    let mut claims = idp.claims(subject);
+    claims["email"] = json!(email);
+    idp.sign(Alg::Es256, claims)
+}
+
+/// Invites `email` into the tenant of `key` (with `role` when given) and
+/// has `token`'s person accept it; returns the tenant id.
+async fn join(app: &TestApp, key: &str, email: &str, role: Option<&str>, token: &str) -> String {
+    let mut body = json!({ "email": email });
+    if let Some(r) = role {
+        body["role_id"] = json!(r);
+    }
+    let invitation = app.post("/v1/invitations", key, &body).await;
+    let invitation = invitation.expect(201);
+    assert!(invitation["token"].as_str().unwrap().starts_with("tinv_"));
+    let accepted = as_person(
+        app,
+        Method::POST,
+        "/v1/invitations/accept",
+        token,
+        None,
+        Some(json!({ "token": invitation["token"] })),
+    )
+    .await;
+    accepted.expect(200)["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_person_joins_by_invitation_owns_the_tenant_as_its_first_member_and_acts_in_it() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let alice = token_for(&idp, "auth0|alice", "alice@acme.test");
+
+    let none = as_person(&app, Method::GET, "/v1/me/tenants", &alice, None, None).await;
+    assert!(none.items().is_empty());
+    assert_eq!(
+        join(&app, &acme.key, "alice@acme.test", None, &alice).await,
+        acme.id
+    );
+
+    let mine = as_person(&app, Method::GET, "/v1/me/tenants", &alice, None, None).await;
+    let mine = mine.items();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["tenant_id"], json!(acme.id));
+    assert_eq!(
+        mine[0]["is_owner"],
+        json!(true),
+        "the first member owns the tenant"
+    );
+
+    let created = as_person(
+        &app,
+        Method::POST,
+        "/v1/resources",
+        &alice,
+        Some(&acme.id),
+        Some(json!({ "name": "by alice" })),
+    )
+    .await;
+    created.expect(201);
+    let audit = app.get("/v1/audit", &acme.key).await;
+    let actors: Vec<String> = audit
+        .items()
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        actors.iter().any(|a| a.starts_with("user:")),
+        "the person's writes are audited as user:<id>: {actors:?}"
+    );
+    // An RS256 token of the same person works alike; so does HS256.
+    let mut claims = idp.claims("auth0|alice");
+    claims["email"] = json!("alice@acme.test");
+    for token in [
+        idp.sign(Alg::Rs256, claims.clone()),
+        idp.hs256(HS_SECRET, claims),
+    ] {
+        as_person(
+            &app,
+            Method::GET,
+            "/v1/resources",
+            &token,
+            Some(&acme.id),
+            None,
+        )
+        .await
+        .expect(200);
+    }
+}
+
+#[tokio::test]
+async fn a_person_who_is_not_a_member_is_answered_like_a_tenant_that_does_not_exist() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let mallory = token_for(&idp, "mallory", "mallory@evil.test");
+    let foreign = as_person(
+        &app,
+        Method::GET,
+        "/v1/resources",
+        &mallory,
+        Some(&acme.id),
+        None,
+    )
+    .await;
+    let missing_id = random_id();
+    let missing = as_person(
+        &app,
+        Method::GET,
+        "/v1/resources",
+        &mallory,
+        Some(&missing_id),
+        None,
+    )
+    .await;
+    foreign.problem(404, "not_found");
+    missing.problem(404, "not_found");
+    assert_eq!(
+        foreign.text.replace(&acme.id, "<id>"),
+        missing.text.replace(&missing_id, "<id>"),
+        "no answer tells an existing tenant from a missing one"
+    );
+    // Naming no tenant is a clear 422; a malformed one too.
+    as_person(&app, Method::GET, "/v1/resources", &mallory, None, None)
+        .await
+        .problem(422, "validation_failed");
+    as_person(
+        &app,
+        Method::GET,
+        "/v1/resources",
+        &mallory,
+        Some("acme"),
+        None,
+    )
+    .await
+    .problem(422, "validation_failed");
+    // A token whose tenant claim names another tenant than the header: refused
+    // alike, even for a member; the claim alone names the tenant.
+    let alice = token_for(&idp, "alice", "alice@acme.test");
+    join(&app, &acme.key, "alice@acme.test", None, &alice).await;
+    let mut claims = idp.claims("alice");
+    claims["email"] = json!("alice@acme.test");
+    claims["tid"] = json!(acme.id);
+    let scoped = idp.sign(Alg::Es256, claims);
+    as_person(&app, Method::GET, "/v1/resources", &scoped, None, None)
+        .await
+        .expect(200);
+    let other = as_person(
+        &app,
+        Method::GET,
+        "/v1/resources",
+        &scoped,
+        Some(&missing_id),
+        None,
+    )
+    .await;
+    assert_eq!(
+        other.text, missing.text,
+        "header and claim disagree: like a missing tenant"
+    );
+}
+
+#[tokio::test]
+async fn expired_wrong_audience_wrong_issuer_unsigned_confused_and_tampered_tokens_are_refused_alike(
+) {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let alice = token_for(&idp, "alice", "alice@acme.test");
+    join(&app, &acme.key, "alice@acme.test", None, &alice).await;
+
+    let now = chrono::Utc::now().timestamp();
+    let base = {
+        let mut c = idp.claims("alice");
+        c["email"] = json!("alice@acme.test");
+        c
+    };
+    let with = |patch: Value| {
+        let mut c = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let rsa_pem = idp.rsa_public_key_pem();
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "expired",
+            idp.sign(Alg::Es256, with(json!({ "exp": now - 600 }))),
+        ),
+        (
+            "not yet valid",
+            idp.sign(Alg::Es256, with(json!({ "nbf": now + 600 }))),
+        ),
+        (
+            "wrong audience",
+            idp.sign(Alg::Es256, with(json!({ "aud": "another-service" }))),
+        ),
+        (
+            "wrong issuer",
+            idp.sign(Alg::Es256, with(json!({ "iss": "https://evil.test/" }))),
+        ),
+        ("alg none", idp.forge_none(base.clone())),
+        (
+            "HS256 signed with the RSA public key",
+            idp.hs256(&rsa_pem, base.clone()),
+        ),
+        (
+            "HS256 with another secret",
+            idp.hs256("another secret of thirty-two bytes or more", base.clone()),
+        ),
+        (
+            "tampered payload",
+            idp.tamper(&alice, with(json!({ "sub": "bob" }))),
+        ),
+        (
+            "unknown kid",
+            idp.sign_with_kid(Alg::Es256, "no-such-kid", base.clone()),
+        ),
+        ("garbage", "eyJhbGciOiJFUzI1NiJ9.e30.AAAA".to_owned()),
+    ];
+    let mut answers = Vec::new();
+    for (what, token) in &cases {
+        let r = as_person(
+            &app,
+            Method::GET,
+            "/v1/resources",
+            token,
+            Some(&acme.id),
+            None,
+        )
+        .await;
+        r.problem(401, "unauthorized");
+        answers.push((what, r.text));
+    }
+    for (what, text) in &answers {
+        assert_eq!(
+            text, &answers[0].1,
+            "{what} is answered like every other refusal"
+        );
+    }
+    // Within the leeway an expired token still works.
+    let late = idp.sign(Alg::Es256, with(json!({ "exp": now - 5 })));
+    as_person(
+        &app,
+        Method::GET,
+        "/v1/resources",
+        &late,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test]
+async fn rotated_identity_provider_keys_are_picked_up_without_a_restart() {
+    let idp = IdentityProvider::start().await;
+    let mut config = idp.config();
+    config.jwks_min_refetch_secs = 1;
+    let app = TestApp::spawn_with(move |s| s.jwt = Some(config)).await;
+    let acme = app.tenant("acme").await;
+    let alice = token_for(&idp, "alice", "alice@acme.test");
+    join(&app, &acme.key, "alice@acme.test", None, &alice).await;
+    let fetched = idp.fetch_count();
+    idp.rotate(OldKeys::Withdrawn).await;
+    // The JWKS is fetched at most once per jwks_min_refetch_secs (1 s here).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let fresh = token_for(&idp, "alice", "alice@acme.test");
+    as_person(
+        &app,
+        Method::GET,
+        "/v1/resources",
+        &fresh,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        idp.fetch_count(),
+        fetched + 1,
+        "one refetch for the new kid"
+    );
+}
+
+#[tokio::test]
+async fn a_member_acts_with_exactly_their_roles_permissions() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let owner = token_for(&idp, "owner", "owner@acme.test");
+    join(&app, &acme.key, "owner@acme.test", None, &owner).await;
+    let reader_role = app
+        .create_role(&acme.key, "reader", &["resources.read", "members.read"])
+        .await;
+    let bob = token_for(&idp, "bob", "bob@acme.test");
+    join(&app, &acme.key, "bob@acme.test", Some(&reader_role), &bob).await;
+    app.create_resource(&acme.key, "shared doc").await;
+
+    let list = as_person(
+        &app,
+        Method::GET,
+        "/v1/resources",
+        &bob,
+        Some(&acme.id),
+        None,
+    )
+    .await;
+    assert_eq!(list.items().len(), 1);
+    as_person(
+        &app,
+        Method::POST,
+        "/v1/resources",
+        &bob,
+        Some(&acme.id),
+        Some(json!({ "name": "nope" })),
+    )
+    .await
+    .problem(403, "permission_denied");
+    as_person(
+        &app,
+        Method::POST,
+        "/v1/invitations",
+        &bob,
+        Some(&acme.id),
+        Some(json!({ "email": "x@acme.test" })),
+    )
+    .await
+    .problem(403, "permission_denied");
+    as_person(
+        &app,
+        Method::POST,
+        "/v1/keys",
+        &bob,
+        Some(&acme.id),
+        Some(json!({ "description": "mine" })),
+    )
+    .await
+    .problem(403, "permission_denied");
+    let members = as_person(&app, Method::GET, "/v1/members", &bob, Some(&acme.id), None).await;
+    assert_eq!(members.items().len(), 2);
+}
+
+#[tokio::test]
+async fn a_removed_members_still_valid_token_is_refused_at_once_and_the_owner_cannot_be_removed() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let owner = token_for(&idp, "owner", "owner@acme.test");
+    join(&app, &acme.key, "owner@acme.test", None, &owner).await;
+    let reader = app
+        .create_role(&acme.key, "reader", &["resources.read"])
+        .await;
+    let carol = token_for(&idp, "carol", "carol@acme.test");
+    join(&app, &acme.key, "carol@acme.test", Some(&reader), &carol).await;
+    let members = app.get("/v1/members", &acme.key).await.items();
+    let id_of = |email: &str| {
+        members.iter().find(|m| m["email"] == json!(email)).unwrap()["user_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (owner_id, carol_id) = (id_of("owner@acme.test"), id_of("carol@acme.test"));
+
+    // A second server over the same database, which has seen Carol act.
+    let sibling_config = app_config(&idp);
+    let sibling = app
+        .sibling_with(move |s| s.jwt = Some(sibling_config))
+        .await;
+    let on_sibling = || {
+        app.send_raw(
+            app.client
+                .get(format!("{}/v1/resources", sibling.base))
+                .bearer_auth(&carol)
+                .header("X-Tenant-Id", &acme.id),
+        )
+    };
+    on_sibling().await.expect(200);
+    as_person(
+        &app,
+        Method::GET,
+        "/v1/resources",
+        &carol,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .expect(200);
+
+    as_person(
+        &app,
+        Method::DELETE,
+        &format!("/v1/members/{owner_id}"),
+        &owner,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .problem(409, "conflict");
+    as_person(
+        &app,
+        Method::DELETE,
+        &format!("/v1/members/{carol_id}"),
+        &owner,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .expect(204);
+    // This server forgets at once; the other within the invalidation feed's
+    // latency (milliseconds; polled here for up to 2 s).
+    as_person(
+        &app,
+        Method::GET,
+        "/v1/resources",
+        &carol,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .problem(404, "not_found");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let r = on_sibling().await;
+        if r.status == 404 {
+            r.problem(404, "not_found");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sibling still serves a removed member: {}",
+            r.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sibling.shutdown().await;
+}
+
+#[tokio::test]
+async fn ownership_moves_only_by_the_owner_and_the_new_owner_holds_everything() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let owner = token_for(&idp, "owner", "owner@acme.test");
+    join(&app, &acme.key, "owner@acme.test", None, &owner).await;
+    let admin_role = app
+        .create_role(&acme.key, "admin", &["members.write", "members.read"])
+        .await;
+    let dan = token_for(&idp, "dan", "dan@acme.test");
+    join(&app, &acme.key, "dan@acme.test", Some(&admin_role), &dan).await;
+    let members = app.get("/v1/members", &acme.key).await.items();
+    let dan_id = members
+        .iter()
+        .find(|m| m["email"] == json!("dan@acme.test"))
+        .unwrap()["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    as_person(
+        &app,
+        Method::POST,
+        &format!("/v1/members/{dan_id}/ownership"),
+        &dan,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .problem(403, "forbidden");
+    let moved = as_person(
+        &app,
+        Method::POST,
+        &format!("/v1/members/{dan_id}/ownership"),
+        &owner,
+        Some(&acme.id),
+        None,
+    )
+    .await;
+    assert_eq!(moved.expect(200)["is_owner"], json!(true));
+    // Dan, now owner, holds everything: he may create a resource his role alone would not allow.
+    as_person(
+        &app,
+        Method::POST,
+        "/v1/resources",
+        &dan,
+        Some(&acme.id),
+        Some(json!({ "name": "owner's" })),
+    )
+    .await
+    .expect(201);
+}
+
+#[tokio::test]
+async fn invitations_are_listed_revoked_and_refused_alike_when_used_revoked_or_someone_elses() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let erin = token_for(&idp, "erin", "erin@acme.test");
+    let frank = token_for(&idp, "frank", "frank@acme.test");
+
+    let for_erin = app
+        .post(
+            "/v1/invitations",
+            &acme.key,
+            &json!({ "email": "erin@acme.test" }),
+        )
+        .await;
+    let for_erin = for_erin.expect(201).clone();
+    let revoked = app
+        .post(
+            "/v1/invitations",
+            &acme.key,
+            &json!({ "email": "frank@acme.test", "valid_for_seconds": 3600 }),
+        )
+        .await;
+    let revoked = revoked.expect(201).clone();
+    let listed = app.get("/v1/invitations", &acme.key).await.items();
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|i| i.get("token").is_none() && i["status"] == json!("pending")));
+    let gone = app
+        .delete(
+            &format!(
+                "/v1/invitations/{}",
+                revoked["invitation_id"].as_str().unwrap()
+            ),
+            &acme.key,
+        )
+        .await;
+    assert_eq!(gone.expect(200)["status"], json!("revoked"));
+
+    let refusals = [
+        ("someone else's", accept(&app, &frank, &for_erin).await),
+        ("revoked", accept(&app, &frank, &revoked).await),
+    ];
+    accept(&app, &erin, &for_erin).await.expect(200);
+    let reused = accept(&app, &erin, &for_erin).await;
+    for (what, r) in refusals.iter().chain([("reused", reused)].iter()) {
+        r.problem(404, "not_found");
+        assert_eq!(
+            r.text, refusals[0].1.text,
+            "{what} is answered like the others"
+        );
+    }
+    // A key cannot accept invitations, and an API key on a person's route is told so.
+    app.post(
+        "/v1/invitations/accept",
+        &acme.key,
+        &json!({ "token": for_erin["token"] }),
+    )
+    .await
+    .problem(403, "wrong_credential");
+    // Bad input: no email and no user, a validity out of range.
+    app.post("/v1/invitations", &acme.key, &json!({}))
+        .await
+        .problem(422, "validation_failed");
+    app.post(
+        "/v1/invitations",
+        &acme.key,
+        &json!({ "email": "g@acme.test", "valid_for_seconds": 5 }),
+    )
+    .await
+    .problem(422, "validation_failed");
+}
