@@ -37,10 +37,11 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 -- every value tenantry writes starts with "tenantry_".
 --
 -- Values:
---   tenantry_v1_<tenant>_<user>,a<actor>,p<grants>,s<schema>[,m],v<tenant>,<descendant>,...
+--   tenantry_v1_<tenant>_<user>,a<actor>[,i<impersonator>],p<grants>,s<schema>[,m],v<tenant>,<descendant>,...
 --       (the policies read only what follows ",v", which no other value has)
 --       a tenant context (uuids as 32 hex digits; user 32 zeros when none;
---       actor as hex of its UTF-8 bytes; grants: ALL, or the caller's
+--       actor as hex of its UTF-8 bytes; impersonator, when someone acts
+--       as the member, the same way; grants: ALL, or the caller's
 --       permission names between spaces, "." written "0" (names hold no
 --       digit), read by authorize(); schema of the tenant's resources;
 --       ,m when a descendant's rows are outside the tenant's own tables;
@@ -173,6 +174,20 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenantry.current_actor() IS 'Actor recorded in audit_log: in a tenant context the actor it names (e.g. key:<id>, admin), else user:<current_user_id>, else db:<session user>; without one, app.actor (set_actor_local) or db:<session user>.';
 
+/** Who acts as the member in this transaction (an impersonation), NULL otherwise. */
+CREATE OR REPLACE FUNCTION tenantry.current_impersonator()
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+                 AND pg_catalog.strpos(pg_catalog.current_setting('backtrace_functions'), ',i') OPERATOR(pg_catalog.>) 0
+                THEN pg_catalog.convert_from(pg_catalog.decode(
+                     pg_catalog.split_part(pg_catalog.split_part(pg_catalog.current_setting('backtrace_functions'), ',i', 2), ',', 1),
+                     'hex'), 'UTF8')
+           END
+$$;
+COMMENT ON FUNCTION tenantry.current_impersonator() IS 'Who is acting as the member in this transaction (e.g. admin, user:<owner id>), from the verified context; NULL when nobody impersonates. Recorded in audit_log.impersonator.';
+
 /** The schema holding the current tenant's resources ("tenantry" for pooled tenants). */
 CREATE OR REPLACE FUNCTION tenantry.current_tenant_schema()
 RETURNS text
@@ -207,6 +222,7 @@ GRANT EXECUTE ON FUNCTION
     tenantry.current_user_id(),
     tenantry.current_actor(),
     tenantry.current_tenant_schema(),
+    tenantry.current_impersonator(),
     tenantry.authorize(text)
 TO tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_admin, tenantry_logger;
 
@@ -288,14 +304,14 @@ COMMENT ON FUNCTION tenantry.tenant_context_part(uuid) IS 'Internal: the tenant'
 
 /**
  * A whole context value: tenant, user, actor, the caller's grants (NULL:
- * all) and the tenant's part (computed when NULL). The one place the format
+ * all), who impersonates the member (if anyone) and the tenant's part (computed when NULL). The one place the format
  * is written. Without a tenant: a user context when a user is named, else an
  * administrative context. Grants that are not permission names are left out.
  * Plain SQL without SET clauses, every name qualified, so it is inlined into
  * its callers (which are the owner's SECURITY DEFINER functions; it is
  * granted to nobody).
  */
-CREATE OR REPLACE FUNCTION tenantry.context_value(tid uuid, uid uuid, actor text, grants text[], tenant_part text)
+CREATE OR REPLACE FUNCTION tenantry.context_value(tid uuid, uid uuid, actor text, grants text[], impersonator text, tenant_part text)
 RETURNS text
 LANGUAGE sql STABLE
 AS $$
@@ -307,6 +323,8 @@ AS $$
         ELSE 'tenantry_v1_' OPERATOR(pg_catalog.||) pg_catalog.replace(tid::text, '-', '') OPERATOR(pg_catalog.||) '_'
         OPERATOR(pg_catalog.||) coalesce(pg_catalog.replace(uid::text, '-', ''), '00000000000000000000000000000000')
         OPERATOR(pg_catalog.||) ',a' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.convert_to(coalesce(actor, ''), 'UTF8'), 'hex')
+        OPERATOR(pg_catalog.||) CASE WHEN impersonator IS NULL THEN '' ELSE
+            ',i' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.convert_to(impersonator, 'UTF8'), 'hex') END
         OPERATOR(pg_catalog.||) ',p' OPERATOR(pg_catalog.||) CASE WHEN grants IS NULL THEN 'ALL' ELSE
             pg_catalog.translate(' ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(ARRAY(
                 SELECT g FROM pg_catalog.unnest(grants) g WHERE g OPERATOR(pg_catalog.~) '^[a-z_]+\.[a-z_]+$'), ' ')
@@ -314,7 +332,7 @@ AS $$
         OPERATOR(pg_catalog.||) coalesce(tenant_part, tenantry.tenant_context_part(tid))
         END
 $$;
-COMMENT ON FUNCTION tenantry.context_value(uuid, uuid, text, text[], text) IS 'Internal: the context value for tenant, user, actor and grants (NULL: all) with the tenant''s part (looked up when NULL); without a tenant, a user context when a user is named, else an administrative context for the actor. Not granted.';
+COMMENT ON FUNCTION tenantry.context_value(uuid, uuid, text, text[], text, text) IS 'Internal: the context value for tenant, user, actor, grants (NULL: all) and impersonator with the tenant''s part (looked up when NULL); without a tenant, a user context when a user is named, else an administrative context for the actor. Not granted.';
 
 /**
  * The part of a context both enter functions set, once its proof checked out:
@@ -395,7 +413,8 @@ GRANT EXECUTE ON FUNCTION tenantry.open_context_session(integer, bigint, bytea, 
  * The server's transaction context, one call per transaction on a connection
  * whose session it opened: reveals the secret whose SHA-256 is the current
  * commitment, commits to the next one, and sets tenant, user, actor, the
- * caller's grants (NULL: all; authorize() reads them) and the tenant's part
+ * caller's grants (NULL: all; authorize() reads them), the impersonator
+ * (when someone acts as the member) and the tenant's part
  * (looked up when NULL) for this transaction only (without a tenant: a user
  * context when a user is named, else an administrative context for the
  * actor, see admin_context(); its part is ''). Returns the
@@ -405,7 +424,7 @@ GRANT EXECUTE ON FUNCTION tenantry.open_context_session(integer, bigint, bytea, 
  * transaction sees no tenant. A rolled-back transaction rolls the commitment
  * back with it, so its secret stays the one to reveal.
  */
-CREATE OR REPLACE FUNCTION tenantry.enter_context(reveal bytea, next_commitment bytea, tid uuid, uid uuid, actor text, grants text[], tenant_part text)
+CREATE OR REPLACE FUNCTION tenantry.enter_context(reveal bytea, next_commitment bytea, tid uuid, uid uuid, actor text, grants text[], impersonator text, tenant_part text)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -434,12 +453,12 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || substr(session, 76), false);
-    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, grants, part), true);
+    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, grants, impersonator, part), true);
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text) IS 'Server connections: this transaction''s tenant (or user, or administrative) context with the caller''s grants, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match or the session''s context key was retired.';
-GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text) TO tenantry_app, tenantry_admin;
+COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) IS 'Server connections: this transaction''s tenant (or user, or administrative) context with the caller''s grants, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match or the session''s context key was retired.';
+GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) TO tenantry_app, tenantry_admin;
 
 /**
  * Refuses (TN503) a server connection that holds statements prepared by SQL
@@ -469,12 +488,12 @@ GRANT EXECUTE ON FUNCTION tenantry.assert_clean_session() TO tenantry_app;
  * A transaction context signed with a context key: for connections the
  * server does not hold for itself (a transaction-pooling pgbouncer) and for
  * other programs that hold the key. The HMAC covers
- * enter|pid|expires_at|tenant|user|actor hex|grants|tenant part (grants: * for
- * all, else the names joined with spaces); pid 0 means any
+ * enter|pid|expires_at|tenant|user|actor hex|grants|impersonator hex|tenant part
+ * (grants: * for all, else the names joined with spaces); pid 0 means any
  * backend. Returns the tenant's part, or NULL (nothing set) for an unknown
  * key, a bad signature, another backend or an expired context.
  */
-CREATE OR REPLACE FUNCTION tenantry.enter_context_signed(pid integer, expires_at bigint, tid uuid, uid uuid, actor text, grants text[], tenant_part text, key_id integer, mac bytea)
+CREATE OR REPLACE FUNCTION tenantry.enter_context_signed(pid integer, expires_at bigint, tid uuid, uid uuid, actor text, grants text[], impersonator text, tenant_part text, key_id integer, mac bytea)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -484,7 +503,8 @@ DECLARE
     expected bytea := tenantry.context_mac(key_id,
         'enter|' || pid || '|' || expires_at || '|' || coalesce(tid::text, '') || '|' || coalesce(uid::text, '')
         || '|' || encode(convert_to(coalesce(actor, ''), 'UTF8'), 'hex')
-        || '|' || coalesce(array_to_string(grants, ' '), '*') || '|' || coalesce(tenant_part, ''));
+        || '|' || coalesce(array_to_string(grants, ' '), '*')
+        || '|' || encode(convert_to(coalesce(impersonator, ''), 'UTF8'), 'hex') || '|' || coalesce(tenant_part, ''));
     part text;
 BEGIN
     IF expected IS NULL OR mac IS NULL OR expected <> mac
@@ -496,12 +516,12 @@ BEGIN
     IF part IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, grants, part), true);
+    PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, grants, impersonator, part), true);
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused.';
-GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, integer, bytea) TO tenantry_app, tenantry_admin;
+COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|impersonator hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused.';
+GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) TO tenantry_app, tenantry_admin;
 
 /**
  * Whether this session belongs to a trusted operator: its login is a
@@ -547,7 +567,7 @@ AS $$
 BEGIN
     PERFORM tenantry.require_operator('set_tenant_context');
     PERFORM set_config('backtrace_functions',
-                       CASE WHEN tid IS NULL THEN '' ELSE tenantry.context_value(tid, NULL, NULL, NULL, NULL) END,
+                       CASE WHEN tid IS NULL THEN '' ELSE tenantry.context_value(tid, NULL, NULL, NULL, NULL, NULL) END,
                        false);
 END
 $$;
@@ -568,7 +588,7 @@ BEGIN
     PERFORM tenantry.require_operator('set_tenant_context_local');
     PERFORM set_config('backtrace_functions',
                        tenantry.context_value(tid, uid, actor,
-                                              CASE WHEN uid IS NOT NULL THEN tenantry.member_grants(tid, uid) END, NULL),
+                                              CASE WHEN uid IS NOT NULL THEN tenantry.member_grants(tid, uid) END, NULL, NULL),
                        true);
     RETURN tenantry.current_tenant_schema();
 END
@@ -593,7 +613,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenantry.require_operator('set_admin_context');
-    PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL, NULL), coalesce(local, false));
+    PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL, NULL, NULL), coalesce(local, false));
 END
 $$;
 COMMENT ON FUNCTION tenantry.set_admin_context(text, boolean) IS 'Administrative context (admin_context()) for the session, or this transaction with local => true, for operators (superuser or member of tenantry_owner) switched to tenantry_admin; refused for the server''s login and every role it can assume.';

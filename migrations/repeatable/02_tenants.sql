@@ -195,10 +195,11 @@ RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO tenantry.audit_log (tenant_id, actor, action, target_type, target_id, details)
-    VALUES (p_tenant_id, tenantry.current_actor(), p_action, p_target_type, p_target_id, coalesce(p_details, '{}'));
+    INSERT INTO tenantry.audit_log (tenant_id, actor, impersonator, action, target_type, target_id, details)
+    VALUES (p_tenant_id, tenantry.current_actor(), tenantry.current_impersonator(), p_action, p_target_type, p_target_id,
+            coalesce(p_details, '{}'));
 $$;
-COMMENT ON FUNCTION tenantry.write_audit(uuid, text, text, text, jsonb) IS 'Internal: appends an audit row as the owner. Called by audit triggers only; not granted to anyone.';
+COMMENT ON FUNCTION tenantry.write_audit(uuid, text, text, text, jsonb) IS 'Internal: appends an audit row (actor, and the impersonator when someone acts as the member) as the owner. Called by audit triggers only; not granted to anyone.';
 
 -- -----------------------------------------------------------------------------
 -- Tenant triggers: lifecycle, hierarchy closure, audit.

@@ -475,9 +475,10 @@ AS $$
                  JOIN tenantry.roles r ON r.tenant_id = mr.tenant_id AND r.role_id = mr.role_id
                  WHERE mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id ORDER BY r.name),
            m.created_at
-    FROM tenantry.tenant_members m
+    FROM tenantry.member_tenants mt
+    JOIN tenantry.tenant_members m ON m.tenant_id = mt.tenant_id AND m.user_id = mt.user_id
     JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
-    WHERE m.user_id = tenantry.current_user_id()
+    WHERE mt.user_id = tenantry.current_user_id()
       AND tenantry.current_tenant_id() IS NULL
       AND t.status <> 'deleted'
     ORDER BY t.name, t.tenant_id
@@ -537,6 +538,31 @@ CREATE POLICY role_permissions_delete_needs_permission ON tenantry.role_permissi
     AS RESTRICTIVE FOR DELETE TO tenantry_app
     USING (tenantry.authorize('roles.write') AND tenantry.authorize_permission_id(permission_id));
 COMMENT ON POLICY role_permissions_delete_needs_permission ON tenantry.role_permissions IS 'Taking a permission from a role needs roles.write and the permission itself.';
+
+CREATE POLICY member_tenants_no_direct_access ON tenantry.member_tenants
+    AS RESTRICTIVE FOR ALL TO PUBLIC
+    USING (false) WITH CHECK (false);
+COMMENT ON POLICY member_tenants_no_direct_access ON tenantry.member_tenants IS 'Nobody reads or writes it under RLS: the table is granted to no role (its key leads with the user); the owner''s trigger writes it and my_tenants() reads it.';
+
+/** Keeps member_tenants (user -> tenants) in step with tenant_members. */
+CREATE OR REPLACE FUNCTION tenantry.member_tenants_follow()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO tenantry.member_tenants (user_id, tenant_id) VALUES (NEW.user_id, NEW.tenant_id)
+        ON CONFLICT DO NOTHING;
+    ELSE
+        DELETE FROM tenantry.member_tenants mt WHERE mt.user_id = OLD.user_id AND mt.tenant_id = OLD.tenant_id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.member_tenants_follow() IS 'Trigger: files a member in member_tenants on insert and removes the entry on delete.';
+CREATE OR REPLACE TRIGGER member_tenants_follow AFTER INSERT OR DELETE ON tenantry.tenant_members
+    FOR EACH ROW EXECUTE FUNCTION tenantry.member_tenants_follow();
 
 /** The first member of a tenant owns it; the owner is removed only as the last member (transfer ownership first). */
 CREATE OR REPLACE FUNCTION tenantry.tenant_members_owner()
@@ -855,3 +881,217 @@ $$;
 COMMENT ON FUNCTION tenantry.invitations_audit() IS 'Trigger: audits invitations created, accepted and revoked.';
 CREATE OR REPLACE TRIGGER invitations_audit AFTER INSERT OR UPDATE OF accepted_at, revoked_at ON tenantry.invitations
     FOR EACH ROW EXECUTE FUNCTION tenantry.invitations_audit();
+
+-- -----------------------------------------------------------------------------
+-- Impersonation: an owner (or the operator) acts as a member for a bounded
+-- time. The session's context names both (current_user_id() the member,
+-- current_impersonator() who acts), so audit rows and request-log rows record
+-- both. It holds the member's permissions minus every one that could widen
+-- anyone's: no keys, no invitations, no role or member changes, and it cannot
+-- impersonate further (impersonate needs every permission and no impersonator).
+-- -----------------------------------------------------------------------------
+
+CREATE POLICY impersonations_read_subtree ON tenantry.impersonations
+    FOR SELECT TO tenantry_app
+    USING (tenant_id = ANY (tenantry.visible_tenant_ids()));
+COMMENT ON POLICY impersonations_read_subtree ON tenantry.impersonations IS 'A tenant (and its ancestors) lists the impersonations of its members (never their token hashes: column privileges); only the impersonation functions write them.';
+GRANT SELECT (tenant_id, impersonation_id, user_id, impersonator, reason, started_at, expires_at, ended_at)
+    ON tenantry.impersonations TO tenantry_app;
+
+/** What an impersonated session of a member holds: their grants (every permission for the owner) minus those that widen anyone's. */
+CREATE OR REPLACE FUNCTION tenantry.impersonation_grants(tid uuid, uid uuid)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(SELECT g FROM unnest(coalesce(tenantry.member_grants(tid, uid),
+                                               ARRAY(SELECT p.name FROM tenantry.permissions p))) g
+                 WHERE g <> ALL (ARRAY['keys.write', 'members.write', 'members.invite', 'roles.write'])
+                 ORDER BY g)
+$$;
+COMMENT ON FUNCTION tenantry.impersonation_grants(uuid, uuid) IS 'Internal: the grants of an impersonated member: theirs (all for the owner) without keys.write, members.write, members.invite and roles.write. Not granted.';
+
+/** Checks who may impersonate `uid` in `tid`; returns the impersonator label. */
+CREATE OR REPLACE FUNCTION tenantry.check_impersonation(tid uuid, uid uuid, valid_for interval, reason text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenantry.current_impersonator() IS NOT NULL THEN
+        RAISE EXCEPTION 'an impersonated session cannot impersonate' USING ERRCODE = 'TN403';
+    END IF;
+    IF NOT (tenantry.authorize_all() AND tid = ANY (tenantry.visible_tenant_ids())) AND NOT tenantry.operator_session() THEN
+        RAISE EXCEPTION 'only the tenant''s owner, an ancestor''s owner or an operator can impersonate its members'
+            USING ERRCODE = 'TN403';
+    END IF;
+    IF valid_for IS NULL OR valid_for < interval '1 minute' OR valid_for > interval '8 hours' THEN
+        RAISE EXCEPTION 'an impersonation lasts 1 minute to 8 hours' USING ERRCODE = 'TN422', HINT = 'valid_for';
+    END IF;
+    IF length(coalesce(reason, '')) > 500 THEN
+        RAISE EXCEPTION 'reason must be at most 500 characters' USING ERRCODE = 'TN422', HINT = 'reason';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
+                   WHERE m.tenant_id = tid AND m.user_id = uid AND t.status = 'active') THEN
+        RAISE EXCEPTION 'member % not found', uid USING ERRCODE = 'TN404', HINT = 'user_id';
+    END IF;
+    RETURN CASE WHEN tenantry.current_tenant_id() IS NULL THEN 'db:' || session_user ELSE tenantry.current_actor() END;
+END
+$$;
+COMMENT ON FUNCTION tenantry.check_impersonation(uuid, uuid, interval, text) IS 'Internal: TN403 unless the caller holds every permission in the member''s tenant or an ancestor (or is an operator) and is not impersonating; TN422 for a duration outside 1 minute to 8 hours; TN404 for a non-member. Returns who impersonates. Not granted.';
+
+/**
+ * Starts an impersonation for the server: the caller (the owner of the
+ * tenant or of an ancestor, a key holding every permission, the operator's
+ * admin token through its tenant scope) gets a session token (timp_…, shown
+ * once, stored hashed) with which requests act as the member until it
+ * expires (1 minute to 8 hours, default 1 hour) or is ended.
+ */
+CREATE OR REPLACE FUNCTION tenantry.start_impersonation(
+    user_id uuid, tenant_id uuid DEFAULT NULL, valid_for interval DEFAULT interval '1 hour', reason text DEFAULT '',
+    OUT impersonation_id uuid, OUT token text, OUT expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tid uuid := coalesce(start_impersonation.tenant_id, tenantry.current_tenant_id());
+    who text := tenantry.check_impersonation(tid, start_impersonation.user_id, valid_for, reason);
+BEGIN
+    impersonation_id := gen_random_uuid();
+    token := 'timp_' || replace(tid::text, '-', '') || replace(impersonation_id::text, '-', '')
+        || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '');
+    expires_at := now() + valid_for;
+    INSERT INTO tenantry.impersonations (tenant_id, impersonation_id, user_id, impersonator, reason, token_hash, expires_at)
+    VALUES (tid, impersonation_id, start_impersonation.user_id, who, coalesce(reason, ''),
+            sha256(convert_to(token, 'UTF8')), start_impersonation.expires_at);
+END
+$$;
+COMMENT ON FUNCTION tenantry.start_impersonation(uuid, uuid, interval, text) IS 'Starts acting as a member of the current tenant or a descendant (owner, all-permission key or operator; not while impersonating): returns the session token once. The session holds the member''s permissions minus keys.write, members.write, members.invite, roles.write; audited.';
+GRANT EXECUTE ON FUNCTION tenantry.start_impersonation(uuid, uuid, interval, text) TO tenantry_app;
+
+/**
+ * The identity behind an impersonation token, for the server before any
+ * tenant is known (the token is the secret, like a key): NULL for unknown,
+ * ended or expired sessions, a removed member or a tenant that is not active.
+ */
+CREATE OR REPLACE FUNCTION tenantry.verify_impersonation(token text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s record;
+BEGIN
+    IF token IS NULL OR token !~ '^timp_[0-9a-f]{128}$' THEN
+        RETURN NULL;
+    END IF;
+    SELECT i.*, t.status AS tenant_status, t.settings AS tenant_settings INTO s
+    FROM tenantry.impersonations i
+    JOIN tenantry.tenants t ON t.tenant_id = i.tenant_id
+    WHERE i.tenant_id = substr(token, 6, 32)::uuid AND i.impersonation_id = substr(token, 38, 32)::uuid
+      AND sha256(i.token_hash) = sha256(sha256(convert_to(token, 'UTF8')))
+      AND i.ended_at IS NULL AND i.expires_at > now();
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object(
+        'impersonation_id', s.impersonation_id, 'tenant_id', s.tenant_id, 'user_id', s.user_id,
+        'impersonator', s.impersonator, 'expires_at', s.expires_at,
+        'tenant_status', s.tenant_status, 'tenant_settings', s.tenant_settings,
+        'permissions', to_jsonb(tenantry.impersonation_grants(s.tenant_id, s.user_id)));
+END
+$$;
+COMMENT ON FUNCTION tenantry.verify_impersonation(text) IS 'The session behind an impersonation token (tenant, member, impersonator, expiry, the permissions it holds); NULL for unknown, ended or expired ones. Needs no context: the token is the secret.';
+GRANT EXECUTE ON FUNCTION tenantry.verify_impersonation(text) TO tenantry_app;
+
+/** Ends an impersonation of the current tenant or a descendant (the impersonated session itself, or a caller holding every permission). Idempotent. */
+CREATE OR REPLACE FUNCTION tenantry.end_impersonation(impersonation_id uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenantry.current_tenant_id() IS NULL
+       OR NOT (tenantry.authorize_all() OR tenantry.current_impersonator() IS NOT NULL) THEN
+        RAISE EXCEPTION 'ending an impersonation needs every permission or the impersonated session' USING ERRCODE = 'TN403';
+    END IF;
+    UPDATE tenantry.impersonations i SET ended_at = coalesce(i.ended_at, now())
+    WHERE i.impersonation_id = end_impersonation.impersonation_id
+      AND i.tenant_id = ANY (tenantry.visible_tenant_ids())
+      AND (tenantry.current_impersonator() IS NULL OR i.user_id = tenantry.current_user_id());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'impersonation % not found', impersonation_id USING ERRCODE = 'TN404', HINT = 'impersonation_id';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.end_impersonation(uuid) IS 'Ends an impersonation at once (its token stops working): by a caller holding every permission in the tenant or an ancestor, or by the impersonated session. TN404 otherwise, like a missing one.';
+GRANT EXECUTE ON FUNCTION tenantry.end_impersonation(uuid) TO tenantry_app;
+
+/**
+ * KeyHippo's login_as_user, for an operator in psql: this transaction acts as
+ * the member (their permissions minus those that widen anyone's), recorded
+ * as an impersonation by db:<login>; stop_impersonating() ends it (so does
+ * the end of the transaction). Returns the impersonation id.
+ */
+CREATE OR REPLACE FUNCTION tenantry.impersonate(user_id uuid, tenant_id uuid, valid_for interval DEFAULT interval '1 hour', reason text DEFAULT '')
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who text;
+    iid uuid := gen_random_uuid();
+BEGIN
+    PERFORM tenantry.require_operator('impersonate');
+    who := tenantry.check_impersonation(impersonate.tenant_id, impersonate.user_id, valid_for, reason);
+    INSERT INTO tenantry.impersonations (tenant_id, impersonation_id, user_id, impersonator, reason, token_hash, expires_at)
+    VALUES (impersonate.tenant_id, iid, impersonate.user_id, who, coalesce(reason, ''),
+            sha256(convert_to(gen_random_uuid()::text, 'UTF8')), now() + valid_for);
+    PERFORM set_config('backtrace_functions',
+                       tenantry.context_value(impersonate.tenant_id, impersonate.user_id, 'user:' || impersonate.user_id,
+                                              tenantry.impersonation_grants(impersonate.tenant_id, impersonate.user_id),
+                                              who, NULL),
+                       true);
+    RETURN iid;
+END
+$$;
+COMMENT ON FUNCTION tenantry.impersonate(uuid, uuid, interval, text) IS 'KeyHippo login_as_user for operators in psql (superuser or member of tenantry_owner): this transaction acts as the member (minus keys.write, members.write, members.invite, roles.write), audited with the operator as impersonator. Returns the impersonation id; stop_impersonating() ends it.';
+GRANT EXECUTE ON FUNCTION tenantry.impersonate(uuid, uuid, interval, text) TO tenantry_app;
+
+/** KeyHippo's logout: ends the impersonation this transaction acts under and clears its context. */
+CREATE OR REPLACE FUNCTION tenantry.stop_impersonating()
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenantry.current_impersonator() IS NULL THEN
+        RAISE EXCEPTION 'this transaction is not impersonating anyone' USING ERRCODE = 'TN409';
+    END IF;
+    UPDATE tenantry.impersonations i SET ended_at = now()
+    WHERE i.tenant_id = tenantry.current_tenant_id() AND i.user_id = tenantry.current_user_id()
+      AND i.impersonator = tenantry.current_impersonator() AND i.ended_at IS NULL;
+    PERFORM set_config('backtrace_functions', '', true);
+END
+$$;
+COMMENT ON FUNCTION tenantry.stop_impersonating() IS 'KeyHippo logout: ends the impersonation this transaction acts under (its open sessions by the same impersonator for the member) and clears the context.';
+GRANT EXECUTE ON FUNCTION tenantry.stop_impersonating() TO tenantry_app;
+
+/** Audits impersonations started and ended. */
+CREATE OR REPLACE FUNCTION tenantry.impersonations_audit()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenantry.write_audit(NEW.tenant_id,
+        CASE WHEN TG_OP = 'INSERT' THEN 'impersonation.started' ELSE 'impersonation.ended' END,
+        'member', NEW.user_id::text,
+        jsonb_build_object('impersonation_id', NEW.impersonation_id, 'impersonator', NEW.impersonator,
+                           'reason', NEW.reason, 'expires_at', NEW.expires_at));
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.impersonations_audit() IS 'Trigger: audits impersonations started and ended (who, as whom, why, until when).';
+CREATE OR REPLACE TRIGGER impersonations_audit AFTER INSERT OR UPDATE OF ended_at ON tenantry.impersonations
+    FOR EACH ROW EXECUTE FUNCTION tenantry.impersonations_audit();

@@ -16,7 +16,7 @@ CREATE POLICY api_keys_read_subtree ON tenantry.api_keys
     USING (tenant_id = ANY (tenantry.visible_tenant_ids()));
 COMMENT ON POLICY api_keys_read_subtree ON tenantry.api_keys IS 'A tenant lists the keys of itself and its descendants (never their hashes: column privileges).';
 GRANT SELECT (tenant_id, key_id, prefix, description, metadata, user_id, role_id, created_by, created_at,
-              expires_at, revoked_at, last_used_at, rotated_from, rotated_to)
+              expires_at, revoked_at, last_used_at, rotated_from, rotated_to, scopes, allowed_cidrs)
     ON tenantry.api_keys TO tenantry_app;
 
 CREATE POLICY api_key_lookup_no_tenant_reads ON tenantry.api_key_lookup
@@ -67,7 +67,8 @@ CREATE OR REPLACE TRIGGER api_keys_audit AFTER INSERT OR UPDATE OF revoked_at ON
 /** Inserts a key for a tenant and returns (key_id, key). Internal; callers check rights. */
 CREATE OR REPLACE FUNCTION tenantry.issue_api_key(
     p_tenant_id uuid, p_description text, p_metadata jsonb, p_user_id uuid, p_role_id uuid,
-    p_expires_at timestamptz, p_rotated_from uuid, OUT key_id uuid, OUT api_key text)
+    p_expires_at timestamptz, p_rotated_from uuid, p_scopes text[], p_allowed_cidrs cidr[],
+    OUT key_id uuid, OUT api_key text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -77,9 +78,9 @@ BEGIN
     api_key := 'tk_' || key_prefix || '_'
         || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '');
     INSERT INTO tenantry.api_keys (tenant_id, prefix, key_hash, description, metadata, user_id, role_id,
-                                   expires_at, rotated_from)
+                                   expires_at, rotated_from, scopes, allowed_cidrs)
     VALUES (p_tenant_id, key_prefix, sha256(convert_to(api_key, 'UTF8')), coalesce(p_description, ''),
-            coalesce(p_metadata, '{}'), p_user_id, p_role_id, p_expires_at, p_rotated_from)
+            coalesce(p_metadata, '{}'), p_user_id, p_role_id, p_expires_at, p_rotated_from, p_scopes, p_allowed_cidrs)
     RETURNING api_keys.key_id INTO issue_api_key.key_id;
 EXCEPTION
     WHEN foreign_key_violation THEN
@@ -87,13 +88,52 @@ EXCEPTION
             USING ERRCODE = 'TN404', HINT = 'role_id';
 END
 $$;
-COMMENT ON FUNCTION tenantry.issue_api_key(uuid, text, jsonb, uuid, uuid, timestamptz, uuid) IS 'Internal: generates a key, stores its SHA-256, returns id and key. Not granted.';
+COMMENT ON FUNCTION tenantry.issue_api_key(uuid, text, jsonb, uuid, uuid, timestamptz, uuid, text[], cidr[]) IS 'Internal: generates a key, stores its SHA-256, returns id and key. Not granted.';
+
+/**
+ * Refuses (TN403) a key the caller may not mint: without keys.write, or one
+ * holding a permission the caller does not (its role's, its member's, or
+ * every permission for an unbound key, narrowed by its scopes). Unknown
+ * scopes are TN422.
+ */
+CREATE OR REPLACE FUNCTION tenantry.require_key_within_grants(tid uuid, uid uuid, rid uuid, scopes text[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    beyond text;
+BEGIN
+    IF NOT tenantry.authorize('keys.write') THEN
+        RAISE EXCEPTION 'creating, rotating and revoking keys needs keys.write' USING ERRCODE = 'TN403';
+    END IF;
+    SELECT s INTO beyond FROM unnest(scopes) s
+    WHERE NOT EXISTS (SELECT 1 FROM tenantry.permissions p WHERE p.name = s) LIMIT 1;
+    IF beyond IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown permission "%" in scopes', beyond USING ERRCODE = 'TN422', HINT = 'scopes';
+    END IF;
+    SELECT ip.name INTO beyond FROM tenantry.identity_permissions(tid, uid, rid) ip
+    WHERE (scopes IS NULL OR ip.name = ANY (scopes)) AND NOT tenantry.authorize(ip.name) LIMIT 1;
+    IF beyond IS NOT NULL THEN
+        RAISE EXCEPTION 'a key cannot be given the permission % which the caller does not hold', beyond
+            USING ERRCODE = 'TN403', HINT = 'scopes';
+    END IF;
+    -- An unbound, unscoped key also holds every permission defined later.
+    IF uid IS NULL AND rid IS NULL AND scopes IS NULL AND NOT tenantry.authorize_all() THEN
+        RAISE EXCEPTION 'only a caller holding every permission can create a key without role, member or scopes'
+            USING ERRCODE = 'TN403', HINT = 'scopes';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.require_key_within_grants(uuid, uuid, uuid, text[]) IS 'Internal: TN403 unless the caller holds keys.write and every permission the key would hold (an unbound unscoped key: every permission); TN422 for unknown scopes. Not granted.';
 
 /**
  * KeyHippo API: create_api_key(description, metadata) -> key (shown once).
  * metadata may name tenant_id (default: the current tenant), user_id,
- * role_id, expires_at. The tenant must be the current tenant or one of its
- * descendants.
+ * role_id, expires_at, scopes (permission names the key is limited to) and
+ * allowed_cidrs (source addresses). The tenant must be the current tenant or
+ * one of its descendants; the caller needs keys.write and every permission
+ * the key will hold (nobody mints more than they hold).
  */
 CREATE OR REPLACE FUNCTION tenantry.create_api_key(description text, metadata jsonb DEFAULT '{}')
 RETURNS text
@@ -104,6 +144,8 @@ DECLARE
     meta jsonb := coalesce(metadata, '{}');
     tid uuid;
     issued record;
+    key_scopes text[];
+    key_cidrs cidr[];
 BEGIN
     IF jsonb_typeof(meta) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'TN422', HINT = 'metadata';
@@ -116,17 +158,26 @@ BEGIN
         IF tid IS NULL OR NOT (tid = ANY (tenantry.visible_tenant_ids())) THEN
             RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
         END IF;
+        IF meta ? 'scopes' AND jsonb_typeof(meta->'scopes') <> 'array'
+           OR meta ? 'allowed_cidrs' AND jsonb_typeof(meta->'allowed_cidrs') <> 'array' THEN
+            RAISE EXCEPTION 'scopes and allowed_cidrs are arrays of strings' USING ERRCODE = 'TN422', HINT = 'metadata';
+        END IF;
+        key_scopes := CASE WHEN meta ? 'scopes' THEN ARRAY(SELECT jsonb_array_elements_text(meta->'scopes')) END;
+        key_cidrs := CASE WHEN meta ? 'allowed_cidrs'
+                          THEN ARRAY(SELECT c::cidr FROM jsonb_array_elements_text(meta->'allowed_cidrs') c) END;
+        PERFORM tenantry.require_key_within_grants(tid, (meta->>'user_id')::uuid, (meta->>'role_id')::uuid, key_scopes);
         issued := tenantry.issue_api_key(
-            tid, description, meta - 'tenant_id' - 'user_id' - 'role_id' - 'expires_at',
-            (meta->>'user_id')::uuid, (meta->>'role_id')::uuid, (meta->>'expires_at')::timestamptz, NULL);
+            tid, description, meta - 'tenant_id' - 'user_id' - 'role_id' - 'expires_at' - 'scopes' - 'allowed_cidrs',
+            (meta->>'user_id')::uuid, (meta->>'role_id')::uuid, (meta->>'expires_at')::timestamptz, NULL,
+            key_scopes, key_cidrs);
     EXCEPTION WHEN invalid_text_representation OR invalid_datetime_format OR datetime_field_overflow THEN
-        RAISE EXCEPTION 'metadata holds an invalid tenant_id, user_id, role_id or expires_at: %', SQLERRM
+        RAISE EXCEPTION 'metadata holds an invalid tenant_id, user_id, role_id, expires_at or allowed_cidrs: %', SQLERRM
             USING ERRCODE = 'TN422', HINT = 'metadata';
     END;
     RETURN issued.api_key;
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_api_key(text, jsonb) IS 'KeyHippo API: creates a key for the current tenant (or a descendant named in metadata.tenant_id) and returns it once.';
+COMMENT ON FUNCTION tenantry.create_api_key(text, jsonb) IS 'KeyHippo API: creates a key for the current tenant (or a descendant named in metadata.tenant_id; metadata may also name user_id, role_id, expires_at, scopes, allowed_cidrs) and returns it once. Needs keys.write and every permission the key will hold (TN403).';
 
 /** Guide: create_tenant_api_key(tenant_id, description) -> key. */
 CREATE OR REPLACE FUNCTION tenantry.create_tenant_api_key(tenant_id uuid, description text)
@@ -165,7 +216,7 @@ DECLARE
     k record;
 BEGIN
     SELECT a.key_id, a.tenant_id, a.user_id, a.role_id, a.description, a.metadata, a.expires_at,
-           a.prefix, a.last_used_at, t.status AS tenant_status, t.settings AS tenant_settings
+           a.prefix, a.last_used_at, a.scopes, a.allowed_cidrs, t.status AS tenant_status, t.settings AS tenant_settings
       INTO k
       FROM tenantry.api_key_lookup l
       -- OFFSET 0 keeps the key's own lookup: by both columns of its primary
@@ -197,7 +248,9 @@ BEGIN
         'tenant_settings', k.tenant_settings,
         'permissions', to_jsonb(ARRAY(SELECT ip.name
                                       FROM tenantry.identity_permissions(k.tenant_id, k.user_id, k.role_id) ip
+                                      WHERE k.scopes IS NULL OR ip.name = ANY (k.scopes)
                                       ORDER BY ip.name)),
+        'allowed_cidrs', to_jsonb(k.allowed_cidrs::text[]),
         'user_id', k.user_id, 'role_id', k.role_id, 'description', k.description,
         'metadata', k.metadata, 'expires_at', k.expires_at, 'prefix', k.prefix,
         'type', coalesce(k.metadata->>'type', 'tenant_key'));
@@ -254,6 +307,9 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF NOT tenantry.authorize('keys.write') THEN
+        RAISE EXCEPTION 'creating, rotating and revoking keys needs keys.write' USING ERRCODE = 'TN403';
+    END IF;
     UPDATE tenantry.api_keys a SET revoked_at = coalesce(a.revoked_at, now())
     WHERE a.key_id = revoke_api_key.key_id
       AND a.tenant_id = ANY (tenantry.visible_tenant_ids());
@@ -294,8 +350,9 @@ BEGIN
     IF old.rotated_to IS NOT NULL THEN
         RAISE EXCEPTION 'api key % was already rotated', rotate_api_key.key_id USING ERRCODE = 'TN409', HINT = 'key_id';
     END IF;
+    PERFORM tenantry.require_key_within_grants(old.tenant_id, old.user_id, old.role_id, old.scopes);
     issued := tenantry.issue_api_key(old.tenant_id, old.description, old.metadata, old.user_id, old.role_id,
-                                     old.expires_at, old.key_id);
+                                     old.expires_at, old.key_id, old.scopes, old.allowed_cidrs);
     UPDATE tenantry.api_keys a
     SET rotated_to = issued.key_id,
         expires_at = least(coalesce(a.expires_at, 'infinity'), now() + grace)
@@ -313,12 +370,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT ARRAY(SELECT ip.name
                  FROM tenantry.identity_permissions(a.tenant_id, a.user_id, a.role_id) ip
+                 WHERE a.scopes IS NULL OR ip.name = ANY (a.scopes)
                  ORDER BY ip.name)
     FROM tenantry.api_keys a
     WHERE a.key_id = key_permissions.key_id
       AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
 $$;
-COMMENT ON FUNCTION tenantry.key_permissions(uuid) IS 'Permissions of a key of the current subtree: its role''s if bound to a role, else its member''s roles'', else every permission (tenant owner key). NULL for keys outside the subtree.';
+COMMENT ON FUNCTION tenantry.key_permissions(uuid) IS 'Permissions of a key of the current subtree, narrowed by its scopes: its role''s if bound to a role, else its member''s roles'', else every permission (tenant owner key). NULL for keys outside the subtree.';
 
 GRANT EXECUTE ON FUNCTION
     tenantry.create_api_key(text, jsonb),

@@ -348,7 +348,7 @@ pub async fn tenants(
                                                      WHERE parent_id = bench.tid($1) AND child_id <> bench.tid($1)
                                                      ORDER BY depth, child_id),
                         ARRAY(SELECT bench.rid($1, j) FROM generate_series(0, $2 - 1) j),
-                        tenantry.context_value(bench.tid($1), NULL, NULL, NULL, NULL),
+                        tenantry.context_value(bench.tid($1), NULL, NULL, NULL, NULL, NULL),
                         tenantry.tenant_context_part(bench.tid($1))",
                 &[&i, &per_tenant],
             )

@@ -410,7 +410,7 @@ async fn api_figures(
             signed.tenant_part = Some(k.tenant.context_part.clone());
             let mac = ctx.db.context_key.sign_context(&signed);
             format!(
-                "BEGIN;\nSELECT tenantry.enter_context_signed(0, {}, '{}', NULL, '{}', '{}', {}, '\\x{}');\n\
+                "BEGIN;\nSELECT tenantry.enter_context_signed(0, {}, '{}', NULL, '{}', NULL, NULL, '{}', {}, '\\x{}');\n\
                  SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM ONLY tenantry.resources WHERE id = '{}';\nCOMMIT;\n",
                 signed.expires_at,
                 k.tenant.id,

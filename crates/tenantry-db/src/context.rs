@@ -95,7 +95,7 @@ impl ContextKey {
     /// The signature `tenantry.enter_context_signed` verifies for these values.
     pub fn sign_context(&self, signed: &SignedContext) -> Vec<u8> {
         self.mac(&format!(
-            "enter|{}|{}|{}|{}|{}|{}|{}",
+            "enter|{}|{}|{}|{}|{}|{}|{}|{}",
             signed.pid,
             signed.expires_at,
             signed
@@ -111,6 +111,7 @@ impl ContextKey {
                 .grants
                 .as_ref()
                 .map_or_else(|| "*".to_owned(), |g| g.join(" ")),
+            hex::encode(signed.impersonator.as_deref().unwrap_or("")),
             signed.tenant_part.as_deref().unwrap_or("")
         ))
     }
@@ -177,6 +178,8 @@ pub struct SignedContext {
     pub actor: Option<String>,
     /// The caller's permissions (`tenantry.authorize`); `None`: all of them.
     pub grants: Option<Vec<String>>,
+    /// Who acts as the member (an impersonation).
+    pub impersonator: Option<String>,
     /// The tenant's part as the database gave it (`None`: the database looks it up).
     pub tenant_part: Option<String>,
 }
@@ -199,6 +202,7 @@ impl SignedContext {
             user: None,
             actor,
             grants: None,
+            impersonator: None,
             tenant_part: None,
         }
     }

@@ -30,6 +30,9 @@ pub struct TenantContext {
     /// CLI, the admin token). A restricted actor cannot give a key, role or
     /// member more than this (see [`PermissionSet`]).
     pub permissions: Option<PermissionSet>,
+    /// Who acts as the member (an impersonation: `admin`, `user:<owner>`),
+    /// recorded with every audit row (`tenantry.current_impersonator()`).
+    pub impersonator: Option<String>,
 }
 
 impl TenantContext {
@@ -40,6 +43,7 @@ impl TenantContext {
             user: None,
             actor: None,
             permissions: None,
+            impersonator: None,
         }
     }
 
@@ -52,6 +56,12 @@ impl TenantContext {
     /// Sets the audit actor label.
     pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
         self.actor = Some(actor.into());
+        self
+    }
+
+    /// Records that `impersonator` acts as the member.
+    pub fn with_impersonator(mut self, impersonator: impl Into<String>) -> Self {
+        self.impersonator = Some(impersonator.into());
         self
     }
 
@@ -86,7 +96,7 @@ impl Visibility {
 }
 
 /// A server connection's context: reveal the chain's secret, commit to the next (01_context.sql).
-const ENTER_CONTEXT: &str = "SELECT tenantry.enter_context($1, $2, $3, $4, $5, $6, $7)";
+const ENTER_CONTEXT: &str = "SELECT tenantry.enter_context($1, $2, $3, $4, $5, $6, $7, $8)";
 const ENTER_CONTEXT_TYPES: &[Type] = &[
     Type::BYTEA,
     Type::BYTEA,
@@ -95,10 +105,11 @@ const ENTER_CONTEXT_TYPES: &[Type] = &[
     Type::TEXT,
     Type::TEXT_ARRAY,
     Type::TEXT,
+    Type::TEXT,
 ];
 /// A pooled connection's context: signed with the context key.
 const ENTER_CONTEXT_SIGNED: &str =
-    "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 const ENTER_CONTEXT_SIGNED_TYPES: &[Type] = &[
     Type::INT4,
     Type::INT8,
@@ -106,6 +117,7 @@ const ENTER_CONTEXT_SIGNED_TYPES: &[Type] = &[
     Type::UUID,
     Type::TEXT,
     Type::TEXT_ARRAY,
+    Type::TEXT,
     Type::TEXT,
     Type::INT4,
     Type::BYTEA,
@@ -184,6 +196,7 @@ enum ContextArgs {
         user: Option<uuid::Uuid>,
         actor: Option<String>,
         grants: Option<Vec<String>>,
+        impersonator: Option<String>,
         part: Option<String>,
     },
     Signed {
@@ -205,11 +218,12 @@ impl ContextArgs {
                 user,
                 actor,
                 grants,
+                impersonator,
                 part,
             } => (
                 ENTER_CONTEXT,
                 ENTER_CONTEXT_TYPES,
-                vec![reveal, next, tenant, user, actor, grants, part],
+                vec![reveal, next, tenant, user, actor, grants, impersonator, part],
             ),
             ContextArgs::Signed {
                 signed,
@@ -227,6 +241,7 @@ impl ContextArgs {
                     user,
                     &signed.actor,
                     &signed.grants,
+                    &signed.impersonator,
                     &signed.tenant_part,
                     key_id,
                     mac,
@@ -439,15 +454,16 @@ impl Tx {
     /// Tenant and administrative transactions prove their context; the others
     /// (key verification, request logging) run without one.
     fn context_args(&mut self, setup: &Setup) -> Result<Option<ContextArgs>, DbError> {
-        let (tenant, user, actor, grants) = match setup {
+        let (tenant, user, actor, grants, impersonator) = match setup {
             Setup::Tenant(ctx) => (
                 Some(ctx.tenant),
                 ctx.user,
                 ctx.actor.clone(),
                 ctx.permissions.as_ref().map(PermissionSet::names),
+                ctx.impersonator.clone(),
             ),
-            Setup::Admin(actor) => (None, None, Some(actor.clone()), None),
-            Setup::User(user) => (None, Some(*user), None, None),
+            Setup::Admin(actor) => (None, None, Some(actor.clone()), None, None),
+            Setup::User(user) => (None, Some(*user), None, None, None),
             Setup::Anonymous | Setup::Logger => return Ok(None),
         };
         let part = self.pinned_part(tenant).map(|p| p.to_string());
@@ -461,6 +477,7 @@ impl Tx {
                 user: user.map(|u| *u.as_uuid()),
                 actor,
                 grants,
+                impersonator,
                 part,
             }));
         }
@@ -475,6 +492,7 @@ impl Tx {
         signed.tenant = tenant;
         signed.user = user;
         signed.grants = grants;
+        signed.impersonator = impersonator;
         signed.tenant_part = part;
         let mac = key.sign_context(&signed);
         Ok(Some(ContextArgs::Signed {

@@ -126,7 +126,7 @@ pub async fn enter_signed(
     let mac = key.sign_context(signed);
     Ok(client
         .query_one(
-            "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 &signed.pid,
                 &signed.expires_at,
@@ -134,6 +134,7 @@ pub async fn enter_signed(
                 &signed.user.map(|u| *u.as_uuid()),
                 &signed.actor,
                 &signed.grants,
+                &signed.impersonator,
                 &signed.tenant_part,
                 &key.id(),
                 &mac,

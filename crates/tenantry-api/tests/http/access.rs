@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::helpers::{ids, random_id, TestApp};
 
-const CATALOGUE: [&str; 14] = [
+const CATALOGUE: [&str; 15] = [
     "tenant.read",
     "tenants.create",
     "resources.read",
@@ -14,6 +14,7 @@ const CATALOGUE: [&str; 14] = [
     "resources.share",
     "members.read",
     "members.write",
+    "members.invite",
     "roles.read",
     "roles.write",
     "keys.read",

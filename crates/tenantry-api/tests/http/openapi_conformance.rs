@@ -406,6 +406,11 @@ async fn documented_page_size_bounds_are_the_ones_the_server_enforces() {
         .collect();
     assert!(lists.len() >= 10, "only {} list operations", lists.len());
     for op in &lists {
+        // A person's routes (no tenant, no key) are paged the same way; they
+        // need an identity provider, which people.rs sets up.
+        if op.spec["security"] == serde_json::json!([{ "person": [] }]) {
+            continue;
+        }
         let limit = op.spec["parameters"]
             .as_array()
             .unwrap()

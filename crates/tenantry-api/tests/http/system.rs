@@ -71,6 +71,13 @@ const V1_PATHS: &[&str] = &[
     "/v1/audit",
     "/v1/usage/metrics",
     "/v1/usage/resources",
+    "/v1/me/tenants",
+    "/v1/invitations",
+    "/v1/invitations/accept",
+    "/v1/invitations/{invitation_id}",
+    "/v1/members/{user_id}",
+    "/v1/members/{user_id}/roles",
+    "/v1/members/{user_id}/ownership",
 ];
 
 #[tokio::test]

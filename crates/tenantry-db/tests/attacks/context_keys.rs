@@ -13,7 +13,7 @@ use crate::helpers::{denied, world, ServerConn, World, READABLE_NAMES};
 async fn enter_signed_with(c: &Client, key: &ContextKey, t: Uuid) -> Option<String> {
     let signed = SignedContext::new(TenantId::from_uuid(t));
     c.query_one(
-        "SELECT tenantry.enter_context_signed($1, $2, $3, NULL, NULL, NULL, NULL, $4, $5)",
+        "SELECT tenantry.enter_context_signed($1, $2, $3, NULL, NULL, NULL, NULL, NULL, $4, $5)",
         &[
             &signed.pid,
             &signed.expires_at,

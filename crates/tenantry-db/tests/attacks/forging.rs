@@ -55,41 +55,41 @@ const DIRECT: &[(&str, Chain, &str)] = &[
     ("setup_connection_after_set_tenant_context", Kept, "SELECT tenantry.set_tenant_context('{v}'); SELECT tenantry.setup_connection()"),
     ("set_actor_local_carrying_a_set_statement", Kept, "SELECT tenantry.set_actor_local($q$x'; SET LOCAL backtrace_functions = '{ctx}'; --$q$)"),
     // enter_context: the reveal is what the attacker does not have.
-    ("enter_context_with_a_random_reveal", Kept, "SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL)"),
-    ("enter_context_with_the_commitment_as_reveal", Kept, "SELECT tenantry.enter_context({commitment}, {next}, '{v}', NULL, NULL, NULL)"),
-    ("enter_context_with_a_reveal_replayed_from_an_earlier_transaction", Kept, "SELECT tenantry.enter_context({old_reveal}, {next}, '{v}', NULL, NULL, NULL)"),
-    ("enter_context_with_a_reveal_captured_on_another_connection", Kept, "SELECT tenantry.enter_context({other_reveal}, {next}, '{v}', NULL, NULL, NULL), tenantry.enter_context({other_secret}, {next}, '{v}', NULL, NULL, NULL)"),
-    ("enter_context_a_second_time_in_the_transaction", Kept, "SELECT tenantry.enter_context({this_reveal}, {next}, '{v}', NULL, NULL, NULL)"),
-    ("enter_context_with_nulls", Kept, "SELECT tenantry.enter_context(NULL, NULL, '{v}', NULL, NULL, NULL), tenantry.enter_context(NULL, {next}, '{v}', NULL, NULL, ',stenantry,v{vh}'), tenantry.enter_context({rand}, NULL, '{v}', NULL, NULL, NULL)"),
-    ("enter_context_with_a_tenant_part_naming_the_victim", Kept, "SELECT tenantry.enter_context({rand}, {next}, '{a}', NULL, NULL, ',stenantry,v{ah},{vh}')"),
-    ("enter_context_with_a_forged_subtree_for_the_victim", Kept, "SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, ',stenantry,v{vh}')"),
+    ("enter_context_with_a_random_reveal", Kept, "SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("enter_context_with_the_commitment_as_reveal", Kept, "SELECT tenantry.enter_context({commitment}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("enter_context_with_a_reveal_replayed_from_an_earlier_transaction", Kept, "SELECT tenantry.enter_context({old_reveal}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("enter_context_with_a_reveal_captured_on_another_connection", Kept, "SELECT tenantry.enter_context({other_reveal}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL), tenantry.enter_context({other_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("enter_context_a_second_time_in_the_transaction", Kept, "SELECT tenantry.enter_context({this_reveal}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("enter_context_with_nulls", Kept, "SELECT tenantry.enter_context(NULL, NULL, '{v}', NULL, NULL, NULL, NULL, NULL), tenantry.enter_context(NULL, {next}, '{v}', NULL, NULL, NULL, NULL, ',stenantry,v{vh}'), tenantry.enter_context({rand}, NULL, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("enter_context_with_a_tenant_part_naming_the_victim", Kept, "SELECT tenantry.enter_context({rand}, {next}, '{a}', NULL, NULL, NULL, NULL, ',stenantry,v{ah},{vh}')"),
+    ("enter_context_with_a_forged_subtree_for_the_victim", Kept, "SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL, NULL, ',stenantry,v{vh}')"),
     // enter_context_signed: the key is what the attacker does not have.
-    ("enter_context_signed_with_a_bad_mac", Kept, "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, {key_id}, {rand})"),
-    ("enter_context_signed_with_a_mac_for_a_reused_for_the_victim", Kept, "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, {key_id}, {mac_a})"),
-    ("enter_context_signed_for_the_victim_replayed_after_its_expiry", Kept, "SELECT tenantry.enter_context_signed(0, {past}, '{v}', NULL, NULL, NULL, {key_id}, {mac_v_past})"),
-    ("enter_context_signed_for_the_victim_captured_on_another_backend", Kept, "SELECT tenantry.enter_context_signed({other_pid}, {exp}, '{v}', NULL, NULL, NULL, {key_id}, {mac_v_other_pid})"),
-    ("enter_context_signed_for_the_victim_with_this_backends_pid_and_another_mac", Kept, "SELECT tenantry.enter_context_signed({pid}, {exp}, '{v}', NULL, NULL, NULL, {key_id}, {mac_v_other_pid})"),
-    ("enter_context_signed_with_an_unknown_key_id", Kept, "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, 999, {mac_v_any})"),
-    ("enter_context_signed_with_nulls", Kept, "SELECT tenantry.enter_context_signed(NULL, NULL, '{v}', NULL, NULL, NULL, NULL, NULL), tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, {key_id}, NULL)"),
+    ("enter_context_signed_with_a_bad_mac", Kept, "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {rand})"),
+    ("enter_context_signed_with_a_mac_for_a_reused_for_the_victim", Kept, "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {mac_a})"),
+    ("enter_context_signed_for_the_victim_replayed_after_its_expiry", Kept, "SELECT tenantry.enter_context_signed(0, {past}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {mac_v_past})"),
+    ("enter_context_signed_for_the_victim_captured_on_another_backend", Kept, "SELECT tenantry.enter_context_signed({other_pid}, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {mac_v_other_pid})"),
+    ("enter_context_signed_for_the_victim_with_this_backends_pid_and_another_mac", Kept, "SELECT tenantry.enter_context_signed({pid}, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {mac_v_other_pid})"),
+    ("enter_context_signed_with_an_unknown_key_id", Kept, "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, 999, {mac_v_any})"),
+    ("enter_context_signed_with_nulls", Kept, "SELECT tenantry.enter_context_signed(NULL, NULL, '{v}', NULL, NULL, NULL, NULL, NULL, NULL, NULL), tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, NULL)"),
     // open_context_session: a chain of the attacker's own.
-    ("open_context_session_with_a_forged_mac", Kept, "SELECT tenantry.open_context_session({pid}, {exp}, {attacker_commitment}, {key_id}, {rand}); SELECT tenantry.enter_context({attacker_secret}, {next}, '{v}', NULL, NULL, NULL)"),
-    ("open_context_session_with_a_mac_for_another_backend", Kept, "SELECT tenantry.open_context_session({other_pid}, {other_open_exp}, {other_open_commitment}, {key_id}, {other_open_mac}); SELECT tenantry.enter_context({attacker_secret}, {next}, '{v}', NULL, NULL, NULL)"),
-    ("open_context_session_replayed_then_a_random_reveal", Broken, "SELECT tenantry.open_context_session({pid}, {open_exp}, {open_commitment}, {key_id}, {open_mac}); SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL)"),
+    ("open_context_session_with_a_forged_mac", Kept, "SELECT tenantry.open_context_session({pid}, {exp}, {attacker_commitment}, {key_id}, {rand}); SELECT tenantry.enter_context({attacker_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("open_context_session_with_a_mac_for_another_backend", Kept, "SELECT tenantry.open_context_session({other_pid}, {other_open_exp}, {other_open_commitment}, {key_id}, {other_open_mac}); SELECT tenantry.enter_context({attacker_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("open_context_session_replayed_then_a_random_reveal", Broken, "SELECT tenantry.open_context_session({pid}, {open_exp}, {open_commitment}, {key_id}, {open_mac}); SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
     // Ending the server's transaction from inside: the chain's commitment rolls back with it.
-    ("rollback_then_enter_context_with_a_random_reveal", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL)"),
-    ("rollback_then_enter_context_with_the_rolled_back_commitment", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context(decode(substr(current_setting('backtrace_functions'), 12, 64), 'hex'), {next}, '{v}', NULL, NULL, NULL)"),
-    ("rollback_then_enter_context_with_an_earlier_reveal", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context({old_reveal}, {next}, '{v}', NULL, NULL, NULL)"),
+    ("rollback_then_enter_context_with_a_random_reveal", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("rollback_then_enter_context_with_the_rolled_back_commitment", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context(decode(substr(current_setting('backtrace_functions'), 12, 64), 'hex'), {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("rollback_then_enter_context_with_an_earlier_reveal", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context({old_reveal}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
     ("savepoint_rolled_back_around_a_setter", Kept, "SAVEPOINT s; SELECT tenantry.set_tenant_context('{v}'); ROLLBACK TO SAVEPOINT s; SELECT name FROM tenantry.resources"),
     // Prepared statements and DO blocks around the setters.
     ("prepare_and_execute_set_config", Kept, "PREPARE forge_{n}(text) AS SELECT set_config('backtrace_functions', $1, true); EXECUTE forge_{n}('{ctx}')"),
     ("prepare_and_execute_set_tenant_context_local", Kept, "PREPARE forge_{n}(uuid) AS SELECT tenantry.set_tenant_context_local($1); EXECUTE forge_{n}('{v}')"),
-    ("prepare_and_execute_enter_context", Kept, "PREPARE forge_{n}(bytea, uuid) AS SELECT tenantry.enter_context($1, {next}, $2, NULL, NULL, NULL, NULL); EXECUTE forge_{n}({rand}, '{v}')"),
+    ("prepare_and_execute_enter_context", Kept, "PREPARE forge_{n}(bytea, uuid) AS SELECT tenantry.enter_context($1, {next}, $2, NULL, NULL, NULL, NULL, NULL); EXECUTE forge_{n}({rand}, '{v}')"),
     ("do_block_set_config", Kept, "DO $d$ BEGIN PERFORM set_config('backtrace_functions', '{ctx}', true); END $d$"),
     ("do_block_set_local_by_dynamic_sql", Kept, "DO $d$ BEGIN EXECUTE 'SET LOCAL backtrace_functions = ''{ctx}'''; END $d$"),
     ("do_block_set_tenant_context", Kept, "DO $d$ BEGIN PERFORM tenantry.set_tenant_context('{v}'); END $d$"),
     // Internal functions with crafted arguments: not executable.
     ("context_mac_with_crafted_arguments", Kept, "SELECT tenantry.context_mac({key_id}, 'enter|0|{exp}|{v}||||')"),
-    ("context_value_with_crafted_arguments", Kept, "SELECT tenantry.context_value('{v}', NULL, NULL, NULL, ',stenantry,v{vh}')"),
+    ("context_value_with_crafted_arguments", Kept, "SELECT tenantry.context_value('{v}', NULL, NULL, NULL, NULL, ',stenantry,v{vh}')"),
     ("tenant_context_part_with_crafted_arguments", Kept, "SELECT tenantry.tenant_context_part('{v}')"),
     ("operator_session_called_directly", Kept, "SELECT tenantry.operator_session()"),
     ("read_the_context_keys", Kept, "SELECT key_id, secret FROM tenantry.context_keys"),
@@ -115,8 +115,8 @@ const SETTERS_AS_ROLE: &[(&str, &str)] = &[
     ("set_config", "SELECT set_config('backtrace_functions', '{ctx}', true)"),
     ("set_tenant_context", "SELECT tenantry.set_tenant_context('{v}')"),
     ("set_tenant_context_local", "SELECT tenantry.set_tenant_context_local('{v}')"),
-    ("enter_context", "SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL)"),
-    ("enter_context_signed", "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, {key_id}, {mac_a})"),
+    ("enter_context", "SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("enter_context_signed", "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {mac_a})"),
 ];
 
 struct Attempt {
@@ -196,7 +196,7 @@ fn hex_id(t: Uuid) -> String {
 
 /// A signature over a signed context's fields, as the key's holder makes it.
 fn signed_mac(pid: i32, expires_at: i64, t: Uuid) -> Vec<u8> {
-    context_mac(&format!("enter|{pid}|{expires_at}|{t}|||"))
+    context_mac(&format!("enter|{pid}|{expires_at}|{t}|||*||"))
 }
 
 fn values(a: Uuid, victim: Uuid, server: &ServerConn, other: &Elsewhere, n: usize) -> Values {
@@ -481,7 +481,7 @@ async fn a_captured_reveal_is_useless_after_a_rollback_or_a_replayed_session_ope
     let (exp, commitment, mac) = server.opened_with.clone();
     let key_id = tenantry_db::testing::context_key().id();
     let replayed_open = format!(
-        "SELECT tenantry.open_context_session({}, {exp}, {}, {key_id}, {}); SELECT tenantry.enter_context({}, {}, '{}', NULL, NULL, NULL); SELECT name FROM tenantry.resources",
+        "SELECT tenantry.open_context_session({}, {exp}, {}, {key_id}, {}); SELECT tenantry.enter_context({}, {}, '{}', NULL, NULL, NULL, NULL, NULL); SELECT name FROM tenantry.resources",
         server.pid,
         bytea(&commitment),
         bytea(&mac),
@@ -490,7 +490,7 @@ async fn a_captured_reveal_is_useless_after_a_rollback_or_a_replayed_session_ope
         w.b
     );
     let after_rollback = format!(
-        "ROLLBACK; BEGIN; SELECT tenantry.enter_context({}, {}, '{}', NULL, NULL, NULL); SELECT name FROM tenantry.resources",
+        "ROLLBACK; BEGIN; SELECT tenantry.enter_context({}, {}, '{}', NULL, NULL, NULL, NULL, NULL); SELECT name FROM tenantry.resources",
         bytea(server.revealed.last().unwrap()),
         bytea(&[7; 32]),
         w.b

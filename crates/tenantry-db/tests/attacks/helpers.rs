@@ -481,7 +481,7 @@ impl ServerConn {
         let part: Option<String> = self
             .client
             .query_one(
-                "SELECT tenantry.enter_context($1, $2, $3, NULL, NULL, NULL, NULL)",
+                "SELECT tenantry.enter_context($1, $2, $3, NULL, NULL, NULL, NULL, NULL)",
                 &[&self.secret.as_slice(), &sha256(&next).as_slice(), &t],
             )
             .await?

@@ -40,10 +40,11 @@ const DEFAULT_CASES: u32 = 100;
 /// Tenants per case at most (later creations are skipped), keeping checks cheap.
 const MAX_TENANTS: usize = 6;
 /// The permission catalogue (migration 0004), in name order.
-const PERMS: [&str; 14] = [
+const PERMS: [&str; 15] = [
     "audit.read",
     "keys.read",
     "keys.write",
+    "members.invite",
     "members.read",
     "members.write",
     "resources.delete",
