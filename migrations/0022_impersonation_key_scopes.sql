@@ -56,14 +56,16 @@ COMMENT ON COLUMN tenantry.api_keys.allowed_cidrs IS 'Source addresses the key m
 -- table granted to no role, kept by a trigger, read by my_tenants().
 DROP INDEX tenantry.tenant_members_user_idx;
 CREATE TABLE tenantry.member_tenants (
-    user_id   uuid NOT NULL,
     tenant_id uuid NOT NULL,
-    PRIMARY KEY (user_id, tenant_id)
+    user_id   uuid NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
 );
-COMMENT ON TABLE tenantry.member_tenants IS 'The tenants each user is a member of (user first), kept by a trigger on tenant_members; granted to no role, read by my_tenants() in a user context only.';
+CREATE INDEX member_tenants_user_idx ON tenantry.member_tenants (user_id);
+COMMENT ON INDEX tenantry.member_tenants_user_idx IS 'A user''s tenants (my_tenants()); the table is granted to no role, so no tenant role can probe it.';
+COMMENT ON TABLE tenantry.member_tenants IS 'The tenants each user is a member of (looked up by user), kept by a trigger on tenant_members; granted to no role, read by my_tenants() in a user context only.';
 ALTER TABLE tenantry.member_tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenantry.member_tenants FORCE ROW LEVEL SECURITY;
-INSERT INTO tenantry.member_tenants (user_id, tenant_id) SELECT user_id, tenant_id FROM tenantry.tenant_members;
+INSERT INTO tenantry.member_tenants (tenant_id, user_id) SELECT tenant_id, user_id FROM tenantry.tenant_members;
 
 -- Explicit ACLs from the start, as the definitions leave them (the migration
 -- test compares a fresh database with one whose definitions were re-applied).

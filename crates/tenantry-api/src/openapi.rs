@@ -145,6 +145,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::people::set_member_roles))
         .routes(routes!(routes::people::remove_member))
         .routes(routes!(routes::people::transfer_ownership))
+        .routes(routes!(
+            routes::people::start_impersonation,
+            routes::people::list_impersonations
+        ))
+        .routes(routes!(routes::people::end_impersonation))
+        .routes(routes!(routes::usage::keys))
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tenantry_db::{
     invalidation::{ListeningFlag, Tag},
-    ApiKeySecret, Database, Invalidation, Invalidations, KeyId, KeyIdentity, MemberIdentity,
-    ResourceId, ScopeFuture, TenantContext, TenantId, TenantScope, TenantSettings, TenantStatus,
-    UserId,
+    ApiKeySecret, Database, ImpersonationIdentity, Invalidation, Invalidations, KeyId,
+    KeyIdentity, MemberIdentity, ResourceId, ScopeFuture, TenantContext, TenantId, TenantScope,
+    TenantSettings, TenantStatus, UserId,
 };
 
 use crate::{
@@ -349,6 +349,24 @@ enum Credential {
         token: Arc<VerifiedToken>,
         member: Arc<MemberIdentity>,
     },
+    /// An impersonation session: someone acting as a member.
+    Impersonation(Arc<ImpersonationIdentity>),
+}
+
+/// Whether `addr` is inside one of `cidrs` (CIDR text as PostgreSQL prints
+/// it; an entry that does not parse matches nothing).
+fn source_allowed(cidrs: &[String], addr: std::net::IpAddr) -> bool {
+    let addr = match addr {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    cidrs.iter().any(|c| {
+        c.parse::<ipnet::IpNet>()
+            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .is_ok_and(|net| net.contains(&addr))
+    })
 }
 
 /// A request made with a tenant API key, or by a person who is a member of
@@ -368,6 +386,7 @@ impl TenantCaller {
         match &self.credential {
             Credential::Key(k) => k.tenant_id,
             Credential::Member { member, .. } => member.tenant_id,
+            Credential::Impersonation(s) => s.tenant_id,
         }
     }
 
@@ -376,6 +395,15 @@ impl TenantCaller {
         match &self.credential {
             Credential::Key(k) => k.user_id,
             Credential::Member { member, .. } => Some(member.user_id),
+            Credential::Impersonation(s) => Some(s.user_id),
+        }
+    }
+
+    /// Who acts as the member, when the request comes from an impersonation session.
+    pub fn impersonation(&self) -> Option<&ImpersonationIdentity> {
+        match &self.credential {
+            Credential::Impersonation(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -383,6 +411,7 @@ impl TenantCaller {
         match &self.credential {
             Credential::Key(k) => &k.tenant_settings,
             Credential::Member { member, .. } => &member.tenant_settings,
+            Credential::Impersonation(s) => &s.tenant_settings,
         }
     }
 
@@ -397,15 +426,15 @@ impl TenantCaller {
     pub fn key(&self) -> Option<&KeyIdentity> {
         match &self.credential {
             Credential::Key(k) => Some(k),
-            Credential::Member { .. } => None,
+            _ => None,
         }
     }
 
     /// The person's membership and verified token, when the caller is a person.
     pub fn member(&self) -> Option<(&MemberIdentity, &VerifiedToken)> {
         match &self.credential {
-            Credential::Key(_) => None,
             Credential::Member { member, token } => Some((member, token)),
+            _ => None,
         }
     }
 
@@ -414,6 +443,7 @@ impl TenantCaller {
         match &self.credential {
             Credential::Key(k) => &k.permissions,
             Credential::Member { member, .. } => &member.permissions,
+            Credential::Impersonation(s) => &s.permissions,
         }
     }
 
@@ -429,6 +459,9 @@ impl TenantCaller {
                     Credential::Member { .. } => {
                         format!("your roles in this tenant lack the permission {permission}")
                     }
+                    Credential::Impersonation(_) => format!(
+                        "an impersonation session does not hold the permission {permission}"
+                    ),
                 },
             ))
         }
@@ -455,6 +488,11 @@ impl TenantCaller {
                     ctx.with_permissions(member.permissions.iter().cloned().collect())
                 }
             }
+            Credential::Impersonation(s) => TenantContext::new(s.tenant_id)
+                .with_user(Some(s.user_id))
+                .with_actor(format!("user:{}", s.user_id))
+                .with_impersonator(s.impersonator.clone())
+                .with_permissions(s.permissions.iter().cloned().collect()),
         }
     }
 
@@ -519,8 +557,30 @@ where
                 .verify(&tenantry.db, &secret)
                 .await?
                 .ok_or_else(ApiError::unauthorized)?;
+            if let Some(cidrs) = &identity.allowed_cidrs {
+                let source = parts
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip());
+                // Without the peer's address (an app served without connect
+                // info) a key limited to addresses is refused: fail closed.
+                if !source.is_some_and(|ip| source_allowed(cidrs, ip)) {
+                    return Err(ApiError::new(
+                        ProblemCode::Forbidden,
+                        "this key may not be used from this address",
+                    ));
+                }
+            }
             let status = identity.tenant_status;
             (Credential::Key(identity), status)
+        } else if token.starts_with("timp_") {
+            let session = tenantry
+                .db
+                .verify_impersonation(token)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            let status = session.tenant_status;
+            (Credential::Impersonation(Arc::new(session)), status)
         } else if let (Some(verifier), true) = (tenantry.jwt.as_ref(), looks_like_jwt(token)) {
             let token = tenantry.tokens.verify(verifier, token).await?;
             let tenant = requested_tenant(parts, &token)?;
@@ -553,7 +613,12 @@ where
             TenantStatus::Deleted => return Err(ApiError::unauthorized()),
         }
         if let Some(slot) = &caller.slot {
-            slot.set_caller(caller.tenant(), caller.user());
+            slot.set_caller(
+                caller.tenant(),
+                caller.user(),
+                caller.key().map(|k| k.key_id),
+                caller.impersonation().map(|s| Arc::from(s.impersonator.as_str())),
+            );
         }
         caller.limits.check(caller.tenant(), caller.settings())?;
         Ok(caller)

@@ -15,34 +15,43 @@ use axum::{
     extract::{MatchedPath, Request},
     response::Response,
 };
-use tenantry_db::{Database, RequestLogEntry, ResourceId, TenantId, UserId};
+use tenantry_db::{Database, KeyId, RequestLogEntry, ResourceId, TenantId, UserId};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 /// What a request learns about itself while it runs (filled by the auth extractor and handlers).
 #[derive(Clone, Default)]
 pub struct LogSlot(Arc<Mutex<SlotFields>>);
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct SlotFields {
     tenant: Option<TenantId>,
     user: Option<UserId>,
     resource: Option<ResourceId>,
+    key: Option<KeyId>,
+    impersonator: Option<Arc<str>>,
 }
 
 impl LogSlot {
-    pub(crate) fn set_caller(&self, tenant: TenantId, user: Option<UserId>) {
+    pub(crate) fn set_caller(
+        &self,
+        tenant: TenantId,
+        user: Option<UserId>,
+        key: Option<KeyId>,
+        impersonator: Option<Arc<str>>,
+    ) {
         let mut f = self.0.lock().expect("log slot");
         f.tenant = Some(tenant);
         f.user = user;
+        f.key = key;
+        f.impersonator = impersonator;
     }
 
     pub(crate) fn set_resource(&self, id: ResourceId) {
         self.0.lock().expect("log slot").resource = Some(id);
     }
 
-    fn fields(&self) -> (Option<TenantId>, Option<UserId>, Option<ResourceId>) {
-        let f = *self.0.lock().expect("log slot");
-        (f.tenant, f.user, f.resource)
+    fn fields(&self) -> SlotFields {
+        self.0.lock().expect("log slot").clone()
     }
 }
 
@@ -229,16 +238,19 @@ where
                 .increment(1);
             metrics::histogram!("tenantry_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
                 .record(elapsed.as_secs_f64());
-            if let (Some(tenant_id), user_id, resource_id) = slot.fields() {
+            let fields = slot.fields();
+            if let Some(tenant_id) = fields.tenant {
                 log.record(RequestLogEntry {
                     tenant_id,
                     created_at: arrived,
-                    user_id,
-                    resource_id,
+                    user_id: fields.user,
+                    resource_id: fields.resource,
                     method,
                     route,
                     status: status as i16,
                     latency_ms: elapsed.as_secs_f64() * 1000.0,
+                    key_id: fields.key,
+                    impersonator: fields.impersonator.map(|i| i.to_string()),
                 });
             }
             Ok(response)

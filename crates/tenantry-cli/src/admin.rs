@@ -104,6 +104,12 @@ enum KeyCommand {
         /// Expiry, RFC 3339.
         #[arg(long)]
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Limit the key to these permissions (repeat, or comma-separated).
+        #[arg(long = "scope", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Limit the key to these source addresses, CIDR (repeat, or comma-separated).
+        #[arg(long = "allow-from", value_delimiter = ',')]
+        allowed_cidrs: Vec<String>,
     },
     /// List a tenant's keys (never their secrets).
     List { tenant: TenantId },
@@ -325,6 +331,8 @@ pub async fn key(args: KeyArgs) -> anyhow::Result<()> {
             role,
             user,
             expires_at,
+            scopes,
+            allowed_cidrs,
         } => {
             let mut scope = tenant_scope(db, tenant).await?;
             let key = scope
@@ -334,6 +342,8 @@ pub async fn key(args: KeyArgs) -> anyhow::Result<()> {
                     role_id: role,
                     expires_at,
                     tenant_id: None,
+                    scopes: (!scopes.is_empty()).then_some(scopes),
+                    allowed_cidrs: (!allowed_cidrs.is_empty()).then_some(allowed_cidrs),
                 })
                 .await?;
             scope.commit().await?;
@@ -551,5 +561,117 @@ async fn move_tenant(
             moved.cutover_ms
         );
         Ok(())
+    }
+}
+
+/// `tenantry impersonate`: act as a member of a tenant for a bounded time.
+#[derive(Debug, Args)]
+pub struct ImpersonateArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: ImpersonateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImpersonateCommand {
+    /// Start acting as a member: prints a bearer token (shown once) whose
+    /// requests act as that member, minus keys, invitations and role changes.
+    Start {
+        /// The member's tenant.
+        tenant: TenantId,
+        /// The member.
+        user: UserId,
+        /// How long, in minutes (1 to 480).
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+        /// Why (audited).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// End a session at once (its token stops working).
+    Stop {
+        /// The member's tenant.
+        tenant: TenantId,
+        /// The session.
+        impersonation: tenantry_db::ImpersonationId,
+    },
+    /// List a tenant's impersonation sessions.
+    List { tenant: TenantId },
+}
+
+const IMPERSONATION_HEADERS: &[&str] = &["impersonation_id", "user_id", "impersonator", "expires_at", "ended_at", "reason"];
+
+fn impersonation_rows(sessions: &[tenantry_db::Impersonation]) -> Vec<Vec<String>> {
+    sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.impersonation_id.to_string(),
+                s.user_id.to_string(),
+                s.impersonator.clone(),
+                s.expires_at.to_rfc3339(),
+                s.ended_at.map(|e| e.to_rfc3339()).unwrap_or_default(),
+                s.reason.clone(),
+            ]
+        })
+        .collect()
+}
+
+pub async fn impersonate(args: ImpersonateArgs) -> anyhow::Result<()> {
+    let session = connect(&args.target).await?;
+    let db = &session.db;
+    match args.command {
+        ImpersonateCommand::Start {
+            tenant,
+            user,
+            minutes,
+            reason,
+        } => {
+            if !(1..=480).contains(&minutes) {
+                anyhow::bail!("--minutes must be 1 to 480 (8 hours)");
+            }
+            let mut scope = tenant_scope(db, tenant).await?;
+            let issued = scope
+                .start_impersonation(user, None, std::time::Duration::from_secs(minutes * 60), &reason)
+                .await?;
+            scope.commit().await?;
+            if args.json {
+                json(&issued)
+            } else {
+                table(IMPERSONATION_HEADERS, &impersonation_rows(std::slice::from_ref(&issued.impersonation)));
+                println!();
+                println!("token (shown once; send it as Authorization: Bearer): {}", issued.token);
+                Ok(())
+            }
+        }
+        ImpersonateCommand::Stop {
+            tenant,
+            impersonation,
+        } => {
+            let mut scope = tenant_scope(db, tenant).await?;
+            let ended = scope.end_impersonation(impersonation).await?;
+            scope.commit().await?;
+            if args.json {
+                json(&ended)
+            } else {
+                table(IMPERSONATION_HEADERS, &impersonation_rows(&[ended]));
+                Ok(())
+            }
+        }
+        ImpersonateCommand::List { tenant } => {
+            let mut scope = tenant_scope(db, tenant).await?;
+            let sessions = scope.list_impersonations().await?;
+            scope.commit().await?;
+            if args.json {
+                json(&sessions)
+            } else {
+                table(IMPERSONATION_HEADERS, &impersonation_rows(&sessions));
+                Ok(())
+            }
+        }
     }
 }

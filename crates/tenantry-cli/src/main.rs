@@ -61,6 +61,8 @@ enum Command {
     Key(admin::KeyArgs),
     /// Manage a tenant's roles.
     Role(admin::RoleArgs),
+    /// Act as a member of a tenant for a bounded time (support): start, stop, list.
+    Impersonate(admin::ImpersonateArgs),
     /// Usage of a tenant: resources, storage, hourly requests.
     Usage(admin::UsageArgs),
     /// Your own tables as tenant tables: adopt, release, list.
@@ -103,6 +105,7 @@ async fn main() {
         Command::Tenant(args) => admin::tenant(args).await,
         Command::Key(args) => admin::key(args).await,
         Command::Role(args) => admin::role(args).await,
+        Command::Impersonate(args) => admin::impersonate(args).await,
         Command::Usage(args) => admin::usage(args).await,
         Command::Table(args) => tables::run(args).await,
         Command::Doctor(args) => tables::doctor(args).await,

@@ -65,6 +65,8 @@ typed_id! {
     KeyId,
     /// Identifies an invitation to a tenant.
     InvitationId,
+    /// Identifies an impersonation session.
+    ImpersonationId,
 }
 
 #[cfg(test)]

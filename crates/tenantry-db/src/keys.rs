@@ -76,6 +76,9 @@ pub struct KeyIdentity {
     pub permissions: Vec<String>,
     /// The tenant's settings (quotas, rate limits), as of verification.
     pub tenant_settings: TenantSettings,
+    /// Source addresses (CIDR) the key may be used from; `None`: any.
+    #[serde(default)]
+    pub allowed_cidrs: Option<Vec<String>>,
 }
 
 impl KeyIdentity {
@@ -115,11 +118,16 @@ pub struct ApiKeyInfo {
     pub rotated_from: Option<KeyId>,
     /// The key that replaced this one.
     pub rotated_to: Option<KeyId>,
+    /// Permission names it is limited to (within its role's); `None`: no further limit.
+    pub scopes: Option<Vec<String>>,
+    /// Source addresses (CIDR) it may be used from; `None`: any.
+    pub allowed_cidrs: Option<Vec<String>>,
 }
 
 const KEY_COLUMNS: &str =
     "key_id, tenant_id, prefix, description, user_id, role_id, created_by, created_at, \
-                           expires_at, revoked_at, last_used_at, rotated_from, rotated_to";
+                           expires_at, revoked_at, last_used_at, rotated_from, rotated_to, scopes, \
+                           allowed_cidrs::text[]";
 
 impl ApiKeyInfo {
     fn from_row(r: &Row) -> Self {
@@ -137,6 +145,8 @@ impl ApiKeyInfo {
             last_used_at: r.get(10),
             rotated_from: r.get::<_, Option<uuid::Uuid>>(11).map(KeyId::from_uuid),
             rotated_to: r.get::<_, Option<uuid::Uuid>>(12).map(KeyId::from_uuid),
+            scopes: r.get(13),
+            allowed_cidrs: r.get(14),
         }
     }
 }
@@ -163,6 +173,10 @@ pub struct NewKeyOptions {
     pub expires_at: Option<DateTime<Utc>>,
     /// Create it for this descendant instead of the scope's tenant.
     pub tenant_id: Option<TenantId>,
+    /// Limit it to these permissions (each held by its role or member, and by the creator).
+    pub scopes: Option<Vec<String>>,
+    /// Limit it to these source addresses (CIDR, e.g. `203.0.113.0/24`).
+    pub allowed_cidrs: Option<Vec<String>>,
 }
 
 /// The refusal of a key created or rotated beyond what the actor holds.
@@ -188,6 +202,12 @@ impl TenantScope {
         }
         if let Some(e) = options.expires_at {
             meta.insert("expires_at".into(), e.to_rfc3339().into());
+        }
+        if let Some(s) = &options.scopes {
+            meta.insert("scopes".into(), s.clone().into());
+        }
+        if let Some(c) = &options.allowed_cidrs {
+            meta.insert("allowed_cidrs".into(), c.clone().into());
         }
         let meta = serde_json::Value::Object(meta);
         let rows = self

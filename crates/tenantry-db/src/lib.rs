@@ -71,10 +71,15 @@ pub use context::{ContextKey, SignedContext};
 pub use context_keys::{ContextKeyError, ContextKeyInfo};
 pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode};
 pub use error::DbError;
-pub use ids::{AuditEventId, InvitationId, KeyId, ResourceId, RoleId, TenantId, UserId};
+pub use ids::{
+    AuditEventId, ImpersonationId, InvitationId, KeyId, ResourceId, RoleId, TenantId, UserId,
+};
 pub use invalidation::{Invalidation, Invalidations, ListenOptions, ListenTo, Subscription};
 pub use keys::{ApiKeyInfo, ApiKeySecret, KeyIdentity, NewApiKey, NewKeyOptions};
-pub use people::{Invitation, IssuedInvitation, MemberIdentity, MyTenant, NewInvitation};
+pub use people::{
+    Impersonation, ImpersonationIdentity, Invitation, IssuedImpersonation, IssuedInvitation,
+    MemberIdentity, MyTenant, NewInvitation,
+};
 pub use provision::{conninfo, provision, ProvisionError, Provisioned, ServerLogin};
 pub use resources::{
     Access, NewResource, OwnerFilter, Resource, ResourceCursor, ResourcePage, ResourceQuery,
@@ -87,4 +92,4 @@ pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
 pub use tables::{AdoptOptions, ExistingRows, TableError, TableProblem, TenantTable};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
 pub use tiers::{MoveProgress, TierMove};
-pub use usage::{AuditEntry, AuditQuery, MetricsRow, RequestLogEntry, ResourceUsage};
+pub use usage::{AuditEntry, AuditQuery, KeyUsage, MetricsRow, RequestLogEntry, ResourceUsage};

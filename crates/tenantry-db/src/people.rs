@@ -1,4 +1,4 @@
-//! People in tenants: a signed-in person's memberships and tenants ([`Database::member_identity`], [`Database::my_tenants`]), accepting an invitation, and inside a tenant scope inviting, listing and revoking invitations, replacing a member's roles, removing a member and handing ownership over. The rules (who may, nobody grants more than they hold, one owner) live in the database (04_access.sql); this module calls them.
+//! People in tenants: a signed-in person's memberships and tenants ([`Database::member_identity`], [`Database::my_tenants`]), accepting an invitation, impersonation sessions (started and ended in a tenant scope, verified by their token), and inside a tenant scope inviting, listing and revoking invitations, replacing a member's roles, removing a member and handing ownership over. The rules (who may, nobody grants more than they hold, one owner) live in the database (04_access.sql); this module calls them.
 
 use std::time::Duration;
 
@@ -8,8 +8,8 @@ use tokio_postgres::{types::Type, Row};
 
 use crate::{
     scope::{Stmt, Tx},
-    Database, DbError, InvitationId, Member, RoleId, TenantId, TenantScope, TenantSettings,
-    TenantStatus, UserId,
+    Database, DbError, ImpersonationId, InvitationId, Member, RoleId, TenantId, TenantScope,
+    TenantSettings, TenantStatus, UserId,
 };
 
 /// What a signed-in person holds in one tenant, as the database says.
@@ -101,6 +101,78 @@ pub struct IssuedInvitation {
     pub invitation: Invitation,
     /// The token to hand to the invitee (`tinv_…`); only its SHA-256 is stored.
     pub token: String,
+}
+
+/// What an impersonation token acts as, as the database says.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImpersonationIdentity {
+    /// The session.
+    pub impersonation_id: ImpersonationId,
+    /// The member's tenant.
+    pub tenant_id: TenantId,
+    /// The member acted as.
+    pub user_id: UserId,
+    /// Who acts (`admin`, `user:<owner>`, `key:<id>`, `db:<login>`).
+    pub impersonator: String,
+    /// When the session ends.
+    pub expires_at: DateTime<Utc>,
+    /// The tenant's status.
+    pub tenant_status: TenantStatus,
+    /// The tenant's settings.
+    pub tenant_settings: TenantSettings,
+    /// What the session holds: the member's permissions minus those that
+    /// widen anyone's (keys, invitations, roles and members).
+    pub permissions: Vec<String>,
+}
+
+/// An impersonation session (never its token).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Impersonation {
+    /// The session.
+    pub impersonation_id: ImpersonationId,
+    /// The member's tenant.
+    pub tenant_id: TenantId,
+    /// The member acted as.
+    pub user_id: UserId,
+    /// Who acts.
+    pub impersonator: String,
+    /// Why (free text, audited).
+    pub reason: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+    /// When it was ended, if it was.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A new impersonation session and its token, shown this once.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IssuedImpersonation {
+    /// The session.
+    #[serde(flatten)]
+    pub impersonation: Impersonation,
+    /// The bearer token that acts as the member (`timp_…`); only its SHA-256 is stored.
+    pub token: String,
+}
+
+const IMPERSONATION_SELECT: &str = "SELECT i.impersonation_id, i.tenant_id, i.user_id, i.impersonator, i.reason,
+        i.started_at, i.expires_at, i.ended_at
+    FROM tenantry.impersonations i";
+
+fn impersonation(r: &Row) -> Impersonation {
+    Impersonation {
+        impersonation_id: ImpersonationId::from_uuid(r.get(0)),
+        tenant_id: TenantId::from_uuid(r.get(1)),
+        user_id: UserId::from_uuid(r.get(2)),
+        impersonator: r.get(3),
+        reason: r.get(4),
+        started_at: r.get(5),
+        expires_at: r.get(6),
+        ended_at: r.get(7),
+    }
 }
 
 const INVITATION_SELECT: &str = "SELECT i.invitation_id, i.tenant_id, i.email, i.user_id, i.role_id, i.created_by,
@@ -195,6 +267,31 @@ impl Database {
         rows.first()
             .map(|r| TenantId::from_uuid(r.get(0)))
             .ok_or_else(|| DbError::Internal("accept_invitation returned no row".into()))
+    }
+
+    /// The session behind an impersonation token: `None` for unknown,
+    /// ended or expired sessions and removed members. Needs no context: the
+    /// token is the secret (only its SHA-256 is stored).
+    pub async fn verify_impersonation(
+        &self,
+        token: &str,
+    ) -> Result<Option<ImpersonationIdentity>, DbError> {
+        let client = self.pool().get().await?;
+        let mut tx = Tx::anonymous(client, self.statement_mode(), self.contexts());
+        let rows = tx
+            .query_and_commit(Stmt {
+                sql: "SELECT tenantry.verify_impersonation($1)",
+                params: &[&token],
+                types: &[Type::TEXT],
+            })
+            .await?;
+        let value: Option<serde_json::Value> = rows.first().and_then(|r| r.get(0));
+        value
+            .map(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| DbError::Internal(format!("impersonation identity: {e}")))
+            })
+            .transpose()
     }
 
     async fn user_tx(&self, user: UserId) -> Result<Tx, DbError> {
@@ -316,5 +413,75 @@ impl TenantScope {
         )
         .await?;
         self.get_member(user).await
+    }
+
+    /// Starts acting as `user`, a member of the scope's tenant or of a
+    /// descendant (`tenant`): only a caller holding every permission there
+    /// (the owner, an unbound key, the operator) and not impersonating. The
+    /// token is in the answer only.
+    pub async fn start_impersonation(
+        &mut self,
+        user: UserId,
+        tenant: Option<TenantId>,
+        valid_for: Duration,
+        reason: &str,
+    ) -> Result<IssuedImpersonation, DbError> {
+        let seconds = i64::try_from(valid_for.as_secs()).unwrap_or(i64::MAX);
+        let rows = self
+            .rows(
+                "SELECT impersonation_id, token FROM tenantry.start_impersonation($1, $2, make_interval(secs => $3::bigint), $4)",
+                &[user.as_uuid(), &tenant.map(|t| *t.as_uuid()), &seconds, &reason],
+                &[Type::UUID, Type::UUID, Type::INT8, Type::TEXT],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| DbError::Internal("start_impersonation returned no row".into()))?;
+        let id = ImpersonationId::from_uuid(row.get(0));
+        let token: String = row.get(1);
+        Ok(IssuedImpersonation {
+            impersonation: self.get_impersonation(id).await?,
+            token,
+        })
+    }
+
+    /// One impersonation of the scope's subtree.
+    pub async fn get_impersonation(
+        &mut self,
+        id: ImpersonationId,
+    ) -> Result<Impersonation, DbError> {
+        let sql = format!("{IMPERSONATION_SELECT} WHERE i.impersonation_id = $1");
+        self.rows(&sql, &[id.as_uuid()], &[Type::UUID])
+            .await?
+            .first()
+            .map(impersonation)
+            .ok_or_else(|| DbError::NotFound(format!("impersonation {id} not found")))
+    }
+
+    /// Impersonations of the scope's tenant and its descendants, newest first.
+    pub async fn list_impersonations(&mut self) -> Result<Vec<Impersonation>, DbError> {
+        let sql = format!(
+            "{IMPERSONATION_SELECT} ORDER BY i.started_at DESC, i.impersonation_id"
+        );
+        Ok(self
+            .rows(&sql, &[], &[])
+            .await?
+            .iter()
+            .map(impersonation)
+            .collect())
+    }
+
+    /// Ends an impersonation at once (its token stops working).
+    pub async fn end_impersonation(
+        &mut self,
+        id: ImpersonationId,
+    ) -> Result<Impersonation, DbError> {
+        self.rows(
+            "SELECT tenantry.end_impersonation($1)",
+            &[id.as_uuid()],
+            &[Type::UUID],
+        )
+        .await?;
+        self.get_impersonation(id).await
     }
 }

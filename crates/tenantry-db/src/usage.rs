@@ -28,6 +28,24 @@ pub struct RequestLogEntry {
     pub status: i16,
     /// Handling time in milliseconds.
     pub latency_ms: f64,
+    /// The API key that made it, if a key did.
+    pub key_id: Option<crate::KeyId>,
+    /// Who acted as the member (an impersonation), if anyone.
+    pub impersonator: Option<String>,
+}
+
+/// Requests one key of the tenant made, for `/v1/usage/keys`.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeyUsage {
+    /// The key.
+    pub key_id: crate::KeyId,
+    /// Requests it made in the period.
+    pub request_count: i64,
+    /// Of which answered with a status of 400 or more.
+    pub error_count: i64,
+    /// Its last request in the period.
+    pub last_request_at: DateTime<Utc>,
 }
 
 /// One hourly row of `tenant_metrics`.
@@ -190,6 +208,31 @@ impl TenantScope {
             .collect())
     }
 
+    /// Requests per API key of the scope's tenant since `since` (the request
+    /// log keeps 30 days), most active first.
+    pub async fn key_usage(&mut self, since: DateTime<Utc>) -> Result<Vec<KeyUsage>, DbError> {
+        let me = *self.tenant().as_uuid();
+        let rows = self
+            .rows(
+                "SELECT key_id, count(*), count(*) FILTER (WHERE status >= 400), max(created_at)
+                 FROM tenantry.request_log
+                 WHERE tenant_id = $1 AND created_at >= $2 AND key_id IS NOT NULL
+                 GROUP BY key_id ORDER BY count(*) DESC, key_id",
+                &[&me, &since],
+                &[Type::UUID, Type::TIMESTAMPTZ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| KeyUsage {
+                key_id: crate::KeyId::from_uuid(r.get(0)),
+                request_count: r.get(1),
+                error_count: r.get(2),
+                last_request_at: r.get(3),
+            })
+            .collect())
+    }
+
     /// `tenant_resource_usage` rows the caller may see: itself and its descendants.
     pub async fn resource_usage(&mut self) -> Result<Vec<ResourceUsage>, DbError> {
         let rows = self
@@ -244,15 +287,24 @@ impl Database {
         let routes: Vec<&str> = entries.iter().map(|e| e.route.as_str()).collect();
         let statuses: Vec<i16> = entries.iter().map(|e| e.status).collect();
         let latencies: Vec<f64> = entries.iter().map(|e| e.latency_ms).collect();
+        let keys: Vec<Option<uuid::Uuid>> = entries
+            .iter()
+            .map(|e| e.key_id.map(|k| *k.as_uuid()))
+            .collect();
+        let impersonators: Vec<Option<&str>> =
+            entries.iter().map(|e| e.impersonator.as_deref()).collect();
         let mut tx = Tx::logger(
             self.pool().get().await?,
             self.statement_mode(),
             self.contexts(),
         );
         tx.query_and_commit(Stmt {
-            sql: "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms)
-                  SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[], $8::float8[])",
-            params: &[&tenants, &times, &users, &resources, &methods, &routes, &statuses, &latencies],
+            sql: "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms,
+                                                    key_id, impersonator)
+                  SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[],
+                                       $8::float8[], $9::uuid[], $10::text[])",
+            params: &[&tenants, &times, &users, &resources, &methods, &routes, &statuses, &latencies, &keys,
+                      &impersonators],
             types: &[
                 Type::UUID_ARRAY,
                 Type::TIMESTAMPTZ_ARRAY,
@@ -262,6 +314,8 @@ impl Database {
                 Type::TEXT_ARRAY,
                 Type::INT2_ARRAY,
                 Type::FLOAT8_ARRAY,
+                Type::UUID_ARRAY,
+                Type::TEXT_ARRAY,
             ],
         })
         .await?;

@@ -110,6 +110,8 @@ const BY_DESIGN: &[ByDesign] = &[
     // very policy resources has); public.notes, adopted without hierarchy, must be proven.
     own_subtree("public.projects"),
     own_subtree("public.invoices"),
+    // Ancestors see the impersonation sessions of their descendants' members.
+    subtree_read("tenantry.impersonations", "impersonations_read_subtree"),
     ByDesign {
         table: "tenantry.tenants",
         policy: "admin_all_tenants",

@@ -33,6 +33,14 @@ pub struct NewKeyBody {
     pub user_id: Option<UserId>,
     /// When the key stops working.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Limit the key to these permissions (a subset of what its role, member
+    /// or tenant gives; each one held by the caller too).
+    #[schema(max_items = 100)]
+    pub scopes: Option<Vec<String>>,
+    /// Limit the key to these source addresses (CIDR such as `203.0.113.0/24`,
+    /// or single addresses); requests from elsewhere are refused (403).
+    #[schema(max_items = 100)]
+    pub allowed_cidrs: Option<Vec<String>>,
 }
 
 impl NewKeyBody {
@@ -45,12 +53,45 @@ impl NewKeyBody {
                 "expires_at must be in the future",
             ));
         }
+        if let Some(scopes) = &self.scopes {
+            if scopes.len() > 100
+                || scopes.iter().any(|s| {
+                    let mut parts = s.split('.');
+                    let ok = |p: Option<&str>| {
+                        p.is_some_and(|p| {
+                            !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        })
+                    };
+                    !(ok(parts.next()) && ok(parts.next()) && parts.next().is_none())
+                })
+            {
+                return Err(ApiError::invalid(
+                    "scopes",
+                    "scopes are at most 100 permission names such as resources.read",
+                ));
+            }
+        }
+        if let Some(cidrs) = &self.allowed_cidrs {
+            if cidrs.is_empty()
+                || cidrs.len() > 100
+                || cidrs.iter().any(|c| {
+                    c.parse::<ipnet::IpNet>().is_err() && c.parse::<std::net::IpAddr>().is_err()
+                })
+            {
+                return Err(ApiError::invalid(
+                    "allowed_cidrs",
+                    "allowed_cidrs is 1 to 100 addresses or networks such as 203.0.113.0/24",
+                ));
+            }
+        }
         Ok(NewKeyOptions {
             description,
             user_id: self.user_id,
             role_id: self.role_id,
             expires_at: self.expires_at,
             tenant_id: None,
+            scopes: self.scopes.clone(),
+            allowed_cidrs: self.allowed_cidrs.clone(),
         })
     }
 }

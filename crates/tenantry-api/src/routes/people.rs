@@ -6,14 +6,14 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tenantry_axum::Person;
 use tenantry_db::{
-    Invitation, InvitationId, IssuedInvitation, Member, MyTenant, NewInvitation, RoleId, TenantId,
-    UserId,
+    Impersonation, ImpersonationId, Invitation, InvitationId, IssuedImpersonation,
+    IssuedInvitation, Member, MyTenant, NewInvitation, RoleId, TenantId, UserId,
 };
 use utoipa::ToSchema;
 
 use super::{page_by_key, Page, PageQuery};
 use crate::{
-    auth::TenantCaller,
+    auth::{Caller, TenantCaller},
     error::{responses, ApiError, Problem},
     extract::{Json, Path, Query},
 };
@@ -273,4 +273,120 @@ pub async fn transfer_ownership(
         .await?;
     caller.member_cache().forget_tenant(caller.tenant());
     Ok(Json(member))
+}
+
+/// A new impersonation session.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewImpersonationBody {
+    /// The member to act as.
+    #[schema(value_type = String, format = Uuid)]
+    pub user_id: UserId,
+    /// The member's tenant: the caller's own (default) or a descendant; required with the admin token.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub tenant_id: Option<TenantId>,
+    /// How long, in seconds: 60 to 28800 (8 hours); default 3600.
+    #[schema(minimum = 60, maximum = 28800)]
+    #[serde(default, deserialize_with = "super::whole_number")]
+    pub valid_for_seconds: Option<u64>,
+    /// Why (audited, ≤ 500 characters).
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+}
+
+/// Act as a member for a bounded time (support). The admin token may for any
+/// tenant's member; a tenant's caller holding every permission (its owner, an
+/// unbound key) for a member of its tenant or a descendant. The token in the
+/// answer (shown once) acts as the member with their permissions minus
+/// keys.write, members.write, members.invite and roles.write, and cannot
+/// impersonate further; every request and audit row names both.
+#[utoipa::path(
+    post, path = "/v1/impersonations", tag = "people", request_body = NewImpersonationBody,
+    responses(
+        (status = 201, body = IssuedImpersonation),
+        responses::AnyAuth,
+        responses::JsonBody,
+        responses::NotFound,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn start_impersonation(
+    caller: Caller,
+    Json(body): Json<NewImpersonationBody>,
+) -> Result<(StatusCode, Json<IssuedImpersonation>), ApiError> {
+    let seconds = body.valid_for_seconds.unwrap_or(3600);
+    if !(60..=28_800).contains(&seconds) {
+        return Err(ApiError::invalid(
+            "valid_for_seconds",
+            "an impersonation lasts 60 seconds to 8 hours",
+        ));
+    }
+    let reason = body.reason.unwrap_or_default();
+    if reason.chars().count() > 500 {
+        return Err(ApiError::invalid("reason", "reason must be at most 500 characters"));
+    }
+    let args = (body.user_id, body.tenant_id, Duration::from_secs(seconds), reason);
+    let issued = match caller {
+        Caller::Admin(admin) => {
+            let tenant = body.tenant_id.ok_or_else(|| {
+                ApiError::invalid("tenant_id", "the admin token names the member's tenant")
+            })?;
+            admin
+                .tenant_write(tenant, &args, |scope, (user, _, valid_for, reason)| {
+                    Box::pin(scope.start_impersonation(*user, None, *valid_for, reason))
+                })
+                .await?
+        }
+        Caller::Tenant(caller) => {
+            caller
+                .write(&args, |scope, (user, tenant, valid_for, reason)| {
+                    Box::pin(scope.start_impersonation(*user, *tenant, *valid_for, reason))
+                })
+                .await?
+        }
+    };
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// Impersonation sessions of the caller's tenant and its descendants, newest first (`members.read`).
+#[utoipa::path(
+    get, path = "/v1/impersonations", tag = "people", params(PageQuery),
+    responses(
+        (status = 200, body = Page<Impersonation>),
+        responses::TenantAuth,
+        responses::Params,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn list_impersonations(
+    caller: TenantCaller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Impersonation>>, ApiError> {
+    caller.require("members.read")?;
+    let mut scope = caller.scope().await?;
+    let sessions = scope.list_impersonations().await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(sessions, |s| s.impersonation_id.to_string(), &q)?))
+}
+
+/// End an impersonation session at once: by a caller holding every permission
+/// in its tenant or an ancestor, or by the session itself.
+#[utoipa::path(
+    delete, path = "/v1/impersonations/{impersonation_id}", tag = "people",
+    params(("impersonation_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Impersonation),
+        responses::TenantAuth,
+        responses::NotFound,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn end_impersonation(
+    caller: TenantCaller,
+    Path(id): Path<ImpersonationId>,
+) -> Result<Json<Impersonation>, ApiError> {
+    let ended = caller
+        .write(&id, |scope, id| Box::pin(scope.end_impersonation(*id)))
+        .await?;
+    Ok(Json(ended))
 }

@@ -1,8 +1,8 @@
-//! Usage of the caller's tenant: hourly `tenant_metrics` (own and descendants', flagged) and `tenant_resource_usage`.
+//! Usage of the caller's tenant: hourly `tenant_metrics` (own and descendants', flagged), `tenant_resource_usage`, and requests per API key from the request log.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tenantry_db::{MetricsRow, ResourceUsage};
+use tenantry_db::{KeyUsage, MetricsRow, ResourceUsage};
 use utoipa::IntoParams;
 
 use crate::{
@@ -59,6 +59,42 @@ pub async fn resources(caller: TenantCaller) -> Result<Json<Vec<ResourceUsage>>,
     caller.require("usage.read")?;
     let mut scope = caller.scope().await?;
     let rows = scope.resource_usage().await?;
+    scope.commit().await?;
+    Ok(Json(rows))
+}
+
+/// The period of `/v1/usage/keys`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct KeyUsageQuery {
+    /// Hours back from now, 1 to 720 (the request log keeps 30 days); default 24.
+    #[param(minimum = 1, maximum = 720)]
+    pub hours: Option<u32>,
+}
+
+/// Requests per API key of the caller's tenant over the last hours, most active first (`usage.read`).
+#[utoipa::path(
+    get, path = "/v1/usage/keys", tag = "usage", params(KeyUsageQuery),
+    responses(
+        (status = 200, body = Vec<KeyUsage>),
+        responses::TenantAuth,
+        responses::Params,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn keys(
+    caller: TenantCaller,
+    Query(q): Query<KeyUsageQuery>,
+) -> Result<Json<Vec<KeyUsage>>, ApiError> {
+    caller.require("usage.read")?;
+    let hours = q.hours.unwrap_or(24);
+    if !(1..=720).contains(&hours) {
+        return Err(ApiError::invalid("hours", "hours must be between 1 and 720"));
+    }
+    let since = Utc::now() - chrono::Duration::hours(i64::from(hours));
+    let mut scope = caller.scope().await?;
+    let rows = scope.key_usage(since).await?;
     scope.commit().await?;
     Ok(Json(rows))
 }
