@@ -166,7 +166,7 @@ COMMENT ON POLICY admin_all_audit ON tenantry.audit_log IS 'Administrators read 
 
 -- Not audit_id: it comes from a sequence all tenants share, so the gaps between
 -- a tenant's own ids would count other tenants' events. Tenants see event_id.
-GRANT SELECT (tenant_id, event_id, occurred_at, actor, action, target_type, target_id, details)
+GRANT SELECT (tenant_id, event_id, occurred_at, actor, action, target_type, target_id, details, impersonator)
     ON tenantry.audit_log TO tenantry_app;
 GRANT SELECT ON tenantry.audit_log TO tenantry_admin;
 

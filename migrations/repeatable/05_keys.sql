@@ -251,6 +251,7 @@ BEGIN
                                       WHERE k.scopes IS NULL OR ip.name = ANY (k.scopes)
                                       ORDER BY ip.name)),
         'allowed_cidrs', to_jsonb(k.allowed_cidrs::text[]),
+        'unbound', k.user_id IS NULL AND k.role_id IS NULL AND k.scopes IS NULL,
         'user_id', k.user_id, 'role_id', k.role_id, 'description', k.description,
         'metadata', k.metadata, 'expires_at', k.expires_at, 'prefix', k.prefix,
         'type', coalesce(k.metadata->>'type', 'tenant_key'));

@@ -19,9 +19,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tenantry_db::{
     invalidation::{ListeningFlag, Tag},
-    ApiKeySecret, Database, ImpersonationIdentity, Invalidation, Invalidations, KeyId,
-    KeyIdentity, MemberIdentity, ResourceId, ScopeFuture, TenantContext, TenantId, TenantScope,
-    TenantSettings, TenantStatus, UserId,
+    ApiKeySecret, Database, ImpersonationIdentity, Invalidation, Invalidations, KeyId, KeyIdentity,
+    MemberIdentity, ResourceId, ScopeFuture, TenantContext, TenantId, TenantScope, TenantSettings,
+    TenantStatus, UserId,
 };
 
 use crate::{
@@ -473,6 +473,11 @@ impl TenantCaller {
         // to grant, assign or mint more than it holds, and the database's
         // write policies check them (tenantry.authorize).
         match &self.credential {
+            // The tenant's own (unbound) key holds every permission, present
+            // and future, as the owner does; any other holds its list.
+            Credential::Key(k) if k.unbound => TenantContext::new(k.tenant_id)
+                .with_user(k.user_id)
+                .with_actor(format!("key:{}", k.key_id)),
             Credential::Key(k) => TenantContext::new(k.tenant_id)
                 .with_user(k.user_id)
                 .with_actor(format!("key:{}", k.key_id))
@@ -617,7 +622,9 @@ where
                 caller.tenant(),
                 caller.user(),
                 caller.key().map(|k| k.key_id),
-                caller.impersonation().map(|s| Arc::from(s.impersonator.as_str())),
+                caller
+                    .impersonation()
+                    .map(|s| Arc::from(s.impersonator.as_str())),
             );
         }
         caller.limits.check(caller.tenant(), caller.settings())?;

@@ -603,7 +603,14 @@ enum ImpersonateCommand {
     List { tenant: TenantId },
 }
 
-const IMPERSONATION_HEADERS: &[&str] = &["impersonation_id", "user_id", "impersonator", "expires_at", "ended_at", "reason"];
+const IMPERSONATION_HEADERS: &[&str] = &[
+    "impersonation_id",
+    "user_id",
+    "impersonator",
+    "expires_at",
+    "ended_at",
+    "reason",
+];
 
 fn impersonation_rows(sessions: &[tenantry_db::Impersonation]) -> Vec<Vec<String>> {
     sessions
@@ -636,15 +643,26 @@ pub async fn impersonate(args: ImpersonateArgs) -> anyhow::Result<()> {
             }
             let mut scope = tenant_scope(db, tenant).await?;
             let issued = scope
-                .start_impersonation(user, None, std::time::Duration::from_secs(minutes * 60), &reason)
+                .start_impersonation(
+                    user,
+                    None,
+                    std::time::Duration::from_secs(minutes * 60),
+                    &reason,
+                )
                 .await?;
             scope.commit().await?;
             if args.json {
                 json(&issued)
             } else {
-                table(IMPERSONATION_HEADERS, &impersonation_rows(std::slice::from_ref(&issued.impersonation)));
+                table(
+                    IMPERSONATION_HEADERS,
+                    &impersonation_rows(std::slice::from_ref(&issued.impersonation)),
+                );
                 println!();
-                println!("token (shown once; send it as Authorization: Bearer): {}", issued.token);
+                println!(
+                    "token (shown once; send it as Authorization: Bearer): {}",
+                    issued.token
+                );
                 Ok(())
             }
         }

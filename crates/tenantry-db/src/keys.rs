@@ -79,6 +79,10 @@ pub struct KeyIdentity {
     /// Source addresses (CIDR) the key may be used from; `None`: any.
     #[serde(default)]
     pub allowed_cidrs: Option<Vec<String>>,
+    /// Bound to no role or member and limited by no scopes: the tenant's own
+    /// key, holding every permission, those defined later included.
+    #[serde(default)]
+    pub unbound: bool,
 }
 
 impl KeyIdentity {

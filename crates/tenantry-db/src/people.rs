@@ -158,7 +158,8 @@ pub struct IssuedImpersonation {
     pub token: String,
 }
 
-const IMPERSONATION_SELECT: &str = "SELECT i.impersonation_id, i.tenant_id, i.user_id, i.impersonator, i.reason,
+const IMPERSONATION_SELECT: &str =
+    "SELECT i.impersonation_id, i.tenant_id, i.user_id, i.impersonator, i.reason,
         i.started_at, i.expires_at, i.ended_at
     FROM tenantry.impersonations i";
 
@@ -460,9 +461,7 @@ impl TenantScope {
 
     /// Impersonations of the scope's tenant and its descendants, newest first.
     pub async fn list_impersonations(&mut self) -> Result<Vec<Impersonation>, DbError> {
-        let sql = format!(
-            "{IMPERSONATION_SELECT} ORDER BY i.started_at DESC, i.impersonation_id"
-        );
+        let sql = format!("{IMPERSONATION_SELECT} ORDER BY i.started_at DESC, i.impersonation_id");
         Ok(self
             .rows(&sql, &[], &[])
             .await?

@@ -223,7 +223,16 @@ impl ContextArgs {
             } => (
                 ENTER_CONTEXT,
                 ENTER_CONTEXT_TYPES,
-                vec![reveal, next, tenant, user, actor, grants, impersonator, part],
+                vec![
+                    reveal,
+                    next,
+                    tenant,
+                    user,
+                    actor,
+                    grants,
+                    impersonator,
+                    part,
+                ],
             ),
             ContextArgs::Signed {
                 signed,

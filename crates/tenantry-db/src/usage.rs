@@ -102,6 +102,8 @@ pub struct AuditEntry {
     pub target_id: Option<String>,
     /// Details.
     pub details: serde_json::Value,
+    /// Who acted as the actor (an impersonation: `admin`, `user:<owner>`), if anyone.
+    pub impersonator: Option<String>,
 }
 
 /// Filters of an audit listing (newest first).
@@ -119,7 +121,8 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
-const AUDIT_SQL: &str = "SELECT event_id, tenant_id, occurred_at, actor, action, target_type, target_id, details
+const AUDIT_SQL: &str = "SELECT event_id, tenant_id, occurred_at, actor, action, target_type, target_id, details,
+        impersonator
     FROM tenantry.audit_log
     WHERE tenant_id = $1 AND ($2::text IS NULL OR action = $2)
       AND ($3::timestamptz IS NULL OR occurred_at >= $3) AND ($4::timestamptz IS NULL OR occurred_at < $4)
@@ -171,6 +174,7 @@ fn audit(r: &Row) -> AuditEntry {
         target_type: r.get(5),
         target_id: r.get(6),
         details: r.get(7),
+        impersonator: r.get(8),
     }
 }
 

@@ -104,7 +104,7 @@ impl Application {
                 .into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-            .await?;
+        .await?;
         drop(self.tenantry);
         let _ = self.flusher.await;
         Ok(())

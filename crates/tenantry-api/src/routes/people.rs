@@ -323,9 +323,17 @@ pub async fn start_impersonation(
     }
     let reason = body.reason.unwrap_or_default();
     if reason.chars().count() > 500 {
-        return Err(ApiError::invalid("reason", "reason must be at most 500 characters"));
+        return Err(ApiError::invalid(
+            "reason",
+            "reason must be at most 500 characters",
+        ));
     }
-    let args = (body.user_id, body.tenant_id, Duration::from_secs(seconds), reason);
+    let args = (
+        body.user_id,
+        body.tenant_id,
+        Duration::from_secs(seconds),
+        reason,
+    );
     let issued = match caller {
         Caller::Admin(admin) => {
             let tenant = body.tenant_id.ok_or_else(|| {
@@ -366,7 +374,11 @@ pub async fn list_impersonations(
     let mut scope = caller.scope().await?;
     let sessions = scope.list_impersonations().await?;
     scope.commit().await?;
-    Ok(Json(page_by_key(sessions, |s| s.impersonation_id.to_string(), &q)?))
+    Ok(Json(page_by_key(
+        sessions,
+        |s| s.impersonation_id.to_string(),
+        &q,
+    )?))
 }
 
 /// End an impersonation session at once: by a caller holding every permission

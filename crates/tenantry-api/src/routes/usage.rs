@@ -90,7 +90,10 @@ pub async fn keys(
     caller.require("usage.read")?;
     let hours = q.hours.unwrap_or(24);
     if !(1..=720).contains(&hours) {
-        return Err(ApiError::invalid("hours", "hours must be between 1 and 720"));
+        return Err(ApiError::invalid(
+            "hours",
+            "hours must be between 1 and 720",
+        ));
     }
     let since = Utc::now() - chrono::Duration::hours(i64::from(hours));
     let mut scope = caller.scope().await?;

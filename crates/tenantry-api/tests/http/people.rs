@@ -627,3 +627,315 @@ async fn invitations_are_listed_revoked_and_refused_alike_when_used_revoked_or_s
     .await
     .problem(422, "validation_failed");
 }
+
+/// The user id of the member with `email`, listed with `key`.
+async fn member_id(app: &TestApp, key: &str, email: &str) -> String {
+    app.get("/v1/members", key)
+        .await
+        .items()
+        .iter()
+        .find(|m| m["email"] == json!(email))
+        .unwrap_or_else(|| panic!("no member {email}"))["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_owner_acts_as_a_member_within_their_permissions_and_every_row_names_both() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let owner = token_for(&idp, "owner", "owner@acme.test");
+    join(&app, &acme.key, "owner@acme.test", None, &owner).await;
+    let writer = app
+        .create_role(
+            &acme.key,
+            "writer",
+            &[
+                "resources.read",
+                "resources.write",
+                "resources.share",
+                "members.read",
+            ],
+        )
+        .await;
+    let partner = app.tenant("partner").await;
+    let bob = token_for(&idp, "bob", "bob@acme.test");
+    join(&app, &acme.key, "bob@acme.test", Some(&writer), &bob).await;
+    let bob_id = member_id(&app, &acme.key, "bob@acme.test").await;
+    let owner_id = member_id(&app, &acme.key, "owner@acme.test").await;
+
+    let started = as_person(
+        &app,
+        Method::POST,
+        "/v1/impersonations",
+        &owner,
+        Some(&acme.id),
+        Some(json!({ "user_id": bob_id, "reason": "ticket 42", "valid_for_seconds": 600 })),
+    )
+    .await;
+    let started = started.expect(201).clone();
+    let session = started["token"].as_str().unwrap().to_owned();
+    assert!(session.starts_with("timp_"));
+    assert_eq!(started["impersonator"], json!(format!("user:{owner_id}")));
+
+    // Acting as Bob: his permissions, his name on the row, the owner's next to it.
+    let created = app
+        .post("/v1/resources", &session, &json!({ "name": "as bob" }))
+        .await;
+    let created = created.expect(201).clone();
+    assert_eq!(created["created_by"], json!(bob_id));
+    let rid = created["id"].as_str().unwrap();
+    app.post(
+        &format!("/v1/resources/{rid}/shares"),
+        &session,
+        &json!({ "tenant_id": partner.id }),
+    )
+    .await
+    .expect(201);
+    let audit = app.get("/v1/audit?limit=100", &acme.key).await.items();
+    let row = audit
+        .iter()
+        .find(|e| e["action"] == json!("share.created"))
+        .expect("the share's audit row");
+    assert_eq!(row["actor"], json!(format!("user:{bob_id}")));
+    assert_eq!(row["impersonator"], json!(format!("user:{owner_id}")));
+    assert!(audit
+        .iter()
+        .any(|e| e["action"] == json!("impersonation.started")));
+
+    // What could widen anyone's rights is refused, whatever Bob's roles say.
+    app.post("/v1/keys", &session, &json!({ "description": "x" }))
+        .await
+        .problem(403, "permission_denied");
+    app.post(
+        "/v1/invitations",
+        &session,
+        &json!({ "email": "x@acme.test" }),
+    )
+    .await
+    .problem(403, "permission_denied");
+    app.post(
+        "/v1/impersonations",
+        &session,
+        &json!({ "user_id": owner_id }),
+    )
+    .await
+    .problem(403, "forbidden");
+    app.delete(
+        "/v1/resources/00000000-0000-0000-0000-000000000000",
+        &session,
+    )
+    .await
+    .problem(403, "permission_denied");
+
+    // Ended: the token stops working at once.
+    let id = started["impersonation_id"].as_str().unwrap();
+    let ended = as_person(
+        &app,
+        Method::DELETE,
+        &format!("/v1/impersonations/{id}"),
+        &owner,
+        Some(&acme.id),
+        None,
+    )
+    .await;
+    assert!(ended.expect(200)["ended_at"].is_string());
+    app.get("/v1/resources", &session)
+        .await
+        .problem(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn only_an_owner_or_the_operator_impersonates_and_never_outside_their_subtree() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let other = app.tenant("other").await;
+    let owner = token_for(&idp, "owner", "owner@acme.test");
+    join(&app, &acme.key, "owner@acme.test", None, &owner).await;
+    let reader = app
+        .create_role(&acme.key, "reader", &["resources.read", "members.read"])
+        .await;
+    let bob = token_for(&idp, "bob", "bob@acme.test");
+    join(&app, &acme.key, "bob@acme.test", Some(&reader), &bob).await;
+    let bob_id = member_id(&app, &acme.key, "bob@acme.test").await;
+    let owner_id = member_id(&app, &acme.key, "owner@acme.test").await;
+
+    // A member who is not the owner may not.
+    as_person(
+        &app,
+        Method::POST,
+        "/v1/impersonations",
+        &bob,
+        Some(&acme.id),
+        Some(json!({ "user_id": owner_id })),
+    )
+    .await
+    .problem(403, "forbidden");
+    // Another tenant's unbound key may not reach acme's member: like a missing member.
+    let foreign = app
+        .post(
+            "/v1/impersonations",
+            &other.key,
+            &json!({ "user_id": bob_id, "tenant_id": acme.id }),
+        )
+        .await;
+    foreign.problem(403, "forbidden");
+    // The operator may, naming the tenant; longer than 8 hours is refused.
+    app.admin_post("/v1/impersonations", &json!({ "user_id": bob_id }))
+        .await
+        .problem(422, "validation_failed");
+    app.admin_post(
+        "/v1/impersonations",
+        &json!({ "user_id": bob_id, "tenant_id": acme.id, "valid_for_seconds": 28801 }),
+    )
+    .await
+    .problem(422, "validation_failed");
+    let by_admin = app
+        .admin_post(
+            "/v1/impersonations",
+            &json!({ "user_id": bob_id, "tenant_id": acme.id }),
+        )
+        .await;
+    let by_admin = by_admin.expect(201).clone();
+    assert_eq!(by_admin["impersonator"], json!("admin"));
+    let session = by_admin["token"].as_str().unwrap();
+    assert_eq!(app.get("/v1/resources", session).await.status, 200);
+    app.post("/v1/resources", session, &json!({ "name": "no" }))
+        .await
+        .problem(403, "permission_denied");
+    let listed = app.get("/v1/impersonations", &acme.key).await.items();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].get("token").is_none());
+    // Removing the member ends the session.
+    as_person(
+        &app,
+        Method::DELETE,
+        &format!("/v1/members/{bob_id}"),
+        &owner,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .expect(204);
+    app.get("/v1/resources", session)
+        .await
+        .problem(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_scoped_key_holds_only_its_scopes_and_an_address_bound_key_works_only_from_there() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let scoped = app
+        .post(
+            "/v1/keys",
+            &acme.key,
+            &json!({ "description": "ci", "scopes": ["resources.read"] }),
+        )
+        .await;
+    let scoped = scoped.expect(201)["key"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/v1/resources", &scoped).await.status, 200);
+    app.post("/v1/resources", &scoped, &json!({ "name": "no" }))
+        .await
+        .problem(403, "permission_denied");
+    // A scoped key cannot mint a key beyond its scopes, even with keys.write.
+    let minter = app
+        .post(
+            "/v1/keys",
+            &acme.key,
+            &json!({ "scopes": ["keys.write", "resources.read"] }),
+        )
+        .await;
+    let minter = minter.expect(201)["key"].as_str().unwrap().to_owned();
+    let refused = app
+        .post(
+            "/v1/keys",
+            &minter,
+            &json!({ "scopes": ["resources.write"] }),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let unbound = app.post("/v1/keys", &minter, &json!({})).await;
+    assert_eq!(unbound.status, 403, "{}", unbound.text);
+    app.post(
+        "/v1/keys",
+        &minter,
+        &json!({ "scopes": ["resources.read"] }),
+    )
+    .await
+    .expect(201);
+    // Unknown scopes and malformed networks are 422.
+    app.post(
+        "/v1/keys",
+        &acme.key,
+        &json!({ "scopes": ["resources.fly"] }),
+    )
+    .await
+    .problem(422, "validation_failed");
+    app.post(
+        "/v1/keys",
+        &acme.key,
+        &json!({ "allowed_cidrs": ["10.0.0.0/33"] }),
+    )
+    .await
+    .problem(422, "validation_failed");
+
+    let elsewhere = app
+        .post(
+            "/v1/keys",
+            &acme.key,
+            &json!({ "allowed_cidrs": ["10.0.0.0/8"] }),
+        )
+        .await;
+    let elsewhere = elsewhere.expect(201).clone();
+    assert_eq!(
+        elsewhere["key_info"]["allowed_cidrs"],
+        json!(["10.0.0.0/8"])
+    );
+    app.get("/v1/resources", elsewhere["key"].as_str().unwrap())
+        .await
+        .problem(403, "forbidden");
+    let here = app
+        .post(
+            "/v1/keys",
+            &acme.key,
+            &json!({ "allowed_cidrs": ["127.0.0.1", "::1"] }),
+        )
+        .await;
+    let here = here.expect(201)["key"].as_str().unwrap().to_owned();
+    assert_eq!(app.get("/v1/resources", &here).await.status, 200);
+}
+
+#[tokio::test]
+async fn usage_reports_requests_per_key() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let (second, second_id) = app.create_key(&acme.id, json!({})).await;
+    for _ in 0..3 {
+        app.get("/v1/resources", &second).await.expect(200);
+    }
+    app.get("/v1/resources/not-a-uuid", &second).await;
+    // The request log is written in batches: wait for the rows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let usage = app.get("/v1/usage/keys?hours=1", &acme.key).await;
+        let rows = usage.expect(200).as_array().unwrap().clone();
+        if let Some(row) = rows.iter().find(|r| r["key_id"] == json!(second_id)) {
+            if row["request_count"].as_i64() == Some(4) {
+                assert_eq!(row["error_count"], json!(1));
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no usage for the key: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    app.get("/v1/usage/keys?hours=0", &acme.key)
+        .await
+        .problem(422, "validation_failed");
+}

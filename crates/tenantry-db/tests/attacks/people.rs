@@ -645,3 +645,209 @@ async fn invitations_need_a_proven_person_and_their_token_hashes_are_unreadable(
     assert_eq!(code, "TN404");
     rollback(&c).await;
 }
+
+#[tokio::test]
+async fn a_member_cannot_mint_an_unbound_key_or_a_key_beyond_their_permissions_through_raw_sql() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, role) = team(&c, &su, &["keys.write", "resources.read"]).await;
+    let bigger = create_role(&c, t, "bigger").await;
+    begin_as(&c, t).await;
+    c.execute(
+        "SELECT tenantry.assign_tenant_permission($1, 'resources.delete')",
+        &[&bigger],
+    )
+    .await
+    .unwrap();
+    commit(&c).await;
+    let grants = ["keys.write", "resources.read"];
+    for (what, metadata) in [
+        ("unbound", json!({})),
+        ("a stronger role", json!({ "role_id": bigger })),
+        ("scopes beyond", json!({ "scopes": ["resources.delete"] })),
+    ] {
+        begin_member(&c, t, member, &grants).await;
+        let (code, _, _) = fails(
+            &c,
+            &format!("SELECT tenantry.create_api_key('x', '{metadata}')"),
+        )
+        .await;
+        assert_eq!(code, "TN403", "{what}");
+        rollback(&c).await;
+    }
+    // Without keys.write: not even a key within what they hold.
+    begin_member(&c, t, member, &["resources.read"]).await;
+    let (code, _, _) = fails(
+        &c,
+        &format!(
+            "SELECT tenantry.create_api_key('x', '{}')",
+            json!({ "role_id": role })
+        ),
+    )
+    .await;
+    assert_eq!(code, "TN403");
+    rollback(&c).await;
+    // Within: their own role's key, narrowed by scopes.
+    begin_member(&c, t, member, &grants).await;
+    let key: String = c
+        .query_one(
+            "SELECT tenantry.create_api_key('ci', $1)",
+            &[&json!({ "role_id": role, "scopes": ["resources.read"] })],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(&c).await;
+    let identity: serde_json::Value = c
+        .query_one("SELECT tenantry.verify_api_key($1)", &[&key])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(identity["permissions"], json!(["resources.read"]));
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM tenantry.api_keys").await,
+        1
+    );
+}
+
+/// Opens a transaction in `t` as `user` impersonated by `who`, holding what an
+/// impersonated session holds (what the server proves for its requests).
+async fn begin_impersonated(c: &Client, su: &Client, t: Uuid, user: Uuid, who: &str) {
+    let grants: Vec<String> = su
+        .query_one("SELECT tenantry.impersonation_grants($1, $2)", &[&t, &user])
+        .await
+        .unwrap()
+        .get(0);
+    exec(c, "BEGIN").await;
+    let mut signed = SignedContext::new(TenantId::from_uuid(t));
+    signed.user = Some(UserId::from_uuid(user));
+    signed.actor = Some(format!("user:{user}"));
+    signed.grants = Some(grants);
+    signed.impersonator = Some(who.to_owned());
+    assert!(enter_signed(c, &signed).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_impersonated_owner_cannot_mint_keys_invite_change_roles_hand_over_or_impersonate_again()
+{
+    let (_tdb, c, su) = setup().await;
+    let (t, owner, member, role) = team(&c, &su, &["resources.read"]).await;
+    let attempts = [
+        (
+            "mint a key",
+            "SELECT tenantry.create_api_key('x', '{}')".to_owned(),
+        ),
+        (
+            "invite",
+            "SELECT tenantry.create_invitation('x@y.test')".to_owned(),
+        ),
+        (
+            "change roles",
+            format!("SELECT tenantry.set_member_roles('{member}', ARRAY['{role}']::uuid[])"),
+        ),
+        (
+            "hand ownership over",
+            format!("SELECT tenantry.transfer_ownership('{member}')"),
+        ),
+        (
+            "impersonate again",
+            format!("SELECT tenantry.start_impersonation('{member}')"),
+        ),
+        (
+            "grant a permission",
+            format!("SELECT tenantry.assign_tenant_permission('{role}', 'keys.write')"),
+        ),
+    ];
+    for (what, sql) in attempts {
+        begin_impersonated(&c, &su, t, owner, "admin").await;
+        let (code, _, _) = fails(&c, &sql).await;
+        assert!(code == "TN403" || code == "42501", "{what}: {code}");
+        rollback(&c).await;
+    }
+    // What the owner may do as themself, the impersonated session may read.
+    begin_impersonated(&c, &su, t, owner, "admin").await;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM tenantry.tenant_members").await,
+        2
+    );
+    let who: String = c
+        .query_one("SELECT tenantry.current_impersonator()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "admin");
+    rollback(&c).await;
+}
+
+#[tokio::test]
+async fn an_impersonation_token_works_only_while_its_session_lives_and_a_forged_one_never() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _) = team(&c, &su, &["resources.read"]).await;
+    // A member without every permission cannot start one.
+    begin_member(&c, t, member, &["resources.read"]).await;
+    let (code, _, _) = fails(
+        &c,
+        &format!("SELECT tenantry.start_impersonation('{member}')"),
+    )
+    .await;
+    assert_eq!(code, "TN403");
+    rollback(&c).await;
+
+    begin_as(&c, t).await;
+    let row = c
+        .query_one(
+            "SELECT impersonation_id, token FROM tenantry.start_impersonation($1, NULL, interval '10 minutes', 'support')",
+            &[&member],
+        )
+        .await
+        .unwrap();
+    let (id, token): (Uuid, String) = (row.get(0), row.get(1));
+    commit(&c).await;
+    let verify = |token: String| {
+        let c = &c;
+        async move {
+            c.query_one("SELECT tenantry.verify_impersonation($1)", &[&token])
+                .await
+                .unwrap()
+                .get::<_, Option<serde_json::Value>>(0)
+        }
+    };
+    let live = verify(token.clone())
+        .await
+        .expect("a live session verifies");
+    assert_eq!(live["user_id"], json!(member));
+    assert!(!live["permissions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("keys.write")));
+    let mut forged = token.clone();
+    forged.replace_range(
+        forged.len() - 1..,
+        if token.ends_with('a') { "b" } else { "a" },
+    );
+    assert!(verify(forged).await.is_none(), "a forged secret");
+    assert!(verify(format!("timp_{}", "0".repeat(128))).await.is_none());
+    exec(&su, "UPDATE tenantry.impersonations SET started_at = now() - interval '2 hours', expires_at = now() - interval '1 second'").await;
+    assert!(verify(token.clone()).await.is_none(), "an expired session");
+    exec(
+        &su,
+        "UPDATE tenantry.impersonations SET expires_at = now() + interval '1 hour'",
+    )
+    .await;
+    assert!(verify(token.clone()).await.is_some());
+    begin_as(&c, t).await;
+    c.execute("SELECT tenantry.end_impersonation($1)", &[&id])
+        .await
+        .unwrap();
+    commit(&c).await;
+    assert!(verify(token).await.is_none(), "an ended session");
+    // Another tenant cannot end or list it.
+    let other = create_tenant(&su, "other", None).await;
+    begin_as(&c, other).await;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM tenantry.impersonations").await,
+        0
+    );
+    let (code, _, _) = fails(&c, &format!("SELECT tenantry.end_impersonation('{id}')")).await;
+    assert_eq!(code, "TN404");
+    rollback(&c).await;
+}
