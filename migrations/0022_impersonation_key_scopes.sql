@@ -70,3 +70,8 @@ INSERT INTO tenantry.member_tenants (tenant_id, user_id) SELECT tenant_id, user_
 -- Explicit ACLs from the start, as the definitions leave them (the migration
 -- test compares a fresh database with one whose definitions were re-applied).
 REVOKE ALL ON TABLE tenantry.invitations, tenantry.impersonations, tenantry.member_tenants FROM PUBLIC;
+
+-- A database migrated while tier_tables() still returned fewer columns (an
+-- intermediate build of 0020) could not take the current definition
+-- ("cannot change return type"): drop it here, the definitions make it again.
+DROP FUNCTION IF EXISTS tenantry.tier_tables();

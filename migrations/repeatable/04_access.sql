@@ -636,7 +636,7 @@ DECLARE
     changed uuid;
 BEGIN
     IF NOT tenantry.authorize('members.write') THEN
-        RAISE EXCEPTION 'changing a member''s roles needs members.write' USING ERRCODE = 'TN403';
+        RAISE EXCEPTION 'changing a member''s roles needs members.write' USING ERRCODE = 'TN401';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = set_member_roles.user_id) THEN
         RAISE EXCEPTION 'member % not found', set_member_roles.user_id USING ERRCODE = 'TN404', HINT = 'user_id';
@@ -657,7 +657,7 @@ BEGIN
                  WHERE mr.tenant_id = tid AND mr.user_id = set_member_roles.user_id ORDER BY mr.role_id);
 END
 $$;
-COMMENT ON FUNCTION tenantry.set_member_roles(uuid, uuid[]) IS 'Replaces the roles of a member of the current tenant (members.write; TN403 when a role added or removed holds a permission the caller does not, from the member_roles_within_grants trigger; TN404 for a member or role outside the tenant). Runs as the caller: RLS applies. Returns the member''s role ids.';
+COMMENT ON FUNCTION tenantry.set_member_roles(uuid, uuid[]) IS 'Replaces the roles of a member of the current tenant (members.write; TN401 when a role added or removed holds a permission the caller does not, from the member_roles_within_grants trigger; TN404 for a member or role outside the tenant). Runs as the caller: RLS applies. Returns the member''s role ids.';
 GRANT EXECUTE ON FUNCTION tenantry.set_member_roles(uuid, uuid[]) TO tenantry_app;
 
 /**
@@ -679,12 +679,12 @@ BEGIN
         SELECT 1 FROM tenantry.role_permissions rp JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
         WHERE rp.tenant_id = r.tenant_id AND rp.role_id = r.role_id AND NOT tenantry.authorize(p.name)) THEN
         RAISE EXCEPTION 'role % holds permissions the caller does not: it cannot assign or remove it', r.role_id
-            USING ERRCODE = 'TN403', HINT = 'role_id';
+            USING ERRCODE = 'TN401', HINT = 'role_id';
     END IF;
     RETURN r;
 END
 $$;
-COMMENT ON FUNCTION tenantry.member_roles_within_grants() IS 'Trigger: refuses (TN403) a tenant caller assigning or removing a role with a permission it does not hold (authorize()).';
+COMMENT ON FUNCTION tenantry.member_roles_within_grants() IS 'Trigger: refuses (TN401) a tenant caller assigning or removing a role with a permission it does not hold (authorize()).';
 CREATE OR REPLACE TRIGGER member_roles_within_grants BEFORE INSERT OR DELETE ON tenantry.member_roles
     FOR EACH ROW EXECUTE FUNCTION tenantry.member_roles_within_grants();
 
@@ -696,7 +696,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT tenantry.authorize('members.write') THEN
-        RAISE EXCEPTION 'removing a member needs members.write' USING ERRCODE = 'TN403';
+        RAISE EXCEPTION 'removing a member needs members.write' USING ERRCODE = 'TN401';
     END IF;
     DELETE FROM tenantry.tenant_members m
     WHERE m.tenant_id = tenantry.current_tenant_id() AND m.user_id = remove_member.user_id;
@@ -740,7 +740,7 @@ DECLARE
     clean_email text := tenantry.clean_name(email, 'email');
 BEGIN
     IF tid IS NULL OR NOT tenantry.authorize('members.invite') THEN
-        RAISE EXCEPTION 'inviting members needs members.invite' USING ERRCODE = 'TN403';
+        RAISE EXCEPTION 'inviting members needs members.invite' USING ERRCODE = 'TN401';
     END IF;
     IF clean_email IS NULL AND user_id IS NULL THEN
         RAISE EXCEPTION 'an invitation names an email or a user id' USING ERRCODE = 'TN422', HINT = 'email';
@@ -758,7 +758,7 @@ BEGIN
         IF EXISTS (SELECT 1 FROM tenantry.role_permissions rp JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
                    WHERE rp.tenant_id = tid AND rp.role_id = create_invitation.role_id AND NOT tenantry.authorize(p.name)) THEN
             RAISE EXCEPTION 'role % holds permissions the caller does not: it cannot invite to it', role_id
-                USING ERRCODE = 'TN403', HINT = 'role_id';
+                USING ERRCODE = 'TN401', HINT = 'role_id';
         END IF;
     END IF;
     IF (SELECT count(*) FROM tenantry.invitations i
@@ -785,7 +785,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF tenantry.current_tenant_id() IS NULL OR NOT tenantry.authorize('members.invite') THEN
-        RAISE EXCEPTION 'revoking invitations needs members.invite' USING ERRCODE = 'TN403';
+        RAISE EXCEPTION 'revoking invitations needs members.invite' USING ERRCODE = 'TN401';
     END IF;
     UPDATE tenantry.invitations i SET revoked_at = coalesce(i.revoked_at, now())
     WHERE i.tenant_id = tenantry.current_tenant_id() AND i.invitation_id = revoke_invitation.invitation_id;

@@ -91,7 +91,7 @@ $$;
 COMMENT ON FUNCTION tenantry.issue_api_key(uuid, text, jsonb, uuid, uuid, timestamptz, uuid, text[], cidr[]) IS 'Internal: generates a key, stores its SHA-256, returns id and key. Not granted.';
 
 /**
- * Refuses (TN403) a key the caller may not mint: without keys.write, or one
+ * Refuses (TN401: the caller lacks a permission) a key the caller may not mint: without keys.write, or one
  * holding a permission the caller does not (its role's, its member's, or
  * every permission for an unbound key, narrowed by its scopes). Unknown
  * scopes are TN422.
@@ -105,7 +105,7 @@ DECLARE
     beyond text;
 BEGIN
     IF NOT tenantry.authorize('keys.write') THEN
-        RAISE EXCEPTION 'creating, rotating and revoking keys needs keys.write' USING ERRCODE = 'TN403';
+        RAISE EXCEPTION 'creating, rotating and revoking keys needs keys.write' USING ERRCODE = 'TN401';
     END IF;
     SELECT s INTO beyond FROM unnest(scopes) s
     WHERE NOT EXISTS (SELECT 1 FROM tenantry.permissions p WHERE p.name = s) LIMIT 1;
@@ -116,16 +116,16 @@ BEGIN
     WHERE (scopes IS NULL OR ip.name = ANY (scopes)) AND NOT tenantry.authorize(ip.name) LIMIT 1;
     IF beyond IS NOT NULL THEN
         RAISE EXCEPTION 'a key cannot be given the permission % which the caller does not hold', beyond
-            USING ERRCODE = 'TN403', HINT = 'scopes';
+            USING ERRCODE = 'TN401', HINT = 'scopes';
     END IF;
     -- An unbound, unscoped key also holds every permission defined later.
     IF uid IS NULL AND rid IS NULL AND scopes IS NULL AND NOT tenantry.authorize_all() THEN
         RAISE EXCEPTION 'only a caller holding every permission can create a key without role, member or scopes'
-            USING ERRCODE = 'TN403', HINT = 'scopes';
+            USING ERRCODE = 'TN401', HINT = 'scopes';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.require_key_within_grants(uuid, uuid, uuid, text[]) IS 'Internal: TN403 unless the caller holds keys.write and every permission the key would hold (an unbound unscoped key: every permission); TN422 for unknown scopes. Not granted.';
+COMMENT ON FUNCTION tenantry.require_key_within_grants(uuid, uuid, uuid, text[]) IS 'Internal: TN401 (the caller lacks a permission) unless the caller holds keys.write and every permission the key would hold (an unbound unscoped key: every permission); TN422 for unknown scopes. Not granted.';
 
 /**
  * KeyHippo API: create_api_key(description, metadata) -> key (shown once).
@@ -177,7 +177,7 @@ BEGIN
     RETURN issued.api_key;
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_api_key(text, jsonb) IS 'KeyHippo API: creates a key for the current tenant (or a descendant named in metadata.tenant_id; metadata may also name user_id, role_id, expires_at, scopes, allowed_cidrs) and returns it once. Needs keys.write and every permission the key will hold (TN403).';
+COMMENT ON FUNCTION tenantry.create_api_key(text, jsonb) IS 'KeyHippo API: creates a key for the current tenant (or a descendant named in metadata.tenant_id; metadata may also name user_id, role_id, expires_at, scopes, allowed_cidrs) and returns it once. Needs keys.write and every permission the key will hold (TN401).';
 
 /** Guide: create_tenant_api_key(tenant_id, description) -> key. */
 CREATE OR REPLACE FUNCTION tenantry.create_tenant_api_key(tenant_id uuid, description text)
@@ -309,7 +309,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT tenantry.authorize('keys.write') THEN
-        RAISE EXCEPTION 'creating, rotating and revoking keys needs keys.write' USING ERRCODE = 'TN403';
+        RAISE EXCEPTION 'creating, rotating and revoking keys needs keys.write' USING ERRCODE = 'TN401';
     END IF;
     UPDATE tenantry.api_keys a SET revoked_at = coalesce(a.revoked_at, now())
     WHERE a.key_id = revoke_api_key.key_id

@@ -125,6 +125,8 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             "TN409" => DbError::Conflict(message),
             "TN429" => DbError::QuotaExceeded(message),
             "TN403" => DbError::Forbidden(message),
+            // The caller lacks a permission the operation needs (authorize()).
+            "TN401" => DbError::PermissionDenied(message),
             "TN422" => DbError::Invalid { field, message },
             _ => match db.code() {
                 c if *c == SqlState::UNIQUE_VIOLATION => DbError::Conflict(message),

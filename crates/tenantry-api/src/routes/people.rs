@@ -166,6 +166,7 @@ pub async fn list_invitations(
     delete, path = "/v1/invitations/{invitation_id}", tag = "people",
     params(("invitation_id" = String, Path, format = Uuid)),
     responses(
+        (status = 400, description = "Malformed path parameter", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = Invitation),
         responses::TenantAuth,
         responses::NotFound,
@@ -198,6 +199,7 @@ pub struct MemberRolesBody {
     put, path = "/v1/members/{user_id}/roles", tag = "access", request_body = MemberRolesBody,
     params(("user_id" = String, Path, format = Uuid)),
     responses(
+        (status = 400, description = "Malformed path parameter", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = Member),
         responses::TenantAuth,
         responses::JsonBody,
@@ -232,6 +234,7 @@ pub async fn set_member_roles(
     params(("user_id" = String, Path, format = Uuid)),
     responses(
         (status = 204, description = "Removed"),
+        (status = 400, description = "Malformed path parameter", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The member owns the tenant", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::NotFound,
@@ -256,6 +259,7 @@ pub async fn remove_member(
     post, path = "/v1/members/{user_id}/ownership", tag = "access",
     params(("user_id" = String, Path, format = Uuid)),
     responses(
+        (status = 400, description = "Malformed path parameter", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = Member),
         responses::TenantAuth,
         responses::NotFound,
@@ -387,6 +391,7 @@ pub async fn list_impersonations(
     delete, path = "/v1/impersonations/{impersonation_id}", tag = "people",
     params(("impersonation_id" = String, Path, format = Uuid)),
     responses(
+        (status = 400, description = "Malformed path parameter", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = Impersonation),
         responses::TenantAuth,
         responses::NotFound,
