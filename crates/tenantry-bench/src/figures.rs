@@ -1,6 +1,7 @@
 //! The benchmark run: database and data set, the server children, then every figure measured next to its baseline (interleaved runs, medians), printed and written as JSON.
 
 mod keys;
+mod people;
 mod scale;
 mod tables;
 mod tiers;
@@ -336,6 +337,7 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     library_figures(ctx, &lib, su, &leaf).await?;
     tables::table_figures(ctx, su, &leaf).await?;
     keys::key_figures(ctx, su, &leaf).await?;
+    people::people_figures(ctx, su, &keyed, &leaf, &admin_token).await?;
     tiers::tier_figures(ctx, su, &lib, &keyed, &leaf, &admin_token).await?;
     Ok(())
 }
