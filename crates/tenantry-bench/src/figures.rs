@@ -400,8 +400,9 @@ async fn api_figures(
     // The transaction the server runs for GET /v1/resources/{id}
     // (crates/tenantry-db/src/scope.rs and resources.rs), with the context
     // signed (the server's own connections reveal a chain secret instead,
-    // which a script cannot). The session is tenantry_app from its start, as
-    // the server's are. The actor label is `key-<id>` instead of `key:<id>`:
+    // which a script cannot; grants NULL: a tenant key holds every
+    // permission). The session is tenantry_app from its start, as the
+    // server's are. The actor label is `key-<id>` instead of `key:<id>`:
     // pgbench reads `:name` as a variable.
     let same: Vec<String> = keyed
         .iter()
@@ -412,7 +413,7 @@ async fn api_figures(
             signed.tenant_part = Some(k.tenant.context_part.clone());
             let mac = ctx.db.context_key.sign_context(&signed);
             format!(
-                "BEGIN;\nSELECT tenantry.enter_context_signed(0, {}, '{}', NULL, '{}', '{}', {}, '\\x{}');\n\
+                "BEGIN;\nSELECT tenantry.enter_context_signed(0, {}, '{}', NULL, '{}', NULL, '{}', {}, '\\x{}');\n\
                  SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM ONLY tenantry.resources WHERE id = '{}';\nCOMMIT;\n",
                 signed.expires_at,
                 k.tenant.id,
