@@ -111,12 +111,52 @@ async fn http(
     Ok((status, body.to_owned()))
 }
 
+/// The role people are invited with: reading resources. The first member
+/// owns the tenant (every permission) anyway; in a tenant that already has
+/// an owner (the smoke data set's key figures make one), the role lets the
+/// person read.
+const PERSON_ROLE: &str = "bench reader";
+
+/// `tenant`'s [`PERSON_ROLE`], made (as `tenantry_app` in an operator's
+/// session in the tenant) when missing.
+async fn person_role(ctx: &Ctx, su: &Client, tenant: Uuid) -> anyhow::Result<Uuid> {
+    if let Some(r) = su
+        .query_opt(
+            "SELECT role_id FROM tenantry.roles WHERE tenant_id = $1 AND name = $2",
+            &[&tenant, &PERSON_ROLE],
+        )
+        .await?
+    {
+        return Ok(r.get(0));
+    }
+    let c = connect(&ctx.db.superuser).await?;
+    c.batch_execute(&format!(
+        "SET ROLE tenantry_app; SELECT tenantry.set_tenant_context('{tenant}')"
+    ))
+    .await?;
+    let role: Uuid = c
+        .query_one(
+            "SELECT tenantry.create_tenant_role($1, $2)",
+            &[&tenant, &PERSON_ROLE],
+        )
+        .await?
+        .get(0);
+    c.execute(
+        "SELECT tenantry.assign_tenant_permission($1, 'resources.read')",
+        &[&role],
+    )
+    .await?;
+    Ok(role)
+}
+
 /// Makes each keyed tenant's person a member through the API, as a team
-/// does: the tenant's key invites their email (`POST /v1/invitations`), the
-/// person accepts with their token (`POST /v1/invitations/accept`); the
-/// first member owns the tenant. Persons who are members already (a kept
-/// data set) are not invited again. Returns each tenant's person's token.
+/// does: the tenant's key invites their email with [`PERSON_ROLE`]
+/// (`POST /v1/invitations`), the person accepts with their token
+/// (`POST /v1/invitations/accept`); the first member owns the tenant.
+/// Persons who are members already (a kept data set) are not invited again.
+/// Returns each tenant's person's token.
 async fn join_people(
+    ctx: &Ctx,
     su: &Client,
     server: &ServerChild,
     keyed: &[Keyed],
@@ -137,13 +177,14 @@ async fn join_people(
         let (user, email) = person_of(k.tenant.id);
         let token = sign(idp, user, &email)?;
         if !joined.contains(&k.tenant.id) {
+            let role = person_role(ctx, su, k.tenant.id).await?;
             let key = format!("Bearer {}", k.key);
             let (status, body) = http(
                 &server.url,
                 "POST",
                 "/v1/invitations",
                 &[("Authorization", &key)],
-                Some(&serde_json::json!({ "email": email })),
+                Some(&serde_json::json!({ "email": email, "role_id": role })),
             )
             .await?;
             ensure!(status == 201, "inviting {email}: {status} {body}");
@@ -231,7 +272,7 @@ async fn jwt_figure(
         SERVER_POOL,
         &idp,
     )?;
-    let tokens = join_people(su, &server, keyed, &idp).await?;
+    let tokens = join_people(ctx, su, &server, keyed, &idp).await?;
     check_people(&server, keyed, &tokens).await?;
 
     let key_targets = point_targets(keyed);
@@ -271,7 +312,7 @@ async fn jwt_figure(
     ctx.push(Figure::new(
         "api_point_read_jwt",
         "req/s",
-        "GET /v1/resources/{id} (wrk) by each tenant's person: an HS256 JWT of the configured identity provider (verified, cached by SHA-256) and X-Tenant-Id (membership cached), the tenant's owner",
+        "GET /v1/resources/{id} (wrk) by each tenant's person: an HS256 JWT of the configured identity provider (verified, cached by SHA-256) and X-Tenant-Id (membership cached), the tenant's owner (or, where it had one, a member whose role reads resources)",
         person,
         Some((
             "the same requests with the tenants' API keys (api_point_read) to the same server, interleaved",
