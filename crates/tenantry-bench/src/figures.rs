@@ -1,6 +1,7 @@
 //! The benchmark run: database and data set, the server children, then every figure measured next to its baseline (interleaved runs, medians), printed and written as JSON.
 
 mod keys;
+mod people;
 mod scale;
 mod tables;
 mod tiers;
@@ -336,6 +337,7 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     library_figures(ctx, &lib, su, &leaf).await?;
     tables::table_figures(ctx, su, &leaf).await?;
     keys::key_figures(ctx, su, &leaf).await?;
+    people::people_figures(ctx, su, &keyed, &leaf, &admin_token).await?;
     tiers::tier_figures(ctx, su, &lib, &keyed, &leaf, &admin_token).await?;
     Ok(())
 }
@@ -398,8 +400,9 @@ async fn api_figures(
     // The transaction the server runs for GET /v1/resources/{id}
     // (crates/tenantry-db/src/scope.rs and resources.rs), with the context
     // signed (the server's own connections reveal a chain secret instead,
-    // which a script cannot). The session is tenantry_app from its start, as
-    // the server's are. The actor label is `key-<id>` instead of `key:<id>`:
+    // which a script cannot; grants NULL: a tenant key holds every
+    // permission). The session is tenantry_app from its start, as the
+    // server's are. The actor label is `key-<id>` instead of `key:<id>`:
     // pgbench reads `:name` as a variable.
     let same: Vec<String> = keyed
         .iter()

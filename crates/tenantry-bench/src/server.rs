@@ -25,6 +25,43 @@ pub struct ChildArgs {
     /// Pool size.
     #[arg(long, default_value_t = 16)]
     pub max_connections: usize,
+    /// Accept people's HS256 JWTs of this issuer (the secret comes from
+    /// [`JWT_SECRET_ENV`], never argv); needs `--jwt-audience`.
+    #[arg(long, requires = "jwt_audience")]
+    pub jwt_issuer: Option<String>,
+    /// The audience those JWTs must name.
+    #[arg(long, requires = "jwt_issuer")]
+    pub jwt_audience: Option<String>,
+}
+
+/// The environment variable carrying a JWT server child's HS256 secret.
+pub const JWT_SECRET_ENV: &str = "TENANTRY_BENCH_JWT_SECRET";
+
+/// The identity provider a server child trusts: HS256 tokens of one issuer
+/// for one audience, signed with a secret made for the run.
+#[derive(Clone)]
+pub struct BenchIdp {
+    /// `iss` of its tokens.
+    pub issuer: String,
+    /// `aud` of its tokens.
+    pub audience: String,
+    /// The shared HS256 secret (64 hex digits).
+    pub secret: String,
+}
+
+impl BenchIdp {
+    /// A provider with a secret made for this run.
+    pub fn generate() -> Self {
+        Self {
+            issuer: "https://idp.tenantry-bench.invalid/".into(),
+            audience: "tenantry-bench".into(),
+            secret: format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ),
+        }
+    }
 }
 
 /// Runs the server until stdin closes (the parent exited or stopped us) or SIGTERM.
@@ -37,6 +74,14 @@ pub async fn child_main(args: ChildArgs) -> anyhow::Result<()> {
         ..Settings::default()
     };
     settings.request_log = args.request_log;
+    if let (Some(issuer), Some(audience)) = (args.jwt_issuer, args.jwt_audience) {
+        let mut jwt = tenantry_axum::jwt::JwtConfig::new(issuer, audience);
+        jwt.hs256_secret = Some(
+            std::env::var(JWT_SECRET_ENV)
+                .with_context(|| format!("--jwt-issuer needs {JWT_SECRET_ENV}"))?,
+        );
+        settings.jwt = Some(jwt);
+    }
     let mut config = DatabaseConfig::new(args.database_url);
     // From the environment, not argv: a process list shows arguments.
     config.context_key = std::env::var("TENANTRY_CONTEXT_KEY")
@@ -104,6 +149,39 @@ impl ServerChild {
             args.push("--request-log");
         }
         Self::spawn(&args, &[("TENANTRY_CONTEXT_KEY", &context_key.expose())])
+    }
+
+    /// Starts `<this exe> serve-child` with request logging that also
+    /// accepts `idp`'s tokens, as `tenantry serve` with `[jwt]` settings.
+    pub fn start_with_idp(
+        database_url: &str,
+        context_key: &tenantry_db::ContextKey,
+        admin_token: &str,
+        max_connections: usize,
+        idp: &BenchIdp,
+    ) -> anyhow::Result<Self> {
+        let max_connections = max_connections.to_string();
+        let args = [
+            "serve-child",
+            "--database-url",
+            database_url,
+            "--admin-token",
+            admin_token,
+            "--max-connections",
+            &max_connections,
+            "--request-log",
+            "--jwt-issuer",
+            &idp.issuer,
+            "--jwt-audience",
+            &idp.audience,
+        ];
+        Self::spawn(
+            &args,
+            &[
+                ("TENANTRY_CONTEXT_KEY", &context_key.expose()),
+                (JWT_SECRET_ENV, &idp.secret),
+            ],
+        )
     }
 
     /// Starts `<this exe> <args>` (a server subcommand that prints

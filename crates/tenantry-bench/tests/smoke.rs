@@ -28,6 +28,9 @@ const FIGURES: &[&str] = &[
     "rls_point_20_schema_tenants",
     "sql_verify_key_ms",
     "key_create_per_s",
+    "api_point_read_jwt",
+    "authorize_write_policy",
+    "authorize_us",
 ];
 
 /// Runs `tenantry-bench --smoke <args>` writing into a fresh directory and
