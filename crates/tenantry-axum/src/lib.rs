@@ -7,6 +7,10 @@
 //!   checked exactly as the server checks it (key cache, suspended tenant,
 //!   per-tenant rate limit, request-log slot); it hands the handler a
 //!   [`TenantScope`](tenantry_db::TenantScope) and never a pool;
+//! - [`Person`] (in [`people`]), the extractor of routes for a person signed
+//!   in with your identity provider but in no tenant yet; [`TenantCaller`]
+//!   takes their token too, with `X-Tenant-Id` naming the tenant
+//!   ([`Tenantry::with_jwt`], [`jwt::JwtVerifier`]);
 //! - [`RequestLogLayer`] (in [`request_log`]), the tower layer that records
 //!   every tenant request (metrics and `tenantry.request_log`);
 //! - [`error::ApiError`]: every failure as `application/problem+json` with a

@@ -47,8 +47,11 @@ pub fn looks_like_jwt(token: &str) -> bool {
 /// Verified tokens by the SHA-256 of their text: a person's requests pay for
 /// one signature check a minute, not one each.
 pub(crate) struct TokenCache {
-    entries: RwLock<HashMap<[u8; 32], (Arc<VerifiedToken>, Instant)>>,
+    /// By SHA-256 of the token: the verified token and when it was verified.
+    entries: RwLock<HashMap<[u8; 32], CachedToken>>,
 }
+
+type CachedToken = (Arc<VerifiedToken>, Instant);
 
 impl TokenCache {
     pub(crate) fn new() -> Self {

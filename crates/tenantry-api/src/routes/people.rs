@@ -84,7 +84,7 @@ pub async fn accept_invitation(
 #[serde(deny_unknown_fields)]
 pub struct NewInvitationBody {
     /// Only a person whose token carries this verified email can accept it.
-    #[schema(max_length = 320)]
+    #[schema(max_length = 320, pattern = r"^[^@\s]+@[^@\s]+$")]
     pub email: Option<String>,
     /// Only this user can accept it.
     #[schema(value_type = Option<String>, format = Uuid)]
@@ -189,7 +189,7 @@ pub async fn revoke_invitation(
 #[serde(deny_unknown_fields)]
 pub struct MemberRolesBody {
     /// Every role the member holds afterwards (roles of the caller's tenant).
-    #[schema(value_type = Vec<String>, max_items = 100)]
+    #[schema(value_type = Vec<uuid::Uuid>, max_items = 100)]
     pub role_ids: Vec<RoleId>,
 }
 

@@ -132,23 +132,7 @@ async fn tenantry_keys(ctx: &Ctx, su: &Client, leaf: &BenchTenant) -> anyhow::Re
             .await?
             .get(0),
     };
-    let role_name = "bench keys";
-    let role: uuid::Uuid = match c
-        .query_opt(
-            "SELECT role_id FROM tenantry.roles WHERE tenant_id = $1 AND name = $2",
-            &[&leaf.id, &role_name],
-        )
-        .await?
-    {
-        Some(r) => r.get(0),
-        None => c
-            .query_one(
-                "SELECT tenantry.create_tenant_role($1, $2)",
-                &[&leaf.id, &role_name],
-            )
-            .await?
-            .get(0),
-    };
+    let role = role_named(&c, leaf.id, "bench keys").await?;
     c.execute(
         "SELECT tenantry.assign_tenant_permission($1, 'resources.read'),
                 tenantry.assign_tenant_permission($1, 'resources.write'),
@@ -359,4 +343,29 @@ pub(super) async fn key_figures(
         .await?;
     }
     Ok(())
+}
+
+/// The role `name` of `tenant`, created when missing (the data set is reused
+/// between runs). `c` is in the tenant's context as `tenantry_app`.
+pub(super) async fn role_named(
+    c: &Client,
+    tenant: uuid::Uuid,
+    name: &str,
+) -> anyhow::Result<uuid::Uuid> {
+    let found = c
+        .query_opt(
+            "SELECT role_id FROM tenantry.roles WHERE tenant_id = $1 AND name = $2",
+            &[&tenant, &name],
+        )
+        .await?;
+    Ok(match found {
+        Some(r) => r.get(0),
+        None => c
+            .query_one(
+                "SELECT tenantry.create_tenant_role($1, $2)",
+                &[&tenant, &name],
+            )
+            .await?
+            .get(0),
+    })
 }

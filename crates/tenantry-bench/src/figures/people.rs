@@ -348,22 +348,7 @@ async fn writer_key(ctx: &Ctx, su: &Client, leaf: &BenchTenant) -> anyhow::Resul
         leaf.id
     ))
     .await?;
-    let role: Uuid = match su
-        .query_opt(
-            "SELECT role_id FROM tenantry.roles WHERE tenant_id = $1 AND name = $2",
-            &[&leaf.id, &WRITER_ROLE],
-        )
-        .await?
-    {
-        Some(r) => r.get(0),
-        None => c
-            .query_one(
-                "SELECT tenantry.create_tenant_role($1, $2)",
-                &[&leaf.id, &WRITER_ROLE],
-            )
-            .await?
-            .get(0),
-    };
+    let role = super::keys::role_named(&c, leaf.id, WRITER_ROLE).await?;
     for permission in WRITER_PERMISSIONS {
         c.execute(
             "SELECT tenantry.assign_tenant_permission($1, $2)",

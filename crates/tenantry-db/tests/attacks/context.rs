@@ -553,7 +553,7 @@ async fn internal_definer_and_admin_functions_are_not_executable_by_tenantry_app
         format!("SELECT * FROM tenantry.tenant_context_row('{}')", w.b),
         format!("SELECT * FROM tenantry.tenant_subtree('{}')", w.b),
         format!(
-            "SELECT * FROM tenantry.issue_api_key('{}', 'x', '{{}}', NULL, NULL, NULL, NULL)",
+            "SELECT * FROM tenantry.issue_api_key('{}', 'x', '{{}}', NULL, NULL, NULL, NULL, NULL, NULL)",
             w.b
         ),
         format!(

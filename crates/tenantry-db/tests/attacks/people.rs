@@ -336,11 +336,7 @@ async fn authorize_is_false_without_a_tenant_context_and_for_lists_or_empty_name
     }
     rollback(&c).await;
     // An operator's context without a member holds everything; an admin context nothing.
-    exec(
-        &su,
-        &format!("BEGIN; SELECT tenantry.set_admin_context('x', true)"),
-    )
-    .await;
+    exec(&su, "BEGIN; SELECT tenantry.set_admin_context('x', true)").await;
     let admin: bool = su
         .query_one("SELECT tenantry.authorize('resources.read')", &[])
         .await

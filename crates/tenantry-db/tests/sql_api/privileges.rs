@@ -450,8 +450,10 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "create_invitation",
             "current_tenant_metrics",
             "define_permission",
+            "end_impersonation",
             "enter_context",
             "enter_context_signed",
+            "impersonate",
             "key_permissions",
             "member_identity",
             "my_tenants",
@@ -466,11 +468,14 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "share_resource",
             "share_row",
             "shares_of_my_rows",
+            "start_impersonation",
+            "stop_impersonating",
             "tenant_home_schema",
             "transfer_ownership",
             "unshare_resource",
             "unshare_row",
             "verify_api_key_hash",
+            "verify_impersonation",
             "visible_resources_home",
         ]
     );
@@ -523,7 +528,9 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
     for sql in [
         format!("SELECT tenantry.write_audit('{a}', 'x', 'y', NULL)"),
         format!("SELECT tenantry.tenant_context_row('{a}')"),
-        format!("SELECT tenantry.issue_api_key('{a}', 'd', '{{}}', NULL, NULL, NULL, NULL)"),
+        format!(
+            "SELECT tenantry.issue_api_key('{a}', 'd', '{{}}', NULL, NULL, NULL, NULL, NULL, NULL)"
+        ),
         format!("SELECT tenantry.secure_tenant_schema('{a}')"),
         format!("SELECT tenantry.create_tenant_tables('{a}')"),
         format!("SELECT tenantry.tier_move_finish('{a}')"),
