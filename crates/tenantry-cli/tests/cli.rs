@@ -135,6 +135,92 @@ async fn operator_creates_tenants_keys_and_roles_and_the_key_verifies() {
 }
 
 #[tokio::test]
+async fn operator_narrows_a_key_and_impersonates_a_member_for_a_bounded_time() {
+    let db = TestDatabase::new().await;
+    let acme = json(&db, &["tenant", "create", "acme", "--json"]);
+    let acme_id = acme[0]["tenant_id"].as_str().unwrap().to_owned();
+    let key = json(
+        &db,
+        &[
+            "key",
+            "create",
+            &acme_id,
+            "--scope",
+            "resources.read",
+            "--allow-from",
+            "10.0.0.0/8",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        key["key_info"]["scopes"],
+        serde_json::json!(["resources.read"])
+    );
+    assert_eq!(
+        key["key_info"]["allowed_cidrs"],
+        serde_json::json!(["10.0.0.0/8"])
+    );
+    let identity = db
+        .database()
+        .verify_key(key["key"].as_str().unwrap())
+        .await
+        .unwrap()
+        .expect("the printed key works");
+    assert_eq!(identity.permissions, vec!["resources.read"]);
+
+    // A member to act as: the first member owns the tenant.
+    let su = db.superuser_client().await;
+    let user: uuid::Uuid = su
+        .query_one(
+            "INSERT INTO tenantry.tenant_members (tenant_id, email) VALUES ($1::text::uuid, 'bob@acme.test') RETURNING user_id",
+            &[&acme_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let user = user.to_string();
+    let (ok, _, err) = tenantry(
+        &db,
+        &["impersonate", "start", &acme_id, &user, "--minutes", "481"],
+    );
+    assert!(!ok && err.contains("480"), "{err}");
+    let started = json(
+        &db,
+        &[
+            "impersonate",
+            "start",
+            &acme_id,
+            &user,
+            "--minutes",
+            "5",
+            "--reason",
+            "ticket 7",
+            "--json",
+        ],
+    );
+    let token = started["token"].as_str().unwrap().to_owned();
+    let session = db
+        .database()
+        .verify_impersonation(&token)
+        .await
+        .unwrap()
+        .expect("the printed token acts as the member");
+    assert_eq!(session.user_id.to_string(), user);
+    assert!(!session.permissions.contains(&"keys.write".to_owned()));
+    let listed = json(&db, &["impersonate", "list", &acme_id, "--json"]);
+    assert_eq!(listed[0]["reason"], "ticket 7");
+    let id = started["impersonation_id"].as_str().unwrap();
+    let stopped = json(&db, &["impersonate", "stop", &acme_id, id, "--json"]);
+    assert!(stopped["ended_at"].is_string());
+    assert!(db
+        .database()
+        .verify_impersonation(&token)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
 async fn cli_errors_exit_non_zero_with_a_clear_message() {
     let db = TestDatabase::new().await;
     let missing = uuid::Uuid::new_v4().to_string();
