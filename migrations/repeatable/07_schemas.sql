@@ -208,11 +208,16 @@ BEGIN
     EXECUTE format('COMMENT ON SCHEMA %I IS %L', s,
                    'Schema of a schema-isolated tenant (tenantry.tenants.schema_name says whose).');
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_app, tenantry_app_own, tenantry_app_shared', s);
+    -- Each table looked up by its name (pg_class's unique index on name and
+    -- schema): a join of pg_class on s::regnamespace was planned as a
+    -- sequential scan of pg_class casting s on every row, and pg_class grows
+    -- by about 7 rows with every tenant schema (issue 13: 15 ms of each
+    -- creation with 4,000 schema tenants).
     FOR f IN
-        SELECT tt.template, c.oid::regclass AS copy
+        SELECT tt.template, to_regclass(format('%I.%I', s, tt.template_table)) AS copy
         FROM tenantry.tier_tables() tt
-        JOIN pg_class c ON c.relname = tt.template_table AND c.relnamespace = s::regnamespace
     LOOP
+        CONTINUE WHEN f.copy IS NULL;
         PERFORM tenantry.secure_tenant_copy(f.template, f.copy);
     END LOOP;
 END
