@@ -396,7 +396,12 @@ async fn writer_key(ctx: &Ctx, su: &Client, leaf: &BenchTenant) -> anyhow::Resul
 /// The two adopted tables: identical, one with `write_permission` (three
 /// RESTRICTIVE policies calling `authorize()`), one without. Made once per
 /// data set, emptied before each measurement.
-async fn ensure_write_tables(su: &Client) -> anyhow::Result<()> {
+pub(super) async fn ensure_write_tables(su: &Client) -> anyhow::Result<()> {
+    su.execute(
+        "SELECT tenantry.define_permission($1, 'Write invoices (tenantry-bench: authorize_write_policy)')",
+        &[&WRITE_PERMISSION],
+    )
+    .await?;
     for (table, permission) in [
         ("writes_checked", Some(WRITE_PERMISSION)),
         ("writes_unchecked", None),

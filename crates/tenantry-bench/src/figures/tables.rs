@@ -20,7 +20,7 @@ use crate::{
 const INVOICE_COLUMNS: &str = "tenant_id, id, number, amount, created_at";
 
 /// `bench.invoices`: an adopted table with one row per resource, made once per data set.
-async fn ensure_invoices(su: &Client) -> anyhow::Result<()> {
+pub(super) async fn ensure_invoices(su: &Client) -> anyhow::Result<()> {
     let exists: bool = su
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM tenantry.tenant_tables WHERE table_id::text IN ('bench.invoices', 'invoices'))",
