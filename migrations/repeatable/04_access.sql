@@ -542,7 +542,7 @@ COMMENT ON POLICY role_permissions_delete_needs_permission ON tenantry.role_perm
 CREATE POLICY member_tenants_no_direct_access ON tenantry.member_tenants
     AS RESTRICTIVE FOR ALL TO PUBLIC
     USING (false) WITH CHECK (false);
-COMMENT ON POLICY member_tenants_no_direct_access ON tenantry.member_tenants IS 'Nobody reads or writes it under RLS: the table is granted to no role (its key leads with the user); the owner''s trigger writes it and my_tenants() reads it.';
+COMMENT ON POLICY member_tenants_no_direct_access ON tenantry.member_tenants IS 'Nobody reads or writes it under RLS: the table is granted to no role (it is looked up by user); the owner''s trigger writes it and my_tenants() reads it.';
 
 /** Keeps member_tenants (user -> tenants) in step with tenant_members. */
 CREATE OR REPLACE FUNCTION tenantry.member_tenants_follow()
@@ -661,6 +661,22 @@ COMMENT ON FUNCTION tenantry.set_member_roles(uuid, uuid[]) IS 'Replaces the rol
 GRANT EXECUTE ON FUNCTION tenantry.set_member_roles(uuid, uuid[]) TO tenantry_app;
 
 /**
+ * Whether a role of a tenant holds a permission the current caller does not
+ * (authorize()): who may not assign, remove or invite to it. Runs as its
+ * caller (RLS applies), so the app role may call it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.role_beyond_grants(tid uuid, rid uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM tenantry.role_permissions rp JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
+                   WHERE rp.tenant_id = tid AND rp.role_id = rid AND NOT tenantry.authorize(p.name))
+$$;
+COMMENT ON FUNCTION tenantry.role_beyond_grants(uuid, uuid) IS 'Whether a role holds a permission the current caller does not (nobody assigns, removes or invites to more than they hold). Runs as its caller, under RLS: the member_roles trigger calls it as the tenant''s role.';
+GRANT EXECUTE ON FUNCTION tenantry.role_beyond_grants(uuid, uuid) TO tenantry_app;
+
+/**
  * Nobody assigns or removes a role holding a permission they do not hold:
  * checked on every row of member_roles a tenant's caller writes (raw SQL,
  * the guide's assign_member_role, set_member_roles). Runs as the caller;
@@ -675,9 +691,7 @@ AS $$
 DECLARE
     r record := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 BEGIN
-    IF current_user <> 'tenantry_owner' AND EXISTS (
-        SELECT 1 FROM tenantry.role_permissions rp JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
-        WHERE rp.tenant_id = r.tenant_id AND rp.role_id = r.role_id AND NOT tenantry.authorize(p.name)) THEN
+    IF current_user <> 'tenantry_owner' AND tenantry.role_beyond_grants(r.tenant_id, r.role_id) THEN
         RAISE EXCEPTION 'role % holds permissions the caller does not: it cannot assign or remove it', r.role_id
             USING ERRCODE = 'TN401', HINT = 'role_id';
     END IF;
@@ -711,6 +725,32 @@ GRANT EXECUTE ON FUNCTION tenantry.remove_member(uuid) TO tenantry_app;
 -- -----------------------------------------------------------------------------
 -- Invitations
 -- -----------------------------------------------------------------------------
+
+/**
+ * A token that names its row: prefix, the tenant's and the row's ids (32 hex
+ * digits each) and 64 random hex digits. Only its SHA-256 is stored; the ids
+ * find the row without a global lookup. Invitations (tinv_) and
+ * impersonation sessions (timp_).
+ */
+CREATE OR REPLACE FUNCTION tenantry.row_token(prefix text, tid uuid, id uuid)
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT prefix || replace(tid::text, '-', '') || replace(id::text, '-', '')
+        || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '')
+$$;
+COMMENT ON FUNCTION tenantry.row_token(text, uuid, uuid) IS 'Internal: a new token naming its tenant and row (prefix, two ids, 64 random hex digits) for invitations and impersonation sessions. Not granted.';
+
+/** Whether `token` is the one whose SHA-256 is `stored` (compared as digests of digests: the timing tells nothing of the stored hash). */
+CREATE OR REPLACE FUNCTION tenantry.row_token_matches(stored bytea, token text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT sha256(stored) = sha256(sha256(convert_to(token, 'UTF8')))
+$$;
+COMMENT ON FUNCTION tenantry.row_token_matches(bytea, text) IS 'Internal: whether a token hashes to the stored SHA-256, compared as digests of digests. Not granted.';
 
 CREATE POLICY invitations_read_own ON tenantry.invitations
     FOR SELECT TO tenantry_app
@@ -755,8 +795,7 @@ BEGIN
         IF NOT EXISTS (SELECT 1 FROM tenantry.roles r WHERE r.tenant_id = tid AND r.role_id = create_invitation.role_id) THEN
             RAISE EXCEPTION 'role % not found', role_id USING ERRCODE = 'TN404', HINT = 'role_id';
         END IF;
-        IF EXISTS (SELECT 1 FROM tenantry.role_permissions rp JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
-                   WHERE rp.tenant_id = tid AND rp.role_id = create_invitation.role_id AND NOT tenantry.authorize(p.name)) THEN
+        IF tenantry.role_beyond_grants(tid, create_invitation.role_id) THEN
             RAISE EXCEPTION 'role % holds permissions the caller does not: it cannot invite to it', role_id
                 USING ERRCODE = 'TN401', HINT = 'role_id';
         END IF;
@@ -766,8 +805,7 @@ BEGIN
         RAISE EXCEPTION 'tenant % has 1000 pending invitations', tid USING ERRCODE = 'TN409', HINT = 'revoke some first';
     END IF;
     invitation_id := gen_random_uuid();
-    token := 'tinv_' || replace(tid::text, '-', '') || replace(invitation_id::text, '-', '')
-        || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '');
+    token := tenantry.row_token('tinv_', tid, invitation_id);
     expires_at := now() + valid_for;
     INSERT INTO tenantry.invitations (tenant_id, invitation_id, email, user_id, role_id, token_hash, expires_at)
     VALUES (tid, invitation_id, clean_email, create_invitation.user_id, create_invitation.role_id,
@@ -833,7 +871,7 @@ BEGIN
     WHERE i.tenant_id = tid AND i.invitation_id = iid
     FOR UPDATE OF i;
     IF NOT FOUND
-       OR sha256(inv.token_hash) <> sha256(sha256(convert_to(token, 'UTF8')))
+       OR NOT tenantry.row_token_matches(inv.token_hash, token)
        OR inv.accepted_at IS NOT NULL OR inv.revoked_at IS NOT NULL OR inv.expires_at <= now()
        OR inv.tenant_status <> 'active'
        OR (inv.user_id IS NOT NULL AND inv.user_id <> uid)
@@ -958,8 +996,7 @@ DECLARE
     who text := tenantry.check_impersonation(tid, start_impersonation.user_id, valid_for, reason);
 BEGIN
     impersonation_id := gen_random_uuid();
-    token := 'timp_' || replace(tid::text, '-', '') || replace(impersonation_id::text, '-', '')
-        || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', '');
+    token := tenantry.row_token('timp_', tid, impersonation_id);
     expires_at := now() + valid_for;
     INSERT INTO tenantry.impersonations (tenant_id, impersonation_id, user_id, impersonator, reason, token_hash, expires_at)
     VALUES (tid, impersonation_id, start_impersonation.user_id, who, coalesce(reason, ''),
@@ -989,7 +1026,7 @@ BEGIN
     FROM tenantry.impersonations i
     JOIN tenantry.tenants t ON t.tenant_id = i.tenant_id
     WHERE i.tenant_id = substr(token, 6, 32)::uuid AND i.impersonation_id = substr(token, 38, 32)::uuid
-      AND sha256(i.token_hash) = sha256(sha256(convert_to(token, 'UTF8')))
+      AND tenantry.row_token_matches(i.token_hash, token)
       AND i.ended_at IS NULL AND i.expires_at > now();
     IF NOT FOUND THEN
         RETURN NULL;

@@ -353,8 +353,16 @@ enum Credential {
     Impersonation(Arc<ImpersonationIdentity>),
 }
 
-/// Whether `addr` is inside one of `cidrs` (CIDR text as PostgreSQL prints
-/// it; an entry that does not parse matches nothing).
+/// A key's allowed source: a network (`203.0.113.0/24`) or a single address
+/// (`127.0.0.1`, `::1`), as keys are created with and PostgreSQL prints them.
+pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+}
+
+/// Whether `addr` is inside one of `cidrs` (an entry that does not parse
+/// matches nothing).
 fn source_allowed(cidrs: &[String], addr: std::net::IpAddr) -> bool {
     let addr = match addr {
         std::net::IpAddr::V6(v6) => v6
@@ -362,11 +370,9 @@ fn source_allowed(cidrs: &[String], addr: std::net::IpAddr) -> bool {
             .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
         v4 => v4,
     };
-    cidrs.iter().any(|c| {
-        c.parse::<ipnet::IpNet>()
-            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            .is_ok_and(|net| net.contains(&addr))
-    })
+    cidrs
+        .iter()
+        .any(|c| parse_network(c).is_some_and(|net| net.contains(&addr)))
 }
 
 /// A request made with a tenant API key, or by a person who is a member of

@@ -88,7 +88,7 @@ pub struct KeyIdentity {
 impl KeyIdentity {
     /// Parses the JSON of `tenantry.verify_api_key_hash` once, status included.
     pub(crate) fn from_json(v: serde_json::Value) -> Result<Self, DbError> {
-        serde_json::from_value(v).map_err(|e| DbError::Internal(format!("key identity: {e}")))
+        crate::row::identity_from_json("key identity", v)
     }
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::{types::Type, Row};
 
 use crate::{
+    row::identity_from_json,
     scope::{Stmt, Tx},
     Database, DbError, ImpersonationId, InvitationId, Member, RoleId, TenantId, TenantScope,
     TenantSettings, TenantStatus, UserId,
@@ -218,10 +219,7 @@ impl Database {
             .await?;
         let value: Option<serde_json::Value> = rows.first().and_then(|r| r.get(0));
         value
-            .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| DbError::Internal(format!("member identity: {e}")))
-            })
+            .map(|v| identity_from_json("member identity", v))
             .transpose()
     }
 
@@ -288,10 +286,7 @@ impl Database {
             .await?;
         let value: Option<serde_json::Value> = rows.first().and_then(|r| r.get(0));
         value
-            .map(|v| {
-                serde_json::from_value(v)
-                    .map_err(|e| DbError::Internal(format!("impersonation identity: {e}")))
-            })
+            .map(|v| identity_from_json("impersonation identity", v))
             .transpose()
     }
 

@@ -117,3 +117,13 @@ tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 pub(crate) fn read<T: FromRow>(row: Row) -> Result<T, DbError> {
     T::from_row(row).map_err(|e| DbError::Internal(format!("reading a row: {e}")))
 }
+
+/// An identity the database answers as one JSON value (a verified key, a
+/// membership, an impersonation session), parsed into its type; `what` names
+/// it in the error of a value that does not fit.
+pub(crate) fn identity_from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    v: serde_json::Value,
+) -> Result<T, DbError> {
+    serde_json::from_value(v).map_err(|e| DbError::Internal(format!("{what}: {e}")))
+}

@@ -74,9 +74,9 @@ impl NewKeyBody {
         if let Some(cidrs) = &self.allowed_cidrs {
             if cidrs.is_empty()
                 || cidrs.len() > 100
-                || cidrs.iter().any(|c| {
-                    c.parse::<ipnet::IpNet>().is_err() && c.parse::<std::net::IpAddr>().is_err()
-                })
+                || cidrs
+                    .iter()
+                    .any(|c| tenantry_axum::auth::parse_network(c).is_none())
             {
                 return Err(ApiError::invalid(
                     "allowed_cidrs",
