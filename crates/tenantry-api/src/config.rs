@@ -66,6 +66,10 @@ pub struct Settings {
     pub request_log_queue: usize,
     /// Most rows written per request-log batch.
     pub request_log_batch: usize,
+    /// How many of the busiest tenants `/metrics` and `tenantry top` name (the rest are `other`).
+    pub tenant_stats_top: usize,
+    /// Length of a per-tenant stats period, in seconds.
+    pub tenant_stats_period_secs: u64,
     /// How long a verified key is trusted without asking the database, in milliseconds.
     pub key_cache_ttl_ms: u64,
     /// How long shutdown waits for in-flight requests, in seconds.
@@ -97,6 +101,8 @@ impl Default for Settings {
             request_log: true,
             request_log_queue: 10_000,
             request_log_batch: 500,
+            tenant_stats_top: 10,
+            tenant_stats_period_secs: 60,
             key_cache_ttl_ms: 1_000,
             shutdown_grace_secs: 10,
             acquire_timeout_ms: 2_000,
@@ -209,6 +215,8 @@ impl Settings {
             "TENANTRY_REQUEST_LOG" => request_log,
             "TENANTRY_REQUEST_LOG_QUEUE" => request_log_queue,
             "TENANTRY_REQUEST_LOG_BATCH" => request_log_batch,
+            "TENANTRY_TENANT_STATS_TOP" => tenant_stats_top,
+            "TENANTRY_TENANT_STATS_PERIOD_SECS" => tenant_stats_period_secs,
             "TENANTRY_KEY_CACHE_TTL_MS" => key_cache_ttl_ms,
             "TENANTRY_SHUTDOWN_GRACE_SECS" => shutdown_grace_secs,
             "TENANTRY_ACQUIRE_TIMEOUT_MS" => acquire_timeout_ms
@@ -223,6 +231,11 @@ impl Settings {
         self.invalidations()?;
         if let Some(jwt) = &self.jwt {
             jwt.validate().map_err(SettingsError::Invalid)?;
+        }
+        if self.tenant_stats_period_secs == 0 {
+            return Err(SettingsError::Invalid(
+                "tenant_stats_period_secs must be > 0".into(),
+            ));
         }
         if self.max_connections == 0 || self.request_log_queue == 0 || self.request_log_batch == 0 {
             return Err(SettingsError::Invalid(

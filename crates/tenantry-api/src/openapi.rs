@@ -98,6 +98,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::tenants::activate_tenant))
         .routes(routes!(routes::tenants::create_tenant_key))
         .routes(routes!(routes::tenants::tenant_usage))
+        .routes(routes!(routes::stats::tenant_stats))
         .routes(routes!(routes::audit::admin_audit))
         .routes(routes!(routes::tenants::current_tenant))
         .routes(routes!(routes::tenants::children))

@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{extract::DefaultBodyLimit, Router};
-use tenantry_axum::{Tenantry, TenantryConfig};
+use tenantry_axum::{TenantStatsConfig, Tenantry, TenantryConfig};
 use tenantry_db::{Database, StatementMode};
 use tokio::{net::TcpListener, task::JoinHandle};
 
@@ -73,6 +73,10 @@ impl Application {
             request_log: settings.request_log,
             request_log_queue: settings.request_log_queue,
             request_log_batch: settings.request_log_batch,
+            tenant_stats: TenantStatsConfig::new(
+                settings.tenant_stats_top,
+                Duration::from_secs(settings.tenant_stats_period_secs),
+            ),
         };
         let (tenantry, log_task) = Tenantry::start(db.clone(), &config);
         let mut tenantry = tenantry.with_admin_token(AdminToken::new(admin_token));

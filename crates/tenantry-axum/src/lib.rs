@@ -55,11 +55,13 @@ pub mod extract;
 pub mod jwt;
 pub mod people;
 pub mod request_log;
+pub mod tenant_stats;
 
 pub use auth::{AdminToken, KeyCache, RateLimits, TenantCaller};
 pub use error::{ApiError, ProblemCode};
 pub use people::{MemberCache, Person};
 pub use request_log::{RequestLog, RequestLogLayer};
+pub use tenant_stats::{TenantStats, TenantStatsConfig};
 
 /// How [`Tenantry::start`] sets up authentication and the request log.
 #[derive(Debug, Clone)]
@@ -78,6 +80,8 @@ pub struct TenantryConfig {
     pub request_log_queue: usize,
     /// Most rows written per request-log batch.
     pub request_log_batch: usize,
+    /// How many tenants the per-tenant traffic stats name (`/metrics`, `tenantry top`).
+    pub tenant_stats: TenantStatsConfig,
 }
 
 impl Default for TenantryConfig {
@@ -91,6 +95,7 @@ impl Default for TenantryConfig {
             request_log: true,
             request_log_queue: 10_000,
             request_log_batch: 500,
+            tenant_stats: TenantStatsConfig::default(),
         }
     }
 }
@@ -128,6 +133,7 @@ impl Tenantry {
         if !config.request_log {
             log = log.disabled();
         }
+        let log = log.with_tenant_stats(TenantStats::new(config.tenant_stats));
         let invalidations =
             Invalidations::start(&db, &config.invalidations, ListenOptions::default());
         let keys = Arc::new(KeyCache::with_invalidations(

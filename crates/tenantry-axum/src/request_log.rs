@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::tenant_stats::{TenantStats, TenantStatsConfig};
 use axum::{
     extract::{MatchedPath, Request},
     response::Response,
@@ -63,6 +64,7 @@ pub struct RequestLog {
     written: Arc<AtomicU64>,
     capacity: usize,
     enabled: bool,
+    stats: TenantStats,
 }
 
 impl RequestLog {
@@ -76,6 +78,7 @@ impl RequestLog {
             written: Arc::new(AtomicU64::new(0)),
             capacity,
             enabled: true,
+            stats: TenantStats::new(TenantStatsConfig::default()),
         };
         let task = tokio::spawn(flush_loop(
             db,
@@ -91,6 +94,17 @@ impl RequestLog {
     pub fn disabled(mut self) -> Self {
         self.enabled = false;
         self
+    }
+
+    /// This log, counting tenants' traffic in `stats` (whether or not rows are written).
+    pub fn with_tenant_stats(mut self, stats: TenantStats) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// The per-tenant traffic of the busiest tenants.
+    pub fn tenant_stats(&self) -> &TenantStats {
+        &self.stats
     }
 
     /// Enqueues without waiting; counts a drop when the queue is full.
@@ -240,6 +254,7 @@ where
                 .record(elapsed.as_secs_f64());
             let fields = slot.fields();
             if let Some(tenant_id) = fields.tenant {
+                log.stats.record(tenant_id, status, elapsed);
                 log.record(RequestLogEntry {
                     tenant_id,
                     created_at: arrived,

@@ -6,6 +6,7 @@ mod local;
 mod output;
 mod serve;
 mod tables;
+mod top;
 
 use std::path::PathBuf;
 
@@ -71,6 +72,9 @@ enum Command {
     /// schema tenant's schema ran every tenant-schema step; exits 1 naming each
     /// problem and its fix.
     Doctor(tables::DoctorArgs),
+    /// The busiest tenants of a running server, live: requests/s, errors, p95
+    /// latency, rows and storage (its GET /v1/stats/tenants, admin token).
+    Top(top::TopArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +113,7 @@ async fn main() {
         Command::Usage(args) => admin::usage(args).await,
         Command::Table(args) => tables::run(args).await,
         Command::Doctor(args) => tables::doctor(args).await,
+        Command::Top(args) => top::run(args).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

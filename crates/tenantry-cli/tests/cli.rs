@@ -622,3 +622,84 @@ async fn migrate_brings_every_tenant_schema_to_the_latest_step_and_doctor_report
         .get(0);
     assert_eq!(indexes, 4, "the pooled table and the three schemas");
 }
+
+/// GET with a bearer token over a plain TCP connection; returns the status line and body.
+fn http_get_with(addr: &str, path: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn top_shows_the_busiest_tenants_of_a_running_server_and_refuses_a_wrong_token() {
+    use std::io::BufRead;
+    let db = TestDatabase::new().await;
+    let acme = json(&db, &["tenant", "create", "acme", "--json"]);
+    let acme_id = acme[0]["tenant_id"].as_str().unwrap().to_owned();
+    let key = json(&db, &["key", "create", &acme_id, "--json"]);
+    let secret = key["key"].as_str().unwrap().to_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", db.server_url())
+        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
+        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+    for _ in 0..3 {
+        let r = http_get_with(&addr, "/v1/resources", &secret);
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    let url = format!("http://{addr}");
+    let out = output_within_a_minute(
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["top", "--once", "--url", &url])
+            .env("TENANTRY_ADMIN_TOKEN", "tadm_test"),
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acme_line = table
+        .lines()
+        .find(|l| l.starts_with(&acme_id))
+        .unwrap_or_else(|| panic!("acme is listed:\n{table}"));
+    let columns: Vec<&str> = acme_line.split_whitespace().collect();
+    assert_eq!(columns[2], "3", "three requests counted: {acme_line}");
+    assert!(
+        table.contains("TENANT") && table.contains("\nother"),
+        "{table}"
+    );
+
+    let out = output_within_a_minute(
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args([
+                "top",
+                "--once",
+                "--url",
+                &url,
+                "--admin-token",
+                "tadm_wrong",
+            ])
+            .env_remove("TENANTRY_ADMIN_TOKEN"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401"), "{err}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod keys;
 pub mod people;
 pub mod resources;
+pub mod stats;
 pub mod system;
 pub mod tenants;
 pub mod usage;

@@ -39,7 +39,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 }
 
 /// Prometheus text exposition: requests by route and status, latency histogram,
-/// pool usage, request-log queue depth and drops.
+/// pool usage, request-log queue depth and drops, and the busiest tenants'
+/// traffic (`tenantry_tenant_*`: the top `tenant_stats_top` tenants and
+/// `other`, so the series stay bounded however many tenants are active).
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let pool = state.db.pool_status();
@@ -55,6 +57,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .set(state.tenantry.request_log().written() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::prometheus().render(),
+        crate::telemetry::prometheus().render()
+            + &state
+                .tenantry
+                .request_log()
+                .tenant_stats()
+                .render_prometheus(),
     )
 }

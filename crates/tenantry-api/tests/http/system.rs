@@ -44,6 +44,85 @@ async fn metrics_expose_request_counts_and_the_request_log_queue_depth() {
     );
 }
 
+#[tokio::test]
+async fn metrics_name_the_busiest_tenants_and_sum_the_rest_as_other() {
+    let app = TestApp::spawn_with(|s| s.tenant_stats_top = 1).await;
+    let busy = app.tenant("busy").await;
+    let quiet = app.tenant("quiet").await;
+    for _ in 0..3 {
+        app.get("/v1/resources", &busy.key).await.expect(200);
+    }
+    app.get(
+        "/v1/resources/00000000-0000-4000-8000-000000000000",
+        &quiet.key,
+    )
+    .await
+    .expect(404);
+    let text = app
+        .send(reqwest::Method::GET, "/metrics", None, None)
+        .await
+        .text;
+    let tenant_series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("tenantry_tenant_request"))
+        .collect();
+    assert!(
+        tenant_series.contains(
+            &format!(
+                "tenantry_tenant_requests{{tenant=\"{}\",period=\"current\",class=\"ok\"}} 3",
+                busy.id
+            )
+            .as_str()
+        ),
+        "{text}"
+    );
+    assert!(
+        tenant_series.contains(
+            &"tenantry_tenant_requests{tenant=\"other\",period=\"current\",class=\"4xx\"} 1"
+        ),
+        "the quiet tenant's 404 is in other:\n{text}"
+    );
+    assert!(
+        !text.contains(&quiet.id),
+        "only the top 1 is named:\n{text}"
+    );
+    // (1 named + other) × 2 periods × (3 classes + p95).
+    assert_eq!(tenant_series.len(), 16, "{text}");
+}
+
+#[tokio::test]
+async fn tenant_stats_show_the_operator_the_busiest_tenants_with_their_rows_and_storage() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("a").await;
+    let b = app.tenant("b").await;
+    app.create_resource(&a.key, "one").await;
+    app.create_resource(&a.key, "two").await;
+    app.get("/v1/resources", &b.key).await.expect(200);
+    let r = app.admin_get("/v1/stats/tenants").await;
+    let body = r.expect(200);
+    let tenants = body["tenants"].as_array().unwrap();
+    assert_eq!(tenants[0]["tenant_id"], a.id.as_str(), "{body}");
+    assert_eq!(tenants[0]["current"]["requests"], 2);
+    assert_eq!(tenants[0]["resources"], 2);
+    assert!(tenants[0]["storage_bytes"].as_i64().unwrap() > 0);
+    assert_eq!(tenants[1]["tenant_id"], b.id.as_str());
+    assert_eq!(tenants[1]["resources"], 0);
+    assert_eq!(body["other"]["current"]["requests"], 0);
+    assert_eq!(body["tracked"], 2);
+}
+
+#[tokio::test]
+async fn a_tenant_key_cannot_read_the_tenant_stats() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("a").await;
+    app.get("/v1/stats/tenants", &a.key)
+        .await
+        .problem(403, "wrong_credential");
+    app.send(reqwest::Method::GET, "/v1/stats/tenants", None, None)
+        .await
+        .expect(401);
+}
+
 /// Every `/v1` path template the API serves.
 const V1_PATHS: &[&str] = &[
     "/v1/tenants",
@@ -53,6 +132,7 @@ const V1_PATHS: &[&str] = &[
     "/v1/tenants/{tenant_id}/activate",
     "/v1/tenants/{tenant_id}/keys",
     "/v1/tenants/{tenant_id}/usage",
+    "/v1/stats/tenants",
     "/v1/tenants/{tenant_id}/audit",
     "/v1/tenant",
     "/v1/tenant/children",
