@@ -131,3 +131,20 @@ impl FromRequestParts<AppState> for Caller {
         }
     }
 }
+
+/// Whether the request carries the admin token; never refuses (for routes
+/// that anyone may call but that show the operator more, such as `/metrics`).
+pub struct OperatorView(pub bool);
+
+impl FromRequestParts<AppState> for OperatorView {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(OperatorView(
+            bearer(parts).is_some_and(|t| state.admin_token.matches(t)),
+        ))
+    }
+}

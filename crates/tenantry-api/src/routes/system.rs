@@ -5,6 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
+    auth::OperatorView,
     error::{ApiError, ProblemCode},
     extract::Json,
     state::AppState,
@@ -41,9 +42,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 /// Prometheus text exposition: requests by route and status, latency histogram,
 /// pool usage, request-log queue depth and drops, and the busiest tenants'
 /// traffic (`tenantry_tenant_*`: the top `tenant_stats_top` tenants and
-/// `other`, so the series stay bounded however many tenants are active).
+/// `other`, so the series stay bounded however many tenants are active),
+/// which name tenants and so only with the admin token as bearer (scrape
+/// with `authorization: {credentials: <admin token>}`).
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(
+    State(state): State<AppState>,
+    OperatorView(operator): OperatorView,
+) -> impl IntoResponse {
     let pool = state.db.pool_status();
     metrics::gauge!("tenantry_db_pool_size").set(pool.size as f64);
     metrics::gauge!("tenantry_db_pool_available").set(pool.available as f64);
@@ -57,11 +63,15 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .set(state.tenantry.request_log().written() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::prometheus().render()
-            + &state
-                .tenantry
-                .request_log()
-                .tenant_stats()
-                .render_prometheus(),
+        if operator {
+            crate::telemetry::prometheus().render()
+                + &state
+                    .tenantry
+                    .request_log()
+                    .tenant_stats()
+                    .render_prometheus()
+        } else {
+            crate::telemetry::prometheus().render()
+        },
     )
 }

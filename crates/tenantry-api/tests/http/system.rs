@@ -58,10 +58,15 @@ async fn metrics_name_the_busiest_tenants_and_sum_the_rest_as_other() {
     )
     .await
     .expect(404);
-    let text = app
+    let anonymous = app
         .send(reqwest::Method::GET, "/metrics", None, None)
         .await
         .text;
+    assert!(
+        !anonymous.contains("tenantry_tenant_requests") && !anonymous.contains(&busy.id),
+        "tenant series name tenants: the admin token's only:\n{anonymous}"
+    );
+    let text = app.admin_get("/metrics").await.text;
     let tenant_series: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("tenantry_tenant_request"))
