@@ -60,6 +60,49 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenantry.invalidation_payload(text, uuid) IS 'Internal: the payload `<kind>:<tag>` naming a key or tenant on channel tenantry_invalidate; the tag is the first 16 bytes of SHA-256 of the uuid''s bytes, so listeners learn no id they did not know. Not granted.';
 
+/**
+ * Whether this backend runs on a Citus worker node (a shard's trigger fires
+ * there): false without Citus and on the coordinator.
+ */
+CREATE OR REPLACE FUNCTION tenantry.on_citus_worker()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    node_group integer;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN false;
+    END IF;
+    -- Dynamic: the table exists only where Citus is installed.
+    EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO node_group;
+    RETURN coalesce(node_group, 0) <> 0;
+END
+$$;
+COMMENT ON FUNCTION tenantry.on_citus_worker() IS 'Internal: true on a Citus worker node (where shards'' triggers fire), false on the coordinator and without Citus. Not granted.';
+
+/**
+ * Sends one payload on tenantry_invalidate, except on a Citus worker: a
+ * notification there reaches no server (they listen on the coordinator) and
+ * Citus cannot PREPARE a transaction that notified. On Citus, only the
+ * coordinator's copies of the reference tables (tenants, the hierarchy, the
+ * permission catalogue) notify; servers fall back to their short cache
+ * lifetime for keys and roles (docs/scale-out.md).
+ */
+CREATE OR REPLACE FUNCTION tenantry.notify_invalidation(payload text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT tenantry.on_citus_worker() THEN
+        PERFORM pg_notify('tenantry_invalidate', payload);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.notify_invalidation(text) IS 'Internal: pg_notify on tenantry_invalidate, skipped on a Citus worker (no server listens there; Citus cannot prepare a transaction that notified). Not granted.';
+
 /** Sends `key:<tag>` for the key whose row changed or went. */
 CREATE OR REPLACE FUNCTION tenantry.api_keys_invalidate()
 RETURNS trigger
@@ -67,7 +110,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('key', OLD.key_id));
+    PERFORM tenantry.notify_invalidation(tenantry.invalidation_payload('key', OLD.key_id));
     RETURN NULL;
 END
 $$;
@@ -98,19 +141,19 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', NEW.tenant_id));
+    PERFORM tenantry.notify_invalidation(tenantry.invalidation_payload('tenant', NEW.tenant_id));
     -- The closure rows are current here (tenants_after_write ran first).
     IF (OLD.status, OLD.parent_id, OLD.isolation) IS DISTINCT FROM (NEW.status, NEW.parent_id, NEW.isolation) THEN
         -- Ancestors (after a move, the new ones) see the tenant in their
         -- subtree, a deleted one they do not.
-        PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', h.parent_id))
+        PERFORM tenantry.notify_invalidation(tenantry.invalidation_payload('tenant', h.parent_id))
         FROM tenantry.tenant_hierarchy h
         WHERE h.child_id = NEW.tenant_id AND h.depth > 0;
     END IF;
     IF OLD.parent_id IS DISTINCT FROM NEW.parent_id THEN
         -- Descendants have other ancestors now. (The old ancestors: the
         -- closure rows the move removed, tenant_hierarchy_invalidate_removed.)
-        PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', h.child_id))
+        PERFORM tenantry.notify_invalidation(tenantry.invalidation_payload('tenant', h.child_id))
         FROM tenantry.tenant_hierarchy h
         WHERE h.parent_id = NEW.tenant_id AND h.depth > 0;
     END IF;
@@ -134,7 +177,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', t.id))
+    PERFORM tenantry.notify_invalidation(tenantry.invalidation_payload('tenant', t.id))
     FROM (SELECT parent_id AS id FROM removed UNION SELECT child_id FROM removed) t;
     RETURN NULL;
 END
@@ -155,10 +198,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP <> 'INSERT' THEN
-        PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', OLD.tenant_id));
+        PERFORM tenantry.notify_invalidation(tenantry.invalidation_payload('tenant', OLD.tenant_id));
     END IF;
     IF TG_OP <> 'DELETE' THEN
-        PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', NEW.tenant_id));
+        PERFORM tenantry.notify_invalidation(tenantry.invalidation_payload('tenant', NEW.tenant_id));
     END IF;
     RETURN NULL;
 END
@@ -182,7 +225,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pg_notify('tenantry_invalidate', 'all');
+    PERFORM tenantry.notify_invalidation('all');
     RETURN NULL;
 END
 $$;

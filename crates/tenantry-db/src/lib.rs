@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod citus;
 mod context;
 pub mod context_keys;
 mod database;

@@ -115,6 +115,18 @@ pub enum MigrateError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The database is a Citus cluster whose tenantry schema is distributed
+    /// already, and this build would change it.
+    #[error("this Citus database's tenantry schema is distributed already and {what} pending; upgrading a distributed schema is not supported yet (docs/scale-out.md): migrate a copy of the single-node database and distribute it again")]
+    CitusUpgrade {
+        /// What is pending.
+        what: String,
+    },
+    /// Citus refused to distribute tenantry's tables after the first install.
+    #[error(
+        "the migrations applied on the Citus coordinator, but Citus refused to distribute them"
+    )]
+    Citus(#[from] crate::citus::DistributionError),
     /// A migration's SQL failed.
     #[error("migration {version} ({name}) failed: {source}")]
     Failed {
@@ -271,6 +283,56 @@ async fn migrate_locked(
     client: &mut Client,
     until: Option<i32>,
 ) -> Result<Vec<Migration>, MigrateError> {
+    // On Citus, the first install applies on the coordinator alone (DDL
+    // propagation off for this session, the runner's bookkeeping included:
+    // a schema Citus created on the workers now would belong to the
+    // superuser) and is distributed afterwards (crate::citus); a distributed
+    // schema is not changed in place.
+    let citus = crate::citus::is_citus(client).await?;
+    let distributed = citus && crate::citus::is_distributed(client).await?;
+    if citus && !distributed {
+        client
+            .batch_execute("SET citus.enable_ddl_propagation = off")
+            .await?;
+    }
+    let applied = apply_pending(client, until, distributed).await;
+    if citus && !distributed {
+        client
+            .batch_execute("RESET citus.enable_ddl_propagation")
+            .await?;
+        if applied.is_ok() {
+            crate::citus::prepare_workers(client).await?;
+            let done = crate::citus::distribute(client).await?;
+            tracing::info!(
+                reference = done.reference.len(),
+                distributed = done.distributed.len(),
+                functions = done.functions,
+                local_functions = done.local_functions.len(),
+                "distributed tenantry's schema on Citus"
+            );
+        }
+    }
+    let applied = applied?;
+    // Per-database grants that a template copy does not carry: the owner creates
+    // the schemas of schema-isolated tenants.
+    client
+        .batch_execute(
+            "DO $$ BEGIN
+                 EXECUTE format('GRANT CREATE ON DATABASE %I TO tenantry_owner', current_database());
+             END $$;",
+        )
+        .await?;
+    Ok(applied)
+}
+
+/// The versioned migrations after the recorded ones (up to `until`), then the
+/// definitions when any changed, in one transaction; refused on a
+/// distributed Citus schema when anything is pending.
+async fn apply_pending(
+    client: &mut Client,
+    until: Option<i32>,
+    distributed: bool,
+) -> Result<Vec<Migration>, MigrateError> {
     client
         .batch_execute(
             "CREATE SCHEMA IF NOT EXISTS tenantry;
@@ -292,6 +354,15 @@ async fn migrate_locked(
         .collect();
     // Refused before anything is applied, like an unknown versioned migration.
     let stale = stale_definitions(client).await?;
+    if distributed && (!pending.is_empty() || !stale.is_empty()) {
+        return Err(MigrateError::CitusUpgrade {
+            what: format!(
+                "{} migration(s) and {} definition file(s) are",
+                pending.len(),
+                stale.len()
+            ),
+        });
+    }
     let tx = client.transaction().await?;
     for migration in &pending {
         // Each file sets its own role; none inherits the previous file's.
@@ -315,15 +386,6 @@ async fn migrate_locked(
         apply_definitions(&tx).await?;
     }
     tx.commit().await?;
-    // Per-database grants that a template copy does not carry: the owner creates
-    // the schemas of schema-isolated tenants.
-    client
-        .batch_execute(
-            "DO $$ BEGIN
-                 EXECUTE format('GRANT CREATE ON DATABASE %I TO tenantry_owner', current_database());
-             END $$;",
-        )
-        .await?;
     Ok(pending)
 }
 

@@ -1,0 +1,327 @@
+//! Citus: recognising a Citus coordinator, giving its worker nodes tenantry's roles, and distributing tenantry's schema after the first install (tenant tables by `tenant_id`, colocated with `resources`; global tables as reference tables; functions on every node).
+//!
+//! What Citus 13 does with tenantry's schema, measured on a coordinator and
+//! two workers, is in `docs/scale-out.md`. The rules here follow from it:
+//!
+//! - Roles are per cluster and Citus does not copy roles created inside a
+//!   `DO` block (migration 0001 creates them so, idempotently). They are
+//!   copied to every worker, with `LOGIN` there: Citus opens its worker
+//!   connections as the current role.
+//! - The first install runs with `citus.enable_ddl_propagation = off` (the
+//!   migrations see only the coordinator, where every table is still local);
+//!   [`distribute`] then hands the tables and functions to Citus.
+//! - Distribution is a fixpoint: every step (one table, or one function) runs
+//!   in a transaction of its own, and steps that failed are tried again after
+//!   a pass that made progress, since policies call functions that must exist
+//!   on the workers first and SQL functions name tables that must be
+//!   distributed first.
+
+use std::fmt;
+
+use tokio_postgres::Client;
+
+/// Tables that stay on the coordinator: the migration runner's bookkeeping.
+const COORDINATOR_ONLY: &[&str] = &[
+    "schema_migrations",
+    "schema_definitions",
+    "tenant_schema_steps",
+];
+
+/// Tables every node needs whole: the tenant tree and the small global
+/// catalogues. `tenants` has a `tenant_id` but every tenant table refers to
+/// it, so it is a reference table, not a distributed one.
+const REFERENCE_FIRST: &[&str] = &["tenants", "permissions"];
+
+/// Settings of the distributing session (docs/scale-out.md says why each).
+const SESSION: &str = "SET citus.enable_unsafe_triggers = on;
+     SET citus.enable_local_reference_table_foreign_keys = off;
+     SET citus.multi_shard_modify_mode = 'sequential';";
+
+/// Whether the connected database has the `citus` extension.
+pub async fn is_citus(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus'",
+            &[],
+        )
+        .await?
+        .is_some())
+}
+
+/// Whether tenantry's tables are already in Citus's metadata.
+pub async fn is_distributed(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_dist_partition p JOIN pg_catalog.pg_class c ON c.oid = p.logicalrelid
+             WHERE c.relnamespace = to_regnamespace('tenantry') LIMIT 1",
+            &[],
+        )
+        .await?
+        .is_some())
+}
+
+/// A step [`distribute`] could not take.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The table or function.
+    pub object: String,
+    /// Citus's error.
+    pub error: String,
+}
+
+/// What [`distribute`] did.
+#[derive(Debug, Default, Clone)]
+pub struct Distribution {
+    /// Tables made reference tables.
+    pub reference: Vec<String>,
+    /// Tables distributed by `tenant_id`.
+    pub distributed: Vec<String>,
+    /// Functions created on every node.
+    pub functions: usize,
+    /// Functions that stay on the coordinator (they read coordinator-only
+    /// tables or the usage view), with Citus's reason.
+    pub local_functions: Vec<Refusal>,
+}
+
+/// Tables Citus refused to distribute.
+#[derive(Debug)]
+pub struct DistributionError {
+    /// Each refused table and why.
+    pub tables: Vec<Refusal>,
+}
+
+impl fmt::Display for DistributionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Citus refused to distribute")?;
+        for r in &self.tables {
+            write!(f, "; {}: {}", r.object, r.error)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DistributionError {}
+
+/// Copies tenantry's roles to every worker (created when missing, with
+/// `LOGIN` and the coordinator's BYPASSRLS and INHERIT attributes, their
+/// memberships among each other, and their parameter privileges). Idempotent.
+/// One command per `run_command_on_workers` call, each in its own
+/// transaction: several in one statement deadlock on the workers.
+pub async fn prepare_workers(client: &Client) -> Result<(), tokio_postgres::Error> {
+    let commands: Vec<String> = client
+        .query(
+            r#"SELECT cmd FROM (
+                 SELECT 1 AS ord, r.rolname, format(
+                     'DO $r$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %L) THEN CREATE ROLE %I; END IF; END $r$',
+                     r.rolname, r.rolname) AS cmd
+                 FROM pg_catalog.pg_roles r WHERE r.rolname LIKE 'tenantry\_%'
+                 UNION ALL
+                 SELECT 2, r.rolname, format('ALTER ROLE %I WITH LOGIN %s %s', r.rolname,
+                     CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' ELSE 'NOBYPASSRLS' END,
+                     CASE WHEN r.rolinherit THEN 'INHERIT' ELSE 'NOINHERIT' END)
+                 FROM pg_catalog.pg_roles r WHERE r.rolname LIKE 'tenantry\_%'
+                 UNION ALL
+                 SELECT 3, g.rolname, format('GRANT %I TO %I', g.rolname, m.rolname)
+                 FROM pg_catalog.pg_auth_members a
+                 JOIN pg_catalog.pg_roles g ON g.oid = a.roleid
+                 JOIN pg_catalog.pg_roles m ON m.oid = a.member
+                 WHERE g.rolname LIKE 'tenantry\_%' AND m.rolname LIKE 'tenantry\_%'
+                 UNION ALL
+                 SELECT 4, p.parname, format('GRANT %s ON PARAMETER %s TO %I', x.privilege_type, p.parname, r.rolname)
+                 FROM pg_catalog.pg_parameter_acl p, aclexplode(p.paracl) x
+                 JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
+                 WHERE r.rolname LIKE 'tenantry\_%'
+               ) c ORDER BY ord, rolname, cmd"#,
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for command in commands {
+        let failed: Vec<String> = client
+            .query(
+                "SELECT nodename || ':' || nodeport || ': ' || result FROM run_command_on_workers($1) WHERE NOT success",
+                &[&command],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !failed.is_empty() {
+            tracing::warn!(%command, ?failed, "a worker refused a role command");
+        }
+    }
+    Ok(())
+}
+
+/// One thing to hand to Citus.
+struct Step {
+    object: String,
+    kind: Kind,
+    sql: String,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Reference,
+    Distributed,
+    Function,
+}
+
+/// Distributes tenantry's schema (see the module documentation). Idempotent:
+/// what is in Citus's metadata already is skipped. Errs naming every table
+/// Citus refused; functions it refused stay on the coordinator and are listed.
+pub async fn distribute(client: &Client) -> Result<Distribution, DistributionError> {
+    let mut steps = steps(client).await.map_err(|e| DistributionError {
+        tables: vec![Refusal {
+            object: "the catalog".into(),
+            error: e.to_string(),
+        }],
+    })?;
+    let mut done = Distribution::default();
+    let mut refusals: Vec<(usize, String)> = Vec::new();
+    loop {
+        let mut progress = false;
+        let mut left = Vec::new();
+        refusals.clear();
+        for step in steps {
+            let sql = format!("{SESSION} {}", step.sql);
+            match client.batch_execute(&sql).await {
+                Ok(()) => {
+                    progress = true;
+                    match step.kind {
+                        Kind::Reference => done.reference.push(step.object),
+                        Kind::Distributed => done.distributed.push(step.object),
+                        Kind::Function => done.functions += 1,
+                    }
+                }
+                Err(e) => {
+                    let error = e
+                        .as_db_error()
+                        .map(|d| d.message().to_owned())
+                        .unwrap_or_else(|| e.to_string());
+                    refusals.push((left.len(), error));
+                    left.push(step);
+                }
+            }
+        }
+        steps = left;
+        if !progress || steps.is_empty() {
+            break;
+        }
+    }
+    let mut tables = Vec::new();
+    for (i, step) in steps.into_iter().enumerate() {
+        let error = refusals
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map(|(_, e)| e.clone())
+            .unwrap_or_default();
+        let refusal = Refusal {
+            object: step.object,
+            error,
+        };
+        if step.kind == Kind::Function {
+            done.local_functions.push(refusal);
+        } else {
+            tables.push(refusal);
+        }
+    }
+    if tables.is_empty() {
+        Ok(done)
+    } else {
+        Err(DistributionError { tables })
+    }
+}
+
+/// Every table and function of the tenantry schema not yet in Citus's
+/// metadata, in the order they are first tried: reference tables, then
+/// `resources` (the colocation group), then the other tenant tables in the
+/// order of their foreign keys, then functions.
+async fn steps(client: &Client) -> Result<Vec<Step>, tokio_postgres::Error> {
+    let tables = client
+        .query(
+            "SELECT c.relname::text,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
+                    -- tenant tables this one refers to: distributed first
+                    (SELECT count(*) FROM pg_catalog.pg_constraint k
+                     WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.confrelid <> c.oid)
+             FROM pg_catalog.pg_class c
+             WHERE c.relnamespace = 'tenantry'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+               AND NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = c.oid)
+             ORDER BY 3, 1",
+            &[],
+        )
+        .await?;
+    let mut reference = Vec::new();
+    let mut distributed = Vec::new();
+    for row in &tables {
+        let name: String = row.get(0);
+        let has_tenant: bool = row.get(1);
+        if COORDINATOR_ONLY.contains(&name.as_str()) {
+            continue;
+        }
+        let qualified = format!("tenantry.{name}");
+        if REFERENCE_FIRST.contains(&name.as_str()) || !has_tenant {
+            reference.push(Step {
+                sql: format!("SELECT create_reference_table('{qualified}')"),
+                object: qualified,
+                kind: Kind::Reference,
+            });
+        } else {
+            let colocate = if name == "resources" {
+                "default"
+            } else {
+                "tenantry.resources"
+            };
+            distributed.push(Step {
+                sql: format!(
+                    "SELECT create_distributed_table('{qualified}', 'tenant_id', colocate_with => '{colocate}')"
+                ),
+                object: qualified,
+                kind: Kind::Distributed,
+            });
+        }
+    }
+    // Reference tables in the order of REFERENCE_FIRST, then by name.
+    reference.sort_by_key(|s| {
+        REFERENCE_FIRST
+            .iter()
+            .position(|r| s.object == format!("tenantry.{r}"))
+            .unwrap_or(REFERENCE_FIRST.len())
+    });
+    // resources first: the others colocate with it.
+    distributed.sort_by_key(|s| s.object != "tenantry.resources");
+    let functions = client
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace = 'tenantry'::regnamespace AND p.prokind IN ('f', 'p')
+               AND NOT EXISTS (SELECT 1 FROM pg_dist_object o
+                               WHERE o.classid = 'pg_catalog.pg_proc'::regclass AND o.objid = p.oid)
+             ORDER BY p.oid",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let f: String = r.get(0);
+            Step {
+                sql: format!("SELECT create_distributed_function({})", quote_literal(&f)),
+                object: f,
+                kind: Kind::Function,
+            }
+        })
+        .collect::<Vec<_>>();
+    // Functions first: the policies of the tables call them on the workers.
+    Ok(functions
+        .into_iter()
+        .chain(reference)
+        .chain(distributed)
+        .collect())
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
