@@ -86,16 +86,59 @@ enum DbCommand {
     },
 }
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, event fields at the top level (for log pipelines).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+impl LogFormat {
+    /// JSON when stdout is not a terminal (a service manager, a container), text when it is.
+    fn detect() -> Self {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            Self::Text
+        } else {
+            Self::Json
+        }
+    }
+}
+
+/// Installs the log subscriber: `RUST_LOG` when set, else warnings, and for
+/// `serve` also the one INFO line per request (target `tenantry::request`).
+fn init_logging(command: &Command) {
+    let (default_filter, format) = match command {
+        Command::Serve(args) => (
+            "warn,tenantry::request=info",
+            args.log_format.unwrap_or_else(LogFormat::detect),
+        ),
+        _ => ("warn", LogFormat::Text),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(&cli.command);
+    let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate { target } => migrate(target).await,
         Command::ContextKey(args) => context_key::run(args).await,

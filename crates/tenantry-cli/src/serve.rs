@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// lists them); each problem is printed as a warning at every start.
     #[arg(long, env = "TENANTRY_ALLOW_TABLE_PROBLEMS")]
     allow_table_problems: bool,
+    /// Log lines as `json` or `text` [default: json when stdout is not a terminal, else text].
+    #[arg(long, env = "TENANTRY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::LogFormat>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {

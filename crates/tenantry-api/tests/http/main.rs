@@ -17,6 +17,7 @@ mod keys;
 mod limits;
 mod openapi_conformance;
 mod people;
+mod request_ids;
 mod request_log;
 mod resources;
 #[path = "../common/server.rs"]
