@@ -59,6 +59,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         c.max_connections = settings.max_connections;
         c.statement_mode = settings.statement_mode().expect("validated");
         c.acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
+        c.timeouts = settings.timeouts();
         c
     };
     let (db, cluster) = match &settings.database_url {

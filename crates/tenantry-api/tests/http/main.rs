@@ -15,6 +15,7 @@ mod hierarchy;
 mod inputs;
 mod keys;
 mod limits;
+mod network_cut;
 mod openapi_conformance;
 mod people;
 mod request_ids;
