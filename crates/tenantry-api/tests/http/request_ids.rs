@@ -5,17 +5,11 @@ use serde_json::json;
 
 use crate::helpers::{assert_problem_shape, random_id, Resp, TestApp};
 
-/// Sends `req`; returns the response's `X-Request-Id` and the response.
+/// Sends `req`; returns the response's `X-Request-Id` (which a problem's
+/// `request_id` matches: `Resp` checks it) and the response.
 async fn send(app: &TestApp, req: RequestBuilder) -> (String, Resp) {
-    let response = req.send().await.expect("request failed");
-    let id = response
-        .headers()
-        .get("x-request-id")
-        .unwrap_or_else(|| panic!("no X-Request-Id on a {} answer", response.status()))
-        .to_str()
-        .unwrap()
-        .to_owned();
-    (id, app.send_raw_response(response).await)
+    let r = app.send_raw(req).await;
+    (r.request_id.clone(), r)
 }
 
 #[tokio::test]
@@ -34,7 +28,6 @@ async fn a_well_formed_request_id_is_echoed_in_the_header_the_problem_and_the_re
     .await;
     r.problem(404, "not_found");
     assert_eq!(echoed, sent);
-    assert_eq!(r.body["request_id"], sent, "{}", r.text);
 
     let longest = "x".repeat(128);
     let (echoed, r) = send(
@@ -104,7 +97,6 @@ async fn a_missing_or_malformed_request_id_is_replaced_by_a_uuid_the_server_make
     )
     .await;
     r.problem(401, "unauthorized");
-    assert_eq!(r.body["request_id"], echoed.as_str());
     assert_ne!(echoed, "bad\tid");
 }
 
@@ -170,6 +162,5 @@ async fn every_kind_of_problem_names_its_request_even_without_a_route_or_a_crede
         );
         assert_problem_shape(&r);
         assert_eq!(echoed, sent, "case {i}");
-        assert_eq!(r.body["request_id"], sent.as_str(), "case {i}: {}", r.text);
     }
 }
