@@ -91,6 +91,10 @@ pub struct Settings {
     /// Seconds a database connection idles before TCP keepalive probes start
     /// (every 5 s, 3 unanswered drop it; 0: the operating system's, 2 hours on Linux).
     pub tcp_keepalive_idle_secs: u64,
+    /// Base URL of an OpenTelemetry collector (OTLP/HTTP, e.g.
+    /// `http://127.0.0.1:4318`) to export request and database spans to;
+    /// needs a build with the cargo feature `otlp`. Unset: no export.
+    pub otlp_endpoint: Option<String>,
     /// People signing in with the team's identity provider (`[jwt]` in the
     /// file: issuer, audience, jwks_url and/or hs256_secret, tenant_claim,
     /// leeway_secs, …; or `TENANTRY_JWT_ISSUER`, `TENANTRY_JWT_AUDIENCE`
@@ -124,6 +128,7 @@ impl Default for Settings {
             database_reply_timeout_ms: 35_000,
             tcp_user_timeout_ms: 10_000,
             tcp_keepalive_idle_secs: 10,
+            otlp_endpoint: None,
             jwt: None,
         }
     }
@@ -189,6 +194,9 @@ impl Settings {
         }
         if let Some(v) = get("TENANTRY_CONTEXT_KEY").filter(|v| !v.is_empty()) {
             self.context_key = Some(Secret::new(v));
+        }
+        if let Some(v) = get("TENANTRY_OTLP_ENDPOINT").filter(|v| !v.is_empty()) {
+            self.otlp_endpoint = Some(v);
         }
         if let Some(v) = get("TENANTRY_STATEMENT_MODE") {
             self.statement_mode = v;

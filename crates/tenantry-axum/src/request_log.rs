@@ -117,7 +117,18 @@ where
             .headers_mut()
             .insert(REQUEST_ID_HEADER, value.clone());
         request.extensions_mut().insert(id.clone());
-        let span = tracing::info_span!(target: "tenantry::request", "request", request_id = %id);
+        // Named and completed by the request log's layer once the route and
+        // status are known (OpenTelemetry's HTTP server conventions).
+        let span = tracing::info_span!(
+            target: "tenantry::request",
+            "request",
+            otel.name = tracing::field::Empty,
+            otel.kind = "server",
+            http.request.method = %request.method(),
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            request_id = %id,
+        );
         Box::pin(
             async move {
                 let mut response = inner.call(request).await?;
@@ -353,6 +364,11 @@ where
             let request_id = request.extensions().get::<RequestId>().cloned();
             let slot = LogSlot::default();
             request.extensions_mut().insert(slot.clone());
+            // The request's span (RequestIdLayer's) gets its name now, before
+            // any child span starts it: a started span keeps its name.
+            let span = tracing::Span::current();
+            span.record("otel.name", format!("{method} {route}"));
+            span.record("http.route", route.as_str());
 
             let response = inner.call(request).await?;
 
@@ -363,6 +379,7 @@ where
             metrics::histogram!("tenantry_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
                 .record(elapsed.as_secs_f64());
             let fields = slot.fields();
+            span.record("http.response.status_code", status);
             tracing::info!(
                 target: "tenantry::request",
                 method = %method,

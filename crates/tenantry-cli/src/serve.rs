@@ -29,7 +29,7 @@ pub struct ServeArgs {
     statement_mode: Option<String>,
     /// TOML settings file (keys as in tenantry_api::config::Settings) [env TENANTRY_CONFIG].
     #[arg(long, env = "TENANTRY_CONFIG")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Serve even when an adopted table breaks tenantry's rules (`tenantry doctor`
     /// lists them); each problem is printed as a warning at every start.
     #[arg(long, env = "TENANTRY_ALLOW_TABLE_PROBLEMS")]

@@ -199,3 +199,19 @@ async fn text_logs_are_for_people_and_name_the_same_fields() {
         assert!(line.contains(field), "{field} missing: {line}");
     }
 }
+
+/// A build without trace export says so instead of silently exporting nothing.
+#[cfg(not(feature = "otlp"))]
+#[test]
+fn an_otlp_endpoint_on_a_build_without_the_otlp_feature_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TENANTRY_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env_remove("TENANTRY_CONFIG")
+        .output()
+        .expect("running tenantry serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--features otlp"), "{err}");
+}

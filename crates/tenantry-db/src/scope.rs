@@ -10,6 +10,7 @@ use tokio_postgres::{
     types::{ToSql, Type},
     Row, RowStream, Statement,
 };
+use tracing::Instrument;
 
 use crate::{
     context::{Contexts, SignedContext},
@@ -566,10 +567,18 @@ impl Tx {
         };
         self.in_flight = true;
         let limit = self.contexts.reply_timeout;
+        let span = tracing::info_span!(
+            target: "tenantry::db",
+            "db.flight",
+            db.system.name = "postgresql",
+            db.statements = stmts.len(),
+            db.commit = commit,
+        );
         let result = crate::database::within(
             limit,
             self.send(setup.as_ref(), args.as_ref(), stmts, commit),
         )
+        .instrument(span)
         .await;
         self.in_flight = false;
         if let Err(e) = &result {
@@ -889,6 +898,7 @@ impl Tx {
         let committed = crate::database::within(self.contexts.reply_timeout, async {
             Ok(client.batch_execute("COMMIT").await?)
         })
+        .instrument(tracing::info_span!(target: "tenantry::db", "db.commit"))
         .await;
         self.in_flight = false;
         match committed {
