@@ -93,27 +93,18 @@ async fn requests_and_their_database_flights_reach_an_otlp_collector_as_parent_a
     let admin = AdminToken::generate();
     let mut server = Server::start(&test_settings(), db.database(), &admin).await;
     let client = reqwest::Client::new();
-    let tenant: Value = client
-        .post(format!("{}/v1/tenants", server.base))
-        .bearer_auth(&admin)
-        .json(&json!({ "name": "traced" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin_post = |url: String, body: Value| {
+        let answer = client.post(url).bearer_auth(&admin).json(&body).send();
+        async move { answer.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let tenant = admin_post(
+        format!("{}/v1/tenants", server.base),
+        json!({ "name": "traced" }),
+    )
+    .await;
     let tenant_id = tenant["tenant_id"].as_str().unwrap();
-    let key: Value = client
-        .post(format!("{}/v1/tenants/{tenant_id}/keys", server.base))
-        .bearer_auth(&admin)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = format!("{}/v1/tenants/{tenant_id}/keys", server.base);
+    let key = admin_post(keys, json!({})).await;
     let missing = uuid::Uuid::new_v4();
     let answer = client
         .get(format!("{}/v1/resources/{missing}", server.base))

@@ -74,29 +74,27 @@ impl Served {
     }
 }
 
+/// POSTs `body` as JSON with the admin token; the answer's JSON.
+async fn admin_post(client: &reqwest::Client, url: String, body: Value) -> Value {
+    let answer = client.post(url).bearer_auth(ADMIN).json(&body).send();
+    answer.await.unwrap().json().await.unwrap()
+}
+
 /// A tenant, a key for it and its key id, made over HTTP.
 async fn tenant_and_key(client: &reqwest::Client, base: &str) -> (String, String, String) {
-    let tenant: Value = client
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(ADMIN)
-        .json(&json!({ "name": "logged" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tenant = admin_post(
+        client,
+        format!("{base}/v1/tenants"),
+        json!({ "name": "logged" }),
+    )
+    .await;
     let tenant_id = tenant["tenant_id"].as_str().unwrap().to_owned();
-    let key: Value = client
-        .post(format!("{base}/v1/tenants/{tenant_id}/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key = admin_post(
+        client,
+        format!("{base}/v1/tenants/{tenant_id}/keys"),
+        json!({}),
+    )
+    .await;
     (
         tenant_id,
         key["key"].as_str().unwrap().to_owned(),

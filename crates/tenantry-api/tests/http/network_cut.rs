@@ -37,37 +37,24 @@ impl Proxy {
                 let watching = watching.clone();
                 tokio::spawn(async move {
                     let port = upstream.get_ports().first().copied().unwrap_or(5432);
+                    let server: Box<dyn Stream> = match &upstream.get_hosts()[0] {
+                        Host::Unix(dir) => Box::new(
+                            UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                                .await
+                                .expect("the test cluster's socket"),
+                        ),
+                        Host::Tcp(host) => Box::new(
+                            TcpStream::connect((host.as_str(), port))
+                                .await
+                                .expect("the test cluster's port"),
+                        ),
+                    };
                     let (client_read, client_write) = tokio::io::split(client);
-                    match &upstream.get_hosts()[0] {
-                        Host::Unix(dir) => {
-                            let server = UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
-                                .await
-                                .expect("the test cluster's socket");
-                            let (server_read, server_write) = tokio::io::split(server);
-                            pipe(
-                                client_read,
-                                client_write,
-                                server_read,
-                                server_write,
-                                watching,
-                            )
-                            .await;
-                        }
-                        Host::Tcp(host) => {
-                            let server = TcpStream::connect((host.as_str(), port))
-                                .await
-                                .expect("the test cluster's port");
-                            let (server_read, server_write) = tokio::io::split(server);
-                            pipe(
-                                client_read,
-                                client_write,
-                                server_read,
-                                server_write,
-                                watching,
-                            )
-                            .await;
-                        }
-                    }
+                    let (server_read, server_write) = tokio::io::split(server);
+                    tokio::join!(
+                        pump(client_read, server_write, watching.clone()),
+                        pump(server_read, client_write, watching),
+                    );
                 });
             }
         });
@@ -94,18 +81,9 @@ impl Drop for Proxy {
     }
 }
 
-async fn pipe(
-    client_read: impl AsyncRead + Unpin,
-    client_write: impl AsyncWrite + Unpin,
-    server_read: impl AsyncRead + Unpin,
-    server_write: impl AsyncWrite + Unpin,
-    forwarding: watch::Receiver<bool>,
-) {
-    tokio::join!(
-        pump(client_read, server_write, forwarding.clone()),
-        pump(server_read, client_write, forwarding),
-    );
-}
+/// The proxy's side towards PostgreSQL: a unix socket or TCP.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// Copies `from` to `to`, holding what it read while forwarding is off.
 async fn pump(
