@@ -3,7 +3,7 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
-use tenantry_db::{ListenTo, StatementMode};
+use tenantry_db::{ListenTo, StatementMode, Timeouts};
 
 /// The admin token's hash (tenant routes must tell it apart, so it lives with them).
 pub use tenantry_axum::AdminToken;
@@ -76,6 +76,29 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// How long a request waits for a database connection before a 503, in milliseconds.
     pub acquire_timeout_ms: u64,
+    /// `statement_timeout` of the server's database sessions, in milliseconds
+    /// (0: the role's or database's own): a statement running longer is
+    /// cancelled and its request answered 503.
+    pub statement_timeout_ms: u64,
+    /// `idle_in_transaction_session_timeout` of the server's sessions, in
+    /// milliseconds (0: the role's or database's own): PostgreSQL ends a
+    /// session whose transaction idles longer, releasing its locks (a server
+    /// cut off mid-transaction never comes back to finish it).
+    pub idle_in_transaction_timeout_ms: u64,
+    /// How long the server waits for the database's reply to a flight of
+    /// statements before giving the connection up and answering 503, in
+    /// milliseconds (0: forever). Must exceed `statement_timeout_ms`.
+    pub database_reply_timeout_ms: u64,
+    /// `TCP_USER_TIMEOUT` of the server's database connections, in
+    /// milliseconds (0: the operating system's, about 15 minutes on Linux).
+    pub tcp_user_timeout_ms: u64,
+    /// Seconds a database connection idles before TCP keepalive probes start
+    /// (every 5 s, 3 unanswered drop it; 0: the operating system's, 2 hours on Linux).
+    pub tcp_keepalive_idle_secs: u64,
+    /// Base URL of an OpenTelemetry collector (OTLP/HTTP, e.g.
+    /// `http://127.0.0.1:4318`) to export request and database spans to;
+    /// needs a build with the cargo feature `otlp`. Unset: no export.
+    pub otlp_endpoint: Option<String>,
     /// People signing in with the team's identity provider (`[jwt]` in the
     /// file: issuer, audience, jwks_url and/or hs256_secret, tenant_claim,
     /// leeway_secs, …; or `TENANTRY_JWT_ISSUER`, `TENANTRY_JWT_AUDIENCE`
@@ -106,6 +129,12 @@ impl Default for Settings {
             key_cache_ttl_ms: 1_000,
             shutdown_grace_secs: 10,
             acquire_timeout_ms: 2_000,
+            statement_timeout_ms: 30_000,
+            idle_in_transaction_timeout_ms: 15_000,
+            database_reply_timeout_ms: 35_000,
+            tcp_user_timeout_ms: 10_000,
+            tcp_keepalive_idle_secs: 10,
+            otlp_endpoint: None,
             jwt: None,
         }
     }
@@ -172,6 +201,9 @@ impl Settings {
         if let Some(v) = get("TENANTRY_CONTEXT_KEY").filter(|v| !v.is_empty()) {
             self.context_key = Some(Secret::new(v));
         }
+        if let Some(v) = get("TENANTRY_OTLP_ENDPOINT").filter(|v| !v.is_empty()) {
+            self.otlp_endpoint = Some(v);
+        }
         if let Some(v) = get("TENANTRY_STATEMENT_MODE") {
             self.statement_mode = v;
         }
@@ -219,7 +251,12 @@ impl Settings {
             "TENANTRY_TENANT_STATS_PERIOD_SECS" => tenant_stats_period_secs,
             "TENANTRY_KEY_CACHE_TTL_MS" => key_cache_ttl_ms,
             "TENANTRY_SHUTDOWN_GRACE_SECS" => shutdown_grace_secs,
-            "TENANTRY_ACQUIRE_TIMEOUT_MS" => acquire_timeout_ms
+            "TENANTRY_ACQUIRE_TIMEOUT_MS" => acquire_timeout_ms,
+            "TENANTRY_STATEMENT_TIMEOUT_MS" => statement_timeout_ms,
+            "TENANTRY_IDLE_IN_TRANSACTION_TIMEOUT_MS" => idle_in_transaction_timeout_ms,
+            "TENANTRY_DATABASE_REPLY_TIMEOUT_MS" => database_reply_timeout_ms,
+            "TENANTRY_TCP_USER_TIMEOUT_MS" => tcp_user_timeout_ms,
+            "TENANTRY_TCP_KEEPALIVE_IDLE_SECS" => tcp_keepalive_idle_secs
         }
         self.validate()
     }
@@ -242,7 +279,31 @@ impl Settings {
                 "max_connections, request_log_queue and request_log_batch must be > 0".into(),
             ));
         }
+        if self.database_reply_timeout_ms != 0
+            && self.statement_timeout_ms != 0
+            && self.database_reply_timeout_ms <= self.statement_timeout_ms
+        {
+            // Otherwise the server gives up on statements PostgreSQL still runs.
+            return Err(SettingsError::Invalid(format!(
+                "database_reply_timeout_ms ({}) must exceed statement_timeout_ms ({}): \
+                 PostgreSQL cancels a slow statement first, the reply timeout is for a \
+                 database that cannot answer at all",
+                self.database_reply_timeout_ms, self.statement_timeout_ms
+            )));
+        }
         Ok(())
+    }
+
+    /// What bounds the time a lost or stuck database holds a request (0: unset).
+    pub fn timeouts(&self) -> Timeouts {
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        Timeouts {
+            tcp_user_timeout: ms(self.tcp_user_timeout_ms),
+            keepalive_idle: ms(self.tcp_keepalive_idle_secs.saturating_mul(1000)),
+            statement_timeout: ms(self.statement_timeout_ms),
+            idle_in_transaction_timeout: ms(self.idle_in_transaction_timeout_ms),
+            reply_timeout: ms(self.database_reply_timeout_ms),
+        }
     }
 
     /// The parsed statement mode.
@@ -327,6 +388,55 @@ mod tests {
             refused.contains("invalidation_url") && !refused.contains("pw"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn database_timeouts_default_to_bounded_values_and_zero_unsets_them() {
+        let s = Settings::default();
+        let t = s.timeouts();
+        assert_eq!(t.statement_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(t.idle_in_transaction_timeout, Some(Duration::from_secs(15)));
+        assert_eq!(t.reply_timeout, Some(Duration::from_secs(35)));
+        assert_eq!(t.tcp_user_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(t.keepalive_idle, Some(Duration::from_secs(10)));
+        let mut s = Settings::default();
+        let unset = [
+            "TENANTRY_STATEMENT_TIMEOUT_MS",
+            "TENANTRY_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+            "TENANTRY_DATABASE_REPLY_TIMEOUT_MS",
+            "TENANTRY_TCP_USER_TIMEOUT_MS",
+        ];
+        s.apply_env(|k| unset.contains(&k).then(|| "0".to_owned()))
+            .unwrap();
+        let t = s.timeouts();
+        assert_eq!(
+            (
+                t.statement_timeout,
+                t.idle_in_transaction_timeout,
+                t.reply_timeout,
+                t.tcp_user_timeout
+            ),
+            (None, None, None, None)
+        );
+    }
+
+    #[test]
+    fn a_reply_timeout_not_above_the_statement_timeout_is_refused() {
+        let refused = Settings::default()
+            .apply_env(|k| (k == "TENANTRY_DATABASE_REPLY_TIMEOUT_MS").then(|| "30000".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("must exceed statement_timeout_ms"),
+            "{refused}"
+        );
+        let mut s = Settings::default();
+        s.apply_env(|k| {
+            (k == "TENANTRY_DATABASE_REPLY_TIMEOUT_MS" || k == "TENANTRY_STATEMENT_TIMEOUT_MS")
+                .then(|| if k.contains("REPLY") { "2000" } else { "1000" }.to_owned())
+        })
+        .unwrap();
+        assert_eq!(s.timeouts().reply_timeout, Some(Duration::from_secs(2)));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{extract::DefaultBodyLimit, Router};
-use tenantry_axum::{TenantStatsConfig, Tenantry, TenantryConfig};
+use tenantry_axum::{RequestIdLayer, TenantStatsConfig, Tenantry, TenantryConfig};
 use tenantry_db::{Database, StatementMode};
 use tokio::{net::TcpListener, task::JoinHandle};
 
@@ -16,17 +16,27 @@ use crate::{
 };
 
 /// The whole router: `/v1` API, system routes, OpenAPI and docs, problem+json fallbacks.
+/// Every request gets an id ([`RequestIdLayer`], outermost) and one log line
+/// (the request log's layer, on every route and on the fallback).
 pub fn router(state: AppState, body_limit: usize) -> Router {
     let (api, openapi) = openapi::api_router().split_for_parts();
-    let api = api.route_layer(state.tenantry.layer()).with_state(state);
+    let log = state.tenantry.layer();
+    let api = api.with_state(state);
+    let unmatched = tower::Layer::layer(
+        &log,
+        axum::handler::HandlerWithoutStateExt::into_service(|| async {
+            ApiError::new(ProblemCode::RouteNotFound, "no such route")
+        }),
+    );
     api.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .fallback(|| async { ApiError::new(ProblemCode::RouteNotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 ProblemCode::MethodNotAllowed,
                 "this route does not accept that method",
             )
         })
+        .route_layer(log)
+        .fallback_service(unmatched)
         .layer(DefaultBodyLimit::max(body_limit))
         // A bug that panics answers 500 problem+json instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -37,6 +47,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
                 ))
             },
         ))
+        .layer(RequestIdLayer)
 }
 
 /// A built server, bound and ready to run.

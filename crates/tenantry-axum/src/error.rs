@@ -118,6 +118,11 @@ pub struct Problem {
     /// The request field at fault, when known (e.g. `name`, `settings.max_resources`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The request's id, as in the `X-Request-Id` response header: quote it
+    /// when reporting a problem. Set by [`RequestIdLayer`](crate::request_log::RequestIdLayer)
+    /// (tenantry's server sets it on every problem).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The error every handler returns.
@@ -181,6 +186,7 @@ impl ApiError {
             detail: self.detail.clone(),
             code: self.code,
             field: self.field.clone(),
+            request_id: None,
         }
     }
 }

@@ -12,7 +12,8 @@
 //!   takes their token too, with `X-Tenant-Id` naming the tenant
 //!   ([`Tenantry::with_jwt`], [`jwt::JwtVerifier`]);
 //! - [`RequestLogLayer`] (in [`request_log`]), the tower layer that records
-//!   every tenant request (metrics and `tenantry.request_log`);
+//!   every tenant request (log line, metrics and `tenantry.request_log`), and
+//!   [`RequestIdLayer`], outermost, which gives each request its id;
 //! - [`error::ApiError`]: every failure as `application/problem+json` with a
 //!   stable code; another tenant's row is `404 not_found` like a missing one;
 //! - [`extract`]: `Json`, `Path` and `Query` whose rejections are problem+json;
@@ -36,6 +37,7 @@
 //! let app: Router = Router::new()
 //!     .route("/projects/{id}", get(project_name))
 //!     .route_layer(tenantry.layer())
+//!     .layer(tenantry_axum::RequestIdLayer)
 //!     .with_state(tenantry);
 //! # }
 //! ```
@@ -60,7 +62,7 @@ pub mod tenant_stats;
 pub use auth::{AdminToken, KeyCache, RateLimits, TenantCaller};
 pub use error::{ApiError, ProblemCode};
 pub use people::{MemberCache, Person};
-pub use request_log::{RequestLog, RequestLogLayer};
+pub use request_log::{RequestId, RequestIdLayer, RequestLog, RequestLogLayer};
 pub use tenant_stats::{TenantStats, TenantStatsConfig};
 
 /// How [`Tenantry::start`] sets up authentication and the request log.

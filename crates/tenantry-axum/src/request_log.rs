@@ -1,4 +1,4 @@
-//! The request log: [`RequestLogLayer`], the tower layer that times every request, counts it by route and status, and hands the rows of requests a tenant made to a bounded in-process queue that requests append to without waiting, flushed to `tenantry.request_log` in batches by one background task; a full queue drops and counts.
+//! The request log: [`RequestIdLayer`], which gives every request its id (echoed in the response and in problem bodies), and [`RequestLogLayer`], the tower layer that times every request, writes its one log line, counts it by route and status, and hands the rows of requests a tenant made to a bounded in-process queue that requests append to without waiting, flushed to `tenantry.request_log` in batches by one background task; a full queue drops and counts.
 
 use std::{
     future::Future,
@@ -13,11 +13,141 @@ use std::{
 
 use crate::tenant_stats::{TenantStats, TenantStatsConfig};
 use axum::{
+    body::Body,
     extract::{MatchedPath, Request},
+    http::{header, HeaderName, HeaderValue},
     response::Response,
 };
 use tenantry_db::{Database, KeyId, RequestLogEntry, ResourceId, TenantId, UserId};
 use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::Instrument;
+
+use crate::error::ApiError;
+
+/// The header that carries a request's id, both ways.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A request's id: what a client sent as `X-Request-Id` when it is 1 to
+/// [`RequestId::MAX_LEN`] characters of `A-Z a-z 0-9 . _ : -` (UUIDs, ULIDs,
+/// W3C trace ids and most proxies' ids), else a UUID made for the request.
+/// Anything else a client sends (spaces, quotes, control characters, an
+/// overlong value) never reaches a log line or the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+impl RequestId {
+    /// Longest id kept from a client (the `request_log.request_id` CHECK).
+    pub const MAX_LEN: usize = 128;
+
+    /// The id if `value` is well-formed.
+    pub fn parse(value: &str) -> Option<Self> {
+        let well_formed = (1..=Self::MAX_LEN).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        well_formed.then(|| Self(value.into()))
+    }
+
+    /// A new id (UUID v4).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string().into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The outermost layer of a router: takes the request's id from
+/// `X-Request-Id` when well-formed or makes one ([`RequestId`]), puts it in
+/// the request's extensions (the request log and handlers read it there),
+/// runs the request in a `request` span carrying it (every event logged while
+/// it runs names it), echoes it in the response's `X-Request-Id` and writes it
+/// into the body of every problem ([`ApiError`]) as `request_id`. Apply it
+/// with `Router::layer` after every other layer, so that fallbacks and
+/// panics caught by an inner layer get it too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIdLayer;
+
+impl<S> tower::Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdService { inner }
+    }
+}
+
+/// The service of [`RequestIdLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestIdService<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for RequestIdService<S>
+where
+    S: tower::Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let id = request
+            .headers()
+            .get(&REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(RequestId::parse)
+            .unwrap_or_else(RequestId::generate);
+        // Only well-formed ids go on: what inner layers read is what we echo.
+        let value = HeaderValue::from_str(id.as_str()).expect("a request id is a valid header");
+        request
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, value.clone());
+        request.extensions_mut().insert(id.clone());
+        // Named and completed by the request log's layer once the route and
+        // status are known (OpenTelemetry's HTTP server conventions).
+        let span = tracing::info_span!(
+            target: "tenantry::request",
+            "request",
+            otel.name = tracing::field::Empty,
+            otel.kind = "server",
+            http.request.method = %request.method(),
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            request_id = %id,
+        );
+        Box::pin(
+            async move {
+                let mut response = inner.call(request).await?;
+                if let Some(error) = response.extensions().get::<ApiError>() {
+                    let mut problem = error.problem();
+                    problem.request_id = Some(id.as_str().to_owned());
+                    if let Ok(body) = serde_json::to_vec(&problem) {
+                        response.headers_mut().remove(header::CONTENT_LENGTH);
+                        *response.body_mut() = Body::from(body);
+                    }
+                }
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
 
 /// What a request learns about itself while it runs (filled by the auth extractor and handlers).
 #[derive(Clone, Default)]
@@ -185,12 +315,16 @@ async fn write(
     buf.clear();
 }
 
-/// The tower layer of every tenant route: times the request, counts it in the
-/// `tenantry_http_requests_total` and `tenantry_http_request_duration_seconds`
-/// metrics by matched route and status, and writes a request-log row for each
-/// request that [`TenantCaller`](crate::TenantCaller) attributed to a tenant
-/// (its usage and audit trail). Apply it with `Router::route_layer`, so the
-/// matched route is known. Build it with [`Tenantry::layer`](crate::Tenantry::layer).
+/// The tower layer of every tenant route: times the request, writes its one
+/// log line (target `tenantry::request`, level INFO: method, route template,
+/// status, latency, tenant and key ids, request id; never a credential),
+/// counts it in the `tenantry_http_requests_total` and
+/// `tenantry_http_request_duration_seconds` metrics by matched route and
+/// status, and writes a request-log row for each request that
+/// [`TenantCaller`](crate::TenantCaller) attributed to a tenant (its usage and
+/// audit trail). Apply it with `Router::route_layer`, so the matched route is
+/// known (a request no route matched is logged as `unmatched`), under
+/// [`RequestIdLayer`]. Build it with [`Tenantry::layer`](crate::Tenantry::layer).
 #[derive(Clone)]
 pub struct RequestLogLayer {
     pub(crate) log: RequestLog,
@@ -241,8 +375,14 @@ where
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_else(|| "unmatched".into());
             let method = request.method().as_str().to_owned();
+            let request_id = request.extensions().get::<RequestId>().cloned();
             let slot = LogSlot::default();
             request.extensions_mut().insert(slot.clone());
+            // The request's span (RequestIdLayer's) gets its name now, before
+            // any child span starts it: a started span keeps its name.
+            let span = tracing::Span::current();
+            span.record("otel.name", format!("{method} {route}"));
+            span.record("http.route", route.as_str());
 
             let response = inner.call(request).await?;
 
@@ -253,6 +393,18 @@ where
             metrics::histogram!("tenantry_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
                 .record(elapsed.as_secs_f64());
             let fields = slot.fields();
+            span.record("http.response.status_code", status);
+            tracing::info!(
+                target: "tenantry::request",
+                method = %method,
+                route = %route,
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                tenant_id = fields.tenant.as_ref().map(tracing::field::display),
+                key_id = fields.key.as_ref().map(tracing::field::display),
+                request_id = request_id.as_ref().map(tracing::field::display),
+                "request"
+            );
             if let Some(tenant_id) = fields.tenant {
                 log.stats.record(tenant_id, status, elapsed);
                 log.record(RequestLogEntry {
@@ -266,9 +418,44 @@ where
                     latency_ms: elapsed.as_secs_f64() * 1000.0,
                     key_id: fields.key,
                     impersonator: fields.impersonator.map(|i| i.to_string()),
+                    request_id: request_id.map(|id| id.as_str().to_owned()),
                 });
             }
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_keep_what_log_pipelines_and_the_table_accept_and_nothing_else() {
+        for good in [
+            "a",
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "req_1.2:3-x",
+            &"x".repeat(RequestId::MAX_LEN),
+        ] {
+            assert_eq!(RequestId::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            &"x".repeat(RequestId::MAX_LEN + 1),
+            "has space",
+            "quote\"",
+            "new\nline",
+            "semi;colon",
+            "Root=1-5759e988",
+            "é",
+        ] {
+            assert!(RequestId::parse(bad).is_none(), "{bad:?} was accepted");
+        }
+        let made = RequestId::generate();
+        assert!(RequestId::parse(made.as_str()).is_some());
+        assert_ne!(made, RequestId::generate());
     }
 }

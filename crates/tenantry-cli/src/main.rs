@@ -90,16 +90,114 @@ enum DbCommand {
     },
 }
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, event fields at the top level (for log pipelines).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+impl LogFormat {
+    /// JSON when stdout is not a terminal (a service manager, a container), text when it is.
+    fn detect() -> Self {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            Self::Text
+        } else {
+            Self::Json
+        }
+    }
+}
+
+/// What the log subscriber keeps running until the process ends: the OTLP
+/// exporter, when one is configured (feature `otlp`).
+struct Telemetry {
+    #[cfg(feature = "otlp")]
+    otlp: Option<tenantry_api::telemetry::otlp::Exporter>,
+}
+
+impl Telemetry {
+    /// Sends the spans still buffered (the exporter blocks: off the runtime's threads).
+    async fn shutdown(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(exporter) = self.otlp {
+            let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+        }
+    }
+}
+
+/// Installs the log subscriber: `RUST_LOG` when set, else warnings, and for
+/// `serve` also the one INFO line per request (target `tenantry::request`)
+/// and, with `otlp_endpoint` set (feature `otlp`), trace export.
+fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+
+    let (default_filter, format, otlp_endpoint) = match command {
+        Command::Serve(args) => (
+            "warn,tenantry::request=info",
+            args.log_format.unwrap_or_else(LogFormat::detect),
+            // Errors in the settings are reported by `serve` itself.
+            tenantry_api::config::Settings::load(args.config.as_deref())
+                .ok()
+                .and_then(|s| s.otlp_endpoint),
+        ),
+        _ => ("warn", LogFormat::Text, None),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter)
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(fmt);
+    #[cfg(feature = "otlp")]
+    {
+        let mut telemetry = Telemetry { otlp: None };
+        match otlp_endpoint {
+            Some(endpoint) => {
+                let (layer, exporter) = tenantry_api::telemetry::otlp::layer(&endpoint)?;
+                registry.with(layer).init();
+                telemetry.otlp = Some(exporter);
+            }
+            None => registry.init(),
+        }
+        Ok(telemetry)
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        registry.init();
+        if otlp_endpoint.is_some() {
+            anyhow::bail!(
+                "otlp_endpoint (TENANTRY_OTLP_ENDPOINT) is set, but this tenantry was built \
+                 without trace export: build it with `cargo build --release --features otlp`"
+            );
+        }
+        Ok(Telemetry {})
+    }
+}
+
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    let telemetry = match init_logging(&cli.command) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate { target } => migrate(target).await,
         Command::ContextKey(args) => context_key::run(args).await,
@@ -115,6 +213,7 @@ async fn main() {
         Command::Doctor(args) => tables::doctor(args).await,
         Command::Top(args) => top::run(args).await,
     };
+    telemetry.shutdown().await;
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

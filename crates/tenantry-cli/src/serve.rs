@@ -29,11 +29,14 @@ pub struct ServeArgs {
     statement_mode: Option<String>,
     /// TOML settings file (keys as in tenantry_api::config::Settings) [env TENANTRY_CONFIG].
     #[arg(long, env = "TENANTRY_CONFIG")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Serve even when an adopted table breaks tenantry's rules (`tenantry doctor`
     /// lists them); each problem is printed as a warning at every start.
     #[arg(long, env = "TENANTRY_ALLOW_TABLE_PROBLEMS")]
     allow_table_problems: bool,
+    /// Log lines as `json` or `text` [default: json when stdout is not a terminal, else text].
+    #[arg(long, env = "TENANTRY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::LogFormat>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -56,6 +59,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         c.max_connections = settings.max_connections;
         c.statement_mode = settings.statement_mode().expect("validated");
         c.acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
+        c.timeouts = settings.timeouts();
         c
     };
     let (db, cluster) = match &settings.database_url {

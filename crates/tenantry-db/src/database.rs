@@ -83,11 +83,121 @@ pub struct DatabaseConfig {
     /// reused before the database is asked again; changes made through this
     /// pool drop it at once, the server's invalidations within a second.
     pub context_cache_ttl: Duration,
+    /// What bounds the time a lost or stuck database can hold a caller (see [`Timeouts`]).
+    pub timeouts: Timeouts,
+}
+
+/// What bounds the time a lost, cut off or stuck database can hold a caller:
+/// TCP settings of every connection the pool (and the invalidation listener)
+/// opens, PostgreSQL's own timeouts for those sessions, and how long a caller
+/// waits for the database's reply before the connection is given up.
+///
+/// `None` leaves a setting to the operating system or to the role's and
+/// database's defaults. TCP settings apply to TCP connections only (not to
+/// unix sockets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `TCP_USER_TIMEOUT`: how long sent data may stay unacknowledged before
+    /// the kernel drops the connection (Linux otherwise retransmits for about
+    /// 15 minutes).
+    pub tcp_user_timeout: Option<Duration>,
+    /// Idle time before TCP keepalive probes start, on a connection with
+    /// nothing in flight; probes then go every [`Timeouts::KEEPALIVE_INTERVAL`],
+    /// and [`Timeouts::KEEPALIVE_RETRIES`] unanswered ones drop it. `None`:
+    /// the operating system's (2 hours on Linux).
+    pub keepalive_idle: Option<Duration>,
+    /// `statement_timeout` of the pool's sessions: PostgreSQL cancels a
+    /// statement running longer (the caller gets [`DbError::Unavailable`]).
+    pub statement_timeout: Option<Duration>,
+    /// `idle_in_transaction_session_timeout` of the pool's sessions:
+    /// PostgreSQL ends a session whose transaction stays idle longer (its
+    /// locks go with it), e.g. one whose client was cut off mid-transaction.
+    pub idle_in_transaction_timeout: Option<Duration>,
+    /// How long a caller waits for the reply to one flight of statements (and
+    /// for a commit, a rollback, a ping) before the connection is closed and
+    /// the caller gets [`DbError::Unavailable`]. Keep it above
+    /// `statement_timeout`, so that PostgreSQL cancels a slow statement first
+    /// and this only fires when the database cannot answer at all.
+    pub reply_timeout: Option<Duration>,
+}
+
+impl Timeouts {
+    /// Time between two unanswered keepalive probes.
+    pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+    /// Unanswered keepalive probes before the connection is dropped.
+    pub const KEEPALIVE_RETRIES: u32 = 3;
+
+    /// The library's defaults: TCP settings that find a dead peer within
+    /// seconds (`tcp_user_timeout` 10 s, keepalives after 10 s idle), and no
+    /// statement, idle or reply limits (the server sets those; see
+    /// `tenantry_api::config::Settings`).
+    pub const fn tcp_only() -> Self {
+        Self {
+            tcp_user_timeout: Some(Duration::from_secs(10)),
+            keepalive_idle: Some(Duration::from_secs(10)),
+            statement_timeout: None,
+            idle_in_transaction_timeout: None,
+            reply_timeout: None,
+        }
+    }
+
+    /// Applies the TCP settings and the session timeouts to `pg` (the
+    /// timeouts travel in the startup packet's `options`, after any options
+    /// `pg` already has, so they win over them and over the role's defaults).
+    fn apply(&self, pg: &mut tokio_postgres::Config) {
+        if let Some(t) = self.tcp_user_timeout {
+            pg.tcp_user_timeout(t);
+        }
+        if let Some(idle) = self.keepalive_idle {
+            pg.keepalives(true)
+                .keepalives_idle(idle)
+                .keepalives_interval(Self::KEEPALIVE_INTERVAL)
+                .keepalives_retries(Self::KEEPALIVE_RETRIES);
+        }
+        let mut options: Vec<String> = pg.get_options().map(str::to_owned).into_iter().collect();
+        if let Some(t) = self.statement_timeout {
+            options.push(format!("-c statement_timeout={}", t.as_millis()));
+        }
+        if let Some(t) = self.idle_in_transaction_timeout {
+            options.push(format!(
+                "-c idle_in_transaction_session_timeout={}",
+                t.as_millis()
+            ));
+        }
+        if !options.is_empty() {
+            pg.options(options.join(" "));
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self::tcp_only()
+    }
+}
+
+/// Waits for `work` at most `limit`; past it, the database is
+/// [`DbError::Unavailable`] (the caller must not reuse the connection: a
+/// reply may still be on its way).
+pub(crate) async fn within<T>(
+    limit: Option<Duration>,
+    work: impl std::future::Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
+    match limit {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(DbError::Unavailable(format!(
+                "no reply from the database within {} ms",
+                limit.as_millis()
+            )))
+        }),
+    }
 }
 
 impl DatabaseConfig {
     /// Defaults: 16 connections, prepared statements, 5 s acquire timeout,
-    /// the default [`RetryPolicy`], no context key, context parts cached 2 s.
+    /// the default [`RetryPolicy`], no context key, context parts cached 2 s,
+    /// [`Timeouts::tcp_only`].
     pub fn new(url: impl Into<String>) -> Self {
         Self::to(ConnectTo::Url(url.into()))
     }
@@ -106,6 +216,7 @@ impl DatabaseConfig {
             retry: RetryPolicy::default(),
             context_key: None,
             context_cache_ttl: Duration::from_secs(2),
+            timeouts: Timeouts::default(),
         }
     }
 
@@ -161,12 +272,13 @@ impl LoginRoleCheck {
 impl Database {
     /// Builds the pool. No connection is opened until first use.
     pub fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
-        let pg: tokio_postgres::Config = match &config.connect_to {
+        let mut pg: tokio_postgres::Config = match &config.connect_to {
             ConnectTo::Url(url) => url.parse().map_err(|e| {
                 DbError::invalid("database_url", format!("invalid database URL: {e}"))
             })?,
             ConnectTo::Config(pg) => (**pg).clone(),
         };
+        config.timeouts.apply(&mut pg);
         let manager = Manager::from_config(
             pg.clone(),
             NoTls,
@@ -196,6 +308,7 @@ impl Database {
             contexts: Arc::new(Contexts {
                 key: config.context_key.clone(),
                 parts: PartCache::new(config.context_cache_ttl, CONTEXT_CACHE_CAPACITY),
+                reply_timeout: config.timeouts.reply_timeout,
             }),
         })
     }
@@ -296,11 +409,19 @@ impl Database {
         })
     }
 
-    /// Round trip to the database (readiness probes).
+    /// Round trip to the database (readiness probes), within the reply timeout.
     pub async fn ping(&self) -> Result<(), DbError> {
         let client = self.pool.get().await?;
-        client.simple_query("SELECT 1").await?;
-        Ok(())
+        let answered = within(self.contexts.reply_timeout, async {
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+        .await;
+        if answered.is_err() {
+            // A reply may still arrive on it: never reuse it.
+            drop(deadpool::managed::Object::take(client));
+        }
+        answered
     }
 
     /// Checks that the schema matches this build (see [`crate::migrate::check`]).
@@ -314,7 +435,20 @@ impl Database {
             }
             other => MigrateError::Unavailable(other.to_string()),
         })?;
-        as_login(&client, crate::migrate::check(&client)).await?
+        let checked = as_login(&client, crate::migrate::check(&client));
+        match self.contexts.reply_timeout {
+            None => checked.await?,
+            Some(limit) => match tokio::time::timeout(limit, checked).await {
+                Ok(checked) => checked?,
+                Err(_) => {
+                    drop(deadpool::managed::Object::take(client));
+                    Err(MigrateError::Unavailable(format!(
+                        "no reply from the database within {} ms",
+                        limit.as_millis()
+                    )))
+                }
+            },
+        }
     }
 
     /// The doctor's findings on adopted tables ([`crate::tables::table_problems`]),

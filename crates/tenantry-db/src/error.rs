@@ -157,8 +157,14 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 {
                     DbError::Contention(message)
                 }
+                // A statement cancelled (statement_timeout, or an operator's
+                // pg_cancel_backend) and a session ended for idling in its
+                // transaction (idle_in_transaction_session_timeout): the
+                // database could not serve in time, nothing was written.
                 c if c.code().starts_with("08")
                     || c.code().starts_with("57P")
+                    || *c == SqlState::QUERY_CANCELED
+                    || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
                     || *c == SqlState::TOO_MANY_CONNECTIONS =>
                 {
                     DbError::Unavailable(message)

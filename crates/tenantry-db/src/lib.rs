@@ -70,7 +70,7 @@ mod usage;
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};
 pub use context::{ContextKey, SignedContext};
 pub use context_keys::{ContextKeyError, ContextKeyInfo};
-pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode};
+pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode, Timeouts};
 pub use error::DbError;
 pub use ids::{
     AuditEventId, ImpersonationId, InvitationId, KeyId, ResourceId, RoleId, TenantId, UserId,

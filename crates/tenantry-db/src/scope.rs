@@ -10,6 +10,7 @@ use tokio_postgres::{
     types::{ToSql, Type},
     Row, RowStream, Statement,
 };
+use tracing::Instrument;
 
 use crate::{
     context::{Contexts, SignedContext},
@@ -565,9 +566,20 @@ impl Tx {
             None => None,
         };
         self.in_flight = true;
-        let result = self
-            .send(setup.as_ref(), args.as_ref(), stmts, commit)
-            .await;
+        let limit = self.contexts.reply_timeout;
+        let span = tracing::info_span!(
+            target: "tenantry::db",
+            "db.flight",
+            db.system.name = "postgresql",
+            db.statements = stmts.len(),
+            db.commit = commit,
+        );
+        let result = crate::database::within(
+            limit,
+            self.send(setup.as_ref(), args.as_ref(), stmts, commit),
+        )
+        .instrument(span)
+        .await;
         self.in_flight = false;
         if let Err(e) = &result {
             self.failed = true;
@@ -883,7 +895,11 @@ impl Tx {
         self.finished = true;
         let client = self.client.as_ref().expect("client present");
         self.in_flight = true;
-        let committed = client.batch_execute("COMMIT").await;
+        let committed = crate::database::within(self.contexts.reply_timeout, async {
+            Ok(client.batch_execute("COMMIT").await?)
+        })
+        .instrument(tracing::info_span!(target: "tenantry::db", "db.commit"))
+        .await;
         self.in_flight = false;
         match committed {
             Ok(()) => {
@@ -893,7 +909,7 @@ impl Tx {
             Err(e) => {
                 // Whether it committed is unknown: so is the chain's state.
                 self.break_connection();
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -906,12 +922,15 @@ impl Tx {
         self.settle(false);
         let client = self.client.as_ref().expect("client present");
         self.in_flight = true;
-        let result = client.batch_execute("ROLLBACK").await;
+        let result = crate::database::within(self.contexts.reply_timeout, async {
+            Ok(client.batch_execute("ROLLBACK").await?)
+        })
+        .await;
         self.in_flight = false;
         if result.is_err() {
             self.break_connection();
         }
-        result.map_err(DbError::from)
+        result
     }
 }
 
@@ -935,10 +954,20 @@ impl Drop for Tx {
         let Some(client) = self.client.take() else {
             return;
         };
+        if client.broken {
+            // Nothing more goes over it (it may be waiting for a lost reply).
+            drop(Object::take(client));
+            return;
+        }
+        let limit = self.contexts.reply_timeout;
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
-                    if client.batch_execute("ROLLBACK").await.is_err() {
+                    let rolled_back = crate::database::within(limit, async {
+                        Ok(client.batch_execute("ROLLBACK").await?)
+                    })
+                    .await;
+                    if rolled_back.is_err() {
                         drop(Object::take(client));
                     }
                 });

@@ -32,6 +32,8 @@ pub struct RequestLogEntry {
     pub key_id: Option<crate::KeyId>,
     /// Who acted as the member (an impersonation), if anyone.
     pub impersonator: Option<String>,
+    /// The request's id (`X-Request-Id`), 1 to 128 characters; longer ones are refused by the table.
+    pub request_id: Option<String>,
 }
 
 /// Requests one key of the tenant made, for `/v1/usage/keys`.
@@ -297,6 +299,8 @@ impl Database {
             .collect();
         let impersonators: Vec<Option<&str>> =
             entries.iter().map(|e| e.impersonator.as_deref()).collect();
+        let request_ids: Vec<Option<&str>> =
+            entries.iter().map(|e| e.request_id.as_deref()).collect();
         let mut tx = Tx::logger(
             self.pool().get().await?,
             self.statement_mode(),
@@ -304,11 +308,11 @@ impl Database {
         );
         tx.query_and_commit(Stmt {
             sql: "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms,
-                                                    key_id, impersonator)
+                                                    key_id, impersonator, request_id)
                   SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[],
-                                       $8::float8[], $9::uuid[], $10::text[])",
+                                       $8::float8[], $9::uuid[], $10::text[], $11::text[])",
             params: &[&tenants, &times, &users, &resources, &methods, &routes, &statuses, &latencies, &keys,
-                      &impersonators],
+                      &impersonators, &request_ids],
             types: &[
                 Type::UUID_ARRAY,
                 Type::TIMESTAMPTZ_ARRAY,
@@ -319,6 +323,7 @@ impl Database {
                 Type::INT2_ARRAY,
                 Type::FLOAT8_ARRAY,
                 Type::UUID_ARRAY,
+                Type::TEXT_ARRAY,
                 Type::TEXT_ARRAY,
             ],
         })

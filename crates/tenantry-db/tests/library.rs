@@ -702,6 +702,7 @@ async fn usage_views_never_show_another_tenant() {
             latency_ms: 1.0,
             key_id: None,
             impersonator: None,
+            request_id: None,
         })
         .collect();
     db.log_requests(&entries).await.unwrap();

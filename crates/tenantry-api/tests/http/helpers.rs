@@ -50,8 +50,11 @@ pub struct TenantKey {
 pub struct Resp {
     pub status: u16,
     pub content_type: String,
+    /// The body; a problem's without its `request_id` (checked equal to `request_id` here).
     pub text: String,
     pub body: Value,
+    /// The answer's `X-Request-Id`.
+    pub request_id: String,
 }
 
 impl Resp {
@@ -392,12 +395,35 @@ async fn read(response: reqwest::Response) -> Resp {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let text = response.text().await.expect("reading the body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .unwrap_or_else(|| panic!("a {status} answer without X-Request-Id"))
+        .to_str()
+        .expect("a printable X-Request-Id")
+        .to_owned();
+    let mut text = response.text().await.expect("reading the body");
+    let mut body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if content_type.starts_with("application/problem+json") {
+        // Every problem names its request, as the header does. It is the one
+        // member that differs between two otherwise identical answers, so it
+        // is taken out of `body` and `text` (tests compare those to prove
+        // that a foreign id answers exactly like a missing one).
+        let named = body
+            .as_object_mut()
+            .and_then(|problem| problem.remove("request_id"));
+        assert_eq!(
+            named.as_ref().and_then(Value::as_str),
+            Some(request_id.as_str()),
+            "a problem must name its request as X-Request-Id does: {text}"
+        );
+        text = text.replace(&format!(",\"request_id\":\"{request_id}\""), "");
+    }
     Resp {
         status,
         content_type,
         text,
         body,
+        request_id,
     }
 }

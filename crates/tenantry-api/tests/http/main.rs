@@ -15,8 +15,10 @@ mod hierarchy;
 mod inputs;
 mod keys;
 mod limits;
+mod network_cut;
 mod openapi_conformance;
 mod people;
+mod request_ids;
 mod request_log;
 mod resources;
 #[path = "../common/server.rs"]

@@ -1,0 +1,279 @@
+//! Connection hygiene: a database that goes silent (a network cut that keeps every socket open, simulated by a proxy in this process that stops forwarding) turns requests into 503 problem+json, never 500 and never a hang, and the server recovers by itself when the network does; PostgreSQL's own statement and idle-in-transaction timeouts apply to the server's sessions and answer 503 too.
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde_json::json;
+use tenantry_db::{Database, DbError, TenantContext, TenantId, Timeouts};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UnixStream},
+    sync::watch,
+    task::JoinHandle,
+};
+use tokio_postgres::config::Host;
+
+use crate::helpers::{assert_problem_shape, Resp, TestApp};
+
+/// A TCP proxy in front of the test cluster that can stop forwarding while
+/// every socket, old and new, stays open: what a cut network looks like to
+/// both ends (nothing arrives, nothing is refused).
+struct Proxy {
+    addr: SocketAddr,
+    forwarding: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: tokio_postgres::Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (forwarding, watching) = watch::channel(true);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                let watching = watching.clone();
+                tokio::spawn(async move {
+                    let port = upstream.get_ports().first().copied().unwrap_or(5432);
+                    let server: Box<dyn Stream> = match &upstream.get_hosts()[0] {
+                        Host::Unix(dir) => Box::new(
+                            UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                                .await
+                                .expect("the test cluster's socket"),
+                        ),
+                        Host::Tcp(host) => Box::new(
+                            TcpStream::connect((host.as_str(), port))
+                                .await
+                                .expect("the test cluster's port"),
+                        ),
+                    };
+                    let (client_read, client_write) = tokio::io::split(client);
+                    let (server_read, server_write) = tokio::io::split(server);
+                    tokio::join!(
+                        pump(client_read, server_write, watching.clone()),
+                        pump(server_read, client_write, watching),
+                    );
+                });
+            }
+        });
+        Self {
+            addr,
+            forwarding,
+            task,
+        }
+    }
+
+    /// Holds every byte read from now on (in both directions) until [`Proxy::resume`].
+    fn cut(&self) {
+        self.forwarding.send_replace(false);
+    }
+
+    fn resume(&self) {
+        self.forwarding.send_replace(true);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The proxy's side towards PostgreSQL: a unix socket or TCP.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+/// Copies `from` to `to`, holding what it read while forwarding is off.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut forwarding: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if forwarding.wait_for(|on| *on).await.is_err() {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Short timeouts, so that the test needs seconds, not minutes.
+fn short_timeouts() -> Timeouts {
+    Timeouts {
+        statement_timeout: Some(Duration::from_millis(1_000)),
+        idle_in_transaction_timeout: Some(Duration::from_millis(1_000)),
+        reply_timeout: Some(Duration::from_millis(2_000)),
+        ..Timeouts::tcp_only()
+    }
+}
+
+/// A pool of the test database's server login through `proxy`.
+fn through(app: &TestApp, proxy: &Proxy, timeouts: Timeouts) -> Database {
+    let direct = app.db.server_config();
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(proxy.addr.ip().to_string())
+        .port(proxy.addr.port())
+        .user(direct.get_user().expect("a user"))
+        .dbname(direct.get_dbname().expect("a database"));
+    if let Some(password) = direct.get_password() {
+        pg.password(password);
+    }
+    let mut config =
+        tenantry_db::DatabaseConfig::from_config(pg).with_context_key(app.db.context_key().clone());
+    config.max_connections = 4;
+    config.acquire_timeout = Duration::from_secs(2);
+    config.timeouts = timeouts;
+    Database::connect(&config).expect("pool")
+}
+
+/// Sends `req` and reads the answer; a request the server never answers fails here.
+async fn send(app: &TestApp, req: reqwest::RequestBuilder) -> Resp {
+    let response = req.send().await.expect("the server answered (no hang)");
+    app.send_raw_response(response).await
+}
+
+#[track_caller]
+fn assert_unavailable(r: &Resp, what: &str) {
+    assert_eq!(r.status, 503, "{what} during the cut: {}", r.text);
+    assert_problem_shape(r);
+    assert_eq!(r.body["code"], "service_unavailable", "{what}: {}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_network_cut_gives_503s_instead_of_hanging_and_the_server_recovers_when_it_heals()
+{
+    let app = TestApp::spawn().await;
+    let t = app.tenant("cut").await;
+    let before = app.create_resource(&t.key, "before").await;
+    let proxy = Proxy::start(app.db.server_config()).await;
+    let cut_off = app
+        .sibling_on(through(&app, &proxy, short_timeouts()))
+        .await;
+    let url = |path: &str| format!("{}{path}", cut_off.base);
+    // A generous client timeout: a request the server let hang would fail the test here.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let get = |path: String| send(&app, client.get(path).bearer_auth(&t.key));
+    let post = |name: String| {
+        send(
+            &app,
+            client
+                .post(url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .json(&json!({ "name": name })),
+        )
+    };
+    // Connections are open and in use before the cut.
+    get(url(&format!("/v1/resources/{before}")))
+        .await
+        .expect(200);
+    post("warm".into()).await.expect(201);
+
+    proxy.cut();
+    let reads = (0..4).map(|_| get(url(&format!("/v1/resources/{before}"))));
+    let writes = (0..4).map(|i| post(format!("during-{i}")));
+    let (reads, writes, ready) = tokio::join!(
+        futures_util::future::join_all(reads),
+        futures_util::future::join_all(writes),
+        get(url("/readyz")),
+    );
+    for r in &reads {
+        assert_unavailable(r, "a read");
+    }
+    for r in &writes {
+        assert_unavailable(r, "a write");
+    }
+    assert_unavailable(&ready, "the readiness probe");
+    // Still cut, with the pool's connections given up: opening new ones through
+    // the silent proxy times out (acquire timeout), 503 as well.
+    assert_unavailable(
+        &post("still-cut".into()).await,
+        "a write on a new connection",
+    );
+
+    proxy.resume();
+    // The pool dropped what it gave up on; new requests work again. Bounded:
+    // each attempt is answered within the reply timeout.
+    let mut recovered = None;
+    for _ in 0..50 {
+        let r = get(url(&format!("/v1/resources/{before}"))).await;
+        if r.status == 200 {
+            recovered = Some(r);
+            break;
+        }
+        assert_unavailable(&r, "a read while recovering");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        recovered.is_some(),
+        "the server did not recover after the cut"
+    );
+    post("after".into()).await.expect(201);
+    get(url("/readyz")).await.expect(200);
+}
+
+/// A tenant of the test database, made through the API.
+async fn tenant_id(app: &TestApp) -> TenantId {
+    let t = app.tenant("timeouts").await;
+    t.id.parse().expect("a tenant id")
+}
+
+#[tokio::test]
+async fn the_servers_sessions_run_under_its_statement_and_idle_in_transaction_timeouts() {
+    let app = TestApp::spawn().await;
+    let tenant = tenant_id(&app).await;
+    let mut config = app.db.database_config();
+    config.timeouts = Timeouts {
+        statement_timeout: Some(Duration::from_millis(300)),
+        idle_in_transaction_timeout: Some(Duration::from_millis(400)),
+        reply_timeout: Some(Duration::from_secs(5)),
+        ..Timeouts::tcp_only()
+    };
+    let db = Database::connect(&config).unwrap();
+
+    let mut scope = db.tenant(TenantContext::new(tenant)).await.unwrap();
+    let (statement, idle): (String, String) = scope
+        .query_one(
+            "SELECT current_setting('statement_timeout'), current_setting('idle_in_transaction_session_timeout')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((statement.as_str(), idle.as_str()), ("300ms", "400ms"));
+    scope.commit().await.unwrap();
+
+    // A statement running past statement_timeout: cancelled, reported as the
+    // database unavailable (503), not as an internal error (500).
+    let mut scope = db.tenant(TenantContext::new(tenant)).await.unwrap();
+    let slow = scope.execute("SELECT pg_sleep(2)", &[]).await;
+    assert!(matches!(slow, Err(DbError::Unavailable(_))), "{slow:?}");
+    drop(scope);
+
+    // A transaction left idle past idle_in_transaction_session_timeout: the
+    // session is ended; the next statement finds it gone (503), and the pool
+    // serves the next transaction on a fresh connection.
+    let mut scope = db.tenant(TenantContext::new(tenant)).await.unwrap();
+    scope.execute("SELECT 1", &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after_idle = scope.execute("SELECT 1", &[]).await;
+    assert!(
+        matches!(after_idle, Err(DbError::Unavailable(_))),
+        "{after_idle:?}"
+    );
+    drop(scope);
+    let mut scope = db.tenant(TenantContext::new(tenant)).await.unwrap();
+    scope.execute("SELECT 1", &[]).await.unwrap();
+    scope.commit().await.unwrap();
+}
