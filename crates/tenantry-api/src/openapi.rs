@@ -22,7 +22,7 @@ use crate::{error::ProblemCode, routes, state::AppState};
 Authenticate with `Authorization: Bearer <token>`: a tenant API key (`tk_…`) or a person's token from the identity provider (a JWT, with `X-Tenant-Id: <tenant>` naming the tenant they act in) for tenant routes, the admin token for admin routes."
     ),
     components(schemas(crate::error::Problem)),
-    modifiers(&BearerAuth, &ProblemCodes, &IdempotencyKeys),
+    modifiers(&BearerAuth, &ProblemCodes),
     tags(
         (name = "tenants", description = "Tenant administration (admin token); POST also creates children with a tenant key"),
         (name = "tenant", description = "The caller's tenant"),
@@ -187,9 +187,12 @@ fn document_idempotency_key(operation: &mut Operation) {
 /// Every route with its OpenAPI operation. Writes read the `Idempotency-Key`
 /// header ([`tenantry_axum::idempotency::middleware`]).
 pub fn api_router() -> OpenApiRouter<AppState> {
-    api_routes().route_layer(axum::middleware::from_fn(
+    let mut router = api_routes().route_layer(axum::middleware::from_fn(
         tenantry_axum::idempotency::middleware,
-    ))
+    ));
+    // Once the routes are in: the derive's modifiers run before they are.
+    IdempotencyKeys.modify(router.get_openapi_mut());
+    router
 }
 
 fn api_routes() -> OpenApiRouter<AppState> {
@@ -272,6 +275,51 @@ fn api_routes() -> OpenApiRouter<AppState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_writes_document_the_idempotency_key_and_admin_only_routes_do_not() {
+        let (_, openapi) = api_router().split_for_parts();
+        let json = serde_json::to_value(&openapi).unwrap();
+        let documents = |path: &str, method: &str| {
+            let op = &json["paths"][path][method];
+            assert!(op.is_object(), "{method} {path} missing");
+            let header = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
+            if header {
+                for status in ["409", "422"] {
+                    assert!(
+                        op["responses"][status].is_object(),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            header
+        };
+        for (path, method) in [
+            ("/v1/resources", "post"),
+            ("/v1/resources/{id}", "patch"),
+            ("/v1/resources/{id}", "delete"),
+            ("/v1/keys", "post"),
+            ("/v1/roles/{role_id}/permissions/{permission}", "put"),
+            ("/v1/tenants", "post"),
+        ] {
+            assert!(documents(path, method), "{method} {path} lacks the header");
+        }
+        for (path, method) in [
+            ("/v1/tenants/{tenant_id}/suspend", "post"),
+            ("/v1/tenants/{tenant_id}/keys", "post"),
+            ("/v1/invitations/accept", "post"),
+            ("/v1/resources", "get"),
+        ] {
+            assert!(
+                !documents(path, method),
+                "{method} {path} documents the header"
+            );
+        }
+    }
 
     #[test]
     fn the_description_lists_every_problem_code_and_the_problem_schema_enumerates_them() {
