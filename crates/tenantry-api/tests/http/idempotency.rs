@@ -43,6 +43,11 @@ async fn keyed(
     }
 }
 
+/// `POST /v1/resources` with `body` under `key`.
+async fn create(app: &TestApp, token: &str, key: &str, body: &Value) -> Keyed {
+    keyed(app, Method::POST, "/v1/resources", token, key, Some(body)).await
+}
+
 async fn resources_named(app: &TestApp, name: &str) -> i64 {
     app.count(&format!(
         "SELECT count(*) FROM tenantry.resources WHERE name = '{name}'"
@@ -55,26 +60,10 @@ async fn a_retry_with_the_same_key_replays_the_first_response_and_writes_once() 
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
     let body = json!({ "name": "invoice-1", "data": { "total": 3 } });
-    let first = keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &acme.key,
-        "order-1",
-        Some(&body),
-    )
-    .await;
+    let first = create(&app, &acme.key, "order-1", &body).await;
     first.resp.expect(201);
     assert!(!first.replayed);
-    let retry = keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &acme.key,
-        "order-1",
-        Some(&body),
-    )
-    .await;
+    let retry = create(&app, &acme.key, "order-1", &body).await;
     retry.resp.expect(201);
     assert!(retry.replayed, "the retry is marked as a replay");
     assert_eq!(
@@ -109,27 +98,9 @@ async fn replayed_request_with_other_body_or_path_is_422_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
     let one = json!({ "name": "first" });
-    keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &acme.key,
-        "k-1",
-        Some(&one),
-    )
-    .await
-    .resp
-    .expect(201);
+    create(&app, &acme.key, "k-1", &one).await.resp.expect(201);
     let other = json!({ "name": "second" });
-    let r = keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &acme.key,
-        "k-1",
-        Some(&other),
-    )
-    .await;
+    let r = create(&app, &acme.key, "k-1", &other).await;
     let problem = r.resp.problem(422, "validation_failed");
     assert_eq!(problem["field"], "Idempotency-Key");
     assert!(!r.replayed);
@@ -173,17 +144,10 @@ async fn a_malformed_key_is_400_invalid_header_and_writes_nothing() {
         );
     }
     let longest = "k".repeat(255);
-    keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &acme.key,
-        &longest,
-        Some(&json!({ "name": "ok" })),
-    )
-    .await
-    .resp
-    .expect(201);
+    create(&app, &acme.key, &longest, &json!({ "name": "ok" }))
+        .await
+        .resp
+        .expect(201);
     assert_eq!(resources_named(&app, "never").await, 0);
 }
 
@@ -192,17 +156,7 @@ async fn concurrent_requests_with_one_key_write_once() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
     let body = json!({ "name": "raced", "data": { "n": 1 } });
-    let answers = join_all((0..8).map(|_| {
-        keyed(
-            &app,
-            Method::POST,
-            "/v1/resources",
-            &acme.key,
-            "race",
-            Some(&body),
-        )
-    }))
-    .await;
+    let answers = join_all((0..8).map(|_| create(&app, &acme.key, "race", &body))).await;
     let created: Vec<&Keyed> = answers.iter().filter(|a| a.resp.status == 201).collect();
     assert!(!created.is_empty(), "no request succeeded");
     assert!(
@@ -225,27 +179,12 @@ async fn a_key_older_than_24_hours_runs_again_and_the_sweep_deletes_expired_keys
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
     let body = json!({ "name": "daily" });
-    let first = keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &acme.key,
-        "day-1",
-        Some(&body),
-    )
-    .await;
+    let first = create(&app, &acme.key, "day-1", &body).await;
     first.resp.expect(201);
-    keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &acme.key,
-        "day-2",
-        Some(&body),
-    )
-    .await
-    .resp
-    .expect(201);
+    create(&app, &acme.key, "day-2", &body)
+        .await
+        .resp
+        .expect(201);
     let su = app.db.superuser_client().await;
     su.execute(
         "UPDATE tenantry.idempotency_keys SET created_at = now() - interval '23 hours 59 minutes' \
@@ -261,27 +200,11 @@ async fn a_key_older_than_24_hours_runs_again_and_the_sweep_deletes_expired_keys
     )
     .await
     .unwrap();
-    let late = keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &acme.key,
-        "day-1",
-        Some(&body),
-    )
-    .await;
+    let late = create(&app, &acme.key, "day-1", &body).await;
     late.resp.expect(201);
     assert!(!late.replayed, "an expired key is free again");
     assert_ne!(late.resp.body["id"], first.resp.body["id"]);
-    let within = keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &acme.key,
-        "day-2",
-        Some(&body),
-    )
-    .await;
+    let within = create(&app, &acme.key, "day-2", &body).await;
     assert!(within.replayed, "a key younger than 24 hours still replays");
     assert_eq!(resources_named(&app, "daily").await, 3);
 
@@ -415,39 +338,15 @@ async fn another_tenant_replaying_a_key_gets_its_own_fresh_processing() {
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
     let body = json!({ "name": "same-request" });
-    let a = keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &acme.key,
-        "shared-key",
-        Some(&body),
-    )
-    .await;
+    let a = create(&app, &acme.key, "shared-key", &body).await;
     a.resp.expect(201);
-    let b = keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &globex.key,
-        "shared-key",
-        Some(&body),
-    )
-    .await;
+    let b = create(&app, &globex.key, "shared-key", &body).await;
     b.resp.expect(201);
     assert!(!b.replayed, "globex never gets acme's response");
     assert_ne!(b.resp.body["id"], a.resp.body["id"]);
     assert_eq!(b.resp.body["tenant_id"], globex.id.as_str());
     // Another body under acme's key text is globex's own key: no 422 either.
-    let c = keyed(
-        &app,
-        Method::POST,
-        "/v1/resources",
-        &globex.key,
-        "acme-only",
-        Some(&body),
-    )
-    .await;
+    let c = create(&app, &globex.key, "acme-only", &body).await;
     c.resp.expect(201);
 
     // As the server's own login in globex's context: acme's row is invisible,
