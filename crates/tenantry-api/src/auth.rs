@@ -97,6 +97,19 @@ impl FromRequestParts<AppState> for AdminCaller {
             }
             return Err(ApiError::unauthorized());
         }
+        // The admin token's requests have no tenant to keep keys for: a key
+        // sent to them is refused rather than silently not honoured.
+        if parts
+            .extensions
+            .get::<std::sync::Arc<tenantry_db::IdempotentRequest>>()
+            .is_some()
+        {
+            return Err(ApiError::new(
+                ProblemCode::InvalidHeader,
+                "the admin token's requests do not take an Idempotency-Key",
+            )
+            .with_field("Idempotency-Key"));
+        }
         Ok(Self {
             db: state.db.clone(),
             tenantry: state.tenantry.clone(),

@@ -1,7 +1,13 @@
 //! The OpenAPI 3.1 description, generated from the handlers' annotations, and the router that carries both.
 
 use utoipa::{
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        header::HeaderBuilder,
+        path::{Operation, ParameterBuilder, ParameterIn},
+        schema::{ObjectBuilder, Type},
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+        ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
+    },
     Modify, OpenApi,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -75,8 +81,121 @@ impl Modify for ProblemCodes {
     }
 }
 
-/// Every route with its OpenAPI operation.
+/// The `Idempotency-Key` header on every write a tenant credential may make
+/// (POST, PUT, PATCH, DELETE with the `person` scheme beside `bearer`), with
+/// the answers it adds: 400 for a malformed key (and for the admin token,
+/// which takes none), 409 while the first request with the key is running,
+/// 422 for a key reused with another request; a replay is marked
+/// `Idempotent-Replayed: true`.
+struct IdempotencyKeys;
+
+impl Modify for IdempotencyKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if takes_tenant_credentials(operation) {
+                    document_idempotency_key(operation);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a tenant key or a person may call the operation (its security
+/// offers `person` next to `bearer`; admin-only routes offer `bearer` alone,
+/// and accepting an invitation `person` alone, with no tenant yet).
+fn takes_tenant_credentials(operation: &Operation) -> bool {
+    let security = serde_json::to_value(&operation.security).unwrap_or_default();
+    let offers = |scheme: &str| {
+        security
+            .as_array()
+            .is_some_and(|all| all.iter().any(|s| s.get(scheme).is_some()))
+    };
+    offers("bearer") && offers("person")
+}
+
+fn document_idempotency_key(operation: &mut Operation) {
+    let key = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Makes a retry safe: the first response to this key (status and body) is stored in              the write's own transaction and, for 24 hours, a request with the same key, method,              path and body is answered with it (`Idempotent-Replayed: true`) without writing              again. 1 to 255 visible ASCII characters, kept per tenant. Errors are not stored.              A secret shown once (`key`, `token`) is blanked (`\"\"`) in a replay. Not taken              with the admin token (400).",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some("^[!-~]+$")),
+        ))
+        .build();
+    operation.parameters.get_or_insert_with(Vec::new).push(key);
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    let responses = &mut operation.responses.responses;
+    for (status, description) in [
+        ("400", "Malformed request or Idempotency-Key (`invalid_header`)"),
+        (
+            "409",
+            "The first request with this Idempotency-Key is still running (`conflict`, field `Idempotency-Key`)",
+        ),
+        (
+            "422",
+            "The Idempotency-Key was used for another request in the last 24 hours (`validation_failed`, field `Idempotency-Key`)",
+        ),
+    ] {
+        responses
+            .entry(status.to_owned())
+            .or_insert_with(|| problem(description));
+    }
+    for (status, response) in responses.iter_mut() {
+        if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
+            response.headers.insert(
+                "Idempotent-Replayed".to_owned(),
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::String))
+                    .description(Some(
+                        "`true` when this is the stored response of an earlier request \
+                         with the same Idempotency-Key",
+                    ))
+                    .build(),
+            );
+        }
+    }
+}
+
+/// Every route with its OpenAPI operation. Writes read the `Idempotency-Key`
+/// header ([`tenantry_axum::idempotency::middleware`]).
 pub fn api_router() -> OpenApiRouter<AppState> {
+    let mut router = api_routes().route_layer(axum::middleware::from_fn(
+        tenantry_axum::idempotency::middleware,
+    ));
+    // Once the routes are in: the derive's modifiers run before they are.
+    IdempotencyKeys.modify(router.get_openapi_mut());
+    router
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::system::healthz))
         .routes(routes!(routes::system::readyz))
@@ -157,6 +276,51 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_writes_document_the_idempotency_key_and_admin_only_routes_do_not() {
+        let (_, openapi) = api_router().split_for_parts();
+        let json = serde_json::to_value(&openapi).unwrap();
+        let documents = |path: &str, method: &str| {
+            let op = &json["paths"][path][method];
+            assert!(op.is_object(), "{method} {path} missing");
+            let header = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header");
+            if header {
+                for status in ["409", "422"] {
+                    assert!(
+                        op["responses"][status].is_object(),
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            header
+        };
+        for (path, method) in [
+            ("/v1/resources", "post"),
+            ("/v1/resources/{id}", "patch"),
+            ("/v1/resources/{id}", "delete"),
+            ("/v1/keys", "post"),
+            ("/v1/roles/{role_id}/permissions/{permission}", "put"),
+            ("/v1/tenants", "post"),
+        ] {
+            assert!(documents(path, method), "{method} {path} lacks the header");
+        }
+        for (path, method) in [
+            ("/v1/tenants/{tenant_id}/suspend", "post"),
+            ("/v1/tenants/{tenant_id}/keys", "post"),
+            ("/v1/invitations/accept", "post"),
+            ("/v1/resources", "get"),
+        ] {
+            assert!(
+                !documents(path, method),
+                "{method} {path} documents the header"
+            );
+        }
+    }
 
     #[test]
     fn the_description_lists_every_problem_code_and_the_problem_schema_enumerates_them() {

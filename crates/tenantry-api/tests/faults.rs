@@ -353,3 +353,307 @@ async fn restart_under_write_load(how: Stop) {
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Between the server and PostgreSQL: forwards both ways until armed; then,
+/// on the first connection that sends `COMMIT` (a simple-query message), it
+/// forwards the COMMIT, withholds every reply from then on, and closes the
+/// connection once PostgreSQL has answered `COMMIT` (its CommandComplete):
+/// the transaction committed, and the server never hears of it, as when a
+/// server crashes or the network drops between COMMIT and the reply.
+mod cut_after_commit {
+    use std::{
+        path::PathBuf,
+        sync::{
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+            Arc,
+        },
+    };
+
+    use tokio::{
+        io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+        net::{TcpListener, TcpStream, UnixStream},
+    };
+
+    /// Simple query `COMMIT`: 'Q', length 11, the text and its NUL.
+    const QUERY_COMMIT: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+    /// CommandComplete `COMMIT`: 'C', length 11, the tag and its NUL.
+    const COMMIT_DONE: &[u8] = b"C\0\0\0\x0bCOMMIT\0";
+
+    /// Where PostgreSQL listens.
+    #[derive(Clone)]
+    pub enum Upstream {
+        Tcp(String),
+        Unix(PathBuf),
+    }
+
+    trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+    impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+    impl Upstream {
+        /// PostgreSQL's address in `config`.
+        pub fn of(config: &tokio_postgres::Config) -> Self {
+            let port = config.get_ports().first().copied().unwrap_or(5432);
+            match &config.get_hosts()[0] {
+                tokio_postgres::config::Host::Tcp(host) => Self::Tcp(format!("{host}:{port}")),
+                tokio_postgres::config::Host::Unix(dir) => {
+                    Self::Unix(dir.join(format!(".s.PGSQL.{port}")))
+                }
+            }
+        }
+
+        async fn connect(&self) -> std::io::Result<Box<dyn Stream>> {
+            Ok(match self {
+                Self::Tcp(addr) => Box::new(TcpStream::connect(addr).await?),
+                Self::Unix(path) => Box::new(UnixStream::connect(path).await?),
+            })
+        }
+    }
+
+    /// The proxy's switches.
+    #[derive(Default)]
+    pub struct Cut {
+        armed: AtomicBool,
+        /// COMMITs that went through to PostgreSQL and whose reply was withheld.
+        pub done: AtomicUsize,
+    }
+
+    impl Cut {
+        /// The next COMMIT any connection sends is cut off after it commits.
+        pub fn arm(&self) {
+            self.armed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Listens on 127.0.0.1:0 and proxies each connection to `upstream`; returns the port.
+    pub async fn start(upstream: Upstream, cut: Arc<Cut>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, cut) = (upstream.clone(), cut.clone());
+                tokio::spawn(async move {
+                    if let Ok(server) = upstream.connect().await {
+                        proxy(client, server, cut).await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    async fn proxy(client: TcpStream, server: Box<dyn Stream>, cut: Arc<Cut>) {
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (mut server_rx, mut server_tx) = tokio::io::split(server);
+        let cutting = Arc::new(AtomicBool::new(false));
+        let to_server = {
+            let (cut, cutting) = (cut.clone(), cutting.clone());
+            async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                // The previous chunk's tail: a message split across reads is still seen.
+                let mut tail: Vec<u8> = Vec::new();
+                loop {
+                    let n = match client_rx.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let mut window = std::mem::take(&mut tail);
+                    let seen = window.len();
+                    window.extend_from_slice(&buf[..n]);
+                    // A COMMIT that ends in this chunk (the tail's own was seen before).
+                    let new_commit = window
+                        .windows(QUERY_COMMIT.len())
+                        .enumerate()
+                        .any(|(i, w)| w == QUERY_COMMIT && i + QUERY_COMMIT.len() > seen);
+                    if new_commit
+                        && cut
+                            .armed
+                            .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_ok()
+                    {
+                        // From here on nothing PostgreSQL says reaches the server.
+                        cutting.store(true, Ordering::SeqCst);
+                    }
+                    tail = window[window.len().saturating_sub(QUERY_COMMIT.len() - 1)..].to_vec();
+                    if server_tx.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let to_client = async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut withheld: Vec<u8> = Vec::new();
+            loop {
+                let n = match server_rx.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if cutting.load(Ordering::SeqCst) {
+                    withheld.extend_from_slice(&buf[..n]);
+                    if contains(&withheld, COMMIT_DONE) {
+                        // Committed; the server's connection is dropped unanswered.
+                        cut.done.fetch_add(1, Ordering::SeqCst);
+                        let _ = client_tx.shutdown().await;
+                        return;
+                    }
+                    continue;
+                }
+                if client_tx.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        // Whichever direction ends first ends the connection (both halves dropped).
+        tokio::select! {
+            () = to_server => {}
+            () = to_client => {}
+        }
+    }
+}
+
+/// A resource created through a server whose database connection goes
+/// through the cutting proxy; returns the answer to the cut request and to
+/// its retry, and how many resources named `name` exist afterwards.
+async fn create_cut_after_commit_then_retry(
+    idempotency_key: Option<&str>,
+    name: &str,
+) -> (u16, Option<String>, u16, bool, String, i64) {
+    use tenantry_db::testing::TestDatabase;
+
+    let db = TestDatabase::new().await;
+    let cut = Arc::new(cut_after_commit::Cut::default());
+    let upstream = cut_after_commit::Upstream::of(&db.server_config());
+    let port = cut_after_commit::start(upstream, cut.clone()).await;
+    let original = db.server_config();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(original.get_user().unwrap())
+        .dbname(original.get_dbname().unwrap());
+    if let Some(password) = original.get_password() {
+        config.password(password);
+    }
+    let database = Database::connect(
+        &DatabaseConfig::from_config(config).with_context_key(db.context_key().clone()),
+    )
+    .expect("pool");
+    let mut settings = test_settings();
+    // Only the request's own transaction commits through the proxy: no
+    // request-log batches, and the key stays cached after the first request.
+    settings.request_log = false;
+    settings.key_cache_ttl_ms = 600_000;
+    let admin = AdminToken::generate();
+    let mut server = Server::start(&settings, database, &admin).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let base = server.base.clone();
+    let tenant: Value = client
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(&admin)
+        .json(&json!({ "name": "cut" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key: Value = client
+        .post(format!(
+            "{base}/v1/tenants/{}/keys",
+            tenant["tenant_id"].as_str().unwrap()
+        ))
+        .bearer_auth(&admin)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let warm = client
+        .get(format!("{base}/v1/resources"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200, "the key is verified and cached");
+
+    let send = || {
+        let mut req = client
+            .post(format!("{base}/v1/resources"))
+            .bearer_auth(&key)
+            .json(&json!({ "name": name, "data": { "amount": 100 } }));
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        req.send()
+    };
+    cut.arm();
+    let lost = send().await.unwrap();
+    let lost_status = lost.status().as_u16();
+    let lost_code = lost.json::<Value>().await.unwrap()["code"]
+        .as_str()
+        .map(str::to_owned);
+    assert_eq!(
+        cut.done.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the request's COMMIT reached PostgreSQL and its reply was withheld"
+    );
+    let retry = send().await.unwrap();
+    let retry_status = retry.status().as_u16();
+    let replayed = retry.headers().get("idempotent-replayed").is_some();
+    let retry_body = retry.text().await.unwrap();
+    let su = db.superuser_client().await;
+    let count: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let _ = server.stop().await;
+    (
+        lost_status,
+        lost_code,
+        retry_status,
+        replayed,
+        retry_body,
+        count,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_lost_after_commit_then_a_retry_with_the_same_key_writes_once_and_replays_the_first_response(
+) {
+    log_to_test_output();
+    let (lost, code, retry, replayed, body, count) =
+        create_cut_after_commit_then_retry(Some("payment-7"), "cut-with-key").await;
+    assert_eq!(
+        (lost, code.as_deref()),
+        (503, Some("service_unavailable")),
+        "the server cannot know the COMMIT went through"
+    );
+    assert_eq!(count, 1, "exactly one write");
+    assert_eq!(retry, 201, "{body}");
+    assert!(replayed, "the retry is the stored response: {body}");
+    let resource: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(resource["name"], "cut-with-key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_lost_after_commit_then_a_retry_without_a_key_writes_twice() {
+    // What the key prevents: the same cut without it duplicates the write.
+    let (lost, _, retry, replayed, _, count) =
+        create_cut_after_commit_then_retry(None, "cut-without-key").await;
+    assert_eq!((lost, retry, replayed), (503, 201, false));
+    assert_eq!(count, 2);
+}

@@ -26,6 +26,7 @@ use tenantry_db::{
 
 use crate::{
     error::{ApiError, ProblemCode},
+    idempotency::{Reply, Written},
     jwt::VerifiedToken,
     people::{looks_like_jwt, not_a_member, requested_tenant, MemberCache},
     request_log::LogSlot,
@@ -384,6 +385,8 @@ pub struct TenantCaller {
     keys: Arc<KeyCache>,
     members: Arc<MemberCache>,
     limits: Arc<RateLimits>,
+    /// The request's `Idempotency-Key` and fingerprint ([`crate::idempotency::middleware`]).
+    idempotency: Option<Arc<tenantry_db::IdempotentRequest>>,
 }
 
 impl TenantCaller {
@@ -524,6 +527,30 @@ impl TenantCaller {
         Ok(self.db.in_tenant(&self.context(), args, work).await?)
     }
 
+    /// [`TenantCaller::write`] answering `reply` with its value: under the
+    /// request's `Idempotency-Key`, the key is claimed and the response stored
+    /// in the write's own transaction, and a retry of a committed request is
+    /// answered with the stored response without writing again
+    /// ([`tenantry_db::Database::in_tenant_idempotent`]).
+    pub async fn write_response<A: Sync + ?Sized, T: serde::Serialize>(
+        &self,
+        reply: Reply,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<Written<T>, ApiError> {
+        let outcome = self
+            .db
+            .in_tenant_idempotent(
+                &self.context(),
+                self.idempotency.as_deref(),
+                args,
+                work,
+                |value| reply.stored(value),
+            )
+            .await?;
+        Ok(reply.written(outcome))
+    }
+
     /// Records the resource this request addressed, for the request log.
     pub fn note_resource(&self, id: ResourceId) {
         if let Some(slot) = &self.slot {
@@ -612,6 +639,7 @@ where
             keys: tenantry.keys,
             members: tenantry.members,
             limits: tenantry.limits,
+            idempotency: parts.extensions.get().cloned(),
         };
         match status {
             TenantStatus::Active => {}

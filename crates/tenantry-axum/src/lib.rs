@@ -17,6 +17,8 @@
 //! - [`error::ApiError`]: every failure as `application/problem+json` with a
 //!   stable code; another tenant's row is `404 not_found` like a missing one;
 //! - [`extract`]: `Json`, `Path` and `Query` whose rejections are problem+json;
+//! - [`idempotency`]: the `Idempotency-Key` middleware and the responses of
+//!   writes that a retry gets replayed ([`TenantCaller::write_response`]);
 //! - [`Tenantry`]: the state they share, built once at start-up.
 //!
 //! ```no_run
@@ -54,6 +56,7 @@ use crate::{jwt::JwtVerifier, people::TokenCache};
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod jwt;
 pub mod people;
 pub mod request_log;
@@ -118,14 +121,17 @@ pub struct Tenantry {
     pub(crate) jwt: Option<JwtVerifier>,
     pub(crate) tokens: Arc<TokenCache>,
     pub(crate) members: Arc<MemberCache>,
+    /// Dropped with the last clone: the expiry sweep of idempotency keys ends.
+    _sweep: Arc<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Tenantry {
     /// Builds the shared state and starts the request-log flusher, the
-    /// invalidation listener and the task that applies its feed to the key
-    /// cache. The flusher's task (returned) ends once every clone of the state
-    /// is dropped and the queue is written; the listener and its follower end
-    /// with the last clone.
+    /// invalidation listener, the task that applies its feed to the key
+    /// cache, and the expiry of idempotency keys older than 24 hours
+    /// ([`idempotency::SWEEP_INTERVAL`]). The flusher's task (returned) ends once every clone of the state
+    /// is dropped and the queue is written; the listener, its follower and the
+    /// expiry end with the last clone.
     pub fn start(db: Database, config: &TenantryConfig) -> (Self, JoinHandle<()>) {
         let (mut log, flusher) = RequestLog::start(
             db.clone(),
@@ -165,7 +171,10 @@ impl Tenantry {
                 follower.apply(invalidation);
             }
         });
+        let (sweep, stop_sweep) = tokio::sync::oneshot::channel();
+        tokio::spawn(idempotency::sweep(db.clone(), stop_sweep));
         let tenantry = Self {
+            _sweep: Arc::new(sweep),
             db,
             keys,
             invalidations,

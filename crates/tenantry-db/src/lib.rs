@@ -23,6 +23,8 @@
 //! - [`invalidation`]: the feed that tells every server process what to drop
 //!   from its caches when a key, tenant, role or permission changes anywhere
 //!   (LISTEN/NOTIFY on a dedicated connection);
+//! - [`idempotency`]: idempotency keys of tenant writes, claimed and answered
+//!   in the write's own transaction ([`Database::in_tenant_idempotent`]);
 //! - [`tables`]: the team's own tables made tenant tables (adopt, release, the doctor),
 //!   and typed access to them in a scope: [`TenantScope::query`], `query_one`,
 //!   `query_opt` and `execute`, rows read through [`FromRow`], statements as [`Sql`].
@@ -46,6 +48,7 @@ mod context;
 pub mod context_keys;
 mod database;
 mod error;
+pub mod idempotency;
 mod ids;
 pub mod invalidation;
 mod keys;
@@ -72,6 +75,7 @@ pub use context::{ContextKey, SignedContext};
 pub use context_keys::{ContextKeyError, ContextKeyInfo};
 pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode, Timeouts};
 pub use error::DbError;
+pub use idempotency::{IdempotencyKey, Idempotent, IdempotentRequest, StoredResponse};
 pub use ids::{
     AuditEventId, ImpersonationId, InvitationId, KeyId, ResourceId, RoleId, TenantId, UserId,
 };

@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use serde::Deserialize;
+use tenantry_axum::idempotency::{Reply, Written};
 use tenantry_db::{Member, NewMember, Permission, Role, RoleId, UserId};
 use utoipa::ToSchema;
 
@@ -89,17 +90,18 @@ pub async fn list_members(
 pub async fn add_member(
     caller: TenantCaller,
     Json(body): Json<NewMemberBody>,
-) -> Result<(StatusCode, Json<Member>), ApiError> {
+) -> Result<Written<Member>, ApiError> {
     caller.require("members.write")?;
     let new = NewMember {
         user_id: body.user_id,
         email: body.email,
         display_name: body.display_name,
     };
-    let member = caller
-        .write(&new, |scope, new| Box::pin(scope.add_member(new)))
-        .await?;
-    Ok((StatusCode::CREATED, Json(member)))
+    caller
+        .write_response(Reply::new(StatusCode::CREATED), &new, |scope, new| {
+            Box::pin(scope.add_member(new))
+        })
+        .await
 }
 
 /// Assign a role to a member, both of the caller's tenant (`members.write`). A
@@ -118,13 +120,15 @@ pub async fn add_member(
 pub async fn assign_role(
     caller: TenantCaller,
     Path((user, role)): Path<(UserId, RoleId)>,
-) -> Result<Json<Member>, ApiError> {
+) -> Result<Written<Member>, ApiError> {
     caller.require("members.write")?;
     let member = caller
-        .write(&(), |scope, ()| Box::pin(scope.assign_role(user, role)))
+        .write_response(Reply::new(StatusCode::OK), &(), |scope, ()| {
+            Box::pin(scope.assign_role(user, role))
+        })
         .await?;
     caller.key_cache().forget_tenant(caller.tenant());
-    Ok(Json(member))
+    Ok(member)
 }
 
 /// Roles of the caller's tenant with their permissions (`roles.read`).
@@ -162,15 +166,16 @@ pub async fn list_roles(
 pub async fn create_role(
     caller: TenantCaller,
     Json(body): Json<NewRoleBody>,
-) -> Result<(StatusCode, Json<Role>), ApiError> {
+) -> Result<Written<Role>, ApiError> {
     caller.require("roles.write")?;
     let description = body.description.unwrap_or_default();
-    let role = caller
-        .write(&(body.name, description), |scope, (name, description)| {
-            Box::pin(scope.create_role(name, description))
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(role)))
+    caller
+        .write_response(
+            Reply::new(StatusCode::CREATED),
+            &(body.name, description),
+            |scope, (name, description)| Box::pin(scope.create_role(name, description)),
+        )
+        .await
 }
 
 /// Grant a catalogue permission to a role of the caller's tenant (`roles.write`;
@@ -189,15 +194,17 @@ pub async fn create_role(
 pub async fn grant_permission(
     caller: TenantCaller,
     Path((role, permission)): Path<(RoleId, String)>,
-) -> Result<Json<Role>, ApiError> {
+) -> Result<Written<Role>, ApiError> {
     caller.require("roles.write")?;
     let r = caller
-        .write(permission.as_str(), |scope, permission| {
-            Box::pin(scope.grant_permission(role, permission))
-        })
+        .write_response(
+            Reply::new(StatusCode::OK),
+            permission.as_str(),
+            |scope, permission| Box::pin(scope.grant_permission(role, permission)),
+        )
         .await?;
     caller.key_cache().forget_tenant(caller.tenant());
-    Ok(Json(r))
+    Ok(r)
 }
 
 /// Remove a permission from a role of the caller's tenant (`roles.write`). Idempotent.
@@ -215,15 +222,17 @@ pub async fn grant_permission(
 pub async fn revoke_permission(
     caller: TenantCaller,
     Path((role, permission)): Path<(RoleId, String)>,
-) -> Result<Json<Role>, ApiError> {
+) -> Result<Written<Role>, ApiError> {
     caller.require("roles.write")?;
     let r = caller
-        .write(permission.as_str(), |scope, permission| {
-            Box::pin(scope.revoke_permission(role, permission))
-        })
+        .write_response(
+            Reply::new(StatusCode::OK),
+            permission.as_str(),
+            |scope, permission| Box::pin(scope.revoke_permission(role, permission)),
+        )
         .await?;
     caller.key_cache().forget_tenant(caller.tenant());
-    Ok(Json(r))
+    Ok(r)
 }
 
 /// The global permission catalogue (`roles.read`).

@@ -5,6 +5,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tenantry_axum::idempotency::{Reply, Written};
 use tenantry_db::{
     ApiKeyInfo, DbError, KeyId, NewApiKey, NewKeyOptions, RoleId, TenantId, TenantScope, UserId,
 };
@@ -126,6 +127,11 @@ pub struct RotateBody {
 
 const MAX_GRACE: u64 = 30 * 24 * 3600;
 
+/// A new key's answer: the key is shown once and stored nowhere, so a replay
+/// under the same `Idempotency-Key` answers `key: ""` (the key exists: revoke
+/// it by `key_info.key_id` if its first answer was lost).
+pub const SHOWN_ONCE: Reply = Reply::new(StatusCode::CREATED).hiding("key");
+
 /// Not found unless `key_id` is a key of `tenant` itself (a descendant's key
 /// is not found here), worded like the library's not-found for a missing key:
 /// no oracle.
@@ -174,15 +180,14 @@ pub async fn list_keys(
 pub async fn create_key(
     caller: TenantCaller,
     Json(body): Json<NewKeyBody>,
-) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
+) -> Result<Written<NewKeyResponse>, ApiError> {
     caller.require("keys.write")?;
     let options = body.options()?;
-    let key = caller
-        .write(&options, |scope, options| {
-            Box::pin(scope.create_api_key(options))
+    caller
+        .write_response(SHOWN_ONCE, &options, |scope, options| {
+            Box::pin(async move { Ok(scope.create_api_key(options).await?.into()) })
         })
-        .await?;
-    Ok((StatusCode::CREATED, Json(key.into())))
+        .await
 }
 
 /// Revoke a key of the caller's tenant (`keys.write`); it is refused at once.
@@ -200,11 +205,11 @@ pub async fn create_key(
 pub async fn revoke_key(
     caller: TenantCaller,
     Path(key_id): Path<KeyId>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Written<()>, ApiError> {
     caller.require("keys.write")?;
     let tenant = caller.tenant();
-    caller
-        .write(&(), |scope, ()| {
+    let revoked = caller
+        .write_response(Reply::new(StatusCode::NO_CONTENT), &(), |scope, ()| {
             Box::pin(async move {
                 // Only keys of the caller's own tenant: a descendant's key is not found here.
                 own_key(scope, key_id, tenant).await?;
@@ -213,7 +218,7 @@ pub async fn revoke_key(
         })
         .await?;
     caller.key_cache().forget_key(key_id);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(revoked)
 }
 
 /// Rotate a key (`keys.write`): a successor key is shown once; the old one keeps
@@ -234,7 +239,7 @@ pub async fn rotate_key(
     caller: TenantCaller,
     Path(key_id): Path<KeyId>,
     body: crate::extract::OptionalJson<RotateBody>,
-) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
+) -> Result<Written<NewKeyResponse>, ApiError> {
     caller.require("keys.write")?;
     let grace = body.0.and_then(|b| b.grace_seconds).unwrap_or(24 * 3600);
     if grace > MAX_GRACE {
@@ -245,15 +250,16 @@ pub async fn rotate_key(
     }
     let tenant = caller.tenant();
     let new = caller
-        .write(&(), |scope, ()| {
+        .write_response(SHOWN_ONCE, &(), |scope, ()| {
             Box::pin(async move {
                 own_key(scope, key_id, tenant).await?;
-                scope
+                let new = scope
                     .rotate_api_key(key_id, Duration::from_secs(grace))
-                    .await
+                    .await?;
+                Ok(new.into())
             })
         })
         .await?;
     caller.key_cache().forget_key(key_id);
-    Ok((StatusCode::CREATED, Json(new.into())))
+    Ok(new)
 }

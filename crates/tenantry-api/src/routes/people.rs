@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use tenantry_axum::Person;
+use tenantry_axum::{
+    idempotency::{Reply, Written},
+    Person,
+};
 use tenantry_db::{
     Impersonation, ImpersonationId, Invitation, InvitationId, IssuedImpersonation,
     IssuedInvitation, Member, MyTenant, NewInvitation, RoleId, TenantId, UserId,
@@ -114,7 +117,7 @@ pub struct NewInvitationBody {
 pub async fn create_invitation(
     caller: TenantCaller,
     Json(body): Json<NewInvitationBody>,
-) -> Result<(StatusCode, Json<IssuedInvitation>), ApiError> {
+) -> Result<Written<IssuedInvitation>, ApiError> {
     caller.require("members.invite")?;
     if let Some(s) = body.valid_for_seconds {
         if !(60..=2_592_000).contains(&s) {
@@ -130,10 +133,13 @@ pub async fn create_invitation(
         role_id: body.role_id,
         valid_for: body.valid_for_seconds.map(Duration::from_secs),
     };
-    let issued = caller
-        .write(&new, |scope, new| Box::pin(scope.create_invitation(new)))
-        .await?;
-    Ok((StatusCode::CREATED, Json(issued)))
+    // The token is shown once: a replay answers `token: ""`.
+    let reply = Reply::new(StatusCode::CREATED).hiding("token");
+    caller
+        .write_response(reply, &new, |scope, new| {
+            Box::pin(scope.create_invitation(new))
+        })
+        .await
 }
 
 /// The caller's tenant's invitations, newest first (`members.read`).
@@ -176,12 +182,13 @@ pub async fn list_invitations(
 pub async fn revoke_invitation(
     caller: TenantCaller,
     Path(id): Path<InvitationId>,
-) -> Result<Json<Invitation>, ApiError> {
+) -> Result<Written<Invitation>, ApiError> {
     caller.require("members.invite")?;
-    let invitation = caller
-        .write(&id, |scope, id| Box::pin(scope.revoke_invitation(*id)))
-        .await?;
-    Ok(Json(invitation))
+    caller
+        .write_response(Reply::new(StatusCode::OK), &id, |scope, id| {
+            Box::pin(scope.revoke_invitation(*id))
+        })
+        .await
 }
 
 /// A member's new set of roles.
@@ -211,19 +218,19 @@ pub async fn set_member_roles(
     caller: TenantCaller,
     Path(user): Path<UserId>,
     Json(body): Json<MemberRolesBody>,
-) -> Result<Json<Member>, ApiError> {
+) -> Result<Written<Member>, ApiError> {
     caller.require("members.write")?;
     if body.role_ids.len() > 100 {
         return Err(ApiError::invalid("role_ids", "at most 100 roles"));
     }
     let args = (user, body.role_ids);
     let member = caller
-        .write(&args, |scope, (user, roles)| {
+        .write_response(Reply::new(StatusCode::OK), &args, |scope, (user, roles)| {
             Box::pin(scope.set_member_roles(*user, roles))
         })
         .await?;
     caller.member_cache().forget_tenant(caller.tenant());
-    Ok(Json(member))
+    Ok(member)
 }
 
 /// Remove a member of the caller's tenant (`members.write`). The owner cannot
@@ -244,13 +251,15 @@ pub async fn set_member_roles(
 pub async fn remove_member(
     caller: TenantCaller,
     Path(user): Path<UserId>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Written<()>, ApiError> {
     caller.require("members.write")?;
-    caller
-        .write(&user, |scope, user| Box::pin(scope.remove_member(*user)))
+    let removed = caller
+        .write_response(Reply::new(StatusCode::NO_CONTENT), &user, |scope, user| {
+            Box::pin(scope.remove_member(*user))
+        })
         .await?;
     caller.member_cache().forget_tenant(caller.tenant());
-    Ok(StatusCode::NO_CONTENT)
+    Ok(removed)
 }
 
 /// Make another member the owner of the caller's tenant. Only the owner (or a
@@ -269,14 +278,14 @@ pub async fn remove_member(
 pub async fn transfer_ownership(
     caller: TenantCaller,
     Path(user): Path<UserId>,
-) -> Result<Json<Member>, ApiError> {
+) -> Result<Written<Member>, ApiError> {
     let member = caller
-        .write(&user, |scope, user| {
+        .write_response(Reply::new(StatusCode::OK), &user, |scope, user| {
             Box::pin(scope.transfer_ownership(*user))
         })
         .await?;
     caller.member_cache().forget_tenant(caller.tenant());
-    Ok(Json(member))
+    Ok(member)
 }
 
 /// A new impersonation session.
@@ -317,7 +326,7 @@ pub struct NewImpersonationBody {
 pub async fn start_impersonation(
     caller: Caller,
     Json(body): Json<NewImpersonationBody>,
-) -> Result<(StatusCode, Json<IssuedImpersonation>), ApiError> {
+) -> Result<Written<IssuedImpersonation>, ApiError> {
     let seconds = body.valid_for_seconds.unwrap_or(3600);
     if !(60..=28_800).contains(&seconds) {
         return Err(ApiError::invalid(
@@ -338,26 +347,31 @@ pub async fn start_impersonation(
         Duration::from_secs(seconds),
         reason,
     );
-    let issued = match caller {
+    // The token is shown once: a replay answers `token: ""`.
+    let reply = Reply::new(StatusCode::CREATED).hiding("token");
+    match caller {
         Caller::Admin(admin) => {
             let tenant = body.tenant_id.ok_or_else(|| {
                 ApiError::invalid("tenant_id", "the admin token names the member's tenant")
             })?;
-            admin
+            let issued = admin
                 .tenant_write(tenant, &args, |scope, (user, _, valid_for, reason)| {
                     Box::pin(scope.start_impersonation(*user, None, *valid_for, reason))
                 })
-                .await?
+                .await?;
+            Ok(Written::Fresh {
+                status: StatusCode::CREATED,
+                value: issued,
+            })
         }
         Caller::Tenant(caller) => {
             caller
-                .write(&args, |scope, (user, tenant, valid_for, reason)| {
+                .write_response(reply, &args, |scope, (user, tenant, valid_for, reason)| {
                     Box::pin(scope.start_impersonation(*user, *tenant, *valid_for, reason))
                 })
-                .await?
+                .await
         }
-    };
-    Ok((StatusCode::CREATED, Json(issued)))
+    }
 }
 
 /// Impersonation sessions of the caller's tenant and its descendants, newest first (`members.read`).
@@ -401,9 +415,10 @@ pub async fn list_impersonations(
 pub async fn end_impersonation(
     caller: TenantCaller,
     Path(id): Path<ImpersonationId>,
-) -> Result<Json<Impersonation>, ApiError> {
-    let ended = caller
-        .write(&id, |scope, id| Box::pin(scope.end_impersonation(*id)))
-        .await?;
-    Ok(Json(ended))
+) -> Result<Written<Impersonation>, ApiError> {
+    caller
+        .write_response(Reply::new(StatusCode::OK), &id, |scope, id| {
+            Box::pin(scope.end_impersonation(*id))
+        })
+        .await
 }

@@ -9,6 +9,8 @@ use tenantry_db::{
 use utoipa::{IntoParams, ToSchema};
 
 use super::{page_by_key, Page, PageQuery};
+use tenantry_axum::idempotency::{Reply, Written};
+
 use crate::{
     auth::TenantCaller,
     error::{responses, ApiError, Problem},
@@ -93,7 +95,7 @@ pub struct ResourceListQuery {
 pub async fn create_resource(
     caller: TenantCaller,
     Json(body): Json<NewResourceBody>,
-) -> Result<(StatusCode, Json<Resource>), ApiError> {
+) -> Result<Written<Resource>, ApiError> {
     caller.require("resources.write")?;
     let new = NewResource {
         name: body.name,
@@ -101,10 +103,14 @@ pub async fn create_resource(
     };
     // Quotas are the database's: an insert past one fails with quota_exceeded.
     let created = caller
-        .write(&new, |scope, new| Box::pin(scope.create_resource(new)))
+        .write_response(Reply::new(StatusCode::CREATED), &new, |scope, new| {
+            Box::pin(scope.create_resource(new))
+        })
         .await?;
-    caller.note_resource(created.id);
-    Ok((StatusCode::CREATED, Json(created)))
+    if let Some(resource) = created.fresh() {
+        caller.note_resource(resource.id);
+    }
+    Ok(created)
 }
 
 /// Resources the caller may read, newest first (`resources.read`).
@@ -202,19 +208,18 @@ pub async fn patch_resource(
     caller: TenantCaller,
     Path(id): Path<ResourceId>,
     Json(patch): Json<ResourcePatch>,
-) -> Result<Json<Resource>, ApiError> {
+) -> Result<Written<Resource>, ApiError> {
     caller.require("resources.write")?;
     caller.note_resource(id);
     let update = ResourceUpdate {
         name: patch.name,
         data: patch.data,
     };
-    let updated = caller
-        .write(&update, |scope, update| {
+    caller
+        .write_response(Reply::new(StatusCode::OK), &update, |scope, update| {
             Box::pin(scope.update_resource(id, update))
         })
-        .await?;
-    Ok(Json(updated))
+        .await
 }
 
 /// Delete a resource of the caller or a descendant (`resources.delete`); its shares go with it.
@@ -232,13 +237,14 @@ pub async fn patch_resource(
 pub async fn delete_resource(
     caller: TenantCaller,
     Path(id): Path<ResourceId>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Written<()>, ApiError> {
     caller.require("resources.delete")?;
     caller.note_resource(id);
     caller
-        .write(&(), |scope, ()| Box::pin(scope.delete_resource(id)))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+        .write_response(Reply::new(StatusCode::NO_CONTENT), &(), |scope, ()| {
+            Box::pin(scope.delete_resource(id))
+        })
+        .await
 }
 
 /// Share a resource read-only with another active tenant (`resources.share`).
@@ -259,15 +265,14 @@ pub async fn share_resource(
     caller: TenantCaller,
     Path(id): Path<ResourceId>,
     Json(body): Json<NewShareBody>,
-) -> Result<(StatusCode, Json<Share>), ApiError> {
+) -> Result<Written<Share>, ApiError> {
     caller.require("resources.share")?;
     caller.note_resource(id);
-    let share = caller
-        .write(&(), |scope, ()| {
+    caller
+        .write_response(Reply::new(StatusCode::CREATED), &(), |scope, ()| {
             Box::pin(scope.share_resource(id, body.tenant_id))
         })
-        .await?;
-    Ok((StatusCode::CREATED, Json(share)))
+        .await
 }
 
 /// Shares of a resource the caller owns (`resources.read`).
@@ -309,13 +314,12 @@ pub async fn list_shares(
 pub async fn unshare_resource(
     caller: TenantCaller,
     Path((id, tenant)): Path<(ResourceId, TenantId)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Written<()>, ApiError> {
     caller.require("resources.share")?;
     caller.note_resource(id);
     caller
-        .write(&(), |scope, ()| {
+        .write_response(Reply::new(StatusCode::NO_CONTENT), &(), |scope, ()| {
             Box::pin(scope.unshare_resource(id, tenant))
         })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+        .await
 }

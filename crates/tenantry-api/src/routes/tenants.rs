@@ -1,7 +1,12 @@
 //! Tenants: administration with the admin token (create, list, show, change, suspend, activate, delete, move between tiers, keys, usage) and what a tenant key sees of its own tenant and children.
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse};
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use serde::{Deserialize, Deserializer, Serialize};
+use tenantry_axum::idempotency::{Reply, Written, IDEMPOTENT_REPLAYED};
 use tenantry_db::{
     Isolation, NewTenant, Tenant, TenantId, TenantSettings, TenantStatus, TenantUpdate, TierMove,
 };
@@ -106,9 +111,9 @@ fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
 pub async fn create_tenant(
     caller: Caller,
     Json(body): Json<NewTenantBody>,
-) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+) -> Result<Response, ApiError> {
     let isolation = body.isolation.unwrap_or_default();
-    let tenant = match caller {
+    let (tenant, replayed) = match caller {
         Caller::Admin(admin) => {
             let new = NewTenant {
                 name: body.name,
@@ -116,9 +121,10 @@ pub async fn create_tenant(
                 isolation,
                 settings: settings(body.settings.as_ref())?,
             };
-            admin
+            let tenant = admin
                 .admin_write(&new, |scope, new| Box::pin(scope.create_tenant(new)))
-                .await?
+                .await?;
+            (tenant, false)
         }
         Caller::Tenant(caller) => {
             caller.require("tenants.create")?;
@@ -131,19 +137,46 @@ pub async fn create_tenant(
                 .with_field("parent_id"));
             }
             let new = (body.name, settings(body.settings.as_ref())?);
-            let id = caller
-                .write(&new, |scope, (name, settings)| {
-                    Box::pin(scope.create_child_tenant(name, isolation, settings.as_ref()))
-                })
+            let created = caller
+                .write_response(
+                    Reply::new(StatusCode::CREATED),
+                    &new,
+                    |scope, (name, settings)| {
+                        Box::pin(scope.create_child_tenant(name, isolation, settings.as_ref()))
+                    },
+                )
                 .await?;
-            // The child is visible to its parent from the next transaction on.
+            // The child is visible to its parent from the next transaction
+            // on: the answer reads it there. Under an Idempotency-Key the
+            // child's id is what is stored, and a replay reads the child
+            // again (as it is now) from it.
+            let (id, replayed) = match &created {
+                Written::Fresh { value, .. } => (*value, false),
+                Written::Replayed(stored) => {
+                    let id = stored
+                        .body
+                        .as_deref()
+                        .and_then(|b| serde_json::from_slice::<TenantId>(b).ok())
+                        .ok_or_else(|| {
+                            ApiError::new(ProblemCode::InternalError, "internal error")
+                        })?;
+                    (id, true)
+                }
+            };
             let mut scope = caller.scope().await?;
             let t = scope.get_tenant(id).await?;
             scope.commit().await?;
-            t
+            (t, replayed)
         }
     };
-    Ok((StatusCode::CREATED, Json(tenant)))
+    let mut response = (StatusCode::CREATED, Json(tenant)).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            IDEMPOTENT_REPLAYED,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }
 
 /// List all tenants (admin), in id order.

@@ -12,6 +12,7 @@ mod credentials;
 mod errors;
 mod helpers;
 mod hierarchy;
+mod idempotency;
 mod inputs;
 mod keys;
 mod limits;
