@@ -15,11 +15,12 @@ use crate::{
     telemetry,
 };
 
-/// The whole router: `/v1` API, system routes, OpenAPI and docs, problem+json fallbacks.
+/// The whole router: `/v1` API, system routes, OpenAPI and docs, the console, problem+json fallbacks.
 pub fn router(state: AppState, body_limit: usize) -> Router {
     let (api, openapi) = openapi::api_router().split_for_parts();
     let api = api.route_layer(state.tenantry.layer()).with_state(state);
     api.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::new(ProblemCode::RouteNotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
