@@ -191,11 +191,31 @@ impl Browser {
         }
     }
 
+    /// A screenshot of the whole page: the window grows to the page's height for it.
     async fn shot(&self, name: &str) {
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).unwrap();
+        let rect = self.d().get_window_rect().await.unwrap();
+        let height = self
+            .d()
+            .execute("return document.documentElement.scrollHeight", vec![])
+            .await
+            .unwrap()
+            .json()
+            .as_i64()
+            .unwrap_or(rect.height);
+        let tall = |h: i64| u32::try_from(h.clamp(600, 6000)).unwrap();
+        let width = u32::try_from(rect.width).unwrap();
+        self.d()
+            .set_window_rect(rect.x, rect.y, width, tall(height + 140))
+            .await
+            .unwrap();
         self.d()
             .screenshot(&dir.join(format!("{name}.png")))
+            .await
+            .unwrap();
+        self.d()
+            .set_window_rect(rect.x, rect.y, width, tall(rect.height))
             .await
             .unwrap();
     }

@@ -3,7 +3,7 @@
 // and hash routing to the pages.
 
 import { api, session } from "./api.js";
-import { h, fill, field, describe, say } from "./dom.js";
+import { h, fill, field, describe, say, pageShown } from "./dom.js";
 import * as tenants from "./pages/tenants.js";
 import * as tenant from "./pages/tenant.js";
 import * as usage from "./pages/usage.js";
@@ -96,6 +96,7 @@ function renderNav(current) {
 /** Shows the page of the current hash. */
 async function route() {
   stopPage();
+  pageShown();
   if (!session.token) return signInPage();
   if (!caller) {
     try {

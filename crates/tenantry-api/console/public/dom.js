@@ -78,11 +78,21 @@ export function badge(text, kind = text) {
   return h("span", { class: `badge badge-${kind}` }, text);
 }
 
-/** Announces a message to the status line (read by screen readers). */
+let shown = 0;
+let said = -1;
+
+/** Announces a message to the status line (read by screen readers); it stays for the page it leads to. */
 export function say(text, kind = "info") {
   const s = document.getElementById("status");
   s.className = `status status-${kind}`;
   s.textContent = text;
+  said = shown;
+}
+
+/** A page is being shown: messages from before the previous page are cleared. */
+export function pageShown() {
+  shown += 1;
+  if (said < shown - 1) fill(document.getElementById("status"));
 }
 
 /** A labelled form field. */

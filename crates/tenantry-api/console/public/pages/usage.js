@@ -65,9 +65,13 @@ export async function render(ctx) {
   }
   if (!operator) {
     page.append(section("Requests per key, last 30 days", async () => {
-      const keys = await get("/v1/usage/keys?hours=720");
+      const [keys, known] = [await get("/v1/usage/keys?hours=720"), await all("/v1/keys").catch(() => [])];
+      const label = (id) => {
+        const k = known.find((x) => x.key_id === id);
+        return k ? `${k.prefix}${k.description ? ` (${k.description})` : ""}` : id;
+      };
       return table("Requests per key", [
-        ["Key", (k) => h("code", {}, k.key_id)],
+        ["Key", (k) => h("code", {}, label(k.key_id))],
         ["Requests", (k) => k.request_count],
         ["Errors", (k) => k.error_count],
         ["Error rate", (k) => pct(k.error_count, k.request_count)],
