@@ -96,6 +96,52 @@ impl Browser {
         self.driver.as_ref().unwrap()
     }
 
+    /// What `script` returns.
+    async fn js(&self, script: &str) -> Value {
+        self.d()
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{script}: {e}"))
+            .json()
+            .clone()
+    }
+
+    /// Signs in on the sign-in form.
+    async fn sign_in(&self, token: &str) {
+        self.type_into("input[name=token]", token).await;
+        self.css("form.signin button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Creates a key with the page's key form; returns the secret it shows once.
+    async fn create_key(&self, description: &str) -> String {
+        let previous = self
+            .js("return document.querySelector('input.secret')?.value ?? ''")
+            .await;
+        self.type_into(
+            "form[aria-label='Create an API key'] input[type=text]",
+            description,
+        )
+        .await;
+        self.css("form[aria-label='Create an API key'] button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        let script = format!(
+            "const v = document.querySelector('input.secret')?.value; return v && v !== {} ? v : null",
+            previous
+        );
+        self.wait("the new key's secret", &script)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Runs `script` until it returns something truthy; panics with `what` and the page's text after 30 s.
     async fn wait(&self, what: &str, script: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -332,12 +378,7 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
 
     // --- Operator: sign in with the admin token.
     b.go(&console).await;
-    b.type_into("input[name=token]", &app.admin_token).await;
-    b.css("form.signin button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.sign_in(&app.admin_token).await;
     b.wait_text("Create a tenant").await;
     b.wait_text(&stranger_name).await;
 
@@ -362,25 +403,7 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     assert_eq!(t.expect(200)["name"], "Acme");
 
     // A key for it, shown once.
-    b.type_into(
-        "form[aria-label='Create an API key'] input[type=text]",
-        "console test",
-    )
-    .await;
-    b.css("form[aria-label='Create an API key'] button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    let key = b
-        .wait(
-            "the new key's secret",
-            "return document.querySelector('input.secret')?.value",
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = b.create_key("console test").await;
     assert!(key.starts_with("tk_"), "{key}");
     b.wait_text("shown this once").await;
     b.shot("operator-tenant").await;
@@ -388,13 +411,7 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     assert_eq!(me.expect(200)["tenant_id"], acme.as_str());
     b.d().refresh().await.unwrap();
     b.wait_text("Quotas and rate limits").await;
-    let again: Value = b
-        .d()
-        .execute("return document.querySelector('input.secret')", vec![])
-        .await
-        .unwrap()
-        .json()
-        .clone();
+    let again: Value = b.js("return document.querySelector('input.secret')").await;
     assert!(again.is_null(), "the secret is shown a second time");
     assert!(!b.text().await.contains(&key));
 
@@ -403,16 +420,11 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     b.wait_text(&stranger_name).await;
     b.type_into("#create-tenant ~ .field input", "Acme Labs")
         .await;
-    b.d()
-        .execute(
-            &format!(
-                "const s = document.querySelectorAll('#create-tenant ~ .field select')[0]; s.value = {}; return s.value",
-                json!(acme)
-            ),
-            vec![],
-        )
-        .await
-        .unwrap();
+    b.js(&format!(
+        "document.querySelector('#create-tenant ~ .field select').value = {}",
+        json!(acme)
+    ))
+    .await;
     b.css("#create-tenant ~ button[type=submit]")
         .await
         .click()
@@ -503,54 +515,22 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     b.css("#logout").await.click().await.unwrap();
     b.wait_text("Sign in").await;
     let stored = b
-        .d()
-        .execute("return sessionStorage.length + localStorage.length", vec![])
-        .await
-        .unwrap();
-    assert_eq!(stored.json(), &json!(0));
+        .js("return sessionStorage.length + localStorage.length")
+        .await;
+    assert_eq!(stored, json!(0));
 
     // --- Tenant: sign in with Acme's key, in a fresh document (its own resource log).
     b.go(&console).await;
-    b.type_into("input[name=token]", &key).await;
-    b.css("form.signin button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.sign_in(&key).await;
     b.wait_text("Tenant: Acme").await;
     b.wait_text("Active keys").await;
     let stored: Value = b
-        .d()
-        .execute(
-            "return [Object.keys(sessionStorage), localStorage.length, document.cookie]",
-            vec![],
-        )
-        .await
-        .unwrap()
-        .json()
-        .clone();
+        .js("return [Object.keys(sessionStorage), localStorage.length, document.cookie]")
+        .await;
     assert_eq!(stored, json!([["tenantry.token"], 0, ""]));
 
     // A second key: shown once, then revoked.
-    b.type_into(
-        "form[aria-label='Create an API key'] input[type=text]",
-        "short-lived",
-    )
-    .await;
-    b.css("form[aria-label='Create an API key'] button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    let temp = b
-        .wait(
-            "the second key's secret",
-            "return document.querySelector('input.secret')?.value",
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let temp = b.create_key("short-lived").await;
     let prefix = temp.split('_').nth(1).unwrap().to_owned();
     b.wait(
         "the new key in the table",
@@ -603,15 +583,8 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     b.wait_text("Active keys").await;
     b.shot("tenant-narrow").await;
     let overflow: Value = b
-        .d()
-        .execute(
-            "return document.documentElement.scrollWidth <= window.innerWidth + 1",
-            vec![],
-        )
-        .await
-        .unwrap()
-        .json()
-        .clone();
+        .js("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+        .await;
     assert_eq!(
         overflow,
         json!(true),
