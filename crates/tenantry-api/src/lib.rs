@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod openapi;
 pub mod routes;

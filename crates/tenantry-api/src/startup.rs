@@ -15,7 +15,7 @@ use crate::{
     telemetry,
 };
 
-/// The whole router: `/v1` API, system routes, OpenAPI and docs, problem+json fallbacks.
+/// The whole router: `/v1` API, system routes, OpenAPI and docs, the console, problem+json fallbacks.
 /// Every request gets an id ([`RequestIdLayer`], outermost) and one log line
 /// (the request log's layer, on every route and on the fallback).
 pub fn router(state: AppState, body_limit: usize) -> Router {
@@ -29,6 +29,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         }),
     );
     api.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(crate::console::router())
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 ProblemCode::MethodNotAllowed,

@@ -1,0 +1,140 @@
+// The console's shell: sign-in, the navigation for the caller's view
+// (operator with the admin token, tenant with a key or a person's token),
+// and hash routing to the pages.
+
+import { api, session } from "./api.js";
+import { h, fill, field, describe, say, pageShown } from "./dom.js";
+import * as tenants from "./pages/tenants.js";
+import * as tenant from "./pages/tenant.js";
+import * as usage from "./pages/usage.js";
+import * as audit from "./pages/audit.js";
+
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const who = document.getElementById("who");
+const logout = document.getElementById("logout");
+
+/** Who the token belongs to: {view: "operator"} or {view: "tenant", me}. */
+let caller = null;
+/** Cleanups of the page shown (timers of live views). */
+let leaving = [];
+
+const PAGES = {
+  operator: [["tenants", "Tenants"], ["usage", "Usage"], ["audit", "Audit"]],
+  tenant: [["tenant", "Tenant"], ["usage", "Usage"], ["audit", "Audit"]],
+};
+
+/** Works out the view a token opens: a tenant's (it reads /v1/tenant) or the operator's (it lists tenants). */
+async function identify(token, tenantId) {
+  try {
+    const me = await api("GET", "/v1/tenant", undefined, token, tenantId);
+    return { view: "tenant", me };
+  } catch (e) {
+    if (e.status !== 401 && e.status !== 403) throw e;
+  }
+  await api("GET", "/v1/tenants?limit=1", undefined, token, null);
+  return { view: "operator" };
+}
+
+function signInPage(message) {
+  const token = h("input", { type: "password", name: "token", autocomplete: "off", required: true, spellcheck: "false" });
+  const tenantId = h("input", { type: "text", name: "tenant", autocomplete: "off", spellcheck: "false", pattern: "[0-9a-fA-F-]{36}" });
+  const error = h("p", { class: "error", role: "alert", hidden: !message }, message || "");
+  const form = h("form", { class: "card signin", "aria-labelledby": "signin-title" },
+    h("h1", { id: "signin-title" }, "Sign in"),
+    h("p", {}, "The admin token opens the operator's view of every tenant; a tenant's API key (tk_…) opens that tenant's view. The token is kept in this tab's session storage only and is sent to this server's API alone."),
+    field("Admin token, API key or person's token", token),
+    field("Tenant id (a person's token only)", tenantId, "The tenant you act in, sent as X-Tenant-Id."),
+    error,
+    h("button", { type: "submit" }, "Sign in"));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.hidden = true;
+    const t = token.value.trim();
+    const tid = tenantId.value.trim() || null;
+    try {
+      caller = await identify(t, tid);
+      session.set(t, tid);
+      token.value = "";
+      location.hash = caller.view === "operator" ? "#/tenants" : "#/tenant";
+      route();
+    } catch (e) {
+      error.textContent = e.status === 401 || e.status === 403
+        ? "That token is not accepted (unknown, revoked, expired, or without access)."
+        : describe(e);
+      error.hidden = false;
+    }
+  });
+  fill(nav);
+  fill(who);
+  logout.hidden = true;
+  fill(main, form);
+  token.focus();
+}
+
+function signOut(message) {
+  session.clear();
+  caller = null;
+  history.replaceState(null, "", location.pathname);
+  stopPage();
+  say(message || "Signed out.");
+  signInPage();
+}
+
+function stopPage() {
+  for (const f of leaving) f();
+  leaving = [];
+}
+
+function renderNav(current) {
+  fill(nav, h("ul", {}, PAGES[caller.view].map(([id, label]) =>
+    h("li", {}, h("a", { href: `#/${id}`, "aria-current": current === id ? "page" : null }, label)))));
+  fill(who, caller.view === "operator" ? "Operator" : `Tenant: ${caller.me.name}`);
+  logout.hidden = false;
+}
+
+/** Shows the page of the current hash. */
+async function route() {
+  stopPage();
+  pageShown();
+  if (!session.token) return signInPage();
+  if (!caller) {
+    try {
+      caller = await identify(session.token, session.tenant);
+    } catch (e) {
+      return signOut(`Session ended: ${describe(e)}`);
+    }
+  }
+  const [path, qs] = location.hash.replace(/^#\/?/, "").split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const params = new URLSearchParams(qs || "");
+  const home = caller.view === "operator" ? "tenants" : "tenant";
+  const page = parts[0] || home;
+  const modules = { tenants, tenant, usage, audit };
+  const allowed = PAGES[caller.view].some(([id]) => id === page);
+  renderNav(page);
+  const ctx = {
+    caller,
+    parts,
+    params,
+    onLeave: (f) => leaving.push(f),
+    go: (hash) => { location.hash = hash; },
+    refresh: () => route(),
+  };
+  try {
+    const el = allowed ? await modules[page].render(ctx) : h("p", {}, "No such page.");
+    fill(main, el);
+  } catch (e) {
+    if (e.status === 401) return signOut("Your token is no longer accepted; sign in again.");
+    fill(main, h("p", { class: "error", role: "alert" }, describe(e)));
+  }
+  const heading = main.querySelector("h1");
+  if (heading) {
+    heading.tabIndex = -1;
+    heading.focus();
+  }
+}
+
+logout.addEventListener("click", () => signOut());
+window.addEventListener("hashchange", () => route());
+route();
