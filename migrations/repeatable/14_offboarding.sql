@@ -260,6 +260,7 @@ DECLARE
     counts jsonb := '{}';
     n bigint;
     purged_at timestamptz;
+    dropped text;
 BEGIN
     IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
         RAISE EXCEPTION 'purging tenants needs a proven administrative context' USING ERRCODE = '42501';
@@ -298,7 +299,7 @@ BEGIN
                 USING ERRCODE = 'TN503';
         END;
         PERFORM set_config('lock_timeout', '0', true);
-        counts := jsonb_build_object('schema', t.schema_name);
+        dropped := t.schema_name;
     END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
     FOR f IN SELECT * FROM tenantry.tenant_keyed_columns() LOOP
@@ -318,8 +319,9 @@ BEGIN
     INSERT INTO tenantry.purged_tenants (tenant_id, name, deleted_at, purged_by, rows_deleted)
     VALUES (tid, t.name, t.updated_at, tenantry.current_actor(), counts)
     RETURNING purged_tenants.purged_at INTO purged_at;
-    RETURN jsonb_build_object('tenant_id', tid, 'purged_at', purged_at, 'deleted_at', t.updated_at, 'rows_deleted', counts);
+    RETURN jsonb_build_object('tenant_id', tid, 'purged_at', purged_at, 'deleted_at', t.updated_at,
+                              'schema_dropped', dropped, 'rows_deleted', counts);
 END
 $$;
-COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), its tenant row; records it in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children; TN503 when its schema is busy.';
+COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), its tenant row; records it in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children; TN503 when its schema is busy.';
 GRANT EXECUTE ON FUNCTION tenantry.purge_tenant(uuid) TO tenantry_admin;

@@ -23,6 +23,8 @@
 //! - [`invalidation`]: the feed that tells every server process what to drop
 //!   from its caches when a key, tenant, role or permission changes anywhere
 //!   (LISTEN/NOTIFY on a dedicated connection);
+//! - [`offboard`]: a tenant's export (a checked archive of every row it owns),
+//!   its import under a new or the same id, and its purge after the grace period;
 //! - [`tables`]: the team's own tables made tenant tables (adopt, release, the doctor),
 //!   and typed access to them in a scope: [`TenantScope::query`], `query_one`,
 //!   `query_opt` and `execute`, rows read through [`FromRow`], statements as [`Sql`].
@@ -51,6 +53,7 @@ mod keys;
 #[cfg(feature = "embedded")]
 pub mod local;
 pub mod migrate;
+pub mod offboard;
 mod people;
 pub mod provision;
 mod resources;
@@ -76,6 +79,7 @@ pub use ids::{
 };
 pub use invalidation::{Invalidation, Invalidations, ListenOptions, ListenTo, Subscription};
 pub use keys::{ApiKeyInfo, ApiKeySecret, KeyIdentity, NewApiKey, NewKeyOptions};
+pub use offboard::PurgedTenant;
 pub use people::{
     Impersonation, ImpersonationIdentity, Invitation, IssuedImpersonation, IssuedInvitation,
     MemberIdentity, MyTenant, NewInvitation,
