@@ -87,8 +87,9 @@ AS $$
     SELECT coalesce(
         (SELECT format('%I.%I', t.schema_name, f.template_table)
          FROM tenantry.tenants t, tenantry.tier_tables() f
-         WHERE t.tenant_id = tid AND t.isolation = 'schema' AND f.template = template),
-        template::text)
+         WHERE t.tenant_id = tenant_home_table.tid AND t.isolation = 'schema'
+           AND f.template = tenant_home_table.template),
+        tenant_home_table.template::text)
 $$;
 COMMENT ON FUNCTION tenantry.tenant_home_table(uuid, regclass) IS 'Internal: the table of a tenant''s rows of the family of `template` (its schema''s table for a schema tenant, else the pooled table), for exports and imports. Not granted.';
 

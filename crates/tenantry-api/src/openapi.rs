@@ -91,6 +91,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             routes::tenants::delete_tenant
         ))
         .routes(routes!(routes::tenants::suspend_tenant))
+        .routes(routes!(routes::tenants::purge_tenant))
         .routes(routes!(
             routes::tenants::move_tenant,
             routes::tenants::abort_tenant_move
