@@ -235,7 +235,7 @@ async fn measure(
     ctx.push(Figure::new(
         import_name,
         "s",
-        &format!("tenantry tenant import of that archive under a new id (checked, one transaction, counters derived)"),
+        "tenantry tenant import of that archive under a new id (checked, one transaction, counters derived)",
         import,
         Some(("COPY of the same rows from a gzip'd file into a table of the same shape and indexes", copy_in)),
         RatioKind::ValueOverBaseline,

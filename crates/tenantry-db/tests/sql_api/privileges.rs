@@ -489,6 +489,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "enter_context",
             "enter_context_signed",
             "migrate_tenant_schema",
+            "purge_tenant",
             "refresh_tenant_metrics",
             "set_admin_context",
             "set_tenant_isolation",
