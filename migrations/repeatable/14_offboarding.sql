@@ -51,12 +51,13 @@ CREATE OR REPLACE TRIGGER tenants_not_purged
  * added later is purged without a change here.
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_keyed_columns()
-RETURNS TABLE (table_id regclass, column_name name, partitioned boolean)
+RETURNS TABLE (table_id regclass, schema_name name, table_name name, column_name name, partitioned boolean)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT DISTINCT c.oid::regclass, a.attname, c.relkind = 'p'
+    SELECT DISTINCT c.oid::regclass, n.nspname, c.relname, a.attname, c.relkind = 'p'
     FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
       AND c.oid NOT IN ('tenantry.tenants'::regclass, 'tenantry.purged_tenants'::regclass)
@@ -69,9 +70,9 @@ AS $$
                                AND k.confrelid = 'tenantry.tenants'::regclass AND a.attnum = ANY (k.conkey))))
          OR (c.oid IN (SELECT tt.table_id FROM tenantry.tenant_tables tt) AND a.attname = 'tenant_id')
       )
-    ORDER BY 1, 2
+    ORDER BY 1, 4
 $$;
-COMMENT ON FUNCTION tenantry.tenant_keyed_columns() IS 'Internal: every (table, column) through which rows belong to or point at a tenant, found through the catalog (tenantry tables with tenant_id, shared_with or a foreign key to tenants; adopted tables by tenant_id), for purge_tenant(). Not granted.';
+COMMENT ON FUNCTION tenantry.tenant_keyed_columns() IS 'Internal: every (table, its schema and name, column) through which rows belong to or point at a tenant, found through the catalog (tenantry tables with tenant_id, shared_with or a foreign key to tenants; adopted tables by tenant_id), for purge_tenant(). Not granted.';
 
 /**
  * The table holding a tenant's rows of one tenant table family: its schema's
@@ -306,9 +307,13 @@ BEGIN
     FOR f IN SELECT * FROM tenantry.tenant_keyed_columns() LOOP
         -- ONLY on a plain table: a pooled table's family would reach every
         -- schema tenant's table (and lock each); a partitioned one has no rows of its own.
-        EXECUTE format('DELETE FROM %s %s WHERE %I = $1',
-                       CASE WHEN f.partitioned THEN '' ELSE 'ONLY' END, f.table_id, f.column_name)
-        USING tid;
+        IF f.partitioned THEN
+            EXECUTE format('DELETE FROM %I.%I WHERE %I = $1', f.schema_name, f.table_name, f.column_name)
+            USING tid;
+        ELSE
+            EXECUTE format('DELETE FROM ONLY %I.%I WHERE %I = $1', f.schema_name, f.table_name, f.column_name)
+            USING tid;
+        END IF;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n > 0 THEN
             counts := counts || jsonb_build_object(

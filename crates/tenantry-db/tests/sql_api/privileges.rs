@@ -79,6 +79,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
         [
             "context_keys",
             "permissions",
+            "purge_policy",
             "schema_definitions",
             "schema_migrations",
             "tenant_tables"
