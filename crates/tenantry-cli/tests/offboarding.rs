@@ -186,6 +186,14 @@ async fn rows_by_table(su: &Client, tenant: uuid::Uuid) -> BTreeMap<String, i64>
     counts
 }
 
+/// `tenantry tenant export <tenant> --out <path>` as the migration role.
+fn export(db: &TestDatabase, tenant: uuid::Uuid, path: &str) {
+    ok(&run(
+        &db.superuser_url(),
+        &["tenant", "export", &tenant.to_string(), "--out", path],
+    ));
+}
+
 /// The manifest of an archive, and the text of each of its files.
 fn read_archive(path: &Path) -> (serde_json::Value, BTreeMap<String, String>) {
     let file = std::fs::File::open(path).unwrap();
@@ -276,10 +284,7 @@ async fn export_purge_import_round_trip_restores_an_identical_tenant_and_the_exp
     let before_a = rows_by_table(&su, a).await;
     let before_b = rows_by_table(&su, b).await;
 
-    ok(&run(
-        &db.superuser_url(),
-        &["tenant", "export", &a.to_string(), "--out", archive_s],
-    ));
+    export(&db, a, archive_s);
     let (manifest, files) = read_archive(&archive);
     assert_eq!(manifest["tenant_id"], a.to_string());
     let rows: BTreeMap<String, u64> = sums(&manifest)
@@ -375,16 +380,7 @@ async fn export_purge_import_round_trip_restores_an_identical_tenant_and_the_exp
         &["tenant", "import", archive_s, "--as", &new.to_string()],
     ));
     let again = dir.path().join("again.tar.gz");
-    ok(&run(
-        &db.superuser_url(),
-        &[
-            "tenant",
-            "export",
-            &new.to_string(),
-            "--out",
-            again.to_str().unwrap(),
-        ],
-    ));
+    export(&db, new, again.to_str().unwrap());
     let (manifest_again, _) = read_archive(&again);
     assert_eq!(sums(&manifest_again), sums(&manifest));
     // And it works as a tenant: a key of its own reads its resources.
@@ -420,16 +416,7 @@ async fn purging_a_schema_tenant_drops_its_schema_and_leaves_no_row_and_its_arch
     assert_eq!(in_schema, 50);
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("acme.tar.gz");
-    ok(&run(
-        &db.superuser_url(),
-        &[
-            "tenant",
-            "export",
-            &a.to_string(),
-            "--out",
-            archive.to_str().unwrap(),
-        ],
-    ));
+    export(&db, a, archive.to_str().unwrap());
     let b_before = rows_by_table(&su, b).await["tenantry.resources"];
 
     delete_past_grace(&db, &su, a).await;
@@ -491,16 +478,7 @@ async fn a_purged_tenants_id_cannot_be_imported_again_or_taken_by_a_new_tenant_r
     let (db, su, a, _) = two_tenants(5, "shared").await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("acme.tar.gz");
-    ok(&run(
-        &db.superuser_url(),
-        &[
-            "tenant",
-            "export",
-            &a.to_string(),
-            "--out",
-            archive.to_str().unwrap(),
-        ],
-    ));
+    export(&db, a, archive.to_str().unwrap());
     // While it exists, importing under its own id is refused too.
     let err = refused(&run(
         &db.superuser_url(),
@@ -549,16 +527,7 @@ async fn a_tampered_or_foreign_archive_is_refused_and_nothing_is_written() {
     let (db, su, a, _) = two_tenants(20, "shared").await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("acme.tar.gz");
-    ok(&run(
-        &db.superuser_url(),
-        &[
-            "tenant",
-            "export",
-            &a.to_string(),
-            "--out",
-            archive.to_str().unwrap(),
-        ],
-    ));
+    export(&db, a, archive.to_str().unwrap());
     let (manifest, files) = read_archive(&archive);
     let tenants = tenant_count(&su).await;
     let resources: i64 = su

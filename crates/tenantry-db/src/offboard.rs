@@ -624,32 +624,28 @@ async fn check_target(
     manifest: &Manifest,
 ) -> Result<(), OffboardError> {
     for t in &manifest.tables {
-        let exists: bool = tx
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&t.table])
-            .await?
-            .get(0);
-        if !exists {
-            return Err(OffboardError::Refused(format!(
-                "table {} is not in this database: create and adopt it (same columns) before importing",
-                t.table
-            )));
-        }
+        let row = tx
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL,
+                        EXISTS (SELECT 1 FROM tenantry.tenant_tables WHERE table_id = to_regclass($1))",
+                &[&t.table],
+            )
+            .await?;
+        let (exists, adopted): (bool, bool) = (row.get(0), row.get(1));
         let own =
             OWN_TABLES.contains(&t.table.as_str()) || TRAILING_TABLES.contains(&t.table.as_str());
-        if !own {
-            let adopted: bool = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM tenantry.tenant_tables WHERE table_id = $1::text::regclass)",
-                    &[&t.table],
-                )
-                .await?
-                .get(0);
-            if !adopted {
-                return Err(OffboardError::Refused(format!(
-                    "table {} is not adopted in this database: adopt it (tenantry table adopt) before importing",
-                    t.table
-                )));
-            }
+        let missing = if !exists {
+            "is not in this database: create and adopt it (same columns)"
+        } else if !own && !adopted {
+            "is not adopted in this database: adopt it (tenantry table adopt)"
+        } else {
+            ""
+        };
+        if !missing.is_empty() {
+            return Err(OffboardError::Refused(format!(
+                "table {} {missing} before importing",
+                t.table
+            )));
         }
         if !matches!(
             t.table.as_str(),

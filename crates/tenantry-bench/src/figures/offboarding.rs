@@ -15,14 +15,9 @@ const SOURCE_NAME: &str = "bench offboard tenant";
 /// The COPY baselines' table (dropped at the end).
 const COPY_TABLE: &str = "bench.offboard_copy";
 
-/// Deletes and purges every imported copy an earlier run left (not the source), and the baselines' table.
+/// Deletes and purges every imported copy an earlier run left (not the
+/// source), and drops the baselines' table; the grace period is 0 meanwhile.
 async fn clean_up(su: &Client, source: Option<uuid::Uuid>) -> anyhow::Result<()> {
-    let grace: String = su
-        .query_one("SELECT grace::text FROM tenantry.purge_policy", &[])
-        .await?
-        .get(0);
-    su.batch_execute("UPDATE tenantry.purge_policy SET grace = interval '0'")
-        .await?;
     let left = su
         .query(
             "SELECT tenant_id, status FROM tenantry.tenants WHERE name = $1 AND tenant_id IS DISTINCT FROM $2",
@@ -42,11 +37,6 @@ async fn clean_up(su: &Client, source: Option<uuid::Uuid>) -> anyhow::Result<()>
         su.execute("SELECT tenantry.purge_tenant($1)", &[&id])
             .await?;
     }
-    su.execute(
-        "UPDATE tenantry.purge_policy SET grace = $1::text::interval",
-        &[&grace],
-    )
-    .await?;
     su.batch_execute(&format!("DROP TABLE IF EXISTS {COPY_TABLE}"))
         .await?;
     Ok(())
@@ -100,11 +90,14 @@ pub(super) async fn offboarding_figures(ctx: &mut Ctx, su: &Client) -> anyhow::R
         return Ok(());
     }
     let source = source_tenant(su, rows).await?;
-    clean_up(su, Some(source)).await?;
+    // Copies are purged as soon as they are made: no grace period while this runs.
     let grace: String = su
         .query_one("SELECT grace::text FROM tenantry.purge_policy", &[])
         .await?
         .get(0);
+    su.batch_execute("UPDATE tenantry.purge_policy SET grace = interval '0'")
+        .await?;
+    clean_up(su, Some(source)).await?;
     let measured = measure(
         ctx,
         su,
@@ -113,12 +106,12 @@ pub(super) async fn offboarding_figures(ctx: &mut Ctx, su: &Client) -> anyhow::R
         [&export_name, &import_name, &purge_name],
     )
     .await;
+    clean_up(su, Some(source)).await?;
     su.execute(
         "UPDATE tenantry.purge_policy SET grace = $1::text::interval",
         &[&grace],
     )
     .await?;
-    clean_up(su, Some(source)).await?;
     measured
 }
 
@@ -140,8 +133,6 @@ async fn measure(
          CREATE TABLE {COPY_TABLE} (LIKE tenantry.resources INCLUDING DEFAULTS INCLUDING INDEXES)"
     ))
     .await?;
-    su.batch_execute("UPDATE tenantry.purge_policy SET grace = interval '0'")
-        .await?;
     for _ in 0..runs {
         // Export, next to a gzip'd COPY of the same rows (interleaved).
         let t = Instant::now();
