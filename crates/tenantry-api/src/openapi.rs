@@ -210,6 +210,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
             routes::tenants::delete_tenant
         ))
         .routes(routes!(routes::tenants::suspend_tenant))
+        .routes(routes!(routes::tenants::purge_tenant))
         .routes(routes!(
             routes::tenants::move_tenant,
             routes::tenants::abort_tenant_move

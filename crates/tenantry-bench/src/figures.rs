@@ -1,6 +1,7 @@
 //! The benchmark run: database and data set, the server children, then every figure measured next to its baseline (interleaved runs, medians), printed and written as JSON.
 
 mod keys;
+mod offboarding;
 mod people;
 mod scale;
 mod tables;
@@ -339,6 +340,7 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     keys::key_figures(ctx, su, &leaf).await?;
     people::people_figures(ctx, su, &keyed, &leaf, &admin_token).await?;
     tiers::tier_figures(ctx, su, &lib, &keyed, &leaf, &admin_token).await?;
+    offboarding::offboarding_figures(ctx, su).await?;
     Ok(())
 }
 

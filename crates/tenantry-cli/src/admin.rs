@@ -1,4 +1,4 @@
-//! Operator commands: `tenant` (including the online `tenant move` between tiers), `key`, `role`, `usage`. They act through the library's admin scope (tenants) or a tenant scope with actor `cli` (keys, roles, usage), against DATABASE_URL or the embedded cluster (also while a server runs on it).
+//! Operator commands: `tenant` (including the online `tenant move` between tiers, and offboarding in `export`), `key`, `role`, `usage`. They act through the library's admin scope (tenants) or a tenant scope with actor `cli` (keys, roles, usage), against DATABASE_URL or the embedded cluster (also while a server runs on it).
 
 use std::time::Duration;
 
@@ -58,8 +58,35 @@ enum TenantCommand {
     Suspend { tenant: TenantId },
     /// Re-activate a suspended tenant.
     Activate { tenant: TenantId },
-    /// Delete a tenant (terminal; data and audit are kept).
+    /// Delete a tenant (terminal; data and audit are kept until it is purged).
     Delete { tenant: TenantId },
+    /// Export every row a tenant owns (resources, shares it made, roles,
+    /// members, keys without their hashes, invitations, audit, request log,
+    /// adopted tables) from one consistent snapshot, as a gzip'd tar of
+    /// NDJSON files with a manifest of row counts and SHA-256 checksums. Needs
+    /// the migration role (DATABASE_URL of a superuser or a member of
+    /// tenantry_owner), or the embedded cluster.
+    Export {
+        tenant: TenantId,
+        /// Where to write the archive; `-` for stdout. Default: tenant-<id>.tar.gz.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Restore an exported tenant, as the id it had (into a database where
+    /// it never was) or a new one; the archive is checked against its
+    /// manifest first, and everything is written in one transaction. Needs
+    /// the migration role, like export.
+    Import {
+        /// The archive `tenant export` wrote.
+        archive: std::path::PathBuf,
+        /// Import under this id instead of the exported one.
+        #[arg(long = "as")]
+        as_id: Option<TenantId>,
+    },
+    /// Remove a deleted tenant for good once its grace period is over
+    /// (tenantry.purge_policy, 30 days by default): every row, its schema and
+    /// every share; the id is never given out again.
+    Purge { tenant: TenantId },
     /// Move a tenant to the other tier online: its rows are copied in
     /// batches while it keeps working, then the cut-over holds back its own
     /// writes only. An interrupted move resumes when run again.
@@ -234,6 +261,16 @@ fn tenant_rows(tenants: &[tenantry_db::Tenant]) -> Vec<Vec<String>> {
 const TENANT_HEADERS: &[&str] = &["TENANT", "NAME", "STATUS", "ISOLATION", "PARENT", "CREATED"];
 
 pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
+    // Export and import read and write as the operator, not through the pool.
+    match &args.command {
+        TenantCommand::Export { tenant, out } => {
+            return crate::export::export(&args.target, args.json, *tenant, out.as_deref()).await;
+        }
+        TenantCommand::Import { archive, as_id } => {
+            return crate::export::import(&args.target, args.json, archive, *as_id).await;
+        }
+        _ => {}
+    }
     let session = connect(&args.target).await?;
     let db = &session.db;
     if let TenantCommand::Move {
@@ -244,6 +281,9 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
     } = args.command
     {
         return move_tenant(db, args.json, tenant, to, batch_rows, abort).await;
+    }
+    if let TenantCommand::Purge { tenant } = args.command {
+        return crate::export::purge(db, ACTOR, args.json, tenant).await;
     }
     let mut scope = db.admin(ACTOR).await?;
     let result = match args.command {
@@ -275,7 +315,10 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
         TenantCommand::Delete { tenant } => {
             vec![scope.set_status(tenant, TenantStatus::Deleted).await?]
         }
-        TenantCommand::Move { .. } => unreachable!("handled above"),
+        TenantCommand::Move { .. }
+        | TenantCommand::Purge { .. }
+        | TenantCommand::Export { .. }
+        | TenantCommand::Import { .. } => unreachable!("handled above"),
     };
     scope.commit().await?;
     if args.json {

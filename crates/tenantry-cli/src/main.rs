@@ -2,6 +2,7 @@
 
 mod admin;
 mod context_key;
+mod export;
 mod local;
 mod output;
 mod serve;

@@ -25,6 +25,8 @@
 //!   (LISTEN/NOTIFY on a dedicated connection);
 //! - [`idempotency`]: idempotency keys of tenant writes, claimed and answered
 //!   in the write's own transaction ([`Database::in_tenant_idempotent`]);
+//! - [`offboard`]: a tenant's export (a checked archive of every row it owns),
+//!   its import under a new or the same id, and its purge after the grace period;
 //! - [`tables`]: the team's own tables made tenant tables (adopt, release, the doctor),
 //!   and typed access to them in a scope: [`TenantScope::query`], `query_one`,
 //!   `query_opt` and `execute`, rows read through [`FromRow`], statements as [`Sql`].
@@ -55,6 +57,7 @@ mod keys;
 #[cfg(feature = "embedded")]
 pub mod local;
 pub mod migrate;
+pub mod offboard;
 mod people;
 pub mod provision;
 mod resources;
@@ -81,6 +84,7 @@ pub use ids::{
 };
 pub use invalidation::{Invalidation, Invalidations, ListenOptions, ListenTo, Subscription};
 pub use keys::{ApiKeyInfo, ApiKeySecret, KeyIdentity, NewApiKey, NewKeyOptions};
+pub use offboard::PurgedTenant;
 pub use people::{
     Impersonation, ImpersonationIdentity, Invitation, IssuedImpersonation, IssuedInvitation,
     MemberIdentity, MyTenant, NewInvitation,

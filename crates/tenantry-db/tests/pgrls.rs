@@ -151,6 +151,16 @@ const BY_DESIGN: &[ByDesign] = &[
         check: None,
         why: ADMIN_WHY,
     },
+    // The record of purges: ids no tenant holds any more (14_offboarding.sql).
+    ByDesign {
+        table: "tenantry.purged_tenants",
+        policy: "admin_reads_purged_tenants",
+        modes: &["cross-tenant"],
+        roles: "{tenantry_admin}",
+        using: Some("true"),
+        check: None,
+        why: ADMIN_WHY,
+    },
     ByDesign {
         table: "tenantry.request_log",
         policy: "request_log_append",

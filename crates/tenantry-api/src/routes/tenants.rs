@@ -1,4 +1,4 @@
-//! Tenants: administration with the admin token (create, list, show, change, suspend, activate, delete, move between tiers, keys, usage) and what a tenant key sees of its own tenant and children.
+//! Tenants: administration with the admin token (create, list, show, change, suspend, activate, delete, purge, move between tiers, keys, usage) and what a tenant key sees of its own tenant and children.
 
 use axum::{
     extract::State,
@@ -8,7 +8,8 @@ use axum::{
 use serde::{Deserialize, Deserializer, Serialize};
 use tenantry_axum::idempotency::{Reply, Written, IDEMPOTENT_REPLAYED};
 use tenantry_db::{
-    Isolation, NewTenant, Tenant, TenantId, TenantSettings, TenantStatus, TenantUpdate, TierMove,
+    Isolation, NewTenant, PurgedTenant, Tenant, TenantId, TenantSettings, TenantStatus,
+    TenantUpdate, TierMove,
 };
 use utoipa::ToSchema;
 
@@ -315,6 +316,48 @@ pub async fn delete_tenant(
 ) -> Result<impl IntoResponse, ApiError> {
     set_status(&state, admin, &id, TenantStatus::Deleted).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Purge a deleted tenant (admin): once its grace period is over
+/// (`tenantry.purge_policy`, 30 days by default), every row, its schema and
+/// every share of it are removed for good, in one transaction; the purge is
+/// recorded in `tenantry.purged_tenants` and the id is never given out again.
+/// Export it first (`tenantry tenant export`) to keep a copy.
+#[utoipa::path(
+    post, path = "/v1/tenants/{tenant_id}/purge", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, description = "Purged: what was removed", body = PurgedTenant),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not deleted, still in its grace period, has child tenants or a tier move under way", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Its schema is in use by a query over a whole table family: try again", body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::NotFound,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn purge_tenant(
+    State(state): State<AppState>,
+    admin: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<PurgedTenant>, ApiError> {
+    let id = path_tenant(&id)?;
+    let purged = admin
+        .admin_write(&(), |scope, ()| Box::pin(scope.purge_tenant(id)))
+        .await?;
+    state.tenantry.key_cache().forget_tenant(id);
+    // The hourly metrics still count its requests until refreshed; the purge
+    // itself is committed either way, and the periodic refresh catches up.
+    let refreshed = async {
+        let mut scope = admin.admin_scope().await?;
+        scope.refresh_metrics().await?;
+        scope.commit().await?;
+        Ok::<_, ApiError>(())
+    };
+    if refreshed.await.is_err() {
+        tracing::warn!(tenant = %id, "refreshing the metrics after a purge failed; the periodic refresh will");
+    }
+    Ok(Json(purged))
 }
 
 /// Suspend a tenant (admin): its keys get 403 on every tenant route; data is kept.

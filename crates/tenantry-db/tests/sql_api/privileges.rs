@@ -79,6 +79,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
         [
             "context_keys",
             "permissions",
+            "purge_policy",
             "schema_definitions",
             "schema_migrations",
             "tenant_tables"
@@ -489,6 +490,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "enter_context",
             "enter_context_signed",
             "migrate_tenant_schema",
+            "purge_tenant",
             "refresh_tenant_metrics",
             "set_admin_context",
             "set_tenant_isolation",

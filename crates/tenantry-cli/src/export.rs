@@ -1,0 +1,137 @@
+//! `tenant export`, `tenant import` and `tenant purge`: offboarding a tenant. Export and import run on the operator's connection (DATABASE_URL of the migration role, or the embedded cluster's superuser) through `tenantry_db::offboard`; purge goes through the library's admin scope, like `tenant delete`.
+
+use std::{io::Write, path::Path};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tenantry_db::{
+    offboard::{self, Progress},
+    Database, TenantId,
+};
+
+use crate::{local, output::json, Target};
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+fn bar(what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} rows ({per_sec})")
+            .expect("a valid template"),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn on_progress(bar: &ProgressBar) -> impl FnMut(Progress) + '_ {
+    move |p| match p {
+        Progress::Total(n) => bar.set_length(n),
+        Progress::Rows(n) => bar.inc(n),
+    }
+}
+
+/// `tenant export <id> [--out FILE|-]`.
+pub async fn export(
+    target: &Target,
+    as_json: bool,
+    tenant: TenantId,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let (mut client, _cluster) = local::migration_client(target, "export a tenant").await?;
+    let bar = bar("exporting");
+    let path = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| format!("tenant-{tenant}.tar.gz").into());
+    let manifest = if path == Path::new("-") {
+        let stdout = std::io::BufWriter::new(std::io::stdout());
+        offboard::export_tenant(&mut client, tenant, stdout, on_progress(&bar)).await
+    } else {
+        // Written beside its destination, renamed once complete: a failed
+        // export never leaves a file that looks like an archive.
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let partial = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("creating a file in {}", dir.display()))?;
+        let writer = std::io::BufWriter::new(partial.as_file().try_clone()?);
+        let manifest =
+            offboard::export_tenant(&mut client, tenant, writer, on_progress(&bar)).await;
+        if manifest.is_ok() {
+            partial.as_file().sync_all()?;
+            partial
+                .persist(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        manifest
+    };
+    bar.finish_and_clear();
+    let manifest = manifest?;
+    if path == Path::new("-") {
+        std::io::stdout().flush()?;
+        return Ok(());
+    }
+    if as_json {
+        return json(&serde_json::json!({ "archive": path, "manifest": manifest }));
+    }
+    let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
+    println!(
+        "exported tenant {tenant}: {rows} rows in {} tables to {}",
+        manifest.tables.len(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// `tenant import <archive> [--as <id>]`.
+pub async fn import(
+    target: &Target,
+    as_json: bool,
+    archive: &Path,
+    as_id: Option<TenantId>,
+) -> anyhow::Result<()> {
+    let (mut client, _cluster) = local::migration_client(target, "import a tenant").await?;
+    let bar = bar("importing");
+    let imported = offboard::import_tenant(&mut client, archive, as_id, on_progress(&bar)).await;
+    bar.finish_and_clear();
+    let imported = imported?;
+    if as_json {
+        return json(&imported);
+    }
+    let rows: u64 = imported.rows.values().sum();
+    println!(
+        "imported tenant {} (exported as {}): {rows} rows",
+        imported.tenant_id, imported.source_tenant_id
+    );
+    Ok(())
+}
+
+/// `tenant purge <id>`: the hard delete, then a refresh of the usage metrics
+/// (they still count the purged tenant's requests until refreshed).
+pub async fn purge(
+    db: &Database,
+    actor: &str,
+    as_json: bool,
+    tenant: TenantId,
+) -> anyhow::Result<()> {
+    let purged = db
+        .in_admin(actor, &tenant, |scope, tenant| {
+            Box::pin(scope.purge_tenant(*tenant))
+        })
+        .await?;
+    let mut scope = db.admin(actor).await?;
+    scope.refresh_metrics().await?;
+    scope.commit().await?;
+    if as_json {
+        return json(&purged);
+    }
+    let rows: i64 = purged.rows_deleted.values().sum();
+    println!(
+        "purged tenant {tenant}: {rows} rows{}; its id is never given out again",
+        purged
+            .schema_dropped
+            .as_deref()
+            .map(|s| format!(" and schema {s}"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}

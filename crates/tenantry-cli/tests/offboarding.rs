@@ -1,0 +1,801 @@
+//! Offboarding through the real binary and server: `tenantry tenant export | import | purge` and `POST /v1/tenants/{id}/purge`. Export holds the tenant's rows and nobody else's (a second tenant has rows in every table), a purge leaves no row, schema or share of the tenant in any tenant-keyed table the catalog knows, an export → purge → import round trip gives the same archive back, and the refusals (grace period, purged ids, tampered or foreign archives, the server's login) write nothing.
+
+use std::{
+    collections::BTreeMap,
+    io::Read,
+    path::Path,
+    process::{Command, Output, Stdio},
+};
+
+use tenantry_db::testing::TestDatabase;
+use tokio_postgres::Client;
+
+/// Runs `tenantry` with DATABASE_URL (the migration role for export and
+/// import, the server's login with its context key for the rest).
+fn run(url: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env(
+            "TENANTRY_CONTEXT_KEY",
+            tenantry_db::testing::context_key().expose(),
+        )
+        .env_remove("TENANTRY_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running tenantry");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("tenantry {args:?} did not exit within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "tenantry failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn refused(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "tenantry should have refused: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Rows of a tenant in every table of tenantry's API, made the way a tenant
+/// makes them (its context, as tenantry_app): `n` resources, a role with a
+/// permission, two members (one holding the role), a key, an invitation, an
+/// impersonation, a share of a resource and of an adopted row with `other`,
+/// adopted rows, request-log rows, and the audit rows all of it writes.
+async fn populate(su: &Client, tenant: uuid::Uuid, other: uuid::Uuid, label: &str, n: i32) {
+    let sql = r#"
+BEGIN;
+SELECT tenantry.set_tenant_context_local('{T}', NULL, 'test');
+SET LOCAL ROLE tenantry_app;
+SELECT tenantry.use_tenant_schema(tenantry.current_tenant_schema());
+SELECT count(tenantry.create_resource(jsonb_build_object('name', '{L}-r' || i, 'data', jsonb_build_object('i', i, 'f', i / 7.0, 'who', '{L}')))) FROM generate_series(1, {N}) i;
+INSERT INTO tenantry.roles (tenant_id, name, description) VALUES (tenantry.current_tenant_id(), '{L}-viewer', 'reads');
+SELECT tenantry.assign_tenant_permission((SELECT role_id FROM tenantry.roles WHERE tenant_id = tenantry.current_tenant_id()), 'resources.read');
+INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, display_name) VALUES (tenantry.current_tenant_id(), gen_random_uuid(), 'owner@{L}.test', 'Owner');
+INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, display_name) VALUES (tenantry.current_tenant_id(), gen_random_uuid(), 'ann@{L}.test', 'Ann');
+SELECT tenantry.assign_member_role((SELECT user_id FROM tenantry.tenant_members WHERE email = 'ann@{L}.test' AND tenant_id = tenantry.current_tenant_id()), (SELECT role_id FROM tenantry.roles WHERE tenant_id = tenantry.current_tenant_id()));
+SELECT tenantry.create_api_key('{L}-backend');
+SELECT tenantry.create_invitation('bob@{L}.test', NULL, (SELECT role_id FROM tenantry.roles WHERE tenant_id = tenantry.current_tenant_id()));
+SELECT tenantry.share_resource((SELECT id FROM tenantry.resources WHERE tenant_id = tenantry.current_tenant_id() AND name = '{L}-r1'), '{O}');
+INSERT INTO invoices (tenant_id, id, amount, memo) SELECT tenantry.current_tenant_id(), i, i * 1.5, '{L}' FROM generate_series(1, 20) i;
+SELECT tenantry.share_row('public.invoices', '1', '{O}');
+INSERT INTO tenantry.request_log (tenant_id, created_at, method, route, status, latency_ms) SELECT tenantry.current_tenant_id(), now() - i * interval '1 minute', 'GET', '/v1/{L}', 200, i FROM generate_series(1, 30) i;
+COMMIT;
+BEGIN;
+SELECT tenantry.set_tenant_context_local('{T}', NULL, 'test');
+SET LOCAL ROLE tenantry_app;
+SELECT tenantry.start_impersonation((SELECT user_id FROM tenantry.tenant_members WHERE email = 'ann@{L}.test' AND tenant_id = tenantry.current_tenant_id()), NULL, interval '1 hour', 'support');
+COMMIT;
+"#;
+    su.batch_execute(
+        &sql.replace("{T}", &tenant.to_string())
+            .replace("{O}", &other.to_string())
+            .replace("{L}", label)
+            .replace("{N}", &n.to_string()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("populating {label}: {e:?}"));
+}
+
+/// A database with an adopted, shareable table and two tenants with rows in every table.
+async fn two_tenants(n: i32, isolation: &str) -> (TestDatabase, Client, uuid::Uuid, uuid::Uuid) {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id bigint NOT NULL, amount numeric NOT NULL,
+                                       memo text, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.invoices', false, true);",
+    )
+    .await
+    .unwrap();
+    let a: uuid::Uuid = su
+        .query_one(
+            "SELECT tenantry.create_tenant('acme', NULL, $1)",
+            &[&isolation],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let b: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('globex')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    populate(&su, a, b, "acme", n).await;
+    populate(&su, b, a, "globex", 10).await;
+    (db, su, a, b)
+}
+
+/// Every table's rows of `tenant`, as the superuser counts them through the
+/// catalog: every table of schema tenantry with a tenant_id column (views
+/// over them too), every adopted table, and the tenant's own schema's tables.
+/// Found independently of what export and purge list, so a table either forgets fails here.
+async fn rows_by_table(su: &Client, tenant: uuid::Uuid) -> BTreeMap<String, i64> {
+    let tables: Vec<String> = su
+        .query(
+            "SELECT DISTINCT format('%I.%I', c.relnamespace::regnamespace, c.relname) FROM pg_class c
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+              WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition
+                -- The record of purges, which keeps purged ids from coming back.
+                AND c.oid <> 'tenantry.purged_tenants'::regclass
+                AND (c.relnamespace = 'tenantry'::regnamespace
+                     OR c.oid IN (SELECT table_id FROM tenantry.tenant_tables)
+                     OR c.relnamespace::regnamespace::text LIKE 'tenant\\_%')
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        tables.len() >= 20,
+        "the catalog lists too few tables: {tables:?}"
+    );
+    let mut counts = BTreeMap::new();
+    for t in tables {
+        // ONLY: a pooled table's count leaves out its schema tenants' tables (counted themselves).
+        let n: i64 = su
+            .query_one(
+                &format!("SELECT count(*) FROM ONLY {t} WHERE tenant_id = $1"),
+                &[&tenant],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("counting {t}: {e}"))
+            .get(0);
+        counts.insert(t, n);
+    }
+    // Rows of others that point at it.
+    for (t, c) in [
+        ("tenantry.shared_resources", "shared_with"),
+        ("tenantry.shared_rows", "shared_with"),
+        ("tenantry.resource_share_targets", "shared_with"),
+        ("tenantry.tenant_hierarchy", "parent_id"),
+        ("tenantry.tenant_hierarchy", "child_id"),
+        ("tenantry.tenants", "parent_id"),
+    ] {
+        let n: i64 = su
+            .query_one(
+                &format!("SELECT count(*) FROM {t} WHERE {c} = $1"),
+                &[&tenant],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        counts.insert(format!("{t}.{c}"), n);
+    }
+    counts
+}
+
+/// `tenantry tenant export <tenant> --out <path>` as the migration role.
+fn export(db: &TestDatabase, tenant: uuid::Uuid, path: &str) {
+    ok(&run(
+        &db.superuser_url(),
+        &["tenant", "export", &tenant.to_string(), "--out", path],
+    ));
+}
+
+/// The manifest of an archive, and the text of each of its files.
+fn read_archive(path: &Path) -> (serde_json::Value, BTreeMap<String, String>) {
+    let file = std::fs::File::open(path).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut files = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut text = String::new();
+        entry.read_to_string(&mut text).unwrap();
+        files.insert(name, text);
+    }
+    let manifest = serde_json::from_str(&files.remove("manifest.json").unwrap()).unwrap();
+    (manifest, files)
+}
+
+/// Writes an archive of `files` and `manifest` (to tamper with one).
+fn write_archive(path: &Path, manifest: &serde_json::Value, files: &BTreeMap<String, String>) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut archive = tar::Builder::new(gz);
+    let manifest_text = serde_json::to_string(manifest).unwrap();
+    let order: Vec<String> = manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["file"].as_str().unwrap().to_owned())
+        .collect();
+    for (name, text) in order
+        .iter()
+        .map(|n| (n.as_str(), files[n].as_str()))
+        .chain([("manifest.json", manifest_text.as_str())])
+    {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, name, text.as_bytes())
+            .unwrap();
+    }
+    archive.into_inner().unwrap().finish().unwrap();
+}
+
+/// Per table: (rows, sha256) from a manifest.
+fn sums(manifest: &serde_json::Value) -> Vec<(String, u64, String)> {
+    manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap().to_owned(),
+                t["rows"].as_u64().unwrap(),
+                t["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn tenant_count(su: &Client) -> i64 {
+    su.query_one("SELECT count(*) FROM tenantry.tenants", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Deletes `tenant` (as the server would) and ends its grace period at once (setup, as the superuser).
+async fn delete_past_grace(db: &TestDatabase, su: &Client, tenant: uuid::Uuid) {
+    ok(&run(
+        &db.server_url(),
+        &["tenant", "delete", &tenant.to_string()],
+    ));
+    su.batch_execute("UPDATE tenantry.purge_policy SET grace = interval '0'")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn export_purge_import_round_trip_restores_an_identical_tenant_and_the_export_holds_no_other_tenants_row(
+) {
+    let (db, su, a, b) = two_tenants(2_000, "shared").await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    let archive_s = archive.to_str().unwrap();
+    let before_a = rows_by_table(&su, a).await;
+    let before_b = rows_by_table(&su, b).await;
+
+    export(&db, a, archive_s);
+    let (manifest, files) = read_archive(&archive);
+    assert_eq!(manifest["tenant_id"], a.to_string());
+    let rows: BTreeMap<String, u64> = sums(&manifest)
+        .into_iter()
+        .map(|(t, n, _)| (t, n))
+        .collect();
+    // Every table the tenant has rows in is in the archive with exactly its
+    // rows (derived tables aside: closure, counters, lookups, metrics).
+    for (table, n) in &before_a {
+        let derived = [
+            "tenantry.api_key_lookup",
+            "tenantry.member_tenants",
+            "tenantry.resource_share_targets",
+            "tenantry.tenant_limit_usage",
+            "tenantry.tenant_quota_usage",
+            "tenantry.tenant_metrics",
+        ];
+        // `table.column` entries are rows of others pointing at it.
+        if *n == 0 || table.matches('.').count() > 1 || derived.contains(&table.as_str()) {
+            continue;
+        }
+        assert_eq!(
+            rows.get(table).copied(),
+            Some(*n as u64),
+            "{table}: {rows:?}"
+        );
+    }
+    assert_eq!(rows["tenantry.resources"], 2_000);
+    assert!(
+        rows["public.invoices"] == 20 && rows["tenantry.shared_rows"] == 1,
+        "{rows:?}"
+    );
+    // Nothing of the other tenant: its names, emails, routes and memo are in no file.
+    for (name, text) in &files {
+        assert!(
+            !text.contains("globex") && !text.contains("\"who\": \"globex\""),
+            "{name} holds a row of the other tenant"
+        );
+    }
+    // Never a secret: key and token hashes are not exported.
+    let keys = &files["tables/tenantry.api_keys.ndjson"];
+    assert!(
+        keys.contains("acme-backend") && !keys.contains("key_hash"),
+        "{keys}"
+    );
+    assert!(!files["tables/tenantry.invitations.ndjson"].contains("token_hash"));
+
+    // Purge: every row goes, the other tenant keeps every one of its own.
+    delete_past_grace(&db, &su, a).await;
+    let out = ok(&run(
+        &db.server_url(),
+        &["tenant", "purge", &a.to_string(), "--json"],
+    ));
+    let purged: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        purged["rows_deleted"]["tenantry.resources"], 2_000,
+        "{purged}"
+    );
+    let left: Vec<_> = rows_by_table(&su, a)
+        .await
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "purge left rows: {left:?}");
+    let mut after_b = rows_by_table(&su, b).await;
+    // What the other tenant shared with the purged one was revoked by the
+    // delete; its metrics were refreshed by the purge.
+    let revoked = [
+        "tenantry.shared_resources",
+        "tenantry.shared_rows",
+        "tenantry.resource_share_targets",
+        "tenantry.tenant_limit_usage",
+        "tenantry.tenant_metrics",
+    ];
+    for t in revoked {
+        after_b.remove(t);
+    }
+    let mut expected_b = before_b.clone();
+    for t in revoked {
+        expected_b.remove(t);
+    }
+    for (t, n) in &expected_b {
+        if t.ends_with(".shared_with") || t.starts_with("tenantry.audit_log") {
+            continue;
+        }
+        assert_eq!(after_b.get(t), Some(n), "{t} of the other tenant changed");
+    }
+
+    // Import under a new id, export again: the same rows, byte for byte.
+    let new = uuid::Uuid::new_v4();
+    ok(&run(
+        &db.superuser_url(),
+        &["tenant", "import", archive_s, "--as", &new.to_string()],
+    ));
+    let again = dir.path().join("again.tar.gz");
+    export(&db, new, again.to_str().unwrap());
+    let (manifest_again, _) = read_archive(&again);
+    assert_eq!(sums(&manifest_again), sums(&manifest));
+    // And it works as a tenant: a key of its own reads its resources.
+    let key = ok(&run(
+        &db.server_url(),
+        &["key", "create", &new.to_string(), "--json"],
+    ));
+    let key: serde_json::Value = serde_json::from_str(&key).unwrap();
+    let usage = ok(&run(
+        &db.server_url(),
+        &["usage", &new.to_string(), "--json"],
+    ));
+    assert!(usage.contains("\"total_resources\": 2000"), "{usage} {key}");
+}
+
+#[tokio::test]
+async fn purging_a_schema_tenant_drops_its_schema_and_leaves_no_row_and_its_archive_comes_back_as_a_schema_tenant(
+) {
+    let (db, su, a, b) = two_tenants(50, "schema").await;
+    let schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let in_schema: i64 = su
+        .query_one(&format!("SELECT count(*) FROM {schema}.resources"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_schema, 50);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    export(&db, a, archive.to_str().unwrap());
+    let b_before = rows_by_table(&su, b).await["tenantry.resources"];
+
+    delete_past_grace(&db, &su, a).await;
+    let out = ok(&run(
+        &db.server_url(),
+        &["tenant", "purge", &a.to_string(), "--json"],
+    ));
+    assert!(out.contains(&schema), "{out}");
+    let gone: bool = su
+        .query_one("SELECT to_regnamespace($1) IS NULL", &[&schema])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(gone, "schema {schema} survived the purge");
+    let left: Vec<_> = rows_by_table(&su, a)
+        .await
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "purge left rows: {left:?}");
+    assert_eq!(rows_by_table(&su, b).await["tenantry.resources"], b_before);
+
+    let new = uuid::Uuid::new_v4();
+    ok(&run(
+        &db.superuser_url(),
+        &[
+            "tenant",
+            "import",
+            archive.to_str().unwrap(),
+            "--as",
+            &new.to_string(),
+        ],
+    ));
+    let (isolation, schema): (String, String) = su
+        .query_one(
+            "SELECT isolation, schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&new],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(isolation, "schema");
+    let in_schema: i64 = su
+        .query_one(
+            &format!("SELECT count(*) FROM ONLY {schema}.resources"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        in_schema, 50,
+        "the imported rows are in the tenant's own schema"
+    );
+}
+
+#[tokio::test]
+async fn a_purged_tenants_id_cannot_be_imported_again_or_taken_by_a_new_tenant_row() {
+    let (db, su, a, _) = two_tenants(5, "shared").await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    export(&db, a, archive.to_str().unwrap());
+    // While it exists, importing under its own id is refused too.
+    let err = refused(&run(
+        &db.superuser_url(),
+        &["tenant", "import", archive.to_str().unwrap()],
+    ));
+    assert!(err.contains("already exists"), "{err}");
+
+    delete_past_grace(&db, &su, a).await;
+    ok(&run(&db.server_url(), &["tenant", "purge", &a.to_string()]));
+    let tenants = tenant_count(&su).await;
+    let err = refused(&run(
+        &db.superuser_url(),
+        &["tenant", "import", archive.to_str().unwrap()],
+    ));
+    assert!(
+        err.contains("was purged and is never given out again"),
+        "{err}"
+    );
+    assert_eq!(tenant_count(&su).await, tenants);
+    // Not even an operator's INSERT takes it.
+    let err = su
+        .execute(
+            "INSERT INTO tenantry.tenants (tenant_id, name) VALUES ($1, 'again')",
+            &[&a],
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("was purged"), "{err:?}");
+    // A second purge: not found, saying when it was purged.
+    let err = refused(&run(&db.server_url(), &["tenant", "purge", &a.to_string()]));
+    assert!(err.contains("not found: it was purged at"), "{err}");
+    // The operator's record of it.
+    let by: String = su
+        .query_one(
+            "SELECT purged_by FROM tenantry.purged_tenants WHERE tenant_id = $1",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(by, "cli");
+}
+
+#[tokio::test]
+async fn a_tampered_or_foreign_archive_is_refused_and_nothing_is_written() {
+    let (db, su, a, _) = two_tenants(20, "shared").await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    export(&db, a, archive.to_str().unwrap());
+    let (manifest, files) = read_archive(&archive);
+    let tenants = tenant_count(&su).await;
+    let resources: i64 = su
+        .query_one("SELECT count(*) FROM tenantry.resources", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let import = |path: &Path| {
+        refused(&run(
+            &db.superuser_url(),
+            &[
+                "tenant",
+                "import",
+                path.to_str().unwrap(),
+                "--as",
+                &uuid::Uuid::new_v4().to_string(),
+            ],
+        ))
+    };
+
+    // One resource's data changed: its file no longer matches the manifest.
+    let mut tampered = files.clone();
+    let resources_file = "tables/tenantry.resources.ndjson".to_owned();
+    tampered.insert(
+        resources_file.clone(),
+        files[&resources_file].replacen("\"i\": 1,", "\"i\": 9,", 1),
+    );
+    assert_ne!(tampered[&resources_file], files[&resources_file]);
+    let path = dir.path().join("tampered.tar.gz");
+    write_archive(&path, &manifest, &tampered);
+    let err = import(&path);
+    assert!(
+        err.contains("corrupt")
+            && err.contains("tables/tenantry.resources.ndjson does not match the manifest"),
+        "{err}"
+    );
+
+    // A row added, with the manifest's count raised to hide it: the checksum still tells.
+    let mut added = files.clone();
+    added.insert(
+        resources_file.clone(),
+        format!(
+            "{}{}",
+            files[&resources_file],
+            files[&resources_file].lines().next().unwrap().to_owned() + "\n"
+        ),
+    );
+    let mut raised = manifest.clone();
+    for t in raised["tables"].as_array_mut().unwrap() {
+        if t["file"] == resources_file {
+            t["rows"] = serde_json::json!(t["rows"].as_u64().unwrap() + 1);
+        }
+    }
+    let path = dir.path().join("added.tar.gz");
+    write_archive(&path, &raised, &added);
+    assert!(import(&path).contains("does not match the manifest"));
+
+    // Another format version, and a schema from the future.
+    for (field, value, says) in [
+        ("format", 2, "archive format 2"),
+        ("schema_version", 9_999, "newer tenantry schema"),
+    ] {
+        let mut foreign = manifest.clone();
+        foreign[field] = serde_json::json!(value);
+        let path = dir.path().join(format!("{field}.tar.gz"));
+        write_archive(&path, &foreign, &files);
+        let err = import(&path);
+        assert!(err.contains(says), "{err}");
+    }
+
+    // Not an archive at all.
+    let path = dir.path().join("garbage.tar.gz");
+    std::fs::write(&path, b"not a tenant archive").unwrap();
+    assert!(import(&path).contains("corrupt"));
+
+    // An adopted table this database lacks: refused, naming it.
+    su.batch_execute(
+        "SELECT tenantry.release_table('public.invoices'); DROP TABLE public.invoices",
+    )
+    .await
+    .unwrap();
+    let err = import(&archive);
+    assert!(err.contains("public.invoices"), "{err}");
+
+    assert_eq!(
+        tenant_count(&su).await,
+        tenants,
+        "a refused import created a tenant"
+    );
+    let after: i64 = su
+        .query_one("SELECT count(*) FROM tenantry.resources", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(after, resources, "a refused import wrote resources");
+}
+
+/// The server on port 0 over `db`, as `tenantry serve` builds it.
+async fn serve(db: &TestDatabase) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let settings = tenantry_api::config::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_refresh_secs: 0,
+        ..Default::default()
+    };
+    let app = tenantry_api::Application::build(&settings, db.database(), "tadm_offboarding")
+        .await
+        .expect("building the application");
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    (base, stop)
+}
+
+#[tokio::test]
+async fn the_purge_route_refuses_before_the_grace_period_with_a_409_problem_then_purges_and_is_admin_only(
+) {
+    let (db, su, a, b) = two_tenants(10, "shared").await;
+    let (base, _stop) = serve(&db).await;
+    let http = reqwest::Client::new();
+    let purge = |id: uuid::Uuid, token: &str| {
+        http.post(format!("{base}/v1/tenants/{id}/purge"))
+            .bearer_auth(token)
+            .send()
+    };
+    let problem = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(kind, "application/problem+json", "{body}");
+        (status, body)
+    };
+
+    // An active tenant: 409.
+    let (status, body) = problem(purge(a, "tadm_offboarding").await.unwrap()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("only a deleted tenant"),
+        "{body}"
+    );
+
+    // Deleted, within the grace period: 409 saying from when.
+    let deleted = http
+        .delete(format!("{base}/v1/tenants/{a}"))
+        .bearer_auth("tadm_offboarding")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let (status, body) = problem(purge(a, "tadm_offboarding").await.unwrap()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("can be purged from"),
+        "{body}"
+    );
+    assert!(
+        rows_by_table(&su, a).await["tenantry.resources"] == 10,
+        "a refused purge removed rows"
+    );
+
+    // Not the admin token: a tenant key cannot purge, not even its own tenant.
+    let key = ok(&run(
+        &db.server_url(),
+        &["key", "create", &b.to_string(), "--json"],
+    ));
+    let key: serde_json::Value = serde_json::from_str(&key).unwrap();
+    let (status, _) = problem(purge(b, key["key"].as_str().unwrap()).await.unwrap()).await;
+    assert!(status == 401 || status == 403, "{status}");
+    let (status, _) = problem(purge(a, "tadm_wrong").await.unwrap()).await;
+    assert_eq!(status, 401);
+
+    // After the grace period: purged, the counts in the answer.
+    su.batch_execute("UPDATE tenantry.purge_policy SET grace = interval '0'")
+        .await
+        .unwrap();
+    let r = purge(a, "tadm_offboarding").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tenant_id"], a.to_string());
+    assert_eq!(body["rows_deleted"]["tenantry.resources"], 10, "{body}");
+    let left: Vec<_> = rows_by_table(&su, a)
+        .await
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "purge left rows: {left:?}");
+
+    // Again: 404, and the tenant is gone from the admin API.
+    let (status, _) = problem(purge(a, "tadm_offboarding").await.unwrap()).await;
+    assert_eq!(status, 404);
+    let (status, _) = problem(
+        http.get(format!("{base}/v1/tenants/{a}"))
+            .bearer_auth("tadm_offboarding")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_servers_login_can_neither_enter_an_export_context_nor_purge_without_an_administrative_context(
+) {
+    let (db, su, a, _) = two_tenants(3, "shared").await;
+    su.batch_execute("UPDATE tenantry.purge_policy SET grace = interval '0'")
+        .await
+        .unwrap();
+    ok(&run(
+        &db.server_url(),
+        &["tenant", "delete", &a.to_string()],
+    ));
+    let server = db.server_client().await;
+    for sql in [
+        "SELECT tenantry.export_context($1)",
+        "SELECT tenantry.import_tenant($1, '{}')",
+        "SELECT tenantry.import_tenant_finish($1)",
+        "SELECT tenantry.purge_tenant($1)",
+    ] {
+        for role in ["tenantry_app", "tenantry_admin"] {
+            server
+                .batch_execute(&format!("BEGIN; SET LOCAL ROLE {role}"))
+                .await
+                .unwrap();
+            let err = server.execute(sql, &[&a]).await.unwrap_err();
+            assert_eq!(
+                err.code(),
+                Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+                "{sql} as {role}: {err}"
+            );
+            server.batch_execute("ROLLBACK").await.unwrap();
+        }
+    }
+    // The export reads under row-level security: as tenantry_app in A's
+    // export context, B's rows are invisible even without naming a tenant.
+    su.batch_execute("BEGIN").await.unwrap();
+    su.execute("SELECT tenantry.export_context($1)", &[&a])
+        .await
+        .unwrap();
+    su.batch_execute("SET LOCAL ROLE tenantry_app")
+        .await
+        .unwrap();
+    let seen: Vec<uuid::Uuid> = su
+        .query("SELECT DISTINCT tenant_id FROM tenantry.resources", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, vec![a]);
+    // It holds no permission: the write policies admit nothing.
+    let write = su
+        .execute(
+            "UPDATE tenantry.resources SET name = 'x' WHERE tenant_id = $1",
+            &[&a],
+        )
+        .await;
+    assert!(
+        matches!(write, Ok(0) | Err(_)),
+        "the export context wrote: {write:?}"
+    );
+    su.batch_execute("ROLLBACK").await.unwrap();
+    assert!(rows_by_table(&su, a).await["tenantry.resources"] == 3);
+}

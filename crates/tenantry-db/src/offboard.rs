@@ -1,0 +1,853 @@
+//! Offboarding a tenant: its export (every row it owns, NDJSON per table plus a manifest of row counts and SHA-256 checksums, in a gzip'd tar, read from one snapshot under row-level security), the import of such an archive under a new or the same id (checked first, then written in one transaction), and its purge after the soft delete's grace period. Export and import run on an operator's connection (the migration role); the purge also through the server's pool ([`AdminScope::purge_tenant`]). The SQL side is `migrations/repeatable/14_offboarding.sql`.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
+    path::Path,
+};
+
+use chrono::{DateTime, Utc};
+use futures_util::{pin_mut, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_postgres::{types::Type, Client, IsolationLevel, Transaction};
+
+use crate::{scope::Stmt, AdminScope, DbError, TenantId};
+
+/// The archive format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Name of the manifest inside an archive (its last entry).
+pub const MANIFEST: &str = "manifest.json";
+
+/// Rows sent to the database per INSERT on import.
+const IMPORT_BATCH_ROWS: usize = 1_000;
+
+/// What an archive holds: written last, checked first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Archive format ([`FORMAT_VERSION`]).
+    pub format: u32,
+    /// The tenant exported.
+    pub tenant_id: TenantId,
+    /// The newest versioned migration of the exporting database.
+    pub schema_version: i32,
+    /// When the snapshot was taken.
+    pub exported_at: DateTime<Utc>,
+    /// One entry per table, in the order they are in the archive (and imported).
+    pub tables: Vec<TableEntry>,
+}
+
+/// One table of an archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// The table, schema-qualified (`tenantry.resources`, `public.invoices`).
+    pub table: String,
+    /// Its file in the archive (`tables/<table>.ndjson`).
+    pub file: String,
+    /// The columns of each row (tenant_id is never one: the archive is one tenant's).
+    pub columns: Vec<String>,
+    /// Number of rows (lines).
+    pub rows: u64,
+    /// SHA-256 of the file, lowercase hex.
+    pub sha256: String,
+}
+
+/// Why an export or import did not happen. Nothing was written to the database in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum OffboardError {
+    /// The database refused or failed.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// Reading or writing the archive failed.
+    #[error("archive: {0}")]
+    Io(#[from] std::io::Error),
+    /// The archive is not one this build can import; nothing was written.
+    #[error("refusing the archive: {0}")]
+    Refused(String),
+}
+
+impl From<tokio_postgres::Error> for OffboardError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Database(e.into())
+    }
+}
+
+/// Progress of an export or import, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Rows to go through in all.
+    Total(u64),
+    /// This many more rows done.
+    Rows(u64),
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Imported {
+    /// The tenant as imported.
+    pub tenant_id: TenantId,
+    /// The tenant the archive was exported from.
+    pub source_tenant_id: TenantId,
+    /// Rows written, per table.
+    pub rows: BTreeMap<String, u64>,
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PurgedTenant {
+    /// The tenant purged; the id is never given out again.
+    pub tenant_id: TenantId,
+    /// When it was purged.
+    pub purged_at: DateTime<Utc>,
+    /// When it had been (soft) deleted.
+    pub deleted_at: DateTime<Utc>,
+    /// Its schema, dropped with its tables (a schema tenant).
+    pub schema_dropped: Option<String>,
+    /// Rows deleted per table (`table` or `table.column` when the rows
+    /// pointed at it through another column, e.g. shares made to it).
+    pub rows_deleted: BTreeMap<String, i64>,
+}
+
+impl AdminScope {
+    /// Hard-deletes a tenant deleted at least the grace period ago
+    /// (`tenantry.purge_policy`, 30 days unless an operator changed it):
+    /// every row, schema and share of it. A conflict while it is not deleted,
+    /// still in its grace period or has child tenants; not found for an
+    /// unknown or already purged id.
+    pub async fn purge_tenant(&mut self, id: TenantId) -> Result<PurgedTenant, DbError> {
+        self.tx.changes_tenants();
+        let rows = self
+            .tx
+            .rows(Stmt {
+                sql: "SELECT tenantry.purge_tenant($1)",
+                params: &[id.as_uuid()],
+                types: &[Type::UUID],
+            })
+            .await?;
+        let value: serde_json::Value = rows[0].get(0);
+        serde_json::from_value(value)
+            .map_err(|e| DbError::Internal(format!("purge_tenant's answer: {e}")))
+    }
+}
+
+/// How one table is read for an export and written on import.
+struct Plan {
+    entry: TableEntry,
+    /// The query that yields the table's rows as JSON text (`$1`: the tenant).
+    select: String,
+    /// The count of those rows (`$1`: the tenant).
+    count: String,
+}
+
+/// Tenantry's own tables an export holds, in archive (and import) order,
+/// each with its sort key. The tenant row comes first; what triggers derive
+/// (closure, counters, lookups) is not exported but derived again on import.
+const OWN_TABLES: &[&str] = &[
+    "tenantry.tenants",
+    "tenantry.roles",
+    "tenantry.role_permissions",
+    "tenantry.tenant_members",
+    "tenantry.member_roles",
+    "tenantry.api_keys",
+    "tenantry.invitations",
+    "tenantry.impersonations",
+    "tenantry.resources",
+    "tenantry.shared_resources",
+];
+
+/// Exported after the adopted tables (they may point at their rows).
+const TRAILING_TABLES: &[&str] = &[
+    "tenantry.shared_rows",
+    "tenantry.audit_log",
+    "tenantry.request_log",
+];
+
+/// The columns of `table` the tenant role may read (tenant_id aside), in
+/// table order: what a tenant may see of its own rows is what it takes
+/// away. Key hashes, token hashes and the shared audit sequence are not.
+async fn readable_columns(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>, OffboardError> {
+    let rows = tx
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                AND a.attname <> 'tenant_id'
+                AND has_column_privilege('tenantry_app', a.attrelid, a.attnum, 'SELECT')
+              ORDER BY a.attnum",
+            &[&table],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The primary key's columns after tenant_id, else every column: a stable row order.
+async fn sort_columns(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &[String],
+) -> Result<Vec<String>, OffboardError> {
+    let rows = tx
+        .query(
+            "SELECT a.attname::text FROM pg_constraint k
+               JOIN LATERAL unnest(k.conkey) WITH ORDINALITY u(attnum, n) ON true
+               JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum
+              WHERE k.conrelid = $1::text::regclass AND k.contype = 'p' AND a.attname <> 'tenant_id'
+              ORDER BY u.n",
+            &[&table],
+        )
+        .await?;
+    let key: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(
+        if !key.is_empty() && key.iter().all(|k| columns.contains(k)) {
+            key
+        } else {
+            columns.to_vec()
+        },
+    )
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn idents(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn file_name(table: &str) -> String {
+    format!("tables/{table}.ndjson")
+}
+
+/// The plan of every table of the export, made as the operator (before the
+/// transaction switches to the tenant role): homes, columns, orders.
+async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, OffboardError> {
+    let adopted: Vec<String> = tx
+        .query(
+            "SELECT table_id::regclass::text FROM tenantry.tenant_tables ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Adopted tables by their qualified name, whatever the search path.
+    let mut qualified = Vec::with_capacity(adopted.len());
+    for t in &adopted {
+        let row = tx
+            .query_one(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
+                   JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::text::regclass",
+                &[t],
+            )
+            .await?;
+        qualified.push(row.get::<_, String>(0));
+    }
+    let tables = OWN_TABLES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(qualified)
+        .chain(TRAILING_TABLES.iter().map(|s| s.to_string()));
+    let mut plans = Vec::new();
+    for table in tables {
+        let home: String = tx
+            .query_one(
+                "SELECT tenantry.tenant_home_table($1, $2::text::regclass)",
+                &[tenant.as_uuid(), &table],
+            )
+            .await?
+            .get(0);
+        let partitioned: bool = tx
+            .query_one(
+                "SELECT relkind = 'p' FROM pg_class WHERE oid = $1::text::regclass",
+                &[&table],
+            )
+            .await?
+            .get(0);
+        let only = if partitioned { "" } else { "ONLY " };
+        let (columns, select, count) = match table.as_str() {
+            "tenantry.tenants" => {
+                let columns = readable_columns(tx, &table).await?;
+                let select = format!(
+                    "SELECT row_to_json(x)::text FROM (SELECT {} FROM ONLY tenantry.tenants WHERE tenant_id = $1) x",
+                    idents(&columns)
+                );
+                let count =
+                    "SELECT count(*) FROM ONLY tenantry.tenants WHERE tenant_id = $1".to_owned();
+                (columns, select, count)
+            }
+            // Permissions by name: their ids are each database's own.
+            "tenantry.role_permissions" => (
+                vec!["role_id".into(), "permission".into()],
+                "SELECT row_to_json(x)::text FROM (
+                    SELECT rp.role_id, p.name AS permission FROM ONLY tenantry.role_permissions rp
+                      JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
+                     WHERE rp.tenant_id = $1 ORDER BY 1, 2) x"
+                    .to_owned(),
+                "SELECT count(*) FROM ONLY tenantry.role_permissions WHERE tenant_id = $1".to_owned(),
+            ),
+            // Granted to no tenant role: read through the owners' own function.
+            "tenantry.shared_rows" => (
+                vec![
+                    "table_id".into(),
+                    "row_id".into(),
+                    "shared_with".into(),
+                    "shared_by".into(),
+                    "shared_at".into(),
+                ],
+                "SELECT row_to_json(x)::text FROM (
+                    SELECT s.table_name AS table_id, s.row_id, s.shared_with, s.shared_by, s.shared_at
+                      FROM tenantry.shares_of_my_rows() s WHERE s.tenant_id = $1 ORDER BY 1, 2, 3) x"
+                    .to_owned(),
+                "SELECT count(*) FROM tenantry.shares_of_my_rows() s WHERE s.tenant_id = $1"
+                    .to_owned(),
+            ),
+            _ => {
+                let columns = readable_columns(tx, &table).await?;
+                let order = sort_columns(tx, &table, &columns).await?;
+                let select = format!(
+                    "SELECT row_to_json(x)::text FROM (SELECT {} FROM {only}{home} WHERE tenant_id = $1 ORDER BY {}) x",
+                    idents(&columns),
+                    idents(&order)
+                );
+                let count = format!("SELECT count(*) FROM {only}{home} WHERE tenant_id = $1");
+                (columns, select, count)
+            }
+        };
+        plans.push(Plan {
+            entry: TableEntry {
+                file: file_name(&table),
+                table,
+                columns,
+                rows: 0,
+                sha256: String::new(),
+            },
+            select,
+            count,
+        });
+    }
+    Ok(plans)
+}
+
+/// Exports every row `tenant` owns into `out` (a gzip'd tar: one NDJSON file
+/// per table, then [`MANIFEST`]), from one REPEATABLE READ, READ ONLY
+/// snapshot on `client`, an operator's connection (a superuser or a member
+/// of `tenantry_owner`). The rows are read as `tenantry_app` in a context of
+/// that tenant alone (`tenantry.export_context`), so row-level security
+/// decides what is read; each query also names the tenant. Rows are
+/// streamed from the database into a temporary file per table (a tar entry
+/// states its size first) while they are hashed and counted: memory does
+/// not grow with the tenant's size.
+pub async fn export_tenant<W: Write>(
+    client: &mut Client,
+    tenant: TenantId,
+    out: W,
+    mut progress: impl FnMut(Progress),
+) -> Result<Manifest, OffboardError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    // One spelling of times and numbers, whatever the server's defaults:
+    // the same rows give the same bytes, so the same checksums.
+    tx.batch_execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL extra_float_digits = 1; SET LOCAL DateStyle = 'ISO'; SET LOCAL IntervalStyle = 'iso_8601'")
+        .await?;
+    let schema_version: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM tenantry.schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let exported_at: DateTime<Utc> = tx.query_one("SELECT now()", &[]).await?.get(0);
+    tx.execute("SELECT tenantry.export_context($1)", &[tenant.as_uuid()])
+        .await?;
+    let mut plans = plan(&tx, tenant).await?;
+    tx.batch_execute("SET LOCAL ROLE tenantry_app").await?;
+
+    let mut total = 0u64;
+    for p in &plans {
+        let n: i64 = tx.query_one(&p.count, &[tenant.as_uuid()]).await?.get(0);
+        total += n.max(0) as u64;
+    }
+    progress(Progress::Total(total));
+
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    let mut archive = tar::Builder::new(gz);
+    for p in &mut plans {
+        let mut spool = tempfile::tempfile()?;
+        let mut hasher = Sha256::new();
+        let mut rows = 0u64;
+        {
+            let mut w = std::io::BufWriter::new(&mut spool);
+            let stream = tx
+                .query_raw(&p.select, std::iter::once(tenant.as_uuid()))
+                .await?;
+            pin_mut!(stream);
+            let mut pending = 0u64;
+            while let Some(row) = stream.try_next().await? {
+                let line: &str = row.get(0);
+                w.write_all(line.as_bytes())?;
+                w.write_all(b"\n")?;
+                hasher.update(line.as_bytes());
+                hasher.update(b"\n");
+                rows += 1;
+                pending += 1;
+                if pending == 1_000 {
+                    progress(Progress::Rows(pending));
+                    pending = 0;
+                }
+            }
+            progress(Progress::Rows(pending));
+            w.flush()?;
+        }
+        p.entry.rows = rows;
+        p.entry.sha256 = hex::encode(hasher.finalize());
+        let size = spool.seek(SeekFrom::End(0))?;
+        spool.seek(SeekFrom::Start(0))?;
+        append(&mut archive, &p.entry.file, size, exported_at, &mut spool)?;
+    }
+    tx.commit().await?;
+
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        tenant_id: tenant,
+        schema_version,
+        exported_at,
+        tables: plans.into_iter().map(|p| p.entry).collect(),
+    };
+    let bytes = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| OffboardError::Refused(format!("writing the manifest: {e}")))?;
+    append(
+        &mut archive,
+        MANIFEST,
+        bytes.len() as u64,
+        exported_at,
+        &mut bytes.as_slice(),
+    )?;
+    archive.into_inner()?.finish()?.flush()?;
+    Ok(manifest)
+}
+
+fn append<W: Write>(
+    archive: &mut tar::Builder<W>,
+    path: &str,
+    size: u64,
+    at: DateTime<Utc>,
+    data: &mut impl Read,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o600);
+    header.set_mtime(at.timestamp().max(0) as u64);
+    header.set_entry_type(tar::EntryType::Regular);
+    archive.append_data(&mut header, path, data)
+}
+
+fn open_archive(
+    path: &Path,
+) -> Result<tar::Archive<flate2::read::GzDecoder<std::fs::File>>, OffboardError> {
+    let file = std::fs::File::open(path)?;
+    Ok(tar::Archive::new(flate2::read::GzDecoder::new(file)))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> OffboardError {
+    OffboardError::Refused(format!("the archive is corrupt: {e}"))
+}
+
+/// Reads the archive at `path` once and checks it against its manifest:
+/// format version, a schema no newer than this build's, every table's file
+/// present once with its row count and SHA-256, nothing else. Any
+/// difference refuses it ([`OffboardError::Refused`]).
+pub fn verify_archive(path: &Path) -> Result<Manifest, OffboardError> {
+    let mut archive = open_archive(path)?;
+    let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut manifest: Option<Vec<u8>> = None;
+    for entry in archive.entries().map_err(corrupt)? {
+        let entry = entry.map_err(corrupt)?;
+        let name = entry
+            .path()
+            .map_err(corrupt)?
+            .to_string_lossy()
+            .into_owned();
+        if name == MANIFEST {
+            let mut bytes = Vec::new();
+            // A manifest of a few hundred bytes per table: bounded.
+            entry
+                .take(16 << 20)
+                .read_to_end(&mut bytes)
+                .map_err(corrupt)?;
+            manifest = Some(bytes);
+            continue;
+        }
+        let mut hasher = Sha256::new();
+        let mut lines = 0u64;
+        let mut reader = BufReader::new(entry);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).map_err(corrupt)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf);
+            lines += 1;
+        }
+        if seen
+            .insert(name.clone(), (lines, hex::encode(hasher.finalize())))
+            .is_some()
+        {
+            return Err(corrupt(format!("{name} is in it twice")));
+        }
+    }
+    let manifest: Manifest =
+        serde_json::from_slice(&manifest.ok_or_else(|| corrupt(format!("it has no {MANIFEST}")))?)
+            .map_err(|e| corrupt(format!("{MANIFEST}: {e}")))?;
+    if manifest.format != FORMAT_VERSION {
+        return Err(OffboardError::Refused(format!(
+            "archive format {} is not this build's ({FORMAT_VERSION})",
+            manifest.format
+        )));
+    }
+    let ours = crate::migrate::migrations()
+        .last()
+        .map(|m| m.version)
+        .unwrap_or(0);
+    if manifest.schema_version > ours {
+        return Err(OffboardError::Refused(format!(
+            "the archive comes from a newer tenantry schema (migration {}; this build knows up to {ours}): import it with a newer build",
+            manifest.schema_version
+        )));
+    }
+    for t in &manifest.tables {
+        match seen.remove(&t.file) {
+            None => return Err(corrupt(format!("{} is missing", t.file))),
+            Some((rows, sum)) if rows != t.rows || sum != t.sha256 => {
+                return Err(corrupt(format!(
+                    "{} does not match the manifest ({rows} rows, SHA-256 {sum}; the manifest says {} rows, {})",
+                    t.file, t.rows, t.sha256
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = seen.keys().next() {
+        return Err(corrupt(format!("{extra} is not in the manifest")));
+    }
+    if manifest.tables.first().map(|t| t.table.as_str()) != Some("tenantry.tenants")
+        || manifest.tables.first().map(|t| t.rows) != Some(1)
+    {
+        return Err(corrupt("its first table is not the one tenant row"));
+    }
+    Ok(manifest)
+}
+
+/// How rows of one table are written on import (`$1`: a JSON array of rows, `$2`: the tenant).
+async fn insert_sql(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    entry: &TableEntry,
+) -> Result<String, OffboardError> {
+    match entry.table.as_str() {
+        "tenantry.role_permissions" => {
+            return Ok("INSERT INTO tenantry.role_permissions (tenant_id, role_id, permission_id)
+                       SELECT $2, x.role_id, p.permission_id
+                       FROM jsonb_to_recordset($1::jsonb) x(role_id uuid, permission text)
+                       JOIN tenantry.permissions p ON p.name = x.permission"
+                .into())
+        }
+        "tenantry.shared_rows" => {
+            return Ok("INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with, shared_by, shared_at)
+                       SELECT $2, x.table_id::regclass, x.row_id, x.shared_with, x.shared_by, x.shared_at
+                       FROM jsonb_to_recordset($1::jsonb) x(table_id text, row_id text, shared_with uuid, shared_by uuid, shared_at timestamptz)"
+                .into())
+        }
+        _ => {}
+    }
+    // The target's columns: what it may write (not generated), and the
+    // secrets an archive never holds (a key's or token's hash), which get a
+    // random digest: the key or token can never be presented again.
+    let rows = tx
+        .query(
+            "SELECT a.attname::text, a.attgenerated <> '', a.attnotnull AND NOT a.atthasdef AND a.atttypid = 'bytea'::regtype
+               FROM pg_attribute a
+              WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum",
+            &[&entry.table],
+        )
+        .await?;
+    let mut targets = vec!["tenant_id".to_owned()];
+    let mut values = vec!["$2".to_owned()];
+    for r in &rows {
+        let (name, generated, secret): (String, bool, bool) = (r.get(0), r.get(1), r.get(2));
+        if name == "tenant_id" || generated {
+            continue;
+        }
+        if entry.columns.contains(&name) {
+            values.push(format!("x.{}", quote_ident(&name)));
+        } else if secret {
+            values.push(
+                "sha256(convert_to(gen_random_uuid()::text || clock_timestamp()::text, 'UTF8'))"
+                    .into(),
+            );
+        } else {
+            continue;
+        }
+        targets.push(quote_ident(&name));
+    }
+    let home: String = tx
+        .query_one(
+            "SELECT tenantry.tenant_home_table($1, $2::text::regclass)",
+            &[tenant.as_uuid(), &entry.table],
+        )
+        .await?
+        .get(0);
+    Ok(format!(
+        "INSERT INTO {home} ({}) SELECT {} FROM jsonb_populate_recordset(NULL::{}, $1::jsonb) x",
+        targets.join(", "),
+        values.join(", "),
+        entry.table
+    ))
+}
+
+/// Refuses an archive whose tables this database does not have as they were:
+/// an adopted table missing or with other columns, a permission it does not define.
+async fn check_target(
+    tx: &Transaction<'_>,
+    path: &Path,
+    manifest: &Manifest,
+) -> Result<(), OffboardError> {
+    for t in &manifest.tables {
+        let row = tx
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL,
+                        EXISTS (SELECT 1 FROM tenantry.tenant_tables WHERE table_id = to_regclass($1))",
+                &[&t.table],
+            )
+            .await?;
+        let (exists, adopted): (bool, bool) = (row.get(0), row.get(1));
+        let own =
+            OWN_TABLES.contains(&t.table.as_str()) || TRAILING_TABLES.contains(&t.table.as_str());
+        let missing = if !exists {
+            "is not in this database: create and adopt it (same columns)"
+        } else if !own && !adopted {
+            "is not adopted in this database: adopt it (tenantry table adopt)"
+        } else {
+            ""
+        };
+        if !missing.is_empty() {
+            return Err(OffboardError::Refused(format!(
+                "table {} {missing} before importing",
+                t.table
+            )));
+        }
+        if !matches!(
+            t.table.as_str(),
+            "tenantry.role_permissions" | "tenantry.shared_rows"
+        ) {
+            let here = readable_columns(tx, &t.table).await?;
+            if here != t.columns {
+                return Err(OffboardError::Refused(format!(
+                    "table {} has other columns here ({}) than in the archive ({})",
+                    t.table,
+                    here.join(", "),
+                    t.columns.join(", ")
+                )));
+            }
+        }
+    }
+    // Permissions by name: every one a role held must be defined here.
+    if let Some(entry) = manifest
+        .tables
+        .iter()
+        .find(|t| t.table == "tenantry.role_permissions")
+    {
+        let mut names = std::collections::BTreeSet::new();
+        for_each_batch(path, entry, |batch| {
+            for line in batch {
+                let v: serde_json::Value = serde_json::from_str(line).map_err(corrupt)?;
+                if let Some(p) = v.get("permission").and_then(|p| p.as_str()) {
+                    names.insert(p.to_owned());
+                }
+            }
+            Ok(())
+        })?;
+        let names: Vec<String> = names.into_iter().collect();
+        let missing: Vec<String> = tx
+            .query(
+                "SELECT n FROM unnest($1::text[]) n WHERE NOT EXISTS (SELECT 1 FROM tenantry.permissions p WHERE p.name = n) ORDER BY 1",
+                &[&names],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !missing.is_empty() {
+            return Err(OffboardError::Refused(format!(
+                "permission(s) {} are not defined in this database (tenantry.define_permission)",
+                missing.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Calls `each` with the lines of `entry`'s file, [`IMPORT_BATCH_ROWS`] at a time.
+fn for_each_batch(
+    path: &Path,
+    entry: &TableEntry,
+    mut each: impl FnMut(&[String]) -> Result<(), OffboardError>,
+) -> Result<(), OffboardError> {
+    let mut archive = open_archive(path)?;
+    for e in archive.entries().map_err(corrupt)? {
+        let e = e.map_err(corrupt)?;
+        if e.path().map_err(corrupt)?.to_string_lossy() != entry.file {
+            continue;
+        }
+        let mut batch = Vec::with_capacity(IMPORT_BATCH_ROWS);
+        for line in BufReader::new(e).lines() {
+            batch.push(line.map_err(corrupt)?);
+            if batch.len() == IMPORT_BATCH_ROWS {
+                each(&batch)?;
+                batch.clear();
+            }
+        }
+        if !batch.is_empty() {
+            each(&batch)?;
+        }
+        return Ok(());
+    }
+    Err(corrupt(format!("{} is missing", entry.file)))
+}
+
+/// Imports the archive at `path` as tenant `as_id` (default: the id it was
+/// exported from), on an operator's connection: the archive is checked
+/// against its manifest first ([`verify_archive`]), then everything is
+/// written in one transaction: the tenant (`tenantry.import_tenant`), its
+/// rows table by table, what triggers derive (`tenantry.import_tenant_finish`).
+/// Refused, with nothing written, for a corrupt or foreign archive, an id
+/// that exists or was purged, a missing adopted table or one with other
+/// columns.
+pub async fn import_tenant(
+    client: &mut Client,
+    path: &Path,
+    as_id: Option<TenantId>,
+    mut progress: impl FnMut(Progress),
+) -> Result<Imported, OffboardError> {
+    let manifest = verify_archive(path)?;
+    let tenant = as_id.unwrap_or(manifest.tenant_id);
+    progress(Progress::Total(
+        manifest.tables.iter().map(|t| t.rows).sum(),
+    ));
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL TimeZone = 'UTC'").await?;
+    check_target(&tx, path, &manifest).await?;
+
+    let mut tenant_row = None;
+    for_each_batch(path, &manifest.tables[0], |lines| {
+        tenant_row = Some(serde_json::from_str::<serde_json::Value>(&lines[0]).map_err(corrupt)?);
+        Ok(())
+    })?;
+    let tenant_row = tenant_row.ok_or_else(|| corrupt("no tenant row"))?;
+    tx.execute(
+        "SELECT tenantry.import_tenant($1, $2)",
+        &[tenant.as_uuid(), &tenant_row],
+    )
+    .await?;
+    progress(Progress::Rows(1));
+
+    let mut rows = BTreeMap::from([("tenantry.tenants".to_owned(), 1)]);
+    let mut chunks = read_chunks(path.to_owned());
+    let mut current: Option<(&TableEntry, tokio_postgres::Statement)> = None;
+    while let Some(chunk) = chunks.recv().await {
+        match chunk? {
+            Chunk::Table(file) => {
+                current = None;
+                let Some(entry) = manifest.tables[1..].iter().find(|t| t.file == file) else {
+                    continue;
+                };
+                let sql = insert_sql(&tx, tenant, entry).await?;
+                let statement = tx.prepare_typed(&sql, &[Type::TEXT, Type::UUID]).await?;
+                rows.insert(entry.table.clone(), 0);
+                current = Some((entry, statement));
+            }
+            Chunk::Lines(lines) => {
+                let Some((entry, statement)) = &current else {
+                    continue;
+                };
+                let json = format!("[{}]", lines.join(","));
+                tx.execute(statement, &[&json, tenant.as_uuid()]).await?;
+                let n = lines.len() as u64;
+                *rows.entry(entry.table.clone()).or_default() += n;
+                progress(Progress::Rows(n));
+            }
+        }
+    }
+    tx.execute(
+        "SELECT tenantry.import_tenant_finish($1)",
+        &[tenant.as_uuid()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Imported {
+        tenant_id: tenant,
+        source_tenant_id: manifest.tenant_id,
+        rows,
+    })
+}
+
+/// What the archive reader hands the importer, in archive order.
+enum Chunk {
+    /// The next table's file begins.
+    Table(String),
+    /// Up to [`IMPORT_BATCH_ROWS`] lines of it.
+    Lines(Vec<String>),
+}
+
+/// Reads the archive on a thread of its own (tar and gzip are blocking),
+/// handing over a few batches at a time: memory stays bounded whatever the
+/// archive's size, and the database is written while the next batch is read.
+fn read_chunks(
+    path: std::path::PathBuf,
+) -> tokio::sync::mpsc::Receiver<Result<Chunk, OffboardError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    std::thread::spawn(move || {
+        let send = |c: Result<Chunk, OffboardError>| tx.blocking_send(c).is_ok();
+        let run = || -> Result<(), OffboardError> {
+            let mut archive = open_archive(&path)?;
+            for e in archive.entries().map_err(corrupt)? {
+                let e = e.map_err(corrupt)?;
+                let name = e.path().map_err(corrupt)?.to_string_lossy().into_owned();
+                if name == MANIFEST {
+                    continue;
+                }
+                if !send(Ok(Chunk::Table(name))) {
+                    return Ok(());
+                }
+                let mut batch = Vec::with_capacity(IMPORT_BATCH_ROWS);
+                for line in BufReader::new(e).lines() {
+                    batch.push(line.map_err(corrupt)?);
+                    if batch.len() == IMPORT_BATCH_ROWS
+                        && !send(Ok(Chunk::Lines(std::mem::take(&mut batch))))
+                    {
+                        return Ok(());
+                    }
+                }
+                if !batch.is_empty() && !send(Ok(Chunk::Lines(batch))) {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            send(Err(e));
+        }
+    });
+    rx
+}

@@ -1,0 +1,333 @@
+-- =============================================================================
+-- Offboarding: exporting a tenant (the read-only context an export reads
+-- under), importing one (a new tenant row, then its rows, then what the
+-- triggers would have derived), and purging one for good after the soft
+-- delete's grace period. Purged ids are never given out again.
+-- =============================================================================
+
+SET LOCAL ROLE tenantry_owner;
+
+-- -----------------------------------------------------------------------------
+-- Purged tenants and the grace period: who reads what
+-- -----------------------------------------------------------------------------
+
+CREATE POLICY admin_reads_purged_tenants ON tenantry.purged_tenants
+    FOR SELECT TO tenantry_admin
+    USING (true);
+COMMENT ON POLICY admin_reads_purged_tenants ON tenantry.purged_tenants IS 'Administrators read the record of every purge; only purge_tenant() (as the owner) writes it.';
+GRANT SELECT ON tenantry.purged_tenants TO tenantry_admin;
+GRANT SELECT ON tenantry.purge_policy TO tenantry_admin;
+
+/** Refuses a tenant row whose id was purged: purged ids are never reused. */
+CREATE OR REPLACE FUNCTION tenantry.tenants_not_purged()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tenantry.purged_tenants p WHERE p.tenant_id = NEW.tenant_id) THEN
+        RAISE EXCEPTION 'tenant id % was purged and is never given out again', NEW.tenant_id
+            USING ERRCODE = 'TN409', HINT = 'tenant_id';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenants_not_purged() IS 'Trigger: a new tenant row may not take the id of a purged tenant (TN409). import_tenant() checks the same itself, since imports run with row triggers off.';
+CREATE OR REPLACE TRIGGER tenants_not_purged
+    BEFORE INSERT ON tenantry.tenants
+    FOR EACH ROW EXECUTE FUNCTION tenantry.tenants_not_purged();
+
+-- -----------------------------------------------------------------------------
+-- Where a tenant's rows are
+-- -----------------------------------------------------------------------------
+
+/**
+ * Every column through which a row belongs to (or points at) a tenant, in
+ * the tables a purge empties: every tenantry table with a tenant_id column
+ * (but tenants itself and the purge record), every column of a tenantry or
+ * adopted table with a foreign key to tenants (shares made to it, the
+ * hierarchy's closure), shared_with uuid columns (share bookkeeping), and
+ * tenant_id of every adopted table. Found through the catalog, so a table
+ * added later is purged without a change here.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_keyed_columns()
+RETURNS TABLE (table_id regclass, schema_name name, table_name name, column_name name, partitioned boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT DISTINCT c.oid::regclass, n.nspname, c.relname, a.attname, c.relkind = 'p'
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+      AND c.oid NOT IN ('tenantry.tenants'::regclass, 'tenantry.purged_tenants'::regclass)
+      AND (
+            (c.relnamespace = 'tenantry'::regnamespace
+             AND ((a.attname = 'tenant_id' AND a.atttypid = 'uuid'::regtype)
+                  OR (a.attname = 'shared_with' AND a.atttypid = 'uuid'::regtype)
+                  OR EXISTS (SELECT 1 FROM pg_constraint k
+                             WHERE k.conrelid = c.oid AND k.contype = 'f'
+                               AND k.confrelid = 'tenantry.tenants'::regclass AND a.attnum = ANY (k.conkey))))
+         OR (c.oid IN (SELECT tt.table_id FROM tenantry.tenant_tables tt) AND a.attname = 'tenant_id')
+      )
+    ORDER BY 1, 4
+$$;
+COMMENT ON FUNCTION tenantry.tenant_keyed_columns() IS 'Internal: every (table, its schema and name, column) through which rows belong to or point at a tenant, found through the catalog (tenantry tables with tenant_id, shared_with or a foreign key to tenants; adopted tables by tenant_id), for purge_tenant(). Not granted.';
+
+/**
+ * The table holding a tenant's rows of one tenant table family: its schema's
+ * table for a schema tenant (when the family has one), the pooled table
+ * otherwise. Exports read it with ONLY, imports write into it: neither reads
+ * the whole family (which locks every schema tenant's table).
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_home_table(tid uuid, template regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT format('%I.%I', t.schema_name, f.template_table)
+         FROM tenantry.tenants t, tenantry.tier_tables() f
+         WHERE t.tenant_id = tenant_home_table.tid AND t.isolation = 'schema'
+           AND f.template = tenant_home_table.template),
+        tenant_home_table.template::text)
+$$;
+COMMENT ON FUNCTION tenantry.tenant_home_table(uuid, regclass) IS 'Internal: the table of a tenant''s rows of the family of `template` (its schema''s table for a schema tenant, else the pooled table), for exports and imports. Not granted.';
+
+-- -----------------------------------------------------------------------------
+-- Export: a read-only context of one tenant, whatever its status
+-- -----------------------------------------------------------------------------
+
+/**
+ * The context an export reads under, for operators (superuser or member of
+ * tenantry_owner), for this transaction: the tenant alone (no descendants in
+ * its visible set, so policies admit its own rows only), no permission
+ * (authorize() refuses every write), whatever its status: a deleted tenant
+ * in its grace period can be exported. The caller then switches to
+ * tenantry_app, so row-level security decides what the export reads. Refused
+ * while a tier move of the tenant is under way (its rows are in two places).
+ * Returns the tenant's resources schema.
+ */
+CREATE OR REPLACE FUNCTION tenantry.export_context(tid uuid)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+BEGIN
+    PERFORM tenantry.require_operator('export_context');
+    SELECT tn.isolation, tn.schema_name INTO t FROM tenantry.tenants tn WHERE tn.tenant_id = tid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid) THEN
+        RAISE EXCEPTION 'tenant % is moving between tiers: finish or abort the move first', tid
+            USING ERRCODE = 'TN409', HINT = 'tenant_id';
+    END IF;
+    PERFORM set_config('backtrace_functions',
+        tenantry.context_value(tid, NULL, 'export', ARRAY[]::text[], NULL,
+            ',s' || CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
+                 || ',v' || replace(tid::text, '-', '')),
+        true);
+    RETURN tenantry.current_tenant_schema();
+END
+$$;
+COMMENT ON FUNCTION tenantry.export_context(uuid) IS 'Operators only (superuser or member of tenantry_owner): a transaction-local, read-only context of one tenant alone (no descendants, no permission), any status, for exports; the caller then reads as tenantry_app under RLS. TN404 unknown tenant, TN409 during a tier move. Not granted.';
+
+-- -----------------------------------------------------------------------------
+-- Import: the tenant row, then its rows (written by the caller), then what
+-- the row triggers would have derived
+-- -----------------------------------------------------------------------------
+
+/**
+ * Starts an import, for operators: creates tenant `tid` from an exported
+ * tenant row (name, settings, status, timestamps, isolation; under its
+ * parent when that parent is here and live, a root otherwise; a deleted
+ * tenant comes back suspended) and turns row triggers off for the rest of
+ * the transaction (session_replication_role = replica), so that imported
+ * rows are written as they were: no audit row, counter or notification of
+ * their own. TN409 when the id is taken or was purged. import_tenant_finish()
+ * must follow in the same transaction.
+ */
+CREATE OR REPLACE FUNCTION tenantry.import_tenant(tid uuid, tenant jsonb)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    parent uuid := (tenant->>'parent_id')::uuid;
+    status text := CASE WHEN tenant->>'status' = 'deleted' THEN 'suspended' ELSE coalesce(tenant->>'status', 'active') END;
+BEGIN
+    PERFORM tenantry.require_operator('import_tenant');
+    IF tid IS NULL THEN
+        RAISE EXCEPTION 'tenant id is required' USING ERRCODE = 'TN422', HINT = 'tenant_id';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenantry.purged_tenants p WHERE p.tenant_id = tid) THEN
+        RAISE EXCEPTION 'tenant id % was purged and is never given out again: import it under a new id', tid
+            USING ERRCODE = 'TN409', HINT = 'tenant_id';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = tid) THEN
+        RAISE EXCEPTION 'tenant % already exists: import it under a new id', tid
+            USING ERRCODE = 'TN409', HINT = 'tenant_id';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = parent AND t.status <> 'deleted') THEN
+        parent := NULL;
+    END IF;
+    PERFORM tenantry.validate_tenant_settings(tenant->'settings');
+    PERFORM set_config('session_replication_role', 'replica', true);
+    INSERT INTO tenantry.tenants (tenant_id, name, created_at, updated_at, settings, status, parent_id, isolation)
+    VALUES (tid, tenantry.clean_name(tenant->>'name', 'name'),
+            coalesce((tenant->>'created_at')::timestamptz, now()),
+            coalesce((tenant->>'updated_at')::timestamptz, now()),
+            coalesce(tenant->'settings', '{}'), status, parent, 'shared');
+    INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth)
+    SELECT tid, tid, 0
+    UNION ALL
+    SELECT h.parent_id, tid, h.depth + 1 FROM tenantry.tenant_hierarchy h WHERE h.child_id = parent;
+    IF parent IS NOT NULL THEN
+        PERFORM tenantry.count_below(parent, 1, 1);
+    END IF;
+    IF tenant->>'isolation' = 'schema' THEN
+        PERFORM tenantry.make_schema_tenant(tid);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.import_tenant(uuid, jsonb) IS 'Operators only: creates tenant tid from an exported tenant row (parent kept when it is here and live; deleted comes back suspended) and turns row triggers off for the transaction; the caller writes the rows, then calls import_tenant_finish(). TN409 for a taken or purged id. Not granted.';
+
+/**
+ * Ends an import: shares made to tenants that are not here (or deleted) are
+ * dropped, as deleting a tenant revokes them; then what row triggers
+ * maintain is derived from the imported rows (share targets, key lookup,
+ * a person's tenants, limit and quota counters), and row triggers are on again.
+ */
+CREATE OR REPLACE FUNCTION tenantry.import_tenant_finish(tid uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenantry.require_operator('import_tenant_finish');
+    DELETE FROM tenantry.shared_resources s
+    WHERE s.tenant_id = tid
+      AND NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = s.shared_with AND t.status <> 'deleted');
+    DELETE FROM tenantry.shared_rows s
+    WHERE s.tenant_id = tid
+      AND NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = s.shared_with AND t.status <> 'deleted');
+    EXECUTE format('UPDATE ONLY %s r SET shared_with = ARRAY(
+                        SELECT s.shared_with FROM tenantry.shared_resources s
+                        WHERE s.tenant_id = r.tenant_id AND s.resource_id = r.id ORDER BY s.shared_at, s.shared_with)
+                    WHERE r.tenant_id = $1 AND r.shared_with <> ''{}''',
+                   tenantry.tenant_home_table(tid, 'tenantry.resources'))
+    USING tid;
+    INSERT INTO tenantry.resource_share_targets (shared_with, tenant_id, shares)
+    SELECT s.shared_with, s.tenant_id, count(*) FROM tenantry.shared_resources s
+    WHERE s.tenant_id = tid GROUP BY s.shared_with, s.tenant_id;
+    INSERT INTO tenantry.api_key_lookup (tenant_id, key_id, prefix)
+    SELECT k.tenant_id, k.key_id, k.prefix FROM tenantry.api_keys k WHERE k.tenant_id = tid;
+    INSERT INTO tenantry.member_tenants (user_id, tenant_id)
+    SELECT m.user_id, m.tenant_id FROM tenantry.tenant_members m WHERE m.tenant_id = tid;
+    PERFORM tenantry.recount_limit_usage(tid);
+    PERFORM tenantry.recount_quota_usage(tid);
+    PERFORM set_config('session_replication_role', 'origin', true);
+END
+$$;
+COMMENT ON FUNCTION tenantry.import_tenant_finish(uuid) IS 'Operators only: ends an import (shares to absent tenants dropped; share targets, key lookup, member_tenants and counters derived from the imported rows; row triggers on again). Not granted.';
+
+-- -----------------------------------------------------------------------------
+-- Purge: every row, schema and share of a deleted tenant, after the grace period
+-- -----------------------------------------------------------------------------
+
+/**
+ * Hard-deletes a tenant: allowed for an administrative context or an
+ * operator, for a tenant deleted at least purge_policy.grace ago, without
+ * child tenants (deleted ones too: purge them first) and no tier move under
+ * way (TN409 otherwise, TN404 for an unknown or already purged id). Removes
+ * its schema (a schema tenant; under a 100 ms lock_timeout so no query over
+ * a whole family waits behind it: TN503, try again), then every row of
+ * every column tenant_keyed_columns() names, by that column (row locks
+ * only, never a table lock beyond ROW EXCLUSIVE), then the tenant row, with
+ * row triggers off (audit_log is append-only to everyone else). Records the
+ * purge in purged_tenants, so the id is never reused. Returns the counts.
+ */
+CREATE OR REPLACE FUNCTION tenantry.purge_tenant(tid uuid)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    f record;
+    grace interval := (SELECT p.grace FROM tenantry.purge_policy p);
+    counts jsonb := '{}';
+    n bigint;
+    purged_at timestamptz;
+    dropped text;
+BEGIN
+    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
+        RAISE EXCEPTION 'purging tenants needs a proven administrative context' USING ERRCODE = '42501';
+    END IF;
+    SELECT tn.name, tn.status, tn.updated_at, tn.schema_name INTO t
+    FROM tenantry.tenants tn WHERE tn.tenant_id = tid FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT p.purged_at INTO purged_at FROM tenantry.purged_tenants p WHERE p.tenant_id = tid;
+        IF FOUND THEN
+            RAISE EXCEPTION 'tenant % not found: it was purged at %', tid, purged_at USING ERRCODE = 'TN404';
+        END IF;
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404';
+    END IF;
+    IF t.status <> 'deleted' THEN
+        RAISE EXCEPTION 'tenant % is %: only a deleted tenant can be purged (delete it, then purge it after the grace period of %)',
+            tid, t.status, grace USING ERRCODE = 'TN409', HINT = 'status';
+    END IF;
+    -- updated_at of a deleted tenant is when it was deleted: nothing changes it after.
+    IF t.updated_at + grace > now() THEN
+        RAISE EXCEPTION 'tenant % was deleted at %: it can be purged from % on (grace period %)',
+            tid, t.updated_at, t.updated_at + grace, grace USING ERRCODE = 'TN409', HINT = 'grace';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenantry.tenant_hierarchy h WHERE h.parent_id = tid AND h.depth > 0) THEN
+        RAISE EXCEPTION 'tenant % still has child tenants (deleted ones too): purge them first', tid
+            USING ERRCODE = 'TN409', HINT = 'children';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid) THEN
+        RAISE EXCEPTION 'tenant % has a tier move under way: abort it first', tid USING ERRCODE = 'TN409';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_namespace s WHERE s.nspname = t.schema_name) THEN
+        PERFORM set_config('lock_timeout', '100ms', true);
+        BEGIN
+            EXECUTE format('DROP SCHEMA %I CASCADE', t.schema_name);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'tenant %''s schema is in use by a query over a whole table family: try again', tid
+                USING ERRCODE = 'TN503';
+        END;
+        PERFORM set_config('lock_timeout', '0', true);
+        dropped := t.schema_name;
+    END IF;
+    PERFORM set_config('session_replication_role', 'replica', true);
+    FOR f IN SELECT * FROM tenantry.tenant_keyed_columns() LOOP
+        -- ONLY on a plain table: a pooled table's family would reach every
+        -- schema tenant's table (and lock each); a partitioned one has no rows of its own.
+        IF f.partitioned THEN
+            EXECUTE format('DELETE FROM %I.%I WHERE %I = $1', f.schema_name, f.table_name, f.column_name)
+            USING tid;
+        ELSE
+            EXECUTE format('DELETE FROM ONLY %I.%I WHERE %I = $1', f.schema_name, f.table_name, f.column_name)
+            USING tid;
+        END IF;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            counts := counts || jsonb_build_object(
+                f.table_id::text || CASE WHEN f.column_name = 'tenant_id' THEN '' ELSE '.' || f.column_name END, n);
+        END IF;
+    END LOOP;
+    DELETE FROM tenantry.tenants tn WHERE tn.tenant_id = tid;
+    PERFORM set_config('session_replication_role', 'origin', true);
+    INSERT INTO tenantry.purged_tenants (tenant_id, name, deleted_at, purged_by, rows_deleted)
+    VALUES (tid, t.name, t.updated_at, tenantry.current_actor(), counts)
+    RETURNING purged_tenants.purged_at INTO purged_at;
+    RETURN jsonb_build_object('tenant_id', tid, 'purged_at', purged_at, 'deleted_at', t.updated_at,
+                              'schema_dropped', dropped, 'rows_deleted', counts);
+END
+$$;
+COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), its tenant row; records it in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children; TN503 when its schema is busy.';
+GRANT EXECUTE ON FUNCTION tenantry.purge_tenant(uuid) TO tenantry_admin;
