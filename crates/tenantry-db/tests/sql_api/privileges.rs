@@ -489,6 +489,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "ensure_request_log_partitions",
             "enter_context",
             "enter_context_signed",
+            "expire_idempotency_keys",
             "migrate_tenant_schema",
             "purge_tenant",
             "refresh_tenant_metrics",
