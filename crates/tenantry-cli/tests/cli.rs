@@ -287,11 +287,19 @@ async fn serve_refuses_an_unmigrated_database_and_says_what_to_run() {
 
 /// GET over a plain TCP connection; returns the status line and body.
 fn http_get(addr: &str, path: &str) -> String {
+    http_get_with(addr, path, None)
+}
+
+/// [`http_get`], with a bearer token when given.
+fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -623,20 +631,6 @@ async fn migrate_brings_every_tenant_schema_to_the_latest_step_and_doctor_report
     assert_eq!(indexes, 4, "the pooled table and the three schemas");
 }
 
-/// GET with a bearer token over a plain TCP connection; returns the status line and body.
-fn http_get_with(addr: &str, path: &str, token: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[tokio::test]
 async fn top_shows_the_busiest_tenants_of_a_running_server_and_refuses_a_wrong_token() {
     use std::io::BufRead;
@@ -659,7 +653,7 @@ async fn top_shows_the_busiest_tenants_of_a_running_server_and_refuses_a_wrong_t
     stdout.read_line(&mut first).unwrap();
     let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
     for _ in 0..3 {
-        let r = http_get_with(&addr, "/v1/resources", &secret);
+        let r = http_get_with(&addr, "/v1/resources", Some(&secret));
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     }
     let url = format!("http://{addr}");
