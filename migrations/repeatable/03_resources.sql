@@ -495,7 +495,9 @@ BEGIN
     SELECT settings INTO s FROM tenantry.tenants WHERE tenant_id = tid;
     IF s ? 'max_resources' OR s ? 'max_storage_bytes' THEN
         EXECUTE format('INSERT INTO tenantry.tenant_quota_usage AS u (tenant_id, resource_count, storage_bytes)
-                        SELECT $1, count(*), coalesce(sum(r.size_bytes), 0) FROM ONLY %I.resources r WHERE r.tenant_id = $1
+                        SELECT $1, count(*), coalesce(sum(r.size_bytes), 0)
+                                   + (SELECT coalesce(sum(octet_length(k.body)), 0) FROM tenantry.idempotency_keys k WHERE k.tenant_id = $1)
+                        FROM ONLY %I.resources r WHERE r.tenant_id = $1
                         ON CONFLICT (tenant_id) DO UPDATE
                             SET resource_count = excluded.resource_count, storage_bytes = excluded.storage_bytes',
                        tenantry.resources_home(tid))
@@ -505,7 +507,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.recount_quota_usage(uuid) IS 'Internal: recounts a tenant''s resources and bytes into tenant_quota_usage when it has a quota, drops the counter otherwise. Not granted.';
+COMMENT ON FUNCTION tenantry.recount_quota_usage(uuid) IS 'Internal: recounts a tenant''s resources and bytes (its resources'' and the responses stored under its idempotency keys) into tenant_quota_usage when it has a quota, drops the counter otherwise. Not granted.';
 
 /**
  * Row trigger on resources (on every schema tenant's table too, so writes

@@ -68,6 +68,169 @@ $$;
 COMMENT ON FUNCTION tenantry.claim_idempotency_key(text, bytea) IS 'Claims an Idempotency-Key for the current tenant''s transaction (no row), or returns the committed response stored under it and whether it was for the same request; TN409 while another transaction holds it uncommitted for more than 200 ms.';
 GRANT EXECUTE ON FUNCTION tenantry.claim_idempotency_key(text, bytea) TO tenantry_app;
 
+-- The operator's keys (migration 0027): no role reads or writes them
+-- directly; the two functions below, as the owner, for a transaction that
+-- acts for the operator.
+CREATE POLICY operator_idempotency_keys_no_direct_access ON tenantry.operator_idempotency_keys
+    AS RESTRICTIVE FOR ALL TO PUBLIC USING (false) WITH CHECK (false);
+COMMENT ON POLICY operator_idempotency_keys_no_direct_access ON tenantry.operator_idempotency_keys IS 'No role reads or writes the operator''s idempotency keys directly: claim_operator_idempotency_key and complete_operator_idempotency_key do, as the owner, for a transaction acting for the operator (the table is granted to none).';
+
+/**
+ * Whether this transaction acts for the operator: a verified administrative
+ * context, or a verified tenant context whose actor is the admin token's
+ * (`admin`: the server's admin routes that work inside one tenant, such as
+ * minting its key). Contexts are proven with the context key, which the
+ * server's login cannot read, so SQL cannot claim to be the operator.
+ */
+CREATE OR REPLACE FUNCTION tenantry.acts_for_operator()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT tenantry.admin_context()
+        OR (left(current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+            AND tenantry.current_actor() = 'admin')
+$$;
+COMMENT ON FUNCTION tenantry.acts_for_operator() IS 'Internal: true when the transaction''s verified context is administrative, or a tenant context acting as the admin token (actor admin). Not granted.';
+
+/**
+ * claim_idempotency_key for the operator's writes: the key in the operator's
+ * namespace (operator_idempotency_keys), whatever tenant the transaction acts
+ * in. TN403 unless the transaction acts for the operator.
+ */
+CREATE OR REPLACE FUNCTION tenantry.claim_operator_idempotency_key(idempotency_key text, fingerprint bytea)
+RETURNS TABLE (status smallint, body bytea, same_request boolean)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '200ms'
+AS $$
+DECLARE
+    claimed integer;
+BEGIN
+    IF NOT tenantry.acts_for_operator() THEN
+        RAISE EXCEPTION 'only the operator''s transactions keep operator idempotency keys' USING ERRCODE = 'TN403';
+    END IF;
+    BEGIN
+        DELETE FROM tenantry.operator_idempotency_keys k
+         WHERE k.idempotency_key = claim_operator_idempotency_key.idempotency_key
+           AND k.created_at <= now() - interval '24 hours';
+        INSERT INTO tenantry.operator_idempotency_keys (idempotency_key, fingerprint)
+        VALUES (claim_operator_idempotency_key.idempotency_key, claim_operator_idempotency_key.fingerprint)
+        ON CONFLICT ON CONSTRAINT operator_idempotency_keys_pkey DO NOTHING;
+        GET DIAGNOSTICS claimed = ROW_COUNT;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'a request with this Idempotency-Key is still being processed; retry it later'
+            USING ERRCODE = 'TN409', HINT = 'Idempotency-Key';
+    END;
+    IF claimed = 1 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT k.status, k.body, k.fingerprint = claim_operator_idempotency_key.fingerprint
+          FROM tenantry.operator_idempotency_keys k
+         WHERE k.idempotency_key = claim_operator_idempotency_key.idempotency_key;
+END
+$$;
+COMMENT ON FUNCTION tenantry.claim_operator_idempotency_key(text, bytea) IS 'Claims an Idempotency-Key in the operator''s namespace for a transaction acting for the operator (no row), or returns the committed response stored under it and whether it was for the same request; TN409 while another transaction holds it uncommitted for more than 200 ms; TN403 for anyone but the operator.';
+GRANT EXECUTE ON FUNCTION tenantry.claim_operator_idempotency_key(text, bytea) TO tenantry_admin, tenantry_app;
+
+/** Stores the response under the operator's key this transaction claimed (sent with COMMIT). */
+CREATE OR REPLACE FUNCTION tenantry.complete_operator_idempotency_key(idempotency_key text, status smallint, body bytea)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT tenantry.acts_for_operator() THEN
+        RAISE EXCEPTION 'only the operator''s transactions keep operator idempotency keys' USING ERRCODE = 'TN403';
+    END IF;
+    UPDATE tenantry.operator_idempotency_keys k
+       SET status = complete_operator_idempotency_key.status, body = complete_operator_idempotency_key.body
+     WHERE k.idempotency_key = complete_operator_idempotency_key.idempotency_key AND k.status IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the operator''s idempotency key this write claimed is not there to complete'
+            USING ERRCODE = 'XX000';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.complete_operator_idempotency_key(text, smallint, bytea) IS 'Stores the response of the operator''s write under the key its transaction claimed (only a key still without a response); TN403 for anyone but the operator.';
+GRANT EXECUTE ON FUNCTION tenantry.complete_operator_idempotency_key(text, smallint, bytea) TO tenantry_admin, tenantry_app;
+
+/**
+ * Stores the response of the current tenant's write under the key its
+ * transaction claimed (sent with COMMIT). Raises unless it stored it, so a
+ * write whose key was not claimed in this transaction's tenant (its work
+ * changed the context) commits nothing rather than a key without a response.
+ * Runs as its caller, under the table's policy.
+ */
+CREATE OR REPLACE FUNCTION tenantry.complete_idempotency_key(idempotency_key text, status smallint, body bytea)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    UPDATE tenantry.idempotency_keys k
+       SET status = complete_idempotency_key.status, body = complete_idempotency_key.body
+     WHERE k.tenant_id = tenantry.current_tenant_id()
+       AND k.idempotency_key = complete_idempotency_key.idempotency_key AND k.status IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the idempotency key this write claimed is not the current tenant''s to complete'
+            USING ERRCODE = 'XX000';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.complete_idempotency_key(text, smallint, bytea) IS 'Stores the response of the current tenant''s write under the key its transaction claimed; raises (nothing commits) unless it did.';
+GRANT EXECUTE ON FUNCTION tenantry.complete_idempotency_key(text, smallint, bytea) TO tenantry_app;
+
+/**
+ * Row trigger on idempotency_keys: the responses stored under a tenant's keys
+ * count against its max_storage_bytes for the 24 hours they are kept, as
+ * resources do (tenant_quota_usage, 03_resources.sql): a keyed write whose
+ * stored response would cross the quota is refused (TN429) and writes
+ * nothing; expiry gives the bytes back. Without the count a tenant could fill
+ * the shared disk with responses no quota sees.
+ */
+CREATE OR REPLACE FUNCTION tenantry.idempotency_keys_quota()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tid uuid := CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END;
+    bytes bigint := CASE TG_OP WHEN 'DELETE' THEN -coalesce(octet_length(OLD.body), 0)
+                               ELSE coalesce(octet_length(NEW.body), 0) - coalesce(octet_length(OLD.body), 0) END;
+    s jsonb;
+    used bigint;
+BEGIN
+    IF bytes = 0 THEN
+        RETURN NULL;
+    END IF;
+    SELECT settings INTO s FROM tenantry.tenants WHERE tenant_id = tid FOR SHARE;
+    IF NOT (s ? 'max_resources' OR s ? 'max_storage_bytes') THEN
+        RETURN NULL;
+    END IF;
+    UPDATE tenantry.tenant_quota_usage u SET storage_bytes = u.storage_bytes + bytes
+     WHERE u.tenant_id = tid
+    RETURNING u.storage_bytes INTO used;
+    IF NOT FOUND THEN
+        PERFORM tenantry.recount_quota_usage(tid);
+        SELECT u.storage_bytes INTO used FROM tenantry.tenant_quota_usage u WHERE u.tenant_id = tid;
+    END IF;
+    IF bytes > 0 AND tenantry.limits_refuse_writer() AND s ? 'max_storage_bytes'
+       AND used > (s->>'max_storage_bytes')::numeric THEN
+        RAISE EXCEPTION 'this tenant may store at most % bytes (responses kept for its idempotency keys count for 24 hours)',
+            (s->>'max_storage_bytes')::numeric::bigint
+            USING ERRCODE = 'TN429', HINT = 'settings.max_storage_bytes';
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.idempotency_keys_quota() IS 'Trigger: counts the responses stored under a tenant''s idempotency keys against its max_storage_bytes while they are kept; TN429 when storing one would exceed it (a tenant role''s write), bytes given back on expiry. Not granted.';
+
+CREATE OR REPLACE TRIGGER idempotency_keys_quota
+    AFTER UPDATE OF body OR DELETE ON tenantry.idempotency_keys
+    FOR EACH ROW EXECUTE FUNCTION tenantry.idempotency_keys_quota();
+COMMENT ON TRIGGER idempotency_keys_quota ON tenantry.idempotency_keys IS 'Stored responses count against the tenant''s storage quota while kept (idempotency_keys_quota).';
+
 /**
  * Deletes up to `batch` idempotency keys older than 24 hours, of any tenant,
  * and returns how many. Row locks only (never a table lock): each tenant's
@@ -96,8 +259,20 @@ AS $$
          WHERE k.tenant_id = x.tenant_id AND k.idempotency_key = x.idempotency_key
            AND k.created_at <= pg_catalog.now() - interval '24 hours'
         RETURNING 1
+    ), operator_expired AS (
+        SELECT o.idempotency_key
+          FROM tenantry.operator_idempotency_keys o
+         WHERE o.created_at <= pg_catalog.now() - interval '24 hours'
+         ORDER BY o.created_at
+         LIMIT greatest(batch, 0)
+    ), operator_deleted AS (
+        DELETE FROM tenantry.operator_idempotency_keys o
+         USING operator_expired x
+         WHERE o.idempotency_key = x.idempotency_key
+           AND o.created_at <= pg_catalog.now() - interval '24 hours'
+        RETURNING 1
     )
-    SELECT count(*)::integer FROM deleted
+    SELECT greatest((SELECT count(*) FROM deleted), (SELECT count(*) FROM operator_deleted))::integer
 $$;
-COMMENT ON FUNCTION tenantry.expire_idempotency_keys(integer) IS 'Deletes up to batch idempotency keys older than 24 hours (any tenant) and returns how many; row locks only. Operators (tenantry_admin): the server runs it periodically.';
+COMMENT ON FUNCTION tenantry.expire_idempotency_keys(integer) IS 'Deletes up to batch idempotency keys older than 24 hours (any tenant''s, and up to batch of the operator''s) and returns the larger of the two counts; row locks only. Operators (tenantry_admin): the server runs it periodically.';
 GRANT EXECUTE ON FUNCTION tenantry.expire_idempotency_keys(integer) TO tenantry_admin;

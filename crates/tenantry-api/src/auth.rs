@@ -2,9 +2,10 @@
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use tenantry_axum::auth::bearer;
+use tenantry_axum::idempotency::{Reply, Written};
 use tenantry_db::{
-    AdminScope, ApiKeySecret, Database, Isolation, ScopeFuture, TenantContext, TenantId,
-    TenantScope, TierMove,
+    AdminScope, ApiKeySecret, Database, IdempotentRequest, Isolation, ScopeFuture, TenantContext,
+    TenantId, TenantScope, TierMove,
 };
 
 pub use tenantry_axum::{KeyCache, RateLimits, TenantCaller};
@@ -20,6 +21,8 @@ use crate::{
 pub struct AdminCaller {
     db: Database,
     tenantry: tenantry_axum::Tenantry,
+    /// The request's `Idempotency-Key`, in the operator's namespace.
+    idempotency: Option<IdempotentRequest>,
 }
 
 /// Audit actor label of the admin token.
@@ -60,6 +63,62 @@ impl AdminCaller {
         Ok(self.db.in_admin(ADMIN_ACTOR, args, work).await?)
     }
 
+    /// [`AdminCaller::admin_write`] answering `reply` with its value, under
+    /// the request's `Idempotency-Key` when it has one: the key (the
+    /// operator's) is claimed and the response stored in the write's own
+    /// transaction, and a retry of a committed request gets the stored
+    /// response without writing again ([`Database::in_admin_idempotent`]).
+    pub async fn admin_write_response<A: Sync + ?Sized, T: serde::Serialize>(
+        &self,
+        reply: Reply,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut AdminScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<Written<T>, ApiError> {
+        let outcome = self
+            .db
+            .in_admin_idempotent(
+                ADMIN_ACTOR,
+                self.idempotency.as_ref(),
+                args,
+                work,
+                |value| reply.stored(value),
+            )
+            .await?;
+        Ok(reply.written(outcome))
+    }
+
+    /// [`AdminCaller::tenant_write`] answering `reply` with its value, under
+    /// the request's `Idempotency-Key` (the operator's) when it has one.
+    pub async fn tenant_write_response<A: Sync + ?Sized, T: serde::Serialize>(
+        &self,
+        tenant: TenantId,
+        reply: Reply,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
+    ) -> Result<Written<T>, ApiError> {
+        let ctx = TenantContext::new(tenant).with_actor(ADMIN_ACTOR);
+        let outcome = self
+            .db
+            .in_tenant_idempotent(&ctx, self.idempotency.as_ref(), args, work, |value| {
+                reply.stored(value)
+            })
+            .await?;
+        Ok(reply.written(outcome))
+    }
+
+    /// Refuses a request sent with an `Idempotency-Key`: for a route whose
+    /// work spans several transactions, which one key cannot cover.
+    pub fn refuse_idempotency_key(&self) -> Result<(), ApiError> {
+        match self.idempotency {
+            None => Ok(()),
+            Some(_) => Err(ApiError::new(
+                ProblemCode::InvalidHeader,
+                "this route runs in several transactions and does not take an Idempotency-Key",
+            )
+            .with_field("Idempotency-Key")),
+        }
+    }
+
     /// Moves a tenant to another tier online ([`Database::move_tenant`]),
     /// audited as `admin`.
     pub async fn move_tenant(
@@ -97,22 +156,16 @@ impl FromRequestParts<AppState> for AdminCaller {
             }
             return Err(ApiError::unauthorized());
         }
-        // The admin token's requests have no tenant to keep keys for: a key
-        // sent to them is refused rather than silently not honoured.
-        if parts
+        // The operator's keys live in a namespace of their own (creating a
+        // tenant has no tenant to keep one for).
+        let idempotency = parts
             .extensions
-            .get::<std::sync::Arc<tenantry_db::IdempotentRequest>>()
-            .is_some()
-        {
-            return Err(ApiError::new(
-                ProblemCode::InvalidHeader,
-                "the admin token's requests do not take an Idempotency-Key",
-            )
-            .with_field("Idempotency-Key"));
-        }
+            .get::<std::sync::Arc<IdempotentRequest>>()
+            .map(|r| r.for_operator());
         Ok(Self {
             db: state.db.clone(),
             tenantry: state.tenantry.clone(),
+            idempotency,
         })
     }
 }

@@ -81,10 +81,10 @@ impl Modify for ProblemCodes {
     }
 }
 
-/// The `Idempotency-Key` header on every write a tenant credential may make
-/// (POST, PUT, PATCH, DELETE with the `person` scheme beside `bearer`), with
-/// the answers it adds: 400 for a malformed key (and for the admin token,
-/// which takes none), 409 while the first request with the key is running,
+/// The `Idempotency-Key` header on every write a tenant credential
+/// or the admin token may make (POST, PUT, PATCH, DELETE offering `bearer`),
+/// with the answers it adds: 400 for a malformed key, 409 while the first
+/// request with the key is running,
 /// 422 for a key reused with another request; a replay is marked
 /// `Idempotent-Replayed: true`.
 struct IdempotencyKeys;
@@ -101,7 +101,7 @@ impl Modify for IdempotencyKeys {
             .into_iter()
             .flatten()
             {
-                if takes_tenant_credentials(operation) {
+                if takes_idempotency_key(operation) {
                     document_idempotency_key(operation);
                 }
             }
@@ -109,17 +109,17 @@ impl Modify for IdempotencyKeys {
     }
 }
 
-/// Whether a tenant key or a person may call the operation (its security
-/// offers `person` next to `bearer`; admin-only routes offer `bearer` alone,
-/// and accepting an invitation `person` alone, with no tenant yet).
-fn takes_tenant_credentials(operation: &Operation) -> bool {
+/// Whether the write takes an `Idempotency-Key`: every one a tenant key or
+/// the admin token may call (its security offers `bearer`), except the tier
+/// move, whose work spans many transactions (it refuses a key with 400).
+/// Accepting an invitation (`person` alone, no tenant yet) is single-use by
+/// its token already.
+fn takes_idempotency_key(operation: &Operation) -> bool {
     let security = serde_json::to_value(&operation.security).unwrap_or_default();
-    let offers = |scheme: &str| {
-        security
-            .as_array()
-            .is_some_and(|all| all.iter().any(|s| s.get(scheme).is_some()))
-    };
-    offers("bearer") && offers("person")
+    let offers_bearer = security
+        .as_array()
+        .is_some_and(|all| all.iter().any(|s| s.get("bearer").is_some()));
+    offers_bearer && operation.operation_id.as_deref() != Some("move_tenant")
 }
 
 fn document_idempotency_key(operation: &mut Operation) {
@@ -279,7 +279,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tenant_writes_document_the_idempotency_key_and_admin_only_routes_do_not() {
+    fn every_write_documents_the_idempotency_key_but_the_tier_move_and_accepting_an_invitation() {
         let (_, openapi) = api_router().split_for_parts();
         let json = serde_json::to_value(&openapi).unwrap();
         let documents = |path: &str, method: &str| {
@@ -307,12 +307,15 @@ mod tests {
             ("/v1/keys", "post"),
             ("/v1/roles/{role_id}/permissions/{permission}", "put"),
             ("/v1/tenants", "post"),
+            ("/v1/tenants/{tenant_id}/suspend", "post"),
+            ("/v1/tenants/{tenant_id}/keys", "post"),
+            ("/v1/tenants/{tenant_id}", "delete"),
+            ("/v1/tenants/{tenant_id}/purge", "post"),
         ] {
             assert!(documents(path, method), "{method} {path} lacks the header");
         }
         for (path, method) in [
-            ("/v1/tenants/{tenant_id}/suspend", "post"),
-            ("/v1/tenants/{tenant_id}/keys", "post"),
+            ("/v1/tenants/{tenant_id}/move", "post"),
             ("/v1/invitations/accept", "post"),
             ("/v1/resources", "get"),
         ] {

@@ -476,6 +476,18 @@ impl TenantCaller {
         }
     }
 
+    /// Who makes this request, as idempotency keys tell callers apart: the
+    /// key, the member, or the member and who impersonates them.
+    fn caller_label(&self) -> String {
+        match &self.credential {
+            Credential::Key(k) => format!("key:{}", k.key_id),
+            Credential::Member { member, .. } => format!("user:{}", member.user_id),
+            Credential::Impersonation(s) => {
+                format!("user:{} impersonated by {}", s.user_id, s.impersonator)
+            }
+        }
+    }
+
     /// The tenant context of this request, restricted to what the caller holds.
     fn context(&self) -> TenantContext {
         // The caller's permissions travel with the scope: the library refuses
@@ -538,15 +550,15 @@ impl TenantCaller {
         args: &A,
         work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
     ) -> Result<Written<T>, ApiError> {
+        let request = self
+            .idempotency
+            .as_deref()
+            .map(|r| r.by(&self.caller_label()));
         let outcome = self
             .db
-            .in_tenant_idempotent(
-                &self.context(),
-                self.idempotency.as_deref(),
-                args,
-                work,
-                |value| reply.stored(value),
-            )
+            .in_tenant_idempotent(&self.context(), request.as_ref(), args, work, |value| {
+                reply.stored(value)
+            })
             .await?;
         Ok(reply.written(outcome))
     }

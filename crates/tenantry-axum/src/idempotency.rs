@@ -121,7 +121,7 @@ impl Reply {
     }
 
     /// The copy of the response stored under the key.
-    pub(crate) fn stored<T: Serialize>(self, value: &T) -> Result<StoredResponse, DbError> {
+    pub fn stored<T: Serialize>(self, value: &T) -> Result<StoredResponse, DbError> {
         let internal = |e: serde_json::Error| DbError::Internal(format!("response body: {e}"));
         let body = match (self.has_body(), self.secret) {
             (false, _) => None,
@@ -140,7 +140,8 @@ impl Reply {
         })
     }
 
-    pub(crate) fn written<T>(self, outcome: Idempotent<T>) -> Written<T> {
+    /// This request's answer from what the write gave.
+    pub fn written<T>(self, outcome: Idempotent<T>) -> Written<T> {
         match outcome {
             Idempotent::Fresh(value) => Written::Fresh {
                 status: self.status,

@@ -6,7 +6,7 @@
 //! row and gets the first response back; nothing is written twice
 //! (migrations/repeatable/13_idempotency.sql).
 
-use std::ops::ControlFlow;
+use std::{future::Future, ops::ControlFlow};
 
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
@@ -46,6 +46,9 @@ impl IdempotencyKey {
 pub struct IdempotentRequest {
     key: IdempotencyKey,
     fingerprint: [u8; 32],
+    /// The key lives in the operator's namespace (the admin token's writes)
+    /// rather than the tenant's.
+    operator: bool,
 }
 
 impl IdempotentRequest {
@@ -60,6 +63,35 @@ impl IdempotentRequest {
         Self {
             key,
             fingerprint: hash.finalize().into(),
+            operator: false,
+        }
+    }
+
+    /// The same request made by `caller` (a key id, a member, an
+    /// impersonation, the operator): the caller is part of what makes two
+    /// requests the same one, so a replay answers only the caller that made
+    /// the first request; anyone else reusing its key gets 422, never its
+    /// stored response (which may answer a write only the first caller was
+    /// allowed to make).
+    pub fn by(&self, caller: &str) -> Self {
+        let mut hash = Sha256::new();
+        for part in [&self.fingerprint[..], caller.as_bytes()] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+        Self {
+            key: self.key.clone(),
+            fingerprint: hash.finalize().into(),
+            operator: self.operator,
+        }
+    }
+
+    /// This request as the operator's (the admin token's): its key is kept in
+    /// the operator's namespace, whatever tenant the write acts in.
+    pub fn for_operator(&self) -> Self {
+        Self {
+            operator: true,
+            ..self.by("operator")
         }
     }
 
@@ -67,6 +99,57 @@ impl IdempotentRequest {
     pub fn key(&self) -> &IdempotencyKey {
         &self.key
     }
+}
+
+/// The claim's answer: `None` when the key is now this transaction's, else
+/// the stored response of the same request (a different request is 422).
+fn claimed(rows: &[tokio_postgres::Row]) -> Result<Option<StoredResponse>, DbError> {
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let same: bool = row.try_get(2)?;
+    if !same {
+        return Err(DbError::Invalid {
+            field: Some(FIELD.into()),
+            message: "this Idempotency-Key was used for another request (method, path, body or \
+                      caller differ) in the last 24 hours; use a new key for a new request"
+                .into(),
+        });
+    }
+    let status: Option<i16> = row.try_get(0)?;
+    let status = status
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or_else(|| DbError::Internal("a committed idempotency key has no status".into()))?;
+    Ok(Some(StoredResponse {
+        status,
+        body: row.try_get(1)?,
+    }))
+}
+
+/// The claim statement of `request`'s namespace.
+fn claim_sql(request: &IdempotentRequest) -> &'static str {
+    if request.operator {
+        "SELECT status, body, same_request FROM tenantry.claim_operator_idempotency_key($1, $2)"
+    } else {
+        "SELECT status, body, same_request FROM tenantry.claim_idempotency_key($1, $2)"
+    }
+}
+
+/// The statement storing the response under `request`'s key, sent with
+/// COMMIT; it fails (and so nothing commits) unless it stored it: the work
+/// must not have left the key's namespace (say, by changing the context).
+fn store_sql(request: &IdempotentRequest) -> &'static str {
+    if request.operator {
+        "SELECT tenantry.complete_operator_idempotency_key($1, $2, $3)"
+    } else {
+        "SELECT tenantry.complete_idempotency_key($1, $2, $3)"
+    }
+}
+
+/// The response's status as stored.
+fn stored_status(response: &StoredResponse) -> Result<i16, DbError> {
+    i16::try_from(response.status)
+        .map_err(|_| DbError::Internal(format!("status {} out of range", response.status)))
 }
 
 /// A response as stored under a key: HTTP status and body bytes (`None`: no body).
@@ -101,31 +184,12 @@ impl TenantScope {
     ) -> Result<Option<StoredResponse>, DbError> {
         let rows = self
             .rows(
-                "SELECT status, body, same_request FROM tenantry.claim_idempotency_key($1, $2)",
+                claim_sql(request),
                 &[&request.key.as_str(), &request.fingerprint.as_slice()],
                 &[Type::TEXT, Type::BYTEA],
             )
             .await?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let same: bool = row.try_get(2)?;
-        if !same {
-            return Err(DbError::Invalid {
-                field: Some(FIELD.into()),
-                message: "this Idempotency-Key was used for another request (method, path or \
-                          body differ) in the last 24 hours; use a new key for a new request"
-                    .into(),
-            });
-        }
-        let status: Option<i16> = row.try_get(0)?;
-        let status = status
-            .and_then(|s| u16::try_from(s).ok())
-            .ok_or_else(|| DbError::Internal("a committed idempotency key has no status".into()))?;
-        Ok(Some(StoredResponse {
-            status,
-            body: row.try_get(1)?,
-        }))
+        claimed(&rows)
     }
 
     /// Stores `response` under the key this transaction claimed and commits,
@@ -135,12 +199,10 @@ impl TenantScope {
         request: &IdempotentRequest,
         response: &StoredResponse,
     ) -> Result<(), DbError> {
-        let status = i16::try_from(response.status)
-            .map_err(|_| DbError::Internal(format!("status {} out of range", response.status)))?;
+        let status = stored_status(response)?;
         self.tx
             .query_and_commit(Stmt {
-                sql: "UPDATE tenantry.idempotency_keys SET status = $2, body = $3 \
-                      WHERE tenant_id = tenantry.current_tenant_id() AND idempotency_key = $1",
+                sql: store_sql(request),
                 params: &[&request.key.as_str(), &status, &response.body],
                 types: &[Type::TEXT, Type::INT2, Type::BYTEA],
             })
@@ -150,6 +212,41 @@ impl TenantScope {
 }
 
 impl AdminScope {
+    /// [`TenantScope::claim_idempotency_key`] for the operator's writes (the
+    /// key in the operator's namespace; `request` made with
+    /// [`IdempotentRequest::for_operator`]).
+    pub async fn claim_idempotency_key(
+        &mut self,
+        request: &IdempotentRequest,
+    ) -> Result<Option<StoredResponse>, DbError> {
+        let rows = self
+            .tx
+            .rows(Stmt {
+                sql: claim_sql(request),
+                params: &[&request.key.as_str(), &request.fingerprint.as_slice()],
+                types: &[Type::TEXT, Type::BYTEA],
+            })
+            .await?;
+        claimed(&rows)
+    }
+
+    /// [`TenantScope::commit_with_response`] for the operator's writes.
+    pub async fn commit_with_response(
+        mut self,
+        request: &IdempotentRequest,
+        response: &StoredResponse,
+    ) -> Result<(), DbError> {
+        let status = stored_status(response)?;
+        self.tx
+            .query_and_commit(Stmt {
+                sql: store_sql(request),
+                params: &[&request.key.as_str(), &status, &response.body],
+                types: &[Type::TEXT, Type::INT2, Type::BYTEA],
+            })
+            .await
+            .map(drop)
+    }
+
     /// Deletes up to `batch` idempotency keys older than 24 hours (any
     /// tenant) and returns how many; row locks only. Call it until it
     /// returns less than `batch`, a transaction each.
@@ -169,6 +266,58 @@ impl AdminScope {
     }
 }
 
+/// A scope that keeps idempotency keys: claims one, and commits with the response.
+trait KeepsKeys: Sized + Send {
+    fn claim<'a>(
+        &'a mut self,
+        request: &'a IdempotentRequest,
+    ) -> impl Future<Output = Result<Option<StoredResponse>, DbError>> + Send + 'a;
+    fn commit_answered(
+        self,
+        request: &IdempotentRequest,
+        response: &StoredResponse,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+    fn commit_plain(self) -> impl Future<Output = Result<(), DbError>> + Send;
+}
+
+impl KeepsKeys for TenantScope {
+    fn claim<'a>(
+        &'a mut self,
+        request: &'a IdempotentRequest,
+    ) -> impl Future<Output = Result<Option<StoredResponse>, DbError>> + Send + 'a {
+        self.claim_idempotency_key(request)
+    }
+    fn commit_answered(
+        self,
+        request: &IdempotentRequest,
+        response: &StoredResponse,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
+        self.commit_with_response(request, response)
+    }
+    fn commit_plain(self) -> impl Future<Output = Result<(), DbError>> + Send {
+        self.commit()
+    }
+}
+
+impl KeepsKeys for AdminScope {
+    fn claim<'a>(
+        &'a mut self,
+        request: &'a IdempotentRequest,
+    ) -> impl Future<Output = Result<Option<StoredResponse>, DbError>> + Send + 'a {
+        self.claim_idempotency_key(request)
+    }
+    fn commit_answered(
+        self,
+        request: &IdempotentRequest,
+        response: &StoredResponse,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
+        self.commit_with_response(request, response)
+    }
+    fn commit_plain(self) -> impl Future<Output = Result<(), DbError>> + Send {
+        self.commit()
+    }
+}
+
 impl Database {
     /// [`Database::in_tenant`] under an optional idempotency key: in one
     /// transaction, claims the key (a committed request with it answers
@@ -181,23 +330,59 @@ impl Database {
         ctx: &TenantContext,
         request: Option<&IdempotentRequest>,
         args: &A,
-        mut work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
+        work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
         respond: impl Fn(&T) -> Result<StoredResponse, DbError>,
     ) -> Result<Idempotent<T>, DbError> {
         let Some(request) = request else {
             return self.in_tenant(ctx, args, work).await.map(Idempotent::Fresh);
         };
+        self.idempotently(|| self.tenant(ctx.clone()), request, args, work, respond)
+            .await
+    }
+
+    /// [`Database::in_admin`] under an optional idempotency key of the
+    /// operator's ([`IdempotentRequest::for_operator`]), as
+    /// [`Database::in_tenant_idempotent`] does for a tenant's.
+    pub async fn in_admin_idempotent<A: Sync + ?Sized, T>(
+        &self,
+        actor: &str,
+        request: Option<&IdempotentRequest>,
+        args: &A,
+        work: impl for<'s> FnMut(&'s mut AdminScope, &'s A) -> ScopeFuture<'s, T>,
+        respond: impl Fn(&T) -> Result<StoredResponse, DbError>,
+    ) -> Result<Idempotent<T>, DbError> {
+        let Some(request) = request else {
+            return self
+                .in_admin(actor, args, work)
+                .await
+                .map(Idempotent::Fresh);
+        };
+        self.idempotently(|| self.admin(actor), request, args, work, respond)
+            .await
+    }
+
+    async fn idempotently<S: KeepsKeys, A: Sync + ?Sized, T, Open>(
+        &self,
+        mut open: impl FnMut() -> Open,
+        request: &IdempotentRequest,
+        args: &A,
+        mut work: impl for<'s> FnMut(&'s mut S, &'s A) -> ScopeFuture<'s, T>,
+        respond: impl Fn(&T) -> Result<StoredResponse, DbError>,
+    ) -> Result<Idempotent<T>, DbError>
+    where
+        Open: Future<Output = Result<S, DbError>>,
+    {
         let mut attempt = 1;
         loop {
             let result = async {
-                let mut scope = self.tenant(ctx.clone()).await?;
-                if let Some(stored) = scope.claim_idempotency_key(request).await? {
-                    scope.commit().await?;
+                let mut scope = open().await?;
+                if let Some(stored) = scope.claim(request).await? {
+                    scope.commit_plain().await?;
                     return Ok(Idempotent::Replayed(stored));
                 }
                 let value = work(&mut scope, args).await?;
                 let response = respond(&value)?;
-                scope.commit_with_response(request, &response).await?;
+                scope.commit_answered(request, &response).await?;
                 Ok(Idempotent::Fresh(value))
             }
             .await;

@@ -354,15 +354,16 @@ pub async fn start_impersonation(
             let tenant = body.tenant_id.ok_or_else(|| {
                 ApiError::invalid("tenant_id", "the admin token names the member's tenant")
             })?;
-            let issued = admin
-                .tenant_write(tenant, &args, |scope, (user, _, valid_for, reason)| {
-                    Box::pin(scope.start_impersonation(*user, None, *valid_for, reason))
-                })
-                .await?;
-            Ok(Written::Fresh {
-                status: StatusCode::CREATED,
-                value: issued,
-            })
+            admin
+                .tenant_write_response(
+                    tenant,
+                    reply,
+                    &args,
+                    |scope, (user, _, valid_for, reason)| {
+                        Box::pin(scope.start_impersonation(*user, None, *valid_for, reason))
+                    },
+                )
+                .await
         }
         Caller::Tenant(caller) => {
             caller

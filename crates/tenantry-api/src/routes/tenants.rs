@@ -8,7 +8,7 @@ use axum::{
 use serde::{Deserialize, Deserializer, Serialize};
 use tenantry_axum::idempotency::{Reply, Written, IDEMPOTENT_REPLAYED};
 use tenantry_db::{
-    Isolation, NewTenant, PurgedTenant, Tenant, TenantId, TenantSettings, TenantStatus,
+    DbError, Isolation, NewTenant, PurgedTenant, Tenant, TenantId, TenantSettings, TenantStatus,
     TenantUpdate, TierMove,
 };
 use utoipa::ToSchema;
@@ -122,10 +122,14 @@ pub async fn create_tenant(
                 isolation,
                 settings: settings(body.settings.as_ref())?,
             };
-            let tenant = admin
-                .admin_write(&new, |scope, new| Box::pin(scope.create_tenant(new)))
-                .await?;
-            (tenant, false)
+            // Under an Idempotency-Key, the operator's: a retry answers the
+            // stored response (the tenant as created) without a second tenant.
+            return Ok(admin
+                .admin_write_response(Reply::new(StatusCode::CREATED), &new, |scope, new| {
+                    Box::pin(scope.create_tenant(new))
+                })
+                .await?
+                .into_response());
         }
         Caller::Tenant(caller) => {
             caller.require("tenants.create")?;
@@ -254,7 +258,7 @@ pub async fn patch_tenant(
     admin: AdminCaller,
     Path(id): Path<String>,
     Json(patch): Json<TenantPatch>,
-) -> Result<Json<Tenant>, ApiError> {
+) -> Result<Written<Tenant>, ApiError> {
     let id = path_tenant(&id)?;
     let update = TenantUpdate {
         name: patch.name,
@@ -262,24 +266,28 @@ pub async fn patch_tenant(
     };
     let changes = (update, patch.parent_id, patch.isolation);
     let tenant = admin
-        .admin_write(&changes, |scope, (update, parent, isolation)| {
-            Box::pin(async move {
-                let mut tenant = scope.get_tenant(id).await?;
-                if update.name.is_some() || update.settings.is_some() {
-                    tenant = scope.update_tenant(id, update).await?;
-                }
-                if let Some(parent) = parent {
-                    tenant = scope.set_parent(id, *parent).await?;
-                }
-                if let Some(isolation) = isolation {
-                    tenant = scope.set_isolation(id, *isolation).await?;
-                }
-                Ok(tenant)
-            })
-        })
+        .admin_write_response(
+            Reply::new(StatusCode::OK),
+            &changes,
+            |scope, (update, parent, isolation)| {
+                Box::pin(async move {
+                    let mut tenant = scope.get_tenant(id).await?;
+                    if update.name.is_some() || update.settings.is_some() {
+                        tenant = scope.update_tenant(id, update).await?;
+                    }
+                    if let Some(parent) = parent {
+                        tenant = scope.set_parent(id, *parent).await?;
+                    }
+                    if let Some(isolation) = isolation {
+                        tenant = scope.set_isolation(id, *isolation).await?;
+                    }
+                    Ok(tenant)
+                })
+            },
+        )
         .await?;
     state.tenantry.key_cache().forget_tenant(id);
-    Ok(Json(tenant))
+    Ok(tenant)
 }
 
 async fn set_status(
@@ -287,10 +295,13 @@ async fn set_status(
     admin: AdminCaller,
     id: &str,
     status: TenantStatus,
-) -> Result<Tenant, ApiError> {
+    reply: Reply,
+) -> Result<Written<Tenant>, ApiError> {
     let id = path_tenant(id)?;
     let t = admin
-        .admin_write(&(), |scope, ()| Box::pin(scope.set_status(id, status)))
+        .admin_write_response(reply, &(), |scope, ()| {
+            Box::pin(scope.set_status(id, status))
+        })
         .await?;
     state.tenantry.key_cache().forget_tenant(id);
     Ok(t)
@@ -314,8 +325,14 @@ pub async fn delete_tenant(
     admin: AdminCaller,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    set_status(&state, admin, &id, TenantStatus::Deleted).await?;
-    Ok(StatusCode::NO_CONTENT)
+    set_status(
+        &state,
+        admin,
+        &id,
+        TenantStatus::Deleted,
+        Reply::new(StatusCode::NO_CONTENT),
+    )
+    .await
 }
 
 /// Purge a deleted tenant (admin): once its grace period is over
@@ -340,10 +357,12 @@ pub async fn purge_tenant(
     State(state): State<AppState>,
     admin: AdminCaller,
     Path(id): Path<String>,
-) -> Result<Json<PurgedTenant>, ApiError> {
+) -> Result<Written<PurgedTenant>, ApiError> {
     let id = path_tenant(&id)?;
     let purged = admin
-        .admin_write(&(), |scope, ()| Box::pin(scope.purge_tenant(id)))
+        .admin_write_response(Reply::new(StatusCode::OK), &(), |scope, ()| {
+            Box::pin(scope.purge_tenant(id))
+        })
         .await?;
     state.tenantry.key_cache().forget_tenant(id);
     // The hourly metrics still count its requests until refreshed; the purge
@@ -357,7 +376,7 @@ pub async fn purge_tenant(
     if refreshed.await.is_err() {
         tracing::warn!(tenant = %id, "refreshing the metrics after a purge failed; the periodic refresh will");
     }
-    Ok(Json(purged))
+    Ok(purged)
 }
 
 /// Suspend a tenant (admin): its keys get 403 on every tenant route; data is kept.
@@ -377,10 +396,15 @@ pub async fn suspend_tenant(
     State(state): State<AppState>,
     admin: AdminCaller,
     Path(id): Path<String>,
-) -> Result<Json<Tenant>, ApiError> {
-    Ok(Json(
-        set_status(&state, admin, &id, TenantStatus::Suspended).await?,
-    ))
+) -> Result<Written<Tenant>, ApiError> {
+    set_status(
+        &state,
+        admin,
+        &id,
+        TenantStatus::Suspended,
+        Reply::new(StatusCode::OK),
+    )
+    .await
 }
 
 /// Where to move a tenant, and in what batches.
@@ -420,6 +444,7 @@ pub async fn move_tenant(
     Json(body): Json<TierMoveRequest>,
 ) -> Result<Json<TierMove>, ApiError> {
     let id = path_tenant(&id)?;
+    admin.refuse_idempotency_key()?;
     let batch = body.batch_rows.unwrap_or(10_000);
     if !(1..=100_000).contains(&batch) {
         return Err(ApiError::invalid(
@@ -447,19 +472,21 @@ pub async fn move_tenant(
 pub async fn abort_tenant_move(
     admin: AdminCaller,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Written<()>, ApiError> {
     let id = path_tenant(&id)?;
-    let aborted = admin
-        .admin_write(&(), |scope, ()| Box::pin(scope.tier_move_abort(id)))
-        .await?;
-    if aborted {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::new(
-            ProblemCode::NotFound,
-            format!("tenant {id} has no move under way"),
-        ))
-    }
+    admin
+        .admin_write_response(Reply::new(StatusCode::NO_CONTENT), &(), |scope, ()| {
+            Box::pin(async move {
+                if scope.tier_move_abort(id).await? {
+                    Ok(())
+                } else {
+                    Err(DbError::NotFound(format!(
+                        "tenant {id} has no move under way"
+                    )))
+                }
+            })
+        })
+        .await
 }
 
 /// Re-activate a suspended tenant (admin).
@@ -479,10 +506,15 @@ pub async fn activate_tenant(
     State(state): State<AppState>,
     admin: AdminCaller,
     Path(id): Path<String>,
-) -> Result<Json<Tenant>, ApiError> {
-    Ok(Json(
-        set_status(&state, admin, &id, TenantStatus::Active).await?,
-    ))
+) -> Result<Written<Tenant>, ApiError> {
+    set_status(
+        &state,
+        admin,
+        &id,
+        TenantStatus::Active,
+        Reply::new(StatusCode::OK),
+    )
+    .await
 }
 
 /// Create a key for a tenant (admin). The key is in the response once and never again.
@@ -502,14 +534,18 @@ pub async fn create_tenant_key(
     admin: AdminCaller,
     Path(id): Path<String>,
     Json(body): Json<NewKeyBody>,
-) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
+) -> Result<Written<NewKeyResponse>, ApiError> {
     let id = path_tenant(&id)?;
-    let key = admin
-        .tenant_write(id, &body.options()?, |scope, options| {
-            Box::pin(scope.create_api_key(options))
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(key.into())))
+    admin
+        .tenant_write_response(
+            id,
+            super::keys::SHOWN_ONCE,
+            &body.options()?,
+            |scope, options| {
+                Box::pin(async move { Ok(scope.create_api_key(options).await?.into()) })
+            },
+        )
+        .await
 }
 
 /// Usage of a tenant and its descendants.

@@ -391,19 +391,197 @@ async fn another_tenant_replaying_a_key_gets_its_own_fresh_processing() {
 }
 
 #[tokio::test]
-async fn the_admin_token_refuses_an_idempotency_key() {
+async fn the_admin_tokens_writes_replay_under_the_operators_own_keys() {
     let app = TestApp::spawn().await;
-    let r = app
-        .send_raw(
-            app.client
-                .post(app.url("/v1/tenants"))
-                .bearer_auth(&app.admin_token)
-                .header("Idempotency-Key", "t-1")
-                .json(&json!({ "name": "acme" })),
-        )
+    let admin = app.admin_token.clone();
+    let body = json!({ "name": "acme" });
+    let first = keyed(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &admin,
+        "t-1",
+        Some(&body),
+    )
+    .await;
+    let tenant = first.resp.expect(201)["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let retry = keyed(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &admin,
+        "t-1",
+        Some(&body),
+    )
+    .await;
+    assert!(retry.replayed && !first.replayed);
+    assert_eq!(retry.resp.expect(201)["tenant_id"], tenant.as_str());
+    assert_eq!(
+        app.count("SELECT count(*) FROM tenantry.tenants WHERE name = 'acme'")
+            .await,
+        1,
+        "one tenant for two requests"
+    );
+    let other = keyed(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &admin,
+        "t-1",
+        Some(&json!({ "name": "globex" })),
+    )
+    .await;
+    assert_eq!(
+        other.resp.problem(422, "validation_failed")["field"],
+        "Idempotency-Key"
+    );
+
+    // Minting a tenant's key: once, and the replay does not show the secret.
+    let path = format!("/v1/tenants/{tenant}/keys");
+    let minted = keyed(&app, Method::POST, &path, &admin, "k-1", Some(&json!({}))).await;
+    let secret = minted.resp.expect(201)["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("tk_"));
+    let again = keyed(&app, Method::POST, &path, &admin, "k-1", Some(&json!({}))).await;
+    assert!(again.replayed);
+    assert_eq!(again.resp.expect(201)["key"], "");
+    assert_eq!(
+        again.resp.body["key_info"]["key_id"],
+        minted.resp.body["key_info"]["key_id"]
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM tenantry.api_keys WHERE tenant_id = '{tenant}'"
+        ))
+        .await,
+        1
+    );
+    let stored: i64 = app
+        .count(&format!(
+            "SELECT count(*) FROM tenantry.operator_idempotency_keys WHERE strpos(convert_from(body, 'UTF8'), '{secret}') > 0"
+        ))
         .await;
-    assert_eq!(r.problem(400, "invalid_header")["field"], "Idempotency-Key");
-    assert_eq!(app.count("SELECT count(*) FROM tenantry.tenants").await, 0);
+    assert_eq!(stored, 0, "the secret is stored nowhere");
+
+    // Suspending twice under one key: one audit row, the same answer.
+    let suspend = format!("/v1/tenants/{tenant}/suspend");
+    keyed(&app, Method::POST, &suspend, &admin, "s-1", None)
+        .await
+        .resp
+        .expect(200);
+    let replay = keyed(&app, Method::POST, &suspend, &admin, "s-1", None).await;
+    assert!(replay.replayed);
+    assert_eq!(replay.resp.expect(200)["status"], "suspended");
+
+    // The tier move spans many transactions: a key is refused, nothing moves.
+    let moved = keyed(
+        &app,
+        Method::POST,
+        &format!("/v1/tenants/{tenant}/move"),
+        &admin,
+        "m-1",
+        Some(&json!({ "to": "schema" })),
+    )
+    .await;
+    assert_eq!(
+        moved.resp.problem(400, "invalid_header")["field"],
+        "Idempotency-Key"
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM tenantry.tenants WHERE tenant_id = '{tenant}' AND isolation = 'shared'"
+        ))
+        .await,
+        1
+    );
+
+    // The operator's keys and a tenant's are apart: the same text is a
+    // tenant's own fresh request.
+    let globex = app.tenant("globex").await;
+    let mine = create(&app, &globex.key, "t-1", &json!({ "name": "doc" })).await;
+    mine.resp.expect(201);
+    assert!(!mine.replayed);
+}
+
+#[tokio::test]
+async fn the_servers_login_cannot_claim_or_read_the_operators_keys() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token.clone();
+    keyed(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &admin,
+        "op-1",
+        Some(&json!({ "name": "acme" })),
+    )
+    .await
+    .resp
+    .expect(201);
+    let acme = app.tenant("globex").await;
+    let server = app.db.server_client().await;
+    // In a tenant's context, as a tenant key's transaction is: refused.
+    server.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&server, acme.id.parse().unwrap()).await;
+    let err = server
+        .query(
+            "SELECT * FROM tenantry.claim_operator_idempotency_key('op-1', sha256('x'))",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "TN403", "{err}");
+    server.batch_execute("ROLLBACK").await.unwrap();
+    // Without any context, as tenantry_admin: refused too.
+    server
+        .batch_execute("SET ROLE tenantry_admin")
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT * FROM tenantry.claim_operator_idempotency_key('op-1', sha256('x'))",
+        "SELECT tenantry.complete_operator_idempotency_key('op-1', 200::smallint, NULL)",
+    ] {
+        let err = server.query(sql, &[]).await.unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "TN403", "{sql}: {err}");
+    }
+    // And the table itself is granted to nobody.
+    for role in ["tenantry_admin", "tenantry_app", "tenantry_logger"] {
+        server
+            .batch_execute(&format!("SET ROLE {role}"))
+            .await
+            .unwrap();
+        let err = server
+            .query("SELECT body FROM tenantry.operator_idempotency_keys", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "42501", "{role}: {err}");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM tenantry.operator_idempotency_keys WHERE status = 201")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn another_caller_of_the_same_tenant_reusing_a_key_gets_422_not_the_first_callers_answer() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let (other_key, _) = app.create_key(&acme.id, json!({})).await;
+    let body = json!({ "name": "mine" });
+    create(&app, &acme.key, "shared", &body)
+        .await
+        .resp
+        .expect(201);
+    let other = create(&app, &other_key, "shared", &body).await;
+    assert!(!other.replayed);
+    assert_eq!(
+        other.resp.problem(422, "validation_failed")["field"],
+        "Idempotency-Key"
+    );
+    assert_eq!(resources_named(&app, "mine").await, 1);
 }
 
 #[tokio::test]
@@ -440,4 +618,59 @@ async fn a_child_tenant_created_under_a_key_is_created_once() {
             .await,
         1
     );
+}
+
+#[tokio::test]
+async fn stored_responses_count_against_the_storage_quota_until_they_expire() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let quota = json!({ "settings": { "max_storage_bytes": 2500 } });
+    app.send_raw(
+        app.client
+            .patch(app.url(&format!("/v1/tenants/{}", acme.id)))
+            .bearer_auth(&app.admin_token)
+            .json(&quota),
+    )
+    .await
+    .expect(200);
+    let filler = "x".repeat(600);
+    let body = |n: &str| json!({ "name": n, "data": { "f": filler } });
+    // One keyed write: its resource (about 600 bytes) and its stored
+    // response (about 800) both count.
+    create(&app, &acme.key, "q-1", &body("one"))
+        .await
+        .resp
+        .expect(201);
+    let used_sql = format!(
+        "SELECT storage_bytes FROM tenantry.tenant_quota_usage WHERE tenant_id = '{}'",
+        acme.id
+    );
+    let after_one = app.count(&used_sql).await;
+    assert!(after_one > 1200, "the stored response counts: {after_one}");
+    // A second keyed write: its resource alone would fit, its stored
+    // response crosses the quota: refused, and nothing of it stays.
+    let refused = create(&app, &acme.key, "q-2", &body("two")).await;
+    let problem = refused.resp.problem(409, "quota_exceeded");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("idempotency"),
+        "{problem}"
+    );
+    assert_eq!(resources_named(&app, "two").await, 0);
+    assert_eq!(app.count(&used_sql).await, after_one);
+    // Once the first key expires, its bytes are given back.
+    let su = app.db.superuser_client().await;
+    su.execute(
+        "UPDATE tenantry.idempotency_keys SET created_at = now() - interval '25 hours'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut scope = app.db.database().admin("test").await.unwrap();
+    assert_eq!(scope.expire_idempotency_keys(1000).await.unwrap(), 1);
+    scope.commit().await.unwrap();
+    assert!(app.count(&used_sql).await < 1000);
+    create(&app, &acme.key, "q-3", &body("three"))
+        .await
+        .resp
+        .expect(201);
 }
