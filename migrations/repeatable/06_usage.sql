@@ -301,27 +301,34 @@ GRANT EXECUTE ON FUNCTION tenantry.usage_top(integer, text, integer) TO tenantry
 /**
  * The adopted tables (the team's, the same for every tenant), with the table
  * holding the current tenant's rows of each: its schema's copy for a schema
- * tenant, the adopted table otherwise. Empty without a tenant context.
+ * tenant (when the family has one), the adopted table otherwise. Empty
+ * without a tenant context.
  */
 CREATE OR REPLACE FUNCTION tenantry.current_tenant_table_homes()
 RETURNS TABLE (table_name text, hierarchy boolean, sharing boolean, write_permission text,
-               adopted_at timestamptz, home text, partitioned boolean)
+               adopted_at timestamptz, home_schema name, home_table name, partitioned boolean)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- PL/pgSQL: tenant_home_table() is defined in a later file (14_offboarding).
+    -- PL/pgSQL: tier_tables() is defined in a later file (07_schemas).
     RETURN QUERY
     SELECT tt.table_id::text, tt.hierarchy, tt.sharing, tt.write_permission::text, tt.adopted_at,
-           tenantry.tenant_home_table(tenantry.current_tenant_id(), tt.table_id),
-           c.relkind = 'p'
+           coalesce(own.schema_name, n.nspname), coalesce(own.table_name, c.relname), c.relkind = 'p'
     FROM tenantry.tenant_tables tt
     JOIN pg_class c ON c.oid = tt.table_id
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN LATERAL (
+        SELECT t.schema_name::name AS schema_name, f.template_table AS table_name
+        FROM tenantry.tenants t, tenantry.tier_tables() f
+        WHERE t.tenant_id = tenantry.current_tenant_id() AND t.isolation = 'schema'
+          AND f.template = tt.table_id
+    ) own ON true
     WHERE tenantry.current_tenant_id() IS NOT NULL
     ORDER BY tt.table_id::text;
 END
 $$;
-COMMENT ON FUNCTION tenantry.current_tenant_table_homes() IS 'Internal (current_tenant_tables): each adopted table''s name and options, and the table that holds the current tenant''s rows of it. Empty without a tenant context.';
+COMMENT ON FUNCTION tenantry.current_tenant_table_homes() IS 'Internal (current_tenant_tables): each adopted table''s name and options, and the schema and name of the table that holds the current tenant''s rows of it. Empty without a tenant context.';
 GRANT EXECUTE ON FUNCTION tenantry.current_tenant_table_homes() TO tenantry_app;
 
 /**
@@ -345,8 +352,12 @@ BEGIN
         sharing := t.sharing;
         write_permission := t.write_permission;
         adopted_at := t.adopted_at;
-        EXECUTE format('SELECT count(*) FROM %s %s WHERE tenant_id = $1',
-                       CASE WHEN t.partitioned THEN '' ELSE 'ONLY' END, t.home)
+        -- ONLY on a plain table: never the whole family (every schema
+        -- tenant's copy); a partitioned table has no rows of its own.
+        EXECUTE format(CASE WHEN t.partitioned
+                            THEN 'SELECT count(*) FROM %I.%I WHERE tenant_id = $1'
+                            ELSE 'SELECT count(*) FROM ONLY %I.%I WHERE tenant_id = $1' END,
+                       t.home_schema, t.home_table)
         USING tenantry.current_tenant_id() INTO row_count;
         RETURN NEXT;
     END LOOP;
