@@ -17,6 +17,7 @@ use std::{
 
 use helpers::TestApp;
 use serde_json::{json, Value};
+use tenantry_axum::jwt::testing::{Alg, IdentityProvider};
 use thirtyfour::{prelude::*, ChromiumLikeCapabilities};
 
 /// A program on PATH or at one of Debian's paths.
@@ -397,7 +398,10 @@ async fn chart_total(b: &Browser, title: &str) -> i64 {
 
 #[tokio::test]
 async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only_itself() {
-    let mut app = TestApp::spawn().await;
+    // A stand-in identity provider: people sign in with its tokens.
+    let idp = IdentityProvider::start().await;
+    let jwt = idp.config();
+    let mut app = TestApp::spawn_with(move |s| s.jwt = Some(jwt)).await;
     let console = app.url("/console/");
 
     // The console's files come with their security headers; /console leads to /console/.
@@ -753,6 +757,45 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
             "{url} answers with another tenant: {body}"
         );
     }
+    // --- A person: invited into Acme with a role that reads the tenant and
+    // its usage, signs in with their token (JWT) and Acme's id.
+    let viewer = app
+        .create_role(&key, "viewer", &["tenant.read", "usage.read"])
+        .await;
+    let invitation = app
+        .post(
+            "/v1/invitations",
+            &key,
+            &json!({ "email": "pat@example.com", "role_id": viewer }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let mut claims = idp.claims("pat-subject");
+    claims["email"] = json!("pat@example.com");
+    let person = idp.sign(Alg::Es256, claims);
+    app.send_raw(
+        app.client
+            .post(app.url("/v1/invitations/accept"))
+            .bearer_auth(&person)
+            .json(&json!({ "token": invitation["token"] })),
+    )
+    .await
+    .expect(200);
+    b.css("#logout").await.click().await.unwrap();
+    b.wait_text("Sign in").await;
+    b.type_into("input[name=tenant]", &acme).await;
+    b.sign_in(&person).await;
+    b.wait_text("Tenant: Acme").await;
+    b.hash("#/usage").await;
+    assert_eq!(chart_total(&b, "Requests per hour").await, acme_total);
+    b.shot("person-usage").await;
+    let text = b.text().await;
+    assert!(
+        !text.contains(&stranger) && !text.contains(&stranger_name),
+        "the person's view shows another tenant:\n{text}"
+    );
+
     // The operator does see the stranger: the checks above can fail.
     assert!(app
         .admin_get("/v1/tenants")

@@ -531,8 +531,8 @@ fn path_key(id: &str) -> Result<KeyId, ApiError> {
     params(("tenant_id" = String, Path, format = Uuid), PageQuery),
     responses(
         (status = 200, body = Page<ApiKeyInfo>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
         responses::AdminAuth,
+        responses::Params,
         responses::NotFound,
     ),
     security(("bearer" = []))
@@ -627,8 +627,8 @@ pub async fn rotate_tenant_key(
     params(("tenant_id" = String, Path, format = Uuid), PageQuery),
     responses(
         (status = 200, body = Page<Role>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
         responses::AdminAuth,
+        responses::Params,
         responses::NotFound,
     ),
     security(("bearer" = []))
@@ -651,8 +651,8 @@ pub async fn list_tenant_roles(
     params(("tenant_id" = String, Path, format = Uuid), PageQuery),
     responses(
         (status = 200, body = Page<Member>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
         responses::AdminAuth,
+        responses::Params,
         responses::NotFound,
     ),
     security(("bearer" = []))
