@@ -381,19 +381,11 @@ fn assert_close(shown: f64, want: f64, what: &str) {
     );
 }
 
-/// The first series' total of the chart titled `title`, once it has drawn.
+/// The first series' total of the chart titled `title`, once it has drawn (a count).
 async fn chart_total(b: &Browser, title: &str) -> i64 {
-    let script = format!(
-        "const f = [...document.querySelectorAll('figure.chart')].find(f => f.querySelector('.u-title')?.textContent === {});
-         return f && f.querySelector('canvas') ? f.dataset.total : null",
-        json!(title)
-    );
-    b.wait(&format!("the chart {title:?}"), &script)
-        .await
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    let total = chart_sum(b, title).await;
+    assert_eq!(total.fract(), 0.0, "{title}: {total} is not a count");
+    total as i64
 }
 
 #[tokio::test]
