@@ -188,10 +188,10 @@ $$;
 COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Refreshes tenant_metrics concurrently as its owner (sees every tenant) and, at the first refresh of each hour, samples every tenant''s storage (storage_samples, 30 days). Scheduled by the server.';
 GRANT EXECUTE ON FUNCTION tenantry.refresh_tenant_metrics() TO tenantry_admin;
 
-CREATE POLICY storage_samples_visible ON tenantry.storage_samples
+CREATE POLICY storage_samples_own ON tenantry.storage_samples
     FOR SELECT TO tenantry_app
-    USING (tenant_id = ANY (tenantry.visible_tenant_ids()));
-COMMENT ON POLICY storage_samples_visible ON tenantry.storage_samples IS 'A tenant reads the storage samples of itself and its descendants; nobody but the owner''s sampling function writes them.';
+    USING (tenant_id = tenantry.current_tenant_id());
+COMMENT ON POLICY storage_samples_own ON tenantry.storage_samples IS 'A tenant reads its own storage samples (its descendants'' through current_tenant_metrics()); nobody but the owner''s sampling function writes them.';
 GRANT SELECT ON tenantry.storage_samples TO tenantry_app;
 
 /**
