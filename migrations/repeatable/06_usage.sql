@@ -122,7 +122,59 @@ TO tenantry_admin;
 -- current_tenant_metrics() which filters to the caller's subtree.
 -- -----------------------------------------------------------------------------
 
-/** Refreshes tenant_metrics concurrently (readers are not blocked). */
+/**
+ * Samples every tenant's storage (resources and bytes) for the current hour,
+ * once an hour: the first call of an hour claims it in storage_sample_runs
+ * (a concurrent call on another server waits for that row, then finds it and
+ * returns), the others return at once. Each tenant's rows are counted in the
+ * table its tier keeps them in (ONLY: never a whole table family), with row
+ * locks and ACCESS SHARE only. Samples and runs older than 30 days go.
+ */
+CREATE OR REPLACE FUNCTION tenantry.sample_tenant_storage()
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    this_hour timestamptz := date_trunc('hour', now());
+    h record;
+    sampled integer := 0;
+    n integer;
+BEGIN
+    INSERT INTO tenantry.storage_sample_runs (hour, tenants) VALUES (this_hour, 0)
+    ON CONFLICT (hour) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    FOR h IN
+        SELECT * FROM tenantry.resources_homes(ARRAY(SELECT t.tenant_id FROM tenantry.tenants t))
+    LOOP
+        EXECUTE format('INSERT INTO tenantry.storage_samples (tenant_id, hour, resources, bytes)
+                        SELECT u.tid, $2, count(r.tenant_id), coalesce(sum(r.size_bytes), 0)::bigint
+                        FROM unnest($1::uuid[]) AS u(tid)
+                        LEFT JOIN ONLY %I.resources r ON r.tenant_id = u.tid
+                        GROUP BY u.tid
+                        ON CONFLICT (tenant_id, hour) DO NOTHING', h.schema_name)
+        USING h.tenant_ids, this_hour;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        sampled := sampled + n;
+    END LOOP;
+    UPDATE tenantry.storage_sample_runs r SET tenants = sampled WHERE r.hour = this_hour;
+    -- Retention, once an hour. Walks each tenant's oldest samples by the
+    -- primary key (tenant_id, hour) rather than the whole table.
+    DELETE FROM tenantry.storage_samples s
+    USING tenantry.tenants t
+    WHERE s.tenant_id = t.tenant_id AND s.hour < this_hour - interval '30 days';
+    DELETE FROM tenantry.storage_sample_runs r WHERE r.hour < this_hour - interval '30 days';
+    RETURN sampled;
+END
+$$;
+COMMENT ON FUNCTION tenantry.sample_tenant_storage() IS 'Internal (refresh_tenant_metrics): the first call of each hour writes every tenant''s resources and bytes for that hour to storage_samples and drops samples older than 30 days; later calls in the hour do nothing. Returns how many tenants were sampled. Not granted.';
+
+/**
+ * Refreshes tenant_metrics concurrently (readers are not blocked) and takes
+ * the hour's storage sample (sample_tenant_storage: once an hour).
+ */
 CREATE OR REPLACE FUNCTION tenantry.refresh_tenant_metrics()
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
@@ -130,31 +182,189 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     REFRESH MATERIALIZED VIEW CONCURRENTLY tenantry.tenant_metrics;
+    PERFORM tenantry.sample_tenant_storage();
 END
 $$;
-COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Refreshes tenant_metrics concurrently as its owner (sees every tenant). Scheduled by the server.';
+COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Refreshes tenant_metrics concurrently as its owner (sees every tenant) and, at the first refresh of each hour, samples every tenant''s storage (storage_samples, 30 days). Scheduled by the server.';
 GRANT EXECUTE ON FUNCTION tenantry.refresh_tenant_metrics() TO tenantry_admin;
 
+CREATE POLICY storage_samples_own ON tenantry.storage_samples
+    FOR SELECT TO tenantry_app
+    USING (tenant_id = tenantry.current_tenant_id());
+COMMENT ON POLICY storage_samples_own ON tenantry.storage_samples IS 'A tenant reads its own storage samples (its descendants'' through current_tenant_metrics()); nobody but the owner''s sampling function writes them.';
+GRANT SELECT ON tenantry.storage_samples TO tenantry_app;
+
 /**
- * The caller's rows of tenant_metrics: its own tenant and its descendants
- * (is_descendant marks the latter), optionally bounded by hour.
+ * The caller's hourly usage: its own tenant and its descendants
+ * (is_descendant marks the latter), optionally bounded by hour. A row per
+ * tenant and hour with requests (tenant_metrics) or a storage sample
+ * (storage_samples), or both: request columns are 0 and the p95 NULL in an
+ * hour without requests, the storage columns NULL in an hour not sampled.
  */
 CREATE OR REPLACE FUNCTION tenantry.current_tenant_metrics(from_hour timestamptz DEFAULT NULL, to_hour timestamptz DEFAULT NULL)
 RETURNS TABLE (tenant_id uuid, hour timestamptz, request_count bigint, unique_users bigint,
-               resources_accessed bigint, is_descendant boolean)
+               resources_accessed bigint, is_descendant boolean, unique_keys bigint,
+               client_errors bigint, server_errors bigint, p95_latency_ms double precision,
+               storage_resources bigint, storage_bytes bigint)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT m.tenant_id, m.hour, m.request_count, m.unique_users, m.resources_accessed,
-           m.tenant_id <> tenantry.current_tenant_id()
-    FROM tenantry.tenant_metrics m
-    WHERE m.tenant_id = ANY (tenantry.visible_tenant_ids())
-      AND (from_hour IS NULL OR m.hour >= from_hour)
-      AND (to_hour IS NULL OR m.hour < to_hour)
-    ORDER BY m.hour, m.tenant_id
+    WITH m AS (
+        SELECT m.* FROM tenantry.tenant_metrics m
+        WHERE m.tenant_id = ANY (tenantry.visible_tenant_ids())
+          AND (from_hour IS NULL OR m.hour >= from_hour)
+          AND (to_hour IS NULL OR m.hour < to_hour)
+    ), s AS (
+        SELECT s.* FROM tenantry.storage_samples s
+        WHERE s.tenant_id = ANY (tenantry.visible_tenant_ids())
+          AND s.hour > now() - interval '30 days'
+          AND (from_hour IS NULL OR s.hour >= from_hour)
+          AND (to_hour IS NULL OR s.hour < to_hour)
+    )
+    SELECT coalesce(m.tenant_id, s.tenant_id), coalesce(m.hour, s.hour),
+           coalesce(m.request_count, 0), coalesce(m.unique_users, 0), coalesce(m.resources_accessed, 0),
+           coalesce(m.tenant_id, s.tenant_id) <> tenantry.current_tenant_id(),
+           coalesce(m.unique_keys, 0), coalesce(m.client_errors, 0), coalesce(m.server_errors, 0),
+           m.p95_latency_ms, s.resources, s.bytes
+    FROM m FULL JOIN s ON s.tenant_id = m.tenant_id AND s.hour = m.hour
+    ORDER BY 2, 1
 $$;
-COMMENT ON FUNCTION tenantry.current_tenant_metrics(timestamptz, timestamptz) IS 'Per-tenant read of tenant_metrics: rows of the current tenant and its descendants only. Empty without a tenant context.';
+COMMENT ON FUNCTION tenantry.current_tenant_metrics(timestamptz, timestamptz) IS 'Per-tenant read of tenant_metrics joined with storage_samples: hourly rows of the current tenant and its descendants only. Empty without a tenant context.';
 GRANT EXECUTE ON FUNCTION tenantry.current_tenant_metrics(timestamptz, timestamptz) TO tenantry_app;
+
+/**
+ * The operator's noisy-neighbour view over the last `days` days (1..30):
+ * every tenant with requests or a storage sample in the period, ranked by
+ * `by`: requests, errors (4xx + 5xx), p95 (the hourly p95 latencies averaged
+ * with each hour weighted by its requests: the period's exact p95 is not
+ * kept) or storage (the latest sample's bytes); ties by tenant id. At most
+ * max_rows (1..100) rows.
+ */
+CREATE OR REPLACE FUNCTION tenantry.usage_top(days integer, by text, max_rows integer)
+RETURNS TABLE (tenant_id uuid, name text, status text, request_count bigint, client_errors bigint,
+               server_errors bigint, p95_latency_ms double precision, storage_resources bigint,
+               storage_bytes bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    since timestamptz;
+BEGIN
+    IF days IS NULL OR days NOT BETWEEN 1 AND 30 THEN
+        RAISE EXCEPTION 'days must be 1 to 30' USING ERRCODE = 'TN422', HINT = 'days';
+    END IF;
+    IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'limit must be 1 to 100' USING ERRCODE = 'TN422', HINT = 'limit';
+    END IF;
+    IF by IS NULL OR by NOT IN ('requests', 'errors', 'p95', 'storage') THEN
+        RAISE EXCEPTION 'by must be requests, errors, p95 or storage' USING ERRCODE = 'TN422', HINT = 'by';
+    END IF;
+    since := date_trunc('hour', now()) - make_interval(days => days);
+    RETURN QUERY
+    WITH m AS (
+        SELECT m.tenant_id, sum(m.request_count)::bigint AS requests,
+               sum(m.client_errors)::bigint AS client_errors, sum(m.server_errors)::bigint AS server_errors,
+               sum(m.p95_latency_ms * m.request_count) / nullif(sum(m.request_count), 0) AS p95
+        FROM tenantry.tenant_metrics m
+        WHERE m.hour >= since
+        GROUP BY m.tenant_id
+    ), s AS (
+        SELECT DISTINCT ON (s.tenant_id) s.tenant_id, s.resources, s.bytes
+        FROM tenantry.storage_samples s
+        WHERE s.hour >= since
+        ORDER BY s.tenant_id, s.hour DESC
+    ), ranked AS (
+        SELECT coalesce(m.tenant_id, s.tenant_id) AS tid, coalesce(m.requests, 0) AS requests,
+               coalesce(m.client_errors, 0) AS client_errors, coalesce(m.server_errors, 0) AS server_errors,
+               m.p95, s.resources, s.bytes
+        FROM m FULL JOIN s ON s.tenant_id = m.tenant_id
+    )
+    SELECT r.tid, t.name, t.status, r.requests, r.client_errors, r.server_errors, r.p95, r.resources, r.bytes
+    FROM ranked r
+    JOIN tenantry.tenants t ON t.tenant_id = r.tid
+    ORDER BY CASE by
+                 WHEN 'requests' THEN r.requests::double precision
+                 WHEN 'errors' THEN (r.client_errors + r.server_errors)::double precision
+                 WHEN 'p95' THEN r.p95
+                 ELSE r.bytes::double precision
+             END DESC NULLS LAST, r.tid
+    LIMIT max_rows;
+END
+$$;
+COMMENT ON FUNCTION tenantry.usage_top(integer, text, integer) IS 'Operators: the tenants with the most requests, errors (4xx + 5xx), the highest p95 latency (hourly p95s weighted by requests) or the most storage (latest sample) over the last 1..30 days, from tenant_metrics and storage_samples; at most 100 rows. TN422 for a bad argument (HINT names it).';
+GRANT EXECUTE ON FUNCTION tenantry.usage_top(integer, text, integer) TO tenantry_admin;
+
+-- -----------------------------------------------------------------------------
+-- Adopted tables with the caller's row counts.
+-- -----------------------------------------------------------------------------
+
+/**
+ * The adopted tables (the team's, the same for every tenant), with the table
+ * holding the current tenant's rows of each: its schema's copy for a schema
+ * tenant (when the family has one), the adopted table otherwise. Empty
+ * without a tenant context.
+ */
+CREATE OR REPLACE FUNCTION tenantry.current_tenant_table_homes()
+RETURNS TABLE (table_name text, hierarchy boolean, sharing boolean, write_permission text,
+               adopted_at timestamptz, home_schema name, home_table name, partitioned boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- PL/pgSQL: tier_tables() is defined in a later file (07_schemas).
+    RETURN QUERY
+    SELECT tt.table_id::text, tt.hierarchy, tt.sharing, tt.write_permission::text, tt.adopted_at,
+           coalesce(own.schema_name, n.nspname), coalesce(own.table_name, c.relname), c.relkind = 'p'
+    FROM tenantry.tenant_tables tt
+    JOIN pg_class c ON c.oid = tt.table_id
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN LATERAL (
+        SELECT t.schema_name::name AS schema_name, f.template_table AS table_name
+        FROM tenantry.tenants t, tenantry.tier_tables() f
+        WHERE t.tenant_id = tenantry.current_tenant_id() AND t.isolation = 'schema'
+          AND f.template = tt.table_id
+    ) own ON true
+    WHERE tenantry.current_tenant_id() IS NOT NULL
+    ORDER BY tt.table_id::text;
+END
+$$;
+COMMENT ON FUNCTION tenantry.current_tenant_table_homes() IS 'Internal (current_tenant_tables): each adopted table''s name and options, and the schema and name of the table that holds the current tenant''s rows of it. Empty without a tenant context.';
+GRANT EXECUTE ON FUNCTION tenantry.current_tenant_table_homes() TO tenantry_app;
+
+/**
+ * The adopted tables with the current tenant's own rows in each, counted as
+ * the caller (its policies apply) in the one table holding them, by the
+ * index every adopted table has on tenant_id: the cost grows with the
+ * tenant's rows, never with other tenants'.
+ */
+CREATE OR REPLACE FUNCTION tenantry.current_tenant_tables()
+RETURNS TABLE (table_name text, hierarchy boolean, sharing boolean, write_permission text,
+               adopted_at timestamptz, row_count bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT * FROM tenantry.current_tenant_table_homes() LOOP
+        table_name := t.table_name;
+        hierarchy := t.hierarchy;
+        sharing := t.sharing;
+        write_permission := t.write_permission;
+        adopted_at := t.adopted_at;
+        -- ONLY on a plain table: never the whole family (every schema
+        -- tenant's copy); a partitioned table has no rows of its own.
+        EXECUTE format(CASE WHEN t.partitioned
+                            THEN 'SELECT count(*) FROM %I.%I WHERE tenant_id = $1'
+                            ELSE 'SELECT count(*) FROM ONLY %I.%I WHERE tenant_id = $1' END,
+                       t.home_schema, t.home_table)
+        USING tenantry.current_tenant_id() INTO row_count;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.current_tenant_tables() IS 'The adopted tables with the current tenant''s own row count in each, counted under the caller''s policies in the table holding its rows (ONLY: never a whole family).';
+GRANT EXECUTE ON FUNCTION tenantry.current_tenant_tables() TO tenantry_app;
 
 -- -----------------------------------------------------------------------------
 -- tenant_resource_usage (guide): security_invoker, so the caller's RLS applies

@@ -216,7 +216,16 @@ fn api_routes() -> OpenApiRouter<AppState> {
             routes::tenants::abort_tenant_move
         ))
         .routes(routes!(routes::tenants::activate_tenant))
-        .routes(routes!(routes::tenants::create_tenant_key))
+        .routes(routes!(
+            routes::tenants::create_tenant_key,
+            routes::tenants::list_tenant_keys
+        ))
+        .routes(routes!(routes::tenants::revoke_tenant_key))
+        .routes(routes!(routes::tenants::rotate_tenant_key))
+        .routes(routes!(routes::tenants::list_tenant_roles))
+        .routes(routes!(routes::tenants::list_tenant_members))
+        .routes(routes!(routes::tenants::tenant_tables))
+        .routes(routes!(routes::usage::top))
         .routes(routes!(routes::tenants::tenant_usage))
         .routes(routes!(routes::stats::tenant_stats))
         .routes(routes!(routes::audit::admin_audit))
@@ -272,6 +281,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(routes::people::end_impersonation))
         .routes(routes!(routes::usage::keys))
+        .routes(routes!(routes::usage::tables))
 }
 
 #[cfg(test)]

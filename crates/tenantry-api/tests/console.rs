@@ -17,6 +17,7 @@ use std::{
 
 use helpers::TestApp;
 use serde_json::{json, Value};
+use tenantry_axum::jwt::testing::{Alg, IdentityProvider};
 use thirtyfour::{prelude::*, ChromiumLikeCapabilities};
 
 /// A program on PATH or at one of Debian's paths.
@@ -300,14 +301,26 @@ fn screenshot_dir() -> PathBuf {
     target.join("console-screenshots")
 }
 
-/// `n` request-log rows of `tenant`, one an hour back from an hour ago, every fifth a 500; then the hourly metrics refreshed.
+/// `n` request-log rows of `tenant`, one an hour back from an hour ago, every
+/// fifth a 500, every seventh otherwise a 404, by one random key; storage
+/// samples of the same hours (`10 * hours ago` bytes); then the hourly
+/// metrics refreshed.
 async fn seed_request_log(app: &TestApp, tenant: &str, n: i32) {
     let db = app.db.superuser_client().await;
     db.execute(
-        "INSERT INTO tenantry.request_log (tenant_id, created_at, method, route, status, latency_ms)
+        "INSERT INTO tenantry.request_log (tenant_id, created_at, method, route, status, latency_ms, key_id)
          SELECT $1::text::uuid, now() - make_interval(hours => g), 'GET', '/v1/resources',
-                CASE WHEN g % 5 = 0 THEN 500 ELSE 200 END, 3 + g % 7
+                CASE WHEN g % 5 = 0 THEN 500 WHEN g % 7 = 0 THEN 404 ELSE 200 END, 3 + g % 7,
+                '00000000-0000-4000-8000-00000000000a'
          FROM generate_series(1, $2) g",
+        &[&tenant, &n],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO tenantry.storage_samples (tenant_id, hour, resources, bytes)
+         SELECT $1::text::uuid, date_trunc('hour', now()) - make_interval(hours => g), 1, 10 * g
+         FROM generate_series(1, $2) g WHERE g < 720",
         &[&tenant, &n],
     )
     .await
@@ -330,8 +343,23 @@ async fn metrics_total(app: &TestApp, tenant: &str) -> i64 {
     .get(0)
 }
 
-/// The first series' total of the chart titled `title`, once it has drawn.
-async fn chart_total(b: &Browser, title: &str) -> i64 {
+/// A sum over the last 30 days' hours of `tenant`'s usage, as the database has it (`column` over `source`).
+async fn db_sum(app: &TestApp, tenant: &str, source: &str, column: &str) -> f64 {
+    let db = app.db.superuser_client().await;
+    db.query_one(
+        &format!(
+            "SELECT coalesce(sum({column}), 0)::float8 FROM tenantry.{source}
+             WHERE tenant_id = $1::text::uuid AND hour >= date_trunc('hour', now()) - interval '719 hours'"
+        ),
+        &[&tenant],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The first series' total of the chart titled `title`, once it has drawn (fractional).
+async fn chart_sum(b: &Browser, title: &str) -> f64 {
     let script = format!(
         "const f = [...document.querySelectorAll('figure.chart')].find(f => f.querySelector('.u-title')?.textContent === {});
          return f && f.querySelector('canvas') ? f.dataset.total : null",
@@ -345,9 +373,27 @@ async fn chart_total(b: &Browser, title: &str) -> i64 {
         .unwrap()
 }
 
+/// Asserts two sums agree to within rounding.
+fn assert_close(shown: f64, want: f64, what: &str) {
+    assert!(
+        (shown - want).abs() < 1e-6 * want.abs().max(1.0),
+        "{what}: the chart shows {shown}, the database has {want}"
+    );
+}
+
+/// The first series' total of the chart titled `title`, once it has drawn (a count).
+async fn chart_total(b: &Browser, title: &str) -> i64 {
+    let total = chart_sum(b, title).await;
+    assert_eq!(total.fract(), 0.0, "{title}: {total} is not a count");
+    total as i64
+}
+
 #[tokio::test]
 async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only_itself() {
-    let mut app = TestApp::spawn().await;
+    // A stand-in identity provider: people sign in with its tokens.
+    let idp = IdentityProvider::start().await;
+    let jwt = idp.config();
+    let mut app = TestApp::spawn_with(move |s| s.jwt = Some(jwt)).await;
     let console = app.url("/console/");
 
     // The console's files come with their security headers; /console leads to /console/.
@@ -499,12 +545,82 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     assert!(acme_total >= 240, "{acme_total}");
     b.hash(&format!("#/usage?tenant={acme}")).await;
     assert_eq!(chart_total(&b, "Requests per hour").await, acme_total);
+    // The new charts, each against the database's hourly rows: 4xx rate (%),
+    // p95 latency, distinct users, storage.
+    let rate_4xx = {
+        let db = app.db.superuser_client().await;
+        db.query_one(
+            "SELECT coalesce(sum(100.0 * client_errors / request_count), 0)::float8 FROM tenantry.tenant_metrics
+             WHERE tenant_id = $1::text::uuid AND hour >= date_trunc('hour', now()) - interval '719 hours'",
+            &[&acme],
+        )
+        .await
+        .unwrap()
+        .get::<_, f64>(0)
+    };
+    assert!(rate_4xx > 0.0);
+    assert_close(
+        chart_sum(&b, "Error rate per hour").await,
+        rate_4xx,
+        "4xx rate",
+    );
+    assert_close(
+        chart_sum(&b, "p95 latency per hour").await,
+        db_sum(&app, &acme, "tenant_metrics", "p95_latency_ms").await,
+        "p95",
+    );
+    let stored = db_sum(&app, &acme, "storage_samples", "bytes").await;
+    assert!(stored > 0.0);
+    assert_close(
+        chart_sum(&b, "Storage (sampled hourly)").await,
+        stored,
+        "storage",
+    );
+    chart_sum(&b, "Distinct users and keys per hour").await;
+    // The top tenants over 30 days by requests: the stranger's 500 seeded
+    // requests before Acme's, each charted.
+    let stranger_total = metrics_total(&app, &stranger).await;
+    assert!(stranger_total > acme_total);
+    b.wait(
+        "the stranger, then Acme, in the top tenants",
+        &format!(
+            "const r = [...document.querySelectorAll('section[aria-label^=\"Top tenants\"] tbody tr')];
+             return r.length >= 2 && r[0].innerText.startsWith({}) && r[1].innerText.startsWith('Acme')",
+            json!(stranger_name)
+        ),
+    )
+    .await;
+    assert_eq!(
+        chart_total(&b, "Requests per hour, top tenants").await,
+        stranger_total
+    );
     b.wait(
         "the live table",
         "return document.querySelector('section[aria-label^=\"Live\"] table')",
     )
     .await;
     b.shot("operator-usage").await;
+
+    // The operator's page of Acme: its keys, roles, members and adopted
+    // tables through the admin routes; the operator revokes one of its keys.
+    let (spare, _) = app
+        .create_key(&acme, json!({ "description": "operator-revokes" }))
+        .await;
+    b.hash(&format!("#/tenants/{acme}")).await;
+    b.wait_text("Adopted tables").await;
+    b.wait_text("operator-revokes").await;
+    b.wait_text("No members.").await;
+    let spare_prefix = spare.split('_').nth(1).unwrap().to_owned();
+    b.shot("operator-tenant").await;
+    b.button("tr", "operator-revokes", "Revoke")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.accept_confirm().await;
+    b.wait_text(&format!("Key {spare_prefix} revoked.")).await;
+    assert_eq!(app.get("/v1/tenant", &spare).await.status, 401);
+    app.get("/v1/tenant", &key).await.expect(200);
 
     // Audit of Acme: the key's creation by the operator.
     b.hash(&format!("#/audit?tenant={acme}")).await;
@@ -633,6 +749,45 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
             "{url} answers with another tenant: {body}"
         );
     }
+    // --- A person: invited into Acme with a role that reads the tenant and
+    // its usage, signs in with their token (JWT) and Acme's id.
+    let viewer = app
+        .create_role(&key, "viewer", &["tenant.read", "usage.read"])
+        .await;
+    let invitation = app
+        .post(
+            "/v1/invitations",
+            &key,
+            &json!({ "email": "pat@example.com", "role_id": viewer }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let mut claims = idp.claims("pat-subject");
+    claims["email"] = json!("pat@example.com");
+    let person = idp.sign(Alg::Es256, claims);
+    app.send_raw(
+        app.client
+            .post(app.url("/v1/invitations/accept"))
+            .bearer_auth(&person)
+            .json(&json!({ "token": invitation["token"] })),
+    )
+    .await
+    .expect(200);
+    b.css("#logout").await.click().await.unwrap();
+    b.wait_text("Sign in").await;
+    b.type_into("input[name=tenant]", &acme).await;
+    b.sign_in(&person).await;
+    b.wait_text("Tenant: Acme").await;
+    b.hash("#/usage").await;
+    assert_eq!(chart_total(&b, "Requests per hour").await, acme_total);
+    b.shot("person-usage").await;
+    let text = b.text().await;
+    assert!(
+        !text.contains(&stranger) && !text.contains(&stranger_name),
+        "the person's view shows another tenant:\n{text}"
+    );
+
     // The operator does see the stranger: the checks above can fail.
     assert!(app
         .admin_get("/v1/tenants")

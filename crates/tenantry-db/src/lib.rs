@@ -101,4 +101,7 @@ pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
 pub use tables::{AdoptOptions, ExistingRows, TableError, TableProblem, TenantTable};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
 pub use tiers::{MoveProgress, TierMove};
-pub use usage::{AuditEntry, AuditQuery, KeyUsage, MetricsRow, RequestLogEntry, ResourceUsage};
+pub use usage::{
+    AdoptedTableUsage, AuditEntry, AuditQuery, KeyUsage, MetricsRow, RequestLogEntry,
+    ResourceUsage, TopTenant, UsageRanking,
+};

@@ -1,7 +1,7 @@
-//! Usage and audit: the request log (batched appends), hourly `tenant_metrics`, `tenant_resource_usage`, and the audit log as a tenant or an administrator sees it.
+//! Usage and audit: the request log (batched appends), hourly `tenant_metrics` with storage samples, the operator's top tenants, `tenant_resource_usage`, adopted tables' row counts, and the audit log as a tenant or an administrator sees it.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::{types::Type, Row};
 
 use crate::{
@@ -50,7 +50,8 @@ pub struct KeyUsage {
     pub last_request_at: DateTime<Utc>,
 }
 
-/// One hourly row of `tenant_metrics`.
+/// One hour of a tenant's usage: `tenant_metrics` (requests) and
+/// `storage_samples` (storage); a row exists when either has one.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricsRow {
@@ -66,6 +67,89 @@ pub struct MetricsRow {
     pub resources_accessed: i64,
     /// The row belongs to a descendant of the caller.
     pub is_descendant: bool,
+    /// Distinct API keys that made requests.
+    pub unique_keys: i64,
+    /// Requests answered 400–499.
+    pub client_errors: i64,
+    /// Requests answered 500 or more.
+    pub server_errors: i64,
+    /// 95th percentile of the handling time, in milliseconds; absent in an hour without requests.
+    pub p95_latency_ms: Option<f64>,
+    /// Resources the tenant held when the hour was sampled; absent when it was not.
+    pub storage_resources: Option<i64>,
+    /// Bytes of those resources; absent when the hour was not sampled.
+    pub storage_bytes: Option<i64>,
+}
+
+/// What [`AdminScope::usage_top`] ranks tenants by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum UsageRanking {
+    /// Most requests.
+    #[default]
+    Requests,
+    /// Most answers of 400 or more.
+    Errors,
+    /// Highest p95 latency (hourly p95s weighted by their requests).
+    P95,
+    /// Most bytes at the latest storage sample.
+    Storage,
+}
+
+impl UsageRanking {
+    fn as_sql(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Errors => "errors",
+            Self::P95 => "p95",
+            Self::Storage => "storage",
+        }
+    }
+}
+
+/// One tenant of the operator's ranking over a period.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TopTenant {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Its name.
+    pub name: String,
+    /// Its status (`active`, `suspended`, `deleted`).
+    pub status: String,
+    /// Requests in the period.
+    pub request_count: i64,
+    /// Of which answered 400–499.
+    pub client_errors: i64,
+    /// Of which answered 500 or more.
+    pub server_errors: i64,
+    /// Errors (4xx and 5xx) per request, 0 to 1; absent without requests.
+    pub error_rate: Option<f64>,
+    /// The hourly p95 latencies (ms) averaged, each hour weighted by its requests; absent without requests.
+    pub p95_latency_ms: Option<f64>,
+    /// Resources at the latest storage sample of the period; absent when none was taken.
+    pub storage_resources: Option<i64>,
+    /// Bytes at the latest storage sample of the period; absent when none was taken.
+    pub storage_bytes: Option<i64>,
+}
+
+/// One adopted table with the tenant's own rows in it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdoptedTableUsage {
+    /// The table as PostgreSQL names it (schema-qualified, quoted where needed).
+    pub table: String,
+    /// Ancestors reach their descendants' rows too.
+    pub hierarchy: bool,
+    /// Rows may be shared read-only with other tenants.
+    pub sharing: bool,
+    /// The permission writes need (beyond the tenant policy), if any.
+    pub write_permission: Option<String>,
+    /// When it was adopted.
+    pub adopted_at: DateTime<Utc>,
+    /// The tenant's own rows in it (not its descendants'), counted under its policies.
+    pub row_count: i64,
 }
 
 /// One row of `tenant_resource_usage`.
@@ -195,7 +279,8 @@ impl TenantScope {
     ) -> Result<Vec<MetricsRow>, DbError> {
         let rows = self
             .rows(
-                "SELECT tenant_id, hour, request_count, unique_users, resources_accessed, is_descendant
+                "SELECT tenant_id, hour, request_count, unique_users, resources_accessed, is_descendant,
+                        unique_keys, client_errors, server_errors, p95_latency_ms, storage_resources, storage_bytes
                  FROM tenantry.current_tenant_metrics($1, $2)",
                 &[&from, &to],
                 &[Type::TIMESTAMPTZ, Type::TIMESTAMPTZ],
@@ -210,6 +295,37 @@ impl TenantScope {
                 unique_users: r.get(3),
                 resources_accessed: r.get(4),
                 is_descendant: r.get(5),
+                unique_keys: r.get(6),
+                client_errors: r.get(7),
+                server_errors: r.get(8),
+                p95_latency_ms: r.get(9),
+                storage_resources: r.get(10),
+                storage_bytes: r.get(11),
+            })
+            .collect())
+    }
+
+    /// The adopted tables with the scope's tenant's own row count in each,
+    /// counted under its policies in the one table holding its rows (by the
+    /// tenant_id index: the cost grows with its rows only).
+    pub async fn adopted_tables(&mut self) -> Result<Vec<AdoptedTableUsage>, DbError> {
+        let rows = self
+            .rows(
+                "SELECT table_name, hierarchy, sharing, write_permission, adopted_at, row_count
+                 FROM tenantry.current_tenant_tables()",
+                &[],
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AdoptedTableUsage {
+                table: r.get(0),
+                hierarchy: r.get(1),
+                sharing: r.get(2),
+                write_permission: r.get(3),
+                adopted_at: r.get(4),
+                row_count: r.get(5),
             })
             .collect())
     }
@@ -270,6 +386,47 @@ impl AdminScope {
         q: &AuditQuery,
     ) -> Result<Vec<AuditEntry>, DbError> {
         q.page(&mut self.tx, tenant.as_uuid()).await
+    }
+
+    /// The `limit` (1..=100) tenants ranked highest by `by` over the last
+    /// `days` (1..=30) days, from the hourly metrics and storage samples.
+    pub async fn usage_top(
+        &mut self,
+        days: i32,
+        by: UsageRanking,
+        limit: i32,
+    ) -> Result<Vec<TopTenant>, DbError> {
+        let rows = self
+            .tx
+            .rows(Stmt {
+                sql: "SELECT tenant_id, name, status, request_count, client_errors, server_errors,
+                             p95_latency_ms, storage_resources, storage_bytes
+                      FROM tenantry.usage_top($1, $2, $3)",
+                params: &[&days, &by.as_sql(), &limit],
+                types: &[Type::INT4, Type::TEXT, Type::INT4],
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let request_count: i64 = r.get(3);
+                let client_errors: i64 = r.get(4);
+                let server_errors: i64 = r.get(5);
+                TopTenant {
+                    tenant_id: TenantId::from_uuid(r.get(0)),
+                    name: r.get(1),
+                    status: r.get(2),
+                    request_count,
+                    client_errors,
+                    server_errors,
+                    error_rate: (request_count > 0)
+                        .then(|| (client_errors + server_errors) as f64 / request_count as f64),
+                    p95_latency_ms: r.get(6),
+                    storage_resources: r.get(7),
+                    storage_bytes: r.get(8),
+                }
+            })
+            .collect())
     }
 }
 

@@ -127,6 +127,20 @@ pub struct RotateBody {
 
 const MAX_GRACE: u64 = 30 * 24 * 3600;
 
+impl RotateBody {
+    /// How long the old key keeps working: one day unless given, at most 30 days.
+    pub fn grace(&self) -> Result<Duration, ApiError> {
+        let grace = self.grace_seconds.unwrap_or(24 * 3600);
+        if grace > MAX_GRACE {
+            return Err(ApiError::invalid(
+                "grace_seconds",
+                format!("grace_seconds must be at most {MAX_GRACE}"),
+            ));
+        }
+        Ok(Duration::from_secs(grace))
+    }
+}
+
 /// A new key's answer: the key is shown once and stored nowhere, so a replay
 /// under the same `Idempotency-Key` answers `key: ""` (the key exists: revoke
 /// it by `key_info.key_id` if its first answer was lost).
@@ -135,7 +149,11 @@ pub const SHOWN_ONCE: Reply = Reply::new(StatusCode::CREATED).hiding("key");
 /// Not found unless `key_id` is a key of `tenant` itself (a descendant's key
 /// is not found here), worded like the library's not-found for a missing key:
 /// no oracle.
-async fn own_key(scope: &mut TenantScope, key_id: KeyId, tenant: TenantId) -> Result<(), DbError> {
+pub(crate) async fn own_key(
+    scope: &mut TenantScope,
+    key_id: KeyId,
+    tenant: TenantId,
+) -> Result<(), DbError> {
     let key = scope.get_api_key(key_id).await?;
     if key.tenant_id == tenant {
         Ok(())
@@ -241,21 +259,13 @@ pub async fn rotate_key(
     body: crate::extract::OptionalJson<RotateBody>,
 ) -> Result<Written<NewKeyResponse>, ApiError> {
     caller.require("keys.write")?;
-    let grace = body.0.and_then(|b| b.grace_seconds).unwrap_or(24 * 3600);
-    if grace > MAX_GRACE {
-        return Err(ApiError::invalid(
-            "grace_seconds",
-            format!("grace_seconds must be at most {MAX_GRACE}"),
-        ));
-    }
+    let grace = body.0.unwrap_or_default().grace()?;
     let tenant = caller.tenant();
     let new = caller
         .write_response(SHOWN_ONCE, &(), |scope, ()| {
             Box::pin(async move {
                 own_key(scope, key_id, tenant).await?;
-                let new = scope
-                    .rotate_api_key(key_id, Duration::from_secs(grace))
-                    .await?;
+                let new = scope.rotate_api_key(key_id, grace).await?;
                 Ok(new.into())
             })
         })

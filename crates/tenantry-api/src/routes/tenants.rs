@@ -1,4 +1,4 @@
-//! Tenants: administration with the admin token (create, list, show, change, suspend, activate, delete, purge, move between tiers, keys, usage) and what a tenant key sees of its own tenant and children.
+//! Tenants: administration with the admin token (create, list, show, change, suspend, activate, delete, purge, move between tiers; a tenant's keys, roles, members, adopted tables and usage) and what a tenant key sees of its own tenant and children.
 
 use axum::{
     extract::State,
@@ -8,19 +8,20 @@ use axum::{
 use serde::{Deserialize, Deserializer, Serialize};
 use tenantry_axum::idempotency::{Reply, Written, IDEMPOTENT_REPLAYED};
 use tenantry_db::{
-    DbError, Isolation, NewTenant, PurgedTenant, Tenant, TenantId, TenantSettings, TenantStatus,
-    TenantUpdate, TierMove,
+    AdoptedTableUsage, ApiKeyInfo, DbError, Isolation, KeyId, Member, NewTenant, PurgedTenant,
+    Role, Tenant, TenantId, TenantSettings, TenantStatus, TenantUpdate, TierMove,
 };
 use utoipa::ToSchema;
 
 use super::{
-    decode_cursor, invalid_cursor, keys::NewKeyBody, keys::NewKeyResponse, page_by_key, Page,
-    PageQuery,
+    decode_cursor, invalid_cursor,
+    keys::{own_key, NewKeyBody, NewKeyResponse, RotateBody},
+    page_by_key, Page, PageQuery,
 };
 use crate::{
     auth::{AdminCaller, Caller, TenantCaller},
     error::{responses, ApiError, Problem, ProblemCode},
-    extract::{Json, Path, Query},
+    extract::{Json, OptionalJson, Path, Query},
     state::AppState,
 };
 
@@ -548,16 +549,198 @@ pub async fn create_tenant_key(
         .await
 }
 
+fn path_key(id: &str) -> Result<KeyId, ApiError> {
+    KeyId::parse(id).map_err(|_| {
+        ApiError::new(
+            ProblemCode::InvalidPath,
+            format!("{id:?} is not a key id (uuid)"),
+        )
+        .with_field("key_id")
+    })
+}
+
+/// A tenant's API keys (admin), newest first, revoked and expired ones
+/// included. Secrets are never listed. A descendant's keys are listed under
+/// the descendant.
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant_id}/keys", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid), PageQuery),
+    responses(
+        (status = 200, body = Page<ApiKeyInfo>),
+        responses::AdminAuth,
+        responses::Params,
+        responses::NotFound,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_tenant_keys(
+    admin: AdminCaller,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<ApiKeyInfo>>, ApiError> {
+    let id = path_tenant(&id)?;
+    let mut scope = admin.tenant_scope(id).await?;
+    let keys: Vec<ApiKeyInfo> = scope
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.tenant_id == id)
+        .collect();
+    scope.commit().await?;
+    Ok(Json(page_by_key(keys, |k| k.key_id.to_string(), &q)?))
+}
+
+/// Revoke one of a tenant's keys (admin), audited as `admin`; it is refused at
+/// once. A key of another tenant is not found.
+#[utoipa::path(
+    delete, path = "/v1/tenants/{tenant_id}/keys/{key_id}", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid), ("key_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::NotFound,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn revoke_tenant_key(
+    admin: AdminCaller,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<Written<()>, ApiError> {
+    let id = path_tenant(&id)?;
+    let key_id = path_key(&key_id)?;
+    let revoked = admin
+        .tenant_write_response(id, Reply::new(StatusCode::NO_CONTENT), &(), |scope, ()| {
+            Box::pin(async move {
+                own_key(scope, key_id, id).await?;
+                scope.revoke_api_key(key_id).await
+            })
+        })
+        .await?;
+    admin.key_cache().forget_key(key_id);
+    Ok(revoked)
+}
+
+/// Rotate one of a tenant's keys (admin), audited as `admin`: the successor is
+/// shown once; the old key keeps working for the grace period, then expires.
+#[utoipa::path(
+    post, path = "/v1/tenants/{tenant_id}/keys/{key_id}/rotate", tag = "tenants",
+    request_body(content = Option<RotateBody>),
+    params(("tenant_id" = String, Path, format = Uuid), ("key_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 201, body = NewKeyResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Revoked, expired or already rotated", body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::JsonBody,
+        responses::NotFound,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn rotate_tenant_key(
+    admin: AdminCaller,
+    Path((id, key_id)): Path<(String, String)>,
+    body: OptionalJson<RotateBody>,
+) -> Result<Written<NewKeyResponse>, ApiError> {
+    let id = path_tenant(&id)?;
+    let key_id = path_key(&key_id)?;
+    let grace = body.0.unwrap_or_default().grace()?;
+    let new = admin
+        .tenant_write_response(id, super::keys::SHOWN_ONCE, &(), |scope, ()| {
+            Box::pin(async move {
+                own_key(scope, key_id, id).await?;
+                Ok(scope.rotate_api_key(key_id, grace).await?.into())
+            })
+        })
+        .await?;
+    admin.key_cache().forget_key(key_id);
+    Ok(new)
+}
+
+/// A tenant's roles with their permissions (admin).
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant_id}/roles", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid), PageQuery),
+    responses(
+        (status = 200, body = Page<Role>),
+        responses::AdminAuth,
+        responses::Params,
+        responses::NotFound,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_tenant_roles(
+    admin: AdminCaller,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Role>>, ApiError> {
+    let id = path_tenant(&id)?;
+    let mut scope = admin.tenant_scope(id).await?;
+    let roles = scope.list_roles().await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(roles, |r| r.role_id.to_string(), &q)?))
+}
+
+/// A tenant's members with their roles (admin).
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant_id}/members", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid), PageQuery),
+    responses(
+        (status = 200, body = Page<Member>),
+        responses::AdminAuth,
+        responses::Params,
+        responses::NotFound,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_tenant_members(
+    admin: AdminCaller,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Member>>, ApiError> {
+    let id = path_tenant(&id)?;
+    let mut scope = admin.tenant_scope(id).await?;
+    let members = scope.list_members().await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(members, |m| m.user_id.to_string(), &q)?))
+}
+
+/// The adopted tables with a tenant's own row count in each (admin): counted
+/// in the tenant's context under its policies, by each table's tenant_id
+/// index (the cost grows with that tenant's rows).
+#[utoipa::path(
+    get, path = "/v1/tenants/{tenant_id}/tables", tag = "tenants",
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Vec<AdoptedTableUsage>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        responses::AdminAuth,
+        responses::NotFound,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn tenant_tables(
+    admin: AdminCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<AdoptedTableUsage>>, ApiError> {
+    let id = path_tenant(&id)?;
+    let mut scope = admin.tenant_scope(id).await?;
+    let tables = scope.adopted_tables().await?;
+    scope.commit().await?;
+    Ok(Json(tables))
+}
+
 /// Usage of a tenant and its descendants.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantUsage {
     /// `tenant_resource_usage` rows (the tenant and its descendants).
     pub resources: Vec<tenantry_db::ResourceUsage>,
-    /// Hourly `tenant_metrics` rows of the last 30 days.
+    /// Hourly rows of the last 30 days: `tenant_metrics` (requests, errors,
+    /// p95 latency) and `storage_samples` (storage).
     pub metrics: Vec<tenantry_db::MetricsRow>,
 }
 
-/// Usage of any tenant (admin): resource usage and hourly metrics.
+/// Usage of any tenant (admin): resource usage and hourly metrics with storage.
 #[utoipa::path(
     get, path = "/v1/tenants/{tenant_id}/usage", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid)),

@@ -1,12 +1,14 @@
-//! Usage of the caller's tenant: hourly `tenant_metrics` (own and descendants', flagged), `tenant_resource_usage`, and requests per API key from the request log.
+//! Usage: of the caller's tenant, hourly `tenant_metrics` with storage samples (own and descendants', flagged), `tenant_resource_usage`, requests per API key from the request log and its rows in the adopted tables; for the operator, the tenants ranked over up to 30 days.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tenantry_db::{KeyUsage, MetricsRow, ResourceUsage};
+use tenantry_db::{
+    AdoptedTableUsage, KeyUsage, MetricsRow, ResourceUsage, TopTenant, UsageRanking,
+};
 use utoipa::IntoParams;
 
 use crate::{
-    auth::TenantCaller,
+    auth::{AdminCaller, TenantCaller},
     error::{responses, ApiError},
     extract::{Json, Query},
 };
@@ -22,8 +24,10 @@ pub struct MetricsQuery {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// Hourly request metrics of the caller's tenant and its descendants (`usage.read`).
-/// Rows are refreshed by the server every `metrics_refresh_secs`.
+/// Hourly usage of the caller's tenant and its descendants (`usage.read`):
+/// requests, distinct members and keys, 4xx and 5xx answers, p95 latency, and
+/// storage. Request columns are refreshed by the server every
+/// `metrics_refresh_secs`; storage is sampled at the first refresh of each hour.
 #[utoipa::path(
     get, path = "/v1/usage/metrics", tag = "usage", params(MetricsQuery),
     responses(
@@ -98,6 +102,72 @@ pub async fn keys(
     let since = Utc::now() - chrono::Duration::hours(i64::from(hours));
     let mut scope = caller.scope().await?;
     let rows = scope.key_usage(since).await?;
+    scope.commit().await?;
+    Ok(Json(rows))
+}
+
+/// The ranking of `/v1/usage/top`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TopQuery {
+    /// Days back from the current hour, 1 to 30 (default 30).
+    #[param(minimum = 1, maximum = 30)]
+    pub days: Option<u32>,
+    /// How many tenants, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// What to rank by (default `requests`).
+    pub by: Option<UsageRanking>,
+}
+
+/// The tenants with the most requests, errors, the highest p95 latency or the
+/// most storage over the last days (admin): the operator's noisy neighbours,
+/// from the hourly metrics and storage samples.
+#[utoipa::path(
+    get, path = "/v1/usage/top", tag = "usage", params(TopQuery),
+    responses(
+        (status = 200, body = Vec<TopTenant>),
+        responses::AdminAuth,
+        responses::Params,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn top(
+    admin: AdminCaller,
+    Query(q): Query<TopQuery>,
+) -> Result<Json<Vec<TopTenant>>, ApiError> {
+    let days = q.days.unwrap_or(30);
+    if !(1..=30).contains(&days) {
+        return Err(ApiError::invalid("days", "days must be between 1 and 30"));
+    }
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let mut scope = admin.admin_scope().await?;
+    let rows = scope
+        .usage_top(days as i32, q.by.unwrap_or_default(), limit as i32)
+        .await?;
+    scope.commit().await?;
+    Ok(Json(rows))
+}
+
+/// The adopted tables with the caller's tenant's own row count in each
+/// (`usage.read`), counted in its context under its policies, by each
+/// table's tenant_id index: the cost grows with the tenant's own rows.
+#[utoipa::path(
+    get, path = "/v1/tables", tag = "usage",
+    responses((status = 200, body = Vec<AdoptedTableUsage>), responses::TenantAuth),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn tables(caller: TenantCaller) -> Result<Json<Vec<AdoptedTableUsage>>, ApiError> {
+    caller.require("usage.read")?;
+    let mut scope = caller.scope().await?;
+    let rows = scope.adopted_tables().await?;
     scope.commit().await?;
     Ok(Json(rows))
 }

@@ -26,3 +26,4 @@ mod resources;
 mod server;
 mod shares;
 mod system;
+mod usage_history;

@@ -167,6 +167,13 @@ const V1_PATHS: &[&str] = &[
     "/v1/impersonations/{impersonation_id}",
     "/v1/usage/keys",
     "/v1/tenants/{tenant_id}/purge",
+    "/v1/tenants/{tenant_id}/keys/{key_id}",
+    "/v1/tenants/{tenant_id}/keys/{key_id}/rotate",
+    "/v1/tenants/{tenant_id}/roles",
+    "/v1/tenants/{tenant_id}/members",
+    "/v1/tenants/{tenant_id}/tables",
+    "/v1/usage/top",
+    "/v1/tables",
 ];
 
 #[tokio::test]

@@ -67,7 +67,9 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
             assert_eq!(login, name == "tenantry_server", "{name} LOGIN");
         }
     }
-    // Every tenantry table has RLS enabled and forced, except the global catalogues.
+    // Every tenantry table has RLS enabled and forced, except the global
+    // catalogues (storage_sample_runs: the hours sampled, no tenant data,
+    // granted to none).
     assert_eq!(
         strings(
             &server,
@@ -82,6 +84,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
             "purge_policy",
             "schema_definitions",
             "schema_migrations",
+            "storage_sample_runs",
             "tenant_tables"
         ]
     );
@@ -450,6 +453,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "create_child_tenant",
             "create_invitation",
             "current_tenant_metrics",
+            "current_tenant_table_homes",
             "define_permission",
             "end_impersonation",
             "enter_context",
@@ -503,6 +507,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "tier_move_copy",
             "tier_move_finish",
             "tier_move_start",
+            "usage_top",
         ]
     );
     // The narrow "shared with me" role reads through the fence only.

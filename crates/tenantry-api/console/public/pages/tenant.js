@@ -1,7 +1,8 @@
 // Tenant: one tenant's details, settings (quotas, limits, rate limits), keys,
-// roles and permissions, members, shares, children and storage. The operator
-// sees what the admin routes give (details, settings, usage, a new key); a
-// tenant's own key sees the rest through the tenant routes.
+// roles and permissions, members, adopted tables with row counts, shares,
+// children and storage. The operator's page reads the admin twins of the
+// tenant routes (/v1/tenants/{id}/keys, roles, members, tables); a tenant's
+// own key reads the tenant routes. Shares and children are the tenant's only.
 
 import { all, get, post, del, query } from "../api.js";
 import { h, fill, field, table, section, badge, when, bytes, say, describe, errorBox, secretOnce } from "../dom.js";
@@ -56,6 +57,9 @@ function storageTable(rows, linkTo) {
 /** The operator's page of one tenant (admin routes only). */
 export async function renderForOperator(ctx, id) {
   const t = await get(`/v1/tenants/${encodeURIComponent(id)}`);
+  const base = `/v1/tenants/${t.tenant_id}`;
+  const roles = await all(`${base}/roles`).catch(() => null);
+  const roleName = nameOfRole(roles);
   return h("div", {},
     h("p", {}, h("a", { href: "#/tenants" }, "← All tenants")),
     header(t, (p) => h("a", { href: `#/tenants/${p}` }, h("code", {}, p))),
@@ -64,10 +68,57 @@ export async function renderForOperator(ctx, id) {
       h("a", { href: `#/audit?tenant=${t.tenant_id}` }, "Audit log")),
     settingsSection(t),
     section("Rows and storage", async () =>
-      storageTable((await get(`/v1/tenants/${t.tenant_id}/usage`)).resources)),
-    section("API keys", async () => h("div", {},
-      h("p", { class: "muted" }, "The operator can mint a key for this tenant; listing, rotating and revoking its keys is done signed in with one of the tenant's own keys (the API has no operator route for them)."),
-      t.status === "active" ? keyForm((body) => post(`/v1/tenants/${t.tenant_id}/keys`, body), null) : h("p", {}, `The tenant is ${t.status}; its keys are refused.`))));
+      storageTable((await get(`${base}/usage`)).resources)),
+    keysSection(`${base}/keys`, roles, roleName, t.status === "active"),
+    rolesSection(`${base}/roles`),
+    membersSection(`${base}/members`, roleName),
+    tablesSection(`${base}/tables`));
+}
+
+function nameOfRole(roles) {
+  return (id) => {
+    if (!id) return "—";
+    const r = roles && roles.find((x) => x.role_id === id);
+    return r ? r.name : h("code", {}, id);
+  };
+}
+
+/** Roles read from `path` (the API's answer, a 403 included, is shown in place), with the permission catalogue when given. */
+function rolesSection(path, perms) {
+  return section("Roles and permissions", async () => {
+    const roles = await all(path);
+    return h("div", {},
+      table("Roles", [
+        ["Role", (r) => r.name],
+        ["Description", (r) => r.description || "—"],
+        ["Permissions", (r) => r.permissions.join(", ") || "—"],
+        ["Created", (r) => when(r.created_at)],
+      ], roles, "No roles defined."),
+      perms ? table("Permissions", [
+        ["Permission", (p) => h("code", {}, p.name)],
+        ["Allows", (p) => p.description],
+      ], await perms()) : null);
+  });
+}
+
+function membersSection(path, roleName) {
+  return section("Members", async () => table("Members", [
+    ["Email", (m) => m.email],
+    ["Name", (m) => m.display_name || "—"],
+    ["Roles", (m) => m.is_owner ? "owner" : (m.role_ids.map((r) => { const n = roleName(r); return typeof n === "string" ? n : r; }).join(", ") || "—")],
+    ["Joined", (m) => when(m.created_at)],
+  ], await all(path), "No members."));
+}
+
+function tablesSection(path) {
+  return section("Adopted tables", async () => table("Adopted tables", [
+    ["Table", (t) => h("code", {}, t.table)],
+    ["Rows of this tenant", (t) => t.row_count],
+    ["Hierarchy", (t) => (t.hierarchy ? "ancestors see descendants' rows" : "own rows only")],
+    ["Sharing", (t) => (t.sharing ? "rows can be shared" : "—")],
+    ["Writes need", (t) => (t.write_permission ? h("code", {}, t.write_permission) : "—")],
+    ["Adopted", (t) => when(t.adopted_at)],
+  ], await get(path), "No tables adopted (tenantry table adopt)."));
 }
 
 /** A form minting a key; shows the secret once. */
@@ -114,35 +165,14 @@ function keyState(k) {
 export async function render(ctx) {
   const me = await get("/v1/tenant");
   const roles = await all("/v1/roles").catch(() => null);
-  const roleName = (id) => {
-    if (!id) return "—";
-    const r = roles && roles.find((x) => x.role_id === id);
-    return r ? r.name : h("code", {}, id);
-  };
+  const roleName = nameOfRole(roles);
   return h("div", {},
     header(me, (p) => h("code", {}, p)),
     settingsSection(me),
-    keysSection(roles, roleName),
-    section("Roles and permissions", async () => {
-      const [rs, perms] = [await all("/v1/roles"), await all("/v1/permissions")];
-      return h("div", {},
-        table("Roles", [
-          ["Role", (r) => r.name],
-          ["Description", (r) => r.description || "—"],
-          ["Permissions", (r) => r.permissions.join(", ") || "—"],
-          ["Created", (r) => when(r.created_at)],
-        ], rs, "No roles defined."),
-        table("Permissions", [
-          ["Permission", (p) => h("code", {}, p.name)],
-          ["Allows", (p) => p.description],
-        ], perms));
-    }),
-    section("Members", async () => table("Members", [
-      ["Email", (m) => m.email],
-      ["Name", (m) => m.display_name || "—"],
-      ["Roles", (m) => m.is_owner ? "owner" : (m.role_ids.map((r) => { const n = roleName(r); return typeof n === "string" ? n : r; }).join(", ") || "—")],
-      ["Joined", (m) => when(m.created_at)],
-    ], await all("/v1/members"), "No members.")),
+    keysSection("/v1/keys", roles, roleName, true),
+    rolesSection("/v1/roles", () => all("/v1/permissions")),
+    membersSection("/v1/members", roleName),
+    tablesSection("/v1/tables"),
     section("Shares", async () => {
       const out = await get(`/v1/resources${query({ owner: "self", limit: "100" })}`);
       const shares = (await Promise.all(out.items.map((r) =>
@@ -168,13 +198,14 @@ export async function render(ctx) {
     section("Rows and storage", async () => storageTable(await get("/v1/usage/resources"))));
 }
 
-function keysSection(roles, roleName) {
+/** Keys under `path` (/v1/keys, or the operator's /v1/tenants/{id}/keys): list, create, rotate, revoke. */
+function keysSection(path, roles, roleName, canCreate) {
   // The form and the secret it shows stay put; only the tables reload.
   const once = h("div", { class: "key-once" });
   const tables = h("div", {}, h("p", { class: "loading" }, "Loading…"));
   const reload = async () => {
     try {
-      const keys = await all("/v1/keys");
+      const keys = await all(path);
       const live = keys.filter((k) => keyState(k) === "active");
       const rest = keys.filter((k) => keyState(k) !== "active");
       const columns = (withActions) => [
@@ -185,7 +216,7 @@ function keysSection(roles, roleName) {
         ["Last used", (k) => when(k.last_used_at)],
         ["Expires", (k) => when(k.expires_at)],
         ["State", (k) => badge(keyState(k))],
-        ...(withActions ? [["Actions", (k) => keyActions(k, reload, once)]] : []),
+        ...(withActions ? [["Actions", (k) => keyActions(path, k, reload, once)]] : []),
       ];
       fill(tables,
         table("Active keys", columns(true), live, "No active keys."),
@@ -198,12 +229,12 @@ function keysSection(roles, roleName) {
   reload();
   return h("section", { "aria-label": "API keys" },
     h("h2", {}, "API keys"),
-    keyForm((body) => post("/v1/keys", body), roles, () => reload()),
+    canCreate ? keyForm((body) => post(path, body), roles, () => reload()) : h("p", {}, "The tenant is not active; its keys are refused."),
     once,
     tables);
 }
 
-function keyActions(k, reload, once) {
+function keyActions(path, k, reload, once) {
   const grace = h("select", { "aria-label": `Old key ${k.prefix} keeps working for` },
     h("option", { value: "0" }, "stop old key now"),
     h("option", { value: "3600" }, "old key works 1 hour"),
@@ -213,7 +244,7 @@ function keyActions(k, reload, once) {
     type: "button", class: "small",
     onclick: async () => {
       try {
-        const n = await post(`/v1/keys/${k.key_id}/rotate`, { grace_seconds: Number(grace.value) });
+        const n = await post(`${path}/${k.key_id}/rotate`, { grace_seconds: Number(grace.value) });
         fill(once, secretOnce(`New key ${n.key_info.prefix} (replaces ${k.prefix})`, n.key));
         await reload();
         say(`Key ${k.prefix} rotated to ${n.key_info.prefix}.`);
@@ -227,7 +258,7 @@ function keyActions(k, reload, once) {
     onclick: async () => {
       if (!confirm(`Revoke key ${k.prefix}? Requests with it are refused from now on.`)) return;
       try {
-        await del(`/v1/keys/${k.key_id}`);
+        await del(`${path}/${k.key_id}`);
         say(`Key ${k.prefix} revoked.`);
         await reload();
       } catch (e) {

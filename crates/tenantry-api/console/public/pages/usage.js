@@ -1,6 +1,8 @@
-// Usage: hourly requests, distinct users and resources accessed over the
-// last 30 days (per tenant, with or without its descendants), requests and
-// error rate per key, and for the operator the busiest tenants live.
+// Usage: hourly requests, distinct users and keys, error rate, p95 latency
+// and storage over the last 30 days (per tenant, with or without its
+// descendants), requests and error rate per key; for the operator the top
+// tenants over 30 days (/v1/usage/top) with their hourly charts, and the
+// busiest tenants live.
 
 import { all, get, query } from "../api.js";
 import { h, fill, field, table, section, when, bytes, badge, errorBox } from "../dom.js";
@@ -20,6 +22,7 @@ export async function render(ctx) {
 
   const page = h("div", {}, h("h1", {}, "Usage"));
   if (operator) {
+    page.append(topSection(ctx));
     page.append(liveSection(ctx, tenants));
   }
   const picker = operator
@@ -39,21 +42,25 @@ export async function render(ctx) {
   const draw = () => {
     const own = wanted;
     const use = rows.filter((r) => withDescendants.checked || r.tenant_id === own);
-    const xs = lastHours(DAYS);
-    const index = new Map(xs.map((x, i) => [x, i]));
-    const sum = (key) => {
-      const v = xs.map(() => 0);
-      for (const r of use) {
-        const i = index.get(Math.floor(Date.parse(r.hour) / 1000));
-        if (i !== undefined) v[i] += r[key];
-      }
-      return v;
-    };
+    const h30 = hourly(use);
     fill(charts,
-      timeChart("Requests per hour", xs, [{ label: "requests", values: sum("request_count") }], { yLabel: "requests" }),
-      timeChart("Distinct users per hour", xs, [{ label: "users", values: sum("unique_users") }], { yLabel: "users" }),
-      timeChart("Resources accessed per hour", xs, [{ label: "resources", values: sum("resources_accessed") }], { yLabel: "resources" }),
-      h("p", { class: "muted" }, "Hourly rows are refreshed by the server every metrics_refresh_secs; error rate and latency per hour are not in the API (see the live view and the per-key table)."));
+      timeChart("Requests per hour", h30.xs, [{ label: "requests", values: h30.sum("request_count") }], { yLabel: "requests" }),
+      timeChart("Distinct users and keys per hour", h30.xs, [
+        { label: "users", values: h30.sum("unique_users") },
+        { label: "keys", values: h30.sum("unique_keys") },
+      ], { yLabel: "distinct" }),
+      timeChart("Error rate per hour", h30.xs, [
+        { label: "4xx %", values: h30.rate("client_errors") },
+        { label: "5xx %", values: h30.rate("server_errors") },
+      ], { yLabel: "% of requests" }),
+      timeChart("p95 latency per hour", h30.xs, [{ label: "p95 ms", values: h30.max("p95_latency_ms") }], { yLabel: "ms" }),
+      timeChart("Storage (sampled hourly)", h30.xs, [
+        { label: "bytes", values: h30.sum("storage_bytes", true) },
+      ], { yLabel: "bytes" }),
+      timeChart("Resources held (sampled hourly)", h30.xs, [
+        { label: "resources", values: h30.sum("storage_resources", true) },
+      ], { yLabel: "resources" }),
+      h("p", { class: "muted" }, "Request rows are refreshed by the server every metrics_refresh_secs; storage is sampled at the first refresh of each hour. With descendants, the p95 shown is the highest of the tenants' hourly p95s."));
   };
   withDescendants.addEventListener("change", draw);
   try {
@@ -80,6 +87,90 @@ export async function render(ctx) {
     }));
   }
   return page;
+}
+
+/**
+ * Hourly rows bucketed on the last 30 days' hours: sums (NULL where no row
+ * has the value, for samples), rates of a count per request (%), maxima.
+ */
+function hourly(rows) {
+  const xs = lastHours(DAYS);
+  const index = new Map(xs.map((x, i) => [x, i]));
+  const at = (r) => index.get(Math.floor(Date.parse(r.hour) / 1000));
+  const sum = (key, sampled = false) => {
+    const v = xs.map(() => (sampled ? null : 0));
+    for (const r of rows) {
+      const i = at(r);
+      if (i !== undefined && r[key] !== null && r[key] !== undefined) v[i] = (v[i] || 0) + r[key];
+    }
+    return v;
+  };
+  const rate = (key) => {
+    const part = sum(key);
+    const whole = sum("request_count");
+    return xs.map((_, i) => (whole[i] ? (100 * part[i]) / whole[i] : null));
+  };
+  const max = (key) => {
+    const v = xs.map(() => null);
+    for (const r of rows) {
+      const i = at(r);
+      if (i !== undefined && r[key] !== null && r[key] !== undefined) v[i] = Math.max(v[i] ?? r[key], r[key]);
+    }
+    return v;
+  };
+  return { xs, sum, rate, max };
+}
+
+const RANKINGS = [["requests", "requests"], ["errors", "errors (4xx + 5xx)"], ["p95", "p95 latency"], ["storage", "storage"]];
+
+/** The operator's top tenants over 30 days, ranked as chosen, with their hourly charts. */
+function topSection(ctx) {
+  const by = ctx.params.get("by") || "requests";
+  const picker = h("select", {}, RANKINGS.map(([v, label]) => h("option", { value: v, selected: v === by }, label)));
+  picker.addEventListener("change", () => {
+    const p = new URLSearchParams(ctx.params);
+    p.set("by", picker.value);
+    ctx.go(`#/usage?${p}`);
+  });
+  const body = h("div", {}, h("p", { class: "loading" }, "Loading…"));
+  (async () => {
+    try {
+      const top = await get(`/v1/usage/top${query({ days: String(DAYS), limit: "10", by })}`);
+      const charted = top.slice(0, 5);
+      const usage = await Promise.all(charted.map((t) => get(`/v1/tenants/${t.tenant_id}/usage`)));
+      const series = (pick) => charted.map((t, i) => {
+        const own = hourly(usage[i].metrics.filter((r) => r.tenant_id === t.tenant_id));
+        return { label: t.name, values: pick(own) };
+      });
+      const xs = lastHours(DAYS);
+      fill(body,
+        table(`Top tenants by ${by}, last ${DAYS} days`, [
+          ["Tenant", (t) => h("a", { href: `#/tenants/${t.tenant_id}` }, t.name)],
+          ["Status", (t) => badge(t.status)],
+          ["Requests", (t) => t.request_count],
+          ["4xx", (t) => t.client_errors],
+          ["5xx", (t) => t.server_errors],
+          ["Error rate", (t) => (t.error_rate === null ? "—" : `${(100 * t.error_rate).toFixed(1)} %`)],
+          ["p95 ms", (t) => (t.p95_latency_ms === null ? "—" : t.p95_latency_ms.toFixed(1))],
+          ["Resources", (t) => t.storage_resources ?? "—"],
+          ["Storage", (t) => bytes(t.storage_bytes)],
+        ], top, "No usage recorded in the last 30 days."),
+        charted.length ? h("div", { class: "charts" },
+          timeChart("Requests per hour, top tenants", xs, series((u) => u.sum("request_count")), { yLabel: "requests" }),
+          timeChart("Error rate per hour, top tenants", xs, series((u) => u.rate("server_errors").map((v, i) => {
+            const c = u.rate("client_errors")[i];
+            return v === null ? null : v + c;
+          })), { yLabel: "% of requests" }),
+          timeChart("p95 latency per hour, top tenants", xs, series((u) => u.max("p95_latency_ms")), { yLabel: "ms" }),
+          timeChart("Storage, top tenants", xs, series((u) => u.sum("storage_bytes", true)), { yLabel: "bytes" })) : null);
+    } catch (e) {
+      fill(body, errorBox(e));
+    }
+  })();
+  return h("section", { "aria-label": "Top tenants, last 30 days" },
+    h("h2", {}, `Top tenants, last ${DAYS} days`),
+    h("div", { class: "toolbar" }, field("Rank by", picker)),
+    body);
 }
 
 function pct(part, whole) {
