@@ -449,6 +449,8 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         executable_by(&server, "tenantry_app").await,
         [
             "accept_invitation",
+            "claim_operator_idempotency_key",
+            "complete_operator_idempotency_key",
             "create_api_key",
             "create_child_tenant",
             "create_invitation",
@@ -487,6 +489,8 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
     assert_eq!(
         executable_by(&server, "tenantry_admin").await,
         [
+            "claim_operator_idempotency_key",
+            "complete_operator_idempotency_key",
             "create_tenant",
             "define_permission",
             "drop_request_log_partitions",
