@@ -11,7 +11,10 @@ use std::{future::Future, ops::ControlFlow};
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
 
-use crate::{scope::Stmt, AdminScope, Database, DbError, ScopeFuture, TenantContext, TenantScope};
+use crate::{
+    scope::{Stmt, Tx},
+    AdminScope, Database, DbError, ScopeFuture, TenantContext, TenantScope,
+};
 
 /// How long a stored response is replayed (the expiry in 13_idempotency.sql).
 pub const IDEMPOTENCY_KEY_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -101,9 +104,20 @@ impl IdempotentRequest {
     }
 }
 
-/// The claim's answer: `None` when the key is now this transaction's, else
-/// the stored response of the same request (a different request is 422).
-fn claimed(rows: &[tokio_postgres::Row]) -> Result<Option<StoredResponse>, DbError> {
+/// Claims `request`'s key in its namespace (the transaction's first
+/// statement): `None` when the key is now this transaction's, else the stored
+/// response of the same request (a different request is 422).
+async fn claim(
+    tx: &mut Tx,
+    request: &IdempotentRequest,
+) -> Result<Option<StoredResponse>, DbError> {
+    let rows = tx
+        .rows(Stmt {
+            sql: claim_sql(request),
+            params: &[&request.key.as_str(), &request.fingerprint.as_slice()],
+            types: &[Type::TEXT, Type::BYTEA],
+        })
+        .await?;
     let Some(row) = rows.first() else {
         return Ok(None);
     };
@@ -126,6 +140,24 @@ fn claimed(rows: &[tokio_postgres::Row]) -> Result<Option<StoredResponse>, DbErr
     }))
 }
 
+/// Stores `response` under the key the transaction claimed and commits, in
+/// one flight: the write and its response commit together, or nothing does.
+async fn store_and_commit(
+    tx: &mut Tx,
+    request: &IdempotentRequest,
+    response: &StoredResponse,
+) -> Result<(), DbError> {
+    let status = i16::try_from(response.status)
+        .map_err(|_| DbError::Internal(format!("status {} out of range", response.status)))?;
+    tx.query_and_commit(Stmt {
+        sql: store_sql(request),
+        params: &[&request.key.as_str(), &status, &response.body],
+        types: &[Type::TEXT, Type::INT2, Type::BYTEA],
+    })
+    .await
+    .map(drop)
+}
+
 /// The claim statement of `request`'s namespace.
 fn claim_sql(request: &IdempotentRequest) -> &'static str {
     if request.operator {
@@ -144,12 +176,6 @@ fn store_sql(request: &IdempotentRequest) -> &'static str {
     } else {
         "SELECT tenantry.complete_idempotency_key($1, $2, $3)"
     }
-}
-
-/// The response's status as stored.
-fn stored_status(response: &StoredResponse) -> Result<i16, DbError> {
-    i16::try_from(response.status)
-        .map_err(|_| DbError::Internal(format!("status {} out of range", response.status)))
 }
 
 /// A response as stored under a key: HTTP status and body bytes (`None`: no body).
@@ -182,14 +208,7 @@ impl TenantScope {
         &mut self,
         request: &IdempotentRequest,
     ) -> Result<Option<StoredResponse>, DbError> {
-        let rows = self
-            .rows(
-                claim_sql(request),
-                &[&request.key.as_str(), &request.fingerprint.as_slice()],
-                &[Type::TEXT, Type::BYTEA],
-            )
-            .await?;
-        claimed(&rows)
+        claim(&mut self.tx, request).await
     }
 
     /// Stores `response` under the key this transaction claimed and commits,
@@ -199,15 +218,7 @@ impl TenantScope {
         request: &IdempotentRequest,
         response: &StoredResponse,
     ) -> Result<(), DbError> {
-        let status = stored_status(response)?;
-        self.tx
-            .query_and_commit(Stmt {
-                sql: store_sql(request),
-                params: &[&request.key.as_str(), &status, &response.body],
-                types: &[Type::TEXT, Type::INT2, Type::BYTEA],
-            })
-            .await
-            .map(drop)
+        store_and_commit(&mut self.tx, request, response).await
     }
 }
 
@@ -219,15 +230,7 @@ impl AdminScope {
         &mut self,
         request: &IdempotentRequest,
     ) -> Result<Option<StoredResponse>, DbError> {
-        let rows = self
-            .tx
-            .rows(Stmt {
-                sql: claim_sql(request),
-                params: &[&request.key.as_str(), &request.fingerprint.as_slice()],
-                types: &[Type::TEXT, Type::BYTEA],
-            })
-            .await?;
-        claimed(&rows)
+        claim(&mut self.tx, request).await
     }
 
     /// [`TenantScope::commit_with_response`] for the operator's writes.
@@ -236,15 +239,7 @@ impl AdminScope {
         request: &IdempotentRequest,
         response: &StoredResponse,
     ) -> Result<(), DbError> {
-        let status = stored_status(response)?;
-        self.tx
-            .query_and_commit(Stmt {
-                sql: store_sql(request),
-                params: &[&request.key.as_str(), &status, &response.body],
-                types: &[Type::TEXT, Type::INT2, Type::BYTEA],
-            })
-            .await
-            .map(drop)
+        store_and_commit(&mut self.tx, request, response).await
     }
 
     /// Deletes up to `batch` idempotency keys older than 24 hours (any
