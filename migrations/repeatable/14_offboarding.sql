@@ -75,6 +75,63 @@ $$;
 COMMENT ON FUNCTION tenantry.tenant_keyed_columns() IS 'Internal: every (table, its schema and name, column) through which rows belong to or point at a tenant, found through the catalog (tenantry tables with tenant_id, shared_with or a foreign key to tenants; adopted tables by tenant_id), for purge_tenant(). Not granted.';
 
 /**
+ * The foreign keys a purge would leave violated unless it checks them: every
+ * foreign key (any schema) to tenantry.tenants or to a table purge_tenant()
+ * deletes from, but those whose referencing rows the purge deletes anyway
+ * (the referencing table is tenant-keyed and the key maps one of its keyed
+ * columns onto each keyed column of the referenced table). Tables of schema
+ * tenants are left out (they hold no foreign key, and one tenant's rows
+ * only). For each, `probe` finds (`$1`: the tenant) a referencing row that
+ * points at a row the purge deletes and that the purge would not delete.
+ */
+CREATE OR REPLACE FUNCTION tenantry.purge_foreign_keys()
+RETURNS TABLE (constraint_name name, table_id regclass, referenced regclass, probe text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH keyed AS (
+        SELECT k.table_id, array_agg(k.column_name) AS cols
+        FROM tenantry.tenant_keyed_columns() k GROUP BY k.table_id
+        UNION ALL
+        SELECT 'tenantry.tenants'::regclass, ARRAY['tenant_id']::name[]
+    ), fk AS (
+        SELECT k.conname, k.conrelid, k.confrelid, rk.cols AS ref_keyed,
+               coalesce(xk.cols, '{}') AS own_keyed,
+               array_agg(xa.attname ORDER BY u.n) AS own_cols,
+               array_agg(ra.attname ORDER BY u.n) AS ref_cols
+        FROM pg_constraint k
+        JOIN keyed rk ON rk.table_id = k.confrelid
+        LEFT JOIN keyed xk ON xk.table_id = k.conrelid
+        CROSS JOIN LATERAL unnest(k.conkey, k.confkey) WITH ORDINALITY AS u(own, ref, n)
+        JOIN pg_attribute xa ON xa.attrelid = k.conrelid AND xa.attnum = u.own
+        JOIN pg_attribute ra ON ra.attrelid = k.confrelid AND ra.attnum = u.ref
+        WHERE k.contype = 'f' AND k.conparentid = 0
+          AND k.connamespace NOT IN (SELECT s.oid FROM pg_namespace s
+                                     JOIN tenantry.tenants t ON t.schema_name = s.nspname
+                                     WHERE t.isolation = 'schema')
+        GROUP BY k.oid, k.conname, k.conrelid, k.confrelid, rk.cols, xk.cols
+    )
+    SELECT fk.conname, fk.conrelid::regclass, fk.confrelid::regclass,
+           format('SELECT true FROM %s%I.%I x JOIN %s%I.%I t ON %s WHERE (%s) AND NOT coalesce(%s, false) LIMIT 1',
+                  CASE WHEN xc.relkind = 'p' THEN '' ELSE 'ONLY ' END, xn.nspname, xc.relname,
+                  CASE WHEN rc.relkind = 'p' THEN '' ELSE 'ONLY ' END, rn.nspname, rc.relname,
+                  (SELECT string_agg(format('x.%I = t.%I', o, r), ' AND ')
+                   FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, r)),
+                  (SELECT string_agg(format('t.%I = $1', r), ' OR ') FROM unnest(fk.ref_keyed) r),
+                  coalesce((SELECT string_agg(format('x.%I = $1', o), ' OR ') FROM unnest(fk.own_keyed) o),
+                           'false'))
+    FROM fk
+    JOIN pg_class xc ON xc.oid = fk.conrelid JOIN pg_namespace xn ON xn.oid = xc.relnamespace
+    JOIN pg_class rc ON rc.oid = fk.confrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+    WHERE EXISTS (
+        SELECT 1 FROM unnest(fk.ref_keyed) r
+        WHERE NOT EXISTS (SELECT 1 FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, rc2)
+                          WHERE p.rc2 = r AND p.o = ANY (fk.own_keyed)))
+    ORDER BY 2, 1
+$$;
+COMMENT ON FUNCTION tenantry.purge_foreign_keys() IS 'Internal: the foreign keys (any schema) to tenants or to a table purge_tenant() deletes from whose referencing rows the purge would not delete by itself, each with a probe query ($1: the tenant) for such a row; purge_tenant() refuses while one finds a row. Not granted.';
+
+/**
  * The table holding a tenant's rows of one tenant table family: its schema's
  * table for a schema tenant (when the family has one), the pooled table
  * otherwise. Exports read it with ONLY, imports write into it: neither reads
@@ -242,7 +299,10 @@ COMMENT ON FUNCTION tenantry.import_tenant_finish(uuid) IS 'Operators only: ends
  * Hard-deletes a tenant: allowed for an administrative context or an
  * operator, for a tenant deleted at least purge_policy.grace ago, without
  * child tenants (deleted ones too: purge them first) and no tier move under
- * way (TN409 otherwise, TN404 for an unknown or already purged id). Removes
+ * way (TN409 otherwise, TN404 for an unknown or already purged id), and
+ * while a table outside what it deletes still has rows pointing at the
+ * tenant or its rows through a foreign key (purge_foreign_keys(); TN409
+ * naming it: delete those rows or adopt the table). Removes
  * its schema (a schema tenant; under a 100 ms lock_timeout so no query over
  * a whole family waits behind it: TN503, try again), then every row of
  * every column tenant_keyed_columns() names, by that column (row locks
@@ -263,6 +323,7 @@ DECLARE
     n bigint;
     purged_at timestamptz;
     dropped text;
+    dangling boolean;
 BEGIN
     IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
         RAISE EXCEPTION 'purging tenants needs a proven administrative context' USING ERRCODE = '42501';
@@ -292,6 +353,22 @@ BEGIN
     IF EXISTS (SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid) THEN
         RAISE EXCEPTION 'tenant % has a tier move under way: abort it first', tid USING ERRCODE = 'TN409';
     END IF;
+    -- Rows outside what the purge deletes that point at the tenant or its
+    -- rows (an application's table with a foreign key to tenants, say): with
+    -- row triggers off, deleting what they point at would leave them
+    -- dangling. The operator deletes them, or adopts the table, first.
+    FOR f IN SELECT * FROM tenantry.purge_foreign_keys() LOOP
+        BEGIN
+            EXECUTE f.probe INTO dangling USING tid;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE EXCEPTION 'table % has a foreign key (%) to %, and tenantry cannot read it to check for rows of tenant %: grant SELECT on it to tenantry_owner, or adopt it',
+                f.table_id, f.constraint_name, f.referenced, tid USING ERRCODE = 'TN409';
+        END;
+        IF dangling THEN
+            RAISE EXCEPTION 'table % still has rows pointing at tenant % or its rows (foreign key % to %), which a purge would leave dangling: delete them, or adopt the table, then purge again',
+                f.table_id, tid, f.constraint_name, f.referenced USING ERRCODE = 'TN409';
+        END IF;
+    END LOOP;
     IF EXISTS (SELECT 1 FROM pg_namespace s WHERE s.nspname = t.schema_name) THEN
         PERFORM set_config('lock_timeout', '100ms', true);
         BEGIN
@@ -329,5 +406,5 @@ BEGIN
                               'schema_dropped', dropped, 'rows_deleted', counts);
 END
 $$;
-COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), its tenant row; records it in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children; TN503 when its schema is busy.';
+COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), its tenant row; records it in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children, or while an unadopted table''s foreign key still points at its rows; TN503 when its schema is busy.';
 GRANT EXECUTE ON FUNCTION tenantry.purge_tenant(uuid) TO tenantry_admin;

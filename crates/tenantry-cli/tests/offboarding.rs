@@ -799,3 +799,95 @@ async fn the_servers_login_can_neither_enter_an_export_context_nor_purge_without
     su.batch_execute("ROLLBACK").await.unwrap();
     assert!(rows_by_table(&su, a).await["tenantry.resources"] == 3);
 }
+
+#[tokio::test]
+async fn a_purge_is_refused_naming_an_unadopted_table_whose_foreign_key_still_points_at_the_tenant_or_its_rows_until_those_rows_are_gone(
+) {
+    let (db, su, a, b) = two_tenants(5, "shared").await;
+    // An application's tables tenantry does not know: one pointing at the
+    // tenant, one at its (adopted) invoices.
+    su.batch_execute(
+        "CREATE TABLE public.subscriptions (id serial PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES tenantry.tenants, plan text);
+         CREATE TABLE public.payments (id serial PRIMARY KEY, invoice_tenant uuid NOT NULL, invoice_id bigint NOT NULL,
+                                       FOREIGN KEY (invoice_tenant, invoice_id) REFERENCES public.invoices (tenant_id, id));",
+    )
+    .await
+    .unwrap();
+    for t in [a, b] {
+        su.execute(
+            "INSERT INTO public.subscriptions (tenant_id, plan) VALUES ($1, 'pro')",
+            &[&t],
+        )
+        .await
+        .unwrap();
+        su.execute(
+            "INSERT INTO public.payments (invoice_tenant, invoice_id) VALUES ($1, 1)",
+            &[&t],
+        )
+        .await
+        .unwrap();
+    }
+    delete_past_grace(&db, &su, a).await;
+    let before = rows_by_table(&su, a).await;
+    let purge = || run(&db.server_url(), &["tenant", "purge", &a.to_string()]);
+
+    // tenantry cannot even read them: refused, naming the table.
+    let err = refused(&purge());
+    assert!(
+        err.contains("public.subscriptions") && err.contains("cannot read it"),
+        "{err}"
+    );
+    su.batch_execute("GRANT SELECT ON public.subscriptions, public.payments TO tenantry_owner")
+        .await
+        .unwrap();
+    // Each table still holding rows of the tenant refuses the purge, naming
+    // it, and nothing is purged.
+    let mut named = Vec::new();
+    for _ in 0..2 {
+        let err = refused(&purge());
+        let table = ["public.subscriptions", "public.payments"]
+            .into_iter()
+            .find(|t| err.contains(t))
+            .unwrap_or_else(|| panic!("the refusal names no table: {err}"));
+        assert!(err.contains("still has rows"), "{err}");
+        assert_eq!(
+            rows_by_table(&su, a).await,
+            before,
+            "a refused purge removed rows"
+        );
+        let column = if table == "public.payments" {
+            "invoice_tenant"
+        } else {
+            "tenant_id"
+        };
+        su.execute(&format!("DELETE FROM {table} WHERE {column} = $1"), &[&a])
+            .await
+            .unwrap();
+        named.push(table);
+    }
+    named.sort_unstable();
+    assert_eq!(named, ["public.payments", "public.subscriptions"]);
+
+    ok(&purge());
+    let left: Vec<_> = rows_by_table(&su, a)
+        .await
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "purge left rows: {left:?}");
+    // The other tenant's rows are there, and every foreign key holds.
+    let (subscriptions, payments, dangling): (i64, i64, i64) = su
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.subscriptions WHERE tenant_id = $1),
+                    (SELECT count(*) FROM public.payments WHERE invoice_tenant = $1),
+                    (SELECT count(*) FROM public.payments p WHERE NOT EXISTS
+                        (SELECT 1 FROM public.invoices i WHERE i.tenant_id = p.invoice_tenant AND i.id = p.invoice_id))
+                  + (SELECT count(*) FROM public.subscriptions s WHERE NOT EXISTS
+                        (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = s.tenant_id))",
+            &[&b],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert_eq!((subscriptions, payments, dangling), (1, 1, 0));
+}
