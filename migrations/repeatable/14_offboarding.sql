@@ -302,12 +302,14 @@ COMMENT ON FUNCTION tenantry.import_tenant_finish(uuid) IS 'Operators only: ends
  * way (TN409 otherwise, TN404 for an unknown or already purged id), and
  * while a table outside what it deletes still has rows pointing at the
  * tenant or its rows through a foreign key (purge_foreign_keys(); TN409
- * naming it: delete those rows or adopt the table). Removes
- * its schema (a schema tenant; under a 100 ms lock_timeout so no query over
- * a whole family waits behind it: TN503, try again), then every row of
- * every column tenant_keyed_columns() names, by that column (row locks
- * only, never a table lock beyond ROW EXCLUSIVE), then the tenant row, with
- * row triggers off (audit_log is append-only to everyone else). Records the
+ * naming it: delete those rows or adopt the table). Removes every row of
+ * every column tenant_keyed_columns() names, by that column (row locks,
+ * and ROW EXCLUSIVE on those tables, which no query or write of others
+ * waits for), then its schema (a schema tenant: ACCESS EXCLUSIVE on its
+ * tables from then to commit, taken last and under a 100 ms lock_timeout,
+ * so no query over a whole family waits long behind it: TN503, try again),
+ * then the tenant row, with row triggers off (audit_log is append-only to
+ * everyone else). Records the
  * purge in purged_tenants, so the id is never reused. Returns the counts.
  */
 CREATE OR REPLACE FUNCTION tenantry.purge_tenant(tid uuid)
@@ -324,6 +326,7 @@ DECLARE
     purged_at timestamptz;
     dropped text;
     dangling boolean;
+    waited text;
 BEGIN
     IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
         RAISE EXCEPTION 'purging tenants needs a proven administrative context' USING ERRCODE = '42501';
@@ -369,17 +372,6 @@ BEGIN
                 f.table_id, tid, f.constraint_name, f.referenced USING ERRCODE = 'TN409';
         END IF;
     END LOOP;
-    IF EXISTS (SELECT 1 FROM pg_namespace s WHERE s.nspname = t.schema_name) THEN
-        PERFORM set_config('lock_timeout', '100ms', true);
-        BEGIN
-            EXECUTE format('DROP SCHEMA %I CASCADE', t.schema_name);
-        EXCEPTION WHEN lock_not_available THEN
-            RAISE EXCEPTION 'tenant %''s schema is in use by a query over a whole table family: try again', tid
-                USING ERRCODE = 'TN503';
-        END;
-        PERFORM set_config('lock_timeout', '0', true);
-        dropped := t.schema_name;
-    END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
     FOR f IN SELECT * FROM tenantry.tenant_keyed_columns() LOOP
         -- ONLY on a plain table: a pooled table's family would reach every
@@ -397,6 +389,27 @@ BEGIN
                 f.table_id::text || CASE WHEN f.column_name = 'tenant_id' THEN '' ELSE '.' || f.column_name END, n);
         END IF;
     END LOOP;
+    -- The schema last: DROP takes ACCESS EXCLUSIVE on its tables, which
+    -- every query over a whole family (the pooled table and its schema
+    -- tenants' tables) then waits for until commit. Taken now, it is held
+    -- for the tenant row's delete and the purge record only, not for the
+    -- deletes above; and only waited for 100 ms, so such queries do not
+    -- queue behind it either (TN503, try again).
+    IF EXISTS (SELECT 1 FROM pg_namespace s WHERE s.nspname = t.schema_name) THEN
+        -- As before the deletes: event triggers of the database see the drop.
+        PERFORM set_config('session_replication_role', 'origin', true);
+        waited := current_setting('lock_timeout');
+        PERFORM set_config('lock_timeout', '100ms', true);
+        BEGIN
+            EXECUTE format('DROP SCHEMA %I CASCADE', t.schema_name);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'tenant %''s schema is in use by a query over a whole table family: try again', tid
+                USING ERRCODE = 'TN503';
+        END;
+        PERFORM set_config('lock_timeout', waited, true);
+        PERFORM set_config('session_replication_role', 'replica', true);
+        dropped := t.schema_name;
+    END IF;
     DELETE FROM tenantry.tenants tn WHERE tn.tenant_id = tid;
     PERFORM set_config('session_replication_role', 'origin', true);
     INSERT INTO tenantry.purged_tenants (tenant_id, name, deleted_at, purged_by, rows_deleted)

@@ -891,3 +891,91 @@ async fn a_purge_is_refused_naming_an_unadopted_table_whose_foreign_key_still_po
         .unwrap();
     assert_eq!((subscriptions, payments, dangling), (1, 1, 0));
 }
+
+/// The backend of the `tenantry tenant purge` under way, once it waits for a lock.
+async fn purge_waiting_on_a_lock(su: &Client) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let row = su
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                  WHERE query LIKE '%purge_tenant%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the purge never waited for the row lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_schema_tenants_purge_locks_its_schema_only_after_deleting_its_rows_so_family_wide_queries_do_not_wait_for_the_deletes(
+) {
+    let (db, su, a, _) = two_tenants(5, "schema").await;
+    let (schema, tables): (String, Vec<i64>) = su
+        .query_one(
+            "SELECT t.schema_name, array_agg(c.oid::int8) FROM tenantry.tenants t
+               JOIN pg_class c ON c.relnamespace = t.schema_name::regnamespace AND c.relkind IN ('r', 'p')
+              WHERE t.tenant_id = $1 GROUP BY 1",
+            &[&a],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(!tables.is_empty());
+    delete_past_grace(&db, &su, a).await;
+    // Another session holds a row of the tenant in a pooled table: the
+    // purge's delete loop waits for it.
+    let blocker = db.superuser_client().await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    let locked = blocker
+        .query(
+            "SELECT 1 FROM ONLY tenantry.tenant_members WHERE tenant_id = $1 LIMIT 1 FOR UPDATE",
+            &[&a],
+        )
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), 1);
+    let url = db.server_url();
+    let purge = tokio::task::spawn_blocking(move || {
+        run(&url, &["tenant", "purge", &a.to_string(), "--json"])
+    });
+    let pid = purge_waiting_on_a_lock(&su).await;
+
+    // Mid-purge: no lock on the schema's tables yet, and a query over the
+    // whole family (which reaches every schema tenant's table) goes through.
+    let held: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_locks
+              WHERE pid = $1 AND mode = 'AccessExclusiveLock' AND relation::int8 = ANY ($2)",
+            &[&pid, &tables],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        held, 0,
+        "the purge locked {schema}'s tables before its deletes"
+    );
+    su.batch_execute("SET lock_timeout = '10s'").await.unwrap();
+    su.query_one("SELECT count(*) FROM tenantry.resources", &[])
+        .await
+        .expect("a family-wide query waited for the purge");
+
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    let out = ok(&purge.await.unwrap());
+    assert!(out.contains(&schema), "{out}");
+    let gone: bool = su
+        .query_one("SELECT to_regnamespace($1) IS NULL", &[&schema])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(gone, "schema {schema} survived the purge");
+}
