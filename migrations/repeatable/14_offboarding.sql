@@ -112,9 +112,12 @@ AS $$
         GROUP BY k.oid, k.conname, k.conrelid, k.confrelid, rk.cols, xk.cols
     )
     SELECT fk.conname, fk.conrelid::regclass, fk.confrelid::regclass,
-           format('SELECT true FROM %s%I.%I x JOIN %s%I.%I t ON %s WHERE (%s) AND NOT coalesce(%s, false) LIMIT 1',
-                  CASE WHEN xc.relkind = 'p' THEN '' ELSE 'ONLY ' END, xn.nspname, xc.relname,
-                  CASE WHEN rc.relkind = 'p' THEN '' ELSE 'ONLY ' END, rn.nspname, rc.relname,
+           -- ONLY on a plain table (a pooled one would reach every schema
+           -- tenant's table); a partitioned one has no rows of its own.
+           format('SELECT true FROM ' || CASE WHEN xc.relkind = 'p' THEN '' ELSE 'ONLY ' END || '%I.%I x'
+                  || ' JOIN ' || CASE WHEN rc.relkind = 'p' THEN '' ELSE 'ONLY ' END || '%I.%I t'
+                  || ' ON %s WHERE (%s) AND NOT coalesce(%s, false) LIMIT 1',
+                  xn.nspname, xc.relname, rn.nspname, rc.relname,
                   (SELECT string_agg(format('x.%I = t.%I', o, r), ' AND ')
                    FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, r)),
                   (SELECT string_agg(format('t.%I = $1', r), ' OR ') FROM unnest(fk.ref_keyed) r),
@@ -263,6 +266,8 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    home record;
 BEGIN
     PERFORM tenantry.require_operator('import_tenant_finish');
     DELETE FROM tenantry.shared_resources s
@@ -271,11 +276,13 @@ BEGIN
     DELETE FROM tenantry.shared_rows s
     WHERE s.tenant_id = tid
       AND NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = s.shared_with AND t.status <> 'deleted');
-    EXECUTE format('UPDATE ONLY %s r SET shared_with = ARRAY(
+    SELECT n.nspname, c.relname INTO home FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = tenantry.tenant_home_table(tid, 'tenantry.resources')::regclass;
+    EXECUTE format('UPDATE ONLY %I.%I r SET shared_with = ARRAY(
                         SELECT s.shared_with FROM tenantry.shared_resources s
                         WHERE s.tenant_id = r.tenant_id AND s.resource_id = r.id ORDER BY s.shared_at, s.shared_with)
                     WHERE r.tenant_id = $1 AND r.shared_with <> ''{}''',
-                   tenantry.tenant_home_table(tid, 'tenantry.resources'))
+                   home.nspname, home.relname)
     USING tid;
     INSERT INTO tenantry.resource_share_targets (shared_with, tenant_id, shares)
     SELECT s.shared_with, s.tenant_id, count(*) FROM tenantry.shared_resources s

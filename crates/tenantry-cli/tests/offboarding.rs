@@ -979,3 +979,21 @@ async fn a_schema_tenants_purge_locks_its_schema_only_after_deleting_its_rows_so
         .get(0);
     assert!(gone, "schema {schema} survived the purge");
 }
+
+#[test]
+fn the_offboarding_sql_passes_every_identifier_of_a_dynamic_statement_through_percent_i() {
+    let sql = include_str!("../../../migrations/repeatable/14_offboarding.sql");
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let raw: Vec<String> = words
+        .windows(2)
+        .filter(|w| {
+            ["FROM", "JOIN", "UPDATE", "INTO", "TABLE", "ONLY", "SCHEMA"].contains(&w[0])
+                && w[1].starts_with("%s")
+        })
+        .map(|w| w.join(" "))
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "a relation spelled with %s, not %I: {raw:?}"
+    );
+}
