@@ -36,6 +36,7 @@ COMMENT ON FUNCTION tenantry.tenants_not_purged() IS 'Trigger: a new tenant row 
 CREATE OR REPLACE TRIGGER tenants_not_purged
     BEFORE INSERT ON tenantry.tenants
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenants_not_purged();
+COMMENT ON TRIGGER tenants_not_purged ON tenantry.tenants IS 'A new tenant row may not take the id of a purged tenant (TN409): purged ids are never given out again. Off during imports (row triggers off), which check the same in import_tenant().';
 
 -- -----------------------------------------------------------------------------
 -- Where a tenant's rows are

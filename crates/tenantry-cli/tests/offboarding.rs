@@ -997,3 +997,22 @@ fn the_offboarding_sql_passes_every_identifier_of_a_dynamic_statement_through_pe
         "a relation spelled with %s, not %I: {raw:?}"
     );
 }
+
+#[tokio::test]
+async fn the_trigger_that_keeps_purged_ids_from_coming_back_has_a_comment() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    let comment: Option<String> = su
+        .query_one(
+            "SELECT obj_description(t.oid, 'pg_trigger') FROM pg_trigger t
+              WHERE t.tgrelid = 'tenantry.tenants'::regclass AND t.tgname = 'tenants_not_purged'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        comment.is_some_and(|c| c.contains("purged")),
+        "tenants_not_purged has no comment"
+    );
+}
