@@ -1016,3 +1016,108 @@ async fn the_trigger_that_keeps_purged_ids_from_coming_back_has_a_comment() {
         "tenants_not_purged has no comment"
     );
 }
+
+#[tokio::test]
+async fn an_archive_with_a_row_longer_than_the_line_cap_is_refused_naming_its_table_and_nothing_is_written(
+) {
+    let (db, su, a, _) = two_tenants(3, "shared").await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    export(&db, a, archive.to_str().unwrap());
+    let (mut manifest, mut files) = read_archive(&archive);
+    // One resource row of 17 MiB (gzip makes it small), with a manifest that
+    // matches it: only the cap stops the importer from holding it.
+    let file = "tables/tenantry.resources.ndjson".to_owned();
+    let line = format!(
+        "{{\"id\": \"{}\", \"name\": \"huge\", \"data\": {{\"pad\": \"{}\"}}}}\n",
+        uuid::Uuid::new_v4(),
+        "x".repeat(17 << 20)
+    );
+    files.get_mut(&file).unwrap().push_str(&line);
+    let sum: String = su
+        .query_one(
+            "SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')",
+            &[&files[&file]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for t in manifest["tables"].as_array_mut().unwrap() {
+        if t["file"] == file.as_str() {
+            t["rows"] = serde_json::json!(t["rows"].as_u64().unwrap() + 1);
+            t["sha256"] = serde_json::json!(sum);
+        }
+    }
+    let path = dir.path().join("huge.tar.gz");
+    write_archive(&path, &manifest, &files);
+    let tenants = tenant_count(&su).await;
+    let err = refused(&run(
+        &db.superuser_url(),
+        &[
+            "tenant",
+            "import",
+            path.to_str().unwrap(),
+            "--as",
+            &uuid::Uuid::new_v4().to_string(),
+        ],
+    ));
+    assert!(
+        err.contains("table tenantry.resources") && err.contains("longer than 16 MiB"),
+        "{err}"
+    );
+    assert_eq!(tenant_count(&su).await, tenants);
+}
+
+#[tokio::test]
+async fn an_archive_changed_after_its_check_is_refused_while_importing_and_rolled_back() {
+    let (db, su, a, _) = two_tenants(20, "shared").await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    export(&db, a, archive.to_str().unwrap());
+    let (manifest, files) = read_archive(&archive);
+    let mut tampered = files.clone();
+    let file = "tables/tenantry.resources.ndjson".to_owned();
+    tampered.insert(
+        file.clone(),
+        files[&file].replacen("\"i\": 1,", "\"i\": 9,", 1),
+    );
+    assert_ne!(tampered[&file], files[&file]);
+    let tenants = tenant_count(&su).await;
+    let resources: i64 = su
+        .query_one("SELECT count(*) FROM tenantry.resources", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // The archive is swapped for a changed one right after the importer
+    // checked it (its first progress report comes after the check).
+    let mut client = db.superuser_client().await;
+    let mut swapped = false;
+    let new = tenantry_db::TenantId::from_uuid(uuid::Uuid::new_v4());
+    let result = tenantry_db::offboard::import_tenant(&mut client, &archive, Some(new), |p| {
+        if matches!(p, tenantry_db::offboard::Progress::Total(_)) && !swapped {
+            write_archive(&archive, &manifest, &tampered);
+            swapped = true;
+        }
+    })
+    .await;
+    assert!(swapped);
+    let err = result
+        .expect_err("a changed archive was imported")
+        .to_string();
+    assert!(
+        err.contains("tables/tenantry.resources.ndjson no longer matches the manifest"),
+        "{err}"
+    );
+    assert_eq!(
+        tenant_count(&su).await,
+        tenants,
+        "the import was not rolled back"
+    );
+    let after: i64 = su
+        .query_one("SELECT count(*) FROM tenantry.resources", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(after, resources, "the import was not rolled back");
+}
