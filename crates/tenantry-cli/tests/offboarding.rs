@@ -627,12 +627,17 @@ async fn a_tampered_or_foreign_archive_is_refused_and_nothing_is_written() {
 
 /// The server on port 0 over `db`, as `tenantry serve` builds it.
 async fn serve(db: &TestDatabase) -> (String, tokio::sync::oneshot::Sender<()>) {
+    serve_with(db.database()).await
+}
+
+/// The server on port 0 over the pool `database`.
+async fn serve_with(database: tenantry_db::Database) -> (String, tokio::sync::oneshot::Sender<()>) {
     let settings = tenantry_api::config::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         metrics_refresh_secs: 0,
         ..Default::default()
     };
-    let app = tenantry_api::Application::build(&settings, db.database(), "tadm_offboarding")
+    let app = tenantry_api::Application::build(&settings, database, "tadm_offboarding")
         .await
         .expect("building the application");
     let base = format!("http://{}", app.local_addr());
@@ -1120,4 +1125,66 @@ async fn an_archive_changed_after_its_check_is_refused_while_importing_and_rolle
         .unwrap()
         .get(0);
     assert_eq!(after, resources, "the import was not rolled back");
+}
+
+#[tokio::test]
+async fn a_purge_running_past_the_servers_statement_timeout_is_a_503_naming_the_cli_purges_nothing_and_the_cli_then_purges_it(
+) {
+    let (db, su, a, _) = two_tenants(5, "shared").await;
+    // The server's pool with a short statement timeout (as the server's
+    // settings give it, 30 s by default).
+    let mut config = db.database_config();
+    config.timeouts = tenantry_db::Timeouts {
+        statement_timeout: Some(std::time::Duration::from_millis(300)),
+        reply_timeout: Some(std::time::Duration::from_secs(5)),
+        ..tenantry_db::Timeouts::tcp_only()
+    };
+    let (base, _stop) = serve_with(tenantry_db::Database::connect(&config).unwrap()).await;
+    delete_past_grace(&db, &su, a).await;
+    // A purge that cannot finish within the server's statement timeout: it
+    // waits for a row of the tenant another session holds.
+    let blocker = db.superuser_client().await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    let locked = blocker
+        .query(
+            "SELECT 1 FROM ONLY tenantry.tenant_members WHERE tenant_id = $1 LIMIT 1 FOR UPDATE",
+            &[&a],
+        )
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), 1);
+    let before = rows_by_table(&su, a).await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/tenants/{a}/purge"))
+        .bearer_auth("tadm_offboarding")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("nothing was purged")
+            && detail.contains(&format!("tenantry tenant purge {a}")),
+        "{body}"
+    );
+    assert_eq!(
+        rows_by_table(&su, a).await,
+        before,
+        "a timed-out purge removed rows"
+    );
+
+    // The CLI's session has no statement timeout: it waits, then purges.
+    let url = db.server_url();
+    let purge =
+        tokio::task::spawn_blocking(move || run(&url, &["tenant", "purge", &a.to_string()]));
+    purge_waiting_on_a_lock(&su).await;
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    ok(&purge.await.unwrap());
+    let left: Vec<_> = rows_by_table(&su, a)
+        .await
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "purge left rows: {left:?}");
 }
