@@ -115,15 +115,16 @@ AS $$
     SELECT fk.conname, fk.conrelid::regclass, fk.confrelid::regclass,
            -- ONLY on a plain table (a pooled one would reach every schema
            -- tenant's table); a partitioned one has no rows of its own.
-           format('SELECT true FROM ' || CASE WHEN xc.relkind = 'p' THEN '' ELSE 'ONLY ' END || '%I.%I x'
-                  || ' JOIN ' || CASE WHEN rc.relkind = 'p' THEN '' ELSE 'ONLY ' END || '%I.%I t'
-                  || ' ON %s WHERE (%s) AND NOT coalesce(%s, false) LIMIT 1',
-                  xn.nspname, xc.relname, rn.nspname, rc.relname,
-                  (SELECT string_agg(format('x.%I = t.%I', o, r), ' AND ')
-                   FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, r)),
-                  (SELECT string_agg(format('t.%I = $1', r), ' OR ') FROM unnest(fk.ref_keyed) r),
-                  coalesce((SELECT string_agg(format('x.%I = $1', o), ' OR ') FROM unnest(fk.own_keyed) o),
-                           'false'))
+           'SELECT true FROM ' || CASE WHEN xc.relkind = 'p' THEN '' ELSE 'ONLY ' END
+           || format('%I.%I x JOIN ', xn.nspname, xc.relname)
+           || CASE WHEN rc.relkind = 'p' THEN '' ELSE 'ONLY ' END
+           || format('%I.%I t ON ', rn.nspname, rc.relname)
+           || (SELECT string_agg(format('x.%I = t.%I', o, r), ' AND ')
+               FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, r))
+           || ' WHERE (' || (SELECT string_agg(format('t.%I = $1', r), ' OR ') FROM unnest(fk.ref_keyed) r)
+           || ') AND NOT coalesce('
+           || coalesce((SELECT string_agg(format('x.%I = $1', o), ' OR ') FROM unnest(fk.own_keyed) o), 'false')
+           || ', false) LIMIT 1'
     FROM fk
     JOIN pg_class xc ON xc.oid = fk.conrelid JOIN pg_namespace xn ON xn.oid = xc.relnamespace
     JOIN pg_class rc ON rc.oid = fk.confrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
