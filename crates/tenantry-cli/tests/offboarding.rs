@@ -186,6 +186,40 @@ async fn rows_by_table(su: &Client, tenant: uuid::Uuid) -> BTreeMap<String, i64>
     counts
 }
 
+/// `tenantry tenant import <path> --as <new id>`, refused: its stderr.
+fn import_refused(db: &TestDatabase, path: &Path) -> String {
+    refused(&run(
+        &db.superuser_url(),
+        &[
+            "tenant",
+            "import",
+            path.to_str().unwrap(),
+            "--as",
+            &uuid::Uuid::new_v4().to_string(),
+        ],
+    ))
+}
+
+/// No row of `tenant` is left in any table [`rows_by_table`] counts.
+async fn assert_nothing_left(su: &Client, tenant: uuid::Uuid) {
+    let left: Vec<_> = rows_by_table(su, tenant)
+        .await
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "purge left rows: {left:?}");
+}
+
+/// The schema `schema` is no more.
+async fn assert_schema_gone(su: &Client, schema: &str) {
+    let gone: bool = su
+        .query_one("SELECT to_regnamespace($1) IS NULL", &[&schema])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(gone, "schema {schema} survived the purge");
+}
+
 /// `tenantry tenant export <tenant> --out <path>` as the migration role.
 fn export(db: &TestDatabase, tenant: uuid::Uuid, path: &str) {
     ok(&run(
@@ -261,6 +295,17 @@ async fn tenant_count(su: &Client) -> i64 {
         .await
         .unwrap()
         .get(0)
+}
+
+/// (tenants, resources) in the database: what a refused import must leave as it was.
+async fn tenants_and_resources(su: &Client) -> (i64, i64) {
+    su.query_one(
+        "SELECT (SELECT count(*) FROM tenantry.tenants), (SELECT count(*) FROM tenantry.resources)",
+        &[],
+    )
+    .await
+    .map(|r| (r.get(0), r.get(1)))
+    .unwrap()
 }
 
 /// Deletes `tenant` (as the server would) and ends its grace period at once (setup, as the superuser).
@@ -343,12 +388,7 @@ async fn export_purge_import_round_trip_restores_an_identical_tenant_and_the_exp
         purged["rows_deleted"]["tenantry.resources"], 2_000,
         "{purged}"
     );
-    let left: Vec<_> = rows_by_table(&su, a)
-        .await
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(left.is_empty(), "purge left rows: {left:?}");
+    assert_nothing_left(&su, a).await;
     let mut after_b = rows_by_table(&su, b).await;
     // What the other tenant shared with the purged one was revoked by the
     // delete; its metrics were refreshed by the purge.
@@ -425,18 +465,8 @@ async fn purging_a_schema_tenant_drops_its_schema_and_leaves_no_row_and_its_arch
         &["tenant", "purge", &a.to_string(), "--json"],
     ));
     assert!(out.contains(&schema), "{out}");
-    let gone: bool = su
-        .query_one("SELECT to_regnamespace($1) IS NULL", &[&schema])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(gone, "schema {schema} survived the purge");
-    let left: Vec<_> = rows_by_table(&su, a)
-        .await
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(left.is_empty(), "purge left rows: {left:?}");
+    assert_schema_gone(&su, &schema).await;
+    assert_nothing_left(&su, a).await;
     assert_eq!(rows_by_table(&su, b).await["tenantry.resources"], b_before);
 
     let new = uuid::Uuid::new_v4();
@@ -529,24 +559,8 @@ async fn a_tampered_or_foreign_archive_is_refused_and_nothing_is_written() {
     let archive = dir.path().join("acme.tar.gz");
     export(&db, a, archive.to_str().unwrap());
     let (manifest, files) = read_archive(&archive);
-    let tenants = tenant_count(&su).await;
-    let resources: i64 = su
-        .query_one("SELECT count(*) FROM tenantry.resources", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let import = |path: &Path| {
-        refused(&run(
-            &db.superuser_url(),
-            &[
-                "tenant",
-                "import",
-                path.to_str().unwrap(),
-                "--as",
-                &uuid::Uuid::new_v4().to_string(),
-            ],
-        ))
-    };
+    let before = tenants_and_resources(&su).await;
+    let import = |path: &Path| import_refused(&db, path);
 
     // One resource's data changed: its file no longer matches the manifest.
     let mut tampered = files.clone();
@@ -613,16 +627,10 @@ async fn a_tampered_or_foreign_archive_is_refused_and_nothing_is_written() {
     assert!(err.contains("public.invoices"), "{err}");
 
     assert_eq!(
-        tenant_count(&su).await,
-        tenants,
-        "a refused import created a tenant"
+        tenants_and_resources(&su).await,
+        before,
+        "a refused import created a tenant or wrote resources"
     );
-    let after: i64 = su
-        .query_one("SELECT count(*) FROM tenantry.resources", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(after, resources, "a refused import wrote resources");
 }
 
 /// The server on port 0 over `db`, as `tenantry serve` builds it.
@@ -720,12 +728,7 @@ async fn the_purge_route_refuses_before_the_grace_period_with_a_409_problem_then
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["tenant_id"], a.to_string());
     assert_eq!(body["rows_deleted"]["tenantry.resources"], 10, "{body}");
-    let left: Vec<_> = rows_by_table(&su, a)
-        .await
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(left.is_empty(), "purge left rows: {left:?}");
+    assert_nothing_left(&su, a).await;
 
     // Again: 404, and the tenant is gone from the admin API.
     let (status, _) = problem(purge(a, "tadm_offboarding").await.unwrap()).await;
@@ -874,12 +877,7 @@ async fn a_purge_is_refused_naming_an_unadopted_table_whose_foreign_key_still_po
     assert_eq!(named, ["public.payments", "public.subscriptions"]);
 
     ok(&purge());
-    let left: Vec<_> = rows_by_table(&su, a)
-        .await
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(left.is_empty(), "purge left rows: {left:?}");
+    assert_nothing_left(&su, a).await;
     // The other tenant's rows are there, and every foreign key holds.
     let (subscriptions, payments, dangling): (i64, i64, i64) = su
         .query_one(
@@ -895,6 +893,23 @@ async fn a_purge_is_refused_naming_an_unadopted_table_whose_foreign_key_still_po
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .unwrap();
     assert_eq!((subscriptions, payments, dangling), (1, 1, 0));
+}
+
+/// A superuser session holding (FOR UPDATE, in an open transaction) a row
+/// of `tenant` in a pooled table a purge deletes from, so the purge waits for
+/// it until the session rolls back.
+async fn hold_a_row_of(db: &TestDatabase, tenant: uuid::Uuid) -> Client {
+    let blocker = db.superuser_client().await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    let locked = blocker
+        .query(
+            "SELECT 1 FROM ONLY tenantry.tenant_members WHERE tenant_id = $1 LIMIT 1 FOR UPDATE",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), 1);
+    blocker
 }
 
 /// The backend of the `tenantry tenant purge` under way, once it waits for a lock.
@@ -936,18 +951,8 @@ async fn a_schema_tenants_purge_locks_its_schema_only_after_deleting_its_rows_so
         .unwrap();
     assert!(!tables.is_empty());
     delete_past_grace(&db, &su, a).await;
-    // Another session holds a row of the tenant in a pooled table: the
-    // purge's delete loop waits for it.
-    let blocker = db.superuser_client().await;
-    blocker.batch_execute("BEGIN").await.unwrap();
-    let locked = blocker
-        .query(
-            "SELECT 1 FROM ONLY tenantry.tenant_members WHERE tenant_id = $1 LIMIT 1 FOR UPDATE",
-            &[&a],
-        )
-        .await
-        .unwrap();
-    assert_eq!(locked.len(), 1);
+    // Another session holds a row of the tenant: the purge's delete loop waits for it.
+    let blocker = hold_a_row_of(&db, a).await;
     let url = db.server_url();
     let purge = tokio::task::spawn_blocking(move || {
         run(&url, &["tenant", "purge", &a.to_string(), "--json"])
@@ -977,12 +982,7 @@ async fn a_schema_tenants_purge_locks_its_schema_only_after_deleting_its_rows_so
     blocker.batch_execute("ROLLBACK").await.unwrap();
     let out = ok(&purge.await.unwrap());
     assert!(out.contains(&schema), "{out}");
-    let gone: bool = su
-        .query_one("SELECT to_regnamespace($1) IS NULL", &[&schema])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(gone, "schema {schema} survived the purge");
+    assert_schema_gone(&su, &schema).await;
 }
 
 #[test]
@@ -1055,22 +1055,13 @@ async fn an_archive_with_a_row_longer_than_the_line_cap_is_refused_naming_its_ta
     }
     let path = dir.path().join("huge.tar.gz");
     write_archive(&path, &manifest, &files);
-    let tenants = tenant_count(&su).await;
-    let err = refused(&run(
-        &db.superuser_url(),
-        &[
-            "tenant",
-            "import",
-            path.to_str().unwrap(),
-            "--as",
-            &uuid::Uuid::new_v4().to_string(),
-        ],
-    ));
+    let before = tenants_and_resources(&su).await;
+    let err = import_refused(&db, &path);
     assert!(
         err.contains("table tenantry.resources") && err.contains("longer than 16 MiB"),
         "{err}"
     );
-    assert_eq!(tenant_count(&su).await, tenants);
+    assert_eq!(tenants_and_resources(&su).await, before);
 }
 
 #[tokio::test]
@@ -1087,12 +1078,7 @@ async fn an_archive_changed_after_its_check_is_refused_while_importing_and_rolle
         files[&file].replacen("\"i\": 1,", "\"i\": 9,", 1),
     );
     assert_ne!(tampered[&file], files[&file]);
-    let tenants = tenant_count(&su).await;
-    let resources: i64 = su
-        .query_one("SELECT count(*) FROM tenantry.resources", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let before = tenants_and_resources(&su).await;
 
     // The archive is swapped for a changed one right after the importer
     // checked it (its first progress report comes after the check).
@@ -1115,16 +1101,10 @@ async fn an_archive_changed_after_its_check_is_refused_while_importing_and_rolle
         "{err}"
     );
     assert_eq!(
-        tenant_count(&su).await,
-        tenants,
+        tenants_and_resources(&su).await,
+        before,
         "the import was not rolled back"
     );
-    let after: i64 = su
-        .query_one("SELECT count(*) FROM tenantry.resources", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(after, resources, "the import was not rolled back");
 }
 
 #[tokio::test]
@@ -1143,16 +1123,7 @@ async fn a_purge_running_past_the_servers_statement_timeout_is_a_503_naming_the_
     delete_past_grace(&db, &su, a).await;
     // A purge that cannot finish within the server's statement timeout: it
     // waits for a row of the tenant another session holds.
-    let blocker = db.superuser_client().await;
-    blocker.batch_execute("BEGIN").await.unwrap();
-    let locked = blocker
-        .query(
-            "SELECT 1 FROM ONLY tenantry.tenant_members WHERE tenant_id = $1 LIMIT 1 FOR UPDATE",
-            &[&a],
-        )
-        .await
-        .unwrap();
-    assert_eq!(locked.len(), 1);
+    let blocker = hold_a_row_of(&db, a).await;
     let before = rows_by_table(&su, a).await;
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/tenants/{a}/purge"))
@@ -1181,10 +1152,5 @@ async fn a_purge_running_past_the_servers_statement_timeout_is_a_503_naming_the_
     purge_waiting_on_a_lock(&su).await;
     blocker.batch_execute("ROLLBACK").await.unwrap();
     ok(&purge.await.unwrap());
-    let left: Vec<_> = rows_by_table(&su, a)
-        .await
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(left.is_empty(), "purge left rows: {left:?}");
+    assert_nothing_left(&su, a).await;
 }
