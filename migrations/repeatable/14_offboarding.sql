@@ -36,6 +36,7 @@ COMMENT ON FUNCTION tenantry.tenants_not_purged() IS 'Trigger: a new tenant row 
 CREATE OR REPLACE TRIGGER tenants_not_purged
     BEFORE INSERT ON tenantry.tenants
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenants_not_purged();
+COMMENT ON TRIGGER tenants_not_purged ON tenantry.tenants IS 'A new tenant row may not take the id of a purged tenant (TN409): purged ids are never given out again. Off during imports (row triggers off), which check the same in import_tenant().';
 
 -- -----------------------------------------------------------------------------
 -- Where a tenant's rows are
@@ -73,6 +74,67 @@ AS $$
     ORDER BY 1, 4
 $$;
 COMMENT ON FUNCTION tenantry.tenant_keyed_columns() IS 'Internal: every (table, its schema and name, column) through which rows belong to or point at a tenant, found through the catalog (tenantry tables with tenant_id, shared_with or a foreign key to tenants; adopted tables by tenant_id), for purge_tenant(). Not granted.';
+
+/**
+ * The foreign keys a purge would leave violated unless it checks them: every
+ * foreign key (any schema) to tenantry.tenants or to a table purge_tenant()
+ * deletes from, but those whose referencing rows the purge deletes anyway
+ * (the referencing table is tenant-keyed and the key maps one of its keyed
+ * columns onto each keyed column of the referenced table). Tables of schema
+ * tenants are left out (they hold no foreign key, and one tenant's rows
+ * only). For each, `probe` finds (`$1`: the tenant) a referencing row that
+ * points at a row the purge deletes and that the purge would not delete.
+ */
+CREATE OR REPLACE FUNCTION tenantry.purge_foreign_keys()
+RETURNS TABLE (constraint_name name, table_id regclass, referenced regclass, probe text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH keyed AS (
+        SELECT k.table_id, array_agg(k.column_name) AS cols
+        FROM tenantry.tenant_keyed_columns() k GROUP BY k.table_id
+        UNION ALL
+        SELECT 'tenantry.tenants'::regclass, ARRAY['tenant_id']::name[]
+    ), fk AS (
+        SELECT k.conname, k.conrelid, k.confrelid, rk.cols AS ref_keyed,
+               coalesce(xk.cols, '{}') AS own_keyed,
+               array_agg(xa.attname ORDER BY u.n) AS own_cols,
+               array_agg(ra.attname ORDER BY u.n) AS ref_cols
+        FROM pg_constraint k
+        JOIN keyed rk ON rk.table_id = k.confrelid
+        LEFT JOIN keyed xk ON xk.table_id = k.conrelid
+        CROSS JOIN LATERAL unnest(k.conkey, k.confkey) WITH ORDINALITY AS u(own, ref, n)
+        JOIN pg_attribute xa ON xa.attrelid = k.conrelid AND xa.attnum = u.own
+        JOIN pg_attribute ra ON ra.attrelid = k.confrelid AND ra.attnum = u.ref
+        WHERE k.contype = 'f' AND k.conparentid = 0
+          AND k.connamespace NOT IN (SELECT s.oid FROM pg_namespace s
+                                     JOIN tenantry.tenants t ON t.schema_name = s.nspname
+                                     WHERE t.isolation = 'schema')
+        GROUP BY k.oid, k.conname, k.conrelid, k.confrelid, rk.cols, xk.cols
+    )
+    SELECT fk.conname, fk.conrelid::regclass, fk.confrelid::regclass,
+           -- ONLY on a plain table (a pooled one would reach every schema
+           -- tenant's table); a partitioned one has no rows of its own.
+           'SELECT true FROM ' || CASE WHEN xc.relkind = 'p' THEN '' ELSE 'ONLY ' END
+           || format('%I.%I x JOIN ', xn.nspname, xc.relname)
+           || CASE WHEN rc.relkind = 'p' THEN '' ELSE 'ONLY ' END
+           || format('%I.%I t ON ', rn.nspname, rc.relname)
+           || (SELECT string_agg(format('x.%I = t.%I', o, r), ' AND ')
+               FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, r))
+           || ' WHERE (' || (SELECT string_agg(format('t.%I = $1', r), ' OR ') FROM unnest(fk.ref_keyed) r)
+           || ') AND NOT coalesce('
+           || coalesce((SELECT string_agg(format('x.%I = $1', o), ' OR ') FROM unnest(fk.own_keyed) o), 'false')
+           || ', false) LIMIT 1'
+    FROM fk
+    JOIN pg_class xc ON xc.oid = fk.conrelid JOIN pg_namespace xn ON xn.oid = xc.relnamespace
+    JOIN pg_class rc ON rc.oid = fk.confrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+    WHERE EXISTS (
+        SELECT 1 FROM unnest(fk.ref_keyed) r
+        WHERE NOT EXISTS (SELECT 1 FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, rc2)
+                          WHERE p.rc2 = r AND p.o = ANY (fk.own_keyed)))
+    ORDER BY 2, 1
+$$;
+COMMENT ON FUNCTION tenantry.purge_foreign_keys() IS 'Internal: the foreign keys (any schema) to tenants or to a table purge_tenant() deletes from whose referencing rows the purge would not delete by itself, each with a probe query ($1: the tenant) for such a row; purge_tenant() refuses while one finds a row. Not granted.';
 
 /**
  * The table holding a tenant's rows of one tenant table family: its schema's
@@ -206,6 +268,8 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    home record;
 BEGIN
     PERFORM tenantry.require_operator('import_tenant_finish');
     DELETE FROM tenantry.shared_resources s
@@ -214,11 +278,13 @@ BEGIN
     DELETE FROM tenantry.shared_rows s
     WHERE s.tenant_id = tid
       AND NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = s.shared_with AND t.status <> 'deleted');
-    EXECUTE format('UPDATE ONLY %s r SET shared_with = ARRAY(
+    SELECT n.nspname, c.relname INTO home FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = tenantry.tenant_home_table(tid, 'tenantry.resources')::regclass;
+    EXECUTE format('UPDATE ONLY %I.%I r SET shared_with = ARRAY(
                         SELECT s.shared_with FROM tenantry.shared_resources s
                         WHERE s.tenant_id = r.tenant_id AND s.resource_id = r.id ORDER BY s.shared_at, s.shared_with)
                     WHERE r.tenant_id = $1 AND r.shared_with <> ''{}''',
-                   tenantry.tenant_home_table(tid, 'tenantry.resources'))
+                   home.nspname, home.relname)
     USING tid;
     INSERT INTO tenantry.resource_share_targets (shared_with, tenant_id, shares)
     SELECT s.shared_with, s.tenant_id, count(*) FROM tenantry.shared_resources s
@@ -242,12 +308,17 @@ COMMENT ON FUNCTION tenantry.import_tenant_finish(uuid) IS 'Operators only: ends
  * Hard-deletes a tenant: allowed for an administrative context or an
  * operator, for a tenant deleted at least purge_policy.grace ago, without
  * child tenants (deleted ones too: purge them first) and no tier move under
- * way (TN409 otherwise, TN404 for an unknown or already purged id). Removes
- * its schema (a schema tenant; under a 100 ms lock_timeout so no query over
- * a whole family waits behind it: TN503, try again), then every row of
- * every column tenant_keyed_columns() names, by that column (row locks
- * only, never a table lock beyond ROW EXCLUSIVE), then the tenant row, with
- * row triggers off (audit_log is append-only to everyone else). Records the
+ * way (TN409 otherwise, TN404 for an unknown or already purged id), and
+ * while a table outside what it deletes still has rows pointing at the
+ * tenant or its rows through a foreign key (purge_foreign_keys(); TN409
+ * naming it: delete those rows or adopt the table). Removes every row of
+ * every column tenant_keyed_columns() names, by that column (row locks,
+ * and ROW EXCLUSIVE on those tables, which no query or write of others
+ * waits for), then its schema (a schema tenant: ACCESS EXCLUSIVE on its
+ * tables from then to commit, taken last and under a 100 ms lock_timeout,
+ * so no query over a whole family waits long behind it: TN503, try again),
+ * then the tenant row, with row triggers off (audit_log is append-only to
+ * everyone else). Records the
  * purge in purged_tenants, so the id is never reused. Returns the counts.
  */
 CREATE OR REPLACE FUNCTION tenantry.purge_tenant(tid uuid)
@@ -263,6 +334,8 @@ DECLARE
     n bigint;
     purged_at timestamptz;
     dropped text;
+    dangling boolean;
+    waited text;
 BEGIN
     IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
         RAISE EXCEPTION 'purging tenants needs a proven administrative context' USING ERRCODE = '42501';
@@ -292,17 +365,22 @@ BEGIN
     IF EXISTS (SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid) THEN
         RAISE EXCEPTION 'tenant % has a tier move under way: abort it first', tid USING ERRCODE = 'TN409';
     END IF;
-    IF EXISTS (SELECT 1 FROM pg_namespace s WHERE s.nspname = t.schema_name) THEN
-        PERFORM set_config('lock_timeout', '100ms', true);
+    -- Rows outside what the purge deletes that point at the tenant or its
+    -- rows (an application's table with a foreign key to tenants, say): with
+    -- row triggers off, deleting what they point at would leave them
+    -- dangling. The operator deletes them, or adopts the table, first.
+    FOR f IN SELECT * FROM tenantry.purge_foreign_keys() LOOP
         BEGIN
-            EXECUTE format('DROP SCHEMA %I CASCADE', t.schema_name);
-        EXCEPTION WHEN lock_not_available THEN
-            RAISE EXCEPTION 'tenant %''s schema is in use by a query over a whole table family: try again', tid
-                USING ERRCODE = 'TN503';
+            EXECUTE f.probe INTO dangling USING tid;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE EXCEPTION 'table % has a foreign key (%) to %, and tenantry cannot read it to check for rows of tenant %: grant SELECT on it to tenantry_owner, or adopt it',
+                f.table_id, f.constraint_name, f.referenced, tid USING ERRCODE = 'TN409';
         END;
-        PERFORM set_config('lock_timeout', '0', true);
-        dropped := t.schema_name;
-    END IF;
+        IF dangling THEN
+            RAISE EXCEPTION 'table % still has rows pointing at tenant % or its rows (foreign key % to %), which a purge would leave dangling: delete them, or adopt the table, then purge again',
+                f.table_id, tid, f.constraint_name, f.referenced USING ERRCODE = 'TN409';
+        END IF;
+    END LOOP;
     PERFORM set_config('session_replication_role', 'replica', true);
     FOR f IN SELECT * FROM tenantry.tenant_keyed_columns() LOOP
         -- ONLY on a plain table: a pooled table's family would reach every
@@ -320,6 +398,27 @@ BEGIN
                 f.table_id::text || CASE WHEN f.column_name = 'tenant_id' THEN '' ELSE '.' || f.column_name END, n);
         END IF;
     END LOOP;
+    -- The schema last: DROP takes ACCESS EXCLUSIVE on its tables, which
+    -- every query over a whole family (the pooled table and its schema
+    -- tenants' tables) then waits for until commit. Taken now, it is held
+    -- for the tenant row's delete and the purge record only, not for the
+    -- deletes above; and only waited for 100 ms, so such queries do not
+    -- queue behind it either (TN503, try again).
+    IF EXISTS (SELECT 1 FROM pg_namespace s WHERE s.nspname = t.schema_name) THEN
+        -- As before the deletes: event triggers of the database see the drop.
+        PERFORM set_config('session_replication_role', 'origin', true);
+        waited := current_setting('lock_timeout');
+        PERFORM set_config('lock_timeout', '100ms', true);
+        BEGIN
+            EXECUTE format('DROP SCHEMA %I CASCADE', t.schema_name);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'tenant %''s schema is in use by a query over a whole table family: try again', tid
+                USING ERRCODE = 'TN503';
+        END;
+        PERFORM set_config('lock_timeout', waited, true);
+        PERFORM set_config('session_replication_role', 'replica', true);
+        dropped := t.schema_name;
+    END IF;
     DELETE FROM tenantry.tenants tn WHERE tn.tenant_id = tid;
     PERFORM set_config('session_replication_role', 'origin', true);
     INSERT INTO tenantry.purged_tenants (tenant_id, name, deleted_at, purged_by, rows_deleted)
@@ -329,5 +428,5 @@ BEGIN
                               'schema_dropped', dropped, 'rows_deleted', counts);
 END
 $$;
-COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), its tenant row; records it in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children; TN503 when its schema is busy.';
+COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), its tenant row; records it in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children, or while an unadopted table''s foreign key still points at its rows; TN503 when its schema is busy.';
 GRANT EXECUTE ON FUNCTION tenantry.purge_tenant(uuid) TO tenantry_admin;

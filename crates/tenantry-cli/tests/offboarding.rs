@@ -186,6 +186,40 @@ async fn rows_by_table(su: &Client, tenant: uuid::Uuid) -> BTreeMap<String, i64>
     counts
 }
 
+/// `tenantry tenant import <path> --as <new id>`, refused: its stderr.
+fn import_refused(db: &TestDatabase, path: &Path) -> String {
+    refused(&run(
+        &db.superuser_url(),
+        &[
+            "tenant",
+            "import",
+            path.to_str().unwrap(),
+            "--as",
+            &uuid::Uuid::new_v4().to_string(),
+        ],
+    ))
+}
+
+/// No row of `tenant` is left in any table [`rows_by_table`] counts.
+async fn assert_nothing_left(su: &Client, tenant: uuid::Uuid) {
+    let left: Vec<_> = rows_by_table(su, tenant)
+        .await
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "purge left rows: {left:?}");
+}
+
+/// The schema `schema` is no more.
+async fn assert_schema_gone(su: &Client, schema: &str) {
+    let gone: bool = su
+        .query_one("SELECT to_regnamespace($1) IS NULL", &[&schema])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(gone, "schema {schema} survived the purge");
+}
+
 /// `tenantry tenant export <tenant> --out <path>` as the migration role.
 fn export(db: &TestDatabase, tenant: uuid::Uuid, path: &str) {
     ok(&run(
@@ -261,6 +295,17 @@ async fn tenant_count(su: &Client) -> i64 {
         .await
         .unwrap()
         .get(0)
+}
+
+/// (tenants, resources) in the database: what a refused import must leave as it was.
+async fn tenants_and_resources(su: &Client) -> (i64, i64) {
+    su.query_one(
+        "SELECT (SELECT count(*) FROM tenantry.tenants), (SELECT count(*) FROM tenantry.resources)",
+        &[],
+    )
+    .await
+    .map(|r| (r.get(0), r.get(1)))
+    .unwrap()
 }
 
 /// Deletes `tenant` (as the server would) and ends its grace period at once (setup, as the superuser).
@@ -343,12 +388,7 @@ async fn export_purge_import_round_trip_restores_an_identical_tenant_and_the_exp
         purged["rows_deleted"]["tenantry.resources"], 2_000,
         "{purged}"
     );
-    let left: Vec<_> = rows_by_table(&su, a)
-        .await
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(left.is_empty(), "purge left rows: {left:?}");
+    assert_nothing_left(&su, a).await;
     let mut after_b = rows_by_table(&su, b).await;
     // What the other tenant shared with the purged one was revoked by the
     // delete; its metrics were refreshed by the purge.
@@ -428,18 +468,8 @@ async fn purging_a_schema_tenant_drops_its_schema_and_leaves_no_row_and_its_arch
         &["tenant", "purge", &a.to_string(), "--json"],
     ));
     assert!(out.contains(&schema), "{out}");
-    let gone: bool = su
-        .query_one("SELECT to_regnamespace($1) IS NULL", &[&schema])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(gone, "schema {schema} survived the purge");
-    let left: Vec<_> = rows_by_table(&su, a)
-        .await
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(left.is_empty(), "purge left rows: {left:?}");
+    assert_schema_gone(&su, &schema).await;
+    assert_nothing_left(&su, a).await;
     assert_eq!(rows_by_table(&su, b).await["tenantry.resources"], b_before);
 
     let new = uuid::Uuid::new_v4();
@@ -532,24 +562,8 @@ async fn a_tampered_or_foreign_archive_is_refused_and_nothing_is_written() {
     let archive = dir.path().join("acme.tar.gz");
     export(&db, a, archive.to_str().unwrap());
     let (manifest, files) = read_archive(&archive);
-    let tenants = tenant_count(&su).await;
-    let resources: i64 = su
-        .query_one("SELECT count(*) FROM tenantry.resources", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let import = |path: &Path| {
-        refused(&run(
-            &db.superuser_url(),
-            &[
-                "tenant",
-                "import",
-                path.to_str().unwrap(),
-                "--as",
-                &uuid::Uuid::new_v4().to_string(),
-            ],
-        ))
-    };
+    let before = tenants_and_resources(&su).await;
+    let import = |path: &Path| import_refused(&db, path);
 
     // One resource's data changed: its file no longer matches the manifest.
     let mut tampered = files.clone();
@@ -616,26 +630,25 @@ async fn a_tampered_or_foreign_archive_is_refused_and_nothing_is_written() {
     assert!(err.contains("public.invoices"), "{err}");
 
     assert_eq!(
-        tenant_count(&su).await,
-        tenants,
-        "a refused import created a tenant"
+        tenants_and_resources(&su).await,
+        before,
+        "a refused import created a tenant or wrote resources"
     );
-    let after: i64 = su
-        .query_one("SELECT count(*) FROM tenantry.resources", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(after, resources, "a refused import wrote resources");
 }
 
 /// The server on port 0 over `db`, as `tenantry serve` builds it.
 async fn serve(db: &TestDatabase) -> (String, tokio::sync::oneshot::Sender<()>) {
+    serve_with(db.database()).await
+}
+
+/// The server on port 0 over the pool `database`.
+async fn serve_with(database: tenantry_db::Database) -> (String, tokio::sync::oneshot::Sender<()>) {
     let settings = tenantry_api::config::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         metrics_refresh_secs: 0,
         ..Default::default()
     };
-    let app = tenantry_api::Application::build(&settings, db.database(), "tadm_offboarding")
+    let app = tenantry_api::Application::build(&settings, database, "tadm_offboarding")
         .await
         .expect("building the application");
     let base = format!("http://{}", app.local_addr());
@@ -718,12 +731,7 @@ async fn the_purge_route_refuses_before_the_grace_period_with_a_409_problem_then
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["tenant_id"], a.to_string());
     assert_eq!(body["rows_deleted"]["tenantry.resources"], 10, "{body}");
-    let left: Vec<_> = rows_by_table(&su, a)
-        .await
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(left.is_empty(), "purge left rows: {left:?}");
+    assert_nothing_left(&su, a).await;
 
     // Again: 404, and the tenant is gone from the admin API.
     let (status, _) = problem(purge(a, "tadm_offboarding").await.unwrap()).await;
@@ -801,4 +809,351 @@ async fn the_servers_login_can_neither_enter_an_export_context_nor_purge_without
     );
     su.batch_execute("ROLLBACK").await.unwrap();
     assert!(rows_by_table(&su, a).await["tenantry.resources"] == 3);
+}
+
+#[tokio::test]
+async fn a_purge_is_refused_naming_an_unadopted_table_whose_foreign_key_still_points_at_the_tenant_or_its_rows_until_those_rows_are_gone(
+) {
+    let (db, su, a, b) = two_tenants(5, "shared").await;
+    // An application's tables tenantry does not know: one pointing at the
+    // tenant, one at its (adopted) invoices.
+    su.batch_execute(
+        "CREATE TABLE public.subscriptions (id serial PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES tenantry.tenants, plan text);
+         CREATE TABLE public.payments (id serial PRIMARY KEY, invoice_tenant uuid NOT NULL, invoice_id bigint NOT NULL,
+                                       FOREIGN KEY (invoice_tenant, invoice_id) REFERENCES public.invoices (tenant_id, id));",
+    )
+    .await
+    .unwrap();
+    for t in [a, b] {
+        su.execute(
+            "INSERT INTO public.subscriptions (tenant_id, plan) VALUES ($1, 'pro')",
+            &[&t],
+        )
+        .await
+        .unwrap();
+        su.execute(
+            "INSERT INTO public.payments (invoice_tenant, invoice_id) VALUES ($1, 1)",
+            &[&t],
+        )
+        .await
+        .unwrap();
+    }
+    delete_past_grace(&db, &su, a).await;
+    let before = rows_by_table(&su, a).await;
+    let purge = || run(&db.server_url(), &["tenant", "purge", &a.to_string()]);
+
+    // tenantry cannot even read them: refused, naming the table.
+    let err = refused(&purge());
+    assert!(
+        err.contains("public.subscriptions") && err.contains("cannot read it"),
+        "{err}"
+    );
+    su.batch_execute("GRANT SELECT ON public.subscriptions, public.payments TO tenantry_owner")
+        .await
+        .unwrap();
+    // Each table still holding rows of the tenant refuses the purge, naming
+    // it, and nothing is purged.
+    let mut named = Vec::new();
+    for _ in 0..2 {
+        let err = refused(&purge());
+        let table = ["public.subscriptions", "public.payments"]
+            .into_iter()
+            .find(|t| err.contains(t))
+            .unwrap_or_else(|| panic!("the refusal names no table: {err}"));
+        assert!(err.contains("still has rows"), "{err}");
+        assert_eq!(
+            rows_by_table(&su, a).await,
+            before,
+            "a refused purge removed rows"
+        );
+        let column = if table == "public.payments" {
+            "invoice_tenant"
+        } else {
+            "tenant_id"
+        };
+        su.execute(&format!("DELETE FROM {table} WHERE {column} = $1"), &[&a])
+            .await
+            .unwrap();
+        named.push(table);
+    }
+    named.sort_unstable();
+    assert_eq!(named, ["public.payments", "public.subscriptions"]);
+
+    ok(&purge());
+    assert_nothing_left(&su, a).await;
+    // The other tenant's rows are there, and every foreign key holds.
+    let (subscriptions, payments, dangling): (i64, i64, i64) = su
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.subscriptions WHERE tenant_id = $1),
+                    (SELECT count(*) FROM public.payments WHERE invoice_tenant = $1),
+                    (SELECT count(*) FROM public.payments p WHERE NOT EXISTS
+                        (SELECT 1 FROM public.invoices i WHERE i.tenant_id = p.invoice_tenant AND i.id = p.invoice_id))
+                  + (SELECT count(*) FROM public.subscriptions s WHERE NOT EXISTS
+                        (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = s.tenant_id))",
+            &[&b],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert_eq!((subscriptions, payments, dangling), (1, 1, 0));
+}
+
+/// A superuser session holding (FOR UPDATE, in an open transaction) a row
+/// of `tenant` in a pooled table a purge deletes from, so the purge waits for
+/// it until the session rolls back.
+async fn hold_a_row_of(db: &TestDatabase, tenant: uuid::Uuid) -> Client {
+    let blocker = db.superuser_client().await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    let locked = blocker
+        .query(
+            "SELECT 1 FROM ONLY tenantry.tenant_members WHERE tenant_id = $1 LIMIT 1 FOR UPDATE",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    assert_eq!(locked.len(), 1);
+    blocker
+}
+
+/// The backend of the `tenantry tenant purge` under way, once it waits for a lock.
+async fn purge_waiting_on_a_lock(su: &Client) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let row = su
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                  WHERE query LIKE '%purge_tenant%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the purge never waited for the row lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_schema_tenants_purge_locks_its_schema_only_after_deleting_its_rows_so_family_wide_queries_do_not_wait_for_the_deletes(
+) {
+    let (db, su, a, _) = two_tenants(5, "schema").await;
+    let (schema, tables): (String, Vec<i64>) = su
+        .query_one(
+            "SELECT t.schema_name, array_agg(c.oid::int8) FROM tenantry.tenants t
+               JOIN pg_class c ON c.relnamespace = t.schema_name::regnamespace AND c.relkind IN ('r', 'p')
+              WHERE t.tenant_id = $1 GROUP BY 1",
+            &[&a],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(!tables.is_empty());
+    delete_past_grace(&db, &su, a).await;
+    // Another session holds a row of the tenant: the purge's delete loop waits for it.
+    let blocker = hold_a_row_of(&db, a).await;
+    let url = db.server_url();
+    let purge = tokio::task::spawn_blocking(move || {
+        run(&url, &["tenant", "purge", &a.to_string(), "--json"])
+    });
+    let pid = purge_waiting_on_a_lock(&su).await;
+
+    // Mid-purge: no lock on the schema's tables yet, and a query over the
+    // whole family (which reaches every schema tenant's table) goes through.
+    let held: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_locks
+              WHERE pid = $1 AND mode = 'AccessExclusiveLock' AND relation::int8 = ANY ($2)",
+            &[&pid, &tables],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        held, 0,
+        "the purge locked {schema}'s tables before its deletes"
+    );
+    su.batch_execute("SET lock_timeout = '10s'").await.unwrap();
+    su.query_one("SELECT count(*) FROM tenantry.resources", &[])
+        .await
+        .expect("a family-wide query waited for the purge");
+
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    let out = ok(&purge.await.unwrap());
+    assert!(out.contains(&schema), "{out}");
+    assert_schema_gone(&su, &schema).await;
+}
+
+#[test]
+fn the_offboarding_sql_passes_every_identifier_of_a_dynamic_statement_through_percent_i() {
+    let sql = include_str!("../../../migrations/repeatable/14_offboarding.sql");
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let raw: Vec<String> = words
+        .windows(2)
+        .filter(|w| {
+            ["FROM", "JOIN", "UPDATE", "INTO", "TABLE", "ONLY", "SCHEMA"].contains(&w[0])
+                && w[1].starts_with("%s")
+        })
+        .map(|w| w.join(" "))
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "a relation spelled with %s, not %I: {raw:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_trigger_that_keeps_purged_ids_from_coming_back_has_a_comment() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    let comment: Option<String> = su
+        .query_one(
+            "SELECT obj_description(t.oid, 'pg_trigger') FROM pg_trigger t
+              WHERE t.tgrelid = 'tenantry.tenants'::regclass AND t.tgname = 'tenants_not_purged'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        comment.is_some_and(|c| c.contains("purged")),
+        "tenants_not_purged has no comment"
+    );
+}
+
+#[tokio::test]
+async fn an_archive_with_a_row_longer_than_the_line_cap_is_refused_naming_its_table_and_nothing_is_written(
+) {
+    let (db, su, a, _) = two_tenants(3, "shared").await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    export(&db, a, archive.to_str().unwrap());
+    let (mut manifest, mut files) = read_archive(&archive);
+    // One resource row of 17 MiB (gzip makes it small), with a manifest that
+    // matches it: only the cap stops the importer from holding it.
+    let file = "tables/tenantry.resources.ndjson".to_owned();
+    let line = format!(
+        "{{\"id\": \"{}\", \"name\": \"huge\", \"data\": {{\"pad\": \"{}\"}}}}\n",
+        uuid::Uuid::new_v4(),
+        "x".repeat(17 << 20)
+    );
+    files.get_mut(&file).unwrap().push_str(&line);
+    let sum: String = su
+        .query_one(
+            "SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')",
+            &[&files[&file]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for t in manifest["tables"].as_array_mut().unwrap() {
+        if t["file"] == file.as_str() {
+            t["rows"] = serde_json::json!(t["rows"].as_u64().unwrap() + 1);
+            t["sha256"] = serde_json::json!(sum);
+        }
+    }
+    let path = dir.path().join("huge.tar.gz");
+    write_archive(&path, &manifest, &files);
+    let before = tenants_and_resources(&su).await;
+    let err = import_refused(&db, &path);
+    assert!(
+        err.contains("table tenantry.resources") && err.contains("longer than 16 MiB"),
+        "{err}"
+    );
+    assert_eq!(tenants_and_resources(&su).await, before);
+}
+
+#[tokio::test]
+async fn an_archive_changed_after_its_check_is_refused_while_importing_and_rolled_back() {
+    let (db, su, a, _) = two_tenants(20, "shared").await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    export(&db, a, archive.to_str().unwrap());
+    let (manifest, files) = read_archive(&archive);
+    let mut tampered = files.clone();
+    let file = "tables/tenantry.resources.ndjson".to_owned();
+    tampered.insert(
+        file.clone(),
+        files[&file].replacen("\"i\": 1,", "\"i\": 9,", 1),
+    );
+    assert_ne!(tampered[&file], files[&file]);
+    let before = tenants_and_resources(&su).await;
+
+    // The archive is swapped for a changed one right after the importer
+    // checked it (its first progress report comes after the check).
+    let mut client = db.superuser_client().await;
+    let mut swapped = false;
+    let new = tenantry_db::TenantId::from_uuid(uuid::Uuid::new_v4());
+    let result = tenantry_db::offboard::import_tenant(&mut client, &archive, Some(new), |p| {
+        if matches!(p, tenantry_db::offboard::Progress::Total(_)) && !swapped {
+            write_archive(&archive, &manifest, &tampered);
+            swapped = true;
+        }
+    })
+    .await;
+    assert!(swapped);
+    let err = result
+        .expect_err("a changed archive was imported")
+        .to_string();
+    assert!(
+        err.contains("tables/tenantry.resources.ndjson no longer matches the manifest"),
+        "{err}"
+    );
+    assert_eq!(
+        tenants_and_resources(&su).await,
+        before,
+        "the import was not rolled back"
+    );
+}
+
+#[tokio::test]
+async fn a_purge_running_past_the_servers_statement_timeout_is_a_503_naming_the_cli_purges_nothing_and_the_cli_then_purges_it(
+) {
+    let (db, su, a, _) = two_tenants(5, "shared").await;
+    // The server's pool with a short statement timeout (as the server's
+    // settings give it, 30 s by default).
+    let mut config = db.database_config();
+    config.timeouts = tenantry_db::Timeouts {
+        statement_timeout: Some(std::time::Duration::from_millis(300)),
+        reply_timeout: Some(std::time::Duration::from_secs(5)),
+        ..tenantry_db::Timeouts::tcp_only()
+    };
+    let (base, _stop) = serve_with(tenantry_db::Database::connect(&config).unwrap()).await;
+    delete_past_grace(&db, &su, a).await;
+    // A purge that cannot finish within the server's statement timeout: it
+    // waits for a row of the tenant another session holds.
+    let blocker = hold_a_row_of(&db, a).await;
+    let before = rows_by_table(&su, a).await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/tenants/{a}/purge"))
+        .bearer_auth("tadm_offboarding")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("nothing was purged")
+            && detail.contains(&format!("tenantry tenant purge {a}")),
+        "{body}"
+    );
+    assert_eq!(
+        rows_by_table(&su, a).await,
+        before,
+        "a timed-out purge removed rows"
+    );
+
+    // The CLI's session has no statement timeout: it waits, then purges.
+    let url = db.server_url();
+    let purge =
+        tokio::task::spawn_blocking(move || run(&url, &["tenant", "purge", &a.to_string()]));
+    purge_waiting_on_a_lock(&su).await;
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    ok(&purge.await.unwrap());
+    assert_nothing_left(&su, a).await;
 }

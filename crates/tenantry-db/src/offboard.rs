@@ -23,6 +23,11 @@ pub const MANIFEST: &str = "manifest.json";
 /// Rows sent to the database per INSERT on import.
 const IMPORT_BATCH_ROWS: usize = 1_000;
 
+/// The longest line (one row) an archive may hold, in bytes: far above any
+/// row tenantry allows (a resource's data is capped well below it), so that
+/// a crafted archive cannot make the importer hold an endless line in memory.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
 /// What an archive holds: written last, checked first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -461,6 +466,87 @@ fn corrupt(e: impl std::fmt::Display) -> OffboardError {
     OffboardError::Refused(format!("the archive is corrupt: {e}"))
 }
 
+/// The lines of one file of an archive, each at most [`MAX_LINE_BYTES`],
+/// hashed and counted as they are read: every read of the archive is held to
+/// the manifest, since the file may change between two reads.
+struct Lines<R> {
+    reader: BufReader<R>,
+    file: String,
+    hasher: Sha256,
+    rows: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Lines<R> {
+    fn new(file: &str, reader: R) -> Self {
+        Self {
+            reader: BufReader::new(reader),
+            file: file.to_owned(),
+            hasher: Sha256::new(),
+            rows: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next line, without its newline; `None` at the end of the file.
+    fn next_line(&mut self) -> Result<Option<&[u8]>, OffboardError> {
+        self.buf.clear();
+        // One byte more than a line may hold, its newline included: a line
+        // that long and still not ended is refused before it grows further.
+        let n = (&mut self.reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut self.buf)
+            .map_err(corrupt)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if self.buf.len() > MAX_LINE_BYTES && self.buf.last() != Some(&b'\n') {
+            let table = self
+                .file
+                .strip_prefix("tables/")
+                .and_then(|f| f.strip_suffix(".ndjson"))
+                .unwrap_or(&self.file);
+            return Err(OffboardError::Refused(format!(
+                "table {table}: a row ({}) is longer than {} MiB, more than any row tenantry holds",
+                self.file,
+                MAX_LINE_BYTES >> 20
+            )));
+        }
+        self.hasher.update(&self.buf);
+        self.rows += 1;
+        let line = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+        Ok(Some(line.strip_suffix(b"\r").unwrap_or(line)))
+    }
+
+    /// The next line as text.
+    fn next_text(&mut self) -> Result<Option<String>, OffboardError> {
+        match self.next_line()? {
+            None => Ok(None),
+            Some(line) => String::from_utf8(line.to_vec())
+                .map(Some)
+                .map_err(|e| corrupt(format!("{}: {e}", self.file))),
+        }
+    }
+
+    /// Row count and SHA-256 (lowercase hex) of what was read.
+    fn finish(self) -> (u64, String) {
+        (self.rows, hex::encode(self.hasher.finalize()))
+    }
+
+    /// Refuses the archive when what was read is not what the manifest says
+    /// (the file changed after [`verify_archive`] checked it).
+    fn check(self, entry: &TableEntry) -> Result<(), OffboardError> {
+        let file = self.file.clone();
+        let (rows, sum) = self.finish();
+        if rows != entry.rows || sum != entry.sha256 {
+            return Err(corrupt(format!(
+                "{file} no longer matches the manifest ({rows} rows, SHA-256 {sum}): it changed after it was checked"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Reads the archive at `path` once and checks it against its manifest:
 /// format version, a schema no newer than this build's, every table's file
 /// present once with its row count and SHA-256, nothing else. Any
@@ -486,23 +572,9 @@ pub fn verify_archive(path: &Path) -> Result<Manifest, OffboardError> {
             manifest = Some(bytes);
             continue;
         }
-        let mut hasher = Sha256::new();
-        let mut lines = 0u64;
-        let mut reader = BufReader::new(entry);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).map_err(corrupt)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf);
-            lines += 1;
-        }
-        if seen
-            .insert(name.clone(), (lines, hex::encode(hasher.finalize())))
-            .is_some()
-        {
+        let mut lines = Lines::new(&name, entry);
+        while lines.next_line()?.is_some() {}
+        if seen.insert(name.clone(), lines.finish()).is_some() {
             return Err(corrupt(format!("{name} is in it twice")));
         }
     }
@@ -698,7 +770,8 @@ async fn check_target(
     Ok(())
 }
 
-/// Calls `each` with the lines of `entry`'s file, [`IMPORT_BATCH_ROWS`] at a time.
+/// Calls `each` with the lines of `entry`'s file, [`IMPORT_BATCH_ROWS`] at a
+/// time, then refuses the archive if the file no longer matches the manifest.
 fn for_each_batch(
     path: &Path,
     entry: &TableEntry,
@@ -710,9 +783,10 @@ fn for_each_batch(
         if e.path().map_err(corrupt)?.to_string_lossy() != entry.file {
             continue;
         }
+        let mut lines = Lines::new(&entry.file, e);
         let mut batch = Vec::with_capacity(IMPORT_BATCH_ROWS);
-        for line in BufReader::new(e).lines() {
-            batch.push(line.map_err(corrupt)?);
+        while let Some(line) = lines.next_text()? {
+            batch.push(line);
             if batch.len() == IMPORT_BATCH_ROWS {
                 each(&batch)?;
                 batch.clear();
@@ -721,7 +795,7 @@ fn for_each_batch(
         if !batch.is_empty() {
             each(&batch)?;
         }
-        return Ok(());
+        return lines.check(entry);
     }
     Err(corrupt(format!("{} is missing", entry.file)))
 }
@@ -731,6 +805,8 @@ fn for_each_batch(
 /// against its manifest first ([`verify_archive`]), then everything is
 /// written in one transaction: the tenant (`tenantry.import_tenant`), its
 /// rows table by table, what triggers derive (`tenantry.import_tenant_finish`).
+/// Every file is hashed again while it is imported: one that changed since
+/// the check rolls the import back.
 /// Refused, with nothing written, for a corrupt or foreign archive, an id
 /// that exists or was purged, a missing adopted table or one with other
 /// columns.
@@ -763,10 +839,12 @@ pub async fn import_tenant(
     progress(Progress::Rows(1));
 
     let mut rows = BTreeMap::from([("tenantry.tenants".to_owned(), 1)]);
-    let mut chunks = read_chunks(path.to_owned());
+    let mut chunks = read_chunks(path.to_owned(), manifest.tables.clone());
     let mut current: Option<(&TableEntry, tokio_postgres::Statement)> = None;
+    let mut complete = false;
     while let Some(chunk) = chunks.recv().await {
         match chunk? {
+            Chunk::Done => complete = true,
             Chunk::Table(file) => {
                 current = None;
                 let Some(entry) = manifest.tables[1..].iter().find(|t| t.file == file) else {
@@ -789,6 +867,10 @@ pub async fn import_tenant(
             }
         }
     }
+    if !complete {
+        // The reader stopped without saying every file matched: roll back.
+        return Err(corrupt("reading it stopped before its end"));
+    }
     tx.execute(
         "SELECT tenantry.import_tenant_finish($1)",
         &[tenant.as_uuid()],
@@ -808,31 +890,47 @@ enum Chunk {
     Table(String),
     /// Up to [`IMPORT_BATCH_ROWS`] lines of it.
     Lines(Vec<String>),
+    /// Every file of the manifest was read once and matched it.
+    Done,
 }
 
 /// Reads the archive on a thread of its own (tar and gzip are blocking),
 /// handing over a few batches at a time: memory stays bounded whatever the
 /// archive's size, and the database is written while the next batch is read.
+/// Each file is hashed and counted again on the way and must match `tables`
+/// (the manifest [`verify_archive`] checked), each read once, none missing;
+/// then [`Chunk::Done`]. Otherwise an error ends the stream.
 fn read_chunks(
     path: std::path::PathBuf,
+    tables: Vec<TableEntry>,
 ) -> tokio::sync::mpsc::Receiver<Result<Chunk, OffboardError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     std::thread::spawn(move || {
         let send = |c: Result<Chunk, OffboardError>| tx.blocking_send(c).is_ok();
         let run = || -> Result<(), OffboardError> {
             let mut archive = open_archive(&path)?;
+            let mut read = std::collections::BTreeSet::new();
             for e in archive.entries().map_err(corrupt)? {
                 let e = e.map_err(corrupt)?;
                 let name = e.path().map_err(corrupt)?.to_string_lossy().into_owned();
                 if name == MANIFEST {
                     continue;
                 }
-                if !send(Ok(Chunk::Table(name))) {
+                let Some(entry) = tables.iter().find(|t| t.file == name) else {
+                    return Err(corrupt(format!(
+                        "{name} is not in the manifest: the archive changed after it was checked"
+                    )));
+                };
+                if !read.insert(name.clone()) {
+                    return Err(corrupt(format!("{name} is in it twice")));
+                }
+                if !send(Ok(Chunk::Table(name.clone()))) {
                     return Ok(());
                 }
+                let mut lines = Lines::new(&name, e);
                 let mut batch = Vec::with_capacity(IMPORT_BATCH_ROWS);
-                for line in BufReader::new(e).lines() {
-                    batch.push(line.map_err(corrupt)?);
+                while let Some(line) = lines.next_text()? {
+                    batch.push(line);
                     if batch.len() == IMPORT_BATCH_ROWS
                         && !send(Ok(Chunk::Lines(std::mem::take(&mut batch))))
                     {
@@ -842,7 +940,15 @@ fn read_chunks(
                 if !batch.is_empty() && !send(Ok(Chunk::Lines(batch))) {
                     return Ok(());
                 }
+                lines.check(entry)?;
             }
+            if let Some(missing) = tables.iter().find(|t| !read.contains(&t.file)) {
+                return Err(corrupt(format!(
+                    "{} is missing: the archive changed after it was checked",
+                    missing.file
+                )));
+            }
+            send(Ok(Chunk::Done));
             Ok(())
         };
         if let Err(e) = run() {

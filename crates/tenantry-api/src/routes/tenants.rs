@@ -340,7 +340,10 @@ pub async fn delete_tenant(
 /// (`tenantry.purge_policy`, 30 days by default), every row, its schema and
 /// every share of it are removed for good, in one transaction; the purge is
 /// recorded in `tenantry.purged_tenants` and the id is never given out again.
-/// Export it first (`tenantry tenant export`) to keep a copy.
+/// Export it first (`tenantry tenant export`) to keep a copy. The purge runs
+/// under the server's statement timeout: a tenant too large to purge within
+/// it gets 503 every time (nothing purged); purge it with `tenantry tenant
+/// purge`, which has no such limit.
 #[utoipa::path(
     post, path = "/v1/tenants/{tenant_id}/purge", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid)),
@@ -348,7 +351,7 @@ pub async fn delete_tenant(
         (status = 200, description = "Purged: what was removed", body = PurgedTenant),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not deleted, still in its grace period, has child tenants or a tier move under way", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Its schema is in use by a query over a whole table family: try again", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Nothing purged: its schema was in use by a query over a whole table family (try again), or the purge did not finish within the server's statement timeout (a very large tenant: purge it with `tenantry tenant purge`)", body = Problem, content_type = "application/problem+json"),
         responses::AdminAuth,
         responses::NotFound,
     ),
@@ -364,7 +367,24 @@ pub async fn purge_tenant(
         .admin_write_response(Reply::new(StatusCode::OK), &(), |scope, ()| {
             Box::pin(scope.purge_tenant(id))
         })
-        .await?;
+        .await
+        .map_err(|e| {
+            if e.code() != ProblemCode::ServiceUnavailable {
+                return e;
+            }
+            // The server's statement timeout bounds every request; the CLI's
+            // sessions have none. Say so, since retrying alone cannot help a
+            // tenant too large to purge in time.
+            ApiError::new(
+                ProblemCode::ServiceUnavailable,
+                format!(
+                    "the purge was rolled back, nothing was purged: {}; a tenant too large to purge \
+                     within the server's statement timeout is purged with `tenantry tenant purge {id}`, \
+                     which has no such limit",
+                    e.problem().detail
+                ),
+            )
+        })?;
     state.tenantry.key_cache().forget_tenant(id);
     // The hourly metrics still count its requests until refreshed; the purge
     // itself is committed either way, and the periodic refresh catches up.
