@@ -307,24 +307,39 @@ fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> String {
     out
 }
 
-#[tokio::test]
-async fn serve_with_a_database_url_answers_ready_and_stops_on_sigterm() {
+/// `tenantry serve` on `db` with the admin token `tadm_test`, bound to port 0;
+/// returns the child, the address it printed and its stdout, which the caller
+/// keeps open while the server runs (a closed pipe would fail its writes).
+fn spawn_serve(
+    db: &TestDatabase,
+    stderr: std::process::Stdio,
+) -> (
+    std::process::Child,
+    String,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
     use std::io::BufRead;
-    let db = TestDatabase::new().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", db.server_url())
         .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
         .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
-    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
     assert!(first.contains("serving on"), "{first}");
+    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+    (child, addr, stdout)
+}
+
+#[tokio::test]
+async fn serve_with_a_database_url_answers_ready_and_stops_on_sigterm() {
+    let db = TestDatabase::new().await;
+    let (mut child, addr, _stdout) = spawn_serve(&db, std::process::Stdio::piped());
     let ready = http_get(&addr, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let tenant = http_get(&addr, "/v1/tenant");
@@ -633,25 +648,12 @@ async fn migrate_brings_every_tenant_schema_to_the_latest_step_and_doctor_report
 
 #[tokio::test]
 async fn top_shows_the_busiest_tenants_of_a_running_server_and_refuses_a_wrong_token() {
-    use std::io::BufRead;
     let db = TestDatabase::new().await;
     let acme = json(&db, &["tenant", "create", "acme", "--json"]);
     let acme_id = acme[0]["tenant_id"].as_str().unwrap().to_owned();
     let key = json(&db, &["key", "create", &acme_id, "--json"]);
     let secret = key["key"].as_str().unwrap().to_owned();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("DATABASE_URL", db.server_url())
-        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
-        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+    let (mut child, addr, _stdout) = spawn_serve(&db, std::process::Stdio::null());
     for _ in 0..3 {
         let r = http_get_with(&addr, "/v1/resources", Some(&secret));
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
