@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
 
 use crate::{
+    retry::Commit,
     scope::{Stmt, Tx},
     AdminScope, Database, DbError, ScopeFuture, TenantContext, TenantScope,
 };
@@ -261,55 +262,21 @@ impl AdminScope {
     }
 }
 
-/// A scope that keeps idempotency keys: claims one, and commits with the response.
-trait KeepsKeys: Sized + Send {
-    fn claim<'a>(
-        &'a mut self,
-        request: &'a IdempotentRequest,
-    ) -> impl Future<Output = Result<Option<StoredResponse>, DbError>> + Send + 'a;
-    fn commit_answered(
-        self,
-        request: &IdempotentRequest,
-        response: &StoredResponse,
-    ) -> impl Future<Output = Result<(), DbError>> + Send;
-    fn commit_plain(self) -> impl Future<Output = Result<(), DbError>> + Send;
+/// A scope that keeps idempotency keys: the transaction its key is claimed
+/// and stored in, and its plain commit ([`Commit`]) for a replay.
+trait KeepsKeys: Commit + Sized + Send {
+    fn tx(&mut self) -> &mut Tx;
 }
 
 impl KeepsKeys for TenantScope {
-    fn claim<'a>(
-        &'a mut self,
-        request: &'a IdempotentRequest,
-    ) -> impl Future<Output = Result<Option<StoredResponse>, DbError>> + Send + 'a {
-        self.claim_idempotency_key(request)
-    }
-    fn commit_answered(
-        self,
-        request: &IdempotentRequest,
-        response: &StoredResponse,
-    ) -> impl Future<Output = Result<(), DbError>> + Send {
-        self.commit_with_response(request, response)
-    }
-    fn commit_plain(self) -> impl Future<Output = Result<(), DbError>> + Send {
-        self.commit()
+    fn tx(&mut self) -> &mut Tx {
+        &mut self.tx
     }
 }
 
 impl KeepsKeys for AdminScope {
-    fn claim<'a>(
-        &'a mut self,
-        request: &'a IdempotentRequest,
-    ) -> impl Future<Output = Result<Option<StoredResponse>, DbError>> + Send + 'a {
-        self.claim_idempotency_key(request)
-    }
-    fn commit_answered(
-        self,
-        request: &IdempotentRequest,
-        response: &StoredResponse,
-    ) -> impl Future<Output = Result<(), DbError>> + Send {
-        self.commit_with_response(request, response)
-    }
-    fn commit_plain(self) -> impl Future<Output = Result<(), DbError>> + Send {
-        self.commit()
+    fn tx(&mut self) -> &mut Tx {
+        &mut self.tx
     }
 }
 
@@ -371,13 +338,13 @@ impl Database {
         loop {
             let result = async {
                 let mut scope = open().await?;
-                if let Some(stored) = scope.claim(request).await? {
-                    scope.commit_plain().await?;
+                if let Some(stored) = claim(scope.tx(), request).await? {
+                    scope.commit().await?;
                     return Ok(Idempotent::Replayed(stored));
                 }
                 let value = work(&mut scope, args).await?;
                 let response = respond(&value)?;
-                scope.commit_answered(request, &response).await?;
+                store_and_commit(scope.tx(), request, &response).await?;
                 Ok(Idempotent::Fresh(value))
             }
             .await;

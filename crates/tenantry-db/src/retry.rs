@@ -163,7 +163,7 @@ impl Database {
 }
 
 /// The scopes a unit of work runs in.
-trait Commit {
+pub(crate) trait Commit {
     fn commit(self) -> impl Future<Output = Result<(), DbError>> + Send;
 }
 
