@@ -173,19 +173,19 @@ enum Kind {
 /// what is in Citus's metadata already is skipped. Errs naming every table
 /// Citus refused; functions it refused stay on the coordinator and are listed.
 pub async fn distribute(client: &Client) -> Result<Distribution, DistributionError> {
-    let mut steps = steps(client).await.map_err(|e| DistributionError {
+    let steps = steps(client).await.map_err(|e| DistributionError {
         tables: vec![Refusal {
             object: "the catalog".into(),
             error: e.to_string(),
         }],
     })?;
     let mut done = Distribution::default();
-    let mut refusals: Vec<(usize, String)> = Vec::new();
+    // Each step left with Citus's last refusal of it.
+    let mut pending: Vec<(Step, String)> = steps.into_iter().map(|s| (s, String::new())).collect();
     loop {
         let mut progress = false;
         let mut left = Vec::new();
-        refusals.clear();
-        for step in steps {
+        for (step, _) in pending {
             let sql = format!("{SESSION} {}", step.sql);
             match client.batch_execute(&sql).await {
                 Ok(()) => {
@@ -201,23 +201,17 @@ pub async fn distribute(client: &Client) -> Result<Distribution, DistributionErr
                         .as_db_error()
                         .map(|d| d.message().to_owned())
                         .unwrap_or_else(|| e.to_string());
-                    refusals.push((left.len(), error));
-                    left.push(step);
+                    left.push((step, error));
                 }
             }
         }
-        steps = left;
-        if !progress || steps.is_empty() {
+        pending = left;
+        if !progress || pending.is_empty() {
             break;
         }
     }
     let mut tables = Vec::new();
-    for (i, step) in steps.into_iter().enumerate() {
-        let error = refusals
-            .iter()
-            .find(|(j, _)| *j == i)
-            .map(|(_, e)| e.clone())
-            .unwrap_or_default();
+    for (step, error) in pending {
         let refusal = Refusal {
             object: step.object,
             error,
