@@ -234,7 +234,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     )
     .await;
     for quoted in [
-        "create_tenant_tables",
+        "build_tenant_tables",
         "tier_move_finish",
         "create_resource_row",
     ] {
