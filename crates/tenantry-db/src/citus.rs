@@ -319,3 +319,195 @@ async fn steps(client: &Client) -> Result<Vec<Step>, tokio_postgres::Error> {
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
+
+/// How Citus copies a tenant's rows to the shards it gets of its own
+/// (`citus.shard_transfer_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShardTransfer {
+    /// Logical replication: every tenant keeps writing during the copy, and
+    /// only the final switch holds the writes of the tenants that shared
+    /// the shard, briefly. What Citus picks when every table has a replica
+    /// identity, which tenantry's tables all do.
+    #[default]
+    Auto,
+    /// Logical replication even for tables without a replica identity
+    /// (their UPDATEs and DELETEs fail during the copy).
+    ForceLogical,
+    /// Writes to the shard wait for the whole copy: the tenants that shared
+    /// the shard wait too. For clusters without `wal_level = logical`.
+    BlockWrites,
+}
+
+impl ShardTransfer {
+    /// Citus's name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::ForceLogical => "force_logical",
+            Self::BlockWrites => "block_writes",
+        }
+    }
+}
+
+impl std::str::FromStr for ShardTransfer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.replace('-', "_").as_str() {
+            "auto" => Ok(Self::Auto),
+            "force_logical" => Ok(Self::ForceLogical),
+            "block_writes" => Ok(Self::BlockWrites),
+            other => Err(format!(
+                "{other:?}: expected auto, force-logical or block-writes"
+            )),
+        }
+    }
+}
+
+/// Where a tenant's rows live after [`isolate_tenant`]: one shard of each
+/// tenant table (the shard of `resources` names the group), on one node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TenantShard {
+    /// The tenant.
+    pub tenant_id: crate::TenantId,
+    /// Its shard of `tenantry.resources`; every colocated table has a shard
+    /// of the same hash range on the same node.
+    pub shard_id: i64,
+    /// The node holding the shards, `host:port` as in `pg_dist_node`.
+    pub node: String,
+    /// False when the tenant had its own shards already.
+    pub newly_isolated: bool,
+    /// True when the shards moved to the node asked for.
+    pub moved: bool,
+}
+
+/// Why [`isolate_tenant`] did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum IsolateError {
+    /// Not a Citus coordinator holding tenantry's distributed schema.
+    #[error("this database is not a Citus coordinator with tenantry's schema distributed: run `tenantry migrate` on the coordinator first (docs/scale-out.md)")]
+    NotDistributed,
+    /// No such tenant (purged tenants included).
+    #[error("tenant {0} not found")]
+    NotFound(crate::TenantId),
+    /// `to_node` names no active node that may hold shards.
+    #[error("no active node {0} that may hold shards (pg_dist_node)")]
+    UnknownNode(String),
+    /// The database refused.
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// Gives one tenant shards of its own (Citus's `isolate_tenant_to_new_shard`
+/// with CASCADE: every tenant table colocated with `resources` is split at
+/// the tenant's hash value), then, when `to_node` (`host`, `port`) names
+/// another node, moves that shard group there (`citus_move_shard_placement`:
+/// a node of its own for a large tenant). Run as the migration role (a
+/// superuser) on the coordinator. Idempotent: a tenant isolated already
+/// keeps its shards, and a group already on `to_node` stays.
+///
+/// Tables without a primary key (the request log's partitions) get
+/// `REPLICA IDENTITY FULL` first when missing, so that the copy can run by
+/// logical replication ([`ShardTransfer::Auto`]) while every tenant writes.
+pub async fn isolate_tenant(
+    client: &Client,
+    tenant: crate::TenantId,
+    transfer: ShardTransfer,
+    to_node: Option<(&str, u16)>,
+) -> Result<TenantShard, IsolateError> {
+    if !(is_citus(client).await? && is_distributed(client).await?) {
+        return Err(IsolateError::NotDistributed);
+    }
+    let id = tenant.as_uuid();
+    if client
+        .query_opt(
+            "SELECT 1 FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&id],
+        )
+        .await?
+        .is_none()
+    {
+        return Err(IsolateError::NotFound(tenant));
+    }
+    let target = match to_node {
+        None => None,
+        Some((host, port)) => {
+            let known = client
+                .query_opt(
+                    "SELECT 1 FROM pg_dist_node
+                     WHERE nodename = $1 AND nodeport = $2 AND isactive AND shouldhaveshards",
+                    &[&host, &i32::from(port)],
+                )
+                .await?;
+            if known.is_none() {
+                return Err(IsolateError::UnknownNode(format!("{host}:{port}")));
+            }
+            Some((host, i32::from(port)))
+        }
+    };
+    let shard_of = "SELECT s.shardid, s.shardminvalue = s.shardmaxvalue
+                    FROM pg_dist_shard s
+                    WHERE s.shardid = get_shard_id_for_distribution_column('tenantry.resources', $1::uuid)";
+    let row = client.query_one(shard_of, &[&id]).await?;
+    let (mut shard_id, isolated): (i64, bool) = (row.get(0), row.get(1));
+    if !isolated {
+        if transfer != ShardTransfer::BlockWrites {
+            // Logical replication needs a replica identity on every table
+            // it copies; the request log's partitions have no primary key.
+            // (A no-op where migrations set it already.)
+            let missing: Vec<String> = client
+                .query(
+                    "SELECT c.oid::regclass::text
+                     FROM pg_dist_partition p JOIN pg_catalog.pg_class c ON c.oid = p.logicalrelid
+                     WHERE p.colocationid = (SELECT colocationid FROM pg_dist_partition
+                                             WHERE logicalrelid = 'tenantry.resources'::regclass)
+                       AND c.relkind = 'r' AND c.relreplident = 'd'
+                       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                                       WHERE i.indrelid = c.oid AND i.indisprimary)",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for table in missing {
+                // regclass text: quoted by PostgreSQL itself.
+                client
+                    .batch_execute(&format!("ALTER TABLE {table} REPLICA IDENTITY FULL"))
+                    .await?;
+            }
+        }
+        let row = client
+            .query_one(
+                "SELECT isolate_tenant_to_new_shard('tenantry.resources', $1::uuid, 'CASCADE',
+                                                    shard_transfer_mode => $2::text::citus.shard_transfer_mode)",
+                &[&id, &transfer.as_str()],
+            )
+            .await?;
+        shard_id = row.get(0);
+    }
+    let placement = "SELECT n.nodename::text, n.nodeport FROM pg_dist_placement p
+                     JOIN pg_dist_node n ON n.groupid = p.groupid WHERE p.shardid = $1";
+    let row = client.query_one(placement, &[&shard_id]).await?;
+    let (mut host, mut port): (String, i32) = (row.get(0), row.get(1));
+    let mut moved = false;
+    if let Some((to_host, to_port)) = target {
+        if (to_host, to_port) != (host.as_str(), port) {
+            client
+                .execute(
+                    "SELECT citus_move_shard_placement($1, $2, $3, $4, $5,
+                                                       shard_transfer_mode => $6::text::citus.shard_transfer_mode)",
+                    &[&shard_id, &host, &port, &to_host, &to_port, &transfer.as_str()],
+                )
+                .await?;
+            (host, port, moved) = (to_host.to_owned(), to_port, true);
+        }
+    }
+    Ok(TenantShard {
+        tenant_id: tenant,
+        shard_id,
+        node: format!("{host}:{port}"),
+        newly_isolated: !isolated,
+        moved,
+    })
+}

@@ -334,3 +334,242 @@ async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to
     drop(client);
     db.drop_all().await;
 }
+
+/// Rows of a tenant in one table, counted as the superuser on the placement
+/// of `shard` (`run_command_on_placements`): a count through the
+/// distributed table would not say where the rows are.
+async fn rows_in_shard(client: &Client, table: &str, shard: i64, tenant: uuid::Uuid) -> i64 {
+    let row = client
+        .query_one(
+            "SELECT success, result FROM run_command_on_placements($1::text::regclass, $2) WHERE shardid = $3",
+            &[
+                &table,
+                &format!("SELECT count(*) FROM %s WHERE tenant_id = '{tenant}'"),
+                &shard,
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{table}: no placement of shard {shard}: {e}"));
+    let (ok, result): (bool, String) = (row.get(0), row.get(1));
+    assert!(ok, "{table} shard {shard}: {result}");
+    result.parse().unwrap()
+}
+
+/// A large tenant gets shards of its own, online, then a node of its own:
+/// its rows of every tenant table move with it, nobody else's, and doing it
+/// again changes nothing.
+#[tokio::test]
+async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_with_all_its_rows()
+{
+    use tenantry_db::citus::{isolate_tenant, IsolateError, ShardTransfer};
+    use tenantry_db::TenantId;
+
+    let Some(url) = citus_url() else { return };
+    let db = ClusterDb::create(&url).await;
+    let mut client = db.client().await;
+    tenantry_db::migrate::migrate(&mut client).await.unwrap();
+
+    // Two tenants and their rows, written as the superuser without triggers
+    // (the set-up is not what this test is about).
+    let (big, small) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // One statement per call: Citus sends a multi-statement string whole to
+    // the workers.
+    for sql in [
+        "SET citus.propagate_set_commands = 'local'".to_owned(),
+        "BEGIN".into(),
+        "SET LOCAL session_replication_role = replica".into(),
+        format!("INSERT INTO tenantry.tenants (tenant_id, name) VALUES ('{big}', 'big'), ('{small}', 'small')"),
+        format!("INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth) VALUES ('{big}', '{big}', 0), ('{small}', '{small}', 0)"),
+        format!("INSERT INTO tenantry.resources (tenant_id, name) SELECT '{big}', 'r' || g FROM generate_series(1, 300) g"),
+        format!("INSERT INTO tenantry.resources (tenant_id, name) SELECT '{small}', 's' || g FROM generate_series(1, 7) g"),
+        format!("INSERT INTO tenantry.request_log (tenant_id, route, status) SELECT '{big}', '/v1/resources', 200 FROM generate_series(1, 40)"),
+        "COMMIT".into(),
+    ] {
+        client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    let shard = isolate_tenant(&client, TenantId::from_uuid(big), ShardTransfer::Auto, None)
+        .await
+        .unwrap();
+    assert!(shard.newly_isolated && !shard.moved, "{shard:?}");
+    // The shard holds exactly the tenant's hash value, in every colocated
+    // table, and all of its rows.
+    let (min, max, hash): (String, String, i32) = {
+        let r = client
+            .query_one(
+                "SELECT shardminvalue, shardmaxvalue,
+                        worker_hash($1::uuid)
+                 FROM pg_dist_shard WHERE shardid = $2",
+                &[&big, &shard.shard_id],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(
+        (min.as_str(), max.as_str()),
+        (&*hash.to_string(), &*hash.to_string())
+    );
+    assert_eq!(
+        rows_in_shard(&client, "tenantry.resources", shard.shard_id, big).await,
+        300
+    );
+    assert_eq!(
+        rows_in_shard(&client, "tenantry.resources", shard.shard_id, small).await,
+        0
+    );
+    // Today's request-log partition is a distributed table of the group too.
+    let (log_part, log_shard): (String, i64) = {
+        let r = client
+            .query_one(
+                "SELECT p::text, get_shard_id_for_distribution_column(p, $1::uuid)
+                 FROM (SELECT format('tenantry.request_log_%s', to_char(now(), 'YYYYMMDD'))::regclass) x(p)",
+                &[&big],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(rows_in_shard(&client, &log_part, log_shard, big).await, 40);
+    let log_own: bool = client
+        .query_one(
+            "SELECT shardminvalue = shardmaxvalue FROM pg_dist_shard WHERE shardid = $1",
+            &[&log_shard],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(log_own, "CASCADE split the request log's partitions too");
+    let total: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = ANY ($1)",
+            &[&vec![big, small]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 307, "nothing lost or duplicated");
+
+    // Again: nothing to do.
+    let again = isolate_tenant(&client, TenantId::from_uuid(big), ShardTransfer::Auto, None)
+        .await
+        .unwrap();
+    assert_eq!(again.shard_id, shard.shard_id);
+    assert!(!again.newly_isolated && !again.moved);
+
+    // A node of its own: the whole group moves, rows and all.
+    let other: (String, i32) = {
+        let r = client
+            .query_one(
+                "SELECT nodename::text, nodeport FROM pg_dist_node
+                 WHERE isactive AND shouldhaveshards AND nodename || ':' || nodeport <> $1
+                 ORDER BY nodeport LIMIT 1",
+                &[&shard.node],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let moved = isolate_tenant(
+        &client,
+        TenantId::from_uuid(big),
+        ShardTransfer::Auto,
+        Some((&other.0, other.1 as u16)),
+    )
+    .await
+    .unwrap();
+    assert!(moved.moved, "{moved:?}");
+    assert_eq!(moved.node, format!("{}:{}", other.0, other.1));
+    assert_eq!(
+        rows_in_shard(&client, "tenantry.resources", moved.shard_id, big).await,
+        300
+    );
+    let (_, again) = (
+        (),
+        isolate_tenant(
+            &client,
+            TenantId::from_uuid(big),
+            ShardTransfer::Auto,
+            Some((&other.0, other.1 as u16)),
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(!again.moved, "already there: {again:?}");
+
+    // Refusals: an unknown tenant, an unknown node; nothing changes.
+    let ghost = TenantId::from_uuid(uuid::Uuid::new_v4());
+    let refused = isolate_tenant(&client, ghost, ShardTransfer::Auto, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, IsolateError::NotFound(t) if t == ghost),
+        "{refused}"
+    );
+    let refused = isolate_tenant(
+        &client,
+        TenantId::from_uuid(small),
+        ShardTransfer::Auto,
+        Some(("127.0.0.1", 1)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(refused, IsolateError::UnknownNode(_)), "{refused}");
+    let small_shard: (String, String) = {
+        let r = client
+            .query_one(
+                "SELECT shardminvalue, shardmaxvalue FROM pg_dist_shard
+                 WHERE shardid = get_shard_id_for_distribution_column('tenantry.resources', $1::uuid)",
+                &[&small],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_ne!(
+        small_shard.0, small_shard.1,
+        "the refused call isolated nothing"
+    );
+
+    drop(client);
+    db.drop_all().await;
+}
+
+/// A database without Citus says so instead of failing somewhere inside.
+#[tokio::test]
+async fn isolating_a_tenant_outside_a_citus_coordinator_is_refused_with_the_reason() {
+    let Some(url) = citus_url() else { return };
+    let admin: Config = url.parse().unwrap();
+    let maintenance = connect(&admin).await;
+    let name = format!("tenantry_plain_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        maintenance.batch_execute(&sql).await.unwrap();
+    }
+    let mut config = admin.clone();
+    config.dbname(&name);
+    let client = connect(&config).await;
+    let refused = tenantry_db::citus::isolate_tenant(
+        &client,
+        tenantry_db::TenantId::from_uuid(uuid::Uuid::new_v4()),
+        tenantry_db::citus::ShardTransfer::Auto,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(refused, tenantry_db::citus::IsolateError::NotDistributed),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("tenantry migrate"),
+        "{refused}"
+    );
+    drop(client);
+    maintenance
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
