@@ -102,6 +102,35 @@ enum TenantCommand {
         #[arg(long, conflicts_with = "to")]
         abort: bool,
     },
+    /// On a Citus cluster: give a large tenant shards of its own (every
+    /// tenant table is split at its hash value), optionally on a node of its
+    /// own. Online: its rows are copied by logical replication while every
+    /// tenant keeps writing. Needs the migration role on the coordinator
+    /// (docs/scale-out.md).
+    Isolate {
+        tenant: TenantId,
+        /// Move its shards to this worker, `host:port` as in pg_dist_node.
+        #[arg(long, value_parser = parse_node)]
+        to_node: Option<(String, u16)>,
+        /// How rows are copied: auto (logical replication), force-logical,
+        /// or block-writes (the tenants sharing its shard wait for the copy).
+        #[arg(long, default_value = "auto")]
+        transfer: tenantry_db::citus::ShardTransfer,
+    },
+}
+
+/// `--to-node host:port`.
+fn parse_node(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?}: expected host:port"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{port:?}: not a port number"))?;
+    if host.is_empty() {
+        return Err(format!("{s:?}: expected host:port"));
+    }
+    Ok((host.to_owned(), port))
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +298,20 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
         TenantCommand::Import { archive, as_id } => {
             return crate::export::import(&args.target, args.json, archive, *as_id).await;
         }
+        TenantCommand::Isolate {
+            tenant,
+            to_node,
+            transfer,
+        } => {
+            return isolate(
+                &args.target,
+                args.json,
+                *tenant,
+                to_node.as_ref(),
+                *transfer,
+            )
+            .await
+        }
         _ => {}
     }
     let session = connect(&args.target).await?;
@@ -318,7 +361,8 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
         TenantCommand::Move { .. }
         | TenantCommand::Purge { .. }
         | TenantCommand::Export { .. }
-        | TenantCommand::Import { .. } => unreachable!("handled above"),
+        | TenantCommand::Import { .. }
+        | TenantCommand::Isolate { .. } => unreachable!("handled above"),
     };
     scope.commit().await?;
     if args.json {
@@ -327,6 +371,47 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
         table(TENANT_HEADERS, &tenant_rows(&result));
         Ok(())
     }
+}
+
+/// `tenant isolate <id> [--to-node host:port] [--transfer mode]`.
+async fn isolate(
+    target: &Target,
+    as_json: bool,
+    tenant: TenantId,
+    to_node: Option<&(String, u16)>,
+    transfer: tenantry_db::citus::ShardTransfer,
+) -> anyhow::Result<()> {
+    let (client, _cluster) = crate::local::migration_client(target, "isolate a tenant").await?;
+    let bar = ProgressBar::new_spinner().with_message(format!("isolating tenant {tenant}"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let shard = tenantry_db::citus::isolate_tenant(
+        &client,
+        tenant,
+        transfer,
+        to_node.map(|(host, port)| (host.as_str(), *port)),
+    )
+    .await;
+    bar.finish_and_clear();
+    let shard = shard?;
+    if as_json {
+        return json(&shard);
+    }
+    let state = match (shard.newly_isolated, shard.moved) {
+        (true, true) => "isolated, moved",
+        (true, false) => "isolated",
+        (false, true) => "moved",
+        (false, false) => "unchanged",
+    };
+    table(
+        &["TENANT", "SHARD", "NODE", "STATE"],
+        &[vec![
+            shard.tenant_id.to_string(),
+            shard.shard_id.to_string(),
+            shard.node,
+            state.into(),
+        ]],
+    );
+    Ok(())
 }
 
 fn key_rows(keys: &[tenantry_db::ApiKeyInfo]) -> Vec<Vec<String>> {

@@ -244,6 +244,21 @@ async fn cli_errors_exit_non_zero_with_a_clear_message() {
     let (ok, _, err) = tenantry(&db, &["role", "grant", acme_id, &missing, "resources.read"]);
     assert!(!ok);
     assert!(err.contains("not found"), "{err}");
+
+    // Isolating a tenant is Citus's: a single-node database says so, and bad
+    // arguments are named before anything runs.
+    let (ok, _, err) = tenantry(&db, &["tenant", "isolate", acme_id]);
+    assert!(!ok);
+    assert!(err.contains("not a Citus coordinator"), "{err}");
+    let (ok, _, err) = tenantry(&db, &["tenant", "isolate", acme_id, "--to-node", "worker9"]);
+    assert!(!ok);
+    assert!(err.contains("expected host:port"), "{err}");
+    let (ok, _, err) = tenantry(&db, &["tenant", "isolate", acme_id, "--transfer", "fast"]);
+    assert!(!ok);
+    assert!(
+        err.contains("expected auto, force-logical or block-writes"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
