@@ -104,18 +104,14 @@ enum TenantCommand {
     },
     /// On a Citus cluster: give a large tenant shards of its own (every
     /// tenant table is split at its hash value), optionally on a node of its
-    /// own. Online: its rows are copied by logical replication while every
-    /// tenant keeps writing. Needs the migration role on the coordinator
-    /// (docs/scale-out.md).
+    /// own. Writes to the shard being split wait while its rows are copied
+    /// (seconds for 100,000 rows). Needs the migration role on the
+    /// coordinator (docs/scale-out.md).
     Isolate {
         tenant: TenantId,
         /// Move its shards to this worker, `host:port` as in pg_dist_node.
         #[arg(long, value_parser = parse_node)]
         to_node: Option<(String, u16)>,
-        /// How rows are copied: auto (logical replication), force-logical,
-        /// or block-writes (the tenants sharing its shard wait for the copy).
-        #[arg(long, default_value = "auto")]
-        transfer: tenantry_db::citus::ShardTransfer,
     },
 }
 
@@ -298,19 +294,8 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
         TenantCommand::Import { archive, as_id } => {
             return crate::export::import(&args.target, args.json, archive, *as_id).await;
         }
-        TenantCommand::Isolate {
-            tenant,
-            to_node,
-            transfer,
-        } => {
-            return isolate(
-                &args.target,
-                args.json,
-                *tenant,
-                to_node.as_ref(),
-                *transfer,
-            )
-            .await
+        TenantCommand::Isolate { tenant, to_node } => {
+            return isolate(&args.target, args.json, *tenant, to_node.as_ref()).await;
         }
         _ => {}
     }
@@ -373,13 +358,12 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `tenant isolate <id> [--to-node host:port] [--transfer mode]`.
+/// `tenant isolate <id> [--to-node host:port]`.
 async fn isolate(
     target: &Target,
     as_json: bool,
     tenant: TenantId,
     to_node: Option<&(String, u16)>,
-    transfer: tenantry_db::citus::ShardTransfer,
 ) -> anyhow::Result<()> {
     let (client, _cluster) = crate::local::migration_client(target, "isolate a tenant").await?;
     let bar = ProgressBar::new_spinner().with_message(format!("isolating tenant {tenant}"));
@@ -387,7 +371,6 @@ async fn isolate(
     let shard = tenantry_db::citus::isolate_tenant(
         &client,
         tenant,
-        transfer,
         to_node.map(|(host, port)| (host.as_str(), *port)),
     )
     .await;

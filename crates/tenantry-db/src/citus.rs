@@ -320,50 +320,6 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// How Citus copies a tenant's rows to the shards it gets of its own
-/// (`citus.shard_transfer_mode`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ShardTransfer {
-    /// Logical replication: every tenant keeps writing during the copy, and
-    /// only the final switch holds the writes of the tenants that shared
-    /// the shard, briefly. What Citus picks when every table has a replica
-    /// identity, which tenantry's tables all do.
-    #[default]
-    Auto,
-    /// Logical replication even for tables without a replica identity
-    /// (their UPDATEs and DELETEs fail during the copy).
-    ForceLogical,
-    /// Writes to the shard wait for the whole copy: the tenants that shared
-    /// the shard wait too. For clusters without `wal_level = logical`.
-    BlockWrites,
-}
-
-impl ShardTransfer {
-    /// Citus's name of the mode.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::ForceLogical => "force_logical",
-            Self::BlockWrites => "block_writes",
-        }
-    }
-}
-
-impl std::str::FromStr for ShardTransfer {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.replace('-', "_").as_str() {
-            "auto" => Ok(Self::Auto),
-            "force_logical" => Ok(Self::ForceLogical),
-            "block_writes" => Ok(Self::BlockWrites),
-            other => Err(format!(
-                "{other:?}: expected auto, force-logical or block-writes"
-            )),
-        }
-    }
-}
-
 /// Where a tenant's rows live after [`isolate_tenant`]: one shard of each
 /// tenant table (the shard of `resources` names the group), on one node.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -406,13 +362,17 @@ pub enum IsolateError {
 /// superuser) on the coordinator. Idempotent: a tenant isolated already
 /// keeps its shards, and a group already on `to_node` stays.
 ///
-/// Tables without a primary key (the request log's partitions) get
-/// `REPLICA IDENTITY FULL` first when missing, so that the copy can run by
-/// logical replication ([`ShardTransfer::Auto`]) while every tenant writes.
+/// The rows are copied with `shard_transfer_mode => 'block_writes'`: writes
+/// to the shard being split (the tenant's and those of the tenants sharing
+/// it) wait until the copy ends, about 3.7 s for a 100,000-row tenant on the
+/// test cluster (docs/scale-out.md). Citus's online mode, logical
+/// replication, stalls on tenantry's tables: PostgreSQL 15's apply worker
+/// refuses to write into a table with row-level security unless its role
+/// bypasses it, and the role Citus creates for it does not, so the copy
+/// never catches up once anybody writes during it.
 pub async fn isolate_tenant(
     client: &Client,
     tenant: crate::TenantId,
-    transfer: ShardTransfer,
     to_node: Option<(&str, u16)>,
 ) -> Result<TenantShard, IsolateError> {
     if !(is_citus(client).await? && is_distributed(client).await?) {
@@ -451,37 +411,11 @@ pub async fn isolate_tenant(
     let row = client.query_one(shard_of, &[&id]).await?;
     let (mut shard_id, isolated): (i64, bool) = (row.get(0), row.get(1));
     if !isolated {
-        if transfer != ShardTransfer::BlockWrites {
-            // Logical replication needs a replica identity on every table
-            // it copies; the request log's partitions have no primary key.
-            // (A no-op where migrations set it already.)
-            let missing: Vec<String> = client
-                .query(
-                    "SELECT c.oid::regclass::text
-                     FROM pg_dist_partition p JOIN pg_catalog.pg_class c ON c.oid = p.logicalrelid
-                     WHERE p.colocationid = (SELECT colocationid FROM pg_dist_partition
-                                             WHERE logicalrelid = 'tenantry.resources'::regclass)
-                       AND c.relkind = 'r' AND c.relreplident = 'd'
-                       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                                       WHERE i.indrelid = c.oid AND i.indisprimary)",
-                    &[],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            for table in missing {
-                // regclass text: quoted by PostgreSQL itself.
-                client
-                    .batch_execute(&format!("ALTER TABLE {table} REPLICA IDENTITY FULL"))
-                    .await?;
-            }
-        }
         let row = client
             .query_one(
                 "SELECT isolate_tenant_to_new_shard('tenantry.resources', $1::uuid, 'CASCADE',
-                                                    shard_transfer_mode => $2::text::citus.shard_transfer_mode)",
-                &[&id, &transfer.as_str()],
+                                                    shard_transfer_mode => 'block_writes')",
+                &[&id],
             )
             .await?;
         shard_id = row.get(0);
@@ -496,8 +430,8 @@ pub async fn isolate_tenant(
             client
                 .execute(
                     "SELECT citus_move_shard_placement($1, $2, $3, $4, $5,
-                                                       shard_transfer_mode => $6::text::citus.shard_transfer_mode)",
-                    &[&shard_id, &host, &port, &to_host, &to_port, &transfer.as_str()],
+                                                       shard_transfer_mode => 'block_writes')",
+                    &[&shard_id, &host, &port, &to_host, &to_port],
                 )
                 .await?;
             (host, port, moved) = (to_host.to_owned(), to_port, true);

@@ -361,7 +361,7 @@ async fn rows_in_shard(client: &Client, table: &str, shard: i64, tenant: uuid::U
 #[tokio::test]
 async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_with_all_its_rows()
 {
-    use tenantry_db::citus::{isolate_tenant, IsolateError, ShardTransfer};
+    use tenantry_db::citus::{isolate_tenant, IsolateError};
     use tenantry_db::TenantId;
 
     let Some(url) = citus_url() else { return };
@@ -369,9 +369,20 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
     let mut client = db.client().await;
     tenantry_db::migrate::migrate(&mut client).await.unwrap();
 
-    // Two tenants and their rows, written as the superuser without triggers
-    // (the set-up is not what this test is about).
-    let (big, small) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // Two tenants sharing a shard, and their rows, written as the superuser
+    // without triggers (the set-up is not what this test is about).
+    let big = uuid::Uuid::new_v4();
+    let small: uuid::Uuid = client
+        .query_one(
+            "SELECT u FROM (SELECT gen_random_uuid() FROM generate_series(1, 10000)) x(u)
+             WHERE get_shard_id_for_distribution_column('tenantry.resources', u)
+                 = get_shard_id_for_distribution_column('tenantry.resources', $1::uuid)
+             LIMIT 1",
+            &[&big],
+        )
+        .await
+        .unwrap()
+        .get(0);
     // One statement per call: Citus sends a multi-statement string whole to
     // the workers.
     for sql in [
@@ -388,9 +399,59 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
         client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    let shard = isolate_tenant(&client, TenantId::from_uuid(big), ShardTransfer::Auto, None)
+    // The tenant sharing the shard keeps writing all along: its writes wait
+    // while the rows are copied, and every acknowledged one is kept.
+    let writer = db.client().await;
+    writer
+        .batch_execute("SET citus.propagate_set_commands = 'local'")
         .await
         .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writer.batch_execute("BEGIN").await.unwrap();
+                writer
+                    .batch_execute("SET LOCAL session_replication_role = replica")
+                    .await
+                    .unwrap();
+                writer
+                    .execute(
+                        "INSERT INTO tenantry.resources (tenant_id, id, name, created_by)
+                         VALUES ($1, gen_random_uuid(), 'during', NULL)",
+                        &[&small],
+                    )
+                    .await
+                    .unwrap();
+                writer.batch_execute("COMMIT").await.unwrap();
+                acknowledged += 1;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let shard = isolate_tenant(&client, TenantId::from_uuid(big), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let during = writes.await.unwrap();
+    assert!(during > 0);
+    let small_rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1",
+            &[&small],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        small_rows,
+        7 + during,
+        "every acknowledged write of the neighbour is kept, once"
+    );
     assert!(shard.newly_isolated && !shard.moved, "{shard:?}");
     // The shard holds exactly the tenant's hash value, in every colocated
     // table, and all of its rows.
@@ -448,10 +509,10 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
         .await
         .unwrap()
         .get(0);
-    assert_eq!(total, 307, "nothing lost or duplicated");
+    assert_eq!(total, 307 + during, "nothing lost or duplicated");
 
     // Again: nothing to do.
-    let again = isolate_tenant(&client, TenantId::from_uuid(big), ShardTransfer::Auto, None)
+    let again = isolate_tenant(&client, TenantId::from_uuid(big), None)
         .await
         .unwrap();
     assert_eq!(again.shard_id, shard.shard_id);
@@ -473,7 +534,6 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
     let moved = isolate_tenant(
         &client,
         TenantId::from_uuid(big),
-        ShardTransfer::Auto,
         Some((&other.0, other.1 as u16)),
     )
     .await
@@ -489,7 +549,6 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
         isolate_tenant(
             &client,
             TenantId::from_uuid(big),
-            ShardTransfer::Auto,
             Some((&other.0, other.1 as u16)),
         )
         .await
@@ -499,21 +558,14 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
 
     // Refusals: an unknown tenant, an unknown node; nothing changes.
     let ghost = TenantId::from_uuid(uuid::Uuid::new_v4());
-    let refused = isolate_tenant(&client, ghost, ShardTransfer::Auto, None)
-        .await
-        .unwrap_err();
+    let refused = isolate_tenant(&client, ghost, None).await.unwrap_err();
     assert!(
         matches!(refused, IsolateError::NotFound(t) if t == ghost),
         "{refused}"
     );
-    let refused = isolate_tenant(
-        &client,
-        TenantId::from_uuid(small),
-        ShardTransfer::Auto,
-        Some(("127.0.0.1", 1)),
-    )
-    .await
-    .unwrap_err();
+    let refused = isolate_tenant(&client, TenantId::from_uuid(small), Some(("127.0.0.1", 1)))
+        .await
+        .unwrap_err();
     assert!(matches!(refused, IsolateError::UnknownNode(_)), "{refused}");
     let small_shard: (String, String) = {
         let r = client
@@ -554,7 +606,6 @@ async fn isolating_a_tenant_outside_a_citus_coordinator_is_refused_with_the_reas
     let refused = tenantry_db::citus::isolate_tenant(
         &client,
         tenantry_db::TenantId::from_uuid(uuid::Uuid::new_v4()),
-        tenantry_db::citus::ShardTransfer::Auto,
         None,
     )
     .await
