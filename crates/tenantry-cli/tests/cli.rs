@@ -253,12 +253,6 @@ async fn cli_errors_exit_non_zero_with_a_clear_message() {
     let (ok, _, err) = tenantry(&db, &["tenant", "isolate", acme_id, "--to-node", "worker9"]);
     assert!(!ok);
     assert!(err.contains("expected host:port"), "{err}");
-    let (ok, _, err) = tenantry(&db, &["tenant", "isolate", acme_id, "--transfer", "fast"]);
-    assert!(!ok);
-    assert!(
-        err.contains("expected auto, force-logical or block-writes"),
-        "{err}"
-    );
 }
 
 #[tokio::test]
