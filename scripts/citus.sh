@@ -136,11 +136,6 @@ max_prepared_transactions = 200
 # One Citus maintenance daemon per database that has the extension, and
 # each test makes its own databases.
 max_worker_processes = 64
-# Online tenant isolation and shard moves (isolate_tenant_to_new_shard,
-# citus_move_shard_placement) copy through logical replication.
-wal_level = logical
-max_replication_slots = 32
-max_wal_senders = 32
 EOF
         fi
         if ! as_postgres "$BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
