@@ -266,6 +266,7 @@ BEGIN
     ELSE
         EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_follow ON %s', tbl);
         EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_truncated ON %s', tbl);
+    PERFORM tenantry.revoke_table_shares(tbl);
     END IF;
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %s TO tenantry_app_own', tbl);
     -- serial columns: inserts call nextval() with the caller's rights.
@@ -656,6 +657,26 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the rule and changing nothing, what adopt_table() can never adopt: views (use security_invoker), materialized, foreign, temporary and unlogged tables, tenantry''s own tables, partitions and inheritance children (adopt the parent), inheritance parents, tables owned by a role that acts for tenants, tables with policies of their own, a tenant_id that is not uuid, keys without tenant_id; and callers who cannot hand the table to tenantry_owner.';
 
+/** Whether this is a Citus coordinator on which tenantry's tenant tables are distributed. */
+CREATE OR REPLACE FUNCTION tenantry.citus_distributed()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    distributed boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL OR tenantry.on_citus_worker() THEN
+        RETURN false;
+    END IF;
+    -- Dynamic: the table exists only where Citus is installed.
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = ''tenantry.resources''::regclass)'
+        INTO distributed;
+    RETURN distributed;
+END
+$$;
+COMMENT ON FUNCTION tenantry.citus_distributed() IS 'Internal: true on a Citus coordinator whose tenant tables are distributed (adopt_table then distributes the tables it adopts), false elsewhere. Not granted.';
+
 /**
  * Guide step one, made safe: makes one of the application's tables a tenant
  * table. Idempotent (run it again to change hierarchy or to repair what the
@@ -706,7 +727,14 @@ BEGIN
     IF NOT FOUND THEN
         EXECUTE format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl);
     END IF;
-    EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET DEFAULT tenantry.current_tenant_id()', tbl);
+    -- Only when it differs: Citus refuses any change of a distributed
+    -- table's distribution column, and adopting again must work there.
+    IF pg_catalog.pg_get_expr((SELECT d.adbin FROM pg_catalog.pg_attrdef d JOIN pg_catalog.pg_attribute a
+                                 ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                               WHERE d.adrelid = tbl AND a.attname = 'tenant_id'), tbl)
+       IS DISTINCT FROM 'tenantry.current_tenant_id()' THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET DEFAULT tenantry.current_tenant_id()', tbl);
+    END IF;
 
     -- Rows without a tenant get the one the caller names. A batched backfill
     -- (backfill_tenant_id) leaves a validated CHECK instead: no scan then, and
@@ -734,9 +762,25 @@ BEGIN
                 HINT = 'Say who owns them: existing_rows_tenant => ''<tenant uuid>'', or existing_rows_tenant_expression => ''<SQL over the row''''s columns>''.';
         END IF;
     END IF;
-    EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL', tbl);
-    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_not_null', tbl);
+    IF NOT coalesce(col.attnotnull, false) THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL', tbl);
+    END IF;
+    -- Changes only where something changes (here and below): on Citus,
+    -- adopting a distributed table again must leave every change to the
+    -- owner's functions, or two roles' connections to the workers wait on
+    -- each other.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_not_null') THEN
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null', tbl);
+    END IF;
 
+    IF tenantry.citus_distributed() THEN
+        -- Citus: the table stays local until it is secured (below); its
+        -- foreign key to the reference table tenants must not make it a
+        -- Citus-local table meanwhile.
+        PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
+        PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     PERFORM tenantry.ensure_tenant_fk(tbl, true);
 
     -- The policy is an index condition only where an index leads with tenant_id.
@@ -758,6 +802,27 @@ BEGIN
                         WHERE c.oid = tbl));
     END IF;
 
+    FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
+        IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = part) <> 'tenantry_owner'::regrole THEN
+            EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', part);
+        END IF;
+    END LOOP;
+    PERFORM tenantry.secure_tenant_table(tbl, hierarchy, sharing, write_permission);
+    -- On a Citus coordinator whose tenant tables are distributed, the table
+    -- joins them now, sharded by tenant_id and colocated with resources
+    -- (docs/scale-out.md), its policies, triggers and keys copied to every
+    -- shard: after the last change to its tenant_id column (Citus refuses
+    -- those on a distributed table) and after the owner's changes above
+    -- (Citus would send those over the owner's own connections, which cannot
+    -- see shards made in this transaction over the caller's), before its
+    -- row in the registry, which every node resolves.
+    IF tenantry.citus_distributed() THEN
+        EXECUTE 'SELECT count(*) FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1' INTO missing USING tbl;
+        IF missing = 0 THEN
+            EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'', colocate_with => ''tenantry.resources'')'
+                USING tbl;
+        END IF;
+    END IF;
     SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
     IF NOT FOUND THEN
         INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner, write_permission)
@@ -771,10 +836,6 @@ BEGIN
                                             write_permission = adopt_table.write_permission
         WHERE r.table_id = tbl;
     END IF;
-    FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
-        EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', part);
-    END LOOP;
-    PERFORM tenantry.secure_tenant_table(tbl, hierarchy, sharing, write_permission);
     -- Schema tenants get a table of their own of it (or its new policies),
     -- schema by schema: a step tenantry migrate runs (07_schemas.sql). Until
     -- then their rows of it stay here.
@@ -924,12 +985,20 @@ BEGIN
             USING ERRCODE = 'TN409',
             HINT = 'Move those tenants to the shared tier first (tenantry tenant move <id> --to shared).';
     END IF;
+    -- On Citus, undoing the adoption would change the table's shards both
+    -- as the owner (shares, policies) and as the caller (ownership), and
+    -- Citus refuses one transaction that touches the same shards as two
+    -- roles (docs/scale-out.md).
+    IF tenantry.citus_distributed() THEN
+        RAISE EXCEPTION 'cannot release %: on Citus an adopted table stays a tenant table', tbl
+            USING ERRCODE = 'TN409',
+            HINT = 'Its rows stay isolated; to give the table back, copy its rows to a new table and drop this one.';
+    END IF;
     EXECUTE format('DROP TRIGGER IF EXISTS tenant_tier_lock ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS tenant_row_home ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS tenantry_keep_tenant_id ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_follow ON %s', tbl);
     EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_truncated ON %s', tbl);
-    PERFORM tenantry.revoke_table_shares(tbl);
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey', tbl);
     EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', tbl);
     FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP

@@ -288,6 +288,28 @@ async fn steps(client: &Client) -> Result<Vec<Step>, tokio_postgres::Error> {
     });
     // resources first: the others colocate with it.
     distributed.sort_by_key(|s| s.object != "tenantry.resources");
+    // The team's adopted tables (a database restored from a single node,
+    // docs/scale-out.md): sharded by tenant_id like tenantry's own, and
+    // colocated with them. Adopted on Citus, adopt_table distributes them.
+    for row in client
+        .query(
+            "SELECT t.table_id::text FROM tenantry.tenant_tables t
+             WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition p WHERE p.logicalrelid = t.table_id)
+             ORDER BY 1",
+            &[],
+        )
+        .await?
+    {
+        let table: String = row.get(0);
+        distributed.push(Step {
+            sql: format!(
+                "SELECT create_distributed_table({}, 'tenant_id', colocate_with => 'tenantry.resources')",
+                quote_literal(&table)
+            ),
+            object: table,
+            kind: Kind::Distributed,
+        });
+    }
     let functions = client
         .query(
             "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p

@@ -51,7 +51,11 @@ impl ClusterDb {
             .parse()
             .expect("TENANTRY_CITUS_URL is a connection string");
         let maintenance = connect(&admin).await;
-        let name = format!("tenantry_citus_{}", std::process::id());
+        // One per test: the tests of this binary run at the same time.
+        let name = format!(
+            "tenantry_citus_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let rows = maintenance
             .query(
                 "SELECT nodename, nodeport, groupid FROM pg_dist_node WHERE isactive ORDER BY groupid",
@@ -623,4 +627,128 @@ async fn isolating_a_tenant_outside_a_citus_coordinator_is_refused_with_the_reas
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await
         .unwrap();
+}
+
+/// The tenant_isolation policy of every placement of `table`.
+async fn placement_policies(client: &Client, table: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT success, result FROM run_command_on_placements($1::text::regclass,
+                 $$SELECT coalesce(pg_get_expr(polqual, polrelid), 'none') FROM pg_policy
+                   WHERE polrelid = '%s'::regclass AND polname = 'tenant_isolation'$$)",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let (ok, result): (bool, String) = (r.get(0), r.get(1));
+            assert!(ok, "{table}: {result}");
+            result
+        })
+        .collect()
+}
+
+/// The team's own table, adopted on the cluster, is sharded by tenant next
+/// to tenantry's tables with its policy on every shard; adopting it again
+/// changes the policy everywhere; releasing it is refused, changing nothing.
+#[tokio::test]
+async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_every_shard() {
+    let Some(url) = citus_url() else { return };
+    let db = ClusterDb::create(&url).await;
+    let mut client = db.client().await;
+    tenantry_db::migrate::migrate(&mut client).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                           amount numeric NOT NULL, PRIMARY KEY (tenant_id, id))",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "SELECT tenantry.adopt_table('public.invoices', sharing => true)",
+            &[],
+        )
+        .await
+        .expect("adopt_table distributes the table on Citus");
+
+    let (column, colocated): (Option<String>, bool) = {
+        let r = client
+            .query_one(
+                "SELECT t.distribution_column,
+                        t.colocation_id = (SELECT colocation_id FROM citus_tables WHERE table_name = 'tenantry.resources'::regclass)
+                 FROM citus_tables t WHERE t.table_name = 'public.invoices'::regclass",
+                &[],
+            )
+            .await
+            .expect("invoices is a Citus table");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(column.as_deref(), Some("tenant_id"));
+    assert!(colocated, "colocated with tenantry.resources");
+    let policies = placement_policies(&client, "public.invoices").await;
+    assert!(policies.len() >= 32, "{} placements", policies.len());
+    assert!(
+        policies
+            .iter()
+            .all(|p| p == "(tenant_id = ANY (tenantry.visible_tenant_ids()))"),
+        "{policies:?}"
+    );
+    for registry in on_workers(
+        &client,
+        "SELECT string_agg(table_id::text, ',') FROM tenantry.tenant_tables",
+    )
+    .await
+    {
+        assert!(registry.contains("invoices"), "{registry}");
+    }
+
+    // Again, without the hierarchy: every shard's policy follows.
+    client
+        .execute(
+            "SELECT tenantry.adopt_table('public.invoices', hierarchy => false, sharing => true)",
+            &[],
+        )
+        .await
+        .expect("adopting a distributed table again");
+    let policies = placement_policies(&client, "public.invoices").await;
+    assert!(
+        policies
+            .iter()
+            .all(|p| p == "(tenant_id = tenantry.current_tenant_id())"),
+        "{policies:?}"
+    );
+    let problems: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tenantry.table_problems('public.invoices')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(problems, 0, "the doctor's rules hold on the coordinator");
+
+    let refused = client
+        .execute("SELECT tenantry.release_table('public.invoices')", &[])
+        .await
+        .unwrap_err();
+    let refused = refused.as_db_error().expect("a database error");
+    assert_eq!(refused.code().code(), "TN409", "{}", refused.message());
+    let still: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tenantry.tenant_tables WHERE table_id = 'public.invoices'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(still, 1, "the refused release changed nothing");
+    assert_eq!(
+        placement_policies(&client, "public.invoices").await.len(),
+        policies.len()
+    );
+
+    drop(client);
+    db.drop_all().await;
 }
