@@ -107,7 +107,27 @@ impl std::error::Error for DistributionError {}
 /// memberships among each other, and their parameter privileges). Idempotent.
 /// One command per `run_command_on_workers` call, each in its own
 /// transaction: several in one statement deadlock on the workers.
+///
+/// The roles get `LOGIN` on the coordinator too: Citus copies a role to the
+/// workers as the coordinator has it whenever a table it owns is
+/// distributed or a node is added, and a role without LOGIN there would
+/// lose it on every worker, where Citus connects as it
+/// (docs/scale-out.md: restrict them with pg_hba.conf; they have no
+/// password).
 pub async fn prepare_workers(client: &Client) -> Result<(), tokio_postgres::Error> {
+    let local: Vec<String> = client
+        .query(
+            r"SELECT format('ALTER ROLE %I WITH LOGIN', rolname) FROM pg_catalog.pg_roles
+              WHERE rolname LIKE 'tenantry\_%' AND NOT rolcanlogin ORDER BY rolname",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for command in local {
+        client.batch_execute(&command).await?;
+    }
     let commands: Vec<String> = client
         .query(
             r#"SELECT cmd FROM (
@@ -159,7 +179,9 @@ pub async fn prepare_workers(client: &Client) -> Result<(), tokio_postgres::Erro
 struct Step {
     object: String,
     kind: Kind,
-    sql: String,
+    /// Statements of one transaction, each sent on its own: Citus forwards
+    /// a DDL statement's whole query string to the workers.
+    sql: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -185,9 +207,16 @@ pub async fn distribute(client: &Client) -> Result<Distribution, DistributionErr
     loop {
         let mut progress = false;
         let mut left = Vec::new();
+        if let Err(e) = client.batch_execute(SESSION).await {
+            return Err(DistributionError {
+                tables: vec![Refusal {
+                    object: "the distributing session's settings".into(),
+                    error: e.to_string(),
+                }],
+            });
+        }
         for (step, _) in pending {
-            let sql = format!("{SESSION} {}", step.sql);
-            match client.batch_execute(&sql).await {
+            match run_step(client, &step.sql).await {
                 Ok(()) => {
                     progress = true;
                     match step.kind {
@@ -210,6 +239,10 @@ pub async fn distribute(client: &Client) -> Result<Distribution, DistributionErr
             break;
         }
     }
+    // The session goes on (the runner's last grants).
+    let _ = client
+        .batch_execute("RESET citus.enable_unsafe_triggers; RESET citus.enable_local_reference_table_foreign_keys; RESET citus.multi_shard_modify_mode")
+        .await;
     let mut tables = Vec::new();
     for (step, error) in pending {
         let refusal = Refusal {
@@ -260,7 +293,10 @@ async fn steps(client: &Client) -> Result<Vec<Step>, tokio_postgres::Error> {
         let qualified = format!("tenantry.{name}");
         if REFERENCE_FIRST.contains(&name.as_str()) || !has_tenant {
             reference.push(Step {
-                sql: format!("SELECT create_reference_table('{qualified}')"),
+                sql: without_triggers(
+                    &qualified,
+                    &format!("SELECT create_reference_table('{qualified}')"),
+                ),
                 object: qualified,
                 kind: Kind::Reference,
             });
@@ -271,8 +307,11 @@ async fn steps(client: &Client) -> Result<Vec<Step>, tokio_postgres::Error> {
                 "tenantry.resources"
             };
             distributed.push(Step {
-                sql: format!(
-                    "SELECT create_distributed_table('{qualified}', 'tenant_id', colocate_with => '{colocate}')"
+                sql: without_triggers(
+                    &qualified,
+                    &format!(
+                        "SELECT create_distributed_table('{qualified}', 'tenant_id', colocate_with => '{colocate}')"
+                    ),
                 ),
                 object: qualified,
                 kind: Kind::Distributed,
@@ -302,9 +341,12 @@ async fn steps(client: &Client) -> Result<Vec<Step>, tokio_postgres::Error> {
     {
         let table: String = row.get(0);
         distributed.push(Step {
-            sql: format!(
-                "SELECT create_distributed_table({}, 'tenant_id', colocate_with => 'tenantry.resources')",
-                quote_literal(&table)
+            sql: without_triggers(
+                &table,
+                &format!(
+                    "SELECT create_distributed_table({}, 'tenant_id', colocate_with => 'tenantry.resources')",
+                    quote_literal(&table)
+                ),
             ),
             object: table,
             kind: Kind::Distributed,
@@ -324,7 +366,10 @@ async fn steps(client: &Client) -> Result<Vec<Step>, tokio_postgres::Error> {
         .map(|r| {
             let f: String = r.get(0);
             Step {
-                sql: format!("SELECT create_distributed_function({})", quote_literal(&f)),
+                sql: vec![format!(
+                    "SELECT create_distributed_function({})",
+                    quote_literal(&f)
+                )],
                 object: f,
                 kind: Kind::Function,
             }
@@ -336,6 +381,31 @@ async fn steps(client: &Client) -> Result<Vec<Step>, tokio_postgres::Error> {
         .chain(reference)
         .chain(distributed)
         .collect())
+}
+
+/// One step's statements in a transaction of its own, rolled back on a refusal.
+async fn run_step(client: &Client, sql: &[String]) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("BEGIN").await?;
+    for statement in sql {
+        if let Err(e) = client.batch_execute(statement).await {
+            client.batch_execute("ROLLBACK").await?;
+            return Err(e);
+        }
+    }
+    client.batch_execute("COMMIT").await
+}
+
+/// `create` with the table's own triggers off while Citus copies its rows
+/// into the new shards: a database restored from a single node holds rows,
+/// and the shards' triggers (hierarchy, audit, quotas, checks against
+/// tables the workers do not have yet) must not run again for them. `table`
+/// is a name PostgreSQL printed (quoted where needed).
+fn without_triggers(table: &str, create: &str) -> Vec<String> {
+    vec![
+        format!("ALTER TABLE {table} DISABLE TRIGGER USER"),
+        create.to_owned(),
+        format!("ALTER TABLE {table} ENABLE TRIGGER USER"),
+    ]
 }
 
 fn quote_literal(s: &str) -> String {

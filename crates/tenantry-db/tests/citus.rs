@@ -9,6 +9,12 @@
 
 use tokio_postgres::{Client, Config, NoTls};
 
+/// The tests of this binary take turns: adding the nodes to a new database
+/// (`citus_add_node`) copies the coordinator's roles to the workers as they
+/// are there, without LOGIN, until `tenantry migrate` gives it back, which
+/// would break a test running meanwhile (docs/scale-out.md).
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The coordinator's maintenance database, or `None` after a loud notice.
 fn citus_url() -> Option<String> {
     match std::env::var("TENANTRY_CITUS_URL") {
@@ -186,6 +192,7 @@ async fn explain(client: &Client, sql: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to_one_shard() {
     let Some(url) = citus_url() else { return };
+    let _one_at_a_time = CLUSTER.lock().await;
     let db = ClusterDb::create(&url).await;
     let mut client = db.client().await;
 
@@ -265,6 +272,17 @@ async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to
     {
         assert_eq!(login, "true");
     }
+    // And on the coordinator: Citus copies a role to the workers as the
+    // coordinator has it whenever a table it owns is distributed.
+    let coordinator_login: bool = client
+        .query_one(
+            "SELECT bool_and(rolcanlogin) FROM pg_roles WHERE rolname LIKE 'tenantry\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(coordinator_login);
     let coordinator_functions: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_proc WHERE pronamespace = 'tenantry'::regnamespace",
@@ -369,6 +387,7 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
     use tenantry_db::TenantId;
 
     let Some(url) = citus_url() else { return };
+    let _one_at_a_time = CLUSTER.lock().await;
     let db = ClusterDb::create(&url).await;
     let mut client = db.client().await;
     tenantry_db::migrate::migrate(&mut client).await.unwrap();
@@ -595,6 +614,7 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
 #[tokio::test]
 async fn isolating_a_tenant_outside_a_citus_coordinator_is_refused_with_the_reason() {
     let Some(url) = citus_url() else { return };
+    let _one_at_a_time = CLUSTER.lock().await;
     let admin: Config = url.parse().unwrap();
     let maintenance = connect(&admin).await;
     let name = format!("tenantry_plain_{}", std::process::id());
@@ -655,6 +675,7 @@ async fn placement_policies(client: &Client, table: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_every_shard() {
     let Some(url) = citus_url() else { return };
+    let _one_at_a_time = CLUSTER.lock().await;
     let db = ClusterDb::create(&url).await;
     let mut client = db.client().await;
     tenantry_db::migrate::migrate(&mut client).await.unwrap();
