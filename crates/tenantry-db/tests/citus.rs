@@ -773,3 +773,153 @@ async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_
     drop(client);
     db.drop_all().await;
 }
+
+/// Runs one of the installed PostgreSQL client programs, which must succeed.
+fn pg_program(name: &str, args: &[&str], pgoptions: Option<&str>) -> String {
+    let bindir = tenantry_embedded::PgBinaries::discover()
+        .expect("the PostgreSQL binaries the harness uses")
+        .bindir()
+        .to_owned();
+    let mut cmd = std::process::Command::new(bindir.join(name));
+    cmd.args(args);
+    if let Some(options) = pgoptions {
+        cmd.env("PGOPTIONS", options);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {name}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{name} {args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a database holds, table by table, as the superuser sees it.
+async fn counts(client: &Client) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for table in [
+        "tenantry.tenants",
+        "tenantry.tenant_hierarchy",
+        "tenantry.resources",
+        "tenantry.api_keys",
+        "tenantry.audit_log",
+        "tenantry.tenant_tables",
+        "public.invoices",
+    ] {
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        out.push((table.to_owned(), n));
+    }
+    out
+}
+
+/// The documented move from one PostgreSQL server to the cluster
+/// (docs/scale-out.md): the roles with pg_dumpall --globals-only, the
+/// database with pg_dump and pg_restore (DDL propagation off), then
+/// `tenantry migrate`, which distributes every table, the team's adopted
+/// ones included, with every row once and no trigger run twice.
+#[tokio::test]
+async fn a_single_node_database_moves_to_the_cluster_with_every_row_by_dump_restore_and_migrate() {
+    let Some(url) = citus_url() else { return };
+    let _one_at_a_time = CLUSTER.lock().await;
+
+    // The single node: two tenants with keys and resources, and the team's
+    // own table adopted with rows in it.
+    let source = tenantry_db::testing::TestDatabase::new().await;
+    let su = source.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       amount numeric NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.invoices');
+         DO $$ DECLARE t uuid; BEGIN
+             FOREACH t IN ARRAY ARRAY[tenantry.create_tenant('acme'), tenantry.create_tenant('globex')] LOOP
+                 PERFORM tenantry.set_tenant_context_local(t);
+                 INSERT INTO tenantry.resources (name, data)
+                     SELECT 'doc ' || g, jsonb_build_object('n', g) FROM generate_series(1, 50) g;
+                 INSERT INTO public.invoices (amount) SELECT g FROM generate_series(1, 20) g;
+             END LOOP;
+         END $$;",
+    )
+    .await
+    .unwrap();
+    let before = counts(&su).await;
+    assert!(
+        before
+            .iter()
+            .any(|(t, n)| t == "public.invoices" && *n == 40),
+        "{before:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("app.dump");
+    let globals = dir.path().join("globals.sql");
+    let source_url = source.superuser_url();
+    std::fs::write(
+        &globals,
+        pg_program("pg_dumpall", &["--globals-only", "-d", &source_url], None),
+    )
+    .unwrap();
+    pg_program(
+        "pg_dump",
+        &["-Fc", "-f", dump.to_str().unwrap(), &source_url],
+        None,
+    );
+
+    let db = ClusterDb::create(&url).await;
+    // Roles existing already are reported and left as they are.
+    let maintenance = tenantry_db::provision::conninfo(&{
+        let mut c = db.coordinator.clone();
+        c.dbname("postgres");
+        c
+    });
+    let _ = std::process::Command::new(
+        tenantry_embedded::PgBinaries::discover()
+            .unwrap()
+            .bindir()
+            .join("psql"),
+    )
+    .args(["-X", "-q", "-f", globals.to_str().unwrap(), &maintenance])
+    .output()
+    .expect("psql");
+    pg_program(
+        "pg_restore",
+        &[
+            "-d",
+            &tenantry_db::provision::conninfo(&db.coordinator),
+            dump.to_str().unwrap(),
+        ],
+        Some("-c citus.enable_ddl_propagation=off"),
+    );
+    let mut client = db.client().await;
+    let applied = tenantry_db::migrate::migrate(&mut client)
+        .await
+        .expect("migrate distributes the restored database");
+    assert!(applied.is_empty(), "nothing to apply: {applied:?}");
+
+    let kinds: Vec<(String, String)> = client
+        .query(
+            "SELECT table_name::text, citus_table_type FROM citus_tables
+             WHERE table_name IN ('tenantry.resources'::regclass, 'public.invoices'::regclass, 'tenantry.tenants'::regclass)
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("invoices".to_owned(), "distributed".to_owned()),
+            ("tenantry.resources".to_owned(), "distributed".to_owned()),
+            ("tenantry.tenants".to_owned(), "reference".to_owned()),
+        ]
+    );
+    assert_eq!(counts(&client).await, before, "every row once");
+
+    drop(client);
+    db.drop_all().await;
+}
