@@ -266,7 +266,11 @@ BEGIN
     ELSE
         EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_follow ON %s', tbl);
         EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_truncated ON %s', tbl);
-    PERFORM tenantry.revoke_table_shares(tbl);
+        -- On Citus, a table not distributed yet has no shares, and the
+        -- workers, which hold the shares, could not even name it.
+        IF NOT (tenantry.citus_distributed() AND NOT tenantry.citus_table(tbl)) THEN
+            PERFORM tenantry.revoke_table_shares(tbl);
+        END IF;
     END IF;
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %s TO tenantry_app_own', tbl);
     -- serial columns: inserts call nextval() with the caller's rights.
@@ -536,6 +540,13 @@ DECLARE
           AND k.conkey = ARRAY[a.attnum]
         ORDER BY k.convalidated DESC LIMIT 1);
 BEGIN
+    -- On a distributed Citus coordinator the key waits until adopt_table has
+    -- distributed the table: a key from a table Citus does not know to the
+    -- reference table tenants is checked against the coordinator's empty
+    -- shell of it, or turns the table into a Citus-local one.
+    IF fk IS NULL AND tenantry.citus_distributed() AND NOT tenantry.citus_table(tbl) THEN
+        RETURN;
+    END IF;
     IF fk IS NULL THEN
         IF (SELECT c.relkind = 'p' FROM pg_catalog.pg_class c WHERE c.oid = tbl) THEN
             IF validate THEN
@@ -677,6 +688,26 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.citus_distributed() IS 'Internal: true on a Citus coordinator whose tenant tables are distributed (adopt_table then distributes the tables it adopts), false elsewhere. Not granted.';
 
+/** Whether Citus knows tbl (distributed, reference or Citus-local); false without Citus. */
+CREATE OR REPLACE FUNCTION tenantry.citus_table(tbl regclass)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    known boolean;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    -- Dynamic: the table exists only where Citus is installed.
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)' INTO known USING tbl;
+    RETURN known;
+END
+$$;
+COMMENT ON FUNCTION tenantry.citus_table(regclass) IS 'Internal: whether Citus has tbl in its metadata (adopt_table distributes a table only once). Not granted.';
+
+
 /**
  * Guide step one, made safe: makes one of the application's tables a tenant
  * table. Idempotent (run it again to change hierarchy or to repair what the
@@ -774,13 +805,10 @@ BEGIN
     END IF;
 
     IF tenantry.citus_distributed() THEN
-        -- Citus: the table stays local until it is secured (below); its
-        -- foreign key to the reference table tenants must not make it a
-        -- Citus-local table meanwhile.
-        PERFORM pg_catalog.set_config('citus.enable_local_reference_table_foreign_keys', 'off', true);
         PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
         PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
     END IF;
+    -- On Citus, a table not distributed yet gets it once it is (below).
     PERFORM tenantry.ensure_tenant_fk(tbl, true);
 
     -- The policy is an index condition only where an index leads with tenant_id.
@@ -816,12 +844,14 @@ BEGIN
     -- (Citus would send those over the owner's own connections, which cannot
     -- see shards made in this transaction over the caller's), before its
     -- row in the registry, which every node resolves.
-    IF tenantry.citus_distributed() THEN
-        EXECUTE 'SELECT count(*) FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1' INTO missing USING tbl;
-        IF missing = 0 THEN
-            EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'', colocate_with => ''tenantry.resources'')'
-                USING tbl;
-        END IF;
+    IF tenantry.citus_distributed() AND NOT tenantry.citus_table(tbl) THEN
+        -- The rows it holds are copied into the shards: its triggers ran when
+        -- they were written and must not run again for them.
+        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', tbl);
+        EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'', colocate_with => ''tenantry.resources'')'
+            USING tbl;
+        EXECUTE format('ALTER TABLE %s ENABLE TRIGGER USER', tbl);
+        PERFORM tenantry.ensure_tenant_fk(tbl, true);
     END IF;
     SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
     IF NOT FOUND THEN

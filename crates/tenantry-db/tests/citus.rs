@@ -770,6 +770,56 @@ async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_
         policies.len()
     );
 
+    // A table that already holds rows: they get their tenant while the
+    // table is still on the coordinator, then move into the shards, each
+    // once, with the foreign key to tenants checked on every shard.
+    let owner = uuid::Uuid::new_v4();
+    for sql in [
+        "SET citus.propagate_set_commands = 'local'".to_owned(),
+        "BEGIN".into(),
+        "SET LOCAL session_replication_role = replica".into(),
+        format!("INSERT INTO tenantry.tenants (tenant_id, name) VALUES ('{owner}', 'legacy owner')"),
+        format!("INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth) VALUES ('{owner}', '{owner}', 0)"),
+        "COMMIT".into(),
+        "CREATE TABLE public.legacy (id bigint NOT NULL, note text)".into(),
+        "INSERT INTO public.legacy SELECT g, 'old' FROM generate_series(1, 500) g".into(),
+    ] {
+        client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    client
+        .execute(
+            "SELECT tenantry.adopt_table('public.legacy', existing_rows_tenant => $1)",
+            &[&owner],
+        )
+        .await
+        .expect("adopting a table with rows on Citus");
+    let (kind, fk): (String, bool) = {
+        let r = client
+            .query_one(
+                "SELECT (SELECT citus_table_type FROM citus_tables WHERE table_name = 'public.legacy'::regclass),
+                        (SELECT convalidated FROM pg_constraint
+                         WHERE conrelid = 'public.legacy'::regclass AND conname = 'tenantry_tenant_id_fkey')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let (rows, owners): (i64, i64) = {
+        let r = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT tenant_id) FROM public.legacy",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (kind.as_str(), rows, owners, fk),
+        ("distributed", 500, 1, true)
+    );
+
     drop(client);
     db.drop_all().await;
 }
