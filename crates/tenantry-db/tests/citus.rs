@@ -357,6 +357,26 @@ async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to
     db.drop_all().await;
 }
 
+/// Writes set-up rows as the superuser in one transaction without firing
+/// triggers, on the workers too (`SET LOCAL` is what Citus passes on), one
+/// statement per call: Citus sends a multi-statement string whole to the
+/// workers. The set-up is not what the tests are about.
+async fn as_replica(client: &Client, statements: &[String]) {
+    let mut all = vec![
+        "SET citus.propagate_set_commands = 'local'".to_owned(),
+        "BEGIN".into(),
+        "SET LOCAL session_replication_role = replica".into(),
+    ];
+    all.extend_from_slice(statements);
+    all.push("COMMIT".into());
+    for sql in all {
+        client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
 /// Rows of a tenant in one table, counted as the superuser on the placement
 /// of `shard` (`run_command_on_placements`): a count through the
 /// distributed table would not say where the rows are.
@@ -406,21 +426,17 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
         .await
         .unwrap()
         .get(0);
-    // One statement per call: Citus sends a multi-statement string whole to
-    // the workers.
-    for sql in [
-        "SET citus.propagate_set_commands = 'local'".to_owned(),
-        "BEGIN".into(),
-        "SET LOCAL session_replication_role = replica".into(),
-        format!("INSERT INTO tenantry.tenants (tenant_id, name) VALUES ('{big}', 'big'), ('{small}', 'small')"),
-        format!("INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth) VALUES ('{big}', '{big}', 0), ('{small}', '{small}', 0)"),
-        format!("INSERT INTO tenantry.resources (tenant_id, name) SELECT '{big}', 'r' || g FROM generate_series(1, 300) g"),
-        format!("INSERT INTO tenantry.resources (tenant_id, name) SELECT '{small}', 's' || g FROM generate_series(1, 7) g"),
-        format!("INSERT INTO tenantry.request_log (tenant_id, route, status) SELECT '{big}', '/v1/resources', 200 FROM generate_series(1, 40)"),
-        "COMMIT".into(),
-    ] {
-        client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    as_replica(
+        &client,
+        &[
+            format!("INSERT INTO tenantry.tenants (tenant_id, name) VALUES ('{big}', 'big'), ('{small}', 'small')"),
+            format!("INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth) VALUES ('{big}', '{big}', 0), ('{small}', '{small}', 0)"),
+            format!("INSERT INTO tenantry.resources (tenant_id, name) SELECT '{big}', 'r' || g FROM generate_series(1, 300) g"),
+            format!("INSERT INTO tenantry.resources (tenant_id, name) SELECT '{small}', 's' || g FROM generate_series(1, 7) g"),
+            format!("INSERT INTO tenantry.request_log (tenant_id, route, status) SELECT '{big}', '/v1/resources', 200 FROM generate_series(1, 40)"),
+        ],
+    )
+    .await;
 
     // The tenant sharing the shard keeps writing all along: its writes wait
     // while the rows are copied, and every acknowledged one is kept.
@@ -774,18 +790,22 @@ async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_
     // table is still on the coordinator, then move into the shards, each
     // once, with the foreign key to tenants checked on every shard.
     let owner = uuid::Uuid::new_v4();
-    for sql in [
-        "SET citus.propagate_set_commands = 'local'".to_owned(),
-        "BEGIN".into(),
-        "SET LOCAL session_replication_role = replica".into(),
-        format!("INSERT INTO tenantry.tenants (tenant_id, name) VALUES ('{owner}', 'legacy owner')"),
-        format!("INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth) VALUES ('{owner}', '{owner}', 0)"),
-        "COMMIT".into(),
-        "CREATE TABLE public.legacy (id bigint NOT NULL, note text)".into(),
-        "INSERT INTO public.legacy SELECT g, 'old' FROM generate_series(1, 500) g".into(),
-    ] {
-        client.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    as_replica(
+        &client,
+        &[
+            format!("INSERT INTO tenantry.tenants (tenant_id, name) VALUES ('{owner}', 'legacy owner')"),
+            format!("INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth) VALUES ('{owner}', '{owner}', 0)"),
+        ],
+    )
+    .await;
+    client
+        .batch_execute("CREATE TABLE public.legacy (id bigint NOT NULL, note text)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO public.legacy SELECT g, 'old' FROM generate_series(1, 500) g")
+        .await
+        .unwrap();
     client
         .execute(
             "SELECT tenantry.adopt_table('public.legacy', existing_rows_tenant => $1)",
