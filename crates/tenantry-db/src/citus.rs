@@ -102,6 +102,22 @@ impl fmt::Display for DistributionError {
 
 impl std::error::Error for DistributionError {}
 
+/// The Citus form of the tenant context (`citus_context.sql`): the owner's
+/// functions that set a transaction's context also carry it to the workers,
+/// signed and bound to the distributed transaction, and the read functions
+/// check it there. Runs on the coordinator after the first install's
+/// migrations and before [`distribute`], which hands these definitions to
+/// the workers; a single-node database keeps the plain definitions.
+pub async fn install_context(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL citus.enable_ddl_propagation = off; {CONTEXT_SQL}\nCOMMIT"
+        ))
+        .await
+}
+
+const CONTEXT_SQL: &str = include_str!("citus_context.sql");
+
 /// Copies tenantry's roles to every worker (created when missing, with
 /// `LOGIN` and the coordinator's BYPASSRLS and INHERIT attributes, their
 /// memberships among each other, and their parameter privileges). Idempotent.

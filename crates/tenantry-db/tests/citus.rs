@@ -7,6 +7,10 @@
 //! Citus is not in Debian's archive, so CI machines have no cluster unless
 //! someone builds one (docs/scale-out.md).
 
+use tenantry_db::{
+    ContextKey, Database, DatabaseConfig, DbError, ResourceId, SignedContext, TenantContext,
+    TenantId,
+};
 use tokio_postgres::{Client, Config, NoTls};
 
 /// The coordinator's maintenance database, or `None` after a loud notice.
@@ -46,12 +50,13 @@ struct ClusterDb {
 }
 
 impl ClusterDb {
-    async fn create(url: &str) -> Self {
+    /// `tag` tells apart the databases of tests running at once.
+    async fn create(url: &str, tag: &str) -> Self {
         let admin: Config = url
             .parse()
             .expect("TENANTRY_CITUS_URL is a connection string");
         let maintenance = connect(&admin).await;
-        let name = format!("tenantry_citus_{}", std::process::id());
+        let name = format!("tenantry_citus_{}_{tag}", std::process::id());
         let rows = maintenance
             .query(
                 "SELECT nodename, nodeport, groupid FROM pg_dist_node WHERE isactive ORDER BY groupid",
@@ -130,6 +135,25 @@ impl ClusterDb {
         connect(&self.coordinator).await
     }
 
+    /// The coordinator as the server's login role (`tenantry_server`),
+    /// switched to `tenantry_app` for the session as the server's
+    /// connections are.
+    async fn server_client(&self) -> Client {
+        let mut config = self.coordinator.clone();
+        config.user("tenantry_server");
+        let client = connect(&config).await;
+        client.batch_execute("SET ROLE tenantry_app").await.unwrap();
+        client
+    }
+
+    /// The coordinator as the server connects to it: `tenantry_server` with
+    /// the database's newest context key.
+    async fn server_database(&self, key: ContextKey) -> Database {
+        let mut config = self.coordinator.clone();
+        config.user("tenantry_server");
+        Database::connect(&DatabaseConfig::from_config(config).with_context_key(key)).unwrap()
+    }
+
     async fn drop_all(self) {
         for node in &self.nodes {
             let client = connect(node).await;
@@ -182,7 +206,7 @@ async fn explain(client: &Client, sql: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to_one_shard() {
     let Some(url) = citus_url() else { return };
-    let db = ClusterDb::create(&url).await;
+    let db = ClusterDb::create(&url, "install").await;
     let mut client = db.client().await;
 
     let applied = tenantry_db::migrate::migrate(&mut client)
@@ -332,5 +356,240 @@ async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to
     );
 
     drop(client);
+    db.drop_all().await;
+}
+
+/// A freshly migrated (and so distributed) cluster database, its superuser
+/// client and its newest context key.
+async fn migrated(url: &str, tag: &str) -> (ClusterDb, Client, ContextKey) {
+    let db = ClusterDb::create(url, tag).await;
+    let mut client = db.client().await;
+    tenantry_db::migrate::migrate(&mut client)
+        .await
+        .expect("the migrations apply and are distributed");
+    let row = client
+        .query_one(
+            "SELECT key_id, secret FROM tenantry.context_keys ORDER BY key_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let secret: Vec<u8> = row.get(1);
+    let key = ContextKey::new(row.get(0), secret.try_into().unwrap());
+    (db, client, key)
+}
+
+/// Two tenants with `rows` resources each, written as the superuser with
+/// triggers off on every node (the rows are the test's fixture; creating
+/// tenants through tenantry is tested on its own). Returns the tenants.
+async fn two_tenants_with_resources(client: &Client, rows: i32) -> (uuid::Uuid, uuid::Uuid) {
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // One statement per query: Citus sends a whole multi-statement string
+    // to the workers once a SET LOCAL is propagated.
+    for sql in [
+        "BEGIN".to_owned(),
+        "SET LOCAL citus.propagate_set_commands = 'local'".to_owned(),
+        "SET LOCAL session_replication_role = replica".to_owned(),
+        format!("INSERT INTO tenantry.tenants (tenant_id, name) VALUES ('{a}', 'a'), ('{b}', 'b')"),
+        format!(
+            "INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth) VALUES ('{a}', '{a}', 0), ('{b}', '{b}', 0)"
+        ),
+        format!(
+            "INSERT INTO tenantry.resources (tenant_id, name)
+             SELECT t, 'r' || g FROM generate_series(1, {rows}) g, (VALUES ('{a}'::uuid), ('{b}'::uuid)) v(t)"
+        ),
+        "COMMIT".to_owned(),
+    ] {
+        client.batch_execute(&sql).await.unwrap();
+    }
+    (a, b)
+}
+
+/// Opens a transaction on a server connection and enters `tenant`'s context
+/// with `enter_context_signed`, as the server does on pooled connections.
+async fn begin_signed(client: &Client, key: &ContextKey, tenant: uuid::Uuid) {
+    client.batch_execute("BEGIN").await.unwrap();
+    let signed = SignedContext::new(TenantId::from_uuid(tenant));
+    let mac = key.sign_context(&signed);
+    let part: Option<String> = client
+        .query_one(
+            "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &signed.pid,
+                &signed.expires_at,
+                &Some(tenant),
+                &None::<uuid::Uuid>,
+                &signed.actor,
+                &signed.grants,
+                &signed.impersonator,
+                &signed.tenant_part,
+                &key.id(),
+                &mac,
+            ],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(part.is_some(), "the coordinator refused a signed context");
+}
+
+/// How many resources of `tenant` the open transaction reads.
+async fn resources_of(client: &Client, tenant: uuid::Uuid) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The context reaches the workers: every shard of `resources` is on a
+/// worker, so a tenant reading its own rows there proves the workers saw its
+/// context (without it the policies read zero rows, not an error). A value
+/// captured in one transaction and replayed in another, and a value with a
+/// forged MAC, read zero rows; the app role cannot give its transaction
+/// another's distributed id nor run SQL on the workers itself.
+#[tokio::test]
+async fn the_tenant_context_reaches_the_workers_and_a_replayed_or_forged_one_reads_nothing() {
+    let Some(url) = citus_url() else { return };
+    let (db, admin, key) = migrated(&url, "context").await;
+    let (a, b) = two_tenants_with_resources(&admin, 5).await;
+    let on_coordinator: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid)
+             WHERE s.logicalrelid = 'tenantry.resources'::regclass AND p.groupid = 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        on_coordinator, 0,
+        "the shards of resources are on the workers"
+    );
+
+    // The server's own flight (open_context_session, then enter_context on
+    // each transaction), through the library: each tenant reads its own
+    // resource on a worker, and the other's is not found.
+    let first_of = |tenant: uuid::Uuid| {
+        let admin = &admin;
+        async move {
+            let id: uuid::Uuid = admin
+                .query_one(
+                    "SELECT id FROM tenantry.resources WHERE tenant_id = $1 LIMIT 1",
+                    &[&tenant],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            ResourceId::from_uuid(id)
+        }
+    };
+    let server = db.server_database(key.clone()).await;
+    for (tenant, other) in [(a, b), (b, a)] {
+        let (own, others) = (first_of(tenant).await, first_of(other).await);
+        let mut scope = server
+            .tenant(TenantContext::new(TenantId::from_uuid(tenant)))
+            .await
+            .unwrap();
+        let found = scope.get_resource(own).await.unwrap();
+        assert_eq!(*found.tenant_id.as_uuid(), tenant);
+        let refused = scope.get_resource(others).await.unwrap_err();
+        assert!(matches!(refused, DbError::NotFound(_)), "{refused:?}");
+    }
+
+    // A signed context on a pooled connection, as tenantry_server.
+    let client = db.server_client().await;
+    begin_signed(&client, &key, a).await;
+    assert_eq!(resources_of(&client, a).await, 5);
+    assert_eq!(resources_of(&client, b).await, 0);
+    let captured: String = client
+        .query_one("SELECT current_setting('tenantry.context')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client.batch_execute("COMMIT").await.unwrap();
+    assert!(captured.contains("tenantry_v1_"), "{captured}");
+
+    // Replayed into another transaction, with no context of its own and
+    // with B's: the distributed transaction id differs, nothing is read.
+    let replay = format!("SET LOCAL tenantry.context = '{captured}'");
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("SET LOCAL citus.propagate_set_commands = 'local'")
+        .await
+        .unwrap();
+    client.batch_execute(&replay).await.unwrap();
+    assert_eq!(
+        resources_of(&client, a).await,
+        0,
+        "a replayed context reads nothing"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    begin_signed(&client, &key, b).await;
+    client.batch_execute(&replay).await.unwrap();
+    assert_eq!(
+        resources_of(&client, a).await,
+        0,
+        "a replayed context reads nothing"
+    );
+    assert_eq!(
+        resources_of(&client, b).await,
+        0,
+        "a bad value leaves no context at all"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+
+    // A forged MAC over A's context, in a transaction of B's own.
+    begin_signed(&client, &key, b).await;
+    let carried: String = client
+        .query_one("SELECT current_setting('tenantry.context')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (key_and_mac, value) = carried.split_at(carried.find(".tenantry_").unwrap());
+    let forged_value = value.replace(&b.simple().to_string(), &a.simple().to_string());
+    assert_ne!(forged_value, value);
+    let forged_mac = format!("{}.{}", key.id(), "0".repeat(64));
+    for forged in [
+        format!("{key_and_mac}{forged_value}"),
+        format!("{forged_mac}{forged_value}"),
+    ] {
+        client
+            .batch_execute(&format!("SET LOCAL tenantry.context = '{forged}'"))
+            .await
+            .unwrap();
+        assert_eq!(
+            resources_of(&client, a).await,
+            0,
+            "a forged context reads nothing"
+        );
+    }
+    // The server's own value again: B reads B's rows.
+    client
+        .batch_execute(&format!("SET LOCAL tenantry.context = '{carried}'"))
+        .await
+        .unwrap();
+    assert_eq!(resources_of(&client, b).await, 5);
+    client.batch_execute("COMMIT").await.unwrap();
+
+    // What would let the app role mint a transaction id or reach the
+    // workers directly is not its to call.
+    for sql in [
+        "SELECT assign_distributed_transaction_id(0, 1, now())",
+        "SELECT * FROM run_command_on_workers('SELECT 1')",
+        "SELECT * FROM run_command_on_shards('tenantry.resources', 'SELECT 1')",
+    ] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+
+    drop((client, admin, server));
     db.drop_all().await;
 }
