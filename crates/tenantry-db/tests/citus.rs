@@ -9,7 +9,7 @@
 
 use tenantry_db::{
     ContextKey, Database, DatabaseConfig, DbError, ResourceId, SignedContext, TenantContext,
-    TenantId,
+    TenantId, Visibility,
 };
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -591,5 +591,55 @@ async fn the_tenant_context_reaches_the_workers_and_a_replayed_or_forged_one_rea
     }
 
     drop((client, admin, server));
+    db.drop_all().await;
+}
+
+/// Citus replays a transaction's SET LOCAL statements on its worker
+/// connections once the context is carried there, and a replayed `SET LOCAL
+/// ROLE` is refused on the workers: the server's flight switches roles with
+/// `set_config('role', …, true)` on Citus. A tenant reads its own rows under
+/// each narrower set of policies, several switches in one transaction.
+#[tokio::test]
+async fn the_servers_role_switches_work_on_the_workers() {
+    let Some(url) = citus_url() else { return };
+    let (db, admin, key) = migrated(&url, "roles").await;
+    let (a, _) = two_tenants_with_resources(&admin, 3).await;
+    let server = db.server_database(key).await;
+    let count = "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1";
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(a)))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (own,): (i64,) = scope
+            .under(Visibility::Owned)
+            .query_one(count, &[&a])
+            .await
+            .unwrap();
+        assert_eq!(
+            own, 3,
+            "tenantry_app_own reads the tenant's rows on the workers"
+        );
+        let (shared,): (i64,) = scope
+            .under(Visibility::SharedWithMe)
+            .query_one(
+                "SELECT count(*) FROM tenantry.resources_shared_with_me()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(shared, 0, "nothing of B's is shared with A");
+        let (all,): (i64,) = scope.query_one(count, &[&a]).await.unwrap();
+        assert_eq!(all, 3);
+    }
+    scope.commit().await.unwrap();
+
+    // An administrative transaction (tenantry_admin) reads every tenant.
+    let mut admin_scope = server.admin("admin").await.unwrap();
+    let tenants = admin_scope.list_tenants(None, 10).await.unwrap();
+    assert_eq!(tenants.len(), 2);
+    admin_scope.commit().await.unwrap();
+
+    drop((admin, server));
     db.drop_all().await;
 }
