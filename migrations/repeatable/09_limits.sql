@@ -192,6 +192,11 @@ DECLARE
     old_size bigint := 0;
     new_size bigint := 0;
 BEGIN
+    -- Citus: once, from the coordinator's copy of the tenants reference table
+    -- (a worker's copy of the row fires it too; on_citus_worker()).
+    IF tenantry.on_citus_worker() THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO tenantry.tenant_limit_usage (tenant_id) VALUES (NEW.tenant_id) ON CONFLICT DO NOTHING;
         IF NEW.parent_id IS NOT NULL AND NEW.status <> 'deleted' THEN

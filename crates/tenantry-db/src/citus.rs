@@ -118,6 +118,62 @@ pub async fn install_context(client: &Client) -> Result<(), tokio_postgres::Erro
 
 const CONTEXT_SQL: &str = include_str!("citus_context.sql");
 
+/// Lets the roles that may insert into some columns of a distributed table
+/// insert into its defaulted columns too, on the shards only. Citus fills
+/// the defaults of an INSERT on the coordinator and sends every column to
+/// the shard, where a column grant that leaves them out (`resources.id`, so
+/// that a tenant cannot plant a row under an id it learned) refuses the
+/// insert. The coordinator's table keeps its grants: a statement naming such
+/// a column is still refused there, before it reaches a shard. Run after
+/// [`distribute`]; shards made later (a split, an isolated tenant) copy the
+/// coordinator's grants and need it again.
+pub async fn grant_defaulted_columns(client: &Client) -> Result<(), DistributionError> {
+    let refused = |object: &str, error: String| DistributionError {
+        tables: vec![Refusal {
+            object: object.into(),
+            error,
+        }],
+    };
+    let grants = client
+        .query(
+            r#"SELECT c.oid::regclass::text,
+                      format('GRANT INSERT (%s) ON %%s TO %I',
+                             string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum), r.rolname)
+               FROM pg_catalog.pg_class c
+               JOIN pg_dist_partition p ON p.logicalrelid = c.oid AND p.partmethod = 'h'
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                                              AND a.atthasdef AND a.attgenerated = ''
+               JOIN pg_catalog.pg_roles r ON r.rolname LIKE 'tenantry\_%'
+               WHERE c.relnamespace = 'tenantry'::regnamespace AND c.relkind = 'r'
+                 AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute g, aclexplode(g.attacl) x
+                             WHERE g.attrelid = c.oid AND x.grantee = r.oid AND x.privilege_type = 'INSERT')
+                 AND NOT has_column_privilege(r.oid, c.oid, a.attnum, 'INSERT')
+               GROUP BY c.oid, r.rolname
+               ORDER BY 1, 2"#,
+            &[],
+        )
+        .await
+        .map_err(|e| refused("the catalog", e.to_string()))?;
+    for row in grants {
+        let table: String = row.get(0);
+        let grant: String = row.get(1);
+        let failed: Vec<String> = client
+            .query(
+                "SELECT result FROM run_command_on_placements($1::text::regclass, $2) WHERE NOT success",
+                &[&table, &grant],
+            )
+            .await
+            .map_err(|e| refused(&table, e.to_string()))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !failed.is_empty() {
+            return Err(refused(&table, failed.join("; ")));
+        }
+    }
+    Ok(())
+}
+
 /// Copies tenantry's roles to every worker (created when missing, with
 /// `LOGIN` and the coordinator's BYPASSRLS and INHERIT attributes, their
 /// memberships among each other, and their parameter privileges). Idempotent.

@@ -178,6 +178,25 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.tenant_context_row(uuid) IS 'Internal: status, visible subtree (self first), resources schema of a tenant and whether a descendant''s rows are outside its own tables (mixed), for the context setters; no row when the tenant does not exist. PL/pgSQL on Citus (parameterized SQL functions over distributed tables are not planned). Not granted.';
 
+/**
+ * tenant_tier_lock of 03_resources.sql, on Citus: takes no lock. It exists
+ * for a tier move's cut-over, and Citus has no schema tenants to move to
+ * (docs/scale-out.md); on the workers, where the shards' statement triggers
+ * fire, locking a row of the tenants reference table locks it on every node,
+ * and a statement on many shards at once (a DELETE by id alone) deadlocked
+ * its own connections.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_tier_lock()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table), on Citus: takes no lock (no tier moves on Citus; a lock on the tenants reference table from the shards deadlocks multi-shard statements).';
+
 GRANT EXECUTE ON FUNCTION tenantry.citus_context(), tenantry.citus_verify_context()
 TO tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_admin, tenantry_logger, tenantry_server;
 REVOKE EXECUTE ON FUNCTION tenantry.citus_transaction(), tenantry.citus_carry_context() FROM PUBLIC;

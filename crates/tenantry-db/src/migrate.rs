@@ -304,6 +304,7 @@ async fn migrate_locked(
             crate::citus::install_context(client).await?;
             crate::citus::prepare_workers(client).await?;
             let done = crate::citus::distribute(client).await?;
+            crate::citus::grant_defaulted_columns(client).await?;
             tracing::info!(
                 reference = done.reference.len(),
                 distributed = done.distributed.len(),

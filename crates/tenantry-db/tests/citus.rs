@@ -8,8 +8,8 @@
 //! someone builds one (docs/scale-out.md).
 
 use tenantry_db::{
-    ContextKey, Database, DatabaseConfig, DbError, ResourceId, SignedContext, TenantContext,
-    TenantId, Visibility,
+    ContextKey, Database, DatabaseConfig, DbError, Isolation, NewResource, NewTenant, ResourceId,
+    SignedContext, TenantContext, TenantId, TenantUpdate, Visibility,
 };
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -639,6 +639,157 @@ async fn the_servers_role_switches_work_on_the_workers() {
     let tenants = admin_scope.list_tenants(None, 10).await.unwrap();
     assert_eq!(tenants.len(), 2);
     admin_scope.commit().await.unwrap();
+
+    drop((admin, server));
+    db.drop_all().await;
+}
+
+/// Each copy's value of `column` for one tenant's row of the `tenants`
+/// reference table (the coordinator's and every worker's), read from the
+/// placements themselves.
+async fn tenant_row_copies(client: &Client, tenant: uuid::Uuid, column: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT result FROM run_command_on_placements('tenantry.tenants', $1) ORDER BY nodeport",
+            &[&format!(
+                "SELECT {column}::text FROM %s WHERE tenant_id = '{tenant}'"
+            )],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The server's work on a coordinator: an administrative transaction creates
+/// and renames tenants (the triggers of the `tenants` reference table do
+/// their cross-table work once, from the coordinator's copy, and every copy
+/// of the row stays the same), and tenants create, read, change and delete
+/// their resources, each reading only its own.
+#[tokio::test]
+async fn a_server_on_the_coordinator_creates_tenants_and_their_resources() {
+    let Some(url) = citus_url() else { return };
+    let (db, admin, key) = migrated(&url, "server").await;
+    let server = db.server_database(key).await;
+
+    let mut ops = server.admin("admin").await.unwrap();
+    let create = |name: &str| NewTenant {
+        name: name.into(),
+        parent_id: None,
+        isolation: Isolation::Shared,
+        settings: None,
+    };
+    let a = ops.create_tenant(&create("a")).await.unwrap();
+    let b = ops.create_tenant(&create("b")).await.unwrap();
+    let child = ops
+        .create_tenant(&NewTenant {
+            parent_id: Some(a.tenant_id),
+            ..create("a child")
+        })
+        .await
+        .unwrap();
+    ops.commit().await.unwrap();
+    let mut ops = server.admin("admin").await.unwrap();
+    ops.update_tenant(
+        a.tenant_id,
+        &TenantUpdate {
+            name: Some("  a renamed ".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    ops.commit().await.unwrap();
+    let (a, b) = (*a.tenant_id.as_uuid(), *b.tenant_id.as_uuid());
+    for column in ["name", "updated_at", "created_at", "status"] {
+        let copies = tenant_row_copies(&admin, a, column).await;
+        assert_eq!(copies.len(), 3, "a copy on every node");
+        assert!(
+            copies.iter().all(|c| *c == copies[0]),
+            "{column}: {copies:?}"
+        );
+    }
+    assert_eq!(tenant_row_copies(&admin, a, "name").await[0], "a renamed");
+    // The cross-table work happened once: one audit row per event, the
+    // closure rows of the child, A's child counted once.
+    let audit: Vec<String> = admin
+        .query(
+            "SELECT action FROM tenantry.audit_log WHERE tenant_id = $1 ORDER BY action",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        audit,
+        ["tenant.child_created", "tenant.created", "tenant.renamed"]
+    );
+    let closure: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM tenantry.tenant_hierarchy WHERE child_id = $1",
+            &[child.tenant_id.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(closure, 2);
+
+    // A's resource: created, read, changed, deleted by A; not found for B.
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(a)))
+        .await
+        .unwrap();
+    let made = scope
+        .create_resource(&NewResource {
+            name: "doc".into(),
+            data: serde_json::json!({"v": 1}),
+        })
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    // The coordinator still refuses an id chosen by the tenant (the shards
+    // take the defaults Citus fills in, nothing more).
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(a)))
+        .await
+        .unwrap();
+    let planted = scope
+        .execute(
+            "INSERT INTO tenantry.resources (id, tenant_id, name) VALUES (gen_random_uuid(), $1, 'x')",
+            &[&a],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(planted, DbError::Forbidden(_)), "{planted:?}");
+    scope.rollback().await.unwrap();
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(b)))
+        .await
+        .unwrap();
+    let refused = scope.get_resource(made.id).await.unwrap_err();
+    assert!(matches!(refused, DbError::NotFound(_)), "{refused:?}");
+    let refused = scope.delete_resource(made.id).await.unwrap_err();
+    assert!(matches!(refused, DbError::NotFound(_)), "{refused:?}");
+    scope.commit().await.unwrap();
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(a)))
+        .await
+        .unwrap();
+    assert_eq!(scope.get_resource(made.id).await.unwrap().name, "doc");
+    scope.delete_resource(made.id).await.unwrap();
+    scope.commit().await.unwrap();
+    // (A new transaction: Citus refuses to read, as tenantry_app, shards this
+    // transaction changed as tenantry_app_own; docs/scale-out.md.)
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(a)))
+        .await
+        .unwrap();
+    let gone = scope.get_resource(made.id).await.unwrap_err();
+    assert!(matches!(gone, DbError::NotFound(_)), "{gone:?}");
+    scope.commit().await.unwrap();
 
     drop((admin, server));
     db.drop_all().await;
