@@ -426,14 +426,30 @@ impl TenantScope {
         const FILTERS: &str = "($2::text IS NULL OR name LIKE $2)
                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))";
         const ORDER: &str = "ORDER BY created_at DESC, id DESC LIMIT $5";
-        let per_visible_tenant = |which: &str| {
-            format!(
-                "SELECT {RESOURCE_COLUMNS}, true
-                 FROM unnest(tenantry.visible_tenant_ids()) v(t),
-                      LATERAL (SELECT {RESOURCE_COLUMNS} FROM {table} r
-                               WHERE r.tenant_id = v.t AND {FILTERS} {ORDER}) x
-                 WHERE {which} {ORDER}"
-            )
+        // On Citus the per-tenant LATERAL cannot be pushed down to the
+        // shards; there one top-N per shard, merged by the coordinator.
+        let citus = self.tx.citus();
+        let per_visible_tenant = |others_only: bool| {
+            if citus {
+                let which = if others_only {
+                    "tenant_id <> $1"
+                } else {
+                    "true"
+                };
+                format!(
+                    "SELECT {RESOURCE_COLUMNS}, true FROM {table}
+                     WHERE tenant_id = ANY (tenantry.visible_tenant_ids()) AND {which} AND {FILTERS} {ORDER}"
+                )
+            } else {
+                let which = if others_only { "v.t <> $1" } else { "true" };
+                format!(
+                    "SELECT {RESOURCE_COLUMNS}, true
+                     FROM unnest(tenantry.visible_tenant_ids()) v(t),
+                          LATERAL (SELECT {RESOURCE_COLUMNS} FROM {table} r
+                                   WHERE r.tenant_id = v.t AND {FILTERS} {ORDER}) x
+                     WHERE {which} {ORDER}"
+                )
+            }
         };
         // The last column says "reached through the hierarchy"; where a part
         // knows it, it is a constant: computing it per row re-reads the settings.
@@ -460,14 +476,12 @@ impl TenantScope {
         let mut parts: Vec<(Visibility, String)> = Vec::with_capacity(2);
         match query.owner {
             OwnerFilter::Own => parts.push((Visibility::Owned, own)),
-            OwnerFilter::Descendants => {
-                parts.push((Visibility::Owned, per_visible_tenant("v.t <> $1")))
-            }
+            OwnerFilter::Descendants => parts.push((Visibility::Owned, per_visible_tenant(true))),
             OwnerFilter::Shared => {
                 parts.push((Visibility::SharedWithMe, shared("tenant_id <> $1")))
             }
             OwnerFilter::All => {
-                parts.push((Visibility::Owned, per_visible_tenant("true")));
+                parts.push((Visibility::Owned, per_visible_tenant(false)));
                 parts.push((Visibility::SharedWithMe, shared_any));
             }
         }

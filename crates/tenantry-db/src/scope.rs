@@ -442,6 +442,12 @@ impl Tx {
         }
     }
 
+    /// Whether the database is a Citus coordinator (statements that Citus
+    /// cannot push down to the shards take another shape there).
+    pub(crate) fn citus(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| c.citus)
+    }
+
     /// The connection's state is unknown (a lost reply): it must not be reused.
     fn break_connection(&mut self) {
         if let Some(client) = self.client.as_mut() {

@@ -9,7 +9,7 @@
 
 use tenantry_db::{
     ContextKey, Database, DatabaseConfig, DbError, Isolation, NewResource, NewTenant, ResourceId,
-    SignedContext, TenantContext, TenantId, TenantUpdate, Visibility,
+    ResourceQuery, SignedContext, TenantContext, TenantId, TenantUpdate, Visibility,
 };
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -750,6 +750,33 @@ async fn a_server_on_the_coordinator_creates_tenants_and_their_resources() {
         .await
         .unwrap();
     scope.commit().await.unwrap();
+    // A lists its own and its child's resources, newest first; B lists none.
+    let mut scope = server
+        .tenant(TenantContext::new(child.tenant_id))
+        .await
+        .unwrap();
+    let childs = scope
+        .create_resource(&NewResource {
+            name: "child doc".into(),
+            data: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    for (tenant, expected) in [(a, vec![childs.id, made.id]), (b, vec![])] {
+        let page = server
+            .tenant(TenantContext::new(TenantId::from_uuid(tenant)))
+            .await
+            .unwrap()
+            .list_resources_and_commit(&ResourceQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<ResourceId> = page.items.iter().map(|r| r.id).collect();
+        assert_eq!(ids, expected);
+    }
     // The coordinator still refuses an id chosen by the tenant (the shards
     // take the defaults Citus fills in, nothing more).
     let mut scope = server
