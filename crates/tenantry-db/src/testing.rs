@@ -2,6 +2,8 @@
 
 use std::sync::OnceLock;
 
+pub mod citus;
+
 use tenantry_embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster};
 use tokio_postgres::{Client, Config, NoTls};
 
