@@ -174,6 +174,15 @@ pub async fn grant_defaulted_columns(client: &Client) -> Result<(), Distribution
     Ok(())
 }
 
+/// The statement with which a tenant's server reads one resource on Citus
+/// (`GET /v1/resources/{id}`): `$1` the id, `$2` the transaction's visible
+/// subtree, which lets Citus send it to those tenants' shards alone. Public
+/// so that the Citus tests can `EXPLAIN` the statement the server runs.
+#[doc(hidden)]
+pub fn resource_point_read() -> String {
+    crate::resources::get_resource_routed_sql(crate::scope::Route::Pooled)
+}
+
 /// Copies tenantry's roles to every worker (created when missing, with
 /// `LOGIN` and the coordinator's BYPASSRLS and INHERIT attributes, their
 /// memberships among each other, and their parameter privileges). Idempotent.

@@ -201,6 +201,24 @@ macro_rules! get_resource {
         )
     };
 }
+/// [`get_resource_sql`] on Citus, in two statements: the caller's subtree
+/// first, naming its tenants (`$2`, the transaction's visible subtree, which
+/// the policy checks too) so that Citus sends it to their shards alone; then,
+/// only when that found nothing, [`GET_SHARED_RESOURCE`]. (In one statement
+/// Citus sends the shared part to the shard too, where it cannot run.)
+pub(crate) fn get_resource_routed_sql(route: Route) -> String {
+    format!(
+        "SELECT {RESOURCE_COLUMNS}, true FROM {} WHERE id = $1 AND tenant_id = ANY ($2::uuid[])",
+        route.resources()
+    )
+}
+
+/// The resource `$1` if it is shared with the caller (Citus's second step).
+const GET_SHARED_RESOURCE: &str =
+    "SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by,
+        tenant_id = ANY (tenantry.visible_tenant_ids())
+ FROM tenantry.resources_shared_with_me($1)";
+
 const GET_RESOURCE_FAMILY: &str = get_resource!("tenantry.resources");
 const GET_RESOURCE_POOLED: &str = get_resource!("ONLY tenantry.resources");
 const GET_RESOURCE_SCHEMA: &str = get_resource!("resources");
@@ -255,14 +273,33 @@ impl TenantScope {
     /// tenant's resource is not found, exactly like a missing one.
     pub async fn get_resource(&mut self, id: ResourceId) -> Result<Resource, DbError> {
         let me = self.tenant();
-        let rows = self
-            .by_id_in_any_tier(
-                Visibility::All,
-                |route| get_resource_sql(route).into(),
-                &[id.as_uuid()],
-                &[Type::UUID],
-            )
-            .await?;
+        let rows = match self.shard_tenants().await? {
+            None => {
+                self.by_id_in_any_tier(
+                    Visibility::All,
+                    |route| get_resource_sql(route).into(),
+                    &[id.as_uuid()],
+                    &[Type::UUID],
+                )
+                .await?
+            }
+            Some(tenants) => {
+                let route = self.tx.route().await?;
+                let rows = self
+                    .rows(
+                        &get_resource_routed_sql(route),
+                        &[id.as_uuid(), &tenants],
+                        &[Type::UUID, Type::UUID_ARRAY],
+                    )
+                    .await?;
+                if rows.is_empty() {
+                    self.rows(GET_SHARED_RESOURCE, &[id.as_uuid()], &[Type::UUID])
+                        .await?
+                } else {
+                    rows
+                }
+            }
+        };
         rows.first()
             .map(|r| resource(r, me))
             .ok_or_else(|| not_found(id))
@@ -271,6 +308,12 @@ impl TenantScope {
     /// Like [`TenantScope::get_resource`], and ends the transaction in the same
     /// round trip (BEGIN, context, SELECT and COMMIT travel together).
     pub async fn get_resource_and_commit(mut self, id: ResourceId) -> Result<Resource, DbError> {
+        if self.tx.citus() {
+            // Two statements on Citus (get_resource_routed_sql).
+            let found = self.get_resource(id).await?;
+            self.commit().await?;
+            return Ok(found);
+        }
         let me = self.tenant();
         let sql = get_resource_sql(self.tx.route().await?);
         let rows = self
@@ -300,19 +343,30 @@ impl TenantScope {
     ) -> Result<Resource, DbError> {
         validate(update.name.as_deref(), update.data.as_ref())?;
         let me = self.tenant();
+        let tenants = self.shard_tenants().await?;
+        let (shards, params) = if tenants.is_some() {
+            (" AND tenant_id = ANY ($4::uuid[])", 4)
+        } else {
+            ("", 3)
+        };
         let rows = self
             .by_id_in_any_tier(
                 Visibility::Owned,
                 |route| {
                     format!(
                         "UPDATE {} SET name = coalesce($2, name), data = coalesce($3, data)
-                         WHERE id = $1 RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())",
+                         WHERE id = $1{shards} RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())",
                         route.resources()
                     )
                     .into()
                 },
-                &[id.as_uuid(), &update.name, &update.data],
-                &[Type::UUID, Type::TEXT, Type::JSONB],
+                &[
+                    id.as_uuid() as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &update.name,
+                    &update.data,
+                    &tenants,
+                ][..params],
+                &[Type::UUID, Type::TEXT, Type::JSONB, Type::UUID_ARRAY][..params],
             )
             .await?;
         rows.first()
@@ -322,24 +376,46 @@ impl TenantScope {
 
     /// Deletes a resource of the caller or a descendant (its shares go with it).
     pub async fn delete_resource(&mut self, id: ResourceId) -> Result<(), DbError> {
+        let tenants = self.shard_tenants().await?;
+        let (shards, params) = if tenants.is_some() {
+            (" AND tenant_id = ANY ($2::uuid[])", 2)
+        } else {
+            ("", 1)
+        };
         let rows = self
             .by_id_in_any_tier(
                 Visibility::Owned,
                 |route| {
                     format!(
-                        "DELETE FROM {} WHERE id = $1 RETURNING id",
+                        "DELETE FROM {} WHERE id = $1{shards} RETURNING id",
                         route.resources()
                     )
                     .into()
                 },
-                &[id.as_uuid()],
-                &[Type::UUID],
+                &[
+                    id.as_uuid() as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &tenants,
+                ][..params],
+                &[Type::UUID, Type::UUID_ARRAY][..params],
             )
             .await?;
         if rows.is_empty() {
             return Err(not_found(id));
         }
         Ok(())
+    }
+
+    /// On Citus, the tenants a statement by id may touch: the transaction's
+    /// visible subtree (from its context part, which the policy checks too).
+    /// Named next to the policy, they let Citus send the statement to their
+    /// shards alone instead of every shard. `None` on a single node, where
+    /// the policy's index condition does the same.
+    async fn shard_tenants(&mut self) -> Result<Option<Vec<uuid::Uuid>>, DbError> {
+        if !self.tx.citus() {
+            return Ok(None);
+        }
+        self.tx.route().await?;
+        Ok(self.tx.visible_tenants())
     }
 
     /// Runs a statement on one resource by id in the transaction's route and,

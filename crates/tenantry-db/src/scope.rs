@@ -442,6 +442,17 @@ impl Tx {
         }
     }
 
+    /// The visible subtree (the tenant first) of the transaction's context
+    /// part, once its route is known; `None` before.
+    pub(crate) fn visible_tenants(&self) -> Option<Vec<uuid::Uuid>> {
+        let part = self.pinned_part.clone().flatten()?;
+        let (_, subtree) = part.split_once(",v")?;
+        subtree
+            .split(',')
+            .map(|t| uuid::Uuid::parse_str(t).ok())
+            .collect()
+    }
+
     /// Whether the database is a Citus coordinator (statements that Citus
     /// cannot push down to the shards take another shape there).
     pub(crate) fn citus(&self) -> bool {
