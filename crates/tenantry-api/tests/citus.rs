@@ -94,7 +94,27 @@ async fn a_server_on_a_citus_coordinator_serves_tenants_and_their_resources() {
         .collect();
     assert_eq!(listed, [id.as_str()]);
 
-    // B: A's resource is not found, to read or to delete; B lists nothing.
+    let (status, changed) = call(
+        &client,
+        Method::PATCH,
+        resource.clone(),
+        a,
+        Some(json!({ "name": "doc 2" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["name"], "doc 2");
+
+    // B: A's resource is not found, to read, change or delete; B lists nothing.
+    let (status, problem) = call(
+        &client,
+        Method::PATCH,
+        resource.clone(),
+        b,
+        Some(json!({ "name": "mine" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     for method in [Method::GET, Method::DELETE] {
         let (status, problem) = call(&client, method, resource.clone(), b, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");

@@ -344,10 +344,12 @@ impl TenantScope {
         validate(update.name.as_deref(), update.data.as_ref())?;
         let me = self.tenant();
         let tenants = self.shard_tenants().await?;
-        let (shards, params) = if tenants.is_some() {
-            (" AND tenant_id = ANY ($4::uuid[])", 4)
+        // On Citus the subtree parameter also stands in for
+        // visible_tenant_ids() in RETURNING, where Citus refuses a STABLE function.
+        let (shards, visible, params) = if tenants.is_some() {
+            (" AND tenant_id = ANY ($4::uuid[])", "$4::uuid[]", 4)
         } else {
-            ("", 3)
+            ("", "tenantry.visible_tenant_ids()", 3)
         };
         let rows = self
             .by_id_in_any_tier(
@@ -355,7 +357,7 @@ impl TenantScope {
                 |route| {
                     format!(
                         "UPDATE {} SET name = coalesce($2, name), data = coalesce($3, data)
-                         WHERE id = $1{shards} RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())",
+                         WHERE id = $1{shards} RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY ({visible})",
                         route.resources()
                     )
                     .into()
