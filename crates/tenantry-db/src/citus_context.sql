@@ -197,59 +197,29 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table), on Citus: takes no lock (no tier moves on Citus; a lock on the tenants reference table from the shards deadlocks multi-shard statements).';
 
-/**
- * verify_api_key_hash of 05_keys.sql, on Citus: the key's lookup by prefix
- * (on every shard: the prefix does not name the tenant) first, then the key
- * by its primary key (one shard) with its tenant. Citus cannot plan the
- * single-node statement (a lateral subquery with OFFSET over distributed
- * tables). The identity it returns is built as on a single node.
- */
-CREATE OR REPLACE FUNCTION tenantry.verify_api_key_hash(key_prefix text, key_hash bytea)
-RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
+-- verify_api_key_hash of 05_keys.sql, on Citus: Citus cannot plan its
+-- lateral subquery with OFFSET 0 over distributed tables. The same function
+-- with the key found by the primary key its prefix's lookup gives (a
+-- subquery Citus runs first, on every shard: the prefix does not name the
+-- tenant), planned afresh for each call.
+DO $verify$
 DECLARE
-    l record;
-    k record;
+    def text := pg_catalog.pg_get_functiondef('tenantry.verify_api_key_hash(text, bytea)'::pg_catalog.regprocedure);
+    citus text;
 BEGIN
-    SELECT lk.tenant_id, lk.key_id INTO l FROM tenantry.api_key_lookup lk WHERE lk.prefix = key_prefix;
-    IF NOT FOUND THEN
-        RETURN NULL;
+    citus := regexp_replace(def,
+        'FROM tenantry\.api_key_lookup l\s.*JOIN tenantry\.tenants t ON t\.tenant_id = l\.tenant_id\s+WHERE l\.prefix = key_prefix',
+        'FROM tenantry.api_keys a JOIN tenantry.tenants t ON t.tenant_id = a.tenant_id
+     WHERE (a.tenant_id, a.key_id) = (SELECT lk.tenant_id, lk.key_id FROM tenantry.api_key_lookup lk WHERE lk.prefix = key_prefix)');
+    IF citus = def THEN
+        RAISE EXCEPTION 'verify_api_key_hash no longer has the lookup this file rewrites for Citus';
     END IF;
-    SELECT a.key_id, a.tenant_id, a.user_id, a.role_id, a.description, a.metadata, a.expires_at,
-           a.prefix, a.last_used_at, a.scopes, a.allowed_cidrs, t.status AS tenant_status, t.settings AS tenant_settings
-      INTO k
-      FROM tenantry.api_keys a
-      JOIN tenantry.tenants t ON t.tenant_id = a.tenant_id
-     WHERE a.tenant_id = l.tenant_id AND a.key_id = l.key_id
-       AND octet_length(a.key_hash) = octet_length(verify_api_key_hash.key_hash)
-       AND sha256(a.key_hash) = sha256(verify_api_key_hash.key_hash)
-       AND a.revoked_at IS NULL
-       AND (a.expires_at IS NULL OR a.expires_at > now());
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    IF k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' THEN
-        UPDATE tenantry.api_keys SET last_used_at = now()
-        WHERE tenant_id = k.tenant_id AND api_keys.key_id = k.key_id;
-        PERFORM set_config('synchronous_commit', 'off', true);
-    END IF;
-    RETURN jsonb_build_object(
-        'key_id', k.key_id, 'tenant_id', k.tenant_id, 'tenant_status', k.tenant_status,
-        'tenant_settings', k.tenant_settings,
-        'permissions', to_jsonb(ARRAY(SELECT ip.name
-                                      FROM tenantry.identity_permissions(k.tenant_id, k.user_id, k.role_id) ip
-                                      WHERE k.scopes IS NULL OR ip.name = ANY (k.scopes)
-                                      ORDER BY ip.name)),
-        'allowed_cidrs', to_jsonb(k.allowed_cidrs::text[]),
-        'unbound', k.user_id IS NULL AND k.role_id IS NULL AND k.scopes IS NULL,
-        'user_id', k.user_id, 'role_id', k.role_id, 'description', k.description,
-        'metadata', k.metadata, 'expires_at', k.expires_at, 'prefix', k.prefix,
-        'type', coalesce(k.metadata->>'type', 'tenant_key'));
+    -- Custom plans: Citus plans the subquery with the prefix bound, not a
+    -- generic plan's parameter.
+    citus := regexp_replace(citus, E'\n SET plan_cache_mode TO [^\n]*', '');
+    EXECUTE citus;
 END
-$$;
-COMMENT ON FUNCTION tenantry.verify_api_key_hash(text, bytea) IS 'Verifies a key by prefix and SHA-256 before any tenant is known (on Citus: the lookup by prefix, then the key by its primary key; hashes compared as digests of digests); NULL for unknown, revoked or expired keys. Records last use at most once a minute per key.';
+$verify$;
 
 GRANT EXECUTE ON FUNCTION tenantry.citus_context(), tenantry.citus_verify_context()
 TO tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_admin, tenantry_logger, tenantry_server;
