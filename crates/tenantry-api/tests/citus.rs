@@ -129,7 +129,19 @@ async fn a_server_on_a_citus_coordinator_serves_tenants_and_their_resources() {
     let (status, _) = call(&client, Method::GET, resource, a, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let _ = server.stop().await;
+    // Stopping flushes the request log: every request above is in it.
+    server
+        .stop()
+        .await
+        .expect("the server stops")
+        .expect("its task ends")
+        .expect("it ends without an error");
+    let logged: i64 = admin
+        .query_one("SELECT count(*) FROM tenantry.request_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(logged >= 10, "{logged} request-log rows");
     drop(admin);
     db.drop_all().await;
 }

@@ -221,6 +221,32 @@ BEGIN
 END
 $verify$;
 
+/**
+ * Appends a batch of request-log rows, for the logger on Citus: the logger's
+ * INSERT ... SELECT FROM unnest(...) is run by Citus as a COPY into the
+ * shards, which PostgreSQL refuses under row-level security. The same insert
+ * as the owner (not subject to RLS), granted to the logger alone, which may
+ * append rows for any tenant anyway (policy request_log_append).
+ */
+CREATE OR REPLACE FUNCTION tenantry.append_request_log(
+    tenants uuid[], times timestamptz[], users uuid[], resources uuid[], methods text[], routes text[],
+    statuses int2[], latencies float8[], keys uuid[], impersonators text[], request_ids text[])
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- PL/pgSQL: Citus does not plan a SQL function's statement with its parameters.
+    INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms,
+                                      key_id, impersonator, request_id)
+    SELECT * FROM unnest(tenants, times, users, resources, methods, routes, statuses, latencies, keys,
+                         impersonators, request_ids);
+END
+$$;
+COMMENT ON FUNCTION tenantry.append_request_log(uuid[], timestamptz[], uuid[], uuid[], text[], text[], int2[], float8[], uuid[], text[], text[]) IS 'Citus: the logger''s batch of request-log rows, appended as the owner (Citus copies INSERT ... SELECT into the shards, which RLS refuses). Granted to tenantry_logger only.';
+REVOKE EXECUTE ON FUNCTION tenantry.append_request_log(uuid[], timestamptz[], uuid[], uuid[], text[], text[], int2[], float8[], uuid[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantry.append_request_log(uuid[], timestamptz[], uuid[], uuid[], text[], text[], int2[], float8[], uuid[], text[], text[]) TO tenantry_logger;
+
 GRANT EXECUTE ON FUNCTION tenantry.citus_context(), tenantry.citus_verify_context()
 TO tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_admin, tenantry_logger, tenantry_server;
 REVOKE EXECUTE ON FUNCTION tenantry.citus_transaction(), tenantry.citus_carry_context() FROM PUBLIC;
