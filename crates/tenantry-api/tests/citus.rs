@@ -133,8 +133,9 @@ async fn a_server_on_a_citus_coordinator_serves_tenants_and_their_resources() {
     server
         .stop()
         .await
-        .expect("the server stops")
-        .expect("its task ends")
+        .expect("the server was running")
+        .expect("it stops within a minute")
+        .expect("its task does not panic")
         .expect("it ends without an error");
     let logged: i64 = admin
         .query_one("SELECT count(*) FROM tenantry.request_log", &[])
