@@ -1,4 +1,4 @@
-//! Citus: recognising a Citus coordinator, giving its worker nodes tenantry's roles, and distributing tenantry's schema after the first install (tenant tables by `tenant_id`, colocated with `resources`; global tables as reference tables; functions on every node).
+//! Citus: recognising a Citus coordinator, installing the Citus form of tenantry's schema (`citus.sql`: the tenant context carried to the workers, signed and bound to the distributed transaction), giving its worker nodes tenantry's roles, and distributing tenantry's schema after the first install (tenant tables by `tenant_id`, colocated with `resources`; global tables as reference tables; functions on every node).
 //!
 //! What Citus 13 does with tenantry's schema, measured on a coordinator and
 //! two workers, is in `docs/scale-out.md`. The rules here follow from it:
@@ -102,21 +102,21 @@ impl fmt::Display for DistributionError {
 
 impl std::error::Error for DistributionError {}
 
-/// The Citus form of the tenant context (`citus_context.sql`): the owner's
+/// The Citus form of the schema (`citus.sql`): above all, the owner's
 /// functions that set a transaction's context also carry it to the workers,
 /// signed and bound to the distributed transaction, and the read functions
 /// check it there. Runs on the coordinator after the first install's
 /// migrations and before [`distribute`], which hands these definitions to
 /// the workers; a single-node database keeps the plain definitions.
-pub async fn install_context(client: &Client) -> Result<(), tokio_postgres::Error> {
+pub async fn install_forms(client: &Client) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute(&format!(
-            "BEGIN; SET LOCAL citus.enable_ddl_propagation = off; {CONTEXT_SQL}\nCOMMIT"
+            "BEGIN; SET LOCAL citus.enable_ddl_propagation = off; {CITUS_SQL}\nCOMMIT"
         ))
         .await
 }
 
-const CONTEXT_SQL: &str = include_str!("citus_context.sql");
+const CITUS_SQL: &str = include_str!("citus.sql");
 
 /// Lets the roles that may insert into some columns of a distributed table
 /// insert into its defaulted columns too, on the shards only. Citus fills

@@ -8,7 +8,10 @@
 //! someone builds one (docs/scale-out.md).
 
 use tenantry_db::{
-    testing::citus::{citus_url, migrated, ClusterDb},
+    testing::{
+        citus::{citus_url, migrated, ClusterDb},
+        enter_signed_with,
+    },
     ContextKey, DbError, Isolation, NewResource, NewTenant, ResourceId, ResourceQuery,
     SignedContext, TenantContext, TenantId, TenantUpdate, Visibility,
 };
@@ -150,7 +153,7 @@ async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to
     .await
     {
         // Every one: the two over coordinator-only tables too, which are
-        // PL/pgSQL on Citus (citus_context.sql) and never called there.
+        // PL/pgSQL on Citus (citus.sql) and never called there.
         assert_eq!(count.parse::<i64>().unwrap(), coordinator_functions);
     }
     // Invalidations are sent from the coordinator only.
@@ -242,26 +245,7 @@ async fn two_tenants_with_resources(client: &Client, rows: i32) -> (uuid::Uuid, 
 async fn begin_signed(client: &Client, key: &ContextKey, tenant: uuid::Uuid) {
     client.batch_execute("BEGIN").await.unwrap();
     let signed = SignedContext::new(TenantId::from_uuid(tenant));
-    let mac = key.sign_context(&signed);
-    let part: Option<String> = client
-        .query_one(
-            "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            &[
-                &signed.pid,
-                &signed.expires_at,
-                &Some(tenant),
-                &None::<uuid::Uuid>,
-                &signed.actor,
-                &signed.grants,
-                &signed.impersonator,
-                &signed.tenant_part,
-                &key.id(),
-                &mac,
-            ],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let part = enter_signed_with(client, key, &signed).await.unwrap();
     assert!(part.is_some(), "the coordinator refused a signed context");
 }
 

@@ -1,19 +1,21 @@
 -- =============================================================================
--- The tenant context on Citus: carried from the coordinator to the workers.
+-- The Citus form of tenantry's schema: the definitions a Citus coordinator
+-- needs instead of (or beside) those of the migrations.
 --
 -- Installed by crates/tenantry-db/src/citus.rs on a Citus coordinator only,
 -- after the first install's migrations and before the schema is distributed
 -- (so that the workers get these definitions); a single-node database never
--- sees this file, and its read functions stay the inlined SQL of
--- migrations/repeatable/01_context.sql.
+-- sees this file, and its plans do not change. docs/scale-out.md ("The Citus
+-- form of the schema") says why each one.
 --
--- Why: the verified context lives in backtrace_functions, which only the
--- owner role's SECURITY DEFINER functions set (01_context.sql). Citus opens
--- its worker connections as the current role and replays on them only the
--- SET LOCAL statements of the transaction (citus.propagate_set_commands =
--- 'local'), never set_config(), and the app roles may not set
--- backtrace_functions on the workers anyway. So on a worker, policies would
--- see no tenant and read no rows.
+-- Most of it carries the tenant context to the workers. The verified
+-- context lives in backtrace_functions, which only the owner role's SECURITY
+-- DEFINER functions set (01_context.sql). Citus opens its worker connections
+-- as the current role and replays on them only the SET LOCAL statements of
+-- the transaction (citus.propagate_set_commands = 'local'), never
+-- set_config(), and the app roles may not set backtrace_functions on the
+-- workers anyway. So on a worker, policies would see no tenant and read no
+-- rows.
 --
 -- How: whenever an owner function sets a transaction's context, it also runs
 -- `SET LOCAL tenantry.context = '<key id>.<mac>.<value>'` (propagated), where
