@@ -183,6 +183,16 @@ pub fn resource_point_read() -> String {
     crate::resources::get_resource_routed_sql(crate::scope::Route::Pooled)
 }
 
+/// The statement with which a tenant's server lists its subtree's resources
+/// on Citus (`GET /v1/resources`): `$6` the transaction's visible subtree,
+/// which lets Citus send it to those tenants' shards alone (`$1`..`$5`: the
+/// tenant, name prefix, keyset position and page size). Public so that the
+/// Citus tests can `EXPLAIN` the statement the server runs.
+#[doc(hidden)]
+pub fn resource_listing() -> String {
+    crate::resources::resource_listing_sql("ONLY tenantry.resources", "true")
+}
+
 /// Copies tenantry's roles to every worker (created when missing, with
 /// `LOGIN` and the coordinator's BYPASSRLS and INHERIT attributes, their
 /// memberships among each other, and their parameter privileges). Idempotent.

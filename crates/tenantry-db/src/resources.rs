@@ -213,6 +213,23 @@ pub(crate) fn get_resource_routed_sql(route: Route) -> String {
     )
 }
 
+/// The listing of the caller's subtree on Citus (`$6` the subtree, `$2`..`$5`
+/// the filters and page size of [`TenantScope::list_resources`]; `which` a
+/// further condition): one top N per shard of those tenants, which the
+/// coordinator merges. Citus cannot push the single-node per-tenant LATERAL
+/// down to the shards.
+pub(crate) fn resource_listing_sql(table: &str, which: &str) -> String {
+    format!(
+        "SELECT {RESOURCE_COLUMNS}, true FROM {table}
+         WHERE tenant_id = ANY ($6::uuid[]) AND {which} AND {LIST_FILTERS} {LIST_ORDER}"
+    )
+}
+
+/// A listing's filters ($2 name prefix, $3/$4 keyset position) and page ($5).
+const LIST_FILTERS: &str = "($2::text IS NULL OR name LIKE $2)
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))";
+const LIST_ORDER: &str = "ORDER BY created_at DESC, id DESC LIMIT $5";
+
 /// The resource `$1` if it is shared with the caller (Citus's second step).
 const GET_SHARED_RESOURCE: &str =
     "SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by,
@@ -501,12 +518,14 @@ impl TenantScope {
                 .replace('_', "\\_");
             format!("{escaped}%")
         });
-        const FILTERS: &str = "($2::text IS NULL OR name LIKE $2)
-               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))";
-        const ORDER: &str = "ORDER BY created_at DESC, id DESC LIMIT $5";
+        const FILTERS: &str = LIST_FILTERS;
+        const ORDER: &str = LIST_ORDER;
         // On Citus the per-tenant LATERAL cannot be pushed down to the
-        // shards; there one top-N per shard, merged by the coordinator.
-        let citus = self.tx.citus();
+        // shards; there one top-N per shard of the subtree (named as $6, the
+        // subtree the policy checks too, so that Citus skips the other
+        // shards), merged by the coordinator.
+        let subtree = self.shard_tenants().await?;
+        let citus = subtree.is_some();
         let per_visible_tenant = |others_only: bool| {
             if citus {
                 let which = if others_only {
@@ -514,10 +533,7 @@ impl TenantScope {
                 } else {
                     "true"
                 };
-                format!(
-                    "SELECT {RESOURCE_COLUMNS}, true FROM {table}
-                     WHERE tenant_id = ANY (tenantry.visible_tenant_ids()) AND {which} AND {FILTERS} {ORDER}"
-                )
+                resource_listing_sql(table, which)
             } else {
                 let which = if others_only { "v.t <> $1" } else { "true" };
                 format!(
@@ -563,27 +579,28 @@ impl TenantScope {
                 parts.push((Visibility::SharedWithMe, shared_any));
             }
         }
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-            [me.as_uuid(), &prefix, &after_ts, &after_id, &(limit + 1)];
-        const TYPES: &[Type] = &[
+        // Six on Citus (the subtree; the parts that do not name it leave it unused).
+        let count = if citus { 6 } else { 5 };
+        let all_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            me.as_uuid(),
+            &prefix,
+            &after_ts,
+            &after_id,
+            &(limit + 1),
+            &subtree,
+        ];
+        let params = &all_params[..count];
+        let types = &[
             Type::UUID,
             Type::TEXT,
             Type::TIMESTAMPTZ,
             Type::UUID,
             Type::INT8,
-        ];
+            Type::UUID_ARRAY,
+        ][..count];
         let stmts: Vec<(Visibility, crate::scope::Stmt<'_>)> = parts
             .iter()
-            .map(|(v, sql)| {
-                (
-                    *v,
-                    crate::scope::Stmt {
-                        sql,
-                        params: &params,
-                        types: TYPES,
-                    },
-                )
-            })
+            .map(|(v, sql)| (*v, crate::scope::Stmt { sql, params, types }))
             .collect();
         let results = self.tx.query_many(&stmts, commit).await?;
         let mut items: Vec<Resource> = results.iter().flatten().map(|r| resource(r, me)).collect();

@@ -608,6 +608,20 @@ async fn a_server_on_the_coordinator_creates_tenants_and_their_resources() {
     )
     .await;
     assert_eq!(task_count(&plan), Some(1), "{plan:#?}");
+    // So does its listing of a tenant without descendants.
+    admin
+        .batch_execute(&format!(
+            "PREPARE listing(uuid, text, timestamptz, uuid, bigint, uuid[]) AS {}",
+            tenantry_db::citus::resource_listing()
+        ))
+        .await
+        .unwrap();
+    let plan = explain(
+        &admin,
+        &format!("EXECUTE listing('{b}', NULL, NULL, NULL, 11, ARRAY['{b}']::uuid[])"),
+    )
+    .await;
+    assert_eq!(task_count(&plan), Some(1), "{plan:#?}");
     // The coordinator still refuses an id chosen by the tenant (the shards
     // take the defaults Citus fills in, nothing more).
     let mut scope = server
