@@ -115,12 +115,15 @@ CREATE OR REPLACE FUNCTION tenantry.current_user_id()
 RETURNS uuid
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
-                 AND pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 46, 32) <> '00000000000000000000000000000000'
-                THEN pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 46, 32)::uuid
-                WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 17) = 'tenantry_user_v1_'
-                THEN pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 18, 32)::uuid
-           END
+    -- Cast once, after the CASE: Citus evaluates the branches of an inlined
+    -- CASE eagerly on the coordinator (column defaults of an INSERT), and the
+    -- branch not taken must not fail.
+    SELECT (CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+                  AND pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 46, 32) <> '00000000000000000000000000000000'
+                 THEN pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 46, 32)
+                 WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 17) = 'tenantry_user_v1_'
+                 THEN pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 18, 32)
+            END)::uuid
 $$;
 COMMENT ON FUNCTION tenantry.current_user_id() IS 'The acting member named by the verified context (or the signed-in person of a user context), NULL when none. Recorded as created_by / shared_by.';
 
@@ -154,23 +157,26 @@ CREATE OR REPLACE FUNCTION tenantry.current_actor()
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT CASE
-        WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
-        THEN coalesce(
-                 nullif(pg_catalog.convert_from(pg_catalog.decode(
-                     pg_catalog.split_part(pg_catalog.split_part(pg_catalog.current_setting('backtrace_functions'), ',a', 2), ',', 1),
-                     'hex'), 'UTF8'), ''),
-                 'user:' || tenantry.current_user_id()::text,
-                 'db:' || session_user)
-        WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 17) = 'tenantry_user_v1_'
-        THEN 'user:' || tenantry.current_user_id()::text
-        WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 18) = 'tenantry_admin_v1_'
-        THEN coalesce(
-                 nullif(pg_catalog.convert_from(pg_catalog.decode(
-                     pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 19), 'hex'), 'UTF8'), ''),
-                 'admin')
-        ELSE coalesce(nullif(pg_catalog.current_setting('app.actor', true), ''), 'db:' || session_user)
-    END
+    -- The actor named by a tenant or administrative context, decoded once
+    -- outside the CASE that picks its hex: Citus evaluates the branches of an
+    -- inlined CASE eagerly on the coordinator, and decoding the branch not
+    -- taken would fail.
+    SELECT coalesce(
+        nullif(pg_catalog.convert_from(pg_catalog.decode(CASE
+            WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+            THEN pg_catalog.split_part(pg_catalog.split_part(pg_catalog.current_setting('backtrace_functions'), ',a', 2), ',', 1)
+            WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 18) = 'tenantry_admin_v1_'
+            THEN pg_catalog.substr(pg_catalog.current_setting('backtrace_functions'), 19)
+            ELSE '' END, 'hex'), 'UTF8'), ''),
+        CASE
+            WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
+            THEN coalesce('user:' || tenantry.current_user_id()::text, 'db:' || session_user)
+            WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 17) = 'tenantry_user_v1_'
+            THEN 'user:' || tenantry.current_user_id()::text
+            WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 18) = 'tenantry_admin_v1_'
+            THEN 'admin'
+            ELSE coalesce(nullif(pg_catalog.current_setting('app.actor', true), ''), 'db:' || session_user)
+        END)
 $$;
 COMMENT ON FUNCTION tenantry.current_actor() IS 'Actor recorded in audit_log: in a tenant context the actor it names (e.g. key:<id>, admin), else user:<current_user_id>, else db:<session user>; without one, app.actor (set_actor_local) or db:<session user>.';
 

@@ -215,6 +215,16 @@ DECLARE
     parent_status text;
 BEGIN
     NEW.name := tenantry.clean_name(NEW.name, 'name');
+    -- On Citus this fires once per copy of the tenants reference table. A
+    -- worker's copy takes the row as the coordinator's does (same name, same
+    -- times); the checks read other tables and run on the coordinator only.
+    IF tenantry.on_citus_worker() THEN
+        IF TG_OP = 'UPDATE' THEN
+            NEW.created_at := OLD.created_at;
+            NEW.updated_at := tenantry.write_time();
+        END IF;
+        RETURN NEW;
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         IF OLD.status = 'deleted' THEN
             RAISE EXCEPTION 'tenant % is deleted', OLD.tenant_id USING ERRCODE = 'TN409';
@@ -223,7 +233,7 @@ BEGIN
             RAISE EXCEPTION 'tenant_id cannot change' USING ERRCODE = 'TN422', HINT = 'tenant_id';
         END IF;
         NEW.created_at := OLD.created_at;
-        NEW.updated_at := now();
+        NEW.updated_at := tenantry.write_time();
         IF NEW.status = 'deleted' AND OLD.status <> 'deleted' AND EXISTS (
             -- Children through the closure table: tenants has no index on
             -- parent_id (a tenant role could probe it, issue 10 finding 8).
@@ -272,13 +282,24 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- Citus: once, from the coordinator's copy of the tenants reference table
+    -- (a worker's copy of the row fires it too; on_citus_worker()).
+    IF tenantry.on_citus_worker() THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'INSERT' THEN
+        -- Two statements, not one INSERT ... SELECT ... UNION ALL: Citus
+        -- prunes such a statement to no shard at all when the ancestors'
+        -- branch cannot match (a root tenant's NULL parent), and the tenant's
+        -- own row went missing with it.
         INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth)
-        SELECT NEW.tenant_id, NEW.tenant_id, 0
-        UNION ALL
-        SELECT h.parent_id, NEW.tenant_id, h.depth + 1
-        FROM tenantry.tenant_hierarchy h
-        WHERE h.child_id = NEW.parent_id;
+        VALUES (NEW.tenant_id, NEW.tenant_id, 0);
+        IF NEW.parent_id IS NOT NULL THEN
+            INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth)
+            SELECT h.parent_id, NEW.tenant_id, h.depth + 1
+            FROM tenantry.tenant_hierarchy h
+            WHERE h.child_id = NEW.parent_id;
+        END IF;
         PERFORM tenantry.write_audit(NEW.tenant_id, 'tenant.created', 'tenant', NEW.tenant_id::text,
             jsonb_build_object('name', NEW.name, 'parent_id', NEW.parent_id, 'isolation', NEW.isolation));
         IF NEW.parent_id IS NOT NULL THEN

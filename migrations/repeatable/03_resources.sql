@@ -179,6 +179,11 @@ AS $$
 DECLARE
     owner record;
 BEGIN
+    -- Citus: once, from the coordinator's copy of the tenants reference table
+    -- (a worker's copy of the row fires it too; on_citus_worker()).
+    IF tenantry.on_citus_worker() THEN
+        RETURN NULL;
+    END IF;
     EXECUTE format('UPDATE ONLY %I.resources SET shared_with = ''{}'' WHERE tenant_id = $1 AND shared_with <> ''{}''',
                    tenantry.resources_home(NEW.tenant_id))
     USING NEW.tenant_id;
@@ -574,6 +579,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- Citus: once, from the coordinator's copy of the tenants reference table
+    -- (a worker's copy of the row fires it too; on_citus_worker()).
+    IF tenantry.on_citus_worker() THEN
+        RETURN NULL;
+    END IF;
     IF (NEW.settings ? 'max_resources' OR NEW.settings ? 'max_storage_bytes')
        IS DISTINCT FROM (TG_OP = 'UPDATE' AND (OLD.settings ? 'max_resources' OR OLD.settings ? 'max_storage_bytes')) THEN
         PERFORM tenantry.recount_quota_usage(NEW.tenant_id);

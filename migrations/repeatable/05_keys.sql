@@ -179,6 +179,29 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.create_api_key(text, jsonb) IS 'KeyHippo API: creates a key for the current tenant (or a descendant named in metadata.tenant_id; metadata may also name user_id, role_id, expires_at, scopes, allowed_cidrs) and returns it once. Needs keys.write and every permission the key will hold (TN401).';
 
+/**
+ * The newest key of the current subtree with this prefix, as the server
+ * returns it after create_api_key or rotate_api_key made it (never its hash).
+ * Read as the owner that wrote it: on Citus a transaction may not read, as
+ * another role, the shards it changed as the owner. The subtree condition is
+ * the keys' read policy (api_keys_read_subtree).
+ */
+CREATE OR REPLACE FUNCTION tenantry.new_api_key_info(key_prefix text)
+RETURNS TABLE (key_id uuid, tenant_id uuid, prefix text, description text, user_id uuid, role_id uuid,
+               created_by text, created_at timestamptz, expires_at timestamptz, revoked_at timestamptz,
+               last_used_at timestamptz, rotated_from uuid, rotated_to uuid, scopes text[], allowed_cidrs text[])
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT a.key_id, a.tenant_id, a.prefix, a.description, a.user_id, a.role_id, a.created_by, a.created_at,
+           a.expires_at, a.revoked_at, a.last_used_at, a.rotated_from, a.rotated_to, a.scopes, a.allowed_cidrs::text[]
+    FROM tenantry.api_keys a
+    WHERE a.prefix = key_prefix AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
+    ORDER BY a.created_at DESC
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION tenantry.new_api_key_info(text) IS 'The newest key of the current subtree with this prefix (never its hash), read as the owner that created it: what the server returns after creating or rotating a key.';
+
 /** Guide: create_tenant_api_key(tenant_id, description) -> key. */
 CREATE OR REPLACE FUNCTION tenantry.create_tenant_api_key(tenant_id uuid, description text)
 RETURNS text
@@ -387,5 +410,6 @@ GRANT EXECUTE ON FUNCTION
     tenantry.validate_tenant_key(text),
     tenantry.revoke_api_key(uuid),
     tenantry.rotate_api_key(uuid, interval),
-    tenantry.key_permissions(uuid)
+    tenantry.key_permissions(uuid),
+    tenantry.new_api_key_info(text)
 TO tenantry_app;

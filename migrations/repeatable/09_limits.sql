@@ -192,6 +192,11 @@ DECLARE
     old_size bigint := 0;
     new_size bigint := 0;
 BEGIN
+    -- Citus: once, from the coordinator's copy of the tenants reference table
+    -- (a worker's copy of the row fires it too; on_citus_worker()).
+    IF tenantry.on_citus_worker() THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO tenantry.tenant_limit_usage (tenant_id) VALUES (NEW.tenant_id) ON CONFLICT DO NOTHING;
         IF NEW.parent_id IS NOT NULL AND NEW.status <> 'deleted' THEN
@@ -273,8 +278,11 @@ BEGIN
            members  = greatest(u.members  + CASE WHEN counter = 'members'  THEN delta ELSE 0 END, 0),
            shares   = greatest(u.shares   + CASE WHEN counter = 'shares'   THEN delta ELSE 0 END, 0)
      WHERE u.tenant_id = tid
-    RETURNING CASE counter WHEN 'api_keys' THEN u.api_keys WHEN 'roles' THEN u.roles
-                           WHEN 'members' THEN u.members ELSE u.shares END
+    -- A searched CASE, not CASE counter WHEN ...: Citus sends this statement
+    -- to the shard with counter bound, and deparsed the simple form wrongly
+    -- (text = boolean).
+    RETURNING CASE WHEN counter = 'api_keys' THEN u.api_keys WHEN counter = 'roles' THEN u.roles
+                   WHEN counter = 'members' THEN u.members ELSE u.shares END
     INTO used;
     IF NOT FOUND THEN
         -- A counter lost to manual maintenance, or a tenant deleted under the

@@ -83,6 +83,32 @@ $$;
 COMMENT ON FUNCTION tenantry.on_citus_worker() IS 'Internal: true on a Citus worker node (where shards'' triggers fire), false on the coordinator and without Citus. Not granted.';
 
 /**
+ * The time a write of this transaction records (updated_at): now(), except
+ * on Citus, where a reference table's row is written on every node and each
+ * node's now() is its own transaction's start. There it is the stamp of the
+ * distributed transaction id, which the coordinator and its worker
+ * transactions share, so every copy records the same time.
+ */
+CREATE OR REPLACE FUNCTION tenantry.write_time()
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    stamp timestamptz;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_local_group') IS NULL THEN
+        RETURN now();
+    END IF;
+    -- Dynamic: the function exists only where Citus is installed.
+    EXECUTE 'SELECT transaction_stamp FROM pg_catalog.get_current_transaction_id() WHERE transaction_number <> 0'
+        INTO stamp;
+    RETURN coalesce(stamp, now());
+END
+$$;
+COMMENT ON FUNCTION tenantry.write_time() IS 'Internal: now(), or on Citus the stamp of the distributed transaction (the same on every node), for times written into every copy of a reference table. Not granted.';
+
+/**
  * Sends one payload on tenantry_invalidate, except on a Citus worker: a
  * notification there reaches no server (they listen on the coordinator) and
  * Citus cannot PREPARE a transaction that notified. On Citus, only the

@@ -25,6 +25,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- Citus: checked once, on the coordinator's copy of the tenants reference
+    -- table (on_citus_worker()).
+    IF tenantry.on_citus_worker() THEN
+        RETURN NEW;
+    END IF;
     IF EXISTS (SELECT 1 FROM tenantry.purged_tenants p WHERE p.tenant_id = NEW.tenant_id) THEN
         RAISE EXCEPTION 'tenant id % was purged and is never given out again', NEW.tenant_id
             USING ERRCODE = 'TN409', HINT = 'tenant_id';

@@ -1,4 +1,4 @@
-//! Citus: recognising a Citus coordinator, giving its worker nodes tenantry's roles, and distributing tenantry's schema after the first install (tenant tables by `tenant_id`, colocated with `resources`; global tables as reference tables; functions on every node).
+//! Citus: recognising a Citus coordinator, installing the Citus form of tenantry's schema (`citus.sql`: the tenant context carried to the workers, signed and bound to the distributed transaction), giving its worker nodes tenantry's roles, and distributing tenantry's schema after the first install (tenant tables by `tenant_id`, colocated with `resources`; global tables as reference tables; functions on every node).
 //!
 //! What Citus 13 does with tenantry's schema, measured on a coordinator and
 //! two workers, is in `docs/scale-out.md`. The rules here follow from it:
@@ -101,6 +101,97 @@ impl fmt::Display for DistributionError {
 }
 
 impl std::error::Error for DistributionError {}
+
+/// The Citus form of the schema (`citus.sql`): above all, the owner's
+/// functions that set a transaction's context also carry it to the workers,
+/// signed and bound to the distributed transaction, and the read functions
+/// check it there. Runs on the coordinator after the first install's
+/// migrations and before [`distribute`], which hands these definitions to
+/// the workers; a single-node database keeps the plain definitions.
+pub async fn install_forms(client: &Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL citus.enable_ddl_propagation = off; {CITUS_SQL}\nCOMMIT"
+        ))
+        .await
+}
+
+const CITUS_SQL: &str = include_str!("citus.sql");
+
+/// Lets the roles that may insert into some columns of a distributed table
+/// insert into its defaulted columns too, on the shards only. Citus fills
+/// the defaults of an INSERT on the coordinator and sends every column to
+/// the shard, where a column grant that leaves them out (`resources.id`, so
+/// that a tenant cannot plant a row under an id it learned) refuses the
+/// insert. The coordinator's table keeps its grants: a statement naming such
+/// a column is still refused there, before it reaches a shard. Run after
+/// [`distribute`]; shards made later (a split, an isolated tenant) copy the
+/// coordinator's grants and need it again.
+pub async fn grant_defaulted_columns(client: &Client) -> Result<(), DistributionError> {
+    let refused = |object: &str, error: String| DistributionError {
+        tables: vec![Refusal {
+            object: object.into(),
+            error,
+        }],
+    };
+    let grants = client
+        .query(
+            r#"SELECT c.oid::regclass::text,
+                      format('GRANT INSERT (%s) ON %%s TO %I',
+                             string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum), r.rolname)
+               FROM pg_catalog.pg_class c
+               JOIN pg_dist_partition p ON p.logicalrelid = c.oid AND p.partmethod = 'h'
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                                              AND a.atthasdef AND a.attgenerated = ''
+               JOIN pg_catalog.pg_roles r ON r.rolname LIKE 'tenantry\_%'
+               WHERE c.relnamespace = 'tenantry'::regnamespace AND c.relkind = 'r'
+                 AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute g, aclexplode(g.attacl) x
+                             WHERE g.attrelid = c.oid AND x.grantee = r.oid AND x.privilege_type = 'INSERT')
+                 AND NOT has_column_privilege(r.oid, c.oid, a.attnum, 'INSERT')
+               GROUP BY c.oid, r.rolname
+               ORDER BY 1, 2"#,
+            &[],
+        )
+        .await
+        .map_err(|e| refused("the catalog", e.to_string()))?;
+    for row in grants {
+        let table: String = row.get(0);
+        let grant: String = row.get(1);
+        let failed: Vec<String> = client
+            .query(
+                "SELECT result FROM run_command_on_placements($1::text::regclass, $2) WHERE NOT success",
+                &[&table, &grant],
+            )
+            .await
+            .map_err(|e| refused(&table, e.to_string()))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !failed.is_empty() {
+            return Err(refused(&table, failed.join("; ")));
+        }
+    }
+    Ok(())
+}
+
+/// The statement with which a tenant's server reads one resource on Citus
+/// (`GET /v1/resources/{id}`): `$1` the id, `$2` the transaction's visible
+/// subtree, which lets Citus send it to those tenants' shards alone. Public
+/// so that the Citus tests can `EXPLAIN` the statement the server runs.
+#[doc(hidden)]
+pub fn resource_point_read() -> String {
+    crate::resources::get_resource_routed_sql(crate::scope::Route::Pooled)
+}
+
+/// The statement with which a tenant's server lists its subtree's resources
+/// on Citus (`GET /v1/resources`): `$6` the transaction's visible subtree,
+/// which lets Citus send it to those tenants' shards alone (`$1`..`$5`: the
+/// tenant, name prefix, keyset position and page size). Public so that the
+/// Citus tests can `EXPLAIN` the statement the server runs.
+#[doc(hidden)]
+pub fn resource_listing() -> String {
+    crate::resources::resource_listing_sql("ONLY tenantry.resources", "true")
+}
 
 /// Copies tenantry's roles to every worker (created when missing, with
 /// `LOGIN` and the coordinator's BYPASSRLS and INHERIT attributes, their
@@ -441,6 +532,9 @@ pub enum IsolateError {
     /// `to_node` names no active node that may hold shards.
     #[error("no active node {0} that may hold shards (pg_dist_node)")]
     UnknownNode(String),
+    /// The new shards did not get the column grants of the others.
+    #[error("the tenant's new shards did not get their column grants: {0}")]
+    Grants(#[from] DistributionError),
     /// The database refused.
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
@@ -528,6 +622,10 @@ pub async fn isolate_tenant(
                 .await?;
             (host, port, moved) = (to_host.to_owned(), to_port, true);
         }
+    }
+    if !isolated || moved {
+        // New shards copy the coordinator's grants, not the shards' own.
+        grant_defaulted_columns(client).await?;
     }
     Ok(TenantShard {
         tenant_id: tenant,

@@ -225,7 +225,9 @@ impl TenantScope {
         let secret = ApiKeySecret::parse(&key)
             .ok_or_else(|| DbError::Internal("malformed key from database".into()))?;
         let prefix = secret.prefix().to_owned();
-        let sql = format!("SELECT {KEY_COLUMNS} FROM tenantry.api_keys WHERE prefix = $1 ORDER BY created_at DESC LIMIT 1");
+        // Read back as the owner that wrote it (new_api_key_info): on Citus a
+        // transaction may not read, as tenantry_app, shards it changed as the owner.
+        let sql = format!("SELECT {KEY_COLUMNS} FROM tenantry.new_api_key_info($1)");
         let rows = self.rows(&sql, &[&prefix], &[Type::TEXT]).await?;
         let info = rows
             .first()
@@ -317,7 +319,7 @@ impl TenantScope {
             .ok_or_else(|| DbError::Internal("malformed key from database".into()))?;
         let prefix = secret.prefix().to_owned();
         let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM tenantry.api_keys WHERE prefix = $1 AND rotated_from = $2"
+            "SELECT {KEY_COLUMNS} FROM tenantry.new_api_key_info($1) WHERE rotated_from = $2"
         );
         let rows = self
             .rows(

@@ -301,8 +301,10 @@ async fn migrate_locked(
             .batch_execute("RESET citus.enable_ddl_propagation")
             .await?;
         if applied.is_ok() {
+            crate::citus::install_forms(client).await?;
             crate::citus::prepare_workers(client).await?;
             let done = crate::citus::distribute(client).await?;
+            crate::citus::grant_defaulted_columns(client).await?;
             tracing::info!(
                 reference = done.reference.len(),
                 distributed = done.distributed.len(),

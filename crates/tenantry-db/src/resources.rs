@@ -201,6 +201,41 @@ macro_rules! get_resource {
         )
     };
 }
+/// [`get_resource_sql`] on Citus, in two statements: the caller's subtree
+/// first, naming its tenants (`$2`, the transaction's visible subtree, which
+/// the policy checks too) so that Citus sends it to their shards alone; then,
+/// only when that found nothing, [`GET_SHARED_RESOURCE`]. (In one statement
+/// Citus sends the shared part to the shard too, where it cannot run.)
+pub(crate) fn get_resource_routed_sql(route: Route) -> String {
+    format!(
+        "SELECT {RESOURCE_COLUMNS}, true FROM {} WHERE id = $1 AND tenant_id = ANY ($2::uuid[])",
+        route.resources()
+    )
+}
+
+/// The listing of the caller's subtree on Citus (`$6` the subtree, `$2`..`$5`
+/// the filters and page size of [`TenantScope::list_resources`]; `which` a
+/// further condition): one top N per shard of those tenants, which the
+/// coordinator merges. Citus cannot push the single-node per-tenant LATERAL
+/// down to the shards.
+pub(crate) fn resource_listing_sql(table: &str, which: &str) -> String {
+    format!(
+        "SELECT {RESOURCE_COLUMNS}, true FROM {table}
+         WHERE tenant_id = ANY ($6::uuid[]) AND {which} AND {LIST_FILTERS} {LIST_ORDER}"
+    )
+}
+
+/// A listing's filters ($2 name prefix, $3/$4 keyset position) and page ($5).
+const LIST_FILTERS: &str = "($2::text IS NULL OR name LIKE $2)
+               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))";
+const LIST_ORDER: &str = "ORDER BY created_at DESC, id DESC LIMIT $5";
+
+/// The resource `$1` if it is shared with the caller (Citus's second step).
+const GET_SHARED_RESOURCE: &str =
+    "SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by,
+        tenant_id = ANY (tenantry.visible_tenant_ids())
+ FROM tenantry.resources_shared_with_me($1)";
+
 const GET_RESOURCE_FAMILY: &str = get_resource!("tenantry.resources");
 const GET_RESOURCE_POOLED: &str = get_resource!("ONLY tenantry.resources");
 const GET_RESOURCE_SCHEMA: &str = get_resource!("resources");
@@ -255,14 +290,33 @@ impl TenantScope {
     /// tenant's resource is not found, exactly like a missing one.
     pub async fn get_resource(&mut self, id: ResourceId) -> Result<Resource, DbError> {
         let me = self.tenant();
-        let rows = self
-            .by_id_in_any_tier(
-                Visibility::All,
-                |route| get_resource_sql(route).into(),
-                &[id.as_uuid()],
-                &[Type::UUID],
-            )
-            .await?;
+        let rows = match self.shard_tenants().await? {
+            None => {
+                self.by_id_in_any_tier(
+                    Visibility::All,
+                    |route| get_resource_sql(route).into(),
+                    &[id.as_uuid()],
+                    &[Type::UUID],
+                )
+                .await?
+            }
+            Some(tenants) => {
+                let route = self.tx.route().await?;
+                let rows = self
+                    .rows(
+                        &get_resource_routed_sql(route),
+                        &[id.as_uuid(), &tenants],
+                        &[Type::UUID, Type::UUID_ARRAY],
+                    )
+                    .await?;
+                if rows.is_empty() {
+                    self.rows(GET_SHARED_RESOURCE, &[id.as_uuid()], &[Type::UUID])
+                        .await?
+                } else {
+                    rows
+                }
+            }
+        };
         rows.first()
             .map(|r| resource(r, me))
             .ok_or_else(|| not_found(id))
@@ -271,6 +325,12 @@ impl TenantScope {
     /// Like [`TenantScope::get_resource`], and ends the transaction in the same
     /// round trip (BEGIN, context, SELECT and COMMIT travel together).
     pub async fn get_resource_and_commit(mut self, id: ResourceId) -> Result<Resource, DbError> {
+        if self.tx.citus() {
+            // Two statements on Citus (get_resource_routed_sql).
+            let found = self.get_resource(id).await?;
+            self.commit().await?;
+            return Ok(found);
+        }
         let me = self.tenant();
         let sql = get_resource_sql(self.tx.route().await?);
         let rows = self
@@ -300,19 +360,32 @@ impl TenantScope {
     ) -> Result<Resource, DbError> {
         validate(update.name.as_deref(), update.data.as_ref())?;
         let me = self.tenant();
+        let tenants = self.shard_tenants().await?;
+        // On Citus the subtree parameter also stands in for
+        // visible_tenant_ids() in RETURNING, where Citus refuses a STABLE function.
+        let (shards, visible, params) = if tenants.is_some() {
+            (" AND tenant_id = ANY ($4::uuid[])", "$4::uuid[]", 4)
+        } else {
+            ("", "tenantry.visible_tenant_ids()", 3)
+        };
         let rows = self
             .by_id_in_any_tier(
                 Visibility::Owned,
                 |route| {
                     format!(
                         "UPDATE {} SET name = coalesce($2, name), data = coalesce($3, data)
-                         WHERE id = $1 RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids())",
+                         WHERE id = $1{shards} RETURNING {RESOURCE_COLUMNS}, tenant_id = ANY ({visible})",
                         route.resources()
                     )
                     .into()
                 },
-                &[id.as_uuid(), &update.name, &update.data],
-                &[Type::UUID, Type::TEXT, Type::JSONB],
+                &[
+                    id.as_uuid() as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &update.name,
+                    &update.data,
+                    &tenants,
+                ][..params],
+                &[Type::UUID, Type::TEXT, Type::JSONB, Type::UUID_ARRAY][..params],
             )
             .await?;
         rows.first()
@@ -322,24 +395,46 @@ impl TenantScope {
 
     /// Deletes a resource of the caller or a descendant (its shares go with it).
     pub async fn delete_resource(&mut self, id: ResourceId) -> Result<(), DbError> {
+        let tenants = self.shard_tenants().await?;
+        let (shards, params) = if tenants.is_some() {
+            (" AND tenant_id = ANY ($2::uuid[])", 2)
+        } else {
+            ("", 1)
+        };
         let rows = self
             .by_id_in_any_tier(
                 Visibility::Owned,
                 |route| {
                     format!(
-                        "DELETE FROM {} WHERE id = $1 RETURNING id",
+                        "DELETE FROM {} WHERE id = $1{shards} RETURNING id",
                         route.resources()
                     )
                     .into()
                 },
-                &[id.as_uuid()],
-                &[Type::UUID],
+                &[
+                    id.as_uuid() as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &tenants,
+                ][..params],
+                &[Type::UUID, Type::UUID_ARRAY][..params],
             )
             .await?;
         if rows.is_empty() {
             return Err(not_found(id));
         }
         Ok(())
+    }
+
+    /// On Citus, the tenants a statement by id may touch: the transaction's
+    /// visible subtree (from its context part, which the policy checks too).
+    /// Named next to the policy, they let Citus send the statement to their
+    /// shards alone instead of every shard. `None` on a single node, where
+    /// the policy's index condition does the same.
+    async fn shard_tenants(&mut self) -> Result<Option<Vec<uuid::Uuid>>, DbError> {
+        if !self.tx.citus() {
+            return Ok(None);
+        }
+        self.tx.route().await?;
+        Ok(self.tx.visible_tenants())
     }
 
     /// Runs a statement on one resource by id in the transaction's route and,
@@ -423,17 +518,32 @@ impl TenantScope {
                 .replace('_', "\\_");
             format!("{escaped}%")
         });
-        const FILTERS: &str = "($2::text IS NULL OR name LIKE $2)
-               AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))";
-        const ORDER: &str = "ORDER BY created_at DESC, id DESC LIMIT $5";
-        let per_visible_tenant = |which: &str| {
-            format!(
-                "SELECT {RESOURCE_COLUMNS}, true
-                 FROM unnest(tenantry.visible_tenant_ids()) v(t),
-                      LATERAL (SELECT {RESOURCE_COLUMNS} FROM {table} r
-                               WHERE r.tenant_id = v.t AND {FILTERS} {ORDER}) x
-                 WHERE {which} {ORDER}"
-            )
+        const FILTERS: &str = LIST_FILTERS;
+        const ORDER: &str = LIST_ORDER;
+        // On Citus the per-tenant LATERAL cannot be pushed down to the
+        // shards; there one top-N per shard of the subtree (named as $6, the
+        // subtree the policy checks too, so that Citus skips the other
+        // shards), merged by the coordinator.
+        let subtree = self.shard_tenants().await?;
+        let citus = subtree.is_some();
+        let per_visible_tenant = |others_only: bool| {
+            if citus {
+                let which = if others_only {
+                    "tenant_id <> $1"
+                } else {
+                    "true"
+                };
+                resource_listing_sql(table, which)
+            } else {
+                let which = if others_only { "v.t <> $1" } else { "true" };
+                format!(
+                    "SELECT {RESOURCE_COLUMNS}, true
+                     FROM unnest(tenantry.visible_tenant_ids()) v(t),
+                          LATERAL (SELECT {RESOURCE_COLUMNS} FROM {table} r
+                                   WHERE r.tenant_id = v.t AND {FILTERS} {ORDER}) x
+                     WHERE {which} {ORDER}"
+                )
+            }
         };
         // The last column says "reached through the hierarchy"; where a part
         // knows it, it is a constant: computing it per row re-reads the settings.
@@ -460,38 +570,37 @@ impl TenantScope {
         let mut parts: Vec<(Visibility, String)> = Vec::with_capacity(2);
         match query.owner {
             OwnerFilter::Own => parts.push((Visibility::Owned, own)),
-            OwnerFilter::Descendants => {
-                parts.push((Visibility::Owned, per_visible_tenant("v.t <> $1")))
-            }
+            OwnerFilter::Descendants => parts.push((Visibility::Owned, per_visible_tenant(true))),
             OwnerFilter::Shared => {
                 parts.push((Visibility::SharedWithMe, shared("tenant_id <> $1")))
             }
             OwnerFilter::All => {
-                parts.push((Visibility::Owned, per_visible_tenant("true")));
+                parts.push((Visibility::Owned, per_visible_tenant(false)));
                 parts.push((Visibility::SharedWithMe, shared_any));
             }
         }
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-            [me.as_uuid(), &prefix, &after_ts, &after_id, &(limit + 1)];
-        const TYPES: &[Type] = &[
+        // Six on Citus (the subtree; the parts that do not name it leave it unused).
+        let count = if citus { 6 } else { 5 };
+        let all_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            me.as_uuid(),
+            &prefix,
+            &after_ts,
+            &after_id,
+            &(limit + 1),
+            &subtree,
+        ];
+        let params = &all_params[..count];
+        let types = &[
             Type::UUID,
             Type::TEXT,
             Type::TIMESTAMPTZ,
             Type::UUID,
             Type::INT8,
-        ];
+            Type::UUID_ARRAY,
+        ][..count];
         let stmts: Vec<(Visibility, crate::scope::Stmt<'_>)> = parts
             .iter()
-            .map(|(v, sql)| {
-                (
-                    *v,
-                    crate::scope::Stmt {
-                        sql,
-                        params: &params,
-                        types: TYPES,
-                    },
-                )
-            })
+            .map(|(v, sql)| (*v, crate::scope::Stmt { sql, params, types }))
             .collect();
         let results = self.tx.query_many(&stmts, commit).await?;
         let mut items: Vec<Resource> = results.iter().flatten().map(|r| resource(r, me)).collect();

@@ -87,11 +87,52 @@ pub enum Visibility {
 }
 
 impl Visibility {
-    fn set_role(self) -> &'static str {
+    fn set_role(self, citus: bool) -> &'static str {
         match self {
-            Visibility::All => "SET LOCAL ROLE tenantry_app",
-            Visibility::Owned => "SET LOCAL ROLE tenantry_app_own",
-            Visibility::SharedWithMe => "SET LOCAL ROLE tenantry_app_shared",
+            Visibility::All => LocalRole::App.set(citus),
+            Visibility::Owned => LocalRole::AppOwn.set(citus),
+            Visibility::SharedWithMe => LocalRole::AppShared.set(citus),
+        }
+    }
+}
+
+/// A role a transaction switches to for its own length.
+#[derive(Debug, Clone, Copy)]
+enum LocalRole {
+    App,
+    AppOwn,
+    AppShared,
+    Admin,
+    Logger,
+}
+
+impl LocalRole {
+    /// The statement that switches to it: `SET LOCAL ROLE`, or on Citus
+    /// `set_config('role', …, true)`, the same switch that Citus does not
+    /// replay on its worker connections. (Once a transaction's context is
+    /// carried to the workers, Citus replays its SET LOCAL statements there,
+    /// and a replayed SET LOCAL ROLE is refused: the worker connection is
+    /// that role already.)
+    fn set(self, citus: bool) -> &'static str {
+        match (self, citus) {
+            (LocalRole::App, false) => "SET LOCAL ROLE tenantry_app",
+            (LocalRole::AppOwn, false) => "SET LOCAL ROLE tenantry_app_own",
+            (LocalRole::AppShared, false) => "SET LOCAL ROLE tenantry_app_shared",
+            (LocalRole::Admin, false) => "SET LOCAL ROLE tenantry_admin",
+            (LocalRole::Logger, false) => "SET LOCAL ROLE tenantry_logger",
+            (LocalRole::App, true) => "SELECT pg_catalog.set_config('role', 'tenantry_app', true)",
+            (LocalRole::AppOwn, true) => {
+                "SELECT pg_catalog.set_config('role', 'tenantry_app_own', true)"
+            }
+            (LocalRole::AppShared, true) => {
+                "SELECT pg_catalog.set_config('role', 'tenantry_app_shared', true)"
+            }
+            (LocalRole::Admin, true) => {
+                "SELECT pg_catalog.set_config('role', 'tenantry_admin', true)"
+            }
+            (LocalRole::Logger, true) => {
+                "SELECT pg_catalog.set_config('role', 'tenantry_logger', true)"
+            }
         }
     }
 }
@@ -399,6 +440,23 @@ impl Tx {
         if let Some(client) = self.client.as_mut() {
             client.ran_caller_sql = true;
         }
+    }
+
+    /// The visible subtree (the tenant first) of the transaction's context
+    /// part, once its route is known; `None` before.
+    pub(crate) fn visible_tenants(&self) -> Option<Vec<uuid::Uuid>> {
+        let part = self.pinned_part.clone().flatten()?;
+        let (_, subtree) = part.split_once(",v")?;
+        subtree
+            .split(',')
+            .map(|t| uuid::Uuid::parse_str(t).ok())
+            .collect()
+    }
+
+    /// Whether the database is a Citus coordinator (statements that Citus
+    /// cannot push down to the shards take another shape there).
+    pub(crate) fn citus(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| c.citus)
     }
 
     /// The connection's state is unknown (a lost reply): it must not be reused.
@@ -770,14 +828,20 @@ impl Tx {
         let mut indexes = Vec::with_capacity(stmts.len());
         for ((visibility, stmt), prepared) in stmts.iter().zip(&main_prepared) {
             if *visibility != role {
-                steps.push(maybe_done(simple(client, visibility.set_role())));
+                steps.push(maybe_done(simple(
+                    client,
+                    visibility.set_role(client.citus),
+                )));
                 role = *visibility;
             }
             indexes.push(already + steps.len());
             steps.push(maybe_done(run(client, prepared.as_ref(), stmt)));
         }
         if role != Visibility::All {
-            steps.push(maybe_done(simple(client, Visibility::All.set_role())));
+            steps.push(maybe_done(simple(
+                client,
+                Visibility::All.set_role(client.citus),
+            )));
         }
         // Statements prepared in the transaction are closed before COMMIT.
         let commit_in_flight = commit && !described;
@@ -1034,14 +1098,14 @@ fn push_setup<'a>(
         },
     )));
     let role = match setup {
-        Setup::Admin(_) => Some("SET LOCAL ROLE tenantry_admin"),
-        Setup::Logger => Some("SET LOCAL ROLE tenantry_logger"),
+        Setup::Admin(_) => Some(LocalRole::Admin),
+        Setup::Logger => Some(LocalRole::Logger),
         // The server's own connections are tenantry_app already.
         Setup::Tenant(_) | Setup::User(_) | Setup::Anonymous if session_role => None,
-        Setup::Tenant(_) | Setup::User(_) | Setup::Anonymous => Some("SET LOCAL ROLE tenantry_app"),
+        Setup::Tenant(_) | Setup::User(_) | Setup::Anonymous => Some(LocalRole::App),
     };
     if let Some(role) = role {
-        steps.push(maybe_done(simple(client, role)));
+        steps.push(maybe_done(simple(client, role.set(client.citus))));
     }
     ctx.map(|ctx| {
         debug_assert!(mode == StatementMode::Unnamed || ctx_prepared.is_some());

@@ -17,6 +17,10 @@ pub(crate) struct Conn {
     /// Its last transaction ran SQL the library did not write (`TenantScope::query`
     /// and its siblings): the next one checks the session first.
     pub(crate) ran_caller_sql: bool,
+    /// The database is a Citus coordinator: transactions switch roles with
+    /// `set_config('role', …, true)`, which Citus does not replay on its
+    /// worker connections (a replayed `SET LOCAL ROLE` is refused there).
+    pub(crate) citus: bool,
 }
 
 impl Deref for Conn {
@@ -59,15 +63,19 @@ impl managed::Manager for SessionManager {
 
     async fn create(&self) -> Result<Conn, SessionError> {
         let client = managed::Manager::create(&self.inner).await?;
-        let chain = match &self.key {
-            Some(key) => Some(open_session(&client, key).await?),
-            None => None,
+        let (chain, citus) = match &self.key {
+            Some(key) => {
+                let (chain, citus) = open_session(&client, key).await?;
+                (Some(chain), citus)
+            }
+            None => (None, is_citus(&client).await?),
         };
         Ok(Conn {
             client,
             chain,
             broken: false,
             ran_caller_sql: false,
+            citus,
         })
     }
 
@@ -90,15 +98,28 @@ impl managed::Manager for SessionManager {
     }
 }
 
+/// Whether the database is a Citus coordinator (asked once per connection).
+const IS_CITUS: &str = "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')";
+
+async fn is_citus(client: &ClientWrapper) -> Result<bool, tokio_postgres::Error> {
+    Ok(client.query_one(IS_CITUS, &[]).await?.get(1))
+}
+
 /// Switches the session to `tenantry_app` for good (transactions needing
-/// another role switch with `SET LOCAL ROLE`) and opens its context session.
-async fn open_session(client: &ClientWrapper, key: &ContextKey) -> Result<Chain, SessionError> {
-    let (pid, _) = futures_util::future::join(
-        client.query_one("SELECT pg_backend_pid()", &[]),
+/// another role switch it transaction-locally) and opens its context
+/// session. Also says whether the database is a Citus coordinator.
+async fn open_session(
+    client: &ClientWrapper,
+    key: &ContextKey,
+) -> Result<(Chain, bool), SessionError> {
+    let (row, _) = futures_util::future::join(
+        client.query_one(IS_CITUS, &[]),
         client.batch_execute("SET ROLE tenantry_app"),
     )
     .await;
-    let pid: i32 = pid?.get(0);
+    let row = row?;
+    let pid: i32 = row.get(0);
+    let citus: bool = row.get(1);
     let (chain, commitment) = Chain::start();
     let open = key.open_session(pid, &commitment);
     let row = client
@@ -117,5 +138,5 @@ async fn open_session(client: &ClientWrapper, key: &ContextKey) -> Result<Chain,
     if answer != "ok" {
         return Err(SessionError::Refused(answer));
     }
-    Ok(chain)
+    Ok((chain, citus))
 }

@@ -2,6 +2,8 @@
 
 use std::sync::OnceLock;
 
+pub mod citus;
+
 use tenantry_embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster};
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -122,7 +124,15 @@ pub async fn enter_signed(
     client: &Client,
     signed: &crate::SignedContext,
 ) -> Result<Option<String>, tokio_postgres::Error> {
-    let key = context_key();
+    enter_signed_with(client, context_key(), signed).await
+}
+
+/// [`enter_signed`] with another database's context `key` (a Citus cluster's).
+pub async fn enter_signed_with(
+    client: &Client,
+    key: &ContextKey,
+    signed: &crate::SignedContext,
+) -> Result<Option<String>, tokio_postgres::Error> {
     let mac = key.sign_context(signed);
     Ok(client
         .query_one(

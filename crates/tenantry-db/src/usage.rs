@@ -463,13 +463,31 @@ impl Database {
             self.statement_mode(),
             self.contexts(),
         );
-        tx.query_and_commit(Stmt {
-            sql: "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms,
+        // On Citus the same insert runs as the owner (append_request_log):
+        // Citus copies INSERT ... SELECT into the shards, which RLS refuses.
+        let sql = if tx.citus() {
+            "SELECT tenantry.append_request_log($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        } else {
+            "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms,
                                                     key_id, impersonator, request_id)
                   SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[],
-                                       $8::float8[], $9::uuid[], $10::text[], $11::text[])",
-            params: &[&tenants, &times, &users, &resources, &methods, &routes, &statuses, &latencies, &keys,
-                      &impersonators, &request_ids],
+                                       $8::float8[], $9::uuid[], $10::text[], $11::text[])"
+        };
+        tx.query_and_commit(Stmt {
+            sql,
+            params: &[
+                &tenants,
+                &times,
+                &users,
+                &resources,
+                &methods,
+                &routes,
+                &statuses,
+                &latencies,
+                &keys,
+                &impersonators,
+                &request_ids,
+            ],
             types: &[
                 Type::UUID_ARRAY,
                 Type::TIMESTAMPTZ_ARRAY,

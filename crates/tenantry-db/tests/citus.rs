@@ -7,151 +7,18 @@
 //! Citus is not in Debian's archive, so CI machines have no cluster unless
 //! someone builds one (docs/scale-out.md).
 
-use tokio_postgres::{Client, Config, NoTls};
+use tenantry_db::{
+    testing::{
+        citus::{citus_url, migrated, ClusterDb},
+        enter_signed_with,
+    },
+    ContextKey, DbError, Isolation, NewResource, NewTenant, ResourceId, ResourceQuery,
+    SignedContext, TenantContext, TenantId, TenantUpdate, Visibility,
+};
+use tokio_postgres::{Client, Config};
 
-/// The tests of this binary take turns: adding the nodes to a new database
-/// (`citus_add_node`) copies the coordinator's roles to the workers as they
-/// are there, without LOGIN, until `tenantry migrate` gives it back, which
-/// would break a test running meanwhile (docs/scale-out.md).
-static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The coordinator's maintenance database, or `None` after a loud notice.
-fn citus_url() -> Option<String> {
-    match std::env::var("TENANTRY_CITUS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            // Straight to the process's stderr: the test harness captures
-            // eprintln! of passing tests, and this must be seen.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED: the Citus tests did not run: TENANTRY_CITUS_URL is not set.\n\
-                 *** Build and start a cluster with scripts/citus.sh (docs/scale-out.md), then\n\
-                 *** TENANTRY_CITUS_URL=$(scripts/citus.sh url) cargo test -p tenantry-db --test citus\n"
-            );
-            None
-        }
-    }
-}
-
-async fn connect(config: &Config) -> Client {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .expect("connecting to a Citus node");
-    tokio::spawn(connection);
-    client
-}
-
-/// A fresh database on every node of the cluster, with Citus and the nodes
-/// registered in it; dropped again by [`ClusterDb::drop_all`].
-struct ClusterDb {
-    name: String,
-    coordinator: Config,
-    nodes: Vec<Config>,
-}
-
-impl ClusterDb {
-    async fn create(url: &str) -> Self {
-        let admin: Config = url
-            .parse()
-            .expect("TENANTRY_CITUS_URL is a connection string");
-        let maintenance = connect(&admin).await;
-        // One per test: the tests of this binary run at the same time.
-        let name = format!(
-            "tenantry_citus_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let rows = maintenance
-            .query(
-                "SELECT nodename, nodeport, groupid FROM pg_dist_node WHERE isactive ORDER BY groupid",
-                &[],
-            )
-            .await
-            .expect("pg_dist_node of the maintenance database (did scripts/citus.sh start run?)");
-        let mut nodes = Vec::new();
-        let mut coordinator_node = None;
-        for row in &rows {
-            let host: String = row.get(0);
-            let port: i32 = row.get(1);
-            let group: i32 = row.get(2);
-            let mut config = Config::new();
-            config
-                .user(admin.get_user().unwrap_or("postgres"))
-                .dbname("postgres")
-                .host(&host)
-                .port(port as u16);
-            if let Some(password) = admin.get_password() {
-                config.password(password);
-            }
-            if group == 0 {
-                coordinator_node = Some((host, port));
-            }
-            nodes.push(config);
-        }
-        let (coordinator_host, coordinator_port) = coordinator_node
-            .expect("the coordinator is in pg_dist_node (citus_set_coordinator_host)");
-        assert!(nodes.len() >= 3, "a coordinator and at least two workers");
-        for node in &nodes {
-            let client = connect(node).await;
-            for sql in [
-                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                format!("CREATE DATABASE {name}"),
-            ] {
-                client
-                    .batch_execute(&sql)
-                    .await
-                    .expect("creating the test database on a node");
-            }
-            let mut db = node.clone();
-            db.dbname(&name);
-            connect(&db)
-                .await
-                .batch_execute("CREATE EXTENSION citus")
-                .await
-                .expect("CREATE EXTENSION citus");
-        }
-        let mut coordinator = nodes[0].clone();
-        coordinator.dbname(&name);
-        let client = connect(&coordinator).await;
-        client
-            .execute(
-                "SELECT citus_set_coordinator_host($1, $2)",
-                &[&coordinator_host, &coordinator_port],
-            )
-            .await
-            .unwrap();
-        for row in rows.iter().filter(|r| r.get::<_, i32>(2) != 0) {
-            let host: String = row.get(0);
-            let port: i32 = row.get(1);
-            client
-                .execute("SELECT citus_add_node($1, $2)", &[&host, &port])
-                .await
-                .unwrap();
-        }
-        Self {
-            name,
-            coordinator,
-            nodes,
-        }
-    }
-
-    async fn client(&self) -> Client {
-        connect(&self.coordinator).await
-    }
-
-    async fn drop_all(self) {
-        for node in &self.nodes {
-            let client = connect(node).await;
-            let _ = client
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ))
-                .await;
-        }
-    }
-}
+/// How to run this binary against a cluster (the notice when it is skipped).
+const RERUN: &str = "cargo test -p tenantry-db --test citus";
 
 /// Each worker's answer to `sql`, which must succeed on all.
 async fn on_workers(client: &Client, sql: &str) -> Vec<String> {
@@ -191,9 +58,8 @@ async fn explain(client: &Client, sql: &str) -> Vec<String> {
 /// twenty seconds of distribution on a small machine.
 #[tokio::test]
 async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to_one_shard() {
-    let Some(url) = citus_url() else { return };
-    let _one_at_a_time = CLUSTER.lock().await;
-    let db = ClusterDb::create(&url).await;
+    let Some(url) = citus_url(RERUN) else { return };
+    let db = ClusterDb::create(&url, "install").await;
     let mut client = db.client().await;
 
     let applied = tenantry_db::migrate::migrate(&mut client)
@@ -297,7 +163,9 @@ async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to
     )
     .await
     {
-        assert_eq!(count.parse::<i64>().unwrap(), coordinator_functions - 2);
+        // Every one: the two over coordinator-only tables too, which are
+        // PL/pgSQL on Citus (citus.sql) and never called there.
+        assert_eq!(count.parse::<i64>().unwrap(), coordinator_functions);
     }
     // Invalidations are sent from the coordinator only.
     for on_worker in on_workers(&client, "SELECT tenantry.on_citus_worker()::text").await {
@@ -357,6 +225,469 @@ async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to
     db.drop_all().await;
 }
 
+/// Two tenants with `rows` resources each, written as the superuser with
+/// triggers off on every node (the rows are the test's fixture; creating
+/// tenants through tenantry is tested on its own). Returns the tenants.
+async fn two_tenants_with_resources(client: &Client, rows: i32) -> (uuid::Uuid, uuid::Uuid) {
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // One statement per query: Citus sends a whole multi-statement string
+    // to the workers once a SET LOCAL is propagated.
+    for sql in [
+        "BEGIN".to_owned(),
+        "SET LOCAL citus.propagate_set_commands = 'local'".to_owned(),
+        "SET LOCAL session_replication_role = replica".to_owned(),
+        format!("INSERT INTO tenantry.tenants (tenant_id, name) VALUES ('{a}', 'a'), ('{b}', 'b')"),
+        format!(
+            "INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth) VALUES ('{a}', '{a}', 0), ('{b}', '{b}', 0)"
+        ),
+        format!(
+            "INSERT INTO tenantry.resources (tenant_id, name)
+             SELECT t, 'r' || g FROM generate_series(1, {rows}) g, (VALUES ('{a}'::uuid), ('{b}'::uuid)) v(t)"
+        ),
+        "COMMIT".to_owned(),
+    ] {
+        client.batch_execute(&sql).await.unwrap();
+    }
+    (a, b)
+}
+
+/// Opens a transaction on a server connection and enters `tenant`'s context
+/// with `enter_context_signed`, as the server does on pooled connections.
+async fn begin_signed(client: &Client, key: &ContextKey, tenant: uuid::Uuid) {
+    client.batch_execute("BEGIN").await.unwrap();
+    let signed = SignedContext::new(TenantId::from_uuid(tenant));
+    let part = enter_signed_with(client, key, &signed).await.unwrap();
+    assert!(part.is_some(), "the coordinator refused a signed context");
+}
+
+/// How many resources of `tenant` the open transaction reads.
+async fn resources_of(client: &Client, tenant: uuid::Uuid) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The context reaches the workers: every shard of `resources` is on a
+/// worker, so a tenant reading its own rows there proves the workers saw its
+/// context (without it the policies read zero rows, not an error). A value
+/// captured in one transaction and replayed in another, and a value with a
+/// forged MAC, read zero rows; the app role cannot give its transaction
+/// another's distributed id nor run SQL on the workers itself.
+#[tokio::test]
+async fn the_tenant_context_reaches_the_workers_and_a_replayed_or_forged_one_reads_nothing() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "context").await;
+    let (a, b) = two_tenants_with_resources(&admin, 5).await;
+    let on_coordinator: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid)
+             WHERE s.logicalrelid = 'tenantry.resources'::regclass AND p.groupid = 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        on_coordinator, 0,
+        "the shards of resources are on the workers"
+    );
+
+    // The server's own flight (open_context_session, then enter_context on
+    // each transaction), through the library: each tenant reads its own
+    // resource on a worker, and the other's is not found.
+    let first_of = |tenant: uuid::Uuid| {
+        let admin = &admin;
+        async move {
+            let id: uuid::Uuid = admin
+                .query_one(
+                    "SELECT id FROM tenantry.resources WHERE tenant_id = $1 LIMIT 1",
+                    &[&tenant],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            ResourceId::from_uuid(id)
+        }
+    };
+    let server = db.server_database(key.clone()).await;
+    for (tenant, other) in [(a, b), (b, a)] {
+        let (own, others) = (first_of(tenant).await, first_of(other).await);
+        let mut scope = server
+            .tenant(TenantContext::new(TenantId::from_uuid(tenant)))
+            .await
+            .unwrap();
+        let found = scope.get_resource(own).await.unwrap();
+        assert_eq!(*found.tenant_id.as_uuid(), tenant);
+        let refused = scope.get_resource(others).await.unwrap_err();
+        assert!(matches!(refused, DbError::NotFound(_)), "{refused:?}");
+    }
+
+    // A signed context on a pooled connection, as tenantry_server.
+    let client = db.server_client().await;
+    begin_signed(&client, &key, a).await;
+    assert_eq!(resources_of(&client, a).await, 5);
+    assert_eq!(resources_of(&client, b).await, 0);
+    let captured: String = client
+        .query_one("SELECT current_setting('tenantry.context')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client.batch_execute("COMMIT").await.unwrap();
+    assert!(captured.contains("tenantry_v1_"), "{captured}");
+
+    // Replayed into another transaction, with no context of its own and
+    // with B's: the distributed transaction id differs, nothing is read.
+    let replay = format!("SET LOCAL tenantry.context = '{captured}'");
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("SET LOCAL citus.propagate_set_commands = 'local'")
+        .await
+        .unwrap();
+    client.batch_execute(&replay).await.unwrap();
+    assert_eq!(
+        resources_of(&client, a).await,
+        0,
+        "a replayed context reads nothing"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+    begin_signed(&client, &key, b).await;
+    client.batch_execute(&replay).await.unwrap();
+    assert_eq!(
+        resources_of(&client, a).await,
+        0,
+        "a replayed context reads nothing"
+    );
+    assert_eq!(
+        resources_of(&client, b).await,
+        0,
+        "a bad value leaves no context at all"
+    );
+    client.batch_execute("COMMIT").await.unwrap();
+
+    // A forged MAC over A's context, in a transaction of B's own.
+    begin_signed(&client, &key, b).await;
+    let carried: String = client
+        .query_one("SELECT current_setting('tenantry.context')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (key_and_mac, value) = carried.split_at(carried.find(".tenantry_").unwrap());
+    let forged_value = value.replace(&b.simple().to_string(), &a.simple().to_string());
+    assert_ne!(forged_value, value);
+    let forged_mac = format!("{}.{}", key.id(), "0".repeat(64));
+    for forged in [
+        format!("{key_and_mac}{forged_value}"),
+        format!("{forged_mac}{forged_value}"),
+    ] {
+        client
+            .batch_execute(&format!("SET LOCAL tenantry.context = '{forged}'"))
+            .await
+            .unwrap();
+        assert_eq!(
+            resources_of(&client, a).await,
+            0,
+            "a forged context reads nothing"
+        );
+    }
+    // The server's own value again: B reads B's rows.
+    client
+        .batch_execute(&format!("SET LOCAL tenantry.context = '{carried}'"))
+        .await
+        .unwrap();
+    assert_eq!(resources_of(&client, b).await, 5);
+    client.batch_execute("COMMIT").await.unwrap();
+
+    // What would let the app role mint a transaction id or reach the
+    // workers directly is not its to call.
+    for sql in [
+        "SELECT assign_distributed_transaction_id(0, 1, now())",
+        "SELECT * FROM run_command_on_workers('SELECT 1')",
+        "SELECT * FROM run_command_on_shards('tenantry.resources', 'SELECT 1')",
+    ] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+
+    drop((client, admin, server));
+    db.drop_all().await;
+}
+
+/// Citus replays a transaction's SET LOCAL statements on its worker
+/// connections once the context is carried there, and a replayed `SET LOCAL
+/// ROLE` is refused on the workers: the server's flight switches roles with
+/// `set_config('role', …, true)` on Citus. A tenant reads its own rows under
+/// each narrower set of policies, several switches in one transaction.
+#[tokio::test]
+async fn the_servers_role_switches_work_on_the_workers() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "roles").await;
+    let (a, _) = two_tenants_with_resources(&admin, 3).await;
+    let server = db.server_database(key).await;
+    let count = "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1";
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(a)))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (own,): (i64,) = scope
+            .under(Visibility::Owned)
+            .query_one(count, &[&a])
+            .await
+            .unwrap();
+        assert_eq!(
+            own, 3,
+            "tenantry_app_own reads the tenant's rows on the workers"
+        );
+        let (shared,): (i64,) = scope
+            .under(Visibility::SharedWithMe)
+            .query_one(
+                "SELECT count(*) FROM tenantry.resources_shared_with_me()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(shared, 0, "nothing of B's is shared with A");
+        let (all,): (i64,) = scope.query_one(count, &[&a]).await.unwrap();
+        assert_eq!(all, 3);
+    }
+    scope.commit().await.unwrap();
+
+    // An administrative transaction (tenantry_admin) reads every tenant.
+    let mut admin_scope = server.admin("admin").await.unwrap();
+    let tenants = admin_scope.list_tenants(None, 10).await.unwrap();
+    assert_eq!(tenants.len(), 2);
+    admin_scope.commit().await.unwrap();
+
+    drop((admin, server));
+    db.drop_all().await;
+}
+
+/// Each copy's value of `column` for one tenant's row of the `tenants`
+/// reference table (the coordinator's and every worker's), read from the
+/// placements themselves.
+async fn tenant_row_copies(client: &Client, tenant: uuid::Uuid, column: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT result FROM run_command_on_placements('tenantry.tenants', $1) ORDER BY nodeport",
+            &[&format!(
+                "SELECT {column}::text FROM %s WHERE tenant_id = '{tenant}'"
+            )],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The server's work on a coordinator: an administrative transaction creates
+/// and renames tenants (the triggers of the `tenants` reference table do
+/// their cross-table work once, from the coordinator's copy, and every copy
+/// of the row stays the same), and tenants create, read, change and delete
+/// their resources, each reading only its own.
+#[tokio::test]
+async fn a_server_on_the_coordinator_creates_tenants_and_their_resources() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "server").await;
+    let server = db.server_database(key).await;
+
+    let mut ops = server.admin("admin").await.unwrap();
+    let create = |name: &str| NewTenant {
+        name: name.into(),
+        parent_id: None,
+        isolation: Isolation::Shared,
+        settings: None,
+    };
+    let a = ops.create_tenant(&create("a")).await.unwrap();
+    let b = ops.create_tenant(&create("b")).await.unwrap();
+    let child = ops
+        .create_tenant(&NewTenant {
+            parent_id: Some(a.tenant_id),
+            ..create("a child")
+        })
+        .await
+        .unwrap();
+    ops.commit().await.unwrap();
+    let mut ops = server.admin("admin").await.unwrap();
+    ops.update_tenant(
+        a.tenant_id,
+        &TenantUpdate {
+            name: Some("  a renamed ".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    ops.commit().await.unwrap();
+    let (a, b) = (*a.tenant_id.as_uuid(), *b.tenant_id.as_uuid());
+    for column in ["name", "updated_at", "created_at", "status"] {
+        let copies = tenant_row_copies(&admin, a, column).await;
+        assert_eq!(copies.len(), 3, "a copy on every node");
+        assert!(
+            copies.iter().all(|c| *c == copies[0]),
+            "{column}: {copies:?}"
+        );
+    }
+    assert_eq!(tenant_row_copies(&admin, a, "name").await[0], "a renamed");
+    // The cross-table work happened once: one audit row per event, the
+    // closure rows of the child, A's child counted once.
+    let audit: Vec<String> = admin
+        .query(
+            "SELECT action FROM tenantry.audit_log WHERE tenant_id = $1 ORDER BY action",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        audit,
+        ["tenant.child_created", "tenant.created", "tenant.renamed"]
+    );
+    let closure: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM tenantry.tenant_hierarchy WHERE child_id = $1",
+            &[child.tenant_id.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(closure, 2);
+
+    // A's resource: created, read, changed, deleted by A; not found for B.
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(a)))
+        .await
+        .unwrap();
+    let made = scope
+        .create_resource(&NewResource {
+            name: "doc".into(),
+            data: serde_json::json!({"v": 1}),
+        })
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    // A lists its own and its child's resources, newest first; B lists none.
+    let mut scope = server
+        .tenant(TenantContext::new(child.tenant_id))
+        .await
+        .unwrap();
+    let childs = scope
+        .create_resource(&NewResource {
+            name: "child doc".into(),
+            data: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    for (tenant, expected) in [(a, vec![childs.id, made.id]), (b, vec![])] {
+        let page = server
+            .tenant(TenantContext::new(TenantId::from_uuid(tenant)))
+            .await
+            .unwrap()
+            .list_resources_and_commit(&ResourceQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<ResourceId> = page.items.iter().map(|r| r.id).collect();
+        assert_eq!(ids, expected);
+    }
+    // The server's point read (GET /v1/resources/{id}) goes to the shard of
+    // the tenant's subtree alone; by id alone it would go to every shard.
+    admin
+        .batch_execute(&format!(
+            "PREPARE point_read(uuid, uuid[]) AS {}",
+            tenantry_db::citus::resource_point_read()
+        ))
+        .await
+        .unwrap();
+    let plan = explain(
+        &admin,
+        &format!("EXECUTE point_read('{}', ARRAY['{b}']::uuid[])", made.id),
+    )
+    .await;
+    assert_eq!(task_count(&plan), Some(1), "{plan:#?}");
+    // So does its listing of a tenant without descendants.
+    admin
+        .batch_execute(&format!(
+            "PREPARE listing(uuid, text, timestamptz, uuid, bigint, uuid[]) AS {}",
+            tenantry_db::citus::resource_listing()
+        ))
+        .await
+        .unwrap();
+    let plan = explain(
+        &admin,
+        &format!("EXECUTE listing('{b}', NULL, NULL, NULL, 11, ARRAY['{b}']::uuid[])"),
+    )
+    .await;
+    assert_eq!(task_count(&plan), Some(1), "{plan:#?}");
+    // The coordinator still refuses an id chosen by the tenant (the shards
+    // take the defaults Citus fills in, nothing more).
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(a)))
+        .await
+        .unwrap();
+    let planted = scope
+        .execute(
+            "INSERT INTO tenantry.resources (id, tenant_id, name) VALUES (gen_random_uuid(), $1, 'x')",
+            &[&a],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(planted, DbError::Forbidden(_)), "{planted:?}");
+    scope.rollback().await.unwrap();
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(b)))
+        .await
+        .unwrap();
+    let refused = scope.get_resource(made.id).await.unwrap_err();
+    assert!(matches!(refused, DbError::NotFound(_)), "{refused:?}");
+    let refused = scope.delete_resource(made.id).await.unwrap_err();
+    assert!(matches!(refused, DbError::NotFound(_)), "{refused:?}");
+    scope.commit().await.unwrap();
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(a)))
+        .await
+        .unwrap();
+    assert_eq!(scope.get_resource(made.id).await.unwrap().name, "doc");
+    scope.delete_resource(made.id).await.unwrap();
+    scope.commit().await.unwrap();
+    // (A new transaction: Citus refuses to read, as tenantry_app, shards this
+    // transaction changed as tenantry_app_own; docs/scale-out.md.)
+    let mut scope = server
+        .tenant(TenantContext::new(TenantId::from_uuid(a)))
+        .await
+        .unwrap();
+    let gone = scope.get_resource(made.id).await.unwrap_err();
+    assert!(matches!(gone, DbError::NotFound(_)), "{gone:?}");
+    scope.commit().await.unwrap();
+
+    drop((admin, server));
+    db.drop_all().await;
+}
+
+/// A plain connection (its driver task spawned).
+async fn connect_to(config: &Config) -> Client {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connecting to a Citus node");
+    tokio::spawn(connection);
+    client
+}
+
 /// Writes set-up rows as the superuser in one transaction without firing
 /// triggers, on the workers too (`SET LOCAL` is what Citus passes on), one
 /// statement per call: Citus sends a multi-statement string whole to the
@@ -406,9 +737,8 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
     use tenantry_db::citus::{isolate_tenant, IsolateError};
     use tenantry_db::TenantId;
 
-    let Some(url) = citus_url() else { return };
-    let _one_at_a_time = CLUSTER.lock().await;
-    let db = ClusterDb::create(&url).await;
+    let Some(url) = citus_url(RERUN) else { return };
+    let db = ClusterDb::create(&url, "isolate").await;
     let mut client = db.client().await;
     tenantry_db::migrate::migrate(&mut client).await.unwrap();
 
@@ -540,6 +870,19 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
         .unwrap()
         .get(0);
     assert!(log_own, "CASCADE split the request log's partitions too");
+    // The new shards let the app insert into the columns Citus fills in,
+    // as the others do (the coordinator's own table does not).
+    let granted: String = client
+        .query_one(
+            "SELECT result FROM run_command_on_placements('tenantry.resources',
+                 $$SELECT has_column_privilege('tenantry_app_own', '%s', 'id', 'INSERT')::text$$)
+             WHERE shardid = $1",
+            &[&shard.shard_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(granted, "true");
     let total: i64 = client
         .query_one(
             "SELECT count(*) FROM tenantry.resources WHERE tenant_id = ANY ($1)",
@@ -629,10 +972,9 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
 /// A database without Citus says so instead of failing somewhere inside.
 #[tokio::test]
 async fn isolating_a_tenant_outside_a_citus_coordinator_is_refused_with_the_reason() {
-    let Some(url) = citus_url() else { return };
-    let _one_at_a_time = CLUSTER.lock().await;
+    let Some(url) = citus_url(RERUN) else { return };
     let admin: Config = url.parse().unwrap();
-    let maintenance = connect(&admin).await;
+    let maintenance = connect_to(&admin).await;
     let name = format!("tenantry_plain_{}", std::process::id());
     for sql in [
         format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
@@ -642,7 +984,7 @@ async fn isolating_a_tenant_outside_a_citus_coordinator_is_refused_with_the_reas
     }
     let mut config = admin.clone();
     config.dbname(&name);
-    let client = connect(&config).await;
+    let client = connect_to(&config).await;
     let refused = tenantry_db::citus::isolate_tenant(
         &client,
         tenantry_db::TenantId::from_uuid(uuid::Uuid::new_v4()),
@@ -690,9 +1032,8 @@ async fn placement_policies(client: &Client, table: &str) -> Vec<String> {
 /// changes the policy everywhere; releasing it is refused, changing nothing.
 #[tokio::test]
 async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_every_shard() {
-    let Some(url) = citus_url() else { return };
-    let _one_at_a_time = CLUSTER.lock().await;
-    let db = ClusterDb::create(&url).await;
+    let Some(url) = citus_url(RERUN) else { return };
+    let db = ClusterDb::create(&url, "adopt").await;
     let mut client = db.client().await;
     tenantry_db::migrate::migrate(&mut client).await.unwrap();
     client
@@ -892,8 +1233,7 @@ async fn counts(client: &Client) -> Vec<(String, i64)> {
 /// ones included, with every row once and no trigger run twice.
 #[tokio::test]
 async fn a_single_node_database_moves_to_the_cluster_with_every_row_by_dump_restore_and_migrate() {
-    let Some(url) = citus_url() else { return };
-    let _one_at_a_time = CLUSTER.lock().await;
+    let Some(url) = citus_url(RERUN) else { return };
 
     // The single node: two tenants with keys and resources, and the team's
     // own table adopted with rows in it.
@@ -937,10 +1277,10 @@ async fn a_single_node_database_moves_to_the_cluster_with_every_row_by_dump_rest
         None,
     );
 
-    let db = ClusterDb::create(&url).await;
+    let db = ClusterDb::create(&url, "recipe").await;
     // Roles existing already are reported and left as they are.
     let maintenance = tenantry_db::provision::conninfo(&{
-        let mut c = db.coordinator.clone();
+        let mut c = db.coordinator_config();
         c.dbname("postgres");
         c
     });
@@ -957,7 +1297,7 @@ async fn a_single_node_database_moves_to_the_cluster_with_every_row_by_dump_rest
         "pg_restore",
         &[
             "-d",
-            &tenantry_db::provision::conninfo(&db.coordinator),
+            &tenantry_db::provision::conninfo(&db.coordinator_config()),
             dump.to_str().unwrap(),
         ],
         Some("-c citus.enable_ddl_propagation=off"),

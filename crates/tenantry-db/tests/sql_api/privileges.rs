@@ -464,6 +464,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "key_permissions",
             "member_identity",
             "my_tenants",
+            "new_api_key_info",
             "open_context_session",
             "resources_shared_with_me",
             "revoke_api_key",

@@ -1,0 +1,148 @@
+//! The real server over a Citus coordinator (a cluster such as `scripts/citus.sh start` runs), driven through HTTP: tenants, their keys and resources, and a foreign resource that is not found.
+//!
+//! Runs when `TENANTRY_CITUS_URL` names a superuser connection to the
+//! coordinator's maintenance database; skipped with a loud notice otherwise
+//! (docs/scale-out.md).
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tenantry_api::config::AdminToken;
+use tenantry_db::testing::citus::{citus_url, migrated};
+
+#[path = "common/server.rs"]
+mod server;
+use server::{test_settings, Server};
+
+/// Sends `method path` with `token` and an optional JSON body; the status and the body.
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = client.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let response = req.send().await.expect("the server answers");
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_server_on_a_citus_coordinator_serves_tenants_and_their_resources() {
+    let Some(url) = citus_url("cargo test -p tenantry-api --test citus") else {
+        return;
+    };
+    let (db, admin, key) = migrated(&url, "http").await;
+    let token = AdminToken::generate();
+    let mut server = Server::start(&test_settings(), db.server_database(key).await, &token).await;
+    let client = reqwest::Client::new();
+    let at = |path: &str| format!("{}{path}", server.base);
+    use reqwest::Method;
+
+    // Two tenants with a key each, through the admin API.
+    let mut keys = Vec::new();
+    for name in ["a", "b"] {
+        let (status, tenant) = call(
+            &client,
+            Method::POST,
+            at("/v1/tenants"),
+            &token,
+            Some(json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{tenant}");
+        let id = tenant["tenant_id"].as_str().unwrap().to_owned();
+        let (status, made) = call(
+            &client,
+            Method::POST,
+            at(&format!("/v1/tenants/{id}/keys")),
+            &token,
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{made}");
+        keys.push(made["key"].as_str().unwrap().to_owned());
+    }
+    let (a, b) = (&keys[0], &keys[1]);
+
+    // A creates, reads and lists its resource.
+    let (status, made) = call(
+        &client,
+        Method::POST,
+        at("/v1/resources"),
+        a,
+        Some(json!({ "name": "doc", "data": { "n": 1 } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    let resource = at(&format!("/v1/resources/{id}"));
+    let (status, read) = call(&client, Method::GET, resource.clone(), a, None).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["name"], "doc");
+    let (status, list) = call(&client, Method::GET, at("/v1/resources"), a, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let listed: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [id.as_str()]);
+
+    let (status, changed) = call(
+        &client,
+        Method::PATCH,
+        resource.clone(),
+        a,
+        Some(json!({ "name": "doc 2" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["name"], "doc 2");
+
+    // B: A's resource is not found, to read, change or delete; B lists nothing.
+    let (status, problem) = call(
+        &client,
+        Method::PATCH,
+        resource.clone(),
+        b,
+        Some(json!({ "name": "mine" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    for method in [Method::GET, Method::DELETE] {
+        let (status, problem) = call(&client, method, resource.clone(), b, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    }
+    let (status, list) = call(&client, Method::GET, at("/v1/resources"), b, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["items"], json!([]));
+
+    // A deletes it; then it is gone.
+    let (status, _) = call(&client, Method::DELETE, resource.clone(), a, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call(&client, Method::GET, resource, a, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Stopping flushes the request log: every request above is in it.
+    server
+        .stop()
+        .await
+        .expect("the server was running")
+        .expect("it stops within a minute")
+        .expect("its task does not panic")
+        .expect("it ends without an error");
+    let logged: i64 = admin
+        .query_one("SELECT count(*) FROM tenantry.request_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(logged >= 10, "{logged} request-log rows");
+    drop(admin);
+    db.drop_all().await;
+}
