@@ -136,14 +136,17 @@ pub(super) async fn tier_figures(
         // which the 1k-row database it is compared with has (measured: a
         // ratio of 1.45-1.53 after them, 1.01 alone). Its schema tenants go
         // before the moves.
+        settle(su).await?;
         if create_ms {
             create_ms_figures(ctx, su, lib, &names).await?;
             clean_up(su, writer).await?;
+            settle(su).await?;
         }
         // Moves next, with the data set's pooled rows and no schema tenant
         // yet: they are figures of the move itself.
         if moves {
             move_figures(ctx, su, lib, writer, move_rows, &names).await?;
+            settle(su).await?;
         }
         if reads {
             let p = presence.insert(Presence::start(ctx, keyed, leaf, admin_token)?);
@@ -160,6 +163,7 @@ pub(super) async fn tier_figures(
     .await;
     let t = Instant::now();
     let removed = clean_up(su, writer).await?;
+    settle(su).await?;
     println!(
         "moved back and deleted the {removed} tenants made here in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -169,6 +173,25 @@ pub(super) async fn tier_figures(
         p.measure(ctx, false)?;
         p.push(ctx, count, &names);
     }
+    Ok(())
+}
+
+/// Lets the database settle before a figure: the catalog rows of the schema
+/// tenants an earlier figure (or run) made and removed, and the rows the
+/// moves wrote and deleted, are vacuumed, and a checkpoint writes them out,
+/// so that a figure does not pay for the cleaning up of the one before it.
+/// (It does not make consecutive runs equal: docs/benchmarks.md.)
+async fn settle(su: &Client) -> anyhow::Result<()> {
+    // One statement each: VACUUM runs outside a transaction block.
+    su.batch_execute(
+        "VACUUM (ANALYZE) pg_catalog.pg_class, pg_catalog.pg_attribute, pg_catalog.pg_type,
+             pg_catalog.pg_depend, pg_catalog.pg_shdepend, pg_catalog.pg_index, pg_catalog.pg_constraint,
+             pg_catalog.pg_namespace, pg_catalog.pg_trigger, pg_catalog.pg_policy, pg_catalog.pg_inherits,
+             pg_catalog.pg_description, pg_catalog.pg_attrdef, pg_catalog.pg_init_privs,
+             tenantry.resources, tenantry.tenants, tenantry.tenant_hierarchy, tenantry.audit_log",
+    )
+    .await?;
+    su.batch_execute("CHECKPOINT").await?;
     Ok(())
 }
 
