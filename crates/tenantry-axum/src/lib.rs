@@ -238,12 +238,19 @@ impl Tenantry {
 }
 
 /// Resolves on Ctrl-C or SIGTERM: for `axum::serve(..).with_graceful_shutdown`.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+/// The handlers are installed when this is called, not when the future is
+/// first polled: a server that starts answering on another worker thread
+/// before its shutdown future is polled (a loaded machine) would otherwise
+/// die of a SIGTERM sent meanwhile instead of shutting down cleanly. Call it
+/// before binding. Must be called within a Tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }

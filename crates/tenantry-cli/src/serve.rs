@@ -40,6 +40,8 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // First: a SIGTERM from now on shuts down cleanly.
+    let shutdown = local::wait_for_shutdown_signal();
     let mut settings = Settings::load(args.config.as_deref())?;
     if let Some(l) = args.listen {
         settings.listen = l;
@@ -129,7 +131,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(dir) = cluster.as_ref().and_then(|c| c.location()) {
         println!("database:     embedded PostgreSQL in {}", dir.display());
     }
-    app.run(local::wait_for_shutdown_signal()).await?;
+    app.run(shutdown).await?;
     eprintln!("shut down cleanly");
     drop(cluster);
     Ok(())

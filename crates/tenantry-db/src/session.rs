@@ -101,8 +101,15 @@ impl managed::Manager for SessionManager {
 /// Whether the database is a Citus coordinator (asked once per connection).
 const IS_CITUS: &str = "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')";
 
+/// In the simple protocol: a connection without a context session may sit
+/// behind pgbouncer in transaction mode, where a named prepared statement
+/// would not outlive this transaction's server connection.
 async fn is_citus(client: &ClientWrapper) -> Result<bool, tokio_postgres::Error> {
-    Ok(client.query_one(IS_CITUS, &[]).await?.get(1))
+    let answer = client.simple_query(IS_CITUS).await?;
+    Ok(answer.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(1) == Some("t"),
+        _ => false,
+    }))
 }
 
 /// Switches the session to `tenantry_app` for good (transactions needing

@@ -22,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
         .parse()
         .context("ISSUE_TRACKER_LISTEN")?;
     let cluster = LocalCluster::open(&data_dir, None).await?;
+    let shutdown = tenantry_axum::shutdown_signal();
     let app = Application::build(&Settings {
         listen,
         migration: cluster.superuser_config(),
@@ -35,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  cargo run -p tenantry-cli -- key create <tenant id>");
     println!("  curl -H 'Authorization: Bearer <key>' -H 'Content-Type: application/json' \\");
     println!("       -d '{{\"name\":\"Launch\"}}' http://{addr}/projects");
-    app.run(tenantry_axum::shutdown_signal()).await?;
+    app.run(shutdown).await?;
     drop(cluster);
     Ok(())
 }
