@@ -475,17 +475,34 @@ async fn the_servers_role_switches_work_on_the_workers() {
 /// reference table (the coordinator's and every worker's), read from the
 /// placements themselves.
 async fn tenant_row_copies(client: &Client, tenant: uuid::Uuid, column: &str) -> Vec<String> {
+    on_placements(
+        client,
+        "tenantry.tenants",
+        &format!("SELECT {column}::text FROM %s WHERE tenant_id = '{tenant}'"),
+    )
+    .await
+    .into_iter()
+    .map(|(_, result)| result)
+    .collect()
+}
+
+/// `command` (`%s`: the shard's name) on every placement of `table`, as the
+/// superuser, which must succeed on each: (shard id, result), by node.
+async fn on_placements(client: &Client, table: &str, command: &str) -> Vec<(i64, String)> {
     client
         .query(
-            "SELECT result FROM run_command_on_placements('tenantry.tenants', $1) ORDER BY nodeport",
-            &[&format!(
-                "SELECT {column}::text FROM %s WHERE tenant_id = '{tenant}'"
-            )],
+            "SELECT shardid, success, result FROM run_command_on_placements($1::text::regclass, $2)
+             ORDER BY nodeport, shardid",
+            &[&table, &command],
         )
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{table}: {e}"))
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| {
+            let (shard, ok, result): (i64, bool, String) = (r.get(0), r.get(1), r.get(2));
+            assert!(ok, "{table} shard {shard}: {command}: {result}");
+            (shard, result)
+        })
         .collect()
 }
 
@@ -712,20 +729,25 @@ async fn as_replica(client: &Client, statements: &[String]) {
 /// of `shard` (`run_command_on_placements`): a count through the
 /// distributed table would not say where the rows are.
 async fn rows_in_shard(client: &Client, table: &str, shard: i64, tenant: uuid::Uuid) -> i64 {
-    let row = client
-        .query_one(
-            "SELECT success, result FROM run_command_on_placements($1::text::regclass, $2) WHERE shardid = $3",
-            &[
-                &table,
-                &format!("SELECT count(*) FROM %s WHERE tenant_id = '{tenant}'"),
-                &shard,
-            ],
-        )
+    on_shard(
+        client,
+        table,
+        shard,
+        &format!("SELECT count(*) FROM %s WHERE tenant_id = '{tenant}'"),
+    )
+    .await
+    .parse()
+    .unwrap()
+}
+
+/// `command`'s result on the placement of `shard` of `table`.
+async fn on_shard(client: &Client, table: &str, shard: i64, command: &str) -> String {
+    on_placements(client, table, command)
         .await
-        .unwrap_or_else(|e| panic!("{table}: no placement of shard {shard}: {e}"));
-    let (ok, result): (bool, String) = (row.get(0), row.get(1));
-    assert!(ok, "{table} shard {shard}: {result}");
-    result.parse().unwrap()
+        .into_iter()
+        .find(|(s, _)| *s == shard)
+        .unwrap_or_else(|| panic!("{table}: no placement of shard {shard}"))
+        .1
 }
 
 /// A large tenant gets shards of its own, online, then a node of its own:
@@ -872,16 +894,13 @@ async fn a_large_tenant_is_isolated_to_its_own_shards_and_moved_to_another_node_
     assert!(log_own, "CASCADE split the request log's partitions too");
     // The new shards let the app insert into the columns Citus fills in,
     // as the others do (the coordinator's own table does not).
-    let granted: String = client
-        .query_one(
-            "SELECT result FROM run_command_on_placements('tenantry.resources',
-                 $$SELECT has_column_privilege('tenantry_app_own', '%s', 'id', 'INSERT')::text$$)
-             WHERE shardid = $1",
-            &[&shard.shard_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let granted = on_shard(
+        &client,
+        "tenantry.resources",
+        shard.shard_id,
+        "SELECT has_column_privilege('tenantry_app_own', '%s', 'id', 'INSERT')::text",
+    )
+    .await;
     assert_eq!(granted, "true");
     let total: i64 = client
         .query_one(
@@ -1009,22 +1028,16 @@ async fn isolating_a_tenant_outside_a_citus_coordinator_is_refused_with_the_reas
 
 /// The tenant_isolation policy of every placement of `table`.
 async fn placement_policies(client: &Client, table: &str) -> Vec<String> {
-    client
-        .query(
-            "SELECT success, result FROM run_command_on_placements($1::text::regclass,
-                 $$SELECT coalesce(pg_get_expr(polqual, polrelid), 'none') FROM pg_policy
-                   WHERE polrelid = '%s'::regclass AND polname = 'tenant_isolation'$$)",
-            &[&table],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let (ok, result): (bool, String) = (r.get(0), r.get(1));
-            assert!(ok, "{table}: {result}");
-            result
-        })
-        .collect()
+    on_placements(
+        client,
+        table,
+        "SELECT coalesce(pg_get_expr(polqual, polrelid), 'none') FROM pg_policy
+         WHERE polrelid = '%s'::regclass AND polname = 'tenant_isolation'",
+    )
+    .await
+    .into_iter()
+    .map(|(_, result)| result)
+    .collect()
 }
 
 /// The team's own table, adopted on the cluster, is sharded by tenant next
