@@ -146,3 +146,148 @@ async fn a_server_on_a_citus_coordinator_serves_tenants_and_their_resources() {
     drop(admin);
     db.drop_all().await;
 }
+
+/// The hierarchy and suspension over HTTP on the cluster: a parent reads its
+/// child's rows, the child never the parent's, and a suspended tenant's key
+/// is refused.
+#[tokio::test]
+async fn on_a_citus_coordinator_a_parent_reads_its_childs_rows_and_a_suspended_tenant_is_refused() {
+    let Some(url) = citus_url("cargo test -p tenantry-api --test citus") else {
+        return;
+    };
+    let (db, admin, key) = migrated(&url, "tree").await;
+    let token = AdminToken::generate();
+    let mut server = Server::start(&test_settings(), db.server_database(key).await, &token).await;
+    let client = reqwest::Client::new();
+    let at = |path: &str| format!("{}{path}", server.base);
+    use reqwest::Method;
+
+    let key_of = |tenant: String| {
+        let client = client.clone();
+        let url = at(&format!("/v1/tenants/{tenant}/keys"));
+        let token = token.clone();
+        async move {
+            let (status, made) = call(&client, Method::POST, url, &token, Some(json!({}))).await;
+            assert_eq!(status, StatusCode::CREATED, "{made}");
+            made["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let (status, parent) = call(
+        &client,
+        Method::POST,
+        at("/v1/tenants"),
+        &token,
+        Some(json!({ "name": "parent" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{parent}");
+    let parent_key = key_of(parent["tenant_id"].as_str().unwrap().to_owned()).await;
+    // The parent creates its child with its own key.
+    let (status, child) = call(
+        &client,
+        Method::POST,
+        at("/v1/tenants"),
+        &parent_key,
+        Some(json!({ "name": "child" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{child}");
+    let child_id = child["tenant_id"].as_str().unwrap().to_owned();
+    let child_key = key_of(child_id.clone()).await;
+
+    let mut ids = Vec::new();
+    for (owner, name) in [(&parent_key, "parent doc"), (&child_key, "child doc")] {
+        let (status, made) = call(
+            &client,
+            Method::POST,
+            at("/v1/resources"),
+            owner,
+            Some(json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{made}");
+        ids.push(made["id"].as_str().unwrap().to_owned());
+    }
+    let names = |list: &Value| -> Vec<String> {
+        let mut n: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let (status, list) = call(
+        &client,
+        Method::GET,
+        at("/v1/resources?owner=descendants"),
+        &parent_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(names(&list), ["child doc"]);
+    let (status, read) = call(
+        &client,
+        Method::GET,
+        at(&format!("/v1/resources/{}", ids[1])),
+        &parent_key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the parent reads its child's row: {read}"
+    );
+    let (status, list) = call(&client, Method::GET, at("/v1/resources"), &child_key, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(names(&list), ["child doc"]);
+    let (status, problem) = call(
+        &client,
+        Method::GET,
+        at(&format!("/v1/resources/{}", ids[0])),
+        &child_key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the child never reads its parent's: {problem}"
+    );
+
+    // Suspended: every tenant route refuses the child's key; data is kept.
+    let (status, suspended) = call(
+        &client,
+        Method::POST,
+        at(&format!("/v1/tenants/{child_id}/suspend")),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{suspended}");
+    let (status, problem) = call(&client, Method::GET, at("/v1/resources"), &child_key, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(problem["code"], "tenant_suspended");
+    let (status, list) = call(
+        &client,
+        Method::GET,
+        at("/v1/resources?owner=descendants"),
+        &parent_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+
+    server
+        .stop()
+        .await
+        .expect("the server was running")
+        .expect("it stops within a minute")
+        .expect("its task does not panic")
+        .expect("it ends without an error");
+    drop(admin);
+    db.drop_all().await;
+}

@@ -32,6 +32,9 @@ async fn connect(config: &Config) -> Client {
     client
 }
 
+/// Held while a test database registers the cluster's nodes.
+static REGISTERING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A fresh database on every node of the cluster, with Citus and the nodes
 /// registered in it; dropped again by [`ClusterDb::drop_all`].
 pub struct ClusterDb {
@@ -100,6 +103,11 @@ impl ClusterDb {
         let mut coordinator = nodes[0].clone();
         coordinator.dbname(&name);
         let client = connect(&coordinator).await;
+        // One registration at a time: adding a node copies the roles and
+        // other cluster-wide objects to it, and two databases doing so at
+        // once collide on the workers ("failure on connection marked as
+        // essential").
+        let _one_at_a_time = REGISTERING.lock().await;
         client
             .execute(
                 "SELECT citus_set_coordinator_host($1, $2)",
