@@ -74,6 +74,10 @@ DECLARE
     txn text;
     carried text := '';
 BEGIN
+    -- One read of the key for both: it assigns the distributed id (see
+    -- above) and gives the pads, so the MAC (context_mac's, which
+    -- citus_verify_context checks) is computed here rather than by a
+    -- second read through context_mac.
     SELECT c.key_id, c.inner_pad, c.outer_pad INTO k
     FROM tenantry.context_keys c ORDER BY c.key_id DESC LIMIT 1;
     txn := tenantry.citus_transaction();
@@ -108,22 +112,20 @@ DECLARE
     carried text := coalesce(current_setting('tenantry.context', true), '');
     nested text := coalesce(current_setting('citus.allow_nested_distributed_execution', true), 'off');
     txn text := tenantry.citus_transaction();
-    kid integer;
-    mac text;
+    claimed text;
+    expected bytea;
     value text := '';
-    k record;
 BEGIN
     IF carried ~ '^[0-9]{1,9}\.[0-9a-f]{64}\.tenantry_' AND txn IS NOT NULL THEN
-        kid := split_part(carried, '.', 1)::integer;
-        mac := split_part(carried, '.', 2);
+        claimed := substr(carried, length(split_part(carried, '.', 1)) + 67);
+        -- The same HMAC as every other context check (context_mac, an
+        -- unknown key gives NULL).
         PERFORM set_config('citus.allow_nested_distributed_execution', 'on', true);
-        SELECT c.inner_pad, c.outer_pad INTO k FROM tenantry.context_keys c WHERE c.key_id = kid;
+        expected := tenantry.context_mac(split_part(carried, '.', 1)::integer,
+                                         'citus|' || claimed || '|' || txn);
         PERFORM set_config('citus.allow_nested_distributed_execution', nested, true);
-        IF k.inner_pad IS NOT NULL THEN
-            value := substr(carried, length(split_part(carried, '.', 1)) + 67);
-            IF encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to('citus|' || value || '|' || txn, 'UTF8'))), 'hex') <> mac THEN
-                value := '';
-            END IF;
+        IF encode(expected, 'hex') = split_part(carried, '.', 2) THEN
+            value := claimed;
         END IF;
     END IF;
     PERFORM set_config('backtrace_functions', value, true);
