@@ -668,11 +668,15 @@ GRANT EXECUTE ON FUNCTION tenantry.set_actor_local(text) TO tenantry_app, tenant
 /** Whether limits refuse this statement's writes: not for tenantry_admin, nor a superuser session. */
 CREATE OR REPLACE FUNCTION tenantry.limits_refuse_writer()
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT NOT (current_setting('role') = 'tenantry_admin'
+BEGIN
+    -- PL/pgSQL (plan kept per session): called on every tenant write, where
+    -- an SQL function with a SET clause would be parsed and planned each time.
+    RETURN NOT (current_setting('role') = 'tenantry_admin'
                 OR (current_setting('role') = 'none'
-                    AND coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)))
+                    AND coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user), false)));
+END
 $$;
 COMMENT ON FUNCTION tenantry.limits_refuse_writer() IS 'Internal (quotas in 03_resources.sql, limits in 09_limits.sql): false for writes as tenantry_admin or by a superuser session (counted, not refused), true for every tenant role. Not granted.';

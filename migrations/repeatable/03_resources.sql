@@ -105,11 +105,14 @@ CREATE OR REPLACE TRIGGER shared_resources_audit
 /** The schema of the resources table holding one tenant's rows. */
 CREATE OR REPLACE FUNCTION tenantry.resources_home(tid uuid)
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
-    FROM tenantry.tenants t WHERE t.tenant_id = tid
+BEGIN
+    -- PL/pgSQL (plan kept per session): called on every resource write.
+    RETURN (SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
+            FROM tenantry.tenants t WHERE t.tenant_id = tid);
+END
 $$;
 COMMENT ON FUNCTION tenantry.resources_home(uuid) IS 'Internal: the schema of the resources table holding the tenant''s rows (tenantry: the pooled table); NULL for an unknown tenant. Not granted.';
 

@@ -43,11 +43,11 @@ SET LOCAL ROLE tenantry_owner;
 CREATE OR REPLACE FUNCTION tenantry.limit_defaults()
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
+    -- No SET clause, every name qualified: inlined (and folded) by the planner.
     SELECT '{"max_children": 100, "max_descendants": 1000, "max_api_keys": 100,
              "max_roles": 100, "max_members": 1000, "max_shares": 1000,
-             "child_creation_rate_per_second": 10}'::jsonb
+             "child_creation_rate_per_second": 10}'::pg_catalog.jsonb
 $$;
 COMMENT ON FUNCTION tenantry.limit_defaults() IS 'The default of each limit (max_children 100, max_descendants 1000, max_api_keys 100, max_roles 100, max_members 1000, max_shares 1000) and of the child creation rate the API applies (child_creation_rate_per_second 10), in force when a tenant''s settings do not name them.';
 GRANT EXECUTE ON FUNCTION tenantry.limit_defaults() TO tenantry_app, tenantry_admin;
@@ -56,9 +56,10 @@ GRANT EXECUTE ON FUNCTION tenantry.limit_defaults() TO tenantry_app, tenantry_ad
 CREATE OR REPLACE FUNCTION tenantry.setting_in_force(settings jsonb, key text)
 RETURNS numeric
 LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(settings->>key, tenantry.limit_defaults()->>key)::numeric
+    -- No SET clause, every name qualified: inlined by the planner.
+    SELECT coalesce(settings OPERATOR(pg_catalog.->>) key,
+                    tenantry.limit_defaults() OPERATOR(pg_catalog.->>) key)::pg_catalog.numeric
 $$;
 COMMENT ON FUNCTION tenantry.setting_in_force(jsonb, text) IS 'A numeric setting in force (limit, quota, rate): the tenant''s value, else the limit''s default; NULL means unlimited.';
 GRANT EXECUTE ON FUNCTION tenantry.setting_in_force(jsonb, text) TO tenantry_app, tenantry_admin;

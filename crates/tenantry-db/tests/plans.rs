@@ -248,6 +248,10 @@ async fn the_context_functions_of_every_request_are_inlined_by_the_planner() {
         ),
         ("visible_tenant_ids", "tenantry.visible_tenant_ids()".into()),
         ("current_tenant_id", "tenantry.current_tenant_id()".into()),
+        (
+            "setting_in_force",
+            "tenantry.setting_in_force(t.settings, 'max_roles') FROM tenantry.tenants t".into(),
+        ),
     ] {
         let output = verbose_output(&su, &format!("SELECT {call}")).await;
         assert!(
