@@ -421,17 +421,21 @@ GRANT EXECUTE ON FUNCTION tenantry.authorize_all() TO tenantry_app, tenantry_app
  */
 CREATE OR REPLACE FUNCTION tenantry.member_grants(tid uuid, uid uuid)
 RETURNS text[]
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN EXISTS (SELECT 1 FROM tenantry.tenant_members m
+BEGIN
+    -- PL/pgSQL, whose plans last the session: an SQL function with a SET
+    -- clause is parsed and planned again in every statement that calls it.
+    RETURN CASE WHEN EXISTS (SELECT 1 FROM tenantry.tenant_members m
                              WHERE m.tenant_id = tid AND m.user_id = uid AND m.is_owner)
                 THEN NULL
                 ELSE ARRAY(SELECT ip.name FROM tenantry.identity_permissions(tid, uid, NULL) ip
                            WHERE EXISTS (SELECT 1 FROM tenantry.tenant_members m
                                          WHERE m.tenant_id = tid AND m.user_id = uid)
                            ORDER BY ip.name)
-           END
+           END;
+END
 $$;
 COMMENT ON FUNCTION tenantry.member_grants(uuid, uuid) IS 'Internal: a member''s grants in a tenant for its context: NULL (all) for the owner, its roles'' permission names otherwise, empty for a non-member. Not granted.';
 
@@ -445,10 +449,14 @@ COMMENT ON FUNCTION tenantry.member_grants(uuid, uuid) IS 'Internal: a member''s
  */
 CREATE OR REPLACE FUNCTION tenantry.member_identity(tid uuid)
 RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object(
+BEGIN
+    -- PL/pgSQL (plans kept per session): a person's request needs it whenever
+    -- the server's cache of the membership misses. At most one row: the
+    -- membership's primary key.
+    RETURN (SELECT jsonb_build_object(
         'tenant_id', t.tenant_id, 'tenant_status', t.status, 'tenant_settings', t.settings,
         'user_id', m.user_id, 'email', m.email, 'is_owner', m.is_owner,
         'permissions', CASE WHEN m.is_owner
@@ -459,7 +467,8 @@ AS $$
     WHERE m.tenant_id = tid
       AND m.user_id = tenantry.current_user_id()
       AND tenantry.current_tenant_id() IS NULL
-      AND t.status <> 'deleted'
+      AND t.status <> 'deleted');
+END
 $$;
 COMMENT ON FUNCTION tenantry.member_identity(uuid) IS 'In a user context: the signed-in person''s membership of a tenant (status, settings, owner, permissions: every one for the owner); NULL when not a member or the tenant is deleted.';
 GRANT EXECUTE ON FUNCTION tenantry.member_identity(uuid) TO tenantry_app;

@@ -48,9 +48,16 @@ impl RequestId {
         well_formed.then(|| Self(value.into()))
     }
 
-    /// A new id (UUID v4).
+    /// A new id (UUID v4), from the thread's CSPRNG: `Uuid::new_v4` asks the
+    /// kernel (`getrandom`) on every call, one system call per request.
     pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().to_string().into())
+        let bytes: [u8; 16] = rand::random();
+        Self(
+            uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .to_string()
+                .into(),
+        )
     }
 
     /// The id as text.
@@ -456,6 +463,9 @@ mod tests {
         }
         let made = RequestId::generate();
         assert!(RequestId::parse(made.as_str()).is_some());
+        let parsed = uuid::Uuid::parse_str(made.as_str()).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
         assert_ne!(made, RequestId::generate());
     }
 }
