@@ -286,9 +286,14 @@ GRANT EXECUTE ON FUNCTION tenantry.resources_shared_with_me(uuid, text, timestam
 /** The schema of the current tenant's own tables, as tenants says now (not as the context cached it). */
 CREATE OR REPLACE FUNCTION tenantry.tenant_home_schema()
 RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT tenantry.resources_home(tenantry.current_tenant_id()) $$;
+AS $$
+BEGIN
+    -- PL/pgSQL (plans kept per session): every resource creation asks.
+    RETURN tenantry.resources_home(tenantry.current_tenant_id());
+END
+$$;
 COMMENT ON FUNCTION tenantry.tenant_home_schema() IS 'The schema of the current tenant''s own tables (its tenants.schema_name when schema-isolated, tenantry otherwise), read from tenants: right even in a session whose context was set before the tenant moved. NULL without a tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.tenant_home_schema() TO tenantry_app, tenantry_app_own;
 

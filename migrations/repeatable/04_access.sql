@@ -394,10 +394,13 @@ GRANT EXECUTE ON FUNCTION tenantry.define_permission(text, text) TO tenantry_app
  */
 CREATE OR REPLACE FUNCTION tenantry.authorize_permission_id(pid integer)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT tenantry.authorize((SELECT p.name FROM tenantry.permissions p WHERE p.permission_id = pid))
+BEGIN
+    -- PL/pgSQL (plans kept per session): a write policy calls it per row.
+    RETURN tenantry.authorize((SELECT p.name FROM tenantry.permissions p WHERE p.permission_id = pid));
+END
 $$;
 COMMENT ON FUNCTION tenantry.authorize_permission_id(integer) IS 'Whether the current caller holds the catalogue permission with this id (authorize() of its name); role_permissions'' write policies use it so nobody grants or takes a permission they do not hold.';
 GRANT EXECUTE ON FUNCTION tenantry.authorize_permission_id(integer) TO tenantry_app;

@@ -389,16 +389,21 @@ COMMENT ON FUNCTION tenantry.rotate_api_key(uuid, interval) IS 'KeyHippo API: is
 /** The permission names a key of the caller's subtree holds. */
 CREATE OR REPLACE FUNCTION tenantry.key_permissions(key_id uuid)
 RETURNS text[]
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT ARRAY(SELECT ip.name
-                 FROM tenantry.identity_permissions(a.tenant_id, a.user_id, a.role_id) ip
-                 WHERE a.scopes IS NULL OR ip.name = ANY (a.scopes)
-                 ORDER BY ip.name)
-    FROM tenantry.api_keys a
-    WHERE a.key_id = key_permissions.key_id
-      AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
+BEGIN
+    -- PL/pgSQL (plans kept per session), not SQL with a SET clause, which is
+    -- planned again at every call. Key ids are unique: at most one row.
+    RETURN (SELECT ARRAY(SELECT ip.name
+                         FROM tenantry.identity_permissions(a.tenant_id, a.user_id, a.role_id) ip
+                         WHERE a.scopes IS NULL OR ip.name = ANY (a.scopes)
+                         ORDER BY ip.name)
+            FROM tenantry.api_keys a
+            WHERE a.key_id = key_permissions.key_id
+              AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
+            LIMIT 1);
+END
 $$;
 COMMENT ON FUNCTION tenantry.key_permissions(uuid) IS 'Permissions of a key of the current subtree, narrowed by its scopes: its role''s if bound to a role, else its member''s roles'', else every permission (tenant owner key). NULL for keys outside the subtree.';
 
