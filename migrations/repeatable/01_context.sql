@@ -344,7 +344,8 @@ COMMENT ON FUNCTION tenantry.context_grants(text[]) IS 'Internal: the grants par
  * Plain SQL without SET clauses or sub-queries, every name qualified, so it
  * is inlined into its callers (which are the owner's SECURITY DEFINER
  * functions; it is granted to nobody): the test
- * context_value_is_inlined_into_enter_context keeps it so.
+ * the_context_functions_of_every_request_are_inlined_by_the_planner
+ * (crates/tenantry-db/tests/plans.rs) keeps it so.
  */
 CREATE OR REPLACE FUNCTION tenantry.context_value(tid uuid, uid uuid, actor text, grants text[], impersonator text, tenant_part text)
 RETURNS text

@@ -394,7 +394,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- PL/pgSQL (plans kept per session), not SQL with a SET clause, which is
-    -- planned again at every call. Key ids are unique: at most one row.
+    -- planned again at every call. LIMIT 1 keeps the SQL form's first row
+    -- (key ids are unique, so there is at most one).
     RETURN (SELECT ARRAY(SELECT ip.name
                          FROM tenantry.identity_permissions(a.tenant_id, a.user_id, a.role_id) ip
                          WHERE a.scopes IS NULL OR ip.name = ANY (a.scopes)

@@ -33,6 +33,14 @@ use crate::{
 /// Columns the server selects for a resource (crates/tenantry-db/src/resources.rs).
 const COLUMNS: &str = "id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by";
 
+/// Drops a database of the benchmark's cluster other than the data set's
+/// (a scratch or comparison database), if it is there.
+pub(super) async fn drop_database(su: &Client, name: &str) -> anyhow::Result<()> {
+    su.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    Ok(())
+}
+
 /// Where the benchmark database lives and how to reach it.
 struct BenchDb {
     /// The superuser's libpq string (pgbench, and our own connections).
@@ -76,6 +84,37 @@ async fn connect(conninfo: &str) -> anyhow::Result<Client> {
 }
 
 impl BenchDb {
+    /// The library's configuration for the server login on `dbname` (the
+    /// data set's database when `None`) with context key `key`. Write
+    /// figures measure tenantry, not this disk's flush rate: commits are not
+    /// waited on the WAL flush (synchronous_commit = off), on both sides.
+    fn library_config(
+        &self,
+        dbname: Option<&str>,
+        key: &tenantry_db::ContextKey,
+    ) -> DatabaseConfig {
+        let mut server = self.server_config.clone();
+        if let Some(dbname) = dbname {
+            server.dbname(dbname);
+        }
+        server.options("-c synchronous_commit=off");
+        DatabaseConfig::from_config(server).with_context_key(key.clone())
+    }
+
+    /// A migrated database of its own in the benchmark's cluster, made
+    /// afresh (a failed run may have left one), for figures that must not
+    /// change the data set; [`drop_database`] removes it.
+    async fn scratch_database(
+        &self,
+        su: &Client,
+        name: &str,
+    ) -> anyhow::Result<tenantry_db::Provisioned> {
+        drop_database(su, name).await?;
+        provision(&self.superuser_config, name, ServerLogin::Trust)
+            .await
+            .with_context(|| format!("preparing the database {name}"))
+    }
+
     async fn open(opts: &Options) -> anyhow::Result<Self> {
         let bindir = PgBinaries::discover().ok().map(|b| b.bindir().to_owned());
         let (superuser, database, login, cluster, temp_dir) = match &opts.database_url {
@@ -292,12 +331,7 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     let leaf = dataset::tenants(su, &[4], 10).await?.remove(0);
     let root = dataset::tenants(su, &[0], 10).await?.remove(0);
 
-    // Write figures measure tenantry, not this disk's flush rate: commits are
-    // not waited on the WAL flush (synchronous_commit = off) on both sides.
-    let mut server = ctx.db.server_config.clone();
-    server.options("-c synchronous_commit=off");
-    let mut config =
-        DatabaseConfig::from_config(server).with_context_key(ctx.db.context_key.clone());
+    let mut config = ctx.db.library_config(None, &ctx.db.context_key);
     config.max_connections = ctx.opts.clients;
     let lib = Database::connect(&config)?;
     let mut keyed = Vec::with_capacity(tenants.len());
@@ -769,26 +803,16 @@ const CREATE_DATABASE: &str = "tenantry_bench_create";
 /// `tenant_create_per_s`: pooled tenants created through the library next
 /// to plain INSERTs, both in a database made for it and dropped afterwards.
 async fn tenant_create_figure(ctx: &mut Ctx, su: &Client) -> anyhow::Result<()> {
-    let drop_sql = format!("DROP DATABASE IF EXISTS {CREATE_DATABASE} WITH (FORCE)");
-    su.batch_execute(&drop_sql).await?;
-    let made = provision(
-        &ctx.db.superuser_config,
-        CREATE_DATABASE,
-        ServerLogin::Trust,
-    )
-    .await
-    .context("preparing the tenant-creation database")?;
-    let mut server = ctx.db.server_config.clone();
-    server
-        .dbname(CREATE_DATABASE)
-        .options("-c synchronous_commit=off");
-    let mut config = DatabaseConfig::from_config(server).with_context_key(made.context_key.clone());
+    let made = ctx.db.scratch_database(su, CREATE_DATABASE).await?;
+    let mut config = ctx
+        .db
+        .library_config(Some(CREATE_DATABASE), &made.context_key);
     config.max_connections = ctx.opts.clients;
     let lib = Database::connect(&config)?;
     let made_su = conninfo(&made.superuser);
     let result = tenant_create_runs(ctx, &lib, &made_su).await;
     drop(lib);
-    su.batch_execute(&drop_sql).await?;
+    drop_database(su, CREATE_DATABASE).await?;
     result
 }
 

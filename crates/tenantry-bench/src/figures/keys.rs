@@ -179,10 +179,7 @@ async fn keyhippo(ctx: &Ctx, su: &Client, path: &Path) -> anyhow::Result<(Client
         .replace("CREATE EXTENSION IF NOT EXISTS pg_net;", "")
         .replace("CREATE EXTENSION IF NOT EXISTS pg_cron;", "");
     // Each its own statement: neither runs inside a transaction block.
-    su.batch_execute(&format!(
-        "DROP DATABASE IF EXISTS {KEYHIPPO_DATABASE} WITH (FORCE)"
-    ))
-    .await?;
+    super::drop_database(su, KEYHIPPO_DATABASE).await?;
     su.batch_execute(&format!("CREATE DATABASE {KEYHIPPO_DATABASE}"))
         .await?;
     su.batch_execute(
@@ -337,10 +334,7 @@ pub(super) async fn key_figures(
     }
     if theirs.is_some() {
         drop(theirs);
-        su.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {KEYHIPPO_DATABASE} WITH (FORCE)"
-        ))
-        .await?;
+        super::drop_database(su, KEYHIPPO_DATABASE).await?;
     }
     Ok(())
 }

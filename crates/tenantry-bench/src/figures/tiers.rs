@@ -10,10 +10,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use tenantry_db::{
-    provision, Database, DatabaseConfig, Isolation, NewResource, NewTenant, ServerLogin,
-    TenantContext, TenantId,
-};
+use tenantry_db::{Database, Isolation, NewResource, NewTenant, TenantContext, TenantId};
 use tokio_postgres::Client;
 
 use super::{connect, pgoptions, point_targets, rls_point_scripts, Ctx, Keyed, SERVER_POOL};
@@ -290,13 +287,7 @@ async fn create_ms_figures(
     lib: &Database,
     names: &Names,
 ) -> anyhow::Result<()> {
-    su.batch_execute(&format!(
-        "DROP DATABASE IF EXISTS {SMALL_DATABASE} WITH (FORCE)"
-    ))
-    .await?;
-    let small = provision(&ctx.db.superuser_config, SMALL_DATABASE, ServerLogin::Trust)
-        .await
-        .context("preparing the 1k-row database")?;
+    let small = ctx.db.scratch_database(su, SMALL_DATABASE).await?;
     let mut small_su = connect(&tenantry_db::conninfo(&small.superuser)).await?;
     dataset::ensure(&mut small_su, SMALL_SIZES, true).await?;
     // Like for like: a schema tenant gets a table of every tenant table
@@ -319,12 +310,9 @@ async fn create_ms_figures(
             ),
         }
     }
-    let mut server = ctx.db.server_config.clone();
-    server
-        .dbname(SMALL_DATABASE)
-        .options("-c synchronous_commit=off");
     let small_lib = Database::connect(
-        &DatabaseConfig::from_config(server).with_context_key(small.context_key.clone()),
+        &ctx.db
+            .library_config(Some(SMALL_DATABASE), &small.context_key),
     )?;
     let count_sql = "SELECT count(*) FROM ONLY tenantry.resources";
     let small_rows: i64 = small_su.query_one(count_sql, &[]).await?.get(0);
@@ -353,8 +341,7 @@ async fn create_ms_figures(
     }
     drop(small_lib);
     drop(small_su);
-    su.batch_execute(&format!("DROP DATABASE {SMALL_DATABASE} WITH (FORCE)"))
-        .await?;
+    super::drop_database(su, SMALL_DATABASE).await?;
 
     let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
     let what = |stat: &str| {
