@@ -199,11 +199,16 @@ CREATE OR REPLACE FUNCTION tenantry.current_tenant_schema()
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) = 'tenantry_v1_'
-                THEN pg_catalog.split_part(pg_catalog.split_part(pg_catalog.current_setting('backtrace_functions'), ',s', 2), ',', 1)
+    SELECT CASE WHEN pg_catalog.left(pg_catalog.current_setting('backtrace_functions'), 12) OPERATOR(pg_catalog.<>) 'tenantry_v1_'
+                THEN NULL
+                -- Moving back to the shared tier: new rows go to the pooled
+                -- tables, and the family holds them all.
+                WHEN pg_catalog.strpos(pg_catalog.current_setting('backtrace_functions'), ',h,v') OPERATOR(pg_catalog.>) 0
+                THEN 'tenantry'
+                ELSE pg_catalog.split_part(pg_catalog.split_part(pg_catalog.current_setting('backtrace_functions'), ',s', 2), ',', 1)
            END
 $$;
-COMMENT ON FUNCTION tenantry.current_tenant_schema() IS 'Schema of the current tenant''s resources: its tenants.schema_name (tenant_<random hex>) for schema-isolated tenants, tenantry otherwise; NULL without a tenant.';
+COMMENT ON FUNCTION tenantry.current_tenant_schema() IS 'Schema of the current tenant''s resources: its tenants.schema_name (tenant_<random hex>) for schema-isolated tenants, tenantry otherwise and while it moves back to the shared tier; NULL without a tenant.';
 
 /**
  * Whether this transaction's administrative work was proven: a verified
@@ -278,9 +283,11 @@ $$;
 COMMENT ON FUNCTION tenantry.tenant_context_row(uuid) IS 'Internal: status, visible subtree (self first), resources schema of a tenant and whether a descendant''s rows are outside its own tables (mixed), for the context setters; no row when the tenant does not exist. Not granted.';
 
 /**
- * The tenant's part of a context value: ",s<schema>[,m],v<self>,<descendant>,...";
+ * The tenant's part of a context value: ",s<schema>[,m][,h],v<self>,<descendant>,...";
  * ",m" when a descendant's rows are outside the tenant's own tables (the
- * server then reads the whole table family instead of the tenant's own table).
+ * server then reads the whole table family instead of the tenant's own table),
+ * ",m,h" while the tenant moves back to the shared tier (its own rows are in
+ * both tables: it reads the family and holds its tier, use_tenant_schema).
  * Raises TN422 without a tenant, TN404 for an unknown tenant and TN403 for a
  * deleted one. Servers cache it (it changes only with the hierarchy, the
  * tenant's status or its isolation) and send it back with enter_context.
@@ -292,6 +299,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     ctx record;
+    moving_back boolean;
 BEGIN
     IF tid IS NULL THEN
         RAISE EXCEPTION 'tenant id is required' USING ERRCODE = 'TN422', HINT = 'tenant_id';
@@ -302,11 +310,16 @@ BEGIN
     ELSIF ctx.status = 'deleted' THEN
         RAISE EXCEPTION 'tenant % is deleted', tid USING ERRCODE = 'TN403';
     END IF;
-    RETURN ',s' || ctx.schema_name || CASE WHEN ctx.mixed THEN ',m' ELSE '' END || ',v'
+    -- Moving back to the shared tier: its rows are in both tables until the
+    -- cut-over, so it reads the whole family (,m) and holds its tier for the
+    -- transaction (,h: use_tenant_schema).
+    moving_back := coalesce((SELECT t.moving_to = 'shared' FROM tenantry.tenants t WHERE t.tenant_id = tid), false);
+    RETURN ',s' || ctx.schema_name || CASE WHEN ctx.mixed OR moving_back THEN ',m' ELSE '' END
+        || CASE WHEN moving_back THEN ',h' ELSE '' END || ',v'
         || array_to_string(ARRAY(SELECT replace(v::text, '-', '') FROM unnest(ctx.visible) v), ',');
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_context_part(uuid) IS 'Internal: the tenant''s part of a context value (schema, visible subtree); TN422/TN404/TN403 for no, unknown and deleted tenants. Not granted.';
+COMMENT ON FUNCTION tenantry.tenant_context_part(uuid) IS 'Internal: the tenant''s part of a context value (schema, whether it reads the whole family, whether it is moving back to the shared tier, visible subtree); TN422/TN404/TN403 for no, unknown and deleted tenants. Not granted.';
 
 /**
  * The grants part of a context value: ' a0b c0d ' for the grants that are

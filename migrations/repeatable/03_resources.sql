@@ -102,7 +102,7 @@ CREATE OR REPLACE TRIGGER shared_resources_audit
     AFTER INSERT OR DELETE ON tenantry.shared_resources
     FOR EACH ROW EXECUTE FUNCTION tenantry.shared_resources_audit();
 
-/** The schema of the resources table holding one tenant's rows. */
+/** The schema of the resources table a tenant's new rows go to. */
 CREATE OR REPLACE FUNCTION tenantry.resources_home(tid uuid)
 RETURNS text
 LANGUAGE plpgsql STABLE
@@ -110,31 +110,49 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- PL/pgSQL (plan kept per session): called on every resource write.
-    RETURN (SELECT CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
+    RETURN (SELECT CASE WHEN t.isolation = 'schema' AND t.moving_to IS DISTINCT FROM 'shared'
+                        THEN t.schema_name ELSE 'tenantry' END
             FROM tenantry.tenants t WHERE t.tenant_id = tid);
 END
 $$;
-COMMENT ON FUNCTION tenantry.resources_home(uuid) IS 'Internal: the schema of the resources table holding the tenant''s rows (tenantry: the pooled table); NULL for an unknown tenant. Not granted.';
+COMMENT ON FUNCTION tenantry.resources_home(uuid) IS 'Internal: the schema of the resources table a tenant''s new rows go to (its schema''s when schema-isolated; tenantry, the pooled table, otherwise and while it moves back to the shared tier); NULL for an unknown tenant. Not granted.';
 
 /**
- * Where tenants' resources are: for each home (the schema of a schema
- * tenant's own table, tenantry for the pooled table), the given tenants
- * whose rows it holds. Functions read ONLY those tables, never the whole
- * family (which would lock every schema tenant's table).
+ * The relation to read or change one tenant's resources in: its own table
+ * alone (ONLY), or, while it moves back to the shared tier and its rows are
+ * in both its schema's table and the pooled one, the whole family. Ready to
+ * be written into a statement as it is (quoted).
  */
-CREATE OR REPLACE FUNCTION tenantry.resources_homes(tenant_ids uuid[])
-RETURNS TABLE (schema_name text, tenant_ids uuid[])
+CREATE OR REPLACE FUNCTION tenantry.resources_relation(tid uuid)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT CASE WHEN t.moving_to = 'shared' THEN 'tenantry.resources'
+                        WHEN t.isolation = 'schema' THEN format('ONLY %I.resources', t.schema_name)
+                        ELSE 'ONLY tenantry.resources' END
+            FROM tenantry.tenants t WHERE t.tenant_id = tid);
+END
+$$;
+COMMENT ON FUNCTION tenantry.resources_relation(uuid) IS 'Internal: the relation holding a tenant''s resources, quoted and ready for a statement: ONLY its own table, or tenantry.resources (the whole family) while it moves back to the shared tier and its rows are in two tables; NULL for an unknown tenant. Not granted.';
+
+/**
+ * Where tenants' resources are, grouped: for each relation (resources_relation)
+ * the given tenants whose rows it holds.
+ */
+CREATE OR REPLACE FUNCTION tenantry.resources_relations(tenant_ids uuid[])
+RETURNS TABLE (relation text, tenant_ids uuid[])
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT h.home, array_agg(h.tid)
-    FROM (SELECT tenantry.resources_home(u.tid) AS home, u.tid
-          FROM unnest(resources_homes.tenant_ids) AS u(tid)) h
-    WHERE h.home IS NOT NULL
-    GROUP BY h.home
+    SELECT h.relation, array_agg(h.tid)
+    FROM (SELECT tenantry.resources_relation(u.tid) AS relation, u.tid
+          FROM unnest(resources_relations.tenant_ids) AS u(tid)) h
+    WHERE h.relation IS NOT NULL
+    GROUP BY h.relation
 $$;
-COMMENT ON FUNCTION tenantry.resources_homes(uuid[]) IS 'Internal: the given tenants grouped by the schema of the resources table holding their rows (tenantry: the pooled table). Not granted: it would tell any tenant''s tier.';
-
+COMMENT ON FUNCTION tenantry.resources_relations(uuid[]) IS 'Internal: the given tenants grouped by the relation holding their resources (resources_relation: ONLY a tenant''s own table, the family while it moves back to the shared tier). Not granted.';
 
 /** Trigger on shared_resources: keeps resource_share_targets (owners by target) in step. */
 CREATE OR REPLACE FUNCTION tenantry.shared_resources_targets()
@@ -187,18 +205,18 @@ BEGIN
     IF tenantry.on_citus_worker() THEN
         RETURN NULL;
     END IF;
-    EXECUTE format('UPDATE ONLY %I.resources SET shared_with = ''{}'' WHERE tenant_id = $1 AND shared_with <> ''{}''',
-                   tenantry.resources_home(NEW.tenant_id))
+    EXECUTE format('UPDATE %s SET shared_with = ''{}'' WHERE tenant_id = $1 AND shared_with <> ''{}''',
+                   tenantry.resources_relation(NEW.tenant_id))
     USING NEW.tenant_id;
     DELETE FROM tenantry.shared_resources WHERE tenant_id = NEW.tenant_id;
     -- The shares made to it, owner by owner (resource_share_targets), each in
     -- the owner's own table.
     FOR owner IN
-        SELECT st.tenant_id, tenantry.resources_home(st.tenant_id) AS home
+        SELECT st.tenant_id, tenantry.resources_relation(st.tenant_id) AS home
         FROM tenantry.resource_share_targets st WHERE st.shared_with = NEW.tenant_id
     LOOP
         DELETE FROM tenantry.shared_resources s WHERE s.tenant_id = owner.tenant_id AND s.shared_with = NEW.tenant_id;
-        EXECUTE format('UPDATE ONLY %I.resources SET shared_with = array_remove(shared_with, $2)
+        EXECUTE format('UPDATE %s SET shared_with = array_remove(shared_with, $2)
                         WHERE tenant_id = $1 AND shared_with @> ARRAY[$2]', owner.home)
         USING owner.tenant_id, NEW.tenant_id;
     END LOOP;
@@ -370,9 +388,9 @@ BEGIN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
     END IF;
     -- Each visible tenant's own table (pooled, or its schema's).
-    FOR home IN SELECT * FROM tenantry.resources_homes(tenantry.visible_tenant_ids()) LOOP
-        EXECUTE format('SELECT r.tenant_id FROM ONLY %I.resources r
-                        WHERE r.id = $1 AND r.tenant_id = ANY ($2) FOR UPDATE', home.schema_name)
+    FOR home IN SELECT * FROM tenantry.resources_relations(tenantry.visible_tenant_ids()) LOOP
+        EXECUTE format('SELECT r.tenant_id FROM %s r
+                        WHERE r.id = $1 AND r.tenant_id = ANY ($2) FOR UPDATE', home.relation)
         USING lock_shareable_resource.resource_id, home.tenant_ids
         INTO owner_id;
         EXIT WHEN owner_id IS NOT NULL;
@@ -443,8 +461,8 @@ BEGIN
         RAISE EXCEPTION 'resource % is already shared with tenant %', share_resource.resource_id, target_tenant_id
             USING ERRCODE = 'TN409', HINT = 'tenant_id';
     END IF;
-    EXECUTE format('UPDATE ONLY %I.resources r SET shared_with = array_append(r.shared_with, $3)
-                    WHERE r.tenant_id = $1 AND r.id = $2', tenantry.resources_home(owner_id))
+    EXECUTE format('UPDATE %s r SET shared_with = array_append(r.shared_with, $3)
+                    WHERE r.tenant_id = $1 AND r.id = $2', tenantry.resources_relation(owner_id))
     USING owner_id, share_resource.resource_id, target_tenant_id;
 END
 $$;
@@ -466,8 +484,8 @@ BEGIN
         RAISE EXCEPTION 'resource % is not shared with tenant %', unshare_resource.resource_id, target_tenant_id
             USING ERRCODE = 'TN404', HINT = 'tenant_id';
     END IF;
-    EXECUTE format('UPDATE ONLY %I.resources r SET shared_with = array_remove(r.shared_with, $3)
-                    WHERE r.tenant_id = $1 AND r.id = $2', tenantry.resources_home(owner_id))
+    EXECUTE format('UPDATE %s r SET shared_with = array_remove(r.shared_with, $3)
+                    WHERE r.tenant_id = $1 AND r.id = $2', tenantry.resources_relation(owner_id))
     USING owner_id, unshare_resource.resource_id, target_tenant_id;
 END
 $$;
@@ -510,10 +528,10 @@ BEGIN
         EXECUTE format('INSERT INTO tenantry.tenant_quota_usage AS u (tenant_id, resource_count, storage_bytes)
                         SELECT $1, count(*), coalesce(sum(r.size_bytes), 0)
                                    + (SELECT coalesce(sum(octet_length(k.body)), 0) FROM tenantry.idempotency_keys k WHERE k.tenant_id = $1)
-                        FROM ONLY %I.resources r WHERE r.tenant_id = $1
+                        FROM %s r WHERE r.tenant_id = $1
                         ON CONFLICT (tenant_id) DO UPDATE
                             SET resource_count = excluded.resource_count, storage_bytes = excluded.storage_bytes',
-                       tenantry.resources_home(tid))
+                       tenantry.resources_relation(tid))
         USING tid;
     ELSE
         DELETE FROM tenantry.tenant_quota_usage WHERE tenant_id = tid;
@@ -623,37 +641,67 @@ GRANT SELECT ON tenantry.tenant_quota_usage TO tenantry_app;
 /**
  * Statement trigger on every tenant table: before the statement touches a
  * row, takes the current tenant's row in tenants FOR SHARE, so a tier
- * move, which takes the tenant's row FOR UPDATE, waits for the writes in
- * flight and holds back new ones, always in the same order (tenant row
- * first, then table rows: no deadlock). FOR SHARE, not a weaker lock: the
- * quota trigger takes the row FOR SHARE after the row is written, and a
- * writer strengthening its lock behind a waiting move would deadlock. Rows of descendants written by an
- * ancestor are locked by tenant_row_home, row by row. Sessions without a
- * tenant context (owner, superuser) lock nothing here.
+ * move, which takes the tenant's row FOR UPDATE (a cut-over, a batch of a
+ * move back to the shared tier), waits for the writes in flight and holds
+ * back new ones, always in the same order (tenant row first, then table
+ * rows: no deadlock). FOR SHARE, not a weaker lock: the quota trigger takes
+ * the row FOR SHARE after the row is written, and a writer strengthening its
+ * lock behind a waiting move would deadlock.
+ *
+ * A statement that had to wait for the row fails with 40001 (HINT
+ * tier_moved) once it has it: its snapshot was taken before the waiting
+ * began, so rows a move took out of a table meanwhile would be skipped as
+ * deleted and the rows it put into another one would not be seen, and the
+ * statement would silently miss them. Retrying runs it on a fresh snapshot.
+ * (The server's transactions of a tenant moving back take the row at their
+ * start, use_tenant_schema, and never wait here.) A write addressed to a
+ * tenant schema's own table while that tenant moves back to the shared tier
+ * fails the same way: its rows are in two tables, and only the family names
+ * both.
+ *
+ * Rows of descendants written by an ancestor are locked by
+ * tenant_row_home, row by row. Sessions without a tenant context (owner,
+ * superuser) lock nothing here.
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_tier_lock()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    me uuid := tenantry.current_tenant_id();
+    moving text;
 BEGIN
-    PERFORM 1 FROM tenantry.tenants t
-    WHERE t.tenant_id = tenantry.current_tenant_id()
-    FOR SHARE;
+    IF me IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT t.moving_to INTO moving FROM tenantry.tenants t WHERE t.tenant_id = me FOR SHARE SKIP LOCKED;
+    IF NOT FOUND THEN
+        -- Locked by another transaction (or no such tenant): wait for it.
+        PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = me FOR SHARE;
+        IF FOUND THEN
+            RAISE EXCEPTION 'tenant % changed while this statement waited for it; retry the transaction', me
+                USING ERRCODE = '40001', HINT = 'tier_moved';
+        END IF;
+    ELSIF moving = 'shared' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$' THEN
+        RAISE EXCEPTION 'tenant % is moving to the shared tier: write its rows through the pooled table (%), which holds them all; retry the transaction', me, TG_TABLE_NAME
+            USING ERRCODE = '40001', HINT = 'tier_moved';
+    END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over (FOR UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only.';
+COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over or batch (FOR UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only; 40001 (HINT tier_moved) when the statement had to wait for the row (its snapshot is older than the move) or writes a tenant schema''s own table while that tenant moves back to the shared tier.';
 
 /**
  * Row trigger on every tenant table: a row must be written in its tenant's
  * tier: in a table of its own schema (tenants.schema_name) when the tenant
- * is schema-isolated, in the pooled table otherwise. A write through a stale
+ * is schema-isolated, in the pooled table otherwise, in either while it
+ * moves back to the shared tier. A write through a stale
  * route fails with 40001 (HINT tier_moved): the server forgets the tenant's
  * cached part and retries. Rows the caller may not write at all are left to
  * the policy, which refuses them without telling whether the tenant exists.
- * While the tenant is moving, the row's key (column TG_ARGV[0]) is appended
- * to tier_move_changes. The tier move itself writes with
+ * While the tenant is moving to the schema tier, the row's key (column
+ * TG_ARGV[0]) is appended to tier_move_changes. The tier move itself writes with
  * session_replication_role = replica, which fires none of this.
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_row_home()
@@ -683,7 +731,7 @@ BEGIN
         SELECT tn.isolation, tn.schema_name, tn.moving_to INTO t
         FROM tenantry.tenants tn WHERE tn.tenant_id = row_tenant FOR SHARE;
     END IF;
-    IF FOUND AND ((t.isolation = 'schema' AND TG_TABLE_SCHEMA <> t.schema_name
+    IF FOUND AND ((t.isolation = 'schema' AND t.moving_to IS DISTINCT FROM 'shared' AND TG_TABLE_SCHEMA <> t.schema_name
                    -- A table adopted after the tenant's schema was made: its
                    -- rows stay here until tenantry migrate gives the schema
                    -- its own table (add_tenant_schema_table moves them).
@@ -692,7 +740,8 @@ BEGIN
         RAISE EXCEPTION 'tenant % lives in another tier now; retry the transaction', row_tenant
             USING ERRCODE = '40001', HINT = 'tier_moved';
     END IF;
-    IF t.moving_to IS NOT NULL THEN
+    -- Towards the shared tier rows move in place, batch by batch: nothing to record.
+    IF t.moving_to = 'schema' THEN
         IF TG_OP <> 'INSERT' THEN
             old_key := to_jsonb(OLD) ->> TG_ARGV[0];
             INSERT INTO tenantry.tier_move_changes (tenant_id, table_id, row_key)
@@ -709,7 +758,7 @@ BEGIN
     RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_row_home() IS 'Trigger (BEFORE each row written in a tenant table): refuses a row of a visible tenant written outside its tier (40001, HINT tier_moved: the writer''s route is stale, retry) and, while the tenant is moving, records the row''s key (column TG_ARGV[0]) in tier_move_changes.';
+COMMENT ON FUNCTION tenantry.tenant_row_home() IS 'Trigger (BEFORE each row written in a tenant table): refuses a row of a visible tenant written outside its tier (40001, HINT tier_moved: the writer''s route is stale, retry; both tables are its tier while it moves back to the shared one) and, while the tenant is moving to the schema tier, records the row''s key (column TG_ARGV[0]) in tier_move_changes.';
 
 /** A deleted resource takes its shares with it (what the foreign key did when resources was one table). */
 CREATE OR REPLACE FUNCTION tenantry.resources_revoke_shares()

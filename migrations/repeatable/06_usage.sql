@@ -147,14 +147,14 @@ BEGIN
         RETURN 0;
     END IF;
     FOR h IN
-        SELECT * FROM tenantry.resources_homes(ARRAY(SELECT t.tenant_id FROM tenantry.tenants t))
+        SELECT * FROM tenantry.resources_relations(ARRAY(SELECT t.tenant_id FROM tenantry.tenants t))
     LOOP
         EXECUTE format('INSERT INTO tenantry.storage_samples (tenant_id, hour, resources, bytes)
                         SELECT u.tid, $2, count(r.tenant_id), coalesce(sum(r.size_bytes), 0)::bigint
                         FROM unnest($1::uuid[]) AS u(tid)
-                        LEFT JOIN ONLY %I.resources r ON r.tenant_id = u.tid
+                        LEFT JOIN %s r ON r.tenant_id = u.tid
                         GROUP BY u.tid
-                        ON CONFLICT (tenant_id, hour) DO NOTHING', h.schema_name)
+                        ON CONFLICT (tenant_id, hour) DO NOTHING', h.relation)
         USING h.tenant_ids, this_hour;
         GET DIAGNOSTICS n = ROW_COUNT;
         sampled := sampled + n;
@@ -314,21 +314,26 @@ BEGIN
     -- PL/pgSQL: tier_tables() is defined in a later file (07_schemas).
     RETURN QUERY
     SELECT tt.table_id::text, tt.hierarchy, tt.sharing, tt.write_permission::text, tt.adopted_at,
-           coalesce(own.schema_name, n.nspname), coalesce(own.table_name, c.relname), c.relkind = 'p'
+           coalesce(own.schema_name, n.nspname), coalesce(own.table_name, c.relname),
+           c.relkind = 'p' OR coalesce(me.moving_back, false)
     FROM tenantry.tenant_tables tt
     JOIN pg_class c ON c.oid = tt.table_id
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN LATERAL (
+        SELECT t.moving_to = 'shared' AS moving_back FROM tenantry.tenants t
+        WHERE t.tenant_id = tenantry.current_tenant_id()
+    ) me ON true
+    LEFT JOIN LATERAL (
         SELECT t.schema_name::name AS schema_name, f.template_table AS table_name
         FROM tenantry.tenants t, tenantry.tier_tables() f
         WHERE t.tenant_id = tenantry.current_tenant_id() AND t.isolation = 'schema'
-          AND f.template = tt.table_id
+          AND t.moving_to IS DISTINCT FROM 'shared' AND f.template = tt.table_id
     ) own ON true
     WHERE tenantry.current_tenant_id() IS NOT NULL
     ORDER BY tt.table_id::text;
 END
 $$;
-COMMENT ON FUNCTION tenantry.current_tenant_table_homes() IS 'Internal (current_tenant_tables): each adopted table''s name and options, and the schema and name of the table that holds the current tenant''s rows of it. Empty without a tenant context.';
+COMMENT ON FUNCTION tenantry.current_tenant_table_homes() IS 'Internal (current_tenant_tables): each adopted table''s name and options, the schema and name of the table that holds the current tenant''s rows of it, and whether to count them in the whole family (partitioned: a partitioned table, or a tenant moving back to the shared tier, whose rows are in two tables). Empty without a tenant context.';
 GRANT EXECUTE ON FUNCTION tenantry.current_tenant_table_homes() TO tenantry_app;
 
 /**
@@ -353,7 +358,8 @@ BEGIN
         write_permission := t.write_permission;
         adopted_at := t.adopted_at;
         -- ONLY on a plain table: never the whole family (every schema
-        -- tenant's copy); a partitioned table has no rows of its own.
+        -- tenant's copy); a partitioned table has no rows of its own, and a
+        -- tenant moving back to the shared tier has rows in two tables.
         EXECUTE format(CASE WHEN t.partitioned
                             THEN 'SELECT count(*) FROM %I.%I WHERE tenant_id = $1'
                             ELSE 'SELECT count(*) FROM ONLY %I.%I WHERE tenant_id = $1' END,
@@ -374,16 +380,16 @@ GRANT EXECUTE ON FUNCTION tenantry.current_tenant_tables() TO tenantry_app;
 -- security_barrier too: a caller's own predicates on the view are applied after
 -- its rows are filtered, never pushed below (only leakproof ones, such as uuid
 -- equality on tenant_id, still reach the index).
-/** The schema of a visible tenant's resources table; NULL for any other tenant (no tier oracle). */
-CREATE OR REPLACE FUNCTION tenantry.visible_resources_home(tid uuid)
+/** The relation holding a visible tenant's resources (resources_relation); NULL for any other tenant (no tier oracle). */
+CREATE OR REPLACE FUNCTION tenantry.visible_resources_relation(tid uuid)
 RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT tenantry.resources_home(tid) WHERE tid = ANY (tenantry.visible_tenant_ids())
+    SELECT tenantry.resources_relation(tid) WHERE tid = ANY (tenantry.visible_tenant_ids())
 $$;
-COMMENT ON FUNCTION tenantry.visible_resources_home(uuid) IS 'The schema of the resources table holding a tenant''s rows (tenantry: the pooled table), for the current tenant and its descendants only; NULL for every other tenant, existing or not.';
-GRANT EXECUTE ON FUNCTION tenantry.visible_resources_home(uuid) TO tenantry_app;
+COMMENT ON FUNCTION tenantry.visible_resources_relation(uuid) IS 'The relation holding a tenant''s resources (ONLY its own table; the whole family while it moves back to the shared tier), quoted, for the current tenant and its descendants only; NULL for every other tenant, existing or not.';
+GRANT EXECUTE ON FUNCTION tenantry.visible_resources_relation(uuid) TO tenantry_app;
 
 /**
  * A visible tenant's resource count, bytes and last change, read from its
@@ -395,7 +401,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    home text := tenantry.visible_resources_home(tid);
+    home text := tenantry.visible_resources_relation(tid);
 BEGIN
     total_resources := 0;
     storage_used := 0;
@@ -403,7 +409,7 @@ BEGIN
         RETURN;
     END IF;
     EXECUTE format('SELECT count(*), coalesce(sum(r.size_bytes), 0)::bigint, max(r.updated_at)
-                    FROM ONLY %I.resources r WHERE r.tenant_id = $1', home)
+                    FROM %s r WHERE r.tenant_id = $1', home)
     USING tid
     INTO total_resources, storage_used, last_modified;
 END

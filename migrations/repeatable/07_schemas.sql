@@ -13,11 +13,17 @@
 --
 -- Moving a tenant between tiers (tier_move_start, _copy, _catch_up, _finish;
 -- set_tenant_isolation does all four in one transaction, CALL
--- tenantry.move_tenant commits between them): the rows are copied in batches
--- while the tenant keeps writing (tenant_row_home records every key it
--- writes meanwhile), then the cut-over takes the tenant's row in tenants FOR
--- UPDATE (its writers wait, nobody else does), copies what changed, and
--- switches the tier. Bulk copies run with session_replication_role =
+-- tenantry.move_tenant commits between them), while the tenant keeps
+-- working. Towards the schema tier the rows are copied in batches into the
+-- tenant's new tables, which no query sees yet (tenant_row_home records every
+-- key it writes meanwhile); then the cut-over takes the tenant's row in
+-- tenants FOR UPDATE (its writers wait, nobody else does), copies what
+-- changed, and switches the tier. Towards the shared tier the rows move in
+-- batches, each a short transaction under the tenant's row lock that deletes
+-- them from its tables and inserts them into the pooled ones: every reader
+-- sees each row once, in one table or the other, and the tenant's own
+-- transactions read the whole family meanwhile (tenant_context_part, ,h);
+-- the cut-over moves what is left and switches the tier. Bulk copies run with session_replication_role =
 -- replica: no row trigger (quota, audit, shares, tier checks) fires for rows
 -- that only change place.
 -- =============================================================================
@@ -389,8 +395,8 @@ COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move st
 /**
  * The tables a moving tenant's rows go from and to. Towards the schema tier
  * rows are copied online into its (standalone) tables; towards the shared
- * tier they are copied at the cut-over, so the pooled table never holds a
- * second copy that queries on it would see.
+ * tier they move in place, batch by batch (tier_move_rows_back), so the
+ * family never holds a row twice.
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_tables(tid uuid)
 RETURNS TABLE (template regclass, template_schema name, template_table name,
@@ -492,9 +498,47 @@ $$;
 COMMENT ON FUNCTION tenantry.tier_move_apply_changes(uuid, bigint) IS 'Internal (tier_move_catch_up, tier_move_finish, run as the owner with row triggers off): consumes up to max_changes recorded writes of a moving tenant and copies those rows again into its schema tables (rows deleted meanwhile go). Not granted.';
 
 /**
+ * Moves up to max_rows more rows of a tenant moving to the shared tier from
+ * its schema's tables into the pooled ones, in one statement per table that
+ * deletes them there and inserts them here, so that every snapshot sees each
+ * row once. Takes the tenant's row FOR UPDATE first: the tenant's
+ * transactions in flight end before (each holds the row FOR SHARE from its
+ * start or first write), new ones wait for this one, nobody else does.
+ * Returns how many rows moved (0: none left).
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_rows_back(tid uuid, max_rows bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f record;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR UPDATE;
+    FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
+        EXIT WHEN total >= max_rows;
+        EXECUTE format(
+            'WITH batch AS (SELECT %5$I AS k FROM ONLY %1$I.%3$I WHERE tenant_id = $1 LIMIT $2),
+                  gone AS (DELETE FROM ONLY %1$I.%3$I r USING batch b WHERE r.tenant_id = $1 AND r.%5$I = b.k RETURNING r.*)
+             INSERT INTO %2$I.%3$I (%4$s) OVERRIDING SYSTEM VALUE SELECT %4$s FROM gone',
+            f.source_schema, f.destination_schema, f.template_table, f.columns, f.key_column)
+        USING tid, max_rows - total;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    UPDATE tenantry.tier_moves m SET rows_moved = m.rows_moved + total WHERE m.tenant_id = tid;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_rows_back(uuid, bigint) IS 'Internal (tier_move_copy towards the shared tier, run as the owner with row triggers off): under the tenant''s row lock, moves up to max_rows more of its rows from its schema''s tables into the pooled ones (deleted there and inserted here in one statement per table); counts them in tier_moves.rows_moved. Not granted.';
+
+/**
  * One batch of a move under way, as the owner with row triggers off: the
  * next rows in key order (catch_up false) or the rows behind recorded writes
- * (catch_up true). TN404 when the tenant is not being moved.
+ * (catch_up true); towards the shared tier, the next rows moved in place.
+ * TN404 when the tenant is not being moved.
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_batch(tid uuid, max_rows bigint, catch_up boolean)
 RETURNS bigint
@@ -503,14 +547,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n bigint;
+    target text;
     replication text := current_setting('session_replication_role');
 BEGIN
     PERFORM tenantry.require_tier_admin();
-    IF NOT EXISTS (SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid) THEN
+    SELECT m.target INTO target FROM tenantry.tier_moves m WHERE m.tenant_id = tid;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
     END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
-    IF catch_up THEN
+    IF target = 'shared' THEN
+        -- Rows move in place: nothing was recorded to catch up with.
+        n := CASE WHEN catch_up THEN 0 ELSE tenantry.tier_move_rows_back(tid, greatest(max_rows, 1)) END;
+    ELSIF catch_up THEN
         n := tenantry.tier_move_apply_changes(tid, greatest(max_rows, 1));
     ELSE
         n := tenantry.tier_move_copy_rows(tid, greatest(max_rows, 1));
@@ -524,16 +573,17 @@ COMMENT ON FUNCTION tenantry.tier_move_batch(uuid, bigint, boolean) IS 'Internal
 /**
  * Step 2 (repeat until 0): copies up to max_rows more of the tenant's rows,
  * in key order, into its schema tables, in a short transaction: only the
- * rows read are touched, and the tenant keeps writing. Returns how many rows
- * were copied (0: all copied; towards the shared tier always 0, as rows move
- * at the cut-over).
+ * rows read are touched, and the tenant keeps writing. Towards the shared
+ * tier, moves up to max_rows more rows into the pooled tables, holding back
+ * the tenant's own transactions for the batch only. Returns how many rows
+ * were copied or moved (0: all done).
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_copy(tid uuid, max_rows integer DEFAULT 10000)
 RETURNS bigint
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT tenantry.tier_move_batch(tid, max_rows, false) $$;
-COMMENT ON FUNCTION tenantry.tier_move_copy(uuid, integer) IS 'Admin, tier move step 2 (repeat until it returns 0): copies up to max_rows more rows of the moving tenant, in key order, into its schema tables while it keeps writing. Towards the shared tier: 0 (rows move at the cut-over). TN404 when the tenant is not being moved.';
+COMMENT ON FUNCTION tenantry.tier_move_copy(uuid, integer) IS 'Admin, tier move step 2 (repeat until it returns 0): copies up to max_rows more rows of the moving tenant, in key order, into its schema tables while it keeps writing; towards the shared tier, moves up to max_rows more rows into the pooled tables, each batch under the tenant''s row lock (its transactions wait for the batch, nobody else does). TN404 when the tenant is not being moved.';
 
 /**
  * Step 3 (repeat while it returns max_changes): copies again the rows the
@@ -545,15 +595,16 @@ RETURNS bigint
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT tenantry.tier_move_batch(tid, max_changes, true) $$;
-COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier move step 3 (repeat while it returns max_changes): copies again the rows the moving tenant wrote since they were copied; returns how many recorded writes it consumed. TN404 when the tenant is not being moved.';
+COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier move step 3 (repeat while it returns max_changes): copies again the rows the moving tenant wrote since they were copied; returns how many recorded writes it consumed (towards the shared tier always 0: rows move in place). TN404 when the tenant is not being moved.';
 
 /**
  * Step 4, the cut-over: takes the tenant's row FOR UPDATE (the tenant's
  * writers wait until this transaction ends; nobody else does), copies what
  * is left and what changed, moves the rows out of the old tier and switches
  * the tenant's tier (audited, and announced to every server through the
- * invalidation trigger). Returns the tier, the rows moved and how long the
- * tenant's writes were held back (cutover_ms, up to the end of this function).
+ * invalidation trigger). Returns the tier, the rows moved by the whole move
+ * and under the lock (cutover_rows), and how long the tenant's writes were
+ * held back (cutover_ms, up to the end of this function).
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_finish(tid uuid)
 RETURNS jsonb
@@ -567,6 +618,7 @@ DECLARE
     locked_at timestamptz;
     n bigint;
     moved bigint := 0;
+    at_cutover bigint := 0;
     replication text := current_setting('session_replication_role');
 BEGIN
     PERFORM tenantry.require_tier_admin();
@@ -578,9 +630,11 @@ BEGIN
     END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
     IF m.target = 'schema' THEN
-        PERFORM tenantry.tier_move_copy_rows(tid, 9223372036854775807);
+        at_cutover := tenantry.tier_move_copy_rows(tid, 9223372036854775807);
         LOOP
-            EXIT WHEN tenantry.tier_move_apply_changes(tid, 100000) = 0;
+            n := tenantry.tier_move_apply_changes(tid, 100000);
+            EXIT WHEN n = 0;
+            at_cutover := at_cutover + n;
         END LOOP;
         FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
             EXECUTE format('DELETE FROM ONLY %I.%I WHERE tenant_id = $1', f.source_schema, f.template_table) USING tid;
@@ -591,15 +645,18 @@ BEGIN
                            f.destination_schema, f.template_table, f.template_schema, f.template_table);
         END LOOP;
     ELSE
-        -- Rows only: detaching or dropping the tenant's tables would wait
+        -- What the batches left (none when tier_move_copy ran to 0). Rows
+        -- only: detaching or dropping the tenant's tables would wait
         -- for (and hold back) every query that reads the whole family; the
         -- empty tables go in tier_move_cleanup().
+        moved := m.rows_moved;
         FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
             EXECUTE format('WITH gone AS (DELETE FROM ONLY %1$I.%3$I RETURNING %4$s)
                             INSERT INTO %2$I.%3$I (%4$s) OVERRIDING SYSTEM VALUE SELECT %4$s FROM gone',
                            f.source_schema, f.destination_schema, f.template_table, f.columns);
             GET DIAGNOSTICS n = ROW_COUNT;
             moved := moved + n;
+            at_cutover := at_cutover + n;
         END LOOP;
     END IF;
     PERFORM set_config('session_replication_role', replication, true);
@@ -609,11 +666,11 @@ BEGIN
        SET isolation = m.target, moving_to = NULL,
            schema_version = CASE WHEN m.target = 'schema' THEN schema_version END
      WHERE tenant_id = tid;
-    RETURN jsonb_build_object('isolation', m.target, 'rows_moved', moved,
+    RETURN jsonb_build_object('isolation', m.target, 'rows_moved', moved, 'cutover_rows', at_cutover,
         'cutover_ms', round((extract(epoch FROM clock_timestamp() - locked_at) * 1000)::numeric, 3));
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified). Returns {isolation, rows_moved, cutover_ms}. TN404 when the tenant is not being moved.';
+COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified). Returns {isolation, rows_moved (the whole move), cutover_rows (rows copied or moved under the lock), cutover_ms}. TN404 when the tenant is not being moved.';
 
 /**
  * Drops what a tenant that moved to the shared tier left of its schema (its
@@ -651,7 +708,7 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_cleanup(uuid) IS 'Admin: drops the empty tables (and schema) a tenant that moved to the shared tier left behind, when that needs no wait (lock_timeout 100 ms: a query reading the whole family is never held back); false when it has to be tried again.';
 
-/** Gives up a move: the tenant stays where it was, with every row; its new schema (towards schema) is dropped. */
+/** Gives up a move: the tenant stays where it was, with every row; its new schema (towards schema) is dropped, the rows moved back (towards shared) return. */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_abort(tid uuid)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
@@ -660,6 +717,8 @@ AS $$
 DECLARE
     s text;
     m record;
+    f record;
+    replication text := current_setting('session_replication_role');
 BEGIN
     PERFORM tenantry.require_tier_admin();
     SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR UPDATE;
@@ -672,6 +731,17 @@ BEGIN
     END IF;
     IF m.target = 'schema' THEN
         EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', s);
+    ELSE
+        -- The rows the batches moved, and those the tenant wrote meanwhile,
+        -- go back to its schema's tables (under its row lock, like a cut-over).
+        PERFORM set_config('session_replication_role', 'replica', true);
+        FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
+            EXECUTE format('WITH gone AS (DELETE FROM ONLY %2$I.%3$I WHERE tenant_id = $1 RETURNING %4$s)
+                            INSERT INTO %1$I.%3$I (%4$s) OVERRIDING SYSTEM VALUE SELECT %4$s FROM gone',
+                           f.source_schema, f.destination_schema, f.template_table, f.columns)
+            USING tid;
+        END LOOP;
+        PERFORM set_config('session_replication_role', replication, true);
     END IF;
     DELETE FROM tenantry.tier_move_changes c WHERE c.tenant_id = tid;
     DELETE FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid;
@@ -681,7 +751,7 @@ BEGIN
     RETURN 'aborted';
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_abort(uuid) IS 'Admin: abandons a tier move under way; the tenant keeps its tier and every row (a half-built tenant schema is dropped). Returns aborted, or none when no move was under way.';
+COMMENT ON FUNCTION tenantry.tier_move_abort(uuid) IS 'Admin: abandons a tier move under way; the tenant keeps its tier and every row (a half-built tenant schema is dropped; rows a move back to the shared tier had moved, and those written meanwhile, return to its schema''s tables under its row lock). Returns aborted, or none when no move was under way.';
 
 /** How many rows a tenant holds in its tenant tables (for a move's progress). */
 CREATE OR REPLACE FUNCTION tenantry.tenant_row_count(tid uuid)
@@ -786,12 +856,70 @@ COMMENT ON FUNCTION tenantry.create_tenant_schema(uuid) IS 'Guide API: gives a t
 GRANT EXECUTE ON FUNCTION tenantry.create_tenant_schema(uuid) TO tenantry_admin;
 
 /**
+ * Checks that a schema tenant's route is still its route, for use_tenant_schema:
+ * the current tenant is schema-isolated in that schema (or pooled, for
+ * tenantry: current_tenant_schema()), and its context part says whether it
+ * is moving back to the shared tier (,h) exactly when it is (then either of
+ * its two schemas will do).
+ * Else the server's cached part is stale (the tenant changed tiers, or began
+ * or ended a move back): 40001, HINT tier_moved, and the server retries with
+ * a fresh part. While it moves back, takes the tenant's row FOR SHARE for the
+ * rest of the transaction (waiting for a batch of the move in flight), so
+ * that no batch moves its rows between the transaction's statements; returns
+ * false then (its schema must not go first on the search path: its rows are
+ * in the pooled tables too), true otherwise. Without a tenant context, only
+ * checks that the schema exists.
+ */
+CREATE OR REPLACE FUNCTION tenantry.check_tenant_route(schema_name text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me uuid := tenantry.current_tenant_id();
+    holding boolean := strpos(current_setting('backtrace_functions'), ',h,v') > 0;
+    t record;
+BEGIN
+    IF me IS NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = check_tenant_route.schema_name) THEN
+            RAISE EXCEPTION 'tenant schema % is gone (the tenant changed tiers); retry the transaction', schema_name
+                USING ERRCODE = '40001', HINT = 'tier_moved';
+        END IF;
+        RETURN true;
+    END IF;
+    SELECT tn.isolation, tn.schema_name, tn.moving_to INTO t FROM tenantry.tenants tn WHERE tn.tenant_id = me;
+    IF NOT FOUND OR (t.moving_to IS NOT DISTINCT FROM 'shared') <> holding
+       OR (check_tenant_route.schema_name IS DISTINCT FROM
+           (CASE WHEN t.isolation = 'schema' AND NOT holding THEN t.schema_name ELSE 'tenantry' END)
+           AND NOT (holding AND check_tenant_route.schema_name = t.schema_name)) THEN
+        RAISE EXCEPTION 'the route to tenant schema % is stale (the tenant changed tiers); retry the transaction', schema_name
+            USING ERRCODE = '40001', HINT = 'tier_moved';
+    END IF;
+    IF holding THEN
+        SELECT tn.moving_to INTO t.moving_to FROM tenantry.tenants tn WHERE tn.tenant_id = me FOR SHARE;
+        -- The latest version, once a batch or the cut-over in flight ended.
+        IF t.moving_to IS DISTINCT FROM 'shared' THEN
+            RAISE EXCEPTION 'tenant % changed tiers while this transaction waited for it; retry the transaction', me
+                USING ERRCODE = '40001', HINT = 'tier_moved';
+        END IF;
+        RETURN false;
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION tenantry.check_tenant_route(text) IS 'Internal (use_tenant_schema): 40001 (HINT tier_moved) when the current tenant is no longer schema-isolated in that schema or its context part is stale about a move back to the shared tier; during such a move, holds the tenant''s row FOR SHARE for the transaction and returns false (its rows are in both tables); true otherwise.';
+GRANT EXECUTE ON FUNCTION tenantry.check_tenant_route(text) TO tenantry_app;
+
+/**
  * Puts a schema tenant's schema first on this transaction's search path, so
  * that unqualified names of tenant tables name the tenant's own tables (the
- * server's route for a schema tenant). A schema that is gone means the route
- * was stale (the tenant moved back to the shared tier): 40001, HINT
- * tier_moved, and the server retries with a fresh part. Routing is not
- * isolation: the policies on every table decide what any route reads.
+ * server's route for a schema tenant), once check_tenant_route found the
+ * route current (stale: 40001, HINT tier_moved, and the server retries with
+ * a fresh part). While the tenant moves back to the shared tier, its schema
+ * does not go on the path (unqualified names then name the pooled tables,
+ * whose families hold all its rows) and the transaction holds the tenant's
+ * tier. Routing is not isolation: the policies on every table decide what
+ * any route reads.
  */
 -- No SET search_path clause: it would undo the search path this function
 -- exists to set. SECURITY INVOKER, every name qualified.
@@ -800,16 +928,15 @@ RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = use_tenant_schema.schema_name) THEN
-        RAISE EXCEPTION 'tenant schema % is gone (the tenant changed tiers); retry the transaction', schema_name
-            USING ERRCODE = '40001', HINT = 'tier_moved';
+    IF NOT tenantry.check_tenant_route(schema_name) THEN
+        RETURN;
     END IF;
     PERFORM pg_catalog.set_config('search_path',
         pg_catalog.quote_ident(schema_name) OPERATOR(pg_catalog.||) ', '
         OPERATOR(pg_catalog.||) pg_catalog.current_setting('search_path'), true);
 END
 $$;
-COMMENT ON FUNCTION tenantry.use_tenant_schema(text) IS 'Server route of a schema tenant: puts its schema first on this transaction''s search path; 40001 (HINT tier_moved) when the schema is gone.';
+COMMENT ON FUNCTION tenantry.use_tenant_schema(text) IS 'Server route of a schema tenant: puts its schema first on this transaction''s search path (not while it moves back to the shared tier: then it holds the tenant''s tier for the transaction instead); 40001 (HINT tier_moved) when the route is stale.';
 GRANT EXECUTE ON FUNCTION tenantry.use_tenant_schema(text) TO tenantry_app;
 
 /**

@@ -665,11 +665,12 @@ async fn move_tenant(
         json(&moved)
     } else {
         println!(
-            "tenant {} is {} now: {} rows moved, its writes held back {:.1} ms at the cut-over",
+            "tenant {} is {} now: {} rows moved, its writes held back {:.1} ms at the cut-over ({} rows moved then)",
             moved.tenant_id,
             moved.isolation.as_str(),
             moved.rows_moved,
-            moved.cutover_ms
+            moved.cutover_ms,
+            moved.cutover_rows
         );
         Ok(())
     }

@@ -13,8 +13,11 @@ pub struct TierMove {
     pub tenant_id: TenantId,
     /// Its tier now.
     pub isolation: Isolation,
-    /// Rows that changed tables at the cut-over (0 when it was in that tier already).
+    /// Rows that changed tables in the move (0 when it was in that tier already).
     pub rows_moved: i64,
+    /// Rows copied or moved at the cut-over, under the tenant's lock (what
+    /// the batches before it left, and what the tenant wrote meanwhile).
+    pub cutover_rows: i64,
     /// How long the cut-over held back the tenant's own writes, in milliseconds
     /// (nobody else's writes wait for a move).
     pub cutover_ms: f64,
@@ -30,7 +33,7 @@ pub enum MoveProgress {
         /// A move to that tier was under way already.
         resumed: bool,
     },
-    /// More rows copied into the new tier.
+    /// More rows copied into the new tier (towards the shared tier: moved there).
     Copied {
         /// How many, this batch.
         rows: i64,
@@ -70,8 +73,8 @@ impl AdminScope {
             .ok_or_else(|| DbError::Internal(format!("no answer to {sql}")))
     }
 
-    /// Step 1: marks the tenant as moving to `to` (its writes are recorded from
-    /// now on) and, towards the schema tier, creates its empty tables.
+    /// Step 1: marks the tenant as moving to `to` and, towards the schema
+    /// tier, creates its empty tables (its writes are recorded from now on).
     /// Returns `None` when it is in that tier already, `Some(resumed)` otherwise.
     pub async fn tier_move_start(
         &mut self,
@@ -98,7 +101,9 @@ impl AdminScope {
         .await
     }
 
-    /// Step 2 (repeat until 0): copies up to `batch` more rows into the new tier.
+    /// Step 2 (repeat until 0): copies up to `batch` more rows into the new
+    /// tier; towards the shared tier, moves them there, holding back the
+    /// tenant's own transactions for the batch only.
     pub async fn tier_move_copy(&mut self, id: TenantId, batch: i32) -> Result<i64, DbError> {
         self.one(
             "SELECT tenantry.tier_move_copy($1, $2)",
@@ -137,6 +142,7 @@ impl AdminScope {
             tenant_id: id,
             isolation: Isolation::parse(isolation)?,
             rows_moved: report["rows_moved"].as_i64().unwrap_or(0),
+            cutover_rows: report["cutover_rows"].as_i64().unwrap_or(0),
             cutover_ms: report["cutover_ms"].as_f64().unwrap_or(0.0),
         })
     }
@@ -197,6 +203,7 @@ impl Database {
                 tenant_id: id,
                 isolation: to,
                 rows_moved: 0,
+                cutover_rows: 0,
                 cutover_ms: 0.0,
             });
         };

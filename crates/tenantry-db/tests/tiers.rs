@@ -117,6 +117,52 @@ fn writer(
     })
 }
 
+/// Deletes the tenant's seed rows `seed-<10000 + 7k>`, one transaction each, until
+/// `stop`: rows that a move may be taking to another table at that moment.
+/// Returns the names it was told are gone, and every error it got.
+fn seed_deleter(
+    db: Database,
+    t: TenantId,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(BTreeSet<String>, Vec<String>)> {
+    tokio::spawn(async move {
+        let mut gone = BTreeSet::new();
+        let mut errors = Vec::new();
+        let mut k = 0u64;
+        while !stop.load(Ordering::Relaxed) && k < 12_000 {
+            k += 1;
+            // Five digits: no other seed's name starts with it but 100000.
+            let victim = format!("seed-{}", 10_000 + k * 7);
+            let deleted = db
+                .in_tenant(&TenantContext::new(t), &victim, |scope, victim| {
+                    Box::pin(async move {
+                        let page = scope
+                            .list_resources(&tenantry_db::ResourceQuery {
+                                name_prefix: Some(victim.clone()),
+                                limit: 1000,
+                                ..Default::default()
+                            })
+                            .await?;
+                        let row = page
+                            .items
+                            .iter()
+                            .find(|r| &r.name == victim)
+                            .ok_or_else(|| DbError::NotFound(format!("{victim} not listed")))?;
+                        scope.delete_resource(row.id).await
+                    })
+                })
+                .await;
+            match deleted {
+                Ok(()) => {
+                    gone.insert(victim);
+                }
+                Err(e) => errors.push(format!("delete {victim}: {e:?}")),
+            }
+        }
+        (gone, errors)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenant_with_100k_rows_moves_to_its_schema_and_back_while_it_and_others_keep_writing() {
     let tdb = TestDatabase::new().await;
@@ -139,14 +185,32 @@ async fn a_tenant_with_100k_rows_moves_to_its_schema_and_back_while_it_and_other
         writer(db.clone(), pooled, "p-", stop.clone()),
         writer(db.clone(), silo, "s-", stop.clone()),
     ];
+    let deleter = seed_deleter(db.clone(), mover, stop.clone());
     let mut steps = Vec::new();
     for to in [Isolation::Schema, Isolation::Shared] {
+        let mut these = Vec::new();
         let moved = db
-            .move_tenant("test", mover, to, 7_000, |p| steps.push(p))
+            .move_tenant("test", mover, to, 7_000, |p| these.push(p))
             .await
             .unwrap();
         assert_eq!(moved.isolation, to);
-        assert!(moved.rows_moved >= 100_000, "{moved:?}");
+        assert!(moved.rows_moved >= 90_000, "{moved:?}");
+        // What the batches left for the cut-over: the writes of the last
+        // moments towards the schema tier, nothing towards the shared one
+        // (rows move in place, and new ones land in the pooled table).
+        assert!(moved.cutover_rows < 7_000, "{moved:?}");
+        if to == Isolation::Shared {
+            assert_eq!(moved.cutover_rows, 0, "{moved:?}");
+        }
+        assert!(
+            these
+                .iter()
+                .filter(|s| matches!(s, MoveProgress::Copied { .. }))
+                .count()
+                >= 10,
+            "to {to:?}, the rows went in batches: {these:?}"
+        );
+        steps.extend(these);
         let tables = tables_of(&su, mover).await;
         assert_eq!(
             tables.len(),
@@ -164,6 +228,12 @@ async fn a_tenant_with_100k_rows_moves_to_its_schema_and_back_while_it_and_other
     for w in writers {
         results.push(w.await.unwrap());
     }
+    let (gone, delete_errors) = deleter.await.unwrap();
+    assert!(
+        delete_errors.is_empty(),
+        "seed deletions: {delete_errors:#?}"
+    );
+    assert!(gone.len() > 3, "seed rows were deleted during the moves");
     assert!(
         steps
             .iter()
@@ -202,7 +272,20 @@ async fn a_tenant_with_100k_rows_moves_to_its_schema_and_back_while_it_and_other
         .await
         .unwrap()
         .get(0);
-    assert_eq!(seeds, 100_000);
+    assert_eq!(
+        seeds,
+        100_000 - gone.len() as i64,
+        "every acknowledged delete held"
+    );
+    let undead: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1 AND name = ANY ($2)",
+            &[mover.as_uuid(), &gone.iter().cloned().collect::<Vec<_>>()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(undead, 0);
     let leftovers: i64 = su
         .query_one(
             "SELECT (SELECT count(*) FROM tenantry.tier_moves) + (SELECT count(*) FROM tenantry.tier_move_changes)",
@@ -359,6 +442,83 @@ async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was()
     let mut admin = db.admin("test").await.unwrap();
     let refused = admin.tier_move_start(t, Isolation::Schema).await;
     assert!(matches!(refused, Err(DbError::Conflict(_))), "{refused:?}");
+    drop(admin);
+
+    // Back towards the shared tier rows move in place, batch by batch: part
+    // of them are in the pooled table, the rest in the tenant's, and the
+    // tenant sees each once; a write lands in the pooled table.
+    let mut admin = db.admin("test").await.unwrap();
+    assert_eq!(admin.tier_move_copy(t, 300).await.unwrap(), 300);
+    admin.commit().await.unwrap();
+    create(&db, t, "written while moving back").await.unwrap();
+    let split = tables_of(&su, t).await;
+    assert_eq!(split.len(), 2, "{split:?}");
+    assert_eq!(split[0].1 + split[1].1, 1003, "{split:?}");
+    let pooled = split
+        .iter()
+        .find(|(table, _)| table == "tenantry.resources");
+    assert_eq!(pooled.map(|(_, n)| *n), Some(301), "{split:?}");
+    let seen = db
+        .in_tenant(&TenantContext::new(t), &(), |scope, _| {
+            Box::pin(async move {
+                let mut names = BTreeSet::new();
+                let mut page = scope
+                    .list_resources(&tenantry_db::ResourceQuery {
+                        limit: 1000,
+                        ..Default::default()
+                    })
+                    .await?;
+                loop {
+                    names.extend(page.items.iter().map(|r| r.name.clone()));
+                    let Some(next) = page.next.take() else { break };
+                    page = scope
+                        .list_resources(&tenantry_db::ResourceQuery {
+                            limit: 1000,
+                            after: Some(next),
+                            ..Default::default()
+                        })
+                        .await?;
+                }
+                Ok(names.len())
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        seen, 1003,
+        "the tenant lists each of its rows once mid-move"
+    );
+
+    // Given up: every row is back in the tenant's own table.
+    let mut admin = db.admin("test").await.unwrap();
+    assert!(admin.tier_move_abort(t).await.unwrap());
+    admin.commit().await.unwrap();
+    let back = tables_of(&su, t).await;
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert!(
+        back[0].0 != "tenantry.resources" && back[0].1 == 1003,
+        "{back:?}"
+    );
+
+    // Half moved again, then the mover died: the next move resumes, and the
+    // cut-over moves only what the batches left.
+    let mut admin = db.admin("test").await.unwrap();
+    admin.tier_move_start(t, Isolation::Shared).await.unwrap();
+    admin.commit().await.unwrap();
+    let mut admin = db.admin("test").await.unwrap();
+    assert_eq!(admin.tier_move_copy(t, 500).await.unwrap(), 500);
+    admin.commit().await.unwrap();
+    let moved = db
+        .move_tenant("test", t, Isolation::Shared, 200, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(moved.isolation, Isolation::Shared);
+    assert_eq!(moved.rows_moved, 1003, "{moved:?}");
+    assert_eq!(moved.cutover_rows, 0, "{moved:?}");
+    assert_eq!(
+        tables_of(&su, t).await,
+        [("tenantry.resources".to_owned(), 1003)]
+    );
 }
 
 #[tokio::test]
@@ -650,4 +810,116 @@ async fn adopted_tables_get_a_table_in_every_tenant_schema_and_a_later_adoption_
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_write_that_waited_for_a_batch_of_a_move_back_fails_to_be_retried_instead_of_missing_the_rows_it_moved(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let t = tenant(&db, "moving back", Isolation::Schema).await;
+    let su = tdb.superuser_client().await;
+    let schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    su.execute(
+        &format!(
+            "INSERT INTO \"{schema}\".resources (tenant_id, name)
+             SELECT $1, 'seed-' || g FROM generate_series(1, 1000) g"
+        ),
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "SELECT tenantry.tier_move_start($1, 'shared')",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap();
+
+    // A batch of the move holds the tenant's row, not committed yet.
+    let mover = tdb.superuser_client().await;
+    mover.batch_execute("BEGIN").await.unwrap();
+    let batch: i64 = mover
+        .query_one("SELECT tenantry.tier_move_copy($1, 100)", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(batch, 100);
+
+    // A session of the server's login in the tenant's context (what SQL of
+    // the team's own, or psql, does) updates every row of the tenant through
+    // the family; its statement's snapshot is older than the batch.
+    let writer = tdb.server_client().await;
+    writer.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&writer, *t.as_uuid()).await;
+    let update = tokio::spawn(async move {
+        let answer = writer
+            .execute(
+                "UPDATE tenantry.resources SET data = '{\"touched\": true}'
+                 WHERE tenant_id = tenantry.current_tenant_id()",
+                &[],
+            )
+            .await;
+        (writer, answer)
+    });
+    let watcher = tdb.superuser_client().await;
+    let mut waited = false;
+    for _ in 0..500 {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND usename = 'tenantry_server'
+                    AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(waited, "the update never waited for the batch");
+    mover.batch_execute("COMMIT").await.unwrap();
+
+    // It would have skipped the 100 rows the batch moved; it fails instead,
+    // and changed nothing.
+    let (writer, answer) = update.await.unwrap();
+    let err = answer.expect_err("the update that waited must fail");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE),
+        "{err:?}"
+    );
+    assert_eq!(err.as_db_error().and_then(|e| e.hint()), Some("tier_moved"));
+    writer.batch_execute("ROLLBACK").await.unwrap();
+
+    // Run again, it reaches every row, in both tables.
+    tenantry_db::testing::begin_in_tenant(&writer, *t.as_uuid()).await;
+    let touched = writer
+        .execute(
+            "UPDATE tenantry.resources SET data = '{\"touched\": true}'
+             WHERE tenant_id = tenantry.current_tenant_id()",
+            &[],
+        )
+        .await
+        .unwrap();
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(touched, 1000);
+    assert_eq!(
+        tables_of(&su, t).await,
+        [
+            (format!("{schema}.resources"), 900),
+            ("tenantry.resources".to_owned(), 100)
+        ]
+    );
 }

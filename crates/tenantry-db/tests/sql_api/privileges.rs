@@ -211,7 +211,10 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     // itself (schema-qualified, each part quoted as needed); they take no
     // identifier as text. rows_shared_with_me takes its relation as the row
     // type of its argument and holds it as regclass too; the key column's type
-    // is spliced as format_type() prints it, which quotes it as well.
+    // is spliced as format_type() prints it, which quotes it as well. The
+    // functions that read one tenant's resources splice the relation
+    // resources_relation() prints: ONLY and a %I-quoted schema, or the
+    // family's qualified name; they take no identifier as text either.
     let offenders = strings(
         &server,
         "SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -223,6 +226,10 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                                   'backfill_tenant_id_pages', 'lock_shareable_row', 'rows_shared_with_me',
                                   'ensure_tenant_fk', 'secure_tenant_copy', 'add_tenant_schema_table')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
+                    AND NOT p.prosrc ~* 'session\\s+authorization')
+           AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
+                                  'tenant_resource_totals')
+                    AND p.prosrc ~ 'tenantry\\.(visible_)?resources_relations?\\('
                     AND NOT p.prosrc ~* 'session\\s+authorization')",
     )
     .await;
@@ -449,6 +456,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         executable_by(&server, "tenantry_app").await,
         [
             "accept_invitation",
+            "check_tenant_route",
             "claim_operator_idempotency_key",
             "complete_operator_idempotency_key",
             "create_api_key",
@@ -484,7 +492,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "unshare_row",
             "verify_api_key_hash",
             "verify_impersonation",
-            "visible_resources_home",
+            "visible_resources_relation",
         ]
     );
     assert_eq!(
