@@ -219,12 +219,10 @@ COMMENT ON FUNCTION tenantry.create_tenant_api_key(uuid, text) IS 'Guide API: cr
  * or expired. One statement finds the key; the hashes are compared as digests
  * of the hashes, so a mismatch's timing tells nothing about the stored hash.
  * Only a found key pays for its identity: the permissions are one more
- * statement, with identity_permissions inlined into it, and PL/pgSQL keeps
- * both plans for the session (nothing is planned per call).
+ * statement, the one of identity_permission_names for that kind of identity,
+ * and PL/pgSQL keeps every plan for the session (nothing is planned per call).
  *
- * Both statements run their generic plans (plan_cache_mode): a custom plan
- * would fold the identity's kind into the permissions query and be planned
- * again on every call.
+ * The statements run their generic plans (plan_cache_mode).
  *
  * Records last use at most once a minute per key (the UPDATE runs only when
  * the recorded time is older), so last_used_at is at most a minute behind.
@@ -269,10 +267,7 @@ BEGIN
     RETURN jsonb_build_object(
         'key_id', k.key_id, 'tenant_id', k.tenant_id, 'tenant_status', k.tenant_status,
         'tenant_settings', k.tenant_settings,
-        'permissions', to_jsonb(ARRAY(SELECT ip.name
-                                      FROM tenantry.identity_permissions(k.tenant_id, k.user_id, k.role_id) ip
-                                      WHERE k.scopes IS NULL OR ip.name = ANY (k.scopes)
-                                      ORDER BY ip.name)),
+        'permissions', to_jsonb(tenantry.identity_permission_names(k.tenant_id, k.user_id, k.role_id, k.scopes)),
         'allowed_cidrs', to_jsonb(k.allowed_cidrs::text[]),
         'unbound', k.user_id IS NULL AND k.role_id IS NULL AND k.scopes IS NULL,
         'user_id', k.user_id, 'role_id', k.role_id, 'description', k.description,
@@ -396,10 +391,7 @@ BEGIN
     -- PL/pgSQL (plans kept per session), not SQL with a SET clause, which is
     -- planned again at every call. LIMIT 1 keeps the SQL form's first row
     -- (key ids are unique, so there is at most one).
-    RETURN (SELECT ARRAY(SELECT ip.name
-                         FROM tenantry.identity_permissions(a.tenant_id, a.user_id, a.role_id) ip
-                         WHERE a.scopes IS NULL OR ip.name = ANY (a.scopes)
-                         ORDER BY ip.name)
+    RETURN (SELECT tenantry.identity_permission_names(a.tenant_id, a.user_id, a.role_id, a.scopes)
             FROM tenantry.api_keys a
             WHERE a.key_id = key_permissions.key_id
               AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
