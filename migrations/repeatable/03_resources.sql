@@ -387,13 +387,21 @@ BEGIN
     IF tenantry.current_tenant_id() IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
     END IF;
-    -- Each visible tenant's own table (pooled, or its schema's).
+    -- Each visible tenant's own table (pooled, or its schema's): the owner
+    -- first, then its row locked by (owner, id). One tenant per locking
+    -- statement: Citus refuses FOR UPDATE in a statement that reaches
+    -- several shards, as a subtree's tenants may.
     FOR home IN SELECT * FROM tenantry.resources_relations(tenantry.visible_tenant_ids()) LOOP
-        EXECUTE format('SELECT r.tenant_id FROM %s r
-                        WHERE r.id = $1 AND r.tenant_id = ANY ($2) FOR UPDATE', home.relation)
+        EXECUTE format('SELECT r.tenant_id FROM %s r WHERE r.id = $1 AND r.tenant_id = ANY ($2)', home.relation)
         USING lock_shareable_resource.resource_id, home.tenant_ids
         INTO owner_id;
-        EXIT WHEN owner_id IS NOT NULL;
+        IF owner_id IS NOT NULL THEN
+            -- NULL again when the row went meanwhile: not found.
+            EXECUTE format('SELECT r.tenant_id FROM %s r WHERE r.id = $1 AND r.tenant_id = $2 FOR UPDATE', home.relation)
+            USING lock_shareable_resource.resource_id, owner_id
+            INTO owner_id;
+            EXIT;
+        END IF;
     END LOOP;
     IF owner_id IS NULL THEN
         RAISE EXCEPTION 'resource % not found', lock_shareable_resource.resource_id
@@ -468,6 +476,28 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.share_resource(uuid, uuid) IS 'Guide API: shares a resource of the current tenant (or a descendant) read-only with another active tenant. TN404 for a missing or foreign resource alike, TN409 if already shared.';
 
+/**
+ * share_resource, answering with the share it made: read in the same
+ * function, as the owner that wrote it. (Read afterwards as the caller, the
+ * share is refused on Citus: a transaction may not read, as one role,
+ * placements it changed as another.) The library and the server share
+ * resources through it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.share_resource_row(resource_id uuid, target_tenant_id uuid)
+RETURNS SETOF tenantry.shared_resources
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenantry.share_resource(share_resource_row.resource_id, target_tenant_id);
+    RETURN QUERY
+    SELECT s.* FROM tenantry.shared_resources s
+    WHERE s.resource_id = share_resource_row.resource_id AND s.shared_with = target_tenant_id
+      AND s.tenant_id = ANY (tenantry.visible_tenant_ids());
+END
+$$;
+COMMENT ON FUNCTION tenantry.share_resource_row(uuid, uuid) IS 'share_resource, returning the share made (its owner, target, who shared it and when), read as the owner that wrote it (Citus refuses a read as the caller afterwards). Same errors as share_resource.';
+
 /** Revokes a share; the target loses it in its next statement. */
 CREATE OR REPLACE FUNCTION tenantry.unshare_resource(resource_id uuid, target_tenant_id uuid)
 RETURNS void
@@ -493,6 +523,7 @@ COMMENT ON FUNCTION tenantry.unshare_resource(uuid, uuid) IS 'Revokes a share ma
 
 GRANT EXECUTE ON FUNCTION
     tenantry.share_resource(uuid, uuid),
+    tenantry.share_resource_row(uuid, uuid),
     tenantry.unshare_resource(uuid, uuid)
 TO tenantry_app;
 

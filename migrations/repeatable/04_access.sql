@@ -332,14 +332,12 @@ BEGIN
                      ORDER BY p.name);
     END IF;
     -- A member: each permission once, however many of its roles hold it.
-    RETURN ARRAY(SELECT p.name
-                 FROM tenantry.permissions p
-                 WHERE p.permission_id IN (
-                           SELECT rp.permission_id
-                           FROM tenantry.member_roles mr
-                           JOIN tenantry.role_permissions rp
-                             ON rp.tenant_id OPERATOR(pg_catalog.=) mr.tenant_id AND rp.role_id OPERATOR(pg_catalog.=) mr.role_id
-                           WHERE mr.tenant_id OPERATOR(pg_catalog.=) p_tenant_id AND mr.user_id OPERATOR(pg_catalog.=) p_user_id)
+    RETURN ARRAY(SELECT DISTINCT p.name
+                 FROM tenantry.member_roles mr
+                 JOIN tenantry.role_permissions rp
+                   ON rp.tenant_id OPERATOR(pg_catalog.=) mr.tenant_id AND rp.role_id OPERATOR(pg_catalog.=) mr.role_id
+                 JOIN tenantry.permissions p ON p.permission_id OPERATOR(pg_catalog.=) rp.permission_id
+                 WHERE mr.tenant_id OPERATOR(pg_catalog.=) p_tenant_id AND mr.user_id OPERATOR(pg_catalog.=) p_user_id
                    AND (p_scopes IS NULL OR p.name OPERATOR(pg_catalog.=) ANY (p_scopes))
                  ORDER BY p.name);
 END

@@ -356,10 +356,16 @@ BEGIN
     IF grace IS NULL OR grace < interval '0' THEN
         RAISE EXCEPTION 'grace period must be >= 0' USING ERRCODE = 'TN422', HINT = 'grace';
     END IF;
+    -- The key's tenant, then the key locked by (tenant, key): Citus refuses
+    -- FOR UPDATE in a statement that reaches several shards.
     SELECT * INTO old FROM tenantry.api_keys a
     WHERE a.key_id = rotate_api_key.key_id
-      AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
-    FOR UPDATE;
+      AND a.tenant_id = ANY (tenantry.visible_tenant_ids());
+    IF FOUND THEN
+        SELECT * INTO old FROM tenantry.api_keys a
+        WHERE a.key_id = rotate_api_key.key_id AND a.tenant_id = old.tenant_id
+        FOR UPDATE;
+    END IF;
     IF old IS NULL THEN
         RAISE EXCEPTION 'api key % not found', rotate_api_key.key_id USING ERRCODE = 'TN404', HINT = 'key_id';
     END IF;

@@ -1110,11 +1110,19 @@ BEGIN
         row_key := NULL;  -- no row has such a key: answered as not found below
     END;
     IF row_key IS NOT NULL THEN
-        EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = ANY ($2) FOR UPDATE',
+        -- The owner, then the row locked by (owner, key): Citus refuses FOR
+        -- UPDATE in a statement that reaches several shards.
+        EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = ANY ($2)',
                        tbl, tenantry.row_key_column(tbl), tenantry.row_key_type(tbl))
             INTO owner_id
             USING row_key, CASE WHEN entry.hierarchy THEN tenantry.visible_tenant_ids()
                                 ELSE ARRAY[tenantry.current_tenant_id()] END;
+        IF owner_id IS NOT NULL THEN
+            EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = $2 FOR UPDATE',
+                           tbl, tenantry.row_key_column(tbl), tenantry.row_key_type(tbl))
+                INTO owner_id
+                USING row_key, owner_id;
+        END IF;
     END IF;
     IF owner_id IS NULL THEN
         RAISE EXCEPTION 'row % of % not found', lock_shareable_row.row_id, tbl USING ERRCODE = 'TN404', HINT = 'row_id';

@@ -1346,3 +1346,121 @@ async fn a_single_node_database_moves_to_the_cluster_with_every_row_by_dump_rest
     drop(client);
     db.drop_all().await;
 }
+
+/// Sharing on the cluster: a tenant shares one of its resources (and its
+/// child's, so the lock on the resource must reach one shard of a subtree
+/// that spans several) with another, which then reads it and cannot change
+/// it; the owner lists the share, revokes it, and the other tenant no
+/// longer finds the resource. A key of the tenant rotates, locked the same way.
+#[tokio::test]
+async fn a_tenant_shares_a_resource_with_another_and_revokes_it_on_the_cluster() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "sharing").await;
+    let server = db.server_database(key).await;
+    // Made through tenantry: sharing counts against the owner's limits.
+    let mut ops = server.admin("admin").await.unwrap();
+    let mut made = Vec::new();
+    for name in ["a", "b"] {
+        let t = ops
+            .create_tenant(&NewTenant {
+                name: name.into(),
+                parent_id: None,
+                isolation: Isolation::Shared,
+                settings: None,
+            })
+            .await
+            .unwrap();
+        made.push(t.tenant_id);
+    }
+    // A child of a: a's subtree spans shards, and a shares its child's
+    // resource too (the lock on the resource must reach one shard).
+    let child = ops
+        .create_tenant(&NewTenant {
+            name: "a child".into(),
+            parent_id: Some(made[0]),
+            isolation: Isolation::Shared,
+            settings: None,
+        })
+        .await
+        .unwrap()
+        .tenant_id;
+    ops.commit().await.unwrap();
+    let (ta, tb) = (made[0], made[1]);
+    let mut scope = server.tenant(TenantContext::new(child)).await.unwrap();
+    let child_rid = scope
+        .create_resource(&NewResource {
+            name: "child's".into(),
+            data: serde_json::json!({}),
+        })
+        .await
+        .unwrap()
+        .id;
+    scope.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
+    let share = scope.share_resource(child_rid, tb).await.unwrap();
+    assert_eq!(share.owner_tenant_id, child);
+    scope.unshare_resource(child_rid, tb).await.unwrap();
+    scope.commit().await.unwrap();
+    // Rotating a key locks it by its tenant too (a's subtree spans shards).
+    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
+    let key = scope
+        .create_api_key(&tenantry_db::NewKeyOptions {
+            description: "rotated on the cluster".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
+    let rotated = scope
+        .rotate_api_key(key.info.key_id, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_ne!(rotated.info.key_id, key.info.key_id);
+    scope.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
+    let rid = scope
+        .create_resource(&NewResource {
+            name: "r1".into(),
+            data: serde_json::json!({}),
+        })
+        .await
+        .unwrap()
+        .id;
+    scope.commit().await.unwrap();
+
+    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
+    let share = scope.share_resource(rid, tb).await.unwrap();
+    assert_eq!(share.owner_tenant_id, ta);
+    assert_eq!(share.tenant_id, tb);
+    scope.commit().await.unwrap();
+
+    let mut scope = server.tenant(TenantContext::new(tb)).await.unwrap();
+    let seen = scope.get_resource(rid).await.unwrap();
+    assert_eq!(seen.tenant_id, ta);
+    let refused = scope
+        .update_resource(
+            rid,
+            &tenantry_db::ResourceUpdate {
+                name: Some("b was here".into()),
+                data: None,
+            },
+        )
+        .await;
+    assert!(matches!(refused, Err(DbError::NotFound(_))), "{refused:?}");
+    drop(scope);
+
+    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
+    let shares = scope.list_shares(rid).await.unwrap();
+    assert_eq!(shares.len(), 1);
+    scope.unshare_resource(rid, tb).await.unwrap();
+    scope.commit().await.unwrap();
+
+    let mut scope = server.tenant(TenantContext::new(tb)).await.unwrap();
+    let gone = scope.get_resource(rid).await;
+    assert!(matches!(gone, Err(DbError::NotFound(_))), "{gone:?}");
+    drop(scope);
+
+    drop((admin, server));
+    db.drop_all().await;
+}

@@ -482,6 +482,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "set_tenant_context",
             "set_tenant_context_local",
             "share_resource",
+            "share_resource_row",
             "share_row",
             "shares_of_my_rows",
             "start_impersonation",
