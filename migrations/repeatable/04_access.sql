@@ -121,7 +121,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF TG_TABLE_NAME = 'roles' THEN
+    -- On Citus this fires on the shards, named roles_<shard id>.
+    IF TG_TABLE_NAME ~ '^roles(_[0-9]+)?$' THEN
         NEW.name := tenantry.clean_name(NEW.name, 'name');
     ELSE
         NEW.email := tenantry.clean_name(NEW.email, 'email');
@@ -144,22 +145,27 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
+    tbl text;
 BEGIN
     r := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-    IF TG_TABLE_NAME = 'roles' THEN
+    -- The table it was made for: on Citus this fires on the shards, whose
+    -- names carry the shard's id (roles_102040). No tenant table's own
+    -- name ends in _<digits>.
+    tbl := regexp_replace(TG_TABLE_NAME, '_[0-9]+$', '');
+    IF tbl = 'roles' THEN
         PERFORM tenantry.write_audit(r.tenant_id,
             CASE TG_OP WHEN 'INSERT' THEN 'role.created' WHEN 'UPDATE' THEN 'role.updated' ELSE 'role.deleted' END,
             'role', r.role_id::text, jsonb_build_object('name', r.name));
-    ELSIF TG_TABLE_NAME = 'role_permissions' THEN
+    ELSIF tbl = 'role_permissions' THEN
         PERFORM tenantry.write_audit(r.tenant_id,
             CASE TG_OP WHEN 'INSERT' THEN 'permission.granted' ELSE 'permission.revoked' END,
             'role', r.role_id::text,
             jsonb_build_object('permission', (SELECT name FROM tenantry.permissions p WHERE p.permission_id = r.permission_id)));
-    ELSIF TG_TABLE_NAME = 'member_roles' THEN
+    ELSIF tbl = 'member_roles' THEN
         PERFORM tenantry.write_audit(r.tenant_id,
             CASE TG_OP WHEN 'INSERT' THEN 'member.role_assigned' ELSE 'member.role_removed' END,
             'member', r.user_id::text, jsonb_build_object('role_id', r.role_id));
-    ELSIF TG_TABLE_NAME = 'tenant_members' THEN
+    ELSIF tbl = 'tenant_members' THEN
         PERFORM tenantry.write_audit(r.tenant_id,
             CASE TG_OP WHEN 'INSERT' THEN 'member.added' WHEN 'UPDATE' THEN 'member.updated' ELSE 'member.removed' END,
             'member', r.user_id::text, jsonb_build_object('email', r.email));

@@ -1464,3 +1464,66 @@ async fn a_tenant_shares_a_resource_with_another_and_revokes_it_on_the_cluster()
     drop((admin, server));
     db.drop_all().await;
 }
+
+/// Members and roles on the cluster: their triggers fire on the shards,
+/// whose tables are named `<table>_<shard id>`; a role's name is still
+/// cleaned (the role branch of access_clean_names) and every change is
+/// audited once (access_audit switches on the table it was made for).
+#[tokio::test]
+async fn roles_and_members_made_on_the_cluster_are_cleaned_and_audited_once() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "access").await;
+    let server = db.server_database(key).await;
+    let mut ops = server.admin("admin").await.unwrap();
+    let t = ops
+        .create_tenant(&NewTenant {
+            name: "a".into(),
+            parent_id: None,
+            isolation: Isolation::Shared,
+            settings: None,
+        })
+        .await
+        .unwrap()
+        .tenant_id;
+    ops.commit().await.unwrap();
+
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    let role = scope.create_role("  Ops  ", "").await.unwrap();
+    assert_eq!(role.name, "Ops");
+    scope.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    scope
+        .add_member(&tenantry_db::NewMember {
+            user_id: None,
+            email: "  Ann@Example.com ".into(),
+            display_name: Some("Ann".into()),
+        })
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+
+    let actions: Vec<String> = admin
+        .query(
+            "SELECT action FROM tenantry.audit_log WHERE tenant_id = $1 AND action IN ('role.created', 'member.added')
+             ORDER BY action",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(actions, ["member.added", "role.created"]);
+    let email: String = admin
+        .query_one(
+            "SELECT email FROM tenantry.tenant_members WHERE tenant_id = $1",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(email, "Ann@Example.com");
+
+    drop((admin, server));
+    db.drop_all().await;
+}
