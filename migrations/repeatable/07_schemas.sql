@@ -649,15 +649,8 @@ BEGIN
         -- only: detaching or dropping the tenant's tables would wait
         -- for (and hold back) every query that reads the whole family; the
         -- empty tables go in tier_move_cleanup().
-        moved := m.rows_moved;
-        FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
-            EXECUTE format('WITH gone AS (DELETE FROM ONLY %1$I.%3$I RETURNING %4$s)
-                            INSERT INTO %2$I.%3$I (%4$s) OVERRIDING SYSTEM VALUE SELECT %4$s FROM gone',
-                           f.source_schema, f.destination_schema, f.template_table, f.columns);
-            GET DIAGNOSTICS n = ROW_COUNT;
-            moved := moved + n;
-            at_cutover := at_cutover + n;
-        END LOOP;
+        at_cutover := tenantry.tier_move_rows_back(tid, 9223372036854775807);
+        moved := m.rows_moved + at_cutover;
     END IF;
     PERFORM set_config('session_replication_role', replication, true);
     DELETE FROM tenantry.tier_move_changes c WHERE c.tenant_id = tid;

@@ -1,7 +1,5 @@
 //! A tenant's own write that arrives during the cut-over of its move back to the shared tier, found by the benchmark's moves (`tier_move_*` figures): it waits for the cut-over and must then land in the pooled table (or be retried there by the library), not fail because the tenant's tables changed under it (the cut-over now moves rows only; the emptied tables go later, in tier_move_cleanup, without waiting). Deterministic: the cut-over is held open in one session while the write waits on it.
 
-use std::time::Duration;
-
 use tenantry_db::{testing::TestDatabase, Database, NewResource, TenantContext, TenantId};
 use tokio_postgres::Client;
 
@@ -54,24 +52,7 @@ async fn write_during_cutover(
     });
     // Until the write waits on a lock the cut-over holds (a condition, not a timing).
     let watcher = test.superuser_client().await;
-    let mut waited = false;
-    for _ in 0..500 {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = current_database() AND usename = 'tenantry_server'
-                    AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let waited = tenantry_db::testing::a_server_session_waits_for_a_lock(&watcher).await;
     assert!(waited, "the write never waited for the cut-over");
     admin.batch_execute("COMMIT").await.unwrap();
     writer.await.unwrap()

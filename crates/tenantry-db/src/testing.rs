@@ -117,6 +117,30 @@ pub async fn begin_in_tenant(client: &Client, tenant: uuid::Uuid) {
     );
 }
 
+/// Waits (up to 5 s, polling every 10 ms) until a session of the server's
+/// login in `watcher`'s database waits for a lock; whether one did. A
+/// condition, not a timing: tests hold a lock open and need the other side
+/// queued behind it before they let go.
+pub async fn a_server_session_waits_for_a_lock(watcher: &Client) -> bool {
+    for _ in 0..500 {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND usename = 'tenantry_server'
+                    AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("reading pg_stat_activity")
+            .get(0);
+        if waiting > 0 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// `enter_context_signed` with `signed`, signed with the test databases'
 /// context key (what the server does on pooled connections): the tenant's
 /// part, or `None` when refused.

@@ -1347,6 +1347,38 @@ async fn a_single_node_database_moves_to_the_cluster_with_every_row_by_dump_rest
     db.drop_all().await;
 }
 
+/// A resource of `t` named `name`, made through the library; its id.
+async fn new_resource(server: &tenantry_db::Database, t: TenantId, name: &str) -> ResourceId {
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    let id = scope
+        .create_resource(&NewResource {
+            name: name.into(),
+            data: serde_json::json!({}),
+        })
+        .await
+        .unwrap()
+        .id;
+    scope.commit().await.unwrap();
+    id
+}
+
+/// A pooled tenant made through the library's administrative scope.
+async fn pooled_tenant(
+    ops: &mut tenantry_db::AdminScope,
+    name: &str,
+    parent: Option<TenantId>,
+) -> TenantId {
+    ops.create_tenant(&NewTenant {
+        name: name.into(),
+        parent_id: parent,
+        isolation: Isolation::Shared,
+        settings: None,
+    })
+    .await
+    .unwrap()
+    .tenant_id
+}
+
 /// Sharing on the cluster: a tenant shares one of its resources (and its
 /// child's, so the lock on the resource must reach one shard of a subtree
 /// that spans several) with another, which then reads it and cannot change
@@ -1359,43 +1391,13 @@ async fn a_tenant_shares_a_resource_with_another_and_revokes_it_on_the_cluster()
     let server = db.server_database(key).await;
     // Made through tenantry: sharing counts against the owner's limits.
     let mut ops = server.admin("admin").await.unwrap();
-    let mut made = Vec::new();
-    for name in ["a", "b"] {
-        let t = ops
-            .create_tenant(&NewTenant {
-                name: name.into(),
-                parent_id: None,
-                isolation: Isolation::Shared,
-                settings: None,
-            })
-            .await
-            .unwrap();
-        made.push(t.tenant_id);
-    }
+    let ta = pooled_tenant(&mut ops, "a", None).await;
+    let tb = pooled_tenant(&mut ops, "b", None).await;
     // A child of a: a's subtree spans shards, and a shares its child's
     // resource too (the lock on the resource must reach one shard).
-    let child = ops
-        .create_tenant(&NewTenant {
-            name: "a child".into(),
-            parent_id: Some(made[0]),
-            isolation: Isolation::Shared,
-            settings: None,
-        })
-        .await
-        .unwrap()
-        .tenant_id;
+    let child = pooled_tenant(&mut ops, "a child", Some(ta)).await;
     ops.commit().await.unwrap();
-    let (ta, tb) = (made[0], made[1]);
-    let mut scope = server.tenant(TenantContext::new(child)).await.unwrap();
-    let child_rid = scope
-        .create_resource(&NewResource {
-            name: "child's".into(),
-            data: serde_json::json!({}),
-        })
-        .await
-        .unwrap()
-        .id;
-    scope.commit().await.unwrap();
+    let child_rid = new_resource(&server, child, "child's").await;
     let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
     let share = scope.share_resource(child_rid, tb).await.unwrap();
     assert_eq!(share.owner_tenant_id, child);
@@ -1418,16 +1420,7 @@ async fn a_tenant_shares_a_resource_with_another_and_revokes_it_on_the_cluster()
         .unwrap();
     assert_ne!(rotated.info.key_id, key.info.key_id);
     scope.commit().await.unwrap();
-    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
-    let rid = scope
-        .create_resource(&NewResource {
-            name: "r1".into(),
-            data: serde_json::json!({}),
-        })
-        .await
-        .unwrap()
-        .id;
-    scope.commit().await.unwrap();
+    let rid = new_resource(&server, ta, "r1").await;
 
     let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
     let share = scope.share_resource(rid, tb).await.unwrap();
@@ -1475,16 +1468,7 @@ async fn roles_and_members_made_on_the_cluster_are_cleaned_and_audited_once() {
     let (db, admin, key) = migrated(&url, "access").await;
     let server = db.server_database(key).await;
     let mut ops = server.admin("admin").await.unwrap();
-    let t = ops
-        .create_tenant(&NewTenant {
-            name: "a".into(),
-            parent_id: None,
-            isolation: Isolation::Shared,
-            settings: None,
-        })
-        .await
-        .unwrap()
-        .tenant_id;
+    let t = pooled_tenant(&mut ops, "a", None).await;
     ops.commit().await.unwrap();
 
     let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();

@@ -45,6 +45,30 @@ async fn create(db: &Database, t: TenantId, name: &str) -> Result<(), DbError> {
     .await
 }
 
+/// Deletes `t`'s resource named `name` (found by listing that prefix), in
+/// one transaction.
+async fn delete_named(db: &Database, t: TenantId, name: &str) -> Result<(), DbError> {
+    let name = name.to_owned();
+    db.in_tenant(&TenantContext::new(t), &name, |scope, name| {
+        Box::pin(async move {
+            let page = scope
+                .list_resources(&tenantry_db::ResourceQuery {
+                    name_prefix: Some(name.clone()),
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await?;
+            let row = page
+                .items
+                .iter()
+                .find(|r| &r.name == name)
+                .ok_or_else(|| DbError::NotFound(format!("{name} not listed")))?;
+            scope.delete_resource(row.id).await
+        })
+    })
+    .await
+}
+
 /// Where a tenant's rows are, by table, as a superuser sees them.
 async fn tables_of(su: &Client, t: TenantId) -> Vec<(String, i64)> {
     su.query(
@@ -86,26 +110,7 @@ fn writer(
                 if !acked.contains(&victim) {
                     continue;
                 }
-                let deleted = db
-                    .in_tenant(&TenantContext::new(t), &victim, |scope, victim| {
-                        Box::pin(async move {
-                            let page = scope
-                                .list_resources(&tenantry_db::ResourceQuery {
-                                    name_prefix: Some(victim.clone()),
-                                    limit: 10,
-                                    ..Default::default()
-                                })
-                                .await?;
-                            let row = page
-                                .items
-                                .iter()
-                                .find(|r| &r.name == victim)
-                                .ok_or_else(|| DbError::NotFound(format!("{victim} not listed")))?;
-                            scope.delete_resource(row.id).await
-                        })
-                    })
-                    .await;
-                match deleted {
+                match delete_named(&db, t, &victim).await {
                     Ok(()) => {
                         acked.remove(&victim);
                     }
@@ -133,26 +138,7 @@ fn seed_deleter(
             k += 1;
             // Five digits: no other seed's name starts with it but 100000.
             let victim = format!("seed-{}", 10_000 + k * 7);
-            let deleted = db
-                .in_tenant(&TenantContext::new(t), &victim, |scope, victim| {
-                    Box::pin(async move {
-                        let page = scope
-                            .list_resources(&tenantry_db::ResourceQuery {
-                                name_prefix: Some(victim.clone()),
-                                limit: 1000,
-                                ..Default::default()
-                            })
-                            .await?;
-                        let row = page
-                            .items
-                            .iter()
-                            .find(|r| &r.name == victim)
-                            .ok_or_else(|| DbError::NotFound(format!("{victim} not listed")))?;
-                        scope.delete_resource(row.id).await
-                    })
-                })
-                .await;
-            match deleted {
+            match delete_named(&db, t, &victim).await {
                 Ok(()) => {
                     gone.insert(victim);
                 }
@@ -870,24 +856,7 @@ async fn a_write_that_waited_for_a_batch_of_a_move_back_fails_to_be_retried_inst
         (writer, answer)
     });
     let watcher = tdb.superuser_client().await;
-    let mut waited = false;
-    for _ in 0..500 {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = current_database() AND usename = 'tenantry_server'
-                    AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let waited = tenantry_db::testing::a_server_session_waits_for_a_lock(&watcher).await;
     assert!(waited, "the update never waited for the batch");
     mover.batch_execute("COMMIT").await.unwrap();
 
