@@ -613,12 +613,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenantry.require_operator('set_tenant_context');
+    -- Citus carries a transaction-local context to the worker nodes, never
+    -- a session's: there the policies would see no tenant and read nothing,
+    -- which looks like an empty tenant.
+    IF tid IS NOT NULL AND tenantry.citus_distributed() THEN
+        RAISE EXCEPTION 'on a Citus cluster a tenant context lasts one transaction: a session''s does not reach the worker nodes'
+            USING ERRCODE = '0A000',
+                  HINT = format('BEGIN; SELECT tenantry.set_tenant_context_local(%L); ... COMMIT;', tid);
+    END IF;
     PERFORM set_config('backtrace_functions',
                        CASE WHEN tid IS NULL THEN '' ELSE tenantry.context_value(tid, NULL, NULL, NULL, NULL, NULL) END,
                        false);
 END
 $$;
-COMMENT ON FUNCTION tenantry.set_tenant_context(uuid) IS 'Guide API, session scope, operators only (superuser or member of tenantry_owner): sets the tenant for the rest of the session (NULL clears). Refused for the server''s login and every role it can assume. UNSAFE behind a transaction-pooling pooler; use set_tenant_context_local.';
+COMMENT ON FUNCTION tenantry.set_tenant_context(uuid) IS 'Guide API, session scope, operators only (superuser or member of tenantry_owner): sets the tenant for the rest of the session (NULL clears). Refused for the server''s login and every role it can assume, and on a Citus coordinator (0A000: a session''s context does not reach the workers). UNSAFE behind a transaction-pooling pooler; use set_tenant_context_local.';
 
 /**
  * Transaction-local context for a trusted operator in psql: tenant, user and
@@ -660,10 +668,15 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenantry.require_operator('set_admin_context');
+    IF NOT coalesce(local, false) AND tenantry.citus_distributed() THEN
+        RAISE EXCEPTION 'on a Citus cluster an administrative context lasts one transaction: a session''s does not reach the worker nodes'
+            USING ERRCODE = '0A000',
+                  HINT = 'BEGIN; SELECT tenantry.set_admin_context(actor => ''...'', local => true); ... COMMIT;';
+    END IF;
     PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL, NULL, NULL), coalesce(local, false));
 END
 $$;
-COMMENT ON FUNCTION tenantry.set_admin_context(text, boolean) IS 'Administrative context (admin_context()) for the session, or this transaction with local => true, for operators (superuser or member of tenantry_owner) switched to tenantry_admin; refused for the server''s login and every role it can assume.';
+COMMENT ON FUNCTION tenantry.set_admin_context(text, boolean) IS 'Administrative context (admin_context()) for the session, or this transaction with local => true, for operators (superuser or member of tenantry_owner) switched to tenantry_admin; refused for the server''s login and every role it can assume; on a Citus coordinator only with local => true (0A000).';
 GRANT EXECUTE ON FUNCTION tenantry.set_admin_context(text, boolean) TO tenantry_admin;
 
 /** Labels the actor of this transaction for the audit log (SET LOCAL, Citus-safe). */

@@ -1511,3 +1511,44 @@ async fn roles_and_members_made_on_the_cluster_are_cleaned_and_audited_once() {
     drop((admin, server));
     db.drop_all().await;
 }
+
+/// An operator in psql on the coordinator: a session's context would not
+/// reach the workers (its reads would find nothing, like an empty tenant),
+/// so the session setters refuse and name the transaction-local one, which
+/// reads the tenant's rows on the workers.
+#[tokio::test]
+async fn an_operators_session_context_is_refused_on_the_cluster_and_the_transaction_local_one_reads_the_tenant(
+) {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, _) = migrated(&url, "operator").await;
+    let (a, _) = two_tenants_with_resources(&admin, 3).await;
+
+    let err = admin
+        .execute("SELECT tenantry.set_tenant_context($1)", &[&a])
+        .await
+        .unwrap_err();
+    let e = err.as_db_error().expect("a database error");
+    assert_eq!(e.code().code(), "0A000", "{e:?}");
+    assert!(
+        e.hint().unwrap_or("").contains("set_tenant_context_local"),
+        "{e:?}"
+    );
+    let err = admin
+        .execute("SELECT tenantry.set_admin_context('op')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("0A000"));
+
+    for sql in [
+        "BEGIN".to_owned(),
+        format!("SELECT tenantry.set_tenant_context_local('{a}')"),
+        "SELECT set_config('role', 'tenantry_app', true)".to_owned(),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+    assert_eq!(resources_of(&admin, a).await, 3);
+    admin.batch_execute("COMMIT").await.unwrap();
+
+    drop(admin);
+    db.drop_all().await;
+}
