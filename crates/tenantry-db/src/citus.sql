@@ -218,9 +218,6 @@ BEGIN
     IF citus = def THEN
         RAISE EXCEPTION 'verify_api_key_hash no longer has the lookup this file rewrites for Citus';
     END IF;
-    -- Custom plans: Citus plans the subquery with the prefix bound, not a
-    -- generic plan's parameter.
-    citus := regexp_replace(citus, E'\n SET plan_cache_mode TO [^\n]*', '');
     EXECUTE citus;
 END
 $verify$;
