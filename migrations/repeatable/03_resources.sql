@@ -679,16 +679,18 @@ GRANT SELECT ON tenantry.tenant_quota_usage TO tenantry_app;
  * the row FOR SHARE after the row is written, and a writer strengthening its
  * lock behind a waiting move would deadlock.
  *
- * A statement that had to wait for the row fails with 40001 (HINT
- * tier_moved) once it has it: its snapshot was taken before the waiting
- * began, so rows a move took out of a table meanwhile would be skipped as
- * deleted and the rows it put into another one would not be seen, and the
- * statement would silently miss them. Retrying runs it on a fresh snapshot.
- * (The server's transactions of a tenant moving back take the row at their
- * start, use_tenant_schema, and never wait here.) A write addressed to a
- * tenant schema's own table while that tenant moves back to the shared tier
- * fails the same way: its rows are in two tables, and only the family names
- * both.
+ * A statement that had to wait for a move (the tenant moves back to the
+ * shared tier, or its tier or move changed while it waited) fails with 40001
+ * (HINT tier_moved) once it has the row: its snapshot was taken before the
+ * waiting began, so rows a move took out of a table meanwhile would be
+ * skipped as deleted and the rows it put into another one would not be
+ * seen, and the statement would silently miss them. Retrying runs it on a
+ * fresh snapshot. A wait for anything else (a settings change, a member
+ * added) is just a wait. (The server's transactions of a tenant moving back
+ * take the row at their start, use_tenant_schema, and never wait here.) A
+ * write addressed to a tenant schema's own resources table while that tenant
+ * moves back fails the same way: its resources are in two tables, and only
+ * the family names both.
  *
  * Rows of descendants written by an ancestor are locked by
  * tenant_row_home, row by row. Sessions without a tenant context (owner,
@@ -702,32 +704,38 @@ AS $$
 DECLARE
     me uuid := tenantry.current_tenant_id();
     moving text;
+    before record;
+    after record;
 BEGIN
     IF me IS NULL THEN
         RETURN NULL;
     END IF;
     SELECT t.moving_to INTO moving FROM tenantry.tenants t WHERE t.tenant_id = me FOR SHARE SKIP LOCKED;
     IF NOT FOUND THEN
-        -- Locked by another transaction (or no such tenant): wait for it.
-        PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = me FOR SHARE;
-        IF FOUND THEN
-            RAISE EXCEPTION 'tenant % changed while this statement waited for it; retry the transaction', me
+        -- Locked by another transaction (or no such tenant): wait for it. A
+        -- move's lock fails the statement afterwards; another (a settings
+        -- change, a member added, a tenant-schema migration) does not.
+        SELECT t.isolation, t.moving_to INTO before FROM tenantry.tenants t WHERE t.tenant_id = me;
+        SELECT t.isolation, t.moving_to INTO after FROM tenantry.tenants t WHERE t.tenant_id = me FOR SHARE;
+        IF FOUND AND (after.moving_to = 'shared'
+                      OR (before.isolation, before.moving_to) IS DISTINCT FROM (after.isolation, after.moving_to)) THEN
+            RAISE EXCEPTION 'tenant % changed tiers while this statement waited for it; retry the transaction', me
                 USING ERRCODE = '40001', HINT = 'tier_moved';
         END IF;
-    ELSIF moving = 'shared' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$' THEN
+    ELSIF moving = 'shared' AND TG_TABLE_NAME = 'resources' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$' THEN
         RAISE EXCEPTION 'tenant % is moving to the shared tier: write its rows through the pooled table (%), which holds them all; retry the transaction', me, TG_TABLE_NAME
             USING ERRCODE = '40001', HINT = 'tier_moved';
     END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over or batch (FOR UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only; 40001 (HINT tier_moved) when the statement had to wait for the row (its snapshot is older than the move) or writes a tenant schema''s own table while that tenant moves back to the shared tier.';
+COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over or batch (FOR UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only; 40001 (HINT tier_moved) when the statement had to wait for a move (its snapshot is older than the move) or writes a tenant schema''s own resources table while that tenant moves back to the shared tier.';
 
 /**
  * Row trigger on every tenant table: a row must be written in its tenant's
  * tier: in a table of its own schema (tenants.schema_name) when the tenant
- * is schema-isolated, in the pooled table otherwise, in either while it
- * moves back to the shared tier. A write through a stale
+ * is schema-isolated, in the pooled table otherwise; a resource in either
+ * while it moves back to the shared tier. A write through a stale
  * route fails with 40001 (HINT tier_moved): the server forgets the tenant's
  * cached part and retries. Rows the caller may not write at all are left to
  * the policy, which refuses them without telling whether the tenant exists.
@@ -762,7 +770,11 @@ BEGIN
         SELECT tn.isolation, tn.schema_name, tn.moving_to INTO t
         FROM tenantry.tenants tn WHERE tn.tenant_id = row_tenant FOR SHARE;
     END IF;
-    IF FOUND AND ((t.isolation = 'schema' AND t.moving_to IS DISTINCT FROM 'shared' AND TG_TABLE_SCHEMA <> t.schema_name
+    IF FOUND AND ((t.isolation = 'schema' AND TG_TABLE_SCHEMA <> t.schema_name
+                   -- Moving back to the shared tier, its resources are in both
+                   -- tables (tier_move_rows_back); every other family's rows stay
+                   -- in its schema until the cut-over.
+                   AND NOT (t.moving_to = 'shared' AND TG_RELID = 'tenantry.resources'::regclass)
                    -- A table adopted after the tenant's schema was made: its
                    -- rows stay here until tenantry migrate gives the schema
                    -- its own table (add_tenant_schema_table moves them).
@@ -789,7 +801,7 @@ BEGIN
     RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_row_home() IS 'Trigger (BEFORE each row written in a tenant table): refuses a row of a visible tenant written outside its tier (40001, HINT tier_moved: the writer''s route is stale, retry; both tables are its tier while it moves back to the shared one) and, while the tenant is moving to the schema tier, records the row''s key (column TG_ARGV[0]) in tier_move_changes.';
+COMMENT ON FUNCTION tenantry.tenant_row_home() IS 'Trigger (BEFORE each row written in a tenant table): refuses a row of a visible tenant written outside its tier (40001, HINT tier_moved: the writer''s route is stale, retry; both resources tables are its tier while it moves back to the shared one) and, while the tenant is moving to the schema tier, records the row''s key (column TG_ARGV[0]) in tier_move_changes.';
 
 /** A deleted resource takes its shares with it (what the foreign key did when resources was one table). */
 CREATE OR REPLACE FUNCTION tenantry.resources_revoke_shares()

@@ -314,26 +314,21 @@ BEGIN
     -- PL/pgSQL: tier_tables() is defined in a later file (07_schemas).
     RETURN QUERY
     SELECT tt.table_id::text, tt.hierarchy, tt.sharing, tt.write_permission::text, tt.adopted_at,
-           coalesce(own.schema_name, n.nspname), coalesce(own.table_name, c.relname),
-           c.relkind = 'p' OR coalesce(me.moving_back, false)
+           coalesce(own.schema_name, n.nspname), coalesce(own.table_name, c.relname), c.relkind = 'p'
     FROM tenantry.tenant_tables tt
     JOIN pg_class c ON c.oid = tt.table_id
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN LATERAL (
-        SELECT t.moving_to = 'shared' AS moving_back FROM tenantry.tenants t
-        WHERE t.tenant_id = tenantry.current_tenant_id()
-    ) me ON true
-    LEFT JOIN LATERAL (
         SELECT t.schema_name::name AS schema_name, f.template_table AS table_name
         FROM tenantry.tenants t, tenantry.tier_tables() f
         WHERE t.tenant_id = tenantry.current_tenant_id() AND t.isolation = 'schema'
-          AND t.moving_to IS DISTINCT FROM 'shared' AND f.template = tt.table_id
+          AND f.template = tt.table_id
     ) own ON true
     WHERE tenantry.current_tenant_id() IS NOT NULL
     ORDER BY tt.table_id::text;
 END
 $$;
-COMMENT ON FUNCTION tenantry.current_tenant_table_homes() IS 'Internal (current_tenant_tables): each adopted table''s name and options, the schema and name of the table that holds the current tenant''s rows of it, and whether to count them in the whole family (partitioned: a partitioned table, or a tenant moving back to the shared tier, whose rows are in two tables). Empty without a tenant context.';
+COMMENT ON FUNCTION tenantry.current_tenant_table_homes() IS 'Internal (current_tenant_tables): each adopted table''s name and options, and the schema and name of the table that holds the current tenant''s rows of it (a tenant moving back to the shared tier keeps them in its schema until the cut-over). Empty without a tenant context.';
 GRANT EXECUTE ON FUNCTION tenantry.current_tenant_table_homes() TO tenantry_app;
 
 /**
@@ -358,8 +353,7 @@ BEGIN
         write_permission := t.write_permission;
         adopted_at := t.adopted_at;
         -- ONLY on a plain table: never the whole family (every schema
-        -- tenant's copy); a partitioned table has no rows of its own, and a
-        -- tenant moving back to the shared tier has rows in two tables.
+        -- tenant's copy); a partitioned table has no rows of its own.
         EXECUTE format(CASE WHEN t.partitioned
                             THEN 'SELECT count(*) FROM %I.%I WHERE tenant_id = $1'
                             ELSE 'SELECT count(*) FROM ONLY %I.%I WHERE tenant_id = $1' END,

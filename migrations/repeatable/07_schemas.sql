@@ -504,9 +504,10 @@ COMMENT ON FUNCTION tenantry.tier_move_apply_changes(uuid, bigint) IS 'Internal 
  * row once. Takes the tenant's row FOR UPDATE first: the tenant's
  * transactions in flight end before (each holds the row FOR SHARE from its
  * start or first write), new ones wait for this one, nobody else does.
+ * Batches move resources only; the cut-over (every_family) moves the rest.
  * Returns how many rows moved (0: none left).
  */
-CREATE OR REPLACE FUNCTION tenantry.tier_move_rows_back(tid uuid, max_rows bigint)
+CREATE OR REPLACE FUNCTION tenantry.tier_move_rows_back(tid uuid, max_rows bigint, every_family boolean)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -517,7 +518,14 @@ DECLARE
     total bigint := 0;
 BEGIN
     PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR UPDATE;
-    FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
+    -- In batches, resources only: its keys are the database's own and no
+    -- foreign key joins it to another family, so its rows can be split
+    -- between two tables. An adopted table's unique keys and foreign keys
+    -- hold within one table (its pooled one, or the tenant's copy, whose
+    -- keys point at the same schema's tables): its rows stay in the
+    -- tenant's schema until the cut-over moves them all at once.
+    FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) m
+             WHERE every_family OR m.template = 'tenantry.resources'::regclass LOOP
         EXIT WHEN total >= max_rows;
         EXECUTE format(
             'WITH batch AS (SELECT %5$I AS k FROM ONLY %1$I.%3$I WHERE tenant_id = $1 LIMIT $2),
@@ -532,7 +540,7 @@ BEGIN
     RETURN total;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_rows_back(uuid, bigint) IS 'Internal (tier_move_copy towards the shared tier, run as the owner with row triggers off): under the tenant''s row lock, moves up to max_rows more of its rows from its schema''s tables into the pooled ones (deleted there and inserted here in one statement per table); counts them in tier_moves.rows_moved. Not granted.';
+COMMENT ON FUNCTION tenantry.tier_move_rows_back(uuid, bigint, boolean) IS 'Internal (tier_move_copy and tier_move_finish towards the shared tier, run as the owner with row triggers off): under the tenant''s row lock, moves up to max_rows more of its rows from its schema''s tables into the pooled ones (deleted there and inserted here in one statement per table): resources only, or every family (the cut-over); counts them in tier_moves.rows_moved. Not granted.';
 
 /**
  * One batch of a move under way, as the owner with row triggers off: the
@@ -558,7 +566,7 @@ BEGIN
     PERFORM set_config('session_replication_role', 'replica', true);
     IF target = 'shared' THEN
         -- Rows move in place: nothing was recorded to catch up with.
-        n := CASE WHEN catch_up THEN 0 ELSE tenantry.tier_move_rows_back(tid, greatest(max_rows, 1)) END;
+        n := CASE WHEN catch_up THEN 0 ELSE tenantry.tier_move_rows_back(tid, greatest(max_rows, 1), false) END;
     ELSIF catch_up THEN
         n := tenantry.tier_move_apply_changes(tid, greatest(max_rows, 1));
     ELSE
@@ -645,11 +653,11 @@ BEGIN
                            f.destination_schema, f.template_table, f.template_schema, f.template_table);
         END LOOP;
     ELSE
-        -- What the batches left (none when tier_move_copy ran to 0). Rows
-        -- only: detaching or dropping the tenant's tables would wait
+        -- What the batches left (none of resources when tier_move_copy ran
+        -- to 0) and every adopted table's rows. Rows only: detaching or dropping the tenant's tables would wait
         -- for (and hold back) every query that reads the whole family; the
         -- empty tables go in tier_move_cleanup().
-        at_cutover := tenantry.tier_move_rows_back(tid, 9223372036854775807);
+        at_cutover := tenantry.tier_move_rows_back(tid, 9223372036854775807, true);
         moved := m.rows_moved + at_cutover;
     END IF;
     PERFORM set_config('session_replication_role', replication, true);
@@ -858,10 +866,11 @@ GRANT EXECUTE ON FUNCTION tenantry.create_tenant_schema(uuid) TO tenantry_admin;
  * or ended a move back): 40001, HINT tier_moved, and the server retries with
  * a fresh part. While it moves back, takes the tenant's row FOR SHARE for the
  * rest of the transaction (waiting for a batch of the move in flight), so
- * that no batch moves its rows between the transaction's statements; returns
- * false then (its schema must not go first on the search path: its rows are
- * in the pooled tables too), true otherwise. Without a tenant context, only
- * checks that the schema exists.
+ * that no batch moves its rows between the transaction's statements. Returns
+ * true (the schema goes first on the search path: the tenant's rows of
+ * adopted tables stay there until the cut-over; its resources, split between
+ * two tables, are read through the family, tenantry.resources, by name).
+ * Without a tenant context, only checks that the schema exists.
  */
 CREATE OR REPLACE FUNCTION tenantry.check_tenant_route(schema_name text)
 RETURNS boolean
@@ -895,12 +904,11 @@ BEGIN
             RAISE EXCEPTION 'tenant % changed tiers while this transaction waited for it; retry the transaction', me
                 USING ERRCODE = '40001', HINT = 'tier_moved';
         END IF;
-        RETURN false;
     END IF;
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION tenantry.check_tenant_route(text) IS 'Internal (use_tenant_schema): 40001 (HINT tier_moved) when the current tenant is no longer schema-isolated in that schema or its context part is stale about a move back to the shared tier; during such a move, holds the tenant''s row FOR SHARE for the transaction and returns false (its rows are in both tables); true otherwise.';
+COMMENT ON FUNCTION tenantry.check_tenant_route(text) IS 'Internal (use_tenant_schema): 40001 (HINT tier_moved) when the current tenant is no longer schema-isolated in that schema or its context part is stale about a move back to the shared tier; during such a move, holds the tenant''s row FOR SHARE for the transaction. True when the route stands.';
 GRANT EXECUTE ON FUNCTION tenantry.check_tenant_route(text) TO tenantry_app;
 
 /**
@@ -908,11 +916,9 @@ GRANT EXECUTE ON FUNCTION tenantry.check_tenant_route(text) TO tenantry_app;
  * that unqualified names of tenant tables name the tenant's own tables (the
  * server's route for a schema tenant), once check_tenant_route found the
  * route current (stale: 40001, HINT tier_moved, and the server retries with
- * a fresh part). While the tenant moves back to the shared tier, its schema
- * does not go on the path (unqualified names then name the pooled tables,
- * whose families hold all its rows) and the transaction holds the tenant's
- * tier. Routing is not isolation: the policies on every table decide what
- * any route reads.
+ * a fresh part). While the tenant moves back to the shared tier, the
+ * transaction also holds the tenant's tier (check_tenant_route). Routing is
+ * not isolation: the policies on every table decide what any route reads.
  */
 -- No SET search_path clause: it would undo the search path this function
 -- exists to set. SECURITY INVOKER, every name qualified.
@@ -929,7 +935,7 @@ BEGIN
         OPERATOR(pg_catalog.||) pg_catalog.current_setting('search_path'), true);
 END
 $$;
-COMMENT ON FUNCTION tenantry.use_tenant_schema(text) IS 'Server route of a schema tenant: puts its schema first on this transaction''s search path (not while it moves back to the shared tier: then it holds the tenant''s tier for the transaction instead); 40001 (HINT tier_moved) when the route is stale.';
+COMMENT ON FUNCTION tenantry.use_tenant_schema(text) IS 'Server route of a schema tenant: puts its schema first on this transaction''s search path (while it moves back to the shared tier, it also holds the tenant''s tier for the transaction); 40001 (HINT tier_moved) when the route is stale.';
 GRANT EXECUTE ON FUNCTION tenantry.use_tenant_schema(text) TO tenantry_app;
 
 /**

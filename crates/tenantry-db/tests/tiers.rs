@@ -892,3 +892,138 @@ async fn a_write_that_waited_for_a_batch_of_a_move_back_fails_to_be_retried_inst
         ]
     );
 }
+
+#[tokio::test]
+async fn while_a_tenant_moves_back_its_adopted_tables_keep_their_keys_and_foreign_keys_until_the_cut_over(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id bigint GENERATED ALWAYS AS IDENTITY,
+                                       project_id uuid NOT NULL, amount numeric NOT NULL,
+                                       PRIMARY KEY (tenant_id, id),
+                                       FOREIGN KEY (tenant_id, project_id) REFERENCES public.projects (tenant_id, id));
+         CREATE TABLE public.settings_kv (tenant_id uuid NOT NULL, k text NOT NULL, v text NOT NULL,
+                                          PRIMARY KEY (tenant_id, k));
+         SELECT tenantry.adopt_table('public.projects');
+         SELECT tenantry.adopt_table('public.invoices');
+         SELECT tenantry.adopt_table('public.settings_kv');",
+    )
+    .await
+    .unwrap();
+    let t = tenant(&db, "silo", Isolation::Schema).await;
+    for sql in [
+        "INSERT INTO projects (name) VALUES ('p1')",
+        "INSERT INTO invoices (project_id, amount) SELECT id, 10 FROM projects WHERE name = 'p1'",
+        "INSERT INTO settings_kv (k, v) VALUES ('color', 'red')",
+    ] {
+        own_sql(&db, t, sql).await.unwrap();
+    }
+    for i in 0..20 {
+        create(&db, t, &format!("r{i}")).await.unwrap();
+    }
+
+    // Moving back, every batch done: its resources are in the pooled table,
+    // its adopted rows still in its schema.
+    let mut admin = db.admin("test").await.unwrap();
+    admin.tier_move_start(t, Isolation::Shared).await.unwrap();
+    admin.commit().await.unwrap();
+    loop {
+        let mut admin = db.admin("test").await.unwrap();
+        let n = admin.tier_move_copy(t, 7).await.unwrap();
+        admin.commit().await.unwrap();
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        tables_of(&su, t).await,
+        [("tenantry.resources".to_owned(), 20)]
+    );
+
+    // The tenant's own SQL meanwhile: an upsert finds the existing key (no
+    // second row), and a project with invoices cannot be deleted.
+    own_sql(
+        &db,
+        t,
+        "INSERT INTO settings_kv (k, v) VALUES ('color', 'blue')
+         ON CONFLICT (tenant_id, k) DO UPDATE SET v = excluded.v",
+    )
+    .await
+    .unwrap();
+    let refused = own_sql(&db, t, "DELETE FROM projects WHERE name = 'p1'").await;
+    assert!(refused.is_err(), "{refused:?}");
+    own_sql(&db, t, "INSERT INTO projects (name) VALUES ('p2')")
+        .await
+        .unwrap();
+
+    let moved = db
+        .move_tenant("test", t, Isolation::Shared, 7, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(moved.isolation, Isolation::Shared);
+    assert_eq!(
+        moved.cutover_rows, 4,
+        "the adopted rows move at the cut-over: {moved:?}"
+    );
+    let rows: Vec<(String, i64)> = su
+        .query(
+            "SELECT 'settings ' || v, count(*) FROM public.settings_kv WHERE tenant_id = $1 GROUP BY v
+             UNION ALL
+             SELECT tableoid::regclass::text, count(*) FROM public.projects WHERE tenant_id = $1 GROUP BY 1
+             UNION ALL
+             SELECT tableoid::regclass::text, count(*) FROM public.invoices WHERE tenant_id = $1 GROUP BY 1
+             ORDER BY 1",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("invoices".to_owned(), 1),
+            ("projects".to_owned(), 2),
+            ("settings blue".to_owned(), 1)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_write_that_waits_for_another_lock_on_its_tenant_row_is_not_failed_as_a_move() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let t = tenant(&db, "busy", Isolation::Shared).await;
+    // Another transaction holds the tenant's row, as a settings change does.
+    let holder = tdb.superuser_client().await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM tenantry.tenants WHERE tenant_id = '{}' FOR NO KEY UPDATE",
+            t.as_uuid()
+        ))
+        .await
+        .unwrap();
+    let writer = tdb.server_client().await;
+    writer.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&writer, *t.as_uuid()).await;
+    let insert = tokio::spawn(async move {
+        let answer = writer
+            .execute(
+                "INSERT INTO tenantry.resources (tenant_id, name) VALUES (tenantry.current_tenant_id(), 'waited')",
+                &[],
+            )
+            .await;
+        (writer, answer)
+    });
+    let watcher = tdb.superuser_client().await;
+    assert!(tenantry_db::testing::a_server_session_waits_for_a_lock(&watcher).await);
+    holder.batch_execute("COMMIT").await.unwrap();
+    let (writer, answer) = insert.await.unwrap();
+    assert_eq!(answer.expect("a wait that was no move is just a wait"), 1);
+    writer.batch_execute("COMMIT").await.unwrap();
+}
