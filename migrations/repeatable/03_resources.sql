@@ -774,7 +774,7 @@ BEGIN
                    -- Moving back to the shared tier, its resources are in both
                    -- tables (tier_move_rows_back); every other family's rows stay
                    -- in its schema until the cut-over.
-                   AND NOT (t.moving_to = 'shared' AND TG_RELID = 'tenantry.resources'::regclass)
+                   AND NOT (t.moving_to IS NOT DISTINCT FROM 'shared' AND TG_RELID = 'tenantry.resources'::regclass)
                    -- A table adopted after the tenant's schema was made: its
                    -- rows stay here until tenantry migrate gives the schema
                    -- its own table (add_tenant_schema_table moves them).
