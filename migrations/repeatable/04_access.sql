@@ -121,8 +121,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- On Citus this fires on the shards, named roles_<shard id>.
-    IF TG_TABLE_NAME ~ '^roles(_[0-9]+)?$' THEN
+    -- On Citus this fires on the shards, named roles_<shard id> (as in
+    -- access_audit).
+    IF regexp_replace(TG_TABLE_NAME, '_[0-9]+$', '') = 'roles' THEN
         NEW.name := tenantry.clean_name(NEW.name, 'name');
     ELSE
         NEW.email := tenantry.clean_name(NEW.email, 'email');

@@ -866,14 +866,14 @@ GRANT EXECUTE ON FUNCTION tenantry.create_tenant_schema(uuid) TO tenantry_admin;
  * or ended a move back): 40001, HINT tier_moved, and the server retries with
  * a fresh part. While it moves back, takes the tenant's row FOR SHARE for the
  * rest of the transaction (waiting for a batch of the move in flight), so
- * that no batch moves its rows between the transaction's statements. Returns
- * true (the schema goes first on the search path: the tenant's rows of
- * adopted tables stay there until the cut-over; its resources, split between
- * two tables, are read through the family, tenantry.resources, by name).
+ * that no batch moves its rows between the transaction's statements. (Its
+ * schema still goes first on the search path: the tenant's rows of adopted
+ * tables stay there until the cut-over; its resources, split between two
+ * tables, are read through the family, tenantry.resources, by name.)
  * Without a tenant context, only checks that the schema exists.
  */
 CREATE OR REPLACE FUNCTION tenantry.check_tenant_route(schema_name text)
-RETURNS boolean
+RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -887,13 +887,16 @@ BEGIN
             RAISE EXCEPTION 'tenant schema % is gone (the tenant changed tiers); retry the transaction', schema_name
                 USING ERRCODE = '40001', HINT = 'tier_moved';
         END IF;
-        RETURN true;
+        RETURN;
     END IF;
     SELECT tn.isolation, tn.schema_name, tn.moving_to INTO t FROM tenantry.tenants tn WHERE tn.tenant_id = me;
+    -- The schemas that are this tenant's route now: both while it moves
+    -- back, else its own (schema tier) or tenantry (pooled).
     IF NOT FOUND OR (t.moving_to IS NOT DISTINCT FROM 'shared') <> holding
-       OR (check_tenant_route.schema_name IS DISTINCT FROM
-           (CASE WHEN t.isolation = 'schema' AND NOT holding THEN t.schema_name ELSE 'tenantry' END)
-           AND NOT (holding AND check_tenant_route.schema_name = t.schema_name)) THEN
+       OR NOT coalesce(check_tenant_route.schema_name = ANY (
+              CASE WHEN holding THEN ARRAY[t.schema_name, 'tenantry']
+                   WHEN t.isolation = 'schema' THEN ARRAY[t.schema_name]
+                   ELSE ARRAY['tenantry'] END), false) THEN
         RAISE EXCEPTION 'the route to tenant schema % is stale (the tenant changed tiers); retry the transaction', schema_name
             USING ERRCODE = '40001', HINT = 'tier_moved';
     END IF;
@@ -905,10 +908,9 @@ BEGIN
                 USING ERRCODE = '40001', HINT = 'tier_moved';
         END IF;
     END IF;
-    RETURN true;
 END
 $$;
-COMMENT ON FUNCTION tenantry.check_tenant_route(text) IS 'Internal (use_tenant_schema): 40001 (HINT tier_moved) when the current tenant is no longer schema-isolated in that schema or its context part is stale about a move back to the shared tier; during such a move, holds the tenant''s row FOR SHARE for the transaction. True when the route stands.';
+COMMENT ON FUNCTION tenantry.check_tenant_route(text) IS 'Internal (use_tenant_schema): 40001 (HINT tier_moved) when the current tenant is no longer schema-isolated in that schema or its context part is stale about a move back to the shared tier; during such a move, holds the tenant''s row FOR SHARE for the transaction.';
 GRANT EXECUTE ON FUNCTION tenantry.check_tenant_route(text) TO tenantry_app;
 
 /**
@@ -927,9 +929,7 @@ RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF NOT tenantry.check_tenant_route(schema_name) THEN
-        RETURN;
-    END IF;
+    PERFORM tenantry.check_tenant_route(schema_name);
     PERFORM pg_catalog.set_config('search_path',
         pg_catalog.quote_ident(schema_name) OPERATOR(pg_catalog.||) ', '
         OPERATOR(pg_catalog.||) pg_catalog.current_setting('search_path'), true);
