@@ -450,7 +450,7 @@ async fn api_figures(
             let mac = ctx.db.context_key.sign_context(&signed);
             format!(
                 "BEGIN;\nSELECT tenantry.enter_context_signed(0, {}, '{}', NULL, '{}', NULL, NULL, '{}', {}, '\\x{}');\n\
-                 SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) FROM ONLY tenantry.resources WHERE id = '{}';\nCOMMIT;\n",
+                 SELECT {COLUMNS}, true FROM ONLY tenantry.resources WHERE id = '{}';\nCOMMIT;\n",
                 signed.expires_at,
                 k.tenant.id,
                 signed.actor.as_deref().unwrap_or_default(),
@@ -650,20 +650,15 @@ fn server_list_sql() -> String {
 
 /// `rls_point`'s scripts, one per resource of `leaf` (a pooled tenant with a
 /// pooled subtree): the statement the server sends for its point read
-/// (resources.rs, `GET_RESOURCE_POOLED`: `ONLY tenantry.resources`, so schema
-/// tenants' tables are never planned), and the baseline on the same table
-/// with an explicit WHERE.
+/// (resources.rs, `OWN_RESOURCE_POOLED`: `ONLY tenantry.resources`, so schema
+/// tenants' tables are never planned; the rows shared with the caller are
+/// read in a second transaction only when this finds nothing), and the
+/// baseline on the same table with an explicit WHERE.
 fn rls_point_scripts(leaf: &BenchTenant) -> (Vec<String>, Vec<String>) {
     let rls = leaf
         .resources
         .iter()
-        .map(|r| {
-            format!(
-                "(SELECT {COLUMNS}, true FROM ONLY tenantry.resources WHERE id = '{r}') UNION ALL \
-                 (SELECT {COLUMNS}, tenant_id = ANY (tenantry.visible_tenant_ids()) \
-                  FROM tenantry.resources_shared_with_me('{r}')) LIMIT 1;\n"
-            )
-        })
+        .map(|r| format!("SELECT {COLUMNS}, true FROM ONLY tenantry.resources WHERE id = '{r}';\n"))
         .collect();
     let base = leaf
         .resources

@@ -406,6 +406,24 @@ impl Tx {
         Self::new(client, mode, contexts, Setup::User(user))
     }
 
+    /// After a commit: a second transaction on the same connection with the
+    /// same tenant context (proven afresh with its first statement, as every
+    /// transaction's is).
+    pub(crate) fn begin_again(&mut self, ctx: &TenantContext) -> Result<(), DbError> {
+        if !self.finished || self.failed || self.client.is_none() {
+            return Err(DbError::Internal(
+                "only a committed transaction is begun again".into(),
+            ));
+        }
+        let client = self.client.as_mut().expect("client present");
+        self.check_session = std::mem::take(&mut client.ran_caller_sql);
+        self.setup = Some(Setup::Tenant(ctx.clone()));
+        self.finished = false;
+        self.pinned_part = None;
+        self.part_from_cache = false;
+        Ok(())
+    }
+
     /// This transaction changes tenants (their hierarchy, status or isolation):
     /// once it commits, no context part cached before it is used again.
     pub(crate) fn changes_tenants(&mut self) {
