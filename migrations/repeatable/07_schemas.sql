@@ -393,6 +393,63 @@ $$;
 COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move step 1: marks the tenant as moving (its writes are recorded from now on) and, towards schema, creates its empty tables. Returns started, resumed or done. TN404 unknown tenant, TN409 another move under way, TN422 bad tier.';
 
 /**
+ * Before the first batch of a move back to the shared tier: waits (up to
+ * one second per call) for every transaction that was open in this database
+ * when the batches were about to begin, and returns how many of them are
+ * still open (0: the batches may begin; call again otherwise, in a new
+ * transaction). Such a transaction may have routed the tenant to its
+ * schema's tables before the move began, and would miss the rows a batch
+ * moves out of them; transactions that begin later see the move and read
+ * through the family. The first call records those transactions (their
+ * virtual transaction ids, from pg_locks) in tier_moves, so that later calls
+ * wait for the same ones and a busy database cannot keep the move waiting
+ * forever; it is CREATE INDEX CONCURRENTLY's wait for older snapshots.
+ * Towards the schema tier rows are copied, not moved, and nothing waits.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_wait(tid uuid)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m record;
+    older text[];
+    open_now integer;
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    SELECT mv.target, mv.older_transactions INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    ELSIF m.target <> 'shared' OR m.older_transactions = '{}' THEN
+        RETURN 0;
+    END IF;
+    older := m.older_transactions;
+    IF older IS NULL THEN
+        -- This database's transactions but this one. (Backends' databases:
+        -- pg_stat_get_activity shows them to every role granted it.)
+        older := coalesce((
+            SELECT array_agg(l.virtualxid)
+            FROM pg_catalog.pg_locks l
+            JOIN pg_catalog.pg_stat_get_activity(NULL) a ON a.pid = l.pid
+            WHERE l.locktype = 'virtualxid' AND l.mode = 'ExclusiveLock'
+              AND l.pid <> pg_backend_pid()
+              AND a.datid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())), '{}');
+    END IF;
+    FOR attempt IN 1..100 LOOP
+        SELECT count(*) INTO open_now FROM pg_catalog.pg_locks l
+        WHERE l.locktype = 'virtualxid' AND l.mode = 'ExclusiveLock' AND l.virtualxid = ANY (older);
+        EXIT WHEN open_now = 0;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    UPDATE tenantry.tier_moves mv
+       SET older_transactions = CASE WHEN open_now = 0 THEN '{}' ELSE older END
+     WHERE mv.tenant_id = tid;
+    RETURN open_now;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_wait(uuid) IS 'Admin, tier move step 1b (towards the shared tier; repeat until it returns 0, each call its own transaction): waits up to 1 s for the transactions that were open in this database when the first call ran (recorded in tier_moves.older_transactions) and returns how many are still open. Towards the schema tier: 0. TN404 when the tenant is not being moved.';
+
+/**
  * The tables a moving tenant's rows go from and to. Towards the schema tier
  * rows are copied online into its (standalone) tables; towards the shared
  * tier they move in place, batch by batch (tier_move_rows_back), so the
@@ -562,6 +619,10 @@ BEGIN
     SELECT m.target INTO target FROM tenantry.tier_moves m WHERE m.tenant_id = tid;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    END IF;
+    IF target = 'shared' AND NOT catch_up AND tenantry.tier_move_wait(tid) > 0 THEN
+        RAISE EXCEPTION 'transactions older than the move of tenant % are still open', tid
+            USING ERRCODE = '55000', HINT = 'call tenantry.tier_move_wait(tenant) until it returns 0, each call in its own transaction; CALL tenantry.move_tenant does';
     END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
     IF target = 'shared' THEN
@@ -780,6 +841,7 @@ COMMENT ON FUNCTION tenantry.tenant_row_count(uuid) IS 'Admin: how many rows a t
 
 GRANT EXECUTE ON FUNCTION
     tenantry.tier_move_start(uuid, text),
+    tenantry.tier_move_wait(uuid),
     tenantry.tier_move_copy(uuid, integer),
     tenantry.tier_move_catch_up(uuid, integer),
     tenantry.tier_move_finish(uuid),
@@ -823,6 +885,10 @@ BEGIN
         RETURN;
     END IF;
     COMMIT;
+    WHILE tenantry.tier_move_wait(tid) > 0 LOOP
+        COMMIT;
+    END LOOP;
+    COMMIT;
     WHILE tenantry.tier_move_copy(tid, batch_rows) > 0 LOOP
         COMMIT;
     END LOOP;
@@ -840,7 +906,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON PROCEDURE tenantry.move_tenant(uuid, text, integer) IS 'Admin: the online tier move from psql (CALL, outside a transaction block): start, copy in batches, catch up, cut over, committing between steps; resumes an interrupted move. Runs with the caller''s rights: the steps check for an administrative context.';
+COMMENT ON PROCEDURE tenantry.move_tenant(uuid, text, integer) IS 'Admin: the online tier move from psql (CALL, outside a transaction block): start, wait for older transactions (towards the shared tier), copy in batches, catch up, cut over, committing between steps; resumes an interrupted move. Runs with the caller''s rights: the steps check for an administrative context.';
 GRANT EXECUTE ON PROCEDURE tenantry.move_tenant(uuid, text, integer) TO tenantry_admin;
 
 /**

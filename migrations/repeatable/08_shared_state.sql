@@ -198,5 +198,11 @@ GRANT EXECUTE ON FUNCTION pg_catalog.pg_relation_size(regclass), pg_catalog.pg_r
 
 REVOKE SELECT ON pg_catalog.pg_locks, pg_catalog.pg_prepared_xacts FROM PUBLIC;
 GRANT SELECT ON pg_catalog.pg_locks, pg_catalog.pg_prepared_xacts TO pg_monitor;
+-- A move back to the shared tier waits for the transactions of this database
+-- that are older than its batches (tenantry.tier_move_wait, 07_schemas.sql):
+-- it reads their virtual transaction ids and which database each backend is
+-- in, as the owner.
+GRANT SELECT ON pg_catalog.pg_locks TO tenantry_owner;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_lock_status(), pg_catalog.pg_stat_get_activity(integer) TO tenantry_owner;
 
 SET LOCAL ROLE tenantry_owner;

@@ -652,7 +652,14 @@ async fn move_tenant(
                     bar.println("resuming the move under way");
                 }
             }
-            MoveProgress::Copied { rows } => bar.inc(rows.max(0) as u64),
+            MoveProgress::Waiting { transactions } => bar.set_message(format!(
+                "{} (waiting for {transactions} transactions older than the move)",
+                to.as_str()
+            )),
+            MoveProgress::Copied { rows } => {
+                bar.set_message(to.as_str());
+                bar.inc(rows.max(0) as u64)
+            }
             MoveProgress::CaughtUp { writes } => {
                 bar.set_message(format!("{} (catching up {writes} writes)", to.as_str()))
             }

@@ -122,14 +122,23 @@ pub async fn begin_in_tenant(client: &Client, tenant: uuid::Uuid) {
 /// condition, not a timing: tests hold a lock open and need the other side
 /// queued behind it before they let go.
 pub async fn a_server_session_waits_for_a_lock(watcher: &Client) -> bool {
+    sessions_wait_for_a_lock(watcher, "AND usename = 'tenantry_server'").await
+}
+
+/// Like [`a_server_session_waits_for_a_lock`] for a session of any login
+/// (an operator's, a superuser's).
+pub async fn a_session_waits_for_a_lock(watcher: &Client) -> bool {
+    sessions_wait_for_a_lock(watcher, "").await
+}
+
+async fn sessions_wait_for_a_lock(watcher: &Client, which: &str) -> bool {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() {which} AND wait_event_type = 'Lock'"
+    );
     for _ in 0..500 {
         let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = current_database() AND usename = 'tenantry_server'
-                    AND wait_event_type = 'Lock'",
-                &[],
-            )
+            .query_one(&sql, &[])
             .await
             .expect("reading pg_stat_activity")
             .get(0);

@@ -33,6 +33,13 @@ pub enum MoveProgress {
         /// A move to that tier was under way already.
         resumed: bool,
     },
+    /// Towards the shared tier, before the first batch: transactions that
+    /// were open when the move began are still running (the batches wait
+    /// for them, [`AdminScope::tier_move_wait`]).
+    Waiting {
+        /// How many are still open.
+        transactions: i64,
+    },
     /// More rows copied into the new tier (towards the shared tier: moved there).
     Copied {
         /// How many, this batch.
@@ -99,6 +106,23 @@ impl AdminScope {
             &[Type::UUID],
         )
         .await
+    }
+
+    /// Step 1b, towards the shared tier (repeat until 0, each call its own
+    /// transaction): waits up to a second for the transactions that were
+    /// open in the database when the move's batches were about to begin
+    /// (they may have routed the tenant to its schema's tables, from which
+    /// the batches move rows); returns how many are still open. Towards the
+    /// schema tier: 0.
+    pub async fn tier_move_wait(&mut self, id: TenantId) -> Result<i64, DbError> {
+        let open: i32 = self
+            .one(
+                "SELECT tenantry.tier_move_wait($1)",
+                &[id.as_uuid()],
+                &[Type::UUID],
+            )
+            .await?;
+        Ok(i64::from(open))
     }
 
     /// Step 2 (repeat until 0): copies up to `batch` more rows into the new
@@ -208,6 +232,17 @@ impl Database {
             });
         };
         progress(MoveProgress::Started { rows, resumed });
+        loop {
+            let open = self
+                .in_admin(actor, &args, |scope, (id, _, _)| {
+                    Box::pin(scope.tier_move_wait(*id))
+                })
+                .await?;
+            if open == 0 {
+                break;
+            }
+            progress(MoveProgress::Waiting { transactions: open });
+        }
         loop {
             let copied = self
                 .in_admin(actor, &args, |scope, (id, _, batch)| {

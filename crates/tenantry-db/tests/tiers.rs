@@ -1027,3 +1027,220 @@ async fn a_write_that_waits_for_another_lock_on_its_tenant_row_is_not_failed_as_
     assert_eq!(answer.expect("a wait that was no move is just a wait"), 1);
     writer.batch_execute("COMMIT").await.unwrap();
 }
+
+/// A schema tenant holding `rows` resources (inserted as the superuser), and
+/// its schema.
+async fn seeded_schema_tenant(
+    db: &Database,
+    su: &Client,
+    name: &str,
+    parent: Option<TenantId>,
+    rows: i32,
+) -> (TenantId, String) {
+    let mut admin = db.admin("test").await.unwrap();
+    let t = admin
+        .create_tenant(&NewTenant {
+            name: name.into(),
+            parent_id: parent,
+            isolation: Isolation::Schema,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tenant_id;
+    admin.commit().await.unwrap();
+    let schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    su.execute(
+        &format!(
+            "INSERT INTO \"{schema}\".resources (tenant_id, name)
+             SELECT $1, 'seed-' || g FROM generate_series(1, $2) g"
+        ),
+        &[t.as_uuid(), &rows],
+    )
+    .await
+    .unwrap();
+    (t, schema)
+}
+
+#[tokio::test]
+async fn an_ancestors_write_that_waited_for_a_batch_of_a_descendants_move_back_fails_to_be_retried_instead_of_missing_rows(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let parent = tenant(&db, "parent", Isolation::Shared).await;
+    let (child, schema) = seeded_schema_tenant(&db, &su, "child", Some(parent), 1000).await;
+    su.execute(
+        "SELECT tenantry.tier_move_start($1, 'shared')",
+        &[child.as_uuid()],
+    )
+    .await
+    .unwrap();
+
+    // A batch of the child's move holds the child's row, not committed yet.
+    let mover = tdb.superuser_client().await;
+    mover.batch_execute("BEGIN").await.unwrap();
+    let batch: i64 = mover
+        .query_one(
+            "SELECT tenantry.tier_move_copy($1, 100)",
+            &[child.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(batch, 100);
+
+    // The parent updates every row of its child through the family; its
+    // statement's snapshot is older than the batch.
+    let writer = tdb.server_client().await;
+    writer.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&writer, *parent.as_uuid()).await;
+    let update_all = format!(
+        "UPDATE tenantry.resources SET data = '{{\"touched\": true}}' WHERE tenant_id = '{}'",
+        child.as_uuid()
+    );
+    let sql = update_all.clone();
+    let update = tokio::spawn(async move {
+        let answer = writer.execute(&sql, &[]).await;
+        (writer, answer)
+    });
+    let watcher = tdb.superuser_client().await;
+    assert!(
+        tenantry_db::testing::a_server_session_waits_for_a_lock(&watcher).await,
+        "the parent's update never waited for its child's batch"
+    );
+    mover.batch_execute("COMMIT").await.unwrap();
+
+    // It would have skipped the 100 rows the batch moved (and answered 900,
+    // a 404 for one of them); it fails instead, and changed nothing.
+    let (writer, answer) = update.await.unwrap();
+    let err = answer.expect_err("the parent's update that waited must fail");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE),
+        "{err:?}"
+    );
+    assert_eq!(err.as_db_error().and_then(|e| e.hint()), Some("tier_moved"));
+    writer.batch_execute("ROLLBACK").await.unwrap();
+    let touched: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1 AND data ? 'touched'",
+            &[child.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(touched, 0);
+
+    // Run again, it reaches every row, in both tables; and while it is open,
+    // the next batch waits for it.
+    tenantry_db::testing::begin_in_tenant(&writer, *parent.as_uuid()).await;
+    assert_eq!(writer.execute(&update_all, &[]).await.unwrap(), 1000);
+    let next = tokio::spawn({
+        let mover = tdb.superuser_client().await;
+        let child = child;
+        async move {
+            mover
+                .query_one(
+                    "SELECT tenantry.tier_move_copy($1, 100)",
+                    &[child.as_uuid()],
+                )
+                .await
+                .map(|r| r.get::<_, i64>(0))
+        }
+    });
+    assert!(
+        tenantry_db::testing::a_session_waits_for_a_lock(&watcher).await,
+        "the next batch did not wait for the parent's write"
+    );
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(next.await.unwrap().unwrap(), 100);
+    assert_eq!(
+        tables_of(&su, child).await,
+        [
+            (format!("{schema}.resources"), 800),
+            ("tenantry.resources".to_owned(), 200)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_move_back_waits_for_transactions_older_than_it_before_its_first_batch() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let (t, schema) = seeded_schema_tenant(&db, &su, "read before the move", None, 300).await;
+
+    // A transaction of the tenant routed to its schema before the move began
+    // (the server's route, or psql's setup_connection): it reads the
+    // schema's table alone.
+    let reader = tdb.server_client().await;
+    reader.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&reader, *t.as_uuid()).await;
+    reader
+        .execute("SELECT tenantry.use_tenant_schema($1)", &[&schema])
+        .await
+        .unwrap();
+    let count = "SELECT count(*) FROM resources";
+    let seen: i64 = reader.query_one(count, &[]).await.unwrap().get(0);
+    assert_eq!(seen, 300);
+
+    // The move runs in the background; it reports that it waits, and moves
+    // nothing while the reader is open.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mover = db.clone();
+    let moving = tokio::spawn(async move {
+        mover
+            .move_tenant("test", t, Isolation::Shared, 100, move |p| {
+                let _ = tx.send(p);
+            })
+            .await
+    });
+    let mut waited = false;
+    while let Some(p) = rx.recv().await {
+        match p {
+            MoveProgress::Waiting { transactions } => {
+                assert!(transactions >= 1, "{transactions}");
+                waited = true;
+                break;
+            }
+            MoveProgress::Started { .. } => {}
+            other => panic!("the move went on before the older transaction ended: {other:?}"),
+        }
+    }
+    assert!(waited, "the move never waited");
+    // A batch called by hand meanwhile refuses, naming the step to call.
+    let err = su
+        .query_one("SELECT tenantry.tier_move_copy($1, 100)", &[t.as_uuid()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("55000"), "{err:?}");
+    let seen: i64 = reader.query_one(count, &[]).await.unwrap().get(0);
+    assert_eq!(
+        seen, 300,
+        "rows moved under a transaction older than the move"
+    );
+    assert_eq!(
+        tables_of(&su, t).await,
+        [(format!("{schema}.resources"), 300)]
+    );
+    reader.batch_execute("COMMIT").await.unwrap();
+
+    let moved = moving.await.unwrap().unwrap();
+    assert_eq!(
+        (moved.isolation, moved.rows_moved),
+        (Isolation::Shared, 300)
+    );
+    assert_eq!(moved.cutover_rows, 0);
+    assert_eq!(
+        tables_of(&su, t).await,
+        [("tenantry.resources".to_owned(), 300)]
+    );
+}

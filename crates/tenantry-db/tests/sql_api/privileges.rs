@@ -521,6 +521,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "tier_move_copy",
             "tier_move_finish",
             "tier_move_start",
+            "tier_move_wait",
             "usage_top",
         ]
     );
