@@ -1145,7 +1145,6 @@ async fn an_ancestors_write_that_waited_for_a_batch_of_a_descendants_move_back_f
     assert_eq!(writer.execute(&update_all, &[]).await.unwrap(), 1000);
     let next = tokio::spawn({
         let mover = tdb.superuser_client().await;
-        let child = child;
         async move {
             mover
                 .query_one(
