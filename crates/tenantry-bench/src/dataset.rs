@@ -81,12 +81,32 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
     }
     let n = sizes.tenants;
     let bar = progress(quiet, (n as u64) * 3 + 2);
+    as_loader(client).await?;
 
     bar.set_message("tenants");
     // Whole groups per statement (the chunk is a multiple of 10), parents
-    // before children: roots, then children, then grandchildren.
+    // before children: roots, then children, then grandchildren. On Citus one
+    // tenant per statement: in a multi-row insert the triggers of the
+    // reference table run inside Citus's copy to each node, where they cannot
+    // query distributed tables ("another command is already in progress").
+    let citus = tenantry_db::citus::is_citus(client).await?;
+    if citus {
+        for i in 0..n {
+            client
+                .execute(
+                    "INSERT INTO tenantry.tenants (tenant_id, name, parent_id, created_at, updated_at)
+                     VALUES (bench.tid($1), 'bench tenant ' || $1,
+                             CASE WHEN bench.parent($1) IS NULL THEN NULL ELSE bench.tid(bench.parent($1)) END,
+                             timestamptz '2026-01-01', timestamptz '2026-01-01')",
+                    &[&i],
+                )
+                .await
+                .context("loading tenants")?;
+            bar.inc(1);
+        }
+    }
     let chunk = sizes.chunk(1);
-    for (start, end) in chunks(n, chunk) {
+    for (start, end) in chunks(if citus { 0 } else { n }, chunk) {
         for level in ["i % 10 = 0", "i % 10 BETWEEN 1 AND 3", "i % 10 >= 4"] {
             client
                 .execute(
@@ -106,7 +126,14 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
     }
 
     bar.set_message("resources");
-    let chunk = sizes.chunk(sizes.resources.into());
+    // On Citus one tenant per statement: rows of many tenants at once have
+    // their triggers lock tenants' rows from several nodes at once, which
+    // Citus cancels as a distributed deadlock.
+    let chunk = if citus {
+        1
+    } else {
+        sizes.chunk(sizes.resources.into())
+    };
     for (start, end) in chunks(n, chunk) {
         client
             .execute(
@@ -154,7 +181,7 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
     bar.set_message("request log");
     let n = sizes.tenants;
     let per_tenant = (sizes.request_log_rows / n.max(1) as i64).max(1);
-    let chunk = sizes.chunk(per_tenant);
+    let chunk = if citus { 1 } else { sizes.chunk(per_tenant) };
     for (start, end) in chunks(n, chunk) {
         client
             .execute(
@@ -173,6 +200,7 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
         .batch_execute("SELECT tenantry.refresh_tenant_metrics()")
         .await
         .context("refreshing metrics")?;
+    client.batch_execute("RESET ROLE").await?;
     // One statement each: VACUUM refuses to run in a multi-statement string.
     client
         .batch_execute("VACUUM (ANALYZE) tenantry.resources")
@@ -187,6 +215,25 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
     bar.inc(1);
     bar.finish_with_message("data set loaded");
     Ok(true)
+}
+
+/// On a Citus coordinator the loading statements run as the owner role:
+/// their triggers write as the owner (SECURITY DEFINER), and Citus refuses a
+/// transaction that reaches one shard placement as two users; and one shard
+/// after another (the triggers of rows on several shards at once, each
+/// updating its tenant's counters, deadlock across the nodes). On a single
+/// node they run as the superuser, as they always did. `RESET ROLE` ends it.
+async fn as_loader(client: &Client) -> anyhow::Result<()> {
+    if tenantry_db::citus::is_citus(client).await? {
+        client
+            .batch_execute(
+                "GRANT USAGE ON SCHEMA bench TO tenantry_owner;
+                 SET citus.multi_shard_modify_mode = 'sequential';
+                 SET ROLE tenantry_owner",
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// `[start, end)` ranges of `chunk` tenants covering `0..n`.
@@ -227,7 +274,13 @@ pub async fn ensure_keys(client: &Client, sizes: Sizes, quiet: bool) -> anyhow::
     let n = sizes.tenants;
     let bar = progress(quiet, n as u64);
     bar.set_message("keys (derived from a seed)");
-    let chunk = 50_000;
+    as_loader(client).await?;
+    // On Citus one key per statement (as tenants, in ensure).
+    let chunk = if tenantry_db::citus::is_citus(client).await? {
+        1
+    } else {
+        50_000
+    };
     for (start, end) in chunks(n, chunk) {
         client
             .execute(
@@ -241,6 +294,7 @@ pub async fn ensure_keys(client: &Client, sizes: Sizes, quiet: bool) -> anyhow::
             .context("loading keys")?;
         bar.inc((end - start) as u64);
     }
+    client.batch_execute("RESET ROLE").await?;
     client
         .batch_execute("ANALYZE tenantry.api_keys, tenantry.api_key_lookup")
         .await?;

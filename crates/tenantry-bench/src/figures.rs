@@ -179,6 +179,9 @@ struct Ctx {
     db: BenchDb,
     work: PathBuf,
     figures: Vec<Figure>,
+    /// `DATABASE_URL` names a Citus coordinator: only the figures that run
+    /// on a cluster, in their cluster form ([`citus_rls_point`]).
+    citus: bool,
 }
 
 impl Ctx {
@@ -295,6 +298,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         db,
         work: work.clone(),
         figures: Vec::new(),
+        citus: tenantry_db::citus::is_citus(&su).await?,
     };
     let result = measure(&mut ctx, &su, sizes).await;
     let _ = std::fs::remove_dir_all(&work);
@@ -366,6 +370,11 @@ async fn measure(ctx: &mut Ctx, su: &Client, sizes: Sizes) -> anyhow::Result<()>
     .any(|n| ctx.wanted(n));
     if wants_api {
         api_figures(ctx, su, &keyed, &admin_token).await?;
+    }
+    if ctx.citus {
+        // A tenant context lasts one transaction on a cluster, and Citus
+        // refuses what the other figures' loaders do (docs/scale-out.md).
+        return citus_rls_point(ctx, &leaf);
     }
     scale::scale_figures(ctx, su, sizes, &admin_token).await?;
     rls_figures(ctx, &leaf, &root)?;
@@ -672,6 +681,66 @@ fn rls_point_scripts(leaf: &BenchTenant) -> (Vec<String>, Vec<String>) {
         })
         .collect();
     (rls, base)
+}
+
+/// `rls_point` on a Citus coordinator, in the form a point read takes there:
+/// a transaction whose context is proven for that transaction
+/// (`set_tenant_context_local`, which also carries it to the workers) and
+/// whose SELECT names the tenant's subtree next to the policy, so that Citus
+/// sends it to one shard (the server's `get_resource_routed_sql`). The
+/// baseline is what a team writes by hand on Citus: a transaction that sets
+/// the guide's `app.current_tenant_id` and reads with an explicit `WHERE
+/// tenant_id`, as the owner role (no policy).
+fn citus_rls_point(ctx: &mut Ctx, leaf: &BenchTenant) -> anyhow::Result<()> {
+    if !ctx.wanted("rls_point") {
+        return Ok(());
+    }
+    let vis = uuid_array(&leaf.visible);
+    let rls: Vec<String> = leaf
+        .resources
+        .iter()
+        .map(|r| {
+            format!(
+                "BEGIN;\nSELECT tenantry.set_tenant_context_local('{t}');\n\
+                 SELECT {COLUMNS}, true FROM ONLY tenantry.resources WHERE id = '{r}' AND tenant_id = ANY ({vis});\n\
+                 COMMIT;\n",
+                t = leaf.id
+            )
+        })
+        .collect();
+    let base: Vec<String> = leaf
+        .resources
+        .iter()
+        .map(|r| {
+            format!(
+                "BEGIN;\nSELECT set_config('app.current_tenant_id', '{t}', true);\n\
+                 SELECT {COLUMNS}, true FROM ONLY tenantry.resources WHERE tenant_id = '{t}' AND id = '{r}';\n\
+                 COMMIT;\n",
+                t = leaf.id
+            )
+        })
+        .collect();
+    let rls = ctx.scripts("citus-rls-point", &rls)?;
+    let base = ctx.scripts("citus-rls-point-base", &base)?;
+    let options = "-c role=tenantry_app";
+    let (mut r, mut b) = (vec![], vec![]);
+    for _ in 0..ctx.opts.runs {
+        r.push(ctx.pgbench(&ctx.db.superuser, &rls, Some(options))?);
+        b.push(ctx.pgbench(&ctx.db.superuser, &base, Some(BASELINE_ROLE))?);
+    }
+    ctx.push(Figure::new(
+        "rls_point",
+        "tps",
+        "on a Citus cluster: a tenant's point read by id through RLS (tenantry_app), context proven per transaction (set_tenant_context_local), routed to one shard",
+        r,
+        Some((
+            "the same transaction with the guide's set_config and an explicit WHERE tenant_id, as the owner role",
+            b,
+        )),
+        RatioKind::BaselineOverValue,
+        Some(Goal::RatioAtMost(1.10)),
+    ));
+    Ok(())
 }
 
 /// One RLS figure: name, what it measures, the tenant, the role, the RLS
