@@ -803,85 +803,22 @@ async fn a_write_that_waited_for_a_batch_of_a_move_back_fails_to_be_retried_inst
 ) {
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
-    let t = tenant(&db, "moving back", Isolation::Schema).await;
     let su = tdb.superuser_client().await;
-    let schema: String = su
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[t.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    su.execute(
-        &format!(
-            "INSERT INTO \"{schema}\".resources (tenant_id, name)
-             SELECT $1, 'seed-' || g FROM generate_series(1, 1000) g"
-        ),
-        &[t.as_uuid()],
-    )
-    .await
-    .unwrap();
-    su.execute(
-        "SELECT tenantry.tier_move_start($1, 'shared')",
-        &[t.as_uuid()],
-    )
-    .await
-    .unwrap();
-
-    // A batch of the move holds the tenant's row, not committed yet.
-    let mover = tdb.superuser_client().await;
-    mover.batch_execute("BEGIN").await.unwrap();
-    let batch: i64 = mover
-        .query_one("SELECT tenantry.tier_move_copy($1, 100)", &[t.as_uuid()])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(batch, 100);
+    let (t, schema) = seeded_schema_tenant(&db, &su, "moving back", None, 1000).await;
+    let mover = batch_of_a_move_back_held_open(&tdb, &su, t).await;
 
     // A session of the server's login in the tenant's context (what SQL of
     // the team's own, or psql, does) updates every row of the tenant through
-    // the family; its statement's snapshot is older than the batch.
-    let writer = tdb.server_client().await;
-    writer.batch_execute("SET ROLE tenantry_app").await.unwrap();
-    tenantry_db::testing::begin_in_tenant(&writer, *t.as_uuid()).await;
-    let update = tokio::spawn(async move {
-        let answer = writer
-            .execute(
-                "UPDATE tenantry.resources SET data = '{\"touched\": true}'
-                 WHERE tenant_id = tenantry.current_tenant_id()",
-                &[],
-            )
-            .await;
-        (writer, answer)
-    });
-    let watcher = tdb.superuser_client().await;
-    let waited = tenantry_db::testing::a_server_session_waits_for_a_lock(&watcher).await;
-    assert!(waited, "the update never waited for the batch");
-    mover.batch_execute("COMMIT").await.unwrap();
-
-    // It would have skipped the 100 rows the batch moved; it fails instead,
-    // and changed nothing.
-    let (writer, answer) = update.await.unwrap();
-    let err = answer.expect_err("the update that waited must fail");
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE),
-        "{err:?}"
-    );
-    assert_eq!(err.as_db_error().and_then(|e| e.hint()), Some("tier_moved"));
-    writer.batch_execute("ROLLBACK").await.unwrap();
+    // the family; its statement's snapshot is older than the batch. It would
+    // have skipped the 100 rows the batch moved; it fails instead.
+    let update_all = "UPDATE tenantry.resources SET data = '{\"touched\": true}'
+                      WHERE tenant_id = tenantry.current_tenant_id()";
+    let writer = waits_for_the_batch_and_fails_as_tier_moved(&tdb, t, update_all, mover).await;
+    assert_eq!(touched_rows(&su, t).await, 0);
 
     // Run again, it reaches every row, in both tables.
     tenantry_db::testing::begin_in_tenant(&writer, *t.as_uuid()).await;
-    let touched = writer
-        .execute(
-            "UPDATE tenantry.resources SET data = '{\"touched\": true}'
-             WHERE tenant_id = tenantry.current_tenant_id()",
-            &[],
-        )
-        .await
-        .unwrap();
+    let touched = writer.execute(update_all, &[]).await.unwrap();
     writer.batch_execute("COMMIT").await.unwrap();
     assert_eq!(touched, 1000);
     assert_eq!(
@@ -891,6 +828,74 @@ async fn a_write_that_waited_for_a_batch_of_a_move_back_fails_to_be_retried_inst
             ("tenantry.resources".to_owned(), 100)
         ]
     );
+}
+
+/// Starts `t`'s move back to the shared tier and runs its first batch (100
+/// rows) in a transaction left open: the batch holds the tenant's row.
+async fn batch_of_a_move_back_held_open(tdb: &TestDatabase, su: &Client, t: TenantId) -> Client {
+    su.execute(
+        "SELECT tenantry.tier_move_start($1, 'shared')",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let mover = tdb.superuser_client().await;
+    mover.batch_execute("BEGIN").await.unwrap();
+    let batch: i64 = mover
+        .query_one("SELECT tenantry.tier_move_copy($1, 100)", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(batch, 100);
+    mover
+}
+
+/// Runs `sql` in a transaction of the server's login in `actor`'s context
+/// while the batch in `mover` is open; checks that the statement waited for
+/// the batch and, once the batch commits, failed with 40001 (HINT
+/// tier_moved) instead of running on its older snapshot. Returns the
+/// writer's connection, rolled back.
+async fn waits_for_the_batch_and_fails_as_tier_moved(
+    tdb: &TestDatabase,
+    actor: TenantId,
+    sql: &str,
+    mover: Client,
+) -> Client {
+    let writer = tdb.server_client().await;
+    writer.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&writer, *actor.as_uuid()).await;
+    let sql = sql.to_owned();
+    let update = tokio::spawn(async move {
+        let answer = writer.execute(&sql, &[]).await;
+        (writer, answer)
+    });
+    let watcher = tdb.superuser_client().await;
+    assert!(
+        tenantry_db::testing::a_server_session_waits_for_a_lock(&watcher).await,
+        "the statement never waited for the batch"
+    );
+    mover.batch_execute("COMMIT").await.unwrap();
+    let (writer, answer) = update.await.unwrap();
+    let err = answer.expect_err("the statement that waited for the batch must fail");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE),
+        "{err:?}"
+    );
+    assert_eq!(err.as_db_error().and_then(|e| e.hint()), Some("tier_moved"));
+    writer.batch_execute("ROLLBACK").await.unwrap();
+    writer
+}
+
+/// How many of `t`'s resources carry the mark the tests' updates write.
+async fn touched_rows(su: &Client, t: TenantId) -> i64 {
+    su.query_one(
+        "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1 AND data ? 'touched'",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 #[tokio::test]
@@ -1077,67 +1082,19 @@ async fn an_ancestors_write_that_waited_for_a_batch_of_a_descendants_move_back_f
     let su = tdb.superuser_client().await;
     let parent = tenant(&db, "parent", Isolation::Shared).await;
     let (child, schema) = seeded_schema_tenant(&db, &su, "child", Some(parent), 1000).await;
-    su.execute(
-        "SELECT tenantry.tier_move_start($1, 'shared')",
-        &[child.as_uuid()],
-    )
-    .await
-    .unwrap();
-
-    // A batch of the child's move holds the child's row, not committed yet.
-    let mover = tdb.superuser_client().await;
-    mover.batch_execute("BEGIN").await.unwrap();
-    let batch: i64 = mover
-        .query_one(
-            "SELECT tenantry.tier_move_copy($1, 100)",
-            &[child.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(batch, 100);
+    let mover = batch_of_a_move_back_held_open(&tdb, &su, child).await;
 
     // The parent updates every row of its child through the family; its
-    // statement's snapshot is older than the batch.
-    let writer = tdb.server_client().await;
-    writer.batch_execute("SET ROLE tenantry_app").await.unwrap();
-    tenantry_db::testing::begin_in_tenant(&writer, *parent.as_uuid()).await;
+    // statement's snapshot is older than the batch. It would have skipped
+    // the 100 rows the batch moved (and answered 900: a 404 for one of
+    // them); it fails instead, and changed nothing.
     let update_all = format!(
         "UPDATE tenantry.resources SET data = '{{\"touched\": true}}' WHERE tenant_id = '{}'",
         child.as_uuid()
     );
-    let sql = update_all.clone();
-    let update = tokio::spawn(async move {
-        let answer = writer.execute(&sql, &[]).await;
-        (writer, answer)
-    });
-    let watcher = tdb.superuser_client().await;
-    assert!(
-        tenantry_db::testing::a_server_session_waits_for_a_lock(&watcher).await,
-        "the parent's update never waited for its child's batch"
-    );
-    mover.batch_execute("COMMIT").await.unwrap();
-
-    // It would have skipped the 100 rows the batch moved (and answered 900,
-    // a 404 for one of them); it fails instead, and changed nothing.
-    let (writer, answer) = update.await.unwrap();
-    let err = answer.expect_err("the parent's update that waited must fail");
-    assert_eq!(
-        err.code(),
-        Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE),
-        "{err:?}"
-    );
-    assert_eq!(err.as_db_error().and_then(|e| e.hint()), Some("tier_moved"));
-    writer.batch_execute("ROLLBACK").await.unwrap();
-    let touched: i64 = su
-        .query_one(
-            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1 AND data ? 'touched'",
-            &[child.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(touched, 0);
+    let writer =
+        waits_for_the_batch_and_fails_as_tier_moved(&tdb, parent, &update_all, mover).await;
+    assert_eq!(touched_rows(&su, child).await, 0);
 
     // Run again, it reaches every row, in both tables; and while it is open,
     // the next batch waits for it.
@@ -1155,12 +1112,14 @@ async fn an_ancestors_write_that_waited_for_a_batch_of_a_descendants_move_back_f
                 .map(|r| r.get::<_, i64>(0))
         }
     });
+    let watcher = tdb.superuser_client().await;
     assert!(
         tenantry_db::testing::a_session_waits_for_a_lock(&watcher).await,
         "the next batch did not wait for the parent's write"
     );
     writer.batch_execute("COMMIT").await.unwrap();
     assert_eq!(next.await.unwrap().unwrap(), 100);
+    assert_eq!(touched_rows(&su, child).await, 1000);
     assert_eq!(
         tables_of(&su, child).await,
         [
