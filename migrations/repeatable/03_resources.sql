@@ -693,8 +693,9 @@ GRANT SELECT ON tenantry.tenant_quota_usage TO tenantry_app;
  * the family names both.
  *
  * Rows of descendants written by an ancestor are locked by
- * tenant_row_home, row by row; the rows of descendants moving back to the
- * shared tier are held here, before any row, like the tenant's own. Sessions
+ * tenant_row_home, row by row; an update or delete that may reach the rows
+ * of descendants moving back to the shared tier holds them here, before any
+ * row, like the tenant's own. Sessions
  * without a tenant context (owner, superuser) lock nothing here.
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_tier_lock()
@@ -708,6 +709,8 @@ DECLARE
     before record;
     after record;
     descendants uuid[];
+    moved_before bigint[];
+    moved_after bigint[];
     held bigint;
 BEGIN
     IF me IS NULL THEN
@@ -729,32 +732,44 @@ BEGIN
         RAISE EXCEPTION 'tenant % is moving to the shared tier: write its rows through the pooled table (%), which holds them all; retry the transaction', me, TG_TABLE_NAME
             USING ERRCODE = '40001', HINT = 'tier_moved';
     END IF;
-    -- An ancestor (its context names descendants) may write the rows of a
-    -- descendant that is moving back to the shared tier, whose batches move
-    -- them between two tables: it holds that tenant's row too, as the
-    -- descendant's own writes do, and a wait for a batch fails the same way.
-    -- (Found through tenants_moving_idx, empty but for moves under way.)
-    IF strpos(split_part(current_setting('backtrace_functions'), ',v', 2), ',') > 0 THEN
-        descendants := ARRAY(SELECT t.tenant_id FROM tenantry.tenants t
-                             WHERE t.moving_to = 'shared' AND t.tenant_id <> me
-                               AND t.tenant_id = ANY (tenantry.visible_tenant_ids())
-                             ORDER BY t.tenant_id);
-        IF descendants <> '{}' THEN
+    -- An ancestor (its context names descendants) may update or delete the
+    -- rows of a descendant that is moving back to the shared tier, whose
+    -- batches move them between two tables: it holds that tenant's row too,
+    -- as the descendant's own writes do. (An INSERT reaches no existing row.
+    -- Found through tenants_moving_idx, empty but for moves under way, and
+    -- the context's subtree as text: no per-descendant lookup.) A statement
+    -- that had to wait fails once a batch moved rows meanwhile.
+    IF TG_OP <> 'INSERT' AND strpos(split_part(current_setting('backtrace_functions'), ',v', 2), ',') > 0 THEN
+        SELECT array_agg(t.tenant_id ORDER BY t.tenant_id),
+               array_agg(coalesce(mv.rows_moved, -1) ORDER BY t.tenant_id)
+          INTO descendants, moved_before
+        FROM tenantry.tenants t LEFT JOIN tenantry.tier_moves mv ON mv.tenant_id = t.tenant_id
+        WHERE t.moving_to = 'shared' AND t.tenant_id <> me
+          AND strpos(split_part(current_setting('backtrace_functions'), ',v', 2),
+                     replace(t.tenant_id::text, '-', '')) > 0;
+        IF descendants IS NOT NULL THEN
             SELECT count(*) INTO held FROM (
                 SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = ANY (descendants)
                 ORDER BY t.tenant_id FOR SHARE SKIP LOCKED) l;
             IF held < cardinality(descendants) THEN
                 PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = ANY (descendants)
                 ORDER BY t.tenant_id FOR SHARE;
-                RAISE EXCEPTION 'a descendant of tenant % changed tiers while this statement waited for it; retry the transaction', me
-                    USING ERRCODE = '40001', HINT = 'tier_moved';
+                SELECT array_agg(CASE WHEN t.moving_to = 'shared' THEN coalesce(mv.rows_moved, -1) ELSE -2 END
+                                 ORDER BY t.tenant_id)
+                  INTO moved_after
+                FROM tenantry.tenants t LEFT JOIN tenantry.tier_moves mv ON mv.tenant_id = t.tenant_id
+                WHERE t.tenant_id = ANY (descendants);
+                IF moved_after IS DISTINCT FROM moved_before THEN
+                    RAISE EXCEPTION 'a descendant of tenant % changed tiers while this statement waited for it; retry the transaction', me
+                        USING ERRCODE = '40001', HINT = 'tier_moved';
+                END IF;
             END IF;
         END IF;
     END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over or batch (FOR UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only; 40001 (HINT tier_moved) when the statement had to wait for a move (its snapshot is older than the move) or writes a tenant schema''s own resources table while that tenant moves back to the shared tier. An ancestor''s write also holds its descendants that are moving back to the shared tier.';
+COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over or batch (FOR UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only; 40001 (HINT tier_moved) when the statement had to wait for a move (its snapshot is older than the move) or writes a tenant schema''s own resources table while that tenant moves back to the shared tier. An ancestor''s update or delete also holds its descendants that are moving back to the shared tier.';
 
 /**
  * Row trigger on every tenant table: a row must be written in its tenant's

@@ -417,22 +417,32 @@ DECLARE
     open_now integer;
 BEGIN
     PERFORM tenantry.require_tier_admin();
-    SELECT mv.target, mv.older_transactions INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid;
+    SELECT mv.target, mv.older_transactions, mv.older_transactions_at INTO m
+    FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
-    ELSIF m.target <> 'shared' OR m.older_transactions = '{}' THEN
+    ELSIF m.target <> 'shared' OR m.older_transactions = '{}'
+          -- Recorded before the server last started: they all ended with it.
+          OR m.older_transactions_at IS DISTINCT FROM pg_postmaster_start_time() AND m.older_transactions IS NOT NULL THEN
         RETURN 0;
+    END IF;
+    -- A transaction that has written (the move's start, or anything else)
+    -- would record the transactions open before its own commit, missing the
+    -- ones that begin until then and route the tenant the old way.
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'tier_move_wait runs in a transaction of its own, after the move''s start committed'
+            USING ERRCODE = '55000', HINT = 'COMMIT, then call tenantry.tier_move_wait(tenant) until it returns 0';
     END IF;
     older := m.older_transactions;
     IF older IS NULL THEN
-        -- This database's transactions but this one. (Backends' databases:
-        -- pg_stat_get_activity shows them to every role granted it.)
+        -- The client sessions of this database but this one (autovacuum
+        -- workers and other background processes have no user).
         older := coalesce((
             SELECT array_agg(l.virtualxid)
             FROM pg_catalog.pg_locks l
             JOIN pg_catalog.pg_stat_get_activity(NULL) a ON a.pid = l.pid
             WHERE l.locktype = 'virtualxid' AND l.mode = 'ExclusiveLock'
-              AND l.pid <> pg_backend_pid()
+              AND l.pid <> pg_backend_pid() AND a.usesysid IS NOT NULL
               AND a.datid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())), '{}');
     END IF;
     FOR attempt IN 1..100 LOOP
@@ -442,12 +452,34 @@ BEGIN
         PERFORM pg_sleep(0.01);
     END LOOP;
     UPDATE tenantry.tier_moves mv
-       SET older_transactions = CASE WHEN open_now = 0 THEN '{}' ELSE older END
+       SET older_transactions = CASE WHEN open_now = 0 THEN '{}' ELSE older END,
+           older_transactions_at = pg_postmaster_start_time()
      WHERE mv.tenant_id = tid;
     RETURN open_now;
 END
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_wait(uuid) IS 'Admin, tier move step 1b (towards the shared tier; repeat until it returns 0, each call its own transaction): waits up to 1 s for the transactions that were open in this database when the first call ran (recorded in tier_moves.older_transactions) and returns how many are still open. Towards the schema tier: 0. TN404 when the tenant is not being moved.';
+
+/**
+ * Refuses (55000) to move rows of a tenant moving back to the shared tier
+ * until tier_move_wait found every older transaction ended; waits up to a
+ * second for those it recorded. Never records them itself: a refused step
+ * rolls back, and a record made there would be lost with it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_require_older_ended(tid uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (SELECT mv.older_transactions IS NULL FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid)
+       OR tenantry.tier_move_wait(tid) > 0 THEN
+        RAISE EXCEPTION 'transactions older than the move of tenant % to the shared tier may still be open', tid
+            USING ERRCODE = '55000', HINT = 'call tenantry.tier_move_wait(tenant) until it returns 0, each call in its own transaction (CALL tenantry.move_tenant and tenantry tenant move do)';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_require_older_ended(uuid) IS 'Internal (tier_move_copy and tier_move_finish towards the shared tier, as the owner): 55000 until tier_move_wait has recorded the transactions older than the move and they have ended. Not granted.';
 
 /**
  * The tables a moving tenant's rows go from and to. Towards the schema tier
@@ -620,9 +652,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
     END IF;
-    IF target = 'shared' AND NOT catch_up AND tenantry.tier_move_wait(tid) > 0 THEN
-        RAISE EXCEPTION 'transactions older than the move of tenant % are still open', tid
-            USING ERRCODE = '55000', HINT = 'call tenantry.tier_move_wait(tenant) until it returns 0, each call in its own transaction; CALL tenantry.move_tenant does';
+    IF target = 'shared' AND NOT catch_up THEN
+        PERFORM tenantry.tier_move_require_older_ended(tid);
     END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
     IF target = 'shared' THEN
@@ -673,11 +704,30 @@ COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier m
  * the tenant's tier (audited, and announced to every server through the
  * invalidation trigger). Returns the tier, the rows moved by the whole move
  * and under the lock (cutover_rows), and how long the tenant's writes were
- * held back (cutover_ms, up to the end of this function).
+ * held back (cutover_ms, up to the end of this function). Towards the
+ * shared tier, refuses (55000) until tier_move_wait has returned 0.
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_finish(tid uuid)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenantry.require_tier_admin();
+    IF (SELECT mv.target FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid) = 'shared' THEN
+        PERFORM tenantry.tier_move_require_older_ended(tid);
+    END IF;
+    RETURN tenantry.tier_move_cutover(tid);
+END
+$$;
+
+/**
+ * The cut-over itself (tier_move_finish once its checks passed, and
+ * set_tenant_isolation, which moves a tenant in one transaction).
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_cutover(tid uuid)
+RETURNS jsonb
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -732,6 +782,7 @@ BEGIN
         'cutover_ms', round((extract(epoch FROM clock_timestamp() - locked_at) * 1000)::numeric, 3));
 END
 $$;
+COMMENT ON FUNCTION tenantry.tier_move_cutover(uuid) IS 'Internal (tier_move_finish, set_tenant_isolation, as the owner): the cut-over of a move under way. Not granted.';
 COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified). Returns {isolation, rows_moved (the whole move), cutover_rows (rows copied or moved under the lock), cutover_ms}. TN404 when the tenant is not being moved.';
 
 /**
@@ -863,7 +914,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF tenantry.tier_move_start(tid, model) <> 'done' THEN
-        PERFORM tenantry.tier_move_finish(tid);
+        -- In one transaction: nothing to wait for between the steps.
+        PERFORM tenantry.tier_move_cutover(tid);
         PERFORM tenantry.tier_move_cleanup(tid);
     END IF;
 END

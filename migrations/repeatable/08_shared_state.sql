@@ -201,8 +201,9 @@ GRANT SELECT ON pg_catalog.pg_locks, pg_catalog.pg_prepared_xacts TO pg_monitor;
 -- A move back to the shared tier waits for the transactions of this database
 -- that are older than its batches (tenantry.tier_move_wait, 07_schemas.sql):
 -- it reads their virtual transaction ids and which database each backend is
--- in, as the owner.
+-- in, and whether its own transaction has written yet, as the owner.
 GRANT SELECT ON pg_catalog.pg_locks TO tenantry_owner;
-GRANT EXECUTE ON FUNCTION pg_catalog.pg_lock_status(), pg_catalog.pg_stat_get_activity(integer) TO tenantry_owner;
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_lock_status(), pg_catalog.pg_stat_get_activity(integer),
+    pg_catalog.pg_current_xact_id_if_assigned() TO tenantry_owner;
 
 SET LOCAL ROLE tenantry_owner;

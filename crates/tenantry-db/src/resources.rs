@@ -375,9 +375,6 @@ impl TenantScope {
             })
             .await?;
         if rows.is_empty() {
-            // Committed already: when the tenant has changed tiers since its
-            // route was cached, the next transaction reads its part afresh.
-            self.tx.forget_tenant_part(me);
             self.tx.begin_again(&self.ctx)?;
             rows = self
                 .tx
@@ -387,6 +384,11 @@ impl TenantScope {
                     types: &[Type::UUID],
                 })
                 .await?;
+        }
+        if rows.is_empty() {
+            // Committed already: when the tenant has changed tiers since its
+            // route was cached, the next transaction reads its part afresh.
+            self.tx.forget_tenant_part(me);
         }
         rows.first()
             .map(|r| resource(r, me))

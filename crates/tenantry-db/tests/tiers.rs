@@ -433,6 +433,7 @@ async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was()
     // Back towards the shared tier rows move in place, batch by batch: part
     // of them are in the pooled table, the rest in the tenant's, and the
     // tenant sees each once; a write lands in the pooled table.
+    older_transactions_ended(&db, t).await;
     let mut admin = db.admin("test").await.unwrap();
     assert_eq!(admin.tier_move_copy(t, 300).await.unwrap(), 300);
     admin.commit().await.unwrap();
@@ -491,6 +492,7 @@ async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was()
     let mut admin = db.admin("test").await.unwrap();
     admin.tier_move_start(t, Isolation::Shared).await.unwrap();
     admin.commit().await.unwrap();
+    older_transactions_ended(&db, t).await;
     let mut admin = db.admin("test").await.unwrap();
     assert_eq!(admin.tier_move_copy(t, 500).await.unwrap(), 500);
     admin.commit().await.unwrap();
@@ -830,6 +832,19 @@ async fn a_write_that_waited_for_a_batch_of_a_move_back_fails_to_be_retried_inst
     );
 }
 
+/// Step 1b of a move back, as a driver runs it: until no transaction older
+/// than the move is open.
+async fn older_transactions_ended(db: &Database, t: TenantId) {
+    loop {
+        let mut admin = db.admin("test").await.unwrap();
+        let open = admin.tier_move_wait(t).await.unwrap();
+        admin.commit().await.unwrap();
+        if open == 0 {
+            break;
+        }
+    }
+}
+
 /// Starts `t`'s move back to the shared tier and runs its first batch (100
 /// rows) in a transaction left open: the batch holds the tenant's row.
 async fn batch_of_a_move_back_held_open(tdb: &TestDatabase, su: &Client, t: TenantId) -> Client {
@@ -839,6 +854,12 @@ async fn batch_of_a_move_back_held_open(tdb: &TestDatabase, su: &Client, t: Tena
     )
     .await
     .unwrap();
+    let open: i32 = su
+        .query_one("SELECT tenantry.tier_move_wait($1)", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0);
     let mover = tdb.superuser_client().await;
     mover.batch_execute("BEGIN").await.unwrap();
     let batch: i64 = mover
@@ -936,6 +957,7 @@ async fn while_a_tenant_moves_back_its_adopted_tables_keep_their_keys_and_foreig
     let mut admin = db.admin("test").await.unwrap();
     admin.tier_move_start(t, Isolation::Shared).await.unwrap();
     admin.commit().await.unwrap();
+    older_transactions_ended(&db, t).await;
     loop {
         let mut admin = db.admin("test").await.unwrap();
         let n = admin.tier_move_copy(t, 7).await.unwrap();
@@ -1084,6 +1106,23 @@ async fn an_ancestors_write_that_waited_for_a_batch_of_a_descendants_move_back_f
     let (child, schema) = seeded_schema_tenant(&db, &su, "child", Some(parent), 1000).await;
     let mover = batch_of_a_move_back_held_open(&tdb, &su, child).await;
 
+    // An insert of the parent's own reaches no row of the child: it does not
+    // wait for the child's batch.
+    let inserter = tdb.server_client().await;
+    inserter.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&inserter, *parent.as_uuid()).await;
+    let inserted = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        inserter.execute(
+            "INSERT INTO tenantry.resources (tenant_id, name) VALUES (tenantry.current_tenant_id(), 'own')",
+            &[],
+        ),
+    )
+    .await
+    .expect("the parent's own insert waited for its child's batch");
+    assert_eq!(inserted.unwrap(), 1);
+    inserter.batch_execute("COMMIT").await.unwrap();
+
     // The parent updates every row of its child through the family; its
     // statement's snapshot is older than the batch. It would have skipped
     // the 100 rows the batch moved (and answered 900: a 404 for one of
@@ -1200,5 +1239,84 @@ async fn a_move_back_waits_for_transactions_older_than_it_before_its_first_batch
     assert_eq!(
         tables_of(&su, t).await,
         [("tenantry.resources".to_owned(), 300)]
+    );
+}
+
+#[tokio::test]
+async fn a_move_back_records_older_transactions_only_after_its_start_committed_and_its_cut_over_waits_for_them_too(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let (t, _) = seeded_schema_tenant(&db, &su, "one step at a time", None, 50).await;
+    let code = |e: tokio_postgres::Error| e.code().map(|c| c.code().to_owned());
+
+    // In the transaction that starts the move, the wait would record the
+    // transactions open before that start commits: refused.
+    su.batch_execute("BEGIN").await.unwrap();
+    su.execute(
+        "SELECT tenantry.tier_move_start($1, 'shared')",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let err = su
+        .query_one("SELECT tenantry.tier_move_wait($1)", &[t.as_uuid()])
+        .await
+        .unwrap_err();
+    assert_eq!(code(err).as_deref(), Some("55000"));
+    su.batch_execute("ROLLBACK").await.unwrap();
+
+    // Started, not waited for: neither a batch nor the cut-over moves a row.
+    su.execute(
+        "SELECT tenantry.tier_move_start($1, 'shared')",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap();
+    for step in [
+        "SELECT tenantry.tier_move_copy($1, 10)::text",
+        "SELECT tenantry.tier_move_finish($1)::text",
+    ] {
+        let err = su.query_one(step, &[t.as_uuid()]).await.unwrap_err();
+        assert_eq!(code(err).as_deref(), Some("55000"), "{step}");
+    }
+    let schema_rows = tables_of(&su, t).await;
+    assert_eq!(schema_rows.len(), 1, "{schema_rows:?}");
+    assert_eq!(schema_rows[0].1, 50);
+
+    // Waited for, both go on.
+    let open: i32 = su
+        .query_one("SELECT tenantry.tier_move_wait($1)", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0);
+    let moved: i64 = su
+        .query_one("SELECT tenantry.tier_move_copy($1, 10)", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(moved, 10);
+    su.query_one("SELECT tenantry.tier_move_finish($1)", &[t.as_uuid()])
+        .await
+        .unwrap();
+    assert_eq!(
+        tables_of(&su, t).await,
+        [("tenantry.resources".to_owned(), 50)]
+    );
+
+    // The guide's one-transaction move has no older transaction to wait for
+    // between its steps: it still moves a tenant back in one call.
+    let (u, _) = seeded_schema_tenant(&db, &su, "in one call", None, 5).await;
+    su.execute(
+        "SELECT tenantry.set_tenant_isolation($1, 'shared')",
+        &[u.as_uuid()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tables_of(&su, u).await,
+        [("tenantry.resources".to_owned(), 5)]
     );
 }

@@ -242,7 +242,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     .await;
     for quoted in [
         "build_tenant_tables",
-        "tier_move_finish",
+        "tier_move_cutover",
         "create_resource_row",
     ] {
         assert!(
