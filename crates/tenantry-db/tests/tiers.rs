@@ -11,7 +11,7 @@ use std::{
 use serde_json::json;
 use tenantry_db::{
     testing::TestDatabase, Database, DbError, Isolation, MoveProgress, NewResource, NewTenant,
-    StatementMode, TenantContext, TenantId,
+    StatementMode, TenantContext, TenantId, TierMove,
 };
 use tokio_postgres::Client;
 
@@ -500,12 +500,20 @@ async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was()
         .move_tenant("test", t, Isolation::Shared, 200, |_| {})
         .await
         .unwrap();
-    assert_eq!(moved.isolation, Isolation::Shared);
-    assert_eq!(moved.rows_moved, 1003, "{moved:?}");
-    assert_eq!(moved.cutover_rows, 0, "{moved:?}");
+    moved_back_by_batches_alone(&su, t, &moved, 1003).await;
+}
+
+/// A move back that ended: `t` is pooled, the batches moved all its `rows`
+/// (none was left for the cut-over), and the pooled table holds them all.
+async fn moved_back_by_batches_alone(su: &Client, t: TenantId, moved: &TierMove, rows: i64) {
     assert_eq!(
-        tables_of(&su, t).await,
-        [("tenantry.resources".to_owned(), 1003)]
+        (moved.isolation, moved.rows_moved, moved.cutover_rows),
+        (Isolation::Shared, rows, 0),
+        "{moved:?}"
+    );
+    assert_eq!(
+        tables_of(su, t).await,
+        [("tenantry.resources".to_owned(), rows)]
     );
 }
 
@@ -1109,7 +1117,10 @@ async fn an_ancestors_write_that_waited_for_a_batch_of_a_descendants_move_back_f
     // An insert of the parent's own reaches no row of the child: it does not
     // wait for the child's batch.
     let inserter = tdb.server_client().await;
-    inserter.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    inserter
+        .batch_execute("SET ROLE tenantry_app")
+        .await
+        .unwrap();
     tenantry_db::testing::begin_in_tenant(&inserter, *parent.as_uuid()).await;
     let inserted = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -1231,15 +1242,7 @@ async fn a_move_back_waits_for_transactions_older_than_it_before_its_first_batch
     reader.batch_execute("COMMIT").await.unwrap();
 
     let moved = moving.await.unwrap().unwrap();
-    assert_eq!(
-        (moved.isolation, moved.rows_moved),
-        (Isolation::Shared, 300)
-    );
-    assert_eq!(moved.cutover_rows, 0);
-    assert_eq!(
-        tables_of(&su, t).await,
-        [("tenantry.resources".to_owned(), 300)]
-    );
+    moved_back_by_batches_alone(&su, t, &moved, 300).await;
 }
 
 #[tokio::test]
