@@ -452,20 +452,10 @@ async fn api_figures(
     let same: Vec<String> = keyed
         .iter()
         .map(|k| {
-            let mut signed = SignedContext::new(TenantId::from_uuid(k.tenant.id));
-            signed.expires_at += 24 * 3_600_000;
-            signed.actor = Some(format!("key-{}", k.key_id));
-            signed.tenant_part = Some(k.tenant.context_part.clone());
-            let mac = ctx.db.context_key.sign_context(&signed);
             format!(
-                "BEGIN;\nSELECT tenantry.enter_context_signed(0, {}, '{}', NULL, '{}', NULL, NULL, '{}', {}, '\\x{}');\n\
+                "BEGIN;\n{}\
                  SELECT {COLUMNS}, true FROM ONLY tenantry.resources WHERE id = '{}';\nCOMMIT;\n",
-                signed.expires_at,
-                k.tenant.id,
-                signed.actor.as_deref().unwrap_or_default(),
-                k.tenant.context_part,
-                ctx.db.context_key.id(),
-                hex::encode(mac),
+                signed_context_statement(ctx, &k.tenant, &format!("key-{}", k.key_id)),
                 k.tenant.resources[0]
             )
         })
@@ -683,9 +673,32 @@ fn rls_point_scripts(leaf: &BenchTenant) -> (Vec<String>, Vec<String>) {
     (rls, base)
 }
 
+/// The statement that proves `tenant`'s context the way the server does on
+/// connections it does not hold for itself (`enter_context_signed`, the
+/// tenant's cached part, a day's validity; grants NULL: a tenant key holds
+/// every permission). The server's own connections reveal a chain secret
+/// instead, which a script cannot. `actor` must not contain `:` (pgbench
+/// reads `:name` as a variable).
+fn signed_context_statement(ctx: &Ctx, tenant: &BenchTenant, actor: &str) -> String {
+    let mut signed = SignedContext::new(TenantId::from_uuid(tenant.id));
+    signed.expires_at += 24 * 3_600_000;
+    signed.actor = Some(actor.to_owned());
+    signed.tenant_part = Some(tenant.context_part.clone());
+    let mac = ctx.db.context_key.sign_context(&signed);
+    format!(
+        "SELECT tenantry.enter_context_signed(0, {}, '{}', NULL, '{actor}', NULL, NULL, '{}', {}, '\\x{}');\n",
+        signed.expires_at,
+        tenant.id,
+        tenant.context_part,
+        ctx.db.context_key.id(),
+        hex::encode(mac),
+    )
+}
+
 /// `rls_point` on a Citus coordinator, in the form a point read takes there:
-/// a transaction whose context is proven for that transaction
-/// (`set_tenant_context_local`, which also carries it to the workers) and
+/// a transaction whose context is proven for that transaction as the server
+/// proves it ([`signed_context_statement`], which also carries it to the
+/// workers) and
 /// whose SELECT names the tenant's subtree next to the policy, so that Citus
 /// sends it to one shard (the server's `get_resource_routed_sql`). The
 /// baseline is what a team writes by hand on Citus: a transaction that sets
@@ -701,10 +714,10 @@ fn citus_rls_point(ctx: &mut Ctx, leaf: &BenchTenant) -> anyhow::Result<()> {
         .iter()
         .map(|r| {
             format!(
-                "BEGIN;\nSELECT tenantry.set_tenant_context_local('{t}');\n\
+                "BEGIN;\n{}\
                  SELECT {COLUMNS}, true FROM ONLY tenantry.resources WHERE id = '{r}' AND tenant_id = ANY ({vis});\n\
                  COMMIT;\n",
-                t = leaf.id
+                signed_context_statement(ctx, leaf, "bench")
             )
         })
         .collect();
@@ -731,7 +744,7 @@ fn citus_rls_point(ctx: &mut Ctx, leaf: &BenchTenant) -> anyhow::Result<()> {
     ctx.push(Figure::new(
         "rls_point",
         "tps",
-        "on a Citus cluster: a tenant's point read by id through RLS (tenantry_app), context proven per transaction (set_tenant_context_local), routed to one shard",
+        "on a Citus cluster: a tenant's point read by id through RLS (tenantry_app), context proven per transaction as the server does (enter_context_signed), routed to one shard",
         r,
         Some((
             "the same transaction with the guide's set_config and an explicit WHERE tenant_id, as the owner role",
