@@ -147,8 +147,14 @@ pub struct Share {
     pub shared_at: DateTime<Utc>,
 }
 
-const RESOURCE_COLUMNS: &str =
-    "id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by";
+/// The columns [`resource`] reads, in its order (a macro, so that the point
+/// reads' statements below are `&'static str`s built with `concat!`).
+macro_rules! resource_columns {
+    () => {
+        "id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by"
+    };
+}
+const RESOURCE_COLUMNS: &str = resource_columns!();
 
 fn resource(r: &Row, me: TenantId) -> Resource {
     let tenant_id = TenantId::from_uuid(r.get(1));
@@ -191,13 +197,11 @@ fn get_resource_sql(route: Route) -> &'static str {
 macro_rules! get_resource {
     ($table:literal) => {
         concat!(
-            "(SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by, true
-  FROM ", $table, " WHERE id = $1)
- UNION ALL
- (SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by,
-         tenant_id = ANY (tenantry.visible_tenant_ids())
-  FROM tenantry.resources_shared_with_me($1))
- LIMIT 1"
+            "(",
+            own_resource!($table),
+            ")\n UNION ALL\n (",
+            shared_resource!(),
+            ")\n LIMIT 1"
         )
     };
 }
@@ -232,10 +236,17 @@ const LIST_ORDER: &str = "ORDER BY created_at DESC, id DESC LIMIT $5";
 
 /// The resource `$1` if it is shared with the caller (the second step of a
 /// point read that found nothing of the caller's own).
-const GET_SHARED_RESOURCE: &str =
-    "SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by,
-        tenant_id = ANY (tenantry.visible_tenant_ids())
- FROM tenantry.resources_shared_with_me($1)";
+macro_rules! shared_resource {
+    () => {
+        concat!(
+            "SELECT ",
+            resource_columns!(),
+            ", tenant_id = ANY (tenantry.visible_tenant_ids())
+  FROM tenantry.resources_shared_with_me($1)"
+        )
+    };
+}
+const GET_SHARED_RESOURCE: &str = shared_resource!();
 
 /// The caller's own or a descendant's resource `$1` in the route's table (the
 /// first step of [`TenantScope::get_resource_and_commit`]).
@@ -250,8 +261,9 @@ fn own_resource_sql(route: Route) -> &'static str {
 macro_rules! own_resource {
     ($table:literal) => {
         concat!(
-            "SELECT id, tenant_id, name, data, size_bytes, created_at, updated_at, created_by, true
-  FROM ",
+            "SELECT ",
+            resource_columns!(),
+            ", true FROM ",
             $table,
             " WHERE id = $1"
         )
