@@ -81,7 +81,7 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
     }
     let n = sizes.tenants;
     let bar = progress(quiet, (n as u64) * 3 + 2);
-    as_loader(client).await?;
+    let citus = as_loader(client).await?;
 
     bar.set_message("tenants");
     // Whole groups per statement (the chunk is a multiple of 10), parents
@@ -89,7 +89,6 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
     // tenant per statement: in a multi-row insert the triggers of the
     // reference table run inside Citus's copy to each node, where they cannot
     // query distributed tables ("another command is already in progress").
-    let citus = tenantry_db::citus::is_citus(client).await?;
     if citus {
         for i in 0..n {
             client
@@ -104,25 +103,26 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
                 .context("loading tenants")?;
             bar.inc(1);
         }
-    }
-    let chunk = sizes.chunk(1);
-    for (start, end) in chunks(if citus { 0 } else { n }, chunk) {
-        for level in ["i % 10 = 0", "i % 10 BETWEEN 1 AND 3", "i % 10 >= 4"] {
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO tenantry.tenants (tenant_id, name, parent_id, created_at, updated_at)
-                         SELECT bench.tid(i), 'bench tenant ' || i,
-                                CASE WHEN bench.parent(i) IS NULL THEN NULL ELSE bench.tid(bench.parent(i)) END,
-                                timestamptz '2026-01-01', timestamptz '2026-01-01'
-                         FROM generate_series($1::int, $2::int - 1) i WHERE {level}"
-                    ),
-                    &[&start, &end],
-                )
-                .await
-                .context("loading tenants")?;
+    } else {
+        let chunk = sizes.chunk(1);
+        for (start, end) in chunks(n, chunk) {
+            for level in ["i % 10 = 0", "i % 10 BETWEEN 1 AND 3", "i % 10 >= 4"] {
+                client
+                    .execute(
+                        &format!(
+                            "INSERT INTO tenantry.tenants (tenant_id, name, parent_id, created_at, updated_at)
+                             SELECT bench.tid(i), 'bench tenant ' || i,
+                                    CASE WHEN bench.parent(i) IS NULL THEN NULL ELSE bench.tid(bench.parent(i)) END,
+                                    timestamptz '2026-01-01', timestamptz '2026-01-01'
+                             FROM generate_series($1::int, $2::int - 1) i WHERE {level}"
+                        ),
+                        &[&start, &end],
+                    )
+                    .await
+                    .context("loading tenants")?;
+            }
+            bar.inc((end - start) as u64);
         }
-        bar.inc((end - start) as u64);
     }
 
     bar.set_message("resources");
@@ -223,8 +223,10 @@ pub async fn ensure(client: &mut Client, sizes: Sizes, quiet: bool) -> anyhow::R
 /// after another (the triggers of rows on several shards at once, each
 /// updating its tenant's counters, deadlock across the nodes). On a single
 /// node they run as the superuser, as they always did. `RESET ROLE` ends it.
-async fn as_loader(client: &Client) -> anyhow::Result<()> {
-    if tenantry_db::citus::is_citus(client).await? {
+/// Returns whether the database is a Citus coordinator.
+async fn as_loader(client: &Client) -> anyhow::Result<bool> {
+    let citus = tenantry_db::citus::is_citus(client).await?;
+    if citus {
         client
             .batch_execute(
                 "GRANT USAGE ON SCHEMA bench TO tenantry_owner;
@@ -233,7 +235,7 @@ async fn as_loader(client: &Client) -> anyhow::Result<()> {
             )
             .await?;
     }
-    Ok(())
+    Ok(citus)
 }
 
 /// `[start, end)` ranges of `chunk` tenants covering `0..n`.
@@ -274,13 +276,8 @@ pub async fn ensure_keys(client: &Client, sizes: Sizes, quiet: bool) -> anyhow::
     let n = sizes.tenants;
     let bar = progress(quiet, n as u64);
     bar.set_message("keys (derived from a seed)");
-    as_loader(client).await?;
     // On Citus one key per statement (as tenants, in ensure).
-    let chunk = if tenantry_db::citus::is_citus(client).await? {
-        1
-    } else {
-        50_000
-    };
+    let chunk = if as_loader(client).await? { 1 } else { 50_000 };
     for (start, end) in chunks(n, chunk) {
         client
             .execute(
