@@ -708,6 +708,7 @@ DECLARE
     moving text;
     before record;
     after record;
+    subtree text;
     descendants uuid[];
     moved_before bigint[];
     moved_after bigint[];
@@ -739,14 +740,18 @@ BEGIN
     -- Found through tenants_moving_idx, empty but for moves under way, and
     -- the context's subtree as text: no per-descendant lookup.) A statement
     -- that had to wait fails once a batch moved rows meanwhile.
-    IF TG_OP <> 'INSERT' AND strpos(split_part(current_setting('backtrace_functions'), ',v', 2), ',') > 0 THEN
+    -- (NULL for an INSERT: the condition below is then not true.)
+    subtree := CASE WHEN TG_OP <> 'INSERT' THEN split_part(current_setting('backtrace_functions'), ',v', 2) END;
+    IF strpos(subtree, ',') > 0 THEN
+        -- A moving tenant's state: how many rows its batches moved (-1
+        -- before the first), -2 once it no longer moves back.
         SELECT array_agg(t.tenant_id ORDER BY t.tenant_id),
-               array_agg(coalesce(mv.rows_moved, -1) ORDER BY t.tenant_id)
+               array_agg(CASE WHEN t.moving_to = 'shared' THEN coalesce(mv.rows_moved, -1) ELSE -2 END
+                         ORDER BY t.tenant_id)
           INTO descendants, moved_before
         FROM tenantry.tenants t LEFT JOIN tenantry.tier_moves mv ON mv.tenant_id = t.tenant_id
         WHERE t.moving_to = 'shared' AND t.tenant_id <> me
-          AND strpos(split_part(current_setting('backtrace_functions'), ',v', 2),
-                     replace(t.tenant_id::text, '-', '')) > 0;
+          AND strpos(subtree, replace(t.tenant_id::text, '-', '')) > 0;
         IF descendants IS NOT NULL THEN
             SELECT count(*) INTO held FROM (
                 SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = ANY (descendants)

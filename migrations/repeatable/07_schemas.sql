@@ -423,7 +423,7 @@ BEGIN
         RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
     ELSIF m.target <> 'shared' OR m.older_transactions = '{}'
           -- Recorded before the server last started: they all ended with it.
-          OR m.older_transactions_at IS DISTINCT FROM pg_postmaster_start_time() AND m.older_transactions IS NOT NULL THEN
+          OR (m.older_transactions IS NOT NULL AND m.older_transactions_at IS DISTINCT FROM pg_postmaster_start_time()) THEN
         RETURN 0;
     END IF;
     -- A transaction that has written (the move's start, or anything else)
@@ -464,22 +464,28 @@ COMMENT ON FUNCTION tenantry.tier_move_wait(uuid) IS 'Admin, tier move step 1b (
  * Refuses (55000) to move rows of a tenant moving back to the shared tier
  * until tier_move_wait found every older transaction ended; waits up to a
  * second for those it recorded. Never records them itself: a refused step
- * rolls back, and a record made there would be lost with it.
+ * rolls back, and a record made there would be lost with it. Nothing to
+ * check for a move to the schema tier (or no move: the step reports that).
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_require_older_ended(tid uuid)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    m record;
 BEGIN
-    IF (SELECT mv.older_transactions IS NULL FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid)
-       OR tenantry.tier_move_wait(tid) > 0 THEN
+    SELECT mv.target, mv.older_transactions INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid;
+    IF NOT FOUND OR m.target <> 'shared' THEN
+        RETURN;
+    END IF;
+    IF m.older_transactions IS NULL OR tenantry.tier_move_wait(tid) > 0 THEN
         RAISE EXCEPTION 'transactions older than the move of tenant % to the shared tier may still be open', tid
             USING ERRCODE = '55000', HINT = 'call tenantry.tier_move_wait(tenant) until it returns 0, each call in its own transaction (CALL tenantry.move_tenant and tenantry tenant move do)';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_require_older_ended(uuid) IS 'Internal (tier_move_copy and tier_move_finish towards the shared tier, as the owner): 55000 until tier_move_wait has recorded the transactions older than the move and they have ended. Not granted.';
+COMMENT ON FUNCTION tenantry.tier_move_require_older_ended(uuid) IS 'Internal (tier_move_copy and tier_move_finish, as the owner): towards the shared tier, 55000 until tier_move_wait has recorded the transactions older than the move and they have ended. Not granted.';
 
 /**
  * The tables a moving tenant's rows go from and to. Towards the schema tier
@@ -652,7 +658,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
     END IF;
-    IF target = 'shared' AND NOT catch_up THEN
+    IF NOT catch_up THEN
         PERFORM tenantry.tier_move_require_older_ended(tid);
     END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
@@ -714,9 +720,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenantry.require_tier_admin();
-    IF (SELECT mv.target FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid) = 'shared' THEN
-        PERFORM tenantry.tier_move_require_older_ended(tid);
-    END IF;
+    PERFORM tenantry.tier_move_require_older_ended(tid);
     RETURN tenantry.tier_move_cutover(tid);
 END
 $$;
