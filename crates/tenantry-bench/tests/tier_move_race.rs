@@ -41,13 +41,7 @@ async fn write_during_cutover(
         .execute("SELECT tenantry.tier_move_start($1, 'shared')", &[&tenant])
         .await
         .unwrap();
-    while admin
-        .query_one("SELECT tenantry.tier_move_wait($1)", &[&tenant])
-        .await
-        .unwrap()
-        .get::<_, i32>(0)
-        > 0
-    {}
+    tenantry_db::testing::older_transactions_ended(&admin, tenant).await;
     admin.batch_execute("BEGIN").await.unwrap();
     admin
         .execute("SELECT tenantry.tier_move_finish($1)", &[&tenant])

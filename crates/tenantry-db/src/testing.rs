@@ -150,6 +150,22 @@ async fn sessions_wait_for_a_lock(watcher: &Client, which: &str) -> bool {
     false
 }
 
+/// Calls `tenantry.tier_move_wait(tenant)` on `client` (an operator's
+/// session, each call its own transaction) until no transaction older than
+/// the tenant's move back is open, as the move's drivers do.
+pub async fn older_transactions_ended(client: &Client, tenant: uuid::Uuid) {
+    loop {
+        let open: i32 = client
+            .query_one("SELECT tenantry.tier_move_wait($1)", &[&tenant])
+            .await
+            .expect("tier_move_wait")
+            .get(0);
+        if open == 0 {
+            return;
+        }
+    }
+}
+
 /// `enter_context_signed` with `signed`, signed with the test databases'
 /// context key (what the server does on pooled connections): the tenant's
 /// part, or `None` when refused.

@@ -257,17 +257,7 @@ async fn moving_the_victim_between_tiers_step_by_step_keeps_its_rows_and_shares_
         .get(0);
     assert_eq!(started, "started");
     // Towards the shared tier the batches wait for older transactions first.
-    loop {
-        let open: i32 = w
-            .admin
-            .query_one("SELECT tenantry.tier_move_wait($1)", &[&b])
-            .await
-            .unwrap()
-            .get(0);
-        if open == 0 {
-            break;
-        }
-    }
+    tenantry_db::testing::older_transactions_ended(&w.admin, b).await;
     watch(&w, "started", &b_names).await;
     // Part of the rows copied: towards the schema tier they are now in the
     // pooled table and in the mover's not yet inherited table.
