@@ -272,9 +272,14 @@ AS $$
 DECLARE
     -- Checked first: an unknown role or permission is TN404 even with nothing to remove.
     pid integer := tenantry.role_permission_id(revoke_tenant_permission.role_id, permission);
+    -- The tenant as a value, not a call in the statement: Citus refuses a
+    -- distributed DELETE or UPDATE whose WHERE calls a STABLE function inside
+    -- a CASE, COALESCE or NULLIF, which current_tenant_id() inlines to
+    -- (docs/scale-out.md). Likewise in the functions below.
+    tid uuid := tenantry.current_tenant_id();
 BEGIN
     DELETE FROM tenantry.role_permissions rp
-    WHERE rp.tenant_id = tenantry.current_tenant_id()
+    WHERE rp.tenant_id = tid
       AND rp.role_id = revoke_tenant_permission.role_id
       AND rp.permission_id = pid;
 END
@@ -745,12 +750,14 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    tid uuid := tenantry.current_tenant_id();
 BEGIN
     IF NOT tenantry.authorize('members.write') THEN
         RAISE EXCEPTION 'removing a member needs members.write' USING ERRCODE = 'TN401';
     END IF;
     DELETE FROM tenantry.tenant_members m
-    WHERE m.tenant_id = tenantry.current_tenant_id() AND m.user_id = remove_member.user_id;
+    WHERE m.tenant_id = tid AND m.user_id = remove_member.user_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'member % not found', remove_member.user_id USING ERRCODE = 'TN404', HINT = 'user_id';
     END IF;
@@ -858,12 +865,16 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    tid uuid := tenantry.current_tenant_id();
+    -- now() as a value: Citus refuses it inside COALESCE in a distributed UPDATE.
+    at timestamptz := now();
 BEGIN
-    IF tenantry.current_tenant_id() IS NULL OR NOT tenantry.authorize('members.invite') THEN
+    IF tid IS NULL OR NOT tenantry.authorize('members.invite') THEN
         RAISE EXCEPTION 'revoking invitations needs members.invite' USING ERRCODE = 'TN401';
     END IF;
-    UPDATE tenantry.invitations i SET revoked_at = coalesce(i.revoked_at, now())
-    WHERE i.tenant_id = tenantry.current_tenant_id() AND i.invitation_id = revoke_invitation.invitation_id;
+    UPDATE tenantry.invitations i SET revoked_at = coalesce(i.revoked_at, at)
+    WHERE i.tenant_id = tid AND i.invitation_id = revoke_invitation.invitation_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'invitation % not found', revoke_invitation.invitation_id USING ERRCODE = 'TN404', HINT = 'invitation_id';
     END IF;
@@ -871,6 +882,71 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.revoke_invitation(uuid) IS 'Revokes an invitation of the current tenant (members.invite). Idempotent; TN404 for another tenant''s.';
 GRANT EXECUTE ON FUNCTION tenantry.revoke_invitation(uuid) TO tenantry_app;
+
+/**
+ * The invitation as its tenant sees it, with its status; the one
+ * definition of an invitation's answer. Internal: the _row functions below
+ * read it as the owner that has just written the row (on Citus a read as
+ * another role of rows the transaction changed is refused,
+ * docs/scale-out.md). Not granted.
+ */
+CREATE OR REPLACE FUNCTION tenantry.invitation_answer(tid uuid, id uuid)
+RETURNS TABLE (invitation_id uuid, tenant_id uuid, email text, user_id uuid, role_id uuid, created_by text,
+               created_at timestamptz, expires_at timestamptz, accepted_at timestamptz, accepted_by uuid,
+               revoked_at timestamptz, status text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.invitation_id, i.tenant_id, i.email, i.user_id, i.role_id, i.created_by,
+           i.created_at, i.expires_at, i.accepted_at, i.accepted_by, i.revoked_at,
+           CASE WHEN i.accepted_at IS NOT NULL THEN 'accepted' WHEN i.revoked_at IS NOT NULL THEN 'revoked'
+                WHEN i.expires_at <= now() THEN 'expired' ELSE 'pending' END
+    FROM tenantry.invitations i
+    WHERE i.tenant_id = tid AND i.invitation_id = id
+$$;
+COMMENT ON FUNCTION tenantry.invitation_answer(uuid, uuid) IS 'Internal: one invitation of a tenant with its status (pending, accepted, revoked, expired), as create_invitation_row and revoke_invitation_row answer it. Not granted.';
+
+/**
+ * create_invitation, answered with the whole invitation and its token (the
+ * token only here): what the library and the server call, so the answer is
+ * read by the role that wrote it, in one statement. (Its arguments are
+ * named invitee_* because the answer's columns take the plain names.)
+ */
+CREATE OR REPLACE FUNCTION tenantry.create_invitation_row(
+    invitee_email text DEFAULT NULL, invitee_user_id uuid DEFAULT NULL, invitee_role_id uuid DEFAULT NULL,
+    valid_for interval DEFAULT interval '7 days')
+RETURNS TABLE (invitation_id uuid, tenant_id uuid, email text, user_id uuid, role_id uuid, created_by text,
+               created_at timestamptz, expires_at timestamptz, accepted_at timestamptz, accepted_by uuid,
+               revoked_at timestamptz, status text, token text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    made record;
+BEGIN
+    SELECT c.invitation_id, c.token INTO made
+    FROM tenantry.create_invitation(invitee_email, invitee_user_id, invitee_role_id, valid_for) c;
+    RETURN QUERY SELECT a.*, made.token FROM tenantry.invitation_answer(tenantry.current_tenant_id(), made.invitation_id) a;
+END
+$$;
+COMMENT ON FUNCTION tenantry.create_invitation_row(text, uuid, uuid, interval) IS 'create_invitation, answered with the whole invitation (status included) and its token, read by the role that wrote it (one statement; on Citus the only form that can read it back in the same transaction).';
+GRANT EXECUTE ON FUNCTION tenantry.create_invitation_row(text, uuid, uuid, interval) TO tenantry_app;
+
+/** revoke_invitation, answered with the invitation as it is now. */
+CREATE OR REPLACE FUNCTION tenantry.revoke_invitation_row(id uuid)
+RETURNS TABLE (invitation_id uuid, tenant_id uuid, email text, user_id uuid, role_id uuid, created_by text,
+               created_at timestamptz, expires_at timestamptz, accepted_at timestamptz, accepted_by uuid,
+               revoked_at timestamptz, status text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenantry.revoke_invitation(id);
+    RETURN QUERY SELECT a.* FROM tenantry.invitation_answer(tenantry.current_tenant_id(), id) a;
+END
+$$;
+COMMENT ON FUNCTION tenantry.revoke_invitation_row(uuid) IS 'revoke_invitation, answered with the invitation as it is now, read by the role that wrote it (one statement; on Citus the only form that can read it back in the same transaction).';
+GRANT EXECUTE ON FUNCTION tenantry.revoke_invitation_row(uuid) TO tenantry_app;
 
 /**
  * Accepts an invitation as the signed-in person (a user context: the user is
@@ -1084,15 +1160,21 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    -- Values, not calls in the UPDATE (Citus, as in revoke_invitation).
+    at timestamptz := now();
+    visible uuid[] := tenantry.visible_tenant_ids();
+    who text := tenantry.current_impersonator();
+    uid uuid := tenantry.current_user_id();
 BEGIN
     IF tenantry.current_tenant_id() IS NULL
-       OR NOT (tenantry.authorize_all() OR tenantry.current_impersonator() IS NOT NULL) THEN
+       OR NOT (tenantry.authorize_all() OR who IS NOT NULL) THEN
         RAISE EXCEPTION 'ending an impersonation needs every permission or the impersonated session' USING ERRCODE = 'TN403';
     END IF;
-    UPDATE tenantry.impersonations i SET ended_at = coalesce(i.ended_at, now())
+    UPDATE tenantry.impersonations i SET ended_at = coalesce(i.ended_at, at)
     WHERE i.impersonation_id = end_impersonation.impersonation_id
-      AND i.tenant_id = ANY (tenantry.visible_tenant_ids())
-      AND (tenantry.current_impersonator() IS NULL OR i.user_id = tenantry.current_user_id());
+      AND i.tenant_id = ANY (visible)
+      AND (who IS NULL OR i.user_id = uid);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'impersonation % not found', impersonation_id USING ERRCODE = 'TN404', HINT = 'impersonation_id';
     END IF;
@@ -1138,13 +1220,17 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    tid uuid := tenantry.current_tenant_id();
+    uid uuid := tenantry.current_user_id();
+    who text := tenantry.current_impersonator();
 BEGIN
-    IF tenantry.current_impersonator() IS NULL THEN
+    IF who IS NULL THEN
         RAISE EXCEPTION 'this transaction is not impersonating anyone' USING ERRCODE = 'TN409';
     END IF;
     UPDATE tenantry.impersonations i SET ended_at = now()
-    WHERE i.tenant_id = tenantry.current_tenant_id() AND i.user_id = tenantry.current_user_id()
-      AND i.impersonator = tenantry.current_impersonator() AND i.ended_at IS NULL;
+    WHERE i.tenant_id = tid AND i.user_id = uid
+      AND i.impersonator = who AND i.ended_at IS NULL;
     PERFORM set_config('backtrace_functions', '', true);
 END
 $$;

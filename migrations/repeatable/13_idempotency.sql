@@ -167,10 +167,14 @@ CREATE OR REPLACE FUNCTION tenantry.complete_idempotency_key(idempotency_key tex
 RETURNS void
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    -- A value, not a call in the UPDATE: Citus refuses a STABLE function
+    -- inside the NULLIF current_tenant_id() inlines to (docs/scale-out.md).
+    tid uuid := tenantry.current_tenant_id();
 BEGIN
     UPDATE tenantry.idempotency_keys k
        SET status = complete_idempotency_key.status, body = complete_idempotency_key.body
-     WHERE k.tenant_id = tenantry.current_tenant_id()
+     WHERE k.tenant_id = tid
        AND k.idempotency_key = complete_idempotency_key.idempotency_key AND k.status IS NULL;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'the idempotency key this write claimed is not the current tenant''s to complete'
