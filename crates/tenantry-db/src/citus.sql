@@ -330,7 +330,11 @@ $plpgsql$;
 -- give their own transaction the distributed id of another one (to replay a
 -- context value captured there). Citus calls none of these as the current
 -- role on the coordinator: it sends assign_distributed_transaction_id to the
--- workers, where it stays executable.
+-- workers, where it stays executable; and to the coordinator itself when a
+-- plan needs a connection back to it (a local table such as tenant_metrics
+-- joined with distributed ones, as usage_top does): the owner role, whose
+-- SECURITY DEFINER functions run such plans and which no app role can become,
+-- keeps it (granted below).
 RESET ROLE;
 REVOKE EXECUTE ON FUNCTION
     pg_catalog.assign_distributed_transaction_id(integer, bigint, timestamptz),
@@ -341,3 +345,4 @@ REVOKE EXECUTE ON FUNCTION
     pg_catalog.run_command_on_shards(regclass, text, boolean),
     pg_catalog.master_run_on_worker(text[], integer[], text[], boolean)
 FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_catalog.assign_distributed_transaction_id(integer, bigint, timestamptz) TO tenantry_owner;
