@@ -1,4 +1,4 @@
-//! Citus: recognising a Citus coordinator, installing the Citus form of tenantry's schema (`citus.sql`: the tenant context carried to the workers, signed and bound to the distributed transaction), giving its worker nodes tenantry's roles, and distributing tenantry's schema after the first install (tenant tables by `tenant_id`, colocated with `resources`; global tables as reference tables; functions on every node).
+//! Citus: recognising a Citus coordinator, installing the Citus form of tenantry's schema (`citus.sql`: the tenant context carried to the workers, signed and bound to the distributed transaction), giving its worker nodes tenantry's roles, and distributing tenantry's schema after the first install (tenant tables by `tenant_id`, colocated with `resources` but for `idempotency_keys`; global tables as reference tables; functions on every node).
 //!
 //! What Citus 13 does with tenantry's schema, measured on a coordinator and
 //! two workers, is in `docs/scale-out.md`. The rules here follow from it:
@@ -392,18 +392,33 @@ async fn steps(client: &Client) -> Result<Vec<Step>, tokio_postgres::Error> {
                 kind: Kind::Reference,
             });
         } else {
-            let colocate = if name == "resources" {
-                "default"
-            } else {
-                "tenantry.resources"
+            let create = match name.as_str() {
+                "resources" => format!(
+                    "SELECT create_distributed_table('{qualified}', 'tenant_id', colocate_with => 'default')"
+                ),
+                // A colocation group of its own: an idempotent write claims
+                // and completes its key as tenantry_app around a write made
+                // as another role (tenantry_app_own, or the owner's
+                // function), and Citus refuses to touch, as one role,
+                // placements colocated with ones the transaction changed as
+                // another. Nothing joins the keys with tenant tables. Only
+                // after resources: a group made first would become the
+                // default one that resources joins.
+                "idempotency_keys" => format!(
+                    "DO $d$ BEGIN
+                         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition
+                                        WHERE logicalrelid = 'tenantry.resources'::regclass) THEN
+                             RAISE EXCEPTION 'relation resources is not distributed';
+                         END IF;
+                         PERFORM create_distributed_table('{qualified}', 'tenant_id', colocate_with => 'none');
+                     END $d$"
+                ),
+                _ => format!(
+                    "SELECT create_distributed_table('{qualified}', 'tenant_id', colocate_with => 'tenantry.resources')"
+                ),
             };
             distributed.push(Step {
-                sql: without_triggers(
-                    &qualified,
-                    &format!(
-                        "SELECT create_distributed_table('{qualified}', 'tenant_id', colocate_with => '{colocate}')"
-                    ),
-                ),
+                sql: without_triggers(&qualified, &create),
                 object: qualified,
                 kind: Kind::Distributed,
             });

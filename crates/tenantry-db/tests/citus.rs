@@ -112,6 +112,13 @@ async fn the_first_install_distributes_the_schema_and_tenant_statements_route_to
             "schema_migrations" | "schema_definitions" | "tenant_schema_steps" => {
                 assert_eq!(kind, "local", "{name} stays on the coordinator")
             }
+            // Sharded by tenant in a group of its own (citus.rs: written as
+            // tenantry_app around writes made as other roles).
+            "idempotency_keys" => {
+                assert_eq!(kind, "distributed", "{name}");
+                assert_eq!(column.as_deref(), Some("tenant_id"), "{name}");
+                assert_ne!(*group, colocation, "{name} is not colocated with resources");
+            }
             n if has_tenant.iter().any(|t| t == n) => {
                 assert_eq!(kind, "distributed", "{name}");
                 assert_eq!(column.as_deref(), Some("tenant_id"), "{name}");
