@@ -208,6 +208,14 @@ BEGIN
     IF bytes = 0 THEN
         RETURN NULL;
     END IF;
+    -- Read first without a lock: a tenant without a quota (most) has
+    -- nothing to count, and on Citus a row lock on the tenants reference
+    -- table taken here, on another connection of the same transaction than
+    -- the write's, met the write's own locks as a distributed deadlock.
+    SELECT settings INTO s FROM tenantry.tenants WHERE tenant_id = tid;
+    IF NOT (s ? 'max_resources' OR s ? 'max_storage_bytes') THEN
+        RETURN NULL;
+    END IF;
     SELECT settings INTO s FROM tenantry.tenants WHERE tenant_id = tid FOR SHARE;
     IF NOT (s ? 'max_resources' OR s ? 'max_storage_bytes') THEN
         RETURN NULL;
