@@ -318,6 +318,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM tenantry.require_schema_tier();
     PERFORM tenantry.build_tenant_tables(tid, true);
     -- Copied from the pooled tables as they are now: every step so far is in.
     UPDATE tenantry.tenants SET isolation = 'schema', schema_version = tenantry.tenant_schema_latest()
@@ -325,6 +326,26 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.make_schema_tenant(uuid) IS 'Internal (insert_tenant): gives a tenant created in the schema tier, which holds no row yet, its schema''s tables, joined to their families at once. Not granted.';
+
+/**
+ * The schema tier needs tables that inherit the pooled ones, which Citus does
+ * not distribute: on a Citus coordinator a tenant goes to shards of its own
+ * instead (docs/scale-out.md, "A large tenant on shards of its own").
+ */
+CREATE OR REPLACE FUNCTION tenantry.require_schema_tier()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'citus') THEN
+        RAISE EXCEPTION 'schema tenants are not available on a Citus cluster'
+            USING ERRCODE = 'TN409', HINT = 'isolation',
+                  DETAIL = 'give a large tenant shards of its own instead (tenantry tenant isolate, docs/scale-out.md)';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.require_schema_tier() IS 'Internal: TN409 on a Citus coordinator, where tenants cannot get a schema of their own (Citus does not distribute inherited tables); creating a schema tenant and a move to the schema tier call it. Not granted.';
 
 /** The administrative gate of every tier change. */
 CREATE OR REPLACE FUNCTION tenantry.require_tier_admin()
@@ -358,6 +379,9 @@ BEGIN
     PERFORM tenantry.require_tier_admin();
     IF target IS NULL OR target NOT IN ('shared', 'schema') THEN
         RAISE EXCEPTION 'isolation must be "shared" or "schema"' USING ERRCODE = 'TN422', HINT = 'isolation';
+    END IF;
+    IF target = 'schema' THEN
+        PERFORM tenantry.require_schema_tier();
     END IF;
     SELECT tn.isolation, tn.moving_to INTO t
     FROM tenantry.tenants tn WHERE tn.tenant_id = tid AND tn.status <> 'deleted' FOR UPDATE;
