@@ -550,6 +550,52 @@ async fn every_route_of_a_tenant_and_of_the_admin_answers_on_a_citus_coordinator
     // Purging waits for the grace period: refused now, with a 409 that says so.
     let purge = format!("/v1/tenants/{child}/purge");
     go(Method::POST, purge.clone(), &token, Some(json!({}))).await;
+    // An idempotent write (its key is claimed and completed in the write's
+    // transaction), sent twice: one resource, the same answer.
+    let replay = |key: &str| {
+        client
+            .post(format!("{base}/v1/resources"))
+            .bearer_auth(key)
+            .header("Idempotency-Key", "sweep-1")
+            .json(&json!({ "name": "once" }))
+            .send()
+    };
+    let first = replay(&ka).await.expect("the server answers");
+    let first_status = first.status();
+    let first: Value = first.json().await.unwrap_or(Value::Null);
+    let again = replay(&ka).await.expect("the server answers");
+    let again_status = again.status();
+    let again: Value = again.json().await.unwrap_or(Value::Null);
+    assert_eq!(first_status, StatusCode::CREATED, "{first}");
+    assert_eq!(again_status, StatusCode::CREATED, "{again}");
+    assert_eq!(first["id"], again["id"]);
+    // A move to a schema of its own is not for a cluster (a shard of its own
+    // is, docs/scale-out.md): refused with a problem that says so, not a 500.
+    let (status, moved) = call(
+        &client,
+        Method::POST,
+        format!("{base}/v1/tenants/{a}/move"),
+        &token,
+        Some(json!({ "to": "schema" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{moved}");
+    assert!(
+        moved["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Citus"),
+        "{moved}"
+    );
+    let (status, made) = call(
+        &client,
+        Method::POST,
+        format!("{base}/v1/tenants"),
+        &token,
+        Some(json!({ "name": "s", "isolation": "schema" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{made}");
     let purged = answers.pop().expect("the purge was called");
     assert_eq!(purged.status, StatusCode::CONFLICT, "{}", purged.body);
     assert!(
