@@ -370,6 +370,31 @@ CREATE OR REPLACE TRIGGER tenants_after_write
     AFTER INSERT OR UPDATE ON tenantry.tenants
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenants_after_write();
 
+/**
+ * Re-parents a tenant (parent NULL: a root) and answers its row; no row for
+ * an unknown tenant, TN409 for a cycle (tenants_before_write,
+ * tenants_after_write). The gate is the admin_manages_tenants policy's: a
+ * proven administrative context (or an operator's session). The update and
+ * the closure rows its trigger rewrites are written by one role: on Citus a
+ * re-parenting written as tenantry_admin whose trigger rewrote the closure as
+ * the owner met itself as a distributed deadlock on the reference tables.
+ */
+CREATE OR REPLACE FUNCTION tenantry.set_tenant_parent(tid uuid, parent uuid)
+RETURNS SETOF tenantry.tenants
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
+        RAISE EXCEPTION 're-parenting a tenant needs a proven administrative context' USING ERRCODE = '42501';
+    END IF;
+    RETURN QUERY
+        UPDATE tenantry.tenants t SET parent_id = parent WHERE t.tenant_id = tid RETURNING t.*;
+END
+$$;
+COMMENT ON FUNCTION tenantry.set_tenant_parent(uuid, uuid) IS 'Admin: moves a tenant under another (NULL: makes it a root), with its subtree; answers the tenant''s row, none for an unknown tenant; TN409 for a cycle. Needs a proven administrative context (or an operator''s session), like the admin_manages_tenants policy.';
+GRANT EXECUTE ON FUNCTION tenantry.set_tenant_parent(uuid, uuid) TO tenantry_admin;
+
 /** Refuses hard deletes: a tenant is deleted by setting its status. */
 CREATE OR REPLACE FUNCTION tenantry.tenants_no_hard_delete()
 RETURNS trigger

@@ -252,7 +252,10 @@ impl AdminScope {
     ) -> Result<Tenant, DbError> {
         self.tx.changes_tenants();
         let parent = parent.map(|p| *p.as_uuid());
-        let sql = format!("UPDATE tenantry.tenants SET parent_id = $2 WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}");
+        // Through the owner's function: the update and the closure rows its
+        // trigger rewrites are then written by one role (on Citus, two roles
+        // met as a distributed deadlock).
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.set_tenant_parent($1, $2)");
         let rows = self
             .q(&sql, &[id.as_uuid(), &parent], &[Type::UUID, Type::UUID])
             .await?;

@@ -515,6 +515,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "refresh_tenant_metrics",
             "set_admin_context",
             "set_tenant_isolation",
+            "set_tenant_parent",
             "tenant_row_count",
             "tenant_schemas_behind",
             "tier_move_abort",
