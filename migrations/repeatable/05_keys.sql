@@ -399,15 +399,24 @@ RETURNS text[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    k record;
 BEGIN
     -- PL/pgSQL (plans kept per session), not SQL with a SET clause, which is
     -- planned again at every call. LIMIT 1 keeps the SQL form's first row
-    -- (key ids are unique, so there is at most one).
-    RETURN (SELECT tenantry.identity_permission_names(a.tenant_id, a.user_id, a.role_id, a.scopes)
-            FROM tenantry.api_keys a
-            WHERE a.key_id = key_permissions.key_id
-              AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
-            LIMIT 1);
+    -- (key ids are unique, so there is at most one). The key first, its
+    -- permissions after, in a statement of their own: on Citus a query of
+    -- api_keys is pushed to a shard, where identity_permission_names could
+    -- not read the permissions (no distributed query from a shard).
+    SELECT a.tenant_id, a.user_id, a.role_id, a.scopes INTO k
+    FROM tenantry.api_keys a
+    WHERE a.key_id = key_permissions.key_id
+      AND a.tenant_id = ANY (tenantry.visible_tenant_ids())
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN tenantry.identity_permission_names(k.tenant_id, k.user_id, k.role_id, k.scopes);
 END
 $$;
 COMMENT ON FUNCTION tenantry.key_permissions(uuid) IS 'Permissions of a key of the current subtree, narrowed by its scopes: its role''s if bound to a role, else its member''s roles'', else every permission (tenant owner key). NULL for keys outside the subtree.';
