@@ -146,6 +146,16 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
+    -- Retention first, once an hour. Walks each tenant's oldest samples by
+    -- the primary key (tenant_id, hour) rather than the whole table. Before
+    -- the samples: on Citus their INSERT ... SELECT writes shards over
+    -- several connections, after which this DELETE (each shard with the
+    -- tenants reference table) was refused ("placements that were modified
+    -- over multiple connections").
+    DELETE FROM tenantry.storage_samples s
+    USING tenantry.tenants t
+    WHERE s.tenant_id = t.tenant_id AND s.hour < this_hour - interval '30 days';
+    DELETE FROM tenantry.storage_sample_runs r WHERE r.hour < this_hour - interval '30 days';
     FOR h IN
         SELECT * FROM tenantry.resources_relations(ARRAY(SELECT t.tenant_id FROM tenantry.tenants t))
     LOOP
@@ -160,12 +170,6 @@ BEGIN
         sampled := sampled + n;
     END LOOP;
     UPDATE tenantry.storage_sample_runs r SET tenants = sampled WHERE r.hour = this_hour;
-    -- Retention, once an hour. Walks each tenant's oldest samples by the
-    -- primary key (tenant_id, hour) rather than the whole table.
-    DELETE FROM tenantry.storage_samples s
-    USING tenantry.tenants t
-    WHERE s.tenant_id = t.tenant_id AND s.hour < this_hour - interval '30 days';
-    DELETE FROM tenantry.storage_sample_runs r WHERE r.hour < this_hour - interval '30 days';
     RETURN sampled;
 END
 $$;
