@@ -1,4 +1,4 @@
-//! Test harness (feature `test-support`): one PostgreSQL per test process — the embedded cluster, or the server at `TENANTRY_TEST_DATABASE_URL` — and a freshly migrated database per test.
+//! Test harness (feature `test-support`): one PostgreSQL per test process — the embedded cluster, or the server at `TENANTRY_TEST_DATABASE_URL`, or a Citus cluster at `TENANTRY_TEST_CITUS_URL` — and a freshly migrated database per test.
 
 use std::sync::OnceLock;
 
@@ -15,6 +15,16 @@ use crate::{
 
 /// Environment variable naming an existing server (as a superuser) to test against.
 pub const TEST_DATABASE_URL_ENV: &str = "TENANTRY_TEST_DATABASE_URL";
+
+/// Environment variable naming a Citus coordinator (as a superuser, its
+/// maintenance database; `scripts/citus.sh url`): every [`TestDatabase`] of
+/// the process is then a database of its own on the cluster, migrated and
+/// distributed, so a whole test suite (the HTTP attack suite, say) runs
+/// against a server whose database is the coordinator. Slower: about a
+/// second and a half per test for the database alone. The databases stay on
+/// the cluster only as long as the test (a cluster's nodes run out of
+/// connection slots for databases left behind).
+pub const TEST_CITUS_URL_ENV: &str = "TENANTRY_TEST_CITUS_URL";
 
 struct Server {
     /// The superuser, connected to the migrated template database.
@@ -214,14 +224,49 @@ async fn connect(config: &Config) -> Client {
     client
 }
 
+/// Whether this process's test databases are on a Citus cluster
+/// ([`TEST_CITUS_URL_ENV`]): tests of what a cluster refuses by design (the
+/// schema tier) skip themselves, loudly.
+pub fn on_citus() -> bool {
+    std::env::var(TEST_CITUS_URL_ENV).is_ok_and(|u| !u.is_empty())
+}
+
 /// A freshly migrated database of its own, for one test.
 pub struct TestDatabase {
     name: String,
+    superuser: Config,
+    server: Config,
+    context_key: ContextKey,
+    /// On a Citus cluster: the database's copies on every node, dropped with
+    /// this (a cluster's nodes run out of connection slots for the
+    /// maintenance daemons of databases left behind).
+    cluster: Option<citus::ClusterDb>,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            // Its own thread and runtime: drop may run inside a test's runtime.
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| rt.block_on(cluster.drop_all()))
+            })
+            .join();
+        }
+    }
 }
 
 impl TestDatabase {
-    /// Creates the database (a copy of the migrated template, then `migrate` runs on it).
+    /// Creates the database (a copy of the migrated template, then `migrate`
+    /// runs on it; on a Citus cluster, see [`TEST_CITUS_URL_ENV`], a new
+    /// database distributed by `migrate`).
     pub async fn new() -> Self {
+        if on_citus() {
+            let url = std::env::var(TEST_CITUS_URL_ENV).unwrap_or_default();
+            return Self::on_cluster(&url).await;
+        }
         let server = SERVER.get_or_init(Server::start);
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let admin = connect(&on(&server.superuser, "postgres")).await;
@@ -240,11 +285,28 @@ impl TestDatabase {
             applied.is_empty(),
             "the template should already be migrated"
         );
-        Self { name }
+        Self {
+            superuser: on(&server.superuser, &name),
+            server: on(&server.server, &name),
+            context_key: server.context_key.clone(),
+            name,
+            cluster: None,
+        }
     }
 
-    fn server() -> &'static Server {
-        SERVER.get().expect("server started")
+    async fn on_cluster(url: &str) -> Self {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let (db, _, context_key) = citus::migrated(url, &tag[..16]).await;
+        let superuser = db.coordinator_config();
+        let mut server = superuser.clone();
+        server.user("tenantry_server");
+        Self {
+            name: superuser.get_dbname().unwrap_or_default().to_owned(),
+            superuser,
+            server,
+            context_key,
+            cluster: Some(db),
+        }
     }
 
     /// The database name.
@@ -254,12 +316,12 @@ impl TestDatabase {
 
     /// Connection settings of a superuser (setup only: a superuser skips RLS).
     pub fn superuser_config(&self) -> Config {
-        on(&Self::server().superuser, &self.name)
+        self.superuser.clone()
     }
 
     /// Connection settings of the server's login role, `tenantry_server`.
     pub fn server_config(&self) -> Config {
-        on(&Self::server().server, &self.name)
+        self.server.clone()
     }
 
     /// Connection string of a superuser (for other programs; see [`conninfo`]).
@@ -274,12 +336,12 @@ impl TestDatabase {
 
     /// The database's context key (what the server holds to prove tenant contexts).
     pub fn context_key(&self) -> &ContextKey {
-        context_key()
+        &self.context_key
     }
 
     /// Pool settings as `tenantry_server`, context key included.
     pub fn database_config(&self) -> DatabaseConfig {
-        DatabaseConfig::from_config(self.server_config()).with_context_key(context_key().clone())
+        DatabaseConfig::from_config(self.server_config()).with_context_key(self.context_key.clone())
     }
 
     /// A pool as `tenantry_server` in the given statement mode.
