@@ -371,6 +371,25 @@ CREATE OR REPLACE TRIGGER tenants_after_write
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenants_after_write();
 
 /**
+ * The gate of the administrative functions that change tenants: a proven
+ * administrative context (admin_context(), the admin_manages_tenants
+ * policy's condition) or a trusted operator's session; 42501 naming `what`
+ * otherwise.
+ */
+CREATE OR REPLACE FUNCTION tenantry.require_admin_context(what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
+        RAISE EXCEPTION '% needs a proven administrative context', what USING ERRCODE = '42501';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.require_admin_context(text) IS 'Internal: 42501 ("<what> needs a proven administrative context") unless the transaction has a proven administrative context or the session is a trusted operator''s. Not granted.';
+
+/**
  * Re-parents a tenant (parent NULL: a root) and answers its row; no row for
  * an unknown tenant, TN409 for a cycle (tenants_before_write,
  * tenants_after_write). The gate is the admin_manages_tenants policy's: a
@@ -385,9 +404,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
-        RAISE EXCEPTION 're-parenting a tenant needs a proven administrative context' USING ERRCODE = '42501';
-    END IF;
+    PERFORM tenantry.require_admin_context('re-parenting a tenant');
     RETURN QUERY
         UPDATE tenantry.tenants t SET parent_id = parent WHERE t.tenant_id = tid RETURNING t.*;
 END
@@ -449,9 +466,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
-        RAISE EXCEPTION 'creating tenants needs a proven administrative context' USING ERRCODE = '42501';
-    END IF;
+    PERFORM tenantry.require_admin_context('creating tenants');
     RETURN tenantry.insert_tenant(name, parent_id, isolation, settings);
 END
 $$;

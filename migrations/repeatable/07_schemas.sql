@@ -354,9 +354,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
-        RAISE EXCEPTION 'moving tenants between tiers needs a proven administrative context' USING ERRCODE = '42501';
-    END IF;
+    PERFORM tenantry.require_admin_context('moving tenants between tiers');
 END
 $$;
 COMMENT ON FUNCTION tenantry.require_tier_admin() IS 'Internal: 42501 unless the transaction has a proven administrative context or the session is a trusted operator''s. Not granted.';

@@ -342,9 +342,7 @@ DECLARE
     dangling boolean;
     waited text;
 BEGIN
-    IF NOT (tenantry.admin_context() OR tenantry.operator_session()) THEN
-        RAISE EXCEPTION 'purging tenants needs a proven administrative context' USING ERRCODE = '42501';
-    END IF;
+    PERFORM tenantry.require_admin_context('purging tenants');
     SELECT tn.name, tn.status, tn.updated_at, tn.schema_name INTO t
     FROM tenantry.tenants tn WHERE tn.tenant_id = tid FOR UPDATE;
     IF NOT FOUND THEN
