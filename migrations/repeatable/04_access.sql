@@ -884,8 +884,23 @@ COMMENT ON FUNCTION tenantry.revoke_invitation(uuid) IS 'Revokes an invitation o
 GRANT EXECUTE ON FUNCTION tenantry.revoke_invitation(uuid) TO tenantry_app;
 
 /**
- * The invitation as its tenant sees it, with its status; the one
- * definition of an invitation's answer. Internal: the _row functions below
+ * An invitation's status: accepted, revoked, expired or pending. The one
+ * definition, for the library's reads and the _row functions below. Plain
+ * SQL, inlined into its callers.
+ */
+CREATE OR REPLACE FUNCTION tenantry.invitation_status(accepted_at timestamptz, revoked_at timestamptz, expires_at timestamptz)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN accepted_at IS NOT NULL THEN 'accepted' WHEN revoked_at IS NOT NULL THEN 'revoked'
+                WHEN expires_at OPERATOR(pg_catalog.<=) pg_catalog.now() THEN 'expired' ELSE 'pending' END
+$$;
+COMMENT ON FUNCTION tenantry.invitation_status(timestamptz, timestamptz, timestamptz) IS 'An invitation''s status from its times: accepted, revoked, expired or pending.';
+GRANT EXECUTE ON FUNCTION tenantry.invitation_status(timestamptz, timestamptz, timestamptz) TO tenantry_app;
+
+/**
+ * The invitation as its tenant sees it, with its status (the columns of
+ * the library's reads of invitations). Internal: the _row functions below
  * read it as the owner that has just written the row (on Citus a read as
  * another role of rows the transaction changed is refused,
  * docs/scale-out.md). Not granted.
@@ -899,8 +914,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT i.invitation_id, i.tenant_id, i.email, i.user_id, i.role_id, i.created_by,
            i.created_at, i.expires_at, i.accepted_at, i.accepted_by, i.revoked_at,
-           CASE WHEN i.accepted_at IS NOT NULL THEN 'accepted' WHEN i.revoked_at IS NOT NULL THEN 'revoked'
-                WHEN i.expires_at <= now() THEN 'expired' ELSE 'pending' END
+           tenantry.invitation_status(i.accepted_at, i.revoked_at, i.expires_at)
     FROM tenantry.invitations i
     WHERE i.tenant_id = tid AND i.invitation_id = id
 $$;

@@ -177,10 +177,10 @@ fn impersonation(r: &Row) -> Impersonation {
     }
 }
 
-const INVITATION_SELECT: &str = "SELECT i.invitation_id, i.tenant_id, i.email, i.user_id, i.role_id, i.created_by,
+const INVITATION_SELECT: &str =
+    "SELECT i.invitation_id, i.tenant_id, i.email, i.user_id, i.role_id, i.created_by,
         i.created_at, i.expires_at, i.accepted_at, i.accepted_by, i.revoked_at,
-        CASE WHEN i.accepted_at IS NOT NULL THEN 'accepted' WHEN i.revoked_at IS NOT NULL THEN 'revoked'
-             WHEN i.expires_at <= now() THEN 'expired' ELSE 'pending' END
+        tenantry.invitation_status(i.accepted_at, i.revoked_at, i.expires_at)
     FROM tenantry.invitations i";
 
 fn invitation(r: &Row) -> Invitation {
