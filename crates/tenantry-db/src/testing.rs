@@ -228,7 +228,14 @@ async fn connect(config: &Config) -> Client {
 /// ([`TEST_CITUS_URL_ENV`]): tests of what a cluster refuses by design (the
 /// schema tier) skip themselves, loudly.
 pub fn on_citus() -> bool {
-    std::env::var(TEST_CITUS_URL_ENV).is_ok_and(|u| !u.is_empty())
+    citus_test_url().is_some()
+}
+
+/// The coordinator named by [`TEST_CITUS_URL_ENV`], when it names one.
+fn citus_test_url() -> Option<String> {
+    std::env::var(TEST_CITUS_URL_ENV)
+        .ok()
+        .filter(|u| !u.is_empty())
 }
 
 /// A freshly migrated database of its own, for one test.
@@ -263,8 +270,7 @@ impl TestDatabase {
     /// runs on it; on a Citus cluster, see [`TEST_CITUS_URL_ENV`], a new
     /// database distributed by `migrate`).
     pub async fn new() -> Self {
-        if on_citus() {
-            let url = std::env::var(TEST_CITUS_URL_ENV).unwrap_or_default();
+        if let Some(url) = citus_test_url() {
             return Self::on_cluster(&url).await;
         }
         let server = SERVER.get_or_init(Server::start);
@@ -298,12 +304,10 @@ impl TestDatabase {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let (db, _, context_key) = citus::migrated(url, &tag[..16]).await;
         let superuser = db.coordinator_config();
-        let mut server = superuser.clone();
-        server.user("tenantry_server");
         Self {
             name: superuser.get_dbname().unwrap_or_default().to_owned(),
+            server: db.server_config(),
             superuser,
-            server,
             context_key,
             cluster: Some(db),
         }

@@ -141,13 +141,19 @@ impl ClusterDb {
         connect(&self.coordinator).await
     }
 
+    /// The coordinator's connection settings as the server's login role
+    /// (`tenantry_server`), this database.
+    pub fn server_config(&self) -> Config {
+        let mut config = self.coordinator.clone();
+        config.user("tenantry_server");
+        config
+    }
+
     /// The coordinator as the server's login role (`tenantry_server`),
     /// switched to `tenantry_app` for the session as the server's
     /// connections are.
     pub async fn server_client(&self) -> Client {
-        let mut config = self.coordinator.clone();
-        config.user("tenantry_server");
-        let client = connect(&config).await;
+        let client = connect(&self.server_config()).await;
         client.batch_execute("SET ROLE tenantry_app").await.unwrap();
         client
     }
@@ -155,9 +161,8 @@ impl ClusterDb {
     /// The coordinator as the server connects to it: `tenantry_server` with
     /// the database's newest context key.
     pub async fn server_database(&self, key: ContextKey) -> Database {
-        let mut config = self.coordinator.clone();
-        config.user("tenantry_server");
-        Database::connect(&DatabaseConfig::from_config(config).with_context_key(key)).unwrap()
+        Database::connect(&DatabaseConfig::from_config(self.server_config()).with_context_key(key))
+            .unwrap()
     }
 
     /// Drops the database on every node.
