@@ -1,5 +1,6 @@
 //! Operator commands: `tenant` (including the online `tenant move` between tiers, and offboarding in `export`), `key`, `role`, `usage`. They act through the library's admin scope (tenants) or a tenant scope with actor `cli` (keys, roles, usage), against DATABASE_URL or the embedded cluster (also while a server runs on it).
 
+use crate::output::outln;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -492,7 +493,7 @@ pub async fn key(args: KeyArgs) -> anyhow::Result<()> {
             if args.json {
                 json(&serde_json::json!({ "revoked": key }))
             } else {
-                println!("revoked {key}");
+                outln!("revoked {key}");
                 Ok(())
             }
         }
@@ -504,8 +505,8 @@ fn print_new_key(as_json: bool, key: &tenantry_db::NewApiKey) -> anyhow::Result<
         json(&serde_json::json!({ "key": key.secret.expose(), "key_info": key.info }))
     } else {
         table(KEY_HEADERS, &key_rows(std::slice::from_ref(&key.info)));
-        println!();
-        println!("key (shown once, store it now): {}", key.secret.expose());
+        outln!();
+        outln!("key (shown once, store it now): {}", key.secret.expose());
         Ok(())
     }
 }
@@ -602,8 +603,8 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
         .filter(|m| !m.is_descendant)
         .map(|m| m.request_count)
         .sum();
-    println!();
-    println!("requests in the last 30 days (as of the last metrics refresh): {total}");
+    outln!();
+    outln!("requests in the last 30 days (as of the last metrics refresh): {total}");
     Ok(())
 }
 
@@ -624,7 +625,7 @@ async fn move_tenant(
         if as_json {
             return json(&serde_json::json!({ "tenant_id": tenant, "move": state }));
         }
-        println!(
+        outln!(
             "{}",
             if aborted {
                 "move aborted: the tenant stays in its tier with every row"
@@ -671,7 +672,7 @@ async fn move_tenant(
     if as_json {
         json(&moved)
     } else {
-        println!(
+        outln!(
             "tenant {} is {} now: {} rows moved, its writes held back {:.1} ms at the cut-over ({} rows moved then)",
             moved.tenant_id,
             moved.isolation.as_str(),
@@ -777,8 +778,8 @@ pub async fn impersonate(args: ImpersonateArgs) -> anyhow::Result<()> {
                     IMPERSONATION_HEADERS,
                     &impersonation_rows(std::slice::from_ref(&issued.impersonation)),
                 );
-                println!();
-                println!(
+                outln!();
+                outln!(
                     "token (shown once; send it as Authorization: Bearer): {}",
                     issued.token
                 );

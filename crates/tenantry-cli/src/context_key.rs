@@ -1,5 +1,6 @@
 //! `tenantry context-key [rotate|list|retire]`: the keys with which servers prove tenant contexts, through the migration role's connection (DATABASE_URL, or the embedded cluster's superuser). Printing the newest key stays the bare command.
 
+use crate::output::outln;
 use clap::{Args, Subcommand};
 use tenantry_db::context_keys;
 
@@ -39,7 +40,7 @@ enum ContextKeyCommand {
 pub async fn run(args: ContextKeyArgs) -> anyhow::Result<()> {
     let Some(command) = args.command else {
         let key = local::context_key(&args.target).await?;
-        println!("{}", key.expose());
+        outln!("{}", key.expose());
         return Ok(());
     };
     let (client, _cluster) = local::migration_client(&args.target, "manage context keys").await?;
@@ -52,7 +53,7 @@ pub async fn run(args: ContextKeyArgs) -> anyhow::Result<()> {
                 .filter(|k| k.key_id != key.id())
                 .map(|k| k.key_id.to_string())
                 .collect();
-            println!("{}", key.expose());
+            outln!("{}", key.expose());
             eprintln!(
                 "added context key {id}, now the newest; keys {older} keep verifying.\n\
                  next: restart each server with TENANTRY_CONTEXT_KEY set to the line above, \
@@ -77,7 +78,7 @@ pub async fn run(args: ContextKeyArgs) -> anyhow::Result<()> {
         }
         ContextKeyCommand::Retire { id } => {
             context_keys::retire(&client, id).await?;
-            println!("retired context key {id}");
+            outln!("retired context key {id}");
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `tenant export`, `tenant import` and `tenant purge`: offboarding a tenant. Export and import run on the operator's connection (DATABASE_URL of the migration role, or the embedded cluster's superuser) through `tenantry_db::offboard`; purge goes through the library's admin scope, like `tenant delete`.
 
+use crate::output::outln;
 use std::{io::Write, path::Path};
 
 use anyhow::Context;
@@ -74,7 +75,7 @@ pub async fn export(
         return json(&serde_json::json!({ "archive": path, "manifest": manifest }));
     }
     let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
-    println!(
+    outln!(
         "exported tenant {tenant}: {rows} rows in {} tables to {}",
         manifest.tables.len(),
         path.display()
@@ -98,9 +99,10 @@ pub async fn import(
         return json(&imported);
     }
     let rows: u64 = imported.rows.values().sum();
-    println!(
+    outln!(
         "imported tenant {} (exported as {}): {rows} rows",
-        imported.tenant_id, imported.source_tenant_id
+        imported.tenant_id,
+        imported.source_tenant_id
     );
     Ok(())
 }
@@ -125,7 +127,7 @@ pub async fn purge(
         return json(&purged);
     }
     let rows: i64 = purged.rows_deleted.values().sum();
-    println!(
+    outln!(
         "purged tenant {tenant}: {rows} rows{}; its id is never given out again",
         purged
             .schema_dropped

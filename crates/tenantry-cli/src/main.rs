@@ -1,5 +1,6 @@
 //! The `tenantry` command: a thin front door that parses arguments and hands each subcommand to its module (`serve`, `admin`, `local`).
 
+use crate::output::outln;
 mod admin;
 mod context_key;
 mod export;
@@ -235,15 +236,15 @@ async fn migrate(target: Target) -> anyhow::Result<()> {
         (None, None) => Vec::new(),
     };
     if applied.is_empty() {
-        println!(
+        outln!(
             "schema is up to date ({} migrations)",
             tenantry_db::migrate::migrations().len()
         );
     } else {
         for m in &applied {
-            println!("applied {:04} {}", m.version, m.name);
+            outln!("applied {:04} {}", m.version, m.name);
         }
-        println!("{} migration(s) applied", applied.len());
+        outln!("{} migration(s) applied", applied.len());
     }
     // Then every schema tenant's schema, one per transaction (resumable).
     let bar = indicatif::ProgressBar::hidden();
@@ -264,7 +265,7 @@ async fn migrate(target: Target) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let migrated = migrated?;
     if migrated > 0 {
-        println!("{migrated} tenant schema(s) brought to the latest tenant-schema step");
+        outln!("{migrated} tenant schema(s) brought to the latest tenant-schema step");
     }
     Ok(())
 }
@@ -284,9 +285,9 @@ async fn db_start(data_dir: PathBuf, tcp: Option<String>) -> anyhow::Result<()> 
             local.superuser_url()
         );
     }
-    println!("{}", local.superuser_url());
+    outln!("{}", local.superuser_url());
     if let Some(tcp) = local.tcp_url() {
-        println!("{tcp}");
+        outln!("{tcp}");
     }
     eprintln!("PostgreSQL is running; press Ctrl-C to stop it.");
     local::wait_for_shutdown_signal().await;

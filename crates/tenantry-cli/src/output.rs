@@ -1,10 +1,42 @@
 //! Printing results: aligned human tables by default, JSON with `--json`.
 
+use std::io::Write;
+
 use serde::Serialize;
+
+/// `println!` that does not panic when standard output goes away: a reader
+/// that stops early (`tenantry tenant list | head`) ends the command
+/// quietly; any other failure to write (a full disk) ends it with a message
+/// and status 1.
+macro_rules! outln {
+    () => {
+        $crate::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
+/// Writes one line to standard output (see [`outln!`]).
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
 
 /// Prints `value` as pretty JSON.
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -22,7 +54,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end());
     };
     line(headers.to_vec());
     for row in rows {

@@ -1,5 +1,6 @@
 //! `tenantry serve`: settings, database (embedded or DATABASE_URL), role and schema checks, admin token, then the HTTP server until SIGINT/SIGTERM.
 
+use crate::output::outln;
 use std::{io::Write, os::unix::fs::OpenOptionsExt, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
@@ -125,11 +126,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("binding the listen address")?;
     let addr = app.local_addr();
-    println!("tenantry is serving on http://{addr}");
-    println!("API docs:     http://{addr}/docs");
-    println!("admin token:  {token_source}");
+    outln!("tenantry is serving on http://{addr}");
+    outln!("API docs:     http://{addr}/docs");
+    outln!("admin token:  {token_source}");
     if let Some(dir) = cluster.as_ref().and_then(|c| c.location()) {
-        println!("database:     embedded PostgreSQL in {}", dir.display());
+        outln!("database:     embedded PostgreSQL in {}", dir.display());
     }
     app.run(shutdown).await?;
     eprintln!("shut down cleanly");

@@ -1,5 +1,6 @@
 //! `tenantry table adopt|release|list` and `tenantry doctor`: your own tables as tenant tables, through the migration role's connection (DATABASE_URL, or the embedded cluster's superuser).
 
+use crate::output::outln;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tenantry_db::{tables, AdoptOptions, ExistingRows, TableProblem, TenantId, TenantTable};
@@ -107,7 +108,7 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
             if args.json {
                 json(&adopted)?;
             } else {
-                println!("adopted {}", adopted.table);
+                outln!("adopted {}", adopted.table);
                 print_tables(&[adopted]);
             }
         }
@@ -116,7 +117,7 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
             if args.json {
                 json(&serde_json::json!({ "released": name }))?;
             } else {
-                println!("released {name}");
+                outln!("released {name}");
             }
         }
         TableCommand::List => {
@@ -181,7 +182,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
         json(&problems)?;
     } else if problems.is_empty() {
         let n = tables::tenant_tables(&client).await?.len();
-        println!("{n} adopted table(s), no problem found");
+        outln!("{n} adopted table(s), no problem found");
     } else {
         print_problems(&problems);
     }
@@ -197,6 +198,6 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
 /// One block per problem: the table and rule, what is wrong, the SQL that fixes it.
 fn print_problems(problems: &[TableProblem]) {
     for p in problems {
-        println!("{p}");
+        outln!("{p}");
     }
 }

@@ -256,6 +256,44 @@ async fn cli_errors_exit_non_zero_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly_and_into_a_full_disk_fails_with_a_message() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute("SELECT tenantry.create_tenant('t' || i) FROM generate_series(1, 30) i")
+        .await
+        .unwrap();
+    let command = |stdout: std::process::Stdio| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+        cmd.args(["tenant", "list", "--json"])
+            .env("DATABASE_URL", db.server_url())
+            .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
+            .env_remove("TENANTRY_DATA_DIR")
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+
+    // `tenantry tenant list --json | head -0`: the reader is gone before
+    // the first line.
+    let mut child = command(std::process::Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = command(full.into()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: writing to standard output"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test]
 async fn serve_refuses_a_superuser_database_role() {
     let db = TestDatabase::new().await;
     let out = output_within_a_minute(

@@ -681,11 +681,48 @@ async fn insert_sql(
         .await?
         .get(0);
     Ok(format!(
-        "INSERT INTO {home} ({}) SELECT {} FROM jsonb_populate_recordset(NULL::{}, $1::jsonb) x",
+        // OVERRIDING SYSTEM VALUE: an identity column GENERATED ALWAYS takes
+        // the archived value (the ids rows refer to each other by), and
+        // advance_sequences moves its sequence past them afterwards.
+        "INSERT INTO {home} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM jsonb_populate_recordset(NULL::{}, $1::jsonb) x",
         targets.join(", "),
         values.join(", "),
         entry.table
     ))
+}
+
+/// Moves the sequence of every identity or serial column of `table` past the
+/// values the import wrote into it for `tenant`, so that the rows the tenant
+/// writes next do not draw an id it already holds (an archive restored into
+/// another database, whose sequences start afresh). Never moves one back.
+async fn advance_sequences(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    table: &str,
+) -> Result<(), OffboardError> {
+    let columns = tx
+        .query(
+            "SELECT a.attname::text, pg_get_serial_sequence($1, a.attname)
+               FROM pg_attribute a
+              WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                AND pg_get_serial_sequence($1, a.attname) IS NOT NULL",
+            &[&table],
+        )
+        .await?;
+    for c in &columns {
+        let (column, sequence): (String, String) = (c.get(0), c.get(1));
+        tx.execute(
+            &format!(
+                "SELECT setval($1::text::regclass, x.m)
+                   FROM (SELECT max({})::bigint AS m FROM {table} WHERE tenant_id = $2) x
+                  WHERE x.m > coalesce(pg_sequence_last_value($1::text::regclass), 0)",
+                quote_ident(&column)
+            ),
+            &[&sequence, tenant.as_uuid()],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Refuses an archive whose tables this database does not have as they were:
@@ -870,6 +907,9 @@ pub async fn import_tenant(
     if !complete {
         // The reader stopped without saying every file matched: roll back.
         return Err(corrupt("reading it stopped before its end"));
+    }
+    for table in rows.keys() {
+        advance_sequences(&tx, tenant, table).await?;
     }
     tx.execute(
         "SELECT tenantry.import_tenant_finish($1)",
