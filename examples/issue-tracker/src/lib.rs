@@ -46,6 +46,12 @@ pub fn router(tenantry: Tenantry) -> Router {
             "/issues/{id}/comments",
             post(comments::create).get(comments::list),
         )
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ProblemCode::MethodNotAllowed,
+                "this route does not accept that method",
+            )
+        })
         .route_layer(tenantry.layer())
         .fallback(|| async { ApiError::new(ProblemCode::RouteNotFound, "no such route") })
         .with_state(tenantry)

@@ -26,6 +26,57 @@ pub async fn context_key(migration: &Config) -> anyhow::Result<tenantry_db::Cont
     Ok(key)
 }
 
+/// Every column the tracker's statements name, per table.
+const COLUMNS: [(&str, &[&str]); 3] = [
+    ("projects", &["tenant_id", "id", "name", "created_at"]),
+    (
+        "issues",
+        &[
+            "tenant_id",
+            "id",
+            "project_id",
+            "title",
+            "state",
+            "created_at",
+        ],
+    ),
+    (
+        "comments",
+        &["tenant_id", "id", "issue_id", "body", "created_at"],
+    ),
+];
+
+/// Refuses to start on tables of the same names that are not the tracker's
+/// (`CREATE TABLE IF NOT EXISTS` keeps a table someone else made), naming
+/// the table and what it lacks, instead of answering 500 to every request.
+async fn check_shapes(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    for (table, columns) in COLUMNS {
+        let columns: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
+        let missing: Vec<String> = client
+            .query(
+                "SELECT c FROM unnest($2::text[]) c
+                  WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                     WHERE a.attrelid = to_regclass($1) AND a.attname = c
+                                       AND a.attnum > 0 AND NOT a.attisdropped)",
+                &[&table, &columns],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "table {table} in this database is not the issue tracker's (it has no column {}): \
+                 another application made a table of that name here. Run the tracker on a \
+                 database of its own (TENANTRY_DATA_DIR=.tenantry-tracker for the embedded \
+                 default, with the same variable for the tenantry CLI) or drop that table",
+                missing.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Creates the tables if needed and adopts them (both idempotent), as the
 /// role that runs migrations (`migration`: a superuser, or the tables'
 /// owner that is a member of `tenantry_owner`).
@@ -39,6 +90,7 @@ pub async fn migrate(migration: &Config) -> anyhow::Result<()> {
         .batch_execute(MIGRATION)
         .await
         .context("running migrations/0001_tables.sql")?;
+    check_shapes(&client).await?;
     for table in TABLES {
         adopt_table(&client, table, &AdoptOptions::default(), |_| {})
             .await

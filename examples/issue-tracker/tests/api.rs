@@ -314,6 +314,48 @@ async fn requests_without_a_valid_key_or_of_a_suspended_tenant_are_refused_as_pr
 }
 
 #[tokio::test]
+async fn a_method_a_route_does_not_take_and_an_unknown_route_answer_problem_json() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_key("acme").await;
+    for method in [Method::DELETE, Method::PUT] {
+        let answer = app.call(&key, method.clone(), "/projects", None).await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(answer.content_type, "application/problem+json", "{method}");
+        assert_eq!(answer.json()["code"], "method_not_allowed", "{method}");
+    }
+    let answer = app.get(&key, "/nowhere").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.content_type, "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_tracker_refuses_to_start_over_a_table_of_its_name_that_another_application_made() {
+    let tdb = TestDatabase::new().await;
+    // The README's psql walkthrough once made a `projects` of its own here.
+    tdb.superuser_client()
+        .await
+        .batch_execute(
+            "CREATE TABLE projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                    name text NOT NULL, PRIMARY KEY (tenant_id, id))",
+        )
+        .await
+        .unwrap();
+    let refused = Application::build(&Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        migration: tdb.superuser_config(),
+        server: tdb.server_config(),
+    })
+    .await
+    .err()
+    .expect("the tracker refuses to start");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("table projects in this database is not the issue tracker's (it has no column created_at)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn every_tenant_request_leaves_a_request_log_row_with_its_route() {
     let app = TestApp::spawn().await;
     let (tenant, key) = app.tenant_key("acme").await;

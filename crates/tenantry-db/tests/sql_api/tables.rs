@@ -473,7 +473,7 @@ async fn the_readme_walkthrough_for_your_own_tables_runs_as_written_in_psql() {
     let m = migrator(&tdb).await;
     assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
     assert_eq!(
-        strings(&m, "SELECT title || ' ' || done FROM tasks").await,
+        strings(&m, "SELECT title || ' ' || done FROM cards").await,
         ["Write the announcement false"]
     );
 }
