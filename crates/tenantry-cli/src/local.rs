@@ -33,7 +33,30 @@ pub async fn context_key(target: &crate::Target) -> anyhow::Result<tenantry_db::
 pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::Migration>> {
     let config: Config = url.parse().context("DATABASE_URL")?;
     let mut client = connect(&config, "migrate").await?;
-    Ok(tenantry_db::migrate::migrate(&mut client).await?)
+    let migrated = tenantry_db::migrate::migrate(&mut client).await;
+    as_migration_role(migrated, "tenantry migrate")
+}
+
+/// `result`, with the role a command needs named when the database refused
+/// it a privilege (SQLSTATE 42501): DATABASE_URL then names another role,
+/// typically the server's login.
+pub fn as_migration_role<T, E>(result: Result<T, E>, command: &str) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    result.map_err(|e| {
+        let text = e.to_string();
+        let refused = text.contains("42501") || text.contains("permission denied");
+        let e = anyhow::Error::new(e);
+        if refused {
+            e.context(format!(
+                "{command} runs as the role that runs your migrations (a superuser, or a member of \
+                 tenantry_owner), and DATABASE_URL names a role that may not (the server's login?)"
+            ))
+        } else {
+            e
+        }
+    })
 }
 
 /// A connection of the migration role for `target`: DATABASE_URL as given (the

@@ -162,9 +162,11 @@ fn print_tables(list: &[TenantTable]) {
 /// exits non-zero when one breaks a rule or is behind.
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     let (client, _cluster) = local::migration_client(&args.target, "check tables").await?;
-    let mut problems = tables::table_problems(&client).await?;
+    let mut problems =
+        local::as_migration_role(tables::table_problems(&client).await, "tenantry doctor")?;
     // Schema tenants whose schema has not run every tenant-schema step.
-    for behind in tenantry_db::migrate::tenant_schemas_behind(&client, 1000).await? {
+    let behind = tenantry_db::migrate::tenant_schemas_behind(&client, 1000).await;
+    for behind in local::as_migration_role(behind, "tenantry doctor")? {
         problems.push(TableProblem {
             table: format!("{} (tenant {})", behind.schema_name, behind.tenant_id),
             rule: "tenant_schema_version".into(),

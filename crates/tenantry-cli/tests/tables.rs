@@ -243,3 +243,29 @@ async fn table_adopt_with_sharing_records_the_option_and_adopting_again_without_
     assert_eq!(adopted["sharing"], false, "{adopted}");
     assert_eq!(shares().await, 0);
 }
+
+#[tokio::test]
+async fn doctor_and_migrate_with_the_servers_login_say_which_role_they_need_and_repeat_nothing() {
+    let db = TestDatabase::new().await;
+    for (args, command) in [
+        (&["doctor"][..], "tenantry doctor"),
+        (&["migrate"][..], "tenantry migrate"),
+    ] {
+        let out = run(&db.server_url(), args, &[]);
+        let (_, err) = text(&out);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{command} runs as the role that runs your migrations (a superuser, or a member of tenantry_owner)"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("permission denied"), "{args:?}: {err}");
+        assert!(!err.contains("db error: db error"), "{args:?}: {err}");
+        assert_eq!(
+            err.matches("permission denied").count(),
+            1,
+            "the database's words once: {err}"
+        );
+    }
+}

@@ -102,6 +102,17 @@ const FIELD_LIMITS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// A driver error in a person's words: the database's SQLSTATE and message
+/// (`42501: permission denied for function f`), or the driver's own text
+/// (its display repeats "db error" and then the cause, which error chains
+/// print again).
+pub fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => err.to_string(),
+    }
+}
+
 /// Maps a driver error to a [`DbError`] by SQLSTATE (tenantry's own `TNxxx` codes first).
 pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
     {

@@ -150,12 +150,19 @@ pub enum MigrateError {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// Talking to the database failed.
-    #[error("database error: {0}")]
-    Database(#[from] tokio_postgres::Error),
+    /// Talking to the database failed (the database's own words: SQLSTATE
+    /// and message, said once, not again as a source).
+    #[error("database error: {}", crate::error::describe(.0))]
+    Database(tokio_postgres::Error),
     /// No connection could be had.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+}
+
+impl From<tokio_postgres::Error> for MigrateError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        MigrateError::Database(e)
+    }
 }
 
 /// A schema tenant whose schema has not run every tenant-schema step yet.
