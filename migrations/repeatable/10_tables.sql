@@ -92,6 +92,24 @@ $$;
 COMMENT ON FUNCTION tenantry.row_key_column(regclass) IS 'Internal: the key column of a table whose primary key is (tenant_id, column), which names a shared row; NULL otherwise. Granted to the roles that run the doctor.';
 GRANT EXECUTE ON FUNCTION tenantry.row_key_column(regclass) TO tenantry_admin, tenantry_server;
 
+/**
+ * Drops trigger `name` of `tbl` when it is there. DROP TRIGGER IF EXISTS
+ * would do the same, with a NOTICE in the psql session of everyone who
+ * adopts or releases a table ("trigger ... does not exist, skipping").
+ */
+CREATE OR REPLACE FUNCTION tenantry.drop_trigger_if_any(tbl regclass, name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = tbl AND t.tgname = name) THEN
+        EXECUTE format('DROP TRIGGER %I ON %s', name, tbl);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.drop_trigger_if_any(regclass, text) IS 'Internal (adopt_table, release_table, as the owner): drops a trigger of a table when it exists, quietly. Not granted.';
+
 /** The type of a table's row key column, as SQL writes it in a cast. */
 CREATE OR REPLACE FUNCTION tenantry.row_key_type(tbl regclass)
 RETURNS text
@@ -254,8 +272,8 @@ BEGIN
         EXECUTE format('CREATE OR REPLACE TRIGGER tenant_row_home BEFORE INSERT OR UPDATE OR DELETE ON %s '
                        'FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_row_home(%L)', tbl, tenantry.row_key_column(tbl));
     ELSE
-        EXECUTE format('DROP TRIGGER IF EXISTS tenant_tier_lock ON %s', tbl);
-        EXECUTE format('DROP TRIGGER IF EXISTS tenant_row_home ON %s', tbl);
+        PERFORM tenantry.drop_trigger_if_any(tbl, 'tenant_tier_lock');
+        PERFORM tenantry.drop_trigger_if_any(tbl, 'tenant_row_home');
     END IF;
     -- Without its key (the doctor reports it) no trigger can name the row.
     IF sharing AND tenantry.row_key_column(tbl) IS NOT NULL THEN
@@ -264,8 +282,8 @@ BEGIN
         EXECUTE format('CREATE OR REPLACE TRIGGER tenantry_shared_rows_truncated AFTER TRUNCATE ON %s '
                        'FOR EACH STATEMENT EXECUTE FUNCTION tenantry.shared_rows_truncated()', tbl);
     ELSE
-        EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_follow ON %s', tbl);
-        EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_truncated ON %s', tbl);
+        PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_shared_rows_follow');
+        PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_shared_rows_truncated');
         -- On Citus, a table not distributed yet has no shares, and the
         -- workers, which hold the shares, could not even name it.
         IF NOT (tenantry.citus_distributed() AND NOT tenantry.citus_table(tbl)) THEN
@@ -1024,11 +1042,11 @@ BEGIN
             USING ERRCODE = 'TN409',
             HINT = 'Its rows stay isolated; to give the table back, copy its rows to a new table and drop this one.';
     END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS tenant_tier_lock ON %s', tbl);
-    EXECUTE format('DROP TRIGGER IF EXISTS tenant_row_home ON %s', tbl);
-    EXECUTE format('DROP TRIGGER IF EXISTS tenantry_keep_tenant_id ON %s', tbl);
-    EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_follow ON %s', tbl);
-    EXECUTE format('DROP TRIGGER IF EXISTS tenantry_shared_rows_truncated ON %s', tbl);
+    PERFORM tenantry.drop_trigger_if_any(tbl, 'tenant_tier_lock');
+    PERFORM tenantry.drop_trigger_if_any(tbl, 'tenant_row_home');
+    PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_keep_tenant_id');
+    PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_shared_rows_follow');
+    PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_shared_rows_truncated');
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey', tbl);
     EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', tbl);
     FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP

@@ -197,5 +197,9 @@ pub async fn run_readme_sql(tdb: &TestDatabase, heading: &str) -> String {
         "psql failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Nothing but the answers: no NOTICE a reader would wonder about (adopting
+    // a table once said "trigger ... does not exist, skipping" twice).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("NOTICE"), "psql printed notices: {stderr}");
     stdout
 }

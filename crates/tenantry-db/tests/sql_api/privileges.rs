@@ -224,7 +224,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
            AND NOT (p.proname IN ('adopt_table', 'release_table', 'check_adoptable', 'secure_tenant_table',
                                   'table_problems', 'backfill_prepare', 'backfill_validate',
                                   'backfill_tenant_id_pages', 'lock_shareable_row', 'rows_shared_with_me',
-                                  'ensure_tenant_fk', 'secure_tenant_copy', 'add_tenant_schema_table')
+                                  'ensure_tenant_fk', 'secure_tenant_copy', 'add_tenant_schema_table',
+                                  'drop_trigger_if_any')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
