@@ -228,6 +228,20 @@ fn export(db: &TestDatabase, tenant: uuid::Uuid, path: &str) {
     ));
 }
 
+/// `tenantry tenant import <archive> --as <id>`, as the migration role; it must succeed.
+fn import_as(db: &TestDatabase, archive: &Path, id: uuid::Uuid) {
+    ok(&run(
+        &db.superuser_url(),
+        &[
+            "tenant",
+            "import",
+            archive.to_str().unwrap(),
+            "--as",
+            &id.to_string(),
+        ],
+    ));
+}
+
 /// The manifest of an archive, and the text of each of its files.
 fn read_archive(path: &Path) -> (serde_json::Value, BTreeMap<String, String>) {
     let file = std::fs::File::open(path).unwrap();
@@ -418,10 +432,7 @@ async fn export_purge_import_round_trip_restores_an_identical_tenant_and_the_exp
 
     // Import under a new id, export again: the same rows, byte for byte.
     let new = uuid::Uuid::new_v4();
-    ok(&run(
-        &db.superuser_url(),
-        &["tenant", "import", archive_s, "--as", &new.to_string()],
-    ));
+    import_as(&db, &archive, new);
     let again = dir.path().join("again.tar.gz");
     export(&db, new, again.to_str().unwrap());
     let (manifest_again, _) = read_archive(&again);
@@ -473,16 +484,7 @@ async fn purging_a_schema_tenant_drops_its_schema_and_leaves_no_row_and_its_arch
     assert_eq!(rows_by_table(&su, b).await["tenantry.resources"], b_before);
 
     let new = uuid::Uuid::new_v4();
-    ok(&run(
-        &db.superuser_url(),
-        &[
-            "tenant",
-            "import",
-            archive.to_str().unwrap(),
-            "--as",
-            &new.to_string(),
-        ],
-    ));
+    import_as(&db, &archive, new);
     let (isolation, schema): (String, String) = su
         .query_one(
             "SELECT isolation, schema_name FROM tenantry.tenants WHERE tenant_id = $1",
@@ -545,16 +547,7 @@ async fn an_adopted_table_with_an_identity_column_generated_always_imports_its_i
                 .unwrap();
         }
         let copy = uuid::Uuid::new_v4();
-        ok(&run(
-            &db.superuser_url(),
-            &[
-                "tenant",
-                "import",
-                archive.to_str().unwrap(),
-                "--as",
-                &copy.to_string(),
-            ],
-        ));
+        import_as(&db, &archive, copy);
         let ids: Vec<i64> = su
             .query(
                 "SELECT id FROM public.tickets WHERE tenant_id = $1 ORDER BY id",
