@@ -16,7 +16,7 @@ pub mod responses {
     };
 
     /// Problem responses of these statuses; a 401 also names its `WWW-Authenticate`
-    /// header and a 503 its `Retry-After`.
+    /// header (every 429 and 503 gets its `Retry-After` from `openapi::RetryAfter`).
     fn problems(statuses: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
         statuses
             .iter()
@@ -35,12 +35,6 @@ pub mod responses {
                 };
                 if *status == 401 {
                     response = response.header("WWW-Authenticate", header("`Bearer`"));
-                }
-                if *status == 503 {
-                    response = response.header(
-                        "Retry-After",
-                        header("Seconds to wait before sending the request again (nothing was written)"),
-                    );
                 }
                 (status.to_string(), RefOr::T(response.build()))
             })

@@ -21,7 +21,9 @@ use crate::{error::ProblemCode, routes, state::AppState};
         description = "Multi-tenancy for PostgreSQL that holds even when application code is wrong.\n\n\
 Authenticate with `Authorization: Bearer <token>`: a tenant API key (`tk_…`) or a person's token from the identity provider (a JWT, with `X-Tenant-Id: <tenant>` naming the tenant they act in) for tenant routes, the admin token for admin routes."
     ),
-    components(schemas(crate::error::Problem)),
+    // UsageRanking is a query parameter's type (`/v1/usage/top?by=`): named
+    // there by reference, so it must be among the schemas.
+    components(schemas(crate::error::Problem, tenantry_db::UsageRanking)),
     modifiers(&BearerAuth, &ProblemCodes),
     tags(
         (name = "tenants", description = "Tenant administration (admin token); POST also creates children with a tenant key"),
@@ -128,7 +130,12 @@ fn document_idempotency_key(operation: &mut Operation) {
         .parameter_in(ParameterIn::Header)
         .required(Required::False)
         .description(Some(
-            "Makes a retry safe: the first response to this key (status and body) is stored in              the write's own transaction and, for 24 hours, a request with the same key, method,              path and body is answered with it (`Idempotent-Replayed: true`) without writing              again. 1 to 255 visible ASCII characters, kept per tenant. Errors are not stored.              A secret shown once (`key`, `token`) is blanked (`\"\"`) in a replay. Not taken              with the admin token (400).",
+            "Makes a retry safe: the first response to this key (status and body) is stored in \
+             the write's own transaction and, for 24 hours, a request with the same key, method, \
+             path and body is answered with it (`Idempotent-Replayed: true`) without writing \
+             again. 1 to 255 visible ASCII characters, kept per caller: per tenant for a tenant \
+             key or a person, in the operator's own namespace for the admin token. Errors are \
+             not stored. A secret shown once (`key`, `token`) is blanked (`\"\"`) in a replay.",
         ))
         .schema(Some(
             ObjectBuilder::new()
@@ -164,9 +171,16 @@ fn document_idempotency_key(operation: &mut Operation) {
             "The Idempotency-Key was used for another request in the last 24 hours (`validation_failed`, field `Idempotency-Key`)",
         ),
     ] {
-        responses
-            .entry(status.to_owned())
-            .or_insert_with(|| problem(description));
+        match responses.get_mut(status) {
+            // The route answers this status for its own reasons too: both are said.
+            Some(RefOr::T(existing)) if !existing.description.contains(description) => {
+                existing.description = format!("{}; or: {description}", existing.description);
+            }
+            Some(_) => {}
+            None => {
+                responses.insert(status.to_owned(), problem(description));
+            }
+        }
     }
     for (status, response) in responses.iter_mut() {
         if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
@@ -192,7 +206,83 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     ));
     // Once the routes are in: the derive's modifiers run before they are.
     IdempotencyKeys.modify(router.get_openapi_mut());
+    RetryAfter.modify(router.get_openapi_mut());
+    PageItemsByReference.modify(router.get_openapi_mut());
     router
+}
+
+/// A page's items as a reference to their schema (`Page_Resource.items`:
+/// `$ref: Resource`), not a copy of it: utoipa writes a generic's type
+/// parameter inline (juhaku/utoipa#1586), and client generators then make a
+/// second type for every item (`PageResourceItemsItem` beside `Resource`).
+struct PageItemsByReference;
+
+impl Modify for PageItemsByReference {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayItems, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let names: Vec<String> = components.schemas.keys().cloned().collect();
+        for (name, schema) in components.schemas.iter_mut() {
+            let Some(item) = name.strip_prefix("Page_") else {
+                continue;
+            };
+            if !names.iter().any(|n| n == item) {
+                continue;
+            }
+            if let RefOr::T(Schema::Object(page)) = schema {
+                if let Some(RefOr::T(Schema::Array(items))) = page.properties.get_mut("items") {
+                    items.items =
+                        ArrayItems::RefOrSchema(Box::new(RefOr::Ref(Ref::from_schema_name(item))));
+                }
+            }
+        }
+    }
+}
+
+/// `Retry-After` on every 429 and 503 the routes declare, wherever they
+/// declare it (docs/security.md: every 429 and 503 carries it): clients and
+/// fuzzers learn from the description when to send again.
+struct RetryAfter;
+
+impl Modify for RetryAfter {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                item.get.as_mut(),
+                item.head.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.patch.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let description = match status.as_str() {
+                        "429" => "Seconds until the rate limit lets a request through",
+                        "503" => {
+                            "Seconds to wait before sending the request again (nothing was written)"
+                        }
+                        _ => continue,
+                    };
+                    if let RefOr::T(response) = response {
+                        response
+                            .headers
+                            .entry("Retry-After".to_owned())
+                            .or_insert_with(|| {
+                                HeaderBuilder::new()
+                                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                                    .description(Some(description))
+                                    .build()
+                            });
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn api_routes() -> OpenApiRouter<AppState> {
@@ -332,6 +422,91 @@ mod tests {
             assert!(
                 !documents(path, method),
                 "{method} {path} documents the header"
+            );
+        }
+    }
+
+    /// Every `$ref` anywhere under `value`.
+    fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("$ref", serde_json::Value::String(r)) => out.push(r.clone()),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_document_holds_what_client_generators_need_resolvable_refs_unique_ids_and_retry_after() {
+        let (_, openapi) = api_router().split_for_parts();
+        let json = serde_json::to_value(&openapi).unwrap();
+        let schemas = json["components"]["schemas"].as_object().unwrap();
+        let mut found = Vec::new();
+        refs(&json, &mut found);
+        assert!(found.len() > 100, "{}", found.len());
+        for r in &found {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("a reference outside the schemas: {r}"));
+            assert!(schemas.contains_key(name), "{r} names no schema");
+        }
+        let mut ids = std::collections::BTreeMap::new();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let Some(id) = op["operationId"].as_str() else {
+                    panic!("{method} {path} has no operationId");
+                };
+                if let Some(other) = ids.insert(id.to_owned(), format!("{method} {path}")) {
+                    panic!("operationId {id} twice: {other} and {method} {path}");
+                }
+                for (status, response) in op["responses"].as_object().unwrap() {
+                    if status == "429" || status == "503" {
+                        assert!(
+                            response["headers"]["Retry-After"].is_object(),
+                            "{method} {path} {status} lacks Retry-After"
+                        );
+                    }
+                }
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let text = p["description"].as_str().unwrap_or_default();
+                    assert!(
+                        !text.contains("   "),
+                        "{method} {path} {}: {text}",
+                        p["name"]
+                    );
+                }
+            }
+        }
+        // Values clients type as enumerations.
+        for (schema, field) in [
+            ("Invitation", "status"),
+            ("MyTenant", "status"),
+            ("TopTenant", "status"),
+        ] {
+            let property = &schemas[schema]["properties"][field];
+            let listed = property["enum"].is_array()
+                || property["$ref"].as_str() == Some("#/components/schemas/TenantStatus");
+            assert!(listed, "{schema}.{field}: {property}");
+        }
+        assert_eq!(
+            schemas["TenantSettings"]["properties"]["rate_limit_burst"]["format"],
+            "int64"
+        );
+        // A page refers to its items' schema instead of copying it.
+        let pages: Vec<&String> = schemas.keys().filter(|k| k.starts_with("Page_")).collect();
+        assert!(pages.len() >= 10, "{pages:?}");
+        for page in pages {
+            let item = page.trim_start_matches("Page_");
+            assert_eq!(
+                schemas[page]["properties"]["items"]["items"]["$ref"],
+                format!("#/components/schemas/{item}"),
+                "{page}"
             );
         }
     }

@@ -120,8 +120,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// The request's id, as in the `X-Request-Id` response header: quote it
-    /// when reporting a problem. Set by [`RequestIdLayer`](crate::request_log::RequestIdLayer)
+    /// when reporting a problem. Present when the server gives requests ids
     /// (tenantry's server sets it on every problem).
+    // (Set by crate::request_log::RequestIdLayer; this comment is the API
+    // description, where a Rust link would show as written.)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }

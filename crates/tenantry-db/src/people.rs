@@ -41,6 +41,7 @@ pub struct MyTenant {
     /// Its name.
     pub name: String,
     /// `active` or `suspended`.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::TenantStatus))]
     pub status: String,
     /// Whether the person owns it.
     pub is_owner: bool,
@@ -77,7 +78,19 @@ pub struct Invitation {
     /// When it was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
     /// `pending`, `accepted`, `revoked` or `expired`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = invitation_status_schema))]
     pub status: String,
+}
+
+/// An invitation's status in the API description: the four values
+/// `tenantry.invitation_status` gives, as an enumeration clients can type.
+#[cfg(feature = "openapi")]
+fn invitation_status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["pending", "accepted", "revoked", "expired"]))
+        .description(Some("`pending`, `accepted`, `revoked` or `expired`."))
+        .build()
 }
 
 /// Input of a new invitation: an email or a user id (or both), a role.

@@ -83,7 +83,7 @@ pub struct TenantSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, minimum = 1, maximum = 4_294_967_295_u64)
+        schema(nullable = false, format = Int64, minimum = 1, maximum = 4_294_967_295_u64)
     )]
     rate_limit_burst: Option<u32>,
     /// Free-form object.

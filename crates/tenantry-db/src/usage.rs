@@ -117,6 +117,7 @@ pub struct TopTenant {
     /// Its name.
     pub name: String,
     /// Its status (`active`, `suspended`, `deleted`).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::TenantStatus))]
     pub status: String,
     /// Requests in the period.
     pub request_count: i64,

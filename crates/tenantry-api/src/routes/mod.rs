@@ -51,7 +51,7 @@ impl PageQuery {
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

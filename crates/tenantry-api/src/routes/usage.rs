@@ -29,7 +29,7 @@ pub struct MetricsQuery {
 /// storage. Request columns are refreshed by the server every
 /// `metrics_refresh_secs`; storage is sampled at the first refresh of each hour.
 #[utoipa::path(
-    get, path = "/v1/usage/metrics", tag = "usage", params(MetricsQuery),
+    get, path = "/v1/usage/metrics", tag = "usage", params(MetricsQuery), operation_id = "usage_metrics",
     responses(
         (status = 200, body = Vec<MetricsRow>),
         responses::TenantAuth,
