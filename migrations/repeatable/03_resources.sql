@@ -329,7 +329,7 @@ DECLARE
 BEGIN
     IF home IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403',
-            HINT = 'call set_tenant_context_local(tenant_id) in this transaction first';
+            HINT = 'an operator calls set_tenant_context_local(tenant_id) in this transaction first; the server''s login proves a context through the library (enter_context), which the guide''s setters refuse it';
     END IF;
     RETURN QUERY EXECUTE format('INSERT INTO %I.resources (tenant_id, name, data) VALUES ($1, $2, $3) RETURNING *', home)
     USING tid, name, data;
@@ -354,7 +354,7 @@ DECLARE
 BEGIN
     IF tid IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403',
-            HINT = 'call set_tenant_context_local(tenant_id) in this transaction first';
+            HINT = 'an operator calls set_tenant_context_local(tenant_id) in this transaction first; the server''s login proves a context through the library (enter_context), which the guide''s setters refuse it';
     END IF;
     IF data IS NULL OR jsonb_typeof(data) <> 'object' THEN
         RAISE EXCEPTION 'data must be a JSON object' USING ERRCODE = 'TN422', HINT = 'data';

@@ -1099,7 +1099,7 @@ DECLARE
 BEGIN
     IF tenantry.current_tenant_id() IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403',
-            HINT = 'call set_tenant_context(tenant_id) first';
+            HINT = 'an operator calls set_tenant_context(tenant_id) first; the server''s login proves a context through the library (enter_context), which the guide''s setters refuse it';
     END IF;
     PERFORM set_config('search_path',
         CASE WHEN s = 'tenantry' THEN 'tenantry, public'

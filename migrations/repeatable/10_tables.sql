@@ -533,9 +533,29 @@ BEGIN
                   WHERE (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.conrelid AND a.attnum = pair.src) = 'tenant_id'
                     AND (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.confrelid AND a.attnum = pair.dst) = 'tenant_id');
     END LOOP;
+    -- tenantry's own tables (resources among them): every policy as the
+    -- definitions made it (15_own_policies.sql), no other.
+    IF tbl IS NULL THEN
+        RETURN QUERY
+        SELECT 'tenantry.' || coalesce(n.table_name, o.table_name), 'own_policies'::text,
+               CASE WHEN o.policy IS NULL
+                    THEN format('policy %s is not one of tenantry''s, and every query on the table ORs it in: %s',
+                                n.policy, n.definition)
+                    WHEN n.policy IS NULL
+                    THEN format('tenantry''s policy %s is gone (%s)', o.policy, o.definition)
+                    ELSE format('tenantry''s policy %s was changed to: %s (tenantry''s: %s)',
+                                n.policy, n.definition, o.definition) END,
+               CASE WHEN o.policy IS NULL
+                    THEN format('DROP POLICY %I ON tenantry.%I;', n.policy, n.table_name)
+                    ELSE 'DELETE FROM tenantry.schema_definitions; -- then run tenantry migrate: it applies every definition again' END
+        FROM tenantry.current_own_policies() n
+        FULL JOIN tenantry.own_policy_definitions() o ON o.table_name = n.table_name AND o.policy = n.policy
+        WHERE n.definition IS DISTINCT FROM o.definition
+        ORDER BY 1, 3;
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id. No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id. Without a table, also every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**

@@ -269,3 +269,80 @@ async fn doctor_and_migrate_with_the_servers_login_say_which_role_they_need_and_
         );
     }
 }
+
+#[tokio::test]
+async fn the_guides_policy_snippets_run_as_written_on_tenantrys_own_tables_are_named_by_the_doctor_and_refused_at_boot(
+) {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    let url = db.superuser_url();
+    let out = run(&url, &["doctor"], &[]);
+    assert!(out.status.success(), "{}", text(&out).1);
+
+    // The guide's snippets, as a reader would paste them (search_path
+    // tenantry first); tenant_isolation exists already and is refused.
+    su.batch_execute(
+        "SET search_path = tenantry, public;
+         CREATE POLICY tenant_sharing ON resources FOR SELECT
+             USING (tenant_id = current_tenant_id()
+                    OR id = ANY (SELECT resource_id FROM shared_resources WHERE shared_with = current_tenant_id()));
+         CREATE POLICY tenant_data ON resources FOR ALL USING (tenant_id = current_tenant_id());
+         CREATE POLICY tenant_hierarchy ON resources FOR ALL
+             USING (tenant_id IN (SELECT child_id FROM tenant_hierarchy WHERE parent_id = current_tenant_id()));
+         ALTER POLICY members_read_subtree ON tenant_members USING (true);
+         DROP POLICY resources_delete_needs_permission ON resources;
+         RESET search_path;",
+    )
+    .await
+    .unwrap();
+    let out = run(&url, &["doctor", "--json"], &[]);
+    assert!(!out.status.success());
+    let problems: serde_json::Value = serde_json::from_str(&text(&out).0).unwrap();
+    let found: Vec<String> = problems
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["rule"] == "own_policies")
+        .map(|p| format!("{} | {} | {}", p["table"], p["problem"], p["fix"]))
+        .collect();
+    assert_eq!(found.len(), 5, "{found:#?}");
+    for (table, policy, fix) in [
+        ("tenantry.resources", "policy tenant_sharing is not one of tenantry's", "DROP POLICY tenant_sharing ON tenantry.resources;"),
+        ("tenantry.resources", "policy tenant_data is not one of tenantry's", "DROP POLICY tenant_data ON tenantry.resources;"),
+        ("tenantry.resources", "policy tenant_hierarchy is not one of tenantry's", "DROP POLICY tenant_hierarchy ON tenantry.resources;"),
+        ("tenantry.resources", "tenantry's policy resources_delete_needs_permission is gone", "DELETE FROM tenantry.schema_definitions;"),
+        ("tenantry.tenant_members", "tenantry's policy members_read_subtree was changed to: PERMISSIVE FOR SELECT TO tenantry_app USING (true)", "DELETE FROM tenantry.schema_definitions;"),
+    ] {
+        assert!(
+            found.iter().any(|f| f.contains(table) && f.contains(policy) && f.contains(fix)),
+            "{policy} not reported: {found:#?}"
+        );
+    }
+
+    // The server does not serve tenant traffic over them.
+    let out = run(
+        &db.server_url(),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("TENANTRY_ADMIN_TOKEN", "tadm_test")],
+    );
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("refusing to serve tenant traffic") && err.contains("tenant_sharing"),
+        "{err}"
+    );
+
+    // The fixes the doctor gives, as given: then nothing is left to report.
+    su.batch_execute(
+        "DROP POLICY tenant_sharing ON tenantry.resources;
+         DROP POLICY tenant_data ON tenantry.resources;
+         DROP POLICY tenant_hierarchy ON tenantry.resources;
+         DELETE FROM tenantry.schema_definitions;",
+    )
+    .await
+    .unwrap();
+    let out = run(&url, &["migrate"], &[]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = run(&url, &["doctor"], &[]);
+    assert!(out.status.success(), "{}{}", text(&out).0, text(&out).1);
+}

@@ -86,3 +86,54 @@ async fn guide_role_functions_answer_by_their_names_inside_the_current_tenant_on
         0
     );
 }
+
+#[tokio::test]
+async fn the_guides_insert_into_role_permissions_fills_the_current_tenant_and_stays_inside_it() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    set_context(&app, b).await;
+    let b_role: Uuid = app
+        .query_one("SELECT create_tenant_role($1, 'viewer')", &[&b])
+        .await
+        .unwrap()
+        .get(0);
+
+    set_context(&app, a).await;
+    let role: Uuid = app
+        .query_one("SELECT create_tenant_role($1, 'editor')", &[&a])
+        .await
+        .unwrap()
+        .get(0);
+    // The guide's statement (inside its assign_tenant_permission), as written:
+    // no tenant_id column named.
+    app.execute(
+        "INSERT INTO role_permissions (role_id, permission_id)
+         SELECT $1, permission_id FROM permissions WHERE name = 'resources.read'",
+        &[&role],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(
+            &app,
+            &format!("SELECT count(*) FROM role_permissions WHERE role_id = '{role}' AND tenant_id = '{a}'")
+        )
+        .await,
+        1
+    );
+    // Another tenant's role: the default names the current tenant, and the
+    // row pairs it with b's role, which the key refuses (as a missing role).
+    expect_sqlstate(
+        app.execute(
+            "INSERT INTO role_permissions (role_id, permission_id)
+             SELECT $1, permission_id FROM permissions WHERE name = 'resources.read'",
+            &[&b_role],
+        )
+        .await,
+        "23503",
+        "a permission on another tenant's role",
+    );
+}
