@@ -91,21 +91,30 @@ impl Modify for ProblemCodes {
 /// `Idempotent-Replayed: true`.
 struct IdempotencyKeys;
 
+/// Every operation of the document, with whether it writes (POST, PUT,
+/// PATCH, DELETE).
+fn operations(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = (bool, &mut Operation)> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            (false, item.get.as_mut()),
+            (false, item.head.as_mut()),
+            (true, item.post.as_mut()),
+            (true, item.put.as_mut()),
+            (true, item.patch.as_mut()),
+            (true, item.delete.as_mut()),
+        ]
+        .into_iter()
+        .filter_map(|(writes, operation)| operation.map(|o| (writes, o)))
+    })
+}
+
 impl Modify for IdempotencyKeys {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            for operation in [
-                item.post.as_mut(),
-                item.put.as_mut(),
-                item.patch.as_mut(),
-                item.delete.as_mut(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                if takes_idempotency_key(operation) {
-                    document_idempotency_key(operation);
-                }
+        for (writes, operation) in operations(openapi) {
+            if writes && takes_idempotency_key(operation) {
+                document_idempotency_key(operation);
             }
         }
     }
@@ -248,37 +257,25 @@ struct RetryAfter;
 
 impl Modify for RetryAfter {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            for operation in [
-                item.get.as_mut(),
-                item.head.as_mut(),
-                item.post.as_mut(),
-                item.put.as_mut(),
-                item.patch.as_mut(),
-                item.delete.as_mut(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                for (status, response) in operation.responses.responses.iter_mut() {
-                    let description = match status.as_str() {
-                        "429" => "Seconds until the rate limit lets a request through",
-                        "503" => {
-                            "Seconds to wait before sending the request again (nothing was written)"
-                        }
-                        _ => continue,
-                    };
-                    if let RefOr::T(response) = response {
-                        response
-                            .headers
-                            .entry("Retry-After".to_owned())
-                            .or_insert_with(|| {
-                                HeaderBuilder::new()
-                                    .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                                    .description(Some(description))
-                                    .build()
-                            });
+        for (_, operation) in operations(openapi) {
+            for (status, response) in operation.responses.responses.iter_mut() {
+                let description = match status.as_str() {
+                    "429" => "Seconds until the rate limit lets a request through",
+                    "503" => {
+                        "Seconds to wait before sending the request again (nothing was written)"
                     }
+                    _ => continue,
+                };
+                if let RefOr::T(response) = response {
+                    response
+                        .headers
+                        .entry("Retry-After".to_owned())
+                        .or_insert_with(|| {
+                            HeaderBuilder::new()
+                                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                                .description(Some(description))
+                                .build()
+                        });
                 }
             }
         }

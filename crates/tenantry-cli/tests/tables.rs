@@ -37,6 +37,17 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// `tenantry serve` as the server's login, which must refuse to start: its stderr.
+fn serve_refused(db: &TestDatabase) -> String {
+    let out = run(
+        &db.server_url(),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("TENANTRY_ADMIN_TOKEN", "tadm_test")],
+    );
+    assert!(!out.status.success(), "serve started");
+    text(&out).1
+}
+
 #[tokio::test]
 async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_release_undoes_it()
 {
@@ -127,13 +138,7 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
     );
 
     // The server refuses to start on it, unless told to serve anyway (loudly).
-    let out = run(
-        &db.server_url(),
-        &["serve", "--listen", "127.0.0.1:0"],
-        &[("TENANTRY_ADMIN_TOKEN", "tadm_test")],
-    );
-    let (_, err) = text(&out);
-    assert!(!out.status.success());
+    let err = serve_refused(&db);
     assert!(
         err.contains("refusing to serve tenant traffic")
             && err.contains("public.invoices [rls]")
@@ -320,13 +325,7 @@ async fn the_guides_policy_snippets_run_as_written_on_tenantrys_own_tables_are_n
     }
 
     // The server does not serve tenant traffic over them.
-    let out = run(
-        &db.server_url(),
-        &["serve", "--listen", "127.0.0.1:0"],
-        &[("TENANTRY_ADMIN_TOKEN", "tadm_test")],
-    );
-    let (_, err) = text(&out);
-    assert!(!out.status.success());
+    let err = serve_refused(&db);
     assert!(
         err.contains("refusing to serve tenant traffic") && err.contains("tenant_sharing"),
         "{err}"

@@ -6,28 +6,35 @@ use uuid::Uuid;
 
 use crate::common::{count, create_tenant, strings};
 use crate::helpers::{admin, app, expect_sqlstate, set_context};
+use tokio_postgres::Client;
 
-#[tokio::test]
-async fn guide_role_functions_answer_by_their_names_inside_the_current_tenant_only() {
-    let tdb = TestDatabase::new().await;
-    let admin = admin(&tdb).await;
-    let app = app(&tdb).await;
+/// Tenants a and b, each with a role made through the guide's function (b's
+/// `viewer`, a's `editor`), and the app connection left in a's context:
+/// (app, a, b, a's role, b's role).
+async fn two_tenants_with_a_role_each(tdb: &TestDatabase) -> (Client, Uuid, Uuid, Uuid, Uuid) {
+    let admin = admin(tdb).await;
+    let app = app(tdb).await;
     let a = create_tenant(&admin, "a", None).await;
     let b = create_tenant(&admin, "b", None).await;
-
     set_context(&app, b).await;
     let b_role: Uuid = app
         .query_one("SELECT create_tenant_role($1, 'viewer')", &[&b])
         .await
         .unwrap()
         .get(0);
-
     set_context(&app, a).await;
     let role: Uuid = app
         .query_one("SELECT create_tenant_role($1, 'editor')", &[&a])
         .await
         .unwrap()
         .get(0);
+    (app, a, b, role, b_role)
+}
+
+#[tokio::test]
+async fn guide_role_functions_answer_by_their_names_inside_the_current_tenant_only() {
+    let tdb = TestDatabase::new().await;
+    let (app, a, b, role, b_role) = two_tenants_with_a_role_each(&tdb).await;
     for _ in 0..2 {
         app.execute(
             "SELECT assign_tenant_permission($1, 'resources.write')",
@@ -90,23 +97,7 @@ async fn guide_role_functions_answer_by_their_names_inside_the_current_tenant_on
 #[tokio::test]
 async fn the_guides_insert_into_role_permissions_fills_the_current_tenant_and_stays_inside_it() {
     let tdb = TestDatabase::new().await;
-    let admin = admin(&tdb).await;
-    let app = app(&tdb).await;
-    let a = create_tenant(&admin, "a", None).await;
-    let b = create_tenant(&admin, "b", None).await;
-    set_context(&app, b).await;
-    let b_role: Uuid = app
-        .query_one("SELECT create_tenant_role($1, 'viewer')", &[&b])
-        .await
-        .unwrap()
-        .get(0);
-
-    set_context(&app, a).await;
-    let role: Uuid = app
-        .query_one("SELECT create_tenant_role($1, 'editor')", &[&a])
-        .await
-        .unwrap()
-        .get(0);
+    let (app, a, _, role, b_role) = two_tenants_with_a_role_each(&tdb).await;
     // The guide's statement (inside its assign_tenant_permission), as written:
     // no tenant_id column named.
     app.execute(
