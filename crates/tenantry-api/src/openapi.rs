@@ -459,6 +459,11 @@ mod tests {
                 let Some(id) = op["operationId"].as_str() else {
                     panic!("{method} {path} has no operationId");
                 };
+                // Public routes say so (an empty requirement), others name theirs.
+                assert!(
+                    op["security"].as_array().is_some_and(|s| !s.is_empty()),
+                    "{method} {path} declares no security"
+                );
                 if let Some(other) = ids.insert(id.to_owned(), format!("{method} {path}")) {
                     panic!("operationId {id} twice: {other} and {method} {path}");
                 }

@@ -19,7 +19,7 @@ pub struct Health {
 }
 
 /// The process is alive.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)), security(()))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
@@ -27,7 +27,8 @@ pub async fn healthz() -> Json<Health> {
 /// The database is reachable and its schema matches this build.
 #[utoipa::path(
     get, path = "/readyz", tag = "system",
-    responses((status = 200, body = Health), (status = 503, body = crate::error::Problem, content_type = "application/problem+json"))
+    responses((status = 200, body = Health), (status = 503, body = crate::error::Problem, content_type = "application/problem+json")),
+    security(())
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.db.ping().await?;
@@ -45,7 +46,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 /// `other`, so the series stay bounded however many tenants are active),
 /// which name tenants and so only with the admin token as bearer (scrape
 /// with `authorization: {credentials: <admin token>}`).
-#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(
+    get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")),
+    // Public; with the admin token it also names the busiest tenants.
+    security((), ("bearer" = []))
+)]
 pub async fn metrics(
     State(state): State<AppState>,
     OperatorView(operator): OperatorView,
