@@ -223,6 +223,8 @@ DECLARE
     parent_status text;
 BEGIN
     NEW.name := tenantry.clean_name(NEW.name, 'name');
+    -- The guide's tenants.settings is nullable: NULL means no settings.
+    NEW.settings := coalesce(NEW.settings, '{}');
     -- On Citus this fires once per copy of the tenants reference table. A
     -- worker's copy takes the row as the coordinator's does (same name, same
     -- times); the checks read other tables and run on the coordinator only.
@@ -281,7 +283,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: enforces the status lifecycle, an existing live parent, and rejects self-parenting and cycles.';
+COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), enforces the status lifecycle, an existing live parent, and rejects self-parenting and cycles.';
 
 /** Maintains tenant_hierarchy and writes the tenant audit rows. */
 CREATE OR REPLACE FUNCTION tenantry.tenants_after_write()
