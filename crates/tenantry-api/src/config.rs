@@ -212,18 +212,27 @@ impl Settings {
                 if let Some(v) = get($var) { self.$field = parse($var, &v)?; }
             )*};
         }
+        // Each variable overrides its own key of the file's [jwt] section (the
+        // issuer starts one when the file has none); the others keep theirs.
         if let Some(issuer) = get("TENANTRY_JWT_ISSUER").filter(|v| !v.is_empty()) {
-            let audience = get("TENANTRY_JWT_AUDIENCE").unwrap_or_default();
-            let mut jwt = tenantry_axum::jwt::JwtConfig::new(issuer, "");
-            jwt.audience = audience
-                .split(',')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(str::to_owned)
-                .collect();
-            self.jwt = Some(jwt);
+            match self.jwt.as_mut() {
+                Some(jwt) => jwt.issuer = issuer,
+                None => {
+                    let mut jwt = tenantry_axum::jwt::JwtConfig::new(issuer, "");
+                    jwt.audience.clear();
+                    self.jwt = Some(jwt);
+                }
+            }
         }
         if let Some(jwt) = self.jwt.as_mut() {
+            if let Some(audience) = get("TENANTRY_JWT_AUDIENCE").filter(|v| !v.trim().is_empty()) {
+                jwt.audience = audience
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
             if let Some(v) = get("TENANTRY_JWT_JWKS_URL").filter(|v| !v.is_empty()) {
                 jwt.jwks_url = Some(v);
             }
@@ -357,6 +366,51 @@ mod tests {
         assert_eq!(s.max_connections, 7);
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.body_limit_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn a_jwt_variable_overrides_its_own_key_of_the_files_jwt_section_and_no_other() {
+        let file = "[jwt]\nissuer = \"https://file.example.test\"\naudience = [\"tenantry\"]\n\
+                    hs256_secret = \"0123456789abcdef0123456789abcdef\"";
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let mut s: Settings = toml::from_str(file).unwrap();
+        s.apply_env(env(&[("TENANTRY_JWT_ISSUER", "https://env.example.test")]))
+            .unwrap();
+        let jwt = s.jwt.as_ref().unwrap();
+        assert_eq!(jwt.issuer, "https://env.example.test");
+        assert_eq!(jwt.audience, ["tenantry"]);
+        assert!(jwt.hs256_secret.is_some());
+
+        let mut s: Settings = toml::from_str(file).unwrap();
+        s.apply_env(env(&[("TENANTRY_JWT_AUDIENCE", "envaud, other")]))
+            .unwrap();
+        let jwt = s.jwt.as_ref().unwrap();
+        assert_eq!(jwt.issuer, "https://file.example.test");
+        assert_eq!(jwt.audience, ["envaud", "other"]);
+
+        // Without a file, the issuer and audience variables make the section.
+        let mut s = Settings::default();
+        s.apply_env(env(&[
+            ("TENANTRY_JWT_ISSUER", "https://env.example.test"),
+            ("TENANTRY_JWT_AUDIENCE", "envaud"),
+            (
+                "TENANTRY_JWT_HS256_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(s.jwt.as_ref().unwrap().audience, ["envaud"]);
+        let mut s = Settings::default();
+        s.apply_env(env(&[("TENANTRY_JWT_AUDIENCE", "envaud")]))
+            .unwrap();
+        assert!(s.jwt.is_none(), "an audience alone names no issuer");
     }
 
     #[test]

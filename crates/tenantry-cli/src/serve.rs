@@ -13,7 +13,9 @@ use tenantry_db::{Database, DatabaseConfig};
 
 use crate::local;
 
-/// Options of `tenantry serve` (each also settable in the config file and environment).
+/// Options of `tenantry serve`: each setting also in the config file and the
+/// environment; `--config`, `--allow-table-problems` and `--log-format` in the
+/// environment only.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on [env TENANTRY_LISTEN; default 127.0.0.1:8080].

@@ -746,3 +746,24 @@ async fn top_shows_the_busiest_tenants_of_a_running_server_and_refuses_a_wrong_t
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn commands_on_the_embedded_default_print_no_error_when_they_stop_their_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("TENANTRY_CONTEXT_KEY")
+            .env("TENANTRY_DATA_DIR", &data)
+            .output()
+            .expect("running tenantry")
+    };
+    for args in [&["context-key"][..], &["table", "list"], &["doctor"]] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(!err.contains("ERROR"), "{args:?} printed an error: {err}");
+    }
+}

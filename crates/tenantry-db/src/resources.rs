@@ -362,7 +362,7 @@ impl TenantScope {
     /// Like [`TenantScope::get_resource`], and ends the transaction in the same
     /// round trip (BEGIN, context, SELECT and COMMIT travel together).
     ///
-    /// The caller's own subtree is read first, alone ([`own_resource_sql`]);
+    /// The caller's own subtree is read first, alone (`own_resource_sql`);
     /// only when that finds nothing does a second transaction on the same
     /// connection look among the rows shared with the caller. Reading both in
     /// one statement costs every read the fallback's set-up (12–20 % of the
