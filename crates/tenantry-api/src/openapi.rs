@@ -24,6 +24,8 @@ Authenticate with `Authorization: Bearer <token>`: a tenant API key (`tk_…`) o
     // UsageRanking is a query parameter's type (`/v1/usage/top?by=`): named
     // there by reference, so it must be among the schemas.
     components(schemas(crate::error::Problem, tenantry_db::UsageRanking)),
+    // Relative: the API is where this document is served from.
+    servers((url = "/", description = "This server")),
     modifiers(&BearerAuth, &ProblemCodes),
     tags(
         (name = "tenants", description = "Tenant administration (admin token); POST also creates children with a tenant key"),
@@ -500,6 +502,7 @@ mod tests {
             schemas["TenantSettings"]["properties"]["rate_limit_burst"]["format"],
             "int64"
         );
+        assert_eq!(json["servers"][0]["url"], "/");
         // A page refers to its items' schema instead of copying it.
         let pages: Vec<&String> = schemas.keys().filter(|k| k.starts_with("Page_")).collect();
         assert!(pages.len() >= 10, "{pages:?}");
