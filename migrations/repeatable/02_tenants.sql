@@ -253,6 +253,13 @@ BEGIN
             RAISE EXCEPTION 'tenant % still has children that are not deleted', NEW.tenant_id
                 USING ERRCODE = 'TN409', HINT = 'delete or move its children first';
         END IF;
+        -- A deleted tenant can be neither moved on nor given back its tier
+        -- (nothing changes a deleted tenant), nor purged while a move is
+        -- under way: the move ends first.
+        IF NEW.status = 'deleted' AND OLD.status <> 'deleted' AND OLD.moving_to IS NOT NULL THEN
+            RAISE EXCEPTION 'tenant % is being moved to the % tier: finish or abort the move before deleting it', NEW.tenant_id, OLD.moving_to
+                USING ERRCODE = 'TN409', HINT = 'tenantry tenant move <tenant> --abort (or run the move to its end)';
+        END IF;
     END IF;
     IF NEW.parent_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.parent_id IS DISTINCT FROM OLD.parent_id) THEN
         -- Serialise re-parenting so two concurrent moves cannot build a cycle,
@@ -283,7 +290,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), enforces the status lifecycle, an existing live parent, and rejects self-parenting and cycles.';
+COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), enforces the status lifecycle (no deletion with live children or while a tier move is under way), an existing live parent, and rejects self-parenting and cycles.';
 
 /** Maintains tenant_hierarchy and writes the tenant audit rows. */
 CREATE OR REPLACE FUNCTION tenantry.tenants_after_write()

@@ -1323,3 +1323,36 @@ async fn a_move_back_records_older_transactions_only_after_its_start_committed_a
         [("tenantry.resources".to_owned(), 5)]
     );
 }
+
+#[tokio::test]
+async fn a_tenant_being_moved_cannot_be_deleted_until_its_move_is_aborted_and_then_can() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let t = tenant(&db, "moving", Isolation::Shared).await;
+    let mut admin = db.admin("test").await.unwrap();
+    admin.tier_move_start(t, Isolation::Schema).await.unwrap();
+    admin.commit().await.unwrap();
+
+    // Deleted during its move, it could be neither aborted, resumed nor purged.
+    let mut admin = db.admin("test").await.unwrap();
+    let refused = admin
+        .set_status(t, tenantry_db::TenantStatus::Deleted)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, DbError::Conflict(m) if m.contains("finish or abort the move before deleting it")),
+        "{refused:?}"
+    );
+    drop(admin);
+
+    let mut admin = db.admin("test").await.unwrap();
+    admin.tier_move_abort(t).await.unwrap();
+    admin.commit().await.unwrap();
+    let mut admin = db.admin("test").await.unwrap();
+    let deleted = admin
+        .set_status(t, tenantry_db::TenantStatus::Deleted)
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
+    assert_eq!(deleted.status, tenantry_db::TenantStatus::Deleted);
+}
