@@ -456,42 +456,31 @@ async fn the_guides_insert_of_a_tenant_with_null_settings_stores_no_settings_and
     let tdb = TestDatabase::new().await;
     let su = tdb.superuser_client().await;
     let id = uuid::Uuid::new_v4();
-    // The guide's columns, as its tenants table has them (settings nullable).
-    su.execute(
-        "INSERT INTO tenantry.tenants (tenant_id, name, settings, status) VALUES ($1, 'acme', NULL, 'active')",
-        &[&id],
-    )
-    .await
-    .unwrap();
-    let settings: Value = su
-        .query_one(
-            "SELECT settings FROM tenantry.tenants WHERE tenant_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(settings, json!({}));
-    // And clearing them the same way.
-    su.execute(
-        "UPDATE tenantry.tenants SET settings = '{\"max_children\": 1}' WHERE tenant_id = $1",
-        &[&id],
-    )
-    .await
-    .unwrap();
-    su.execute(
-        "UPDATE tenantry.tenants SET settings = NULL WHERE tenant_id = $1",
-        &[&id],
-    )
-    .await
-    .unwrap();
-    let settings: Value = su
-        .query_one(
-            "SELECT settings FROM tenantry.tenants WHERE tenant_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(settings, json!({}));
+    // The guide's columns, as its tenants table has them (settings nullable),
+    // then settings given and cleared the same way.
+    for (sql, expected) in [
+        (
+            "INSERT INTO tenantry.tenants (tenant_id, name, settings, status) VALUES ($1, 'acme', NULL, 'active')",
+            json!({}),
+        ),
+        (
+            "UPDATE tenantry.tenants SET settings = '{\"max_children\": 1}' WHERE tenant_id = $1",
+            json!({"max_children": 1}),
+        ),
+        (
+            "UPDATE tenantry.tenants SET settings = NULL WHERE tenant_id = $1",
+            json!({}),
+        ),
+    ] {
+        su.execute(sql, &[&id]).await.unwrap();
+        let settings: Value = su
+            .query_one(
+                "SELECT settings FROM tenantry.tenants WHERE tenant_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(settings, expected, "{sql}");
+    }
 }
