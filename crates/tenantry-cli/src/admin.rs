@@ -1,6 +1,5 @@
 //! Operator commands: `tenant` (including the online `tenant move` between tiers, and offboarding in `export`), `key`, `role`, `usage`. They act through the library's admin scope (tenants) or a tenant scope with actor `cli` (keys, roles, usage), against DATABASE_URL or the embedded cluster (also while a server runs on it).
 
-use crate::output::outln;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -12,7 +11,7 @@ use tenantry_db::{
 
 use crate::{
     local::{self, LocalCluster},
-    output::{json, opt, table},
+    output::{json, opt, outln, table},
     Target,
 };
 

@@ -1,12 +1,11 @@
 //! `tenantry context-key [rotate|list|retire]`: the keys with which servers prove tenant contexts, through the migration role's connection (DATABASE_URL, or the embedded cluster's superuser). Printing the newest key stays the bare command.
 
-use crate::output::outln;
 use clap::{Args, Subcommand};
 use tenantry_db::context_keys;
 
 use crate::{
     local,
-    output::{json, table},
+    output::{json, outln, table},
     Target,
 };
 

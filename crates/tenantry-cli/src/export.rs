@@ -1,6 +1,5 @@
 //! `tenant export`, `tenant import` and `tenant purge`: offboarding a tenant. Export and import run on the operator's connection (DATABASE_URL of the migration role, or the embedded cluster's superuser) through `tenantry_db::offboard`; purge goes through the library's admin scope, like `tenant delete`.
 
-use crate::output::outln;
 use std::{io::Write, path::Path};
 
 use anyhow::Context;
@@ -10,7 +9,11 @@ use tenantry_db::{
     Database, TenantId,
 };
 
-use crate::{local, output::json, Target};
+use crate::{
+    local,
+    output::{json, outln},
+    Target,
+};
 
 /// A progress bar on stderr (drawn only when stderr is a terminal).
 fn bar(what: &str) -> ProgressBar {

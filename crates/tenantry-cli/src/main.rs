@@ -1,6 +1,5 @@
 //! The `tenantry` command: a thin front door that parses arguments and hands each subcommand to its module (`serve`, `admin`, `local`).
 
-use crate::output::outln;
 mod admin;
 mod context_key;
 mod export;
@@ -14,6 +13,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+
+use crate::output::outln;
 
 /// Multi-tenancy for PostgreSQL that holds even when application code is wrong.
 #[derive(Debug, Parser)]

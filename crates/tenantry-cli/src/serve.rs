@@ -1,6 +1,5 @@
 //! `tenantry serve`: settings, database (embedded or DATABASE_URL), role and schema checks, admin token, then the HTTP server until SIGINT/SIGTERM.
 
-use crate::output::outln;
 use std::{io::Write, os::unix::fs::OpenOptionsExt, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
@@ -11,7 +10,7 @@ use tenantry_api::{
 };
 use tenantry_db::{Database, DatabaseConfig};
 
-use crate::local;
+use crate::{local, output::outln};
 
 /// Options of `tenantry serve`: each setting also in the config file and the
 /// environment; `--config`, `--allow-table-problems` and `--log-format` in the

@@ -1,13 +1,12 @@
 //! `tenantry table adopt|release|list` and `tenantry doctor`: your own tables as tenant tables, through the migration role's connection (DATABASE_URL, or the embedded cluster's superuser).
 
-use crate::output::outln;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tenantry_db::{tables, AdoptOptions, ExistingRows, TableProblem, TenantId, TenantTable};
 
 use crate::{
     local,
-    output::{json, table},
+    output::{json, outln, table},
     Target,
 };
 
