@@ -244,21 +244,23 @@ BEGIN
         END IF;
         NEW.created_at := OLD.created_at;
         NEW.updated_at := tenantry.write_time();
-        IF NEW.status = 'deleted' AND OLD.status <> 'deleted' AND EXISTS (
-            -- Children through the closure table: tenants has no index on
-            -- parent_id (a tenant role could probe it, issue 10 finding 8).
-            SELECT 1 FROM tenantry.tenant_hierarchy h JOIN tenantry.tenants c ON c.tenant_id = h.child_id
-            WHERE h.parent_id = NEW.tenant_id AND h.depth = 1 AND c.status <> 'deleted'
-        ) THEN
-            RAISE EXCEPTION 'tenant % still has children that are not deleted', NEW.tenant_id
-                USING ERRCODE = 'TN409', HINT = 'delete or move its children first';
-        END IF;
-        -- A deleted tenant can be neither moved on nor given back its tier
-        -- (nothing changes a deleted tenant), nor purged while a move is
-        -- under way: the move ends first.
-        IF NEW.status = 'deleted' AND OLD.status <> 'deleted' AND OLD.moving_to IS NOT NULL THEN
-            RAISE EXCEPTION 'tenant % is being moved to the % tier: finish or abort the move before deleting it', NEW.tenant_id, OLD.moving_to
-                USING ERRCODE = 'TN409', HINT = 'tenantry tenant move <tenant> --abort (or run the move to its end)';
+        IF NEW.status = 'deleted' THEN
+            IF EXISTS (
+                -- Children through the closure table: tenants has no index on
+                -- parent_id (a tenant role could probe it, issue 10 finding 8).
+                SELECT 1 FROM tenantry.tenant_hierarchy h JOIN tenantry.tenants c ON c.tenant_id = h.child_id
+                WHERE h.parent_id = NEW.tenant_id AND h.depth = 1 AND c.status <> 'deleted'
+            ) THEN
+                RAISE EXCEPTION 'tenant % still has children that are not deleted', NEW.tenant_id
+                    USING ERRCODE = 'TN409', HINT = 'delete or move its children first';
+            END IF;
+            -- A deleted tenant can be neither moved on nor given back its tier
+            -- (nothing changes a deleted tenant), nor purged while a move is
+            -- under way: the move ends first.
+            IF OLD.moving_to IS NOT NULL THEN
+                RAISE EXCEPTION 'tenant % is being moved to the % tier: finish or abort the move before deleting it', NEW.tenant_id, OLD.moving_to
+                    USING ERRCODE = 'TN409', HINT = 'tenantry tenant move <tenant> --abort (or run the move to its end)';
+            END IF;
         END IF;
     END IF;
     IF NEW.parent_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.parent_id IS DISTINCT FROM OLD.parent_id) THEN

@@ -180,7 +180,7 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 {
                     DbError::Unavailable(message)
                 }
-                c => DbError::Internal(format!("{}: {message}", c.code())),
+                _ => DbError::Internal(describe(err)),
             },
         }
     }
