@@ -53,11 +53,13 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 --   tenantry_admin_v1_<actor>
 --       an administrative context (actor as hex): what tenantry_admin needs
 --       to change tenants (admin_context()). Transaction-local.
---   tenantry_c_<64 hex>_<key id>
+--   tenantry_c_<64 hex>_<key id>_<draw>
 --       session value of a server connection between transactions: the
 --       commitment (SHA-256) of the secret its next transaction must reveal,
---       and the context key the session was opened with (retiring that key
---       ends the session: 12_context_keys.sql).
+--       the context key the session was opened with (retiring that key
+--       ends the session: 12_context_keys.sql), and the session's draw from
+--       tenantry.context_steps that made it (a rollback restores an older
+--       value but not the older draw, so that value's secret is refused).
 --   '' (default)   no context: policies see no tenant, so no rows.
 --
 -- The migrating superuser lets the owner role (and so its SECURITY DEFINER
@@ -422,21 +424,44 @@ $$;
 COMMENT ON FUNCTION tenantry.context_mac(integer, text) IS 'Internal: HMAC-SHA-256 (RFC 2104) of a message under a context key, as the server computes it; NULL for an unknown key. Not granted.';
 
 /**
+ * The draw a server connection's context session is opened with: the next
+ * value of tenantry.context_steps, which becomes this session's currval().
+ * The server signs it into open_context_session, which accepts it only while
+ * it is still the session's last draw: an opening cannot be replayed (any
+ * later draw, by enter_context or another call of this function, has moved
+ * currval() past it, and no rollback moves it back).
+ */
+CREATE OR REPLACE FUNCTION tenantry.context_session_nonce()
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER
+AS $$
+    SELECT nextval('tenantry.context_steps')
+$$;
+COMMENT ON FUNCTION tenantry.context_session_nonce() IS 'Server connections: the draw (from tenantry.context_steps) that the next open_context_session of this session must be signed over; each call ends the session''s current chain (enter_context wants the draw its session value records).';
+GRANT EXECUTE ON FUNCTION tenantry.context_session_nonce() TO tenantry_app;
+
+/**
  * Opens a server connection's context session: the server proves, with a
  * context key, that it chose the commitment (SHA-256 of a secret only it
- * holds), bound to this backend and valid until expires_at (Unix ms). From
- * then on each transaction's enter_context reveals the current secret and
- * commits to the next one. Answers ok, or why not (unknown key, bad
- * signature, other backend, expired); nothing is set then.
+ * holds), bound to this backend, to this session's last draw (nonce, from
+ * context_session_nonce) and valid until expires_at (Unix ms). From then on
+ * each transaction's enter_context reveals the current secret and commits to
+ * the next one. Answers ok, or why not (unknown key, bad signature, other
+ * backend, expired, stale: the nonce is not the session's last draw); nothing
+ * is set then. The server opens again after every rolled-back transaction
+ * that revealed a secret.
  */
-CREATE OR REPLACE FUNCTION tenantry.open_context_session(pid integer, expires_at bigint, commitment bytea, key_id integer, mac bytea)
+CREATE OR REPLACE FUNCTION tenantry.open_context_session(pid integer, nonce bigint, expires_at bigint, commitment bytea, key_id integer, mac bytea)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SECURITY DEFINER
 AS $$
 DECLARE
-    expected bytea := tenantry.context_mac(key_id, 'open|' || pid || '|' || expires_at || '|' || encode(commitment, 'hex'));
+    expected bytea := tenantry.context_mac(key_id, 'open|' || pid || '|' || nonce || '|' || expires_at || '|' || encode(commitment, 'hex'));
+    last_draw bigint;
 BEGIN
     IF expected IS NULL THEN
         RETURN 'unknown key';
@@ -449,12 +474,21 @@ BEGIN
     ELSIF length(commitment) <> 32 THEN
         RETURN 'bad signature';
     END IF;
-    PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(commitment, 'hex') || '_' || key_id, false);
+    BEGIN
+        last_draw := currval('tenantry.context_steps');
+    EXCEPTION WHEN object_not_in_prerequisite_state THEN
+        -- No draw in this session (none yet, or DISCARD SEQUENCES since).
+        RETURN 'stale';
+    END;
+    IF nonce IS DISTINCT FROM last_draw THEN
+        RETURN 'stale';
+    END IF;
+    PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(commitment, 'hex') || '_' || key_id || '_' || nonce, false);
     RETURN 'ok';
 END
 $$;
-COMMENT ON FUNCTION tenantry.open_context_session(integer, bigint, bytea, integer, bytea) IS 'Server connections: starts the commit-reveal chain of this backend with a commitment signed by a context key (HMAC over open|pid|expires_at|commitment hex). Returns ok or the reason for refusing; a refusal sets nothing.';
-GRANT EXECUTE ON FUNCTION tenantry.open_context_session(integer, bigint, bytea, integer, bytea) TO tenantry_app;
+COMMENT ON FUNCTION tenantry.open_context_session(integer, bigint, bigint, bytea, integer, bytea) IS 'Server connections: starts the commit-reveal chain of this backend with a commitment signed by a context key (HMAC over open|pid|nonce|expires_at|commitment hex), bound to the session''s last draw (context_session_nonce), so that no opening can be replayed. Returns ok or the reason for refusing; a refusal sets nothing.';
+GRANT EXECUTE ON FUNCTION tenantry.open_context_session(integer, bigint, bigint, bytea, integer, bytea) TO tenantry_app;
 
 /**
  * The server's transaction context, one call per transaction on a connection
@@ -467,9 +501,14 @@ GRANT EXECUTE ON FUNCTION tenantry.open_context_session(integer, bigint, bytea, 
  * actor, see admin_context(); its part is ''). Returns the
  * tenant's part, which the server caches; NULL when the reveal does not match
  * (a forged, replayed or second call) or the key the session was opened with
- * has been retired: nothing is set then, and the
- * transaction sees no tenant. A rolled-back transaction rolls the commitment
- * back with it, so its secret stays the one to reveal.
+ * has been retired: nothing is set then, and the transaction sees no tenant.
+ *
+ * Each accepted call draws from tenantry.context_steps and records the draw
+ * beside the next commitment; a reveal is accepted only while the session's
+ * last draw (currval, which no rollback undoes) is the one recorded beside its
+ * commitment. A rolled-back transaction rolls the commitment back but not the
+ * draw, so the secret it revealed is never accepted again: the server opens
+ * the session afresh instead (open_context_session).
  */
 CREATE OR REPLACE FUNCTION tenantry.enter_context(reveal bytea, next_commitment bytea, tid uuid, uid uuid, actor text, grants text[], impersonator text, tenant_part text)
 RETURNS text
@@ -489,22 +528,28 @@ BEGIN
        OR pg_my_temp_schema() <> 0 THEN
         RETURN NULL;
     END IF;
-    -- The key the session was opened with was retired (12_context_keys.sql):
-    -- the session ends with it. (Only open_context_session writes a value
-    -- that matched above, so what follows the commitment is the key's id.)
-    IF NOT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = substr(session, 77)::integer) THEN
+    -- Only open_context_session and this function write a value that matched
+    -- above: tenantry_c_<commitment>_<key id>_<draw>. The key the session was
+    -- opened with was retired (12_context_keys.sql): the session ends with it.
+    IF NOT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = split_part(session, '_', 4)::integer) THEN
+        RETURN NULL;
+    END IF;
+    -- The reveal was made before: in a transaction that rolled back after its
+    -- draw (or this session drew since). 55000 when the session has no draw
+    -- at all (DISCARD SEQUENCES): the server closes such a connection.
+    IF split_part(session, '_', 5) IS DISTINCT FROM currval('tenantry.context_steps')::text THEN
         RETURN NULL;
     END IF;
     part := tenantry.checked_context_part(tid, uid, tenant_part);
     IF part IS NULL THEN
         RETURN NULL;
     END IF;
-    PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || substr(session, 76), false);
+    PERFORM set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || '_' || split_part(session, '_', 4) || '_' || nextval('tenantry.context_steps'), false);
     PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, grants, impersonator, part), true);
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) IS 'Server connections: this transaction''s tenant (or user, or administrative) context with the caller''s grants, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match or the session''s context key was retired.';
+COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) IS 'Server connections: this transaction''s tenant (or user, or administrative) context with the caller''s grants, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match, was made before (the session drew from context_steps since: a rolled-back transaction revealed it) or the session''s context key was retired.';
 GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) TO tenantry_app, tenantry_admin;
 
 /**

@@ -76,15 +76,17 @@ impl ContextKey {
         mac.finalize().into_bytes().to_vec()
     }
 
-    /// What `tenantry.open_context_session` verifies.
-    pub(crate) fn open_session(&self, pid: i32, commitment: &[u8; 32]) -> OpenSession {
+    /// What `tenantry.open_context_session` verifies: the opening of `pid`'s
+    /// session, bound to its last draw `nonce` (`tenantry.context_session_nonce`).
+    pub(crate) fn open_session(&self, pid: i32, nonce: i64, commitment: &[u8; 32]) -> OpenSession {
         let expires_at = expires_at();
         let mac = self.mac(&format!(
-            "open|{pid}|{expires_at}|{}",
+            "open|{pid}|{nonce}|{expires_at}|{}",
             hex::encode(commitment)
         ));
         OpenSession {
             pid,
+            nonce,
             expires_at,
             commitment: commitment.to_vec(),
             key_id: self.id,
@@ -156,6 +158,7 @@ fn expires_at() -> i64 {
 /// The arguments of `tenantry.open_context_session`.
 pub(crate) struct OpenSession {
     pub pid: i32,
+    pub nonce: i64,
     pub expires_at: i64,
     pub commitment: Vec<u8>,
     pub key_id: i32,
@@ -210,25 +213,39 @@ impl SignedContext {
 
 /// A server connection's commit-reveal chain. The database holds the
 /// SHA-256 of `secret`; each transaction reveals it and commits to a fresh
-/// one, which becomes the secret once that transaction commits (a rolled-back
-/// transaction rolls the database's commitment back too).
+/// one, which becomes the secret once that transaction commits. A secret is
+/// revealed once: when the transaction that revealed it rolls back, the
+/// database's commitment rolls back too but refuses that secret from then on
+/// (its step counter does not roll back), so the session is opened afresh
+/// before the connection's next transaction.
 pub(crate) struct Chain {
+    /// The backend the session is bound to.
+    pid: i32,
     secret: [u8; 32],
     pending: Option<[u8; 32]>,
+    /// A revealed secret was rolled back: the session must be opened again.
+    reopen: bool,
 }
 
 impl Chain {
-    /// A fresh chain and the commitment to open its session with.
-    pub(crate) fn start() -> (Self, [u8; 32]) {
+    /// A fresh chain for the backend `pid` and the commitment to open its session with.
+    pub(crate) fn start(pid: i32) -> (Self, [u8; 32]) {
         let secret: [u8; 32] = rand::random();
         let commitment = Sha256::digest(secret).into();
         (
             Self {
+                pid,
                 secret,
                 pending: None,
+                reopen: false,
             },
             commitment,
         )
+    }
+
+    /// The backend the session is bound to.
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
     }
 
     /// The secret to reveal in the next transaction and the commitment to its successor.
@@ -245,9 +262,17 @@ impl Chain {
         }
     }
 
-    /// The transaction that revealed the secret rolled back (or never ran).
+    /// The transaction rolled back (or never ran): if it revealed the secret,
+    /// the session must be opened again before the next one.
     pub(crate) fn rolled_back(&mut self) {
-        self.pending = None;
+        if self.pending.take().is_some() {
+            self.reopen = true;
+        }
+    }
+
+    /// The session must be opened again (a revealed secret was rolled back).
+    pub(crate) fn needs_reopening(&self) -> bool {
+        self.reopen
     }
 }
 
@@ -362,17 +387,22 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_keeps_its_secret_until_the_revealing_transaction_commits() {
-        let (mut chain, commitment) = Chain::start();
+    fn a_chain_moves_on_when_the_revealing_transaction_commits_and_reopens_after_a_rollback() {
+        let (mut chain, commitment) = Chain::start(42);
+        assert_eq!(chain.pid(), 42);
         let (reveal, next) = chain.next();
         assert_eq!(<[u8; 32]>::from(Sha256::digest(reveal)), commitment);
-        chain.rolled_back();
-        let (again, next2) = chain.next();
-        assert_eq!(again, reveal, "a rolled-back transaction leaves the secret");
-        assert_ne!(next, next2, "each try commits to a fresh successor");
         chain.committed();
+        assert!(!chain.needs_reopening());
         let (after, _) = chain.next();
-        assert_eq!(<[u8; 32]>::from(Sha256::digest(after)), next2);
+        assert_eq!(<[u8; 32]>::from(Sha256::digest(after)), next);
+        // The database refuses a secret revealed in a rolled-back transaction.
+        chain.rolled_back();
+        assert!(chain.needs_reopening());
+        // A transaction that revealed nothing leaves the chain as it was.
+        let (mut quiet, _) = Chain::start(42);
+        quiet.rolled_back();
+        assert!(!quiet.needs_reopening());
     }
 
     #[test]

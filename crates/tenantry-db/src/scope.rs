@@ -826,6 +826,9 @@ impl Tx {
                     })
             })
             .collect();
+        if let Some(lost) = session_lost(&results, ctx_index.filter(|_| proves_context)) {
+            return Err(lost);
+        }
         if let Some(i) = results.iter().position(Result::is_err) {
             let err = results.swap_remove(i).err().expect("an error");
             return Err(flight_error(
@@ -878,23 +881,24 @@ impl Tx {
         // Closes the statements prepared in the transaction (their Close goes
         // out now, ahead of anything sent later on this connection).
         drop(main_prepared);
+        if let Some(lost) = session_lost(&results, ctx_index.filter(|_| proves_context)) {
+            return Err(lost);
+        }
         // The context statement's answer: the tenant's part, or NULL when the
         // database refused the proof (this connection is then out of step).
-        if let Some(i) = ctx_index.filter(|_| proves_context) {
-            if let Some(Ok(out)) = results.get(i) {
-                let part: Option<String> = out.rows.first().and_then(|r| r.get(0));
-                match part {
-                    Some(part) => {
-                        if let (Some(tenant), false) = (tenant, part_sent) {
-                            contexts.parts.put(tenant, &part, generation);
-                        }
+        if let Some(Some(Ok(out))) = ctx_index.filter(|_| proves_context).map(|i| results.get(i)) {
+            let part: Option<String> = out.rows.first().and_then(|r| r.get(0));
+            match part {
+                Some(part) => {
+                    if let (Some(tenant), false) = (tenant, part_sent) {
+                        contexts.parts.put(tenant, &part, generation);
                     }
-                    None => {
-                        return Err(DbError::Unavailable(
-                            "the database refused this connection's tenant context; the connection is closed, retry"
-                                .into(),
-                        ))
-                    }
+                }
+                None => {
+                    return Err(DbError::Unavailable(
+                        "the database refused this connection's tenant context; the connection is closed, retry"
+                            .into(),
+                    ))
                 }
             }
         }
@@ -1088,6 +1092,27 @@ fn flight_error(
         }
     }
     crate::error::classify(err)
+}
+
+/// The context statement (at `ctx`) failed because the session's draws are
+/// gone (DISCARD SEQUENCES, run by SQL the library did not write): the
+/// connection's chain cannot go on, so it is closed and the caller retries.
+fn session_lost(
+    results: &[Result<Out, tokio_postgres::Error>],
+    ctx: Option<usize>,
+) -> Option<DbError> {
+    match results.get(ctx?) {
+        Some(Err(e))
+            if e.code()
+                == Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) =>
+        {
+            Some(DbError::Unavailable(
+                "this connection's context session was discarded; the connection is closed, retry"
+                    .into(),
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// BEGIN, the role and the context of a transaction's first flight. Returns

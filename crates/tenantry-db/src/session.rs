@@ -1,4 +1,4 @@
-//! The pool's connections: in the prepared mode each one switches to `tenantry_app` once and opens its verified-context session (commit-reveal chain) when it connects; a connection whose chain fell out of step with the database is closed instead of reused.
+//! The pool's connections: in the prepared mode each one switches to `tenantry_app` once and opens its verified-context session (commit-reveal chain) when it connects, and again after a transaction that revealed the chain's secret rolled back; a connection whose chain fell out of step with the database is closed instead of reused.
 
 use std::ops::Deref;
 
@@ -90,7 +90,18 @@ impl managed::Manager for SessionManager {
             .map_err(|e| match e {
                 RecycleError::Message(m) => RecycleError::Message(m),
                 RecycleError::Backend(e) => RecycleError::Backend(SessionError::Db(e)),
-            })
+            })?;
+        // A transaction that revealed the chain's secret rolled back: the
+        // database refuses that secret from now on, so the session is opened
+        // afresh (two round trips, after rollbacks only).
+        if let (Some(chain), Some(key)) = (conn.chain.as_ref(), self.key.as_ref()) {
+            if chain.needs_reopening() {
+                let pid = chain.pid();
+                let nonce = draw(&conn.client).await.map_err(SessionError::Db)?;
+                conn.chain = Some(open_chain(&conn.client, key, pid, nonce).await?);
+            }
+        }
+        Ok(())
     }
 
     fn detach(&self, conn: &mut Conn) {
@@ -119,21 +130,45 @@ async fn open_session(
     client: &ClientWrapper,
     key: &ContextKey,
 ) -> Result<(Chain, bool), SessionError> {
-    let (row, _) = futures_util::future::join(
+    // In this order on the wire: the draw is made as tenantry_app.
+    let (row, role, nonce) = futures_util::future::join3(
         client.query_one(IS_CITUS, &[]),
         client.batch_execute("SET ROLE tenantry_app"),
+        draw(client),
     )
     .await;
     let row = row?;
+    role?;
     let pid: i32 = row.get(0);
     let citus: bool = row.get(1);
-    let (chain, commitment) = Chain::start();
-    let open = key.open_session(pid, &commitment);
+    let chain = open_chain(client, key, pid, nonce?).await?;
+    Ok((chain, citus))
+}
+
+/// The session's draw that its opening is bound to (`tenantry.context_session_nonce`).
+async fn draw(client: &ClientWrapper) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT tenantry.context_session_nonce()", &[])
+        .await?
+        .get(0))
+}
+
+/// Opens the context session of backend `pid`, whose last draw is `nonce`,
+/// with a fresh chain.
+async fn open_chain(
+    client: &ClientWrapper,
+    key: &ContextKey,
+    pid: i32,
+    nonce: i64,
+) -> Result<Chain, SessionError> {
+    let (chain, commitment) = Chain::start(pid);
+    let open = key.open_session(pid, nonce, &commitment);
     let row = client
         .query_one(
-            "SELECT tenantry.open_context_session($1, $2, $3, $4, $5)",
+            "SELECT tenantry.open_context_session($1, $2, $3, $4, $5, $6)",
             &[
                 &open.pid,
+                &open.nonce,
                 &open.expires_at,
                 &open.commitment,
                 &open.key_id,
@@ -145,5 +180,5 @@ async fn open_session(
     if answer != "ok" {
         return Err(SessionError::Refused(answer));
     }
-    Ok((chain, citus))
+    Ok(chain)
 }

@@ -773,6 +773,68 @@ async fn two_tenants_alternating_with_unnamed_statements_never_see_each_other() 
     alternate_on_one_connection(StatementMode::Unnamed).await;
 }
 
+/// A rolled-back transaction's secret is refused from then on (its draw
+/// stays): the library opens the connection's context session again before
+/// the next transaction instead of closing the connection, whichever way the
+/// transaction ended without a commit.
+#[tokio::test]
+async fn after_a_rollback_the_same_connection_serves_the_next_transaction_with_a_fresh_session() {
+    let tdb = TestDatabase::new().await;
+    let setup = tdb.database();
+    let a = tenant(&setup, "a", None).await;
+    resource(&setup, a, "a-only").await;
+    let db = tdb.database_with(StatementMode::Prepared, 1);
+    const PID: &str = "SELECT pg_backend_pid()";
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let (pid,): (i32,) = s.query_one(PID, &[]).await.unwrap();
+    s.commit().await.unwrap();
+    for ending in ["dropped", "rolled back", "failed"] {
+        let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+        let (same,): (i32,) = s.query_one(PID, &[]).await.unwrap();
+        assert_eq!(same, pid, "{ending}: the connection was kept");
+        match ending {
+            "dropped" => drop(s),
+            "rolled back" => s.rollback().await.unwrap(),
+            _ => {
+                assert!(s.execute("SELECT 1/0", &[]).await.is_err());
+                drop(s);
+            }
+        }
+        let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+        let (names,): (Vec<String>,) = s
+            .query_one("SELECT array_agg(name) FROM tenantry.resources", &[])
+            .await
+            .unwrap_or_else(|e| panic!("after a transaction {ending}: {e:?}"));
+        assert_eq!(names, ["a-only"], "{ending}");
+        s.commit().await.unwrap();
+    }
+}
+
+/// SQL passed through the library runs DISCARD SEQUENCES, which forgets the
+/// session's draws: the connection's next context fails closed, the library
+/// answers Unavailable (retry) and closes it, and the retry is served.
+#[tokio::test]
+async fn a_connection_whose_session_draws_were_discarded_is_closed_and_the_retry_is_served() {
+    let tdb = TestDatabase::new().await;
+    let setup = tdb.database();
+    let a = tenant(&setup, "a", None).await;
+    resource(&setup, a, "a-only").await;
+    let db = tdb.database_with(StatementMode::Prepared, 1);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.execute("DISCARD SEQUENCES", &[]).await.unwrap();
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let refused = s.list_resources(&ResourceQuery::default()).await;
+    assert!(
+        matches!(refused, Err(DbError::Unavailable(_))),
+        "{refused:?}"
+    );
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let page = s.list_resources(&ResourceQuery::default()).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+}
+
 #[tokio::test]
 async fn a_session_level_context_left_on_a_connection_does_not_reach_the_next_tenant() {
     let tdb = TestDatabase::new().await;

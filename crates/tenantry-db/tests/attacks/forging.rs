@@ -72,13 +72,21 @@ const DIRECT: &[(&str, Chain, &str)] = &[
     ("enter_context_signed_with_an_unknown_key_id", Kept, "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, 999, {mac_v_any})"),
     ("enter_context_signed_with_nulls", Kept, "SELECT tenantry.enter_context_signed(NULL, NULL, '{v}', NULL, NULL, NULL, NULL, NULL, NULL, NULL), tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, NULL)"),
     // open_context_session: a chain of the attacker's own.
-    ("open_context_session_with_a_forged_mac", Kept, "SELECT tenantry.open_context_session({pid}, {exp}, {attacker_commitment}, {key_id}, {rand}); SELECT tenantry.enter_context({attacker_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
-    ("open_context_session_with_a_mac_for_another_backend", Kept, "SELECT tenantry.open_context_session({other_pid}, {other_open_exp}, {other_open_commitment}, {key_id}, {other_open_mac}); SELECT tenantry.enter_context({attacker_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
-    ("open_context_session_replayed_then_a_random_reveal", Broken, "SELECT tenantry.open_context_session({pid}, {open_exp}, {open_commitment}, {key_id}, {open_mac}); SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
-    // Ending the server's transaction from inside: the chain's commitment rolls back with it.
+    ("open_context_session_with_a_forged_mac", Kept, "SELECT tenantry.open_context_session({pid}, {open_nonce}, {exp}, {attacker_commitment}, {key_id}, {rand}); SELECT tenantry.enter_context({attacker_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("open_context_session_with_a_mac_for_another_backend", Kept, "SELECT tenantry.open_context_session({other_pid}, {other_open_nonce}, {other_open_exp}, {other_open_commitment}, {key_id}, {other_open_mac}); SELECT tenantry.enter_context({attacker_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    // A captured opening replayed (the draw it is bound to is past): its first reveal is refused.
+    ("open_context_session_replayed_then_its_first_reveal", Kept, "SELECT tenantry.open_context_session({pid}, {open_nonce}, {open_exp}, {open_commitment}, {key_id}, {open_mac}); SELECT tenantry.enter_context({open_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("open_context_session_replayed_in_a_new_transaction_then_its_first_reveal", Broken, "ROLLBACK; BEGIN; SELECT tenantry.open_context_session({pid}, {open_nonce}, {open_exp}, {open_commitment}, {key_id}, {open_mac}); SELECT tenantry.enter_context({open_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("open_context_session_replayed_after_discard_sequences", Broken, "COMMIT ;; DISCARD SEQUENCES ;; SELECT tenantry.open_context_session({pid}, {open_nonce}, {open_exp}, {open_commitment}, {key_id}, {open_mac}) ;; BEGIN; SELECT tenantry.enter_context({open_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("draw_a_nonce_then_replay_the_opening", Broken, "SELECT tenantry.context_session_nonce() > 0; SELECT tenantry.open_context_session({pid}, {open_nonce}, {open_exp}, {open_commitment}, {key_id}, {open_mac}); SELECT tenantry.enter_context({open_secret}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    // Ending the server's transaction from inside: the chain's commitment
+    // rolls back with it, its draw does not, so no secret it revealed is
+    // accepted again (not even this transaction's, captured from a log).
     ("rollback_then_enter_context_with_a_random_reveal", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context({rand}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
     ("rollback_then_enter_context_with_the_rolled_back_commitment", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context(decode(substr(current_setting('backtrace_functions'), 12, 64), 'hex'), {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
     ("rollback_then_enter_context_with_an_earlier_reveal", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context({old_reveal}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("rollback_then_enter_context_with_this_transactions_reveal", Broken, "ROLLBACK; BEGIN; SELECT tenantry.enter_context({this_reveal}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL)"),
+    ("rollback_outside_then_enter_context_with_this_transactions_reveal", Broken, "ROLLBACK ;; SELECT tenantry.enter_context({this_reveal}, {next}, '{v}', NULL, NULL, NULL, NULL, NULL); SELECT name FROM tenantry.resources"),
     ("savepoint_rolled_back_around_a_setter", Kept, "SAVEPOINT s; SELECT tenantry.set_tenant_context('{v}'); ROLLBACK TO SAVEPOINT s; SELECT name FROM tenantry.resources"),
     // Prepared statements and DO blocks around the setters.
     ("prepare_and_execute_set_config", Kept, "PREPARE forge_{n}(text) AS SELECT set_config('backtrace_functions', $1, true); EXECUTE forge_{n}('{ctx}')"),
@@ -207,8 +215,9 @@ fn values(a: Uuid, victim: Uuid, server: &ServerConn, other: &Elsewhere, n: usiz
     let attacker_secret: [u8; 32] = rand::random();
     let zeros = "0".repeat(32);
     let revealed = &server.revealed;
-    let (open_exp, open_commitment, open_mac) = &server.opened_with;
-    let (other_open_exp, other_open_commitment, other_open_mac) = &other.conn.opened_with;
+    let (open_nonce, open_exp, open_commitment, open_mac) = &server.opened_with;
+    let (other_open_nonce, other_open_exp, other_open_commitment, other_open_mac) =
+        &other.conn.opened_with;
     let pairs = vec![
         ("a", a.to_string()),
         ("v", victim.to_string()),
@@ -247,9 +256,12 @@ fn values(a: Uuid, victim: Uuid, server: &ServerConn, other: &Elsewhere, n: usiz
         ("mac_v_any", bytea(&signed_mac(0, exp, victim))),
         ("attacker_secret", bytea(&attacker_secret)),
         ("attacker_commitment", bytea(&sha256(&attacker_secret))),
+        ("open_nonce", open_nonce.to_string()),
         ("open_exp", open_exp.to_string()),
+        ("open_secret", bytea(&server.opened_secret)),
         ("open_commitment", bytea(open_commitment)),
         ("open_mac", bytea(open_mac)),
+        ("other_open_nonce", other_open_nonce.to_string()),
         ("other_open_exp", other_open_exp.to_string()),
         ("other_open_commitment", bytea(other_open_commitment)),
         ("other_open_mac", bytea(other_open_mac)),
@@ -468,24 +480,24 @@ async fn sql_injection_on_a_server_connection_in_tenant_a_forges_no_context_for_
     );
 }
 
-/// A reveal the attacker captured (from the server's statement log, say: it
-/// travels only as a bind parameter) is refused once its transaction
-/// committed (the catalogue shows it). Fails today, see the ignore reason.
+/// A reveal or a session opening the attacker captured (from the server's
+/// statement log, say: they travel only as bind parameters) is refused once
+/// used: after the transaction that revealed it rolled back, and an opening
+/// replayed on its own backend (the draw it was bound to is past).
 #[tokio::test]
-#[ignore = "open: a captured reveal still works after a ROLLBACK inside its own transaction, or with the connection's replayed open_context_session (within its 60 s); needs single-use opens and reveals the database remembers across a rollback"]
 async fn a_captured_reveal_is_useless_after_a_rollback_or_a_replayed_session_opening() {
     let w = world().await;
     let mut server = ServerConn::open(&w.tdb).await;
     assert!(server.names_seen_by(w.a).await.is_some());
     assert!(server.begin(w.a).await.is_some());
-    let (exp, commitment, mac) = server.opened_with.clone();
+    let (nonce, exp, commitment, mac) = server.opened_with.clone();
     let key_id = tenantry_db::testing::context_key().id();
     let replayed_open = format!(
-        "SELECT tenantry.open_context_session({}, {exp}, {}, {key_id}, {}); SELECT tenantry.enter_context({}, {}, '{}', NULL, NULL, NULL, NULL, NULL); SELECT name FROM tenantry.resources",
+        "SELECT tenantry.open_context_session({}, {nonce}, {exp}, {}, {key_id}, {}); SELECT tenantry.enter_context({}, {}, '{}', NULL, NULL, NULL, NULL, NULL); SELECT name FROM tenantry.resources",
         server.pid,
         bytea(&commitment),
         bytea(&mac),
-        bytea(&server.revealed[0]),
+        bytea(&server.opened_secret),
         bytea(&[7; 32]),
         w.b
     );

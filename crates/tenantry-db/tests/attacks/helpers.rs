@@ -408,17 +408,23 @@ pub fn bytea(bytes: &[u8]) -> String {
 /// A connection readied exactly as the server readies its own (prepared mode,
 /// `session.rs`): the login `tenantry_server` switched to `tenantry_app` for
 /// the session, its context session opened with a commitment signed by the
-/// context key; each transaction reveals the chain's secret and commits to
-/// the next (`scope.rs`). It remembers what it revealed, for replay attacks.
+/// context key over the session's draw; each transaction reveals the chain's
+/// secret and commits to the next (`scope.rs`); after a rolled-back
+/// transaction that revealed, the session is opened again. It remembers what
+/// it revealed, for replay attacks.
 pub struct ServerConn {
     pub client: Client,
     pub pid: i32,
+    key: tenantry_db::ContextKey,
     secret: [u8; 32],
     pending: Option<[u8; 32]>,
     /// Every secret this connection revealed, oldest first.
     pub revealed: Vec<[u8; 32]>,
-    /// The arguments of the open_context_session call that opened it: (expires_at, commitment, mac).
-    pub opened_with: (i64, [u8; 32], Vec<u8>),
+    /// The arguments of the open_context_session call that last opened it:
+    /// (nonce, expires_at, commitment, mac).
+    pub opened_with: (i64, i64, [u8; 32], Vec<u8>),
+    /// The secret that opening committed to (its first reveal).
+    pub opened_secret: [u8; 32],
 }
 
 impl ServerConn {
@@ -440,33 +446,62 @@ impl ServerConn {
             .await
             .unwrap()
             .get(0);
+        let mut conn = ServerConn {
+            client,
+            pid,
+            key: key.clone(),
+            secret: [0; 32],
+            pending: None,
+            revealed: Vec::new(),
+            opened_with: (0, 0, [0; 32], Vec::new()),
+            opened_secret: [0; 32],
+        };
+        conn.open_session().await?;
+        Ok(conn)
+    }
+
+    /// Draws the session's nonce and opens its chain with a fresh secret, as
+    /// the server does when it connects and after a rolled-back reveal.
+    async fn open_session(&mut self) -> Result<(), String> {
+        let nonce: i64 = self
+            .client
+            .query_one("SELECT tenantry.context_session_nonce()", &[])
+            .await
+            .map_err(|e| describe(&e))?
+            .get(0);
         let secret: [u8; 32] = rand::random();
         let commitment = sha256(&secret);
         let expires_at = unix_ms_in(60);
-        let mac = key.mac(&format!(
-            "open|{pid}|{expires_at}|{}",
+        let pid = self.pid;
+        let mac = self.key.mac(&format!(
+            "open|{pid}|{nonce}|{expires_at}|{}",
             hex::encode(commitment)
         ));
-        let key_id = key.id();
-        let answer: String = client
+        let key_id = self.key.id();
+        let answer: String = self
+            .client
             .query_one(
-                "SELECT tenantry.open_context_session($1, $2, $3, $4, $5)",
-                &[&pid, &expires_at, &commitment.as_slice(), &key_id, &mac],
+                "SELECT tenantry.open_context_session($1, $2, $3, $4, $5, $6)",
+                &[
+                    &pid,
+                    &nonce,
+                    &expires_at,
+                    &commitment.as_slice(),
+                    &key_id,
+                    &mac,
+                ],
             )
             .await
-            .unwrap_or_else(|e| panic!("open_context_session: {}", describe(&e)))
+            .map_err(|e| describe(&e))?
             .get(0);
         if answer != "ok" {
             return Err(answer);
         }
-        Ok(ServerConn {
-            client,
-            pid,
-            secret,
-            pending: None,
-            revealed: Vec::new(),
-            opened_with: (expires_at, commitment, mac),
-        })
+        self.secret = secret;
+        self.pending = None;
+        self.opened_with = (nonce, expires_at, commitment, mac);
+        self.opened_secret = secret;
+        Ok(())
     }
 
     /// The server's `enter_context` for `t` in the open transaction (the
@@ -524,16 +559,24 @@ impl ServerConn {
         let aborted = self.client.batch_execute("SELECT 1").await.is_err();
         let _ = self.client.batch_execute("COMMIT").await;
         if aborted {
-            self.pending = None;
+            self.rolled_back().await;
         } else if let Some(next) = self.pending.take() {
             self.secret = next;
         }
     }
 
-    /// ROLLBACK: the database keeps the commitment, the server its secret.
+    /// ROLLBACK: the database keeps the commitment but refuses its secret
+    /// from now on, so the server opens the session again.
     pub async fn rollback(&mut self) {
         let _ = self.client.batch_execute("ROLLBACK").await;
-        self.pending = None;
+        self.rolled_back().await;
+    }
+
+    async fn rolled_back(&mut self) {
+        if self.pending.take().is_some() {
+            // Refused: the next context is refused too, and the server closes the connection.
+            let _ = self.open_session().await;
+        }
     }
 
     /// The resource names `t` reads in one transaction of this connection;

@@ -460,6 +460,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "check_tenant_route",
             "claim_operator_idempotency_key",
             "complete_operator_idempotency_key",
+            "context_session_nonce",
             "create_api_key",
             "create_child_tenant",
             "create_invitation",
