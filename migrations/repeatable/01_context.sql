@@ -433,11 +433,15 @@ COMMENT ON FUNCTION tenantry.context_mac(integer, text) IS 'Internal: HMAC-SHA-2
  */
 CREATE OR REPLACE FUNCTION tenantry.context_session_nonce()
 RETURNS bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SECURITY DEFINER
 AS $$
-    SELECT nextval('tenantry.context_steps')
+BEGIN
+    -- PL/pgSQL: its body is not resolved when it is created, so Citus can
+    -- create it on workers, which have no context_steps (never called there).
+    RETURN nextval('tenantry.context_steps');
+END
 $$;
 COMMENT ON FUNCTION tenantry.context_session_nonce() IS 'Server connections: the draw (from tenantry.context_steps) that the next open_context_session of this session must be signed over; each call ends the session''s current chain (enter_context wants the draw its session value records).';
 GRANT EXECUTE ON FUNCTION tenantry.context_session_nonce() TO tenantry_app;
