@@ -529,19 +529,20 @@ BEGIN
        -- A server session never makes temporary objects: one that has was
        -- used by other SQL, whose temporary tables would shadow the team's
        -- unqualified table names in this tenant's statements.
-       OR pg_my_temp_schema() <> 0 THEN
+       OR pg_my_temp_schema() <> 0
+       -- Only open_context_session and this function write a value that
+       -- matched above: tenantry_c_<commitment>_<key id>_<draw>. A draw other
+       -- than the session's last: the reveal was made before, in a
+       -- transaction that rolled back after its draw (or this session drew
+       -- since). OR stops at the first true argument, so currval runs only
+       -- for a matching reveal; it raises 55000 when the session has no draw
+       -- at all (DISCARD SEQUENCES), and the server closes the connection.
+       OR split_part(session, '_', 5) IS DISTINCT FROM currval('tenantry.context_steps')::text THEN
         RETURN NULL;
     END IF;
-    -- Only open_context_session and this function write a value that matched
-    -- above: tenantry_c_<commitment>_<key id>_<draw>. The key the session was
-    -- opened with was retired (12_context_keys.sql): the session ends with it.
+    -- The key the session was opened with was retired (12_context_keys.sql):
+    -- the session ends with it.
     IF NOT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = split_part(session, '_', 4)::integer) THEN
-        RETURN NULL;
-    END IF;
-    -- The reveal was made before: in a transaction that rolled back after its
-    -- draw (or this session drew since). 55000 when the session has no draw
-    -- at all (DISCARD SEQUENCES): the server closes such a connection.
-    IF split_part(session, '_', 5) IS DISTINCT FROM currval('tenantry.context_steps')::text THEN
         RETURN NULL;
     END IF;
     part := tenantry.checked_context_part(tid, uid, tenant_part);
