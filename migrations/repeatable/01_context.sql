@@ -609,6 +609,21 @@ BEGIN
        OR expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN
         RETURN NULL;
     END IF;
+    -- A session holding temporary tables or views: behind a transaction
+    -- pooler one backend serves every tenant in turn, and a temporary
+    -- relation left by SQL run in one tenant's transaction would shadow the
+    -- team's unqualified table names in the next tenant's (its writes landing
+    -- where that SQL reads them back). An error, not NULL: the statements
+    -- sent after this one in the same flight fail with it, so no caller that
+    -- overlooks a NULL writes into such a table (the library closes the
+    -- connection on 55000). enter_context refuses any temporary schema; here
+    -- only relations count, since a REFRESH ... CONCURRENTLY through the
+    -- pooler leaves the schema behind, empty, for good.
+    IF pg_my_temp_schema() <> 0
+       AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = pg_my_temp_schema()) THEN
+        RAISE EXCEPTION 'this session holds temporary tables, which could stand in for the team''s tables in another tenant''s transaction; it takes no tenant context'
+            USING ERRCODE = '55000', HINT = 'close the connection; DISCARD TEMP clears the session';
+    END IF;
     part := tenantry.checked_context_part(tid, uid, tenant_part);
     IF part IS NULL THEN
         RETURN NULL;
@@ -617,7 +632,7 @@ BEGIN
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|impersonator hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused.';
+COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|impersonator hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused (a bad or expired signature, another backend). 55000 in a session holding temporary tables, which could shadow the team''s table names.';
 GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) TO tenantry_app, tenantry_admin;
 
 /**

@@ -5,7 +5,9 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::common::{count, create_tenant, exec, set_status, strings};
-use crate::helpers::{app, begin_as, commit, denied, fails, rollback, same_failure};
+use crate::helpers::{
+    app, begin_as, commit, denied, enter_signed, fails, rollback, same_failure, signed_for,
+};
 use crate::oracle::{assert_no_oracle, probe, range};
 use tenantry_db::testing::TestDatabase;
 
@@ -203,6 +205,7 @@ async fn on_conflict_against_another_tenants_key_of_an_adopted_table_is_no_oracl
 #[tokio::test]
 async fn a_leaky_function_over_an_adopted_table_never_sees_a_foreign_row() {
     let w = adopted().await;
+    begin_as(&w.app, w.child).await;
     exec(
         &w.app,
         "CREATE TEMP TABLE seen (number text);
@@ -210,7 +213,6 @@ async fn a_leaky_function_over_an_adopted_table_never_sees_a_foreign_row() {
          BEGIN INSERT INTO pg_temp.seen VALUES (n); RETURN true; END $$;",
     )
     .await;
-    begin_as(&w.app, w.child).await;
     assert_eq!(
         count(
             &w.app,
@@ -232,6 +234,50 @@ async fn a_leaky_function_over_an_adopted_table_never_sees_a_foreign_row() {
     assert_eq!(
         strings(&w.app, "SELECT number FROM pg_temp.seen").await,
         ["C-1"]
+    );
+}
+
+/// Behind a transaction pooler one backend serves every tenant in turn, each
+/// transaction with a signed context. SQL run in a's transaction leaves a
+/// temporary `invoices` behind, which would come first for the unqualified
+/// name in the next tenant's transactions on that backend.
+#[tokio::test]
+async fn a_temporary_table_left_on_a_shared_backend_never_receives_another_tenants_writes() {
+    let w = adopted().await;
+    begin_as(&w.app, w.a).await;
+    exec(
+        &w.app,
+        "CREATE TEMP TABLE invoices (tenant_id uuid DEFAULT tenantry.current_tenant_id(),
+             id uuid DEFAULT gen_random_uuid(), number text, amount numeric DEFAULT 0)",
+    )
+    .await;
+    commit(&w.app).await;
+    // b's next transaction on this backend: its context is refused with an
+    // error, so the statements pipelined after it (the write) fail with it.
+    exec(&w.app, "BEGIN").await;
+    let refused = enter_signed(&w.app, &signed_for(w.b)).await.unwrap_err();
+    assert_eq!(refused.code().map(|c| c.code()), Some("55000"), "{refused:?}");
+    let (state, _, _) = fails(&w.app, "INSERT INTO invoices (number) VALUES ('B-lost')").await;
+    assert_eq!(state, "25P02", "the transaction is aborted");
+    rollback(&w.app).await;
+    // Gone again (an emptied temporary schema stays with the session): the
+    // backend serves tenants, and the name is the team's table again.
+    exec(&w.app, "DROP TABLE pg_temp.invoices").await;
+    begin_as(&w.app, w.b).await;
+    exec(
+        &w.app,
+        "INSERT INTO invoices (number, amount) VALUES ('B-2', 1)",
+    )
+    .await;
+    commit(&w.app).await;
+    assert_eq!(numbers_seen_by(&w.app, w.b).await, ["B-1", "B-2"]);
+    assert_eq!(
+        count(
+            &w.tdb.superuser_client().await,
+            "SELECT count(*) FROM public.invoices WHERE number = 'B-2'"
+        )
+        .await,
+        1
     );
 }
 

@@ -9,7 +9,7 @@ use crate::common::{
     count, create_silo, create_tenant, describe, exec, schema_of, set_status, strings,
 };
 use crate::helpers::{
-    begin_as, commit, create_key, create_resource, denied, enter_signed, fails, key_id_of,
+    app, begin_as, commit, create_key, create_resource, denied, enter_signed, fails, key_id_of,
     names_seen_by, rollback, same_failure, signed_for, verified_tenant, world, ServerConn,
     TENANT_RELATIONS,
 };
@@ -650,7 +650,11 @@ async fn injection_strings_in_function_arguments_are_stored_as_data() {
 #[tokio::test]
 async fn pg_temp_objects_shadowing_tenantry_names_change_nothing() {
     let w = world().await;
-    // The attacker plants look-alikes where an unpinned search_path would find them.
+    let c = create_tenant(&w.admin, "c", None).await;
+    // The attacker plants look-alikes where an unpinned search_path would
+    // find them, inside a transaction of its own tenant (a session that
+    // already holds temporary relations is refused every context, below).
+    begin_as(&w.app, w.a).await;
     exec(
         &w.app,
         &format!(
@@ -669,8 +673,6 @@ async fn pg_temp_objects_shadowing_tenantry_names_change_nothing() {
         ),
     )
     .await;
-    let c = create_tenant(&w.admin, "c", None).await;
-    begin_as(&w.app, w.a).await;
     // Unqualified calls never resolve to pg_temp functions.
     assert_eq!(
         strings(&w.app, "SELECT current_tenant_id()::text").await,
@@ -692,9 +694,8 @@ async fn pg_temp_objects_shadowing_tenantry_names_change_nothing() {
         "TN404",
     )
     .await;
-    rollback(&w.app).await;
+    exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;
     // setup_connection (invoker, search_path-setting) with the planted objects.
-    begin_as(&w.app, w.a).await;
     exec(&w.app, "SELECT tenantry.setup_connection()").await;
     assert_eq!(
         strings(&w.app, "SELECT unnest(tenantry.visible_tenant_ids())::text").await,
@@ -705,7 +706,14 @@ async fn pg_temp_objects_shadowing_tenantry_names_change_nothing() {
         ["a-doc"]
     );
     commit(&w.app).await;
-    assert_eq!(names_seen_by(&w.app, c).await, Vec::<String>::new());
+    // The planted relations outlive the transaction: this session is refused
+    // every later context, signed or chained, so nothing it planted is ever
+    // read by another tenant's transaction.
+    exec(&w.app, "BEGIN").await;
+    let refused = enter_signed(&w.app, &signed_for(c)).await.unwrap_err();
+    assert_eq!(refused.code().map(|c| c.code()), Some("55000"), "{refused:?}");
+    rollback(&w.app).await;
+    assert_eq!(names_seen_by(&app(&w.tdb).await, c).await, Vec::<String>::new());
 }
 
 #[tokio::test]

@@ -15,7 +15,10 @@ across_tiers!(
 async fn a_leaky_function_in_a_where_clause_never_sees_a_foreign_row(w: World) {
     // The classic leaky-view attack: a volatile function that records (or
     // raises on) every row it is shown, placed in the attacker's own WHERE,
-    // directly and behind an operator of its own.
+    // directly and behind an operator of its own. Planted inside the
+    // transaction: a session that already holds temporary relations is
+    // refused every context (objects.rs).
+    begin_as(&w.app, w.a).await;
     exec(
         &w.app,
         "CREATE TEMP TABLE seen (name text);
@@ -30,7 +33,6 @@ async fn a_leaky_function_in_a_where_clause_never_sees_a_foreign_row(w: World) {
          CREATE OPERATOR pg_temp.=~= (LEFTARG = text, RIGHTARG = text, FUNCTION = pg_temp.trap);",
     )
     .await;
-    begin_as(&w.app, w.a).await;
     let mut seen_through = Vec::new();
     for table in w.resource_tables().await {
         let own = count(&w.app, &format!("SELECT count(*) FROM {table}")).await;
@@ -78,7 +80,7 @@ async fn a_leaky_function_in_a_where_clause_never_sees_a_foreign_row(w: World) {
         strings(&w.app, "SELECT DISTINCT name FROM pg_temp.seen").await,
         ["a-doc", "a-doc@update"]
     );
-    assert_eq!(names_seen_by(&w.app, w.b).await, ["b-secret"]);
+    assert_eq!(names_seen_by(&app(&w.tdb).await, w.b).await, ["b-secret"]);
 }
 
 async fn copy_reads_only_the_contexts_rows_and_copy_from_is_refused(w: World) {
