@@ -41,7 +41,10 @@ pub mod responses {
             .collect()
     }
 
-    const UNAVAILABLE: (u16, &str) = (503, "The database is unavailable; retry later");
+    const UNAVAILABLE: (u16, &str) = (
+        503,
+        "The database, or for a person's token the identity provider's keys, is unavailable; retry later",
+    );
 
     /// 401, 403 and 429 of every tenant-key route, and 503 (the key is checked in the database).
     pub struct TenantAuth;

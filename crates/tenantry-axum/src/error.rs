@@ -76,6 +76,7 @@ problem_codes! {
     RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "Too many requests for this tenant"),
     InternalError = ("internal_error", INTERNAL_SERVER_ERROR, "Internal error"),
     ServiceUnavailable = ("service_unavailable", SERVICE_UNAVAILABLE, "The database is unavailable; retry later"),
+    IdentityProviderUnavailable = ("identity_provider_unavailable", SERVICE_UNAVAILABLE, "The identity provider's keys cannot be fetched; retry later"),
 }
 
 impl ProblemCode {
@@ -336,6 +337,7 @@ mod tests {
                 ("rate_limited", 429),
                 ("internal_error", 500),
                 ("service_unavailable", 503),
+                ("identity_provider_unavailable", 503),
             ]
         );
     }

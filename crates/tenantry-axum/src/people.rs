@@ -91,7 +91,7 @@ fn token_error(e: JwtError) -> ApiError {
     if e.is_unavailable() {
         tracing::warn!(error = %e, "identity provider keys unavailable");
         return ApiError::new(
-            ProblemCode::ServiceUnavailable,
+            ProblemCode::IdentityProviderUnavailable,
             "the identity provider's keys cannot be fetched; retry later",
         );
     }

@@ -939,3 +939,36 @@ async fn usage_reports_requests_per_key() {
         .await
         .problem(422, "validation_failed");
 }
+
+#[tokio::test]
+async fn an_unreachable_identity_provider_answers_503_with_its_own_title_and_retry_after() {
+    let idp = IdentityProvider::start().await;
+    // A loopback port nobody listens on: the JWKS cannot be fetched at all.
+    let nothing = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = idp.config();
+    config.jwks_url = Some(format!("http://{nothing}/.well-known/jwks.json"));
+    let app = TestApp::spawn_with(move |s| s.jwt = Some(config)).await;
+    let acme = app.tenant("acme").await;
+    let alice = token_for(&idp, "alice", "alice@acme.test");
+    for (path, tenant) in [
+        ("/v1/me/tenants", None),
+        ("/v1/resources", Some(acme.id.as_str())),
+    ] {
+        let mut req = app.client.get(app.url(path)).bearer_auth(&alice);
+        if let Some(t) = tenant {
+            req = req.header("X-Tenant-Id", t);
+        }
+        let response = req.send().await.unwrap();
+        assert_eq!(response.status(), 503, "{path}");
+        assert_eq!(response.headers()["retry-after"], "1", "{path}");
+        let r = app.send_raw_response(response).await;
+        let body = r.problem(503, "identity_provider_unavailable");
+        assert_eq!(
+            body["title"], "The identity provider's keys cannot be fetched; retry later",
+            "{path}: not the database's title"
+        );
+    }
+}
