@@ -321,6 +321,11 @@ DECLARE
     part record;
     readopt text;
     tenant_col smallint;
+    -- Problems whose fix is adopting the table again, as (table, rule,
+    -- problem, fix) quadruples: returned after the others, so that the fixes
+    -- run top to bottom work (adopt_table refuses while another rule is
+    -- broken, and repairs everything these name).
+    later text[] := '{}';
 BEGIN
     FOR t IN
         SELECT r.table_id, r.hierarchy, r.sharing, r.write_permission, c.oid IS NOT NULL AS present
@@ -361,8 +366,7 @@ BEGIN
         ) THEN
             rule := 'tenant_fk';
             problem := 'tenant_id does not reference tenantry.tenants (validated)';
-            fix := readopt;
-            RETURN NEXT;
+            later := later || ARRAY[table_name, rule, problem, readopt];
         END IF;
 
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = t.table_id) THEN
@@ -392,13 +396,17 @@ BEGIN
             -- Exactly tenantry's policies: tenant_isolation, for tenantry_app_own,
             -- and with a write permission its restrictive policies, as adopt_table made them.
             RETURN QUERY
+                SELECT q.* FROM (
                 SELECT part.rel::text, 'policies'::text,
                        format('policy %I is not tenantry''s (%s %s for %s)', p.polname,
                               CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
                               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
                               p.polroles::regrole[]::text),
-                       format('DROP POLICY %I ON %s;', p.polname, part.rel)
+                       -- tenantry's own names: adopting again makes them as they were.
+                       CASE WHEN p.polname = 'tenant_isolation' OR p.polname LIKE 'tenantry\_write\_permission\_%'
+                            THEN readopt
+                            ELSE format('DROP POLICY %I ON %s;', p.polname, part.rel) END
                 FROM pg_catalog.pg_policy p
                 WHERE p.polrelid = part.rel
                   AND NOT (p.polname = 'tenant_isolation' AND p.polpermissive AND p.polcmd = '*'
@@ -411,20 +419,44 @@ BEGIN
                                        WHERE w.polname = p.polname AND w.polcmd = p.polcmd)
                            AND coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid),
                                         pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))
-                               = tenantry.write_permission_predicate(t.write_permission));
+                               = tenantry.write_permission_predicate(t.write_permission))
+                ) q(table_name, rule, problem, fix)
+                WHERE q.fix IS DISTINCT FROM readopt;
+            -- tenantry's own policies, changed: adopting again remakes them.
+            SELECT later || coalesce(array_agg(u.x ORDER BY q.problem, u.n), '{}') INTO later
+            FROM (SELECT part.rel::text, 'policies'::text,
+                         format('tenantry''s policy %I was changed (%s %s for %s)', p.polname,
+                                CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
+                                CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                              WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+                                p.polroles::regrole[]::text), readopt
+                  FROM pg_catalog.pg_policy p
+                  WHERE p.polrelid = part.rel
+                    AND (p.polname = 'tenant_isolation' OR p.polname LIKE 'tenantry\_write\_permission\_%')
+                    AND NOT (p.polname = 'tenant_isolation' AND p.polpermissive AND p.polcmd = '*'
+                             AND p.polroles = ARRAY['tenantry_app_own'::regrole::oid]
+                             AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy)
+                             AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy))
+                    AND NOT (t.write_permission IS NOT NULL AND NOT p.polpermissive
+                             AND p.polroles = ARRAY['tenantry_app_own'::regrole::oid]
+                             AND EXISTS (SELECT 1 FROM tenantry.write_permission_policies() w
+                                         WHERE w.polname = p.polname AND w.polcmd = p.polcmd)
+                             AND coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+                                          pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))
+                                 = tenantry.write_permission_predicate(t.write_permission))
+                 ) q(table_name, rule, problem, fix)
+            CROSS JOIN LATERAL unnest(ARRAY[q.table_name, q.rule, q.problem, q.fix]) WITH ORDINALITY u(x, n);
             IF t.write_permission IS NOT NULL AND (
                 SELECT count(*) FROM pg_catalog.pg_policy p JOIN tenantry.write_permission_policies() w ON w.polname = p.polname
                 WHERE p.polrelid = part.rel) < 3 THEN
                 table_name := part.rel::text; rule := 'policies';
                 problem := format('the policies requiring %s for writes are missing', t.write_permission);
-                fix := readopt;
-                RETURN NEXT;
+                later := later || ARRAY[table_name, rule, problem, readopt];
             END IF;
             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = part.rel AND p.polname = 'tenant_isolation') THEN
                 table_name := part.rel::text; rule := 'policies';
                 problem := 'the tenant_isolation policy is missing';
-                fix := readopt;
-                RETURN NEXT;
+                later := later || ARRAY[table_name, rule, problem, readopt];
             END IF;
             -- Privileges: none for PUBLIC anywhere; on the table itself exactly
             -- SELECT, INSERT, UPDATE, DELETE for tenantry_app_own among tenantry's roles.
@@ -455,7 +487,13 @@ BEGIN
             RETURN QUERY
                 SELECT part.rel::text, 'indexes'::text,
                        format('index %s does not lead with tenant_id', i.indexrelid::regclass),
-                       format('DROP INDEX %s; -- and create it again with tenant_id first', i.indexrelid::regclass)
+                       -- An index that backs a constraint goes with the constraint.
+                       coalesce((SELECT format('ALTER TABLE %s DROP CONSTRAINT %I; -- and add it again with tenant_id first',
+                                               part.rel, k.conname)
+                                 FROM pg_catalog.pg_constraint k
+                                 WHERE k.conrelid = part.rel AND k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x')
+                                 LIMIT 1),
+                                format('DROP INDEX %s; -- and create it again with tenant_id first', i.indexrelid::regclass))
                 FROM pg_catalog.pg_index i
                 WHERE i.indrelid = part.rel
                   AND (i.indkey[0] = 0 OR (SELECT a.attname FROM pg_catalog.pg_attribute a
@@ -482,8 +520,7 @@ BEGIN
         ) THEN
             rule := 'keep_tenant';
             problem := 'the trigger that keeps rows in their tenant is missing or disabled';
-            fix := readopt;
-            RETURN NEXT;
+            later := later || ARRAY[table_name, rule, problem, readopt];
         END IF;
 
         -- Sharing names rows by the key after tenant_id, and a deleted row
@@ -507,8 +544,7 @@ BEGIN
                              AND g.tgfoid = 'tenantry.shared_rows_truncated()'::regprocedure)) THEN
             rule := 'sharing_triggers';
             problem := 'the triggers that revoke the shares of deleted rows are missing or disabled';
-            fix := readopt;
-            RETURN NEXT;
+            later := later || ARRAY[table_name, rule, problem, readopt];
         END IF;
 
         -- Foreign keys between tenant tables pair tenant_id with tenant_id, so
@@ -532,7 +568,44 @@ BEGIN
                   SELECT 1 FROM unnest(k.conkey, k.confkey) AS pair(src, dst)
                   WHERE (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.conrelid AND a.attnum = pair.src) = 'tenant_id'
                     AND (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.confrelid AND a.attnum = pair.dst) = 'tenant_id');
+        -- A view reads with its owner's rights unless it is security_invoker,
+        -- and a materialized view holds what its owner read: over a tenant
+        -- table, with an owner that bypasses row level security, either
+        -- hands every tenant's rows to whoever may read it.
+        RETURN QUERY
+            SELECT t.table_id::text, 'views'::text,
+                   format('%s %s reads it with the rights of %s, which bypasses row level security, and %s may read it',
+                          CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END,
+                          v.oid::regclass, v.relowner::regrole, readers.names),
+                   CASE WHEN v.relkind = 'v'
+                        THEN format('ALTER VIEW %s SET (security_invoker = true);', v.oid::regclass)
+                        ELSE format('REVOKE ALL ON %s FROM %s; -- a materialized view has no row level security: keep tenant rows out of it',
+                                    v.oid::regclass, readers.names) END
+            FROM (SELECT DISTINCT rw.ev_class
+                  FROM pg_catalog.pg_depend d
+                  JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid
+                  WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                    AND d.refobjid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))) dep
+            JOIN pg_catalog.pg_class v ON v.oid = dep.ev_class AND v.relkind IN ('v', 'm')
+            JOIN pg_catalog.pg_roles o ON o.oid = v.relowner AND (o.rolsuper OR o.rolbypassrls)
+            CROSS JOIN LATERAL (
+                SELECT string_agg(r.name, ', ' ORDER BY r.name <> 'PUBLIC', r.name) AS names
+                FROM (SELECT 'PUBLIC'::text AS name
+                      WHERE EXISTS (SELECT 1 FROM pg_catalog.aclexplode(v.relacl) acl WHERE acl.grantee = 0 AND acl.privilege_type = 'SELECT')
+                      UNION ALL
+                      SELECT rn.name FROM unnest(ARRAY['tenantry_app', 'tenantry_app_own', 'tenantry_app_shared', 'tenantry_admin',
+                                                       'tenantry_logger', 'tenantry_server']) rn(name)
+                      WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles x WHERE x.rolname = rn.name)
+                        AND pg_catalog.has_table_privilege(rn.name, v.oid, 'SELECT')) r) readers
+            WHERE readers.names IS NOT NULL
+              AND NOT (v.relkind = 'v' AND EXISTS (
+                  SELECT 1 FROM pg_catalog.pg_options_to_table(v.reloptions) opt
+                  WHERE opt.option_name = 'security_invoker' AND lower(opt.option_value) IN ('true', 'on', '1', 'yes')))
+            ORDER BY v.oid::regclass::text;
     END LOOP;
+    RETURN QUERY
+        SELECT later[i], later[i + 1], later[i + 2], later[i + 3]
+        FROM generate_series(1, coalesce(array_length(later, 1), 0), 4) i;
     -- tenantry's own tables (resources among them): every policy as the
     -- definitions made it (15_own_policies.sql), no other.
     IF tbl IS NULL THEN
@@ -555,7 +628,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id. Without a table, also every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -628,9 +701,18 @@ BEGIN
      WHERE c.oid = tbl;
 
     -- What can never be a tenant table.
-    IF rel.relkind IN ('v', 'm') THEN
+    IF rel.relkind = 'v' AND EXISTS (
+        SELECT 1 FROM pg_catalog.pg_class v, pg_catalog.pg_options_to_table(v.reloptions) opt
+        WHERE v.oid = tbl AND opt.option_name = 'security_invoker' AND lower(opt.option_value) IN ('true', 'on', '1', 'yes')) THEN
+        RAISE EXCEPTION 'cannot adopt %: it is a view', tbl USING ERRCODE = 'TN422',
+            HINT = 'It runs with its caller''s rights already: adopt the tables it reads, and it shows each tenant its own rows.';
+    ELSIF rel.relkind = 'v' THEN
         RAISE EXCEPTION 'cannot adopt %: it is a view', tbl USING ERRCODE = 'TN422',
             HINT = format('Adopt the tables it reads and make the view run with its caller''s rights and policies: ALTER VIEW %s SET (security_invoker = true);', tbl);
+    ELSIF rel.relkind = 'm' THEN
+        RAISE EXCEPTION 'cannot adopt %: it is a materialized view, which holds what its owner read and has no row level security', tbl
+            USING ERRCODE = 'TN422',
+            HINT = format('Adopt the tables it is made from and keep it out of tenants'' reach (REVOKE ALL ON %s FROM PUBLIC); read through a security_invoker view instead.', tbl);
     ELSIF rel.relkind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION 'cannot adopt %: only ordinary and partitioned tables can be tenant tables', tbl USING ERRCODE = 'TN422';
     END IF;
@@ -697,14 +779,20 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisunique) THEN
             RAISE EXCEPTION 'cannot adopt %: it has a primary key or unique constraint and no tenant_id column to lead it', tbl
                 USING ERRCODE = 'TN422',
-                HINT = format('Add the column and put it first in every key, e.g. ALTER TABLE %s ADD COLUMN tenant_id uuid; then (after filling it) ALTER TABLE %s DROP CONSTRAINT <pkey>, ADD PRIMARY KEY (tenant_id, id);', tbl, tbl);
+                HINT = format('Give it the column and lead every key with it first, in your migration: ALTER TABLE %1$s ADD COLUMN tenant_id uuid; UPDATE %1$s SET tenant_id = ''<tenant uuid>''; (or an expression over the row''s columns) ALTER TABLE %1$s DROP CONSTRAINT <pkey>, ADD PRIMARY KEY (tenant_id, <key columns>); then adopt it. Foreign keys to that key go first and come back on (tenant_id, ...).', tbl);
         END IF;
     ELSIF coltype <> 'uuid'::regtype THEN
         RAISE EXCEPTION 'cannot adopt %: its tenant_id column is %, not uuid', tbl, coltype::regtype USING ERRCODE = 'TN422';
+    ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped
+                    AND (a.attgenerated <> '' OR a.attidentity <> '')) THEN
+        RAISE EXCEPTION 'cannot adopt %: its tenant_id column is generated, and a tenant table''s rows take their tenant from the context', tbl
+            USING ERRCODE = 'TN422',
+            HINT = format('ALTER TABLE %s ALTER COLUMN tenant_id DROP EXPRESSION;', tbl);
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the rule and changing nothing, what adopt_table() can never adopt: views (use security_invoker), materialized, foreign, temporary and unlogged tables, tenantry''s own tables, partitions and inheritance children (adopt the parent), inheritance parents, tables owned by a role that acts for tenants, tables with policies of their own, a tenant_id that is not uuid, keys without tenant_id; and callers who cannot hand the table to tenantry_owner.';
+COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the rule and changing nothing, what adopt_table() can never adopt: views (use security_invoker), materialized views, foreign, temporary and unlogged tables, tenantry''s own tables, partitions and inheritance children (adopt the parent), inheritance parents, tables owned by a role that acts for tenants, tables with policies of their own, a tenant_id that is not uuid or is generated, keys without tenant_id; and callers who cannot hand the table to tenantry_owner.';
 
 /** Whether this is a Citus coordinator on which tenantry's tenant tables are distributed. */
 CREATE OR REPLACE FUNCTION tenantry.citus_distributed()
@@ -754,8 +842,8 @@ COMMENT ON FUNCTION tenantry.citus_table(regclass) IS 'Internal: whether Citus h
  */
 CREATE OR REPLACE FUNCTION tenantry.adopt_table(
     tbl regclass,
-    hierarchy boolean DEFAULT true,
-    sharing boolean DEFAULT false,
+    hierarchy boolean DEFAULT NULL,
+    sharing boolean DEFAULT NULL,
     existing_rows_tenant uuid DEFAULT NULL,
     existing_rows_tenant_expression text DEFAULT NULL,
     write_permission text DEFAULT NULL)
@@ -769,11 +857,22 @@ DECLARE
     missing bigint;
     problems text;
     result tenantry.tenant_tables;
+    prior tenantry.tenant_tables;
     part regclass;
 BEGIN
-    IF tbl IS NULL OR hierarchy IS NULL OR sharing IS NULL THEN
-        RAISE EXCEPTION 'adopt_table needs a table, and hierarchy and sharing true or false' USING ERRCODE = 'TN422';
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'adopt_table needs a table' USING ERRCODE = 'TN422';
     END IF;
+    -- An option left out keeps what the table was adopted with (a table not
+    -- adopted yet: hierarchy on, sharing and a write permission off), so
+    -- that adopting again, as a migration file may on every run, never
+    -- widens who reads the rows or ends their shares; only an option given
+    -- changes it ('' for no write permission).
+    SELECT r.* INTO prior FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
+    hierarchy := coalesce(hierarchy, prior.hierarchy, true);
+    sharing := coalesce(sharing, prior.sharing, false);
+    write_permission := CASE WHEN write_permission IS NULL THEN prior.write_permission
+                             ELSE nullif(write_permission, '') END;
     IF existing_rows_tenant IS NOT NULL AND existing_rows_tenant_expression IS NOT NULL THEN
         RAISE EXCEPTION 'give existing_rows_tenant or existing_rows_tenant_expression, not both' USING ERRCODE = 'TN422';
     END IF;
@@ -923,7 +1022,7 @@ BEGIN
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
 
 /**
  * Batched backfill, step 1 of 3, for a table that already holds many rows:

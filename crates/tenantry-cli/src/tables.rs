@@ -27,14 +27,21 @@ enum TableCommand {
     Adopt {
         /// The table, as SQL names it: `invoices`, `app.invoices`.
         table: String,
-        /// Ancestors do not reach their descendants' rows.
-        #[arg(long)]
+        /// Ancestors do not reach their descendants' rows. Without this flag or
+        /// --hierarchy, an adopted table keeps what it has (a new one: hierarchy on).
+        #[arg(long, conflicts_with = "hierarchy")]
         no_hierarchy: bool,
-        /// Tenants may share rows read-only with other tenants (tenantry.share_row);
-        /// the table needs a primary key (tenant_id, <one column>). Without it,
-        /// adopting an adopted table again revokes every share.
+        /// Ancestors reach their descendants' rows.
         #[arg(long)]
+        hierarchy: bool,
+        /// Tenants may share rows read-only with other tenants (tenantry.share_row);
+        /// the table needs a primary key (tenant_id, <one column>). Without this
+        /// flag or --no-sharing, an adopted table keeps what it has (a new one: off).
+        #[arg(long, conflicts_with = "no_sharing")]
         sharing: bool,
+        /// Switch sharing off: revokes every share of the table's rows.
+        #[arg(long)]
+        no_sharing: bool,
         /// Rows already in the table belong to this tenant.
         #[arg(long, conflicts_with = "existing_rows_tenant_expression")]
         existing_rows_tenant: Option<TenantId>,
@@ -71,14 +78,16 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
         TableCommand::Adopt {
             table: name,
             no_hierarchy,
+            hierarchy,
             sharing,
+            no_sharing,
             existing_rows_tenant,
             existing_rows_tenant_expression,
             pages_per_batch,
         } => {
             let options = AdoptOptions {
-                hierarchy: !no_hierarchy,
-                sharing,
+                hierarchy: flag(hierarchy, no_hierarchy),
+                sharing: flag(sharing, no_sharing),
                 existing_rows: match (existing_rows_tenant, existing_rows_tenant_expression) {
                     (Some(t), _) => ExistingRows::Tenant(t),
                     (None, Some(e)) => ExistingRows::Expression(e),
@@ -200,5 +209,14 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
 fn print_problems(problems: &[TableProblem]) {
     for p in problems {
         outln!("{p}");
+    }
+}
+
+/// An option given as `--x` (true) or `--no-x` (false), or left out (`None`: kept).
+fn flag(on: bool, off: bool) -> Option<bool> {
+    match (on, off) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
     }
 }

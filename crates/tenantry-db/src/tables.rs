@@ -85,13 +85,16 @@ pub enum ExistingRows {
 /// How to adopt a table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdoptOptions {
-    /// Ancestors reach their descendants' rows (default true).
-    pub hierarchy: bool,
+    /// Ancestors reach their descendants' rows. `None` (the default) keeps
+    /// what an adopted table has; a table not adopted yet gets `true`.
+    pub hierarchy: Option<bool>,
     /// Tenants may share single rows read-only with other tenants
     /// (`tenantry.share_row`, read through `tenantry.rows_shared_with_me`);
-    /// the table needs a primary key `(tenant_id, <one column>)`. Default
-    /// false; adopting again with false revokes every share.
-    pub sharing: bool,
+    /// the table needs a primary key `(tenant_id, <one column>)`. `None`
+    /// (the default) keeps what an adopted table has; a table not adopted
+    /// yet gets `false`. `Some(false)` on a table that shares revokes every
+    /// share.
+    pub sharing: Option<bool>,
     /// Rows already in the table without a tenant.
     pub existing_rows: ExistingRows,
     /// Pages per committed batch of the backfill (default 1000, about 8 MB).
@@ -101,8 +104,8 @@ pub struct AdoptOptions {
 impl Default for AdoptOptions {
     fn default() -> Self {
         Self {
-            hierarchy: true,
-            sharing: false,
+            hierarchy: None,
+            sharing: None,
             existing_rows: ExistingRows::Refuse,
             pages_per_batch: 1000,
         }

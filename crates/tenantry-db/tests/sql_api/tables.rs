@@ -155,6 +155,24 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
     .await;
     let cases: &[(&str, &str, &str, &str)] = &[
         ("v", "CREATE VIEW v AS SELECT 1 AS x", "is a view", "security_invoker"),
+        (
+            "v_invoker",
+            "CREATE VIEW v_invoker WITH (security_invoker) AS SELECT 1 AS x",
+            "is a view",
+            "caller's rights already",
+        ),
+        (
+            "mv",
+            "CREATE MATERIALIZED VIEW mv AS SELECT 1 AS x",
+            "materialized view",
+            "REVOKE ALL ON public.mv FROM PUBLIC",
+        ),
+        (
+            "generated_tenant",
+            "CREATE TABLE generated_tenant (tenant_id uuid GENERATED ALWAYS AS ('00000000-0000-0000-0000-000000000001'::uuid) STORED, x int)",
+            "is generated",
+            "DROP EXPRESSION",
+        ),
         ("u", "CREATE UNLOGGED TABLE u (tenant_id uuid)", "unlogged", ""),
         (
             "part_1",
@@ -173,7 +191,7 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
             "global_pk",
             "CREATE TABLE global_pk (id uuid PRIMARY KEY)",
             "primary key or unique",
-            "",
+            "ADD PRIMARY KEY (tenant_id, <key columns>)",
         ),
         (
             "global_unique",
@@ -322,6 +340,95 @@ async fn the_doctor_names_each_broken_rule_with_its_fix_and_adopting_again_repai
         exec(&m, &fix).await;
     }
     assert!(problems().await.is_empty());
+}
+
+/// The doctor's fixes, in the order it gives them (the CLI prints them so).
+async fn fixes_in_order(c: &Client) -> Vec<String> {
+    c.query("SELECT fix FROM tenantry.table_problems()", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_doctors_fixes_run_top_to_bottom_repair_the_table_in_one_pass() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE t3 (tenant_id uuid NOT NULL, id uuid NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('t3');
+         ALTER TABLE t3 ADD CONSTRAINT t3_id_key UNIQUE (id);
+         CREATE INDEX t3_id ON t3 (id);
+         ALTER TABLE t3 DISABLE TRIGGER tenantry_keep_tenant_id;
+         ALTER POLICY tenant_isolation ON t3 USING (true);",
+    )
+    .await;
+    let fixes = fixes_in_order(&m).await;
+    assert!(
+        fixes.iter().any(|f| f.starts_with("ALTER TABLE public.t3 DROP CONSTRAINT t3_id_key;")),
+        "an index behind a constraint goes with the constraint: {fixes:?}"
+    );
+    let first_adopt = fixes
+        .iter()
+        .position(|f| f.starts_with("SELECT tenantry.adopt_table("))
+        .expect("adopting again repairs the trigger and the policy");
+    assert!(
+        fixes[first_adopt..]
+            .iter()
+            .all(|f| f.starts_with("SELECT tenantry.adopt_table(")),
+        "adopting again comes after every other fix: {fixes:?}"
+    );
+    for fix in &fixes {
+        exec(&m, fix).await;
+    }
+    assert_eq!(fixes_in_order(&m).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_doctor_names_views_over_an_adopted_table_that_read_with_an_owner_bypassing_row_level_security(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, app, admin) = (migrator(&tdb).await, app(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    exec(
+        &m,
+        "CREATE TABLE clean (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('clean');
+         CREATE VIEW clean_v AS SELECT * FROM clean;
+         GRANT SELECT ON clean_v TO tenantry_app;
+         CREATE VIEW clean_private AS SELECT * FROM clean;
+         CREATE MATERIALIZED VIEW clean_mv AS SELECT * FROM clean;
+         GRANT SELECT ON clean_mv TO PUBLIC;",
+    )
+    .await;
+    exec(&app, "SET search_path = public, tenantry").await;
+    set_context(&app, a).await;
+    exec(&app, "INSERT INTO clean (id) VALUES (42)").await;
+    // The leak the doctor is about: b reads a's row through the view.
+    set_context(&app, b).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM clean").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM clean_v").await, 1);
+    let problems = strings(&m, "SELECT rule || ': ' || problem || ' => ' || fix FROM table_problems()").await;
+    assert_eq!(
+        problems,
+        [
+            "views: materialized view public.clean_mv reads it with the rights of postgres, which bypasses row level security, and PUBLIC, tenantry_admin, tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_logger, tenantry_server may read it => REVOKE ALL ON public.clean_mv FROM PUBLIC, tenantry_admin, tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_logger, tenantry_server; -- a materialized view has no row level security: keep tenant rows out of it",
+            "views: view public.clean_v reads it with the rights of postgres, which bypasses row level security, and tenantry_app may read it => ALTER VIEW public.clean_v SET (security_invoker = true);",
+        ]
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    set_context(&app, b).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM clean_v").await, 0);
+    denied(&app, "SELECT count(*) FROM clean_mv", "42501").await;
+    set_context(&app, a).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM clean_v").await, 1);
 }
 
 #[tokio::test]
@@ -675,6 +782,79 @@ async fn sharing_rows_of_an_adopted_table_is_recorded_audited_limited_and_ends_w
             "share.created 3",
             "share.revoked 3",
         ]
+    );
+}
+
+/// A migration file that adopts its tables runs the same call again on every
+/// deploy, often with fewer arguments than the first time.
+#[tokio::test]
+async fn adopting_again_without_options_keeps_hierarchy_sharing_write_permission_and_every_share() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, admin) = (migrator(&tdb).await, app(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    let child = create_tenant(&admin, "a-child", Some(a)).await;
+    let b = create_tenant(&admin, "b", None).await;
+    exec(
+        &m,
+        "SELECT define_permission('notes.write', 'write notes');
+         CREATE TABLE notes (tenant_id uuid NOT NULL, id bigint NOT NULL, body text,
+                             PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('notes', hierarchy => false, sharing => true, write_permission => 'notes.write');",
+    )
+    .await;
+    let options = "SELECT format('%s %s %s', hierarchy::text, sharing::text, coalesce(write_permission, '-')) FROM tenant_tables";
+    assert_eq!(strings(&m, options).await, ["false true notes.write"]);
+    exec(&app, "SET search_path = public, tenantry").await;
+    set_context(&app, child).await;
+    exec(&app, "INSERT INTO notes (id, body) VALUES (1, 'child')").await;
+    set_context(&app, a).await;
+    exec(&app, "INSERT INTO notes (id, body) VALUES (2, 'parent')").await;
+    exec(&app, &format!("SELECT share_row('notes', '2', '{b}')")).await;
+    let before = table_state(&m, "notes").await;
+
+    for again in [
+        "SELECT adopt_table('notes')",
+        "SELECT adopt_table('notes', existing_rows_tenant => NULL)",
+    ] {
+        exec(&m, again).await;
+        assert_eq!(strings(&m, options).await, ["false true notes.write"], "{again}");
+        assert_eq!(table_state(&m, "notes").await, before, "{again}");
+        // The parent still reads its own row only; the share stands.
+        set_context(&app, a).await;
+        assert_eq!(strings(&app, "SELECT body FROM notes").await, ["parent"]);
+        assert_eq!(shares_of(&app, a).await, [format!("public.notes 2 -> {b}")]);
+    }
+    // The CLI's and the library's call: options as NULL parameters.
+    m.query_one(
+        "SELECT adopt_table($1::text::regclass, hierarchy => $2, sharing => $3)",
+        &[&"notes", &None::<bool>, &None::<bool>],
+    )
+    .await
+    .unwrap();
+    assert_eq!(strings(&m, options).await, ["false true notes.write"]);
+
+    // Only an option given changes it ('' removes the write permission).
+    exec(&m, "SELECT adopt_table('notes', hierarchy => true, write_permission => '')").await;
+    assert_eq!(strings(&m, options).await, ["true true -"]);
+    set_context(&app, a).await;
+    assert_eq!(strings(&app, "SELECT body FROM notes").await, ["child", "parent"]);
+    assert_eq!(shares_of(&app, a).await, [format!("public.notes 2 -> {b}")]);
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+
+    // A table adopted for the first time without options: hierarchy on, sharing off.
+    exec(
+        &m,
+        "CREATE TABLE plain (tenant_id uuid NOT NULL, id bigint NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('plain');",
+    )
+    .await;
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT format('%s %s %s', hierarchy::text, sharing::text, coalesce(write_permission, '-')) FROM tenant_tables WHERE table_id = 'plain'::regclass"
+        )
+        .await,
+        ["true false -"]
     );
 }
 
