@@ -825,7 +825,7 @@ BEGIN
                    -- its own table (add_tenant_schema_table moves them).
                    AND to_regclass(format('%I.%I', t.schema_name, TG_TABLE_NAME)) IS NOT NULL)
                   OR (t.isolation <> 'schema' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$')) THEN
-        RAISE EXCEPTION 'tenant % lives in another tier now; retry the transaction', row_tenant
+        RAISE EXCEPTION 'tenant % lives in another tier now; retry the transaction (a psql session routes its unqualified table names to the tenant''s tables with SELECT tenantry.setup_connection() first)', row_tenant
             USING ERRCODE = '40001', HINT = 'tier_moved';
     END IF;
     -- Towards the shared tier rows move in place, batch by batch: nothing to record.
