@@ -14,7 +14,7 @@ use axum::{
     extract::{FromRef, FromRequestParts},
     http::request::Parts,
 };
-use governor::{DefaultDirectRateLimiter, Quota};
+use governor::{clock::Clock as _, DefaultDirectRateLimiter, Quota};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tenantry_db::{
@@ -256,10 +256,10 @@ impl RateLimits {
         let burst = settings
             .rate_limit_burst()
             .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
-        take(&self.requests, tenant, rate, burst).map_err(|_| {
-            ApiError::new(
-                ProblemCode::RateLimited,
+        take(&self.requests, tenant, rate, burst).map_err(|wait| {
+            ApiError::rate_limited(
                 format!("this tenant may make {rate} requests per second (burst {burst})"),
+                wait,
             )
         })
     }
@@ -273,10 +273,10 @@ impl RateLimits {
     ) -> Result<(), ApiError> {
         let rate = settings.child_creation_rate_per_second();
         let burst = (2.0 * rate).ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
-        take(&self.child_creations, tenant, rate, burst).map_err(|_| {
-            ApiError::new(
-                ProblemCode::RateLimited,
+        take(&self.child_creations, tenant, rate, burst).map_err(|wait| {
+            ApiError::rate_limited(
                 format!("this tenant may create {rate} child tenants per second (burst {burst})"),
+                wait,
             )
             .with_field("settings.child_creation_rate_per_second")
         })
@@ -284,13 +284,13 @@ impl RateLimits {
 }
 
 /// Takes one cell from the tenant's limiter in `limiters`, (re)built when its
-/// rate or burst changed.
+/// rate or burst changed; refused, how long until a cell is free.
 fn take(
     limiters: &Mutex<HashMap<TenantId, TenantLimiter>>,
     tenant: TenantId,
     rate: f64,
     burst: u32,
-) -> Result<(), ()> {
+) -> Result<(), Duration> {
     let signature = (rate.to_bits(), burst);
     let limiter = {
         // A panic elsewhere must not turn every later rate-limited request into one.
@@ -305,7 +305,9 @@ fn take(
         }
         entry.1.clone()
     };
-    limiter.check().map_err(|_| ())
+    limiter
+        .check()
+        .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
 }
 
 /// Longest period between two requests of a rate limit: any slower rate (settings

@@ -135,6 +135,9 @@ pub struct ApiError {
     code: ProblemCode,
     detail: String,
     field: Option<String>,
+    /// Whole seconds for `Retry-After` when they are known (a rate limit's
+    /// wait); else [`RETRY_AFTER_SECS`].
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -144,6 +147,17 @@ impl ApiError {
             code,
             detail: detail.into(),
             field: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// 429 `rate_limited` whose `Retry-After` is `wait` rounded up to whole
+    /// seconds (at least 1): a client that obeys it is let through next time.
+    pub fn rate_limited(detail: impl Into<String>, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after_secs: Some(secs.max(1)),
+            ..Self::new(ProblemCode::RateLimited, detail)
         }
     }
 
@@ -213,17 +227,20 @@ impl IntoResponse for ApiError {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             // Nothing was written: the request may simply be sent again.
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                header::HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+            let value = match self.retry_after_secs {
+                Some(secs) => header::HeaderValue::from(secs),
+                None => header::HeaderValue::from_static(RETRY_AFTER_SECS),
+            };
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response.extensions_mut().insert(self);
         response
     }
 }
 
-/// `Retry-After` of every 503 (an outage or a collision with a concurrent transaction) and 429 (a rate limit).
+/// `Retry-After` of every 503 (an outage or a collision with a concurrent
+/// transaction) and of a 429 that does not know its wait
+/// ([`ApiError::rate_limited`] does).
 const RETRY_AFTER_SECS: &str = "1";
 
 impl From<DbError> for ApiError {
@@ -295,6 +312,8 @@ impl From<QueryRejection> for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -362,6 +381,24 @@ mod tests {
             response.headers().get(header::RETRY_AFTER).unwrap(),
             RETRY_AFTER_SECS
         );
+    }
+
+    #[test]
+    fn a_rate_limits_retry_after_is_its_wait_rounded_up_to_whole_seconds_and_at_least_one() {
+        for (wait, shown) in [
+            (Duration::from_millis(99_250), "100"),
+            (Duration::from_secs(100), "100"),
+            (Duration::from_millis(1), "1"),
+            (Duration::ZERO, "1"),
+        ] {
+            let response = ApiError::rate_limited("slow down", wait).into_response();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).unwrap(),
+                shown,
+                "{wait:?}"
+            );
+        }
     }
 
     #[test]

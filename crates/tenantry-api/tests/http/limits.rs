@@ -34,6 +34,40 @@ async fn a_rate_limited_tenant_gets_429_on_the_third_quick_request() {
 }
 
 #[tokio::test]
+async fn a_slow_rate_limits_429_says_in_retry_after_how_long_the_limiter_really_makes_it_wait() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("slow").await;
+    // One request per 100 seconds.
+    app.patch(
+        &format!("/v1/tenants/{}", t.id),
+        &app.admin_token,
+        &json!({ "settings": { "rate_limit_per_second": 0.01, "rate_limit_burst": 1 } }),
+    )
+    .await
+    .expect(200);
+    app.get("/v1/tenant", &t.key).await.expect(200);
+    let response = reqwest::Client::new()
+        .get(app.url("/v1/tenant"))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in whole seconds");
+    assert!(
+        (90..=100).contains(&retry_after),
+        "Retry-After {retry_after}: the limiter lets the next request through in about 100 s"
+    );
+    app.send_raw_response(response)
+        .await
+        .problem(429, "rate_limited");
+}
+
+#[tokio::test]
 async fn a_tenant_at_its_resource_quota_gets_409_and_no_extra_row() {
     let app = TestApp::spawn().await;
     let quota = app
