@@ -1258,6 +1258,20 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF TG_OP = 'DELETE' THEN
+        -- Removing the member removes its sessions (the foreign key
+        -- cascades): one still open ends here, and says so.
+        IF OLD.ended_at IS NULL THEN
+            PERFORM tenantry.write_audit(OLD.tenant_id, 'impersonation.ended', 'member', OLD.user_id::text,
+                jsonb_build_object('impersonation_id', OLD.impersonation_id, 'impersonator', OLD.impersonator,
+                                   'reason', OLD.reason, 'expires_at', OLD.expires_at, 'ended_by', 'member removed'));
+        END IF;
+        RETURN NULL;
+    END IF;
+    -- Ending an ended session again changes nothing and records nothing.
+    IF TG_OP = 'UPDATE' AND OLD.ended_at IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
     PERFORM tenantry.write_audit(NEW.tenant_id,
         CASE WHEN TG_OP = 'INSERT' THEN 'impersonation.started' ELSE 'impersonation.ended' END,
         'member', NEW.user_id::text,
@@ -1266,6 +1280,6 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.impersonations_audit() IS 'Trigger: audits impersonations started and ended (who, as whom, why, until when).';
-CREATE OR REPLACE TRIGGER impersonations_audit AFTER INSERT OR UPDATE OF ended_at ON tenantry.impersonations
+COMMENT ON FUNCTION tenantry.impersonations_audit() IS 'Trigger: audits impersonations started and ended (who, as whom, why, until when), once each: ending an ended one records nothing; a session still open when its member is removed (the rows cascade) is audited as ended.';
+CREATE OR REPLACE TRIGGER impersonations_audit AFTER INSERT OR UPDATE OF ended_at OR DELETE ON tenantry.impersonations
     FOR EACH ROW EXECUTE FUNCTION tenantry.impersonations_audit();

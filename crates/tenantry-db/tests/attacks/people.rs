@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::{
-    common::{count, create_tenant, exec},
+    common::{count, create_tenant, exec, strings},
     helpers::{app, begin_as, commit, create_role, denied, enter_signed, fails, rollback},
 };
 
@@ -849,4 +849,63 @@ async fn an_impersonation_token_works_only_while_its_session_lives_and_a_forged_
     let (code, _, _) = fails(&c, &format!("SELECT tenantry.end_impersonation('{id}')")).await;
     assert_eq!(code, "TN404");
     rollback(&c).await;
+}
+
+/// The audit trail of impersonations, as `action impersonation_id [ended_by]`.
+async fn impersonation_audit(su: &Client, t: Uuid) -> Vec<String> {
+    strings(
+        su,
+        &format!(
+            "SELECT action || ' ' || (details->>'impersonation_id') || coalesce(' ' || (details->>'ended_by'), '')
+               FROM tenantry.audit_log WHERE tenant_id = '{t}' AND action LIKE 'impersonation.%'"
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_impersonation_is_audited_as_ended_once_and_also_when_its_member_is_removed() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _) = team(&c, &su, &["resources.read"]).await;
+    let start = |reason: &'static str| {
+        let c = &c;
+        async move {
+            begin_as(c, t).await;
+            let id: Uuid = c
+                .query_one(
+                    "SELECT impersonation_id FROM tenantry.start_impersonation($1, NULL, interval '10 minutes', $2)",
+                    &[&member, &reason],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            commit(c).await;
+            id
+        }
+    };
+    let first = start("support").await;
+    for _ in 0..3 {
+        begin_as(&c, t).await;
+        c.execute("SELECT tenantry.end_impersonation($1)", &[&first])
+            .await
+            .unwrap();
+        commit(&c).await;
+    }
+    let second = start("more support").await;
+    begin_as(&c, t).await;
+    exec(
+        &c,
+        &format!("DELETE FROM tenantry.tenant_members WHERE user_id = '{member}'"),
+    )
+    .await;
+    commit(&c).await;
+    assert_eq!(
+        impersonation_audit(&su, t).await,
+        [
+            format!("impersonation.ended {first}"),
+            format!("impersonation.ended {second} member removed"),
+            format!("impersonation.started {first}"),
+            format!("impersonation.started {second}"),
+        ]
+    );
 }
