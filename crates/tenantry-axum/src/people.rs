@@ -17,7 +17,8 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tenantry_db::{
     invalidation::{ListeningFlag, Tag},
-    Database, Invalidation, Invalidations, MemberIdentity, TenantId, UserId,
+    ApiKeySecret, Database, Invalidation, Invalidations, MemberIdentity, TenantId, TenantStatus,
+    UserId,
 };
 
 use crate::{
@@ -232,7 +233,9 @@ pub(crate) fn not_a_member(tenant: TenantId) -> ApiError {
 
 /// A request made by a signed-in person (a bearer JWT of the configured
 /// identity provider), before any tenant: their tenants, accepting an
-/// invitation.
+/// invitation. Any other bearer is refused with the one `401` of every
+/// refused credential, except a credential valid elsewhere (an API key, an
+/// impersonation token, the admin token): `403 wrong_credential`.
 pub struct Person {
     db: Database,
     token: Arc<VerifiedToken>,
@@ -278,23 +281,55 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let tenantry = Tenantry::from_ref(state);
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        let Some(verifier) = tenantry.jwt.as_ref() else {
-            return Err(ApiError::new(
-                ProblemCode::WrongCredential,
-                "this route is for people signed in with the identity provider, and none is configured",
-            ));
-        };
-        if !looks_like_jwt(token) {
-            return Err(ApiError::new(
-                ProblemCode::WrongCredential,
-                "this route needs a person's token from the identity provider, not an API key",
-            ));
+        if let (Some(verifier), true) = (tenantry.jwt.as_ref(), looks_like_jwt(token)) {
+            let token = tenantry.tokens.verify(verifier, token).await?;
+            return Ok(Self {
+                db: tenantry.db,
+                token,
+                members: tenantry.members,
+            });
         }
-        let token = tenantry.tokens.verify(verifier, token).await?;
-        Ok(Self {
-            db: tenantry.db,
-            token,
-            members: tenantry.members,
-        })
+        // Only a credential that works elsewhere is told it is the wrong
+        // kind; anything else is refused like every other bad token.
+        let Some(kind) = other_valid_credential(&tenantry, token).await? else {
+            return Err(ApiError::unauthorized());
+        };
+        Err(ApiError::new(
+            ProblemCode::WrongCredential,
+            if tenantry.jwt.is_some() {
+                format!("this route needs a person's token from the identity provider, not {kind}")
+            } else {
+                format!("this route is for people signed in with the identity provider, and none is configured ({kind} cannot use it)")
+            },
+        ))
     }
+}
+
+/// What kind of valid credential, other than a person's token, `token` is:
+/// the admin token, a tenant's API key, an impersonation session; `None`
+/// for anything unknown, revoked, expired or malformed.
+async fn other_valid_credential(
+    tenantry: &Tenantry,
+    token: &str,
+) -> Result<Option<&'static str>, ApiError> {
+    if tenantry
+        .admin_token
+        .as_ref()
+        .is_some_and(|admin| admin.matches(token))
+    {
+        return Ok(Some("the admin token"));
+    }
+    if let Some(secret) = ApiKeySecret::parse(token) {
+        let key = tenantry.keys.verify(&tenantry.db, &secret).await?;
+        return Ok(key
+            .filter(|k| k.tenant_status != TenantStatus::Deleted)
+            .map(|_| "an API key"));
+    }
+    if token.starts_with("timp_") {
+        let session = tenantry.db.verify_impersonation(token).await?;
+        return Ok(session
+            .filter(|s| s.tenant_status != TenantStatus::Deleted)
+            .map(|_| "an impersonation session"));
+    }
+    Ok(None)
 }

@@ -972,3 +972,67 @@ async fn an_unreachable_identity_provider_answers_503_with_its_own_title_and_ret
         );
     }
 }
+
+#[tokio::test]
+async fn a_person_only_route_gives_every_refused_bearer_the_one_401_and_tells_only_a_valid_key_or_the_admin_token_it_needs_a_persons_token(
+) {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let (revoked, revoked_id) = app.create_key(&acme.id, json!({})).await;
+    app.delete(&format!("/v1/keys/{revoked_id}"), &acme.key)
+        .await
+        .expect(204);
+    // A well-formed key nobody holds: the real prefix with another secret.
+    let (prefix, _) = acme.key.rsplit_once('_').unwrap();
+    let unknown = format!("{prefix}_{}", "0".repeat(64));
+    let expired_person = {
+        let mut c = idp.claims("alice");
+        c["exp"] = json!(chrono::Utc::now().timestamp() - 600);
+        idp.sign(Alg::Es256, c)
+    };
+    let refused: [(&str, &str); 6] = [
+        ("junk", "junk"),
+        ("three dotted parts", "a.b.c"),
+        ("an unknown key", &unknown),
+        ("a revoked key", &revoked),
+        ("an unknown impersonation token", "timp_0123456789abcdef"),
+        ("an expired person's token", &expired_person),
+    ];
+    // The answer every refused credential gets on a tenant route.
+    let reference = app.get("/v1/resources", "junk").await;
+    reference.problem(401, "unauthorized");
+    let accept_body = json!({ "token": format!("tinv_{}", "0".repeat(128)) });
+    for (method, path, body) in [
+        (Method::GET, "/v1/me/tenants", None),
+        (
+            Method::POST,
+            "/v1/invitations/accept",
+            Some(accept_body.clone()),
+        ),
+    ] {
+        for (what, token) in refused {
+            let r = as_person(&app, method.clone(), path, token, None, body.clone()).await;
+            r.problem(401, "unauthorized");
+            assert_eq!(
+                r.text, reference.text,
+                "{path} with {what}: the same 401 as every refused credential"
+            );
+        }
+        for (what, token) in [
+            ("a valid key", &acme.key),
+            ("the admin token", &app.admin_token),
+        ] {
+            let r = as_person(&app, method.clone(), path, token, None, body.clone()).await;
+            let problem = r.problem(403, "wrong_credential");
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("person's token"),
+                "{path} with {what}: {}",
+                r.text
+            );
+        }
+    }
+}
