@@ -190,7 +190,7 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
 }
 
 #[tokio::test]
-async fn table_adopt_with_sharing_records_the_option_and_adopting_again_without_it_revokes_every_share(
+async fn table_adopt_with_sharing_records_the_option_adopting_again_keeps_it_and_no_sharing_revokes_every_share(
 ) {
     let db = TestDatabase::new().await;
     let su = db.superuser_client().await;
@@ -241,7 +241,19 @@ async fn table_adopt_with_sharing_records_the_option_and_adopting_again_without_
     };
     assert_eq!(shares().await, 1);
 
+    // Adopting again without the flag (a deploy script run twice) keeps it.
     let out = run(&url, &["table", "adopt", "docs", "--json"], &[]);
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let adopted: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(adopted["sharing"], true, "{adopted}");
+    assert_eq!(shares().await, 1);
+
+    let out = run(
+        &url,
+        &["table", "adopt", "docs", "--no-sharing", "--json"],
+        &[],
+    );
     let (stdout, err) = text(&out);
     assert!(out.status.success(), "{err}");
     let adopted: serde_json::Value = serde_json::from_str(&stdout).unwrap();

@@ -256,7 +256,11 @@ async fn a_temporary_table_left_on_a_shared_backend_never_receives_another_tenan
     // error, so the statements pipelined after it (the write) fail with it.
     exec(&w.app, "BEGIN").await;
     let refused = enter_signed(&w.app, &signed_for(w.b)).await.unwrap_err();
-    assert_eq!(refused.code().map(|c| c.code()), Some("55000"), "{refused:?}");
+    assert_eq!(
+        refused.code().map(|c| c.code()),
+        Some("55000"),
+        "{refused:?}"
+    );
     let (state, _, _) = fails(&w.app, "INSERT INTO invoices (number) VALUES ('B-lost')").await;
     assert_eq!(state, "25P02", "the transaction is aborted");
     rollback(&w.app).await;

@@ -711,9 +711,16 @@ async fn pg_temp_objects_shadowing_tenantry_names_change_nothing() {
     // read by another tenant's transaction.
     exec(&w.app, "BEGIN").await;
     let refused = enter_signed(&w.app, &signed_for(c)).await.unwrap_err();
-    assert_eq!(refused.code().map(|c| c.code()), Some("55000"), "{refused:?}");
+    assert_eq!(
+        refused.code().map(|c| c.code()),
+        Some("55000"),
+        "{refused:?}"
+    );
     rollback(&w.app).await;
-    assert_eq!(names_seen_by(&app(&w.tdb).await, c).await, Vec::<String>::new());
+    assert_eq!(
+        names_seen_by(&app(&w.tdb).await, c).await,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]

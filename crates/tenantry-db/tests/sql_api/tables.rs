@@ -368,7 +368,9 @@ async fn the_doctors_fixes_run_top_to_bottom_repair_the_table_in_one_pass() {
     .await;
     let fixes = fixes_in_order(&m).await;
     assert!(
-        fixes.iter().any(|f| f.starts_with("ALTER TABLE public.t3 DROP CONSTRAINT t3_id_key;")),
+        fixes
+            .iter()
+            .any(|f| f.starts_with("ALTER TABLE public.t3 DROP CONSTRAINT t3_id_key;")),
         "an index behind a constraint goes with the constraint: {fixes:?}"
     );
     let first_adopt = fixes
@@ -412,7 +414,11 @@ async fn the_doctor_names_views_over_an_adopted_table_that_read_with_an_owner_by
     set_context(&app, b).await;
     assert_eq!(count(&app, "SELECT count(*) FROM clean").await, 0);
     assert_eq!(count(&app, "SELECT count(*) FROM clean_v").await, 1);
-    let problems = strings(&m, "SELECT rule || ': ' || problem || ' => ' || fix FROM table_problems()").await;
+    let problems = strings(
+        &m,
+        "SELECT rule || ': ' || problem || ' => ' || fix FROM table_problems()",
+    )
+    .await;
     assert_eq!(
         problems,
         [
@@ -817,7 +823,11 @@ async fn adopting_again_without_options_keeps_hierarchy_sharing_write_permission
         "SELECT adopt_table('notes', existing_rows_tenant => NULL)",
     ] {
         exec(&m, again).await;
-        assert_eq!(strings(&m, options).await, ["false true notes.write"], "{again}");
+        assert_eq!(
+            strings(&m, options).await,
+            ["false true notes.write"],
+            "{again}"
+        );
         assert_eq!(table_state(&m, "notes").await, before, "{again}");
         // The parent still reads its own row only; the share stands.
         set_context(&app, a).await;
@@ -834,10 +844,17 @@ async fn adopting_again_without_options_keeps_hierarchy_sharing_write_permission
     assert_eq!(strings(&m, options).await, ["false true notes.write"]);
 
     // Only an option given changes it ('' removes the write permission).
-    exec(&m, "SELECT adopt_table('notes', hierarchy => true, write_permission => '')").await;
+    exec(
+        &m,
+        "SELECT adopt_table('notes', hierarchy => true, write_permission => '')",
+    )
+    .await;
     assert_eq!(strings(&m, options).await, ["true true -"]);
     set_context(&app, a).await;
-    assert_eq!(strings(&app, "SELECT body FROM notes").await, ["child", "parent"]);
+    assert_eq!(
+        strings(&app, "SELECT body FROM notes").await,
+        ["child", "parent"]
+    );
     assert_eq!(shares_of(&app, a).await, [format!("public.notes 2 -> {b}")]);
     assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
 
