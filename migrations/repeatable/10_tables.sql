@@ -609,6 +609,24 @@ BEGIN
     -- tenantry's own tables (resources among them): every policy as the
     -- definitions made it (15_own_policies.sql), no other.
     IF tbl IS NULL THEN
+        -- Row level security enabled and forced on every one of them that has
+        -- policies (a partition under its parent's name), and on every table
+        -- of a schema tenant: a policy is nothing while it is off.
+        RETURN QUERY
+        SELECT c.oid::regclass::text, 'rls'::text,
+               'row level security is not enabled and forced'::text,
+               format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY; ALTER TABLE %s FORCE ROW LEVEL SECURITY;',
+                      c.oid::regclass, c.oid::regclass)
+        FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
+          AND ((n.nspname = 'tenantry'
+                AND coalesce((SELECT pc.relname FROM pg_catalog.pg_inherits i
+                              JOIN pg_catalog.pg_class pc ON pc.oid = i.inhparent
+                              WHERE i.inhrelid = c.oid AND c.relispartition), c.relname)::text
+                    IN (SELECT o.table_name FROM tenantry.own_policy_definitions() o))
+               OR n.nspname ~ '^tenant_[0-9a-f]{20}$')
+        ORDER BY 1;
         RETURN QUERY
         SELECT 'tenantry.' || coalesce(n.table_name, o.table_name), 'own_policies'::text,
                CASE WHEN o.policy IS NULL
@@ -628,7 +646,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), and every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**

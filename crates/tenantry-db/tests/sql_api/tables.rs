@@ -936,3 +936,52 @@ async fn the_doctor_checks_what_sharing_adds_and_adopting_again_repairs_it() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].starts_with("sharing_key: "), "{found:?}");
 }
+
+#[tokio::test]
+async fn the_doctor_names_row_level_security_switched_off_on_tenantrys_own_tables_and_schema_tenants_tables(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, server) = (migrator(&tdb).await, tdb.server_client().await);
+    let rls_problems = || async {
+        strings(
+            &server,
+            "SELECT table_name || ': ' || problem FROM tenantry.table_problems() WHERE rule = 'rls'",
+        )
+        .await
+    };
+    let silo: Uuid = m
+        .query_one("SELECT tenantry.create_tenant('silo', NULL, 'schema')", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)))
+        .get(0);
+    let schema: String = m
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&silo],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)))
+        .get(0);
+    assert_eq!(rls_problems().await, Vec::<String>::new());
+    exec(
+        &m,
+        &format!(
+            "ALTER TABLE tenantry.resources DISABLE ROW LEVEL SECURITY;
+             ALTER TABLE tenantry.audit_log NO FORCE ROW LEVEL SECURITY;
+             ALTER TABLE {schema}.resources NO FORCE ROW LEVEL SECURITY;"
+        ),
+    )
+    .await;
+    assert_eq!(
+        rls_problems().await,
+        [
+            format!("{schema}.resources: row level security is not enabled and forced"),
+            "tenantry.audit_log: row level security is not enabled and forced".to_owned(),
+            "tenantry.resources: row level security is not enabled and forced".to_owned(),
+        ]
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+}
