@@ -289,10 +289,16 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
     // Export and import read and write as the operator, not through the pool.
     match &args.command {
         TenantCommand::Export { tenant, out } => {
-            return crate::export::export(&args.target, args.json, *tenant, out.as_deref()).await;
+            return crate::local::needs_migration_role(
+                crate::export::export(&args.target, args.json, *tenant, out.as_deref()).await,
+                "tenantry tenant export",
+            );
         }
         TenantCommand::Import { archive, as_id } => {
-            return crate::export::import(&args.target, args.json, archive, *as_id).await;
+            return crate::local::needs_migration_role(
+                crate::export::import(&args.target, args.json, archive, *as_id).await,
+                "tenantry tenant import",
+            );
         }
         TenantCommand::Isolate { tenant, to_node } => {
             return isolate(&args.target, args.json, *tenant, to_node.as_ref()).await;

@@ -62,6 +62,24 @@ where
     })
 }
 
+/// [`as_migration_role`] for a command's whole result: a refused privilege
+/// anywhere in its error chain names the role the command needs.
+pub fn needs_migration_role<T>(result: anyhow::Result<T>, command: &str) -> anyhow::Result<T> {
+    result.map_err(|e| {
+        let text = format!("{e:#}");
+        if (text.contains("42501") || text.contains("permission denied"))
+            && !text.contains("runs as the role that runs your migrations")
+        {
+            e.context(format!(
+                "{command} runs as the role that runs your migrations (a superuser, or a member of \
+                 tenantry_owner), and DATABASE_URL names a role that may not (the server's login?)"
+            ))
+        } else {
+            e
+        }
+    })
+}
+
 /// A connection of the migration role for `target`: DATABASE_URL as given (the
 /// role that runs your migrations), or the embedded cluster's superuser.
 pub async fn migration_client(

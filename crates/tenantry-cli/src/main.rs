@@ -203,7 +203,9 @@ async fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Migrate { target } => migrate(target).await,
-        Command::ContextKey(args) => context_key::run(args).await,
+        Command::ContextKey(args) => {
+            local::needs_migration_role(context_key::run(args).await, "tenantry context-key")
+        }
         Command::Db {
             command: DbCommand::Start { data_dir, tcp },
         } => db_start(data_dir, tcp).await,
@@ -212,7 +214,9 @@ async fn main() {
         Command::Role(args) => admin::role(args).await,
         Command::Impersonate(args) => admin::impersonate(args).await,
         Command::Usage(args) => admin::usage(args).await,
-        Command::Table(args) => tables::run(args).await,
+        Command::Table(args) => {
+            local::needs_migration_role(tables::run(args).await, "tenantry table")
+        }
         Command::Doctor(args) => tables::doctor(args).await,
         Command::Top(args) => top::run(args).await,
     };

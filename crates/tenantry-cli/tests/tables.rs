@@ -264,9 +264,16 @@ async fn table_adopt_with_sharing_records_the_option_adopting_again_keeps_it_and
 #[tokio::test]
 async fn doctor_and_migrate_with_the_servers_login_say_which_role_they_need_and_repeat_nothing() {
     let db = TestDatabase::new().await;
+    let tenant = uuid::Uuid::new_v4().to_string();
     for (args, command) in [
         (&["doctor"][..], "tenantry doctor"),
         (&["migrate"][..], "tenantry migrate"),
+        (
+            &["tenant", "export", tenant.as_str(), "--out", "-"][..],
+            "tenantry tenant export",
+        ),
+        (&["context-key", "rotate"][..], "tenantry context-key"),
+        (&["table", "adopt", "no_such_table"][..], "tenantry table"),
     ] {
         let out = run(&db.server_url(), args, &[]);
         let (_, err) = text(&out);
