@@ -1085,9 +1085,18 @@ BEGIN
     IF (tenant IS NULL) = (tenant_expression IS NULL) THEN
         RAISE EXCEPTION 'give the tenant of the existing rows, or an expression for it: one of the two' USING ERRCODE = 'TN422';
     END IF;
-    EXECUTE format('UPDATE %s SET tenant_id = %s WHERE ctid >= $1 AND ctid < $2 AND tenant_id IS NULL', leaf,
-                   CASE WHEN tenant IS NOT NULL THEN '$3' ELSE format('(%s)::uuid', tenant_expression) END)
-        USING format('(%s,0)', first_page)::tid, format('(%s,0)', first_page + page_count)::tid, tenant;
+    BEGIN
+        EXECUTE format('UPDATE %s SET tenant_id = %s WHERE ctid >= $1 AND ctid < $2 AND tenant_id IS NULL', leaf,
+                       CASE WHEN tenant IS NOT NULL THEN '$3' ELSE format('(%s)::uuid', tenant_expression) END)
+            USING format('(%s,0)', first_page)::tid, format('(%s,0)', first_page + page_count)::tid, tenant;
+    EXCEPTION WHEN check_violation OR not_null_violation THEN
+        -- tenantry_tenant_id_not_null (backfill_prepare): the expression gave
+        -- NULL for a row of these pages. Nothing of this batch was written.
+        RAISE EXCEPTION 'the tenant expression gave no tenant for a row of % (pages % to %)', leaf, first_page, first_page + page_count - 1
+            USING ERRCODE = 'TN422',
+                  HINT = format('Find the rows: SELECT * FROM %s WHERE tenant_id IS NULL AND (%s) IS NULL; give them a tenant (or delete them), then run the backfill again: it resumes. Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey;',
+                               leaf, coalesce(tenant_expression, 'NULL'), leaf);
+    END;
     GET DIAGNOSTICS updated = ROW_COUNT;
     RETURN updated;
 END

@@ -575,6 +575,55 @@ async fn a_table_with_many_rows_is_backfilled_in_committed_batches_then_adopted(
 }
 
 #[tokio::test]
+async fn a_backfill_whose_expression_finds_no_tenant_for_a_row_says_which_and_resumes_once_it_is_fixed(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    exec(
+        &m,
+        &format!(
+            "CREATE TABLE orders (id bigserial, customer text NOT NULL);
+             CREATE TABLE customers (name text PRIMARY KEY, tenant uuid);
+             INSERT INTO customers VALUES ('x', '{a}'), ('lost', NULL);
+             INSERT INTO orders (customer) SELECT CASE WHEN i = 700 THEN 'lost' ELSE 'x' END
+               FROM generate_series(1, 1000) i;"
+        ),
+    )
+    .await;
+    let backfill = "CALL backfill_tenant_id('orders',
+         tenant_expression => '(SELECT c.tenant FROM public.customers c WHERE c.name = customer)',
+         pages_per_batch => 1)";
+    let message = denied(&m, backfill, "TN422").await;
+    assert!(
+        message.contains("the tenant expression gave no tenant for a row of public.orders"),
+        "{message}"
+    );
+    // The batches before it are kept; the rest waits for the fix.
+    let given = count(
+        &m,
+        "SELECT count(*) FROM orders WHERE tenant_id IS NOT NULL",
+    )
+    .await;
+    assert!(given > 0 && given < 1000, "{given}");
+    exec(
+        &m,
+        &format!("UPDATE customers SET tenant = '{a}' WHERE name = 'lost'"),
+    )
+    .await;
+    exec(&m, backfill).await;
+    exec(&m, "SELECT adopt_table('orders')").await;
+    assert_eq!(
+        count(
+            &m,
+            &format!("SELECT count(*) FROM orders WHERE tenant_id = '{a}'")
+        )
+        .await,
+        1000
+    );
+}
+
+#[tokio::test]
 async fn the_readme_walkthrough_for_your_own_tables_runs_as_written_in_psql() {
     let tdb = TestDatabase::new().await;
     let stdout = crate::helpers::run_readme_sql(&tdb, "Use it for your own tables").await;
