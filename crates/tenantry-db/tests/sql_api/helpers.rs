@@ -156,6 +156,11 @@ pub async fn log_requests(logger: &Client, t: Uuid, users: &[Uuid]) {
 /// as the superuser (an operator, as the README's reader is), failing on the
 /// first error; returns psql's unaligned output.
 pub async fn run_readme_sql(tdb: &TestDatabase, heading: &str) -> String {
+    run_readme_sql_block(tdb, heading, 1).await
+}
+
+/// [`run_readme_sql`] for the `n`th `sql` block of the section (1: the first).
+pub async fn run_readme_sql_block(tdb: &TestDatabase, heading: &str, n: usize) -> String {
     use std::io::Write;
     let readme = include_str!("../../../../README.md");
     let section = readme
@@ -167,8 +172,8 @@ pub async fn run_readme_sql(tdb: &TestDatabase, heading: &str) -> String {
         .unwrap();
     let sql = section
         .split("```sql\n")
-        .nth(1)
-        .expect("the section has an sql block")
+        .nth(n)
+        .unwrap_or_else(|| panic!("the section {heading:?} has sql block {n}"))
         .split("```")
         .next()
         .unwrap();
