@@ -104,7 +104,8 @@ pub struct Settings {
     /// leeway_secs, …; or `TENANTRY_JWT_ISSUER`, `TENANTRY_JWT_AUDIENCE`
     /// (comma-separated), `TENANTRY_JWT_JWKS_URL`, `TENANTRY_JWT_HS256_SECRET`,
     /// `TENANTRY_JWT_TENANT_CLAIM`, `TENANTRY_JWT_USER_CLAIM`,
-    /// `TENANTRY_JWT_LEEWAY_SECS`). Unset: API keys only.
+    /// `TENANTRY_JWT_LEEWAY_SECS`, `TENANTRY_JWT_EMAIL_VERIFIED_CLAIM`,
+    /// `TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM`). Unset: API keys only.
     pub jwt: Option<tenantry_axum::jwt::JwtConfig>,
 }
 
@@ -248,6 +249,13 @@ impl Settings {
             if let Some(v) = get("TENANTRY_JWT_LEEWAY_SECS") {
                 jwt.leeway_secs = parse("TENANTRY_JWT_LEEWAY_SECS", &v)?;
             }
+            if let Some(v) = get("TENANTRY_JWT_EMAIL_VERIFIED_CLAIM").filter(|v| !v.is_empty()) {
+                jwt.email_verified_claim = v;
+            }
+            if let Some(v) = get("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM") {
+                jwt.trust_email_without_verified_claim =
+                    parse("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM", &v)?;
+            }
         }
         num! {
             "TENANTRY_MAX_CONNECTIONS" => max_connections,
@@ -366,6 +374,51 @@ mod tests {
         assert_eq!(s.max_connections, 7);
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.body_limit_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn an_email_is_trusted_only_when_verified_unless_the_file_or_the_environment_says_otherwise() {
+        let file = "[jwt]\nissuer = \"https://file.example.test\"\naudience = [\"tenantry\"]\n\
+                    hs256_secret = \"a shared secret of at least thirty-two bytes\"\n";
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let strict: Settings = toml::from_str(file).unwrap();
+        let jwt = strict.jwt.as_ref().unwrap();
+        assert_eq!(jwt.email_verified_claim, "email_verified");
+        assert!(!jwt.trust_email_without_verified_claim, "strict by default");
+
+        let mut s: Settings = toml::from_str(&format!(
+            "{file}email_verified_claim = \"https://example.com/email_verified\"\n\
+             trust_email_without_verified_claim = true\n"
+        ))
+        .unwrap();
+        let jwt = s.jwt.as_ref().unwrap();
+        assert_eq!(
+            jwt.email_verified_claim,
+            "https://example.com/email_verified"
+        );
+        assert!(jwt.trust_email_without_verified_claim);
+
+        s.apply_env(env(&[
+            ("TENANTRY_JWT_EMAIL_VERIFIED_CLAIM", "verified"),
+            ("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM", "false"),
+        ]))
+        .unwrap();
+        let jwt = s.jwt.as_ref().unwrap();
+        assert_eq!(jwt.email_verified_claim, "verified");
+        assert!(!jwt.trust_email_without_verified_claim);
+        assert!(s
+            .apply_env(env(&[(
+                "TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM",
+                "yes please"
+            )]))
+            .is_err());
     }
 
     #[test]

@@ -20,7 +20,11 @@
 //!   is required and `nbf` checked when present, both with the configured
 //!   leeway;
 //! - the user id is the user claim itself when it is a UUID, else a UUIDv5 of
-//!   issuer and subject ([`user_id_for`]).
+//!   issuer and subject ([`user_id_for`]);
+//! - the email is verified only when the token's `email_verified` claim is
+//!   `true` ([`VerifiedToken::email_verified`]); a provider that never sends
+//!   the claim is trusted only when configured so
+//!   ([`JwtConfig::trust_email_without_verified_claim`]).
 //!
 //! ```no_run
 //! # async fn demo(token: &str) -> Result<(), tenantry_axum::jwt::JwtError> {
@@ -102,6 +106,19 @@ pub struct JwtConfig {
     /// The claim holding the user's email address (default `email`).
     #[serde(default = "defaults::email_claim")]
     pub email_claim: String,
+    /// The claim saying the provider verified that email (default
+    /// `email_verified`, as OpenID Connect, Auth0, Keycloak and Cognito name
+    /// it): only `true` (or Cognito's `"true"`) verifies it.
+    #[serde(default = "defaults::email_verified_claim")]
+    pub email_verified_claim: String,
+    /// Whether an email is trusted as verified when the token has no
+    /// [`email_verified_claim`](Self::email_verified_claim) at all (default
+    /// `false`). Set it only for a provider that issues tokens for verified
+    /// emails alone and never sends the claim (Supabase with email
+    /// confirmation on, a Clerk session template carrying the primary
+    /// email); an explicit `false` is never trusted.
+    #[serde(default)]
+    pub trust_email_without_verified_claim: bool,
     /// Keys older than this many seconds are fetched again (default 600).
     #[serde(default = "defaults::jwks_refresh_secs")]
     pub jwks_refresh_secs: u64,
@@ -120,6 +137,9 @@ mod defaults {
     }
     pub(super) fn email_claim() -> String {
         "email".into()
+    }
+    pub(super) fn email_verified_claim() -> String {
+        "email_verified".into()
     }
     pub(super) fn jwks_refresh_secs() -> u64 {
         600
@@ -142,6 +162,8 @@ impl JwtConfig {
             user_claim: defaults::user_claim(),
             tenant_claim: None,
             email_claim: defaults::email_claim(),
+            email_verified_claim: defaults::email_verified_claim(),
+            trust_email_without_verified_claim: false,
             jwks_refresh_secs: defaults::jwks_refresh_secs(),
             jwks_min_refetch_secs: defaults::jwks_min_refetch_secs(),
         }
@@ -185,6 +207,7 @@ impl JwtConfig {
         for (name, value) in [
             ("user_claim", Some(&self.user_claim)),
             ("email_claim", Some(&self.email_claim)),
+            ("email_verified_claim", Some(&self.email_verified_claim)),
             ("tenant_claim", self.tenant_claim.as_ref()),
         ] {
             if value.is_some_and(|v| v.is_empty()) {
@@ -238,6 +261,11 @@ impl fmt::Debug for JwtConfig {
             .field("user_claim", &self.user_claim)
             .field("tenant_claim", &self.tenant_claim)
             .field("email_claim", &self.email_claim)
+            .field("email_verified_claim", &self.email_verified_claim)
+            .field(
+                "trust_email_without_verified_claim",
+                &self.trust_email_without_verified_claim,
+            )
             .field("jwks_refresh_secs", &self.jwks_refresh_secs)
             .field("jwks_min_refetch_secs", &self.jwks_min_refetch_secs)
             .finish()
@@ -255,8 +283,14 @@ pub struct VerifiedToken {
     pub subject: String,
     /// The tenant claim, when one is configured and the token has it.
     pub tenant: Option<TenantId>,
-    /// The email claim, when the token has it.
+    /// The email claim, when the token has it (verified or not: see
+    /// [`email_verified`](Self::email_verified)).
     pub email: Option<String>,
+    /// Whether the provider vouches for [`email`](Self::email): the token
+    /// has it and its email-verified claim is `true` (or the claim is absent
+    /// and [`JwtConfig::trust_email_without_verified_claim`] is set). Only a
+    /// verified email may accept an invitation made out to it.
+    pub email_verified: bool,
     /// The token's `exp`.
     pub expires_at: DateTime<Utc>,
     /// The token's `iss` (the configured issuer).
@@ -571,11 +605,22 @@ impl Inner {
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return Err(JwtError::claim_invalid(&config.email_claim, "not a string")),
         };
+        // Any value but true is "not verified", never a refused token: the
+        // person may still act in tenants they already belong to.
+        let email_verified = email.is_some()
+            && match claims.get(&config.email_verified_claim) {
+                None => config.trust_email_without_verified_claim,
+                Some(Value::Bool(verified)) => *verified,
+                // Cognito has sent the flag as a string.
+                Some(Value::String(s)) => s == "true",
+                Some(_) => false,
+            };
         Ok(VerifiedToken {
             user_id: user_id_for(&config.issuer, &subject),
             subject,
             tenant,
             email,
+            email_verified,
             expires_at,
             issuer: config.issuer.clone(),
         })
@@ -607,6 +652,8 @@ mod tests {
         assert_eq!(c.leeway_secs, 30);
         assert_eq!(c.user_claim, "sub");
         assert_eq!(c.email_claim, "email");
+        assert_eq!(c.email_verified_claim, "email_verified");
+        assert!(!c.trust_email_without_verified_claim);
         assert_eq!(c.tenant_claim, None);
         assert_eq!(c.jwks_refresh_secs, 600);
         assert_eq!(c.jwks_min_refetch_secs, 10);

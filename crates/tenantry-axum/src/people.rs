@@ -248,9 +248,13 @@ impl Person {
         self.token.user_id
     }
 
-    /// Their verified email, when the token carries one.
+    /// Their email, when the token carries one the provider verified
+    /// ([`VerifiedToken::email_verified`]).
     pub fn email(&self) -> Option<&str> {
-        self.token.email.as_deref()
+        self.token
+            .email
+            .as_deref()
+            .filter(|_| self.token.email_verified)
     }
 
     /// The verified token.

@@ -499,3 +499,73 @@ async fn a_failed_refetch_keeps_the_old_keys() {
     verifier.verify(&token).await.unwrap();
     assert_eq!(idp.fetch_count(), 2);
 }
+
+#[tokio::test]
+async fn an_email_is_verified_only_when_the_email_verified_claim_is_true() {
+    let (idp, verifier) = provider().await;
+    let verified = |claims: Value| {
+        let verifier = verifier.clone();
+        let token = idp.sign(Alg::Es256, claims);
+        async move { verifier.verify(&token).await.unwrap().email_verified }
+    };
+    let claims = idp.claims("alice");
+    assert!(verified(claims.clone()).await);
+    assert!(verified(with(claims.clone(), "email_verified", json!("true"))).await);
+    for refused in [
+        json!(false),
+        json!("false"),
+        json!(1),
+        json!(null),
+        json!("yes"),
+    ] {
+        assert!(
+            !verified(with(claims.clone(), "email_verified", refused.clone())).await,
+            "{refused}"
+        );
+    }
+    assert!(
+        !verified(without(claims.clone(), "email_verified")).await,
+        "a provider that does not say is not trusted by default"
+    );
+    assert!(
+        !verified(without(claims, "email")).await,
+        "no email, nothing verified"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_that_never_sends_the_claim_is_trusted_only_when_configured_and_never_over_an_explicit_false(
+) {
+    let idp = IdentityProvider::start().await;
+    let mut config = idp.config();
+    config.trust_email_without_verified_claim = true;
+    let trusting = verifier(config);
+    let claims = idp.claims("alice");
+    let check = |claims: Value| {
+        let token = idp.sign(Alg::Es256, claims);
+        let trusting = trusting.clone();
+        async move { trusting.verify(&token).await.unwrap().email_verified }
+    };
+    assert!(check(without(claims.clone(), "email_verified")).await);
+    assert!(!check(with(claims, "email_verified", json!(false))).await);
+
+    // The claim can be named, like the email's (Auth0 namespaces custom claims).
+    let mut config = idp.config();
+    config.email_verified_claim = "https://example.com/email_verified".into();
+    let named = verifier(config);
+    let claims = without(idp.claims("alice"), "email_verified");
+    let token = idp.sign(
+        Alg::Es256,
+        with(
+            claims.clone(),
+            "https://example.com/email_verified",
+            json!(true),
+        ),
+    );
+    assert!(named.verify(&token).await.unwrap().email_verified);
+    let token = idp.sign(Alg::Es256, with(claims, "email_verified", json!(true)));
+    assert!(
+        !named.verify(&token).await.unwrap().email_verified,
+        "only the configured claim counts"
+    );
+}

@@ -1,4 +1,4 @@
-//! README.md's Rust path is the code of `examples/readme.rs`, which `cargo test` compiles: the README shows it as it is.
+//! README.md checked against the code: its Rust path is the code of `examples/readme.rs`, which `cargo test` compiles, and its people walkthrough mints tokens the verifier accepts with a verified email.
 
 #[test]
 fn the_readmes_rust_path_is_the_example_that_cargo_test_compiles() {
@@ -27,5 +27,54 @@ fn the_readmes_rust_path_is_the_example_that_cargo_test_compiles() {
         shown.trim(),
         body.trim(),
         "README.md's Rust path must be crates/tenantry-axum/examples/readme.rs (without its doc line and main)"
+    );
+}
+
+/// The README's people walkthrough signs its tokens with a shell function;
+/// run it and check what the server it starts would make of them.
+#[tokio::test]
+async fn the_readmes_people_walkthrough_mints_tokens_whose_verified_email_accepts_invitations() {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split("\n### People signing in with your identity provider\n")
+        .nth(1)
+        .expect("README has the people walkthrough");
+    let setting = |name: &str| {
+        section
+            .split(&format!("{name}="))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("the walkthrough sets {name}"))
+            .to_owned()
+    };
+    let script = section
+        .split("```sh\n")
+        .nth(2)
+        .expect("the walkthrough's second shell")
+        .split("\nALICE=")
+        .next()
+        .unwrap();
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{script}\ntoken 'auth0|alice' alice@acme.test"))
+        .output()
+        .expect("bash and openssl run the walkthrough");
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).unwrap();
+
+    let mut config = tenantry_axum::jwt::JwtConfig::new(
+        setting("TENANTRY_JWT_ISSUER"),
+        setting("TENANTRY_JWT_AUDIENCE"),
+    );
+    config.hs256_secret = Some(setting("TENANTRY_JWT_HS256_SECRET"));
+    let verified = tenantry_axum::jwt::JwtVerifier::new(config)
+        .unwrap()
+        .verify(token.trim())
+        .await
+        .expect("the walkthrough's token is accepted");
+    assert_eq!(verified.email.as_deref(), Some("alice@acme.test"));
+    assert!(
+        verified.email_verified,
+        "the walkthrough's Alice accepts her invitation: her email is verified"
     );
 }

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::{page_by_key, Page, PageQuery};
 use crate::{
     auth::{Caller, TenantCaller},
-    error::{responses, ApiError, Problem},
+    error::{responses, ApiError, Problem, ProblemCode},
     extract::{Json, Path, Query},
 };
 
@@ -56,9 +56,11 @@ pub struct Accepted {
 }
 
 /// Accept an invitation as the signed-in person (a person's token). The
-/// invitation's email, if it names one, must be the token's verified email;
-/// its user, if it names one, the token's user. Unknown, expired, revoked,
-/// already used and someone else's invitations all answer the same 404.
+/// invitation's email, if it names one, must be the token's verified email
+/// (`email_verified: true`); its user, if it names one, the token's user. A
+/// token whose email the provider has not verified accepts nothing. Unknown,
+/// expired, revoked, already used and someone else's invitations, and a token
+/// with an unverified email, all answer the same 404.
 #[utoipa::path(
     post, path = "/v1/invitations/accept", tag = "people", request_body = AcceptBody,
     responses(
@@ -74,12 +76,26 @@ pub async fn accept_invitation(
     person: Person,
     Json(body): Json<AcceptBody>,
 ) -> Result<Json<Accepted>, ApiError> {
+    // The email becomes the member's: an unverified one would let anyone
+    // claim an invitation made out to it, or squat it in the tenant.
+    if person.token().email.is_some() && !person.token().email_verified {
+        return Err(invitation_refused());
+    }
     let tenant_id = person
         .db()
         .accept_invitation(person.user(), &body.token, person.email())
         .await?;
     person.forget_memberships(tenant_id);
     Ok(Json(Accepted { tenant_id }))
+}
+
+/// The answer the database gives every refused invitation (TN404), for one
+/// refused before the database is asked: nobody tells them apart.
+fn invitation_refused() -> ApiError {
+    ApiError::new(
+        ProblemCode::NotFound,
+        "invitation not found or no longer valid",
+    )
 }
 
 /// A new invitation: an email, a user id, or both.

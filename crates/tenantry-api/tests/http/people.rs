@@ -1036,3 +1036,111 @@ async fn a_person_only_route_gives_every_refused_bearer_the_one_401_and_tells_on
         }
     }
 }
+
+#[tokio::test]
+async fn an_invitation_is_accepted_only_with_a_verified_email_and_an_unverified_one_is_refused_like_any_other(
+) {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let claims = {
+        let mut c = idp.claims("alice");
+        c["email"] = json!("alice@acme.test");
+        c
+    };
+    let unverified = |flag: Option<Value>| {
+        let mut c = claims.clone();
+        match flag {
+            Some(v) => c["email_verified"] = v,
+            None => {
+                c.as_object_mut().unwrap().remove("email_verified");
+            }
+        }
+        idp.sign(Alg::Es256, c)
+    };
+    let by_email = app
+        .post(
+            "/v1/invitations",
+            &acme.key,
+            &json!({ "email": "alice@acme.test" }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let alice_id = tenantry_axum::jwt::user_id_for(&idp.issuer(), "alice");
+    let by_user = app
+        .post(
+            "/v1/invitations",
+            &acme.key,
+            &json!({ "user_id": alice_id.to_string() }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    // What every refused invitation gets: a token that was never issued.
+    let verified = idp.sign(Alg::Es256, claims.clone());
+    let forged = json!({ "token": format!("tinv_{}", "0".repeat(128)) });
+    let reference = accept(&app, &verified, &forged).await;
+    reference.problem(404, "not_found");
+
+    for (what, token) in [
+        ("email_verified false", unverified(Some(json!(false)))),
+        ("email_verified \"false\"", unverified(Some(json!("false")))),
+        ("no email_verified claim", unverified(None)),
+    ] {
+        for invitation in [&by_email, &by_user] {
+            let r = accept(&app, &token, invitation).await;
+            r.problem(404, "not_found");
+            assert_eq!(r.text, reference.text, "{what}: refused like any other");
+        }
+        let mine = as_person(&app, Method::GET, "/v1/me/tenants", &token, None, None).await;
+        assert!(mine.items().is_empty(), "{what}: not a member");
+    }
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM tenantry.tenant_members WHERE tenant_id = '{}'",
+            acme.id
+        ))
+        .await,
+        0
+    );
+    // The same person with a verified email accepts the very invitation.
+    accept(&app, &verified, &by_email).await.expect(200);
+    let members = app.get("/v1/members", &acme.key).await.items();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["email"], "alice@acme.test");
+}
+
+#[tokio::test]
+async fn a_server_told_to_trust_a_provider_without_the_claim_accepts_its_tokens_but_never_an_explicit_false(
+) {
+    let idp = IdentityProvider::start().await;
+    let mut config = app_config(&idp);
+    config.trust_email_without_verified_claim = true;
+    let app = TestApp::spawn_with(move |s| s.jwt = Some(config)).await;
+    let acme = app.tenant("acme").await;
+    let token = |verified: Option<bool>| {
+        let mut c = idp.claims("bob");
+        c["email"] = json!("bob@acme.test");
+        match verified {
+            Some(v) => c["email_verified"] = json!(v),
+            None => {
+                c.as_object_mut().unwrap().remove("email_verified");
+            }
+        }
+        idp.sign(Alg::Es256, c)
+    };
+    let invitation = app
+        .post(
+            "/v1/invitations",
+            &acme.key,
+            &json!({ "email": "bob@acme.test" }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    accept(&app, &token(Some(false)), &invitation)
+        .await
+        .problem(404, "not_found");
+    accept(&app, &token(None), &invitation).await.expect(200);
+}
