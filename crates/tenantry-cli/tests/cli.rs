@@ -311,6 +311,73 @@ async fn serve_refuses_a_superuser_database_role() {
 }
 
 #[tokio::test]
+async fn serve_refuses_a_login_that_can_become_tenantry_owner_and_starts_once_it_is_revoked() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    // A login of its own, set up like tenantry_server (roles are the
+    // cluster's: granting tenantry_owner to tenantry_server itself would
+    // refuse the servers of the tests running beside this one).
+    let login = format!("srv_{}", uuid::Uuid::new_v4().simple());
+    let mut config = db.server_config();
+    let password = match config.get_password() {
+        Some(p) => format!(
+            " PASSWORD '{}'",
+            String::from_utf8(p.to_vec()).unwrap().replace('\'', "''")
+        ),
+        None => String::new(),
+    };
+    su.batch_execute(&format!(
+        "CREATE ROLE {login} LOGIN INHERIT{password}; GRANT tenantry_server TO {login}; \
+         GRANT tenantry_owner TO {login}"
+    ))
+    .await
+    .unwrap();
+    config.user(&login);
+    let url = tenantry_db::conninfo(&config);
+    let serve = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", &url)
+            .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
+            .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
+            .env_remove("TENANTRY_DATA_DIR");
+        cmd
+    };
+
+    let out = output_within_a_minute(&mut serve());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("refusing to serve tenant traffic")
+            && err.contains("can become tenantry_owner")
+            && err.contains(&format!("REVOKE tenantry_owner FROM {login};")),
+        "{err}"
+    );
+
+    su.batch_execute(&format!("REVOKE tenantry_owner FROM {login}"))
+        .await
+        .unwrap();
+    let mut child = serve()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    // It may have exited already (the regression this test is for).
+    let _ = child.kill();
+    child.wait().unwrap();
+    su.batch_execute(&format!("DROP ROLE {login}"))
+        .await
+        .unwrap();
+    assert!(first.contains("serving on"), "{first}");
+}
+
+#[tokio::test]
 async fn serve_refuses_an_unmigrated_database_and_says_what_to_run() {
     let db = TestDatabase::new().await;
     let su = db.superuser_client().await;

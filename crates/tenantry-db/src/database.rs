@@ -250,8 +250,49 @@ pub struct LoginRoleCheck {
     pub superuser: bool,
     /// It has BYPASSRLS.
     pub bypass_rls: bool,
-    /// Objects of schema `tenantry` it owns (owners can disable RLS).
+    /// Objects it owns in schema `tenantry` and in tenant schemas, the schemas
+    /// themselves included (owners can disable RLS).
     pub owned_objects: i64,
+    /// Roles it is a member of, directly or through other roles, that would
+    /// lift row-level security after a `SET ROLE` (injected SQL can run one).
+    pub powerful_roles: Vec<PowerfulRole>,
+}
+
+/// A role the login can become that would lift row-level security.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowerfulRole {
+    /// The role name.
+    pub role: String,
+    /// It is a superuser.
+    pub superuser: bool,
+    /// It has BYPASSRLS.
+    pub bypass_rls: bool,
+    /// Objects it owns in schema `tenantry` and in tenant schemas.
+    pub owned_objects: i64,
+    /// The roles holding the membership in it that the login reaches (the
+    /// login itself, or a role it is a member of): revoking it from each of
+    /// them is the fix. Empty for an implicit membership (`pg_database_owner`).
+    pub granted_to: Vec<String>,
+}
+
+impl PowerfulRole {
+    fn why(&self) -> String {
+        let mut why = Vec::new();
+        if self.superuser {
+            why.push("is a superuser".to_owned());
+        }
+        if self.bypass_rls {
+            why.push("has BYPASSRLS".to_owned());
+        }
+        if self.owned_objects > 0 {
+            why.push(format!("owns {} tenantry object(s)", self.owned_objects));
+        }
+        if why.is_empty() {
+            // tenantry_owner by name, on a database where it owns nothing yet.
+            why.push("is tenantry_owner".to_owned());
+        }
+        why.join(" and ")
+    }
 }
 
 impl LoginRoleCheck {
@@ -263,6 +304,27 @@ impl LoginRoleCheck {
             Some(format!("database role {} has BYPASSRLS: row-level security would not apply; connect as tenantry_server", self.role))
         } else if self.owned_objects > 0 {
             Some(format!("database role {} owns {} tenantry object(s): an owner can disable row-level security; connect as tenantry_server", self.role, self.owned_objects))
+        } else if let Some(powerful) = self.powerful_roles.first() {
+            let fix = if powerful.granted_to.is_empty() {
+                format!("end {}'s membership in {}", self.role, powerful.role)
+            } else {
+                powerful
+                    .granted_to
+                    .iter()
+                    .map(|member| format!("REVOKE {} FROM {member};", powerful.role))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let others = match self.powerful_roles.len() {
+                1 => String::new(),
+                n => format!(" ({} more such role(s) to revoke)", n - 1),
+            };
+            Some(format!(
+                "database role {} can become {}, which {}: after SET ROLE, row-level security would not apply; {fix}{others}",
+                self.role,
+                powerful.role,
+                powerful.why()
+            ))
         } else {
             None
         }
@@ -386,26 +448,64 @@ impl Database {
     pub async fn login_role_check(&self) -> Result<LoginRoleCheck, DbError> {
         let client = self.pool.get().await?;
         // An unnamed statement: this boot check also runs through pgbouncer.
+        // The login reads no tenantry table here (it may not): tenant schemas
+        // are found by their name's form, the one tenants.schema_name allows.
         let rows = client
             .query_typed(
-                "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls,
-                        (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                          WHERE n.nspname = 'tenantry' AND c.relowner = r.oid)
-                      + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                          WHERE n.nspname = 'tenantry' AND p.proowner = r.oid)
-                      + (SELECT count(*) FROM pg_namespace n WHERE n.nspname = 'tenantry' AND n.nspowner = r.oid)
-                 FROM pg_roles r WHERE r.rolname = session_user",
+                "WITH watched AS (
+                    SELECT oid, nspowner FROM pg_namespace
+                     WHERE nspname = 'tenantry' OR nspname ~ '^tenant_[0-9a-f]{20}$'
+                 ), owned AS (
+                    SELECT owner, count(*) AS n FROM (
+                        SELECT c.relowner FROM pg_class c JOIN watched w ON w.oid = c.relnamespace
+                        UNION ALL
+                        SELECT p.proowner FROM pg_proc p JOIN watched w ON w.oid = p.pronamespace
+                        UNION ALL
+                        SELECT nspowner FROM watched
+                    ) o (owner) GROUP BY owner
+                 ), login AS (
+                    SELECT r.oid, r.rolname, r.rolsuper, r.rolbypassrls, coalesce(o.n, 0) AS owned
+                      FROM pg_roles r LEFT JOIN owned o ON o.owner = r.oid
+                     WHERE r.rolname = session_user
+                 )
+                 SELECT l.rolname::text, l.rolsuper, l.rolbypassrls, l.owned,
+                        p.rolname::text, p.rolsuper, p.rolbypassrls, p.owned, p.granted_to
+                   FROM login l
+                   LEFT JOIN LATERAL (
+                    SELECT d.rolname, d.rolsuper, d.rolbypassrls, coalesce(o.n, 0) AS owned,
+                           ARRAY(SELECT m.rolname::text FROM pg_auth_members a
+                                   JOIN pg_roles m ON m.oid = a.member
+                                  WHERE a.roleid = d.oid AND pg_has_role(l.oid, a.member, 'MEMBER')
+                                  ORDER BY m.oid <> l.oid, 1) AS granted_to
+                      FROM pg_roles d LEFT JOIN owned o ON o.owner = d.oid
+                     WHERE d.oid <> l.oid AND pg_has_role(l.oid, d.oid, 'MEMBER')
+                       AND (d.rolsuper OR d.rolbypassrls OR d.rolname = 'tenantry_owner' OR o.n > 0)
+                  ) p ON true
+                  ORDER BY p.rolname = 'tenantry_owner' DESC, p.rolname",
                 &[],
             )
             .await?;
         let row = rows
             .first()
             .ok_or_else(|| DbError::Internal("the login role is not in pg_roles".into()))?;
+        let powerful_roles = rows
+            .iter()
+            .filter_map(|row| {
+                Some(PowerfulRole {
+                    role: row.get::<_, Option<String>>(4)?,
+                    superuser: row.get(5),
+                    bypass_rls: row.get(6),
+                    owned_objects: row.get(7),
+                    granted_to: row.get(8),
+                })
+            })
+            .collect();
         Ok(LoginRoleCheck {
             role: row.get(0),
             superuser: row.get(1),
             bypass_rls: row.get(2),
             owned_objects: row.get(3),
+            powerful_roles,
         })
     }
 
