@@ -76,7 +76,9 @@ mod usage;
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};
 pub use context::{ContextKey, SignedContext};
 pub use context_keys::{ContextKeyError, ContextKeyInfo};
-pub use database::{ConnectTo, Database, DatabaseConfig, LoginRoleCheck, StatementMode, Timeouts};
+pub use database::{
+    ConnectTo, Database, DatabaseConfig, LoginRoleCheck, PowerfulRole, StatementMode, Timeouts,
+};
 pub use error::DbError;
 pub use idempotency::{IdempotencyKey, Idempotent, IdempotentRequest, StoredResponse};
 pub use ids::{
