@@ -644,10 +644,7 @@ async fn the_readme_walkthrough_for_your_own_tables_runs_as_written_in_psql() {
 async fn the_readmes_recipe_for_a_table_keyed_without_tenant_id_adopts_it_as_written() {
     let tdb = TestDatabase::new().await;
     let stdout = crate::helpers::run_readme_sql_block(&tdb, "Use it for your own tables", 2).await;
-    assert!(
-        stdout.lines().any(|l| l == "invoices|t|f"),
-        "{stdout}"
-    );
+    assert!(stdout.lines().any(|l| l == "invoices|t|f"), "{stdout}");
     let m = migrator(&tdb).await;
     assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
     assert_eq!(
