@@ -18,9 +18,37 @@ use crate::{
 /// The whole router: `/v1` API, system routes, OpenAPI and docs, the console, problem+json fallbacks.
 /// Every request gets an id ([`RequestIdLayer`], outermost) and one log line
 /// (the request log's layer, on every route and on the fallback).
-pub fn router(state: AppState, body_limit: usize) -> Router {
+///
+/// Once `stopping` turns true (the shutdown grace period is over), every
+/// request still running is cancelled and answered 503 `shutting_down`:
+/// its transaction rolls back unless its COMMIT was already on its way.
+pub fn router(
+    state: AppState,
+    body_limit: usize,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Router {
     let (api, openapi) = openapi::api_router().split_for_parts();
     let log = state.tenantry.layer();
+    let hard_stop = axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let mut stopping = stopping.clone();
+            async move {
+                let stopped = async {
+                    if stopping.wait_for(|stop| *stop).await.is_err() {
+                        // The application is gone: nothing will ask again.
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    response = next.run(request) => response,
+                    () = stopped => axum::response::IntoResponse::into_response(ApiError::new(
+                        ProblemCode::ShuttingDown,
+                        "the server stopped before this request finished; nothing of it was committed unless it was already committing",
+                    )),
+                }
+            }
+        },
+    );
     let api = api.with_state(state);
     let unmatched = tower::Layer::layer(
         &log,
@@ -36,6 +64,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
                 "this route does not accept that method",
             )
         })
+        .route_layer(hard_stop)
         .route_layer(log)
         .fallback_service(unmatched)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -51,6 +80,13 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .layer(RequestIdLayer)
 }
 
+/// After the grace period: how long cancelled requests get to answer and
+/// their connections to close before the server task is aborted.
+const HARD_STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// How long the request log gets to write what it holds at the end.
+const LOG_FLUSH_WAIT: Duration = Duration::from_secs(10);
+
 /// A built server, bound and ready to run.
 pub struct Application {
     listener: TcpListener,
@@ -59,6 +95,8 @@ pub struct Application {
     log_task: JoinHandle<()>,
     maintenance: JoinHandle<()>,
     grace: Duration,
+    /// Turned true when the grace period is over: the router cancels what still runs.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -103,7 +141,8 @@ impl Application {
             tenantry: tenantry.clone(),
         };
         telemetry::prometheus();
-        let router = router(state, settings.body_limit_bytes);
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+        let router = router(state, settings.body_limit_bytes, stopping_rx);
         let listener = TcpListener::bind(settings.listen).await?;
         let maintenance = tokio::spawn(maintenance(db, settings.metrics_refresh_secs));
         Ok(Self {
@@ -113,6 +152,7 @@ impl Application {
             log_task,
             maintenance,
             grace: Duration::from_secs(settings.shutdown_grace_secs),
+            stopping,
         })
     }
 
@@ -145,8 +185,16 @@ impl Application {
                 match tokio::time::timeout(self.grace, &mut server).await {
                     Ok(result) => result.map_err(std::io::Error::other)??,
                     Err(_) => {
-                        tracing::warn!("in-flight requests did not finish within the grace period");
-                        server.abort();
+                        // Cancel what still runs (each answered 503): the
+                        // connections then close, and with them the last
+                        // handles on the request log.
+                        tracing::warn!(
+                            "in-flight requests did not finish within the grace period; cancelling them"
+                        );
+                        let _ = self.stopping.send(true);
+                        if tokio::time::timeout(HARD_STOP_WAIT, &mut server).await.is_err() {
+                            server.abort();
+                        }
                     }
                 }
             }
@@ -154,11 +202,14 @@ impl Application {
         self.maintenance.abort();
         // The router (and every sender clone in it) is gone: the flusher drains and ends.
         drop(self.tenantry);
-        if tokio::time::timeout(Duration::from_secs(30), self.log_task)
+        if tokio::time::timeout(LOG_FLUSH_WAIT, self.log_task)
             .await
             .is_err()
         {
-            tracing::error!("request log could not be flushed within 30 s");
+            tracing::error!(
+                "request log could not be flushed within {} s",
+                LOG_FLUSH_WAIT.as_secs()
+            );
         }
         Ok(())
     }

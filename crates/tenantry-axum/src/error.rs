@@ -77,6 +77,7 @@ problem_codes! {
     InternalError = ("internal_error", INTERNAL_SERVER_ERROR, "Internal error"),
     ServiceUnavailable = ("service_unavailable", SERVICE_UNAVAILABLE, "The database is unavailable; retry later"),
     IdentityProviderUnavailable = ("identity_provider_unavailable", SERVICE_UNAVAILABLE, "The identity provider's keys cannot be fetched; retry later"),
+    ShuttingDown = ("shutting_down", SERVICE_UNAVAILABLE, "The server is shutting down; retry, on another instance if there is one"),
 }
 
 impl ProblemCode {
@@ -357,6 +358,7 @@ mod tests {
                 ("internal_error", 500),
                 ("service_unavailable", 503),
                 ("identity_provider_unavailable", 503),
+                ("shutting_down", 503),
             ]
         );
     }

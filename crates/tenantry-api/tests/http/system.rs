@@ -263,3 +263,51 @@ async fn openapi_documents_request_bodies_and_problem_json_errors_for_every_v1_o
     }
     assert!(gaps.is_empty(), "OpenAPI gaps:\n{}", gaps.join("\n"));
 }
+
+/// A request still running when the grace period ends (here a body that never
+/// finishes arriving) is cancelled and answered 503, its write never made, and
+/// the server stops: the grace period bounds the shutdown.
+#[tokio::test]
+async fn a_request_still_running_after_the_shutdown_grace_is_cancelled_answered_503_and_writes_nothing(
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut app = TestApp::spawn_with(|s| s.shutdown_grace_secs = 1).await;
+    let t = app.tenant("t").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /v1/resources HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+            t.key
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // The request is in the handler, waiting for the rest of its body.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    app.shutdown().await;
+    let took = started.elapsed();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        slow.read_to_string(&mut answer),
+    )
+    .await
+    .expect("the cancelled request is answered and its connection closed")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"code\":\"shutting_down\""), "{answer}");
+    // Before: the cancelled connection kept the request log's last handle,
+    // and the server waited 30 s more for it.
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "stopped after {took:?}"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM tenantry.resources").await,
+        0
+    );
+}
