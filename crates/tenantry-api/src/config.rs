@@ -283,6 +283,34 @@ impl Settings {
         self.statement_mode()?;
         self.context_key()?;
         self.invalidations()?;
+        if self.invalidation_url.is_none()
+            && self.database_url.is_some()
+            && self.statement_mode()? == StatementMode::Unnamed
+        {
+            // Through a transaction pooler LISTEN lands on whichever backend
+            // the pooler picks, and so may the listener's own heartbeat: the
+            // listener would look healthy while other servers' revocations
+            // never reach it, and revoked keys would be served until
+            // key_cache_ttl_ms ran out.
+            return Err(SettingsError::Invalid(
+                "statement_mode = unnamed (a transaction pooler) needs invalidation_url: the cache \
+                 invalidation listener holds a session of its own, which a pooler does not give; \
+                 set invalidation_url (TENANTRY_INVALIDATION_URL) to PostgreSQL itself, or to \
+                 database_url when no pooler is in between"
+                    .into(),
+            ));
+        }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
+            return Err(SettingsError::Invalid(
+                "admin_token (TENANTRY_ADMIN_TOKEN) is empty: leave it unset to have one generated, \
+                 or set a long random secret (openssl rand -hex 32)"
+                    .into(),
+            ));
+        }
         if let Some(jwt) = &self.jwt {
             jwt.validate().map_err(SettingsError::Invalid)?;
         }
@@ -495,6 +523,34 @@ mod tests {
             refused.contains("invalidation_url") && !refused.contains("pw"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn a_pooled_statement_mode_needs_an_invalidation_url_and_an_admin_token_may_not_be_blank() {
+        let pooled = |invalidation: Option<&str>| Settings {
+            database_url: Some(Secret::new("postgres://tenantry_server@pgbouncer/app")),
+            statement_mode: "unnamed".into(),
+            invalidation_url: invalidation.map(Secret::new),
+            ..Default::default()
+        };
+        let refused = pooled(None).validate().unwrap_err().to_string();
+        assert!(refused.contains("needs invalidation_url"), "{refused}");
+        pooled(Some("postgres://tenantry_server@db/app"))
+            .validate()
+            .unwrap();
+        // The embedded cluster has no pooler in between.
+        Settings {
+            statement_mode: "unnamed".into(),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let blank = Settings {
+            admin_token: Some(Secret::new("   ")),
+            ..Default::default()
+        };
+        let refused = blank.validate().unwrap_err().to_string();
+        assert!(refused.contains("admin_token"), "{refused}");
     }
 
     #[test]

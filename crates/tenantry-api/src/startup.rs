@@ -117,6 +117,13 @@ impl Application {
                  work through transaction pooling; set invalidation_url to PostgreSQL itself"
             );
         }
+        if admin_token.len() < 24 {
+            tracing::warn!(
+                "the admin token is {} characters long: anyone who guesses it is the operator; \
+                 use a long random secret (openssl rand -hex 32)",
+                admin_token.len()
+            );
+        }
         let config = TenantryConfig {
             key_cache_ttl: settings.key_cache_ttl(),
             invalidations,
