@@ -72,8 +72,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let mut config = DatabaseConfig::new(url.expose());
             config.context_key = key.clone();
             let db = Database::connect(&pool_config(config))?;
-            if let Err(e) = db.check_schema().await {
-                bail!("{e}\n(the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first)");
+            match db.check_schema().await {
+                Ok(()) => {}
+                // Behind: the one case migrating helps.
+                Err(
+                    e @ (tenantry_db::migrate::MigrateError::Pending { .. }
+                    | tenantry_db::migrate::MigrateError::DefinitionsPending { .. }),
+                ) => bail!("{e}\n(the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first)"),
+                Err(tenantry_db::migrate::MigrateError::Unavailable(why)) => {
+                    bail!("cannot reach the database at DATABASE_URL: {why}")
+                }
+                Err(e) => bail!("{e}"),
             }
             if key.is_none() {
                 bail!("refusing to serve tenant traffic: no context key (TENANTRY_CONTEXT_KEY, or context_key in the settings file) to prove tenant contexts to the database\n(print it with `DATABASE_URL=<superuser url> tenantry context-key`)");

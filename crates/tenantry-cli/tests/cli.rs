@@ -311,6 +311,32 @@ async fn serve_refuses_a_superuser_database_role() {
 }
 
 #[tokio::test]
+async fn serve_over_an_unreachable_or_unknown_database_says_so_without_a_migrate_hint() {
+    let db = TestDatabase::new().await;
+    let mut unknown = db.server_config();
+    unknown.dbname(&format!("no_such_db_{}", uuid::Uuid::new_v4().simple()));
+    for (url, says) in [
+        (
+            "postgres://tenantry_server@127.0.0.1:1/app".to_owned(),
+            "cannot reach the database at DATABASE_URL",
+        ),
+        (tenantry_db::conninfo(&unknown), "does not exist"),
+    ] {
+        let out = output_within_a_minute(
+            Command::new(env!("CARGO_BIN_EXE_tenantry"))
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .env("DATABASE_URL", &url)
+                .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
+                .env("TENANTRY_ADMIN_TOKEN", "tadm_test"),
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(!err.contains("tenantry migrate"), "{url}: {err}");
+    }
+}
+
+#[tokio::test]
 async fn serve_refuses_a_login_that_can_become_tenantry_owner_and_starts_once_it_is_revoked() {
     let db = TestDatabase::new().await;
     let su = db.superuser_client().await;
