@@ -157,20 +157,6 @@ fn document_idempotency_key(operation: &mut Operation) {
         ))
         .build();
     operation.parameters.get_or_insert_with(Vec::new).push(key);
-    let problem = |description: &str| {
-        RefOr::T(
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("Problem")))
-                        .build(),
-                )
-                .build(),
-        )
-    };
-    let responses = &mut operation.responses.responses;
     for (status, description) in [
         ("400", "Malformed request or Idempotency-Key (`invalid_header`)"),
         (
@@ -182,18 +168,9 @@ fn document_idempotency_key(operation: &mut Operation) {
             "The Idempotency-Key was used for another request in the last 24 hours (`validation_failed`, field `Idempotency-Key`)",
         ),
     ] {
-        match responses.get_mut(status) {
-            // The route answers this status for its own reasons too: both are said.
-            Some(RefOr::T(existing)) if !existing.description.contains(description) => {
-                existing.description = format!("{}; or: {description}", existing.description);
-            }
-            Some(_) => {}
-            None => {
-                responses.insert(status.to_owned(), problem(description));
-            }
-        }
+        declare_problem(operation, status, description);
     }
-    for (status, response) in responses.iter_mut() {
+    for (status, response) in operation.responses.responses.iter_mut() {
         if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
             response.headers.insert(
                 "Idempotent-Replayed".to_owned(),
@@ -217,9 +194,70 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     ));
     // Once the routes are in: the derive's modifiers run before they are.
     IdempotencyKeys.modify(router.get_openapi_mut());
+    TenantRoutes.modify(router.get_openapi_mut());
     RetryAfter.modify(router.get_openapi_mut());
     PageItemsByReference.modify(router.get_openapi_mut());
     router
+}
+
+/// Declares that `operation` answers `status` with a problem for the reason
+/// `description`; a status it declares already for reasons of its own gets
+/// this one added to its description.
+fn declare_problem(operation: &mut Operation, status: &str, description: &str) {
+    match operation.responses.responses.get_mut(status) {
+        Some(RefOr::T(existing)) if !existing.description.contains(description) => {
+            existing.description = format!("{}; or: {description}", existing.description);
+        }
+        Some(_) => {}
+        None => {
+            operation.responses.responses.insert(
+                status.to_owned(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content(
+                            "application/problem+json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        )
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// What every tenant route (one a key and a person's token may call) can
+/// answer whatever it does: 422 for an `X-Tenant-Id` that is missing (a
+/// person's token) or names another tenant than a key's, 404 for a person
+/// who is not a member of the tenant named (exactly like a tenant that does
+/// not exist).
+struct TenantRoutes;
+
+impl Modify for TenantRoutes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (_, operation) in operations(openapi) {
+            let security = serde_json::to_value(&operation.security).unwrap_or_default();
+            let offers = |scheme: &str| {
+                security
+                    .as_array()
+                    .is_some_and(|all| all.iter().any(|s| s.get(scheme).is_some()))
+            };
+            if offers("bearer") && offers("person") {
+                declare_problem(
+                    operation,
+                    "404",
+                    "A person's token names a tenant they are not a member of, or one that does not exist (`not_found`)",
+                );
+                declare_problem(
+                    operation,
+                    "422",
+                    "`X-Tenant-Id` is missing with a person's token, or names another tenant than a key's (`validation_failed`, field `X-Tenant-Id`)",
+                );
+            }
+        }
+    }
 }
 
 /// A page's items as a reference to their schema (`Page_Resource.items`:

@@ -28,7 +28,7 @@ use crate::{
     error::{ApiError, ProblemCode},
     idempotency::{Reply, Written},
     jwt::VerifiedToken,
-    people::{looks_like_jwt, not_a_member, requested_tenant, MemberCache},
+    people::{looks_like_jwt, not_a_member, requested_tenant, MemberCache, TENANT_HEADER},
     request_log::LogSlot,
     Tenantry,
 };
@@ -646,6 +646,27 @@ where
         } else {
             return Err(ApiError::unauthorized());
         };
+        // A key or an impersonation acts in its own tenant: a request that
+        // names another in X-Tenant-Id was meant for other credentials, and
+        // serving it from this tenant would answer the wrong tenant's data.
+        let own = match &credential {
+            Credential::Key(identity) => Some(identity.tenant_id),
+            Credential::Impersonation(session) => Some(session.tenant_id),
+            Credential::Member { .. } => None,
+        };
+        if let (Some(own), Some(named)) = (own, parts.headers.get(TENANT_HEADER)) {
+            let named = named
+                .to_str()
+                .ok()
+                .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok());
+            if named != Some(*own.as_uuid()) {
+                return Err(ApiError::invalid(
+                    "X-Tenant-Id",
+                    "X-Tenant-Id names a tenant this credential does not act in: an API key or an \
+                     impersonation acts in its own tenant only; leave the header out or name that tenant",
+                ));
+            }
+        }
         let caller = Self {
             db: tenantry.db,
             credential,

@@ -207,3 +207,38 @@ async fn another_instance_refuses_a_revoked_key_once_its_one_second_cache_entry_
     assert_eq!(app.send_raw(on_sibling(&t.key)).await.status, 200);
     sibling.shutdown().await;
 }
+
+/// An integrator who mixes up credentials (a's key, b's id in `X-Tenant-Id`)
+/// is told, instead of being served a's data as if it were b's; a tenant
+/// that does not exist is answered the same way, so the header tells
+/// nothing about which ids exist.
+#[tokio::test]
+async fn a_key_with_x_tenant_id_naming_another_tenant_is_refused_and_its_own_tenant_is_served() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("a").await;
+    let b = app.tenant("b").await;
+    let with_header = |tenant: String| {
+        let app = &app;
+        let key = a.key.clone();
+        async move {
+            app.send_raw(
+                app.client
+                    .get(app.url("/v1/resources"))
+                    .bearer_auth(key)
+                    .header("X-Tenant-Id", tenant),
+            )
+            .await
+        }
+    };
+    with_header(a.id.clone()).await.expect(200);
+    let other = with_header(b.id.clone()).await;
+    let body = other.problem(422, "validation_failed");
+    assert_eq!(body["field"], "X-Tenant-Id", "{body}");
+    let missing = with_header(random_id()).await;
+    assert_eq!(missing.status, 422);
+    assert_eq!(
+        missing.text, other.text,
+        "another tenant and no tenant alike"
+    );
+    assert_eq!(with_header("not-a-uuid".into()).await.status, 422);
+}
