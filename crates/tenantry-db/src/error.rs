@@ -156,6 +156,18 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                         message,
                     },
                 },
+                // PostgreSQL's text cannot hold U+0000 ("invalid byte
+                // sequence for encoding UTF8: 0x00", "unsupported Unicode
+                // escape sequence" from jsonb): said in the caller's terms.
+                c if (*c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                    || *c == SqlState::UNTRANSLATABLE_CHARACTER)
+                    && (message.contains("0x00") || message.contains("Unicode escape")) =>
+                {
+                    DbError::Invalid {
+                        field: db.column().map(str::to_owned),
+                        message: "text may not contain the NUL character (\\u0000)".into(),
+                    }
+                }
                 c if *c == SqlState::NOT_NULL_VIOLATION || c.code().starts_with("22") => {
                     DbError::Invalid {
                         field: db.column().map(str::to_owned),

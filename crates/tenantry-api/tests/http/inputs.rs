@@ -651,3 +651,30 @@ async fn names_with_invisible_characters_or_look_alike_letters_are_422_and_write
     .await
     .expect(201);
 }
+
+/// PostgreSQL's text cannot hold U+0000: a NUL in a name, in JSON data, in a
+/// query parameter or in a path is a 422 that says so in the caller's terms
+/// (it answered PostgreSQL's "invalid byte sequence for encoding UTF8: 0x00").
+#[tokio::test]
+async fn a_nul_character_anywhere_is_a_422_that_says_so_and_writes_nothing() {
+    let (app, key, _id, _role) = setup(|_| {}).await;
+    let before = snapshot(&app).await;
+    for (method, path, body) in [
+        (Method::POST, "/v1/resources", r#"{"name":"a\u0000b"}"#),
+        (
+            Method::POST,
+            "/v1/resources",
+            r#"{"name":"x","data":{"k":"a\u0000"}}"#,
+        ),
+        (Method::GET, "/v1/resources?name_prefix=%00", ""),
+    ] {
+        let r = raw(&app, method.clone(), path, &key, body.as_bytes().to_vec()).await;
+        assert_problem_shape(&r);
+        let problem = r.problem(422, "validation_failed");
+        assert_eq!(
+            problem["detail"], "text may not contain the NUL character (\\u0000)",
+            "{method} {path} {body}: {problem}"
+        );
+    }
+    assert_eq!(snapshot(&app).await, before);
+}
