@@ -73,10 +73,13 @@ async fn fixture() -> Fixture {
         .await
         .unwrap()
         .get(0);
+    // Not one of the leaf's own rows, which the leaf would read as its own
+    // (LIMIT 1 alone picked whichever row came first, now and then the leaf's).
     let shared_id = su
         .query_one(
-            "SELECT id FROM tenantry.resources WHERE shared_with @> ARRAY[$1::uuid] LIMIT 1",
-            &[&root],
+            "SELECT id FROM tenantry.resources WHERE shared_with @> ARRAY[$1::uuid] AND tenant_id <> $2
+             ORDER BY id LIMIT 1",
+            &[&root, &leaf],
         )
         .await
         .unwrap()
