@@ -314,7 +314,7 @@ async fn serve_refuses_a_superuser_database_role() {
 async fn serve_over_an_unreachable_or_unknown_database_says_so_without_a_migrate_hint() {
     let db = TestDatabase::new().await;
     let mut unknown = db.server_config();
-    unknown.dbname(&format!("no_such_db_{}", uuid::Uuid::new_v4().simple()));
+    unknown.dbname(format!("no_such_db_{}", uuid::Uuid::new_v4().simple()));
     for (url, says) in [
         (
             "postgres://tenantry_server@127.0.0.1:1/app".to_owned(),
