@@ -319,6 +319,7 @@ AS $$
 DECLARE
     t record;
     part record;
+    pol record;
     readopt text;
     tenant_col smallint;
     -- Problems whose fix is adopting the table again, as (table, rule,
@@ -395,18 +396,14 @@ BEGIN
             END IF;
             -- Exactly tenantry's policies: tenant_isolation, for tenantry_app_own,
             -- and with a write permission its restrictive policies, as adopt_table made them.
-            RETURN QUERY
-                SELECT q.* FROM (
-                SELECT part.rel::text, 'policies'::text,
-                       format('policy %I is not tenantry''s (%s %s for %s)', p.polname,
+            FOR pol IN
+                SELECT p.polname,
+                       p.polname = 'tenant_isolation' OR p.polname LIKE 'tenantry\_write\_permission\_%' AS ours,
+                       format('%s %s for %s',
                               CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
                               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
-                              p.polroles::regrole[]::text),
-                       -- tenantry's own names: adopting again makes them as they were.
-                       CASE WHEN p.polname = 'tenant_isolation' OR p.polname LIKE 'tenantry\_write\_permission\_%'
-                            THEN readopt
-                            ELSE format('DROP POLICY %I ON %s;', p.polname, part.rel) END
+                              p.polroles::regrole[]::text) AS what
                 FROM pg_catalog.pg_policy p
                 WHERE p.polrelid = part.rel
                   AND NOT (p.polname = 'tenant_isolation' AND p.polpermissive AND p.polcmd = '*'
@@ -420,32 +417,19 @@ BEGIN
                            AND coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid),
                                         pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))
                                = tenantry.write_permission_predicate(t.write_permission))
-                ) q(table_name, rule, problem, fix)
-                WHERE q.fix IS DISTINCT FROM readopt;
-            -- tenantry's own policies, changed: adopting again remakes them.
-            SELECT later || coalesce(array_agg(u.x ORDER BY q.problem, u.n), '{}') INTO later
-            FROM (SELECT part.rel::text, 'policies'::text,
-                         format('tenantry''s policy %I was changed (%s %s for %s)', p.polname,
-                                CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
-                                CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
-                                              WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
-                                p.polroles::regrole[]::text), readopt
-                  FROM pg_catalog.pg_policy p
-                  WHERE p.polrelid = part.rel
-                    AND (p.polname = 'tenant_isolation' OR p.polname LIKE 'tenantry\_write\_permission\_%')
-                    AND NOT (p.polname = 'tenant_isolation' AND p.polpermissive AND p.polcmd = '*'
-                             AND p.polroles = ARRAY['tenantry_app_own'::regrole::oid]
-                             AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy)
-                             AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy))
-                    AND NOT (t.write_permission IS NOT NULL AND NOT p.polpermissive
-                             AND p.polroles = ARRAY['tenantry_app_own'::regrole::oid]
-                             AND EXISTS (SELECT 1 FROM tenantry.write_permission_policies() w
-                                         WHERE w.polname = p.polname AND w.polcmd = p.polcmd)
-                             AND coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid),
-                                          pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))
-                                 = tenantry.write_permission_predicate(t.write_permission))
-                 ) q(table_name, rule, problem, fix)
-            CROSS JOIN LATERAL unnest(ARRAY[q.table_name, q.rule, q.problem, q.fix]) WITH ORDINALITY u(x, n);
+                ORDER BY p.polname
+            LOOP
+                table_name := part.rel::text; rule := 'policies';
+                IF pol.ours THEN
+                    -- tenantry's own, changed: adopting again remakes it.
+                    later := later || ARRAY[table_name, rule,
+                                            format('tenantry''s policy %I was changed (%s)', pol.polname, pol.what), readopt];
+                ELSE
+                    problem := format('policy %I is not tenantry''s (%s)', pol.polname, pol.what);
+                    fix := format('DROP POLICY %I ON %s;', pol.polname, part.rel);
+                    RETURN NEXT;
+                END IF;
+            END LOOP;
             IF t.write_permission IS NOT NULL AND (
                 SELECT count(*) FROM pg_catalog.pg_policy p JOIN tenantry.write_permission_policies() w ON w.polname = p.polname
                 WHERE p.polrelid = part.rel) < 3 THEN
