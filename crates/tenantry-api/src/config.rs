@@ -404,18 +404,20 @@ mod tests {
         assert_eq!(s.body_limit_bytes, 1024 * 1024);
     }
 
+    /// An environment of `pairs` for [`Settings::apply_env`].
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
     #[test]
     fn an_email_is_trusted_only_when_verified_unless_the_file_or_the_environment_says_otherwise() {
         let file = "[jwt]\nissuer = \"https://file.example.test\"\naudience = [\"tenantry\"]\n\
                     hs256_secret = \"a shared secret of at least thirty-two bytes\"\n";
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(name, _)| *name == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
         let strict: Settings = toml::from_str(file).unwrap();
         let jwt = strict.jwt.as_ref().unwrap();
         assert_eq!(jwt.email_verified_claim, "email_verified");
@@ -453,14 +455,6 @@ mod tests {
     fn a_jwt_variable_overrides_its_own_key_of_the_files_jwt_section_and_no_other() {
         let file = "[jwt]\nissuer = \"https://file.example.test\"\naudience = [\"tenantry\"]\n\
                     hs256_secret = \"0123456789abcdef0123456789abcdef\"";
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(name, _)| *name == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
         let mut s: Settings = toml::from_str(file).unwrap();
         s.apply_env(env(&[("TENANTRY_JWT_ISSUER", "https://env.example.test")]))
             .unwrap();
