@@ -1261,7 +1261,7 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         -- Removing the member removes its sessions (the foreign key
         -- cascades): one still open ends here, and says so.
-        IF OLD.ended_at IS NULL THEN
+        IF OLD.ended_at IS NULL AND OLD.expires_at > now() THEN
             PERFORM tenantry.write_audit(OLD.tenant_id, 'impersonation.ended', 'member', OLD.user_id::text,
                 jsonb_build_object('impersonation_id', OLD.impersonation_id, 'impersonator', OLD.impersonator,
                                    'reason', OLD.reason, 'expires_at', OLD.expires_at, 'ended_by', 'member removed'));

@@ -200,7 +200,8 @@ AS $$
            ('tenantry_write_permission_update'::name, 'UPDATE', 'w'::"char"),
            ('tenantry_write_permission_delete'::name, 'DELETE', 'd'::"char")
 $$;
-COMMENT ON FUNCTION tenantry.write_permission_policies() IS 'Internal: the RESTRICTIVE policies (name, command) that make writes to an adopted table require its write_permission. Not granted.';
+COMMENT ON FUNCTION tenantry.write_permission_policies() IS 'Internal: the RESTRICTIVE policies (name, command) that make writes to an adopted table require its write_permission. Granted to the roles that run the doctor (table_problems runs with the caller''s rights).';
+GRANT EXECUTE ON FUNCTION tenantry.write_permission_policies() TO tenantry_admin, tenantry_server;
 
 /** The expression of a write-permission policy, as pg_get_expr prints it. */
 CREATE OR REPLACE FUNCTION tenantry.write_permission_predicate(permission text)
@@ -209,7 +210,8 @@ LANGUAGE sql IMMUTABLE
 AS $$
     SELECT pg_catalog.format('tenantry.authorize(%L::text)', permission)
 $$;
-COMMENT ON FUNCTION tenantry.write_permission_predicate(text) IS 'Internal: the policy expression requiring a permission (tenantry.authorize(''<name>''::text)). Not granted.';
+COMMENT ON FUNCTION tenantry.write_permission_predicate(text) IS 'Internal: the policy expression requiring a permission (tenantry.authorize(''<name>''::text)). Granted to the roles that run the doctor, like tenant_table_predicate.';
+GRANT EXECUTE ON FUNCTION tenantry.write_permission_predicate(text) TO tenantry_admin, tenantry_server;
 
 /**
  * Forced RLS, the tenant_isolation policy, the write-permission policies
@@ -398,7 +400,8 @@ BEGIN
             -- and with a write permission its restrictive policies, as adopt_table made them.
             FOR pol IN
                 SELECT p.polname,
-                       p.polname = 'tenant_isolation' OR p.polname LIKE 'tenantry\_write\_permission\_%' AS ours,
+                       p.polname = 'tenant_isolation'
+                           OR p.polname IN (SELECT w.polname FROM tenantry.write_permission_policies() w) AS ours,
                        format('%s %s for %s',
                               CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
                               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'

@@ -4,7 +4,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{extract::DefaultBodyLimit, Router};
 use tenantry_axum::{RequestIdLayer, TenantStatsConfig, Tenantry, TenantryConfig};
-use tenantry_db::{Database, StatementMode};
+use tenantry_db::Database;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
@@ -108,15 +108,6 @@ impl Application {
         admin_token: &str,
     ) -> std::io::Result<Self> {
         let invalidations = settings.invalidations().map_err(std::io::Error::other)?;
-        if settings.invalidation_url.is_none()
-            && settings.statement_mode().ok() == Some(StatementMode::Unnamed)
-        {
-            tracing::warn!(
-                "statement_mode is unnamed (a transaction pooler?) and invalidation_url is unset: \
-                 the cache invalidation listener connects to database_url, and LISTEN does not \
-                 work through transaction pooling; set invalidation_url to PostgreSQL itself"
-            );
-        }
         if admin_token.len() < 24 {
             tracing::warn!(
                 "the admin token is {} characters long: anyone who guesses it is the operator; \

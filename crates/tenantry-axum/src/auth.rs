@@ -646,27 +646,6 @@ where
         } else {
             return Err(ApiError::unauthorized());
         };
-        // A key or an impersonation acts in its own tenant: a request that
-        // names another in X-Tenant-Id was meant for other credentials, and
-        // serving it from this tenant would answer the wrong tenant's data.
-        let own = match &credential {
-            Credential::Key(identity) => Some(identity.tenant_id),
-            Credential::Impersonation(session) => Some(session.tenant_id),
-            Credential::Member { .. } => None,
-        };
-        if let (Some(own), Some(named)) = (own, parts.headers.get(TENANT_HEADER)) {
-            let named = named
-                .to_str()
-                .ok()
-                .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok());
-            if named != Some(*own.as_uuid()) {
-                return Err(ApiError::invalid(
-                    "X-Tenant-Id",
-                    "X-Tenant-Id names a tenant this credential does not act in: an API key or an \
-                     impersonation acts in its own tenant only; leave the header out or name that tenant",
-                ));
-            }
-        }
         let caller = Self {
             db: tenantry.db,
             credential,
@@ -697,6 +676,29 @@ where
             );
         }
         caller.limits.check(caller.tenant(), caller.settings())?;
+        // After the tenant's status (a deleted tenant's key stays a 401,
+        // whatever it is sent with) and its rate limit.
+        // A key or an impersonation acts in its own tenant: a request that
+        // names another in X-Tenant-Id was meant for other credentials, and
+        // serving it from this tenant would answer the wrong tenant's data.
+        let own = match &caller.credential {
+            Credential::Key(identity) => Some(identity.tenant_id),
+            Credential::Impersonation(session) => Some(session.tenant_id),
+            Credential::Member { .. } => None,
+        };
+        if let (Some(own), Some(named)) = (own, parts.headers.get(TENANT_HEADER)) {
+            let named = named
+                .to_str()
+                .ok()
+                .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok());
+            if named != Some(*own.as_uuid()) {
+                return Err(ApiError::invalid(
+                    "X-Tenant-Id",
+                    "X-Tenant-Id names a tenant this credential does not act in: an API key or an \
+                     impersonation acts in its own tenant only; leave the header out or name that tenant",
+                ));
+            }
+        }
         Ok(caller)
     }
 }

@@ -227,7 +227,9 @@ impl IntoResponse for ApiError {
             );
         }
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            // Nothing was written: the request may simply be sent again.
+            // Nothing was written, so the request may simply be sent again
+            // (but for a write cancelled by shutting_down whose COMMIT was
+            // already sent: docs/operations.md; an Idempotency-Key covers it).
             let value = match self.retry_after_secs {
                 Some(secs) => header::HeaderValue::from(secs),
                 None => header::HeaderValue::from_static(RETRY_AFTER_SECS),

@@ -241,4 +241,17 @@ async fn a_key_with_x_tenant_id_naming_another_tenant_is_refused_and_its_own_ten
         "another tenant and no tenant alike"
     );
     assert_eq!(with_header("not-a-uuid".into()).await.status, 422);
+    // A deleted tenant's key is unknown, whatever it is sent with.
+    app.delete(&format!("/v1/tenants/{}", b.id), &app.admin_token)
+        .await
+        .expect(204);
+    let deleted = app
+        .send_raw(
+            app.client
+                .get(app.url("/v1/resources"))
+                .bearer_auth(&b.key)
+                .header("X-Tenant-Id", a.id.as_str()),
+        )
+        .await;
+    deleted.problem(401, "unauthorized");
 }

@@ -909,6 +909,24 @@ async fn adopting_again_without_options_keeps_hierarchy_sharing_write_permission
     .unwrap();
     assert_eq!(strings(&m, options).await, ["false true notes.write"]);
 
+    // The server's login runs the doctor at boot, write permission and all.
+    let server = tdb.server_client().await;
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM tenantry.table_problems()").await,
+        0
+    );
+    // A policy that only looks like one of tenantry's is foreign: dropped, not re-adopted.
+    exec(
+        &m,
+        "CREATE POLICY tenantry_write_permission_select ON notes FOR SELECT TO tenantry_app_own USING (true)",
+    )
+    .await;
+    assert_eq!(
+        strings(&server, "SELECT fix FROM tenantry.table_problems()").await,
+        ["DROP POLICY tenantry_write_permission_select ON public.notes;"]
+    );
+    exec(&m, "DROP POLICY tenantry_write_permission_select ON notes").await;
+
     // Only an option given changes it ('' removes the write permission).
     exec(
         &m,
