@@ -619,8 +619,13 @@ BEGIN
     -- connection on 55000). enter_context refuses any temporary schema; here
     -- only relations count, since a REFRESH ... CONCURRENTLY through the
     -- pooler leaves the schema behind, empty, for good.
+    -- (Through pg_depend's index on the referenced object: pg_class has none
+    -- on relnamespace alone, and a scan of it on every transaction would
+    -- grow with the schema tenants.)
     IF pg_my_temp_schema() <> 0
-       AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = pg_my_temp_schema()) THEN
+       AND EXISTS (SELECT 1 FROM pg_depend d
+                   WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = pg_my_temp_schema()
+                     AND d.classid = 'pg_class'::regclass) THEN
         RAISE EXCEPTION 'this session holds temporary tables, which could stand in for the team''s tables in another tenant''s transaction; it takes no tenant context'
             USING ERRCODE = '55000', HINT = 'close the connection; DISCARD TEMP clears the session';
     END IF;
