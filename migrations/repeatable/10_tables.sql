@@ -60,6 +60,19 @@ $$;
 COMMENT ON FUNCTION tenantry.tenant_table_predicate(boolean) IS 'Internal: the USING and WITH CHECK expression of an adopted table''s tenant_isolation policy; with hierarchy a tenant also reaches its descendants'' rows. Granted to the roles that run the doctor.';
 GRANT EXECUTE ON FUNCTION tenantry.tenant_table_predicate(boolean) TO tenantry_admin, tenantry_server;
 
+/** Whether a view runs with its caller's rights and policies (security_invoker). */
+CREATE OR REPLACE FUNCTION tenantry.view_runs_as_invoker(view_id regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class v, pg_catalog.pg_options_to_table(v.reloptions) opt
+                   WHERE v.oid = view_id AND opt.option_name = 'security_invoker'
+                     AND lower(opt.option_value) IN ('true', 'on', '1', 'yes'))
+$$;
+COMMENT ON FUNCTION tenantry.view_runs_as_invoker(regclass) IS 'Internal: whether a view is security_invoker (reads with its caller''s rights and policies), as adopt_table''s refusal and the doctor both ask. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.view_runs_as_invoker(regclass) TO tenantry_admin, tenantry_server;
+
 /** A table and, when it is partitioned, every partition below it. */
 CREATE OR REPLACE FUNCTION tenantry.table_and_partitions(tbl regclass)
 RETURNS SETOF regclass
@@ -324,6 +337,9 @@ DECLARE
     pol record;
     readopt text;
     tenant_col smallint;
+    -- tenantry's roles that act for tenants or for the server.
+    acting_roles text[] := ARRAY['tenantry_app', 'tenantry_app_own', 'tenantry_app_shared',
+                                 'tenantry_admin', 'tenantry_logger', 'tenantry_server'];
     -- Problems whose fix is adopting the table again, as (table, rule,
     -- problem, fix) quadruples: returned after the others, so that the fixes
     -- run top to bottom work (adopt_table refuses while another rule is
@@ -456,8 +472,7 @@ BEGIN
                 FROM pg_catalog.aclexplode(part.relacl) acl
                 WHERE acl.grantee <> part.relowner
                   AND (acl.grantee = 0
-                       OR (acl.grantee::regrole::text IN ('tenantry_app', 'tenantry_app_own', 'tenantry_app_shared',
-                                                          'tenantry_admin', 'tenantry_logger', 'tenantry_server')
+                       OR (acl.grantee::regrole::text = ANY (acting_roles)
                            AND NOT (part.rel = t.table_id AND acl.grantee = 'tenantry_app_own'::regrole::oid
                                     AND acl.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE'))));
             RETURN QUERY
@@ -580,14 +595,10 @@ BEGIN
                 FROM (SELECT 'PUBLIC'::text AS name
                       WHERE EXISTS (SELECT 1 FROM pg_catalog.aclexplode(v.relacl) acl WHERE acl.grantee = 0 AND acl.privilege_type = 'SELECT')
                       UNION ALL
-                      SELECT rn.name FROM unnest(ARRAY['tenantry_app', 'tenantry_app_own', 'tenantry_app_shared', 'tenantry_admin',
-                                                       'tenantry_logger', 'tenantry_server']) rn(name)
-                      WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles x WHERE x.rolname = rn.name)
-                        AND pg_catalog.has_table_privilege(rn.name, v.oid, 'SELECT')) r) readers
+                      SELECT rn.name FROM unnest(acting_roles) rn(name)
+                      WHERE pg_catalog.has_table_privilege(rn.name, v.oid, 'SELECT')) r) readers
             WHERE readers.names IS NOT NULL
-              AND NOT (v.relkind = 'v' AND EXISTS (
-                  SELECT 1 FROM pg_catalog.pg_options_to_table(v.reloptions) opt
-                  WHERE opt.option_name = 'security_invoker' AND lower(opt.option_value) IN ('true', 'on', '1', 'yes')))
+              AND NOT (v.relkind = 'v' AND tenantry.view_runs_as_invoker(v.oid))
             ORDER BY v.oid::regclass::text;
     END LOOP;
     RETURN QUERY
@@ -706,9 +717,7 @@ BEGIN
      WHERE c.oid = tbl;
 
     -- What can never be a tenant table.
-    IF rel.relkind = 'v' AND EXISTS (
-        SELECT 1 FROM pg_catalog.pg_class v, pg_catalog.pg_options_to_table(v.reloptions) opt
-        WHERE v.oid = tbl AND opt.option_name = 'security_invoker' AND lower(opt.option_value) IN ('true', 'on', '1', 'yes')) THEN
+    IF rel.relkind = 'v' AND tenantry.view_runs_as_invoker(tbl) THEN
         RAISE EXCEPTION 'cannot adopt %: it is a view', tbl USING ERRCODE = 'TN422',
             HINT = 'It runs with its caller''s rights already: adopt the tables it reads, and it shows each tenant its own rows.';
     ELSIF rel.relkind = 'v' THEN

@@ -128,11 +128,15 @@ impl Modify for IdempotencyKeys {
 /// Accepting an invitation (`person` alone, no tenant yet) is single-use by
 /// its token already.
 fn takes_idempotency_key(operation: &Operation) -> bool {
-    let security = serde_json::to_value(&operation.security).unwrap_or_default();
-    let offers_bearer = security
+    offers(operation, "bearer") && operation.operation_id.as_deref() != Some("move_tenant")
+}
+
+/// Whether one of the operation's security requirements is `scheme`.
+fn offers(operation: &Operation, scheme: &str) -> bool {
+    serde_json::to_value(&operation.security)
+        .unwrap_or_default()
         .as_array()
-        .is_some_and(|all| all.iter().any(|s| s.get("bearer").is_some()));
-    offers_bearer && operation.operation_id.as_deref() != Some("move_tenant")
+        .is_some_and(|all| all.iter().any(|s| s.get(scheme).is_some()))
 }
 
 fn document_idempotency_key(operation: &mut Operation) {
@@ -238,13 +242,7 @@ struct TenantRoutes;
 impl Modify for TenantRoutes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (_, operation) in operations(openapi) {
-            let security = serde_json::to_value(&operation.security).unwrap_or_default();
-            let offers = |scheme: &str| {
-                security
-                    .as_array()
-                    .is_some_and(|all| all.iter().any(|s| s.get(scheme).is_some()))
-            };
-            if offers("bearer") && offers("person") {
+            if offers(operation, "bearer") && offers(operation, "person") {
                 declare_problem(
                     operation,
                     "404",

@@ -28,7 +28,7 @@ use crate::{
     error::{ApiError, ProblemCode},
     idempotency::{Reply, Written},
     jwt::VerifiedToken,
-    people::{looks_like_jwt, not_a_member, requested_tenant, MemberCache, TENANT_HEADER},
+    people::{looks_like_jwt, named_tenant, not_a_member, requested_tenant, MemberCache},
     request_log::LogSlot,
     Tenantry,
 };
@@ -686,12 +686,8 @@ where
             Credential::Impersonation(session) => Some(session.tenant_id),
             Credential::Member { .. } => None,
         };
-        if let (Some(own), Some(named)) = (own, parts.headers.get(TENANT_HEADER)) {
-            let named = named
-                .to_str()
-                .ok()
-                .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok());
-            if named != Some(*own.as_uuid()) {
+        if let Some(own) = own {
+            if named_tenant(parts)?.is_some_and(|named| named != own) {
                 return Err(ApiError::invalid(
                     "X-Tenant-Id",
                     "X-Tenant-Id names a tenant this credential does not act in: an API key or an \

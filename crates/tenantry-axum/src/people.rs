@@ -199,9 +199,24 @@ impl MemberCache {
 /// token's tenant claim; both present and different is refused like a
 /// tenant the person does not belong to.
 pub(crate) fn requested_tenant(parts: &Parts, token: &VerifiedToken) -> Result<TenantId, ApiError> {
-    let header = match parts.headers.get(TENANT_HEADER) {
-        None => None,
-        Some(v) => Some(
+    match (named_tenant(parts)?, token.tenant) {
+        (Some(h), Some(c)) if h != c => Err(not_a_member(h)),
+        (Some(t), _) | (None, Some(t)) => Ok(t),
+        (None, None) => Err(ApiError::new(
+            ProblemCode::ValidationFailed,
+            "name the tenant this request acts in: the X-Tenant-Id header",
+        )
+        .with_field("X-Tenant-Id")),
+    }
+}
+
+/// The tenant the `X-Tenant-Id` header names, if it is there; 422 when it is
+/// not a tenant id.
+pub(crate) fn named_tenant(parts: &Parts) -> Result<Option<TenantId>, ApiError> {
+    parts
+        .headers
+        .get(TENANT_HEADER)
+        .map(|v| {
             v.to_str()
                 .ok()
                 .and_then(|s| TenantId::parse(s.trim()).ok())
@@ -211,18 +226,9 @@ pub(crate) fn requested_tenant(parts: &Parts, token: &VerifiedToken) -> Result<T
                         "X-Tenant-Id must be a tenant id (a UUID)",
                     )
                     .with_field("X-Tenant-Id")
-                })?,
-        ),
-    };
-    match (header, token.tenant) {
-        (Some(h), Some(c)) if h != c => Err(not_a_member(h)),
-        (Some(t), _) | (None, Some(t)) => Ok(t),
-        (None, None) => Err(ApiError::new(
-            ProblemCode::ValidationFailed,
-            "name the tenant this request acts in: the X-Tenant-Id header",
-        )
-        .with_field("X-Tenant-Id")),
-    }
+                })
+        })
+        .transpose()
 }
 
 /// The answer for a tenant the person is not a member of: the same as for

@@ -47,23 +47,11 @@ pub fn as_migration_role<T, E>(result: Result<T, E>, command: &str) -> anyhow::R
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    result.map_err(|e| {
-        let text = e.to_string();
-        let refused = text.contains("42501") || text.contains("permission denied");
-        let e = anyhow::Error::new(e);
-        if refused {
-            e.context(format!(
-                "{command} runs as the role that runs your migrations (a superuser, or a member of \
-                 tenantry_owner), and DATABASE_URL names a role that may not (the server's login?)"
-            ))
-        } else {
-            e
-        }
-    })
+    needs_migration_role(result.map_err(anyhow::Error::new), command)
 }
 
 /// [`as_migration_role`] for a command's whole result: a refused privilege
-/// anywhere in its error chain names the role the command needs.
+/// anywhere in its error chain names the role the command needs (once).
 pub fn needs_migration_role<T>(result: anyhow::Result<T>, command: &str) -> anyhow::Result<T> {
     result.map_err(|e| {
         let text = format!("{e:#}");
