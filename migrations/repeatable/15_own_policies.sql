@@ -15,22 +15,23 @@ SET LOCAL ROLE tenantry_owner;
 
 /**
  * One policy as a line that changes whenever what it lets through does:
- * permissive or restrictive, command, roles, USING and WITH CHECK.
+ * permissive or restrictive, command, roles, USING and WITH CHECK (each
+ * clause only when the policy has it: format() writes a NULL as nothing).
  */
 CREATE OR REPLACE FUNCTION tenantry.policy_definition(policy_oid oid)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('%s FOR %s TO %s USING (%s) WITH CHECK (%s)',
+    SELECT format('%s FOR %s TO %s%s%s',
                   CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
                   CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                                 WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
                   (SELECT string_agg(CASE WHEN r.oid = 0 THEN 'PUBLIC' ELSE r.oid::regrole::text END, ', '
                                      ORDER BY CASE WHEN r.oid = 0 THEN 'PUBLIC' ELSE r.oid::regrole::text END)
                    FROM unnest(p.polroles) r(oid)),
-                  coalesce(pg_get_expr(p.polqual, p.polrelid), ''),
-                  coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''))
+                  ' USING (' || pg_get_expr(p.polqual, p.polrelid) || ')',
+                  ' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')')
     FROM pg_catalog.pg_policy p
     WHERE p.oid = policy_oid
 $$;

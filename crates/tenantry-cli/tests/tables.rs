@@ -342,6 +342,18 @@ async fn the_guides_policy_snippets_run_as_written_on_tenantrys_own_tables_are_n
             "{policy} not reported: {found:#?}"
         );
     }
+    // A clause the policy does not have is not printed as an empty one.
+    assert!(
+        found
+            .iter()
+            .all(|f| !f.contains("USING ()") && !f.contains("WITH CHECK ()")),
+        "{found:#?}"
+    );
+    assert!(
+        found.iter().any(|f| f.contains("tenant_sharing")
+            && f.contains("PERMISSIVE FOR SELECT TO PUBLIC USING (")),
+        "{found:#?}"
+    );
 
     // The server does not serve tenant traffic over them.
     let err = serve_refused(&db);

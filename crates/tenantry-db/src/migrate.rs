@@ -9,6 +9,7 @@
 //!   all of them are applied again, in name order, after the versioned ones.
 
 use sha2::{Digest, Sha256};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient};
 
 /// One SQL migration embedded at build time from `migrations/NNNN_name.sql`.
@@ -302,7 +303,22 @@ async fn migrate_locked(
             .batch_execute("SET citus.enable_ddl_propagation = off")
             .await?;
     }
-    let applied = apply_pending(client, until, distributed).await;
+    let mut applied = apply_pending(client, until, distributed).await;
+    // The advisory lock is per database, but roles, their memberships and
+    // parameter grants are the cluster's: two databases of one cluster (a
+    // Citus coordinator and its workers, tests, a team's staging copies)
+    // installing at the same time collide there. The transaction rolled back
+    // whole, and the one that won has committed: applying again finds its
+    // roles and skips them.
+    for _ in 0..CLUSTER_RACE_RETRIES {
+        match &applied {
+            Err(e) if lost_cluster_catalog_race(e) => {
+                tracing::info!(error = %e, "another database of this cluster created tenantry's roles at the same time; applying again");
+                applied = apply_pending(client, until, distributed).await;
+            }
+            _ => break,
+        }
+    }
     if citus && !distributed {
         client
             .batch_execute("RESET citus.enable_ddl_propagation")
@@ -332,6 +348,36 @@ async fn migrate_locked(
         )
         .await?;
     Ok(applied)
+}
+
+/// How many times a migration that lost a race on the cluster's shared
+/// catalogs is applied again.
+const CLUSTER_RACE_RETRIES: usize = 3;
+
+/// Whether `e` is a collision with another database of the cluster writing
+/// the same shared catalog row in a concurrent transaction: a role created
+/// twice (23505 on `pg_authid`, `pg_auth_members` or `pg_parameter_acl`), or
+/// a membership or grant updated twice ("tuple concurrently updated").
+fn lost_cluster_catalog_race(e: &MigrateError) -> bool {
+    let source = match e {
+        MigrateError::Failed { source, .. } | MigrateError::DefinitionFailed { source, .. } => {
+            source
+        }
+        MigrateError::Database(source) => source,
+        _ => return false,
+    };
+    let Some(db) = source.as_db_error() else {
+        return false;
+    };
+    let shared = |name: &str| {
+        ["pg_authid", "pg_auth_members", "pg_parameter_acl"]
+            .iter()
+            .any(|c| name.starts_with(c))
+    };
+    (*db.code() == SqlState::UNIQUE_VIOLATION
+        && (db.constraint().is_some_and(shared) || db.table().is_some_and(shared)))
+        || (*db.code() == SqlState::INTERNAL_ERROR
+            && db.message().starts_with("tuple concurrently"))
 }
 
 /// The versioned migrations after the recorded ones (up to `until`), then the

@@ -562,3 +562,46 @@ async fn an_upgrade_keeps_role_descriptions_longer_than_the_new_limit_and_holds_
         .expect_err("a new description over the limit");
     assert_eq!(err.code().map(|c| c.code()), Some("23514"), "{err}");
 }
+
+#[tokio::test]
+async fn two_databases_of_a_new_cluster_installed_at_the_same_time_both_succeed() {
+    // Roles, their memberships and parameter grants are the cluster's, and
+    // the runner's advisory lock is per database: the harness's cluster has
+    // tenantry's roles already, so this needs a cluster of its own.
+    if std::env::var(tenantry_db::testing::TEST_DATABASE_URL_ENV).is_ok()
+        || tenantry_db::testing::on_citus()
+    {
+        eprintln!("skipped: needs the installed PostgreSQL binaries to start a new cluster");
+        return;
+    }
+    let cluster = tokio::task::spawn_blocking(|| {
+        let dir = tenantry_embedded::temp_data_dir("tenantry-race").unwrap();
+        let mut options = tenantry_embedded::ClusterOptions::new(dir);
+        options.extra_settings.push(("fsync".into(), "off".into()));
+        tenantry_embedded::EmbeddedCluster::start(options).unwrap()
+    })
+    .await
+    .unwrap();
+    let admin = cluster.superuser_config("postgres");
+    let (admin, conn) = admin.connect(NoTls).await.unwrap();
+    tokio::spawn(conn);
+    for name in ["race_a", "race_b"] {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+    }
+    let mut clients = Vec::new();
+    for name in ["race_a", "race_b"] {
+        let (client, conn) = cluster.superuser_config(name).connect(NoTls).await.unwrap();
+        tokio::spawn(conn);
+        clients.push(client);
+    }
+    let [mut a, mut b]: [Client; 2] = clients.try_into().ok().unwrap();
+    let (ra, rb) = tokio::join!(migrate::migrate(&mut a), migrate::migrate(&mut b));
+    let all = versions(migrate::migrations());
+    assert_eq!(versions(&ra.expect("race_a")), all);
+    assert_eq!(versions(&rb.expect("race_b")), all);
+    migrate::check(&a).await.expect("race_a up to date");
+    migrate::check(&b).await.expect("race_b up to date");
+}
