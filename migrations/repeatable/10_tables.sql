@@ -500,6 +500,20 @@ BEGIN
                 WHERE i.indrelid = part.rel
                   AND (i.indkey[0] = 0 OR (SELECT a.attname FROM pg_catalog.pg_attribute a
                                           WHERE a.attrelid = part.rel AND a.attnum = i.indkey[0]) <> 'tenant_id');
+            -- An exclusion constraint compares tenant_id with = only: with
+            -- <> (or any other operator) a row conflicts with other tenants'
+            -- rows, and the refusal tells a tenant what they hold.
+            RETURN QUERY
+                SELECT part.rel::text, 'exclusion'::text,
+                       format('exclusion constraint %I compares tenant_id with %s, so a row conflicts with other tenants'' rows',
+                              k.conname, x.op::regoperator),
+                       format('ALTER TABLE %s DROP CONSTRAINT %I; -- and add it again with tenant_id WITH =',
+                              part.rel, k.conname)
+                FROM pg_catalog.pg_constraint k
+                CROSS JOIN LATERAL unnest(k.conkey, k.conexclop) AS x(att, op)
+                JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.att
+                WHERE k.conrelid = part.rel AND k.contype = 'x' AND a.attname = 'tenant_id'
+                  AND x.op <> 'pg_catalog.=(uuid,uuid)'::regoperator;
         END LOOP;
         table_name := t.table_id::text;
 
@@ -600,6 +614,52 @@ BEGIN
             WHERE readers.names IS NOT NULL
               AND NOT (v.relkind = 'v' AND tenantry.view_runs_as_invoker(v.oid))
             ORDER BY v.oid::regclass::text;
+        -- A rule's actions run with the rights of its table's owner: on the
+        -- adopted table (owned by tenantry_owner, BYPASSRLS), or on a table
+        -- whose owner bypasses row level security and that reads or writes
+        -- it, they reach every tenant's rows whenever a role acting for a
+        -- tenant sets the rule off.
+        RETURN QUERY
+            SELECT t.table_id::text, 'rules'::text,
+                   format('rule %I on %s runs its actions with the rights of %s, which bypasses row level security',
+                          rw.rulename, rw.ev_class::regclass, c.relowner::regrole),
+                   format('DROP RULE %I ON %s; -- a trigger runs with its caller''s rights and policies instead',
+                          rw.rulename, rw.ev_class::regclass)
+            FROM pg_catalog.pg_rewrite rw
+            JOIN pg_catalog.pg_class c ON c.oid = rw.ev_class
+            JOIN pg_catalog.pg_roles o ON o.oid = c.relowner AND (o.rolsuper OR o.rolbypassrls)
+            WHERE rw.rulename <> '_RETURN'
+              AND (rw.ev_class IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))
+                   -- (one on another adopted table is named under that one)
+                   OR (rw.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d
+                                  WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass
+                                    AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                                    AND d.refobjid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p)))
+                       AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r, tenantry.table_and_partitions(r.table_id) rp(p)
+                                       WHERE rp.p = rw.ev_class)))
+              AND (EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) acl WHERE acl.grantee = 0)
+                   OR EXISTS (SELECT 1 FROM unnest(acting_roles) rn(name)
+                              WHERE pg_catalog.has_table_privilege(rn.name, c.oid, 'SELECT, INSERT, UPDATE, DELETE')))
+            ORDER BY rw.ev_class::regclass::text, rw.rulename;
+        -- A schema tenant's table of this one (a plain table keyed (tenant_id,
+        -- column)) is made by tenantry_owner with the same foreign keys: to a
+        -- table that is not a tenant table, the owner needs REFERENCES on it,
+        -- or creating schema tenants and tenantry migrate fail.
+        IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.table_id) = 'r'
+           AND tenantry.row_key_column(t.table_id) IS NOT NULL THEN
+            RETURN QUERY
+                SELECT t.table_id::text, 'references'::text,
+                       format('foreign key %I references %s, on which tenantry_owner lacks REFERENCES: schema tenants'' tables of %s cannot be made',
+                              k.conname, k.confrelid::regclass, t.table_id),
+                       format('GRANT REFERENCES ON %s TO tenantry_owner;', k.confrelid::regclass)
+                FROM pg_catalog.pg_constraint k
+                WHERE k.conrelid = t.table_id AND k.contype = 'f'
+                  AND k.confrelid NOT IN (SELECT r.table_id FROM tenantry.tenant_tables r)
+                  AND k.confrelid <> 'tenantry.tenants'::regclass
+                  AND EXISTS (SELECT 1 FROM unnest(k.confkey) fk(att)
+                              WHERE NOT pg_catalog.has_column_privilege('tenantry_owner', k.confrelid, fk.att, 'REFERENCES'))
+                ORDER BY k.conname;
+        END IF;
     END LOOP;
     RETURN QUERY
         SELECT later[i], later[i + 1], later[i + 2], later[i + 3]
@@ -640,6 +700,56 @@ BEGIN
         FROM tenantry.current_own_policies() n
         FULL JOIN tenantry.own_policy_definitions() o ON o.table_name = n.table_name AND o.policy = n.policy
         WHERE n.definition IS DISTINCT FROM o.definition
+        ORDER BY 1, 3;
+        -- Every schema tenant's table has exactly the policies and the table
+        -- privileges of the pooled table it inherits (secure_tenant_copy made
+        -- it so): a policy added or loosened on one of them, or a grant, lets
+        -- other tenants read that schema tenant's rows through it.
+        RETURN QUERY
+        WITH copies AS (
+            SELECT c.oid AS copy, i.inhparent AS template, c.relacl
+            FROM pg_catalog.pg_class c
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.oid
+            WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$' AND c.relkind = 'r'
+        ), wanted AS (
+            SELECT p.polrelid AS template, p.polname, tenantry.policy_definition(p.oid) AS definition
+            FROM pg_catalog.pg_policy p
+            WHERE p.polrelid IN (SELECT DISTINCT s.template FROM copies s)
+        ), have AS (
+            SELECT s.copy, s.template, p.polname, tenantry.policy_definition(p.oid) AS definition
+            FROM copies s JOIN pg_catalog.pg_policy p ON p.polrelid = s.copy
+        ), expected AS (
+            SELECT s.copy, s.template, w.polname, w.definition
+            FROM copies s JOIN wanted w ON w.template = s.template
+        )
+        SELECT coalesce(h.copy, e.copy)::regclass::text, 'copy_policies'::text,
+               CASE WHEN e.polname IS NULL
+                    THEN format('policy %I is not on %s, whose table this is, and every query on it ORs it in: %s',
+                                h.polname, h.template::regclass, h.definition)
+                    WHEN h.polname IS NULL
+                    THEN format('policy %I of %s is missing', e.polname, e.template::regclass)
+                    ELSE format('policy %I was changed to: %s (on %s: %s)',
+                                h.polname, h.definition, h.template::regclass, e.definition) END,
+               format('SELECT tenantry.secure_tenant_copy(%L, %L); -- as a superuser: makes it like %s again',
+                      coalesce(h.template, e.template)::regclass::text, coalesce(h.copy, e.copy)::regclass::text,
+                      coalesce(h.template, e.template)::regclass)
+        FROM have h
+        FULL JOIN expected e ON e.copy = h.copy AND e.polname = h.polname
+        WHERE h.definition IS DISTINCT FROM e.definition
+        UNION ALL
+        SELECT s.copy::regclass::text, 'copy_grants'::text,
+               format('grants %s to %s, which %s does not',
+                      acl.privilege_type, CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END,
+                      s.template::regclass),
+               format('REVOKE %s ON %s FROM %s;', acl.privilege_type, s.copy::regclass,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END)
+        FROM copies s
+        CROSS JOIN LATERAL pg_catalog.aclexplode(s.relacl) acl
+        WHERE acl.grantee <> (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = s.copy)
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class tc, pg_catalog.aclexplode(tc.relacl) ta
+                          WHERE tc.oid = s.template AND ta.grantee = acl.grantee
+                            AND ta.privilege_type = acl.privilege_type)
         ORDER BY 1, 3;
     END IF;
 END
@@ -696,6 +806,33 @@ EXCEPTION WHEN foreign_key_violation THEN
 END
 $$;
 COMMENT ON FUNCTION tenantry.ensure_tenant_fk(regclass, boolean) IS 'Internal: adds tenant_id''s foreign key to tenantry.tenants NOT VALID when missing (validated at once on a partitioned table) and, with validate, validates it; TN422 when a row names a tenant that does not exist. Used by adopt_table and the batched backfill.';
+
+/**
+ * What a schema tenant's table copies from its pooled table besides the
+ * columns (secure_tenant_copy, 07_schemas.sql): policies, triggers, table and
+ * column privileges, foreign keys. adopt_table records a tenant-schema step
+ * only when this, the options or the set of schema tenants lacking the table
+ * changed, so that a migration adopting again on every run costs nothing.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_copy_shape(tbl regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT concat_ws(E'\n',
+        (SELECT string_agg(concat_ws(' ', p.polname, p.polpermissive, p.polcmd, p.polroles::text,
+                                     pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+                                     pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)), E'\n' ORDER BY p.polname)
+         FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl),
+        (SELECT string_agg(pg_catalog.pg_get_triggerdef(g.oid) || ' ' || g.tgenabled::text, E'\n' ORDER BY g.tgname)
+         FROM pg_catalog.pg_trigger g WHERE g.tgrelid = tbl AND NOT g.tgisinternal),
+        (SELECT c.relacl::text FROM pg_catalog.pg_class c WHERE c.oid = tbl),
+        (SELECT string_agg(a.attname || ' ' || a.attacl::text, E'\n' ORDER BY a.attnum)
+         FROM pg_catalog.pg_attribute a WHERE a.attrelid = tbl AND a.attacl IS NOT NULL),
+        (SELECT string_agg(k.conname || ' ' || pg_catalog.pg_get_constraintdef(k.oid), E'\n' ORDER BY k.conname)
+         FROM pg_catalog.pg_constraint k WHERE k.conrelid = tbl AND k.contype = 'f'))
+$$;
+COMMENT ON FUNCTION tenantry.tenant_copy_shape(regclass) IS 'Internal: what a schema tenant''s table copies from its pooled table (policies, triggers, privileges, foreign keys) as text; adopt_table compares it before and after to decide whether schema tenants need a step. Not granted.';
 
 /**
  * Refuses (TN422/TN403, naming the rule) a table that can never be a tenant
@@ -768,6 +905,15 @@ BEGIN
             RAISE EXCEPTION 'cannot adopt %: % cannot hand tables to tenantry_owner', tbl, current_user USING ERRCODE = 'TN403',
                 HINT = 'Adopt tables as a superuser, or GRANT tenantry_owner TO your migration role.';
         END IF;
+        -- PostgreSQL lets a role that is not a superuser give a table to a
+        -- new owner only when that owner may create in the table's schema
+        -- (PostgreSQL 15 no longer lets every role create in public).
+        IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+           AND NOT pg_catalog.has_schema_privilege('tenantry_owner', rel.nspname, 'CREATE') THEN
+            RAISE EXCEPTION 'cannot adopt %: tenantry_owner, who will own it, may not create in schema %, and only a superuser can hand it a table there',
+                tbl, rel.nspname USING ERRCODE = 'TN422',
+                HINT = format('In your migration, before adopting (as the schema''s owner): GRANT CREATE ON SCHEMA %I TO tenantry_owner;', rel.nspname);
+        END IF;
     END IF;
     -- Policies of its own could widen what tenants reach (permissive policies are OR'd).
     IF EXISTS (
@@ -806,7 +952,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the rule and changing nothing, what adopt_table() can never adopt: views (use security_invoker), materialized views, foreign, temporary and unlogged tables, tenantry''s own tables, partitions and inheritance children (adopt the parent), inheritance parents, tables owned by a role that acts for tenants, tables with policies of their own, a tenant_id that is not uuid or is generated, keys without tenant_id; and callers who cannot hand the table to tenantry_owner.';
+COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the rule and changing nothing, what adopt_table() can never adopt: views (use security_invoker), materialized views, foreign, temporary and unlogged tables, tenantry''s own tables, partitions and inheritance children (adopt the parent), inheritance parents, tables owned by a role that acts for tenants, tables with policies of their own, a tenant_id that is not uuid or is generated, keys without tenant_id; and callers who cannot hand the table to tenantry_owner (not its owner, not a member of tenantry_owner, or, unless a superuser, in a schema where tenantry_owner may not create).';
 
 /** Whether this is a Citus coordinator on which tenantry's tenant tables are distributed. */
 CREATE OR REPLACE FUNCTION tenantry.citus_distributed()
@@ -873,10 +1019,12 @@ DECLARE
     result tenantry.tenant_tables;
     prior tenantry.tenant_tables;
     part regclass;
+    shape_before text;
 BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION 'adopt_table needs a table' USING ERRCODE = 'TN422';
     END IF;
+    shape_before := tenantry.tenant_copy_shape(tbl);
     -- An option left out keeps what the table was adopted with (a table not
     -- adopted yet: hierarchy on, sharing and a write permission off), so
     -- that adopting again, as a migration file may on every run, never
@@ -1021,7 +1169,19 @@ BEGIN
     -- schema by schema: a step tenantry migrate runs (07_schemas.sql). Until
     -- then their rows of it stay here.
     IF EXISTS (SELECT 1 FROM tenantry.tier_tables() f WHERE f.template = tbl)
-       AND EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.isolation = 'schema') THEN
+       AND EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.isolation = 'schema')
+       -- Only when something a schema tenant's table copies changed, or a
+       -- schema tenant lacks its table: adopting again as before is free.
+       AND (prior.table_id IS NULL
+            OR (prior.hierarchy, prior.sharing, prior.write_permission)
+               IS DISTINCT FROM (adopt_table.hierarchy, adopt_table.sharing, adopt_table.write_permission)
+            OR shape_before IS DISTINCT FROM tenantry.tenant_copy_shape(tbl)
+            OR EXISTS (SELECT 1 FROM tenantry.tenants t
+                       WHERE t.isolation = 'schema' AND t.schema_name IS NOT NULL
+                         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                                         JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                                         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                                         WHERE i.inhparent = tbl AND n.nspname = t.schema_name))) THEN
         PERFORM tenantry.add_tenant_schema_step(
             left(format('tables of adopted %s', tbl), 200),
             format('SELECT tenantry.add_tenant_schema_table(%L::regclass, current_schema())', tbl::text));

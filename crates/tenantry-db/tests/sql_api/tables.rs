@@ -243,6 +243,34 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
             "acts for tenants",
             "",
         ),
+        // A rule's actions run as the table's owner, tenantry_owner once
+        // adopted, which bypasses row level security.
+        (
+            "ruled",
+            "CREATE TABLE ruled (tenant_id uuid NOT NULL, id uuid NOT NULL, PRIMARY KEY (tenant_id, id));
+             CREATE RULE peek AS ON INSERT TO ruled DO ALSO SELECT tenant_id, id FROM adopted",
+            "rule peek on public.ruled runs its actions with the rights of tenantry_owner",
+            "DROP RULE peek ON public.ruled",
+        ),
+        // tenant_id WITH <>: a row conflicts with other tenants' rows.
+        (
+            "excluding",
+            "CREATE EXTENSION IF NOT EXISTS btree_gist;
+             CREATE TABLE excluding (tenant_id uuid NOT NULL, id int NOT NULL, room int,
+                 PRIMARY KEY (tenant_id, id), EXCLUDE USING gist (tenant_id WITH <>, room WITH =))",
+            "compares tenant_id with <>(uuid,uuid)",
+            "tenant_id WITH =",
+        ),
+        // A schema tenant's table of it is made by tenantry_owner, with the
+        // same foreign key.
+        (
+            "referencing",
+            "CREATE TABLE accounts (id uuid PRIMARY KEY);
+             CREATE TABLE referencing (tenant_id uuid NOT NULL, id uuid NOT NULL, account_id uuid REFERENCES accounts (id),
+                 PRIMARY KEY (tenant_id, id))",
+            "tenantry_owner lacks REFERENCES",
+            "GRANT REFERENCES ON public.accounts TO tenantry_owner;",
+        ),
     ];
     for (table, setup, message, hint) in cases {
         exec(&m, setup).await;
@@ -265,6 +293,13 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
         assert!(text.contains(hint), "{table}: {text}");
         assert_eq!(table_state(&m, table).await, before, "{table} changed");
     }
+    // With the grant it names, the table whose key references a table of
+    // the team's is adopted.
+    exec(
+        &m,
+        "GRANT REFERENCES ON accounts TO tenantry_owner; SELECT adopt_table('referencing');",
+    )
+    .await;
     // The same table with its rows owned and its key led by tenant_id is adopted.
     let adopted: Vec<String> = strings(
         &m,
@@ -1068,4 +1103,209 @@ async fn the_doctor_names_row_level_security_switched_off_on_tenantrys_own_table
         exec(&m, &fix).await;
     }
     assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+}
+
+#[tokio::test]
+async fn the_doctor_names_a_rule_that_runs_with_an_owners_rights_over_an_adopted_table_and_its_fix_removes_it(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, server) = (migrator(&tdb).await, tdb.server_client().await);
+    exec(
+        &m,
+        "CREATE TABLE invoices (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                number text, PRIMARY KEY (tenant_id, id));
+         CREATE TABLE activity (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('invoices'); SELECT adopt_table('activity');",
+    )
+    .await;
+    let problems = || async {
+        strings(
+            &server,
+            "SELECT table_name || ' ' || rule || ': ' || problem FROM tenantry.table_problems() ORDER BY 1",
+        )
+        .await
+    };
+    assert_eq!(problems().await, Vec::<String>::new());
+    // Added after adoption by someone who may (the owner's members, a
+    // superuser): on the adopted table itself, and on a table of the team's
+    // that the app may write, owned by a superuser, whose rule reads invoices.
+    exec(
+        &m,
+        "CREATE RULE peek AS ON INSERT TO activity DO ALSO SELECT tenant_id, number FROM invoices;
+         CREATE TABLE audit_trail (note text);
+         GRANT INSERT ON audit_trail TO tenantry_app_own;
+         CREATE RULE copy_out AS ON INSERT TO audit_trail
+             DO ALSO UPDATE invoices SET number = number || ' (seen)';
+         CREATE TABLE private_trail (note text);
+         CREATE RULE unreachable AS ON INSERT TO private_trail DO ALSO SELECT number FROM invoices;",
+    )
+    .await;
+    assert_eq!(
+        problems().await,
+        [
+            "public.activity rules: rule peek on public.activity runs its actions with the rights of tenantry_owner, which bypasses row level security",
+            "public.invoices rules: rule copy_out on public.audit_trail runs its actions with the rights of postgres, which bypasses row level security",
+        ],
+        "a rule no role acting for tenants can set off (private_trail) is not named"
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(problems().await, Vec::<String>::new());
+    assert_eq!(
+        count(
+            &m,
+            "SELECT count(*) FROM pg_rewrite WHERE rulename IN ('peek', 'copy_out')"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_doctor_names_a_policy_or_grant_changed_on_a_schema_tenants_table_and_its_fix_restores_it(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, server) = (migrator(&tdb).await, tdb.server_client().await);
+    exec(
+        &m,
+        "CREATE TABLE cards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                             title text, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('cards');",
+    )
+    .await;
+    let silo: Uuid = m
+        .query_one("SELECT tenantry.create_tenant('silo', NULL, 'schema')", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)))
+        .get(0);
+    let schema: String = m
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&silo],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)))
+        .get(0);
+    let problems = || async {
+        strings(
+            &server,
+            "SELECT table_name || ' ' || rule || ': ' || problem FROM tenantry.table_problems()
+              WHERE rule LIKE 'copy%' ORDER BY 1",
+        )
+        .await
+    };
+    assert_eq!(problems().await, Vec::<String>::new());
+    exec(
+        &m,
+        &format!(
+            "ALTER POLICY tenant_isolation ON {schema}.cards USING (true);
+             CREATE POLICY extra ON {schema}.cards FOR SELECT USING (true);
+             GRANT SELECT ON {schema}.cards TO PUBLIC;
+             DROP POLICY resources_delete_needs_permission ON {schema}.resources;"
+        ),
+    )
+    .await;
+    let found = problems().await;
+    assert_eq!(found.len(), 4, "{found:#?}");
+    for (table, what) in [
+        (format!("{schema}.cards copy_grants"), "grants SELECT to PUBLIC, which public.cards does not"),
+        (format!("{schema}.cards copy_policies"), "policy extra is not on public.cards"),
+        (format!("{schema}.cards copy_policies"), "policy tenant_isolation was changed to: PERMISSIVE FOR ALL TO tenantry_app_own USING (true)"),
+        (format!("{schema}.resources copy_policies"), "policy resources_delete_needs_permission of tenantry.resources is missing"),
+    ] {
+        assert!(
+            found.iter().any(|f| f.starts_with(&table) && f.contains(what)),
+            "{table}: {what} not in {found:#?}"
+        );
+    }
+    // The doctor's fixes, as given, by the superuser who migrates.
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(problems().await, Vec::<String>::new());
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+}
+
+#[tokio::test]
+async fn adopting_again_as_before_records_no_tenant_schema_step_and_a_changed_option_records_one() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE boards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                              name text, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('boards');
+         SELECT tenantry.create_tenant('silo', NULL, 'schema');",
+    )
+    .await;
+    let steps = || async { count(&m, "SELECT count(*) FROM tenantry.tenant_schema_steps").await };
+    let before = steps().await;
+    // A migration file that adopts on every run.
+    for _ in 0..3 {
+        exec(&m, "SELECT adopt_table('boards')").await;
+    }
+    assert_eq!(steps().await, before, "nothing changed, no step");
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    // What a schema tenant's table copies changes: one step.
+    exec(&m, "SELECT adopt_table('boards', hierarchy => false)").await;
+    assert_eq!(steps().await, before + 1);
+    exec(&m, "SELECT adopt_table('boards', hierarchy => false)").await;
+    assert_eq!(steps().await, before + 1);
+}
+
+#[tokio::test]
+async fn a_migration_role_that_is_not_a_superuser_is_told_to_let_tenantry_owner_create_in_the_schema_then_adopts(
+) {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    // Roles are the cluster's: a name of this test's own.
+    let role = format!("migrator_{}", Uuid::new_v4().simple());
+    exec(
+        &su,
+        &format!(
+            "CREATE ROLE {role} LOGIN IN ROLE tenantry_owner;
+             CREATE SCHEMA app AUTHORIZATION {role};"
+        ),
+    )
+    .await;
+    exec(&su, &format!("SET ROLE {role};")).await;
+    exec(
+        &su,
+        "
+         CREATE TABLE app.tasks (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                 PRIMARY KEY (tenant_id, id));",
+    )
+    .await;
+    let before = table_state(&su, "app.tasks").await;
+    let err = su
+        .query("SELECT tenantry.adopt_table('app.tasks')", &[])
+        .await
+        .expect_err("tenantry_owner may not create in app");
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "TN422", "{}", describe(&err));
+    assert!(
+        db.message().contains("may not create in schema app"),
+        "{}",
+        describe(&err)
+    );
+    assert_eq!(
+        db.hint(),
+        Some("In your migration, before adopting (as the schema's owner): GRANT CREATE ON SCHEMA app TO tenantry_owner;")
+    );
+    assert_eq!(table_state(&su, "app.tasks").await, before);
+    exec(
+        &su,
+        "GRANT CREATE ON SCHEMA app TO tenantry_owner; SELECT tenantry.adopt_table('app.tasks');",
+    )
+    .await;
+    assert_eq!(
+        strings(
+            &su,
+            "SELECT relowner::regrole::text FROM pg_class WHERE oid = 'app.tasks'::regclass"
+        )
+        .await,
+        ["tenantry_owner"]
+    );
 }
