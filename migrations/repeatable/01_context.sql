@@ -582,8 +582,110 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.assert_clean_session() IS 'Server connections: TN503 when the session holds statements prepared by SQL (PREPARE), which could stand in for the server''s own under their names; the library then closes the connection.';
-GRANT EXECUTE ON FUNCTION tenantry.assert_clean_session() TO tenantry_app;
+COMMENT ON FUNCTION tenantry.assert_clean_session() IS 'Server connections: TN503 when the session holds statements prepared by SQL (PREPARE), which could stand in for the server''s own under their names; the library then closes the connection. Superseded by assert_session_unchanged(text), which also checks the session''s settings; kept for servers of the previous version during an upgrade.';
+-- Granted to every role the server's login can be in when SQL switched it
+-- (SET ROLE, RESET ROLE): the check then refuses with TN503, never with a
+-- permission error that would reach another tenant's request as a 403.
+GRANT EXECUTE ON FUNCTION tenantry.assert_clean_session() TO tenantry_app, tenantry_app_own, tenantry_app_shared,
+    tenantry_admin, tenantry_logger, tenantry_server;
+
+/**
+ * The session settings a server connection must carry unchanged from one
+ * transaction to the next, as an MD5 of their values (and of the current
+ * role): which tables unqualified names reach (search_path), whether a
+ * commit is durable (synchronous_commit), the defaults every transaction
+ * takes (isolation, read only), row security, timeouts, how values are
+ * written and read (encoding, dates, numbers, bytes, NULL comparisons), and
+ * the planner's and executor's main knobs. SQL an application runs through
+ * the library can change any of them for the rest of the session (SET
+ * without LOCAL, set_config(…, false)); the next tenant's transaction on the
+ * connection would run with them. One call reads 50 settings (about 25 µs).
+ * No SET search_path: the session's own is one of them (every name is
+ * schema-qualified instead).
+ */
+CREATE OR REPLACE FUNCTION tenantry.session_settings()
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT pg_catalog.md5(pg_catalog.concat_ws(E'\n', current_user, session_user,
+        pg_catalog.current_setting('role'), pg_catalog.current_setting('search_path'), pg_catalog.current_setting('synchronous_commit'),
+        pg_catalog.current_setting('default_transaction_isolation'), pg_catalog.current_setting('default_transaction_read_only'),
+        pg_catalog.current_setting('default_transaction_deferrable'), pg_catalog.current_setting('row_security'),
+        pg_catalog.current_setting('statement_timeout'), pg_catalog.current_setting('lock_timeout'),
+        pg_catalog.current_setting('idle_in_transaction_session_timeout'), pg_catalog.current_setting('idle_session_timeout'),
+        pg_catalog.current_setting('client_encoding'), pg_catalog.current_setting('standard_conforming_strings'),
+        pg_catalog.current_setting('DateStyle'), pg_catalog.current_setting('IntervalStyle'), pg_catalog.current_setting('TimeZone'),
+        pg_catalog.current_setting('extra_float_digits'), pg_catalog.current_setting('bytea_output'),
+        pg_catalog.current_setting('transform_null_equals'), pg_catalog.current_setting('array_nulls'), pg_catalog.current_setting('xmloption'),
+        pg_catalog.current_setting('lc_monetary'), pg_catalog.current_setting('lc_numeric'), pg_catalog.current_setting('lc_time'),
+        pg_catalog.current_setting('default_text_search_config'), pg_catalog.current_setting('check_function_bodies'),
+        pg_catalog.current_setting('default_tablespace'), pg_catalog.current_setting('temp_tablespaces'),
+        pg_catalog.current_setting('work_mem'), pg_catalog.current_setting('hash_mem_multiplier'), pg_catalog.current_setting('plan_cache_mode'),
+        pg_catalog.current_setting('jit'), pg_catalog.current_setting('enable_seqscan'), pg_catalog.current_setting('enable_indexscan'),
+        pg_catalog.current_setting('enable_bitmapscan'), pg_catalog.current_setting('enable_indexonlyscan'),
+        pg_catalog.current_setting('enable_nestloop'), pg_catalog.current_setting('enable_hashjoin'), pg_catalog.current_setting('enable_mergejoin'),
+        pg_catalog.current_setting('enable_sort'), pg_catalog.current_setting('enable_hashagg'), pg_catalog.current_setting('random_page_cost'),
+        pg_catalog.current_setting('seq_page_cost'), pg_catalog.current_setting('cpu_tuple_cost'),
+        pg_catalog.current_setting('max_parallel_workers_per_gather'), pg_catalog.current_setting('from_collapse_limit'),
+        pg_catalog.current_setting('join_collapse_limit'), pg_catalog.current_setting('geqo'), pg_catalog.current_setting('cursor_tuple_fraction')))
+$$;
+COMMENT ON FUNCTION tenantry.session_settings() IS 'Server connections: an MD5 of the session settings (and role) that must not change between two transactions of a connection: search_path, synchronous_commit, transaction defaults, row_security, timeouts, value formats, the main planner knobs. The library records it when it opens a connection and compares it (assert_session_unchanged(text)) after a transaction that ran SQL it did not write.';
+GRANT EXECUTE ON FUNCTION tenantry.session_settings() TO tenantry_app, tenantry_app_own, tenantry_app_shared,
+    tenantry_admin, tenantry_logger, tenantry_server;
+
+/**
+ * assert_clean_session() and more: also TN503 when the session's settings
+ * differ from `expected`, what session_settings() said when the library
+ * opened the connection. SQL the application ran on the connection in an
+ * earlier transaction changed them for the session (a search_path naming
+ * another tenant's schema answered the next tenant's reads with no rows and
+ * put its inserts there; synchronous_commit = off made its commits
+ * non-durable; a role switch failed its requests).
+ */
+CREATE OR REPLACE FUNCTION tenantry.assert_session_unchanged(expected text)
+RETURNS void
+LANGUAGE plpgsql
+-- No SET search_path: the session's own is one of the settings it checks
+-- (every name below is schema-qualified instead).
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements p WHERE p.from_sql) THEN
+        RAISE EXCEPTION 'this connection holds statements prepared by SQL; it is closed'
+            USING ERRCODE = 'TN503';
+    END IF;
+    IF NOT (tenantry.session_settings() OPERATOR(pg_catalog.=) expected) THEN
+        RAISE EXCEPTION 'SQL run on this connection changed its session settings or role; it is closed'
+            USING ERRCODE = 'TN503';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.assert_session_unchanged(text) IS 'Server connections: TN503 when the session holds statements prepared by SQL (PREPARE), or when its settings or role differ from expected (session_settings() when the connection was opened); the library then closes the connection and runs the transaction again on another.';
+GRANT EXECUTE ON FUNCTION tenantry.assert_session_unchanged(text) TO tenantry_app, tenantry_app_own, tenantry_app_shared,
+    tenantry_admin, tenantry_logger, tenantry_server;
+
+/**
+ * Raises 25P01 when the calling transaction carries no tenant context any
+ * more: SQL the application ran through the library ended the transaction
+ * the library began (COMMIT, ROLLBACK), and what followed ran outside it.
+ * The library sends it ahead of its COMMIT after such SQL, so that the
+ * commit is not reported for work that was not in it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.assert_transaction_intact()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenantry.current_tenant_id() IS NULL THEN
+        RAISE EXCEPTION 'the transaction ended before its commit: SQL it ran committed or rolled it back'
+            USING ERRCODE = '25P01',
+                  HINT = 'Run BEGIN, COMMIT and ROLLBACK only through the scope (commit(), rollback()).';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.assert_transaction_intact() IS 'Server connections: 25P01 when the transaction has no tenant context any more (SQL it ran ended the transaction the library began); the library sends it ahead of COMMIT after SQL it did not write.';
+GRANT EXECUTE ON FUNCTION tenantry.assert_transaction_intact() TO tenantry_app, tenantry_app_own, tenantry_app_shared,
+    tenantry_admin, tenantry_logger, tenantry_server;
 
 /**
  * A transaction context signed with a context key: for connections the

@@ -42,6 +42,11 @@ enum TableCommand {
         /// Switch sharing off: revokes every share of the table's rows.
         #[arg(long)]
         no_sharing: bool,
+        /// Inserts, updates and deletes need this permission (define it first
+        /// with tenantry.define_permission); "" removes it. Without the flag an
+        /// adopted table keeps what it has (a new one: none needed).
+        #[arg(long)]
+        write_permission: Option<String>,
         /// Rows already in the table belong to this tenant.
         #[arg(long, conflicts_with = "existing_rows_tenant_expression")]
         existing_rows_tenant: Option<TenantId>,
@@ -81,6 +86,7 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
             hierarchy,
             sharing,
             no_sharing,
+            write_permission,
             existing_rows_tenant,
             existing_rows_tenant_expression,
             pages_per_batch,
@@ -88,6 +94,7 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
             let options = AdoptOptions {
                 hierarchy: flag(hierarchy, no_hierarchy),
                 sharing: flag(sharing, no_sharing),
+                write_permission,
                 existing_rows: match (existing_rows_tenant, existing_rows_tenant_expression) {
                     (Some(t), _) => ExistingRows::Tenant(t),
                     (None, Some(e)) => ExistingRows::Expression(e),
@@ -146,6 +153,7 @@ fn print_tables(list: &[TenantTable]) {
             "TABLE",
             "HIERARCHY",
             "SHARING",
+            "WRITE PERMISSION",
             "PREVIOUS OWNER",
             "ADOPTED AT",
             "BY",
@@ -157,6 +165,7 @@ fn print_tables(list: &[TenantTable]) {
                     t.table.clone(),
                     t.hierarchy.to_string(),
                     t.sharing.to_string(),
+                    t.write_permission.clone().unwrap_or_else(|| "-".into()),
                     t.previous_owner.clone(),
                     t.adopted_at.to_rfc3339(),
                     t.adopted_by.clone(),

@@ -376,3 +376,64 @@ async fn the_guides_policy_snippets_run_as_written_on_tenantrys_own_tables_are_n
     let out = run(&url, &["doctor"], &[]);
     assert!(out.status.success(), "{}{}", text(&out).0, text(&out).1);
 }
+
+#[tokio::test]
+async fn table_adopt_sets_keeps_and_removes_a_write_permission_and_list_shows_it() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE invoices (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.define_permission('invoices.write', 'Create, change and delete invoices');",
+    )
+    .await
+    .unwrap();
+    let url = db.superuser_url();
+    let listed = || {
+        let out = run(&url, &["table", "list", "--json"], &[]);
+        assert!(out.status.success(), "{}", text(&out).1);
+        let list: serde_json::Value = serde_json::from_str(&text(&out).0).unwrap();
+        list[0]["write_permission"].clone()
+    };
+    let out = run(
+        &url,
+        &[
+            "table",
+            "adopt",
+            "invoices",
+            "--write-permission",
+            "invoices.write",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("invoices.write"), "{}", text(&out).0);
+    assert_eq!(listed(), "invoices.write");
+    // Adopting again without the flag keeps it.
+    let out = run(&url, &["table", "adopt", "invoices"], &[]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(listed(), "invoices.write");
+    // An unknown permission is refused, naming it; nothing changes.
+    let out = run(
+        &url,
+        &[
+            "table",
+            "adopt",
+            "invoices",
+            "--write-permission",
+            "invoices.wirte",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("invoices.wirte"), "{}", text(&out).1);
+    assert_eq!(listed(), "invoices.write");
+    // "" removes it.
+    let out = run(
+        &url,
+        &["table", "adopt", "invoices", "--write-permission", ""],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(listed(), serde_json::Value::Null);
+}

@@ -102,6 +102,16 @@ const FIELD_LIMITS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Whether a HINT is a field name (`name`, `settings.max_children`), as
+/// tenantry's TN422 errors give one, rather than a sentence.
+fn is_field_name(hint: &str) -> bool {
+    !hint.is_empty()
+        && hint.len() <= 64
+        && hint
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
 /// A driver error in a person's words: the database's SQLSTATE and message
 /// (`42501: permission denied for function f`), or the driver's own text
 /// (its display repeats "db error" and then the cause, which error chains
@@ -127,7 +137,9 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             return DbError::Internal(err.to_string());
         };
         let message = db.message().to_owned();
-        let field = db.hint().map(str::to_owned);
+        // tenantry's TN422 errors name the field in their HINT; a hint that
+        // is a sentence (advice for a person at psql) names none.
+        let field = db.hint().filter(|h| is_field_name(h)).map(str::to_owned);
         match db.code().code() {
             "TN404" => DbError::NotFound(message),
             // A server connection whose session is no longer the server's own
@@ -144,7 +156,23 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 // A statement the connection had prepared is gone (DEALLOCATE
                 // by other SQL on it): the connection is closed, the caller retries.
                 c if *c == SqlState::INVALID_SQL_STATEMENT_NAME => DbError::Unavailable(message),
+                // A write an adopted table's write permission refused (its
+                // RESTRICTIVE policy, 10_tables.sql): the caller lacks a
+                // permission, as for tenantry's own tables.
+                c if *c == SqlState::INSUFFICIENT_PRIVILEGE
+                    && message.contains("\"tenantry_write_permission_") =>
+                {
+                    DbError::PermissionDenied(message)
+                }
                 c if *c == SqlState::INSUFFICIENT_PRIVILEGE => DbError::Forbidden(message),
+                // A row still referenced (ON DELETE RESTRICT / NO ACTION) is
+                // a conflict with the rows that reference it; a reference to
+                // a row that is not there (or is another tenant's) is not found.
+                c if *c == SqlState::FOREIGN_KEY_VIOLATION
+                    && message.starts_with("update or delete on table") =>
+                {
+                    DbError::Conflict(message)
+                }
                 c if *c == SqlState::FOREIGN_KEY_VIOLATION => DbError::NotFound(message),
                 c if *c == SqlState::CHECK_VIOLATION => match db
                     .constraint()

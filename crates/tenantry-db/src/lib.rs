@@ -98,7 +98,7 @@ pub use resources::{
 };
 pub use retry::{RetryPolicy, ScopeFuture};
 pub use row::{FromRow, Sql};
-pub use scope::{AdminScope, TenantContext, TenantScope, Under, Visibility};
+pub use scope::{AdminScope, IsolationLevel, TenantContext, TenantScope, Under, Visibility};
 pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
 pub use tables::{AdoptOptions, ExistingRows, TableError, TableProblem, TenantTable};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};

@@ -358,8 +358,16 @@ pub(crate) struct Tx {
     /// database did with it is unknown, and so is the chain's state.
     in_flight: bool,
     /// The connection's previous transaction ran caller SQL: this one checks
-    /// that the session holds no statement prepared by SQL before its context.
+    /// that the session holds no statement prepared by SQL and has the
+    /// settings it was opened with, before its context.
     check_session: bool,
+    /// That check refused the session: the connection is closed.
+    session_refused: bool,
+    /// This transaction ran caller SQL, which may have ended it (COMMIT,
+    /// ROLLBACK): its commit checks that it is still the one begun.
+    runs_caller_sql: bool,
+    /// The isolation level its BEGIN asks for.
+    isolation: IsolationLevel,
     /// The tenant's context part as cached when the transaction first needed
     /// it (its route, or its first flight): one value for the whole
     /// transaction. `None` until then.
@@ -374,6 +382,9 @@ impl Tx {
         let check_session = std::mem::take(&mut client.ran_caller_sql);
         Self {
             check_session,
+            session_refused: false,
+            runs_caller_sql: false,
+            isolation: IsolationLevel::ReadCommitted,
             client: Some(client),
             mode,
             contexts,
@@ -418,6 +429,8 @@ impl Tx {
         let client = self.client.as_mut().expect("client present");
         self.check_session = std::mem::take(&mut client.ran_caller_sql);
         self.setup = Some(Setup::Tenant(ctx.clone()));
+        self.runs_caller_sql = false;
+        self.isolation = IsolationLevel::ReadCommitted;
         self.finished = false;
         self.pinned_part = None;
         self.part_from_cache = false;
@@ -455,6 +468,7 @@ impl Tx {
     /// This transaction runs SQL the library did not write: the connection's
     /// next transaction checks its session first.
     pub(crate) fn runs_caller_sql(&mut self) {
+        self.runs_caller_sql = true;
         if let Some(client) = self.client.as_mut() {
             client.ran_caller_sql = true;
         }
@@ -659,7 +673,7 @@ impl Tx {
         self.in_flight = false;
         if let Err(e) = &result {
             self.failed = true;
-            if matches!(e, DbError::Unavailable(_)) {
+            if matches!(e, DbError::Unavailable(_)) || self.session_refused {
                 self.break_connection();
             }
             // An error in a transaction block aborts it: the chain's commitment
@@ -741,14 +755,17 @@ impl Tx {
         // The setup goes out first: each step writes its message when first polled.
         let mut setup_steps: Vec<MaybeDone<Step<'_>>> = Vec::new();
         let mut ctx_index = None;
+        // Step 0 checks the session (after caller SQL on this connection).
+        let checks_session = setup.is_some() && session_role && self.check_session;
         if let Some(setup) = setup {
             ctx_index = push_setup(
                 &mut setup_steps,
                 client,
                 mode,
                 setup,
-                session_role && self.check_session,
+                checks_session,
                 session_role,
+                self.isolation,
                 ctx.as_ref(),
                 ctx_prepared.as_ref(),
             );
@@ -826,6 +843,10 @@ impl Tx {
                     })
             })
             .collect();
+        if let Some(refused) = session_refused(&results, checks_session) {
+            self.session_refused = true;
+            return Err(refused);
+        }
         if let Some(lost) = session_lost(&results, ctx_index.filter(|_| proves_context)) {
             return Err(lost);
         }
@@ -881,6 +902,10 @@ impl Tx {
         // Closes the statements prepared in the transaction (their Close goes
         // out now, ahead of anything sent later on this connection).
         drop(main_prepared);
+        if let Some(refused) = session_refused(&results, checks_session) {
+            self.session_refused = true;
+            return Err(refused);
+        }
         if let Some(lost) = session_lost(&results, ctx_index.filter(|_| proves_context)) {
             return Err(lost);
         }
@@ -981,8 +1006,24 @@ impl Tx {
         self.finished = true;
         let client = self.client.as_ref().expect("client present");
         self.in_flight = true;
+        // After caller SQL: still the transaction begun, with its context
+        // (SQL that ran COMMIT or ROLLBACK ended it; what followed ran
+        // outside it), or no commit is reported.
+        let sql = if self.runs_caller_sql {
+            "SELECT tenantry.assert_transaction_intact(); COMMIT"
+        } else {
+            "COMMIT"
+        };
         let committed = crate::database::within(self.contexts.reply_timeout, async {
-            Ok(client.batch_execute("COMMIT").await?)
+            match client.batch_execute(sql).await {
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::NO_ACTIVE_SQL_TRANSACTION) => {
+                    Err(DbError::Internal(format!(
+                        "{}: nothing after that SQL was in the transaction; run BEGIN, COMMIT and ROLLBACK only through the scope",
+                        crate::error::describe(&e)
+                    )))
+                }
+                other => Ok(other?),
+            }
         })
         .instrument(tracing::info_span!(target: "tenantry::db", "db.commit"))
         .await;
@@ -1115,6 +1156,26 @@ fn session_lost(
     }
 }
 
+/// The session check (step 0, on a connection whose last transaction ran
+/// caller SQL) refused the session: that SQL left statements prepared or
+/// settings changed for the session. Nothing of this transaction ran (its
+/// block is aborted from the first statement): the connection is closed and
+/// the transaction runs again on another, like one that collided.
+fn session_refused(
+    results: &[Result<Out, tokio_postgres::Error>],
+    checks_session: bool,
+) -> Option<DbError> {
+    match results.first() {
+        Some(Err(e)) if checks_session && e.as_db_error().is_some() => {
+            Some(DbError::Contention(format!(
+                "SQL an earlier transaction ran on this connection changed its session ({}); the connection is closed, retry",
+                crate::error::describe(e)
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// BEGIN, the role and the context of a transaction's first flight. Returns
 /// the index of the context statement among the steps, if there is one.
 #[allow(clippy::too_many_arguments)]
@@ -1125,6 +1186,7 @@ fn push_setup<'a>(
     setup: &'a Setup,
     check_session: bool,
     session_role: bool,
+    isolation: IsolationLevel,
     ctx: Option<&'a Stmt<'a>>,
     ctx_prepared: Option<&'a Statement>,
 ) -> Option<usize> {
@@ -1132,14 +1194,21 @@ fn push_setup<'a>(
     // in the session's own role (tenantry_app) before any switch, and before
     // the context: a statement that SQL replaced must not run for this
     // transaction (docs/security.md, "Weaknesses found and fixed").
-    steps.push(maybe_done(simple(
-        client,
-        if check_session {
-            "BEGIN; SELECT tenantry.assert_clean_session()"
-        } else {
-            "BEGIN"
+    let begin = isolation.begin();
+    steps.push(maybe_done(
+        match (check_session, client.settings.as_deref()) {
+            // An MD5 in hex: nothing to quote.
+            (true, Some(settings)) => simple_owned(
+                client,
+                format!("{begin}; SELECT tenantry.assert_session_unchanged('{settings}')"),
+            ),
+            (true, None) => simple_owned(
+                client,
+                format!("{begin}; SELECT tenantry.assert_clean_session()"),
+            ),
+            (false, _) => simple(client, begin),
         },
-    )));
+    ));
     let role = match setup {
         Setup::Admin(_) => Some(LocalRole::Admin),
         Setup::Logger => Some(LocalRole::Logger),
@@ -1159,6 +1228,10 @@ fn push_setup<'a>(
 
 fn simple<'a>(client: &'a Object, sql: &'static str) -> Step<'a> {
     Box::pin(async move { client.batch_execute(sql).await.map(|()| Out::default()) })
+}
+
+fn simple_owned(client: &Object, sql: String) -> Step<'_> {
+    Box::pin(async move { client.batch_execute(&sql).await.map(|()| Out::default()) })
 }
 
 /// Runs one statement: prepared (named) when `prepared` is given, otherwise
@@ -1188,6 +1261,37 @@ async fn collect(stream: RowStream) -> Result<Out, tokio_postgres::Error> {
         rows,
         affected: stream.rows_affected(),
     })
+}
+
+/// The isolation level of a [`TenantScope`]'s transaction
+/// ([`TenantScope::set_isolation`]). PostgreSQL's default, READ COMMITTED,
+/// unless asked otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Each statement sees what was committed when it began. A
+    /// read-modify-write over two statements can lose a concurrent update:
+    /// write `SET n = n + 1`, lock with `SELECT … FOR UPDATE`, or ask for
+    /// [`IsolationLevel::Serializable`].
+    #[default]
+    ReadCommitted,
+    /// The whole transaction sees one snapshot; a concurrent update of a row
+    /// it updates fails it with a serialization failure (retried by
+    /// [`crate::Database::in_tenant`]).
+    RepeatableRead,
+    /// As if transactions ran one after another; any conflict fails one of
+    /// them with a serialization failure (retried by
+    /// [`crate::Database::in_tenant`]).
+    Serializable,
+}
+
+impl IsolationLevel {
+    fn begin(self) -> &'static str {
+        match self {
+            IsolationLevel::ReadCommitted => "BEGIN",
+            IsolationLevel::RepeatableRead => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            IsolationLevel::Serializable => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        }
+    }
 }
 
 /// A transaction acting for one tenant: `SET LOCAL ROLE tenantry_app` and the
@@ -1311,7 +1415,36 @@ impl TenantScope {
         }
     }
 
-    /// Commits. Errors if any statement failed (nothing is committed then).
+    /// The transaction's isolation level, before its first statement (the
+    /// transaction begins with it; later, [`DbError::Internal`]). SQL that
+    /// runs `SET TRANSACTION` itself cannot: the library's own statements
+    /// come first.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: &tenantry_db::Database, ctx: &tenantry_db::TenantContext) -> Result<(), tenantry_db::DbError> {
+    /// use tenantry_db::IsolationLevel;
+    /// db.in_tenant(ctx, &(), |scope, ()| {
+    ///     Box::pin(async move {
+    ///         scope.set_isolation(IsolationLevel::Serializable)?;
+    ///         let (n,): (i32,) = scope.query_one("SELECT counter FROM tallies WHERE id = 1", &[]).await?;
+    ///         scope.execute("UPDATE tallies SET counter = $1 WHERE id = 1", &[&(n + 1)]).await
+    ///     })
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_isolation(&mut self, isolation: IsolationLevel) -> Result<(), DbError> {
+        if self.tx.setup.is_none() {
+            return Err(DbError::Internal(
+                "the isolation level is set before the transaction's first statement".into(),
+            ));
+        }
+        self.tx.isolation = isolation;
+        Ok(())
+    }
+
+    /// Commits. Errors if any statement failed (nothing is committed then),
+    /// or if SQL it ran ended the transaction itself (`COMMIT`, `ROLLBACK`).
     pub async fn commit(self) -> Result<(), DbError> {
         self.tx.commit().await
     }

@@ -21,6 +21,10 @@ pub(crate) struct Conn {
     /// `set_config('role', …, true)`, which Citus does not replay on its
     /// worker connections (a replayed `SET LOCAL ROLE` is refused there).
     pub(crate) citus: bool,
+    /// `tenantry.session_settings()` when the connection was readied (the
+    /// server's own connections): a transaction after caller SQL checks that
+    /// the session still has them (`assert_clean_session`).
+    pub(crate) settings: Option<String>,
 }
 
 impl Deref for Conn {
@@ -63,12 +67,12 @@ impl managed::Manager for SessionManager {
 
     async fn create(&self) -> Result<Conn, SessionError> {
         let client = managed::Manager::create(&self.inner).await?;
-        let (chain, citus) = match &self.key {
+        let (chain, citus, settings) = match &self.key {
             Some(key) => {
-                let (chain, citus) = open_session(&client, key).await?;
-                (Some(chain), citus)
+                let (chain, citus, settings) = open_session(&client, key).await?;
+                (Some(chain), citus, Some(settings))
             }
-            None => (None, is_citus(&client).await?),
+            None => (None, is_citus(&client).await?, None),
         };
         Ok(Conn {
             client,
@@ -76,6 +80,7 @@ impl managed::Manager for SessionManager {
             broken: false,
             ran_caller_sql: false,
             citus,
+            settings,
         })
     }
 
@@ -125,24 +130,27 @@ async fn is_citus(client: &ClientWrapper) -> Result<bool, tokio_postgres::Error>
 
 /// Switches the session to `tenantry_app` for good (transactions needing
 /// another role switch it transaction-locally) and opens its context
-/// session. Also says whether the database is a Citus coordinator.
+/// session. Also says whether the database is a Citus coordinator, and the
+/// session's settings as the connection's transactions must find them.
 async fn open_session(
     client: &ClientWrapper,
     key: &ContextKey,
-) -> Result<(Chain, bool), SessionError> {
-    // In this order on the wire: the draw is made as tenantry_app.
-    let (row, role, nonce) = futures_util::future::join3(
+) -> Result<(Chain, bool, String), SessionError> {
+    // In this order on the wire: the draw and the settings are read as tenantry_app.
+    let (row, role, nonce, settings) = futures_util::future::join4(
         client.query_one(IS_CITUS, &[]),
         client.batch_execute("SET ROLE tenantry_app"),
         draw(client),
+        client.query_one("SELECT tenantry.session_settings()", &[]),
     )
     .await;
     let row = row?;
     role?;
     let pid: i32 = row.get(0);
     let citus: bool = row.get(1);
+    let settings: String = settings?.get(0);
     let chain = open_chain(client, key, pid, nonce?).await?;
-    Ok((chain, citus))
+    Ok((chain, citus, settings))
 }
 
 /// The session's draw that its opening is bound to (`tenantry.context_session_nonce`).

@@ -21,6 +21,9 @@ pub struct TenantTable {
     pub hierarchy: bool,
     /// Tenants may share rows read-only with other tenants (`tenantry.share_row`).
     pub sharing: bool,
+    /// The permission a caller needs to insert, update or delete rows
+    /// (`tenantry.authorize`); `None`: any caller acting for the tenant may.
+    pub write_permission: Option<String>,
     /// Who owned the table before; `release_table` gives it back to them.
     pub previous_owner: String,
     /// When it was first adopted.
@@ -38,12 +41,13 @@ impl TenantTable {
             previous_owner: row.get(3),
             adopted_at: row.get(4),
             adopted_by: row.get(5),
+            write_permission: row.get(6),
         }
     }
 }
 
 const TABLE_COLUMNS: &str =
-    "table_id::text, hierarchy, sharing, previous_owner::text, adopted_at, adopted_by::text";
+    "table_id::text, hierarchy, sharing, previous_owner::text, adopted_at, adopted_by::text, write_permission";
 
 /// A rule an adopted table breaks, with the SQL that fixes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,6 +99,11 @@ pub struct AdoptOptions {
     /// yet gets `false`. `Some(false)` on a table that shares revokes every
     /// share.
     pub sharing: Option<bool>,
+    /// The permission (defined with `tenantry.define_permission`) a caller
+    /// needs to insert, update or delete rows: a key's role or a member's
+    /// roles must grant it. `None` (the default) keeps what an adopted table
+    /// has (a table not adopted yet: none needed); `Some("")` removes it.
+    pub write_permission: Option<String>,
     /// Rows already in the table without a tenant.
     pub existing_rows: ExistingRows,
     /// Pages per committed batch of the backfill (default 1000, about 8 MB).
@@ -106,6 +115,7 @@ impl Default for AdoptOptions {
         Self {
             hierarchy: None,
             sharing: None,
+            write_permission: None,
             existing_rows: ExistingRows::Refuse,
             pages_per_batch: 1000,
         }
@@ -187,9 +197,9 @@ pub async fn adopt_table(
     let row = client
         .query_one(
             &format!(
-                "SELECT {TABLE_COLUMNS} FROM tenantry.adopt_table($1::text::regclass, hierarchy => $2, sharing => $3)"
+                "SELECT {TABLE_COLUMNS} FROM tenantry.adopt_table($1::text::regclass, hierarchy => $2, sharing => $3, write_permission => $4)"
             ),
-            &[&table, &options.hierarchy, &options.sharing],
+            &[&table, &options.hierarchy, &options.sharing, &options.write_permission],
         )
         .await?;
     Ok(TenantTable::from_row(&row))

@@ -20,6 +20,7 @@ mod objects;
 mod oracle;
 mod people;
 mod schemas;
+mod session;
 mod shared_state;
 mod sharing;
 mod tiers;

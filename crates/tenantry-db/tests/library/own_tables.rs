@@ -258,3 +258,180 @@ async fn in_tenant_runs_a_write_to_an_adopted_table_again_after_a_serialization_
     assert_eq!(ids, [(id,)]);
     s.commit().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_serializable_scope_keeps_every_concurrent_read_modify_write_and_the_level_is_set_before_the_first_statement(
+) {
+    let (tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE app.tallies (tenant_id uuid NOT NULL, id int NOT NULL, n int NOT NULL,
+                                   PRIMARY KEY (tenant_id, id))",
+    )
+    .await
+    .unwrap();
+    adopt_table(&su, "app.tallies", &AdoptOptions::default(), |_| {})
+        .await
+        .unwrap();
+    let ctx = TenantContext::new(a);
+    let mut s = db.tenant(ctx.clone()).await.unwrap();
+    s.execute("INSERT INTO app.tallies (id, n) VALUES (1, 0)", &[])
+        .await
+        .unwrap();
+    // Too late once a statement went out.
+    assert!(matches!(
+        s.set_isolation(tenantry_db::IsolationLevel::Serializable),
+        Err(DbError::Internal(_))
+    ));
+    s.commit().await.unwrap();
+
+    // Three increments that read, wait, then write: serializable, each that
+    // collides runs again (in_tenant), and none is lost.
+    let increment = || {
+        let (db, ctx) = (db.clone(), ctx.clone());
+        async move {
+            db.in_tenant(&ctx, &(), |scope, ()| {
+                Box::pin(async move {
+                    scope.set_isolation(tenantry_db::IsolationLevel::Serializable)?;
+                    let (n,): (i32,) = scope
+                        .query_one("SELECT n FROM app.tallies WHERE id = 1", &[])
+                        .await?;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    scope
+                        .execute("UPDATE app.tallies SET n = $1 WHERE id = 1", &[&(n + 1)])
+                        .await
+                })
+            })
+            .await
+        }
+    };
+    let (x, y, z) = tokio::join!(increment(), increment(), increment());
+    for r in [x, y, z] {
+        assert_eq!(r.unwrap(), 1);
+    }
+    let mut s = db.tenant(ctx).await.unwrap();
+    let (n,): (i32,) = s
+        .query_one("SELECT n FROM app.tallies WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    s.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing_row_is_not_found()
+{
+    let (tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE app.notes (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                 project_id uuid NOT NULL, PRIMARY KEY (tenant_id, id),
+                                 FOREIGN KEY (tenant_id, project_id) REFERENCES app.projects (tenant_id, id))",
+    )
+    .await
+    .unwrap();
+    adopt_table(&su, "app.notes", &AdoptOptions::default(), |_| {})
+        .await
+        .unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let (project,): (Uuid,) = s
+        .query_one(
+            "INSERT INTO app.projects (name) VALUES ('p') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap();
+    s.execute(
+        "INSERT INTO app.notes (project_id) VALUES ($1)",
+        &[&project],
+    )
+    .await
+    .unwrap();
+    s.commit().await.unwrap();
+
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let err = s
+        .execute("DELETE FROM app.projects WHERE id = $1", &[&project])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::Conflict(_)), "{err:?}");
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let err = s
+        .execute(
+            "INSERT INTO app.notes (project_id) VALUES ($1)",
+            &[&Uuid::new_v4()],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::NotFound(_)), "{err:?}");
+    drop(s);
+    // A refusal whose hint is advice for a person names no field.
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let err = s
+        .query::<(String,)>(
+            "SELECT tenantry.share_row('app.projects', $1, $2)::text",
+            &[&project.to_string(), &Uuid::new_v4()],
+        )
+        .await
+        .unwrap_err();
+    match err {
+        DbError::Invalid { field, message } => {
+            assert_eq!(field, None, "{message}");
+            assert!(message.contains("shar"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_write_refused_by_an_adopted_tables_write_permission_is_permission_denied() {
+    let (tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "SELECT tenantry.define_permission('projects.write', 'Create, change and delete projects')",
+    )
+    .await
+    .unwrap();
+    let adopted = adopt_table(
+        &su,
+        "app.projects",
+        &AdoptOptions {
+            write_permission: Some("projects.write".into()),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(adopted.write_permission.as_deref(), Some("projects.write"));
+    // A key holding only resources.read.
+    let reader = TenantContext::new(a).with_permissions(
+        ["resources.read"]
+            .into_iter()
+            .collect::<tenantry_db::PermissionSet>(),
+    );
+    let mut s = db.tenant(reader).await.unwrap();
+    let err = s
+        .execute("INSERT INTO app.projects (name) VALUES ('nope')", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::PermissionDenied(_)), "{err:?}");
+    drop(s);
+    // One holding it writes.
+    let writer = TenantContext::new(a).with_permissions(
+        ["projects.write"]
+            .into_iter()
+            .collect::<tenantry_db::PermissionSet>(),
+    );
+    let mut s = db.tenant(writer).await.unwrap();
+    s.execute("INSERT INTO app.projects (name) VALUES ('yes')", &[])
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    // Adopting again with the default options keeps it.
+    let again = adopt_table(&su, "app.projects", &AdoptOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.write_permission.as_deref(), Some("projects.write"));
+}

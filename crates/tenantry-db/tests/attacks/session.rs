@@ -1,0 +1,212 @@
+//! Session state left by SQL through the library's door: an application passes SQL it did not write to `TenantScope::execute` (injection), and that SQL changes the connection's session for good (SET without LOCAL, set_config(…, false), SET ROLE, RESET ROLE) or ends the library's transaction (COMMIT, ROLLBACK). The next tenant's transaction on that connection never runs with those settings (its reads answered from another tenant's schema, its commits not durable, its requests failing): the library checks the session first, closes the connection and runs the transaction again on another. A commit after SQL that ended the transaction is an error, not a success.
+
+use tenantry_db::{Database, DbError, StatementMode, TenantContext, TenantId};
+use uuid::Uuid;
+
+use crate::common::{create_tenant_in, exec};
+use crate::helpers::{world, Tier};
+
+/// Reads `projects` by its unqualified name, as a team's code does.
+async fn project_names(db: &Database, tenant: TenantId) -> Result<Vec<String>, DbError> {
+    db.in_tenant(&TenantContext::new(tenant), &(), |scope, ()| {
+        Box::pin(async move {
+            let rows: Vec<(String,)> = scope
+                .query("SELECT name FROM projects ORDER BY name", &[])
+                .await?;
+            Ok(rows.into_iter().map(|(n,)| n).collect())
+        })
+    })
+    .await
+}
+
+/// What a clean server connection says about the settings the check covers.
+async fn settings(db: &Database, tenant: TenantId) -> Vec<String> {
+    db.in_tenant(&TenantContext::new(tenant), &(), |scope, ()| {
+        Box::pin(async move {
+            let row: (String, String, String, String, String, String) = scope
+                .query_one(
+                    "SELECT current_user::text, current_setting('search_path'), current_setting('synchronous_commit'),
+                            current_setting('default_transaction_read_only'), current_setting('TimeZone'),
+                            current_setting('enable_indexscan')",
+                    &[],
+                )
+                .await?;
+            Ok(vec![row.0, row.1, row.2, row.3, row.4, row.5])
+        })
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn session_settings_changed_by_sql_through_the_librarys_door_never_reach_another_tenants_transaction(
+) {
+    let w = world().await;
+    let su = w.tdb.superuser_client().await;
+    // A table of the team's, adopted; a schema tenant with its own table of it.
+    exec(
+        &su,
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects');",
+    )
+    .await;
+    let c = create_tenant_in(&w.admin, "tenant-c", None, Tier::Schema.isolation()).await;
+    let c_schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&c],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (a, b) = (TenantId::from_uuid(w.a), TenantId::from_uuid(w.b));
+    let db = w.tdb.database_with(StatementMode::Prepared, 1);
+    db.in_tenant(&TenantContext::new(b), &(), |scope, ()| {
+        Box::pin(async move {
+            scope
+                .execute("INSERT INTO projects (name) VALUES ('b-project')", &[])
+                .await
+        })
+    })
+    .await
+    .unwrap();
+    let clean = settings(&db, b).await;
+    assert_eq!(clean[0], "tenantry_app");
+
+    let cases = [
+        format!("SET search_path = {c_schema}, public"),
+        // (the test cluster runs with synchronous_commit = off: another value)
+        "SET synchronous_commit = local".to_owned(),
+        "SELECT set_config('default_transaction_read_only', 'on', false)".to_owned(),
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE".to_owned(),
+        "SET ROLE tenantry_admin".to_owned(),
+        "SET ROLE tenantry_app_shared".to_owned(),
+        "RESET ROLE".to_owned(),
+        "SET row_security = off".to_owned(),
+        "SET statement_timeout = '5s'".to_owned(),
+        "SET TIME ZONE 'Pacific/Kiritimati'".to_owned(),
+        "SET enable_indexscan = off".to_owned(),
+        "DO $$ BEGIN EXECUTE 'SE' || 'T work_mem = ''64kB'''; END $$".to_owned(),
+    ];
+    for sql in &cases {
+        // a's request carries the injected SQL, and commits.
+        let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+        scope
+            .execute(sql.as_str(), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        scope
+            .commit()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: commit: {e}"));
+        // b's next transaction on that connection is refused before its
+        // context, as a collision...
+        let mut scope = db.tenant(TenantContext::new(b)).await.unwrap();
+        match scope
+            .query::<(String,)>("SELECT name FROM projects", &[])
+            .await
+        {
+            Err(DbError::Contention(message)) => {
+                assert!(message.contains("changed its session"), "{sql}: {message}")
+            }
+            other => panic!("{sql}: b's transaction ran on the changed session: {other:?}"),
+        }
+        drop(scope);
+        // ... which the library runs again on another connection: b's row,
+        // with the settings every server connection has.
+        assert_eq!(project_names(&db, b).await.unwrap(), ["b-project"], "{sql}");
+        assert_eq!(settings(&db, b).await, clean, "{sql}");
+    }
+
+    // SQL that changes settings for its own transaction only (SET LOCAL) or
+    // changes none leaves the connection in use: no refusal, no reconnect.
+    let pid = |db: &Database| {
+        let db = db.clone();
+        async move {
+            db.in_tenant(&TenantContext::new(b), &(), |scope, ()| {
+                Box::pin(async move {
+                    scope
+                        .query_one::<(i32,)>("SELECT pg_backend_pid()", &[])
+                        .await
+                })
+            })
+            .await
+            .unwrap()
+            .0
+        }
+    };
+    let before = pid(&db).await;
+    for sql in [
+        "SET LOCAL statement_timeout = '5s'",
+        "SELECT count(*) FROM projects",
+    ] {
+        let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+        scope.execute(sql, &[]).await.unwrap();
+        scope.commit().await.unwrap();
+        let mut scope = db.tenant(TenantContext::new(b)).await.unwrap();
+        let names: Vec<(String,)> = scope.query("SELECT name FROM projects", &[]).await.unwrap();
+        assert_eq!(names, [("b-project".to_owned(),)], "{sql}");
+        scope.commit().await.unwrap();
+    }
+    assert_eq!(pid(&db).await, before, "the connection was kept");
+}
+
+#[tokio::test]
+async fn a_commit_after_sql_that_ended_the_librarys_transaction_is_an_error_and_reports_nothing_committed_that_was_not(
+) {
+    let w = world().await;
+    let su = w.tdb.superuser_client().await;
+    exec(
+        &su,
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects');",
+    )
+    .await;
+    let a = TenantId::from_uuid(w.a);
+    let db = w.tdb.database_with(StatementMode::Prepared, 1);
+    for (ending, kept) in [("ROLLBACK", 0_i64), ("COMMIT", 1)] {
+        let name = format!("before-{ending}-{}", Uuid::new_v4());
+        let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+        scope
+            .execute("INSERT INTO projects (name) VALUES ($1)", &[&name])
+            .await
+            .unwrap();
+        scope.execute(ending, &[]).await.unwrap();
+        // Outside the library's transaction now: no context, nothing visible.
+        let after: Vec<(String,)> = scope.query("SELECT name FROM projects", &[]).await.unwrap();
+        assert!(after.is_empty(), "{ending}: {after:?}");
+        match scope.commit().await {
+            Err(DbError::Internal(message)) => {
+                assert!(
+                    message.contains("committed or rolled it back"),
+                    "{ending}: {message}"
+                )
+            }
+            other => panic!("{ending}: the commit was reported: {other:?}"),
+        }
+        // What SQL committed itself is there; what it rolled back is not.
+        let n: i64 = su
+            .query_one(
+                "SELECT count(*) FROM public.projects WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, kept, "{ending}");
+        // The connection was closed; the next transaction works.
+        let rows = db
+            .in_tenant(&TenantContext::new(a), &(), |scope, ()| {
+                Box::pin(async move {
+                    scope
+                        .query::<(String,)>("SELECT name FROM projects", &[])
+                        .await
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len() as i64, if ending == "COMMIT" { 1 } else { 0 });
+    }
+}
