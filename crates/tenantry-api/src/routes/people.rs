@@ -275,6 +275,9 @@ pub async fn remove_member(
         })
         .await?;
     caller.member_cache().forget_tenant(caller.tenant());
+    // The member's keys went with them: refused from now on by this server,
+    // not only once the database's invalidation reaches its cache.
+    caller.key_cache().forget_tenant(caller.tenant());
     Ok(removed)
 }
 
