@@ -47,6 +47,7 @@ trap cleanup EXIT
 DATABASE_URL="postgres://postgres@%2F${work//\//%2F}:$port/postgres" "$tenantry" migrate >/dev/null
 psql() { command psql -h "$work" -p "$port" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql <<'SQL'
+\o /dev/null
 CREATE SCHEMA bench;
 CREATE TABLE bench.invoices (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
                              amount int, note text, PRIMARY KEY (tenant_id, id));
