@@ -422,7 +422,8 @@ BEGIN
                               CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
                               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
-                              p.polroles::regrole[]::text) AS what
+                              (SELECT string_agg(CASE WHEN r.oid = 0 THEN 'PUBLIC' ELSE r.oid::regrole::text END, ', ')
+                               FROM unnest(p.polroles) r(oid))) AS what
                 FROM pg_catalog.pg_policy p
                 WHERE p.polrelid = part.rel
                   AND NOT (p.polname = 'tenant_isolation' AND p.polpermissive AND p.polcmd = '*'

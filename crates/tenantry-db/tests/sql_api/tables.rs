@@ -351,7 +351,7 @@ async fn the_doctor_names_each_broken_rule_with_its_fix_and_adopting_again_repai
             "grants: grants SELECT to tenantry_app_shared",
             "indexes: index public.projects_name_idx does not lead with tenant_id",
             "keep_tenant: the trigger that keeps rows in their tenant is missing or disabled",
-            "policies: policy wide_open is not tenantry's (permissive SELECT for {tenantry_app})",
+            "policies: policy wide_open is not tenantry's (permissive SELECT for tenantry_app)",
             "rls: row level security is not enabled and forced",
         ]
     );
