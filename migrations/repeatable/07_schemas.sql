@@ -116,7 +116,7 @@ BEGIN
         SELECT p.polname, p.polpermissive,
                CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                              WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS cmd,
-               (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(r::regrole::text) END, ', ')
+               (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::regrole::text END, ', ')
                 FROM unnest(p.polroles) r) AS roles,
                pg_get_expr(p.polqual, p.polrelid) AS qual,
                pg_get_expr(p.polwithcheck, p.polrelid) AS check_expr,
@@ -143,6 +143,20 @@ BEGIN
        OR EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = copy AND a.attacl IS NOT NULL) THEN
         EXECUTE format('REVOKE ALL ON TABLE %s FROM PUBLIC, tenantry_app, tenantry_app_own, tenantry_app_shared, '
                        'tenantry_admin, tenantry_logger, tenantry_server', copy);
+        -- And from whoever else holds a grant on it (one the template no
+        -- longer has, or one made on the copy itself): those below are all.
+        FOR acl IN
+            SELECT DISTINCT a.grantee
+            FROM pg_class c, aclexplode(c.relacl) a
+            WHERE c.oid = copy AND a.grantee <> 0 AND a.grantee <> c.relowner
+            UNION
+            SELECT DISTINCT a.grantee
+            FROM pg_attribute at, aclexplode(at.attacl) a
+            WHERE at.attrelid = copy AND at.attacl IS NOT NULL AND a.grantee <> 0
+              AND a.grantee <> (SELECT c.relowner FROM pg_class c WHERE c.oid = copy)
+        LOOP
+            EXECUTE format('REVOKE ALL ON TABLE %s FROM %s', copy, acl.grantee::regrole);
+        END LOOP;
     END IF;
     -- One GRANT per grantee (each is a catalog update of the table).
     FOR acl IN
@@ -152,7 +166,7 @@ BEGIN
         GROUP BY a.grantee
     LOOP
         EXECUTE format('GRANT %s ON %s TO %s', acl.privilege_type, copy,
-                       CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(acl.grantee::regrole::text) END);
+                       CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END);
     END LOOP;
     -- Column privileges, one GRANT per privilege and grantee.
     FOR acl IN
@@ -163,7 +177,7 @@ BEGIN
         GROUP BY a.grantee, a.privilege_type
     LOOP
         EXECUTE format('GRANT %s (%s) ON %s TO %s', acl.privilege_type, acl.columns, copy,
-                       CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(acl.grantee::regrole::text) END);
+                       CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END);
     END LOOP;
     -- Identity columns got sequences of the copy's own: the app inserts through them.
     FOR seq IN

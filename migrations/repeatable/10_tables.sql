@@ -650,15 +650,19 @@ BEGIN
            AND tenantry.row_key_column(t.table_id) IS NOT NULL THEN
             RETURN QUERY
                 SELECT t.table_id::text, 'references'::text,
-                       format('foreign key %I references %s, on which tenantry_owner lacks REFERENCES: schema tenants'' tables of %s cannot be made',
+                       format('foreign key %I references %s, which tenantry_owner may not reference: schema tenants'' tables of %s cannot be made',
                               k.conname, k.confrelid::regclass, t.table_id),
-                       format('GRANT REFERENCES ON %s TO tenantry_owner;', k.confrelid::regclass)
+                       concat(CASE WHEN NOT pg_catalog.has_schema_privilege('tenantry_owner', c.relnamespace, 'USAGE')
+                                   THEN format('GRANT USAGE ON SCHEMA %s TO tenantry_owner; ', c.relnamespace::regnamespace) END,
+                              format('GRANT REFERENCES ON %s TO tenantry_owner;', k.confrelid::regclass))
                 FROM pg_catalog.pg_constraint k
+                JOIN pg_catalog.pg_class c ON c.oid = k.confrelid
                 WHERE k.conrelid = t.table_id AND k.contype = 'f'
                   AND k.confrelid NOT IN (SELECT r.table_id FROM tenantry.tenant_tables r)
                   AND k.confrelid <> 'tenantry.tenants'::regclass
-                  AND EXISTS (SELECT 1 FROM unnest(k.confkey) fk(att)
-                              WHERE NOT pg_catalog.has_column_privilege('tenantry_owner', k.confrelid, fk.att, 'REFERENCES'))
+                  AND (NOT pg_catalog.has_schema_privilege('tenantry_owner', c.relnamespace, 'USAGE')
+                       OR EXISTS (SELECT 1 FROM unnest(k.confkey) fk(att)
+                                  WHERE NOT pg_catalog.has_column_privilege('tenantry_owner', k.confrelid, fk.att, 'REFERENCES')))
                 ORDER BY k.conname;
         END IF;
     END LOOP;
@@ -706,6 +710,13 @@ BEGIN
         -- privileges of the pooled table it inherits (secure_tenant_copy made
         -- it so): a policy added or loosened on one of them, or a grant, lets
         -- other tenants read that schema tenant's rows through it.
+        -- Compared as stored first (one catalog read each, without the
+        -- positions in the SQL that made them): printing a policy's
+        -- expressions (pg_get_expr) opens its table, which with thousands of
+        -- schema tenants costs seconds and leaves every table's cache entry
+        -- in the backend. Only policies that differ are printed (a template
+        -- with dropped columns numbers its columns otherwise, and is
+        -- compared as printed).
         RETURN QUERY
         WITH copies AS (
             SELECT c.oid AS copy, i.inhparent AS template, c.relacl
@@ -713,38 +724,46 @@ BEGIN
             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
             JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.oid
             WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$' AND c.relkind = 'r'
-        ), wanted AS (
-            SELECT p.polrelid AS template, p.polname, tenantry.policy_definition(p.oid) AS definition
-            FROM pg_catalog.pg_policy p
-            WHERE p.polrelid IN (SELECT DISTINCT s.template FROM copies s)
         ), have AS (
-            SELECT s.copy, s.template, p.polname, tenantry.policy_definition(p.oid) AS definition
+            SELECT s.copy, s.template, p.oid AS pol, p.polname,
+                   pg_catalog.regexp_replace(concat_ws(' ', p.polpermissive, p.polcmd, p.polroles::text,
+                                                       p.polqual::text, p.polwithcheck::text),
+                                             ' :location -?[0-9]+', '', 'g') AS raw
             FROM copies s JOIN pg_catalog.pg_policy p ON p.polrelid = s.copy
         ), expected AS (
-            SELECT s.copy, s.template, w.polname, w.definition
-            FROM copies s JOIN wanted w ON w.template = s.template
+            SELECT s.copy, s.template, p.oid AS pol, p.polname,
+                   pg_catalog.regexp_replace(concat_ws(' ', p.polpermissive, p.polcmd, p.polroles::text,
+                                                       p.polqual::text, p.polwithcheck::text),
+                                             ' :location -?[0-9]+', '', 'g') AS raw
+            FROM copies s JOIN pg_catalog.pg_policy p ON p.polrelid = s.template
+        ), differing AS (
+            SELECT coalesce(h.copy, e.copy) AS copy, coalesce(h.template, e.template) AS template,
+                   h.polname AS have_name, e.polname AS expected_name,
+                   CASE WHEN h.pol IS NOT NULL THEN tenantry.policy_definition(h.pol) END AS have_definition,
+                   CASE WHEN e.pol IS NOT NULL THEN tenantry.policy_definition(e.pol) END AS expected_definition
+            FROM have h
+            FULL JOIN expected e ON e.copy = h.copy AND e.polname = h.polname
+            WHERE h.raw IS DISTINCT FROM e.raw
         )
-        SELECT coalesce(h.copy, e.copy)::regclass::text, 'copy_policies'::text,
-               CASE WHEN e.polname IS NULL
+        SELECT d.copy::regclass::text, 'copy_policies'::text,
+               CASE WHEN d.expected_name IS NULL
                     THEN format('policy %I is not on %s, whose table this is, and every query on it ORs it in: %s',
-                                h.polname, h.template::regclass, h.definition)
-                    WHEN h.polname IS NULL
-                    THEN format('policy %I of %s is missing', e.polname, e.template::regclass)
+                                d.have_name, d.template::regclass, d.have_definition)
+                    WHEN d.have_name IS NULL
+                    THEN format('policy %I of %s is missing', d.expected_name, d.template::regclass)
                     ELSE format('policy %I was changed to: %s (on %s: %s)',
-                                h.polname, h.definition, h.template::regclass, e.definition) END,
+                                d.have_name, d.have_definition, d.template::regclass, d.expected_definition) END,
                format('SELECT tenantry.secure_tenant_copy(%L, %L); -- as a superuser: makes it like %s again',
-                      coalesce(h.template, e.template)::regclass::text, coalesce(h.copy, e.copy)::regclass::text,
-                      coalesce(h.template, e.template)::regclass)
-        FROM have h
-        FULL JOIN expected e ON e.copy = h.copy AND e.polname = h.polname
-        WHERE h.definition IS DISTINCT FROM e.definition
+                      d.template::regclass::text, d.copy::regclass::text, d.template::regclass)
+        FROM differing d
+        WHERE d.have_definition IS DISTINCT FROM d.expected_definition
         UNION ALL
         SELECT s.copy::regclass::text, 'copy_grants'::text,
                format('grants %s to %s, which %s does not',
                       acl.privilege_type, CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END,
                       s.template::regclass),
-               format('REVOKE %s ON %s FROM %s;', acl.privilege_type, s.copy::regclass,
-                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END)
+               format('SELECT tenantry.secure_tenant_copy(%L, %L); -- as a superuser: makes it like %s again',
+                      s.template::regclass::text, s.copy::regclass::text, s.template::regclass)
         FROM copies s
         CROSS JOIN LATERAL pg_catalog.aclexplode(s.relacl) acl
         WHERE acl.grantee <> (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = s.copy)

@@ -320,6 +320,8 @@ enum Setup {
 pub(crate) struct Out {
     pub rows: Vec<Row>,
     pub affected: Option<u64>,
+    /// A simple query's last value (the session check's answer).
+    pub text: Option<String>,
 }
 
 type Step<'a> = Pin<Box<dyn Future<Output = Result<Out, tokio_postgres::Error>> + Send + 'a>>;
@@ -363,6 +365,8 @@ pub(crate) struct Tx {
     check_session: bool,
     /// That check refused the session: the connection is closed.
     session_refused: bool,
+    /// That check passed, answering the session's settings as they are now.
+    session_checked: Option<String>,
     /// This transaction ran caller SQL, which may have ended it (COMMIT,
     /// ROLLBACK): its commit checks that it is still the one begun.
     runs_caller_sql: bool,
@@ -378,11 +382,14 @@ pub(crate) struct Tx {
 }
 
 impl Tx {
-    fn new(mut client: Object, mode: StatementMode, contexts: Arc<Contexts>, setup: Setup) -> Self {
-        let check_session = std::mem::take(&mut client.ran_caller_sql);
+    fn new(client: Object, mode: StatementMode, contexts: Arc<Contexts>, setup: Setup) -> Self {
+        // Copied, not taken: the flag stays on the connection until a
+        // transaction's check has passed (a scope that sends nothing checks nothing).
+        let check_session = client.ran_caller_sql;
         Self {
             check_session,
             session_refused: false,
+            session_checked: None,
             runs_caller_sql: false,
             isolation: IsolationLevel::ReadCommitted,
             client: Some(client),
@@ -427,7 +434,7 @@ impl Tx {
             ));
         }
         let client = self.client.as_mut().expect("client present");
-        self.check_session = std::mem::take(&mut client.ran_caller_sql);
+        self.check_session = client.ran_caller_sql;
         self.setup = Some(Setup::Tenant(ctx.clone()));
         self.runs_caller_sql = false;
         self.isolation = IsolationLevel::ReadCommitted;
@@ -671,6 +678,20 @@ impl Tx {
         .instrument(span)
         .await;
         self.in_flight = false;
+        if let Some(settings) = self.session_checked.take() {
+            // The session is as the library left it: the connection needs no
+            // check until SQL the library did not write runs on it again (this
+            // transaction's own, if it runs any), and the settings it has now
+            // (after a configuration reload, new values) are the ones to keep.
+            self.check_session = false;
+            let runs_caller_sql = self.runs_caller_sql;
+            if let Some(client) = self.client.as_mut() {
+                client.ran_caller_sql = runs_caller_sql;
+                if !settings.is_empty() {
+                    client.settings = Some(settings);
+                }
+            }
+        }
         if let Err(e) = &result {
             self.failed = true;
             if matches!(e, DbError::Unavailable(_)) || self.session_refused {
@@ -905,6 +926,11 @@ impl Tx {
         if let Some(refused) = session_refused(&results, checks_session) {
             self.session_refused = true;
             return Err(refused);
+        }
+        if checks_session {
+            if let Some(Ok(out)) = results.first() {
+                self.session_checked = Some(out.text.clone().unwrap_or_default());
+            }
         }
         if let Some(lost) = session_lost(&results, ctx_index.filter(|_| proves_context)) {
             return Err(lost);
@@ -1198,7 +1224,7 @@ fn push_setup<'a>(
     steps.push(maybe_done(
         match (check_session, client.settings.as_deref()) {
             // An MD5 in hex: nothing to quote.
-            (true, Some(settings)) => simple_owned(
+            (true, Some(settings)) => simple_answer(
                 client,
                 format!("{begin}; SELECT tenantry.assert_session_unchanged('{settings}')"),
             ),
@@ -1234,6 +1260,21 @@ fn simple_owned(client: &Object, sql: String) -> Step<'_> {
     Box::pin(async move { client.batch_execute(&sql).await.map(|()| Out::default()) })
 }
 
+/// A simple query whose last row's first value is its answer ([`Out::text`]).
+fn simple_answer(client: &Object, sql: String) -> Step<'_> {
+    Box::pin(async move {
+        let messages = client.simple_query(&sql).await?;
+        let text = messages.iter().rev().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        });
+        Ok(Out {
+            text,
+            ..Out::default()
+        })
+    })
+}
+
 /// Runs one statement: prepared (named) when `prepared` is given, otherwise
 /// unnamed with its parameter types in the same flight.
 fn run<'a>(client: &'a Object, prepared: Option<&'a Statement>, stmt: &'a Stmt<'a>) -> Step<'a> {
@@ -1260,6 +1301,7 @@ async fn collect(stream: RowStream) -> Result<Out, tokio_postgres::Error> {
     Ok(Out {
         rows,
         affected: stream.rows_affected(),
+        text: None,
     })
 }
 

@@ -210,3 +210,125 @@ async fn a_commit_after_sql_that_ended_the_librarys_transaction_is_an_error_and_
         assert_eq!(rows.len() as i64, if ending == "COMMIT" { 1 } else { 0 });
     }
 }
+
+/// Sets up `public.projects` (adopted), a schema tenant `c` with its own
+/// table of it, b's row, and a pool of one connection.
+async fn projects_world() -> (crate::helpers::World, Database, TenantId, TenantId, String) {
+    let w = world().await;
+    let su = w.tdb.superuser_client().await;
+    exec(
+        &su,
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects');",
+    )
+    .await;
+    let c = create_tenant_in(&w.admin, "tenant-c", None, Tier::Schema.isolation()).await;
+    let c_schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&c],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (a, b) = (TenantId::from_uuid(w.a), TenantId::from_uuid(w.b));
+    let db = w.tdb.database_with(StatementMode::Prepared, 1);
+    db.in_tenant(&TenantContext::new(b), &(), |scope, ()| {
+        Box::pin(async move {
+            scope
+                .execute("INSERT INTO projects (name) VALUES ('b-project')", &[])
+                .await
+        })
+    })
+    .await
+    .unwrap();
+    (w, db, a, b, c_schema)
+}
+
+#[tokio::test]
+async fn a_scope_that_sends_nothing_in_between_does_not_spare_the_next_transaction_the_session_check(
+) {
+    let (_w, db, a, b, c_schema) = projects_world().await;
+    let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+    scope
+        .execute(
+            format!("SET search_path = {c_schema}, public").as_str(),
+            &[],
+        )
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    // Requests that end before their first statement (a validation error, a
+    // commit or rollback of nothing, a dropped scope).
+    let refused: Result<(), DbError> = db
+        .in_tenant(&TenantContext::new(b), &(), |_scope, ()| {
+            Box::pin(async move { Err(DbError::invalid("name", "name must not be empty")) })
+        })
+        .await;
+    assert!(matches!(refused, Err(DbError::Invalid { .. })));
+    db.tenant(TenantContext::new(b))
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    db.tenant(TenantContext::new(b))
+        .await
+        .unwrap()
+        .rollback()
+        .await
+        .unwrap();
+    drop(db.tenant(TenantContext::new(b)).await.unwrap());
+    // b's next reads still get the check: its own row, never c's empty table.
+    assert_eq!(project_names(&db, b).await.unwrap(), ["b-project"]);
+    assert_eq!(project_names(&db, b).await.unwrap(), ["b-project"]);
+}
+
+#[tokio::test]
+async fn a_configuration_reload_is_not_taken_for_sql_that_changed_the_session() {
+    let (w, db, a, b, _c_schema) = projects_world().await;
+    let su = w.tdb.superuser_client().await;
+    let pid = || {
+        let db = db.clone();
+        async move {
+            db.in_tenant(&TenantContext::new(b), &(), |scope, ()| {
+                Box::pin(async move {
+                    scope
+                        .query_one::<(i32,)>("SELECT pg_backend_pid()", &[])
+                        .await
+                })
+            })
+            .await
+            .unwrap()
+            .0
+        }
+    };
+    let before = pid().await;
+    // The next transaction on the connection is checked.
+    let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+    scope.execute("SELECT 1", &[]).await.unwrap();
+    scope.commit().await.unwrap();
+    // A setting of the list changes for every session (the cluster's
+    // configuration), not by SQL on the connection.
+    exec(&su, "ALTER SYSTEM SET cursor_tuple_fraction = 0.2").await;
+    exec(&su, "SELECT pg_reload_conf()").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let result = async {
+        let mut scope = db.tenant(TenantContext::new(b)).await.unwrap();
+        let names: Vec<(String,)> = scope.query("SELECT name FROM projects", &[]).await?;
+        let (fraction,): (String,) = scope
+            .query_one("SELECT current_setting('cursor_tuple_fraction')", &[])
+            .await?;
+        scope.commit().await?;
+        Ok::<_, DbError>((names, fraction))
+    }
+    .await;
+    exec(&su, "ALTER SYSTEM RESET cursor_tuple_fraction").await;
+    exec(&su, "SELECT pg_reload_conf()").await;
+    let (names, fraction) = result.expect("not refused after a reload");
+    assert_eq!(names, [("b-project".to_owned(),)]);
+    assert_eq!(fraction, "0.2", "the reload had reached the connection");
+    // The same connection throughout: nothing was closed.
+    assert_eq!(pid().await, before);
+}

@@ -268,7 +268,7 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
             "CREATE TABLE accounts (id uuid PRIMARY KEY);
              CREATE TABLE referencing (tenant_id uuid NOT NULL, id uuid NOT NULL, account_id uuid REFERENCES accounts (id),
                  PRIMARY KEY (tenant_id, id))",
-            "tenantry_owner lacks REFERENCES",
+            "which tenantry_owner may not reference",
             "GRANT REFERENCES ON public.accounts TO tenantry_owner;",
         ),
     ];
@@ -1168,11 +1168,18 @@ async fn the_doctor_names_a_policy_or_grant_changed_on_a_schema_tenants_table_an
 ) {
     let tdb = TestDatabase::new().await;
     let (m, server) = (migrator(&tdb).await, tdb.server_client().await);
+    // A reporting role of the team's that may read cards when the schema
+    // tenant is made (its table gets the grant), and no longer after.
+    let reporting = format!("Reporting_{}", Uuid::new_v4().simple());
     exec(
         &m,
-        "CREATE TABLE cards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
-                             title text, PRIMARY KEY (tenant_id, id));
-         SELECT adopt_table('cards');",
+        &format!(
+            "CREATE TABLE cards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                 title text, PRIMARY KEY (tenant_id, id));
+             SELECT adopt_table('cards');
+             CREATE ROLE \"{reporting}\";
+             GRANT SELECT ON cards TO \"{reporting}\";"
+        ),
     )
     .await;
     let silo: Uuid = m
@@ -1203,12 +1210,22 @@ async fn the_doctor_names_a_policy_or_grant_changed_on_a_schema_tenants_table_an
             "ALTER POLICY tenant_isolation ON {schema}.cards USING (true);
              CREATE POLICY extra ON {schema}.cards FOR SELECT USING (true);
              GRANT SELECT ON {schema}.cards TO PUBLIC;
-             DROP POLICY resources_delete_needs_permission ON {schema}.resources;"
+             DROP POLICY resources_delete_needs_permission ON {schema}.resources;
+             REVOKE SELECT ON cards FROM \"{reporting}\";"
         ),
     )
     .await;
     let found = problems().await;
-    assert_eq!(found.len(), 4, "{found:#?}");
+    assert_eq!(found.len(), 5, "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with(&format!("{schema}.cards copy_grants"))
+                && f.contains(&format!(
+                    "grants SELECT to \"{reporting}\", which public.cards does not"
+                ))),
+        "{found:#?}"
+    );
     for (table, what) in [
         (format!("{schema}.cards copy_grants"), "grants SELECT to PUBLIC, which public.cards does not"),
         (format!("{schema}.cards copy_policies"), "policy extra is not on public.cards"),
