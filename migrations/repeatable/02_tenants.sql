@@ -89,7 +89,9 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF value ~ E'[\\x01-\\x1f\\x7f-\\x9f\\u00ad\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u206f\\ufeff]' THEN
+    -- (U+2028 and U+2029 separate lines and paragraphs: control characters
+    -- in a name, which the trim below would not remove.)
+    IF value ~ E'[\\x01-\\x1f\\x7f-\\x9f\\u00ad\\u200b-\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\ufeff]' THEN
         RAISE EXCEPTION '% must not contain control or invisible characters', field
             USING ERRCODE = 'TN422', HINT = field;
     END IF;

@@ -201,6 +201,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     TenantRoutes.modify(router.get_openapi_mut());
     RetryAfter.modify(router.get_openapi_mut());
     PageItemsByReference.modify(router.get_openapi_mut());
+    OptionalBodiesByReference.modify(router.get_openapi_mut());
     router
 }
 
@@ -283,6 +284,43 @@ impl Modify for PageItemsByReference {
                     items.items =
                         ArrayItems::RefOrSchema(Box::new(RefOr::Ref(Ref::from_schema_name(item))));
                 }
+            }
+        }
+    }
+}
+
+/// An optional request body (`request_body(content = Option<RotateBody>)`)
+/// as a plain reference to its schema in a body that is not required, not
+/// `oneOf: [null, RotateBody]`: the absent body is what `required: false`
+/// says, and client generators turn the `null` arm into a value they then
+/// fail to serialize (openapi-python-client's `Unset`).
+struct OptionalBodiesByReference;
+
+impl Modify for OptionalBodiesByReference {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{schema::Schema, Required};
+        for (_, operation) in operations(openapi) {
+            let Some(body) = operation.request_body.as_mut() else {
+                continue;
+            };
+            let mut optional = false;
+            for content in body.content.values_mut() {
+                let Some(RefOr::T(Schema::OneOf(one))) = &content.schema else {
+                    continue;
+                };
+                let refs: Vec<&RefOr<Schema>> = one
+                    .items
+                    .iter()
+                    .filter(|i| matches!(i, RefOr::Ref(_)))
+                    .collect();
+                if one.items.len() == 2 && refs.len() == 1 {
+                    let reference = refs[0].clone();
+                    content.schema = Some(reference);
+                    optional = true;
+                }
+            }
+            if optional {
+                body.required = Some(Required::False);
             }
         }
     }

@@ -302,7 +302,79 @@ impl From<JsonRejection> for ApiError {
 }
 
 impl From<PathRejection> for ApiError {
+    /// A path segment that is not what the route takes (`/v1/resources/nope`)
+    /// names the parameter and what it needs, with the value shortened (it
+    /// is the caller's own, and may be long).
     fn from(rejection: PathRejection) -> Self {
+        use axum::extract::path::ErrorKind;
+        if let PathRejection::FailedToDeserializePathParams(e) = &rejection {
+            let shown = |value: &str| {
+                let mut s: String = value.chars().take(64).collect();
+                if value.chars().count() > 64 {
+                    s.push('…');
+                }
+                s
+            };
+            let what = |expected: &str| {
+                if expected.ends_with("Id") || expected.ends_with("Uuid") {
+                    " (a uuid)"
+                } else {
+                    ""
+                }
+            };
+            match e.kind() {
+                ErrorKind::ParseErrorAtKey {
+                    key,
+                    value,
+                    expected_type,
+                } => {
+                    return Self::new(
+                        ProblemCode::InvalidPath,
+                        format!(
+                            "{:?} is not a valid {key}{}",
+                            shown(value),
+                            what(expected_type)
+                        ),
+                    )
+                    .with_field(key.clone());
+                }
+                ErrorKind::DeserializeError {
+                    key,
+                    value,
+                    message,
+                } => {
+                    let uuid = if message.to_ascii_lowercase().contains("uuid") {
+                        " (a uuid)"
+                    } else {
+                        ""
+                    };
+                    return Self::new(
+                        ProblemCode::InvalidPath,
+                        format!("{:?} is not a valid {key}{uuid}", shown(value)),
+                    )
+                    .with_field(key.clone());
+                }
+                ErrorKind::ParseError {
+                    value,
+                    expected_type,
+                }
+                | ErrorKind::ParseErrorAtIndex {
+                    value,
+                    expected_type,
+                    ..
+                } => {
+                    return Self::new(
+                        ProblemCode::InvalidPath,
+                        format!(
+                            "{:?} is not valid here{}",
+                            shown(value),
+                            what(expected_type)
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
         Self::new(ProblemCode::InvalidPath, rejection.body_text())
     }
 }

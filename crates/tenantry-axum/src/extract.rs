@@ -33,7 +33,7 @@ async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, Bytes), 
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
+        .is_some_and(is_json_media_type);
     let bytes = Bytes::from_request(req, state).await.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -45,6 +45,21 @@ async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, Bytes), 
         }
     })?;
     Ok((is_json, bytes))
+}
+
+/// `application/json` or `application/<anything>+json`, parameters aside;
+/// media types compare without regard to case (RFC 9110, 8.3.1).
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len())
 }
 
 fn not_json() -> ApiError {
@@ -145,5 +160,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
             return Ok(Self(None));
         }
         json_object(text).map(|value| Self(Some(value)))
+    }
+}
+
+#[cfg(test)]
+mod media_type_tests {
+    use super::is_json_media_type;
+
+    #[test]
+    fn json_media_types_are_recognised_whatever_their_case_and_parameters() {
+        for yes in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            " application/json ;charset=UTF-8",
+            "application/problem+json",
+            "application/vnd.api+JSON",
+        ] {
+            assert!(is_json_media_type(yes), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "application/jsonx",
+            "application/+json",
+            "text/x+json",
+            "",
+            "json",
+        ] {
+            assert!(!is_json_media_type(no), "{no}");
+        }
     }
 }

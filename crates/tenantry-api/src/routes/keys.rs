@@ -39,8 +39,9 @@ pub struct NewKeyBody {
     #[schema(max_items = 100)]
     pub scopes: Option<Vec<String>>,
     /// Limit the key to these source addresses (CIDR such as `203.0.113.0/24`,
-    /// or single addresses); requests from elsewhere are refused (403).
-    #[schema(max_items = 100)]
+    /// with no bits set past the prefix, or single addresses); requests from
+    /// elsewhere are refused (403).
+    #[schema(min_items = 1, max_items = 100)]
     pub allowed_cidrs: Option<Vec<String>>,
 }
 
@@ -82,6 +83,18 @@ impl NewKeyBody {
                 return Err(ApiError::invalid(
                     "allowed_cidrs",
                     "allowed_cidrs is 1 to 100 addresses or networks such as 203.0.113.0/24",
+                ));
+            }
+            // PostgreSQL's cidr (and every firewall) refuses a network with
+            // address bits set past its prefix: say which, and how to write it.
+            if let Some((given, net)) = cidrs.iter().find_map(|c| {
+                tenantry_axum::auth::parse_network(c)
+                    .filter(|n| n.trunc() != *n)
+                    .map(|n| (c, n.trunc()))
+            }) {
+                return Err(ApiError::invalid(
+                    "allowed_cidrs",
+                    format!("{given} has address bits set past its prefix: write {net}"),
                 ));
             }
         }

@@ -55,7 +55,10 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// Pages an in-memory list ordered by a unique key: the cursor is the last key seen.
+/// Pages an in-memory list ordered by a unique key. The cursor names the
+/// last item returned and the one after it: the next page starts after the
+/// first, or, when it was removed in between (a member removed, a share
+/// revoked while a client pages), at the second.
 pub fn page_by_key<T>(
     items: Vec<T>,
     key: impl Fn(&T) -> String,
@@ -65,18 +68,24 @@ pub fn page_by_key<T>(
     let start = match &query.cursor {
         None => 0,
         Some(c) => {
-            let last = decode_cursor(c)?;
-            items
-                .iter()
-                .position(|i| key(i) == last)
-                .map(|p| p + 1)
-                .ok_or_else(invalid_cursor)?
+            let (last, next) = match c.split_once('.') {
+                Some((last, next)) => (decode_cursor(last)?, Some(decode_cursor(next)?)),
+                None => (decode_cursor(c)?, None),
+            };
+            let position = |wanted: &str| items.iter().position(|i| key(i) == wanted);
+            match (position(&last), next.as_deref().and_then(position)) {
+                (Some(p), _) => p + 1,
+                (None, Some(p)) => p,
+                (None, None) => return Err(stale_cursor()),
+            }
         }
     };
     let mut rest: Vec<T> = items.into_iter().skip(start).collect();
     let next_cursor = if rest.len() > limit {
+        let after = key(&rest[limit]);
         rest.truncate(limit);
-        rest.last().map(|i| encode_cursor(&key(i)))
+        rest.last()
+            .map(|i| format!("{}.{}", encode_cursor(&key(i)), encode_cursor(&after)))
     } else {
         None
     };
@@ -84,6 +93,16 @@ pub fn page_by_key<T>(
         items: rest,
         next_cursor,
     })
+}
+
+/// 400 for a cursor whose place in the list is gone: the item it ended
+/// after and the one that came next were both removed since.
+fn stale_cursor() -> ApiError {
+    ApiError::new(
+        ProblemCode::InvalidCursor,
+        "the items around this cursor were removed from the list since it was issued: start again from the first page",
+    )
+    .with_field("cursor")
 }
 
 /// Opaque cursor text for a key.
@@ -102,11 +121,11 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
         .ok_or_else(invalid_cursor)
 }
 
-/// 400 for a forged or stale cursor.
+/// 400 for a cursor that is not this list's (malformed, made up, or another list's).
 pub fn invalid_cursor() -> ApiError {
     ApiError::new(
         ProblemCode::InvalidCursor,
-        "the cursor is not one this server issued for this list",
+        "the cursor is not one of this list's: pass the next_cursor of an earlier page of the same list",
     )
     .with_field("cursor")
 }

@@ -429,3 +429,89 @@ async fn a_restricted_key_cannot_assign_a_role_with_permissions_it_lacks() {
         .await;
     assert_eq!(r.expect(200)["role_ids"], json!([hr]));
 }
+
+/// A client pages through members while the last one it saw is removed: the
+/// next page starts after it, with nothing skipped and nothing repeated; once
+/// the items around a cursor are both gone, the cursor is a 400 saying so.
+#[tokio::test]
+async fn paging_members_goes_on_after_the_last_member_seen_is_removed() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let mut users = Vec::new();
+    for i in 0..5 {
+        let user = app
+            .post(
+                "/v1/members",
+                &t.key,
+                &json!({ "email": format!("m{i}@example.com") }),
+            )
+            .await
+            .expect(201)["user_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        users.push(user);
+    }
+    let first = app.get("/v1/members?limit=2", &t.key).await;
+    let page = first.expect(200).clone();
+    let seen: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    app.delete(&format!("/v1/members/{}", seen[1]), &t.key)
+        .await
+        .expect(204);
+    let second = app
+        .get(&format!("/v1/members?limit=2&cursor={cursor}"), &t.key)
+        .await;
+    let next: Vec<String> = second.expect(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    let all: Vec<String> = app
+        .get("/v1/members?limit=100", &t.key)
+        .await
+        .items()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    // The page after the removed member: the two that followed it.
+    let at = all.iter().position(|u| *u == seen[0]).unwrap();
+    assert_eq!(next, all[at + 1..at + 3].to_vec());
+    assert!(!next.contains(&seen[1]));
+    // Both the item before the cursor and the one after it removed: 400.
+    // (The first member owns the tenant and stays.)
+    let page2 = app
+        .get("/v1/members?limit=2", &t.key)
+        .await
+        .expect(200)
+        .clone();
+    let c = page2["next_cursor"].as_str().unwrap().to_owned();
+    let last_id = page2["items"][1]["user_id"].as_str().unwrap().to_owned();
+    let all: Vec<String> = app
+        .get("/v1/members?limit=100", &t.key)
+        .await
+        .items()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    let after = all[2].clone();
+    for gone in [&last_id, &after] {
+        app.delete(&format!("/v1/members/{gone}"), &t.key)
+            .await
+            .expect(204);
+    }
+    let stale = app
+        .get(&format!("/v1/members?limit=2&cursor={c}"), &t.key)
+        .await;
+    let problem = stale.problem(400, "invalid_cursor");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("start again"),
+        "{problem}"
+    );
+}

@@ -135,8 +135,20 @@ async fn an_invalid_uuid_in_the_path_is_400_invalid_path() {
             Method::GET
         };
         let r = app.send(method, path, Some(&t.key), None).await;
-        r.problem(400, "invalid_path");
+        let problem = r.problem(400, "invalid_path");
+        // The parameter named, what it needs said, not the parser's words.
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("is not a valid") && detail.contains("(a uuid)"),
+            "{problem}"
+        );
+        assert!(problem["field"].is_string(), "{problem}");
     }
+    // A long value is not echoed back whole.
+    let long = "x".repeat(5000);
+    let r = app.get(&format!("/v1/resources/{long}"), &t.key).await;
+    let problem = r.problem(400, "invalid_path");
+    assert!(problem["detail"].as_str().unwrap().len() < 200, "{problem}");
     app.delete("/v1/keys/xyz", &t.key)
         .await
         .problem(400, "invalid_path");

@@ -625,8 +625,15 @@ async fn names_with_invisible_characters_or_look_alike_letters_are_422_and_write
     let app = TestApp::spawn().await;
     let t = app.tenant("t").await;
     let before = snapshot(&app).await;
-    // A zero-width space, and a Cyrillic "а" inside a Latin word.
-    for name in ["ad\u{200b}min", "p\u{430}ypal"] {
+    // A zero-width space, a Cyrillic "а" inside a Latin word, and names of
+    // line and paragraph separators only (the schema's "not only spaces").
+    for name in [
+        "ad\u{200b}min",
+        "p\u{430}ypal",
+        "\u{2028}",
+        "\u{2029}",
+        "\u{2028}\u{2029} ",
+    ] {
         app.post("/v1/roles", &t.key, &json!({ "name": name }))
             .await
             .problem(422, "validation_failed");

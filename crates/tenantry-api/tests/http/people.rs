@@ -882,6 +882,22 @@ async fn a_scoped_key_holds_only_its_scopes_and_an_address_bound_key_works_only_
     )
     .await
     .problem(422, "validation_failed");
+    // A network with address bits past its prefix names the field and the
+    // network meant, in IPv4 and IPv6 alike.
+    for (given, meant) in [
+        ("10.0.0.1/8", "10.0.0.0/8"),
+        ("2001:db8::1/32", "2001:db8::/32"),
+    ] {
+        let r = app
+            .post("/v1/keys", &acme.key, &json!({ "allowed_cidrs": [given] }))
+            .await;
+        let problem = r.problem(422, "validation_failed");
+        assert_eq!(problem["field"], "allowed_cidrs", "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(meant),
+            "{problem}"
+        );
+    }
 
     let elsewhere = app
         .post(
