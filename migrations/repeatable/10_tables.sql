@@ -770,6 +770,23 @@ BEGIN
           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class tc, pg_catalog.aclexplode(tc.relacl) ta
                           WHERE tc.oid = s.template AND ta.grantee = acl.grantee
                             AND ta.privilege_type = acl.privilege_type)
+        UNION ALL
+        -- Column privileges the same way (by column name: a template with
+        -- dropped columns numbers its columns otherwise).
+        SELECT s.copy::regclass::text, 'copy_grants'::text,
+               format('grants %s on column %I to %s, which %s does not',
+                      acl.privilege_type, a.attname,
+                      CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END,
+                      s.template::regclass),
+               format('SELECT tenantry.secure_tenant_copy(%L, %L); -- as a superuser: makes it like %s again',
+                      s.template::regclass::text, s.copy::regclass::text, s.template::regclass)
+        FROM copies s
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = s.copy AND a.attacl IS NOT NULL
+        CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) acl
+        WHERE acl.grantee <> (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = s.copy)
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute ta, pg_catalog.aclexplode(ta.attacl) tacl
+                          WHERE ta.attrelid = s.template AND ta.attname = a.attname AND ta.attacl IS NOT NULL
+                            AND tacl.grantee = acl.grantee AND tacl.privilege_type = acl.privilege_type)
         ORDER BY 1, 3;
     END IF;
 END

@@ -1211,12 +1211,20 @@ async fn the_doctor_names_a_policy_or_grant_changed_on_a_schema_tenants_table_an
              CREATE POLICY extra ON {schema}.cards FOR SELECT USING (true);
              GRANT SELECT ON {schema}.cards TO PUBLIC;
              DROP POLICY resources_delete_needs_permission ON {schema}.resources;
-             REVOKE SELECT ON cards FROM \"{reporting}\";"
+             REVOKE SELECT ON cards FROM \"{reporting}\";
+             GRANT UPDATE (title) ON {schema}.cards TO tenantry_app_shared;"
         ),
     )
     .await;
     let found = problems().await;
-    assert_eq!(found.len(), 5, "{found:#?}");
+    assert_eq!(found.len(), 6, "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with(&format!("{schema}.cards copy_grants"))
+                && f.contains("grants UPDATE on column title to tenantry_app_shared")),
+        "{found:#?}"
+    );
     assert!(
         found
             .iter()
