@@ -38,12 +38,11 @@ async fn settings(db: &Database, tenant: TenantId) -> Vec<String> {
     .unwrap()
 }
 
-#[tokio::test]
-async fn session_settings_changed_by_sql_through_the_librarys_door_never_reach_another_tenants_transaction(
-) {
+/// Sets up `public.projects` (adopted), a schema tenant `c` with its own
+/// table of it, b's row, and a pool of one connection.
+async fn projects_world() -> (crate::helpers::World, Database, TenantId, TenantId, String) {
     let w = world().await;
     let su = w.tdb.superuser_client().await;
-    // A table of the team's, adopted; a schema tenant with its own table of it.
     exec(
         &su,
         "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
@@ -71,6 +70,29 @@ async fn session_settings_changed_by_sql_through_the_librarys_door_never_reach_a
     })
     .await
     .unwrap();
+    (w, db, a, b, c_schema)
+}
+
+/// The backend serving `tenant`'s next transaction from the pool: the same
+/// pid before and after shows the connection was kept.
+async fn backend_pid(db: &Database, tenant: TenantId) -> i32 {
+    db.in_tenant(&TenantContext::new(tenant), &(), |scope, ()| {
+        Box::pin(async move {
+            scope
+                .query_one::<(i32,)>("SELECT pg_backend_pid()", &[])
+                .await
+        })
+    })
+    .await
+    .unwrap()
+    .0
+}
+
+#[tokio::test]
+async fn session_settings_changed_by_sql_through_the_librarys_door_never_reach_another_tenants_transaction(
+) {
+    // A table of the team's, adopted; a schema tenant with its own table of it.
+    let (_w, db, a, b, c_schema) = projects_world().await;
     let clean = settings(&db, b).await;
     assert_eq!(clean[0], "tenantry_app");
 
@@ -121,22 +143,7 @@ async fn session_settings_changed_by_sql_through_the_librarys_door_never_reach_a
 
     // SQL that changes settings for its own transaction only (SET LOCAL) or
     // changes none leaves the connection in use: no refusal, no reconnect.
-    let pid = |db: &Database| {
-        let db = db.clone();
-        async move {
-            db.in_tenant(&TenantContext::new(b), &(), |scope, ()| {
-                Box::pin(async move {
-                    scope
-                        .query_one::<(i32,)>("SELECT pg_backend_pid()", &[])
-                        .await
-                })
-            })
-            .await
-            .unwrap()
-            .0
-        }
-    };
-    let before = pid(&db).await;
+    let before = backend_pid(&db, b).await;
     for sql in [
         "SET LOCAL statement_timeout = '5s'",
         "SELECT count(*) FROM projects",
@@ -149,23 +156,14 @@ async fn session_settings_changed_by_sql_through_the_librarys_door_never_reach_a
         assert_eq!(names, [("b-project".to_owned(),)], "{sql}");
         scope.commit().await.unwrap();
     }
-    assert_eq!(pid(&db).await, before, "the connection was kept");
+    assert_eq!(backend_pid(&db, b).await, before, "the connection was kept");
 }
 
 #[tokio::test]
 async fn a_commit_after_sql_that_ended_the_librarys_transaction_is_an_error_and_reports_nothing_committed_that_was_not(
 ) {
-    let w = world().await;
+    let (w, db, a, _b, _c_schema) = projects_world().await;
     let su = w.tdb.superuser_client().await;
-    exec(
-        &su,
-        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
-                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
-         SELECT tenantry.adopt_table('public.projects');",
-    )
-    .await;
-    let a = TenantId::from_uuid(w.a);
-    let db = w.tdb.database_with(StatementMode::Prepared, 1);
     for (ending, kept) in [("ROLLBACK", 0_i64), ("COMMIT", 1)] {
         let name = format!("before-{ending}-{}", Uuid::new_v4());
         let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
@@ -211,41 +209,6 @@ async fn a_commit_after_sql_that_ended_the_librarys_transaction_is_an_error_and_
     }
 }
 
-/// Sets up `public.projects` (adopted), a schema tenant `c` with its own
-/// table of it, b's row, and a pool of one connection.
-async fn projects_world() -> (crate::helpers::World, Database, TenantId, TenantId, String) {
-    let w = world().await;
-    let su = w.tdb.superuser_client().await;
-    exec(
-        &su,
-        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
-                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
-         SELECT tenantry.adopt_table('public.projects');",
-    )
-    .await;
-    let c = create_tenant_in(&w.admin, "tenant-c", None, Tier::Schema.isolation()).await;
-    let c_schema: String = su
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[&c],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let (a, b) = (TenantId::from_uuid(w.a), TenantId::from_uuid(w.b));
-    let db = w.tdb.database_with(StatementMode::Prepared, 1);
-    db.in_tenant(&TenantContext::new(b), &(), |scope, ()| {
-        Box::pin(async move {
-            scope
-                .execute("INSERT INTO projects (name) VALUES ('b-project')", &[])
-                .await
-        })
-    })
-    .await
-    .unwrap();
-    (w, db, a, b, c_schema)
-}
-
 #[tokio::test]
 async fn a_scope_that_sends_nothing_in_between_does_not_spare_the_next_transaction_the_session_check(
 ) {
@@ -289,22 +252,7 @@ async fn a_scope_that_sends_nothing_in_between_does_not_spare_the_next_transacti
 async fn a_configuration_reload_is_not_taken_for_sql_that_changed_the_session() {
     let (w, db, a, b, _c_schema) = projects_world().await;
     let su = w.tdb.superuser_client().await;
-    let pid = || {
-        let db = db.clone();
-        async move {
-            db.in_tenant(&TenantContext::new(b), &(), |scope, ()| {
-                Box::pin(async move {
-                    scope
-                        .query_one::<(i32,)>("SELECT pg_backend_pid()", &[])
-                        .await
-                })
-            })
-            .await
-            .unwrap()
-            .0
-        }
-    };
-    let before = pid().await;
+    let before = backend_pid(&db, b).await;
     // The next transaction on the connection is checked.
     let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
     scope.execute("SELECT 1", &[]).await.unwrap();
@@ -330,5 +278,5 @@ async fn a_configuration_reload_is_not_taken_for_sql_that_changed_the_session() 
     assert_eq!(names, [("b-project".to_owned(),)]);
     assert_eq!(fraction, "0.2", "the reload had reached the connection");
     // The same connection throughout: nothing was closed.
-    assert_eq!(pid().await, before);
+    assert_eq!(backend_pid(&db, b).await, before);
 }
