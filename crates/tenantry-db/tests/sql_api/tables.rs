@@ -1056,6 +1056,25 @@ async fn the_doctor_checks_what_sharing_adds_and_adopting_again_repairs_it() {
     assert!(found[0].starts_with("sharing_key: "), "{found:?}");
 }
 
+/// A schema tenant named `name`, made by the migration session; its schema.
+async fn schema_tenant(m: &Client, name: &str) -> String {
+    let tenant: Uuid = m
+        .query_one(
+            "SELECT tenantry.create_tenant($1, NULL, 'schema')",
+            &[&name],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)))
+        .get(0);
+    m.query_one(
+        "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+        &[&tenant],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}", describe(&e)))
+    .get(0)
+}
+
 #[tokio::test]
 async fn the_doctor_names_row_level_security_switched_off_on_tenantrys_own_tables_and_schema_tenants_tables(
 ) {
@@ -1068,19 +1087,7 @@ async fn the_doctor_names_row_level_security_switched_off_on_tenantrys_own_table
         )
         .await
     };
-    let silo: Uuid = m
-        .query_one("SELECT tenantry.create_tenant('silo', NULL, 'schema')", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{}", describe(&e)))
-        .get(0);
-    let schema: String = m
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[&silo],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{}", describe(&e)))
-        .get(0);
+    let schema = schema_tenant(&m, "silo").await;
     assert_eq!(rls_problems().await, Vec::<String>::new());
     exec(
         &m,
@@ -1182,19 +1189,7 @@ async fn the_doctor_names_a_policy_or_grant_changed_on_a_schema_tenants_table_an
         ),
     )
     .await;
-    let silo: Uuid = m
-        .query_one("SELECT tenantry.create_tenant('silo', NULL, 'schema')", &[])
-        .await
-        .unwrap_or_else(|e| panic!("{}", describe(&e)))
-        .get(0);
-    let schema: String = m
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[&silo],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{}", describe(&e)))
-        .get(0);
+    let schema = schema_tenant(&m, "silo").await;
     let problems = || async {
         strings(
             &server,
