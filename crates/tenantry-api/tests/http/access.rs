@@ -430,6 +430,22 @@ async fn a_restricted_key_cannot_assign_a_role_with_permissions_it_lacks() {
     assert_eq!(r.expect(200)["role_ids"], json!([hr]));
 }
 
+/// One page of `GET /v1/members?{query}`: the members' ids and the next cursor.
+async fn member_page(app: &TestApp, key: &str, query: &str) -> (Vec<String>, Option<String>) {
+    let page = app
+        .get(&format!("/v1/members?{query}"), key)
+        .await
+        .expect(200)
+        .clone();
+    let ids = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    (ids, page["next_cursor"].as_str().map(str::to_owned))
+}
+
 /// A client pages through members while the last one it saw is removed: the
 /// next page starts after it, with nothing skipped and nothing repeated; once
 /// the items around a cursor are both gone, the cursor is a 400 saying so.
@@ -437,71 +453,32 @@ async fn a_restricted_key_cannot_assign_a_role_with_permissions_it_lacks() {
 async fn paging_members_goes_on_after_the_last_member_seen_is_removed() {
     let app = TestApp::spawn().await;
     let t = app.tenant("t").await;
-    let mut users = Vec::new();
     for i in 0..5 {
-        let user = app
-            .post(
-                "/v1/members",
-                &t.key,
-                &json!({ "email": format!("m{i}@example.com") }),
-            )
-            .await
-            .expect(201)["user_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        users.push(user);
+        app.post(
+            "/v1/members",
+            &t.key,
+            &json!({ "email": format!("m{i}@example.com") }),
+        )
+        .await
+        .expect(201);
     }
-    let first = app.get("/v1/members?limit=2", &t.key).await;
-    let page = first.expect(200).clone();
-    let seen: Vec<String> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["user_id"].as_str().unwrap().to_owned())
-        .collect();
-    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (seen, cursor) = member_page(&app, &t.key, "limit=2").await;
+    let cursor = cursor.unwrap();
     app.delete(&format!("/v1/members/{}", seen[1]), &t.key)
         .await
         .expect(204);
-    let second = app
-        .get(&format!("/v1/members?limit=2&cursor={cursor}"), &t.key)
-        .await;
-    let next: Vec<String> = second.expect(200)["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["user_id"].as_str().unwrap().to_owned())
-        .collect();
-    let all: Vec<String> = app
-        .get("/v1/members?limit=100", &t.key)
-        .await
-        .items()
-        .iter()
-        .map(|m| m["user_id"].as_str().unwrap().to_owned())
-        .collect();
+    let (next, _) = member_page(&app, &t.key, &format!("limit=2&cursor={cursor}")).await;
+    let (all, _) = member_page(&app, &t.key, "limit=100").await;
     // The page after the removed member: the two that followed it.
     let at = all.iter().position(|u| *u == seen[0]).unwrap();
     assert_eq!(next, all[at + 1..at + 3].to_vec());
     assert!(!next.contains(&seen[1]));
     // Both the item before the cursor and the one after it removed: 400.
     // (The first member owns the tenant and stays.)
-    let page2 = app
-        .get("/v1/members?limit=2", &t.key)
-        .await
-        .expect(200)
-        .clone();
-    let c = page2["next_cursor"].as_str().unwrap().to_owned();
-    let last_id = page2["items"][1]["user_id"].as_str().unwrap().to_owned();
-    let all: Vec<String> = app
-        .get("/v1/members?limit=100", &t.key)
-        .await
-        .items()
-        .iter()
-        .map(|m| m["user_id"].as_str().unwrap().to_owned())
-        .collect();
-    let after = all[2].clone();
-    for gone in [&last_id, &after] {
+    let (page, c) = member_page(&app, &t.key, "limit=2").await;
+    let c = c.unwrap();
+    let (all, _) = member_page(&app, &t.key, "limit=100").await;
+    for gone in [&page[1], &all[2]] {
         app.delete(&format!("/v1/members/{gone}"), &t.key)
             .await
             .expect(204);
