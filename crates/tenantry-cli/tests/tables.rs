@@ -395,45 +395,29 @@ async fn table_adopt_sets_keeps_and_removes_a_write_permission_and_list_shows_it
         let list: serde_json::Value = serde_json::from_str(&text(&out).0).unwrap();
         list[0]["write_permission"].clone()
     };
-    let out = run(
-        &url,
-        &[
-            "table",
-            "adopt",
-            "invoices",
-            "--write-permission",
-            "invoices.write",
-        ],
-        &[],
-    );
+    // `tenantry table adopt invoices` with these flags.
+    let adopt = |flags: &[&str]| {
+        run(
+            &url,
+            &[&["table", "adopt", "invoices"], flags].concat(),
+            &[],
+        )
+    };
+    let out = adopt(&["--write-permission", "invoices.write"]);
     assert!(out.status.success(), "{}", text(&out).1);
     assert!(text(&out).0.contains("invoices.write"), "{}", text(&out).0);
     assert_eq!(listed(), "invoices.write");
     // Adopting again without the flag keeps it.
-    let out = run(&url, &["table", "adopt", "invoices"], &[]);
+    let out = adopt(&[]);
     assert!(out.status.success(), "{}", text(&out).1);
     assert_eq!(listed(), "invoices.write");
     // An unknown permission is refused, naming it; nothing changes.
-    let out = run(
-        &url,
-        &[
-            "table",
-            "adopt",
-            "invoices",
-            "--write-permission",
-            "invoices.wirte",
-        ],
-        &[],
-    );
+    let out = adopt(&["--write-permission", "invoices.wirte"]);
     assert!(!out.status.success());
     assert!(text(&out).1.contains("invoices.wirte"), "{}", text(&out).1);
     assert_eq!(listed(), "invoices.write");
     // "" removes it.
-    let out = run(
-        &url,
-        &["table", "adopt", "invoices", "--write-permission", ""],
-        &[],
-    );
+    let out = adopt(&["--write-permission", ""]);
     assert!(out.status.success(), "{}", text(&out).1);
     assert_eq!(listed(), serde_json::Value::Null);
 }
