@@ -307,75 +307,52 @@ impl From<PathRejection> for ApiError {
     /// is the caller's own, and may be long).
     fn from(rejection: PathRejection) -> Self {
         use axum::extract::path::ErrorKind;
-        if let PathRejection::FailedToDeserializePathParams(e) = &rejection {
-            let shown = |value: &str| {
-                let mut s: String = value.chars().take(64).collect();
-                if value.chars().count() > 64 {
-                    s.push('…');
-                }
-                s
-            };
-            let what = |expected: &str| {
-                if expected.ends_with("Id") || expected.ends_with("Uuid") {
-                    " (a uuid)"
-                } else {
-                    ""
-                }
-            };
-            match e.kind() {
-                ErrorKind::ParseErrorAtKey {
-                    key,
-                    value,
-                    expected_type,
-                } => {
-                    return Self::new(
-                        ProblemCode::InvalidPath,
-                        format!(
-                            "{:?} is not a valid {key}{}",
-                            shown(value),
-                            what(expected_type)
-                        ),
-                    )
-                    .with_field(key.clone());
-                }
-                ErrorKind::DeserializeError {
-                    key,
-                    value,
-                    message,
-                } => {
-                    let uuid = if message.to_ascii_lowercase().contains("uuid") {
-                        " (a uuid)"
-                    } else {
-                        ""
-                    };
-                    return Self::new(
-                        ProblemCode::InvalidPath,
-                        format!("{:?} is not a valid {key}{uuid}", shown(value)),
-                    )
-                    .with_field(key.clone());
-                }
-                ErrorKind::ParseError {
-                    value,
-                    expected_type,
-                }
-                | ErrorKind::ParseErrorAtIndex {
-                    value,
-                    expected_type,
-                    ..
-                } => {
-                    return Self::new(
-                        ProblemCode::InvalidPath,
-                        format!(
-                            "{:?} is not valid here{}",
-                            shown(value),
-                            what(expected_type)
-                        ),
-                    );
-                }
-                _ => {}
+        let PathRejection::FailedToDeserializePathParams(e) = &rejection else {
+            return Self::new(ProblemCode::InvalidPath, rejection.body_text());
+        };
+        let names_uuid = |expected: &str| expected.ends_with("Id") || expected.ends_with("Uuid");
+        let (key, value, uuid) = match e.kind() {
+            ErrorKind::ParseErrorAtKey {
+                key,
+                value,
+                expected_type,
+            } => (Some(key), value, names_uuid(expected_type)),
+            ErrorKind::DeserializeError {
+                key,
+                value,
+                message,
+            } => (
+                Some(key),
+                value,
+                message.to_ascii_lowercase().contains("uuid"),
+            ),
+            ErrorKind::ParseError {
+                value,
+                expected_type,
             }
+            | ErrorKind::ParseErrorAtIndex {
+                value,
+                expected_type,
+                ..
+            } => (None, value, names_uuid(expected_type)),
+            _ => return Self::new(ProblemCode::InvalidPath, rejection.body_text()),
+        };
+        let mut shown: String = value.chars().take(64).collect();
+        if value.chars().count() > 64 {
+            shown.push('…');
         }
-        Self::new(ProblemCode::InvalidPath, rejection.body_text())
+        let what = if uuid { " (a uuid)" } else { "" };
+        match key {
+            Some(key) => Self::new(
+                ProblemCode::InvalidPath,
+                format!("{shown:?} is not a valid {key}{what}"),
+            )
+            .with_field(key.clone()),
+            None => Self::new(
+                ProblemCode::InvalidPath,
+                format!("{shown:?} is not valid here{what}"),
+            ),
+        }
     }
 }
 
