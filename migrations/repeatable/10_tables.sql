@@ -724,18 +724,21 @@ BEGIN
             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
             JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.oid
             WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$' AND c.relkind = 'r'
+        ), policies AS (
+            -- Each policy of the copies and their templates once (a
+            -- template's, not once per copy).
+            SELECT p.polrelid AS rel, p.oid AS pol, p.polname,
+                   pg_catalog.regexp_replace(concat_ws(' ', p.polpermissive, p.polcmd, p.polroles::text,
+                                                       p.polqual::text, p.polwithcheck::text),
+                                             ' :location -?[0-9]+', '', 'g') AS raw
+            FROM pg_catalog.pg_policy p
+            WHERE p.polrelid IN (SELECT s.copy FROM copies s UNION SELECT s.template FROM copies s)
         ), have AS (
-            SELECT s.copy, s.template, p.oid AS pol, p.polname,
-                   pg_catalog.regexp_replace(concat_ws(' ', p.polpermissive, p.polcmd, p.polroles::text,
-                                                       p.polqual::text, p.polwithcheck::text),
-                                             ' :location -?[0-9]+', '', 'g') AS raw
-            FROM copies s JOIN pg_catalog.pg_policy p ON p.polrelid = s.copy
+            SELECT s.copy, s.template, p.pol, p.polname, p.raw
+            FROM copies s JOIN policies p ON p.rel = s.copy
         ), expected AS (
-            SELECT s.copy, s.template, p.oid AS pol, p.polname,
-                   pg_catalog.regexp_replace(concat_ws(' ', p.polpermissive, p.polcmd, p.polroles::text,
-                                                       p.polqual::text, p.polwithcheck::text),
-                                             ' :location -?[0-9]+', '', 'g') AS raw
-            FROM copies s JOIN pg_catalog.pg_policy p ON p.polrelid = s.template
+            SELECT s.copy, s.template, p.pol, p.polname, p.raw
+            FROM copies s JOIN policies p ON p.rel = s.template
         ), differing AS (
             SELECT coalesce(h.copy, e.copy) AS copy, coalesce(h.template, e.template) AS template,
                    h.polname AS have_name, e.polname AS expected_name,
