@@ -70,6 +70,8 @@ T=$(curl -sf -X POST -H "$ADMIN" -H "$JSON" -d '{"name":"schemathesis"}' "$B/v1/
 OTHER=$(curl -sf -X POST -H "$ADMIN" -H "$JSON" -d '{"name":"other"}' "$B/v1/tenants" | field '["tenant_id"]')
 KEY=$(curl -sf -X POST -H "$ADMIN" -H "$JSON" -d '{"description":"schemathesis"}' "$B/v1/tenants/$T/keys" | field '["key"]')
 TK="Authorization: Bearer $KEY"
+# X-Tenant-Id on tenant routes: the seeded tenant's (schemathesis.toml, [parameters]).
+export TENANTRY_ST_TENANT_ID=$T
 for i in 1 2 3; do
   R=$(curl -sf -X POST -H "$TK" -H "$JSON" -d "{\"name\":\"r$i\",\"data\":{\"n\":$i}}" "$B/v1/resources" | field '["id"]')
 done

@@ -233,17 +233,42 @@ fn declare_problem(operation: &mut Operation, status: &str, description: &str) {
     }
 }
 
-/// What every tenant route (one a key and a person's token may call) can
-/// answer whatever it does: 422 for an `X-Tenant-Id` that is missing (a
-/// person's token) or names another tenant than a key's, 404 for a person
-/// who is not a member of the tenant named (exactly like a tenant that does
-/// not exist).
+/// What every tenant route (one a key and a person's token may call) takes
+/// and can answer whatever it does: the `X-Tenant-Id` header, so that a
+/// client generated from this document can name the tenant a person acts
+/// in; 422 for an `X-Tenant-Id` that is missing (a person's token) or names
+/// another tenant than a key's, 404 for a person who is not a member of the
+/// tenant named (exactly like a tenant that does not exist).
 struct TenantRoutes;
+
+fn document_tenant_header(operation: &mut Operation) {
+    let header = ParameterBuilder::new()
+        .name("X-Tenant-Id")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "The tenant this request acts in. With a person's token: required, unless the token \
+             carries the configured tenant claim; the person must be a member of it. With a \
+             tenant API key: optional, and when sent it must name the key's own tenant. The \
+             admin token ignores it.",
+        ))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String).format(
+            Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Uuid,
+            )),
+        )))
+        .build();
+    operation
+        .parameters
+        .get_or_insert_with(Vec::new)
+        .push(header);
+}
 
 impl Modify for TenantRoutes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (_, operation) in operations(openapi) {
             if offers(operation, "bearer") && offers(operation, "person") {
+                document_tenant_header(operation);
                 declare_problem(
                     operation,
                     "404",

@@ -93,6 +93,7 @@ async fn post(client: &reqwest::Client, url: String, token: &str, body: Value) -
 async fn run(
     st: &Path,
     base: &str,
+    tenant: &str,
     auth: &str,
     filters: &[&str],
     examples: u64,
@@ -131,6 +132,8 @@ async fn run(
             "all",
         ])
         .args(["--header", &format!("Authorization: Bearer {auth}")])
+        // X-Tenant-Id: the seeded tenant's (scripts/schemathesis.toml, [parameters]).
+        .env("TENANTRY_ST_TENANT_ID", tenant)
         .args(filters)
         .current_dir(&work)
         .stdin(Stdio::null())
@@ -255,7 +258,7 @@ async fn schemathesis_checks_all_finds_no_failure_with_a_tenant_key_or_the_admin
         ),
     ] {
         let t = Instant::now();
-        let (passed, output) = run(&st, &base, auth, filters, examples, seed).await;
+        let (passed, output) = run(&st, &base, &tenant, auth, filters, examples, seed).await;
         let summary = output
             .lines()
             .rev()

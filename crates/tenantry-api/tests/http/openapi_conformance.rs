@@ -601,3 +601,50 @@ async fn optional_request_bodies_are_a_reference_in_a_body_that_is_not_required(
     .await
     .expect(201);
 }
+
+/// Every tenant route (a key's or a person's) declares the optional
+/// `X-Tenant-Id` header a person names their tenant with, so that a client
+/// generated from the document can send it; the admin-only routes, which
+/// ignore it, do not.
+#[tokio::test]
+async fn tenant_routes_declare_the_tenant_header_and_admin_routes_do_not() {
+    let app = TestApp::spawn().await;
+    let spec = app
+        .send(Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200)
+        .clone();
+    let (mut tenant_routes, mut admin_routes) = (0, 0);
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let schemes: Vec<&str> = op["security"]
+                .as_array()
+                .map(|all| {
+                    all.iter()
+                        .filter_map(|s| s.as_object())
+                        .flat_map(|s| s.keys().map(String::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let header: Vec<&serde_json::Value> = op["parameters"]
+                .as_array()
+                .map(|all| {
+                    all.iter()
+                        .filter(|p| p["in"] == "header" && p["name"] == "X-Tenant-Id")
+                        .collect()
+                })
+                .unwrap_or_default();
+            if schemes.contains(&"bearer") && schemes.contains(&"person") {
+                tenant_routes += 1;
+                assert_eq!(header.len(), 1, "{method} {path}: {op}");
+                assert_eq!(header[0]["required"], false, "{method} {path}");
+                assert_eq!(header[0]["schema"]["format"], "uuid", "{method} {path}");
+            } else {
+                admin_routes += usize::from(path.starts_with("/v1/tenants/"));
+                assert!(header.is_empty(), "{method} {path} takes no tenant");
+            }
+        }
+    }
+    assert!(tenant_routes >= 20, "{tenant_routes} tenant routes");
+    assert!(admin_routes >= 5, "{admin_routes} admin routes");
+}
