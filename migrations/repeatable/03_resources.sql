@@ -210,14 +210,17 @@ BEGIN
     USING NEW.tenant_id;
     DELETE FROM tenantry.shared_resources WHERE tenant_id = NEW.tenant_id;
     -- The shares made to it, owner by owner (resource_share_targets), each in
-    -- the owner's own table.
+    -- the owner's own table. The owner's table is looked up here, not in the
+    -- query over resource_share_targets: on Citus that query runs on the
+    -- shards, where a function reading tenants cannot run.
     FOR owner IN
-        SELECT st.tenant_id, tenantry.resources_relation(st.tenant_id) AS home
+        SELECT st.tenant_id
         FROM tenantry.resource_share_targets st WHERE st.shared_with = NEW.tenant_id
     LOOP
         DELETE FROM tenantry.shared_resources s WHERE s.tenant_id = owner.tenant_id AND s.shared_with = NEW.tenant_id;
         EXECUTE format('UPDATE %s SET shared_with = array_remove(shared_with, $2)
-                        WHERE tenant_id = $1 AND shared_with @> ARRAY[$2]', owner.home)
+                        WHERE tenant_id = $1 AND shared_with @> ARRAY[$2]',
+                       tenantry.resources_relation(owner.tenant_id))
         USING owner.tenant_id, NEW.tenant_id;
     END LOOP;
     -- Rows of adopted tables (10_tables.sql): what it shared, and what was shared with it.

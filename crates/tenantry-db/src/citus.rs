@@ -266,6 +266,112 @@ pub async fn prepare_workers(client: &Client) -> Result<(), tokio_postgres::Erro
     Ok(())
 }
 
+/// Citus's functions that show every tenant's data sizes (a shard holds one
+/// isolated tenant's rows): taken from PUBLIC on every node and given to
+/// pg_monitor, as `08_shared_state.sql` does with PostgreSQL's own.
+const CITUS_SIZES: [&str; 8] = [
+    "citus_table_size(regclass)",
+    "citus_relation_size(regclass)",
+    "citus_total_relation_size(regclass,boolean)",
+    "citus_shard_sizes()",
+    "citus_shard_cost_by_disk_size(bigint)",
+    "worker_partitioned_relation_total_size(regclass)",
+    "worker_partitioned_relation_size(regclass)",
+    "worker_partitioned_table_size(regclass)",
+];
+
+/// Citus's entry points to other nodes that `citus.sql` takes from PUBLIC on
+/// the coordinator; a worker with Citus's metadata has them too. Not
+/// `assign_distributed_transaction_id`: Citus sends it to the workers as the
+/// current role.
+const CITUS_ENTRY_POINTS: [&str; 6] = [
+    "run_command_on_workers(text,boolean)",
+    "run_command_on_all_nodes(text,boolean,boolean)",
+    "run_command_on_placements(regclass,text,boolean)",
+    "run_command_on_colocated_placements(regclass,regclass,text,boolean)",
+    "run_command_on_shards(regclass,text,boolean)",
+    "master_run_on_worker(text[],integer[],text[],boolean)",
+];
+
+/// The statements that take Citus's size functions (every node) and entry
+/// points (`workers`) from PUBLIC; idempotent, and skipping what this
+/// Citus version lacks.
+fn citus_hardening(workers: bool) -> String {
+    let list = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut sql = format!(
+        "DO $citus_sizes$ DECLARE f text; BEGIN
+             FOREACH f IN ARRAY ARRAY[{}] LOOP
+                 CONTINUE WHEN to_regprocedure('pg_catalog.' || f) IS NULL;
+                 EXECUTE format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC', f);
+                 EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.%s TO pg_monitor', f);
+             END LOOP;
+         END $citus_sizes$;",
+        list(&CITUS_SIZES)
+    );
+    if workers {
+        sql.push_str(&format!(
+            "DO $citus_entry$ DECLARE f text; BEGIN
+                 FOREACH f IN ARRAY ARRAY[{}] LOOP
+                     CONTINUE WHEN to_regprocedure('pg_catalog.' || f) IS NULL;
+                     EXECUTE format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC', f);
+                 END LOOP;
+             END $citus_entry$;",
+            list(&CITUS_ENTRY_POINTS)
+        ));
+    }
+    sql
+}
+
+/// Takes from PUBLIC on every worker what the migrations take from it in
+/// the coordinator's database (`08_shared_state.sql`: other sessions'
+/// activity and locks, the transaction counter, sizes, large objects) and
+/// Citus's entry points to other nodes; and Citus's size functions on every
+/// node. The migrations run on the coordinator alone (DDL propagation off),
+/// and Citus checks no EXECUTE on the coordinator for a function in a query
+/// it sends to a shard: the worker's privileges are the ones that count
+/// there, and a worker's sessions carry every tenant's signed context in
+/// their query text (docs/scale-out.md, "Threat model"). Idempotent; run by
+/// every `migrate` on a Citus coordinator, so a node added since gets it.
+pub async fn harden_nodes(client: &Client) -> Result<(), DistributionError> {
+    let refused = |object: String, error: String| DistributionError {
+        tables: vec![Refusal { object, error }],
+    };
+    let shared_state = crate::migrate::definitions()
+        .iter()
+        .find(|d| d.name == "08_shared_state.sql")
+        .map(|d| d.sql.replace("SET LOCAL ROLE tenantry_owner;", ""))
+        .ok_or_else(|| refused("08_shared_state.sql".into(), "not in this build".into()))?;
+    client
+        .batch_execute(&citus_hardening(false))
+        .await
+        .map_err(|e| refused("the coordinator".into(), e.to_string()))?;
+    for command in [shared_state, citus_hardening(true)] {
+        let failed: Vec<String> = client
+            .query(
+                "SELECT nodename || ':' || nodeport || ': ' || result FROM run_command_on_workers($1) WHERE NOT success",
+                &[&command],
+            )
+            .await
+            .map_err(|e| refused("the workers".into(), e.to_string()))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !failed.is_empty() {
+            return Err(refused(
+                "taking shared state from PUBLIC on the workers".into(),
+                failed.join("; "),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One thing to hand to Citus.
 struct Step {
     object: String,
@@ -547,6 +653,16 @@ pub enum IsolateError {
     /// `to_node` names no active node that may hold shards.
     #[error("no active node {0} that may hold shards (pg_dist_node)")]
     UnknownNode(String),
+    /// A move creates the shards on the other node as the owner of the
+    /// tables, `tenantry_owner`, which may not create in these schemas (an
+    /// adopted table's, such as `public` on PostgreSQL 15).
+    #[error("moving the tenant's shards creates them on the other node as tenantry_owner, the owner of tenant tables, which may not create in schema {schemas}: as a superuser on the coordinator (Citus passes it to the workers) run {grants}, then move again")]
+    OwnerCannotCreate {
+        /// The schemas, comma-separated.
+        schemas: String,
+        /// The GRANT statements that let it.
+        grants: String,
+    },
     /// The new shards did not get the column grants of the others.
     #[error("the tenant's new shards did not get their column grants: {0}")]
     Grants(#[from] DistributionError),
@@ -606,6 +722,26 @@ pub async fn isolate_tenant(
             Some((host, i32::from(port)))
         }
     };
+    if target.is_some() {
+        // Refused before the split too: the tenant is isolated and moved in
+        // one go or not at all.
+        let row = client
+            .query_one(
+                "SELECT string_agg(DISTINCT format('%I', n.nspname), ', '),
+                        string_agg(DISTINCT format('GRANT CREATE ON SCHEMA %I TO tenantry_owner;', n.nspname), ' ')
+                 FROM pg_dist_partition p
+                 JOIN pg_catalog.pg_class c ON c.oid = p.logicalrelid
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE p.colocationid = (SELECT colocationid FROM pg_dist_partition
+                                         WHERE logicalrelid = 'tenantry.resources'::regclass)
+                   AND NOT has_schema_privilege('tenantry_owner', n.oid, 'CREATE')",
+                &[],
+            )
+            .await?;
+        if let (Some(schemas), Some(grants)) = (row.get(0), row.get(1)) {
+            return Err(IsolateError::OwnerCannotCreate { schemas, grants });
+        }
+    }
     let shard_of = "SELECT s.shardid, s.shardminvalue = s.shardmaxvalue
                     FROM pg_dist_shard s
                     WHERE s.shardid = get_shard_id_for_distribution_column('tenantry.resources', $1::uuid)";

@@ -338,6 +338,10 @@ async fn migrate_locked(
         }
     }
     let applied = applied?;
+    if citus {
+        // Every time: a worker added since the first install has none of it.
+        crate::citus::harden_nodes(client).await?;
+    }
     // Per-database grants that a template copy does not carry: the owner creates
     // the schemas of schema-isolated tenants.
     client

@@ -1201,6 +1201,69 @@ async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_
         ("distributed", 500, 1, true)
     );
 
+    // Moving a tenant's shards to another node creates the adopted tables'
+    // shards there as their owner, tenantry_owner, which PostgreSQL 15 does
+    // not let create in public: the move is refused before anything is
+    // split, naming the GRANT, and goes through once it is made.
+    use tenantry_db::citus::{isolate_tenant, IsolateError};
+    let tenant = tenantry_db::TenantId::from_uuid(
+        client
+            .query_one("SELECT tenant_id FROM public.legacy LIMIT 1", &[])
+            .await
+            .unwrap()
+            .get(0),
+    );
+    let node_of = "SELECT n.nodename::text, n.nodeport FROM pg_dist_placement p
+                   JOIN pg_dist_node n ON n.groupid = p.groupid
+                   WHERE p.shardid = get_shard_id_for_distribution_column('tenantry.resources', $1::uuid)";
+    let (host, port): (String, i32) = {
+        let r = client
+            .query_one(node_of, &[tenant.as_uuid()])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let (other_host, other_port): (String, i32) = {
+        let r = client
+            .query_one(
+                "SELECT nodename::text, nodeport FROM pg_dist_node
+                 WHERE isactive AND shouldhaveshards AND (nodename, nodeport) <> ($1, $2) LIMIT 1",
+                &[&host, &port],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let to = Some((other_host.as_str(), u16::try_from(other_port).unwrap()));
+    let refused = isolate_tenant(&client, tenant, to).await.unwrap_err();
+    match &refused {
+        IsolateError::OwnerCannotCreate { schemas, grants } => {
+            assert_eq!(schemas, "public");
+            assert_eq!(grants, "GRANT CREATE ON SCHEMA public TO tenantry_owner;");
+        }
+        other => panic!("{other:?}"),
+    }
+    let still: (String, i32) = {
+        let r = client
+            .query_one(node_of, &[tenant.as_uuid()])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(still, (host, port), "nothing moved");
+    client
+        .batch_execute("GRANT CREATE ON SCHEMA public TO tenantry_owner")
+        .await
+        .unwrap();
+    let moved = isolate_tenant(&client, tenant, to).await.unwrap();
+    assert!(moved.moved && moved.newly_isolated, "{moved:?}");
+    let legacy_rows: i64 = client
+        .query_one("SELECT count(*) FROM public.legacy", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(legacy_rows, 500);
+
     drop(client);
     db.drop_all().await;
 }
@@ -1461,6 +1524,23 @@ async fn a_tenant_shares_a_resource_with_another_and_revokes_it_on_the_cluster()
     assert!(matches!(gone, Err(DbError::NotFound(_))), "{gone:?}");
     drop(scope);
 
+    // Deleting a tenant others share with ends those shares: the trigger
+    // finds their owners on the shards, then changes each owner's rows from
+    // the coordinator (a function that reads the tenants reference table,
+    // called inside the shard query, failed with XX000 "cannot execute a
+    // distributed query from a query on a shard": a 500 on DELETE).
+    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
+    scope.share_resource(rid, tb).await.unwrap();
+    scope.commit().await.unwrap();
+    let mut ops = server.admin("admin").await.unwrap();
+    ops.set_status(tb, tenantry_db::TenantStatus::Deleted)
+        .await
+        .unwrap();
+    ops.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
+    assert_eq!(scope.list_shares(rid).await.unwrap().len(), 0);
+    drop(scope);
+
     drop((admin, server));
     db.drop_all().await;
 }
@@ -1557,5 +1637,111 @@ async fn an_operators_session_context_is_refused_on_the_cluster_and_the_transact
     admin.batch_execute("COMMIT").await.unwrap();
 
     drop(admin);
+    db.drop_all().await;
+}
+
+/// Built-ins of pg_catalog the app role may call or read, a line each.
+const CALLABLE: &str = "SELECT coalesce(string_agg(x, E'\\n' ORDER BY x), '') FROM (
+     SELECT p.oid::regprocedure::text AS x FROM pg_catalog.pg_proc p
+     WHERE p.pronamespace = 'pg_catalog'::regnamespace
+       AND has_function_privilege('tenantry_app', p.oid, 'EXECUTE')
+     UNION ALL
+     SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
+     WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind IN ('r', 'v')
+       AND has_table_privilege('tenantry_app', c.oid, 'SELECT')) s";
+
+fn granted_to_app(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a worker lets the app role use that the coordinator does not, but
+/// the transaction id Citus itself sends there.
+async fn beyond_coordinator(
+    admin: &Client,
+    coordinator: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    let mut extra = Vec::new();
+    for worker in on_workers(admin, CALLABLE).await {
+        extra.extend(
+            granted_to_app(&worker)
+                .difference(coordinator)
+                .filter(|f| {
+                    f.as_str()
+                        != "assign_distributed_transaction_id(integer,bigint,timestamp with time zone)"
+                })
+                .cloned(),
+        );
+    }
+    extra
+}
+
+/// What tenantry takes from PUBLIC in a database (other sessions' activity
+/// and locks, the transaction counter, sizes, large objects, Citus's entry
+/// points) is taken on every worker too: Citus checks no EXECUTE on the
+/// coordinator for a function in a query it sends to a shard, so the
+/// worker's privileges are the ones that count. A worker's connections see
+/// the other sessions' carried contexts in their query text; through
+/// `pg_stat_get_activity` on a worker an app role captured them, and replayed
+/// them with `assign_distributed_transaction_id` (which Citus must be able
+/// to send there, so it alone stays). Run again, `migrate` takes the same
+/// from a worker added since.
+#[tokio::test]
+async fn the_workers_take_from_the_app_roles_what_the_coordinator_takes() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, _key) = migrated(&url, "hardened").await;
+    let (a, _b) = two_tenants_with_resources(&admin, 1).await;
+
+    let coordinator = granted_to_app(
+        &admin
+            .query_one(CALLABLE, &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+    );
+    assert!(!coordinator.contains("pg_stat_get_activity(integer)"));
+    assert_eq!(
+        beyond_coordinator(&admin, &coordinator).await,
+        Vec::<String>::new()
+    );
+
+    // The attack: the server's login, as the app role, sends a shard query
+    // that reads the worker's sessions.
+    let client = db.server_client().await;
+    client.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    for sql in [
+        "SELECT array(SELECT x.query FROM pg_catalog.pg_stat_get_activity(NULL) x) \
+         FROM tenantry.resources WHERE tenant_id = $1 GROUP BY ()",
+        "SELECT array(SELECT l.pid FROM pg_catalog.pg_locks l) \
+         FROM tenantry.resources WHERE tenant_id = $1 GROUP BY ()",
+        "SELECT (SELECT count(*) FROM pg_catalog.run_command_on_workers('SELECT 1')) \
+         FROM tenantry.resources WHERE tenant_id = $1 GROUP BY ()",
+    ] {
+        let err = client.query(sql, &[&a]).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err}"
+        );
+    }
+
+    // A worker that lost the hardening (as a node added later has none) gets
+    // it back when migrate runs again.
+    on_workers(
+        &admin,
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_activity(integer) TO PUBLIC",
+    )
+    .await;
+    tenantry_db::migrate::migrate(&mut db.client().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        beyond_coordinator(&admin, &coordinator).await,
+        Vec::<String>::new()
+    );
+
+    drop((client, admin));
     db.drop_all().await;
 }
