@@ -828,6 +828,15 @@ BEGIN
                    -- its own table (add_tenant_schema_table moves them).
                    AND to_regclass(format('%I.%I', t.schema_name, TG_TABLE_NAME)) IS NOT NULL)
                   OR (t.isolation <> 'schema' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$')) THEN
+        -- Another tenant's row (an ancestor writing a descendant's, or no
+        -- tenant context): the writer's unqualified names go to its own
+        -- tier's tables whatever it retries, so this is no stale route.
+        IF row_tenant IS DISTINCT FROM me THEN
+            RAISE EXCEPTION 'tenant %''s rows of % are kept in the table of its own tier (%), not in %.%: write them in that tenant''s own context',
+                row_tenant, TG_TABLE_NAME, CASE WHEN t.isolation = 'schema' THEN 'its schema' ELSE 'the pooled table' END,
+                TG_TABLE_SCHEMA, TG_TABLE_NAME
+                USING ERRCODE = 'TN409';
+        END IF;
         RAISE EXCEPTION 'tenant % lives in another tier now; retry the transaction (a psql session routes its unqualified table names to the tenant''s tables with SELECT tenantry.setup_connection() first)', row_tenant
             USING ERRCODE = '40001', HINT = 'tier_moved';
     END IF;

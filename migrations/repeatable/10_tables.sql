@@ -106,6 +106,67 @@ COMMENT ON FUNCTION tenantry.row_key_column(regclass) IS 'Internal: the key colu
 GRANT EXECUTE ON FUNCTION tenantry.row_key_column(regclass) TO tenantry_admin, tenantry_server;
 
 /**
+ * Foreign keys into a tenant table family (tier_tables(): a schema tenant
+ * keeps its rows of it in its own schema's table) from a table that is not
+ * one, so keeps every tenant's rows, schema tenants' too, in one table: the
+ * key looks only at the pooled table, where a schema tenant's rows are not.
+ * tenantry's own tables are tenantry's to keep right.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_breaking_references()
+RETURNS TABLE (referencing regclass, constraint_name name, referenced regclass)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- The families as tier_tables() finds them, from what the doctor's
+    -- callers may read; each found through pg_depend (indexed by the
+    -- referenced table), not a scan of pg_constraint, which grows with every
+    -- schema tenant's tables: a schema tenant's creation calls this.
+    WITH families AS (
+        SELECT 'tenantry.resources'::regclass AS template
+        UNION ALL
+        SELECT r.table_id FROM tenantry.tenant_tables r
+        JOIN pg_catalog.pg_class c ON c.oid = r.table_id AND c.relkind = 'r'
+        WHERE tenantry.row_key_column(r.table_id) IS NOT NULL
+    )
+    SELECT DISTINCT k.conrelid::regclass, k.conname, k.confrelid::regclass
+    FROM families f
+    JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = f.template
+                               AND d.classid = 'pg_catalog.pg_constraint'::regclass
+    JOIN pg_catalog.pg_constraint k ON k.oid = d.objid AND k.contype = 'f' AND k.confrelid = f.template
+    JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE k.conrelid NOT IN (SELECT f.template FROM families f)
+      AND n.nspname <> 'tenantry'
+      -- Schema tenants' schemas, by their names (the doctor's callers do not
+      -- read tenants).
+      AND n.nspname !~ '^tenant_[0-9a-f]{20}$'
+    ORDER BY 1, 2
+$$;
+COMMENT ON FUNCTION tenantry.tier_breaking_references() IS 'Internal: foreign keys into a tenant table family from a table that is not one (it keeps schema tenants'' rows in one table, where the key cannot see their rows of the family, which are in their schemas): schema tenants cannot be made while one exists (require_schema_tier), and the doctor names them when schema tenants exist (rule tiers). Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.tier_breaking_references() TO tenantry_admin, tenantry_server;
+
+/**
+ * The adopted table a table stands for: a schema tenant's own table of a
+ * family (what an unqualified name means in that tenant's routed session)
+ * stands for the adopted table it inherits from, so that a team's SQL names
+ * the same table in either tier; any other table stands for itself.
+ */
+CREATE OR REPLACE FUNCTION tenantry.adopted_table_of(tbl regclass)
+RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce((SELECT i.inhparent::regclass
+                     FROM pg_catalog.pg_inherits i
+                     JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                     JOIN tenantry.tenant_tables r ON r.table_id = i.inhparent
+                     JOIN tenantry.tenants t ON t.schema_name = c.relnamespace::regnamespace::text
+                     WHERE i.inhrelid = tbl),
+                    tbl)
+$$;
+COMMENT ON FUNCTION tenantry.adopted_table_of(regclass) IS 'Internal: the adopted table a schema tenant''s own table of a family inherits from (share_row, unshare_row and rows_shared_with_me take either); any other table itself. Not granted.';
+
+/**
  * Drops trigger `name` of `tbl` when it is there. DROP TRIGGER IF EXISTS
  * would do the same, with a NOTICE in the psql session of everyone who
  * adopts or releases a table ("trigger ... does not exist, skipping").
@@ -665,6 +726,25 @@ BEGIN
                                   WHERE NOT pg_catalog.has_column_privilege('tenantry_owner', k.confrelid, fk.att, 'REFERENCES')))
                 ORDER BY k.conname;
         END IF;
+        -- A schema tenant keeps its rows of a table family (a plain table
+        -- keyed (tenant_id, column)) in its own schema: a foreign key into the
+        -- family from a table that is not one looks only at the pooled table.
+        -- Named under the referencing table (and under the referenced one when
+        -- only it is asked about, as adopt_table does, or the other is not
+        -- adopted); once schema tenants exist, which cannot be made meanwhile
+        -- (require_schema_tier).
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$') THEN
+            RETURN QUERY
+                SELECT b.referencing::text, 'tiers'::text,
+                       format('foreign key %I references %s, whose rows each schema tenant keeps in its own schema''s table, while %s keeps every tenant''s rows in one table: the key cannot see a schema tenant''s rows',
+                              b.constraint_name, b.referenced, b.referencing),
+                       format('Give %s a primary key (tenant_id, <one column>) and adopt it again, so that schema tenants get a table of it too; or ALTER TABLE %s DROP CONSTRAINT %I;',
+                              b.referencing, b.referencing, b.constraint_name)
+                FROM tenantry.tier_breaking_references() b
+                WHERE b.referencing = t.table_id
+                   OR (b.referenced = t.table_id
+                       AND (tbl IS NOT NULL OR b.referencing NOT IN (SELECT r.table_id FROM tenantry.tenant_tables r)));
+        END IF;
     END LOOP;
     RETURN QUERY
         SELECT later[i], later[i + 1], later[i + 2], later[i + 3]
@@ -794,7 +874,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), and every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), and every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -934,7 +1014,14 @@ BEGIN
        AND pg_catalog.pg_has_role(rel.relowner, 'tenantry_app_own', 'MEMBER') THEN
         RAISE EXCEPTION 'cannot adopt %: it is owned by %, a role that acts for tenants (the server''s login or an app role), which could switch its row level security off',
             tbl, rel.relowner::regrole USING ERRCODE = 'TN422',
-            HINT = format('Create tables with your migration role, not the server''s: ALTER TABLE %s OWNER TO <your migration role>;', tbl);
+            HINT = CASE WHEN rel.relowner = current_user::regrole
+                        -- The migration role itself: it owns what it creates.
+                        THEN format('Your migration role must not act for tenants: as a superuser, REVOKE %s FROM %s; and run tenant steps (SET ROLE tenantry_app) as another role.',
+                                    (SELECT string_agg(g.rolname::text, ', ' ORDER BY g.rolname)
+                                     FROM pg_catalog.pg_auth_members a JOIN pg_catalog.pg_roles g ON g.oid = a.roleid
+                                     WHERE a.member = rel.relowner AND pg_catalog.pg_has_role(g.oid, 'tenantry_app_own', 'MEMBER')),
+                                    rel.relowner::regrole)
+                        ELSE format('Create tables with your migration role, not the server''s: ALTER TABLE %s OWNER TO <your migration role>;', tbl) END;
     END IF;
     IF rel.relowner <> 'tenantry_owner'::regrole THEN
         IF NOT pg_catalog.pg_has_role(current_user, rel.relowner, 'USAGE') THEN
@@ -1507,6 +1594,7 @@ AS $$
 DECLARE
     found_row record;
 BEGIN
+    tbl := tenantry.adopted_table_of(tbl);
     SELECT * INTO found_row FROM tenantry.lock_shareable_row(tbl, share_row.row_id);
     PERFORM tenantry.check_share_target(found_row.owner_id, target_tenant_id, 'row',
                                         (SELECT r.hierarchy FROM tenantry.tenant_tables r WHERE r.table_id = tbl));
@@ -1531,6 +1619,7 @@ AS $$
 DECLARE
     found_row record;
 BEGIN
+    tbl := tenantry.adopted_table_of(tbl);
     SELECT * INTO found_row FROM tenantry.lock_shareable_row(tbl, unshare_row.row_id);
     DELETE FROM tenantry.shared_rows s
     WHERE s.tenant_id = found_row.owner_id AND s.table_id = tbl AND s.row_id = found_row.row_key
@@ -1581,8 +1670,8 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    rel regclass := (SELECT NULLIF(t.typrelid, 0)::regclass FROM pg_catalog.pg_type t
-                     WHERE t.oid = pg_catalog.pg_typeof(tbl));
+    rel regclass := tenantry.adopted_table_of((SELECT NULLIF(t.typrelid, 0)::regclass FROM pg_catalog.pg_type t
+                                               WHERE t.oid = pg_catalog.pg_typeof(tbl)));
     key text;
 BEGIN
     IF rel IS NULL OR tenantry.row_key_column(rel) IS NULL

@@ -1328,4 +1328,45 @@ async fn a_migration_role_that_is_not_a_superuser_is_told_to_let_tenantry_owner_
         .await,
         ["tenantry_owner"]
     );
+
+    // A migration role that also acts for tenants (granted tenantry_app, as
+    // an earlier README said, to try the walkthrough's SET ROLE) owns what it
+    // creates, which adoption refuses: the hint says what to revoke.
+    exec(&su, "RESET ROLE").await;
+    let acting = format!("migrator_app_{}", Uuid::new_v4().simple());
+    exec(
+        &su,
+        &format!(
+            "CREATE ROLE {acting} LOGIN IN ROLE tenantry_owner, tenantry_app;
+             GRANT CREATE ON SCHEMA app TO {acting};
+             SET ROLE {acting};
+             CREATE TABLE app.notes (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                     PRIMARY KEY (tenant_id, id));"
+        ),
+    )
+    .await;
+    let err = su
+        .query("SELECT tenantry.adopt_table('app.notes')", &[])
+        .await
+        .expect_err("owned by a role that acts for tenants");
+    let db = err.as_db_error().unwrap();
+    assert!(
+        db.message().contains("acts for tenants"),
+        "{}",
+        describe(&err)
+    );
+    assert_eq!(
+        db.hint(),
+        Some(format!(
+            "Your migration role must not act for tenants: as a superuser, REVOKE tenantry_app FROM {acting}; \
+             and run tenant steps (SET ROLE tenantry_app) as another role."
+        ))
+        .as_deref()
+    );
+    exec(
+        &su,
+        &format!("RESET ROLE; REVOKE tenantry_app FROM {acting}; SET ROLE {acting};"),
+    )
+    .await;
+    exec(&su, "SELECT tenantry.adopt_table('app.notes')").await;
 }
