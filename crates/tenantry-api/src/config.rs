@@ -215,48 +215,8 @@ impl Settings {
         }
         // Each variable overrides its own key of the file's [jwt] section (the
         // issuer starts one when the file has none); the others keep theirs.
-        if let Some(issuer) = get("TENANTRY_JWT_ISSUER").filter(|v| !v.is_empty()) {
-            match self.jwt.as_mut() {
-                Some(jwt) => jwt.issuer = issuer,
-                None => {
-                    let mut jwt = tenantry_axum::jwt::JwtConfig::new(issuer, "");
-                    jwt.audience.clear();
-                    self.jwt = Some(jwt);
-                }
-            }
-        }
-        if let Some(jwt) = self.jwt.as_mut() {
-            if let Some(audience) = get("TENANTRY_JWT_AUDIENCE").filter(|v| !v.trim().is_empty()) {
-                jwt.audience = audience
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|a| !a.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-            }
-            if let Some(v) = get("TENANTRY_JWT_JWKS_URL").filter(|v| !v.is_empty()) {
-                jwt.jwks_url = Some(v);
-            }
-            if let Some(v) = get("TENANTRY_JWT_HS256_SECRET").filter(|v| !v.is_empty()) {
-                jwt.hs256_secret = Some(v);
-            }
-            if let Some(v) = get("TENANTRY_JWT_TENANT_CLAIM").filter(|v| !v.is_empty()) {
-                jwt.tenant_claim = Some(v);
-            }
-            if let Some(v) = get("TENANTRY_JWT_USER_CLAIM").filter(|v| !v.is_empty()) {
-                jwt.user_claim = v;
-            }
-            if let Some(v) = get("TENANTRY_JWT_LEEWAY_SECS") {
-                jwt.leeway_secs = parse("TENANTRY_JWT_LEEWAY_SECS", &v)?;
-            }
-            if let Some(v) = get("TENANTRY_JWT_EMAIL_VERIFIED_CLAIM").filter(|v| !v.is_empty()) {
-                jwt.email_verified_claim = v;
-            }
-            if let Some(v) = get("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM") {
-                jwt.trust_email_without_verified_claim =
-                    parse("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM", &v)?;
-            }
-        }
+        tenantry_axum::jwt::JwtConfig::apply_env(&mut self.jwt, &get)
+            .map_err(SettingsError::Invalid)?;
         num! {
             "TENANTRY_MAX_CONNECTIONS" => max_connections,
             "TENANTRY_BODY_LIMIT_BYTES" => body_limit_bytes,

@@ -169,6 +169,74 @@ impl JwtConfig {
         }
     }
 
+    /// Applies the `TENANTRY_JWT_*` variables (read through `get`, which
+    /// tests replace), each over its own key of `config` (a `[jwt]` section
+    /// of a file, say): `TENANTRY_JWT_ISSUER` starts a configuration when
+    /// there is none, `TENANTRY_JWT_AUDIENCE` (comma-separated),
+    /// `TENANTRY_JWT_JWKS_URL`, `TENANTRY_JWT_HS256_SECRET`,
+    /// `TENANTRY_JWT_TENANT_CLAIM`, `TENANTRY_JWT_USER_CLAIM`,
+    /// `TENANTRY_JWT_LEEWAY_SECS`, `TENANTRY_JWT_EMAIL_VERIFIED_CLAIM`,
+    /// `TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM`. Without an issuer
+    /// from either, the others are ignored (API keys only). The caller then
+    /// [`validate`](Self::validate)s. Errs naming the variable whose value
+    /// does not parse.
+    pub fn apply_env(
+        config: &mut Option<JwtConfig>,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, String>
+        where
+            T::Err: fmt::Display,
+        {
+            v.trim().parse().map_err(|e| format!("{name}={v:?}: {e}"))
+        }
+        let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        if let Some(issuer) = set("TENANTRY_JWT_ISSUER") {
+            match config.as_mut() {
+                Some(jwt) => jwt.issuer = issuer,
+                None => {
+                    let mut jwt = JwtConfig::new(issuer, "");
+                    jwt.audience.clear();
+                    *config = Some(jwt);
+                }
+            }
+        }
+        let Some(jwt) = config.as_mut() else {
+            return Ok(());
+        };
+        if let Some(audience) = set("TENANTRY_JWT_AUDIENCE") {
+            jwt.audience = audience
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = set("TENANTRY_JWT_JWKS_URL") {
+            jwt.jwks_url = Some(v);
+        }
+        if let Some(v) = set("TENANTRY_JWT_HS256_SECRET") {
+            jwt.hs256_secret = Some(v);
+        }
+        if let Some(v) = set("TENANTRY_JWT_TENANT_CLAIM") {
+            jwt.tenant_claim = Some(v);
+        }
+        if let Some(v) = set("TENANTRY_JWT_USER_CLAIM") {
+            jwt.user_claim = v;
+        }
+        if let Some(v) = get("TENANTRY_JWT_LEEWAY_SECS") {
+            jwt.leeway_secs = parse("TENANTRY_JWT_LEEWAY_SECS", &v)?;
+        }
+        if let Some(v) = set("TENANTRY_JWT_EMAIL_VERIFIED_CLAIM") {
+            jwt.email_verified_claim = v;
+        }
+        if let Some(v) = get("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM") {
+            jwt.trust_email_without_verified_claim =
+                parse("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM", &v)?;
+        }
+        Ok(())
+    }
+
     /// Checks what serde cannot: an issuer, at least one audience, at least
     /// one key source, a JWKS URL that cannot be intercepted (`https`, or
     /// `http` to a loopback address), an HS256 secret of at least

@@ -1,7 +1,8 @@
-//! issue-tracker: an application built on tenantry. Its own tables (`projects`, `issues`, `comments`: [`schema`]) are adopted by tenantry at start-up; its own axum routes ([`routes`]) take a [`tenantry_axum::TenantCaller`], so every statement runs in the caller's tenant under row-level security, and another tenant's row answers exactly like a missing one.
+//! issue-tracker: an application built on tenantry. Its own tables (`projects`, `issues`, `comments`: [`schema`]) are adopted by tenantry at start-up; its own axum routes ([`routes`]) take a [`tenantry_axum::TenantCaller`] (an API key, or a person's token naming the tenant in `X-Tenant-Id`), so every statement runs in the caller's tenant under row-level security, another tenant's row answers exactly like a missing one, and reads need `tracker.read`, writes `tracker.write` ([`permissions`]).
 //!
 //! [`Application::build`] wires it up from [`Settings`] and can bind port 0,
-//! so the tests run the real server; `main` adds the embedded database.
+//! so the tests run the real server; `main` reads the environment ([`config`])
+//! and opens the embedded database when `DATABASE_URL` is unset.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -12,11 +13,16 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use tenantry_axum::{ApiError, ProblemCode, Tenantry, TenantryConfig};
+use tenantry_axum::{
+    jwt::{JwtConfig, JwtVerifier},
+    ApiError, ProblemCode, RequestIdLayer, Tenantry, TenantryConfig,
+};
 use tenantry_db::{Database, DatabaseConfig};
 use tokio::{net::TcpListener, task::JoinHandle};
 
+pub mod config;
 pub mod ids;
+pub mod permissions;
 pub mod routes;
 pub mod schema;
 
@@ -29,9 +35,15 @@ pub struct Settings {
     pub migration: tokio_postgres::Config,
     /// The server's login role, `tenantry_server`: the pool every request uses.
     pub server: tokio_postgres::Config,
+    /// People's sign-in tokens ([`config::jwt_from_env`]: the `TENANTRY_JWT_*`
+    /// variables of `tenantry serve`); `None`: API keys only.
+    pub jwt: Option<JwtConfig>,
 }
 
-/// The routes, over the shared [`Tenantry`] state.
+/// The routes, over the shared [`Tenantry`] state: each tenant request is
+/// recorded by the request log's layer, and every response (fallbacks
+/// included) carries the request's `X-Request-Id`, which problem bodies repeat
+/// as `request_id` ([`RequestIdLayer`], outermost).
 pub fn router(tenantry: Tenantry) -> Router {
     use routes::{comments, issues, projects};
     Router::new()
@@ -55,6 +67,7 @@ pub fn router(tenantry: Tenantry) -> Router {
         .route_layer(tenantry.layer())
         .fallback(|| async { ApiError::new(ProblemCode::RouteNotFound, "no such route") })
         .with_state(tenantry)
+        .layer(RequestIdLayer)
 }
 
 /// The tracker, migrated, bound and ready to serve.
@@ -67,7 +80,8 @@ pub struct Application {
 
 impl Application {
     /// Migrates and adopts the tracker's tables, checks the server's role and
-    /// every adopted table (as `tenantry serve` does), and binds `settings.listen`.
+    /// every adopted table (as `tenantry serve` does), accepts people's tokens
+    /// when `settings.jwt` says whose, and binds `settings.listen`.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         schema::migrate(&settings.migration).await?;
         let key = schema::context_key(&settings.migration).await?;
@@ -81,7 +95,16 @@ impl Application {
         if let Some(p) = problems.first() {
             anyhow::bail!("refusing to serve tenant traffic: {p}");
         }
-        let (tenantry, flusher) = Tenantry::start(db, &TenantryConfig::default());
+        let verifier = settings
+            .jwt
+            .clone()
+            .map(JwtVerifier::new)
+            .transpose()
+            .context("TENANTRY_JWT_*")?;
+        let (mut tenantry, flusher) = Tenantry::start(db, &TenantryConfig::default());
+        if let Some(verifier) = verifier {
+            tenantry = tenantry.with_jwt(verifier);
+        }
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;

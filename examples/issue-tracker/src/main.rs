@@ -1,10 +1,10 @@
-//! `cargo run -p issue-tracker`: the tracker on the embedded default (a private PostgreSQL in `TENANTRY_DATA_DIR`, default `.tenantry`, the same one `tenantry serve` and the CLI use), listening on `ISSUE_TRACKER_LISTEN` (default 127.0.0.1:8090) until Ctrl-C.
+//! `cargo run -p issue-tracker`: the tracker on `DATABASE_URL` (the server's login, with `ISSUE_TRACKER_MIGRATION_URL` for its migration) or, when it is unset, on the embedded default (a private PostgreSQL in `TENANTRY_DATA_DIR`, default `.tenantry`, the same one `tenantry serve` and the CLI use), accepting people's tokens when `TENANTRY_JWT_*` say whose, listening on `ISSUE_TRACKER_LISTEN` (default 127.0.0.1:8090) until Ctrl-C or SIGTERM.
 
-use std::path::PathBuf;
-
-use anyhow::Context;
-use issue_tracker::{Application, Settings};
-use tenantry_db::local::{LocalCluster, DEFAULT_DATA_DIR};
+use issue_tracker::{
+    config::{self, DatabaseSource},
+    permissions, Application, Settings,
+};
+use tenantry_db::local::LocalCluster;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,26 +14,64 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
         )
         .init();
-    let data_dir = std::env::var_os("TENANTRY_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    let listen = std::env::var("ISSUE_TRACKER_LISTEN")
-        .unwrap_or_else(|_| "127.0.0.1:8090".into())
-        .parse()
-        .context("ISSUE_TRACKER_LISTEN")?;
-    let cluster = LocalCluster::open(&data_dir, None).await?;
+    // First: a SIGTERM from now on shuts down cleanly.
     let shutdown = tenantry_axum::shutdown_signal();
+    let env = |name: &str| std::env::var(name).ok();
+    let listen = config::listen_from_env(env)?;
+    let jwt = config::jwt_from_env(env)?;
+    let (migration, server, cluster, database, cli) = match DatabaseSource::from_env(env)? {
+        DatabaseSource::Embedded { data_dir } => {
+            let cluster = LocalCluster::open(&data_dir, None).await?;
+            let location = cluster
+                .location()
+                .unwrap_or(data_dir.as_path())
+                .display()
+                .to_string();
+            (
+                cluster.superuser_config(),
+                cluster.server_config(),
+                Some(cluster),
+                format!("embedded PostgreSQL in {location} (DATABASE_URL is unset)"),
+                // The CLI finds the same cluster through the same TENANTRY_DATA_DIR.
+                "",
+            )
+        }
+        DatabaseSource::Url { server, migration } => (
+            *migration,
+            *server,
+            None,
+            "DATABASE_URL (as tenantry_server), migrated through ISSUE_TRACKER_MIGRATION_URL"
+                .to_owned(),
+            // The CLI's DATABASE_URL is the migration role's, not the server's.
+            "DATABASE_URL=<ISSUE_TRACKER_MIGRATION_URL> ",
+        ),
+    };
+    let people = match &jwt {
+        Some(jwt) => format!(
+            "API keys, and tokens of {} naming the tenant in X-Tenant-Id",
+            jwt.issuer
+        ),
+        None => "API keys only (TENANTRY_JWT_ISSUER is unset)".to_owned(),
+    };
     let app = Application::build(&Settings {
         listen,
-        migration: cluster.superuser_config(),
-        server: cluster.server_config(),
+        migration,
+        server,
+        jwt,
     })
     .await?;
     let addr = app.local_addr();
     println!("issue tracker on http://{addr} (projects, issues, comments; Ctrl-C stops it)");
-    println!("a tenant and its key, with the same data directory:");
-    println!("  cargo run -p tenantry-cli -- tenant create acme");
-    println!("  cargo run -p tenantry-cli -- key create <tenant id>");
+    println!("database:    {database}");
+    println!("callers:     {people}");
+    println!(
+        "permissions: reads need {}, writes {} (a tenant's own key and its owner hold both)",
+        permissions::READ,
+        permissions::WRITE
+    );
+    println!("a tenant and its key, with the same database:");
+    println!("  {cli}cargo run -p tenantry-cli -- tenant create acme              # prints the tenant id");
+    println!("  {cli}cargo run -p tenantry-cli -- key create <tenant id> --json   # \"key\": the API key");
     println!("  curl -H 'Authorization: Bearer <key>' -H 'Content-Type: application/json' \\");
     println!("       -d '{{\"name\":\"Launch\"}}' http://{addr}/projects");
     app.run(shutdown).await?;

@@ -1,7 +1,9 @@
-//! The tracker's own schema: its migration (plain SQL, idempotent) and the adoption of its tables by tenantry, run at start-up as the migration role. Never through the server's pool.
+//! The tracker's own schema: its migration (plain SQL, idempotent), its permissions, and the adoption of its tables by tenantry (writes need `tracker.write`), run at start-up as the migration role. Never through the server's pool.
 
 use anyhow::Context;
 use tenantry_db::tables::{adopt_table, AdoptOptions};
+
+use crate::permissions;
 use tokio_postgres::Config;
 
 /// The tables, in the order they are adopted (a table before those that refer to it).
@@ -77,22 +79,36 @@ async fn check_shapes(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the tables if needed and adopts them (both idempotent), as the
-/// role that runs migrations (`migration`: a superuser, or the tables'
-/// owner that is a member of `tenantry_owner`).
+/// Checks that tenantry's own schema is there and current (the tracker
+/// migrates only its own tables), creates the tracker's tables and
+/// permissions if needed and adopts the tables with `tracker.write` as their
+/// write permission (all idempotent), as the role that runs migrations
+/// (`migration`: a superuser, or the tables' owner that is a member of
+/// `tenantry_owner`).
 pub async fn migrate(migration: &Config) -> anyhow::Result<()> {
     let (client, connection) = migration
         .connect(tokio_postgres::NoTls)
         .await
         .context("connecting as the migration role")?;
     let driver = tokio::spawn(connection);
+    if let Err(e) = tenantry_db::migrate::check(&client).await {
+        anyhow::bail!(
+            "{e}\n(the tracker does not migrate tenantry's own schema in a database it did not \
+             start: run `DATABASE_URL=<superuser url> cargo run -p tenantry-cli -- migrate` first)"
+        );
+    }
     client
         .batch_execute(MIGRATION)
         .await
         .context("running migrations/0001_tables.sql")?;
     check_shapes(&client).await?;
+    permissions::define(&client).await?;
+    let options = AdoptOptions {
+        write_permission: Some(permissions::WRITE.into()),
+        ..AdoptOptions::default()
+    };
     for table in TABLES {
-        adopt_table(&client, table, &AdoptOptions::default(), |_| {})
+        adopt_table(&client, table, &options, |_| {})
             .await
             .with_context(|| format!("adopting {table}"))?;
     }

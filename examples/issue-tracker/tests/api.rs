@@ -1,9 +1,19 @@
-//! The tracker over HTTP on port 0, as `tenantry_server` on a fresh database per test: what a tenant does with its projects, issues and comments, each next to what another tenant's key gets for the same ids (exactly what a missing id gets).
+//! The tracker over HTTP on port 0, as `tenantry_server` on a fresh database per test: what a tenant does with its projects, issues and comments, each next to what another tenant's key gets for the same ids (exactly what a missing id gets); what keys bound to roles and people's tokens may read and write; request ids; and the database named by `DATABASE_URL`.
 
-use issue_tracker::{Application, Settings};
+use issue_tracker::{
+    config::{jwt_from_env, DatabaseSource},
+    Application, Settings,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tenantry_db::{testing::TestDatabase, NewKeyOptions, NewTenant, TenantContext, TenantId};
+use tenantry_axum::jwt::{
+    testing::{IdentityProvider, AUDIENCE},
+    JwtConfig,
+};
+use tenantry_db::{
+    testing::TestDatabase, DbError, NewKeyOptions, NewMember, NewTenant, PermissionSet,
+    TenantContext, TenantId, UserId,
+};
 
 /// A running tracker and its database.
 struct TestApp {
@@ -12,11 +22,12 @@ struct TestApp {
     tdb: TestDatabase,
 }
 
-/// An answer: status, content type and body.
+/// An answer: status, content type, `X-Request-Id` and body.
 #[derive(Debug)]
 struct Answer {
     status: StatusCode,
     content_type: String,
+    request_id: Option<String>,
     body: String,
 }
 
@@ -53,14 +64,25 @@ impl Answer {
 
 impl TestApp {
     async fn spawn() -> Self {
+        Self::spawn_with(None).await
+    }
+
+    /// A tracker that also accepts the tokens `jwt` describes.
+    async fn spawn_with(jwt: Option<JwtConfig>) -> Self {
         let tdb = TestDatabase::new().await;
-        let app = Application::build(&Settings {
+        let settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             migration: tdb.superuser_config(),
             server: tdb.server_config(),
-        })
-        .await
-        .expect("the tracker starts");
+            jwt,
+        };
+        Self::start(tdb, &settings).await
+    }
+
+    async fn start(tdb: TestDatabase, settings: &Settings) -> Self {
+        let app = Application::build(settings)
+            .await
+            .expect("the tracker starts");
         let base = format!("http://{}", app.local_addr());
         tokio::spawn(app.run(std::future::pending()));
         Self {
@@ -92,23 +114,90 @@ impl TestApp {
         (tenant, key.secret.expose().to_owned())
     }
 
+    /// A key of `tenant` bound to a new role `name` granted `permissions`.
+    async fn role_key(&self, tenant: TenantId, name: &str, permissions: &[&str]) -> String {
+        let db = self.tdb.database();
+        let mut scope = db.tenant(TenantContext::new(tenant)).await.unwrap();
+        let role = scope.create_role(name, "").await.unwrap();
+        for permission in permissions {
+            scope
+                .grant_permission(role.role_id, permission)
+                .await
+                .unwrap();
+        }
+        let key = scope
+            .create_api_key(&NewKeyOptions {
+                role_id: Some(role.role_id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        scope.commit().await.unwrap();
+        key.secret.expose().to_owned()
+    }
+
+    /// Makes `user` a member of `tenant` (the first member owns it), with
+    /// a new role `role` granted `permissions` when given.
+    async fn add_member(&self, tenant: TenantId, user: uuid::Uuid, role: Option<(&str, &[&str])>) {
+        let db = self.tdb.database();
+        let mut scope = db.tenant(TenantContext::new(tenant)).await.unwrap();
+        let user = UserId::from_uuid(user);
+        scope
+            .add_member(&NewMember {
+                user_id: Some(user),
+                email: format!("{user}@example.test"),
+                display_name: None,
+            })
+            .await
+            .unwrap();
+        if let Some((name, permissions)) = role {
+            let role = scope.create_role(name, "").await.unwrap();
+            for permission in permissions {
+                scope
+                    .grant_permission(role.role_id, permission)
+                    .await
+                    .unwrap();
+            }
+            scope.assign_role(user, role.role_id).await.unwrap();
+        }
+        scope.commit().await.unwrap();
+    }
+
     async fn call(&self, key: &str, method: Method, path: &str, body: Option<Value>) -> Answer {
+        self.call_with(key, &[], method, path, body).await
+    }
+
+    /// A request with extra `headers`.
+    async fn call_with(
+        &self,
+        key: &str,
+        headers: &[(&str, &str)],
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(key);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await.expect("the tracker answers");
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         Answer {
             status: response.status(),
-            content_type: response
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
+            content_type: header(reqwest::header::CONTENT_TYPE.as_str()).unwrap_or_default(),
+            request_id: header("x-request-id"),
             body: response.text().await.unwrap(),
         }
     }
@@ -344,6 +433,7 @@ async fn the_tracker_refuses_to_start_over_a_table_of_its_name_that_another_appl
         listen: "127.0.0.1:0".parse().unwrap(),
         migration: tdb.superuser_config(),
         server: tdb.server_config(),
+        jwt: None,
     })
     .await
     .err()
@@ -391,5 +481,461 @@ async fn every_tenant_request_leaves_a_request_log_row_with_its_route() {
             "POST /issues/{id}/comments",
             "GET /projects/{id}",
         ]
+    );
+}
+
+/// Every read route and every write route for one project and issue.
+type Call = (Method, String, Option<Value>);
+
+fn reads(project: &str, issue: &str) -> Vec<Call> {
+    vec![
+        (Method::GET, "/projects".into(), None),
+        (Method::GET, format!("/projects/{project}"), None),
+        (Method::GET, format!("/projects/{project}/issues"), None),
+        (Method::GET, format!("/issues/{issue}"), None),
+        (Method::GET, format!("/issues/{issue}/comments"), None),
+    ]
+}
+
+fn writes(project: &str, issue: &str) -> Vec<Call> {
+    vec![
+        (
+            Method::POST,
+            "/projects".into(),
+            Some(json!({"name": "Planted"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/projects/{project}"),
+            Some(json!({"name": "Renamed"})),
+        ),
+        (
+            Method::POST,
+            format!("/projects/{project}/issues"),
+            Some(json!({"title": "Planted"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/issues/{issue}"),
+            Some(json!({"state": "closed"})),
+        ),
+        (
+            Method::POST,
+            format!("/issues/{issue}/comments"),
+            Some(json!({"body": "Planted"})),
+        ),
+    ]
+}
+
+/// Asserts `answer` is the 403 of a caller lacking `permission`.
+fn assert_lacks(answer: &Answer, permission: &str, what: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::FORBIDDEN,
+        "{what}: {}",
+        answer.body
+    );
+    assert_eq!(answer.content_type, "application/problem+json", "{what}");
+    assert_eq!(answer.json()["code"], "permission_denied", "{what}");
+    let detail = answer.json()["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(detail.contains(permission), "{what}: {detail}");
+}
+
+/// What `key`'s tenant holds: project names, issue states and the comment count.
+async fn holdings(app: &TestApp, key: &str, project: &str, issue: &str) -> (Value, Value, usize) {
+    let projects = app.get(key, "/projects").await.json();
+    let names = json!(projects
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect::<Vec<_>>());
+    let issues = app
+        .get(key, &format!("/projects/{project}/issues"))
+        .await
+        .json();
+    let states = json!(issues
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].clone())
+        .collect::<Vec<_>>());
+    let comments = app
+        .get(key, &format!("/issues/{issue}/comments"))
+        .await
+        .json();
+    (names, states, comments.as_array().unwrap().len())
+}
+
+#[tokio::test]
+async fn a_key_bound_to_a_read_only_role_reads_every_route_and_is_refused_every_write() {
+    let app = TestApp::spawn().await;
+    let (tenant, owner) = app.tenant_key("acme").await;
+    let (project, issue, _) = project_issue_comment(&app, &owner).await;
+    let reader = app.role_key(tenant, "readers", &["tracker.read"]).await;
+    // tenantry's own read permission is not the tracker's.
+    let resources = app
+        .role_key(
+            tenant,
+            "resource readers",
+            &["resources.read", "resources.write"],
+        )
+        .await;
+    let before = holdings(&app, &owner, &project, &issue).await;
+
+    for (method, path, body) in reads(&project, &issue) {
+        let answer = app.call(&reader, method.clone(), &path, body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{method} {path}: {}",
+            answer.body
+        );
+    }
+    for (method, path, body) in writes(&project, &issue) {
+        let what = format!("{method} {path}");
+        let answer = app.call(&reader, method, &path, body).await;
+        assert_lacks(&answer, "tracker.write", &what);
+    }
+    for (method, path, body) in reads(&project, &issue)
+        .into_iter()
+        .chain(writes(&project, &issue))
+    {
+        let what = format!("{method} {path} with resources.*");
+        let permission = if method == Method::GET {
+            "tracker.read"
+        } else {
+            "tracker.write"
+        };
+        let answer = app.call(&resources, method, &path, body).await;
+        assert_lacks(&answer, permission, &what);
+    }
+    // A write the reader cannot make is refused before its body is checked.
+    let empty = app.post(&reader, "/projects", json!({"name": ""})).await;
+    assert_lacks(&empty, "tracker.write", "POST /projects with an empty name");
+    assert_eq!(holdings(&app, &owner, &project, &issue).await, before);
+
+    // A role granted both reads and writes, like the tenant's own key.
+    let writer = app
+        .role_key(tenant, "writers", &["tracker.read", "tracker.write"])
+        .await;
+    for (method, path, body) in writes(&project, &issue) {
+        let answer = app.call(&writer, method.clone(), &path, body).await;
+        assert!(
+            answer.status.is_success(),
+            "{method} {path}: {}",
+            answer.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_bound_to_a_role_without_permissions_is_refused_reads_and_writes_alike() {
+    let app = TestApp::spawn().await;
+    let (tenant, owner) = app.tenant_key("acme").await;
+    let (project, issue, _) = project_issue_comment(&app, &owner).await;
+    let nobody = app.role_key(tenant, "nobody", &[]).await;
+    let missing = uuid::Uuid::new_v4().to_string();
+    for (method, path, body) in reads(&project, &issue).into_iter().chain(
+        // The refusal does not depend on the ids: nothing is learnt from it.
+        reads(&missing, &missing),
+    ) {
+        let what = format!("{method} {path}");
+        assert_lacks(
+            &app.call(&nobody, method, &path, body).await,
+            "tracker.read",
+            &what,
+        );
+    }
+    for (method, path, body) in writes(&project, &issue)
+        .into_iter()
+        .chain(writes(&missing, &missing))
+    {
+        let what = format!("{method} {path}");
+        assert_lacks(
+            &app.call(&nobody, method, &path, body).await,
+            "tracker.write",
+            &what,
+        );
+    }
+    // The tenant's own (unbound) key holds every permission, as before.
+    for (method, path, body) in reads(&project, &issue) {
+        let answer = app.call(&owner, method.clone(), &path, body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{method} {path}: {}",
+            answer.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_database_itself_refuses_writes_to_the_tracker_tables_without_tracker_write() {
+    let app = TestApp::spawn().await;
+    let (tenant, owner) = app.tenant_key("acme").await;
+    let (project, issue, _) = project_issue_comment(&app, &owner).await;
+    let su = app.tdb.superuser_client().await;
+    let adopted = tenantry_db::tables::tenant_tables(&su).await.unwrap();
+    let ours: Vec<(String, Option<String>)> = adopted
+        .into_iter()
+        .filter(|t| ["projects", "issues", "comments"].contains(&t.table.as_str()))
+        .map(|t| (t.table, t.write_permission))
+        .collect();
+    assert_eq!(ours.len(), 3, "{ours:?}");
+    for (table, permission) in &ours {
+        assert_eq!(permission.as_deref(), Some("tracker.write"), "{table}");
+    }
+
+    // Straight SQL in the tenant's transaction, past every handler.
+    let db = app.tdb.database();
+    let reader = || {
+        TenantContext::new(tenant)
+            .with_permissions(["tracker.read"].into_iter().collect::<PermissionSet>())
+    };
+    let project = uuid::Uuid::parse_str(&project).unwrap();
+    let issue = uuid::Uuid::parse_str(&issue).unwrap();
+    let inserts: [(&str, &[&(dyn tokio_postgres::types::ToSql + Sync)]); 3] = [
+        ("INSERT INTO projects (name) VALUES ('planted')", &[]),
+        (
+            "INSERT INTO issues (project_id, title) VALUES ($1, 'planted')",
+            &[&project],
+        ),
+        (
+            "INSERT INTO comments (issue_id, body) VALUES ($1, 'planted')",
+            &[&issue],
+        ),
+    ];
+    for (sql, params) in inserts {
+        let mut scope = db.tenant(reader()).await.unwrap();
+        let err = scope.execute(sql, params).await.unwrap_err();
+        assert!(
+            matches!(err, DbError::PermissionDenied(_)),
+            "{sql}: {err:?}"
+        );
+    }
+    // Rows a caller may not change are not there for its UPDATE (PostgreSQL's
+    // policies filter them): nothing is updated.
+    let mut scope = db.tenant(reader()).await.unwrap();
+    let updated = scope
+        .execute(
+            "UPDATE issues SET state = 'closed' WHERE id = $1",
+            &[&issue],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 0);
+    scope.commit().await.unwrap();
+    let mut scope = db.tenant(reader()).await.unwrap();
+    let counts: (i64, i64, i64, String) = scope
+        .query_one(
+            "SELECT (SELECT count(*) FROM projects), (SELECT count(*) FROM issues),
+                    (SELECT count(*) FROM comments), (SELECT state FROM issues)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts, (1, 1, 1, "open".to_owned()));
+}
+
+const HS_SECRET: &str = "a shared secret of at least thirty-two bytes";
+
+#[tokio::test]
+async fn a_persons_token_reads_the_tenant_it_names_and_another_tenant_answers_like_a_missing_one() {
+    let idp = IdentityProvider::start().await;
+    // Configured as the tracker's main() reads it: the TENANTRY_JWT_* variables.
+    let issuer = idp.issuer();
+    let jwt = jwt_from_env(|name| match name {
+        "TENANTRY_JWT_ISSUER" => Some(issuer.clone()),
+        "TENANTRY_JWT_AUDIENCE" => Some(AUDIENCE.into()),
+        "TENANTRY_JWT_HS256_SECRET" => Some(HS_SECRET.into()),
+        _ => None,
+    })
+    .unwrap();
+    let app = TestApp::spawn_with(jwt).await;
+    let (acme, acme_key) = app.tenant_key("acme").await;
+    let (globex, _) = app.tenant_key("globex").await;
+    let (project, issue, _) = project_issue_comment(&app, &acme_key).await;
+    // Alice owns acme (its first member); Bob's only role there reads.
+    let (alice, bob) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    app.add_member(acme, alice, None).await;
+    app.add_member(acme, bob, Some(("readers", &["tracker.read"])))
+        .await;
+    let token = |user: uuid::Uuid| idp.hs256(HS_SECRET, idp.claims(&user.to_string()));
+    let (alice, bob) = (token(alice), token(bob));
+    let acme = acme.to_string();
+
+    let mine = app
+        .call_with(
+            &alice,
+            &[("X-Tenant-Id", &acme)],
+            Method::GET,
+            "/projects",
+            None,
+        )
+        .await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.body);
+    assert_eq!(mine.json()[0]["id"], project.as_str());
+    let created = app
+        .call_with(
+            &alice,
+            &[("X-Tenant-Id", &acme)],
+            Method::POST,
+            &format!("/projects/{project}/issues"),
+            Some(json!({"title": "Filed by Alice"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+
+    // Another tenant, and one that does not exist: the same 404.
+    let missing = uuid::Uuid::new_v4().to_string();
+    let elsewhere = app
+        .call_with(
+            &alice,
+            &[("X-Tenant-Id", &globex.to_string())],
+            Method::GET,
+            "/projects",
+            None,
+        )
+        .await;
+    let nowhere = app
+        .call_with(
+            &alice,
+            &[("X-Tenant-Id", &missing)],
+            Method::GET,
+            "/projects",
+            None,
+        )
+        .await;
+    assert_eq!(
+        elsewhere.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        elsewhere.body
+    );
+    assert_eq!(elsewhere.content_type, "application/problem+json");
+    assert_eq!(
+        (
+            elsewhere.status,
+            elsewhere.content_type.as_str(),
+            elsewhere.scrubbed()
+        ),
+        (
+            nowhere.status,
+            nowhere.content_type.as_str(),
+            nowhere.scrubbed()
+        )
+    );
+
+    // Bob reads every route and writes none.
+    for (method, path, body) in reads(&project, &issue) {
+        let answer = app
+            .call_with(&bob, &[("X-Tenant-Id", &acme)], method.clone(), &path, body)
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{method} {path}: {}",
+            answer.body
+        );
+    }
+    for (method, path, body) in writes(&project, &issue) {
+        let what = format!("{method} {path}");
+        let answer = app
+            .call_with(&bob, &[("X-Tenant-Id", &acme)], method, &path, body)
+            .await;
+        assert_lacks(&answer, "tracker.write", &what);
+    }
+    let issues = app
+        .get(&acme_key, &format!("/projects/{project}/issues"))
+        .await
+        .json();
+    assert_eq!(issues.as_array().unwrap().len(), 2, "{issues}");
+    assert_eq!(issues[0]["state"], "open");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_that_problem_bodies_repeat() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_key("acme").await;
+    let ok = app.get(&key, "/projects").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let made = ok.request_id.as_deref().expect("an X-Request-Id");
+    assert!(uuid::Uuid::parse_str(made).is_ok(), "{made}");
+
+    let missing = format!("/projects/{}", uuid::Uuid::new_v4());
+    let sent = "ticket-42.retry:1_a";
+    for (key, path) in [
+        (key.as_str(), missing.as_str()),
+        ("not-a-key", "/projects"),
+        (key.as_str(), "/nowhere"),
+    ] {
+        let problem = app
+            .call_with(key, &[("X-Request-Id", sent)], Method::GET, path, None)
+            .await;
+        assert_eq!(problem.content_type, "application/problem+json", "{path}");
+        assert_eq!(problem.request_id.as_deref(), Some(sent), "{path}");
+        assert_eq!(problem.json()["request_id"], sent, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_tracker_serves_the_database_database_url_names_and_migrates_it_through_its_migration_url(
+) {
+    let tdb = TestDatabase::new().await;
+    let (server, migration) = (tdb.server_url(), tdb.superuser_url());
+    let source = DatabaseSource::from_env(|name| match name {
+        "DATABASE_URL" => Some(server.clone()),
+        "ISSUE_TRACKER_MIGRATION_URL" => Some(migration.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let DatabaseSource::Url { server, migration } = source else {
+        panic!("DATABASE_URL is set: {source:?}");
+    };
+    let settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        migration: *migration,
+        server: *server,
+        jwt: None,
+    };
+    let app = TestApp::start(tdb, &settings).await;
+    let (_, key) = app.tenant_key("acme").await;
+    let created = app.post(&key, "/projects", json!({"name": "Launch"})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(app.get(&key, "/projects").await.json()[0]["name"], "Launch");
+}
+
+#[tokio::test]
+async fn the_tracker_refuses_to_start_on_a_database_tenantry_has_not_migrated() {
+    let tdb = TestDatabase::new().await;
+    let bare = format!("{}_bare", tdb.name());
+    let su = tdb.superuser_client().await;
+    su.batch_execute(&format!("CREATE DATABASE {bare}"))
+        .await
+        .unwrap();
+    let mut migration = tdb.superuser_config();
+    migration.dbname(&bare);
+    let mut server = tdb.server_config();
+    server.dbname(&bare);
+    let refused = Application::build(&Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        migration,
+        server,
+        jwt: None,
+    })
+    .await
+    .err()
+    .expect("the tracker refuses to start");
+    su.batch_execute(&format!("DROP DATABASE {bare} WITH (FORCE)"))
+        .await
+        .unwrap();
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("cargo run -p tenantry-cli -- migrate"),
+        "{message}"
     );
 }

@@ -11,7 +11,10 @@ use tenantry_db::FromRow;
 use tokio_postgres::Row;
 
 use super::{read_children, text, write_one};
-use crate::ids::{CommentId, IssueId};
+use crate::{
+    ids::{CommentId, IssueId},
+    permissions,
+};
 
 /// A comment as clients see it.
 #[derive(Debug, Serialize)]
@@ -51,6 +54,7 @@ pub async fn create(
     Path(issue): Path<IssueId>,
     Json(new): Json<NewComment>,
 ) -> Result<(StatusCode, Json<Comment>), ApiError> {
+    caller.require(permissions::WRITE)?;
     let body = text("body", &new.body, 10_000)?;
     let sql = "INSERT INTO comments (issue_id, body) SELECT id, $2 FROM issues WHERE id = $1
                RETURNING id, issue_id, body, created_at";
@@ -63,6 +67,7 @@ pub async fn list(
     caller: TenantCaller,
     Path(issue): Path<IssueId>,
 ) -> Result<Json<Vec<Comment>>, ApiError> {
+    caller.require(permissions::READ)?;
     let comments = read_children(
         &caller,
         "issue",

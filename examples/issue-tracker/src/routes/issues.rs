@@ -11,7 +11,10 @@ use tenantry_db::FromRow;
 use tokio_postgres::Row;
 
 use super::{optional_text, read_children, read_one, text, write_one};
-use crate::ids::{IssueId, ProjectId};
+use crate::{
+    ids::{IssueId, ProjectId},
+    permissions,
+};
 
 /// Open or closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +95,7 @@ pub async fn create(
     Path(project): Path<ProjectId>,
     Json(new): Json<NewIssue>,
 ) -> Result<(StatusCode, Json<Issue>), ApiError> {
+    caller.require(permissions::WRITE)?;
     let title = text("title", &new.title, TITLE_MAX)?;
     // The project is looked up under the tenant's policies: another tenant's is not there.
     let sql = "INSERT INTO issues (project_id, title) SELECT id, $2 FROM projects WHERE id = $1
@@ -105,6 +109,7 @@ pub async fn list(
     caller: TenantCaller,
     Path(project): Path<ProjectId>,
 ) -> Result<Json<Vec<Issue>>, ApiError> {
+    caller.require(permissions::READ)?;
     let list = format!(
         "SELECT {COLUMNS} FROM issues WHERE project_id = $1 ORDER BY created_at, id LIMIT $2"
     );
@@ -121,6 +126,7 @@ pub async fn list(
 
 /// `GET /issues/{id}`
 pub async fn get(caller: TenantCaller, Path(id): Path<IssueId>) -> Result<Json<Issue>, ApiError> {
+    caller.require(permissions::READ)?;
     let sql = format!("SELECT {COLUMNS} FROM issues WHERE id = $1");
     Ok(Json(
         read_one(&caller, "issue", &sql, &[id.as_uuid()]).await?,
@@ -133,6 +139,7 @@ pub async fn update(
     Path(id): Path<IssueId>,
     Json(patch): Json<IssuePatch>,
 ) -> Result<Json<Issue>, ApiError> {
+    caller.require(permissions::WRITE)?;
     let title = optional_text("title", &patch.title, TITLE_MAX)?;
     let state = patch.state.map(IssueState::as_str);
     let sql = "UPDATE issues SET title = coalesce($2, title), state = coalesce($3, state)

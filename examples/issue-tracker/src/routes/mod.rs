@@ -1,4 +1,4 @@
-//! The tracker's routes, one module per table, and what they share: a read or a write of one row or a list, each in its own tenant transaction opened by [`TenantCaller`]. Handlers never hold a pool; a row of another tenant is `404 not_found` exactly like a missing one, because the scope never returns it.
+//! The tracker's routes, one module per table, and what they share: a read or a write of one row or a list, each in its own tenant transaction opened by [`TenantCaller`]. Every handler first requires its permission (`tracker.read` for a `GET`, `tracker.write` otherwise: [`crate::permissions`]), so a caller without it gets `403 permission_denied` whatever the ids. Handlers never hold a pool; a row of another tenant is `404 not_found` exactly like a missing one, because the scope never returns it.
 
 use tenantry_axum::{ApiError, TenantCaller};
 use tenantry_db::FromRow;

@@ -11,7 +11,7 @@ use tenantry_db::FromRow;
 use tokio_postgres::Row;
 
 use super::{optional_text, read_one, text, write_one, LIST_LIMIT};
-use crate::ids::ProjectId;
+use crate::{ids::ProjectId, permissions};
 
 /// A project as clients see it.
 #[derive(Debug, Serialize)]
@@ -57,6 +57,7 @@ pub async fn create(
     caller: TenantCaller,
     Json(new): Json<NewProject>,
 ) -> Result<(StatusCode, Json<Project>), ApiError> {
+    caller.require(permissions::WRITE)?;
     let name = text("name", &new.name, NAME_MAX)?;
     let sql = "INSERT INTO projects (name) VALUES ($1) RETURNING id, name, created_at";
     let project = write_one(&caller, "project", sql, &[&name]).await?;
@@ -65,6 +66,7 @@ pub async fn create(
 
 /// `GET /projects`: the tenant's projects, oldest first.
 pub async fn list(caller: TenantCaller) -> Result<Json<Vec<Project>>, ApiError> {
+    caller.require(permissions::READ)?;
     let mut scope = caller.scope().await?;
     let projects = scope
         .query(
@@ -81,6 +83,7 @@ pub async fn get(
     caller: TenantCaller,
     Path(id): Path<ProjectId>,
 ) -> Result<Json<Project>, ApiError> {
+    caller.require(permissions::READ)?;
     let sql = "SELECT id, name, created_at FROM projects WHERE id = $1";
     Ok(Json(
         read_one(&caller, "project", sql, &[id.as_uuid()]).await?,
@@ -93,6 +96,7 @@ pub async fn update(
     Path(id): Path<ProjectId>,
     Json(patch): Json<ProjectPatch>,
 ) -> Result<Json<Project>, ApiError> {
+    caller.require(permissions::WRITE)?;
     let name = optional_text("name", &patch.name, NAME_MAX)?;
     let sql = "UPDATE projects SET name = coalesce($2, name) WHERE id = $1
                RETURNING id, name, created_at";
