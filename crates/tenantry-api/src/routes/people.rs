@@ -9,10 +9,10 @@ use tenantry_axum::{
     Person,
 };
 use tenantry_db::{
-    Impersonation, ImpersonationId, Invitation, InvitationId, IssuedImpersonation,
-    IssuedInvitation, Member, MyTenant, NewInvitation, RoleId, TenantId, UserId,
+    DbError, Impersonation, ImpersonationId, Invitation, InvitationId, IssuedImpersonation,
+    IssuedInvitation, Member, MyTenant, NewInvitation, RoleId, TenantId, TenantScope, UserId,
 };
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{page_by_key, Page, PageQuery};
 use crate::{
@@ -394,51 +394,149 @@ pub async fn start_impersonation(
     }
 }
 
-/// Impersonation sessions of the caller's tenant and its descendants, newest first (`members.read`).
+/// Which impersonation sessions to list, a page at a time.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ImpersonationListQuery {
+    /// Only the sessions of this tenant (of its members). Required with the
+    /// admin token; a tenant's caller lists its own tenant's and its
+    /// descendants' sessions without it.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub tenant_id: Option<TenantId>,
+    /// Page size, 1–1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// The tenant of the impersonation session to end.
+// No `deny_unknown_fields`: this route took no query before and ignored
+// whatever a tenant's caller sent; it still does.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImpersonationTenantQuery {
+    /// The session's tenant (a session of any other is not found). Required
+    /// with the admin token; optional for a tenant's caller.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub tenant_id: Option<TenantId>,
+}
+
+/// The tenant the admin token acts in on an impersonation route: the one it
+/// names, as `POST /v1/impersonations` takes it in its body. The operator's
+/// database role reads sessions only inside a tenant's context, so there is
+/// no listing or ending "everywhere".
+fn admin_tenant(tenant: Option<TenantId>) -> Result<TenantId, ApiError> {
+    tenant.ok_or_else(|| {
+        ApiError::invalid(
+            "tenant_id",
+            "the admin token names the tenant of the sessions (query parameter tenant_id)",
+        )
+    })
+}
+
+/// Impersonation sessions, newest first, never their tokens: of the caller's
+/// tenant and its descendants (`members.read`), or only those of the tenant
+/// named by `tenant_id`, which the admin token must name.
 #[utoipa::path(
-    get, path = "/v1/impersonations", tag = "people", params(PageQuery),
+    get, path = "/v1/impersonations", tag = "people", params(ImpersonationListQuery),
     responses(
         (status = 200, body = Page<Impersonation>),
-        responses::TenantAuth,
+        responses::AnyAuth,
         responses::Params,
+        responses::NotFound,
     ),
     security(("bearer" = []), ("person" = []))
 )]
 pub async fn list_impersonations(
-    caller: TenantCaller,
-    Query(q): Query<PageQuery>,
+    caller: Caller,
+    Query(q): Query<ImpersonationListQuery>,
 ) -> Result<Json<Page<Impersonation>>, ApiError> {
-    caller.require("members.read")?;
-    let mut scope = caller.scope().await?;
-    let sessions = scope.list_impersonations().await?;
-    scope.commit().await?;
+    let mut sessions = match caller {
+        Caller::Admin(admin) => {
+            let tenant = admin_tenant(q.tenant_id)?;
+            let mut scope = admin.tenant_scope(tenant).await?;
+            let sessions = scope.list_impersonations().await?;
+            scope.commit().await?;
+            sessions
+        }
+        Caller::Tenant(caller) => {
+            caller.require("members.read")?;
+            let mut scope = caller.scope().await?;
+            let sessions = scope.list_impersonations().await?;
+            scope.commit().await?;
+            sessions
+        }
+    };
+    // A tenant outside the caller's subtree simply has none it may see.
+    if let Some(tenant) = q.tenant_id {
+        sessions.retain(|s| s.tenant_id == tenant);
+    }
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
     Ok(Json(page_by_key(
         sessions,
         |s| s.impersonation_id.to_string(),
-        &q,
+        &page,
     )?))
 }
 
+/// Ends session `id`, when `tenant` is given only if it is that tenant's:
+/// a session of any other answers as a missing one.
+async fn end_session(
+    scope: &mut TenantScope,
+    id: ImpersonationId,
+    tenant: Option<TenantId>,
+) -> Result<Impersonation, DbError> {
+    if let Some(tenant) = tenant {
+        if scope.get_impersonation(id).await?.tenant_id != tenant {
+            return Err(DbError::NotFound(format!("impersonation {id} not found")));
+        }
+    }
+    scope.end_impersonation(id).await
+}
+
 /// End an impersonation session at once: by a caller holding every permission
-/// in its tenant or an ancestor, or by the session itself.
+/// in its tenant or an ancestor, by the session itself, or by the admin token
+/// naming the session's tenant in `tenant_id` (audited as `admin`). Ending an
+/// ended session answers it again; a session the caller may not see, or of
+/// another tenant than `tenant_id`, is not found.
 #[utoipa::path(
     delete, path = "/v1/impersonations/{impersonation_id}", tag = "people",
-    params(("impersonation_id" = String, Path, format = Uuid)),
+    params(("impersonation_id" = String, Path, format = Uuid), ImpersonationTenantQuery),
     responses(
-        (status = 400, description = "Malformed path parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed path or query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`tenant_id` missing with the admin token (`validation_failed`, field `tenant_id`)", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = Impersonation),
-        responses::TenantAuth,
+        responses::AnyAuth,
         responses::NotFound,
     ),
     security(("bearer" = []), ("person" = []))
 )]
 pub async fn end_impersonation(
-    caller: TenantCaller,
+    caller: Caller,
     Path(id): Path<ImpersonationId>,
+    Query(q): Query<ImpersonationTenantQuery>,
 ) -> Result<Written<Impersonation>, ApiError> {
-    caller
-        .write_response(Reply::new(StatusCode::OK), &id, |scope, id| {
-            Box::pin(scope.end_impersonation(*id))
-        })
-        .await
+    let reply = Reply::new(StatusCode::OK);
+    match caller {
+        Caller::Admin(admin) => {
+            let tenant = admin_tenant(q.tenant_id)?;
+            admin
+                .tenant_write_response(tenant, reply, &id, |scope, id| {
+                    Box::pin(end_session(scope, *id, Some(tenant)))
+                })
+                .await
+        }
+        Caller::Tenant(caller) => {
+            caller
+                .write_response(reply, &id, |scope, id| {
+                    Box::pin(end_session(scope, *id, q.tenant_id))
+                })
+                .await
+        }
+    }
 }

@@ -825,6 +825,264 @@ async fn only_an_owner_or_the_operator_impersonates_and_never_outside_their_subt
         .problem(401, "unauthorized");
 }
 
+/// A tenant with a member (added by its unbound key), and the member's id.
+async fn tenant_with_member(app: &TestApp, name: &str) -> (crate::helpers::TenantKey, String) {
+    let tenant = app.tenant(name).await;
+    let member = app
+        .post(
+            "/v1/members",
+            &tenant.key,
+            &json!({ "email": format!("member@{name}.test") }),
+        )
+        .await
+        .expect(201)["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (tenant, member)
+}
+
+/// The operator starts a session with the admin token (naming the tenant, as
+/// `POST /v1/impersonations` takes it); returns the session's body.
+async fn admin_impersonates(app: &TestApp, tenant: &str, user: &str) -> Value {
+    app.admin_post(
+        "/v1/impersonations",
+        &json!({ "tenant_id": tenant, "user_id": user, "valid_for_seconds": 600 }),
+    )
+    .await
+    .expect(201)
+    .clone()
+}
+
+#[tokio::test]
+async fn the_admin_token_lists_and_ends_a_session_it_started_and_its_token_is_refused_afterwards() {
+    let app = TestApp::spawn().await;
+    let (acme, alice) = tenant_with_member(&app, "acme").await;
+    let (other, carol) = tenant_with_member(&app, "other").await;
+    let started = admin_impersonates(&app, &acme.id, &alice).await;
+    let id = started["impersonation_id"].as_str().unwrap();
+    let session = started["token"].as_str().unwrap();
+    admin_impersonates(&app, &other.id, &carol).await;
+    // A session in acme's child, which acme's own callers also see.
+    let eu = app.child_tenant("acme-eu", Some(&acme.id)).await;
+    let dave = app
+        .post("/v1/members", &eu.key, &json!({ "email": "dave@eu.test" }))
+        .await
+        .expect(201)["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let in_child = admin_impersonates(&app, &eu.id, &dave).await;
+    let child_id = in_child["impersonation_id"].as_str().unwrap();
+    assert_eq!(app.get("/v1/resources", session).await.status, 200);
+
+    // The tenant it names, and only that tenant's sessions; never a token.
+    let listed = app
+        .admin_get(&format!("/v1/impersonations?tenant_id={}", acme.id))
+        .await
+        .items();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["impersonation_id"], json!(id));
+    assert_eq!(listed[0]["impersonator"], json!("admin"));
+    assert!(listed[0]["ended_at"].is_null());
+    assert!(listed[0].get("token").is_none());
+    // Paged like every list.
+    let first = app
+        .admin_get(&format!(
+            "/v1/impersonations?tenant_id={}&limit=1",
+            other.id
+        ))
+        .await;
+    assert_eq!(first.items().len(), 1);
+    assert!(first.body["next_cursor"].is_null());
+
+    // Named under another tenant, the session is not found and still works.
+    app.send(
+        Method::DELETE,
+        &format!("/v1/impersonations/{id}?tenant_id={}", other.id),
+        Some(&app.admin_token),
+        None,
+    )
+    .await
+    .problem(404, "not_found");
+    assert_eq!(app.get("/v1/resources", session).await.status, 200);
+    // The child's session is the child's: named under its parent, not found.
+    app.send(
+        Method::DELETE,
+        &format!("/v1/impersonations/{child_id}?tenant_id={}", acme.id),
+        Some(&app.admin_token),
+        None,
+    )
+    .await
+    .problem(404, "not_found");
+    let child_listed = app
+        .admin_get(&format!("/v1/impersonations?tenant_id={}", eu.id))
+        .await
+        .items();
+    assert_eq!(child_listed.len(), 1);
+    assert_eq!(child_listed[0]["impersonation_id"], json!(child_id));
+    assert!(child_listed[0]["ended_at"].is_null());
+
+    let ended = app
+        .send(
+            Method::DELETE,
+            &format!("/v1/impersonations/{id}?tenant_id={}", acme.id),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    let ended = ended.expect(200);
+    assert_eq!(ended["impersonation_id"], json!(id));
+    assert!(ended["ended_at"].is_string());
+    // Its token is refused from now on, like any unknown credential.
+    app.get("/v1/resources", session)
+        .await
+        .problem(401, "unauthorized");
+    let listed = app
+        .admin_get(&format!("/v1/impersonations?tenant_id={}", acme.id))
+        .await
+        .items();
+    assert!(listed[0]["ended_at"].is_string());
+    // Audited with the operator as the actor, as starting it was.
+    let audit = app
+        .admin_get(&format!("/v1/tenants/{}/audit?limit=100", acme.id))
+        .await
+        .items();
+    for action in ["impersonation.started", "impersonation.ended"] {
+        let row = audit
+            .iter()
+            .find(|e| e["action"] == json!(action))
+            .unwrap_or_else(|| panic!("no {action} row: {audit:?}"));
+        assert_eq!(row["actor"], json!("admin"), "{action}: {row}");
+    }
+    // The other tenant's session was left alone.
+    let others = app
+        .admin_get(&format!("/v1/impersonations?tenant_id={}", other.id))
+        .await
+        .items();
+    assert!(others[0]["ended_at"].is_null());
+}
+
+#[tokio::test]
+async fn the_admin_token_names_the_tenant_and_cannot_end_a_session_with_an_id_of_nothing() {
+    let app = TestApp::spawn().await;
+    let (acme, alice) = tenant_with_member(&app, "acme").await;
+    admin_impersonates(&app, &acme.id, &alice).await;
+    let admin = Some(app.admin_token.as_str());
+
+    let nothing = random_id();
+    app.send(
+        Method::DELETE,
+        &format!("/v1/impersonations/{nothing}?tenant_id={}", acme.id),
+        admin,
+        None,
+    )
+    .await
+    .problem(404, "not_found");
+    // Without a tenant the admin token acts in none: 422 naming the field.
+    let missing = app
+        .send(
+            Method::DELETE,
+            &format!("/v1/impersonations/{nothing}"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        missing.problem(422, "validation_failed")["field"],
+        "tenant_id"
+    );
+    let missing = app.admin_get("/v1/impersonations").await;
+    assert_eq!(
+        missing.problem(422, "validation_failed")["field"],
+        "tenant_id"
+    );
+    // A tenant that does not exist has no sessions to list or end.
+    app.admin_get(&format!("/v1/impersonations?tenant_id={}", random_id()))
+        .await
+        .problem(404, "not_found");
+    app.send(
+        Method::DELETE,
+        &format!("/v1/impersonations/{nothing}?tenant_id={}", random_id()),
+        admin,
+        None,
+    )
+    .await
+    .problem(404, "not_found");
+    // A tenant id that is not one is a malformed query.
+    app.admin_get("/v1/impersonations?tenant_id=acme")
+        .await
+        .problem(400, "invalid_query");
+}
+
+#[tokio::test]
+async fn tenant_callers_keep_their_denials_on_listing_and_ending_sessions() {
+    let app = TestApp::spawn().await;
+    let (acme, alice) = tenant_with_member(&app, "acme").await;
+    let other = app.tenant("other").await;
+    let started = admin_impersonates(&app, &acme.id, &alice).await;
+    let id = started["impersonation_id"].as_str().unwrap();
+    let session = started["token"].as_str().unwrap();
+    let reader = app
+        .create_role(&acme.key, "reader", &["members.read"])
+        .await;
+    let (reader_key, _) = app.create_role_key(&acme.key, &reader).await;
+    let nobody = app.create_role(&acme.key, "nobody", &[]).await;
+    let (nobody_key, _) = app.create_role_key(&acme.key, &nobody).await;
+
+    // Listing needs members.read; ending needs every permission.
+    app.get("/v1/impersonations", &nobody_key)
+        .await
+        .problem(403, "permission_denied");
+    assert_eq!(
+        app.get("/v1/impersonations", &reader_key)
+            .await
+            .items()
+            .len(),
+        1
+    );
+    app.delete(&format!("/v1/impersonations/{id}"), &reader_key)
+        .await
+        .problem(403, "forbidden");
+    // Another tenant's key neither sees nor ends it.
+    assert!(app
+        .get("/v1/impersonations", &other.key)
+        .await
+        .items()
+        .is_empty());
+    app.delete(&format!("/v1/impersonations/{id}"), &other.key)
+        .await
+        .problem(404, "not_found");
+    // `tenant_id` narrows a tenant caller's list to that tenant's sessions,
+    // and one of another tenant it cannot see lists nothing and ends nothing.
+    let named = |tenant: &str| format!("/v1/impersonations?tenant_id={tenant}");
+    assert_eq!(app.get(&named(&acme.id), &acme.key).await.items().len(), 1);
+    assert!(app
+        .get(&named(&other.id), &acme.key)
+        .await
+        .items()
+        .is_empty());
+    assert!(app
+        .get(&named(&acme.id), &other.key)
+        .await
+        .items()
+        .is_empty());
+    for (tenant, key) in [(&other.id, &acme.key), (&acme.id, &other.key)] {
+        app.delete(&format!("/v1/impersonations/{id}?tenant_id={tenant}"), key)
+            .await
+            .problem(404, "not_found");
+    }
+    assert_eq!(app.get("/v1/resources", session).await.status, 200);
+    // The owner's unbound key still ends it, as before.
+    let ended = app
+        .delete(&format!("/v1/impersonations/{id}"), &acme.key)
+        .await;
+    assert!(ended.expect(200)["ended_at"].is_string());
+    app.get("/v1/resources", session)
+        .await
+        .problem(401, "unauthorized");
+}
+
 #[tokio::test]
 async fn a_scoped_key_holds_only_its_scopes_and_an_address_bound_key_works_only_from_there() {
     let app = TestApp::spawn().await;
