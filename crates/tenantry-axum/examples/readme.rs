@@ -3,7 +3,7 @@
 use tenantry_axum::{
     error::ApiError,
     extract::{Json, Path},
-    TenantCaller, Tenantry,
+    RequestIdLayer, TenantCaller, Tenantry,
 };
 use tenantry_db::{
     tables::{adopt_table, AdoptOptions},
@@ -36,7 +36,8 @@ async fn get_project(
 }
 
 /// Start-up: adopt your tables as the role that runs your migrations (after
-/// your CREATE TABLEs), then route; the layer records every tenant request.
+/// your CREATE TABLEs), then route; the layer records every tenant request,
+/// and request ids (outermost) tie each answer to its log row.
 async fn app(
     migrations: &tokio_postgres::Client,
     db: Database,
@@ -46,7 +47,8 @@ async fn app(
     Ok(axum::Router::new()
         .route("/projects/{id}", axum::routing::get(get_project))
         .route_layer(tenantry.layer())
-        .with_state(tenantry))
+        .with_state(tenantry)
+        .layer(RequestIdLayer))
 }
 
 fn main() {
