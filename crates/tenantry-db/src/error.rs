@@ -110,6 +110,29 @@ fn is_field_name(hint: &str) -> bool {
     !hint.is_empty() && hint.len() <= 200 && !hint.chars().any(char::is_whitespace)
 }
 
+/// The columns of a key violation's DETAIL (`Key (tenant_id, name)=(…)
+/// already exists.`), but `tenant_id`, which every tenant table's keys lead
+/// with: `name`, or `a and b`. PostgreSQL's message names the constraint
+/// instead, a name of the schema's that an API's client has no use for.
+/// None when the detail is not in this form (another `lc_messages`).
+fn key_columns(detail: &str) -> Option<String> {
+    let columns = detail.strip_prefix("Key (")?.split(")=(").next()?;
+    let named: Vec<&str> = columns
+        .split(", ")
+        .filter(|c| *c != "tenant_id" && !c.is_empty())
+        .collect();
+    (!named.is_empty() && named.len() < 8).then(|| named.join(" and "))
+}
+
+/// The referenced table of a foreign-key violation's DETAIL (`Key (…)=(…)
+/// is not present in table "projects".`).
+fn referenced_table(detail: &str) -> Option<&str> {
+    detail
+        .split_once("is not present in table \"")?
+        .1
+        .strip_suffix("\".")
+}
+
 /// A driver error in a person's words: the database's SQLSTATE and message
 /// (`42501: permission denied for function f`), or the driver's own text
 /// (its display repeats "db error" and then the cause, which error chains
@@ -150,7 +173,14 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             "TN401" => DbError::PermissionDenied(message),
             "TN422" => DbError::Invalid { field, message },
             _ => match db.code() {
-                c if *c == SqlState::UNIQUE_VIOLATION => DbError::Conflict(message),
+                c if *c == SqlState::UNIQUE_VIOLATION => DbError::Conflict(
+                    match (db.table(), db.detail().and_then(key_columns)) {
+                        (Some(table), Some(columns)) => {
+                            format!("a row of {table} with this {columns} already exists")
+                        }
+                        _ => message,
+                    },
+                ),
                 // A statement the connection had prepared is gone (DEALLOCATE
                 // by other SQL on it): the connection is closed, the caller retries.
                 c if *c == SqlState::INVALID_SQL_STATEMENT_NAME => DbError::Unavailable(message),
@@ -171,7 +201,18 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 {
                     DbError::Conflict(message)
                 }
-                c if *c == SqlState::FOREIGN_KEY_VIOLATION => DbError::NotFound(message),
+                c if *c == SqlState::FOREIGN_KEY_VIOLATION => DbError::NotFound(
+                    match (
+                        db.table(),
+                        db.detail().and_then(key_columns),
+                        db.detail().and_then(referenced_table),
+                    ) {
+                        (Some(table), Some(columns), Some(referenced)) => format!(
+                            "the row of {referenced} that this row of {table} names by its {columns} was not found"
+                        ),
+                        _ => message,
+                    },
+                ),
                 c if *c == SqlState::CHECK_VIOLATION => match db
                     .constraint()
                     .and_then(|name| FIELD_LIMITS.iter().find(|(c, _, _)| *c == name))
@@ -230,5 +271,38 @@ impl From<deadpool::managed::PoolError<crate::session::SessionError>> for DbErro
             deadpool::managed::PoolError::Backend(crate::session::SessionError::Db(e)) => e.into(),
             other => DbError::Unavailable(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_violations_are_told_by_their_columns_without_tenant_id() {
+        assert_eq!(
+            key_columns("Key (tenant_id, name)=(6dd2…, Dup) already exists.").as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            key_columns(
+                "Key (tenant_id, project_id)=(6dd2…, 9) is not present in table \"projects\"."
+            )
+            .as_deref(),
+            Some("project_id")
+        );
+        assert_eq!(
+            key_columns("Key (tenant_id, a, b)=(x, 1, 2) already exists.").as_deref(),
+            Some("a and b")
+        );
+        assert_eq!(key_columns("Key (tenant_id)=(x) already exists."), None);
+        assert_eq!(key_columns("Schlüssel (name)=(x) existiert bereits."), None);
+        assert_eq!(
+            referenced_table(
+                "Key (tenant_id, project_id)=(6dd2…, 9) is not present in table \"projects\"."
+            ),
+            Some("projects")
+        );
+        assert_eq!(referenced_table("Key (a)=(1) already exists."), None);
     }
 }
