@@ -831,7 +831,9 @@ BEGIN
         -- Another tenant's row (an ancestor writing a descendant's, or no
         -- tenant context): the writer's unqualified names go to its own
         -- tier's tables whatever it retries, so this is no stale route.
-        IF row_tenant IS DISTINCT FROM me THEN
+        -- (While it moves between tiers, the rows change tables and a
+        -- retry after the cut-over may find them where it writes.)
+        IF row_tenant IS DISTINCT FROM me AND t.moving_to IS NULL THEN
             RAISE EXCEPTION 'tenant %''s rows of % are kept in the table of its own tier (%), not in %.%: write them in that tenant''s own context',
                 row_tenant, TG_TABLE_NAME, CASE WHEN t.isolation = 'schema' THEN 'its schema' ELSE 'the pooled table' END,
                 TG_TABLE_SCHEMA, TG_TABLE_NAME

@@ -369,8 +369,58 @@ pub async fn harden_nodes(client: &Client) -> Result<(), DistributionError> {
             ));
         }
     }
+    // run_command_on_workers answers for the first statement of a command
+    // only: a later one that failed rolled the whole command back on that
+    // worker unseen. So what counts is checked: no worker lets the app role
+    // use a built-in the coordinator does not, but the transaction id Citus
+    // itself sends there.
+    let coordinator: String = client
+        .query_one(APP_BUILTINS, &[])
+        .await
+        .map_err(|e| refused("the coordinator".into(), e.to_string()))?
+        .get(0);
+    let coordinator: std::collections::BTreeSet<&str> = coordinator.lines().collect();
+    let workers = client
+        .query(
+            "SELECT nodename || ':' || nodeport, success, result FROM run_command_on_workers($1)",
+            &[&APP_BUILTINS],
+        )
+        .await
+        .map_err(|e| refused("the workers".into(), e.to_string()))?;
+    for row in workers {
+        let (node, success, result): (String, bool, String) = (row.get(0), row.get(1), row.get(2));
+        let extra: Vec<&str> = result
+            .lines()
+            .filter(|b| success && !coordinator.contains(b) && *b != WORKER_ONLY_BUILTIN)
+            .collect();
+        if !success || !extra.is_empty() {
+            return Err(refused(
+                format!("worker {node}"),
+                if success {
+                    format!("the app roles may still use {}", extra.join(", "))
+                } else {
+                    result
+                },
+            ));
+        }
+    }
     Ok(())
 }
+
+/// The built-ins of pg_catalog `tenantry_app` may call or read, a line each.
+const APP_BUILTINS: &str = "SELECT coalesce(string_agg(x, E'\\n' ORDER BY x), '') FROM (
+     SELECT p.oid::regprocedure::text AS x FROM pg_catalog.pg_proc p
+     WHERE p.pronamespace = 'pg_catalog'::regnamespace
+       AND pg_catalog.has_function_privilege('tenantry_app', p.oid, 'EXECUTE')
+     UNION ALL
+     SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
+     WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind IN ('r', 'v')
+       AND pg_catalog.has_table_privilege('tenantry_app', c.oid, 'SELECT')) s";
+
+/// What a worker keeps for the roles Citus connects as: Citus sends it there
+/// as the current role.
+const WORKER_ONLY_BUILTIN: &str =
+    "assign_distributed_transaction_id(integer,bigint,timestamp with time zone)";
 
 /// One thing to hand to Citus.
 struct Step {
@@ -671,6 +721,46 @@ pub enum IsolateError {
     Db(#[from] tokio_postgres::Error),
 }
 
+/// Refuses ([`IsolateError::OwnerCannotCreate`], with the GRANTs) when
+/// `tenantry_owner` may not create, on the node `host:port`, in a schema of
+/// a table colocated with `resources`: a shard move creates the tables there
+/// as their owner.
+async fn owner_may_create_on(client: &Client, host: &str, port: i32) -> Result<(), IsolateError> {
+    const CHECK: &str = "SELECT coalesce(string_agg(DISTINCT format('%I', n.nspname), ', '), '')
+         FROM pg_dist_partition p
+         JOIN pg_catalog.pg_class c ON c.oid = p.logicalrelid
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE p.colocationid = (SELECT colocationid FROM pg_dist_partition
+                                 WHERE logicalrelid = 'tenantry.resources'::regclass)
+           AND NOT pg_catalog.has_schema_privilege('tenantry_owner', n.oid, 'CREATE')";
+    let row = client
+        .query_opt(
+            "SELECT success, result FROM run_command_on_workers($1)
+             WHERE nodename = $2 AND nodeport = $3",
+            &[&CHECK, &host, &port],
+        )
+        .await?;
+    // The coordinator itself is no worker: its own answer.
+    let (success, schemas): (bool, String) = match row {
+        Some(row) => (row.get(0), row.get(1)),
+        None => (true, client.query_one(CHECK, &[]).await?.get(0)),
+    };
+    if !success {
+        return Err(IsolateError::UnknownNode(format!(
+            "{host}:{port} ({schemas})"
+        )));
+    }
+    if schemas.is_empty() {
+        return Ok(());
+    }
+    let grants = schemas
+        .split(", ")
+        .map(|s| format!("GRANT CREATE ON SCHEMA {s} TO tenantry_owner;"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Err(IsolateError::OwnerCannotCreate { schemas, grants })
+}
+
 /// Gives one tenant shards of its own (Citus's `isolate_tenant_to_new_shard`
 /// with CASCADE: every tenant table colocated with `resources` is split at
 /// the tenant's hash value), then, when `to_node` (`host`, `port`) names
@@ -722,31 +812,24 @@ pub async fn isolate_tenant(
             Some((host, i32::from(port)))
         }
     };
-    if target.is_some() {
-        // Refused before the split too: the tenant is isolated and moved in
-        // one go or not at all.
-        let row = client
-            .query_one(
-                "SELECT string_agg(DISTINCT format('%I', n.nspname), ', '),
-                        string_agg(DISTINCT format('GRANT CREATE ON SCHEMA %I TO tenantry_owner;', n.nspname), ' ')
-                 FROM pg_dist_partition p
-                 JOIN pg_catalog.pg_class c ON c.oid = p.logicalrelid
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE p.colocationid = (SELECT colocationid FROM pg_dist_partition
-                                         WHERE logicalrelid = 'tenantry.resources'::regclass)
-                   AND NOT has_schema_privilege('tenantry_owner', n.oid, 'CREATE')",
-                &[],
-            )
-            .await?;
-        if let (Some(schemas), Some(grants)) = (row.get(0), row.get(1)) {
-            return Err(IsolateError::OwnerCannotCreate { schemas, grants });
-        }
-    }
     let shard_of = "SELECT s.shardid, s.shardminvalue = s.shardmaxvalue
                     FROM pg_dist_shard s
                     WHERE s.shardid = get_shard_id_for_distribution_column('tenantry.resources', $1::uuid)";
     let row = client.query_one(shard_of, &[&id]).await?;
     let (mut shard_id, isolated): (i64, bool) = (row.get(0), row.get(1));
+    let placement = "SELECT n.nodename::text, n.nodeport FROM pg_dist_placement p
+                     JOIN pg_dist_node n ON n.groupid = p.groupid WHERE p.shardid = $1";
+    if let Some((to_host, to_port)) = target {
+        // A split keeps the tenant's shards on their node. A move creates
+        // them on the target as the tables' owner: refused before anything
+        // is split when the owner may not create there, so the tenant is
+        // isolated and moved in one go or not at all.
+        let row = client.query_one(placement, &[&shard_id]).await?;
+        let (host, port): (String, i32) = (row.get(0), row.get(1));
+        if (to_host, to_port) != (host.as_str(), port) {
+            owner_may_create_on(client, to_host, to_port).await?;
+        }
+    }
     if !isolated {
         let row = client
             .query_one(
@@ -757,8 +840,6 @@ pub async fn isolate_tenant(
             .await?;
         shard_id = row.get(0);
     }
-    let placement = "SELECT n.nodename::text, n.nodeport FROM pg_dist_placement p
-                     JOIN pg_dist_node n ON n.groupid = p.groupid WHERE p.shardid = $1";
     let row = client.query_one(placement, &[&shard_id]).await?;
     let (mut host, mut port): (String, i32) = (row.get(0), row.get(1));
     let mut moved = false;

@@ -1234,6 +1234,10 @@ async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_
             .unwrap();
         (r.get(0), r.get(1))
     };
+    // Isolated where it is: nothing is created on another node, nothing to refuse.
+    let here = Some((host.as_str(), u16::try_from(port).unwrap()));
+    let stayed = isolate_tenant(&client, tenant, here).await.unwrap();
+    assert!(stayed.newly_isolated && !stayed.moved, "{stayed:?}");
     let to = Some((other_host.as_str(), u16::try_from(other_port).unwrap()));
     let refused = isolate_tenant(&client, tenant, to).await.unwrap_err();
     match &refused {
@@ -1256,7 +1260,7 @@ async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_
         .await
         .unwrap();
     let moved = isolate_tenant(&client, tenant, to).await.unwrap();
-    assert!(moved.moved && moved.newly_isolated, "{moved:?}");
+    assert!(moved.moved && !moved.newly_isolated, "{moved:?}");
     let legacy_rows: i64 = client
         .query_one("SELECT count(*) FROM public.legacy", &[])
         .await
