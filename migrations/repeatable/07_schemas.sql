@@ -352,23 +352,40 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    k record;
+    families regclass[];
+    other regclass;
+    key_name name;
+    referencing regclass;
+    referenced regclass;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'citus') THEN
         RAISE EXCEPTION 'schema tenants are not available on a Citus cluster'
             USING ERRCODE = 'TN409', HINT = 'isolation',
                   DETAIL = 'give a large tenant shards of its own instead (tenantry tenant isolate, docs/scale-out.md)';
     END IF;
-    SELECT * INTO k FROM tenantry.tier_breaking_references() LIMIT 1;
-    IF FOUND THEN
+    -- The adopted tables that are not families, each by its own foreign keys
+    -- (an index lookup; tier_breaking_references(), which the doctor runs,
+    -- looks at every table of the database, too slow for every creation).
+    families := tenantry.table_families();
+    FOR other IN
+        SELECT r.table_id FROM tenantry.tenant_tables r WHERE r.table_id <> ALL (families)
+    LOOP
+        SELECT c.conname, c.conrelid::regclass, c.confrelid::regclass
+        INTO key_name, referencing, referenced
+        FROM pg_catalog.pg_constraint c
+        WHERE c.conrelid = other AND c.contype = 'f' AND c.confrelid = ANY (families)
+        LIMIT 1;
+        EXIT WHEN FOUND;
+    END LOOP;
+    IF key_name IS NOT NULL THEN
         RAISE EXCEPTION 'a tenant cannot have a schema of its own while foreign key % of % references %: a schema tenant keeps its rows of % in its own schema, and its rows of % in %, where the key cannot see them',
-            k.constraint_name, k.referencing, k.referenced, k.referenced, k.referencing, k.referencing
+            key_name, referencing, referenced, referenced, referencing, referencing
             USING ERRCODE = 'TN409', HINT = 'isolation',
-                  DETAIL = format('Give %s a primary key (tenant_id, <one column>), so that schema tenants get a table of it too, and adopt it again; or drop the foreign key (docs/tiers.md, "Your own tables in schema tenants").', k.referencing);
+                  DETAIL = format('Give %s a primary key (tenant_id, <one column>), so that schema tenants get a table of it too, and adopt it again; or drop the foreign key (docs/tiers.md, "Your own tables in schema tenants").', referencing);
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.require_schema_tier() IS 'Internal: TN409 on a Citus coordinator, where tenants cannot get a schema of their own (Citus does not distribute inherited tables), and while a foreign key into a tenant table family comes from a table that is not one (tier_breaking_references); creating a schema tenant and a move to the schema tier call it. Not granted.';
+COMMENT ON FUNCTION tenantry.require_schema_tier() IS 'Internal: TN409 on a Citus coordinator, where tenants cannot get a schema of their own (Citus does not distribute inherited tables), and while a foreign key into a tenant table family comes from an adopted table that is not one (the doctor''s tier_breaking_references looks at every table); creating a schema tenant and a move to the schema tier call it. Not granted.';
 
 /** The administrative gate of every tier change. */
 CREATE OR REPLACE FUNCTION tenantry.require_tier_admin()

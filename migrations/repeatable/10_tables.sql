@@ -106,6 +106,32 @@ COMMENT ON FUNCTION tenantry.row_key_column(regclass) IS 'Internal: the key colu
 GRANT EXECUTE ON FUNCTION tenantry.row_key_column(regclass) TO tenantry_admin, tenantry_server;
 
 /**
+ * The tenant table families (those tier_tables() describes): resources and
+ * every adopted plain table with a primary key (tenant_id, one column).
+ * Each table looked up by its oid: the catalogs grow with every schema
+ * tenant's tables, and a schema tenant's creation calls this
+ * (require_schema_tier).
+ */
+CREATE OR REPLACE FUNCTION tenantry.table_families()
+RETURNS regclass[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'tenantry.resources'::regclass || ARRAY(
+        SELECT r.table_id FROM tenantry.tenant_tables r
+        WHERE (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = r.table_id) = 'r'
+          -- row_key_column(), written out: a function with SET is not
+          -- inlined, and is planned again at every call.
+          AND (SELECT count(*) FROM pg_catalog.pg_constraint k
+               JOIN pg_catalog.pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1]
+               WHERE k.conrelid = r.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2
+                 AND t.attname = 'tenant_id') > 0
+        ORDER BY r.table_id)
+$$;
+COMMENT ON FUNCTION tenantry.table_families() IS 'Internal: the tenant table families, resources and every adopted plain table keyed (tenant_id, one column), which schema tenants hold a table of (tier_tables() describes them). Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.table_families() TO tenantry_admin, tenantry_server;
+
+/**
  * Foreign keys into a tenant table family (tier_tables(): a schema tenant
  * keeps its rows of it in its own schema's table) from a table that is not
  * one, so keeps every tenant's rows, schema tenants' too, in one table: the
@@ -114,33 +140,40 @@ GRANT EXECUTE ON FUNCTION tenantry.row_key_column(regclass) TO tenantry_admin, t
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_breaking_references()
 RETURNS TABLE (referencing regclass, constraint_name name, referenced regclass)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    -- The families as tier_tables() finds them, from what the doctor's
-    -- callers may read; each found through pg_depend (indexed by the
-    -- referenced table), not a scan of pg_constraint, which grows with every
-    -- schema tenant's tables: a schema tenant's creation calls this.
-    WITH families AS (
-        SELECT 'tenantry.resources'::regclass AS template
-        UNION ALL
-        SELECT r.table_id FROM tenantry.tenant_tables r
-        JOIN pg_catalog.pg_class c ON c.oid = r.table_id AND c.relkind = 'r'
-        WHERE tenantry.row_key_column(r.table_id) IS NOT NULL
-    )
-    SELECT DISTINCT k.conrelid::regclass, k.conname, k.confrelid::regclass
-    FROM families f
-    JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = f.template
-                               AND d.classid = 'pg_catalog.pg_constraint'::regclass
-    JOIN pg_catalog.pg_constraint k ON k.oid = d.objid AND k.contype = 'f' AND k.confrelid = f.template
-    JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE k.conrelid NOT IN (SELECT f.template FROM families f)
-      AND n.nspname <> 'tenantry'
-      -- Schema tenants' schemas, by their names (the doctor's callers do not
-      -- read tenants).
-      AND n.nspname !~ '^tenant_[0-9a-f]{20}$'
-    ORDER BY 1, 2
+DECLARE
+    families regclass[];
+    family regclass;
+    dependents oid[];
+BEGIN
+    families := tenantry.table_families();
+    -- Family by family, through pg_depend's index on the referenced object:
+    -- pg_constraint and pg_depend grow with every schema tenant's tables, and
+    -- a schema tenant's creation calls this.
+    FOREACH family IN ARRAY families LOOP
+        -- Two steps, so that each is an index lookup whatever the catalogs'
+        -- statistics say (one join was planned as a scan of pg_constraint).
+        -- (classid as an expression: its own index lists every constraint's
+        -- dependencies, which a BitmapAnd with it would read.)
+        SELECT array_agg(d.objid) INTO dependents FROM pg_catalog.pg_depend d
+        WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = family
+          AND d.classid::int8 = 'pg_catalog.pg_constraint'::regclass::oid::int8;
+        RETURN QUERY
+        SELECT DISTINCT k.conrelid::regclass, k.conname, k.confrelid::regclass
+        FROM pg_catalog.pg_constraint k
+        JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE k.oid = ANY (dependents) AND k.contype = 'f' AND k.confrelid = family
+          AND k.conrelid <> ALL (families)
+          AND n.nspname <> 'tenantry'
+          -- Schema tenants' schemas, by their names (the doctor's callers do
+          -- not read tenants).
+          AND n.nspname !~ '^tenant_[0-9a-f]{20}$'
+        ORDER BY 1, 2;
+    END LOOP;
+END
 $$;
 COMMENT ON FUNCTION tenantry.tier_breaking_references() IS 'Internal: foreign keys into a tenant table family from a table that is not one (it keeps schema tenants'' rows in one table, where the key cannot see their rows of the family, which are in their schemas): schema tenants cannot be made while one exists (require_schema_tier), and the doctor names them when schema tenants exist (rule tiers). Granted to the roles that run the doctor.';
 GRANT EXECUTE ON FUNCTION tenantry.tier_breaking_references() TO tenantry_admin, tenantry_server;
