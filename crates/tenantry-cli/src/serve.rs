@@ -29,7 +29,7 @@ pub struct ServeArgs {
     /// `prepared` or `unnamed` (behind pgbouncer in transaction pooling) [env TENANTRY_STATEMENT_MODE].
     #[arg(long)]
     statement_mode: Option<String>,
-    /// TOML settings file (keys as in tenantry_api::config::Settings) [env TENANTRY_CONFIG].
+    /// TOML settings file (keys as in tenantry_api::config::Settings).
     #[arg(long, env = "TENANTRY_CONFIG")]
     pub config: Option<PathBuf>,
     /// Serve even when an adopted table breaks tenantry's rules (`tenantry doctor`
