@@ -247,16 +247,15 @@ fn document_tenant_header(operation: &mut Operation) {
         .parameter_in(ParameterIn::Header)
         .required(Required::False)
         .description(Some(
-            "The tenant this request acts in. With a person's token: required, unless the token \
+            "The tenant this request acts in (its id, a UUID). With a person's token: required, unless the token \
              carries the configured tenant claim; the person must be a member of it. With a \
              tenant API key: optional, and when sent it must name the key's own tenant. The \
              admin token ignores it.",
         ))
-        .schema(Some(ObjectBuilder::new().schema_type(Type::String).format(
-            Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Uuid,
-            )),
-        )))
+        // A string, not `format: uuid`: openapi-python-client then types the
+        // parameter `UUID` and hands it to httpx unconverted, which refuses
+        // it (header values must be str). A malformed id is answered 422.
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
         .build();
     operation
         .parameters

@@ -638,7 +638,13 @@ async fn tenant_routes_declare_the_tenant_header_and_admin_routes_do_not() {
                 tenant_routes += 1;
                 assert_eq!(header.len(), 1, "{method} {path}: {op}");
                 assert_eq!(header[0]["required"], false, "{method} {path}");
-                assert_eq!(header[0]["schema"]["format"], "uuid", "{method} {path}");
+                // No `format: uuid`: a generated Python client sent the UUID
+                // it typed the parameter as to httpx, which refused it.
+                assert_eq!(
+                    header[0]["schema"],
+                    serde_json::json!({"type": "string"}),
+                    "{method} {path}"
+                );
             } else {
                 admin_routes += usize::from(path.starts_with("/v1/tenants/"));
                 assert!(header.is_empty(), "{method} {path} takes no tenant");
