@@ -1369,7 +1369,7 @@ async fn a_migration_role_that_is_not_a_superuser_is_told_to_let_tenantry_owner_
     // the superuser: the table's policies apply to the migration role now).
     assert_eq!(
         strings(&su, "SELECT current_user::text").await,
-        [role.clone()]
+        [role.as_str()]
     );
     exec(&su, "RESET ROLE").await;
     assert_eq!(
