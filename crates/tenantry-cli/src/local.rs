@@ -68,6 +68,24 @@ pub fn needs_migration_role<T>(result: anyhow::Result<T>, command: &str) -> anyh
     })
 }
 
+/// Tells, for the tenant commands (`tenant`, `key`, `role`, `impersonate`,
+/// `usage`), which role they need when DATABASE_URL names one that may not
+/// become tenantry's roles (the migration role, a member of tenantry_owner:
+/// "permission denied to set role").
+pub fn needs_tenant_role<T>(result: anyhow::Result<T>, command: &str) -> anyhow::Result<T> {
+    result.map_err(|e| {
+        if format!("{e:#}").contains("permission denied to set role \"tenantry_") {
+            e.context(format!(
+                "{command} acts through tenantry's roles, and DATABASE_URL names a role that may not \
+                 become them (the role that runs your migrations?): use a superuser, or the server's \
+                 login (tenantry_server) with TENANTRY_CONTEXT_KEY"
+            ))
+        } else {
+            e
+        }
+    })
+}
+
 /// A connection of the migration role for `target`: DATABASE_URL as given (the
 /// role that runs your migrations), or the embedded cluster's superuser.
 pub async fn migration_client(

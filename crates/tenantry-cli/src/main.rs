@@ -209,11 +209,17 @@ async fn main() {
         Command::Db {
             command: DbCommand::Start { data_dir, tcp },
         } => db_start(data_dir, tcp).await,
-        Command::Tenant(args) => admin::tenant(args).await,
-        Command::Key(args) => admin::key(args).await,
-        Command::Role(args) => admin::role(args).await,
-        Command::Impersonate(args) => admin::impersonate(args).await,
-        Command::Usage(args) => admin::usage(args).await,
+        Command::Tenant(args) => {
+            local::needs_tenant_role(admin::tenant(args).await, "tenantry tenant")
+        }
+        Command::Key(args) => local::needs_tenant_role(admin::key(args).await, "tenantry key"),
+        Command::Role(args) => local::needs_tenant_role(admin::role(args).await, "tenantry role"),
+        Command::Impersonate(args) => {
+            local::needs_tenant_role(admin::impersonate(args).await, "tenantry impersonate")
+        }
+        Command::Usage(args) => {
+            local::needs_tenant_role(admin::usage(args).await, "tenantry usage")
+        }
         Command::Table(args) => {
             local::needs_migration_role(tables::run(args).await, "tenantry table")
         }

@@ -421,3 +421,40 @@ async fn table_adopt_sets_keeps_and_removes_a_write_permission_and_list_shows_it
     assert!(out.status.success(), "{}", text(&out).1);
     assert_eq!(listed(), serde_json::Value::Null);
 }
+
+/// The tenant commands with the role that runs migrations (a member of
+/// tenantry_owner, not a superuser) say which role they need, instead of
+/// only PostgreSQL's "permission denied to set role" (found by a review
+/// following README on a fresh clone).
+#[tokio::test]
+async fn tenant_commands_with_the_migration_role_say_which_role_they_need() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    let role = format!("migrator_{}", uuid::Uuid::new_v4().simple());
+    su.batch_execute(&format!("CREATE ROLE {role} LOGIN IN ROLE tenantry_owner"))
+        .await
+        .unwrap();
+    let mut config = db.superuser_config();
+    config.user(&role);
+    let url = tenantry_db::conninfo(&config);
+    let tenant = uuid::Uuid::new_v4().to_string();
+    for (args, command) in [
+        (&["tenant", "list"][..], "tenantry tenant"),
+        (&["key", "list", tenant.as_str()][..], "tenantry key"),
+        (&["role", "list", tenant.as_str()][..], "tenantry role"),
+    ] {
+        let out = run(&url, args, &[]);
+        let (_, err) = text(&out);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{command} acts through tenantry's roles, and DATABASE_URL names a role that may not become them"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("permission denied to set role"),
+            "{args:?}: {err}"
+        );
+    }
+}
