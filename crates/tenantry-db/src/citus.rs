@@ -304,28 +304,26 @@ fn citus_hardening(workers: bool) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut sql = format!(
-        "DO $citus_sizes$ DECLARE f text; BEGIN
-             FOREACH f IN ARRAY ARRAY[{}] LOOP
+    let entry_points = if workers {
+        list(&CITUS_ENTRY_POINTS)
+    } else {
+        String::new()
+    };
+    format!(
+        "DO $citus_hardening$ DECLARE
+             f text;
+             sizes text[] := ARRAY[{}]::text[];
+         BEGIN
+             FOREACH f IN ARRAY sizes || ARRAY[{entry_points}]::text[] LOOP
                  CONTINUE WHEN to_regprocedure('pg_catalog.' || f) IS NULL;
                  EXECUTE format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC', f);
-                 EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.%s TO pg_monitor', f);
+                 IF f = ANY (sizes) THEN
+                     EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.%s TO pg_monitor', f);
+                 END IF;
              END LOOP;
-         END $citus_sizes$;",
+         END $citus_hardening$;",
         list(&CITUS_SIZES)
-    );
-    if workers {
-        sql.push_str(&format!(
-            "DO $citus_entry$ DECLARE f text; BEGIN
-                 FOREACH f IN ARRAY ARRAY[{}] LOOP
-                     CONTINUE WHEN to_regprocedure('pg_catalog.' || f) IS NULL;
-                     EXECUTE format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC', f);
-                 END LOOP;
-             END $citus_entry$;",
-            list(&CITUS_ENTRY_POINTS)
-        ));
-    }
-    sql
+    )
 }
 
 /// Takes from PUBLIC on every worker what the migrations take from it in
