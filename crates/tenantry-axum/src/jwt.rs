@@ -150,6 +150,20 @@ mod defaults {
 }
 
 impl JwtConfig {
+    /// Every variable [`apply_env`](Self::apply_env) reads, the issuer first
+    /// (the one that turns people's tokens on).
+    pub const ENV_VARIABLES: [&'static str; 9] = [
+        "TENANTRY_JWT_ISSUER",
+        "TENANTRY_JWT_AUDIENCE",
+        "TENANTRY_JWT_JWKS_URL",
+        "TENANTRY_JWT_HS256_SECRET",
+        "TENANTRY_JWT_TENANT_CLAIM",
+        "TENANTRY_JWT_USER_CLAIM",
+        "TENANTRY_JWT_LEEWAY_SECS",
+        "TENANTRY_JWT_EMAIL_VERIFIED_CLAIM",
+        "TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM",
+    ];
+
     /// The defaults for one issuer and one audience, with no key source yet:
     /// set [`jwks_url`](Self::jwks_url) or [`hs256_secret`](Self::hs256_secret).
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
@@ -701,6 +715,41 @@ mod tests {
 
     fn config(json: Value) -> Result<JwtConfig, String> {
         serde_json::from_value(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn env_variables_names_exactly_what_apply_env_reads_and_each_changes_the_config() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let issuer_only = |name: &str| {
+            asked.borrow_mut().insert(name.to_owned());
+            (name == "TENANTRY_JWT_ISSUER").then(|| "https://env.example/".to_owned())
+        };
+        let mut base = None;
+        JwtConfig::apply_env(&mut base, issuer_only).unwrap();
+        let listed: std::collections::BTreeSet<String> = JwtConfig::ENV_VARIABLES
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(asked.into_inner(), listed);
+        for name in &JwtConfig::ENV_VARIABLES[1..] {
+            let value = match *name {
+                "TENANTRY_JWT_LEEWAY_SECS" => "17",
+                "TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM" => "true",
+                _ => "changed",
+            };
+            let mut changed = None;
+            JwtConfig::apply_env(&mut changed, |n: &str| match n {
+                "TENANTRY_JWT_ISSUER" => Some("https://env.example/".to_owned()),
+                n if n == *name => Some(value.to_owned()),
+                _ => None,
+            })
+            .unwrap();
+            assert_ne!(
+                format!("{changed:?}"),
+                format!("{base:?}"),
+                "{name} changed nothing"
+            );
+        }
     }
 
     fn jwks_config() -> JwtConfig {

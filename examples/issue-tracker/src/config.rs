@@ -102,7 +102,10 @@ impl DatabaseSource {
 pub fn jwt_from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<JwtConfig>> {
     let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
     if set("TENANTRY_JWT_ISSUER").is_none() {
-        if let Some(name) = JWT_VARIABLES.iter().find(|name| set(name).is_some()) {
+        if let Some(name) = JwtConfig::ENV_VARIABLES[1..]
+            .iter()
+            .find(|name| set(name).is_some())
+        {
             bail!("{name} is set but TENANTRY_JWT_ISSUER is not: set the issuer to accept people's tokens, or unset {name}");
         }
         return Ok(None);
@@ -114,18 +117,6 @@ pub fn jwt_from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Opti
         .map_err(|e| anyhow::anyhow!("TENANTRY_JWT_*: {e}"))?;
     Ok(Some(jwt))
 }
-
-/// The `TENANTRY_JWT_*` variables besides the issuer.
-const JWT_VARIABLES: [&str; 8] = [
-    "TENANTRY_JWT_AUDIENCE",
-    "TENANTRY_JWT_JWKS_URL",
-    "TENANTRY_JWT_HS256_SECRET",
-    "TENANTRY_JWT_TENANT_CLAIM",
-    "TENANTRY_JWT_USER_CLAIM",
-    "TENANTRY_JWT_LEEWAY_SECS",
-    "TENANTRY_JWT_EMAIL_VERIFIED_CLAIM",
-    "TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM",
-];
 
 /// `ISSUE_TRACKER_LISTEN`, default [`DEFAULT_LISTEN`].
 pub fn listen_from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<SocketAddr> {
