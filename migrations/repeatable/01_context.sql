@@ -562,6 +562,63 @@ COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[
 GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) TO tenantry_app, tenantry_admin;
 
 /**
+ * Whether this session holds temporary tables, views, sequences or types.
+ * PostgreSQL looks up relation and type names in the session's temporary
+ * schema before every other schema unless search_path lists pg_temp: a
+ * temporary domain named uuid, whose CHECK calls a function, would run that
+ * function inside the next transaction on the connection, which may be
+ * another tenant's (every `::uuid` of an inlined policy function or of the
+ * library's statements). Through pg_depend's index on the referenced object
+ * (pg_class and pg_type have none on the namespace alone, and a scan of
+ * them on every transaction would grow with the schema tenants); an empty
+ * temporary schema, which a REFRESH ... CONCURRENTLY through a pooler leaves
+ * behind for good, does not count.
+ */
+CREATE OR REPLACE FUNCTION tenantry.session_holds_temp_objects()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- PL/pgSQL, for its cached plan (an SQL function with a SET clause is
+    -- planned again at every call); the lookup runs only in a session that
+    -- ever made a temporary object.
+    IF pg_my_temp_schema() = 0 THEN
+        RETURN false;
+    END IF;
+    RETURN EXISTS (SELECT 1 FROM pg_depend d
+                   WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = pg_my_temp_schema()
+                     AND d.classid IN ('pg_class'::regclass, 'pg_type'::regclass));
+END
+$$;
+COMMENT ON FUNCTION tenantry.session_holds_temp_objects() IS 'Internal: whether this session holds temporary relations or types, whose names PostgreSQL looks up before every schema (pg_temp unlisted): such a session takes no tenant context and runs no request log batch.';
+GRANT EXECUTE ON FUNCTION tenantry.session_holds_temp_objects() TO tenantry_app, tenantry_app_own, tenantry_app_shared,
+    tenantry_admin, tenantry_logger, tenantry_server;
+
+/**
+ * Refuses (55000) a session holding temporary relations or types
+ * (session_holds_temp_objects): the library sends it ahead of transactions
+ * that prove no context (request log batches, key verification) on
+ * connections shared through a pooler, and closes the connection when it
+ * raises.
+ */
+CREATE OR REPLACE FUNCTION tenantry.assert_no_temp_objects()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenantry.session_holds_temp_objects() THEN
+        RAISE EXCEPTION 'this session holds temporary tables or types, which could stand in for the names of another tenant''s transaction; it is closed'
+            USING ERRCODE = '55000', HINT = 'close the connection; DISCARD TEMP clears the session';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.assert_no_temp_objects() IS 'Server connections behind a pooler: 55000 when the session holds temporary relations or types (session_holds_temp_objects); the library then closes the connection and runs the transaction again on another.';
+GRANT EXECUTE ON FUNCTION tenantry.assert_no_temp_objects() TO tenantry_app, tenantry_app_own, tenantry_app_shared,
+    tenantry_admin, tenantry_logger, tenantry_server;
+
+/**
  * Refuses (TN503) a server connection that holds statements prepared by SQL
  * (PREPARE), which the server never makes: SQL the application ran through
  * the library on this connection earlier could have replaced one of the
@@ -671,6 +728,11 @@ BEGIN
         RAISE EXCEPTION 'this connection holds statements prepared by SQL; it is closed'
             USING ERRCODE = 'TN503';
     END IF;
+    -- Temporary tables or types made by that SQL (session_holds_temp_objects).
+    IF tenantry.session_holds_temp_objects() THEN
+        RAISE EXCEPTION 'SQL run on this connection made temporary tables or types; it is closed'
+            USING ERRCODE = 'TN503';
+    END IF;
     IF current OPERATOR(pg_catalog.=) expected THEN
         RETURN current;
     END IF;
@@ -688,7 +750,7 @@ BEGIN
     RETURN current;
 END
 $$;
-COMMENT ON FUNCTION tenantry.assert_session_unchanged(text) IS 'Server connections: TN503 when the session holds statements prepared by SQL (PREPARE), or when SQL changed its role or one of session_setting_names() for the session; a difference from expected that a configuration reload made is accepted. Returns session_settings(), which the library keeps for the next check. The library closes a refused connection and runs the transaction again on another.';
+COMMENT ON FUNCTION tenantry.assert_session_unchanged(text) IS 'Server connections: TN503 when the session holds statements prepared by SQL (PREPARE) or temporary tables or types, or when SQL changed its role or one of session_setting_names() for the session; a difference from expected that a configuration reload made is accepted. Returns session_settings(), which the library keeps for the next check. The library closes a refused connection and runs the transaction again on another.';
 GRANT EXECUTE ON FUNCTION tenantry.assert_session_unchanged(text) TO tenantry_app, tenantry_app_own, tenantry_app_shared,
     tenantry_admin, tenantry_logger, tenantry_server;
 
@@ -752,16 +814,12 @@ BEGIN
     -- sent after this one in the same flight fail with it, so no caller that
     -- overlooks a NULL writes into such a table (the library closes the
     -- connection on 55000). enter_context refuses any temporary schema; here
-    -- only relations count, since a REFRESH ... CONCURRENTLY through the
-    -- pooler leaves the schema behind, empty, for good.
-    -- (Through pg_depend's index on the referenced object: pg_class has none
-    -- on relnamespace alone, and a scan of it on every transaction would
-    -- grow with the schema tenants.)
-    IF pg_my_temp_schema() <> 0
-       AND EXISTS (SELECT 1 FROM pg_depend d
-                   WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = pg_my_temp_schema()
-                     AND d.classid = 'pg_class'::regclass) THEN
-        RAISE EXCEPTION 'this session holds temporary tables, which could stand in for the team''s tables in another tenant''s transaction; it takes no tenant context'
+    -- only relations and types count, since a REFRESH ... CONCURRENTLY
+    -- through the pooler leaves the schema behind, empty, for good.
+    -- Types too: a temporary domain named uuid would run its CHECK's
+    -- function in this transaction (session_holds_temp_objects).
+    IF tenantry.session_holds_temp_objects() THEN
+        RAISE EXCEPTION 'this session holds temporary tables or types, which could stand in for the team''s tables or types in another tenant''s transaction; it takes no tenant context'
             USING ERRCODE = '55000', HINT = 'close the connection; DISCARD TEMP clears the session';
     END IF;
     part := tenantry.checked_context_part(tid, uid, tenant_part);
@@ -772,7 +830,7 @@ BEGIN
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|impersonator hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused (a bad or expired signature, another backend). 55000 in a session holding temporary tables, which could shadow the team''s table names.';
+COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|impersonator hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused (a bad or expired signature, another backend). 55000 in a session holding temporary tables or types, which could shadow the team''s table names or the types of the statements.';
 GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) TO tenantry_app, tenantry_admin;
 
 /**
@@ -806,58 +864,83 @@ $$;
 COMMENT ON FUNCTION tenantry.require_operator(text) IS 'Internal: refuses (42501) the operator-only setters to every login but a superuser or a member of tenantry_owner. Not granted.';
 
 /**
- * The guide's set_tenant_context: SESSION scope, for a trusted operator in
- * psql (a superuser or a member of tenantry_owner, typically followed by
- * SET ROLE tenantry_app). Refused (42501) for every other login, the server's
- * included: servers prove their context with enter_context. NULL clears.
+ * What the operators' setters write: a tenant context for the session or for
+ * this transaction, with the member's grants when a user is named.
+ * SECURITY DEFINER because the context lives in a setting only the owner may
+ * set; refused (42501) for every login but a superuser or a member of
+ * tenantry_owner, so the server's login and every role it can assume cannot
+ * mint a context with it.
  */
-CREATE OR REPLACE FUNCTION tenantry.set_tenant_context(tid uuid)
+CREATE OR REPLACE FUNCTION tenantry.write_operator_context(tid uuid, uid uuid, actor text, session boolean)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM tenantry.require_operator('set_tenant_context');
+    PERFORM tenantry.require_operator(CASE WHEN session THEN 'set_tenant_context' ELSE 'set_tenant_context_local' END);
     -- Citus carries a transaction-local context to the worker nodes, never
     -- a session's: there the policies would see no tenant and read nothing,
     -- which looks like an empty tenant.
-    IF tid IS NOT NULL AND tenantry.citus_distributed() THEN
+    IF session AND tid IS NOT NULL AND tenantry.citus_distributed() THEN
         RAISE EXCEPTION 'on a Citus cluster a tenant context lasts one transaction: a session''s does not reach the worker nodes'
             USING ERRCODE = '0A000',
                   HINT = format('BEGIN; SELECT tenantry.set_tenant_context_local(%L); ... COMMIT;', tid);
     END IF;
     PERFORM set_config('backtrace_functions',
-                       CASE WHEN tid IS NULL THEN '' ELSE tenantry.context_value(tid, NULL, NULL, NULL, NULL, NULL) END,
-                       false);
+                       CASE WHEN session AND tid IS NULL THEN ''
+                            ELSE tenantry.context_value(tid, uid, actor,
+                                                        CASE WHEN uid IS NOT NULL THEN tenantry.member_grants(tid, uid) END, NULL, NULL)
+                       END,
+                       NOT session);
 END
 $$;
-COMMENT ON FUNCTION tenantry.set_tenant_context(uuid) IS 'Guide API, session scope, operators only (superuser or member of tenantry_owner): sets the tenant for the rest of the session (NULL clears). Refused for the server''s login and every role it can assume, and on a Citus coordinator (0A000: a session''s context does not reach the workers). UNSAFE behind a transaction-pooling pooler; use set_tenant_context_local.';
+COMMENT ON FUNCTION tenantry.write_operator_context(uuid, uuid, text, boolean) IS 'Internal, behind set_tenant_context and set_tenant_context_local: writes an operator''s tenant context (tenant, visible subtree, schema, user with the member''s grants, actor) for the session or this transaction; NULL clears a session''s. Operators only (superuser or member of tenantry_owner, 42501 otherwise); 0A000 for a session''s context on a Citus coordinator.';
+
+/**
+ * The guide's set_tenant_context: SESSION scope, for a trusted operator in
+ * psql (a superuser or a member of tenantry_owner, typically followed by
+ * SET ROLE tenantry_app). Refused (42501) for every other login, the server's
+ * included: servers prove their context with enter_context. NULL clears.
+ * When setup_connection() routed the session to a tenant schema, the route
+ * follows the new tenant (follow_tenant_route): the old tenant's tables would
+ * otherwise answer the new tenant's unqualified names with no rows.
+ * SECURITY INVOKER, every name qualified, no SET clause: it changes the
+ * caller's search_path.
+ */
+CREATE OR REPLACE FUNCTION tenantry.set_tenant_context(tid uuid)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM tenantry.write_operator_context(tid, NULL, NULL, true);
+    PERFORM tenantry.follow_tenant_route(false);
+END
+$$;
+COMMENT ON FUNCTION tenantry.set_tenant_context(uuid) IS 'Guide API, session scope, operators only (superuser or member of tenantry_owner): sets the tenant for the rest of the session (NULL clears), and moves a search_path that setup_connection() routed to a tenant schema to the new tenant''s route. Refused for the server''s login and every role it can assume, and on a Citus coordinator (0A000: a session''s context does not reach the workers). UNSAFE behind a transaction-pooling pooler; use set_tenant_context_local.';
 
 /**
  * Transaction-local context for a trusted operator in psql: tenant, user and
  * actor, checked like set_tenant_context. With a user, the context holds what
  * that member holds in the tenant (authorize()); without one, everything.
- * Returns the tenant's resources schema.
+ * A search_path that setup_connection() routed to a tenant schema follows
+ * the tenant for this transaction. Returns the tenant's resources schema.
  */
 CREATE OR REPLACE FUNCTION tenantry.set_tenant_context_local(tid uuid, uid uuid DEFAULT NULL, actor text DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM tenantry.require_operator('set_tenant_context_local');
-    PERFORM set_config('backtrace_functions',
-                       tenantry.context_value(tid, uid, actor,
-                                              CASE WHEN uid IS NOT NULL THEN tenantry.member_grants(tid, uid) END, NULL, NULL),
-                       true);
+    PERFORM tenantry.write_operator_context(tid, uid, actor, false);
+    PERFORM tenantry.follow_tenant_route(true);
     RETURN tenantry.current_tenant_schema();
 END
 $$;
-COMMENT ON FUNCTION tenantry.set_tenant_context_local(uuid, uuid, text) IS 'Transaction-local tenant context (tenant, visible subtree, schema, user, actor) for operators (superuser or member of tenantry_owner); refused for the server''s login and every role it can assume. Returns the tenant''s resources schema. Safe behind poolers.';
+COMMENT ON FUNCTION tenantry.set_tenant_context_local(uuid, uuid, text) IS 'Transaction-local tenant context (tenant, visible subtree, schema, user, actor) for operators (superuser or member of tenantry_owner); refused for the server''s login and every role it can assume. A search_path that setup_connection() routed to a tenant schema follows the tenant for the transaction. Returns the tenant''s resources schema. Safe behind poolers.';
 
 GRANT EXECUTE ON FUNCTION
     tenantry.set_tenant_context(uuid),
-    tenantry.set_tenant_context_local(uuid, uuid, text)
+    tenantry.set_tenant_context_local(uuid, uuid, text),
+    tenantry.write_operator_context(uuid, uuid, text, boolean)
 TO tenantry_app;
 
 /**

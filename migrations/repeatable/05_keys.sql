@@ -146,6 +146,7 @@ DECLARE
     issued record;
     key_scopes text[];
     key_cidrs cidr[];
+    prior text;
 BEGIN
     IF jsonb_typeof(meta) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'TN422', HINT = 'metadata';
@@ -155,6 +156,18 @@ BEGIN
     END IF;
     BEGIN
         tid := coalesce((meta->>'tenant_id')::uuid, tenantry.current_tenant_id());
+        IF tenantry.current_tenant_id() IS NULL THEN
+            IF tid IS NULL OR NOT tenantry.operator_session() THEN
+                RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403',
+                    HINT = 'an operator names the tenant (create_tenant_api_key(tenant_id, description), or metadata.tenant_id) or calls set_tenant_context(tenant_id) first; the server''s login proves a context through the library';
+            END IF;
+            -- An operator in psql names the tenant, as the guide's
+            -- create_tenant_api_key(tenant_id, description) does: this call
+            -- acts in that tenant's context (TN404/TN403 for an unknown or
+            -- deleted tenant), which it gives back below.
+            prior := current_setting('backtrace_functions');
+            PERFORM set_config('backtrace_functions', tenantry.context_value(tid, NULL, 'operator:' || session_user, NULL, NULL, NULL), true);
+        END IF;
         IF tid IS NULL OR NOT (tid = ANY (tenantry.visible_tenant_ids())) THEN
             RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
         END IF;
@@ -170,6 +183,9 @@ BEGIN
             tid, description, meta - 'tenant_id' - 'user_id' - 'role_id' - 'expires_at' - 'scopes' - 'allowed_cidrs',
             (meta->>'user_id')::uuid, (meta->>'role_id')::uuid, (meta->>'expires_at')::timestamptz, NULL,
             key_scopes, key_cidrs);
+        IF prior IS NOT NULL THEN
+            PERFORM set_config('backtrace_functions', prior, true);
+        END IF;
     EXCEPTION WHEN invalid_text_representation OR invalid_datetime_format OR datetime_field_overflow THEN
         RAISE EXCEPTION 'metadata holds an invalid tenant_id, user_id, role_id, expires_at or allowed_cidrs: %', SQLERRM
             USING ERRCODE = 'TN422', HINT = 'metadata';
@@ -177,7 +193,7 @@ BEGIN
     RETURN issued.api_key;
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_api_key(text, jsonb) IS 'KeyHippo API: creates a key for the current tenant (or a descendant named in metadata.tenant_id; metadata may also name user_id, role_id, expires_at, scopes, allowed_cidrs) and returns it once. Needs keys.write and every permission the key will hold (TN401).';
+COMMENT ON FUNCTION tenantry.create_api_key(text, jsonb) IS 'KeyHippo API: creates a key for the current tenant (or a descendant named in metadata.tenant_id; metadata may also name user_id, role_id, expires_at, scopes, allowed_cidrs) and returns it once. Needs keys.write and every permission the key will hold (TN401). Without a tenant context: TN403, except for an operator (superuser or member of tenantry_owner) naming metadata.tenant_id, for whom the call acts in that tenant''s context.';
 
 /**
  * The newest key of the current subtree with this prefix, as the server
@@ -211,7 +227,7 @@ AS $$
     SELECT tenantry.create_api_key(description,
         jsonb_build_object('tenant_id', tenant_id, 'type', 'tenant_key'))
 $$;
-COMMENT ON FUNCTION tenantry.create_tenant_api_key(uuid, text) IS 'Guide API: creates a tenant key (metadata type tenant_key) for the current tenant or a descendant.';
+COMMENT ON FUNCTION tenantry.create_tenant_api_key(uuid, text) IS 'Guide API: creates a tenant key (metadata type tenant_key) for the current tenant or a descendant; an operator without a tenant context names any tenant (create_api_key).';
 
 /**
  * Verifies a key given as its prefix and SHA-256 (the server never sends the

@@ -54,7 +54,13 @@ DECLARE
     part text;
     created integer := 0;
 BEGIN
-    FOR d IN SELECT generate_series(current_date - 1, current_date + greatest(days_ahead, 0), interval '1 day')::date LOOP
+    -- tenantry_admin is a role the server's login can assume: its work on
+    -- every tenant's log needs the proven administrative context.
+    PERFORM tenantry.require_admin_context('ensure_request_log_partitions');
+    IF days_ahead IS NULL OR days_ahead NOT BETWEEN 0 AND 366 THEN
+        RAISE EXCEPTION 'days_ahead must be 0 to 366' USING ERRCODE = 'TN422', HINT = 'days_ahead';
+    END IF;
+    FOR d IN SELECT generate_series(current_date - 1, current_date + days_ahead, interval '1 day')::date LOOP
         part := 'request_log_' || to_char(d, 'YYYYMMDD');
         IF to_regclass(format('tenantry.%I', part)) IS NULL THEN
             BEGIN
@@ -72,7 +78,7 @@ BEGIN
     RETURN created;
 END
 $$;
-COMMENT ON FUNCTION tenantry.ensure_request_log_partitions(integer) IS 'Creates missing daily request_log partitions (yesterday .. today + days_ahead). The server calls it periodically.';
+COMMENT ON FUNCTION tenantry.ensure_request_log_partitions(integer) IS 'Creates missing daily request_log partitions (yesterday .. today + days_ahead, 0 to 366). The server calls it periodically. Needs a proven administrative context or an operator''s session (42501).';
 
 /** Drops daily request_log partitions that end before now() - keep. */
 CREATE OR REPLACE FUNCTION tenantry.drop_request_log_partitions(keep interval DEFAULT interval '35 days')
@@ -84,6 +90,12 @@ DECLARE
     part record;
     dropped integer := 0;
 BEGIN
+    PERFORM tenantry.require_admin_context('drop_request_log_partitions');
+    -- Today's and yesterday's partitions are never dropped (the log's writer
+    -- and the hourly metrics read them).
+    IF keep IS NULL OR keep < interval '2 days' THEN
+        RAISE EXCEPTION 'keep must be at least 2 days' USING ERRCODE = 'TN422', HINT = 'keep';
+    END IF;
     FOR part IN
         SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = 'tenantry.request_log'::regclass AND c.relname ~ '^request_log_[0-9]{8}$'
@@ -95,7 +107,7 @@ BEGIN
     RETURN dropped;
 END
 $$;
-COMMENT ON FUNCTION tenantry.drop_request_log_partitions(interval) IS 'Retention: drops daily request_log partitions older than keep (default 35 days).';
+COMMENT ON FUNCTION tenantry.drop_request_log_partitions(interval) IS 'Retention: drops daily request_log partitions older than keep (default 35 days, at least 2). Needs a proven administrative context or an operator''s session (42501).';
 
 -- The partitions that exist (the reset before these files dropped their policies).
 DO $partitions$
@@ -185,11 +197,12 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM tenantry.require_admin_context('refresh_tenant_metrics');
     REFRESH MATERIALIZED VIEW CONCURRENTLY tenantry.tenant_metrics;
     PERFORM tenantry.sample_tenant_storage();
 END
 $$;
-COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Refreshes tenant_metrics concurrently as its owner (sees every tenant) and, at the first refresh of each hour, samples every tenant''s storage (storage_samples, 30 days). Scheduled by the server.';
+COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Refreshes tenant_metrics concurrently as its owner (sees every tenant) and, at the first refresh of each hour, samples every tenant''s storage (storage_samples, 30 days). Scheduled by the server. Needs a proven administrative context or an operator''s session (42501).';
 GRANT EXECUTE ON FUNCTION tenantry.refresh_tenant_metrics() TO tenantry_admin;
 
 CREATE POLICY storage_samples_own ON tenantry.storage_samples
@@ -254,6 +267,9 @@ AS $$
 DECLARE
     since timestamptz;
 BEGIN
+    -- Every tenant's figures: for a proven administrative context (or an
+    -- operator in psql) only, not for any session that assumed tenantry_admin.
+    PERFORM tenantry.require_admin_context('usage_top');
     IF days IS NULL OR days NOT BETWEEN 1 AND 30 THEN
         RAISE EXCEPTION 'days must be 1 to 30' USING ERRCODE = 'TN422', HINT = 'days';
     END IF;
@@ -295,7 +311,7 @@ BEGIN
     LIMIT max_rows;
 END
 $$;
-COMMENT ON FUNCTION tenantry.usage_top(integer, text, integer) IS 'Operators: the tenants with the most requests, errors (4xx + 5xx), the highest p95 latency (hourly p95s weighted by requests) or the most storage (latest sample) over the last 1..30 days, from tenant_metrics and storage_samples; at most 100 rows. TN422 for a bad argument (HINT names it).';
+COMMENT ON FUNCTION tenantry.usage_top(integer, text, integer) IS 'Operators: the tenants with the most requests, errors (4xx + 5xx), the highest p95 latency (hourly p95s weighted by requests) or the most storage (latest sample) over the last 1..30 days, from tenant_metrics and storage_samples; at most 100 rows. TN422 for a bad argument (HINT names it). Needs a proven administrative context or an operator''s session (42501).';
 GRANT EXECUTE ON FUNCTION tenantry.usage_top(integer, text, integer) TO tenantry_admin;
 
 -- -----------------------------------------------------------------------------
@@ -392,6 +408,10 @@ GRANT EXECUTE ON FUNCTION tenantry.visible_resources_relation(uuid) TO tenantry_
 /**
  * A visible tenant's resource count, bytes and last change, read from its
  * own table only (never the whole family), as the caller: its policy applies.
+ * NULLs for a tenant the caller cannot read (tenant_resource_usage leaves it
+ * out rather than show it empty), except for a role that bypasses row
+ * security without a tenant context (an operator's overview, every tenant's
+ * real totals).
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_resource_totals(
     tid uuid, OUT total_resources bigint, OUT storage_used bigint, OUT last_modified timestamptz)
@@ -401,8 +421,10 @@ AS $$
 DECLARE
     home text := tenantry.visible_resources_relation(tid);
 BEGIN
-    total_resources := 0;
-    storage_used := 0;
+    IF home IS NULL AND tenantry.current_tenant_id() IS NULL
+       AND (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user) THEN
+        home := tenantry.resources_relation(tid);
+    END IF;
     IF home IS NULL THEN
         RETURN;
     END IF;
@@ -412,7 +434,7 @@ BEGIN
     INTO total_resources, storage_used, last_modified;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_resource_totals(uuid) IS 'Resource count, bytes and last change of the current tenant or a descendant, from its own table, under the caller''s policy; zeros for any other tenant. Used by tenant_resource_usage.';
+COMMENT ON FUNCTION tenantry.tenant_resource_totals(uuid) IS 'Resource count, bytes and last change of the current tenant or a descendant, from its own table, under the caller''s policy; NULLs for any other tenant, but for a role that bypasses row security without a tenant context (every tenant''s totals). Used by tenant_resource_usage.';
 GRANT EXECUTE ON FUNCTION tenantry.tenant_resource_totals(uuid) TO tenantry_app;
 
 -- Each tenant's totals from its own table: a join with tenantry.resources would
@@ -425,6 +447,8 @@ SELECT
     u.storage_used,
     u.last_modified
 FROM tenantry.tenants t
-CROSS JOIN LATERAL tenantry.tenant_resource_totals(t.tenant_id) u;
-COMMENT ON VIEW tenantry.tenant_resource_usage IS 'Guide view: resource count, storage and last modification per tenant. security_invoker: the caller''s RLS applies, so no other tenant''s rows ever appear.';
+CROSS JOIN LATERAL tenantry.tenant_resource_totals(t.tenant_id) u
+-- Tenants whose totals the caller cannot read are left out, not shown empty.
+WHERE u.total_resources IS NOT NULL;
+COMMENT ON VIEW tenantry.tenant_resource_usage IS 'Guide view: resource count, storage and last modification per tenant: the current tenant and its descendants (security_invoker: the caller''s RLS applies, so no other tenant''s rows ever appear); every tenant for a role that bypasses row security without a tenant context (an operator''s overview).';
 GRANT SELECT ON tenantry.tenant_resource_usage TO tenantry_app;

@@ -1123,10 +1123,26 @@ COMMENT ON FUNCTION tenantry.use_tenant_schema(text) IS 'Server route of a schem
 GRANT EXECUTE ON FUNCTION tenantry.use_tenant_schema(text) TO tenantry_app;
 
 /**
+ * The search_path that routes a tenant's unqualified names: its schema
+ * first for a schema tenant, else the pooled tables ('tenantry', or NULL for
+ * no tenant). Inlined SQL, every name qualified.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_search_path(tenant_schema text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN tenant_schema IS NULL OR tenant_schema OPERATOR(pg_catalog.=) 'tenantry' THEN 'tenantry, public'
+                ELSE pg_catalog.quote_ident(tenant_schema) OPERATOR(pg_catalog.||) ', tenantry, public' END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_search_path(text) IS 'The search_path setup_connection() sets for a tenant''s schema: the schema, tenantry, public; tenantry, public for the pooled tables (tenantry) or no tenant (NULL).';
+GRANT EXECUTE ON FUNCTION tenantry.tenant_search_path(text) TO tenantry_app;
+
+/**
  * Guide: setup_connection(). Fixed: current_tenant_schema() exists, the
  * schema name is quoted, and no SET SESSION AUTHORIZATION. Puts the current
  * tenant's schema (if schema-isolated) first on the session search_path.
- * Session scope: same pooler caveat as set_tenant_context.
+ * Session scope: same pooler caveat as set_tenant_context (whose later calls
+ * move the route along: follow_tenant_route).
  */
 -- No SET search_path clause here: it would undo the search_path this
 -- function exists to set. SECURITY INVOKER, every name schema-qualified.
@@ -1134,21 +1150,44 @@ CREATE OR REPLACE FUNCTION tenantry.setup_connection()
 RETURNS void
 LANGUAGE plpgsql
 AS $$
-DECLARE
-    s text := tenantry.current_tenant_schema();
 BEGIN
     IF tenantry.current_tenant_id() IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403',
             HINT = 'an operator calls set_tenant_context(tenant_id) first; the server''s login proves a context through the library (enter_context), which the guide''s setters refuse it';
     END IF;
-    PERFORM set_config('search_path',
-        CASE WHEN s = 'tenantry' THEN 'tenantry, public'
-             ELSE quote_ident(s) || ', tenantry, public' END,
-        false);
+    PERFORM pg_catalog.set_config('search_path', tenantry.tenant_search_path(tenantry.current_tenant_schema()), false);
+    -- The setters route again while the session keeps a route of ours.
+    PERFORM pg_catalog.set_config('tenantry.follow_route', 'on', false);
 END
 $$;
-COMMENT ON FUNCTION tenantry.setup_connection() IS 'Guide API: sets the session search_path to the current tenant''s schema (if schema-isolated), tenantry, public. Session scope: unsafe behind transaction pooling.';
+COMMENT ON FUNCTION tenantry.setup_connection() IS 'Guide API: sets the session search_path to the current tenant''s schema (if schema-isolated), tenantry, public. Session scope: unsafe behind transaction pooling; set_tenant_context and set_tenant_context_local move the route along when they change tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.setup_connection() TO tenantry_app;
+
+/**
+ * Called by set_tenant_context (for the session) and set_tenant_context_local
+ * (for the transaction) once they changed the context: in a session that
+ * setup_connection() routed (tenantry.follow_route), a search_path that is
+ * still one of its routes (a tenant schema first, or the pooled tables'
+ * 'tenantry, public') is routed again, to the current tenant's. Any other
+ * search_path is left alone. SECURITY INVOKER without a SET clause (it
+ * changes the caller's search_path), every name qualified.
+ */
+CREATE OR REPLACE FUNCTION tenantry.follow_tenant_route(local boolean)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    path text := pg_catalog.current_setting('search_path');
+BEGIN
+    IF pg_catalog.current_setting('tenantry.follow_route', true) OPERATOR(pg_catalog.=) 'on'
+       AND (path OPERATOR(pg_catalog.=) tenantry.tenant_search_path(NULL)
+            OR pg_catalog.btrim(pg_catalog.split_part(path, ',', 1), ' "') OPERATOR(pg_catalog.~) '^tenant_[0-9a-f]{20}$') THEN
+        PERFORM pg_catalog.set_config('search_path', tenantry.tenant_search_path(tenantry.current_tenant_schema()), local);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.follow_tenant_route(boolean) IS 'Internal, after set_tenant_context (local false) and set_tenant_context_local (local true): in a session setup_connection() routed, a search_path that is still one of its routes is routed to the current tenant''s (for the session, or for the transaction); any other search_path is left alone.';
+GRANT EXECUTE ON FUNCTION tenantry.follow_tenant_route(boolean) TO tenantry_app;
 
 
 -- -----------------------------------------------------------------------------

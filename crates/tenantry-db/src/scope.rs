@@ -776,15 +776,20 @@ impl Tx {
         // The setup goes out first: each step writes its message when first polled.
         let mut setup_steps: Vec<MaybeDone<Step<'_>>> = Vec::new();
         let mut ctx_index = None;
-        // Step 0 checks the session (after caller SQL on this connection).
-        let checks_session = setup.is_some() && session_role && self.check_session;
+        // Step 0 checks the session (after caller SQL on this connection),
+        // or, on a connection shared through a pooler, that it holds no
+        // temporary relations or types ahead of a transaction that proves
+        // no context (enter_context_signed refuses them for the others).
+        let checks_temp = !session_role && matches!(setup, Some(Setup::Logger | Setup::Anonymous));
+        let checks_session = setup.is_some() && (session_role && self.check_session || checks_temp);
         if let Some(setup) = setup {
             ctx_index = push_setup(
                 &mut setup_steps,
                 client,
                 mode,
                 setup,
-                checks_session,
+                checks_session && !checks_temp,
+                checks_temp,
                 session_role,
                 self.isolation,
                 ctx.as_ref(),
@@ -1211,6 +1216,7 @@ fn push_setup<'a>(
     mode: StatementMode,
     setup: &'a Setup,
     check_session: bool,
+    check_temp: bool,
     session_role: bool,
     isolation: IsolationLevel,
     ctx: Option<&'a Stmt<'a>>,
@@ -1233,6 +1239,10 @@ fn push_setup<'a>(
             (true, None) => simple_answer(
                 client,
                 format!("{begin}; SELECT tenantry.assert_clean_session()"),
+            ),
+            (false, _) if check_temp => simple_answer(
+                client,
+                format!("{begin}; SELECT tenantry.assert_no_temp_objects()"),
             ),
             (false, _) => simple(client, begin),
         },

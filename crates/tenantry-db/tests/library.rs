@@ -1621,3 +1621,146 @@ async fn administrative_work_on_a_connection_that_ran_caller_sql_is_checked_and_
         .collect();
     assert_eq!(ids, [child]);
 }
+
+/// SQL an application runs through the library (an injection, in tenant a's
+/// transaction) leaves a temporary domain named `uuid` on the connection,
+/// whose CHECK calls a temporary function that records every value it sees
+/// in a table anyone may write. PostgreSQL looks up type names in the
+/// session's temporary schema first unless search_path lists it: the
+/// function would run in the next transactions on that connection, with
+/// their values. It never runs in tenant b's reads and writes, in a request
+/// log batch of b's requests or in the verification of b's key, whichever
+/// statement mode the connection is in.
+async fn a_temporary_uuid_domain_left_by_caller_sql_runs_in_no_later_transaction(
+    mode: StatementMode,
+) {
+    let tdb = TestDatabase::new().await;
+    let setup = tdb.database();
+    let a = tenant(&setup, "a", None).await;
+    let b = tenant(&setup, "b", None).await;
+    let rb = resource(&setup, b, "b-secret").await;
+    let mut s = setup.tenant(TenantContext::new(b)).await.unwrap();
+    let key_b = s
+        .create_api_key(&NewKeyOptions::default())
+        .await
+        .unwrap()
+        .secret;
+    s.commit().await.unwrap();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.loot (seen text, as_role text);
+         GRANT INSERT ON public.loot TO PUBLIC;",
+    )
+    .await
+    .unwrap();
+
+    let db = tdb.database_with(mode, 1);
+    // The plant, in a's transaction; then one of b's, retried as the server
+    // does when the library closed a refused connection.
+    async fn plant(db: &Database, a: TenantId) {
+        let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+        for sql in [
+            "CREATE OR REPLACE FUNCTION pg_temp.grab(v pg_catalog.uuid) RETURNS boolean LANGUAGE plpgsql AS $f$
+             BEGIN
+                 INSERT INTO public.loot VALUES (v::pg_catalog.text, current_user);
+                 RETURN true;
+             END $f$",
+            "DROP DOMAIN IF EXISTS pg_temp.uuid",
+            "CREATE DOMAIN pg_temp.uuid AS pg_catalog.uuid CHECK (pg_temp.grab(VALUE))",
+        ] {
+            s.execute(sql, &[]).await.unwrap();
+        }
+        s.commit().await.unwrap();
+    }
+    macro_rules! retried {
+        ($what:expr) => {{
+            let mut refused = 0;
+            loop {
+                match $what.await {
+                    Ok(v) => break v,
+                    Err(DbError::Contention(_) | DbError::Unavailable(_)) if refused < 2 => {
+                        refused += 1
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }};
+    }
+
+    plant(&db, a).await;
+    let read = retried!(async {
+        let mut s = db.tenant(TenantContext::new(b)).await?;
+        let r = s.get_resource(rb.id).await?;
+        let page = s
+            .list_resources(&ResourceQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await?;
+        s.update_resource(
+            rb.id,
+            &ResourceUpdate {
+                name: Some("b-renamed".into()),
+                data: None,
+            },
+        )
+        .await?;
+        s.commit().await?;
+        Ok::<_, DbError>((r.name, page.items.len()))
+    });
+    assert_eq!(read, ("b-secret".to_owned(), 1));
+
+    plant(&db, a).await;
+    let entry = tenantry_db::RequestLogEntry {
+        tenant_id: b,
+        created_at: chrono::Utc::now(),
+        user_id: None,
+        resource_id: Some(rb.id),
+        method: "GET".into(),
+        route: "/v1/resources/{id}".into(),
+        status: 200,
+        latency_ms: 1.0,
+        key_id: None,
+        impersonator: None,
+        request_id: None,
+    };
+    retried!(db.log_requests(std::slice::from_ref(&entry)));
+
+    plant(&db, a).await;
+    let who = retried!(db.verify_key(key_b.expose())).expect("b's key verifies");
+    assert_eq!(who.tenant_id, b);
+
+    let seen: Vec<String> = su
+        .query("SELECT seen || ' as ' || as_role FROM public.loot", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(seen.is_empty(), "the temporary function ran: {seen:?}");
+    let logged = count_rows(
+        &su,
+        &format!("SELECT count(*) FROM tenantry.request_log WHERE tenant_id = '{b}'"),
+    )
+    .await;
+    assert_eq!(logged, 1);
+}
+
+async fn count_rows(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn a_temporary_uuid_domain_left_by_caller_sql_runs_in_no_later_transaction_of_a_server_connection(
+) {
+    a_temporary_uuid_domain_left_by_caller_sql_runs_in_no_later_transaction(
+        StatementMode::Prepared,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_temporary_uuid_domain_left_by_caller_sql_runs_in_no_later_transaction_behind_a_pooler() {
+    a_temporary_uuid_domain_left_by_caller_sql_runs_in_no_later_transaction(StatementMode::Unnamed)
+        .await;
+}

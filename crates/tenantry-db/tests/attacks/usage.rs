@@ -96,3 +96,64 @@ async fn the_metrics_view_and_table_partitions_are_unreadable_by_tenantry_app() 
     .await;
     rollback(&w.app).await;
 }
+
+/// tenantry_admin is a role the server's login may assume (SQL injection in
+/// the server runs as it): without the proven administrative context it
+/// neither ranks every tenant's usage nor empties, refreshes or stretches the
+/// request log's partitions, which hold every tenant's requests.
+#[tokio::test]
+async fn the_admin_role_without_a_proven_context_neither_reads_every_tenants_usage_nor_drops_the_log(
+) {
+    let w = world().await;
+    for t in [w.a, w.b] {
+        begin_as(&w.app, t).await;
+        exec(
+            &w.app,
+            &format!("INSERT INTO tenantry.request_log (tenant_id, route, status) VALUES ('{t}', '/r', 200)"),
+        )
+        .await;
+        commit(&w.app).await;
+    }
+    let su = w.tdb.superuser_client().await;
+    let logged = "SELECT count(*) FROM tenantry.request_log";
+    let before = count(&su, logged).await;
+    let server = w.tdb.server_client().await;
+    exec(&server, "SET ROLE tenantry_admin").await;
+    for sql in [
+        "SELECT * FROM tenantry.usage_top(1, 'storage', 100)",
+        "SELECT tenantry.drop_request_log_partitions(interval '-100 years')",
+        "SELECT tenantry.drop_request_log_partitions()",
+        "SELECT tenantry.refresh_tenant_metrics()",
+        "SELECT tenantry.ensure_request_log_partitions(100000)",
+    ] {
+        let (code, message, _) = fails(&server, sql).await;
+        assert_eq!(code, "42501", "{sql}: {message}");
+    }
+    assert_eq!(count(&su, logged).await, before);
+    // An operator (or the server's scheduler, with its proven context) may;
+    // a retention that would take today's rows is refused all the same.
+    for (sql, code) in [
+        (
+            "SELECT tenantry.drop_request_log_partitions(interval '-100 years')",
+            "TN422",
+        ),
+        (
+            "SELECT tenantry.drop_request_log_partitions(interval '1 day')",
+            "TN422",
+        ),
+        (
+            "SELECT tenantry.ensure_request_log_partitions(100000)",
+            "TN422",
+        ),
+    ] {
+        let (got, message, _) = fails(&su, sql).await;
+        assert_eq!(got, code, "{sql}: {message}");
+    }
+    exec(
+        &su,
+        "SELECT tenantry.drop_request_log_partitions(interval '35 days')",
+    )
+    .await;
+    exec(&su, "SELECT tenantry.refresh_tenant_metrics()").await;
+    assert_eq!(count(&su, logged).await, before);
+}

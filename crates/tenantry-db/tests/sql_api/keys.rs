@@ -423,3 +423,66 @@ async fn key_verification_calls_no_sql_function_that_is_planned_on_every_call() 
         "(name, security definer, SET clause, set-returning)"
     );
 }
+
+#[tokio::test]
+async fn an_operator_creates_a_key_for_the_tenant_it_names_without_a_context_and_the_server_cannot()
+{
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+
+    // The guide's call, from psql, as an operator with no tenant context.
+    clear_context(&app).await;
+    let key: String = app
+        .query_one("SELECT create_tenant_api_key($1, 'operator key')", &[&a])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(validated_tenant(&app, &key).await, Some(a.to_string()));
+    // The call acted in the tenant's context and gave it back.
+    let ctx: Option<Uuid> = app
+        .query_one("SELECT current_tenant_id()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ctx, None);
+    let created_by: String = admin
+        .query_one(
+            "SELECT created_by FROM tenantry.api_keys WHERE tenant_id = $1",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(created_by.starts_with("operator:"), "{created_by}");
+    // An unknown tenant: not found, nothing made.
+    denied(
+        &app,
+        &format!("SELECT create_tenant_api_key('{}', 'x')", Uuid::new_v4()),
+        "TN404",
+    )
+    .await;
+
+    // The server's login is no operator: without a proven context it names
+    // no tenant, whichever role it switched to.
+    let server = tdb.server_client().await;
+    for role in ["tenantry_app", "tenantry_admin"] {
+        server
+            .batch_execute(&format!("SET ROLE {role}"))
+            .await
+            .unwrap();
+        let sql = format!("SELECT tenantry.create_tenant_api_key('{a}', 'x')");
+        let e = server.query_one(&sql, &[]).await.unwrap_err();
+        let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
+        assert!(code == "TN403" || code == "42501", "{role}: {e}");
+    }
+    assert_eq!(
+        count(
+            &admin,
+            &format!("SELECT count(*) FROM tenantry.api_keys WHERE tenant_id = '{a}'")
+        )
+        .await,
+        1
+    );
+}

@@ -483,8 +483,6 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "revoke_invitation_row",
             "rotate_api_key",
             "rows_shared_with_me",
-            "set_tenant_context",
-            "set_tenant_context_local",
             "share_resource",
             "share_resource_row",
             "share_row",
@@ -498,6 +496,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "verify_api_key_hash",
             "verify_impersonation",
             "visible_resources_relation",
+            "write_operator_context",
         ]
     );
     assert_eq!(
@@ -565,7 +564,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         format!("SELECT tenantry.set_tenant_isolation('{a}', 'schema')"),
         "SELECT tenantry.create_tenant('x')".to_owned(),
         "SELECT tenantry.ensure_request_log_partitions(1)".to_owned(),
-        "SELECT tenantry.drop_request_log_partitions('0')".to_owned(),
+        "SELECT tenantry.drop_request_log_partitions('35 days')".to_owned(),
         "SELECT tenantry.lock_shareable_row('tenantry.tenants', '1')".to_owned(),
         "SELECT tenantry.revoke_table_shares('tenantry.tenants')".to_owned(),
     ] {

@@ -201,6 +201,84 @@ async fn setup_connection_routes_to_the_tenant_schema_without_changing_the_sessi
     assert_eq!(resource_names(&app).await, ["in-pool"]);
 }
 
+#[tokio::test]
+async fn a_route_set_by_setup_connection_follows_the_tenant_when_the_context_changes() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let silo = create_silo(&admin, "silo").await;
+    let other_silo = create_silo(&admin, "other-silo").await;
+    let pooled = create_tenant(&admin, "pooled", None).await;
+    create_resource(&app, silo, "in-silo").await;
+    create_resource(&app, other_silo, "in-other-silo").await;
+    create_resource(&app, pooled, "in-pool").await;
+    let mut paths = Vec::new();
+    for t in [silo, other_silo] {
+        let schema = schema_of(&admin, t).await;
+        paths.push(
+            strings(
+                &app,
+                &format!("SELECT tenantry.tenant_search_path('{schema}')"),
+            )
+            .await[0]
+                .clone(),
+        );
+    }
+    let [silo_path, other_path] = [paths[0].clone(), paths[1].clone()];
+    let path = || strings(&app, "SELECT current_setting('search_path')");
+
+    // Routed for the silo (the session), as the guide does it.
+    set_context(&app, silo).await;
+    exec(&app, "SELECT setup_connection()").await;
+    assert_eq!(path().await, [silo_path.clone()]);
+
+    // Another tenant for one transaction: its route for that transaction,
+    // its rows through the unqualified name, its inserts accepted (the
+    // silo's table answered nothing and refused inserts as tier_moved).
+    exec(&app, "BEGIN").await;
+    exec(
+        &app,
+        &format!("SELECT set_tenant_context_local('{pooled}')"),
+    )
+    .await;
+    assert_eq!(path().await, ["tenantry, public"]);
+    assert_eq!(
+        strings(&app, "SELECT name FROM resources ORDER BY name").await,
+        ["in-pool"]
+    );
+    exec(&app, "INSERT INTO resources (name) VALUES ('pool-insert')").await;
+    exec(
+        &app,
+        &format!("SELECT set_tenant_context_local('{other_silo}')"),
+    )
+    .await;
+    assert_eq!(path().await, [other_path.clone()]);
+    assert_eq!(
+        strings(&app, "SELECT name FROM resources ORDER BY name").await,
+        ["in-other-silo"]
+    );
+    exec(&app, "COMMIT").await;
+    // The session's tenant and route again.
+    assert_eq!(path().await, [silo_path]);
+    assert_eq!(
+        strings(&app, "SELECT name FROM resources ORDER BY name").await,
+        ["in-silo"]
+    );
+
+    // The session's tenant changed: the session's route follows it.
+    set_context(&app, pooled).await;
+    assert_eq!(path().await, ["tenantry, public"]);
+    assert_eq!(
+        strings(&app, "SELECT name FROM resources ORDER BY name").await,
+        ["in-pool", "pool-insert"]
+    );
+    // Not routed by setup_connection(): a search_path of the caller's own is
+    // left alone.
+    exec(&app, "SET search_path = public, tenantry").await;
+    set_context(&app, other_silo).await;
+    assert_eq!(path().await, ["public, tenantry"]);
+}
+
 // -----------------------------------------------------------------------------
 // Schema per tenant: another tenant cannot reach a tenant's own table.
 // -----------------------------------------------------------------------------
