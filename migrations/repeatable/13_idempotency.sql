@@ -22,7 +22,13 @@ CREATE POLICY idempotency_keys_own ON tenantry.idempotency_keys
     WITH CHECK (tenant_id = tenantry.current_tenant_id());
 COMMENT ON POLICY idempotency_keys_own ON tenantry.idempotency_keys IS 'A tenant claims, reads and completes only its own idempotency keys: another tenant''s key of the same text is another row it never sees.';
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON tenantry.idempotency_keys TO tenantry_app;
+-- A tenant role inserts a claim (no response, created now) and completes it
+-- with its response: columns granted accordingly, so SQL as tenantry_app can
+-- neither store a response the quota does not count nor date a row in the
+-- past or the future (found by a red-team review).
+GRANT SELECT, DELETE ON tenantry.idempotency_keys TO tenantry_app;
+GRANT INSERT (tenant_id, idempotency_key, fingerprint) ON tenantry.idempotency_keys TO tenantry_app;
+GRANT UPDATE (status, body) ON tenantry.idempotency_keys TO tenantry_app;
 
 /**
  * Claims an idempotency key for the current tenant's transaction. No row
@@ -220,7 +226,9 @@ BEGIN
     IF NOT (s ? 'max_resources' OR s ? 'max_storage_bytes') THEN
         RETURN NULL;
     END IF;
-    UPDATE tenantry.tenant_quota_usage u SET storage_bytes = u.storage_bytes + bytes
+    -- Never below zero: a count that went wrong must not make the expiry
+    -- sweep, which runs for every tenant, fail on this tenant's rows.
+    UPDATE tenantry.tenant_quota_usage u SET storage_bytes = greatest(u.storage_bytes + bytes, 0)
      WHERE u.tenant_id = tid
     RETURNING u.storage_bytes INTO used;
     IF NOT FOUND THEN
@@ -239,7 +247,7 @@ $$;
 COMMENT ON FUNCTION tenantry.idempotency_keys_quota() IS 'Trigger: counts the responses stored under a tenant''s idempotency keys against its max_storage_bytes while they are kept; TN429 when storing one would exceed it (a tenant role''s write), bytes given back on expiry. Not granted.';
 
 CREATE OR REPLACE TRIGGER idempotency_keys_quota
-    AFTER UPDATE OF body OR DELETE ON tenantry.idempotency_keys
+    AFTER INSERT OR UPDATE OF body OR DELETE ON tenantry.idempotency_keys
     FOR EACH ROW EXECUTE FUNCTION tenantry.idempotency_keys_quota();
 COMMENT ON TRIGGER idempotency_keys_quota ON tenantry.idempotency_keys IS 'Stored responses count against the tenant''s storage quota while kept (idempotency_keys_quota).';
 

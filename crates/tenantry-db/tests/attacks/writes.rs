@@ -284,3 +284,71 @@ async fn request_log_audit_and_database_maintained_columns_cannot_be_forged() {
     );
     commit(&w.app).await;
 }
+
+/// The idempotency table is written by claiming a key and completing it with
+/// the response, which the storage quota counts. A tenant role writing the
+/// table directly can neither store a response the quota does not see nor
+/// date a row so that the expiry sweep, which runs for every tenant, trips
+/// over it (found by a red-team review).
+#[tokio::test]
+async fn idempotency_rows_written_directly_cannot_pass_the_quota_or_choose_their_dates() {
+    let w = world().await;
+    exec(
+        &w.admin,
+        &format!(
+            "UPDATE tenantry.tenants SET settings = settings || '{{\"max_storage_bytes\": 100000}}' WHERE tenant_id = '{}'",
+            w.a
+        ),
+    )
+    .await;
+    for sql in [
+        "INSERT INTO tenantry.idempotency_keys (tenant_id, idempotency_key, fingerprint, status, body)
+         VALUES (tenantry.current_tenant_id(), 'fill', sha256('x'), 200, convert_to(repeat('x', 1000000), 'UTF8'))",
+        "INSERT INTO tenantry.idempotency_keys (tenant_id, idempotency_key, fingerprint, created_at)
+         VALUES (tenantry.current_tenant_id(), 'dated', sha256('x'), '2000-01-01')",
+        "UPDATE tenantry.idempotency_keys SET created_at = '2000-01-01'",
+    ] {
+        begin_as(&w.app, w.a).await;
+        let (code, message, _) = fails(&w.app, sql).await;
+        assert_eq!(code, "42501", "{sql}: {message}");
+        rollback(&w.app).await;
+    }
+    // The way the server writes it: claimed, then completed; a response past
+    // the quota is refused and nothing is kept.
+    begin_as(&w.app, w.a).await;
+    exec(
+        &w.app,
+        "SELECT * FROM tenantry.claim_idempotency_key('k', sha256('x'))",
+    )
+    .await;
+    let (code, message, _) = fails(
+        &w.app,
+        "SELECT tenantry.complete_idempotency_key('k', 200::smallint, convert_to(repeat('x', 1000000), 'UTF8'))",
+    )
+    .await;
+    assert_eq!(code, "TN429", "{message}");
+    rollback(&w.app).await;
+    begin_as(&w.app, w.a).await;
+    exec(
+        &w.app,
+        "SELECT * FROM tenantry.claim_idempotency_key('k', sha256('x'))",
+    )
+    .await;
+    exec(
+        &w.app,
+        "SELECT tenantry.complete_idempotency_key('k', 200::smallint, convert_to('{}', 'UTF8'))",
+    )
+    .await;
+    commit(&w.app).await;
+    // The sweep deletes expired keys whatever is stored.
+    exec(
+        &w.admin,
+        "UPDATE tenantry.idempotency_keys SET created_at = now() - interval '2 days'",
+    )
+    .await;
+    exec(&w.admin, "SELECT tenantry.expire_idempotency_keys(1000)").await;
+    assert_eq!(
+        count(&w.admin, "SELECT count(*) FROM tenantry.idempotency_keys").await,
+        0
+    );
+}
