@@ -157,3 +157,59 @@ async fn the_admin_role_without_a_proven_context_neither_reads_every_tenants_usa
     exec(&su, "SELECT tenantry.refresh_tenant_metrics()").await;
     assert_eq!(count(&su, logged).await, before);
 }
+
+/// Request-log rows dated far ahead (or far back) would land in the default
+/// partition, which then takes the place of those days' own partitions for
+/// every tenant: the tenant role and the logger append rows dated around
+/// now only, and retention empties the default partition of old rows too.
+#[tokio::test]
+async fn request_log_rows_dated_far_from_now_are_refused_and_old_ones_leave_the_default_partition()
+{
+    let w = world().await;
+    let logger = w.tdb.server_client().await;
+    exec(&logger, "SET ROLE tenantry_logger").await;
+    for when in ["now() + interval '8 days'", "now() - interval '100 days'"] {
+        begin_as(&w.app, w.a).await;
+        let (code, message, _) = fails(
+            &w.app,
+            &format!("INSERT INTO tenantry.request_log (tenant_id, created_at, route, status) VALUES ('{}', {when}, '/r', 200)", w.a),
+        )
+        .await;
+        assert_eq!(code, "42501", "{when}: {message}");
+        rollback(&w.app).await;
+        let (code, message, _) = fails(
+            &logger,
+            &format!("INSERT INTO tenantry.request_log (tenant_id, created_at, route, status) VALUES ('{}', {when}, '/r', 200)", w.b),
+        )
+        .await;
+        assert_eq!(code, "42501", "logger, {when}: {message}");
+    }
+    exec(
+        &logger,
+        &format!("INSERT INTO tenantry.request_log (tenant_id, created_at, route, status) VALUES ('{}', now() - interval '2 days', '/r', 200)", w.b),
+    )
+    .await;
+    let su = w.tdb.superuser_client().await;
+    exec(
+        &su,
+        &format!("INSERT INTO tenantry.request_log (tenant_id, created_at, route, status) VALUES ('{}', now() - interval '40 days', '/old', 200)", w.a),
+    )
+    .await;
+    exec(&su, "SELECT tenantry.drop_request_log_partitions()").await;
+    assert_eq!(
+        count(
+            &su,
+            "SELECT count(*) FROM tenantry.request_log WHERE route = '/old'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &su,
+            "SELECT count(*) FROM tenantry.request_log WHERE route = '/r'"
+        )
+        .await,
+        1
+    );
+}
