@@ -675,7 +675,7 @@ GRANT SELECT ON tenantry.tenant_quota_usage TO tenantry_app;
 /**
  * Statement trigger on every tenant table: before the statement touches a
  * row, takes the current tenant's row in tenants FOR SHARE, so a tier
- * move, which takes the tenant's row FOR UPDATE (a cut-over, a batch of a
+ * move, which takes the tenant's row FOR NO KEY UPDATE (a cut-over, a batch of a
  * move back to the shared tier), waits for the writes in flight and holds
  * back new ones, always in the same order (tenant row first, then table
  * rows: no deadlock). FOR SHARE, not a weaker lock: the quota trigger takes
@@ -777,7 +777,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over or batch (FOR UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only; 40001 (HINT tier_moved) when the statement had to wait for a move (its snapshot is older than the move) or writes a tenant schema''s own resources table while that tenant moves back to the shared tier. An ancestor''s update or delete also holds its descendants that are moving back to the shared tier.';
+COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over or batch (FOR NO KEY UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only; 40001 (HINT tier_moved) when the statement had to wait for a move (its snapshot is older than the move) or writes a tenant schema''s own resources table while that tenant moves back to the shared tier. An ancestor''s update or delete also holds its descendants that are moving back to the shared tier.';
 
 /**
  * Row trigger on every tenant table: a row must be written in its tenant's

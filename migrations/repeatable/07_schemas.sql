@@ -17,7 +17,10 @@
 -- working. Towards the schema tier the rows are copied in batches into the
 -- tenant's new tables, which no query sees yet (tenant_row_home records every
 -- key it writes meanwhile); then the cut-over takes the tenant's row in
--- tenants FOR UPDATE (its writers wait, nobody else does), copies what
+-- tenants FOR NO KEY UPDATE (its writers wait, nobody else does: its own
+-- transactions hold the row FOR SHARE, which this waits for, while another
+-- tenant sharing with it holds FOR KEY SHARE through a foreign key, which
+-- must not hold a move back for as long as it likes), copies what
 -- changed, and switches the tier. Towards the shared tier the rows move in
 -- batches, each a short transaction under the tenant's row lock that deletes
 -- them from its tables and inserts them into the pooled ones: every reader
@@ -402,7 +405,7 @@ COMMENT ON FUNCTION tenantry.require_tier_admin() IS 'Internal: 42501 unless the
 /**
  * Step 1 of a move: marks the tenant as moving to target and, towards the
  * schema tier, creates its tables (empty, not yet inheriting). Takes the
- * tenant's row FOR UPDATE, so every write of the tenant from now on is
+ * tenant's row FOR NO KEY UPDATE, so every write of the tenant from now on is
  * recorded. Returns 'started', 'resumed' (a move to target was under way),
  * or 'done' (the tenant is in that tier already).
  */
@@ -422,7 +425,7 @@ BEGIN
         PERFORM tenantry.require_schema_tier();
     END IF;
     SELECT tn.isolation, tn.moving_to INTO t
-    FROM tenantry.tenants tn WHERE tn.tenant_id = tid AND tn.status <> 'deleted' FOR UPDATE;
+    FROM tenantry.tenants tn WHERE tn.tenant_id = tid AND tn.status <> 'deleted' FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
     ELSIF t.moving_to = target THEN
@@ -658,7 +661,7 @@ COMMENT ON FUNCTION tenantry.tier_move_apply_changes(uuid, bigint) IS 'Internal 
  * Moves up to max_rows more rows of a tenant moving to the shared tier from
  * its schema's tables into the pooled ones, in one statement per table that
  * deletes them there and inserts them here, so that every snapshot sees each
- * row once. Takes the tenant's row FOR UPDATE first: the tenant's
+ * row once. Takes the tenant's row FOR NO KEY UPDATE first: the tenant's
  * transactions in flight end before (each holds the row FOR SHARE from its
  * start or first write), new ones wait for this one, nobody else does.
  * Batches move resources only; the cut-over (every_family) moves the rest.
@@ -674,7 +677,7 @@ DECLARE
     n bigint;
     total bigint := 0;
 BEGIN
-    PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR UPDATE;
+    PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
     -- In batches, resources only: its keys are the database's own and no
     -- foreign key joins it to another family, so its rows can be split
     -- between two tables. An adopted table's unique keys and foreign keys
@@ -766,7 +769,7 @@ AS $$ SELECT tenantry.tier_move_batch(tid, max_changes, true) $$;
 COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier move step 3 (repeat while it returns max_changes): copies again the rows the moving tenant wrote since they were copied; returns how many recorded writes it consumed (towards the shared tier always 0: rows move in place). TN404 when the tenant is not being moved.';
 
 /**
- * Step 4, the cut-over: takes the tenant's row FOR UPDATE (the tenant's
+ * Step 4, the cut-over: takes the tenant's row FOR NO KEY UPDATE (the tenant's
  * writers wait until this transaction ends; nobody else does), copies what
  * is left and what changed, moves the rows out of the old tier and switches
  * the tenant's tier (audited, and announced to every server through the
@@ -807,7 +810,7 @@ DECLARE
     replication text := current_setting('session_replication_role');
 BEGIN
     PERFORM tenantry.require_tier_admin();
-    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR UPDATE;
+    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
     locked_at := clock_timestamp();
     SELECT * INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
     IF NOT FOUND THEN
@@ -900,7 +903,7 @@ DECLARE
     replication text := current_setting('session_replication_role');
 BEGIN
     PERFORM tenantry.require_tier_admin();
-    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR UPDATE;
+    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
     END IF;
@@ -1258,7 +1261,7 @@ BEGIN
     PERFORM tenantry.require_tier_admin();
     -- The tenant's row: no move or second migration of it meanwhile.
     SELECT tn.schema_name, tn.schema_version, tn.isolation INTO t
-    FROM tenantry.tenants tn WHERE tn.tenant_id = tid FOR UPDATE;
+    FROM tenantry.tenants tn WHERE tn.tenant_id = tid FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
     ELSIF t.isolation <> 'schema' THEN

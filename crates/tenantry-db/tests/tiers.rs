@@ -1618,3 +1618,56 @@ async fn a_foreign_key_into_a_table_family_from_a_table_that_is_not_one_holds_ba
         .unwrap();
     assert_eq!(tiers_problems().await, Vec::<String>::new());
 }
+
+/// A tenant sharing with another holds that tenant's row FOR KEY SHARE (the
+/// share's foreign key) until its transaction ends. The other tenant's move
+/// locks its own row FOR NO KEY UPDATE, which such a lock does not hold
+/// back: a tenant sharing in a loop of long transactions cannot keep another
+/// tenant in its tier (found by a red-team review).
+#[tokio::test]
+async fn another_tenants_open_share_with_a_tenant_does_not_hold_back_its_move() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let sharer = tenant(&db, "sharer", Isolation::Shared).await;
+    let target = tenant(&db, "target", Isolation::Shared).await;
+    create(&db, sharer, "doc").await.unwrap();
+    create(&db, target, "own").await.unwrap();
+    let open = tdb.server_client().await;
+    open.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&open, *sharer.as_uuid()).await;
+    open.execute(
+        "SELECT tenantry.share_resource((SELECT id FROM tenantry.resources WHERE name = 'doc'), $1)",
+        &[target.as_uuid()],
+    )
+    .await
+    .unwrap();
+    // The share's transaction stays open while the target moves.
+    let moved = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        db.move_tenant("test", target, Isolation::Schema, 100, |_| {}),
+    )
+    .await
+    .expect("the move waited for another tenant's open share")
+    .unwrap();
+    assert_eq!(moved.isolation, Isolation::Schema);
+    open.batch_execute("COMMIT").await.unwrap();
+    let su = tdb.superuser_client().await;
+    let isolation: String = su
+        .query_one(
+            "SELECT isolation FROM tenantry.tenants WHERE tenant_id = $1",
+            &[target.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(isolation, "schema");
+    let shares: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.shared_resources WHERE shared_with = $1",
+            &[target.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shares, 1);
+}
