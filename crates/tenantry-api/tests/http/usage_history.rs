@@ -30,12 +30,13 @@ async fn log_requests(app: &TestApp, tenant: &str, rows: &[(i16, f64, &str)]) {
     }
 }
 
+/// The metrics refreshed as the server's scheduler does it: an admin scope
+/// (a proven administrative context; tenantry_admin alone may not).
 async fn refresh(app: &TestApp) {
-    db_as(app, "tenantry_admin")
-        .await
-        .batch_execute("SELECT tenantry.refresh_tenant_metrics()")
-        .await
-        .unwrap();
+    let db = app.db.database();
+    let mut admin = db.admin("scheduler").await.unwrap();
+    admin.refresh_metrics().await.unwrap();
+    admin.commit().await.unwrap();
 }
 
 /// The server's own request log is off: only the rows a test writes count.
