@@ -43,6 +43,9 @@ pub enum SessionError {
     /// The database refused to open the context session.
     #[error("the database refused the server's context session ({0}): is the context key this database's, and do the clocks agree within a minute?")]
     Refused(String),
+    /// The login's sessions start read-only.
+    #[error("{0}")]
+    ReadOnly(String),
 }
 
 /// Makes connections with deadpool-postgres and readies them for tenant work.
@@ -165,7 +168,21 @@ async fn open_session(
     let pid: i32 = row.get(0);
     let citus: bool = row.get(1);
     let settings: String = settings?.get(0);
-    let chain = open_chain(client, key, pid, nonce?).await?;
+    let nonce = nonce.map_err(|e| match e.code() {
+        // The draw writes (nextval): sessions that start read-only, from a
+        // default set for the login or the database (which the login may set
+        // for itself, so SQL injected through an application can), or a
+        // standby, cannot serve.
+        Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) => {
+            SessionError::ReadOnly(format!(
+                "the server's sessions start read-only ({e}): on a primary, a superuser undoes a default with \
+                 ALTER ROLE <login> RESET default_transaction_read_only (or ALTER DATABASE … RESET; \
+                 SELECT * FROM pg_db_role_setting lists them); a standby cannot serve tenant traffic"
+            ))
+        }
+        _ => SessionError::Db(e),
+    })?;
+    let chain = open_chain(client, key, pid, nonce).await?;
     Ok((chain, citus, settings))
 }
 

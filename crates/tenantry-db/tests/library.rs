@@ -1764,3 +1764,41 @@ async fn a_temporary_uuid_domain_left_by_caller_sql_runs_in_no_later_transaction
     a_temporary_uuid_domain_left_by_caller_sql_runs_in_no_later_transaction(StatementMode::Unnamed)
         .await;
 }
+
+/// The server's login may set defaults for itself (`ALTER ROLE … SET`, which
+/// SQL injected through an application can run): with its sessions starting
+/// read-only nothing can be served, and the error says why and what undoes
+/// it instead of a bare "cannot execute nextval() in a read-only transaction".
+#[tokio::test]
+async fn a_login_whose_sessions_start_read_only_is_refused_with_the_fix() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(&format!(
+        "ALTER ROLE tenantry_server IN DATABASE \"{}\" SET default_transaction_read_only = on",
+        tdb.name()
+    ))
+    .await
+    .unwrap();
+    let db = tdb.database();
+    let err = match db
+        .tenant(TenantContext::new(
+            TenantId::from_uuid(uuid::Uuid::new_v4()),
+        ))
+        .await
+    {
+        Err(e) => e,
+        Ok(_) => panic!("a read-only session served"),
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("start read-only")
+            && message.contains("RESET default_transaction_read_only"),
+        "{message}"
+    );
+    su.batch_execute(&format!(
+        "ALTER ROLE tenantry_server IN DATABASE \"{}\" RESET default_transaction_read_only",
+        tdb.name()
+    ))
+    .await
+    .unwrap();
+}
