@@ -230,7 +230,7 @@ async fn a_route_set_by_setup_connection_follows_the_tenant_when_the_context_cha
     // Routed for the silo (the session), as the guide does it.
     set_context(&app, silo).await;
     exec(&app, "SELECT setup_connection()").await;
-    assert_eq!(path().await, [silo_path.clone()]);
+    assert_eq!(path().await, [silo_path.as_str()]);
 
     // Another tenant for one transaction: its route for that transaction,
     // its rows through the unqualified name, its inserts accepted (the
@@ -252,14 +252,14 @@ async fn a_route_set_by_setup_connection_follows_the_tenant_when_the_context_cha
         &format!("SELECT set_tenant_context_local('{other_silo}')"),
     )
     .await;
-    assert_eq!(path().await, [other_path.clone()]);
+    assert_eq!(path().await, [other_path.as_str()]);
     assert_eq!(
         strings(&app, "SELECT name FROM resources ORDER BY name").await,
         ["in-other-silo"]
     );
     exec(&app, "COMMIT").await;
     // The session's tenant and route again.
-    assert_eq!(path().await, [silo_path]);
+    assert_eq!(path().await, [silo_path.as_str()]);
     assert_eq!(
         strings(&app, "SELECT name FROM resources ORDER BY name").await,
         ["in-silo"]
