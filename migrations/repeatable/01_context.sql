@@ -891,12 +891,17 @@ BEGIN
             USING ERRCODE = '0A000',
                   HINT = format('BEGIN; SELECT tenantry.set_tenant_context_local(%L); ... COMMIT;', tid);
     END IF;
-    PERFORM set_config('backtrace_functions',
-                       CASE WHEN session AND tid IS NULL THEN ''
-                            ELSE tenantry.context_value(tid, uid, actor,
-                                                        CASE WHEN uid IS NOT NULL THEN tenantry.member_grants(tid, uid) END, NULL, NULL)
-                       END,
-                       NOT session);
+    -- Each set_config with a literal scope: on Citus the transaction-local
+    -- one is followed by citus_carry_context() (citus.sql rewrites every
+    -- set_config('backtrace_functions', ..., true); of these functions).
+    IF session THEN
+        PERFORM set_config('backtrace_functions',
+                           CASE WHEN tid IS NULL THEN ''
+                                ELSE tenantry.context_value(tid, NULL, NULL, NULL, NULL, NULL) END,
+                           false);
+    ELSE
+        PERFORM set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, CASE WHEN uid IS NOT NULL THEN tenantry.member_grants(tid, uid) END, NULL, NULL), true);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION tenantry.write_operator_context(uuid, uuid, text, boolean) IS 'Internal, behind set_tenant_context and set_tenant_context_local: writes an operator''s tenant context (tenant, visible subtree, schema, user with the member''s grants, actor) for the session or this transaction; NULL clears a session''s. Operators only (superuser or member of tenantry_owner, 42501 otherwise); 0A000 for a session''s context on a Citus coordinator.';
@@ -966,7 +971,12 @@ BEGIN
             USING ERRCODE = '0A000',
                   HINT = 'BEGIN; SELECT tenantry.set_admin_context(actor => ''...'', local => true); ... COMMIT;';
     END IF;
-    PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL, NULL, NULL), coalesce(local, false));
+    -- A literal scope each (see write_operator_context): on Citus the local one carries to the workers.
+    IF coalesce(local, false) THEN
+        PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL, NULL, NULL), true);
+    ELSE
+        PERFORM set_config('backtrace_functions', tenantry.context_value(NULL, NULL, actor, NULL, NULL, NULL), false);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION tenantry.set_admin_context(text, boolean) IS 'Administrative context (admin_context()) for the session, or this transaction with local => true, for operators (superuser or member of tenantry_owner) switched to tenantry_admin; refused for the server''s login and every role it can assume; on a Citus coordinator only with local => true (0A000).';

@@ -1184,7 +1184,8 @@ DECLARE
 BEGIN
     IF pg_catalog.current_setting('tenantry.follow_route', true) OPERATOR(pg_catalog.=) 'on'
        AND (path OPERATOR(pg_catalog.=) tenantry.tenant_search_path(NULL)
-            OR pg_catalog.btrim(pg_catalog.split_part(path, ',', 1), ' "') OPERATOR(pg_catalog.~) '^tenant_[0-9a-f]{20}$') THEN
+            OR path OPERATOR(pg_catalog.=) tenantry.tenant_search_path(pg_catalog.btrim(pg_catalog.split_part(path, ',', 1), ' "'))
+               AND pg_catalog.btrim(pg_catalog.split_part(path, ',', 1), ' "') OPERATOR(pg_catalog.~) '^tenant_[0-9a-f]{20}$') THEN
         PERFORM pg_catalog.set_config('search_path', tenantry.tenant_search_path(tenantry.current_tenant_schema()), local);
     END IF;
 END

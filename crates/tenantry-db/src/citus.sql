@@ -246,10 +246,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- PL/pgSQL: Citus does not plan a SQL function's statement with its parameters.
+    -- Dated around now, as the policy request_log_dated_now has the logger's
+    -- own inserts (the owner is not subject to it): a day far ahead or back
+    -- would land in the default partition.
     INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms,
                                       key_id, impersonator, request_id)
-    SELECT * FROM unnest(tenants, times, users, resources, methods, routes, statuses, latencies, keys,
-                         impersonators, request_ids);
+    SELECT u.t, LEAST(GREATEST(u.at, now() - interval '29 days'), now()), u.u, u.r, u.m, u.ro, u.s, u.l, u.k, u.i, u.q
+      FROM unnest(tenants, times, users, resources, methods, routes, statuses, latencies, keys,
+                  impersonators, request_ids) AS u (t, at, u, r, m, ro, s, l, k, i, q);
 END
 $$;
 COMMENT ON FUNCTION tenantry.append_request_log(uuid[], timestamptz[], uuid[], uuid[], text[], text[], int2[], float8[], uuid[], text[], text[]) IS 'Citus: the logger''s batch of request-log rows, appended as the owner (Citus copies INSERT ... SELECT into the shards, which RLS refuses). Granted to tenantry_logger only.';

@@ -131,18 +131,6 @@ async fn is_citus(client: &ClientWrapper) -> Result<bool, tokio_postgres::Error>
     }))
 }
 
-/// Puts `pg_temp` last on the session's search_path (the rest as the
-/// connection was configured). Unlisted, PostgreSQL looks up relation and
-/// type names in the session's temporary schema before every other: a
-/// temporary domain named `uuid` made by SQL an application ran on this
-/// connection would stand in for `uuid` in the next transaction's
-/// statements (the library's casts, the policies' inlined functions), which
-/// may be another tenant's, and run its CHECK's function there.
-const TEMP_LAST: &str = "SELECT pg_catalog.set_config('search_path', pg_catalog.concat_ws(', ', \
-     NULLIF(pg_catalog.array_to_string(ARRAY( \
-         SELECT pg_catalog.btrim(p) FROM pg_catalog.unnest(pg_catalog.string_to_array(pg_catalog.current_setting('search_path'), ',')) WITH ORDINALITY AS u(p, i) \
-         WHERE pg_catalog.btrim(pg_catalog.btrim(p), '\"') !~ '^pg_temp' ORDER BY i), ', '), ''), 'pg_temp'), false)";
-
 /// Switches the session to `tenantry_app` for good (transactions needing
 /// another role switch it transaction-locally) and opens its context
 /// session. Also says whether the database is a Citus coordinator, and the
@@ -151,10 +139,6 @@ async fn open_session(
     client: &ClientWrapper,
     key: &ContextKey,
 ) -> Result<(Chain, bool, String), SessionError> {
-    // pg_temp last on the session's search_path, before anything is
-    // prepared or the settings are recorded (SQL that changes it later is
-    // caught by assert_session_unchanged).
-    client.batch_execute(TEMP_LAST).await?;
     // In this order on the wire: the draw and the settings are read as tenantry_app.
     let (row, role, nonce, settings) = futures_util::future::join4(
         client.query_one(IS_CITUS, &[]),

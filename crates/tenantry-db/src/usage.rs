@@ -469,10 +469,15 @@ impl Database {
         let sql = if tx.citus() {
             "SELECT tenantry.append_request_log($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         } else {
+            // Dated within what the table takes from the logger (policy
+            // request_log_dated_now): a server clock ahead of the database's,
+            // or entries held through a long outage, must not cost the whole
+            // batch (one refused row fails the statement).
             "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms,
                                                     key_id, impersonator, request_id)
-                  SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[],
-                                       $8::float8[], $9::uuid[], $10::text[], $11::text[])"
+                  SELECT u.t, LEAST(GREATEST(u.at, now() - interval '29 days'), now()), u.u, u.r, u.m, u.ro, u.s, u.l, u.k, u.i, u.q
+                    FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[],
+                                $8::float8[], $9::uuid[], $10::text[], $11::text[]) AS u (t, at, u, r, m, ro, s, l, k, i, q)"
         };
         tx.query_and_commit(Stmt {
             sql,
