@@ -1802,3 +1802,55 @@ async fn a_login_whose_sessions_start_read_only_is_refused_with_the_fix() {
     .await
     .unwrap();
 }
+
+/// The table takes the logger's rows dated from 30 days back to an hour
+/// ahead only: entries from a server whose clock runs ahead of the
+/// database's (or held through a long outage) are dated into that window
+/// rather than costing the whole batch, other tenants' entries included.
+#[tokio::test]
+async fn a_log_batch_with_entries_dated_out_of_range_is_written_whole_with_dates_in_range() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let now = chrono::Utc::now();
+    let entry = |t: TenantId, at: chrono::DateTime<chrono::Utc>, route: &str| {
+        tenantry_db::RequestLogEntry {
+            tenant_id: t,
+            created_at: at,
+            user_id: None,
+            resource_id: None,
+            method: "GET".into(),
+            route: route.into(),
+            status: 200,
+            latency_ms: 1.0,
+            key_id: None,
+            impersonator: None,
+            request_id: None,
+        }
+    };
+    let batch = [
+        entry(a, now, "/now"),
+        entry(b, now + chrono::Duration::days(2), "/ahead"),
+        entry(b, now - chrono::Duration::days(90), "/behind"),
+    ];
+    assert_eq!(db.log_requests(&batch).await.unwrap(), 3);
+    let su = tdb.superuser_client().await;
+    let rows = su
+        .query(
+            "SELECT route, created_at <= now() + interval '1 hour' AND created_at >= now() - interval '30 days'
+               FROM tenantry.request_log ORDER BY route",
+            &[],
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        seen,
+        [
+            ("/ahead".to_owned(), true),
+            ("/behind".to_owned(), true),
+            ("/now".to_owned(), true)
+        ]
+    );
+}

@@ -277,6 +277,14 @@ async fn a_route_set_by_setup_connection_follows_the_tenant_when_the_context_cha
     exec(&app, "SET search_path = public, tenantry").await;
     set_context(&app, other_silo).await;
     assert_eq!(path().await, ["public, tenantry"]);
+    // Nor one that begins with a tenant schema but is not setup_connection()'s.
+    let own_path = format!(
+        "{}, tenantry, public, pg_catalog",
+        schema_of(&admin, silo).await
+    );
+    exec(&app, &format!("SET search_path = {own_path}")).await;
+    set_context(&app, pooled).await;
+    assert_eq!(path().await, [own_path.as_str()]);
 }
 
 // -----------------------------------------------------------------------------
