@@ -68,6 +68,7 @@ pub fn router(
         .route_layer(log)
         .fallback_service(unmatched)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(close_after_unread_body))
         // A bug that panics answers 500 problem+json instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
@@ -78,6 +79,32 @@ pub fn router(
             },
         ))
         .layer(RequestIdLayer)
+}
+
+/// Answers an error to a request that carried a body with `Connection:
+/// close`. A request refused before its body was read (a bad key, a database
+/// away) leaves the body on the connection, which the server then closes
+/// without a word: a client that sent its next request on it met a broken
+/// pipe instead of the answer (found by an operations review). Said, the
+/// client opens a new connection for the next one.
+async fn close_after_unread_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let headers = request.headers();
+    let has_body = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+        || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// After the grace period: how long cancelled requests get to answer and

@@ -13,7 +13,7 @@ use crate::{
     migrate::MigrateError,
     retry::RetryPolicy,
     scope::{Stmt, Tx},
-    session::{Pool, SessionError, SessionManager},
+    session::{Object, Pool, SessionError, SessionManager},
     AdminScope, DbError, TenantContext, TenantId, TenantScope,
 };
 
@@ -230,6 +230,10 @@ impl DatabaseConfig {
 /// Most tenants' context parts kept at once (about 10 MB at most).
 const CONTEXT_CACHE_CAPACITY: usize = 65_536;
 
+/// How long a pool that stopped growing (the database had no connection slot
+/// left) keeps to the connections it has before it may open more again.
+pub(crate) const POOL_REGROW_AFTER: Duration = Duration::from_secs(30);
+
 /// A pool of connections of the server's login role. Cheap to clone.
 #[derive(Clone)]
 pub struct Database {
@@ -239,6 +243,12 @@ pub struct Database {
     mode: StatementMode,
     retry: RetryPolicy,
     contexts: Arc<Contexts>,
+    /// The pool's configured size (it may stop short of it for a while: [`Database::connection`]).
+    max_connections: usize,
+    /// The pool's connections open now.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    /// How long [`Database::connection`] may wait (None: no bound).
+    acquire_timeout: Option<Duration>,
 }
 
 /// The server login role's attributes that matter for isolation.
@@ -354,11 +364,15 @@ impl Database {
             StatementMode::Prepared => config.context_key.clone(),
             StatementMode::Unnamed => None,
         };
-        let pool = Pool::builder(SessionManager::new(manager, session_key))
+        let acquire_timeout = (!config.acquire_timeout.is_zero()).then_some(config.acquire_timeout);
+        let sessions = SessionManager::new(manager, session_key);
+        let open = sessions.open_connections();
+        let pool = Pool::builder(sessions)
             .max_size(config.max_connections.max(1))
-            .wait_timeout(Some(config.acquire_timeout))
-            .create_timeout(Some(config.acquire_timeout))
-            .recycle_timeout(Some(config.acquire_timeout))
+            // 0: no bound (as the other timeouts, "left to the database").
+            .wait_timeout(acquire_timeout)
+            .create_timeout(acquire_timeout)
+            .recycle_timeout(acquire_timeout)
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Internal(format!("building the pool: {e}")))?;
@@ -367,6 +381,9 @@ impl Database {
             pg: pg.into(),
             mode: config.statement_mode,
             retry: config.retry,
+            max_connections: config.max_connections.max(1),
+            open,
+            acquire_timeout,
             contexts: Arc::new(Contexts {
                 key: config.context_key.clone(),
                 parts: PartCache::new(config.context_cache_ttl, CONTEXT_CACHE_CAPACITY),
@@ -375,8 +392,46 @@ impl Database {
         })
     }
 
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.pool
+    /// A connection of the pool. When the database has no slot left for
+    /// another one (53300: the sum of every client's connections reached its
+    /// `max_connections`), the pool stops at the connections it has and the
+    /// caller waits for one of them (up to the acquire timeout) instead of
+    /// failing at once; the pool may grow again after [`POOL_REGROW_AFTER`].
+    pub(crate) async fn connection(&self) -> Result<Object, PoolError<SessionError>> {
+        let deadline = self
+            .acquire_timeout
+            .map(|t| tokio::time::Instant::now() + t);
+        loop {
+            match self.pool.get().await {
+                Err(PoolError::Backend(SessionError::Db(e)))
+                    if e.code() == Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
+                        && deadline.is_none_or(|d| tokio::time::Instant::now() < d) =>
+                {
+                    // The connections made and not closed (creations still
+                    // in flight count in the pool's size, not here).
+                    let open = self.open.load(std::sync::atomic::Ordering::Relaxed);
+                    if open > 0 && open < self.pool.status().max_size {
+                        tracing::warn!(
+                            connections = open,
+                            max_connections = self.max_connections,
+                            "the database has no connection slot left: the pool waits for its own connections"
+                        );
+                        self.pool.resize(open);
+                        let pool = self.pool.clone();
+                        let max = self.max_connections;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(POOL_REGROW_AFTER).await;
+                            pool.resize(max);
+                        });
+                    } else if open == 0 {
+                        // None of its own yet: the database's other clients
+                        // may free a slot.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 
     pub(crate) fn contexts(&self) -> Arc<Contexts> {
@@ -406,13 +461,13 @@ impl Database {
     /// Opens a transaction acting for `ctx.tenant`. Nothing is sent until its
     /// first statement, which carries BEGIN, the role and the context with it.
     pub async fn tenant(&self, ctx: TenantContext) -> Result<TenantScope, DbError> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         Ok(TenantScope::new(client, self.mode, self.contexts(), ctx))
     }
 
     /// Opens an administrative transaction; `actor` labels its audit rows.
     pub async fn admin(&self, actor: impl Into<String>) -> Result<AdminScope, DbError> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         Ok(AdminScope::new(
             client,
             self.mode,
@@ -429,7 +484,7 @@ impl Database {
         let Some(secret) = ApiKeySecret::parse(key) else {
             return Ok(None);
         };
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         let mut tx = Tx::anonymous(client, self.mode, self.contexts());
         let prefix = secret.prefix().to_owned();
         let hash = secret.sha256().to_vec();
@@ -446,7 +501,7 @@ impl Database {
 
     /// Reports the attributes of the login role this pool connects as.
     pub async fn login_role_check(&self) -> Result<LoginRoleCheck, DbError> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         // An unnamed statement: this boot check also runs through pgbouncer.
         // The login reads no tenantry table here (it may not): tenant schemas
         // are found by their name's form, the one tenants.schema_name allows.
@@ -511,7 +566,7 @@ impl Database {
 
     /// Round trip to the database (readiness probes), within the reply timeout.
     pub async fn ping(&self) -> Result<(), DbError> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         let answered = within(self.contexts.reply_timeout, async {
             client.simple_query("SELECT 1").await?;
             Ok(())
@@ -554,7 +609,7 @@ impl Database {
     /// The doctor's findings on adopted tables ([`crate::tables::table_problems`]),
     /// as the server's login; the server refuses to start on any.
     pub async fn table_problems(&self) -> Result<Vec<crate::TableProblem>, DbError> {
-        let client = self.pool.get().await?;
+        let client = self.connection().await?;
         let problems = as_login(&client, crate::tables::table_problems(&client)).await?;
         problems.map_err(|e| match e {
             crate::TableError::Database(e) => e.into(),

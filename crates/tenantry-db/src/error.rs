@@ -140,8 +140,25 @@ fn referenced_table(detail: &str) -> Option<&str> {
 pub fn describe(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => err.to_string(),
+        None => with_sources(err),
     }
+}
+
+/// An error and every error beneath it ("error connecting to server:
+/// Connection refused (os error 111)"): the driver's own message alone does
+/// not say why.
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Maps a driver error to a [`DbError`] by SQLSTATE (tenantry's own `TNxxx` codes first).
@@ -153,9 +170,9 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             // database is out of reach, not a bug: 503, never 500.
             let io = std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>());
             if err.is_closed() || io || err.to_string().contains("connection") {
-                return DbError::Unavailable(err.to_string());
+                return DbError::Unavailable(with_sources(err));
             }
-            return DbError::Internal(err.to_string());
+            return DbError::Internal(with_sources(err));
         };
         let message = db.message().to_owned();
         // tenantry's TN422 errors name the field in their HINT; a hint that
@@ -251,11 +268,18 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 // pg_cancel_backend) and a session ended for idling in its
                 // transaction (idle_in_transaction_session_timeout): the
                 // database could not serve in time, nothing was written.
+                // So is a database that refuses the login (28: a rotated
+                // password, pg_hba), is gone (3D000), is out of resources (53:
+                // disk, memory, connection slots) or is read-only (25006: a
+                // standby after a failover, or sessions defaulted read-only).
                 c if c.code().starts_with("08")
                     || c.code().starts_with("57P")
+                    || c.code().starts_with("28")
+                    || c.code().starts_with("3D")
+                    || c.code().starts_with("53")
+                    || *c == SqlState::READ_ONLY_SQL_TRANSACTION
                     || *c == SqlState::QUERY_CANCELED
-                    || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
-                    || *c == SqlState::TOO_MANY_CONNECTIONS =>
+                    || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT =>
                 {
                     DbError::Unavailable(message)
                 }
@@ -269,7 +293,7 @@ impl From<deadpool::managed::PoolError<crate::session::SessionError>> for DbErro
     fn from(err: deadpool::managed::PoolError<crate::session::SessionError>) -> Self {
         match err {
             deadpool::managed::PoolError::Backend(crate::session::SessionError::Db(e)) => e.into(),
-            other => DbError::Unavailable(other.to_string()),
+            other => DbError::Unavailable(with_sources(&other)),
         }
     }
 }

@@ -288,7 +288,7 @@ impl Database {
         &self,
         token: &str,
     ) -> Result<Option<ImpersonationIdentity>, DbError> {
-        let client = self.pool().get().await?;
+        let client = self.connection().await?;
         let mut tx = Tx::anonymous(client, self.statement_mode(), self.contexts());
         let rows = tx
             .query_and_commit(Stmt {
@@ -304,7 +304,7 @@ impl Database {
     }
 
     async fn user_tx(&self, user: UserId) -> Result<Tx, DbError> {
-        let client = self.pool().get().await?;
+        let client = self.connection().await?;
         Ok(Tx::user(
             client,
             self.statement_mode(),

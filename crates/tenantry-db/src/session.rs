@@ -1,6 +1,12 @@
 //! The pool's connections: in the prepared mode each one switches to `tenantry_app` once and opens its verified-context session (commit-reveal chain) when it connects, and again after a transaction that revealed the chain's secret rolled back; a connection whose chain fell out of step with the database is closed instead of reused.
 
-use std::ops::Deref;
+use std::{
+    ops::Deref,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::ClientWrapper;
@@ -25,6 +31,14 @@ pub(crate) struct Conn {
     /// server's own connections): a transaction after caller SQL checks that
     /// the session still has them (`assert_clean_session`).
     pub(crate) settings: Option<String>,
+    /// The pool's count of open connections, which this one leaves when dropped.
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Deref for Conn {
@@ -53,6 +67,8 @@ pub(crate) struct SessionManager {
     inner: deadpool_postgres::Manager,
     /// Set: connections are the server's own (prepared mode) and open a session.
     key: Option<ContextKey>,
+    /// Connections made and not dropped yet (made ready or not).
+    open: Arc<AtomicUsize>,
 }
 
 pub(crate) type Pool = managed::Pool<SessionManager>;
@@ -60,7 +76,16 @@ pub(crate) type Object = managed::Object<SessionManager>;
 
 impl SessionManager {
     pub(crate) fn new(inner: deadpool_postgres::Manager, key: Option<ContextKey>) -> Self {
-        Self { inner, key }
+        Self {
+            inner,
+            key,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The count of connections open, shared with the connections.
+    pub(crate) fn open_connections(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
     }
 }
 
@@ -70,21 +95,30 @@ impl managed::Manager for SessionManager {
 
     async fn create(&self) -> Result<Conn, SessionError> {
         let client = managed::Manager::create(&self.inner).await?;
-        let (chain, citus, settings) = match &self.key {
-            Some(key) => {
-                let (chain, citus, settings) = open_session(&client, key).await?;
-                (Some(chain), citus, Some(settings))
-            }
-            None => (None, is_citus(&client).await?, None),
-        };
-        Ok(Conn {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        // Counted from here: dropped with the error below, the count goes
+        // down with it.
+        let mut conn = Conn {
             client,
-            chain,
+            chain: None,
             broken: false,
             ran_caller_sql: false,
-            citus,
-            settings,
-        })
+            citus: false,
+            settings: None,
+            open: self.open.clone(),
+        };
+        let client = &conn.client;
+        let (chain, citus, settings) = match &self.key {
+            Some(key) => {
+                let (chain, citus, settings) = open_session(client, key).await?;
+                (Some(chain), citus, Some(settings))
+            }
+            None => (None, is_citus(client).await?, None),
+        };
+        conn.chain = chain;
+        conn.citus = citus;
+        conn.settings = settings;
+        Ok(conn)
     }
 
     async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<SessionError> {

@@ -460,7 +460,7 @@ impl Database {
         let request_ids: Vec<Option<&str>> =
             entries.iter().map(|e| e.request_id.as_deref()).collect();
         let mut tx = Tx::logger(
-            self.pool().get().await?,
+            self.connection().await?,
             self.statement_mode(),
             self.contexts(),
         );

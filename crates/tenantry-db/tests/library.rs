@@ -1854,3 +1854,47 @@ async fn a_log_batch_with_entries_dated_out_of_range_is_written_whole_with_dates
         ]
     );
 }
+
+/// A pool larger than the database's free connection slots (every client's
+/// connections together reached its limit): requests wait for the pool's own
+/// connections instead of failing when another cannot be opened (an
+/// operations review measured 43 % of requests answered 503 that way).
+#[tokio::test]
+async fn a_pool_larger_than_the_databases_free_slots_waits_for_its_own_connections() {
+    let tdb = TestDatabase::new().await;
+    let setup = tdb.database();
+    let a = tenant(&setup, "a", None).await;
+    resource(&setup, a, "doc").await;
+    drop(setup);
+    let su = tdb.superuser_client().await;
+    su.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" CONNECTION LIMIT 3;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = '{}' AND usename = 'tenantry_server'",
+        tdb.name(),
+        tdb.name()
+    ))
+    .await
+    .unwrap();
+    let db = tdb.database_with(StatementMode::Prepared, 12);
+    let work = (0..24).map(|_| {
+        let db = db.clone();
+        async move {
+            let mut s = db.tenant(TenantContext::new(a)).await?;
+            let (_,): (i32,) = s.query_one("SELECT 1 FROM pg_sleep(0.05)", &[]).await?;
+            s.commit().await
+        }
+    });
+    let results = futures_util::future::join_all(work).await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(db.pool_status().size <= 3, "{:?}", db.pool_status());
+}

@@ -24,7 +24,10 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The database is reachable and its schema matches this build.
+/// The database is reachable and its schema is this build's, or newer: a
+/// rolling upgrade migrates first, and the servers of the previous release
+/// keep serving (and stay ready) until they are replaced; a schema behind
+/// this build, or one that diverged, is not ready.
 #[utoipa::path(
     get, path = "/readyz", tag = "system",
     responses((status = 200, body = Health), (status = 503, body = crate::error::Problem, content_type = "application/problem+json")),
@@ -32,11 +35,21 @@ pub async fn healthz() -> Json<Health> {
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.db.ping().await?;
-    state
-        .db
-        .check_schema()
-        .await
-        .map_err(|e| ApiError::new(ProblemCode::ServiceUnavailable, e.to_string()))?;
+    match state.db.check_schema().await {
+        Ok(()) => {}
+        Err(
+            e @ (tenantry_db::migrate::MigrateError::Unknown { .. }
+            | tenantry_db::migrate::MigrateError::DefinitionsNewer { .. }),
+        ) => {
+            tracing::warn!("serving on a newer schema until this server is upgraded: {e}");
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                ProblemCode::ServiceUnavailable,
+                e.to_string(),
+            ))
+        }
+    }
     Ok(Json(Health { status: "ok" }))
 }
 
