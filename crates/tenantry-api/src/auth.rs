@@ -173,7 +173,7 @@ impl FromRequestParts<AppState> for AdminCaller {
 /// Either credential, for routes both may call (`POST /v1/tenants`).
 pub enum Caller {
     /// The admin token.
-    Admin(AdminCaller),
+    Admin(Box<AdminCaller>),
     /// A tenant key.
     Tenant(TenantCaller),
 }
@@ -187,9 +187,9 @@ impl FromRequestParts<AppState> for Caller {
     ) -> Result<Self, Self::Rejection> {
         let is_admin = bearer(parts).is_some_and(|t| state.admin_token.matches(t));
         if is_admin {
-            Ok(Caller::Admin(
+            Ok(Caller::Admin(Box::new(
                 AdminCaller::from_request_parts(parts, state).await?,
-            ))
+            )))
         } else {
             Ok(Caller::Tenant(
                 TenantCaller::from_request_parts(parts, state).await?,
