@@ -1671,3 +1671,59 @@ async fn another_tenants_open_share_with_a_tenant_does_not_hold_back_its_move() 
         .get(0);
     assert_eq!(shares, 1);
 }
+
+/// A team's migration role that is no superuser (a member of tenantry_owner,
+/// as README sets it up) sees no row of tenantry.tenants. Adopting a table
+/// as it while schema tenants exist still records the step that gives each
+/// of them a table of it (it was skipped: those tenants' exports and moves
+/// then failed on the missing table; found by a review of the CLI).
+#[tokio::test]
+async fn a_table_adopted_by_a_migration_role_that_is_no_superuser_reaches_schema_tenants() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let mut su = tdb.superuser_client().await;
+    let migrator = format!("mig_{}", uuid::Uuid::new_v4().simple());
+    su.batch_execute(&format!(
+        "CREATE ROLE {migrator} NOLOGIN INHERIT; GRANT tenantry_owner TO {migrator};
+         GRANT CREATE ON SCHEMA public TO {migrator}, tenantry_owner;
+         SET ROLE {migrator};
+         CREATE TABLE public.tasks (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                    title text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.tasks');
+         RESET ROLE;"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        tenantry_db::migrate::tenant_schemas_behind(&su, 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the step for the schema tenants was not recorded"
+    );
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    own_sql(&db, silo, "INSERT INTO tasks (title) VALUES ('t1')")
+        .await
+        .unwrap();
+    let silo_schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[silo.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        home_of(&su, "public.tasks", silo).await,
+        [format!("{silo_schema}.tasks")]
+    );
+    su.batch_execute(&format!(
+        "REVOKE CREATE ON SCHEMA public FROM {migrator}; REVOKE tenantry_owner FROM {migrator};"
+    ))
+    .await
+    .unwrap();
+}
