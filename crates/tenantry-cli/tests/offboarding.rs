@@ -95,13 +95,15 @@ COMMIT;
     .unwrap_or_else(|e| panic!("populating {label}: {e:?}"));
 }
 
-/// A database with an adopted, shareable table and two tenants with rows in every table.
+/// A database with an adopted, shareable table and two tenants with rows in
+/// every table. The table has a column named `x`, the alias the export's
+/// queries used (a column by that name broke every export).
 async fn two_tenants(n: i32, isolation: &str) -> (TestDatabase, Client, uuid::Uuid, uuid::Uuid) {
     let db = TestDatabase::new().await;
     let su = db.superuser_client().await;
     su.batch_execute(
         "CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id bigint NOT NULL, amount numeric NOT NULL,
-                                       memo text, PRIMARY KEY (tenant_id, id));
+                                       memo text, x int DEFAULT 7, PRIMARY KEY (tenant_id, id));
          SELECT tenantry.adopt_table('public.invoices', false, true);",
     )
     .await

@@ -278,7 +278,7 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
             "tenantry.tenants" => {
                 let columns = readable_columns(tx, &table).await?;
                 let select = format!(
-                    "SELECT row_to_json(x)::text FROM (SELECT {} FROM ONLY tenantry.tenants WHERE tenant_id = $1) x",
+                    "SELECT row_to_json(x.*)::text FROM (SELECT {} FROM ONLY tenantry.tenants WHERE tenant_id = $1) x",
                     idents(&columns)
                 );
                 let count =
@@ -288,7 +288,7 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
             // Permissions by name: their ids are each database's own.
             "tenantry.role_permissions" => (
                 vec!["role_id".into(), "permission".into()],
-                "SELECT row_to_json(x)::text FROM (
+                "SELECT row_to_json(x.*)::text FROM (
                     SELECT rp.role_id, p.name AS permission FROM ONLY tenantry.role_permissions rp
                       JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
                      WHERE rp.tenant_id = $1 ORDER BY 1, 2) x"
@@ -304,7 +304,7 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
                     "shared_by".into(),
                     "shared_at".into(),
                 ],
-                "SELECT row_to_json(x)::text FROM (
+                "SELECT row_to_json(x.*)::text FROM (
                     SELECT s.table_name AS table_id, s.row_id, s.shared_with, s.shared_by, s.shared_at
                       FROM tenantry.shares_of_my_rows() s WHERE s.tenant_id = $1 ORDER BY 1, 2, 3) x"
                     .to_owned(),
@@ -315,7 +315,7 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
                 let columns = readable_columns(tx, &table).await?;
                 let order = sort_columns(tx, &table, &columns).await?;
                 let select = format!(
-                    "SELECT row_to_json(x)::text FROM (SELECT {} FROM {only}{home} WHERE tenant_id = $1 ORDER BY {}) x",
+                    "SELECT row_to_json(x.*)::text FROM (SELECT {} FROM {only}{home} WHERE tenant_id = $1 ORDER BY {}) x",
                     idents(&columns),
                     idents(&order)
                 );
