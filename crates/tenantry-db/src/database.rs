@@ -588,7 +588,12 @@ impl Database {
             {
                 MigrateError::Database(e)
             }
-            other => MigrateError::Unavailable(other.to_string()),
+            // The database's own words ("database … does not exist", "password
+            // authentication failed"), not only the pool's "db error".
+            PoolError::Backend(SessionError::Db(e)) => {
+                MigrateError::Unavailable(crate::error::describe(&e))
+            }
+            other => MigrateError::Unavailable(crate::error::with_sources(&other)),
         })?;
         let checked = as_login(&client, crate::migrate::check(&client));
         match self.contexts.reply_timeout {
