@@ -120,8 +120,9 @@ $statistics$;
 -- (02_tenants.sql), stalling every administrator, or probe which keys others
 -- hold. That trigger runs as tenantry_owner (SECURITY DEFINER), which keeps
 -- pg_advisory_xact_lock(bigint) (re-parenting) and
--- pg_advisory_xact_lock_shared(bigint) (creating a child); the migration runner
--- locks as the migrating superuser.
+-- pg_advisory_xact_lock_shared(bigint) (creating a child), and
+-- pg_advisory_lock(bigint) with its unlock, which the migration runner takes
+-- (as a superuser, or as a migration role that is a member of tenantry_owner).
 --
 -- Other sessions: pg_locks (pg_lock_status) lists every session's locks,
 -- advisory keys, relation oids and transaction ids; pg_blocking_pids and its
@@ -191,6 +192,9 @@ BEGIN
 END
 $builtins$;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_xact_lock(bigint), pg_catalog.pg_advisory_xact_lock_shared(bigint) TO tenantry_owner;
+-- tenantry migrate serialises runs with a session lock: a migration role that
+-- is a member of tenantry_owner (no superuser) must be able to take it.
+GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_lock(bigint), pg_catalog.pg_advisory_unlock(bigint) TO tenantry_owner;
 -- A batched backfill of an adopted table (tenantry.backfill_prepare, 10_tables.sql)
 -- walks the table by pages; migration roles that are members of tenantry_owner
 -- (not only superusers) must be able to learn how many there are.

@@ -374,7 +374,23 @@ pub async fn export_tenant<W: Write>(
     tx.execute("SELECT tenantry.export_context($1)", &[tenant.as_uuid()])
         .await?;
     let mut plans = plan(&tx, tenant).await?;
-    tx.batch_execute("SET LOCAL ROLE tenantry_app").await?;
+    // Read as tenantry_app, so that row-level security decides what is read
+    // besides each query's own tenant condition. A migration role that is
+    // no superuser (a member of tenantry_owner) may not become tenantry_app:
+    // it reads as the owner, and the queries' tenant conditions alone decide.
+    let may_be_app: bool = tx
+        .query_one(
+            "SELECT pg_catalog.pg_has_role(current_user, 'tenantry_app', 'MEMBER')",
+            &[],
+        )
+        .await?
+        .get(0);
+    tx.batch_execute(if may_be_app {
+        "SET LOCAL ROLE tenantry_app"
+    } else {
+        "SET LOCAL ROLE tenantry_owner"
+    })
+    .await?;
 
     let mut total = 0u64;
     for p in &plans {
@@ -859,7 +875,11 @@ pub async fn import_tenant(
         manifest.tables.iter().map(|t| t.rows).sum(),
     ));
     let tx = client.transaction().await?;
-    tx.batch_execute("SET LOCAL TimeZone = 'UTC'").await?;
+    // As the owner of the tables written (row-level security does not stand
+    // in an import's way): a superuser, or a migration role that is a member
+    // of tenantry_owner, alike.
+    tx.batch_execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL ROLE tenantry_owner")
+        .await?;
     check_target(&tx, path, &manifest).await?;
 
     let mut tenant_row = None;
