@@ -1224,16 +1224,8 @@ BEGIN
     IF existing_rows_tenant IS NOT NULL AND existing_rows_tenant_expression IS NOT NULL THEN
         RAISE EXCEPTION 'give existing_rows_tenant or existing_rows_tenant_expression, not both' USING ERRCODE = 'TN422';
     END IF;
-    IF write_permission IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenantry.permissions p WHERE p.name = write_permission) THEN
-        RAISE EXCEPTION 'cannot adopt %: unknown permission "%"', tbl, write_permission USING ERRCODE = 'TN422',
-            HINT = format('Define it first: SELECT tenantry.define_permission(%L, ''<what it allows>'');', write_permission);
-    END IF;
+    PERFORM tenantry.check_adopt_options(tbl, sharing, write_permission);
     PERFORM tenantry.check_adoptable(tbl);
-    IF sharing AND tenantry.row_key_column(tbl) IS NULL THEN
-        RAISE EXCEPTION 'cannot share rows of %: its primary key is not (tenant_id, <one column>), which shares name rows by', tbl
-            USING ERRCODE = 'TN422',
-            HINT = format('Give it a primary key (tenant_id, id), e.g. ALTER TABLE %s ADD PRIMARY KEY (tenant_id, id); or adopt it with sharing => false.', tbl);
-    END IF;
     SELECT c.relkind, c.relowner INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
 
     -- The tenant column.
@@ -1385,6 +1377,38 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+
+/**
+ * The refusals of adopt_table that depend on its options (sharing needs a
+ * primary key (tenant_id, one column); a write permission must exist), with
+ * the options as adopt_table resolves them (NULL: as adopted before, else
+ * the defaults). A batched backfill checks them first, so that a refusal
+ * comes before the table is changed.
+ */
+CREATE OR REPLACE FUNCTION tenantry.check_adopt_options(tbl regclass, sharing boolean, write_permission text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    prior tenantry.tenant_tables;
+BEGIN
+    SELECT r.* INTO prior FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
+    sharing := coalesce(sharing, prior.sharing, false);
+    write_permission := CASE WHEN write_permission IS NULL THEN prior.write_permission
+                             ELSE nullif(write_permission, '') END;
+    IF write_permission IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenantry.permissions p WHERE p.name = write_permission) THEN
+        RAISE EXCEPTION 'cannot adopt %: unknown permission "%"', tbl, write_permission USING ERRCODE = 'TN422',
+            HINT = format('Define it first: SELECT tenantry.define_permission(%L, ''<what it allows>'');', write_permission);
+    END IF;
+    IF sharing AND tenantry.row_key_column(tbl) IS NULL THEN
+        RAISE EXCEPTION 'cannot share rows of %: its primary key is not (tenant_id, <one column>), which shares name rows by', tbl
+            USING ERRCODE = 'TN422',
+            HINT = format('Give it a primary key (tenant_id, id), e.g. ALTER TABLE %s ADD PRIMARY KEY (tenant_id, id); or adopt it with sharing => false.', tbl);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.check_adopt_options(regclass, boolean, text) IS 'Internal: TN422 when adopt_table would refuse its options (sharing without a primary key (tenant_id, one column), an unknown write permission), resolved as adopt_table resolves them; checked by adopt_table and, before it changes anything, by a batched backfill. Not granted.';
 
 /**
  * Batched backfill, step 1 of 3, for a table that already holds many rows:

@@ -458,3 +458,99 @@ async fn tenant_commands_with_the_migration_role_say_which_role_they_need() {
         );
     }
 }
+
+/// Found by a review of the CLI, as a migration role that is no superuser (a
+/// member of tenantry_owner, as README sets it up): a backfilling adoption
+/// that adopt_table then refused for its options (sharing without a primary
+/// key (tenant_id, one column)) had already added tenant_id, its constraints
+/// and rows' tenants and handed the table to tenantry_owner; and a successful
+/// one recorded tenantry_owner as the owner to give the table back to.
+#[tokio::test]
+async fn a_backfilling_adoption_refused_for_its_options_changes_nothing_and_release_returns_the_table(
+) {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    let tenant: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('acme')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let login = format!("mig_{}", uuid::Uuid::new_v4().simple());
+    let mut config = db.server_config();
+    let password = match config.get_password() {
+        Some(p) => format!(
+            " PASSWORD '{}'",
+            String::from_utf8(p.to_vec()).unwrap().replace('\'', "''")
+        ),
+        None => String::new(),
+    };
+    su.batch_execute(&format!(
+        "CREATE ROLE {login} LOGIN INHERIT{password}; GRANT tenantry_owner TO {login};
+         GRANT CREATE ON SCHEMA public TO {login}, tenantry_owner;
+         SET ROLE {login};
+         CREATE TABLE public.legacy (id int, note text);
+         INSERT INTO public.legacy SELECT i, 'n' FROM generate_series(1, 10) i;
+         RESET ROLE;"
+    ))
+    .await
+    .unwrap();
+    config.user(&login);
+    let url = tenantry_db::conninfo(&config);
+    let shape = "SELECT c.relowner::regrole::text || ' ' || (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+                        || ' ' || (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid)
+                   FROM pg_class c WHERE c.oid = 'public.legacy'::regclass";
+    let before: String = su.query_one(shape, &[]).await.unwrap().get(0);
+    let tenant_arg = tenant.to_string();
+    let out = run(
+        &url,
+        &[
+            "table",
+            "adopt",
+            "legacy",
+            "--sharing",
+            "--existing-rows-tenant",
+            &tenant_arg,
+        ],
+        &[],
+    );
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot share rows"), "{err}");
+    let after: String = su.query_one(shape, &[]).await.unwrap().get(0);
+    assert_eq!(after, before, "the refused adoption changed the table");
+    assert_eq!(before, format!("{login} 2 0"));
+
+    // Without sharing it is adopted, and released back to its owner.
+    let out = run(
+        &url,
+        &[
+            "table",
+            "adopt",
+            "legacy",
+            "--existing-rows-tenant",
+            &tenant_arg,
+            "--json",
+        ],
+        &[],
+    );
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let adopted: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(adopted["previous_owner"], login.as_str(), "{adopted}");
+    let out = run(&url, &["table", "release", "legacy"], &[]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let owner: String = su
+        .query_one(
+            "SELECT relowner::regrole::text FROM pg_class WHERE oid = 'public.legacy'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, login);
+    su.batch_execute(&format!(
+        "DROP TABLE public.legacy; REVOKE CREATE ON SCHEMA public FROM {login}; REVOKE tenantry_owner FROM {login}; DROP ROLE {login};"
+    ))
+    .await
+    .unwrap();
+}

@@ -183,7 +183,26 @@ pub async fn adopt_table(
         ExistingRows::Tenant(t) => (Some(*t.as_uuid()), None),
         ExistingRows::Expression(e) => (None, Some(e.as_str())),
     };
-    if tenant.is_some() || expression.is_some() {
+    let backfilling = tenant.is_some() || expression.is_some();
+    // The owner before the backfill: a migration role that is no superuser
+    // hands the table to tenantry_owner to validate its tenant foreign key,
+    // and release_table gives the table back to the owner recorded.
+    let mut owner_before: Option<String> = None;
+    if backfilling {
+        // Refusals that depend on the options come before anything changes.
+        client
+            .execute(
+                "SELECT tenantry.check_adopt_options($1::text::regclass, $2, $3)",
+                &[&table, &options.sharing, &options.write_permission],
+            )
+            .await?;
+        owner_before = client
+            .query_one(
+                "SELECT c.relowner::regrole::text FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
+                &[&table],
+            )
+            .await?
+            .get(0);
         backfill(
             client,
             table,
@@ -202,7 +221,20 @@ pub async fn adopt_table(
             &[&table, &options.hierarchy, &options.sharing, &options.write_permission],
         )
         .await?;
-    Ok(TenantTable::from_row(&row))
+    let mut adopted = TenantTable::from_row(&row);
+    if let Some(owner) = owner_before.filter(|o| o != "tenantry_owner") {
+        if adopted.previous_owner == "tenantry_owner" {
+            client
+                .execute(
+                    "UPDATE tenantry.tenant_tables SET previous_owner = $2::text::name
+                      WHERE table_id = $1::text::regclass",
+                    &[&table, &owner],
+                )
+                .await?;
+            adopted.previous_owner = owner;
+        }
+    }
+    Ok(adopted)
 }
 
 async fn backfill(
