@@ -33,6 +33,27 @@ fn on_progress(bar: &ProgressBar) -> impl FnMut(Progress) + '_ {
     }
 }
 
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
 /// `tenant export <id> [--out FILE|-]`.
 pub async fn export(
     target: &Target,
@@ -58,8 +79,17 @@ pub async fn export(
         let partial = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("creating a file in {}", dir.display()))?;
         let writer = std::io::BufWriter::new(partial.as_file().try_clone()?);
-        let manifest =
-            offboard::export_tenant(&mut client, tenant, writer, on_progress(&bar)).await;
+        // Ctrl-C (or SIGTERM) ends the export here, so that the partial
+        // file, which holds the tenant's rows, is removed with `partial`
+        // instead of staying behind when the process is killed mid-write.
+        let manifest = tokio::select! {
+            m = offboard::export_tenant(&mut client, tenant, writer, on_progress(&bar)) => m,
+            () = interrupted() => {
+                bar.finish_and_clear();
+                drop(partial);
+                anyhow::bail!("interrupted: nothing was written to {}", path.display());
+            }
+        };
         if manifest.is_ok() {
             partial.as_file().sync_all()?;
             partial

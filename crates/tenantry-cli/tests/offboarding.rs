@@ -1296,3 +1296,58 @@ async fn a_migration_role_that_is_no_superuser_exports_and_imports_a_tenant() {
     .await
     .unwrap();
 }
+
+/// Ctrl-C during an export removes the partial file, which holds the
+/// tenant's rows (each interrupted run left another hidden file behind;
+/// found by a review of the CLI).
+#[tokio::test]
+async fn an_interrupted_export_leaves_no_file_behind() {
+    let (db, _su, a, _b) = two_tenants(30_000, "shared").await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args([
+            "tenant",
+            "export",
+            &a.to_string(),
+            "--out",
+            archive.to_str().unwrap(),
+        ])
+        .env("DATABASE_URL", db.superuser_url())
+        .env_remove("TENANTRY_DATA_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted once the partial file exists (the export is under way).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(dir.path()).unwrap().next().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial file appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    if out.status.success() {
+        // It finished before the signal arrived: the archive alone is there.
+        assert_eq!(left, ["acme.tar.gz"]);
+    } else {
+        assert!(left.is_empty(), "left behind: {left:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("interrupted"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
