@@ -1305,7 +1305,7 @@ async fn an_interrupted_export_leaves_no_file_behind() {
     let (db, _su, a, _b) = two_tenants(30_000, "shared").await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("acme.tar.gz");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args([
             "tenant",
             "export",
