@@ -123,6 +123,7 @@ pub async fn import(
     archive: &Path,
     as_id: Option<TenantId>,
 ) -> anyhow::Result<()> {
+    std::fs::metadata(archive).with_context(|| format!("reading {}", archive.display()))?;
     let (mut client, _cluster) = local::migration_client(target, "import a tenant").await?;
     let bar = bar("importing");
     let imported = offboard::import_tenant(&mut client, archive, as_id, on_progress(&bar)).await;

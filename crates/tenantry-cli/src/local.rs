@@ -125,7 +125,15 @@ pub async fn database(
                 None => {
                     let url: Config = url.parse().context("DATABASE_URL")?;
                     let client = connect(&url, "read the context key").await?;
-                    ContextKey::newest(&client).await.ok().flatten()
+                    match ContextKey::newest(&client).await.ok().flatten() {
+                        Some(key) => Some(key),
+                        None => anyhow::bail!(
+                            "DATABASE_URL names a role that may not read the context key (the server's \
+                             login?), or a database not migrated yet: set TENANTRY_CONTEXT_KEY \
+                             (`DATABASE_URL=<superuser url> tenantry context-key` prints it), or use a \
+                             superuser URL"
+                        ),
+                    }
                 }
             };
             Ok((Database::connect(&tune(config))?, None))

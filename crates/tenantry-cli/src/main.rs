@@ -104,7 +104,7 @@ pub enum LogFormat {
 
 impl LogFormat {
     /// JSON when stdout is not a terminal (a service manager, a container), text when it is.
-    fn detect() -> Self {
+    pub(crate) fn detect() -> Self {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             Self::Text
         } else {

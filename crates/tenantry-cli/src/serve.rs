@@ -42,6 +42,10 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // With JSON logs, stderr holds one JSON object per line: what serve says
+    // there goes through the log then, never as a plain line.
+    let json_logs =
+        args.log_format.unwrap_or_else(crate::LogFormat::detect) == crate::LogFormat::Json;
     // First: a SIGTERM from now on shuts down cleanly.
     let shutdown = local::wait_for_shutdown_signal();
     let mut settings = Settings::load(args.config.as_deref())?;
@@ -92,10 +96,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => {
             let local = local::LocalCluster::open(&settings.data_dir, None).await?;
             if !local.applied().is_empty() {
-                eprintln!(
-                    "applied {} migration(s) to the embedded database",
-                    local.applied().len()
-                );
+                let applied = local.applied().len();
+                if json_logs {
+                    tracing::info!(applied, "applied migrations to the embedded database");
+                } else {
+                    eprintln!("applied {applied} migration(s) to the embedded database");
+                }
             }
             (
                 Database::connect(&pool_config(local.database_config()))?,
@@ -124,10 +130,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         for line in &listing {
-            tracing::warn!("adopted table breaks tenantry's rules: {line}");
-            eprintln!(
-                "WARNING: adopted table breaks tenantry's rules (--allow-table-problems):\n{line}"
+            tracing::warn!(
+                "adopted table breaks tenantry's rules (--allow-table-problems): {line}"
             );
+            if !json_logs {
+                eprintln!(
+                    "WARNING: adopted table breaks tenantry's rules (--allow-table-problems):\n{line}"
+                );
+            }
         }
     }
 
@@ -143,7 +153,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         outln!("database:     embedded PostgreSQL in {}", dir.display());
     }
     app.run(shutdown).await?;
-    eprintln!("shut down cleanly");
+    if json_logs {
+        tracing::info!("shut down cleanly");
+    } else {
+        eprintln!("shut down cleanly");
+    }
     drop(cluster);
     Ok(())
 }

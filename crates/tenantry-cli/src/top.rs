@@ -91,8 +91,13 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
             out.write_all(table.as_bytes())?;
             return Ok(());
         }
-        // Clear the screen and draw from the top left.
-        write!(out, "\x1b[2J\x1b[H{table}")?;
+        // On a terminal, clear the screen and draw from the top left; into a
+        // file or a pipe, one plain frame after another.
+        if std::io::IsTerminal::is_terminal(&out) {
+            write!(out, "\x1b[2J\x1b[H{table}")?;
+        } else {
+            write!(out, "{table}\n")?;
+        }
         out.flush()?;
         drop(out);
         tokio::select! {

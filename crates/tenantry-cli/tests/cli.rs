@@ -579,6 +579,14 @@ async fn context_key_rotate_list_and_retire_move_servers_to_a_new_key_without_a_
     let old = db.context_key().expose();
     let as_server = |key: &str, args: &[&str]| tenantry_at(&db.server_url(), Some(key), args);
     assert!(as_server(&old, &["tenant", "create", "acme"]).0);
+    // The server's login without a key: told which setting it needs (it was
+    // an "internal database error" naming a library field).
+    let (ok, _, err) = tenantry_at(&db.server_url(), None, &["tenant", "list"]);
+    assert!(!ok);
+    assert!(
+        err.contains("TENANTRY_CONTEXT_KEY") && !err.contains("internal"),
+        "{err}"
+    );
 
     // Rotate: the new key on stdout in the configured form, the next steps on stderr.
     let (ok, out, err) = tenantry_at(&operator, None, &["context-key", "rotate"]);
@@ -820,6 +828,24 @@ async fn top_shows_the_busiest_tenants_of_a_running_server_and_refuses_a_wrong_t
         table.contains("TENANT") && table.contains("\nother"),
         "{table}"
     );
+
+    // Refreshing into a pipe: plain frames, no terminal escape codes.
+    let piped = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["top", "--interval", "0.2", "--url", &url])
+        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    assert!(Command::new("kill")
+        .args(["-INT", &piped.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let frames = String::from_utf8_lossy(&piped.wait_with_output().unwrap().stdout).into_owned();
+    assert!(frames.matches("TENANT").count() >= 2, "{frames}");
+    assert!(!frames.contains('\x1b'), "{frames:?}");
 
     let out = output_within_a_minute(
         Command::new(env!("CARGO_BIN_EXE_tenantry"))

@@ -193,6 +193,14 @@ impl TenantScope {
     /// A restricted actor cannot create a key with permissions it does not hold:
     /// the refusal aborts the transaction, so the key is never committed.
     pub async fn create_api_key(&mut self, options: &NewKeyOptions) -> Result<NewApiKey, DbError> {
+        // A key born expired is a mistake (a date in the wrong year, a
+        // missing time zone), whichever door it came through.
+        if options.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
+            return Err(DbError::invalid(
+                "expires_at",
+                "expires_at must be in the future",
+            ));
+        }
         let mut meta = serde_json::Map::new();
         meta.insert("type".into(), "tenant_key".into());
         if let Some(t) = options.tenant_id {

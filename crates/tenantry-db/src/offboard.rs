@@ -65,7 +65,7 @@ pub enum OffboardError {
     #[error(transparent)]
     Database(#[from] DbError),
     /// Reading or writing the archive failed.
-    #[error("archive: {0}")]
+    #[error("reading or writing the archive")]
     Io(#[from] std::io::Error),
     /// The archive is not one this build can import; nothing was written.
     #[error("refusing the archive: {0}")]

@@ -1898,3 +1898,28 @@ async fn a_pool_larger_than_the_databases_free_slots_waits_for_its_own_connectio
     );
     assert!(db.pool_status().size <= 3, "{:?}", db.pool_status());
 }
+
+/// A key that would be born expired is refused through the library (so the
+/// CLI's `key create --expires-at` in the past too), as the HTTP API refused
+/// it already (found by a review of the CLI).
+#[tokio::test]
+async fn a_key_that_would_be_born_expired_is_refused_naming_expires_at() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let err = s
+        .create_api_key(&NewKeyOptions {
+            expires_at: Some(chrono::Utc::now() - chrono::Duration::days(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DbError::Invalid { field: Some(f), .. } if f == "expires_at"),
+        "{err:?}"
+    );
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert!(s.list_api_keys().await.unwrap().is_empty());
+}
