@@ -96,7 +96,7 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
         if std::io::IsTerminal::is_terminal(&out) {
             write!(out, "\x1b[2J\x1b[H{table}")?;
         } else {
-            write!(out, "{table}\n")?;
+            writeln!(out, "{table}")?;
         }
         out.flush()?;
         drop(out);
