@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tenantry_db::{
-    Database, Isolation, MoveProgress, NewKeyOptions, NewTenant, RoleId, TenantContext, TenantId,
-    TenantScope, TenantSettings, TenantStatus, UserId,
+    Database, Isolation, MoveProgress, NewTenant, RoleId, TenantContext, TenantId, TenantScope,
+    TenantSettings, TenantStatus, UserId,
 };
 
 use crate::{
@@ -451,18 +451,30 @@ pub async fn key(args: KeyArgs) -> anyhow::Result<()> {
             scopes,
             allowed_cidrs,
         } => {
+            // Checked as the HTTP API checks a new key (scopes, networks,
+            // expiry), before anything is sent.
+            let options = tenantry_api::routes::keys::NewKeyBody {
+                description: Some(description),
+                role_id: role,
+                user_id: user,
+                expires_at,
+                scopes: (!scopes.is_empty()).then_some(scopes),
+                allowed_cidrs: (!allowed_cidrs.is_empty()).then_some(allowed_cidrs),
+            }
+            .options()
+            .map_err(|e| {
+                let p = e.problem();
+                let option = match p.field.as_deref() {
+                    Some("allowed_cidrs") => "--allow-from",
+                    Some("scopes") => "--scope",
+                    Some("expires_at") => "--expires-at",
+                    Some("description") => "--description",
+                    _ => "key create",
+                };
+                anyhow::anyhow!("{option}: {}", p.detail)
+            })?;
             let mut scope = tenant_scope(db, tenant).await?;
-            let key = scope
-                .create_api_key(&NewKeyOptions {
-                    description,
-                    user_id: user,
-                    role_id: role,
-                    expires_at,
-                    tenant_id: None,
-                    scopes: (!scopes.is_empty()).then_some(scopes),
-                    allowed_cidrs: (!allowed_cidrs.is_empty()).then_some(allowed_cidrs),
-                })
-                .await?;
+            let key = scope.create_api_key(&options).await?;
             scope.commit().await?;
             print_new_key(args.json, &key)
         }

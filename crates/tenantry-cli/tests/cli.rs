@@ -245,6 +245,25 @@ async fn cli_errors_exit_non_zero_with_a_clear_message() {
     assert!(!ok);
     assert!(err.contains("not found"), "{err}");
 
+    // A key's options are checked as the HTTP API checks them, named by the
+    // CLI's own options, and nothing is made.
+    for (args, says) in [
+        (&["--allow-from", "10.0.0.0/33"][..], "--allow-from"),
+        (&["--allow-from", "10.0.0.1/24"][..], "write 10.0.0.0/24"),
+        (
+            &["--expires-at", "2020-01-01T00:00:00Z"][..],
+            "--expires-at: expires_at must be in the future",
+        ),
+    ] {
+        let mut all = vec!["key", "create", acme_id];
+        all.extend_from_slice(args);
+        let (ok, _, err) = tenantry(&db, &all);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let listed = json(&db, &["key", "list", acme_id, "--json"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+
     // Isolating a tenant is Citus's: a single-node database says so, and bad
     // arguments are named before anything runs.
     let (ok, _, err) = tenantry(&db, &["tenant", "isolate", acme_id]);
