@@ -566,6 +566,69 @@ COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[
 GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) TO tenantry_app, tenantry_admin;
 
 /**
+ * enter_context for a tenant whose part the server knows, returning the
+ * context value it set, which the server keeps (keyed by every argument) and
+ * hands back on the next transaction with the same tenant, user, actor,
+ * grants, impersonator and part: the value is then checked, not built again
+ * (building it and checking the part are about a quarter of enter_context's
+ * work, docs/benchmarks.md "enter_context in instructions"). The proof is
+ * the same: only the holder of the chain's next secret, the server, gets past
+ * the reveal, so a value it hands in is its own; the checks make sure it is
+ * one for this tenant and user, with this part, in the role such a
+ * transaction runs as. NULL, with nothing set, when the proof or a check
+ * fails. Without a value, it builds it as enter_context does.
+ */
+CREATE OR REPLACE FUNCTION tenantry.enter_context_value(reveal bytea, next_commitment bytea, tid uuid, uid uuid, actor text, grants text[], impersonator text, tenant_part text, value text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER
+AS $$
+DECLARE
+    session text := current_setting('backtrace_functions');
+    head text;
+    done text;  -- set_config's answers, unused (an assignment is a simple expression)
+BEGIN
+    -- The reveal, exactly as enter_context checks it.
+    IF reveal IS NULL OR length(next_commitment) IS DISTINCT FROM 32
+       OR left(session, 76) <> 'tenantry_c_' || encode(sha256(reveal), 'hex') || '_'
+       OR pg_my_temp_schema() <> 0
+       OR split_part(session, '_', 5) IS DISTINCT FROM currval('tenantry.context_steps')::text THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = split_part(session, '_', 4)::integer) THEN
+        RETURN NULL;
+    END IF;
+    IF tid IS NULL OR tenant_part IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF value IS NULL THEN
+        IF tenantry.checked_context_part(tid, uid, tenant_part) IS NULL THEN
+            RETURN NULL;
+        END IF;
+        value := tenantry.context_value(tid, uid, actor, grants, impersonator, tenant_part);
+    ELSE
+        -- The value names this tenant and user first, ends with this part,
+        -- whose visible subtree holds the tenant, and the connection is in
+        -- the role a tenant's transaction runs as.
+        head := 'tenantry_v1_' || replace(tid::text, '-', '') || '_'
+                || coalesce(replace(uid::text, '-', ''), '00000000000000000000000000000000') || ',a';
+        IF left(value, 79) IS DISTINCT FROM head
+           OR right(value, length(tenant_part)) IS DISTINCT FROM tenant_part
+           OR strpos(tenant_part, ',v' || replace(tid::text, '-', '')) = 0
+           OR current_setting('role') <> 'tenantry_app' THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    done := set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || '_' || split_part(session, '_', 4) || '_' || nextval('tenantry.context_steps'), false);
+    done := set_config('backtrace_functions', value, true);
+    RETURN value;
+END
+$$;
+COMMENT ON FUNCTION tenantry.enter_context_value(bytea, bytea, uuid, uuid, text, text[], text, text, text) IS 'Server connections, a tenant whose context part the server knows: as enter_context (the same reveal), but returns the context value it set; handed that value back with the same arguments, checks it (tenant and user first, the part last, the tenant in its subtree, the role tenantry_app) instead of building it again. NULL, with nothing set, when refused.';
+GRANT EXECUTE ON FUNCTION tenantry.enter_context_value(bytea, bytea, uuid, uuid, text, text[], text, text, text) TO tenantry_app;
+
+/**
  * Whether this session holds temporary tables, views, sequences or types.
  * PostgreSQL looks up relation and type names in the session's temporary
  * schema before every other schema unless search_path lists pg_temp: a

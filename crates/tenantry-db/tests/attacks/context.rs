@@ -745,3 +745,86 @@ async fn tenantry_app_cannot_plant_objects_in_public_tenantry_or_tenant_schemas(
         assert_eq!(code, "42501", "{sql}: {message}");
     }
 }
+
+/// The server hands `enter_context_value` back the context value it built
+/// for a tenant the last time (docs/security.md, "The tenant context"): the
+/// value is the server's own, since only the holder of the chain's next
+/// secret gets past the reveal, but it is checked for the tenant, user and
+/// part it is given for. A value naming another tenant, another part, or a
+/// tenant outside the part's subtree is refused like a bad reveal: no
+/// context, and the chain ends (the server closes the connection).
+#[tokio::test]
+async fn a_kept_context_value_is_set_only_for_the_tenant_and_part_it_names() {
+    let w = world().await;
+    let mut server = ServerConn::open(&w.tdb).await;
+    let part_a = server.begin(w.a).await.expect("a's context");
+    server.commit().await;
+    let part_b = server.begin(w.b).await.expect("b's context");
+    server.commit().await;
+    exec(&server.client, "BEGIN").await;
+    let value_a = server
+        .enter_value(w.a, &part_a, None)
+        .await
+        .unwrap()
+        .expect("a's value built");
+    assert_eq!(
+        strings(&server.client, "SELECT name FROM tenantry.resources").await,
+        ["a-doc"]
+    );
+    server.commit().await;
+    // Kept and handed back: set as it is.
+    exec(&server.client, "BEGIN").await;
+    assert_eq!(
+        server
+            .enter_value(w.a, &part_a, Some(&value_a))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(value_a.as_str())
+    );
+    assert_eq!(
+        strings(&server.client, "SELECT name FROM tenantry.resources").await,
+        ["a-doc"]
+    );
+    server.commit().await;
+
+    let hex = |t: Uuid| t.simple().to_string();
+    let forged_tenant = value_a.replacen(&hex(w.a), &hex(w.b), 1);
+    let other_part = value_a.replace(&part_a, &part_b);
+    for (what, t, part, value) in [
+        (
+            "a value naming b, for a",
+            w.a,
+            part_a.clone(),
+            forged_tenant.clone(),
+        ),
+        (
+            "a value naming b, for b with a's part",
+            w.b,
+            part_a.clone(),
+            forged_tenant,
+        ),
+        ("a's value with b's part", w.a, part_b.clone(), other_part),
+        ("a's value for b", w.b, part_b.clone(), value_a.clone()),
+        (
+            "a's value for a with b's part",
+            w.a,
+            part_b.clone(),
+            value_a.clone(),
+        ),
+    ] {
+        let mut server = ServerConn::open(&w.tdb).await;
+        exec(&server.client, "BEGIN").await;
+        assert_eq!(
+            server.enter_value(t, &part, Some(&value)).await.unwrap(),
+            None,
+            "{what}"
+        );
+        assert_eq!(
+            count(&server.client, "SELECT count(*) FROM tenantry.resources").await,
+            0,
+            "{what}"
+        );
+        exec(&server.client, "ROLLBACK").await;
+    }
+}

@@ -447,7 +447,8 @@ async fn an_operator_creates_a_key_for_the_tenant_it_names_without_a_context_and
         .unwrap()
         .get(0);
     assert_eq!(ctx, None);
-    let created_by: String = admin
+    let su = tdb.superuser_client().await;
+    let created_by: String = su
         .query_one(
             "SELECT created_by FROM tenantry.api_keys WHERE tenant_id = $1",
             &[&a],
@@ -479,7 +480,7 @@ async fn an_operator_creates_a_key_for_the_tenant_it_names_without_a_context_and
     }
     assert_eq!(
         count(
-            &admin,
+            &su,
             &format!("SELECT count(*) FROM tenantry.api_keys WHERE tenant_id = '{a}'")
         )
         .await,
