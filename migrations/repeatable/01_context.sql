@@ -586,7 +586,6 @@ SECURITY DEFINER
 AS $$
 DECLARE
     session text := current_setting('backtrace_functions');
-    head text;
     done text;  -- set_config's answers, unused (an assignment is a simple expression)
 BEGIN
     -- The reveal, exactly as enter_context checks it.
@@ -607,25 +606,28 @@ BEGIN
             RETURN NULL;
         END IF;
         value := tenantry.context_value(tid, uid, actor, grants, impersonator, tenant_part);
-    ELSE
-        -- The value names this tenant and user first, ends with this part,
-        -- whose visible subtree holds the tenant, and the connection is in
-        -- the role a tenant's transaction runs as.
-        head := 'tenantry_v1_' || replace(tid::text, '-', '') || '_'
-                || coalesce(replace(uid::text, '-', ''), '00000000000000000000000000000000') || ',a';
-        IF left(value, 79) IS DISTINCT FROM head
-           OR right(value, length(tenant_part)) IS DISTINCT FROM tenant_part
-           OR strpos(tenant_part, ',v' || replace(tid::text, '-', '')) = 0
-           OR current_setting('role') <> 'tenantry_app' THEN
-            RETURN NULL;
-        END IF;
     END IF;
+    -- The session's next commitment first: a session-level set_config after
+    -- the transaction-local one would replace it.
     done := set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || '_' || split_part(session, '_', 4) || '_' || nextval('tenantry.context_steps'), false);
     done := set_config('backtrace_functions', value, true);
+    -- A kept value, read back as the policies read it: this tenant and this
+    -- user, the tenant in the subtree it may read, in the role a tenant's
+    -- transaction runs as (the server's own value, so these checks are for
+    -- its mistakes; each function called here costs its set-up in every
+    -- transaction, so they are few). Refused: no context for the
+    -- transaction, and the server closes the connection.
+    IF tenantry.current_tenant_id() IS DISTINCT FROM tid
+       OR tenantry.current_user_id() IS DISTINCT FROM uid
+       OR NOT (tid = ANY (tenantry.visible_tenant_ids()))
+       OR current_setting('role') <> 'tenantry_app' THEN
+        done := set_config('backtrace_functions', '', true);
+        RETURN NULL;
+    END IF;
     RETURN value;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context_value(bytea, bytea, uuid, uuid, text, text[], text, text, text) IS 'Server connections, a tenant whose context part the server knows: as enter_context (the same reveal), but returns the context value it set; handed that value back with the same arguments, checks it (tenant and user first, the part last, the tenant in its subtree, the role tenantry_app) instead of building it again. NULL, with nothing set, when refused.';
+COMMENT ON FUNCTION tenantry.enter_context_value(bytea, bytea, uuid, uuid, text, text[], text, text, text) IS 'Server connections, a tenant whose context part the server knows: as enter_context (the same reveal), but returns the context value it set; handed that value back with the same arguments, sets it as it is once it names this tenant and user, with the tenant in its visible subtree (read back as the policies read it), and the role is tenantry_app, instead of building it again. NULL, with nothing set, when refused.';
 GRANT EXECUTE ON FUNCTION tenantry.enter_context_value(bytea, bytea, uuid, uuid, text, text[], text, text, text) TO tenantry_app;
 
 /**
