@@ -10,9 +10,6 @@
 #                                                # OR REPLACE of the function)
 #   scripts/context-cost.sh [calls] trivial      # SELECT set_config(...)
 #                                                # instead: a statement's own cost
-#   scripts/context-cost.sh [calls] value        # enter_context_value handed
-#                                                # the value kept from before
-#   scripts/context-cost.sh [calls] value-build  # enter_context_value building it
 #
 # Builds a throwaway cluster (PostgreSQL server binaries, valgrind and a
 # built target/release/tenantry needed), migrates it, makes 50 tenants, then
@@ -32,10 +29,7 @@ tenantry=$root/target/release/tenantry
 bindir=${TENANTRY_PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$tenantry" ] || { echo "build it first: cargo build --release" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
-case "$variant" in
-    ''|trivial|value|value-build) ;;
-    *) [ -r "$variant" ] || { echo "no such file: $variant" >&2; exit 2; } ;;
-esac
+[ -z "$variant" ] || [ "$variant" = trivial ] || [ -r "$variant" ] || { echo "no such file: $variant" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/tenantry-context-cost.XXXXXX)
 as_pg=()
@@ -67,10 +61,7 @@ count, variant = int(sys.argv[1]), sys.argv[2]
 out = []
 out.append("SELECT set_config('tenantry.part', tenantry.tenant_context_part(tenant_id), false), "
            "set_config('tenantry.tenant', tenant_id::text, false) FROM tenantry.tenants ORDER BY tenant_id OFFSET 7 LIMIT 1;")
-# The value the server would keep (as the superuser builds it here).
-out.append("SELECT set_config('tenantry.value', tenantry.context_value(current_setting('tenantry.tenant')::uuid, NULL, "
-           "'key:0', NULL, NULL, current_setting('tenantry.part')), false);")
-if variant and variant not in ("trivial", "value", "value-build"):
+if variant and variant != "trivial":
     out.append(open(variant).read().replace("\n", " "))
 secrets = [os.urandom(32) for _ in range(count + 2)]
 out.append("SELECT nextval('tenantry.context_steps');")
@@ -81,10 +72,6 @@ for i in range(count):
     following = hashlib.sha256(secrets[i + 1]).hexdigest()
     if variant == "trivial":
         out.append("SELECT set_config('tenantry.other', '%s', true);" % following)
-    elif variant in ("value", "value-build"):
-        kept = "current_setting('tenantry.value')" if variant == "value" else "NULL"
-        out.append("SELECT tenantry.enter_context_value('\\x%s', '\\x%s', current_setting('tenantry.tenant')::uuid, NULL, "
-                   "'key:0', NULL, NULL, current_setting('tenantry.part'), %s);" % (secrets[i].hex(), following, kept))
     else:
         out.append("SELECT tenantry.enter_context('\\x%s', '\\x%s', current_setting('tenantry.tenant')::uuid, NULL, "
                    "'key:0', NULL, NULL, current_setting('tenantry.part'));" % (secrets[i].hex(), following))
@@ -101,7 +88,7 @@ run() {
         "$bindir/postgres" --single -D "$work/data" -j postgres <"$in" >"$work/out.$count" 2>"$work/err.$count"
     if [ "$variant" != trivial ]; then
         local proven
-        proven=$(grep -c 'enter_context\(_value\)\? = ' "$work/out.$count" || true)
+        proven=$(grep -c 'enter_context = ' "$work/out.$count" || true)
         [ "$proven" = "$count" ] || { echo "$proven of $count contexts proven" >&2; exit 1; }
     fi
     grep -o "Collected : [0-9]*" "$work/err.$count" | awk '{print $3}'

@@ -282,8 +282,6 @@ pub(crate) struct Contexts {
     /// Signs sessions and pooled contexts; `None`: tenant transactions are refused.
     pub(crate) key: Option<ContextKey>,
     pub(crate) parts: PartCache,
-    /// Context values the database built, by everything they are built from.
-    pub(crate) values: ValueCache,
     /// [`crate::Timeouts::reply_timeout`].
     pub(crate) reply_timeout: Option<std::time::Duration>,
 }
@@ -357,108 +355,9 @@ impl PartCache {
     }
 }
 
-/// Context values as `tenantry.enter_context_value` built them, keyed by
-/// everything it builds them from (tenant, user, actor, grants, impersonator
-/// and the tenant's part, [`ValueCache::key`]): the same arguments always
-/// give the same value, so an entry never goes stale, and a changed part (a
-/// tier move, a new descendant) is another key. Bounded: emptied when full.
-pub(crate) struct ValueCache {
-    entries: Mutex<HashMap<String, Arc<str>>>,
-    capacity: usize,
-}
-
-impl ValueCache {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-            capacity,
-        }
-    }
-
-    /// The key of a context value's arguments (each one delimited, so that
-    /// no two argument lists give the same key).
-    pub(crate) fn key(
-        tenant: uuid::Uuid,
-        user: Option<uuid::Uuid>,
-        actor: Option<&str>,
-        grants: Option<&[String]>,
-        impersonator: Option<&str>,
-        part: &str,
-    ) -> String {
-        let field = |v: Option<&str>| match v {
-            Some(v) => format!("{}:{v}", v.len()),
-            None => "-".to_owned(),
-        };
-        let grants = grants.map(|g| {
-            g.iter()
-                .map(|p| format!("{}:{p}", p.len()))
-                .collect::<String>()
-        });
-        format!(
-            "{tenant}|{}|{}|{}|{}|{part}",
-            user.map(|u| u.to_string()).unwrap_or_default(),
-            field(actor),
-            field(grants.as_deref()),
-            field(impersonator),
-        )
-    }
-
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<str>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(key).cloned()
-    }
-
-    pub(crate) fn put(&self, key: String, value: &str) {
-        if self.capacity == 0 {
-            return;
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.clear();
-        }
-        entries.insert(key, Arc::from(value));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn value_keys_tell_every_argument_apart() {
-        let t = uuid::Uuid::from_u128(1);
-        let u = uuid::Uuid::from_u128(2);
-        let part = ",stenantry,v01";
-        let keys = [
-            ValueCache::key(t, None, None, None, None, part),
-            ValueCache::key(t, Some(u), None, None, None, part),
-            ValueCache::key(t, None, Some("key:1"), None, None, part),
-            ValueCache::key(t, None, Some("key:1|"), None, None, part),
-            ValueCache::key(t, None, None, Some(&["a.b".into()]), None, part),
-            ValueCache::key(
-                t,
-                None,
-                None,
-                Some(&["a.b".into(), "c.d".into()]),
-                None,
-                part,
-            ),
-            ValueCache::key(t, None, None, Some(&["a.bc.d".into()]), None, part),
-            ValueCache::key(t, None, None, Some(&[]), None, part),
-            ValueCache::key(t, None, None, None, Some("x"), part),
-            ValueCache::key(t, None, None, None, None, ",stenantry,v01,v02"),
-            ValueCache::key(u, None, None, None, None, part),
-        ];
-        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
-        assert_eq!(distinct.len(), keys.len(), "{keys:#?}");
-        let cache = ValueCache::new(2);
-        cache.put(keys[0].clone(), "v0");
-        cache.put(keys[1].clone(), "v1");
-        assert_eq!(cache.get(&keys[0]).as_deref(), Some("v0"));
-        cache.put(keys[2].clone(), "v2");
-        assert!(cache.get(&keys[0]).is_none(), "emptied when full");
-        assert_eq!(cache.get(&keys[2]).as_deref(), Some("v2"));
-    }
 
     #[test]
     fn a_context_key_reads_back_what_it_exposes_and_refuses_malformed_ones() {

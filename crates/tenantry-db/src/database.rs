@@ -7,7 +7,7 @@ use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
 use tokio_postgres::{types::Type, NoTls};
 
 use crate::{
-    context::{ContextKey, Contexts, PartCache, ValueCache},
+    context::{ContextKey, Contexts, PartCache},
     error::classify,
     keys::{ApiKeySecret, KeyIdentity},
     migrate::MigrateError,
@@ -230,10 +230,6 @@ impl DatabaseConfig {
 /// Most tenants' context parts kept at once (about 10 MB at most).
 const CONTEXT_CACHE_CAPACITY: usize = 65_536;
 
-/// Most context values kept at once (a few hundred bytes each: about 8 MB
-/// at most), one per tenant, identity and part in use.
-const VALUE_CACHE_CAPACITY: usize = 16_384;
-
 /// How long a pool that stopped growing (the database had no connection slot
 /// left) keeps to the connections it has before it may open more again.
 pub(crate) const POOL_REGROW_AFTER: Duration = Duration::from_secs(30);
@@ -391,7 +387,6 @@ impl Database {
             contexts: Arc::new(Contexts {
                 key: config.context_key.clone(),
                 parts: PartCache::new(config.context_cache_ttl, CONTEXT_CACHE_CAPACITY),
-                values: ValueCache::new(VALUE_CACHE_CAPACITY),
                 reply_timeout: config.timeouts.reply_timeout,
             }),
         })

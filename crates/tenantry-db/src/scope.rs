@@ -13,7 +13,7 @@ use tokio_postgres::{
 use tracing::Instrument;
 
 use crate::{
-    context::{Contexts, SignedContext, ValueCache},
+    context::{Contexts, SignedContext},
     session::Object,
     DbError, FromRow, PermissionSet, Sql, StatementMode, TenantId, UserId,
 };
@@ -149,21 +149,6 @@ const ENTER_CONTEXT_TYPES: &[Type] = &[
     Type::TEXT,
     Type::TEXT,
 ];
-/// The same for a tenant whose part the server knows: returns the context
-/// value, which the server hands back next time instead of having it built.
-const ENTER_CONTEXT_VALUE: &str =
-    "SELECT tenantry.enter_context_value($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-const ENTER_CONTEXT_VALUE_TYPES: &[Type] = &[
-    Type::BYTEA,
-    Type::BYTEA,
-    Type::UUID,
-    Type::UUID,
-    Type::TEXT,
-    Type::TEXT_ARRAY,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-];
 /// A pooled connection's context: signed with the context key.
 const ENTER_CONTEXT_SIGNED: &str =
     "SELECT tenantry.enter_context_signed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
@@ -255,9 +240,6 @@ enum ContextArgs {
         grants: Option<Vec<String>>,
         impersonator: Option<String>,
         part: Option<String>,
-        /// With a part: the value cache's key, and the value kept under it
-        /// (`enter_context_value`; `None`: the database builds it).
-        value: Option<(String, Option<String>)>,
     },
     Signed {
         signed: SignedContext,
@@ -280,38 +262,20 @@ impl ContextArgs {
                 grants,
                 impersonator,
                 part,
-                value,
-            } => match value {
-                None => (
-                    ENTER_CONTEXT,
-                    ENTER_CONTEXT_TYPES,
-                    vec![
-                        reveal,
-                        next,
-                        tenant,
-                        user,
-                        actor,
-                        grants,
-                        impersonator,
-                        part,
-                    ],
-                ),
-                Some((_, kept)) => (
-                    ENTER_CONTEXT_VALUE,
-                    ENTER_CONTEXT_VALUE_TYPES,
-                    vec![
-                        reveal,
-                        next,
-                        tenant,
-                        user,
-                        actor,
-                        grants,
-                        impersonator,
-                        part,
-                        kept,
-                    ],
-                ),
-            },
+            } => (
+                ENTER_CONTEXT,
+                ENTER_CONTEXT_TYPES,
+                vec![
+                    reveal,
+                    next,
+                    tenant,
+                    user,
+                    actor,
+                    grants,
+                    impersonator,
+                    part,
+                ],
+            ),
             ContextArgs::Signed {
                 signed,
                 tenant,
@@ -613,24 +577,6 @@ impl Tx {
         let client = self.client.as_mut().expect("client present until finished");
         if let Some(chain) = client.chain.as_mut() {
             let (reveal, next) = chain.next();
-            // A tenant whose part is known: its context value, kept from an
-            // earlier transaction with the same arguments, or built and
-            // returned this time (enter_context_value).
-            let value = match (tenant, part.as_deref()) {
-                (Some(t), Some(p)) => {
-                    let key = ValueCache::key(
-                        *t.as_uuid(),
-                        user.map(|u| *u.as_uuid()),
-                        actor.as_deref(),
-                        grants.as_deref(),
-                        impersonator.as_deref(),
-                        p,
-                    );
-                    let kept = self.contexts.values.get(&key).map(|v| v.to_string());
-                    Some((key, kept))
-                }
-                _ => None,
-            };
             return Ok(Some(ContextArgs::Enter {
                 reveal: reveal.to_vec(),
                 next: next.to_vec(),
@@ -640,7 +586,6 @@ impl Tx {
                 grants,
                 impersonator,
                 part,
-                value,
             }));
         }
         let key = self.contexts.key.as_ref().ok_or_else(|| {
@@ -772,15 +717,6 @@ impl Tx {
             _ => None,
         };
         let proves_context = args.is_some();
-        // The value cache's key, when the context statement builds or
-        // checks a kept value (enter_context_value) and its answer is that value.
-        let value_key: Option<String> = match args {
-            Some(ContextArgs::Enter {
-                value: Some((key, _)),
-                ..
-            }) => Some(key.clone()),
-            _ => None,
-        };
         let part_sent = matches!(
             args,
             Some(ContextArgs::Enter { part: Some(_), .. })
@@ -1007,14 +943,8 @@ impl Tx {
         // The context statement's answer: the tenant's part, or NULL when the
         // database refused the proof (this connection is then out of step).
         if let Some(Some(Ok(out))) = ctx_index.filter(|_| proves_context).map(|i| results.get(i)) {
-            let answer: Option<String> = out.rows.first().and_then(|r| r.get(0));
-            match answer {
-                // enter_context_value: the context value, kept for next time.
-                Some(value) if value_key.is_some() => {
-                    if let Some(key) = value_key {
-                        contexts.values.put(key, &value);
-                    }
-                }
+            let part: Option<String> = out.rows.first().and_then(|r| r.get(0));
+            match part {
                 Some(part) => {
                     if let (Some(tenant), false) = (tenant, part_sent) {
                         contexts.parts.put(tenant, &part, generation);

@@ -525,35 +525,6 @@ impl ServerConn {
         Ok(part)
     }
 
-    /// The server's `enter_context_value` for `t` with its `part`: the value
-    /// the database set (built when `value` is `None`, checked when given),
-    /// `None` when it refused.
-    pub async fn enter_value(
-        &mut self,
-        t: Uuid,
-        part: &str,
-        value: Option<&str>,
-    ) -> Result<Option<String>, tokio_postgres::Error> {
-        let next: [u8; 32] = rand::random();
-        self.revealed.push(self.secret);
-        let set: Option<String> = self
-            .client
-            .query_one(
-                "SELECT tenantry.enter_context_value($1, $2, $3, NULL, NULL, NULL, NULL, $4, $5)",
-                &[
-                    &self.secret.as_slice(),
-                    &sha256(&next).as_slice(),
-                    &t,
-                    &part,
-                    &value,
-                ],
-            )
-            .await?
-            .get(0);
-        self.pending = set.as_ref().map(|_| next);
-        Ok(set)
-    }
-
     /// BEGIN and [`ServerConn::enter`]; `None` when the database refused or
     /// failed (the transaction is then rolled back, as the server does before
     /// closing the connection).

@@ -471,7 +471,6 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "end_impersonation",
             "enter_context",
             "enter_context_signed",
-            "enter_context_value",
             "impersonate",
             "key_permissions",
             "member_identity",
