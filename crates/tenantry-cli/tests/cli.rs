@@ -362,22 +362,9 @@ async fn serve_refuses_a_login_that_can_become_tenantry_owner_and_starts_once_it
     // A login of its own, set up like tenantry_server (roles are the
     // cluster's: granting tenantry_owner to tenantry_server itself would
     // refuse the servers of the tests running beside this one).
-    let login = format!("srv_{}", uuid::Uuid::new_v4().simple());
-    let mut config = db.server_config();
-    let password = match config.get_password() {
-        Some(p) => format!(
-            " PASSWORD '{}'",
-            String::from_utf8(p.to_vec()).unwrap().replace('\'', "''")
-        ),
-        None => String::new(),
-    };
-    su.batch_execute(&format!(
-        "CREATE ROLE {login} LOGIN INHERIT{password}; GRANT tenantry_server TO {login}; \
-         GRANT tenantry_owner TO {login}"
-    ))
-    .await
-    .unwrap();
-    config.user(&login);
+    let (login, config) = db
+        .login_role("srv", &["tenantry_server", "tenantry_owner"])
+        .await;
     let url = tenantry_db::conninfo(&config);
     let serve = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));

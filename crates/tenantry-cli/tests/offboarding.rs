@@ -1235,21 +1235,7 @@ async fn a_purge_running_past_the_servers_statement_timeout_is_a_503_naming_the_
 #[tokio::test]
 async fn a_migration_role_that_is_no_superuser_exports_and_imports_a_tenant() {
     let (db, su, a, b) = two_tenants(50, "shared").await;
-    let login = format!("mig_{}", uuid::Uuid::new_v4().simple());
-    let mut config = db.server_config();
-    let password = match config.get_password() {
-        Some(p) => format!(
-            " PASSWORD '{}'",
-            String::from_utf8(p.to_vec()).unwrap().replace('\'', "''")
-        ),
-        None => String::new(),
-    };
-    su.batch_execute(&format!(
-        "CREATE ROLE {login} LOGIN INHERIT{password}; GRANT tenantry_owner TO {login}"
-    ))
-    .await
-    .unwrap();
-    config.user(&login);
+    let (login, config) = db.login_role("mig", &["tenantry_owner"]).await;
     let url = tenantry_db::conninfo(&config);
     // It runs migrate too (an up-to-date database: the runner's lock only).
     ok(&run(&url, &["migrate"]));

@@ -482,18 +482,9 @@ async fn a_backfilling_adoption_refused_for_its_options_changes_nothing_and_rele
         .await
         .unwrap()
         .get(0);
-    let login = format!("mig_{}", uuid::Uuid::new_v4().simple());
-    let mut config = db.server_config();
-    let password = match config.get_password() {
-        Some(p) => format!(
-            " PASSWORD '{}'",
-            String::from_utf8(p.to_vec()).unwrap().replace('\'', "''")
-        ),
-        None => String::new(),
-    };
+    let (login, config) = db.login_role("mig", &["tenantry_owner"]).await;
     su.batch_execute(&format!(
-        "CREATE ROLE {login} LOGIN INHERIT{password}; GRANT tenantry_owner TO {login};
-         GRANT CREATE ON SCHEMA public TO {login}, tenantry_owner;
+        "GRANT CREATE ON SCHEMA public TO {login}, tenantry_owner;
          SET ROLE {login};
          CREATE TABLE public.legacy (id int, note text);
          INSERT INTO public.legacy SELECT i, 'n' FROM generate_series(1, 10) i;
@@ -501,7 +492,6 @@ async fn a_backfilling_adoption_refused_for_its_options_changes_nothing_and_rele
     ))
     .await
     .unwrap();
-    config.user(&login);
     let url = tenantry_db::conninfo(&config);
     let shape = "SELECT c.relowner::regrole::text || ' ' || (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
                         || ' ' || (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid)

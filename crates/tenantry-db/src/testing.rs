@@ -366,6 +366,38 @@ impl TestDatabase {
         connect(&self.superuser_config()).await
     }
 
+    /// A login role of its own (`<prefix>_<random>`, INHERIT, the server
+    /// login's password, so that the cluster's authentication takes it),
+    /// made a member of `member_of`: a team's migration role, or a login set
+    /// up like the server's. Roles are the cluster's: the caller drops it.
+    /// Returns its name and its connection settings.
+    pub async fn login_role(&self, prefix: &str, member_of: &[&str]) -> (String, Config) {
+        let login = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut config = self.server_config();
+        let password = match config.get_password() {
+            Some(p) => format!(
+                " PASSWORD '{}'",
+                String::from_utf8(p.to_vec())
+                    .expect("a UTF-8 password")
+                    .replace('\'', "''")
+            ),
+            None => String::new(),
+        };
+        let grants: String = member_of
+            .iter()
+            .map(|role| format!(" GRANT {role} TO {login};"))
+            .collect();
+        self.superuser_client()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {login} LOGIN INHERIT{password};{grants}"
+            ))
+            .await
+            .expect("creating a login role");
+        config.user(&login);
+        (login, config)
+    }
+
     /// Terminates, as a superuser, the connections of every invalidation
     /// listener on this database; returns how many there were.
     pub async fn kill_invalidation_listeners(&self) -> i64 {
