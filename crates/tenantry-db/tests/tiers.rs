@@ -652,6 +652,17 @@ async fn tenant_schema_steps_reach_every_schema_once_resume_after_a_failure_and_
     let _ = silos;
 }
 
+/// A schema tenant's schema, as tenantry.tenants records it.
+async fn schema_name(su: &Client, t: TenantId) -> String {
+    su.query_one(
+        "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 async fn home_of(su: &Client, table: &str, t: TenantId) -> Vec<String> {
     su.query(
         &format!(
@@ -705,14 +716,7 @@ async fn adopted_tables_get_a_table_in_every_tenant_schema_and_a_later_adoption_
         .await
         .unwrap();
     }
-    let silo_schema: String = su
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[silo.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let silo_schema = schema_name(&su, silo).await;
     assert_eq!(
         home_of(&su, "public.invoices", silo).await,
         [format!("{silo_schema}.invoices")]
@@ -1084,14 +1088,7 @@ async fn seeded_schema_tenant(
         .unwrap()
         .tenant_id;
     admin.commit().await.unwrap();
-    let schema: String = su
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[t.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let schema = schema_name(su, t).await;
     su.execute(
         &format!(
             "INSERT INTO \"{schema}\".resources (tenant_id, name)
@@ -1709,14 +1706,7 @@ async fn a_table_adopted_by_a_migration_role_that_is_no_superuser_reaches_schema
     own_sql(&db, silo, "INSERT INTO tasks (title) VALUES ('t1')")
         .await
         .unwrap();
-    let silo_schema: String = su
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[silo.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let silo_schema = schema_name(&su, silo).await;
     assert_eq!(
         home_of(&su, "public.tasks", silo).await,
         [format!("{silo_schema}.tasks")]
