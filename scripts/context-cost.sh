@@ -24,32 +24,10 @@ set -euo pipefail
 
 n=${1:-500}
 variant=${2:-}
-root=$(cd "$(dirname "$0")/.." && pwd)
-tenantry=$root/target/release/tenantry
-bindir=${TENANTRY_PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-[ -x "$tenantry" ] || { echo "build it first: cargo build --release" >&2; exit 2; }
-command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
 [ -z "$variant" ] || [ "$variant" = trivial ] || [ -r "$variant" ] || { echo "no such file: $variant" >&2; exit 2; }
-
-work=$(mktemp -d /tmp/tenantry-context-cost.XXXXXX)
-as_pg=()
-if [ "$(id -u)" = 0 ]; then
-    chown postgres "$work"
-    as_pg=(runuser -u postgres --)
-fi
-port=$((20000 + RANDOM % 20000))
-cleanup() {
-    "${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-"${as_pg[@]}" "$bindir/initdb" -D "$work/data" -U postgres -A trust >/dev/null
-"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w \
-    -o "-p $port -k $work -c listen_addresses=''" start >/dev/null
-DATABASE_URL="postgres://postgres@%2F${work//\//%2F}:$port/postgres" "$tenantry" migrate >/dev/null
-command psql -h "$work" -p "$port" -U postgres -X -q -v ON_ERROR_STOP=1 \
-    -c "SELECT tenantry.create_tenant('t' || i) FROM generate_series(1, 50) i" >/dev/null
+# shellcheck source=callgrind-cluster.sh
+source "$(dirname "$0")/callgrind-cluster.sh" context-cost
+psql -c "SELECT tenantry.create_tenant('t' || i) FROM generate_series(1, 50) i" >/dev/null
 "${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" -w stop >/dev/null
 
 # The input of one backend: COUNT calls, each its own transaction (-j: a

@@ -22,30 +22,8 @@
 set -euo pipefail
 
 n=${1:-1000}
-root=$(cd "$(dirname "$0")/.." && pwd)
-tenantry=$root/target/release/tenantry
-bindir=${TENANTRY_PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-[ -x "$tenantry" ] || { echo "build it first: cargo build --release" >&2; exit 2; }
-command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
-
-work=$(mktemp -d /tmp/tenantry-policy-cost.XXXXXX)
-as_pg=()
-if [ "$(id -u)" = 0 ]; then
-    chown postgres "$work"
-    as_pg=(runuser -u postgres --)
-fi
-port=$((20000 + RANDOM % 20000))
-cleanup() {
-    "${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-"${as_pg[@]}" "$bindir/initdb" -D "$work/data" -U postgres -A trust >/dev/null
-"${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w \
-    -o "-p $port -k $work -c listen_addresses=''" start >/dev/null
-DATABASE_URL="postgres://postgres@%2F${work//\//%2F}:$port/postgres" "$tenantry" migrate >/dev/null
-psql() { command psql -h "$work" -p "$port" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
+# shellcheck source=callgrind-cluster.sh
+source "$(dirname "$0")/callgrind-cluster.sh" policy-cost
 psql <<'SQL'
 \o /dev/null
 CREATE SCHEMA bench;
