@@ -33,27 +33,6 @@ fn on_progress(bar: &ProgressBar) -> impl FnMut(Progress) + '_ {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let term = async {
-        #[cfg(unix)]
-        {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        }
-        #[cfg(not(unix))]
-        std::future::pending::<()>().await
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
-
 /// `tenant export <id> [--out FILE|-]`.
 pub async fn export(
     target: &Target,
@@ -76,6 +55,9 @@ pub async fn export(
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        // The handlers (serve's own) in place before the file exists: a
+        // signal from then on ends the export below, never the process.
+        let interrupted = local::wait_for_shutdown_signal();
         let partial = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("creating a file in {}", dir.display()))?;
         let writer = std::io::BufWriter::new(partial.as_file().try_clone()?);
@@ -84,7 +66,7 @@ pub async fn export(
         // instead of staying behind when the process is killed mid-write.
         let manifest = tokio::select! {
             m = offboard::export_tenant(&mut client, tenant, writer, on_progress(&bar)) => m,
-            () = interrupted() => {
+            () = interrupted => {
                 bar.finish_and_clear();
                 drop(partial);
                 anyhow::bail!("interrupted: nothing was written to {}", path.display());
