@@ -321,6 +321,46 @@ COMMENT ON FUNCTION tenantry.write_permission_predicate(text) IS 'Internal: the 
 GRANT EXECUTE ON FUNCTION tenantry.write_permission_predicate(text) TO tenantry_admin, tenantry_server;
 
 /**
+ * The triggers an adopted table has, each as pg_get_triggerdef prints it
+ * (the doctor compares them so: timing, events, columns, level, condition
+ * and function): the one that keeps rows in their tenant; on a plain table
+ * keyed (tenant_id, column), the schema tier's two (07_schemas.sql: a stale
+ * route writes nowhere, a moving tenant's writes are recorded); with sharing
+ * and that key, the two that revoke the shares of deleted rows. Names are
+ * qualified (search_path pinned to pg_catalog).
+ */
+CREATE OR REPLACE FUNCTION tenantry.adopted_table_triggers(tbl regclass, sharing boolean)
+RETURNS TABLE (tgname name, definition text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.tgname, e.definition
+    FROM (SELECT tenantry.row_key_column(tbl) AS key,
+                 (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) AS relkind) k
+    CROSS JOIN LATERAL (VALUES
+        (1, 'tenantry_keep_tenant_id'::name,
+         format('CREATE TRIGGER tenantry_keep_tenant_id BEFORE UPDATE OF tenant_id ON %s FOR EACH ROW EXECUTE FUNCTION tenantry.keep_tenant_id()', tbl),
+         true),
+        (2, 'tenant_tier_lock',
+         format('CREATE TRIGGER tenant_tier_lock BEFORE INSERT OR DELETE OR UPDATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION tenantry.tenant_tier_lock()', tbl),
+         k.relkind = 'r' AND k.key IS NOT NULL),
+        (3, 'tenant_row_home',
+         format('CREATE TRIGGER tenant_row_home BEFORE INSERT OR DELETE OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_row_home(%L)', tbl, k.key),
+         k.relkind = 'r' AND k.key IS NOT NULL),
+        (4, 'tenantry_shared_rows_follow',
+         format('CREATE TRIGGER tenantry_shared_rows_follow AFTER DELETE OR UPDATE OF %I ON %s FOR EACH ROW EXECUTE FUNCTION tenantry.shared_rows_follow()', coalesce(k.key, '-'), tbl),
+         sharing AND k.key IS NOT NULL),
+        (5, 'tenantry_shared_rows_truncated',
+         format('CREATE TRIGGER tenantry_shared_rows_truncated AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION tenantry.shared_rows_truncated()', tbl),
+         sharing AND k.key IS NOT NULL)
+    ) e(n, tgname, definition, wanted)
+    WHERE e.wanted
+    ORDER BY e.n
+$$;
+COMMENT ON FUNCTION tenantry.adopted_table_triggers(regclass, boolean) IS 'Internal: the triggers an adopted table (with or without sharing) must have, by name with their definitions as pg_get_triggerdef prints them; secure_tenant_table makes them, the doctor (table_problems) compares them. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.adopted_table_triggers(regclass, boolean) TO tenantry_admin, tenantry_server;
+
+/**
  * Forced RLS, the tenant_isolation policy, the write-permission policies
  * (when write_permission is set), the no-move trigger and exactly the grants
  * the app roles need, on an adopted table and every partition of it.
@@ -336,6 +376,7 @@ DECLARE
     part regclass;
     seq regclass;
     wp record;
+    trg record;
 BEGIN
     IF (SELECT relowner FROM pg_catalog.pg_class WHERE oid = tbl) <> 'tenantry_owner'::regrole THEN
         RAISE EXCEPTION '% is not owned by tenantry_owner', tbl USING ERRCODE = 'TN403';
@@ -369,30 +410,21 @@ BEGIN
         EXECUTE format('REVOKE ALL ON TABLE %s FROM PUBLIC, tenantry_app, tenantry_app_own, tenantry_app_shared, '
                        'tenantry_admin, tenantry_logger, tenantry_server', part);
     END LOOP;
-    EXECUTE format('CREATE OR REPLACE TRIGGER tenantry_keep_tenant_id BEFORE UPDATE OF tenant_id ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION tenantry.keep_tenant_id()', tbl);
-    -- Schema tenants hold their rows of a plain table with a key (tenant_id,
-    -- column) in tables of their own (07_schemas.sql): the tier triggers keep
-    -- a stale route from writing in the wrong one and record a moving tenant's
-    -- writes. Other tables keep every tenant's rows here.
-    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) = 'r' AND tenantry.row_key_column(tbl) IS NOT NULL THEN
-        EXECUTE format('CREATE OR REPLACE TRIGGER tenant_tier_lock BEFORE INSERT OR UPDATE OR DELETE ON %s '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION tenantry.tenant_tier_lock()', tbl);
-        EXECUTE format('CREATE OR REPLACE TRIGGER tenant_row_home BEFORE INSERT OR UPDATE OR DELETE ON %s '
-                       'FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_row_home(%L)', tbl, tenantry.row_key_column(tbl));
-    ELSE
-        PERFORM tenantry.drop_trigger_if_any(tbl, 'tenant_tier_lock');
-        PERFORM tenantry.drop_trigger_if_any(tbl, 'tenant_row_home');
-    END IF;
-    -- Without its key (the doctor reports it) no trigger can name the row.
-    IF sharing AND tenantry.row_key_column(tbl) IS NOT NULL THEN
-        EXECUTE format('CREATE OR REPLACE TRIGGER tenantry_shared_rows_follow AFTER DELETE OR UPDATE OF %I ON %s '
-                       'FOR EACH ROW EXECUTE FUNCTION tenantry.shared_rows_follow()', tenantry.row_key_column(tbl), tbl);
-        EXECUTE format('CREATE OR REPLACE TRIGGER tenantry_shared_rows_truncated AFTER TRUNCATE ON %s '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION tenantry.shared_rows_truncated()', tbl);
-    ELSE
-        PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_shared_rows_follow');
-        PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_shared_rows_truncated');
+    -- The triggers an adopted table needs (adopted_table_triggers), made as
+    -- the doctor expects them; those its options no longer call for go.
+    FOR trg IN SELECT * FROM tenantry.adopted_table_triggers(tbl, sharing) LOOP
+        EXECUTE replace(trg.definition, 'CREATE TRIGGER ', 'CREATE OR REPLACE TRIGGER ');
+    END LOOP;
+    FOR trg IN
+        SELECT n.tgname FROM (VALUES ('tenant_tier_lock'::name), ('tenant_row_home'),
+                                     ('tenantry_shared_rows_follow'), ('tenantry_shared_rows_truncated')) n(tgname)
+        WHERE n.tgname NOT IN (SELECT e.tgname FROM tenantry.adopted_table_triggers(tbl, sharing) e)
+    LOOP
+        PERFORM tenantry.drop_trigger_if_any(tbl, trg.tgname);
+    END LOOP;
+    -- Without its key (the doctor reports it) no trigger can name the row,
+    -- and without sharing no row is shared.
+    IF NOT (sharing AND tenantry.row_key_column(tbl) IS NOT NULL) THEN
         -- On Citus, a table not distributed yet has no shares, and the
         -- workers, which hold the shares, could not even name it.
         IF NOT (tenantry.citus_distributed() AND NOT tenantry.citus_table(tbl)) THEN
@@ -417,6 +449,47 @@ $$;
 COMMENT ON FUNCTION tenantry.secure_tenant_table(regclass, boolean, boolean, text) IS 'Internal: forced RLS, the tenant_isolation policy, the write-permission policies, the keep_tenant_id trigger, with sharing the triggers that revoke the shares of deleted rows, and the app roles'' grants on an adopted table (owned by tenantry_owner) and its partitions. Idempotent. Not granted.';
 
 /**
+ * Whether PUBLIC holds a privilege (NULL: any) on a relation, on the whole
+ * of it or on any of its columns (a column grant reads or writes as much of
+ * a view as the columns hold).
+ */
+CREATE OR REPLACE FUNCTION tenantry.granted_to_public(rel oid, privilege text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) acl
+                   WHERE c.oid = rel AND acl.grantee = 0
+                     AND (privilege IS NULL OR acl.privilege_type = privilege))
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) acl
+                   WHERE a.attrelid = rel AND a.attacl IS NOT NULL AND NOT a.attisdropped AND acl.grantee = 0
+                     AND (privilege IS NULL OR acl.privilege_type = privilege))
+$$;
+/**
+ * Which of the roles were granted a privilege (NULL: any) on a relation by
+ * name, on the whole of it or on one of its columns.
+ */
+CREATE OR REPLACE FUNCTION tenantry.granted_by_name(rel oid, privilege text, roles text[])
+RETURNS SETOF text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT DISTINCT acl.grantee::regrole::text
+    FROM (SELECT c.relacl AS acl FROM pg_catalog.pg_class c WHERE c.oid = rel
+          UNION ALL
+          SELECT a.attacl FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = rel AND a.attacl IS NOT NULL AND NOT a.attisdropped) x
+    CROSS JOIN LATERAL pg_catalog.aclexplode(x.acl) acl
+    WHERE acl.grantee <> 0 AND acl.grantee::regrole::text = ANY (roles)
+      AND (privilege IS NULL OR acl.privilege_type = privilege)
+$$;
+COMMENT ON FUNCTION tenantry.granted_by_name(oid, text, text[]) IS 'Internal (the doctor): the roles among roles granted the privilege (NULL: any) on the relation or one of its columns by name. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.granted_by_name(oid, text, text[]) TO tenantry_admin, tenantry_server;
+
+COMMENT ON FUNCTION tenantry.granted_to_public(oid, text) IS 'Internal (the doctor): whether PUBLIC holds the privilege (NULL: any) on the relation or on one of its columns. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.granted_to_public(oid, text) TO tenantry_admin, tenantry_server;
+
+/**
  * The doctor: every rule an adopted table (or, with tbl, that one table) must
  * satisfy and does not, with the SQL that fixes it. No rows: all is well.
  */
@@ -439,7 +512,32 @@ DECLARE
     -- run top to bottom work (adopt_table refuses while another rule is
     -- broken, and repairs everything these name).
     later text[] := '{}';
+    -- Every role a login that acts for tenants can become with SET ROLE
+    -- (SQL injected into the app runs one), tenantry's among them: a grant
+    -- to any of them reaches tenant rows as surely as a grant to
+    -- tenantry_app. Logins that are operators (members of tenantry_owner,
+    -- superusers, BYPASSRLS) are not such logins: the boot check refuses
+    -- them as the server's.
+    granted_roles text[];
+    -- Who may read a view, call a function, ...: tenantry's roles that may,
+    -- and the other granted_roles that were granted it by name (not those
+    -- that hold it through PUBLIC or as members of tenantry's roles: named
+    -- as those).
+    other_roles text[];
 BEGIN
+    granted_roles := ARRAY(
+        SELECT DISTINCT r.rolname::text
+        FROM pg_catalog.pg_roles r
+        WHERE r.rolname = ANY (acting_roles)
+           OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles l
+                      WHERE l.rolcanlogin AND NOT l.rolsuper AND NOT l.rolbypassrls
+                        AND NOT pg_catalog.pg_has_role(l.oid, 'tenantry_owner', 'MEMBER')
+                        AND (pg_catalog.pg_has_role(l.oid, 'tenantry_app', 'MEMBER')
+                             OR pg_catalog.pg_has_role(l.oid, 'tenantry_admin', 'MEMBER')
+                             OR pg_catalog.pg_has_role(l.oid, 'tenantry_logger', 'MEMBER'))
+                        AND pg_catalog.pg_has_role(l.oid, r.oid, 'MEMBER'))
+        ORDER BY 1);
+    other_roles := ARRAY(SELECT g.name FROM unnest(granted_roles) g(name) WHERE g.name <> ALL (acting_roles));
     FOR t IN
         SELECT r.table_id, r.hierarchy, r.sharing, r.write_permission, c.oid IS NOT NULL AS present
         FROM tenantry.tenant_tables r
@@ -488,6 +586,23 @@ BEGIN
             fix := format('ALTER TABLE %s NO INHERIT or DETACH PARTITION, or release_table() it and adopt its parent', t.table_id);
             RETURN NEXT;
         END IF;
+        -- An inheritance child (not a partition: those are checked below as
+        -- parts of it) is read with the table, under its policies, but is
+        -- a table of its own without them: rows written there directly, for
+        -- any tenant, show up as that tenant's. Schema tenants' tables are
+        -- children by design (07_schemas.sql) and are checked with them.
+        RETURN QUERY
+            SELECT i.inhrelid::regclass::text, 'children'::text,
+                   format('inherits from %s without being a partition or a schema tenant''s table: it has no row level security of its own, and its rows are read as %s''s',
+                          i.inhparent::regclass, i.inhparent::regclass),
+                   format('ALTER TABLE %s NO INHERIT %s;', i.inhrelid::regclass, i.inhparent::regclass)
+            FROM pg_catalog.pg_inherits i
+            JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE i.inhparent IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))
+              AND NOT c.relispartition
+              AND n.nspname !~ '^tenant_[0-9a-f]{20}$'
+            ORDER BY 1;
 
         FOR part IN
             SELECT p.p AS rel, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl
@@ -567,7 +682,7 @@ BEGIN
                 FROM pg_catalog.aclexplode(part.relacl) acl
                 WHERE acl.grantee <> part.relowner
                   AND (acl.grantee = 0
-                       OR (acl.grantee::regrole::text = ANY (acting_roles)
+                       OR (acl.grantee::regrole::text = ANY (granted_roles)
                            AND NOT (part.rel = t.table_id AND acl.grantee = 'tenantry_app_own'::regrole::oid
                                     AND acl.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE'))));
             RETURN QUERY
@@ -578,7 +693,7 @@ BEGIN
                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END)
                 FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) acl
                 WHERE a.attrelid = part.rel AND a.attacl IS NOT NULL
-                  AND (acl.grantee = 0 OR acl.grantee::regrole::text LIKE 'tenantry\_%');
+                  AND (acl.grantee = 0 OR acl.grantee::regrole::text = ANY (granted_roles));
             -- Every index leads with tenant_id: an index scan then never touches
             -- another tenant's rows, so EXPLAIN ANALYZE cannot count them.
             RETURN QUERY
@@ -624,38 +739,34 @@ BEGIN
             RETURN NEXT;
         END IF;
 
-        IF NOT EXISTS (
-            SELECT 1 FROM pg_catalog.pg_trigger g
-            WHERE g.tgrelid = t.table_id AND g.tgname = 'tenantry_keep_tenant_id' AND g.tgenabled <> 'D'
-              AND g.tgfoid = 'tenantry.keep_tenant_id()'::regprocedure
-        ) THEN
-            rule := 'keep_tenant';
-            problem := 'the trigger that keeps rows in their tenant is missing or disabled';
-            later := later || ARRAY[table_name, rule, problem, readopt];
-        END IF;
+        -- tenantry's triggers, each enabled (not only in replica mode) and
+        -- as adopted_table_triggers defines it: a condition, another level,
+        -- timing or column list would let rows move between tenants or a
+        -- deleted row's shares pass to a later row with its key.
+        FOR pol IN
+            SELECT CASE WHEN e.tgname = 'tenantry_keep_tenant_id' THEN 'keep_tenant'
+                        WHEN e.tgname IN ('tenant_tier_lock', 'tenant_row_home') THEN 'tier_triggers'
+                        ELSE 'sharing_triggers' END AS rule
+            FROM tenantry.adopted_table_triggers(t.table_id, t.sharing) e
+            WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
+                              WHERE g.tgrelid = t.table_id AND g.tgname = e.tgname
+                                AND g.tgenabled IN ('O', 'A')
+                                AND pg_catalog.pg_get_triggerdef(g.oid) = e.definition)
+            GROUP BY 1 ORDER BY 1
+        LOOP
+            later := later || ARRAY[table_name, pol.rule, CASE pol.rule
+                WHEN 'keep_tenant' THEN 'the trigger that keeps rows in their tenant is missing, disabled or changed'
+                WHEN 'tier_triggers' THEN 'the triggers that keep a stale route from writing in the wrong tier are missing, disabled or changed'
+                ELSE 'the triggers that revoke the shares of deleted rows are missing, disabled or changed' END, readopt];
+        END LOOP;
 
-        -- Sharing names rows by the key after tenant_id, and a deleted row
-        -- takes its shares with it.
+        -- Sharing names rows by the key after tenant_id.
         IF t.sharing AND tenantry.row_key_column(t.table_id) IS NULL THEN
             rule := 'sharing_key';
             problem := 'rows are shared, but the primary key is not (tenant_id, <one column>)';
             fix := format('ALTER TABLE %s ADD PRIMARY KEY (tenant_id, <column>); -- or SELECT tenantry.adopt_table(%L, hierarchy => %s, sharing => false);',
                           t.table_id, t.table_id::text, t.hierarchy::text);
             RETURN NEXT;
-        ELSIF t.sharing AND (
-            NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
-                        WHERE g.tgrelid = t.table_id AND g.tgname = 'tenantry_shared_rows_follow' AND g.tgenabled <> 'D'
-                          AND g.tgfoid = 'tenantry.shared_rows_follow()'::regprocedure
-                          -- UPDATE OF the key column alone (int2vector prints as '2').
-                          AND g.tgattr::text = (SELECT a.attnum::text FROM pg_catalog.pg_attribute a
-                                                WHERE a.attrelid = t.table_id
-                                                  AND a.attname = tenantry.row_key_column(t.table_id)))
-            OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g
-                           WHERE g.tgrelid = t.table_id AND g.tgname = 'tenantry_shared_rows_truncated' AND g.tgenabled <> 'D'
-                             AND g.tgfoid = 'tenantry.shared_rows_truncated()'::regprocedure)) THEN
-            rule := 'sharing_triggers';
-            problem := 'the triggers that revoke the shares of deleted rows are missing or disabled';
-            later := later || ARRAY[table_name, rule, problem, readopt];
         END IF;
 
         -- Foreign keys between tenant tables pair tenant_id with tenant_id, so
@@ -679,6 +790,64 @@ BEGIN
                   SELECT 1 FROM unnest(k.conkey, k.confkey) AS pair(src, dst)
                   WHERE (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.conrelid AND a.attnum = pair.src) = 'tenant_id'
                     AND (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.confrelid AND a.attnum = pair.dst) = 'tenant_id');
+        -- A foreign key into it from a table that is not a tenant table (no
+        -- tenant_id, so the rule above cannot pair it): whoever may write
+        -- that table learns, from the key's refusal, whether another
+        -- tenant's row exists.
+        RETURN QUERY
+            SELECT k.conrelid::regclass::text, 'foreign_keys'::text,
+                   format('foreign key %I references %s from a table that is not a tenant table, which %s may write: its refusals tell whether another tenant''s row exists',
+                          k.conname, t.table_id, w.names),
+                   format('ALTER TABLE %s DROP CONSTRAINT %I; -- or give %s a tenant_id, adopt it and pair tenant_id in the key',
+                          k.conrelid::regclass, k.conname, k.conrelid::regclass)
+            FROM pg_catalog.pg_constraint k
+            CROSS JOIN LATERAL (
+                SELECT string_agg(rn.name, ', ' ORDER BY rn.name) AS names
+                FROM (SELECT rn.name FROM unnest(acting_roles) rn(name)
+                      WHERE pg_catalog.has_table_privilege(rn.name, k.conrelid, 'INSERT, UPDATE')
+                         OR pg_catalog.has_any_column_privilege(rn.name, k.conrelid, 'INSERT, UPDATE')
+                      UNION
+                      SELECT tenantry.granted_by_name(k.conrelid, 'INSERT', other_roles)
+                      UNION
+                      SELECT tenantry.granted_by_name(k.conrelid, 'UPDATE', other_roles)) rn) w
+            WHERE k.contype = 'f'
+              AND k.confrelid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))
+              AND k.conrelid NOT IN (SELECT r.table_id FROM tenantry.tenant_tables r)
+              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                              WHERE a.attrelid = k.conrelid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+              AND (w.names IS NOT NULL OR tenantry.granted_to_public(k.conrelid, 'INSERT')
+                   OR tenantry.granted_to_public(k.conrelid, 'UPDATE'))
+            ORDER BY 1, 3;
+        -- A SECURITY DEFINER function of an owner that bypasses row level
+        -- security reads the table with those rights whoever calls it, as a
+        -- view does (found when PostgreSQL records that it uses the table:
+        -- a BEGIN ATOMIC body; others cannot be seen from the catalog).
+        RETURN QUERY
+            SELECT t.table_id::text, 'functions'::text,
+                   format('function %s runs with the rights of %s, which bypasses row level security, reads or writes it, and %s may call it',
+                          f.oid::regprocedure, f.proowner::regrole, callers.names),
+                   format('ALTER FUNCTION %s SECURITY INVOKER;', f.oid::regprocedure)
+            FROM pg_catalog.pg_proc f
+            JOIN pg_catalog.pg_roles o ON o.oid = f.proowner AND (o.rolsuper OR o.rolbypassrls)
+            CROSS JOIN LATERAL (
+                SELECT string_agg(r.name, ', ' ORDER BY r.name <> 'PUBLIC', r.name) AS names
+                FROM (SELECT 'PUBLIC'::text AS name
+                      WHERE f.proacl IS NULL
+                         OR EXISTS (SELECT 1 FROM pg_catalog.aclexplode(f.proacl) acl WHERE acl.grantee = 0)
+                      UNION ALL
+                      SELECT rn.name FROM unnest(acting_roles) rn(name)
+                      WHERE pg_catalog.has_function_privilege(rn.name, f.oid, 'EXECUTE')
+                      UNION ALL
+                      SELECT acl.grantee::regrole::text FROM pg_catalog.aclexplode(f.proacl) acl
+                      WHERE acl.grantee <> 0 AND acl.grantee::regrole::text = ANY (other_roles)) r) callers
+            WHERE f.prosecdef
+              AND f.pronamespace <> 'tenantry'::regnamespace
+              AND f.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d
+                            WHERE d.classid = 'pg_catalog.pg_proc'::regclass
+                              AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                              AND d.refobjid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p)))
+              AND callers.names IS NOT NULL
+            ORDER BY 3;
         -- A view reads with its owner's rights unless it is security_invoker,
         -- and a materialized view holds what its owner read: over a tenant
         -- table, with an owner that bypasses row level security, either
@@ -702,10 +871,13 @@ BEGIN
             CROSS JOIN LATERAL (
                 SELECT string_agg(r.name, ', ' ORDER BY r.name <> 'PUBLIC', r.name) AS names
                 FROM (SELECT 'PUBLIC'::text AS name
-                      WHERE EXISTS (SELECT 1 FROM pg_catalog.aclexplode(v.relacl) acl WHERE acl.grantee = 0 AND acl.privilege_type = 'SELECT')
+                      WHERE tenantry.granted_to_public(v.oid, 'SELECT')
                       UNION ALL
+                      -- any column of it is enough
                       SELECT rn.name FROM unnest(acting_roles) rn(name)
-                      WHERE pg_catalog.has_table_privilege(rn.name, v.oid, 'SELECT')) r) readers
+                      WHERE pg_catalog.has_any_column_privilege(rn.name, v.oid, 'SELECT')
+                      UNION ALL
+                      SELECT tenantry.granted_by_name(v.oid, 'SELECT', other_roles)) r) readers
             WHERE readers.names IS NOT NULL
               AND NOT (v.relkind = 'v' AND tenantry.view_runs_as_invoker(v.oid))
             ORDER BY v.oid::regclass::text;
@@ -732,9 +904,11 @@ BEGIN
                                     AND d.refobjid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p)))
                        AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r, tenantry.table_and_partitions(r.table_id) rp(p)
                                        WHERE rp.p = rw.ev_class)))
-              AND (EXISTS (SELECT 1 FROM pg_catalog.aclexplode(c.relacl) acl WHERE acl.grantee = 0)
+              AND (tenantry.granted_to_public(c.oid, NULL)
                    OR EXISTS (SELECT 1 FROM unnest(acting_roles) rn(name)
-                              WHERE pg_catalog.has_table_privilege(rn.name, c.oid, 'SELECT, INSERT, UPDATE, DELETE')))
+                              WHERE pg_catalog.has_table_privilege(rn.name, c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+                                 OR pg_catalog.has_any_column_privilege(rn.name, c.oid, 'SELECT, INSERT, UPDATE'))
+                   OR EXISTS (SELECT tenantry.granted_by_name(c.oid, NULL, other_roles)))
             ORDER BY rw.ev_class::regclass::text, rw.rulename;
         -- A schema tenant's table of this one (a plain table keyed (tenant_id,
         -- column)) is made by tenantry_owner with the same foreign keys: to a
@@ -1440,6 +1614,33 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.backfill_prepare(regclass) IS 'Batched backfill, step 1: check_adoptable(), tenant_id added when missing, CHECK (tenant_id IS NOT NULL) and the tenant foreign key added NOT VALID (new rows must name a tenant from now on). Returns each leaf table and its page count for step 2.';
 
+/**
+ * Takes back step 1 of a batched backfill before any row was given a tenant
+ * (the tenant named does not exist): its two constraints, and tenant_id when
+ * step 1 added it and no row holds one. Run by the library as the caller.
+ */
+CREATE OR REPLACE FUNCTION tenantry.backfill_undo_prepare(tbl regclass, drop_column boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    held boolean;
+BEGIN
+    IF EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
+        RAISE EXCEPTION '% is adopted: release_table() gives it back', tbl USING ERRCODE = 'TN409';
+    END IF;
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey', tbl);
+    IF drop_column THEN
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE tenant_id IS NOT NULL)', tbl) INTO held;
+        IF NOT held THEN
+            EXECUTE format('ALTER TABLE %s DROP COLUMN IF EXISTS tenant_id', tbl);
+        END IF;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.backfill_undo_prepare(regclass, boolean) IS 'Batched backfill: takes back step 1 (its constraints; tenant_id too when drop_column and no row holds one) when the first batch finds that the tenant named does not exist, so the refusal changes nothing. TN409 for an adopted table. Not granted.';
+
 /** Batched backfill, step 2 (repeat): one range of pages of one leaf table. */
 CREATE OR REPLACE FUNCTION tenantry.backfill_tenant_id_pages(
     leaf regclass, first_page bigint, page_count integer, tenant uuid, tenant_expression text)
@@ -1464,6 +1665,16 @@ BEGIN
             USING ERRCODE = 'TN422',
                   HINT = format('Find the rows: SELECT * FROM %s WHERE tenant_id IS NULL AND (%s) IS NULL; give them a tenant (or delete them), then run the backfill again: it resumes. Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey;',
                                leaf, coalesce(tenant_expression, 'NULL'), leaf);
+    WHEN foreign_key_violation THEN
+        -- tenantry_tenant_id_fkey: no such tenant. Nothing of this batch was written.
+        RAISE EXCEPTION '%', CASE WHEN tenant IS NOT NULL
+                THEN format('tenant %s does not exist: the rows of %s cannot be given to it', tenant, leaf)
+                ELSE format('the tenant expression gave the id of no tenant for a row of %s (pages %s to %s)', leaf, first_page, first_page + page_count - 1) END
+            USING ERRCODE = 'TN422',
+                  HINT = CASE WHEN tenant IS NOT NULL
+                      THEN format('Name an existing tenant (tenantry tenant list). Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey;', leaf)
+                      ELSE format('Find the rows: SELECT * FROM %s WHERE tenant_id IS NULL AND NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = (%s)::uuid) (as a superuser); fix them, then run the backfill again: it resumes. Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey;',
+                                  leaf, tenant_expression, leaf) END;
     END;
     GET DIAGNOSTICS updated = ROW_COUNT;
     RETURN updated;
@@ -1505,12 +1716,31 @@ DECLARE
     plan record;
     first_page bigint;
     total bigint := 0;
+    had_column boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                                  WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped);
+    refused text;
 BEGIN
     FOR plan IN SELECT * FROM tenantry.backfill_prepare(tbl) LOOP
         COMMIT;
         first_page := 0;
         WHILE first_page < plan.pages LOOP
-            total := total + tenantry.backfill_tenant_id_pages(plan.leaf, first_page, pages_per_batch, tenant, tenant_expression);
+            BEGIN
+                total := total + tenantry.backfill_tenant_id_pages(plan.leaf, first_page, pages_per_batch, tenant, tenant_expression);
+            EXCEPTION WHEN SQLSTATE 'TN422' THEN
+                -- One tenant for every row: when it does not exist, no batch
+                -- wrote anything, and taking back the first step leaves the
+                -- table as it was.
+                IF tenant IS NULL OR total > 0 THEN
+                    RAISE;
+                END IF;
+                GET STACKED DIAGNOSTICS refused = MESSAGE_TEXT;
+            END;
+            IF refused IS NOT NULL THEN
+                PERFORM tenantry.backfill_undo_prepare(tbl, NOT had_column);
+                COMMIT;
+                RAISE EXCEPTION '%', refused USING ERRCODE = 'TN422',
+                    HINT = 'Name an existing tenant (tenantry tenant list); the table was left as it was.';
+            END IF;
             COMMIT;
             first_page := first_page + pages_per_batch;
         END LOOP;
@@ -1531,6 +1761,8 @@ AS $$
 DECLARE
     entry tenantry.tenant_tables;
     part regclass;
+    wp record;
+    seq regclass;
 BEGIN
     SELECT r.* INTO entry FROM tenantry.tenant_tables r WHERE r.table_id = tbl FOR UPDATE;
     IF NOT FOUND THEN
@@ -1565,16 +1797,31 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', tbl);
     FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
         EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', part);
+        FOR wp IN SELECT * FROM tenantry.write_permission_policies() LOOP
+            EXECUTE format('DROP POLICY IF EXISTS %I ON %s', wp.polname, part);
+        END LOOP;
         EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', part);
         EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', part);
         EXECUTE format('REVOKE ALL ON TABLE %s FROM tenantry_app, tenantry_app_own, tenantry_app_shared, '
                        'tenantry_admin, tenantry_logger, tenantry_server', part);
         EXECUTE format('ALTER TABLE %s OWNER TO %I', part, entry.previous_owner);
     END LOOP;
+    -- The serial columns' sequences (secure_tenant_table granted their use).
+    FOR seq IN
+        SELECT d.objid::regclass
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        WHERE d.classid = 'pg_catalog.pg_class'::regclass
+          AND d.refclassid = 'pg_catalog.pg_class'::regclass
+          AND d.refobjid = tbl AND d.deptype IN ('a', 'i')
+    LOOP
+        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM tenantry_app, tenantry_app_own, tenantry_app_shared, '
+                       'tenantry_admin, tenantry_logger, tenantry_server', seq);
+    END LOOP;
     DELETE FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
 END
 $$;
-COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policy, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants and gives the table back to its previous owner. The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted.';
+COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner. The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted.';
 
 -- -----------------------------------------------------------------------------
 -- Sharing rows of adopted tables (adopt_table(sharing => true)): the guide's

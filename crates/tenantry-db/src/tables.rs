@@ -237,6 +237,22 @@ pub async fn adopt_table(
     Ok(adopted)
 }
 
+/// Takes back what step 1 of a backfill added (the constraints, and
+/// tenant_id when it was not there before), before any row was given a tenant.
+async fn undo_backfill_prepare(
+    client: &Client,
+    table: &str,
+    had_tenant_column: bool,
+) -> Result<(), TableError> {
+    client
+        .execute(
+            "SELECT tenantry.backfill_undo_prepare($1::text::regclass, $2)",
+            &[&table, &!had_tenant_column],
+        )
+        .await?;
+    Ok(())
+}
+
 async fn backfill(
     client: &Client,
     table: &str,
@@ -245,6 +261,17 @@ async fn backfill(
     pages_per_batch: u32,
     progress: &mut impl FnMut(BackfillProgress),
 ) -> Result<(), TableError> {
+    // Whether tenant_id is there before step 1 adds it: a tenant that does
+    // not exist is found by the first batch, and undoing step 1 then leaves
+    // the table as it was.
+    let had_tenant_column: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                             WHERE a.attrelid = $1::text::regclass AND a.attname = 'tenant_id' AND NOT a.attisdropped)",
+            &[&table],
+        )
+        .await?
+        .get(0);
     // Step 1: refusals first, then tenant_id and its NOT VALID constraints.
     let leaves: Vec<(String, i64)> = client
         .query(
@@ -272,13 +299,37 @@ async fn backfill(
     for (leaf, pages) in &leaves {
         let mut first = 0i64;
         while first < *pages {
-            let rows: i64 = client
+            let rows: i64 = match client
                 .query_one(
                     &statement,
                     &[leaf, &first, &(batch as i32), &tenant, &expression],
                 )
-                .await?
-                .get(0);
+                .await
+            {
+                Ok(row) => row.get(0),
+                Err(e) => {
+                    // One tenant for every row: when it does not exist, no
+                    // batch wrote anything, and the refusal changes nothing.
+                    let refused = TableError::from(e);
+                    if let (Some(_), 0, TableError::Refused { code, message, .. }) =
+                        (tenant, state.rows, &refused)
+                    {
+                        if code == "TN422" {
+                            undo_backfill_prepare(client, table, had_tenant_column).await?;
+                            return Err(TableError::Refused {
+                                code: code.clone(),
+                                message: message.clone(),
+                                detail: None,
+                                hint: Some(
+                                    "Name an existing tenant (tenantry tenant list); the table was left as it was."
+                                        .into(),
+                                ),
+                            });
+                        }
+                    }
+                    return Err(refused);
+                }
+            };
             let step = batch.min(pages - first);
             first += batch;
             state.pages_done += step.unsigned_abs();

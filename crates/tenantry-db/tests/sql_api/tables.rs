@@ -356,7 +356,7 @@ async fn the_doctor_names_each_broken_rule_with_its_fix_and_adopting_again_repai
             "grants: grants SELECT to PUBLIC",
             "grants: grants SELECT to tenantry_app_shared",
             "indexes: index public.projects_name_idx does not lead with tenant_id",
-            "keep_tenant: the trigger that keeps rows in their tenant is missing or disabled",
+            "keep_tenant: the trigger that keeps rows in their tenant is missing, disabled or changed",
             "policies: policy wide_open is not tenantry's (permissive SELECT for tenantry_app)",
             "rls: row level security is not enabled and forced",
         ]
@@ -1425,4 +1425,374 @@ async fn a_migration_role_that_is_not_a_superuser_is_told_to_let_tenantry_owner_
     )
     .await;
     exec(&su, "SELECT tenantry.adopt_table('app.notes')").await;
+}
+
+/// A parent `a` with a child, and `boards` (hierarchy and sharing) adopted by the migration session.
+async fn boards(tdb: &TestDatabase) -> (Client, Client, Uuid, Uuid, Uuid) {
+    let (m, app, admin) = (migrator(tdb).await, app(tdb).await, admin(tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    let child = create_tenant(&admin, "a-child", Some(a)).await;
+    let b = create_tenant(&admin, "b", None).await;
+    exec(
+        &m,
+        "CREATE TABLE boards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                              name text, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('boards', sharing => true);",
+    )
+    .await;
+    exec(&app, "SET search_path = public, tenantry").await;
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    (m, app, a, child, b)
+}
+
+/// The doctor's findings as `rule: problem => fix`.
+async fn findings(c: &Client) -> Vec<String> {
+    strings(
+        c,
+        "SELECT rule || ': ' || problem || ' => ' || fix FROM tenantry.table_problems()",
+    )
+    .await
+}
+
+/// A role name no other test of this cluster uses (roles are per cluster).
+fn unique_role(prefix: &str) -> String {
+    format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..8])
+}
+
+#[tokio::test]
+async fn the_doctor_names_tenantrys_triggers_set_to_fire_only_on_replicas_or_remade_with_a_condition_and_adopting_again_repairs_them(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, app, a, child, _b) = boards(&tdb).await;
+    set_context(&app, child).await;
+    exec(&app, "INSERT INTO boards (name) VALUES ('the child''s')").await;
+    exec(
+        &m,
+        "ALTER TABLE boards ENABLE REPLICA TRIGGER tenantry_keep_tenant_id;
+         CREATE OR REPLACE TRIGGER tenantry_shared_rows_follow AFTER DELETE OR UPDATE OF id ON boards
+             FOR EACH STATEMENT EXECUTE FUNCTION tenantry.shared_rows_follow();
+         CREATE OR REPLACE TRIGGER tenant_row_home BEFORE INSERT OR UPDATE OR DELETE ON boards
+             FOR EACH ROW WHEN (false) EXECUTE FUNCTION tenantry.tenant_row_home('id');",
+    )
+    .await;
+    // What the replica-only trigger lets through: the parent takes its child's row.
+    set_context(&app, a).await;
+    exec(
+        &app,
+        &format!("BEGIN; UPDATE boards SET tenant_id = '{a}' WHERE tenant_id = '{child}'"),
+    )
+    .await;
+    assert_eq!(
+        count(
+            &app,
+            &format!("SELECT count(*) FROM boards WHERE tenant_id = '{a}'")
+        )
+        .await,
+        1
+    );
+    exec(&app, "ROLLBACK").await;
+    let readopt =
+        "SELECT tenantry.adopt_table('public.boards', hierarchy => true, sharing => true);";
+    assert_eq!(
+        findings(&m).await,
+        [
+            format!("keep_tenant: the trigger that keeps rows in their tenant is missing, disabled or changed => {readopt}"),
+            format!("sharing_triggers: the triggers that revoke the shares of deleted rows are missing, disabled or changed => {readopt}"),
+            format!("tier_triggers: the triggers that keep a stale route from writing in the wrong tier are missing, disabled or changed => {readopt}"),
+        ]
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    denied(
+        &app,
+        &format!("UPDATE boards SET tenant_id = '{a}' WHERE tenant_id = '{child}'"),
+        "TN422",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_doctor_names_an_inheritance_child_of_an_adopted_table_through_which_a_tenant_plants_rows_for_another(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, app, a, _child, b) = boards(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE archived_boards (archived_at timestamptz NOT NULL DEFAULT now()) INHERITS (boards);
+         GRANT SELECT, INSERT ON archived_boards TO tenantry_app;",
+    )
+    .await;
+    set_context(&app, a).await;
+    exec(
+        &app,
+        &format!("INSERT INTO archived_boards (tenant_id, name) VALUES ('{b}', 'planted by a')"),
+    )
+    .await;
+    set_context(&app, b).await;
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM boards").await,
+        1,
+        "b reads a's row as its own"
+    );
+    assert_eq!(
+        findings(&m).await,
+        ["children: inherits from public.boards without being a partition or a schema tenant's table: it has no row level security of its own, and its rows are read as public.boards's => ALTER TABLE public.archived_boards NO INHERIT public.boards;"]
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    assert_eq!(count(&app, "SELECT count(*) FROM boards").await, 0);
+}
+
+#[tokio::test]
+async fn the_doctor_names_grants_that_reach_the_server_through_a_teams_role_and_views_a_role_it_can_become_reads(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, app, a, _child, b) = boards(&tdb).await;
+    let server = tdb.server_client().await;
+    let (users, reporting) = (unique_role("app_users"), unique_role("reporting"));
+    set_context(&app, a).await;
+    exec(&app, "INSERT INTO boards (name) VALUES ('a''s')").await;
+    exec(
+        &m,
+        &format!(
+            "CREATE ROLE {users}; GRANT {users} TO tenantry_app; GRANT ALL ON boards TO {users};
+             CREATE ROLE {reporting}; GRANT {reporting} TO tenantry_server;
+             CREATE VIEW every_board AS SELECT * FROM boards; GRANT SELECT ON every_board TO {reporting};"
+        ),
+    )
+    .await;
+    // What they let through: a tenant role empties every tenant's table, and
+    // the server's login reads every tenant's rows after a SET ROLE.
+    set_context(&app, b).await;
+    exec(&app, "BEGIN; TRUNCATE boards; ROLLBACK").await;
+    exec(&server, &format!("SET ROLE {reporting}")).await;
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM public.every_board").await,
+        1
+    );
+    exec(&server, "RESET ROLE").await;
+    let found = findings(&m).await;
+    let mut expected: Vec<String> = [
+        "DELETE",
+        "INSERT",
+        "REFERENCES",
+        "SELECT",
+        "TRIGGER",
+        "TRUNCATE",
+        "UPDATE",
+    ]
+    .iter()
+    .map(|p| format!("grants: grants {p} to {users} => REVOKE {p} ON public.boards FROM {users};"))
+    .collect();
+    expected.push(format!(
+        "views: view public.every_board reads it with the rights of postgres, which bypasses row level security, and {reporting} may read it => ALTER VIEW public.every_board SET (security_invoker = true);"
+    ));
+    let mut sorted = found.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    denied(&app, "TRUNCATE boards", "42501").await;
+    // The view now reads with its caller's rights, which do not reach the table.
+    exec(&server, &format!("SET ROLE {reporting}")).await;
+    denied(&server, "SELECT count(*) FROM public.every_board", "42501").await;
+    exec(&server, "RESET ROLE").await;
+    exec(
+        &m,
+        &format!("DROP VIEW every_board; DROP ROLE {users}; DROP ROLE {reporting};"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_doctor_names_views_and_rules_reached_through_column_grants() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, a, _child, b) = boards(&tdb).await;
+    set_context(&app, a).await;
+    exec(&app, "INSERT INTO boards (name) VALUES ('a-secret')").await;
+    exec(
+        &m,
+        "CREATE VIEW board_names AS SELECT tenant_id, name FROM boards;
+         REVOKE ALL ON board_names FROM PUBLIC; GRANT SELECT (name) ON board_names TO PUBLIC;
+         CREATE TABLE rename_requests (name text);
+         GRANT INSERT (name) ON rename_requests TO tenantry_app;
+         CREATE RULE rename AS ON INSERT TO rename_requests
+             DO ALSO UPDATE public.boards SET name = 'overwritten' WHERE name = NEW.name;",
+    )
+    .await;
+    set_context(&app, b).await;
+    assert_eq!(
+        strings(&app, "SELECT name FROM board_names").await,
+        ["a-secret"]
+    );
+    let found = findings(&m).await;
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("rules: rule rename on public.rename_requests runs its actions with the rights of postgres"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("views: view public.board_names reads it with the rights of postgres, which bypasses row level security, and PUBLIC, "),
+        "{found:?}"
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    assert_eq!(count(&app, "SELECT count(*) FROM board_names").await, 0);
+    exec(&app, "INSERT INTO rename_requests VALUES ('a-secret')").await;
+    assert_eq!(
+        count(&m, "SELECT count(*) FROM boards WHERE name = 'a-secret'").await,
+        1,
+        "without the rule, b's insert changes nothing of a's"
+    );
+}
+
+#[tokio::test]
+async fn the_doctor_names_a_security_definer_function_of_a_superuser_over_an_adopted_table_and_a_foreign_key_that_probes_it(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, app, a, _child, b) = boards(&tdb).await;
+    set_context(&app, a).await;
+    let row: String = strings(
+        &app,
+        "INSERT INTO boards (name) VALUES ('a-secret') RETURNING id::text",
+    )
+    .await
+    .remove(0);
+    exec(
+        &m,
+        "CREATE FUNCTION public.board_named(wanted text) RETURNS SETOF boards
+             LANGUAGE sql STABLE SECURITY DEFINER
+             BEGIN ATOMIC SELECT * FROM public.boards WHERE name = wanted; END;
+         CREATE TABLE board_links (board_tenant uuid, board uuid, url text,
+                                   FOREIGN KEY (board_tenant, board) REFERENCES boards (tenant_id, id));
+         GRANT INSERT ON board_links TO tenantry_app;",
+    )
+    .await;
+    set_context(&app, b).await;
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM public.board_named('a-secret')").await,
+        1
+    );
+    // The key tells an existing row of a's from a missing one.
+    exec(
+        &app,
+        &format!("INSERT INTO board_links VALUES ('{a}', '{row}', 'x')"),
+    )
+    .await;
+    denied(
+        &app,
+        &format!("INSERT INTO board_links VALUES ('{a}', gen_random_uuid(), 'x')"),
+        "23503",
+    )
+    .await;
+    let found = findings(&m).await;
+    assert_eq!(
+        found,
+        [
+            "foreign_keys: foreign key board_links_board_tenant_board_fkey references public.boards from a table that is not a tenant table, which tenantry_app may write: its refusals tell whether another tenant's row exists => ALTER TABLE public.board_links DROP CONSTRAINT board_links_board_tenant_board_fkey; -- or give public.board_links a tenant_id, adopt it and pair tenant_id in the key".to_owned(),
+            format!("functions: function public.board_named(text) runs with the rights of postgres, which bypasses row level security, reads or writes it, and PUBLIC, tenantry_admin, tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_logger, tenantry_server may call it => ALTER FUNCTION public.board_named(text) SECURITY INVOKER;"),
+        ]
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM public.board_named('a-secret')").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn release_table_takes_back_every_policy_and_grant_adopting_made_so_the_table_adopts_again() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE notes (tenant_id uuid NOT NULL, id bigserial, body text, PRIMARY KEY (tenant_id, id));",
+    )
+    .await;
+    let before = table_state(&m, "notes").await;
+    let sequence_grants = "SELECT coalesce(array_to_string(relacl, ' '), 'default') FROM pg_class WHERE oid = 'notes_id_seq'::regclass";
+    let sequence_before = strings(&m, sequence_grants).await;
+    exec(
+        &m,
+        "SELECT adopt_table('notes', write_permission => 'resources.write');
+         SELECT release_table('notes');",
+    )
+    .await;
+    let mut after = table_state(&m, "notes").await;
+    after.retain(|s| !s.starts_with("col tenant_id"));
+    let mut expected = before.clone();
+    expected.retain(|s| !s.starts_with("col tenant_id"));
+    assert_eq!(after, expected);
+    assert!(
+        !strings(&m, sequence_grants).await[0].contains("tenantry_app_own"),
+        "{sequence_before:?}"
+    );
+    exec(&m, "SELECT adopt_table('notes')").await;
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+}
+
+#[tokio::test]
+async fn backfilling_existing_rows_for_a_tenant_that_does_not_exist_is_refused_and_leaves_the_table_as_it_was(
+) {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE legacy (id int, note text);
+         INSERT INTO legacy SELECT i, 'old' FROM generate_series(1, 100) i;
+         CREATE TABLE keyed (tenant_id uuid, id int);
+         INSERT INTO keyed (id) SELECT generate_series(1, 10);",
+    )
+    .await;
+    let nobody = Uuid::new_v4();
+    for table in ["legacy", "keyed"] {
+        let before = table_state(&m, table).await;
+        // From psql.
+        let message = crate::helpers::expect_sqlstate(
+            m.batch_execute(&format!("CALL backfill_tenant_id('{table}', '{nobody}')"))
+                .await,
+            "TN422",
+            "CALL backfill_tenant_id",
+        );
+        assert!(
+            message.contains(&format!("tenant {nobody} does not exist")),
+            "{message}"
+        );
+        assert_eq!(table_state(&m, table).await, before, "{table}");
+        // Through the library (`tenantry table adopt --existing-rows-tenant`).
+        let options = tenantry_db::AdoptOptions {
+            existing_rows: tenantry_db::ExistingRows::Tenant(tenantry_db::TenantId::from_uuid(
+                nobody,
+            )),
+            ..Default::default()
+        };
+        match tenantry_db::tables::adopt_table(&m, table, &options, |_| {}).await {
+            Err(tenantry_db::TableError::Refused {
+                code,
+                message,
+                hint,
+                ..
+            }) => {
+                assert_eq!(code, "TN422");
+                assert!(message.contains("does not exist"), "{message}");
+                assert!(hint.unwrap_or_default().contains("left as it was"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(table_state(&m, table).await, before, "{table}");
+        // The application's own writes go on as before.
+        exec(&m, &format!("INSERT INTO {table} (id) VALUES (1000)")).await;
+    }
 }
