@@ -1699,7 +1699,7 @@ async fn the_doctor_names_a_security_definer_function_of_a_superuser_over_an_ado
         found,
         [
             "foreign_keys: foreign key board_links_board_tenant_board_fkey references public.boards from a table that is not a tenant table, which tenantry_app may write: its refusals tell whether another tenant's row exists => ALTER TABLE public.board_links DROP CONSTRAINT board_links_board_tenant_board_fkey; -- or give public.board_links a tenant_id, adopt it and pair tenant_id in the key".to_owned(),
-            format!("functions: function public.board_named(text) runs with the rights of postgres, which bypasses row level security, reads or writes it, and PUBLIC, tenantry_admin, tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_logger, tenantry_server may call it => ALTER FUNCTION public.board_named(text) SECURITY INVOKER;"),
+            "functions: function public.board_named(text) runs with the rights of postgres, which bypasses row level security, reads or writes it, and PUBLIC, tenantry_admin, tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_logger, tenantry_server may call it => ALTER FUNCTION public.board_named(text) SECURITY INVOKER;".to_owned(),
         ]
     );
     for fix in fixes_in_order(&m).await {
