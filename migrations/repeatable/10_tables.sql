@@ -1085,6 +1085,47 @@ COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule 
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
+ * Takes a lock on tenantry.tenants that every tenant's transactions would
+ * otherwise queue behind (adding a foreign key to it: SHARE ROW EXCLUSIVE,
+ * which waits for its writers; dropping one: ACCESS EXCLUSIVE, which waits
+ * for its readers) without making them wait for more than a moment: each
+ * try waits at most 50 ms, then lets the queue go and tries again, for up
+ * to 30 s. The lock is then held to the end of the transaction, which the
+ * callers keep short. TN503 when it could not be had.
+ */
+CREATE OR REPLACE FUNCTION tenantry.lock_tenants_briefly(lock_mode text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    previous text := pg_catalog.current_setting('lock_timeout');
+    started timestamptz := pg_catalog.clock_timestamp();
+BEGIN
+    IF lock_mode NOT IN ('SHARE ROW EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
+        RAISE EXCEPTION 'unexpected lock mode %', lock_mode USING ERRCODE = 'TN422';
+    END IF;
+    LOOP
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout', '50ms', true);
+            EXECUTE format('LOCK TABLE tenantry.tenants IN %s MODE', lock_mode);
+            PERFORM pg_catalog.set_config('lock_timeout', previous, true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_catalog.set_config('lock_timeout', previous, true);
+            IF pg_catalog.clock_timestamp() - started > interval '30 seconds' THEN
+                RAISE EXCEPTION 'tenantry.tenants stayed busy for 30 s: try again when the long transactions on it have ended'
+                    USING ERRCODE = 'TN503',
+                    HINT = 'SELECT pid, xact_start, query FROM pg_stat_activity WHERE xact_start < now() - interval ''30 seconds'' shows them.';
+            END IF;
+            PERFORM pg_catalog.pg_sleep(0.2);
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.lock_tenants_briefly(text) IS 'Internal (adopting and releasing tables): takes the lock adding (SHARE ROW EXCLUSIVE) or dropping (ACCESS EXCLUSIVE) a foreign key to tenantry.tenants needs, in tries of at most 50 ms, so that tenants'' transactions never queue behind it for longer; TN503 after 30 s. Not granted.';
+
+/**
  * tenant_id's foreign key to tenantry.tenants: added NOT VALID when missing
  * (validated at once on a partitioned table, which cannot hold a NOT VALID
  * one before PostgreSQL 18), then, with `validate`, validated under a lock
@@ -1115,12 +1156,14 @@ BEGIN
     IF fk IS NULL THEN
         IF (SELECT c.relkind = 'p' FROM pg_catalog.pg_class c WHERE c.oid = tbl) THEN
             IF validate THEN
+                PERFORM tenantry.lock_tenants_briefly('SHARE ROW EXCLUSIVE');
                 EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_fkey FOREIGN KEY (tenant_id) '
                                'REFERENCES tenantry.tenants (tenant_id)', tbl);
             END IF;
             RETURN;
         END IF;
         fk := 'tenantry_tenant_id_fkey';
+        PERFORM tenantry.lock_tenants_briefly('SHARE ROW EXCLUSIVE');
         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (tenant_id) '
                        'REFERENCES tenantry.tenants (tenant_id) NOT VALID', tbl, fk);
     END IF;
@@ -1630,6 +1673,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
         RAISE EXCEPTION '% is adopted: release_table() gives it back', tbl USING ERRCODE = 'TN409';
     END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_fkey') THEN
+        PERFORM tenantry.lock_tenants_briefly('ACCESS EXCLUSIVE');
+    END IF;
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey', tbl);
     IF drop_column THEN
         EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE tenant_id IS NOT NULL)', tbl) INTO held;
@@ -1793,7 +1839,6 @@ BEGIN
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_keep_tenant_id');
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_shared_rows_follow');
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_shared_rows_truncated');
-    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey', tbl);
     EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', tbl);
     FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
         EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', part);
@@ -1819,6 +1864,12 @@ BEGIN
                        'tenantry_admin, tenantry_logger, tenantry_server', seq);
     END LOOP;
     DELETE FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
+    -- Last: dropping the key drops its trigger on tenants, which locks out
+    -- every tenant's reads until this transaction ends.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_fkey') THEN
+        PERFORM tenantry.lock_tenants_briefly('ACCESS EXCLUSIVE');
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_fkey', tbl);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner. The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted.';

@@ -1796,3 +1796,61 @@ async fn backfilling_existing_rows_for_a_tenant_that_does_not_exist_is_refused_a
         exec(&m, &format!("INSERT INTO {table} (id) VALUES (1000)")).await;
     }
 }
+
+#[tokio::test]
+async fn adopting_and_releasing_a_table_while_long_transactions_use_tenants_never_queue_other_sessions_behind_them(
+) {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE quiet (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id))",
+    )
+    .await;
+    // Other sessions give up after 1 s of waiting for a lock: before, they
+    // queued behind the adoption's (or release's) lock request for as long
+    // as the long transaction lasted.
+    let others = tdb.superuser_client().await;
+    exec(&others, "SET lock_timeout = '1s'").await;
+    let long = tdb.superuser_client().await;
+    for (long_sql, step, others_sql) in [
+        // A writer holds tenants: the key's SHARE ROW EXCLUSIVE waits for it.
+        (
+            "BEGIN; UPDATE tenantry.tenants SET name = name WHERE false",
+            "SELECT adopt_table('quiet')",
+            "UPDATE tenantry.tenants SET name = name WHERE false",
+        ),
+        // A reader holds tenants: dropping the key's ACCESS EXCLUSIVE waits for it.
+        (
+            "BEGIN; SELECT count(*) FROM tenantry.tenants",
+            "SELECT release_table('quiet')",
+            "SELECT count(*) FROM tenantry.tenants",
+        ),
+    ] {
+        exec(&long, long_sql).await;
+        let migration = tdb.superuser_client().await;
+        exec(&migration, "SET search_path = public, tenantry").await;
+        let step_task = tokio::spawn(async move {
+            migration
+                .batch_execute(step)
+                .await
+                .map_err(|e| describe(&e))
+        });
+        for _ in 0..15 {
+            others
+                .batch_execute(others_sql)
+                .await
+                .unwrap_or_else(|e| panic!("{others_sql} while `{step}` waits: {}", describe(&e)));
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        assert!(
+            !step_task.is_finished(),
+            "{step} waits for the long transaction"
+        );
+        exec(&long, "COMMIT").await;
+        step_task
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+    }
+}
