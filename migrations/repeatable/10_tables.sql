@@ -945,12 +945,23 @@ BEGIN
                 SELECT b.referencing::text, 'tiers'::text,
                        format('foreign key %I references %s, whose rows each schema tenant keeps in its own schema''s table, while %s keeps every tenant''s rows in one table: the key cannot see a schema tenant''s rows',
                               b.constraint_name, b.referenced, b.referencing),
-                       format('Give %s a primary key (tenant_id, <one column>) and adopt it again, so that schema tenants get a table of it too; or ALTER TABLE %s DROP CONSTRAINT %I;',
-                              b.referencing, b.referencing, b.constraint_name)
-                FROM tenantry.tier_breaking_references() b
+                       CASE WHEN b.candidate AND NOT b.adopted
+                            THEN format('SELECT tenantry.adopt_table(%L); -- it has the primary key (tenant_id, <one column>) a table family needs: adopted, schema tenants get a table of it too',
+                                        b.referencing::text)
+                            ELSE format('Give %s a primary key (tenant_id, <one column>) and adopt it again, so that schema tenants get a table of it too; or ALTER TABLE %s DROP CONSTRAINT %I;',
+                                        b.referencing, b.referencing, b.constraint_name) END
+                FROM (SELECT r.*,
+                             r.referencing IN (SELECT a.table_id FROM tenantry.tenant_tables a) AS adopted,
+                             (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = r.referencing) = 'r'
+                                 AND tenantry.row_key_column(r.referencing) IS NOT NULL AS candidate
+                      FROM tenantry.tier_breaking_references() r) b
                 WHERE b.referencing = t.table_id
                    OR (b.referenced = t.table_id
-                       AND (tbl IS NOT NULL OR b.referencing NOT IN (SELECT r.table_id FROM tenantry.tenant_tables r)));
+                       AND (tbl IS NOT NULL OR NOT b.adopted)
+                       -- Adopting the referenced table first, then the one
+                       -- that references it (the order of their foreign
+                       -- key): the doctor names the second until it is adopted.
+                       AND NOT (tbl IS NOT NULL AND NOT b.adopted AND b.candidate));
         END IF;
     END LOOP;
     RETURN QUERY

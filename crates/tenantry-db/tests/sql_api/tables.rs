@@ -1854,3 +1854,45 @@ async fn adopting_and_releasing_a_table_while_long_transactions_use_tenants_neve
             .unwrap_or_else(|e| panic!("{step}: {e}"));
     }
 }
+
+#[tokio::test]
+async fn the_readmes_adoption_order_works_when_schema_tenants_exist_and_the_doctor_names_a_child_left_unadopted(
+) {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    let schema = schema_tenant(&m, "enterprise").await;
+    exec(
+        &m,
+        "CREATE TABLE boards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                              name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         CREATE TABLE cards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                             board_id uuid NOT NULL, PRIMARY KEY (tenant_id, id),
+                             FOREIGN KEY (tenant_id, board_id) REFERENCES boards (tenant_id, id));
+         SELECT adopt_table('boards');",
+    )
+    .await;
+    // Between the two calls the doctor says what is left to do.
+    assert_eq!(
+        strings(&m, "SELECT rule || ': ' || fix FROM table_problems()").await,
+        ["tiers: SELECT tenantry.adopt_table('public.cards'); -- it has the primary key (tenant_id, <one column>) a table family needs: adopted, schema tenants get a table of it too"]
+    );
+    exec(&m, "SELECT adopt_table('cards')").await;
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    // `tenantry migrate` brings the schema tenant both tables, in that order,
+    // the key between them its own.
+    let mut su = tdb.superuser_client().await;
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        count(
+            &m,
+            &format!(
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'f'
+                  AND conrelid = '{schema}.cards'::regclass AND confrelid = '{schema}.boards'::regclass"
+            )
+        )
+        .await,
+        1
+    );
+}
