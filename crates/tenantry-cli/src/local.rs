@@ -6,10 +6,16 @@ use tokio_postgres::Config;
 pub use tenantry_axum::shutdown_signal as wait_for_shutdown_signal;
 pub use tenantry_db::local::LocalCluster;
 
-/// A plain connection (its driver task spawned) to `config`.
-async fn connect(config: &Config, what: &str) -> anyhow::Result<tokio_postgres::Client> {
+/// A plain connection (its driver task spawned) to `config`, with TLS as
+/// `tls` says (`tenantry_db::tls`: the connection string's sslmode).
+async fn connect_with(
+    config: &Config,
+    tls: &tenantry_db::tls::TlsSettings,
+    what: &str,
+) -> anyhow::Result<tokio_postgres::Client> {
+    let tls = tenantry_db::tls::connector(tls).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
     let (client, conn) = config
-        .connect(tokio_postgres::NoTls)
+        .connect(tls)
         .await
         .with_context(|| format!("connecting to the database to {what}"))?;
     tokio::spawn(async move {
@@ -23,6 +29,18 @@ async fn connect(config: &Config, what: &str) -> anyhow::Result<tokio_postgres::
     Ok(client)
 }
 
+/// [`connect_with`] the embedded cluster (no TLS settings of its own).
+async fn connect(config: &Config, what: &str) -> anyhow::Result<tokio_postgres::Client> {
+    connect_with(config, &tenantry_db::tls::TlsSettings::default(), what).await
+}
+
+/// A connection to the database `url` names (TLS as its sslmode says).
+pub async fn connect_url(url: &str, what: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (config, tls) =
+        tenantry_db::tls::parse(url).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+    connect_with(&config, &tls, what).await
+}
+
 /// The newest context key of `target`'s database, read as the migration role.
 pub async fn context_key(target: &crate::Target) -> anyhow::Result<tenantry_db::ContextKey> {
     let (client, _cluster) = migration_client(target, "read the context key").await?;
@@ -34,8 +52,7 @@ pub async fn context_key(target: &crate::Target) -> anyhow::Result<tenantry_db::
 
 /// Applies pending migrations through `url` (a role that may create roles).
 pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::Migration>> {
-    let config: Config = url.parse().context("DATABASE_URL")?;
-    let mut client = connect(&config, "migrate").await?;
+    let mut client = connect_url(url, "migrate").await?;
     let migrated = tenantry_db::migrate::migrate(&mut client).await;
     as_migration_role(migrated, "tenantry migrate")
 }
@@ -93,10 +110,7 @@ pub async fn migration_client(
     what: &str,
 ) -> anyhow::Result<(tokio_postgres::Client, Option<LocalCluster>)> {
     match target.database_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => {
-            let config: Config = url.parse().context("DATABASE_URL")?;
-            Ok((connect(&config, what).await?, None))
-        }
+        Some(url) => Ok((connect_url(url, what).await?, None)),
         None => {
             let local = LocalCluster::open(&target.data_dir, None).await?;
             let client = connect(&local.superuser_config(), what).await?;
@@ -123,8 +137,7 @@ pub async fn database(
                 // A role that may read the key (a superuser: the URL your
                 // migrations run with) needs no TENANTRY_CONTEXT_KEY.
                 None => {
-                    let url: Config = url.parse().context("DATABASE_URL")?;
-                    let client = connect(&url, "read the context key").await?;
+                    let client = connect_url(url, "read the context key").await?;
                     match ContextKey::newest(&client).await.ok().flatten() {
                         Some(key) => Some(key),
                         None => anyhow::bail!(

@@ -4,7 +4,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use deadpool::managed::PoolError;
 use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
-use tokio_postgres::{types::Type, NoTls};
+use tokio_postgres::types::Type;
 
 use crate::{
     context::{ContextKey, Contexts, PartCache},
@@ -240,6 +240,8 @@ pub struct Database {
     pool: Pool,
     /// What the pool connects with, for connections of their own (the invalidation listener).
     pg: std::sync::Arc<tokio_postgres::Config>,
+    /// The TLS connector the pool connects with (the connection string's `sslmode`).
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     mode: StatementMode,
     retry: RetryPolicy,
     contexts: Arc<Contexts>,
@@ -344,16 +346,17 @@ impl LoginRoleCheck {
 impl Database {
     /// Builds the pool. No connection is opened until first use.
     pub fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
-        let mut pg: tokio_postgres::Config = match &config.connect_to {
-            ConnectTo::Url(url) => url.parse().map_err(|e| {
+        let (mut pg, tls) = match &config.connect_to {
+            ConnectTo::Url(url) => crate::tls::parse(url).map_err(|e| {
                 DbError::invalid("database_url", format!("invalid database URL: {e}"))
             })?,
-            ConnectTo::Config(pg) => (**pg).clone(),
+            ConnectTo::Config(pg) => ((**pg).clone(), crate::tls::TlsSettings::default()),
         };
+        let tls = crate::tls::connector(&tls).map_err(|e| DbError::invalid("database_url", e))?;
         config.timeouts.apply(&mut pg);
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -379,6 +382,7 @@ impl Database {
         Ok(Self {
             pool,
             pg: pg.into(),
+            tls,
             mode: config.statement_mode,
             retry: config.retry,
             max_connections: config.max_connections.max(1),
@@ -631,6 +635,11 @@ impl Database {
     /// outside the pool (the invalidation listener, [`crate::Invalidations`]).
     pub fn connect_config(&self) -> &tokio_postgres::Config {
         &self.pg
+    }
+
+    /// The TLS connector the pool connects with (see [`crate::tls`]).
+    pub fn tls_connector(&self) -> &tokio_postgres_rustls::MakeRustlsConnect {
+        &self.tls
     }
 }
 

@@ -169,7 +169,10 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             // "error communicating with the server": an io::Error underneath) mean the
             // database is out of reach, not a bug: 503, never 500.
             let io = std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>());
-            if err.is_closed() || io || err.to_string().contains("connection") {
+            // TLS that fails (a certificate refused, a handshake broken off)
+            // leaves the database out of reach the same way.
+            let text = err.to_string();
+            if err.is_closed() || io || text.contains("connection") || text.contains("TLS") {
                 return DbError::Unavailable(with_sources(err));
             }
             return DbError::Internal(with_sources(err));

@@ -29,7 +29,7 @@ use tokio::{
     task::JoinHandle,
     time::Instant,
 };
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::{KeyId, TenantId};
 
@@ -263,10 +263,23 @@ impl Drop for Inner {
 
 impl Invalidations {
     /// Starts listening with `config` (must be called inside a Tokio runtime).
+    /// TLS as the connection string's `sslmode` would without verification
+    /// (`prefer`, `require`: see [`crate::tls`]).
     pub fn listen(config: tokio_postgres::Config, options: ListenOptions) -> Self {
+        let tls = crate::tls::connector(&crate::tls::TlsSettings::default())
+            .expect("the default TLS settings need no file");
+        Self::listen_with(config, tls, options)
+    }
+
+    /// [`Invalidations::listen`] with a TLS connector of one's own.
+    pub fn listen_with(
+        config: tokio_postgres::Config,
+        tls: tokio_postgres_rustls::MakeRustlsConnect,
+        options: ListenOptions,
+    ) -> Self {
         let (tx, _) = broadcast::channel(CAPACITY);
         let state = Arc::new(State::default());
-        let task = tokio::spawn(run(config, options, tx.clone(), state.clone()));
+        let task = tokio::spawn(run(config, tls, options, tx.clone(), state.clone()));
         Self {
             inner: Arc::new(Inner {
                 tx,
@@ -280,7 +293,11 @@ impl Invalidations {
     /// elsewhere, or none.
     pub fn start(db: &crate::Database, to: &ListenTo, options: ListenOptions) -> Self {
         match to {
-            ListenTo::Database => Self::listen(db.connect_config().clone(), options),
+            ListenTo::Database => Self::listen_with(
+                db.connect_config().clone(),
+                db.tls_connector().clone(),
+                options,
+            ),
             ListenTo::Config(config) => Self::listen((**config).clone(), options),
             ListenTo::Off => Self::off(),
         }
@@ -377,13 +394,14 @@ impl Subscription {
 /// The listener task: one session after another, forever.
 async fn run(
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     options: ListenOptions,
     tx: broadcast::Sender<Invalidation>,
     state: Arc<State>,
 ) {
     let mut backoff = options.backoff_min;
     loop {
-        let outcome = session(&config, &options, &tx, &state).await;
+        let outcome = session(&config, &tls, &options, &tx, &state).await;
         let was_listening = state.listening.swap(false, Ordering::AcqRel);
         // Whatever was missed while the connection was going down.
         let _ = tx.send(Invalidation::All);
@@ -410,6 +428,7 @@ fn jittered(d: Duration) -> Duration {
 /// One connection: LISTEN, publish until it fails. `Ok` when the server closed it.
 async fn session(
     config: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
     options: &ListenOptions,
     tx: &broadcast::Sender<Invalidation>,
     state: &State,
@@ -418,7 +437,7 @@ async fn session(
     config.application_name(APPLICATION_NAME);
     let (client, mut connection) = tokio::time::timeout(
         options.heartbeat.max(Duration::from_secs(1)),
-        config.connect(NoTls),
+        config.connect(tls.clone()),
     )
     .await
     .map_err(|_| "connecting timed out".to_owned())?

@@ -71,6 +71,7 @@ mod tenants;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod tiers;
+pub mod tls;
 mod usage;
 
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};

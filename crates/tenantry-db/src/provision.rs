@@ -1,6 +1,6 @@
 //! Provisioning a database for tenantry, given a superuser: create the database if missing, migrate it, let the server's login role in, and hand back both roles' connection settings; plus the one place that turns settings into a libpq string. Starting a server is not here (`tenantry-embedded` does that).
 
-use tokio_postgres::{config::Host, error::SqlState, Client, Config, NoTls};
+use tokio_postgres::{config::Host, error::SqlState, Client, Config};
 
 use crate::{
     migrate::{self, MigrateError, Migration},
@@ -155,15 +155,19 @@ fn same_server(config: &Config) -> Config {
 }
 
 async fn connect(config: &Config) -> Result<Client, ProvisionError> {
-    let (client, connection) =
-        config
-            .connect(NoTls)
-            .await
-            .map_err(|source| ProvisionError::Connect {
-                database: config.get_dbname().unwrap_or_default().to_owned(),
-                user: config.get_user().unwrap_or_default().to_owned(),
-                source,
-            })?;
+    let (client, connection) = config
+        // TLS as the settings' sslmode says, without verification
+        // (prefer, require: crate::tls).
+        .connect(
+            crate::tls::connector(&crate::tls::TlsSettings::default())
+                .expect("the default TLS settings need no file"),
+        )
+        .await
+        .map_err(|source| ProvisionError::Connect {
+            database: config.get_dbname().unwrap_or_default().to_owned(),
+            user: config.get_user().unwrap_or_default().to_owned(),
+            source,
+        })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("provisioning connection: {e}");

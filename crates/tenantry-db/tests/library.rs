@@ -8,6 +8,8 @@ mod invalidation;
 mod own_tables;
 #[path = "library/tiers.rs"]
 mod tiers;
+#[path = "library/tls.rs"]
+mod tls;
 
 use serde_json::json;
 use tenantry_db::{

@@ -15,7 +15,7 @@ const MIGRATION: &str = include_str!("../migrations/0001_tables.sql");
 /// proves each tenant transaction with it.
 pub async fn context_key(migration: &Config) -> anyhow::Result<tenantry_db::ContextKey> {
     let (client, connection) = migration
-        .connect(tokio_postgres::NoTls)
+        .connect(tenantry_db::tls::connector(&Default::default()).map_err(anyhow::Error::msg)?)
         .await
         .context("connecting as the migration role")?;
     let driver = tokio::spawn(connection);
@@ -87,7 +87,7 @@ async fn check_shapes(client: &tokio_postgres::Client) -> anyhow::Result<()> {
 /// `tenantry_owner`).
 pub async fn migrate(migration: &Config) -> anyhow::Result<()> {
     let (client, connection) = migration
-        .connect(tokio_postgres::NoTls)
+        .connect(tenantry_db::tls::connector(&Default::default()).map_err(anyhow::Error::msg)?)
         .await
         .context("connecting as the migration role")?;
     let driver = tokio::spawn(connection);

@@ -1,0 +1,366 @@
+//! TLS to PostgreSQL with libpq's `sslmode` semantics: what a connection string says about encryption and certificates, and the rustls connector that does it.
+//!
+//! - `disable`: no TLS.
+//! - `allow`, `prefer` (the default): TLS when the server offers it, else
+//!   plain; the certificate is not checked (as libpq does).
+//! - `require`: TLS or no connection; the certificate is not checked (as
+//!   libpq does without a root certificate): encryption against passive
+//!   eavesdroppers, not against an active attacker.
+//! - `verify-ca`: TLS, and the server's certificate must chain to a trusted
+//!   root. `verify-full`: the same, and it must name the host connected to.
+//!
+//! Trusted roots: the PEM file `sslrootcert` names (in the URL or as a
+//! `key=value` setting), else `~/.postgresql/root.crt` when it exists (libpq's
+//! default), else the Mozilla roots of `webpki-roots` (publicly trusted
+//! certificates, as managed services such as Neon and Supabase present;
+//! Amazon RDS needs its CA bundle as `sslrootcert`).
+//!
+//! tokio-postgres itself knows only `disable`, `prefer` and `require` and
+//! refuses `sslrootcert`: [`parse`] takes both out of the string first.
+
+use std::{path::PathBuf, sync::Arc};
+
+use rustls::{
+    client::{
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        WebPkiServerVerifier,
+    },
+    crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider},
+    pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// How much of the server's certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Not at all (`prefer`, `require`): encrypted, not authenticated.
+    Nothing,
+    /// It chains to a trusted root (`verify-ca`).
+    Chain,
+    /// It chains to a trusted root and names the host (`verify-full`).
+    ChainAndHost,
+}
+
+/// What a connection string asks of TLS beyond what tokio-postgres reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Certificate checks.
+    pub verify: Verify,
+    /// PEM file of trusted roots (`sslrootcert`).
+    pub root_cert: Option<PathBuf>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            verify: Verify::Nothing,
+            root_cert: None,
+        }
+    }
+}
+
+/// Parses a connection string (URL or `key=value` form) into the driver's
+/// settings and the TLS settings it does not read itself.
+pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings), String> {
+    let mut tls = TlsSettings::default();
+    let mut mode: Option<SslMode> = None;
+    let mut take = |key: &str, value: &str| -> Result<bool, String> {
+        match key {
+            "sslmode" => {
+                let (verify, driver) = match value {
+                    "disable" => (Verify::Nothing, SslMode::Disable),
+                    "allow" | "prefer" => (Verify::Nothing, SslMode::Prefer),
+                    "require" => (Verify::Nothing, SslMode::Require),
+                    "verify-ca" => (Verify::Chain, SslMode::Require),
+                    "verify-full" => (Verify::ChainAndHost, SslMode::Require),
+                    other => {
+                        return Err(format!(
+                            "sslmode {other:?}: expected disable, allow, prefer, require, verify-ca or verify-full"
+                        ))
+                    }
+                };
+                tls.verify = verify;
+                mode = Some(driver);
+                Ok(true)
+            }
+            "sslrootcert" => {
+                tls.root_cert = Some(PathBuf::from(value));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    };
+    let rest = if let Some((base, query)) = conninfo
+        .split_once('?')
+        .filter(|_| conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://"))
+    {
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !take(key, &percent_decode(value)?)? {
+                kept.push(pair);
+            }
+        }
+        if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        }
+    } else if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
+        conninfo.to_owned()
+    } else {
+        // key=value form; these two keys' values never need quotes.
+        let mut kept = Vec::new();
+        for word in conninfo.split_whitespace() {
+            match word.split_once('=') {
+                Some((key, value)) if take(key, value.trim_matches('\''))? => {}
+                _ => kept.push(word),
+            }
+        }
+        kept.join(" ")
+    };
+    let mut config: tokio_postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
+    if let Some(mode) = mode {
+        config.ssl_mode(mode);
+    }
+    if tls.verify != Verify::Nothing && config.get_ssl_mode() == SslMode::Disable {
+        return Err("sslmode verify-ca/verify-full and disable at once".into());
+    }
+    Ok((config, tls))
+}
+
+fn percent_decode(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = value
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("invalid percent-encoding in {value:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{value:?} is not UTF-8 once decoded"))
+}
+
+/// The connector for these settings: rustls on ring, TLS 1.2 and 1.3.
+pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let config = match settings.verify {
+        Verify::Nothing => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth(),
+        Verify::Chain | Verify::ChainAndHost => {
+            let roots = Arc::new(roots(settings.root_cert.as_deref())?);
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| format!("TLS: {e}"))?;
+            if settings.verify == Verify::Chain {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AnyHostName(webpki)))
+                    .with_no_client_auth()
+            } else {
+                builder.with_webpki_verifier(webpki).with_no_client_auth()
+            }
+        }
+    };
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// Trusted roots: the file given, libpq's default file, or webpki-roots.
+fn roots(file: Option<&std::path::Path>) -> Result<RootCertStore, String> {
+    let default = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".postgresql/root.crt"))
+        .filter(|p| p.exists());
+    let mut store = RootCertStore::empty();
+    match file.map(PathBuf::from).or(default) {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+                .and_then(|certs| certs.collect())
+                .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+            let (added, _) = store.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "sslrootcert {}: no certificate in it",
+                    path.display()
+                ));
+            }
+        }
+        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(store)
+}
+
+/// `prefer`/`require`: any certificate (libpq's behaviour), the handshake's
+/// signatures still checked.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain checked, the host name not.
+#[derive(Debug)]
+struct AnyHostName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_modes_and_the_root_file_are_taken_out_of_a_url_and_the_rest_is_the_drivers() {
+        let (config, tls) = parse(
+            "postgres://u:p@db.example.com:6543/app?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(tls.verify, Verify::ChainAndHost);
+        assert_eq!(tls.root_cert, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(config.get_application_name(), Some("x"));
+        assert_eq!(config.get_dbname(), Some("app"));
+    }
+
+    #[test]
+    fn the_key_value_form_is_read_the_same_way() {
+        let (config, tls) =
+            parse("host=db port=5432 user=u sslmode=verify-ca sslrootcert='/tmp/r.pem'").unwrap();
+        assert_eq!(tls.verify, Verify::Chain);
+        assert_eq!(tls.root_cert, Some(PathBuf::from("/tmp/r.pem")));
+        assert_eq!(config.get_ssl_mode(), SslMode::Require);
+    }
+
+    #[test]
+    fn libpqs_other_modes_keep_their_meaning_and_unknown_ones_are_refused() {
+        for (mode, driver) in [
+            ("disable", SslMode::Disable),
+            ("allow", SslMode::Prefer),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+        ] {
+            let (config, tls) = parse(&format!("postgres://h/d?sslmode={mode}")).unwrap();
+            assert_eq!(
+                (config.get_ssl_mode(), tls.verify),
+                (driver, Verify::Nothing)
+            );
+        }
+        let (config, tls) = parse("postgres://h/d").unwrap();
+        assert_eq!(
+            (config.get_ssl_mode(), tls),
+            (SslMode::Prefer, TlsSettings::default())
+        );
+        assert!(parse("postgres://h/d?sslmode=verify")
+            .unwrap_err()
+            .contains("verify-full"));
+    }
+
+    #[test]
+    fn a_root_file_without_certificates_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empty.pem");
+        std::fs::write(&file, "not a certificate").unwrap();
+        let settings = TlsSettings {
+            verify: Verify::ChainAndHost,
+            root_cert: Some(file.clone()),
+        };
+        let err = connector(&settings).map(|_| ()).unwrap_err();
+        assert!(err.contains(&file.display().to_string()), "{err}");
+    }
+}
