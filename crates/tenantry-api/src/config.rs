@@ -74,6 +74,12 @@ pub struct Settings {
     pub key_cache_ttl_ms: u64,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: u64,
+    /// How long an HTTP client has to send a request's headers (on a new
+    /// connection, or between requests on one kept alive), in milliseconds;
+    /// then its connection is closed.
+    pub http_header_timeout_ms: u64,
+    /// HTTP connections open at once; more wait to be accepted.
+    pub http_max_connections: usize,
     /// How long a request waits for a database connection before a 503, in milliseconds.
     pub acquire_timeout_ms: u64,
     /// `statement_timeout` of the server's database sessions, in milliseconds
@@ -129,6 +135,8 @@ impl Default for Settings {
             tenant_stats_period_secs: 60,
             key_cache_ttl_ms: 1_000,
             shutdown_grace_secs: 10,
+            http_header_timeout_ms: 15_000,
+            http_max_connections: 10_000,
             acquire_timeout_ms: 2_000,
             statement_timeout_ms: 30_000,
             idle_in_transaction_timeout_ms: 15_000,
@@ -228,6 +236,8 @@ impl Settings {
             "TENANTRY_TENANT_STATS_PERIOD_SECS" => tenant_stats_period_secs,
             "TENANTRY_KEY_CACHE_TTL_MS" => key_cache_ttl_ms,
             "TENANTRY_SHUTDOWN_GRACE_SECS" => shutdown_grace_secs,
+            "TENANTRY_HTTP_HEADER_TIMEOUT_MS" => http_header_timeout_ms,
+            "TENANTRY_HTTP_MAX_CONNECTIONS" => http_max_connections,
             "TENANTRY_ACQUIRE_TIMEOUT_MS" => acquire_timeout_ms,
             "TENANTRY_STATEMENT_TIMEOUT_MS" => statement_timeout_ms,
             "TENANTRY_IDLE_IN_TRANSACTION_TIMEOUT_MS" => idle_in_transaction_timeout_ms,
@@ -257,6 +267,14 @@ impl Settings {
                  invalidation listener holds a session of its own, which a pooler does not give; \
                  set invalidation_url (TENANTRY_INVALIDATION_URL) to PostgreSQL itself, or to \
                  database_url when no pooler is in between"
+                    .into(),
+            ));
+        }
+        if self.http_header_timeout_ms == 0 || self.http_max_connections == 0 {
+            return Err(SettingsError::Invalid(
+                "http_header_timeout_ms and http_max_connections must be above 0: without a \
+                 deadline for headers, clients that send half a request keep their connections \
+                 for ever"
                     .into(),
             ));
         }

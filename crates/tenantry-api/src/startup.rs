@@ -122,6 +122,8 @@ pub struct Application {
     log_task: JoinHandle<()>,
     maintenance: JoinHandle<()>,
     grace: Duration,
+    /// Header deadline and connection cap of the HTTP server.
+    serve: tenantry_axum::ServeOptions,
     /// Turned true when the grace period is over: the router cancels what still runs.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -177,6 +179,10 @@ impl Application {
             log_task,
             maintenance,
             grace: Duration::from_secs(settings.shutdown_grace_secs),
+            serve: tenantry_axum::ServeOptions {
+                header_read_timeout: Duration::from_millis(settings.http_header_timeout_ms),
+                max_connections: settings.http_max_connections,
+            },
             stopping,
         })
     }
@@ -193,14 +199,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        // The peer's address reaches the extractors (keys limited to source addresses).
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
+        // The peer's address reaches the extractors (keys limited to source
+        // addresses); headers have a deadline, connections a cap.
+        let server = tenantry_axum::serve(self.listener, self.router, self.serve, async move {
             let _ = stop_rx.await;
         });
-        let mut server = tokio::spawn(async move { server.await });
+        let mut server = tokio::spawn(server);
         tokio::select! {
             result = &mut server => {
                 result.map_err(std::io::Error::other)??;

@@ -60,12 +60,14 @@ pub mod idempotency;
 pub mod jwt;
 pub mod people;
 pub mod request_log;
+pub mod serve;
 pub mod tenant_stats;
 
 pub use auth::{AdminToken, KeyCache, RateLimits, TenantCaller};
 pub use error::{ApiError, ProblemCode};
 pub use people::{MemberCache, Person};
 pub use request_log::{RequestId, RequestIdLayer, RequestLog, RequestLogLayer};
+pub use serve::{serve, ServeOptions};
 pub use tenant_stats::{TenantStats, TenantStatsConfig};
 
 /// How [`Tenantry::start`] sets up authentication and the request log.

@@ -126,13 +126,14 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        // The peer's address lets keys limited to source addresses be checked.
-        axum::serve(
+        // The peer's address lets keys limited to source addresses be
+        // checked; slow clients get a deadline for their headers.
+        tenantry_axum::serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            self.router,
+            tenantry_axum::ServeOptions::default(),
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
         .await?;
         drop(self.tenantry);
         let _ = self.flusher.await;

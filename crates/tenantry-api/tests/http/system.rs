@@ -446,3 +446,68 @@ async fn an_error_to_a_request_with_a_body_closes_the_connection_and_says_so() {
         assert!(served.headers().get("connection").is_none());
     }
 }
+
+/// A client that sends half a request's headers, or nothing, and then waits
+/// is closed at the header deadline instead of holding its connection (and
+/// a file descriptor) for as long as it likes: an outside review held
+/// 19,980 such connections open until the server could accept no one. Others
+/// are served meanwhile.
+#[tokio::test]
+async fn clients_that_never_finish_their_headers_are_closed_at_the_deadline_while_others_are_served(
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|s| {
+        s.http_header_timeout_ms = 500;
+        s.http_max_connections = 100;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for i in 0..45 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if i < 40 {
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        slow.push(stream);
+    }
+    let answered = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(answered.status().as_u16(), 200);
+    for (i, stream) in slow.iter_mut().enumerate() {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(
+            closed.is_ok(),
+            "connection {i} ({}) still open 10 s after a 0.5 s deadline",
+            if i < 40 {
+                "half a header"
+            } else {
+                "nothing sent"
+            }
+        );
+    }
+    // A connection kept alive after its request has the same deadline for the next one.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        idle.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an idle kept-alive connection still open 10 s after a 0.5 s deadline"
+    );
+    assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"));
+    let answered = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(answered.status().as_u16(), 200);
+}
