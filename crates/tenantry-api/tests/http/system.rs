@@ -511,3 +511,32 @@ async fn clients_that_never_finish_their_headers_are_closed_at_the_deadline_whil
     let answered = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(answered.status().as_u16(), 200);
 }
+
+/// Made-up HTTP methods are counted as one: a label per method would let
+/// anyone grow /metrics and the server's memory without bound.
+#[tokio::test]
+async fn made_up_http_methods_are_counted_under_one_label() {
+    let app = TestApp::spawn().await;
+    for i in 0..25 {
+        let method = reqwest::Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        let answered = app
+            .client
+            .request(method, app.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert!(answered.status().is_client_error(), "{}", answered.status());
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("method=\"M1X\""), "{metrics}");
+    assert!(metrics.contains("method=\"_OTHER\""), "{metrics}");
+}
