@@ -328,13 +328,18 @@ fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
     DefaultDirectRateLimiter::direct(quota)
 }
 
-/// The token of an `Authorization: Bearer <token>` header, if any.
+/// The token of an `Authorization: Bearer <token>` header, if any. Two or
+/// more `Authorization` headers name no one: which one counts would be the
+/// server's guess (and a proxy's may differ).
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts
+    let mut values = parts
         .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter();
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -60,6 +60,14 @@ pub async fn middleware(req: Request, next: Next) -> Response {
     else {
         return next.run(req).await;
     };
+    if req.headers().get_all(IDEMPOTENCY_KEY).iter().count() > 1 {
+        return ApiError::new(
+            ProblemCode::InvalidHeader,
+            "send Idempotency-Key once: which of several keys counts would be a guess",
+        )
+        .with_field("Idempotency-Key")
+        .into_response();
+    }
     let Some(key) = value.to_str().ok().and_then(IdempotencyKey::parse) else {
         return ApiError::new(
             ProblemCode::InvalidHeader,

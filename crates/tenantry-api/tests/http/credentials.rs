@@ -255,3 +255,24 @@ async fn a_key_with_x_tenant_id_naming_another_tenant_is_refused_and_its_own_ten
         .await;
     deleted.problem(401, "unauthorized");
 }
+
+/// Two `Authorization` headers, even two valid keys of different tenants,
+/// name no one: 401, not whichever the server reads first.
+#[tokio::test]
+async fn two_authorization_headers_are_refused_like_a_missing_key() {
+    let app = TestApp::spawn().await;
+    let (a, b) = (app.tenant("a").await, app.tenant("b").await);
+    let reference = app.send(Method::GET, "/v1/resources", None, None).await;
+    for (first, second) in [(&a.key, &b.key), (&a.key, &a.key)] {
+        let r = app
+            .send_raw(
+                app.client
+                    .get(app.url("/v1/resources"))
+                    .header(reqwest::header::AUTHORIZATION, format!("Bearer {first}"))
+                    .header(reqwest::header::AUTHORIZATION, format!("Bearer {second}")),
+            )
+            .await;
+        r.problem(401, "unauthorized");
+        assert_eq!(r.body["detail"], reference.body["detail"]);
+    }
+}

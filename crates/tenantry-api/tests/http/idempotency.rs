@@ -674,3 +674,22 @@ async fn stored_responses_count_against_the_storage_quota_until_they_expire() {
         .resp
         .expect(201);
 }
+
+/// Two `Idempotency-Key` headers are refused (400), and nothing is written.
+#[tokio::test]
+async fn two_idempotency_keys_on_one_request_are_refused_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let r = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .header("idempotency-key", "first")
+                .header("idempotency-key", "second")
+                .json(&json!({"name": "twice-keyed"})),
+        )
+        .await;
+    r.problem(400, "invalid_header");
+    assert_eq!(resources_named(&app, "twice-keyed").await, 0);
+}
