@@ -193,10 +193,16 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             "TN401" => DbError::PermissionDenied(message),
             "TN422" => DbError::Invalid { field, message },
             _ => match db.code() {
+                // Under row level security PostgreSQL leaves the key's
+                // columns and values out of DETAIL; the constraint's name
+                // (in the message) is the schema's, no use to an API's client.
                 c if *c == SqlState::UNIQUE_VIOLATION => DbError::Conflict(
                     match (db.table(), db.detail().and_then(key_columns)) {
                         (Some(table), Some(columns)) => {
                             format!("a row of {table} with this {columns} already exists")
+                        }
+                        (Some(table), None) => {
+                            format!("a row of {table} with the same key already exists")
                         }
                         _ => message,
                     },
@@ -219,7 +225,12 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 c if *c == SqlState::FOREIGN_KEY_VIOLATION
                     && message.starts_with("update or delete on table") =>
                 {
-                    DbError::Conflict(message)
+                    DbError::Conflict(match db.table() {
+                        Some(referencing) => {
+                            format!("the row is still named by rows of {referencing}")
+                        }
+                        None => message,
+                    })
                 }
                 c if *c == SqlState::FOREIGN_KEY_VIOLATION => DbError::NotFound(
                     match (
@@ -229,6 +240,9 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                     ) {
                         (Some(table), Some(columns), Some(referenced)) => format!(
                             "the row of {referenced} that this row of {table} names by its {columns} was not found"
+                        ),
+                        (Some(table), None, Some(referenced)) => format!(
+                            "the row of {referenced} that this row of {table} names was not found"
                         ),
                         _ => message,
                     },
