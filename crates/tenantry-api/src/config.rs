@@ -352,10 +352,9 @@ impl Settings {
         match &self.invalidation_url {
             None => Ok(ListenTo::Database),
             // The URL may hold a password: the error names only the setting.
-            Some(url) => url
-                .expose()
-                .parse()
-                .map(|config| ListenTo::Config(Box::new(config)))
+            Some(url) => tenantry_db::tls::parse(url.expose())
+                .and_then(|(_, tls)| tenantry_db::tls::connector(&tls).map(|_| ()))
+                .map(|()| ListenTo::Url(url.expose().to_owned()))
                 .map_err(|e| SettingsError::Invalid(format!("invalid invalidation_url: {e}"))),
         }
     }
@@ -483,7 +482,7 @@ mod tests {
             (k == "TENANTRY_INVALIDATION_URL").then(|| "postgres://direct@db:5432/t".to_owned())
         })
         .unwrap();
-        assert!(matches!(s.invalidations(), Ok(ListenTo::Config(_))));
+        assert!(matches!(s.invalidations(), Ok(ListenTo::Url(_))));
         let refused = Settings::default()
             .apply_env(|k| {
                 (k == "TENANTRY_INVALIDATION_URL")

@@ -246,6 +246,14 @@ impl IntoResponse for ApiError {
 /// ([`ApiError::rate_limited`] does).
 const RETRY_AFTER_SECS: &str = "1";
 
+/// A driver error from a handler's own use of a row (`row.try_get`, …):
+/// mapped as the library maps it ([`DbError`]).
+impl From<tenantry_db::tokio_postgres::Error> for ApiError {
+    fn from(err: tenantry_db::tokio_postgres::Error) -> Self {
+        DbError::from(err).into()
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         match err {

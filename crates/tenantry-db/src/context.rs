@@ -127,12 +127,15 @@ impl fmt::Debug for ContextKey {
     }
 }
 
+/// A string that is not a context key (`<id>:<64 hex digits>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a context key is <id>:<64 hex digits> (`tenantry context-key` prints it)")]
+pub struct MalformedContextKey;
+
 impl FromStr for ContextKey {
-    type Err = String;
+    type Err = MalformedContextKey;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let malformed = || {
-            "a context key is <id>:<64 hex digits> (`tenantry context-key` prints it)".to_owned()
-        };
+        let malformed = || MalformedContextKey;
         let (id, secret) = s.trim().split_once(':').ok_or_else(malformed)?;
         let id: i32 = id.parse().map_err(|_| malformed())?;
         let secret: [u8; 32] = hex::decode(secret)

@@ -194,6 +194,9 @@ pub enum ListenTo {
     Database,
     /// Somewhere else: PostgreSQL itself when the pool goes through pgbouncer.
     Config(Box<tokio_postgres::Config>),
+    /// Somewhere else, as a connection string: its `sslmode` and
+    /// `sslrootcert` apply as for the pool ([`crate::tls`]).
+    Url(String),
     /// Nowhere: caches rely on their time to live alone.
     Off,
 }
@@ -204,6 +207,7 @@ impl fmt::Debug for ListenTo {
         f.write_str(match self {
             ListenTo::Database => "Database",
             ListenTo::Config(_) => "Config(..)",
+            ListenTo::Url(_) => "Url(..)",
             ListenTo::Off => "Off",
         })
     }
@@ -299,6 +303,18 @@ impl Invalidations {
                 options,
             ),
             ListenTo::Config(config) => Self::listen((**config).clone(), options),
+            ListenTo::Url(url) => {
+                match crate::tls::parse(url)
+                    .and_then(|(config, tls)| Ok((config, crate::tls::connector(&tls)?)))
+                {
+                    Ok((config, tls)) => Self::listen_with(config, tls, options),
+                    Err(e) => {
+                        // The settings check this before anything starts.
+                        tracing::error!(error = %e, "invalidation listener: bad connection string; not listening");
+                        Self::off()
+                    }
+                }
+            }
             ListenTo::Off => Self::off(),
         }
     }

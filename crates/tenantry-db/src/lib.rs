@@ -75,7 +75,9 @@ pub mod tls;
 mod usage;
 
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};
-pub use context::{ContextKey, SignedContext};
+pub use context::{ContextKey, MalformedContextKey, SignedContext};
+/// The driver tenantry speaks to PostgreSQL with: `Row`, `ToSql`, `types::Type` and the rest, at the version the library was built against (no second dependency to keep in step).
+pub use tokio_postgres;
 pub use context_keys::{ContextKeyError, ContextKeyInfo};
 pub use database::{
     ConnectTo, Database, DatabaseConfig, LoginRoleCheck, PowerfulRole, StatementMode, Timeouts,
