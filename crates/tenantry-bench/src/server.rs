@@ -88,7 +88,9 @@ pub async fn child_main(args: ChildArgs) -> anyhow::Result<()> {
         .ok()
         .map(|k| k.parse())
         .transpose()
-        .map_err(|e: tenantry_db::MalformedContextKey| anyhow::anyhow!("TENANTRY_CONTEXT_KEY: {e}"))?;
+        .map_err(|e: tenantry_db::MalformedContextKey| {
+            anyhow::anyhow!("TENANTRY_CONTEXT_KEY: {e}")
+        })?;
     config.max_connections = settings.max_connections;
     let db = Database::connect(&config)?;
     db.check_schema().await?;

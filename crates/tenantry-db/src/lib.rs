@@ -76,8 +76,6 @@ mod usage;
 
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};
 pub use context::{ContextKey, MalformedContextKey, SignedContext};
-/// The driver tenantry speaks to PostgreSQL with: `Row`, `ToSql`, `types::Type` and the rest, at the version the library was built against (no second dependency to keep in step).
-pub use tokio_postgres;
 pub use context_keys::{ContextKeyError, ContextKeyInfo};
 pub use database::{
     ConnectTo, Database, DatabaseConfig, LoginRoleCheck, PowerfulRole, StatementMode, Timeouts,
@@ -106,6 +104,8 @@ pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
 pub use tables::{AdoptOptions, ExistingRows, TableError, TableProblem, TenantTable};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
 pub use tiers::{MoveProgress, TierMove};
+/// The driver tenantry speaks to PostgreSQL with: `Row`, `ToSql`, `types::Type` and the rest, at the version the library was built against (no second dependency to keep in step).
+pub use tokio_postgres;
 pub use usage::{
     AdoptedTableUsage, AuditEntry, AuditQuery, KeyUsage, MetricsRow, RequestLogEntry,
     ResourceUsage, TopTenant, UsageRanking,

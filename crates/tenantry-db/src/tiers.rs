@@ -232,9 +232,44 @@ impl Database {
             });
         };
         progress(MoveProgress::Started { rows, resumed });
+        match self.move_steps(actor, &args, &mut progress).await {
+            Ok(moved) => Ok(moved),
+            // Another caller (a second request for the same move, a resumed
+            // CLI run) finished the move first: its record is gone. When the
+            // tenant is now where it was asked to go, the move is done.
+            Err(DbError::NotFound(message)) => {
+                let now = self
+                    .in_admin(actor, &args, |scope, (id, _, _)| {
+                        Box::pin(async move { Ok(scope.get_tenant(*id).await?.isolation) })
+                    })
+                    .await?;
+                if now == to {
+                    Ok(TierMove {
+                        tenant_id: id,
+                        isolation: to,
+                        rows_moved: 0,
+                        cutover_rows: 0,
+                        cutover_ms: 0.0,
+                    })
+                } else {
+                    Err(DbError::NotFound(message))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The steps of [`Database::move_tenant`] after its start.
+    async fn move_steps(
+        &self,
+        actor: &str,
+        args: &(TenantId, Isolation, i32),
+        progress: &mut impl FnMut(MoveProgress),
+    ) -> Result<TierMove, DbError> {
+        let batch = args.2;
         loop {
             let open = self
-                .in_admin(actor, &args, |scope, (id, _, _)| {
+                .in_admin(actor, args, |scope, (id, _, _)| {
                     Box::pin(scope.tier_move_wait(*id))
                 })
                 .await?;
@@ -245,7 +280,7 @@ impl Database {
         }
         loop {
             let copied = self
-                .in_admin(actor, &args, |scope, (id, _, batch)| {
+                .in_admin(actor, args, |scope, (id, _, batch)| {
                     Box::pin(scope.tier_move_copy(*id, *batch))
                 })
                 .await?;
@@ -256,7 +291,7 @@ impl Database {
         }
         loop {
             let writes = self
-                .in_admin(actor, &args, |scope, (id, _, batch)| {
+                .in_admin(actor, args, |scope, (id, _, batch)| {
                     Box::pin(scope.tier_move_catch_up(*id, *batch))
                 })
                 .await?;
@@ -269,7 +304,7 @@ impl Database {
         }
         progress(MoveProgress::CuttingOver);
         let moved = self
-            .in_admin(actor, &args, |scope, (id, _, _)| {
+            .in_admin(actor, args, |scope, (id, _, _)| {
                 Box::pin(scope.tier_move_finish(*id))
             })
             .await?;
@@ -278,7 +313,7 @@ impl Database {
         // goes with the next move or cleanup.
         for _ in 0..20 {
             let done = self
-                .in_admin(actor, &args, |scope, (id, _, _)| {
+                .in_admin(actor, args, |scope, (id, _, _)| {
                     Box::pin(scope.tier_move_cleanup(*id))
                 })
                 .await?;

@@ -410,3 +410,32 @@ async fn a_pool_whose_route_went_stale_when_another_pool_moved_the_tenant_never_
     }
     eprintln!("stale route answers: {observed:#?}");
 }
+
+/// Two callers moving one tenant to the same tier at once (two requests, a
+/// CLI run resumed while another finishes): both end well, whichever
+/// finishes the move, and the tenant is there with every row once. One of
+/// them answered 404 "not being moved" before (outside load review).
+#[tokio::test]
+async fn two_callers_moving_a_tenant_to_the_same_tier_at_once_both_end_well() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    for round in 0..4 {
+        let t = tenant_in(&db, &format!("racing {round}"), None, Isolation::Shared).await;
+        for i in 0..30 {
+            resource(&db, t, &format!("r{i}")).await;
+        }
+        for to in [Isolation::Schema, Isolation::Shared] {
+            let (first, second) = tokio::join!(
+                db.move_tenant("one", t, to, 7, |_| {}),
+                db.move_tenant("two", t, to, 7, |_| {}),
+            );
+            let (first, second) = (first.unwrap(), second.unwrap());
+            assert_eq!((first.isolation, second.isolation), (to, to));
+            let places = places_of(&su, t).await;
+            assert_eq!(places.len(), 1, "{places:?}");
+            assert_eq!(places[0].1, 30, "{places:?}");
+            assert_eq!(places[0].0, home_of(&su, t).await);
+        }
+    }
+}
