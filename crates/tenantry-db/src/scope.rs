@@ -1025,9 +1025,15 @@ impl Tx {
 
     pub(crate) async fn commit(mut self) -> Result<(), DbError> {
         if self.failed {
-            return Err(DbError::Internal(
-                "transaction aborted by an earlier error; nothing was committed".into(),
-            ));
+            return Err(DbError::Internal(if self.runs_caller_sql {
+                // SQL of the caller's may have ended the transaction with a
+                // COMMIT of its own before the error: that part stays.
+                "transaction aborted by an earlier error; nothing more was committed (what a \
+                 COMMIT in your own SQL committed before it stays)"
+                    .into()
+            } else {
+                "transaction aborted by an earlier error; nothing was committed".into()
+            }));
         }
         if self.setup.is_some() {
             // Nothing was ever sent: there is nothing to commit.

@@ -209,6 +209,43 @@ async fn a_commit_after_sql_that_ended_the_librarys_transaction_is_an_error_and_
     }
 }
 
+/// A COMMIT of the caller's own, then a statement that fails: the scope
+/// cannot say "nothing was committed", since the first write was.
+#[tokio::test]
+async fn a_failure_after_sql_that_committed_for_itself_does_not_report_that_nothing_was_committed()
+{
+    let (w, db, a, _b, _c_schema) = projects_world().await;
+    let su = w.tdb.superuser_client().await;
+    let name = format!("committed-by-sql-{}", Uuid::new_v4());
+    let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+    scope
+        .execute("INSERT INTO projects (name) VALUES ($1)", &[&name])
+        .await
+        .unwrap();
+    scope.execute("COMMIT", &[]).await.unwrap();
+    // Outside the transaction, without a context: the policy refuses it.
+    scope
+        .execute("INSERT INTO projects (name) VALUES ('after')", &[])
+        .await
+        .unwrap_err();
+    match scope.commit().await {
+        Err(DbError::Internal(message)) => {
+            assert!(!message.ends_with("nothing was committed"), "{message}");
+            assert!(message.contains("stays"), "{message}");
+        }
+        other => panic!("the commit was reported: {other:?}"),
+    }
+    let n: i64 = su
+        .query_one(
+            "SELECT count(*) FROM public.projects WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
 #[tokio::test]
 async fn a_scope_that_sends_nothing_in_between_does_not_spare_the_next_transaction_the_session_check(
 ) {
