@@ -178,7 +178,7 @@ fn print_tables(list: &[TenantTable]) {
 /// Checks every adopted table and every schema tenant's schema version;
 /// exits non-zero when one breaks a rule or is behind.
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
-    let (client, _cluster) = local::migration_client(&args.target, "check tables").await?;
+    let (client, cluster) = local::migration_client(&args.target, "check tables").await?;
     let mut problems =
         local::as_migration_role(tables::table_problems(&client).await, "tenantry doctor")?;
     // Schema tenants whose schema has not run every tenant-schema step.
@@ -201,7 +201,32 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
         json(&problems)?;
     } else if problems.is_empty() {
         let n = tables::tenant_tables(&client).await?.len();
-        outln!("{n} adopted table(s), no problem found");
+        // Which database: a green result for the wrong one misleads.
+        let checked = match &cluster {
+            Some(local) => {
+                let place = local
+                    .location()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| args.target.data_dir.display().to_string());
+                if local.applied().is_empty() {
+                    format!("the embedded cluster in {place}")
+                } else {
+                    format!(
+                        "the embedded cluster in {place}, just created or migrated: set DATABASE_URL \
+                         to check your own database"
+                    )
+                }
+            }
+            None => client
+                .query_one(
+                    "SELECT format('database %s on %s', current_database(),
+                                   coalesce(inet_server_addr()::text || ':' || inet_server_port(), 'a local socket'))",
+                    &[],
+                )
+                .await?
+                .get(0),
+        };
+        outln!("{n} adopted table(s), no problem found ({checked})");
     } else {
         print_problems(&problems);
     }

@@ -116,8 +116,8 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
     let (stdout, err) = text(&out);
     assert!(out.status.success(), "{err}");
     assert!(
-        stdout.contains("1 adopted table(s), no problem found"),
-        "{stdout}"
+        stdout.contains("1 adopted table(s), no problem found (database "),
+        "the doctor says which database it checked: {stdout}"
     );
 
     // Someone switches RLS off: the doctor names it, with the fix, and exits 1.
