@@ -97,7 +97,24 @@ async fn close_after_unread_body(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim() != "0")
         || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
-    let mut response = next.run(request).await;
+    // A body compressed (or otherwise encoded) is not read as if it were
+    // plain JSON: a plain body labelled gzip was taken, a gzipped one refused
+    // as invalid JSON.
+    let encoded = headers
+        .get_all(axum::http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            !v.to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+        });
+    let mut response = if encoded {
+        axum::response::IntoResponse::into_response(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            "Content-Encoding is not supported: send the body uncompressed",
+        ))
+    } else {
+        next.run(request).await
+    };
     if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,

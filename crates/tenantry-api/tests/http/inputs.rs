@@ -685,3 +685,38 @@ async fn a_nul_character_anywhere_is_a_422_that_says_so_and_writes_nothing() {
     }
     assert_eq!(snapshot(&app).await, before);
 }
+
+/// A body with a Content-Encoding (gzip, ...) is refused with 415, never read
+/// as if it were plain, and nothing is written.
+#[tokio::test]
+async fn an_encoded_body_is_refused_with_415_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    for encoding in ["gzip", "br", "identity, gzip"] {
+        let r = app
+            .send_raw(
+                app.client
+                    .post(app.url("/v1/resources"))
+                    .bearer_auth(&t.key)
+                    .header("content-type", "application/json")
+                    .header("content-encoding", encoding)
+                    .body(r#"{"name":"labelled"}"#),
+            )
+            .await;
+        r.problem(415, "unsupported_media_type");
+    }
+    let plain = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .header("content-type", "application/json")
+                .header("content-encoding", "identity")
+                .body(r#"{"name":"plain"}"#),
+        )
+        .await;
+    assert_eq!(plain.status, 201);
+    let listed = app.get("/v1/resources", &t.key).await;
+    listed.expect(200);
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+}
