@@ -187,8 +187,7 @@ pub async fn adopt_table(
     // The owner before the backfill: a migration role that is no superuser
     // hands the table to tenantry_owner to validate its tenant foreign key,
     // and release_table gives the table back to the owner recorded.
-    let mut owner_before: Option<String> = None;
-    if backfilling {
+    let owner_before: Option<String> = if backfilling {
         // Refusals that depend on the options come before anything changes.
         client
             .execute(
@@ -196,7 +195,7 @@ pub async fn adopt_table(
                 &[&table, &options.sharing, &options.write_permission],
             )
             .await?;
-        owner_before = client
+        let owner = client
             .query_one(
                 "SELECT c.relowner::regrole::text FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
                 &[&table],
@@ -212,7 +211,10 @@ pub async fn adopt_table(
             &mut progress,
         )
         .await?;
-    }
+        owner
+    } else {
+        validate_tenant_key_first(client, table, options).await?
+    };
     let row = client
         .query_one(
             &format!(
@@ -235,6 +237,73 @@ pub async fn adopt_table(
         }
     }
     Ok(adopted)
+}
+
+/// A plain table that already names its tenants (`tenant_id uuid`), not
+/// adopted yet and without a validated key to `tenantry.tenants`: the key is
+/// added NOT VALID and validated in transactions of their own first, as a
+/// backfill does, so that adopt_table's transaction takes no lock on
+/// `tenantry.tenants` while it reads the whole table (which held back every
+/// tenant's creation for as long). Returns the table's owner before, when it
+/// did this; a refusal leaves the table as it was.
+async fn validate_tenant_key_first(
+    client: &Client,
+    table: &str,
+    options: &AdoptOptions,
+) -> Result<Option<String>, TableError> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT c.relowner::regrole::text,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                             WHERE k.conrelid = c.oid AND k.conname = 'tenantry_tenant_id_fkey')
+               FROM pg_catalog.pg_class c
+              WHERE c.oid = $1::text::regclass AND c.relkind = 'r'
+                AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = c.oid)
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                             WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+                               AND a.atttypid = 'uuid'::regtype)
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                                 WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.convalidated
+                                   AND k.confrelid = 'tenantry.tenants'::regclass)",
+            &[&table],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (owner, had_key): (String, bool) = (row.get(0), row.get(1));
+    // Refusals first: nothing changes for a table adopt_table would refuse.
+    client
+        .execute(
+            "SELECT tenantry.check_adopt_options($1::text::regclass, $2, $3)",
+            &[&table, &options.sharing, &options.write_permission],
+        )
+        .await?;
+    client
+        .execute(
+            "SELECT tenantry.check_adoptable($1::text::regclass)",
+            &[&table],
+        )
+        .await?;
+    client
+        .execute(
+            "SELECT tenantry.ensure_tenant_fk($1::text::regclass, false)",
+            &[&table],
+        )
+        .await?;
+    if let Err(e) = client
+        .execute(
+            "SELECT tenantry.ensure_tenant_fk($1::text::regclass, true)",
+            &[&table],
+        )
+        .await
+    {
+        if !had_key {
+            undo_backfill_prepare(client, table, false).await?;
+        }
+        return Err(e.into());
+    }
+    Ok(Some(owner))
 }
 
 /// Takes back what step 1 of a backfill added (the constraints, and

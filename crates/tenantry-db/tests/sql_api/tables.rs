@@ -1896,3 +1896,49 @@ async fn the_readmes_adoption_order_works_when_schema_tenants_exist_and_the_doct
         1
     );
 }
+
+/// Through the library (`tenantry table adopt`), a table that already names
+/// its tenants gets its key to tenants validated before adopt_table's own
+/// transaction: adopted as before when every tenant exists, and refused,
+/// changing nothing, when a row names one that does not.
+#[tokio::test]
+async fn the_library_adopts_a_table_naming_its_tenants_after_validating_its_key_and_a_missing_tenant_changes_nothing(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    exec(
+        &m,
+        &format!(
+            "CREATE TABLE named (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+             INSERT INTO named SELECT '{a}', g FROM generate_series(1, 500) g;
+             CREATE TABLE misnamed (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+             INSERT INTO misnamed SELECT '{a}', g FROM generate_series(1, 500) g;
+             INSERT INTO misnamed VALUES (gen_random_uuid(), 0);"
+        ),
+    )
+    .await;
+    let before = table_state(&m, "misnamed").await;
+    match tenantry_db::tables::adopt_table(&m, "misnamed", &Default::default(), |_| {}).await {
+        Err(tenantry_db::TableError::Refused { code, message, .. }) => {
+            assert_eq!(code, "TN422");
+            assert!(message.contains("tenant that does not exist"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(table_state(&m, "misnamed").await, before);
+    let adopted = tenantry_db::tables::adopt_table(&m, "named", &Default::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(adopted.previous_owner, "postgres");
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    assert_eq!(
+        count(
+            &m,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'named'::regclass
+              AND confrelid = 'tenantry.tenants'::regclass AND convalidated"
+        )
+        .await,
+        1
+    );
+}
