@@ -25,8 +25,11 @@ use rustls::{
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
         WebPkiServerVerifier,
     },
-    crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider},
-    pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
+    crypto::{
+        verify_tls12_signature, verify_tls13_signature, verify_tls13_signature_with_raw_key,
+        CryptoProvider,
+    },
+    pki_types::{pem::PemObject, CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime},
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio_postgres::config::SslMode;
@@ -241,17 +244,38 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        let algorithms = &self.0.signature_verification_algorithms;
+        match verify_tls13_signature(message, cert, dss, algorithms) {
+            // A certificate webpki does not read (X.509 v1, as Citus makes
+            // its own): the handshake is still signed with its key.
+            Err(rustls::Error::InvalidCertificate(_)) => {
+                let spki = subject_public_key_info(cert)?;
+                verify_tls13_signature_with_raw_key(message, &spki, dss, algorithms)
+            }
+            other => other,
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// The public key (SubjectPublicKeyInfo, DER) of any X.509 certificate.
+fn subject_public_key_info(
+    cert: &CertificateDer<'_>,
+) -> Result<SubjectPublicKeyInfoDer<'static>, rustls::Error> {
+    use x509_cert::der::{Decode, Encode};
+    let unreadable = |e: x509_cert::der::Error| {
+        rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
+    };
+    let parsed = x509_cert::Certificate::from_der(cert.as_ref()).map_err(unreadable)?;
+    let der = parsed
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(unreadable)?;
+    Ok(SubjectPublicKeyInfoDer::from(der))
 }
 
 /// `verify-ca`: the chain checked, the host name not.

@@ -228,4 +228,39 @@ async fn the_pool_connects_over_tls_as_sslmode_says_and_verify_full_refuses_anot
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // A certificate webpki does not read (X.509 v1, as Citus makes its
+    // own): require still connects, encrypted, as libpq does.
+    openssl(
+        certs.path(),
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=old", "-keyout", "v1.key",
+            "-out", "v1.csr",
+        ],
+    );
+    openssl(
+        certs.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "v1.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "v1.crt",
+        ],
+    );
+    for (from, to) in [("v1.crt", "server.crt"), ("v1.key", "server.key")] {
+        std::fs::copy(certs.path().join(from), pgdata.join(to)).unwrap();
+    }
+    su.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let old = db("sslmode=require".into());
+    create(&old).await.unwrap();
+    assert!(tls_in_use(&su).await > 0);
+    drop(old);
 }
