@@ -184,9 +184,7 @@ BEGIN
     END LOOP;
     -- Identity columns got sequences of the copy's own: the app inserts through them.
     FOR seq IN
-        SELECT d.objid::regclass FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-          AND d.refobjid = copy AND d.deptype IN ('a', 'i')
+        SELECT * FROM tenantry.owned_sequences(copy)
     LOOP
         EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', seq);
         EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tenantry_app_own', seq);

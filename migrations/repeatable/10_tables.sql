@@ -320,6 +320,21 @@ $$;
 COMMENT ON FUNCTION tenantry.write_permission_predicate(text) IS 'Internal: the policy expression requiring a permission (tenantry.authorize(''<name>''::text)). Granted to the roles that run the doctor, like tenant_table_predicate.';
 GRANT EXECUTE ON FUNCTION tenantry.write_permission_predicate(text) TO tenantry_admin, tenantry_server;
 
+/** The sequences of a table's serial and identity columns. */
+CREATE OR REPLACE FUNCTION tenantry.owned_sequences(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.objid::regclass
+    FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+    WHERE d.classid = 'pg_catalog.pg_class'::regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::regclass
+      AND d.refobjid = tbl AND d.deptype IN ('a', 'i')
+$$;
+COMMENT ON FUNCTION tenantry.owned_sequences(regclass) IS 'Internal: the sequences of a table''s serial and identity columns (secure_tenant_table grants their use, release_table takes it back). Not granted.';
+
 /**
  * The triggers an adopted table has, each as pg_get_triggerdef prints it
  * (the doctor compares them so: timing, events, columns, level, condition
@@ -434,12 +449,7 @@ BEGIN
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %s TO tenantry_app_own', tbl);
     -- serial columns: inserts call nextval() with the caller's rights.
     FOR seq IN
-        SELECT d.objid::regclass
-        FROM pg_catalog.pg_depend d
-        JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-        WHERE d.classid = 'pg_catalog.pg_class'::regclass
-          AND d.refclassid = 'pg_catalog.pg_class'::regclass
-          AND d.refobjid = tbl AND d.deptype IN ('a', 'i')
+        SELECT * FROM tenantry.owned_sequences(tbl)
     LOOP
         EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', seq);
         EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tenantry_app_own', seq);
@@ -1864,12 +1874,7 @@ BEGIN
     END LOOP;
     -- The serial columns' sequences (secure_tenant_table granted their use).
     FOR seq IN
-        SELECT d.objid::regclass
-        FROM pg_catalog.pg_depend d
-        JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-        WHERE d.classid = 'pg_catalog.pg_class'::regclass
-          AND d.refclassid = 'pg_catalog.pg_class'::regclass
-          AND d.refobjid = tbl AND d.deptype IN ('a', 'i')
+        SELECT * FROM tenantry.owned_sequences(tbl)
     LOOP
         EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM tenantry_app, tenantry_app_own, tenantry_app_shared, '
                        'tenantry_admin, tenantry_logger, tenantry_server', seq);
