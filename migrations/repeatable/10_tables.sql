@@ -536,9 +536,9 @@ DECLARE
     other_roles text[];
 BEGIN
     granted_roles := ARRAY(
-        SELECT DISTINCT r.rolname::text
+        SELECT DISTINCT r.oid::regrole::text
         FROM pg_catalog.pg_roles r
-        WHERE r.rolname = ANY (acting_roles)
+        WHERE r.rolname::text = ANY (acting_roles)
            OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles l
                       WHERE l.rolcanlogin AND NOT l.rolsuper AND NOT l.rolbypassrls
                         AND NOT pg_catalog.pg_has_role(l.oid, 'tenantry_owner', 'MEMBER')
@@ -693,6 +693,11 @@ BEGIN
                 WHERE acl.grantee <> part.relowner
                   AND (acl.grantee = 0
                        OR (acl.grantee::regrole::text = ANY (granted_roles)
+                           -- Row level security governs what other roles
+                           -- read and write (no policy of theirs: nothing);
+                           -- it cannot govern these three.
+                           AND (acl.grantee::regrole::text = ANY (acting_roles)
+                                OR acl.privilege_type IN ('TRUNCATE', 'TRIGGER', 'REFERENCES'))
                            AND NOT (part.rel = t.table_id AND acl.grantee = 'tenantry_app_own'::regrole::oid
                                     AND acl.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE'))));
             RETURN QUERY
@@ -703,7 +708,8 @@ BEGIN
                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END)
                 FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) acl
                 WHERE a.attrelid = part.rel AND a.attacl IS NOT NULL
-                  AND (acl.grantee = 0 OR acl.grantee::regrole::text = ANY (granted_roles));
+                  AND (acl.grantee = 0 OR acl.grantee::regrole::text = ANY (acting_roles)
+                       OR (acl.grantee::regrole::text = ANY (granted_roles) AND acl.privilege_type = 'REFERENCES'));
             -- Every index leads with tenant_id: an index scan then never touches
             -- another tenant's rows, so EXPLAIN ANALYZE cannot count them.
             RETURN QUERY
@@ -1106,15 +1112,15 @@ COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule 
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
- * Takes a lock on tenantry.tenants that every tenant's transactions would
- * otherwise queue behind (adding a foreign key to it: SHARE ROW EXCLUSIVE,
- * which waits for its writers; dropping one: ACCESS EXCLUSIVE, which waits
- * for its readers) without making them wait for more than a moment: each
- * try waits at most 50 ms, then lets the queue go and tries again, for up
- * to 30 s. The lock is then held to the end of the transaction, which the
- * callers keep short. TN503 when it could not be had.
+ * The locks adding (dropping) the foreign key from a table to
+ * tenantry.tenants takes: ACCESS EXCLUSIVE on the table, and SHARE ROW
+ * EXCLUSIVE (ACCESS EXCLUSIVE) on tenants, which every tenant's transactions
+ * would queue behind while it waits. Taken together and first in the
+ * transaction, in tries of at most 50 ms each, for up to 30 s: nobody waits
+ * for it longer than a try, and, holding nothing else yet, it cannot be one
+ * side of a deadlock PostgreSQL would not see. TN503 when they could not be had.
  */
-CREATE OR REPLACE FUNCTION tenantry.lock_tenants_briefly(lock_mode text)
+CREATE OR REPLACE FUNCTION tenantry.lock_for_tenant_key(tbl regclass, dropping boolean)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1123,19 +1129,18 @@ DECLARE
     previous text := pg_catalog.current_setting('lock_timeout');
     started timestamptz := pg_catalog.clock_timestamp();
 BEGIN
-    IF lock_mode NOT IN ('SHARE ROW EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
-        RAISE EXCEPTION 'unexpected lock mode %', lock_mode USING ERRCODE = 'TN422';
-    END IF;
     LOOP
         BEGIN
             PERFORM pg_catalog.set_config('lock_timeout', '50ms', true);
-            EXECUTE format('LOCK TABLE tenantry.tenants IN %s MODE', lock_mode);
+            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+            EXECUTE format('LOCK TABLE tenantry.tenants IN %s MODE',
+                           CASE WHEN dropping THEN 'ACCESS EXCLUSIVE' ELSE 'SHARE ROW EXCLUSIVE' END);
             PERFORM pg_catalog.set_config('lock_timeout', previous, true);
             RETURN;
         EXCEPTION WHEN lock_not_available THEN
             PERFORM pg_catalog.set_config('lock_timeout', previous, true);
             IF pg_catalog.clock_timestamp() - started > interval '30 seconds' THEN
-                RAISE EXCEPTION 'tenantry.tenants stayed busy for 30 s: try again when the long transactions on it have ended'
+                RAISE EXCEPTION '% and tenantry.tenants stayed busy for 30 s: try again when the long transactions on them have ended', tbl
                     USING ERRCODE = 'TN503',
                     HINT = 'SELECT pid, xact_start, query FROM pg_stat_activity WHERE xact_start < now() - interval ''30 seconds'' shows them.';
             END IF;
@@ -1144,7 +1149,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION tenantry.lock_tenants_briefly(text) IS 'Internal (adopting and releasing tables): takes the lock adding (SHARE ROW EXCLUSIVE) or dropping (ACCESS EXCLUSIVE) a foreign key to tenantry.tenants needs, in tries of at most 50 ms, so that tenants'' transactions never queue behind it for longer; TN503 after 30 s. Not granted.';
+COMMENT ON FUNCTION tenantry.lock_for_tenant_key(regclass, boolean) IS 'Internal (adopting, backfilling and releasing tables): the locks adding or dropping a table''s foreign key to tenantry.tenants takes, both at once, in tries of at most 50 ms, so that tenants'' transactions never queue behind them for longer; TN503 after 30 s. Not granted.';
 
 /**
  * tenant_id's foreign key to tenantry.tenants: added NOT VALID when missing
@@ -1177,14 +1182,14 @@ BEGIN
     IF fk IS NULL THEN
         IF (SELECT c.relkind = 'p' FROM pg_catalog.pg_class c WHERE c.oid = tbl) THEN
             IF validate THEN
-                PERFORM tenantry.lock_tenants_briefly('SHARE ROW EXCLUSIVE');
+                PERFORM tenantry.lock_for_tenant_key(tbl, false);
                 EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenantry_tenant_id_fkey FOREIGN KEY (tenant_id) '
                                'REFERENCES tenantry.tenants (tenant_id)', tbl);
             END IF;
             RETURN;
         END IF;
         fk := 'tenantry_tenant_id_fkey';
-        PERFORM tenantry.lock_tenants_briefly('SHARE ROW EXCLUSIVE');
+        PERFORM tenantry.lock_for_tenant_key(tbl, false);
         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (tenant_id) '
                        'REFERENCES tenantry.tenants (tenant_id) NOT VALID', tbl, fk);
     END IF;
@@ -1464,6 +1469,14 @@ BEGIN
     END IF;
     PERFORM tenantry.check_adopt_options(tbl, sharing, write_permission);
     PERFORM tenantry.check_adoptable(tbl);
+    -- The key to tenants is added below when missing: its locks first and
+    -- together (lock_for_tenant_key). On Citus it comes after distribution.
+    IF NOT tenantry.citus_distributed() AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_constraint k
+        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
+    ) THEN
+        PERFORM tenantry.lock_for_tenant_key(tbl, false);
+    END IF;
     SELECT c.relkind, c.relowner INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
 
     -- The tenant column.
@@ -1661,6 +1674,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenantry.check_adoptable(tbl);
+    -- The key to tenants is added below when missing: its locks first and
+    -- together (lock_for_tenant_key). On Citus it comes with adoption.
+    IF NOT tenantry.citus_distributed() AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_constraint k
+        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
+    ) THEN
+        PERFORM tenantry.lock_for_tenant_key(tbl, false);
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                    WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped) THEN
         EXECUTE format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl);
@@ -1695,7 +1716,7 @@ BEGIN
         RAISE EXCEPTION '% is adopted: release_table() gives it back', tbl USING ERRCODE = 'TN409';
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_fkey') THEN
-        PERFORM tenantry.lock_tenants_briefly('ACCESS EXCLUSIVE');
+        PERFORM tenantry.lock_for_tenant_key(tbl, true);
     END IF;
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey', tbl);
     IF drop_column THEN
@@ -1785,6 +1806,9 @@ DECLARE
     total bigint := 0;
     had_column boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                                   WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped);
+    -- A backfill resumed after an earlier run keeps what that run made.
+    prepared_before boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                                       WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_not_null');
     refused text;
 BEGIN
     FOR plan IN SELECT * FROM tenantry.backfill_prepare(tbl) LOOP
@@ -1797,7 +1821,7 @@ BEGIN
                 -- One tenant for every row: when it does not exist, no batch
                 -- wrote anything, and taking back the first step leaves the
                 -- table as it was.
-                IF tenant IS NULL OR total > 0 THEN
+                IF tenant IS NULL OR total > 0 OR prepared_before THEN
                     RAISE;
                 END IF;
                 GET STACKED DIAGNOSTICS refused = MESSAGE_TEXT;
@@ -1855,6 +1879,11 @@ BEGIN
             USING ERRCODE = 'TN409',
             HINT = 'Its rows stay isolated; to give the table back, copy its rows to a new table and drop this one.';
     END IF;
+    -- Dropping the key to tenants (last, below) locks tenants against every
+    -- tenant's reads: that lock and this table's, first and together.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_fkey') THEN
+        PERFORM tenantry.lock_for_tenant_key(tbl, true);
+    END IF;
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenant_tier_lock');
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenant_row_home');
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_keep_tenant_id');
@@ -1880,10 +1909,8 @@ BEGIN
                        'tenantry_admin, tenantry_logger, tenantry_server', seq);
     END LOOP;
     DELETE FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
-    -- Last: dropping the key drops its trigger on tenants, which locks out
-    -- every tenant's reads until this transaction ends.
+    -- Last: dropping the key drops its trigger on tenants (locked above).
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_fkey') THEN
-        PERFORM tenantry.lock_tenants_briefly('ACCESS EXCLUSIVE');
         EXECUTE format('ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_fkey', tbl);
     END IF;
 END

@@ -384,6 +384,7 @@ where
             // Methods of HTTP itself by name, any other as one value: a
             // label per made-up method would grow /metrics without bound
             // (an outside review grew it from 0.8 to 34.5 MB).
+            let sent = request.method().as_str().to_owned();
             let method = match request.method().as_str() {
                 m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS"
                 | "TRACE" | "PATCH") => m.to_owned(),
@@ -410,7 +411,7 @@ where
             span.record("http.response.status_code", status);
             tracing::info!(
                 target: "tenantry::request",
-                method = %method,
+                method = %sent,
                 route = %route,
                 status,
                 latency_ms = elapsed.as_secs_f64() * 1000.0,
@@ -426,7 +427,7 @@ where
                     created_at: arrived,
                     user_id: fields.user,
                     resource_id: fields.resource,
-                    method,
+                    method: sent,
                     route,
                     status: status as i16,
                     latency_ms: elapsed.as_secs_f64() * 1000.0,

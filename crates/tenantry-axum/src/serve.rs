@@ -9,9 +9,9 @@ use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use axum::{extract::ConnectInfo, Router};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto::Builder,
+    rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
@@ -86,17 +86,6 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
-            // A connection that sends nothing at all: hyper's header deadline
-            // starts with the first byte (HTTP/1 or /2 is told from it).
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(options.header_read_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => {
-                    drop(open);
-                    drop(slot);
-                    return;
-                }
-            }
             let service = TowerToHyperService::new(tower::service_fn(
                 move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
@@ -111,13 +100,15 @@ pub async fn serve(
                     }
                 },
             ));
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder
-                .http1()
+            // HTTP/1 only (as axum::serve without its http2 feature): the
+            // header deadline runs from the moment the connection waits for a
+            // request, the first one included, so a client that sends nothing,
+            // or a byte at a time, is closed at it.
+            let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(options.header_read_timeout);
-            builder.http2().timer(TokioTimer::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                .header_read_timeout(options.header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {

@@ -301,7 +301,7 @@ async fn validate_tenant_key_first(
         .await
     {
         if !had_key {
-            undo_backfill_prepare(client, table, false).await?;
+            undo_backfill_prepare(client, table, true).await?;
         }
         return Err(e.into());
     }
@@ -335,14 +335,17 @@ async fn backfill(
     // Whether tenant_id is there before step 1 adds it: a tenant that does
     // not exist is found by the first batch, and undoing step 1 then leaves
     // the table as it was.
-    let had_tenant_column: bool = client
+    // A backfill resumed after an earlier run keeps what that run made.
+    let before = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                             WHERE a.attrelid = $1::text::regclass AND a.attname = 'tenant_id' AND NOT a.attisdropped)",
+                             WHERE a.attrelid = $1::text::regclass AND a.attname = 'tenant_id' AND NOT a.attisdropped),
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                             WHERE k.conrelid = $1::text::regclass AND k.conname = 'tenantry_tenant_id_not_null')",
             &[&table],
         )
-        .await?
-        .get(0);
+        .await?;
+    let (had_tenant_column, prepared_before): (bool, bool) = (before.get(0), before.get(1));
     // Step 1: refusals first, then tenant_id and its NOT VALID constraints.
     let leaves: Vec<(String, i64)> = client
         .query(
@@ -382,8 +385,8 @@ async fn backfill(
                     // One tenant for every row: when it does not exist, no
                     // batch wrote anything, and the refusal changes nothing.
                     let refused = TableError::from(e);
-                    if let (Some(_), 0, TableError::Refused { code, message, .. }) =
-                        (tenant, state.rows, &refused)
+                    if let (Some(_), 0, false, TableError::Refused { code, message, .. }) =
+                        (tenant, state.rows, prepared_before, &refused)
                     {
                         if code == "TN422" {
                             undo_backfill_prepare(client, table, had_tenant_column).await?;

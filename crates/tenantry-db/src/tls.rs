@@ -114,15 +114,16 @@ pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings), St
     } else if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
         conninfo.to_owned()
     } else {
-        // key=value form; these two keys' values never need quotes.
-        let mut kept = Vec::new();
-        for word in conninfo.split_whitespace() {
-            match word.split_once('=') {
-                Some((key, value)) if take(key, value.trim_matches('\''))? => {}
-                _ => kept.push(word),
+        // key=value form: the two settings taken out, every other one
+        // passed on exactly as written (quotes, escapes and spaces kept).
+        let mut kept = String::new();
+        for setting in settings(conninfo)? {
+            if !take(setting.key, &setting.value)? {
+                kept.push_str(setting.text);
+                kept.push(' ');
             }
         }
-        kept.join(" ")
+        kept
     };
     let mut config: tokio_postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
     if let Some(mode) = mode {
@@ -132,6 +133,82 @@ pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings), St
         return Err("sslmode verify-ca/verify-full and disable at once".into());
     }
     Ok((config, tls))
+}
+
+/// One `key = value` of a libpq connection string: its key, its value
+/// unquoted, and its text as written.
+struct Setting<'a> {
+    key: &'a str,
+    value: String,
+    text: &'a str,
+}
+
+/// The settings of a `key=value` connection string, as libpq reads them:
+/// spaces around `=` allowed; a value in single quotes may hold spaces, `\'`
+/// and `\\`.
+fn settings(conninfo: &str) -> Result<Vec<Setting<'_>>, String> {
+    let bytes = conninfo.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let skip_spaces = |i: &mut usize| {
+        while *i < bytes.len() && bytes[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_spaces(&mut i);
+        if i >= bytes.len() {
+            return Ok(out);
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = &conninfo[start..i];
+        skip_spaces(&mut i);
+        if i >= bytes.len() || bytes[i] != b'=' {
+            return Err(format!(
+                "missing \"=\" after {key:?} in the connection string"
+            ));
+        }
+        i += 1;
+        skip_spaces(&mut i);
+        let mut value = Vec::new();
+        if i < bytes.len() && bytes[i] == b'\'' {
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => return Err(format!("unterminated quoted value of {key:?}")),
+                    Some(b'\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') if i + 1 < bytes.len() => {
+                        value.push(bytes[i + 1]);
+                        i += 2;
+                    }
+                    Some(&b) => {
+                        value.push(b);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                    i += 1;
+                }
+                value.push(bytes[i]);
+                i += 1;
+            }
+        }
+        out.push(Setting {
+            key,
+            value: String::from_utf8(value)
+                .map_err(|_| format!("the value of {key:?} is not UTF-8"))?,
+            text: &conninfo[start..i],
+        });
+    }
 }
 
 fn percent_decode(value: &str) -> Result<String, String> {
@@ -349,6 +426,19 @@ mod tests {
         assert_eq!(tls.verify, Verify::Chain);
         assert_eq!(tls.root_cert, Some(PathBuf::from("/tmp/r.pem")));
         assert_eq!(config.get_ssl_mode(), SslMode::Require);
+    }
+
+    #[test]
+    fn other_settings_of_the_key_value_form_pass_through_exactly_as_written() {
+        let (config, tls) = parse(
+            "host=db password='a  b\\'c' sslmode = verify-full sslrootcert='/x y/ca.pem' dbname=app",
+        )
+        .unwrap();
+        assert_eq!(config.get_password(), Some(&b"a  b'c"[..]));
+        assert_eq!(config.get_dbname(), Some("app"));
+        assert_eq!(tls.verify, Verify::ChainAndHost);
+        assert_eq!(tls.root_cert, Some(PathBuf::from("/x y/ca.pem")));
+        assert!(parse("host=db password='open").is_err());
     }
 
     #[test]

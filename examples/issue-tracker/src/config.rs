@@ -71,17 +71,24 @@ impl DatabaseSource {
             );
         };
         // The values may hold passwords: errors name the variable only.
+        // sslmode as libpq reads it (tenantry_db::tls); this example
+        // encrypts without checking certificates (prefer, require) only.
+        let parse = |url: &str, name: &str| {
+            let (config, tls) = tenantry_db::tls::parse(url)
+                .ok()
+                .with_context(|| format!("{name} is not a PostgreSQL connection string"))?;
+            if tls != tenantry_db::tls::TlsSettings::default() {
+                bail!(
+                    "{name}: sslmode verify-ca/verify-full and sslrootcert are not read by this \
+                     example (tenantry serve and the library's DatabaseConfig::new read them); use \
+                     sslmode=require"
+                );
+            }
+            Ok(Box::new(config))
+        };
         Ok(Self::Url {
-            server: server
-                .parse()
-                .map(Box::new)
-                .ok()
-                .context("DATABASE_URL is not a PostgreSQL connection string")?,
-            migration: migration
-                .parse()
-                .map(Box::new)
-                .ok()
-                .context("ISSUE_TRACKER_MIGRATION_URL is not a PostgreSQL connection string")?,
+            server: parse(&server, "DATABASE_URL")?,
+            migration: parse(&migration, "ISSUE_TRACKER_MIGRATION_URL")?,
         })
     }
 }

@@ -463,13 +463,16 @@ async fn clients_that_never_finish_their_headers_are_closed_at_the_deadline_whil
     .await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut slow = Vec::new();
-    for i in 0..45 {
+    for i in 0..50 {
         let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        if i < 40 {
-            stream
+        match i {
+            0..40 => stream
                 .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
                 .await
-                .unwrap();
+                .unwrap(),
+            // A byte that could start an HTTP/2 preface.
+            45.. => stream.write_all(b"P").await.unwrap(),
+            _ => {}
         }
         slow.push(stream);
     }
@@ -485,10 +488,10 @@ async fn clients_that_never_finish_their_headers_are_closed_at_the_deadline_whil
         assert!(
             closed.is_ok(),
             "connection {i} ({}) still open 10 s after a 0.5 s deadline",
-            if i < 40 {
-                "half a header"
-            } else {
-                "nothing sent"
+            match i {
+                0..40 => "half a header",
+                45.. => "one byte",
+                _ => "nothing sent",
             }
         );
     }

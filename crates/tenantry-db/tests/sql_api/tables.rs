@@ -1553,7 +1553,11 @@ async fn the_doctor_names_grants_that_reach_the_server_through_a_teams_role_and_
     let tdb = TestDatabase::new().await;
     let (m, app, a, _child, b) = boards(&tdb).await;
     let server = tdb.server_client().await;
-    let (users, reporting) = (unique_role("app_users"), unique_role("reporting"));
+    // A name that needs quotes, as the catalog prints it.
+    let (users, reporting) = (
+        format!("\"{}\"", unique_role("App-Users")),
+        unique_role("reporting"),
+    );
     set_context(&app, a).await;
     exec(&app, "INSERT INTO boards (name) VALUES ('a''s')").await;
     exec(
@@ -1576,18 +1580,14 @@ async fn the_doctor_names_grants_that_reach_the_server_through_a_teams_role_and_
     );
     exec(&server, "RESET ROLE").await;
     let found = findings(&m).await;
-    let mut expected: Vec<String> = [
-        "DELETE",
-        "INSERT",
-        "REFERENCES",
-        "SELECT",
-        "TRIGGER",
-        "TRUNCATE",
-        "UPDATE",
-    ]
-    .iter()
-    .map(|p| format!("grants: grants {p} to {users} => REVOKE {p} ON public.boards FROM {users};"))
-    .collect();
+    // What row level security cannot govern; SELECT and the writes of a
+    // role without a policy of its own reach no row.
+    let mut expected: Vec<String> = ["REFERENCES", "TRIGGER", "TRUNCATE"]
+        .iter()
+        .map(|p| {
+            format!("grants: grants {p} to {users} => REVOKE {p} ON public.boards FROM {users};")
+        })
+        .collect();
     expected.push(format!(
         "views: view public.every_board reads it with the rights of postgres, which bypasses row level security, and {reporting} may read it => ALTER VIEW public.every_board SET (security_invoker = true);"
     ));
@@ -1606,7 +1606,9 @@ async fn the_doctor_names_grants_that_reach_the_server_through_a_teams_role_and_
     exec(&server, "RESET ROLE").await;
     exec(
         &m,
-        &format!("DROP VIEW every_board; DROP ROLE {users}; DROP ROLE {reporting};"),
+        &format!(
+            "DROP VIEW every_board; REVOKE ALL ON boards FROM {users}; DROP ROLE {users}; DROP ROLE {reporting};"
+        ),
     )
     .await;
 }
