@@ -2,7 +2,9 @@
 //!
 //! - `disable`: no TLS.
 //! - `allow`, `prefer` (the default): TLS when the server offers it, else
-//!   plain; the certificate is not checked (as libpq does).
+//!   plain; the certificate is not checked (libpq checks it when
+//!   `~/.postgresql/root.crt` exists); a failed handshake is not retried
+//!   without TLS (libpq does retry).
 //! - `require`: TLS or no connection; the certificate is not checked (as
 //!   libpq does without a root certificate): encryption against passive
 //!   eavesdroppers, not against an active attacker.
