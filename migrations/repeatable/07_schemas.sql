@@ -90,6 +90,21 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of: resources and every adopted plain table with a primary key (tenant_id, column) (template: the pooled table, with its schema and name, which a tenant schema''s table of it shares; its key column, that key''s type, and the columns a copy writes: all but generated ones). Not granted.';
 
+/** The sequences of a table's serial and identity columns. */
+CREATE OR REPLACE FUNCTION tenantry.owned_sequences(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.objid::regclass
+    FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+    WHERE d.classid = 'pg_catalog.pg_class'::regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::regclass
+      AND d.refobjid = tbl AND d.deptype IN ('a', 'i')
+$$;
+COMMENT ON FUNCTION tenantry.owned_sequences(regclass) IS 'Internal: the sequences of a table''s serial and identity columns (secure_tenant_table and secure_tenant_copy grant their use, release_table takes it back; here, before secure_tenant_copy, which upgrades run from this file). Not granted.';
+
 /**
  * A schema tenant's table of one tenant table family (the pooled table is
  * its template, which it inherits): forced RLS and exactly the template's

@@ -320,21 +320,6 @@ $$;
 COMMENT ON FUNCTION tenantry.write_permission_predicate(text) IS 'Internal: the policy expression requiring a permission (tenantry.authorize(''<name>''::text)). Granted to the roles that run the doctor, like tenant_table_predicate.';
 GRANT EXECUTE ON FUNCTION tenantry.write_permission_predicate(text) TO tenantry_admin, tenantry_server;
 
-/** The sequences of a table's serial and identity columns. */
-CREATE OR REPLACE FUNCTION tenantry.owned_sequences(tbl regclass)
-RETURNS SETOF regclass
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT d.objid::regclass
-    FROM pg_catalog.pg_depend d
-    JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-    WHERE d.classid = 'pg_catalog.pg_class'::regclass
-      AND d.refclassid = 'pg_catalog.pg_class'::regclass
-      AND d.refobjid = tbl AND d.deptype IN ('a', 'i')
-$$;
-COMMENT ON FUNCTION tenantry.owned_sequences(regclass) IS 'Internal: the sequences of a table''s serial and identity columns (secure_tenant_table grants their use, release_table takes it back). Not granted.';
-
 /**
  * The triggers an adopted table has, each as pg_get_triggerdef prints it
  * (the doctor compares them so: timing, events, columns, level, condition
