@@ -226,7 +226,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                                   'backfill_tenant_id_pages', 'lock_shareable_row', 'rows_shared_with_me',
                                   'ensure_tenant_fk', 'secure_tenant_copy', 'add_tenant_schema_table',
                                   'drop_trigger_if_any', 'check_adopt_options', 'adopted_table_triggers',
-                                  'backfill_undo_prepare')
+                                  'backfill_undo_prepare', 'lock_for_tenant_key')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
