@@ -1137,6 +1137,28 @@ $$;
 COMMENT ON FUNCTION tenantry.lock_for_tenant_key(regclass, boolean) IS 'Internal (adopting, backfilling and releasing tables): the locks adding or dropping a table''s foreign key to tenantry.tenants takes, both at once, in tries of at most 50 ms, so that tenants'' transactions never queue behind them for longer; TN503 after 30 s. Not granted.';
 
 /**
+ * At the start of a transaction that adds a table's key to tenants when it
+ * has none (adopt_table, backfill_prepare): lock_for_tenant_key's locks, if
+ * the key is missing. On a Citus coordinator the key comes with distribution,
+ * where ensure_tenant_fk takes them.
+ */
+CREATE OR REPLACE FUNCTION tenantry.lock_for_missing_tenant_key(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT tenantry.citus_distributed() AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_constraint k
+        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
+    ) THEN
+        PERFORM tenantry.lock_for_tenant_key(tbl, false);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.lock_for_missing_tenant_key(regclass) IS 'Internal (adopt_table, backfill_prepare): lock_for_tenant_key(tbl, false) when the table has no key to tenantry.tenants yet (outside Citus, where distribution adds it). Not granted.';
+
+/**
  * tenant_id's foreign key to tenantry.tenants: added NOT VALID when missing
  * (validated at once on a partitioned table, which cannot hold a NOT VALID
  * one before PostgreSQL 18), then, with `validate`, validated under a lock
@@ -1454,14 +1476,8 @@ BEGIN
     END IF;
     PERFORM tenantry.check_adopt_options(tbl, sharing, write_permission);
     PERFORM tenantry.check_adoptable(tbl);
-    -- The key to tenants is added below when missing: its locks first and
-    -- together (lock_for_tenant_key). On Citus it comes after distribution.
-    IF NOT tenantry.citus_distributed() AND NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_constraint k
-        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
-    ) THEN
-        PERFORM tenantry.lock_for_tenant_key(tbl, false);
-    END IF;
+    -- The key to tenants is added below when missing: its locks first.
+    PERFORM tenantry.lock_for_missing_tenant_key(tbl);
     SELECT c.relkind, c.relowner INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
 
     -- The tenant column.
@@ -1659,14 +1675,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenantry.check_adoptable(tbl);
-    -- The key to tenants is added below when missing: its locks first and
-    -- together (lock_for_tenant_key). On Citus it comes with adoption.
-    IF NOT tenantry.citus_distributed() AND NOT EXISTS (
-        SELECT 1 FROM pg_catalog.pg_constraint k
-        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
-    ) THEN
-        PERFORM tenantry.lock_for_tenant_key(tbl, false);
-    END IF;
+    -- The key to tenants is added below when missing: its locks first.
+    PERFORM tenantry.lock_for_missing_tenant_key(tbl);
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                    WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped) THEN
         EXECUTE format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl);
