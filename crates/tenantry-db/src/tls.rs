@@ -38,9 +38,10 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How much of the server's certificate is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Verify {
     /// Not at all (`prefer`, `require`): encrypted, not authenticated.
+    #[default]
     Nothing,
     /// It chains to a trusted root (`verify-ca`).
     Chain,
@@ -49,21 +50,12 @@ pub enum Verify {
 }
 
 /// What a connection string asks of TLS beyond what tokio-postgres reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsSettings {
     /// Certificate checks.
     pub verify: Verify,
     /// PEM file of trusted roots (`sslrootcert`).
     pub root_cert: Option<PathBuf>,
-}
-
-impl Default for TlsSettings {
-    fn default() -> Self {
-        TlsSettings {
-            verify: Verify::Nothing,
-            root_cert: None,
-        }
-    }
 }
 
 /// Parses a connection string (URL or `key=value` form) into the driver's
