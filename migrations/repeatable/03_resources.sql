@@ -787,8 +787,10 @@ COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write s
  * route fails with 40001 (HINT tier_moved): the server forgets the tenant's
  * cached part and retries. Rows the caller may not write at all are left to
  * the policy, which refuses them without telling whether the tenant exists.
- * While the tenant is moving to the schema tier, the row's key (column
- * TG_ARGV[0]) is appended to tier_move_changes. The tier move itself writes with
+ * While the tenant moves, the row's key (column TG_ARGV[0]) is appended to
+ * tier_move_changes: towards the schema tier for every write, towards the
+ * shared tier for writes in its own tables of adopted families (not
+ * resources, which move in place). The tier move itself writes with
  * session_replication_role = replica, which fires none of this.
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_row_home()
@@ -800,6 +802,7 @@ DECLARE
     row_tenant uuid := CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END;
     me uuid := tenantry.current_tenant_id();
     t record;
+    family regclass;
     old_key text;
     new_key text;
 BEGIN
@@ -842,25 +845,38 @@ BEGIN
         RAISE EXCEPTION 'tenant % lives in another tier now; retry the transaction (a psql session routes its unqualified table names to the tenant''s tables with SELECT tenantry.setup_connection() first)', row_tenant
             USING ERRCODE = '40001', HINT = 'tier_moved';
     END IF;
-    -- Towards the shared tier rows move in place, batch by batch: nothing to record.
+    -- What the move copies again at its cut-over, keyed by the family's
+    -- pooled table: towards the schema tier every write (in the pooled
+    -- tables); towards the shared tier the writes in the tenant's own
+    -- tables of adopted families, whose rows the cut-over copies before it
+    -- takes the tenant's row (resources move in place, batch by batch:
+    -- nothing to record).
     IF t.moving_to = 'schema' THEN
+        family := TG_RELID;
+    ELSIF t.moving_to = 'shared' AND TG_TABLE_SCHEMA = t.schema_name THEN
+        SELECT i.inhparent INTO family FROM pg_catalog.pg_inherits i WHERE i.inhrelid = TG_RELID;
+        IF family = 'tenantry.resources'::regclass THEN
+            family := NULL;
+        END IF;
+    END IF;
+    IF family IS NOT NULL THEN
         IF TG_OP <> 'INSERT' THEN
             old_key := to_jsonb(OLD) ->> TG_ARGV[0];
             INSERT INTO tenantry.tier_move_changes (tenant_id, table_id, row_key)
-            VALUES (row_tenant, TG_RELID::regclass, old_key);
+            VALUES (row_tenant, family, old_key);
         END IF;
         IF TG_OP <> 'DELETE' THEN
             new_key := to_jsonb(NEW) ->> TG_ARGV[0];
             IF new_key IS DISTINCT FROM old_key THEN
                 INSERT INTO tenantry.tier_move_changes (tenant_id, table_id, row_key)
-                VALUES (row_tenant, TG_RELID::regclass, new_key);
+                VALUES (row_tenant, family, new_key);
             END IF;
         END IF;
     END IF;
     RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_row_home() IS 'Trigger (BEFORE each row written in a tenant table): refuses a row of a visible tenant written outside its tier (40001, HINT tier_moved: the writer''s route is stale, retry; both resources tables are its tier while it moves back to the shared one) and, while the tenant is moving to the schema tier, records the row''s key (column TG_ARGV[0]) in tier_move_changes.';
+COMMENT ON FUNCTION tenantry.tenant_row_home() IS 'Trigger (BEFORE each row written in a tenant table): refuses a row of a visible tenant written outside its tier (40001, HINT tier_moved: the writer''s route is stale, retry; both resources tables are its tier while it moves back to the shared one) and records the row''s key (column TG_ARGV[0]) in tier_move_changes while the tenant moves: towards the schema tier, every write; towards the shared tier, writes in its own tables of adopted families (the cut-over copies them again).';
 
 /** A deleted resource takes its shares with it (what the foreign key did when resources was one table). */
 CREATE OR REPLACE FUNCTION tenantry.resources_revoke_shares()

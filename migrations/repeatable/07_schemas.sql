@@ -626,7 +626,12 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_copy_rows(uuid, bigint) IS 'Internal (tier_move_copy, tier_move_finish, run as the owner with row triggers off): copies up to max_rows more rows of a tenant moving to the schema tier, after the last key copied of each table, into its schema tables; records how far it got in tier_moves.copied. Not granted.';
 
-/** Copies again the rows behind up to max_changes recorded writes of a tenant moving to the schema tier; returns how many records it consumed. */
+/**
+ * Copies again the rows behind up to max_changes recorded writes of a moving
+ * tenant, from its old tier's table to its new one (towards the shared tier:
+ * its adopted families' rows, which the cut-over copied before it took the
+ * tenant's row); returns how many records it consumed.
+ */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_apply_changes(tid uuid, max_changes bigint)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -654,8 +659,7 @@ BEGIN
     IF consumed = 0 THEN
         RETURN 0;
     END IF;
-    FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) WHERE EXISTS (
-                 SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid AND m.target = 'schema') LOOP
+    FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
         keys := ARRAY(SELECT jsonb_array_elements_text(taken -> f.template::text));
         CONTINUE WHEN cardinality(keys) = 0;
         EXECUTE format('DELETE FROM ONLY %1$I.%2$I WHERE tenant_id = $1 AND %3$I = ANY ($2::%4$s[])',
@@ -668,7 +672,7 @@ BEGIN
     RETURN consumed;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_apply_changes(uuid, bigint) IS 'Internal (tier_move_catch_up, tier_move_finish, run as the owner with row triggers off): consumes up to max_changes recorded writes of a moving tenant and copies those rows again into its schema tables (rows deleted meanwhile go). Not granted.';
+COMMENT ON FUNCTION tenantry.tier_move_apply_changes(uuid, bigint) IS 'Internal (tier_move_catch_up, tier_move_finish, run as the owner with row triggers off): consumes up to max_changes recorded writes of a moving tenant and copies those rows again from its old tier''s tables into its new tier''s (rows deleted meanwhile go). Not granted.';
 
 /**
  * Moves up to max_rows more rows of a tenant moving to the shared tier from
@@ -677,10 +681,10 @@ COMMENT ON FUNCTION tenantry.tier_move_apply_changes(uuid, bigint) IS 'Internal 
  * row once. Takes the tenant's row FOR NO KEY UPDATE first: the tenant's
  * transactions in flight end before (each holds the row FOR SHARE from its
  * start or first write), new ones wait for this one, nobody else does.
- * Batches move resources only; the cut-over (every_family) moves the rest.
+ * Resources only: the cut-over copies the adopted families' rows.
  * Returns how many rows moved (0: none left).
  */
-CREATE OR REPLACE FUNCTION tenantry.tier_move_rows_back(tid uuid, max_rows bigint, every_family boolean)
+CREATE OR REPLACE FUNCTION tenantry.tier_move_rows_back(tid uuid, max_rows bigint)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -690,15 +694,17 @@ DECLARE
     n bigint;
     total bigint := 0;
 BEGIN
+    -- The move's row first, then the tenant's: the order of every step.
+    PERFORM 1 FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
     PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
     -- In batches, resources only: its keys are the database's own and no
     -- foreign key joins it to another family, so its rows can be split
     -- between two tables. An adopted table's unique keys and foreign keys
     -- hold within one table (its pooled one, or the tenant's copy, whose
     -- keys point at the same schema's tables): its rows stay in the
-    -- tenant's schema until the cut-over moves them all at once.
-    FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) m
-             WHERE every_family OR m.template = 'tenantry.resources'::regclass LOOP
+    -- tenant's schema until the cut-over (tier_move_cutover) copies them,
+    -- unseen until it commits, before it takes the tenant's row.
+    FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) m WHERE m.template = 'tenantry.resources'::regclass LOOP
         EXIT WHEN total >= max_rows;
         EXECUTE format(
             'WITH batch AS (SELECT %5$I AS k FROM ONLY %1$I.%3$I WHERE tenant_id = $1 LIMIT $2),
@@ -713,7 +719,7 @@ BEGIN
     RETURN total;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_rows_back(uuid, bigint, boolean) IS 'Internal (tier_move_copy and tier_move_finish towards the shared tier, run as the owner with row triggers off): under the tenant''s row lock, moves up to max_rows more of its rows from its schema''s tables into the pooled ones (deleted there and inserted here in one statement per table): resources only, or every family (the cut-over); counts them in tier_moves.rows_moved. Not granted.';
+COMMENT ON FUNCTION tenantry.tier_move_rows_back(uuid, bigint) IS 'Internal (tier_move_copy and tier_move_finish towards the shared tier, run as the owner with row triggers off): under the tenant''s row lock, moves up to max_rows more of its resources from its schema''s table into the pooled one (deleted there and inserted here in one statement); counts them in tier_moves.rows_moved. Adopted families'' rows move at the cut-over (tier_move_cutover). Not granted.';
 
 /**
  * One batch of a move under way, as the owner with row triggers off: the
@@ -742,7 +748,7 @@ BEGIN
     PERFORM set_config('session_replication_role', 'replica', true);
     IF target = 'shared' THEN
         -- Rows move in place: nothing was recorded to catch up with.
-        n := CASE WHEN catch_up THEN 0 ELSE tenantry.tier_move_rows_back(tid, greatest(max_rows, 1), false) END;
+        n := CASE WHEN catch_up THEN 0 ELSE tenantry.tier_move_rows_back(tid, greatest(max_rows, 1)) END;
     ELSIF catch_up THEN
         n := tenantry.tier_move_apply_changes(tid, greatest(max_rows, 1));
     ELSE
@@ -784,7 +790,7 @@ COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier m
 /**
  * Step 4, the cut-over: takes the tenant's row FOR NO KEY UPDATE (the tenant's
  * writers wait until this transaction ends; nobody else does), copies what
- * is left and what changed, moves the rows out of the old tier and switches
+ * is left and what changed, takes the rows out of the old tier and switches
  * the tenant's tier (audited, and announced to every server through the
  * invalidation trigger). Returns the tier, the rows moved by the whole move
  * and under the lock (cutover_rows), and how long the tenant's writes were
@@ -806,6 +812,16 @@ $$;
 /**
  * The cut-over itself (tier_move_finish once its checks passed, and
  * set_tenant_isolation, which moves a tenant in one transaction).
+ *
+ * Towards the shared tier, the rows of adopted families (whose unique and
+ * foreign keys hold within one table, so they cannot be split between two
+ * like resources) are copied into the pooled tables first, before the
+ * tenant's row is taken: the copies are this transaction's own, seen by
+ * nobody until it commits, while the tenant keeps writing its schema's
+ * tables (each write recorded by tenant_row_home). Under the lock, what
+ * was recorded is copied again and the schema's rows are deleted, which
+ * costs a small part of copying them. The move's row is locked first, then
+ * the tenant's: the order of every step of a move.
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_cutover(tid uuid)
 RETURNS jsonb
@@ -823,13 +839,24 @@ DECLARE
     replication text := current_setting('session_replication_role');
 BEGIN
     PERFORM tenantry.require_tier_admin();
-    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
-    locked_at := clock_timestamp();
     SELECT * INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
     END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
+    IF m.target = 'shared' THEN
+        -- Every write recorded so far committed before the copy's snapshot
+        -- (the copy has it); those in flight are recorded but not yet seen,
+        -- and stay for the catch-up below.
+        DELETE FROM tenantry.tier_move_changes c WHERE c.tenant_id = tid;
+        FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) mt WHERE mt.template <> 'tenantry.resources'::regclass LOOP
+            EXECUTE format('INSERT INTO %2$I.%3$I (%4$s) OVERRIDING SYSTEM VALUE SELECT %4$s FROM ONLY %1$I.%3$I WHERE tenant_id = $1',
+                           f.source_schema, f.destination_schema, f.template_table, f.columns)
+            USING tid;
+        END LOOP;
+    END IF;
+    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
+    locked_at := clock_timestamp();
     IF m.target = 'schema' THEN
         at_cutover := tenantry.tier_move_copy_rows(tid, 9223372036854775807);
         LOOP
@@ -846,12 +873,24 @@ BEGIN
                            f.destination_schema, f.template_table, f.template_schema, f.template_table);
         END LOOP;
     ELSE
-        -- What the batches left (none of resources when tier_move_copy ran
-        -- to 0) and every adopted table's rows. Rows only: detaching or dropping the tenant's tables would wait
-        -- for (and hold back) every query that reads the whole family; the
-        -- empty tables go in tier_move_cleanup().
-        at_cutover := tenantry.tier_move_rows_back(tid, 9223372036854775807, true);
+        -- The resources the batches left (none when tier_move_copy ran to
+        -- 0), the adopted rows written since the copy above, and the
+        -- copied rows out of the tenant's tables. Rows only: detaching or
+        -- dropping the tenant's tables would wait for (and hold back) every
+        -- query that reads the whole family; the empty tables go in
+        -- tier_move_cleanup().
+        at_cutover := tenantry.tier_move_rows_back(tid, 9223372036854775807);
         moved := m.rows_moved + at_cutover;
+        LOOP
+            n := tenantry.tier_move_apply_changes(tid, 100000);
+            EXIT WHEN n = 0;
+            at_cutover := at_cutover + n;
+        END LOOP;
+        FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) mt WHERE mt.template <> 'tenantry.resources'::regclass LOOP
+            EXECUTE format('DELETE FROM ONLY %I.%I WHERE tenant_id = $1', f.source_schema, f.template_table) USING tid;
+            GET DIAGNOSTICS n = ROW_COUNT;
+            moved := moved + n;
+        END LOOP;
     END IF;
     PERFORM set_config('session_replication_role', replication, true);
     DELETE FROM tenantry.tier_move_changes c WHERE c.tenant_id = tid;
@@ -865,7 +904,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_cutover(uuid) IS 'Internal (tier_move_finish, set_tenant_isolation, as the owner): the cut-over of a move under way. Not granted.';
-COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified). Returns {isolation, rows_moved (the whole move), cutover_rows (rows copied or moved under the lock), cutover_ms}. TN404 when the tenant is not being moved.';
+COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified); towards the shared tier, adopted tables'' rows are copied before the lock, unseen until the commit. Returns {isolation, rows_moved (the whole move), cutover_rows (rows copied or moved under the lock), cutover_ms}. TN404 when the tenant is not being moved.';
 
 /**
  * Drops what a tenant that moved to the shared tier left of its schema (its
@@ -916,12 +955,12 @@ DECLARE
     replication text := current_setting('session_replication_role');
 BEGIN
     PERFORM tenantry.require_tier_admin();
-    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
-    END IF;
+    -- The move's row first, then the tenant's: the order of every step.
     SELECT * INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
-    IF NOT FOUND THEN
+    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
+    IF s IS NULL THEN
+        RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    ELSIF m.tenant_id IS NULL THEN
         RETURN 'none';
     END IF;
     IF m.target = 'schema' THEN

@@ -932,7 +932,7 @@ async fn touched_rows(su: &Client, t: TenantId) -> i64 {
 }
 
 #[tokio::test]
-async fn while_a_tenant_moves_back_its_adopted_tables_keep_their_keys_and_foreign_keys_until_the_cut_over(
+async fn while_a_tenant_moves_back_its_adopted_rows_stay_whole_and_what_it_writes_while_the_cut_over_copies_them_is_copied_again(
 ) {
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
@@ -953,6 +953,7 @@ async fn while_a_tenant_moves_back_its_adopted_tables_keep_their_keys_and_foreig
     .await
     .unwrap();
     let t = tenant(&db, "silo", Isolation::Schema).await;
+    let schema = schema_name(&su, t).await;
     for sql in [
         "INSERT INTO projects (name) VALUES ('p1')",
         "INSERT INTO invoices (project_id, amount) SELECT id, 10 FROM projects WHERE name = 'p1'",
@@ -999,22 +1000,65 @@ async fn while_a_tenant_moves_back_its_adopted_tables_keep_their_keys_and_foreig
         .await
         .unwrap();
 
-    let moved = db
-        .move_tenant("test", t, Isolation::Shared, 7, |_| {})
+    // A transaction of the tenant's, in its schema's tables, still open when
+    // the cut-over begins: the cut-over copies the adopted rows without it,
+    // then waits for it, then copies again what it wrote.
+    let writer = tdb.server_client().await;
+    writer.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&writer, *t.as_uuid()).await;
+    writer
+        .batch_execute(&format!(
+            "UPDATE {schema}.settings_kv SET v = 'green' WHERE k = 'color';
+             INSERT INTO {schema}.projects (name) VALUES ('p3');
+             INSERT INTO {schema}.invoices (project_id, amount) SELECT id, 30 FROM {schema}.projects WHERE name = 'p3';
+             DELETE FROM {schema}.invoices WHERE amount = 10;"
+        ))
         .await
         .unwrap();
-    assert_eq!(moved.isolation, Isolation::Shared);
-    assert_eq!(
-        moved.cutover_rows, 4,
-        "the adopted rows move at the cut-over: {moved:?}"
+    let finisher = tdb.superuser_client().await;
+    let finish = tokio::spawn(async move {
+        finisher
+            .query_one("SELECT tenantry.tier_move_finish($1)::text", &[t.as_uuid()])
+            .await
+            .map(|row| row.get::<_, String>(0))
+    });
+    assert!(
+        tenantry_db::testing::a_session_waits_for_a_lock(&su).await,
+        "the cut-over never waited for the tenant's open transaction"
     );
+    // Its copies are its own until it commits: every reader of the family
+    // (here the superuser, who sees every row) sees each row once.
+    let family_rows: i64 = su
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.projects WHERE tenant_id = $1)
+                  + (SELECT count(*) FROM public.invoices WHERE tenant_id = $1)
+                  + (SELECT count(*) FROM public.settings_kv WHERE tenant_id = $1)",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(family_rows, 4, "p1, p2, the invoice of p1, the setting");
+    writer.batch_execute("COMMIT").await.unwrap();
+    let finished: serde_json::Value =
+        serde_json::from_str(&finish.await.unwrap().expect("the cut-over")).unwrap();
+    assert_eq!(finished["isolation"], "shared");
+    assert_eq!(
+        finished["cutover_rows"], 4,
+        "under the lock, only the four writes recorded since the copy: {finished}"
+    );
+    assert_eq!(
+        finished["rows_moved"], 25,
+        "20 resources and the 5 adopted rows it had at the end: {finished}"
+    );
+
     let rows: Vec<(String, i64)> = su
         .query(
             "SELECT 'settings ' || v, count(*) FROM public.settings_kv WHERE tenant_id = $1 GROUP BY v
              UNION ALL
-             SELECT tableoid::regclass::text, count(*) FROM public.projects WHERE tenant_id = $1 GROUP BY 1
+             SELECT tableoid::regclass::text || ' ' || name, count(*) FROM public.projects WHERE tenant_id = $1 GROUP BY 1
              UNION ALL
-             SELECT tableoid::regclass::text, count(*) FROM public.invoices WHERE tenant_id = $1 GROUP BY 1
+             SELECT tableoid::regclass::text || ' ' || amount, count(*) FROM public.invoices WHERE tenant_id = $1 GROUP BY 1
              ORDER BY 1",
             &[t.as_uuid()],
         )
@@ -1026,10 +1070,31 @@ async fn while_a_tenant_moves_back_its_adopted_tables_keep_their_keys_and_foreig
     assert_eq!(
         rows,
         [
-            ("invoices".to_owned(), 1),
-            ("projects".to_owned(), 2),
-            ("settings blue".to_owned(), 1)
+            ("invoices 30".to_owned(), 1),
+            ("projects p1".to_owned(), 1),
+            ("projects p2".to_owned(), 1),
+            ("projects p3".to_owned(), 1),
+            ("settings green".to_owned(), 1)
         ]
+    );
+    // The keys hold in the pooled tables: the invoice's project is there.
+    let orphans: i64 = su
+        .query_one(
+            "SELECT count(*) FROM ONLY public.invoices i
+             WHERE i.tenant_id = $1 AND NOT EXISTS (
+                 SELECT 1 FROM ONLY public.projects p WHERE p.tenant_id = i.tenant_id AND p.id = i.project_id)",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 0);
+    assert_eq!(
+        own_sql(&db, t, "UPDATE settings_kv SET v = 'black'")
+            .await
+            .unwrap(),
+        1,
+        "the tenant writes its rows in the pooled tables now"
     );
 }
 

@@ -61,6 +61,7 @@ struct Names {
     move_back: String,
     cutover: &'static str,
     cutover_back: &'static str,
+    cutover_back_adopted: &'static str,
     api: String,
     rls: String,
 }
@@ -78,6 +79,7 @@ impl Names {
             move_back: format!("tier_move_back_{rows}_rows_s"),
             cutover: "tier_move_cutover_ms",
             cutover_back: "tier_move_back_cutover_ms",
+            cutover_back_adopted: "tier_move_back_adopted_cutover_ms",
             api: format!("api_point_read_{count}_schema_tenants"),
             rls: format!("rls_point_{count}_schema_tenants"),
         }
@@ -111,6 +113,7 @@ pub(super) async fn tier_figures(
         &names.move_back,
         names.cutover,
         names.cutover_back,
+        names.cutover_back_adopted,
         names.wait_move,
     ]
     .iter()
@@ -143,6 +146,10 @@ pub(super) async fn tier_figures(
         // yet: they are figures of the move itself.
         if moves {
             move_figures(ctx, su, lib, writer, move_rows, &names).await?;
+            settle(su).await?;
+        }
+        if ctx.wanted(names.cutover_back_adopted) {
+            adopted_move_back_figure(ctx, su, lib, move_rows, names.cutover_back_adopted).await?;
             settle(su).await?;
         }
         if reads {
@@ -196,7 +203,7 @@ async fn settle(su: &Client) -> anyhow::Result<()> {
 /// schemas are dropped), deletes the rows the figures wrote and marks every
 /// tenant made here deleted. Returns how many tenants it deleted.
 async fn clean_up(su: &Client, writer: uuid::Uuid) -> anyhow::Result<u64> {
-    let mine = "(name LIKE $1 || '%' OR name LIKE $2 || '%' OR name = $3) AND status <> 'deleted'";
+    let mine = "(name LIKE $1 || '%' OR name LIKE $2 || '%' OR name LIKE $3 || '%') AND status <> 'deleted'";
     let names: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
         [&SCHEMA_PREFIX, &POOLED_PREFIX, &MOVER_NAME];
     su.execute(
@@ -244,6 +251,17 @@ async fn clean_up(su: &Client, writer: uuid::Uuid) -> anyhow::Result<u64> {
         &[&writer, &LIVE_WRITE],
     )
     .await?;
+    if su
+        .query_one("SELECT to_regclass('bench.invoices') IS NOT NULL", &[])
+        .await?
+        .get::<_, bool>(0)
+    {
+        su.execute(
+            &format!("DELETE FROM ONLY bench.invoices WHERE tenant_id IN (SELECT tenant_id FROM tenantry.tenants WHERE {mine})"),
+            &names,
+        )
+        .await?;
+    }
     let deleted = su
         .execute(
             &format!("UPDATE tenantry.tenants SET status = 'deleted' WHERE {mine}"),
@@ -617,6 +635,99 @@ async fn move_figures(
         (started, took),
         (quiet_from, quiet),
     )?);
+    Ok(())
+}
+
+/// `tier_move_back_adopted_cutover_ms`: a tenant holding `rows` rows of an
+/// adopted table (`bench.invoices`) and no resources moved to its schema and
+/// back (`Database::move_tenant`), `--runs` times; what the move back's
+/// cut-over held its writes for, next to one INSERT ... SELECT of the same
+/// rows (what the cut-over held while it moved them under its lock).
+async fn adopted_move_back_figure(
+    ctx: &mut Ctx,
+    su: &Client,
+    lib: &Database,
+    rows: i64,
+    name: &str,
+) -> anyhow::Result<()> {
+    super::tables::ensure_invoices(su).await?;
+    let (mover, _) =
+        create_tenant(lib, format!("{MOVER_NAME} of invoices"), Isolation::Shared).await?;
+    let mover_id = *mover.as_uuid();
+    su.execute(
+        "INSERT INTO bench.invoices (tenant_id, id, number, amount, created_at)
+         SELECT $1, gen_random_uuid(), j, j % 1000, now() - j * interval '1 second'
+         FROM generate_series(1, $2::int8) j",
+        &[&mover_id, &rows],
+    )
+    .await
+    .context("loading the invoices of the tenant to move")?;
+    su.batch_execute(
+        "ANALYZE bench.invoices;
+         DROP TABLE IF EXISTS bench.move_copy;
+         CREATE TABLE bench.move_copy (LIKE bench.invoices INCLUDING ALL)",
+    )
+    .await?;
+    let copier = connect(&ctx.db.superuser).await?;
+    copier.batch_execute("SET synchronous_commit = off").await?;
+    let mut copy_ms = Vec::new();
+    for _ in 0..ctx.opts.runs {
+        copier.batch_execute("TRUNCATE bench.move_copy").await?;
+        let t = Instant::now();
+        copier
+            .execute(
+                "INSERT INTO bench.move_copy SELECT * FROM ONLY bench.invoices WHERE tenant_id = $1",
+                &[&mover_id],
+            )
+            .await?;
+        copy_ms.push(ms(t.elapsed()));
+    }
+    su.batch_execute("DROP TABLE bench.move_copy").await?;
+
+    let mut cutover_ms = Vec::new();
+    for _ in 0..ctx.opts.runs {
+        for target in [Isolation::Schema, Isolation::Shared] {
+            let moved = lib
+                .move_tenant("bench", mover, target, MOVE_BATCH, |_| {})
+                .await
+                .with_context(|| {
+                    format!(
+                        "moving the invoices' tenant to the {} tier",
+                        target.as_str()
+                    )
+                })?;
+            if target == Isolation::Shared {
+                cutover_ms.push(moved.cutover_ms);
+            }
+        }
+    }
+    let held: i64 = su
+        .query_one(
+            "SELECT count(*) FROM ONLY bench.invoices WHERE tenant_id = $1",
+            &[&mover_id],
+        )
+        .await?
+        .get(0);
+    if held != rows {
+        bail!("after the moves the pooled invoices table holds {held} of the tenant's {rows} rows");
+    }
+    su.execute(
+        "DELETE FROM ONLY bench.invoices WHERE tenant_id = $1",
+        &[&mover_id],
+    )
+    .await?;
+    ctx.push(Figure::new(
+        name,
+        "ms",
+        &format!("the move back's cut-over (cutover_ms of tier_move_finish) for a tenant holding {rows} rows of an adopted table (bench.invoices), moved to its schema and back"),
+        cutover_ms,
+        Some((
+            &format!("the same {rows} rows copied by one INSERT ... SELECT into a table LIKE bench.invoices INCLUDING ALL: what the cut-over held before the copy moved ahead of its lock"),
+            copy_ms,
+        )),
+        RatioKind::ValueOverBaseline,
+        None,
+    ));
     Ok(())
 }
 
