@@ -24,6 +24,7 @@ const FIGURES: &[&str] = &[
     "tier_move_back_1k_rows_s",
     "tier_move_cutover_ms",
     "tier_move_back_cutover_ms",
+    "tier_move_back_adopted_cutover_ms",
     "api_point_read_20_schema_tenants",
     "rls_point_20_schema_tenants",
     "sql_verify_key_ms",
