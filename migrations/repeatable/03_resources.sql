@@ -802,14 +802,22 @@ DECLARE
     row_tenant uuid := CASE WHEN TG_OP = 'DELETE' THEN OLD.tenant_id ELSE NEW.tenant_id END;
     me uuid := tenantry.current_tenant_id();
     t record;
+    bypasses boolean;
     family regclass;
     old_key text;
     new_key text;
 BEGIN
     -- A tenant role's row of a tenant it cannot see, context or not: the
-    -- policy refuses it, alike for every tenant, existing or not.
+    -- policy refuses it, alike for every tenant, existing or not. A writer
+    -- that bypasses row level security (a superuser or BYPASSRLS role, such
+    -- as a team's ETL login or tenantry_owner) is not refused: its writes
+    -- are held and recorded for a tier move like every other.
     IF NOT (row_tenant = ANY (coalesce(tenantry.visible_tenant_ids(), '{}'))) AND tenantry.limits_refuse_writer() THEN
-        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+        SELECT r.rolsuper OR r.rolbypassrls INTO bypasses FROM pg_catalog.pg_roles r
+        WHERE r.rolname = CASE WHEN current_setting('role') = 'none' THEN session_user ELSE current_setting('role') END;
+        IF NOT coalesce(bypasses, false) THEN
+            RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+        END IF;
     END IF;
     IF row_tenant IS NOT DISTINCT FROM me THEN
         -- Locked by tenant_tier_lock, before any row.

@@ -437,6 +437,8 @@ BEGIN
     IF target = 'schema' THEN
         PERFORM tenantry.require_schema_tier();
     END IF;
+    -- A move under way: its row first, then the tenant's (tier_move_cutover).
+    PERFORM 1 FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
     SELECT tn.isolation, tn.moving_to INTO t
     FROM tenantry.tenants tn WHERE tn.tenant_id = tid AND tn.status <> 'deleted' FOR NO KEY UPDATE;
     IF NOT FOUND THEN
@@ -586,6 +588,9 @@ AS $$
     JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
     CROSS JOIN tenantry.tier_tables() f
     WHERE m.tenant_id = tid
+      -- A family adopted after the tenant's schema was made has no table
+      -- there until tenantry migrate runs: its rows are in the pooled one.
+      AND to_regclass(format('%I.%I', t.schema_name, f.template_table)) IS NOT NULL
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_tables(uuid) IS 'Internal: for a tenant being moved, each family''s pooled table (template), the schema its rows come from and go to (the template''s, or the tenant''s own; the table name is the template''s in both), key and columns. Not granted.';
 
@@ -694,7 +699,7 @@ DECLARE
     n bigint;
     total bigint := 0;
 BEGIN
-    -- The move's row first, then the tenant's: the order of every step.
+    -- The move's row first, then the tenant's (tier_move_cutover).
     PERFORM 1 FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
     PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
     -- In batches, resources only: its keys are the database's own and no
@@ -747,10 +752,27 @@ BEGIN
     END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
     IF target = 'shared' THEN
-        -- Rows move in place: nothing was recorded to catch up with.
-        n := CASE WHEN catch_up THEN 0 ELSE tenantry.tier_move_rows_back(tid, greatest(max_rows, 1)) END;
+        -- Resources move in place; the adopted rows' recorded writes wait
+        -- for the cut-over, which copies those rows first.
+        IF catch_up THEN
+            n := 0;
+        ELSE
+            n := tenantry.tier_move_rows_back(tid, greatest(max_rows, 1));
+            -- Under the tenant's row (held to the end of this transaction)
+            -- no write of its rows is in flight: what was recorded so far
+            -- is committed, and the cut-over's copy, later, has it.
+            DELETE FROM tenantry.tier_move_changes c WHERE c.tenant_id = tid;
+        END IF;
     ELSIF catch_up THEN
-        n := tenantry.tier_move_apply_changes(tid, greatest(max_rows, 1));
+        BEGIN
+            n := tenantry.tier_move_apply_changes(tid, greatest(max_rows, 1));
+        EXCEPTION WHEN unique_violation THEN
+            -- A row copied again can meet, on a second unique key, the stale
+            -- copy of a row whose own record is in a later batch (or still
+            -- in flight): the cut-over applies every record at once, with
+            -- no write in flight.
+            n := 0;
+        END;
     ELSE
         n := tenantry.tier_move_copy_rows(tid, greatest(max_rows, 1));
     END IF;
@@ -785,7 +807,7 @@ RETURNS bigint
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT tenantry.tier_move_batch(tid, max_changes, true) $$;
-COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier move step 3 (repeat while it returns max_changes): copies again the rows the moving tenant wrote since they were copied; returns how many recorded writes it consumed (towards the shared tier always 0: rows move in place). TN404 when the tenant is not being moved.';
+COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier move step 3 (repeat while it returns max_changes): copies again the rows the moving tenant wrote since they were copied; returns how many recorded writes it consumed (0 as well when a batch meets a stale copy on a unique key: the cut-over applies them all at once; towards the shared tier always 0: the cut-over copies the adopted rows). TN404 when the tenant is not being moved.';
 
 /**
  * Step 4, the cut-over: takes the tenant's row FOR NO KEY UPDATE (the tenant's
@@ -820,8 +842,12 @@ $$;
  * nobody until it commits, while the tenant keeps writing its schema's
  * tables (each write recorded by tenant_row_home). Under the lock, what
  * was recorded is copied again and the schema's rows are deleted, which
- * costs a small part of copying them. The move's row is locked first, then
- * the tenant's: the order of every step of a move.
+ * costs a sixth of copying them. The wait for the tenant's row after the
+ * copy is bounded (5 s, then 55P03 and nothing changed): the copies hold
+ * the pooled tables. Every function that locks both a move's row and the
+ * tenant's row takes the move's first (tier_move_start, the batches,
+ * tier_move_abort, migrate_tenant_schema), so that none waits for this one
+ * while holding what it waits for.
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_cutover(tid uuid)
 RETURNS jsonb
@@ -837,6 +863,7 @@ DECLARE
     moved bigint := 0;
     at_cutover bigint := 0;
     replication text := current_setting('session_replication_role');
+    lock_wait text := current_setting('lock_timeout');
 BEGIN
     PERFORM tenantry.require_tier_admin();
     SELECT * INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
@@ -855,15 +882,29 @@ BEGIN
             USING tid;
         END LOOP;
     END IF;
-    SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
+    IF m.target = 'shared' THEN
+        -- The copies hold the pooled tables (ROW EXCLUSIVE): a team's
+        -- ALTER TABLE or plain CREATE INDEX on one of them would wait for
+        -- this transaction, and every other tenant's writes behind it, for
+        -- as long as the tenant's own transactions keep this one waiting.
+        -- Not longer than 5 s: the caller retries the cut-over.
+        PERFORM set_config('lock_timeout', '5s', true);
+        BEGIN
+            SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'the transactions of tenant % kept its cut-over waiting for 5 s; nothing changed, run the cut-over again', tid
+                USING ERRCODE = '55P03', HINT = 'a long transaction of the tenant''s (a report, an idle psql session) holds its row; tenantry tenant move, CALL tenantry.move_tenant and tier_move_finish resume the move';
+        END;
+        PERFORM set_config('lock_timeout', lock_wait, true);
+    ELSE
+        SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
+    END IF;
     locked_at := clock_timestamp();
     IF m.target = 'schema' THEN
-        at_cutover := tenantry.tier_move_copy_rows(tid, 9223372036854775807);
-        LOOP
-            n := tenantry.tier_move_apply_changes(tid, 100000);
-            EXIT WHEN n = 0;
-            at_cutover := at_cutover + n;
-        END LOOP;
+        -- Every record at once: no write is in flight, so the rows copied
+        -- again and the copies left agree on every unique key.
+        at_cutover := tenantry.tier_move_copy_rows(tid, 9223372036854775807)
+                      + tenantry.tier_move_apply_changes(tid, 9223372036854775807);
         FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
             EXECUTE format('DELETE FROM ONLY %I.%I WHERE tenant_id = $1', f.source_schema, f.template_table) USING tid;
             GET DIAGNOSTICS n = ROW_COUNT;
@@ -881,11 +922,7 @@ BEGIN
         -- tier_move_cleanup().
         at_cutover := tenantry.tier_move_rows_back(tid, 9223372036854775807);
         moved := m.rows_moved + at_cutover;
-        LOOP
-            n := tenantry.tier_move_apply_changes(tid, 100000);
-            EXIT WHEN n = 0;
-            at_cutover := at_cutover + n;
-        END LOOP;
+        at_cutover := at_cutover + tenantry.tier_move_apply_changes(tid, 9223372036854775807);
         FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) mt WHERE mt.template <> 'tenantry.resources'::regclass LOOP
             EXECUTE format('DELETE FROM ONLY %I.%I WHERE tenant_id = $1', f.source_schema, f.template_table) USING tid;
             GET DIAGNOSTICS n = ROW_COUNT;
@@ -955,7 +992,7 @@ DECLARE
     replication text := current_setting('session_replication_role');
 BEGIN
     PERFORM tenantry.require_tier_admin();
-    -- The move's row first, then the tenant's: the order of every step.
+    -- The move's row first, then the tenant's (tier_move_cutover).
     SELECT * INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
     SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
     IF s IS NULL THEN
@@ -1312,7 +1349,10 @@ DECLARE
     ran integer := 0;
 BEGIN
     PERFORM tenantry.require_tier_admin();
-    -- The tenant's row: no move or second migration of it meanwhile.
+    -- The tenant's row: no move or second migration of it meanwhile. A move
+    -- under way first (its row, then the tenant's: tier_move_cutover holds
+    -- the move's while it reads the schema's tables, which a step alters).
+    PERFORM 1 FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
     SELECT tn.schema_name, tn.schema_version, tn.isolation INTO t
     FROM tenantry.tenants tn WHERE tn.tenant_id = tid FOR NO KEY UPDATE;
     IF NOT FOUND THEN

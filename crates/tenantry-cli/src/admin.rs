@@ -690,7 +690,7 @@ async fn move_tenant(
         json(&moved)
     } else {
         outln!(
-            "tenant {} is {} now: {} rows moved, its writes held back {:.1} ms at the cut-over ({} rows moved then)",
+            "tenant {} is {} now: {} rows moved, its writes held back {:.1} ms at the cut-over ({} rows moved or written again then)",
             moved.tenant_id,
             moved.isolation.as_str(),
             moved.rows_moved,

@@ -15,8 +15,9 @@ pub struct TierMove {
     pub isolation: Isolation,
     /// Rows that changed tables in the move (0 when it was in that tier already).
     pub rows_moved: i64,
-    /// Rows copied or moved at the cut-over, under the tenant's lock (what
-    /// the batches before it left, and what the tenant wrote meanwhile).
+    /// Work done at the cut-over, under the tenant's lock: rows the batches
+    /// before it left (copied or moved), plus each recorded write of the
+    /// tenant's that it copied again (a row written twice counts twice).
     pub cutover_rows: i64,
     /// How long the cut-over held back the tenant's own writes, in milliseconds
     /// (nobody else's writes wait for a move).

@@ -1015,6 +1015,15 @@ async fn while_a_tenant_moves_back_its_adopted_rows_stay_whole_and_what_it_write
         ))
         .await
         .unwrap();
+    // And a writer that bypasses row level security (a team's ETL login;
+    // here tenantry's owner role): held and recorded the same way.
+    let etl = tdb.superuser_client().await;
+    etl.batch_execute(&format!(
+        "BEGIN; SET LOCAL ROLE tenantry_owner;
+         UPDATE {schema}.projects SET name = 'p2-etl' WHERE name = 'p2';"
+    ))
+    .await
+    .unwrap();
     let finisher = tdb.superuser_client().await;
     let finish = tokio::spawn(async move {
         finisher
@@ -1040,12 +1049,13 @@ async fn while_a_tenant_moves_back_its_adopted_rows_stay_whole_and_what_it_write
         .get(0);
     assert_eq!(family_rows, 4, "p1, p2, the invoice of p1, the setting");
     writer.batch_execute("COMMIT").await.unwrap();
+    etl.batch_execute("COMMIT").await.unwrap();
     let finished: serde_json::Value =
         serde_json::from_str(&finish.await.unwrap().expect("the cut-over")).unwrap();
     assert_eq!(finished["isolation"], "shared");
     assert_eq!(
-        finished["cutover_rows"], 4,
-        "under the lock, only the four writes recorded since the copy: {finished}"
+        finished["cutover_rows"], 5,
+        "under the lock, only the five writes recorded since the copy: {finished}"
     );
     assert_eq!(
         finished["rows_moved"], 25,
@@ -1072,7 +1082,7 @@ async fn while_a_tenant_moves_back_its_adopted_rows_stay_whole_and_what_it_write
         [
             ("invoices 30".to_owned(), 1),
             ("projects p1".to_owned(), 1),
-            ("projects p2".to_owned(), 1),
+            ("projects p2-etl".to_owned(), 1),
             ("projects p3".to_owned(), 1),
             ("settings green".to_owned(), 1)
         ]
@@ -1781,4 +1791,263 @@ async fn a_table_adopted_by_a_migration_role_that_is_no_superuser_reaches_schema
     ))
     .await
     .unwrap();
+}
+
+/// A schema tenant holding projects `p1` and `p2` (unique by name) in an
+/// adopted table, and its schema.
+async fn tenant_with_named_projects(
+    db: &Database,
+    su: &Client,
+    isolation: Isolation,
+) -> (TenantId, String) {
+    su.batch_execute(
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id),
+                                       UNIQUE (tenant_id, name));
+         SELECT tenantry.adopt_table('public.projects');",
+    )
+    .await
+    .unwrap();
+    let t = tenant(db, "named", isolation).await;
+    own_sql(db, t, "INSERT INTO projects (name) VALUES ('p1'), ('p2')")
+        .await
+        .unwrap();
+    (t, schema_name(su, t).await)
+}
+
+/// The names of `t`'s projects, with the table each is in.
+async fn projects_of(su: &Client, t: TenantId) -> Vec<String> {
+    su.query(
+        "SELECT tableoid::regclass::text || ' ' || name FROM public.projects WHERE tenant_id = $1 ORDER BY name",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_catch_up_batch_that_meets_a_stale_copy_on_a_unique_key_leaves_it_to_the_cut_over() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let (t, schema) = tenant_with_named_projects(&db, &su, Isolation::Shared).await;
+    su.execute(
+        "SELECT tenantry.tier_move_start($1, 'schema')",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap();
+    while su
+        .query_one("SELECT tenantry.tier_move_copy($1, 10)", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {}
+    // The tenant swaps its two names after they were copied: copying again
+    // one row at a time, the first meets the other's stale copy.
+    own_sql(
+        &db,
+        t,
+        "UPDATE projects SET name = CASE name WHEN 'p1' THEN 'p2' ELSE 'p1' END",
+    )
+    .await
+    .expect_err("the swap violates the unique key in the middle of its statement");
+    for sql in [
+        "UPDATE projects SET name = 'swap' WHERE name = 'p1'",
+        "UPDATE projects SET name = 'p1' WHERE name = 'p2'",
+        "UPDATE projects SET name = 'p2' WHERE name = 'swap'",
+    ] {
+        own_sql(&db, t, sql).await.unwrap();
+    }
+    let applied: i64 = su
+        .query_one("SELECT tenantry.tier_move_catch_up($1, 1)", &[t.as_uuid()])
+        .await
+        .expect("a catch-up batch that meets a stale copy is no error")
+        .get(0);
+    assert_eq!(applied, 0);
+    let finished: String = su
+        .query_one("SELECT tenantry.tier_move_finish($1)::text", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(finished.contains("\"schema\""), "{finished}");
+    assert_eq!(
+        projects_of(&su, t).await,
+        [
+            format!("{schema}.projects p1"),
+            format!("{schema}.projects p2")
+        ]
+    );
+    let ids: i64 = su
+        .query_one(
+            "SELECT count(DISTINCT id) FROM public.projects WHERE tenant_id = $1",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ids, 2);
+}
+
+/// How many sessions of this test's database wait for a lock.
+async fn sessions_waiting(watcher: &Client) -> i64 {
+    watcher
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits (up to 5 s) until `n` sessions wait for a lock; whether they did.
+async fn sessions_wait(watcher: &Client, n: i64) -> bool {
+    for _ in 0..500 {
+        if sessions_waiting(watcher).await >= n {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Starts `t`'s move back and runs its batches to the end, as an operator.
+async fn moving_back_batches_done(su: &Client, t: TenantId) {
+    su.execute(
+        "SELECT tenantry.tier_move_start($1, 'shared')",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap();
+    tenantry_db::testing::older_transactions_ended(su, *t.as_uuid()).await;
+    while su
+        .query_one("SELECT tenantry.tier_move_copy($1, 100)", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {}
+}
+
+#[tokio::test]
+async fn a_schema_migration_and_a_one_transaction_move_wait_for_a_cut_over_copying_instead_of_deadlocking_with_it(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let (t, schema) = tenant_with_named_projects(&db, &su, Isolation::Schema).await;
+    su.execute(
+        "SELECT tenantry.add_tenant_schema_step('no name index', 'ALTER TABLE projects DROP CONSTRAINT projects_tenant_id_name_key')",
+        &[],
+    )
+    .await
+    .unwrap();
+    moving_back_batches_done(&su, t).await;
+
+    // Another session holds the tenant's projects table, so the cut-over
+    // stops in its copy, holding the move's row.
+    let holder = tdb.superuser_client().await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {schema}.projects IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    let cut_over = {
+        let c = tdb.superuser_client().await;
+        tokio::spawn(async move {
+            c.query_one("SELECT tenantry.tier_move_finish($1)::text", &[t.as_uuid()])
+                .await
+                .map(|r| r.get::<_, String>(0))
+        })
+    };
+    assert!(sessions_wait(&su, 1).await, "the cut-over never waited");
+    // The schema's migration and the one-transaction move of the same
+    // tenant queue behind the cut-over's hold on the move.
+    let migrate = {
+        let c = tdb.superuser_client().await;
+        tokio::spawn(async move {
+            c.query_one("SELECT tenantry.migrate_tenant_schema($1)", &[t.as_uuid()])
+                .await
+                .map(|r| r.get::<_, i32>(0))
+        })
+    };
+    let one_transaction = {
+        let c = tdb.superuser_client().await;
+        tokio::spawn(async move {
+            c.execute(
+                "SELECT tenantry.set_tenant_isolation($1, 'shared')",
+                &[t.as_uuid()],
+            )
+            .await
+        })
+    };
+    assert!(sessions_wait(&su, 3).await, "the three never all waited");
+    holder.batch_execute("COMMIT").await.unwrap();
+
+    let finished = cut_over.await.unwrap().expect("the cut-over");
+    assert!(finished.contains("\"shared\""), "{finished}");
+    assert_eq!(
+        migrate.await.unwrap().expect("the migration"),
+        0,
+        "the tenant left the schema tier before the migration reached it"
+    );
+    one_transaction
+        .await
+        .unwrap()
+        .expect("the tenant is in the shared tier already");
+    assert_eq!(projects_of(&su, t).await, ["projects p1", "projects p2"]);
+}
+
+#[tokio::test]
+async fn a_move_backs_cut_over_held_by_a_long_transaction_of_the_tenant_gives_up_changing_nothing_and_runs_again(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let (t, schema) = tenant_with_named_projects(&db, &su, Isolation::Schema).await;
+    moving_back_batches_done(&su, t).await;
+
+    // An idle transaction of the tenant's, after a write: it holds its row.
+    let idle = tdb.server_client().await;
+    idle.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&idle, *t.as_uuid()).await;
+    idle.batch_execute(&format!(
+        "INSERT INTO {schema}.projects (name) VALUES ('p3')"
+    ))
+    .await
+    .unwrap();
+    let refused = su
+        .query_one("SELECT tenantry.tier_move_finish($1)", &[t.as_uuid()])
+        .await
+        .expect_err("the cut-over waits 5 s at most");
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE),
+        "{refused:?}"
+    );
+    // Nothing changed: the tenant is still moving, its rows in its schema.
+    assert_eq!(
+        projects_of(&su, t).await,
+        [
+            format!("{schema}.projects p1"),
+            format!("{schema}.projects p2")
+        ]
+    );
+    idle.batch_execute("COMMIT").await.unwrap();
+    let finished: String = su
+        .query_one("SELECT tenantry.tier_move_finish($1)::text", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(finished.contains("\"shared\""), "{finished}");
+    assert_eq!(
+        projects_of(&su, t).await,
+        ["projects p1", "projects p2", "projects p3"]
+    );
 }
