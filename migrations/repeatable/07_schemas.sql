@@ -588,9 +588,6 @@ AS $$
     JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
     CROSS JOIN tenantry.tier_tables() f
     WHERE m.tenant_id = tid
-      -- A family adopted after the tenant's schema was made has no table
-      -- there until tenantry migrate runs: its rows are in the pooled one.
-      AND to_regclass(format('%I.%I', t.schema_name, f.template_table)) IS NOT NULL
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_tables(uuid) IS 'Internal: for a tenant being moved, each family''s pooled table (template), the schema its rows come from and go to (the template''s, or the tenant''s own; the table name is the template''s in both), key and columns. Not granted.';
 
@@ -766,11 +763,11 @@ BEGIN
     ELSIF catch_up THEN
         BEGIN
             n := tenantry.tier_move_apply_changes(tid, greatest(max_rows, 1));
-        EXCEPTION WHEN unique_violation THEN
-            -- A row copied again can meet, on a second unique key, the stale
-            -- copy of a row whose own record is in a later batch (or still
-            -- in flight): the cut-over applies every record at once, with
-            -- no write in flight.
+        EXCEPTION WHEN unique_violation OR exclusion_violation THEN
+            -- A row copied again can meet, on a second unique key or an
+            -- exclusion constraint, the stale copy of a row whose own record
+            -- is in a later batch (or still in flight): the cut-over applies
+            -- every record at once, with no write in flight.
             n := 0;
         END;
     ELSE
@@ -843,8 +840,8 @@ $$;
  * tables (each write recorded by tenant_row_home). Under the lock, what
  * was recorded is copied again and the schema's rows are deleted, which
  * costs a sixth of copying them. The wait for the tenant's row after the
- * copy is bounded (5 s, then 55P03 and nothing changed): the copies hold
- * the pooled tables. Every function that locks both a move's row and the
+ * copy is bounded (5 s in all, then 55P03 and nothing changed): the copies
+ * hold the pooled tables. Read committed only (25001 otherwise). Every function that locks both a move's row and the
  * tenant's row takes the move's first (tier_move_start, the batches,
  * tier_move_abort, migrate_tenant_schema), so that none waits for this one
  * while holding what it waits for.
@@ -864,8 +861,16 @@ DECLARE
     at_cutover bigint := 0;
     replication text := current_setting('session_replication_role');
     lock_wait text := current_setting('lock_timeout');
+    deadline timestamptz;
 BEGIN
     PERFORM tenantry.require_tier_admin();
+    -- Each statement must see what committed before it: the records of
+    -- writes that committed while this waited, and their rows. A snapshot
+    -- kept for the transaction would copy neither.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'a tier move''s cut-over runs at the read committed isolation level, not %', current_setting('transaction_isolation')
+            USING ERRCODE = '25001', HINT = 'run it in a transaction begun with BEGIN ISOLATION LEVEL READ COMMITTED (the database''s default_transaction_isolation is not read committed)';
+    END IF;
     SELECT * INTO m FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % is not being moved', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
@@ -887,14 +892,23 @@ BEGIN
         -- ALTER TABLE or plain CREATE INDEX on one of them would wait for
         -- this transaction, and every other tenant's writes behind it, for
         -- as long as the tenant's own transactions keep this one waiting.
-        -- Not longer than 5 s: the caller retries the cut-over.
-        PERFORM set_config('lock_timeout', '5s', true);
-        BEGIN
-            SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
-        EXCEPTION WHEN lock_not_available THEN
-            RAISE EXCEPTION 'the transactions of tenant % kept its cut-over waiting for 5 s; nothing changed, run the cut-over again', tid
-                USING ERRCODE = '55P03', HINT = 'a long transaction of the tenant''s (a report, an idle psql session) holds its row; tenantry tenant move, CALL tenantry.move_tenant and tier_move_finish resume the move';
-        END;
+        -- Not longer than 5 s in all (the tenant's transactions that begin
+        -- meanwhile share its row with those before them, and would keep a
+        -- single wait going): short tries against one deadline, then 55P03
+        -- and nothing changed; the caller runs the cut-over again.
+        deadline := clock_timestamp() + interval '5 s';
+        PERFORM set_config('lock_timeout', '100ms', true);
+        LOOP
+            BEGIN
+                SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN
+                IF clock_timestamp() >= deadline THEN
+                    RAISE EXCEPTION 'the transactions of tenant % kept its cut-over waiting for 5 s; nothing changed, run the cut-over again', tid
+                        USING ERRCODE = '55P03', HINT = 'the tenant''s own transactions (a report, an idle psql session, or a steady stream of overlapping ones) hold its row; tenantry tenant move, CALL tenantry.move_tenant and tier_move_finish resume the move';
+                END IF;
+            END;
+        END LOOP;
         PERFORM set_config('lock_timeout', lock_wait, true);
     ELSE
         SELECT t.schema_name INTO s FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
@@ -957,6 +971,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t record;
+    lock_wait text := current_setting('lock_timeout');
 BEGIN
     PERFORM tenantry.require_tier_admin();
     SELECT tn.isolation, tn.moving_to, tn.schema_name INTO t FROM tenantry.tenants tn WHERE tn.tenant_id = tid;
@@ -970,10 +985,10 @@ BEGIN
     BEGIN
         EXECUTE format('DROP SCHEMA %I CASCADE', t.schema_name);
     EXCEPTION WHEN lock_not_available THEN
-        PERFORM set_config('lock_timeout', '0', true);
+        PERFORM set_config('lock_timeout', lock_wait, true);
         RETURN false;
     END;
-    PERFORM set_config('lock_timeout', '0', true);
+    PERFORM set_config('lock_timeout', lock_wait, true);
     RETURN true;
 END
 $$;

@@ -2051,3 +2051,70 @@ async fn a_move_backs_cut_over_held_by_a_long_transaction_of_the_tenant_gives_up
         ["projects p1", "projects p2", "projects p3"]
     );
 }
+
+#[tokio::test]
+async fn a_write_through_a_security_definer_function_during_a_move_is_copied_again_and_the_cut_over_refuses_a_repeatable_read_snapshot(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let (t, schema) = tenant_with_named_projects(&db, &su, Isolation::Shared).await;
+    // A team's helper, owned by a superuser: it writes every tenant's rows,
+    // whoever calls it (row level security does not hold back its owner).
+    su.batch_execute(
+        "CREATE FUNCTION public.rename_project(old text, new text) RETURNS void
+             LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
+             AS $$ UPDATE public.projects SET name = new WHERE name = old $$;
+         GRANT EXECUTE ON FUNCTION public.rename_project(text, text) TO tenantry_app;",
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "SELECT tenantry.tier_move_start($1, 'schema')",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap();
+    while su
+        .query_one("SELECT tenantry.tier_move_copy($1, 10)", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {}
+    // Called by the app's role without any tenant context: every row it
+    // writes is one that role cannot see.
+    su.batch_execute(
+        "SET ROLE tenantry_app; SELECT public.rename_project('p1', 'p1-renamed'); RESET ROLE;",
+    )
+    .await
+    .unwrap();
+
+    let refused = su
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT tenantry.tier_move_finish('{}')",
+            t.as_uuid()
+        ))
+        .await
+        .expect_err("a cut-over on one snapshot would miss what commits while it waits");
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::ACTIVE_SQL_TRANSACTION),
+        "{refused:?}"
+    );
+    su.batch_execute("ROLLBACK").await.unwrap();
+
+    let finished: String = su
+        .query_one("SELECT tenantry.tier_move_finish($1)::text", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(finished.contains("\"schema\""), "{finished}");
+    assert_eq!(
+        projects_of(&su, t).await,
+        [
+            format!("{schema}.projects p1-renamed"),
+            format!("{schema}.projects p2")
+        ]
+    );
+}
