@@ -1834,19 +1834,7 @@ async fn a_catch_up_batch_that_meets_a_stale_copy_on_a_unique_key_leaves_it_to_t
     let db = tdb.database();
     let su = tdb.superuser_client().await;
     let (t, schema) = tenant_with_named_projects(&db, &su, Isolation::Shared).await;
-    su.execute(
-        "SELECT tenantry.tier_move_start($1, 'schema')",
-        &[t.as_uuid()],
-    )
-    .await
-    .unwrap();
-    while su
-        .query_one("SELECT tenantry.tier_move_copy($1, 10)", &[t.as_uuid()])
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-        > 0
-    {}
+    batches_done(&su, t, "schema").await;
     // The tenant swaps its two names after they were copied: copying again
     // one row at a time, the first meets the other's stale copy.
     own_sql(
@@ -1916,17 +1904,20 @@ async fn sessions_wait(watcher: &Client, n: i64) -> bool {
     false
 }
 
-/// Starts `t`'s move back and runs its batches to the end, as an operator.
-async fn moving_back_batches_done(su: &Client, t: TenantId) {
+/// Starts `t`'s move to `target` and runs its batches to the end, as an
+/// operator (towards the shared tier, after older transactions ended).
+async fn batches_done(su: &Client, t: TenantId, target: &str) {
     su.execute(
-        "SELECT tenantry.tier_move_start($1, 'shared')",
-        &[t.as_uuid()],
+        "SELECT tenantry.tier_move_start($1, $2)",
+        &[t.as_uuid(), &target],
     )
     .await
     .unwrap();
-    tenantry_db::testing::older_transactions_ended(su, *t.as_uuid()).await;
+    if target == "shared" {
+        tenantry_db::testing::older_transactions_ended(su, *t.as_uuid()).await;
+    }
     while su
-        .query_one("SELECT tenantry.tier_move_copy($1, 100)", &[t.as_uuid()])
+        .query_one("SELECT tenantry.tier_move_copy($1, 10)", &[t.as_uuid()])
         .await
         .unwrap()
         .get::<_, i64>(0)
@@ -1947,7 +1938,7 @@ async fn a_schema_migration_and_a_one_transaction_move_wait_for_a_cut_over_copyi
     )
     .await
     .unwrap();
-    moving_back_batches_done(&su, t).await;
+    batches_done(&su, t, "shared").await;
 
     // Another session holds the tenant's projects table, so the cut-over
     // stops in its copy, holding the move's row.
@@ -2011,7 +2002,7 @@ async fn a_move_backs_cut_over_held_by_a_long_transaction_of_the_tenant_gives_up
     let db = tdb.database();
     let su = tdb.superuser_client().await;
     let (t, schema) = tenant_with_named_projects(&db, &su, Isolation::Schema).await;
-    moving_back_batches_done(&su, t).await;
+    batches_done(&su, t, "shared").await;
 
     // An idle transaction of the tenant's, after a write: it holds its row.
     let idle = tdb.server_client().await;
@@ -2069,19 +2060,7 @@ async fn a_write_through_a_security_definer_function_during_a_move_is_copied_aga
     )
     .await
     .unwrap();
-    su.execute(
-        "SELECT tenantry.tier_move_start($1, 'schema')",
-        &[t.as_uuid()],
-    )
-    .await
-    .unwrap();
-    while su
-        .query_one("SELECT tenantry.tier_move_copy($1, 10)", &[t.as_uuid()])
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-        > 0
-    {}
+    batches_done(&su, t, "schema").await;
     // Called by the app's role without any tenant context: every row it
     // writes is one that role cannot see.
     su.batch_execute(
