@@ -955,7 +955,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_cutover(uuid) IS 'Internal (tier_move_finish, set_tenant_isolation, as the owner): the cut-over of a move under way. Not granted.';
-COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified); towards the shared tier, adopted tables'' rows are copied before the lock, unseen until the commit. Returns {isolation, rows_moved (the whole move), cutover_rows (rows copied or moved under the lock), cutover_ms}. TN404 when the tenant is not being moved.';
+COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified); towards the shared tier, adopted tables'' rows are copied before the lock, unseen until the commit, and the lock is given up after 5 s (55P03, nothing changed: run it again). Read committed only (25001). Returns {isolation, rows_moved (the whole move), cutover_rows (rows moved under the lock and recorded writes copied again), cutover_ms}. TN404 when the tenant is not being moved.';
 
 /**
  * Drops what a tenant that moved to the shared tier left of its schema (its
