@@ -841,10 +841,11 @@ $$;
  * was recorded is copied again and the schema's rows are deleted, which
  * costs a sixth of copying them. The wait for the tenant's row after the
  * copy is bounded (5 s in all, then 55P03 and nothing changed): the copies
- * hold the pooled tables. Read committed only (25001 otherwise). Every function that locks both a move's row and the
- * tenant's row takes the move's first (tier_move_start, the batches,
- * tier_move_abort, migrate_tenant_schema), so that none waits for this one
- * while holding what it waits for.
+ * hold the pooled tables. Read committed only (25001 otherwise). Every
+ * function that locks both a move's row and the tenant's row takes the
+ * move's first (tier_move_start, the batches, tier_move_abort,
+ * migrate_tenant_schema), so that none waits for this one while holding
+ * what it waits for.
  */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_cutover(tid uuid)
 RETURNS jsonb
@@ -886,8 +887,6 @@ BEGIN
                            f.source_schema, f.destination_schema, f.template_table, f.columns)
             USING tid;
         END LOOP;
-    END IF;
-    IF m.target = 'shared' THEN
         -- The copies hold the pooled tables (ROW EXCLUSIVE): a team's
         -- ALTER TABLE or plain CREATE INDEX on one of them would wait for
         -- this transaction, and every other tenant's writes behind it, for
