@@ -499,36 +499,7 @@ async fn move_figures(
     .context("loading the tenant to move")?;
     su.batch_execute("ANALYZE tenantry.resources").await?;
 
-    // The baseline: the same rows copied by one statement into a table of
-    // the same shape (indexes included), as the move's destination is made.
-    let columns: String = su
-        .query_one(
-            "SELECT columns FROM tenantry.tier_tables() WHERE template = 'tenantry.resources'::regclass",
-            &[],
-        )
-        .await?
-        .get(0);
-    su.batch_execute(
-        "DROP TABLE IF EXISTS bench.move_copy;
-         CREATE TABLE bench.move_copy (LIKE tenantry.resources INCLUDING ALL)",
-    )
-    .await?;
-    let copy = format!(
-        "INSERT INTO bench.move_copy ({columns}) SELECT {columns} FROM ONLY tenantry.resources WHERE tenant_id = $1"
-    );
-    let copier = connect(&ctx.db.superuser).await?;
-    copier.batch_execute("SET synchronous_commit = off").await?;
-    let mut copy_s = Vec::new();
-    for _ in 0..ctx.opts.runs {
-        copier.batch_execute("TRUNCATE bench.move_copy").await?;
-        let t = Instant::now();
-        let n = copier.execute(&copy, &[&mover_id]).await?;
-        copy_s.push(t.elapsed().as_secs_f64());
-        if n != rows as u64 {
-            bail!("the baseline copied {n} rows, not {rows}");
-        }
-    }
-    su.batch_execute("DROP TABLE bench.move_copy").await?;
+    let copy_s = copy_baseline(ctx, su, "tenantry.resources", mover_id, rows).await?;
 
     let other = Writer::start(lib, writer, false);
     // The moving tenant's own writes may be refused around a cut-over (not
@@ -638,6 +609,48 @@ async fn move_figures(
     Ok(())
 }
 
+/// A move's baseline, in seconds per run: `tenant`'s `rows` rows of the
+/// tenant table family `template` copied by one statement into a table of
+/// the same shape (indexes included), as a move's destination is made;
+/// superuser, synchronous_commit off.
+async fn copy_baseline(
+    ctx: &Ctx,
+    su: &Client,
+    template: &str,
+    tenant: uuid::Uuid,
+    rows: i64,
+) -> anyhow::Result<Vec<f64>> {
+    let columns: String = su
+        .query_one(
+            "SELECT columns FROM tenantry.tier_tables() WHERE template = $1::text::regclass",
+            &[&template],
+        )
+        .await?
+        .get(0);
+    su.batch_execute(&format!(
+        "DROP TABLE IF EXISTS bench.move_copy;
+         CREATE TABLE bench.move_copy (LIKE {template} INCLUDING ALL)"
+    ))
+    .await?;
+    let copy = format!(
+        "INSERT INTO bench.move_copy ({columns}) SELECT {columns} FROM ONLY {template} WHERE tenant_id = $1"
+    );
+    let copier = connect(&ctx.db.superuser).await?;
+    copier.batch_execute("SET synchronous_commit = off").await?;
+    let mut copy_s = Vec::new();
+    for _ in 0..ctx.opts.runs {
+        copier.batch_execute("TRUNCATE bench.move_copy").await?;
+        let t = Instant::now();
+        let n = copier.execute(&copy, &[&tenant]).await?;
+        copy_s.push(t.elapsed().as_secs_f64());
+        if n != rows as u64 {
+            bail!("the baseline copied {n} rows of {template}, not {rows}");
+        }
+    }
+    su.batch_execute("DROP TABLE bench.move_copy").await?;
+    Ok(copy_s)
+}
+
 /// `tier_move_back_adopted_cutover_ms`: a tenant holding `rows` rows of an
 /// adopted table (`bench.invoices`) and no resources moved to its schema and
 /// back (`Database::move_tenant`), `--runs` times; what the move back's
@@ -662,27 +675,12 @@ async fn adopted_move_back_figure(
     )
     .await
     .context("loading the invoices of the tenant to move")?;
-    su.batch_execute(
-        "ANALYZE bench.invoices;
-         DROP TABLE IF EXISTS bench.move_copy;
-         CREATE TABLE bench.move_copy (LIKE bench.invoices INCLUDING ALL)",
-    )
-    .await?;
-    let copier = connect(&ctx.db.superuser).await?;
-    copier.batch_execute("SET synchronous_commit = off").await?;
-    let mut copy_ms = Vec::new();
-    for _ in 0..ctx.opts.runs {
-        copier.batch_execute("TRUNCATE bench.move_copy").await?;
-        let t = Instant::now();
-        copier
-            .execute(
-                "INSERT INTO bench.move_copy SELECT * FROM ONLY bench.invoices WHERE tenant_id = $1",
-                &[&mover_id],
-            )
-            .await?;
-        copy_ms.push(ms(t.elapsed()));
-    }
-    su.batch_execute("DROP TABLE bench.move_copy").await?;
+    su.batch_execute("ANALYZE bench.invoices").await?;
+    let copy_ms: Vec<f64> = copy_baseline(ctx, su, "bench.invoices", mover_id, rows)
+        .await?
+        .iter()
+        .map(|s| s * 1e3)
+        .collect();
 
     let mut cutover_ms = Vec::new();
     for _ in 0..ctx.opts.runs {
