@@ -1857,12 +1857,7 @@ async fn a_catch_up_batch_that_meets_a_stale_copy_on_a_unique_key_leaves_it_to_t
         .expect("a catch-up batch that meets a stale copy is no error")
         .get(0);
     assert_eq!(applied, 0);
-    let finished: String = su
-        .query_one("SELECT tenantry.tier_move_finish($1)::text", &[t.as_uuid()])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(finished.contains("\"schema\""), "{finished}");
+    cut_over_to(&su, t, "schema").await;
     assert_eq!(
         projects_of(&su, t).await,
         [
@@ -1879,6 +1874,16 @@ async fn a_catch_up_batch_that_meets_a_stale_copy_on_a_unique_key_leaves_it_to_t
         .unwrap()
         .get(0);
     assert_eq!(ids, 2);
+}
+
+/// Runs `t`'s cut-over as an operator and checks it ended in `tier`.
+async fn cut_over_to(su: &Client, t: TenantId, tier: &str) {
+    let finished: String = su
+        .query_one("SELECT tenantry.tier_move_finish($1)::text", &[t.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(finished.contains(&format!("\"{tier}\"")), "{finished}");
 }
 
 /// How many sessions of this test's database wait for a lock.
@@ -2031,12 +2036,7 @@ async fn a_move_backs_cut_over_held_by_a_long_transaction_of_the_tenant_gives_up
         ]
     );
     idle.batch_execute("COMMIT").await.unwrap();
-    let finished: String = su
-        .query_one("SELECT tenantry.tier_move_finish($1)::text", &[t.as_uuid()])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(finished.contains("\"shared\""), "{finished}");
+    cut_over_to(&su, t, "shared").await;
     assert_eq!(
         projects_of(&su, t).await,
         ["projects p1", "projects p2", "projects p3"]
@@ -2083,12 +2083,7 @@ async fn a_write_through_a_security_definer_function_during_a_move_is_copied_aga
     );
     su.batch_execute("ROLLBACK").await.unwrap();
 
-    let finished: String = su
-        .query_one("SELECT tenantry.tier_move_finish($1)::text", &[t.as_uuid()])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(finished.contains("\"schema\""), "{finished}");
+    cut_over_to(&su, t, "schema").await;
     assert_eq!(
         projects_of(&su, t).await,
         [
