@@ -125,29 +125,6 @@ DECLARE
     fk record;
     seq regclass;
 BEGIN
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', copy);
-    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', copy);
-    FOR pol IN SELECT p.polname FROM pg_policy p WHERE p.polrelid = copy LOOP
-        EXECUTE format('DROP POLICY %I ON %s', pol.polname, copy);
-    END LOOP;
-    FOR pol IN
-        SELECT p.polname, p.polpermissive,
-               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
-                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS cmd,
-               (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::regrole::text END, ', ')
-                FROM unnest(p.polroles) r) AS roles,
-               pg_get_expr(p.polqual, p.polrelid) AS qual,
-               pg_get_expr(p.polwithcheck, p.polrelid) AS check_expr,
-               obj_description(p.oid, 'pg_policy') AS comment
-        FROM pg_policy p WHERE p.polrelid = template
-    LOOP
-        EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', pol.polname, copy,
-                       CASE WHEN pol.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END, pol.cmd, pol.roles,
-                       CASE WHEN pol.qual IS NULL THEN '' ELSE ' USING (' || pol.qual || ')' END,
-                       CASE WHEN pol.check_expr IS NULL THEN '' ELSE ' WITH CHECK (' || pol.check_expr || ')' END);
-        EXECUTE format('COMMENT ON POLICY %I ON %s IS %L', pol.polname, copy,
-                       coalesce(pol.comment, 'As on the pooled table this table inherits.'));
-    END LOOP;
     FOR trg IN
         SELECT pg_get_triggerdef(t.oid) AS def FROM pg_trigger t
         WHERE t.tgrelid = template AND NOT t.tgisinternal
@@ -235,6 +212,31 @@ BEGIN
     END LOOP;
     EXECUTE format('COMMENT ON TABLE %s IS %L', copy,
                    format('A schema-isolated tenant''s rows of %s (which it inherits; same policies, triggers and grants).', template));
+    -- Last: every command on a table created in this transaction rebuilds
+    -- its relation cache entry at once, policies parsed again each time
+    -- (issue 13). One ALTER TABLE for both (one rebuild).
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', copy);
+    FOR pol IN SELECT p.polname FROM pg_policy p WHERE p.polrelid = copy LOOP
+        EXECUTE format('DROP POLICY %I ON %s', pol.polname, copy);
+    END LOOP;
+    FOR pol IN
+        SELECT p.polname, p.polpermissive,
+               CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END AS cmd,
+               (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE r::regrole::text END, ', ')
+                FROM unnest(p.polroles) r) AS roles,
+               pg_get_expr(p.polqual, p.polrelid) AS qual,
+               pg_get_expr(p.polwithcheck, p.polrelid) AS check_expr,
+               obj_description(p.oid, 'pg_policy') AS comment
+        FROM pg_policy p WHERE p.polrelid = template
+    LOOP
+        EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', pol.polname, copy,
+                       CASE WHEN pol.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END, pol.cmd, pol.roles,
+                       CASE WHEN pol.qual IS NULL THEN '' ELSE ' USING (' || pol.qual || ')' END,
+                       CASE WHEN pol.check_expr IS NULL THEN '' ELSE ' WITH CHECK (' || pol.check_expr || ')' END);
+        EXECUTE format('COMMENT ON POLICY %I ON %s IS %L', pol.polname, copy,
+                       coalesce(pol.comment, 'As on the pooled table this table inherits.'));
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION tenantry.secure_tenant_copy(regclass, regclass) IS 'Internal: a schema tenant''s table of one family made like its template (the pooled table it inherits): forced RLS, the template''s policies, triggers and grants (table and column), identity sequences usable by the app, foreign keys to other families pointing at the same schema''s tables. Idempotent. Not granted.';
@@ -283,9 +285,8 @@ COMMENT ON FUNCTION tenantry.secure_tenant_schema(uuid) IS 'Internal: the tenant
 /**
  * A tenant's schema and its tables, empty and secured; with join_families
  * each table also joins (inherits) its family's pooled table. tier_tables()
- * is read once: creating the schema invalidates every cached plan of the
- * session, and re-planning that catalog query took about 0.6 ms a call
- * (issue 13).
+ * is read once: creating a schema invalidates every cached plan of every
+ * session, so each query here is planned again at every creation (issue 13).
  */
 CREATE OR REPLACE FUNCTION tenantry.build_tenant_tables(tid uuid, join_families boolean)
 RETURNS void
@@ -341,6 +342,9 @@ COMMENT ON FUNCTION tenantry.create_tenant_tables(uuid) IS 'Internal: creates th
 /**
  * A tenant created in the schema tier: it holds no row yet, so its tables
  * are made and join their families at once (no copy, no move bookkeeping).
+ * Its row was inserted with isolation 'schema' and the latest schema
+ * version (its tables are copied from the pooled ones as they are now:
+ * every step so far is in).
  */
 CREATE OR REPLACE FUNCTION tenantry.make_schema_tenant(tid uuid)
 RETURNS void
@@ -350,12 +354,9 @@ AS $$
 BEGIN
     PERFORM tenantry.require_schema_tier();
     PERFORM tenantry.build_tenant_tables(tid, true);
-    -- Copied from the pooled tables as they are now: every step so far is in.
-    UPDATE tenantry.tenants SET isolation = 'schema', schema_version = tenantry.tenant_schema_latest()
-    WHERE tenant_id = tid;
 END
 $$;
-COMMENT ON FUNCTION tenantry.make_schema_tenant(uuid) IS 'Internal (insert_tenant): gives a tenant created in the schema tier, which holds no row yet, its schema''s tables, joined to their families at once. Not granted.';
+COMMENT ON FUNCTION tenantry.make_schema_tenant(uuid) IS 'Internal (insert_tenant, import_tenant): gives a tenant inserted in the schema tier (isolation schema, the latest schema version), which holds no row yet, its schema''s tables, joined to their families at once. Not granted.';
 
 /**
  * The schema tier needs tables that inherit the pooled ones, which Citus does

@@ -243,11 +243,13 @@ BEGIN
     END IF;
     PERFORM tenantry.validate_tenant_settings(tenant->'settings');
     PERFORM set_config('session_replication_role', 'replica', true);
-    INSERT INTO tenantry.tenants (tenant_id, name, created_at, updated_at, settings, status, parent_id, isolation)
+    INSERT INTO tenantry.tenants (tenant_id, name, created_at, updated_at, settings, status, parent_id, isolation, schema_version)
     VALUES (tid, tenantry.clean_name(tenant->>'name', 'name'),
             coalesce((tenant->>'created_at')::timestamptz, now()),
             coalesce((tenant->>'updated_at')::timestamptz, now()),
-            coalesce(tenant->'settings', '{}'), status, parent, 'shared');
+            coalesce(tenant->'settings', '{}'), status, parent,
+            CASE WHEN tenant->>'isolation' = 'schema' THEN 'schema' ELSE 'shared' END,
+            CASE WHEN tenant->>'isolation' = 'schema' THEN tenantry.tenant_schema_latest() END);
     INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth)
     SELECT tid, tid, 0
     UNION ALL

@@ -349,6 +349,52 @@ async fn creating_a_schema_tenant_takes_no_lock_that_another_tenants_open_read_o
 }
 
 #[tokio::test]
+async fn a_schema_tenant_is_inserted_in_its_tier_and_audited_once_as_created_there() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let t = tenant(&db, "silo", Isolation::Schema).await;
+    let su = tdb.superuser_client().await;
+    let row = su
+        .query_one(
+            "SELECT isolation, schema_version = tenantry.tenant_schema_latest(),
+                    (SELECT count(*) FROM pg_inherits i
+                     WHERE i.inhparent = 'tenantry.resources'::regclass
+                       AND i.inhrelid = to_regclass(format('%I.resources', schema_name)))
+             FROM tenantry.tenants WHERE tenant_id = $1",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "schema");
+    assert!(row.get::<_, bool>(1), "a new schema has every step in");
+    assert_eq!(row.get::<_, i64>(2), 1, "its table joins the pooled family");
+    // One row, saying where it was created: no tier change that never was.
+    let audit: Vec<(String, Option<String>)> = su
+        .query(
+            "SELECT action, details->>'isolation' FROM tenantry.audit_log
+             WHERE tenant_id = $1 ORDER BY audit_id",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        audit,
+        [("tenant.created".to_owned(), Some("schema".to_owned()))]
+    );
+    // And it works there at once.
+    create(&db, t, "first").await.unwrap();
+    let home = home_of(&su, "tenantry.resources", t).await;
+    assert_eq!(home.len(), 1, "{home:?}");
+    assert_ne!(
+        home[0], "tenantry.resources",
+        "its row is in its own schema"
+    );
+}
+
+#[tokio::test]
 async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was() {
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
