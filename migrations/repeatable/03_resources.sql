@@ -644,14 +644,22 @@ BEGIN
     IF tenantry.on_citus_worker() THEN
         RETURN NULL;
     END IF;
-    IF (NEW.settings ? 'max_resources' OR NEW.settings ? 'max_storage_bytes')
-       IS DISTINCT FROM (TG_OP = 'UPDATE' AND (OLD.settings ? 'max_resources' OR OLD.settings ? 'max_storage_bytes')) THEN
+    IF TG_OP = 'INSERT' THEN
+        -- A new tenant holds nothing yet (every tenant table's rows need
+        -- their tenant's row), and a schema tenant's tables are made after
+        -- its row is inserted: nothing to count, nowhere to count it.
+        IF NEW.settings ? 'max_resources' OR NEW.settings ? 'max_storage_bytes' THEN
+            INSERT INTO tenantry.tenant_quota_usage (tenant_id, resource_count, storage_bytes)
+            VALUES (NEW.tenant_id, 0, 0);
+        END IF;
+    ELSIF (NEW.settings ? 'max_resources' OR NEW.settings ? 'max_storage_bytes')
+          IS DISTINCT FROM (OLD.settings ? 'max_resources' OR OLD.settings ? 'max_storage_bytes') THEN
         PERFORM tenantry.recount_quota_usage(NEW.tenant_id);
     END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_quota_settings() IS 'Trigger: when a tenant gains or loses its quotas, recounts (or drops) its tenant_quota_usage row, under the tenant row''s lock.';
+COMMENT ON FUNCTION tenantry.tenants_quota_settings() IS 'Trigger: a tenant created with quotas starts its tenant_quota_usage row at zero; when a tenant gains or loses its quotas, recounts (or drops) that row, under the tenant row''s lock.';
 CREATE OR REPLACE TRIGGER tenants_quota_settings
     AFTER INSERT OR UPDATE OF settings ON tenantry.tenants
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenants_quota_settings();
