@@ -1922,6 +1922,70 @@ async fn a_catch_up_batch_that_meets_a_stale_copy_on_a_unique_key_leaves_it_to_t
     assert_eq!(ids, 2);
 }
 
+#[tokio::test]
+async fn a_catch_up_batch_that_meets_a_stale_copy_on_an_exclusion_constraint_leaves_it_to_the_cut_over(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    // A team's bookings: no two of a tenant's bookings of a room overlap.
+    su.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS btree_gist;
+         CREATE TABLE public.bookings (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       room text NOT NULL, during int4range NOT NULL,
+                                       PRIMARY KEY (tenant_id, id),
+                                       EXCLUDE USING gist (tenant_id WITH =, room WITH =, during WITH &&));
+         SELECT tenantry.adopt_table('public.bookings');",
+    )
+    .await
+    .unwrap();
+    let t = tenant(&db, "booked", Isolation::Shared).await;
+    own_sql(
+        &db,
+        t,
+        "INSERT INTO bookings (room, during) VALUES ('a', '[1,5)'), ('b', '[6,10)')",
+    )
+    .await
+    .unwrap();
+    let schema = schema_name(&su, t).await;
+    batches_done(&su, t, "schema").await;
+    // After the copy, the two bookings swap their slots by way of a third
+    // one: copied again one at a time, the first meets the other's stale
+    // copy on the exclusion constraint.
+    for sql in [
+        "UPDATE bookings SET room = 'b', during = '[20,25)' WHERE room = 'a'",
+        "UPDATE bookings SET room = 'a', during = '[1,5)' WHERE during = '[6,10)'",
+        "UPDATE bookings SET during = '[6,10)' WHERE during = '[20,25)'",
+    ] {
+        own_sql(&db, t, sql).await.unwrap();
+    }
+    let applied: i64 = su
+        .query_one("SELECT tenantry.tier_move_catch_up($1, 1)", &[t.as_uuid()])
+        .await
+        .expect("a catch-up batch that meets a stale copy is no error")
+        .get(0);
+    assert_eq!(applied, 0);
+    cut_over_to(&su, t, "schema").await;
+    let rows: Vec<String> = su
+        .query(
+            "SELECT tableoid::regclass::text || ' ' || room || ' ' || during::text
+             FROM public.bookings WHERE tenant_id = $1 ORDER BY room",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            format!("{schema}.bookings a [1,5)"),
+            format!("{schema}.bookings b [6,10)")
+        ]
+    );
+}
+
 /// Runs `t`'s cut-over as an operator and checks it ended in `tier`.
 async fn cut_over_to(su: &Client, t: TenantId, tier: &str) {
     let finished: String = su
