@@ -2153,6 +2153,89 @@ async fn a_move_backs_cut_over_held_by_a_long_transaction_of_the_tenant_gives_up
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_backs_cut_over_held_by_overlapping_transactions_of_the_tenant_gives_up_at_its_deadline_not_when_they_pause(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let (t, schema) = tenant_with_named_projects(&db, &su, Isolation::Schema).await;
+    batches_done(&su, t, "shared").await;
+
+    // Two sessions of the tenant's, each writing and holding its
+    // transaction open a while, staggered: at every moment one of them
+    // holds the tenant's row, though none holds it for long.
+    let running = Arc::new(AtomicBool::new(true));
+    let capped = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let client = tdb.server_client().await;
+        client.batch_execute("SET ROLE tenantry_app").await.unwrap();
+        let (running, capped, schema) = (running.clone(), capped.clone(), schema.clone());
+        let tenant = *t.as_uuid();
+        writers.push(tokio::spawn(async move {
+            if w == 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            let started = std::time::Instant::now();
+            let mut names = Vec::new();
+            while running.load(Ordering::SeqCst) {
+                if started.elapsed() > std::time::Duration::from_secs(20) {
+                    capped.store(true, Ordering::SeqCst);
+                    break;
+                }
+                let name = format!("w{w}-{}", names.len());
+                tenantry_db::testing::begin_in_tenant(&client, tenant).await;
+                client
+                    .batch_execute(&format!(
+                        "INSERT INTO {schema}.projects (name) VALUES ('{name}')"
+                    ))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+                client.batch_execute("COMMIT").await.unwrap();
+                names.push(name);
+            }
+            names
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let refused = su
+        .query_one("SELECT tenantry.tier_move_finish($1)", &[t.as_uuid()])
+        .await
+        .expect_err("the tenant's row is never free: the cut-over gives up");
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE),
+        "{refused:?}"
+    );
+    // It gave up while the writers were still going: its deadline counts
+    // every wait together, not each wait on its own.
+    assert!(
+        !capped.load(Ordering::SeqCst),
+        "the cut-over waited for the writers to stop"
+    );
+    running.store(false, Ordering::SeqCst);
+    let mut written = vec!["p1".to_owned(), "p2".to_owned()];
+    for w in writers {
+        written.extend(w.await.unwrap());
+    }
+    written.sort();
+    // Nothing changed meanwhile, and the next run moves every row.
+    assert!(projects_of(&su, t)
+        .await
+        .iter()
+        .all(|p| p.starts_with(&format!("{schema}.projects "))));
+    cut_over_to(&su, t, "shared").await;
+    let mut moved: Vec<String> = projects_of(&su, t)
+        .await
+        .iter()
+        .map(|p| p.strip_prefix("projects ").expect(p).to_owned())
+        .collect();
+    moved.sort();
+    assert_eq!(moved, written);
+}
+
 #[tokio::test]
 async fn a_write_through_a_security_definer_function_during_a_move_is_copied_again_and_the_cut_over_refuses_a_repeatable_read_snapshot(
 ) {
