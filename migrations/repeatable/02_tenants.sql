@@ -460,10 +460,17 @@ BEGIN
     IF name IS NULL OR length(btrim(name)) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'name must be 1 to 200 characters' USING ERRCODE = 'TN422', HINT = 'name';
     END IF;
-    -- A schema tenant's row says so from its INSERT: an UPDATE after the
-    -- schema's DDL (which resets every cached plan) ran the row triggers
-    -- again, planned afresh, and audited a tier change that never happened
-    -- (issue 13: about 1.5 ms of each creation).
+    -- Refused before anything is written (on a Citus coordinator, or while
+    -- a foreign key would break the tier).
+    IF isolation = 'schema' THEN
+        PERFORM tenantry.require_schema_tier();
+    END IF;
+    -- A schema tenant's row says so from its INSERT, with the schema
+    -- version its tables are about to be copied at (make_schema_tenant
+    -- checks it still is): an UPDATE after the schema's DDL (which resets
+    -- every cached plan) ran the row triggers again, planned afresh, and
+    -- audited a tier change that never happened (issue 13: about 1.5 ms of
+    -- each creation).
     INSERT INTO tenantry.tenants (name, parent_id, isolation, settings, schema_version)
     VALUES (name, parent_id, isolation, coalesce(settings, '{}'),
             CASE WHEN isolation = 'schema' THEN tenantry.tenant_schema_latest() END)

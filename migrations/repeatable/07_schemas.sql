@@ -125,6 +125,11 @@ DECLARE
     fk record;
     seq regclass;
 BEGIN
+    -- The strongest lock first, as ENABLE ROW LEVEL SECURITY took it when it
+    -- came first: re-securing a table in use (the doctor's fix) would else
+    -- hold a weaker lock and deadlock with a transaction that read the table
+    -- and then writes it. A table made in this transaction: held already.
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', copy);
     FOR trg IN
         SELECT pg_get_triggerdef(t.oid) AS def FROM pg_trigger t
         WHERE t.tgrelid = template AND NOT t.tgisinternal
@@ -343,8 +348,11 @@ COMMENT ON FUNCTION tenantry.create_tenant_tables(uuid) IS 'Internal: creates th
  * A tenant created in the schema tier: it holds no row yet, so its tables
  * are made and join their families at once (no copy, no move bookkeeping).
  * Its row was inserted with isolation 'schema' and the latest schema
- * version (its tables are copied from the pooled ones as they are now:
- * every step so far is in).
+ * version, read before the tables are copied from the pooled ones as they
+ * are now. A migration that commits in between (its change to a pooled
+ * table and its tenant schema step in one transaction) may or may not be in
+ * the copy: 40001 then, and the creation runs again, instead of a schema
+ * marked at a version it does not have.
  */
 CREATE OR REPLACE FUNCTION tenantry.make_schema_tenant(tid uuid)
 RETURNS void
@@ -352,11 +360,15 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM tenantry.require_schema_tier();
     PERFORM tenantry.build_tenant_tables(tid, true);
+    IF (SELECT t.schema_version FROM tenantry.tenants t WHERE t.tenant_id = tid)
+       IS DISTINCT FROM tenantry.tenant_schema_latest() THEN
+        RAISE EXCEPTION 'a tenant schema step was added while the schema of tenant % was being made; nothing was created, create it again', tid
+            USING ERRCODE = '40001';
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.make_schema_tenant(uuid) IS 'Internal (insert_tenant, import_tenant): gives a tenant inserted in the schema tier (isolation schema, the latest schema version), which holds no row yet, its schema''s tables, joined to their families at once. Not granted.';
+COMMENT ON FUNCTION tenantry.make_schema_tenant(uuid) IS 'Internal (insert_tenant, import_tenant, after require_schema_tier): gives a tenant inserted in the schema tier (isolation schema, the latest schema version), which holds no row yet, its schema''s tables, joined to their families at once; 40001 when a tenant schema step was added meanwhile (the copy may or may not have it). Not granted.';
 
 /**
  * The schema tier needs tables that inherit the pooled ones, which Citus does

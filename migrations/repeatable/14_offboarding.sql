@@ -242,6 +242,9 @@ BEGIN
         parent := NULL;
     END IF;
     PERFORM tenantry.validate_tenant_settings(tenant->'settings');
+    IF tenant->>'isolation' = 'schema' THEN
+        PERFORM tenantry.require_schema_tier();
+    END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
     INSERT INTO tenantry.tenants (tenant_id, name, created_at, updated_at, settings, status, parent_id, isolation, schema_version)
     VALUES (tid, tenantry.clean_name(tenant->>'name', 'name'),

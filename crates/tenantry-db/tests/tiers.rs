@@ -395,6 +395,136 @@ async fn a_schema_tenant_is_inserted_in_its_tier_and_audited_once_as_created_the
 }
 
 #[tokio::test]
+async fn a_schema_tenant_created_while_a_migration_adds_a_schema_step_fails_to_be_retried_instead_of_missing_the_step(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    // A team's migration: the pooled table's change and its tenant schema
+    // step in one transaction, still open.
+    let migration = tdb.superuser_client().await;
+    migration
+        .batch_execute(
+            "BEGIN;
+             CREATE INDEX resources_tenant_creator_idx ON tenantry.resources (tenant_id, created_by);
+             LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE;
+             SELECT tenantry.add_tenant_schema_step('index resources by created_by',
+                 'CREATE INDEX resources_tenant_creator_idx ON resources (tenant_id, created_by)');",
+        )
+        .await
+        .unwrap();
+    // A schema tenant's creation reads the schema version before the
+    // migration commits, and copies the pooled table after.
+    let creator = tdb.superuser_client().await;
+    let creating = tokio::spawn(async move {
+        let result = creator
+            .batch_execute(
+                "BEGIN; SELECT tenantry.set_admin_context('test', true);
+                 SELECT tenantry.create_tenant('racing', NULL, 'schema');
+                 COMMIT;",
+            )
+            .await;
+        creator.batch_execute("ROLLBACK").await.unwrap();
+        result
+    });
+    assert!(
+        sessions_wait(&su, 1).await,
+        "the creation waits for the migration"
+    );
+    migration.batch_execute("COMMIT").await.unwrap();
+    let err = creating
+        .await
+        .unwrap()
+        .expect_err("its copy has the step, its version would not say so");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE),
+        "{err:?}"
+    );
+    let left: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.tenants WHERE name = 'racing'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "nothing of the failed creation is left");
+
+    // Created again: at the new version, which its copy has, and nothing for
+    // tenantry migrate to apply twice.
+    let t = tenant(&db, "racing", Isolation::Schema).await;
+    let schema = schema_name(&su, t).await;
+    let row = su
+        .query_one(
+            "SELECT schema_version,
+                    (SELECT count(*) FROM pg_indexes i
+                     WHERE i.schemaname = $2 AND i.tablename = 'resources'
+                       AND i.indexdef LIKE '%(tenant_id, created_by)')
+             FROM tenantry.tenants WHERE tenant_id = $1",
+            &[t.as_uuid(), &schema],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), Some(1));
+    assert_eq!(
+        row.get::<_, i64>(1),
+        1,
+        "the copy has the step's index, once"
+    );
+    assert!(tenantry_db::migrate::tenant_schemas_behind(&su, 100)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn re_securing_a_schema_tenants_table_in_use_waits_for_its_transaction_instead_of_deadlocking_with_it(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let t = tenant(&db, "silo", Isolation::Schema).await;
+    let schema = schema_name(&su, t).await;
+    // The tenant's transaction reads its table ...
+    let app = tdb.server_client().await;
+    app.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&app, *t.as_uuid()).await;
+    app.batch_execute(&format!(
+        "SET LOCAL ROLE tenantry_app_own; SELECT count(*) FROM {schema}.resources"
+    ))
+    .await
+    .unwrap();
+    // ... while an operator runs the doctor's fix for it ...
+    let operator = tdb.superuser_client().await;
+    let copy = format!("{schema}.resources");
+    let fixing = tokio::spawn(async move {
+        operator
+            .execute(
+                "SELECT tenantry.secure_tenant_copy('tenantry.resources', $1::text::regclass)",
+                &[&copy],
+            )
+            .await
+    });
+    assert!(sessions_wait(&su, 1).await, "the fix waits for the reader");
+    // ... and then writes it: it goes ahead of the fix, which then runs.
+    app.batch_execute(&format!(
+        "INSERT INTO {schema}.resources (tenant_id, name) VALUES (tenantry.current_tenant_id(), 'during'); COMMIT"
+    ))
+    .await
+    .expect("the tenant's write is not a deadlock's victim");
+    fixing.await.unwrap().expect("nor is the fix");
+    let names: Vec<String> = su
+        .query(&format!("SELECT name FROM {schema}.resources"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["during"]);
+}
+
+#[tokio::test]
 async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was() {
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
@@ -2162,44 +2292,60 @@ async fn a_move_backs_cut_over_held_by_overlapping_transactions_of_the_tenant_gi
     let (t, schema) = tenant_with_named_projects(&db, &su, Isolation::Schema).await;
     batches_done(&su, t, "shared").await;
 
-    // Two sessions of the tenant's, each writing and holding its
-    // transaction open a while, staggered: at every moment one of them
-    // holds the tenant's row, though none holds it for long.
+    // Two sessions of the tenant's write in turn, each transaction open a
+    // while: one commits only while the other holds the tenant's row, so
+    // the row is never free, though no transaction holds it for long.
+    let sessions = [tdb.server_client().await, tdb.server_client().await];
+    for s in &sessions {
+        s.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    }
     let running = Arc::new(AtomicBool::new(true));
     let capped = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..2 {
-        let client = tdb.server_client().await;
-        client.batch_execute("SET ROLE tenantry_app").await.unwrap();
-        let (running, capped, schema) = (running.clone(), capped.clone(), schema.clone());
-        let tenant = *t.as_uuid();
-        writers.push(tokio::spawn(async move {
-            if w == 1 {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
+    let (both_hold, holding) = tokio::sync::oneshot::channel();
+    let writers = {
+        let (running, capped, tenant) = (running.clone(), capped.clone(), *t.as_uuid());
+        let schema = schema.clone();
+        tokio::spawn(async move {
+            let mut written = Vec::new();
+            // Begins a transaction of session `w` that holds the row.
+            let hold = |w: usize, n: usize| {
+                let (session, schema) = (&sessions[w], schema.clone());
+                async move {
+                    let name = format!("w{w}-{n}");
+                    tenantry_db::testing::begin_in_tenant(session, tenant).await;
+                    session
+                        .batch_execute(&format!(
+                            "INSERT INTO {schema}.projects (name) VALUES ('{name}')"
+                        ))
+                        .await
+                        .unwrap();
+                    name
+                }
+            };
+            let mut pending = [hold(0, 0).await, hold(1, 0).await];
+            both_hold.send(()).unwrap();
             let started = std::time::Instant::now();
-            let mut names = Vec::new();
+            let mut n = 1;
             while running.load(Ordering::SeqCst) {
                 if started.elapsed() > std::time::Duration::from_secs(20) {
                     capped.store(true, Ordering::SeqCst);
                     break;
                 }
-                let name = format!("w{w}-{}", names.len());
-                tenantry_db::testing::begin_in_tenant(&client, tenant).await;
-                client
-                    .batch_execute(&format!(
-                        "INSERT INTO {schema}.projects (name) VALUES ('{name}')"
-                    ))
-                    .await
-                    .unwrap();
-                tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
-                client.batch_execute("COMMIT").await.unwrap();
-                names.push(name);
+                for w in 0..2 {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    sessions[w].batch_execute("COMMIT").await.unwrap();
+                    written.push(std::mem::replace(&mut pending[w], hold(w, n).await));
+                }
+                n += 1;
             }
-            names
-        }));
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            for (w, name) in pending.into_iter().enumerate() {
+                sessions[w].batch_execute("COMMIT").await.unwrap();
+                written.push(name);
+            }
+            written
+        })
+    };
+    holding.await.unwrap();
     let refused = su
         .query_one("SELECT tenantry.tier_move_finish($1)", &[t.as_uuid()])
         .await
@@ -2216,10 +2362,8 @@ async fn a_move_backs_cut_over_held_by_overlapping_transactions_of_the_tenant_gi
         "the cut-over waited for the writers to stop"
     );
     running.store(false, Ordering::SeqCst);
-    let mut written = vec!["p1".to_owned(), "p2".to_owned()];
-    for w in writers {
-        written.extend(w.await.unwrap());
-    }
+    let mut written = writers.await.unwrap();
+    written.extend(["p1".to_owned(), "p2".to_owned()]);
     written.sort();
     // Nothing changed meanwhile, and the next run moves every row.
     assert!(projects_of(&su, t)
