@@ -2020,20 +2020,17 @@ async fn a_catch_up_batch_that_meets_a_stale_copy_on_a_unique_key_leaves_it_to_t
     )
     .await
     .expect_err("the swap violates the unique key in the middle of its statement");
-    for sql in [
-        "UPDATE projects SET name = 'swap' WHERE name = 'p1'",
-        "UPDATE projects SET name = 'p1' WHERE name = 'p2'",
-        "UPDATE projects SET name = 'p2' WHERE name = 'swap'",
-    ] {
-        own_sql(&db, t, sql).await.unwrap();
-    }
-    let applied: i64 = su
-        .query_one("SELECT tenantry.tier_move_catch_up($1, 1)", &[t.as_uuid()])
-        .await
-        .expect("a catch-up batch that meets a stale copy is no error")
-        .get(0);
-    assert_eq!(applied, 0);
-    cut_over_to(&su, t, "schema").await;
+    swap_then_cut_over(
+        &db,
+        &su,
+        t,
+        [
+            "UPDATE projects SET name = 'swap' WHERE name = 'p1'",
+            "UPDATE projects SET name = 'p1' WHERE name = 'p2'",
+            "UPDATE projects SET name = 'p2' WHERE name = 'swap'",
+        ],
+    )
+    .await;
     assert_eq!(
         projects_of(&su, t).await,
         [
@@ -2082,20 +2079,17 @@ async fn a_catch_up_batch_that_meets_a_stale_copy_on_an_exclusion_constraint_lea
     // After the copy, the two bookings swap their slots by way of a third
     // one: copied again one at a time, the first meets the other's stale
     // copy on the exclusion constraint.
-    for sql in [
-        "UPDATE bookings SET room = 'b', during = '[20,25)' WHERE room = 'a'",
-        "UPDATE bookings SET room = 'a', during = '[1,5)' WHERE during = '[6,10)'",
-        "UPDATE bookings SET during = '[6,10)' WHERE during = '[20,25)'",
-    ] {
-        own_sql(&db, t, sql).await.unwrap();
-    }
-    let applied: i64 = su
-        .query_one("SELECT tenantry.tier_move_catch_up($1, 1)", &[t.as_uuid()])
-        .await
-        .expect("a catch-up batch that meets a stale copy is no error")
-        .get(0);
-    assert_eq!(applied, 0);
-    cut_over_to(&su, t, "schema").await;
+    swap_then_cut_over(
+        &db,
+        &su,
+        t,
+        [
+            "UPDATE bookings SET room = 'b', during = '[20,25)' WHERE room = 'a'",
+            "UPDATE bookings SET room = 'a', during = '[1,5)' WHERE during = '[6,10)'",
+            "UPDATE bookings SET during = '[6,10)' WHERE during = '[20,25)'",
+        ],
+    )
+    .await;
     let rows: Vec<String> = su
         .query(
             "SELECT tableoid::regclass::text || ' ' || room || ' ' || during::text
@@ -2114,6 +2108,23 @@ async fn a_catch_up_batch_that_meets_a_stale_copy_on_an_exclusion_constraint_lea
             format!("{schema}.bookings b [6,10)")
         ]
     );
+}
+
+/// Runs `swaps` as `t` after its rows were copied to its schema (two rows
+/// trading a unique value by way of a third), then one catch-up batch of one
+/// row, which meets a stale copy and leaves everything to the cut-over, and
+/// the cut-over.
+async fn swap_then_cut_over(db: &Database, su: &Client, t: TenantId, swaps: [&'static str; 3]) {
+    for sql in swaps {
+        own_sql(db, t, sql).await.unwrap();
+    }
+    let applied: i64 = su
+        .query_one("SELECT tenantry.tier_move_catch_up($1, 1)", &[t.as_uuid()])
+        .await
+        .expect("a catch-up batch that meets a stale copy is no error")
+        .get(0);
+    assert_eq!(applied, 0);
+    cut_over_to(su, t, "schema").await;
 }
 
 /// Runs `t`'s cut-over as an operator and checks it ended in `tier`.
