@@ -19,6 +19,7 @@ mod limits;
 mod network_cut;
 mod openapi_conformance;
 mod people;
+mod readme;
 mod request_ids;
 mod request_log;
 mod resources;
