@@ -471,9 +471,15 @@ BEGIN
     -- every cached plan) ran the row triggers again, planned afresh, and
     -- audited a tier change that never happened (issue 13: about 1.5 ms of
     -- each creation).
-    INSERT INTO tenantry.tenants (name, parent_id, isolation, settings, schema_version)
+    -- Its schema is a spare made ahead (take_spare_tenant_schema): making a
+    -- schema here would reset every session's cached plans at every
+    -- creation. A pooled tenant reserves a name of the same form (the
+    -- column's default) for a later move.
+    INSERT INTO tenantry.tenants (name, parent_id, isolation, settings, schema_version, schema_name)
     VALUES (name, parent_id, isolation, coalesce(settings, '{}'),
-            CASE WHEN isolation = 'schema' THEN tenantry.tenant_schema_latest() END)
+            CASE WHEN isolation = 'schema' THEN tenantry.tenant_schema_latest() END,
+            CASE WHEN isolation = 'schema' THEN tenantry.take_spare_tenant_schema()
+                 ELSE tenantry.new_tenant_schema_name() END)
     RETURNING tenants.tenant_id INTO tid;
     IF isolation = 'schema' THEN
         PERFORM tenantry.make_schema_tenant(tid);

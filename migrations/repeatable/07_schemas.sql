@@ -246,19 +246,84 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.secure_tenant_copy(regclass, regclass) IS 'Internal: a schema tenant''s table of one family made like its template (the pooled table it inherits): forced RLS, the template''s policies, triggers and grants (table and column), identity sequences usable by the app, foreign keys to other families pointing at the same schema''s tables. Idempotent. Not granted.';
 
-/** A tenant schema's own comment and USAGE grants (naming no tenant). */
+/**
+ * A tenant schema's own comment and USAGE grants (naming no tenant), each
+ * written only when missing: a GRANT rewrites the schema's catalog row even
+ * when it changes nothing, and any change to a schema makes every session of
+ * the cluster drop every cached plan (issue 13).
+ */
 CREATE OR REPLACE FUNCTION tenantry.secure_tenant_namespace(s text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    note constant text := 'Schema of a schema-isolated tenant (tenantry.tenants.schema_name says whose).';
 BEGIN
-    EXECUTE format('COMMENT ON SCHEMA %I IS %L', s,
-                   'Schema of a schema-isolated tenant (tenantry.tenants.schema_name says whose).');
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_app, tenantry_app_own, tenantry_app_shared', s);
+    IF obj_description(to_regnamespace(s), 'pg_namespace') IS DISTINCT FROM note THEN
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', s, note);
+    END IF;
+    IF NOT coalesce((SELECT bool_and(aclcontains(n.nspacl, makeaclitem(r::regrole, n.nspowner, 'USAGE', false)))
+                     FROM pg_namespace n, unnest('{tenantry_app,tenantry_app_own,tenantry_app_shared}'::text[]) r
+                     WHERE n.nspname = s), false) THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_app, tenantry_app_own, tenantry_app_shared', s);
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.secure_tenant_namespace(text) IS 'Internal: a tenant schema''s comment and the app roles'' USAGE on it. Idempotent. Not granted.';
+COMMENT ON FUNCTION tenantry.secure_tenant_namespace(text) IS 'Internal: a tenant schema''s comment and the app roles'' USAGE on it, each written only when missing. Idempotent. Not granted.';
+
+/** A new tenant schema name: tenant_ and 20 random hex digits, never derived from the tenant (as tenants.schema_name's default). */
+CREATE OR REPLACE FUNCTION tenantry.new_tenant_schema_name()
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'tenant_' || left(encode(sha256(uuid_send(gen_random_uuid())), 'hex'), 20)
+$$;
+COMMENT ON FUNCTION tenantry.new_tenant_schema_name() IS 'Internal: a random tenant schema name (tenant_ and 20 hex digits), as the default of tenants.schema_name. Not granted.';
+
+/**
+ * A schema for a new schema tenant: a spare made ahead, empty, taken here
+ * (SKIP LOCKED: concurrent creations take different ones); when none is
+ * left, a batch of 32 is made, secured and recorded in the caller's
+ * transaction, and one of them returned. Making a schema makes every session
+ * of the cluster drop every cached plan (the creating one plans each of its
+ * statements again, the server's connections their prepared statements):
+ * once per batch instead of once per tenant (issue 13). A spare names no
+ * tenant, holds nothing and is owned by tenantry_owner; the app roles' USAGE
+ * on it gives them nothing to use.
+ */
+CREATE OR REPLACE FUNCTION tenantry.take_spare_tenant_schema()
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    taken text;
+    made text;
+BEGIN
+    DELETE FROM tenantry.spare_tenant_schemas s
+    WHERE s.schema_name = (SELECT x.schema_name FROM tenantry.spare_tenant_schemas x
+                           LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING s.schema_name INTO taken;
+    -- (A spare dropped by hand since is made again by build_tenant_tables.)
+    IF taken IS NOT NULL THEN
+        RETURN taken;
+    END IF;
+    FOR i IN 1 .. 32 LOOP
+        made := tenantry.new_tenant_schema_name();
+        EXECUTE format('CREATE SCHEMA %I AUTHORIZATION tenantry_owner', made);
+        PERFORM tenantry.secure_tenant_namespace(made);
+        IF i = 1 THEN
+            taken := made;
+        ELSE
+            INSERT INTO tenantry.spare_tenant_schemas (schema_name) VALUES (made);
+        END IF;
+    END LOOP;
+    RETURN taken;
+END
+$$;
+COMMENT ON FUNCTION tenantry.take_spare_tenant_schema() IS 'Internal (insert_tenant, as the owner): the name of an empty, secured schema for a new schema tenant, taken from tenantry.spare_tenant_schemas; makes a batch of 32 when none is left, so that creations change no schema (which resets every session''s cached plans). Not granted.';
 
 /** Policies, triggers, grants and comments (naming no tenant) on a tenant's schema and its tables. */
 CREATE OR REPLACE FUNCTION tenantry.secure_tenant_schema(tid uuid)
@@ -306,9 +371,14 @@ DECLARE
     template_schemas name[] := '{}';
     template_tables name[] := '{}';
 BEGIN
-    EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION tenantry_owner', s);
-    -- Right after the schema: changing a schema resets every cached plan of
-    -- the session, so both changes come before anything below is planned.
+    -- A new schema tenant's schema exists already, a spare made ahead
+    -- (take_spare_tenant_schema); a move to the schema tier makes the
+    -- tenant's. Right after the schema: changing a schema resets every
+    -- cached plan of the session, so both changes come before anything
+    -- below is planned.
+    IF to_regnamespace(s) IS NULL THEN
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION tenantry_owner', s);
+    END IF;
     PERFORM tenantry.secure_tenant_namespace(s);
     FOR f IN SELECT * FROM tenantry.tier_tables() LOOP
         -- Defaults, CHECK constraints, generated columns, indexes (all led by

@@ -941,7 +941,10 @@ BEGIN
         -- only it is asked about, as adopt_table does, or the other is not
         -- adopted); once schema tenants exist, which cannot be made meanwhile
         -- (require_schema_tier).
-        IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$') THEN
+        -- (A tenant schema holding a table: spare schemas, made ahead for
+        -- creations, are empty.)
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
+                   WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$') THEN
             RETURN QUERY
                 SELECT b.referencing::text, 'tiers'::text,
                        format('foreign key %I references %s, whose rows each schema tenant keeps in its own schema''s table, while %s keeps every tenant''s rows in one table: the key cannot see a schema tenant''s rows',
@@ -1602,7 +1605,9 @@ BEGIN
        -- Schema tenants found by their schemas' names (the doctor's way):
        -- tenantry.tenants shows a migration role that is no superuser, which
        -- this function runs as, no tenant at all (row level security).
-       AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$')
+       -- Spare schemas, made ahead for creations, hold no table.
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
+                   WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$')
        -- Only when something a schema tenant's table copies changed, or a
        -- schema tenant lacks its table: adopting again as before is free.
        AND (prior.table_id IS NULL
@@ -1611,6 +1616,7 @@ BEGIN
             OR shape_before IS DISTINCT FROM tenantry.tenant_copy_shape(tbl)
             OR EXISTS (SELECT 1 FROM pg_catalog.pg_namespace s
                        WHERE s.nspname ~ '^tenant_[0-9a-f]{20}$'
+                         AND EXISTS (SELECT 1 FROM pg_catalog.pg_class o WHERE o.relnamespace = s.oid)
                          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
                                          JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
                                          WHERE i.inhparent = tbl AND c.relnamespace = s.oid))) THEN

@@ -39,7 +39,8 @@ async fn catalog() -> (TestDatabase, Client) {
         .expect("creating a schema-isolated tenant");
     let silos: i64 = client
         .query_one(
-            "SELECT count(*) FROM pg_namespace n WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$'",
+            "SELECT count(*) FROM pg_namespace n WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$'
+               AND n.nspname NOT IN (SELECT schema_name FROM tenantry.spare_tenant_schemas)",
             &[],
         )
         .await

@@ -348,6 +348,151 @@ async fn creating_a_schema_tenant_takes_no_lock_that_another_tenants_open_read_o
     assert_eq!(names, ["during-2", "first", "open"]);
 }
 
+/// Each schema's catalog row and the transaction that last wrote it: a
+/// schema made, dropped, granted on or altered changes this.
+async fn namespace_rows(su: &Client) -> String {
+    su.query_one(
+        "SELECT string_agg(oid::text || ':' || xmin::text, ',' ORDER BY oid) FROM pg_namespace",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// The spare schemas made ahead for schema tenants.
+async fn spares(su: &Client) -> Vec<String> {
+    su.query(
+        "SELECT schema_name FROM tenantry.spare_tenant_schemas ORDER BY 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Creating or changing a schema makes every session drop every cached
+/// plan; a schema tenant's creation takes an empty schema made ahead
+/// instead: the first makes a batch, the next write no schema's row.
+#[tokio::test]
+async fn a_schema_tenant_takes_a_spare_schema_made_ahead_and_its_creation_changes_no_schema() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    assert!(spares(&su).await.is_empty(), "none before a schema tenant");
+    let pooled = tenant(&db, "pooled", Isolation::Shared).await;
+    assert!(spares(&su).await.is_empty(), "a pooled tenant takes none");
+    let namespaces = namespace_rows(&su).await;
+    tenant(&db, "first", Isolation::Schema).await;
+    assert_ne!(
+        namespace_rows(&su).await,
+        namespaces,
+        "the first makes a batch"
+    );
+    let made = spares(&su).await;
+    assert_eq!(made.len(), 31, "a batch of 32, one taken");
+    // Each empty, the owner's, commented, USAGE for the app roles only.
+    let row = su
+        .query_one(
+            "SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid)),
+                    count(*) FILTER (WHERE n.nspowner <> 'tenantry_owner'::regrole),
+                    count(*) FILTER (WHERE obj_description(n.oid, 'pg_namespace') IS NULL),
+                    array_agg(DISTINCT a.grantee::regrole::text || ' ' || a.privilege_type
+                              ORDER BY a.grantee::regrole::text || ' ' || a.privilege_type)
+                        FILTER (WHERE a.grantee <> n.nspowner)
+             FROM pg_namespace n LEFT JOIN LATERAL aclexplode(n.nspacl) a ON true
+             WHERE n.nspname = ANY ($1)",
+            &[&made],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        row.get::<_, Vec<String>>(3),
+        [
+            "tenantry_app USAGE",
+            "tenantry_app_own USAGE",
+            "tenantry_app_shared USAGE"
+        ]
+    );
+
+    let namespaces = namespace_rows(&su).await;
+    let second = tenant(&db, "second", Isolation::Schema).await;
+    assert_eq!(
+        namespace_rows(&su).await,
+        namespaces,
+        "no schema made or written by the second creation"
+    );
+    let schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[second.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(made.contains(&schema), "{schema} was a spare");
+    assert_eq!(spares(&su).await.len(), 30);
+    create(&db, second, "in its spare").await.unwrap();
+    assert_eq!(
+        tables_of(&su, second).await,
+        [(format!("{schema}.resources"), 1)]
+    );
+    // A pooled tenant moving to its schema makes its own.
+    db.move_tenant("test", pooled, Isolation::Schema, 100, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(spares(&su).await.len(), 30);
+    let own: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1 AND isolation = 'schema'",
+            &[pooled.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!made.contains(&own));
+
+    // The server's login, as every role it may become, can neither read the
+    // spares' list nor put anything in a spare.
+    let server = tdb.server_client().await;
+    for role in [
+        "tenantry_app",
+        "tenantry_app_own",
+        "tenantry_app_shared",
+        "tenantry_admin",
+    ] {
+        for sql in [
+            "SELECT * FROM tenantry.spare_tenant_schemas".to_owned(),
+            "DELETE FROM tenantry.spare_tenant_schemas".to_owned(),
+            "SELECT tenantry.take_spare_tenant_schema()".to_owned(),
+            format!("CREATE TABLE \"{}\".planted (tenant_id uuid)", made[0]),
+            format!("CREATE VIEW \"{}\".planted AS SELECT 1", made[0]),
+        ] {
+            let err = server
+                .batch_execute(&format!("SET ROLE {role}; {sql}"))
+                .await
+                .expect_err(&sql);
+            assert_eq!(
+                err.code().map(|c| c.code()),
+                Some("42501"),
+                "{role}: {sql}: {err}"
+            );
+            server.batch_execute("RESET ROLE").await.unwrap();
+        }
+    }
+    assert_eq!(spares(&su).await.len(), 30);
+}
+
 #[tokio::test]
 async fn a_schema_tenant_is_inserted_in_its_tier_and_audited_once_as_created_there() {
     let tdb = TestDatabase::new().await;

@@ -69,7 +69,8 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
     }
     // Every tenantry table has RLS enabled and forced, except the global
     // catalogues (storage_sample_runs: the hours sampled, no tenant data,
-    // granted to none).
+    // granted to none; spare_tenant_schemas: empty schemas made ahead, the
+    // same).
     assert_eq!(
         strings(
             &server,
@@ -84,6 +85,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
             "purge_policy",
             "schema_definitions",
             "schema_migrations",
+            "spare_tenant_schemas",
             "storage_sample_runs",
             "tenant_tables"
         ]
@@ -421,7 +423,8 @@ async fn objects_shadowing_builtins_on_the_callers_search_path_do_not_change_wha
     );
     let schemas = strings(
         &su,
-        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'",
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'
+           AND nspname NOT IN (SELECT schema_name FROM tenantry.spare_tenant_schemas)",
     )
     .await;
     assert_eq!(schemas, [schema_of(&su, silo).await]);
