@@ -61,6 +61,9 @@ BEGIN
     -- PL/pgSQL, for its cached plan: moves and schema creations call this
     -- several times each. Driven by tenant_tables (few rows), each key looked
     -- up by its table (pg_constraint grows with every tenant schema).
+    -- resources by to_regclass(), not a regclass constant: a plan depends on
+    -- the tables its constants name, and every schema tenant's table that
+    -- joins resources would make it be planned again (issue 13).
     RETURN QUERY
     SELECT f.template, n.nspname, c.relname, f.key_column,
            (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
@@ -68,7 +71,7 @@ BEGIN
            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
             WHERE a.attrelid = f.template AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '')
     FROM (
-        SELECT 'tenantry.resources'::regclass, 'id'::name
+        SELECT pg_catalog.to_regclass('tenantry.resources'), 'id'::name
         UNION ALL
         -- The team's adopted tables that can have a table per schema tenant:
         -- plain tables (a partitioned one cannot be inherited) whose primary
@@ -90,18 +93,28 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of: resources and every adopted plain table with a primary key (tenant_id, column) (template: the pooled table, with its schema and name, which a tenant schema''s table of it shares; its key column, that key''s type, and the columns a copy writes: all but generated ones). Not granted.';
 
-/** The sequences of a table's serial and identity columns. */
+/**
+ * The sequences of a table's serial and identity columns. PL/pgSQL for its
+ * cached plan, generic: a SQL function with a SET clause is planned again at
+ * every call (twice per schema tenant's creation).
+ */
 CREATE OR REPLACE FUNCTION tenantry.owned_sequences(tbl regclass)
 RETURNS SETOF regclass
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+-- One plan for every table: PostgreSQL's choice of a plan per argument
+-- planned it again at every call.
+SET plan_cache_mode = force_generic_plan
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT d.objid::regclass
     FROM pg_catalog.pg_depend d
     JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
     WHERE d.classid = 'pg_catalog.pg_class'::regclass
       AND d.refclassid = 'pg_catalog.pg_class'::regclass
-      AND d.refobjid = tbl AND d.deptype IN ('a', 'i')
+      AND d.refobjid = tbl AND d.deptype IN ('a', 'i');
+END
 $$;
 COMMENT ON FUNCTION tenantry.owned_sequences(regclass) IS 'Internal: the sequences of a table''s serial and identity columns (secure_tenant_table and secure_tenant_copy grant their use, release_table takes it back; here, before secure_tenant_copy, which upgrades run from this file). Not granted.';
 
@@ -1388,12 +1401,20 @@ CREATE POLICY tenant_schema_steps_no_direct_access ON tenantry.tenant_schema_ste
     AS RESTRICTIVE FOR ALL TO PUBLIC USING (false) WITH CHECK (false);
 COMMENT ON POLICY tenant_schema_steps_no_direct_access ON tenantry.tenant_schema_steps IS 'No role reads or writes the steps directly: operators add them through add_tenant_schema_step(), schemas run them through migrate_tenant_schema() (both as the owner; the table is granted to none).';
 
-/** The latest tenant-schema version (0: no step recorded). */
+/**
+ * The latest tenant-schema version (0: no step recorded). PL/pgSQL for its
+ * cached plan: a SQL function with a SET clause is planned again at every
+ * call (twice per schema tenant's creation).
+ */
 CREATE OR REPLACE FUNCTION tenantry.tenant_schema_latest()
 RETURNS integer
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT coalesce(max(s.version), 0) FROM tenantry.tenant_schema_steps s $$;
+AS $$
+BEGIN
+    RETURN coalesce((SELECT max(s.version) FROM tenantry.tenant_schema_steps s), 0);
+END
+$$;
 COMMENT ON FUNCTION tenantry.tenant_schema_latest() IS 'The latest tenant_schema_steps version, 0 when none. Not granted.';
 
 /**

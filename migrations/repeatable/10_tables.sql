@@ -110,14 +110,18 @@ GRANT EXECUTE ON FUNCTION tenantry.row_key_column(regclass) TO tenantry_admin, t
  * every adopted plain table with a primary key (tenant_id, one column).
  * Each table looked up by its oid: the catalogs grow with every schema
  * tenant's tables, and a schema tenant's creation calls this
- * (require_schema_tier).
+ * (require_schema_tier). PL/pgSQL for its cached plan (a SQL function with a
+ * SET clause is planned again at every call), and resources by to_regclass():
+ * a plan depends on the tables its constants name, and every schema tenant's
+ * table that joins resources would make it be planned again (issue 13).
  */
 CREATE OR REPLACE FUNCTION tenantry.table_families()
 RETURNS regclass[]
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT 'tenantry.resources'::regclass || ARRAY(
+BEGIN
+    RETURN pg_catalog.to_regclass('tenantry.resources') || ARRAY(
         SELECT r.table_id FROM tenantry.tenant_tables r
         WHERE (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = r.table_id) = 'r'
           -- row_key_column(), written out: a function with SET is not
@@ -126,7 +130,8 @@ AS $$
                JOIN pg_catalog.pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1]
                WHERE k.conrelid = r.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2
                  AND t.attname = 'tenant_id') > 0
-        ORDER BY r.table_id)
+        ORDER BY r.table_id);
+END
 $$;
 COMMENT ON FUNCTION tenantry.table_families() IS 'Internal: the tenant table families, resources and every adopted plain table keyed (tenant_id, one column), which schema tenants hold a table of (tier_tables() describes them). Granted to the roles that run the doctor.';
 GRANT EXECUTE ON FUNCTION tenantry.table_families() TO tenantry_admin, tenantry_server;

@@ -13,7 +13,7 @@ use tenantry_db::{
     testing::TestDatabase, Database, DbError, Isolation, MoveProgress, NewResource, NewTenant,
     StatementMode, TenantContext, TenantId, TierMove,
 };
-use tokio_postgres::Client;
+use tokio_postgres::{types::ToSql, Client};
 
 async fn tenant(db: &Database, name: &str, isolation: Isolation) -> TenantId {
     let mut admin = db.admin("test").await.unwrap();
@@ -360,17 +360,24 @@ async fn namespace_rows(su: &Client) -> String {
     .get(0)
 }
 
+/// The first column of every row `sql` returns.
+async fn texts(su: &Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<String> {
+    su.query(sql, params)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// The spare schemas made ahead for schema tenants.
 async fn spares(su: &Client) -> Vec<String> {
-    su.query(
+    texts(
+        su,
         "SELECT schema_name FROM tenantry.spare_tenant_schemas ORDER BY 1",
         &[],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 /// Creating or changing a schema makes every session drop every cached
@@ -432,14 +439,7 @@ async fn a_schema_tenant_takes_a_spare_schema_made_ahead_and_its_creation_change
         namespaces,
         "no schema made or written by the second creation"
     );
-    let schema: String = su
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[second.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let schema = schema_name(&su, second).await;
     assert!(made.contains(&schema), "{schema} was a spare");
     assert_eq!(spares(&su).await.len(), 30);
     create(&db, second, "in its spare").await.unwrap();
@@ -452,15 +452,15 @@ async fn a_schema_tenant_takes_a_spare_schema_made_ahead_and_its_creation_change
         .await
         .unwrap();
     assert_eq!(spares(&su).await.len(), 30);
-    let own: String = su
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1 AND isolation = 'schema'",
-            &[pooled.as_uuid()],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!made.contains(&own));
+    let own = schema_name(&su, pooled).await;
+    assert!(!made.contains(&own), "{own} is its own");
+    assert!(texts(
+        &su,
+        "SELECT schema_name FROM tenantry.tenants WHERE isolation = 'schema'",
+        &[]
+    )
+    .await
+    .contains(&own));
 
     // The server's login, as every role it may become, can neither read the
     // spares' list nor put anything in a spare.
@@ -985,17 +985,14 @@ async fn schema_name(su: &Client, t: TenantId) -> String {
 }
 
 async fn home_of(su: &Client, table: &str, t: TenantId) -> Vec<String> {
-    su.query(
+    texts(
+        su,
         &format!(
             "SELECT DISTINCT tableoid::regclass::text FROM {table} WHERE tenant_id = $1 ORDER BY 1"
         ),
         &[t.as_uuid()],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 async fn own_sql(db: &Database, t: TenantId, sql: &'static str) -> Result<u64, DbError> {
@@ -2138,15 +2135,12 @@ async fn tenant_with_named_projects(
 
 /// The names of `t`'s projects, with the table each is in.
 async fn projects_of(su: &Client, t: TenantId) -> Vec<String> {
-    su.query(
+    texts(
+        su,
         "SELECT tableoid::regclass::text || ' ' || name FROM public.projects WHERE tenant_id = $1 ORDER BY name",
         &[t.as_uuid()],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 #[tokio::test]
