@@ -300,11 +300,23 @@ COMMENT ON FUNCTION tenantry.new_tenant_schema_name() IS 'Internal: a random ten
  * (SKIP LOCKED: concurrent creations take different ones); when none is
  * left, a batch of 32 is made, secured and recorded in the caller's
  * transaction, and one of them returned. Making a schema makes every session
- * of the cluster drop every cached plan (the creating one plans each of its
+ * of the database drop every cached plan (the creating one plans each of its
  * statements again, the server's connections their prepared statements):
  * once per batch instead of once per tenant (issue 13). A spare names no
  * tenant, holds nothing and is owned by tenantry_owner; the app roles' USAGE
  * on it gives them nothing to use.
+ *
+ * - A spare that is not empty or not the owner's (an operator put something
+ *   in it) is left where it is and dropped from the list, never given to a
+ *   tenant: its objects would sit first on the tenant's search_path, and a
+ *   clash with a table to make would fail every creation that took it.
+ * - Concurrent creations that find no spare make one batch, not one each:
+ *   the second waits for the first's batch (an advisory lock held to the end
+ *   of its transaction) and takes from it.
+ * - Outside read committed (a database whose default_transaction_isolation
+ *   is repeatable read or serializable) a spare taken by a creation that
+ *   committed after this transaction's snapshot would fail it with 40001:
+ *   there the tenant gets a schema of its own, made as before.
  */
 CREATE OR REPLACE FUNCTION tenantry.take_spare_tenant_schema()
 RETURNS text
@@ -315,14 +327,33 @@ DECLARE
     taken text;
     made text;
 BEGIN
-    DELETE FROM tenantry.spare_tenant_schemas s
-    WHERE s.schema_name = (SELECT x.schema_name FROM tenantry.spare_tenant_schemas x
-                           LIMIT 1 FOR UPDATE SKIP LOCKED)
-    RETURNING s.schema_name INTO taken;
-    -- (A spare dropped by hand since is made again by build_tenant_tables.)
-    IF taken IS NOT NULL THEN
-        RETURN taken;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN tenantry.new_tenant_schema_name();
     END IF;
+    FOR attempt IN 1 .. 2 LOOP
+        LOOP
+            DELETE FROM tenantry.spare_tenant_schemas s
+            WHERE s.schema_name = (SELECT x.schema_name FROM tenantry.spare_tenant_schemas x
+                                   LIMIT 1 FOR UPDATE SKIP LOCKED)
+            RETURNING s.schema_name INTO taken;
+            EXIT WHEN taken IS NULL;
+            -- Usable: gone (build_tenant_tables makes it again), or the
+            -- owner's with nothing in it (every object in a schema depends
+            -- on it).
+            IF NOT EXISTS (
+                SELECT 1 FROM pg_namespace n
+                WHERE n.nspname = taken
+                  AND (n.nspowner <> 'tenantry_owner'::regrole
+                       OR EXISTS (SELECT 1 FROM pg_depend d
+                                  WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = n.oid))) THEN
+                RETURN taken;
+            END IF;
+            RAISE WARNING 'spare tenant schema % is not empty or not tenantry_owner''s: left as it is, not given to a tenant', taken;
+        END LOOP;
+        EXIT WHEN attempt = 2;
+        -- None left: wait for a creation making a batch now, then look again.
+        PERFORM pg_advisory_xact_lock(hashtext('tenantry.spare_tenant_schemas'));
+    END LOOP;
     FOR i IN 1 .. 32 LOOP
         made := tenantry.new_tenant_schema_name();
         EXECUTE format('CREATE SCHEMA %I AUTHORIZATION tenantry_owner', made);
@@ -336,7 +367,7 @@ BEGIN
     RETURN taken;
 END
 $$;
-COMMENT ON FUNCTION tenantry.take_spare_tenant_schema() IS 'Internal (insert_tenant, as the owner): the name of an empty, secured schema for a new schema tenant, taken from tenantry.spare_tenant_schemas; makes a batch of 32 when none is left, so that creations change no schema (which resets every session''s cached plans). Not granted.';
+COMMENT ON FUNCTION tenantry.take_spare_tenant_schema() IS 'Internal (insert_tenant, as the owner): the name of an empty schema of tenantry_owner for a new schema tenant, taken from tenantry.spare_tenant_schemas (one that is not empty or not the owner''s is dropped from the list, with a warning); makes a batch of 32 when none is left (concurrent creations wait for one batch), so that creations change no schema, which resets every session''s cached plans. Outside read committed: a new name, the schema made by build_tenant_tables. Not granted.';
 
 /** Policies, triggers, grants and comments (naming no tenant) on a tenant's schema and its tables. */
 CREATE OR REPLACE FUNCTION tenantry.secure_tenant_schema(tid uuid)

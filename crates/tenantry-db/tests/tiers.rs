@@ -470,6 +470,8 @@ async fn a_schema_tenant_takes_a_spare_schema_made_ahead_and_its_creation_change
         "tenantry_app_own",
         "tenantry_app_shared",
         "tenantry_admin",
+        "tenantry_logger",
+        "tenantry_server",
     ] {
         for sql in [
             "SELECT * FROM tenantry.spare_tenant_schemas".to_owned(),
@@ -491,6 +493,138 @@ async fn a_schema_tenant_takes_a_spare_schema_made_ahead_and_its_creation_change
         }
     }
     assert_eq!(spares(&su).await.len(), 30);
+}
+
+/// A superuser session acting as an operator, in a transaction.
+async fn operator_in_transaction(tdb: &TestDatabase, isolation: &str) -> Client {
+    let su = tdb.superuser_client().await;
+    su.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL {isolation}; SELECT tenantry.set_admin_context();"
+    ))
+    .await
+    .unwrap();
+    su
+}
+
+async fn create_schema_tenant(
+    client: &Client,
+    name: &str,
+) -> Result<uuid::Uuid, tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT tenantry.create_tenant($1, NULL, 'schema')",
+            &[&name],
+        )
+        .await
+        .map(|r| r.get(0))
+}
+
+/// Something an operator put in a spare (a view, another owner) is never
+/// handed to a tenant: each such spare leaves the list, left as it is, and
+/// the creation goes on with a new batch.
+#[tokio::test]
+async fn a_spare_schema_that_is_not_empty_or_not_the_owners_is_never_given_to_a_tenant() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    tenant(&db, "first", Isolation::Schema).await;
+    let made = spares(&su).await;
+    assert_eq!(made.len(), 31);
+    // resources is a name every tenant schema needs: a clash would fail
+    // every creation that took this spare.
+    for (i, spare) in made.iter().enumerate() {
+        let plant = if i == 0 {
+            format!("ALTER SCHEMA \"{spare}\" OWNER TO tenantry_admin")
+        } else if i % 2 == 0 {
+            format!("CREATE VIEW \"{spare}\".resources AS SELECT 1 AS planted")
+        } else {
+            format!("CREATE FUNCTION \"{spare}\".now() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        };
+        su.batch_execute(&plant).await.unwrap();
+    }
+    let t = tenant(&db, "second", Isolation::Schema).await;
+    let schema = schema_name(&su, t).await;
+    assert!(!made.contains(&schema), "{schema} was a planted spare");
+    let now = spares(&su).await;
+    assert_eq!(now.len(), 31, "a new batch, one taken");
+    assert!(
+        now.iter().all(|s| !made.contains(s)),
+        "no planted spare is listed"
+    );
+    create(&db, t, "in a clean schema").await.unwrap();
+    assert_eq!(
+        tables_of(&su, t).await,
+        [(format!("{schema}.resources"), 1)]
+    );
+    let left: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = ANY ($1)",
+            &[&made],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 31, "the planted spares are left as they are");
+}
+
+/// Two creations that find no spare make one batch between them: the
+/// second waits for the first's and takes from it.
+#[tokio::test]
+async fn concurrent_creations_that_find_no_spare_make_one_batch_between_them() {
+    let tdb = TestDatabase::new().await;
+    let first = operator_in_transaction(&tdb, "READ COMMITTED").await;
+    let second = operator_in_transaction(&tdb, "READ COMMITTED").await;
+    let a = create_schema_tenant(&first, "first").await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let b = create_schema_tenant(&second, "second").await;
+        second.batch_execute("COMMIT").await.unwrap();
+        b
+    });
+    let su = tdb.superuser_client().await;
+    assert!(
+        tenantry_db::testing::a_session_waits_for_a_lock(&su).await,
+        "the second creation waits for the first's batch"
+    );
+    first.batch_execute("COMMIT").await.unwrap();
+    let b = waiting.await.unwrap().unwrap();
+    assert_eq!(spares(&su).await.len(), 30, "one batch of 32, two taken");
+    let (sa, sb) = (
+        schema_name(&su, TenantId::from_uuid(a)).await,
+        schema_name(&su, TenantId::from_uuid(b)).await,
+    );
+    assert_ne!(sa, sb);
+}
+
+/// Outside read committed a spare another creation took after this
+/// transaction's snapshot would fail it (40001): there the tenant gets a
+/// schema of its own, made as before, and the spares stay.
+#[tokio::test]
+async fn a_creation_in_a_repeatable_read_or_serializable_transaction_makes_its_own_schema() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    tenant(&db, "first", Isolation::Schema).await;
+    for isolation in ["REPEATABLE READ", "SERIALIZABLE"] {
+        let late = operator_in_transaction(&tdb, isolation).await;
+        late.batch_execute("SELECT count(*) FROM tenantry.tenants")
+            .await
+            .unwrap();
+        // Another creation takes a spare and commits after late's snapshot.
+        tenant(&db, &format!("meanwhile {isolation}"), Isolation::Schema).await;
+        let before = spares(&su).await;
+        let t = create_schema_tenant(&late, &format!("late {isolation}"))
+            .await
+            .unwrap_or_else(|e| panic!("{isolation}: {e}"));
+        late.batch_execute("COMMIT").await.unwrap();
+        let schema = schema_name(&su, TenantId::from_uuid(t)).await;
+        assert!(!before.contains(&schema), "{isolation}: its own schema");
+        assert_eq!(spares(&su).await, before, "{isolation}: the spares stay");
+        create(&db, TenantId::from_uuid(t), "there").await.unwrap();
+        assert_eq!(
+            tables_of(&su, TenantId::from_uuid(t)).await,
+            [(format!("{schema}.resources"), 1)]
+        );
+    }
 }
 
 #[tokio::test]

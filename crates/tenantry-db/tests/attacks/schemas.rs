@@ -68,6 +68,15 @@ async fn names_with_quotes_and_semicolons_never_reach_schema_or_role_identifiers
     )
     .await;
     assert_eq!(schemas, [schema_of(&w.admin, silo).await]);
+    // And every other tenant schema is an empty spare made ahead.
+    let strays = strings(
+        &w.tdb.superuser_client().await,
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'
+           AND nspname <> ALL (SELECT schema_name FROM tenantry.tenants WHERE isolation = 'schema')
+           AND nspname <> ALL (SELECT schema_name FROM tenantry.spare_tenant_schemas)",
+    )
+    .await;
+    assert!(strays.is_empty(), "{strays:?}");
     let role = create_role(&w.app, silo, evil).await;
     create_resource(&w.app, silo, evil).await;
     assert_eq!(names_seen_by(&w.app, silo).await, [evil.to_owned()]);
