@@ -285,13 +285,19 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.secure_tenant_namespace(text) IS 'Internal: a tenant schema''s comment and the app roles'' USAGE on it, each written only when missing. Idempotent. Not granted.';
 
-/** A new tenant schema name: tenant_ and 20 random hex digits, never derived from the tenant (as tenants.schema_name's default). */
+/**
+ * A new tenant schema name: tenant_ and 20 random hex digits, never derived
+ * from the tenant (as tenants.schema_name's default). Inlined where it is
+ * called, as that default was (no SET clause, every name qualified): a SQL
+ * function with a SET clause is planned at every call, and every tenant's
+ * creation calls this one.
+ */
 CREATE OR REPLACE FUNCTION tenantry.new_tenant_schema_name()
 RETURNS text
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT 'tenant_' || left(encode(sha256(uuid_send(gen_random_uuid())), 'hex'), 20)
+    SELECT 'tenant_' OPERATOR(pg_catalog.||) pg_catalog.left(pg_catalog.encode(
+        pg_catalog.sha256(pg_catalog.uuid_send(pg_catalog.gen_random_uuid())), 'hex'), 20)
 $$;
 COMMENT ON FUNCTION tenantry.new_tenant_schema_name() IS 'Internal: a random tenant schema name (tenant_ and 20 hex digits), as the default of tenants.schema_name. Not granted.';
 
