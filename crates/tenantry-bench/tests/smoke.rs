@@ -27,6 +27,7 @@ const FIGURES: &[&str] = &[
     "tier_move_back_adopted_cutover_ms",
     "api_point_read_20_schema_tenants",
     "rls_point_20_schema_tenants",
+    "adopted_rls_point_20_schema_tenants",
     "sql_verify_key_ms",
     "key_create_per_s",
     "api_point_read_jwt",

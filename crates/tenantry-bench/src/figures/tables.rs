@@ -68,14 +68,17 @@ pub(super) async fn table_figures(
     Ok(())
 }
 
-fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant) -> anyhow::Result<()> {
-    let order = "ORDER BY created_at DESC, id DESC LIMIT 51";
-    let point_rls: Vec<String> = leaf
+/// `adopted_rls_point`'s scripts, one per invoice of `leaf`: a point read by
+/// id as a team writes it (the table named without `ONLY`: for a pooled
+/// tenant, the pooled table and every schema tenant's table inheriting it),
+/// through RLS; and the baseline with an explicit WHERE.
+pub(super) fn adopted_point_scripts(leaf: &BenchTenant) -> (Vec<String>, Vec<String>) {
+    let rls = leaf
         .resources
         .iter()
         .map(|r| format!("SELECT {INVOICE_COLUMNS} FROM bench.invoices WHERE id = '{r}';\n"))
         .collect();
-    let point_base: Vec<String> = leaf
+    let base = leaf
         .resources
         .iter()
         .map(|r| {
@@ -85,6 +88,12 @@ fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant) -> anyhow::Result<()> {
             )
         })
         .collect();
+    (rls, base)
+}
+
+fn rls_figures(ctx: &mut Ctx, leaf: &BenchTenant) -> anyhow::Result<()> {
+    let order = "ORDER BY created_at DESC, id DESC LIMIT 51";
+    let (point_rls, point_base) = adopted_point_scripts(leaf);
     let specs: [super::RlsSpec<'_>; 2] = [
         (
             "adopted_rls_point",

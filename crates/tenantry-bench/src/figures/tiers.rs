@@ -64,6 +64,7 @@ struct Names {
     cutover_back_adopted: &'static str,
     api: String,
     rls: String,
+    adopted_rls: String,
 }
 
 impl Names {
@@ -82,6 +83,7 @@ impl Names {
             cutover_back_adopted: "tier_move_back_adopted_cutover_ms",
             api: format!("api_point_read_{count}_schema_tenants"),
             rls: format!("rls_point_{count}_schema_tenants"),
+            adopted_rls: format!("adopted_rls_point_{count}_schema_tenants"),
         }
     }
 }
@@ -105,7 +107,8 @@ pub(super) async fn tier_figures(
     };
     let move_rows: i64 = if ctx.opts.smoke { 1_000 } else { 100_000 };
     let names = Names::new(count, move_rows);
-    let reads = ctx.wanted(&names.api) || ctx.wanted(&names.rls);
+    let adopted_reads = ctx.wanted(&names.adopted_rls);
+    let reads = ctx.wanted(&names.api) || ctx.wanted(&names.rls) || adopted_reads;
     let create_ms = ctx.wanted(names.create_ms) || ctx.wanted(names.create_max_ms);
     let create = reads || ctx.wanted(&names.schema_tenants) || ctx.wanted(names.wait_create);
     let moves = [
@@ -153,7 +156,17 @@ pub(super) async fn tier_figures(
             settle(su).await?;
         }
         if reads {
-            let p = presence.insert(Presence::start(ctx, keyed, leaf, admin_token)?);
+            if adopted_reads {
+                // Before the schema tenants: each gets a table of it too.
+                super::tables::ensure_invoices(su).await?;
+            }
+            let p = presence.insert(Presence::start(
+                ctx,
+                keyed,
+                leaf,
+                admin_token,
+                adopted_reads,
+            )?);
             p.measure(ctx, false)?;
         }
         if create {
@@ -816,15 +829,19 @@ struct Presence {
     server: ServerChild,
     lua: PathBuf,
     rls: Vec<PathBuf>,
+    /// `adopted_rls_point`'s RLS scripts, when that figure is wanted.
+    adopted: Option<Vec<PathBuf>>,
     options: String,
     /// Runs without the schema tenants (index 0) and with them (1).
     api: [Vec<f64>; 2],
     sql: [Vec<f64>; 2],
+    adopted_sql: [Vec<f64>; 2],
     /// How the reads failed with the schema tenants present, if they did: a
     /// result of the figure, reported as such (without them, a failure ends
     /// the run, as everywhere else).
     api_failed: Option<String>,
     sql_failed: Option<String>,
+    adopted_failed: Option<String>,
 }
 
 impl Presence {
@@ -833,6 +850,7 @@ impl Presence {
         keyed: &[Keyed],
         leaf: &BenchTenant,
         admin_token: &str,
+        adopted: bool,
     ) -> anyhow::Result<Self> {
         let server = ServerChild::start(
             &ctx.db.server,
@@ -843,15 +861,24 @@ impl Presence {
         )?;
         let lua = wrk_script(&ctx.work, "tier-point", "GET", &point_targets(keyed))?;
         let rls = ctx.scripts("tier-rls-point", &rls_point_scripts(leaf).0)?;
+        let adopted = if adopted {
+            let scripts = super::tables::adopted_point_scripts(leaf).0;
+            Some(ctx.scripts("tier-adopted-rls-point", &scripts)?)
+        } else {
+            None
+        };
         Ok(Self {
             server,
             lua,
             rls,
+            adopted,
             options: pgoptions("tenantry_app", leaf),
             api: Default::default(),
             sql: Default::default(),
+            adopted_sql: Default::default(),
             api_failed: None,
             sql_failed: None,
+            adopted_failed: None,
         })
     }
 
@@ -872,7 +899,14 @@ impl Presence {
                     Err(e) if with_schema_tenants => {
                         let e = format!("{e:#}");
                         println!("with the schema tenants present: {e}");
-                        failed.get_or_insert(e.lines().next().unwrap_or_default().to_owned());
+                        // The database's error when there is one (a tool's
+                        // exit status alone says nothing).
+                        let why = e
+                            .lines()
+                            .find(|l| l.contains("ERROR:"))
+                            .or_else(|| e.lines().next())
+                            .unwrap_or_default();
+                        failed.get_or_insert(why.trim().to_owned());
                     }
                     Err(e) => return Err(e),
                 }
@@ -898,10 +932,29 @@ impl Presence {
                 .run(&ctx.tools),
             )?;
         }
+        let adopted = self
+            .adopted
+            .as_ref()
+            .map(|scripts| ctx.pgbench_with(&ctx.db.superuser, scripts, Some(&self.options)));
+        if let (Some(adopted), false) = (&adopted, ctx.opts.smoke) {
+            record(
+                &mut Vec::new(),
+                &mut self.adopted_failed,
+                Pgbench {
+                    seconds: 1,
+                    ..adopted.clone()
+                }
+                .run(&ctx.tools),
+            )?;
+        }
         for _ in 0..ctx.opts.runs {
             if self.sql_failed.is_none() {
                 let run = pgbench.run(&ctx.tools);
                 record(&mut self.sql[i], &mut self.sql_failed, run)?;
+            }
+            if let (Some(adopted), None) = (&adopted, &self.adopted_failed) {
+                let run = adopted.run(&ctx.tools);
+                record(&mut self.adopted_sql[i], &mut self.adopted_failed, run)?;
             }
             if self.api_failed.is_none() {
                 record(&mut self.api[i], &mut self.api_failed, wrk.run(&ctx.tools))?;
@@ -935,8 +988,12 @@ impl Presence {
             Some(why) => (vec![0.0], format!(": FAILED ({why})")),
             None => (runs, String::new()),
         };
+        let adopted = self.adopted.is_some();
         let [api_without, api_with] = self.api;
         let [sql_without, sql_with] = self.sql;
+        let [adopted_without, adopted_with] = self.adopted_sql;
+        let (adopted_with, adopted_failed) = failed(adopted_with, self.adopted_failed);
+        let adopted_note = note(&adopted_without);
         let (api_with, api_failed) = failed(api_with, self.api_failed);
         let (sql_with, sql_failed) = failed(sql_with, self.sql_failed);
         let api_note = note(&api_without);
@@ -959,6 +1016,17 @@ impl Presence {
             RatioKind::ValueOverBaseline,
             Some(Goal::RatioAtLeast(0.9)),
         ));
+        if adopted {
+            ctx.push(Figure::new(
+                &names.adopted_rls,
+                "tps",
+                &format!("adopted_rls_point (a pooled tenant's point read by id on an adopted table, bench.invoices, named as a team writes it, without ONLY: every schema tenant's table of it inherits it; through RLS, pgbench) with {count} schema tenants present{adopted_failed}"),
+                adopted_with,
+                Some((&format!("the same script {adopted_note}"), adopted_without)),
+                RatioKind::ValueOverBaseline,
+                Some(Goal::RatioAtLeast(0.9)),
+            ));
+        }
     }
 }
 
