@@ -1961,6 +1961,43 @@ CREATE OR REPLACE TRIGGER shared_rows_audit
     FOR EACH ROW EXECUTE FUNCTION tenantry.shared_rows_audit();
 
 /**
+ * The tables the rows of adopted table `rel` that belong to `owners` can be
+ * in, as FROM items, without reading a whole table family: a read of the
+ * family (the team's table with every schema tenant's table of it, which
+ * inherit it) plans and locks each schema tenant's table, and with thousands
+ * of them runs out of lock table (53200). For a family: the team's table
+ * alone (ONLY), each inheritance child of the team's own, and the family's
+ * table in the schema of each schema tenant among `owners` (one whose table
+ * of it is not made yet, by a tenant-schema step, keeps its rows in the
+ * team's table). Another table keeps every tenant's rows: itself.
+ */
+CREATE OR REPLACE FUNCTION tenantry.family_tables(rel regclass, owners uuid[])
+RETURNS text[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM tenantry.tier_tables() f WHERE f.template = rel) THEN
+        RETURN ARRAY[rel::text];
+    END IF;
+    RETURN ARRAY['ONLY ' || rel::text]
+        || ARRAY(SELECT i.inhrelid::regclass::text
+                 FROM pg_inherits i
+                 JOIN pg_class c ON c.oid = i.inhrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE i.inhparent = rel AND n.nspname !~ '^tenant_[0-9a-f]{20}$'
+                 ORDER BY i.inhrelid)
+        || ARRAY(SELECT 'ONLY ' || x.copy::text
+                 FROM (SELECT DISTINCT to_regclass(format('%I.%I', t.schema_name, rc.relname)) AS copy
+                       FROM tenantry.tenants t, pg_class rc
+                       WHERE t.tenant_id = ANY (owners) AND t.isolation = 'schema' AND rc.oid = rel) x
+                 WHERE x.copy IS NOT NULL
+                 ORDER BY x.copy::text);
+END
+$$;
+COMMENT ON FUNCTION tenantry.family_tables(regclass, uuid[]) IS 'Internal (rows_shared_with_me, lock_shareable_row, as the owner): the tables, as FROM items, that rows of an adopted table owned by the given tenants can be in, never the whole table family (whose read locks every schema tenant''s table): the team''s table alone, its own inheritance children, and those schema tenants'' tables of it; another table itself. Not granted.';
+
+/**
  * The owner of a row the caller may share or unshare, row-locked until the end
  * of the transaction (share and revocation of one row queue), and the row's key
  * as shares record it. The caller reaches the row as the table's policy lets
@@ -1974,6 +2011,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     entry tenantry.tenant_tables;
+    reach uuid[];
+    item text;
 BEGIN
     IF tenantry.current_tenant_id() IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
@@ -1989,19 +2028,24 @@ BEGIN
         row_key := NULL;  -- no row has such a key: answered as not found below
     END;
     IF row_key IS NOT NULL THEN
-        -- The owner, then the row locked by (owner, key): Citus refuses FOR
-        -- UPDATE in a statement that reaches several shards.
-        EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = ANY ($2)',
-                       tbl, tenantry.row_key_column(tbl), tenantry.row_key_type(tbl))
-            INTO owner_id
-            USING row_key, CASE WHEN entry.hierarchy THEN tenantry.visible_tenant_ids()
-                                ELSE ARRAY[tenantry.current_tenant_id()] END;
-        IF owner_id IS NOT NULL THEN
-            EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = $2 FOR UPDATE',
-                           tbl, tenantry.row_key_column(tbl), tenantry.row_key_type(tbl))
+        reach := CASE WHEN entry.hierarchy THEN tenantry.visible_tenant_ids()
+                      ELSE ARRAY[tenantry.current_tenant_id()] END;
+        -- Table by table (family_tables: not the whole family), the owner,
+        -- then the row locked by (owner, key): Citus refuses FOR UPDATE in a
+        -- statement that reaches several shards.
+        FOREACH item IN ARRAY tenantry.family_tables(tbl, reach) LOOP
+            EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = ANY ($2)',
+                           item, tenantry.row_key_column(tbl), tenantry.row_key_type(tbl))
                 INTO owner_id
-                USING row_key, owner_id;
-        END IF;
+                USING row_key, reach;
+            IF owner_id IS NOT NULL THEN
+                EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = $2 FOR UPDATE',
+                               item, tenantry.row_key_column(tbl), tenantry.row_key_type(tbl))
+                    INTO owner_id
+                    USING row_key, owner_id;
+                EXIT;
+            END IF;
+        END LOOP;
     END IF;
     IF owner_id IS NULL THEN
         RAISE EXCEPTION 'row % of % not found', lock_shareable_row.row_id, tbl USING ERRCODE = 'TN404', HINT = 'row_id';
@@ -2105,6 +2149,7 @@ DECLARE
     rel regclass := tenantry.adopted_table_of((SELECT NULLIF(t.typrelid, 0)::regclass FROM pg_catalog.pg_type t
                                                WHERE t.oid = pg_catalog.pg_typeof(tbl)));
     key text;
+    source text;
 BEGIN
     IF rel IS NULL OR tenantry.row_key_column(rel) IS NULL
        OR NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = rel AND r.sharing) THEN
@@ -2121,11 +2166,21 @@ BEGIN
             RETURN;  -- no row has such a key
         END;
     END IF;
+    -- The tables the shared rows can be in (family_tables: never a whole
+    -- table family, whose every schema tenant's table a read would lock).
+    SELECT '(' || string_agg(format('SELECT %s FROM %s', c.cols, f.item), ' UNION ALL ') || ')'
+    INTO source
+    FROM unnest(tenantry.family_tables(rel, ARRAY(
+             SELECT DISTINCT s.tenant_id FROM tenantry.shared_rows s
+             WHERE s.shared_with = tenantry.current_tenant_id() AND s.table_id = rel))) f(item),
+         (SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) AS cols
+          FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped) c;
     RETURN QUERY EXECUTE format(
         'SELECT t.* FROM tenantry.shared_rows s JOIN %s t ON t.tenant_id = s.tenant_id AND t.%I = s.row_id::%s '
         'WHERE s.shared_with = $1 AND s.table_id = $2 AND ($3::text IS NULL OR s.row_id = $3) '
         'ORDER BY s.tenant_id, s.row_id',
-        rel, tenantry.row_key_column(rel), tenantry.row_key_type(rel))
+        source, tenantry.row_key_column(rel), tenantry.row_key_type(rel))
     USING tenantry.current_tenant_id(), rel, key;
 END
 $$;

@@ -2026,6 +2026,124 @@ async fn a_schema_tenant_shares_rows_by_the_unqualified_table_name_both_ways_bet
     }
 }
 
+/// Sharing rows of an adopted table family reads the team's table and the
+/// tables of the schema tenants concerned, never the whole family: a read of
+/// the family plans and locks every schema tenant's table of it and, with
+/// thousands of them, runs out of lock table (53200). Checked by the locks a
+/// pooled tenant's transaction holds after `share_row` and after
+/// `rows_shared_with_me`: the sharing schema tenant's table is read, a
+/// bystander schema tenant's is not.
+#[tokio::test]
+async fn sharing_rows_of_an_adopted_table_family_locks_only_the_tables_of_the_tenants_concerned() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects', sharing => true);",
+    )
+    .await
+    .unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let bystander = tenant(&db, "bystander", Isolation::Schema).await;
+    let pooled = tenant(&db, "pooled", Isolation::Shared).await;
+    let table_of = |schema: String| format!("{schema}.projects");
+    let silo_table = table_of(schema_name(&su, silo).await);
+    let bystander_table = table_of(schema_name(&su, bystander).await);
+
+    // The locks the tenant's transaction holds on a table, by its name, seen
+    // by the superuser (pg_locks is not readable by the app roles).
+    const LOCKS: &str = "SELECT count(*) FROM pg_locks
+                         WHERE pid = $1 AND relation::regclass::text = $2";
+    type Locks = (Vec<uuid::Uuid>, i64, i64);
+    let su = &su;
+    let run = |tenant: TenantId, sql: &'static str, params: Vec<String>| {
+        let (db, silo_table, bystander_table) =
+            (db.clone(), silo_table.clone(), bystander_table.clone());
+        async move {
+            db.in_tenant(
+                &TenantContext::new(tenant),
+                &(sql, params, silo_table, bystander_table, su),
+                |scope, (sql, params, silo_table, bystander_table, su)| {
+                    Box::pin(async move {
+                        let params: Vec<&(dyn ToSql + Sync)> =
+                            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                        let ids: Vec<(uuid::Uuid,)> = scope.query(*sql, &params).await?;
+                        let (pid,): (i32,) =
+                            scope.query_one("SELECT pg_backend_pid()", &[]).await?;
+                        let count = |table: &String| {
+                            let table = table.clone();
+                            async move {
+                                su.query_one(LOCKS, &[&pid, &table])
+                                    .await
+                                    .unwrap()
+                                    .get::<_, i64>(0)
+                            }
+                        };
+                        let on_silo = count(silo_table).await;
+                        let on_bystander = count(bystander_table).await;
+                        Ok::<Locks, DbError>((
+                            ids.into_iter().map(|(id,)| id).collect(),
+                            on_silo,
+                            on_bystander,
+                        ))
+                    })
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+
+    let (made, _, _) = run(
+        silo,
+        "INSERT INTO projects (name) VALUES ('silo''s') RETURNING id",
+        vec![],
+    )
+    .await;
+    run(
+        silo,
+        "SELECT $1::text::uuid FROM tenantry.share_row('projects', $1::text, $2::text::uuid)",
+        vec![made[0].to_string(), pooled.to_string()],
+    )
+    .await;
+    let (seen, on_silo, on_bystander) = run(
+        pooled,
+        "SELECT id FROM tenantry.rows_shared_with_me(NULL::projects)",
+        vec![],
+    )
+    .await;
+    assert_eq!(seen, made, "the row the schema tenant shared");
+    assert!(on_silo > 0, "the sharing schema tenant's table is read");
+    assert_eq!(on_bystander, 0, "a bystander schema tenant's table is not");
+
+    let (own, _, _) = run(
+        pooled,
+        "INSERT INTO projects (name) VALUES ('pooled''s') RETURNING id",
+        vec![],
+    )
+    .await;
+    let (_, on_silo, on_bystander) = run(
+        pooled,
+        "SELECT $1::text::uuid FROM tenantry.share_row('projects', $1::text, $2::text::uuid)",
+        vec![own[0].to_string(), silo.to_string()],
+    )
+    .await;
+    assert_eq!(
+        (on_silo, on_bystander),
+        (0, 0),
+        "a pooled tenant sharing its own row reads no schema tenant's table"
+    );
+    let (seen, _, _) = run(
+        silo,
+        "SELECT id FROM tenantry.rows_shared_with_me(NULL::projects)",
+        vec![],
+    )
+    .await;
+    assert_eq!(seen, own, "the row the pooled tenant shared");
+}
+
 /// A table that is not a table family (its key is not `(tenant_id, one
 /// column)`) keeps schema tenants' rows in the pooled table; a foreign key
 /// from it into a family looks only at the pooled table, where a schema
