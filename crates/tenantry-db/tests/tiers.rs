@@ -1951,6 +1951,12 @@ async fn an_ancestor_writing_a_descendants_row_across_tiers_gets_a_conflict_not_
     }
 }
 
+/// A table family of the team's, adopted with sharing.
+const SHARED_PROJECTS: &str =
+    "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                   name text NOT NULL, PRIMARY KEY (tenant_id, id));
+     SELECT tenantry.adopt_table('public.projects', sharing => true);";
+
 /// The team's sharing SQL names its tables unqualified, as README shows:
 /// for a schema tenant that name is its own schema's table, and share_row,
 /// rows_shared_with_me and unshare_row take it for the adopted table it
@@ -1961,13 +1967,7 @@ async fn a_schema_tenant_shares_rows_by_the_unqualified_table_name_both_ways_bet
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
     let su = tdb.superuser_client().await;
-    su.batch_execute(
-        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
-                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
-         SELECT tenantry.adopt_table('public.projects', sharing => true);",
-    )
-    .await
-    .unwrap();
+    su.batch_execute(SHARED_PROJECTS).await.unwrap();
     let silo = tenant(&db, "silo", Isolation::Schema).await;
     let pooled = tenant(&db, "pooled", Isolation::Shared).await;
     for (owner, target) in [(silo, pooled), (pooled, silo)] {
@@ -2038,13 +2038,7 @@ async fn sharing_rows_of_an_adopted_table_family_locks_only_the_tables_of_the_te
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
     let su = tdb.superuser_client().await;
-    su.batch_execute(
-        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
-                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
-         SELECT tenantry.adopt_table('public.projects', sharing => true);",
-    )
-    .await
-    .unwrap();
+    su.batch_execute(SHARED_PROJECTS).await.unwrap();
     let silo = tenant(&db, "silo", Isolation::Schema).await;
     let bystander = tenant(&db, "bystander", Isolation::Schema).await;
     let pooled = tenant(&db, "pooled", Isolation::Shared).await;
