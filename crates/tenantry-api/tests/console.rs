@@ -37,6 +37,11 @@ struct Browser {
     chromedriver: Child,
 }
 
+/// A script that returns the first element matching a CSS selector.
+fn first_match(selector: &str) -> String {
+    format!("return document.querySelector({})", json!(selector))
+}
+
 impl Browser {
     async fn start() -> Self {
         let missing = "the console test needs Debian's chromium and chromium-driver: \
@@ -110,11 +115,7 @@ impl Browser {
     /// Signs in on the sign-in form.
     async fn sign_in(&self, token: &str) {
         self.type_into("input[name=token]", token).await;
-        self.css("form.signin button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
+        self.click("form.signin button[type=submit]").await;
     }
 
     /// Creates a key with the page's key form; returns the secret it shows once.
@@ -127,11 +128,8 @@ impl Browser {
             description,
         )
         .await;
-        self.css("form[aria-label='Create an API key'] button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
+        self.click("form[aria-label='Create an API key'] button[type=submit]")
+            .await;
         let script = format!(
             "const v = document.querySelector('input.secret')?.value; return v && v !== {} ? v : null",
             previous
@@ -195,13 +193,40 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{what} is not an element: {e}"))
     }
 
-    async fn css(&self, selector: &str) -> WebElement {
-        let script = format!("return document.querySelector({})", json!(selector));
-        self.element(selector, &script).await
+    /// Does `act` on the element `script` returns, found again when the page
+    /// rendered it anew between finding and acting (a stale element
+    /// reference: the console re-renders a view when its data arrives).
+    async fn on_element<F, Fut>(&self, what: &str, script: &str, act: F)
+    where
+        F: Fn(WebElement) -> Fut,
+        Fut: std::future::Future<Output = WebDriverResult<()>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match act(self.element(what, script).await).await {
+                Ok(()) => return,
+                Err(e)
+                    if matches!(
+                        e.as_inner(),
+                        thirtyfour::error::WebDriverErrorInner::StaleElementReference(_)
+                    ) && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{what}: {e}"),
+            }
+        }
     }
 
-    /// A button whose text is `label`, inside the first element matching `within` that contains `context`.
-    async fn button(&self, within: &str, context: &str, label: &str) -> WebElement {
+    /// Clicks the first element matching `selector`.
+    async fn click(&self, selector: &str) {
+        let script = first_match(selector);
+        self.on_element(selector, &script, |e| async move { e.click().await })
+            .await;
+    }
+
+    /// Clicks the button whose text is `label`, inside the first element matching `within` that contains `context`.
+    async fn click_button(&self, within: &str, context: &str, label: &str) {
         let script = format!(
             "return [...document.querySelectorAll({within})].filter(e => e.innerText.includes({context}))
                 .flatMap(e => [...e.querySelectorAll('button')]).find(b => b.innerText.trim() === {label})",
@@ -209,14 +234,21 @@ impl Browser {
             context = json!(context),
             label = json!(label),
         );
-        self.element(&format!("button {label:?} near {context:?}"), &script)
-            .await
+        self.on_element(
+            &format!("button {label:?} near {context:?}"),
+            &script,
+            |e| async move { e.click().await },
+        )
+        .await;
     }
 
     async fn type_into(&self, selector: &str, text: &str) {
-        let e = self.css(selector).await;
-        e.clear().await.unwrap();
-        e.send_keys(text).await.unwrap();
+        let script = first_match(selector);
+        self.on_element(selector, &script, |e| async move {
+            e.clear().await?;
+            e.send_keys(text).await
+        })
+        .await;
     }
 
     async fn go(&self, url: &str) {
@@ -430,11 +462,7 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
 
     // Create a tenant, then a child of it (the tree nests it).
     b.type_into("#create-tenant ~ .field input", "Acme").await;
-    b.css("#create-tenant ~ button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.click("#create-tenant ~ button[type=submit]").await;
     let acme = b
         .wait(
             "the new tenant's page",
@@ -471,11 +499,7 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
         json!(acme)
     ))
     .await;
-    b.css("#create-tenant ~ button[type=submit]")
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.click("#create-tenant ~ button[type=submit]").await;
     b.wait_text("Acme Labs").await;
     let labs = b
         .wait(
@@ -499,11 +523,7 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     b.wait("the child nested under its parent", &nested).await;
     b.shot("operator-tenants").await;
     let node = format!("li[data-tenant=\"{labs}\"]");
-    b.button(&node, "Acme Labs", "Suspend")
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.click_button(&node, "Acme Labs", "Suspend").await;
     b.wait_text("Suspended: Acme Labs").await;
     assert_eq!(
         app.admin_get(&format!("/v1/tenants/{labs}"))
@@ -511,17 +531,9 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
             .expect(200)["status"],
         "suspended"
     );
-    b.button(&node, "Acme Labs", "Activate")
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.click_button(&node, "Acme Labs", "Activate").await;
     b.wait_text("Activated: Acme Labs").await;
-    b.button(&node, "Acme Labs", "Delete")
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.click_button(&node, "Acme Labs", "Delete").await;
     b.accept_confirm().await;
     b.wait_text("Deleted: Acme Labs").await;
     assert_eq!(
@@ -612,11 +624,7 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     b.wait_text("No members.").await;
     let spare_prefix = spare.split('_').nth(1).unwrap().to_owned();
     b.shot("operator-tenant").await;
-    b.button("tr", "operator-revokes", "Revoke")
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.click_button("tr", "operator-revokes", "Revoke").await;
     b.accept_confirm().await;
     b.wait_text(&format!("Key {spare_prefix} revoked.")).await;
     assert_eq!(app.get("/v1/tenant", &spare).await.status, 401);
@@ -628,7 +636,7 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     b.shot("operator-audit").await;
 
     // Sign out: the session is gone.
-    b.css("#logout").await.click().await.unwrap();
+    b.click("#logout").await;
     b.wait_text("Sign in").await;
     let stored = b
         .js("return sessionStorage.length + localStorage.length")
@@ -658,11 +666,7 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     .await;
     b.shot("tenant").await;
     app.get("/v1/tenant", &temp).await.expect(200);
-    b.button("tr", "short-lived", "Revoke")
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.click_button("tr", "short-lived", "Revoke").await;
     b.accept_confirm().await;
     b.wait_text(&format!("Key {prefix} revoked.")).await;
     assert_eq!(app.get("/v1/tenant", &temp).await.status, 401);
@@ -774,7 +778,7 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
     )
     .await
     .expect(200);
-    b.css("#logout").await.click().await.unwrap();
+    b.click("#logout").await;
     b.wait_text("Sign in").await;
     b.type_into("input[name=tenant]", &acme).await;
     b.sign_in(&person).await;
