@@ -1977,7 +1977,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM tenantry.tier_tables() f WHERE f.template = rel) THEN
+    IF rel <> ALL (tenantry.table_families()) THEN
         RETURN ARRAY[rel::text];
     END IF;
     RETURN ARRAY['ONLY ' || rel::text]
@@ -2013,17 +2013,21 @@ DECLARE
     entry tenantry.tenant_tables;
     reach uuid[];
     item text;
+    key_column name;
+    key_type text;
 BEGIN
     IF tenantry.current_tenant_id() IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
     END IF;
+    key_column := tenantry.row_key_column(tbl);
     SELECT r.* INTO entry FROM tenantry.tenant_tables r WHERE r.table_id = tbl AND r.sharing;
-    IF NOT FOUND OR tenantry.row_key_column(tbl) IS NULL THEN
+    IF NOT FOUND OR key_column IS NULL THEN
         RAISE EXCEPTION 'the rows of % cannot be shared', tbl USING ERRCODE = 'TN422',
             HINT = 'The table''s migration adopts it with sharing => true.';
     END IF;
+    key_type := tenantry.row_key_type(tbl);
     BEGIN
-        EXECUTE format('SELECT $1::%s::text', tenantry.row_key_type(tbl)) INTO row_key USING row_id;
+        EXECUTE format('SELECT $1::%s::text', key_type) INTO row_key USING row_id;
     EXCEPTION WHEN data_exception THEN
         row_key := NULL;  -- no row has such a key: answered as not found below
     END;
@@ -2035,12 +2039,12 @@ BEGIN
         -- statement that reaches several shards.
         FOREACH item IN ARRAY tenantry.family_tables(tbl, reach) LOOP
             EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = ANY ($2)',
-                           item, tenantry.row_key_column(tbl), tenantry.row_key_type(tbl))
+                           item, key_column, key_type)
                 INTO owner_id
                 USING row_key, reach;
             IF owner_id IS NOT NULL THEN
                 EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = $2 FOR UPDATE',
-                               item, tenantry.row_key_column(tbl), tenantry.row_key_type(tbl))
+                               item, key_column, key_type)
                     INTO owner_id
                     USING row_key, owner_id;
                 EXIT;
