@@ -673,8 +673,8 @@ GRANT SELECT ON tenantry.tenant_quota_usage TO tenantry_app;
 -- -----------------------------------------------------------------------------
 -- Tiers. A tenant's rows live in one table of each tenant table's family: the
 -- pooled table (tenantry.resources, an adopted table) or, for a schema
--- tenant, its schema's table, which inherits the pooled one
--- (07_schemas.sql). The server routes each statement to the tenant's own
+-- tenant, its schema's table of the same name (07_schemas.sql: resources'
+-- inherits tenantry.resources, an adopted table's stands alone). The server routes each statement to the tenant's own
 -- table from the context part it caches; these triggers make a stale route
 -- fail instead of writing in the wrong place, and record what a tenant writes
 -- while it is being moved.
@@ -868,7 +868,7 @@ BEGIN
     IF t.moving_to = 'schema' THEN
         family := TG_RELID;
     ELSIF t.moving_to = 'shared' AND TG_TABLE_SCHEMA = t.schema_name THEN
-        SELECT i.inhparent INTO family FROM pg_catalog.pg_inherits i WHERE i.inhrelid = TG_RELID;
+        family := tenantry.family_of(TG_RELID);
         IF family = 'tenantry.resources'::regclass THEN
             family := NULL;
         END IF;

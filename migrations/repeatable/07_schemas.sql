@@ -3,13 +3,16 @@
 --
 -- A schema tenant's rows live in tables of its own schema (tenants.
 -- schema_name: tenant_ and random hex, naming nothing about the tenant), one
--- per tenant table, each INHERITing the pooled table of its family
--- (tenantry.resources). Creating one takes no lock any other tenant waits
--- for (SHARE UPDATE EXCLUSIVE on the pooled table, which readers and writers
--- do not conflict with) and touches no row; the server routes a tenant's
--- statements to its own table, and a query on the pooled table itself still
--- reaches every tenant's rows under the one policy (docs/architecture.md,
--- "Tiers").
+-- per tenant table family, named as the family's pooled table. Its table of
+-- tenantry.resources INHERITs it (tenantry names ONLY tenantry.resources
+-- where it must, and a query on it reaches every tenant's resources under
+-- the one policy); its tables of the team's adopted tables stand alone
+-- (family_of, family_copies): a team's statement on its table would
+-- otherwise plan and lock every schema tenant's table of it (0036).
+-- Creating one takes no lock any other tenant waits for (SHARE UPDATE
+-- EXCLUSIVE on tenantry.resources, which readers and writers do not
+-- conflict with) and touches no row; the server routes a tenant's
+-- statements to its own tables (docs/architecture.md, "Tiers").
 --
 -- Moving a tenant between tiers (tier_move_start, _copy, _catch_up, _finish;
 -- set_tenant_isolation does all four in one transaction, CALL
@@ -71,7 +74,7 @@ BEGIN
            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
             WHERE a.attrelid = f.template AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '')
     FROM (
-        SELECT pg_catalog.to_regclass('tenantry.resources'), 'id'::name
+        SELECT pg_catalog.to_regclass('tenantry.resources'), 'id'::name, 0::bigint
         UNION ALL
         -- The team's adopted tables that can have a table per schema tenant:
         -- plain tables (a partitioned one cannot be inherited) whose primary
@@ -82,16 +85,65 @@ BEGIN
                 FROM pg_constraint k
                 JOIN pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1] AND t.attname = 'tenant_id'
                 JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[2]
-                WHERE k.conrelid = tt.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2)
+                WHERE k.conrelid = tt.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2),
+               -- A tenant schema's table is named as its family's pooled
+               -- table: of adopted tables with one name (public.invoices,
+               -- billing.invoices), the first adopted is the family, and
+               -- none named resources (tenantry's) is one.
+               row_number() OVER (PARTITION BY c.relname ORDER BY tt.adopted_at, tt.table_id::oid)
+               + (c.relname = 'resources')::int
         FROM tenantry.tenant_tables tt
         JOIN pg_class c ON c.oid = tt.table_id AND c.relkind = 'r'
-    ) f(template, key_column)
+        -- Keyed (tenant_id, one column) before the names are ranked.
+        WHERE EXISTS (SELECT 1 FROM pg_constraint k
+                      JOIN pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1] AND t.attname = 'tenant_id'
+                      WHERE k.conrelid = tt.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2)
+    ) f(template, key_column, name_rank)
     JOIN pg_class c ON c.oid = f.template
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE f.key_column IS NOT NULL;
+    WHERE f.key_column IS NOT NULL AND f.name_rank <= 1;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of: resources and every adopted plain table with a primary key (tenant_id, column) (template: the pooled table, with its schema and name, which a tenant schema''s table of it shares; its key column, that key''s type, and the columns a copy writes: all but generated ones). Not granted.';
+COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of, named as theirs: resources and every adopted plain table with a primary key (tenant_id, column), the first adopted of those with one name and none named resources (template: the pooled table, with its schema and name, which a tenant schema''s table of it shares; its key column, that key''s type, and the columns a copy writes: all but generated ones). Granted to the roles that run the doctor (it reads tenant_tables and the catalogs, as they may).';
+GRANT EXECUTE ON FUNCTION tenantry.tier_tables() TO tenantry_admin, tenantry_server;
+
+/**
+ * The family a schema tenant's own table is of: the pooled table of
+ * tier_tables() with its name, for a table in a tenant schema; NULL for any
+ * other table. (Only the tables of tenantry.resources inherit their family;
+ * the others are found by name.)
+ */
+CREATE OR REPLACE FUNCTION tenantry.family_of(tbl regclass)
+RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f.template
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    JOIN tenantry.tier_tables() f ON f.template_table = c.relname
+    WHERE c.oid = tbl AND n.nspname ~ '^tenant_[0-9a-f]{20}$'
+$$;
+COMMENT ON FUNCTION tenantry.family_of(regclass) IS 'Internal: the tenant table family (its pooled table) a table in a tenant schema is of, by name; NULL for any other table. Not granted.';
+
+/**
+ * Every schema tenant's (and spare or half-built schema's) table of every
+ * family, with the family's pooled table: what the doctor compares with its
+ * family. By name, through pg_class's index on it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.family_copies()
+RETURNS TABLE (copy regclass, template regclass)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.oid::regclass, f.template
+    FROM tenantry.tier_tables() f
+    JOIN pg_catalog.pg_class c ON c.relname = f.template_table AND c.relkind = 'r'
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$'
+$$;
+COMMENT ON FUNCTION tenantry.family_copies() IS 'Internal: every table of a tenant table family in a tenant schema, with its family''s pooled table (family_of, for all of them at once). Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.family_copies() TO tenantry_admin, tenantry_server;
 
 /**
  * The sequences of a table's serial and identity columns. PL/pgSQL for its
@@ -404,7 +456,7 @@ COMMENT ON FUNCTION tenantry.secure_tenant_schema(uuid) IS 'Internal: the tenant
 
 /**
  * A tenant's schema and its tables, empty and secured; with join_families
- * each table also joins (inherits) its family's pooled table. tier_tables()
+ * its table of resources also joins (inherits) tenantry.resources. tier_tables()
  * is read once: creating a schema invalidates every cached plan of every
  * session, so each query here is planned again at every creation (issue 13).
  */
@@ -446,13 +498,16 @@ BEGIN
     END LOOP;
     IF join_families THEN
         FOR i IN 1 .. cardinality(copies) LOOP
+            -- resources only: the team's tables stand alone (0036).
             -- SHARE UPDATE EXCLUSIVE on the pooled table: no reader or writer waits.
-            EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I', s, template_tables[i], template_schemas[i], template_tables[i]);
+            IF template_schemas[i] = 'tenantry' AND template_tables[i] = 'resources' THEN
+                EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I', s, template_tables[i], template_schemas[i], template_tables[i]);
+            END IF;
         END LOOP;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.build_tenant_tables(uuid, boolean) IS 'Internal: creates the tenant''s schema and one empty table per tenant table family (LIKE the pooled table, without its foreign key), secured, and with join_families inheriting their pooled tables. Not granted.';
+COMMENT ON FUNCTION tenantry.build_tenant_tables(uuid, boolean) IS 'Internal: creates the tenant''s schema and one empty table per tenant table family (LIKE the pooled table, without its foreign key), secured, and with join_families its table of resources inheriting tenantry.resources (the tables of adopted families stand alone). Not granted.';
 
 /** A tenant's schema and its tables, empty, standalone (not yet inheriting): the destination of a move to the schema tier. */
 CREATE OR REPLACE FUNCTION tenantry.create_tenant_tables(tid uuid)
@@ -1055,9 +1110,12 @@ BEGIN
             EXECUTE format('DELETE FROM ONLY %I.%I WHERE tenant_id = $1', f.source_schema, f.template_table) USING tid;
             GET DIAGNOSTICS n = ROW_COUNT;
             moved := moved + n;
+            -- resources only: the team's tables stand alone (0036).
             -- SHARE UPDATE EXCLUSIVE on the pooled table: no reader or writer waits.
-            EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I',
-                           f.destination_schema, f.template_table, f.template_schema, f.template_table);
+            IF f.template_schema = 'tenantry' AND f.template_table = 'resources' THEN
+                EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I',
+                               f.destination_schema, f.template_table, f.template_schema, f.template_table);
+            END IF;
         END LOOP;
     ELSE
         -- The resources the batches left (none when tier_move_copy ran to
@@ -1180,15 +1238,24 @@ AS $$
 DECLARE
     f record;
     n bigint;
+    own regclass;
     total bigint := 0;
 BEGIN
     PERFORM tenantry.require_tier_admin();
     FOR f IN SELECT * FROM tenantry.tier_tables() LOOP
-        -- The family: the tenant's rows in whichever tier holds them (a move's
-        -- destination joins the family only at the cut-over).
-        EXECUTE format('SELECT count(*) FROM %I.%I WHERE tenant_id = $1', f.template_schema, f.template_table)
+        -- The pooled table alone and the tenant's own table (a move's
+        -- destination counts from the cut-over): never the whole family of
+        -- resources, which every schema tenant's table of it joins.
+        EXECUTE format('SELECT count(*) FROM ONLY %I.%I WHERE tenant_id = $1', f.template_schema, f.template_table)
         USING tid INTO n;
         total := total + n;
+        -- (A table a tenant-schema step has not made yet holds nothing.)
+        own := (SELECT to_regclass(format('%I.%I', t.schema_name, f.template_table))
+                FROM tenantry.tenants t WHERE t.tenant_id = tid AND t.isolation = 'schema');
+        IF own IS NOT NULL THEN
+            EXECUTE format('SELECT count(*) FROM ONLY %s WHERE tenant_id = $1', own) USING tid INTO n;
+            total := total + n;
+        END IF;
     END LOOP;
     RETURN total;
 END
@@ -1529,6 +1596,95 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.migrate_tenant_schema(uuid) IS 'Admin: runs the tenant_schema_steps the tenant''s schema has not run yet (its schema first on the search path), in the caller''s transaction, and records its version; 0 for a pooled tenant. TN404 unknown tenant.';
 
+/**
+ * Changes the shape of an adopted table and records the same change as a
+ * tenant-schema step, in one call from the team's migration: schema
+ * tenants' tables of it stand alone (they do not inherit it), so a column
+ * reaches them through `tenantry migrate`. `change` is what follows
+ * `ALTER TABLE <table>` (ADD COLUMN, DROP COLUMN, ALTER COLUMN, RENAME
+ * COLUMN, ADD CONSTRAINT … CHECK …), run with the caller's rights and
+ * search path. Returns the step's version; NULL for a table no schema
+ * tenant has a table of.
+ */
+CREATE OR REPLACE FUNCTION tenantry.alter_tenant_table(tbl regclass, change text)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
+        RAISE EXCEPTION '% is not an adopted table', tbl USING ERRCODE = 'TN404';
+    END IF;
+    IF coalesce(btrim(change), '') = '' THEN
+        RAISE EXCEPTION 'say what to change: alter_tenant_table(%, ''ADD COLUMN due_at date'')', tbl
+            USING ERRCODE = 'TN422';
+    END IF;
+    EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl, change);
+    IF tbl <> ALL (tenantry.table_families()) THEN
+        RETURN NULL;
+    END IF;
+    RETURN tenantry.add_tenant_schema_step(
+        left(pg_catalog.format('%s: %s', tbl, change), 200),
+        pg_catalog.format('ALTER TABLE %I %s', (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl), change));
+END
+$$;
+COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table has no schema tenants'' tables). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted.';
+
+/**
+ * Schema tenants' tables whose columns differ from their family's pooled
+ * table (by name: type, NOT NULL, present or not), in schemas that have run
+ * every tenant-schema step: a shape change made on the team's table without
+ * a step (alter_tenant_table records one). A schema behind the latest
+ * version is the doctor's finding already.
+ */
+CREATE OR REPLACE FUNCTION tenantry.copy_column_drift()
+RETURNS TABLE (copy regclass, template regclass, problem text, fix text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH copies AS (
+        SELECT f.copy, f.template
+        FROM tenantry.family_copies() f
+        JOIN pg_catalog.pg_class c ON c.oid = f.copy
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        JOIN tenantry.tenants t ON t.schema_name = n.nspname
+        WHERE t.isolation = 'schema' AND t.moving_to IS NULL
+          AND coalesce(t.schema_version, 0) >= tenantry.tenant_schema_latest()
+    ), cols AS (
+        SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull
+        FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid IN (SELECT s.copy FROM copies s UNION SELECT s.template FROM copies s)
+          AND a.attnum > 0 AND NOT a.attisdropped
+    )
+    SELECT s.copy, s.template,
+           CASE WHEN d.have_name IS NULL
+                THEN format('has no column %I, which %s has (%s)', d.want_name, s.template, d.want_type)
+                WHEN d.want_name IS NULL
+                THEN format('has column %I, which %s has not', d.have_name, s.template)
+                WHEN d.have_type <> d.want_type
+                THEN format('column %I is %s, on %s %s', d.have_name, d.have_type, s.template, d.want_type)
+                ELSE format('column %I is %s, on %s %s', d.have_name,
+                            CASE WHEN d.have_not_null THEN 'NOT NULL' ELSE 'nullable' END, s.template,
+                            CASE WHEN d.want_not_null THEN 'NOT NULL' ELSE 'nullable' END) END,
+           format('ALTER TABLE %s %s; -- and make shape changes with tenantry.alter_tenant_table(), which records them for every schema',
+                  s.copy,
+                  CASE WHEN d.have_name IS NULL THEN format('ADD COLUMN %I %s', d.want_name, d.want_type)
+                       WHEN d.want_name IS NULL THEN format('DROP COLUMN %I', d.have_name)
+                       WHEN d.have_type <> d.want_type THEN format('ALTER COLUMN %I TYPE %s', d.have_name, d.want_type)
+                       WHEN d.want_not_null THEN format('ALTER COLUMN %I SET NOT NULL', d.have_name)
+                       ELSE format('ALTER COLUMN %I DROP NOT NULL', d.have_name) END)
+    FROM copies s
+    CROSS JOIN LATERAL (
+        SELECT h.attname AS have_name, h.type AS have_type, h.attnotnull AS have_not_null,
+               w.attname AS want_name, w.type AS want_type, w.attnotnull AS want_not_null
+        FROM (SELECT * FROM cols c WHERE c.attrelid = s.copy) h
+        FULL JOIN (SELECT * FROM cols c WHERE c.attrelid = s.template) w ON w.attname = h.attname
+        WHERE (h.type, h.attnotnull) IS DISTINCT FROM (w.type, w.attnotnull)
+    ) d
+    ORDER BY s.copy::text, coalesce(d.have_name, d.want_name)
+$$;
+COMMENT ON FUNCTION tenantry.copy_column_drift() IS 'Internal (the doctor''s rule copy_columns, for tenantry doctor: the server''s login runs no definer function, and a column is no isolation rule its boot check must hold): schema tenants'' tables, in schemas at the latest tenant-schema version, whose columns differ from their family''s pooled table, with the ALTER TABLE that fixes each. Granted to tenantry_admin (and the owner''s members, who run tenantry doctor).';
+GRANT EXECUTE ON FUNCTION tenantry.copy_column_drift() TO tenantry_admin;
+
 /** Schema tenants whose schema is behind the latest version, oldest first. */
 CREATE OR REPLACE FUNCTION tenantry.tenant_schemas_behind(max_rows integer DEFAULT 1000)
 RETURNS TABLE (tenant_id uuid, schema_name text, schema_version integer, latest integer)
@@ -1590,9 +1746,6 @@ BEGIN
                    f.template_schema, f.template_table, f.columns, s, f.template_table, f.columns, f.columns)
     USING tid;
     PERFORM set_config('session_replication_role', replication, true);
-    IF NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = copy AND i.inhparent = template) THEN
-        EXECUTE format('ALTER TABLE %I.%I INHERIT %I.%I', s, f.template_table, f.template_schema, f.template_table);
-    END IF;
 END
 $$;
 COMMENT ON FUNCTION tenantry.add_tenant_schema_table(regclass, text) IS 'Internal tenant-schema step (adopt_table records it when schema tenants exist; tenantry migrate runs it in each schema): the schema tenant''s own table of a newly adopted family, secured like the template, with the rows it wrote in the pooled table meanwhile moved in. Idempotent. Not granted.';

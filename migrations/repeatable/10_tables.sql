@@ -121,16 +121,11 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- tier_tables() says which: one definition of a family.
     RETURN pg_catalog.to_regclass('tenantry.resources') || ARRAY(
-        SELECT r.table_id FROM tenantry.tenant_tables r
-        WHERE (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = r.table_id) = 'r'
-          -- row_key_column(), written out: a function with SET is not
-          -- inlined, and is planned again at every call.
-          AND (SELECT count(*) FROM pg_catalog.pg_constraint k
-               JOIN pg_catalog.pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1]
-               WHERE k.conrelid = r.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2
-                 AND t.attname = 'tenant_id') > 0
-        ORDER BY r.table_id);
+        SELECT f.template FROM tenantry.tier_tables() f
+        WHERE f.template <> pg_catalog.to_regclass('tenantry.resources')
+        ORDER BY f.template);
 END
 $$;
 COMMENT ON FUNCTION tenantry.table_families() IS 'Internal: the tenant table families, resources and every adopted plain table keyed (tenant_id, one column), which schema tenants hold a table of (tier_tables() describes them). Granted to the roles that run the doctor.';
@@ -186,7 +181,7 @@ GRANT EXECUTE ON FUNCTION tenantry.tier_breaking_references() TO tenantry_admin,
 /**
  * The adopted table a table stands for: a schema tenant's own table of a
  * family (what an unqualified name means in that tenant's routed session)
- * stands for the adopted table it inherits from, so that a team's SQL names
+ * stands for the adopted table of its family, so that a team's SQL names
  * the same table in either tier; any other table stands for itself.
  */
 CREATE OR REPLACE FUNCTION tenantry.adopted_table_of(tbl regclass)
@@ -194,15 +189,14 @@ RETURNS regclass
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce((SELECT i.inhparent::regclass
-                     FROM pg_catalog.pg_inherits i
-                     JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-                     JOIN tenantry.tenant_tables r ON r.table_id = i.inhparent
+    SELECT coalesce((SELECT r.table_id
+                     FROM tenantry.tenant_tables r
+                     JOIN pg_catalog.pg_class c ON c.oid = tbl
                      JOIN tenantry.tenants t ON t.schema_name = c.relnamespace::regnamespace::text
-                     WHERE i.inhrelid = tbl),
+                     WHERE r.table_id = tenantry.family_of(tbl)),
                     tbl)
 $$;
-COMMENT ON FUNCTION tenantry.adopted_table_of(regclass) IS 'Internal: the adopted table a schema tenant''s own table of a family inherits from (share_row, unshare_row and rows_shared_with_me take either); any other table itself. Not granted.';
+COMMENT ON FUNCTION tenantry.adopted_table_of(regclass) IS 'Internal: the adopted table of the family a schema tenant''s own table is of (share_row, unshare_row and rows_shared_with_me take either); any other table itself. Not granted.';
 
 /**
  * Drops trigger `name` of `tbl` when it is there. DROP TRIGGER IF EXISTS
@@ -238,7 +232,8 @@ COMMENT ON FUNCTION tenantry.row_key_type(regclass) IS 'Internal: the type of ro
  * Trigger on an adopted table with sharing: a row that is deleted, or whose
  * key changes, takes its shares with it (audited as revoked), so that a share
  * never passes to a later row under the same key. Partitions and schema
- * tenants' tables fire it too; the adopted table is their ancestor.
+ * tenants' tables fire it too, for the adopted table (their ancestor, or
+ * their family's).
  */
 CREATE OR REPLACE FUNCTION tenantry.shared_rows_follow()
 RETURNS trigger
@@ -251,11 +246,11 @@ DECLARE
     new_key text;
 BEGIN
     -- The adopted table itself, a partition of it, or a schema tenant's table
-    -- that inherits it.
+    -- of its family.
     SELECT r.table_id INTO tbl
     FROM tenantry.tenant_tables r
     WHERE r.table_id::oid IN (SELECT TG_RELID UNION ALL SELECT a.relid FROM pg_catalog.pg_partition_ancestors(TG_RELID) a
-                              UNION ALL SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = TG_RELID);
+                              UNION ALL SELECT tenantry.family_of(TG_RELID));
     IF tbl IS NULL THEN
         RETURN NULL;
     END IF;
@@ -281,9 +276,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- A schema tenant's table: its tenant's shares of rows of the family only.
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = TG_RELID) THEN
+    IF tenantry.family_of(TG_RELID) IS NOT NULL THEN
         DELETE FROM tenantry.shared_rows s
-        WHERE s.table_id = (SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = TG_RELID)::regclass
+        WHERE s.table_id = tenantry.family_of(TG_RELID)
           AND s.tenant_id = (SELECT t.tenant_id FROM tenantry.tenants t WHERE t.schema_name = TG_TABLE_SCHEMA);
     ELSE
         DELETE FROM tenantry.shared_rows s WHERE s.table_id = TG_RELID::regclass;
@@ -589,8 +584,9 @@ BEGIN
         -- An inheritance child (not a partition: those are checked below as
         -- parts of it) is read with the table, under its policies, but is
         -- a table of its own without them: rows written there directly, for
-        -- any tenant, show up as that tenant's. Schema tenants' tables are
-        -- children by design (07_schemas.sql) and are checked with them.
+        -- any tenant, show up as that tenant's. Schema tenants' tables of
+        -- resources are children by design (07_schemas.sql), and checked
+        -- with them.
         RETURN QUERY
             SELECT i.inhrelid::regclass::text, 'children'::text,
                    format('inherits from %s without being a partition or a schema tenant''s table: it has no row level security of its own, and its rows are read as %s''s',
@@ -1014,7 +1010,7 @@ BEGIN
         WHERE n.definition IS DISTINCT FROM o.definition
         ORDER BY 1, 3;
         -- Every schema tenant's table has exactly the policies and the table
-        -- privileges of the pooled table it inherits (secure_tenant_copy made
+        -- privileges of its family's pooled table (secure_tenant_copy made
         -- it so): a policy added or loosened on one of them, or a grant, lets
         -- other tenants read that schema tenant's rows through it.
         -- Compared as stored first (one catalog read each, without the
@@ -1026,11 +1022,9 @@ BEGIN
         -- compared as printed).
         RETURN QUERY
         WITH copies AS (
-            SELECT c.oid AS copy, i.inhparent AS template, c.relacl
-            FROM pg_catalog.pg_class c
-            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-            JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.oid
-            WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$' AND c.relkind = 'r'
+            SELECT f.copy::oid AS copy, f.template::oid AS template, c.relacl
+            FROM tenantry.family_copies() f
+            JOIN pg_catalog.pg_class c ON c.oid = f.copy
         ), policies AS (
             -- Each policy of the copies and their templates once (a
             -- template's, not once per copy).
@@ -1098,10 +1092,20 @@ BEGIN
                           WHERE ta.attrelid = s.template AND ta.attname = a.attname AND ta.attacl IS NOT NULL
                             AND tacl.grantee = acl.grantee AND tacl.privilege_type = acl.privilege_type)
         ORDER BY 1, 3;
+        -- Columns: a schema tenant's table stands alone, so a column the
+        -- team's migration changed without a tenant-schema step is missing
+        -- (or left over) in its schema, and that tenant's queries fail.
+        -- tenantry doctor's (an operator's); not the server's boot check,
+        -- which runs no definer function and checks isolation rules.
+        IF pg_catalog.has_function_privilege('tenantry.copy_column_drift()', 'EXECUTE') THEN
+            RETURN QUERY
+            SELECT d.copy::text, 'copy_columns'::text, d.problem, d.fix
+            FROM tenantry.copy_column_drift() d;
+        END IF;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), and every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants) and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -1622,9 +1626,9 @@ BEGIN
             OR EXISTS (SELECT 1 FROM pg_catalog.pg_namespace s
                        WHERE s.nspname ~ '^tenant_[0-9a-f]{20}$'
                          AND EXISTS (SELECT 1 FROM pg_catalog.pg_class o WHERE o.relnamespace = s.oid)
-                         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
-                                         JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-                                         WHERE i.inhparent = tbl AND c.relnamespace = s.oid))) THEN
+                         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                                         WHERE c.relnamespace = s.oid
+                                           AND c.relname = (SELECT a.relname FROM pg_catalog.pg_class a WHERE a.oid = tbl)))) THEN
         PERFORM tenantry.add_tenant_schema_step(
             left(format('tables of adopted %s', tbl), 200),
             format('SELECT tenantry.add_tenant_schema_table(%L::regclass, current_schema())', tbl::text));
@@ -1871,7 +1875,7 @@ BEGIN
             USING ERRCODE = 'TN403';
     END IF;
     -- Schema tenants' tables of it hold their rows: they would be left behind.
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = tbl) THEN
+    IF EXISTS (SELECT 1 FROM tenantry.family_copies() f WHERE f.template = tbl) THEN
         RAISE EXCEPTION 'cannot release %: schema tenants hold their rows of it in tables of their own', tbl
             USING ERRCODE = 'TN409',
             HINT = 'Move those tenants to the shared tier first (tenantry tenant move <id> --to shared).';
@@ -1962,11 +1966,9 @@ CREATE OR REPLACE TRIGGER shared_rows_audit
 
 /**
  * The tables the rows of adopted table `rel` that belong to `owners` can be
- * in, as FROM items, without reading a whole table family: a read of the
- * family (the team's table with every schema tenant's table of it, which
- * inherit it) plans and locks each schema tenant's table, and with thousands
- * of them runs out of lock table (53200). For a family: the team's table
- * alone (ONLY), each inheritance child of the team's own, and the family's
+ * in, as FROM items: for a family, the team's table alone (ONLY: never a
+ * read that plans and locks every table inheriting it), each inheritance
+ * child of the team's own, and the family's
  * table in the schema of each schema tenant among `owners` (one whose table
  * of it is not made yet, by a tenant-schema step, keeps its rows in the
  * team's table). Another table keeps every tenant's rows: itself.
@@ -2190,6 +2192,64 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.rows_shared_with_me(anyelement, text) IS 'Guide policy tenant_sharing for adopted tables, as a fence: SELECT * FROM tenantry.rows_shared_with_me(NULL::invoices) returns the rows of invoices shared with the current tenant (read only), optionally only the row with the given key. No caller condition reaches its scan, so EXPLAIN ANALYZE shows nothing foreign. TN422 for a table without sharing.';
 GRANT EXECUTE ON FUNCTION tenantry.rows_shared_with_me(anyelement, text) TO tenantry_app, tenantry_app_shared;
+
+/**
+ * The FROM item subtree_rows reads: each table the rows of adopted table
+ * `typ` of the current tenant and its descendants can be in (family_tables:
+ * the team's table alone and the schema tenants' tables among them, never
+ * the whole family), under `typ`'s columns. NULL without a tenant context.
+ */
+CREATE OR REPLACE FUNCTION tenantry.subtree_source(typ regtype)
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass := tenantry.adopted_table_of((SELECT NULLIF(t.typrelid, 0)::regclass FROM pg_catalog.pg_type t
+                                               WHERE t.oid = typ));
+    cols text;
+BEGIN
+    IF rel IS NULL OR NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = rel) THEN
+        RAISE EXCEPTION '% is not an adopted table: pass NULL::<an adopted table>', typ
+            USING ERRCODE = 'TN422';
+    END IF;
+    IF tenantry.current_tenant_id() IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
+    RETURN (SELECT '(' || string_agg(format('SELECT %s FROM %s', cols, f.item), ' UNION ALL ') || ')'
+            FROM unnest(tenantry.family_tables(rel, tenantry.visible_tenant_ids())) f(item));
+END
+$$;
+COMMENT ON FUNCTION tenantry.subtree_source(regtype) IS 'Internal (subtree_rows): the tables, as one FROM item under the adopted table''s columns, that the current tenant''s and its descendants'' rows of it can be in, whichever their tier: the team''s table alone and those schema tenants'' own tables. NULL without a tenant context; TN422 for a type that is not an adopted table''s.';
+GRANT EXECUTE ON FUNCTION tenantry.subtree_source(regtype) TO tenantry_app;
+
+/**
+ * Hierarchy across tiers for adopted tables: every row of an adopted table
+ * that the current tenant's policy lets it read, its own and its
+ * descendants', from the team's table and from the schema tenants' tables
+ * of its descendants. A statement on the table's name reads one table (the
+ * tenant's own tier's); SELECT * FROM tenantry.subtree_rows(NULL::invoices)
+ * reads them all. Runs as the caller: each table's policy decides.
+ */
+CREATE OR REPLACE FUNCTION tenantry.subtree_rows(tbl anyelement)
+RETURNS SETOF anyelement
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    source text := tenantry.subtree_source(pg_catalog.pg_typeof(tbl));
+BEGIN
+    IF source IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE 'SELECT * FROM ' || source || ' t';
+END
+$$;
+COMMENT ON FUNCTION tenantry.subtree_rows(anyelement) IS 'Hierarchy across tiers for adopted tables: SELECT * FROM tenantry.subtree_rows(NULL::invoices) returns every row of invoices the current tenant may read (its own and its descendants''), wherever each is: the team''s table and the tables of the schema tenants among its descendants (a statement on the table''s name reads the tenant''s own tier''s table only). Runs as the caller, under each table''s policy. Empty without a tenant context; TN422 for a table that is not adopted.';
+GRANT EXECUTE ON FUNCTION tenantry.subtree_rows(anyelement) TO tenantry_app;
 
 -- Tables adopted under older definitions get the current ones.
 SELECT tenantry.secure_tenant_table(r.table_id, r.hierarchy, r.sharing, r.write_permission)

@@ -1119,14 +1119,30 @@ async fn schema_name(su: &Client, t: TenantId) -> String {
 }
 
 async fn home_of(su: &Client, table: &str, t: TenantId) -> Vec<String> {
+    let family = family(su, table).await;
     texts(
         su,
-        &format!(
-            "SELECT DISTINCT tableoid::regclass::text FROM {table} WHERE tenant_id = $1 ORDER BY 1"
-        ),
+        &format!("SELECT DISTINCT home FROM {family} WHERE tenant_id = $1 ORDER BY 1"),
         &[t.as_uuid()],
     )
     .await
+}
+
+/// Every table of `table`'s family as one FROM item named `family`, each
+/// row with the table it is in (`home`): `table` with the tables that
+/// inherit it (resources') and every tenant schema's table of it that does
+/// not (an adopted table's).
+async fn family(su: &Client, table: &str) -> String {
+    let items = texts(
+        su,
+        "SELECT format('SELECT tableoid::regclass::text AS home, * FROM %s', t)
+         FROM (SELECT $1::text::regclass AS t
+               UNION ALL SELECT f.copy FROM tenantry.family_copies() f WHERE f.template = $1::text::regclass
+                 AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = f.copy)) x",
+        &[&table],
+    )
+    .await;
+    format!("({}) family", items.join(" UNION ALL "))
 }
 
 async fn own_sql(db: &Database, t: TenantId, sql: &'static str) -> Result<u64, DbError> {
@@ -1204,9 +1220,10 @@ async fn adopted_tables_get_a_table_in_every_tenant_schema_and_a_later_adoption_
     )
     .await
     .unwrap();
+    let invoices = family(&su, "public.invoices").await;
     let ids: Vec<i64> = su
         .query(
-            "SELECT id FROM public.invoices WHERE tenant_id = $1 ORDER BY id",
+            &format!("SELECT id FROM {invoices} WHERE tenant_id = $1 ORDER BY id"),
             &[silo.as_uuid()],
         )
         .await
@@ -1246,9 +1263,10 @@ async fn adopted_tables_get_a_table_in_every_tenant_schema_and_a_later_adoption_
         home_of(&su, "public.notes", silo).await,
         [format!("{silo_schema}.notes")]
     );
+    let notes = family(&su, "public.notes").await;
     let n: i64 = su
         .query_one(
-            "SELECT count(*) FROM public.notes WHERE tenant_id = $1",
+            &format!("SELECT count(*) FROM {notes} WHERE tenant_id = $1"),
             &[silo.as_uuid()],
         )
         .await
@@ -1489,11 +1507,18 @@ async fn while_a_tenant_moves_back_its_adopted_rows_stay_whole_and_what_it_write
     );
     // Its copies are its own until it commits: every reader of the family
     // (here the superuser, who sees every row) sees each row once.
+    let (projects, invoices, settings) = (
+        family(&su, "public.projects").await,
+        family(&su, "public.invoices").await,
+        family(&su, "public.settings_kv").await,
+    );
     let family_rows: i64 = su
         .query_one(
-            "SELECT (SELECT count(*) FROM public.projects WHERE tenant_id = $1)
-                  + (SELECT count(*) FROM public.invoices WHERE tenant_id = $1)
-                  + (SELECT count(*) FROM public.settings_kv WHERE tenant_id = $1)",
+            &format!(
+                "SELECT (SELECT count(*) FROM {projects} WHERE tenant_id = $1)
+                      + (SELECT count(*) FROM {invoices} WHERE tenant_id = $1)
+                      + (SELECT count(*) FROM {settings} WHERE tenant_id = $1)"
+            ),
             &[t.as_uuid()],
         )
         .await
@@ -1516,12 +1541,14 @@ async fn while_a_tenant_moves_back_its_adopted_rows_stay_whole_and_what_it_write
 
     let rows: Vec<(String, i64)> = su
         .query(
-            "SELECT 'settings ' || v, count(*) FROM public.settings_kv WHERE tenant_id = $1 GROUP BY v
-             UNION ALL
-             SELECT tableoid::regclass::text || ' ' || name, count(*) FROM public.projects WHERE tenant_id = $1 GROUP BY 1
-             UNION ALL
-             SELECT tableoid::regclass::text || ' ' || amount, count(*) FROM public.invoices WHERE tenant_id = $1 GROUP BY 1
-             ORDER BY 1",
+            &format!(
+                "SELECT 'settings ' || v, count(*) FROM {settings} WHERE tenant_id = $1 GROUP BY v
+                 UNION ALL
+                 SELECT home || ' ' || name, count(*) FROM {projects} WHERE tenant_id = $1 GROUP BY 1
+                 UNION ALL
+                 SELECT home || ' ' || amount, count(*) FROM {invoices} WHERE tenant_id = $1 GROUP BY 1
+                 ORDER BY 1"
+            ),
             &[t.as_uuid()],
         )
         .await
@@ -1949,6 +1976,261 @@ async fn an_ancestor_writing_a_descendants_row_across_tiers_gets_a_conflict_not_
             .unwrap();
         assert_eq!(home_of(&su, "public.projects", child).await.len(), 1);
     }
+}
+
+/// What `t` reads with `sql` in its own context, as the team's code does
+/// (the first column of each row).
+async fn own_names(db: &Database, t: TenantId, sql: &'static str) -> Vec<String> {
+    db.in_tenant(&TenantContext::new(t), &(), move |scope, ()| {
+        Box::pin(async move {
+            let rows: Vec<(String,)> = scope.query(sql, &[]).await?;
+            Ok(rows.into_iter().map(|(name,)| name).collect())
+        })
+    })
+    .await
+    .unwrap()
+}
+
+/// Schema tenants' tables of an adopted table stand alone: a statement on the
+/// table's name reads the tenant's own tier's table only (for a pooled
+/// tenant, the team's table without any schema tenant's: no other tenant's
+/// table is planned or locked), and `subtree_rows` reads its descendants'
+/// rows wherever their tier keeps them, never a parent's or a sibling's.
+#[tokio::test]
+async fn an_ancestor_reads_its_descendants_rows_of_an_adopted_table_across_tiers_through_subtree_rows(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects');",
+    )
+    .await
+    .unwrap();
+    const OWN_TIER: &str = "SELECT name FROM projects ORDER BY name";
+    const SUBTREE: &str =
+        "SELECT name FROM tenantry.subtree_rows(NULL::public.projects) ORDER BY name";
+    for (parent_tier, child_tier) in [
+        (Isolation::Shared, Isolation::Schema),
+        (Isolation::Schema, Isolation::Shared),
+    ] {
+        let mut admin = db.admin("test").await.unwrap();
+        let parent = member_tenant(&mut admin, "parent", None, parent_tier).await;
+        let across = member_tenant(&mut admin, "across", Some(parent), child_tier).await;
+        let beside = member_tenant(&mut admin, "beside", Some(parent), parent_tier).await;
+        let bystander = member_tenant(&mut admin, "bystander", None, Isolation::Schema).await;
+        admin.commit().await.unwrap();
+        for (t, insert) in [
+            (parent, "INSERT INTO projects (name) VALUES ('parent-p')"),
+            (across, "INSERT INTO projects (name) VALUES ('across-p')"),
+            (beside, "INSERT INTO projects (name) VALUES ('beside-p')"),
+            (
+                bystander,
+                "INSERT INTO projects (name) VALUES ('bystander-p')",
+            ),
+        ] {
+            own_sql(&db, t, insert).await.unwrap();
+        }
+        let step = format!("{parent_tier:?} parent, {child_tier:?} child");
+        // Its own tier's table: the team's, with its pooled child's rows; or
+        // its schema's, its own rows alone (each schema tenant has its own).
+        let own_tier: &[&str] = if parent_tier == Isolation::Shared {
+            &["beside-p", "parent-p"]
+        } else {
+            &["parent-p"]
+        };
+        assert_eq!(
+            own_names(&db, parent, OWN_TIER).await,
+            own_tier,
+            "{step}: its own tier's table"
+        );
+        assert_eq!(
+            own_names(&db, parent, SUBTREE).await,
+            ["across-p", "beside-p", "parent-p"],
+            "{step}"
+        );
+        for (child, name) in [(across, "across-p"), (beside, "beside-p")] {
+            assert_eq!(own_names(&db, child, SUBTREE).await, [name], "{step}");
+        }
+        assert_eq!(
+            own_names(&db, bystander, SUBTREE).await,
+            ["bystander-p"],
+            "{step}"
+        );
+        // Nothing foreign in the pooled table's own plan: a pooled tenant's
+        // statement on the name scans the team's table alone.
+        let pooled = if parent_tier == Isolation::Shared {
+            parent
+        } else {
+            across
+        };
+        let plan = own_names(
+            &db,
+            pooled,
+            "EXPLAIN (COSTS OFF, VERBOSE) SELECT name FROM projects",
+        )
+        .await;
+        let schemas = texts(
+            &su,
+            "SELECT schema_name FROM tenantry.tenants WHERE schema_name IS NOT NULL",
+            &[],
+        )
+        .await;
+        assert!(schemas.len() >= 2, "{schemas:?}");
+        assert!(
+            plan.iter().any(|l| l.contains("on public.projects"))
+                && !plan
+                    .iter()
+                    .any(|l| schemas.iter().any(|s| l.contains(s.as_str()))),
+            "{step}: {plan:?}"
+        );
+    }
+}
+
+/// A schema tenant's table of an adopted table stands alone, so a shape
+/// change reaches it as a tenant-schema step: `alter_tenant_table` changes
+/// the team's table and records it, `tenantry migrate` applies it; a change
+/// made without a step is named by `tenantry doctor` with the SQL that
+/// fixes it (not by the server's boot check: no isolation rule is broken).
+/// Only operators alter.
+#[tokio::test]
+async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_doctor_names_a_change_made_without_a_step(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects');",
+    )
+    .await
+    .unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let pooled = tenant(&db, "pooled", Isolation::Shared).await;
+    let schema = schema_name(&su, silo).await;
+    assert_eq!(copy_columns(&su).await, []);
+
+    let version: i32 = su
+        .query_one(
+            "SELECT tenantry.alter_tenant_table('public.projects', 'ADD COLUMN due date')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(version > 0);
+    own_sql(
+        &db,
+        pooled,
+        "INSERT INTO projects (name, due) VALUES ('p', '2027-01-01')",
+    )
+    .await
+    .unwrap();
+    // Until migrate runs, the schema is behind (its own finding), and its
+    // table has the old shape.
+    assert_eq!(copy_columns(&su).await, []);
+    let err = own_sql(
+        &db,
+        silo,
+        "INSERT INTO projects (name, due) VALUES ('s', '2027-01-01')",
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:?}").contains("due"), "{err:?}");
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    own_sql(
+        &db,
+        silo,
+        "INSERT INTO projects (name, due) VALUES ('s', '2027-01-01')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        home_of(&su, "public.projects", silo).await,
+        [format!("{schema}.projects")]
+    );
+
+    // A column added to the team's table alone: the doctor names the
+    // schema's table, and its fix makes them alike again.
+    su.batch_execute("ALTER TABLE public.projects ADD COLUMN priority integer NOT NULL DEFAULT 0")
+        .await
+        .unwrap();
+    let found = copy_columns(&su).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        db.table_problems().await.unwrap().is_empty(),
+        "the server's boot check runs no column rule"
+    );
+    assert_eq!(found[0].0, format!("{schema}.projects"));
+    let fix = found[0].1.split(';').next().unwrap().to_owned();
+    assert_eq!(
+        fix,
+        format!("ALTER TABLE {schema}.projects ADD COLUMN priority integer")
+    );
+    su.batch_execute(&fix).await.unwrap();
+    let found = copy_columns(&su).await;
+    assert_eq!(found.len(), 1, "NOT NULL is compared too: {found:?}");
+    let fix = found[0].1.split(';').next().unwrap().to_owned();
+    assert_eq!(
+        fix,
+        format!("ALTER TABLE {schema}.projects ALTER COLUMN priority SET NOT NULL")
+    );
+    su.batch_execute(&format!("UPDATE {schema}.projects SET priority = 0; {fix}"))
+        .await
+        .unwrap();
+    assert_eq!(copy_columns(&su).await, []);
+
+    // Only adopted tables, and only operators.
+    su.batch_execute("CREATE TABLE public.loose (tenant_id uuid, id int)")
+        .await
+        .unwrap();
+    let err = su
+        .batch_execute("SELECT tenantry.alter_tenant_table('public.loose', 'ADD COLUMN x int')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("TN404"), "{err:?}");
+    let app = tdb.server_client().await;
+    let err = app
+        .batch_execute("SELECT tenantry.alter_tenant_table('public.projects', 'DROP COLUMN name')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err:?}");
+}
+
+/// The doctor's `copy_columns` findings (`tenantry doctor`, an operator's):
+/// (table, fix).
+async fn copy_columns(su: &Client) -> Vec<(String, String)> {
+    tenantry_db::tables::table_problems(su)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.rule == "copy_columns")
+        .map(|p| (p.table, p.fix))
+        .collect()
+}
+
+/// A tenant created in `admin`'s transaction.
+async fn member_tenant(
+    admin: &mut tenantry_db::AdminScope,
+    name: &str,
+    parent: Option<TenantId>,
+    isolation: Isolation,
+) -> TenantId {
+    admin
+        .create_tenant(&NewTenant {
+            name: name.into(),
+            parent_id: parent,
+            isolation,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tenant_id
 }
 
 /// A table family of the team's, adopted with sharing.
@@ -2381,9 +2663,10 @@ async fn tenant_with_named_projects(
 
 /// The names of `t`'s projects, with the table each is in.
 async fn projects_of(su: &Client, t: TenantId) -> Vec<String> {
+    let projects = family(su, "public.projects").await;
     texts(
         su,
-        "SELECT tableoid::regclass::text || ' ' || name FROM public.projects WHERE tenant_id = $1 ORDER BY name",
+        &format!("SELECT home || ' ' || name FROM {projects} WHERE tenant_id = $1 ORDER BY name"),
         &[t.as_uuid()],
     )
     .await
@@ -2423,9 +2706,10 @@ async fn a_catch_up_batch_that_meets_a_stale_copy_on_a_unique_key_leaves_it_to_t
             format!("{schema}.projects p2")
         ]
     );
+    let projects = family(&su, "public.projects").await;
     let ids: i64 = su
         .query_one(
-            "SELECT count(DISTINCT id) FROM public.projects WHERE tenant_id = $1",
+            &format!("SELECT count(DISTINCT id) FROM {projects} WHERE tenant_id = $1"),
             &[t.as_uuid()],
         )
         .await
@@ -2475,10 +2759,13 @@ async fn a_catch_up_batch_that_meets_a_stale_copy_on_an_exclusion_constraint_lea
         ],
     )
     .await;
+    let bookings = family(&su, "public.bookings").await;
     let rows: Vec<String> = su
         .query(
-            "SELECT tableoid::regclass::text || ' ' || room || ' ' || during::text
-             FROM public.bookings WHERE tenant_id = $1 ORDER BY room",
+            &format!(
+                "SELECT home || ' ' || room || ' ' || during::text
+                 FROM {bookings} WHERE tenant_id = $1 ORDER BY room"
+            ),
             &[t.as_uuid()],
         )
         .await

@@ -212,7 +212,11 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     // relations they hold as `regclass`, whose text form PostgreSQL quotes
     // itself (schema-qualified, each part quoted as needed); they take no
     // identifier as text. rows_shared_with_me takes its relation as the row
-    // type of its argument and holds it as regclass too; the key column's type
+    // type of its argument and holds it as regclass too, as subtree_source
+    // does (splicing family_tables()' regclass texts), and copy_column_drift
+    // prints regclass and format_type() texts into the fixes it returns;
+    // alter_tenant_table splices its caller's change, which is SQL by design
+    // (an operator's, run with the operator's rights); the key column's type
     // is spliced as format_type() prints it, which quotes it as well. The
     // functions that read one tenant's resources splice the relation
     // resources_relation() prints: ONLY and a %I-quoted schema, or the
@@ -230,6 +234,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                                   'drop_trigger_if_any', 'check_adopt_options', 'adopted_table_triggers',
                                   'backfill_undo_prepare', 'lock_for_tenant_key')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
+                    AND NOT p.prosrc ~* 'session\\s+authorization')
+           AND NOT (p.proname IN ('subtree_source', 'copy_column_drift', 'alter_tenant_table')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
                                   'tenant_resource_totals')
@@ -493,6 +499,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "shares_of_my_rows",
             "start_impersonation",
             "stop_impersonating",
+            "subtree_source",
             "tenant_home_schema",
             "transfer_ownership",
             "unshare_resource",
@@ -508,6 +515,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         [
             "claim_operator_idempotency_key",
             "complete_operator_idempotency_key",
+            "copy_column_drift",
             "create_tenant",
             "define_permission",
             "drop_request_log_partitions",
