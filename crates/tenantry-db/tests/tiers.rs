@@ -15,6 +15,20 @@ use tenantry_db::{
 };
 use tokio_postgres::{types::ToSql, Client};
 
+/// The team's `projects` table, a table family (keyed `(tenant_id, id)`).
+macro_rules! projects_table {
+    () => {
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));"
+    };
+}
+
+/// [`projects_table!`], adopted with the defaults.
+const PROJECTS: &str = concat!(
+    projects_table!(),
+    "SELECT tenantry.adopt_table('public.projects');"
+);
+
 async fn tenant(db: &Database, name: &str, isolation: Isolation) -> TenantId {
     let mut admin = db.admin("test").await.unwrap();
     let t = admin
@@ -1918,37 +1932,14 @@ async fn an_ancestor_writing_a_descendants_row_across_tiers_gets_a_conflict_not_
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
     let su = tdb.superuser_client().await;
-    su.batch_execute(
-        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
-                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
-         SELECT tenantry.adopt_table('public.projects');",
-    )
-    .await
-    .unwrap();
+    su.batch_execute(PROJECTS).await.unwrap();
     for (parent_tier, child_tier) in [
         (Isolation::Shared, Isolation::Schema),
         (Isolation::Schema, Isolation::Shared),
     ] {
         let mut admin = db.admin("test").await.unwrap();
-        let parent = admin
-            .create_tenant(&NewTenant {
-                name: "parent".into(),
-                isolation: parent_tier,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .tenant_id;
-        let child = admin
-            .create_tenant(&NewTenant {
-                name: "child".into(),
-                parent_id: Some(parent),
-                isolation: child_tier,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .tenant_id;
+        let parent = member_tenant(&mut admin, "parent", None, parent_tier).await;
+        let child = member_tenant(&mut admin, "child", Some(parent), child_tier).await;
         admin.commit().await.unwrap();
         let err = db
             .in_tenant(&TenantContext::new(parent), &child, |scope, child| {
@@ -2002,13 +1993,7 @@ async fn an_ancestor_reads_its_descendants_rows_of_an_adopted_table_across_tiers
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
     let su = tdb.superuser_client().await;
-    su.batch_execute(
-        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
-                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
-         SELECT tenantry.adopt_table('public.projects');",
-    )
-    .await
-    .unwrap();
+    su.batch_execute(PROJECTS).await.unwrap();
     const OWN_TIER: &str = "SELECT name FROM projects ORDER BY name";
     const SUBTREE: &str =
         "SELECT name FROM tenantry.subtree_rows(NULL::public.projects) ORDER BY name";
@@ -2101,13 +2086,7 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
     let mut su = tdb.superuser_client().await;
-    su.batch_execute(
-        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
-                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
-         SELECT tenantry.adopt_table('public.projects');",
-    )
-    .await
-    .unwrap();
+    su.batch_execute(PROJECTS).await.unwrap();
     let silo = tenant(&db, "silo", Isolation::Schema).await;
     let pooled = tenant(&db, "pooled", Isolation::Shared).await;
     let schema = schema_name(&su, silo).await;
@@ -2234,10 +2213,10 @@ async fn member_tenant(
 }
 
 /// A table family of the team's, adopted with sharing.
-const SHARED_PROJECTS: &str =
-    "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
-                                   name text NOT NULL, PRIMARY KEY (tenant_id, id));
-     SELECT tenantry.adopt_table('public.projects', sharing => true);";
+const SHARED_PROJECTS: &str = concat!(
+    projects_table!(),
+    "SELECT tenantry.adopt_table('public.projects', sharing => true);"
+);
 
 /// The team's sharing SQL names its tables unqualified, as README shows:
 /// for a schema tenant that name is its own schema's table, and share_row,
