@@ -841,8 +841,13 @@ BEGIN
                    AND NOT (t.moving_to IS NOT DISTINCT FROM 'shared' AND TG_RELID = 'tenantry.resources'::regclass)
                    -- A table adopted after the tenant's schema was made: its
                    -- rows stay here until tenantry migrate gives the schema
-                   -- its own table (add_tenant_schema_table moves them).
-                   AND to_regclass(format('%I.%I', t.schema_name, TG_TABLE_NAME)) IS NOT NULL)
+                   -- its own table (add_tenant_schema_table moves them). And
+                   -- a table that is no family (its name is another's):
+                   -- every tenant's rows are here. So: its schema has a
+                   -- table of this table's family (this one's, or this one
+                   -- as another tenant's table of it).
+                   AND tenantry.family_of(to_regclass(format('%I.%I', t.schema_name, TG_TABLE_NAME)))
+                       = coalesce(tenantry.family_of(TG_RELID), TG_RELID))
                   OR (t.isolation <> 'schema' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$'))
        AND NOT unseen THEN
         -- Another tenant's row (an ancestor writing a descendant's, or no

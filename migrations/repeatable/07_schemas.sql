@@ -90,7 +90,9 @@ BEGIN
                -- table: of adopted tables with one name (public.invoices,
                -- billing.invoices), the first adopted is the family, and
                -- none named resources (tenantry's) is one.
-               row_number() OVER (PARTITION BY c.relname ORDER BY tt.adopted_at, tt.table_id::oid)
+               -- (Ties broken by schema name: oids change in a dump and restore.)
+               row_number() OVER (PARTITION BY c.relname
+                                  ORDER BY tt.adopted_at, c.relnamespace::regnamespace::text)
                + (c.relname = 'resources')::int
         FROM tenantry.tenant_tables tt
         JOIN pg_class c ON c.oid = tt.table_id AND c.relkind = 'r'
@@ -172,7 +174,7 @@ COMMENT ON FUNCTION tenantry.owned_sequences(regclass) IS 'Internal: the sequenc
 
 /**
  * A schema tenant's table of one tenant table family (the pooled table is
- * its template, which it inherits): forced RLS and exactly the template's
+ * its template; only resources' inherit it): forced RLS and exactly the template's
  * policies, triggers and grants (table and column privileges), so that the
  * copy guarantees what the template does; foreign keys to other families
  * point at the same schema's tables. Idempotent.
@@ -239,6 +241,11 @@ BEGIN
         FROM pg_attribute at, aclexplode(at.attacl) a
         WHERE at.attrelid = template AND at.attacl IS NOT NULL
           AND a.grantee <> (SELECT c.relowner FROM pg_class c WHERE c.oid = template)
+          -- A column the copy gets from a tenant-schema step not run yet:
+          -- granted when the step has run (migrate_tenant_schema secures
+          -- the schema again).
+          AND EXISTS (SELECT 1 FROM pg_attribute ca
+                      WHERE ca.attrelid = copy AND ca.attname = at.attname AND NOT ca.attisdropped)
         GROUP BY a.grantee, a.privilege_type
     LOOP
         EXECUTE format('GRANT %s (%s) ON %s TO %s', acl.privilege_type, acl.columns, copy,
@@ -276,12 +283,14 @@ BEGIN
         SELECT a.attname, pg_get_serial_sequence(format('%s', template), a.attname) AS seq
         FROM pg_attribute a
         WHERE a.attrelid = template AND a.attidentity <> '' AND NOT a.attisdropped
+          AND EXISTS (SELECT 1 FROM pg_attribute ca
+                      WHERE ca.attrelid = copy AND ca.attname = a.attname AND NOT ca.attisdropped)
     LOOP
         EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT nextval(%L::regclass)', copy, acl.attname, acl.seq);
         EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tenantry_app_own', acl.seq);
     END LOOP;
     EXECUTE format('COMMENT ON TABLE %s IS %L', copy,
-                   format('A schema-isolated tenant''s rows of %s (which it inherits; same policies, triggers and grants).', template));
+                   format('A schema-isolated tenant''s rows of %s (its family''s pooled table: same policies, triggers and grants).', template));
     -- Last: every command on a table created in this transaction rebuilds
     -- its relation cache entry at once, policies parsed again each time
     -- (issue 13). One ALTER TABLE for both (one rebuild).
@@ -305,11 +314,11 @@ BEGIN
                        CASE WHEN pol.qual IS NULL THEN '' ELSE ' USING (' || pol.qual || ')' END,
                        CASE WHEN pol.check_expr IS NULL THEN '' ELSE ' WITH CHECK (' || pol.check_expr || ')' END);
         EXECUTE format('COMMENT ON POLICY %I ON %s IS %L', pol.polname, copy,
-                       coalesce(pol.comment, 'As on the pooled table this table inherits.'));
+                       coalesce(pol.comment, 'As on its family''s pooled table.'));
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION tenantry.secure_tenant_copy(regclass, regclass) IS 'Internal: a schema tenant''s table of one family made like its template (the pooled table it inherits): forced RLS, the template''s policies, triggers and grants (table and column), identity sequences usable by the app, foreign keys to other families pointing at the same schema''s tables. Idempotent. Not granted.';
+COMMENT ON FUNCTION tenantry.secure_tenant_copy(regclass, regclass) IS 'Internal: a schema tenant''s table of one family made like its template (its family''s pooled table, which only resources'' tables inherit): forced RLS, the template''s policies, triggers and grants (table and column), identity sequences usable by the app, foreign keys to other families pointing at the same schema''s tables. Idempotent. Not granted.';
 
 /**
  * A tenant schema's own comment and USAGE grants (naming no tenant), each
@@ -1591,6 +1600,13 @@ BEGIN
         ran := ran + 1;
         UPDATE tenantry.tenants SET schema_version = step.version WHERE tenant_id = tid;
     END LOOP;
+    -- Its tables are like their templates again (triggers and column
+    -- grants on columns a step has just added: tenantry's definitions skip
+    -- schemas behind the latest version, below).
+    IF ran > 0 THEN
+        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM tenantry.secure_tenant_schema(tid);
+    END IF;
     RETURN ran;
 END
 $$;
@@ -1603,13 +1619,19 @@ COMMENT ON FUNCTION tenantry.migrate_tenant_schema(uuid) IS 'Admin: runs the ten
  * reaches them through `tenantry migrate`. `change` is what follows
  * `ALTER TABLE <table>` (ADD COLUMN, DROP COLUMN, ALTER COLUMN, RENAME
  * COLUMN, ADD CONSTRAINT … CHECK …), run with the caller's rights and
- * search path. Returns the step's version; NULL for a table no schema
+ * search path; the step runs with the tenant's schema and pg_catalog on
+ * the search path, so name your own types and functions in it
+ * schema-qualified. Returns the step's version; NULL for a table no schema
  * tenant has a table of.
  */
 CREATE OR REPLACE FUNCTION tenantry.alter_tenant_table(tbl regclass, change text)
 RETURNS integer
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    -- Before the change: its name and whether schema tenants have tables of it.
+    name name := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+    family boolean := tbl = ANY (tenantry.table_families());
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
         RAISE EXCEPTION '% is not an adopted table', tbl USING ERRCODE = 'TN404';
@@ -1618,13 +1640,19 @@ BEGIN
         RAISE EXCEPTION 'say what to change: alter_tenant_table(%, ''ADD COLUMN due_at date'')', tbl
             USING ERRCODE = 'TN422';
     END IF;
+    -- What a schema tenant's table must not copy: its name and schema are
+    -- its family's, its owner and row level security tenantry's.
+    IF change ~* '^\s*(rename\s+to|set\s+schema|owner\s+to|(enable|disable|force|no\s+force)\s+row\s+level\s+security|(no\s+)?inherit|attach|detach)\M' THEN
+        RAISE EXCEPTION 'alter_tenant_table changes the shape of %, not its name, schema, owner, row level security or inheritance: %', tbl, change
+            USING ERRCODE = 'TN422', HINT = 'columns, defaults and CHECK constraints; run other changes with ALTER TABLE (docs/tiers.md)';
+    END IF;
     EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl, change);
-    IF tbl <> ALL (tenantry.table_families()) THEN
+    IF NOT family THEN
         RETURN NULL;
     END IF;
     RETURN tenantry.add_tenant_schema_step(
         left(pg_catalog.format('%s: %s', tbl, change), 200),
-        pg_catalog.format('ALTER TABLE %I %s', (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl), change));
+        pg_catalog.format('ALTER TABLE %I %s', name, change));
 END
 $$;
 COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table has no schema tenants'' tables). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted.';
@@ -1756,7 +1784,12 @@ DO $schemas$
 DECLARE
     tid uuid;
 BEGIN
-    FOR tid IN SELECT tenant_id FROM tenantry.tenants WHERE isolation = 'schema' ORDER BY tenant_id LOOP
+    -- Those behind the latest tenant-schema version may lack a column that
+    -- a trigger or grant of their template names: migrate_tenant_schema
+    -- secures each once it has run its steps.
+    FOR tid IN SELECT tenant_id FROM tenantry.tenants
+               WHERE isolation = 'schema' AND coalesce(schema_version, 0) >= tenantry.tenant_schema_latest()
+               ORDER BY tenant_id LOOP
         PERFORM tenantry.secure_tenant_schema(tid);
     END LOOP;
 END

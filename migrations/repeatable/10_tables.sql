@@ -246,11 +246,13 @@ DECLARE
     new_key text;
 BEGIN
     -- The adopted table itself, a partition of it, or a schema tenant's table
-    -- of its family.
+    -- of its family (found by name: only in a tenant schema).
     SELECT r.table_id INTO tbl
     FROM tenantry.tenant_tables r
-    WHERE r.table_id::oid IN (SELECT TG_RELID UNION ALL SELECT a.relid FROM pg_catalog.pg_partition_ancestors(TG_RELID) a
-                              UNION ALL SELECT tenantry.family_of(TG_RELID));
+    WHERE r.table_id::oid IN (SELECT TG_RELID UNION ALL SELECT a.relid FROM pg_catalog.pg_partition_ancestors(TG_RELID) a);
+    IF tbl IS NULL AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$' THEN
+        SELECT r.table_id INTO tbl FROM tenantry.tenant_tables r WHERE r.table_id = tenantry.family_of(TG_RELID);
+    END IF;
     IF tbl IS NULL THEN
         RETURN NULL;
     END IF;
@@ -281,7 +283,13 @@ BEGIN
         WHERE s.table_id = tenantry.family_of(TG_RELID)
           AND s.tenant_id = (SELECT t.tenant_id FROM tenantry.tenants t WHERE t.schema_name = TG_TABLE_SCHEMA);
     ELSE
-        DELETE FROM tenantry.shared_rows s WHERE s.table_id = TG_RELID::regclass;
+        -- The team's table: the shares of the rows it held (a schema
+        -- tenant's rows of a family are in its own table, not truncated).
+        DELETE FROM tenantry.shared_rows s
+        WHERE s.table_id = TG_RELID::regclass
+          AND NOT EXISTS (SELECT 1 FROM tenantry.tenants t
+                          WHERE t.tenant_id = s.tenant_id AND t.isolation = 'schema'
+                            AND tenantry.family_of(to_regclass(format('%I.%I', t.schema_name, TG_TABLE_NAME))) = TG_RELID);
     END IF;
     RETURN NULL;
 END
@@ -587,6 +595,8 @@ BEGIN
         -- any tenant, show up as that tenant's. Schema tenants' tables of
         -- resources are children by design (07_schemas.sql), and checked
         -- with them.
+        -- (Schema tenants' tables of an adopted table stand alone since
+        -- 0036: one that inherits it is named too.)
         RETURN QUERY
             SELECT i.inhrelid::regclass::text, 'children'::text,
                    format('inherits from %s without being a partition or a schema tenant''s table: it has no row level security of its own, and its rows are read as %s''s',
@@ -597,7 +607,6 @@ BEGIN
             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
             WHERE i.inhparent IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))
               AND NOT c.relispartition
-              AND n.nspname !~ '^tenant_[0-9a-f]{20}$'
             ORDER BY 1;
 
         FOR part IN
@@ -1966,9 +1975,8 @@ CREATE OR REPLACE TRIGGER shared_rows_audit
 
 /**
  * The tables the rows of adopted table `rel` that belong to `owners` can be
- * in, as FROM items: for a family, the team's table alone (ONLY: never a
- * read that plans and locks every table inheriting it), each inheritance
- * child of the team's own, and the family's
+ * in, as FROM items: for a family, the team's table (with any child of its
+ * own, read under its policy; no schema tenant's table inherits it), and the family's
  * table in the schema of each schema tenant among `owners` (one whose table
  * of it is not made yet, by a tenant-schema step, keeps its rows in the
  * team's table). Another table keeps every tenant's rows: itself.
@@ -1982,13 +1990,9 @@ BEGIN
     IF rel <> ALL (tenantry.table_families()) THEN
         RETURN ARRAY[rel::text];
     END IF;
-    RETURN ARRAY['ONLY ' || rel::text]
-        || ARRAY(SELECT i.inhrelid::regclass::text
-                 FROM pg_inherits i
-                 JOIN pg_class c ON c.oid = i.inhrelid
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE i.inhparent = rel AND n.nspname !~ '^tenant_[0-9a-f]{20}$'
-                 ORDER BY i.inhrelid)
+    -- The team's table with whatever inherits it (no schema tenant's table
+    -- does: 0036), read under its policy; resources' own alone.
+    RETURN ARRAY[CASE WHEN rel = pg_catalog.to_regclass('tenantry.resources') THEN 'ONLY ' ELSE '' END || rel::text]
         || ARRAY(SELECT 'ONLY ' || x.copy::text
                  FROM (SELECT DISTINCT to_regclass(format('%I.%I', t.schema_name, rc.relname)) AS copy
                        FROM tenantry.tenants t, pg_class rc
@@ -1997,7 +2001,7 @@ BEGIN
                  ORDER BY x.copy::text);
 END
 $$;
-COMMENT ON FUNCTION tenantry.family_tables(regclass, uuid[]) IS 'Internal (rows_shared_with_me, lock_shareable_row, as the owner): the tables, as FROM items, that rows of an adopted table owned by the given tenants can be in, never the whole table family (whose read locks every schema tenant''s table): the team''s table alone, its own inheritance children, and those schema tenants'' tables of it; another table itself. Not granted.';
+COMMENT ON FUNCTION tenantry.family_tables(regclass, uuid[]) IS 'Internal (rows_shared_with_me, lock_shareable_row, as the owner): the tables, as FROM items, that rows of an adopted table owned by the given tenants can be in, never every schema tenant''s table of the family: the team''s table (with any child of its own, under its policy; resources'' alone), and those schema tenants'' tables of it; another table itself. Not granted.';
 
 /**
  * The owner of a row the caller may share or unshare, row-locked until the end

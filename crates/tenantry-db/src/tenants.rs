@@ -51,7 +51,8 @@ pub enum Isolation {
     #[default]
     Shared,
     /// Its own schema `tenant_<random hex>`, with its own table of each tenant
-    /// table (inheriting the pooled one), still under RLS.
+    /// table family (its `resources` inheriting `tenantry.resources`, its
+    /// tables of adopted tables standing alone), still under RLS.
     Schema,
 }
 

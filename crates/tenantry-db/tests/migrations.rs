@@ -605,3 +605,86 @@ async fn two_databases_of_a_new_cluster_installed_at_the_same_time_both_succeed(
     migrate::check(&a).await.expect("race_a up to date");
     migrate::check(&b).await.expect("race_b up to date");
 }
+
+/// The tables of the schema tenant, as `schema.table <- parent` for each
+/// parent it inherits (none: `schema.table`).
+async fn parents_in(client: &Client, schema: &str) -> Vec<String> {
+    let mut v: Vec<String> = client
+        .query(
+            "SELECT c.relname || coalesce(' <- ' || i.inhparent::regclass::text, '')
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+             WHERE n.nspname = $1 AND c.relkind = 'r'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Builds before 0036 made a schema tenant's table of an adopted table
+/// inherit the team's table; 0036 detaches it (and leaves its table of
+/// resources inheriting tenantry.resources), keeping its rows.
+#[tokio::test]
+async fn migration_0036_detaches_schema_tenants_tables_of_adopted_tables_and_keeps_their_rows() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects');",
+    )
+    .await
+    .unwrap();
+    let silo: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('silo', NULL, 'schema')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&silo],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        parents_in(&su, &schema).await,
+        ["projects", "resources <- tenantry.resources"]
+    );
+    // As an older build left it.
+    su.batch_execute(&format!(
+        "ALTER TABLE {schema}.projects INHERIT public.projects;
+         INSERT INTO {schema}.projects (tenant_id, name) VALUES ('{silo}', 'kept')"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        parents_in(&su, &schema).await,
+        ["projects <- projects", "resources <- tenantry.resources"]
+    );
+    su.batch_execute(&format!(
+        "BEGIN; {} COMMIT;",
+        include_str!("../../../migrations/0036_adopted_copies_stand_alone.sql")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        parents_in(&su, &schema).await,
+        ["projects", "resources <- tenantry.resources"]
+    );
+    let kept: i64 = su
+        .query_one(
+            &format!("SELECT count(*) FROM ONLY {schema}.projects WHERE name = 'kept'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
+}

@@ -2179,6 +2179,25 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err:?}");
+    // Not what a schema tenant's table must not copy.
+    for change in [
+        "RENAME TO plans",
+        "  owner to postgres",
+        "DISABLE ROW LEVEL SECURITY",
+    ] {
+        let err = su
+            .query_one(
+                "SELECT tenantry.alter_tenant_table('public.projects', $1)",
+                &[&change],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("TN422"),
+            "{change}: {err:?}"
+        );
+    }
 }
 
 /// The doctor's `copy_columns` findings (`tenantry doctor`, an operator's):
@@ -2285,6 +2304,119 @@ async fn a_schema_tenant_shares_rows_by_the_unqualified_table_name_both_ways_bet
         .await
         .unwrap();
     }
+}
+
+/// `owner` makes a project named `name` and shares it with `target`; its id.
+async fn shared_project(
+    db: &Database,
+    owner: TenantId,
+    name: &str,
+    target: TenantId,
+) -> uuid::Uuid {
+    db.in_tenant(
+        &TenantContext::new(owner),
+        &(name.to_owned(), target),
+        |scope, (name, target): &(String, TenantId)| {
+            Box::pin(async move {
+                let (id,): (uuid::Uuid,) = scope
+                    .query_one(
+                        "INSERT INTO projects (name) VALUES ($1) RETURNING id",
+                        &[name],
+                    )
+                    .await?;
+                scope
+                    .execute(
+                        "SELECT tenantry.share_row('projects', $1, $2)",
+                        &[&id.to_string(), target.as_uuid()],
+                    )
+                    .await?;
+                Ok::<_, DbError>(id)
+            })
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// TRUNCATE of the team's table empties the team's table only (schema
+/// tenants' tables of it stand alone): the shares of the rows it held go,
+/// those of a schema tenant's rows, still there, stay.
+#[tokio::test]
+async fn truncating_the_teams_table_revokes_the_shares_of_its_rows_only() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(SHARED_PROJECTS).await.unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let pooled = tenant(&db, "pooled", Isolation::Shared).await;
+    let from_silo = shared_project(&db, silo, "from silo", pooled).await;
+    shared_project(&db, pooled, "from pooled", silo).await;
+    su.batch_execute("TRUNCATE public.projects").await.unwrap();
+    let shares = texts(
+        &su,
+        "SELECT row_id FROM tenantry.shared_rows WHERE table_id = 'public.projects'::regclass",
+        &[],
+    )
+    .await;
+    assert_eq!(shares, [from_silo.to_string()]);
+    assert_eq!(
+        own_names(
+            &db,
+            pooled,
+            "SELECT name FROM tenantry.rows_shared_with_me(NULL::projects)"
+        )
+        .await,
+        ["from silo"]
+    );
+}
+
+/// Of two adopted tables with one name, the first adopted is the family; the
+/// second keeps every tenant's rows, a schema tenant's too, and its writes
+/// there are not taken for a stale route (the schema's table of that name is
+/// the other's).
+#[tokio::test]
+async fn a_second_adopted_table_of_the_same_name_keeps_a_schema_tenants_rows_in_the_teams_table() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    su.batch_execute(
+        "CREATE SCHEMA billing;
+         CREATE TABLE billing.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                        code text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('billing.projects');",
+    )
+    .await
+    .unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let schema = schema_name(&su, silo).await;
+    own_sql(&db, silo, "INSERT INTO projects (name) VALUES ('family')")
+        .await
+        .unwrap();
+    own_sql(
+        &db,
+        silo,
+        "INSERT INTO billing.projects (code) VALUES ('b-1')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        home_of(&su, "public.projects", silo).await,
+        [format!("{schema}.projects")]
+    );
+    assert_eq!(
+        texts(
+            &su,
+            "SELECT tableoid::regclass::text || ' ' || code FROM billing.projects",
+            &[]
+        )
+        .await,
+        ["billing.projects b-1"]
+    );
+    assert_eq!(
+        own_names(&db, silo, "SELECT code FROM billing.projects").await,
+        ["b-1"]
+    );
 }
 
 /// Sharing rows of an adopted table family reads the team's table and the
