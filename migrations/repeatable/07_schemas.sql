@@ -648,6 +648,14 @@ BEGIN
     ELSIF t.isolation = target THEN
         RETURN 'done';
     END IF;
+    -- Back to the shared tier, its rows are copied by the pooled tables'
+    -- columns: its tables must have every tenant-schema step first.
+    IF target = 'shared'
+       AND (SELECT coalesce(tn.schema_version, 0) FROM tenantry.tenants tn WHERE tn.tenant_id = tid)
+           < tenantry.tenant_schema_latest() THEN
+        RAISE EXCEPTION 'the schema of tenant % has not run every tenant-schema step yet: run tenantry migrate first', tid
+            USING ERRCODE = 'TN409', HINT = 'isolation';
+    END IF;
     IF target = 'schema' THEN
         -- Empty tables left by an earlier move to the shared tier still sit
         -- in their families: copying into them would show rows twice.
@@ -667,7 +675,7 @@ BEGIN
     RETURN 'started';
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move step 1: marks the tenant as moving (its writes are recorded from now on) and, towards schema, creates its empty tables. Returns started, resumed or done. TN404 unknown tenant, TN409 another move under way, TN422 bad tier.';
+COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move step 1: marks the tenant as moving (its writes are recorded from now on) and, towards schema, creates its empty tables. Returns started, resumed or done. TN404 unknown tenant, TN409 another move under way or, towards shared, a schema behind the latest tenant-schema version (run tenantry migrate), TN422 bad tier.';
 
 /**
  * Before the first batch of a move back to the shared tier: waits (up to
