@@ -626,6 +626,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t record;
+    missing text;
 BEGIN
     PERFORM tenantry.require_tier_admin();
     IF target IS NULL OR target NOT IN ('shared', 'schema') THEN
@@ -649,12 +650,22 @@ BEGIN
         RETURN 'done';
     END IF;
     -- Back to the shared tier, its rows are copied by the pooled tables'
-    -- columns: its tables must have every tenant-schema step first.
-    IF target = 'shared'
-       AND (SELECT coalesce(tn.schema_version, 0) FROM tenantry.tenants tn WHERE tn.tenant_id = tid)
-           < tenantry.tenant_schema_latest() THEN
-        RAISE EXCEPTION 'the schema of tenant % has not run every tenant-schema step yet: run tenantry migrate first', tid
-            USING ERRCODE = 'TN409', HINT = 'isolation';
+    -- columns: its tables must have them all (a tenant-schema step that adds
+    -- one may not have run in its schema yet).
+    IF target = 'shared' THEN
+        SELECT format('%s lacks column %I of %s', x.copy, a.attname, x.template) INTO missing
+        FROM (SELECT f.template, to_regclass(format('%I.%I', tn.schema_name, f.template_table)) AS copy
+              FROM tenantry.tier_tables() f, tenantry.tenants tn
+              WHERE tn.tenant_id = tid AND tn.schema_name IS NOT NULL) x
+        JOIN pg_attribute a ON a.attrelid = x.template AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+        WHERE x.copy IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM pg_attribute c
+                          WHERE c.attrelid = x.copy AND c.attname = a.attname AND NOT c.attisdropped)
+        ORDER BY 1 LIMIT 1;
+        IF missing IS NOT NULL THEN
+            RAISE EXCEPTION 'tenant % cannot move back to the shared tier yet: %; run tenantry migrate first', tid, missing
+                USING ERRCODE = 'TN409', HINT = 'isolation';
+        END IF;
     END IF;
     IF target = 'schema' THEN
         -- Empty tables left by an earlier move to the shared tier still sit
@@ -675,7 +686,7 @@ BEGIN
     RETURN 'started';
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move step 1: marks the tenant as moving (its writes are recorded from now on) and, towards schema, creates its empty tables. Returns started, resumed or done. TN404 unknown tenant, TN409 another move under way or, towards shared, a schema behind the latest tenant-schema version (run tenantry migrate), TN422 bad tier.';
+COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move step 1: marks the tenant as moving (its writes are recorded from now on) and, towards schema, creates its empty tables. Returns started, resumed or done. TN404 unknown tenant, TN409 another move under way or, towards shared, a table of its schema that lacks a column of its family''s pooled table (a tenant-schema step not run yet: run tenantry migrate), TN422 bad tier.';
 
 /**
  * Before the first batch of a move back to the shared tier: waits (up to

@@ -8,6 +8,7 @@
 mod common;
 
 mod adopted;
+mod adopted_tiers;
 mod context;
 mod context_keys;
 mod explain;
