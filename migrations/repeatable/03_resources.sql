@@ -846,6 +846,8 @@ BEGIN
                    -- every tenant's rows are here. So: its schema has a
                    -- table of this table's family (this one's, or this one
                    -- as another tenant's table of it).
+                   -- (The name first: family_of reads tier_tables().)
+                   AND to_regclass(format('%I.%I', t.schema_name, TG_TABLE_NAME)) IS NOT NULL
                    AND tenantry.family_of(to_regclass(format('%I.%I', t.schema_name, TG_TABLE_NAME)))
                        = coalesce(tenantry.family_of(TG_RELID), TG_RELID))
                   OR (t.isolation <> 'schema' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$'))
