@@ -343,7 +343,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- PL/pgSQL: tier_tables() is defined in a later file (07_schemas).
+    -- PL/pgSQL: family_templates() is defined in a later file (07_schemas).
     RETURN QUERY
     SELECT tt.table_id::text, tt.hierarchy, tt.sharing, tt.write_permission::text, tt.adopted_at,
            coalesce(own.schema_name, n.nspname), coalesce(own.table_name, c.relname), c.relkind = 'p'
@@ -352,7 +352,7 @@ BEGIN
     JOIN pg_namespace n ON n.oid = c.relnamespace
     LEFT JOIN LATERAL (
         SELECT t.schema_name::name AS schema_name, f.template_table AS table_name
-        FROM tenantry.tenants t, tenantry.tier_tables() f
+        FROM tenantry.tenants t, tenantry.family_templates() f
         WHERE t.tenant_id = tenantry.current_tenant_id() AND t.isolation = 'schema'
           AND f.template = tt.table_id
     ) own ON true

@@ -53,7 +53,56 @@ COMMENT ON POLICY tier_moves_no_direct_access ON tenantry.tier_moves IS 'No role
 CREATE POLICY tier_move_changes_no_direct_access ON tenantry.tier_move_changes AS RESTRICTIVE FOR ALL TO PUBLIC USING (false) WITH CHECK (false);
 COMMENT ON POLICY tier_move_changes_no_direct_access ON tenantry.tier_move_changes IS 'No role reads or writes recorded writes directly: tenant_row_home appends, the tier move consumes (both as the owner; the table is granted to none).';
 
-/** Which tables a tenant schema holds: every tenant table family, with the key column a move copies by. */
+/**
+ * The tenant table families, one row each: the pooled table, its schema and
+ * name (a tenant schema's table of it has that name), and the key column a
+ * move copies by. What every family lookup needs; tier_tables() adds what a
+ * copy of rows needs.
+ */
+CREATE OR REPLACE FUNCTION tenantry.family_templates()
+RETURNS TABLE (template regclass, template_schema name, template_table name, key_column name)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- PL/pgSQL, for its cached plan: moves, schema creations and the
+    -- triggers of schema tenants' tables call this. Driven by tenant_tables
+    -- (few rows), each key looked up by its table (pg_constraint grows with
+    -- every tenant schema). resources by to_regclass(), not a regclass
+    -- constant: a plan depends on the tables its constants name, and every
+    -- schema tenant's table that joins resources would make it be planned
+    -- again (issue 13).
+    RETURN QUERY
+    SELECT pg_catalog.to_regclass('tenantry.resources'), 'tenantry'::name, 'resources'::name, 'id'::name
+    UNION ALL
+    -- The team's adopted tables that can have a table per schema tenant:
+    -- plain tables whose primary key is (tenant_id, one column), by which a
+    -- move copies. The others keep every tenant's rows, schema tenants' too,
+    -- in the pooled table. Plain joins: planned at every creation (a
+    -- schema's grants reset the session's cached plans), subqueries cost
+    -- three times as much to plan.
+    SELECT k.table_id, k.nspname, k.relname, k.key_column
+    FROM (SELECT tt.table_id, n.nspname, c.relname, a.attname AS key_column,
+                 -- A tenant schema's table is named as its family's pooled
+                 -- table: of adopted tables with one name (public.invoices,
+                 -- billing.invoices), the first adopted is the family, and
+                 -- none named resources (tenantry's) is one. (Ties broken by
+                 -- schema name: oids change in a dump and restore.)
+                 row_number() OVER (PARTITION BY c.relname ORDER BY tt.adopted_at, n.nspname)
+                 + (c.relname = 'resources')::int AS name_rank
+          FROM tenantry.tenant_tables tt
+          JOIN pg_class c ON c.oid = tt.table_id AND c.relkind = 'r'
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+          JOIN pg_constraint k ON k.conrelid = tt.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2
+          JOIN pg_attribute t ON t.attrelid = tt.table_id AND t.attnum = k.conkey[1] AND t.attname = 'tenant_id'
+          JOIN pg_attribute a ON a.attrelid = tt.table_id AND a.attnum = k.conkey[2]) k
+    WHERE k.name_rank <= 1;
+END
+$$;
+COMMENT ON FUNCTION tenantry.family_templates() IS 'Internal: the tenant table families a tenant schema holds a table of, named as theirs: resources and every adopted plain table with a primary key (tenant_id, column), the first adopted of those with one name and none named resources (template: the pooled table, with its schema and name; its key column). Granted to the roles that run the doctor (it reads tenant_tables and the catalogs, as they may).';
+GRANT EXECUTE ON FUNCTION tenantry.family_templates() TO tenantry_admin, tenantry_server;
+
+/** Which tables a tenant schema holds: every tenant table family, with the key column a move copies by, its type and the columns a copy writes. */
 CREATE OR REPLACE FUNCTION tenantry.tier_tables()
 RETURNS TABLE (template regclass, template_schema name, template_table name,
                key_column name, key_type text, columns text)
@@ -61,57 +110,20 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- PL/pgSQL, for its cached plan: moves and schema creations call this
-    -- several times each. Driven by tenant_tables (few rows), each key looked
-    -- up by its table (pg_constraint grows with every tenant schema).
-    -- resources by to_regclass(), not a regclass constant: a plan depends on
-    -- the tables its constants name, and every schema tenant's table that
-    -- joins resources would make it be planned again (issue 13).
     RETURN QUERY
-    SELECT f.template, n.nspname, c.relname, f.key_column,
+    SELECT f.template, f.template_schema, f.template_table, f.key_column,
            (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
             WHERE a.attrelid = f.template AND a.attname = f.key_column),
            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
             WHERE a.attrelid = f.template AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '')
-    FROM (
-        SELECT pg_catalog.to_regclass('tenantry.resources'), 'id'::name, 0::bigint
-        UNION ALL
-        -- The team's adopted tables that can have a table per schema tenant:
-        -- plain tables (a partitioned one cannot be inherited) whose primary
-        -- key is (tenant_id, one column), by which a move copies. The others
-        -- keep every tenant's rows, schema tenants' too, in the pooled table.
-        SELECT tt.table_id,
-               (SELECT a.attname
-                FROM pg_constraint k
-                JOIN pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1] AND t.attname = 'tenant_id'
-                JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[2]
-                WHERE k.conrelid = tt.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2),
-               -- A tenant schema's table is named as its family's pooled
-               -- table: of adopted tables with one name (public.invoices,
-               -- billing.invoices), the first adopted is the family, and
-               -- none named resources (tenantry's) is one.
-               -- (Ties broken by schema name: oids change in a dump and restore.)
-               row_number() OVER (PARTITION BY c.relname
-                                  ORDER BY tt.adopted_at, c.relnamespace::regnamespace::text)
-               + (c.relname = 'resources')::int
-        FROM tenantry.tenant_tables tt
-        JOIN pg_class c ON c.oid = tt.table_id AND c.relkind = 'r'
-        -- Keyed (tenant_id, one column) before the names are ranked.
-        WHERE EXISTS (SELECT 1 FROM pg_constraint k
-                      JOIN pg_attribute t ON t.attrelid = k.conrelid AND t.attnum = k.conkey[1] AND t.attname = 'tenant_id'
-                      WHERE k.conrelid = tt.table_id AND k.contype = 'p' AND cardinality(k.conkey) = 2)
-    ) f(template, key_column, name_rank)
-    JOIN pg_class c ON c.oid = f.template
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE f.key_column IS NOT NULL AND f.name_rank <= 1;
+    FROM tenantry.family_templates() f;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families a tenant schema holds a table of, named as theirs: resources and every adopted plain table with a primary key (tenant_id, column), the first adopted of those with one name and none named resources (template: the pooled table, with its schema and name, which a tenant schema''s table of it shares; its key column, that key''s type, and the columns a copy writes: all but generated ones). Granted to the roles that run the doctor (it reads tenant_tables and the catalogs, as they may).';
-GRANT EXECUTE ON FUNCTION tenantry.tier_tables() TO tenantry_admin, tenantry_server;
+COMMENT ON FUNCTION tenantry.tier_tables() IS 'Internal: the tenant table families (family_templates()) with what a copy of their rows needs: the key column''s type and the columns a copy writes (all but generated ones). Not granted.';
 
 /**
  * The family a schema tenant's own table is of: the pooled table of
- * tier_tables() with its name, for a table in a tenant schema; NULL for any
+ * family_templates() with its name, for a table in a tenant schema; NULL for any
  * other table. (Only the tables of tenantry.resources inherit their family;
  * the others are found by name.)
  */
@@ -123,7 +135,7 @@ AS $$
     SELECT f.template
     FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    JOIN tenantry.tier_tables() f ON f.template_table = c.relname
+    JOIN tenantry.family_templates() f ON f.template_table = c.relname
     WHERE c.oid = tbl AND n.nspname ~ '^tenant_[0-9a-f]{20}$'
 $$;
 COMMENT ON FUNCTION tenantry.family_of(regclass) IS 'Internal: the tenant table family (its pooled table) a table in a tenant schema is of, by name; NULL for any other table. Not granted.';
@@ -139,7 +151,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.oid::regclass, f.template
-    FROM tenantry.tier_tables() f
+    FROM tenantry.family_templates() f
     JOIN pg_catalog.pg_class c ON c.relname = f.template_table AND c.relkind = 'r'
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$'
@@ -268,7 +280,7 @@ BEGIN
         WHERE k.conrelid = template AND k.contype = 'f' AND k.confrelid <> 'tenantry.tenants'::regclass
     LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = copy AND k.conname = fk.conname);
-        IF EXISTS (SELECT 1 FROM tenantry.tier_tables() f WHERE f.template = fk.target) THEN
+        IF EXISTS (SELECT 1 FROM tenantry.family_templates() f WHERE f.template = fk.target) THEN
             EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', copy, fk.conname,
                            replace(fk.def, format('REFERENCES %s(', fk.target),
                                    format('REFERENCES %I.%I(', copy_schema, fk.target_table)));
@@ -306,7 +318,10 @@ BEGIN
                 FROM unnest(p.polroles) r) AS roles,
                pg_get_expr(p.polqual, p.polrelid) AS qual,
                pg_get_expr(p.polwithcheck, p.polrelid) AS check_expr,
-               obj_description(p.oid, 'pg_policy') AS comment
+               -- pg_description itself: obj_description() is a SQL function
+               -- planned at every call (0.4 ms of a creation).
+               (SELECT d.description FROM pg_description d
+                WHERE d.objoid = p.oid AND d.classoid = 'pg_catalog.pg_policy'::regclass AND d.objsubid = 0) AS comment
         FROM pg_policy p WHERE p.polrelid = template
     LOOP
         EXECUTE format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', pol.polname, copy,
@@ -334,7 +349,11 @@ AS $$
 DECLARE
     note constant text := 'Schema of a schema-isolated tenant (tenantry.tenants.schema_name says whose).';
 BEGIN
-    IF obj_description(to_regnamespace(s), 'pg_namespace') IS DISTINCT FROM note THEN
+    -- pg_description itself: obj_description() is a SQL function planned
+    -- at every call.
+    IF (SELECT d.description FROM pg_description d
+        WHERE d.objoid = to_regnamespace(s) AND d.classoid = 'pg_catalog.pg_namespace'::regclass
+          AND d.objsubid = 0) IS DISTINCT FROM note THEN
         EXECUTE format('COMMENT ON SCHEMA %I IS %L', s, note);
     END IF;
     IF NOT coalesce((SELECT bool_and(aclcontains(n.nspacl, makeaclitem(r::regrole, n.nspowner, 'USAGE', false)))
@@ -454,7 +473,7 @@ BEGIN
     PERFORM tenantry.secure_tenant_namespace(s);
     FOR f IN
         SELECT tt.template, to_regclass(format('%I.%I', s, tt.template_table)) AS copy
-        FROM tenantry.tier_tables() tt
+        FROM tenantry.family_templates() tt
     LOOP
         CONTINUE WHEN f.copy IS NULL;
         PERFORM tenantry.secure_tenant_copy(f.template, f.copy);
@@ -491,7 +510,7 @@ BEGIN
         EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION tenantry_owner', s);
     END IF;
     PERFORM tenantry.secure_tenant_namespace(s);
-    FOR f IN SELECT * FROM tenantry.tier_tables() LOOP
+    FOR f IN SELECT * FROM tenantry.family_templates() LOOP
         -- Defaults, CHECK constraints, generated columns, indexes (all led by
         -- tenant_id), storage; not the foreign key to tenants (adding one
         -- would lock tenants against writes: tenant_row_home checks the tenant).
@@ -655,7 +674,7 @@ BEGIN
     IF target = 'shared' THEN
         SELECT format('%s lacks column %I of %s', x.copy, a.attname, x.template) INTO missing
         FROM (SELECT f.template, to_regclass(format('%I.%I', tn.schema_name, f.template_table)) AS copy
-              FROM tenantry.tier_tables() f, tenantry.tenants tn
+              FROM tenantry.family_templates() f, tenantry.tenants tn
               WHERE tn.tenant_id = tid AND tn.schema_name IS NOT NULL) x
         JOIN pg_attribute a ON a.attrelid = x.template AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
         WHERE x.copy IS NOT NULL
@@ -1270,7 +1289,7 @@ DECLARE
     total bigint := 0;
 BEGIN
     PERFORM tenantry.require_tier_admin();
-    FOR f IN SELECT * FROM tenantry.tier_tables() LOOP
+    FOR f IN SELECT * FROM tenantry.family_templates() LOOP
         -- The pooled table alone and the tenant's own table (a move's
         -- destination counts from the cut-over): never the whole family of
         -- resources, which every schema tenant's table of it joins.
@@ -1798,11 +1817,24 @@ $$;
 COMMENT ON FUNCTION tenantry.add_tenant_schema_table(regclass, text) IS 'Internal tenant-schema step (adopt_table records it when schema tenants exist; tenantry migrate runs it in each schema): the schema tenant''s own table of a newly adopted family, secured like the template, with the rows it wrote in the pooled table meanwhile moved in. Idempotent. Not granted.';
 
 -- Tenant schemas made before these definitions: brought to the current
--- policies, triggers, grants and comments (the function is idempotent).
+-- policies, triggers, grants and comments (the function is idempotent). In
+-- this transaction for a few hundred schema tenants; with more, securing
+-- them here would lock each of their tables at once and run out of lock
+-- table (53200, measured with 1,400 schema tenants and two tenant tables:
+-- about five locks per table), so a tenant-schema step is recorded instead
+-- and tenantry migrate secures them schema by schema, one transaction each,
+-- resumably (migrate_tenant_schema secures a schema after its steps; the
+-- doctor lists the schemas behind). The setting
+-- tenantry.secure_schemas_inline_max (default 500) moves the threshold.
 DO $schemas$
 DECLARE
     tid uuid;
+    inline_max integer := coalesce(nullif(current_setting('tenantry.secure_schemas_inline_max', true), '')::integer, 500);
 BEGIN
+    IF (SELECT count(*) FROM tenantry.tenants WHERE isolation = 'schema') > inline_max THEN
+        PERFORM tenantry.add_tenant_schema_step('tables secured as their templates are now (tenantry definitions)', 'SELECT 1');
+        RETURN;
+    END IF;
     -- Those behind the latest tenant-schema version may lack a column that
     -- a trigger or grant of their template names: migrate_tenant_schema
     -- secures each once it has run its steps.

@@ -121,9 +121,9 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- tier_tables() says which: one definition of a family.
+    -- family_templates() says which: one definition of a family.
     RETURN pg_catalog.to_regclass('tenantry.resources') || ARRAY(
-        SELECT f.template FROM tenantry.tier_tables() f
+        SELECT f.template FROM tenantry.family_templates() f
         WHERE f.template <> pg_catalog.to_regclass('tenantry.resources')
         ORDER BY f.template);
 END
@@ -1619,7 +1619,7 @@ BEGIN
     -- Schema tenants get a table of their own of it (or its new policies),
     -- schema by schema: a step tenantry migrate runs (07_schemas.sql). Until
     -- then their rows of it stay here.
-    IF EXISTS (SELECT 1 FROM tenantry.tier_tables() f WHERE f.template = tbl)
+    IF EXISTS (SELECT 1 FROM tenantry.family_templates() f WHERE f.template = tbl)
        -- Schema tenants found by their schemas' names (the doctor's way):
        -- tenantry.tenants shows a migration role that is no superuser, which
        -- this function runs as, no tenant at all (row level security).

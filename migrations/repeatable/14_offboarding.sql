@@ -154,7 +154,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(
         (SELECT format('%I.%I', t.schema_name, f.template_table)
-         FROM tenantry.tenants t, tenantry.tier_tables() f
+         FROM tenantry.tenants t, tenantry.family_templates() f
          WHERE t.tenant_id = tenant_home_table.tid AND t.isolation = 'schema'
            AND f.template = tenant_home_table.template),
         tenant_home_table.template::text)

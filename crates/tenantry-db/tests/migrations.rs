@@ -688,3 +688,91 @@ async fn migration_0036_detaches_schema_tenants_tables_of_adopted_tables_and_kee
         .get(0);
     assert_eq!(kept, 1);
 }
+
+/// The comment on a schema tenant's table of resources.
+async fn copy_comment(client: &Client, schema: &str) -> Option<String> {
+    client
+        .query_one(
+            "SELECT obj_description(format('%I.resources', $1::text)::regclass, 'pg_class')",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Re-applying the definitions secures every schema tenant's tables again,
+/// in its transaction for a few schema tenants; past
+/// `tenantry.secure_schemas_inline_max` (500 by default: thousands would
+/// lock every table at once, 53200) it records a tenant-schema step
+/// instead, and `tenantry migrate` secures them schema by schema.
+#[tokio::test]
+async fn with_many_schema_tenants_the_definitions_secure_their_tables_through_a_tenant_schema_step()
+{
+    let tdb = TestDatabase::new().await;
+    let mut client = tdb.superuser_client().await;
+    let mut schemas = Vec::new();
+    for name in ["one", "two"] {
+        let t: uuid::Uuid = client
+            .query_one(
+                "SELECT tenantry.create_tenant($1, NULL, 'schema')",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        schemas.push(
+            client
+                .query_one(
+                    "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+                    &[&t],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0),
+        );
+    }
+    let standard = copy_comment(&client, &schemas[0]).await;
+    let reapply = "DELETE FROM tenantry.schema_definitions WHERE name = '07_schemas.sql'";
+    for (inline_max, inline) in [("1", false), ("500", true)] {
+        for s in &schemas {
+            client
+                .batch_execute(&format!(
+                    "COMMENT ON TABLE {s}.resources IS 'changed by hand'"
+                ))
+                .await
+                .unwrap();
+        }
+        client
+            .batch_execute(&format!(
+                "SET tenantry.secure_schemas_inline_max = {inline_max}; {reapply}"
+            ))
+            .await
+            .unwrap();
+        migrate::migrate(&mut client).await.expect("re-apply");
+        let behind = migrate::tenant_schemas_behind(&client, 10)
+            .await
+            .unwrap()
+            .len();
+        assert_eq!(
+            behind,
+            if inline { 0 } else { 2 },
+            "inline max {inline_max}"
+        );
+        for s in &schemas {
+            let comment = copy_comment(&client, s).await;
+            if inline {
+                assert_eq!(comment, standard, "{s}");
+            } else {
+                assert_eq!(comment.as_deref(), Some("changed by hand"), "{s}");
+            }
+        }
+        let secured = migrate::migrate_tenant_schemas(&mut client, |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(secured, if inline { 0 } else { 2 });
+        for s in &schemas {
+            assert_eq!(copy_comment(&client, s).await, standard, "{s}");
+        }
+    }
+}
