@@ -1021,7 +1021,7 @@ impl Presence {
             ctx.push(Figure::new(
                 &names.adopted_rls,
                 "tps",
-                &format!("adopted_rls_point (a pooled tenant's point read by id on an adopted table, bench.invoices, named as a team writes it, without ONLY: every schema tenant's table of it inherits it; through RLS, pgbench) with {count} schema tenants present{adopted_failed}"),
+                &format!("adopted_rls_point (a pooled tenant's point read by id on an adopted table, bench.invoices, named as a team writes it, without ONLY (before migration 0036 every schema tenant's table of it inherited it); through RLS, pgbench) with {count} schema tenants present{adopted_failed}"),
                 adopted_with,
                 Some((&format!("the same script {adopted_note}"), adopted_without)),
                 RatioKind::ValueOverBaseline,
