@@ -2261,31 +2261,7 @@ async fn a_schema_tenant_shares_rows_by_the_unqualified_table_name_both_ways_bet
     let silo = tenant(&db, "silo", Isolation::Schema).await;
     let pooled = tenant(&db, "pooled", Isolation::Shared).await;
     for (owner, target) in [(silo, pooled), (pooled, silo)] {
-        let name = format!("from {owner}");
-        let shared = db
-            .in_tenant(
-                &TenantContext::new(owner),
-                &(name, target),
-                |scope, (name, target): &(String, TenantId)| {
-                    Box::pin(async move {
-                        let (id,): (uuid::Uuid,) = scope
-                            .query_one(
-                                "INSERT INTO projects (name) VALUES ($1) RETURNING id",
-                                &[name],
-                            )
-                            .await?;
-                        scope
-                            .execute(
-                                "SELECT tenantry.share_row('projects', $1, $2)",
-                                &[&id.to_string(), target.as_uuid()],
-                            )
-                            .await?;
-                        Ok::<_, DbError>(id)
-                    })
-                },
-            )
-            .await
-            .unwrap();
+        let shared = shared_project(&db, owner, &format!("from {owner}"), target).await;
         let seen = db
             .in_tenant(&TenantContext::new(target), &(), |scope, ()| {
                 Box::pin(async move {
