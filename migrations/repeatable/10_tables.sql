@@ -276,11 +276,14 @@ RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    family regclass;
 BEGIN
     -- A schema tenant's table: its tenant's shares of rows of the family only.
-    IF tenantry.family_of(TG_RELID) IS NOT NULL THEN
+    family := tenantry.family_of(TG_RELID);
+    IF family IS NOT NULL THEN
         DELETE FROM tenantry.shared_rows s
-        WHERE s.table_id = tenantry.family_of(TG_RELID)
+        WHERE s.table_id = family
           AND s.tenant_id = (SELECT t.tenant_id FROM tenantry.tenants t WHERE t.schema_name = TG_TABLE_SCHEMA);
     ELSE
         -- The team's table: the shares of the rows it held (a schema
@@ -2004,6 +2007,24 @@ $$;
 COMMENT ON FUNCTION tenantry.family_tables(regclass, uuid[]) IS 'Internal (rows_shared_with_me, lock_shareable_row, as the owner): the tables, as FROM items, that rows of an adopted table owned by the given tenants can be in, never every schema tenant''s table of the family: the team''s table (with any child of its own, under its policy; resources'' alone), and those schema tenants'' tables of it; another table itself. Not granted.';
 
 /**
+ * family_tables() as one FROM item: a UNION ALL of each table under the
+ * adopted table's columns, by name (a schema tenant's table may number them
+ * otherwise). What rows_shared_with_me and subtree_source read.
+ */
+CREATE OR REPLACE FUNCTION tenantry.family_source(rel regclass, owners uuid[])
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT '(' || string_agg(format('SELECT %s FROM %s', c.cols, f.item), ' UNION ALL ') || ')'
+    FROM unnest(tenantry.family_tables(rel, owners)) f(item),
+         (SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) AS cols
+          FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped) c
+$$;
+COMMENT ON FUNCTION tenantry.family_source(regclass, uuid[]) IS 'Internal (rows_shared_with_me, subtree_source, as the owner): family_tables(rel, owners) as one FROM item, each table under rel''s columns by name. Not granted.';
+
+/**
  * The owner of a row the caller may share or unshare, row-locked until the end
  * of the transaction (share and revocation of one row queue), and the row's key
  * as shares record it. The caller reaches the row as the table's policy lets
@@ -2178,14 +2199,9 @@ BEGIN
     END IF;
     -- The tables the shared rows can be in (family_tables: never a whole
     -- table family, whose every schema tenant's table a read would lock).
-    SELECT '(' || string_agg(format('SELECT %s FROM %s', c.cols, f.item), ' UNION ALL ') || ')'
-    INTO source
-    FROM unnest(tenantry.family_tables(rel, ARRAY(
-             SELECT DISTINCT s.tenant_id FROM tenantry.shared_rows s
-             WHERE s.shared_with = tenantry.current_tenant_id() AND s.table_id = rel))) f(item),
-         (SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) AS cols
-          FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped) c;
+    source := tenantry.family_source(rel, ARRAY(
+        SELECT DISTINCT s.tenant_id FROM tenantry.shared_rows s
+        WHERE s.shared_with = tenantry.current_tenant_id() AND s.table_id = rel));
     RETURN QUERY EXECUTE format(
         'SELECT t.* FROM tenantry.shared_rows s JOIN %s t ON t.tenant_id = s.tenant_id AND t.%I = s.row_id::%s '
         'WHERE s.shared_with = $1 AND s.table_id = $2 AND ($3::text IS NULL OR s.row_id = $3) '
@@ -2211,7 +2227,6 @@ AS $$
 DECLARE
     rel regclass := tenantry.adopted_table_of((SELECT NULLIF(t.typrelid, 0)::regclass FROM pg_catalog.pg_type t
                                                WHERE t.oid = typ));
-    cols text;
 BEGIN
     IF rel IS NULL OR NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = rel) THEN
         RAISE EXCEPTION '% is not an adopted table: pass NULL::<an adopted table>', typ
@@ -2220,11 +2235,7 @@ BEGIN
     IF tenantry.current_tenant_id() IS NULL THEN
         RETURN NULL;
     END IF;
-    SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) INTO cols
-    FROM pg_catalog.pg_attribute a
-    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
-    RETURN (SELECT '(' || string_agg(format('SELECT %s FROM %s', cols, f.item), ' UNION ALL ') || ')'
-            FROM unnest(tenantry.family_tables(rel, tenantry.visible_tenant_ids())) f(item));
+    RETURN tenantry.family_source(rel, tenantry.visible_tenant_ids());
 END
 $$;
 COMMENT ON FUNCTION tenantry.subtree_source(regtype) IS 'Internal (subtree_rows): the tables, as one FROM item under the adopted table''s columns, that the current tenant''s and its descendants'' rows of it can be in, whichever their tier: the team''s table alone and those schema tenants'' own tables. NULL without a tenant context; TN422 for a type that is not an adopted table''s.';

@@ -212,8 +212,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     // relations they hold as `regclass`, whose text form PostgreSQL quotes
     // itself (schema-qualified, each part quoted as needed); they take no
     // identifier as text. rows_shared_with_me takes its relation as the row
-    // type of its argument and holds it as regclass too, as subtree_source
-    // does (splicing family_tables()' regclass texts), and copy_column_drift
+    // type of its argument and holds it as regclass too; family_source
+    // splices family_tables()' regclass texts, and copy_column_drift
     // prints regclass and format_type() texts into the fixes it returns;
     // alter_tenant_table splices its caller's change, which is SQL by design
     // (an operator's, run with the operator's rights); the key column's type
@@ -235,7 +235,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                                   'backfill_undo_prepare', 'lock_for_tenant_key')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
-           AND NOT (p.proname IN ('subtree_source', 'copy_column_drift', 'alter_tenant_table')
+           AND NOT (p.proname IN ('family_source', 'copy_column_drift', 'alter_tenant_table')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
                                   'tenant_resource_totals')
