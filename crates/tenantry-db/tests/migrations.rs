@@ -415,14 +415,7 @@ async fn a_database_at_0007_upgraded_and_a_fresh_one_end_with_identical_catalogs
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(counters, [(silo, 1), (capped, 3)]);
-    let silo_schema: String = old
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[&silo],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let silo_schema = schema_of(&old, silo).await;
     for (t, table) in [
         (capped, "tenantry.resources".to_owned()),
         (silo, format!("{silo_schema}.resources")),
@@ -606,6 +599,18 @@ async fn two_databases_of_a_new_cluster_installed_at_the_same_time_both_succeed(
     migrate::check(&b).await.expect("race_b up to date");
 }
 
+/// The schema of schema tenant `t`.
+async fn schema_of(client: &Client, t: uuid::Uuid) -> String {
+    client
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The tables of the schema tenant, as `schema.table <- parent` for each
 /// parent it inherits (none: `schema.table`).
 async fn parents_in(client: &Client, schema: &str) -> Vec<String> {
@@ -645,14 +650,7 @@ async fn migration_0036_detaches_schema_tenants_tables_of_adopted_tables_and_kee
         .await
         .unwrap()
         .get(0);
-    let schema: String = su
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[&silo],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let schema = schema_of(&su, silo).await;
     assert_eq!(
         parents_in(&su, &schema).await,
         ["projects", "resources <- tenantry.resources"]
@@ -721,16 +719,7 @@ async fn with_many_schema_tenants_the_definitions_secure_their_tables_through_a_
             .await
             .unwrap()
             .get(0);
-        schemas.push(
-            client
-                .query_one(
-                    "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-                    &[&t],
-                )
-                .await
-                .unwrap()
-                .get::<_, String>(0),
-        );
+        schemas.push(schema_of(&client, t).await);
     }
     let standard = copy_comment(&client, &schemas[0]).await;
     let reapply = "DELETE FROM tenantry.schema_definitions WHERE name = '07_schemas.sql'";
