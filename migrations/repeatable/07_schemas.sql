@@ -160,6 +160,156 @@ COMMENT ON FUNCTION tenantry.family_copies() IS 'Internal: every table of a tena
 GRANT EXECUTE ON FUNCTION tenantry.family_copies() TO tenantry_admin, tenantry_server;
 
 /**
+ * Tables in tenant schemas named as an adopted table of the team's when no
+ * family of that name exists: the team's table lost its primary key
+ * (tenant_id, one column) after schema tenants got tables of it, so
+ * tenantry no longer compares, moves or exports those tables (adopted: the
+ * team's tables of that name; key_column: the schema tenant's table's own
+ * key after tenant_id, to restore).
+ */
+CREATE OR REPLACE FUNCTION tenantry.orphan_copies()
+RETURNS TABLE (copy regclass, adopted regclass, key_column name)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.oid::regclass, tt.table_id::regclass,
+           (SELECT a.attname FROM pg_catalog.pg_constraint k
+              JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[2]
+             WHERE k.conrelid = c.oid AND k.contype = 'p' AND cardinality(k.conkey) = 2)
+    FROM tenantry.tenant_tables tt
+    JOIN pg_catalog.pg_class t ON t.oid = tt.table_id AND t.relkind = 'r' AND t.relname <> 'resources'
+    JOIN pg_catalog.pg_class c ON c.relname = t.relname AND c.relkind = 'r' AND c.oid <> t.oid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$'
+      AND NOT EXISTS (SELECT 1 FROM tenantry.family_templates() f WHERE f.template_table = t.relname)
+$$;
+COMMENT ON FUNCTION tenantry.orphan_copies() IS 'Internal: tables in tenant schemas named as an adopted table when no tenant table family has that name any more (the team''s table lost its primary key (tenant_id, column)): tenantry no longer checks, moves or exports them (doctor rule copy_family; release_table refuses). adopted: the team''s table; key_column: the key after tenant_id to restore. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.orphan_copies() TO tenantry_admin, tenantry_server;
+
+/**
+ * The first table of schema `s` that holds a row (skipping the tables of
+ * tenant table families when `skip_families`), or NULL. A tenant schema is
+ * dropped only when it holds nothing that would be lost. Run as the owner
+ * (BYPASSRLS), from the definer functions that drop or read tenant schemas.
+ */
+CREATE OR REPLACE FUNCTION tenantry.first_table_with_rows(s name, skip_families boolean)
+RETURNS regclass
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+    held boolean;
+BEGIN
+    FOR rel IN
+        SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+        ORDER BY c.relname
+    LOOP
+        CONTINUE WHEN skip_families AND tenantry.family_of(rel) IS NOT NULL;
+        -- One the owner may not read is not known to be empty.
+        IF NOT pg_catalog.has_table_privilege(rel, 'SELECT') THEN
+            RETURN rel;
+        END IF;
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s)', rel) INTO held;
+        IF held THEN
+            RETURN rel;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.first_table_with_rows(name, boolean) IS 'Internal: the first table of a schema that holds a row, or that the caller may not read (those of tenant table families skipped when asked), or NULL; tenant schemas are dropped only when it finds none. Not granted.';
+
+/** How first_table_with_rows' finding is told: it holds rows, or it may. */
+CREATE OR REPLACE FUNCTION tenantry.rows_held(rel regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN pg_catalog.has_table_privilege(rel, 'SELECT') THEN 'holds rows'
+                ELSE format('may hold rows (%s may not read it)', current_user) END
+$$;
+COMMENT ON FUNCTION tenantry.rows_held(regclass) IS 'Internal: "holds rows", or "may hold rows" for a table the caller may not read (first_table_with_rows'' findings, in messages). Not granted.';
+
+/**
+ * Refuses (TN409) when the schema a tenant left behind by a move to the
+ * shared tier still holds a row: its tables are emptied at the cut-over, so
+ * a row there was put by hand (or is a table's no family reaches), and
+ * dropping the schema would lose it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.refuse_dropping_rows(tid uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    held regclass := tenantry.first_table_with_rows(
+        (SELECT t.schema_name FROM tenantry.tenants t WHERE t.tenant_id = tid), false);
+BEGIN
+    IF held IS NOT NULL THEN
+        RAISE EXCEPTION 'the schema tenant % left behind is not dropped: % still %', tid, held, tenantry.rows_held(held)
+            USING ERRCODE = 'TN409', HINT = 'Move those rows into the tenant''s tables or drop that table yourself, then run the move or its cleanup again.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.refuse_dropping_rows(uuid) IS 'Internal (tier_move_cleanup, tier_move_start): TN409 when the schema a tenant left behind still holds a row, which dropping it would lose. Not granted.';
+
+/**
+ * Why a schema tenant's tables cannot be read as their families' pooled
+ * tables, which a move back to the shared tier and an export do: the first
+ * column one lacks or has beyond its family's pooled table (a tenant-schema
+ * step not run in its schema yet), or a table that holds rows but belongs to
+ * no family (the team's table of its name lost its primary key), whose rows
+ * would be left behind. NULL when nothing does.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_tables_unlike_families(tid uuid)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s name := (SELECT t.schema_name FROM tenantry.tenants t WHERE t.tenant_id = tid);
+    problem text;
+    stray regclass;
+BEGIN
+    SELECT format('%s %s column %I of %s (a tenant-schema step has not run in its schema: run tenantry migrate first)',
+                  x.copy, CASE WHEN x.lacking THEN 'lacks' ELSE 'has a' END, x.attname,
+                  CASE WHEN x.lacking THEN x.template::text ELSE 'which ' || x.template::text || ' has none' END)
+      INTO problem
+    FROM (SELECT f.template, c.oid::regclass AS copy, a.attname, true AS lacking
+          FROM tenantry.family_templates() f
+          JOIN pg_catalog.pg_namespace n ON n.nspname = s
+          JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = f.template_table
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = f.template AND a.attnum > 0 AND NOT a.attisdropped
+          WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute o
+                            WHERE o.attrelid = c.oid AND o.attname = a.attname AND NOT o.attisdropped)
+          UNION ALL
+          SELECT f.template, c.oid::regclass, a.attname, false
+          FROM tenantry.family_templates() f
+          JOIN pg_catalog.pg_namespace n ON n.nspname = s
+          JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = f.template_table
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute o
+                            WHERE o.attrelid = f.template AND o.attname = a.attname AND NOT o.attisdropped)) x
+    ORDER BY x.copy::text, x.attname LIMIT 1;
+    IF problem IS NOT NULL OR s IS NULL THEN
+        RETURN problem;
+    END IF;
+    stray := tenantry.first_table_with_rows(s, true);
+    IF stray IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN format('%s %s but belongs to no tenant table family%s, and they would be left behind', stray,
+                  tenantry.rows_held(stray),
+                  coalesce((SELECT format(' (%s, the team''s table of its name, has no primary key (tenant_id, %s) any more: restore it)',
+                                          o.adopted, coalesce(quote_ident(o.key_column), 'column'))
+                            FROM tenantry.orphan_copies() o WHERE o.copy = stray LIMIT 1), ''));
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_tables_unlike_families(uuid) IS 'Internal: why a schema tenant''s tables cannot be copied or exported by their families'' columns (a column lacking or extra: a tenant-schema step not run yet; a table holding rows that belongs to no family), or NULL. A move back to the shared tier and an export refuse with it (TN409). Not granted.';
+
+/**
  * The sequences of a table's serial and identity columns. PL/pgSQL for its
  * cached plan, generic: a SQL function with a SET clause is planned again at
  * every call (twice per schema tenant's creation).
@@ -669,28 +819,24 @@ BEGIN
         RETURN 'done';
     END IF;
     -- Back to the shared tier, its rows are copied by the pooled tables'
-    -- columns: its tables must have them all (a tenant-schema step that adds
-    -- one may not have run in its schema yet).
+    -- columns: its tables must have them all and no other (a tenant-schema
+    -- step may not have run in its schema yet), and no table holding rows
+    -- may be left behind when its schema goes.
     IF target = 'shared' THEN
-        SELECT format('%s lacks column %I of %s', x.copy, a.attname, x.template) INTO missing
-        FROM (SELECT f.template, to_regclass(format('%I.%I', tn.schema_name, f.template_table)) AS copy
-              FROM tenantry.family_templates() f, tenantry.tenants tn
-              WHERE tn.tenant_id = tid AND tn.schema_name IS NOT NULL) x
-        JOIN pg_attribute a ON a.attrelid = x.template AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-        WHERE x.copy IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM pg_attribute c
-                          WHERE c.attrelid = x.copy AND c.attname = a.attname AND NOT c.attisdropped)
-        ORDER BY 1 LIMIT 1;
+        missing := tenantry.tenant_tables_unlike_families(tid);
         IF missing IS NOT NULL THEN
-            RAISE EXCEPTION 'tenant % cannot move back to the shared tier yet: %; run tenantry migrate first', tid, missing
+            RAISE EXCEPTION 'tenant % cannot move back to the shared tier yet: %', tid, missing
                 USING ERRCODE = 'TN409', HINT = 'isolation';
         END IF;
     END IF;
     IF target = 'schema' THEN
         -- Empty tables left by an earlier move to the shared tier still sit
         -- in their families: copying into them would show rows twice.
+        -- Nothing else in it holds rows (tier_move_cleanup refuses to drop
+        -- a schema that does).
         IF EXISTS (SELECT 1 FROM pg_namespace n JOIN tenantry.tenants tn ON tn.schema_name = n.nspname
                    WHERE tn.tenant_id = tid) THEN
+            PERFORM tenantry.refuse_dropping_rows(tid);
             EXECUTE format('DROP SCHEMA %I CASCADE', (SELECT tn.schema_name FROM tenantry.tenants tn WHERE tn.tenant_id = tid));
         END IF;
         PERFORM tenantry.create_tenant_tables(tid);
@@ -1218,6 +1364,7 @@ BEGIN
           OR NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = t.schema_name) THEN
         RETURN t.isolation = 'shared' AND t.moving_to IS NULL;
     END IF;
+    PERFORM tenantry.refuse_dropping_rows(tid);
     PERFORM set_config('lock_timeout', '100ms', true);
     BEGIN
         EXECUTE format('DROP SCHEMA %I CASCADE', t.schema_name);

@@ -1104,6 +1104,17 @@ BEGIN
                           WHERE ta.attrelid = s.template AND ta.attname = a.attname AND ta.attacl IS NOT NULL
                             AND tacl.grantee = acl.grantee AND tacl.privilege_type = acl.privilege_type)
         ORDER BY 1, 3;
+        -- A schema tenant's table whose family is gone (the team's table of
+        -- its name lost its primary key (tenant_id, column)): the rules above
+        -- no longer compare it, and moves and exports no longer reach it.
+        RETURN QUERY
+        SELECT o.copy::text, 'copy_family'::text,
+               format('named as adopted table %s, which has no primary key (tenant_id, one column) any more: tenantry no longer checks this schema tenant''s table against it, and refuses to move or export the tenant',
+                      o.adopted),
+               format('ALTER TABLE %s ADD PRIMARY KEY (tenant_id, %s);', o.adopted,
+                      coalesce(quote_ident(o.key_column), '<its key column>'))
+        FROM tenantry.orphan_copies() o
+        ORDER BY 1;
         -- Columns: a schema tenant's table stands alone, so a column the
         -- team's migration changed without a tenant-schema step is missing
         -- (or left over) in its schema, and that tenant's queries fail.
@@ -1117,7 +1128,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants) and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -1887,7 +1898,10 @@ BEGIN
             USING ERRCODE = 'TN403';
     END IF;
     -- Schema tenants' tables of it hold their rows: they would be left behind.
-    IF EXISTS (SELECT 1 FROM tenantry.family_copies() f WHERE f.template = tbl) THEN
+    -- (Also when the table lost the primary key that made it a family:
+    -- those tables still hold their rows.)
+    IF EXISTS (SELECT 1 FROM tenantry.family_copies() f WHERE f.template = tbl)
+       OR EXISTS (SELECT 1 FROM tenantry.orphan_copies() o WHERE o.adopted = tbl) THEN
         RAISE EXCEPTION 'cannot release %: schema tenants hold their rows of it in tables of their own', tbl
             USING ERRCODE = 'TN409',
             HINT = 'Move those tenants to the shared tier first (tenantry tenant move <id> --to shared).';
@@ -1937,7 +1951,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner. The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted.';
+COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner. The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family).';
 
 -- -----------------------------------------------------------------------------
 -- Sharing rows of adopted tables (adopt_table(sharing => true)): the guide's

@@ -182,6 +182,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t record;
+    problem text;
 BEGIN
     PERFORM tenantry.require_operator('export_context');
     SELECT tn.isolation, tn.schema_name INTO t FROM tenantry.tenants tn WHERE tn.tenant_id = tid;
@@ -192,6 +193,15 @@ BEGIN
         RAISE EXCEPTION 'tenant % is moving between tiers: finish or abort the move first', tid
             USING ERRCODE = 'TN409', HINT = 'tenant_id';
     END IF;
+    -- A schema tenant's tables are read by their families' columns: they
+    -- must have them all and no other, and no table of its may be missed.
+    IF t.isolation = 'schema' THEN
+        problem := tenantry.tenant_tables_unlike_families(tid);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'tenant % cannot be exported yet: %', tid, problem
+                USING ERRCODE = 'TN409', HINT = 'tenant_id';
+        END IF;
+    END IF;
     PERFORM set_config('backtrace_functions',
         tenantry.context_value(tid, NULL, 'export', ARRAY[]::text[], NULL,
             ',s' || CASE WHEN t.isolation = 'schema' THEN t.schema_name ELSE 'tenantry' END
@@ -200,7 +210,7 @@ BEGIN
     RETURN tenantry.current_tenant_schema();
 END
 $$;
-COMMENT ON FUNCTION tenantry.export_context(uuid) IS 'Operators only (superuser or member of tenantry_owner): a transaction-local, read-only context of one tenant alone (no descendants, no permission), any status, for exports; the caller then reads as tenantry_app under RLS. TN404 unknown tenant, TN409 during a tier move. Not granted.';
+COMMENT ON FUNCTION tenantry.export_context(uuid) IS 'Operators only (superuser or member of tenantry_owner): a transaction-local, read-only context of one tenant alone (no descendants, no permission), any status, for exports; the caller then reads as tenantry_app under RLS. TN404 unknown tenant, TN409 during a tier move or when a schema tenant''s tables differ from their families'' (tenant_tables_unlike_families). Not granted.';
 
 -- -----------------------------------------------------------------------------
 -- Import: the tenant row, then its rows (written by the caller), then what

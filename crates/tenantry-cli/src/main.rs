@@ -258,8 +258,21 @@ async fn migrate(target: Target) -> anyhow::Result<()> {
         outln!("{} migration(s) applied", applied.len());
     }
     // Then every schema tenant's schema, one per transaction (resumable).
+    let migrated = migrate_tenant_schemas(&mut client).await?;
+    if migrated > 0 {
+        outln!("{migrated} tenant schema(s) brought to the latest tenant-schema step");
+    }
+    Ok(())
+}
+
+/// Brings every schema tenant's schema to the latest tenant-schema step, one
+/// per transaction (resumable), with a progress bar on stderr; how many it
+/// migrated.
+pub(crate) async fn migrate_tenant_schemas(
+    client: &mut tokio_postgres::Client,
+) -> anyhow::Result<u64> {
     let bar = indicatif::ProgressBar::hidden();
-    let migrated = tenantry_db::migrate::migrate_tenant_schemas(&mut client, |done, total| {
+    let migrated = tenantry_db::migrate::migrate_tenant_schemas(client, |done, total| {
         if bar.is_hidden() {
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
             bar.set_style(
@@ -274,11 +287,7 @@ async fn migrate(target: Target) -> anyhow::Result<()> {
     })
     .await;
     bar.finish_and_clear();
-    let migrated = migrated?;
-    if migrated > 0 {
-        outln!("{migrated} tenant schema(s) brought to the latest tenant-schema step");
-    }
-    Ok(())
+    Ok(migrated?)
 }
 
 async fn db_start(data_dir: PathBuf, tcp: Option<String>) -> anyhow::Result<()> {

@@ -1,4 +1,4 @@
-//! `tenantry table adopt|release|list` and `tenantry doctor`: your own tables as tenant tables, through the migration role's connection (DATABASE_URL, or the embedded cluster's superuser).
+//! `tenantry table adopt|release|alter|list` and `tenantry doctor`: your own tables as tenant tables, through the migration role's connection (DATABASE_URL, or the embedded cluster's superuser).
 
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -62,6 +62,19 @@ enum TableCommand {
     Release {
         /// The table, as SQL names it.
         table: String,
+    },
+    /// Change an adopted table's shape and every schema tenant's table of it
+    /// (tenantry.alter_tenant_table, then the tenant-schema migration):
+    /// `tenantry table alter invoices 'ADD COLUMN due_at date'`.
+    Alter {
+        /// The table, as SQL names it.
+        table: String,
+        /// What follows `ALTER TABLE <table>`, as one argument.
+        change: String,
+        /// Only record the change for the schema tenants' tables; `tenantry
+        /// migrate` applies it later.
+        #[arg(long)]
+        no_migrate: bool,
     },
     /// List adopted tables.
     List,
@@ -133,6 +146,36 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
                 json(&serde_json::json!({ "released": name }))?;
             } else {
                 outln!("released {name}");
+            }
+        }
+        TableCommand::Alter {
+            table: name,
+            change,
+            no_migrate,
+        } => {
+            let step = tables::alter_tenant_table(&client, &name, &change).await?;
+            let mut client = client;
+            let migrated = match (step, no_migrate) {
+                (Some(_), false) => Some(crate::migrate_tenant_schemas(&mut client).await?),
+                _ => None,
+            };
+            if args.json {
+                json(&serde_json::json!({
+                    "altered": name,
+                    "tenant_schema_step": step,
+                    "tenant_schemas_migrated": migrated,
+                }))?;
+            } else {
+                outln!("altered {name}");
+                match (step, migrated) {
+                    (None, _) => outln!("no schema tenant has a table of it"),
+                    (Some(v), Some(n)) => outln!(
+                        "tenant-schema step {v} recorded; {n} tenant schema(s) brought to it"
+                    ),
+                    (Some(v), None) => outln!(
+                        "tenant-schema step {v} recorded; run `tenantry migrate` to apply it to the schema tenants' tables"
+                    ),
+                }
             }
         }
         TableCommand::List => {

@@ -268,6 +268,128 @@ async fn table_adopt_with_sharing_records_the_option_adopting_again_keeps_it_and
     assert_eq!(shares().await, 0);
 }
 
+/// `tenantry table alter` changes an adopted table and every schema tenant's
+/// table of it in one command (the tenant-schema step, then the schemas);
+/// with `--no-migrate` it only records the step, `tenantry doctor` names the
+/// schema behind, and `tenantry migrate` brings it; a table that is not
+/// adopted, or a change tenantry keeps for itself, is refused.
+#[tokio::test]
+async fn table_alter_changes_the_teams_table_and_every_schema_tenants_table_of_it() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects');",
+    )
+    .await
+    .unwrap();
+    let silo: uuid::Uuid = su
+        .query_one(
+            "SELECT tenantry.create_tenant('silo', NULL, 'schema', '{}')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&silo],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let has_column = |column: &'static str| {
+        let su = &su;
+        let schema = schema.clone();
+        async move {
+            let n: i64 = su
+                .query_one(
+                    "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                       JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.relname = 'projects' AND n.nspname = ANY (ARRAY['public', $1])
+                        AND a.attname = $2 AND NOT a.attisdropped",
+                    &[&schema, &column],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n
+        }
+    };
+    let url = db.superuser_url();
+
+    let out = run(
+        &url,
+        &["table", "alter", "projects", "ADD COLUMN due date"],
+        &[],
+    );
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(stdout.contains("altered projects"), "{stdout}");
+    assert!(
+        stdout.contains("1 tenant schema(s) brought to it"),
+        "{stdout}"
+    );
+    assert_eq!(
+        has_column("due").await,
+        2,
+        "the team's table and the schema's"
+    );
+
+    let out = run(
+        &url,
+        &[
+            "table",
+            "alter",
+            "projects",
+            "ADD COLUMN note text",
+            "--no-migrate",
+            "--json",
+        ],
+        &[],
+    );
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["tenant_schema_step"].as_i64().is_some(), "{v}");
+    assert!(v["tenant_schemas_migrated"].is_null(), "{v}");
+    assert_eq!(has_column("note").await, 1, "the team's table only");
+    let out = run(&url, &["doctor"], &[]);
+    let (stdout, _) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("tenant_schema_version") && stdout.contains(&schema),
+        "{stdout}"
+    );
+    let out = run(&url, &["migrate"], &[]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(has_column("note").await, 2);
+    let out = run(&url, &["doctor"], &[]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    su.batch_execute("CREATE TABLE public.loose (id int)")
+        .await
+        .unwrap();
+    for (args, said) in [
+        (
+            &["table", "alter", "loose", "ADD COLUMN x int"][..],
+            "is not an adopted table",
+        ),
+        (
+            &["table", "alter", "projects", "RENAME TO plans"][..],
+            "not its name, schema, owner",
+        ),
+    ] {
+        let out = run(&url, args, &[]);
+        let (_, err) = text(&out);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(said), "{args:?}: {err}");
+    }
+    assert_eq!(has_column("x").await, 0);
+}
+
 #[tokio::test]
 async fn doctor_and_migrate_with_the_servers_login_say_which_role_they_need_and_repeat_nothing() {
     let db = TestDatabase::new().await;
@@ -281,6 +403,10 @@ async fn doctor_and_migrate_with_the_servers_login_say_which_role_they_need_and_
         ),
         (&["context-key", "rotate"][..], "tenantry context-key"),
         (&["table", "adopt", "no_such_table"][..], "tenantry table"),
+        (
+            &["table", "alter", "no_such_table", "ADD COLUMN x int"][..],
+            "tenantry table",
+        ),
     ] {
         let out = run(&db.server_url(), args, &[]);
         let (_, err) = text(&out);

@@ -454,6 +454,27 @@ pub async fn release_table(client: &Client, table: &str) -> Result<(), TableErro
     Ok(())
 }
 
+/// Changes an adopted table's shape (`ALTER TABLE <table> <change>`, with
+/// the caller's rights) and records the same change as a tenant-schema step
+/// for every schema tenant's table of it (`tenantry.alter_tenant_table`), in
+/// one transaction. Returns the step's version, `None` when no schema
+/// tenant's table of it exists to change; the step reaches the schemas
+/// through [`crate::migrate::migrate_tenant_schemas`] (`tenantry migrate`).
+/// As an operator (superuser or member of `tenantry_owner`).
+pub async fn alter_tenant_table(
+    client: &Client,
+    table: &str,
+    change: &str,
+) -> Result<Option<i32>, TableError> {
+    Ok(client
+        .query_one(
+            "SELECT tenantry.alter_tenant_table($1::text::regclass, $2)",
+            &[&table, &change],
+        )
+        .await?
+        .get(0))
+}
+
 /// Every adopted table, by name.
 pub async fn tenant_tables(client: &Client) -> Result<Vec<TenantTable>, TableError> {
     Ok(client

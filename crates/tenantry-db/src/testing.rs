@@ -95,7 +95,7 @@ impl Server {
         );
         let provisioned = provision(&superuser, &template, login)
             .await
-            .unwrap_or_else(|e| panic!("provisioning the template database: {e}"));
+            .unwrap_or_else(|e| panic!("provisioning the template database: {e}: {e:?}"));
         Server {
             superuser: provisioned.superuser,
             server: provisioned.server,

@@ -2118,6 +2118,11 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
         matches!(&err, DbError::Conflict(m) if m.contains("tenantry migrate")),
         "{err:?}"
     );
+    // Nor exported: its rows would be read by the same columns.
+    let err = tenantry_db::offboard::export_tenant(&mut su, silo, Vec::new(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("lacks column due"), "{err:?}");
     // Until migrate runs, the schema is behind (its own finding), and its
     // table has the old shape.
     assert_eq!(copy_columns(&su).await, []);
@@ -2143,6 +2148,14 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
         home_of(&su, "public.projects", silo).await,
         [format!("{schema}.projects")]
     );
+    let manifest = tenantry_db::offboard::export_tenant(&mut su, silo, Vec::new(), |_| {})
+        .await
+        .unwrap();
+    let projects = manifest
+        .tables
+        .iter()
+        .find(|t| t.table == "public.projects");
+    assert_eq!(projects.map(|t| t.rows), Some(1), "{manifest:?}");
 
     // A column added to the team's table alone: the doctor names the
     // schema's table, and its fix makes them alike again.
@@ -2208,6 +2221,175 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
             "{change}: {err:?}"
         );
     }
+}
+
+/// A team table that loses its primary key (tenant_id, id) after schema
+/// tenants got tables of it is no family any more. The doctor (the server's
+/// boot check too: the tables' policies are no longer compared) names each
+/// such table with the key to restore; until it is back, the tenant is
+/// neither moved back (its schema, with its rows, would be dropped) nor
+/// exported (they would be missed), and the table is not released.
+#[tokio::test]
+async fn a_team_table_that_lost_its_key_has_its_schema_tenants_tables_named_by_the_doctor_and_neither_moved_back_nor_exported(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let schema = schema_name(&su, silo).await;
+    own_sql(&db, silo, "INSERT INTO projects (name) VALUES ('kept')")
+        .await
+        .unwrap();
+    assert!(db.table_problems().await.unwrap().is_empty());
+    su.batch_execute("ALTER TABLE public.projects DROP CONSTRAINT projects_pkey")
+        .await
+        .unwrap();
+
+    let found: Vec<_> = db
+        .table_problems()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.rule == "copy_family")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].table, format!("{schema}.projects"));
+    assert!(
+        found[0]
+            .fix
+            .ends_with("projects ADD PRIMARY KEY (tenant_id, id);"),
+        "{found:?}"
+    );
+    let err = db
+        .move_tenant("test", silo, Isolation::Shared, 100, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DbError::Conflict(m)
+            if m.contains(&format!("{schema}.projects holds rows but belongs to no tenant table family"))
+               && m.contains("(tenant_id, id)")),
+        "{err:?}"
+    );
+    let err = tenantry_db::offboard::export_tenant(&mut su, silo, Vec::new(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("belongs to no tenant table family"),
+        "{err:?}"
+    );
+    let err = su
+        .batch_execute("SELECT tenantry.release_table('public.projects')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+    assert_eq!(
+        own_names(&db, silo, "SELECT name FROM projects").await,
+        ["kept"]
+    );
+
+    // The doctor's fix makes it a family again, and everything works.
+    su.batch_execute(&found[0].fix).await.unwrap();
+    assert!(db.table_problems().await.unwrap().is_empty());
+    db.move_tenant("test", silo, Isolation::Shared, 100, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        own_names(&db, silo, "SELECT name FROM projects").await,
+        ["kept"]
+    );
+    assert_eq!(home_of(&su, "public.projects", silo).await, ["projects"]);
+}
+
+/// A tenant schema is dropped only when nothing in it holds a row: a table
+/// made in it by hand whose rows no family reaches keeps a move back from
+/// starting, and a row put into the schema a tenant left behind (after the
+/// cut-over emptied it) keeps its cleanup, and a later move to the schema
+/// tier, from dropping it.
+#[tokio::test]
+async fn a_tenant_schema_that_holds_rows_no_family_reaches_is_never_dropped() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let schema = schema_name(&su, silo).await;
+    create(&db, silo, "r").await.unwrap();
+    su.batch_execute(&format!(
+        "CREATE TABLE {schema}.notes (body text); INSERT INTO {schema}.notes VALUES ('mine')"
+    ))
+    .await
+    .unwrap();
+    let err = db
+        .move_tenant("test", silo, Isolation::Shared, 100, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DbError::Conflict(m)
+            if m.contains(&format!("{schema}.notes may hold rows (tenantry_owner may not read it)"))),
+        "{err:?}"
+    );
+    su.batch_execute(&format!(
+        "ALTER TABLE {schema}.notes OWNER TO tenantry_owner"
+    ))
+    .await
+    .unwrap();
+    let err = db
+        .move_tenant("test", silo, Isolation::Shared, 100, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DbError::Conflict(m) if m.contains(&format!("{schema}.notes holds rows"))),
+        "{err:?}"
+    );
+    // Emptied, it goes with the move.
+    su.batch_execute(&format!("DELETE FROM {schema}.notes"))
+        .await
+        .unwrap();
+    let id = *silo.as_uuid();
+    su.query_one("SELECT tenantry.tier_move_start($1, 'shared')", &[&id])
+        .await
+        .unwrap();
+    older_transactions_ended(&db, silo).await;
+    cut_over_to(&su, silo, "shared").await;
+    su.batch_execute(&format!("INSERT INTO {schema}.notes VALUES ('late')"))
+        .await
+        .unwrap();
+    let err = su
+        .query_one("SELECT tenantry.tier_move_cleanup($1)", &[&id])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+    assert!(
+        err.as_db_error().is_some_and(|e| e
+            .message()
+            .contains(&format!("{schema}.notes still holds rows"))),
+        "{err:?}"
+    );
+    let err = su
+        .query_one("SELECT tenantry.tier_move_start($1, 'schema')", &[&id])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+    let kept = texts(&su, &format!("SELECT body FROM {schema}.notes"), &[]).await;
+    assert_eq!(kept, ["late"]);
+    assert_eq!(
+        tables_of(&su, silo)
+            .await
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<i64>(),
+        1
+    );
+
+    su.batch_execute(&format!("DROP TABLE {schema}.notes"))
+        .await
+        .unwrap();
+    let cleaned: bool = su
+        .query_one("SELECT tenantry.tier_move_cleanup($1)", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(cleaned);
 }
 
 /// The doctor's `copy_columns` findings (`tenantry doctor`, an operator's):

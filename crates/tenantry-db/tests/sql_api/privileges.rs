@@ -213,7 +213,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     // itself (schema-qualified, each part quoted as needed); they take no
     // identifier as text. rows_shared_with_me takes its relation as the row
     // type of its argument and holds it as regclass too; family_source
-    // splices family_tables()' regclass texts, and copy_column_drift
+    // splices family_tables()' regclass texts, first_table_with_rows the
+    // regclass of each table it finds in pg_class, and copy_column_drift
     // prints regclass and format_type() texts into the fixes it returns;
     // alter_tenant_table splices its caller's change, which is SQL by design
     // (an operator's, run with the operator's rights); the key column's type
@@ -235,7 +236,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                                   'backfill_undo_prepare', 'lock_for_tenant_key')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
-           AND NOT (p.proname IN ('family_source', 'copy_column_drift', 'alter_tenant_table')
+           AND NOT (p.proname IN ('family_source', 'copy_column_drift', 'alter_tenant_table',
+                                  'first_table_with_rows')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
                                   'tenant_resource_totals')
