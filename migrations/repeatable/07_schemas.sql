@@ -172,16 +172,20 @@ RETURNS TABLE (copy regclass, adopted regclass, key_column name)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT c.oid::regclass, tt.table_id::regclass,
+    -- One row per table: of adopted tables with one name, the first adopted
+    -- (as family_templates ranks them).
+    SELECT DISTINCT ON (c.oid) c.oid::regclass, tt.table_id::regclass,
            (SELECT a.attname FROM pg_catalog.pg_constraint k
               JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[2]
              WHERE k.conrelid = c.oid AND k.contype = 'p' AND cardinality(k.conkey) = 2)
     FROM tenantry.tenant_tables tt
     JOIN pg_catalog.pg_class t ON t.oid = tt.table_id AND t.relkind = 'r' AND t.relname <> 'resources'
+    JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
     JOIN pg_catalog.pg_class c ON c.relname = t.relname AND c.relkind = 'r' AND c.oid <> t.oid
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname ~ '^tenant_[0-9a-f]{20}$'
       AND NOT EXISTS (SELECT 1 FROM tenantry.family_templates() f WHERE f.template_table = t.relname)
+    ORDER BY c.oid, tt.adopted_at, tn.nspname
 $$;
 COMMENT ON FUNCTION tenantry.orphan_copies() IS 'Internal: tables in tenant schemas named as an adopted table when no tenant table family has that name any more (the team''s table lost its primary key (tenant_id, column)): tenantry no longer checks, moves or exports them (doctor rule copy_family; release_table refuses). adopted: the team''s table; key_column: the key after tenant_id to restore. Granted to the roles that run the doctor.';
 GRANT EXECUTE ON FUNCTION tenantry.orphan_copies() TO tenantry_admin, tenantry_server;
@@ -203,7 +207,8 @@ DECLARE
 BEGIN
     FOR rel IN
         SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+        -- Partitions too: one whose parent is elsewhere goes with the schema.
+        WHERE n.nspname = s AND c.relkind IN ('r', 'p')
         ORDER BY c.relname
     LOOP
         CONTINUE WHEN skip_families AND tenantry.family_of(rel) IS NOT NULL;
@@ -234,9 +239,12 @@ COMMENT ON FUNCTION tenantry.rows_held(regclass) IS 'Internal: "holds rows", or 
 
 /**
  * Refuses (TN409) when the schema a tenant left behind by a move to the
- * shared tier still holds a row: its tables are emptied at the cut-over, so
- * a row there was put by hand (or is a table's no family reaches), and
- * dropping the schema would lose it.
+ * shared tier still holds a row outside its families' tables: those were
+ * emptied at the cut-over, under the tenant's lock, and take no row since
+ * (tenant_row_home refuses a pooled tenant's row there), so they are not
+ * read again (after a large tenant's move they are full of dead rows); a
+ * row in another table was put there by hand or through a family that is
+ * gone, and dropping the schema would lose it.
  */
 CREATE OR REPLACE FUNCTION tenantry.refuse_dropping_rows(tid uuid)
 RETURNS void
@@ -245,7 +253,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     held regclass := tenantry.first_table_with_rows(
-        (SELECT t.schema_name FROM tenantry.tenants t WHERE t.tenant_id = tid), false);
+        (SELECT t.schema_name FROM tenantry.tenants t WHERE t.tenant_id = tid), true);
 BEGIN
     IF held IS NOT NULL THEN
         RAISE EXCEPTION 'the schema tenant % left behind is not dropped: % still %', tid, held, tenantry.rows_held(held)
@@ -253,15 +261,17 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.refuse_dropping_rows(uuid) IS 'Internal (tier_move_cleanup, tier_move_start): TN409 when the schema a tenant left behind still holds a row, which dropping it would lose. Not granted.';
+COMMENT ON FUNCTION tenantry.refuse_dropping_rows(uuid) IS 'Internal (tier_move_cleanup, tier_move_start): TN409 when the schema a tenant left behind still holds a row outside its families'' tables (emptied at the cut-over), which dropping it would lose. Not granted.';
 
 /**
  * Why a schema tenant's tables cannot be read as their families' pooled
  * tables, which a move back to the shared tier and an export do: the first
  * column one lacks or has beyond its family's pooled table (a tenant-schema
- * step not run in its schema yet), or a table that holds rows but belongs to
- * no family (the team's table of its name lost its primary key), whose rows
- * would be left behind. NULL when nothing does.
+ * step not run in its schema yet, or a change made without one), a table
+ * named as an adopted table that is no family any more (its key was
+ * dropped: the tenant's route still writes there, and a move would leave
+ * those rows behind), or another table that holds rows. NULL when nothing
+ * does.
  */
 CREATE OR REPLACE FUNCTION tenantry.tenant_tables_unlike_families(tid uuid)
 RETURNS text
@@ -273,7 +283,8 @@ DECLARE
     problem text;
     stray regclass;
 BEGIN
-    SELECT format('%s %s column %I of %s (a tenant-schema step has not run in its schema: run tenantry migrate first)',
+    SELECT format('%s %s column %I of %s (a tenant-schema step has not run in its schema: run tenantry migrate; '
+                  'or the column was changed without one: tenantry doctor, rule copy_columns, names the fix)',
                   x.copy, CASE WHEN x.lacking THEN 'lacks' ELSE 'has a' END, x.attname,
                   CASE WHEN x.lacking THEN x.template::text ELSE 'which ' || x.template::text || ' has none' END)
       INTO problem
@@ -296,18 +307,26 @@ BEGIN
     IF problem IS NOT NULL OR s IS NULL THEN
         RETURN problem;
     END IF;
-    stray := tenantry.first_table_with_rows(s, true);
-    IF stray IS NULL THEN
-        RETURN NULL;
+    SELECT format('%s belongs to no tenant table family: %s, the team''s table of its name, has no primary key '
+                  '(tenant_id, %s) any more (tenantry doctor, rule copy_family, names the fix)',
+                  o.copy, o.adopted, coalesce(quote_ident(o.key_column), 'column'))
+      INTO problem
+    FROM tenantry.orphan_copies() o
+    JOIN pg_catalog.pg_class c ON c.oid = o.copy
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s
+    ORDER BY o.copy::text LIMIT 1;
+    IF problem IS NOT NULL THEN
+        RETURN problem;
     END IF;
-    RETURN format('%s %s but belongs to no tenant table family%s, and they would be left behind', stray,
-                  tenantry.rows_held(stray),
-                  coalesce((SELECT format(' (%s, the team''s table of its name, has no primary key (tenant_id, %s) any more: restore it)',
-                                          o.adopted, coalesce(quote_ident(o.key_column), 'column'))
-                            FROM tenantry.orphan_copies() o WHERE o.copy = stray LIMIT 1), ''));
+    stray := tenantry.first_table_with_rows(s, true);
+    IF stray IS NOT NULL THEN
+        RETURN format('%s %s but belongs to no tenant table family, and they would be left behind',
+                      stray, tenantry.rows_held(stray));
+    END IF;
+    RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_tables_unlike_families(uuid) IS 'Internal: why a schema tenant''s tables cannot be copied or exported by their families'' columns (a column lacking or extra: a tenant-schema step not run yet; a table holding rows that belongs to no family), or NULL. A move back to the shared tier and an export refuse with it (TN409). Not granted.';
+COMMENT ON FUNCTION tenantry.tenant_tables_unlike_families(uuid) IS 'Internal: why a schema tenant''s tables cannot be copied or exported by their families'' columns (a column lacking or extra: a tenant-schema step not run yet, or a change made without one; a table of a family that is gone; another table holding rows), or NULL. A move back to the shared tier and an export refuse with it (TN409). Not granted.';
 
 /**
  * The sequences of a table's serial and identity columns. PL/pgSQL for its
@@ -851,7 +870,7 @@ BEGIN
     RETURN 'started';
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move step 1: marks the tenant as moving (its writes are recorded from now on) and, towards schema, creates its empty tables. Returns started, resumed or done. TN404 unknown tenant, TN409 another move under way or, towards shared, a table of its schema that lacks a column of its family''s pooled table (a tenant-schema step not run yet: run tenantry migrate), TN422 bad tier.';
+COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move step 1: marks the tenant as moving (its writes are recorded from now on) and, towards schema, creates its empty tables. Returns started, resumed or done. TN404 unknown tenant, TN409 another move under way; towards shared, a table of its schema whose columns differ from its family''s pooled table (a tenant-schema step not run yet, or a change made without one), a table of a family that is gone (its team table lost its key) or another table holding rows (tenant_tables_unlike_families); towards schema, a schema left by an earlier move that still holds rows outside its families'' tables. TN422 bad tier.';
 
 /**
  * Before the first batch of a move back to the shared tier: waits (up to
@@ -919,7 +938,7 @@ BEGIN
     RETURN open_now;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_wait(uuid) IS 'Admin, tier move step 1b (towards the shared tier; repeat until it returns 0, each call its own transaction): waits up to 1 s for the transactions that were open in this database when the first call ran (recorded in tier_moves.older_transactions) and returns how many are still open. Towards the schema tier: 0. TN404 when the tenant is not being moved.';
+COMMENT ON FUNCTION tenantry.tier_move_wait(uuid) IS 'Admin, tier move step 1b (towards the shared tier; repeat until it returns 0, each call its own transaction): waits up to 1 s for the transactions that were open in this database when the first call ran (recorded in tier_moves.older_transactions) and returns how many are still open. Towards the schema tier: 0. TN404 when the tenant is not being moved; TN409 towards the shared tier when a table of its schema outside its families took rows during the move (nothing changed).';
 
 /**
  * Refuses (55000) to move rows of a tenant moving back to the shared tier
@@ -1244,6 +1263,7 @@ DECLARE
     replication text := current_setting('session_replication_role');
     lock_wait text := current_setting('lock_timeout');
     deadline timestamptz;
+    stray regclass;
 BEGIN
     PERFORM tenantry.require_tier_admin();
     -- Each statement must see what committed before it: the records of
@@ -1311,6 +1331,14 @@ BEGIN
             END IF;
         END LOOP;
     ELSE
+        -- Under the tenant's lock, again: no table of its schema outside its
+        -- families took a row while the move ran (its route still led
+        -- there), or the rows would stay behind.
+        stray := tenantry.first_table_with_rows(s, true);
+        IF stray IS NOT NULL THEN
+            RAISE EXCEPTION 'tenant % cannot move back to the shared tier: % % but belongs to no tenant table family, and they would be left behind; nothing changed', tid, stray, tenantry.rows_held(stray)
+                USING ERRCODE = 'TN409', HINT = 'isolation';
+        END IF;
         -- The resources the batches left (none when tier_move_copy ran to
         -- 0), the adopted rows written since the copy above, and the
         -- copied rows out of the tenant's tables. Rows only: detaching or
@@ -1376,7 +1404,7 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_cleanup(uuid) IS 'Admin: drops the empty tables (and schema) a tenant that moved to the shared tier left behind, when that needs no wait (lock_timeout 100 ms: a query reading the whole family is never held back); false when it has to be tried again.';
+COMMENT ON FUNCTION tenantry.tier_move_cleanup(uuid) IS 'Admin: drops the empty tables (and schema) a tenant that moved to the shared tier left behind, when that needs no wait (lock_timeout 100 ms: a query reading the whole family is never held back); false when it has to be tried again; TN409, nothing dropped, while a table of that schema outside its families holds a row.';
 
 /** Gives up a move: the tenant stays where it was, with every row; its new schema (towards schema) is dropped, the rows moved back (towards shared) return. */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_abort(tid uuid)
@@ -1831,16 +1859,29 @@ BEGIN
         RAISE EXCEPTION 'alter_tenant_table changes the shape of %, not its name, schema, owner, row level security or inheritance: %', tbl, change
             USING ERRCODE = 'TN422', HINT = 'columns, defaults and CHECK constraints; run other changes with ALTER TABLE (docs/tiers.md)';
     END IF;
+    -- Schema tenants' tables of it that its family left (its key was
+    -- dropped): a step would not reach them; the key comes back first.
+    IF EXISTS (SELECT 1 FROM tenantry.orphan_copies() o WHERE o.adopted = tbl) THEN
+        RAISE EXCEPTION 'schema tenants hold tables of % that belong to no tenant table family (its primary key is no longer (tenant_id, one column)): restore the key first', tbl
+            USING ERRCODE = 'TN409', HINT = 'tenantry doctor (rule copy_family) names the statement that restores it';
+    END IF;
     EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl, change);
     IF NOT family THEN
         RETURN NULL;
+    END IF;
+    -- Nor may the change end the family: every schema tenant's table of it
+    -- would be left without one (the same change, run as a step, drops
+    -- their keys too).
+    IF EXISTS (SELECT 1 FROM tenantry.orphan_copies() o WHERE o.adopted = tbl) THEN
+        RAISE EXCEPTION 'this change would end % as a tenant table family (its primary key must stay (tenant_id, one column)) while schema tenants have tables of it: %', tbl, change
+            USING ERRCODE = 'TN422', HINT = 'change the key in one statement (DROP CONSTRAINT ..., ADD PRIMARY KEY (tenant_id, ...)), or move the schema tenants to the shared tier first';
     END IF;
     RETURN tenantry.add_tenant_schema_step(
         left(pg_catalog.format('%s: %s', tbl, change), 200),
         pg_catalog.format('ALTER TABLE %I %s', name, change));
 END
 $$;
-COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table has no schema tenants'' tables). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted.';
+COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table has no schema tenants'' tables). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted; TN422 for a change that would end its family (its primary key (tenant_id, column)); TN409 while schema tenants hold tables of it that its family left.';
 
 /**
  * Schema tenants' tables whose columns differ from their family's pooled

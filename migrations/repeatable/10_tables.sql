@@ -1111,9 +1111,17 @@ BEGIN
         SELECT o.copy::text, 'copy_family'::text,
                format('named as adopted table %s, which has no primary key (tenant_id, one column) any more: tenantry no longer checks this schema tenant''s table against it, and refuses to move or export the tenant',
                       o.adopted),
-               format('ALTER TABLE %s ADD PRIMARY KEY (tenant_id, %s);', o.adopted,
-                      coalesce(quote_ident(o.key_column), '<its key column>'))
+               -- The index first, without holding back the team's table
+               -- (CONCURRENTLY: its own statement, outside a transaction
+               -- block), then the key on it in a moment; a key the team put
+               -- in its place goes in the same statement.
+               format('CREATE UNIQUE INDEX CONCURRENTLY %1$I ON %2$s (tenant_id, %3$s); ALTER TABLE %2$s %4$sADD PRIMARY KEY USING INDEX %1$I;',
+                      left(k.relname, 50) || '_tenant_pkey', o.adopted,
+                      coalesce(quote_ident(o.key_column), '<its key column>'),
+                      coalesce((SELECT format('DROP CONSTRAINT %I, ', pk.conname) FROM pg_catalog.pg_constraint pk
+                                WHERE pk.conrelid = o.adopted AND pk.contype = 'p'), ''))
         FROM tenantry.orphan_copies() o
+        JOIN pg_catalog.pg_class k ON k.oid = o.adopted
         ORDER BY 1;
         -- Columns: a schema tenant's table stands alone, so a column the
         -- team's migration changed without a tenant-schema step is missing

@@ -1,5 +1,6 @@
 //! `tenantry table adopt|release|alter|list` and `tenantry doctor`: your own tables as tenant tables, through the migration role's connection (DATABASE_URL, or the embedded cluster's superuser).
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tenantry_db::{tables, AdoptOptions, ExistingRows, TableProblem, TenantId, TenantTable};
@@ -156,7 +157,16 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
             let step = tables::alter_tenant_table(&client, &name, &change).await?;
             let mut client = client;
             let migrated = match (step, no_migrate) {
-                (Some(_), false) => Some(crate::migrate_tenant_schemas(&mut client).await?),
+                (Some(v), false) => Some(
+                    crate::migrate_tenant_schemas(&mut client)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "{name} was altered and tenant-schema step {v} recorded, but bringing the \
+                                 schema tenants' tables along stopped: run `tenantry migrate` to finish"
+                            )
+                        })?,
+                ),
                 _ => None,
             };
             if args.json {
@@ -168,7 +178,9 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
             } else {
                 outln!("altered {name}");
                 match (step, migrated) {
-                    (None, _) => outln!("no schema tenant has a table of it"),
+                    (None, _) => outln!(
+                        "no schema tenant has a table of it (its primary key is not (tenant_id, one column))"
+                    ),
                     (Some(v), Some(n)) => outln!(
                         "tenant-schema step {v} recorded; {n} tenant schema(s) brought to it"
                     ),

@@ -387,7 +387,16 @@ async fn table_alter_changes_the_teams_table_and_every_schema_tenants_table_of_i
         assert!(!out.status.success(), "{args:?}");
         assert!(err.contains(said), "{args:?}: {err}");
     }
-    assert_eq!(has_column("x").await, 0);
+    let loose_x: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.loose'::regclass AND attname = 'x'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(loose_x, 0);
+    assert_eq!(has_column("name").await, 2, "projects was not renamed");
 }
 
 #[tokio::test]

@@ -2218,11 +2218,13 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
 }
 
 /// A team table that loses its primary key (tenant_id, id) after schema
-/// tenants got tables of it is no family any more. The doctor (the server's
-/// boot check too: the tables' policies are no longer compared) names each
-/// such table with the key to restore; until it is back, the tenant is
-/// neither moved back (its schema, with its rows, would be dropped) nor
-/// exported (they would be missed), and the table is not released.
+/// tenants got tables of it is no family any more. `alter_tenant_table`
+/// refuses such a change; made by hand, the doctor (the server's boot check
+/// too: the tables' policies are no longer compared) names each such table
+/// with the statements that restore the key. Until it is back, no tenant
+/// with such a table is moved back (its route still writes there, even when
+/// it is empty now) or exported, the table is neither released nor altered,
+/// and the tenant keeps reading its rows.
 #[tokio::test]
 async fn a_team_table_that_lost_its_key_has_its_schema_tenants_tables_named_by_the_doctor_and_neither_moved_back_nor_exported(
 ) {
@@ -2231,14 +2233,25 @@ async fn a_team_table_that_lost_its_key_has_its_schema_tenants_tables_named_by_t
     let mut su = tdb.superuser_client().await;
     su.batch_execute(PROJECTS).await.unwrap();
     let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let empty = tenant(&db, "empty", Isolation::Schema).await;
     let schema = schema_name(&su, silo).await;
     own_sql(&db, silo, "INSERT INTO projects (name) VALUES ('kept')")
         .await
         .unwrap();
     assert!(db.table_problems().await.unwrap().is_empty());
-    su.batch_execute("ALTER TABLE public.projects DROP CONSTRAINT projects_pkey")
+    let err = su
+        .batch_execute(
+            "SELECT tenantry.alter_tenant_table('public.projects', 'DROP CONSTRAINT projects_pkey')",
+        )
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("TN422"), "{err:?}");
+    // By hand, and with another key in its place.
+    su.batch_execute(
+        "ALTER TABLE public.projects DROP CONSTRAINT projects_pkey, ADD PRIMARY KEY (id)",
+    )
+    .await
+    .unwrap();
 
     let found: Vec<_> = db
         .table_problems()
@@ -2247,21 +2260,26 @@ async fn a_team_table_that_lost_its_key_has_its_schema_tenants_tables_named_by_t
         .into_iter()
         .filter(|p| p.rule == "copy_family")
         .collect();
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].table, format!("{schema}.projects"));
+    assert_eq!(found.len(), 2, "one per schema tenant: {found:?}");
+    assert!(found
+        .iter()
+        .any(|p| p.table == format!("{schema}.projects")));
     assert!(
-        found[0]
-            .fix
-            .ends_with("projects ADD PRIMARY KEY (tenant_id, id);"),
+        found[0].fix.contains("projects (tenant_id, id)")
+            && found[0]
+                .fix
+                .contains("DROP CONSTRAINT projects_pkey, ADD PRIMARY KEY USING INDEX"),
         "{found:?}"
     );
-    let refused = move_back_refused(&db, silo).await;
-    assert!(
-        refused.contains(&format!(
-            "{schema}.projects holds rows but belongs to no tenant table family"
-        )) && refused.contains("(tenant_id, id)"),
-        "{refused}"
-    );
+    for t in [silo, empty] {
+        let refused = move_back_refused(&db, t).await;
+        assert!(
+            refused.contains("projects belongs to no tenant table family")
+                && refused.contains("(tenant_id, id)")
+                && refused.contains("copy_family"),
+            "{refused}"
+        );
+    }
     let err = tenantry_db::offboard::export_tenant(&mut su, silo, Vec::new(), |_| {})
         .await
         .unwrap_err();
@@ -2269,18 +2287,27 @@ async fn a_team_table_that_lost_its_key_has_its_schema_tenants_tables_named_by_t
         format!("{err:?}").contains("belongs to no tenant table family"),
         "{err:?}"
     );
-    let err = su
-        .batch_execute("SELECT tenantry.release_table('public.projects')")
-        .await
-        .unwrap_err();
-    assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+    for sql in [
+        "SELECT tenantry.release_table('public.projects')",
+        "SELECT tenantry.alter_tenant_table('public.projects', 'ADD COLUMN due date')",
+    ] {
+        let err = su.batch_execute(sql).await.unwrap_err();
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("TN409"),
+            "{sql}: {err:?}"
+        );
+    }
     assert_eq!(
         own_names(&db, silo, "SELECT name FROM projects").await,
         ["kept"]
     );
 
-    // The doctor's fix makes it a family again, and everything works.
-    su.batch_execute(&found[0].fix).await.unwrap();
+    // The doctor's fix (statement by statement, as psql runs it) makes it
+    // a family again, and everything works.
+    for sql in found[0].fix.split(';').filter(|s| !s.trim().is_empty()) {
+        su.batch_execute(sql).await.unwrap();
+    }
     assert!(db.table_problems().await.unwrap().is_empty());
     db.move_tenant("test", silo, Isolation::Shared, 100, |_| {})
         .await
@@ -2294,9 +2321,10 @@ async fn a_team_table_that_lost_its_key_has_its_schema_tenants_tables_named_by_t
 
 /// A tenant schema is dropped only when nothing in it holds a row: a table
 /// made in it by hand whose rows no family reaches keeps a move back from
-/// starting, and a row put into the schema a tenant left behind (after the
-/// cut-over emptied it) keeps its cleanup, and a later move to the schema
-/// tier, from dropping it.
+/// starting, and from cutting over when the row came during the move; a
+/// row put into the schema a tenant left behind (after the cut-over
+/// emptied it), in a table or in a partition of a table elsewhere, keeps
+/// its cleanup, and a later move to the schema tier, from dropping it.
 #[tokio::test]
 async fn a_tenant_schema_that_holds_rows_no_family_reaches_is_never_dropped() {
     let tdb = TestDatabase::new().await;
@@ -2336,6 +2364,26 @@ async fn a_tenant_schema_that_holds_rows_no_family_reaches_is_never_dropped() {
         .await
         .unwrap();
     older_transactions_ended(&db, silo).await;
+    // A row that reaches it while the move runs keeps the cut-over back
+    // (nothing changes, the move stays under way).
+    su.batch_execute(&format!("INSERT INTO {schema}.notes VALUES ('during')"))
+        .await
+        .unwrap();
+    let err = su
+        .query_one("SELECT tenantry.tier_move_finish($1)", &[&id])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+    let tier = texts(
+        &su,
+        "SELECT isolation || '/' || moving_to FROM tenantry.tenants WHERE tenant_id = $1",
+        &[&id],
+    )
+    .await;
+    assert_eq!(tier, ["schema/shared"]);
+    su.batch_execute(&format!("DELETE FROM {schema}.notes"))
+        .await
+        .unwrap();
     cut_over_to(&su, silo, "shared").await;
     su.batch_execute(&format!("INSERT INTO {schema}.notes VALUES ('late')"))
         .await
@@ -2367,7 +2415,27 @@ async fn a_tenant_schema_that_holds_rows_no_family_reaches_is_never_dropped() {
         1
     );
 
-    su.batch_execute(&format!("DROP TABLE {schema}.notes"))
+    // A partition of a table elsewhere would go with the schema too.
+    su.batch_execute(&format!(
+        "DROP TABLE {schema}.notes;
+         CREATE TABLE public.events (at int NOT NULL) PARTITION BY RANGE (at);
+         CREATE TABLE {schema}.events_early PARTITION OF public.events FOR VALUES FROM (0) TO (10);
+         ALTER TABLE {schema}.events_early OWNER TO tenantry_owner;
+         INSERT INTO public.events VALUES (1);"
+    ))
+    .await
+    .unwrap();
+    let err = su
+        .query_one("SELECT tenantry.tier_move_cleanup($1)", &[&id])
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error().is_some_and(|e| e
+            .message()
+            .contains(&format!("{schema}.events_early still holds rows"))),
+        "{err:?}"
+    );
+    su.batch_execute(&format!("DROP TABLE {schema}.events_early"))
         .await
         .unwrap();
     let cleaned: bool = su
