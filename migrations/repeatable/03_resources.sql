@@ -850,7 +850,12 @@ BEGIN
                    AND to_regclass(format('%I.%I', t.schema_name, TG_TABLE_NAME)) IS NOT NULL
                    AND tenantry.family_of(to_regclass(format('%I.%I', t.schema_name, TG_TABLE_NAME)))
                        = coalesce(tenantry.family_of(TG_RELID), TG_RELID))
-                  OR (t.isolation <> 'schema' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$'))
+                  OR (t.isolation <> 'schema' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$')
+                  -- Another schema tenant's schema: never, whatever its own
+                  -- schema holds (one behind a step has no table of this
+                  -- family yet, and its rows belong in the pooled table).
+                  OR (t.isolation = 'schema' AND TG_TABLE_SCHEMA <> t.schema_name
+                      AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$'))
        AND NOT unseen THEN
         -- Another tenant's row (an ancestor writing a descendant's, or no
         -- tenant context): the writer's unqualified names go to its own

@@ -1813,6 +1813,14 @@ BEGIN
         ran := ran + 1;
         UPDATE tenantry.tenants SET schema_version = step.version WHERE tenant_id = tid;
     END LOOP;
+    -- A table made by a step above is like its pooled table as it is now;
+    -- a step recorded after this loop began (a concurrent alter_tenant_table)
+    -- is in it already and would run again next time: try again instead.
+    IF coalesce(current_setting('tenantry.tables_made_by_steps', true), '') <> ''
+       AND tenantry.tenant_schema_latest() > (SELECT tn.schema_version FROM tenantry.tenants tn WHERE tn.tenant_id = tid) THEN
+        RAISE EXCEPTION 'a tenant-schema step was recorded while the schema of tenant % was being migrated; nothing was applied, run tenantry migrate again', tid
+            USING ERRCODE = '40001';
+    END IF;
     -- Its tables are like their templates again (triggers and column
     -- grants on columns a step has just added: tenantry's definitions skip
     -- schemas behind the latest version, below).
@@ -1842,9 +1850,16 @@ RETURNS integer
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    -- Before the change: its name and whether schema tenants have tables of it.
-    name name := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+    -- Before the change: whether schema tenants have tables of it.
     family boolean := tbl = ANY (tenantry.table_families());
+    -- What it must not change (a schema tenant's table must not copy it),
+    -- read before and after: its name and schema, owner, row level
+    -- security and inheritance.
+    kept constant text := 'SELECT pg_catalog.concat_ws(''|'', c.relname, c.relnamespace, c.relowner, c.relrowsecurity, '
+                          'c.relforcerowsecurity, (SELECT pg_catalog.count(*) FROM pg_catalog.pg_inherits i '
+                          'WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)) FROM pg_catalog.pg_class c WHERE c.oid = $1';
+    before text;
+    after text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
         RAISE EXCEPTION '% is not an adopted table', tbl USING ERRCODE = 'TN404';
@@ -1865,7 +1880,17 @@ BEGIN
         RAISE EXCEPTION 'schema tenants hold tables of % that belong to no tenant table family (its primary key is no longer (tenant_id, one column)): restore the key first', tbl
             USING ERRCODE = 'TN409', HINT = 'tenantry doctor (rule copy_family) names the statement that restores it';
     END IF;
+    IF pg_catalog.strpos(change, ';') > 0 THEN
+        RAISE EXCEPTION 'alter_tenant_table takes one change, without ";": %', change
+            USING ERRCODE = 'TN422', HINT = 'call it once per statement (several subcommands of one ALTER TABLE, separated by commas, are one change)';
+    END IF;
+    EXECUTE kept USING tbl INTO before;
     EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl, change);
+    EXECUTE kept USING tbl INTO after;
+    IF after IS DISTINCT FROM before THEN
+        RAISE EXCEPTION 'alter_tenant_table changes the shape of %, not its name, schema, owner, row level security or inheritance: %', tbl, change
+            USING ERRCODE = 'TN422', HINT = 'columns, defaults and CHECK constraints; run other changes with ALTER TABLE (docs/tiers.md)';
+    END IF;
     IF NOT family THEN
         RETURN NULL;
     END IF;
@@ -1878,7 +1903,11 @@ BEGIN
     END IF;
     RETURN tenantry.add_tenant_schema_step(
         left(pg_catalog.format('%s: %s', tbl, change), 200),
-        pg_catalog.format('ALTER TABLE %I %s', name, change));
+        pg_catalog.format('SELECT tenantry.alter_tenant_copy(%L::regclass, %L, current_schema())',
+                          (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+                           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                           WHERE c.oid = tbl),
+                          change));
 END
 $$;
 COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table has no schema tenants'' tables). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted; TN422 for a change that would end its family (its primary key (tenant_id, column)); TN409 while schema tenants hold tables of it that its family left.';
@@ -1963,6 +1992,35 @@ GRANT EXECUTE ON FUNCTION
 TO tenantry_admin;
 
 /**
+ * The tenant-schema step alter_tenant_table records: the same change on the
+ * schema tenant's table of the family of `template`, in `tenant_schema`
+ * (current_schema() where the step runs). Nothing when the schema has no
+ * table of that family (one adopted, or become a family, after the schema
+ * was made: its table comes from add_tenant_schema_table, made like the
+ * pooled table with the change in it), or when that table was made by a step
+ * of this same transaction (add_tenant_schema_table, like the pooled table
+ * as it was then, with every recorded change in it).
+ */
+CREATE OR REPLACE FUNCTION tenantry.alter_tenant_copy(template regclass, change text, tenant_schema text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    copy regclass := to_regclass(format('%I.%I', tenant_schema,
+                                        (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = template)));
+BEGIN
+    IF copy IS NULL OR tenantry.family_of(copy) IS DISTINCT FROM template
+       OR format('%s.%s', tenant_schema, template::oid)
+          = ANY (string_to_array(current_setting('tenantry.tables_made_by_steps', true), ',')) THEN
+        RETURN;
+    END IF;
+    EXECUTE format('ALTER TABLE %s %s', copy, change);
+END
+$$;
+COMMENT ON FUNCTION tenantry.alter_tenant_copy(regclass, text, text) IS 'Internal tenant-schema step (alter_tenant_table records it; tenantry migrate runs it in each schema): ALTER TABLE on the schema''s table of the family, unless the schema has none or a step of this transaction made it like the pooled table as it is now (add_tenant_schema_table), which has the change already. Not granted.';
+
+/**
  * A tenant-schema step (recorded by adopt_table, run with the tenant's
  * schema first on the search path: current_schema()): gives the schema
  * tenant whose schema that is its own table of a family adopted
@@ -1990,8 +2048,16 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;  -- released since, or no longer a family: nothing to hold
     END IF;
-    EXECUTE format('CREATE TABLE IF NOT EXISTS %I.%I (LIKE %I.%I INCLUDING ALL EXCLUDING IDENTITY)',
-                   s, f.template_table, f.template_schema, f.template_table);
+    IF to_regclass(format('%I.%I', s, f.template_table)) IS NULL THEN
+        EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING ALL EXCLUDING IDENTITY)',
+                       s, f.template_table, f.template_schema, f.template_table);
+        -- Made like the pooled table as it is now, which every change
+        -- alter_tenant_table recorded so far is in: this transaction's
+        -- later steps of the family (alter_tenant_copy) are in it already.
+        PERFORM set_config('tenantry.tables_made_by_steps',
+                           concat_ws(',', nullif(current_setting('tenantry.tables_made_by_steps', true), ''),
+                                     format('%s.%s', s, template::oid)), true);
+    END IF;
     copy := format('%I.%I', s, f.template_table)::regclass;
     PERFORM tenantry.secure_tenant_copy(template, copy);
     PERFORM set_config('session_replication_role', 'replica', true);

@@ -2031,20 +2031,32 @@ COMMENT ON FUNCTION tenantry.family_tables(regclass, uuid[]) IS 'Internal (rows_
 /**
  * family_tables() as one FROM item: a UNION ALL of each table under the
  * adopted table's columns, by name (a schema tenant's table may number them
- * otherwise). What rows_shared_with_me and subtree_source read.
+ * otherwise). A schema tenant's table behind a tenant-schema step (a column
+ * not added yet, or of another type) reads as NULL or cast for it, so one
+ * lagging schema never fails another tenant's read. What
+ * rows_shared_with_me and subtree_source read.
  */
 CREATE OR REPLACE FUNCTION tenantry.family_source(rel regclass, owners uuid[])
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT '(' || string_agg(format('SELECT %s FROM %s', c.cols, f.item), ' UNION ALL ') || ')'
-    FROM unnest(tenantry.family_tables(rel, owners)) f(item),
-         (SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) AS cols
-          FROM pg_catalog.pg_attribute a
-          WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped) c
+    SELECT '(' || string_agg(format('SELECT %s FROM %s', c.cols, f.item), ' UNION ALL ' ORDER BY f.n) || ')'
+    FROM unnest(tenantry.family_tables(rel, owners)) WITH ORDINALITY f(item, n)
+    CROSS JOIN LATERAL (
+        SELECT string_agg(CASE WHEN h.atttypid IS NULL
+                               THEN format('NULL::%s AS %I', format_type(a.atttypid, a.atttypmod), a.attname)
+                               WHEN (h.atttypid, h.atttypmod) IS DISTINCT FROM (a.atttypid, a.atttypmod)
+                               THEN format('%I::%s AS %I', a.attname, format_type(a.atttypid, a.atttypmod), a.attname)
+                               ELSE format('%I', a.attname) END,
+                          ', ' ORDER BY a.attnum) AS cols
+        FROM pg_catalog.pg_attribute a
+        LEFT JOIN pg_catalog.pg_attribute h
+               ON h.attrelid = regexp_replace(f.item, '^ONLY ', '')::regclass
+              AND h.attname = a.attname AND h.attnum > 0 AND NOT h.attisdropped
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped) c
 $$;
-COMMENT ON FUNCTION tenantry.family_source(regclass, uuid[]) IS 'Internal (rows_shared_with_me, subtree_source, as the owner): family_tables(rel, owners) as one FROM item, each table under rel''s columns by name. Not granted.';
+COMMENT ON FUNCTION tenantry.family_source(regclass, uuid[]) IS 'Internal (rows_shared_with_me, subtree_source, as the owner): family_tables(rel, owners) as one FROM item, each table under rel''s columns by name (NULL, or cast, for a column a lagging schema tenant''s table lacks or types otherwise). Not granted.';
 
 /**
  * The owner of a row the caller may share or unshare, row-locked until the end
@@ -2250,17 +2262,18 @@ DECLARE
     rel regclass := tenantry.adopted_table_of((SELECT NULLIF(t.typrelid, 0)::regclass FROM pg_catalog.pg_type t
                                                WHERE t.oid = typ));
 BEGIN
+    -- No context, no answer (not even whether the table is adopted).
+    IF tenantry.current_tenant_id() IS NULL THEN
+        RETURN NULL;
+    END IF;
     IF rel IS NULL OR NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = rel) THEN
         RAISE EXCEPTION '% is not an adopted table: pass NULL::<an adopted table>', typ
             USING ERRCODE = 'TN422';
     END IF;
-    IF tenantry.current_tenant_id() IS NULL THEN
-        RETURN NULL;
-    END IF;
     RETURN tenantry.family_source(rel, tenantry.visible_tenant_ids());
 END
 $$;
-COMMENT ON FUNCTION tenantry.subtree_source(regtype) IS 'Internal (subtree_rows): the tables, as one FROM item under the adopted table''s columns, that the current tenant''s and its descendants'' rows of it can be in, whichever their tier: the team''s table alone and those schema tenants'' own tables. NULL without a tenant context; TN422 for a type that is not an adopted table''s.';
+COMMENT ON FUNCTION tenantry.subtree_source(regtype) IS 'Internal (subtree_rows): the tables, as one FROM item under the adopted table''s columns, that the current tenant''s and its descendants'' rows of it can be in, whichever their tier: the team''s table alone and those schema tenants'' own tables. NULL without a tenant context (before anything else is looked at); TN422 for a type that is not an adopted table''s.';
 GRANT EXECUTE ON FUNCTION tenantry.subtree_source(regtype) TO tenantry_app;
 
 /**

@@ -1,4 +1,4 @@
-//! `tenantry table adopt|release|list`, `tenantry doctor` and the server's boot check on adopted tables, run as a team would: the migration role's DATABASE_URL for table commands, the server's for `serve`.
+//! `tenantry table adopt|release|alter|list`, `tenantry doctor` and the server's boot check on adopted tables, run as a team would: the migration role's DATABASE_URL for table commands, the server's for `serve`.
 
 use std::process::{Command, Output, Stdio};
 

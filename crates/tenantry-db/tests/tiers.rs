@@ -2201,6 +2201,10 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
         "RENAME TO plans",
         "  owner to postgres",
         "DISABLE ROW LEVEL SECURITY",
+        // Behind another subcommand, or as a second statement.
+        "ADD COLUMN x int, DISABLE ROW LEVEL SECURITY",
+        "ADD COLUMN y int, NO FORCE ROW LEVEL SECURITY",
+        "ADD COLUMN z int; DROP TABLE public.loose",
     ] {
         let err = su
             .query_one(
@@ -2215,6 +2219,19 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
             "{change}: {err:?}"
         );
     }
+    // Nothing of them stayed.
+    let kept: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_class c WHERE c.oid = 'public.projects'::regclass
+               AND c.relrowsecurity AND c.relforcerowsecurity
+               AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname IN ('x', 'y', 'z'))
+               AND to_regclass('public.loose') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
 }
 
 /// A team table that loses its primary key (tenant_id, id) after schema
@@ -2444,6 +2461,123 @@ async fn a_tenant_schema_that_holds_rows_no_family_reaches_is_never_dropped() {
         .unwrap()
         .get(0);
     assert!(cleaned);
+}
+
+/// A table adopted after a schema tenant's schema was made, then changed
+/// with `alter_tenant_table` before `tenantry migrate` ran: the schema's
+/// table is made like the team's table as it is then, so the later steps of
+/// that family are not run again on it (they used to fail, column exists,
+/// and stop the migration for good), and a table that became a family by a
+/// key change, which no schema has a table of, takes its steps as nothing.
+/// Meanwhile the lagging tenant writes its rows in the team's table, never
+/// in another schema tenant's table of it.
+#[tokio::test]
+async fn a_table_adopted_and_then_altered_before_migrate_reaches_a_lagging_schema_in_one_run() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut su = tdb.superuser_client().await;
+    let lagging = tenant(&db, "lagging", Isolation::Schema).await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let current = tenant(&db, "current", Isolation::Schema).await;
+    let current_schema = schema_name(&su, current).await;
+    let (parent, child) = {
+        let mut admin = db.admin("test").await.unwrap();
+        let parent = member_tenant(&mut admin, "parent", None, Isolation::Shared).await;
+        let child = member_tenant(&mut admin, "child", Some(parent), Isolation::Schema).await;
+        admin.commit().await.unwrap();
+        (parent, child)
+    };
+    own_sql(&db, lagging, "INSERT INTO projects (name) VALUES ('early')")
+        .await
+        .unwrap();
+    own_sql(
+        &db,
+        child,
+        "INSERT INTO projects (name) VALUES ('child''s')",
+    )
+    .await
+    .unwrap();
+    // Not into another schema tenant's table of the family.
+    let sql = format!(
+        "INSERT INTO {current_schema}.projects (tenant_id, name) VALUES (tenantry.current_tenant_id(), 'stray')"
+    );
+    let err = db
+        .in_tenant(&TenantContext::new(lagging), &sql, |scope, sql| {
+            Box::pin(async move { scope.execute(sql.as_str(), &[]).await })
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DbError::Conflict(_) | DbError::Contention(_) | DbError::Unavailable(_)
+        ),
+        "{err:?}"
+    );
+    for change in ["ADD COLUMN due date", "RENAME COLUMN name TO title"] {
+        su.query_one(
+            "SELECT tenantry.alter_tenant_table('public.projects', $1)",
+            &[&change],
+        )
+        .await
+        .unwrap();
+    }
+    // Until migrate runs, a schema behind the steps does not fail its
+    // ancestor's read across tiers: the column it lacks reads as NULL.
+    let across: Vec<(Option<String>, Option<chrono::NaiveDate>)> = db
+        .in_tenant(&TenantContext::new(parent), &(), |scope, ()| {
+            Box::pin(async move {
+                scope
+                    .query(
+                        "SELECT title, due FROM tenantry.subtree_rows(NULL::public.projects)",
+                        &[],
+                    )
+                    .await
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(across, [(None, None)]);
+    // Became a family by a key change: no schema has a table of it.
+    su.batch_execute(
+        "CREATE TABLE public.tasks (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                    n int NOT NULL DEFAULT 0, PRIMARY KEY (tenant_id, id, n));
+         SELECT tenantry.adopt_table('public.tasks');
+         ALTER TABLE public.tasks DROP CONSTRAINT tasks_pkey, ADD PRIMARY KEY (tenant_id, id);
+         SELECT tenantry.alter_tenant_table('public.tasks', 'ADD COLUMN done boolean');",
+    )
+    .await
+    .unwrap();
+
+    let migrated = tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(migrated, 3);
+    assert_eq!(
+        own_names(
+            &db,
+            parent,
+            "SELECT title FROM tenantry.subtree_rows(NULL::public.projects)"
+        )
+        .await,
+        ["child's"]
+    );
+    assert_eq!(
+        own_names(&db, lagging, "SELECT title FROM projects").await,
+        ["early"]
+    );
+    let lagging_schema = schema_name(&su, lagging).await;
+    assert_eq!(
+        home_of(&su, "public.projects", lagging).await,
+        [format!("{lagging_schema}.projects")]
+    );
+    assert_eq!(copy_columns(&su).await, []);
+    assert_eq!(
+        tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// The conflict a move of `t` back to the shared tier is refused with.

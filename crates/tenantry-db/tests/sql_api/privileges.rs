@@ -216,7 +216,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     // splices family_tables()' regclass texts, first_table_with_rows the
     // regclass of each table it finds in pg_class, and copy_column_drift
     // prints regclass and format_type() texts into the fixes it returns;
-    // alter_tenant_table splices its caller's change, which is SQL by design
+    // alter_tenant_table and alter_tenant_copy (its recorded step) splice
+    // the caller's change, which is SQL by design
     // (an operator's, run with the operator's rights); the key column's type
     // is spliced as format_type() prints it, which quotes it as well. The
     // functions that read one tenant's resources splice the relation
@@ -237,7 +238,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('family_source', 'copy_column_drift', 'alter_tenant_table',
-                                  'first_table_with_rows')
+                                  'first_table_with_rows', 'alter_tenant_copy')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
                                   'tenant_resource_totals')
