@@ -207,6 +207,13 @@ pub async fn tenant_schemas_behind(
 /// finishes the rest without running anything twice). `progress(done,
 /// total)` after each schema. Returns how many schemas it migrated. As an
 /// operator (superuser or member of `tenantry_owner`).
+///
+/// A step waits at most [`SCHEMA_LOCK_WAIT`] for a table in use (a tenant's
+/// long transaction on it): every query of that table queues behind a
+/// waiting `ALTER TABLE`, so one tenant's long read would otherwise hold
+/// back every other reader of the table for as long. That schema is tried
+/// again after the others, up to [`SCHEMA_TRIES`] times; a step recorded
+/// while a schema was being migrated (40001) is tried again the same way.
 pub async fn migrate_tenant_schemas(
     client: &mut Client,
     mut progress: impl FnMut(u64, u64),
@@ -222,29 +229,66 @@ pub async fn migrate_tenant_schemas(
         .get(0);
     let total = total as u64;
     let mut done = 0u64;
+    let mut tries: std::collections::HashMap<uuid::Uuid, u32> = std::collections::HashMap::new();
     loop {
         let behind = tenant_schemas_behind(client, BATCH).await?;
         if behind.is_empty() {
             return Ok(done);
         }
+        let mut progressed = false;
         for schema in behind {
             let tx = client.transaction().await?;
-            tx.execute(
-                "SELECT tenantry.migrate_tenant_schema($1)",
-                &[&schema.tenant_id],
-            )
-            .await
-            .map_err(|source| MigrateError::TenantSchemaFailed {
-                tenant: schema.tenant_id,
-                schema: schema.schema_name.clone(),
-                source,
-            })?;
-            tx.commit().await?;
-            done += 1;
-            progress(done, total.max(done));
+            tx.batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{}ms'",
+                SCHEMA_LOCK_WAIT.as_millis()
+            ))
+            .await?;
+            match tx
+                .execute(
+                    "SELECT tenantry.migrate_tenant_schema($1)",
+                    &[&schema.tenant_id],
+                )
+                .await
+            {
+                Ok(_) => {
+                    tx.commit().await?;
+                    done += 1;
+                    progressed = true;
+                    progress(done, total.max(done));
+                }
+                Err(source) => {
+                    tx.rollback().await?;
+                    let tried = tries.entry(schema.tenant_id).or_insert(0);
+                    *tried += 1;
+                    let again = matches!(
+                        source.code(),
+                        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    );
+                    if !again || *tried >= SCHEMA_TRIES {
+                        return Err(MigrateError::TenantSchemaFailed {
+                            tenant: schema.tenant_id,
+                            schema: schema.schema_name.clone(),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        if !progressed {
+            // Only schemas whose tables are in use are left: give their
+            // transactions a moment.
+            tokio::time::sleep(SCHEMA_LOCK_WAIT).await;
         }
     }
 }
+
+/// How long a tenant-schema step waits for a table in use before its schema
+/// is tried again later ([`migrate_tenant_schemas`]).
+pub const SCHEMA_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// How many times [`migrate_tenant_schemas`] tries a schema whose tables are
+/// in use before it gives up with that schema's error.
+pub const SCHEMA_TRIES: u32 = 10;
 
 /// Advisory lock key shared by every tenantry process migrating the same database.
 const LOCK_KEY: i64 = 0x7465_6e61_6e74_7279; // "tenantry"

@@ -2580,6 +2580,52 @@ async fn a_table_adopted_and_then_altered_before_migrate_reaches_a_lagging_schem
     );
 }
 
+/// A tenant-schema step does not hold back the other readers of a table in
+/// use: it waits a moment for a long transaction on the table (a report),
+/// gives up its place in the lock queue, and tries that schema again after
+/// the others; it finishes once the report has ended.
+#[tokio::test]
+async fn a_tenant_schema_step_on_a_table_in_use_lets_its_other_readers_through_and_finishes_later()
+{
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let schema = schema_name(&su, silo).await;
+    let mut holder = tdb.superuser_client().await;
+    let report = holder.transaction().await.unwrap();
+    report
+        .batch_execute(&format!("SELECT count(*) FROM {schema}.projects"))
+        .await
+        .unwrap();
+    su.batch_execute(
+        "SELECT tenantry.alter_tenant_table('public.projects', 'ADD COLUMN due date')",
+    )
+    .await
+    .unwrap();
+    let mut operator = tdb.superuser_client().await;
+    let migrating = tokio::spawn(async move {
+        tenantry_db::migrate::migrate_tenant_schemas(&mut operator, |_, _| {}).await
+    });
+    while sessions_waiting(&su).await == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Queued behind the step's ALTER TABLE, this read would wait for the
+    // report to end.
+    let reader = tdb.superuser_client().await;
+    reader
+        .batch_execute(&format!(
+            "SET statement_timeout = '20s'; SELECT count(*) FROM {schema}.projects"
+        ))
+        .await
+        .expect("a reader of the table gets through while the report is open");
+    assert!(!migrating.is_finished());
+    report.commit().await.unwrap();
+    assert_eq!(migrating.await.unwrap().unwrap(), 1);
+    assert_eq!(copy_columns(&su).await, []);
+}
+
 /// The conflict a move of `t` back to the shared tier is refused with.
 async fn move_back_refused(db: &Database, t: TenantId) -> String {
     match db
