@@ -815,6 +815,8 @@ AS $$
 DECLARE
     t record;
     missing text;
+    latest integer;
+    lock_wait text := current_setting('lock_timeout');
 BEGIN
     PERFORM tenantry.require_tier_admin();
     IF target IS NULL OR target NOT IN ('shared', 'schema') THEN
@@ -853,24 +855,40 @@ BEGIN
         -- in their families: copying into them would show rows twice.
         -- Nothing else in it holds rows (tier_move_cleanup refuses to drop
         -- a schema that does).
+        -- Under a 100 ms lock_timeout, as tier_move_cleanup: its table of
+        -- resources may still be read with the whole family, and every such
+        -- query (and the tenant's writes, whose row this holds) would queue
+        -- behind the drop.
         IF EXISTS (SELECT 1 FROM pg_namespace n JOIN tenantry.tenants tn ON tn.schema_name = n.nspname
                    WHERE tn.tenant_id = tid) THEN
             PERFORM tenantry.refuse_dropping_rows(tid);
-            EXECUTE format('DROP SCHEMA %I CASCADE', (SELECT tn.schema_name FROM tenantry.tenants tn WHERE tn.tenant_id = tid));
+            PERFORM set_config('lock_timeout', '100ms', true);
+            BEGIN
+                EXECUTE format('DROP SCHEMA %I CASCADE', (SELECT tn.schema_name FROM tenantry.tenants tn WHERE tn.tenant_id = tid));
+            EXCEPTION WHEN lock_not_available THEN
+                RAISE EXCEPTION 'the schema tenant % left by an earlier move is still in use; nothing changed, try the move again', tid
+                    USING ERRCODE = '55P03', HINT = 'a query reading the whole tenantry.resources family holds its old table';
+            END;
+            PERFORM set_config('lock_timeout', lock_wait, true);
         END IF;
+        -- Its new tables are copied from the pooled ones as they are now: every
+        -- tenant-schema step so far must be in, none recorded meanwhile.
+        latest := tenantry.tenant_schema_latest();
         PERFORM tenantry.create_tenant_tables(tid);
+        IF tenantry.tenant_schema_latest() <> latest THEN
+            RAISE EXCEPTION 'a tenant schema step was added while the schema of tenant % was being made; nothing changed, start the move again', tid
+                USING ERRCODE = '40001';
+        END IF;
     END IF;
     INSERT INTO tenantry.tier_moves (tenant_id, target) VALUES (tid, target);
-    -- Its new tables are copied from the pooled ones as they are now: every
-    -- tenant-schema step so far is in.
     UPDATE tenantry.tenants
        SET moving_to = target,
-           schema_version = CASE WHEN target = 'schema' THEN tenantry.tenant_schema_latest() ELSE schema_version END
+           schema_version = CASE WHEN target = 'schema' THEN latest ELSE schema_version END
      WHERE tenant_id = tid;
     RETURN 'started';
 END
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move step 1: marks the tenant as moving (its writes are recorded from now on) and, towards schema, creates its empty tables. Returns started, resumed or done. TN404 unknown tenant, TN409 another move under way; towards shared, a table of its schema whose columns differ from its family''s pooled table (a tenant-schema step not run yet, or a change made without one), a table of a family that is gone (its team table lost its key) or another table holding rows (tenant_tables_unlike_families); towards schema, a schema left by an earlier move that still holds rows outside its families'' tables. TN422 bad tier.';
+COMMENT ON FUNCTION tenantry.tier_move_start(uuid, text) IS 'Admin, tier move step 1: marks the tenant as moving (its writes are recorded from now on) and, towards schema, creates its empty tables. Returns started, resumed or done. TN404 unknown tenant, TN409 another move under way; towards shared, a table of its schema whose columns differ from its family''s pooled table (a tenant-schema step not run yet, or a change made without one), a table of a family that is gone (its team table lost its key) or another table holding rows (tenant_tables_unlike_families); towards schema, a schema left by an earlier move that still holds rows outside its families'' tables. 55P03 (nothing changed, try again) when that schema is still in use; 40001 when a tenant-schema step was recorded while its tables were made. TN422 bad tier.';
 
 /**
  * Before the first batch of a move back to the shared tier: waits (up to
@@ -988,8 +1006,12 @@ AS $$
     JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
     CROSS JOIN tenantry.tier_tables() f
     WHERE m.tenant_id = tid
+      -- A family adopted after the tenant's schema was made, with no table
+      -- there yet (a tenant-schema step makes it): its rows stay in the
+      -- pooled table, whichever way the tenant moves.
+      AND to_regclass(format('%I.%I', t.schema_name, f.template_table)) IS NOT NULL
 $$;
-COMMENT ON FUNCTION tenantry.tier_move_tables(uuid) IS 'Internal: for a tenant being moved, each family''s pooled table (template), the schema its rows come from and go to (the template''s, or the tenant''s own; the table name is the template''s in both), key and columns. Not granted.';
+COMMENT ON FUNCTION tenantry.tier_move_tables(uuid) IS 'Internal: for a tenant being moved, each family''s pooled table (template) that its schema has a table of (a family adopted since keeps its rows pooled until a tenant-schema step makes that table), the schema its rows come from and go to (the template''s, or the tenant''s own; the table name is the template''s in both), key and columns. Not granted.';
 
 /** Copies up to max_rows more not yet copied rows of a tenant moving to the schema tier, in key order; returns how many. */
 CREATE OR REPLACE FUNCTION tenantry.tier_move_copy_rows(tid uuid, max_rows bigint)
@@ -1417,6 +1439,7 @@ DECLARE
     m record;
     f record;
     replication text := current_setting('session_replication_role');
+    lock_wait text := current_setting('lock_timeout');
 BEGIN
     PERFORM tenantry.require_tier_admin();
     -- The move's row first, then the tenant's (tier_move_cutover).
@@ -1428,7 +1451,21 @@ BEGIN
         RETURN 'none';
     END IF;
     IF m.target = 'schema' THEN
-        EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', s);
+        -- The half-built schema goes, if that takes no wait (100 ms, as in
+        -- tier_move_cleanup: a drop waiting for a table in use would hold
+        -- back every query queued behind it, and the tables its foreign keys
+        -- point to). Else its copied rows go, and the empty schema is left
+        -- for tier_move_cleanup or the next move.
+        PERFORM set_config('lock_timeout', '100ms', true);
+        BEGIN
+            EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', s);
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM set_config('lock_timeout', lock_wait, true);
+            FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
+                EXECUTE format('DELETE FROM ONLY %I.%I WHERE tenant_id = $1', f.destination_schema, f.template_table) USING tid;
+            END LOOP;
+        END;
+        PERFORM set_config('lock_timeout', lock_wait, true);
     ELSE
         -- The rows the batches moved, and those the tenant wrote meanwhile,
         -- go back to its schema's tables (under its row lock, like a cut-over).
@@ -1797,11 +1834,13 @@ BEGIN
     -- under way first (its row, then the tenant's: tier_move_cutover holds
     -- the move's while it reads the schema's tables, which a step alters).
     PERFORM 1 FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
-    SELECT tn.schema_name, tn.schema_version, tn.isolation INTO t
+    SELECT tn.schema_name, tn.schema_version, tn.isolation, tn.moving_to INTO t
     FROM tenantry.tenants tn WHERE tn.tenant_id = tid FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
-    ELSIF t.isolation <> 'schema' THEN
+    -- A tenant moving to the schema tier has its schema's tables already:
+    -- a step recorded meanwhile reaches them, or its copy could not go on.
+    ELSIF t.isolation <> 'schema' AND t.moving_to IS DISTINCT FROM 'schema' THEN
         RETURN 0;
     END IF;
     FOR step IN
@@ -1831,7 +1870,7 @@ BEGIN
     RETURN ran;
 END
 $$;
-COMMENT ON FUNCTION tenantry.migrate_tenant_schema(uuid) IS 'Admin: runs the tenant_schema_steps the tenant''s schema has not run yet (its schema first on the search path), in the caller''s transaction, and records its version; 0 for a pooled tenant. TN404 unknown tenant.';
+COMMENT ON FUNCTION tenantry.migrate_tenant_schema(uuid) IS 'Admin: runs the tenant_schema_steps the tenant''s schema has not run yet (its schema first on the search path), in the caller''s transaction, and records its version; for a schema tenant or one moving to the schema tier (its new tables), 0 for a pooled tenant. TN404 unknown tenant; 40001 when a step was recorded while a step of this run made a table.';
 
 /**
  * Changes the shape of an adopted table and records the same change as a
@@ -1979,12 +2018,13 @@ BEGIN
     RETURN QUERY
     SELECT t.tenant_id, t.schema_name, coalesce(t.schema_version, 0), tenantry.tenant_schema_latest()
     FROM tenantry.tenants t
-    WHERE t.isolation = 'schema' AND coalesce(t.schema_version, 0) < tenantry.tenant_schema_latest()
+    WHERE (t.isolation = 'schema' OR t.moving_to = 'schema')
+      AND coalesce(t.schema_version, 0) < tenantry.tenant_schema_latest()
     ORDER BY coalesce(t.schema_version, 0), t.tenant_id
     LIMIT max_rows;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_schemas_behind(integer) IS 'Admin: schema tenants whose schema has not run every tenant_schema_steps version yet (what tenantry migrate will bring up to date and tenantry doctor reports), oldest first.';
+COMMENT ON FUNCTION tenantry.tenant_schemas_behind(integer) IS 'Admin: schema tenants (and tenants moving to the schema tier) whose schema has not run every tenant_schema_steps version yet (what tenantry migrate will bring up to date and tenantry doctor reports), oldest first.';
 
 GRANT EXECUTE ON FUNCTION
     tenantry.migrate_tenant_schema(uuid),
@@ -2035,11 +2075,15 @@ AS $$
 DECLARE
     s text := tenant_schema;
     tid uuid;
+    settled boolean;
     f record;
     copy regclass;
     replication text := current_setting('session_replication_role');
 BEGIN
-    SELECT t.tenant_id INTO tid FROM tenantry.tenants t WHERE t.schema_name = s AND t.isolation = 'schema';
+    -- A schema tenant, or one moving to the schema tier (its table is made
+    -- empty: the move copies its rows, which it still reads pooled).
+    SELECT t.tenant_id, t.isolation = 'schema' INTO tid, settled FROM tenantry.tenants t
+    WHERE t.schema_name = s AND (t.isolation = 'schema' OR t.moving_to = 'schema');
     IF tid IS NULL THEN
         RAISE EXCEPTION 'add_tenant_schema_table runs as a tenant-schema step (tenantry migrate), in a schema tenant''s schema'
             USING ERRCODE = 'TN422';
@@ -2060,6 +2104,9 @@ BEGIN
     END IF;
     copy := format('%I.%I', s, f.template_table)::regclass;
     PERFORM tenantry.secure_tenant_copy(template, copy);
+    IF NOT settled THEN
+        RETURN;
+    END IF;
     PERFORM set_config('session_replication_role', 'replica', true);
     EXECUTE format('WITH gone AS (DELETE FROM ONLY %I.%I WHERE tenant_id = $1 RETURNING %s)
                     INSERT INTO %I.%I (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM gone',

@@ -222,7 +222,8 @@ pub async fn migrate_tenant_schemas(
     let total: i64 = client
         .query_one(
             "SELECT count(*) FROM tenantry.tenants
-             WHERE isolation = 'schema' AND coalesce(schema_version, 0) < tenantry.tenant_schema_latest()",
+             WHERE (isolation = 'schema' OR moving_to = 'schema')
+               AND coalesce(schema_version, 0) < tenantry.tenant_schema_latest()",
             &[],
         )
         .await?

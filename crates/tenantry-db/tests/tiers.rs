@@ -2626,6 +2626,160 @@ async fn a_tenant_schema_step_on_a_table_in_use_lets_its_other_readers_through_a
     assert_eq!(copy_columns(&su).await, []);
 }
 
+/// A family adopted after a schema tenant's schema was made has no table
+/// there until `tenantry migrate`: the tenant's rows of it are in the team's
+/// table, and its move back finishes (or aborts) without that table instead
+/// of failing on it (42P01, both ways, which left the move stuck).
+#[tokio::test]
+async fn a_schema_tenant_behind_an_adoption_moves_back_and_aborts_a_move_back() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let other = tenant(&db, "other", Isolation::Schema).await;
+    create(&db, silo, "r").await.unwrap();
+    create(&db, other, "r").await.unwrap();
+    su.batch_execute(PROJECTS).await.unwrap();
+    for t in [silo, other] {
+        own_sql(&db, t, "INSERT INTO projects (name) VALUES ('p')")
+            .await
+            .unwrap();
+    }
+    db.move_tenant("test", silo, Isolation::Shared, 100, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        own_names(&db, silo, "SELECT name FROM projects").await,
+        ["p"]
+    );
+    assert_eq!(
+        tables_of(&su, silo).await,
+        [("tenantry.resources".to_owned(), 1)]
+    );
+
+    let id = *other.as_uuid();
+    su.query_one("SELECT tenantry.tier_move_start($1, 'shared')", &[&id])
+        .await
+        .unwrap();
+    let aborted: String = su
+        .query_one("SELECT tenantry.tier_move_abort($1)", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(aborted, "aborted");
+    assert_eq!(
+        own_names(&db, other, "SELECT name FROM projects").await,
+        ["p"]
+    );
+}
+
+/// A tenant-schema step recorded while a tenant moves to the schema tier
+/// reaches its new tables through `tenantry migrate` (it was skipped as not
+/// yet a schema tenant, and every copy batch then failed on the column), and
+/// a family adopted meanwhile gets an empty table there that the move fills.
+#[tokio::test]
+async fn a_step_recorded_while_a_tenant_moves_to_the_schema_tier_reaches_its_new_tables() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let mover = tenant(&db, "mover", Isolation::Shared).await;
+    own_sql(&db, mover, "INSERT INTO projects (name) VALUES ('p')")
+        .await
+        .unwrap();
+    let id = *mover.as_uuid();
+    su.query_one("SELECT tenantry.tier_move_start($1, 'schema')", &[&id])
+        .await
+        .unwrap();
+    su.batch_execute(concat!(
+        "SELECT tenantry.alter_tenant_table('public.projects', 'ADD COLUMN due date');",
+        "CREATE TABLE public.notes (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                    body text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.notes');"
+    ))
+    .await
+    .unwrap();
+    own_sql(&db, mover, "INSERT INTO notes (body) VALUES ('n')")
+        .await
+        .unwrap();
+    let migrated = tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(migrated, 2, "the schema tenant and the one moving there");
+    // Still pooled until the cut-over: it reads its rows where they are.
+    assert_eq!(own_names(&db, mover, "SELECT body FROM notes").await, ["n"]);
+    while su
+        .query_one("SELECT tenantry.tier_move_copy($1, 100)", &[&id])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {}
+    cut_over_to(&su, mover, "schema").await;
+    // (Made outside the pool: its cached route goes as the invalidation
+    // feed would take it.)
+    db.forget_tenant_contexts(Some(mover));
+    let schema = schema_name(&su, mover).await;
+    assert_eq!(
+        home_of(&su, "public.projects", mover).await,
+        [format!("{schema}.projects")]
+    );
+    assert_eq!(
+        home_of(&su, "public.notes", mover).await,
+        [format!("{schema}.notes")]
+    );
+    assert_eq!(own_names(&db, mover, "SELECT body FROM notes").await, ["n"]);
+    own_sql(
+        &db,
+        mover,
+        "INSERT INTO projects (name, due) VALUES ('q', '2027-01-01')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(copy_columns(&su).await, []);
+}
+
+/// The drops of a move wait at most 100 ms for a table in use, as its
+/// cleanup does: a move to the schema tier that finds its old schema's
+/// table held by a query of the whole resources family gives up (55P03,
+/// nothing changed) instead of queueing every such query, and the tenant's
+/// writes, behind it.
+#[tokio::test]
+async fn a_move_to_the_schema_tier_does_not_wait_for_its_old_schema_in_use() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let t = tenant(&db, "t", Isolation::Schema).await;
+    create(&db, t, "r").await.unwrap();
+    let id = *t.as_uuid();
+    su.query_one("SELECT tenantry.tier_move_start($1, 'shared')", &[&id])
+        .await
+        .unwrap();
+    older_transactions_ended(&db, t).await;
+    cut_over_to(&su, t, "shared").await;
+    // Its old schema is left (cleanup not run); a report reads the family.
+    let mut holder = tdb.superuser_client().await;
+    let report = holder.transaction().await.unwrap();
+    report
+        .batch_execute("SELECT count(*) FROM tenantry.resources")
+        .await
+        .unwrap();
+    let err = su
+        .batch_execute(&format!(
+            "SET statement_timeout = '20s'; SELECT tenantry.tier_move_start('{id}', 'schema')"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("55P03"), "{err:?}");
+    report.commit().await.unwrap();
+    su.batch_execute("RESET statement_timeout").await.unwrap();
+    db.move_tenant("test", t, Isolation::Schema, 100, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(tables_of(&su, t).await.len(), 1);
+}
+
 /// The conflict a move of `t` back to the shared tier is refused with.
 async fn move_back_refused(db: &Database, t: TenantId) -> String {
     match db
