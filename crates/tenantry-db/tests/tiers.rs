@@ -2683,7 +2683,8 @@ async fn a_step_recorded_while_a_tenant_moves_to_the_schema_tier_reaches_its_new
     let db = tdb.database();
     let mut su = tdb.superuser_client().await;
     su.batch_execute(PROJECTS).await.unwrap();
-    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    // A schema tenant beside it, which migrate brings along too.
+    let _silo = tenant(&db, "silo", Isolation::Schema).await;
     let mover = tenant(&db, "mover", Isolation::Shared).await;
     own_sql(&db, mover, "INSERT INTO projects (name) VALUES ('p')")
         .await
