@@ -264,6 +264,36 @@ $$;
 COMMENT ON FUNCTION tenantry.refuse_dropping_rows(uuid) IS 'Internal (tier_move_cleanup, tier_move_start): TN409 when the schema a tenant left behind still holds a row outside its families'' tables (emptied at the cut-over), which dropping it would lose. Not granted.';
 
 /**
+ * Drops schema `s` with its tables when that takes no wait: under a 100 ms
+ * lock_timeout, since every query reading the whole resources family (which
+ * a left tenant table of resources may still join), and every user of a
+ * table a foreign key of its tables points to, would queue behind a drop
+ * waiting for a table in use. False, nothing dropped, when it would have
+ * had to wait. Run as the owner (tier_move_start, tier_move_cleanup,
+ * tier_move_abort).
+ */
+CREATE OR REPLACE FUNCTION tenantry.drop_schema_without_waiting(s text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lock_wait text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '100ms', true);
+    BEGIN
+        EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', s);
+    EXCEPTION WHEN lock_not_available THEN
+        PERFORM set_config('lock_timeout', lock_wait, true);
+        RETURN false;
+    END;
+    PERFORM set_config('lock_timeout', lock_wait, true);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION tenantry.drop_schema_without_waiting(text) IS 'Internal: drops a tenant schema (CASCADE) under a 100 ms lock_timeout, so that nobody queues behind the drop; false, nothing dropped, when a table of it is in use. Not granted.';
+
+/**
  * Why a schema tenant's tables cannot be read as their families' pooled
  * tables, which a move back to the shared tier and an export do: the first
  * column one lacks or has beyond its family's pooled table (a tenant-schema
@@ -816,7 +846,6 @@ DECLARE
     t record;
     missing text;
     latest integer;
-    lock_wait text := current_setting('lock_timeout');
 BEGIN
     PERFORM tenantry.require_tier_admin();
     IF target IS NULL OR target NOT IN ('shared', 'schema') THEN
@@ -862,14 +891,10 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pg_namespace n JOIN tenantry.tenants tn ON tn.schema_name = n.nspname
                    WHERE tn.tenant_id = tid) THEN
             PERFORM tenantry.refuse_dropping_rows(tid);
-            PERFORM set_config('lock_timeout', '100ms', true);
-            BEGIN
-                EXECUTE format('DROP SCHEMA %I CASCADE', (SELECT tn.schema_name FROM tenantry.tenants tn WHERE tn.tenant_id = tid));
-            EXCEPTION WHEN lock_not_available THEN
+            IF NOT tenantry.drop_schema_without_waiting((SELECT tn.schema_name FROM tenantry.tenants tn WHERE tn.tenant_id = tid)) THEN
                 RAISE EXCEPTION 'the schema tenant % left by an earlier move is still in use; nothing changed, try the move again', tid
                     USING ERRCODE = '55P03', HINT = 'a query reading the whole tenantry.resources family holds its old table';
-            END;
-            PERFORM set_config('lock_timeout', lock_wait, true);
+            END IF;
         END IF;
         -- Its new tables are copied from the pooled ones as they are now: every
         -- tenant-schema step so far must be in, none recorded meanwhile.
@@ -1404,7 +1429,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t record;
-    lock_wait text := current_setting('lock_timeout');
 BEGIN
     PERFORM tenantry.require_tier_admin();
     SELECT tn.isolation, tn.moving_to, tn.schema_name INTO t FROM tenantry.tenants tn WHERE tn.tenant_id = tid;
@@ -1415,15 +1439,7 @@ BEGIN
         RETURN t.isolation = 'shared' AND t.moving_to IS NULL;
     END IF;
     PERFORM tenantry.refuse_dropping_rows(tid);
-    PERFORM set_config('lock_timeout', '100ms', true);
-    BEGIN
-        EXECUTE format('DROP SCHEMA %I CASCADE', t.schema_name);
-    EXCEPTION WHEN lock_not_available THEN
-        PERFORM set_config('lock_timeout', lock_wait, true);
-        RETURN false;
-    END;
-    PERFORM set_config('lock_timeout', lock_wait, true);
-    RETURN true;
+    RETURN tenantry.drop_schema_without_waiting(t.schema_name);
 END
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_cleanup(uuid) IS 'Admin: drops the empty tables (and schema) a tenant that moved to the shared tier left behind, when that needs no wait (lock_timeout 100 ms: a query reading the whole family is never held back); false when it has to be tried again; TN409, nothing dropped, while a table of that schema outside its families holds a row.';
@@ -1439,7 +1455,6 @@ DECLARE
     m record;
     f record;
     replication text := current_setting('session_replication_role');
-    lock_wait text := current_setting('lock_timeout');
 BEGIN
     PERFORM tenantry.require_tier_admin();
     -- The move's row first, then the tenant's (tier_move_cutover).
@@ -1456,16 +1471,11 @@ BEGIN
         -- back every query queued behind it, and the tables its foreign keys
         -- point to). Else its copied rows go, and the empty schema is left
         -- for tier_move_cleanup or the next move.
-        PERFORM set_config('lock_timeout', '100ms', true);
-        BEGIN
-            EXECUTE format('DROP SCHEMA IF EXISTS %I CASCADE', s);
-        EXCEPTION WHEN lock_not_available THEN
-            PERFORM set_config('lock_timeout', lock_wait, true);
+        IF NOT tenantry.drop_schema_without_waiting(s) THEN
             FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
                 EXECUTE format('DELETE FROM ONLY %I.%I WHERE tenant_id = $1', f.destination_schema, f.template_table) USING tid;
             END LOOP;
-        END;
-        PERFORM set_config('lock_timeout', lock_wait, true);
+        END IF;
     ELSE
         -- The rows the batches moved, and those the tenant wrote meanwhile,
         -- go back to its schema's tables (under its row lock, like a cut-over).
