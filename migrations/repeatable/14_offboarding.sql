@@ -156,10 +156,13 @@ AS $$
         (SELECT format('%I.%I', t.schema_name, f.template_table)
          FROM tenantry.tenants t, tenantry.family_templates() f
          WHERE t.tenant_id = tenant_home_table.tid AND t.isolation = 'schema'
-           AND f.template = tenant_home_table.template),
+           AND f.template = tenant_home_table.template
+           -- Not made yet (a tenant-schema step makes it): its rows are
+           -- in the pooled table.
+           AND pg_catalog.to_regclass(format('%I.%I', t.schema_name, f.template_table)) IS NOT NULL),
         tenant_home_table.template::text)
 $$;
-COMMENT ON FUNCTION tenantry.tenant_home_table(uuid, regclass) IS 'Internal: the table of a tenant''s rows of the family of `template` (its schema''s table for a schema tenant, else the pooled table), for exports and imports. Not granted.';
+COMMENT ON FUNCTION tenantry.tenant_home_table(uuid, regclass) IS 'Internal: the table of a tenant''s rows of the family of `template` (its schema''s table for a schema tenant, once a tenant-schema step has made it; else the pooled table), for exports and imports. Not granted.';
 
 -- -----------------------------------------------------------------------------
 -- Export: a read-only context of one tenant, whatever its status

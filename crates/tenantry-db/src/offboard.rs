@@ -186,12 +186,15 @@ async fn readable_columns(tx: &Transaction<'_>, table: &str) -> Result<Vec<Strin
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// The primary key's columns after tenant_id, else every column: a stable row order.
+/// The primary key's columns after tenant_id, when the export reads them
+/// all: a stable row order. None otherwise: rows are then ordered by their
+/// JSON text (every column, and a `json` or `point` column has no ordering
+/// of its own).
 async fn sort_columns(
     tx: &Transaction<'_>,
     table: &str,
     columns: &[String],
-) -> Result<Vec<String>, OffboardError> {
+) -> Result<Option<Vec<String>>, OffboardError> {
     let rows = tx
         .query(
             "SELECT a.attname::text FROM pg_constraint k
@@ -203,13 +206,7 @@ async fn sort_columns(
         )
         .await?;
     let key: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    Ok(
-        if !key.is_empty() && key.iter().all(|k| columns.contains(k)) {
-            key
-        } else {
-            columns.to_vec()
-        },
-    )
+    Ok((!key.is_empty() && key.iter().all(|k| columns.contains(k))).then_some(key))
 }
 
 fn quote_ident(name: &str) -> String {
@@ -313,12 +310,18 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
             ),
             _ => {
                 let columns = readable_columns(tx, &table).await?;
-                let order = sort_columns(tx, &table, &columns).await?;
-                let select = format!(
-                    "SELECT row_to_json(x.*)::text FROM (SELECT {} FROM {only}{home} WHERE tenant_id = $1 ORDER BY {}) x",
-                    idents(&columns),
-                    idents(&order)
-                );
+                let select = match sort_columns(tx, &table, &columns).await? {
+                    Some(order) => format!(
+                        "SELECT row_to_json(x.*)::text FROM (SELECT {} FROM {only}{home} WHERE tenant_id = $1 ORDER BY {}) x",
+                        idents(&columns),
+                        idents(&order)
+                    ),
+                    None => format!(
+                        "SELECT row_to_json(x.*)::text FROM (SELECT {} FROM {only}{home} WHERE tenant_id = $1) x
+                          ORDER BY row_to_json(x.*)::text COLLATE \"C\"",
+                        idents(&columns)
+                    ),
+                };
                 let count = format!("SELECT count(*) FROM {only}{home} WHERE tenant_id = $1");
                 (columns, select, count)
             }
@@ -361,7 +364,7 @@ pub async fn export_tenant<W: Write>(
         .await?;
     // One spelling of times and numbers, whatever the server's defaults:
     // the same rows give the same bytes, so the same checksums.
-    tx.batch_execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL extra_float_digits = 1; SET LOCAL DateStyle = 'ISO'; SET LOCAL IntervalStyle = 'iso_8601'")
+    tx.batch_execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL extra_float_digits = 1; SET LOCAL DateStyle = 'ISO'; SET LOCAL IntervalStyle = 'iso_8601'; SET LOCAL bytea_output = 'hex'")
         .await?;
     let schema_version: i32 = tx
         .query_one(
@@ -725,12 +728,21 @@ async fn advance_sequences(
             &[&table],
         )
         .await?;
+    // Where the import wrote them: a schema tenant's own table draws from
+    // the pooled table's sequence too.
+    let home: String = tx
+        .query_one(
+            "SELECT tenantry.tenant_home_table($1, $2::text::regclass)",
+            &[tenant.as_uuid(), &table],
+        )
+        .await?
+        .get(0);
     for c in &columns {
         let (column, sequence): (String, String) = (c.get(0), c.get(1));
         tx.execute(
             &format!(
                 "SELECT setval($1::text::regclass, x.m)
-                   FROM (SELECT max({})::bigint AS m FROM {table} WHERE tenant_id = $2) x
+                   FROM (SELECT max({})::bigint AS m FROM {home} WHERE tenant_id = $2) x
                   WHERE x.m > coalesce(pg_sequence_last_value($1::text::regclass), 0)",
                 quote_ident(&column)
             ),
