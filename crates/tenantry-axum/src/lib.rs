@@ -202,6 +202,9 @@ impl Tenantry {
     /// token for the tenant its request names, and [`Person`] extracts them.
     pub fn with_jwt(mut self, verifier: JwtVerifier) -> Self {
         self.jwt = Some(verifier);
+        // Tokens verified by another verifier (another audience or issuer,
+        // on a clone of this state) are no token of this one's.
+        self.tokens = Arc::new(TokenCache::new());
         self
     }
 
@@ -254,5 +257,37 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
             _ = interrupt.recv() => {}
             _ = term.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two routers of one service, each with its own verifier (another
+    /// audience or issuer) on clones of one state: a token verified for one
+    /// is never taken from a cache the other reads.
+    #[tokio::test]
+    async fn each_jwt_verifier_gets_a_token_cache_of_its_own() {
+        let db = Database::connect(&tenantry_db::DatabaseConfig::new(
+            "postgres://nobody@127.0.0.1:1/nothing",
+        ))
+        .unwrap();
+        let (tenantry, _flusher) = Tenantry::start(
+            db,
+            &TenantryConfig {
+                invalidations: ListenTo::Off,
+                request_log: false,
+                ..Default::default()
+            },
+        );
+        let idp = jwt::testing::IdentityProvider::start().await;
+        let public = tenantry
+            .clone()
+            .with_jwt(JwtVerifier::new(idp.config()).unwrap());
+        let mut internal = idp.config();
+        internal.audience = vec!["internal".into()];
+        let internal = tenantry.with_jwt(JwtVerifier::new(internal).unwrap());
+        assert!(!Arc::ptr_eq(&public.tokens, &internal.tokens));
     }
 }
