@@ -586,6 +586,27 @@ impl TenantCaller {
     pub fn member_cache(&self) -> &MemberCache {
         &self.members
     }
+
+    /// Drops everything this server holds of `tenant` after a change made
+    /// through it (its keys, its members' memberships, its cached context
+    /// part), at once: other servers hear of it through the invalidation
+    /// feed, and an app that listens to none would otherwise keep serving
+    /// the old state for its caches' life.
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        forget_everywhere(&self.db, &self.keys, &self.members, tenant);
+    }
+}
+
+/// [`TenantCaller::forget_tenant`] and [`crate::Tenantry::forget_tenant`].
+pub(crate) fn forget_everywhere(
+    db: &Database,
+    keys: &KeyCache,
+    members: &MemberCache,
+    tenant: TenantId,
+) {
+    keys.forget_tenant(tenant);
+    members.forget_tenant(tenant);
+    db.forget_tenant_contexts(Some(tenant));
 }
 
 impl<S> FromRequestParts<S> for TenantCaller

@@ -230,6 +230,15 @@ impl Tenantry {
         &self.keys
     }
 
+    /// Drops everything this server holds of `tenant` (its keys, its
+    /// members' memberships, its cached context part) after a change made
+    /// through it: a suspension, deletion, move or re-parenting, a role or
+    /// permission change. At once here; other servers hear of it through
+    /// the invalidation feed.
+    pub fn forget_tenant(&self, tenant: tenantry_db::TenantId) {
+        auth::forget_everywhere(&self.db, &self.keys, &self.members, tenant);
+    }
+
     /// The invalidation feed: [`Invalidations::subscribe`] to keep a cache of
     /// one's own current across server instances.
     pub fn invalidations(&self) -> &Invalidations {

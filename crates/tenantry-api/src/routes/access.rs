@@ -127,7 +127,7 @@ pub async fn assign_role(
             Box::pin(scope.assign_role(user, role))
         })
         .await?;
-    caller.key_cache().forget_tenant(caller.tenant());
+    caller.forget_tenant(caller.tenant());
     Ok(member)
 }
 
@@ -203,7 +203,7 @@ pub async fn grant_permission(
             |scope, permission| Box::pin(scope.grant_permission(role, permission)),
         )
         .await?;
-    caller.key_cache().forget_tenant(caller.tenant());
+    caller.forget_tenant(caller.tenant());
     Ok(r)
 }
 
@@ -231,7 +231,7 @@ pub async fn revoke_permission(
             |scope, permission| Box::pin(scope.revoke_permission(role, permission)),
         )
         .await?;
-    caller.key_cache().forget_tenant(caller.tenant());
+    caller.forget_tenant(caller.tenant());
     Ok(r)
 }
 

@@ -277,7 +277,7 @@ pub async fn remove_member(
     caller.member_cache().forget_tenant(caller.tenant());
     // The member's keys went with them: refused from now on by this server,
     // not only once the database's invalidation reaches its cache.
-    caller.key_cache().forget_tenant(caller.tenant());
+    caller.forget_tenant(caller.tenant());
     Ok(removed)
 }
 

@@ -287,7 +287,7 @@ pub async fn patch_tenant(
             },
         )
         .await?;
-    state.tenantry.key_cache().forget_tenant(id);
+    state.tenantry.forget_tenant(id);
     Ok(tenant)
 }
 
@@ -304,7 +304,7 @@ async fn set_status(
             Box::pin(scope.set_status(id, status))
         })
         .await?;
-    state.tenantry.key_cache().forget_tenant(id);
+    state.tenantry.forget_tenant(id);
     Ok(t)
 }
 
@@ -385,7 +385,7 @@ pub async fn purge_tenant(
                 ),
             )
         })?;
-    state.tenantry.key_cache().forget_tenant(id);
+    state.tenantry.forget_tenant(id);
     // The hourly metrics still count its requests until refreshed; the purge
     // itself is committed either way, and the periodic refresh catches up.
     let refreshed = async {
@@ -474,7 +474,7 @@ pub async fn move_tenant(
         ));
     }
     let moved = admin.move_tenant(id, body.to, batch as i32).await?;
-    state.tenantry.key_cache().forget_tenant(id);
+    state.tenantry.forget_tenant(id);
     Ok(Json(moved))
 }
 
