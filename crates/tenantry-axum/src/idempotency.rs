@@ -45,6 +45,11 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// The header that marks a replayed response.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
+/// How long [`middleware`] waits for the body of a request carrying
+/// `Idempotency-Key` (it reads it before the credential is checked): 408
+/// `request_timeout` past it.
+pub const IDEMPOTENT_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// For every POST, PUT, PATCH and DELETE carrying `Idempotency-Key`: checks
 /// the key (400 `invalid_header` unless 1 to 255 visible ASCII characters),
 /// reads the body (within the router's body limit), and hands the handler's
@@ -77,7 +82,25 @@ pub async fn middleware(req: Request, next: Next) -> Response {
         .into_response();
     };
     let (parts, body) = req.into_parts();
-    let bytes = match Bytes::from_request(Request::from_parts(parts.clone(), body), &()).await {
+    // Read before any credential is checked, so within a deadline: a client
+    // that trickles its body must not hold a connection (and the body read
+    // so far) for as long as it likes.
+    let read = tokio::time::timeout(
+        IDEMPOTENT_BODY_WAIT,
+        Bytes::from_request(Request::from_parts(parts.clone(), body), &()),
+    )
+    .await;
+    let Ok(read) = read else {
+        return ApiError::new(
+            ProblemCode::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} s",
+                IDEMPOTENT_BODY_WAIT.as_secs()
+            ),
+        )
+        .into_response();
+    };
+    let bytes = match read {
         Ok(bytes) => bytes,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return ApiError::new(
@@ -251,6 +274,37 @@ pub(crate) async fn sweep(db: tenantry_db::Database, mut stop: tokio::sync::ones
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that never arrives gets 408 `request_timeout` after
+    /// [`IDEMPOTENT_BODY_WAIT`] (time paused: at once here), before any
+    /// handler or credential check runs.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_arrives_is_answered_408_instead_of_holding_the_connection() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(|| async { "the handler ran" }))
+            .route_layer(axum::middleware::from_fn(middleware));
+        let (_sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let never = futures_util::stream::unfold(receiver, |mut r| async move {
+            r.recv().await.map(|item| (item, r))
+        });
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header(IDEMPOTENCY_KEY, "k-1")
+            .header(axum::http::header::CONTENT_LENGTH, "100")
+            .body(axum::body::Body::from_stream(never))
+            .unwrap();
+        let response = tokio::time::timeout(IDEMPOTENT_BODY_WAIT * 2, app.oneshot(request))
+            .await
+            .expect("answered within the deadline, not held open")
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            response.headers()[axum::http::header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
 
     #[test]
     fn a_secret_is_blanked_in_the_stored_copy_and_nothing_else_changes() {
