@@ -211,8 +211,16 @@ pub(crate) fn requested_tenant(parts: &Parts, token: &VerifiedToken) -> Result<T
 }
 
 /// The tenant the `X-Tenant-Id` header names, if it is there; 422 when it is
-/// not a tenant id.
+/// not a tenant id, 400 when it is sent more than once (which one counts
+/// would be a guess, as for `Authorization` and `Idempotency-Key`).
 pub(crate) fn named_tenant(parts: &Parts) -> Result<Option<TenantId>, ApiError> {
+    if parts.headers.get_all(TENANT_HEADER).iter().count() > 1 {
+        return Err(ApiError::new(
+            ProblemCode::InvalidHeader,
+            "send X-Tenant-Id once: which of several tenants counts would be a guess",
+        )
+        .with_field("X-Tenant-Id"));
+    }
     parts
         .headers
         .get(TENANT_HEADER)
@@ -342,4 +350,29 @@ async fn other_valid_credential(
             .map(|_| "an impersonation session"));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `X-Tenant-Id` twice is refused, whatever the two say.
+    #[test]
+    fn a_repeated_tenant_header_is_refused() {
+        let id = TenantId::from_uuid(uuid::Uuid::new_v4());
+        let (parts, ()) = axum::http::Request::builder()
+            .header(TENANT_HEADER, id.to_string())
+            .header(TENANT_HEADER, id.to_string())
+            .body(())
+            .unwrap()
+            .into_parts();
+        let err = named_tenant(&parts).unwrap_err();
+        assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
+        let (parts, ()) = axum::http::Request::builder()
+            .header(TENANT_HEADER, id.to_string())
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(named_tenant(&parts).unwrap(), Some(id));
+    }
 }

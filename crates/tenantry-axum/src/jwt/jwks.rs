@@ -57,12 +57,19 @@ struct JwksDocument {
     keys: Vec<Value>,
 }
 
+/// Whether a JWKS URL is https, whatever the scheme's case (`HTTPS://` is
+/// https too, and passes the configuration's check).
+fn is_https(url: &str) -> bool {
+    url.get(..6)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:"))
+}
+
 impl Jwks {
     pub(super) fn new(url: &str, config: &JwtConfig) -> Result<Self, JwtError> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             // An https JWKS must not be redirected to plain http.
-            .https_only(url.starts_with("https:"))
+            .https_only(is_https(url))
             .build()
             .map_err(|e| JwtError::Config(format!("JWKS client: {e}")))?;
         Ok(Self {
@@ -263,6 +270,14 @@ impl VerifyingKey {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_https_url_in_any_case_is_held_to_https() {
+        assert!(is_https("https://idp.example/jwks"));
+        assert!(is_https("HTTPS://idp.example/jwks"));
+        assert!(!is_https("http://127.0.0.1/jwks"));
+        assert!(!is_https("htt"));
+    }
     use super::*;
     use serde_json::json;
 
