@@ -209,6 +209,21 @@ async fn sort_columns(
     Ok((!key.is_empty() && key.iter().all(|k| columns.contains(k))).then_some(key))
 }
 
+/// The table holding `tenant`'s rows of `table`'s family (`tenantry.tenant_home_table`).
+async fn home_table(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    table: &str,
+) -> Result<String, OffboardError> {
+    Ok(tx
+        .query_one(
+            "SELECT tenantry.tenant_home_table($1, $2::text::regclass)",
+            &[tenant.as_uuid(), &table],
+        )
+        .await?
+        .get(0))
+}
+
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -256,13 +271,7 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
         .chain(TRAILING_TABLES.iter().map(|s| s.to_string()));
     let mut plans = Vec::new();
     for table in tables {
-        let home: String = tx
-            .query_one(
-                "SELECT tenantry.tenant_home_table($1, $2::text::regclass)",
-                &[tenant.as_uuid(), &table],
-            )
-            .await?
-            .get(0);
+        let home: String = home_table(tx, tenant, &table).await?;
         let partitioned: bool = tx
             .query_one(
                 "SELECT relkind = 'p' FROM pg_class WHERE oid = $1::text::regclass",
@@ -730,13 +739,7 @@ async fn advance_sequences(
         .await?;
     // Where the import wrote them: a schema tenant's own table draws from
     // the pooled table's sequence too.
-    let home: String = tx
-        .query_one(
-            "SELECT tenantry.tenant_home_table($1, $2::text::regclass)",
-            &[tenant.as_uuid(), &table],
-        )
-        .await?
-        .get(0);
+    let home: String = home_table(tx, tenant, table).await?;
     for c in &columns {
         let (column, sequence): (String, String) = (c.get(0), c.get(1));
         tx.execute(
