@@ -701,13 +701,7 @@ async fn insert_sql(
         }
         targets.push(quote_ident(&name));
     }
-    let home: String = tx
-        .query_one(
-            "SELECT tenantry.tenant_home_table($1, $2::text::regclass)",
-            &[tenant.as_uuid(), &entry.table],
-        )
-        .await?
-        .get(0);
+    let home = home_table(tx, tenant, &entry.table).await?;
     Ok(format!(
         // OVERRIDING SYSTEM VALUE: an identity column GENERATED ALWAYS takes
         // the archived value (the ids rows refer to each other by), and
