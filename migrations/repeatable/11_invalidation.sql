@@ -186,15 +186,15 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_invalidate() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for a tenant whose status, settings, parent or isolation changed, for its ancestors when its status, parent or isolation did, and for its descendants when it moved. Not granted.';
+COMMENT ON FUNCTION tenantry.tenants_invalidate() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for a tenant whose status, settings, parent, isolation or tier move changed, for its ancestors when its status, parent or isolation did, and for its descendants when it moved. Not granted.';
 
 CREATE OR REPLACE TRIGGER tenants_invalidate
-    AFTER UPDATE OF status, settings, parent_id, isolation ON tenantry.tenants
+    AFTER UPDATE OF status, settings, parent_id, isolation, moving_to ON tenantry.tenants
     FOR EACH ROW
-    WHEN ((OLD.status, OLD.settings, OLD.parent_id, OLD.isolation)
-          IS DISTINCT FROM (NEW.status, NEW.settings, NEW.parent_id, NEW.isolation))
+    WHEN ((OLD.status, OLD.settings, OLD.parent_id, OLD.isolation, OLD.moving_to)
+          IS DISTINCT FROM (NEW.status, NEW.settings, NEW.parent_id, NEW.isolation, NEW.moving_to))
     EXECUTE FUNCTION tenantry.tenants_invalidate();
-COMMENT ON TRIGGER tenants_invalidate ON tenantry.tenants IS 'Servers drop what they cached of a tenant (its keys, its context) when its status, settings, parent or isolation change; fires after tenants_after_write (name order), so the closure is already updated.';
+COMMENT ON TRIGGER tenants_invalidate ON tenantry.tenants IS 'Servers drop what they cached of a tenant (its keys, its context) when its status, settings, parent, isolation or tier move (moving back, its context reads both tables) change; fires after tenants_after_write (name order), so the closure is already updated.';
 
 /** Sends `tenant:<tag>` for both ends of every closure row a move removed. */
 CREATE OR REPLACE FUNCTION tenantry.tenant_hierarchy_invalidate_removed()

@@ -160,15 +160,9 @@ impl Tenantry {
         let contexts = db.clone();
         tokio::spawn(async move {
             while let Some(invalidation) = feed.recv().await {
-                // Tenants' context parts (subtree, schema) come from their
-                // status, parent and isolation: a tenant event names only a
-                // tag, and they are rare, so every part is dropped.
-                if !matches!(
-                    invalidation,
-                    tenantry_db::invalidation::Invalidation::Key(_)
-                ) {
-                    contexts.forget_tenant_contexts(None);
-                }
+                // Tenants' context parts (subtree, schema): the tenant an
+                // event names (its ancestors have events of their own).
+                contexts.apply_invalidation(invalidation);
                 member_follower.apply(invalidation);
                 follower.apply(invalidation);
             }

@@ -14,7 +14,7 @@ use std::{
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::TenantId;
+use crate::{invalidation::Tag, TenantId};
 
 /// How long a signed context or a session opening stays valid: the server's
 /// and the database's clocks must agree within it.
@@ -290,10 +290,15 @@ pub(crate) struct Contexts {
 }
 
 /// Tenants' context parts (schema and visible subtree) as the database last
-/// gave them, for a short time, bounded in size. Dropped on every change this
-/// process makes to tenants, and by the server on invalidations.
+/// gave them, for a short time, bounded in size. A change to tenants drops
+/// only the parts it can have changed: those of the changed tenant and of
+/// every tenant whose visible subtree holds it ([`PartCache::forget_around`],
+/// this process's own changes), or the one a notification names by its tag
+/// ([`PartCache::remove_tag`]: the database names every ancestor that is
+/// concerned). One tenant's changes never empty the whole cache, which would
+/// cost every other tenant's next transaction a round trip more.
 pub(crate) struct PartCache {
-    entries: Mutex<HashMap<TenantId, (Arc<str>, Instant)>>,
+    entries: Mutex<Parts>,
     /// Bumped by every removal: a part read from the database before a
     /// removal (in flight while it happened) is not cached after it.
     generation: AtomicU64,
@@ -301,14 +306,53 @@ pub(crate) struct PartCache {
     capacity: usize,
 }
 
+#[derive(Default)]
+struct Parts {
+    by_tenant: HashMap<TenantId, CachedPart>,
+    /// The tenant of each entry's tag (notifications name tenants by tag).
+    by_tag: HashMap<Tag<TenantId>, TenantId>,
+}
+
+struct CachedPart {
+    part: Arc<str>,
+    at: Instant,
+    tag: Tag<TenantId>,
+}
+
+impl Parts {
+    fn remove(&mut self, tenant: TenantId) {
+        if let Some(entry) = self.by_tenant.remove(&tenant) {
+            self.by_tag.remove(&entry.tag);
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&CachedPart) -> bool) {
+        self.by_tenant.retain(|_, entry| keep(entry));
+        let by_tenant = &self.by_tenant;
+        self.by_tag
+            .retain(|_, tenant| by_tenant.contains_key(tenant));
+    }
+}
+
+/// Whether a context part's visible subtree names `hex` (a tenant's 32 hex
+/// digits). Ids in it are 32 hex digits between commas, so a match is exact.
+fn subtree_names(part: &str, hex: &str) -> bool {
+    part.split_once(",v")
+        .is_some_and(|(_, subtree)| subtree.contains(hex))
+}
+
 impl PartCache {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Parts::default()),
             generation: AtomicU64::new(0),
             ttl,
             capacity,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Parts> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The generation to pass to [`PartCache::put`] for a part about to be read.
@@ -317,11 +361,16 @@ impl PartCache {
     }
 
     pub(crate) fn get(&self, tenant: TenantId) -> Option<Arc<str>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
+        self.lock()
+            .by_tenant
             .get(&tenant)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(part, _)| part.clone())
+            .filter(|entry| entry.at.elapsed() < self.ttl)
+            .map(|entry| entry.part.clone())
+    }
+
+    /// How many tenants' parts are held (expired ones included until they are replaced or swept).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_tenant.len()
     }
 
     /// Caches `part`, read from the database after [`PartCache::generation`]
@@ -330,31 +379,60 @@ impl PartCache {
         if self.ttl.is_zero() {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let tag = Tag::of(tenant);
+        let mut entries = self.lock();
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if entries.len() >= self.capacity && !entries.contains_key(&tenant) {
+        if entries.by_tenant.len() >= self.capacity && !entries.by_tenant.contains_key(&tenant) {
             // Bounded: expired entries go first, everything if that is not enough.
             let ttl = self.ttl;
-            entries.retain(|_, (_, at)| at.elapsed() < ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
+            entries.retain(|entry| entry.at.elapsed() < ttl);
+            if entries.by_tenant.len() >= self.capacity {
+                *entries = Parts::default();
             }
         }
-        entries.insert(tenant, (Arc::from(part), Instant::now()));
+        entries.by_tag.insert(tag, tenant);
+        entries.by_tenant.insert(
+            tenant,
+            CachedPart {
+                part: Arc::from(part),
+                at: Instant::now(),
+                tag,
+            },
+        );
     }
 
+    /// Drops one tenant's part (its own change, which nobody else's part shows).
     pub(crate) fn remove(&self, tenant: TenantId) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.remove(&tenant);
+        entries.remove(tenant);
+    }
+
+    /// Drops the part of the tenant a notification names by its tag.
+    pub(crate) fn remove_tag(&self, tag: Tag<TenantId>) {
+        let mut entries = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(tenant) = entries.by_tag.get(&tag).copied() {
+            entries.remove(tenant);
+        }
+    }
+
+    /// Drops the parts a change to `tenant` (its status, place, isolation or
+    /// tier, or a child made under it) can have changed: its own and those of
+    /// every tenant whose visible subtree holds it, i.e. its ancestors.
+    pub(crate) fn forget_around(&self, tenant: TenantId) {
+        let hex = tenant.as_uuid().simple().to_string();
+        let mut entries = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.retain(|entry| !subtree_names(&entry.part, &hex));
     }
 
     pub(crate) fn clear(&self) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
+        *entries = Parts::default();
     }
 }
 
@@ -420,8 +498,55 @@ mod tests {
         assert_eq!(cache.get(a), None, "read before the removal: not cached");
         cache.put(b, "b", cache.generation());
         cache.put(c, "c", cache.generation());
-        assert!(cache.entries.lock().unwrap().len() <= 2);
+        assert!(cache.len() <= 2);
+        let held = cache.len();
+        assert_eq!(cache.lock().by_tag.len(), held);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(cache.get(c), None);
+    }
+
+    #[test]
+    fn a_change_to_one_tenant_drops_only_its_own_and_its_ancestors_parts() {
+        let cache = PartCache::new(Duration::from_secs(60), 100);
+        let [root, child, grandchild, stranger] =
+            [1u128, 2, 3, 4].map(|n| TenantId::from_uuid(uuid::Uuid::from_u128(n)));
+        let hex = |t: TenantId| t.as_uuid().simple().to_string();
+        let part = |tenants: &[TenantId]| {
+            let subtree: Vec<String> = tenants.iter().map(|&t| hex(t)).collect();
+            format!(",stenantry,v{}", subtree.join(","))
+        };
+        let fill = || {
+            cache.put(root, &part(&[root, child, grandchild]), cache.generation());
+            cache.put(child, &part(&[child, grandchild]), cache.generation());
+            cache.put(grandchild, &part(&[grandchild]), cache.generation());
+            cache.put(stranger, &part(&[stranger]), cache.generation());
+        };
+        fill();
+        // A child made under `child` (or `child` suspended, moved, deleted):
+        // `child` and `root` see it, `grandchild` and the stranger do not.
+        cache.forget_around(child);
+        assert_eq!(cache.get(root), None);
+        assert_eq!(cache.get(child), None);
+        assert!(cache.get(grandchild).is_some());
+        assert!(cache.get(stranger).is_some());
+        // A schema name that happens to hold the id's digits is not the subtree.
+        cache.put(
+            root,
+            &format!(",st_{},v{}", hex(stranger), hex(root)),
+            cache.generation(),
+        );
+        cache.forget_around(stranger);
+        assert!(cache.get(root).is_some());
+        assert_eq!(cache.get(stranger), None);
+        // A notification names one tenant by its tag: only that part goes.
+        fill();
+        cache.remove_tag(Tag::of(grandchild));
+        assert_eq!(cache.get(grandchild), None);
+        for kept in [root, child, stranger] {
+            assert!(cache.get(kept).is_some());
+        }
+        cache.remove_tag(Tag::of(TenantId::from_uuid(uuid::Uuid::from_u128(9))));
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.lock().by_tag.len(), 3);
     }
 }

@@ -452,6 +452,24 @@ impl Database {
         }
     }
 
+    /// Drops the cached context parts an invalidation another process sent
+    /// can concern: the one tenant a tenant event names (the database sends
+    /// one for each ancestor whose subtree changed), every part for `all`,
+    /// none for a key. Other tenants' parts stay, so one tenant's changes
+    /// cost nobody else a round trip.
+    pub fn apply_invalidation(&self, invalidation: crate::Invalidation) {
+        match invalidation {
+            crate::Invalidation::Key(_) => {}
+            crate::Invalidation::Tenant(tag) => self.contexts.parts.remove_tag(tag),
+            crate::Invalidation::All => self.contexts.parts.clear(),
+        }
+    }
+
+    /// How many tenants' context parts this process holds (for metrics and tests).
+    pub fn cached_context_parts(&self) -> usize {
+        self.contexts.parts.len()
+    }
+
     /// How [`Database::in_tenant`] retries.
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry

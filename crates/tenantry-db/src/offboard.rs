@@ -122,7 +122,7 @@ impl AdminScope {
     /// still in its grace period or has child tenants; not found for an
     /// unknown or already purged id.
     pub async fn purge_tenant(&mut self, id: TenantId) -> Result<PurgedTenant, DbError> {
-        self.tx.changes_tenants();
+        self.tx.changes_tenant(id);
         let rows = self
             .tx
             .rows(Stmt {

@@ -354,8 +354,9 @@ pub(crate) struct Tx {
     /// A statement failed: the transaction is aborted and must not report a commit.
     failed: bool,
     finished: bool,
-    /// Committing changes tenants: cached context parts are dropped then.
-    changes_tenants: bool,
+    /// Committing changes these tenants: the cached context parts that can
+    /// show them (their own, their ancestors') are dropped then.
+    changes_tenants: Vec<TenantId>,
     /// A flight is on the wire: dropped now (a cancelled request), what the
     /// database did with it is unknown, and so is the chain's state.
     in_flight: bool,
@@ -398,7 +399,7 @@ impl Tx {
             setup: Some(setup),
             failed: false,
             finished: false,
-            changes_tenants: false,
+            changes_tenants: Vec::new(),
             in_flight: false,
             pinned_part: None,
             part_from_cache: false,
@@ -444,10 +445,12 @@ impl Tx {
         Ok(())
     }
 
-    /// This transaction changes tenants (their hierarchy, status or isolation):
-    /// once it commits, no context part cached before it is used again.
-    pub(crate) fn changes_tenants(&mut self) {
-        self.changes_tenants = true;
+    /// This transaction changes `tenant` (its status, place in the hierarchy,
+    /// isolation or tier, or makes a child under it): once it commits, no
+    /// context part cached before it that can show the change (the tenant's
+    /// own, its ancestors') is used again. Other tenants' parts stay.
+    pub(crate) fn changes_tenant(&mut self, tenant: TenantId) {
+        self.changes_tenants.push(tenant);
     }
 
     /// The chain's outcome for this transaction, once known: committed or rolled back.
@@ -459,8 +462,10 @@ impl Tx {
                 chain.rolled_back();
             }
         }
-        if committed && self.changes_tenants {
-            self.contexts.parts.clear();
+        if committed {
+            for tenant in std::mem::take(&mut self.changes_tenants) {
+                self.contexts.parts.forget_around(tenant);
+            }
         }
     }
 

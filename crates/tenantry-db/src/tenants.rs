@@ -165,7 +165,10 @@ impl AdminScope {
 
     /// Creates a tenant (root or child; schema isolation creates its schema).
     pub async fn create_tenant(&mut self, new: &NewTenant) -> Result<Tenant, DbError> {
-        self.tx.changes_tenants();
+        if let Some(parent) = new.parent_id {
+            // The parent and its ancestors see the child in their subtree.
+            self.tx.changes_tenant(parent);
+        }
         let parent = new.parent_id.map(|p| *p.as_uuid());
         let settings = Json(new.settings.clone().unwrap_or_default());
         let rows = self
@@ -233,7 +236,7 @@ impl AdminScope {
         id: TenantId,
         status: TenantStatus,
     ) -> Result<Tenant, DbError> {
-        self.tx.changes_tenants();
+        self.tx.changes_tenant(id);
         let sql = format!("UPDATE tenantry.tenants SET status = $2 WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}");
         let rows = self
             .q(
@@ -251,7 +254,11 @@ impl AdminScope {
         id: TenantId,
         parent: Option<TenantId>,
     ) -> Result<Tenant, DbError> {
-        self.tx.changes_tenants();
+        // Its old ancestors lose it (found by their subtrees now), the new ones gain it.
+        self.tx.changes_tenant(id);
+        if let Some(parent) = parent {
+            self.tx.changes_tenant(parent);
+        }
         let parent = parent.map(|p| *p.as_uuid());
         // Through the owner's function: the update and the closure rows its
         // trigger rewrites are then written by one role (on Citus, two roles
@@ -269,7 +276,7 @@ impl AdminScope {
         id: TenantId,
         isolation: Isolation,
     ) -> Result<Tenant, DbError> {
-        self.tx.changes_tenants();
+        self.tx.changes_tenant(id);
         self.q(
             "SELECT tenantry.set_tenant_isolation($1, $2)",
             &[id.as_uuid(), &isolation.as_str()],
@@ -343,7 +350,8 @@ impl TenantScope {
         isolation: Isolation,
         settings: Option<&TenantSettings>,
     ) -> Result<TenantId, DbError> {
-        self.tx.changes_tenants();
+        let me = self.tenant();
+        self.tx.changes_tenant(me);
         let settings = Json(settings.cloned().unwrap_or_default());
         let rows = self
             .rows(

@@ -89,6 +89,8 @@ impl AdminScope {
         id: TenantId,
         to: Isolation,
     ) -> Result<Option<bool>, DbError> {
+        // Moving back, its part reads the whole family (,m,h) from now on.
+        self.tx.changes_tenant(id);
         let state: String = self
             .one(
                 "SELECT tenantry.tier_move_start($1, $2)",
@@ -152,7 +154,7 @@ impl AdminScope {
     /// Step 4, the cut-over: the tenant's writes wait while the rest is
     /// copied and its tier switches; nobody else's do.
     pub async fn tier_move_finish(&mut self, id: TenantId) -> Result<TierMove, DbError> {
-        self.tx.changes_tenants();
+        self.tx.changes_tenant(id);
         let report: serde_json::Value = self
             .one(
                 "SELECT tenantry.tier_move_finish($1)",
@@ -186,7 +188,7 @@ impl AdminScope {
     /// Gives up a move under way: the tenant stays in its tier with every row.
     /// Returns whether a move was under way.
     pub async fn tier_move_abort(&mut self, id: TenantId) -> Result<bool, DbError> {
-        self.tx.changes_tenants();
+        self.tx.changes_tenant(id);
         let state: String = self
             .one(
                 "SELECT tenantry.tier_move_abort($1)",

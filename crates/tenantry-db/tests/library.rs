@@ -680,6 +680,81 @@ async fn child_tenant_created_by_a_tenant_is_visible_to_it_and_not_to_others() {
     assert!(matches!(s.get_tenant(a).await, Err(DbError::NotFound(_))));
 }
 
+/// One transaction for `t`: its context part is cached afterwards.
+async fn touch(db: &Database, t: TenantId) {
+    let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+    s.current_tenant().await.unwrap();
+    s.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_change_to_one_tenant_keeps_every_unrelated_tenants_cached_context() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let a1 = tenant(&db, "a1", Some(a)).await;
+    let b = tenant(&db, "b", None).await;
+    let c = tenant(&db, "c", None).await;
+    let all = [a, a1, b, c];
+    for t in all {
+        touch(&db, t).await;
+    }
+    assert_eq!(db.cached_context_parts(), 4);
+
+    // a1 makes a child: a1's and its ancestor a's parts go (their subtrees
+    // grew), b's and c's stay (before: every part was dropped).
+    let mut s = db.tenant(TenantContext::new(a1)).await.unwrap();
+    let grandchild = s
+        .create_child_tenant("a1-child", Isolation::Shared, None)
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(db.cached_context_parts(), 2);
+    // And a sees the new tenant at once: its part was read again.
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert_eq!(s.get_tenant(grandchild).await.unwrap().parent_id, Some(a1));
+    s.commit().await.unwrap();
+
+    // An operator suspends b: only b's part goes.
+    for t in all {
+        touch(&db, t).await;
+    }
+    assert_eq!(db.cached_context_parts(), 4);
+    let mut admin = db.admin("test").await.unwrap();
+    admin.set_status(b, TenantStatus::Suspended).await.unwrap();
+    admin.commit().await.unwrap();
+    assert_eq!(db.cached_context_parts(), 3);
+
+    // A grandchild deleted: it leaves a1's and a's subtrees, c keeps its part.
+    touch(&db, b).await;
+    let mut admin = db.admin("test").await.unwrap();
+    admin
+        .set_status(grandchild, TenantStatus::Deleted)
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
+    assert_eq!(db.cached_context_parts(), 2);
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert!(matches!(
+        s.get_tenant(grandchild).await,
+        Err(DbError::NotFound(_))
+    ));
+    s.commit().await.unwrap();
+
+    // Another process's change arrives as a tenant's tag: only that part goes.
+    for t in all {
+        touch(&db, t).await;
+    }
+    db.apply_invalidation(tenantry_db::Invalidation::tenant(c));
+    assert_eq!(db.cached_context_parts(), 3);
+    db.apply_invalidation(tenantry_db::Invalidation::key(
+        tenantry_db::KeyId::from_uuid(uuid::Uuid::new_v4()),
+    ));
+    assert_eq!(db.cached_context_parts(), 3);
+    db.apply_invalidation(tenantry_db::Invalidation::All);
+    assert_eq!(db.cached_context_parts(), 0);
+}
+
 #[tokio::test]
 async fn usage_views_never_show_another_tenant() {
     let tdb = TestDatabase::new().await;

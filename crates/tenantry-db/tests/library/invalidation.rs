@@ -73,6 +73,37 @@ async fn the_listener_publishes_a_move_made_through_another_pool_as_the_moved_te
 }
 
 #[tokio::test]
+async fn a_tier_move_started_and_aborted_through_another_pool_names_the_moving_tenant() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let feed = Invalidations::start(&db, &ListenTo::Database, ListenOptions::default());
+    let mut sub = feed.subscribe();
+    assert!(listening(&feed).await, "listening within 5 s");
+    drain(&mut sub).await;
+
+    let other = tdb.database();
+    let mover = tenant(&other, "mover", None).await;
+    let bystander = tenant(&other, "bystander", None).await;
+    drain(&mut sub).await;
+    // The move changes the tenant's context (while it moves back, it reads
+    // both tables): servers that cached it must hear of it, and only of it.
+    let mut admin = other.admin("test").await.unwrap();
+    admin
+        .tier_move_start(mover, tenantry_db::Isolation::Schema)
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
+    let expected: HashSet<Invalidation> = [Invalidation::tenant(mover)].into();
+    assert_eq!(drain(&mut sub).await, expected, "the start");
+    let mut admin = other.admin("test").await.unwrap();
+    assert!(admin.tier_move_abort(mover).await.unwrap());
+    admin.commit().await.unwrap();
+    let got = drain(&mut sub).await;
+    assert_eq!(got, expected, "the abort");
+    assert!(!got.contains(&Invalidation::tenant(bystander)));
+}
+
+#[tokio::test]
 async fn a_killed_listener_connection_publishes_all_and_listens_again() {
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
