@@ -28,10 +28,13 @@
 --                     move also for every descendant. Not creation.
 --   tenant_hierarchy  closure rows removed (a subtree moved away): `tenant:`
 --                     for both ends, so the old ancestors learn it. Rows
---                     added notify nothing here: only a creation (nothing
---                     cached yet) or a move (the tenants trigger names the
---                     new ancestors) adds them, and a trigger on every
---                     creation cost 7% of creating a tenant.
+--                     added notify nothing here: only a creation or a
+--                     move (the tenants trigger names the new ancestors)
+--                     adds them, and a trigger on every creation cost 7% of
+--                     creating a tenant. A new tenant has nothing cached;
+--                     its ancestors' cached context parts lack it on other
+--                     servers until they expire (2 s by default): they
+--                     see less for that long, never more.
 --   role_permissions, member_roles
 --                     any row written: `tenant:` of its tenant (keys of the
 --                     tenant may hold other permissions now).

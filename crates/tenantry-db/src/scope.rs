@@ -450,7 +450,10 @@ impl Tx {
     /// context part cached before it that can show the change (the tenant's
     /// own, its ancestors') is used again. Other tenants' parts stay.
     pub(crate) fn changes_tenant(&mut self, tenant: TenantId) {
-        self.changes_tenants.push(tenant);
+        // Each drop scans the cache: once per tenant, however often named.
+        if !self.changes_tenants.contains(&tenant) {
+            self.changes_tenants.push(tenant);
+        }
     }
 
     /// The chain's outcome for this transaction, once known: committed or rolled back.
