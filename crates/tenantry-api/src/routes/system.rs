@@ -54,7 +54,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 }
 
 /// Prometheus text exposition: requests by route and status, latency histogram,
-/// pool usage, request-log queue depth and drops, and the busiest tenants'
+/// pool usage, request-log queue depth and drops, the key and context caches'
+/// sizes, and the busiest tenants'
 /// traffic (`tenantry_tenant_*`: the top `tenant_stats_top` tenants and
 /// `other`, so the series stay bounded however many tenants are active),
 /// which name tenants and so only with the admin token as bearer (scrape
@@ -80,6 +81,12 @@ pub async fn metrics(
         .set(state.tenantry.request_log().dropped() as f64);
     metrics::gauge!("tenantry_request_log_written")
         .set(state.tenantry.request_log().written() as f64);
+    // How much the caches hold: keys verified, tenants' context parts. A
+    // cache that stays near empty under load means requests pay a database
+    // round trip each (keys spread over more tenants than it holds, or
+    // invalidations arriving faster than it fills).
+    metrics::gauge!("tenantry_key_cache_entries").set(state.tenantry.key_cache().len() as f64);
+    metrics::gauge!("tenantry_context_parts_cached").set(state.db.cached_context_parts() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         if operator {

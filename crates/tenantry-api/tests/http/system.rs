@@ -34,6 +34,8 @@ async fn metrics_expose_request_counts_and_the_request_log_queue_depth() {
         "tenantry_request_log_queue_depth",
         "tenantry_http_request_duration_seconds",
         "tenantry_db_pool_size",
+        "tenantry_key_cache_entries",
+        "tenantry_context_parts_cached",
     ] {
         assert!(r.text.contains(metric), "{metric} missing:\n{}", r.text);
     }
