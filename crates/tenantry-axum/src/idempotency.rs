@@ -46,13 +46,15 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// How long [`middleware`] waits for the body of a request carrying
-/// `Idempotency-Key` (it reads it before the credential is checked): 408
-/// `request_timeout` past it.
+/// `Idempotency-Key` and a credential (it reads it before the credential is
+/// checked): 408 `request_timeout` past it.
 pub const IDEMPOTENT_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// For every POST, PUT, PATCH and DELETE carrying `Idempotency-Key`: checks
 /// the key (400 `invalid_header` unless 1 to 255 visible ASCII characters),
-/// reads the body (within the router's body limit), and hands the handler's
+/// and, when the request carries `Authorization` (without it the handler's
+/// credential check answers first), reads the body (within the router's body
+/// limit and [`IDEMPOTENT_BODY_WAIT`]), and hands the handler's
 /// extractors an [`IdempotentRequest`] fingerprinting method, path and
 /// query, and body. Other methods ignore the header (a read is idempotent).
 /// Route layer: it runs after routing, so unknown routes answer 404 first.
@@ -81,6 +83,12 @@ pub async fn middleware(req: Request, next: Next) -> Response {
         .with_field("Idempotency-Key")
         .into_response();
     };
+    // Without a credential the handler answers 401 before it reads a byte:
+    // the body is not read here either (nobody unauthenticated makes the
+    // server hold a body), and no write of such a request is stored.
+    if !req.headers().contains_key(header::AUTHORIZATION) {
+        return next.run(req).await;
+    }
     let (parts, body) = req.into_parts();
     // Read before any credential is checked, so within a deadline: a client
     // that trickles its body must not hold a connection (and the body read
@@ -292,6 +300,7 @@ mod tests {
             .method(Method::POST)
             .uri("/")
             .header(IDEMPOTENCY_KEY, "k-1")
+            .header(header::AUTHORIZATION, "Bearer tk_not_checked_yet")
             .header(axum::http::header::CONTENT_LENGTH, "100")
             .body(axum::body::Body::from_stream(never))
             .unwrap();
@@ -304,6 +313,42 @@ mod tests {
             response.headers()[axum::http::header::CONTENT_TYPE],
             "application/problem+json"
         );
+    }
+
+    /// Without `Authorization` the body is not read: the request goes on at
+    /// once, unread, to the handler (whose credential check answers 401
+    /// first in a real route), however slowly its body would arrive.
+    #[tokio::test(start_paused = true)]
+    async fn without_a_credential_the_body_is_left_unread_for_the_handler_to_refuse() {
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route(
+                "/",
+                axum::routing::post(|headers: axum::http::HeaderMap| async move {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        format!("no credential: {}", headers.len()),
+                    )
+                }),
+            )
+            .route_layer(axum::middleware::from_fn(middleware));
+        let (_sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let never = futures_util::stream::unfold(receiver, |mut r| async move {
+            r.recv().await.map(|item| (item, r))
+        });
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header(IDEMPOTENCY_KEY, "k-1")
+            .header(axum::http::header::CONTENT_LENGTH, "100")
+            .body(axum::body::Body::from_stream(never))
+            .unwrap();
+        let response =
+            tokio::time::timeout(std::time::Duration::from_millis(10), app.oneshot(request))
+                .await
+                .expect("handed on at once, the body unread")
+                .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[test]
