@@ -283,6 +283,21 @@ pub(crate) async fn sweep(db: tenantry_db::Database, mut stop: tokio::sync::ones
 mod tests {
     use super::*;
 
+    /// A POST carrying `Idempotency-Key` whose 100-byte body never arrives,
+    /// with `authorization` when given.
+    fn stalled_write(authorization: Option<&str>) -> Request {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header(IDEMPOTENCY_KEY, "k-1")
+            .header(header::CONTENT_LENGTH, "100");
+        if let Some(credential) = authorization {
+            builder = builder.header(header::AUTHORIZATION, credential);
+        }
+        let never = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
+        builder.body(Body::from_stream(never)).unwrap()
+    }
+
     /// A body that never arrives gets 408 `request_timeout` after
     /// [`IDEMPOTENT_BODY_WAIT`] (time paused: at once here), before any
     /// handler or credential check runs.
@@ -292,18 +307,7 @@ mod tests {
         let app = axum::Router::new()
             .route("/", axum::routing::post(|| async { "the handler ran" }))
             .route_layer(axum::middleware::from_fn(middleware));
-        let (_sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
-        let never = futures_util::stream::unfold(receiver, |mut r| async move {
-            r.recv().await.map(|item| (item, r))
-        });
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri("/")
-            .header(IDEMPOTENCY_KEY, "k-1")
-            .header(header::AUTHORIZATION, "Bearer tk_not_checked_yet")
-            .header(axum::http::header::CONTENT_LENGTH, "100")
-            .body(axum::body::Body::from_stream(never))
-            .unwrap();
+        let request = stalled_write(Some("Bearer tk_not_checked_yet"));
         let response = tokio::time::timeout(IDEMPOTENT_BODY_WAIT * 2, app.oneshot(request))
             .await
             .expect("answered within the deadline, not held open")
@@ -332,17 +336,7 @@ mod tests {
                 }),
             )
             .route_layer(axum::middleware::from_fn(middleware));
-        let (_sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
-        let never = futures_util::stream::unfold(receiver, |mut r| async move {
-            r.recv().await.map(|item| (item, r))
-        });
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri("/")
-            .header(IDEMPOTENCY_KEY, "k-1")
-            .header(axum::http::header::CONTENT_LENGTH, "100")
-            .body(axum::body::Body::from_stream(never))
-            .unwrap();
+        let request = stalled_write(None);
         let response =
             tokio::time::timeout(std::time::Duration::from_millis(10), app.oneshot(request))
                 .await

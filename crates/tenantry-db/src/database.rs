@@ -443,8 +443,9 @@ impl Database {
     }
 
     /// Forgets the cached context part of `tenant` (all of them for `None`):
-    /// the next transaction for it asks the database. For invalidations
-    /// another process saw (the server listens for them).
+    /// the next transaction for it asks the database. For changes made
+    /// outside this library's own tenant functions; what another process
+    /// announced goes through [`Database::apply_invalidation`].
     pub fn forget_tenant_contexts(&self, tenant: Option<TenantId>) {
         match tenant {
             Some(tenant) => self.contexts.parts.remove(tenant),
