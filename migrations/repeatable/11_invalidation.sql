@@ -25,16 +25,17 @@
 --                     `tenant:` for the tenant; for status, parent and
 --                     isolation also for every ancestor (a deleted or moved
 --                     tenant leaves or enters their visible subtree); for a
---                     move also for every descendant. Not creation.
+--                     move also for every descendant. A child's creation
+--                     (or import): `tenant:` for every ancestor, whose
+--                     visible subtree gained it. Not a root tenant's
+--                     creation: nobody has cached anything of a new tenant,
+--                     and a trigger called on every creation cost 7% of
+--                     creating one (the WHEN clause skips roots uncalled).
 --   tenant_hierarchy  closure rows removed (a subtree moved away): `tenant:`
 --                     for both ends, so the old ancestors learn it. Rows
 --                     added notify nothing here: only a creation or a
---                     move (the tenants trigger names the new ancestors)
---                     adds them, and a trigger on every creation cost 7% of
---                     creating a tenant. A new tenant has nothing cached;
---                     its ancestors' cached context parts lack it on other
---                     servers until they expire (2 s by default): they
---                     see less for that long, never more.
+--                     move adds them, and the tenants triggers name the
+--                     new ancestors.
 --   role_permissions, member_roles
 --                     any row written: `tenant:` of its tenant (keys of the
 --                     tenant may hold other permissions now).
@@ -44,7 +45,7 @@
 -- Cost: a notifying transaction takes PostgreSQL's notification-queue lock at
 -- commit, which serialises the commits of notifying transactions (not of
 -- others). Only the rare administrative changes above notify; reads, resource
--- writes, key verification and tenant creation never do.
+-- writes, key verification and the creation of root tenants never do.
 --
 -- The trigger functions are SECURITY DEFINER (owned by tenantry_owner, search
 -- path pinned) so that a later hardening that takes pg_notify from PUBLIC does
@@ -198,6 +199,33 @@ CREATE OR REPLACE TRIGGER tenants_invalidate
           IS DISTINCT FROM (NEW.status, NEW.settings, NEW.parent_id, NEW.isolation, NEW.moving_to))
     EXECUTE FUNCTION tenantry.tenants_invalidate();
 COMMENT ON TRIGGER tenants_invalidate ON tenantry.tenants IS 'Servers drop what they cached of a tenant (its keys, its context) when its status, settings, parent, isolation or tier move (moving back, its context reads both tables) change; fires after tenants_after_write (name order), so the closure is already updated.';
+
+/**
+ * Sends `tenant:<tag>` for every ancestor of a new child tenant: their
+ * visible subtree gained it. A root tenant's creation notifies nobody (the
+ * trigger's WHEN skips it without a call): nobody has cached anything of it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenants_invalidate_created()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- The closure rows are current here (tenants_after_write ran first).
+    PERFORM tenantry.notify_invalidation(tenantry.invalidation_payload('tenant', h.parent_id))
+    FROM tenantry.tenant_hierarchy h
+    WHERE h.child_id = NEW.tenant_id AND h.depth > 0;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenants_invalidate_created() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for every ancestor of a new child tenant, whose visible subtree gained it. Not granted.';
+
+CREATE OR REPLACE TRIGGER tenants_invalidate_created
+    AFTER INSERT ON tenantry.tenants
+    FOR EACH ROW
+    WHEN (NEW.parent_id IS NOT NULL)
+    EXECUTE FUNCTION tenantry.tenants_invalidate_created();
+COMMENT ON TRIGGER tenants_invalidate_created ON tenantry.tenants IS 'Servers drop the cached context parts of a new child''s ancestors, so that they see it at once; fires after tenants_after_write (name order), so the closure is already updated. Root tenants skip it.';
 
 /** Sends `tenant:<tag>` for both ends of every closure row a move removed. */
 CREATE OR REPLACE FUNCTION tenantry.tenant_hierarchy_invalidate_removed()

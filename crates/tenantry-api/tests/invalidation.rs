@@ -1,10 +1,10 @@
-//! Two real servers on one database: what one of them changes, the other one's key cache forgets within a second, through the database's invalidation feed (LISTEN/NOTIFY), never through its time to live (set to an hour here); and a listener whose connection is killed empties the cache and comes back.
+//! Two real servers on one database: what one of them changes, the other one's key and context caches forget within a second, through the database's invalidation feed (LISTEN/NOTIFY), never through their time to live (set to an hour here); and a listener whose connection is killed empties the cache and comes back.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tenantry_api::config::{AdminToken, Settings};
-use tenantry_db::{invalidation::APPLICATION_NAME, testing::TestDatabase};
+use tenantry_db::{invalidation::APPLICATION_NAME, testing::TestDatabase, Database};
 
 #[path = "common/server.rs"]
 #[allow(dead_code)]
@@ -31,8 +31,15 @@ impl Pair {
             ..test_settings()
         };
         let admin = AdminToken::generate();
-        let one = Server::start(&settings, db.database(), &admin).await;
-        let two = Server::start(&settings, db.database(), &admin).await;
+        // Context parts too are trusted for an hour: what the other server
+        // sees within a second, it learnt from the feed.
+        let pool = || {
+            let mut config = db.database_config();
+            config.context_cache_ttl = Duration::from_secs(3600);
+            Database::connect(&config).expect("pool")
+        };
+        let one = Server::start(&settings, pool(), &admin).await;
+        let two = Server::start(&settings, pool(), &admin).await;
         let pair = Self {
             db,
             one,
@@ -374,6 +381,57 @@ async fn a_role_losing_a_permission_or_a_member_gaining_a_role_on_one_server_is_
         .await;
     pair.two_answers_within("/v1/resources", &role_key, 200, assigned)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_created_through_one_server_is_listed_by_its_parent_on_the_other_within_a_second() {
+    let pair = Pair::start().await;
+    let (parent, key) = pair.tenant("parent").await;
+    let children = |pair: &Pair| {
+        let url = format!("{}/v1/tenant/children", pair.two.base);
+        let request = pair.http.get(url).bearer_auth(&key);
+        async move {
+            let r = request.send().await.expect("request failed");
+            assert_eq!(r.status(), 200);
+            let body: Value = r.json().await.unwrap();
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["tenant_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Server two has the parent's context cached, without children.
+    assert!(children(&pair).await.is_empty());
+
+    let child = pair
+        .on_one(
+            reqwest::Method::POST,
+            "/v1/tenants",
+            &key,
+            Some(json!({ "name": "child" })),
+            201,
+        )
+        .await;
+    assert_eq!(child["parent_id"], parent.as_str());
+    let created = Instant::now();
+    loop {
+        let listed = children(&pair).await;
+        if listed == [child["tenant_id"].as_str().unwrap()] {
+            println!(
+                "the child listed by the other server after {:?}",
+                created.elapsed()
+            );
+            break;
+        }
+        assert!(
+            created.elapsed() < WITHIN,
+            "server two lists {listed:?} {:?} after the child's creation",
+            created.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Revokes a key behind the triggers' back (replica mode fires no trigger):

@@ -330,6 +330,15 @@ impl TenantScope {
         tenants(&self.rows(&sql, &[&id], &[Type::UUID]).await?)
     }
 
+    /// A direct child of the scope's tenant, including one this transaction
+    /// created ([`Self::get_tenant`] sees it from the next transaction on);
+    /// not found for any other tenant.
+    pub async fn child(&mut self, id: TenantId) -> Result<Tenant, DbError> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.child_tenant($1)");
+        let rows = self.rows(&sql, &[id.as_uuid()], &[Type::UUID]).await?;
+        one(&rows, id)
+    }
+
     /// All descendants (transitively), nearest first.
     pub async fn descendants(&mut self) -> Result<Vec<(Tenant, i32)>, DbError> {
         let sql = "SELECT t.tenant_id, t.name, t.status, t.parent_id, t.isolation, t.settings, t.created_at, t.updated_at, h.depth
@@ -343,7 +352,8 @@ impl TenantScope {
             .collect()
     }
 
-    /// Creates a child of the scope's tenant. It is visible to this tenant from its next transaction.
+    /// Creates a child of the scope's tenant. It is visible to this tenant
+    /// from its next transaction, and at once through [`Self::child`].
     pub async fn create_child_tenant(
         &mut self,
         name: &str,

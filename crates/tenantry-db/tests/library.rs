@@ -667,16 +667,45 @@ async fn child_tenant_created_by_a_tenant_is_visible_to_it_and_not_to_others() {
         .create_child_tenant("a-child", Isolation::Shared, None)
         .await
         .unwrap();
+    // In the creating transaction the child is read through `child` (the
+    // transaction's proven subtree does not hold it yet).
+    let created = s.child(child).await.unwrap();
+    assert_eq!((created.tenant_id, created.parent_id), (child, Some(a)));
+    assert_eq!(created.name, "a-child");
+    assert!(matches!(
+        s.get_tenant(child).await,
+        Err(DbError::NotFound(_))
+    ));
     s.commit().await.unwrap();
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
     assert_eq!(s.children().await.unwrap()[0].tenant_id, child);
     assert_eq!(s.get_tenant(child).await.unwrap().parent_id, Some(a));
+    s.commit().await.unwrap();
+    // A grandchild is no direct child, and a tenant is not its own.
+    let mut s = db.tenant(TenantContext::new(child)).await.unwrap();
+    let grandchild = s
+        .create_child_tenant("a-grandchild", Isolation::Shared, None)
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert_eq!(
+        s.get_tenant(grandchild).await.unwrap().parent_id,
+        Some(child)
+    );
+    for not_a_child in [grandchild, a, b] {
+        assert!(matches!(
+            s.child(not_a_child).await,
+            Err(DbError::NotFound(_))
+        ));
+    }
     drop(s);
     let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
     assert!(matches!(
         s.get_tenant(child).await,
         Err(DbError::NotFound(_))
     ));
+    assert!(matches!(s.child(child).await, Err(DbError::NotFound(_))));
     assert!(matches!(s.get_tenant(a).await, Err(DbError::NotFound(_))));
 }
 

@@ -115,7 +115,7 @@ pub async fn create_tenant(
     Json(body): Json<NewTenantBody>,
 ) -> Result<Response, ApiError> {
     let isolation = body.isolation.unwrap_or_default();
-    let (tenant, replayed) = match caller {
+    match caller {
         Caller::Admin(admin) => {
             let new = NewTenant {
                 name: body.name,
@@ -125,12 +125,12 @@ pub async fn create_tenant(
             };
             // Under an Idempotency-Key, the operator's: a retry answers the
             // stored response (the tenant as created) without a second tenant.
-            return Ok(admin
+            Ok(admin
                 .admin_write_response(Reply::new(StatusCode::CREATED), &new, |scope, new| {
                     Box::pin(scope.create_tenant(new))
                 })
                 .await?
-                .into_response());
+                .into_response())
         }
         Caller::Tenant(caller) => {
             caller.require("tenants.create")?;
@@ -143,46 +143,48 @@ pub async fn create_tenant(
                 .with_field("parent_id"));
             }
             let new = (body.name, settings(body.settings.as_ref())?);
+            // The child is read back in its creation's transaction
+            // (`child`, which sees it before the parent's context does): the
+            // answer cannot fail after the child was committed. Under an
+            // Idempotency-Key the child as created is stored, and a retry
+            // answers it.
             let created = caller
                 .write_response(
                     Reply::new(StatusCode::CREATED),
                     &new,
                     |scope, (name, settings)| {
-                        Box::pin(scope.create_child_tenant(name, isolation, settings.as_ref()))
+                        Box::pin(async move {
+                            let id = scope
+                                .create_child_tenant(name, isolation, settings.as_ref())
+                                .await?;
+                            scope.child(id).await
+                        })
                     },
                 )
                 .await?;
-            // The child is visible to its parent from the next transaction
-            // on: the answer reads it there. Under an Idempotency-Key the
-            // child's id is what is stored, and a replay reads the child
-            // again (as it is now) from it.
-            let (id, replayed) = match &created {
-                Written::Fresh { value, .. } => (*value, false),
-                Written::Replayed(stored) => {
-                    let id = stored
-                        .body
-                        .as_deref()
-                        .and_then(|b| serde_json::from_slice::<TenantId>(b).ok())
-                        .ok_or_else(|| {
-                            ApiError::new(ProblemCode::InternalError, "internal error")
-                        })?;
-                    (id, true)
-                }
+            // Stored by a server of the previous version: the child's id
+            // alone, read again as it is now.
+            let legacy = match &created {
+                Written::Replayed(stored) => stored
+                    .body
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<TenantId>(b).ok()),
+                Written::Fresh { .. } => None,
+            };
+            let Some(id) = legacy else {
+                return Ok(created.into_response());
             };
             let mut scope = caller.scope().await?;
-            let t = scope.get_tenant(id).await?;
+            let tenant = scope.get_tenant(id).await?;
             scope.commit().await?;
-            (t, replayed)
+            let mut response = (StatusCode::CREATED, Json(tenant)).into_response();
+            response.headers_mut().insert(
+                IDEMPOTENT_REPLAYED,
+                axum::http::HeaderValue::from_static("true"),
+            );
+            Ok(response)
         }
-    };
-    let mut response = (StatusCode::CREATED, Json(tenant)).into_response();
-    if replayed {
-        response.headers_mut().insert(
-            IDEMPOTENT_REPLAYED,
-            axum::http::HeaderValue::from_static("true"),
-        );
     }
-    Ok(response)
 }
 
 /// List all tenants (admin), in id order.

@@ -609,15 +609,36 @@ async fn a_child_tenant_created_under_a_key_is_created_once() {
     )
     .await;
     assert!(retry.replayed);
-    assert_eq!(
-        retry.resp.expect(201)["tenant_id"],
-        first.resp.body["tenant_id"]
-    );
+    // The child as its creation's transaction read it, stored whole.
+    assert_eq!(retry.resp.expect(201), &first.resp.body);
+    assert_eq!(first.resp.body["parent_id"], acme.id.as_str());
     assert_eq!(
         app.count("SELECT count(*) FROM tenantry.tenants WHERE name = 'acme-eu'")
             .await,
         1
     );
+
+    // A response stored by the previous version (the child's id alone) is
+    // answered with the child as it is now.
+    let su = app.db.superuser_client().await;
+    su.execute(
+        "UPDATE tenantry.idempotency_keys SET body = convert_to(to_jsonb($1::text)::text, 'UTF8')
+          WHERE idempotency_key = 'child-1'",
+        &[&first.resp.body["tenant_id"].as_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    let legacy = keyed(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &acme.key,
+        "child-1",
+        Some(&body),
+    )
+    .await;
+    assert!(legacy.replayed);
+    assert_eq!(legacy.resp.expect(201), &first.resp.body);
 }
 
 #[tokio::test]

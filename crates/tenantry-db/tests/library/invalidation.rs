@@ -4,7 +4,7 @@ use std::{collections::HashSet, time::Duration};
 
 use tenantry_db::{
     testing::TestDatabase, Invalidation, Invalidations, ListenOptions, ListenTo, Subscription,
-    TenantId,
+    TenantContext, TenantId,
 };
 
 use super::tenant;
@@ -53,11 +53,16 @@ async fn the_listener_publishes_a_move_made_through_another_pool_as_the_moved_te
     let other = tdb.database();
     let old_root = tenant(&other, "old", None).await;
     let new_root = tenant(&other, "new", None).await;
-    let moved = tenant(&other, "moved", Some(old_root)).await;
     assert_eq!(
         drain(&mut sub).await,
         HashSet::new(),
-        "creations are silent"
+        "a root tenant's creation is silent"
+    );
+    let moved = tenant(&other, "moved", Some(old_root)).await;
+    assert_eq!(
+        drain(&mut sub).await,
+        [Invalidation::tenant(old_root)].into(),
+        "a child's creation names its parent"
     );
 
     let mut admin = other.admin("test").await.unwrap();
@@ -70,6 +75,42 @@ async fn the_listener_publishes_a_move_made_through_another_pool_as_the_moved_te
     assert_eq!(drain(&mut sub).await, expected);
     let stranger = TenantId::from_uuid(uuid::Uuid::new_v4());
     assert!(!expected.contains(&Invalidation::tenant(stranger)));
+}
+
+#[tokio::test]
+async fn a_child_created_through_another_pool_names_every_ancestor_and_nobody_else() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let feed = Invalidations::start(&db, &ListenTo::Database, ListenOptions::default());
+    let mut sub = feed.subscribe();
+    assert!(listening(&feed).await, "listening within 5 s");
+
+    let other = tdb.database();
+    let root = tenant(&other, "root", None).await;
+    let mid = tenant(&other, "mid", Some(root)).await;
+    let bystander = tenant(&other, "bystander", None).await;
+    drain(&mut sub).await;
+    // Their visible subtree gains the new tenant: servers that cached their
+    // context must read it again to see it.
+    let leaf = tenant(&other, "leaf", Some(mid)).await;
+    let expected: HashSet<Invalidation> =
+        [root, mid].into_iter().map(Invalidation::tenant).collect();
+    let got = drain(&mut sub).await;
+    assert_eq!(got, expected, "an operator's creation");
+    assert!(!got.contains(&Invalidation::tenant(bystander)));
+
+    // The same through the tenant itself (a tenant key's child).
+    let mut scope = other.tenant(TenantContext::new(leaf)).await.unwrap();
+    scope
+        .create_child_tenant("below leaf", tenantry_db::Isolation::Shared, None)
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    let expected: HashSet<Invalidation> = [root, mid, leaf]
+        .into_iter()
+        .map(Invalidation::tenant)
+        .collect();
+    assert_eq!(drain(&mut sub).await, expected, "a tenant's own child");
 }
 
 #[tokio::test]

@@ -141,14 +141,25 @@ async fn suspending_and_deleting_a_tenant_notify_it_and_its_ancestors_and_settin
     let admin = admin(&tdb).await;
     let mut listener = Listener::start(&tdb).await;
     let root = create_tenant(&admin, "root", None).await;
+    assert_eq!(
+        listener.received().await,
+        BTreeSet::new(),
+        "a root's creation"
+    );
     let child = create_tenant(&admin, "child", Some(root)).await;
+    assert_eq!(listener.received().await, tenants(&[root]), "a child's");
     let grandchild = create_tenant(&admin, "grandchild", Some(child)).await;
+    assert_eq!(
+        listener.received().await,
+        tenants(&[child, root]),
+        "a grandchild's creation: every ancestor's subtree grew"
+    );
     exec(
         &admin,
         &format!("UPDATE tenantry.tenants SET name = 'renamed' WHERE tenant_id = '{child}'"),
     )
     .await;
-    assert_eq!(listener.received().await, BTreeSet::new(), "create, rename");
+    assert_eq!(listener.received().await, BTreeSet::new(), "rename");
 
     set_status(&admin, grandchild, "suspended").await;
     assert_eq!(
@@ -190,7 +201,11 @@ async fn moving_a_subtree_notifies_its_tenants_and_their_old_and_new_ancestors()
     let moved = create_tenant(&admin, "moved", Some(old_root)).await;
     let below = create_tenant(&admin, "below", Some(moved)).await;
     let bystander = create_tenant(&admin, "bystander", Some(old_root)).await;
-    assert_eq!(listener.received().await, BTreeSet::new(), "creations");
+    assert_eq!(
+        listener.received().await,
+        tenants(&[old_root, moved]),
+        "creations: their ancestors"
+    );
 
     admin
         .execute(

@@ -471,6 +471,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         [
             "accept_invitation",
             "check_tenant_route",
+            "child_tenant",
             "claim_operator_idempotency_key",
             "complete_operator_idempotency_key",
             "context_session_nonce",
