@@ -1,8 +1,10 @@
 //! The server's callers: tenant keys through `tenantry_axum`'s [`TenantCaller`] (one copy of the key check for the server and for applications), and here the admin token's [`AdminCaller`] and [`Caller`] for routes that take either. The only way a handler gets a scope.
 
+use std::sync::Arc;
+
 use axum::{extract::FromRequestParts, http::request::Parts};
 use tenantry_axum::auth::bearer;
-use tenantry_axum::idempotency::{Reply, Written};
+use tenantry_axum::idempotency::{PendingIdempotency, Reply, Written};
 use tenantry_db::{
     AdminScope, ApiKeySecret, Database, IdempotentRequest, Isolation, ScopeFuture, TenantContext,
     TenantId, TenantScope, TierMove,
@@ -21,8 +23,8 @@ use crate::{
 pub struct AdminCaller {
     db: Database,
     tenantry: tenantry_axum::Tenantry,
-    /// The request's `Idempotency-Key`, in the operator's namespace.
-    idempotency: Option<IdempotentRequest>,
+    /// The request's `Idempotency-Key` (kept in the operator's namespace).
+    idempotency: Option<Arc<PendingIdempotency>>,
 }
 
 /// Audit actor label of the admin token.
@@ -78,7 +80,7 @@ impl AdminCaller {
             .db
             .in_admin_idempotent(
                 ADMIN_ACTOR,
-                self.idempotency.as_ref(),
+                self.idempotency().as_ref(),
                 args,
                 work,
                 |value| reply.stored(value),
@@ -99,11 +101,20 @@ impl AdminCaller {
         let ctx = TenantContext::new(tenant).with_actor(ADMIN_ACTOR);
         let outcome = self
             .db
-            .in_tenant_idempotent(&ctx, self.idempotency.as_ref(), args, work, |value| {
+            .in_tenant_idempotent(&ctx, self.idempotency().as_ref(), args, work, |value| {
                 reply.stored(value)
             })
             .await?;
         Ok(reply.written(outcome))
+    }
+
+    /// The request under its `Idempotency-Key`, in the operator's namespace
+    /// (creating a tenant has no tenant to keep one for); its body as the
+    /// handler read it, so only once the handler has.
+    fn idempotency(&self) -> Option<IdempotentRequest> {
+        self.idempotency
+            .as_deref()
+            .map(|r| r.request().for_operator())
     }
 
     /// Refuses a request sent with an `Idempotency-Key`: for a route whose
@@ -156,16 +167,10 @@ impl FromRequestParts<AppState> for AdminCaller {
             }
             return Err(ApiError::unauthorized());
         }
-        // The operator's keys live in a namespace of their own (creating a
-        // tenant has no tenant to keep one for).
-        let idempotency = parts
-            .extensions
-            .get::<std::sync::Arc<IdempotentRequest>>()
-            .map(|r| r.for_operator());
         Ok(Self {
             db: state.db.clone(),
             tenantry: state.tenantry.clone(),
-            idempotency,
+            idempotency: parts.extensions.get().cloned(),
         })
     }
 }

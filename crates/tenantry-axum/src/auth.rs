@@ -393,7 +393,7 @@ pub struct TenantCaller {
     members: Arc<MemberCache>,
     limits: Arc<RateLimits>,
     /// The request's `Idempotency-Key` and fingerprint ([`crate::idempotency::middleware`]).
-    idempotency: Option<Arc<tenantry_db::IdempotentRequest>>,
+    idempotency: Option<Arc<crate::idempotency::PendingIdempotency>>,
 }
 
 impl TenantCaller {
@@ -560,7 +560,7 @@ impl TenantCaller {
         let request = self
             .idempotency
             .as_deref()
-            .map(|r| r.by(&self.caller_label()));
+            .map(|r| r.request().by(&self.caller_label()));
         let outcome = self
             .db
             .in_tenant_idempotent(&self.context(), request.as_ref(), args, work, |value| {

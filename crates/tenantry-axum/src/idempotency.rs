@@ -26,15 +26,20 @@
 //! # }
 //! ```
 
-use std::sync::Arc;
+use std::{
+    pin::Pin,
+    sync::{Arc, OnceLock},
+    task::{ready, Context, Poll},
+};
 
 use axum::{
-    body::{Body, Bytes},
-    extract::{FromRequest, Request},
+    body::{Body, Bytes, HttpBody},
+    extract::Request,
     http::{header, HeaderName, HeaderValue, Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use http_body::{Frame, SizeHint};
 use serde::Serialize;
 use tenantry_db::{DbError, IdempotencyKey, Idempotent, IdempotentRequest, StoredResponse};
 
@@ -45,19 +50,14 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// The header that marks a replayed response.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// How long [`middleware`] waits for the body of a request carrying
-/// `Idempotency-Key` and a credential (it reads it before the credential is
-/// checked): 408 `request_timeout` past it.
-pub const IDEMPOTENT_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// For every POST, PUT, PATCH and DELETE carrying `Idempotency-Key`: checks
-/// the key (400 `invalid_header` unless 1 to 255 visible ASCII characters),
-/// and, when the request carries `Authorization` (without it the handler's
-/// credential check answers first), reads the body (within the router's body
-/// limit and [`IDEMPOTENT_BODY_WAIT`]), and hands the handler's
-/// extractors an [`IdempotentRequest`] fingerprinting method, path and
-/// query, and body. Other methods ignore the header (a read is idempotent).
-/// Route layer: it runs after routing, so unknown routes answer 404 first.
+/// the key (400 `invalid_header` unless 1 to 255 visible ASCII characters)
+/// and hands the handler's extractors a [`PendingIdempotency`], which
+/// fingerprints method, path and query, and the body as the handler's own
+/// extractor reads it. The middleware reads nothing itself: a body is read
+/// only after the route has checked the credential, as without the header.
+/// Other methods ignore the header (a read is idempotent). Route layer: it
+/// runs after routing, so unknown routes answer 404 first.
 pub async fn middleware(req: Request, next: Next) -> Response {
     let writes = [Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
     let Some(value) = req
@@ -83,50 +83,108 @@ pub async fn middleware(req: Request, next: Next) -> Response {
         .with_field("Idempotency-Key")
         .into_response();
     };
-    // Without a credential the handler answers 401 before it reads a byte:
-    // the body is not read here either (nobody unauthenticated makes the
-    // server hold a body), and no write of such a request is stored.
-    if !req.headers().contains_key(header::AUTHORIZATION) {
-        return next.run(req).await;
-    }
-    let (parts, body) = req.into_parts();
-    // Read before any credential is checked, so within a deadline: a client
-    // that trickles its body must not hold a connection (and the body read
-    // so far) for as long as it likes.
-    let read = tokio::time::timeout(
-        IDEMPOTENT_BODY_WAIT,
-        Bytes::from_request(Request::from_parts(parts.clone(), body), &()),
-    )
-    .await;
-    let Ok(read) = read else {
-        return ApiError::new(
-            ProblemCode::RequestTimeout,
-            format!(
-                "the request body did not arrive within {} s",
-                IDEMPOTENT_BODY_WAIT.as_secs()
-            ),
-        )
-        .into_response();
-    };
-    let bytes = match read {
-        Ok(bytes) => bytes,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return ApiError::new(
-                ProblemCode::BodyTooLarge,
-                "request body exceeds the size limit",
-            )
-            .into_response()
-        }
-        Err(e) => return ApiError::new(ProblemCode::InvalidJson, e.body_text()).into_response(),
-    };
+    let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
         .path_and_query()
         .map_or(parts.uri.path(), |p| p.as_str());
-    let request = IdempotentRequest::new(key, parts.method.as_str(), path, &bytes);
-    let mut req = Request::from_parts(parts, Body::from(bytes));
-    req.extensions_mut().insert(Arc::new(request));
-    next.run(req).await
+    let pending = Arc::new(PendingIdempotency {
+        key,
+        method: parts.method.as_str().to_owned(),
+        path: path.to_owned(),
+        read: OnceLock::new(),
+    });
+    parts.extensions.insert(Arc::clone(&pending));
+    let body = Body::new(Fingerprinted {
+        inner: body,
+        chunks: Vec::new(),
+        pending,
+    });
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// A write's `Idempotency-Key` and what makes two requests the same one:
+/// method, path and query, known from the start, and the body, known once
+/// the handler's extractor has read it to its end. Put in the request's
+/// extensions by [`middleware`]; the credential extractors hand it on.
+#[derive(Debug)]
+pub struct PendingIdempotency {
+    key: IdempotencyKey,
+    method: String,
+    path: String,
+    /// Set when the body has been read to its end.
+    read: OnceLock<IdempotentRequest>,
+}
+
+impl PendingIdempotency {
+    /// The request under its key: its body as the handler read it. A body
+    /// the handler never read counts as empty (nothing the write did came
+    /// from it), which is also what a request without a body hashes to.
+    pub fn request(&self) -> IdempotentRequest {
+        self.read
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.with_body(&[]))
+    }
+
+    fn with_body(&self, body: &[u8]) -> IdempotentRequest {
+        IdempotentRequest::new(self.key.clone(), &self.method, &self.path, body)
+    }
+}
+
+/// The request body as the handler reads it, its bytes kept (shared, not
+/// copied) until its end, when they are hashed into the
+/// [`PendingIdempotency`].
+struct Fingerprinted {
+    inner: Body,
+    chunks: Vec<Bytes>,
+    pending: Arc<PendingIdempotency>,
+}
+
+impl Fingerprinted {
+    fn finish(&mut self) {
+        let chunks = std::mem::take(&mut self.chunks);
+        let request = match chunks.as_slice() {
+            [] => self.pending.with_body(&[]),
+            [one] => self.pending.with_body(one),
+            many => self.pending.with_body(&many.concat()),
+        };
+        let _ = self.pending.read.set(request);
+    }
+}
+
+impl HttpBody for Fingerprinted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.chunks.push(data.clone());
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            None => this.finish(),
+            Some(Err(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// What a write answers: its status and, for a response that shows a secret
@@ -283,6 +341,8 @@ pub(crate) async fn sweep(db: tenantry_db::Database, mut stop: tokio::sync::ones
 mod tests {
     use super::*;
 
+    use tower::ServiceExt;
+
     /// A POST carrying `Idempotency-Key` whose 100-byte body never arrives,
     /// with `authorization` when given.
     fn stalled_write(authorization: Option<&str>) -> Request {
@@ -298,51 +358,104 @@ mod tests {
         builder.body(Body::from_stream(never)).unwrap()
     }
 
-    /// A body that never arrives gets 408 `request_timeout` after
-    /// [`IDEMPOTENT_BODY_WAIT`] (time paused: at once here), before any
-    /// handler or credential check runs.
+    /// The middleware reads no body, whatever credential the request
+    /// carries (none, a wrong one, one still to be checked): the request
+    /// goes on at once, unread, to the route, whose credential check
+    /// answers first (here a stand-in that refuses everyone), however
+    /// slowly its body would arrive.
     #[tokio::test(start_paused = true)]
-    async fn a_body_that_never_arrives_is_answered_408_instead_of_holding_the_connection() {
-        use tower::ServiceExt;
-        let app = axum::Router::new()
-            .route("/", axum::routing::post(|| async { "the handler ran" }))
-            .route_layer(axum::middleware::from_fn(middleware));
-        let request = stalled_write(Some("Bearer tk_not_checked_yet"));
-        let response = tokio::time::timeout(IDEMPOTENT_BODY_WAIT * 2, app.oneshot(request))
-            .await
-            .expect("answered within the deadline, not held open")
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
-        assert_eq!(
-            response.headers()[axum::http::header::CONTENT_TYPE],
-            "application/problem+json"
-        );
-    }
-
-    /// Without `Authorization` the body is not read: the request goes on at
-    /// once, unread, to the handler (whose credential check answers 401
-    /// first in a real route), however slowly its body would arrive.
-    #[tokio::test(start_paused = true)]
-    async fn without_a_credential_the_body_is_left_unread_for_the_handler_to_refuse() {
-        use tower::ServiceExt;
+    async fn the_body_is_left_unread_for_the_route_to_check_the_credential_first() {
         let app = axum::Router::new()
             .route(
                 "/",
                 axum::routing::post(|headers: axum::http::HeaderMap| async move {
                     (
                         StatusCode::UNAUTHORIZED,
-                        format!("no credential: {}", headers.len()),
+                        format!("refused: {}", headers.len()),
                     )
                 }),
             )
             .route_layer(axum::middleware::from_fn(middleware));
-        let request = stalled_write(None);
-        let response =
-            tokio::time::timeout(std::time::Duration::from_millis(10), app.oneshot(request))
+        for credential in [None, Some("Bearer tk_wrong"), Some("Basic eDp5")] {
+            let response = tokio::time::timeout(
+                std::time::Duration::from_millis(10),
+                app.clone().oneshot(stalled_write(credential)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{credential:?}: handed on at once, the body unread"))
+            .unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
+
+    /// A route that answers whether the fingerprint its handler sees after
+    /// reading the body (when `read`) is the one of `method`, `/w?x=1` and
+    /// `expected` under key `k-1`.
+    fn fingerprinting_app(read: bool, expected: &'static [u8]) -> axum::Router {
+        let check = move |pending: axum::Extension<Arc<PendingIdempotency>>, body: Request| async move {
+            let method = body.method().as_str().to_owned();
+            if read {
+                axum::body::to_bytes(body.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+            }
+            let key = IdempotencyKey::parse("k-1").unwrap();
+            let same =
+                pending.request() == IdempotentRequest::new(key, &method, "/w?x=1", expected);
+            if same {
+                StatusCode::OK
+            } else {
+                StatusCode::CONFLICT
+            }
+        };
+        axum::Router::new()
+            .route("/w", axum::routing::post(check).delete(check))
+            .route_layer(axum::middleware::from_fn(middleware))
+    }
+
+    /// A keyed write whose body arrives in `chunks`.
+    fn chunked_write(method: Method, chunks: &[&'static [u8]]) -> Request {
+        let frames: Vec<Result<Bytes, std::io::Error>> =
+            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        Request::builder()
+            .method(method)
+            .uri("/w?x=1")
+            .header(IDEMPOTENCY_KEY, "k-1")
+            .body(Body::from_stream(futures_util::stream::iter(frames)))
+            .unwrap()
+    }
+
+    /// The body is hashed as the handler reads it, in as many pieces as it
+    /// comes, to the very fingerprint of the whole body read at once (the
+    /// one stored keys were made with); a body the handler never reads
+    /// counts as empty.
+    #[tokio::test]
+    async fn the_fingerprint_of_a_body_read_by_the_handler_is_the_whole_bodys() {
+        let whole: &[u8] = b"{\"name\":\"acme\"}";
+        for chunks in [
+            vec![whole],
+            vec![&whole[..3], &whole[3..9], &whole[9..]],
+            vec![],
+        ] {
+            let expected: &'static [u8] = if chunks.is_empty() { b"" } else { whole };
+            let response = fingerprinting_app(true, expected)
+                .oneshot(chunked_write(Method::POST, &chunks))
                 .await
-                .expect("handed on at once, the body unread")
                 .unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(response.status(), StatusCode::OK, "{chunks:?}");
+        }
+        // A different body is a different request.
+        let response = fingerprinting_app(true, b"{\"name\":\"other\"}")
+            .oneshot(chunked_write(Method::POST, &[whole]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        // Unread, as by a DELETE route that takes no body.
+        let response = fingerprinting_app(false, b"")
+            .oneshot(chunked_write(Method::DELETE, &[whole]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
     }
 
     #[test]
