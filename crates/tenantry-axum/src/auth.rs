@@ -3,11 +3,8 @@
 use std::{
     collections::HashMap,
     num::NonZeroU32,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex, RwLock,
-    },
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use axum::{
@@ -30,6 +27,7 @@ use crate::{
     jwt::VerifiedToken,
     people::{looks_like_jwt, named_tenant, not_a_member, requested_tenant, MemberCache},
     request_log::LogSlot,
+    tagged::TaggedCache,
     Tenantry,
 };
 
@@ -68,10 +66,8 @@ impl std::fmt::Debug for AdminToken {
 /// not listening, entries are trusted for at most [`UNLISTENED_TTL`].
 pub struct KeyCache {
     ttl: Duration,
-    entries: RwLock<HashMap<String, CachedKey>>,
-    /// Bumped under the write lock by every removal: a verification that read
-    /// the database before a removal must not cache what it read.
-    removals: AtomicU64,
+    /// By prefix, under the key's and its tenant's tags.
+    entries: TaggedCache<String, CachedKey>,
     /// Whether the invalidation listener is listening; `None` without one.
     listening: Option<ListeningFlag>,
 }
@@ -88,9 +84,6 @@ pub const KEY_CACHE_CAPACITY: usize = 100_000;
 struct CachedKey {
     hash: [u8; 32],
     identity: Arc<KeyIdentity>,
-    fetched: Instant,
-    key_tag: Tag<KeyId>,
-    tenant_tag: Tag<TenantId>,
 }
 
 impl KeyCache {
@@ -99,8 +92,7 @@ impl KeyCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            entries: RwLock::new(HashMap::new()),
-            removals: AtomicU64::new(0),
+            entries: TaggedCache::new(KEY_CACHE_CAPACITY, ttl),
             listening: None,
         }
     }
@@ -126,14 +118,16 @@ impl KeyCache {
 
     fn get(&self, secret: &ApiKeySecret) -> Option<Arc<KeyIdentity>> {
         let lifetime = self.lifetime();
-        let entries = self.entries.read().expect("key cache lock");
-        let entry = entries.get(secret.prefix())?;
-        let fresh = entry.fetched.elapsed() < lifetime;
-        let unexpired = entry
-            .identity
-            .expires_at
-            .is_none_or(|e| e > chrono::Utc::now());
-        (fresh && unexpired && secret.matches_hash(&entry.hash)).then(|| entry.identity.clone())
+        self.entries.get(secret.prefix(), |entry| {
+            let fresh = entry.fetched.elapsed() < lifetime;
+            let unexpired = entry
+                .value
+                .identity
+                .expires_at
+                .is_none_or(|e| e > chrono::Utc::now());
+            (fresh && unexpired && secret.matches_hash(&entry.value.hash))
+                .then(|| entry.value.identity.clone())
+        })
     }
 
     pub(crate) async fn verify(
@@ -144,56 +138,33 @@ impl KeyCache {
         if let Some(hit) = self.get(secret) {
             return Ok(Some(hit));
         }
-        let removals = self.removals.load(Ordering::Acquire);
-        let verified = db.verify_key(secret.expose()).await?;
-        let mut entries = self.entries.write().expect("key cache lock");
-        match verified {
+        let ticket = self.entries.ticket();
+        match db.verify_key(secret.expose()).await? {
             Some(identity) => {
                 let identity = Arc::new(identity);
-                // A removal since the read may have been about this very key:
-                // answer this request with what was read, but do not keep it.
-                if self.removals.load(Ordering::Acquire) == removals {
-                    if entries.len() >= KEY_CACHE_CAPACITY && !entries.contains_key(secret.prefix())
-                    {
-                        let ttl = self.ttl;
-                        entries.retain(|_, e| e.fetched.elapsed() < ttl);
-                        if entries.len() >= KEY_CACHE_CAPACITY {
-                            entries.clear();
-                        }
-                    }
-                    entries.insert(
-                        secret.prefix().to_owned(),
-                        CachedKey {
-                            hash: secret.sha256(),
-                            key_tag: Tag::of(identity.key_id),
-                            tenant_tag: Tag::of(identity.tenant_id),
-                            identity: identity.clone(),
-                            fetched: Instant::now(),
-                        },
-                    );
-                }
+                // Kept unless a removal of this key or its tenant came while
+                // it was read (it may have been about what was read): then
+                // this request is answered with it, and the next reads again.
+                self.entries.insert(
+                    ticket,
+                    secret.prefix().to_owned(),
+                    CachedKey {
+                        hash: secret.sha256(),
+                        identity: identity.clone(),
+                    },
+                    Tag::of(identity.tenant_id),
+                    Some(Tag::of(identity.key_id)),
+                );
                 Ok(Some(identity))
             }
             None => {
                 // Only forget an entry that belongs to this very key: a forged
                 // secret with a real prefix must not evict the real key.
-                if entries
-                    .get(secret.prefix())
-                    .is_some_and(|e| secret.matches_hash(&e.hash))
-                {
-                    entries.remove(secret.prefix());
-                }
+                self.entries
+                    .remove_if(secret.prefix(), |e| secret.matches_hash(&e.value.hash));
                 Ok(None)
             }
         }
-    }
-
-    /// Drops the entries `keep` refuses, and makes in-flight verifications
-    /// not cache what they read.
-    fn remove(&self, keep: impl Fn(&CachedKey) -> bool) {
-        let mut entries = self.entries.write().expect("key cache lock");
-        self.removals.fetch_add(1, Ordering::AcqRel);
-        entries.retain(|_, e| keep(e));
     }
 
     /// Forgets one key (revoked or rotated here).
@@ -210,18 +181,15 @@ impl KeyCache {
     /// status, settings, place in the hierarchy, roles' permissions or
     /// members' roles changed, and any key of it may hold other permissions
     /// now: a tenant's keys are few, and finding the affected ones would take
-    /// the database's knowledge of who holds which role); or everything.
+    /// the database's knowledge of who holds which role); or everything. In
+    /// time proportional to the entries dropped, whatever the cache holds.
     pub fn apply(&self, invalidation: Invalidation) {
-        match invalidation {
-            Invalidation::Key(tag) => self.remove(|e| e.key_tag != tag),
-            Invalidation::Tenant(tag) => self.remove(|e| e.tenant_tag != tag),
-            Invalidation::All => self.remove(|_| false),
-        }
+        self.entries.apply(invalidation);
     }
 
     /// How many keys are cached.
     pub fn len(&self) -> usize {
-        self.entries.read().expect("key cache lock").len()
+        self.entries.len()
     }
 
     /// Whether no key is cached.

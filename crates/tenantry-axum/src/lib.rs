@@ -61,6 +61,7 @@ pub mod jwt;
 pub mod people;
 pub mod request_log;
 pub mod serve;
+mod tagged;
 pub mod tenant_stats;
 
 pub use auth::{AdminToken, KeyCache, RateLimits, TenantCaller};

@@ -2,10 +2,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
-    },
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -25,6 +22,7 @@ use crate::{
     auth::{bearer, UNLISTENED_TTL},
     error::{ApiError, ProblemCode},
     jwt::{JwtError, JwtVerifier, VerifiedToken},
+    tagged::TaggedCache,
     Tenantry,
 };
 
@@ -100,12 +98,6 @@ fn token_error(e: JwtError) -> ApiError {
     ApiError::unauthorized()
 }
 
-struct CachedMember {
-    identity: Option<Arc<MemberIdentity>>,
-    fetched: Instant,
-    tenant_tag: Tag<TenantId>,
-}
-
 /// People's memberships by (user, tenant), as the database last gave them:
 /// dropped when the tenant's members, roles or status change (here at once,
 /// elsewhere within milliseconds through the invalidation feed; while that
@@ -113,8 +105,8 @@ struct CachedMember {
 /// still-valid token is refused once the entry is gone.
 pub struct MemberCache {
     ttl: Duration,
-    entries: RwLock<HashMap<(UserId, TenantId), CachedMember>>,
-    removals: AtomicU64,
+    /// `None`: not a member (or no such tenant), as the database said.
+    entries: TaggedCache<(UserId, TenantId), Option<Arc<MemberIdentity>>>,
     listening: Option<ListeningFlag>,
 }
 
@@ -123,8 +115,7 @@ impl MemberCache {
     pub fn with_invalidations(ttl: Duration, invalidations: &Invalidations) -> Self {
         Self {
             ttl,
-            entries: RwLock::new(HashMap::new()),
-            removals: AtomicU64::new(0),
+            entries: TaggedCache::new(PEOPLE_CACHE_CAPACITY, ttl),
             listening: invalidations
                 .is_enabled()
                 .then(|| invalidations.listening_flag()),
@@ -146,46 +137,27 @@ impl MemberCache {
         tenant: TenantId,
     ) -> Result<Option<Arc<MemberIdentity>>, ApiError> {
         let lifetime = self.lifetime();
-        if let Some(hit) = self
-            .entries
-            .read()
-            .expect("member cache lock")
-            .get(&(user, tenant))
-            .filter(|e| e.fetched.elapsed() < lifetime)
-        {
-            return Ok(hit.identity.clone());
+        if let Some(hit) = self.entries.get(&(user, tenant), |e| {
+            (e.fetched.elapsed() < lifetime).then(|| e.value.clone())
+        }) {
+            return Ok(hit);
         }
-        let removals = self.removals.load(Ordering::Acquire);
+        let ticket = self.entries.ticket();
         let identity = db.member_identity(user, tenant).await?.map(Arc::new);
-        let mut entries = self.entries.write().expect("member cache lock");
-        if self.removals.load(Ordering::Acquire) == removals {
-            if entries.len() >= PEOPLE_CACHE_CAPACITY {
-                let ttl = self.ttl;
-                entries.retain(|_, e| e.fetched.elapsed() < ttl);
-                if entries.len() >= PEOPLE_CACHE_CAPACITY {
-                    entries.clear();
-                }
-            }
-            entries.insert(
-                (user, tenant),
-                CachedMember {
-                    identity: identity.clone(),
-                    fetched: Instant::now(),
-                    tenant_tag: Tag::of(tenant),
-                },
-            );
-        }
+        self.entries.insert(
+            ticket,
+            (user, tenant),
+            identity.clone(),
+            Tag::of(tenant),
+            None,
+        );
         Ok(identity)
     }
 
     /// Forgets what `invalidation` names (a tenant's members, or everything).
     pub fn apply(&self, invalidation: Invalidation) {
-        let mut entries = self.entries.write().expect("member cache lock");
-        self.removals.fetch_add(1, Ordering::AcqRel);
-        match invalidation {
-            Invalidation::Key(_) => {}
-            Invalidation::Tenant(tag) => entries.retain(|_, e| e.tenant_tag != tag),
-            Invalidation::All => entries.clear(),
+        if !matches!(invalidation, Invalidation::Key(_)) {
+            self.entries.apply(invalidation);
         }
     }
 

@@ -105,6 +105,11 @@ impl<T: Tagged> Tag<T> {
         Some(Self::from_bytes(bytes))
     }
 
+    /// Its 16 bytes (a hash: evenly spread, as a cache's shard needs).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.bytes
+    }
+
     /// Whether this is the tag of `id`.
     pub fn names(&self, id: T) -> bool {
         *self == Self::of(id)
