@@ -195,7 +195,9 @@ impl Browser {
 
     /// Does `act` on the element `script` returns, found again when the page
     /// rendered it anew between finding and acting (a stale element
-    /// reference: the console re-renders a view when its data arrives).
+    /// reference: the console re-renders a view when its data arrives), or
+    /// when it was not interactable yet (found while that view was still
+    /// being laid out, as on a loaded machine).
     async fn on_element<F, Fut>(&self, what: &str, script: &str, act: F)
     where
         F: Fn(WebElement) -> Fut,
@@ -209,6 +211,7 @@ impl Browser {
                     if matches!(
                         e.as_inner(),
                         thirtyfour::error::WebDriverErrorInner::StaleElementReference(_)
+                            | thirtyfour::error::WebDriverErrorInner::ElementNotInteractable(_)
                     ) && Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
