@@ -537,7 +537,8 @@ COMMENT ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) IS 'Creates 
  * transaction entered its context, it also sees a child created earlier in
  * the same transaction, so that the creation can answer with the child's
  * row (its settings as capped by the parent's) without a second
- * transaction. No row for any other tenant.
+ * transaction. No row for any other tenant, nor for a deleted child (the
+ * subtree holds live tenants only).
  */
 CREATE OR REPLACE FUNCTION tenantry.child_tenant(child uuid)
 RETURNS TABLE (tenant_id uuid, name text, status text, parent_id uuid, isolation text, settings jsonb, created_at timestamptz, updated_at timestamptz)
@@ -546,9 +547,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT t.tenant_id, t.name, t.status, t.parent_id, t.isolation, t.settings, t.created_at, t.updated_at
     FROM tenantry.tenants t
-    WHERE t.tenant_id = child AND t.parent_id = tenantry.current_tenant_id()
+    WHERE t.tenant_id = child AND t.parent_id = tenantry.current_tenant_id() AND t.status <> 'deleted'
 $$;
-COMMENT ON FUNCTION tenantry.child_tenant(uuid) IS 'A direct child of the current tenant by id, including one created earlier in this transaction (which tenantry.tenants shows the parent from its next transaction on); no row for any other tenant.';
+COMMENT ON FUNCTION tenantry.child_tenant(uuid) IS 'A live direct child of the current tenant by id, including one created earlier in this transaction (which tenantry.tenants shows the parent from its next transaction on); no row for any other tenant or a deleted child.';
 
 GRANT EXECUTE ON FUNCTION tenantry.create_tenant(text, uuid, text, jsonb) TO tenantry_admin;
 GRANT EXECUTE ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) TO tenantry_app;

@@ -26,7 +26,7 @@
 --                     isolation also for every ancestor (a deleted or moved
 --                     tenant leaves or enters their visible subtree); for a
 --                     move also for every descendant. A child's creation
---                     (or import): `tenant:` for every ancestor, whose
+--                     (or import, import_tenant): `tenant:` for every ancestor, whose
 --                     visible subtree gained it. Not a root tenant's
 --                     creation: nobody has cached anything of a new tenant,
 --                     and a trigger called on every creation cost 7% of
@@ -201,6 +201,28 @@ CREATE OR REPLACE TRIGGER tenants_invalidate
 COMMENT ON TRIGGER tenants_invalidate ON tenantry.tenants IS 'Servers drop what they cached of a tenant (its keys, its context) when its status, settings, parent, isolation or tier move (moving back, its context reads both tables) change; fires after tenants_after_write (name order), so the closure is already updated.';
 
 /**
+ * Sends `tenant:<tag>` for every ancestor of tenant `tid` (their visible
+ * subtree holds it): a new child's creation and an import under a parent,
+ * which runs with row triggers off. Nothing on a Citus worker, where no
+ * server listens (the closure is not read there either).
+ */
+CREATE OR REPLACE FUNCTION tenantry.notify_ancestors(tid uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tenantry.on_citus_worker() THEN
+        RETURN;
+    END IF;
+    PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', h.parent_id))
+    FROM tenantry.tenant_hierarchy h
+    WHERE h.child_id = tid AND h.depth > 0;
+END
+$$;
+COMMENT ON FUNCTION tenantry.notify_ancestors(uuid) IS 'Internal: notifies tenantry_invalidate with tenant:<tag> for every ancestor of the tenant (a new child, an import under a parent); nothing on a Citus worker. Not granted.';
+
+/**
  * Sends `tenant:<tag>` for every ancestor of a new child tenant: their
  * visible subtree gained it. A root tenant's creation notifies nobody (the
  * trigger's WHEN skips it without a call): nobody has cached anything of it.
@@ -212,13 +234,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- The closure rows are current here (tenants_after_write ran first).
-    PERFORM tenantry.notify_invalidation(tenantry.invalidation_payload('tenant', h.parent_id))
-    FROM tenantry.tenant_hierarchy h
-    WHERE h.child_id = NEW.tenant_id AND h.depth > 0;
+    PERFORM tenantry.notify_ancestors(NEW.tenant_id);
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_invalidate_created() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for every ancestor of a new child tenant, whose visible subtree gained it. Not granted.';
+COMMENT ON FUNCTION tenantry.tenants_invalidate_created() IS 'Trigger: notifies tenantry_invalidate with tenant:<tag> for every ancestor of a new child tenant, whose visible subtree gained it (notify_ancestors). Not granted.';
 
 CREATE OR REPLACE TRIGGER tenants_invalidate_created
     AFTER INSERT ON tenantry.tenants

@@ -272,6 +272,9 @@ BEGIN
     SELECT h.parent_id, tid, h.depth + 1 FROM tenantry.tenant_hierarchy h WHERE h.child_id = parent;
     IF parent IS NOT NULL THEN
         PERFORM tenantry.count_below(parent, 1, 1);
+        -- What tenants_invalidate_created does, with row triggers off: the
+        -- parent's and every ancestor's cached context gain the tenant.
+        PERFORM tenantry.notify_ancestors(tid);
     END IF;
     IF tenant->>'isolation' = 'schema' THEN
         PERFORM tenantry.make_schema_tenant(tid);

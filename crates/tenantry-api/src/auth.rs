@@ -80,7 +80,7 @@ impl AdminCaller {
             .db
             .in_admin_idempotent(
                 ADMIN_ACTOR,
-                self.idempotency().as_ref(),
+                self.idempotency()?.as_ref(),
                 args,
                 work,
                 |value| reply.stored(value),
@@ -101,7 +101,7 @@ impl AdminCaller {
         let ctx = TenantContext::new(tenant).with_actor(ADMIN_ACTOR);
         let outcome = self
             .db
-            .in_tenant_idempotent(&ctx, self.idempotency().as_ref(), args, work, |value| {
+            .in_tenant_idempotent(&ctx, self.idempotency()?.as_ref(), args, work, |value| {
                 reply.stored(value)
             })
             .await?;
@@ -111,10 +111,16 @@ impl AdminCaller {
     /// The request under its `Idempotency-Key`, in the operator's namespace
     /// (creating a tenant has no tenant to keep one for); its body as the
     /// handler read it, so only once the handler has.
-    fn idempotency(&self) -> Option<IdempotentRequest> {
-        self.idempotency
-            .as_deref()
-            .map(|r| r.request().for_operator())
+    fn idempotency(&self) -> Result<Option<IdempotentRequest>, ApiError> {
+        match self.idempotency.as_deref() {
+            Some(pending) => Ok(Some(
+                pending
+                    .request()
+                    .ok_or_else(tenantry_axum::idempotency::body_read_in_part)?
+                    .for_operator(),
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Refuses a request sent with an `Idempotency-Key`: for a route whose

@@ -525,10 +525,15 @@ impl TenantCaller {
         args: &A,
         work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
     ) -> Result<Written<T>, ApiError> {
-        let request = self
-            .idempotency
-            .as_deref()
-            .map(|r| r.request().by(&self.caller_label()));
+        let request = match self.idempotency.as_deref() {
+            Some(pending) => Some(
+                pending
+                    .request()
+                    .ok_or_else(crate::idempotency::body_read_in_part)?
+                    .by(&self.caller_label()),
+            ),
+            None => None,
+        };
         let outcome = self
             .db
             .in_tenant_idempotent(&self.context(), request.as_ref(), args, work, |value| {

@@ -28,7 +28,10 @@
 
 use std::{
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock,
+    },
     task::{ready, Context, Poll},
 };
 
@@ -92,6 +95,7 @@ pub async fn middleware(req: Request, next: Next) -> Response {
         key,
         method: parts.method.as_str().to_owned(),
         path: path.to_owned(),
+        started: AtomicBool::new(false),
         read: OnceLock::new(),
     });
     parts.extensions.insert(Arc::clone(&pending));
@@ -112,27 +116,43 @@ pub struct PendingIdempotency {
     key: IdempotencyKey,
     method: String,
     path: String,
+    /// Whether any of the body has been read.
+    started: AtomicBool,
     /// Set when the body has been read to its end.
     read: OnceLock<IdempotentRequest>,
 }
 
 impl PendingIdempotency {
     /// The request under its key: its body as the handler read it. A body
-    /// the handler never read counts as empty (nothing the write did came
+    /// the handler never touched counts as empty (nothing the write did came
     /// from it), which is also what a request without a body hashes to.
-    pub fn request(&self) -> IdempotentRequest {
-        self.read
-            .get()
-            .cloned()
-            .unwrap_or_else(|| self.with_body(&[]))
-    }
-
-    fn with_body(&self, body: &[u8]) -> IdempotentRequest {
-        IdempotentRequest::new(self.key.clone(), &self.method, &self.path, body)
+    /// `None` while the body is read in part only: a write must come after
+    /// its whole body is read, or two requests differing in the unread rest
+    /// would be taken for one ([`crate::TenantCaller::write_response`]
+    /// answers 500 then).
+    pub fn request(&self) -> Option<IdempotentRequest> {
+        match self.read.get() {
+            Some(read) => Some(read.clone()),
+            None if self.started.load(Ordering::Acquire) => None,
+            None => Some(IdempotentRequest::new(
+                self.key.clone(),
+                &self.method,
+                &self.path,
+                &[],
+            )),
+        }
     }
 }
 
-/// The request body as the handler reads it, its bytes kept (shared, not
+/// The answer to a write under `Idempotency-Key` made while its body was read
+/// in part only: a handler's mistake (every body extractor reads to the end
+/// first), refused rather than fingerprinted on a guess.
+pub fn body_read_in_part() -> ApiError {
+    tracing::error!("a write under an Idempotency-Key began before its request body was read to its end; refused");
+    ApiError::new(ProblemCode::InternalError, "internal error")
+}
+
+/// The request body as the handler reads it, its pieces kept (shared, not
 /// copied) until its end, when they are hashed into the
 /// [`PendingIdempotency`].
 struct Fingerprinted {
@@ -144,12 +164,14 @@ struct Fingerprinted {
 impl Fingerprinted {
     fn finish(&mut self) {
         let chunks = std::mem::take(&mut self.chunks);
-        let request = match chunks.as_slice() {
-            [] => self.pending.with_body(&[]),
-            [one] => self.pending.with_body(one),
-            many => self.pending.with_body(&many.concat()),
-        };
-        let _ = self.pending.read.set(request);
+        let pending = &self.pending;
+        let request = IdempotentRequest::with_body_in_pieces(
+            pending.key.clone(),
+            &pending.method,
+            &pending.path,
+            &chunks,
+        );
+        let _ = pending.read.set(request);
     }
 }
 
@@ -166,6 +188,7 @@ impl HttpBody for Fingerprinted {
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
+                    this.pending.started.store(true, Ordering::Release);
                     this.chunks.push(data.clone());
                 }
                 if this.inner.is_end_stream() {
@@ -388,24 +411,41 @@ mod tests {
         }
     }
 
-    /// A route that answers whether the fingerprint its handler sees after
-    /// reading the body (when `read`) is the one of `method`, `/w?x=1` and
-    /// `expected` under key `k-1`.
-    fn fingerprinting_app(read: bool, expected: &'static [u8]) -> axum::Router {
+    /// How much of the body the test handler reads before it looks at the
+    /// fingerprint.
+    #[derive(Clone, Copy)]
+    enum Reads {
+        All,
+        Nothing,
+        OnePiece,
+    }
+
+    /// A route that answers 200 when the fingerprint its handler sees after
+    /// reading `reads` of the body is the one of the method, `/w?x=1` and
+    /// `expected` under key `k-1`, 409 when it is another, 425 when there is
+    /// none.
+    fn fingerprinting_app(reads: Reads, expected: &'static [u8]) -> axum::Router {
         let check = move |pending: axum::Extension<Arc<PendingIdempotency>>, body: Request| async move {
+            use futures_util::StreamExt;
             let method = body.method().as_str().to_owned();
-            if read {
-                axum::body::to_bytes(body.into_body(), usize::MAX)
-                    .await
-                    .unwrap();
+            match reads {
+                Reads::All => {
+                    axum::body::to_bytes(body.into_body(), usize::MAX)
+                        .await
+                        .unwrap();
+                }
+                Reads::Nothing => {}
+                Reads::OnePiece => {
+                    body.into_body().into_data_stream().next().await;
+                }
             }
             let key = IdempotencyKey::parse("k-1").unwrap();
-            let same =
-                pending.request() == IdempotentRequest::new(key, &method, "/w?x=1", expected);
-            if same {
-                StatusCode::OK
-            } else {
-                StatusCode::CONFLICT
+            match pending.request() {
+                None => StatusCode::TOO_EARLY,
+                Some(r) if r == IdempotentRequest::new(key, &method, "/w?x=1", expected) => {
+                    StatusCode::OK
+                }
+                Some(_) => StatusCode::CONFLICT,
             }
         };
         axum::Router::new()
@@ -413,49 +453,62 @@ mod tests {
             .route_layer(axum::middleware::from_fn(middleware))
     }
 
-    /// A keyed write whose body arrives in `chunks`.
-    fn chunked_write(method: Method, chunks: &[&'static [u8]]) -> Request {
-        let frames: Vec<Result<Bytes, std::io::Error>> =
-            chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+    /// A keyed write whose body arrives in `chunks`, or in one piece of
+    /// known length (as hyper gives a body with `Content-Length`, whose end
+    /// shows with its last piece) when `chunks` is `None`.
+    fn keyed_write(
+        method: Method,
+        chunks: Option<&[&'static [u8]]>,
+        whole: &'static [u8],
+    ) -> Request {
+        let body = match chunks {
+            Some(chunks) => {
+                let frames: Vec<Result<Bytes, std::io::Error>> =
+                    chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+                Body::from_stream(futures_util::stream::iter(frames))
+            }
+            None => Body::from(Bytes::from_static(whole)),
+        };
         Request::builder()
             .method(method)
             .uri("/w?x=1")
             .header(IDEMPOTENCY_KEY, "k-1")
-            .body(Body::from_stream(futures_util::stream::iter(frames)))
+            .body(body)
             .unwrap()
     }
 
     /// The body is hashed as the handler reads it, in as many pieces as it
     /// comes, to the very fingerprint of the whole body read at once (the
-    /// one stored keys were made with); a body the handler never reads
-    /// counts as empty.
+    /// one stored keys were made with); a body the handler never touches
+    /// counts as empty; one read in part has no fingerprint.
     #[tokio::test]
     async fn the_fingerprint_of_a_body_read_by_the_handler_is_the_whole_bodys() {
-        let whole: &[u8] = b"{\"name\":\"acme\"}";
-        for chunks in [
-            vec![whole],
-            vec![&whole[..3], &whole[3..9], &whole[9..]],
-            vec![],
+        const WHOLE: &[u8] = b"{\"name\":\"acme\"}";
+        let pieces: &[&[u8]] = &[&WHOLE[..3], &WHOLE[3..9], &WHOLE[9..]];
+        let empty: &[&[u8]] = &[];
+        for (reads, chunks, expected, status) in [
+            (Reads::All, None, WHOLE, StatusCode::OK),
+            (Reads::All, Some(&[WHOLE][..]), WHOLE, StatusCode::OK),
+            (Reads::All, Some(pieces), WHOLE, StatusCode::OK),
+            (Reads::All, Some(empty), b"".as_slice(), StatusCode::OK),
+            // A different body is a different request.
+            (
+                Reads::All,
+                Some(pieces),
+                b"{\"name\":\"acmf\"}".as_slice(),
+                StatusCode::CONFLICT,
+            ),
+            (Reads::All, None, b"".as_slice(), StatusCode::CONFLICT),
+            // Untouched, as by a route that takes no body.
+            (Reads::Nothing, Some(pieces), b"".as_slice(), StatusCode::OK),
+            (Reads::OnePiece, Some(pieces), WHOLE, StatusCode::TOO_EARLY),
         ] {
-            let expected: &'static [u8] = if chunks.is_empty() { b"" } else { whole };
-            let response = fingerprinting_app(true, expected)
-                .oneshot(chunked_write(Method::POST, &chunks))
+            let response = fingerprinting_app(reads, expected)
+                .oneshot(keyed_write(Method::POST, chunks, WHOLE))
                 .await
                 .unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "{chunks:?}");
+            assert_eq!(response.status(), status, "{chunks:?} against {expected:?}");
         }
-        // A different body is a different request.
-        let response = fingerprinting_app(true, b"{\"name\":\"other\"}")
-            .oneshot(chunked_write(Method::POST, &[whole]))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CONFLICT);
-        // Unread, as by a DELETE route that takes no body.
-        let response = fingerprinting_app(false, b"")
-            .oneshot(chunked_write(Method::DELETE, &[whole]))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
     }
 
     #[test]

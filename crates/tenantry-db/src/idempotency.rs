@@ -59,10 +59,26 @@ impl IdempotentRequest {
     /// The request `method path` with `body` under `key`. Each part is
     /// length-prefixed, so no two different requests hash the same input.
     pub fn new(key: IdempotencyKey, method: &str, path: &str, body: &[u8]) -> Self {
+        Self::with_body_in_pieces(key, method, path, &[body])
+    }
+
+    /// [`Self::new`] with the body in the pieces it arrived in: the same
+    /// fingerprint as the whole body's, without putting it together.
+    pub fn with_body_in_pieces<B: AsRef<[u8]>>(
+        key: IdempotencyKey,
+        method: &str,
+        path: &str,
+        body: &[B],
+    ) -> Self {
         let mut hash = Sha256::new();
-        for part in [method.as_bytes(), path.as_bytes(), body] {
+        for part in [method.as_bytes(), path.as_bytes()] {
             hash.update((part.len() as u64).to_be_bytes());
             hash.update(part);
+        }
+        let length: usize = body.iter().map(|piece| piece.as_ref().len()).sum();
+        hash.update((length as u64).to_be_bytes());
+        for piece in body {
+            hash.update(piece.as_ref());
         }
         Self {
             key,

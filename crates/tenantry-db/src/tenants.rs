@@ -330,9 +330,9 @@ impl TenantScope {
         tenants(&self.rows(&sql, &[&id], &[Type::UUID]).await?)
     }
 
-    /// A direct child of the scope's tenant, including one this transaction
-    /// created ([`Self::get_tenant`] sees it from the next transaction on);
-    /// not found for any other tenant.
+    /// A live direct child of the scope's tenant, including one this
+    /// transaction created ([`Self::get_tenant`] sees it from the next
+    /// transaction on); not found for any other tenant or a deleted child.
     pub async fn child(&mut self, id: TenantId) -> Result<Tenant, DbError> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.child_tenant($1)");
         let rows = self.rows(&sql, &[id.as_uuid()], &[Type::UUID]).await?;

@@ -688,12 +688,20 @@ async fn child_tenant_created_by_a_tenant_is_visible_to_it_and_not_to_others() {
         .await
         .unwrap();
     s.commit().await.unwrap();
+    // A deleted child is gone from the subtree, and from `child`.
+    let deleted = tenant(&db, "a-deleted", Some(a)).await;
+    let mut admin = db.admin("test").await.unwrap();
+    admin
+        .set_status(deleted, TenantStatus::Deleted)
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
     assert_eq!(
         s.get_tenant(grandchild).await.unwrap().parent_id,
         Some(child)
     );
-    for not_a_child in [grandchild, a, b] {
+    for not_a_child in [grandchild, a, b, deleted] {
         assert!(matches!(
             s.child(not_a_child).await,
             Err(DbError::NotFound(_))

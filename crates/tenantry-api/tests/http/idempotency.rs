@@ -714,3 +714,46 @@ async fn two_idempotency_keys_on_one_request_are_refused_and_write_nothing() {
     r.problem(400, "invalid_header");
     assert_eq!(resources_named(&app, "twice-keyed").await, 0);
 }
+
+/// A keyed write whose credential is wrong is refused at once, its body
+/// unread: the server reads no body before the credential is checked
+/// (before, a keyed write's body was read first, up to the size limit and
+/// for up to 30 s, whatever credential came with it).
+#[tokio::test]
+async fn a_keyed_write_with_a_wrong_credential_is_refused_before_its_body_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let mut forged = acme.key.clone();
+    let last = if forged.ends_with('a') { "b" } else { "a" };
+    forged.replace_range(forged.len() - 1.., last);
+    let address = app.base.trim_start_matches("http://").to_owned();
+    for (path, credential) in [
+        ("/v1/resources", forged.as_str()),
+        ("/v1/tenants", "not-the-admin-token"),
+        ("/v1/tenants", "tk_nothing"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        // 1,000 bytes announced, one sent: the rest never comes.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: tenantry\r\nAuthorization: Bearer {credential}\r\n\
+             Idempotency-Key: k-1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{path} with {credential}: no answer while the body is missing")
+            })
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 401"), "{path}: {answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM tenantry.idempotency_keys")
+            .await,
+        0
+    );
+}

@@ -160,6 +160,38 @@ async fn suspending_and_deleting_a_tenant_notify_it_and_its_ancestors_and_settin
     )
     .await;
     assert_eq!(listener.received().await, BTreeSet::new(), "rename");
+    // An import under a parent runs with row triggers off and says the same
+    // itself; one without a parent is silent.
+    let su = tdb.superuser_client().await;
+    let import = |id: Uuid, row: serde_json::Value| {
+        let su = &su;
+        async move {
+            su.batch_execute("BEGIN").await.unwrap();
+            su.execute("SELECT tenantry.import_tenant($1, $2)", &[&id, &row])
+                .await
+                .unwrap();
+            su.execute("SELECT tenantry.import_tenant_finish($1)", &[&id])
+                .await
+                .unwrap();
+            su.batch_execute("COMMIT").await.unwrap();
+        }
+    };
+    import(
+        Uuid::new_v4(),
+        json!({ "name": "imported", "parent_id": child }),
+    )
+    .await;
+    assert_eq!(
+        listener.received().await,
+        tenants(&[child, root]),
+        "an import under child"
+    );
+    import(Uuid::new_v4(), json!({ "name": "imported root" })).await;
+    assert_eq!(
+        listener.received().await,
+        BTreeSet::new(),
+        "a root's import"
+    );
 
     set_status(&admin, grandchild, "suspended").await;
     assert_eq!(
