@@ -589,25 +589,19 @@ async fn a_child_tenant_created_under_a_key_is_created_once() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
     let body = json!({ "name": "acme-eu" });
-    let first = keyed(
-        &app,
-        Method::POST,
-        "/v1/tenants",
-        &acme.key,
-        "child-1",
-        Some(&body),
-    )
-    .await;
+    let create = || {
+        keyed(
+            &app,
+            Method::POST,
+            "/v1/tenants",
+            &acme.key,
+            "child-1",
+            Some(&body),
+        )
+    };
+    let first = create().await;
     first.resp.expect(201);
-    let retry = keyed(
-        &app,
-        Method::POST,
-        "/v1/tenants",
-        &acme.key,
-        "child-1",
-        Some(&body),
-    )
-    .await;
+    let retry = create().await;
     assert!(retry.replayed);
     // The child as its creation's transaction read it, stored whole.
     assert_eq!(retry.resp.expect(201), &first.resp.body);
@@ -628,15 +622,7 @@ async fn a_child_tenant_created_under_a_key_is_created_once() {
     )
     .await
     .unwrap();
-    let legacy = keyed(
-        &app,
-        Method::POST,
-        "/v1/tenants",
-        &acme.key,
-        "child-1",
-        Some(&body),
-    )
-    .await;
+    let legacy = create().await;
     assert!(legacy.replayed);
     assert_eq!(legacy.resp.expect(201), &first.resp.body);
 }
