@@ -2,7 +2,7 @@
 
 use std::{
     borrow::Borrow,
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     hash::Hash,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -19,18 +19,23 @@ use tenantry_db::{invalidation::Tag, Invalidation, KeyId, TenantId};
 const SHARDS: usize = 256;
 
 /// An entry with the tags it is dropped by.
-pub(crate) struct Entry<V> {
+pub(crate) struct Entry<K, V> {
     pub(crate) value: V,
     pub(crate) fetched: Instant,
     tenant: Tag<TenantId>,
     key: Option<Tag<KeyId>>,
+    /// The next entry of the same tenant: a tenant's entries are a list
+    /// from [`Inner::tenant_heads`] (a field, where a set per tenant would
+    /// cost hundreds of bytes per entry, most tenants having one key).
+    next: Option<K>,
 }
 
 /// Where the removals stood when a database read began ([`TaggedCache::ticket`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket(u64);
 
-/// Entries by `K`, each under its tenant's tag and, optionally, its key's.
+/// Entries by `K`, each under its tenant's tag and, optionally, its key's
+/// (one entry per key tag: a key has one prefix).
 pub(crate) struct TaggedCache<K, V> {
     inner: RwLock<Inner<K, V>>,
     /// Most entries held: past it, those older than `ttl` go first, then all.
@@ -41,9 +46,10 @@ pub(crate) struct TaggedCache<K, V> {
 }
 
 struct Inner<K, V> {
-    entries: HashMap<K, Entry<V>>,
-    by_tenant: HashMap<Tag<TenantId>, HashSet<K>>,
-    by_key: HashMap<Tag<KeyId>, HashSet<K>>,
+    entries: HashMap<K, Entry<K, V>>,
+    /// Each tenant's most recent entry, the head of its list.
+    tenant_heads: HashMap<Tag<TenantId>, K>,
+    by_key: HashMap<Tag<KeyId>, K>,
     /// The number of the last removal of a tenant (a key) in each shard.
     tenant_removed: Box<[u64; SHARDS]>,
     key_removed: Box<[u64; SHARDS]>,
@@ -56,41 +62,61 @@ fn shard(bytes: &[u8; 16]) -> usize {
 }
 
 impl<K: Eq + Hash + Clone, V> Inner<K, V> {
-    fn unlink(&mut self, k: &K, entry: &Entry<V>) {
-        if let Some(set) = self.by_tenant.get_mut(&entry.tenant) {
-            set.remove(k);
-            if set.is_empty() {
-                self.by_tenant.remove(&entry.tenant);
+    /// Drops `k`'s entry and takes it out of its tenant's list and the key index.
+    fn remove(&mut self, k: &K) {
+        let Some(entry) = self.entries.remove(k) else {
+            return;
+        };
+        if let Some(tag) = entry.key {
+            if self.by_key.get(&tag) == Some(k) {
+                self.by_key.remove(&tag);
             }
         }
-        if let Some(tag) = entry.key {
-            if let Some(set) = self.by_key.get_mut(&tag) {
-                set.remove(k);
-                if set.is_empty() {
-                    self.by_key.remove(&tag);
+        if self.tenant_heads.get(&entry.tenant) == Some(k) {
+            match entry.next {
+                Some(next) => {
+                    self.tenant_heads.insert(entry.tenant, next);
+                }
+                None => {
+                    self.tenant_heads.remove(&entry.tenant);
                 }
             }
+            return;
         }
-    }
-
-    fn remove(&mut self, k: &K) {
-        if let Some(entry) = self.entries.remove(k) {
-            self.unlink(k, &entry);
-        }
-    }
-
-    fn reindex(&mut self) {
-        self.by_tenant.clear();
-        self.by_key.clear();
-        for (k, e) in &self.entries {
-            self.by_tenant
-                .entry(e.tenant)
-                .or_default()
-                .insert(k.clone());
-            if let Some(tag) = e.key {
-                self.by_key.entry(tag).or_default().insert(k.clone());
+        // Further down the list: its predecessor skips it.
+        let mut at = self.tenant_heads.get(&entry.tenant).cloned();
+        while let Some(current) = at {
+            let Some(e) = self.entries.get_mut(&current) else {
+                return;
+            };
+            if e.next.as_ref() == Some(k) {
+                e.next = entry.next;
+                return;
             }
+            at = e.next.clone();
         }
+    }
+
+    /// Drops every entry of the tenant `tag`.
+    fn remove_tenant(&mut self, tag: Tag<TenantId>) {
+        let mut at = self.tenant_heads.remove(&tag);
+        while let Some(k) = at {
+            let Some(entry) = self.entries.remove(&k) else {
+                return;
+            };
+            if let Some(key) = entry.key {
+                if self.by_key.get(&key) == Some(&k) {
+                    self.by_key.remove(&key);
+                }
+            }
+            at = entry.next;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.tenant_heads.clear();
+        self.by_key.clear();
     }
 }
 
@@ -103,7 +129,7 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
             ttl,
             inner: RwLock::new(Inner {
                 entries: HashMap::new(),
-                by_tenant: HashMap::new(),
+                tenant_heads: HashMap::new(),
                 by_key: HashMap::new(),
                 tenant_removed: Box::new([0; SHARDS]),
                 key_removed: Box::new([0; SHARDS]),
@@ -114,7 +140,7 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
     }
 
     /// What `read` makes of `k`'s entry, under the read lock.
-    pub(crate) fn get<Q, R>(&self, k: &Q, read: impl FnOnce(&Entry<V>) -> Option<R>) -> Option<R>
+    pub(crate) fn get<Q, R>(&self, k: &Q, read: impl FnOnce(&Entry<K, V>) -> Option<R>) -> Option<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -151,18 +177,28 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
             return false;
         }
         inner.remove(&k);
+        if let Some(other) = key.and_then(|tag| inner.by_key.get(&tag).cloned()) {
+            inner.remove(&other);
+        }
         if inner.entries.len() >= self.capacity {
             let ttl = self.ttl;
-            inner.entries.retain(|_, e| e.fetched.elapsed() < ttl);
-            if inner.entries.len() >= self.capacity {
-                inner.entries.clear();
+            let expired: Vec<K> = inner
+                .entries
+                .iter()
+                .filter(|(_, e)| e.fetched.elapsed() >= ttl)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &expired {
+                inner.remove(k);
             }
-            inner.reindex();
+            if inner.entries.len() >= self.capacity {
+                inner.clear();
+            }
         }
-        inner.by_tenant.entry(tenant).or_default().insert(k.clone());
         if let Some(tag) = key {
-            inner.by_key.entry(tag).or_default().insert(k.clone());
+            inner.by_key.insert(tag, k.clone());
         }
+        let next = inner.tenant_heads.insert(tenant, k.clone());
         inner.entries.insert(
             k,
             Entry {
@@ -170,13 +206,14 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
                 fetched: Instant::now(),
                 tenant,
                 key,
+                next,
             },
         );
         true
     }
 
     /// Drops `k`'s entry when `drop` says so.
-    pub(crate) fn remove_if<Q>(&self, k: &Q, drop: impl FnOnce(&Entry<V>) -> bool)
+    pub(crate) fn remove_if<Q>(&self, k: &Q, drop: impl FnOnce(&Entry<K, V>) -> bool)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -196,21 +233,17 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
         match invalidation {
             Invalidation::Key(tag) => {
                 inner.key_removed[shard(tag.as_bytes())] = number;
-                for k in inner.by_key.remove(&tag).unwrap_or_default() {
+                if let Some(k) = inner.by_key.get(&tag).cloned() {
                     inner.remove(&k);
                 }
             }
             Invalidation::Tenant(tag) => {
                 inner.tenant_removed[shard(tag.as_bytes())] = number;
-                for k in inner.by_tenant.remove(&tag).unwrap_or_default() {
-                    inner.remove(&k);
-                }
+                inner.remove_tenant(tag);
             }
             Invalidation::All => {
                 inner.all_removed = number;
-                inner.entries.clear();
-                inner.by_tenant.clear();
-                inner.by_key.clear();
+                inner.clear();
             }
         }
     }
@@ -235,22 +268,28 @@ mod tests {
         KeyId::from_uuid(uuid::Uuid::from_u128(n))
     }
 
-    /// Every entry is in its tags' sets, and every set holds only entries of its tag.
+    /// Every entry is on its tenant's list exactly once, every list holds
+    /// only its tenant's entries, and the key index names each keyed entry.
     fn assert_indexed<V>(cache: &TaggedCache<u32, V>) {
         let inner = cache.inner.read().unwrap();
-        for (k, e) in &inner.entries {
-            assert!(inner.by_tenant[&e.tenant].contains(k));
-            if let Some(tag) = e.key {
-                assert!(inner.by_key[&tag].contains(k));
+        let mut listed = std::collections::HashSet::new();
+        for (tag, head) in &inner.tenant_heads {
+            let mut at = Some(*head);
+            while let Some(k) = at {
+                let e = &inner.entries[&k];
+                assert_eq!(e.tenant, *tag, "{k} on another tenant's list");
+                assert!(listed.insert(k), "{k} listed twice");
+                at = e.next;
             }
         }
-        for (tag, set) in &inner.by_tenant {
-            assert!(!set.is_empty());
-            assert!(set.iter().all(|k| inner.entries[k].tenant == *tag));
+        assert_eq!(listed.len(), inner.entries.len(), "an entry on no list");
+        for (k, e) in &inner.entries {
+            if let Some(tag) = e.key {
+                assert_eq!(inner.by_key[&tag], *k);
+            }
         }
-        for (tag, set) in &inner.by_key {
-            assert!(!set.is_empty());
-            assert!(set.iter().all(|k| inner.entries[k].key == Some(*tag)));
+        for (tag, k) in &inner.by_key {
+            assert_eq!(inner.entries[k].key, Some(*tag));
         }
     }
 
@@ -286,7 +325,24 @@ mod tests {
         assert_indexed(&cache);
         cache.apply(Invalidation::tenant(tenant(0)));
         assert!(cache.get(&0, |_| Some(())).is_some(), "now under tenant 7");
-        cache.remove_if(&0, |_| true);
+        assert_indexed(&cache);
+        // Entries in the middle and at the end of a tenant's list go alone.
+        for k in [10, 11, 12] {
+            assert!(put(&cache, k, 7, Some(u128::from(k))));
+        }
+        cache.remove_if(&0, |_| false);
+        assert!(cache.get(&0, |_| Some(())).is_some());
+        for k in [11, 0] {
+            cache.remove_if(&k, |_| true);
+            assert!(cache.get(&k, |_| Some(())).is_none());
+            assert_indexed(&cache);
+        }
+        cache.apply(Invalidation::key(key(12)));
+        assert!(cache.get(&12, |_| Some(())).is_none());
+        assert_indexed(&cache);
+        cache.apply(Invalidation::tenant(tenant(7)));
+        assert!(cache.get(&10, |_| Some(())).is_none());
+        assert_indexed(&cache);
         cache.apply(Invalidation::All);
         assert_eq!(cache.len(), 0);
         assert_indexed(&cache);
@@ -326,7 +382,7 @@ mod tests {
 
     #[test]
     fn past_its_capacity_the_cache_drops_expired_entries_first_then_all_and_stays_indexed() {
-        let cache: TaggedCache<u32, ()> = TaggedCache::new(3, Duration::from_millis(500));
+        let cache: TaggedCache<u32, ()> = TaggedCache::new(3, Duration::from_secs(60));
         let held = |cache: &TaggedCache<u32, ()>| -> Vec<u32> {
             let mut v: Vec<u32> = cache
                 .inner
@@ -339,18 +395,22 @@ mod tests {
             v.sort_unstable();
             v
         };
-        for k in 0..2u32 {
-            assert!(cache.insert(cache.ticket(), k, (), Tag::of(tenant(1)), None));
+        for k in 0..3u32 {
+            assert!(put(&cache, k, u128::from(k % 2), None));
         }
-        std::thread::sleep(Duration::from_millis(600));
-        assert!(cache.insert(cache.ticket(), 2, (), Tag::of(tenant(2)), None));
+        // Entries 0 and 1 fetched two minutes ago: past their time to live.
+        for k in [0, 1] {
+            let mut inner = cache.inner.write().unwrap();
+            let e = inner.entries.get_mut(&k).unwrap();
+            e.fetched = e.fetched.checked_sub(Duration::from_secs(120)).unwrap();
+        }
         // Full: the two expired entries go, the fresh one stays.
-        assert!(cache.insert(cache.ticket(), 3, (), Tag::of(tenant(2)), None));
+        assert!(put(&cache, 3, 0, None));
         assert_eq!(held(&cache), [2, 3]);
         assert_indexed(&cache);
-        assert!(cache.insert(cache.ticket(), 4, (), Tag::of(tenant(3)), None));
+        assert!(put(&cache, 4, 3, None));
         // Full, nothing expired: everything goes.
-        assert!(cache.insert(cache.ticket(), 5, (), Tag::of(tenant(3)), None));
+        assert!(put(&cache, 5, 3, None));
         assert_eq!(held(&cache), [5]);
         assert_indexed(&cache);
         cache.apply(Invalidation::tenant(tenant(3)));
