@@ -321,10 +321,13 @@ BEGIN
     SELECT m.user_id, m.tenant_id FROM tenantry.tenant_members m WHERE m.tenant_id = tid;
     PERFORM tenantry.recount_limit_usage(tid);
     PERFORM tenantry.recount_quota_usage(tid);
+    -- Servers may hold answers about this id from before (a member's "not a
+    -- member", as the member triggers would have dropped): they drop them.
+    PERFORM tenantry.notify_invalidation(tenantry.invalidation_payload('tenant', tid));
     PERFORM set_config('session_replication_role', 'origin', true);
 END
 $$;
-COMMENT ON FUNCTION tenantry.import_tenant_finish(uuid) IS 'Operators only: ends an import (shares to absent tenants dropped; share targets, key lookup, member_tenants and counters derived from the imported rows; row triggers on again). Not granted.';
+COMMENT ON FUNCTION tenantry.import_tenant_finish(uuid) IS 'Operators only: ends an import (shares to absent tenants dropped; share targets, key lookup, member_tenants and counters derived from the imported rows; servers told to drop what they cached of the id; row triggers on again). Not granted.';
 
 -- -----------------------------------------------------------------------------
 -- Purge: every row, schema and share of a deleted tenant, after the grace period

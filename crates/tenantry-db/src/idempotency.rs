@@ -402,5 +402,21 @@ mod tests {
         ] {
             assert_ne!(base.fingerprint, other.fingerprint);
         }
+        // The stored format, pinned: each part's length as 8 big-endian
+        // bytes, then the part. Keys stored by earlier versions replay only
+        // while it stays so.
+        assert_eq!(
+            hex::encode(base.fingerprint),
+            "da5cfd64c6adcc25e5ba772ceba053ba218f317435f2c937a4de4f839e38cdfd"
+        );
+        assert_eq!(
+            IdempotentRequest::with_body_in_pieces(
+                key(),
+                "POST",
+                "/v1/resources",
+                &[&b"{"[..], b"", b"}"]
+            ),
+            base
+        );
     }
 }
