@@ -44,8 +44,10 @@
 --
 -- Cost: a notifying transaction takes PostgreSQL's notification-queue lock at
 -- commit, which serialises the commits of notifying transactions (not of
--- others). Only the rare administrative changes above notify; reads, resource
--- writes, key verification and the creation of root tenants never do.
+-- others). Only the changes above notify: administrative ones, and a
+-- tenant's own children, whose creation its child_creation_rate_per_second
+-- bounds (10 a second by default); reads, resource writes, key verification
+-- and the creation of root tenants never do.
 --
 -- The trigger functions are SECURITY DEFINER (owned by tenantry_owner, search
 -- path pinned) so that a later hardening that takes pg_notify from PUBLIC does
