@@ -830,7 +830,15 @@ BEGIN
         FROM tenantry.tenants tn WHERE tn.tenant_id = row_tenant;
     ELSE
         -- A descendant's row written by an ancestor, or a session without a
-        -- tenant context.
+        -- tenant context. On a Citus worker (the trigger fires on the
+        -- shards) there is no tier to keep: a cluster has no schema tenants
+        -- and no moves (require_schema_tier), and a row lock on the tenants
+        -- reference table taken from inside a shard's statement deadlocks
+        -- with the coordinator's own transaction (deleting a tenant others
+        -- share with revokes those shares, each in its owner's rows).
+        IF tenantry.on_citus_worker() THEN
+            RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+        END IF;
         SELECT tn.isolation, tn.schema_name, tn.moving_to INTO t
         FROM tenantry.tenants tn WHERE tn.tenant_id = row_tenant FOR SHARE;
     END IF;
