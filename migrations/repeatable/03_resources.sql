@@ -830,13 +830,16 @@ BEGIN
         FROM tenantry.tenants tn WHERE tn.tenant_id = row_tenant;
     ELSE
         -- A descendant's row written by an ancestor, or a session without a
-        -- tenant context. On a Citus worker (the trigger fires on the
-        -- shards) there is no tier to keep: a cluster has no schema tenants
-        -- and no moves (require_schema_tier), and a row lock on the tenants
+        -- tenant context. On a Citus cluster (the trigger fires on the
+        -- shards: on the workers, and on a coordinator that holds some)
+        -- there is no tier to keep: a cluster has no schema tenants and no
+        -- moves (require_schema_tier), and a row lock on the tenants
         -- reference table taken from inside a shard's statement deadlocks
         -- with the coordinator's own transaction (deleting a tenant others
-        -- share with revokes those shares, each in its owner's rows).
-        IF tenantry.on_citus_worker() THEN
+        -- share with revokes those shares, each in its owner's rows). The
+        -- catalog check first: without Citus, no call.
+        IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL
+           AND (tenantry.on_citus_worker() OR tenantry.citus_distributed()) THEN
             RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
         END IF;
         SELECT tn.isolation, tn.schema_name, tn.moving_to INTO t

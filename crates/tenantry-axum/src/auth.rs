@@ -77,7 +77,7 @@ pub struct KeyCache {
 pub const UNLISTENED_TTL: Duration = Duration::from_secs(1);
 
 /// Most keys kept at once (about 0.6 KiB each with the indexes by tenant
-/// and key, measured at about 0.13 KiB of it: some 50 MB at most); past it,
+/// and key, about 0.14 KiB of it: some 50 MB at most); past it,
 /// expired entries go first, then everything. A server with a million
 /// tenants' keys in use re-verifies the ones it dropped.
 pub const KEY_CACHE_CAPACITY: usize = 80_000;

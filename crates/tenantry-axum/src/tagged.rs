@@ -1,4 +1,4 @@
-//! The cache under the key and membership caches: entries indexed by the invalidation tags of what they were built from (their tenant, their key), so that a notification drops exactly its entries, in time proportional to their number, and a database read that raced a removal naming its own tenant or key is answered but not kept.
+//! The cache under the key and membership caches: entries indexed by the invalidation tags of what they were built from (their tenant, their key), so that a notification drops exactly its entries, in time proportional to their number (a tenant's entries are a list through the entries, linked both ways), and a database read that raced a removal naming its own tenant or key is answered but not kept.
 
 use std::{
     borrow::Borrow,
@@ -24,9 +24,11 @@ pub(crate) struct Entry<K, V> {
     pub(crate) fetched: Instant,
     tenant: Tag<TenantId>,
     key: Option<Tag<KeyId>>,
-    /// The next entry of the same tenant: a tenant's entries are a list
-    /// from [`Inner::tenant_heads`] (a field, where a set per tenant would
-    /// cost hundreds of bytes per entry, most tenants having one key).
+    /// The entries of the same tenant before and after this one: a tenant's
+    /// entries are a list from [`Inner::tenant_heads`] (links in the entry,
+    /// where a set per tenant cost hundreds of bytes per entry, most tenants
+    /// having one key), linked both ways so that any entry leaves it at once.
+    prev: Option<K>,
     next: Option<K>,
 }
 
@@ -62,7 +64,8 @@ fn shard(bytes: &[u8; 16]) -> usize {
 }
 
 impl<K: Eq + Hash + Clone, V> Inner<K, V> {
-    /// Drops `k`'s entry and takes it out of its tenant's list and the key index.
+    /// Drops `k`'s entry and takes it out of its tenant's list and the key
+    /// index, in constant time.
     fn remove(&mut self, k: &K) {
         let Some(entry) = self.entries.remove(k) else {
             return;
@@ -72,28 +75,29 @@ impl<K: Eq + Hash + Clone, V> Inner<K, V> {
                 self.by_key.remove(&tag);
             }
         }
-        if self.tenant_heads.get(&entry.tenant) == Some(k) {
-            match entry.next {
-                Some(next) => {
-                    self.tenant_heads.insert(entry.tenant, next);
-                }
-                None => {
-                    self.tenant_heads.remove(&entry.tenant);
-                }
+        let linked = match &entry.prev {
+            Some(prev) => self
+                .entries
+                .get_mut(prev)
+                .map(|p| p.next.clone_from(&entry.next)),
+            None if self.tenant_heads.get(&entry.tenant) != Some(k) => None,
+            None => {
+                match &entry.next {
+                    Some(next) => self.tenant_heads.insert(entry.tenant, next.clone()),
+                    None => self.tenant_heads.remove(&entry.tenant),
+                };
+                Some(())
             }
-            return;
-        }
-        // Further down the list: its predecessor skips it.
-        let mut at = self.tenant_heads.get(&entry.tenant).cloned();
-        while let Some(current) = at {
-            let Some(e) = self.entries.get_mut(&current) else {
-                return;
-            };
-            if e.next.as_ref() == Some(k) {
-                e.next = entry.next;
-                return;
-            }
-            at = e.next.clone();
+        };
+        let linked = linked.and(match &entry.next {
+            Some(next) => self
+                .entries
+                .get_mut(next)
+                .map(|n| n.prev.clone_from(&entry.prev)),
+            None => Some(()),
+        });
+        if linked.is_none() {
+            self.relink_broken();
         }
     }
 
@@ -102,6 +106,10 @@ impl<K: Eq + Hash + Clone, V> Inner<K, V> {
         let mut at = self.tenant_heads.remove(&tag);
         while let Some(k) = at {
             let Some(entry) = self.entries.remove(&k) else {
+                // A broken list must not leave the rest of the tenant's
+                // entries in place, unreachable (a revoked key served on).
+                self.entries.retain(|_, e| e.tenant != tag);
+                self.relink_broken();
                 return;
             };
             if let Some(key) = entry.key {
@@ -111,6 +119,34 @@ impl<K: Eq + Hash + Clone, V> Inner<K, V> {
             }
             at = entry.next;
         }
+    }
+
+    /// Builds the lists and the key index again from the entries alone.
+    fn relink(&mut self) {
+        self.tenant_heads.clear();
+        self.by_key.clear();
+        let keys: Vec<K> = self.entries.keys().cloned().collect();
+        for k in keys {
+            let entry = self.entries.get_mut(&k).expect("listed just now");
+            let (tenant, key) = (entry.tenant, entry.key);
+            entry.prev = None;
+            let head = self.tenant_heads.insert(tenant, k.clone());
+            entry.next = head.clone();
+            if let Some(head) = head {
+                self.entries.get_mut(&head).expect("an entry").prev = Some(k.clone());
+            }
+            if let Some(tag) = key {
+                self.by_key.insert(tag, k);
+            }
+        }
+    }
+
+    /// A link that names no entry: a bug, never expected; the lists are
+    /// built again so that no entry is left where a removal cannot reach it.
+    fn relink_broken(&mut self) {
+        debug_assert!(false, "a tenant's list named an entry that is gone");
+        tracing::error!("the key or membership cache's index was inconsistent; rebuilt");
+        self.relink();
     }
 
     fn clear(&mut self) {
@@ -182,23 +218,22 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
         }
         if inner.entries.len() >= self.capacity {
             let ttl = self.ttl;
-            let expired: Vec<K> = inner
-                .entries
-                .iter()
-                .filter(|(_, e)| e.fetched.elapsed() >= ttl)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in &expired {
-                inner.remove(k);
-            }
+            inner.entries.retain(|_, e| e.fetched.elapsed() < ttl);
             if inner.entries.len() >= self.capacity {
                 inner.clear();
+            } else {
+                inner.relink();
             }
         }
         if let Some(tag) = key {
             inner.by_key.insert(tag, k.clone());
         }
         let next = inner.tenant_heads.insert(tenant, k.clone());
+        if let Some(head) = &next {
+            if let Some(e) = inner.entries.get_mut(head) {
+                e.prev = Some(k.clone());
+            }
+        }
         inner.entries.insert(
             k,
             Entry {
@@ -206,6 +241,7 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
                 fetched: Instant::now(),
                 tenant,
                 key,
+                prev: None,
                 next,
             },
         );
@@ -268,18 +304,20 @@ mod tests {
         KeyId::from_uuid(uuid::Uuid::from_u128(n))
     }
 
-    /// Every entry is on its tenant's list exactly once, every list holds
-    /// only its tenant's entries, and the key index names each keyed entry.
+    /// Every entry is on its tenant's list exactly once, linked both ways,
+    /// every list holds only its tenant's entries, and the key index names
+    /// each keyed entry.
     fn assert_indexed<V>(cache: &TaggedCache<u32, V>) {
         let inner = cache.inner.read().unwrap();
         let mut listed = std::collections::HashSet::new();
         for (tag, head) in &inner.tenant_heads {
-            let mut at = Some(*head);
+            let (mut at, mut before) = (Some(*head), None);
             while let Some(k) = at {
                 let e = &inner.entries[&k];
                 assert_eq!(e.tenant, *tag, "{k} on another tenant's list");
+                assert_eq!(e.prev, before, "{k}'s link back");
                 assert!(listed.insert(k), "{k} listed twice");
-                at = e.next;
+                (before, at) = (Some(k), e.next);
             }
         }
         assert_eq!(listed.len(), inner.entries.len(), "an entry on no list");
@@ -320,7 +358,7 @@ mod tests {
         assert!(cache.get(&5, |_| Some(())).is_none());
         assert_eq!(cache.len(), 6);
         assert_indexed(&cache);
-        // A replaced entry leaves its old tags' sets.
+        // A replaced entry leaves its old tenant's list.
         assert!(put(&cache, 0, 7, None));
         assert_indexed(&cache);
         cache.apply(Invalidation::tenant(tenant(0)));
@@ -343,6 +381,13 @@ mod tests {
         cache.apply(Invalidation::tenant(tenant(7)));
         assert!(cache.get(&10, |_| Some(())).is_none());
         assert_indexed(&cache);
+        // A key has one entry: another under its tag replaces it.
+        assert!(put(&cache, 20, 8, Some(5)));
+        assert!(put(&cache, 21, 9, Some(5)));
+        assert!(cache.get(&20, |_| Some(())).is_none());
+        assert_indexed(&cache);
+        cache.apply(Invalidation::key(key(5)));
+        assert!(cache.get(&21, |_| Some(())).is_none());
         cache.apply(Invalidation::All);
         assert_eq!(cache.len(), 0);
         assert_indexed(&cache);
@@ -382,7 +427,7 @@ mod tests {
 
     #[test]
     fn past_its_capacity_the_cache_drops_expired_entries_first_then_all_and_stays_indexed() {
-        let cache: TaggedCache<u32, ()> = TaggedCache::new(3, Duration::from_secs(60));
+        let cache: TaggedCache<u32, ()> = TaggedCache::new(3, Duration::from_secs(1));
         let held = |cache: &TaggedCache<u32, ()>| -> Vec<u32> {
             let mut v: Vec<u32> = cache
                 .inner
@@ -398,11 +443,11 @@ mod tests {
         for k in 0..3u32 {
             assert!(put(&cache, k, u128::from(k % 2), None));
         }
-        // Entries 0 and 1 fetched two minutes ago: past their time to live.
+        // Entries 0 and 1 fetched two seconds ago: past their time to live.
         for k in [0, 1] {
             let mut inner = cache.inner.write().unwrap();
             let e = inner.entries.get_mut(&k).unwrap();
-            e.fetched = e.fetched.checked_sub(Duration::from_secs(120)).unwrap();
+            e.fetched = e.fetched.checked_sub(Duration::from_secs(2)).unwrap();
         }
         // Full: the two expired entries go, the fresh one stays.
         assert!(put(&cache, 3, 0, None));
@@ -416,5 +461,70 @@ mod tests {
         cache.apply(Invalidation::tenant(tenant(3)));
         assert_eq!(cache.len(), 0);
         assert_indexed(&cache);
+    }
+
+    /// One step of [`random_steps_keep_every_entry_reachable_from_its_tenant`].
+    #[derive(Debug, Clone)]
+    enum Step {
+        Put { k: u32, t: u8, key: Option<u8> },
+        Remove(u32),
+        DropTenant(u8),
+        DropKey(u8),
+        DropAll,
+        Expire(u32),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0..40u32, 0..5u8, proptest::option::of(0..30u8))
+                .prop_map(|(k, t, key)| Step::Put { k, t, key }),
+            2 => (0..40u32).prop_map(Step::Remove),
+            1 => (0..5u8).prop_map(Step::DropTenant),
+            1 => (0..30u8).prop_map(Step::DropKey),
+            1 => Just(Step::DropAll),
+            2 => (0..40u32).prop_map(Step::Expire),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of inserts, removals, invalidations and
+        /// evictions (capacity 12, few tenants: long lists), every entry
+        /// stays on its tenant's list, so that a tenant's removal reaches
+        /// every entry of it: none is served after its tenant was dropped.
+        #[test]
+        fn random_steps_keep_every_entry_reachable_from_its_tenant(
+            steps in proptest::collection::vec(step(), 1..200)
+        ) {
+            let cache: TaggedCache<u32, ()> = TaggedCache::new(12, Duration::from_secs(1));
+            for step in steps {
+                match step {
+                    Step::Put { k, t, key } => {
+                        put(&cache, k, u128::from(t), key.map(u128::from));
+                    }
+                    Step::Remove(k) => cache.remove_if(&k, |_| true),
+                    Step::DropTenant(t) => {
+                        cache.apply(Invalidation::tenant(tenant(u128::from(t))));
+                        let inner = cache.inner.read().unwrap();
+                        let tag = Tag::of(tenant(u128::from(t)));
+                        proptest::prop_assert!(inner.entries.values().all(|e| e.tenant != tag));
+                    }
+                    Step::DropKey(n) => {
+                        cache.apply(Invalidation::key(key(u128::from(n))));
+                        let inner = cache.inner.read().unwrap();
+                        let tag = Tag::of(key(u128::from(n)));
+                        proptest::prop_assert!(inner.entries.values().all(|e| e.key != Some(tag)));
+                    }
+                    Step::DropAll => cache.apply(Invalidation::All),
+                    Step::Expire(k) => {
+                        let mut inner = cache.inner.write().unwrap();
+                        if let Some(e) = inner.entries.get_mut(&k) {
+                            e.fetched = e.fetched.checked_sub(Duration::from_secs(2)).unwrap();
+                        }
+                    }
+                }
+                assert_indexed(&cache);
+            }
+        }
     }
 }

@@ -409,6 +409,19 @@ mod tests {
             hex::encode(base.fingerprint),
             "da5cfd64c6adcc25e5ba772ceba053ba218f317435f2c937a4de4f839e38cdfd"
         );
+        // And the caller's layer over it, as a key's and the operator's
+        // requests are stored (the label's format is TenantCaller's).
+        assert_eq!(
+            hex::encode(
+                base.by("key:00000000-0000-0000-0000-000000000001")
+                    .fingerprint
+            ),
+            "a683d83ef71da00154ad3a4ad80b435e3f81bd6a1ad96277ec3c5c8cf92efb96"
+        );
+        assert_eq!(
+            hex::encode(base.for_operator().fingerprint),
+            "c53c453207204f674178864ca744df795214fb36601680617a02535e07c760e5"
+        );
         assert_eq!(
             IdempotentRequest::with_body_in_pieces(
                 key(),
