@@ -65,11 +65,8 @@ impl std::fmt::Debug for AdminToken {
 /// fed by the database's invalidation feed). While that feed is enabled but
 /// not listening, entries are trusted for at most [`UNLISTENED_TTL`].
 pub struct KeyCache {
-    ttl: Duration,
     /// By prefix, under the key's and its tenant's tags.
     entries: TaggedCache<Arc<str>, CachedKey>,
-    /// Whether the invalidation listener is listening; `None` without one.
-    listening: Option<ListeningFlag>,
 }
 
 /// Longest life of a cache entry while the invalidation listener is down
@@ -92,9 +89,7 @@ impl KeyCache {
     /// instance's own changes.
     pub fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
-            entries: TaggedCache::new(KEY_CACHE_CAPACITY, ttl),
-            listening: None,
+            entries: TaggedCache::new(KEY_CACHE_CAPACITY, ttl, None),
         }
     }
 
@@ -103,31 +98,17 @@ impl KeyCache {
     /// [`KeyCache::apply`] ([`crate::Tenantry::start`] does).
     pub fn with_invalidations(ttl: Duration, invalidations: &Invalidations) -> Self {
         Self {
-            listening: invalidations
-                .is_enabled()
-                .then(|| invalidations.listening_flag()),
-            ..Self::new(ttl)
-        }
-    }
-
-    fn lifetime(&self) -> Duration {
-        match &self.listening {
-            Some(flag) if !flag.get() => self.ttl.min(UNLISTENED_TTL),
-            _ => self.ttl,
+            entries: TaggedCache::new(KEY_CACHE_CAPACITY, ttl, listening(invalidations)),
         }
     }
 
     fn get(&self, secret: &ApiKeySecret) -> Option<Arc<KeyIdentity>> {
-        let lifetime = self.lifetime();
-        self.entries.get(secret.prefix(), |entry| {
-            let fresh = entry.fetched.elapsed() < lifetime;
-            let unexpired = entry
-                .value
+        self.entries.get(secret.prefix(), |key| {
+            let unexpired = key
                 .identity
                 .expires_at
                 .is_none_or(|e| e > chrono::Utc::now());
-            (fresh && unexpired && secret.matches_hash(&entry.value.hash))
-                .then(|| entry.value.identity.clone())
+            (unexpired && secret.matches_hash(&key.hash)).then(|| key.identity.clone())
         })
     }
 
@@ -162,7 +143,7 @@ impl KeyCache {
                 // Only forget an entry that belongs to this very key: a forged
                 // secret with a real prefix must not evict the real key.
                 self.entries
-                    .remove_if(secret.prefix(), |e| secret.matches_hash(&e.value.hash));
+                    .remove_if(secret.prefix(), |key| secret.matches_hash(&key.hash));
                 Ok(None)
             }
         }
@@ -197,6 +178,14 @@ impl KeyCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The flag a cache reads to trust its entries for less while the
+/// invalidation listener is down; `None` when no listener is enabled.
+pub(crate) fn listening(invalidations: &Invalidations) -> Option<ListeningFlag> {
+    invalidations
+        .is_enabled()
+        .then(|| invalidations.listening_flag())
 }
 
 /// A limiter and the (rate bits, burst) it was built from.

@@ -13,13 +13,12 @@ use axum::{
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tenantry_db::{
-    invalidation::{ListeningFlag, Tag},
-    ApiKeySecret, Database, Invalidation, Invalidations, MemberIdentity, TenantId, TenantStatus,
-    UserId,
+    invalidation::Tag, ApiKeySecret, Database, Invalidation, Invalidations, MemberIdentity,
+    TenantId, TenantStatus, UserId,
 };
 
 use crate::{
-    auth::{bearer, UNLISTENED_TTL},
+    auth::{bearer, listening},
     error::{ApiError, ProblemCode},
     jwt::{JwtError, JwtVerifier, VerifiedToken},
     tagged::TaggedCache,
@@ -101,31 +100,18 @@ fn token_error(e: JwtError) -> ApiError {
 /// People's memberships by (user, tenant), as the database last gave them:
 /// dropped when the tenant's members, roles or status change (here at once,
 /// elsewhere within milliseconds through the invalidation feed; while that
-/// feed is down, trusted for at most [`UNLISTENED_TTL`]). A removed member's
+/// feed is down, trusted for at most [`crate::auth::UNLISTENED_TTL`]). A removed member's
 /// still-valid token is refused once the entry is gone.
 pub struct MemberCache {
-    ttl: Duration,
     /// `None`: not a member (or no such tenant), as the database said.
     entries: TaggedCache<(UserId, TenantId), Option<Arc<MemberIdentity>>>,
-    listening: Option<ListeningFlag>,
 }
 
 impl MemberCache {
     /// An empty cache whose entries live `ttl` while `invalidations` listens.
     pub fn with_invalidations(ttl: Duration, invalidations: &Invalidations) -> Self {
         Self {
-            ttl,
-            entries: TaggedCache::new(PEOPLE_CACHE_CAPACITY, ttl),
-            listening: invalidations
-                .is_enabled()
-                .then(|| invalidations.listening_flag()),
-        }
-    }
-
-    fn lifetime(&self) -> Duration {
-        match &self.listening {
-            Some(flag) if !flag.get() => self.ttl.min(UNLISTENED_TTL),
-            _ => self.ttl,
+            entries: TaggedCache::new(PEOPLE_CACHE_CAPACITY, ttl, listening(invalidations)),
         }
     }
 
@@ -136,10 +122,10 @@ impl MemberCache {
         user: UserId,
         tenant: TenantId,
     ) -> Result<Option<Arc<MemberIdentity>>, ApiError> {
-        let lifetime = self.lifetime();
-        if let Some(hit) = self.entries.get(&(user, tenant), |e| {
-            (e.fetched.elapsed() < lifetime).then(|| e.value.clone())
-        }) {
+        if let Some(hit) = self
+            .entries
+            .get(&(user, tenant), |identity| Some(identity.clone()))
+        {
             return Ok(hit);
         }
         let ticket = self.entries.ticket();

@@ -11,7 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tenantry_db::{invalidation::Tag, Invalidation, KeyId, TenantId};
+use tenantry_db::{
+    invalidation::{ListeningFlag, Tag},
+    Invalidation, KeyId, TenantId,
+};
+
+use crate::auth::UNLISTENED_TTL;
 
 /// Removals are remembered per tag shard (a tag's first byte: tags are
 /// hashes, so shards are even): a read is refused by a removal of its own
@@ -19,9 +24,9 @@ use tenantry_db::{invalidation::Tag, Invalidation, KeyId, TenantId};
 const SHARDS: usize = 256;
 
 /// An entry with the tags it is dropped by.
-pub(crate) struct Entry<K, V> {
-    pub(crate) value: V,
-    pub(crate) fetched: Instant,
+struct Entry<K, V> {
+    value: V,
+    fetched: Instant,
     tenant: Tag<TenantId>,
     key: Option<Tag<KeyId>>,
     /// The entries of the same tenant before and after this one: a tenant's
@@ -42,7 +47,10 @@ pub(crate) struct TaggedCache<K, V> {
     inner: RwLock<Inner<K, V>>,
     /// Most entries held: past it, those older than `ttl` go first, then all.
     capacity: usize,
+    /// How long an entry is trusted while the invalidation listener listens.
     ttl: Duration,
+    /// Whether the invalidation listener is listening; `None` without one.
+    listening: Option<ListeningFlag>,
     /// Removals so far; each removal's number is stamped on its shards.
     removals: AtomicU64,
 }
@@ -101,23 +109,17 @@ impl<K: Eq + Hash + Clone, V> Inner<K, V> {
         }
     }
 
-    /// Drops every entry of the tenant `tag`.
+    /// Drops every entry of the tenant `tag`, head after head.
     fn remove_tenant(&mut self, tag: Tag<TenantId>) {
-        let mut at = self.tenant_heads.remove(&tag);
-        while let Some(k) = at {
-            let Some(entry) = self.entries.remove(&k) else {
+        while let Some(k) = self.tenant_heads.get(&tag).cloned() {
+            if !self.entries.contains_key(&k) {
                 // A broken list must not leave the rest of the tenant's
                 // entries in place, unreachable (a revoked key served on).
                 self.entries.retain(|_, e| e.tenant != tag);
                 self.relink_broken();
                 return;
-            };
-            if let Some(key) = entry.key {
-                if self.by_key.get(&key) == Some(&k) {
-                    self.by_key.remove(&key);
-                }
             }
-            at = entry.next;
+            self.remove(&k);
         }
     }
 
@@ -158,11 +160,14 @@ impl<K: Eq + Hash + Clone, V> Inner<K, V> {
 
 impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
     /// Empty; at most `capacity` entries, of which those older than `ttl`
-    /// are dropped first when it is reached.
-    pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
+    /// are dropped first when it is reached. Entries are trusted for `ttl`
+    /// while `listening` says the invalidation listener listens (always,
+    /// without one), for at most [`UNLISTENED_TTL`] while it does not.
+    pub(crate) fn new(capacity: usize, ttl: Duration, listening: Option<ListeningFlag>) -> Self {
         Self {
             capacity,
             ttl,
+            listening,
             inner: RwLock::new(Inner {
                 entries: HashMap::new(),
                 tenant_heads: HashMap::new(),
@@ -175,18 +180,30 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
         }
     }
 
-    /// What `read` makes of `k`'s entry, under the read lock.
-    pub(crate) fn get<Q, R>(&self, k: &Q, read: impl FnOnce(&Entry<K, V>) -> Option<R>) -> Option<R>
+    /// How long an entry is trusted now: changes made elsewhere go unseen
+    /// while the listener does not listen.
+    fn lifetime(&self) -> Duration {
+        match &self.listening {
+            Some(flag) if !flag.get() => self.ttl.min(UNLISTENED_TTL),
+            _ => self.ttl,
+        }
+    }
+
+    /// What `read` makes of `k`'s value while its entry is trusted, under
+    /// the read lock.
+    pub(crate) fn get<Q, R>(&self, k: &Q, read: impl FnOnce(&V) -> Option<R>) -> Option<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        let lifetime = self.lifetime();
         self.inner
             .read()
             .expect("tagged cache lock")
             .entries
             .get(k)
-            .and_then(read)
+            .filter(|e| e.fetched.elapsed() < lifetime)
+            .and_then(|e| read(&e.value))
     }
 
     /// Taken before a database read whose answer is to be cached.
@@ -249,13 +266,17 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
     }
 
     /// Drops `k`'s entry when `drop` says so.
-    pub(crate) fn remove_if<Q>(&self, k: &Q, drop: impl FnOnce(&Entry<K, V>) -> bool)
+    pub(crate) fn remove_if<Q>(&self, k: &Q, drop: impl FnOnce(&V) -> bool)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let mut inner = self.inner.write().expect("tagged cache lock");
-        if let Some((k, _)) = inner.entries.get_key_value(k).filter(|(_, e)| drop(e)) {
+        if let Some((k, _)) = inner
+            .entries
+            .get_key_value(k)
+            .filter(|(_, e)| drop(&e.value))
+        {
             let k = k.clone();
             inner.remove(&k);
         }
@@ -344,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_tenant_or_key_removal_drops_exactly_its_entries() {
-        let cache = TaggedCache::new(100, HOUR);
+        let cache = TaggedCache::new(100, HOUR, None);
         for k in 0..10u32 {
             assert!(put(&cache, k, u128::from(k % 3), Some(u128::from(k))));
         }
@@ -395,7 +416,7 @@ mod tests {
 
     #[test]
     fn a_read_raced_by_a_removal_of_its_own_tenant_or_key_is_not_kept_but_one_raced_by_others_is() {
-        let cache: TaggedCache<u32, ()> = TaggedCache::new(100, HOUR);
+        let cache: TaggedCache<u32, ()> = TaggedCache::new(100, HOUR, None);
         // Another tenant's removal between the ticket and the insert: kept
         // (before, any removal refused every read in flight). Find another
         // tenant in another shard, as most are.
@@ -427,7 +448,7 @@ mod tests {
 
     #[test]
     fn past_its_capacity_the_cache_drops_expired_entries_first_then_all_and_stays_indexed() {
-        let cache: TaggedCache<u32, ()> = TaggedCache::new(3, Duration::from_secs(1));
+        let cache: TaggedCache<u32, ()> = TaggedCache::new(3, Duration::from_secs(1), None);
         let held = |cache: &TaggedCache<u32, ()>| -> Vec<u32> {
             let mut v: Vec<u32> = cache
                 .inner
@@ -496,7 +517,7 @@ mod tests {
         fn random_steps_keep_every_entry_reachable_from_its_tenant(
             steps in proptest::collection::vec(step(), 1..200)
         ) {
-            let cache: TaggedCache<u32, ()> = TaggedCache::new(12, Duration::from_secs(1));
+            let cache: TaggedCache<u32, ()> = TaggedCache::new(12, Duration::from_secs(1), None);
             for step in steps {
                 match step {
                     Step::Put { k, t, key } => {
