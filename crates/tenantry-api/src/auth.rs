@@ -112,15 +112,10 @@ impl AdminCaller {
     /// (creating a tenant has no tenant to keep one for); its body as the
     /// handler read it, so only once the handler has.
     fn idempotency(&self) -> Result<Option<IdempotentRequest>, ApiError> {
-        match self.idempotency.as_deref() {
-            Some(pending) => Ok(Some(
-                pending
-                    .request()
-                    .ok_or_else(tenantry_axum::idempotency::body_read_in_part)?
-                    .for_operator(),
-            )),
-            None => Ok(None),
-        }
+        self.idempotency
+            .as_deref()
+            .map(|pending| pending.request().map(|r| r.for_operator()))
+            .transpose()
     }
 
     /// Refuses a request sent with an `Idempotency-Key`: for a route whose

@@ -515,15 +515,11 @@ impl TenantCaller {
         args: &A,
         work: impl for<'s> FnMut(&'s mut TenantScope, &'s A) -> ScopeFuture<'s, T>,
     ) -> Result<Written<T>, ApiError> {
-        let request = match self.idempotency.as_deref() {
-            Some(pending) => Some(
-                pending
-                    .request()
-                    .ok_or_else(crate::idempotency::body_read_in_part)?
-                    .by(&self.caller_label()),
-            ),
-            None => None,
-        };
+        let request = self
+            .idempotency
+            .as_deref()
+            .map(|pending| pending.request().map(|r| r.by(&self.caller_label())))
+            .transpose()?;
         let outcome = self
             .db
             .in_tenant_idempotent(&self.context(), request.as_ref(), args, work, |value| {

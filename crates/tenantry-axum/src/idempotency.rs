@@ -126,15 +126,18 @@ impl PendingIdempotency {
     /// The request under its key: its body as the handler read it. A body
     /// the handler never touched counts as empty (nothing the write did came
     /// from it), which is also what a request without a body hashes to.
-    /// `None` while the body is read in part only: a write must come after
-    /// its whole body is read, or two requests differing in the unread rest
-    /// would be taken for one ([`crate::TenantCaller::write_response`]
-    /// answers 500 then).
-    pub fn request(&self) -> Option<IdempotentRequest> {
+    /// While the body is read in part only, 500 `internal_error` (logged): a
+    /// write must come after its whole body is read, or two requests
+    /// differing in the unread rest would be taken for one; every body
+    /// extractor reads to the end first, so only a handler's mistake gets it.
+    pub fn request(&self) -> Result<IdempotentRequest, ApiError> {
         match self.read.get() {
-            Some(read) => Some(read.clone()),
-            None if self.started.load(Ordering::Acquire) => None,
-            None => Some(IdempotentRequest::new(
+            Some(read) => Ok(read.clone()),
+            None if self.started.load(Ordering::Acquire) => {
+                tracing::error!("a write under an Idempotency-Key began before its request body was read to its end; refused");
+                Err(ApiError::new(ProblemCode::InternalError, "internal error"))
+            }
+            None => Ok(IdempotentRequest::new(
                 self.key.clone(),
                 &self.method,
                 &self.path,
@@ -142,14 +145,6 @@ impl PendingIdempotency {
             )),
         }
     }
-}
-
-/// The answer to a write under `Idempotency-Key` made while its body was read
-/// in part only: a handler's mistake (every body extractor reads to the end
-/// first), refused rather than fingerprinted on a guess.
-pub fn body_read_in_part() -> ApiError {
-    tracing::error!("a write under an Idempotency-Key began before its request body was read to its end; refused");
-    ApiError::new(ProblemCode::InternalError, "internal error")
 }
 
 /// The request body as the handler reads it, its pieces kept (shared, not
@@ -441,11 +436,11 @@ mod tests {
             }
             let key = IdempotencyKey::parse("k-1").unwrap();
             match pending.request() {
-                None => StatusCode::TOO_EARLY,
-                Some(r) if r == IdempotentRequest::new(key, &method, "/w?x=1", expected) => {
+                Err(_) => StatusCode::TOO_EARLY,
+                Ok(r) if r == IdempotentRequest::new(key, &method, "/w?x=1", expected) => {
                     StatusCode::OK
                 }
-                Some(_) => StatusCode::CONFLICT,
+                Ok(_) => StatusCode::CONFLICT,
             }
         };
         axum::Router::new()
