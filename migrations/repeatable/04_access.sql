@@ -35,7 +35,9 @@ CREATE POLICY members_delete_own ON tenantry.tenant_members
     USING (tenant_id = tenantry.current_tenant_id());
 COMMENT ON POLICY members_delete_own ON tenantry.tenant_members IS 'A tenant adds, changes and removes only its own members (DELETE).';
 
-GRANT SELECT, INSERT (tenant_id, user_id, email, display_name), UPDATE (email, display_name), DELETE
+-- pending on INSERT only: the server adds a person named by id as pending
+-- (0037); only their acceptance (accept_invitation, as the owner) clears it.
+GRANT SELECT, INSERT (tenant_id, user_id, email, display_name, pending), UPDATE (email, display_name), DELETE
     ON tenantry.tenant_members TO tenantry_app;
 
 GRANT SELECT ON tenantry.permissions TO tenantry_app, tenantry_admin;
@@ -475,7 +477,9 @@ COMMENT ON FUNCTION tenantry.member_grants(uuid, uuid) IS 'Internal: a member''s
 /**
  * The signed-in person's membership of one tenant, for the server to build
  * the tenant context of a person's request: NULL when the user is not a
- * member or the tenant is deleted (the same answer as a missing tenant).
+ * member, is a pending one (added by the tenant with their id, not yet
+ * accepted: 0037) or the tenant is deleted (the same answer as a missing
+ * tenant).
  * Needs a user context (the server proves it with enter_context): the user
  * is the context's, never an argument, so other SQL on the server's login
  * cannot ask about anyone.
@@ -499,11 +503,12 @@ BEGIN
     JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
     WHERE m.tenant_id = tid
       AND m.user_id = tenantry.current_user_id()
+      AND NOT m.pending
       AND tenantry.current_tenant_id() IS NULL
       AND t.status <> 'deleted');
 END
 $$;
-COMMENT ON FUNCTION tenantry.member_identity(uuid) IS 'In a user context: the signed-in person''s membership of a tenant (status, settings, owner, permissions: every one for the owner); NULL when not a member or the tenant is deleted.';
+COMMENT ON FUNCTION tenantry.member_identity(uuid) IS 'In a user context: the signed-in person''s membership of a tenant (status, settings, owner, permissions: every one for the owner); NULL when not a member, still pending (added by the tenant, not yet accepted) or the tenant is deleted.';
 GRANT EXECUTE ON FUNCTION tenantry.member_identity(uuid) TO tenantry_app;
 
 /** The tenants the signed-in person is a member of (a user context), with their roles there. */
@@ -521,11 +526,12 @@ AS $$
     JOIN tenantry.tenant_members m ON m.tenant_id = mt.tenant_id AND m.user_id = mt.user_id
     JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
     WHERE mt.user_id = tenantry.current_user_id()
+      AND NOT m.pending
       AND tenantry.current_tenant_id() IS NULL
       AND t.status <> 'deleted'
     ORDER BY t.name, t.tenant_id
 $$;
-COMMENT ON FUNCTION tenantry.my_tenants() IS 'In a user context: the tenants the signed-in person is a member of (not deleted), with owner flag and role names. Empty in any other context.';
+COMMENT ON FUNCTION tenantry.my_tenants() IS 'In a user context: the tenants the signed-in person is a member of (not deleted; not those where the membership is pending, added by the tenant and not yet accepted), with owner flag and role names. Empty in any other context.';
 GRANT EXECUTE ON FUNCTION tenantry.my_tenants() TO tenantry_app;
 
 -- -----------------------------------------------------------------------------
@@ -616,8 +622,11 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         -- Serialises first members of one tenant on its row (not the table).
         PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = NEW.tenant_id FOR NO KEY UPDATE;
-        NEW.is_owner := NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m
-                                    WHERE m.tenant_id = NEW.tenant_id AND m.is_owner);
+        -- A pending member (not yet accepted) owns nothing: the first to
+        -- accept does (accept_invitation).
+        NEW.is_owner := NOT NEW.pending
+                        AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                                        WHERE m.tenant_id = NEW.tenant_id AND m.is_owner);
         RETURN NEW;
     END IF;
     -- The last member may go (the next one to join owns the tenant); while
@@ -630,7 +639,7 @@ BEGIN
     RETURN OLD;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_members_owner() IS 'Trigger: the first member of a tenant becomes its owner; deleting the owner while other members remain is refused (TN409: transfer ownership first).';
+COMMENT ON FUNCTION tenantry.tenant_members_owner() IS 'Trigger: the first member of a tenant becomes its owner (not a pending one: the first to accept then does); deleting the owner while other members remain is refused (TN409: transfer ownership first).';
 CREATE OR REPLACE TRIGGER tenant_members_owner BEFORE INSERT OR DELETE ON tenantry.tenant_members
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_members_owner();
 
@@ -653,6 +662,10 @@ BEGIN
     PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
     IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = new_owner) THEN
         RAISE EXCEPTION 'member % not found', new_owner USING ERRCODE = 'TN404', HINT = 'user_id';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = new_owner AND m.pending) THEN
+        RAISE EXCEPTION 'member % has not accepted yet: nobody is made owner of a tenant they did not join', new_owner
+            USING ERRCODE = 'TN409', HINT = 'user_id';
     END IF;
     UPDATE tenantry.tenant_members m SET is_owner = false WHERE m.tenant_id = tid AND m.is_owner AND m.user_id <> new_owner;
     UPDATE tenantry.tenant_members m SET is_owner = true WHERE m.tenant_id = tid AND m.user_id = new_owner AND NOT m.is_owner;
@@ -1012,6 +1025,16 @@ BEGIN
     INSERT INTO tenantry.tenant_members (tenant_id, user_id, email)
     VALUES (tid, uid, coalesce(clean_email, inv.email))
     ON CONFLICT (tenant_id, user_id) DO NOTHING;
+    -- Added by the tenant with this person's id (pending): accepting is their
+    -- consent. The tenant's row is locked by the insert's trigger above
+    -- (tenant_members_owner) only for a new row: here, for the owner check.
+    IF EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = uid AND m.pending) THEN
+        PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
+        UPDATE tenantry.tenant_members m
+        SET pending = false,
+            is_owner = NOT EXISTS (SELECT 1 FROM tenantry.tenant_members o WHERE o.tenant_id = tid AND o.is_owner)
+        WHERE m.tenant_id = tid AND m.user_id = uid;
+    END IF;
     IF inv.role_id IS NOT NULL THEN
         INSERT INTO tenantry.member_roles (tenant_id, user_id, role_id) VALUES (tid, uid, inv.role_id)
         ON CONFLICT DO NOTHING;
@@ -1023,7 +1046,7 @@ EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'another member of the tenant already has this email' USING ERRCODE = 'TN409', HINT = 'email';
 END
 $$;
-COMMENT ON FUNCTION tenantry.accept_invitation(text, text) IS 'In a user context: accepts an invitation (one time), making the signed-in person a member with its role; TN404 alike for unknown, expired, revoked, reused or someone else''s invitations. Returns the tenant.';
+COMMENT ON FUNCTION tenantry.accept_invitation(text, text) IS 'In a user context: accepts an invitation (one time), making the signed-in person a member with its role (a pending membership the tenant added with their id becomes theirs, and its owner when the tenant has none); TN404 alike for unknown, expired, revoked, reused or someone else''s invitations. Returns the tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.accept_invitation(text, text) TO tenantry_app;
 
 /** Audits invitations created, revoked and accepted (never their tokens). */

@@ -341,9 +341,9 @@ CREATE OR REPLACE TRIGGER member_roles_invalidate_truncated
 COMMENT ON TRIGGER member_roles_invalidate_truncated ON tenantry.member_roles IS 'Servers empty their caches when every role assignment is truncated.';
 
 CREATE OR REPLACE TRIGGER tenant_members_invalidate
-    AFTER INSERT OR UPDATE OF is_owner OR DELETE ON tenantry.tenant_members
+    AFTER INSERT OR UPDATE OF is_owner, pending OR DELETE ON tenantry.tenant_members
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_row_invalidate();
-COMMENT ON TRIGGER tenant_members_invalidate ON tenantry.tenant_members IS 'Servers drop what they cached of a tenant''s members (a removed member''s sign-ins, an owner who handed over, a newcomer once refused) when a member joins or is removed or ownership moves.';
+COMMENT ON TRIGGER tenant_members_invalidate ON tenantry.tenant_members IS 'Servers drop what they cached of a tenant''s members (a removed member''s sign-ins, an owner who handed over, a newcomer once refused) when a member joins, accepts, is removed or ownership moves.';
 
 CREATE OR REPLACE TRIGGER tenant_members_invalidate_truncated
     AFTER TRUNCATE ON tenantry.tenant_members

@@ -6,8 +6,8 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 use tenantry_axum::auth::bearer;
 use tenantry_axum::idempotency::{PendingIdempotency, Reply, Written};
 use tenantry_db::{
-    AdminScope, ApiKeySecret, Database, IdempotentRequest, Isolation, ScopeFuture, TenantContext,
-    TenantId, TenantScope, TierMove,
+    AdminScope, Database, IdempotentRequest, Isolation, ScopeFuture, TenantContext, TenantId,
+    TenantScope, TierMove,
 };
 
 pub use tenantry_axum::{KeyCache, RateLimits, TenantCaller};
@@ -160,13 +160,16 @@ impl FromRequestParts<AppState> for AdminCaller {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         if !state.admin_token.matches(token) {
-            if ApiKeySecret::parse(token).is_some() {
-                return Err(ApiError::new(
+            // A credential that works elsewhere (a tenant's key, a person's
+            // token, an impersonation session) is told it is the wrong kind;
+            // anything else gets the one 401 of every refused credential.
+            return Err(match state.tenantry.valid_credential_kind(token).await? {
+                Some(kind) => ApiError::new(
                     ProblemCode::WrongCredential,
-                    "this route needs the admin token, not a tenant API key",
-                ));
-            }
-            return Err(ApiError::unauthorized());
+                    format!("this route needs the admin token, not {kind}"),
+                ),
+                None => ApiError::unauthorized(),
+            });
         }
         Ok(Self {
             db: state.db.clone(),

@@ -267,7 +267,7 @@ where
         }
         // Only a credential that works elsewhere is told it is the wrong
         // kind; anything else is refused like every other bad token.
-        let Some(kind) = other_valid_credential(&tenantry, token).await? else {
+        let Some(kind) = tenantry.valid_credential_kind(token).await? else {
             return Err(ApiError::unauthorized());
         };
         Err(ApiError::new(
@@ -281,33 +281,49 @@ where
     }
 }
 
-/// What kind of valid credential, other than a person's token, `token` is:
-/// the admin token, a tenant's API key, an impersonation session; `None`
-/// for anything unknown, revoked, expired or malformed.
-async fn other_valid_credential(
-    tenantry: &Tenantry,
-    token: &str,
-) -> Result<Option<&'static str>, ApiError> {
-    if tenantry
-        .admin_token
-        .as_ref()
-        .is_some_and(|admin| admin.matches(token))
-    {
-        return Ok(Some("the admin token"));
+impl Tenantry {
+    /// Which credential `token` is, when it is a valid one of any kind: `the
+    /// admin token`, `a person's token`, `an API key` or `an impersonation
+    /// session` (a key's or session's tenant not deleted). `None` for
+    /// anything else (junk, forged, revoked, expired). A route that needs
+    /// another kind tells a valid credential `403 wrong_credential` and
+    /// refuses the rest with the one `401` every bad credential gets, so it
+    /// confirms nothing about a credential that does not work anywhere.
+    pub async fn valid_credential_kind(
+        &self,
+        token: &str,
+    ) -> Result<Option<&'static str>, ApiError> {
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|admin| admin.matches(token))
+        {
+            return Ok(Some("the admin token"));
+        }
+        if let (Some(verifier), true) = (self.jwt.as_ref(), looks_like_jwt(token)) {
+            // Refused for any reason (a bad signature, an expired token, an
+            // identity provider out of reach): not shown to be valid.
+            return Ok(self
+                .tokens
+                .verify(verifier, token)
+                .await
+                .ok()
+                .map(|_| "a person's token"));
+        }
+        if let Some(secret) = ApiKeySecret::parse(token) {
+            let key = self.keys.verify(&self.db, &secret).await?;
+            return Ok(key
+                .filter(|k| k.tenant_status != TenantStatus::Deleted)
+                .map(|_| "an API key"));
+        }
+        if token.starts_with("timp_") {
+            let session = self.db.verify_impersonation(token).await?;
+            return Ok(session
+                .filter(|s| s.tenant_status != TenantStatus::Deleted)
+                .map(|_| "an impersonation session"));
+        }
+        Ok(None)
     }
-    if let Some(secret) = ApiKeySecret::parse(token) {
-        let key = tenantry.keys.verify(&tenantry.db, &secret).await?;
-        return Ok(key
-            .filter(|k| k.tenant_status != TenantStatus::Deleted)
-            .map(|_| "an API key"));
-    }
-    if token.starts_with("timp_") {
-        let session = tenantry.db.verify_impersonation(token).await?;
-        return Ok(session
-            .filter(|s| s.tenant_status != TenantStatus::Deleted)
-            .map(|_| "an impersonation session"));
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

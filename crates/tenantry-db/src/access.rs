@@ -58,6 +58,10 @@ pub struct Member {
     pub role_ids: Vec<RoleId>,
     /// Whether the member owns the tenant (holds every permission; one per tenant).
     pub is_owner: bool,
+    /// Added by the tenant with the person's user id and not yet accepted by
+    /// them: the person does not see the tenant or act in it until they
+    /// accept an invitation naming them; never the owner meanwhile.
+    pub pending: bool,
 }
 
 /// A tenant role with its permissions.
@@ -81,7 +85,9 @@ pub struct Role {
 /// Input of a new member.
 #[derive(Debug, Clone)]
 pub struct NewMember {
-    /// The user's global id; generated when absent.
+    /// The person's global id (from the identity provider): the member is
+    /// then pending until they accept an invitation naming them. Generated
+    /// (a new id no person has, not pending) when absent.
     pub user_id: Option<UserId>,
     /// Email.
     pub email: String,
@@ -91,7 +97,7 @@ pub struct NewMember {
 
 const MEMBER_SELECT: &str = "SELECT m.tenant_id, m.user_id, m.email, m.display_name, m.created_at,
         coalesce(array_agg(mr.role_id ORDER BY mr.role_id) FILTER (WHERE mr.role_id IS NOT NULL), '{}'),
-        m.is_owner
+        m.is_owner, m.pending
     FROM tenantry.tenant_members m
     LEFT JOIN tenantry.member_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id";
 
@@ -114,6 +120,7 @@ fn member(r: &Row) -> Member {
             .map(RoleId::from_uuid)
             .collect(),
         is_owner: r.get(6),
+        pending: r.get(7),
     }
 }
 
@@ -148,6 +155,11 @@ impl TenantScope {
     }
 
     /// Adds a member to the scope's tenant. A duplicate email is a conflict.
+    /// Named by a user id ([`NewMember::user_id`]), the member is pending: a
+    /// person joins a tenant only by accepting an invitation naming them, so
+    /// no tenant can put someone among its members (or make them its owner)
+    /// without their consent. Without one, the member gets a new id no
+    /// person has (a record for roles and keys) and is not pending.
     pub async fn add_member(&mut self, new: &NewMember) -> Result<Member, DbError> {
         let email = new.email.trim();
         if email.is_empty() || email.len() > 320 || !email.contains('@') {
@@ -156,15 +168,16 @@ impl TenantScope {
                 "email must look like name@domain",
             ));
         }
+        let pending = new.user_id.is_some();
         let user = new
             .user_id
             .map(|u| *u.as_uuid())
             .unwrap_or_else(uuid::Uuid::new_v4);
         let me = *self.tenant().as_uuid();
         self.rows(
-            "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, display_name) VALUES ($1, $2, $3, $4)",
-            &[&me, &user, &email, &new.display_name],
-            &[Type::UUID, Type::UUID, Type::TEXT, Type::TEXT],
+            "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, display_name, pending) VALUES ($1, $2, $3, $4, $5)",
+            &[&me, &user, &email, &new.display_name, &pending],
+            &[Type::UUID, Type::UUID, Type::TEXT, Type::TEXT, Type::BOOL],
         )
         .await
         .map_err(|e| match e {

@@ -11,8 +11,8 @@ use tenantry_axum::jwt::{
     JwtConfig,
 };
 use tenantry_db::{
-    testing::TestDatabase, DbError, NewKeyOptions, NewMember, NewTenant, PermissionSet,
-    TenantContext, TenantId, UserId,
+    testing::TestDatabase, DbError, NewInvitation, NewKeyOptions, NewMember, NewTenant,
+    PermissionSet, TenantContext, TenantId, UserId,
 };
 
 /// A running tracker and its database.
@@ -137,19 +137,35 @@ impl TestApp {
     }
 
     /// Makes `user` a member of `tenant` (the first member owns it), with
-    /// a new role `role` granted `permissions` when given.
+    /// a new role `role` granted `permissions` when given: the tenant adds
+    /// them (pending) and invites them, and they accept, as a person joins.
     async fn add_member(&self, tenant: TenantId, user: uuid::Uuid, role: Option<(&str, &[&str])>) {
         let db = self.tdb.database();
         let mut scope = db.tenant(TenantContext::new(tenant)).await.unwrap();
         let user = UserId::from_uuid(user);
+        let email = format!("{user}@example.test");
         scope
             .add_member(&NewMember {
                 user_id: Some(user),
-                email: format!("{user}@example.test"),
+                email: email.clone(),
                 display_name: None,
             })
             .await
             .unwrap();
+        let invitation = scope
+            .create_invitation(&NewInvitation {
+                email: None,
+                user_id: Some(user),
+                role_id: None,
+                valid_for: None,
+            })
+            .await
+            .unwrap();
+        scope.commit().await.unwrap();
+        db.accept_invitation(user, &invitation.token, Some(&email))
+            .await
+            .unwrap();
+        let mut scope = db.tenant(TenantContext::new(tenant)).await.unwrap();
         if let Some((name, permissions)) = role {
             let role = scope.create_role(name, "").await.unwrap();
             for permission in permissions {

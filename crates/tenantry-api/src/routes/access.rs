@@ -17,7 +17,10 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMemberBody {
-    /// The user's global id (from your identity provider); generated when absent.
+    /// The person's global id (from your identity provider): the member is then
+    /// `pending` (the person neither sees nor acts in the tenant) until they
+    /// accept an invitation naming them. Generated when absent (a member
+    /// record for roles and keys that no person signs in as).
     #[schema(value_type = Option<String>, format = Uuid)]
     pub user_id: Option<UserId>,
     /// Email, unique within the tenant (case-insensitive after Unicode NFC), at most
@@ -76,7 +79,10 @@ pub async fn list_members(
     Ok(Json(page_by_key(members, |m| m.user_id.to_string(), &q)?))
 }
 
-/// Add a member to the caller's tenant (`members.write`).
+/// Add a member to the caller's tenant (`members.write`). A member named by
+/// `user_id` is pending until that person accepts an invitation naming them
+/// (`POST /v1/invitations` with the same `user_id`): no tenant makes someone a
+/// member, or its owner, without their consent.
 #[utoipa::path(
     post, path = "/v1/members", tag = "access", request_body = NewMemberBody,
     responses(

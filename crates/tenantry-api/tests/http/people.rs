@@ -151,6 +151,154 @@ async fn a_person_joins_by_invitation_owns_the_tenant_as_its_first_member_and_ac
     }
 }
 
+/// Found by a new user's review: any tenant with `members.write` could add
+/// anyone whose id it knew (an Auth0 id is UUIDv5 of issuer and subject, so
+/// anyone can compute it) as a member, and the owner, of its own tenant:
+/// listed among the person's tenants and acting there with their token.
+#[tokio::test]
+async fn a_tenant_cannot_make_a_person_its_member_or_owner_without_their_consent() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let evil = app.tenant("Acme Billing (official)").await;
+    let alice = token_for(&idp, "auth0|alice", "alice@acme.test");
+    let alice_id = tenantry_axum::jwt::user_id_for(&idp.issuer(), "auth0|alice").to_string();
+
+    let added = app
+        .post(
+            "/v1/members",
+            &evil.key,
+            &json!({ "email": "anything@evil.test", "user_id": alice_id }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    assert_eq!(added["user_id"], json!(alice_id));
+    assert_eq!(added["pending"], json!(true), "{added}");
+    assert_eq!(
+        added["is_owner"],
+        json!(false),
+        "nobody owns a tenant they did not join: {added}"
+    );
+
+    // Alice neither sees the tenant nor acts in it: the answer of a tenant
+    // that does not exist.
+    let mine = as_person(&app, Method::GET, "/v1/me/tenants", &alice, None, None).await;
+    assert!(mine.items().is_empty(), "{:?}", mine.items());
+    for (method, path, body) in [
+        (Method::GET, "/v1/resources", None),
+        (
+            Method::POST,
+            "/v1/resources",
+            Some(json!({ "name": "lured" })),
+        ),
+    ] {
+        let refused = as_person(&app, method.clone(), path, &alice, Some(&evil.id), body).await;
+        let missing = as_person(&app, method, path, &alice, Some(&random_id()), None).await;
+        assert_eq!(refused.status, 404, "{path}: {}", refused.text);
+        assert_eq!(refused.status, missing.status);
+        assert_eq!(refused.body["code"], missing.body["code"]);
+    }
+    // The tenant cannot hand her its ownership either, nor does re-adding
+    // her by id under another email make her a member.
+    app.post(
+        &format!("/v1/members/{alice_id}/ownership"),
+        &evil.key,
+        &json!({}),
+    )
+    .await
+    .problem(409, "conflict");
+    app.post(
+        "/v1/members",
+        &evil.key,
+        &json!({ "email": "again@evil.test", "user_id": alice_id }),
+    )
+    .await
+    .problem(409, "conflict");
+    let members = app.get("/v1/members", &evil.key).await.items();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["pending"], json!(true));
+
+    // Her consent is accepting an invitation naming her: then she is a
+    // member, and the owner (the tenant had none), with her roles.
+    let invitation = app
+        .post(
+            "/v1/invitations",
+            &evil.key,
+            &json!({ "user_id": alice_id }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    accept(&app, &alice, &invitation).await.expect(200);
+    let mine = as_person(&app, Method::GET, "/v1/me/tenants", &alice, None, None).await;
+    let mine = mine.items();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["tenant_id"], json!(evil.id));
+    assert_eq!(mine[0]["is_owner"], json!(true));
+    as_person(
+        &app,
+        Method::GET,
+        "/v1/resources",
+        &alice,
+        Some(&evil.id),
+        None,
+    )
+    .await
+    .expect(200);
+    let members = app.get("/v1/members", &evil.key).await.items();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["pending"], json!(false));
+    assert_eq!(members[0]["is_owner"], json!(true));
+    // A member added without an id is no person's and never pending.
+    let record = app
+        .post(
+            "/v1/members",
+            &evil.key,
+            &json!({ "email": "bot@evil.test" }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    assert_eq!(record["pending"], json!(false));
+}
+
+/// Found by a new user's review: a valid person's token on an admin route
+/// got the 401 of a bad credential, while a tenant key got 403
+/// `wrong_credential`. Every valid credential of another kind is now told
+/// so, and only a valid one: a forged token or key gets the one 401.
+#[tokio::test]
+async fn an_admin_route_tells_a_valid_credential_of_another_kind_it_needs_the_admin_token_and_nothing_else(
+) {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let alice = token_for(&idp, "auth0|alice", "alice@acme.test");
+    let route = format!("/v1/tenants/{}", acme.id);
+    for token in [&alice, &acme.key] {
+        let refused = as_person(&app, Method::GET, &route, token, None, None).await;
+        let problem = refused.problem(403, "wrong_credential");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("needs the admin token"),
+            "{problem}"
+        );
+    }
+    // A tampered token (the signature no longer matches) and a key that
+    // does not exist get the answer of any refused credential.
+    let bob = token_for(&idp, "auth0|bob", "bob@acme.test");
+    let (signed, _) = alice.rsplit_once('.').unwrap();
+    let (_, other_signature) = bob.rsplit_once('.').unwrap();
+    let tampered = format!("{signed}.{other_signature}");
+    let forged_key = format!("tk_{}_{}", "0".repeat(12), "0".repeat(64));
+    for token in [&tampered, &forged_key] {
+        as_person(&app, Method::GET, &route, token, None, None)
+            .await
+            .problem(401, "unauthorized");
+    }
+}
+
 #[tokio::test]
 async fn a_person_who_is_not_a_member_is_answered_like_a_tenant_that_does_not_exist() {
     let idp = IdentityProvider::start().await;

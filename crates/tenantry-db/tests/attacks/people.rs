@@ -435,6 +435,87 @@ async fn member_identity_and_my_tenants_answer_only_for_the_person_the_context_n
     let _ = owner;
 }
 
+/// A member the tenant added by the person's id is pending (migration
+/// 0037): the tenant, even holding every permission through raw SQL as the
+/// server's app role, cannot make it active, its owner or visible to the
+/// person; only the person's acceptance can.
+#[tokio::test]
+async fn a_tenant_cannot_activate_a_pending_member_through_raw_sql() {
+    let (_tdb, c, su) = setup().await;
+    let t = create_tenant(&su, "lure", None).await;
+    let person = Uuid::new_v4();
+    begin_as(&c, t).await;
+    c.execute(
+        "INSERT INTO tenantry.tenant_members (user_id, email, pending) VALUES ($1, 'p@lure.test', true)",
+        &[&person],
+    )
+    .await
+    .unwrap();
+    commit(&c).await;
+    // The column is the server's to set on insert, and nobody's to clear.
+    begin_as(&c, t).await;
+    denied(
+        &c,
+        &format!("UPDATE tenantry.tenant_members SET pending = false WHERE user_id = '{person}'"),
+        "42501",
+    )
+    .await;
+    rollback(&c).await;
+    begin_as(&c, t).await;
+    denied(
+        &c,
+        &format!("UPDATE tenantry.tenant_members SET is_owner = true WHERE user_id = '{person}'"),
+        "42501",
+    )
+    .await;
+    rollback(&c).await;
+    begin_as(&c, t).await;
+    let (code, ..) = fails(
+        &c,
+        &format!("SELECT tenantry.transfer_ownership('{person}')"),
+    )
+    .await;
+    assert_eq!(code, "TN409");
+    rollback(&c).await;
+    assert_eq!(
+        count(
+            &su,
+            &format!("SELECT count(*) FROM tenantry.tenant_members WHERE user_id = '{person}' AND NOT pending")
+        )
+        .await,
+        0
+    );
+    // The person sees nothing of the tenant.
+    begin_person(&c, person).await;
+    let none: Option<serde_json::Value> = c
+        .query_one("SELECT tenantry.member_identity($1)", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        none.is_none(),
+        "a pending member acts in the tenant: {none:?}"
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await,
+        0
+    );
+    rollback(&c).await;
+    // Accepting an invitation naming them makes them a member, and the owner.
+    let token = invite(&c, t, "p@lure.test", Some(person), None).await;
+    accept(&c, person, &token, Some("p@lure.test"))
+        .await
+        .unwrap();
+    begin_person(&c, person).await;
+    let mine: serde_json::Value = c
+        .query_one("SELECT tenantry.member_identity($1)", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mine["is_owner"], json!(true));
+    rollback(&c).await;
+}
+
 /// An invitation of `t` for `email` (and optionally a user); returns its token.
 async fn invite(
     c: &Client,
