@@ -270,6 +270,13 @@ impl Settings {
                     .into(),
             ));
         }
+        if self.body_limit_bytes == 0 {
+            return Err(SettingsError::Invalid(
+                "body_limit_bytes (TENANTRY_BODY_LIMIT_BYTES) must be above 0: with 0 every write \
+                 would be refused as too large"
+                    .into(),
+            ));
+        }
         if self.http_header_timeout_ms == 0 || self.http_max_connections == 0 {
             return Err(SettingsError::Invalid(
                 "http_header_timeout_ms and http_max_connections must be above 0: without a \
@@ -459,10 +466,30 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.jwt.as_ref().unwrap().audience, ["envaud"]);
+        // An audience alone names no issuer: refused, not ignored (a
+        // misspelt issuer variable would lock every person out silently).
         let mut s = Settings::default();
-        s.apply_env(env(&[("TENANTRY_JWT_AUDIENCE", "envaud")]))
-            .unwrap();
-        assert!(s.jwt.is_none(), "an audience alone names no issuer");
+        let err = s
+            .apply_env(env(&[("TENANTRY_JWT_AUDIENCE", "envaud")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TENANTRY_JWT_AUDIENCE is set but no issuer is"),
+            "{err}"
+        );
+        assert!(s.jwt.is_none());
+    }
+
+    #[test]
+    fn a_body_limit_of_zero_is_refused() {
+        let mut s = Settings::default();
+        let err = s
+            .apply_env(|k| (k == "TENANTRY_BODY_LIMIT_BYTES").then(|| "0".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TENANTRY_BODY_LIMIT_BYTES"), "{err}");
+        s.body_limit_bytes = 1;
+        s.validate().unwrap();
     }
 
     #[test]

@@ -191,7 +191,8 @@ impl JwtConfig {
     /// `TENANTRY_JWT_TENANT_CLAIM`, `TENANTRY_JWT_USER_CLAIM`,
     /// `TENANTRY_JWT_LEEWAY_SECS`, `TENANTRY_JWT_EMAIL_VERIFIED_CLAIM`,
     /// `TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM`. Without an issuer
-    /// from either, the others are ignored (API keys only). The caller then
+    /// from either, none of the others may be set (an error names the first
+    /// one set); with none set, API keys only. The caller then
     /// [`validate`](Self::validate)s. Errs naming the variable whose value
     /// does not parse.
     pub fn apply_env(
@@ -216,6 +217,16 @@ impl JwtConfig {
             }
         }
         let Some(jwt) = config.as_mut() else {
+            // A misspelt or forgotten issuer variable would otherwise leave
+            // people locked out without a word (found by a new user's review).
+            if let Some(name) = Self::ENV_VARIABLES[1..]
+                .iter()
+                .find(|name| set(name).is_some())
+            {
+                return Err(format!(
+                    "{name} is set but no issuer is (TENANTRY_JWT_ISSUER or the [jwt] section's issuer): set it to accept people's tokens, or unset {name}"
+                ));
+            }
             return Ok(());
         };
         if let Some(audience) = set("TENANTRY_JWT_AUDIENCE") {
@@ -750,6 +761,29 @@ mod tests {
                 "{name} changed nothing"
             );
         }
+    }
+
+    #[test]
+    fn a_jwt_variable_set_without_an_issuer_is_refused_and_named() {
+        for name in &JwtConfig::ENV_VARIABLES[1..] {
+            let mut config = None;
+            let err =
+                JwtConfig::apply_env(&mut config, |n: &str| (n == *name).then(|| "x".to_owned()))
+                    .expect_err(name);
+            assert!(err.starts_with(name), "{err}");
+            assert!(config.is_none());
+        }
+        // Blank values count as unset; nothing set at all is API keys only.
+        let mut config = None;
+        JwtConfig::apply_env(&mut config, |_: &str| Some("  ".to_owned())).unwrap();
+        assert!(config.is_none());
+        // An issuer from a file's [jwt] section takes the variables.
+        let mut config = Some(JwtConfig::new("https://file.example/", "api"));
+        JwtConfig::apply_env(&mut config, |n: &str| {
+            (n == "TENANTRY_JWT_AUDIENCE").then(|| "other".to_owned())
+        })
+        .unwrap();
+        assert_eq!(config.unwrap().audience, vec!["other".to_owned()]);
     }
 
     fn jwks_config() -> JwtConfig {

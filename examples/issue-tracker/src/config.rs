@@ -103,23 +103,15 @@ impl DatabaseSource {
 /// `TENANTRY_JWT_USER_CLAIM`, `TENANTRY_JWT_LEEWAY_SECS`,
 /// `TENANTRY_JWT_EMAIL_VERIFIED_CLAIM` and
 /// `TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM`, read by
-/// [`JwtConfig::apply_env`] as `tenantry serve` reads them. Unlike `tenantry serve`, which ignores them then, any of them set without
-/// the issuer is refused: a misspelt issuer variable would otherwise leave
-/// people locked out without a word. Unset: API keys only.
+/// [`JwtConfig::apply_env`] as `tenantry serve` reads them: any of them set
+/// without the issuer is refused (a misspelt issuer variable would otherwise
+/// leave people locked out without a word). Unset: API keys only.
 pub fn jwt_from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<JwtConfig>> {
-    let set = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-    if set("TENANTRY_JWT_ISSUER").is_none() {
-        if let Some(name) = JwtConfig::ENV_VARIABLES[1..]
-            .iter()
-            .find(|name| set(name).is_some())
-        {
-            bail!("{name} is set but TENANTRY_JWT_ISSUER is not: set the issuer to accept people's tokens, or unset {name}");
-        }
-        return Ok(None);
-    }
     let mut jwt = None;
     JwtConfig::apply_env(&mut jwt, &get).map_err(|e| anyhow::anyhow!(e))?;
-    let jwt = jwt.context("TENANTRY_JWT_ISSUER is set")?;
+    let Some(jwt) = jwt else {
+        return Ok(None);
+    };
     jwt.validate()
         .map_err(|e| anyhow::anyhow!("TENANTRY_JWT_*: {e}"))?;
     Ok(Some(jwt))
@@ -279,7 +271,7 @@ mod tests {
             ("TENANTRY_JWT_LEEWAY_SECS", "soon")
         ])
         .contains("TENANTRY_JWT_LEEWAY_SECS"));
-        assert!(refused(&[audience, secret]).contains("TENANTRY_JWT_ISSUER is not"));
+        assert!(refused(&[audience, secret]).contains("is set but no issuer is"));
     }
 
     #[test]
