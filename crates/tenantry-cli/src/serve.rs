@@ -29,7 +29,7 @@ pub struct ServeArgs {
     /// `prepared` or `unnamed` (behind pgbouncer in transaction pooling) [env TENANTRY_STATEMENT_MODE].
     #[arg(long)]
     statement_mode: Option<String>,
-    /// TOML settings file (keys as in tenantry_api::config::Settings).
+    /// TOML settings file: the keys of the README's "Configuration" table (listen, database_url, data_dir, [jwt], …).
     #[arg(long, env = "TENANTRY_CONFIG")]
     pub config: Option<PathBuf>,
     /// Serve even when an adopted table breaks tenantry's rules (`tenantry doctor`
@@ -144,7 +144,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (token, token_source) = admin_token(&settings)?;
     let app = Application::build(&settings, db, &token)
         .await
-        .context("binding the listen address")?;
+        .with_context(|| format!("binding the listen address {}", settings.listen))?;
     let addr = app.local_addr();
     outln!("tenantry is serving on http://{addr}");
     outln!("API docs:     http://{addr}/docs");
@@ -152,14 +152,94 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(dir) = cluster.as_ref().and_then(|c| c.location()) {
         outln!("database:     embedded PostgreSQL in {}", dir.display());
     }
-    app.run(shutdown).await?;
+    // The embedded server is kept up while serving: started again when it
+    // exits on its own, or when the process that started it stops; the
+    // server stops when that fails.
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
+    let watcher = cluster.map(|local| keep_embedded_running(local, lost_tx));
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            Ok(why) = lost_rx => {
+                tracing::error!("{why}: stopping");
+            }
+        }
+    };
+    app.run(stop).await?;
+    let lost = match watcher {
+        Some((task, mut local)) => {
+            task.abort();
+            let lost = task.await.ok().flatten();
+            // A check under way holds it until it ends; then this is the last
+            // holder, and dropping it stops the cluster this process runs.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+            loop {
+                match std::sync::Arc::try_unwrap(local) {
+                    Ok(last) => {
+                        drop(last);
+                        break;
+                    }
+                    Err(shared) if tokio::time::Instant::now() < deadline => {
+                        local = shared;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    // Its postgres stops with this process (the parent-death signal).
+                    Err(_) => break,
+                }
+            }
+            lost
+        }
+        None => None,
+    };
+    if let Some(why) = lost {
+        bail!("{why}");
+    }
     if json_logs {
         tracing::info!("shut down cleanly");
     } else {
         eprintln!("shut down cleanly");
     }
-    drop(cluster);
     Ok(())
+}
+
+/// Checks the embedded cluster every second ([`local::LocalCluster::keep_running`],
+/// off the runtime) and says what it did; on a failure to start it again,
+/// tells `lost` why and ends with that reason.
+fn keep_embedded_running(
+    local: local::LocalCluster,
+    lost: tokio::sync::oneshot::Sender<String>,
+) -> (
+    tokio::task::JoinHandle<Option<String>>,
+    std::sync::Arc<std::sync::Mutex<local::LocalCluster>>,
+) {
+    let local = std::sync::Arc::new(std::sync::Mutex::new(local));
+    let held = local.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let local = local.clone();
+            let checked = tokio::task::spawn_blocking(move || {
+                local
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .keep_running()
+            })
+            .await;
+            match checked {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(what))) => tracing::warn!("{what}"),
+                Ok(Err(e)) => {
+                    let why = format!(
+                        "the embedded PostgreSQL stopped and could not be started again: {e}"
+                    );
+                    let _ = lost.send(why.clone());
+                    return Some(why);
+                }
+                Err(_) => return None,
+            }
+        }
+    });
+    (task, held)
 }
 
 /// The admin token: from the settings, or generated once into `<data_dir>/admin.token` (0600).

@@ -43,6 +43,10 @@ pub const DATABASE: &str = "tenantry";
 pub struct LocalCluster {
     provisioned: Provisioned,
     cluster: Option<EmbeddedCluster>,
+    /// Where the cluster lives (after any fallback) and how it was started:
+    /// what [`LocalCluster::keep_running`] starts it with again.
+    data_dir: std::path::PathBuf,
+    tcp: Option<(String, u16)>,
 }
 
 impl LocalCluster {
@@ -74,7 +78,7 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
 
     async fn open_in(data_dir: &Path, tcp: Option<(String, u16)>) -> Result<Self, LocalError> {
         let mut options = ClusterOptions::new(data_dir);
-        options.tcp = tcp;
+        options.tcp = tcp.clone();
         // Blocking is fine here: start-up, before serving anything.
         let (superuser, cluster) = match EmbeddedCluster::start(options) {
             Ok(cluster) => (cluster.superuser_config(DATABASE), Some(cluster)),
@@ -94,7 +98,47 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
         Ok(Self {
             provisioned,
             cluster,
+            data_dir: std::path::absolute(data_dir)?,
+            tcp,
         })
+    }
+
+    /// Keeps the embedded server up while this process uses it. Blocking:
+    /// call it now and then (`tenantry serve` does every second, off the
+    /// async runtime). When the server this process started has exited on
+    /// its own (a crash, a kill), it is started again (PostgreSQL recovers
+    /// from its log); when the server another process started is gone (that
+    /// process stopped and took it along), this process starts it and from
+    /// then on owns it. The pool reconnects by itself. Returns what happened
+    /// when it did something: `None` while the server runs.
+    pub fn keep_running(&mut self) -> Result<Option<String>, LocalError> {
+        let why = match self.cluster.as_mut() {
+            Some(cluster) => match cluster.exited() {
+                Some(status) => format!("the embedded PostgreSQL exited on its own ({status})"),
+                None => return Ok(None),
+            },
+            None if EmbeddedCluster::running(&self.data_dir).is_some() => return Ok(None),
+            None => "the embedded PostgreSQL that another process started has stopped".to_owned(),
+        };
+        let mut options = ClusterOptions::new(&self.data_dir);
+        options.tcp = self.tcp.clone();
+        match EmbeddedCluster::start(options) {
+            Ok(cluster) => {
+                let pid = cluster.pid().unwrap_or_default();
+                self.cluster = Some(cluster);
+                Ok(Some(format!(
+                    "{why}; this process started it again (pid {pid})"
+                )))
+            }
+            // Another process was quicker: use its server.
+            Err(EmbeddedError::AlreadyRunning { pid, .. }) => {
+                self.cluster = None;
+                Ok(Some(format!(
+                    "{why}; another process started it again (pid {pid})"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Where the cluster lives (its base directory), when this process started it.

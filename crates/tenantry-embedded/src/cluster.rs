@@ -113,6 +113,11 @@ impl EmbeddedCluster {
         };
         let run_as = server_identity()?;
         let data_dir = prepare_base_dir(&data_dir, run_as)?;
+        // One start at a time per directory, until the server is ready: a
+        // second process waits, then finds the first one's server running
+        // (AlreadyRunning). Two starting at once left one of them failing on
+        // postgres's own lock file (found by a new user's review).
+        let _starting = lock_start(&data_dir)?;
         let pgdata = data_dir.join(PGDATA_DIR);
         let log_path = data_dir.join(LOG_FILE);
         let password_path = data_dir.join(PASSWORD_FILE);
@@ -265,6 +270,24 @@ impl EmbeddedCluster {
     /// Pid of the postmaster while it runs (None after [`stop`](Self::stop)).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Non-blocking: the postmaster's exit status once it has exited on its
+    /// own (a crash, a kill, an operator's `pg_ctl stop`); `None` while it
+    /// runs and after [`stop`](Self::stop). Once it has answered, the
+    /// cluster counts as stopped.
+    pub fn exited(&mut self) -> Option<process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        warn!(data_dir = %self.data_dir.display(), %status, "postgres exited on its own ({status})");
+        Some(status)
+    }
+
+    /// The pid of the postgres server running on the cluster in `data_dir`
+    /// (a base directory as in [`ClusterOptions::data_dir`]), whichever
+    /// process started it; `None` when none runs.
+    pub fn running(data_dir: &Path) -> Option<u32> {
+        running_postmaster(&data_dir.join(PGDATA_DIR))
     }
 
     /// Fast shutdown (SIGINT to the postmaster); waits up to 30 s for it to
@@ -426,6 +449,22 @@ fn inspect_pgdata(pgdata: &Path, binaries_major: u32) -> Result<bool, EmbeddedEr
         });
     }
     Ok(true)
+}
+
+/// Takes `<data_dir>/start.lock` (created if missing) exclusively, waiting
+/// for a start under way in another process; released when the file closes.
+fn lock_start(data_dir: &Path) -> Result<File, EmbeddedError> {
+    let path = data_dir.join("start.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_context(format!("could not open {}", path.display())))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))
+        .map_err(io_context(format!("could not lock {}", path.display())))?;
+    Ok(file)
 }
 
 /// Pid from `postmaster.pid` if that process is alive and is a postgres.
@@ -747,6 +786,52 @@ mod tests {
         );
         assert_eq!(client_host("*"), "127.0.0.1");
         assert_eq!(client_host("localhost, 10.0.0.1"), "localhost");
+    }
+
+    /// Found by a new user's review: two processes starting the cluster at
+    /// once both saw none running, and one failed on postgres's lock file.
+    /// Under the start lock one starts it and the others find it running,
+    /// every time; the exit of a postgres killed under us is seen.
+    #[test]
+    fn starts_at_the_same_moment_give_one_server_and_find_it_running_and_its_death_is_seen() {
+        let dir = temp_data_dir("tenantry-emb-race").unwrap();
+        drop(EmbeddedCluster::start(test_options(&dir)).expect("create the cluster"));
+        for round in 0..3 {
+            let results: Vec<Result<EmbeddedCluster, EmbeddedError>> = thread::scope(|s| {
+                let starts: Vec<_> = (0..3)
+                    .map(|_| s.spawn(|| EmbeddedCluster::start(test_options(&dir))))
+                    .collect();
+                starts.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let mut started = Vec::new();
+            for result in results {
+                match result {
+                    Ok(cluster) => started.push(cluster),
+                    Err(EmbeddedError::AlreadyRunning { .. }) => {}
+                    Err(e) => panic!("round {round}: a start failed: {e}"),
+                }
+            }
+            assert_eq!(started.len(), 1, "round {round}: one server");
+            let mut cluster = started.pop().unwrap();
+            let pid = cluster.pid().unwrap();
+            assert_eq!(EmbeddedCluster::running(&dir), Some(pid));
+            assert!(cluster.exited().is_none());
+            signal_pid(pid, Signal::KILL).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                if let Some(status) = cluster.exited() {
+                    break status;
+                }
+                assert!(Instant::now() < deadline, "the kill was not seen");
+                thread::sleep(Duration::from_millis(50));
+            };
+            assert!(!status.success());
+            assert!(
+                cluster.pid().is_none(),
+                "an exited cluster counts as stopped"
+            );
+            assert_eq!(EmbeddedCluster::running(&dir), None);
+        }
     }
 
     #[test]
