@@ -1562,7 +1562,7 @@ BEGIN
             END IF;
         ELSE
             RAISE EXCEPTION 'cannot adopt %: % rows have no tenant', tbl, missing USING ERRCODE = 'TN422',
-                HINT = 'Say who owns them: existing_rows_tenant => ''<tenant uuid>'', or existing_rows_tenant_expression => ''<SQL over the row''''s columns>''.';
+                HINT = 'Say who owns them: existing_rows_tenant => the owning tenant''s id, or existing_rows_tenant_expression => an SQL expression over the row''s columns that gives its tenant''s id (tenantry table adopt: --existing-rows-tenant, --existing-rows-tenant-expression).';
         END IF;
     END IF;
     IF NOT coalesce(col.attnotnull, false) THEN
@@ -1690,6 +1690,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     prior tenantry.tenant_tables;
+    pkey text;
 BEGIN
     SELECT r.* INTO prior FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
     sharing := coalesce(sharing, prior.sharing, false);
@@ -1700,9 +1701,19 @@ BEGIN
             HINT = format('Define it first: SELECT tenantry.define_permission(%L, ''<what it allows>'');', write_permission);
     END IF;
     IF sharing AND tenantry.row_key_column(tbl) IS NULL THEN
-        RAISE EXCEPTION 'cannot share rows of %: its primary key is not (tenant_id, <one column>), which shares name rows by', tbl
+        -- The fix depends on what the table has: the tenant column or not, a
+        -- primary key (to replace) or none.
+        SELECT format('DROP CONSTRAINT %I, ', c.conname) INTO pkey
+        FROM pg_catalog.pg_constraint c WHERE c.conrelid = tbl AND c.contype = 'p';
+        RAISE EXCEPTION 'cannot share rows of %: a share names a row by its primary key, which must be (tenant_id, <one column>)', tbl
             USING ERRCODE = 'TN422',
-            HINT = format('Give it a primary key (tenant_id, id), e.g. ALTER TABLE %s ADD PRIMARY KEY (tenant_id, id); or adopt it with sharing => false.', tbl);
+            HINT = CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                                     WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+                   THEN format('Make it so in your migration: ALTER TABLE %1$s %2$sADD PRIMARY KEY (tenant_id, <key column>); or adopt it with sharing => false.',
+                               tbl, coalesce(pkey, ''))
+                   ELSE format('Give it the column and such a key first, in your migration: ALTER TABLE %1$s ADD COLUMN tenant_id uuid; UPDATE %1$s SET tenant_id = ''<tenant uuid>''; (or an expression over the row''s columns) ALTER TABLE %1$s %2$sADD PRIMARY KEY (tenant_id, <key column>); then adopt it; or adopt it with sharing => false.',
+                               tbl, coalesce(pkey, ''))
+                   END;
     END IF;
 END
 $$;

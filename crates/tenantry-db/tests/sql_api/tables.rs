@@ -1021,11 +1021,71 @@ async fn adopting_with_sharing_refuses_a_table_whose_rows_have_no_key_after_tena
         )
         .await;
         assert!(
-            message.contains("primary key is not (tenant_id, <one column>)"),
+            message.contains(
+                "a share names a row by its primary key, which must be (tenant_id, <one column>)"
+            ),
             "{message}"
         );
         assert_eq!(table_state(&m, table).await, before);
     }
+}
+
+/// The refusal's hint is SQL that works on the table it names (a new
+/// user's review found it suggested `ADD PRIMARY KEY (tenant_id, id)` for a
+/// table that had a primary key already and no tenant_id column): followed
+/// with its placeholders filled in, adoption with sharing succeeds.
+#[tokio::test]
+async fn the_hint_of_a_sharing_refusal_is_sql_that_makes_the_table_shareable() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    let t = create_tenant(&admin(&tdb).await, "t", None).await;
+    exec(
+        &m,
+        "CREATE TABLE notes (id bigserial PRIMARY KEY, body text);
+         INSERT INTO notes (body) VALUES ('kept');
+         CREATE TABLE drafts (tenant_id uuid NOT NULL, id bigint NOT NULL, v int NOT NULL,
+                              CONSTRAINT drafts_key PRIMARY KEY (tenant_id, id, v));",
+    )
+    .await;
+    for (table, expected) in [
+        (
+            "notes",
+            "ALTER TABLE public.notes ADD COLUMN tenant_id uuid; UPDATE public.notes SET tenant_id = '<tenant uuid>'; \
+             (or an expression over the row's columns) ALTER TABLE public.notes DROP CONSTRAINT notes_pkey, \
+             ADD PRIMARY KEY (tenant_id, <key column>);",
+        ),
+        (
+            "drafts",
+            "ALTER TABLE public.drafts DROP CONSTRAINT drafts_key, ADD PRIMARY KEY (tenant_id, <key column>);",
+        ),
+    ] {
+        let err = m
+            .batch_execute(&format!("SELECT adopt_table('{table}', sharing => true)"))
+            .await
+            .unwrap_err();
+        let hint = err.as_db_error().unwrap().hint().unwrap().to_owned();
+        assert!(hint.contains(expected), "{table}: {hint}");
+        // Follow it: every statement of the hint up to its "then"/"or",
+        // with the placeholders filled in.
+        let sql = hint
+            .split_once(": ")
+            .unwrap()
+            .1
+            .replace(" (or an expression over the row's columns)", "")
+            .replace("<tenant uuid>", &t.to_string())
+            .replace("<key column>", "id");
+        let sql = sql.split("; then").next().unwrap().split("; or").next().unwrap();
+        exec(&m, sql).await;
+        exec(&m, &format!("SELECT adopt_table('{table}', sharing => true)")).await;
+    }
+    assert_eq!(
+        count(
+            &m,
+            &format!("SELECT count(*) FROM notes WHERE tenant_id = '{t}'")
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
