@@ -196,7 +196,7 @@ async fn main() {
     let telemetry = match init_logging(&cli.command) {
         Ok(telemetry) => telemetry,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", causes(&e));
             std::process::exit(1);
         }
     };
@@ -228,9 +228,28 @@ async fn main() {
     };
     telemetry.shutdown().await;
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", causes(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, joined by `: `, each said once: a cause whose
+/// text the message so far already ends with (an error that quotes its
+/// source in its own text) is not repeated ("No such file or directory (os
+/// error 2)" twice, found by a new user's review).
+fn causes(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 async fn migrate(target: Target) -> anyhow::Result<()> {
@@ -314,4 +333,40 @@ async fn db_start(data_dir: PathBuf, tcp: Option<String>) -> anyhow::Result<()> 
     eprintln!("stopping PostgreSQL");
     drop(local);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::causes;
+
+    #[test]
+    fn a_cause_already_quoted_by_its_error_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let quoted = anyhow::Error::new(std::io::Error::new(
+            io.kind(),
+            format!("reading x.toml: {io}"),
+        ));
+        assert_eq!(causes(&quoted), format!("reading x.toml: {io}"));
+        #[derive(Debug)]
+        struct Read {
+            source: std::io::Error,
+        }
+        impl std::fmt::Display for Read {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "reading x.toml: {}", self.source)
+            }
+        }
+        impl std::error::Error for Read {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let e = anyhow::Error::new(Read { source: io }).context("loading settings");
+        let said = causes(&e);
+        assert_eq!(said.matches("entity not found").count(), 1, "{said}");
+        assert!(
+            said.starts_with("loading settings: reading x.toml: "),
+            "{said}"
+        );
+    }
 }

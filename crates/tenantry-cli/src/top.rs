@@ -70,8 +70,9 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
             std::fs::read_to_string(&path)
                 .with_context(|| {
                     format!(
-                        "no admin token: set TENANTRY_ADMIN_TOKEN or --admin-token, or run in the \
-                         directory whose {} `tenantry serve` wrote",
+                        "no admin token: set TENANTRY_ADMIN_TOKEN or --admin-token, or point \
+                         --data-dir (TENANTRY_DATA_DIR) at the data directory of the running \
+                         `tenantry serve`, whose admin.token it reads (tried {})",
                         path.display()
                     )
                 })?
