@@ -786,7 +786,23 @@ async fn check_target(
             "tenantry.role_permissions" | "tenantry.shared_rows"
         ) {
             let here = readable_columns(tx, &t.table).await?;
-            if here != t.columns {
+            // An archive of an older build lacks the columns added since
+            // (tenant_members.pending, migration 0037): those take their
+            // defaults. A column of the archive that is not here, or one here
+            // that an insert cannot leave out, refuses the import.
+            let added: Vec<&String> = here.iter().filter(|c| !t.columns.contains(c)).collect();
+            let fillable = added.is_empty()
+                || tx
+                    .query_one(
+                        "SELECT bool_and(a.atthasdef OR NOT a.attnotnull OR a.attidentity <> '' OR a.attgenerated <> '')
+                           FROM pg_attribute a
+                          WHERE a.attrelid = $1::text::regclass AND a.attname = ANY ($2::text[])",
+                        &[&t.table, &added],
+                    )
+                    .await?
+                    .get::<_, Option<bool>>(0)
+                    .unwrap_or(false);
+            if t.columns.iter().any(|c| !here.contains(c)) || !fillable {
                 return Err(OffboardError::Refused(format!(
                     "table {} has other columns here ({}) than in the archive ({})",
                     t.table,
