@@ -215,6 +215,9 @@ fn keep_embedded_running(
     let local = std::sync::Arc::new(std::sync::Mutex::new(local));
     let held = local.clone();
     let task = tokio::spawn(async move {
+        // A server that keeps dying is not started for ever: five starts
+        // within five minutes end the serving.
+        let mut starts: Vec<tokio::time::Instant> = Vec::new();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let local = local.clone();
@@ -227,7 +230,20 @@ fn keep_embedded_running(
             .await;
             match checked {
                 Ok(Ok(None)) => {}
-                Ok(Ok(Some(what))) => tracing::warn!("{what}"),
+                Ok(Ok(Some(what))) => {
+                    tracing::warn!("{what}");
+                    let now = tokio::time::Instant::now();
+                    starts.retain(|t| now.duration_since(*t) < Duration::from_secs(300));
+                    starts.push(now);
+                    if starts.len() >= 5 {
+                        let why = format!(
+                            "the embedded PostgreSQL stopped {} times within five minutes; see its log",
+                            starts.len()
+                        );
+                        let _ = lost.send(why.clone());
+                        return Some(why);
+                    }
+                }
                 Ok(Err(e)) => {
                     let why = format!(
                         "the embedded PostgreSQL stopped and could not be started again: {e}"
@@ -235,7 +251,12 @@ fn keep_embedded_running(
                     let _ = lost.send(why.clone());
                     return Some(why);
                 }
-                Err(_) => return None,
+                // The check panicked.
+                Err(e) => {
+                    let why = format!("the embedded PostgreSQL could not be checked: {e}");
+                    let _ = lost.send(why.clone());
+                    return Some(why);
+                }
             }
         }
     });

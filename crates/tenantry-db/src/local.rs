@@ -19,6 +19,10 @@ pub enum LocalError {
     /// The data directory could not be resolved.
     #[error("resolving the data directory: {0}")]
     Directory(#[from] std::io::Error),
+    /// The server stopped and cannot be started again here (see
+    /// [`LocalCluster::keep_running`]).
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// The data directory when none is given.
@@ -37,6 +41,9 @@ fn fallback_dir(data_dir: &Path) -> Result<std::path::PathBuf, LocalError> {
 
 /// The database tenantry uses inside the embedded cluster.
 pub const DATABASE: &str = "tenantry";
+
+/// The port of a cluster started without TCP (its socket's name carries it).
+const DEFAULT_PORT: u16 = 5432;
 
 /// A running embedded cluster, ours (stopped on drop) or another process's,
 /// with the `tenantry` database created and migrated.
@@ -120,8 +127,27 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
             None if EmbeddedCluster::running(&self.data_dir).is_some() => return Ok(None),
             None => "the embedded PostgreSQL that another process started has stopped".to_owned(),
         };
+        // Only on the port the pool connects to (the socket's name carries
+        // it): the port of the server this process started, or of the one
+        // it attached to; the default one when neither asked for TCP.
+        let port = self
+            .provisioned
+            .superuser
+            .get_ports()
+            .first()
+            .copied()
+            .unwrap_or(DEFAULT_PORT);
         let mut options = ClusterOptions::new(&self.data_dir);
-        options.tcp = self.tcp.clone();
+        options.tcp = match &self.tcp {
+            Some((listen, _)) => Some((listen.clone(), port)),
+            None if port == DEFAULT_PORT => None,
+            None => {
+                return Err(LocalError::Stopped(format!(
+                    "{why}: it listened on port {port}, which this process cannot start it on \
+                     (start the process that ran it, or this one, again)"
+                )))
+            }
+        };
         match EmbeddedCluster::start(options) {
             Ok(cluster) => {
                 let pid = cluster.pid().unwrap_or_default();

@@ -455,12 +455,17 @@ fn inspect_pgdata(pgdata: &Path, binaries_major: u32) -> Result<bool, EmbeddedEr
 /// for a start under way in another process; released when the file closes.
 fn lock_start(data_dir: &Path) -> Result<File, EmbeddedError> {
     let path = data_dir.join("start.lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_context(format!("could not open {}", path.display())))?;
+    // Read-only once it exists (flock needs no more): a later run as
+    // another user (root first, then the postgres user) can still open it.
+    let file = match File::open(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path),
+        other => other,
+    }
+    .map_err(io_context(format!("could not open {}", path.display())))?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))
         .map_err(io_context(format!("could not lock {}", path.display())))?;
