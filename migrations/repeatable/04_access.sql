@@ -1119,8 +1119,9 @@ BEGIN
     IF length(coalesce(reason, '')) > 500 THEN
         RAISE EXCEPTION 'reason must be at most 500 characters' USING ERRCODE = 'TN422', HINT = 'reason';
     END IF;
+    -- Not a pending member (0037): nobody acts as a person who has not joined.
     IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
-                   WHERE m.tenant_id = tid AND m.user_id = uid AND t.status = 'active') THEN
+                   WHERE m.tenant_id = tid AND m.user_id = uid AND NOT m.pending AND t.status = 'active') THEN
         RAISE EXCEPTION 'member % not found', uid USING ERRCODE = 'TN404', HINT = 'user_id';
     END IF;
     RETURN CASE WHEN tenantry.current_tenant_id() IS NULL THEN 'db:' || session_user ELSE tenantry.current_actor() END;

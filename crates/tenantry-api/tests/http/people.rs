@@ -217,6 +217,14 @@ async fn a_tenant_cannot_make_a_person_its_member_or_owner_without_their_consent
     let members = app.get("/v1/members", &evil.key).await.items();
     assert_eq!(members.len(), 1);
     assert_eq!(members[0]["pending"], json!(true));
+    // Nor act as her: nobody is impersonated who has not joined.
+    app.post(
+        "/v1/impersonations",
+        &evil.key,
+        &json!({ "user_id": alice_id, "reason": "support" }),
+    )
+    .await
+    .problem(404, "not_found");
 
     // Her consent is accepting an invitation naming her: then she is a
     // member, and the owner (the tenant had none), with her roles.

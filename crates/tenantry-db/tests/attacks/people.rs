@@ -437,8 +437,10 @@ async fn member_identity_and_my_tenants_answer_only_for_the_person_the_context_n
 
 /// A member the tenant added by the person's id is pending (migration
 /// 0037): the tenant, even holding every permission through raw SQL as the
-/// server's app role, cannot make it active, its owner or visible to the
-/// person; only the person's acceptance can.
+/// server's app role, cannot clear the flag, make the member its owner or
+/// make it visible to the person; only the person's acceptance can. (A
+/// member the team's own SQL inserts without `pending` is the team's
+/// decision, as docs/people.md says: the flag is set by the server's API.)
 #[tokio::test]
 async fn a_tenant_cannot_activate_a_pending_member_through_raw_sql() {
     let (_tdb, c, su) = setup().await;
