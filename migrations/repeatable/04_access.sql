@@ -997,6 +997,7 @@ DECLARE
     iid uuid;
     inv record;
     clean_email text := tenantry.clean_name(email, 'email');
+    has_owner boolean;
 BEGIN
     IF uid IS NULL OR tenantry.current_tenant_id() IS NOT NULL THEN
         RAISE EXCEPTION 'accepting an invitation needs a signed-in person' USING ERRCODE = 'TN403';
@@ -1026,13 +1027,15 @@ BEGIN
     VALUES (tid, uid, coalesce(clean_email, inv.email))
     ON CONFLICT (tenant_id, user_id) DO NOTHING;
     -- Added by the tenant with this person's id (pending): accepting is their
-    -- consent. The tenant's row is locked by the insert's trigger above
-    -- (tenant_members_owner) only for a new row: here, for the owner check.
+    -- consent, and makes them the owner when the tenant has none. The
+    -- tenant's row serialises owner checks (as tenant_members_owner does);
+    -- the check is its own statement (no subquery in SET, which Citus
+    -- refuses on a distributed table).
     IF EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = uid AND m.pending) THEN
         PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
+        has_owner := EXISTS (SELECT 1 FROM tenantry.tenant_members o WHERE o.tenant_id = tid AND o.is_owner);
         UPDATE tenantry.tenant_members m
-        SET pending = false,
-            is_owner = NOT EXISTS (SELECT 1 FROM tenantry.tenant_members o WHERE o.tenant_id = tid AND o.is_owner)
+        SET pending = false, is_owner = NOT has_owner
         WHERE m.tenant_id = tid AND m.user_id = uid;
     END IF;
     IF inv.role_id IS NOT NULL THEN
