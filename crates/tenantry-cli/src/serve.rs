@@ -129,11 +129,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 listing.join("\n")
             );
         }
+        // Once each: through the JSON log, or as a plain block for people
+        // (the text log would print it a second time).
         for line in &listing {
-            tracing::warn!(
-                "adopted table breaks tenantry's rules (--allow-table-problems): {line}"
-            );
-            if !json_logs {
+            if json_logs {
+                tracing::warn!(
+                    "adopted table breaks tenantry's rules (--allow-table-problems): {line}"
+                );
+            } else {
                 eprintln!(
                     "WARNING: adopted table breaks tenantry's rules (--allow-table-problems):\n{line}"
                 );

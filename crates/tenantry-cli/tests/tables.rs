@@ -176,6 +176,40 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
             .all(|l| l.trim().is_empty() || l.starts_with('{')),
         "{err}"
     );
+    // Text logs: the warning once, as a block for people (it was printed a
+    // second time through the text log, found by a new user's review).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-table-problems",
+            "--log-format",
+            "text",
+        ])
+        .env("DATABASE_URL", db.server_url())
+        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
+        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
+        .env_remove("TENANTRY_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("serving on"), "{line}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("adopted table breaks tenantry's rules").count(),
+        1,
+        "{err}"
+    );
 
     // Release: the table is the team's again, rows and tenant_id kept.
     let out = run(&url, &["table", "release", "invoices"], &[]);
