@@ -234,14 +234,14 @@ async fn main() {
 }
 
 /// The error and its causes, joined by `: `, each said once: a cause whose
-/// text the message so far already ends with (an error that quotes its
-/// source in its own text) is not repeated ("No such file or directory (os
+/// text the message so far already ends with, after a `: ` (an error that
+/// quotes its source in its own text), is not repeated ("No such file or directory (os
 /// error 2)" twice, found by a new user's review).
 fn causes(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if out.ends_with(&text) {
+        if out == text || out.ends_with(&format!(": {text}")) {
             continue;
         }
         if !out.is_empty() {
