@@ -1028,11 +1028,13 @@ BEGIN
     ON CONFLICT (tenant_id, user_id) DO NOTHING;
     -- Added by the tenant with this person's id (pending): accepting is their
     -- consent, and makes them the owner when the tenant has none. The
-    -- tenant's row serialises owner checks (as tenant_members_owner does);
-    -- the check is its own statement (no subquery in SET, which Citus
-    -- refuses on a distributed table).
+    -- insert above already holds the tenant's row (tenant_members_owner, a
+    -- BEFORE INSERT trigger, fires before the conflict is found), which
+    -- serialises owner checks; locking it again from here deadlocked on
+    -- Citus with the lock the trigger took on a worker. The check is its own
+    -- statement (no subquery in SET, which Citus refuses on a distributed
+    -- table).
     IF EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = uid AND m.pending) THEN
-        PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
         has_owner := EXISTS (SELECT 1 FROM tenantry.tenant_members o WHERE o.tenant_id = tid AND o.is_owner);
         UPDATE tenantry.tenant_members m
         SET pending = false, is_owner = NOT has_owner

@@ -12,8 +12,8 @@ use tenantry_db::{
         citus::{citus_url, migrated, ClusterDb},
         enter_signed_with,
     },
-    ContextKey, DbError, Isolation, NewResource, NewTenant, ResourceId, ResourceQuery,
-    SignedContext, TenantContext, TenantId, TenantUpdate, Visibility,
+    ContextKey, DbError, Isolation, NewInvitation, NewMember, NewResource, NewTenant, ResourceId,
+    ResourceQuery, SignedContext, TenantContext, TenantId, TenantUpdate, UserId, Visibility,
 };
 use tokio_postgres::{Client, Config};
 
@@ -1748,4 +1748,59 @@ async fn the_workers_take_from_the_app_roles_what_the_coordinator_takes() {
 
     drop((client, admin));
     db.drop_all().await;
+}
+
+/// People on the cluster (migration 0037): a member a tenant adds by a
+/// person's id is pending, unseen and not acting, until the person accepts
+/// an invitation naming them; then they act there and own the tenant
+/// (`accept_invitation` checks for an owner in a statement of its own:
+/// Citus refuses a subquery in `UPDATE … SET` on a distributed table).
+#[tokio::test]
+async fn a_pending_member_joins_by_accepting_an_invitation_on_the_cluster() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, _admin, key) = migrated(&url, "people").await;
+    let server = db.server_database(key).await;
+    let mut ops = server.admin("admin").await.unwrap();
+    let t = pooled_tenant(&mut ops, "t", None).await;
+    ops.commit().await.unwrap();
+    let person = UserId::from_uuid(uuid::Uuid::new_v4());
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    let member = scope
+        .add_member(&NewMember {
+            user_id: Some(person),
+            email: "p@t.test".into(),
+            display_name: None,
+        })
+        .await
+        .unwrap();
+    assert!(member.pending && !member.is_owner);
+    // The invitation in a transaction of its own, as the API makes it: Citus
+    // refuses one transaction that writes the same shards as two roles.
+    scope.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    let invitation = scope
+        .create_invitation(&NewInvitation {
+            email: None,
+            user_id: Some(person),
+            role_id: None,
+            valid_for: None,
+        })
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    assert!(server.member_identity(person, t).await.unwrap().is_none());
+    assert!(server.my_tenants(person).await.unwrap().is_empty());
+
+    assert_eq!(
+        server
+            .accept_invitation(person, &invitation.token, Some("p@t.test"))
+            .await
+            .unwrap(),
+        t
+    );
+    let identity = server.member_identity(person, t).await.unwrap().unwrap();
+    assert!(identity.is_owner);
+    let mine = server.my_tenants(person).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert!(mine[0].is_owner);
 }
