@@ -37,6 +37,32 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// `tenantry serve --allow-table-problems` (and `extra` arguments) on `db`,
+/// stopped once it serves; what it wrote to stderr.
+fn serve_with_problems_allowed(db: &TestDatabase, extra: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--allow-table-problems"])
+        .args(extra)
+        .env("DATABASE_URL", db.server_url())
+        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
+        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
+        .env_remove("TENANTRY_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("serving on"), "{line}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `tenantry serve` as the server's login, which must refuse to start: its stderr.
 fn serve_refused(db: &TestDatabase) -> String {
     let out = run(
@@ -145,26 +171,7 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
             && err.contains("--allow-table-problems"),
         "{err}"
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-table-problems"])
-        .env("DATABASE_URL", db.server_url())
-        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
-        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
-        .env_remove("TENANTRY_DATA_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(line.contains("serving on"), "{line}");
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_with_problems_allowed(&db, &[]);
     // stdout is no terminal here: JSON logs, the warning one of their lines.
     assert!(
         err.lines().any(|l| l.starts_with('{')
@@ -178,33 +185,7 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
     );
     // Text logs: the warning once, as a block for people (it was printed a
     // second time through the text log, found by a new user's review).
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow-table-problems",
-            "--log-format",
-            "text",
-        ])
-        .env("DATABASE_URL", db.server_url())
-        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
-        .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
-        .env_remove("TENANTRY_DATA_DIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(line.contains("serving on"), "{line}");
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_with_problems_allowed(&db, &["--log-format", "text"]);
     assert_eq!(
         err.matches("adopted table breaks tenantry's rules").count(),
         1,
