@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tenantry_embedded::{ClusterOptions, EmbeddedCluster, EmbeddedError};
+use tenantry_embedded::{ClusterOptions, EmbeddedCluster, EmbeddedError, DEFAULT_PORT};
 use tokio_postgres::Config;
 
 use crate::{conninfo, provision, ProvisionError, Provisioned, ServerLogin};
@@ -41,9 +41,6 @@ fn fallback_dir(data_dir: &Path) -> Result<std::path::PathBuf, LocalError> {
 
 /// The database tenantry uses inside the embedded cluster.
 pub const DATABASE: &str = "tenantry";
-
-/// The port of a cluster started without TCP (its socket's name carries it).
-const DEFAULT_PORT: u16 = 5432;
 
 /// A running embedded cluster, ours (stopped on drop) or another process's,
 /// with the `tenantry` database created and migrated.
@@ -94,7 +91,7 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
                 let mut superuser = Config::new();
                 superuser
                     .host_path(&dir)
-                    .port(running_port(&dir).unwrap_or(5432))
+                    .port(running_port(&dir).unwrap_or(DEFAULT_PORT))
                     .user("postgres");
                 (superuser, None)
             }

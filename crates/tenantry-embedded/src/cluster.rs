@@ -29,7 +29,7 @@ use crate::{EmbeddedError, PgBinaries};
 pub(crate) const SUPERUSER: &str = "postgres";
 /// Port used for the unix socket name when no TCP port is configured. The
 /// socket lives in a private directory, so this never clashes with another server.
-const DEFAULT_PORT: u16 = 5432;
+pub const DEFAULT_PORT: u16 = 5432;
 const PGDATA_DIR: &str = "pgdata";
 pub(crate) const LOG_FILE: &str = "postgres.log";
 pub(crate) const PASSWORD_FILE: &str = "superuser.password";
@@ -275,11 +275,11 @@ impl EmbeddedCluster {
     /// Non-blocking: the postmaster's exit status once it has exited on its
     /// own (a crash, a kill, an operator's `pg_ctl stop`); `None` while it
     /// runs and after [`stop`](Self::stop). Once it has answered, the
-    /// cluster counts as stopped.
+    /// cluster counts as stopped. Logs nothing: the caller says what it does
+    /// about it.
     pub fn exited(&mut self) -> Option<process::ExitStatus> {
         let status = self.child.as_mut()?.try_wait().ok()??;
         self.child = None;
-        warn!(data_dir = %self.data_dir.display(), %status, "postgres exited on its own ({status})");
         Some(status)
     }
 

@@ -42,6 +42,6 @@ mod os;
 mod tempdir;
 
 pub use binaries::{PgBinaries, MIN_SUPPORTED_MAJOR, PG_BINDIR_ENV};
-pub use cluster::{ClusterOptions, EmbeddedCluster};
+pub use cluster::{ClusterOptions, EmbeddedCluster, DEFAULT_PORT};
 pub use error::EmbeddedError;
 pub use tempdir::temp_data_dir;
