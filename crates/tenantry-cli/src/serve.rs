@@ -231,36 +231,29 @@ fn keep_embedded_running(
                     .keep_running()
             })
             .await;
-            match checked {
-                Ok(Ok(None)) => {}
+            let why = match checked {
+                Ok(Ok(None)) => continue,
                 Ok(Ok(Some(what))) => {
                     tracing::warn!("{what}");
                     let now = tokio::time::Instant::now();
                     starts.retain(|t| now.duration_since(*t) < Duration::from_secs(300));
                     starts.push(now);
-                    if starts.len() >= 5 {
-                        let why = format!(
-                            "the embedded PostgreSQL stopped {} times within five minutes; see its log",
-                            starts.len()
-                        );
-                        let _ = lost.send(why.clone());
-                        return Some(why);
+                    if starts.len() < 5 {
+                        continue;
                     }
+                    format!(
+                        "the embedded PostgreSQL stopped {} times within five minutes; see its log",
+                        starts.len()
+                    )
                 }
                 Ok(Err(e)) => {
-                    let why = format!(
-                        "the embedded PostgreSQL stopped and could not be started again: {e}"
-                    );
-                    let _ = lost.send(why.clone());
-                    return Some(why);
+                    format!("the embedded PostgreSQL stopped and could not be started again: {e}")
                 }
                 // The check panicked.
-                Err(e) => {
-                    let why = format!("the embedded PostgreSQL could not be checked: {e}");
-                    let _ = lost.send(why.clone());
-                    return Some(why);
-                }
-            }
+                Err(e) => format!("the embedded PostgreSQL could not be checked: {e}"),
+            };
+            let _ = lost.send(why.clone());
+            return Some(why);
         }
     });
     (task, held)
