@@ -655,15 +655,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     tid uuid := tenantry.current_tenant_id();
+    not_accepted boolean;
 BEGIN
     IF tid IS NULL OR NOT tenantry.authorize_all() THEN
         RAISE EXCEPTION 'only the tenant''s owner can transfer its ownership' USING ERRCODE = 'TN403';
     END IF;
     PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
-    IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = new_owner) THEN
+    SELECT m.pending INTO not_accepted FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = new_owner;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'member % not found', new_owner USING ERRCODE = 'TN404', HINT = 'user_id';
-    END IF;
-    IF EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = new_owner AND m.pending) THEN
+    ELSIF not_accepted THEN
         RAISE EXCEPTION 'member % has not accepted yet: nobody is made owner of a tenant they did not join', new_owner
             USING ERRCODE = 'TN409', HINT = 'user_id';
     END IF;
