@@ -612,6 +612,37 @@ COMMENT ON FUNCTION tenantry.member_tenants_follow() IS 'Trigger: files a member
 CREATE OR REPLACE TRIGGER member_tenants_follow AFTER INSERT OR DELETE ON tenantry.tenant_members
     FOR EACH ROW EXECUTE FUNCTION tenantry.member_tenants_follow();
 
+/**
+ * Nobody is made an active member under an id a tenant chose (0038): that id
+ * may be a person's (a UUID subject, or the UUIDv5 of issuer and subject), and
+ * an active member with it is that person's membership. A tenant role names
+ * a person only as a pending member (pending => true, accepted by them through
+ * accept_invitation); an active member it adds gets an id drawn here, which no
+ * person signs in as. Runs as the inserting role (SECURITY INVOKER) to know
+ * who chose the id: the owner's functions (accept_invitation), imports and
+ * superusers may name anyone. Fires before tenant_members_owner (triggers fire
+ * in name order), which must see the final pending flag.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_members_consent()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.user_id IS NULL THEN
+        NEW.user_id := gen_random_uuid();
+    ELSIF NOT NEW.pending AND NOT pg_has_role(current_user, 'tenantry_owner', 'USAGE') THEN
+        RAISE EXCEPTION 'a member named by a user id is pending until that person accepts an invitation'
+            USING ERRCODE = '42501',
+                  HINT = 'insert it with pending => true and invite the person by user_id, or leave user_id out for a member no person signs in as';
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_members_consent() IS 'Trigger: draws the id of a member inserted without one; refuses (42501) an active member whose user id a tenant role chose, since that id may be a person''s: such a member must be pending until the person accepts.';
+CREATE OR REPLACE TRIGGER tenant_members_consent BEFORE INSERT ON tenantry.tenant_members
+    FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_members_consent();
+
 /** The first member of a tenant owns it; the owner is removed only as the last member (transfer ownership first). */
 CREATE OR REPLACE FUNCTION tenantry.tenant_members_owner()
 RETURNS trigger

@@ -169,21 +169,30 @@ impl TenantScope {
             ));
         }
         let pending = new.user_id.is_some();
-        let user = new
-            .user_id
-            .map(|u| *u.as_uuid())
-            .unwrap_or_else(uuid::Uuid::new_v4);
+        let named = new.user_id.map(|u| *u.as_uuid());
         let me = *self.tenant().as_uuid();
-        self.rows(
-            "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, display_name, pending) VALUES ($1, $2, $3, $4, $5)",
-            &[&me, &user, &email, &new.display_name, &pending],
-            &[Type::UUID, Type::UUID, Type::TEXT, Type::TEXT, Type::BOOL],
-        )
-        .await
-        .map_err(|e| match e {
-            DbError::Conflict(_) => DbError::Conflict(format!("a member with email {email} or id {user} already exists")),
-            other => other,
-        })?;
+        // Without a user id the database draws one (tenant_members_consent,
+        // 04_access.sql): a tenant role may not choose an active member's id.
+        let rows = self
+            .rows(
+                "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, display_name, pending) VALUES ($1, $2, $3, $4, $5) RETURNING user_id",
+                &[&me, &named, &email, &new.display_name, &pending],
+                &[Type::UUID, Type::UUID, Type::TEXT, Type::TEXT, Type::BOOL],
+            )
+            .await
+            .map_err(|e| match (e, named) {
+                (DbError::Conflict(_), Some(user)) => {
+                    DbError::Conflict(format!("a member with email {email} or id {user} already exists"))
+                }
+                (DbError::Conflict(_), None) => {
+                    DbError::Conflict(format!("a member with email {email} already exists"))
+                }
+                (other, _) => other,
+            })?;
+        let user: uuid::Uuid = rows
+            .first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| DbError::Internal("INSERT ... RETURNING gave no row".into()))?;
         self.get_member(UserId::from_uuid(user)).await
     }
 

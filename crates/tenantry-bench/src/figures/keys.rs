@@ -125,8 +125,8 @@ async fn tenantry_keys(ctx: &Ctx, su: &Client, leaf: &BenchTenant) -> anyhow::Re
         Some(r) => r.get(0),
         None => c
             .query_one(
-                "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, display_name)
-                 VALUES ($1, gen_random_uuid(), $2, 'benchmark member') RETURNING user_id",
+                "INSERT INTO tenantry.tenant_members (tenant_id, email, display_name)
+                 VALUES ($1, $2, 'benchmark member') RETURNING user_id",
                 &[&leaf.id, &email],
             )
             .await?

@@ -438,9 +438,9 @@ async fn member_identity_and_my_tenants_answer_only_for_the_person_the_context_n
 /// A member the tenant added by the person's id is pending (migration
 /// 0037): the tenant, even holding every permission through raw SQL as the
 /// server's app role, cannot clear the flag, make the member its owner or
-/// make it visible to the person; only the person's acceptance can. (A
-/// member the team's own SQL inserts without `pending` is the team's
-/// decision, as docs/people.md says: the flag is set by the server's API.)
+/// make it visible to the person; only the person's acceptance can. (Nor
+/// can it insert the person as an active member in the first place:
+/// `a_tenant_cannot_insert_a_person_as_an_active_member_through_raw_sql`.)
 #[tokio::test]
 async fn a_tenant_cannot_activate_a_pending_member_through_raw_sql() {
     let (_tdb, c, su) = setup().await;
@@ -515,6 +515,101 @@ async fn a_tenant_cannot_activate_a_pending_member_through_raw_sql() {
         .unwrap()
         .get(0);
     assert_eq!(mine["is_owner"], json!(true));
+    rollback(&c).await;
+}
+
+/// Raw SQL as the server's app role, holding `members.write`, cannot make a
+/// person an active member of its tenant by choosing their id (migration
+/// 0038, `tenant_members_consent`): not by a plain insert, not by saying
+/// `pending => false`, not by `INSERT ... SELECT`, `COPY` or `ON CONFLICT DO
+/// UPDATE`, nor by removing the pending member and inserting it again. A
+/// member inserted without an id gets one the database draws. Nothing of
+/// the tenant reaches the person.
+#[tokio::test]
+async fn a_tenant_cannot_insert_a_person_as_an_active_member_through_raw_sql() {
+    let (tdb, c, su) = setup().await;
+    let t = create_tenant(&su, "lure", None).await;
+    let person = Uuid::new_v4();
+    for sql in [
+        format!("INSERT INTO tenantry.tenant_members (user_id, email) VALUES ('{person}', 'p@lure.test')"),
+        format!("INSERT INTO tenantry.tenant_members (user_id, email, pending) VALUES ('{person}', 'p@lure.test', false)"),
+        format!("INSERT INTO tenantry.tenant_members (tenant_id, user_id, email) SELECT tenantry.current_tenant_id(), '{person}'::uuid, 'p@lure.test'"),
+        format!("INSERT INTO tenantry.tenant_members (user_id, email, pending) VALUES ('{person}', 'p@lure.test', true) ON CONFLICT (tenant_id, user_id) DO UPDATE SET pending = false"),
+    ] {
+        begin_as(&c, t).await;
+        denied(&c, &sql, "42501").await;
+        rollback(&c).await;
+    }
+    // COPY FROM is refused on any table under row-level security (its own
+    // connection: a refused COPY leaves the driver's state unusable).
+    let copier = app(&tdb).await;
+    begin_as(&copier, t).await;
+    let Err(e) = copier
+        .copy_in::<_, &'static [u8]>("COPY tenantry.tenant_members (user_id, email) FROM STDIN")
+        .await
+    else {
+        panic!("COPY FROM into tenant_members must be refused");
+    };
+    assert!(
+        ["0A000", "42501"].contains(&e.code().map(|c| c.code()).unwrap_or("")),
+        "{e}"
+    );
+    drop(copier);
+    // Pending, removed, then inserted again as active: refused alike.
+    begin_as(&c, t).await;
+    c.execute(
+        "INSERT INTO tenantry.tenant_members (user_id, email, pending) VALUES ($1, 'p@lure.test', true)",
+        &[&person],
+    )
+    .await
+    .unwrap();
+    commit(&c).await;
+    begin_as(&c, t).await;
+    exec(
+        &c,
+        &format!("DELETE FROM tenantry.tenant_members WHERE user_id = '{person}'"),
+    )
+    .await;
+    let message = denied(
+        &c,
+        &format!("INSERT INTO tenantry.tenant_members (user_id, email) VALUES ('{person}', 'p@lure.test')"),
+        "42501",
+    )
+    .await;
+    assert!(message.contains("pending"), "{message}");
+    rollback(&c).await;
+    // Without an id, the database draws one: the member is active, and no
+    // person's.
+    begin_as(&c, t).await;
+    let drawn: Uuid = c
+        .query_one(
+            "INSERT INTO tenantry.tenant_members (email) VALUES ('record@lure.test') RETURNING user_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(&c).await;
+    assert_ne!(drawn, person);
+    assert_eq!(
+        count(
+            &su,
+            &format!("SELECT count(*) FROM tenantry.tenant_members WHERE user_id = '{person}' AND NOT pending")
+        )
+        .await,
+        0
+    );
+    begin_person(&c, person).await;
+    let none: Option<serde_json::Value> = c
+        .query_one("SELECT tenantry.member_identity($1)", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(none.is_none(), "the person acts in the tenant: {none:?}");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await,
+        0
+    );
     rollback(&c).await;
 }
 

@@ -324,7 +324,7 @@ async fn a_member_bound_key_holds_each_permission_of_its_members_roles_once_in_n
     set_context(&app, a).await;
     let user: Uuid = app
         .query_one(
-            "INSERT INTO tenant_members (tenant_id, user_id, email) VALUES ($1, gen_random_uuid(), 'm@example.com') RETURNING user_id",
+            "INSERT INTO tenant_members (tenant_id, email) VALUES ($1, 'm@example.com') RETURNING user_id",
             &[&a],
         )
         .await
@@ -358,7 +358,7 @@ async fn a_member_bound_key_holds_each_permission_of_its_members_roles_once_in_n
         .get(0);
     let lonely: Uuid = app
         .query_one(
-            "INSERT INTO tenant_members (tenant_id, user_id, email) VALUES ($1, gen_random_uuid(), 'l@example.com') RETURNING user_id",
+            "INSERT INTO tenant_members (tenant_id, email) VALUES ($1, 'l@example.com') RETURNING user_id",
             &[&a],
         )
         .await
