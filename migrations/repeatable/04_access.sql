@@ -660,17 +660,20 @@ BEGIN
                                         WHERE m.tenant_id = NEW.tenant_id AND m.is_owner);
         RETURN NEW;
     END IF;
-    -- The last member may go (the next one to join owns the tenant); while
-    -- others remain, one of them must own it first.
+    -- The last active member may go (the next one to join, or the first
+    -- pending one to accept, owns the tenant); while other active members
+    -- remain, one of them must own it first. Pending members do not count:
+    -- ownership cannot be handed to them.
     IF OLD.is_owner AND EXISTS (SELECT 1 FROM tenantry.tenant_members m
-                                WHERE m.tenant_id = OLD.tenant_id AND m.user_id <> OLD.user_id) THEN
+                                WHERE m.tenant_id = OLD.tenant_id AND m.user_id <> OLD.user_id
+                                  AND NOT m.pending) THEN
         RAISE EXCEPTION 'member % owns tenant %: transfer ownership first', OLD.user_id, OLD.tenant_id
             USING ERRCODE = 'TN409', HINT = 'user_id';
     END IF;
     RETURN OLD;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_members_owner() IS 'Trigger: the first member of a tenant becomes its owner (not a pending one: the first to accept then does); deleting the owner while other members remain is refused (TN409: transfer ownership first).';
+COMMENT ON FUNCTION tenantry.tenant_members_owner() IS 'Trigger: the first member of a tenant becomes its owner (not a pending one: the first to accept then does); deleting the owner while other active members remain is refused (TN409: transfer ownership first); pending members do not hold the owner back.';
 CREATE OR REPLACE TRIGGER tenant_members_owner BEFORE INSERT OR DELETE ON tenantry.tenant_members
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_members_owner();
 

@@ -656,6 +656,80 @@ async fn a_removed_members_still_valid_token_is_refused_at_once_and_the_owner_ca
     sibling.shutdown().await;
 }
 
+/// Pending members cannot be handed the ownership, so they do not hold the
+/// owner back: an owner whose other members are all pending may leave, and
+/// the first of them to accept owns the tenant. An active member still does.
+#[tokio::test]
+async fn an_owner_whose_other_members_are_all_pending_may_leave_and_the_first_to_accept_owns_the_tenant(
+) {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let owner = token_for(&idp, "owner", "owner@acme.test");
+    join(&app, &acme.key, "owner@acme.test", None, &owner).await;
+    let bob = token_for(&idp, "auth0|bob", "bob@acme.test");
+    let bob_id = tenantry_axum::jwt::user_id_for(&idp.issuer(), "auth0|bob").to_string();
+    app.post(
+        "/v1/members",
+        &acme.key,
+        &json!({ "email": "bob@acme.test", "user_id": bob_id }),
+    )
+    .await
+    .expect(201);
+    // An active record member holds the owner back...
+    let record = app
+        .post(
+            "/v1/members",
+            &acme.key,
+            &json!({ "email": "bot@acme.test" }),
+        )
+        .await
+        .expect(201)["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let members = app.get("/v1/members", &acme.key).await.items();
+    let owner_id = members
+        .iter()
+        .find(|m| m["email"] == json!("owner@acme.test"))
+        .unwrap()["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let owner_path = format!("/v1/members/{owner_id}");
+    let leave = || {
+        as_person(
+            &app,
+            Method::DELETE,
+            &owner_path,
+            &owner,
+            Some(&acme.id),
+            None,
+        )
+    };
+    leave().await.problem(409, "conflict");
+    // ...a pending one does not.
+    app.delete(&format!("/v1/members/{record}"), &acme.key)
+        .await
+        .expect(204);
+    leave().await.expect(204);
+    let members = app.get("/v1/members", &acme.key).await.items();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0]["pending"], json!(true));
+    assert_eq!(members[0]["is_owner"], json!(false));
+    let invitation = app
+        .post("/v1/invitations", &acme.key, &json!({ "user_id": bob_id }))
+        .await
+        .expect(201)
+        .clone();
+    accept(&app, &bob, &invitation).await.expect(200);
+    let mine = as_person(&app, Method::GET, "/v1/me/tenants", &bob, None, None).await;
+    let mine = mine.items();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["tenant_id"], json!(acme.id));
+    assert_eq!(mine[0]["is_owner"], json!(true));
+}
+
 #[tokio::test]
 async fn ownership_moves_only_by_the_owner_and_the_new_owner_holds_everything() {
     let idp = IdentityProvider::start().await;
