@@ -1909,6 +1909,11 @@ DECLARE
                           'WHERE i.inhrelid = c.oid OR i.inhparent = c.oid)) FROM pg_catalog.pg_class c WHERE c.oid = $1';
     before text;
     after text;
+    -- The doctor's findings on the table before the change, and those the
+    -- change adds: a change may not break a rule adopt_table enforces (a
+    -- unique key without tenant_id tells tenants which values others hold).
+    problems_before text[];
+    added text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
         RAISE EXCEPTION '% is not an adopted table', tbl USING ERRCODE = 'TN404';
@@ -1934,11 +1939,22 @@ BEGIN
             USING ERRCODE = 'TN422', HINT = 'call it once per statement (several subcommands of one ALTER TABLE, separated by commas, are one change)';
     END IF;
     EXECUTE kept USING tbl INTO before;
+    problems_before := ARRAY(SELECT pg_catalog.concat_ws('|', p.table_name, p.rule, p.problem)
+                             FROM tenantry.table_problems(tbl) p);
     EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl, change);
     EXECUTE kept USING tbl INTO after;
     IF after IS DISTINCT FROM before THEN
         RAISE EXCEPTION 'alter_tenant_table changes the shape of %, not its name, schema, owner, row level security or inheritance: %', tbl, change
             USING ERRCODE = 'TN422', HINT = 'columns, defaults and CHECK constraints; run other changes with ALTER TABLE (docs/tiers.md)';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s [%s]: %s', p.table_name, p.rule, p.problem), E'\n')
+      INTO added
+      FROM tenantry.table_problems(tbl) p
+     WHERE pg_catalog.concat_ws('|', p.table_name, p.rule, p.problem) <> ALL (problems_before);
+    IF added IS NOT NULL THEN
+        RAISE EXCEPTION 'alter_tenant_table: this change to % breaks the rules of tenant tables (nothing was changed): %', tbl, change
+            USING ERRCODE = 'TN422', DETAIL = added,
+                  HINT = 'lead every key and index with tenant_id, e.g. ADD UNIQUE (tenant_id, <columns>) (tenantry doctor lists the rules)';
     END IF;
     IF NOT family THEN
         RETURN NULL;
@@ -1959,7 +1975,7 @@ BEGIN
                           change));
 END
 $$;
-COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table has no schema tenants'' tables). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted; TN422 for a change that would end its family (its primary key (tenant_id, column)); TN409 while schema tenants hold tables of it that its family left.';
+COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table has no schema tenants'' tables). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted; TN422 for a change that breaks a rule of tenant tables (as tenantry.table_problems finds them: a key or index not led by tenant_id, ...) or would end its family (its primary key (tenant_id, column)); TN409 while schema tenants hold tables of it that its family left.';
 
 /**
  * Schema tenants' tables whose columns differ from their family's pooled

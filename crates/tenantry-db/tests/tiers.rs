@@ -2234,6 +2234,65 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
     assert_eq!(kept, 1);
 }
 
+/// `alter_tenant_table` may not break a rule `adopt_table` enforces (found
+/// by a new user's review: `tenantry table alter projects 'ADD UNIQUE
+/// (name)'` was accepted, and a tenant's insert then learned that another
+/// tenant held that name). Such a change is refused naming the rule, and
+/// nothing of it stays: not on the team's table, not as a step; a change
+/// that keeps the rules, on a table that already has a finding of its own,
+/// still goes through.
+#[tokio::test]
+async fn alter_tenant_table_refuses_a_change_that_breaks_a_rule_and_changes_nothing() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let _silo = tenant(&db, "silo", Isolation::Schema).await;
+    let steps = "SELECT count(*) FROM tenantry.tenant_schema_steps";
+    let before: i64 = su.query_one(steps, &[]).await.unwrap().get(0);
+    for change in [
+        "ADD UNIQUE (name)",
+        "ADD CONSTRAINT one_name UNIQUE (name)",
+        "ADD COLUMN code text UNIQUE",
+    ] {
+        let err = su
+            .query_one(
+                "SELECT tenantry.alter_tenant_table('public.projects', $1)",
+                &[&change],
+            )
+            .await
+            .unwrap_err();
+        let db_err = err.as_db_error().expect("a database error");
+        assert_eq!(db_err.code().code(), "TN422", "{change}: {err:?}");
+        assert!(
+            db_err.detail().unwrap_or("").contains("[indexes]"),
+            "{change}: names the rule: {db_err:?}"
+        );
+    }
+    let uniques: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_index i WHERE i.indrelid = 'public.projects'::regclass AND i.indisunique",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(uniques, 1, "only the primary key");
+    let after: i64 = su.query_one(steps, &[]).await.unwrap().get(0);
+    assert_eq!(after, before, "no step recorded");
+    // A finding the table had before the change does not block one that
+    // keeps the rules (a column added by hand: the schema's table lacks it).
+    su.batch_execute("ALTER TABLE public.projects ADD COLUMN note text")
+        .await
+        .unwrap();
+    su.query_one(
+        "SELECT tenantry.alter_tenant_table('public.projects', 'ADD UNIQUE (tenant_id, name)')",
+        &[],
+    )
+    .await
+    .unwrap();
+}
+
 /// A team table that loses its primary key (tenant_id, id) after schema
 /// tenants got tables of it is no family any more. `alter_tenant_table`
 /// refuses such a change; made by hand, the doctor (the server's boot check
