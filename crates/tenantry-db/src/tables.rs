@@ -62,6 +62,18 @@ pub struct TableProblem {
     pub fix: String,
 }
 
+impl TableProblem {
+    /// A row of `tenantry.table_problems` (table_name, rule, problem, fix).
+    fn from_row(r: &Row) -> Self {
+        TableProblem {
+            table: r.get(0),
+            rule: r.get(1),
+            problem: r.get(2),
+            fix: r.get(3),
+        }
+    }
+}
+
 /// `<table> [<rule>]: <problem>` and, on the next line, `    fix: <SQL>`, as
 /// `tenantry doctor` prints it and `tenantry serve` refuses with it.
 impl std::fmt::Display for TableProblem {
@@ -184,6 +196,10 @@ pub async fn adopt_table(
         ExistingRows::Expression(e) => (None, Some(e.as_str())),
     };
     let backfilling = tenant.is_some() || expression.is_some();
+    // What adopt_table would refuse at its end, found before the steps below
+    // change anything (a new user's review: a refusal left the tenant key,
+    // or a backfilled tenant_id, behind).
+    refuse_before_changing(client, table).await?;
     // The owner before the backfill: a migration role that is no superuser
     // hands the table to tenantry_owner to validate its tenant foreign key,
     // and release_table gives the table back to the owner recorded.
@@ -215,14 +231,26 @@ pub async fn adopt_table(
     } else {
         validate_tenant_key_first(client, table, options).await?
     };
-    let row = client
+    let row = match client
         .query_one(
             &format!(
                 "SELECT {TABLE_COLUMNS} FROM tenantry.adopt_table($1::text::regclass, hierarchy => $2, sharing => $3, write_permission => $4)"
             ),
             &[&table, &options.hierarchy, &options.sharing, &options.write_permission],
         )
-        .await?;
+        .await
+    {
+        Ok(row) => row,
+        Err(e) => {
+            // The key to tenants added just before goes again: a refusal
+            // leaves the table as it was (a backfill's rows keep their
+            // tenants; its error says so).
+            if !backfilling && owner_before.is_some() && added_key(client, table).await {
+                undo_backfill_prepare(client, table, true).await?;
+            }
+            return Err(e.into());
+        }
+    };
     let mut adopted = TenantTable::from_row(&row);
     if let Some(owner) = owner_before.filter(|o| o != "tenantry_owner") {
         if adopted.previous_owner == "tenantry_owner" {
@@ -237,6 +265,101 @@ pub async fn adopt_table(
         }
     }
     Ok(adopted)
+}
+
+/// The rules of tenant tables that [`adopt_table`]'s steps before
+/// `tenantry.adopt_table` (a validated key to tenants, a batched backfill)
+/// would not repair: keys and indexes not led by `tenant_id`, rules,
+/// references, views and functions over the table, inheritance. Checked on
+/// the table as adoption would leave it (its `tenant_id`, its registry row)
+/// in a transaction that is rolled back, so a refusal comes before any
+/// change, in `tenantry.table_problems`' words.
+const RULES_CHECKED_FIRST: &[&str] = &[
+    "indexes",
+    "exclusion",
+    "rules",
+    "references",
+    "tiers",
+    "children",
+    "functions",
+    "views",
+];
+
+async fn refuse_before_changing(client: &Client, table: &str) -> Result<(), TableError> {
+    client.batch_execute("BEGIN").await?;
+    let found = dry_run_problems(client, table).await;
+    client.batch_execute("ROLLBACK").await?;
+    let problems = found?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(TableError::Refused {
+        code: "TN422".into(),
+        message: format!("cannot adopt {table}: it breaks the rules of tenant tables"),
+        detail: Some(
+            problems
+                .iter()
+                .map(|p| format!("{} [{}]: {} (fix: {})", p.table, p.rule, p.problem, p.fix))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        hint: Some("Nothing was changed: fix these, then adopt again.".into()),
+    })
+}
+
+async fn dry_run_problems(client: &Client, table: &str) -> Result<Vec<TableProblem>, TableError> {
+    // Its own refusals first, in its words (a view, an unlogged table, ...).
+    client
+        .execute(
+            "SELECT tenantry.check_adoptable($1::text::regclass)",
+            &[&table],
+        )
+        .await?;
+    let quoted: String = client
+        .query_one("SELECT $1::text::regclass::text", &[&table])
+        .await?
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = '5s'; ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS tenant_id uuid"
+        ))
+        .await?;
+    client
+        .execute(
+            "INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner)
+             VALUES ($1::text::regclass, true, false, current_user) ON CONFLICT DO NOTHING",
+            &[&table],
+        )
+        .await?;
+    let rules: Vec<String> = RULES_CHECKED_FIRST
+        .iter()
+        .map(|r| (*r).to_owned())
+        .collect();
+    Ok(client
+        .query(
+            "SELECT table_name, rule, problem, fix FROM tenantry.table_problems($1::text::regclass)
+              WHERE rule = ANY ($2)",
+            &[&table, &rules],
+        )
+        .await?
+        .iter()
+        .map(TableProblem::from_row)
+        .collect())
+}
+
+/// Whether `table` carries the key to tenants that a refused adoption's
+/// first step added (validated, named by tenantry) while it is not adopted.
+async fn added_key(client: &Client, table: &str) -> bool {
+    client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                             WHERE k.conrelid = $1::text::regclass AND k.conname = 'tenantry_tenant_id_fkey')
+                AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = $1::text::regclass)",
+            &[&table],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(false)
 }
 
 /// A plain table that already names its tenants (`tenant_id uuid`), not
@@ -497,11 +620,6 @@ pub async fn table_problems(client: &Client) -> Result<Vec<TableProblem>, TableE
         )
         .await?
         .iter()
-        .map(|r| TableProblem {
-            table: r.get(0),
-            rule: r.get(1),
-            problem: r.get(2),
-            fix: r.get(3),
-        })
+        .map(TableProblem::from_row)
         .collect())
 }

@@ -461,3 +461,86 @@ async fn a_write_refused_by_an_adopted_tables_write_permission_is_permission_den
         .unwrap();
     assert_eq!(again.write_permission.as_deref(), Some("projects.write"));
 }
+
+/// A refusal of `adopt_table` changes nothing, also on the library's paths
+/// that prepare a table before `tenantry.adopt_table` runs (found by a new
+/// user's review: `tenantry table adopt` on a table with a global unique
+/// key left a validated key to tenants behind, and with
+/// `--existing-rows-tenant` it backfilled every row, added `tenant_id`, its
+/// constraints and an index, and then refused over an index not led by
+/// `tenant_id`). The rules those steps cannot repair are checked first.
+#[tokio::test]
+async fn a_refused_adoption_through_the_library_leaves_the_table_as_it_was() {
+    use tenantry_db::tables::{ExistingRows, TableError};
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    su.batch_execute(&format!(
+        "CREATE SCHEMA app;
+         -- Names its tenants already, but one name for all of them.
+         CREATE TABLE app.named (tenant_id uuid NOT NULL, id int NOT NULL, name text UNIQUE,
+                                 PRIMARY KEY (tenant_id, id));
+         INSERT INTO app.named VALUES ('{a}', 1, 'x');
+         -- Legacy rows without a tenant, an index not led by tenant_id.
+         CREATE TABLE app.legacy (id bigint, body text);
+         CREATE INDEX legacy_body_idx ON app.legacy (body);
+         INSERT INTO app.legacy SELECT g, 'b' || g FROM generate_series(1, 100) g;"
+    ))
+    .await
+    .unwrap();
+    let shape = "SELECT count(*) FROM pg_constraint k WHERE k.conrelid = $1::text::regclass";
+    let columns = "SELECT count(*) FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped";
+    let indexes = "SELECT count(*) FROM pg_index i WHERE i.indrelid = $1::text::regclass";
+    let mut before = Vec::new();
+    for t in ["app.named", "app.legacy"] {
+        for q in [shape, columns, indexes] {
+            before.push(su.query_one(q, &[&t]).await.unwrap().get::<_, i64>(0));
+        }
+    }
+    let refused = |r: Result<_, TableError>, rule: &str| match r {
+        Err(TableError::Refused { code, detail, .. }) => {
+            assert_eq!(code, "TN422");
+            assert!(
+                detail.as_deref().unwrap_or("").contains(rule),
+                "names [{rule}]: {detail:?}"
+            );
+        }
+        other => panic!("expected a refusal naming {rule}: {other:?}"),
+    };
+    refused(
+        adopt_table(&su, "app.named", &AdoptOptions::default(), |_| {}).await,
+        "[indexes]",
+    );
+    let mut batches = 0;
+    refused(
+        adopt_table(
+            &su,
+            "app.legacy",
+            &AdoptOptions {
+                existing_rows: ExistingRows::Tenant(a),
+                ..AdoptOptions::default()
+            },
+            |_| batches += 1,
+        )
+        .await,
+        "[indexes]",
+    );
+    assert_eq!(batches, 0, "no backfill began");
+    let mut after = Vec::new();
+    for t in ["app.named", "app.legacy"] {
+        for q in [shape, columns, indexes] {
+            after.push(su.query_one(q, &[&t]).await.unwrap().get::<_, i64>(0));
+        }
+    }
+    assert_eq!(
+        after, before,
+        "constraints, columns and indexes as they were"
+    );
+    let registered: i64 = su
+        .query_one("SELECT count(*) FROM tenantry.tenant_tables", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(registered, 0);
+}
