@@ -28,14 +28,24 @@ struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Target {
     /// Connection string; unset: the embedded cluster in --data-dir (started if not running).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
     /// Data directory of the embedded cluster.
-    #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
+    #[arg(
+        long,
+        env = "TENANTRY_DATA_DIR",
+        default_value = ".tenantry",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// The database's context key (`tenantry context-key` prints it); not
     /// needed when DATABASE_URL's role may read it, nor for the embedded cluster.
-    #[arg(long, env = "TENANTRY_CONTEXT_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TENANTRY_CONTEXT_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub context_key: Option<String>,
 }
 

@@ -58,6 +58,10 @@ enum TableCommand {
         /// Pages (8 kB) per committed batch of the backfill.
         #[arg(long, default_value_t = 1000)]
         pages_per_batch: u32,
+        /// Leave schema tenants' tables of it (or their new policies) to
+        /// `tenantry migrate` instead of bringing them along now.
+        #[arg(long)]
+        no_migrate: bool,
     },
     /// Give a table back to its previous owner, without tenantry's policy (tenantry.release_table).
     Release {
@@ -104,6 +108,7 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
             existing_rows_tenant,
             existing_rows_tenant_expression,
             pages_per_batch,
+            no_migrate,
         } => {
             let options = AdoptOptions {
                 hierarchy: flag(hierarchy, no_hierarchy),
@@ -134,11 +139,34 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
             .await;
             bar.finish_and_clear();
             let adopted = adopted?;
+            // Schema tenants get their table of it, or its new policies, as a
+            // tenant-schema step (as `table alter` does): until it runs, a
+            // write permission would not hold in their tables.
+            let behind = !tenantry_db::migrate::tenant_schemas_behind(&client, 1)
+                .await?
+                .is_empty();
+            let mut client = client;
+            let migrated = if behind && !no_migrate {
+                Some(crate::migrate_tenant_schemas(&mut client).await.with_context(|| {
+                    format!(
+                        "{name} was adopted, but bringing the schema tenants' tables along stopped: run `tenantry migrate` to finish"
+                    )
+                })?)
+            } else {
+                None
+            };
             if args.json {
                 json(&adopted)?;
             } else {
                 outln!("adopted {}", adopted.table);
                 print_tables(&[adopted]);
+                match migrated {
+                    Some(n) => outln!("{n} tenant schema(s) brought along"),
+                    None if behind => outln!(
+                        "schema tenants' tables of it wait for `tenantry migrate` (until it runs, they keep their old policies)"
+                    ),
+                    None => {}
+                }
             }
         }
         TableCommand::Release { table: name } => {

@@ -579,6 +579,116 @@ async fn table_adopt_sets_keeps_and_removes_a_write_permission_and_list_shows_it
     assert_eq!(listed(), serde_json::Value::Null);
 }
 
+/// `tenantry table adopt` brings schema tenants' tables along, as `table
+/// alter` does (found by a new user's review: adopting with a write
+/// permission left the schema tenants' tables without its policies until
+/// `tenantry migrate` ran, and said nothing); `--no-migrate` leaves the step
+/// to `tenantry migrate` and says so. The target options are accepted after
+/// the subcommand too (`table list --data-dir ...`).
+#[tokio::test]
+async fn table_adopt_brings_the_schema_tenants_tables_along_with_their_write_permission() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE invoices (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('invoices');
+         SELECT tenantry.define_permission('invoices.write', 'Create, change and delete invoices');",
+    )
+    .await
+    .unwrap();
+    let silo: uuid::Uuid = su
+        .query_one(
+            "SELECT tenantry.create_tenant('silo', NULL, 'schema', '{}')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let schema: String = su
+        .query_one(
+            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&silo],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let policies_of_copy = || {
+        let su = &su;
+        let table = format!("{schema}.invoices");
+        async move {
+            su.query_one(
+                "SELECT count(*) FROM pg_policy p
+                  WHERE p.polrelid = $1::text::regclass
+                    AND p.polname IN (SELECT w.polname FROM tenantry.write_permission_policies() w)",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(policies_of_copy().await, 0);
+    let url = db.superuser_url();
+    let out = run(
+        &url,
+        &[
+            "table",
+            "adopt",
+            "invoices",
+            "--write-permission",
+            "invoices.write",
+            "--no-migrate",
+        ],
+        &[],
+    );
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(stdout.contains("tenantry migrate"), "{stdout}");
+    assert_eq!(policies_of_copy().await, 0, "left to tenantry migrate");
+    let out = run(
+        &url,
+        &["table", "adopt", "invoices", "--write-permission", ""],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let out = run(
+        &url,
+        &[
+            "table",
+            "adopt",
+            "invoices",
+            "--write-permission",
+            "invoices.write",
+        ],
+        &[],
+    );
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        stdout.contains("tenant schema(s) brought along"),
+        "{stdout}"
+    );
+    assert!(
+        policies_of_copy().await > 0,
+        "the schema's table has them now"
+    );
+    let out = run(&url, &["doctor"], &[]);
+    assert!(out.status.success(), "{}", text(&out).0);
+    let out = run(
+        &url,
+        &[
+            "table",
+            "list",
+            "--json",
+            "--data-dir",
+            "/nonexistent/tenantry",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
 /// The tenant commands with the role that runs migrations (a member of
 /// tenantry_owner, not a superuser) say which role they need, instead of
 /// only PostgreSQL's "permission denied to set role" (found by a review
