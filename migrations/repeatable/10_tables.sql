@@ -1900,6 +1900,10 @@ CREATE OR REPLACE FUNCTION tenantry.release_table(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- Its DROP ... IF EXISTS of what an option never made would each print a
+-- notice ("policy ... does not exist, skipping") that says nothing to the
+-- caller.
+SET client_min_messages = warning
 AS $$
 DECLARE
     entry tenantry.tenant_tables;
