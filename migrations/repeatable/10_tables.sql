@@ -613,10 +613,17 @@ BEGIN
             ORDER BY 1;
 
         FOR part IN
-            SELECT p.p AS rel, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl
+            SELECT p.p AS rel, c.relrowsecurity, c.relforcerowsecurity, c.relowner, c.relacl, c.relpersistence
             FROM tenantry.table_and_partitions(t.table_id) p(p)
             JOIN pg_catalog.pg_class c ON c.oid = p.p
         LOOP
+            -- As adopt_table refuses it: a crash would lose acknowledged rows.
+            IF part.relpersistence = 'u' THEN
+                table_name := part.rel::text; rule := 'unlogged';
+                problem := 'is unlogged, so a crash would lose acknowledged rows';
+                fix := format('ALTER TABLE %s SET LOGGED;', part.rel);
+                RETURN NEXT;
+            END IF;
             IF NOT part.relrowsecurity OR NOT part.relforcerowsecurity THEN
                 table_name := part.rel::text; rule := 'rls';
                 problem := 'row level security is not enabled and forced';

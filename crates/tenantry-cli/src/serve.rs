@@ -124,8 +124,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listing: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
         if !args.allow_table_problems {
             bail!(
-                "refusing to serve tenant traffic: {} adopted table(s) break tenantry's rules:\n{}\n(fix them, or start with --allow-table-problems to serve anyway)",
+                "refusing to serve tenant traffic: {} problem(s) in {} adopted table(s) break tenantry's rules:\n{}\n(fix them, or start with --allow-table-problems to serve anyway)",
                 problems.len(),
+                problems
+                    .iter()
+                    .map(|p| p.table.as_str())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len(),
                 listing.join("\n")
             );
         }

@@ -347,7 +347,8 @@ async fn the_doctor_names_each_broken_rule_with_its_fix_and_adopting_again_repai
          GRANT SELECT ON projects TO tenantry_app_shared;
          CREATE POLICY wide_open ON projects FOR SELECT TO tenantry_app USING (true);
          CREATE INDEX projects_name_idx ON projects (name);
-         ALTER TABLE projects DISABLE TRIGGER tenantry_keep_tenant_id;",
+         ALTER TABLE projects DISABLE TRIGGER tenantry_keep_tenant_id;
+         ALTER TABLE projects SET UNLOGGED;",
     )
     .await;
     assert_eq!(
@@ -359,6 +360,7 @@ async fn the_doctor_names_each_broken_rule_with_its_fix_and_adopting_again_repai
             "keep_tenant: the trigger that keeps rows in their tenant is missing, disabled or changed",
             "policies: policy wide_open is not tenantry's (permissive SELECT for tenantry_app)",
             "rls: row level security is not enabled and forced",
+            "unlogged: is unlogged, so a crash would lose acknowledged rows",
         ]
     );
     // Every fix the doctor gives, applied as given, repairs the table.
