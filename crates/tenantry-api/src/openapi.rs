@@ -82,6 +82,10 @@ impl Modify for ProblemCodes {
         description
             .push_str("\n\nEvery error is `application/problem+json` with a stable `code`:\n\n");
         description.push_str(&ProblemCode::markdown_list());
+        description.push_str(
+            "\nCodes may be added: a client must treat a code it does not know by the \
+             problem's HTTP status (`status`, the same as the response's).\n",
+        );
     }
 }
 
@@ -202,7 +206,138 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     RetryAfter.modify(router.get_openapi_mut());
     PageItemsByReference.modify(router.get_openapi_mut());
     OptionalBodiesByReference.modify(router.get_openapi_mut());
+    InternalErrors.modify(router.get_openapi_mut());
+    FreeFormObjects.modify(router.get_openapi_mut());
+    OpenProblemCodes.modify(router.get_openapi_mut());
     router
+}
+
+/// A 500 `internal_error` problem on every operation: any of them can
+/// answer one, and a client generated from the document parses only the
+/// statuses it declares (it raises on the others instead of reading the
+/// problem).
+struct InternalErrors;
+
+impl Modify for InternalErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (_, operation) in operations(openapi) {
+            declare_problem(operation, "500", "The server failed (`internal_error`)");
+        }
+    }
+}
+
+/// `additionalProperties: true` on every object schema that names no
+/// properties and says nothing of others (a payload, `metadata`): JSON
+/// Schema already reads such an object as free-form, but openapi-typescript
+/// types it `Record<string, never>`, to which a client can add nothing.
+/// Everywhere in the document: component schemas, request and response
+/// bodies, parameters and headers, at any depth.
+struct FreeFormObjects;
+
+impl Modify for FreeFormObjects {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.schemas.values_mut().for_each(open_free_form);
+        }
+        for (_, operation) in operations(openapi) {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                parameter.schema.iter_mut().for_each(open_free_form);
+            }
+            if let Some(body) = operation.request_body.as_mut() {
+                for content in body.content.values_mut() {
+                    content.schema.iter_mut().for_each(open_free_form);
+                }
+            }
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    for content in response.content.values_mut() {
+                        content.schema.iter_mut().for_each(open_free_form);
+                    }
+                    for header in response.headers.values_mut() {
+                        open_free_form(&mut header.schema);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`FreeFormObjects`] on one schema and everything inside it.
+fn open_free_form(schema: &mut RefOr<utoipa::openapi::schema::Schema>) {
+    if let RefOr::T(schema) = schema {
+        open_free_form_schema(schema);
+    }
+}
+
+fn open_free_form_schema(schema: &mut utoipa::openapi::schema::Schema) {
+    use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, Schema, SchemaType};
+    match schema {
+        Schema::Object(object) => {
+            let is_object = match &object.schema_type {
+                SchemaType::Type(kind) => *kind == Type::Object,
+                SchemaType::Array(kinds) => kinds.contains(&Type::Object),
+                SchemaType::AnyValue => false,
+            };
+            if is_object && object.properties.is_empty() && object.additional_properties.is_none() {
+                object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(true)));
+            }
+            object.properties.values_mut().for_each(open_free_form);
+            if let Some(AdditionalProperties::RefOr(inner)) =
+                object.additional_properties.as_deref_mut()
+            {
+                open_free_form(inner);
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                open_free_form(items);
+            }
+            array
+                .prefix_items
+                .iter_mut()
+                .for_each(open_free_form_schema);
+        }
+        Schema::OneOf(one) => one.items.iter_mut().for_each(open_free_form),
+        Schema::AllOf(all) => all.items.iter_mut().for_each(open_free_form),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(open_free_form),
+        _ => {}
+    }
+}
+
+/// `Problem.code` as `anyOf: [ProblemCode, string]`: the codes known today
+/// stay an enumeration clients can match on, and a code added later still
+/// parses (openapi-python-client raises `ValueError` on a value outside a
+/// closed enum). A client treats a code it does not know by the problem's
+/// HTTP status.
+struct OpenProblemCodes;
+
+impl Modify for OpenProblemCodes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+        let Some(RefOr::T(Schema::Object(problem))) = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("Problem"))
+        else {
+            return;
+        };
+        // The field's own description (its doc comment in `Problem`).
+        let description = match problem.properties.get("code") {
+            Some(RefOr::Ref(code)) => Some(code.description.clone()),
+            Some(RefOr::T(Schema::Object(code))) => code.description.clone(),
+            Some(RefOr::T(Schema::AllOf(code))) => code.description.clone(),
+            _ => None,
+        }
+        .filter(|d| !d.is_empty());
+        let open = AnyOfBuilder::new()
+            .item(Ref::from_schema_name("ProblemCode"))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .description(description)
+            .build();
+        problem
+            .properties
+            .insert("code".to_owned(), RefOr::T(Schema::AnyOf(open)));
+    }
 }
 
 /// Declares that `operation` answers `status` with a problem for the reason
@@ -236,9 +371,10 @@ fn declare_problem(operation: &mut Operation, status: &str, description: &str) {
 /// What every tenant route (one a key and a person's token may call) takes
 /// and can answer whatever it does: the `X-Tenant-Id` header, so that a
 /// client generated from this document can name the tenant a person acts
-/// in; 422 for an `X-Tenant-Id` that is missing (a person's token) or names
-/// another tenant than a key's, 404 for a person who is not a member of the
-/// tenant named (exactly like a tenant that does not exist).
+/// in; 422 for an `X-Tenant-Id` that is missing (a person's token), names
+/// another tenant than a key's, is sent more than once or is not a UUID, 404
+/// for a person who is not a member of the tenant named (exactly like a
+/// tenant that does not exist).
 struct TenantRoutes;
 
 fn document_tenant_header(operation: &mut Operation) {
@@ -276,7 +412,7 @@ impl Modify for TenantRoutes {
                 declare_problem(
                     operation,
                     "422",
-                    "`X-Tenant-Id` is missing with a person's token, or names another tenant than a key's (`validation_failed`, field `X-Tenant-Id`)",
+                    "`X-Tenant-Id` is missing with a person's token, names another tenant than a key's, is sent more than once, or is not a UUID (`validation_failed`, field `X-Tenant-Id`)",
                 );
             }
         }
@@ -636,5 +772,136 @@ mod tests {
             );
         }
         assert_eq!(listed.len(), ProblemCode::ALL.len());
+        // `Problem.code` takes a code added later: the enumeration or any string.
+        let code = &schemas["Problem"]["properties"]["code"];
+        assert_eq!(
+            code["anyOf"],
+            serde_json::json!([
+                { "$ref": "#/components/schemas/ProblemCode" },
+                { "type": "string" },
+            ]),
+            "{code}"
+        );
+        assert!(
+            code["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("do not know by the HTTP status")),
+            "{code}"
+        );
+        assert!(
+            description.contains("a code it does not know by the problem's HTTP status"),
+            "{description}"
+        );
+    }
+
+    /// Every schema anywhere under `value` (an object with a `type`), with
+    /// where it is.
+    fn typed_schemas<'a>(
+        value: &'a serde_json::Value,
+        at: String,
+        out: &mut Vec<(String, &'a serde_json::Value)>,
+    ) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map
+                    .get("type")
+                    .is_some_and(|t| t.is_string() || t.is_array())
+                {
+                    out.push((at.clone(), value));
+                }
+                for (k, v) in map {
+                    typed_schemas(v, format!("{at}/{k}"), out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    typed_schemas(v, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn no_object_schema_in_the_document_is_closed_and_empty() {
+        let (_, openapi) = api_router().split_for_parts();
+        let json = serde_json::to_value(&openapi).unwrap();
+        let mut schemas = Vec::new();
+        typed_schemas(&json, String::new(), &mut schemas);
+        let is_object = |t: &serde_json::Value| {
+            t == "object"
+                || t.as_array()
+                    .is_some_and(|ts| ts.iter().any(|t| t == "object"))
+        };
+        let mut free_form = 0;
+        for (at, schema) in schemas {
+            if !is_object(&schema["type"]) {
+                continue;
+            }
+            let named = schema["properties"]
+                .as_object()
+                .is_some_and(|p| !p.is_empty());
+            if named {
+                continue;
+            }
+            // openapi-typescript types an object with neither as `Record<string, never>`.
+            assert!(
+                schema.get("additionalProperties").is_some(),
+                "{at}: {schema}"
+            );
+            free_form += 1;
+        }
+        // The resource payloads (new, patch) and the tenant's metadata at least.
+        assert!(free_form >= 3, "{free_form}");
+        let schemas = &json["components"]["schemas"];
+        for data in [
+            &schemas["NewResourceBody"]["properties"]["data"],
+            &schemas["ResourcePatch"]["properties"]["data"],
+            &schemas["TenantSettings"]["properties"]["metadata"],
+        ] {
+            assert_eq!(data["additionalProperties"], true, "{data}");
+        }
+    }
+
+    #[test]
+    fn every_operation_declares_a_500_problem() {
+        let (_, openapi) = api_router().split_for_parts();
+        let json = serde_json::to_value(&openapi).unwrap();
+        let mut count = 0;
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let response = &op["responses"]["500"];
+                assert_eq!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{method} {path}: {response}"
+                );
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("internal_error")),
+                    "{method} {path}: {response}"
+                );
+                count += 1;
+            }
+        }
+        assert!(count > 50, "{count}");
+    }
+
+    #[test]
+    fn tenant_routes_say_a_tenant_header_that_is_not_a_uuid_is_422() {
+        let (_, openapi) = api_router().split_for_parts();
+        let json = serde_json::to_value(&openapi).unwrap();
+        let op = &json["paths"]["/v1/resources"]["get"];
+        let header = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "X-Tenant-Id")
+            .unwrap();
+        // A plain string (see `document_tenant_header`).
+        assert_eq!(header["schema"], serde_json::json!({ "type": "string" }));
+        let reason = op["responses"]["422"]["description"].as_str().unwrap();
+        assert!(reason.contains("or is not a UUID"), "{reason}");
     }
 }

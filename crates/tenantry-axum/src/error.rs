@@ -117,6 +117,7 @@ pub struct Problem {
     /// What went wrong in this request.
     pub detail: String,
     /// Stable machine-readable code (see the list in the API description).
+    /// Codes may be added: treat a code you do not know by the HTTP status.
     pub code: ProblemCode,
     /// The request field at fault, when known (e.g. `name`, `settings.max_resources`).
     #[serde(skip_serializing_if = "Option::is_none")]
