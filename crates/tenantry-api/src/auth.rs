@@ -207,19 +207,31 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Whether the request carries the admin token; never refuses (for routes
-/// that anyone may call but that show the operator more, such as `/metrics`).
+/// Whether the request carries the admin token, for routes that anyone may
+/// call but that show the operator more, such as `/metrics`: `false` for a
+/// request without an `Authorization` header. One that has the header and
+/// anything but the admin token in it is refused with the 401 of every bad
+/// credential: answering it as anyone would let a scraper with a mistyped
+/// token lose the operator's series without a sign. The check never reaches
+/// the database, so such a route still answers while it is down.
 pub struct OperatorView(pub bool);
 
 impl FromRequestParts<AppState> for OperatorView {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(OperatorView(
-            bearer(parts).is_some_and(|t| state.admin_token.matches(t)),
-        ))
+        if !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            return Ok(OperatorView(false));
+        }
+        match bearer(parts) {
+            Some(token) if state.admin_token.matches(token) => Ok(OperatorView(true)),
+            _ => Err(ApiError::unauthorized()),
+        }
     }
 }

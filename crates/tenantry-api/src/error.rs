@@ -93,6 +93,18 @@ pub mod responses {
         }
     }
 
+    /// 401 of a public route that shows the operator more (`/metrics`): a
+    /// credential that is sent must be the admin token.
+    pub struct OperatorOptional;
+    impl IntoResponses for OperatorOptional {
+        fn responses() -> BTreeMap<String, RefOr<Response>> {
+            problems(&[(
+                401,
+                "An Authorization header that is not the admin token (send none for the public series)",
+            )])
+        }
+    }
+
     /// 400, 413, 415 and 422 of every route with a JSON body.
     pub struct JsonBody;
     impl IntoResponses for JsonBody {

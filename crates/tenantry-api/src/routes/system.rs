@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::{
     auth::OperatorView,
-    error::{ApiError, ProblemCode},
+    error::{responses, ApiError, ProblemCode},
     extract::Json,
     state::AppState,
 };
@@ -59,10 +59,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 /// traffic (`tenantry_tenant_*`: the top `tenant_stats_top` tenants and
 /// `other`, so the series stay bounded however many tenants are active),
 /// which name tenants and so only with the admin token as bearer (scrape
-/// with `authorization: {credentials: <admin token>}`).
+/// with `authorization: {credentials: <admin token>}`). Any other
+/// `Authorization` is refused (401), so a mistyped token is seen at once.
 #[utoipa::path(
     get, path = "/metrics", tag = "system",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        responses::OperatorOptional,
+    ),
     // Public; with the admin token it also names the busiest tenants.
     security((), ("bearer" = []))
 )]

@@ -97,6 +97,51 @@ async fn metrics_name_the_busiest_tenants_and_sum_the_rest_as_other() {
     assert_eq!(tenant_series.len(), 16, "{text}");
 }
 
+/// A scraper with a mistyped token must see an error, not the public series
+/// without the tenants' (which it would take for an idle server).
+#[tokio::test]
+async fn metrics_refuse_a_bearer_that_is_not_the_admin_token() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    app.get("/v1/resources", &t.key).await.expect(200);
+    let scrape = |authorization: Option<String>| {
+        let mut request = app.client.get(app.url("/metrics"));
+        if let Some(value) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
+        async move { request.send().await.expect("request failed") }
+    };
+    for wrong in [
+        "Bearer bogus".to_owned(),
+        format!("Bearer {}x", app.admin_token),
+        format!("Bearer {}", t.key),
+        "Basic YWRtaW46YWRtaW4=".to_owned(),
+        "Bearer".to_owned(),
+    ] {
+        let response = scrape(Some(wrong.clone())).await;
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(challenge.as_deref(), Some("Bearer"), "{wrong}");
+        let r = app.send_raw_response(response).await;
+        r.problem(401, "unauthorized");
+        assert!(!r.text.contains("tenantry_"), "{wrong}: {}", r.text);
+    }
+    let public = app.send_raw_response(scrape(None).await).await;
+    public.expect(200);
+    assert!(public.text.contains("tenantry_http_requests_total"));
+    assert!(!public.text.contains("tenantry_tenant_requests"));
+    let operator = scrape(Some(format!("Bearer {}", app.admin_token))).await;
+    let operator = app.send_raw_response(operator).await;
+    operator.expect(200);
+    assert!(
+        operator.text.contains("tenantry_tenant_requests"),
+        "{}",
+        operator.text
+    );
+}
+
 #[tokio::test]
 async fn tenant_stats_show_the_operator_the_busiest_tenants_with_their_rows_and_storage() {
     let app = TestApp::spawn().await;
