@@ -888,6 +888,49 @@ mod tests {
         assert!(count > 50, "{count}");
     }
 
+    /// Whether a property's schema admits `null` (`type` with "null", or a
+    /// `null` arm).
+    fn nullable(property: &serde_json::Value) -> bool {
+        let null = serde_json::Value::from("null");
+        property["type"] == null
+            || property["type"]
+                .as_array()
+                .is_some_and(|types| types.contains(&null))
+            || ["oneOf", "anyOf"].iter().any(|arms| {
+                property[*arms]
+                    .as_array()
+                    .is_some_and(|arms| arms.iter().any(nullable))
+            })
+    }
+
+    #[test]
+    fn patch_fields_that_refuse_null_are_not_typed_nullable() {
+        let (_, openapi) = api_router().split_for_parts();
+        let json = serde_json::to_value(&openapi).unwrap();
+        let schemas = &json["components"]["schemas"];
+        for (schema, field) in [
+            ("ResourcePatch", "name"),
+            ("ResourcePatch", "data"),
+            ("TenantPatch", "name"),
+            ("TenantPatch", "settings"),
+            ("TenantPatch", "isolation"),
+        ] {
+            let property = &schemas[schema]["properties"][field];
+            assert!(property.is_object(), "{schema}.{field} missing");
+            assert!(!nullable(property), "{schema}.{field}: {property}");
+        }
+        // `null` makes the tenant a root.
+        assert!(nullable(&schemas["TenantPatch"]["properties"]["parent_id"]));
+        for schema in ["ResourcePatch", "TenantPatch"] {
+            assert!(
+                schemas[schema]["required"]
+                    .as_array()
+                    .is_none_or(|r| r.is_empty()),
+                "{schema}: every field may be left out"
+            );
+        }
+    }
+
     #[test]
     fn tenant_routes_say_a_tenant_header_that_is_not_a_uuid_is_422() {
         let (_, openapi) = api_router().split_for_parts();

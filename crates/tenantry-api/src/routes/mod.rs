@@ -1,4 +1,4 @@
-//! The HTTP routes, one module per area; this module assembles them (with their OpenAPI descriptions) and holds what lists share: pagination.
+//! The HTTP routes, one module per area; this module assembles them (with their OpenAPI descriptions) and holds what routes share: pagination, the fields of a change (PATCH).
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -147,4 +147,29 @@ pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(
         })
         .map(Some)
         .ok_or_else(|| serde::de::Error::custom(format!("must be a whole number >= 0, not {n}")))
+}
+
+/// A field of a change (PATCH) read as absent (`None`), `null`
+/// (`Some(None)`) or a value: serde alone reads `null` as absent.
+pub(crate) fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A field of a change that has no `null` (a name, a payload): absent
+/// leaves the value as it is, and an explicit `null` is refused with the
+/// 400 `invalid_json` of a value of the wrong JSON type, naming the field,
+/// instead of being taken for absent (a client that meant to clear the
+/// field would get 200 and an unchanged value).
+pub(crate) fn not_null<T>(field: &str, value: Option<Option<T>>) -> Result<Option<T>, ApiError> {
+    match value {
+        Some(None) => Err(ApiError::new(
+            ProblemCode::InvalidJson,
+            format!("{field} cannot be null: leave it out to keep it as it is"),
+        )
+        .with_field(field)),
+        Some(value) => Ok(value),
+        None => Ok(None),
+    }
 }

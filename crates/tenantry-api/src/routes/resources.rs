@@ -29,16 +29,19 @@ pub struct NewResourceBody {
     pub data: Option<serde_json::Value>,
 }
 
-/// A change to a resource; absent fields stay as they are.
+/// A change to a resource; absent fields stay as they are. Neither takes
+/// `null` (400 `invalid_json`): `{}` as `data` empties the payload.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcePatch {
     /// New name, 1–1000 characters.
-    #[schema(min_length = 1, max_length = 1000)]
-    pub name: Option<String>,
+    #[serde(default, deserialize_with = "super::double_option")]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 1000)]
+    pub name: Option<Option<String>>,
     /// Replacement payload (a JSON object).
-    #[schema(value_type = Option<Object>)]
-    pub data: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "super::double_option")]
+    #[schema(value_type = Object, required = false)]
+    pub data: Option<Option<serde_json::Value>>,
 }
 
 /// A share to make.
@@ -212,8 +215,8 @@ pub async fn patch_resource(
     caller.require("resources.write")?;
     caller.note_resource(id);
     let update = ResourceUpdate {
-        name: patch.name,
-        data: patch.data,
+        name: super::not_null("name", patch.name)?,
+        data: super::not_null("data", patch.data)?,
     };
     caller
         .write_response(Reply::new(StatusCode::OK), &update, |scope, update| {

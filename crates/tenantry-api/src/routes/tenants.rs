@@ -5,7 +5,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use tenantry_axum::idempotency::{Reply, Written, IDEMPOTENT_REPLAYED};
 use tenantry_db::{
     AdoptedTableUsage, ApiKeyInfo, DbError, Isolation, KeyId, Member, NewTenant, PurgedTenant,
@@ -58,33 +58,34 @@ fn settings(raw: Option<&serde_json::Value>) -> Result<Option<TenantSettings>, A
     Ok(raw.map(TenantSettings::parse).transpose()?)
 }
 
-fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// A change to a tenant; absent fields stay as they are.
+/// A change to a tenant; absent fields stay as they are. Only `parent_id`
+/// takes `null`; the others refuse it (400 `invalid_json`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPatch {
     /// New name, 1–200 characters, not only spaces; no control or invisible
     /// characters, no Latin letter directly next to a Cyrillic or Greek one.
     #[schema(
+        value_type = String,
+        required = false,
         min_length = 1,
         max_length = 200,
         pattern = r"^(?![\s\S]*(?:[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff][\u0300-\u036f]*[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff]|[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff][\u0300-\u036f]*[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]))[^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff][^\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]*$"
     )]
-    pub name: Option<String>,
+    #[serde(default, deserialize_with = "super::double_option")]
+    pub name: Option<Option<String>>,
     /// Replacement settings (validated; unknown keys refused).
-    #[schema(value_type = Option<TenantSettings>)]
-    pub settings: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "super::double_option")]
+    #[schema(value_type = TenantSettings, required = false)]
+    pub settings: Option<Option<serde_json::Value>>,
     /// New parent; `null` makes the tenant a root. Cycles are refused (409).
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "super::double_option")]
     #[schema(value_type = Option<String>, format = Uuid)]
     pub parent_id: Option<Option<TenantId>>,
     /// Move to another isolation model (keeps all data).
-    pub isolation: Option<Isolation>,
+    #[serde(default, deserialize_with = "super::double_option")]
+    #[schema(value_type = Isolation, required = false)]
+    pub isolation: Option<Option<Isolation>>,
 }
 
 fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
@@ -263,11 +264,14 @@ pub async fn patch_tenant(
     Json(patch): Json<TenantPatch>,
 ) -> Result<Written<Tenant>, ApiError> {
     let id = path_tenant(&id)?;
+    let name = super::not_null("name", patch.name)?;
+    let raw_settings = super::not_null("settings", patch.settings)?;
+    let isolation = super::not_null("isolation", patch.isolation)?;
     let update = TenantUpdate {
-        name: patch.name,
-        settings: settings(patch.settings.as_ref())?,
+        name,
+        settings: settings(raw_settings.as_ref())?,
     };
-    let changes = (update, patch.parent_id, patch.isolation);
+    let changes = (update, patch.parent_id, isolation);
     let tenant = admin
         .admin_write_response(
             Reply::new(StatusCode::OK),

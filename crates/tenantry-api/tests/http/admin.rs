@@ -195,6 +195,45 @@ async fn admin_patch_with_an_unknown_settings_key_is_422_naming_the_field_and_ch
     assert_eq!(shown.body["settings"], json!({}));
 }
 
+/// Only `parent_id` gives `null` a meaning (a root); on the name, the
+/// settings or the isolation model it is refused, naming the field, rather
+/// than taken for absent.
+#[tokio::test]
+async fn an_explicit_null_on_a_tenant_patch_is_400_naming_the_field_but_a_null_parent_makes_a_root()
+{
+    let app = TestApp::spawn().await;
+    let parent = app.create_tenant("parent", None).await;
+    let id = app.create_tenant("keep", Some(&parent)).await;
+    let path = format!("/v1/tenants/{id}");
+    app.patch(
+        &path,
+        &app.admin_token,
+        &json!({ "settings": { "max_resources": 5 } }),
+    )
+    .await
+    .expect(200);
+    for (body, field) in [
+        (json!({ "name": null }), "name"),
+        (json!({ "settings": null }), "settings"),
+        (json!({ "isolation": null }), "isolation"),
+        (json!({ "name": "changed", "isolation": null }), "isolation"),
+    ] {
+        let r = app.patch(&path, &app.admin_token, &body).await;
+        let problem = r.problem(400, "invalid_json");
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+    }
+    let shown = app.admin_get(&path).await;
+    assert_eq!(shown.expect(200)["name"], "keep", "{}", shown.text);
+    assert_eq!(shown.body["settings"], json!({ "max_resources": 5 }));
+    assert_eq!(shown.body["parent_id"], parent.as_str());
+
+    let r = app
+        .patch(&path, &app.admin_token, &json!({ "parent_id": null }))
+        .await;
+    assert_eq!(r.expect(200)["parent_id"], Value::Null);
+    assert_eq!(r.body["name"], "keep", "absent fields stay");
+}
+
 #[tokio::test]
 async fn admin_patch_refuses_a_parent_cycle_with_409_and_allows_a_real_move() {
     let app = TestApp::spawn().await;

@@ -5,6 +5,47 @@ use serde_json::{json, Value};
 
 use crate::helpers::{ids, random_id, TestApp};
 
+/// `null` is no value a resource's name or payload can take: a client that
+/// sends it (meaning to clear the field) is told so instead of getting 200
+/// and an unchanged resource. Absent still means unchanged, and `{}` empties
+/// the payload.
+#[tokio::test]
+async fn an_explicit_null_on_a_resource_patch_is_400_naming_the_field_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let id = app
+        .create_resource_with(&t.key, json!({ "name": "keep", "data": { "q": 3 } }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/resources/{id}");
+    for (body, field) in [
+        (json!({ "name": null }), "name"),
+        (json!({ "data": null }), "data"),
+        (json!({ "name": "changed", "data": null }), "data"),
+        (json!({ "name": null, "data": { "q": 4 } }), "name"),
+    ] {
+        let r = app.patch(&path, &t.key, &body).await;
+        let problem = r.problem(400, "invalid_json");
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(field),
+            "{problem}"
+        );
+    }
+    let shown = app.get(&path, &t.key).await;
+    assert_eq!(shown.expect(200)["name"], "keep", "{}", shown.text);
+    assert_eq!(shown.body["data"], json!({ "q": 3 }));
+
+    let r = app.patch(&path, &t.key, &json!({})).await;
+    assert_eq!(r.expect(200)["name"], "keep", "absent fields stay");
+    assert_eq!(r.body["data"], json!({ "q": 3 }));
+    let r = app.patch(&path, &t.key, &json!({ "data": {} })).await;
+    assert_eq!(r.expect(200)["data"], json!({}), "{{}} empties the payload");
+    assert_eq!(r.body["name"], "keep");
+}
+
 #[tokio::test]
 async fn a_tenant_creates_reads_updates_and_deletes_its_resource() {
     let app = TestApp::spawn().await;
