@@ -112,7 +112,7 @@ pub mod responses {
             problems(&[
                 (
                     400,
-                    "Malformed JSON, unknown field, or invalid path parameter",
+                    "Malformed JSON, unknown field, a value of the wrong type (`null` for a field that has none included), or invalid path parameter",
                 ),
                 (413, "Body over the size limit"),
                 (415, "Body is not application/json"),
