@@ -631,7 +631,7 @@ AS $$
 BEGIN
     IF NEW.user_id IS NULL THEN
         NEW.user_id := gen_random_uuid();
-    ELSIF NOT NEW.pending AND NOT pg_has_role(current_user, 'tenantry_owner', 'USAGE') THEN
+    ELSIF NEW.pending IS NOT TRUE AND NOT pg_has_role(current_user, 'tenantry_owner', 'USAGE') THEN
         RAISE EXCEPTION 'a member named by a user id is pending until that person accepts an invitation'
             USING ERRCODE = '42501',
                   HINT = 'insert it with pending => true and invite the person by user_id, or leave user_id out for a member no person signs in as';
@@ -643,7 +643,7 @@ COMMENT ON FUNCTION tenantry.tenant_members_consent() IS 'Trigger: draws the id 
 CREATE OR REPLACE TRIGGER tenant_members_consent BEFORE INSERT ON tenantry.tenant_members
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_members_consent();
 
-/** The first member of a tenant owns it; the owner is removed only as the last member (transfer ownership first). */
+/** The first member of a tenant owns it; the owner is removed only as the last active member (transfer ownership first). */
 CREATE OR REPLACE FUNCTION tenantry.tenant_members_owner()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -663,7 +663,12 @@ BEGIN
     -- The last active member may go (the next one to join, or the first
     -- pending one to accept, owns the tenant); while other active members
     -- remain, one of them must own it first. Pending members do not count:
-    -- ownership cannot be handed to them.
+    -- ownership cannot be handed to them. The tenant's row, as on insert,
+    -- serialises this with an acceptance that would otherwise see this
+    -- owner, not yet deleted, and not take the ownership.
+    IF OLD.is_owner THEN
+        PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = OLD.tenant_id FOR NO KEY UPDATE;
+    END IF;
     IF OLD.is_owner AND EXISTS (SELECT 1 FROM tenantry.tenant_members m
                                 WHERE m.tenant_id = OLD.tenant_id AND m.user_id <> OLD.user_id
                                   AND NOT m.pending) THEN
@@ -811,7 +816,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.remove_member(uuid) IS 'Removes a member of the current tenant and its role assignments (members.write; TN409 for the owner while other members remain, TN404 for a non-member). Their keys bound to them stop working. Runs as the caller.';
+COMMENT ON FUNCTION tenantry.remove_member(uuid) IS 'Removes a member of the current tenant and its role assignments (members.write; TN409 for the owner while other active members remain, TN404 for a non-member). Their keys bound to them stop working. Runs as the caller.';
 GRANT EXECUTE ON FUNCTION tenantry.remove_member(uuid) TO tenantry_app;
 
 -- -----------------------------------------------------------------------------

@@ -403,8 +403,9 @@ impl TenantScope {
         self.get_member(user).await
     }
 
-    /// Removes a member (`members.write`); the owner cannot be removed
-    /// ([`DbError::Conflict`]: transfer ownership first).
+    /// Removes a member (`members.write`); the owner cannot be removed while
+    /// other active members remain ([`DbError::Conflict`]: transfer
+    /// ownership first; pending members do not count).
     pub async fn remove_member(&mut self, user: UserId) -> Result<(), DbError> {
         self.rows(
             "SELECT tenantry.remove_member($1)",

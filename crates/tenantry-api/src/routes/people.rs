@@ -250,7 +250,8 @@ pub async fn set_member_roles(
 }
 
 /// Remove a member of the caller's tenant (`members.write`). The owner cannot
-/// be removed (409: transfer ownership first). Their tokens stop acting in
+/// be removed while other active members remain (409: transfer ownership
+/// first; pending members do not count). Their tokens stop acting in
 /// the tenant at once on this server, within milliseconds on others.
 #[utoipa::path(
     delete, path = "/v1/members/{user_id}", tag = "access",
