@@ -196,10 +196,15 @@ pub async fn adopt_table(
         ExistingRows::Expression(e) => (None, Some(e.as_str())),
     };
     let backfilling = tenant.is_some() || expression.is_some();
+    let before = TableBefore::read(client, table).await;
     // What adopt_table would refuse at its end, found before the steps below
     // change anything (a new user's review: a refusal left the tenant key,
-    // or a backfilled tenant_id, behind).
-    refuse_before_changing(client, table).await?;
+    // or a backfilled tenant_id, behind). Not for a table adopted already:
+    // no step below runs for it before adopt_table, which is one
+    // transaction, and a table in use takes no lock for a check.
+    if before.as_ref().is_some_and(|b| !b.adopted) {
+        refuse_before_changing(client, table, options).await?;
+    }
     // The owner before the backfill: a migration role that is no superuser
     // hands the table to tenantry_owner to validate its tenant foreign key,
     // and release_table gives the table back to the owner recorded.
@@ -211,13 +216,6 @@ pub async fn adopt_table(
                 &[&table, &options.sharing, &options.write_permission],
             )
             .await?;
-        let owner = client
-            .query_one(
-                "SELECT c.relowner::regrole::text FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
-                &[&table],
-            )
-            .await?
-            .get(0);
         backfill(
             client,
             table,
@@ -227,7 +225,7 @@ pub async fn adopt_table(
             &mut progress,
         )
         .await?;
-        owner
+        before.as_ref().map(|b| b.owner.clone())
     } else {
         validate_tenant_key_first(client, table, options).await?
     };
@@ -242,13 +240,19 @@ pub async fn adopt_table(
     {
         Ok(row) => row,
         Err(e) => {
-            // The key to tenants added just before goes again: a refusal
-            // leaves the table as it was (a backfill's rows keep their
-            // tenants; its error says so).
-            if !backfilling && owner_before.is_some() && added_key(client, table).await {
-                undo_backfill_prepare(client, table, true).await?;
+            let e = TableError::from(e);
+            // A rule refused what the check above did not foresee: the key
+            // to tenants validated just before goes again, and the table
+            // goes back to its owner (a backfill's rows keep their tenants).
+            // Not for a collision or a lost connection, which a retry
+            // finishes.
+            let refused = matches!(&e, TableError::Refused { code, .. } if code == "TN422");
+            if let Some(before) = before.filter(|b| refused && !b.adopted && !backfilling) {
+                if owner_before.is_some() {
+                    before.give_back(client, table).await?;
+                }
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     let mut adopted = TenantTable::from_row(&row);
@@ -267,29 +271,98 @@ pub async fn adopt_table(
     Ok(adopted)
 }
 
-/// The rules of tenant tables that [`adopt_table`]'s steps before
-/// `tenantry.adopt_table` (a validated key to tenants, a batched backfill)
-/// would not repair: keys and indexes not led by `tenant_id`, rules,
-/// references, views and functions over the table, inheritance. Checked on
-/// the table as adoption would leave it (its `tenant_id`, its registry row)
-/// in a transaction that is rolled back, so a refusal comes before any
-/// change, in `tenantry.table_problems`' words.
-const RULES_CHECKED_FIRST: &[&str] = &[
-    "indexes",
-    "exclusion",
-    "rules",
-    "references",
-    "tiers",
-    "children",
-    "functions",
-    "views",
+/// What a table was before [`adopt_table`] began: whether it is adopted,
+/// its owner, and whether it had tenantry's key to tenants.
+struct TableBefore {
+    adopted: bool,
+    owner: String,
+    had_key: bool,
+}
+
+impl TableBefore {
+    /// `None` for what this cannot read (no such table, a role that may not
+    /// adopt): that is `tenantry.adopt_table`'s to refuse, in its words.
+    async fn read(client: &Client, table: &str) -> Option<Self> {
+        let row = client
+            .query_opt(
+                "SELECT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = c.oid),
+                        c.relowner::regrole::text,
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                                 WHERE k.conrelid = c.oid AND k.conname = 'tenantry_tenant_id_fkey')
+                   FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1::text)",
+                &[&table],
+            )
+            .await
+            .ok()??;
+        Some(TableBefore {
+            adopted: row.get(0),
+            owner: row.get(1),
+            had_key: row.get(2),
+        })
+    }
+
+    /// Takes back the key to tenants this run added and gives the table
+    /// back to its owner (a migration role that is no superuser handed it
+    /// to tenantry_owner to validate the key). The schema's USAGE grant to
+    /// tenantry_owner, which the key also needed, stays.
+    async fn give_back(&self, client: &Client, table: &str) -> Result<(), TableError> {
+        if !self.had_key && added_key(client, table).await {
+            undo_backfill_prepare(client, table, true).await?;
+        }
+        let (quoted, owner): (String, String) = {
+            let row = client
+                .query_one(
+                    "SELECT c.oid::regclass::text, c.relowner::regrole::text
+                       FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
+                    &[&table],
+                )
+                .await?;
+            (row.get(0), row.get(1))
+        };
+        if owner != self.owner {
+            client
+                .batch_execute(&format!("ALTER TABLE {quoted} OWNER TO {}", self.owner))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The rules of tenant tables that `tenantry.adopt_table` repairs itself (or
+/// that its own checks refuse first, with the options as given); every other
+/// rule is checked before [`adopt_table`]'s preparing steps (a validated key
+/// to tenants, a batched backfill) change anything: keys and indexes not led
+/// by `tenant_id`, foreign keys, rules, references, views and functions over
+/// the table, inheritance, an unlogged partition, and rules added later.
+const REPAIRED_BY_ADOPTION: &[&str] = &[
+    "exists",
+    "tenant_id",
+    "tenant_fk",
+    "rls",
+    "owner",
+    "policies",
+    "grants",
+    "schema_usage",
+    "keep_tenant",
+    "tier_triggers",
+    "sharing_triggers",
+    "sharing_key",
 ];
 
-async fn refuse_before_changing(client: &Client, table: &str) -> Result<(), TableError> {
+/// Checks the table as adoption would leave it (its `tenant_id`, its
+/// registry row with the hierarchy asked for) in a transaction that is rolled
+/// back, so that a refusal comes before any change, in
+/// `tenantry.table_problems`' words.
+async fn refuse_before_changing(
+    client: &Client,
+    table: &str,
+    options: &AdoptOptions,
+) -> Result<(), TableError> {
     client.batch_execute("BEGIN").await?;
-    let found = dry_run_problems(client, table).await;
-    client.batch_execute("ROLLBACK").await?;
+    let found = dry_run_problems(client, table, options).await;
+    let rolled_back = client.batch_execute("ROLLBACK").await;
     let problems = found?;
+    rolled_back?;
     if problems.is_empty() {
         return Ok(());
     }
@@ -307,7 +380,11 @@ async fn refuse_before_changing(client: &Client, table: &str) -> Result<(), Tabl
     })
 }
 
-async fn dry_run_problems(client: &Client, table: &str) -> Result<Vec<TableProblem>, TableError> {
+async fn dry_run_problems(
+    client: &Client,
+    table: &str,
+    options: &AdoptOptions,
+) -> Result<Vec<TableProblem>, TableError> {
     // Its own refusals first, in its words (a view, an unlogged table, ...).
     client
         .execute(
@@ -315,31 +392,38 @@ async fn dry_run_problems(client: &Client, table: &str) -> Result<Vec<TableProbl
             &[&table],
         )
         .await?;
-    let quoted: String = client
-        .query_one("SELECT $1::text::regclass::text", &[&table])
-        .await?
-        .get(0);
-    client
-        .batch_execute(&format!(
-            "SET LOCAL lock_timeout = '5s'; ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS tenant_id uuid"
-        ))
-        .await?;
-    client
-        .execute(
-            "INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner)
-             VALUES ($1::text::regclass, true, false, current_user) ON CONFLICT DO NOTHING",
+    let row = client
+        .query_one(
+            "SELECT $1::text::regclass::text,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                             WHERE a.attrelid = $1::text::regclass AND a.attname = 'tenant_id' AND NOT a.attisdropped)",
             &[&table],
         )
         .await?;
-    let rules: Vec<String> = RULES_CHECKED_FIRST
+    let (quoted, has_tenant_id): (String, bool) = (row.get(0), row.get(1));
+    if !has_tenant_id {
+        client
+            .batch_execute(&format!(
+                "SET LOCAL lock_timeout = '5s'; ALTER TABLE {quoted} ADD COLUMN tenant_id uuid"
+            ))
+            .await?;
+    }
+    client
+        .execute(
+            "INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner)
+             VALUES ($1::text::regclass, coalesce($2, true), false, current_user)",
+            &[&table, &options.hierarchy],
+        )
+        .await?;
+    let repaired: Vec<String> = REPAIRED_BY_ADOPTION
         .iter()
         .map(|r| (*r).to_owned())
         .collect();
     Ok(client
         .query(
             "SELECT table_name, rule, problem, fix FROM tenantry.table_problems($1::text::regclass)
-              WHERE rule = ANY ($2)",
-            &[&table, &rules],
+              WHERE rule <> ALL ($2)",
+            &[&table, &repaired],
         )
         .await?
         .iter()

@@ -485,7 +485,13 @@ async fn a_refused_adoption_through_the_library_leaves_the_table_as_it_was() {
          -- Legacy rows without a tenant, an index not led by tenant_id.
          CREATE TABLE app.legacy (id bigint, body text);
          CREATE INDEX legacy_body_idx ON app.legacy (body);
-         INSERT INTO app.legacy SELECT g, 'b' || g FROM generate_series(1, 100) g;"
+         INSERT INTO app.legacy SELECT g, 'b' || g FROM generate_series(1, 100) g;
+         -- Names its tenants, with a key into a table without hierarchy.
+         CREATE TABLE app.issues (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('app.issues', hierarchy => false);
+         CREATE TABLE app.notes (tenant_id uuid NOT NULL, id int NOT NULL, issue_id int,
+                                 PRIMARY KEY (tenant_id, id),
+                                 FOREIGN KEY (tenant_id, issue_id) REFERENCES app.issues (tenant_id, id));"
     ))
     .await
     .unwrap();
@@ -493,7 +499,7 @@ async fn a_refused_adoption_through_the_library_leaves_the_table_as_it_was() {
     let columns = "SELECT count(*) FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped";
     let indexes = "SELECT count(*) FROM pg_index i WHERE i.indrelid = $1::text::regclass";
     let mut before = Vec::new();
-    for t in ["app.named", "app.legacy"] {
+    for t in ["app.named", "app.legacy", "app.notes"] {
         for q in [shape, columns, indexes] {
             before.push(su.query_one(q, &[&t]).await.unwrap().get::<_, i64>(0));
         }
@@ -527,8 +533,12 @@ async fn a_refused_adoption_through_the_library_leaves_the_table_as_it_was() {
         "[indexes]",
     );
     assert_eq!(batches, 0, "no backfill began");
+    refused(
+        adopt_table(&su, "app.notes", &AdoptOptions::default(), |_| {}).await,
+        "[hierarchy]",
+    );
     let mut after = Vec::new();
-    for t in ["app.named", "app.legacy"] {
+    for t in ["app.named", "app.legacy", "app.notes"] {
         for q in [shape, columns, indexes] {
             after.push(su.query_one(q, &[&t]).await.unwrap().get::<_, i64>(0));
         }
@@ -542,5 +552,5 @@ async fn a_refused_adoption_through_the_library_leaves_the_table_as_it_was() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(registered, 0);
+    assert_eq!(registered, 1, "app.issues only");
 }
