@@ -826,7 +826,9 @@ BEGIN
             JOIN tenantry.tenant_tables src ON src.table_id = k.conrelid
             JOIN tenantry.tenant_tables dst ON dst.table_id = k.confrelid
             WHERE k.contype = 'f'
-              AND (k.conrelid = t.table_id OR k.confrelid = t.table_id)
+              -- Under the referencing table; under the referenced one too
+              -- when only it is asked about (adopt_table's check).
+              AND (k.conrelid = t.table_id OR (tbl IS NOT NULL AND k.confrelid = t.table_id))
               AND src.hierarchy AND NOT dst.hierarchy
             ORDER BY 3;
         -- A foreign key into it from a table that is not a tenant table (no

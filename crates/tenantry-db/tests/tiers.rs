@@ -2280,17 +2280,35 @@ async fn alter_tenant_table_refuses_a_change_that_breaks_a_rule_and_changes_noth
     assert_eq!(uniques, 1, "only the primary key");
     let after: i64 = su.query_one(steps, &[]).await.unwrap().get(0);
     assert_eq!(after, before, "no step recorded");
-    // A finding the table had before the change does not block one that
-    // keeps the rules (a column added by hand: the schema's table lacks it).
-    su.batch_execute("ALTER TABLE public.projects ADD COLUMN note text")
+    // A finding the table had before the change (an index made by hand,
+    // not led by tenant_id) does not block one that keeps the rules; a
+    // second one like it is refused.
+    su.batch_execute("CREATE INDEX projects_name_idx ON public.projects (name)")
         .await
         .unwrap();
+    let had: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.table_problems('public.projects') WHERE rule = 'indexes'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(had, 1);
     su.query_one(
         "SELECT tenantry.alter_tenant_table('public.projects', 'ADD UNIQUE (tenant_id, name)')",
         &[],
     )
     .await
     .unwrap();
+    let err = su
+        .query_one(
+            "SELECT tenantry.alter_tenant_table('public.projects', 'ADD CONSTRAINT another UNIQUE (name)')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("TN422"), "{err:?}");
 }
 
 /// A team table that loses its primary key (tenant_id, id) after schema
