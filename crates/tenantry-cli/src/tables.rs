@@ -163,7 +163,7 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
                 match migrated {
                     Some(n) => outln!("{n} tenant schema(s) brought along"),
                     None if behind => outln!(
-                        "schema tenants' tables of it wait for `tenantry migrate` (until it runs, they keep their old policies)"
+                        "schema tenants' schemas are behind a tenant-schema step: run `tenantry migrate` to bring them along"
                     ),
                     None => {}
                 }
