@@ -37,6 +37,25 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// A schema tenant `silo`, made by the operator; its schema's name.
+async fn schema_tenant(su: &tokio_postgres::Client) -> String {
+    let silo: uuid::Uuid = su
+        .query_one(
+            "SELECT tenantry.create_tenant('silo', NULL, 'schema', '{}')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    su.query_one(
+        "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
+        &[&silo],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 /// `tenantry serve --allow-table-problems` (and `extra` arguments) on `db`,
 /// stopped once it serves; what it wrote to stderr.
 fn serve_with_problems_allowed(db: &TestDatabase, extra: &[&str]) -> String {
@@ -299,22 +318,7 @@ async fn table_alter_changes_the_teams_table_and_every_schema_tenants_table_of_i
     )
     .await
     .unwrap();
-    let silo: uuid::Uuid = su
-        .query_one(
-            "SELECT tenantry.create_tenant('silo', NULL, 'schema', '{}')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let schema: String = su
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[&silo],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let schema = schema_tenant(&su).await;
     let has_column = |column: &'static str| {
         let su = &su;
         let schema = schema.clone();
@@ -597,22 +601,7 @@ async fn table_adopt_brings_the_schema_tenants_tables_along_with_their_write_per
     )
     .await
     .unwrap();
-    let silo: uuid::Uuid = su
-        .query_one(
-            "SELECT tenantry.create_tenant('silo', NULL, 'schema', '{}')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let schema: String = su
-        .query_one(
-            "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
-            &[&silo],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let schema = schema_tenant(&su).await;
     let policies_of_copy = || {
         let su = &su;
         let table = format!("{schema}.invoices");

@@ -479,30 +479,8 @@ async fn a_tenant_cannot_activate_a_pending_member_through_raw_sql() {
     .await;
     assert_eq!(code, "TN409");
     rollback(&c).await;
-    assert_eq!(
-        count(
-            &su,
-            &format!("SELECT count(*) FROM tenantry.tenant_members WHERE user_id = '{person}' AND NOT pending")
-        )
-        .await,
-        0
-    );
     // The person sees nothing of the tenant.
-    begin_person(&c, person).await;
-    let none: Option<serde_json::Value> = c
-        .query_one("SELECT tenantry.member_identity($1)", &[&t])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(
-        none.is_none(),
-        "a pending member acts in the tenant: {none:?}"
-    );
-    assert_eq!(
-        count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await,
-        0
-    );
-    rollback(&c).await;
+    not_a_member(&c, &su, t, person).await;
     // Accepting an invitation naming them makes them a member, and the owner.
     let token = invite(&c, t, "p@lure.test", Some(person), None).await;
     accept(&c, person, &token, Some("p@lure.test"))
@@ -591,15 +569,21 @@ async fn a_tenant_cannot_insert_a_person_as_an_active_member_through_raw_sql() {
         .get(0);
     commit(&c).await;
     assert_ne!(drawn, person);
+    not_a_member(&c, &su, t, person).await;
+}
+
+/// `person` is no active member of `t`, and under their own context sees
+/// nothing of it: no identity there, no tenant in `my_tenants`.
+async fn not_a_member(c: &Client, su: &Client, t: Uuid, person: Uuid) {
     assert_eq!(
         count(
-            &su,
+            su,
             &format!("SELECT count(*) FROM tenantry.tenant_members WHERE user_id = '{person}' AND NOT pending")
         )
         .await,
         0
     );
-    begin_person(&c, person).await;
+    begin_person(c, person).await;
     let none: Option<serde_json::Value> = c
         .query_one("SELECT tenantry.member_identity($1)", &[&t])
         .await
@@ -607,10 +591,10 @@ async fn a_tenant_cannot_insert_a_person_as_an_active_member_through_raw_sql() {
         .get(0);
     assert!(none.is_none(), "the person acts in the tenant: {none:?}");
     assert_eq!(
-        count(&c, "SELECT count(*) FROM tenantry.my_tenants()").await,
+        count(c, "SELECT count(*) FROM tenantry.my_tenants()").await,
         0
     );
-    rollback(&c).await;
+    rollback(c).await;
 }
 
 /// An invitation of `t` for `email` (and optionally a user); returns its token.
