@@ -156,7 +156,13 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
                 None
             };
             if args.json {
-                json(&adopted)?;
+                // The table as `table list --json` shows it, and what became
+                // of the schema tenants' tables: how many schemas were
+                // brought along, or whether they wait for `tenantry migrate`.
+                let mut out = serde_json::to_value(&adopted)?;
+                out["tenant_schemas_migrated"] = serde_json::json!(migrated);
+                out["tenant_schemas_behind"] = serde_json::json!(behind && migrated.is_none());
+                json(&out)?;
             } else {
                 outln!("adopted {}", adopted.table);
                 print_tables(&[adopted]);

@@ -635,12 +635,26 @@ async fn table_adopt_brings_the_schema_tenants_tables_along_with_their_write_per
     assert!(out.status.success(), "{err}");
     assert!(stdout.contains("tenantry migrate"), "{stdout}");
     assert_eq!(policies_of_copy().await, 0, "left to tenantry migrate");
+    // --json says the same.
     let out = run(
         &url,
-        &["table", "adopt", "invoices", "--write-permission", ""],
+        &[
+            "table",
+            "adopt",
+            "invoices",
+            "--write-permission",
+            "",
+            "--no-migrate",
+            "--json",
+        ],
         &[],
     );
-    assert!(out.status.success(), "{}", text(&out).1);
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["table"], "invoices", "{v}");
+    assert_eq!(v["tenant_schemas_behind"], true, "{v}");
+    assert!(v["tenant_schemas_migrated"].is_null(), "{v}");
     let out = run(
         &url,
         &[
@@ -658,6 +672,10 @@ async fn table_adopt_brings_the_schema_tenants_tables_along_with_their_write_per
         stdout.contains("tenant schema(s) brought along"),
         "{stdout}"
     );
+    let out = run(&url, &["table", "adopt", "invoices", "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_str(&text(&out).0).expect("JSON");
+    assert_eq!(v["write_permission"], "invoices.write", "{v}");
+    assert_eq!(v["tenant_schemas_behind"], false, "{v}");
     assert!(
         policies_of_copy().await > 0,
         "the schema's table has them now"
