@@ -202,8 +202,8 @@ pub async fn adopt_table(
     // or a backfilled tenant_id, behind). Not for a table adopted already:
     // no step below runs for it before adopt_table, which is one
     // transaction, and a table in use takes no lock for a check.
-    if before.as_ref().is_some_and(|b| !b.adopted) {
-        refuse_before_changing(client, table, options).await?;
+    if let Some(b) = before.as_ref().filter(|b| !b.adopted) {
+        refuse_before_changing(client, table, b, options).await?;
     }
     // The owner before the backfill: a migration role that is no superuser
     // hands the table to tenantry_owner to validate its tenant foreign key,
@@ -247,10 +247,11 @@ pub async fn adopt_table(
             // Not for a collision or a lost connection, which a retry
             // finishes.
             let refused = matches!(&e, TableError::Refused { code, .. } if code == "TN422");
-            if let Some(before) = before.filter(|b| refused && !b.adopted && !backfilling) {
-                if owner_before.is_some() {
-                    before.give_back(client, table).await?;
-                }
+            // owner_before: validate_tenant_key_first changed the table.
+            if let Some(before) = before.filter(|b| {
+                refused && !b.adopted && !backfilling && owner_before.is_some()
+            }) {
+                before.give_back(client, table).await?;
             }
             return Err(e);
         }
@@ -271,12 +272,15 @@ pub async fn adopt_table(
     Ok(adopted)
 }
 
-/// What a table was before [`adopt_table`] began: whether it is adopted,
-/// its owner, and whether it had tenantry's key to tenants.
+/// What a table was before [`adopt_table`] began: its name as SQL quotes
+/// it, whether it is adopted, its owner, whether it had tenantry's key to
+/// tenants and a `tenant_id` column.
 struct TableBefore {
+    quoted: String,
     adopted: bool,
     owner: String,
     had_key: bool,
+    has_tenant_id: bool,
 }
 
 impl TableBefore {
@@ -285,19 +289,24 @@ impl TableBefore {
     async fn read(client: &Client, table: &str) -> Option<Self> {
         let row = client
             .query_opt(
-                "SELECT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = c.oid),
+                "SELECT c.oid::regclass::text,
+                        EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = c.oid),
                         c.relowner::regrole::text,
                         EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
-                                 WHERE k.conrelid = c.oid AND k.conname = 'tenantry_tenant_id_fkey')
+                                 WHERE k.conrelid = c.oid AND k.conname = 'tenantry_tenant_id_fkey'),
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
                    FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1::text)",
                 &[&table],
             )
             .await
             .ok()??;
         Some(TableBefore {
-            adopted: row.get(0),
-            owner: row.get(1),
-            had_key: row.get(2),
+            quoted: row.get(0),
+            adopted: row.get(1),
+            owner: row.get(2),
+            had_key: row.get(3),
+            has_tenant_id: row.get(4),
         })
     }
 
@@ -306,24 +315,17 @@ impl TableBefore {
     /// to tenantry_owner to validate the key). The schema's USAGE grant to
     /// tenantry_owner, which the key also needed, stays.
     async fn give_back(&self, client: &Client, table: &str) -> Result<(), TableError> {
-        if !self.had_key && added_key(client, table).await {
+        // Its constraints go IF EXISTS; a table already with its owner is
+        // left as it is by ALTER ... OWNER TO.
+        if !self.had_key {
             undo_backfill_prepare(client, table, true).await?;
         }
-        let (quoted, owner): (String, String) = {
-            let row = client
-                .query_one(
-                    "SELECT c.oid::regclass::text, c.relowner::regrole::text
-                       FROM pg_catalog.pg_class c WHERE c.oid = $1::text::regclass",
-                    &[&table],
-                )
-                .await?;
-            (row.get(0), row.get(1))
-        };
-        if owner != self.owner {
-            client
-                .batch_execute(&format!("ALTER TABLE {quoted} OWNER TO {}", self.owner))
-                .await?;
-        }
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {} OWNER TO {}",
+                self.quoted, self.owner
+            ))
+            .await?;
         Ok(())
     }
 }
@@ -356,10 +358,11 @@ const REPAIRED_BY_ADOPTION: &[&str] = &[
 async fn refuse_before_changing(
     client: &Client,
     table: &str,
+    before: &TableBefore,
     options: &AdoptOptions,
 ) -> Result<(), TableError> {
     client.batch_execute("BEGIN").await?;
-    let found = dry_run_problems(client, table, options).await;
+    let found = dry_run_problems(client, table, before, options).await;
     let rolled_back = client.batch_execute("ROLLBACK").await;
     let problems = found?;
     rolled_back?;
@@ -383,6 +386,7 @@ async fn refuse_before_changing(
 async fn dry_run_problems(
     client: &Client,
     table: &str,
+    before: &TableBefore,
     options: &AdoptOptions,
 ) -> Result<Vec<TableProblem>, TableError> {
     // Its own refusals first, in its words (a view, an unlogged table, ...).
@@ -392,19 +396,11 @@ async fn dry_run_problems(
             &[&table],
         )
         .await?;
-    let row = client
-        .query_one(
-            "SELECT $1::text::regclass::text,
-                    EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                             WHERE a.attrelid = $1::text::regclass AND a.attname = 'tenant_id' AND NOT a.attisdropped)",
-            &[&table],
-        )
-        .await?;
-    let (quoted, has_tenant_id): (String, bool) = (row.get(0), row.get(1));
-    if !has_tenant_id {
+    if !before.has_tenant_id {
         client
             .batch_execute(&format!(
-                "SET LOCAL lock_timeout = '5s'; ALTER TABLE {quoted} ADD COLUMN tenant_id uuid"
+                "SET LOCAL lock_timeout = '5s'; ALTER TABLE {} ADD COLUMN tenant_id uuid",
+                before.quoted
             ))
             .await?;
     }
@@ -429,21 +425,6 @@ async fn dry_run_problems(
         .iter()
         .map(TableProblem::from_row)
         .collect())
-}
-
-/// Whether `table` carries the key to tenants that a refused adoption's
-/// first step added (validated, named by tenantry) while it is not adopted.
-async fn added_key(client: &Client, table: &str) -> bool {
-    client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
-                             WHERE k.conrelid = $1::text::regclass AND k.conname = 'tenantry_tenant_id_fkey')
-                AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = $1::text::regclass)",
-            &[&table],
-        )
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or(false)
 }
 
 /// A plain table that already names its tenants (`tenant_id uuid`), not
