@@ -37,6 +37,13 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
+/// Its stdout, once the command succeeded (else its stderr, failing).
+fn succeeds(out: &Output) -> String {
+    let (stdout, err) = text(out);
+    assert!(out.status.success(), "{err}");
+    stdout
+}
+
 /// A schema tenant `silo`, made by the operator; its schema's name.
 async fn schema_tenant(su: &tokio_postgres::Client) -> String {
     let silo: uuid::Uuid = su
@@ -631,49 +638,29 @@ async fn table_adopt_brings_the_schema_tenants_tables_along_with_their_write_per
         ],
         &[],
     );
-    let (stdout, err) = text(&out);
-    assert!(out.status.success(), "{err}");
+    let stdout = succeeds(&out);
     assert!(stdout.contains("tenantry migrate"), "{stdout}");
     assert_eq!(policies_of_copy().await, 0, "left to tenantry migrate");
     // --json says the same.
-    let out = run(
-        &url,
-        &[
-            "table",
-            "adopt",
-            "invoices",
-            "--write-permission",
-            "",
-            "--no-migrate",
-            "--json",
-        ],
-        &[],
-    );
-    let (stdout, err) = text(&out);
-    assert!(out.status.success(), "{err}");
-    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let adopt = |flags: &[&str]| {
+        run(
+            &url,
+            &[&["table", "adopt", "invoices"], flags].concat(),
+            &[],
+        )
+    };
+    let json =
+        |out: Output| -> serde_json::Value { serde_json::from_str(&succeeds(&out)).expect("JSON") };
+    let v = json(adopt(&["--write-permission", "", "--no-migrate", "--json"]));
     assert_eq!(v["table"], "invoices", "{v}");
     assert_eq!(v["tenant_schemas_behind"], true, "{v}");
     assert!(v["tenant_schemas_migrated"].is_null(), "{v}");
-    let out = run(
-        &url,
-        &[
-            "table",
-            "adopt",
-            "invoices",
-            "--write-permission",
-            "invoices.write",
-        ],
-        &[],
-    );
-    let (stdout, err) = text(&out);
-    assert!(out.status.success(), "{err}");
+    let stdout = succeeds(&adopt(&["--write-permission", "invoices.write"]));
     assert!(
         stdout.contains("tenant schema(s) brought along"),
         "{stdout}"
     );
-    let out = run(&url, &["table", "adopt", "invoices", "--json"], &[]);
-    let v: serde_json::Value = serde_json::from_str(&text(&out).0).expect("JSON");
+    let v = json(adopt(&["--json"]));
     assert_eq!(v["write_permission"], "invoices.write", "{v}");
     assert_eq!(v["tenant_schemas_behind"], false, "{v}");
     assert!(

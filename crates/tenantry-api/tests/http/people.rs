@@ -55,6 +55,31 @@ async fn accept(app: &TestApp, token: &str, invitation: &Value) -> Resp {
     .await
 }
 
+/// `tenant` invites the person `user_id` by id and `token`'s person accepts:
+/// the tenant is then their only one, and they own it (it had no owner).
+async fn accepts_and_owns(
+    app: &TestApp,
+    tenant: &crate::helpers::TenantKey,
+    user_id: &str,
+    token: &str,
+) {
+    let invitation = app
+        .post(
+            "/v1/invitations",
+            &tenant.key,
+            &json!({ "user_id": user_id }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    accept(app, token, &invitation).await.expect(200);
+    let mine = as_person(app, Method::GET, "/v1/me/tenants", token, None, None).await;
+    let mine = mine.items();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["tenant_id"], json!(tenant.id));
+    assert_eq!(mine[0]["is_owner"], json!(true));
+}
+
 /// A person with a stable subject: their token (ES256) for `idp`.
 fn token_for(idp: &IdentityProvider, subject: &str, email: &str) -> String {
     let mut claims = idp.claims(subject);
@@ -228,21 +253,7 @@ async fn a_tenant_cannot_make_a_person_its_member_or_owner_without_their_consent
 
     // Her consent is accepting an invitation naming her: then she is a
     // member, and the owner (the tenant had none), with her roles.
-    let invitation = app
-        .post(
-            "/v1/invitations",
-            &evil.key,
-            &json!({ "user_id": alice_id }),
-        )
-        .await
-        .expect(201)
-        .clone();
-    accept(&app, &alice, &invitation).await.expect(200);
-    let mine = as_person(&app, Method::GET, "/v1/me/tenants", &alice, None, None).await;
-    let mine = mine.items();
-    assert_eq!(mine.len(), 1);
-    assert_eq!(mine[0]["tenant_id"], json!(evil.id));
-    assert_eq!(mine[0]["is_owner"], json!(true));
+    accepts_and_owns(&app, &evil, &alice_id, &alice).await;
     as_person(
         &app,
         Method::GET,
@@ -688,14 +699,7 @@ async fn an_owner_whose_other_members_are_all_pending_may_leave_and_the_first_to
         .as_str()
         .unwrap()
         .to_owned();
-    let members = app.get("/v1/members", &acme.key).await.items();
-    let owner_id = members
-        .iter()
-        .find(|m| m["email"] == json!("owner@acme.test"))
-        .unwrap()["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let owner_id = member_id(&app, &acme.key, "owner@acme.test").await;
     let owner_path = format!("/v1/members/{owner_id}");
     let leave = || {
         as_person(
@@ -717,17 +721,7 @@ async fn an_owner_whose_other_members_are_all_pending_may_leave_and_the_first_to
     assert_eq!(members.len(), 1, "{members:?}");
     assert_eq!(members[0]["pending"], json!(true));
     assert_eq!(members[0]["is_owner"], json!(false));
-    let invitation = app
-        .post("/v1/invitations", &acme.key, &json!({ "user_id": bob_id }))
-        .await
-        .expect(201)
-        .clone();
-    accept(&app, &bob, &invitation).await.expect(200);
-    let mine = as_person(&app, Method::GET, "/v1/me/tenants", &bob, None, None).await;
-    let mine = mine.items();
-    assert_eq!(mine.len(), 1);
-    assert_eq!(mine[0]["tenant_id"], json!(acme.id));
-    assert_eq!(mine[0]["is_owner"], json!(true));
+    accepts_and_owns(&app, &acme, &bob_id, &bob).await;
 }
 
 #[tokio::test]

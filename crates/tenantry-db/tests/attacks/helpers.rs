@@ -326,6 +326,19 @@ pub async fn add_member(c: &Client, t: Uuid, email: &str) -> Uuid {
     id
 }
 
+/// `person`, named by their user id, as a pending member of `t` (what the
+/// server's `POST /v1/members` with a `user_id` makes).
+pub async fn add_pending_member(c: &Client, t: Uuid, person: Uuid, email: &str) {
+    begin_as(c, t).await;
+    c.execute(
+        "INSERT INTO tenantry.tenant_members (user_id, email, pending) VALUES ($1, $2, true)",
+        &[&person, &email],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("pending member {email}: {}", describe(&e)));
+    commit(c).await;
+}
+
 /// An API key of `t` (unbound) with optional extra metadata; returns the key.
 pub async fn create_key(c: &Client, t: Uuid, metadata: serde_json::Value) -> String {
     begin_as(c, t).await;

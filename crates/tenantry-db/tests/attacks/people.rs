@@ -7,7 +7,10 @@ use uuid::Uuid;
 
 use crate::{
     common::{count, create_tenant, exec, strings},
-    helpers::{app, begin_as, commit, create_role, denied, enter_signed, fails, rollback},
+    helpers::{
+        add_pending_member, app, begin_as, commit, create_role, denied, enter_signed, fails,
+        rollback,
+    },
 };
 
 /// Opens a transaction in `t` as member `user` holding `grants` (what the
@@ -446,14 +449,7 @@ async fn a_tenant_cannot_activate_a_pending_member_through_raw_sql() {
     let (_tdb, c, su) = setup().await;
     let t = create_tenant(&su, "lure", None).await;
     let person = Uuid::new_v4();
-    begin_as(&c, t).await;
-    c.execute(
-        "INSERT INTO tenantry.tenant_members (user_id, email, pending) VALUES ($1, 'p@lure.test', true)",
-        &[&person],
-    )
-    .await
-    .unwrap();
-    commit(&c).await;
+    add_pending_member(&c, t, person, "p@lure.test").await;
     // The column is the server's to set on insert, and nobody's to clear.
     begin_as(&c, t).await;
     denied(
@@ -534,14 +530,7 @@ async fn a_tenant_cannot_insert_a_person_as_an_active_member_through_raw_sql() {
     );
     drop(copier);
     // Pending, removed, then inserted again as active: refused alike.
-    begin_as(&c, t).await;
-    c.execute(
-        "INSERT INTO tenantry.tenant_members (user_id, email, pending) VALUES ($1, 'p@lure.test', true)",
-        &[&person],
-    )
-    .await
-    .unwrap();
-    commit(&c).await;
+    add_pending_member(&c, t, person, "p@lure.test").await;
     begin_as(&c, t).await;
     exec(
         &c,
