@@ -18,6 +18,13 @@
 #   constant  as the owner, WHERE tenant_id = ANY ('{<tenant>}'::uuid[]):
 #             the baseline of rls_point / adopted_rls_point
 #
+# To price a variant of the policy's expression, give SQL to run as the
+# superuser once the table is loaded (POLICY_COST_SQL, e.g. CREATE OR REPLACE
+# FUNCTION tenantry.visible_tenant_ids() ...: policies inline it when the
+# statement is planned) and, if it reads a setting of its own, statements for
+# the measured session before the reads (POLICY_COST_SESSION, e.g. SET
+# app.vis = '{...}'; $tenant is the tenant read).
+#
 # docs/benchmarks.md ("The policy's cost in instructions") has the figures.
 set -euo pipefail
 
@@ -38,6 +45,7 @@ DO $$ DECLARE t uuid; BEGIN
 END $$;
 VACUUM ANALYZE bench.invoices;
 SQL
+if [ -n "${POLICY_COST_SQL:-}" ]; then psql -c "$POLICY_COST_SQL"; fi
 read -r tenant id < <(psql -At -F ' ' -c "SELECT tenant_id, id FROM bench.invoices ORDER BY tenant_id, id OFFSET 500 LIMIT 1")
 "${as_pg[@]}" "$bindir/pg_ctl" -D "$work/data" -w stop >/dev/null
 
@@ -46,6 +54,7 @@ run() {
     local form=$1 count=$2 in=$work/in.$1.$2.sql
     {
         echo "SELECT tenantry.set_tenant_context('$tenant');"
+        if [ -n "${POLICY_COST_SESSION:-}" ]; then echo "${POLICY_COST_SESSION//\$tenant/$tenant}"; fi
         case $form in
             rls) echo "SET ROLE tenantry_app;"
                  echo "PREPARE q AS SELECT id, amount, note FROM bench.invoices WHERE id = '$id';" ;;
