@@ -287,6 +287,9 @@ pub(crate) struct Contexts {
     pub(crate) parts: PartCache,
     /// [`crate::Timeouts::reply_timeout`].
     pub(crate) reply_timeout: Option<std::time::Duration>,
+    /// The pool, for a transaction whose first connection an earlier
+    /// transaction's SQL spoiled (it takes another).
+    pub(crate) pool: crate::session::Pool,
 }
 
 /// Tenants' context parts (schema and visible subtree) as the database last

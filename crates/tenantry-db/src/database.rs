@@ -380,7 +380,7 @@ impl Database {
             .build()
             .map_err(|e| DbError::Internal(format!("building the pool: {e}")))?;
         Ok(Self {
-            pool,
+            pool: pool.clone(),
             pg: pg.into(),
             tls,
             mode: config.statement_mode,
@@ -392,6 +392,7 @@ impl Database {
                 key: config.context_key.clone(),
                 parts: PartCache::new(config.context_cache_ttl, CONTEXT_CACHE_CAPACITY),
                 reply_timeout: config.timeouts.reply_timeout,
+                pool,
             }),
         })
     }

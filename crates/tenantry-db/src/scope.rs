@@ -366,6 +366,12 @@ pub(crate) struct Tx {
     check_session: bool,
     /// That check refused the session: the connection is closed.
     session_refused: bool,
+    /// The first flight failed for what an earlier transaction left on the
+    /// connection (its session changed or its context chain lost): nothing of
+    /// this transaction ran.
+    spoiled_before: bool,
+    /// That flight's setup, kept to send again on another connection.
+    refused_setup: Option<Setup>,
     /// That check passed, answering the session's settings as they are now.
     session_checked: Option<String>,
     /// This transaction ran caller SQL, which may have ended it (COMMIT,
@@ -390,6 +396,8 @@ impl Tx {
         Self {
             check_session,
             session_refused: false,
+            spoiled_before: false,
+            refused_setup: None,
             session_checked: None,
             runs_caller_sql: false,
             isolation: IsolationLevel::ReadCommitted,
@@ -658,7 +666,62 @@ impl Tx {
                 "transaction aborted by an earlier error".into(),
             ));
         }
-        let setup = self.setup.take();
+        let mut attempt = 1;
+        loop {
+            let setup = self.setup.take();
+            let first = setup.is_some();
+            let result = self.flight_once(setup, stmts, commit).await;
+            // The connection was spoiled before this transaction: SQL an
+            // earlier one ran on it (another tenant's, often) changed its
+            // session or lost its context chain. Nothing of this transaction
+            // ran, so its first flight goes again on another connection
+            // instead of failing a caller who did nothing wrong.
+            if first && self.spoiled_before && attempt < FIRST_FLIGHT_ATTEMPTS {
+                if let Some(setup) = self.fresh_connection(result.as_ref().err()).await {
+                    self.setup = Some(setup);
+                    attempt += 1;
+                    continue;
+                }
+            }
+            return result;
+        }
+    }
+
+    /// After a first flight refused for what an earlier transaction left on
+    /// its connection: that connection is closed, another taken from the
+    /// pool, and the transaction starts afresh on it. Returns the setup to
+    /// send again, or `None` when no connection could be had (the refusal
+    /// stands).
+    async fn fresh_connection(&mut self, refused: Option<&DbError>) -> Option<Setup> {
+        let setup = self.refused_setup.take()?;
+        // Back to the pool first, broken: a pool of one must not wait for it.
+        drop(self.client.take());
+        match self.contexts.pool.get().await {
+            Ok(client) => {
+                tracing::info!(
+                    target: "tenantry::db",
+                    reason = %refused.map(ToString::to_string).unwrap_or_default(),
+                    "a connection spoiled by an earlier transaction was closed; the transaction runs on another"
+                );
+                self.check_session = client.ran_caller_sql;
+                self.client = Some(client);
+                self.failed = false;
+                self.session_refused = false;
+                self.spoiled_before = false;
+                Some(setup)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// One attempt of [`Tx::flight_many`] with `setup` (`Some` for the
+    /// transaction's first flight).
+    async fn flight_once(
+        &mut self,
+        setup: Option<Setup>,
+        stmts: &[(Visibility, Stmt<'_>)],
+        commit: bool,
+    ) -> Result<Vec<Out>, DbError> {
         let args = match &setup {
             Some(setup) => match self.context_args(setup) {
                 Ok(args) => args,
@@ -708,6 +771,9 @@ impl Tx {
             // An error in a transaction block aborts it: the chain's commitment
             // rolls back with it.
             self.settle(false);
+            if self.spoiled_before {
+                self.refused_setup = setup;
+            }
         }
         result
     }
@@ -879,9 +945,11 @@ impl Tx {
             .collect();
         if let Some(refused) = session_refused(&results, checks_session) {
             self.session_refused = true;
+            self.spoiled_before = true;
             return Err(refused);
         }
         if let Some(lost) = session_lost(&results, ctx_index.filter(|_| proves_context)) {
+            self.spoiled_before = true;
             return Err(lost);
         }
         if let Some(i) = results.iter().position(Result::is_err) {
@@ -938,6 +1006,7 @@ impl Tx {
         drop(main_prepared);
         if let Some(refused) = session_refused(&results, checks_session) {
             self.session_refused = true;
+            self.spoiled_before = true;
             return Err(refused);
         }
         if checks_session {
@@ -946,6 +1015,7 @@ impl Tx {
             }
         }
         if let Some(lost) = session_lost(&results, ctx_index.filter(|_| proves_context)) {
+            self.spoiled_before = true;
             return Err(lost);
         }
         // The context statement's answer: the tenant's part, or NULL when the
@@ -959,10 +1029,11 @@ impl Tx {
                     }
                 }
                 None => {
+                    self.spoiled_before = true;
                     return Err(DbError::Unavailable(
                         "the database refused this connection's tenant context; the connection is closed, retry"
                             .into(),
-                    ))
+                    ));
                 }
             }
         }
@@ -1220,6 +1291,10 @@ fn session_refused(
         _ => None,
     }
 }
+
+/// How many connections a transaction's first flight tries when the ones it
+/// gets were spoiled by earlier transactions' SQL ([`Tx::flight_many`]).
+const FIRST_FLIGHT_ATTEMPTS: u32 = 4;
 
 /// BEGIN, the role and the context of a transaction's first flight. Returns
 /// the index of the context statement among the steps, if there is one.
