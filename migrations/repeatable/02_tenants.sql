@@ -266,6 +266,14 @@ BEGIN
         END IF;
     END IF;
     IF NEW.parent_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.parent_id IS DISTINCT FROM OLD.parent_id) THEN
+        -- The parent's row FOR SHARE, first: the parent's deletion (an UPDATE
+        -- of its row) waits for this child to commit, then finds it and
+        -- refuses; or this waits for the deletion and finds the parent
+        -- deleted. (Read without the lock, both committed and left a live
+        -- child under a deleted parent.) Before the hierarchy lock below, so
+        -- that a creation never holds that lock while it waits for a row a
+        -- move holds.
+        SELECT status INTO parent_status FROM tenantry.tenants WHERE tenant_id = NEW.parent_id FOR SHARE;
         -- Serialise re-parenting so two concurrent moves cannot build a cycle,
         -- and so a new tenant's closure and counts (09_limits.sql) are taken
         -- from ancestors that do not move meanwhile. A new tenant has no
@@ -274,9 +282,20 @@ BEGIN
         IF TG_OP = 'INSERT' THEN
             PERFORM pg_advisory_xact_lock_shared(hashtext('tenantry.tenant_hierarchy'));
         ELSE
-            PERFORM pg_advisory_xact_lock(hashtext('tenantry.tenant_hierarchy'));
+            -- A move never waits in the lock's queue: PostgreSQL queues a
+            -- shared request behind a waiting exclusive one, so a waiting move
+            -- would hold every tenant's child creation behind one tenant's
+            -- long transaction that made a child. It tries for up to 5 s
+            -- between the creations, then gives up (55P03: retried, or 503).
+            FOR attempt IN 1..500 LOOP
+                EXIT WHEN pg_try_advisory_xact_lock(hashtext('tenantry.tenant_hierarchy'));
+                IF attempt = 500 THEN
+                    RAISE EXCEPTION 'tenants are being created under the tenant hierarchy without pause; the move of tenant % was not made', NEW.tenant_id
+                        USING ERRCODE = '55P03', HINT = 'retry the move';
+                END IF;
+                PERFORM pg_sleep(0.01);
+            END LOOP;
         END IF;
-        SELECT status INTO parent_status FROM tenantry.tenants WHERE tenant_id = NEW.parent_id;
         IF parent_status IS NULL OR parent_status = 'deleted' THEN
             RAISE EXCEPTION 'parent tenant % not found', NEW.parent_id USING ERRCODE = 'TN404', HINT = 'parent_id';
         END IF;
@@ -294,7 +313,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), enforces the status lifecycle (no deletion with live children or while a tier move is under way), an existing live parent, and rejects self-parenting and cycles.';
+COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), enforces the status lifecycle (no deletion with live children or while a tier move is under way), an existing live parent (its row held FOR SHARE, so that its concurrent deletion cannot leave the new child behind), and rejects self-parenting and cycles.';
 
 /** Maintains tenant_hierarchy and writes the tenant audit rows. */
 CREATE OR REPLACE FUNCTION tenantry.tenants_after_write()
