@@ -14,7 +14,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tenantry_db::{
     invalidation::Tag, ApiKeySecret, Database, Invalidation, Invalidations, MemberIdentity,
-    TenantId, TenantStatus, UserId,
+    MyTenant, TenantId, TenantStatus, UserId,
 };
 
 use crate::{
@@ -208,6 +208,16 @@ pub(crate) fn not_a_member(tenant: TenantId) -> ApiError {
 /// invitation. Any other bearer is refused with the one `401` of every
 /// refused credential, except a credential valid elsewhere (an API key, an
 /// impersonation token, the admin token): `403 wrong_credential`.
+///
+/// It answers for this person only and hands out no database: a handler
+/// cannot open a tenant's scope through it (a person reaches a tenant's data
+/// through the tenant extractor, which checks the membership first).
+///
+/// ```compile_fail
+/// fn reaches_the_pool(person: &tenantry_axum::Person) {
+///     let _ = person.db();
+/// }
+/// ```
 pub struct Person {
     db: Database,
     token: Arc<VerifiedToken>,
@@ -234,17 +244,49 @@ impl Person {
         &self.token
     }
 
-    /// The database, for the calls a person makes before any tenant
-    /// ([`Database::my_tenants`], [`Database::accept_invitation`]).
-    pub fn db(&self) -> &Database {
-        &self.db
+    /// The tenants this person is a member of (not deleted), by name: what
+    /// [`Database::my_tenants`] answers for this person and nobody else.
+    pub async fn my_tenants(&self) -> Result<Vec<MyTenant>, ApiError> {
+        Ok(self.db.my_tenants(self.user()).await?)
     }
 
-    /// Drops this server's cached memberships of `tenant` (after the person
-    /// joined it: an earlier "not a member" must not outlive the change).
-    pub fn forget_memberships(&self, tenant: TenantId) {
-        self.members.forget_tenant(tenant);
+    /// What this person holds in `tenant` (`None`: not a member, or no such
+    /// tenant), as [`Database::member_identity`] answers for this person.
+    pub async fn membership(&self, tenant: TenantId) -> Result<Option<MemberIdentity>, ApiError> {
+        Ok(self.db.member_identity(self.user(), tenant).await?)
     }
+
+    /// Accepts an invitation as this person with the email their provider
+    /// verified: they become a member of its tenant, whose id is returned,
+    /// and this server's cached "not a member" of it is dropped. A token
+    /// whose email the provider did not verify is refused like an unknown,
+    /// expired, revoked, used or someone else's invitation (404): anyone
+    /// could otherwise claim an invitation made out to an address they typed.
+    pub async fn accept_invitation(&self, token: &str) -> Result<TenantId, ApiError> {
+        if self.token.email.is_some() && !self.token.email_verified {
+            return Err(invitation_refused());
+        }
+        let tenant = self
+            .db
+            .accept_invitation(self.user(), token, self.email())
+            .await?;
+        self.members.forget_tenant(tenant);
+        Ok(tenant)
+    }
+
+    // No accessor to the `Database`: with it, a handler of a person who is
+    // a member of nothing could open any tenant's scope (`db.tenant(..)`).
+    // A person reaches a tenant's data through the tenant extractor, which
+    // checks the membership first.
+}
+
+/// The answer the database gives every refused invitation (TN404), for one
+/// refused before the database is asked: nobody tells them apart.
+fn invitation_refused() -> ApiError {
+    ApiError::new(
+        ProblemCode::NotFound,
+        "invitation not found or no longer valid",
+    )
 }
 
 impl<S> FromRequestParts<S> for Person

@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{page_by_key, Page, PageQuery};
 use crate::{
     auth::{Caller, TenantCaller},
-    error::{responses, ApiError, Problem, ProblemCode},
+    error::{responses, ApiError, Problem},
     extract::{Json, Path, Query},
 };
 
@@ -35,7 +35,7 @@ pub async fn my_tenants(
     person: Person,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<MyTenant>>, ApiError> {
-    let tenants = person.db().my_tenants(person.user()).await?;
+    let tenants = person.my_tenants().await?;
     Ok(Json(page_by_key(tenants, |t| t.tenant_id.to_string(), &q)?))
 }
 
@@ -76,26 +76,9 @@ pub async fn accept_invitation(
     person: Person,
     Json(body): Json<AcceptBody>,
 ) -> Result<Json<Accepted>, ApiError> {
-    // The email becomes the member's: an unverified one would let anyone
-    // claim an invitation made out to it, or squat it in the tenant.
-    if person.token().email.is_some() && !person.token().email_verified {
-        return Err(invitation_refused());
-    }
-    let tenant_id = person
-        .db()
-        .accept_invitation(person.user(), &body.token, person.email())
-        .await?;
-    person.forget_memberships(tenant_id);
+    // The email becomes the member's: an unverified one is refused there.
+    let tenant_id = person.accept_invitation(&body.token).await?;
     Ok(Json(Accepted { tenant_id }))
-}
-
-/// The answer the database gives every refused invitation (TN404), for one
-/// refused before the database is asked: nobody tells them apart.
-fn invitation_refused() -> ApiError {
-    ApiError::new(
-        ProblemCode::NotFound,
-        "invitation not found or no longer valid",
-    )
 }
 
 /// A new invitation: an email, a user id, or both.
