@@ -3,6 +3,7 @@
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use uuid::Uuid;
 
 macro_rules! typed_id {
@@ -47,6 +48,34 @@ macro_rules! typed_id {
                 id.0
             }
         }
+
+        /// A query parameter of type `uuid`, as the uuid it wraps.
+        impl ToSql for $name {
+            fn to_sql(
+                &self,
+                ty: &Type,
+                out: &mut bytes::BytesMut,
+            ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                self.0.to_sql(ty, out)
+            }
+            fn accepts(ty: &Type) -> bool {
+                <Uuid as ToSql>::accepts(ty)
+            }
+            to_sql_checked!();
+        }
+
+        /// Read from a `uuid` column.
+        impl<'a> FromSql<'a> for $name {
+            fn from_sql(
+                ty: &Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                Uuid::from_sql(ty, raw).map(Self)
+            }
+            fn accepts(ty: &Type) -> bool {
+                <Uuid as FromSql>::accepts(ty)
+            }
+        }
     )*};
 }
 
@@ -72,6 +101,16 @@ typed_id! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_ids_are_query_parameters_and_column_values_as_their_uuid() {
+        let id = TenantId::parse("6b39e4e3-84cd-4d21-88a9-cff7e14ca36c").unwrap();
+        let mut written = bytes::BytesMut::new();
+        id.to_sql_checked(&Type::UUID, &mut written).unwrap();
+        assert_eq!(&written[..], id.as_uuid().as_bytes());
+        assert_eq!(TenantId::from_sql(&Type::UUID, &written).unwrap(), id);
+        assert!(id.to_sql_checked(&Type::TEXT, &mut written).is_err());
+    }
 
     #[test]
     fn typed_ids_parse_and_print_the_same_uuid() {

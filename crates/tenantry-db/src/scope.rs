@@ -1525,7 +1525,9 @@ impl TenantScope {
     }
 
     /// At most one row: `None` when there is none (another tenant's row
-    /// included); more than one is an [`DbError::Internal`] error.
+    /// included); more than one is a [`DbError::Conflict`] (409 through
+    /// `tenantry-axum`): with the hierarchy on, a descendant may hold a row
+    /// with the same id as the caller's.
     pub async fn query_opt<'q, T: FromRow>(
         &mut self,
         sql: impl Into<Sql<'q>>,
@@ -1645,8 +1647,13 @@ impl Under<'_> {
     ) -> Result<Option<T>, DbError> {
         let mut rows = self.out(sql.into(), params).await?.rows;
         if rows.len() > 1 {
-            return Err(DbError::Internal(format!(
-                "a statement expected to return at most one row returned {}",
+            // Usually the hierarchy: a tenant reads its descendants' rows
+            // too, and a key such as an id is unique per tenant only (a child
+            // may hold a row with the same id). The caller's request is
+            // ambiguous, not the server broken.
+            return Err(DbError::Conflict(format!(
+                "{} rows matched where one was expected: ids are unique per tenant, and a tenant also reads its \
+                 descendants' rows; name the tenant (tenant_id = tenantry.current_tenant_id() for its own row)",
                 rows.len()
             )));
         }

@@ -554,3 +554,47 @@ async fn a_refused_adoption_through_the_library_leaves_the_table_as_it_was() {
         .get(0);
     assert_eq!(registered, 1, "app.issues only");
 }
+
+/// With the hierarchy on, a child may hold a row with its parent's id (ids
+/// are unique per tenant): the parent's read by that id matches two rows.
+/// `query_one` and `query_opt` answer a conflict naming the cause, never an
+/// internal error (a 500 through the extractor); the parent's own row is
+/// read by naming its tenant. Typed ids go in and out as their uuid.
+#[tokio::test]
+async fn a_read_by_id_that_matches_a_descendants_row_too_is_a_conflict_not_an_internal_error() {
+    let (_tdb, db, parent, _b) = adopted(StatementMode::Prepared).await;
+    let child = tenant(&db, "child", Some(parent)).await;
+    let id = Uuid::new_v4();
+    for (t, name) in [(parent, "parent's"), (child, "child's")] {
+        let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+        s.execute(
+            "INSERT INTO app.projects (id, name) VALUES ($1, $2)",
+            &[&id, &name],
+        )
+        .await
+        .unwrap();
+        s.commit().await.unwrap();
+    }
+    let mut s = db.tenant(TenantContext::new(parent)).await.unwrap();
+    for result in [
+        s.query_one::<Project>(GET_PROJECT, &[&id]).await.map(Some),
+        s.query_opt::<Project>(GET_PROJECT, &[&id]).await,
+    ] {
+        match result {
+            Err(DbError::Conflict(message)) => {
+                assert!(message.contains("2 rows matched"), "{message}")
+            }
+            other => panic!("expected a conflict: {other:?}"),
+        }
+    }
+    drop(s);
+    let mut s = db.tenant(TenantContext::new(parent)).await.unwrap();
+    let own: (TenantId, String) = s
+        .query_one(
+            "SELECT tenant_id, name FROM app.projects WHERE id = $1 AND tenant_id = $2",
+            &[&id, &parent],
+        )
+        .await
+        .unwrap();
+    assert_eq!(own, (parent, "parent's".to_owned()));
+}
