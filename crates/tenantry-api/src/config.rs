@@ -5,6 +5,15 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 use serde::Deserialize;
 use tenantry_db::{ListenTo, StatementMode, Timeouts};
 
+/// The database timeouts the server's settings default to (the library's
+/// [`Timeouts::server`], which an application of its own may use too).
+const SERVER_TIMEOUTS: Timeouts = Timeouts::server();
+
+/// A default timeout in the settings' milliseconds (0: none).
+fn millis(t: Option<Duration>) -> u64 {
+    t.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The admin token's hash (tenant routes must tell it apart, so it lives with them).
 pub use tenantry_axum::AdminToken;
 
@@ -138,9 +147,9 @@ impl Default for Settings {
             http_header_timeout_ms: 15_000,
             http_max_connections: 10_000,
             acquire_timeout_ms: 2_000,
-            statement_timeout_ms: 30_000,
-            idle_in_transaction_timeout_ms: 15_000,
-            database_reply_timeout_ms: 35_000,
+            statement_timeout_ms: millis(SERVER_TIMEOUTS.statement_timeout),
+            idle_in_transaction_timeout_ms: millis(SERVER_TIMEOUTS.idle_in_transaction_timeout),
+            database_reply_timeout_ms: millis(SERVER_TIMEOUTS.reply_timeout),
             tcp_user_timeout_ms: 10_000,
             tcp_keepalive_idle_secs: 10,
             otlp_endpoint: None,

@@ -1,4 +1,4 @@
-//! Building and running the server: the router with its fallbacks and layers, the bound [`Application`] with graceful shutdown, and periodic maintenance.
+//! Building and running the server: the router with its fallbacks and layers, the bound [`Application`] with graceful shutdown (the upkeep runs in `tenantry_axum::Tenantry`, as in any application built on it).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -52,18 +52,11 @@ pub fn router(
     let api = api.with_state(state);
     let unmatched = tower::Layer::layer(
         &log,
-        axum::handler::HandlerWithoutStateExt::into_service(|| async {
-            ApiError::new(ProblemCode::RouteNotFound, "no such route")
-        }),
+        axum::handler::HandlerWithoutStateExt::into_service(tenantry_axum::error::route_not_found),
     );
     api.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .merge(crate::console::router())
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                ProblemCode::MethodNotAllowed,
-                "this route does not accept that method",
-            )
-        })
+        .method_not_allowed_fallback(tenantry_axum::error::method_not_allowed)
         .route_layer(hard_stop)
         .route_layer(log)
         .fallback_service(unmatched)
@@ -137,7 +130,6 @@ pub struct Application {
     router: Router,
     tenantry: Tenantry,
     log_task: JoinHandle<()>,
-    maintenance: JoinHandle<()>,
     grace: Duration,
     /// Header deadline and connection cap of the HTTP server.
     serve: tenantry_axum::ServeOptions,
@@ -171,6 +163,8 @@ impl Application {
                 settings.tenant_stats_top,
                 Duration::from_secs(settings.tenant_stats_period_secs),
             ),
+            upkeep_every: (settings.metrics_refresh_secs > 0)
+                .then(|| Duration::from_secs(settings.metrics_refresh_secs)),
         };
         let (tenantry, log_task) = Tenantry::start(db.clone(), &config);
         let mut tenantry = tenantry.with_admin_token(AdminToken::new(admin_token));
@@ -188,13 +182,11 @@ impl Application {
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let router = router(state, settings.body_limit_bytes, stopping_rx);
         let listener = TcpListener::bind(settings.listen).await?;
-        let maintenance = tokio::spawn(maintenance(db, settings.metrics_refresh_secs));
         Ok(Self {
             listener,
             router,
             tenantry,
             log_task,
-            maintenance,
             grace: Duration::from_secs(settings.shutdown_grace_secs),
             serve: tenantry_axum::ServeOptions {
                 header_read_timeout: Duration::from_millis(settings.http_header_timeout_ms),
@@ -245,7 +237,6 @@ impl Application {
                 }
             }
         }
-        self.maintenance.abort();
         // The router (and every sender clone in it) is gone: the flusher drains and ends.
         drop(self.tenantry);
         if tokio::time::timeout(LOG_FLUSH_WAIT, self.log_task)
@@ -258,31 +249,5 @@ impl Application {
             );
         }
         Ok(())
-    }
-}
-
-/// Periodic work: refresh `tenant_metrics`, keep request-log partitions ahead.
-async fn maintenance(db: Database, refresh_secs: u64) {
-    if refresh_secs == 0 {
-        return;
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs(refresh_secs));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut runs: u64 = 0;
-    loop {
-        tick.tick().await;
-        let result = async {
-            let mut scope = db.admin("scheduler").await?;
-            if runs % 60 == 0 {
-                scope.ensure_request_log_partitions(7).await?;
-            }
-            scope.refresh_metrics().await?;
-            scope.commit().await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "metrics refresh failed");
-        }
-        runs += 1;
     }
 }

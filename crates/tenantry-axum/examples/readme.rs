@@ -1,13 +1,13 @@
 //! The Rust path of README.md ("Use it for your own tables"), compiled by `cargo test`; `tests/readme.rs` checks that the README shows this file as it is.
 
 use tenantry_axum::{
-    error::ApiError,
+    error::{method_not_allowed, route_not_found, ApiError},
     extract::{Json, Path},
     RequestIdLayer, TenantCaller, Tenantry,
 };
 use tenantry_db::{
     tables::{adopt_table, AdoptOptions},
-    Database, FromRow,
+    tokio_postgres, Database, DatabaseConfig, FromRow, Timeouts,
 };
 
 struct Project {
@@ -36,17 +36,26 @@ async fn get_project(
 }
 
 /// Start-up: adopt your tables as the role that runs your migrations (after
-/// your CREATE TABLEs), then route; the layer records every tenant request,
-/// and request ids (outermost) tie each answer to its log row.
+/// your CREATE TABLEs), connect as the server's login with the server's
+/// timeouts, then route; the layer records every tenant request, the
+/// fallbacks answer problem+json, and request ids (outermost) tie each answer
+/// to its log row. `Tenantry::start` also runs the upkeep `tenantry serve`
+/// runs (usage metrics refreshed, request-log partitions kept ahead).
 async fn app(
     migrations: &tokio_postgres::Client,
-    db: Database,
+    server: DatabaseConfig,
 ) -> Result<axum::Router, Box<dyn std::error::Error>> {
     adopt_table(migrations, "projects", &AdoptOptions::default(), |_| {}).await?;
+    let db = Database::connect(&DatabaseConfig {
+        timeouts: Timeouts::server(),
+        ..server
+    })?;
     let (tenantry, _flusher) = Tenantry::start(db, &Default::default());
     Ok(axum::Router::new()
         .route("/projects/{id}", axum::routing::get(get_project))
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(tenantry.layer())
+        .fallback(route_not_found)
         .with_state(tenantry)
         .layer(RequestIdLayer))
 }

@@ -142,6 +142,22 @@ pub struct ApiError {
     retry_after_secs: Option<u64>,
 }
 
+/// The answer for a path no route has, as problem+json: a router's
+/// `.fallback(route_not_found)` (axum's own is an empty `404`).
+pub async fn route_not_found() -> ApiError {
+    ApiError::new(ProblemCode::RouteNotFound, "no such route")
+}
+
+/// The answer for a route asked with a method it does not take, as
+/// problem+json: a router's `.method_not_allowed_fallback(method_not_allowed)`
+/// (axum's own is an empty `405`).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ProblemCode::MethodNotAllowed,
+        "this route does not accept that method",
+    )
+}
+
 impl ApiError {
     /// An error of a kind, with what went wrong in this request.
     pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {

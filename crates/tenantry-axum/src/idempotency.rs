@@ -326,13 +326,13 @@ pub const SWEEP_BATCH: i32 = 1000;
 /// Deletes expired idempotency keys every [`SWEEP_INTERVAL`], in
 /// transactions of [`SWEEP_BATCH`] rows (row locks only), until `stop`
 /// resolves or its sender is dropped. Started by [`crate::Tenantry::start`].
-pub(crate) async fn sweep(db: tenantry_db::Database, mut stop: tokio::sync::oneshot::Receiver<()>) {
+pub(crate) async fn sweep(db: tenantry_db::Database, mut stop: tokio::sync::watch::Receiver<()>) {
     let mut tick =
         tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_INTERVAL, SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = &mut stop => return,
+            _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
         loop {

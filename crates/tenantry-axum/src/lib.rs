@@ -90,12 +90,18 @@ pub struct TenantryConfig {
     pub request_log_batch: usize,
     /// How many tenants the per-tenant traffic stats name (`/metrics`, `tenantry top`).
     pub tenant_stats: TenantStatsConfig,
+    /// How often the upkeep runs (`None`: never, for a process that leaves
+    /// it to another): refreshes the usage metrics that `GET /v1/usage`,
+    /// `tenantry usage` and `tenantry.tenant_metrics` read from the request
+    /// log, and keeps a week of request-log partitions ahead (checked every
+    /// 60th run). Every process that serves tenants may run it.
+    pub upkeep_every: Option<Duration>,
 }
 
 impl Default for TenantryConfig {
     /// The server's defaults: keys trusted for 1 s, invalidations listened
     /// for where the pool connects, request log on, a queue of 10 000 rows
-    /// written 500 at a time.
+    /// written 500 at a time, upkeep every minute.
     fn default() -> Self {
         Self {
             key_cache_ttl: Duration::from_secs(1),
@@ -104,6 +110,7 @@ impl Default for TenantryConfig {
             request_log_queue: 10_000,
             request_log_batch: 500,
             tenant_stats: TenantStatsConfig::default(),
+            upkeep_every: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -125,14 +132,16 @@ pub struct Tenantry {
     pub(crate) tokens: Arc<TokenCache>,
     pub(crate) members: Arc<MemberCache>,
     /// Dropped with the last clone: the expiry sweep of idempotency keys ends.
-    _sweep: Arc<tokio::sync::oneshot::Sender<()>>,
+    /// Dropped with the last clone: the idempotency sweep and the upkeep end.
+    _stop: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 impl Tenantry {
     /// Builds the shared state and starts the request-log flusher, the
     /// invalidation listener, the task that applies its feed to the key
-    /// cache, and the expiry of idempotency keys older than 24 hours
-    /// ([`idempotency::SWEEP_INTERVAL`]). The flusher's task (returned) ends once every clone of the state
+    /// cache, the expiry of idempotency keys older than 24 hours
+    /// ([`idempotency::SWEEP_INTERVAL`]) and the upkeep
+    /// ([`TenantryConfig::upkeep_every`]). The flusher's task (returned) ends once every clone of the state
     /// is dropped and the queue is written; the listener, its follower and the
     /// expiry end with the last clone.
     pub fn start(db: Database, config: &TenantryConfig) -> (Self, JoinHandle<()>) {
@@ -168,10 +177,13 @@ impl Tenantry {
                 follower.apply(invalidation);
             }
         });
-        let (sweep, stop_sweep) = tokio::sync::oneshot::channel();
-        tokio::spawn(idempotency::sweep(db.clone(), stop_sweep));
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        tokio::spawn(idempotency::sweep(db.clone(), stopped.clone()));
+        if let Some(every) = config.upkeep_every {
+            tokio::spawn(request_log::upkeep(db.clone(), every, stopped));
+        }
         let tenantry = Self {
-            _sweep: Arc::new(sweep),
+            _stop: Arc::new(stop),
             db,
             keys,
             invalidations,

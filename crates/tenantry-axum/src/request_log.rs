@@ -1,4 +1,4 @@
-//! The request log: [`RequestIdLayer`], which gives every request its id (echoed in the response and in problem bodies), and [`RequestLogLayer`], the tower layer that times every request, writes its one log line, counts it by route and status, and hands the rows of requests a tenant made to a bounded in-process queue that requests append to without waiting, flushed to `tenantry.request_log` in batches by one background task; a full queue drops and counts.
+//! The request log: [`RequestIdLayer`], which gives every request its id (echoed in the response and in problem bodies), and [`RequestLogLayer`], the tower layer that times every request, writes its one log line, counts it by route and status, and hands the rows of requests a tenant made to a bounded in-process queue that requests append to without waiting, flushed to `tenantry.request_log` in batches by one background task; a full queue drops and counts. Also the upkeep of what is built from it: usage metrics refreshed, partitions kept ahead.
 
 use std::{
     future::Future,
@@ -438,6 +438,40 @@ where
             }
             Ok(response)
         })
+    }
+}
+
+/// The upkeep every `every` until `stop`'s sender is dropped: the usage
+/// metrics refreshed from the request log, and a week of request-log
+/// partitions kept ahead (at the first run and every 60th), each as the
+/// administrative actor `scheduler`. A failed run is logged and the next
+/// one tries again.
+pub(crate) async fn upkeep(
+    db: tenantry_db::Database,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut runs: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let result = async {
+            let mut scope = db.admin("scheduler").await?;
+            if runs % 60 == 0 {
+                scope.ensure_request_log_partitions(7).await?;
+            }
+            scope.refresh_metrics().await?;
+            scope.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "the upkeep (metrics refresh, request-log partitions) failed");
+        }
+        runs += 1;
     }
 }
 

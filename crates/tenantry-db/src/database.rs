@@ -129,8 +129,8 @@ impl Timeouts {
 
     /// The library's defaults: TCP settings that find a dead peer within
     /// seconds (`tcp_user_timeout` 10 s, keepalives after 10 s idle), and no
-    /// statement, idle or reply limits (the server sets those; see
-    /// `tenantry_api::config::Settings`).
+    /// statement, idle or reply limits ([`Timeouts::server`] has the
+    /// server's; a long migration or report may need none).
     pub const fn tcp_only() -> Self {
         Self {
             tcp_user_timeout: Some(Duration::from_secs(10)),
@@ -138,6 +138,19 @@ impl Timeouts {
             statement_timeout: None,
             idle_in_transaction_timeout: None,
             reply_timeout: None,
+        }
+    }
+
+    /// What `tenantry serve` runs with by default, for an application of
+    /// its own: [`Timeouts::tcp_only`]'s TCP settings, statements cancelled
+    /// after 30 s, a transaction left idle ended after 15 s (its locks go
+    /// with it), and a caller waiting at most 35 s for a reply.
+    pub const fn server() -> Self {
+        Self {
+            statement_timeout: Some(Duration::from_secs(30)),
+            idle_in_transaction_timeout: Some(Duration::from_secs(15)),
+            reply_timeout: Some(Duration::from_secs(35)),
+            ..Self::tcp_only()
         }
     }
 

@@ -14,10 +14,11 @@ use axum::{
     Router,
 };
 use tenantry_axum::{
+    error::{method_not_allowed, route_not_found},
     jwt::{JwtConfig, JwtVerifier},
-    ApiError, ProblemCode, RequestIdLayer, Tenantry, TenantryConfig,
+    RequestIdLayer, Tenantry, TenantryConfig,
 };
-use tenantry_db::{Database, DatabaseConfig};
+use tenantry_db::{Database, DatabaseConfig, Timeouts};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 pub mod config;
@@ -58,14 +59,9 @@ pub fn router(tenantry: Tenantry) -> Router {
             "/issues/{id}/comments",
             post(comments::create).get(comments::list),
         )
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                ProblemCode::MethodNotAllowed,
-                "this route does not accept that method",
-            )
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(tenantry.layer())
-        .fallback(|| async { ApiError::new(ProblemCode::RouteNotFound, "no such route") })
+        .fallback(route_not_found)
         .with_state(tenantry)
         .layer(RequestIdLayer)
 }
@@ -85,9 +81,12 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         schema::migrate(&settings.migration).await?;
         let key = schema::context_key(&settings.migration).await?;
-        let db = Database::connect(
-            &DatabaseConfig::from_config(settings.server.clone()).with_context_key(key),
-        )?;
+        // The server's timeouts: a slow statement is cancelled (503), a
+        // transaction left idle ends, a silent database is given up.
+        let db = Database::connect(&DatabaseConfig {
+            timeouts: Timeouts::server(),
+            ..DatabaseConfig::from_config(settings.server.clone()).with_context_key(key)
+        })?;
         if let Some(problem) = db.login_role_check().await?.problem() {
             anyhow::bail!("refusing to serve tenant traffic: {problem}");
         }
