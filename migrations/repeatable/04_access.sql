@@ -912,7 +912,7 @@ $$;
 COMMENT ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) IS 'Invites a person (email or user id) to the current tenant with an optional role, valid 1 minute to 30 days (default 7 days); needs members.invite and every permission of the role. Returns the token once (only its SHA-256 is stored). At most 1000 pending per tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) TO tenantry_app;
 
-/** Revokes a pending invitation of the current tenant (members.invite); TN404 when it is not the tenant's. Idempotent. */
+/** Revokes a pending invitation of the current tenant (members.invite); TN409 when it was accepted, TN404 when it is not the tenant's. Idempotent. */
 CREATE OR REPLACE FUNCTION tenantry.revoke_invitation(invitation_id uuid)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
@@ -926,14 +926,23 @@ BEGIN
     IF tid IS NULL OR NOT tenantry.authorize('members.invite') THEN
         RAISE EXCEPTION 'revoking invitations needs members.invite' USING ERRCODE = 'TN401';
     END IF;
+    -- An accepted invitation is spent: revoking it would say something
+    -- happened while the person stays a member (an acceptance committed
+    -- first is seen here: the UPDATE waits for its row and checks again).
     UPDATE tenantry.invitations i SET revoked_at = coalesce(i.revoked_at, at)
-    WHERE i.tenant_id = tid AND i.invitation_id = revoke_invitation.invitation_id;
+    WHERE i.tenant_id = tid AND i.invitation_id = revoke_invitation.invitation_id
+      AND i.accepted_at IS NULL;
     IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM tenantry.invitations i
+                   WHERE i.tenant_id = tid AND i.invitation_id = revoke_invitation.invitation_id) THEN
+            RAISE EXCEPTION 'invitation % was already accepted', revoke_invitation.invitation_id
+                USING ERRCODE = 'TN409', HINT = 'remove the member instead';
+        END IF;
         RAISE EXCEPTION 'invitation % not found', revoke_invitation.invitation_id USING ERRCODE = 'TN404', HINT = 'invitation_id';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.revoke_invitation(uuid) IS 'Revokes an invitation of the current tenant (members.invite). Idempotent; TN404 for another tenant''s.';
+COMMENT ON FUNCTION tenantry.revoke_invitation(uuid) IS 'Revokes an invitation of the current tenant (members.invite). Idempotent for a revoked or expired one; TN409 for one already accepted (remove the member instead); TN404 for another tenant''s.';
 GRANT EXECUTE ON FUNCTION tenantry.revoke_invitation(uuid) TO tenantry_app;
 
 /**

@@ -166,13 +166,16 @@ pub async fn list_invitations(
     )?))
 }
 
-/// Revoke an invitation of the caller's tenant (`members.invite`); idempotent.
+/// Revoke an invitation of the caller's tenant (`members.invite`);
+/// idempotent. An invitation already accepted is spent: 409 (remove the
+/// member instead).
 #[utoipa::path(
     delete, path = "/v1/invitations/{invitation_id}", tag = "people",
     params(("invitation_id" = String, Path, format = Uuid)),
     responses(
         (status = 400, description = "Malformed path parameter", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = Invitation),
+        (status = 409, description = "The invitation was already accepted", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::NotFound,
     ),

@@ -823,6 +823,21 @@ async fn invitations_are_listed_revoked_and_refused_alike_when_used_revoked_or_s
         ("revoked", accept(&app, &frank, &revoked).await),
     ];
     accept(&app, &erin, &for_erin).await.expect(200);
+    // An accepted invitation is spent: revoking it is refused (the member
+    // stays), every time, not answered as if something was revoked.
+    let spent = format!(
+        "/v1/invitations/{}",
+        for_erin["invitation_id"].as_str().unwrap()
+    );
+    for _ in 0..2 {
+        app.delete(&spent, &acme.key).await.problem(409, "conflict");
+    }
+    assert!(app
+        .get("/v1/members", &acme.key)
+        .await
+        .items()
+        .iter()
+        .any(|m| m["email"] == json!("erin@acme.test")));
     let reused = accept(&app, &erin, &for_erin).await;
     for (what, r) in refusals.iter().chain([("reused", reused)].iter()) {
         r.problem(404, "not_found");
