@@ -37,6 +37,8 @@ impl AuditListQuery {
             cursor: None,
         }
         .limit()?;
+        super::calendar_time("since", self.since)?;
+        super::calendar_time("until", self.until)?;
         let after = match &self.cursor {
             Some(c) => {
                 let key = decode_cursor(c)?;

@@ -49,6 +49,7 @@ impl NewKeyBody {
     /// The library's options, validated.
     pub fn options(&self) -> Result<NewKeyOptions, ApiError> {
         let description = self.description.clone().unwrap_or_default();
+        super::calendar_time("expires_at", self.expires_at)?;
         if self.expires_at.is_some_and(|e| e <= Utc::now()) {
             return Err(ApiError::invalid(
                 "expires_at",

@@ -130,6 +130,23 @@ pub fn invalid_cursor() -> ApiError {
     .with_field("cursor")
 }
 
+/// A time a client sent, refused unless it falls in years 1 to 9999
+/// (RFC 3339's range, and well inside PostgreSQL's): beyond, the database
+/// refuses it with a message that names no field.
+pub(crate) fn calendar_time(
+    field: &str,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), ApiError> {
+    use chrono::Datelike;
+    match at {
+        Some(t) if !(1..=9999).contains(&t.year()) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be a time between the years 1 and 9999"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A whole number as JSON Schema counts integers: `1369` and `1369.0` alike
 /// (serde's integer types refuse the second); at least 0.
 pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(

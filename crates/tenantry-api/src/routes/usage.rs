@@ -42,6 +42,8 @@ pub async fn metrics(
     Query(q): Query<MetricsQuery>,
 ) -> Result<Json<Vec<MetricsRow>>, ApiError> {
     caller.require("usage.read")?;
+    super::calendar_time("from", q.from)?;
+    super::calendar_time("to", q.to)?;
     if let (Some(from), Some(to)) = (q.from, q.to) {
         if from > to {
             return Err(ApiError::invalid("from", "from must not be after to"));

@@ -469,3 +469,35 @@ async fn odd_client_input_never_yields_a_500() {
     // Nothing was written by any of them.
     assert_eq!(app.resource_names(&t.key, "").await, vec!["r"]);
 }
+
+/// Times beyond the years 1 to 9999 are refused before the database sees
+/// them, naming the field (the database's own refusal named none).
+#[tokio::test]
+async fn times_beyond_the_calendar_are_refused_naming_their_field() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    for at in ["+99999-01-01T00:00:00Z", "+200000-01-01T00:00:00Z"] {
+        let r = app
+            .post("/v1/keys", &t.key, &json!({ "expires_at": at }))
+            .await;
+        assert_eq!(
+            r.problem(422, "validation_failed")["field"],
+            "expires_at",
+            "{at}"
+        );
+        let encoded = at.replace('+', "%2B").replace(':', "%3A");
+        for (path, field) in [
+            (format!("/v1/usage/metrics?from={encoded}"), "from"),
+            (format!("/v1/usage/metrics?to={encoded}"), "to"),
+            (format!("/v1/audit?since={encoded}"), "since"),
+            (format!("/v1/audit?until={encoded}"), "until"),
+        ] {
+            let r = app.get(&path, &t.key).await;
+            assert_eq!(
+                r.problem(422, "validation_failed")["field"],
+                field,
+                "{path}"
+            );
+        }
+    }
+}
