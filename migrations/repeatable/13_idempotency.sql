@@ -58,6 +58,17 @@ BEGIN
         ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
         GET DIAGNOSTICS claimed = ROW_COUNT;
     EXCEPTION WHEN lock_not_available THEN
+        -- The wait was for the key's row (the same request still in flight:
+        -- 409), or for the table, which another session locked (nothing to
+        -- do with this key: 55P03, answered 503 and retried later). The lock
+        -- every insert takes anyway, asked for without waiting, tells them
+        -- apart.
+        BEGIN
+            LOCK TABLE tenantry.idempotency_keys IN ROW EXCLUSIVE MODE NOWAIT;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'the idempotency keys are locked by another session; retry later'
+                USING ERRCODE = '55P03';
+        END;
         RAISE EXCEPTION 'a request with this Idempotency-Key is still being processed; retry it later'
             USING ERRCODE = 'TN409', HINT = 'Idempotency-Key';
     END;
@@ -71,7 +82,7 @@ BEGIN
          WHERE k.tenant_id = tid AND k.idempotency_key = claim_idempotency_key.idempotency_key;
 END
 $$;
-COMMENT ON FUNCTION tenantry.claim_idempotency_key(text, bytea) IS 'Claims an Idempotency-Key for the current tenant''s transaction (no row), or returns the committed response stored under it and whether it was for the same request; TN409 while another transaction holds it uncommitted for more than 200 ms.';
+COMMENT ON FUNCTION tenantry.claim_idempotency_key(text, bytea) IS 'Claims an Idempotency-Key for the current tenant''s transaction (no row), or returns the committed response stored under it and whether it was for the same request; TN409 while another transaction holds it uncommitted for more than 200 ms; 55P03 (retry) when the table itself is locked.';
 GRANT EXECUTE ON FUNCTION tenantry.claim_idempotency_key(text, bytea) TO tenantry_app;
 
 -- The operator's keys (migration 0027): no role reads or writes them
@@ -125,6 +136,17 @@ BEGIN
         ON CONFLICT ON CONSTRAINT operator_idempotency_keys_pkey DO NOTHING;
         GET DIAGNOSTICS claimed = ROW_COUNT;
     EXCEPTION WHEN lock_not_available THEN
+        -- The wait was for the key's row (the same request still in flight:
+        -- 409), or for the table, which another session locked (nothing to
+        -- do with this key: 55P03, answered 503 and retried later). The lock
+        -- every insert takes anyway, asked for without waiting, tells them
+        -- apart.
+        BEGIN
+            LOCK TABLE tenantry.idempotency_keys IN ROW EXCLUSIVE MODE NOWAIT;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'the idempotency keys are locked by another session; retry later'
+                USING ERRCODE = '55P03';
+        END;
         RAISE EXCEPTION 'a request with this Idempotency-Key is still being processed; retry it later'
             USING ERRCODE = 'TN409', HINT = 'Idempotency-Key';
     END;

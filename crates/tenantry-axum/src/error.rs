@@ -75,7 +75,7 @@ problem_codes! {
     ValidationFailed = ("validation_failed", UNPROCESSABLE_ENTITY, "The request is well-formed but invalid"),
     RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "Too many requests for this tenant"),
     InternalError = ("internal_error", INTERNAL_SERVER_ERROR, "Internal error"),
-    ServiceUnavailable = ("service_unavailable", SERVICE_UNAVAILABLE, "The database is unavailable; retry later"),
+    ServiceUnavailable = ("service_unavailable", SERVICE_UNAVAILABLE, "The database could not serve the request in time or is unavailable; retry later"),
     IdentityProviderUnavailable = ("identity_provider_unavailable", SERVICE_UNAVAILABLE, "The identity provider's keys cannot be fetched; retry later"),
     ShuttingDown = ("shutting_down", SERVICE_UNAVAILABLE, "The server is shutting down; retry, on another instance if there is one"),
 }
@@ -290,7 +290,9 @@ impl From<DbError> for ApiError {
                 tracing::warn!(error = %m, "database unavailable");
                 Self::new(
                     ProblemCode::ServiceUnavailable,
-                    "the database is unavailable; retry later",
+                    // Also a statement cancelled by its timeout, or one that
+                    // waited too long for a lock: the database is up then.
+                    "the database could not serve this request in time or is unavailable; retry later",
                 )
             }
             DbError::Contention(m) => {

@@ -743,3 +743,31 @@ async fn a_keyed_write_with_a_wrong_credential_is_refused_before_its_body_arrive
         0
     );
 }
+
+/// SQL as the server's own login (an injection) locks the idempotency keys'
+/// table: a keyed write waits at most its lock timeout and is answered 503
+/// (retry later), not 409 "still being processed", which would tell the
+/// client its own earlier request is in flight when none is. Once the lock
+/// is gone, the same key writes.
+#[tokio::test]
+async fn a_keyed_write_blocked_by_a_table_lock_is_503_not_a_request_in_flight() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    let server = app.db.server_client().await;
+    server.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&server, globex.id.parse().unwrap()).await;
+    server
+        .batch_execute("LOCK TABLE tenantry.idempotency_keys IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let body = json!({ "name": "behind-a-lock" });
+    let blocked = create(&app, &acme.key, "fresh-key", &body).await;
+    blocked.resp.problem(503, "service_unavailable");
+    server.batch_execute("ROLLBACK").await.unwrap();
+    create(&app, &acme.key, "fresh-key", &body)
+        .await
+        .resp
+        .expect(201);
+    assert_eq!(resources_named(&app, "behind-a-lock").await, 1);
+}
