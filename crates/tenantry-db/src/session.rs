@@ -60,6 +60,10 @@ pub enum SessionError {
     /// The login's sessions start read-only.
     #[error("{0}")]
     ReadOnly(String),
+    /// The login may not act as the server (not an inheriting member of
+    /// `tenantry_server`).
+    #[error("{0}")]
+    NotServer(String),
 }
 
 /// Makes connections with deadpool-postgres and readies them for tenant work.
@@ -182,10 +186,10 @@ async fn open_session(
     )
     .await;
     let row = row?;
-    role?;
+    role.map_err(not_server)?;
     let pid: i32 = row.get(0);
     let citus: bool = row.get(1);
-    let settings: String = settings?.get(0);
+    let settings: String = settings.map_err(not_server)?.get(0);
     let nonce = nonce.map_err(|e| match e.code() {
         // The draw writes (nextval): sessions that start read-only, from a
         // default set for the login or the database (which the login may set
@@ -202,6 +206,22 @@ async fn open_session(
     })?;
     let chain = open_chain(client, key, pid, nonce).await?;
     Ok((chain, citus, settings))
+}
+
+/// A session's set-up refused for want of a privilege: the login is not the
+/// server's (it needs `tenantry_server`, inherited, which makes it a member
+/// of `tenantry_app` and lets it use the schema). Said so, with the grant;
+/// other errors as they are.
+fn not_server(e: tokio_postgres::Error) -> SessionError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+        SessionError::NotServer(format!(
+            "the login cannot act as tenantry's server ({e}): as a superuser, GRANT tenantry_server TO <login> \
+             (a role that inherits, the default: ALTER ROLE <login> INHERIT), or connect as tenantry_server itself \
+             (ALTER ROLE tenantry_server PASSWORD ... gives it one)"
+        ))
+    } else {
+        SessionError::Db(e)
+    }
 }
 
 /// The session's draw that its opening is bound to (`tenantry.context_session_nonce`).

@@ -2202,3 +2202,35 @@ async fn a_move_waiting_for_a_long_transaction_does_not_hold_other_tenants_creat
     long.commit().await.unwrap();
     moving.await.unwrap().unwrap();
 }
+
+/// A login that is not tenantry's server (no `tenantry_server` grant, or one
+/// it does not inherit) is refused with what to grant, not PostgreSQL's bare
+/// "permission denied to set role".
+#[tokio::test]
+async fn a_login_that_is_not_the_servers_is_told_what_to_grant() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let login = format!("stranger_{}", uuid::Uuid::new_v4().simple());
+    su.batch_execute(&format!(
+        "CREATE ROLE {login} LOGIN PASSWORD 'pw'; GRANT CONNECT ON DATABASE {db} TO {login};",
+        db = tdb.name()
+    ))
+    .await
+    .unwrap();
+    let mut pg = tdb.server_config();
+    pg.user(&login).password("pw");
+    let mut config = tenantry_db::DatabaseConfig::from_config(pg);
+    config.context_key = tdb.database_config().context_key;
+    let db = Database::connect(&config).unwrap();
+    let refused = match db
+        .tenant(TenantContext::new(
+            TenantId::from_uuid(uuid::Uuid::new_v4()),
+        ))
+        .await
+    {
+        Err(e) => e,
+        Ok(_) => panic!("a stranger's pool served"),
+    };
+    let message = refused.to_string();
+    assert!(message.contains("GRANT tenantry_server TO"), "{message}");
+}
