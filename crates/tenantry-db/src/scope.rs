@@ -1163,7 +1163,11 @@ impl Tx {
             return Ok(());
         }
         self.settle(false);
-        let client = self.client.as_ref().expect("client present");
+        // No connection: a first flight refused on a spoiled one found no
+        // other (nothing of the transaction ran anywhere).
+        let Some(client) = self.client.as_ref() else {
+            return Ok(());
+        };
         self.in_flight = true;
         let result = crate::database::within(self.contexts.reply_timeout, async {
             Ok(client.batch_execute("ROLLBACK").await?)
