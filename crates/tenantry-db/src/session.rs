@@ -215,9 +215,9 @@ async fn open_session(
 fn not_server(e: tokio_postgres::Error) -> SessionError {
     if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
         SessionError::NotServer(format!(
-            "the login cannot act as tenantry's server ({e}): as a superuser, GRANT tenantry_server TO <login> \
-             (a role that inherits, the default: ALTER ROLE <login> INHERIT), or connect as tenantry_server itself \
-             (ALTER ROLE tenantry_server PASSWORD ... gives it one)"
+            "the login cannot act as tenantry's server ({}): connect as tenantry_server, or as a login granted \
+             it (GRANT tenantry_server TO <login>, a role that inherits: the default)",
+            crate::error::describe(&e)
         ))
     } else {
         SessionError::Db(e)
