@@ -136,17 +136,6 @@ BEGIN
         ON CONFLICT ON CONSTRAINT operator_idempotency_keys_pkey DO NOTHING;
         GET DIAGNOSTICS claimed = ROW_COUNT;
     EXCEPTION WHEN lock_not_available THEN
-        -- The wait was for the key's row (the same request still in flight:
-        -- 409), or for the table, which another session locked (nothing to
-        -- do with this key: 55P03, answered 503 and retried later). The lock
-        -- every insert takes anyway, asked for without waiting, tells them
-        -- apart.
-        BEGIN
-            LOCK TABLE tenantry.idempotency_keys IN ROW EXCLUSIVE MODE NOWAIT;
-        EXCEPTION WHEN lock_not_available THEN
-            RAISE EXCEPTION 'the idempotency keys are locked by another session; retry later'
-                USING ERRCODE = '55P03';
-        END;
         RAISE EXCEPTION 'a request with this Idempotency-Key is still being processed; retry it later'
             USING ERRCODE = 'TN409', HINT = 'Idempotency-Key';
     END;
