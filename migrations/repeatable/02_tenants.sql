@@ -273,7 +273,15 @@ BEGIN
         -- child under a deleted parent.) Before the hierarchy lock below, so
         -- that a creation never holds that lock while it waits for a row a
         -- move holds.
-        SELECT status INTO parent_status FROM tenantry.tenants WHERE tenant_id = NEW.parent_id FOR SHARE;
+        IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL AND tenantry.citus_distributed() THEN
+            -- Not on a Citus cluster: there FOR SHARE on the tenants reference
+            -- table locks its whole shard, which every tenant's INSERT holds
+            -- a conflicting lock on (concurrent creations deadlocked). The
+            -- race with a deletion stays open there (docs/scale-out.md).
+            SELECT status INTO parent_status FROM tenantry.tenants WHERE tenant_id = NEW.parent_id;
+        ELSE
+            SELECT status INTO parent_status FROM tenantry.tenants WHERE tenant_id = NEW.parent_id FOR SHARE;
+        END IF;
         -- Serialise re-parenting so two concurrent moves cannot build a cycle,
         -- and so a new tenant's closure and counts (09_limits.sql) are taken
         -- from ancestors that do not move meanwhile. A new tenant has no

@@ -367,8 +367,8 @@ pub(crate) struct Tx {
     /// That check refused the session: the connection is closed.
     session_refused: bool,
     /// The first flight failed for what an earlier transaction left on the
-    /// connection (its session changed or its context chain lost): nothing of
-    /// this transaction ran.
+    /// connection (its session changed or its context chain lost): its block
+    /// was aborted from its first statements, nothing of it ran.
     spoiled_before: bool,
     /// That flight's setup, kept to send again on another connection.
     refused_setup: Option<Setup>,
@@ -704,6 +704,10 @@ impl Tx {
                     "a connection spoiled by an earlier transaction was closed; the transaction runs on another"
                 );
                 self.check_session = client.ran_caller_sql;
+                let mut client = client;
+                // This transaction's own SQL runs on it now: the next one
+                // there checks the session (as on the first connection).
+                client.ran_caller_sql |= self.runs_caller_sql;
                 self.client = Some(client);
                 self.failed = false;
                 self.session_refused = false;
@@ -1029,7 +1033,10 @@ impl Tx {
                     }
                 }
                 None => {
-                    self.spoiled_before = true;
+                    // Not resent: a refused context does not abort the
+                    // transaction, so the flight's statements after it ran
+                    // (without a context), and its cause (a retired key, a
+                    // wrong one) would refuse every connection alike.
                     return Err(DbError::Unavailable(
                         "the database refused this connection's tenant context; the connection is closed, retry"
                             .into(),

@@ -321,3 +321,36 @@ async fn a_configuration_reload_is_not_taken_for_sql_that_changed_the_session() 
     // The same connection throughout: nothing was closed.
     assert_eq!(backend_pid(&db, b).await, before);
 }
+
+/// A transaction sent again on another connection (its first was spoiled by
+/// earlier SQL) whose own SQL changes the session there: that connection is
+/// checked before its next transaction too, so b never runs under a's
+/// settings (found by a review of the resend: the new connection was not
+/// marked as having run caller SQL when the resent flight carried it).
+#[tokio::test]
+async fn sql_resent_on_another_connection_is_checked_there_too() {
+    let (_w, db, a, b, c_schema) = projects_world().await;
+    let clean = settings(&db, b).await;
+    // a spoils the one connection...
+    let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+    scope
+        .execute("SET enable_indexscan = off", &[])
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    // ... and its next transaction, refused there and sent again on a new
+    // connection, changes that one's session with its only statement.
+    let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+    scope
+        .execute(
+            format!("SELECT set_config('search_path', '{c_schema}, public', false)").as_str(),
+            &[],
+        )
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    // b reads its own row with clean settings: the second connection was
+    // checked and replaced too.
+    assert_eq!(project_names(&db, b).await.unwrap(), ["b-project"]);
+    assert_eq!(settings(&db, b).await, clean);
+}
