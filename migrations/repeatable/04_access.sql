@@ -630,7 +630,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NEW.user_id IS NULL THEN
-        NEW.user_id := gen_random_uuid();
+        -- Random, marked version 5: no token's subject maps to a version-5
+        -- id (tenantry_axum::jwt::user_id_for derives those from subjects, and
+        -- takes a subject as the id only when it is of another version), so
+        -- no person can sign in as this member by writing its id as a subject.
+        NEW.user_id := overlay(gen_random_uuid()::text PLACING '5' FROM 15 FOR 1)::uuid;
     ELSIF NEW.pending IS NOT TRUE AND NOT pg_has_role(current_user, 'tenantry_owner', 'USAGE') THEN
         RAISE EXCEPTION 'a member named by a user id is pending until that person accepts an invitation'
             USING ERRCODE = '42501',

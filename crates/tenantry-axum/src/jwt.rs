@@ -19,8 +19,8 @@
 //! - `iss` must equal the issuer, `aud` must name one of the audiences, `exp`
 //!   is required and `nbf` checked when present, both with the configured
 //!   leeway;
-//! - the user id is the user claim itself when it is a UUID, else a UUIDv5 of
-//!   issuer and subject ([`user_id_for`]);
+//! - the user id is the user claim itself when it is a canonical UUID not of
+//!   version 5, else a UUIDv5 of issuer and subject ([`user_id_for`]);
 //! - the email is verified only when the token's `email_verified` claim is
 //!   `true` ([`VerifiedToken::email_verified`]); a provider that never sends
 //!   the claim is trusted only when configured so
@@ -482,15 +482,21 @@ fn kid_for_log(kid: &str) -> String {
 /// The user id of a token's subject (its user claim).
 ///
 /// A subject that is a UUID (Supabase, Nile, Keycloak, Cognito) is the user
-/// id itself, so ids agree with the provider's. Any other subject (Auth0's
-/// `auth0|abc`, Clerk's `user_2x...`) becomes the UUIDv5, in the namespace
+/// id itself, so ids agree with the provider's, when it is written the
+/// canonical way (lower case, hyphenated) and is not of version 5. Any other
+/// subject (Auth0's `auth0|abc`, Clerk's `user_2x...`, and a UUID written
+/// another way or of version 5) becomes the UUIDv5, in the namespace
 /// [`SUBJECT_NAMESPACE`], of `issuer + "\n" + subject`: the same user of the
 /// same issuer always gets the same id, and the same subject at another
-/// issuer a different one.
+/// issuer a different one. So one id has one subject: `{…}`, `urn:uuid:`,
+/// upper-case and 32-digit spellings of a UUID are other subjects, and no
+/// subject can be the id derived from another (those are all version 5),
+/// nor the id the database draws for a member no person signs in as
+/// (version 5 too: `tenant_members_consent`), whoever controls the claim.
 pub fn user_id_for(issuer: &str, subject: &str) -> UserId {
     match Uuid::parse_str(subject) {
-        Ok(id) => UserId::from_uuid(id),
-        Err(_) => UserId::from_uuid(Uuid::new_v5(
+        Ok(id) if id.get_version_num() != 5 && id.to_string() == subject => UserId::from_uuid(id),
+        _ => UserId::from_uuid(Uuid::new_v5(
             &SUBJECT_NAMESPACE,
             format!("{issuer}\n{subject}").as_bytes(),
         )),
@@ -897,6 +903,38 @@ mod tests {
         let mut c = jwks_config();
         c.audience.clear();
         assert!(matches!(JwtVerifier::new(c), Err(JwtError::Config(_))));
+    }
+
+    #[test]
+    fn one_user_id_has_one_subject_whoever_controls_the_claim() {
+        let id = "6b39e4e3-84cd-4d21-88a9-cff7e14ca36c";
+        let canonical = user_id_for("https://a/", id);
+        assert_eq!(canonical.to_string(), id);
+        // Other spellings of the same UUID are other subjects, other ids.
+        let spellings = [
+            id.to_uppercase(),
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            id.replace('-', ""),
+        ];
+        let mut ids: Vec<UserId> = spellings
+            .iter()
+            .map(|s| user_id_for("https://a/", s))
+            .collect();
+        ids.push(canonical);
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 5, "five subjects, five ids");
+        // A derived id written as a subject is not that person.
+        let alice = user_id_for("https://a/", "auth0|alice");
+        assert_ne!(user_id_for("https://a/", &alice.to_string()), alice);
+        // Nor is any version-5 UUID (the database draws such ids for members
+        // no person signs in as).
+        let drawn = Uuid::new_v5(&Uuid::NAMESPACE_OID, b"drawn");
+        assert_ne!(
+            *user_id_for("https://a/", &drawn.to_string()).as_uuid(),
+            drawn
+        );
     }
 
     #[test]

@@ -1657,3 +1657,56 @@ async fn a_server_told_to_trust_a_provider_without_the_claim_accepts_its_tokens_
         .problem(404, "not_found");
     accept(&app, &token(None), &invitation).await.expect(200);
 }
+
+/// A user claim that people can shape (a username, a custom attribute) must
+/// not let one person sign in as another: alice's derived id written as a
+/// subject, or another spelling of it, is somebody else, and so is the id
+/// the database drew for a member added without one (found by an audit: the
+/// subject was taken as the id whenever it parsed as a UUID, in any form).
+#[tokio::test]
+async fn a_subject_written_as_someone_elses_user_id_is_not_that_person() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let alice = token_for(&idp, "auth0|alice", "alice@acme.test");
+    join(&app, &acme.key, "alice@acme.test", None, &alice).await;
+    let alice_id = tenantry_axum::jwt::user_id_for(&idp.issuer(), "auth0|alice");
+    // A member no person signs in as: its id is the database's.
+    let bot = app
+        .post(
+            "/v1/members",
+            &acme.key,
+            &json!({ "email": "bot@acme.test" }),
+        )
+        .await
+        .expect(201)["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let canonical = alice_id.to_string();
+    for subject in [
+        canonical.clone(),
+        canonical.to_uppercase(),
+        format!("{{{canonical}}}"),
+        format!("urn:uuid:{canonical}"),
+        canonical.replace('-', ""),
+        bot.clone(),
+    ] {
+        let mallory = token_for(&idp, &subject, "mallory@evil.test");
+        let mine = as_person(&app, Method::GET, "/v1/me/tenants", &mallory, None, None).await;
+        assert!(mine.items().is_empty(), "{subject}: {:?}", mine.items());
+        let refused = as_person(
+            &app,
+            Method::GET,
+            "/v1/resources",
+            &mallory,
+            Some(&acme.id),
+            None,
+        )
+        .await;
+        refused.problem(404, "not_found");
+    }
+    // Alice herself still is.
+    let hers = as_person(&app, Method::GET, "/v1/me/tenants", &alice, None, None).await;
+    assert_eq!(hers.items().len(), 1);
+}
