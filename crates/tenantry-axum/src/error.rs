@@ -169,6 +169,13 @@ impl ApiError {
         }
     }
 
+    /// The same error telling a client to retry after `secs` seconds (at
+    /// least 1) in its `Retry-After` (sent with 429 and 503 answers).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
+    }
+
     /// 429 `rate_limited` whose `Retry-After` is `wait` rounded up to whole
     /// seconds (at least 1): a client that obeys it is let through next time.
     pub fn rate_limited(detail: impl Into<String>, wait: std::time::Duration) -> Self {

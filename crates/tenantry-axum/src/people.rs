@@ -70,7 +70,12 @@ impl TokenCache {
                 return Ok(verified.clone());
             }
         }
-        let verified = Arc::new(verifier.verify(token).await.map_err(token_error)?);
+        let verified = Arc::new(
+            verifier
+                .verify(token)
+                .await
+                .map_err(|e| token_error(e, verifier.config().jwks_min_refetch_secs))?,
+        );
         let mut entries = self.entries.write().expect("token cache lock");
         if entries.len() >= PEOPLE_CACHE_CAPACITY {
             entries.retain(|_, (v, at)| at.elapsed() < TOKEN_CACHE_TTL && v.expires_at > now);
@@ -84,14 +89,17 @@ impl TokenCache {
 }
 
 /// Every refused token gets the same answer; why goes to the log only. An
-/// identity provider that cannot be reached is the one exception (503).
-fn token_error(e: JwtError) -> ApiError {
+/// identity provider that cannot be reached is the one exception (503), whose
+/// `Retry-After` is the time before the keys are fetched again
+/// (`jwks_min_refetch_secs`: an earlier retry would get the same answer).
+fn token_error(e: JwtError, refetch_secs: u64) -> ApiError {
     if e.is_unavailable() {
         tracing::warn!(error = %e, "identity provider keys unavailable");
         return ApiError::new(
             ProblemCode::IdentityProviderUnavailable,
             "the identity provider's keys cannot be fetched; retry later",
-        );
+        )
+        .with_retry_after(refetch_secs);
     }
     tracing::debug!(reason = %e, "bearer token refused");
     ApiError::unauthorized()

@@ -1463,6 +1463,7 @@ async fn an_unreachable_identity_provider_answers_503_with_its_own_title_and_ret
         .unwrap();
     let mut config = idp.config();
     config.jwks_url = Some(format!("http://{nothing}/.well-known/jwks.json"));
+    let refetch_secs = config.jwks_min_refetch_secs;
     let app = TestApp::spawn_with(move |s| s.jwt = Some(config)).await;
     let acme = app.tenant("acme").await;
     let alice = token_for(&idp, "alice", "alice@acme.test");
@@ -1476,7 +1477,13 @@ async fn an_unreachable_identity_provider_answers_503_with_its_own_title_and_ret
         }
         let response = req.send().await.unwrap();
         assert_eq!(response.status(), 503, "{path}");
-        assert_eq!(response.headers()["retry-after"], "1", "{path}");
+        // Not before the keys are fetched again: an earlier retry would get
+        // the same answer.
+        assert_eq!(
+            response.headers()["retry-after"],
+            refetch_secs.to_string().as_str(),
+            "{path}"
+        );
         let r = app.send_raw_response(response).await;
         let body = r.problem(503, "identity_provider_unavailable");
         assert_eq!(
