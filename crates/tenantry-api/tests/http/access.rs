@@ -219,13 +219,7 @@ async fn another_tenants_role_id_is_404() {
     app.post("/v1/keys", &a.key, &json!({ "role_id": b_role }))
         .await
         .problem(404, "not_found");
-    let member = app
-        .post("/v1/members", &a.key, &json!({ "email": "m@a.example" }))
-        .await
-        .expect(201)["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let member = app.add_member(&a.key, "m@a.example").await;
     app.put(&format!("/v1/members/{member}/roles/{b_role}"), &a.key)
         .await
         .problem(404, "not_found");
@@ -349,17 +343,7 @@ async fn members_are_added_listed_and_assigned_roles_and_a_duplicate_email_is_40
 async fn removing_a_member_who_holds_keys_removes_their_keys_and_the_member() {
     let app = TestApp::spawn().await;
     let t = app.tenant("t").await;
-    let user = app
-        .post(
-            "/v1/members",
-            &t.key,
-            &json!({ "email": "leaver@example.com" }),
-        )
-        .await
-        .expect(201)["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user = app.add_member(&t.key, "leaver@example.com").await;
     let (old_key, old_id) = app.create_key(&t.id, json!({ "user_id": user })).await;
     app.delete(&format!("/v1/keys/{old_id}"), &t.key)
         .await
@@ -413,13 +397,7 @@ async fn a_restricted_key_cannot_assign_a_role_with_permissions_it_lacks() {
     let admin_role = app
         .create_role(&t.key, "admin", &["members.write", "keys.write"])
         .await;
-    let user = app
-        .post("/v1/members", &hr_key, &json!({ "email": "e@example.com" }))
-        .await
-        .expect(201)["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user = app.add_member(&hr_key, "e@example.com").await;
     app.put(&format!("/v1/members/{user}/roles/{admin_role}"), &hr_key)
         .await
         .problem(403, "permission_denied");

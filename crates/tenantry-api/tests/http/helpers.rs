@@ -285,6 +285,17 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Adds a member by `email` with the tenant's `key` (no person signs in
+    /// as it: its id is the database's); returns its user id.
+    pub async fn add_member(&self, key: &str, email: &str) -> String {
+        self.post("/v1/members", key, &json!({ "email": email }))
+            .await
+            .expect(201)["user_id"]
+            .as_str()
+            .expect("a user id")
+            .to_owned()
+    }
+
     /// Creates a key for `tenant` with the admin token; returns (key, key_id).
     pub async fn create_key(&self, tenant: &str, body: Value) -> (String, String) {
         let r = self

@@ -140,13 +140,7 @@ async fn world() -> World {
     )
     .await
     .expect(201);
-    let member = app
-        .post("/v1/members", &a.key, &json!({ "email": "m@example.com" }))
-        .await
-        .expect(201)["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let member = app.add_member(&a.key, "m@example.com").await;
     let role = app.create_role(&a.key, "empty", &[]).await;
     let (no_permission, _) = app.create_role_key(&a.key, &role).await;
     let suspended = app.tenant("suspended").await;

@@ -688,17 +688,7 @@ async fn an_owner_whose_other_members_are_all_pending_may_leave_and_the_first_to
     .await
     .expect(201);
     // An active record member holds the owner back...
-    let record = app
-        .post(
-            "/v1/members",
-            &acme.key,
-            &json!({ "email": "bot@acme.test" }),
-        )
-        .await
-        .expect(201)["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let record = app.add_member(&acme.key, "bot@acme.test").await;
     let owner_id = member_id(&app, &acme.key, "owner@acme.test").await;
     let owner_path = format!("/v1/members/{owner_id}");
     let leave = || {
@@ -1104,13 +1094,7 @@ async fn the_admin_token_lists_and_ends_a_session_it_started_and_its_token_is_re
     admin_impersonates(&app, &other.id, &carol).await;
     // A session in acme's child, which acme's own callers also see.
     let eu = app.child_tenant("acme-eu", Some(&acme.id)).await;
-    let dave = app
-        .post("/v1/members", &eu.key, &json!({ "email": "dave@eu.test" }))
-        .await
-        .expect(201)["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let dave = app.add_member(&eu.key, "dave@eu.test").await;
     let in_child = admin_impersonates(&app, &eu.id, &dave).await;
     let child_id = in_child["impersonation_id"].as_str().unwrap();
     assert_eq!(app.get("/v1/resources", session).await.status, 200);
@@ -1679,17 +1663,7 @@ async fn a_subject_written_as_someone_elses_user_id_is_not_that_person() {
     join(&app, &acme.key, "alice@acme.test", None, &alice).await;
     let alice_id = tenantry_axum::jwt::user_id_for(&idp.issuer(), "auth0|alice");
     // A member no person signs in as: its id is the database's.
-    let bot = app
-        .post(
-            "/v1/members",
-            &acme.key,
-            &json!({ "email": "bot@acme.test" }),
-        )
-        .await
-        .expect(201)["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let bot = app.add_member(&acme.key, "bot@acme.test").await;
     let canonical = alice_id.to_string();
     for subject in [
         canonical.clone(),

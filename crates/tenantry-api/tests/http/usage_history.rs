@@ -366,17 +366,7 @@ async fn the_operator_sees_a_tenants_roles_and_members_and_no_other_tenants() {
     let other_role = app
         .create_role(&other.key, "writers", &["resources.write"])
         .await;
-    let member = app
-        .post(
-            "/v1/members",
-            &t.key,
-            &json!({ "email": "ann@example.com" }),
-        )
-        .await
-        .expect(201)["user_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let member = app.add_member(&t.key, "ann@example.com").await;
     app.put(&format!("/v1/members/{member}/roles/{role}"), &t.key)
         .await
         .expect(200);
