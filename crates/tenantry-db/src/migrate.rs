@@ -437,8 +437,11 @@ async fn apply_pending(
     until: Option<i32>,
     distributed: bool,
 ) -> Result<Vec<Migration>, MigrateError> {
-    client
-        .batch_execute(
+    // Everything, the bookkeeping table included, in one transaction: a run
+    // that fails (a role that may not create tenantry's roles, an edited
+    // file) leaves the database as it found it, without an empty schema.
+    let tx = client.transaction().await?;
+    tx.batch_execute(
             "CREATE SCHEMA IF NOT EXISTS tenantry;
              CREATE TABLE IF NOT EXISTS tenantry.schema_migrations (
                  version    integer PRIMARY KEY,
@@ -451,13 +454,13 @@ async fn apply_pending(
                  'Migrations applied by tenantry migrate, with the SHA-256 of each file. Append-only.';",
         )
         .await?;
-    let pending: Vec<Migration> = pending_after_verify(client)
+    let pending: Vec<Migration> = pending_after_verify(&tx)
         .await?
         .into_iter()
         .filter(|m| until.is_none_or(|v| m.version <= v))
         .collect();
     // Refused before anything is applied, like an unknown versioned migration.
-    let stale = stale_definitions(client).await?;
+    let stale = stale_definitions(&tx).await?;
     if distributed && (!pending.is_empty() || !stale.is_empty()) {
         return Err(MigrateError::CitusUpgrade {
             what: format!(
@@ -467,7 +470,6 @@ async fn apply_pending(
             ),
         });
     }
-    let tx = client.transaction().await?;
     for migration in &pending {
         // Each file sets its own role; none inherits the previous file's.
         tx.batch_execute("RESET ROLE").await?;

@@ -208,6 +208,54 @@ async fn check_accepts_an_up_to_date_database_and_reports_an_empty_one_as_pendin
     assert!(!has_schema, "check created the tenantry schema");
 }
 
+/// A migration role that may not create tenantry's roles (no superuser, no
+/// CREATEROLE, though it owns the database) is refused, and the database is
+/// left as it was: no `tenantry` schema, no bookkeeping table, so that a run
+/// by the right role later starts from nothing.
+#[tokio::test]
+async fn a_migration_refused_partway_leaves_the_database_without_a_tenantry_schema() {
+    let tdb = TestDatabase::new().await;
+    let (login, mut config) = tdb.login_role("migrator", &[]).await;
+    let name = format!("empty_{}", uuid::Uuid::new_v4().simple());
+    let su = tdb.superuser_client().await;
+    su.batch_execute(&format!("CREATE DATABASE {name} OWNER {login}"))
+        .await
+        .expect("creating a database the migrator owns");
+    config.dbname(&name);
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .expect("connecting as the migrator");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+
+    let err = migrate::migrate(&mut client)
+        .await
+        .expect_err("a role that cannot create roles cannot install tenantry");
+    assert!(
+        matches!(
+            err,
+            MigrateError::Failed { .. } | MigrateError::DefinitionFailed { .. }
+        ),
+        "{err:?}"
+    );
+    let has_schema: bool = client
+        .query_one("SELECT to_regnamespace('tenantry') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!has_schema, "the refused run left a tenantry schema: {err}");
+
+    drop(client);
+    su.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    su.batch_execute(&format!("DROP ROLE {login}"))
+        .await
+        .unwrap();
+}
+
 /// Every fact of schema tenantry's catalog (functions with their bodies, ACLs
 /// and comments; relations, columns, constraints, indexes, triggers, policies,
 /// views), one line each.
