@@ -54,7 +54,35 @@ pub async fn context_key(target: &crate::Target) -> anyhow::Result<tenantry_db::
 pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::Migration>> {
     let mut client = connect_url(url, "migrate").await?;
     let migrated = tenantry_db::migrate::migrate(&mut client).await;
-    as_migration_role(migrated, "tenantry migrate")
+    // A migration file's own SQL refused (not the bookkeeping read before
+    // it, which names the role below): it creates roles or grants.
+    let in_a_file = matches!(
+        migrated,
+        Err(tenantry_db::migrate::MigrateError::Failed { .. }
+            | tenantry_db::migrate::MigrateError::DefinitionFailed { .. })
+    );
+    let migrated = migrated.map_err(anyhow::Error::new);
+    if in_a_file && migrated.as_ref().is_err_and(privilege_refused) {
+        let role = client
+            .query_one("SELECT session_user::text", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_else(|_| "this login".into());
+        return migrated.context(format!(
+            "tenantry migrate creates tenantry's roles (one of them BYPASSRLS) and their grants: \
+             run it as a superuser (DATABASE_URL names {role}, which may not); nothing was changed"
+        ));
+    }
+    needs_migration_role(migrated, "tenantry migrate")
+}
+
+/// Whether the database refused a privilege (SQLSTATE 42501) anywhere in `e`'s chain.
+fn privilege_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<tokio_postgres::Error>()
+            .and_then(|e| e.code())
+            .is_some_and(|code| *code == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    })
 }
 
 /// `result`, with the role a command needs named when the database refused
@@ -72,7 +100,7 @@ where
 pub fn needs_migration_role<T>(result: anyhow::Result<T>, command: &str) -> anyhow::Result<T> {
     result.map_err(|e| {
         let text = format!("{e:#}");
-        if (text.contains("42501") || text.contains("permission denied"))
+        if (privilege_refused(&e) || text.contains("42501") || text.contains("permission denied"))
             && !text.contains("runs as the role that runs your migrations")
         {
             e.context(format!(

@@ -805,3 +805,53 @@ async fn a_backfilling_adoption_refused_for_its_options_changes_nothing_and_rele
     .await
     .unwrap();
 }
+
+/// A first install by a role that may not create roles (it owns the
+/// database, but is no superuser) says to run it as a superuser, names
+/// PostgreSQL's refusal once, and leaves no `tenantry` schema behind.
+#[tokio::test]
+async fn migrate_by_a_role_that_cannot_create_roles_says_to_use_a_superuser_and_changes_nothing() {
+    let db = TestDatabase::new().await;
+    let (login, config) = db.login_role("migrator", &[]).await;
+    let su = db.superuser_client().await;
+    let name = format!("fresh_{}", uuid::Uuid::new_v4().simple());
+    su.batch_execute(&format!("CREATE DATABASE {name} OWNER {login}"))
+        .await
+        .unwrap();
+    let mut fresh = config.clone();
+    fresh.dbname(&name);
+    let url = tenantry_db::provision::conninfo(&fresh);
+
+    let out = run(&url, &["migrate"], &[]);
+    let (_, err) = text(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "run it as a superuser (DATABASE_URL names {login}, which may not); nothing was changed"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("ERROR: ").count(),
+        1,
+        "the database's refusal once: {err}"
+    );
+
+    let mut su_fresh = db.superuser_config();
+    su_fresh.dbname(&name);
+    let (check, conn) = su_fresh.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let has_schema: bool = check
+        .query_one("SELECT to_regnamespace('tenantry') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!has_schema, "a refused install left a tenantry schema");
+    drop(check);
+    su.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    su.batch_execute(&format!("DROP ROLE {login}"))
+        .await
+        .unwrap();
+}
