@@ -1,106 +1,174 @@
 //! Typed identifiers (`TenantId`, `ResourceId`, ...): a uuid that cannot be passed where another kind of id belongs.
 
-use std::{fmt, str::FromStr};
-
-use serde::{Deserialize, Serialize};
-use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
-use uuid::Uuid;
-
+/// Declares typed ids for a team's own tables: each a `uuid` that cannot be
+/// passed where another kind of id belongs, yet is a query parameter and a
+/// column value as its uuid (`ToSql`, `FromSql`), parses from a path segment
+/// (`FromStr`, `parse`), prints as the uuid (`Display`) and is a JSON string
+/// (`Serialize`, `Deserialize`). tenantry's own ids (`TenantId`, …) are
+/// declared with it.
+///
+/// ```
+/// tenantry_db::typed_id! {
+///     /// An invoice's id.
+///     pub struct InvoiceId;
+///     /// A line of an invoice.
+///     pub struct InvoiceLineId;
+/// }
+///
+/// let id: InvoiceId = "6b39e4e3-84cd-4d21-88a9-cff7e14ca36c".parse().unwrap();
+/// assert_eq!(id.to_string(), "6b39e4e3-84cd-4d21-88a9-cff7e14ca36c");
+/// // A statement parameter as it is: `scope.query_opt(sql, &[&id])`.
+/// let _: &(dyn tokio_postgres::types::ToSql + Sync) = &id;
+/// ```
+///
+/// Ids of two kinds do not mix:
+///
+/// ```compile_fail
+/// tenantry_db::typed_id! { pub struct InvoiceId; pub struct CustomerId; }
+/// fn customer(_: CustomerId) {}
+/// customer(InvoiceId::parse("6b39e4e3-84cd-4d21-88a9-cff7e14ca36c").unwrap());
+/// ```
+#[macro_export]
 macro_rules! typed_id {
-    ($(#[$doc:meta] $name:ident),* $(,)?) => {$(
-        #[$doc]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-        #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
-        #[serde(transparent)]
-        pub struct $name(Uuid);
+    ($($(#[$attr:meta])* $vis:vis struct $name:ident;)*) => {$(
+        $(#[$attr])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(transparent)]
+        $vis struct $name($crate::__private::Uuid);
 
         impl $name {
             /// Wraps a uuid read from a trusted source (the database).
-            pub const fn from_uuid(id: Uuid) -> Self {
+            pub const fn from_uuid(id: $crate::__private::Uuid) -> Self {
                 Self(id)
             }
-            /// The underlying uuid, for query parameters.
-            pub const fn as_uuid(&self) -> &Uuid {
+            /// The underlying uuid.
+            pub const fn as_uuid(&self) -> &$crate::__private::Uuid {
                 &self.0
             }
             /// Parses a textual uuid (any form `uuid` accepts).
-            pub fn parse(s: &str) -> Result<Self, uuid::Error> {
-                Uuid::parse_str(s).map(Self)
+            pub fn parse(s: &str) -> ::core::result::Result<Self, $crate::__private::uuid::Error> {
+                $crate::__private::Uuid::parse_str(s).map(Self)
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.fmt(f)
+        impl ::core::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::core::fmt::Display::fmt(&self.0, f)
             }
         }
 
-        impl FromStr for $name {
-            type Err = uuid::Error;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
+        impl ::core::str::FromStr for $name {
+            type Err = $crate::__private::uuid::Error;
+            fn from_str(s: &str) -> ::core::result::Result<Self, Self::Err> {
                 Self::parse(s)
             }
         }
 
-        impl From<$name> for Uuid {
-            fn from(id: $name) -> Uuid {
+        impl ::core::convert::From<$name> for $crate::__private::Uuid {
+            fn from(id: $name) -> $crate::__private::Uuid {
                 id.0
             }
         }
 
+        /// A JSON string: the uuid.
+        impl $crate::__private::serde::Serialize for $name {
+            fn serialize<S: $crate::__private::serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> ::core::result::Result<S::Ok, S::Error> {
+                $crate::__private::serde::Serialize::serialize(&self.0, serializer)
+            }
+        }
+
+        impl<'de> $crate::__private::serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::__private::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::core::result::Result<Self, D::Error> {
+                <$crate::__private::Uuid as $crate::__private::serde::Deserialize<'de>>::deserialize(deserializer).map(Self)
+            }
+        }
+
         /// A query parameter of type `uuid`, as the uuid it wraps.
-        impl ToSql for $name {
+        impl $crate::__private::ToSql for $name {
             fn to_sql(
                 &self,
-                ty: &Type,
-                out: &mut bytes::BytesMut,
-            ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-                self.0.to_sql(ty, out)
+                ty: &$crate::__private::Type,
+                out: &mut $crate::__private::BytesMut,
+            ) -> ::core::result::Result<$crate::__private::IsNull, $crate::__private::BoxError> {
+                $crate::__private::ToSql::to_sql(&self.0, ty, out)
             }
-            fn accepts(ty: &Type) -> bool {
-                <Uuid as ToSql>::accepts(ty)
+            fn accepts(ty: &$crate::__private::Type) -> bool {
+                <$crate::__private::Uuid as $crate::__private::ToSql>::accepts(ty)
             }
-            to_sql_checked!();
+            $crate::__private::to_sql_checked!();
         }
 
         /// Read from a `uuid` column.
-        impl<'a> FromSql<'a> for $name {
+        impl<'a> $crate::__private::FromSql<'a> for $name {
             fn from_sql(
-                ty: &Type,
+                ty: &$crate::__private::Type,
                 raw: &'a [u8],
-            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-                Uuid::from_sql(ty, raw).map(Self)
+            ) -> ::core::result::Result<Self, $crate::__private::BoxError> {
+                <$crate::__private::Uuid as $crate::__private::FromSql>::from_sql(ty, raw).map(Self)
             }
-            fn accepts(ty: &Type) -> bool {
-                <Uuid as FromSql>::accepts(ty)
+            fn accepts(ty: &$crate::__private::Type) -> bool {
+                <$crate::__private::Uuid as $crate::__private::FromSql>::accepts(ty)
             }
         }
     )*};
 }
 
+/// What [`typed_id!`](crate::typed_id) expands to refers to, so that a team's
+/// crate needs none of these as its own dependencies. Not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use bytes::BytesMut;
+    pub use serde;
+    pub use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+    pub use uuid::{self, Uuid};
+    /// The error type of `ToSql` and `FromSql`.
+    pub type BoxError = Box<dyn std::error::Error + Sync + Send>;
+}
+
 typed_id! {
     /// Identifies a tenant.
-    TenantId,
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub struct TenantId;
     /// Identifies a resource (unique across tenants in practice; the key is (tenant, id)).
-    ResourceId,
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub struct ResourceId;
     /// Identifies a user (member of one or more tenants).
-    UserId,
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub struct UserId;
     /// Identifies an audit event (random: it orders nothing across tenants).
-    AuditEventId,
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub struct AuditEventId;
     /// Identifies a tenant role.
-    RoleId,
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub struct RoleId;
     /// Identifies an API key.
-    KeyId,
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub struct KeyId;
     /// Identifies an invitation to a tenant.
-    InvitationId,
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub struct InvitationId;
     /// Identifies an impersonation session.
-    ImpersonationId,
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub struct ImpersonationId;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_postgres::types::{FromSql, ToSql, Type};
 
     #[test]
     fn typed_ids_are_query_parameters_and_column_values_as_their_uuid() {

@@ -82,6 +82,8 @@ pub use database::{
 };
 pub use error::DbError;
 pub use idempotency::{IdempotencyKey, Idempotent, IdempotentRequest, StoredResponse};
+#[doc(hidden)]
+pub use ids::__private;
 pub use ids::{
     AuditEventId, ImpersonationId, InvitationId, KeyId, ResourceId, RoleId, TenantId, UserId,
 };

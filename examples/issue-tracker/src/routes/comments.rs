@@ -32,8 +32,8 @@ pub struct Comment {
 impl FromRow for Comment {
     fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
-            id: CommentId::from_uuid(row.try_get("id")?),
-            issue_id: IssueId::from_uuid(row.try_get("issue_id")?),
+            id: row.try_get("id")?,
+            issue_id: row.try_get("issue_id")?,
             body: row.try_get("body")?,
             created_at: row.try_get("created_at")?,
         })
@@ -58,7 +58,7 @@ pub async fn create(
     let body = text("body", &new.body, 10_000)?;
     let sql = "INSERT INTO comments (issue_id, body) SELECT id, $2 FROM issues WHERE id = $1
                RETURNING id, issue_id, body, created_at";
-    let comment = write_one(&caller, "issue", sql, &[issue.as_uuid(), &body]).await?;
+    let comment = write_one(&caller, "issue", sql, &[&issue, &body]).await?;
     Ok((StatusCode::CREATED, Json(comment)))
 }
 
@@ -74,7 +74,7 @@ pub async fn list(
         "SELECT id FROM issues WHERE id = $1",
         "SELECT id, issue_id, body, created_at FROM comments WHERE issue_id = $1
          ORDER BY created_at, id LIMIT $2",
-        issue.as_uuid(),
+        &issue,
     )
     .await?;
     Ok(Json(comments))

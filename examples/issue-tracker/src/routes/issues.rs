@@ -54,8 +54,8 @@ impl FromRow for Issue {
     fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
         let state: String = row.try_get("state")?;
         Ok(Self {
-            id: IssueId::from_uuid(row.try_get("id")?),
-            project_id: ProjectId::from_uuid(row.try_get("project_id")?),
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
             title: row.try_get("title")?,
             // The table's CHECK allows these two only.
             state: if state == "closed" {
@@ -100,7 +100,7 @@ pub async fn create(
     // The project is looked up under the tenant's policies: another tenant's is not there.
     let sql = "INSERT INTO issues (project_id, title) SELECT id, $2 FROM projects WHERE id = $1
                RETURNING id, project_id, title, state, created_at";
-    let issue = write_one(&caller, "project", sql, &[project.as_uuid(), &title]).await?;
+    let issue = write_one(&caller, "project", sql, &[&project, &title]).await?;
     Ok((StatusCode::CREATED, Json(issue)))
 }
 
@@ -118,7 +118,7 @@ pub async fn list(
         "project",
         "SELECT id FROM projects WHERE id = $1",
         &list,
-        project.as_uuid(),
+        &project,
     )
     .await?;
     Ok(Json(issues))
@@ -128,9 +128,7 @@ pub async fn list(
 pub async fn get(caller: TenantCaller, Path(id): Path<IssueId>) -> Result<Json<Issue>, ApiError> {
     caller.require(permissions::READ)?;
     let sql = format!("SELECT {COLUMNS} FROM issues WHERE id = $1");
-    Ok(Json(
-        read_one(&caller, "issue", &sql, &[id.as_uuid()]).await?,
-    ))
+    Ok(Json(read_one(&caller, "issue", &sql, &[&id]).await?))
 }
 
 /// `PATCH /issues/{id}`: retitle, close, reopen.
@@ -145,6 +143,6 @@ pub async fn update(
     let sql = "UPDATE issues SET title = coalesce($2, title), state = coalesce($3, state)
                WHERE id = $1 RETURNING id, project_id, title, state, created_at";
     Ok(Json(
-        write_one(&caller, "issue", sql, &[id.as_uuid(), &title, &state]).await?,
+        write_one(&caller, "issue", sql, &[&id, &title, &state]).await?,
     ))
 }

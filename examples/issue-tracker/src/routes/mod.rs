@@ -34,7 +34,7 @@ async fn read_children<T: FromRow>(
     what: &str,
     parent: &str,
     list: &str,
-    id: &Uuid,
+    id: &(dyn tokio_postgres::types::ToSql + Sync),
 ) -> Result<Vec<T>, ApiError> {
     let mut scope = caller.scope().await?;
     let found: Option<(Uuid,)> = scope.query_opt(parent, &[id]).await?;

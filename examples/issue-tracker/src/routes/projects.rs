@@ -27,7 +27,7 @@ pub struct Project {
 impl FromRow for Project {
     fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
         Ok(Self {
-            id: ProjectId::from_uuid(row.try_get("id")?),
+            id: row.try_get("id")?,
             name: row.try_get("name")?,
             created_at: row.try_get("created_at")?,
         })
@@ -85,9 +85,7 @@ pub async fn get(
 ) -> Result<Json<Project>, ApiError> {
     caller.require(permissions::READ)?;
     let sql = "SELECT id, name, created_at FROM projects WHERE id = $1";
-    Ok(Json(
-        read_one(&caller, "project", sql, &[id.as_uuid()]).await?,
-    ))
+    Ok(Json(read_one(&caller, "project", sql, &[&id]).await?))
 }
 
 /// `PATCH /projects/{id}`
@@ -101,6 +99,6 @@ pub async fn update(
     let sql = "UPDATE projects SET name = coalesce($2, name) WHERE id = $1
                RETURNING id, name, created_at";
     Ok(Json(
-        write_one(&caller, "project", sql, &[id.as_uuid(), &name]).await?,
+        write_one(&caller, "project", sql, &[&id, &name]).await?,
     ))
 }
