@@ -815,11 +815,20 @@ BEGIN
         -- rows (hierarchy) to one whose tenants do not: a parent may write a
         -- row naming its child's tenant there, and the key's refusal (or its
         -- acceptance) tells it whether the child's row exists, which it
-        -- cannot read (found by a new user's review).
+        -- cannot read (found by a new user's review). The other way round,
+        -- a parent deleting or changing its child's row of the referenced
+        -- table is refused by the key when the child has rows of the
+        -- referencing table, which the parent cannot read (or its action
+        -- reaches them: found by an audit as the server's login).
         RETURN QUERY
             SELECT t.table_id::text, 'hierarchy'::text,
-                   format('foreign key %I from %s, whose tenants reach their descendants'' rows, to %s, whose tenants do not: its refusals tell a parent which of its descendants'' rows of %s exist',
-                          k.conname, k.conrelid::regclass, k.confrelid::regclass, k.confrelid::regclass),
+                   CASE WHEN src.hierarchy THEN
+                       format('foreign key %I from %s, whose tenants reach their descendants'' rows, to %s, whose tenants do not: its refusals tell a parent which of its descendants'' rows of %s exist',
+                              k.conname, k.conrelid::regclass, k.confrelid::regclass, k.confrelid::regclass)
+                   ELSE
+                       format('foreign key %I from %s, whose tenants do not reach their descendants'' rows, to %s, whose tenants do: a parent deleting or changing a descendant''s row of %s learns from the key (or changes, by its action) the descendant''s rows of %s, which it cannot read',
+                              k.conname, k.conrelid::regclass, k.confrelid::regclass, k.confrelid::regclass, k.conrelid::regclass)
+                   END,
                    format('SELECT tenantry.adopt_table(%L, hierarchy => false); -- or SELECT tenantry.adopt_table(%L, hierarchy => true); both tables must reach the same rows',
                           k.conrelid::regclass::text, k.confrelid::regclass::text)
             FROM pg_catalog.pg_constraint k
@@ -829,7 +838,7 @@ BEGIN
               -- Under the referencing table; under the referenced one too
               -- when only it is asked about (adopt_table's check).
               AND (k.conrelid = t.table_id OR (tbl IS NOT NULL AND k.confrelid = t.table_id))
-              AND src.hierarchy AND NOT dst.hierarchy
+              AND src.hierarchy <> dst.hierarchy
             ORDER BY 3;
         -- A foreign key into it from a table that is not a tenant table (no
         -- tenant_id, so the rule above cannot pair it): whoever may write
@@ -1701,7 +1710,7 @@ BEGIN
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id or from a table with hierarchy to one without. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id or between a table with hierarchy and one without. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
 
 /**
  * The refusals of adopt_table that depend on its options (sharing needs a

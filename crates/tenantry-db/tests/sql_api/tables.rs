@@ -2007,6 +2007,76 @@ async fn the_library_adopts_a_table_naming_its_tenants_after_validating_its_key_
     );
 }
 
+/// The other way round: a foreign key from an adopted table whose tenants
+/// do not reach their descendants' rows to one whose tenants do is refused
+/// too (found by an audit as the server's login: a parent deleting its
+/// child's project learned from the key's refusal that the child had notes
+/// on it, which it cannot read, and with ON DELETE CASCADE deleted them),
+/// whichever of the two is adopted last, and the doctor names one made
+/// behind adopt_table's back.
+#[tokio::test]
+async fn a_foreign_key_from_a_table_without_hierarchy_to_one_with_is_refused_and_named_by_the_doctor(
+) {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE projects (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('projects');
+         CREATE TABLE notes (tenant_id uuid NOT NULL, id int NOT NULL, project_id int NOT NULL,
+                             PRIMARY KEY (tenant_id, id),
+                             FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id) ON DELETE CASCADE);",
+    )
+    .await;
+    let before = table_state(&m, "notes").await;
+    let err = m
+        .batch_execute("SELECT adopt_table('notes', hierarchy => false)")
+        .await
+        .unwrap_err();
+    let db_err = err.as_db_error().expect("a database error");
+    assert_eq!(db_err.code().code(), "TN422", "{}", describe(&err));
+    assert!(
+        db_err.detail().unwrap_or("").contains("[hierarchy]")
+            && db_err
+                .detail()
+                .unwrap_or("")
+                .contains("whose tenants do not reach"),
+        "{}",
+        describe(&err)
+    );
+    assert_eq!(table_state(&m, "notes").await, before, "nothing changed");
+
+    // Both with hierarchy: adopted. Then the referenced table cannot lose
+    // it, nor the referencing one.
+    exec(&m, "SELECT adopt_table('notes')").await;
+    for sql in [
+        "SELECT adopt_table('projects', hierarchy => false)",
+        "SELECT adopt_table('notes', hierarchy => false)",
+    ] {
+        let err = m.batch_execute(sql).await.unwrap_err();
+        assert_eq!(
+            err.as_db_error().map(|e| e.code().code()),
+            Some("TN422"),
+            "{sql}: {}",
+            describe(&err)
+        );
+    }
+    exec(
+        &m,
+        "UPDATE tenantry.tenant_tables SET hierarchy = false WHERE table_id = 'notes'::regclass",
+    )
+    .await;
+    let found = strings(
+        &m,
+        "SELECT table_name || ' [' || rule || ']' FROM table_problems() WHERE rule = 'hierarchy'",
+    )
+    .await;
+    assert!(
+        found.contains(&"public.notes [hierarchy]".to_owned()),
+        "{found:?}"
+    );
+}
+
 /// A foreign key from an adopted table whose tenants reach their
 /// descendants' rows (hierarchy) to one whose tenants do not is refused
 /// (found by a new user's review: a parent inserted a comment naming its
