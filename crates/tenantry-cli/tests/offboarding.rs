@@ -574,6 +574,88 @@ async fn an_adopted_table_with_an_identity_column_generated_always_imports_its_i
     }
 }
 
+/// JSON columns come back exactly (found by an operator's audit: a JSON
+/// `null` came back as SQL NULL, so a NOT NULL jsonb column refused the
+/// import, and a `json` value lost its text): JSON null and SQL NULL stay
+/// apart, a `json` value keeps duplicate keys and spacing, a jsonb number
+/// keeps its digits, arrays and a domain with a check of its own import too.
+#[tokio::test]
+async fn json_columns_come_back_exactly_json_null_apart_from_sql_null_and_json_text_as_it_was() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE DOMAIN public.json_object AS jsonb CHECK (jsonb_typeof(VALUE) = 'object');
+         CREATE TABLE public.docs (id int NOT NULL, body jsonb NOT NULL, maybe jsonb,
+                                   raw json, many jsonb[], obj public.json_object);",
+    )
+    .await
+    .unwrap();
+    let acme: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('acme')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    su.batch_execute(
+        r#"INSERT INTO public.docs VALUES
+             (1, 'null', 'null', '{"dup":1,  "dup":2}', ARRAY['null'::jsonb, '1'], '{"a":1}'),
+             (2, '{"n":18446744073709551617.000}', NULL, NULL, NULL, NULL),
+             (3, '"text"', '[null]', 'null', ARRAY[]::jsonb[], '{}');"#,
+    )
+    .await
+    .unwrap();
+    ok(&run(
+        &db.superuser_url(),
+        &[
+            "table",
+            "adopt",
+            "public.docs",
+            "--existing-rows-tenant",
+            &acme.to_string(),
+        ],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    export(&db, acme, archive.to_str().unwrap());
+    let copy = uuid::Uuid::new_v4();
+    import_as(&db, &archive, copy);
+
+    let rows = |tenant: uuid::Uuid| {
+        let su = &su;
+        async move {
+            su.query(
+                "SELECT id, body::text, maybe::text, maybe IS NULL, raw::text, raw IS NULL,
+                        many::text, obj::text
+                   FROM public.docs WHERE tenant_id = $1 ORDER BY id",
+                &[&tenant],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}|{}|{:?}|{}|{:?}|{}|{:?}|{:?}",
+                    r.get::<_, i32>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, Option<String>>(2),
+                    r.get::<_, bool>(3),
+                    r.get::<_, Option<String>>(4),
+                    r.get::<_, bool>(5),
+                    r.get::<_, Option<String>>(6),
+                    r.get::<_, Option<String>>(7),
+                )
+            })
+            .collect::<Vec<_>>()
+        }
+    };
+    let (original, imported) = (rows(acme).await, rows(copy).await);
+    assert_eq!(original.len(), 3);
+    assert_eq!(imported, original);
+    assert!(
+        imported[0].contains(r#"{\"dup\":1,  \"dup\":2}"#),
+        "{imported:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_purged_tenants_id_cannot_be_imported_again_or_taken_by_a_new_tenant_row() {
     let (db, su, a, _) = two_tenants(5, "shared").await;
@@ -638,7 +720,7 @@ async fn a_tampered_or_foreign_archive_is_refused_and_nothing_is_written() {
     let resources_file = "tables/tenantry.resources.ndjson".to_owned();
     tampered.insert(
         resources_file.clone(),
-        files[&resources_file].replacen("\"i\": 1,", "\"i\": 9,", 1),
+        files[&resources_file].replacen(r#"\"i\": 1,"#, r#"\"i\": 9,"#, 1),
     );
     assert_ne!(tampered[&resources_file], files[&resources_file]);
     let path = dir.path().join("tampered.tar.gz");
@@ -1214,7 +1296,7 @@ async fn an_archive_changed_after_its_check_is_refused_while_importing_and_rolle
     let file = "tables/tenantry.resources.ndjson".to_owned();
     tampered.insert(
         file.clone(),
-        files[&file].replacen("\"i\": 1,", "\"i\": 9,", 1),
+        files[&file].replacen(r#"\"i\": 1,"#, r#"\"i\": 9,"#, 1),
     );
     assert_ne!(tampered[&file], files[&file]);
     let before = tenants_and_resources(&su).await;

@@ -52,6 +52,12 @@ pub struct TableEntry {
     pub file: String,
     /// The columns of each row (tenant_id is never one: the archive is one tenant's).
     pub columns: Vec<String>,
+    /// The columns written as their text (`json`, `jsonb`, arrays and
+    /// domains of them): a JSON `null` stays apart from SQL NULL, and a
+    /// `json` value keeps its text. Absent in archives of older builds,
+    /// which wrote them as JSON.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text_columns: Vec<String>,
     /// Number of rows (lines).
     pub rows: u64,
     /// SHA-256 of the file, lowercase hex.
@@ -228,6 +234,48 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Those of `columns` whose values are JSON (`json`, `jsonb`, an array or a
+/// domain of either): written as their text, or a JSON `null` in them would
+/// come back as SQL NULL.
+async fn json_columns(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &[String],
+) -> Result<Vec<String>, OffboardError> {
+    let rows = tx
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a
+               JOIN pg_type t ON t.oid = a.atttypid
+               LEFT JOIN pg_type b ON b.oid = t.typbasetype
+              WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                AND ARRAY['json'::regtype, 'jsonb'::regtype]::oid[]
+                    && ARRAY[t.oid, t.typelem, b.oid, b.typelem]
+              ORDER BY a.attnum",
+            &[&table],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|c| columns.contains(c))
+        .collect())
+}
+
+/// The select list of `columns`, those in `text_columns` as their text.
+fn select_list(columns: &[String], text_columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            if text_columns.contains(c) {
+                format!("{0}::text AS {0}", quote_ident(c))
+            } else {
+                quote_ident(c)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn idents(columns: &[String]) -> String {
     columns
         .iter()
@@ -280,20 +328,23 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
             .await?
             .get(0);
         let only = if partitioned { "" } else { "ONLY " };
-        let (columns, select, count) = match table.as_str() {
+        let (columns, text_columns, select, count) = match table.as_str() {
             "tenantry.tenants" => {
+                // As JSON: tenantry.import_tenant reads this row.
                 let columns = readable_columns(tx, &table).await?;
+                let text_columns = Vec::new();
                 let select = format!(
                     "SELECT row_to_json(x.*)::text FROM (SELECT {} FROM ONLY tenantry.tenants WHERE tenant_id = $1) x",
                     idents(&columns)
                 );
                 let count =
                     "SELECT count(*) FROM ONLY tenantry.tenants WHERE tenant_id = $1".to_owned();
-                (columns, select, count)
+                (columns, text_columns, select, count)
             }
             // Permissions by name: their ids are each database's own.
             "tenantry.role_permissions" => (
                 vec!["role_id".into(), "permission".into()],
+                Vec::new(),
                 "SELECT row_to_json(x.*)::text FROM (
                     SELECT rp.role_id, p.name AS permission FROM ONLY tenantry.role_permissions rp
                       JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
@@ -310,6 +361,7 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
                     "shared_by".into(),
                     "shared_at".into(),
                 ],
+                Vec::new(),
                 "SELECT row_to_json(x.*)::text FROM (
                     SELECT s.table_name AS table_id, s.row_id, s.shared_with, s.shared_by, s.shared_at
                       FROM tenantry.shares_of_my_rows() s WHERE s.tenant_id = $1 ORDER BY 1, 2, 3) x"
@@ -319,20 +371,20 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
             ),
             _ => {
                 let columns = readable_columns(tx, &table).await?;
+                let text_columns = json_columns(tx, &table, &columns).await?;
+                let list = select_list(&columns, &text_columns);
                 let select = match sort_columns(tx, &table, &columns).await? {
                     Some(order) => format!(
-                        "SELECT row_to_json(x.*)::text FROM (SELECT {} FROM {only}{home} WHERE tenant_id = $1 ORDER BY {}) x",
-                        idents(&columns),
+                        "SELECT row_to_json(x.*)::text FROM (SELECT {list} FROM {only}{home} WHERE tenant_id = $1 ORDER BY {}) x",
                         idents(&order)
                     ),
                     None => format!(
-                        "SELECT row_to_json(x.*)::text FROM (SELECT {} FROM {only}{home} WHERE tenant_id = $1) x
-                          ORDER BY row_to_json(x.*)::text COLLATE \"C\"",
-                        idents(&columns)
+                        "SELECT row_to_json(x.*)::text FROM (SELECT {list} FROM {only}{home} WHERE tenant_id = $1) x
+                          ORDER BY row_to_json(x.*)::text COLLATE \"C\""
                     ),
                 };
                 let count = format!("SELECT count(*) FROM {only}{home} WHERE tenant_id = $1");
-                (columns, select, count)
+                (columns, text_columns, select, count)
             }
         };
         plans.push(Plan {
@@ -340,6 +392,7 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
                 file: file_name(&table),
                 table,
                 columns,
+                text_columns,
                 rows: 0,
                 sha256: String::new(),
             },
@@ -675,7 +728,8 @@ async fn insert_sql(
     // random digest: the key or token can never be presented again.
     let rows = tx
         .query(
-            "SELECT a.attname::text, a.attgenerated <> '', a.attnotnull AND NOT a.atthasdef AND a.atttypid = 'bytea'::regtype
+            "SELECT a.attname::text, a.attgenerated <> '', a.attnotnull AND NOT a.atthasdef AND a.atttypid = 'bytea'::regtype,
+                    format_type(a.atttypid, a.atttypmod)
                FROM pg_attribute a
               WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
               ORDER BY a.attnum",
@@ -689,7 +743,12 @@ async fn insert_sql(
         if name == "tenant_id" || generated {
             continue;
         }
-        if entry.columns.contains(&name) {
+        if entry.text_columns.contains(&name) && entry.columns.contains(&name) {
+            // Its text, cast to the column's type (JSON null and SQL NULL
+            // apart, a json value's text as it was).
+            let ty: String = r.get(3);
+            values.push(format!("(e ->> '{}')::{ty}", name.replace('\'', "''")));
+        } else if entry.columns.contains(&name) {
             values.push(format!("x.{}", quote_ident(&name)));
         } else if secret {
             values.push(
@@ -702,11 +761,20 @@ async fn insert_sql(
         targets.push(quote_ident(&name));
     }
     let home = home_table(tx, tenant, &entry.table).await?;
+    let as_text: Vec<String> = entry
+        .text_columns
+        .iter()
+        .map(|c| format!("'{}'", c.replace('\'', "''")))
+        .collect();
+    let as_text = format!("ARRAY[{}]::text[]", as_text.join(", "));
     Ok(format!(
         // OVERRIDING SYSTEM VALUE: an identity column GENERATED ALWAYS takes
         // the archived value (the ids rows refer to each other by), and
         // advance_sequences moves its sequence past them afterwards.
-        "INSERT INTO {home} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM jsonb_populate_recordset(NULL::{}, $1::jsonb) x",
+        // The columns written as text are left out of the record (a domain's
+        // check would see their text as a JSON string).
+        "INSERT INTO {home} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM jsonb_array_elements($1::jsonb) e,
+              LATERAL jsonb_populate_record(NULL::{}, e - {as_text}) x",
         targets.join(", "),
         values.join(", "),
         entry.table
