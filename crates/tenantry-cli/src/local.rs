@@ -137,6 +137,18 @@ pub async fn migration_client(
     target: &crate::Target,
     what: &str,
 ) -> anyhow::Result<(tokio_postgres::Client, Option<LocalCluster>)> {
+    if target.database_url.as_deref().is_none_or(str::is_empty) {
+        existing_cluster(target, what)?;
+    }
+    migration_client_or_new(target, what).await
+}
+
+/// [`migration_client`], making the embedded cluster when there is none
+/// (`tenantry migrate`).
+pub async fn migration_client_or_new(
+    target: &crate::Target,
+    what: &str,
+) -> anyhow::Result<(tokio_postgres::Client, Option<LocalCluster>)> {
     match target.database_url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => Ok((connect_url(url, what).await?, None)),
         None => {
@@ -145,6 +157,22 @@ pub async fn migration_client(
             Ok((client, Some(local)))
         }
     }
+}
+
+/// Refuses a command that would otherwise make a new, empty embedded
+/// cluster where none is (a mistyped --data-dir, DATABASE_URL forgotten):
+/// it would answer from nothing, as if the operator's tenants were gone.
+/// `tenantry serve`, `db start` and `migrate` make one.
+fn existing_cluster(target: &crate::Target, what: &str) -> anyhow::Result<()> {
+    if LocalCluster::exists(&target.data_dir) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "cannot {what}: DATABASE_URL is unset and there is no embedded cluster in {} \
+         (--data-dir, TENANTRY_DATA_DIR): set DATABASE_URL, point --data-dir at the directory \
+         `tenantry serve` uses, or start one there with `tenantry serve` or `tenantry db start`",
+        target.data_dir.display()
+    )
 }
 
 /// A pool for `target`: its URL as given, or the embedded cluster (migrated)
@@ -180,9 +208,24 @@ pub async fn database(
             Ok((Database::connect(&tune(config))?, None))
         }
         None => {
+            existing_cluster(target, "reach the embedded cluster's tenants")?;
             let local = LocalCluster::open(&target.data_dir, None).await?;
             let db = Database::connect(&tune(local.database_config()))?;
             Ok((db, Some(local)))
         }
     }
+}
+
+/// "database <name> on <host>:<port>" (or "on a local socket") of `client`:
+/// what a command that found nothing wrong, or changed nothing, says it
+/// looked at.
+pub async fn database_name(client: &tokio_postgres::Client) -> anyhow::Result<String> {
+    Ok(client
+        .query_one(
+            "SELECT format('database %s on %s', current_database(),
+                           coalesce(host(inet_server_addr()) || ':' || inet_server_port(), 'a local socket'))",
+            &[],
+        )
+        .await?
+        .get(0))
 }

@@ -12,7 +12,7 @@ mod top;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::output::outln;
 
@@ -47,6 +47,10 @@ pub struct Target {
         global = true
     )]
     pub context_key: Option<String>,
+    /// TOML settings file (the README's "Configuration"): its `database_url`,
+    /// `data_dir` and `context_key` apply below flags and environment variables.
+    #[arg(long, env = "TENANTRY_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,7 +206,13 @@ fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let cli = match parse_with_config() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {}", causes(&e));
+            std::process::exit(1);
+        }
+    };
     let telemetry = match init_logging(&cli.command) {
         Ok(telemetry) => telemetry,
         Err(e) => {
@@ -262,6 +272,71 @@ fn causes(e: &anyhow::Error) -> String {
     out
 }
 
+/// The command line, with the settings file's `database_url`, `data_dir` and
+/// `context_key` (`--config FILE` or `TENANTRY_CONFIG`) as the defaults of
+/// every command but `serve`, which reads the whole file itself: the file
+/// `tenantry serve` runs with points the other commands at the same database.
+fn parse_with_config() -> anyhow::Result<Cli> {
+    let mut command = Cli::command();
+    let mut args = std::env::args_os().skip(1);
+    let mut file = None;
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        if arg == "--config" {
+            file = args.next().map(PathBuf::from);
+        } else if let Some(path) = arg.strip_prefix("--config=") {
+            file = Some(PathBuf::from(path));
+        }
+    }
+    let file = file.or_else(|| {
+        std::env::var_os("TENANTRY_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let serving = std::env::args_os().nth(1).is_some_and(|a| a == "serve");
+    if let (Some(file), false) = (file, serving) {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading the settings file {}", file.display()))?;
+        let table: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("the settings file {}", file.display()))?;
+        let mut defaults = Vec::new();
+        for key in ["database_url", "data_dir", "context_key"] {
+            match table.get(key) {
+                None => {}
+                Some(toml::Value::String(v)) => defaults.push((key, v.clone())),
+                Some(_) => anyhow::bail!(
+                    "the settings file {}: {key} is not a string",
+                    file.display()
+                ),
+            }
+        }
+        command = with_defaults(command, &defaults);
+    }
+    let matches = command.get_matches();
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+/// `command` and its subcommands (but `serve`) with `defaults` for the
+/// arguments of those ids they have.
+fn with_defaults(mut command: clap::Command, defaults: &[(&str, String)]) -> clap::Command {
+    for (id, value) in defaults {
+        if command.get_arguments().any(|a| a.get_id() == *id) {
+            // Leaked once per process: clap keeps defaults as 'static str.
+            let value: &'static str = Box::leak(value.clone().into_boxed_str());
+            command = command.mut_arg(*id, |a| a.default_value(value).hide_default_value(true));
+        }
+    }
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .filter(|n| n != "serve")
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(name, |c| with_defaults(c, defaults));
+    }
+    command
+}
+
 async fn migrate(target: Target) -> anyhow::Result<()> {
     // Without a URL: use the embedded cluster (already running, or started for the occasion).
     let applied = match target.database_url.as_deref().filter(|u| !u.is_empty()) {
@@ -269,16 +344,24 @@ async fn migrate(target: Target) -> anyhow::Result<()> {
         // Opening the embedded cluster provisions (and so migrates) its database.
         None => None,
     };
-    let (mut client, cluster) = local::migration_client(&target, "migrate tenant schemas").await?;
+    let (mut client, cluster) =
+        local::migration_client_or_new(&target, "migrate tenant schemas").await?;
+    // Which database: "up to date" about the wrong one misleads.
+    match cluster.as_ref().and_then(|c| c.location()) {
+        Some(place) => outln!("the embedded cluster in {}", place.display()),
+        None => outln!("{}", local::database_name(&client).await?),
+    }
     let applied = match (applied, &cluster) {
         (Some(applied), _) => applied,
         (None, Some(cluster)) => cluster.applied().to_vec(),
         (None, None) => Vec::new(),
     };
     if applied.is_empty() {
+        let all = tenantry_db::migrate::migrations();
         outln!(
-            "schema is up to date ({} migrations)",
-            tenantry_db::migrate::migrations().len()
+            "schema is up to date ({} migrations, the latest {:04})",
+            all.len(),
+            all.last().map_or(0, |m| m.version)
         );
     } else {
         for m in &applied {

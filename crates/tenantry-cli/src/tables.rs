@@ -306,14 +306,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
                     )
                 }
             }
-            None => client
-                .query_one(
-                    "SELECT format('database %s on %s', current_database(),
-                                   coalesce(inet_server_addr()::text || ':' || inet_server_port(), 'a local socket'))",
-                    &[],
-                )
-                .await?
-                .get(0),
+            None => local::database_name(&client).await?,
         };
         outln!("{n} adopted table(s), no problem found ({checked})");
     } else {

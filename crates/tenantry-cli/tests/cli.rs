@@ -885,10 +885,100 @@ fn commands_on_the_embedded_default_print_no_error_when_they_stop_their_cluster(
             .output()
             .expect("running tenantry")
     };
-    for args in [&["context-key"][..], &["table", "list"], &["doctor"]] {
+    // migrate makes the cluster; the others use it and make none.
+    for args in [
+        &["migrate"][..],
+        &["context-key"],
+        &["table", "list"],
+        &["doctor"],
+    ] {
         let out = run(args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{args:?}: {err}");
         assert!(!err.contains("ERROR"), "{args:?} printed an error: {err}");
     }
+}
+
+/// Without DATABASE_URL, a command that reads or changes what is there
+/// refuses a data directory that holds no cluster (a mistyped --data-dir
+/// made a new, empty one and listed no tenants, as if they were gone), and
+/// makes nothing there; the settings file `tenantry serve` runs with
+/// (`--config` or TENANTRY_CONFIG) points the other commands at its
+/// database, below flags and environment variables.
+#[tokio::test]
+async fn commands_refuse_a_data_dir_without_a_cluster_and_take_the_database_from_the_settings_file()
+{
+    let db = TestDatabase::new().await;
+    let acme = json(&db, &["tenant", "create", "acme-from-file", "--json"]);
+    let acme_id = acme[0]["tenant_id"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-cluster-here");
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+        cmd.args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("TENANTRY_CONTEXT_KEY")
+            .env_remove("TENANTRY_DATA_DIR")
+            .env_remove("TENANTRY_CONFIG");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        output_within_a_minute(&mut cmd)
+    };
+
+    for args in [
+        &["tenant", "list", "--data-dir", missing.to_str().unwrap()][..],
+        &["doctor", "--data-dir", missing.to_str().unwrap()][..],
+        &[
+            "context-key",
+            "list",
+            "--data-dir",
+            missing.to_str().unwrap(),
+        ][..],
+    ] {
+        let out = run(args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains("there is no embedded cluster in") && err.contains("set DATABASE_URL"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!missing.exists(), "a refused command made the directory");
+
+    let file = dir.path().join("tenantry.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\ncontext_key = \"{}\"\n",
+            db.server_url(),
+            db.context_key().expose()
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    for (args, envs) in [
+        (
+            &["tenant", "show", &acme_id, "--json"][..],
+            &[("TENANTRY_CONFIG", file)][..],
+        ),
+        (
+            &["tenant", "show", &acme_id, "--json", "--config", file][..],
+            &[][..],
+        ),
+    ] {
+        let out = run(args, envs);
+        let (stdout, err) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(stdout.contains("acme-from-file"), "{args:?}: {stdout}");
+    }
+    // A flag wins over the file: this data directory holds no cluster.
+    let out = run(
+        &["tenant", "list", "--config", file, "--database-url", ""],
+        &[("TENANTRY_DATA_DIR", missing.to_str().unwrap())],
+    );
+    assert!(!out.status.success());
 }

@@ -80,6 +80,16 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
         }
     }
 
+    /// Whether `data_dir` holds an embedded cluster (made by an earlier
+    /// [`LocalCluster::open`]: for the default directory, also where `open`
+    /// would have put it instead), so that a command that only reads or
+    /// changes what is there can refuse to make an empty one.
+    pub fn exists(data_dir: &Path) -> bool {
+        EmbeddedCluster::exists(data_dir)
+            || (data_dir == Path::new(DEFAULT_DATA_DIR)
+                && fallback_dir(data_dir).is_ok_and(|d| EmbeddedCluster::exists(&d)))
+    }
+
     async fn open_in(data_dir: &Path, tcp: Option<(String, u16)>) -> Result<Self, LocalError> {
         let mut options = ClusterOptions::new(data_dir);
         options.tcp = tcp.clone();

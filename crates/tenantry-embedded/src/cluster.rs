@@ -290,6 +290,13 @@ impl EmbeddedCluster {
         running_postmaster(&data_dir.join(PGDATA_DIR))
     }
 
+    /// Whether `data_dir` (a base directory as in [`ClusterOptions::data_dir`])
+    /// holds a cluster that [`EmbeddedCluster::start`] would start rather
+    /// than create.
+    pub fn exists(data_dir: &Path) -> bool {
+        data_dir.join(PGDATA_DIR).join("PG_VERSION").is_file()
+    }
+
     /// Fast shutdown (SIGINT to the postmaster); waits up to 30 s for it to
     /// exit, then SIGKILLs it. Idempotent.
     pub fn stop(&mut self) -> Result<(), EmbeddedError> {
