@@ -1064,6 +1064,16 @@ BEGIN
     FROM tenantry.invitations i JOIN tenantry.tenants t ON t.tenant_id = i.tenant_id
     WHERE i.tenant_id = tid AND i.invitation_id = iid
     FOR UPDATE OF i;
+    -- The person who accepted it, accepting again (a retry whose answer was
+    -- lost): the same answer, nothing written. Anyone else, or a person
+    -- removed since, is refused below like any used invitation.
+    IF FOUND AND tenantry.row_token_matches(inv.token_hash, token)
+       AND inv.accepted_at IS NOT NULL AND inv.accepted_by = uid
+       AND inv.tenant_status = 'active'
+       AND EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                   WHERE m.tenant_id = tid AND m.user_id = uid AND NOT m.pending) THEN
+        RETURN tid;
+    END IF;
     IF NOT FOUND
        OR NOT tenantry.row_token_matches(inv.token_hash, token)
        OR inv.accepted_at IS NOT NULL OR inv.revoked_at IS NOT NULL OR inv.expires_at <= now()
@@ -1104,7 +1114,7 @@ EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'another member of the tenant already has this email' USING ERRCODE = 'TN409', HINT = 'email';
 END
 $$;
-COMMENT ON FUNCTION tenantry.accept_invitation(text, text) IS 'In a user context: accepts an invitation (one time), making the signed-in person a member with its role (a pending membership the tenant added with their id becomes theirs, and its owner when the tenant has none); TN404 alike for unknown, expired, revoked, reused or someone else''s invitations. Returns the tenant.';
+COMMENT ON FUNCTION tenantry.accept_invitation(text, text) IS 'In a user context: accepts an invitation (one time), making the signed-in person a member with its role (a pending membership the tenant added with their id becomes theirs, and its owner when the tenant has none); TN404 alike for unknown, expired, revoked, reused or someone else''s invitations; the person who accepted it gets the same answer again while a member (a retry), nothing written. Returns the tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.accept_invitation(text, text) TO tenantry_app;
 
 /** Audits invitations created, revoked and accepted (never their tokens). */

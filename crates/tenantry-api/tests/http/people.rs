@@ -1615,6 +1615,77 @@ async fn an_invitation_is_accepted_only_with_a_verified_email_and_an_unverified_
     assert_eq!(members[0]["email"], "alice@acme.test");
 }
 
+/// Accepting an invitation again is a retry (found by a client's audit: a
+/// lost answer's retry, with or without an Idempotency-Key, was told its
+/// invitation was invalid although the person had joined): the person who
+/// accepted it gets the same answer and nothing is written; anyone else, or
+/// that person once removed, gets the 404 of any used invitation.
+#[tokio::test]
+async fn accepting_an_invitation_again_answers_its_person_the_same_and_anyone_else_404() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let alice = token_for(&idp, "alice", "alice@acme.test");
+    // Another person whose provider also vouches for that address.
+    let other = token_for(&idp, "alice-again", "alice@acme.test");
+    let invitation = app
+        .post(
+            "/v1/invitations",
+            &acme.key,
+            &json!({ "email": "alice@acme.test" }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let first = accept(&app, &alice, &invitation).await.expect(200).clone();
+    assert_eq!(first["tenant_id"], json!(acme.id));
+    let audit = format!(
+        "SELECT count(*) FROM tenantry.audit_log WHERE tenant_id = '{}'",
+        acme.id
+    );
+    let events = app.count(&audit).await;
+    let again = accept(&app, &alice, &invitation).await.expect(200).clone();
+    assert_eq!(again, first);
+    let keyed = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/invitations/accept"))
+                .bearer_auth(&alice)
+                .header("Idempotency-Key", "accept-1")
+                .json(&json!({ "token": invitation["token"] })),
+        )
+        .await;
+    assert_eq!(keyed.expect(200).clone(), first);
+    assert_eq!(app.count(&audit).await, events, "a retry writes nothing");
+
+    let reference = accept(
+        &app,
+        &other,
+        &json!({ "token": format!("tinv_{}", "0".repeat(128)) }),
+    )
+    .await;
+    let refused = accept(&app, &other, &invitation).await;
+    refused.problem(404, "not_found");
+    assert_eq!(refused.text, reference.text, "like any other refusal");
+    assert!(
+        as_person(&app, Method::GET, "/v1/me/tenants", &other, None, None)
+            .await
+            .items()
+            .is_empty()
+    );
+
+    let alice_id = app.get("/v1/members", &acme.key).await.items()[0]["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.delete(&format!("/v1/members/{alice_id}"), &acme.key)
+        .await
+        .expect(204);
+    let after = accept(&app, &alice, &invitation).await;
+    after.problem(404, "not_found");
+    assert!(app.get("/v1/members", &acme.key).await.items().is_empty());
+}
+
 #[tokio::test]
 async fn a_server_told_to_trust_a_provider_without_the_claim_accepts_its_tokens_but_never_an_explicit_false(
 ) {
