@@ -162,11 +162,17 @@ impl MemberCache {
 }
 
 /// The tenant a person's request names: the `X-Tenant-Id` header, else the
-/// token's tenant claim; both present and different is refused like a
-/// tenant the person does not belong to.
+/// token's tenant claim; both present and different is 422 naming the
+/// header (decided before any lookup, so it tells nothing about either
+/// tenant: a member was told their own tenant was "not found").
 pub(crate) fn requested_tenant(parts: &Parts, token: &VerifiedToken) -> Result<TenantId, ApiError> {
     match (named_tenant(parts)?, token.tenant) {
-        (Some(h), Some(c)) if h != c => Err(not_a_member(h)),
+        (Some(h), Some(c)) if h != c => Err(ApiError::new(
+            ProblemCode::ValidationFailed,
+            "X-Tenant-Id names another tenant than the token's tenant claim: send the same tenant, \
+             or leave the header out",
+        )
+        .with_field("X-Tenant-Id")),
         (Some(t), _) | (None, Some(t)) => Ok(t),
         (None, None) => Err(ApiError::new(
             ProblemCode::ValidationFailed,
