@@ -40,6 +40,11 @@ pub const CHANNEL: &str = "tenantry_invalidate";
 /// tests, find it in `pg_stat_activity`).
 pub const APPLICATION_NAME: &str = "tenantry invalidation listener";
 
+/// The least time between two `all`s published from the channel (any
+/// session may send one; more within this time are published as one when it
+/// is up).
+const ALL_AT_MOST_EVERY: Duration = Duration::from_millis(250);
+
 /// Events a subscriber may fall behind by before it is told [`Invalidation::All`].
 const CAPACITY: usize = 1024;
 
@@ -496,17 +501,40 @@ async fn session(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut heartbeat_sent: Option<Instant> = None;
+    // `all` from the channel: any session can send one (NOTIFY cannot be
+    // revoked), and each empties every cache. At most one is published per
+    // ALL_AT_MOST_EVERY; one arriving sooner is published when that time is
+    // up (never dropped: every `all` is followed by a reset no earlier than it).
+    let mut last_all: Option<Instant> = None;
+    let mut all_pending = false;
     loop {
+        let all_due = last_all.map_or_else(Instant::now, |t| t + ALL_AT_MOST_EVERY);
         tokio::select! {
             note = received.recv() => {
                 let Some(note) = note else {
                     return driver.await.map_err(|e| e.to_string())?;
                 };
                 if note.channel() == CHANNEL {
-                    let _ = tx.send(Invalidation::parse(note.payload()));
+                    match Invalidation::parse(note.payload()) {
+                        Invalidation::All if last_all.is_some_and(|t| t.elapsed() < ALL_AT_MOST_EVERY) => {
+                            all_pending = true;
+                        }
+                        Invalidation::All => {
+                            last_all = Some(Instant::now());
+                            let _ = tx.send(Invalidation::All);
+                        }
+                        named => {
+                            let _ = tx.send(named);
+                        }
+                    }
                 } else if note.channel() == heartbeat_channel {
                     heartbeat_sent = None;
                 }
+            }
+            _ = tokio::time::sleep_until(all_due), if all_pending => {
+                all_pending = false;
+                last_all = Some(Instant::now());
+                let _ = tx.send(Invalidation::All);
             }
             _ = tick.tick() => {
                 if let Some(sent) = heartbeat_sent {

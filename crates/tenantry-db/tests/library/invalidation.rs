@@ -184,3 +184,55 @@ async fn a_killed_listener_connection_publishes_all_and_listens_again() {
         None
     );
 }
+
+/// Any session may NOTIFY the channel (found by an audit as the server's
+/// login: `SELECT pg_notify('tenantry_invalidate', 'all')` in a loop kept
+/// every server's caches empty). A flood of `all`s is published as one at
+/// once and one when 250 ms are up, never none; what names one tenant still
+/// arrives on its own.
+#[tokio::test]
+async fn a_flood_of_forged_alls_is_published_as_two_and_named_invalidations_still_arrive() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let feed = Invalidations::start(&db, &ListenTo::Database, ListenOptions::default());
+    let mut sub = feed.subscribe();
+    assert!(listening(&feed).await);
+    drain(&mut sub).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (attacker, connection) = tdb
+        .server_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    attacker
+        .batch_execute(
+            "SELECT pg_notify('tenantry_invalidate', 'all') FROM generate_series(1, 1);
+             SELECT pg_notify('tenantry_invalidate', 'all' || i) FROM generate_series(1, 500) i;",
+        )
+        .await
+        .unwrap();
+    let mut alls = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        match tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+            Ok(Some(Invalidation::All)) => alls += 1,
+            Ok(other) => panic!("only alls were sent: {other:?}"),
+            Err(_) => {}
+        }
+    }
+    assert_eq!(
+        alls, 2,
+        "the first at once, the rest as one when 250 ms were up"
+    );
+
+    let t = tenant(&db, "t", None).await;
+    let mut admin = db.admin("test").await.unwrap();
+    admin
+        .set_status(t, tenantry_db::TenantStatus::Suspended)
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
+    assert_eq!(next(&mut sub).await, Invalidation::tenant(t));
+}
