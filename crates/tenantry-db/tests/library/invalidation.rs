@@ -222,9 +222,11 @@ async fn a_flood_of_forged_alls_is_published_as_two_and_named_invalidations_stil
             Err(_) => {}
         }
     }
-    assert_eq!(
-        alls, 2,
-        "the first at once, the rest as one when 250 ms were up"
+    // The first at once, the rest as one when 250 ms were up (a third only
+    // if the machine spread their delivery over more than that).
+    assert!(
+        (2..=3).contains(&alls),
+        "{alls} alls published for 501 sent"
     );
 
     let t = tenant(&db, "t", None).await;
