@@ -970,9 +970,19 @@ BEGIN
                 SELECT t.table_id::text, 'references'::text,
                        format('foreign key %I references %s, which tenantry_owner may not reference: schema tenants'' tables of %s cannot be made',
                               k.conname, k.confrelid::regclass, t.table_id),
-                       concat(CASE WHEN NOT pg_catalog.has_schema_privilege('tenantry_owner', c.relnamespace, 'USAGE')
-                                   THEN format('GRANT USAGE ON SCHEMA %s TO tenantry_owner; ', c.relnamespace::regnamespace) END,
-                              format('GRANT REFERENCES ON %s TO tenantry_owner;', k.confrelid::regclass))
+                       -- A referenced table with a tenant_id column is a
+                       -- tenant table not adopted yet: adopting it is the
+                       -- fix (found by an audit: the grant made the error go
+                       -- away and left it a plain table); REFERENCES is for
+                       -- a lookup table every tenant may know.
+                       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                                         WHERE a.attrelid = k.confrelid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+                            THEN format('SELECT tenantry.adopt_table(%L); -- %s has tenant_id: adopt it first, then %s',
+                                        k.confrelid::regclass::text, k.confrelid::regclass, t.table_id)
+                            ELSE concat(CASE WHEN NOT pg_catalog.has_schema_privilege('tenantry_owner', c.relnamespace, 'USAGE')
+                                             THEN format('GRANT USAGE ON SCHEMA %s TO tenantry_owner; ', c.relnamespace::regnamespace) END,
+                                        format('GRANT REFERENCES ON %s TO tenantry_owner; -- a lookup table every tenant may know', k.confrelid::regclass))
+                       END
                 FROM pg_catalog.pg_constraint k
                 JOIN pg_catalog.pg_class c ON c.oid = k.confrelid
                 WHERE k.conrelid = t.table_id AND k.contype = 'f'

@@ -277,6 +277,17 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
             "which tenantry_owner may not reference",
             "GRANT REFERENCES ON public.accounts TO tenantry_owner;",
         ),
+        // The same to a table with tenant_id that is not adopted yet: the fix
+        // is to adopt it first, not the grant (which left it a plain table).
+        (
+            "early_notes",
+            "CREATE TABLE later_projects (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+             CREATE TABLE early_notes (tenant_id uuid NOT NULL, id int NOT NULL, project_id int,
+                 PRIMARY KEY (tenant_id, id),
+                 FOREIGN KEY (tenant_id, project_id) REFERENCES later_projects (tenant_id, id))",
+            "which tenantry_owner may not reference",
+            "SELECT tenantry.adopt_table('public.later_projects'); -- public.later_projects has tenant_id: adopt it first",
+        ),
     ];
     for (table, setup, message, hint) in cases {
         exec(&m, setup).await;
