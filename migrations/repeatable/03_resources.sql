@@ -879,7 +879,7 @@ BEGIN
                 TG_TABLE_SCHEMA, TG_TABLE_NAME
                 USING ERRCODE = 'TN409';
         END IF;
-        RAISE EXCEPTION 'tenant %''s rows of % are kept in %, not in %.%: if it just moved between tiers, retry the transaction (a psql session routes its unqualified table names to the tenant''s tables with SELECT tenantry.setup_connection() first)',
+        RAISE EXCEPTION 'tenant %''s rows of % are kept in %, not in %.%: if it just moved between tiers, retry the transaction (a psql session routes its unqualified table names to the tenant''s tables by calling SELECT tenantry.setup_connection() once after setting a tenant context; the setters move that route along when the tenant changes)',
             row_tenant, TG_TABLE_NAME, CASE WHEN t.isolation = 'schema' THEN 'its schema' ELSE 'the pooled table' END,
             TG_TABLE_SCHEMA, TG_TABLE_NAME
             USING ERRCODE = '40001', HINT = 'tier_moved';
