@@ -48,7 +48,12 @@ BEGIN
         inner_pad := set_byte(inner_pad, i, get_byte(block, i) # 54);   -- 0x36
         outer_pad := set_byte(outer_pad, i, get_byte(block, i) # 92);   -- 0x5c
     END LOOP;
-    SELECT coalesce(max(k.key_id), 0) + 1 INTO new_id FROM tenantry.context_keys k;
+    -- From a sequence that only goes up: a retired key's id is never given
+    -- again (a session opened with it ends when no key of its id exists).
+    -- Past any key added without it (a restored copy).
+    SELECT greatest(nextval('tenantry.context_key_ids')::integer, coalesce(max(k.key_id), 0) + 1)
+    INTO new_id FROM tenantry.context_keys k;
+    PERFORM setval('tenantry.context_key_ids', new_id);
     INSERT INTO tenantry.context_keys (key_id, secret, inner_pad, outer_pad)
     VALUES (new_id, secret, inner_pad, outer_pad);
     RETURN new_id;

@@ -153,6 +153,15 @@ async fn an_operator_adds_lists_and_retires_context_keys_but_never_the_last_one(
             .collect::<Vec<_>>(),
         [new.id()]
     );
+    // A retired key's id is never given again (found by an operator's audit:
+    // the next key took it, and a session opened with the retired key
+    // would have lived on under it).
+    let newest = context_keys::add(&admin).await.unwrap();
+    assert_eq!(newest.id(), new.id() + 1);
+    context_keys::retire(&admin, newest.id()).await.unwrap();
+    let after = context_keys::add(&admin).await.unwrap();
+    assert_eq!(after.id(), newest.id() + 1, "not the retired key's id");
+    context_keys::retire(&admin, after.id()).await.unwrap();
     // Two added at once get two ids.
     let (x, y) = tokio::join!(
         async { context_keys::add(&tdb.superuser_client().await).await },
