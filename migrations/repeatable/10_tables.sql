@@ -726,7 +726,17 @@ BEGIN
                                  FROM pg_catalog.pg_constraint k
                                  WHERE k.conrelid = part.rel AND k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x')
                                  LIMIT 1),
-                                format('DROP INDEX %s; -- and create it again with tenant_id first', i.indexrelid::regclass))
+                                -- What "tenant_id first" takes for the index's
+                                -- method (found by an audit: as given, GIN and
+                                -- hash refused it).
+                                format('DROP INDEX %s; -- and create it again with tenant_id first%s', i.indexrelid::regclass,
+                                       CASE (SELECT am.amname FROM pg_catalog.pg_class ic JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+                                             WHERE ic.oid = i.indexrelid)
+                                            WHEN 'btree' THEN ''
+                                            WHEN 'gin' THEN ' (a GIN index takes a uuid column with CREATE EXTENSION btree_gin)'
+                                            WHEN 'gist' THEN ' (a GiST index takes a uuid column with CREATE EXTENSION btree_gist)'
+                                            ELSE ' (this method cannot: make it a btree index on (tenant_id, ...))'
+                                       END))
                 FROM pg_catalog.pg_index i
                 WHERE i.indrelid = part.rel
                   AND (i.indkey[0] = 0 OR (SELECT a.attname FROM pg_catalog.pg_attribute a
