@@ -748,6 +748,19 @@ async fn insert_sql(
             // apart, a json value's text as it was).
             let ty: String = r.get(3);
             values.push(format!("(e ->> '{}')::{ty}", name.replace('\'', "''")));
+        } else if name == "revoked_at"
+            && entry.columns.contains(&name)
+            && dead_on_import(&entry.table)
+        {
+            // Its hash was never exported: it comes back revoked, so that a
+            // list does not show as usable what can never be presented
+            // (found by an operator's audit). An accepted invitation stays
+            // accepted.
+            values.push(if entry.table == "tenantry.invitations" {
+                "CASE WHEN x.accepted_at IS NULL THEN coalesce(x.revoked_at, now()) ELSE x.revoked_at END".into()
+            } else {
+                "coalesce(x.revoked_at, now())".into()
+            });
         } else if entry.columns.contains(&name) {
             values.push(format!("x.{}", quote_ident(&name)));
         } else if secret {
@@ -779,6 +792,12 @@ async fn insert_sql(
         values.join(", "),
         entry.table
     ))
+}
+
+/// Whether `table`'s rows hold a secret's hash that an archive never
+/// carries (API keys, invitations): imported, they can never be presented.
+fn dead_on_import(table: &str) -> bool {
+    matches!(table, "tenantry.api_keys" | "tenantry.invitations")
 }
 
 /// Moves the sequence of every identity or serial column of `table` past the
