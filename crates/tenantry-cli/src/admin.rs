@@ -46,11 +46,14 @@ enum TenantCommand {
         #[arg(long, value_parser = parse_settings)]
         settings: Option<Box<TenantSettings>>,
     },
-    /// List tenants.
+    /// List tenants, by id; `--after <last id shown>` for the next page.
     List {
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
+        /// Only tenants whose id sorts after this one (the last of the previous page).
+        #[arg(long)]
+        after: Option<TenantId>,
     },
     /// Show one tenant.
     Show { tenant: TenantId },
@@ -338,7 +341,7 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
                     .await?,
             ]
         }
-        TenantCommand::List { limit } => scope.list_tenants(None, limit.clamp(1, 10_000)).await?,
+        TenantCommand::List { limit, after } => scope.list_tenants(after, limit).await?,
         TenantCommand::Show { tenant } => vec![scope.get_tenant(tenant).await?],
         TenantCommand::Suspend { tenant } => {
             vec![scope.set_status(tenant, TenantStatus::Suspended).await?]

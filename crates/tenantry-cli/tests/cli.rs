@@ -982,3 +982,33 @@ async fn commands_refuse_a_data_dir_without_a_cluster_and_take_the_database_from
     );
     assert!(!out.status.success());
 }
+
+/// `tenant list` pages by id with `--after` (there was no way past the
+/// first 10,000), and a limit outside 1 to 10000 is refused, not bent.
+#[tokio::test]
+async fn tenant_list_pages_with_after_and_refuses_a_limit_out_of_range() {
+    let db = TestDatabase::new().await;
+    for name in ["p1", "p2", "p3"] {
+        json(&db, &["tenant", "create", name, "--json"]);
+    }
+    let ids = |v: serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tenant_id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let all = ids(json(&db, &["tenant", "list", "--json"]));
+    assert!(all.len() >= 3);
+    let first = ids(json(&db, &["tenant", "list", "--limit", "2", "--json"]));
+    assert_eq!(first, all[..2]);
+    let rest = ids(json(
+        &db,
+        &["tenant", "list", "--after", &first[1], "--json"],
+    ));
+    assert_eq!(rest, all[2..]);
+    for limit in ["0", "10001"] {
+        let (ok, _, err) = tenantry(&db, &["tenant", "list", "--limit", limit]);
+        assert!(!ok && err.contains("--limit"), "{limit}: {err}");
+    }
+}
