@@ -147,6 +147,7 @@ DECLARE
     key_scopes text[];
     key_cidrs cidr[];
     prior text;
+    unusable text;
 BEGIN
     IF jsonb_typeof(meta) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'TN422', HINT = 'metadata';
@@ -179,6 +180,20 @@ BEGIN
         key_cidrs := CASE WHEN meta ? 'allowed_cidrs'
                           THEN ARRAY(SELECT c::cidr FROM jsonb_array_elements_text(meta->'allowed_cidrs') c) END;
         PERFORM tenantry.require_key_within_grants(tid, (meta->>'user_id')::uuid, (meta->>'role_id')::uuid, key_scopes);
+        -- Scopes narrow what a bound key's role or member gives: one it
+        -- does not give would never be used (found by a client's audit: the
+        -- key was made, and then refused everything). Not checked again at
+        -- rotation: the role may have changed since.
+        IF key_scopes IS NOT NULL AND (meta ? 'user_id' OR meta ? 'role_id') THEN
+            SELECT s INTO unusable FROM unnest(key_scopes) s
+            WHERE NOT EXISTS (SELECT 1 FROM tenantry.identity_permissions(tid, (meta->>'user_id')::uuid, (meta->>'role_id')::uuid) ip
+                              WHERE ip.name = s)
+            LIMIT 1;
+            IF unusable IS NOT NULL THEN
+                RAISE EXCEPTION 'scope % is not a permission the key''s role or member holds: the key could never use it', unusable
+                    USING ERRCODE = 'TN422', HINT = 'scopes';
+            END IF;
+        END IF;
         issued := tenantry.issue_api_key(
             tid, description, meta - 'tenant_id' - 'user_id' - 'role_id' - 'expires_at' - 'scopes' - 'allowed_cidrs',
             (meta->>'user_id')::uuid, (meta->>'role_id')::uuid, (meta->>'expires_at')::timestamptz, NULL,

@@ -1366,6 +1366,31 @@ async fn a_scoped_key_holds_only_its_scopes_and_an_address_bound_key_works_only_
     )
     .await
     .expect(201);
+    // A scope the key's role does not give is 422 naming scopes (the key
+    // would have refused everything), and no key is made.
+    let reader = app
+        .create_role(&acme.key, "reader", &["resources.read"])
+        .await;
+    let keys_before = app.get("/v1/keys", &acme.key).await.items().len();
+    let beyond = app
+        .post(
+            "/v1/keys",
+            &acme.key,
+            &json!({ "role_id": reader, "scopes": ["resources.write"] }),
+        )
+        .await;
+    assert_eq!(beyond.problem(422, "validation_failed")["field"], "scopes");
+    assert_eq!(
+        app.get("/v1/keys", &acme.key).await.items().len(),
+        keys_before
+    );
+    app.post(
+        "/v1/keys",
+        &acme.key,
+        &json!({ "role_id": reader, "scopes": ["resources.read"] }),
+    )
+    .await
+    .expect(201);
     // Unknown scopes and malformed networks are 422.
     app.post(
         "/v1/keys",
