@@ -84,8 +84,16 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(10))
         .build()?;
     let url = format!("{}/v1/stats/tenants", args.url.trim_end_matches('/'));
+    // One listener for the whole run, polled while fetching too: a fresh
+    // ctrl_c() per pause missed an interrupt that came during a fetch, after
+    // which the process ignored it (tokio had replaced the default action).
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
-        let report = fetch(&client, &url, &token).await?;
+        let report = tokio::select! {
+            report = fetch(&client, &url, &token) => report?,
+            _ = &mut interrupted => return Ok(()),
+        };
         let table = render(&args.url, &report);
         let mut out = std::io::stdout().lock();
         if args.once {
@@ -103,7 +111,7 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
         drop(out);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs_f64(args.interval)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut interrupted => return Ok(()),
         }
     }
 }
