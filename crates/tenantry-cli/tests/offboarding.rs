@@ -685,6 +685,53 @@ async fn json_columns_come_back_exactly_json_null_apart_from_sql_null_and_json_t
     );
 }
 
+/// An adopted table dropped without release_table is named by the export's
+/// refusal with what to run (it said "relation 18327 does not exist"), and
+/// no archive is left; after the doctor's fix the export runs.
+#[tokio::test]
+async fn an_export_with_an_adopted_table_dropped_behind_tenantrys_back_says_what_to_run() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.gone (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.gone');
+         DROP TABLE public.gone;",
+    )
+    .await
+    .unwrap();
+    let acme: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('acme')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    let err = refused(&run(
+        &db.superuser_url(),
+        &[
+            "tenant",
+            "export",
+            &acme.to_string(),
+            "--out",
+            archive.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        err.contains("were dropped without tenantry.release_table")
+            && err.contains("tenantry doctor"),
+        "{err}"
+    );
+    assert!(!archive.exists());
+    for fix in su
+        .query("SELECT fix FROM tenantry.table_problems()", &[])
+        .await
+        .unwrap()
+    {
+        su.batch_execute(fix.get::<_, &str>(0)).await.unwrap();
+    }
+    export(&db, acme, archive.to_str().unwrap());
+}
+
 #[tokio::test]
 async fn a_purged_tenants_id_cannot_be_imported_again_or_taken_by_a_new_tenant_row() {
     let (db, su, a, _) = two_tenants(5, "shared").await;

@@ -291,6 +291,26 @@ fn file_name(table: &str) -> String {
 /// The plan of every table of the export, made as the operator (before the
 /// transaction switches to the tenant role): homes, columns, orders.
 async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, OffboardError> {
+    // A table dropped without release_table leaves its oid in the registry:
+    // say so and what to run, not "relation 18327 does not exist" (found by
+    // an operator's audit).
+    let dropped: Vec<String> = tx
+        .query(
+            "SELECT r.table_id::oid::text FROM tenantry.tenant_tables r
+              WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = r.table_id) ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !dropped.is_empty() {
+        return Err(OffboardError::Refused(format!(
+            "adopted table(s) with oid {} were dropped without tenantry.release_table: `tenantry doctor` \
+             names the fix (removing them from tenantry.tenant_tables); export again after it",
+            dropped.join(", ")
+        )));
+    }
     let adopted: Vec<String> = tx
         .query(
             "SELECT table_id::regclass::text FROM tenantry.tenant_tables ORDER BY 1",
