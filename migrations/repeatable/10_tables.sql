@@ -1859,7 +1859,7 @@ BEGIN
         -- NULL for a row of these pages. Nothing of this batch was written.
         RAISE EXCEPTION 'the tenant expression gave no tenant for a row of % (pages % to %)', leaf, first_page, first_page + page_count - 1
             USING ERRCODE = 'TN422',
-                  HINT = format('Find the rows: SELECT * FROM %s WHERE tenant_id IS NULL AND (%s) IS NULL; give them a tenant (or delete them), then run the backfill again: it resumes. Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey;',
+                  HINT = format('Find the rows: SELECT * FROM %s WHERE tenant_id IS NULL AND (%s) IS NULL; give them a tenant (or delete them), then run the backfill again: it resumes. Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey; and, if the adoption added tenant_id (the rows given a tenant so far keep theirs until then), ALTER TABLE %1$s DROP COLUMN tenant_id;',
                                leaf, coalesce(tenant_expression, 'NULL'), leaf);
     WHEN foreign_key_violation THEN
         -- tenantry_tenant_id_fkey: no such tenant. Nothing of this batch was written.
@@ -1868,8 +1868,8 @@ BEGIN
                 ELSE format('the tenant expression gave the id of no tenant for a row of %s (pages %s to %s)', leaf, first_page, first_page + page_count - 1) END
             USING ERRCODE = 'TN422',
                   HINT = CASE WHEN tenant IS NOT NULL
-                      THEN format('Name an existing tenant (tenantry tenant list). Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey;', leaf)
-                      ELSE format('Find the rows: SELECT * FROM %s WHERE tenant_id IS NULL AND NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = (%s)::uuid) (as a superuser); fix them, then run the backfill again: it resumes. Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey;',
+                      THEN format('Name an existing tenant (tenantry tenant list). Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey; and, if the adoption added tenant_id (the rows given a tenant so far keep theirs until then), ALTER TABLE %1$s DROP COLUMN tenant_id;', leaf)
+                      ELSE format('Find the rows: SELECT * FROM %s WHERE tenant_id IS NULL AND NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = (%s)::uuid) (as a superuser); fix them, then run the backfill again: it resumes. Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey; and, if the adoption added tenant_id (the rows given a tenant so far keep theirs until then), ALTER TABLE %1$s DROP COLUMN tenant_id;',
                                   leaf, tenant_expression, leaf) END;
     END;
     GET DIAGNOSTICS updated = ROW_COUNT;

@@ -699,6 +699,19 @@ async fn a_backfill_whose_expression_finds_no_tenant_for_a_row_says_which_and_re
         message.contains("the tenant expression gave no tenant for a row of public.orders"),
         "{message}"
     );
+    // Its way back names the column the adoption added too (it named the
+    // constraints only: found by an operator's audit).
+    let err = m.batch_execute(backfill).await.unwrap_err();
+    let hint = err
+        .as_db_error()
+        .and_then(|d| d.hint())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        hint.contains("DROP CONSTRAINT tenantry_tenant_id_not_null")
+            && hint.contains("ALTER TABLE public.orders DROP COLUMN tenant_id;"),
+        "{hint}"
+    );
     // The batches before it are kept; the rest waits for the fix.
     let given = count(
         &m,
