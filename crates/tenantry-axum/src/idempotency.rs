@@ -242,11 +242,19 @@ impl Reply {
             (false, _) => None,
             (true, None) => Some(serde_json::to_vec(value).map_err(internal)?),
             (true, Some(field)) => {
-                let mut json = serde_json::to_value(value).map_err(internal)?;
-                if let Some(secret) = json.get_mut(field) {
-                    *secret = serde_json::Value::String(String::new());
+                // The answer's own bytes with the one member blanked: through
+                // a `Value`, the members came back in another order, and the
+                // replay was not the answer byte for byte (found by a
+                // client's audit).
+                let bytes = serde_json::to_vec(value).map_err(internal)?;
+                let mut members: Members = serde_json::from_slice(&bytes).map_err(internal)?;
+                for (name, text) in &mut members.0 {
+                    if name == field {
+                        *text = serde_json::value::RawValue::from_string("\"\"".into())
+                            .map_err(internal)?;
+                    }
                 }
-                Some(serde_json::to_vec(&json).map_err(internal)?)
+                Some(serde_json::to_vec(&members).map_err(internal)?)
             }
         };
         Ok(StoredResponse {
@@ -264,6 +272,43 @@ impl Reply {
             },
             Idempotent::Replayed(stored) => Written::Replayed(stored),
         }
+    }
+}
+
+/// A JSON object's members in their order, each value's text as it was.
+struct Members(Vec<(String, Box<serde_json::value::RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> serde::de::Visitor<'de> for InOrder {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(InOrder)
+    }
+}
+
+impl Serialize for Members {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, text) in &self.0 {
+            map.serialize_entry(name, text)?;
+        }
+        map.end()
     }
 }
 

@@ -447,6 +447,14 @@ async fn the_admin_tokens_writes_replay_under_the_operators_own_keys() {
     let again = keyed(&app, Method::POST, &path, &admin, "k-1", Some(&json!({}))).await;
     assert!(again.replayed);
     assert_eq!(again.resp.expect(201)["key"], "");
+    // Byte for byte but the secret (the members kept their order).
+    assert_eq!(
+        again.resp.text,
+        minted
+            .resp
+            .text
+            .replacen(&format!("\"key\":\"{secret}\""), "\"key\":\"\"", 1)
+    );
     assert_eq!(
         again.resp.body["key_info"]["key_id"],
         minted.resp.body["key_info"]["key_id"]
