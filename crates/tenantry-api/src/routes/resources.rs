@@ -24,7 +24,9 @@ pub struct NewResourceBody {
     /// Name, 1–1000 characters.
     #[schema(min_length = 1, max_length = 1000)]
     pub name: String,
-    /// Payload: a JSON object (default `{}`).
+    /// Payload: a JSON object (default `{}`). Numbers are kept as
+    /// 64-bit floating point (I-JSON, RFC 7493): integers beyond 2^53 and
+    /// decimals of more than 17 digits are rounded; send those as strings.
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
 }
@@ -38,7 +40,9 @@ pub struct ResourcePatch {
     #[serde(default, deserialize_with = "super::double_option")]
     #[schema(value_type = String, required = false, min_length = 1, max_length = 1000)]
     pub name: Option<Option<String>>,
-    /// Replacement payload (a JSON object).
+    /// Replacement payload (a JSON object). Numbers are kept as
+    /// 64-bit floating point (I-JSON, RFC 7493): integers beyond 2^53 and
+    /// decimals of more than 17 digits are rounded; send those as strings.
     #[serde(default, deserialize_with = "super::double_option")]
     #[schema(value_type = Object, required = false)]
     pub data: Option<Option<serde_json::Value>>,
