@@ -304,6 +304,13 @@ BEGIN
                 PERFORM pg_sleep(0.01);
             END LOOP;
         END IF;
+        -- The operator, who sees deleted tenants, is told so (found by an
+        -- operator's audit: "not found" for a tenant they could show); a
+        -- tenant's caller gets the answer of a tenant that does not exist.
+        IF parent_status = 'deleted' AND (tenantry.admin_context() OR tenantry.operator_session()) THEN
+            RAISE EXCEPTION 'parent tenant % is deleted: a tenant cannot be created or moved under it', NEW.parent_id
+                USING ERRCODE = 'TN409', HINT = 'parent_id';
+        END IF;
         IF parent_status IS NULL OR parent_status = 'deleted' THEN
             RAISE EXCEPTION 'parent tenant % not found', NEW.parent_id USING ERRCODE = 'TN404', HINT = 'parent_id';
         END IF;

@@ -47,6 +47,41 @@ async fn admin_cannot_create_a_tenant_under_a_missing_parent_or_without_a_name()
         .problem(400, "invalid_json");
     let tenants = app.admin_get("/v1/tenants").await.items();
     assert!(tenants.is_empty(), "no tenant may be created: {tenants:?}");
+
+    // Under a deleted parent, which the operator can still show: 409 saying
+    // so, not "not found" (found by an operator's audit), for a creation and
+    // for a move alike; nothing is created or moved.
+    let gone = app.create_tenant_with(json!({ "name": "gone" })).await;
+    let gone_id = gone["tenant_id"].as_str().unwrap().to_owned();
+    app.delete(&format!("/v1/tenants/{gone_id}"), &app.admin_token)
+        .await
+        .expect(204);
+    let created = app
+        .admin_post(
+            "/v1/tenants",
+            &json!({ "name": "orphan", "parent_id": gone_id }),
+        )
+        .await;
+    let problem = created.problem(409, "conflict");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("is deleted"),
+        "{problem}"
+    );
+    let root = app.create_tenant_with(json!({ "name": "root" })).await;
+    let root_id = root["tenant_id"].as_str().unwrap().to_owned();
+    app.patch(
+        &format!("/v1/tenants/{root_id}"),
+        &app.admin_token,
+        &json!({ "parent_id": gone_id }),
+    )
+    .await
+    .problem(409, "conflict");
+    assert_eq!(
+        app.admin_get(&format!("/v1/tenants/{root_id}"))
+            .await
+            .expect(200)["parent_id"],
+        Value::Null
+    );
 }
 
 #[tokio::test]
