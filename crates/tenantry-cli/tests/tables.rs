@@ -813,11 +813,7 @@ async fn a_backfilling_adoption_refused_for_its_options_changes_nothing_and_rele
 async fn migrate_by_a_role_that_cannot_create_roles_says_to_use_a_superuser_and_changes_nothing() {
     let db = TestDatabase::new().await;
     let (login, config) = db.login_role("migrator", &[]).await;
-    let su = db.superuser_client().await;
-    let name = format!("fresh_{}", uuid::Uuid::new_v4().simple());
-    su.batch_execute(&format!("CREATE DATABASE {name} OWNER {login}"))
-        .await
-        .unwrap();
+    let name = db.scratch_database(&login).await;
     let mut fresh = config.clone();
     fresh.dbname(&name);
     let url = tenantry_db::provision::conninfo(&fresh);
@@ -836,22 +832,9 @@ async fn migrate_by_a_role_that_cannot_create_roles_says_to_use_a_superuser_and_
         1,
         "the database's refusal once: {err}"
     );
-
-    let mut su_fresh = db.superuser_config();
-    su_fresh.dbname(&name);
-    let (check, conn) = su_fresh.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let has_schema: bool = check
-        .query_one("SELECT to_regnamespace('tenantry') IS NOT NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!has_schema, "a refused install left a tenantry schema");
-    drop(check);
-    su.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .unwrap();
-    su.batch_execute(&format!("DROP ROLE {login}"))
-        .await
-        .unwrap();
+    assert!(
+        !db.has_tenantry_schema(&name).await,
+        "a refused install left a tenantry schema"
+    );
+    db.drop_scratch(&name, &login).await;
 }

@@ -417,4 +417,40 @@ impl TestDatabase {
     pub async fn server_client(&self) -> Client {
         connect(&self.server_config()).await
     }
+
+    /// A new empty database of this test's cluster (no tenantry schema)
+    /// owned by `owner`: its name. The caller drops it with
+    /// [`TestDatabase::drop_scratch`].
+    pub async fn scratch_database(&self, owner: &str) -> String {
+        let name = format!("scratch_{}", uuid::Uuid::new_v4().simple());
+        self.superuser_client()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {owner}"))
+            .await
+            .expect("creating a scratch database");
+        name
+    }
+
+    /// Whether the scratch database `name` holds a `tenantry` schema.
+    pub async fn has_tenantry_schema(&self, name: &str) -> bool {
+        let mut config = self.superuser_config();
+        config.dbname(name);
+        connect(&config)
+            .await
+            .query_one("SELECT to_regnamespace('tenantry') IS NOT NULL", &[])
+            .await
+            .expect("reading the scratch database's schemas")
+            .get(0)
+    }
+
+    /// Drops the scratch database `name`, then the login role `login` that owned it.
+    pub async fn drop_scratch(&self, name: &str, login: &str) {
+        let su = self.superuser_client().await;
+        su.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .await
+            .expect("dropping the scratch database");
+        su.batch_execute(&format!("DROP ROLE {login}"))
+            .await
+            .expect("dropping its owner");
+    }
 }

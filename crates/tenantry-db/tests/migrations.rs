@@ -216,11 +216,7 @@ async fn check_accepts_an_up_to_date_database_and_reports_an_empty_one_as_pendin
 async fn a_migration_refused_partway_leaves_the_database_without_a_tenantry_schema() {
     let tdb = TestDatabase::new().await;
     let (login, mut config) = tdb.login_role("migrator", &[]).await;
-    let name = format!("empty_{}", uuid::Uuid::new_v4().simple());
-    let su = tdb.superuser_client().await;
-    su.batch_execute(&format!("CREATE DATABASE {name} OWNER {login}"))
-        .await
-        .expect("creating a database the migrator owns");
+    let name = tdb.scratch_database(&login).await;
     config.dbname(&name);
     let (mut client, connection) = config
         .connect(NoTls)
@@ -240,20 +236,12 @@ async fn a_migration_refused_partway_leaves_the_database_without_a_tenantry_sche
         ),
         "{err:?}"
     );
-    let has_schema: bool = client
-        .query_one("SELECT to_regnamespace('tenantry') IS NOT NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!has_schema, "the refused run left a tenantry schema: {err}");
-
+    assert!(
+        !tdb.has_tenantry_schema(&name).await,
+        "the refused run left a tenantry schema: {err}"
+    );
     drop(client);
-    su.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .unwrap();
-    su.batch_execute(&format!("DROP ROLE {login}"))
-        .await
-        .unwrap();
+    tdb.drop_scratch(&name, &login).await;
 }
 
 /// Every fact of schema tenantry's catalog (functions with their bodies, ACLs

@@ -26,6 +26,16 @@ async fn drain(feed: &mut Subscription) -> HashSet<Invalidation> {
     got
 }
 
+/// Suspends `t` through the operator's library call (it notifies `tenant:`).
+async fn suspend(db: &tenantry_db::Database, t: TenantId) {
+    let mut admin = db.admin("test").await.unwrap();
+    admin
+        .set_status(t, tenantry_db::TenantStatus::Suspended)
+        .await
+        .unwrap();
+    admin.commit().await.unwrap();
+}
+
 async fn listening(feed: &Invalidations) -> bool {
     for _ in 0..500 {
         if feed.is_listening() {
@@ -167,12 +177,7 @@ async fn a_killed_listener_connection_publishes_all_and_listens_again() {
 
     // Listening for real: a suspension arrives.
     let t = tenant(&db, "t", None).await;
-    let mut admin = db.admin("test").await.unwrap();
-    admin
-        .set_status(t, tenantry_db::TenantStatus::Suspended)
-        .await
-        .unwrap();
-    admin.commit().await.unwrap();
+    suspend(&db, t).await;
     assert_eq!(next(&mut sub).await, Invalidation::tenant(t));
 
     // The last handle dropped: the listener stops and subscribers hear the end.
@@ -230,11 +235,6 @@ async fn a_flood_of_forged_alls_is_published_as_two_and_named_invalidations_stil
     );
 
     let t = tenant(&db, "t", None).await;
-    let mut admin = db.admin("test").await.unwrap();
-    admin
-        .set_status(t, tenantry_db::TenantStatus::Suspended)
-        .await
-        .unwrap();
-    admin.commit().await.unwrap();
+    suspend(&db, t).await;
     assert_eq!(next(&mut sub).await, Invalidation::tenant(t));
 }
