@@ -14,5 +14,11 @@ SET LOCAL ROLE tenantry_owner;
 
 CREATE SEQUENCE tenantry.context_key_ids AS integer MINVALUE 1;
 COMMENT ON SEQUENCE tenantry.context_key_ids IS 'Ids of context keys: add_context_key draws from it, so a retired key''s id is never given to another. Owner only.';
-SELECT setval('tenantry.context_key_ids', coalesce(max(k.key_id), 1))
+-- Keys retired before this migration left no trace: on an upgrade (earlier
+-- migrations were recorded by an earlier run), ids start 1000 past the
+-- largest present, beyond any such key's; a new install starts after it.
+SELECT setval('tenantry.context_key_ids',
+              coalesce(max(k.key_id), 1)
+              + CASE WHEN EXISTS (SELECT 1 FROM tenantry.schema_migrations m WHERE m.applied_at < now())
+                     THEN 1000 ELSE 0 END)
 FROM tenantry.context_keys k;

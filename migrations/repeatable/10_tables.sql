@@ -733,6 +733,7 @@ BEGIN
                                        CASE (SELECT am.amname FROM pg_catalog.pg_class ic JOIN pg_catalog.pg_am am ON am.oid = ic.relam
                                              WHERE ic.oid = i.indexrelid)
                                             WHEN 'btree' THEN ''
+                                            WHEN 'brin' THEN ''
                                             WHEN 'gin' THEN ' (a GIN index takes a uuid column with CREATE EXTENSION btree_gin)'
                                             WHEN 'gist' THEN ' (a GiST index takes a uuid column with CREATE EXTENSION btree_gist)'
                                             ELSE ' (this method cannot: make it a btree index on (tenant_id, ...))'
@@ -839,8 +840,10 @@ BEGIN
                        format('foreign key %I from %s, whose tenants do not reach their descendants'' rows, to %s, whose tenants do: a parent deleting or changing a descendant''s row of %s learns from the key (or changes, by its action) the descendant''s rows of %s, which it cannot read',
                               k.conname, k.conrelid::regclass, k.confrelid::regclass, k.confrelid::regclass, k.conrelid::regclass)
                    END,
-                   format('SELECT tenantry.adopt_table(%L, hierarchy => false); -- or SELECT tenantry.adopt_table(%L, hierarchy => true); both tables must reach the same rows',
-                          k.conrelid::regclass::text, k.confrelid::regclass::text)
+                   -- Either table takes the other's option (review: the
+                   -- first direction's fix changed nothing in the second).
+                   format('SELECT tenantry.adopt_table(%L, hierarchy => %s); -- or SELECT tenantry.adopt_table(%L, hierarchy => %s); both tables must reach the same rows',
+                          k.conrelid::regclass::text, dst.hierarchy::text, k.confrelid::regclass::text, src.hierarchy::text)
             FROM pg_catalog.pg_constraint k
             JOIN tenantry.tenant_tables src ON src.table_id = k.conrelid
             JOIN tenantry.tenant_tables dst ON dst.table_id = k.confrelid

@@ -26,8 +26,9 @@ SET LOCAL ROLE tenantry_owner;
 /**
  * Adds a context key of 32 random bytes, made as migration 0017 made the
  * first one (two version-4 UUIDs: 244 random bits; the built-in generator, as
- * pgcrypto is not always installed), with its HMAC pads. Its id is one more
- * than the largest present, so it is the newest: `tenantry context-key` and
+ * pgcrypto is not always installed), with its HMAC pads. Its id comes from
+ * tenantry.context_key_ids, past every id given before (a retired key's id is
+ * never given again), so it is the newest: `tenantry context-key` and
  * servers that read the key themselves pick it up at their next start.
  */
 CREATE OR REPLACE FUNCTION tenantry.add_context_key()

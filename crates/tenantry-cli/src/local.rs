@@ -70,7 +70,7 @@ pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::
             .unwrap_or_else(|_| "this login".into());
         return migrated.context(format!(
             "tenantry migrate creates tenantry's roles (one of them BYPASSRLS) and their grants: \
-             run it as a superuser (DATABASE_URL names {role}, which may not); nothing was changed"
+             run it as a superuser (the database URL names {role}, which may not); nothing was changed"
         ));
     }
     needs_migration_role(migrated, "tenantry migrate")

@@ -282,6 +282,9 @@ fn parse_with_config() -> anyhow::Result<Cli> {
     let mut file = None;
     while let Some(arg) = args.next() {
         let arg = arg.to_string_lossy().into_owned();
+        if arg == "--" {
+            break;
+        }
         if arg == "--config" {
             file = args.next().map(PathBuf::from);
         } else if let Some(path) = arg.strip_prefix("--config=") {
@@ -323,7 +326,20 @@ fn with_defaults(mut command: clap::Command, defaults: &[(&str, String)]) -> cla
         if command.get_arguments().any(|a| a.get_id() == *id) {
             // Leaked once per process: clap keeps defaults as 'static str.
             let value: &'static str = Box::leak(value.clone().into_boxed_str());
-            command = command.mut_arg(*id, |a| a.default_value(value).hide_default_value(true));
+            command = command.mut_arg(*id, |a| {
+                // A variable set but empty counts as unset, as for serve
+                // (clap would take "" and hide the file's value).
+                let empty_env = a
+                    .get_env()
+                    .and_then(std::env::var_os)
+                    .is_some_and(|v| v.is_empty());
+                let a = a.default_value(value).hide_default_value(true);
+                if empty_env {
+                    a.env(None::<&'static str>)
+                } else {
+                    a
+                }
+            });
         }
     }
     let names: Vec<String> = command

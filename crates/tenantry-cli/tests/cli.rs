@@ -966,6 +966,15 @@ async fn commands_refuse_a_data_dir_without_a_cluster_and_take_the_database_from
             &["tenant", "show", &acme_id, "--json", "--config", file][..],
             &[][..],
         ),
+        // Variables set but empty count as unset, as for serve.
+        (
+            &["tenant", "show", &acme_id, "--json"][..],
+            &[
+                ("TENANTRY_CONFIG", file),
+                ("DATABASE_URL", ""),
+                ("TENANTRY_CONTEXT_KEY", ""),
+            ][..],
+        ),
     ] {
         let out = run(args, envs);
         let (stdout, err) = (

@@ -823,7 +823,7 @@ async fn migrate_by_a_role_that_cannot_create_roles_says_to_use_a_superuser_and_
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains(&format!(
-            "run it as a superuser (DATABASE_URL names {login}, which may not); nothing was changed"
+            "run it as a superuser (the database URL names {login}, which may not); nothing was changed"
         )),
         "{err}"
     );

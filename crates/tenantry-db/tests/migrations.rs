@@ -244,6 +244,43 @@ async fn a_migration_refused_partway_leaves_the_database_without_a_tenantry_sche
     tdb.drop_scratch(&name, &login).await;
 }
 
+/// A context key retired before migration 0040 left no trace: on an
+/// upgrade, the next key's id starts 1000 past the largest present, so it
+/// cannot be the retired one's; a new install counts on from 1.
+#[tokio::test]
+async fn after_the_upgrade_to_0040_a_new_context_key_never_takes_an_id_retired_before_it() {
+    let tdb = TestDatabase::new().await;
+    let url = empty_database(&tdb).await;
+    let mut client = connect(&url).await;
+    migrate::migrate_to_version(&mut client, 39).await.unwrap();
+    // Key 2 added and retired under the old numbering.
+    client
+        .batch_execute(
+            "INSERT INTO tenantry.context_keys (key_id, secret, inner_pad, outer_pad)
+             VALUES (2, decode(repeat('01', 32), 'hex'), decode(repeat('02', 64), 'hex'), decode(repeat('03', 64), 'hex'));
+             DELETE FROM tenantry.context_keys WHERE key_id = 2;",
+        )
+        .await
+        .unwrap();
+    migrate::migrate(&mut client).await.unwrap();
+    let next: i32 = client
+        .query_one("SELECT tenantry.add_context_key()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(next > 1000, "{next}");
+
+    let fresh = connect(&empty_database(&tdb).await).await;
+    let mut fresh = fresh;
+    migrate::migrate(&mut fresh).await.unwrap();
+    let next: i32 = fresh
+        .query_one("SELECT tenantry.add_context_key()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 2, "a new install counts on from its first key");
+}
+
 /// Every fact of schema tenantry's catalog (functions with their bodies, ACLs
 /// and comments; relations, columns, constraints, indexes, triggers, policies,
 /// views), one line each.

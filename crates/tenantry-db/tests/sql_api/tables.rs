@@ -2145,6 +2145,18 @@ async fn a_foreign_key_from_a_table_without_hierarchy_to_one_with_is_refused_and
         found.contains(&"public.notes [hierarchy]".to_owned()),
         "{found:?}"
     );
+    // The fix, as given, repairs it.
+    for fix in strings(
+        &m,
+        "SELECT fix FROM table_problems() WHERE rule = 'hierarchy'",
+    )
+    .await
+    {
+        exec(&m, &fix).await;
+    }
+    assert!(strings(&m, "SELECT problem FROM table_problems()")
+        .await
+        .is_empty());
 }
 
 /// A foreign key from an adopted table whose tenants reach their
