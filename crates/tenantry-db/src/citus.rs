@@ -668,7 +668,8 @@ fn without_triggers(table: &str, create: &str) -> Vec<String> {
     ]
 }
 
-fn quote_literal(s: &str) -> String {
+/// `s` as an SQL string literal (standard_conforming_strings, the default).
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

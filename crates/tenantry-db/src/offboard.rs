@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{types::Type, Client, IsolationLevel, Transaction};
 
-use crate::{scope::Stmt, AdminScope, DbError, TenantId};
+use crate::{citus::quote_literal, scope::Stmt, AdminScope, DbError, TenantId};
 
 /// The archive format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -277,11 +277,7 @@ fn select_list(columns: &[String], text_columns: &[String]) -> String {
 }
 
 fn idents(columns: &[String]) -> String {
-    columns
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ")
+    select_list(columns, &[])
 }
 
 fn file_name(table: &str) -> String {
@@ -767,7 +763,7 @@ async fn insert_sql(
             // Its text, cast to the column's type (JSON null and SQL NULL
             // apart, a json value's text as it was).
             let ty: String = r.get(3);
-            values.push(format!("(e ->> '{}')::{ty}", name.replace('\'', "''")));
+            values.push(format!("(e ->> {})::{ty}", quote_literal(&name)));
         } else if name == "revoked_at"
             && entry.columns.contains(&name)
             && dead_on_import(&entry.table)
@@ -797,7 +793,7 @@ async fn insert_sql(
     let as_text: Vec<String> = entry
         .text_columns
         .iter()
-        .map(|c| format!("'{}'", c.replace('\'', "''")))
+        .map(|c| quote_literal(c))
         .collect();
     let as_text = format!("ARRAY[{}]::text[]", as_text.join(", "));
     Ok(format!(
