@@ -230,6 +230,20 @@ fn export(db: &TestDatabase, tenant: uuid::Uuid, path: &str) {
     ));
 }
 
+/// `tenantry table adopt <table> --existing-rows-tenant <tenant>`, as the migration role; it must succeed.
+fn adopt_rows_of(db: &TestDatabase, table: &str, tenant: uuid::Uuid) {
+    ok(&run(
+        &db.superuser_url(),
+        &[
+            "table",
+            "adopt",
+            table,
+            "--existing-rows-tenant",
+            &tenant.to_string(),
+        ],
+    ));
+}
+
 /// `tenantry tenant import <archive> --as <id>`, as the migration role; it must succeed.
 fn import_as(db: &TestDatabase, archive: &Path, id: uuid::Uuid) {
     ok(&run(
@@ -555,16 +569,7 @@ async fn an_adopted_table_with_an_identity_column_generated_always_imports_its_i
         .await
         .unwrap()
         .get(0);
-    ok(&run(
-        &db.superuser_url(),
-        &[
-            "table",
-            "adopt",
-            "public.tickets",
-            "--existing-rows-tenant",
-            &acme.to_string(),
-        ],
-    ));
+    adopt_rows_of(&db, "public.tickets", acme);
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("acme.tar.gz");
     export(&db, acme, archive.to_str().unwrap());
@@ -632,16 +637,7 @@ async fn json_columns_come_back_exactly_json_null_apart_from_sql_null_and_json_t
     )
     .await
     .unwrap();
-    ok(&run(
-        &db.superuser_url(),
-        &[
-            "table",
-            "adopt",
-            "public.docs",
-            "--existing-rows-tenant",
-            &acme.to_string(),
-        ],
-    ));
+    adopt_rows_of(&db, "public.docs", acme);
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("acme.tar.gz");
     export(&db, acme, archive.to_str().unwrap());
