@@ -34,8 +34,10 @@ impl Case<'_> {
                 };
                 let expected = match parent {
                     Some(Who::Ghost) => Outcome::NotFound,
+                    // The model acts as the operator, who is told the parent
+                    // is deleted (a tenant's caller would get "not found").
                     Some(Who::Tenant(p)) if self.m.tenants[p].status == St::Deleted => {
-                        Outcome::NotFound
+                        Outcome::Conflict
                     }
                     _ => Outcome::Ok,
                 };
@@ -127,7 +129,7 @@ impl Case<'_> {
                         Some(Who::Tenant(p)) if self.m.tenants[t].parent == Some(p) => Outcome::Ok,
                         Some(Who::Ghost) => Outcome::NotFound,
                         Some(Who::Tenant(p)) if self.m.tenants[p].status == St::Deleted => {
-                            Outcome::NotFound
+                            Outcome::Conflict
                         }
                         Some(Who::Tenant(p)) if p == t => Outcome::Invalid,
                         Some(Who::Tenant(p)) if self.m.descendants(t).contains_key(&p) => {
