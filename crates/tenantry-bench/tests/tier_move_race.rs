@@ -17,7 +17,7 @@ async fn schema_tenant(su: &Client) -> uuid::Uuid {
 async fn write(db: &Database, tenant: uuid::Uuid) -> Result<(), tenantry_db::DbError> {
     let new = NewResource {
         name: "written during the cut-over".into(),
-        data: serde_json::json!({}),
+        data: serde_json::json!({}).into(),
     };
     db.in_tenant(
         &TenantContext::new(TenantId::from_uuid(tenant)),

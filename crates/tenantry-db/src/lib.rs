@@ -36,7 +36,7 @@
 //! use tenantry_db::{NewResource, TenantContext};
 //! let mut scope = db.tenant(TenantContext::new(tenant)).await?;
 //! let created = scope
-//!     .create_resource(&NewResource { name: "report".into(), data: serde_json::json!({"q": 3}) })
+//!     .create_resource(&NewResource { name: "report".into(), data: serde_json::json!({"q": 3}).into() })
 //!     .await?;
 //! scope.commit().await?;
 //! # Ok(()) }
@@ -53,6 +53,7 @@ mod error;
 pub mod idempotency;
 mod ids;
 pub mod invalidation;
+mod json;
 mod keys;
 #[cfg(feature = "embedded")]
 pub mod local;
@@ -88,6 +89,7 @@ pub use ids::{
     AuditEventId, ImpersonationId, InvitationId, KeyId, ResourceId, RoleId, TenantId, UserId,
 };
 pub use invalidation::{Invalidation, Invalidations, ListenOptions, ListenTo, Subscription};
+pub use json::JsonText;
 pub use keys::{ApiKeyInfo, ApiKeySecret, KeyIdentity, NewApiKey, NewKeyOptions};
 pub use offboard::PurgedTenant;
 pub use people::{

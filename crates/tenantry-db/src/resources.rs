@@ -6,7 +6,7 @@ use tokio_postgres::{types::Type, Row};
 
 use crate::{
     scope::{Route, Visibility},
-    DbError, ResourceId, TenantId, TenantScope, UserId,
+    DbError, JsonText, ResourceId, TenantId, TenantScope, UserId,
 };
 
 /// A resource as the caller may see it.
@@ -19,8 +19,9 @@ pub struct Resource {
     pub tenant_id: TenantId,
     /// Name (1–1000 characters).
     pub name: String,
-    /// JSON payload.
-    pub data: serde_json::Value,
+    /// JSON payload, as PostgreSQL stores it (numbers exactly as written).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub data: JsonText,
     /// Size of name and data in bytes, maintained by the database.
     pub size_bytes: i64,
     /// Creation time.
@@ -118,8 +119,9 @@ pub struct ResourcePage {
 pub struct NewResource {
     /// Name (1–1000 characters).
     pub name: String,
-    /// JSON object payload.
-    pub data: serde_json::Value,
+    /// JSON object payload (`serde_json::json!({…}).into()`, or
+    /// [`JsonText::parse`] to keep numbers of any size exactly).
+    pub data: JsonText,
 }
 
 /// A change to a resource; `None` fields stay as they are.
@@ -127,8 +129,8 @@ pub struct NewResource {
 pub struct ResourceUpdate {
     /// New name.
     pub name: Option<String>,
-    /// Replacement payload.
-    pub data: Option<serde_json::Value>,
+    /// Replacement payload (a JSON object).
+    pub data: Option<JsonText>,
 }
 
 /// A share of a resource with another tenant.
@@ -277,7 +279,7 @@ const GET_RESOURCE_FAMILY: &str = get_resource!("tenantry.resources");
 const GET_RESOURCE_POOLED: &str = get_resource!("ONLY tenantry.resources");
 const GET_RESOURCE_SCHEMA: &str = get_resource!("resources");
 
-fn validate(name: Option<&str>, data: Option<&serde_json::Value>) -> Result<(), DbError> {
+fn validate(name: Option<&str>, data: Option<&JsonText>) -> Result<(), DbError> {
     if let Some(name) = name {
         let len = name.chars().count();
         if !(1..=1000).contains(&len) {

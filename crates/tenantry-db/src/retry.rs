@@ -106,7 +106,7 @@ impl Database {
     /// ```no_run
     /// # async fn demo(db: tenantry_db::Database, tenant: tenantry_db::TenantId) -> Result<(), tenantry_db::DbError> {
     /// use tenantry_db::{NewResource, TenantContext};
-    /// let new = NewResource { name: "report".into(), data: serde_json::json!({}) };
+    /// let new = NewResource { name: "report".into(), data: serde_json::json!({}).into() };
     /// let created = db
     ///     .in_tenant(&TenantContext::new(tenant), &new, |scope, new| {
     ///         Box::pin(scope.create_resource(new))

@@ -596,7 +596,7 @@ async fn a_server_on_the_coordinator_creates_tenants_and_their_resources() {
     let made = scope
         .create_resource(&NewResource {
             name: "doc".into(),
-            data: serde_json::json!({"v": 1}),
+            data: serde_json::json!({"v": 1}).into(),
         })
         .await
         .unwrap();
@@ -609,7 +609,7 @@ async fn a_server_on_the_coordinator_creates_tenants_and_their_resources() {
     let childs = scope
         .create_resource(&NewResource {
             name: "child doc".into(),
-            data: serde_json::json!({}),
+            data: serde_json::json!({}).into(),
         })
         .await
         .unwrap();
@@ -1427,7 +1427,7 @@ async fn new_resource(server: &tenantry_db::Database, t: TenantId, name: &str) -
     let id = scope
         .create_resource(&NewResource {
             name: name.into(),
-            data: serde_json::json!({}),
+            data: serde_json::json!({}).into(),
         })
         .await
         .unwrap()

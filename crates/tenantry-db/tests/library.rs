@@ -37,7 +37,7 @@ async fn resource(db: &Database, t: TenantId, name: &str) -> tenantry_db::Resour
     let r = s
         .create_resource(&NewResource {
             name: name.into(),
-            data: json!({"n": name}),
+            data: json!({"n": name}).into(),
         })
         .await
         .unwrap();
@@ -125,7 +125,7 @@ async fn owner_updates_and_deletes_its_resource_and_the_database_maintains_size_
             r.id,
             &ResourceUpdate {
                 name: None,
-                data: Some(json!({"big": "x".repeat(1000)})),
+                data: Some(json!({"big": "x".repeat(1000)}).into()),
             },
         )
         .await
@@ -155,7 +155,7 @@ async fn invalid_resource_input_is_refused_and_leaves_no_row() {
         let e = s
             .create_resource(&NewResource {
                 name: name.into(),
-                data,
+                data: data.into(),
             })
             .await
             .unwrap_err();
@@ -990,7 +990,7 @@ async fn a_failed_statement_makes_commit_fail_and_writes_nothing() {
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
     s.create_resource(&NewResource {
         name: "first".into(),
-        data: json!({}),
+        data: json!({}).into(),
     })
     .await
     .unwrap();
@@ -1359,7 +1359,7 @@ async fn fifty_concurrent_creates_at_one_below_the_resource_quota_let_exactly_on
             start.wait().await;
             s.create_resource(&NewResource {
                 name: format!("racer-{i}"),
-                data: json!({}),
+                data: json!({}).into(),
             })
             .await?;
             s.commit().await
@@ -1651,7 +1651,7 @@ async fn a_deadlocked_write_is_run_again_by_in_tenant_and_both_writers_commit_on
                         let run = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let update = ResourceUpdate {
                             name: None,
-                            data: Some(json!({ "by": tag })),
+                            data: Some(json!({ "by": tag }).into()),
                         };
                         scope.update_resource(*first, &update).await?;
                         if run < 2 {
@@ -1688,7 +1688,7 @@ async fn a_collision_that_persists_is_returned_as_contention_after_the_policys_a
                 scope
                     .create_resource(&NewResource {
                         name: "never".into(),
-                        data: json!({}),
+                        data: json!({}).into(),
                     })
                     .await?;
                 scope

@@ -50,7 +50,7 @@ async fn create(db: &Database, t: TenantId, name: &str) -> Result<(), DbError> {
             scope
                 .create_resource(&NewResource {
                     name: name.clone(),
-                    data: json!({}),
+                    data: json!({}).into(),
                 })
                 .await
                 .map(|_| ())

@@ -3,8 +3,8 @@
 use axum::http::StatusCode;
 use serde::Deserialize;
 use tenantry_db::{
-    NewResource, OwnerFilter, Resource, ResourceCursor, ResourceId, ResourceQuery, ResourceUpdate,
-    Share, TenantId,
+    JsonText, NewResource, OwnerFilter, Resource, ResourceCursor, ResourceId, ResourceQuery,
+    ResourceUpdate, Share, TenantId,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -24,11 +24,10 @@ pub struct NewResourceBody {
     /// Name, 1–1000 characters.
     #[schema(min_length = 1, max_length = 1000)]
     pub name: String,
-    /// Payload: a JSON object (default `{}`). Numbers are kept as
-    /// 64-bit floating point (I-JSON, RFC 7493): integers beyond 2^53 and
-    /// decimals of more than 17 digits are rounded; send those as strings.
+    /// Payload: a JSON object (default `{}`), stored as `jsonb`: numbers
+    /// of any size and precision come back exactly.
     #[schema(value_type = Option<Object>)]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<JsonText>,
 }
 
 /// A change to a resource; absent fields stay as they are. Neither takes
@@ -40,12 +39,10 @@ pub struct ResourcePatch {
     #[serde(default, deserialize_with = "super::double_option")]
     #[schema(value_type = String, required = false, min_length = 1, max_length = 1000)]
     pub name: Option<Option<String>>,
-    /// Replacement payload (a JSON object). Numbers are kept as
-    /// 64-bit floating point (I-JSON, RFC 7493): integers beyond 2^53 and
-    /// decimals of more than 17 digits are rounded; send those as strings.
+    /// Replacement payload (a JSON object, kept exactly as for creation).
     #[serde(default, deserialize_with = "super::double_option")]
     #[schema(value_type = Object, required = false)]
-    pub data: Option<Option<serde_json::Value>>,
+    pub data: Option<Option<JsonText>>,
 }
 
 /// A share to make.
@@ -106,7 +103,7 @@ pub async fn create_resource(
     caller.require("resources.write")?;
     let new = NewResource {
         name: body.name,
-        data: body.data.unwrap_or_else(|| serde_json::json!({})),
+        data: body.data.unwrap_or_default(),
     };
     // Quotas are the database's: an insert past one fails with quota_exceeded.
     let created = caller

@@ -102,6 +102,58 @@ async fn a_resource_without_data_gets_an_empty_object_and_non_object_data_is_422
     assert_eq!(app.resource_names(&t.key, "").await, vec!["bare"]);
 }
 
+/// A payload's numbers come back as the client wrote them, whatever their
+/// size or precision (they went through 64-bit floats before, and an id of
+/// 20 digits came back rounded), on creation, reading, listing and change.
+#[tokio::test]
+async fn a_resources_numbers_come_back_exactly_as_written_whatever_their_size() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let data = r#"{"big": 123456789012345678901234567890, "id": 18446744073709551617, "pi": 3.14159265358979323846264338327950288, "tiny": 1e-400}"#;
+    // PostgreSQL's jsonb writes numbers as numeric: 1e-400 in full.
+    let stored = format!(
+        r#"{{"id": 18446744073709551617, "pi": 3.14159265358979323846264338327950288, "big": 123456789012345678901234567890, "tiny": 0.{}1}}"#,
+        "0".repeat(399)
+    );
+    let raw = |method: reqwest::Method, path: &str, body: String| {
+        app.client
+            .request(method, app.url(path))
+            .bearer_auth(&t.key)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let created = app
+        .send_raw(raw(
+            reqwest::Method::POST,
+            "/v1/resources",
+            format!(r#"{{"name": "exact", "data": {data}}}"#),
+        ))
+        .await;
+    created.expect(201);
+    assert!(created.text.contains(&stored), "{}", created.text);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/resources/{id}");
+    let got = app.get(&path, &t.key).await;
+    assert!(got.text.contains(&stored), "{}", got.text);
+    let listed = app.get("/v1/resources", &t.key).await;
+    assert!(listed.text.contains(&stored), "{}", listed.text);
+    let changed = app
+        .send_raw(raw(
+            reqwest::Method::PATCH,
+            &path,
+            r#"{"data": {"n": -98765432109876543210.000000000000000000001}}"#.to_owned(),
+        ))
+        .await;
+    changed.expect(200);
+    assert!(
+        changed
+            .text
+            .contains(r#"{"n": -98765432109876543210.000000000000000000001}"#),
+        "{}",
+        changed.text
+    );
+}
+
 /// The 404 body without the id in its detail.
 fn without_id(body: &Value, id: &str) -> Value {
     let mut b = body.clone();

@@ -776,7 +776,7 @@ impl Writer {
                     TenantContext::new(TenantId::from_uuid(tenant)).with_actor("bench-writer");
                 let new = NewResource {
                     name: LIVE_WRITE.into(),
-                    data: serde_json::json!({}),
+                    data: serde_json::json!({}).into(),
                 };
                 let mut done = Writes {
                     writes: Vec::new(),

@@ -88,7 +88,7 @@ async fn cannot_change(s: &mut tenantry_db::TenantScope, id: ResourceId) {
 fn named(name: &str) -> NewResource {
     NewResource {
         name: name.into(),
-        data: json!({ "n": name }),
+        data: json!({ "n": name }).into(),
     }
 }
 

@@ -273,7 +273,7 @@ impl Case<'_> {
                 let r = s
                     .create_resource(&NewResource {
                         name: name.clone(),
-                        data: serde_json::json!({"n": name}),
+                        data: serde_json::json!({"n": name}).into(),
                     })
                     .await;
                 let r = match r {

@@ -1,0 +1,247 @@
+//! [`JsonText`]: a JSON value kept as its text between the client and a `jsonb` column, so that what a client wrote comes back exactly (numbers of any size or precision) and passing it through costs a copy, not a tree.
+
+use std::{error::Error, fmt};
+
+use bytes::{BufMut, BytesMut};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+
+/// A JSON value as text, checked to be JSON when made.
+///
+/// `serde_json::Value` keeps numbers as 64-bit integers or floats, so an
+/// integer beyond 2^64 or a decimal of more than 17 digits written by a
+/// client came back rounded. PostgreSQL's `jsonb` keeps them exactly; this
+/// type carries its text unchanged both ways: as a query parameter or column
+/// value (`json` and `jsonb`), and through serde (a JSON request body's member
+/// is taken as written; serialized, the text is written as it is).
+///
+/// ```
+/// use tenantry_db::JsonText;
+/// let data = JsonText::parse(r#"{"id": 123456789012345678901234567890}"#).unwrap();
+/// assert_eq!(data.get(), r#"{"id": 123456789012345678901234567890}"#);
+/// assert!(data.is_object());
+/// let from_value: JsonText = serde_json::json!({"n": 1}).into();
+/// assert_eq!(from_value.get(), r#"{"n":1}"#);
+/// ```
+#[derive(Clone)]
+pub struct JsonText(Box<RawValue>);
+
+impl JsonText {
+    /// Checks that `text` is one JSON value nested at most
+    /// [`JsonText::MAX_DEPTH`] deep (whitespace around it is dropped).
+    pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
+        let raw = RawValue::from_string(text.into())?;
+        if too_deep(raw.get()) {
+            return Err(serde::de::Error::custom(DEPTH_ERROR));
+        }
+        Ok(Self(raw))
+    }
+
+    /// How deep arrays and objects may nest: serde_json's own limit when it
+    /// parses into a tree (a raw value is only scanned, without one).
+    pub const MAX_DEPTH: usize = 128;
+
+    /// `{}`.
+    pub fn empty_object() -> Self {
+        Self::parse("{}").expect("{} is JSON")
+    }
+
+    /// The text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Whether it is a JSON object.
+    pub fn is_object(&self) -> bool {
+        self.get().starts_with('{')
+    }
+
+    /// Parsed into `T` (numbers beyond what `T` holds are refused or rounded
+    /// as `T`'s own `Deserialize` does).
+    pub fn to<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.get())
+    }
+
+    /// Parsed into a `serde_json::Value`: integers beyond 64 bits and
+    /// decimals of more than 17 digits become the nearest 64-bit float, and
+    /// a number beyond a float's range (`1e400`, which `jsonb` holds) is an
+    /// error.
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        self.to()
+    }
+}
+
+impl Default for JsonText {
+    /// `{}`.
+    fn default() -> Self {
+        Self::empty_object()
+    }
+}
+
+impl From<serde_json::Value> for JsonText {
+    fn from(value: serde_json::Value) -> Self {
+        Self::from(&value)
+    }
+}
+
+impl From<&serde_json::Value> for JsonText {
+    fn from(value: &serde_json::Value) -> Self {
+        Self(serde_json::value::to_raw_value(value).expect("a Value serializes"))
+    }
+}
+
+impl PartialEq for JsonText {
+    /// The same text.
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for JsonText {}
+
+impl PartialEq<serde_json::Value> for JsonText {
+    /// The same JSON once parsed (as [`JsonText::to_value`]).
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        self.to_value().is_ok_and(|v| v == *other)
+    }
+}
+
+impl fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl fmt::Display for JsonText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    /// Takes the value as written; from JSON only (serde_json's raw value).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if too_deep(raw.get()) {
+            return Err(serde::de::Error::custom(DEPTH_ERROR));
+        }
+        Ok(Self(raw))
+    }
+}
+
+const DEPTH_ERROR: &str = "JSON nested more than 128 levels deep";
+
+/// Whether valid JSON nests arrays and objects deeper than
+/// [`JsonText::MAX_DEPTH`] (brackets inside strings do not count).
+fn too_deep(json: &str) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > JsonText::MAX_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    false
+}
+
+type SqlError = Box<dyn Error + Sync + Send>;
+
+/// The version byte before `jsonb`'s text in the binary format.
+const JSONB_VERSION: u8 = 1;
+
+impl<'a> FromSql<'a> for JsonText {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, SqlError> {
+        let text = if *ty == Type::JSONB {
+            match raw.split_first() {
+                Some((&JSONB_VERSION, text)) => text,
+                _ => return Err("unsupported jsonb format version".into()),
+            }
+        } else {
+            raw
+        };
+        Ok(Self::parse(std::str::from_utf8(text)?)?)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON || *ty == Type::JSONB
+    }
+}
+
+impl ToSql for JsonText {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, SqlError> {
+        if *ty == Type::JSONB {
+            out.put_u8(JSONB_VERSION);
+        }
+        out.put_slice(self.get().as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON || *ty == Type::JSONB
+    }
+
+    to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_beyond_64_bits_keep_every_digit_through_serde() {
+        let body = r#"{"data":{"big":123456789012345678901234567890,"pi":3.14159265358979323846264338327950288}}"#;
+        #[derive(Deserialize, Serialize)]
+        struct Body {
+            data: JsonText,
+        }
+        let parsed: Body = serde_json::from_str(body).unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), body);
+    }
+
+    #[test]
+    fn nesting_deeper_than_serde_jsons_own_limit_is_refused_brackets_in_strings_aside() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(JsonText::parse(deep(128)).is_ok());
+        assert!(JsonText::parse(deep(129)).is_err());
+        assert!(serde_json::from_str::<JsonText>(&deep(100_000)).is_err());
+        let quoted = format!(r#"{{"s": "{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert!(JsonText::parse(quoted).is_ok());
+    }
+
+    #[test]
+    fn a_jsonb_value_is_read_and_written_as_its_text_after_the_version_byte() {
+        let v = JsonText::parse(" [1, 2.50] ").unwrap();
+        assert_eq!(v.get(), "[1, 2.50]");
+        assert!(!v.is_object());
+        let mut out = BytesMut::new();
+        v.to_sql_checked(&Type::JSONB, &mut out).unwrap();
+        assert_eq!(&out[..], b"\x01[1, 2.50]");
+        assert_eq!(JsonText::from_sql(&Type::JSONB, &out).unwrap(), v);
+        assert!(JsonText::from_sql(&Type::JSONB, b"\x02{}").is_err());
+        assert!(v.to_sql_checked(&Type::TEXT, &mut out).is_err());
+        assert!(JsonText::parse("{").is_err());
+    }
+}
