@@ -320,7 +320,8 @@ TO tenantry_app;
 
 /**
  * Permission names of an identity, sorted: its role's if bound to a role,
- * else its member's roles', else all (an unbound owner key); narrowed to
+ * else its member's roles' (all for the owner, none while pending), else all
+ * (an unbound key); narrowed to
  * scopes when given. PL/pgSQL with one statement per kind of identity, each
  * planned once per session: a single SQL statement with a branch per kind
  * (the earlier form) made the executor set up all three branches on every
@@ -332,6 +333,9 @@ CREATE OR REPLACE FUNCTION tenantry.identity_permission_names(p_tenant_id uuid, 
 RETURNS text[]
 LANGUAGE plpgsql STABLE
 AS $$
+DECLARE
+    v_owner boolean;
+    v_pending boolean;
 BEGIN
     IF p_role_id IS NULL AND p_user_id IS NULL THEN
         RETURN ARRAY(SELECT p.name FROM tenantry.permissions p
@@ -345,6 +349,20 @@ BEGIN
                        AND (p_scopes IS NULL OR p.name OPERATOR(pg_catalog.=) ANY (p_scopes))
                      ORDER BY p.name);
     END IF;
+    -- A key bound to the owner acts as the owner, who holds every permission
+    -- (found by an audit: it held none, the owner having no roles); one
+    -- bound to a member who has not accepted yet holds none (pending members
+    -- do not act).
+    SELECT m.is_owner, m.pending INTO v_owner, v_pending
+    FROM tenantry.tenant_members m
+    WHERE m.tenant_id OPERATOR(pg_catalog.=) p_tenant_id AND m.user_id OPERATOR(pg_catalog.=) p_user_id;
+    IF v_pending THEN
+        RETURN '{}'::text[];
+    ELSIF v_owner THEN
+        RETURN ARRAY(SELECT p.name FROM tenantry.permissions p
+                     WHERE p_scopes IS NULL OR p.name OPERATOR(pg_catalog.=) ANY (p_scopes)
+                     ORDER BY p.name);
+    END IF;
     -- A member: each permission once, however many of its roles hold it.
     RETURN ARRAY(SELECT DISTINCT p.name
                  FROM tenantry.member_roles mr
@@ -356,7 +374,7 @@ BEGIN
                  ORDER BY p.name);
 END
 $$;
-COMMENT ON FUNCTION tenantry.identity_permission_names(uuid, uuid, uuid, text[]) IS 'Internal: sorted permission names of a key identity (role, else member roles, else all for an unbound owner key), narrowed to scopes when not NULL; one planned statement per kind of identity. Not granted.';
+COMMENT ON FUNCTION tenantry.identity_permission_names(uuid, uuid, uuid, text[]) IS 'Internal: sorted permission names of a key identity (role, else member roles: all for the owner, none for a pending member; else all for an unbound key), narrowed to scopes when not NULL; one planned statement per kind of identity. Not granted.';
 
 /**
  * The same as a set (identity_permission_names without scopes), for callers
@@ -801,7 +819,40 @@ COMMENT ON FUNCTION tenantry.member_roles_within_grants() IS 'Trigger: refuses (
 CREATE OR REPLACE TRIGGER member_roles_within_grants BEFORE INSERT OR DELETE ON tenantry.member_roles
     FOR EACH ROW EXECUTE FUNCTION tenantry.member_roles_within_grants();
 
-/** Removes a member of the current tenant (members.write); the owner is refused (TN409), an unknown member is TN404. */
+/**
+ * Nobody removes a member stronger than themselves: removing a member takes
+ * away every role it holds, so the caller must hold every permission of
+ * those roles (the owner: every permission), as for taking the roles away one
+ * by one. Found by an audit: the member's role assignments went with it by
+ * the foreign key's cascade, which runs as the table's owner and which the
+ * member_roles trigger therefore does not check. Runs as the caller;
+ * tenantry's own functions (as the owner) decide for themselves.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_members_within_grants()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- Without a tenant context the app roles see no member (RLS): only an
+    -- operator's session deletes then.
+    IF current_user <> 'tenantry_owner' AND tenantry.current_tenant_id() IS NOT NULL
+       AND NOT tenantry.authorize_all()
+       AND (OLD.is_owner
+            OR EXISTS (SELECT 1 FROM tenantry.member_roles mr
+                       WHERE mr.tenant_id = OLD.tenant_id AND mr.user_id = OLD.user_id
+                         AND tenantry.role_beyond_grants(mr.tenant_id, mr.role_id))) THEN
+        RAISE EXCEPTION 'member % holds permissions the caller does not: it cannot remove them', OLD.user_id
+            USING ERRCODE = 'TN401', HINT = 'user_id';
+    END IF;
+    RETURN OLD;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tenant_members_within_grants() IS 'Trigger: refuses (TN401) a tenant caller removing a member that holds a permission the caller does not (through its roles, or as the owner).';
+CREATE OR REPLACE TRIGGER tenant_members_within_grants BEFORE DELETE ON tenantry.tenant_members
+    FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_members_within_grants();
+
+/** Removes a member of the current tenant (members.write, and every permission the member holds: TN401); the owner is refused while others remain (TN409), an unknown member is TN404. */
 CREATE OR REPLACE FUNCTION tenantry.remove_member(user_id uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -820,7 +871,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.remove_member(uuid) IS 'Removes a member of the current tenant and its role assignments (members.write; TN409 for the owner while other active members remain, TN404 for a non-member). Their keys bound to them stop working. Runs as the caller.';
+COMMENT ON FUNCTION tenantry.remove_member(uuid) IS 'Removes a member of the current tenant and its role assignments (members.write and every permission the member holds, else TN401; TN409 for the owner while other active members remain, TN404 for a non-member). Their keys bound to them stop working. Runs as the caller.';
 GRANT EXECUTE ON FUNCTION tenantry.remove_member(uuid) TO tenantry_app;
 
 -- -----------------------------------------------------------------------------

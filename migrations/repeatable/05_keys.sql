@@ -103,9 +103,32 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     beyond text;
+    not_accepted boolean;
 BEGIN
     IF NOT tenantry.authorize('keys.write') THEN
         RAISE EXCEPTION 'creating, rotating and revoking keys needs keys.write' USING ERRCODE = 'TN401';
+    END IF;
+    -- A key bound to a member acts as that member (created_by, the
+    -- policies' current_user_id()). Found by an audit: anyone holding
+    -- keys.write minted a key acting as another member, the owner included,
+    -- or as a person who never accepted, with no time limit or reason. A
+    -- member binds keys to themselves; acting as someone else takes what
+    -- impersonating takes: every permission (the owner, an unbound key, an
+    -- operator), and it is never someone who has not accepted.
+    IF uid IS NOT NULL THEN
+        SELECT m.pending INTO not_accepted
+        FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = uid;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'member % not found', uid USING ERRCODE = 'TN404', HINT = 'user_id';
+        END IF;
+        IF uid IS DISTINCT FROM tenantry.current_user_id() AND NOT tenantry.authorize_all() THEN
+            RAISE EXCEPTION 'a key acting as another member needs every permission, as impersonating does (the owner, a key bound to no role or member, an operator); a member binds keys to themselves'
+                USING ERRCODE = 'TN401', HINT = 'user_id';
+        END IF;
+        IF not_accepted THEN
+            RAISE EXCEPTION 'member % has not accepted an invitation yet: no key acts as them', uid
+                USING ERRCODE = 'TN409', HINT = 'user_id';
+        END IF;
     END IF;
     SELECT s INTO beyond FROM unnest(scopes) s
     WHERE NOT EXISTS (SELECT 1 FROM tenantry.permissions p WHERE p.name = s) LIMIT 1;
@@ -115,7 +138,7 @@ BEGIN
     SELECT ip.name INTO beyond FROM tenantry.identity_permissions(tid, uid, rid) ip
     WHERE (scopes IS NULL OR ip.name = ANY (scopes)) AND NOT tenantry.authorize(ip.name) LIMIT 1;
     IF beyond IS NOT NULL THEN
-        RAISE EXCEPTION 'a key cannot be given the permission % which the caller does not hold', beyond
+        RAISE EXCEPTION 'the key cannot be given the permission %, which the caller does not hold', beyond
             USING ERRCODE = 'TN401', HINT = 'scopes';
     END IF;
     -- An unbound, unscoped key also holds every permission defined later.
@@ -125,7 +148,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.require_key_within_grants(uuid, uuid, uuid, text[]) IS 'Internal: TN401 (the caller lacks a permission) unless the caller holds keys.write and every permission the key would hold (an unbound unscoped key: every permission); TN422 for unknown scopes. Not granted.';
+COMMENT ON FUNCTION tenantry.require_key_within_grants(uuid, uuid, uuid, text[]) IS 'Internal: TN401 (the caller lacks a permission) unless the caller holds keys.write and every permission the key would hold (an unbound unscoped key: every permission), and, for a key bound to a member other than the caller, every permission; TN404 for a member not of the tenant, TN409 for one who has not accepted; TN422 for unknown scopes. Not granted.';
 
 /**
  * KeyHippo API: create_api_key(description, metadata) -> key (shown once).

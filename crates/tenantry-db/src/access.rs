@@ -307,7 +307,7 @@ impl TenantScope {
         permission: &str,
     ) -> Result<Role, DbError> {
         if let Err(denied) = self.ensure_holds([permission], || {
-            format!("a key cannot grant {permission}, which it does not hold")
+            format!("the caller cannot grant {permission}, which it does not hold")
         }) {
             let known = self
                 .permissions()
@@ -338,7 +338,7 @@ impl TenantScope {
         permission: &str,
     ) -> Result<Role, DbError> {
         self.ensure_holds_role(id, || {
-            "a key cannot change a role with permissions it does not hold".into()
+            "the caller cannot change a role with permissions it does not hold".into()
         })
         .await?;
         self.rows(
@@ -354,7 +354,7 @@ impl TenantScope {
     /// A restricted actor may only assign a role whose permissions it holds.
     pub async fn assign_role(&mut self, user: UserId, id: RoleId) -> Result<Member, DbError> {
         self.ensure_holds_role(id, || {
-            "a key cannot assign a role with permissions it does not hold".into()
+            "the caller cannot assign a role with permissions it does not hold".into()
         })
         .await?;
         self.rows(

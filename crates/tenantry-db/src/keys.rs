@@ -185,7 +185,7 @@ pub struct NewKeyOptions {
 
 /// The refusal of a key created or rotated beyond what the actor holds.
 fn escalation() -> String {
-    "a key cannot create or rotate a key with permissions it does not hold".into()
+    "the caller cannot create or rotate a key with permissions it does not hold".into()
 }
 
 impl TenantScope {
@@ -278,7 +278,7 @@ impl TenantScope {
     /// (a limited key locking the owner out).
     pub async fn revoke_api_key(&mut self, key_id: KeyId) -> Result<(), DbError> {
         self.ensure_holds_key(key_id, || {
-            "a key cannot revoke a key with permissions it does not hold".into()
+            "the caller cannot revoke a key with permissions it does not hold".into()
         })
         .await?;
         self.rows(

@@ -328,12 +328,23 @@ async fn members_are_added_listed_and_assigned_roles_and_a_duplicate_email_is_40
     .await
     .problem(404, "not_found");
 
-    // A member-bound key has the member's roles' permissions.
-    let (member_key, _) = app.create_key(&t.id, json!({ "user_id": user })).await;
+    // A member-bound key has the member's roles' permissions; Ada, the first
+    // member, owns the tenant, and a key acting as her holds every permission
+    // (it held none: found by an audit).
+    let bob = app.add_member(&t.key, "bob@example.com").await;
+    app.put(&format!("/v1/members/{bob}/roles/{role}"), &t.key)
+        .await
+        .expect(200);
+    let (member_key, _) = app.create_key(&t.id, json!({ "user_id": bob })).await;
     app.get("/v1/resources", &member_key).await.expect(200);
     app.post("/v1/resources", &member_key, &json!({ "name": "x" }))
         .await
         .problem(403, "permission_denied");
+    let (owner_key, _) = app.create_key(&t.id, json!({ "user_id": user })).await;
+    let made = app
+        .post("/v1/resources", &owner_key, &json!({ "name": "by ada" }))
+        .await;
+    assert_eq!(made.expect(201)["created_by"], user.as_str());
 }
 
 /// Removing a member ends what they hold: their keys (here a revoked one
@@ -343,6 +354,8 @@ async fn members_are_added_listed_and_assigned_roles_and_a_duplicate_email_is_40
 async fn removing_a_member_who_holds_keys_removes_their_keys_and_the_member() {
     let app = TestApp::spawn().await;
     let t = app.tenant("t").await;
+    // The first member owns the tenant (and a key acting as them holds everything).
+    let owner = app.add_member(&t.key, "owner@example.com").await;
     let user = app.add_member(&t.key, "leaver@example.com").await;
     let (old_key, old_id) = app.create_key(&t.id, json!({ "user_id": user })).await;
     app.delete(&format!("/v1/keys/{old_id}"), &t.key)
@@ -363,7 +376,10 @@ async fn removing_a_member_who_holds_keys_removes_their_keys_and_the_member() {
     app.get("/v1/tenant", &live_key)
         .await
         .problem(401, "unauthorized");
-    assert!(app.get("/v1/members", &t.key).await.items().is_empty());
+    assert_eq!(
+        ids(&app.get("/v1/members", &t.key).await.items(), "user_id"),
+        vec![owner]
+    );
     let keys = app.get("/v1/keys", &t.key).await.items();
     assert!(
         keys.iter().all(|k| k["user_id"].is_null()),

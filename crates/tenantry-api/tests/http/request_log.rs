@@ -118,6 +118,8 @@ async fn a_graceful_shutdown_flushes_one_request_log_row_per_tenant_request() {
 async fn a_member_bound_keys_requests_are_logged_with_its_member() {
     let mut app = TestApp::spawn().await;
     let t = app.tenant("t").await;
+    // The first member owns the tenant (and a key acting as them holds everything).
+    app.add_member(&t.key, "owner@example.com").await;
     let user = app.add_member(&t.key, "m@example.com").await;
     let (member_key, _) = app.create_key(&t.id, json!({ "user_id": user })).await;
     // The member has no roles: refused, but still logged.

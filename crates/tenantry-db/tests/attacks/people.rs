@@ -859,6 +859,192 @@ async fn a_member_cannot_mint_an_unbound_key_or_a_key_beyond_their_permissions_t
     );
 }
 
+/// Found by an audit: anyone holding keys.write minted a key acting as
+/// another member (the owner included) or as a person who never accepted.
+#[tokio::test]
+async fn a_member_cannot_mint_or_rotate_a_key_acting_as_another_member_or_a_pending_one_through_raw_sql(
+) {
+    let (_tdb, c, su) = setup().await;
+    let (t, owner, member, _role) = team(&c, &su, &["keys.write", "resources.read"]).await;
+    let grants = ["keys.write", "resources.read"];
+    begin_as(&c, t).await;
+    let pending: Uuid = c
+        .query_one(
+            "INSERT INTO tenantry.tenant_members (email, user_id, pending) \
+             VALUES ('p@team.test', gen_random_uuid(), true) RETURNING user_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The owner's (every permission) key bound to the owner: it acts as the
+    // owner, who holds every permission (it held none before).
+    let owner_key: String = c
+        .query_one(
+            "SELECT tenantry.create_api_key('as owner', $1)",
+            &[&json!({ "user_id": owner })],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let owner_key_id: Uuid = c
+        .query_one(
+            "SELECT key_id FROM tenantry.api_keys WHERE description = 'as owner'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(&c).await;
+    let identity: serde_json::Value = c
+        .query_one("SELECT tenantry.verify_api_key($1)", &[&owner_key])
+        .await
+        .unwrap()
+        .get(0);
+    let every: Vec<String> = su
+        .query_one(
+            "SELECT array_agg(name ORDER BY name) FROM tenantry.permissions",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(identity["permissions"], json!(every));
+
+    for (what, metadata, expected) in [
+        ("the owner", json!({ "user_id": owner }), "TN401"),
+        ("a pending member", json!({ "user_id": pending }), "TN401"),
+        ("nobody", json!({ "user_id": Uuid::new_v4() }), "TN404"),
+    ] {
+        begin_member(&c, t, member, &grants).await;
+        let (code, _, _) = fails(
+            &c,
+            &format!("SELECT tenantry.create_api_key('x', '{metadata}')"),
+        )
+        .await;
+        assert_eq!(code, expected, "{what}");
+        rollback(&c).await;
+    }
+    // Even the owner binds no key to someone who has not accepted.
+    begin_as(&c, t).await;
+    let (code, _, _) = fails(
+        &c,
+        &format!(
+            "SELECT tenantry.create_api_key('x', '{}')",
+            json!({ "user_id": pending })
+        ),
+    )
+    .await;
+    assert_eq!(code, "TN409");
+    rollback(&c).await;
+    // Rotating the owner's key would hand the member a key acting as the owner.
+    begin_member(&c, t, member, &grants).await;
+    let (code, _, _) = fails(
+        &c,
+        &format!("SELECT tenantry.rotate_api_key('{owner_key_id}')"),
+    )
+    .await;
+    assert_eq!(code, "TN401");
+    rollback(&c).await;
+    // A member binds a key to themselves: it acts as them.
+    begin_member(&c, t, member, &grants).await;
+    let own: String = c
+        .query_one(
+            "SELECT tenantry.create_api_key('mine', $1)",
+            &[&json!({ "user_id": member })],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(&c).await;
+    let identity: serde_json::Value = c
+        .query_one("SELECT tenantry.verify_api_key($1)", &[&own])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(identity["user_id"], json!(member));
+    assert_eq!(identity["permissions"], json!(grants));
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM tenantry.api_keys").await,
+        2
+    );
+}
+
+/// Found by an audit: removing a member took away roles the remover could
+/// not have taken one by one (the cascade runs as the table's owner).
+#[tokio::test]
+async fn a_member_cannot_remove_a_member_holding_permissions_they_lack_through_raw_sql() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _role) = team(&c, &su, &["members.write", "members.read"]).await;
+    let grants = ["members.read", "members.write"];
+    let strong_role = create_role(&c, t, "strong").await;
+    begin_as(&c, t).await;
+    c.execute(
+        "SELECT tenantry.assign_tenant_permission($1, 'audit.read')",
+        &[&strong_role],
+    )
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for email in ["strong@team.test", "weak@team.test"] {
+        let id: Uuid = c
+            .query_one(
+                "INSERT INTO tenantry.tenant_members (email) VALUES ($1) RETURNING user_id",
+                &[&email],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        ids.push(id);
+    }
+    let (strong, weak) = (ids[0], ids[1]);
+    c.execute(
+        "SELECT tenantry.set_member_roles($1, ARRAY[$2::uuid])",
+        &[&strong, &strong_role],
+    )
+    .await
+    .unwrap();
+    commit(&c).await;
+    for sql in [
+        format!("SELECT tenantry.remove_member('{strong}')"),
+        format!("DELETE FROM tenantry.tenant_members WHERE user_id = '{strong}'"),
+    ] {
+        begin_member(&c, t, member, &grants).await;
+        let (code, _, _) = fails(&c, &sql).await;
+        assert_eq!(code, "TN401", "{sql}");
+        rollback(&c).await;
+    }
+    assert_eq!(
+        count(
+            &su,
+            &format!("SELECT count(*) FROM tenantry.member_roles WHERE user_id = '{strong}'")
+        )
+        .await,
+        1
+    );
+    // A member holding no more than the remover goes; the owner removes anyone.
+    begin_member(&c, t, member, &grants).await;
+    c.execute("SELECT tenantry.remove_member($1)", &[&weak])
+        .await
+        .unwrap();
+    commit(&c).await;
+    begin_as(&c, t).await;
+    c.execute("SELECT tenantry.remove_member($1)", &[&strong])
+        .await
+        .unwrap();
+    commit(&c).await;
+    assert_eq!(
+        count(
+            &su,
+            &format!(
+                "SELECT count(*) FROM tenantry.tenant_members WHERE user_id IN ('{strong}', '{weak}')"
+            )
+        )
+        .await,
+        0
+    );
+}
+
 /// Opens a transaction in `t` as `user` impersonated by `who`, holding what an
 /// impersonated session holds (what the server proves for its requests).
 async fn begin_impersonated(c: &Client, su: &Client, t: Uuid, user: Uuid, who: &str) {
