@@ -732,6 +732,14 @@ BEGIN
         RAISE EXCEPTION 'this connection holds statements prepared by SQL; it is closed'
             USING ERRCODE = 'TN503';
     END IF;
+    -- A cursor declared WITH HOLD outlives its transaction: the next
+    -- tenant's transaction could FETCH the rows it selected (found by an
+    -- audit). The library closes them before reusing the connection
+    -- (session.rs); any still open here was left by other means.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_cursors c WHERE c.is_holdable) THEN
+        RAISE EXCEPTION 'SQL run on this connection left a cursor open (WITH HOLD); it is closed'
+            USING ERRCODE = 'TN503';
+    END IF;
     -- Temporary tables or types made by that SQL (session_holds_temp_objects).
     IF tenantry.session_holds_temp_objects() THEN
         RAISE EXCEPTION 'SQL run on this connection made temporary tables or types; it is closed'
@@ -754,7 +762,7 @@ BEGIN
     RETURN current;
 END
 $$;
-COMMENT ON FUNCTION tenantry.assert_session_unchanged(text) IS 'Server connections: TN503 when the session holds statements prepared by SQL (PREPARE) or temporary tables or types, or when SQL changed its role or one of session_setting_names() for the session; a difference from expected that a configuration reload made is accepted. Returns session_settings(), which the library keeps for the next check. The library closes a refused connection and runs the transaction again on another.';
+COMMENT ON FUNCTION tenantry.assert_session_unchanged(text) IS 'Server connections: TN503 when the session holds statements prepared by SQL (PREPARE), cursors declared WITH HOLD or temporary tables or types, or when SQL changed its role or one of session_setting_names() for the session; a difference from expected that a configuration reload made is accepted. Returns session_settings(), which the library keeps for the next check. The library closes a refused connection and runs the transaction again on another.';
 GRANT EXECUTE ON FUNCTION tenantry.assert_session_unchanged(text) TO tenantry_app, tenantry_app_own, tenantry_app_shared,
     tenantry_admin, tenantry_logger, tenantry_server;
 

@@ -1,4 +1,4 @@
-//! The pool's connections: in the prepared mode each one switches to `tenantry_app` once and opens its verified-context session (commit-reveal chain) when it connects, and again after a transaction that revealed the chain's secret rolled back; a connection whose chain fell out of step with the database is closed instead of reused.
+//! The pool's connections: in the prepared mode each one switches to `tenantry_app` once and opens its verified-context session (commit-reveal chain) when it connects, and again after a transaction that revealed the chain's secret rolled back or that ran SQL the library did not write (whose session state is reset first); a connection whose chain fell out of step with the database is closed instead of reused.
 
 use std::{
     ops::Deref,
@@ -137,13 +137,34 @@ impl managed::Manager for SessionManager {
                 RecycleError::Message(m) => RecycleError::Message(m),
                 RecycleError::Backend(e) => RecycleError::Backend(SessionError::Db(e)),
             })?;
+        // SQL the library did not write ran in the connection's last
+        // transaction: what it left in the session for good goes before
+        // another tenant's transaction can see it. Found by an audit: a
+        // cursor declared WITH HOLD was fetched by the next tenant, and a
+        // session-level custom setting (`SET app.x`, set_config(…, false))
+        // was read by it; listing every setting to find those costs about
+        // 1 ms, a reset costs a round trip. RESET ALL also empties the
+        // context session's commitment, so the session is opened again below
+        // (the role stays: RESET ALL leaves it, and the next transaction
+        // checks it with the other settings, assert_session_unchanged).
+        let reset = conn.ran_caller_sql;
+        let nonce = if reset {
+            reset_session(&conn.client, conn.chain.is_some())
+                .await
+                .map_err(|e| RecycleError::Backend(SessionError::Db(e)))?
+        } else {
+            None
+        };
         // A transaction that revealed the chain's secret rolled back: the
         // database refuses that secret from now on, so the session is opened
         // afresh (two round trips, after rollbacks only).
         if let (Some(chain), Some(key)) = (conn.chain.as_ref(), self.key.as_ref()) {
-            if chain.needs_reopening() {
+            if chain.needs_reopening() || reset {
                 let pid = chain.pid();
-                let nonce = draw(&conn.client).await.map_err(SessionError::Db)?;
+                let nonce = match nonce {
+                    Some(nonce) => nonce,
+                    None => draw(&conn.client).await.map_err(SessionError::Db)?,
+                };
                 conn.chain = Some(open_chain(&conn.client, key, pid, nonce).await?);
             }
         }
@@ -222,6 +243,33 @@ fn not_server(e: tokio_postgres::Error) -> SessionError {
     } else {
         SessionError::Db(e)
     }
+}
+
+/// Puts back what SQL the library did not write can leave in a session for
+/// good, the settings and the role aside (checked, not reset, by
+/// `tenantry.assert_session_unchanged`): holdable cursors, every setting
+/// changed for the session (custom ones such as `app.*` included), channels
+/// listened to. One round trip; with a
+/// context session, it also draws the nonce its reopening is bound to.
+async fn reset_session(
+    client: &ClientWrapper,
+    draws: bool,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    // No advisory locks to release: the app roles cannot take any
+    // (08_shared_state.sql revokes them).
+    const RESET: &str = "CLOSE ALL; RESET ALL; UNLISTEN *";
+    if !draws {
+        client.batch_execute(RESET).await?;
+        return Ok(None);
+    }
+    let answer = client
+        .simple_query(&format!("{RESET}; SELECT tenantry.context_session_nonce()"))
+        .await?;
+    let nonce = answer.iter().rev().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
+        _ => None,
+    });
+    Ok(nonce)
 }
 
 /// The session's draw that its opening is bound to (`tenantry.context_session_nonce`).
