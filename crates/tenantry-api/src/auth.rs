@@ -231,7 +231,12 @@ impl FromRequestParts<AppState> for OperatorView {
         }
         match bearer(parts) {
             Some(token) if state.admin_token.matches(token) => Ok(OperatorView(true)),
-            _ => Err(ApiError::unauthorized()),
+            // Found by an audit: the generic 401 asked for "a valid API key"
+            // when one had been sent.
+            _ => Err(ApiError::new(
+                ProblemCode::Unauthorized,
+                "this route takes the admin token or no Authorization header at all (API keys and people's tokens are not accepted here)",
+            )),
         }
     }
 }

@@ -386,7 +386,9 @@ fn document_tenant_header(operation: &mut Operation) {
             "The tenant this request acts in (its id, a UUID). With a person's token: required, unless the token \
              carries the configured tenant claim; the person must be a member of it. With a \
              tenant API key: optional, and when sent it must name the key's own tenant. The \
-             admin token ignores it.",
+             admin token does not act in a tenant through it: routes that need a tenant refuse \
+             that token (403 wrong_credential), and those that take it name the tenant in their \
+             own tenant_id parameter or field.",
         ))
         // A string, not `format: uuid`: openapi-python-client then types the
         // parameter `UUID` and hands it to httpx unconverted, which refuses

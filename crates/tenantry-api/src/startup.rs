@@ -64,12 +64,7 @@ pub fn router(
         .layer(axum::middleware::from_fn(close_after_unread_body))
         // A bug that panics answers 500 problem+json instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                axum::response::IntoResponse::into_response(ApiError::new(
-                    ProblemCode::InternalError,
-                    "internal error",
-                ))
-            },
+            tenantry_axum::error::panicked,
         ))
         .layer(RequestIdLayer)
 }

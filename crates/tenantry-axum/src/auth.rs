@@ -585,7 +585,7 @@ where
         {
             return Err(ApiError::new(
                 ProblemCode::WrongCredential,
-                "this route needs a tenant API key, not the admin token",
+                "this route acts in a tenant: it needs a tenant API key, a person's token or an impersonation token, not the admin token",
             ));
         }
         let (credential, status) = if let Some(secret) = ApiKeySecret::parse(token) {

@@ -148,6 +148,16 @@ pub async fn route_not_found() -> ApiError {
     ApiError::new(ProblemCode::RouteNotFound, "no such route")
 }
 
+/// The answer for a handler that panicked, as problem+json (for
+/// `tower_http::catch_panic::CatchPanicLayer::custom`; [`crate::serve`] adds
+/// it): without it the connection is dropped with no answer at all.
+pub fn panicked(_: Box<dyn std::any::Any + Send>) -> axum::response::Response {
+    axum::response::IntoResponse::into_response(ApiError::new(
+        ProblemCode::InternalError,
+        "internal error",
+    ))
+}
+
 /// The answer for a route asked with a method it does not take, as
 /// problem+json: a router's `.method_not_allowed_fallback(method_not_allowed)`
 /// (axum's own is an empty `405`).

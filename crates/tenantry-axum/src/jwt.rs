@@ -152,7 +152,7 @@ mod defaults {
 impl JwtConfig {
     /// Every variable [`apply_env`](Self::apply_env) reads, the issuer first
     /// (the one that turns people's tokens on).
-    pub const ENV_VARIABLES: [&'static str; 9] = [
+    pub const ENV_VARIABLES: [&'static str; 12] = [
         "TENANTRY_JWT_ISSUER",
         "TENANTRY_JWT_AUDIENCE",
         "TENANTRY_JWT_JWKS_URL",
@@ -160,8 +160,11 @@ impl JwtConfig {
         "TENANTRY_JWT_TENANT_CLAIM",
         "TENANTRY_JWT_USER_CLAIM",
         "TENANTRY_JWT_LEEWAY_SECS",
+        "TENANTRY_JWT_EMAIL_CLAIM",
         "TENANTRY_JWT_EMAIL_VERIFIED_CLAIM",
         "TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM",
+        "TENANTRY_JWT_JWKS_REFRESH_SECS",
+        "TENANTRY_JWT_JWKS_MIN_REFETCH_SECS",
     ];
 
     /// The defaults for one issuer and one audience, with no key source yet:
@@ -189,8 +192,11 @@ impl JwtConfig {
     /// there is none, `TENANTRY_JWT_AUDIENCE` (comma-separated),
     /// `TENANTRY_JWT_JWKS_URL`, `TENANTRY_JWT_HS256_SECRET`,
     /// `TENANTRY_JWT_TENANT_CLAIM`, `TENANTRY_JWT_USER_CLAIM`,
-    /// `TENANTRY_JWT_LEEWAY_SECS`, `TENANTRY_JWT_EMAIL_VERIFIED_CLAIM`,
-    /// `TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM`. Without an issuer
+    /// `TENANTRY_JWT_LEEWAY_SECS`, `TENANTRY_JWT_EMAIL_CLAIM`,
+    /// `TENANTRY_JWT_EMAIL_VERIFIED_CLAIM`,
+    /// `TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM`,
+    /// `TENANTRY_JWT_JWKS_REFRESH_SECS`, `TENANTRY_JWT_JWKS_MIN_REFETCH_SECS`
+    /// (one for every key of the section). Without an issuer
     /// from either, none of the others may be set (an error names the first
     /// one set); with none set, API keys only. The caller then
     /// [`validate`](Self::validate)s. Errs naming the variable whose value
@@ -251,6 +257,17 @@ impl JwtConfig {
         }
         if let Some(v) = get("TENANTRY_JWT_LEEWAY_SECS") {
             jwt.leeway_secs = parse("TENANTRY_JWT_LEEWAY_SECS", &v)?;
+        }
+        // Found by an audit: without these three, following the docs'
+        // advice through the environment was silently ignored.
+        if let Some(v) = set("TENANTRY_JWT_EMAIL_CLAIM") {
+            jwt.email_claim = v;
+        }
+        if let Some(v) = get("TENANTRY_JWT_JWKS_REFRESH_SECS") {
+            jwt.jwks_refresh_secs = parse("TENANTRY_JWT_JWKS_REFRESH_SECS", &v)?;
+        }
+        if let Some(v) = get("TENANTRY_JWT_JWKS_MIN_REFETCH_SECS") {
+            jwt.jwks_min_refetch_secs = parse("TENANTRY_JWT_JWKS_MIN_REFETCH_SECS", &v)?;
         }
         if let Some(v) = set("TENANTRY_JWT_EMAIL_VERIFIED_CLAIM") {
             jwt.email_verified_claim = v;
@@ -750,7 +767,9 @@ mod tests {
         assert_eq!(asked.into_inner(), listed);
         for name in &JwtConfig::ENV_VARIABLES[1..] {
             let value = match *name {
-                "TENANTRY_JWT_LEEWAY_SECS" => "17",
+                "TENANTRY_JWT_LEEWAY_SECS"
+                | "TENANTRY_JWT_JWKS_REFRESH_SECS"
+                | "TENANTRY_JWT_JWKS_MIN_REFETCH_SECS" => "17",
                 "TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM" => "true",
                 _ => "changed",
             };

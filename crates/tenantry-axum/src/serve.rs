@@ -40,13 +40,19 @@ impl Default for ServeOptions {
 /// Serves `router` on `listener` until `shutdown` resolves; then stops
 /// accepting, lets every connection finish the request it is serving (idle
 /// ones close at once) and returns when the last one has. Requests see the
-/// peer's address as `ConnectInfo<SocketAddr>`.
+/// peer's address as `ConnectInfo<SocketAddr>`; a handler that panics is
+/// answered 500 problem+json.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // A handler that panics answers 500 problem+json (found by a team's
+    // audit: the connection was dropped without an answer).
+    let router = router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        crate::error::panicked,
+    ));
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     // Dropped at shutdown: every connection's receiver then sees it.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
@@ -132,4 +138,54 @@ pub async fn serve(
     drop(open_rx);
     open_tx.closed().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Found by a team's audit: a handler that panicked dropped the
+    /// connection with no answer at all.
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_500_problem_json_and_the_server_goes_on() {
+        async fn boom() -> &'static str {
+            panic!("a bug in a team's handler")
+        }
+        async fn fine() -> &'static str {
+            "fine"
+        }
+        let router = Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .route("/fine", axum::routing::get(fine));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, ServeOptions::default(), async {
+            let _ = stopped.await;
+        }));
+        let ask = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.unwrap();
+            answer
+        };
+        let answer = ask("/boom").await;
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        assert!(
+            answer.contains("content-type: application/problem+json"),
+            "{answer}"
+        );
+        assert!(answer.contains(r#""code":"internal_error""#), "{answer}");
+        assert!(ask("/fine").await.ends_with("fine"));
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }

@@ -1526,7 +1526,8 @@ impl TenantScope {
 
     /// The one row of a statement. No row is [`DbError::NotFound`] with the same
     /// words whatever was asked for, so another tenant's id fails exactly like
-    /// a missing one; more than one row is an [`DbError::Internal`] error.
+    /// a missing one; more than one row is [`DbError::Conflict`] (409: under
+    /// the hierarchy a descendant's row can carry the parent's id).
     pub async fn query_one<'q, T: FromRow>(
         &mut self,
         sql: impl Into<Sql<'q>>,

@@ -93,8 +93,12 @@ function renderNav(current) {
   logout.hidden = false;
 }
 
+/** Counts routings: a page that finishes loading after a newer one started is dropped. */
+let routing = 0;
+
 /** Shows the page of the current hash. */
 async function route() {
+  const mine = ++routing;
   stopPage();
   pageShown();
   if (!session.token) return signInPage();
@@ -104,6 +108,7 @@ async function route() {
     } catch (e) {
       return signOut(`Session ended: ${describe(e)}`);
     }
+    if (mine !== routing) return;
   }
   const [path, qs] = location.hash.replace(/^#\/?/, "").split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
@@ -123,8 +128,12 @@ async function route() {
   };
   try {
     const el = allowed ? await modules[page].render(ctx) : h("p", {}, "No such page.");
+    // A page still loading when the hash changed again (a slow detail page,
+    // then the list) must not replace the newer one when it arrives.
+    if (mine !== routing) return;
     fill(main, el);
   } catch (e) {
+    if (mine !== routing) return;
     if (e.status === 401) return signOut("Your token is no longer accepted; sign in again.");
     fill(main, h("p", { class: "error", role: "alert" }, describe(e)));
   }
