@@ -124,10 +124,15 @@ CREATE POLICY tenant_self_and_descendants ON tenantry.tenants
     USING (tenant_id = ANY (tenantry.visible_tenant_ids()));
 COMMENT ON POLICY tenant_self_and_descendants ON tenantry.tenants IS 'A tenant reads its own row and its descendants'' rows, never its parent''s or siblings''.';
 
+-- The admin policies that read need the proven administrative context too:
+-- the server's login may become tenantry_admin, so SQL run through the
+-- library (an injection) read every tenant's name, settings and audit rows
+-- with SET LOCAL ROLE tenantry_admin (found by an audit of a team's
+-- service, 2026-12-03).
 CREATE POLICY admin_all_tenants ON tenantry.tenants
     FOR SELECT TO tenantry_admin
-    USING (true);
-COMMENT ON POLICY admin_all_tenants ON tenantry.tenants IS 'Administrators read every tenant (they still cannot read resources).';
+    USING (tenantry.admin_context());
+COMMENT ON POLICY admin_all_tenants ON tenantry.tenants IS 'Administrators read every tenant (they still cannot read resources), with a proven administrative context only.';
 
 CREATE POLICY admin_manages_tenants ON tenantry.tenants
     FOR UPDATE TO tenantry_admin
@@ -148,8 +153,8 @@ CREATE POLICY hierarchy_within_subtree ON tenantry.tenant_hierarchy
 COMMENT ON POLICY hierarchy_within_subtree ON tenantry.tenant_hierarchy IS 'A tenant sees the closure rows inside its own subtree only.';
 
 CREATE POLICY admin_whole_hierarchy ON tenantry.tenant_hierarchy
-    FOR SELECT TO tenantry_admin USING (true);
-COMMENT ON POLICY admin_whole_hierarchy ON tenantry.tenant_hierarchy IS 'Administrators read the whole hierarchy.';
+    FOR SELECT TO tenantry_admin USING (tenantry.admin_context());
+COMMENT ON POLICY admin_whole_hierarchy ON tenantry.tenant_hierarchy IS 'Administrators read the whole hierarchy, with a proven administrative context only.';
 
 GRANT SELECT ON tenantry.tenant_hierarchy TO tenantry_app, tenantry_admin;
 
@@ -163,8 +168,8 @@ CREATE POLICY audit_own_tenant ON tenantry.audit_log
 COMMENT ON POLICY audit_own_tenant ON tenantry.audit_log IS 'A tenant reads only its own audit rows.';
 
 CREATE POLICY admin_all_audit ON tenantry.audit_log
-    FOR SELECT TO tenantry_admin USING (true);
-COMMENT ON POLICY admin_all_audit ON tenantry.audit_log IS 'Administrators read every tenant''s audit rows.';
+    FOR SELECT TO tenantry_admin USING (tenantry.admin_context());
+COMMENT ON POLICY admin_all_audit ON tenantry.audit_log IS 'Administrators read every tenant''s audit rows, with a proven administrative context only.';
 
 -- Not audit_id: it comes from a sequence all tenants share, so the gaps between
 -- a tenant's own ids would count other tenants' events. Tenants see event_id.

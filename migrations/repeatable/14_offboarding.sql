@@ -13,8 +13,8 @@ SET LOCAL ROLE tenantry_owner;
 
 CREATE POLICY admin_reads_purged_tenants ON tenantry.purged_tenants
     FOR SELECT TO tenantry_admin
-    USING (true);
-COMMENT ON POLICY admin_reads_purged_tenants ON tenantry.purged_tenants IS 'Administrators read the record of every purge; only purge_tenant() (as the owner) writes it.';
+    USING (tenantry.admin_context());
+COMMENT ON POLICY admin_reads_purged_tenants ON tenantry.purged_tenants IS 'Administrators read the record of every purge, with a proven administrative context only; only purge_tenant() (as the owner) writes it.';
 GRANT SELECT ON tenantry.purged_tenants TO tenantry_admin;
 GRANT SELECT ON tenantry.purge_policy TO tenantry_admin;
 

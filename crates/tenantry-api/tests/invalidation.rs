@@ -344,6 +344,16 @@ async fn a_role_losing_a_permission_or_a_member_gaining_a_role_on_one_server_is_
     pair.on_one(reqwest::Method::PUT, &grant, &owner, None, 200)
         .await;
     let (role_key, _) = pair.key_with(&owner, json!({ "role_id": role })).await;
+    // The first member owns the tenant, and a key acting as the owner holds
+    // every permission: the member below comes second.
+    pair.on_one(
+        reqwest::Method::POST,
+        "/v1/members",
+        &owner,
+        Some(json!({ "email": "owner@example.com" })),
+        201,
+    )
+    .await;
     let user = pair
         .on_one(
             reqwest::Method::POST,

@@ -438,6 +438,15 @@ async fn roles_and_permissions_stay_inside_the_current_tenant() {
     ));
     drop(s);
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    // The first member owns the tenant, and a key acting as the owner holds
+    // every permission: ann comes second.
+    s.add_member(&NewMember {
+        user_id: None,
+        email: "owner@example.com".into(),
+        display_name: None,
+    })
+    .await
+    .unwrap();
     let m = s
         .add_member(&NewMember {
             user_id: None,

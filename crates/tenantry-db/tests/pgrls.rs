@@ -50,9 +50,10 @@ const SUBTREE_WHY: &str = "hierarchy-aware by design: a tenant reads its own row
      (tenant_id = ANY (visible_tenant_ids())); pgrls cannot model `= ANY (function())`, and a \
      descendant's row is another tenant's row in its cross-tenant model (covered by attacks.rs and model.rs)";
 const ADMIN_WHY: &str =
-    "tenantry_admin is the cross-tenant operator role (USING (true) TO tenantry_admin); \
-     cross-tenant/write modes ignore the TO list, so there is no tenant equality to prove; \
-     anon mode, which honours TO, proves it isolated";
+    "tenantry_admin is the cross-tenant operator role (TO tenantry_admin), and only with a proven \
+     administrative context (USING tenantry.admin_context(), which the server's login cannot mint: \
+     attacks/forging.rs, attacks/usage.rs); there is no tenant equality to prove, and the prover \
+     cannot decide admin_context() over the signed setting";
 
 const ANON_XT: &[&str] = &["anon", "cross-tenant"];
 const ALL_MODES: &[&str] = &["anon", "cross-tenant", "write"];
@@ -115,9 +116,9 @@ const BY_DESIGN: &[ByDesign] = &[
     ByDesign {
         table: "tenantry.tenants",
         policy: "admin_all_tenants",
-        modes: &["cross-tenant"],
+        modes: ANON_XT,
         roles: "{tenantry_admin}",
-        using: Some("true"),
+        using: Some("tenantry.admin_context()"),
         check: None,
         why: ADMIN_WHY,
     },
@@ -136,18 +137,18 @@ const BY_DESIGN: &[ByDesign] = &[
     ByDesign {
         table: "tenantry.tenant_hierarchy",
         policy: "admin_whole_hierarchy",
-        modes: &["cross-tenant"],
+        modes: ANON_XT,
         roles: "{tenantry_admin}",
-        using: Some("true"),
+        using: Some("tenantry.admin_context()"),
         check: None,
         why: ADMIN_WHY,
     },
     ByDesign {
         table: "tenantry.audit_log",
         policy: "admin_all_audit",
-        modes: &["cross-tenant"],
+        modes: ANON_XT,
         roles: "{tenantry_admin}",
-        using: Some("true"),
+        using: Some("tenantry.admin_context()"),
         check: None,
         why: ADMIN_WHY,
     },
@@ -155,9 +156,9 @@ const BY_DESIGN: &[ByDesign] = &[
     ByDesign {
         table: "tenantry.purged_tenants",
         policy: "admin_reads_purged_tenants",
-        modes: &["cross-tenant"],
+        modes: ANON_XT,
         roles: "{tenantry_admin}",
-        using: Some("true"),
+        using: Some("tenantry.admin_context()"),
         check: None,
         why: ADMIN_WHY,
     },

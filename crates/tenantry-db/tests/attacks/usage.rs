@@ -97,6 +97,42 @@ async fn the_metrics_view_and_table_partitions_are_unreadable_by_tenantry_app() 
     rollback(&w.app).await;
 }
 
+/// Found by an audit of a team's service: SQL run through the library could
+/// `SET LOCAL ROLE tenantry_admin` and read every tenant's row (names,
+/// settings, parents, schemas) and every tenant's audit log.
+#[tokio::test]
+async fn the_admin_role_without_a_proven_context_reads_no_tenant_hierarchy_audit_or_purge_record() {
+    let w = world().await;
+    let su = w.tdb.superuser_client().await;
+    let tables = [
+        "tenantry.tenants",
+        "tenantry.tenant_hierarchy",
+        "tenantry.audit_log",
+        "tenantry.purged_tenants",
+    ];
+    for table in &tables[..3] {
+        assert!(
+            count(&su, &format!("SELECT count(*) FROM {table}")).await > 0,
+            "{table} holds rows to read"
+        );
+    }
+    let server = w.tdb.server_client().await;
+    for role in [
+        "SET ROLE tenantry_admin",
+        "BEGIN; SET LOCAL ROLE tenantry_admin",
+    ] {
+        exec(&server, role).await;
+        for table in tables {
+            assert_eq!(
+                count(&server, &format!("SELECT count(*) FROM {table}")).await,
+                0,
+                "{role}: {table}"
+            );
+        }
+        exec(&server, "ROLLBACK; RESET ROLE").await;
+    }
+}
+
 /// tenantry_admin is a role the server's login may assume (SQL injection in
 /// the server runs as it): without the proven administrative context it
 /// neither ranks every tenant's usage nor empties, refreshes or stretches the

@@ -322,6 +322,14 @@ async fn a_member_bound_key_holds_each_permission_of_its_members_roles_once_in_n
     let app = app(&tdb).await;
     let a = create_tenant(&admin, "a", None).await;
     set_context(&app, a).await;
+    // The first member owns the tenant, and a key acting as the owner holds
+    // every permission: the member below comes second.
+    app.execute(
+        "INSERT INTO tenant_members (tenant_id, email) VALUES ($1, 'owner@example.com')",
+        &[&a],
+    )
+    .await
+    .unwrap();
     let user: Uuid = app
         .query_one(
             "INSERT INTO tenant_members (tenant_id, email) VALUES ($1, 'm@example.com') RETURNING user_id",
