@@ -163,40 +163,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The embedded server is kept up while serving: started again when it
     // exits on its own, or when the process that started it stops; the
     // server stops when that fails.
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
-    let watcher = cluster.map(|local| keep_embedded_running(local, lost_tx));
+    let mut watcher = cluster.map(tenantry_db::local::LocalCluster::keep_running_in_background);
+    let lost = watcher.as_mut().map(tenantry_db::local::KeptRunning::lost);
     let stop = async move {
+        let lost = async move {
+            match lost {
+                Some(lost) => lost.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = shutdown => {}
-            Ok(why) = lost_rx => {
+            why = lost => {
                 tracing::error!("{why}: stopping");
             }
         }
     };
     app.run(stop).await?;
     let lost = match watcher {
-        Some((task, mut local)) => {
-            task.abort();
-            let lost = task.await.ok().flatten();
-            // A check under way holds it until it ends; then this is the last
-            // holder, and dropping it stops the cluster this process runs.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-            loop {
-                match std::sync::Arc::try_unwrap(local) {
-                    Ok(last) => {
-                        drop(last);
-                        break;
-                    }
-                    Err(shared) if tokio::time::Instant::now() < deadline => {
-                        local = shared;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    // Its postgres stops with this process (the parent-death signal).
-                    Err(_) => break,
-                }
-            }
-            lost
-        }
+        Some(watcher) => watcher.stop().await,
         None => None,
     };
     if let Some(why) = lost {
@@ -208,60 +193,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("shut down cleanly");
     }
     Ok(())
-}
-
-/// Checks the embedded cluster every second ([`local::LocalCluster::keep_running`],
-/// off the runtime) and says what it did; on a failure to start it again,
-/// tells `lost` why and ends with that reason.
-fn keep_embedded_running(
-    local: local::LocalCluster,
-    lost: tokio::sync::oneshot::Sender<String>,
-) -> (
-    tokio::task::JoinHandle<Option<String>>,
-    std::sync::Arc<std::sync::Mutex<local::LocalCluster>>,
-) {
-    let local = std::sync::Arc::new(std::sync::Mutex::new(local));
-    let held = local.clone();
-    let task = tokio::spawn(async move {
-        // A server that keeps dying is not started for ever: five starts
-        // within five minutes end the serving.
-        let mut starts: Vec<tokio::time::Instant> = Vec::new();
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let local = local.clone();
-            let checked = tokio::task::spawn_blocking(move || {
-                local
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .keep_running()
-            })
-            .await;
-            let why = match checked {
-                Ok(Ok(None)) => continue,
-                Ok(Ok(Some(what))) => {
-                    tracing::warn!("{what}");
-                    let now = tokio::time::Instant::now();
-                    starts.retain(|t| now.duration_since(*t) < Duration::from_secs(300));
-                    starts.push(now);
-                    if starts.len() < 5 {
-                        continue;
-                    }
-                    format!(
-                        "the embedded PostgreSQL stopped {} times within five minutes; see its log",
-                        starts.len()
-                    )
-                }
-                Ok(Err(e)) => {
-                    format!("the embedded PostgreSQL stopped and could not be started again: {e}")
-                }
-                // The check panicked.
-                Err(e) => format!("the embedded PostgreSQL could not be checked: {e}"),
-            };
-            let _ = lost.send(why.clone());
-            return Some(why);
-        }
-    });
-    (task, held)
 }
 
 /// The admin token: from the settings, or generated once into `<data_dir>/admin.token` (0600).

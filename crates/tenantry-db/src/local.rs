@@ -231,3 +231,116 @@ fn running_port(dir: &Path) -> Option<u16> {
     let pid_file = std::fs::read_to_string(dir.join("pgdata/postmaster.pid")).ok()?;
     pid_file.lines().nth(3)?.trim().parse().ok()
 }
+
+/// A [`LocalCluster`] watched in the background while this process uses it,
+/// as `tenantry serve` does: [`LocalCluster::keep_running`] every second, off
+/// the async runtime, so that the embedded server is started again when it
+/// exits on its own or when the process that started it stops. Made by
+/// [`LocalCluster::keep_running_in_background`]; [`KeptRunning::stop`] ends
+/// it (and stops the server this process runs).
+pub struct KeptRunning {
+    task: tokio::task::JoinHandle<Option<String>>,
+    local: std::sync::Arc<std::sync::Mutex<LocalCluster>>,
+    lost: Option<tokio::sync::oneshot::Receiver<String>>,
+}
+
+impl LocalCluster {
+    /// Watches this cluster in the background (a tokio task; call it inside a
+    /// runtime). A server that keeps dying is not started for ever: five
+    /// starts within five minutes, or one that fails, and
+    /// [`KeptRunning::lost`] says why.
+    pub fn keep_running_in_background(self) -> KeptRunning {
+        use std::time::Duration;
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
+        let local = std::sync::Arc::new(std::sync::Mutex::new(self));
+        let held = local.clone();
+        let task = tokio::spawn(async move {
+            let mut starts: Vec<tokio::time::Instant> = Vec::new();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let local = local.clone();
+                let checked = tokio::task::spawn_blocking(move || {
+                    local
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .keep_running()
+                })
+                .await;
+                let why = match checked {
+                    Ok(Ok(None)) => continue,
+                    Ok(Ok(Some(what))) => {
+                        tracing::warn!("{what}");
+                        let now = tokio::time::Instant::now();
+                        starts.retain(|t| now.duration_since(*t) < Duration::from_secs(300));
+                        starts.push(now);
+                        if starts.len() < 5 {
+                            continue;
+                        }
+                        format!(
+                            "the embedded PostgreSQL stopped {} times within five minutes; see its log",
+                            starts.len()
+                        )
+                    }
+                    Ok(Err(e)) => {
+                        format!(
+                            "the embedded PostgreSQL stopped and could not be started again: {e}"
+                        )
+                    }
+                    // The check panicked.
+                    Err(e) => format!("the embedded PostgreSQL could not be checked: {e}"),
+                };
+                let _ = lost_tx.send(why.clone());
+                return Some(why);
+            }
+        });
+        KeptRunning {
+            task,
+            local: held,
+            lost: Some(lost_rx),
+        }
+    }
+}
+
+impl KeptRunning {
+    /// A future that resolves, with why, when the embedded server is lost
+    /// for good, and never otherwise (select it against the shutdown
+    /// signal). The first call gets it; later ones never resolve.
+    pub fn lost(&mut self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let lost = self.lost.take();
+        async move {
+            match lost {
+                Some(lost) => match lost.await {
+                    Ok(why) => why,
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Stops watching, and stops the server this process started (once a
+    /// check under way has ended, at most 90 s; else it stops with this
+    /// process). Says why the server was lost, if it was.
+    pub async fn stop(self) -> Option<String> {
+        use std::time::Duration;
+        self.task.abort();
+        let lost = self.task.await.ok().flatten();
+        let mut local = self.local;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            match std::sync::Arc::try_unwrap(local) {
+                Ok(last) => {
+                    drop(last);
+                    break;
+                }
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    local = shared;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // Its postgres stops with this process (the parent-death signal).
+                Err(_) => break,
+            }
+        }
+        lost
+    }
+}

@@ -4,7 +4,7 @@ use issue_tracker::{
     config::{self, DatabaseSource},
     permissions, Application, Settings,
 };
-use tenantry_db::local::LocalCluster;
+use tenantry_db::local::{KeptRunning, LocalCluster};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -76,7 +76,29 @@ async fn main() -> anyhow::Result<()> {
     println!("  {cli}cargo run -p tenantry-cli -- key create <tenant id> --json   # \"key\": the API key");
     println!("  curl -H 'Authorization: Bearer <key>' -H 'Content-Type: application/json' \\");
     println!("       -d '{{\"name\":\"Launch\"}}' http://{addr}/projects");
-    app.run(shutdown).await?;
-    drop(cluster);
+    // The embedded server is kept up while serving, as `tenantry serve`
+    // does: started again when it exits on its own or when the process that
+    // started it (a `tenantry serve` sharing the data directory) stops.
+    let mut watcher = cluster.map(LocalCluster::keep_running_in_background);
+    let lost = watcher.as_mut().map(KeptRunning::lost);
+    let stop = async move {
+        let lost = async move {
+            match lost {
+                Some(lost) => lost.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            why = lost => tracing::error!("{why}: stopping"),
+        }
+    };
+    app.run(stop).await?;
+    if let Some(why) = match watcher {
+        Some(watcher) => watcher.stop().await,
+        None => None,
+    } {
+        anyhow::bail!("{why}");
+    }
     Ok(())
 }
