@@ -164,21 +164,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // exits on its own, or when the process that started it stops; the
     // server stops when that fails.
     let mut watcher = cluster.map(tenantry_db::local::LocalCluster::keep_running_in_background);
-    let lost = watcher.as_mut().map(tenantry_db::local::KeptRunning::lost);
-    let stop = async move {
-        let lost = async move {
-            match lost {
-                Some(lost) => lost.await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = shutdown => {}
-            why = lost => {
-                tracing::error!("{why}: stopping");
-            }
-        }
-    };
+    let stop = tenantry_db::local::KeptRunning::or_lost(watcher.as_mut(), shutdown);
     app.run(stop).await?;
     let lost = match watcher {
         Some(watcher) => watcher.stop().await,

@@ -318,6 +318,28 @@ impl KeptRunning {
         }
     }
 
+    /// `shutdown`, or the loss of `watcher`'s server for good (logged as an
+    /// error), whichever comes first: the signal to hand a server's
+    /// graceful shutdown. Without a watcher (a database URL), `shutdown`.
+    pub fn or_lost(
+        watcher: Option<&mut KeptRunning>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let lost = watcher.map(KeptRunning::lost);
+        async move {
+            let lost = async move {
+                match lost {
+                    Some(lost) => lost.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown => {}
+                why = lost => tracing::error!("{why}: stopping"),
+            }
+        }
+    }
+
     /// Stops watching, and stops the server this process started (once a
     /// check under way has ended, at most 90 s; else it stops with this
     /// process). Says why the server was lost, if it was.

@@ -80,19 +80,7 @@ async fn main() -> anyhow::Result<()> {
     // does: started again when it exits on its own or when the process that
     // started it (a `tenantry serve` sharing the data directory) stops.
     let mut watcher = cluster.map(LocalCluster::keep_running_in_background);
-    let lost = watcher.as_mut().map(KeptRunning::lost);
-    let stop = async move {
-        let lost = async move {
-            match lost {
-                Some(lost) => lost.await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = shutdown => {}
-            why = lost => tracing::error!("{why}: stopping"),
-        }
-    };
+    let stop = KeptRunning::or_lost(watcher.as_mut(), shutdown);
     app.run(stop).await?;
     if let Some(why) = match watcher {
         Some(watcher) => watcher.stop().await,
