@@ -114,6 +114,27 @@ async fn tenantry_keys(ctx: &Ctx, su: &Client, leaf: &BenchTenant) -> anyhow::Re
         leaf.id
     ))
     .await?;
+    // The first member owns the tenant, and a key acting as the owner holds
+    // every permission: the benchmark's member is a plain one, after an owner
+    // of its own (data sets made before owners' keys held everything have the
+    // member as owner: ownership moves to the stand-in).
+    let owner: uuid::Uuid = match c
+        .query_opt(
+            "SELECT user_id FROM tenantry.tenant_members WHERE tenant_id = $1 AND email = 'bench-owner@example.com'",
+            &[&leaf.id],
+        )
+        .await?
+    {
+        Some(r) => r.get(0),
+        None => c
+            .query_one(
+                "INSERT INTO tenantry.tenant_members (tenant_id, email, display_name)
+                 VALUES ($1, 'bench-owner@example.com', 'benchmark owner') RETURNING user_id",
+                &[&leaf.id],
+            )
+            .await?
+            .get(0),
+    };
     let email = "bench-keys@example.com";
     let user: uuid::Uuid = match c
         .query_opt(
@@ -132,6 +153,17 @@ async fn tenantry_keys(ctx: &Ctx, su: &Client, leaf: &BenchTenant) -> anyhow::Re
             .await?
             .get(0),
     };
+    let member_owns: bool = c
+        .query_one(
+            "SELECT is_owner FROM tenantry.tenant_members WHERE tenant_id = $1 AND user_id = $2",
+            &[&leaf.id, &user],
+        )
+        .await?
+        .get(0);
+    if member_owns {
+        c.execute("SELECT tenantry.transfer_ownership($1)", &[&owner])
+            .await?;
+    }
     let role = role_named(&c, leaf.id, "bench keys").await?;
     c.execute(
         "SELECT tenantry.assign_tenant_permission($1, 'resources.read'),
