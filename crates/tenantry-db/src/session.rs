@@ -246,11 +246,11 @@ fn not_server(e: tokio_postgres::Error) -> SessionError {
 }
 
 /// Puts back what SQL the library did not write can leave in a session for
-/// good, the settings and the role aside (checked, not reset, by
-/// `tenantry.assert_session_unchanged`): holdable cursors, every setting
-/// changed for the session (custom ones such as `app.*` included), channels
-/// listened to. One round trip; with a
-/// context session, it also draws the nonce its reopening is bound to.
+/// good: holdable cursors, every setting changed for the session (custom ones
+/// such as `app.*` included), channels listened to. The role is left (RESET
+/// ALL does not touch it): `tenantry.assert_session_unchanged` checks it. One
+/// round trip; with a context session, it also draws the nonce its reopening
+/// is bound to.
 async fn reset_session(
     client: &ClientWrapper,
     draws: bool,
