@@ -31,9 +31,15 @@ impl JsonText {
     /// Checks that `text` is one JSON value nested at most
     /// [`JsonText::MAX_DEPTH`] deep (whitespace around it is dropped).
     pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
-        let raw = RawValue::from_string(text.into())?;
+        Self::within_depth(RawValue::from_string(text.into())?)
+    }
+
+    /// `raw`, unless it nests deeper than [`JsonText::MAX_DEPTH`]: the bound
+    /// on what comes in (parsed or deserialized), not on what the database
+    /// gives back, which it already holds.
+    fn within_depth<E: serde::de::Error>(raw: Box<RawValue>) -> Result<Self, E> {
         if too_deep(raw.get()) {
-            return Err(serde::de::Error::custom(DEPTH_ERROR));
+            return Err(E::custom("JSON nested more than 128 levels deep"));
         }
         Ok(Self(raw))
     }
@@ -128,15 +134,9 @@ impl Serialize for JsonText {
 impl<'de> Deserialize<'de> for JsonText {
     /// Takes the value as written; from JSON only (serde_json's raw value).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = Box::<RawValue>::deserialize(deserializer)?;
-        if too_deep(raw.get()) {
-            return Err(serde::de::Error::custom(DEPTH_ERROR));
-        }
-        Ok(Self(raw))
+        Self::within_depth(Box::<RawValue>::deserialize(deserializer)?)
     }
 }
-
-const DEPTH_ERROR: &str = "JSON nested more than 128 levels deep";
 
 /// Whether valid JSON nests arrays and objects deeper than
 /// [`JsonText::MAX_DEPTH`] (brackets inside strings do not count).
@@ -182,12 +182,20 @@ impl<'a> FromSql<'a> for JsonText {
         } else {
             raw
         };
-        Ok(Self::parse(std::str::from_utf8(text)?)?)
+        // Checked to be JSON, not scanned for depth again on every read.
+        Ok(Self(RawValue::from_string(
+            std::str::from_utf8(text)?.to_owned(),
+        )?))
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSON || *ty == Type::JSONB
+        is_json(ty)
     }
+}
+
+/// The column types a [`JsonText`] is read from and written to.
+fn is_json(ty: &Type) -> bool {
+    *ty == Type::JSON || *ty == Type::JSONB
 }
 
 impl ToSql for JsonText {
@@ -200,7 +208,7 @@ impl ToSql for JsonText {
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSON || *ty == Type::JSONB
+        is_json(ty)
     }
 
     to_sql_checked!();

@@ -98,6 +98,32 @@ fn wrong_secret(key: &str) -> String {
     k
 }
 
+/// The member of `tenant` with `email`, added (as `display_name`) the first
+/// time: data sets are reused run after run.
+async fn member_named(
+    c: &Client,
+    tenant: uuid::Uuid,
+    email: &str,
+    display_name: &str,
+) -> anyhow::Result<uuid::Uuid> {
+    if let Some(r) = c
+        .query_opt(
+            "SELECT user_id FROM tenantry.tenant_members WHERE tenant_id = $1 AND email = $2",
+            &[&tenant, &email],
+        )
+        .await?
+    {
+        return Ok(r.get(0));
+    }
+    Ok(c.query_one(
+        "INSERT INTO tenantry.tenant_members (tenant_id, email, display_name)
+             VALUES ($1, $2, $3) RETURNING user_id",
+        &[&tenant, &email, &display_name],
+    )
+    .await?
+    .get(0))
+}
+
 /// A valid tenant key and a member-bound key of `leaf`, made through the SQL
 /// API as `tenantry_app` in an operator's session in the tenant (the member,
 /// its role and its two permissions are made once per data set).
@@ -118,41 +144,8 @@ async fn tenantry_keys(ctx: &Ctx, su: &Client, leaf: &BenchTenant) -> anyhow::Re
     // every permission: the benchmark's member is a plain one, after an owner
     // of its own (data sets made before owners' keys held everything have the
     // member as owner: ownership moves to the stand-in).
-    let owner: uuid::Uuid = match c
-        .query_opt(
-            "SELECT user_id FROM tenantry.tenant_members WHERE tenant_id = $1 AND email = 'bench-owner@example.com'",
-            &[&leaf.id],
-        )
-        .await?
-    {
-        Some(r) => r.get(0),
-        None => c
-            .query_one(
-                "INSERT INTO tenantry.tenant_members (tenant_id, email, display_name)
-                 VALUES ($1, 'bench-owner@example.com', 'benchmark owner') RETURNING user_id",
-                &[&leaf.id],
-            )
-            .await?
-            .get(0),
-    };
-    let email = "bench-keys@example.com";
-    let user: uuid::Uuid = match c
-        .query_opt(
-            "SELECT user_id FROM tenantry.tenant_members WHERE tenant_id = $1 AND email = $2",
-            &[&leaf.id, &email],
-        )
-        .await?
-    {
-        Some(r) => r.get(0),
-        None => c
-            .query_one(
-                "INSERT INTO tenantry.tenant_members (tenant_id, email, display_name)
-                 VALUES ($1, $2, 'benchmark member') RETURNING user_id",
-                &[&leaf.id, &email],
-            )
-            .await?
-            .get(0),
-    };
+    let owner = member_named(&c, leaf.id, "bench-owner@example.com", "benchmark owner").await?;
+    let user = member_named(&c, leaf.id, "bench-keys@example.com", "benchmark member").await?;
     let member_owns: bool = c
         .query_one(
             "SELECT is_owner FROM tenantry.tenant_members WHERE tenant_id = $1 AND user_id = $2",

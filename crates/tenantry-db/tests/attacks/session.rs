@@ -61,16 +61,21 @@ async fn projects_world() -> (crate::helpers::World, Database, TenantId, TenantI
         .get(0);
     let (a, b) = (TenantId::from_uuid(w.a), TenantId::from_uuid(w.b));
     let db = w.tdb.database_with(StatementMode::Prepared, 1);
-    db.in_tenant(&TenantContext::new(b), &(), |scope, ()| {
+    add_project(&db, b, "b-project").await;
+    (w, db, a, b, c_schema)
+}
+
+/// Inserts `tenant`'s project `name`, as a team's code does.
+async fn add_project(db: &Database, tenant: TenantId, name: &str) {
+    db.in_tenant(&TenantContext::new(tenant), name, |scope, name| {
         Box::pin(async move {
             scope
-                .execute("INSERT INTO projects (name) VALUES ('b-project')", &[])
+                .execute("INSERT INTO projects (name) VALUES ($1)", &[&name])
                 .await
         })
     })
     .await
     .unwrap();
-    (w, db, a, b, c_schema)
 }
 
 /// The backend serving `tenant`'s next transaction from the pool: the same
@@ -179,15 +184,7 @@ async fn session_settings_changed_by_sql_through_the_librarys_door_never_reach_a
 #[tokio::test]
 async fn a_held_cursor_custom_settings_and_channels_left_by_sql_never_reach_the_next_tenant() {
     let (_w, db, a, b, _c) = projects_world().await;
-    db.in_tenant(&TenantContext::new(a), &(), |scope, ()| {
-        Box::pin(async move {
-            scope
-                .execute("INSERT INTO projects (name) VALUES ('a-secret')", &[])
-                .await
-        })
-    })
-    .await
-    .unwrap();
+    add_project(&db, a, "a-secret").await;
     let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
     for sql in [
         "DECLARE page CURSOR WITH HOLD FOR SELECT name FROM projects",
