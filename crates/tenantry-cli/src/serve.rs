@@ -73,6 +73,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (db, cluster) = match &settings.database_url {
         Some(url) => {
             let key = settings.context_key()?;
+            if key.is_none() {
+                bail!("refusing to serve tenant traffic: no context key (TENANTRY_CONTEXT_KEY, or context_key in the settings file) to prove tenant contexts to the database\n(print it with `DATABASE_URL=<superuser url> tenantry context-key`)");
+            }
             let mut config = DatabaseConfig::new(url.expose());
             config.context_key = key.clone();
             let db = Database::connect(&pool_config(config))?;
@@ -87,9 +90,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     bail!("cannot reach the database at DATABASE_URL: {why}")
                 }
                 Err(e) => bail!("{e}"),
-            }
-            if key.is_none() {
-                bail!("refusing to serve tenant traffic: no context key (TENANTRY_CONTEXT_KEY, or context_key in the settings file) to prove tenant contexts to the database\n(print it with `DATABASE_URL=<superuser url> tenantry context-key`)");
             }
             (db, None)
         }

@@ -282,8 +282,8 @@ impl Chain {
 /// What every transaction of a [`crate::Database`] shares to prove its context
 /// (and how long it waits for the database's reply).
 pub(crate) struct Contexts {
-    /// Signs sessions and pooled contexts; `None`: tenant transactions are refused.
-    pub(crate) key: Option<ContextKey>,
+    /// Signs pooled contexts (a pool is never built without it).
+    pub(crate) key: ContextKey,
     pub(crate) parts: PartCache,
     /// [`crate::Timeouts::reply_timeout`].
     pub(crate) reply_timeout: Option<std::time::Duration>,

@@ -77,7 +77,8 @@ pub struct DatabaseConfig {
     pub retry: RetryPolicy,
     /// The key that proves tenant contexts to the database (`tenantry
     /// context-key` prints it; the embedded cluster and the test harness
-    /// read it themselves). Without it, tenant transactions are refused.
+    /// read it themselves). Required: [`Database::connect`] refuses a
+    /// configuration without it, since no transaction could prove its context.
     pub context_key: Option<ContextKey>,
     /// How long a tenant's context part (its schema and visible subtree) is
     /// reused before the database is asked again; changes made through this
@@ -358,7 +359,19 @@ impl LoginRoleCheck {
 
 impl Database {
     /// Builds the pool. No connection is opened until first use.
+    ///
+    /// Refused ([`DbError::Invalid`], field `context_key`) without
+    /// [`DatabaseConfig::context_key`]: every tenant and admin transaction
+    /// proves its context with it, so a pool without one could serve nothing.
     pub fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
+        let Some(context_key) = config.context_key.clone() else {
+            return Err(DbError::invalid(
+                "context_key",
+                "no context key: tenant and admin transactions prove their context to the \
+                 database with it (DatabaseConfig::with_context_key; `tenantry context-key` \
+                 prints it, ContextKey::newest reads it as a superuser)",
+            ));
+        };
         let (mut pg, tls) = match &config.connect_to {
             ConnectTo::Url(url) => crate::tls::parse(url).map_err(|e| {
                 DbError::invalid("database_url", format!("invalid database URL: {e}"))
@@ -377,7 +390,7 @@ impl Database {
         // The server's own connections (prepared mode) open a context session
         // when they connect; behind a pooler each transaction signs its context.
         let session_key = match config.statement_mode {
-            StatementMode::Prepared => config.context_key.clone(),
+            StatementMode::Prepared => Some(context_key.clone()),
             StatementMode::Unnamed => None,
         };
         let acquire_timeout = (!config.acquire_timeout.is_zero()).then_some(config.acquire_timeout);
@@ -402,7 +415,7 @@ impl Database {
             open,
             acquire_timeout,
             contexts: Arc::new(Contexts {
-                key: config.context_key.clone(),
+                key: context_key,
                 parts: PartCache::new(config.context_cache_ttl, CONTEXT_CACHE_CAPACITY),
                 reply_timeout: config.timeouts.reply_timeout,
                 pool,
@@ -700,11 +713,25 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut config = DatabaseConfig::new(format!("postgres://nobody@127.0.0.1:{port}/none"));
+        let mut config = DatabaseConfig::new(format!("postgres://nobody@127.0.0.1:{port}/none"))
+            .with_context_key(ContextKey::new(1, [7; 32]));
         config.acquire_timeout = Duration::from_secs(2);
         let db = Database::connect(&config).unwrap();
         let err = db.check_schema().await.unwrap_err();
         assert!(matches!(err, MigrateError::Unavailable(_)), "{err:?}");
         assert!(err.to_string().starts_with("database unavailable"), "{err}");
+    }
+
+    #[test]
+    fn a_pool_without_a_context_key_is_refused_when_it_is_built_not_on_every_request() {
+        let config = DatabaseConfig::new("postgres://nobody@127.0.0.1:1/none");
+        let Err(err) = Database::connect(&config) else {
+            panic!("a pool without a context key was built");
+        };
+        assert!(
+            matches!(&err, DbError::Invalid { field: Some(f), .. } if f == "context_key"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("with_context_key"), "{err}");
     }
 }

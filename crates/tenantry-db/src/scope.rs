@@ -604,13 +604,7 @@ impl Tx {
                 part,
             }));
         }
-        let key = self.contexts.key.as_ref().ok_or_else(|| {
-            DbError::Internal(
-                "no context key is configured: a tenant transaction cannot prove its context \
-                 (DatabaseConfig::context_key; `tenantry context-key` prints it)"
-                    .into(),
-            )
-        })?;
+        let key = &self.contexts.key;
         let mut signed = SignedContext::admin(actor);
         signed.tenant = tenant;
         signed.user = user;
