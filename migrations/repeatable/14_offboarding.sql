@@ -432,6 +432,17 @@ BEGIN
     -- deletes above; and only waited for 100 ms, so such queries do not
     -- queue behind it either (TN503, try again).
     IF EXISTS (SELECT 1 FROM pg_namespace s WHERE s.nspname = t.schema_name) THEN
+        -- The rows that go with the schema count as deleted too, under the
+        -- schema's own table names (nobody writes to a deleted tenant's
+        -- tables: its keys, members and context are refused).
+        FOR f IN SELECT c.relname FROM pg_class c
+                 WHERE c.relnamespace = to_regnamespace(quote_ident(t.schema_name))
+                   AND c.relkind = 'r' ORDER BY c.relname LOOP
+            EXECUTE format('SELECT count(*) FROM ONLY %I.%I', t.schema_name, f.relname) INTO n;
+            IF n > 0 THEN
+                counts := counts || jsonb_build_object(format('%I.%I', t.schema_name, f.relname), n);
+            END IF;
+        END LOOP;
         -- As before the deletes: event triggers of the database see the drop.
         PERFORM set_config('session_replication_role', 'origin', true);
         waited := current_setting('lock_timeout');
@@ -455,5 +466,5 @@ BEGIN
                               'schema_dropped', dropped, 'rows_deleted', counts);
 END
 $$;
-COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), its tenant row; records it in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children, or while an unadopted table''s foreign key still points at its rows; TN503 when its schema is busy.';
+COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), its tenant row; records it (rows_deleted counts its schema''s rows too, under their schema-qualified table names) in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children, or while an unadopted table''s foreign key still points at its rows; TN503 when its schema is busy.';
 GRANT EXECUTE ON FUNCTION tenantry.purge_tenant(uuid) TO tenantry_admin;

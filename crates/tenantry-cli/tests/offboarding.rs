@@ -524,6 +524,23 @@ async fn purging_a_schema_tenant_drops_its_schema_and_leaves_no_row_and_its_arch
         &["tenant", "purge", &a.to_string(), "--json"],
     ));
     assert!(out.contains(&schema), "{out}");
+    // The rows that went with the schema are counted in the answer and in
+    // the purge record, not only the pooled rows deleted one by one.
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        answer["rows_deleted"][format!("{schema}.resources")],
+        50,
+        "{out}"
+    );
+    let recorded: serde_json::Value = su
+        .query_one(
+            "SELECT rows_deleted FROM tenantry.purged_tenants WHERE tenant_id = $1",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, answer["rows_deleted"]);
     assert_schema_gone(&su, &schema).await;
     assert_nothing_left(&su, a).await;
     assert_eq!(rows_by_table(&su, b).await["tenantry.resources"], b_before);

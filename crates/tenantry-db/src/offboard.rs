@@ -117,7 +117,9 @@ pub struct PurgedTenant {
     /// Its schema, dropped with its tables (a schema tenant).
     pub schema_dropped: Option<String>,
     /// Rows deleted per table (`table` or `table.column` when the rows
-    /// pointed at it through another column, e.g. shares made to it).
+    /// pointed at it through another column, e.g. shares made to it); a
+    /// schema tenant's rows that went with its schema under their own
+    /// schema-qualified table names.
     pub rows_deleted: BTreeMap<String, i64>,
 }
 
