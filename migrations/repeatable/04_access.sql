@@ -1224,6 +1224,8 @@ RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    status text;
 BEGIN
     IF tenantry.current_impersonator() IS NOT NULL THEN
         RAISE EXCEPTION 'an impersonated session cannot impersonate' USING ERRCODE = 'TN403';
@@ -1238,6 +1240,13 @@ BEGIN
     IF length(coalesce(reason, '')) > 500 THEN
         RAISE EXCEPTION 'reason must be at most 500 characters' USING ERRCODE = 'TN422', HINT = 'reason';
     END IF;
+    -- The caller sees this tenant (checked above): a tenant that is not
+    -- active is named as such, not taken for a missing member.
+    SELECT t.status INTO status FROM tenantry.tenants t WHERE t.tenant_id = tid;
+    IF status IS DISTINCT FROM 'active' AND status IS NOT NULL THEN
+        RAISE EXCEPTION 'tenant % is %: its members cannot be impersonated', tid, status
+            USING ERRCODE = 'TN409', HINT = 'tenant_id';
+    END IF;
     -- Not a pending member (0037): nobody acts as a person who has not joined.
     IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
                    WHERE m.tenant_id = tid AND m.user_id = uid AND NOT m.pending AND t.status = 'active') THEN
@@ -1246,7 +1255,7 @@ BEGIN
     RETURN CASE WHEN tenantry.current_tenant_id() IS NULL THEN 'db:' || session_user ELSE tenantry.current_actor() END;
 END
 $$;
-COMMENT ON FUNCTION tenantry.check_impersonation(uuid, uuid, interval, text) IS 'Internal: TN403 unless the caller holds every permission in the member''s tenant or an ancestor (or is an operator) and is not impersonating; TN422 for a duration outside 1 minute to 8 hours; TN404 for a non-member. Returns who impersonates. Not granted.';
+COMMENT ON FUNCTION tenantry.check_impersonation(uuid, uuid, interval, text) IS 'Internal: TN403 unless the caller holds every permission in the member''s tenant or an ancestor (or is an operator) and is not impersonating; TN422 for a duration outside 1 minute to 8 hours; TN409 when the tenant is suspended or deleted; TN404 for a non-member. Returns who impersonates. Not granted.';
 
 /**
  * Starts an impersonation for the server: the caller (the owner of the

@@ -1101,6 +1101,33 @@ async fn admin_impersonates(app: &TestApp, tenant: &str, user: &str) -> Value {
     .clone()
 }
 
+/// The operator sees a suspended tenant: impersonating one of its members
+/// says the tenant is suspended (it said "member not found").
+#[tokio::test]
+async fn impersonating_a_member_of_a_suspended_tenant_says_the_tenant_is_suspended_not_that_the_member_is_missing(
+) {
+    let app = TestApp::spawn().await;
+    let (acme, alice) = tenant_with_member(&app, "acme").await;
+    app.admin_post(&format!("/v1/tenants/{}/suspend", acme.id), &json!({}))
+        .await
+        .expect(200);
+    let refused = app
+        .admin_post(
+            "/v1/impersonations",
+            &json!({ "tenant_id": acme.id, "user_id": alice }),
+        )
+        .await;
+    let detail = refused.problem(409, "conflict")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("is suspended"), "{detail}");
+    app.admin_post(&format!("/v1/tenants/{}/activate", acme.id), &json!({}))
+        .await
+        .expect(200);
+    admin_impersonates(&app, &acme.id, &alice).await;
+}
+
 #[tokio::test]
 async fn the_admin_token_lists_and_ends_a_session_it_started_and_its_token_is_refused_afterwards() {
     let app = TestApp::spawn().await;
