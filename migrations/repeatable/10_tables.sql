@@ -1533,6 +1533,56 @@ COMMENT ON FUNCTION tenantry.citus_table(regclass) IS 'Internal: whether Citus h
 
 
 /**
+ * The schema tenants' own tables of an adopted table, secured like it at
+ * once (adopt_table calls it when the table's policies changed: hierarchy,
+ * sharing, write permission). A policy tightened on the pooled table must
+ * not wait for tenantry migrate in the tables schema tenants read and write
+ * through their search path. Only tables of schemas at the latest
+ * tenant-schema version (one behind may lack a column a trigger or grant of
+ * the template names; tenantry migrate secures it after its steps), and
+ * none when more than tenantry.secure_schemas_inline_max (default 500)
+ * would be: locking that many tables in one transaction runs out of lock
+ * table (53200). Returns how many tables were left to tenantry migrate.
+ */
+CREATE OR REPLACE FUNCTION tenantry.secure_copies_now(tbl regclass)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    inline_max integer := coalesce(nullif(current_setting('tenantry.secure_schemas_inline_max', true), '')::integer, 500);
+    copies integer;
+    ready regclass[];
+    c regclass;
+    secured integer := 0;
+BEGIN
+    SELECT count(*) INTO copies FROM tenantry.family_copies() f WHERE f.template = tbl;
+    SELECT array_agg(f.copy ORDER BY f.copy) INTO ready
+    FROM tenantry.family_copies() f
+    JOIN pg_catalog.pg_class k ON k.oid = f.copy
+    JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace
+    JOIN tenantry.tenants t ON t.schema_name = n.nspname
+    WHERE f.template = tbl AND coalesce(t.schema_version, 0) >= tenantry.tenant_schema_latest();
+    IF ready IS NULL OR cardinality(ready) > inline_max THEN
+        RETURN copies;
+    END IF;
+    FOREACH c IN ARRAY ready LOOP
+        -- One that cannot be secured like the template now (it lacks a
+        -- column the template's grants name, say) is left to tenantry
+        -- migrate, like those behind, rather than refusing the adoption.
+        BEGIN
+            PERFORM tenantry.secure_tenant_copy(tbl, c);
+            secured := secured + 1;
+        EXCEPTION WHEN undefined_column OR undefined_object OR dependent_objects_still_exist THEN
+            NULL;
+        END;
+    END LOOP;
+    RETURN copies - secured;
+END
+$$;
+COMMENT ON FUNCTION tenantry.secure_copies_now(regclass) IS 'Internal: secures the schema tenants'' tables of an adopted table like it, in this transaction, when its policies changed (adopt_table): those of schemas at the latest tenant-schema version, unless more than tenantry.secure_schemas_inline_max (default 500); returns how many are left to tenantry migrate. Not granted.';
+
+/**
  * Guide step one, made safe: makes one of the application's tables a tenant
  * table. Idempotent (run it again to change hierarchy or to repair what the
  * doctor reports). Rows already in the table need an owner: a tenant id, or an
@@ -1558,6 +1608,7 @@ DECLARE
     prior tenantry.tenant_tables;
     part regclass;
     shape_before text;
+    left_behind integer;
 BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION 'adopt_table needs a table' USING ERRCODE = 'TN422';
@@ -1696,6 +1747,18 @@ BEGIN
         UPDATE tenantry.tenant_tables r SET hierarchy = adopt_table.hierarchy, sharing = adopt_table.sharing,
                                             write_permission = adopt_table.write_permission
         WHERE r.table_id = tbl;
+    END IF;
+    -- A policy changed: the schema tenants' tables of it that exist get it
+    -- now (a write permission added held there only after tenantry migrate),
+    -- before the step below makes every schema a version behind.
+    IF prior.table_id IS NOT NULL
+       AND (prior.hierarchy, prior.sharing, prior.write_permission)
+           IS DISTINCT FROM (adopt_table.hierarchy, adopt_table.sharing, adopt_table.write_permission) THEN
+        left_behind := tenantry.secure_copies_now(tbl);
+        IF left_behind > 0 THEN
+            RAISE WARNING '% schema tenant table(s) of % keep their previous policies until tenantry migrate secures them', left_behind, tbl
+                USING HINT = 'Run tenantry migrate now (tenantry table adopt does).';
+        END IF;
     END IF;
     -- Schema tenants get a table of their own of it (or its new policies),
     -- schema by schema: a step tenantry migrate runs (07_schemas.sql). Until
