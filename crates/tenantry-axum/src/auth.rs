@@ -640,15 +640,11 @@ where
             limits: tenantry.limits,
             idempotency: parts.extensions.get().cloned(),
         };
-        match status {
-            TenantStatus::Active => {}
-            TenantStatus::Suspended => {
-                return Err(ApiError::new(
-                    ProblemCode::TenantSuspended,
-                    format!("tenant {} is suspended", caller.tenant()),
-                ));
-            }
-            TenantStatus::Deleted => return Err(ApiError::unauthorized()),
+        // A deleted tenant's credential is answered as no credential at
+        // all, and logged as such; a suspended one's refusal is the tenant's
+        // request, logged under it (an operator finds it by its request id).
+        if status == TenantStatus::Deleted {
+            return Err(ApiError::unauthorized());
         }
         if let Some(slot) = &caller.slot {
             slot.set_caller(
@@ -659,6 +655,12 @@ where
                     .impersonation()
                     .map(|s| Arc::from(s.impersonator.as_str())),
             );
+        }
+        if status == TenantStatus::Suspended {
+            return Err(ApiError::new(
+                ProblemCode::TenantSuspended,
+                format!("tenant {} is suspended", caller.tenant()),
+            ));
         }
         caller.limits.check(caller.tenant(), caller.settings())?;
         // After the tenant's status (a deleted tenant's key stays a 401,

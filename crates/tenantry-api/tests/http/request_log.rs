@@ -177,3 +177,46 @@ async fn operator_requests_about_a_tenant_are_not_in_its_request_log() {
     // Only the tenant's own request (tenant creation and its key were the operator's too).
     assert_eq!(routes, ["/v1/tenant"]);
 }
+
+/// A suspended tenant's refused request is the tenant's: logged under it,
+/// so that an operator finds it by the request id the client quotes (the
+/// row was not written, found by a new user's audit of docs/operations.md).
+/// A deleted tenant's key is answered and logged as no credential at all.
+#[tokio::test]
+async fn a_suspended_tenants_refused_request_is_in_its_request_log_under_its_request_id() {
+    let mut app = TestApp::spawn().await;
+    let t = app.tenant("paused").await;
+    let gone = app.tenant("gone").await;
+    app.admin_post(&format!("/v1/tenants/{}/suspend", t.id), &json!({}))
+        .await
+        .expect(200);
+    app.delete(&format!("/v1/tenants/{}", gone.id), &app.admin_token)
+        .await
+        .expect(204);
+    for (key, id) in [(&t.key, "ticket-4711"), (&gone.key, "ticket-4712")] {
+        let refused = app
+            .send_raw(
+                app.client
+                    .get(app.url("/v1/tenant"))
+                    .bearer_auth(key)
+                    .header("X-Request-Id", id),
+            )
+            .await;
+        assert!(matches!(refused.status, 401 | 403), "{}", refused.text);
+    }
+    app.shutdown().await;
+    let client = app.db.superuser_client().await;
+    let rows = client
+        .query(
+            "SELECT request_id, tenant_id::text, status FROM tenantry.request_log
+              WHERE request_id IN ('ticket-4711', 'ticket-4712') ORDER BY request_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, i16)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got, vec![("ticket-4711".to_owned(), t.id.clone(), 403)]);
+}
