@@ -363,7 +363,7 @@ async fn migrate(target: Target) -> anyhow::Result<()> {
     let (mut client, cluster) =
         local::migration_client_or_new(&target, "migrate tenant schemas").await?;
     // Which database: "up to date" about the wrong one misleads.
-    match cluster.as_ref().and_then(|c| c.location()) {
+    match cluster.as_ref().map(|c| c.location()) {
         Some(place) => outln!("the embedded cluster in {}", place.display()),
         None => outln!("{}", local::database_name(&client).await?),
     }

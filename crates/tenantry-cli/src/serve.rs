@@ -157,8 +157,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     outln!("tenantry is serving on http://{addr}");
     outln!("API docs:     http://{addr}/docs");
     outln!("admin token:  {token_source}");
-    if let Some(dir) = cluster.as_ref().and_then(|c| c.location()) {
-        outln!("database:     embedded PostgreSQL in {}", dir.display());
+    if let Some(cluster) = &cluster {
+        outln!(
+            "database:     embedded PostgreSQL in {}",
+            cluster.location().display()
+        );
     }
     // The embedded server is kept up while serving: started again when it
     // exits on its own, or when the process that started it stops; the

@@ -293,10 +293,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
         // Which database: a green result for the wrong one misleads.
         let checked = match &cluster {
             Some(local) => {
-                let place = local
-                    .location()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| args.target.data_dir.display().to_string());
+                let place = local.location().display().to_string();
                 if local.applied().is_empty() {
                     format!("the embedded cluster in {place}")
                 } else {

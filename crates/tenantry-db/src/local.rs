@@ -174,9 +174,10 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
         }
     }
 
-    /// Where the cluster lives (its base directory), when this process started it.
-    pub fn location(&self) -> Option<&Path> {
-        self.cluster.as_ref().map(|c| c.data_dir())
+    /// Where the cluster lives (its base directory, after any fallback to
+    /// `/var/tmp`), whichever process started it.
+    pub fn location(&self) -> &Path {
+        &self.data_dir
     }
 
     /// Whether this process started (and will stop) the cluster.

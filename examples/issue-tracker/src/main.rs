@@ -24,11 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let (migration, server, cluster, database, cli) = match DatabaseSource::from_env(env)? {
         DatabaseSource::Embedded { data_dir } => {
             let cluster = LocalCluster::open(&data_dir, None).await?;
-            let location = cluster
-                .location()
-                .unwrap_or(data_dir.as_path())
-                .display()
-                .to_string();
+            let location = cluster.location().display().to_string();
             (
                 cluster.superuser_config(),
                 cluster.server_config(),
