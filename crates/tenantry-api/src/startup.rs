@@ -140,6 +140,9 @@ impl Application {
         db: Database,
         admin_token: &str,
     ) -> std::io::Result<Self> {
+        // First: a busy address is refused before any background task starts
+        // (they would only fail noisily as the process exits).
+        let listener = TcpListener::bind(settings.listen).await?;
         let invalidations = settings.invalidations().map_err(std::io::Error::other)?;
         if admin_token.len() < 24 {
             tracing::warn!(
@@ -176,7 +179,6 @@ impl Application {
         telemetry::prometheus();
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let router = router(state, settings.body_limit_bytes, stopping_rx);
-        let listener = TcpListener::bind(settings.listen).await?;
         Ok(Self {
             listener,
             router,

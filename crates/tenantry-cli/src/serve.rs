@@ -62,6 +62,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         settings.statement_mode = m;
     }
     settings.validate()?;
+    // A listen address in use is refused before a cluster is made or started
+    // for nothing (the server binds it for good once the database is ready).
+    drop(
+        std::net::TcpListener::bind(settings.listen)
+            .with_context(|| format!("binding the listen address {}", settings.listen))?,
+    );
 
     let pool_config = |mut c: DatabaseConfig| {
         c.max_connections = settings.max_connections;

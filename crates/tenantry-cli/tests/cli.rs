@@ -355,6 +355,31 @@ async fn serve_over_an_unreachable_or_unknown_database_says_so_without_a_migrate
     }
 }
 
+/// A listen address in use is refused first: no embedded cluster is made
+/// (or started) for a server that cannot serve (an audit met a new cluster,
+/// its admin token and an unrelated warning before the bind error).
+#[test]
+fn serve_on_a_listen_address_in_use_says_so_before_making_a_cluster() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = output_within_a_minute(
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["serve", "--listen", &addr, "--data-dir"])
+            .arg(&data)
+            .env_remove("DATABASE_URL")
+            .env_remove("TENANTRY_DATA_DIR"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("binding the listen address {addr}")) && err.contains("in use"),
+        "{err}"
+    );
+    assert!(!data.exists(), "a cluster was made in {}", data.display());
+}
+
 #[tokio::test]
 async fn serve_refuses_a_login_that_can_become_tenantry_owner_and_starts_once_it_is_revoked() {
     let db = TestDatabase::new().await;
