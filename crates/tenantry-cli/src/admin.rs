@@ -691,6 +691,13 @@ async fn move_tenant(
     let moved = moved?;
     if as_json {
         json(&moved)
+    } else if moved.unchanged {
+        outln!(
+            "tenant {} is {} already: nothing moved",
+            moved.tenant_id,
+            moved.isolation.as_str()
+        );
+        Ok(())
     } else {
         outln!(
             "tenant {} is {} now: {} rows moved, its writes held back {:.1} ms at the cut-over ({} rows moved or written again then)",

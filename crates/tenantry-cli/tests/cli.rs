@@ -722,6 +722,10 @@ async fn operator_moves_a_tenant_to_its_schema_and_back_and_aborts_a_move_under_
         out.contains("is shared now: 500 rows moved"),
         "says what it did: {out}"
     );
+    // Asked again: it says the tenant was there already, not that it moved.
+    let (ok, out, err) = tenantry(&db, &["tenant", "move", &id, "--to", "shared"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("is shared already: nothing moved"), "{out}");
     let home: String = su
         .query_one(
             "SELECT DISTINCT tableoid::regclass::text FROM tenantry.resources WHERE tenant_id = $1::text::uuid",

@@ -22,6 +22,9 @@ pub struct TierMove {
     /// How long the cut-over held back the tenant's own writes, in milliseconds
     /// (nobody else's writes wait for a move).
     pub cutover_ms: f64,
+    /// `true` when this call moved nothing: the tenant was in that tier
+    /// already (or another caller's move of it finished first).
+    pub unchanged: bool,
 }
 
 /// Where a move stands, for progress bars.
@@ -171,6 +174,7 @@ impl AdminScope {
             rows_moved: report["rows_moved"].as_i64().unwrap_or(0),
             cutover_rows: report["cutover_rows"].as_i64().unwrap_or(0),
             cutover_ms: report["cutover_ms"].as_f64().unwrap_or(0.0),
+            unchanged: false,
         })
     }
 
@@ -232,6 +236,7 @@ impl Database {
                 rows_moved: 0,
                 cutover_rows: 0,
                 cutover_ms: 0.0,
+                unchanged: true,
             });
         };
         progress(MoveProgress::Started { rows, resumed });
@@ -253,6 +258,7 @@ impl Database {
                         rows_moved: 0,
                         cutover_rows: 0,
                         cutover_ms: 0.0,
+                        unchanged: true,
                     })
                 } else {
                     Err(DbError::NotFound(message))

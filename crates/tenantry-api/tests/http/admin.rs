@@ -714,6 +714,7 @@ async fn admin_moves_a_tenant_online_to_its_schema_and_back_and_can_give_up_a_mo
         let moved = moved.expect(200);
         assert_eq!(moved["isolation"], to);
         assert_eq!(moved["rows_moved"], 25);
+        assert_eq!(moved["unchanged"], false);
         assert!(moved["cutover_ms"].as_f64().unwrap() >= 0.0);
         let tenant = app
             .admin_get(&format!("/v1/tenants/{}", t.id))
@@ -741,7 +742,9 @@ async fn admin_moves_a_tenant_online_to_its_schema_and_back_and_can_give_up_a_mo
             &json!({ "to": "shared" }),
         )
         .await;
-    assert_eq!(again.expect(200)["rows_moved"], 0);
+    let again = again.expect(200);
+    assert_eq!(again["rows_moved"], 0);
+    assert_eq!(again["unchanged"], true, "says nothing moved: {again}");
     // No move under way: nothing to give up.
     app.delete(&format!("/v1/tenants/{}/move", t.id), &app.admin_token)
         .await
