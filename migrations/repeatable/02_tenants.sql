@@ -220,6 +220,34 @@ COMMENT ON FUNCTION tenantry.write_audit(uuid, text, text, text, jsonb) IS 'Inte
 -- Tenant triggers: lifecycle, hierarchy closure, audit.
 -- -----------------------------------------------------------------------------
 
+/**
+ * The hierarchy lock a move takes (any change of a tenant's parent, to a
+ * root too), exclusively: moves serialise with each other and with
+ * creations of children (which share it), so no closure is extended from
+ * ancestors that are moving meanwhile. A move never waits in the lock's
+ * queue: PostgreSQL queues a shared request behind a waiting exclusive one,
+ * so a waiting move would hold every tenant's child creation behind one
+ * tenant's long transaction that made a child. It tries for up to 5 s
+ * between the creations, then gives up (55P03: retried, or 503).
+ */
+CREATE OR REPLACE FUNCTION tenantry.lock_hierarchy_for_move(tid uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    FOR attempt IN 1..500 LOOP
+        EXIT WHEN pg_try_advisory_xact_lock(hashtext('tenantry.tenant_hierarchy'));
+        IF attempt = 500 THEN
+            RAISE EXCEPTION 'tenants are being created under the tenant hierarchy without pause; the move of tenant % was not made', tid
+                USING ERRCODE = '55P03', HINT = 'retry the move';
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.lock_hierarchy_for_move(uuid) IS 'Internal: the exclusive hierarchy lock of a move (tenants_before_write, for any change of parent_id), tried for up to 5 s without queueing ahead of creations; 55P03 naming the tenant then. Not granted.';
+
 /** Checks a tenant row before it is written: lifecycle, parent and cycles. */
 CREATE OR REPLACE FUNCTION tenantry.tenants_before_write()
 RETURNS trigger
@@ -270,6 +298,12 @@ BEGIN
             END IF;
         END IF;
     END IF;
+    -- Made a root: no parent row to hold, but the same lock as any move
+    -- (without it, a move under its old subtree extended the closure this
+    -- move was cutting, and the old ancestors kept the mover's rows).
+    IF TG_OP = 'UPDATE' AND NEW.parent_id IS NULL AND OLD.parent_id IS NOT NULL THEN
+        PERFORM tenantry.lock_hierarchy_for_move(NEW.tenant_id);
+    END IF;
     IF NEW.parent_id IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.parent_id IS DISTINCT FROM OLD.parent_id) THEN
         -- The parent's row FOR SHARE, first: the parent's deletion (an UPDATE
         -- of its row) waits for this child to commit, then finds it and
@@ -295,19 +329,7 @@ BEGIN
         IF TG_OP = 'INSERT' THEN
             PERFORM pg_advisory_xact_lock_shared(hashtext('tenantry.tenant_hierarchy'));
         ELSE
-            -- A move never waits in the lock's queue: PostgreSQL queues a
-            -- shared request behind a waiting exclusive one, so a waiting move
-            -- would hold every tenant's child creation behind one tenant's
-            -- long transaction that made a child. It tries for up to 5 s
-            -- between the creations, then gives up (55P03: retried, or 503).
-            FOR attempt IN 1..500 LOOP
-                EXIT WHEN pg_try_advisory_xact_lock(hashtext('tenantry.tenant_hierarchy'));
-                IF attempt = 500 THEN
-                    RAISE EXCEPTION 'tenants are being created under the tenant hierarchy without pause; the move of tenant % was not made', NEW.tenant_id
-                        USING ERRCODE = '55P03', HINT = 'retry the move';
-                END IF;
-                PERFORM pg_sleep(0.01);
-            END LOOP;
+            PERFORM tenantry.lock_hierarchy_for_move(NEW.tenant_id);
         END IF;
         -- The operator, who sees deleted tenants, is told so (found by an
         -- operator's audit: "not found" for a tenant they could show); a

@@ -760,6 +760,73 @@ async fn migration_0036_detaches_schema_tenants_tables_of_adopted_tables_and_kee
     assert_eq!(kept, 1);
 }
 
+/// A database where the race fixed with 0041 (a move to the root not
+/// serialised with a move under its old subtree) left a stale closure row
+/// and a drifted counter: 0041 removes the row, adds a missing one, and
+/// recounts the counters of the tenants whose closure changed.
+#[tokio::test]
+async fn migration_0041_repairs_a_closure_the_parent_links_do_not_give_and_the_counts_on_it() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let id = |name: &'static str, parent: Option<uuid::Uuid>| {
+        let su = &su;
+        async move {
+            su.query_one(
+                "SELECT tenantry.create_tenant($1::text, $2::uuid)",
+                &[&name, &parent],
+            )
+            .await
+            .unwrap()
+            .get::<_, uuid::Uuid>(0)
+        }
+    };
+    let r = id("r", None).await;
+    let x = id("x", Some(r)).await;
+    let y = id("y", None).await;
+    let kept = id("kept", Some(x)).await;
+    // As the race left it: r still above y (which is a root), and x's row
+    // to kept gone; r's descendant count built on that.
+    su.batch_execute(&format!(
+        "SET session_replication_role = replica;
+         INSERT INTO tenantry.tenant_hierarchy (parent_id, child_id, depth) VALUES ('{r}', '{y}', 1);
+         DELETE FROM tenantry.tenant_hierarchy WHERE parent_id = '{x}' AND child_id = '{kept}';
+         UPDATE tenantry.tenant_limit_usage SET descendants = 7 WHERE tenant_id = '{r}';
+         RESET session_replication_role;"
+    ))
+    .await
+    .unwrap();
+    su.batch_execute(&format!(
+        "BEGIN; {} COMMIT;",
+        include_str!("../../../migrations/0041_tenant_closure_repaired.sql")
+    ))
+    .await
+    .unwrap();
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, i32)> = su
+        .query(
+            "SELECT parent_id, child_id, depth FROM tenantry.tenant_hierarchy
+              WHERE depth > 0 ORDER BY depth, parent_id, child_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let mut expected = vec![(r, x, 1), (x, kept, 1)];
+    expected.sort();
+    expected.push((r, kept, 2));
+    assert_eq!(rows, expected);
+    let (children, descendants): (i64, i64) = su
+        .query_one(
+            "SELECT children, descendants FROM tenantry.tenant_limit_usage WHERE tenant_id = $1",
+            &[&r],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!((children, descendants), (1, 2));
+}
+
 /// The comment on a schema tenant's table of resources.
 async fn copy_comment(client: &Client, schema: &str) -> Option<String> {
     client

@@ -149,3 +149,70 @@ async fn a_cycle_built_by_one_multi_row_update_is_rejected_and_changes_nothing()
         "closing the ring",
     );
 }
+
+/// The closure as the parent links say it is: every (ancestor, tenant,
+/// depth) found by walking `parent_id` up from each tenant.
+const CLOSURE_FROM_PARENTS: &str = "
+    WITH RECURSIVE up(parent_id, child_id, depth) AS (
+        SELECT tenant_id, tenant_id, 0 FROM tenantry.tenants
+        UNION ALL
+        SELECT t.parent_id, up.child_id, up.depth + 1
+        FROM up JOIN tenantry.tenants t ON t.tenant_id = up.parent_id
+        WHERE t.parent_id IS NOT NULL)
+    SELECT count(*) FROM (
+        (SELECT parent_id, child_id, depth FROM up
+         EXCEPT SELECT parent_id, child_id, depth FROM tenantry.tenant_hierarchy)
+        UNION ALL
+        (SELECT parent_id, child_id, depth FROM tenantry.tenant_hierarchy
+         EXCEPT SELECT parent_id, child_id, depth FROM up)) differ";
+
+/// Found by a contention audit: a tenant made a root (parent NULL) while
+/// another tenant moved under its subtree left the old ancestor's closure
+/// row to the mover (R read and changed Y's rows through `descendants`):
+/// a move to the root took no hierarchy lock, so the other move extended a
+/// closure that was being cut. Every change of a parent serialises now.
+#[tokio::test]
+async fn a_move_to_the_root_and_a_move_under_its_old_subtree_at_once_leave_the_closure_as_the_parents_say(
+) {
+    let tdb = TestDatabase::new().await;
+    let first = admin(&tdb).await;
+    let second = admin(&tdb).await;
+    let r = create_tenant(&first, "r", None).await;
+    let x = create_tenant(&first, "x", Some(r)).await;
+    let z = create_tenant(&first, "z", Some(x)).await;
+    let y = create_tenant(&first, "y", None).await;
+    let move_sql = "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2";
+
+    first.batch_execute("BEGIN").await.unwrap();
+    first
+        .execute(move_sql, &[&None::<Uuid>, &x])
+        .await
+        .expect("x becomes a root");
+    // y goes under z while x's move is not committed: it must wait for it
+    // (the lock), not extend the closure x's move is cutting.
+    let under = tokio::spawn(async move {
+        second
+            .batch_execute("SELECT tenantry.set_admin_context('operator')")
+            .await
+            .unwrap();
+        let moved = second.execute(move_sql, &[&Some(z), &y]).await;
+        (second, moved)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    first.batch_execute("COMMIT").await.unwrap();
+    let (_second, moved) = under.await.unwrap();
+    moved.expect("y goes under z once x's move is committed");
+
+    assert_eq!(count(&first, CLOSURE_FROM_PARENTS).await, 0);
+    assert_eq!(
+        count(
+            &first,
+            &format!(
+                "SELECT count(*) FROM tenantry.tenant_hierarchy WHERE parent_id = '{r}' AND child_id = '{y}'"
+            )
+        )
+        .await,
+        0,
+        "r is no ancestor of y"
+    );
+}
