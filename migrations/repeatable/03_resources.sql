@@ -448,6 +448,30 @@ $$;
 COMMENT ON FUNCTION tenantry.check_share_target(uuid, uuid, text, boolean) IS 'Internal (share_resource, share_row): TN404 for a missing or deleted target alike, TN409 for one that is not active, TN422 for the owner itself or (through_hierarchy) one of its ancestors. Runs inside those SECURITY DEFINER functions, as the owner. Not granted.';
 
 /**
+ * Holds a share's target tenant row (FOR SHARE) for the sharing transaction,
+ * before anything else is locked: the target's deletion (an UPDATE of that
+ * row, whose trigger revokes every share made to it) then waits for the
+ * share to commit and revokes it too, or the share waits for the deletion
+ * and finds the target deleted (TN404). Read without the lock, both
+ * committed and the share outlived its target (found by a contention audit).
+ * Not on a Citus cluster, where FOR SHARE on the tenants reference table
+ * locks its whole shard (as in tenants_before_write; docs/scale-out.md).
+ */
+CREATE OR REPLACE FUNCTION tenantry.hold_share_target(target uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL AND tenantry.citus_distributed() THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = target FOR SHARE;
+END
+$$;
+COMMENT ON FUNCTION tenantry.hold_share_target(uuid) IS 'Internal (share_resource, share_row): holds the target tenant''s row FOR SHARE first, so that its concurrent deletion revokes the share or the share finds it deleted (not on a Citus cluster). Not granted.';
+
+/**
  * Guide: share_resource(resource_id, target_tenant_id). Fixed: the resource
  * must be visible-and-owned in the caller's subtree (a missing and a foreign
  * resource give the same error), the target must exist and be active, not the
@@ -463,6 +487,7 @@ AS $$
 DECLARE
     owner_id uuid;
 BEGIN
+    PERFORM tenantry.hold_share_target(target_tenant_id);
     owner_id := tenantry.lock_shareable_resource(share_resource.resource_id);
     PERFORM tenantry.check_share_target(owner_id, target_tenant_id, 'resource', true);
     INSERT INTO tenantry.shared_resources (tenant_id, resource_id, shared_with, shared_by)

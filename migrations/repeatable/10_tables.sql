@@ -2273,6 +2273,7 @@ DECLARE
     found_row record;
 BEGIN
     tbl := tenantry.adopted_table_of(tbl);
+    PERFORM tenantry.hold_share_target(target_tenant_id);
     SELECT * INTO found_row FROM tenantry.lock_shareable_row(tbl, share_row.row_id);
     PERFORM tenantry.check_share_target(found_row.owner_id, target_tenant_id, 'row',
                                         (SELECT r.hierarchy FROM tenantry.tenant_tables r WHERE r.table_id = tbl));

@@ -262,3 +262,43 @@ async fn share_resource_records_the_member_checks_its_target_and_shares_cannot_b
     set_context(&app, b).await;
     assert_eq!(resource_names(&app).await, ["b-doc"]);
 }
+
+/// Found by a contention audit: a share made while its target tenant was
+/// being deleted outlived the deletion (the deletion's trigger had revoked
+/// the shares it saw; the share read the target as active, uncommitted
+/// deletion and all). The share now holds the target's row first: it waits
+/// for the deletion and is refused as for any deleted tenant.
+#[tokio::test]
+async fn a_share_made_while_its_target_is_deleted_is_revoked_with_it_or_refused() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let owner = create_tenant(&admin, "owner", None).await;
+    let target = create_tenant(&admin, "target", None).await;
+    let doc = create_resource(&app, owner, "doc").await;
+
+    exec(&admin, "BEGIN").await;
+    set_status(&admin, target, "deleted").await;
+    let sharing = tokio::spawn(async move {
+        let shared = app
+            .execute("SELECT share_resource($1, $2)", &[&doc, &target])
+            .await;
+        (app, shared)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    exec(&admin, "COMMIT").await;
+    let (_app, shared) = sharing.await.unwrap();
+    expect_sqlstate(shared, "TN404", "sharing with a tenant deleted meanwhile");
+    let su = tdb.superuser_client().await;
+    assert_eq!(
+        count(
+            &su,
+            &format!(
+                "SELECT count(*) FROM tenantry.shared_resources WHERE shared_with = '{target}'"
+            )
+        )
+        .await,
+        0,
+        "no share outlives its target"
+    );
+}
