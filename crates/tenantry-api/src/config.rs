@@ -65,6 +65,10 @@ pub struct Settings {
     pub statement_mode: String,
     /// Pool size.
     pub max_connections: usize,
+    /// How many of the pool's connections one tenant's requests may hold at
+    /// once (its next one waits for one of its own, then 503); 0: a quarter
+    /// of `max_connections`, at least 2.
+    pub max_connections_per_tenant: usize,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
     /// Seconds between refreshes of `tenant_metrics` (0: never).
@@ -138,6 +142,7 @@ impl Default for Settings {
             context_key: None,
             statement_mode: "prepared".into(),
             max_connections: 16,
+            max_connections_per_tenant: 0,
             body_limit_bytes: 1024 * 1024,
             metrics_refresh_secs: 60,
             request_log: true,
@@ -239,6 +244,7 @@ impl Settings {
             .map_err(SettingsError::Invalid)?;
         num! {
             "TENANTRY_MAX_CONNECTIONS" => max_connections,
+            "TENANTRY_MAX_CONNECTIONS_PER_TENANT" => max_connections_per_tenant,
             "TENANTRY_BODY_LIMIT_BYTES" => body_limit_bytes,
             "TENANTRY_METRICS_REFRESH_SECS" => metrics_refresh_secs,
             "TENANTRY_REQUEST_LOG" => request_log,
@@ -396,6 +402,10 @@ mod tests {
         s.apply_env(|k| (k == "TENANTRY_MAX_CONNECTIONS").then(|| "7".to_owned()))
             .unwrap();
         assert_eq!(s.max_connections, 7);
+        assert_eq!(s.max_connections_per_tenant, 0, "the default share");
+        s.apply_env(|k| (k == "TENANTRY_MAX_CONNECTIONS_PER_TENANT").then(|| "3".to_owned()))
+            .unwrap();
+        assert_eq!(s.max_connections_per_tenant, 3);
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.body_limit_bytes, 1024 * 1024);
     }

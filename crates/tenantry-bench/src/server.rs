@@ -92,6 +92,7 @@ pub async fn child_main(args: ChildArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("TENANTRY_CONTEXT_KEY: {e}")
         })?;
     config.max_connections = settings.max_connections;
+    config.max_connections_per_tenant = settings.max_connections_per_tenant;
     let db = Database::connect(&config)?;
     db.check_schema().await?;
     let app = Application::build(&settings, db, &args.admin_token).await?;

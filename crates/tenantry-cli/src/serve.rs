@@ -71,6 +71,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let pool_config = |mut c: DatabaseConfig| {
         c.max_connections = settings.max_connections;
+        c.max_connections_per_tenant = settings.max_connections_per_tenant;
         c.statement_mode = settings.statement_mode().expect("validated");
         c.acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
         c.timeouts = settings.timeouts();

@@ -67,6 +67,13 @@ pub struct DatabaseConfig {
     pub connect_to: ConnectTo,
     /// Maximum pooled connections.
     pub max_connections: usize,
+    /// How many of them one tenant's transactions may hold at once: the
+    /// tenant's next transaction waits for one of its own to end (up to
+    /// `acquire_timeout`, then [`DbError::Unavailable`]), so that one
+    /// tenant's slow work never takes every connection from the others.
+    /// 0: `max_connections` (no share). Default: a quarter of
+    /// `max_connections`, at least 2 (4 of the default 16).
+    pub max_connections_per_tenant: usize,
     /// Statement mode (see [`StatementMode`]).
     pub statement_mode: StatementMode,
     /// How long a caller waits for a free connection, and for a new one to open,
@@ -225,12 +232,24 @@ impl DatabaseConfig {
         Self {
             connect_to,
             max_connections: 16,
+            max_connections_per_tenant: 0,
             statement_mode: StatementMode::Prepared,
             acquire_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             context_key: None,
             context_cache_ttl: Duration::from_secs(2),
             timeouts: Timeouts::default(),
+        }
+    }
+
+    /// What [`DatabaseConfig::max_connections_per_tenant`] comes to: 0 is
+    /// the default share, a quarter of the pool (at least 2), never more
+    /// than the pool.
+    pub fn per_tenant_share(&self) -> usize {
+        let pool = self.max_connections.max(1);
+        match self.max_connections_per_tenant {
+            0 => (pool / 4).max(2).min(pool),
+            n => n.min(pool),
         }
     }
 
@@ -265,6 +284,8 @@ pub struct Database {
     open: Arc<std::sync::atomic::AtomicUsize>,
     /// How long [`Database::connection`] may wait (None: no bound).
     acquire_timeout: Option<Duration>,
+    /// Each tenant's share of the pool ([`DatabaseConfig::max_connections_per_tenant`]).
+    turns: Arc<crate::turns::TenantTurns>,
 }
 
 /// The server login role's attributes that matter for isolation.
@@ -414,6 +435,7 @@ impl Database {
             max_connections: config.max_connections.max(1),
             open,
             acquire_timeout,
+            turns: crate::turns::TenantTurns::new(config.per_tenant_share()),
             contexts: Arc::new(Contexts {
                 key: context_key,
                 parts: PartCache::new(config.context_cache_ttl, CONTEXT_CACHE_CAPACITY),
@@ -510,9 +532,12 @@ impl Database {
 
     /// Opens a transaction acting for `ctx.tenant`. Nothing is sent until its
     /// first statement, which carries BEGIN, the role and the context with it.
+    /// Waits for the tenant's turn first when its transactions hold its
+    /// share of the pool already ([`DatabaseConfig::max_connections_per_tenant`]).
     pub async fn tenant(&self, ctx: TenantContext) -> Result<TenantScope, DbError> {
+        let turn = self.turns.take(ctx.tenant, self.acquire_timeout).await?;
         let client = self.connection().await?;
-        Ok(TenantScope::new(client, self.mode, self.contexts(), ctx))
+        Ok(TenantScope::new(client, self.mode, self.contexts(), ctx).with_turn(turn))
     }
 
     /// Opens an administrative transaction; `actor` labels its audit rows.

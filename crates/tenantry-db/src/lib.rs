@@ -73,6 +73,7 @@ mod tenants;
 pub mod testing;
 mod tiers;
 pub mod tls;
+mod turns;
 mod usage;
 
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};
@@ -86,7 +87,8 @@ pub use idempotency::{IdempotencyKey, Idempotent, IdempotentRequest, StoredRespo
 #[doc(hidden)]
 pub use ids::__private;
 pub use ids::{
-    AuditEventId, ImpersonationId, InvitationId, KeyId, ResourceId, RoleId, TenantId, UserId,
+    AuditEventId, ImpersonationId, InvitationId, KeyId, ParseIdError, ResourceId, RoleId, TenantId,
+    UserId,
 };
 pub use invalidation::{Invalidation, Invalidations, ListenOptions, ListenTo, Subscription};
 pub use json::JsonText;

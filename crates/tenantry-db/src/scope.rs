@@ -1445,6 +1445,8 @@ impl IsolationLevel {
 pub struct TenantScope {
     pub(crate) tx: Tx,
     pub(crate) ctx: TenantContext,
+    /// The tenant's turn (its share of the pool), held until the scope ends.
+    _turn: Option<crate::turns::Turn>,
 }
 
 impl TenantScope {
@@ -1457,7 +1459,14 @@ impl TenantScope {
         Self {
             tx: Tx::new(client, mode, contexts, Setup::Tenant(ctx.clone())),
             ctx,
+            _turn: None,
         }
+    }
+
+    /// The scope holds `turn` for as long as it lives.
+    pub(crate) fn with_turn(mut self, turn: crate::turns::Turn) -> Self {
+        self._turn = Some(turn);
+        self
     }
 
     /// The tenant this transaction acts for.

@@ -2243,3 +2243,63 @@ async fn a_login_that_is_not_the_servers_is_told_what_to_grant() {
     let message = refused.to_string();
     assert!(message.contains("GRANT tenantry_server TO"), "{message}");
 }
+
+/// Found by a contention audit: one tenant's slow listings (a thousand
+/// descendants) held all 16 connections, and every other tenant's point
+/// read waited 2 s for 503. A tenant's transactions now hold at most its
+/// share of the pool (a quarter, at least 2); past it, only that tenant
+/// waits (then 503), and another tenant still gets a connection at once.
+#[tokio::test]
+async fn one_tenants_transactions_hold_at_most_its_share_of_the_pool_and_another_tenant_still_gets_one(
+) {
+    let tdb = TestDatabase::new().await;
+    let mut config = tdb.database_config();
+    config.max_connections = 8;
+    config.acquire_timeout = std::time::Duration::from_millis(300);
+    assert_eq!(config.per_tenant_share(), 2);
+    let db = Database::connect(&config).unwrap();
+    let busy = tenant(&db, "busy", None).await;
+    let quiet = tenant(&db, "quiet", None).await;
+
+    // The busy tenant opens transactions until it is refused: its share.
+    let mut held = Vec::new();
+    let refused = loop {
+        match db.tenant(TenantContext::new(busy)).await {
+            Ok(mut scope) => {
+                scope
+                    .list_resources(&ResourceQuery::default())
+                    .await
+                    .unwrap();
+                held.push(scope);
+                assert!(held.len() <= 8, "the busy tenant took the whole pool");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(held.len(), 2);
+    assert!(
+        matches!(&refused, DbError::Unavailable(m) if m.contains("max_connections_per_tenant")),
+        "{refused:?}"
+    );
+    // Another tenant is served meanwhile.
+    let mut other = db.tenant(TenantContext::new(quiet)).await.unwrap();
+    other
+        .list_resources(&ResourceQuery::default())
+        .await
+        .unwrap();
+    other.commit().await.unwrap();
+    // One of the busy tenant's transactions ends: its next one is served.
+    held.pop().unwrap().commit().await.unwrap();
+    let mut next = db.tenant(TenantContext::new(busy)).await.unwrap();
+    next.list_resources(&ResourceQuery::default())
+        .await
+        .unwrap();
+    next.commit().await.unwrap();
+
+    // 0 keeps the default share; a share wider than the pool is the pool.
+    config.max_connections_per_tenant = 100;
+    assert_eq!(config.per_tenant_share(), 8);
+    config.max_connections_per_tenant = 0;
+    config.max_connections = 2;
+    assert_eq!(config.per_tenant_share(), 2);
+}
