@@ -10,7 +10,7 @@ use serde::Deserialize;
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// The server's base URL.
-    #[arg(long, env = "TENANTRY_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "TENANTRY_URL", default_value = "http://127.0.0.1:8080", value_parser = base_url)]
     url: String,
     /// The admin token (default: TENANTRY_ADMIN_TOKEN, else `<data-dir>/admin.token`).
     #[arg(long, env = "TENANTRY_ADMIN_TOKEN", hide_env_values = true)]
@@ -113,6 +113,18 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
             _ = tokio::time::sleep(Duration::from_secs_f64(args.interval)) => {}
             _ = &mut interrupted => return Ok(()),
         }
+    }
+}
+
+/// A base URL with its scheme (`127.0.0.1:8080` alone is taken for a
+/// relative URL, which reqwest refused as "builder error").
+fn base_url(url: &str) -> Result<String, String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(url.to_owned()),
+        _ => Err(format!(
+            "expected the server's base URL with its scheme, such as http://{}",
+            url.trim_start_matches("//")
+        )),
     }
 }
 

@@ -238,6 +238,17 @@ async fn cli_errors_exit_non_zero_with_a_clear_message() {
     let (ok, _, err) = tenantry(&db, &["key", "create", "not-a-uuid"]);
     assert!(!ok);
     assert!(err.contains("not-a-uuid"), "{err}");
+    // A tenant's name where its id belongs: the message says ids are UUIDs.
+    let (ok, _, err) = tenantry(&db, &["key", "create", "acme"]);
+    assert!(!ok);
+    assert!(err.contains("ids are UUIDs"), "{err}");
+    // A server address without its scheme is named as such.
+    let (ok, _, err) = tenantry(&db, &["top", "--once", "--url", "127.0.0.1:8080"]);
+    assert!(!ok);
+    assert!(
+        err.contains("with its scheme, such as http://127.0.0.1:8080"),
+        "{err}"
+    );
 
     let acme = json(&db, &["tenant", "create", "acme", "--json"]);
     let acme_id = acme[0]["tenant_id"].as_str().unwrap();

@@ -58,9 +58,9 @@ macro_rules! typed_id {
         }
 
         impl ::core::str::FromStr for $name {
-            type Err = $crate::__private::uuid::Error;
+            type Err = $crate::ParseIdError;
             fn from_str(s: &str) -> ::core::result::Result<Self, Self::Err> {
-                Self::parse(s)
+                Self::parse(s).map_err($crate::ParseIdError::from)
             }
         }
 
@@ -116,6 +116,34 @@ macro_rules! typed_id {
             }
         }
     )*};
+}
+
+/// Text that is not an id ([`typed_id!`](crate::typed_id)'s `FromStr`): ids
+/// are UUIDs, and the message says so (a command line given a tenant's name
+/// where its id belongs said only "invalid character: found `m` at 2").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseIdError(uuid::Error);
+
+impl From<uuid::Error> for ParseIdError {
+    fn from(e: uuid::Error) -> Self {
+        Self(e)
+    }
+}
+
+impl std::fmt::Display for ParseIdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not an id: ids are UUIDs such as 6b39e4e3-84cd-4d21-88a9-cff7e14ca36c ({})",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ParseIdError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// What [`typed_id!`](crate::typed_id) expands to refers to, so that a team's
