@@ -349,10 +349,14 @@ impl TestDatabase {
     }
 
     /// A pool as `tenantry_server` in the given statement mode.
+    ///
+    /// One tenant's transactions may hold all of them (no per-tenant share):
+    /// the concurrency tests hold that many of one tenant open at once.
     pub fn database_with(&self, mode: StatementMode, max_connections: usize) -> Database {
         let mut config = self.database_config();
         config.statement_mode = mode;
         config.max_connections = max_connections;
+        config.max_connections_per_tenant = max_connections;
         Database::connect(&config).expect("pool")
     }
 

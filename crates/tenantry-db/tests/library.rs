@@ -2303,3 +2303,66 @@ async fn one_tenants_transactions_hold_at_most_its_share_of_the_pool_and_another
     config.max_connections = 2;
     assert_eq!(config.per_tenant_share(), 2);
 }
+
+/// A tenant with more descendants than one top-N per tenant suits (the
+/// listing then reads the subtree in one scan): pages walk every row of the
+/// subtree exactly once, newest first, and no row of another tree, for each
+/// owner filter; a tenant with few descendants gets the same answer.
+#[tokio::test]
+async fn a_wide_subtree_lists_every_row_once_newest_first_and_nothing_of_another_tree() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let root = tenant(&db, "root", None).await;
+    let stranger = tenant(&db, "stranger", None).await;
+    resource(&db, stranger, "not-mine").await;
+    resource(&db, root, "own").await;
+    let mut expected_descendants = Vec::new();
+    for i in 0..70 {
+        let kid = tenant(&db, &format!("kid{i}"), Some(root)).await;
+        for j in 0..2 {
+            let name = format!("kid{i}-{j}");
+            resource(&db, kid, &name).await;
+            expected_descendants.push(name);
+        }
+    }
+    for (owner, extra) in [
+        (OwnerFilter::Descendants, None),
+        (OwnerFilter::All, Some("own")),
+    ] {
+        let mut seen = Vec::new();
+        let mut times = Vec::new();
+        let mut after = None;
+        loop {
+            let mut s = db.tenant(TenantContext::new(root)).await.unwrap();
+            let page = s
+                .list_resources(&ResourceQuery {
+                    owner,
+                    limit: 25,
+                    after,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            s.commit().await.unwrap();
+            for r in &page.items {
+                seen.push(r.name.clone());
+                times.push((r.created_at, *r.id.as_uuid()));
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let mut sorted = times.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(times, sorted, "{owner:?}: newest first across pages");
+        let mut expected = expected_descendants.clone();
+        expected.extend(extra.map(str::to_owned));
+        expected.sort();
+        seen.sort();
+        assert_eq!(
+            seen, expected,
+            "{owner:?}: every row once, none of another tree"
+        );
+    }
+}
