@@ -80,24 +80,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (db, cluster) = match &settings.database_url {
         Some(url) => {
             let key = settings.context_key()?;
-            if key.is_none() {
+            let Some(key) = key else {
+                // The database first (unreachable, unmigrated: a database
+                // not migrated yet has no key to give), through a pool that
+                // proves no context (unnamed statements open no context
+                // session; the key it is given is never used).
+                let mut probe = DatabaseConfig::new(url.expose())
+                    .with_context_key(tenantry_db::ContextKey::new(1, [0; 32]));
+                probe.statement_mode = tenantry_db::StatementMode::Unnamed;
+                schema_ready(&Database::connect(&probe)?).await?;
                 bail!("refusing to serve tenant traffic: no context key (TENANTRY_CONTEXT_KEY, or context_key in the settings file) to prove tenant contexts to the database\n(print it with `DATABASE_URL=<superuser url> tenantry context-key`)");
-            }
-            let mut config = DatabaseConfig::new(url.expose());
-            config.context_key = key.clone();
-            let db = Database::connect(&pool_config(config))?;
-            match db.check_schema().await {
-                Ok(()) => {}
-                // Behind: the one case migrating helps.
-                Err(
-                    e @ (tenantry_db::migrate::MigrateError::Pending { .. }
-                    | tenantry_db::migrate::MigrateError::DefinitionsPending { .. }),
-                ) => bail!("{e}\n(the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first)"),
-                Err(tenantry_db::migrate::MigrateError::Unavailable(why)) => {
-                    bail!("cannot reach the database at DATABASE_URL: {why}")
-                }
-                Err(e) => bail!("{e}"),
-            }
+            };
+            let db = Database::connect(&pool_config(
+                DatabaseConfig::new(url.expose()).with_context_key(key),
+            ))?;
+            schema_ready(&db).await?;
             (db, None)
         }
         None => {
@@ -219,4 +216,20 @@ fn admin_token(settings: &Settings) -> anyhow::Result<(String, String)> {
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(f, "{token}")?;
     Ok((token, location))
+}
+
+/// The database at `DATABASE_URL` is reachable and migrated, or why not
+/// (migrating is the fix only when it is behind).
+async fn schema_ready(db: &Database) -> anyhow::Result<()> {
+    match db.check_schema().await {
+        Ok(()) => Ok(()),
+        Err(
+            e @ (tenantry_db::migrate::MigrateError::Pending { .. }
+            | tenantry_db::migrate::MigrateError::DefinitionsPending { .. }),
+        ) => bail!("{e}\n(the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first)"),
+        Err(tenantry_db::migrate::MigrateError::Unavailable(why)) => {
+            bail!("cannot reach the database at DATABASE_URL: {why}")
+        }
+        Err(e) => bail!("{e}"),
+    }
 }
