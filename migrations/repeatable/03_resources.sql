@@ -454,6 +454,10 @@ COMMENT ON FUNCTION tenantry.check_share_target(uuid, uuid, text, boolean) IS 'I
  * share to commit and revokes it too, or the share waits for the deletion
  * and finds the target deleted (TN404). Read without the lock, both
  * committed and the share outlived its target (found by a contention audit).
+ * Waited for 100 ms at most (then 55P03: retried, or 503): a move of the
+ * target holds its row while it polls for the hierarchy lock, which the
+ * deadlock detector cannot see, so a share waiting on it could close an
+ * undetected cycle with a child creation (found by a contention re-audit).
  * Not on a Citus cluster, where FOR SHARE on the tenants reference table
  * locks its whole shard (as in tenants_before_write; docs/scale-out.md).
  */
@@ -462,14 +466,18 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    waited text := current_setting('lock_timeout');
 BEGIN
     IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL AND tenantry.citus_distributed() THEN
         RETURN;
     END IF;
+    PERFORM set_config('lock_timeout', '100ms', true);
     PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = target FOR SHARE;
+    PERFORM set_config('lock_timeout', waited, true);
 END
 $$;
-COMMENT ON FUNCTION tenantry.hold_share_target(uuid) IS 'Internal (share_resource, share_row): holds the target tenant''s row FOR SHARE first, so that its concurrent deletion revokes the share or the share finds it deleted (not on a Citus cluster). Not granted.';
+COMMENT ON FUNCTION tenantry.hold_share_target(uuid) IS 'Internal (share_resource, share_row): holds the target tenant''s row FOR SHARE first, waiting 100 ms at most (55P03), so that its concurrent deletion revokes the share or the share finds it deleted (not on a Citus cluster). Not granted.';
 
 /**
  * Guide: share_resource(resource_id, target_tenant_id). Fixed: the resource

@@ -236,15 +236,6 @@ const LIST_FILTERS: &str = "($2::text IS NULL OR name LIKE $2)
                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))";
 const LIST_ORDER: &str = "ORDER BY created_at DESC, id DESC LIMIT $5";
 
-/// Above this many visible tenants a listing reads the subtree's rows in one
-/// scan and keeps the newest, instead of one index-ordered top-N per tenant:
-/// each of those per-tenant scans evaluates the policy's subtree again (its
-/// array parsed per rescan, so work grows with the square of the subtree).
-/// Measured with 1,001 visible tenants of 3 rows each: 1.3 s per tenant,
-/// 5 ms in one scan (found by a contention audit: one tenant's listings held
-/// the pool).
-const PER_TENANT_LISTING_MAX: usize = 64;
-
 /// The resource `$1` if it is shared with the caller (the second step of a
 /// point read that found nothing of the caller's own).
 macro_rules! shared_resource {
@@ -593,23 +584,8 @@ impl TenantScope {
         // shards), merged by the coordinator.
         let subtree = self.shard_tenants().await?;
         let citus = subtree.is_some();
-        let wide = self
-            .tx
-            .visible_count()
-            .is_some_and(|n| n > PER_TENANT_LISTING_MAX);
         let per_visible_tenant = |others_only: bool| {
-            if wide && !citus {
-                // One scan of the subtree's rows (the policy names them).
-                let which = if others_only {
-                    "tenant_id <> $1"
-                } else {
-                    "true"
-                };
-                format!(
-                    "SELECT {RESOURCE_COLUMNS}, true FROM {table}
-                     WHERE {which} AND {FILTERS} {ORDER}"
-                )
-            } else if citus {
+            if citus {
                 let which = if others_only {
                     "tenant_id <> $1"
                 } else {
