@@ -71,8 +71,8 @@ pub struct DatabaseConfig {
     /// tenant's next transaction waits for one of its own to end (up to
     /// `acquire_timeout`, then [`DbError::Unavailable`]), so that one
     /// tenant's slow work never takes every connection from the others.
-    /// 0: `max_connections` (no share). Default: a quarter of
-    /// `max_connections`, at least 2 (4 of the default 16).
+    /// 0 (the default): a quarter of `max_connections`, at least 2 (4 of
+    /// the default 16); `max_connections` or more: no share.
     pub max_connections_per_tenant: usize,
     /// Statement mode (see [`StatementMode`]).
     pub statement_mode: StatementMode,
