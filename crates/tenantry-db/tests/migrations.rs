@@ -827,6 +827,142 @@ async fn migration_0041_repairs_a_closure_the_parent_links_do_not_give_and_the_c
     assert_eq!((children, descendants), (1, 2));
 }
 
+/// A database where the race fixed before 0042 (a share made while its
+/// target or its owner was being deleted) left shares of deleted tenants:
+/// 0042 revokes them as the deletion would have (the record, the row's
+/// `shared_with`, the owner's share count, an audit row each), and leaves
+/// the shares between live tenants alone.
+#[tokio::test]
+async fn migration_0042_revokes_shares_that_outlived_a_deleted_target_or_owner() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let tenant = |name: &'static str| {
+        let su = &su;
+        async move {
+            su.query_one("SELECT tenantry.create_tenant($1::text)", &[&name])
+                .await
+                .unwrap()
+                .get::<_, uuid::Uuid>(0)
+        }
+    };
+    let (owner, gone, kept) = (
+        tenant("owner").await,
+        tenant("gone").await,
+        tenant("kept").await,
+    );
+    let (gone_owner, reader) = (tenant("gone-owner").await, tenant("reader").await);
+    // Shares made the ordinary way (counted, recorded), as an operator in each owner's context.
+    let share = |tid: uuid::Uuid, name: &'static str, targets: Vec<uuid::Uuid>| {
+        let su = &su;
+        async move {
+            su.batch_execute("BEGIN").await.unwrap();
+            su.execute("SELECT tenantry.set_tenant_context_local($1)", &[&tid])
+                .await
+                .unwrap();
+            let id: uuid::Uuid = su
+                .query_one(
+                    "SELECT tenantry.create_resource(jsonb_build_object('name', $1::text))",
+                    &[&name],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            for target in targets {
+                su.execute("SELECT tenantry.share_resource($1, $2)", &[&id, &target])
+                    .await
+                    .unwrap();
+            }
+            su.batch_execute("COMMIT").await.unwrap();
+            id
+        }
+    };
+    let doc = share(owner, "doc", vec![gone, kept]).await;
+    let other = share(gone_owner, "other", vec![reader]).await;
+    // As the race left it: the tenants deleted, their shares not revoked.
+    su.batch_execute(&format!(
+        "SET session_replication_role = replica;
+         UPDATE tenantry.tenants SET status = 'deleted' WHERE tenant_id IN ('{gone}', '{gone_owner}');
+         RESET session_replication_role;"
+    ))
+    .await
+    .unwrap();
+    let shares_of = |tid: uuid::Uuid| {
+        let su = &su;
+        async move {
+            su.query_one(
+                "SELECT coalesce((SELECT shares FROM tenantry.tenant_limit_usage WHERE tenant_id = $1), 0)",
+                &[&tid],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(
+        (shares_of(owner).await, shares_of(gone_owner).await),
+        (2, 1)
+    );
+
+    su.batch_execute(&format!(
+        "BEGIN; {} COMMIT;",
+        include_str!("../../../migrations/0042_shares_of_deleted_tenants_revoked.sql")
+    ))
+    .await
+    .unwrap();
+
+    let records: Vec<(uuid::Uuid, uuid::Uuid)> = su
+        .query(
+            "SELECT resource_id, shared_with FROM tenantry.shared_resources ORDER BY resource_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        records,
+        [(doc, kept)],
+        "only the share between live tenants is left"
+    );
+    let shared_with = |id: uuid::Uuid| {
+        let su = &su;
+        async move {
+            su.query_one(
+                "SELECT shared_with FROM tenantry.resources WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, Vec<uuid::Uuid>>(0)
+        }
+    };
+    assert_eq!(shared_with(doc).await, [kept]);
+    assert!(shared_with(other).await.is_empty());
+    assert_eq!(
+        (shares_of(owner).await, shares_of(gone_owner).await),
+        (1, 0)
+    );
+    let revoked: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.audit_log WHERE action = 'share.revoked'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(revoked, 2, "each revocation is audited");
+
+    // Applied again, it finds nothing to do.
+    su.batch_execute(&format!(
+        "BEGIN; {} COMMIT;",
+        include_str!("../../../migrations/0042_shares_of_deleted_tenants_revoked.sql")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(shared_with(doc).await, [kept]);
+}
+
 /// The comment on a schema tenant's table of resources.
 async fn copy_comment(client: &Client, schema: &str) -> Option<String> {
     client
