@@ -280,6 +280,19 @@ BEGIN
         NEW.created_at := OLD.created_at;
         NEW.updated_at := tenantry.write_time();
         IF NEW.status = 'deleted' THEN
+            -- The row FOR UPDATE, the one lock FOR KEY SHARE waits for: a
+            -- share made with this tenant (hold_share_target, 03_resources.sql)
+            -- holds its row FOR KEY SHARE until it commits, and the deletion
+            -- waits for it here, so that its trigger revokes that share too;
+            -- a share that comes later waits for the deletion and finds the
+            -- tenant deleted. (This UPDATE alone locks the row FOR NO KEY
+            -- UPDATE, which such a share does not wait for, nor it for the
+            -- share: so that a tier move, which locks its tenant's row the
+            -- same way, is never held back by another tenant's open share.)
+            -- Not on a Citus cluster, as for the parent's row below.
+            IF to_regclass('pg_catalog.pg_dist_partition') IS NULL OR NOT tenantry.citus_distributed() THEN
+                PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = NEW.tenant_id FOR UPDATE;
+            END IF;
             IF EXISTS (
                 -- Children through the closure table: tenants has no index on
                 -- parent_id (a tenant role could probe it, issue 10 finding 8).
@@ -355,7 +368,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), enforces the status lifecycle (no deletion with live children or while a tier move is under way), an existing live parent (its row held FOR SHARE, so that its concurrent deletion cannot leave the new child behind), and rejects self-parenting and cycles.';
+COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), enforces the status lifecycle (no deletion with live children or while a tier move is under way; a deletion takes its row FOR UPDATE, waiting for open shares with the tenant), an existing live parent (its row held FOR SHARE, so that its concurrent deletion cannot leave the new child behind), and rejects self-parenting and cycles.';
 
 /** Maintains tenant_hierarchy and writes the tenant audit rows. */
 CREATE OR REPLACE FUNCTION tenantry.tenants_after_write()

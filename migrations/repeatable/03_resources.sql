@@ -448,18 +448,20 @@ $$;
 COMMENT ON FUNCTION tenantry.check_share_target(uuid, uuid, text, boolean) IS 'Internal (share_resource, share_row): TN404 for a missing or deleted target alike, TN409 for one that is not active, TN422 for the owner itself or (through_hierarchy) one of its ancestors. Runs inside those SECURITY DEFINER functions, as the owner. Not granted.';
 
 /**
- * Holds a share's target tenant row (FOR SHARE) for the sharing transaction,
- * before anything else is locked: the target's deletion (an UPDATE of that
- * row, whose trigger revokes every share made to it) then waits for the
- * share to commit and revokes it too, or the share waits for the deletion
- * and finds the target deleted (TN404). Read without the lock, both
- * committed and the share outlived its target (found by a contention audit).
- * Waited for 100 ms at most (then 55P03: retried, or 503): a move of the
- * target holds its row while it polls for the hierarchy lock, which the
- * deadlock detector cannot see, so a share waiting on it could close an
- * undetected cycle with a child creation (found by a contention re-audit).
- * Not on a Citus cluster, where FOR SHARE on the tenants reference table
- * locks its whole shard (as in tenants_before_write; docs/scale-out.md).
+ * Holds a share's target tenant row FOR KEY SHARE for the sharing
+ * transaction, before anything else is locked: the target's deletion (which
+ * takes that row FOR UPDATE in tenants_before_write, and whose trigger
+ * revokes every share made to it) then waits for the share to commit and
+ * revokes it too, or the share waits for the deletion and finds the target
+ * deleted (TN404). Read without the lock, both committed and the share
+ * outlived its target (found by a contention audit). KEY SHARE, the lock the
+ * share's foreign key takes anyway, and not SHARE: every other change of the
+ * target's row (a tier move, its settings, a suspension) locks it FOR NO KEY
+ * UPDATE, which does not wait for it, so another tenant's open share holds
+ * back none of them (held FOR SHARE, it held back the target's move: found
+ * by the tiers suite). Waited for 100 ms at most (then 55P03: retried, or
+ * 503). Not on a Citus cluster, where row locks on the tenants reference
+ * table lock its whole shard (as in tenants_before_write; docs/scale-out.md).
  */
 CREATE OR REPLACE FUNCTION tenantry.hold_share_target(target uuid)
 RETURNS void
@@ -473,11 +475,11 @@ BEGIN
         RETURN;
     END IF;
     PERFORM set_config('lock_timeout', '100ms', true);
-    PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = target FOR SHARE;
+    PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = target FOR KEY SHARE;
     PERFORM set_config('lock_timeout', waited, true);
 END
 $$;
-COMMENT ON FUNCTION tenantry.hold_share_target(uuid) IS 'Internal (share_resource, share_row): holds the target tenant''s row FOR SHARE first, waiting 100 ms at most (55P03), so that its concurrent deletion revokes the share or the share finds it deleted (not on a Citus cluster). Not granted.';
+COMMENT ON FUNCTION tenantry.hold_share_target(uuid) IS 'Internal (share_resource, share_row): holds the target tenant''s row FOR KEY SHARE first, waiting 100 ms at most (55P03), so that its concurrent deletion (which takes the row FOR UPDATE) revokes the share or the share finds it deleted, while no other change of the target''s row waits for it (not on a Citus cluster). Not granted.';
 
 /**
  * Guide: share_resource(resource_id, target_tenant_id). Fixed: the resource

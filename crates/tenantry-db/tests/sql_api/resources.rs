@@ -304,3 +304,55 @@ async fn a_share_made_while_its_target_is_deleted_is_revoked_with_it_or_refused(
         "no share outlives its target"
     );
 }
+
+/// The other order of the race above: a share still open when its target is
+/// deleted. The share holds the target's row FOR KEY SHARE; the deletion
+/// takes it FOR UPDATE, waits for the share to commit, and its trigger then
+/// revokes that share with the others (the resource's `shared_with` too).
+#[tokio::test]
+async fn a_target_deleted_while_a_share_with_it_is_open_waits_for_it_and_revokes_it() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let owner = create_tenant(&admin, "owner", None).await;
+    let target = create_tenant(&admin, "target", None).await;
+    let doc = create_resource(&app, owner, "doc").await;
+
+    exec(&app, "BEGIN").await;
+    app.execute("SELECT share_resource($1, $2)", &[&doc, &target])
+        .await
+        .unwrap();
+    let deleting = tokio::spawn(async move {
+        set_status(&admin, target, "deleted").await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !deleting.is_finished(),
+        "the deletion waits for the open share"
+    );
+    exec(&app, "COMMIT").await;
+    deleting.await.unwrap();
+    let su = tdb.superuser_client().await;
+    assert_eq!(
+        count(
+            &su,
+            &format!(
+                "SELECT count(*) FROM tenantry.shared_resources WHERE shared_with = '{target}'"
+            )
+        )
+        .await,
+        0,
+        "no share outlives its target"
+    );
+    assert_eq!(
+        count(
+            &su,
+            &format!(
+                "SELECT count(*) FROM tenantry.resources WHERE id = '{doc}' AND shared_with <> '{{}}'"
+            )
+        )
+        .await,
+        0,
+        "the resource is shared with nobody"
+    );
+}
