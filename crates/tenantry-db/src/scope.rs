@@ -508,6 +508,14 @@ impl Tx {
             .collect()
     }
 
+    /// How many tenants the visible subtree holds (the tenant included), once
+    /// the route is known; `None` before.
+    pub(crate) fn visible_count(&self) -> Option<usize> {
+        let part = self.pinned_part.as_ref()?.as_deref()?;
+        let (_, subtree) = part.split_once(",v")?;
+        Some(subtree.split(',').count())
+    }
+
     /// Whether the database is a Citus coordinator (statements that Citus
     /// cannot push down to the shards take another shape there).
     pub(crate) fn citus(&self) -> bool {

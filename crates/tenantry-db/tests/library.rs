@@ -2304,17 +2304,21 @@ async fn one_tenants_transactions_hold_at_most_its_share_of_the_pool_and_another
     assert_eq!(config.per_tenant_share(), 2);
 }
 
-/// A tenant with more descendants than one top-N per tenant suits (the
-/// listing then reads the subtree in one scan): pages walk every row of the
-/// subtree exactly once, newest first, and no row of another tree, for each
-/// owner filter; a tenant with few descendants gets the same answer.
+/// A tenant with more descendants than one top-N per tenant under the
+/// policy suits (the listing then reads them through
+/// `tenantry.subtree_resources`): pages walk every row of the subtree
+/// exactly once, newest first, a schema-isolated descendant's rows included,
+/// and no row of another tree or of the parent, for each owner filter and
+/// with a name prefix.
 #[tokio::test]
 async fn a_wide_subtree_lists_every_row_once_newest_first_and_nothing_of_another_tree() {
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
-    let root = tenant(&db, "root", None).await;
+    let top = tenant(&db, "top", None).await;
+    let root = tenant(&db, "root", Some(top)).await;
     let stranger = tenant(&db, "stranger", None).await;
-    resource(&db, stranger, "not-mine").await;
+    resource(&db, stranger, "kid-stranger").await;
+    resource(&db, top, "kid-parent").await;
     resource(&db, root, "own").await;
     let mut expected_descendants = Vec::new();
     for i in 0..70 {
@@ -2324,45 +2328,67 @@ async fn a_wide_subtree_lists_every_row_once_newest_first_and_nothing_of_another
             resource(&db, kid, &name).await;
             expected_descendants.push(name);
         }
+        if i == 3 {
+            let mut admin = db.admin("admin").await.unwrap();
+            admin.set_isolation(kid, Isolation::Schema).await.unwrap();
+            admin.commit().await.unwrap();
+        }
     }
+    let walk = |owner: OwnerFilter, name_prefix: Option<&'static str>| {
+        let db = &db;
+        async move {
+            let (mut seen, mut times, mut after) = (Vec::new(), Vec::new(), None);
+            loop {
+                let mut s = db.tenant(TenantContext::new(root)).await.unwrap();
+                let page = s
+                    .list_resources(&ResourceQuery {
+                        owner,
+                        limit: 25,
+                        after,
+                        name_prefix: name_prefix.map(str::to_owned),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                s.commit().await.unwrap();
+                for r in &page.items {
+                    seen.push(r.name.clone());
+                    times.push((r.created_at, *r.id.as_uuid()));
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            let mut sorted = times.clone();
+            sorted.sort_by(|a, b| b.cmp(a));
+            assert_eq!(times, sorted, "{owner:?}: newest first across pages");
+            seen.sort();
+            seen
+        }
+    };
     for (owner, extra) in [
         (OwnerFilter::Descendants, None),
         (OwnerFilter::All, Some("own")),
     ] {
-        let mut seen = Vec::new();
-        let mut times = Vec::new();
-        let mut after = None;
-        loop {
-            let mut s = db.tenant(TenantContext::new(root)).await.unwrap();
-            let page = s
-                .list_resources(&ResourceQuery {
-                    owner,
-                    limit: 25,
-                    after,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            s.commit().await.unwrap();
-            for r in &page.items {
-                seen.push(r.name.clone());
-                times.push((r.created_at, *r.id.as_uuid()));
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        let mut sorted = times.clone();
-        sorted.sort_by(|a, b| b.cmp(a));
-        assert_eq!(times, sorted, "{owner:?}: newest first across pages");
         let mut expected = expected_descendants.clone();
         expected.extend(extra.map(str::to_owned));
         expected.sort();
-        seen.sort();
         assert_eq!(
-            seen, expected,
+            walk(owner, None).await,
+            expected,
             "{owner:?}: every row once, none of another tree"
         );
     }
+    let mut kid3: Vec<String> = expected_descendants
+        .iter()
+        .filter(|n| n.starts_with("kid3"))
+        .cloned()
+        .collect();
+    kid3.sort();
+    assert_eq!(
+        walk(OwnerFilter::Descendants, Some("kid3")).await,
+        kid3,
+        "the name prefix, the schema tenant's rows included"
+    );
 }
