@@ -220,7 +220,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     // the caller's change, which is SQL by design
     // (an operator's, run with the operator's rights); the key column's type
     // is spliced as format_type() prints it, which quotes it as well. The
-    // functions that read one tenant's resources splice the relation
+    // functions that read one tenant's resources (or each relation's
+    // tenants, subtree_resources) splice the relation
     // resources_relation() prints: ONLY and a %I-quoted schema, or the
     // family's qualified name; they take no identifier as text either.
     let offenders = strings(
@@ -241,7 +242,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                                   'first_table_with_rows', 'alter_tenant_copy')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
-                                  'tenant_resource_totals')
+                                  'tenant_resource_totals', 'subtree_resources')
                     AND p.prosrc ~ 'tenantry\\.(visible_)?resources_relations?\\('
                     AND NOT p.prosrc ~* 'session\\s+authorization')",
     )
@@ -503,6 +504,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "shares_of_my_rows",
             "start_impersonation",
             "stop_impersonating",
+            "subtree_resources",
             "subtree_source",
             "tenant_home_schema",
             "transfer_ownership",
@@ -551,10 +553,10 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         ["resources_shared_with_me", "rows_shared_with_me"]
     );
     // The narrow "own rows" role: where its own rows live (create_resource_row,
-    // which runs as the caller, asks).
+    // which runs as the caller, asks), and a wide subtree's rows through the fence.
     assert_eq!(
         executable_by(&server, "tenantry_app_own").await,
-        ["tenant_home_schema"]
+        ["subtree_resources", "tenant_home_schema"]
     );
     for role in ["tenantry_server", "tenantry_logger", "public"] {
         assert!(
