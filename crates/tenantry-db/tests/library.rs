@@ -2346,7 +2346,6 @@ async fn a_wide_subtree_lists_every_row_once_newest_first_and_nothing_of_another
                         limit: 25,
                         after,
                         name_prefix: name_prefix.map(str::to_owned),
-                        ..Default::default()
                     })
                     .await
                     .unwrap();
