@@ -239,7 +239,7 @@ BEGIN
     FOR attempt IN 1..500 LOOP
         EXIT WHEN pg_try_advisory_xact_lock(hashtext('tenantry.tenant_hierarchy'));
         IF attempt = 500 THEN
-            RAISE EXCEPTION 'tenants are being created under the tenant hierarchy without pause; the move of tenant % was not made', tid
+            RAISE EXCEPTION 'the tenant hierarchy stayed locked by child creations or another move for 5 s; the move of tenant % was not made', tid
                 USING ERRCODE = '55P03', HINT = 'retry the move';
         END IF;
         PERFORM pg_sleep(0.01);
@@ -293,6 +293,12 @@ BEGIN
             IF to_regclass('pg_catalog.pg_dist_partition') IS NULL OR NOT tenantry.citus_distributed() THEN
                 PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = NEW.tenant_id FOR UPDATE;
             END IF;
+            -- The hierarchy lock, shared as a creation takes it: the deletion
+            -- takes the tenant out of its ancestors' counts (09_limits.sql),
+            -- which a concurrent move was rewriting; both subtracted it, and
+            -- the counts drifted low (found by a contention re-audit). Moves
+            -- take it exclusively, and never wait in its queue.
+            PERFORM pg_advisory_xact_lock_shared(hashtext('tenantry.tenant_hierarchy'));
             IF EXISTS (
                 -- Children through the closure table: tenants has no index on
                 -- parent_id (a tenant role could probe it, issue 10 finding 8).
@@ -490,13 +496,29 @@ RETURNS SETOF tenantry.tenants
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    waited text := current_setting('lock_timeout');
 BEGIN
     PERFORM tenantry.require_admin_context('re-parenting a tenant');
+    -- The hierarchy lock first, holding nothing while it is tried for (the
+    -- trigger's own call then finds it held). Taken in the trigger alone,
+    -- after the UPDATE had locked the tenant's row, a move that tried for it
+    -- held that row meanwhile, a wait the deadlock detector cannot see: a
+    -- share or deletion waiting on the row and a move holding the lock and
+    -- waiting on that share's counter row stalled each other, and every
+    -- child creation behind them, for 5 s (found by a contention re-audit).
+    -- Under the lock, the rows it then needs (the tenant's, held by its own
+    -- writers; the new parent's; limit counters) are waited for 100 ms at
+    -- most (55P03: retried, or 503), so that no creation waits longer on a
+    -- move than that.
+    PERFORM tenantry.lock_hierarchy_for_move(tid);
+    PERFORM set_config('lock_timeout', '100ms', true);
     RETURN QUERY
         UPDATE tenantry.tenants t SET parent_id = parent WHERE t.tenant_id = tid RETURNING t.*;
+    PERFORM set_config('lock_timeout', waited, true);
 END
 $$;
-COMMENT ON FUNCTION tenantry.set_tenant_parent(uuid, uuid) IS 'Admin: moves a tenant under another (NULL: makes it a root), with its subtree; answers the tenant''s row, none for an unknown tenant; TN409 for a cycle. Needs a proven administrative context (or an operator''s session), like the admin_manages_tenants policy.';
+COMMENT ON FUNCTION tenantry.set_tenant_parent(uuid, uuid) IS 'Admin: moves a tenant under another (NULL: makes it a root), with its subtree; answers the tenant''s row, none for an unknown tenant; TN409 for a cycle. Takes the hierarchy lock before any row, then waits 100 ms at most for each row it needs (55P03). Needs a proven administrative context (or an operator''s session), like the admin_manages_tenants policy.';
 GRANT EXECUTE ON FUNCTION tenantry.set_tenant_parent(uuid, uuid) TO tenantry_admin;
 
 /** Refuses hard deletes: a tenant is deleted by setting its status. */

@@ -531,6 +531,39 @@ $$;
 COMMENT ON FUNCTION tenantry.hold_share_target(uuid) IS 'Internal (share_resource, share_row): holds the target tenant''s row FOR KEY SHARE first, waiting 100 ms at most (55P03), so that its concurrent deletion (which takes the row FOR UPDATE) revokes the share or the share finds it deleted, while no other change of the target''s row waits for it (not on a Citus cluster). Not granted.';
 
 /**
+ * Holds the owner of what is being shared (its tenants row FOR KEY SHARE,
+ * as hold_share_target holds the target's, 100 ms at most) and refuses a
+ * deleted owner as a missing resource (TN404): the owner's deletion then
+ * waits for the share and revokes it, or the share waits for the deletion
+ * and is refused. Without it, a parent sharing a child's resource while the
+ * child was deleted, or the child sharing its own, committed after the
+ * deletion had revoked the shares it saw, and the target kept reading the
+ * deleted tenant's row (found by a contention re-audit). Not on a Citus
+ * cluster (as hold_share_target).
+ */
+CREATE OR REPLACE FUNCTION tenantry.hold_share_owner(owner_id uuid, what text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    waited text := current_setting('lock_timeout');
+    owner_status text;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL AND tenantry.citus_distributed() THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('lock_timeout', '100ms', true);
+    SELECT t.status INTO owner_status FROM tenantry.tenants t WHERE t.tenant_id = owner_id FOR KEY SHARE;
+    PERFORM set_config('lock_timeout', waited, true);
+    IF owner_status IS DISTINCT FROM 'active' AND owner_status IS DISTINCT FROM 'suspended' THEN
+        RAISE EXCEPTION '% not found', what USING ERRCODE = 'TN404';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.hold_share_owner(uuid, text) IS 'Internal (share_resource, share_row): holds the owner tenant''s row FOR KEY SHARE, waiting 100 ms at most (55P03), and refuses a deleted owner as a missing resource or row (TN404, naming what), so that the owner''s concurrent deletion revokes the share or the share finds it deleted (not on a Citus cluster). Not granted.';
+
+/**
  * Guide: share_resource(resource_id, target_tenant_id). Fixed: the resource
  * must be visible-and-owned in the caller's subtree (a missing and a foreign
  * resource give the same error), the target must exist and be active, not the
@@ -548,6 +581,7 @@ DECLARE
 BEGIN
     PERFORM tenantry.hold_share_target(target_tenant_id);
     owner_id := tenantry.lock_shareable_resource(share_resource.resource_id);
+    PERFORM tenantry.hold_share_owner(owner_id, 'resource ' || share_resource.resource_id);
     PERFORM tenantry.check_share_target(owner_id, target_tenant_id, 'resource', true);
     INSERT INTO tenantry.shared_resources (tenant_id, resource_id, shared_with, shared_by)
     VALUES (owner_id, share_resource.resource_id, target_tenant_id, tenantry.current_user_id())

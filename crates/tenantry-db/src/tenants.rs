@@ -237,6 +237,22 @@ impl AdminScope {
         status: TenantStatus,
     ) -> Result<Tenant, DbError> {
         self.tx.changes_tenant(id);
+        if status == TenantStatus::Deleted && !self.tx.citus() {
+            // The row FOR UPDATE before the UPDATE: the deletion waits for the
+            // open shares that hold it FOR KEY SHARE (03_resources.sql) while
+            // holding nothing yet. The UPDATE's trigger takes that lock too
+            // (for SQL that updates the row directly), and taken there, after
+            // the UPDATE had locked the row, it deadlocked with a tenant
+            // sharing its own resource, whose write then wanted the row FOR
+            // SHARE (found by a contention re-audit). Not on Citus, where a
+            // row lock on the tenants reference table locks its whole shard.
+            self.q(
+                "SELECT 1 FROM tenantry.tenants WHERE tenant_id = $1 FOR UPDATE",
+                &[id.as_uuid()],
+                &[Type::UUID],
+            )
+            .await?;
+        }
         let sql = format!("UPDATE tenantry.tenants SET status = $2 WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}");
         let rows = self
             .q(

@@ -4,7 +4,7 @@
 use tenantry_db::testing::TestDatabase;
 use uuid::Uuid;
 
-use crate::common::{count, create_tenant};
+use crate::common::{count, create_tenant, exec};
 use crate::helpers::{
     admin, app, create_resource, expect_sqlstate, expect_sqlstate_any, resource_names, set_context,
     sorted, uuids,
@@ -215,4 +215,135 @@ async fn a_move_to_the_root_and_a_move_under_its_old_subtree_at_once_leave_the_c
         0,
         "r is no ancestor of y"
     );
+}
+
+/// Found by a contention re-audit: a move waiting for the hierarchy lock
+/// (another move holds it) held its tenant's row meanwhile, a wait the
+/// deadlock detector cannot see. That tenant's share then waited on the row,
+/// and the move holding the lock waited on the share's counter row: all
+/// three, and every child creation, stalled for 5 s. A move now tries for
+/// the lock holding nothing, and waits 100 ms at most for the rows it needs
+/// under it.
+#[tokio::test]
+async fn a_move_waiting_for_the_hierarchy_lock_holds_back_no_share_of_the_tenant_it_moves() {
+    let tdb = TestDatabase::new().await;
+    let first = admin(&tdb).await;
+    let second = admin(&tdb).await;
+    let r = create_tenant(&first, "r", None).await;
+    let p = create_tenant(&first, "p", Some(r)).await;
+    let s = create_tenant(&first, "s", None).await;
+    let u = create_tenant(&first, "u", None).await;
+    let z0 = create_tenant(&first, "z0", None).await;
+    let z = create_tenant(&first, "z", Some(z0)).await;
+    let app = app(&tdb).await;
+    let doc = create_resource(&app, r, "doc").await;
+    let parent_sql = "SELECT count(*) FROM tenantry.set_tenant_parent($1, $2)";
+
+    // The first move holds the hierarchy lock.
+    first.batch_execute("BEGIN").await.unwrap();
+    first
+        .execute(parent_sql, &[&z, &None::<Uuid>])
+        .await
+        .unwrap();
+    // The second, of r, tries for it.
+    let moving_r = tokio::spawn(async move {
+        second.batch_execute("BEGIN").await.unwrap();
+        let moved = second.execute(parent_sql, &[&r, &Some(s)]).await;
+        let _ = second.batch_execute("ROLLBACK").await;
+        moved
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // r shares meanwhile: nothing of r is held by the waiting move.
+    exec(&app, "BEGIN").await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        app.execute("SELECT share_resource($1, $2)", &[&doc, &u]),
+    )
+    .await
+    .expect("the share waited for the move of its tenant")
+    .unwrap();
+    // The first move now needs r's counter row, which the share holds: it
+    // waits 100 ms at most, then gives up (55P03, retried by the server).
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        first.execute(parent_sql, &[&p, &None::<Uuid>]),
+    )
+    .await
+    .expect("the move holding the lock waited longer than its 100 ms");
+    expect_sqlstate_any(waited, &["55P03"]);
+    first.batch_execute("ROLLBACK").await.unwrap();
+    exec(&app, "COMMIT").await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let moved = moving_r.await.unwrap();
+    if let Err(e) = &moved {
+        assert_eq!(
+            e.code().map(|c| c.code()),
+            Some("55P03"),
+            "the move of r is made or retried: {e:?}"
+        );
+    }
+    assert_eq!(
+        count(&tdb.superuser_client().await, CLOSURE_FROM_PARENTS).await,
+        0
+    );
+}
+
+/// Found by a contention re-audit: a leaf deleted while its parent was made
+/// a root came off its old ancestors' descendant counts twice (the move
+/// subtracted the subtree with it, the deletion subtracted it again through
+/// the closure it had read), and `max_descendants` then let more through.
+/// The deletion takes the hierarchy lock shared, as a creation does.
+#[tokio::test]
+async fn a_leaf_deleted_while_its_parent_becomes_a_root_is_counted_off_once() {
+    let tdb = TestDatabase::new().await;
+    let first = admin(&tdb).await;
+    let second = admin(&tdb).await;
+    let a = create_tenant(&first, "a", None).await;
+    create_tenant(&first, "s1", Some(a)).await;
+    create_tenant(&first, "s2", Some(a)).await;
+    let p = create_tenant(&first, "p", Some(a)).await;
+    let leaf = create_tenant(&first, "leaf", Some(p)).await;
+
+    first.batch_execute("BEGIN").await.unwrap();
+    first
+        .execute(
+            "SELECT count(*) FROM tenantry.set_tenant_parent($1, NULL)",
+            &[&p],
+        )
+        .await
+        .unwrap();
+    let deleting = tokio::spawn(async move {
+        second
+            .execute(
+                "UPDATE tenantry.tenants SET status = 'deleted' WHERE tenant_id = $1",
+                &[&leaf],
+            )
+            .await
+            .map(|_| ())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    first.batch_execute("COMMIT").await.unwrap();
+    deleting.await.unwrap().unwrap();
+
+    let su = tdb.superuser_client().await;
+    let counts = |t: Uuid| {
+        let su = &su;
+        async move {
+            let row = su
+                .query_one(
+                    "SELECT children, descendants FROM tenantry.tenant_limit_usage WHERE tenant_id = $1",
+                    &[&t],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0), row.get::<_, i64>(1))
+        }
+    };
+    assert_eq!(counts(a).await, (2, 2), "a keeps s1 and s2");
+    assert_eq!(counts(p).await, (0, 0), "p's one child is deleted");
 }

@@ -356,3 +356,70 @@ async fn a_target_deleted_while_a_share_with_it_is_open_waits_for_it_and_revokes
         "the resource is shared with nobody"
     );
 }
+
+/// The owner's side of the same race (found by a contention re-audit): a
+/// parent sharing its child's resource while the child is deleted. The
+/// share holds the owner's row FOR KEY SHARE too: a deletion already under
+/// way refuses it (the owner is as missing as its resource, or the share
+/// waited its 100 ms), and a share already open is waited for and revoked
+/// by the deletion. Either way the target reads nothing of the deleted
+/// tenant.
+#[tokio::test]
+async fn a_share_of_a_resource_whose_owner_is_deleted_meanwhile_is_refused_or_revoked() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let parent = create_tenant(&admin, "parent", None).await;
+    let child = create_tenant(&admin, "child", Some(parent)).await;
+    let other_child = create_tenant(&admin, "other-child", Some(parent)).await;
+    let target = create_tenant(&admin, "target", None).await;
+    let app = app(&tdb).await;
+    let doc = create_resource(&app, child, "doc").await;
+    let other_doc = create_resource(&app, other_child, "other-doc").await;
+    let su = tdb.superuser_client().await;
+    let shares_of = |owner: Uuid| {
+        let su = &su;
+        async move {
+            count(
+                su,
+                &format!(
+                    "SELECT (SELECT count(*) FROM tenantry.shared_resources WHERE tenant_id = '{owner}')
+                          + (SELECT count(*) FROM tenantry.resources WHERE tenant_id = '{owner}' AND shared_with <> '{{}}')"
+                ),
+            )
+            .await
+        }
+    };
+
+    // The deletion first: the parent's share waits for it, then is refused.
+    set_context(&app, parent).await;
+    exec(&admin, "BEGIN").await;
+    set_status(&admin, child, "deleted").await;
+    let sharing = tokio::spawn(async move {
+        let shared = app
+            .execute("SELECT share_resource($1, $2)", &[&doc, &target])
+            .await;
+        (app, shared)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    exec(&admin, "COMMIT").await;
+    let (app, shared) = sharing.await.unwrap();
+    expect_sqlstate_any(shared, &["TN404", "55P03"]);
+    assert_eq!(shares_of(child).await, 0, "no share of a deleted owner");
+
+    // The share first, still open: the deletion waits for it and revokes it.
+    exec(&app, "BEGIN").await;
+    app.execute("SELECT share_resource($1, $2)", &[&other_doc, &target])
+        .await
+        .unwrap();
+    let deleting = tokio::spawn(async move {
+        set_status(&admin, other_child, "deleted").await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !deleting.is_finished(),
+        "the deletion waits for the open share"
+    );
+    exec(&app, "COMMIT").await;
+    deleting.await.unwrap();
+    assert_eq!(shares_of(other_child).await, 0, "revoked with its owner");
+}
