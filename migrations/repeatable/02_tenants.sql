@@ -512,7 +512,11 @@ BEGIN
     -- most (55P03: retried, or 503), so that no creation waits longer on a
     -- move than that.
     PERFORM tenantry.lock_hierarchy_for_move(tid);
-    PERFORM set_config('lock_timeout', '100ms', true);
+    -- Not on a Citus cluster, where the UPDATE of the tenants reference
+    -- table waits on every node for locks that tenants' writes hold there.
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL OR NOT tenantry.citus_distributed() THEN
+        PERFORM set_config('lock_timeout', '100ms', true);
+    END IF;
     RETURN QUERY
         UPDATE tenantry.tenants t SET parent_id = parent WHERE t.tenant_id = tid RETURNING t.*;
     PERFORM set_config('lock_timeout', waited, true);
