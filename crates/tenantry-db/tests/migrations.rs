@@ -830,8 +830,10 @@ async fn migration_0041_repairs_a_closure_the_parent_links_do_not_give_and_the_c
 /// A database where the race fixed before 0042 (a share made while its
 /// target or its owner was being deleted) left shares of deleted tenants:
 /// 0042 revokes them as the deletion would have (the record, the row's
-/// `shared_with`, the owner's share count, an audit row each), and leaves
-/// the shares between live tenants alone.
+/// `shared_with`, the owner's share count, an audit row each), drops a
+/// deleted tenant from a row's `shared_with` even without a record, recounts
+/// drifted children and descendants, and leaves the shares between live
+/// tenants alone.
 #[tokio::test]
 async fn migration_0042_revokes_shares_that_outlived_a_deleted_target_or_owner() {
     let tdb = TestDatabase::new().await;
@@ -878,10 +880,22 @@ async fn migration_0042_revokes_shares_that_outlived_a_deleted_target_or_owner()
     };
     let doc = share(owner, "doc", vec![gone, kept]).await;
     let other = share(gone_owner, "other", vec![reader]).await;
-    // As the race left it: the tenants deleted, their shares not revoked.
+    // A tenant deleted the ordinary way, whose revocation a move back to the
+    // shared tier lost: named in the row's shared_with, with no record.
+    let lost = tenant("lost").await;
+    su.batch_execute(&format!(
+        "SELECT tenantry.set_admin_context('operator');
+         UPDATE tenantry.tenants SET status = 'deleted' WHERE tenant_id = '{lost}';"
+    ))
+    .await
+    .unwrap();
+    // As the races left it: the tenants deleted, their shares not revoked,
+    // and a descendant count drifted low.
     su.batch_execute(&format!(
         "SET session_replication_role = replica;
          UPDATE tenantry.tenants SET status = 'deleted' WHERE tenant_id IN ('{gone}', '{gone_owner}');
+         UPDATE tenantry.resources SET shared_with = shared_with || '{{{lost}}}'::uuid[] WHERE id = '{doc}';
+         UPDATE tenantry.tenant_limit_usage SET children = 3, descendants = 7 WHERE tenant_id = '{owner}';
          RESET session_replication_role;"
     ))
     .await
@@ -952,6 +966,15 @@ async fn migration_0042_revokes_shares_that_outlived_a_deleted_target_or_owner()
         .unwrap()
         .get(0);
     assert_eq!(revoked, 2, "each revocation is audited");
+    let owner_counts: (i64, i64) = su
+        .query_one(
+            "SELECT children, descendants FROM tenantry.tenant_limit_usage WHERE tenant_id = $1",
+            &[&owner],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(owner_counts, (0, 0), "counts recounted from the closure");
 
     // Applied again, it finds nothing to do.
     su.batch_execute(&format!(
