@@ -500,9 +500,7 @@ impl Tx {
     /// The visible subtree (the tenant first) of the transaction's context
     /// part, once its route is known; `None` before.
     pub(crate) fn visible_tenants(&self) -> Option<Vec<uuid::Uuid>> {
-        let part = self.pinned_part.clone().flatten()?;
-        let (_, subtree) = part.split_once(",v")?;
-        subtree
+        self.visible_subtree()?
             .split(',')
             .map(|t| uuid::Uuid::parse_str(t).ok())
             .collect()
@@ -511,9 +509,14 @@ impl Tx {
     /// How many tenants the visible subtree holds (the tenant included), once
     /// the route is known; `None` before.
     pub(crate) fn visible_count(&self) -> Option<usize> {
+        Some(self.visible_subtree()?.split(',').count())
+    }
+
+    /// The visible subtree of the pinned context part (`,v<ids>`), once the
+    /// route is known.
+    fn visible_subtree(&self) -> Option<&str> {
         let part = self.pinned_part.as_ref()?.as_deref()?;
-        let (_, subtree) = part.split_once(",v")?;
-        Some(subtree.split(',').count())
+        Some(part.split_once(",v")?.1)
     }
 
     /// Whether the database is a Citus coordinator (statements that Citus
