@@ -410,6 +410,55 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenantry.checked_context_part(uuid, uuid, text) IS 'Internal: the context part enter_context and enter_context_signed set (empty for an administrative or user context), or NULL when the connection is in the wrong role (tenantry_admin for an administrative context, tenantry_app otherwise) or a cached part is another tenant''s. Not granted.';
 
+/**
+ * Whether a context value's route (the schema of the tenant's own tables in
+ * its part, ",s<schema>", and ",h" while it moves back to the shared tier)
+ * still says where the tenant's rows are, given its tenants row now. False
+ * once a tier move's cut-over, or the start or end of a move back, committed
+ * after the server cached the part: a statement that read the tenant's own
+ * table by that route found none of its rows, or only some. Plain SQL,
+ * inlined into its callers; granted to nobody.
+ */
+CREATE OR REPLACE FUNCTION tenantry.context_route_matches(ctx text, isolation text, schema_name text, moving_to text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT pg_catalog.split_part(pg_catalog.split_part(ctx, ',s', 2), ',', 1)
+               OPERATOR(pg_catalog.=) CASE WHEN isolation OPERATOR(pg_catalog.=) 'schema' THEN schema_name ELSE 'tenantry' END
+       AND (pg_catalog.strpos(ctx, ',h,v') OPERATOR(pg_catalog.>) 0)
+               OPERATOR(pg_catalog.=) (moving_to IS NOT DISTINCT FROM 'shared')
+$$;
+COMMENT ON FUNCTION tenantry.context_route_matches(text, text, text, text) IS 'Internal: whether a tenant context value''s route (its part''s schema, and ,h while moving back to the shared tier) agrees with the tenant''s isolation, schema and move now. Not granted.';
+
+/**
+ * Whether the route the server cached for the current tenant still leads to
+ * its rows (context_route_matches against its tenants row as of this
+ * statement). The server asks after a read by a cached route, later in the
+ * same transaction (so with a later snapshot than the read's): true means
+ * the read saw the tenant's rows where they were; false that a move's
+ * cut-over may have taken them elsewhere first, and the server reads again
+ * with a fresh part. True without a tenant context.
+ */
+CREATE OR REPLACE FUNCTION tenantry.context_route_current()
+RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me uuid := tenantry.current_tenant_id();
+BEGIN
+    -- PL/pgSQL (plan kept per session): asked after every listing.
+    IF me IS NULL THEN
+        RETURN true;
+    END IF;
+    RETURN coalesce((SELECT tenantry.context_route_matches(current_setting('backtrace_functions'),
+                                                           t.isolation, t.schema_name, t.moving_to)
+                     FROM tenantry.tenants t WHERE t.tenant_id = me), true);
+END
+$$;
+COMMENT ON FUNCTION tenantry.context_route_current() IS 'Server connections: whether the current tenant''s cached route (its context part''s schema and move-back flag) still agrees with its tenants row; false once a tier move committed since the part was cached (the server then reads again with a fresh part). True without a tenant context. Reveals nothing of another tenant.';
+GRANT EXECUTE ON FUNCTION tenantry.context_route_current() TO tenantry_app, tenantry_app_own, tenantry_app_shared;
+
 /** The HMAC-SHA-256 of msg under context key key_id; NULL for an unknown key. */
 CREATE OR REPLACE FUNCTION tenantry.context_mac(key_id integer, msg text)
 RETURNS bytea
@@ -784,9 +833,19 @@ BEGIN
             USING ERRCODE = '25P01',
                   HINT = 'Run BEGIN, COMMIT and ROLLBACK only through the scope (commit(), rollback()).';
     END IF;
+    -- Its statements named the tenant's tables by the route cached with its
+    -- part: when a tier move committed since, a read by that route may have
+    -- missed rows (a write would have failed: tenant_tier_lock). Not
+    -- committed, and retried with a fresh part. (Asked as the roles the
+    -- library's statements run as; SQL that left another role fails anyway.)
+    IF current_user IN ('tenantry_app', 'tenantry_app_own', 'tenantry_app_shared')
+       AND NOT tenantry.context_route_current() THEN
+        RAISE EXCEPTION 'tenant % changed tiers while this transaction ran; retry the transaction', tenantry.current_tenant_id()
+            USING ERRCODE = '40001', HINT = 'tier_moved';
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.assert_transaction_intact() IS 'Server connections: 25P01 when the transaction has no tenant context any more (SQL it ran ended the transaction the library began); the library sends it ahead of COMMIT after SQL it did not write.';
+COMMENT ON FUNCTION tenantry.assert_transaction_intact() IS 'Server connections: 25P01 when the transaction has no tenant context any more (SQL it ran ended the transaction the library began); 40001 (HINT tier_moved) when the tenant changed tiers since its route was cached (a read may have missed rows; retried with a fresh part). The library sends it ahead of COMMIT after SQL it did not write.';
 GRANT EXECUTE ON FUNCTION tenantry.assert_transaction_intact() TO tenantry_app, tenantry_app_own, tenantry_app_shared,
     tenantry_admin, tenantry_logger, tenantry_server;
 

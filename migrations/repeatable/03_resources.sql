@@ -819,7 +819,9 @@ GRANT SELECT ON tenantry.tenant_quota_usage TO tenantry_app;
  * take the row at their start, use_tenant_schema, and never wait here.) A
  * write addressed to a tenant schema's own resources table while that tenant
  * moves back fails the same way: its resources are in two tables, and only
- * the family names both.
+ * the family names both. So does a write by a route cached before the
+ * tenant's last move (context_route_matches), which would find none of the
+ * rows the move took elsewhere.
  *
  * Rows of descendants written by an ancestor are locked by
  * tenant_row_home, row by row; an update or delete that may reach the rows
@@ -834,7 +836,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     me uuid := tenantry.current_tenant_id();
-    moving text;
     before record;
     after record;
     subtree text;
@@ -846,20 +847,34 @@ BEGIN
     IF me IS NULL THEN
         RETURN NULL;
     END IF;
-    SELECT t.moving_to INTO moving FROM tenantry.tenants t WHERE t.tenant_id = me FOR SHARE SKIP LOCKED;
+    SELECT t.isolation, t.schema_name, t.moving_to INTO after FROM tenantry.tenants t WHERE t.tenant_id = me FOR SHARE SKIP LOCKED;
     IF NOT FOUND THEN
         -- Locked by another transaction (or no such tenant): wait for it. A
         -- move's lock fails the statement afterwards; another (a settings
         -- change, a member added, a tenant-schema migration) does not.
         SELECT t.isolation, t.moving_to INTO before FROM tenantry.tenants t WHERE t.tenant_id = me;
-        SELECT t.isolation, t.moving_to INTO after FROM tenantry.tenants t WHERE t.tenant_id = me FOR SHARE;
+        SELECT t.isolation, t.schema_name, t.moving_to INTO after FROM tenantry.tenants t WHERE t.tenant_id = me FOR SHARE;
         IF FOUND AND (after.moving_to = 'shared'
                       OR (before.isolation, before.moving_to) IS DISTINCT FROM (after.isolation, after.moving_to)) THEN
             RAISE EXCEPTION 'tenant % changed tiers while this statement waited for it; retry the transaction', me
                 USING ERRCODE = '40001', HINT = 'tier_moved';
         END IF;
-    ELSIF moving = 'shared' AND TG_TABLE_NAME = 'resources' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$' THEN
+    ELSIF after.moving_to = 'shared' AND TG_TABLE_NAME = 'resources' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$' THEN
         RAISE EXCEPTION 'tenant % is moving to the shared tier: write its rows through the pooled table (%), which holds them all; retry the transaction', me, TG_TABLE_NAME
+            USING ERRCODE = '40001', HINT = 'tier_moved';
+    END IF;
+    -- A route cached before a move committed, naming a table of the tier
+    -- the tenant left (its rows are gone from it): an UPDATE or DELETE there
+    -- would find none of them and report nothing done. Failed instead, and
+    -- retried with a fresh part. (The row is held now: no move commits
+    -- before this statement ends.) A statement on a table of its tier now
+    -- (the guide's create_resource, which asks tenants where) goes on.
+    IF FOUND AND NOT tenantry.context_route_matches(current_setting('backtrace_functions'),
+                                                    after.isolation, after.schema_name, after.moving_to)
+       AND after.moving_to IS DISTINCT FROM 'shared'
+       AND ((after.isolation = 'schema' AND TG_TABLE_SCHEMA <> after.schema_name)
+            OR (after.isolation <> 'schema' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$')) THEN
+        RAISE EXCEPTION 'tenant % changed tiers since this transaction''s route was cached; retry the transaction', me
             USING ERRCODE = '40001', HINT = 'tier_moved';
     END IF;
     -- An ancestor (its context names descendants) may update or delete the
@@ -903,7 +918,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over or batch (FOR NO KEY UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only; 40001 (HINT tier_moved) when the statement had to wait for a move (its snapshot is older than the move) or writes a tenant schema''s own resources table while that tenant moves back to the shared tier. An ancestor''s update or delete also holds its descendants that are moving back to the shared tier.';
+COMMENT ON FUNCTION tenantry.tenant_tier_lock() IS 'Trigger (BEFORE each write statement on a tenant table): takes the current tenant''s row FOR SHARE, so that a tier move''s cut-over or batch (FOR NO KEY UPDATE on the tenant''s row) waits for writes in flight and holds back new ones of that tenant only; 40001 (HINT tier_moved) when the statement had to wait for a move (its snapshot is older than the move) or writes a tenant schema''s own resources table while that tenant moves back to the shared tier, or names a table of the tier the tenant left by a route (its context part) cached before it changed tiers. An ancestor''s update or delete also holds its descendants that are moving back to the shared tier.';
 
 /**
  * Row trigger on every tenant table: a row must be written in its tenant's

@@ -259,6 +259,29 @@ macro_rules! shared_resource {
 }
 const GET_SHARED_RESOURCE: &str = shared_resource!();
 
+/// Whether the route cached with the tenant's part still leads to its rows
+/// (`context_route_current`, 01_context.sql). Sent after a read by the route
+/// that may have found nothing because of a move, in the same transaction:
+/// its snapshot is later than the read's, so `true` means the read was right.
+const ROUTE_CURRENT: crate::scope::Stmt<'static> = crate::scope::Stmt {
+    sql: "SELECT tenantry.context_route_current()",
+    params: &[],
+    types: &[],
+};
+
+/// The answer of [`ROUTE_CURRENT`] (true when it sent none).
+fn route_current(rows: &[Row]) -> bool {
+    rows.first().is_none_or(|r| r.get::<_, bool>(0))
+}
+
+/// A read by a route cached before the tenant changed tiers, found again
+/// stale by a fresh part: another move committed in between. Retryable.
+fn tiers_changed() -> DbError {
+    DbError::Contention(
+        "the tenant changed tiers while its rows were read; retry the transaction".into(),
+    )
+}
+
 /// The caller's own or a descendant's resource `$1` in the route's table (the
 /// first step of [`TenantScope::get_resource_and_commit`]).
 fn own_resource_sql(route: Route) -> &'static str {
@@ -388,30 +411,48 @@ impl TenantScope {
             return Ok(found);
         }
         let me = self.tenant();
-        let sql = own_resource_sql(self.tx.route().await?);
+        let route = self.tx.route().await?;
         let mut rows = self
             .tx
             .query_and_commit(crate::scope::Stmt {
-                sql,
+                sql: own_resource_sql(route),
                 params: &[id.as_uuid()],
                 types: &[Type::UUID],
             })
             .await?;
         if rows.is_empty() {
             self.tx.begin_again(&self.ctx)?;
-            rows = self
-                .tx
-                .query_and_commit(crate::scope::Stmt {
-                    sql: GET_SHARED_RESOURCE,
-                    params: &[id.as_uuid()],
-                    types: &[Type::UUID],
-                })
-                .await?;
-        }
-        if rows.is_empty() {
-            // Committed already: when the tenant has changed tiers since its
-            // route was cached, the next transaction reads its part afresh.
-            self.tx.forget_tenant_part(me);
+            let shared = crate::scope::Stmt {
+                sql: GET_SHARED_RESOURCE,
+                params: &[id.as_uuid()],
+                types: &[Type::UUID],
+            };
+            if route == Route::Family {
+                // The whole family: wherever the tenant's rows are.
+                rows = self.tx.query_and_commit(shared).await?;
+            } else {
+                // Asked after the read, so with a later snapshot: when the
+                // route still holds, the first step saw the tenant's rows
+                // where they were.
+                let mut out = self
+                    .tx
+                    .query_many(
+                        &[(Visibility::All, shared), (Visibility::All, ROUTE_CURRENT)],
+                        true,
+                    )
+                    .await?;
+                if !route_current(&out[1]) {
+                    // A move's cut-over committed after the route was
+                    // cached (another server moved the tenant, or this one
+                    // had not heard yet): read again by a fresh part.
+                    self.tx.forget_tenant_part(me);
+                    self.tx.begin_again(&self.ctx)?;
+                    let found = self.get_resource(id).await?;
+                    self.commit().await?;
+                    return Ok(found);
+                }
+                rows = out.swap_remove(0);
+            }
         }
         rows.first()
             .map(|r| resource(r, me))
@@ -551,7 +592,9 @@ impl TenantScope {
 
     /// Lists resources newest first with keyset pagination.
     pub async fn list_resources(&mut self, query: &ResourceQuery) -> Result<ResourcePage, DbError> {
-        self.list(query, false).await
+        // Stale (a move committed since the route was cached): the
+        // transaction's route is pinned, so the caller's unit runs again.
+        self.list(query, false).await?.ok_or_else(tiers_changed)
     }
 
     /// Like [`TenantScope::list_resources`], and ends the (read-only) transaction
@@ -560,7 +603,12 @@ impl TenantScope {
         mut self,
         query: &ResourceQuery,
     ) -> Result<ResourcePage, DbError> {
-        self.list(query, true).await
+        if let Some(page) = self.list(query, true).await? {
+            return Ok(page);
+        }
+        // Read by a stale route and committed: once more, by a fresh part.
+        self.tx.begin_again(&self.ctx)?;
+        self.list(query, true).await?.ok_or_else(tiers_changed)
     }
 
     /// Each part of a listing runs under the narrowest policies that cover it,
@@ -569,9 +617,18 @@ impl TenantScope {
     /// index-ordered top-N per visible tenant, merged; rows shared with the
     /// caller as `tenantry_app_shared`, through `resources_shared_with_me`
     /// (GIN index). Both travel in one flight and are merged here.
-    async fn list(&mut self, query: &ResourceQuery, commit: bool) -> Result<ResourcePage, DbError> {
+    ///
+    /// `None` when the route cached with the tenant's part was stale (a tier
+    /// move committed since, [`ROUTE_CURRENT`]): the part is forgotten, and
+    /// what was read may have missed the tenant's rows.
+    async fn list(
+        &mut self,
+        query: &ResourceQuery,
+        commit: bool,
+    ) -> Result<Option<ResourcePage>, DbError> {
         let me = self.tenant();
-        let table = self.tx.route().await?.resources();
+        let route = self.tx.route().await?;
+        let table = route.resources();
         let limit = query.limit.clamp(1, 1000);
         let (after_ts, after_id) = match query.after {
             Some(c) => (Some(c.created_at), Some(*c.id.as_uuid())),
@@ -674,11 +731,22 @@ impl TenantScope {
             Type::INT8,
             Type::UUID_ARRAY,
         ][..count];
-        let stmts: Vec<(Visibility, crate::scope::Stmt<'_>)> = parts
+        let mut stmts: Vec<(Visibility, crate::scope::Stmt<'_>)> = parts
             .iter()
             .map(|(v, sql)| (*v, crate::scope::Stmt { sql, params, types }))
             .collect();
-        let results = self.tx.query_many(&stmts, commit).await?;
+        // The tenant's own table by a cached route: asked after the reads
+        // whether that route still holds (the whole family needs no asking,
+        // and Citus has no schema tier).
+        let check_route = !citus && route != Route::Family;
+        if check_route {
+            stmts.push((Visibility::All, ROUTE_CURRENT));
+        }
+        let mut results = self.tx.query_many(&stmts, commit).await?;
+        if check_route && !route_current(&results.pop().unwrap_or_default()) {
+            self.tx.forget_tenant_part(me);
+            return Ok(None);
+        }
         let mut items: Vec<Resource> = results.iter().flatten().map(|r| resource(r, me)).collect();
         if results.len() > 1 {
             // Each part is a correct top-N of its own rows, so the top N of their
@@ -697,7 +765,7 @@ impl TenantScope {
         } else {
             None
         };
-        Ok(ResourcePage { items, next })
+        Ok(Some(ResourcePage { items, next }))
     }
 
     /// Shares a resource of the caller (or a descendant) with another active tenant, read only.
@@ -724,12 +792,13 @@ impl TenantScope {
     /// Shares of a resource the caller owns (or a descendant owns). Not found otherwise.
     pub async fn list_shares(&mut self, id: ResourceId) -> Result<Vec<Share>, DbError> {
         // Existence and ownership first, so a foreign id answers not found.
-        let sql = format!(
-            "SELECT 1 FROM {} WHERE id = $1",
-            self.tx.route().await?.resources()
-        );
         let owned = self
-            .rows_as(Visibility::Owned, &sql, &[id.as_uuid()], &[Type::UUID])
+            .by_id_in_any_tier(
+                Visibility::Owned,
+                |route| format!("SELECT 1 FROM {} WHERE id = $1", route.resources()).into(),
+                &[id.as_uuid()],
+                &[Type::UUID],
+            )
             .await?;
         if owned.is_empty() {
             return Err(not_found(id));

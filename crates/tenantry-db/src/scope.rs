@@ -386,6 +386,9 @@ pub(crate) struct Tx {
     /// The pinned part came from the cache (it may be stale), not from this
     /// transaction's own context statement.
     part_from_cache: bool,
+    /// The tenant of a tenant transaction (whose cached part a `tier_moved`
+    /// refusal drops, whichever flight or the commit meets it).
+    tenant: Option<TenantId>,
 }
 
 impl Tx {
@@ -393,7 +396,12 @@ impl Tx {
         // Copied, not taken: the flag stays on the connection until a
         // transaction's check has passed (a scope that sends nothing checks nothing).
         let check_session = client.ran_caller_sql;
+        let tenant = match &setup {
+            Setup::Tenant(ctx) => Some(ctx.tenant),
+            _ => None,
+        };
         Self {
+            tenant,
             check_session,
             session_refused: false,
             spoiled_before: false,
@@ -450,6 +458,7 @@ impl Tx {
         self.finished = false;
         self.pinned_part = None;
         self.part_from_cache = false;
+        self.tenant = Some(ctx.tenant);
         Ok(())
     }
 
@@ -812,6 +821,9 @@ impl Tx {
                 })
         );
         let contexts = self.contexts.clone();
+        // A refusal of a stale route drops the part the transaction pinned
+        // from the cache, in this flight or a later one.
+        let (routed_tenant, from_cache) = (self.tenant, self.part_from_cache);
         let generation = contexts.parts.generation();
         // The route came from a cached part and names the tenant's schema
         // (see flight_error).
@@ -965,8 +977,8 @@ impl Tx {
             let err = results.swap_remove(i).err().expect("an error");
             return Err(flight_error(
                 &err,
-                tenant,
-                part_sent,
+                routed_tenant,
+                from_cache,
                 schema_routed,
                 &contexts,
             ));
@@ -1053,8 +1065,8 @@ impl Tx {
             let err = results.swap_remove(i).err().expect("an error");
             return Err(flight_error(
                 &err,
-                tenant,
-                part_sent,
+                routed_tenant,
+                from_cache,
                 schema_routed,
                 &contexts,
             ));
@@ -1142,6 +1154,8 @@ impl Tx {
         } else {
             "COMMIT"
         };
+        let (tenant, from_cache) = (self.tenant, self.part_from_cache);
+        let contexts = self.contexts.clone();
         let committed = crate::database::within(self.contexts.reply_timeout, async {
             match client.batch_execute(sql).await {
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::NO_ACTIVE_SQL_TRANSACTION) => {
@@ -1149,6 +1163,11 @@ impl Tx {
                         "{}: nothing after that SQL was in the transaction; run BEGIN, COMMIT and ROLLBACK only through the scope",
                         crate::error::describe(&e)
                     )))
+                }
+                // assert_transaction_intact: the tenant changed tiers since
+                // its route was cached (not committed; retried by a fresh part).
+                Err(e) if e.as_db_error().and_then(|d| d.hint()) == Some("tier_moved") => {
+                    Err(flight_error(&e, tenant, from_cache, false, &contexts))
                 }
                 other => Ok(other?),
             }
@@ -1238,9 +1257,9 @@ impl Drop for Tx {
 
 /// A flight's error, after what it says about a route cached before the
 /// tenant changed tiers: the part is forgotten so that the retry reads it
-/// afresh. `tier_moved` (tenant_row_home, use_tenant_schema) when the part was
-/// sent from the cache (a part this flight read is fresh: the route was
-/// unknown, and the retry has it); a table of the tenant's schema that is
+/// afresh. `tier_moved` (tenant_row_home, tenant_tier_lock, use_tenant_schema)
+/// when the transaction's part came from the cache (a part its first flight
+/// read is fresh: the route was unknown, and the retry has it); a table of the tenant's schema that is
 /// gone (a move back to the shared tier dropped it while the statement
 /// waited for it) under a cached part's route, which is then retried like
 /// any contention (with a fresh part, a missing table is the statement's own
@@ -1248,12 +1267,12 @@ impl Drop for Tx {
 fn flight_error(
     err: &tokio_postgres::Error,
     tenant: Option<TenantId>,
-    part_sent: bool,
+    from_cache: bool,
     schema_routed: bool,
     contexts: &Contexts,
 ) -> DbError {
     if let (Some(tenant), Some(db)) = (tenant, err.as_db_error()) {
-        if part_sent && db.hint() == Some("tier_moved") {
+        if from_cache && db.hint() == Some("tier_moved") {
             contexts.parts.remove(tenant);
         }
         if schema_routed && *db.code() == tokio_postgres::error::SqlState::UNDEFINED_TABLE {

@@ -11,7 +11,7 @@ use std::{
 use serde_json::json;
 use tenantry_db::{
     testing::TestDatabase, Database, DbError, Isolation, MoveProgress, NewResource, NewTenant,
-    StatementMode, TenantContext, TenantId, TierMove,
+    OwnerFilter, ResourceId, ResourceQuery, StatementMode, TenantContext, TenantId, TierMove,
 };
 use tokio_postgres::{types::ToSql, Client};
 
@@ -3948,4 +3948,151 @@ async fn a_write_through_a_security_definer_function_during_a_move_is_copied_aga
             format!("{schema}.projects p2")
         ]
     );
+}
+
+/// Six servers (pools with caches of their own, never told of a move) that
+/// each cached `t`'s route with a read: one per kind of statement that
+/// [`stale_servers_see_every_row`] tries, so that one finding its route stale
+/// (which forgets it) leaves the others' stale.
+async fn servers_with_cached_route(tdb: &TestDatabase, t: TenantId) -> Vec<Database> {
+    let mut config = tdb.database_config();
+    config.context_cache_ttl = std::time::Duration::from_secs(3600);
+    let mut servers = Vec::new();
+    for _ in 0..6 {
+        let server = Database::connect(&config).unwrap();
+        own_names(&server, t, "SELECT name FROM projects").await;
+        servers.push(server);
+    }
+    servers
+}
+
+/// What servers whose route for `t` was cached before another server moved
+/// it read and write: every resource by id, the listing (committed in its
+/// flight, and inside a unit of work), the team's table by its name, and an
+/// update there, which must reach the rows and not report 0. A read in a
+/// scope of its own may be refused once as contention (a stale schema route
+/// is refused before anything runs; the API answers 503 and the client
+/// tries again), never answered "not found" or short.
+async fn stale_servers_see_every_row(servers: &[Database], t: TenantId, ids: &[ResourceId]) {
+    for id in ids {
+        let mut found = None;
+        for _ in 0..2 {
+            let scope = servers[0].tenant(TenantContext::new(t)).await.unwrap();
+            match scope.get_resource_and_commit(*id).await {
+                Err(DbError::Contention(_)) => continue,
+                other => {
+                    found = Some(other.expect("a resource is found wherever its tier keeps it"));
+                    break;
+                }
+            }
+        }
+        assert_eq!(found.expect("found on the second try").id, *id);
+    }
+    let everything = ResourceQuery {
+        owner: OwnerFilter::All,
+        name_prefix: None,
+        limit: 100,
+        after: None,
+    };
+    let mut page = None;
+    for _ in 0..2 {
+        let scope = servers[1].tenant(TenantContext::new(t)).await.unwrap();
+        match scope.list_resources_and_commit(&everything).await {
+            Err(DbError::Contention(_)) => continue,
+            other => {
+                page = Some(other.unwrap());
+                break;
+            }
+        }
+    }
+    let page = page.expect("listed on the second try");
+    assert_eq!(
+        page.items.len(),
+        ids.len(),
+        "listing committed in its flight"
+    );
+    let listed = servers[2]
+        .in_tenant(&TenantContext::new(t), &everything, |scope, q| {
+            Box::pin(async move { scope.list_resources(q).await })
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), ids.len(), "listing in a unit of work");
+    let mut names = own_names(&servers[3], t, "SELECT name FROM projects").await;
+    names.sort();
+    assert_eq!(names, ["p1", "p2"], "the team's table by its name");
+    assert_eq!(
+        own_sql(&servers[4], t, "UPDATE projects SET name = name")
+            .await
+            .unwrap(),
+        2,
+        "an update by the name reaches the rows"
+    );
+    // The update itself is refused, before the commit would be: it would
+    // report 0 rows to the code that runs it.
+    let mut scope = servers[5].tenant(TenantContext::new(t)).await.unwrap();
+    let refused = scope.execute("UPDATE projects SET name = name", &[]).await;
+    assert!(
+        matches!(refused, Err(DbError::Contention(_))),
+        "{refused:?}"
+    );
+}
+
+/// Regression: a tenant moved to the schema tier by another server (or
+/// before this one heard of it) was read by the route its part cached, the
+/// pooled tables, where the cut-over had just deleted its rows: its
+/// resources answered "not found", its listing came back empty and the
+/// team's table showed none of its rows (9 point reads and 6 listings of
+/// ~20,700 in a minute of moves under load). Each such read now asks, later in
+/// its transaction, whether the route still holds (`context_route_current`)
+/// and reads again by a fresh part; a write by the stale route fails as
+/// `tier_moved` and is retried. Both ways.
+#[tokio::test]
+async fn a_server_that_cached_a_tenants_route_before_another_moved_it_still_reads_and_writes_all_its_rows(
+) {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let mover = tdb.database();
+    let t = tenant(&mover, "moved", Isolation::Shared).await;
+    let mut ids = Vec::new();
+    for name in ["r1", "r2", "r3"] {
+        let mut scope = mover.tenant(TenantContext::new(t)).await.unwrap();
+        let r = scope
+            .create_resource(&NewResource {
+                name: name.into(),
+                data: json!({}).into(),
+            })
+            .await
+            .unwrap();
+        scope.commit().await.unwrap();
+        ids.push(r.id);
+    }
+    own_sql(
+        &mover,
+        t,
+        "INSERT INTO projects (name) VALUES ('p1'), ('p2')",
+    )
+    .await
+    .unwrap();
+
+    let pooled_route = servers_with_cached_route(&tdb, t).await;
+    mover
+        .move_tenant("test", t, Isolation::Schema, 100, |_| {})
+        .await
+        .unwrap();
+    let schema = schema_name(&su, t).await;
+    assert_eq!(
+        home_of(&su, "projects", t).await,
+        [format!("{schema}.projects")]
+    );
+    stale_servers_see_every_row(&pooled_route, t, &ids).await;
+
+    let schema_route = servers_with_cached_route(&tdb, t).await;
+    mover
+        .move_tenant("test", t, Isolation::Shared, 100, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(home_of(&su, "projects", t).await, ["projects"]);
+    stale_servers_see_every_row(&schema_route, t, &ids).await;
 }

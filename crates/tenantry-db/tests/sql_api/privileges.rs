@@ -475,6 +475,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "child_tenant",
             "claim_operator_idempotency_key",
             "complete_operator_idempotency_key",
+            "context_route_current",
             "context_session_nonce",
             "create_api_key",
             "create_child_tenant",
@@ -547,16 +548,25 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "usage_top",
         ]
     );
-    // The narrow "shared with me" role reads through the fence only.
+    // The narrow "shared with me" role reads through the fence only (and
+    // asks whether its route is stale: assert_transaction_intact).
     assert_eq!(
         executable_by(&server, "tenantry_app_shared").await,
-        ["resources_shared_with_me", "rows_shared_with_me"]
+        [
+            "context_route_current",
+            "resources_shared_with_me",
+            "rows_shared_with_me"
+        ]
     );
     // The narrow "own rows" role: where its own rows live (create_resource_row,
     // which runs as the caller, asks), and a wide subtree's rows through the fence.
     assert_eq!(
         executable_by(&server, "tenantry_app_own").await,
-        ["subtree_resources", "tenant_home_schema"]
+        [
+            "context_route_current",
+            "subtree_resources",
+            "tenant_home_schema"
+        ]
     );
     for role in ["tenantry_server", "tenantry_logger", "public"] {
         assert!(
