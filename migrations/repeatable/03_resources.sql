@@ -199,6 +199,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     owner record;
+    -- No schema tier on Citus, and so no move to wait for.
+    tiers boolean := to_regclass('pg_catalog.pg_dist_partition') IS NULL OR NOT tenantry.citus_distributed();
 BEGIN
     -- Citus: once, from the coordinator's copy of the tenants reference table
     -- (a worker's copy of the row fires it too; on_citus_worker()).
@@ -217,6 +219,15 @@ BEGIN
         SELECT st.tenant_id
         FROM tenantry.resource_share_targets st WHERE st.shared_with = NEW.tenant_id
     LOOP
+        -- The owner's tier first, held as its own writers hold it
+        -- (tenant_tier_lock): a batch of its move back to the shared tier
+        -- moves its rows from one table to another, and an UPDATE that
+        -- waited for a row the batch moved would skip it as deleted and
+        -- never see its copy (the share's revocation lost). Taken here, the
+        -- UPDATE below begins once such a batch committed, and sees its copies.
+        IF tiers THEN
+            PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = owner.tenant_id FOR SHARE;
+        END IF;
         DELETE FROM tenantry.shared_resources s WHERE s.tenant_id = owner.tenant_id AND s.shared_with = NEW.tenant_id;
         EXECUTE format('UPDATE %s SET shared_with = array_remove(shared_with, $2)
                         WHERE tenant_id = $1 AND shared_with @> ARRAY[$2]',
@@ -229,7 +240,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_revoke_shares_on_delete() IS 'Trigger: when a tenant becomes deleted, revokes every share of its resources and of its rows of adopted tables, and every share made to it.';
+COMMENT ON FUNCTION tenantry.tenants_revoke_shares_on_delete() IS 'Trigger: when a tenant becomes deleted, revokes every share of its resources and of its rows of adopted tables, and every share made to it (holding each owner''s row FOR SHARE first, so that a batch of the owner''s move back to the shared tier cannot move a row from under the revocation).';
 CREATE OR REPLACE TRIGGER tenants_revoke_shares_on_delete
     AFTER UPDATE OF status ON tenantry.tenants
     FOR EACH ROW WHEN (NEW.status = 'deleted' AND OLD.status IS DISTINCT FROM 'deleted')

@@ -4096,3 +4096,80 @@ async fn a_server_that_cached_a_tenants_route_before_another_moved_it_still_read
     assert_eq!(home_of(&su, "projects", t).await, ["projects"]);
     stale_servers_see_every_row(&schema_route, t, &ids).await;
 }
+
+/// Regression (contention audit): a tenant deleted while a batch of the
+/// owner's move back to the shared tier held a resource shared with it kept
+/// the share: the revocation's UPDATE waited for the row the batch moved,
+/// then skipped it as deleted and never saw its copy in the pooled table,
+/// so the resource stayed `shared_with` the deleted tenant (and its share
+/// records counted on). The revocation now holds the owner's row first, as
+/// the owner's own writers do, and updates once the batch committed.
+#[tokio::test]
+async fn a_tenant_deleted_while_a_batch_moves_back_a_resource_shared_with_it_loses_the_share() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let owner = tenant(&db, "owner", Isolation::Schema).await;
+    let target = tenant(&db, "target", Isolation::Shared).await;
+    let mut scope = db.tenant(TenantContext::new(owner)).await.unwrap();
+    let doc = scope
+        .create_resource(&NewResource {
+            name: "doc".into(),
+            data: json!({}).into(),
+        })
+        .await
+        .unwrap();
+    scope.share_resource(doc.id, target).await.unwrap();
+    scope.commit().await.unwrap();
+
+    su.execute(
+        "SELECT tenantry.tier_move_start($1, 'shared')",
+        &[owner.as_uuid()],
+    )
+    .await
+    .unwrap();
+    tenantry_db::testing::older_transactions_ended(&su, *owner.as_uuid()).await;
+    let mover = tdb.superuser_client().await;
+    mover.batch_execute("BEGIN").await.unwrap();
+    let moved: i64 = mover
+        .query_one(
+            "SELECT tenantry.tier_move_copy($1, 1000)",
+            &[owner.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(moved, 1, "the batch holds the shared resource");
+    let deleter = tdb.superuser_client().await;
+    let deletion = tokio::spawn(async move {
+        deleter
+            .execute(
+                "UPDATE tenantry.tenants SET status = 'deleted' WHERE tenant_id = $1",
+                &[target.as_uuid()],
+            )
+            .await
+    });
+    let watcher = tdb.superuser_client().await;
+    assert!(
+        sessions_wait(&watcher, 1).await,
+        "the deletion never waited for the batch"
+    );
+    mover.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(deletion.await.unwrap().unwrap(), 1);
+    cut_over_to(&su, owner, "shared").await;
+
+    let row = su
+        .query_one(
+            "SELECT r.shared_with,
+                    (SELECT count(*) FROM tenantry.shared_resources s WHERE s.resource_id = r.id),
+                    (SELECT count(*) FROM tenantry.resource_share_targets st WHERE st.tenant_id = r.tenant_id)
+             FROM tenantry.resources r WHERE r.id = $1",
+            &[doc.id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let shared_with: Vec<uuid::Uuid> = row.get(0);
+    assert!(shared_with.is_empty(), "still shared with {shared_with:?}");
+    assert_eq!(row.get::<_, i64>(1), 0, "share records left");
+    assert_eq!(row.get::<_, i64>(2), 0, "share targets still counted");
+}
