@@ -492,6 +492,22 @@ impl TenantCaller {
         Ok(self.db.tenant(self.context()).await?)
     }
 
+    /// Runs a read on a scope of its own (a read that commits it, such as
+    /// `get_resource_and_commit`), and once more on a fresh scope when the
+    /// database refused the first as contention: typically a route cached
+    /// before the tenant changed tiers, refused before anything was read,
+    /// which the retry takes afresh. Answers 503 only when both were
+    /// refused. For reads: `read` may run twice.
+    pub async fn read<T, Fut>(&self, read: impl Fn(TenantScope) -> Fut) -> Result<T, ApiError>
+    where
+        Fut: std::future::Future<Output = Result<T, tenantry_db::DbError>>,
+    {
+        match read(self.scope().await?).await {
+            Err(tenantry_db::DbError::Contention(_)) => Ok(read(self.scope().await?).await?),
+            other => Ok(other?),
+        }
+    }
+
     /// Runs a write in a fresh tenant-scoped transaction and commits it; a
     /// collision with a concurrent transaction (deadlock, serialization
     /// failure) is run again a few times before it answers 503

@@ -412,6 +412,7 @@ impl TenantScope {
         }
         let me = self.tenant();
         let route = self.tx.route().await?;
+        let part = self.tx.pinned();
         let mut rows = self
             .tx
             .query_and_commit(crate::scope::Stmt {
@@ -441,7 +442,10 @@ impl TenantScope {
                         true,
                     )
                     .await?;
-                if !route_current(&out[1]) {
+                // The answer is about this transaction's part: it speaks
+                // for the first step's route only when both pinned the same
+                // (the cache may have dropped or renewed it in between).
+                if !route_current(&out[1]) || self.tx.pinned() != part {
                     // A move's cut-over committed after the route was
                     // cached (another server moved the tenant, or this one
                     // had not heard yet): read again by a fresh part.

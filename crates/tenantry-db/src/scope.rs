@@ -552,6 +552,12 @@ impl Tx {
         self.pinned_part.clone().flatten()
     }
 
+    /// The context part this transaction pinned (from the cache or its own
+    /// context statement), if any yet.
+    pub(crate) fn pinned(&self) -> Option<Arc<str>> {
+        self.pinned_part.clone().flatten()
+    }
+
     /// Drops a tenant's cached part: its next transaction reads it afresh
     /// (this one keeps the route it has).
     pub(crate) fn forget_tenant_part(&self, tenant: TenantId) {

@@ -157,15 +157,14 @@ pub async fn list_resources(
         Some(Owner::Descendants) => OwnerFilter::Descendants,
     };
     // Read only: the listing and COMMIT travel in one round trip.
+    let query = ResourceQuery {
+        owner,
+        name_prefix: q.name_prefix,
+        limit: i64::from(limit),
+        after,
+    };
     let page = caller
-        .scope()
-        .await?
-        .list_resources_and_commit(&ResourceQuery {
-            owner,
-            name_prefix: q.name_prefix,
-            limit: i64::from(limit),
-            after,
-        })
+        .read(|scope| scope.list_resources_and_commit(&query))
         .await?;
     Ok(Json(Page {
         items: page.items,
@@ -191,8 +190,11 @@ pub async fn get_resource(
 ) -> Result<Json<Resource>, ApiError> {
     caller.require("resources.read")?;
     caller.note_resource(id);
-    let scope = caller.scope().await?;
-    Ok(Json(scope.get_resource_and_commit(id).await?))
+    Ok(Json(
+        caller
+            .read(|scope| scope.get_resource_and_commit(id))
+            .await?,
+    ))
 }
 
 /// Change a resource of the caller or a descendant (`resources.write`). Shared resources are read only (404).
