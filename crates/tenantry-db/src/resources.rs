@@ -259,29 +259,6 @@ macro_rules! shared_resource {
 }
 const GET_SHARED_RESOURCE: &str = shared_resource!();
 
-/// Whether the route cached with the tenant's part still leads to its rows
-/// (`context_route_current`, 01_context.sql). Sent after a read by the route
-/// that may have found nothing because of a move, in the same transaction:
-/// its snapshot is later than the read's, so `true` means the read was right.
-const ROUTE_CURRENT: crate::scope::Stmt<'static> = crate::scope::Stmt {
-    sql: "SELECT tenantry.context_route_current()",
-    params: &[],
-    types: &[],
-};
-
-/// The answer of [`ROUTE_CURRENT`] (true when it sent none).
-fn route_current(rows: &[Row]) -> bool {
-    rows.first().is_none_or(|r| r.get::<_, bool>(0))
-}
-
-/// A read by a route cached before the tenant changed tiers, found again
-/// stale by a fresh part: another move committed in between. Retryable.
-fn tiers_changed() -> DbError {
-    DbError::Contention(
-        "the tenant changed tiers while its rows were read; retry the transaction".into(),
-    )
-}
-
 /// The caller's own or a descendant's resource `$1` in the route's table (the
 /// first step of [`TenantScope::get_resource_and_commit`]).
 fn own_resource_sql(route: Route) -> &'static str {
@@ -438,14 +415,17 @@ impl TenantScope {
                 let mut out = self
                     .tx
                     .query_many(
-                        &[(Visibility::All, shared), (Visibility::All, ROUTE_CURRENT)],
+                        &[
+                            (Visibility::All, shared),
+                            (Visibility::All, crate::scope::ROUTE_CURRENT),
+                        ],
                         true,
                     )
                     .await?;
                 // The answer is about this transaction's part: it speaks
                 // for the first step's route only when both pinned the same
                 // (the cache may have dropped or renewed it in between).
-                if !route_current(&out[1]) || self.tx.pinned() != part {
+                if !crate::scope::route_current(&out[1]) || self.tx.pinned() != part {
                     // A move's cut-over committed after the route was
                     // cached (another server moved the tenant, or this one
                     // had not heard yet): read again by a fresh part.
@@ -598,7 +578,9 @@ impl TenantScope {
     pub async fn list_resources(&mut self, query: &ResourceQuery) -> Result<ResourcePage, DbError> {
         // Stale (a move committed since the route was cached): the
         // transaction's route is pinned, so the caller's unit runs again.
-        self.list(query, false).await?.ok_or_else(tiers_changed)
+        self.list(query, false)
+            .await?
+            .ok_or_else(crate::scope::tiers_changed)
     }
 
     /// Like [`TenantScope::list_resources`], and ends the (read-only) transaction
@@ -612,7 +594,9 @@ impl TenantScope {
         }
         // Read by a stale route and committed: once more, by a fresh part.
         self.tx.begin_again(&self.ctx)?;
-        self.list(query, true).await?.ok_or_else(tiers_changed)
+        self.list(query, true)
+            .await?
+            .ok_or_else(crate::scope::tiers_changed)
     }
 
     /// Each part of a listing runs under the narrowest policies that cover it,
@@ -623,7 +607,7 @@ impl TenantScope {
     /// (GIN index). Both travel in one flight and are merged here.
     ///
     /// `None` when the route cached with the tenant's part was stale (a tier
-    /// move committed since, [`ROUTE_CURRENT`]): the part is forgotten, and
+    /// move committed since, `context_route_current`): the part is forgotten, and
     /// what was read may have missed the tenant's rows.
     async fn list(
         &mut self,
@@ -744,10 +728,10 @@ impl TenantScope {
         // and Citus has no schema tier).
         let check_route = !citus && route != Route::Family;
         if check_route {
-            stmts.push((Visibility::All, ROUTE_CURRENT));
+            stmts.push((Visibility::All, crate::scope::ROUTE_CURRENT));
         }
         let mut results = self.tx.query_many(&stmts, commit).await?;
-        if check_route && !route_current(&results.pop().unwrap_or_default()) {
+        if check_route && !crate::scope::route_current(&results.pop().unwrap_or_default()) {
             self.tx.forget_tenant_part(me);
             return Ok(None);
         }

@@ -558,6 +558,28 @@ impl Tx {
         self.pinned_part.clone().flatten()
     }
 
+    /// After a statement by the transaction's route found nothing: whether
+    /// that route still holds ([`ROUTE_CURRENT`], asked now, with a later
+    /// snapshot than the statement's). A stale one is forgotten and answered
+    /// [`tiers_changed`] (retryable): the statement may have missed the
+    /// tenant's rows, which a fresh route finds. Nothing is asked for a
+    /// route over the whole family, which holds them wherever they are, or
+    /// on Citus, which has no schema tier.
+    pub(crate) async fn check_route(&mut self) -> Result<(), DbError> {
+        let Some(tenant) = self.tenant else {
+            return Ok(());
+        };
+        if self.citus() || Route::of_part(self.pinned().as_deref()).0 == Route::Family {
+            return Ok(());
+        }
+        let rows = self.flight(None, ROUTE_CURRENT, false).await?.rows;
+        if route_current(&rows) {
+            return Ok(());
+        }
+        self.forget_tenant_part(tenant);
+        Err(tiers_changed())
+    }
+
     /// Drops a tenant's cached part: its next transaction reads it afresh
     /// (this one keeps the route it has).
     pub(crate) fn forget_tenant_part(&self, tenant: TenantId) {
@@ -1261,6 +1283,30 @@ impl Drop for Tx {
     }
 }
 
+/// Whether the route cached with the tenant's part still leads to its rows
+/// (`context_route_current`, 01_context.sql). Sent after a read by the route
+/// that may have found nothing because of a move, in the same transaction:
+/// its snapshot is later than the read's, so `true` means the read was right.
+pub(crate) const ROUTE_CURRENT: Stmt<'static> = Stmt {
+    sql: "SELECT tenantry.context_route_current()",
+    params: &[],
+    types: &[],
+};
+
+/// The answer of [`ROUTE_CURRENT`] (true when it sent none).
+pub(crate) fn route_current(rows: &[Row]) -> bool {
+    rows.first().is_none_or(|r| r.get::<_, bool>(0))
+}
+
+/// A read by a route cached before the tenant changed tiers (found again
+/// stale by a fresh part: another move committed in between). Retryable:
+/// the work runs again by a fresh route.
+pub(crate) fn tiers_changed() -> DbError {
+    DbError::Contention(
+        "the tenant changed tiers while its rows were read; retry the transaction".into(),
+    )
+}
+
 /// A flight's error, after what it says about a route cached before the
 /// tenant changed tiers: the part is forgotten so that the retry reads it
 /// afresh. `tier_moved` (tenant_row_home, tenant_tier_lock, use_tenant_schema)
@@ -1637,6 +1683,12 @@ impl TenantScope {
 
     /// Commits. Errors if any statement failed (nothing is committed then),
     /// or if SQL it ran ended the transaction itself (`COMMIT`, `ROLLBACK`).
+    /// After your own SQL the commit also checks that the tenant did not
+    /// change tiers since the transaction's route was cached (another
+    /// server moved it): its reads by table names could have missed rows,
+    /// so it fails as [`DbError::Contention`] and [`crate::Database::in_tenant`]
+    /// runs the work again by a fresh route. Commit read-only work too, so
+    /// that what it read is checked.
     pub async fn commit(self) -> Result<(), DbError> {
         self.tx.commit().await
     }
@@ -1697,6 +1749,10 @@ impl Under<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<T>, DbError> {
         let mut rows = self.out(sql.into(), params).await?.rows;
+        if rows.is_empty() {
+            // Not "not found" when the route is stale (a move elsewhere).
+            self.scope.tx.check_route().await?;
+        }
         if rows.len() > 1 {
             // Usually the hierarchy: a tenant reads its descendants' rows
             // too, and a key such as an id is unique per tenant only (a child

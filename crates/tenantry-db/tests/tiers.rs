@@ -3950,7 +3950,7 @@ async fn a_write_through_a_security_definer_function_during_a_move_is_copied_aga
     );
 }
 
-/// Six servers (pools with caches of their own, never told of a move) that
+/// Eight servers (pools with caches of their own, never told of a move) that
 /// each cached `t`'s route with a read: one per kind of statement that
 /// [`stale_servers_see_every_row`] tries, so that one finding its route stale
 /// (which forgets it) leaves the others' stale.
@@ -3958,7 +3958,7 @@ async fn servers_with_cached_route(tdb: &TestDatabase, t: TenantId) -> Vec<Datab
     let mut config = tdb.database_config();
     config.context_cache_ttl = std::time::Duration::from_secs(3600);
     let mut servers = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..8 {
         let server = Database::connect(&config).unwrap();
         own_names(&server, t, "SELECT name FROM projects").await;
         servers.push(server);
@@ -4036,6 +4036,21 @@ async fn stale_servers_see_every_row(servers: &[Database], t: TenantId, ids: &[R
         matches!(refused, Err(DbError::Contention(_))),
         "{refused:?}"
     );
+    // One row by its key, as a handler reads it: the row, or a refusal to
+    // retry (its own scope), never "no such row".
+    const ONE: &str = "SELECT name FROM projects WHERE name = 'p1'";
+    let mut scope = servers[6].tenant(TenantContext::new(t)).await.unwrap();
+    match scope.query_opt::<(String,)>(ONE, &[]).await {
+        Ok(found) => assert_eq!(found, Some(("p1".to_owned(),))),
+        Err(e) => assert!(matches!(e, DbError::Contention(_)), "{e:?}"),
+    }
+    let found = servers[7]
+        .in_tenant(&TenantContext::new(t), &(), |scope, ()| {
+            Box::pin(async move { scope.query_one::<(String,)>(ONE, &[]).await })
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.0, "p1");
 }
 
 /// Regression: a tenant moved to the schema tier by another server (or
