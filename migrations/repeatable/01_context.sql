@@ -837,11 +837,14 @@ BEGIN
     -- part: when a tier move committed since, a read by that route may have
     -- missed rows (a write would have failed: tenant_tier_lock). Not
     -- committed, and retried with a fresh part. (Asked as the roles the
-    -- library's statements run as; SQL that left another role fails anyway.)
-    IF current_user IN ('tenantry_app', 'tenantry_app_own', 'tenantry_app_shared')
-       AND NOT tenantry.context_route_current() THEN
-        RAISE EXCEPTION 'tenant % changed tiers while this transaction ran; retry the transaction', tenantry.current_tenant_id()
-            USING ERRCODE = '40001', HINT = 'tier_moved';
+    -- library's statements run as; SQL that left another role is no
+    -- reason to fail the commit. Nested: EXECUTE is checked when an
+    -- expression is first run, whether or not the call is reached.)
+    IF current_user IN ('tenantry_app', 'tenantry_app_own', 'tenantry_app_shared') THEN
+        IF NOT tenantry.context_route_current() THEN
+            RAISE EXCEPTION 'tenant % changed tiers while this transaction ran; retry the transaction', tenantry.current_tenant_id()
+                USING ERRCODE = '40001', HINT = 'tier_moved';
+        END IF;
     END IF;
 END
 $$;
