@@ -281,7 +281,7 @@ BEGIN
         NEW.updated_at := tenantry.write_time();
         IF NEW.status = 'deleted' THEN
             -- The row FOR UPDATE, the one lock FOR KEY SHARE waits for: a
-            -- share made with this tenant (hold_share_target, 03_resources.sql)
+            -- share made with this tenant (hold_share_tenant, 03_resources.sql)
             -- holds its row FOR KEY SHARE until it commits, and the deletion
             -- waits for it here, so that its trigger revokes that share too;
             -- a share that comes later waits for the deletion and finds the

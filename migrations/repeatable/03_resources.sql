@@ -508,71 +508,48 @@ $$;
 COMMENT ON FUNCTION tenantry.check_share_target(uuid, uuid, text, boolean) IS 'Internal (share_resource, share_row): TN404 for a missing or deleted target alike, TN409 for one that is not active, TN422 for the owner itself or (through_hierarchy) one of its ancestors. Runs inside those SECURITY DEFINER functions, as the owner. Not granted.';
 
 /**
- * Holds a share's target tenant row FOR KEY SHARE for the sharing
- * transaction, before anything else is locked: the target's deletion (which
- * takes that row FOR UPDATE in tenants_before_write, and whose trigger
- * revokes every share made to it) then waits for the share to commit and
- * revokes it too, or the share waits for the deletion and finds the target
- * deleted (TN404). Read without the lock, both committed and the share
- * outlived its target (found by a contention audit). KEY SHARE, the lock the
- * share's foreign key takes anyway, and not SHARE: every other change of the
- * target's row (a tier move, its settings, a suspension) locks it FOR NO KEY
- * UPDATE, which does not wait for it, so another tenant's open share holds
- * back none of them (held FOR SHARE, it held back the target's move: found
- * by the tiers suite). Waited for 100 ms at most (then 55P03: retried, or
- * 503). Not on a Citus cluster, where row locks on the tenants reference
- * table lock its whole shard (as in tenants_before_write; docs/scale-out.md).
+ * Holds a tenant row a share names, its target's or the owner's of what is
+ * shared, FOR KEY SHARE for the sharing transaction, and returns its status
+ * as held. The target's is held before anything else is locked: the
+ * target's deletion (which takes that row FOR UPDATE in
+ * tenants_before_write, and whose trigger revokes every share made to it)
+ * then waits for the share to commit and revokes it too, or the share waits
+ * for the deletion and finds the target deleted (TN404). Read without the
+ * lock, both committed and the share outlived its target (found by a
+ * contention audit). The owner's the same way, its caller refusing a
+ * deleted owner as a missing resource or row (TN404): without it, a parent
+ * sharing a child's resource while the child was deleted, or the child
+ * sharing its own, committed after the deletion had revoked the shares it
+ * saw, and the target kept reading the deleted tenant's row (found by a
+ * contention re-audit). KEY SHARE, the lock the share's foreign key takes
+ * anyway, and not SHARE: every other change of a tenant's row (a tier move,
+ * its settings, a suspension) locks it FOR NO KEY UPDATE, which does not
+ * wait for it, so another tenant's open share holds back none of them (held
+ * FOR SHARE, it held back the target's move: found by the tiers suite).
+ * Waited for 100 ms at most (then 55P03: retried, or 503). Not on a Citus
+ * cluster, where row locks on the tenants reference table lock its whole
+ * shard (as in tenants_before_write; docs/scale-out.md): NULL there, and for
+ * no such tenant.
  */
-CREATE OR REPLACE FUNCTION tenantry.hold_share_target(target uuid)
-RETURNS void
+CREATE OR REPLACE FUNCTION tenantry.hold_share_tenant(tid uuid)
+RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     waited text := current_setting('lock_timeout');
+    held_status text;
 BEGIN
     IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL AND tenantry.citus_distributed() THEN
-        RETURN;
+        RETURN NULL;
     END IF;
     PERFORM set_config('lock_timeout', '100ms', true);
-    PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = target FOR KEY SHARE;
+    SELECT t.status INTO held_status FROM tenantry.tenants t WHERE t.tenant_id = tid FOR KEY SHARE;
     PERFORM set_config('lock_timeout', waited, true);
+    RETURN held_status;
 END
 $$;
-COMMENT ON FUNCTION tenantry.hold_share_target(uuid) IS 'Internal (share_resource, share_row): holds the target tenant''s row FOR KEY SHARE first, waiting 100 ms at most (55P03), so that its concurrent deletion (which takes the row FOR UPDATE) revokes the share or the share finds it deleted, while no other change of the target''s row waits for it (not on a Citus cluster). Not granted.';
-
-/**
- * Holds the owner of what is being shared (its tenants row FOR KEY SHARE,
- * as hold_share_target holds the target's, 100 ms at most) and refuses a
- * deleted owner as a missing resource (TN404): the owner's deletion then
- * waits for the share and revokes it, or the share waits for the deletion
- * and is refused. Without it, a parent sharing a child's resource while the
- * child was deleted, or the child sharing its own, committed after the
- * deletion had revoked the shares it saw, and the target kept reading the
- * deleted tenant's row (found by a contention re-audit). Not on a Citus
- * cluster (as hold_share_target).
- */
-CREATE OR REPLACE FUNCTION tenantry.hold_share_owner(owner_id uuid, what text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    waited text := current_setting('lock_timeout');
-    owner_status text;
-BEGIN
-    IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL AND tenantry.citus_distributed() THEN
-        RETURN;
-    END IF;
-    PERFORM set_config('lock_timeout', '100ms', true);
-    SELECT t.status INTO owner_status FROM tenantry.tenants t WHERE t.tenant_id = owner_id FOR KEY SHARE;
-    PERFORM set_config('lock_timeout', waited, true);
-    IF owner_status IS DISTINCT FROM 'active' AND owner_status IS DISTINCT FROM 'suspended' THEN
-        RAISE EXCEPTION '% not found', what USING ERRCODE = 'TN404';
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION tenantry.hold_share_owner(uuid, text) IS 'Internal (share_resource, share_row): holds the owner tenant''s row FOR KEY SHARE, waiting 100 ms at most (55P03), and refuses a deleted owner as a missing resource or row (TN404, naming what), so that the owner''s concurrent deletion revokes the share or the share finds it deleted (not on a Citus cluster). Not granted.';
+COMMENT ON FUNCTION tenantry.hold_share_tenant(uuid) IS 'Internal (share_resource, share_row): holds a share''s target or owner tenant row FOR KEY SHARE, waiting 100 ms at most (55P03), so that its concurrent deletion (which takes the row FOR UPDATE) revokes the share or the share finds it deleted, while no other change of the row waits for it; returns the status held (NULL on a Citus cluster, where nothing is held, or for no such tenant). Not granted.';
 
 /**
  * Guide: share_resource(resource_id, target_tenant_id). Fixed: the resource
@@ -590,9 +567,11 @@ AS $$
 DECLARE
     owner_id uuid;
 BEGIN
-    PERFORM tenantry.hold_share_target(target_tenant_id);
+    PERFORM tenantry.hold_share_tenant(target_tenant_id);
     owner_id := tenantry.lock_shareable_resource(share_resource.resource_id);
-    PERFORM tenantry.hold_share_owner(owner_id, 'resource ' || share_resource.resource_id);
+    IF tenantry.hold_share_tenant(owner_id) = 'deleted' THEN
+        RAISE EXCEPTION 'resource % not found', share_resource.resource_id USING ERRCODE = 'TN404';
+    END IF;
     PERFORM tenantry.check_share_target(owner_id, target_tenant_id, 'resource', true);
     INSERT INTO tenantry.shared_resources (tenant_id, resource_id, shared_with, shared_by)
     VALUES (owner_id, share_resource.resource_id, target_tenant_id, tenantry.current_user_id())

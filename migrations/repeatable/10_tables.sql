@@ -2273,9 +2273,11 @@ DECLARE
     found_row record;
 BEGIN
     tbl := tenantry.adopted_table_of(tbl);
-    PERFORM tenantry.hold_share_target(target_tenant_id);
+    PERFORM tenantry.hold_share_tenant(target_tenant_id);
     SELECT * INTO found_row FROM tenantry.lock_shareable_row(tbl, share_row.row_id);
-    PERFORM tenantry.hold_share_owner(found_row.owner_id, format('row %s of %s', share_row.row_id, tbl));
+    IF tenantry.hold_share_tenant(found_row.owner_id) = 'deleted' THEN
+        RAISE EXCEPTION 'row % of % not found', share_row.row_id, tbl USING ERRCODE = 'TN404';
+    END IF;
     PERFORM tenantry.check_share_target(found_row.owner_id, target_tenant_id, 'row',
                                         (SELECT r.hierarchy FROM tenantry.tenant_tables r WHERE r.table_id = tbl));
     INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with, shared_by)
