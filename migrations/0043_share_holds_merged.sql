@@ -9,5 +9,7 @@
 -- the new one; this drops the old ones, which nothing calls any more.
 -- =============================================================================
 
+SET LOCAL ROLE tenantry_owner;
+
 DROP FUNCTION IF EXISTS tenantry.hold_share_target(uuid);
 DROP FUNCTION IF EXISTS tenantry.hold_share_owner(uuid, text);

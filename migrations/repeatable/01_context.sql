@@ -412,23 +412,25 @@ COMMENT ON FUNCTION tenantry.checked_context_part(uuid, uuid, text) IS 'Internal
 
 /**
  * Whether a context value's route (the schema of the tenant's own tables in
- * its part, ",s<schema>", and ",h" while it moves back to the shared tier)
- * still says where the tenant's rows are, given its tenants row now. False
- * once a tier move's cut-over, or the start or end of a move back, committed
- * after the server cached the part: a statement that read the tenant's own
- * table by that route found none of its rows, or only some. Plain SQL,
- * inlined into its callers; granted to nobody.
+ * its part, ",s<schema>") still says where the tenant's rows are, given its
+ * tenants row now. False once a tier move's cut-over committed after the
+ * server cached the part: a statement that read the tenant's own table by
+ * that route found none of its rows, or only some. (A move back to the
+ * shared tier that began since does not make it false: its batches wait for
+ * the transactions older than them, tier_move_wait, and a transaction that
+ * begins with the part of before the move is refused by use_tenant_schema.
+ * Two cut-overs within a cache's lifetime, there and back, make it true
+ * again: the caches' lifetime and the servers' notices bound that.) Plain
+ * SQL, inlined into its callers; granted to nobody.
  */
-CREATE OR REPLACE FUNCTION tenantry.context_route_matches(ctx text, isolation text, schema_name text, moving_to text)
+CREATE OR REPLACE FUNCTION tenantry.context_route_matches(ctx text, isolation text, schema_name text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE
 AS $$
     SELECT pg_catalog.split_part(pg_catalog.split_part(ctx, ',s', 2), ',', 1)
                OPERATOR(pg_catalog.=) CASE WHEN isolation OPERATOR(pg_catalog.=) 'schema' THEN schema_name ELSE 'tenantry' END
-       AND (pg_catalog.strpos(ctx, ',h,v') OPERATOR(pg_catalog.>) 0)
-               OPERATOR(pg_catalog.=) (moving_to IS NOT DISTINCT FROM 'shared')
 $$;
-COMMENT ON FUNCTION tenantry.context_route_matches(text, text, text, text) IS 'Internal: whether a tenant context value''s route (its part''s schema, and ,h while moving back to the shared tier) agrees with the tenant''s isolation, schema and move now. Not granted.';
+COMMENT ON FUNCTION tenantry.context_route_matches(text, text, text) IS 'Internal: whether a tenant context value''s route (its part''s schema) agrees with the tenant''s isolation and schema now. Not granted.';
 
 /**
  * Whether the route the server cached for the current tenant still leads to
@@ -452,11 +454,11 @@ BEGIN
         RETURN true;
     END IF;
     RETURN coalesce((SELECT tenantry.context_route_matches(current_setting('backtrace_functions'),
-                                                           t.isolation, t.schema_name, t.moving_to)
+                                                           t.isolation, t.schema_name)
                      FROM tenantry.tenants t WHERE t.tenant_id = me), true);
 END
 $$;
-COMMENT ON FUNCTION tenantry.context_route_current() IS 'Server connections: whether the current tenant''s cached route (its context part''s schema and move-back flag) still agrees with its tenants row; false once a tier move committed since the part was cached (the server then reads again with a fresh part). True without a tenant context. Reveals nothing of another tenant.';
+COMMENT ON FUNCTION tenantry.context_route_current() IS 'Server connections: whether the current tenant''s cached route (its context part''s schema) still agrees with its tenants row; false once a tier move''s cut-over committed since the part was cached (the server then reads again with a fresh part). True without a tenant context. Reveals nothing of another tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.context_route_current() TO tenantry_app, tenantry_app_own, tenantry_app_shared;
 
 /** The HMAC-SHA-256 of msg under context key key_id; NULL for an unknown key. */

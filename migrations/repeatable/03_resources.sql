@@ -860,12 +860,13 @@ BEGIN
     -- before this statement ends.) A statement on a table of its tier now
     -- (the guide's create_resource, which asks tenants where) goes on.
     IF FOUND AND NOT tenantry.context_route_matches(current_setting('backtrace_functions'),
-                                                    after.isolation, after.schema_name, after.moving_to)
+                                                    after.isolation, after.schema_name)
        AND after.moving_to IS DISTINCT FROM 'shared'
        AND ((after.isolation = 'schema' AND TG_TABLE_SCHEMA <> after.schema_name)
             OR (after.isolation <> 'schema' AND TG_TABLE_SCHEMA ~ '^tenant_[0-9a-f]{20}$')) THEN
         RAISE EXCEPTION 'tenant % changed tiers since this transaction''s route was cached; retry the transaction', me
-            USING ERRCODE = '40001', HINT = 'tier_moved';
+            USING ERRCODE = '40001', HINT = 'tier_moved',
+                  DETAIL = 'a psql session whose tenant context was set before the move sets it again (set_tenant_context) to route its table names to the tenant''s tier';
     END IF;
     -- An ancestor (its context names descendants) may update or delete the
     -- rows of a descendant that is moving back to the shared tier, whose

@@ -725,8 +725,14 @@ impl TenantScope {
             .collect();
         // The tenant's own table by a cached route: asked after the reads
         // whether that route still holds (the whole family needs no asking,
-        // and Citus has no schema tier).
-        let check_route = !citus && route != Route::Family;
+        // nor the shared rows' and a wide subtree's fences, which find each
+        // owner's table themselves; Citus has no schema tier).
+        let by_route = match query.owner {
+            OwnerFilter::Own => true,
+            OwnerFilter::Shared => false,
+            OwnerFilter::Descendants | OwnerFilter::All => !wide,
+        };
+        let check_route = !citus && route != Route::Family && by_route;
         if check_route {
             stmts.push((Visibility::All, crate::scope::ROUTE_CURRENT));
         }

@@ -563,13 +563,16 @@ impl Tx {
     /// snapshot than the statement's). A stale one is forgotten and answered
     /// [`tiers_changed`] (retryable): the statement may have missed the
     /// tenant's rows, which a fresh route finds. Nothing is asked for a
-    /// route over the whole family, which holds them wherever they are, or
-    /// on Citus, which has no schema tier.
+    /// schema tenant's route, or on Citus, which has no schema tier.
     pub(crate) async fn check_route(&mut self) -> Result<(), DbError> {
         let Some(tenant) = self.tenant else {
             return Ok(());
         };
-        if self.citus() || Route::of_part(self.pinned().as_deref()).0 == Route::Family {
+        // A schema tenant's own route was checked when it was set
+        // (use_tenant_schema), and a move back waits for this transaction;
+        // a pooled one's (with ",m" too: the team's tables stand alone, and
+        // their names lead to the pooled ones) is asked.
+        if self.citus() || Route::of_part(self.pinned().as_deref()).1.is_some() {
             return Ok(());
         }
         let rows = self.flight(None, ROUTE_CURRENT, false).await?.rows;
@@ -851,11 +854,12 @@ impl Tx {
         let contexts = self.contexts.clone();
         // A refusal of a stale route drops the part the transaction pinned
         // from the cache, in this flight or a later one.
-        let (routed_tenant, from_cache) = (self.tenant, self.part_from_cache);
+        let routed_tenant = self.tenant;
         let generation = contexts.parts.generation();
         // The route came from a cached part and names the tenant's schema
         // (see flight_error).
-        let schema_routed = self.part_from_cache
+        let schema_routed = setup.is_some()
+            && self.part_from_cache
             && Route::of_part(self.pinned_part.clone().flatten().as_deref())
                 .1
                 .is_some();
@@ -1003,13 +1007,7 @@ impl Tx {
         }
         if let Some(i) = results.iter().position(Result::is_err) {
             let err = results.swap_remove(i).err().expect("an error");
-            return Err(flight_error(
-                &err,
-                routed_tenant,
-                from_cache,
-                schema_routed,
-                &contexts,
-            ));
+            return Err(flight_error(&err, routed_tenant, schema_routed, &contexts));
         }
         if let Some(err) = prepare_error {
             return Err(crate::error::classify(&err));
@@ -1091,13 +1089,7 @@ impl Tx {
         }
         if let Some(i) = results.iter().position(Result::is_err) {
             let err = results.swap_remove(i).err().expect("an error");
-            return Err(flight_error(
-                &err,
-                routed_tenant,
-                from_cache,
-                schema_routed,
-                &contexts,
-            ));
+            return Err(flight_error(&err, routed_tenant, schema_routed, &contexts));
         }
         if commit_in_flight {
             self.finished = true;
@@ -1182,7 +1174,7 @@ impl Tx {
         } else {
             "COMMIT"
         };
-        let (tenant, from_cache) = (self.tenant, self.part_from_cache);
+        let tenant = self.tenant;
         let contexts = self.contexts.clone();
         let committed = crate::database::within(self.contexts.reply_timeout, async {
             match client.batch_execute(sql).await {
@@ -1195,7 +1187,7 @@ impl Tx {
                 // assert_transaction_intact: the tenant changed tiers since
                 // its route was cached (not committed; retried by a fresh part).
                 Err(e) if e.as_db_error().and_then(|d| d.hint()) == Some("tier_moved") => {
-                    Err(flight_error(&e, tenant, from_cache, false, &contexts))
+                    Err(flight_error(&e, tenant, false, &contexts))
                 }
                 other => Ok(other?),
             }
@@ -1207,6 +1199,20 @@ impl Tx {
             Ok(()) => {
                 self.settle(true);
                 Ok(())
+            }
+            Err(e @ DbError::Contention(_)) => {
+                // The database's own report that it did not commit (a
+                // stale route refused before COMMIT ran, or a serialization
+                // failure at COMMIT): the connection is ended cleanly and kept.
+                let rolled_back = crate::database::within(self.contexts.reply_timeout, async {
+                    Ok(client.batch_execute("ROLLBACK").await?)
+                })
+                .await;
+                match rolled_back {
+                    Ok(()) => self.settle(false),
+                    Err(_) => self.break_connection(),
+                }
+                Err(e)
             }
             Err(e) => {
                 // Whether it committed is unknown: so is the chain's state.
@@ -1309,9 +1315,9 @@ pub(crate) fn tiers_changed() -> DbError {
 
 /// A flight's error, after what it says about a route cached before the
 /// tenant changed tiers: the part is forgotten so that the retry reads it
-/// afresh. `tier_moved` (tenant_row_home, tenant_tier_lock, use_tenant_schema)
-/// when the transaction's part came from the cache (a part its first flight
-/// read is fresh: the route was unknown, and the retry has it); a table of the tenant's schema that is
+/// afresh. `tier_moved` (tenant_row_home, tenant_tier_lock, use_tenant_schema,
+/// assert_transaction_intact), whichever flight met it (a part this
+/// transaction read itself may have gone stale since, too); a table of the tenant's schema that is
 /// gone (a move back to the shared tier dropped it while the statement
 /// waited for it) under a cached part's route, which is then retried like
 /// any contention (with a fresh part, a missing table is the statement's own
@@ -1319,12 +1325,11 @@ pub(crate) fn tiers_changed() -> DbError {
 fn flight_error(
     err: &tokio_postgres::Error,
     tenant: Option<TenantId>,
-    from_cache: bool,
     schema_routed: bool,
     contexts: &Contexts,
 ) -> DbError {
     if let (Some(tenant), Some(db)) = (tenant, err.as_db_error()) {
-        if from_cache && db.hint() == Some("tier_moved") {
+        if db.hint() == Some("tier_moved") {
             contexts.parts.remove(tenant);
         }
         if schema_routed && *db.code() == tokio_postgres::error::SqlState::UNDEFINED_TABLE {
