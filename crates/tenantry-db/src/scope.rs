@@ -549,7 +549,7 @@ impl Tx {
             self.part_from_cache = cached.is_some();
             self.pinned_part = Some(cached);
         }
-        self.pinned_part.clone().flatten()
+        self.pinned()
     }
 
     /// The context part this transaction pinned (from the cache or its own
@@ -604,12 +604,11 @@ impl Tx {
         if let (Some(tenant), None) = (tenant, self.pinned_part(tenant)) {
             self.flight_many(&[], false).await?;
             self.pinned_part = Some(self.contexts.parts.get(tenant));
-            if let (_, Some(schema)) = Route::of_part(self.pinned_part.clone().flatten().as_deref())
-            {
+            if let (_, Some(schema)) = Route::of_part(self.pinned().as_deref()) {
                 self.use_tenant_schema(&schema).await?;
             }
         }
-        Ok(Route::of_part(self.pinned_part.clone().flatten().as_deref()).0)
+        Ok(Route::of_part(self.pinned().as_deref()).0)
     }
 
     /// Puts a schema tenant's schema first on this transaction's search path
@@ -860,14 +859,10 @@ impl Tx {
         // (see flight_error).
         let schema_routed = setup.is_some()
             && self.part_from_cache
-            && Route::of_part(self.pinned_part.clone().flatten().as_deref())
-                .1
-                .is_some();
+            && Route::of_part(self.pinned().as_deref()).1.is_some();
         // A schema tenant's tables come first on its transaction's search path.
         let tenant_schema = match (setup, proves_context) {
-            (Some(Setup::Tenant(_)), true) => {
-                Route::of_part(self.pinned_part.clone().flatten().as_deref()).1
-            }
+            (Some(Setup::Tenant(_)), true) => Route::of_part(self.pinned().as_deref()).1,
             _ => None,
         };
         let client = self.client.as_ref().expect("client present until finished");
