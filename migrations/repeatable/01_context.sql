@@ -434,12 +434,14 @@ COMMENT ON FUNCTION tenantry.context_route_matches(text, text, text) IS 'Interna
 
 /**
  * Whether the route the server cached for the current tenant still leads to
- * its rows (context_route_matches against its tenants row as of this
- * statement). The server asks after a read by a cached route, later in the
+ * its rows and its descendants' (context_route_matches against its tenants
+ * row as of this statement; for a part over the tenant's own tables alone,
+ * no ",m", that none of the descendants it lists has moved to the schema
+ * tier since). The server asks after a read by a cached route, later in the
  * same transaction (so with a later snapshot than the read's): true means
- * the read saw the tenant's rows where they were; false that a move's
- * cut-over may have taken them elsewhere first, and the server reads again
- * with a fresh part. True without a tenant context.
+ * the read saw the rows where they were; false that a move's cut-over may
+ * have taken them elsewhere first, and the server reads again with a fresh
+ * part. True without a tenant context.
  */
 CREATE OR REPLACE FUNCTION tenantry.context_route_current()
 RETURNS boolean
@@ -448,17 +450,33 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     me uuid := tenantry.current_tenant_id();
+    ctx text;
+    visible uuid[];
 BEGIN
     -- PL/pgSQL (plan kept per session): asked after every listing.
     IF me IS NULL THEN
         RETURN true;
     END IF;
-    RETURN coalesce((SELECT tenantry.context_route_matches(current_setting('backtrace_functions'),
-                                                           t.isolation, t.schema_name)
-                     FROM tenantry.tenants t WHERE t.tenant_id = me), true);
+    ctx := current_setting('backtrace_functions');
+    IF NOT coalesce((SELECT tenantry.context_route_matches(ctx, t.isolation, t.schema_name)
+                     FROM tenantry.tenants t WHERE t.tenant_id = me), true) THEN
+        RETURN false;
+    END IF;
+    -- Without ",m" the part reads the tenant's own table (a schema tenant
+    -- with descendants always has it): a descendant moved to its schema since
+    -- took its rows out of that table. The part's own list, self first, so a
+    -- tenant without descendants pays one comparison.
+    IF strpos(split_part(ctx, ',v', 1), ',m') = 0 THEN
+        visible := tenantry.visible_tenant_ids();
+        IF cardinality(visible) > 1 THEN
+            RETURN NOT EXISTS (SELECT 1 FROM tenantry.tenants d
+                               WHERE d.tenant_id = ANY (visible[2:]) AND d.isolation = 'schema');
+        END IF;
+    END IF;
+    RETURN true;
 END
 $$;
-COMMENT ON FUNCTION tenantry.context_route_current() IS 'Server connections: whether the current tenant''s cached route (its context part''s schema) still agrees with its tenants row; false once a tier move''s cut-over committed since the part was cached (the server then reads again with a fresh part). True without a tenant context. Reveals nothing of another tenant.';
+COMMENT ON FUNCTION tenantry.context_route_current() IS 'Server connections: whether the current tenant''s cached route (its context part''s schema, and for a part over its own tables alone that no descendant it lists is schema-isolated) still agrees with the tenants table; false once a tier move''s cut-over committed since the part was cached (the server then reads again with a fresh part). True without a tenant context. Reveals nothing of another tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.context_route_current() TO tenantry_app, tenantry_app_own, tenantry_app_shared;
 
 /** The HMAC-SHA-256 of msg under context key key_id; NULL for an unknown key. */

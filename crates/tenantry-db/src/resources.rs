@@ -530,10 +530,11 @@ impl TenantScope {
     }
 
     /// Runs a statement on one resource by id in the transaction's route and,
-    /// when that route is the tenant's own table, found nothing and the
-    /// tenant's tables are elsewhere now, once more on its tables there: a
-    /// cut-over committed since the route was cached, and a row that exists
-    /// must not answer "not found".
+    /// when that route is the tenant's own table and found nothing, once more
+    /// where the rows are now: on the tenant's tables elsewhere when it moved,
+    /// over the whole family when a descendant the part lists moved to its
+    /// schema (`context_route_current`). A cut-over committed since the route
+    /// was cached, and a row that exists must not answer "not found".
     async fn by_id_in_any_tier(
         &mut self,
         visibility: Visibility,
@@ -548,16 +549,28 @@ impl TenantScope {
         }
         // Only when the tenant's tables are elsewhere now (one key lookup),
         // not for every missing id: the family is every schema tenant's table.
-        let home = self
-            .rows("SELECT tenantry.tenant_home_schema()", &[], &[])
+        let now = self
+            .rows(
+                "SELECT tenantry.tenant_home_schema(), tenantry.context_route_current()",
+                &[],
+                &[],
+            )
             .await?;
-        let home: Option<String> = home.first().and_then(|r| r.get(0));
+        let home: Option<String> = now.first().and_then(|r| r.get(0));
         let still_home = match route {
             Route::Pooled => home.as_deref() == Some("tenantry"),
             _ => home.as_deref() != Some("tenantry"),
         };
         if still_home {
-            return Ok(rows);
+            let current = now.first().and_then(|r| r.get(1)).unwrap_or(true);
+            if current || route != Route::Pooled {
+                return Ok(rows);
+            }
+            // A descendant's rows left the pooled table: the whole family.
+            self.tx.forget_tenant_part(self.tenant());
+            return self
+                .rows_as(visibility, &sql(Route::Family), params, types)
+                .await;
         }
         // Where the tenant's rows are now, for this statement (and the next
         // transaction: its part is read afresh). Not the whole family, which

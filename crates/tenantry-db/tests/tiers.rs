@@ -11,7 +11,8 @@ use std::{
 use serde_json::json;
 use tenantry_db::{
     testing::TestDatabase, Database, DbError, Isolation, MoveProgress, NewResource, NewTenant,
-    OwnerFilter, ResourceId, ResourceQuery, StatementMode, TenantContext, TenantId, TierMove,
+    OwnerFilter, ResourceId, ResourceQuery, ResourceUpdate, StatementMode, TenantContext, TenantId,
+    TierMove,
 };
 use tokio_postgres::{types::ToSql, Client};
 
@@ -3974,6 +3975,43 @@ async fn servers_with_cached_route(tdb: &TestDatabase, t: TenantId) -> Vec<Datab
 /// is refused before anything runs; the API answers 503 and the client
 /// tries again), never answered "not found" or short.
 async fn stale_servers_see_every_row(servers: &[Database], t: TenantId, ids: &[ResourceId]) {
+    stale_servers_find_every_resource(servers, t, ids).await;
+    let mut names = own_names(&servers[3], t, "SELECT name FROM projects").await;
+    names.sort();
+    assert_eq!(names, ["p1", "p2"], "the team's table by its name");
+    assert_eq!(
+        own_sql(&servers[4], t, "UPDATE projects SET name = name")
+            .await
+            .unwrap(),
+        2,
+        "an update by the name reaches the rows"
+    );
+    // The update itself is refused, before the commit would be: it would
+    // report 0 rows to the code that runs it.
+    let mut scope = servers[5].tenant(TenantContext::new(t)).await.unwrap();
+    let refused = scope.execute("UPDATE projects SET name = name", &[]).await;
+    assert!(
+        matches!(refused, Err(DbError::Contention(_))),
+        "{refused:?}"
+    );
+    drop(scope);
+    // One row by its key, as a handler reads it: the row, or a refusal to
+    // retry (its own scope), never "no such row".
+    const ONE: &str = "SELECT name FROM projects WHERE name = 'p1'";
+    stale_key_read_is_the_row_or_refused(&servers[6], t, ONE).await;
+    let found = servers[7]
+        .in_tenant(&TenantContext::new(t), &(), |scope, ()| {
+            Box::pin(async move { scope.query_one::<(String,)>(ONE, &[]).await })
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.0, "p1");
+}
+
+/// The resource half of [`stale_servers_see_every_row`]: every resource by
+/// id (a contention refusal once at most) and the listing, committed in its
+/// flight and inside a unit of work, each through a server of its own.
+async fn stale_servers_find_every_resource(servers: &[Database], t: TenantId, ids: &[ResourceId]) {
     for id in ids {
         let mut found = None;
         for _ in 0..2 {
@@ -4018,36 +4056,6 @@ async fn stale_servers_see_every_row(servers: &[Database], t: TenantId, ids: &[R
         .await
         .unwrap();
     assert_eq!(listed.items.len(), ids.len(), "listing in a unit of work");
-    let mut names = own_names(&servers[3], t, "SELECT name FROM projects").await;
-    names.sort();
-    assert_eq!(names, ["p1", "p2"], "the team's table by its name");
-    assert_eq!(
-        own_sql(&servers[4], t, "UPDATE projects SET name = name")
-            .await
-            .unwrap(),
-        2,
-        "an update by the name reaches the rows"
-    );
-    // The update itself is refused, before the commit would be: it would
-    // report 0 rows to the code that runs it.
-    let mut scope = servers[5].tenant(TenantContext::new(t)).await.unwrap();
-    let refused = scope.execute("UPDATE projects SET name = name", &[]).await;
-    assert!(
-        matches!(refused, Err(DbError::Contention(_))),
-        "{refused:?}"
-    );
-    drop(scope);
-    // One row by its key, as a handler reads it: the row, or a refusal to
-    // retry (its own scope), never "no such row".
-    const ONE: &str = "SELECT name FROM projects WHERE name = 'p1'";
-    stale_key_read_is_the_row_or_refused(&servers[6], t, ONE).await;
-    let found = servers[7]
-        .in_tenant(&TenantContext::new(t), &(), |scope, ()| {
-            Box::pin(async move { scope.query_one::<(String,)>(ONE, &[]).await })
-        })
-        .await
-        .unwrap();
-    assert_eq!(found.0, "p1");
 }
 
 /// A read of one row by its key through `server`'s stale route, in a scope
@@ -4238,4 +4246,79 @@ async fn a_pooled_tenant_with_a_schema_child_moved_by_another_server_never_reads
         .await
         .unwrap();
     assert_eq!(found.0, "p1");
+}
+
+/// A parent's cached route and its child's move: a pooled parent whose part
+/// was cached while every descendant was pooled reads the pooled table only
+/// (no ",m"). When another server moves a child to the schema tier, the
+/// child's resources leave that table; the parent's stale servers must still
+/// find them by id and list them (found by a review: the route check compared
+/// the tenant's own tier only, so the parent read "not found" and a short
+/// listing until its listener heard of the move).
+#[tokio::test]
+async fn a_parent_whose_route_was_cached_before_another_server_moved_its_child_still_sees_the_childs_rows(
+) {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let mover = tdb.database();
+    let parent = tenant(&mover, "parent", Isolation::Shared).await;
+    let mut admin = mover.admin("test").await.unwrap();
+    let child = admin
+        .create_tenant(&NewTenant {
+            name: "child".into(),
+            parent_id: Some(parent),
+            isolation: Isolation::Shared,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tenant_id;
+    admin.commit().await.unwrap();
+    let mut ids = Vec::new();
+    for (owner, name) in [(parent, "mine"), (child, "c1"), (child, "c2")] {
+        let mut scope = mover.tenant(TenantContext::new(owner)).await.unwrap();
+        let r = scope
+            .create_resource(&NewResource {
+                name: name.into(),
+                data: json!({}).into(),
+            })
+            .await
+            .unwrap();
+        scope.commit().await.unwrap();
+        ids.push(r.id);
+    }
+
+    let servers = servers_with_cached_route(&tdb, parent).await;
+    mover
+        .move_tenant("test", child, Isolation::Schema, 100, |_| {})
+        .await
+        .unwrap();
+    stale_servers_find_every_resource(&servers, parent, &ids).await;
+    // Changed and deleted by the parent, by id, through stale servers too.
+    let mut scope = servers[3].tenant(TenantContext::new(parent)).await.unwrap();
+    let changed = scope
+        .update_resource(
+            ids[1],
+            &ResourceUpdate {
+                name: Some("c1 renamed".into()),
+                data: None,
+            },
+        )
+        .await
+        .expect("the child's resource is changed where its tier keeps it");
+    assert_eq!(changed.name, "c1 renamed");
+    scope.commit().await.unwrap();
+    let mut scope = servers[4].tenant(TenantContext::new(parent)).await.unwrap();
+    scope
+        .delete_resource(ids[2])
+        .await
+        .expect("the child's resource is deleted where its tier keeps it");
+    scope.commit().await.unwrap();
+    let mut scope = mover.tenant(TenantContext::new(child)).await.unwrap();
+    assert_eq!(scope.get_resource(ids[1]).await.unwrap().name, "c1 renamed");
+    assert!(matches!(
+        scope.get_resource(ids[2]).await,
+        Err(DbError::NotFound(_))
+    ));
 }
