@@ -44,7 +44,7 @@ async fn tenant(db: &Database, name: &str, isolation: Isolation) -> TenantId {
     t.tenant_id
 }
 
-async fn create(db: &Database, t: TenantId, name: &str) -> Result<(), DbError> {
+async fn create(db: &Database, t: TenantId, name: &str) -> Result<ResourceId, DbError> {
     let args = name.to_owned();
     db.in_tenant(&TenantContext::new(t), &args, |scope, name| {
         Box::pin(async move {
@@ -54,7 +54,7 @@ async fn create(db: &Database, t: TenantId, name: &str) -> Result<(), DbError> {
                     data: json!({}).into(),
                 })
                 .await
-                .map(|_| ())
+                .map(|r| r.id)
         })
     })
     .await
@@ -115,7 +115,7 @@ fn writer(
             n += 1;
             let name = format!("{prefix}{n}");
             match create(&db, t, &name).await {
-                Ok(()) => {
+                Ok(_) => {
                     acked.insert(name.clone());
                 }
                 Err(e) => errors.push(format!("create {name}: {e:?}")),
@@ -4087,16 +4087,7 @@ async fn a_server_that_cached_a_tenants_route_before_another_moved_it_still_read
     let t = tenant(&mover, "moved", Isolation::Shared).await;
     let mut ids = Vec::new();
     for name in ["r1", "r2", "r3"] {
-        let mut scope = mover.tenant(TenantContext::new(t)).await.unwrap();
-        let r = scope
-            .create_resource(&NewResource {
-                name: name.into(),
-                data: json!({}).into(),
-            })
-            .await
-            .unwrap();
-        scope.commit().await.unwrap();
-        ids.push(r.id);
+        ids.push(create(&mover, t, name).await.unwrap());
     }
     own_sql(
         &mover,
@@ -4277,16 +4268,7 @@ async fn a_parent_whose_route_was_cached_before_another_server_moved_its_child_s
     admin.commit().await.unwrap();
     let mut ids = Vec::new();
     for (owner, name) in [(parent, "mine"), (child, "c1"), (child, "c2")] {
-        let mut scope = mover.tenant(TenantContext::new(owner)).await.unwrap();
-        let r = scope
-            .create_resource(&NewResource {
-                name: name.into(),
-                data: json!({}).into(),
-            })
-            .await
-            .unwrap();
-        scope.commit().await.unwrap();
-        ids.push(r.id);
+        ids.push(create(&mover, owner, name).await.unwrap());
     }
 
     let servers = servers_with_cached_route(&tdb, parent).await;
