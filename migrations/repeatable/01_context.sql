@@ -53,16 +53,13 @@ GRANT USAGE ON SCHEMA tenantry TO tenantry_server;
 --   tenantry_admin_v1_<actor>
 --       an administrative context (actor as hex): what tenantry_admin needs
 --       to change tenants (admin_context()). Transaction-local.
---   tenantry_c_<64 hex>_<key id>_<draw>[_<second>]
+--   tenantry_c_<64 hex>_<key id>_<draw>
 --       session value of a server connection between transactions: the
 --       commitment (SHA-256) of the secret its next transaction must reveal,
 --       the context key the session was opened with (retiring that key
---       ends the session within a second: 12_context_keys.sql), the
---       session's draw from tenantry.context_steps that made it (a rollback
---       restores an older value but not the older draw, so that value's
---       secret is refused), and the second (Unix time, rounded) in which
---       enter_context last found that key (none right after
---       open_context_session).
+--       ends the session: 12_context_keys.sql), and the session's draw from
+--       tenantry.context_steps that made it (a rollback restores an older
+--       value but not the older draw, so that value's secret is refused).
 --   '' (default)   no context: policies see no tenant, so no rows.
 --
 -- The migrating superuser lets the owner role (and so its SECURITY DEFINER
@@ -599,7 +596,6 @@ AS $$
 DECLARE
     session text := current_setting('backtrace_functions');
     part text;
-    this_second text;
     -- set_config's answers, unused: an assignment is evaluated as a simple
     -- expression, where PERFORM runs the executor (measured with callgrind:
     -- 17,000 instructions fewer per call, about 4 %).
@@ -622,28 +618,20 @@ BEGIN
         RETURN NULL;
     END IF;
     -- The key the session was opened with was retired (12_context_keys.sql):
-    -- the session ends with it. Looked up once per second of the clock
-    -- (clock_timestamp: not the transaction's or the statement's start, which
-    -- a session could hold still), not in every transaction: the lookup was
-    -- the largest part of this function (a query run through SPI, set up
-    -- again in every transaction; docs/benchmarks.md), and a retirement
-    -- reaches open sessions within a second, as every other change reaches
-    -- the servers.
-    this_second := date_part('epoch', clock_timestamp())::bigint::text;
-    IF split_part(session, '_', 6) IS DISTINCT FROM this_second
-       AND NOT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = split_part(session, '_', 4)::integer) THEN
+    -- the session ends with it.
+    IF NOT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = split_part(session, '_', 4)::integer) THEN
         RETURN NULL;
     END IF;
     part := tenantry.checked_context_part(tid, uid, tenant_part);
     IF part IS NULL THEN
         RETURN NULL;
     END IF;
-    done := set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || '_' || split_part(session, '_', 4) || '_' || nextval('tenantry.context_steps') || '_' || this_second, false);
+    done := set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || '_' || split_part(session, '_', 4) || '_' || nextval('tenantry.context_steps'), false);
     done := set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, grants, impersonator, part), true);
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) IS 'Server connections: this transaction''s tenant (or user, or administrative) context with the caller''s grants, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match, was made before (the session drew from context_steps since: a rolled-back transaction revealed it) or the session''s context key was retired (looked up once a second).';
+COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) IS 'Server connections: this transaction''s tenant (or user, or administrative) context with the caller''s grants, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match, was made before (the session drew from context_steps since: a rolled-back transaction revealed it) or the session''s context key was retired.';
 GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) TO tenantry_app, tenantry_admin;
 
 /**

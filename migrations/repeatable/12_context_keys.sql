@@ -8,14 +8,12 @@
 --   2. roll the servers         each restarted with the new key
 --                               (TENANTRY_CONTEXT_KEY); servers still on the
 --                               old key keep working meanwhile.
---   3. retire_context_key(old)  the old key stops verifying: contexts signed
---                               with it are refused from the commit on (NULL,
---                               no rows), and so are the open sessions of
---                               connections that opened with it within a
---                               second (enter_context looks the session's key
---                               up once a second, 01_context.sql; the CLI
---                               waits that second). A server still on it
---                               answers 503 and cannot open new sessions.
+--   3. retire_context_key(old)  the old key stops verifying at once: contexts
+--                               signed with it are refused (NULL, no rows), and
+--                               so are the open sessions of connections that
+--                               opened with it (enter_context checks the key of
+--                               the session, 01_context.sql). A server still on
+--                               it answers 503 and cannot open new sessions.
 --
 -- Operators only: the functions run as their caller (SECURITY INVOKER), and
 -- only the owner role (and a superuser) may touch context_keys; EXECUTE is
@@ -76,8 +74,8 @@ COMMENT ON FUNCTION tenantry.list_context_keys() IS 'Operators (owner role or su
 
 /**
  * Retires (deletes) a context key: from the commit on, contexts signed with
- * it are refused, and sessions opened with it within a second (no rows, the
- * server answers 503). TN404 for an unknown id; TN409 for the last key left, without which no
+ * it and sessions opened with it are refused (no rows, the server answers
+ * 503). TN404 for an unknown id; TN409 for the last key left, without which no
  * server could prove any context (add one first).
  */
 CREATE OR REPLACE FUNCTION tenantry.retire_context_key(retired integer)
@@ -98,4 +96,4 @@ BEGIN
     DELETE FROM tenantry.context_keys k WHERE k.key_id = retired;
 END
 $$;
-COMMENT ON FUNCTION tenantry.retire_context_key(integer) IS 'Operators (owner role or superuser): deletes a context key; contexts signed with it are refused from the commit on, sessions opened with it within a second (they look their key up once a second). TN404 unknown id, TN409 the last key. Granted to no role.';
+COMMENT ON FUNCTION tenantry.retire_context_key(integer) IS 'Operators (owner role or superuser): deletes a context key; contexts and sessions proven with it are refused from the commit on. TN404 unknown id, TN409 the last key. Granted to no role.';

@@ -3,24 +3,15 @@
 //! A rotation without downtime: [`add`] a key; restart each server with it
 //! (`TENANTRY_CONTEXT_KEY`) while the others keep verifying with the old one;
 //! then [`retire`] the old key. From that commit on, every context proven
-//! with it is refused: signed contexts at once, and the open sessions of
-//! connections that opened with it within [`SESSIONS_CHECK_THEIR_KEY_EVERY`]
-//! (the library closes them and answers [`crate::DbError::Unavailable`],
-//! 503); [`retire`] returns after that time.
-
-use std::time::Duration;
+//! with it is refused: signed contexts, and the open sessions of connections
+//! that opened with it, which the library closes and answers
+//! [`crate::DbError::Unavailable`] (503).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::ContextKey;
-
-/// How often a server connection's open context session looks its key up
-/// again (`enter_context`, once per second of the clock: the lookup was the
-/// largest part of every transaction's context); a retirement reaches the
-/// open sessions within this time after its commit.
-pub const SESSIONS_CHECK_THEIR_KEY_EVERY: Duration = Duration::from_secs(1);
 
 /// A context key as `tenantry.list_context_keys()` shows it: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,19 +73,13 @@ pub async fn list(client: &Client) -> Result<Vec<ContextKeyInfo>, tokio_postgres
 }
 
 /// Retires (deletes) key `id`: contexts and sessions proven with it are
-/// refused once this returns (it waits [`SESSIONS_CHECK_THEIR_KEY_EVERY`],
-/// and a little more, after the commit, for the open sessions to look their
-/// key up). Refuses an unknown id and the last key. `client` must not be in
-/// a transaction block (the retirement must have committed when it waits).
+/// refused from now on. Refuses an unknown id and the last key.
 pub async fn retire(client: &Client, id: i32) -> Result<(), ContextKeyError> {
     match client
         .execute("SELECT tenantry.retire_context_key($1)", &[&id])
         .await
     {
-        Ok(_) => {
-            tokio::time::sleep(SESSIONS_CHECK_THEIR_KEY_EVERY + Duration::from_millis(100)).await;
-            Ok(())
-        }
+        Ok(_) => Ok(()),
         Err(e) => Err(match e.as_db_error().map(|db| db.code().code()) {
             Some("TN404") => ContextKeyError::NotFound(id),
             Some("TN409") => ContextKeyError::LastKey(id),
