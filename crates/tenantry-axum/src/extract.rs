@@ -139,8 +139,10 @@ fn decodes_to_utf8(query: &str) -> bool {
     std::str::from_utf8(&decoded).is_ok()
 }
 
-/// A JSON body that may be absent (an empty body, or `null`): `None` then. A
-/// present body must be an `application/json` object, like [`Json`].
+/// A JSON body that may be absent (an empty body): `None` then. A present
+/// body must be an `application/json` object, like [`Json`]: `null` too is
+/// refused (400 `invalid_json`), as the OpenAPI document, whose optional
+/// bodies are a plain object schema, says.
 #[derive(Debug, Clone, Default)]
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -155,9 +157,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         }
         if !is_json {
             return Err(not_json());
-        }
-        if text == b"null" {
-            return Ok(Self(None));
         }
         json_object(text).map(|value| Self(Some(value)))
     }
