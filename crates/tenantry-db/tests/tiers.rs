@@ -31,17 +31,20 @@ const PROJECTS: &str = concat!(
 );
 
 async fn tenant(db: &Database, name: &str, isolation: Isolation) -> TenantId {
+    tenant_under(db, name, None, isolation).await
+}
+
+/// A tenant under `parent` (none: a root), created and committed.
+async fn tenant_under(
+    db: &Database,
+    name: &str,
+    parent: Option<TenantId>,
+    isolation: Isolation,
+) -> TenantId {
     let mut admin = db.admin("test").await.unwrap();
-    let t = admin
-        .create_tenant(&NewTenant {
-            name: name.into(),
-            isolation,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let t = member_tenant(&mut admin, name, parent, isolation).await;
     admin.commit().await.unwrap();
-    t.tenant_id
+    t
 }
 
 async fn create(db: &Database, t: TenantId, name: &str) -> Result<ResourceId, DbError> {
@@ -4208,17 +4211,7 @@ async fn a_pooled_tenant_with_a_schema_child_moved_by_another_server_never_reads
     su.batch_execute(PROJECTS).await.unwrap();
     let mover = tdb.database();
     let t = tenant(&mover, "parent", Isolation::Shared).await;
-    let mut admin = mover.admin("test").await.unwrap();
-    admin
-        .create_tenant(&NewTenant {
-            name: "child".into(),
-            parent_id: Some(t),
-            isolation: Isolation::Schema,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    admin.commit().await.unwrap();
+    tenant_under(&mover, "child", Some(t), Isolation::Schema).await;
     own_sql(&mover, t, "INSERT INTO projects (name) VALUES ('p1')")
         .await
         .unwrap();
@@ -4254,26 +4247,15 @@ async fn a_parent_whose_route_was_cached_before_another_server_moved_its_child_s
     su.batch_execute(PROJECTS).await.unwrap();
     let mover = tdb.database();
     let parent = tenant(&mover, "parent", Isolation::Shared).await;
-    let mut admin = mover.admin("test").await.unwrap();
-    let child = admin
-        .create_tenant(&NewTenant {
-            name: "child".into(),
-            parent_id: Some(parent),
-            isolation: Isolation::Shared,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .tenant_id;
-    admin.commit().await.unwrap();
+    let kid = tenant_under(&mover, "child", Some(parent), Isolation::Shared).await;
     let mut ids = Vec::new();
-    for (owner, name) in [(parent, "mine"), (child, "c1"), (child, "c2")] {
+    for (owner, name) in [(parent, "mine"), (kid, "c1"), (kid, "c2")] {
         ids.push(create(&mover, owner, name).await.unwrap());
     }
 
     let servers = servers_with_cached_route(&tdb, parent).await;
     mover
-        .move_tenant("test", child, Isolation::Schema, 100, |_| {})
+        .move_tenant("test", kid, Isolation::Schema, 100, |_| {})
         .await
         .unwrap();
     stale_servers_find_every_resource(&servers, parent, &ids).await;
@@ -4297,7 +4279,7 @@ async fn a_parent_whose_route_was_cached_before_another_server_moved_its_child_s
         .await
         .expect("the child's resource is deleted where its tier keeps it");
     scope.commit().await.unwrap();
-    let mut scope = mover.tenant(TenantContext::new(child)).await.unwrap();
+    let mut scope = mover.tenant(TenantContext::new(kid)).await.unwrap();
     assert_eq!(scope.get_resource(ids[1]).await.unwrap().name, "c1 renamed");
     assert!(matches!(
         scope.get_resource(ids[2]).await,
