@@ -549,9 +549,15 @@ impl TenantScope {
         }
         // Only when the tenant's tables are elsewhere now (one key lookup),
         // not for every missing id: the family is every schema tenant's table.
+        // A pooled route also asks about the descendants its part lists (a
+        // schema tenant with descendants reads the family already).
         let now = self
             .rows(
-                "SELECT tenantry.tenant_home_schema(), tenantry.context_route_current()",
+                if route == Route::Pooled {
+                    "SELECT tenantry.tenant_home_schema(), tenantry.context_route_current()"
+                } else {
+                    "SELECT tenantry.tenant_home_schema(), true"
+                },
                 &[],
                 &[],
             )
@@ -562,8 +568,7 @@ impl TenantScope {
             _ => home.as_deref() != Some("tenantry"),
         };
         if still_home {
-            let current = now.first().and_then(|r| r.get(1)).unwrap_or(true);
-            if current || route != Route::Pooled {
+            if now.first().and_then(|r| r.get(1)).unwrap_or(true) {
                 return Ok(rows);
             }
             // A descendant's rows left the pooled table: the whole family.
