@@ -4001,14 +4001,7 @@ async fn stale_servers_see_every_row(servers: &[Database], t: TenantId, ids: &[R
     // One row by its key, as a handler reads it: the row, or a refusal to
     // retry (its own scope), never "no such row".
     const ONE: &str = "SELECT name FROM projects WHERE name = 'p1'";
-    stale_key_read_is_the_row_or_refused(&servers[6], t, ONE).await;
-    let found = servers[7]
-        .in_tenant(&TenantContext::new(t), &(), |scope, ()| {
-            Box::pin(async move { scope.query_one::<(String,)>(ONE, &[]).await })
-        })
-        .await
-        .unwrap();
-    assert_eq!(found.0, "p1");
+    stale_key_reads_find_the_row(&servers[6], &servers[7], t, ONE).await;
 }
 
 /// The resource half of [`stale_servers_see_every_row`]: every resource by
@@ -4061,14 +4054,29 @@ async fn stale_servers_find_every_resource(servers: &[Database], t: TenantId, id
     assert_eq!(listed.items.len(), ids.len(), "listing in a unit of work");
 }
 
-/// A read of one row by its key through `server`'s stale route, in a scope
-/// of its own: the row, or a refusal to retry; never "no such row".
-async fn stale_key_read_is_the_row_or_refused(server: &Database, t: TenantId, sql: &str) {
-    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+/// The row `p1` read by its key (`sql`) through two servers' stale routes: in
+/// a scope of its own by `own_scope` (`query_opt`: the row, or a refusal to
+/// retry; never "no such row"), and in a unit of work by `unit` (`query_one`,
+/// retried: the row).
+async fn stale_key_reads_find_the_row(
+    own_scope: &Database,
+    unit: &Database,
+    t: TenantId,
+    sql: &'static str,
+) {
+    let mut scope = own_scope.tenant(TenantContext::new(t)).await.unwrap();
     match scope.query_opt::<(String,)>(sql, &[]).await {
         Ok(found) => assert_eq!(found, Some(("p1".to_owned(),))),
         Err(e) => assert!(matches!(e, DbError::Contention(_)), "{e:?}"),
     }
+    drop(scope);
+    let found = unit
+        .in_tenant(&TenantContext::new(t), &(), |scope, ()| {
+            Box::pin(async move { scope.query_one::<(String,)>(sql, &[]).await })
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.0, "p1");
 }
 
 /// Regression: a tenant moved to the schema tier by another server (or
@@ -4222,14 +4230,7 @@ async fn a_pooled_tenant_with_a_schema_child_moved_by_another_server_never_reads
         .unwrap();
     const ONE: &str =
         "SELECT name FROM projects WHERE name = 'p1' AND tenant_id = tenantry.current_tenant_id()";
-    stale_key_read_is_the_row_or_refused(&servers[0], t, ONE).await;
-    let found = servers[1]
-        .in_tenant(&TenantContext::new(t), &(), |scope, ()| {
-            Box::pin(async move { scope.query_one::<(String,)>(ONE, &[]).await })
-        })
-        .await
-        .unwrap();
-    assert_eq!(found.0, "p1");
+    stale_key_reads_find_the_row(&servers[0], &servers[1], t, ONE).await;
 }
 
 /// A parent's cached route and its child's move: a pooled parent whose part
