@@ -39,13 +39,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
-        RAISE EXCEPTION 'a row of %.% cannot move to another tenant', TG_TABLE_SCHEMA, TG_TABLE_NAME
+        RAISE EXCEPTION 'a row of %.% cannot move to another tenant', quote_ident(TG_TABLE_SCHEMA), quote_ident(TG_TABLE_NAME)
             USING ERRCODE = 'TN422', HINT = 'tenant_id';
     END IF;
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION tenantry.keep_tenant_id() IS 'Trigger on every adopted table: an UPDATE may not change tenant_id (TN422), not even within the caller''s own subtree.';
+COMMENT ON FUNCTION tenantry.keep_tenant_id() IS 'Trigger on every adopted table: an UPDATE may not change tenant_id (TN422), not even within the caller''s own subtree: neither by its SET list (BEFORE UPDATE OF tenant_id) nor by a trigger of the team''s that sets it (AFTER UPDATE, when the row as written has another tenant_id).';
 
 /** The policy predicate of an adopted table, as PostgreSQL prints it back. */
 CREATE OR REPLACE FUNCTION tenantry.tenant_table_predicate(hierarchy boolean)
@@ -351,6 +351,14 @@ AS $$
     CROSS JOIN LATERAL (VALUES
         (1, 'tenantry_keep_tenant_id'::name,
          format('CREATE TRIGGER tenantry_keep_tenant_id BEFORE UPDATE OF tenant_id ON %s FOR EACH ROW EXECUTE FUNCTION tenantry.keep_tenant_id()', tbl),
+         true),
+        -- A BEFORE trigger of the team's that sets tenant_id (a "stamp the
+        -- current tenant" trigger) changes the row after the SET list was
+        -- read, and may fire after the one above: this one sees the row as
+        -- written. Its condition is checked without a call, so an update
+        -- that leaves tenant_id alone pays nothing.
+        (6, 'tenantry_keep_tenant_id_written'::name,
+         format('CREATE TRIGGER tenantry_keep_tenant_id_written AFTER UPDATE ON %s FOR EACH ROW WHEN ((old.tenant_id IS DISTINCT FROM new.tenant_id)) EXECUTE FUNCTION tenantry.keep_tenant_id()', tbl),
          true),
         (2, 'tenant_tier_lock',
          format('CREATE TRIGGER tenant_tier_lock BEFORE INSERT OR DELETE OR UPDATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION tenantry.tenant_tier_lock()', tbl),
@@ -776,7 +784,7 @@ BEGIN
         -- timing or column list would let rows move between tenants or a
         -- deleted row's shares pass to a later row with its key.
         FOR pol IN
-            SELECT CASE WHEN e.tgname = 'tenantry_keep_tenant_id' THEN 'keep_tenant'
+            SELECT CASE WHEN e.tgname IN ('tenantry_keep_tenant_id', 'tenantry_keep_tenant_id_written') THEN 'keep_tenant'
                         WHEN e.tgname IN ('tenant_tier_lock', 'tenant_row_home') THEN 'tier_triggers'
                         ELSE 'sharing_triggers' END AS rule
             FROM tenantry.adopted_table_triggers(t.table_id, t.sharing) e
@@ -2068,6 +2076,7 @@ BEGIN
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenant_tier_lock');
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenant_row_home');
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_keep_tenant_id');
+    PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_keep_tenant_id_written');
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_shared_rows_follow');
     PERFORM tenantry.drop_trigger_if_any(tbl, 'tenantry_shared_rows_truncated');
     EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP DEFAULT', tbl);

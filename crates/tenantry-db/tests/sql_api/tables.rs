@@ -1601,6 +1601,7 @@ async fn the_doctor_names_tenantrys_triggers_set_to_fire_only_on_replicas_or_rem
     exec(
         &m,
         "ALTER TABLE boards ENABLE REPLICA TRIGGER tenantry_keep_tenant_id;
+         ALTER TABLE boards ENABLE REPLICA TRIGGER tenantry_keep_tenant_id_written;
          CREATE OR REPLACE TRIGGER tenantry_shared_rows_follow AFTER DELETE OR UPDATE OF id ON boards
              FOR EACH STATEMENT EXECUTE FUNCTION tenantry.shared_rows_follow();
          CREATE OR REPLACE TRIGGER tenant_row_home BEFORE INSERT OR UPDATE OR DELETE ON boards
@@ -1643,6 +1644,41 @@ async fn the_doctor_names_tenantrys_triggers_set_to_fire_only_on_replicas_or_rem
         "TN422",
     )
     .await;
+}
+
+/// A team's own BEFORE trigger that stamps the current tenant on every
+/// written row (found by an outside review: the guard fired only for an
+/// UPDATE naming tenant_id, so a parent's `UPDATE … SET name` through such a
+/// trigger took its child's row, and the doctor saw nothing wrong). The row
+/// as written is checked too: the parent's update is refused and the row
+/// stays the child's; the child's own update, which stamps its own id, goes on.
+#[tokio::test]
+async fn a_trigger_of_the_teams_that_stamps_the_current_tenant_cannot_move_a_childs_row_to_its_parent() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, a, child, _b) = boards(&tdb).await;
+    exec(
+        &m,
+        "CREATE FUNCTION stamp_tenant() RETURNS trigger LANGUAGE plpgsql AS
+             'BEGIN NEW.tenant_id := tenantry.current_tenant_id(); RETURN NEW; END';
+         CREATE TRIGGER a_stamp BEFORE INSERT OR UPDATE ON boards FOR EACH ROW EXECUTE FUNCTION stamp_tenant();
+         CREATE TRIGGER z_stamp BEFORE INSERT OR UPDATE ON boards FOR EACH ROW EXECUTE FUNCTION stamp_tenant();",
+    )
+    .await;
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    set_context(&app, child).await;
+    exec(&app, "INSERT INTO boards (name) VALUES ('the child''s')").await;
+    set_context(&app, a).await;
+    denied(&app, "UPDATE boards SET name = 'the parent''s now'", "TN422").await;
+    assert_eq!(
+        strings(&app, "SELECT tenant_id::text || ' ' || name FROM boards").await,
+        [format!("{child} the child's")]
+    );
+    set_context(&app, child).await;
+    exec(&app, "UPDATE boards SET name = 'renamed by the child'").await;
+    assert_eq!(
+        strings(&app, "SELECT tenant_id::text || ' ' || name FROM boards").await,
+        [format!("{child} renamed by the child")]
+    );
 }
 
 #[tokio::test]
