@@ -644,8 +644,10 @@ BEGIN
                 fix := format('ALTER TABLE %s OWNER TO tenantry_owner;', part.rel);
                 RETURN NEXT;
             END IF;
-            -- Exactly tenantry's policies: tenant_isolation, for tenantry_app_own,
-            -- and with a write permission its restrictive policies, as adopt_table made them.
+            -- Exactly tenantry's permissive policy, tenant_isolation for
+            -- tenantry_app_own, and with a write permission its restrictive
+            -- policies, as adopt_table made them. Restrictive policies of the
+            -- team's own only narrow what tenants reach: they stay.
             FOR pol IN
                 SELECT p.polname,
                        p.polname = 'tenant_isolation'
@@ -658,6 +660,8 @@ BEGIN
                                FROM unnest(p.polroles) r(oid))) AS what
                 FROM pg_catalog.pg_policy p
                 WHERE p.polrelid = part.rel
+                  AND (p.polpermissive OR p.polname = 'tenant_isolation'
+                       OR p.polname IN (SELECT w.polname FROM tenantry.write_permission_policies() w))
                   AND NOT (p.polname = 'tenant_isolation' AND p.polpermissive AND p.polcmd = '*'
                            AND p.polroles = ARRAY['tenantry_app_own'::regrole::oid]
                            AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy)
@@ -1383,6 +1387,7 @@ AS $$
 DECLARE
     rel record;
     coltype oid;
+    own_policies text;
 BEGIN
     SELECT c.oid, c.relkind, c.relpersistence, c.relispartition, c.relowner, n.nspname
       INTO rel
@@ -1461,19 +1466,21 @@ BEGIN
                 HINT = format('In your migration, before adopting (as the schema''s owner): GRANT CREATE ON SCHEMA %I TO tenantry_owner;', rel.nspname);
         END IF;
     END IF;
-    -- Policies of its own could widen what tenants reach (permissive policies are OR'd).
-    IF EXISTS (
-        SELECT 1 FROM tenantry.table_and_partitions(tbl) p(p)
+    -- Permissive policies of its own would widen what tenants reach
+    -- (permissive policies are OR'd). Restrictive ones (AND'd) only narrow
+    -- it: a team's own condition, such as tenantry.authorize('x.read'), stays.
+    own_policies := (
+        SELECT string_agg(DISTINCT pol.polname, ', ' ORDER BY pol.polname)
+        FROM tenantry.table_and_partitions(tbl) p(p)
         JOIN pg_catalog.pg_policy pol ON pol.polrelid = p.p
-        WHERE NOT ((pol.polname = 'tenant_isolation'
-                    OR pol.polname IN (SELECT w.polname FROM tenantry.write_permission_policies() w))
-                   AND EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl))
-    ) THEN
-        RAISE EXCEPTION 'cannot adopt %: it has row level security policies of its own (%), which would widen what tenants reach',
-            tbl, (SELECT string_agg(DISTINCT pol.polname, ', ') FROM tenantry.table_and_partitions(tbl) p(p)
-                   JOIN pg_catalog.pg_policy pol ON pol.polrelid = p.p)
+        WHERE pol.polpermissive
+          AND NOT (pol.polname = 'tenant_isolation'
+                   AND EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl)));
+    IF own_policies IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot adopt %: it has permissive row level security policies of its own (%), which would widen what tenants reach',
+            tbl, own_policies
             USING ERRCODE = 'TN422',
-            HINT = 'Drop them (DROP POLICY ... ON ...); tenantry''s policy decides which tenant reaches which row.';
+            HINT = 'Drop them (DROP POLICY ... ON ...), or make them AS RESTRICTIVE, which can only narrow what tenantry''s policy lets a tenant reach.';
     END IF;
 
 
@@ -1498,7 +1505,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the rule and changing nothing, what adopt_table() can never adopt: views (use security_invoker), materialized views, foreign, temporary and unlogged tables, tenantry''s own tables, partitions and inheritance children (adopt the parent), inheritance parents, tables owned by a role that acts for tenants, tables with policies of their own, a tenant_id that is not uuid or is generated, keys without tenant_id; and callers who cannot hand the table to tenantry_owner (not its owner, not a member of tenantry_owner, or, unless a superuser, in a schema where tenantry_owner may not create).';
+COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the rule and changing nothing, what adopt_table() can never adopt: views (use security_invoker), materialized views, foreign, temporary and unlogged tables, tenantry''s own tables, partitions and inheritance children (adopt the parent), inheritance parents, tables owned by a role that acts for tenants, tables with permissive policies of their own (restrictive ones only narrow and stay), a tenant_id that is not uuid or is generated, keys without tenant_id; and callers who cannot hand the table to tenantry_owner (not its owner, not a member of tenantry_owner, or, unless a superuser, in a schema where tenantry_owner may not create).';
 
 /** Whether this is a Citus coordinator on which tenantry's tenant tables are distributed. */
 CREATE OR REPLACE FUNCTION tenantry.citus_distributed()
@@ -1804,7 +1811,7 @@ BEGIN
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with policies of their own, keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id or between a table with hierarchy and one without. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with permissive policies of their own (restrictive ones stay), keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id or between a table with hierarchy and one without. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
 
 /**
  * The refusals of adopt_table that depend on its options (sharing needs a

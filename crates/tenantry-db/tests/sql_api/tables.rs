@@ -1681,6 +1681,52 @@ async fn a_trigger_of_the_teams_that_stamps_the_current_tenant_cannot_move_a_chi
     );
 }
 
+/// A restrictive policy of the team's only narrows what tenantry's policy
+/// lets a tenant reach (found by an outside review: docs/people.md invites
+/// the team's own policies calling `tenantry.authorize`, but adopting such
+/// a table was refused as "widening", with tenantry's own policy named among
+/// the culprits, and the doctor asked to drop it). It is kept by adoption,
+/// adopting again and the doctor; a permissive one is still refused and
+/// named alone.
+#[tokio::test]
+async fn a_restrictive_policy_of_the_teams_narrows_an_adopted_table_and_passes_adoption_and_the_doctor() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, a, _child, b) = boards(&tdb).await;
+    exec(
+        &m,
+        "ALTER TABLE boards ADD COLUMN archived boolean NOT NULL DEFAULT false;
+         CREATE POLICY live_only ON boards AS RESTRICTIVE FOR SELECT TO tenantry_app_own
+             USING (NOT archived AND tenantry.authorize('resources.read'));
+         SELECT adopt_table('boards');",
+    )
+    .await;
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    set_context(&app, a).await;
+    exec(
+        &app,
+        "INSERT INTO boards (name) VALUES ('live'); INSERT INTO boards (name, archived) VALUES ('archived', true)",
+    )
+    .await;
+    assert_eq!(strings(&app, "SELECT name FROM boards").await, ["live"]);
+    set_context(&app, b).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM boards").await, 0);
+    // A permissive policy still widens: refused, named alone, nothing changed.
+    exec(
+        &m,
+        "CREATE POLICY everyone ON boards FOR SELECT TO tenantry_app_own USING (true)",
+    )
+    .await;
+    let refused = denied(&m, "SELECT adopt_table('boards')", "TN422").await;
+    assert!(
+        refused.contains("permissive row level security policies of its own (everyone)"),
+        "{refused}"
+    );
+    assert_eq!(
+        findings(&m).await,
+        ["policies: policy everyone is not tenantry's (permissive SELECT for tenantry_app_own) => DROP POLICY everyone ON public.boards;"]
+    );
+}
+
 #[tokio::test]
 async fn the_doctor_names_an_inheritance_child_of_an_adopted_table_through_which_a_tenant_plants_rows_for_another(
 ) {
