@@ -834,6 +834,40 @@ BEGIN
                   SELECT 1 FROM unnest(k.conkey, k.confkey) AS pair(src, dst)
                   WHERE (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.conrelid AND a.attnum = pair.src) = 'tenant_id'
                     AND (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.confrelid AND a.attnum = pair.dst) = 'tenant_id');
+        -- A foreign key whose action would clear or reset tenant_id (ON
+        -- DELETE SET NULL or SET DEFAULT without a column list that leaves
+        -- it out, ON UPDATE SET NULL or SET DEFAULT): a row cannot change
+        -- tenant, so every delete (update) the action reaches would fail
+        -- (found by an outside review). PostgreSQL 15 takes a column list
+        -- for ON DELETE only.
+        RETURN QUERY
+            SELECT t.table_id::text, 'foreign_key_actions'::text,
+                   format('foreign key %I would set tenant_id by its action (%s), and a row cannot change tenant: the deletes and updates it reaches would fail',
+                          k.conname,
+                          concat_ws(', ',
+                                    CASE WHEN k.confupdtype IN ('n', 'd') THEN 'ON UPDATE ' || CASE k.confupdtype WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END END,
+                                    CASE WHEN k.confdeltype IN ('n', 'd') AND (k.confdelsetcols IS NULL OR cardinality(k.confdelsetcols) = 0 OR tid.attnum = ANY (k.confdelsetcols))
+                                         THEN 'ON DELETE ' || CASE k.confdeltype WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END END)),
+                   format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s;',
+                          k.conrelid::regclass, k.conname, k.conname,
+                          regexp_replace(regexp_replace(pg_catalog.pg_get_constraintdef(k.oid),
+                                                        ' ON UPDATE SET (NULL|DEFAULT)', ''),
+                                         ' ON DELETE SET (NULL|DEFAULT)( \([^)]*\))?',
+                                         -- The key's other columns (none: no action).
+                                         coalesce(' ON DELETE SET \1 (' ||
+                                                  (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY c.ord)
+                                                   FROM unnest(k.conkey) WITH ORDINALITY c(attnum, ord)
+                                                   JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = c.attnum
+                                                   WHERE a.attname <> 'tenant_id') || ')', '')))
+            FROM pg_catalog.pg_constraint k
+            JOIN pg_catalog.pg_attribute tid
+              ON tid.attrelid = k.conrelid AND tid.attname = 'tenant_id' AND NOT tid.attisdropped
+            WHERE k.contype = 'f' AND k.conrelid = t.table_id
+              AND tid.attnum = ANY (k.conkey)
+              AND (k.confupdtype IN ('n', 'd')
+                   OR (k.confdeltype IN ('n', 'd')
+                       AND (k.confdelsetcols IS NULL OR cardinality(k.confdelsetcols) = 0 OR tid.attnum = ANY (k.confdelsetcols))))
+            ORDER BY k.conname;
         -- A foreign key from a table whose tenants reach their descendants'
         -- rows (hierarchy) to one whose tenants do not: a parent may write a
         -- row naming its child's tenant there, and the key's refusal (or its
@@ -1207,7 +1241,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**

@@ -212,6 +212,14 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
             "",
         ),
         (
+            "update_set_default_fk",
+            "CREATE TABLE update_set_default_fk (tenant_id uuid NOT NULL, id int, adopted_id uuid,
+                 PRIMARY KEY (tenant_id, id),
+                 FOREIGN KEY (tenant_id, adopted_id) REFERENCES adopted ON UPDATE SET DEFAULT ON DELETE CASCADE)",
+            "would set tenant_id by its action (ON UPDATE SET DEFAULT)",
+            "REFERENCES public.adopted(tenant_id, id) ON DELETE CASCADE;",
+        ),
+        (
             "own_policy",
             "CREATE TABLE own_policy (tenant_id uuid); ALTER TABLE own_policy ENABLE ROW LEVEL SECURITY;
              CREATE POLICY everyone ON own_policy USING (true)",
@@ -329,6 +337,66 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
     assert_eq!(
         strings(&m, "SELECT tenant_id::text FROM orphans").await,
         [a.to_string()]
+    );
+}
+
+/// A foreign key whose `ON DELETE SET NULL` names no columns would clear
+/// `tenant_id` too, which a row of an adopted table may never change (found
+/// by an outside review: adopted without a word, every delete of a project
+/// with comments then failed with TN422). Adoption is refused naming the
+/// action; its fix, applied as given, sets the key's other columns only, and
+/// deleting the project keeps the comment in its tenant.
+#[tokio::test]
+async fn a_foreign_key_that_would_clear_tenant_id_is_refused_and_its_fix_keeps_the_row_in_its_tenant() {
+    let tdb = TestDatabase::new().await;
+    let (m, admin, app) = (migrator(&tdb).await, admin(&tdb).await, app(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    exec(
+        &m,
+        "CREATE TABLE projects (tenant_id uuid NOT NULL, id int, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('projects');
+         CREATE TABLE comments (tenant_id uuid NOT NULL, id int, project_id int, body text,
+             PRIMARY KEY (tenant_id, id),
+             FOREIGN KEY (tenant_id, project_id) REFERENCES projects ON DELETE SET NULL);",
+    )
+    .await;
+    let err = m
+        .query("SELECT adopt_table('comments')", &[])
+        .await
+        .expect_err("adopted");
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "TN422", "{}", describe(&err));
+    let detail = db.detail().unwrap_or_default().to_owned();
+    assert!(
+        detail.contains("[foreign_key_actions]: foreign key comments_tenant_id_project_id_fkey would set tenant_id by its action (ON DELETE SET NULL)"),
+        "{detail}"
+    );
+    let fix = detail
+        .split_once("(fix: ")
+        .and_then(|(_, f)| f.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{detail}"));
+    assert_eq!(
+        fix,
+        "ALTER TABLE public.comments DROP CONSTRAINT comments_tenant_id_project_id_fkey, ADD CONSTRAINT comments_tenant_id_project_id_fkey FOREIGN KEY (tenant_id, project_id) REFERENCES public.projects(tenant_id, id) ON DELETE SET NULL (project_id);"
+    );
+    exec(&m, fix).await;
+    exec(&m, "SELECT adopt_table('comments')").await;
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    exec(&app, "SET search_path = public, tenantry").await;
+    set_context(&app, a).await;
+    exec(
+        &app,
+        "INSERT INTO projects (id) VALUES (1); INSERT INTO comments (id, project_id, body) VALUES (1, 1, 'kept');
+         DELETE FROM projects WHERE id = 1;",
+    )
+    .await;
+    assert_eq!(
+        strings(
+            &app,
+            "SELECT format('%s %s %s', tenant_id, coalesce(project_id::text, 'none'), body) FROM comments"
+        )
+        .await,
+        [format!("{a} none kept")]
     );
 }
 
