@@ -2086,6 +2086,12 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION '% is not an adopted table', tbl USING ERRCODE = 'TN404';
     END IF;
+    -- The role that owned it before may be gone (dropped once it owned
+    -- nothing): the caller takes it, and is told.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = entry.previous_owner) THEN
+        RAISE WARNING 'the role % that owned % before its adoption no longer exists: % takes it', entry.previous_owner, tbl, current_user;
+        entry.previous_owner := current_user;
+    END IF;
     IF NOT pg_catalog.pg_has_role(current_user, 'tenantry_owner', 'USAGE')
        OR NOT pg_catalog.pg_has_role(current_user, entry.previous_owner, 'USAGE') THEN
         RAISE EXCEPTION 'cannot release %: % cannot hand it back to %', tbl, current_user, entry.previous_owner
@@ -2146,7 +2152,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner. The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family).';
+COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner (to the caller, with a warning, when that role no longer exists). The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family).';
 
 -- -----------------------------------------------------------------------------
 -- Sharing rows of adopted tables (adopt_table(sharing => true)): the guide's

@@ -636,6 +636,37 @@ async fn release_table_gives_the_table_back_without_row_level_security_and_keeps
     denied(&m, "SELECT release_table('notes')", "TN404").await;
 }
 
+/// The role that owned a table before its adoption may be dropped once it
+/// owns nothing (found by an outside review: release_table then failed with
+/// "role … does not exist"). The caller takes the table back, warned.
+#[tokio::test]
+async fn release_table_hands_the_table_to_the_caller_when_its_previous_owner_was_dropped() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    let gone = unique_role("gone_migrator");
+    exec(
+        &m,
+        &format!(
+            "CREATE ROLE {gone} NOLOGIN;
+             CREATE TABLE notes (tenant_id uuid NOT NULL, body text);
+             ALTER TABLE notes OWNER TO {gone};
+             SELECT adopt_table('notes');
+             DROP ROLE {gone};"
+        ),
+    )
+    .await;
+    exec(&m, "SELECT release_table('notes')").await;
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT (relowner::regrole::text = current_user)::text || ' ' || relrowsecurity::text FROM pg_class WHERE oid = 'notes'::regclass"
+        )
+        .await,
+        ["true false"]
+    );
+    assert_eq!(count(&m, "SELECT count(*) FROM tenant_tables").await, 0);
+}
+
 #[tokio::test]
 async fn a_partitioned_table_is_adopted_with_every_partition_and_partitions_grant_nothing() {
     let tdb = TestDatabase::new().await;
