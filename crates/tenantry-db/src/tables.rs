@@ -570,22 +570,43 @@ async fn backfill(
             {
                 Ok(row) => row.get(0),
                 Err(e) => {
-                    // One tenant for every row: when it does not exist, no
-                    // batch wrote anything, and the refusal changes nothing.
                     let refused = TableError::from(e);
-                    if let (Some(_), 0, false, TableError::Refused { code, message, .. }) =
-                        (tenant, state.rows, prepared_before, &refused)
+                    // A batch refused (no tenant, or one that does not exist,
+                    // for a row): step 1's constraints, which make every new
+                    // row name a tenant, would otherwise stop the team's
+                    // application from writing until the data is fixed (found
+                    // by an outside review). A run that made them takes them
+                    // back (and tenant_id, when it added it and no batch gave
+                    // a row a tenant); the rows given one keep it, and running
+                    // again resumes.
+                    if let (
+                        false,
+                        TableError::Refused {
+                            code,
+                            message,
+                            hint,
+                            ..
+                        },
+                    ) = (prepared_before, &refused)
                     {
                         if code == "TN422" {
                             undo_backfill_prepare(client, table, had_tenant_column).await?;
+                            let find = hint
+                                .as_deref()
+                                .and_then(|h| h.split(" Or give the table back").next())
+                                .filter(|_| tenant.is_none());
+                            let hint = match (find, state.rows) {
+                                (Some(find), 0) => format!("{find} The table was left as it was."),
+                                (Some(find), n) => format!(
+                                    "{find} The constraints this run added were taken back, so your application writes                                      as before; the {n} rows given a tenant so far keep it."
+                                ),
+                                (None, _) => "Name an existing tenant (tenantry tenant list); the table was left as it was.".into(),
+                            };
                             return Err(TableError::Refused {
                                 code: code.clone(),
                                 message: message.clone(),
                                 detail: None,
-                                hint: Some(
-                                    "Name an existing tenant (tenantry tenant list); the table was left as it was."
-                                        .into(),
-                                ),
+                                hint: Some(hint),
                             });
                         }
                     }

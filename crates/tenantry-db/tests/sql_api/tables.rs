@@ -347,7 +347,8 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
 /// action; its fix, applied as given, sets the key's other columns only, and
 /// deleting the project keeps the comment in its tenant.
 #[tokio::test]
-async fn a_foreign_key_that_would_clear_tenant_id_is_refused_and_its_fix_keeps_the_row_in_its_tenant() {
+async fn a_foreign_key_that_would_clear_tenant_id_is_refused_and_its_fix_keeps_the_row_in_its_tenant(
+) {
     let tdb = TestDatabase::new().await;
     let (m, admin, app) = (migrator(&tdb).await, admin(&tdb).await, app(&tdb).await);
     let a = create_tenant(&admin, "a", None).await;
@@ -1752,7 +1753,8 @@ async fn the_doctor_names_tenantrys_triggers_set_to_fire_only_on_replicas_or_rem
 /// as written is checked too: the parent's update is refused and the row
 /// stays the child's; the child's own update, which stamps its own id, goes on.
 #[tokio::test]
-async fn a_trigger_of_the_teams_that_stamps_the_current_tenant_cannot_move_a_childs_row_to_its_parent() {
+async fn a_trigger_of_the_teams_that_stamps_the_current_tenant_cannot_move_a_childs_row_to_its_parent(
+) {
     let tdb = TestDatabase::new().await;
     let (m, app, a, child, _b) = boards(&tdb).await;
     exec(
@@ -1767,7 +1769,12 @@ async fn a_trigger_of_the_teams_that_stamps_the_current_tenant_cannot_move_a_chi
     set_context(&app, child).await;
     exec(&app, "INSERT INTO boards (name) VALUES ('the child''s')").await;
     set_context(&app, a).await;
-    denied(&app, "UPDATE boards SET name = 'the parent''s now'", "TN422").await;
+    denied(
+        &app,
+        "UPDATE boards SET name = 'the parent''s now'",
+        "TN422",
+    )
+    .await;
     assert_eq!(
         strings(&app, "SELECT tenant_id::text || ' ' || name FROM boards").await,
         [format!("{child} the child's")]
@@ -1788,7 +1795,8 @@ async fn a_trigger_of_the_teams_that_stamps_the_current_tenant_cannot_move_a_chi
 /// adopting again and the doctor; a permissive one is still refused and
 /// named alone.
 #[tokio::test]
-async fn a_restrictive_policy_of_the_teams_narrows_an_adopted_table_and_passes_adoption_and_the_doctor() {
+async fn a_restrictive_policy_of_the_teams_narrows_an_adopted_table_and_passes_adoption_and_the_doctor(
+) {
     let tdb = TestDatabase::new().await;
     let (m, app, a, _child, b) = boards(&tdb).await;
     exec(
@@ -2110,6 +2118,89 @@ async fn backfilling_existing_rows_for_a_tenant_that_does_not_exist_is_refused_a
         // The application's own writes go on as before.
         exec(&m, &format!("INSERT INTO {table} (id) VALUES (1000)")).await;
     }
+}
+
+/// A batched backfill through the library (`tenantry table adopt
+/// --existing-rows-tenant-expression`) whose expression finds no tenant for a
+/// row halfway (found by an outside review: the NOT VALID constraints it had
+/// added stayed, and the team's application could no longer insert a row
+/// without a tenant). The constraints are taken back, the rows given a tenant
+/// keep it, the application writes as before, and the next run resumes.
+#[tokio::test]
+async fn a_library_backfill_refused_halfway_takes_its_constraints_back_and_resumes_once_fixed() {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    exec(
+        &m,
+        &format!(
+            "CREATE TABLE orders (id bigserial, customer text NOT NULL);
+             CREATE TABLE customers (name text PRIMARY KEY, tenant uuid);
+             INSERT INTO customers VALUES ('x', '{a}'), ('lost', NULL);
+             INSERT INTO orders (customer) SELECT CASE WHEN i = 700 THEN 'lost' ELSE 'x' END
+               FROM generate_series(1, 1000) i;"
+        ),
+    )
+    .await;
+    let options = tenantry_db::AdoptOptions {
+        existing_rows: tenantry_db::ExistingRows::Expression(
+            "(SELECT c.tenant FROM public.customers c WHERE c.name = customer)".into(),
+        ),
+        pages_per_batch: 1,
+        ..Default::default()
+    };
+    match tenantry_db::tables::adopt_table(&m, "orders", &options, |_| {}).await {
+        Err(tenantry_db::TableError::Refused {
+            code,
+            message,
+            hint,
+            ..
+        }) => {
+            assert_eq!(code, "TN422");
+            assert!(
+                message.contains("gave no tenant for a row of public.orders"),
+                "{message}"
+            );
+            let hint = hint.unwrap_or_default();
+            assert!(
+                hint.contains("Find the rows") && hint.contains("were taken back"),
+                "{hint}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        count(
+            &m,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND conname LIKE 'tenantry%'"
+        )
+        .await,
+        0
+    );
+    let given = count(
+        &m,
+        "SELECT count(*) FROM orders WHERE tenant_id IS NOT NULL",
+    )
+    .await;
+    assert!(given > 0 && given < 1000, "{given}");
+    // The application's own writes go on as before.
+    exec(&m, "INSERT INTO orders (customer) VALUES ('x')").await;
+    exec(
+        &m,
+        &format!("UPDATE customers SET tenant = '{a}' WHERE name = 'lost'"),
+    )
+    .await;
+    tenantry_db::tables::adopt_table(&m, "orders", &options, |_| {})
+        .await
+        .expect("resumed");
+    assert_eq!(
+        count(
+            &m,
+            &format!("SELECT count(*) FROM orders WHERE tenant_id = '{a}'")
+        )
+        .await,
+        1001
+    );
 }
 
 #[tokio::test]
