@@ -1926,7 +1926,7 @@ BEGIN
     -- its family's, its owner and row level security tenantry's.
     IF change ~* '^\s*(rename\s+to|set\s+schema|owner\s+to|(enable|disable|force|no\s+force)\s+row\s+level\s+security|(no\s+)?inherit|attach|detach)\M' THEN
         RAISE EXCEPTION 'alter_tenant_table changes the shape of %, not its name, schema, owner, row level security or inheritance: %', tbl, change
-            USING ERRCODE = 'TN422', HINT = 'columns, defaults and CHECK constraints; run other changes with ALTER TABLE (docs/tiers.md)';
+            USING ERRCODE = 'TN422', HINT = 'columns, defaults and CHECK constraints; run other changes with ALTER TABLE, except a rename or a move to another schema, which schema tenants'' tables of it would not follow (docs/tiers.md)';
     END IF;
     -- Schema tenants' tables of it that its family left (its key was
     -- dropped): a step would not reach them; the key comes back first.

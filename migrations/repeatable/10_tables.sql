@@ -553,19 +553,45 @@ BEGIN
         ORDER BY 1);
     other_roles := ARRAY(SELECT g.name FROM unnest(granted_roles) g(name) WHERE g.name <> ALL (acting_roles));
     FOR t IN
-        SELECT r.table_id, r.hierarchy, r.sharing, r.write_permission, c.oid IS NOT NULL AS present
+        SELECT r.table_id, r.hierarchy, r.sharing, r.write_permission, c.oid IS NOT NULL AS present,
+               r.adopted_as, pg_catalog.parse_ident(r.adopted_as) AS adopted_parts,
+               n.nspname, c.relname
         FROM tenantry.tenant_tables r
         LEFT JOIN pg_catalog.pg_class c ON c.oid = r.table_id::oid
+        LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE tbl IS NULL OR r.table_id = tbl
         ORDER BY r.table_id::text
     LOOP
-        table_name := t.table_id::text;
+        table_name := coalesce(t.adopted_as, t.table_id::text);
         IF NOT t.present THEN
             rule := 'exists';
-            problem := format('adopted table %s no longer exists', t.table_id::oid);
+            problem := format('adopted table %s (oid %s) no longer exists', coalesce(t.adopted_as, '?'), t.table_id::oid);
             fix := format('DELETE FROM tenantry.tenant_tables WHERE table_id = %s;', t.table_id::oid);
             RETURN NEXT;
             CONTINUE;
+        END IF;
+        table_name := t.table_id::text;
+        -- Renamed, or moved to another schema, since its adoption: schema
+        -- tenants' tables of it are found by its name and the tenant-schema
+        -- steps recorded for it name it, so they are left behind (found by
+        -- an outside review: a schema tenant's rows split between its old
+        -- table and the team's renamed one, and tenantry migrate failed).
+        -- Harmless while no schema tenant exists (every one has a table of
+        -- resources in its schema; the catalog says so to every role that
+        -- runs the doctor): adopting it again then records the new name.
+        IF t.adopted_as IS DISTINCT FROM format('%I.%I', t.nspname, t.relname) AND t.adopted_as IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                       WHERE c.relname = 'resources' AND n.nspname ~ '^tenant_[0-9a-f]{20}$') THEN
+            rule := 'renamed';
+            problem := format('was adopted as %s and renamed or moved since, which tenantry does not follow: schema tenants'' tables of it are found by that name, and the tenant-schema steps recorded for it name it',
+                              t.adopted_as);
+            fix := concat_ws(' ',
+                CASE WHEN t.adopted_parts[1] <> t.nspname
+                     THEN format('ALTER TABLE %s SET SCHEMA %I;', t.table_id, t.adopted_parts[1]) END,
+                CASE WHEN t.adopted_parts[2] <> t.relname
+                     THEN format('ALTER TABLE %I.%I RENAME TO %I;', t.adopted_parts[1], t.relname, t.adopted_parts[2]) END);
+            RETURN NEXT;
         END IF;
         readopt := format('SELECT tenantry.adopt_table(%L, hierarchy => %s, sharing => %s%s);',
                           t.table_id::text, t.hierarchy::text, t.sharing::text,
@@ -1241,7 +1267,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, only tenantry''s policy, no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id trigger, with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -1658,6 +1684,7 @@ DECLARE
     part regclass;
     shape_before text;
     left_behind integer;
+    adopted_name text;
 BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION 'adopt_table needs a table' USING ERRCODE = 'TN422';
@@ -1841,6 +1868,13 @@ BEGIN
     IF problems IS NOT NULL THEN
         RAISE EXCEPTION 'cannot adopt %: it breaks the rules of tenant tables', tbl USING ERRCODE = 'TN422', DETAIL = problems;
     END IF;
+    -- The name it is adopted under (rule renamed compares it), once the
+    -- rules hold: a rename that left schema tenants' tables behind was refused above.
+    adopted_name := (SELECT format('%I.%I', n.nspname, c.relname)
+                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                     WHERE c.oid = tbl);
+    UPDATE tenantry.tenant_tables r SET adopted_as = adopted_name
+    WHERE r.table_id = tbl AND r.adopted_as IS DISTINCT FROM adopted_name;
     SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
     RETURN result;
 END

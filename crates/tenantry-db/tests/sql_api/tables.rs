@@ -1313,6 +1313,50 @@ async fn schema_tenant(m: &Client, name: &str) -> String {
     .get(0)
 }
 
+/// A plain `ALTER TABLE … RENAME` of an adopted table once a schema tenant
+/// holds a table of it (found by an outside review: the schema tenant's
+/// table kept the old name, its unqualified name then led to the team's
+/// renamed table, and the doctor said nothing). The doctor names it with
+/// the statement that renames it back, adopting again is refused meanwhile,
+/// and the fix leaves no finding. Without schema tenants a rename is
+/// harmless: nothing is named, and adopting again records the new name.
+#[tokio::test]
+async fn renaming_an_adopted_table_that_schema_tenants_hold_is_named_by_the_doctor_with_the_way_back() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE items (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('items');
+         CREATE TABLE notes (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('notes');
+         ALTER TABLE notes RENAME TO memos;",
+    )
+    .await;
+    // No schema tenant yet: the rename is followed by the next adoption.
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    exec(&m, "SELECT adopt_table('memos')").await;
+    assert_eq!(
+        strings(&m, "SELECT adopted_as FROM tenant_tables ORDER BY 1").await,
+        ["public.items", "public.memos"]
+    );
+    let schema = schema_tenant(&m, "silo").await;
+    assert_eq!(
+        count(&m, &format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' AND tablename IN ('items', 'memos')")).await,
+        2
+    );
+    exec(&m, "ALTER TABLE items RENAME TO things").await;
+    let fix = "ALTER TABLE public.things RENAME TO items;";
+    assert_eq!(
+        findings(&m).await,
+        [format!("renamed: was adopted as public.items and renamed or moved since, which tenantry does not follow: schema tenants' tables of it are found by that name, and the tenant-schema steps recorded for it name it => {fix}")]
+    );
+    let refused = denied(&m, "SELECT adopt_table('things')", "TN422").await;
+    assert!(refused.contains("breaks the rules"), "{refused}");
+    exec(&m, fix).await;
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn the_doctor_names_row_level_security_switched_off_on_tenantrys_own_tables_and_schema_tenants_tables(
 ) {
