@@ -1945,7 +1945,7 @@ BEGIN
     EXECUTE kept USING tbl INTO after;
     IF after IS DISTINCT FROM before THEN
         RAISE EXCEPTION 'alter_tenant_table changes the shape of %, not its name, schema, owner, row level security or inheritance: %', tbl, change
-            USING ERRCODE = 'TN422', HINT = 'columns, defaults and CHECK constraints; run other changes with ALTER TABLE (docs/tiers.md)';
+            USING ERRCODE = 'TN422', HINT = 'columns, defaults and CHECK constraints; run other changes with ALTER TABLE, except a rename or a move to another schema, which schema tenants'' tables of it would not follow (docs/tiers.md)';
     END IF;
     SELECT pg_catalog.string_agg(pg_catalog.format('%s [%s]: %s (fix: %s)', p.table_name, p.rule, p.problem, p.fix), E'\n')
       INTO added

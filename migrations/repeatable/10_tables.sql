@@ -1477,10 +1477,17 @@ BEGIN
     IF rel.nspname IN ('tenantry', 'pg_catalog', 'information_schema') OR rel.nspname LIKE 'pg\_toast%' THEN
         RAISE EXCEPTION 'cannot adopt %: it belongs to schema %', tbl, rel.nspname USING ERRCODE = 'TN422';
     END IF;
-    IF rel.relispartition OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = tbl) THEN
-        RAISE EXCEPTION 'cannot adopt %: it is a partition or child of %; adopt the parent, which covers its partitions',
+    IF rel.relispartition THEN
+        RAISE EXCEPTION 'cannot adopt %: it is a partition of %; adopt the parent, which covers its partitions',
             tbl, (SELECT string_agg(i.inhparent::regclass::text, ', ') FROM pg_catalog.pg_inherits i WHERE i.inhrelid = tbl)
             USING ERRCODE = 'TN422';
+    ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = tbl) THEN
+        -- Table inheritance (not a partition): its parent, whose reads
+        -- include this table's rows, cannot be adopted either.
+        RAISE EXCEPTION 'cannot adopt %: it inherits from %, and tenantry covers partitions, not table inheritance',
+            tbl, (SELECT string_agg(i.inhparent::regclass::text, ', ') FROM pg_catalog.pg_inherits i WHERE i.inhrelid = tbl)
+            USING ERRCODE = 'TN422',
+            HINT = 'Use declarative partitioning (PARTITION BY on the parent, PARTITION OF for each child) and adopt the parent.';
     END IF;
     IF rel.relkind = 'r' AND EXISTS (
         SELECT 1 FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid

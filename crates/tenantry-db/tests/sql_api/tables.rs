@@ -184,7 +184,7 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
             "part_1",
             "CREATE TABLE part (tenant_id uuid) PARTITION BY LIST (tenant_id);
              CREATE TABLE part_1 PARTITION OF part DEFAULT",
-            "partition or child of",
+            "is a partition of public.part; adopt the parent",
             "",
         ),
         (
@@ -192,6 +192,13 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
             "CREATE TABLE inh (tenant_id uuid); CREATE TABLE inh_child () INHERITS (inh)",
             "inherit",
             "",
+        ),
+        (
+            // Its parent cannot be adopted either: the way out is partitioning.
+            "inh_child",
+            "",
+            "it inherits from public.inh, and tenantry covers partitions, not table inheritance",
+            "PARTITION BY on the parent",
         ),
         (
             "global_pk",
