@@ -912,10 +912,11 @@ BEGIN
                        format('foreign key %I from %s, whose tenants do not reach their descendants'' rows, to %s, whose tenants do: a parent deleting or changing a descendant''s row of %s learns from the key (or changes, by its action) the descendant''s rows of %s, which it cannot read',
                               k.conname, k.conrelid::regclass, k.confrelid::regclass, k.confrelid::regclass, k.conrelid::regclass)
                    END,
-                   -- Either table takes the other's option (review: the
-                   -- first direction's fix changed nothing in the second).
-                   format('SELECT tenantry.adopt_table(%L, hierarchy => %s); -- or SELECT tenantry.adopt_table(%L, hierarchy => %s); both tables must reach the same rows',
-                          k.conrelid::regclass::text, dst.hierarchy::text, k.confrelid::regclass::text, src.hierarchy::text)
+                   -- Both tables take this one's option in one call (one
+                   -- at a time, each was refused for the other: found by an
+                   -- outside review).
+                   format('SELECT tenantry.adopt_tables(ARRAY[%L, %L]::regclass[], hierarchy => %s); -- both tables must reach the same rows (or hierarchy => %s for both)',
+                          k.conrelid::regclass::text, k.confrelid::regclass::text, t.hierarchy::text, (NOT t.hierarchy)::text)
             FROM pg_catalog.pg_constraint k
             JOIN tenantry.tenant_tables src ON src.table_id = k.conrelid
             JOIN tenantry.tenant_tables dst ON dst.table_id = k.confrelid
@@ -1870,8 +1871,12 @@ BEGIN
             format('SELECT tenantry.add_tenant_schema_table(%L::regclass, current_schema())', tbl::text));
     END IF;
 
+    -- (adopt_tables checks the rules between the tables it adopts together
+    -- once all of them are: one at a time, linked tables could never switch
+    -- their hierarchy option.)
     SELECT string_agg(format('%s [%s]: %s (fix: %s)', p.table_name, p.rule, p.problem, p.fix), E'\n')
-      INTO problems FROM tenantry.table_problems(tbl) p;
+      INTO problems FROM tenantry.table_problems(tbl) p
+     WHERE NOT (p.rule = 'hierarchy' AND coalesce(current_setting('tenantry.adopting_together', true), '') = 'on');
     IF problems IS NOT NULL THEN
         RAISE EXCEPTION 'cannot adopt %: it breaks the rules of tenant tables', tbl USING ERRCODE = 'TN422', DETAIL = problems;
     END IF;
@@ -1930,6 +1935,42 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.check_adopt_options(regclass, boolean, text) IS 'Internal: TN422 when adopt_table would refuse its options (sharing without a primary key (tenant_id, one column), an unknown write permission), resolved as adopt_table resolves them; checked by adopt_table and, before it changes anything, by a batched backfill. Not granted.';
+
+/**
+ * adopt_table for several tables at once, with the same options, the rules
+ * between them checked once all are adopted: tables linked by foreign keys
+ * change their hierarchy option together (one at a time, each would be
+ * refused while the other still has the old one).
+ */
+CREATE OR REPLACE FUNCTION tenantry.adopt_tables(tables regclass[], hierarchy boolean DEFAULT NULL,
+                                                 sharing boolean DEFAULT NULL, write_permission text DEFAULT NULL)
+RETURNS SETOF tenantry.tenant_tables
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tbl regclass;
+    problems text;
+BEGIN
+    IF coalesce(cardinality(tables), 0) = 0 THEN
+        RAISE EXCEPTION 'adopt_tables needs at least one table' USING ERRCODE = 'TN422';
+    END IF;
+    PERFORM pg_catalog.set_config('tenantry.adopting_together', 'on', true);
+    FOREACH tbl IN ARRAY tables LOOP
+        PERFORM tenantry.adopt_table(tbl, hierarchy => adopt_tables.hierarchy, sharing => adopt_tables.sharing,
+                                     write_permission => adopt_tables.write_permission);
+    END LOOP;
+    PERFORM pg_catalog.set_config('tenantry.adopting_together', '', true);
+    SELECT string_agg(format('%s [%s]: %s (fix: %s)', p.table_name, p.rule, p.problem, p.fix), E'\n')
+      INTO problems
+      FROM unnest(tables) u(t) CROSS JOIN LATERAL tenantry.table_problems(u.t) p;
+    IF problems IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot adopt %: they break the rules of tenant tables', tables USING ERRCODE = 'TN422', DETAIL = problems;
+    END IF;
+    RETURN QUERY SELECT r.* FROM tenantry.tenant_tables r WHERE r.table_id = ANY (tables) ORDER BY r.table_id::text;
+END
+$$;
+COMMENT ON FUNCTION tenantry.adopt_tables(regclass[], boolean, boolean, text) IS 'adopt_table for several tables with the same options in one call, the rules between them (a foreign key between a table with hierarchy and one without) checked once all are adopted: SELECT tenantry.adopt_tables(ARRAY[''boards'', ''cards'']::regclass[], hierarchy => false) switches linked tables together. TN422 naming every problem, nothing changed. Runs with the caller''s rights, like adopt_table.';
 
 /**
  * Batched backfill, step 1 of 3, for a table that already holds many rows:

@@ -2454,9 +2454,24 @@ async fn a_foreign_key_from_a_table_without_hierarchy_to_one_with_is_refused_and
             describe(&err)
         );
     }
+    // Together they can (found by an outside review: each refusal's fix named
+    // the other table, which was refused the same way).
+    let err = m
+        .batch_execute("SELECT adopt_table('projects', hierarchy => false)")
+        .await
+        .unwrap_err();
+    let detail = err.as_db_error().and_then(|d| d.detail()).unwrap_or("").to_owned();
+    let together = "SELECT tenantry.adopt_tables(ARRAY['public.notes', 'public.projects']::regclass[], hierarchy => false);";
+    assert!(detail.contains(together), "{detail}");
+    exec(&m, together).await;
+    assert_eq!(
+        strings(&m, "SELECT table_id::text || ' ' || hierarchy::text FROM tenant_tables ORDER BY 1").await,
+        ["notes false", "projects false"]
+    );
+    assert!(strings(&m, "SELECT problem FROM table_problems()").await.is_empty());
     exec(
         &m,
-        "UPDATE tenantry.tenant_tables SET hierarchy = false WHERE table_id = 'notes'::regclass",
+        "UPDATE tenantry.tenant_tables SET hierarchy = true WHERE table_id = 'notes'::regclass",
     )
     .await;
     let found = strings(
