@@ -1056,11 +1056,41 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.resources_revoke_shares() IS 'Trigger (AFTER DELETE on every resources table): revokes the deleted resource''s shares (audited by shared_resources'' trigger). Not fired by tier moves, which keep rows and shares.';
 
+/**
+ * A resource's data keeps its numbers as written, and PostgreSQL writes a
+ * number out in full: 1e131071, eight bytes in, comes back as 131,072
+ * digits. A few kilobytes of such numbers made a row of hundreds of
+ * megabytes to read (and to share with another tenant, whose listing then
+ * carried them), and 90 kB made the row's size overflow PostgreSQL's 1 GB
+ * value limit (a 500): found by a concurrency review. A number whose
+ * magnitude is 1e1000 or more, or below 1e-1000 and not zero, is refused
+ * (every double, 1.8e308 to 4.9e-324, passes). Checked by the trigger's
+ * condition, in C, before the row's size is computed: the function runs
+ * only to refuse.
+ */
+CREATE OR REPLACE FUNCTION tenantry.resources_refuse_huge_numbers()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'data holds a number too large or too small to store: magnitudes from 1e-1000 to 1e1000 (and 0) are kept'
+        USING ERRCODE = 'TN422', HINT = 'data';
+END
+$$;
+COMMENT ON FUNCTION tenantry.resources_refuse_huge_numbers() IS 'Trigger (BEFORE INSERT or UPDATE OF data on every resources table, when data holds a number of magnitude 1e1000 or more, or below 1e-1000 and not zero): refuses it (TN422), since PostgreSQL writes numbers out in full (1e131071 is 131,072 digits read back).';
+
 -- The pooled table's triggers; a schema tenant's table gets the same ones
 -- (secure_tenant_copy, 07_schemas.sql, copies them).
 CREATE OR REPLACE TRIGGER resources_before_update
     BEFORE UPDATE ON tenantry.resources
     FOR EACH ROW EXECUTE FUNCTION tenantry.resources_before_update();
+CREATE OR REPLACE TRIGGER resources_refuse_huge_numbers
+    BEFORE INSERT OR UPDATE OF data ON tenantry.resources
+    FOR EACH ROW
+    WHEN (pg_catalog.jsonb_path_exists(NEW.data,
+          'strict $.** ? (@.type() == "number" && (@ >= 1e1000 || @ <= -1e1000 || (@ != 0 && @ < 1e-1000 && @ > -1e-1000)))'))
+    EXECUTE FUNCTION tenantry.resources_refuse_huge_numbers();
 CREATE OR REPLACE TRIGGER resources_quota
     AFTER INSERT OR DELETE OR UPDATE OF name, data ON tenantry.resources
     FOR EACH ROW EXECUTE FUNCTION tenantry.resources_quota();

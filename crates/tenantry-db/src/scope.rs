@@ -386,6 +386,13 @@ pub(crate) struct Tx {
     /// The pinned part came from the cache (it may be stale), not from this
     /// transaction's own context statement.
     part_from_cache: bool,
+    /// The part this transaction's own context statement answered, sent
+    /// because none was cached: the database's, as of this transaction.
+    /// Its route is pinned from it, not from the cache, which may have
+    /// dropped it again meanwhile (a child's creation announced: found by a
+    /// concurrency review, where a parent's listing then took the
+    /// per-tenant form for thousands of children and ran for 30 s).
+    own_part: Option<Arc<str>>,
     /// The tenant of a tenant transaction (whose cached part a `tier_moved`
     /// refusal drops, whichever flight or the commit meets it).
     tenant: Option<TenantId>,
@@ -419,6 +426,7 @@ impl Tx {
             in_flight: false,
             pinned_part: None,
             part_from_cache: false,
+            own_part: None,
         }
     }
 
@@ -458,6 +466,7 @@ impl Tx {
         self.finished = false;
         self.pinned_part = None;
         self.part_from_cache = false;
+        self.own_part = None;
         self.tenant = Some(ctx.tenant);
         Ok(())
     }
@@ -603,7 +612,11 @@ impl Tx {
         };
         if let (Some(tenant), None) = (tenant, self.pinned_part(tenant)) {
             self.flight_many(&[], false).await?;
-            self.pinned_part = Some(self.contexts.parts.get(tenant));
+            self.pinned_part = Some(
+                self.own_part
+                    .clone()
+                    .or_else(|| self.contexts.parts.get(tenant)),
+            );
             if let (_, Some(schema)) = Route::of_part(self.pinned().as_deref()) {
                 self.use_tenant_schema(&schema).await?;
             }
@@ -1068,6 +1081,7 @@ impl Tx {
                 Some(part) => {
                     if let (Some(tenant), false) = (tenant, part_sent) {
                         contexts.parts.put(tenant, &part, generation);
+                        self.own_part = Some(Arc::from(part));
                     }
                 }
                 None => {

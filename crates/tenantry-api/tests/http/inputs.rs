@@ -693,6 +693,67 @@ async fn a_nul_character_anywhere_is_a_422_that_says_so_and_writes_nothing() {
     assert_eq!(snapshot(&app).await, before);
 }
 
+/// A number PostgreSQL would write out in full (found by a concurrency
+/// review: `1e131071`, eight bytes in, reads back as 131,072 digits, so 90 kB
+/// of them overflowed the row's size into a 500, and 9 kB made a row of 131
+/// MB that a share put into another tenant's listing). Refused with a 422 on
+/// create and on change, nothing written; the extremes of a double (and 0)
+/// are kept exactly as sent.
+#[tokio::test]
+async fn a_number_too_large_or_small_to_store_in_data_is_a_422_and_doubles_round_trip() {
+    let (app, key, id, _role) = setup(|_| {}).await;
+    let before = snapshot(&app).await;
+    let huge: String = format!(
+        r#"{{"name":"amp","data":{{"a":[{}]}}}}"#,
+        vec!["1e131071"; 10_000].join(",")
+    );
+    for (method, path, body) in [
+        (Method::POST, "/v1/resources".to_owned(), huge.clone()),
+        (Method::PATCH, format!("/v1/resources/{id}"), huge),
+        (
+            Method::POST,
+            "/v1/resources".to_owned(),
+            r#"{"name":"tiny","data":{"x":{"y":[-1e-1001]}}}"#.to_owned(),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/resources/{id}"),
+            r#"{"data":{"v":1e1000}}"#.to_owned(),
+        ),
+    ] {
+        let r = raw(&app, method.clone(), &path, &key, body.into_bytes()).await;
+        assert_problem_shape(&r);
+        let problem = r.problem(422, "validation_failed");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("number too large or too small"),
+            "{method} {path}: {problem}"
+        );
+    }
+    assert_eq!(snapshot(&app).await, before);
+    let body = r#"{"name":"doubles","data":{"v":[1.7976931348623157e308,-1.7976931348623157e308,5e-324,0]}}"#;
+    let r = raw(
+        &app,
+        Method::POST,
+        "/v1/resources",
+        &key,
+        body.as_bytes().to_vec(),
+    )
+    .await;
+    let created = r.expect(201)["id"].as_str().unwrap_or_default().to_owned();
+    let got = app.get(&format!("/v1/resources/{created}"), &key).await;
+    let data = got.expect(200)["data"]["v"].clone();
+    let numbers: Vec<f64> = data
+        .as_array()
+        .unwrap_or_else(|| panic!("{data}"))
+        .iter()
+        .map(|n| n.as_f64().unwrap_or(f64::NAN))
+        .collect();
+    assert_eq!(numbers, [f64::MAX, f64::MIN, 5e-324, 0.0]);
+}
+
 /// A body with a Content-Encoding (gzip, ...) is refused with 415, never read
 /// as if it were plain, and nothing is written.
 #[tokio::test]

@@ -1328,7 +1328,8 @@ async fn schema_tenant(m: &Client, name: &str) -> String {
 /// and the fix leaves no finding. Without schema tenants a rename is
 /// harmless: nothing is named, and adopting again records the new name.
 #[tokio::test]
-async fn renaming_an_adopted_table_that_schema_tenants_hold_is_named_by_the_doctor_with_the_way_back() {
+async fn renaming_an_adopted_table_that_schema_tenants_hold_is_named_by_the_doctor_with_the_way_back(
+) {
     let tdb = TestDatabase::new().await;
     let m = migrator(&tdb).await;
     exec(
@@ -2460,15 +2461,25 @@ async fn a_foreign_key_from_a_table_without_hierarchy_to_one_with_is_refused_and
         .batch_execute("SELECT adopt_table('projects', hierarchy => false)")
         .await
         .unwrap_err();
-    let detail = err.as_db_error().and_then(|d| d.detail()).unwrap_or("").to_owned();
+    let detail = err
+        .as_db_error()
+        .and_then(|d| d.detail())
+        .unwrap_or("")
+        .to_owned();
     let together = "SELECT tenantry.adopt_tables(ARRAY['public.notes', 'public.projects']::regclass[], hierarchy => false);";
     assert!(detail.contains(together), "{detail}");
     exec(&m, together).await;
     assert_eq!(
-        strings(&m, "SELECT table_id::text || ' ' || hierarchy::text FROM tenant_tables ORDER BY 1").await,
+        strings(
+            &m,
+            "SELECT table_id::text || ' ' || hierarchy::text FROM tenant_tables ORDER BY 1"
+        )
+        .await,
         ["notes false", "projects false"]
     );
-    assert!(strings(&m, "SELECT problem FROM table_problems()").await.is_empty());
+    assert!(strings(&m, "SELECT problem FROM table_problems()")
+        .await
+        .is_empty());
     exec(
         &m,
         "UPDATE tenantry.tenant_tables SET hierarchy = true WHERE table_id = 'notes'::regclass",
