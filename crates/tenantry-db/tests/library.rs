@@ -2304,6 +2304,64 @@ async fn one_tenants_transactions_hold_at_most_its_share_of_the_pool_and_another
     assert_eq!(config.per_tenant_share(), 2);
 }
 
+/// A wide subtree is listed through `tenantry.subtree_resources` even when
+/// the tenant's part is not in the cache when the listing routes (found by a
+/// concurrency review: each child created under a parent drops the parent's
+/// cached part, the listing then took the per-tenant form under the policy,
+/// whose work grows with the square of the subtree, and a parent with a few
+/// thousand children waited 30 s for a 503). A cache that keeps nothing
+/// makes every transaction route by its own context statement's part; the
+/// function's call count (`track_functions`) shows which form ran.
+#[tokio::test]
+async fn a_wide_subtree_is_listed_through_its_fence_when_the_cache_kept_no_part() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" SET track_functions = 'pl'",
+        tdb.name()
+    ))
+    .await
+    .unwrap();
+    let mut config = tdb.database_config();
+    config.context_cache_ttl = std::time::Duration::ZERO;
+    let db = Database::connect(&config).unwrap();
+    let root = tenant(&db, "root", None).await;
+    for i in 0..70 {
+        let kid = tenant(&db, &format!("kid{i}"), Some(root)).await;
+        resource(&db, kid, &format!("kid{i}-row")).await;
+    }
+    let mut s = db.tenant(TenantContext::new(root)).await.unwrap();
+    let page = s
+        .list_resources(&ResourceQuery {
+            owner: OwnerFilter::Descendants,
+            limit: 100,
+            after: None,
+            name_prefix: None,
+        })
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(page.items.len(), 70);
+    // A backend reports its function counts when it goes idle (within 10 s).
+    let mut calls = 0i64;
+    for _ in 0..60 {
+        calls = su
+            .query_one(
+                "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_user_functions
+                  WHERE schemaname = 'tenantry' AND funcname = 'subtree_resources'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if calls > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(calls > 0, "the listing took the per-tenant form");
+}
+
 /// A tenant with more descendants than one top-N per tenant under the
 /// policy suits (the listing then reads them through
 /// `tenantry.subtree_resources`): pages walk every row of the subtree
