@@ -1063,10 +1063,11 @@ COMMENT ON FUNCTION tenantry.resources_revoke_shares() IS 'Trigger (AFTER DELETE
  * megabytes to read (and to share with another tenant, whose listing then
  * carried them), and 90 kB made the row's size overflow PostgreSQL's 1 GB
  * value limit (a 500): found by a concurrency review. A number whose
- * magnitude is 1e1000 or more, or below 1e-1000 and not zero, is refused
- * (every double, 1.8e308 to 4.9e-324, passes). Checked by the trigger's
- * condition, in C, before the row's size is computed: the function runs
- * only to refuse.
+ * magnitude is 1e400 or more, or below 1e-400 and not zero, is refused
+ * (every double, 1.8e308 to 4.9e-324, passes; one number writes out as at
+ * most about 400 digits). Checked by the trigger's condition, in C, before
+ * the row's size is computed: the function runs only to refuse. What is
+ * stored is bounded too (resources_refuse_oversized).
  */
 CREATE OR REPLACE FUNCTION tenantry.resources_refuse_huge_numbers()
 RETURNS trigger
@@ -1074,11 +1075,30 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RAISE EXCEPTION 'data holds a number too large or too small to store: magnitudes from 1e-1000 to 1e1000 (and 0) are kept'
+    RAISE EXCEPTION 'data holds a number too large or too small to store: magnitudes from 1e-400 to 1e400 (and 0) are kept'
         USING ERRCODE = 'TN422', HINT = 'data';
 END
 $$;
-COMMENT ON FUNCTION tenantry.resources_refuse_huge_numbers() IS 'Trigger (BEFORE INSERT or UPDATE OF data on every resources table, when data holds a number of magnitude 1e1000 or more, or below 1e-1000 and not zero): refuses it (TN422), since PostgreSQL writes numbers out in full (1e131071 is 131,072 digits read back).';
+COMMENT ON FUNCTION tenantry.resources_refuse_huge_numbers() IS 'Trigger (BEFORE INSERT or UPDATE OF data on every resources table, when data holds a number of magnitude 1e400 or more, or below 1e-400 and not zero): refuses it (TN422), since PostgreSQL writes numbers out in full (1e131071 is 131,072 digits read back).';
+
+/**
+ * A resource as stored (size_bytes: its name and its data as PostgreSQL
+ * writes them out) is at most 16 MiB: with numbers written out in full, a
+ * body within the API's limit could still store many times its size, which
+ * every listing that includes it (another tenant's, through a share) would
+ * carry. Checked by the trigger's condition once the size is computed.
+ */
+CREATE OR REPLACE FUNCTION tenantry.resources_refuse_oversized()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'a resource is at most 16 MiB as stored (its name and data written out): this one is % bytes', NEW.size_bytes
+        USING ERRCODE = 'TN422', HINT = 'data';
+END
+$$;
+COMMENT ON FUNCTION tenantry.resources_refuse_oversized() IS 'Trigger (AFTER INSERT or UPDATE OF name, data on every resources table, when size_bytes is over 16 MiB): refuses the row (TN422); PostgreSQL writes numbers out in full, so a small body can store much more.';
 
 -- The pooled table's triggers; a schema tenant's table gets the same ones
 -- (secure_tenant_copy, 07_schemas.sql, copies them).
@@ -1089,8 +1109,12 @@ CREATE OR REPLACE TRIGGER resources_refuse_huge_numbers
     BEFORE INSERT OR UPDATE OF data ON tenantry.resources
     FOR EACH ROW
     WHEN (pg_catalog.jsonb_path_exists(NEW.data,
-          'strict $.** ? (@.type() == "number" && (@ >= 1e1000 || @ <= -1e1000 || (@ != 0 && @ < 1e-1000 && @ > -1e-1000)))'))
+          'strict $.** ? (@.type() == "number" && (@ >= 1e400 || @ <= -1e400 || (@ != 0 && @ < 1e-400 && @ > -1e-400)))'))
     EXECUTE FUNCTION tenantry.resources_refuse_huge_numbers();
+CREATE OR REPLACE TRIGGER resources_refuse_oversized
+    AFTER INSERT OR UPDATE OF name, data ON tenantry.resources
+    FOR EACH ROW WHEN (NEW.size_bytes > 16777216)
+    EXECUTE FUNCTION tenantry.resources_refuse_oversized();
 CREATE OR REPLACE TRIGGER resources_quota
     AFTER INSERT OR DELETE OR UPDATE OF name, data ON tenantry.resources
     FOR EACH ROW EXECUTE FUNCTION tenantry.resources_quota();

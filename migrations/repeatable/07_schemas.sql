@@ -2143,32 +2143,5 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.add_tenant_schema_table(regclass, text) IS 'Internal tenant-schema step (adopt_table records it when schema tenants exist; tenantry migrate runs it in each schema): the schema tenant''s own table of a newly adopted family, secured like the template, with the rows it wrote in the pooled table meanwhile moved in. Idempotent. Not granted.';
 
--- Tenant schemas made before these definitions: brought to the current
--- policies, triggers, grants and comments (the function is idempotent). In
--- this transaction for a few hundred schema tenants; with more, securing
--- them here would lock each of their tables at once and run out of lock
--- table (53200, measured with 1,400 schema tenants and two tenant tables:
--- about five locks per table), so a tenant-schema step is recorded instead
--- and tenantry migrate secures them schema by schema, one transaction each,
--- resumably (migrate_tenant_schema secures a schema after its steps; the
--- doctor lists the schemas behind). The setting
--- tenantry.secure_schemas_inline_max (default 500) moves the threshold.
-DO $schemas$
-DECLARE
-    tid uuid;
-    inline_max integer := coalesce(nullif(current_setting('tenantry.secure_schemas_inline_max', true), '')::integer, 500);
-BEGIN
-    IF (SELECT count(*) FROM tenantry.tenants WHERE isolation = 'schema') > inline_max THEN
-        PERFORM tenantry.add_tenant_schema_step('tables secured as their templates are now (tenantry definitions)', 'SELECT 1');
-        RETURN;
-    END IF;
-    -- Those behind the latest tenant-schema version may lack a column that
-    -- a trigger or grant of their template names: migrate_tenant_schema
-    -- secures each once it has run its steps.
-    FOR tid IN SELECT tenant_id FROM tenantry.tenants
-               WHERE isolation = 'schema' AND coalesce(schema_version, 0) >= tenantry.tenant_schema_latest()
-               ORDER BY tenant_id LOOP
-        PERFORM tenantry.secure_tenant_schema(tid);
-    END LOOP;
-END
-$schemas$;
+-- Tenant schemas made before these definitions are brought to the current
+-- ones at the end of 10_tables.sql, once adopted tables (their templates) are too.

@@ -269,11 +269,13 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                         message: "text may not contain the NUL character (\\u0000)".into(),
                     }
                 }
-                // A value beyond what PostgreSQL can hold (54: a text over
-                // 1 GB, an index row too wide, too many columns): the
-                // caller's input, not a fault of the server's (found by a
-                // concurrency review: a row's size overflowing gave a 500).
-                c if c.code().starts_with("54") => DbError::Invalid {
+                // A value beyond what PostgreSQL can hold (54000: a text over
+                // 1 GB, an index row too wide; 54011/54023: too many columns
+                // or arguments): the caller's input, not a fault of the
+                // server's (found by a concurrency review: a row's size
+                // overflowing gave a 500). Not 54001 (stack depth), which a
+                // server's own recursion reaches.
+                c if matches!(c.code(), "54000" | "54011" | "54023") => DbError::Invalid {
                     field: db.column().map(str::to_owned),
                     message: format!("a value is beyond what the database can store: {message}"),
                 },

@@ -589,26 +589,30 @@ async fn backfill(
                         },
                     ) = (prepared_before, &refused)
                     {
-                        if code == "TN422" {
-                            undo_backfill_prepare(client, table, had_tenant_column).await?;
-                            let find = hint
-                                .as_deref()
-                                .and_then(|h| h.split(" Or give the table back").next())
-                                .filter(|_| tenant.is_none());
-                            let hint = match (find, state.rows) {
-                                (Some(find), 0) => format!("{find} The table was left as it was."),
-                                (Some(find), n) => format!(
-                                    "{find} The constraints this run added were taken back, so your application writes                                      as before; the {n} rows given a tenant so far keep it."
-                                ),
-                                (None, _) => "Name an existing tenant (tenantry tenant list); the table was left as it was.".into(),
-                            };
-                            return Err(TableError::Refused {
-                                code: code.clone(),
-                                message: message.clone(),
-                                detail: None,
-                                hint: Some(hint),
-                            });
-                        }
+                        // Any refusal: TN422 from the checks, or the
+                        // expression's own error (a value that is no uuid).
+                        undo_backfill_prepare(client, table, had_tenant_column).await?;
+                        // The database's advice on finding the rows, without
+                        // its way back, which was just taken.
+                        let find = hint
+                            .as_deref()
+                            .and_then(|h| h.split(" Or give the table back").next())
+                            .map(|f| format!("{f} "))
+                            .unwrap_or_default();
+                        let hint = match (tenant, state.rows) {
+                            (Some(_), _) => "Name an existing tenant (tenantry tenant list); the table was left as it was.".to_owned(),
+                            (None, 0) => format!("{find}The table was left as it was; run again once the expression gives every row a tenant."),
+                            (None, n) => format!(
+                                "{find}The constraints this run added were taken back, so your application writes as before; \
+                                 the {n} rows given a tenant so far keep it, and running again resumes."
+                            ),
+                        };
+                        return Err(TableError::Refused {
+                            code: code.clone(),
+                            message: message.clone(),
+                            detail: None,
+                            hint: Some(hint),
+                        });
                     }
                     return Err(refused);
                 }

@@ -222,9 +222,10 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
             "update_set_default_fk",
             "CREATE TABLE update_set_default_fk (tenant_id uuid NOT NULL, id int, adopted_id uuid,
                  PRIMARY KEY (tenant_id, id),
-                 FOREIGN KEY (tenant_id, adopted_id) REFERENCES adopted ON UPDATE SET DEFAULT ON DELETE CASCADE)",
+                 FOREIGN KEY (tenant_id, adopted_id) REFERENCES adopted ON UPDATE SET DEFAULT ON DELETE SET NULL (adopted_id))",
             "would set tenant_id by its action (ON UPDATE SET DEFAULT)",
-            "REFERENCES public.adopted(tenant_id, id) ON DELETE CASCADE;",
+            // Its ON DELETE leaves tenant_id alone: the fix keeps it as it is.
+            "REFERENCES public.adopted(tenant_id, id) ON DELETE SET NULL (adopted_id);",
         ),
         (
             "own_policy",
@@ -673,6 +674,28 @@ async fn release_table_hands_the_table_to_the_caller_when_its_previous_owner_was
         ["true false"]
     );
     assert_eq!(count(&m, "SELECT count(*) FROM tenant_tables").await, 0);
+    // A role whose name needs quotes (recorded as regrole prints it) gets
+    // its table back (found by a review: the name was compared unquoted).
+    let quoted = format!("App-{}", unique_role("migrator"));
+    exec(
+        &m,
+        &format!(
+            "CREATE ROLE \"{quoted}\" NOLOGIN;
+             CREATE TABLE memos (tenant_id uuid NOT NULL, body text);
+             ALTER TABLE memos OWNER TO \"{quoted}\";
+             SELECT adopt_table('memos');
+             SELECT release_table('memos');"
+        ),
+    )
+    .await;
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT relowner::regrole::text FROM pg_class WHERE oid = 'memos'::regclass"
+        )
+        .await,
+        [format!("\"{quoted}\"")]
+    );
 }
 
 #[tokio::test]
