@@ -2121,6 +2121,8 @@ DECLARE
     prepared_before boolean := EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
                                        WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_not_null');
     refused text;
+    refused_code text;
+    refused_hint text;
 BEGIN
     FOR plan IN SELECT * FROM tenantry.backfill_prepare(tbl) LOOP
         COMMIT;
@@ -2128,20 +2130,33 @@ BEGIN
         WHILE first_page < plan.pages LOOP
             BEGIN
                 total := total + tenantry.backfill_tenant_id_pages(plan.leaf, first_page, pages_per_batch, tenant, tenant_expression);
-            EXCEPTION WHEN SQLSTATE 'TN422' THEN
-                -- One tenant for every row: when it does not exist, no batch
-                -- wrote anything, and taking back the first step leaves the
-                -- table as it was.
-                IF tenant IS NULL OR total > 0 OR prepared_before THEN
+            EXCEPTION WHEN OTHERS THEN
+                -- A batch refused (no tenant, or one that does not exist,
+                -- for a row; a value the expression cannot make a uuid):
+                -- step 1's constraints, which make every new row name a
+                -- tenant, would stop the team's application from writing
+                -- until the data is fixed (found by an outside review). This
+                -- run made them, so it takes them back; the rows given a
+                -- tenant keep it, and running again resumes.
+                IF prepared_before THEN
                     RAISE;
                 END IF;
-                GET STACKED DIAGNOSTICS refused = MESSAGE_TEXT;
+                GET STACKED DIAGNOSTICS refused = MESSAGE_TEXT, refused_code = RETURNED_SQLSTATE,
+                                        refused_hint = PG_EXCEPTION_HINT;
             END;
             IF refused IS NOT NULL THEN
                 PERFORM tenantry.backfill_undo_prepare(tbl, NOT had_column);
                 COMMIT;
-                RAISE EXCEPTION '%', refused USING ERRCODE = 'TN422',
-                    HINT = 'Name an existing tenant (tenantry tenant list); the table was left as it was.';
+                RAISE EXCEPTION '%', refused USING ERRCODE = refused_code,
+                    HINT = CASE
+                        WHEN tenant IS NOT NULL
+                        THEN 'Name an existing tenant (tenantry tenant list); the table was left as it was.'
+                        WHEN total = 0
+                        THEN concat(nullif(split_part(coalesce(refused_hint, ''), ' Or give the table back', 1), '') || ' ',
+                                    'The table was left as it was; run again once the expression gives every row a tenant.')
+                        ELSE concat(nullif(split_part(coalesce(refused_hint, ''), ' Or give the table back', 1), '') || ' ',
+                                    format('The constraints this run added were taken back, so your application writes as before; the %s rows given a tenant so far keep it, and running again resumes.', total))
+                    END;
             END IF;
             COMMIT;
             first_page := first_page + pages_per_batch;
