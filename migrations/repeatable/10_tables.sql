@@ -2040,6 +2040,37 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.backfill_undo_prepare(regclass, boolean) IS 'Batched backfill: takes back step 1 (its constraints; tenant_id too when drop_column and no row holds one) when the first batch finds that the tenant named does not exist, so the refusal changes nothing. TN409 for an adopted table. Not granted.';
 
+/**
+ * A batched backfill whose batch was refused, in a run that made step 1's
+ * constraints: takes them back (backfill_undo_prepare), since they would
+ * stop the team's application from writing rows without a tenant until the
+ * data is fixed (found by an outside review), and returns the hint to raise
+ * with: the refusal's advice on finding the rows (without its way back,
+ * just taken) and what became of the table. Rows given a tenant keep it;
+ * running again resumes. Both backfills call it: CALL backfill_tenant_id and
+ * the library's (tenantry table adopt).
+ */
+CREATE OR REPLACE FUNCTION tenantry.backfill_refused(tbl regclass, drop_column boolean, one_tenant boolean,
+                                                     rows_given bigint, advice text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    find text := nullif(split_part(coalesce(advice, ''), ' Or give the table back', 1), '') || ' ';
+BEGIN
+    PERFORM tenantry.backfill_undo_prepare(tbl, drop_column);
+    RETURN CASE
+        WHEN one_tenant
+        THEN 'Name an existing tenant (tenantry tenant list); the table was left as it was.'
+        WHEN rows_given = 0
+        THEN concat(find, 'The table was left as it was; run again once the expression gives every row a tenant.')
+        ELSE concat(find, format('The constraints this run added were taken back, so your application writes as before; the %s rows given a tenant so far keep it, and running again resumes.', rows_given))
+    END;
+END
+$$;
+COMMENT ON FUNCTION tenantry.backfill_refused(regclass, boolean, boolean, bigint, text) IS 'Batched backfill: after a refused batch of a run that made step 1, takes it back (backfill_undo_prepare) and returns the hint to raise with (the refusal''s advice on finding the rows, and that the rows given a tenant keep it and a new run resumes). Used by CALL backfill_tenant_id and the library. Not granted.';
+
 /** Batched backfill, step 2 (repeat): one range of pages of one leaf table. */
 CREATE OR REPLACE FUNCTION tenantry.backfill_tenant_id_pages(
     leaf regclass, first_page bigint, page_count integer, tenant uuid, tenant_expression text)
@@ -2145,18 +2176,9 @@ BEGIN
                                         refused_hint = PG_EXCEPTION_HINT;
             END;
             IF refused IS NOT NULL THEN
-                PERFORM tenantry.backfill_undo_prepare(tbl, NOT had_column);
+                refused_hint := tenantry.backfill_refused(tbl, NOT had_column, tenant IS NOT NULL, total, refused_hint);
                 COMMIT;
-                RAISE EXCEPTION '%', refused USING ERRCODE = refused_code,
-                    HINT = CASE
-                        WHEN tenant IS NOT NULL
-                        THEN 'Name an existing tenant (tenantry tenant list); the table was left as it was.'
-                        WHEN total = 0
-                        THEN concat(nullif(split_part(coalesce(refused_hint, ''), ' Or give the table back', 1), '') || ' ',
-                                    'The table was left as it was; run again once the expression gives every row a tenant.')
-                        ELSE concat(nullif(split_part(coalesce(refused_hint, ''), ' Or give the table back', 1), '') || ' ',
-                                    format('The constraints this run added were taken back, so your application writes as before; the %s rows given a tenant so far keep it, and running again resumes.', total))
-                    END;
+                RAISE EXCEPTION '%', refused USING ERRCODE = refused_code, HINT = refused_hint;
             END IF;
             COMMIT;
             first_page := first_page + pages_per_batch;

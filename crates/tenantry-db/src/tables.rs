@@ -571,14 +571,10 @@ async fn backfill(
                 Ok(row) => row.get(0),
                 Err(e) => {
                     let refused = TableError::from(e);
-                    // A batch refused (no tenant, or one that does not exist,
-                    // for a row): step 1's constraints, which make every new
-                    // row name a tenant, would otherwise stop the team's
-                    // application from writing until the data is fixed (found
-                    // by an outside review). A run that made them takes them
-                    // back (and tenant_id, when it added it and no batch gave
-                    // a row a tenant); the rows given one keep it, and running
-                    // again resumes.
+                    // Any refused batch of a run that made step 1 takes it
+                    // back (`tenantry.backfill_refused`: its constraints would
+                    // stop the team's application from writing); the rows
+                    // given a tenant keep it, and running again resumes.
                     if let (
                         false,
                         TableError::Refused {
@@ -589,24 +585,19 @@ async fn backfill(
                         },
                     ) = (prepared_before, &refused)
                     {
-                        // Any refusal: TN422 from the checks, or the
-                        // expression's own error (a value that is no uuid).
-                        undo_backfill_prepare(client, table, had_tenant_column).await?;
-                        // The database's advice on finding the rows, without
-                        // its way back, which was just taken.
-                        let find = hint
-                            .as_deref()
-                            .and_then(|h| h.split(" Or give the table back").next())
-                            .map(|f| format!("{f} "))
-                            .unwrap_or_default();
-                        let hint = match (tenant, state.rows) {
-                            (Some(_), _) => "Name an existing tenant (tenantry tenant list); the table was left as it was.".to_owned(),
-                            (None, 0) => format!("{find}The table was left as it was; run again once the expression gives every row a tenant."),
-                            (None, n) => format!(
-                                "{find}The constraints this run added were taken back, so your application writes as before; \
-                                 the {n} rows given a tenant so far keep it, and running again resumes."
-                            ),
-                        };
+                        let hint: String = client
+                            .query_one(
+                                "SELECT tenantry.backfill_refused($1::text::regclass, $2, $3, $4, $5)",
+                                &[
+                                    &table,
+                                    &!had_tenant_column,
+                                    &tenant.is_some(),
+                                    &i64::try_from(state.rows).unwrap_or(i64::MAX),
+                                    hint,
+                                ],
+                            )
+                            .await?
+                            .get(0);
                         return Err(TableError::Refused {
                             code: code.clone(),
                             message: message.clone(),
