@@ -871,34 +871,38 @@ BEGIN
                    format('foreign key %I would set tenant_id by its action (%s), and a row cannot change tenant: the deletes and updates it reaches would fail',
                           k.conname,
                           concat_ws(', ',
-                                    CASE WHEN k.confupdtype IN ('n', 'd') THEN 'ON UPDATE ' || CASE k.confupdtype WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END END,
-                                    CASE WHEN k.confdeltype IN ('n', 'd') AND (k.confdelsetcols IS NULL OR cardinality(k.confdelsetcols) = 0 OR tid.attnum = ANY (k.confdelsetcols))
-                                         THEN 'ON DELETE ' || CASE k.confdeltype WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END END)),
+                                    CASE WHEN act.on_update THEN 'ON UPDATE ' || CASE k.confupdtype WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END END,
+                                    CASE WHEN act.on_delete THEN 'ON DELETE ' || CASE k.confdeltype WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END END)),
                    format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s;',
                           k.conrelid::regclass, k.conname, k.conname,
-                          CASE WHEN k.confdeltype IN ('n', 'd')
-                                    AND (k.confdelsetcols IS NULL OR cardinality(k.confdelsetcols) = 0 OR tid.attnum = ANY (k.confdelsetcols))
+                          CASE WHEN act.on_delete
                                -- The ON DELETE action names the key's other
                                -- columns (none: no action); an ON DELETE
                                -- that leaves tenant_id alone stays as it is.
-                               THEN regexp_replace(regexp_replace(pg_catalog.pg_get_constraintdef(k.oid),
-                                                                  ' ON UPDATE SET (NULL|DEFAULT)', ''),
+                               THEN regexp_replace(act.without_update,
                                                    ' ON DELETE SET (NULL|DEFAULT)( \((?:[^)"]|"(?:[^"]|"")*")*\))?',
                                                    coalesce(' ON DELETE SET \1 (' ||
                                                             (SELECT string_agg(replace(quote_ident(a.attname), '\', '\\'), ', ' ORDER BY c.ord)
                                                              FROM unnest(k.conkey) WITH ORDINALITY c(attnum, ord)
                                                              JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = c.attnum
                                                              WHERE a.attname <> 'tenant_id') || ')', ''))
-                               ELSE regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' ON UPDATE SET (NULL|DEFAULT)', '')
+                               ELSE act.without_update
                           END)
             FROM pg_catalog.pg_constraint k
             JOIN pg_catalog.pg_attribute tid
               ON tid.attrelid = k.conrelid AND tid.attname = 'tenant_id' AND NOT tid.attisdropped
+            -- Which of its actions set tenant_id, and its definition without
+            -- an ON UPDATE that does (PostgreSQL 15 takes no column list there).
+            CROSS JOIN LATERAL (
+                SELECT k.confupdtype IN ('n', 'd') AS on_update,
+                       k.confdeltype IN ('n', 'd')
+                           AND (k.confdelsetcols IS NULL OR cardinality(k.confdelsetcols) = 0
+                                OR tid.attnum = ANY (k.confdelsetcols)) AS on_delete,
+                       regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' ON UPDATE SET (NULL|DEFAULT)', '') AS without_update
+            ) act
             WHERE k.contype = 'f' AND k.conrelid = t.table_id
               AND tid.attnum = ANY (k.conkey)
-              AND (k.confupdtype IN ('n', 'd')
-                   OR (k.confdeltype IN ('n', 'd')
-                       AND (k.confdelsetcols IS NULL OR cardinality(k.confdelsetcols) = 0 OR tid.attnum = ANY (k.confdelsetcols))))
+              AND (act.on_update OR act.on_delete)
             ORDER BY k.conname;
         -- A foreign key from a table whose tenants reach their descendants'
         -- rows (hierarchy) to one whose tenants do not: a parent may write a
