@@ -804,14 +804,11 @@ async fn a_table_with_many_rows_is_backfilled_in_committed_batches_then_adopted(
     );
 }
 
-#[tokio::test]
-async fn a_backfill_whose_expression_finds_no_tenant_for_a_row_says_which_and_resumes_once_it_is_fixed(
-) {
-    let tdb = TestDatabase::new().await;
-    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
-    let a = create_tenant(&admin, "a", None).await;
+/// 1,000 orders whose tenant comes from their customer's
+/// ([`CUSTOMER_TENANT`]); the 700th's customer has none.
+async fn orders_with_a_lost_customer(m: &Client, a: Uuid) {
     exec(
-        &m,
+        m,
         &format!(
             "CREATE TABLE orders (id bigserial, customer text NOT NULL);
              CREATE TABLE customers (name text PRIMARY KEY, tenant uuid);
@@ -821,10 +818,22 @@ async fn a_backfill_whose_expression_finds_no_tenant_for_a_row_says_which_and_re
         ),
     )
     .await;
-    let backfill = "CALL backfill_tenant_id('orders',
-         tenant_expression => '(SELECT c.tenant FROM public.customers c WHERE c.name = customer)',
-         pages_per_batch => 1)";
-    let message = denied(&m, backfill, "TN422").await;
+}
+
+/// The tenant of an order of [`orders_with_a_lost_customer`].
+const CUSTOMER_TENANT: &str = "(SELECT c.tenant FROM public.customers c WHERE c.name = customer)";
+
+#[tokio::test]
+async fn a_backfill_whose_expression_finds_no_tenant_for_a_row_says_which_and_resumes_once_it_is_fixed(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    orders_with_a_lost_customer(&m, a).await;
+    let backfill = format!(
+        "CALL backfill_tenant_id('orders', tenant_expression => '{CUSTOMER_TENANT}', pages_per_batch => 1)"
+    );
+    let message = denied(&m, &backfill, "TN422").await;
     assert!(
         message.contains("the tenant expression gave no tenant for a row of public.orders"),
         "{message}"
@@ -832,7 +841,7 @@ async fn a_backfill_whose_expression_finds_no_tenant_for_a_row_says_which_and_re
     // Its hint says how to find the rows; the constraints the run added
     // were taken back (found by an outside review: they stayed and stopped
     // the application's inserts), so the application writes as before.
-    let err = m.batch_execute(backfill).await.unwrap_err();
+    let err = m.batch_execute(&backfill).await.unwrap_err();
     let hint = err
         .as_db_error()
         .and_then(|d| d.hint())
@@ -860,7 +869,7 @@ async fn a_backfill_whose_expression_finds_no_tenant_for_a_row_says_which_and_re
         &format!("UPDATE customers SET tenant = '{a}' WHERE name = 'lost'"),
     )
     .await;
-    exec(&m, backfill).await;
+    exec(&m, &backfill).await;
     exec(&m, "SELECT adopt_table('orders')").await;
     assert_eq!(
         count(
@@ -2212,21 +2221,9 @@ async fn a_library_backfill_refused_halfway_takes_its_constraints_back_and_resum
     let tdb = TestDatabase::new().await;
     let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
     let a = create_tenant(&admin, "a", None).await;
-    exec(
-        &m,
-        &format!(
-            "CREATE TABLE orders (id bigserial, customer text NOT NULL);
-             CREATE TABLE customers (name text PRIMARY KEY, tenant uuid);
-             INSERT INTO customers VALUES ('x', '{a}'), ('lost', NULL);
-             INSERT INTO orders (customer) SELECT CASE WHEN i = 700 THEN 'lost' ELSE 'x' END
-               FROM generate_series(1, 1000) i;"
-        ),
-    )
-    .await;
+    orders_with_a_lost_customer(&m, a).await;
     let options = tenantry_db::AdoptOptions {
-        existing_rows: tenantry_db::ExistingRows::Expression(
-            "(SELECT c.tenant FROM public.customers c WHERE c.name = customer)".into(),
-        ),
+        existing_rows: tenantry_db::ExistingRows::Expression(CUSTOMER_TENANT.into()),
         pages_per_batch: 1,
         ..Default::default()
     };
