@@ -538,6 +538,7 @@ DECLARE
     -- that hold it through PUBLIC or as members of tenantry's roles: named
     -- as those).
     other_roles text[];
+    left_behind bigint;
 BEGIN
     granted_roles := ARRAY(
         SELECT DISTINCT r.oid::regrole::text
@@ -566,7 +567,19 @@ BEGIN
         IF NOT t.present THEN
             rule := 'exists';
             problem := format('adopted table %s (oid %s) no longer exists', coalesce(t.adopted_as, '?'), t.table_id::oid);
-            fix := format('DELETE FROM tenantry.tenant_tables WHERE table_id = %s;', t.table_id::oid);
+            -- Schema tenants' tables of it outlive it (a table adopted
+            -- later under its name would take them): release_table drops
+            -- them with its record, or says which still hold rows.
+            left_behind := (SELECT count(*) FROM pg_catalog.pg_class c
+                            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                            WHERE c.relname = t.adopted_parts[2] AND c.relkind IN ('r', 'p')
+                              AND n.nspname ~ '^tenant_[0-9a-f]{20}$'
+                              AND NOT EXISTS (SELECT 1 FROM tenantry.family_templates() f
+                                              WHERE f.template_table = t.adopted_parts[2]));
+            IF left_behind > 0 THEN
+                problem := problem || format('; %s schema tenant table(s) of it remain', left_behind);
+            END IF;
+            fix := format('SELECT tenantry.release_table(%s);', t.table_id::oid);
             RETURN NEXT;
             CONTINUE;
         END IF;
@@ -1723,6 +1736,24 @@ BEGIN
     END IF;
     PERFORM tenantry.check_adopt_options(tbl, sharing, write_permission);
     PERFORM tenantry.check_adoptable(tbl);
+    -- Schema tenants' tables named as this one, kept from a dropped adopted
+    -- table of that name: its tenant-schema step would take them as its
+    -- own, rows and all (and whatever shape they have).
+    IF prior.table_id IS NULL THEN
+        SELECT string_agg(l.copy::text, ', ') INTO problems
+          FROM tenantry.tables_left_behind((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl)) l;
+        IF problems IS NOT NULL THEN
+            SELECT r.table_id::oid::bigint INTO missing FROM tenantry.tenant_tables r
+             WHERE (pg_catalog.parse_ident(r.adopted_as))[2] = (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl)
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.table_id)
+             LIMIT 1;
+            RAISE EXCEPTION 'cannot adopt %: schema tenants keep tables of that name from an adopted table that was dropped: %', tbl, problems
+                USING ERRCODE = 'TN409',
+                HINT = CASE WHEN missing IS NOT NULL
+                            THEN format('SELECT tenantry.release_table(%s); forgets the dropped table and drops them (or says which still hold rows).', missing)
+                            ELSE format('DROP TABLE %s CASCADE; discards them with any rows they hold.', problems) END;
+        END IF;
+    END IF;
     -- The key to tenants is added below when missing: its locks first.
     PERFORM tenantry.lock_for_missing_tenant_key(tbl);
     SELECT c.relkind, c.relowner INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
@@ -1901,7 +1932,7 @@ BEGIN
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with permissive policies of their own (restrictive ones stay), keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id or between a table with hierarchy and one without. Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with permissive policies of their own (restrictive ones stay), keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id or between a table with hierarchy and one without; TN409 while schema tenants keep tables of its name from a dropped adopted table (release_table of that one drops them). Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
 
 /**
  * The refusals of adopt_table that depend on its options (sharing needs a
@@ -2195,6 +2226,38 @@ END
 $$;
 COMMENT ON PROCEDURE tenantry.backfill_tenant_id(regclass, uuid, text, integer) IS 'A large table''s existing rows get their tenant in batches that each commit (CALL it outside a transaction block): backfill_prepare, backfill_tenant_id_pages per batch, backfill_validate. Then SELECT adopt_table(...) takes only a short lock.';
 
+/**
+ * Tables in tenant schemas named `table_name` while no tenant table family
+ * has that name: what schema tenants kept of an adopted table of that name
+ * that was dropped (each holds its schema tenant's rows of it, if any).
+ * Whether each holds a row is read as the owner (BYPASSRLS): the migration
+ * role calling release_table would see none under the tables' policies.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tables_left_behind(table_name name)
+RETURNS TABLE (copy regclass, holds_rows boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    IF EXISTS (SELECT 1 FROM tenantry.family_templates() f WHERE f.template_table = tables_left_behind.table_name) THEN
+        RETURN;
+    END IF;
+    FOR rel IN
+        SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relname = tables_left_behind.table_name AND c.relkind IN ('r', 'p')
+          AND n.nspname ~ '^tenant_[0-9a-f]{20}$'
+        ORDER BY n.nspname
+    LOOP
+        copy := rel;
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s)', rel) INTO holds_rows;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tables_left_behind(name) IS 'Internal (release_table of a dropped adopted table, adopt_table): the tables in tenant schemas with that name while no tenant table family has it, left behind by a dropped adopted table of that name, and whether each holds a row (read as the owner). Not granted.';
+
 /** Undoes adopt_table: the table is the application's again, without RLS. */
 CREATE OR REPLACE FUNCTION tenantry.release_table(tbl regclass)
 RETURNS void
@@ -2211,10 +2274,36 @@ DECLARE
     part regclass;
     wp record;
     seq regclass;
+    held text;
+    left_behind regclass[];
 BEGIN
     SELECT r.* INTO entry FROM tenantry.tenant_tables r WHERE r.table_id = tbl FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION '% is not an adopted table', tbl USING ERRCODE = 'TN404';
+    END IF;
+    -- Dropped (the doctor's rule exists): its record goes, and the schema
+    -- tenants' tables of it with it, found by the name it was adopted under,
+    -- unless one still holds rows: those are dropped only when the caller
+    -- says so. Left alone, a table adopted later under that name would take
+    -- them, rows and all.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tbl) THEN
+        IF NOT pg_catalog.pg_has_role(current_user, 'tenantry_owner', 'USAGE') THEN
+            RAISE EXCEPTION 'cannot release %: % is not a member of tenantry_owner', coalesce(entry.adopted_as, tbl::text), current_user
+                USING ERRCODE = 'TN403';
+        END IF;
+        SELECT string_agg(l.copy::text, ', ') FILTER (WHERE l.holds_rows), array_agg(l.copy)
+          INTO held, left_behind
+          FROM tenantry.tables_left_behind((pg_catalog.parse_ident(entry.adopted_as))[2]) l;
+        IF held IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot release % (dropped): schema tenants'' tables of it still hold their rows: %', entry.adopted_as, held
+                USING ERRCODE = 'TN409',
+                HINT = format('DROP TABLE %s CASCADE; discards them (the table they belonged to is gone), then run this again.', held);
+        END IF;
+        FOREACH part IN ARRAY coalesce(left_behind, '{}') LOOP
+            EXECUTE format('DROP TABLE %s CASCADE', part);
+        END LOOP;
+        DELETE FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
+        RETURN;
     END IF;
     -- The role that owned it before may be gone (dropped once it owned
     -- nothing): the caller takes it, and is told.
@@ -2284,7 +2373,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner (to the caller, with a warning, when that role no longer exists). The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family).';
+COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner (to the caller, with a warning, when that role no longer exists). The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family). Of a table dropped since its adoption (the doctor''s rule exists; pass its oid), it forgets the record and drops the schema tenants'' tables of it, or, TN409, names those that still hold rows.';
 
 -- -----------------------------------------------------------------------------
 -- Sharing rows of adopted tables (adopt_table(sharing => true)): the guide's

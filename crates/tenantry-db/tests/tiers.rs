@@ -2417,6 +2417,159 @@ async fn a_team_table_that_lost_its_key_has_its_schema_tenants_tables_named_by_t
     assert_eq!(home_of(&su, "public.projects", silo).await, ["projects"]);
 }
 
+/// The tables in tenant schemas named `name`.
+async fn tables_named(su: &Client, name: &str) -> Vec<String> {
+    texts(
+        su,
+        "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relname = $1 AND n.nspname ~ '^tenant_[0-9a-f]{20}$' ORDER BY 1",
+        &[&name],
+    )
+    .await
+}
+
+/// A team that drops an adopted table (CASCADE: schema tenants' tables of it
+/// use its sequences' defaults) leaves those tables behind. The doctor names
+/// them under rule `exists` and its fix, `release_table` of the dropped
+/// table's oid, drops them with its record, but first names those that still
+/// hold rows and changes nothing. Until then a new table of that name is not
+/// adopted: its tenant-schema step would have taken them, rows and all (a
+/// schema tenant read its dropped table's rows in the new one). All as a
+/// migration role that is no superuser (it sees no row under the tables'
+/// policies: which hold rows is read as the owner).
+#[tokio::test]
+async fn a_dropped_adopted_table_is_released_with_its_schema_tenants_tables_and_never_lends_them_to_a_new_table_of_its_name(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let empty = tenant(&db, "empty", Isolation::Schema).await;
+    let (silo_schema, empty_schema) = (schema_name(&su, silo).await, schema_name(&su, empty).await);
+    own_sql(&db, silo, "INSERT INTO projects (name) VALUES ('old')")
+        .await
+        .unwrap();
+    let oid: u32 = su
+        .query_one("SELECT 'public.projects'::regclass::oid", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let migrator = format!("mig_{}", uuid::Uuid::new_v4().simple());
+    su.batch_execute(&format!(
+        "CREATE ROLE {migrator} NOLOGIN INHERIT; GRANT tenantry_owner TO {migrator};
+         GRANT CREATE ON SCHEMA public TO {migrator}, tenantry_owner;
+         SET ROLE {migrator};
+         DROP TABLE public.projects CASCADE;"
+    ))
+    .await
+    .unwrap();
+
+    let found: Vec<_> = db
+        .table_problems()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.rule == "exists")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].problem.contains("public.projects")
+            && found[0]
+                .problem
+                .contains("2 schema tenant table(s) of it remain"),
+        "{found:?}"
+    );
+    assert_eq!(
+        found[0].fix,
+        format!("SELECT tenantry.release_table({oid});")
+    );
+    let both = tables_named(&su, "projects").await;
+    assert_eq!(both.len(), 2, "{both:?}");
+
+    // A new table of the name is not adopted while they are there (the
+    // refusal takes the batch's CREATE TABLE back with it).
+    let err = su
+        .batch_execute(concat!(
+            projects_table!(),
+            "SELECT tenantry.adopt_table('public.projects');"
+        ))
+        .await
+        .unwrap_err();
+    let db_err = err.as_db_error().expect("a database error");
+    assert_eq!(db_err.code().code(), "TN409", "{err:?}");
+    assert!(
+        db_err
+            .message()
+            .contains(&format!("{silo_schema}.projects"))
+            && db_err
+                .message()
+                .contains(&format!("{empty_schema}.projects")),
+        "{err:?}"
+    );
+    assert_eq!(
+        db_err.hint(),
+        Some(format!("SELECT tenantry.release_table({oid}); forgets the dropped table and drops them (or says which still hold rows).").as_str())
+    );
+
+    // The fix refuses while one holds rows, naming that one only, and
+    // changes nothing.
+    let err = su.batch_execute(&found[0].fix).await.unwrap_err();
+    let db_err = err.as_db_error().expect("a database error");
+    assert_eq!(db_err.code().code(), "TN409", "{err:?}");
+    assert!(
+        db_err
+            .message()
+            .contains(&format!("{silo_schema}.projects"))
+            && !db_err.message().contains(&empty_schema),
+        "{err:?}"
+    );
+    let hint = db_err.hint().unwrap().to_owned();
+    assert_eq!(
+        hint,
+        format!("DROP TABLE {silo_schema}.projects CASCADE; discards them (the table they belonged to is gone), then run this again.")
+    );
+    assert_eq!(tables_named(&su, "projects").await, both);
+    assert_eq!(
+        db.table_problems().await.unwrap().len(),
+        1,
+        "the record stays"
+    );
+
+    // The hint's statement, then the fix again: nothing is left.
+    su.batch_execute(hint.split(';').next().unwrap())
+        .await
+        .unwrap();
+    su.batch_execute(&found[0].fix).await.unwrap();
+    assert!(tables_named(&su, "projects").await.is_empty());
+    assert!(db.table_problems().await.unwrap().is_empty());
+    // The new table is adopted, and the schema tenant's table of it starts
+    // empty.
+    su.batch_execute(concat!(
+        projects_table!(),
+        "SELECT tenantry.adopt_table('public.projects'); RESET ROLE"
+    ))
+    .await
+    .unwrap();
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    assert!(own_names(&db, silo, "SELECT name FROM projects")
+        .await
+        .is_empty());
+    own_sql(&db, silo, "INSERT INTO projects (name) VALUES ('new')")
+        .await
+        .unwrap();
+    assert_eq!(
+        own_names(&db, silo, "SELECT name FROM projects").await,
+        ["new"]
+    );
+    assert!(db.table_problems().await.unwrap().is_empty());
+    db.move_tenant("test", silo, Isolation::Shared, 100, |_| {})
+        .await
+        .unwrap();
+}
+
 /// A tenant schema is dropped only when nothing in it holds a row: a table
 /// made in it by hand whose rows no family reaches keeps a move back from
 /// starting, and from cutting over when the row came during the move; a
