@@ -213,8 +213,9 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     // itself (schema-qualified, each part quoted as needed); they take no
     // identifier as text. rows_shared_with_me takes its relation as the row
     // type of its argument and holds it as regclass too; family_source
-    // splices family_tables()' regclass texts, first_table_with_rows the
-    // regclass of each table it finds in pg_class, and copy_column_drift
+    // splices family_tables()' regclass texts, first_table_with_rows and
+    // tables_left_behind the regclass of each table they find in pg_class,
+    // and copy_column_drift
     // prints regclass and format_type() texts into the fixes it returns;
     // alter_tenant_table and alter_tenant_copy (its recorded step) splice
     // the caller's change, which is SQL by design
@@ -239,7 +240,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('family_source', 'copy_column_drift', 'alter_tenant_table',
-                                  'first_table_with_rows', 'alter_tenant_copy')
+                                  'first_table_with_rows', 'alter_tenant_copy', 'tables_left_behind')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
                                   'tenant_resource_totals', 'subtree_resources')
