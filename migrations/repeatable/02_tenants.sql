@@ -376,6 +376,57 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), enforces the status lifecycle (no deletion with live children or while a tier move is under way; a deletion takes its row FOR UPDATE, waiting for open shares with the tenant), an existing live parent (its row held FOR SHARE, so that its concurrent deletion cannot leave the new child behind), and rejects self-parenting and cycles.';
 
+/**
+ * After `tid` moved (detached, or under another parent), with the closure as
+ * it is now: revokes every share of a resource or row owned in its subtree
+ * that was made by a tenant which no longer reads it through the hierarchy
+ * (a former ancestor: the share named a tenant it may control, and through
+ * it the former ancestor kept reading the subtree's data). Shares made by
+ * the owner itself, by an ancestor it keeps, or before migration 0045 (no
+ * maker recorded) stay. Each owner's row is held as its deletion's
+ * revocation holds it (tenants_revoke_shares_on_delete), so that a batch of
+ * its move between tiers cannot move a row from under the revocation.
+ */
+CREATE OR REPLACE FUNCTION tenantry.revoke_shares_past_hierarchy(tid uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner uuid;
+    makers uuid[];
+    gone record;
+    tiers boolean := to_regclass('pg_catalog.pg_dist_partition') IS NULL OR NOT tenantry.citus_distributed();
+BEGIN
+    FOR owner IN SELECT h.child_id FROM tenantry.tenant_hierarchy h WHERE h.parent_id = tid ORDER BY h.child_id LOOP
+        -- The owner and its ancestors as they are now (depth 0: itself).
+        makers := ARRAY(SELECT a.parent_id FROM tenantry.tenant_hierarchy a WHERE a.child_id = owner);
+        IF NOT EXISTS (SELECT 1 FROM tenantry.shared_resources s
+                       WHERE s.tenant_id = owner AND s.shared_by_tenant <> ALL (makers))
+           AND NOT EXISTS (SELECT 1 FROM tenantry.shared_rows s
+                           WHERE s.tenant_id = owner AND s.shared_by_tenant <> ALL (makers)) THEN
+            CONTINUE;
+        END IF;
+        IF tiers AND owner <> tid THEN
+            PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = owner FOR SHARE;
+        END IF;
+        FOR gone IN
+            DELETE FROM tenantry.shared_resources s
+            WHERE s.tenant_id = owner AND s.shared_by_tenant <> ALL (makers)
+            RETURNING s.resource_id, s.shared_with
+        LOOP
+            EXECUTE format('UPDATE %s SET shared_with = array_remove(shared_with, $3)
+                            WHERE tenant_id = $1 AND id = $2',
+                           tenantry.resources_relation(owner))
+            USING owner, gone.resource_id, gone.shared_with;
+        END LOOP;
+        DELETE FROM tenantry.shared_rows s
+        WHERE s.tenant_id = owner AND s.shared_by_tenant <> ALL (makers);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.revoke_shares_past_hierarchy(uuid) IS 'Internal (tenants_after_write, on re-parenting): revokes the shares of resources and adopted tables'' rows owned in the moved subtree that were made by a tenant no longer the owner or one of its ancestors (shares made before migration 0045 record no maker and stay). Not granted.';
+
 /** Maintains tenant_hierarchy and writes the tenant audit rows. */
 CREATE OR REPLACE FUNCTION tenantry.tenants_after_write()
 RETURNS trigger
@@ -431,6 +482,9 @@ BEGIN
         END;
         PERFORM tenantry.write_audit(NEW.tenant_id, 'tenant.reparented', 'tenant', NEW.tenant_id::text,
             jsonb_build_object('from', OLD.parent_id, 'to', NEW.parent_id));
+        -- No share outlives the hierarchy it came from: a former ancestor's
+        -- shares of the subtree's rows end here.
+        PERFORM tenantry.revoke_shares_past_hierarchy(NEW.tenant_id);
     END IF;
     IF NEW.status IS DISTINCT FROM OLD.status THEN
         PERFORM tenantry.write_audit(NEW.tenant_id,

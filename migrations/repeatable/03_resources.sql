@@ -78,7 +78,10 @@ COMMENT ON POLICY shares_of_my_resources ON tenantry.shared_resources IS 'Owners
 -- no index condition (see the head of this file). A target reads what was
 -- shared with it through resources_shared_with_me().
 
-GRANT SELECT ON tenantry.shared_resources TO tenantry_app;
+-- Not shared_by_tenant: which ancestor made a share is not the owner's to
+-- read (an export takes what tenantry_app reads; an imported share has no
+-- maker, as one made before migration 0045).
+GRANT SELECT (tenant_id, resource_id, shared_with, shared_by, shared_at) ON tenantry.shared_resources TO tenantry_app;
 
 /** Audits share creation and revocation (including cascades from deleted resources). */
 CREATE OR REPLACE FUNCTION tenantry.shared_resources_audit()
@@ -573,8 +576,8 @@ BEGIN
         RAISE EXCEPTION 'resource % not found', share_resource.resource_id USING ERRCODE = 'TN404';
     END IF;
     PERFORM tenantry.check_share_target(owner_id, target_tenant_id, 'resource', true);
-    INSERT INTO tenantry.shared_resources (tenant_id, resource_id, shared_with, shared_by)
-    VALUES (owner_id, share_resource.resource_id, target_tenant_id, tenantry.current_user_id())
+    INSERT INTO tenantry.shared_resources (tenant_id, resource_id, shared_with, shared_by, shared_by_tenant)
+    VALUES (owner_id, share_resource.resource_id, target_tenant_id, tenantry.current_user_id(), tenantry.current_tenant_id())
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'resource % is already shared with tenant %', share_resource.resource_id, target_tenant_id

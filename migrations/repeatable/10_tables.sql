@@ -2557,8 +2557,8 @@ BEGIN
     END IF;
     PERFORM tenantry.check_share_target(found_row.owner_id, target_tenant_id, 'row',
                                         (SELECT r.hierarchy FROM tenantry.tenant_tables r WHERE r.table_id = tbl));
-    INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with, shared_by)
-    VALUES (found_row.owner_id, tbl, found_row.row_key, target_tenant_id, tenantry.current_user_id())
+    INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with, shared_by, shared_by_tenant)
+    VALUES (found_row.owner_id, tbl, found_row.row_key, target_tenant_id, tenantry.current_user_id(), tenantry.current_tenant_id())
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'row % of % is already shared with tenant %', share_row.row_id, tbl, target_tenant_id

@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use crate::common::{count, create_tenant, exec, set_status, strings};
 use crate::helpers::{
-    app, begin_as, commit, denied, enter_signed, fails, rollback, same_failure, signed_for,
+    app, begin_as, commit, create_resource, denied, enter_signed, fails, names_seen_by, rollback,
+    same_failure, share, signed_for,
 };
 use crate::oracle::{assert_no_oracle, probe, range};
 use tenantry_db::testing::TestDatabase;
@@ -640,4 +641,86 @@ async fn explain_analyze_on_an_adopted_table_with_sharing_answers_alike_for_a_fo
         probe("SELECT 1 FROM tenantry.shared_rows WHERE shared_with = $1", "uuid", c, missing()),
     ];
     assert_no_oracle(app, a, &probes).await;
+}
+
+/// A parent shares its child's row and resource with another tenant it
+/// controls (its other child). Detached, the child's data is no longer the
+/// parent's: those shares end with the hierarchy they came from, while the
+/// shares the child made of its own data stay (found by an outside review:
+/// the other child kept reading the detached child's later changes). The
+/// same when the child moves under another parent.
+#[tokio::test]
+async fn a_former_parents_shares_of_its_childs_rows_and_resources_end_when_the_child_is_detached() {
+    let w = adopted().await;
+    let sibling = create_tenant(&w.admin, "a-sibling", Some(w.a)).await;
+    let doc = create_resource(&w.app, w.child, "child-doc").await;
+    let own_doc = create_resource(&w.app, w.child, "child-own-doc").await;
+    // The parent shares its child's data with the sibling; the child shares
+    // its own with b.
+    share_row(&w.app, w.a, w.ic, sibling).await;
+    share(&w.app, w.a, doc, sibling).await;
+    share_row(&w.app, w.child, w.ic, w.b).await;
+    share(&w.app, w.child, own_doc, w.b).await;
+    assert_eq!(readable_numbers(&w.app, sibling).await, ["C-1"]);
+    assert_eq!(names_seen_by(&w.app, sibling).await, ["child-doc"]);
+
+    exec(
+        &w.admin,
+        &format!(
+            "UPDATE tenantry.tenants SET parent_id = NULL WHERE tenant_id = '{}'",
+            w.child
+        ),
+    )
+    .await;
+    assert_eq!(
+        readable_numbers(&w.app, sibling).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(names_seen_by(&w.app, sibling).await, Vec::<String>::new());
+    assert_eq!(readable_numbers(&w.app, w.b).await, ["B-1", "C-1"]);
+    assert_eq!(names_seen_by(&w.app, w.b).await, ["child-own-doc"]);
+    // The resource no longer lists the sibling among its targets, and the
+    // revocations are audited.
+    begin_as(&w.app, w.child).await;
+    assert_eq!(
+        strings(
+            &w.app,
+            &format!("SELECT shared_with::text FROM tenantry.resources WHERE id = '{doc}'")
+        )
+        .await,
+        ["{}"]
+    );
+    commit(&w.app).await;
+    assert_eq!(
+        count(
+            &w.admin,
+            &format!(
+                "SELECT count(*) FROM tenantry.audit_log WHERE tenant_id = '{}' AND action = 'share.revoked'",
+                w.child
+            )
+        )
+        .await,
+        2,
+        "the resource's and the row's"
+    );
+
+    // Under another parent: shares made by the parent it leaves end, shares
+    // made by one it keeps (the grandparent of a moved grandchild) stay.
+    let root = create_tenant(&w.admin, "root", None).await;
+    let mid = create_tenant(&w.admin, "mid", Some(root)).await;
+    let other = create_tenant(&w.admin, "other-mid", Some(root)).await;
+    let leaf = create_tenant(&w.admin, "leaf", Some(mid)).await;
+    let by_root = create_resource(&w.app, leaf, "by-root").await;
+    let by_mid = create_resource(&w.app, leaf, "by-mid").await;
+    share(&w.app, root, by_root, w.b).await;
+    share(&w.app, mid, by_mid, w.b).await;
+    exec(
+        &w.admin,
+        &format!("UPDATE tenantry.tenants SET parent_id = '{other}' WHERE tenant_id = '{leaf}'"),
+    )
+    .await;
+    assert_eq!(
+        names_seen_by(&w.app, w.b).await,
+        ["by-root", "child-own-doc"]
+    );
 }

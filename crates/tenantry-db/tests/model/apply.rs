@@ -1,7 +1,7 @@
 //! Applying one operation to both sides: tenantry through the library, and the
 //! model; each outcome is compared with the model's as it is applied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tenantry_db::{
     Access, Isolation, NewKeyOptions, NewResource, NewTenant, OwnerFilter, ResourceQuery,
@@ -167,6 +167,22 @@ impl Case<'_> {
                         Some(Who::Tenant(p)) => Some(p),
                         _ => None,
                     };
+                    // The subtree's resources keep the shares whose maker
+                    // still reads them: the owner, or an ancestor it kept.
+                    let moved = self.m.descendants(t);
+                    for i in 0..self.m.resources.len() {
+                        let owner = self.m.resources[i].owner;
+                        if owner != t && !moved.contains_key(&owner) {
+                            continue;
+                        }
+                        let makers: Vec<usize> =
+                            self.m.resources[i].shared.values().copied().collect();
+                        let kept: BTreeSet<usize> = makers
+                            .into_iter()
+                            .filter(|&m| m == owner || self.m.descendants(m).contains_key(&owner))
+                            .collect();
+                        self.m.resources[i].shared.retain(|_, m| kept.contains(m));
+                    }
                 }
             }
             Op::SetStatus { tenant, status } => {
@@ -293,7 +309,7 @@ impl Case<'_> {
                         id: res.id,
                         owner: t,
                         name,
-                        shared: BTreeSet::new(),
+                        shared: BTreeMap::new(),
                         live: true,
                     });
                 }
@@ -392,7 +408,7 @@ impl Case<'_> {
                                 St::Active if self.m.descendants(x).contains_key(&owner) => {
                                     Outcome::Invalid
                                 }
-                                St::Active if self.m.resources[i].shared.contains(&x) => {
+                                St::Active if self.m.resources[i].shared.contains_key(&x) => {
                                     Outcome::Conflict
                                 }
                                 St::Active => Outcome::Ok,
@@ -416,7 +432,8 @@ impl Case<'_> {
                     if share.owner_tenant_id != owner || share.tenant_id != self.m.tenants[x].id {
                         return Err(format!("share came back as {share:?}"));
                     }
-                    self.m.resources[i].shared.insert(x);
+                    let maker = self.m.context(w).expect("a share made in a context");
+                    self.m.resources[i].shared.insert(x, maker);
                 }
             }
             Op::Unshare {
@@ -432,7 +449,7 @@ impl Case<'_> {
                     (T::ShareTarget(n), Res::Known(i))
                         if !self.m.resources[i].shared.is_empty() =>
                     {
-                        let c: Vec<usize> = self.m.resources[i].shared.iter().copied().collect();
+                        let c: Vec<usize> = self.m.resources[i].shared.keys().copied().collect();
                         Who::Tenant(c[n as usize % c.len()])
                     }
                     _ => match self.m.who(target) {
@@ -446,7 +463,7 @@ impl Case<'_> {
                     Ok(_) => {
                         let Res::Known(i) = r else { unreachable!() };
                         match to {
-                            Who::Tenant(x) if self.m.resources[i].shared.contains(&x) => {
+                            Who::Tenant(x) if self.m.resources[i].shared.contains_key(&x) => {
                                 Outcome::Ok
                             }
                             _ => Outcome::NotFound,

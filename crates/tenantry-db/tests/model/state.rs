@@ -52,7 +52,9 @@ pub struct MResource {
     pub id: ResourceId,
     pub owner: usize,
     pub name: String,
-    pub shared: BTreeSet<usize>,
+    /// The tenants it is shared with, each with the tenant that made the
+    /// share (the owner or an ancestor of it then).
+    pub shared: BTreeMap<usize, usize>,
     pub live: bool,
 }
 
@@ -342,7 +344,7 @@ impl Model {
             Some(Access::Own)
         } else if self.visible(t).contains(&res.owner) {
             Some(Access::Descendant)
-        } else if res.shared.contains(&t) {
+        } else if res.shared.contains_key(&t) {
             Some(Access::Shared)
         } else {
             None
@@ -361,7 +363,7 @@ impl Model {
                 Filter::All => true,
                 Filter::Own => r.owner == t,
                 Filter::Descendants => r.owner != t && vis.contains(&r.owner),
-                Filter::Shared => r.owner != t && r.shared.contains(&t),
+                Filter::Shared => r.owner != t && r.shared.contains_key(&t),
             };
             if include {
                 out.insert(r.id, (self.tenants[r.owner].id, access, r.name.clone()));
