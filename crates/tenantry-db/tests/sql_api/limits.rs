@@ -234,6 +234,8 @@ async fn a_tenant_cannot_give_its_child_more_than_it_has() {
         ("max_api_keys", json!(3)),
         ("max_resources", json!(11)),
         ("rate_limit_per_second", json!(5.5)),
+        // No burst set: the parent's is its rate (5), rounded up.
+        ("rate_limit_burst", json!(6)),
         ("max_children", json!(101)),
     ] {
         let e = app
