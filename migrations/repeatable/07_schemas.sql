@@ -2139,6 +2139,17 @@ BEGIN
                    f.template_schema, f.template_table, f.columns, s, f.template_table, f.columns, f.columns)
     USING tid;
     PERFORM set_config('session_replication_role', replication, true);
+    -- Statements other sessions prepared under this tenant's search path
+    -- before its table existed name the pooled table, which its rows just
+    -- left: a plan is made again, and the name resolved again, only when a
+    -- table it reads changes (a new table earlier in the path is no such
+    -- change), so those statements kept reading nothing until their
+    -- connections closed (found by an outside review). Granting again what
+    -- the app role holds changes nothing but the pooled table's catalog row,
+    -- which makes every plan reading it be made again, taking no lock.
+    IF pg_catalog.has_table_privilege('tenantry_app_own', template, 'SELECT') THEN
+        EXECUTE format('GRANT SELECT ON %s TO tenantry_app_own', template);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION tenantry.add_tenant_schema_table(regclass, text) IS 'Internal tenant-schema step (adopt_table records it when schema tenants exist; tenantry migrate runs it in each schema): the schema tenant''s own table of a newly adopted family, secured like the template, with the rows it wrote in the pooled table meanwhile moved in. Idempotent. Not granted.';

@@ -2417,6 +2417,46 @@ async fn a_team_table_that_lost_its_key_has_its_schema_tenants_tables_named_by_t
     assert_eq!(home_of(&su, "public.projects", silo).await, ["projects"]);
 }
 
+/// A table adopted while schema tenants exist reaches them through
+/// `tenantry migrate`, which moves each one's rows into its own new table.
+/// A statement a server's connection prepared before (the same SQL text)
+/// still named the pooled table: PostgreSQL makes a plan again only when a
+/// table it reads changes, and a table created earlier in the search path
+/// is no such change. The tenant read nothing until the connection closed
+/// (found by an outside review). The step now makes those plans be made
+/// again.
+#[tokio::test]
+async fn statements_prepared_before_migrate_gave_a_schema_tenant_its_new_table_read_its_rows_there()
+{
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database_with(tenantry_db::StatementMode::Prepared, 1);
+    let mut su = tdb.superuser_client().await;
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    own_sql(
+        &db,
+        silo,
+        "INSERT INTO projects (name) VALUES ('before migrate')",
+    )
+    .await
+    .unwrap();
+    const READ: &str = "SELECT name FROM projects";
+    assert_eq!(own_names(&db, silo, READ).await, ["before migrate"]);
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    let schema = schema_name(&su, silo).await;
+    assert_eq!(
+        home_of(&su, "public.projects", silo).await,
+        [format!("{schema}.projects")]
+    );
+    assert_eq!(
+        own_names(&db, silo, READ).await,
+        ["before migrate"],
+        "the statement prepared before the step reads the tenant's new table"
+    );
+}
+
 /// The tables in tenant schemas named `name`.
 async fn tables_named(su: &Client, name: &str) -> Vec<String> {
     texts(
