@@ -1706,10 +1706,14 @@ CREATE OR REPLACE FUNCTION tenantry.tenant_search_path(tenant_schema text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT CASE WHEN tenant_schema IS NULL OR tenant_schema OPERATOR(pg_catalog.=) 'tenantry' THEN 'tenantry, public'
-                ELSE pg_catalog.quote_ident(tenant_schema) OPERATOR(pg_catalog.||) ', tenantry, public' END
+    -- public before tenantry: a table of the team's named like one of
+    -- tenantry's (roles, invitations, resources) is the team's, as the
+    -- guide's path (the tenant's schema, public) has it; tenantry's
+    -- functions and tables keep their unqualified names otherwise.
+    SELECT CASE WHEN tenant_schema IS NULL OR tenant_schema OPERATOR(pg_catalog.=) 'tenantry' THEN 'public, tenantry'
+                ELSE pg_catalog.quote_ident(tenant_schema) OPERATOR(pg_catalog.||) ', public, tenantry' END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_search_path(text) IS 'The search_path setup_connection() sets for a tenant''s schema: the schema, tenantry, public; tenantry, public for the pooled tables (tenantry) or no tenant (NULL).';
+COMMENT ON FUNCTION tenantry.tenant_search_path(text) IS 'The search_path setup_connection() sets for a tenant''s schema: the schema, public, tenantry; public, tenantry for the pooled tables (tenantry) or no tenant (NULL). public before tenantry, so that a table of the team''s named like one of tenantry''s is the team''s.';
 GRANT EXECUTE ON FUNCTION tenantry.tenant_search_path(text) TO tenantry_app;
 
 /**
@@ -1735,7 +1739,7 @@ BEGIN
     PERFORM pg_catalog.set_config('tenantry.follow_route', 'on', false);
 END
 $$;
-COMMENT ON FUNCTION tenantry.setup_connection() IS 'Guide API: sets the session search_path to the current tenant''s schema (if schema-isolated), tenantry, public. Session scope: unsafe behind transaction pooling; set_tenant_context and set_tenant_context_local move the route along when they change tenant.';
+COMMENT ON FUNCTION tenantry.setup_connection() IS 'Guide API: sets the session search_path to the current tenant''s schema (if schema-isolated), public, tenantry (schemas of the caller''s own are not kept, as in the guide: add them after). Session scope: unsafe behind transaction pooling; set_tenant_context and set_tenant_context_local move the route along when they change tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.setup_connection() TO tenantry_app;
 
 /**
@@ -1743,7 +1747,7 @@ GRANT EXECUTE ON FUNCTION tenantry.setup_connection() TO tenantry_app;
  * (for the transaction) once they changed the context: in a session that
  * setup_connection() routed (tenantry.follow_route), a search_path that is
  * still one of its routes (a tenant schema first, or the pooled tables'
- * 'tenantry, public') is routed again, to the current tenant's. Any other
+ * 'public, tenantry') is routed again, to the current tenant's. Any other
  * search_path is left alone. SECURITY INVOKER without a SET clause (it
  * changes the caller's search_path), every name qualified.
  */

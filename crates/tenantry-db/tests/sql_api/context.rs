@@ -45,7 +45,7 @@ async fn guide_context_functions_answer_by_their_names_in_a_plain_session() {
     exec(&app, "SELECT setup_connection()").await;
     assert_eq!(
         strings(&app, "SELECT current_setting('search_path')").await,
-        ["tenantry, public"]
+        ["public, tenantry"]
     );
 
     // The acting member comes with the transaction-local setter.

@@ -160,7 +160,7 @@ async fn setup_connection_routes_to_the_tenant_schema_without_changing_the_sessi
     assert_eq!(identity(&app).await, who);
     let expected_path: String = app
         .query_one(
-            "SELECT quote_ident($1) || ', tenantry, public'",
+            "SELECT quote_ident($1) || ', public, tenantry'",
             &[&schema_of(&admin, silo).await],
         )
         .await
@@ -196,7 +196,7 @@ async fn setup_connection_routes_to_the_tenant_schema_without_changing_the_sessi
     assert_eq!(identity(&app).await, who);
     assert_eq!(
         strings(&app, "SELECT current_setting('search_path')").await,
-        ["tenantry, public"]
+        ["public, tenantry"]
     );
     assert_eq!(resource_names(&app).await, ["in-pool"]);
 }
@@ -241,7 +241,7 @@ async fn a_route_set_by_setup_connection_follows_the_tenant_when_the_context_cha
         &format!("SELECT set_tenant_context_local('{pooled}')"),
     )
     .await;
-    assert_eq!(path().await, ["tenantry, public"]);
+    assert_eq!(path().await, ["public, tenantry"]);
     assert_eq!(
         strings(&app, "SELECT name FROM resources ORDER BY name").await,
         ["in-pool"]
@@ -267,16 +267,16 @@ async fn a_route_set_by_setup_connection_follows_the_tenant_when_the_context_cha
 
     // The session's tenant changed: the session's route follows it.
     set_context(&app, pooled).await;
-    assert_eq!(path().await, ["tenantry, public"]);
+    assert_eq!(path().await, ["public, tenantry"]);
     assert_eq!(
         strings(&app, "SELECT name FROM resources ORDER BY name").await,
         ["in-pool", "pool-insert"]
     );
     // Not routed by setup_connection(): a search_path of the caller's own is
     // left alone.
-    exec(&app, "SET search_path = public, tenantry").await;
+    exec(&app, "SET search_path = tenantry, public").await;
     set_context(&app, other_silo).await;
-    assert_eq!(path().await, ["public, tenantry"]);
+    assert_eq!(path().await, ["tenantry, public"]);
     // Nor one that begins with a tenant schema but is not setup_connection()'s.
     let own_path = format!(
         "{}, tenantry, public, pg_catalog",
@@ -285,6 +285,53 @@ async fn a_route_set_by_setup_connection_follows_the_tenant_when_the_context_cha
     exec(&app, &format!("SET search_path = {own_path}")).await;
     set_context(&app, pooled).await;
     assert_eq!(path().await, [own_path.as_str()]);
+}
+
+/// A team's own table named like one of tenantry's (`roles`): after
+/// `setup_connection()`, the unqualified name is the team's table, as the
+/// guide's path (the tenant's schema, then public) has it. tenantry's schema
+/// came first and a psql session read tenantry's roles instead (found by an
+/// outside review); the guide's functions keep their unqualified names.
+#[tokio::test]
+async fn after_setup_connection_a_teams_table_named_like_one_of_tenantrys_is_the_teams() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let su = tdb.superuser_client().await;
+    exec(
+        &su,
+        "CREATE TABLE public.roles (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                    title text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.roles');",
+    )
+    .await;
+    let t = create_tenant(&admin, "acme", None).await;
+    set_context(&app, t).await;
+    exec(&app, "SELECT setup_connection()").await;
+    exec(&app, "INSERT INTO roles (title) VALUES ('goalkeeper')").await;
+    assert_eq!(
+        strings(&app, "SELECT title FROM roles").await,
+        ["goalkeeper"]
+    );
+    assert_eq!(
+        strings(
+            &app,
+            "SELECT n.nspname::text FROM roles r JOIN pg_class c ON c.oid = r.tableoid
+             JOIN pg_namespace n ON n.oid = c.relnamespace"
+        )
+        .await,
+        ["public"]
+    );
+    // The guide's names still resolve.
+    let id = create_resource(&app, t, "doc").await;
+    assert_eq!(
+        strings(
+            &app,
+            &format!("SELECT name FROM resources WHERE id = '{id}'")
+        )
+        .await,
+        ["doc"]
+    );
 }
 
 // -----------------------------------------------------------------------------
