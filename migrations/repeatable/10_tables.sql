@@ -2318,6 +2318,20 @@ BEGIN
         RAISE EXCEPTION 'cannot release %: % cannot hand it back to %', tbl, current_user, back_to
             USING ERRCODE = 'TN403';
     END IF;
+    -- An adopted table whose foreign key reaches this one would point at a
+    -- table without isolation: its inserts would learn whether another
+    -- tenant's row exists (the doctor's rule references, and the server's
+    -- boot check, then refuse it). Released first, or its key dropped.
+    SELECT string_agg(format('%s (%I)', k.conrelid::regclass, k.conname), ', ' ORDER BY k.conrelid::regclass::text, k.conname)
+      INTO held
+      FROM pg_catalog.pg_constraint k
+     WHERE k.contype = 'f' AND k.confrelid = tbl AND k.conrelid <> tbl
+       AND k.conrelid IN (SELECT r.table_id FROM tenantry.tenant_tables r);
+    IF held IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot release %: adopted tables reference it: %', tbl, held
+            USING ERRCODE = 'TN409',
+            HINT = 'Release those tables first, or drop their foreign keys to it.';
+    END IF;
     -- Schema tenants' tables of it hold their rows: they would be left behind.
     -- (Also when the table lost the primary key that made it a family:
     -- those tables still hold their rows.)
@@ -2373,7 +2387,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner (to the caller, with a warning, when that role no longer exists). The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family). Of a table dropped since its adoption (the doctor''s rule exists; pass its oid), it forgets the record and drops the schema tenants'' tables of it, or, TN409, names those that still hold rows.';
+COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner (to the caller, with a warning, when that role no longer exists). The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family). TN409 while another adopted table''s foreign key references it. Of a table dropped since its adoption (the doctor''s rule exists; pass its oid), it forgets the record and drops the schema tenants'' tables of it, or, TN409, names those that still hold rows.';
 
 -- -----------------------------------------------------------------------------
 -- Sharing rows of adopted tables (adopt_table(sharing => true)): the guide's

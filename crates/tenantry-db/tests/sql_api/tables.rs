@@ -645,6 +645,46 @@ async fn release_table_gives_the_table_back_without_row_level_security_and_keeps
     denied(&m, "SELECT release_table('notes')", "TN404").await;
 }
 
+/// Releasing a table that another adopted table's foreign key references
+/// is refused, naming the key, and changes nothing: released, it would be a
+/// table without isolation that the other one's inserts probe (the doctor
+/// then named it, and the server refused to start; found by an outside
+/// review). Released in order, both go.
+#[tokio::test]
+async fn release_table_refuses_a_table_another_adopted_table_references() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE customers (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         CREATE TABLE projects (tenant_id uuid NOT NULL, id int NOT NULL, customer_id int NOT NULL,
+                                PRIMARY KEY (tenant_id, id),
+                                CONSTRAINT projects_customer_fk FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id));
+         SELECT adopt_table('customers');
+         SELECT adopt_table('projects');",
+    )
+    .await;
+    let before = table_state(&m, "customers").await;
+    let err = m
+        .batch_execute("SELECT release_table('customers')")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "TN409", "{}", describe(&err));
+    assert!(
+        db.message().contains("projects (projects_customer_fk)"),
+        "{}",
+        describe(&err)
+    );
+    assert_eq!(table_state(&m, "customers").await, before);
+    exec(
+        &m,
+        "SELECT release_table('projects'); SELECT release_table('customers')",
+    )
+    .await;
+    assert_eq!(count(&m, "SELECT count(*) FROM tenant_tables").await, 0);
+}
+
 /// The role that owned a table before its adoption may be dropped once it
 /// owns nothing (found by an outside review: release_table then failed with
 /// "role … does not exist"). The caller takes the table back, warned.
