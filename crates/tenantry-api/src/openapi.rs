@@ -372,7 +372,8 @@ fn declare_problem(operation: &mut Operation, status: &str, description: &str) {
 /// and can answer whatever it does: the `X-Tenant-Id` header, so that a
 /// client generated from this document can name the tenant a person acts
 /// in; 422 for an `X-Tenant-Id` that is missing (a person's token), names
-/// another tenant than a key's, is sent more than once or is not a UUID, 404
+/// another tenant than a key's or is not a UUID, 400 for one sent more than
+/// once (found by an outside review: the document said 422), 404
 /// for a person who is not a member of the tenant named (exactly like a
 /// tenant that does not exist).
 struct TenantRoutes;
@@ -414,7 +415,12 @@ impl Modify for TenantRoutes {
                 declare_problem(
                     operation,
                     "422",
-                    "`X-Tenant-Id` is missing with a person's token, names another tenant than a key's, is sent more than once, or is not a UUID (`validation_failed`, field `X-Tenant-Id`)",
+                    "`X-Tenant-Id` is missing with a person's token, names another tenant than a key's, or is not a UUID (`validation_failed`, field `X-Tenant-Id`)",
+                );
+                declare_problem(
+                    operation,
+                    "400",
+                    "`X-Tenant-Id` is sent more than once (`invalid_header`, field `X-Tenant-Id`)",
                 );
             }
         }
@@ -738,6 +744,19 @@ mod tests {
             schemas["TenantSettings"]["properties"]["rate_limit_burst"]["format"],
             "int64"
         );
+        // The counts' upper bound is int64's: a `maximum` of 2^63 - 1 would be
+        // written as a float (9223372036854776000), which admits 2^63, a value
+        // the server refuses (found by an outside review).
+        for count in [
+            "max_resources",
+            "max_storage_bytes",
+            "max_children",
+            "max_api_keys",
+        ] {
+            let property = &schemas["TenantSettings"]["properties"][count];
+            assert_eq!(property["format"], "int64", "{count}: {property}");
+            assert!(property.get("maximum").is_none(), "{count}: {property}");
+        }
         assert_eq!(json["servers"][0]["url"], "/");
         // A page refers to its items' schema instead of copying it.
         let pages: Vec<&String> = schemas.keys().filter(|k| k.starts_with("Page_")).collect();

@@ -17,56 +17,56 @@ pub struct TenantSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+        schema(nullable = false, format = Int64, minimum = 0)
     )]
     max_resources: Option<u64>,
     /// Most bytes of resource names and data (integer ≥ 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+        schema(nullable = false, format = Int64, minimum = 0)
     )]
     max_storage_bytes: Option<u64>,
     /// Most direct children the tenant may have that are not deleted (integer ≥ 0; default 100).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+        schema(nullable = false, format = Int64, minimum = 0)
     )]
     max_children: Option<u64>,
     /// Most tenants below the tenant at any depth, deleted ones excluded: bounds the whole subtree (integer ≥ 0; default 1000).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+        schema(nullable = false, format = Int64, minimum = 0)
     )]
     max_descendants: Option<u64>,
     /// Most API keys of the tenant that are neither revoked nor replaced by rotation (integer ≥ 0; default 100).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+        schema(nullable = false, format = Int64, minimum = 0)
     )]
     max_api_keys: Option<u64>,
     /// Most roles the tenant may define (integer ≥ 0; default 100).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+        schema(nullable = false, format = Int64, minimum = 0)
     )]
     max_roles: Option<u64>,
     /// Most members the tenant may have (integer ≥ 0; default 1000).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+        schema(nullable = false, format = Int64, minimum = 0)
     )]
     max_members: Option<u64>,
     /// Most shares of the tenant's resources with other tenants (integer ≥ 0; default 1000).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(
         feature = "openapi",
-        schema(nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64)
+        schema(nullable = false, format = Int64, minimum = 0)
     )]
     max_shares: Option<u64>,
     /// Requests per second for the tenant's keys (> 0).
