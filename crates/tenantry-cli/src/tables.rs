@@ -24,10 +24,14 @@ pub struct TableArgs {
 
 #[derive(Debug, Subcommand)]
 enum TableCommand {
-    /// Make one of your tables a tenant table (tenantry.adopt_table). Idempotent.
+    /// Make one of your tables a tenant table (tenantry.adopt_table), or
+    /// several with the same options at once (tenantry.adopt_tables: how
+    /// tables linked by a foreign key switch --no-hierarchy together). Idempotent.
     Adopt {
-        /// The table, as SQL names it: `invoices`, `app.invoices`.
-        table: String,
+        /// The table, as SQL names it: `invoices`, `app.invoices`; several
+        /// are adopted in one transaction (their rows must have their tenants).
+        #[arg(required = true, num_args = 1..)]
+        tables: Vec<String>,
         /// Ancestors do not reach their descendants' rows. Without this flag or
         /// --hierarchy, an adopted table keeps what it has (a new one: hierarchy on).
         #[arg(long, conflicts_with = "hierarchy")]
@@ -99,7 +103,7 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
     let (client, _cluster) = local::migration_client(&args.target, "manage tables").await?;
     match args.command {
         TableCommand::Adopt {
-            table: name,
+            tables: names,
             no_hierarchy,
             hierarchy,
             sharing,
@@ -121,22 +125,29 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
                 },
                 pages_per_batch,
             };
+            let name = names.join(", ");
             let bar = ProgressBar::hidden();
-            let adopted = tables::adopt_table(&client, &name, &options, |p| {
-                if bar.is_hidden() && !args.json {
-                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                    bar.set_style(
-                        ProgressStyle::with_template(
-                            "backfilling tenant_id {bar:40} {pos}/{len} pages, {msg}",
-                        )
-                        .expect("a valid template"),
-                    );
-                }
-                bar.set_length(p.pages_total);
-                bar.set_position(p.pages_done);
-                bar.set_message(format!("{} rows", p.rows));
-            })
-            .await;
+            let adopted = if let [one] = names.as_slice() {
+                tables::adopt_table(&client, one, &options, |p| {
+                    if bar.is_hidden() && !args.json {
+                        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                        bar.set_style(
+                            ProgressStyle::with_template(
+                                "backfilling tenant_id {bar:40} {pos}/{len} pages, {msg}",
+                            )
+                            .expect("a valid template"),
+                        );
+                    }
+                    bar.set_length(p.pages_total);
+                    bar.set_position(p.pages_done);
+                    bar.set_message(format!("{} rows", p.rows));
+                })
+                .await
+                .map(|t| vec![t])
+            } else {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                tables::adopt_tables(&client, &names, &options).await
+            };
             bar.finish_and_clear();
             let adopted = adopted?;
             // Schema tenants get their table of it, or its new policies, as a
@@ -156,16 +167,30 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
                 None
             };
             if args.json {
-                // The table as `table list --json` shows it, and what became
-                // of the schema tenants' tables: how many schemas were
-                // brought along, or whether they wait for `tenantry migrate`.
-                let mut out = serde_json::to_value(&adopted)?;
-                out["tenant_schemas_migrated"] = serde_json::json!(migrated);
-                out["tenant_schemas_behind"] = serde_json::json!(behind && migrated.is_none());
-                json(&out)?;
+                // The table as `table list --json` shows it (several: a list
+                // of them), and what became of the schema tenants' tables:
+                // how many schemas were brought along, or whether they wait
+                // for `tenantry migrate`.
+                let mut outs = adopted
+                    .iter()
+                    .map(|t| {
+                        let mut out = serde_json::to_value(t)?;
+                        out["tenant_schemas_migrated"] = serde_json::json!(migrated);
+                        out["tenant_schemas_behind"] =
+                            serde_json::json!(behind && migrated.is_none());
+                        Ok(out)
+                    })
+                    .collect::<Result<Vec<_>, serde_json::Error>>()?;
+                if outs.len() == 1 {
+                    json(&outs.remove(0))?;
+                } else {
+                    json(&outs)?;
+                }
             } else {
-                outln!("adopted {}", adopted.table);
-                print_tables(&[adopted]);
+                for t in &adopted {
+                    outln!("adopted {}", t.table);
+                }
+                print_tables(&adopted);
                 match migrated {
                     Some(n) => outln!("{n} tenant schema(s) brought along"),
                     None if behind => outln!(

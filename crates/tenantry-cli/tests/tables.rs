@@ -846,3 +846,84 @@ async fn migrate_by_a_role_that_cannot_create_roles_says_to_use_a_superuser_and_
     );
     db.drop_scratch(&name, &login).await;
 }
+
+/// Tables linked by a foreign key switch their hierarchy option together:
+/// `table adopt boards cards --no-hierarchy` (tenantry.adopt_tables, through
+/// the library's `adopt_tables`), where one at a time each is refused for
+/// the other (found by an outside review: only SQL could do it). Several
+/// tables and a backfill are refused before anything changes.
+#[tokio::test]
+async fn table_adopt_of_several_tables_switches_linked_tables_hierarchy_together() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.boards (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         CREATE TABLE public.cards (tenant_id uuid NOT NULL, id int NOT NULL, board_id int NOT NULL,
+                                    PRIMARY KEY (tenant_id, id),
+                                    FOREIGN KEY (tenant_id, board_id) REFERENCES public.boards (tenant_id, id));
+         SELECT tenantry.adopt_tables(ARRAY['public.boards', 'public.cards']::regclass[]);",
+    )
+    .await
+    .unwrap();
+    let url = db.superuser_url();
+    let hierarchy = || async {
+        su.query(
+            "SELECT table_id::text, hierarchy FROM tenantry.tenant_tables ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)))
+        .collect::<Vec<_>>()
+    };
+    let out = run(&url, &["table", "adopt", "boards", "--no-hierarchy"], &[]);
+    assert!(!out.status.success(), "{}", text(&out).0);
+    assert_eq!(
+        hierarchy().await,
+        [("boards".to_owned(), true), ("cards".to_owned(), true)]
+    );
+    let out = run(
+        &url,
+        &[
+            "table",
+            "adopt",
+            "boards",
+            "cards",
+            "--no-hierarchy",
+            "--json",
+        ],
+        &[],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&succeeds(&out)).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    assert_eq!(
+        hierarchy().await,
+        [("boards".to_owned(), false), ("cards".to_owned(), false)]
+    );
+    let out = run(
+        &url,
+        &[
+            "table",
+            "adopt",
+            "boards",
+            "cards",
+            "--hierarchy",
+            "--existing-rows-tenant",
+            &uuid::Uuid::new_v4().to_string(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out)
+            .1
+            .contains("adopt_tables gives existing rows no tenant"),
+        "{}",
+        text(&out).1
+    );
+    assert_eq!(
+        hierarchy().await,
+        [("boards".to_owned(), false), ("cards".to_owned(), false)]
+    );
+}

@@ -180,6 +180,38 @@ impl From<tokio_postgres::Error> for TableError {
     }
 }
 
+/// Adopts several tables with the same options in one transaction
+/// (`tenantry.adopt_tables`), the rules between them checked once all are:
+/// how tables linked by a foreign key switch their hierarchy option
+/// together (one at a time, each is refused for the other). Their rows must
+/// have their tenants already: a backfill is [`adopt_table`]'s, table by
+/// table (refused here, TN422, before anything changes).
+pub async fn adopt_tables(
+    client: &Client,
+    tables: &[&str],
+    options: &AdoptOptions,
+) -> Result<Vec<TenantTable>, TableError> {
+    if !matches!(options.existing_rows, ExistingRows::Refuse) {
+        return Err(TableError::Refused {
+            code: "TN422".to_owned(),
+            message: "adopt_tables gives existing rows no tenant".to_owned(),
+            detail: None,
+            hint: Some(
+                "adopt each table whose rows need a tenant alone first (adopt_table)".to_owned(),
+            ),
+        });
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {TABLE_COLUMNS} FROM tenantry.adopt_tables($1::text[]::regclass[], hierarchy => $2, sharing => $3, write_permission => $4)"
+            ),
+            &[&tables, &options.hierarchy, &options.sharing, &options.write_permission],
+        )
+        .await?;
+    Ok(rows.iter().map(TenantTable::from_row).collect())
+}
+
 /// Adopts `table` (a name as SQL would resolve it, e.g. `invoices` or
 /// `app.invoices`). Rows without a tenant are given one in committed batches
 /// first (see [`ExistingRows`]), so the adoption itself only takes a short lock;
