@@ -504,6 +504,33 @@ COMMENT ON FUNCTION tenantry.granted_to_public(oid, text) IS 'Internal (the doct
 GRANT EXECUTE ON FUNCTION tenantry.granted_to_public(oid, text) TO tenantry_admin, tenantry_server;
 
 /**
+ * The adopted tables linked to `tbl` by foreign keys between adopted
+ * tables, either way and at any distance, `tbl` included: what must switch
+ * the hierarchy option together (the doctor's fix for rule hierarchy).
+ */
+CREATE OR REPLACE FUNCTION tenantry.linked_tenant_tables(tbl regclass)
+RETURNS regclass[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH RECURSIVE edges AS (
+        SELECT k.conrelid AS a, k.confrelid AS b
+        FROM pg_catalog.pg_constraint k
+        WHERE k.contype = 'f' AND k.conrelid <> k.confrelid
+          AND k.conrelid IN (SELECT r.table_id FROM tenantry.tenant_tables r)
+          AND k.confrelid IN (SELECT r.table_id FROM tenantry.tenant_tables r)
+    ), linked(rel) AS (
+        SELECT tbl::oid
+        UNION
+        SELECT CASE WHEN e.a = l.rel THEN e.b ELSE e.a END
+        FROM linked l JOIN edges e ON l.rel IN (e.a, e.b)
+    )
+    SELECT array_agg(l.rel::regclass ORDER BY l.rel::regclass::text) FROM linked l
+$$;
+COMMENT ON FUNCTION tenantry.linked_tenant_tables(regclass) IS 'The adopted tables linked to one by foreign keys between adopted tables, either way and at any distance, itself included: the tables that switch the hierarchy option together (the doctor''s fix for rule hierarchy). Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.linked_tenant_tables(regclass) TO tenantry_admin, tenantry_server;
+
+/**
  * The doctor: every rule an adopted table (or, with tbl, that one table) must
  * satisfy and does not, with the SQL that fixes it. No rows: all is well.
  */
@@ -935,11 +962,14 @@ BEGIN
                        format('foreign key %I from %s, whose tenants do not reach their descendants'' rows, to %s, whose tenants do: a parent deleting or changing a descendant''s row of %s learns from the key (or changes, by its action) the descendant''s rows of %s, which it cannot read',
                               k.conname, k.conrelid::regclass, k.confrelid::regclass, k.confrelid::regclass, k.conrelid::regclass)
                    END,
-                   -- Both tables take this one's option in one call (one
-                   -- at a time, each was refused for the other: found by an
-                   -- outside review).
-                   format('SELECT tenantry.adopt_tables(ARRAY[%L, %L]::regclass[], hierarchy => %s); -- both tables must reach the same rows (or hierarchy => %s for both)',
-                          k.conrelid::regclass::text, k.confrelid::regclass::text, t.hierarchy::text, (NOT t.hierarchy)::text)
+                   -- Every table linked to this one by foreign keys takes
+                   -- its option in one call (one at a time, each was refused
+                   -- for the other; a pair at a time, for the next link:
+                   -- both found by outside reviews).
+                   format('SELECT tenantry.adopt_tables(ARRAY[%s]::regclass[], hierarchy => %s); -- tables linked by foreign keys must reach the same rows (or hierarchy => %s for all)',
+                          (SELECT string_agg(pg_catalog.quote_literal(l.rel::text), ', ' ORDER BY l.rel::text)
+                             FROM unnest(tenantry.linked_tenant_tables(t.table_id)) l(rel)),
+                          t.hierarchy::text, (NOT t.hierarchy)::text)
             FROM pg_catalog.pg_constraint k
             JOIN tenantry.tenant_tables src ON src.table_id = k.conrelid
             JOIN tenantry.tenant_tables dst ON dst.table_id = k.confrelid

@@ -2654,3 +2654,47 @@ async fn a_foreign_key_from_a_hierarchy_table_to_one_without_is_refused_and_name
     }
     assert_eq!(answers[0], answers[1]);
 }
+
+/// Three tables linked by foreign keys in a chain: the refusal's fix names
+/// all three in one `adopt_tables` (it named a pair, which the third link
+/// refused again: found by an outside review), and pasted it switches them.
+#[tokio::test]
+async fn the_hierarchy_fix_names_every_table_linked_by_foreign_keys() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE customers (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         CREATE TABLE projects (tenant_id uuid NOT NULL, id int NOT NULL, customer_id int NOT NULL,
+                                PRIMARY KEY (tenant_id, id),
+                                FOREIGN KEY (tenant_id, customer_id) REFERENCES customers (tenant_id, id));
+         CREATE TABLE tasks (tenant_id uuid NOT NULL, id int NOT NULL, project_id int NOT NULL,
+                             PRIMARY KEY (tenant_id, id),
+                             FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id));
+         SELECT adopt_tables(ARRAY['customers', 'projects', 'tasks']::regclass[]);",
+    )
+    .await;
+    let err = m
+        .batch_execute("SELECT adopt_table('projects', hierarchy => false)")
+        .await
+        .unwrap_err();
+    let detail = err
+        .as_db_error()
+        .and_then(|d| d.detail())
+        .unwrap_or("")
+        .to_owned();
+    let all = "SELECT tenantry.adopt_tables(ARRAY['public.customers', 'public.projects', 'public.tasks']::regclass[], hierarchy => false);";
+    assert!(detail.contains(all), "{detail}");
+    exec(&m, all).await;
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT table_id::text || ' ' || hierarchy::text FROM tenant_tables ORDER BY 1"
+        )
+        .await,
+        ["customers false", "projects false", "tasks false"]
+    );
+    assert!(strings(&m, "SELECT problem FROM table_problems()")
+        .await
+        .is_empty());
+}
