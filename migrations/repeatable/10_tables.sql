@@ -806,8 +806,16 @@ BEGIN
                                  LIMIT 1),
                                 -- What "tenant_id first" takes for the index's
                                 -- method (found by an audit: as given, GIN and
-                                -- hash refused it).
-                                format('DROP INDEX %s; -- and create it again with tenant_id first%s', i.indexrelid::regclass,
+                                -- hash refused it). Foreign keys that use it go
+                                -- first (DROP INDEX failed on them: found by an
+                                -- outside review); their own fix adds them
+                                -- again on tenant_id.
+                                format('%sDROP INDEX %s; -- and create it again with tenant_id first%s',
+                                       (SELECT string_agg(format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I; ', fk.conrelid::regclass, fk.conname),
+                                                          '' ORDER BY fk.conrelid::regclass::text, fk.conname)
+                                          FROM pg_catalog.pg_constraint fk
+                                         WHERE fk.contype = 'f' AND fk.conindid = i.indexrelid),
+                                       i.indexrelid::regclass,
                                        CASE (SELECT am.amname FROM pg_catalog.pg_class ic JOIN pg_catalog.pg_am am ON am.oid = ic.relam
                                              WHERE ic.oid = i.indexrelid)
                                             WHEN 'btree' THEN ''
@@ -884,7 +892,10 @@ BEGIN
         RETURN QUERY
             SELECT t.table_id::text, 'foreign_keys'::text,
                    format('foreign key %I to %s does not pair tenant_id with tenant_id', k.conname, k.confrelid::regclass),
-                   format('ALTER TABLE %s DROP CONSTRAINT %I; -- and add it again on (tenant_id, ...) REFERENCES %s (tenant_id, ...)',
+                   -- IF EXISTS: named under both tables, and dropped first
+                   -- by the fix of an index it uses (run top to bottom, the
+                   -- second copy failed: found by an outside review).
+                   format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I; -- and add it again on (tenant_id, ...) REFERENCES %s (tenant_id, ...)',
                           k.conrelid::regclass, k.conname, k.confrelid::regclass)
             FROM pg_catalog.pg_constraint k
             WHERE k.contype = 'f'

@@ -2698,3 +2698,43 @@ async fn the_hierarchy_fix_names_every_table_linked_by_foreign_keys() {
         .await
         .is_empty());
 }
+
+/// A unique index not led by tenant_id that a foreign key without tenant_id
+/// uses: the doctor's fixes, run top to bottom as it prints them, all run
+/// (the DROP INDEX came before the key that needed it, and the key, named
+/// under both tables, was dropped twice: found by an outside review).
+#[tokio::test]
+async fn the_doctors_fixes_run_top_to_bottom_when_a_foreign_key_uses_an_index_it_drops() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE projects (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         CREATE TABLE comments (tenant_id uuid NOT NULL, id int NOT NULL, project_id int, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_tables(ARRAY['projects', 'comments']::regclass[]);
+         CREATE UNIQUE INDEX projects_id_key ON projects (id);
+         ALTER TABLE comments ADD CONSTRAINT comments_project_fk FOREIGN KEY (project_id) REFERENCES projects (id);",
+    )
+    .await;
+    let fixes = strings(&m, "SELECT fix FROM table_problems()").await;
+    assert!(
+        fixes.iter().any(|f| f.starts_with(
+            "ALTER TABLE public.comments DROP CONSTRAINT IF EXISTS comments_project_fk; DROP INDEX public.projects_id_key;"
+        )),
+        "{fixes:?}"
+    );
+    // In the order printed, and in the reverse order.
+    for order in [fixes.clone(), fixes.iter().rev().cloned().collect()] {
+        exec(&m, "BEGIN").await;
+        for fix in &order {
+            exec(&m, fix).await;
+        }
+        assert!(
+            strings(&m, "SELECT problem FROM table_problems()")
+                .await
+                .is_empty(),
+            "{order:?}"
+        );
+        exec(&m, "ROLLBACK").await;
+    }
+}
