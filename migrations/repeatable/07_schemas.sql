@@ -1951,14 +1951,16 @@ BEGIN
         RAISE EXCEPTION 'alter_tenant_table changes the shape of %, not its name, schema, owner, row level security or inheritance: %', tbl, change
             USING ERRCODE = 'TN422', HINT = 'columns, defaults and CHECK constraints; run other changes with ALTER TABLE, except a rename or a move to another schema, which schema tenants'' tables of it would not follow (docs/tiers.md)';
     END IF;
-    SELECT pg_catalog.string_agg(pg_catalog.format('%s [%s]: %s (fix: %s)', p.table_name, p.rule, p.problem, p.fix), E'\n')
+    -- Without the doctor's fixes: they name what this change made, which
+    -- the refusal takes back (found by an outside review).
+    SELECT pg_catalog.string_agg(pg_catalog.format('%s [%s]: %s', p.table_name, p.rule, p.problem), E'\n')
       INTO added
       FROM tenantry.table_problems(tbl) p
      WHERE pg_catalog.concat_ws('|', p.table_name, p.rule, p.problem) <> ALL (problems_before);
     IF added IS NOT NULL THEN
         RAISE EXCEPTION 'alter_tenant_table: this change to % breaks the rules of tenant tables (nothing was changed): %', tbl, change
             USING ERRCODE = 'TN422', DETAIL = added,
-                  HINT = 'each finding above says what keeps the rule (a key or index leads with tenant_id: ADD UNIQUE (tenant_id, <columns>)); findings are compared by their text, so renaming an object the doctor names already counts as a new finding';
+                  HINT = 'write the change so that it keeps the rule each line names: a key or an index leads with tenant_id, as in ADD UNIQUE (tenant_id, <columns>); findings the doctor had before the change do not count';
     END IF;
     IF NOT family THEN
         RETURN NULL;

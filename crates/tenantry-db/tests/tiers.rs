@@ -2313,6 +2313,13 @@ async fn alter_tenant_table_refuses_a_change_that_breaks_a_rule_and_changes_noth
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("TN422"), "{err:?}");
+    // Its finding names the key, without the doctor's fix: that dropped a
+    // constraint the refusal had already taken back.
+    let detail = err.as_db_error().and_then(|d| d.detail()).unwrap_or("");
+    assert!(
+        detail.contains("another") && !detail.contains("fix:"),
+        "{detail}"
+    );
 }
 
 /// A team table that loses its primary key (tenant_id, id) after schema
