@@ -2006,7 +2006,18 @@ BEGIN
         FROM pg_catalog.pg_constraint c WHERE c.conrelid = tbl AND c.contype = 'p';
         RAISE EXCEPTION 'cannot share rows of %: a share names a row by its primary key, which must be (tenant_id, <one column>)', tbl
             USING ERRCODE = 'TN422',
-            HINT = CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+            HINT = CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_partitioned_table pt
+                                     JOIN pg_catalog.pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = ANY (pt.partattrs::int2[])
+                                     WHERE pt.partrelid = tbl AND a.attname <> 'tenant_id')
+                   -- A partitioned table's keys include its partition
+                   -- columns: the key above would be refused (found by an
+                   -- outside review).
+                   THEN format('Its keys must include its partition columns (%s), so it can have no key (tenant_id, <one column>) that names a row: partition it by tenant_id, or adopt it with sharing => false.',
+                               (SELECT string_agg(a.attname::text, ', ' ORDER BY a.attnum)
+                                  FROM pg_catalog.pg_partitioned_table pt
+                                  JOIN pg_catalog.pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = ANY (pt.partattrs::int2[])
+                                 WHERE pt.partrelid = tbl))
+                   WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                                      WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped)
                    THEN format('Make it so in your migration: ALTER TABLE %1$s %2$sADD PRIMARY KEY (tenant_id, <key column>); or adopt it with sharing => false.',
                                tbl, coalesce(pkey, ''))

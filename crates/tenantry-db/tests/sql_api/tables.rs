@@ -2738,3 +2738,32 @@ async fn the_doctors_fixes_run_top_to_bottom_when_a_foreign_key_uses_an_index_it
         exec(&m, "ROLLBACK").await;
     }
 }
+
+/// Sharing on a table partitioned by another column than tenant_id: the
+/// refusal says why no key can name a row and what to do (its hint gave a
+/// primary key PostgreSQL refuses on such a table: found by an outside
+/// review), and changes nothing.
+#[tokio::test]
+async fn sharing_a_table_partitioned_by_time_is_refused_with_a_hint_that_can_be_followed() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE events (tenant_id uuid NOT NULL, id bigint NOT NULL, created_at timestamptz NOT NULL,
+                              PRIMARY KEY (tenant_id, id, created_at)) PARTITION BY RANGE (created_at);
+         CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');",
+    )
+    .await;
+    let err = m
+        .batch_execute("SELECT adopt_table('events', sharing => true)")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "TN422", "{}", describe(&err));
+    assert_eq!(
+        db.hint(),
+        Some("Its keys must include its partition columns (created_at), so it can have no key (tenant_id, <one column>) that names a row: partition it by tenant_id, or adopt it with sharing => false.")
+    );
+    assert_eq!(count(&m, "SELECT count(*) FROM tenant_tables").await, 0);
+    exec(&m, "SELECT adopt_table('events', sharing => false)").await;
+}
