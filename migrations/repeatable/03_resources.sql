@@ -555,6 +555,42 @@ $$;
 COMMENT ON FUNCTION tenantry.hold_share_tenant(uuid) IS 'Internal (share_resource, share_row): holds a share''s target or owner tenant row FOR KEY SHARE, waiting 100 ms at most (55P03), so that its concurrent deletion (which takes the row FOR UPDATE) revokes the share or the share finds it deleted, while no other change of the row waits for it; returns the status held (NULL on a Citus cluster, where nothing is held, or for no such tenant). Not granted.';
 
 /**
+ * Whether the current tenant still reaches `owner_id` through the hierarchy
+ * (it is the owner or one of its ancestors), read from the closure as it is
+ * now, under the hierarchy lock shared (moves take it exclusively until they
+ * commit): a share is made by a tenant that reaches the row, and a move that
+ * commits after it revokes it (revoke_shares_past_hierarchy). The context's
+ * subtree alone was fixed when the transaction (or the server's cache) took
+ * it, so a former parent could share a detached child's row, or finish a
+ * share the move did not see, and keep reading the child through the target
+ * (found by a review). Not granted.
+ */
+CREATE OR REPLACE FUNCTION tenantry.share_maker_reaches(owner_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- Tried for 100 ms at most, never queued: a move holding the lock may
+    -- wait for a row this share holds (its counters), which the deadlock
+    -- detector would see only after a second, with every child creation
+    -- queued behind (as for moves, lock_hierarchy_for_move). 55P03 then:
+    -- the server runs the share again, or answers 503.
+    FOR attempt IN 1..10 LOOP
+        EXIT WHEN pg_try_advisory_xact_lock_shared(hashtext('tenantry.tenant_hierarchy'));
+        IF attempt = 10 THEN
+            RAISE EXCEPTION 'the tenant hierarchy is being changed; the share was not made'
+                USING ERRCODE = '55P03', HINT = 'retry the share';
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    RETURN EXISTS (SELECT 1 FROM tenantry.tenant_hierarchy h
+                   WHERE h.parent_id = tenantry.current_tenant_id() AND h.child_id = owner_id);
+END
+$$;
+COMMENT ON FUNCTION tenantry.share_maker_reaches(uuid) IS 'Internal (share_resource, share_row): whether the current tenant is the owner or, as the closure has it now, one of its ancestors, under the hierarchy lock shared (which moves take exclusively), tried for 100 ms (55P03 then). Not granted.';
+
+/**
  * Guide: share_resource(resource_id, target_tenant_id). Fixed: the resource
  * must be visible-and-owned in the caller's subtree (a missing and a foreign
  * resource give the same error), the target must exist and be active, not the
@@ -572,7 +608,7 @@ DECLARE
 BEGIN
     PERFORM tenantry.hold_share_tenant(target_tenant_id);
     owner_id := tenantry.lock_shareable_resource(share_resource.resource_id);
-    IF tenantry.hold_share_tenant(owner_id) = 'deleted' THEN
+    IF tenantry.hold_share_tenant(owner_id) = 'deleted' OR NOT tenantry.share_maker_reaches(owner_id) THEN
         RAISE EXCEPTION 'resource % not found', share_resource.resource_id USING ERRCODE = 'TN404';
     END IF;
     PERFORM tenantry.check_share_target(owner_id, target_tenant_id, 'resource', true);

@@ -2153,7 +2153,11 @@ BEGIN
     -- connections closed (found by an outside review). Granting again what
     -- the app role holds changes nothing but the pooled table's catalog row,
     -- which makes every plan reading it be made again, taking no lock.
+    -- One at a time: two GRANTs on one table from concurrent transactions
+    -- fail ("tuple concurrently updated"; found by a review), and two
+    -- migrations, or an adoption and a migration, run steps side by side.
     IF pg_catalog.has_table_privilege('tenantry_app_own', template, 'SELECT') THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('tenantry.regrant ' OPERATOR(pg_catalog.||) template::text));
         EXECUTE format('GRANT SELECT ON %s TO tenantry_app_own', template);
     END IF;
 END

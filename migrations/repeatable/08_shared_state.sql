@@ -111,7 +111,7 @@ $statistics$;
 -- -----------------------------------------------------------------------------
 -- The rest, by what it shares. Each but the advisory lock functions is
 -- granted to pg_monitor (monitoring reads locks, transaction ids and sizes);
--- pg_advisory_xact_lock(bigint), its _shared and its try form go to tenantry_owner only. An application of
+-- pg_advisory_xact_lock(bigint), its _shared and their try forms go to tenantry_owner only. An application of
 -- your own that needs advisory locks grants them to its own roles, never to
 -- the tenantry roles.
 --
@@ -121,7 +121,9 @@ $statistics$;
 -- hold. That trigger runs as tenantry_owner (SECURITY DEFINER), which keeps
 -- pg_try_advisory_xact_lock(bigint) (re-parenting, which never queues),
 -- pg_advisory_xact_lock(bigint) (define_permission, spare tenant schemas) and
--- pg_advisory_xact_lock_shared(bigint) (creating a child), and
+-- pg_advisory_xact_lock_shared(bigint) (creating a child),
+-- pg_try_advisory_xact_lock_shared(bigint) (sharing a row, which never
+-- queues behind a move), and
 -- pg_advisory_lock(bigint) with its unlock, which the migration runner takes
 -- (as a superuser, or as a migration role that is a member of tenantry_owner).
 --
@@ -193,7 +195,7 @@ BEGIN
 END
 $builtins$;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_xact_lock(bigint), pg_catalog.pg_advisory_xact_lock_shared(bigint),
-    pg_catalog.pg_try_advisory_xact_lock(bigint) TO tenantry_owner;
+    pg_catalog.pg_try_advisory_xact_lock(bigint), pg_catalog.pg_try_advisory_xact_lock_shared(bigint) TO tenantry_owner;
 -- tenantry migrate serialises runs with a session lock: a migration role that
 -- is a member of tenantry_owner (no superuser) must be able to take it.
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_lock(bigint), pg_catalog.pg_advisory_unlock(bigint) TO tenantry_owner;

@@ -601,8 +601,8 @@ BEGIN
                             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                             WHERE c.relname = t.adopted_parts[2] AND c.relkind IN ('r', 'p')
                               AND n.nspname ~ '^tenant_[0-9a-f]{20}$'
-                              AND NOT EXISTS (SELECT 1 FROM tenantry.family_templates() f
-                                              WHERE f.template_table = t.adopted_parts[2]));
+                              AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r JOIN pg_catalog.pg_class rc ON rc.oid = r.table_id
+                                              WHERE rc.relname = t.adopted_parts[2]));
             IF left_behind > 0 THEN
                 problem := problem || format('; %s schema tenant table(s) of it remain', left_behind);
             END IF;
@@ -814,7 +814,7 @@ BEGIN
                                        (SELECT string_agg(format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I; ', fk.conrelid::regclass, fk.conname),
                                                           '' ORDER BY fk.conrelid::regclass::text, fk.conname)
                                           FROM pg_catalog.pg_constraint fk
-                                         WHERE fk.contype = 'f' AND fk.conindid = i.indexrelid),
+                                         WHERE fk.contype = 'f' AND fk.conindid = i.indexrelid AND fk.conparentid = 0),
                                        i.indexrelid::regclass,
                                        CASE (SELECT am.amname FROM pg_catalog.pg_class ic JOIN pg_catalog.pg_am am ON am.oid = ic.relam
                                              WHERE ic.oid = i.indexrelid)
@@ -2287,13 +2287,16 @@ COMMENT ON PROCEDURE tenantry.backfill_tenant_id(regclass, uuid, text, integer) 
  */
 CREATE OR REPLACE FUNCTION tenantry.tables_left_behind(table_name name)
 RETURNS TABLE (copy regclass, holds_rows boolean)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rel regclass;
 BEGIN
-    IF EXISTS (SELECT 1 FROM tenantry.family_templates() f WHERE f.template_table = tables_left_behind.table_name) THEN
+    -- Not while an adopted table of that name exists: they are (or may
+    -- become) its tables, a family's or one that lost its key (copy_family).
+    IF EXISTS (SELECT 1 FROM tenantry.tenant_tables r JOIN pg_catalog.pg_class c ON c.oid = r.table_id
+               WHERE c.relname = tables_left_behind.table_name) THEN
         RETURN;
     END IF;
     FOR rel IN
@@ -2303,12 +2306,17 @@ BEGIN
         ORDER BY n.nspname
     LOOP
         copy := rel;
+        -- Held until the caller's transaction ends, before it is read: a
+        -- schema tenant's insert in flight (the tables keep their grants)
+        -- is then either seen here or waits for the drop to fail it,
+        -- never dropped unseen (found by a review).
+        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', rel);
         EXECUTE format('SELECT EXISTS (SELECT FROM %s)', rel) INTO holds_rows;
         RETURN NEXT;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tables_left_behind(name) IS 'Internal (release_table of a dropped adopted table, adopt_table): the tables in tenant schemas with that name while no tenant table family has it, left behind by a dropped adopted table of that name, and whether each holds a row (read as the owner). Not granted.';
+COMMENT ON FUNCTION tenantry.tables_left_behind(name) IS 'Internal (release_table of a dropped adopted table, adopt_table): the tables in tenant schemas with that name while no adopted table has it, left behind by a dropped adopted table of that name, each locked (ACCESS EXCLUSIVE, until the caller''s transaction ends) and whether it holds a row (read as the owner). Not granted.';
 
 /** Undoes adopt_table: the table is the application's again, without RLS. */
 CREATE OR REPLACE FUNCTION tenantry.release_table(tbl regclass)
@@ -2618,7 +2626,7 @@ BEGIN
     tbl := tenantry.adopted_table_of(tbl);
     PERFORM tenantry.hold_share_tenant(target_tenant_id);
     SELECT * INTO found_row FROM tenantry.lock_shareable_row(tbl, share_row.row_id);
-    IF tenantry.hold_share_tenant(found_row.owner_id) = 'deleted' THEN
+    IF tenantry.hold_share_tenant(found_row.owner_id) = 'deleted' OR NOT tenantry.share_maker_reaches(found_row.owner_id) THEN
         RAISE EXCEPTION 'row % of % not found', share_row.row_id, tbl USING ERRCODE = 'TN404';
     END IF;
     PERFORM tenantry.check_share_target(found_row.owner_id, target_tenant_id, 'row',

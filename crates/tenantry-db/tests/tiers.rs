@@ -2617,6 +2617,50 @@ async fn a_dropped_adopted_table_is_released_with_its_schema_tenants_tables_and_
         .unwrap();
 }
 
+/// `release_table` of a dropped table never drops a schema tenant's table
+/// of it with a row a transaction in flight is writing: it locks each such
+/// table before it looks, so the insert is seen once committed and the
+/// release refused (found by a review: the row was dropped unseen).
+#[tokio::test]
+async fn releasing_a_dropped_table_waits_for_a_write_in_flight_to_its_schema_tenants_tables() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let schema = schema_name(&su, silo).await;
+    let oid: u32 = su
+        .query_one("SELECT 'public.projects'::regclass::oid", &[])
+        .await
+        .unwrap()
+        .get(0);
+    su.batch_execute("DROP TABLE public.projects CASCADE")
+        .await
+        .unwrap();
+    let writer = tdb.superuser_client().await;
+    writer
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO {schema}.projects (tenant_id, id, name) VALUES ('{}', gen_random_uuid(), 'in flight')",
+            silo.as_uuid()
+        ))
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        su.batch_execute(&format!("SELECT tenantry.release_table({oid})"))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!release.is_finished(), "the release waits for the writer");
+    writer.batch_execute("COMMIT").await.unwrap();
+    let err = release.await.unwrap().unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+    let kept = tdb.superuser_client().await;
+    assert_eq!(
+        tables_named(&kept, "projects").await,
+        [format!("{schema}.projects")]
+    );
+}
+
 /// A tenant schema is dropped only when nothing in it holds a row: a table
 /// made in it by hand whose rows no family reaches keeps a move back from
 /// starting, and from cutting over when the row came during the move; a

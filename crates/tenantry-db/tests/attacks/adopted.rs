@@ -724,3 +724,48 @@ async fn a_former_parents_shares_of_its_childs_rows_and_resources_end_when_the_c
         ["by-root", "child-own-doc"]
     );
 }
+
+/// The same, when the parent's transaction began before the detach
+/// committed: its context still lists the child, but its share of the
+/// child's row or resource is refused exactly like a foreign one's (the
+/// closure is read as it is now, under the hierarchy lock that moves take),
+/// and the target never reads the child's data (found by a review: such a
+/// share was made after the move's revocation and kept).
+#[tokio::test]
+async fn a_parent_whose_transaction_began_before_the_detach_cannot_share_the_childs_data_after_it()
+{
+    let w = adopted().await;
+    let sibling = create_tenant(&w.admin, "a-sibling", Some(w.a)).await;
+    let doc = create_resource(&w.app, w.child, "child-doc").await;
+    begin_as(&w.app, w.a).await;
+    assert_eq!(
+        strings(&w.app, "SELECT number FROM public.invoices ORDER BY 1").await,
+        ["A-1", "C-1"],
+        "the context was entered with the child in it"
+    );
+    exec(&w.app, "SAVEPOINT s").await;
+    exec(
+        &w.admin,
+        &format!(
+            "UPDATE tenantry.tenants SET parent_id = NULL WHERE tenant_id = '{}'",
+            w.child
+        ),
+    )
+    .await;
+    for sql in [
+        format!(
+            "SELECT tenantry.share_row('public.invoices', '{}', '{sibling}')",
+            w.ic
+        ),
+        format!("SELECT tenantry.share_resource('{doc}', '{sibling}')"),
+    ] {
+        denied(&w.app, &sql, "TN404").await;
+        exec(&w.app, "ROLLBACK TO SAVEPOINT s").await;
+    }
+    commit(&w.app).await;
+    assert_eq!(
+        readable_numbers(&w.app, sibling).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(names_seen_by(&w.app, sibling).await, Vec::<String>::new());
+}
