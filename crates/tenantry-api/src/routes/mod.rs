@@ -96,11 +96,13 @@ pub fn page_by_key<T>(
 }
 
 /// 400 for a cursor whose place in the list is gone: the item it ended
-/// after and the one that came next were both removed since.
+/// after and the one that came next were both removed since, or it is
+/// another list's (found by an outside review: it was told the items were
+/// removed).
 fn stale_cursor() -> ApiError {
     ApiError::new(
         ProblemCode::InvalidCursor,
-        "the items around this cursor were removed from the list since it was issued: start again from the first page",
+        "this cursor names no item of this list: it came from another list, or the items around it were removed since it was issued; start again from the first page",
     )
     .with_field("cursor")
 }
