@@ -149,7 +149,7 @@ pub async fn route_not_found() -> ApiError {
 }
 
 /// The answer for a handler that panicked, as problem+json (for
-/// `tower_http::catch_panic::CatchPanicLayer::custom`; [`crate::serve`] adds
+/// `tower_http::catch_panic::CatchPanicLayer::custom`; [`crate::serve::serve`] adds
 /// it): without it the connection is dropped with no answer at all.
 pub fn panicked(_: Box<dyn std::any::Any + Send>) -> axum::response::Response {
     axum::response::IntoResponse::into_response(ApiError::new(
