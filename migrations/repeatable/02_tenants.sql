@@ -221,6 +221,37 @@ COMMENT ON FUNCTION tenantry.write_audit(uuid, text, text, text, jsonb) IS 'Inte
 -- -----------------------------------------------------------------------------
 
 /**
+ * Tries for the hierarchy lock (shared, or exclusively) `attempts` times,
+ * 10 ms apart, never queueing for it: false when it stayed taken. Moves
+ * (lock_hierarchy_for_move) and shares (share_maker_reaches) take it so.
+ */
+CREATE OR REPLACE FUNCTION tenantry.try_hierarchy_lock(shared boolean, attempts integer)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    taken boolean;
+BEGIN
+    FOR attempt IN 1..attempts LOOP
+        IF shared THEN
+            taken := pg_try_advisory_xact_lock_shared(hashtext('tenantry.tenant_hierarchy'));
+        ELSE
+            taken := pg_try_advisory_xact_lock(hashtext('tenantry.tenant_hierarchy'));
+        END IF;
+        IF taken THEN
+            RETURN true;
+        END IF;
+        IF attempt < attempts THEN
+            PERFORM pg_sleep(0.01);
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION tenantry.try_hierarchy_lock(boolean, integer) IS 'Internal (lock_hierarchy_for_move, share_maker_reaches): tries for the hierarchy lock, shared or exclusively, that many times 10 ms apart without queueing; false when it stayed taken. Not granted.';
+
+/**
  * The hierarchy lock a move takes (any change of a tenant's parent, to a
  * root too), exclusively: moves serialise with each other and with
  * creations of children (which share it), so no closure is extended from
@@ -236,14 +267,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    FOR attempt IN 1..500 LOOP
-        EXIT WHEN pg_try_advisory_xact_lock(hashtext('tenantry.tenant_hierarchy'));
-        IF attempt = 500 THEN
-            RAISE EXCEPTION 'the tenant hierarchy stayed locked by child creations or another move for 5 s; the move of tenant % was not made', tid
-                USING ERRCODE = '55P03', HINT = 'retry the move';
-        END IF;
-        PERFORM pg_sleep(0.01);
-    END LOOP;
+    IF NOT tenantry.try_hierarchy_lock(false, 500) THEN
+        RAISE EXCEPTION 'the tenant hierarchy stayed locked by child creations or another move for 5 s; the move of tenant % was not made', tid
+            USING ERRCODE = '55P03', HINT = 'retry the move';
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION tenantry.lock_hierarchy_for_move(uuid) IS 'Internal: the exclusive hierarchy lock of a move (tenants_before_write, for any change of parent_id), tried for up to 5 s without queueing ahead of creations; 55P03 naming the tenant then. Not granted.';

@@ -576,14 +576,10 @@ BEGIN
     -- detector would see only after a second, with every child creation
     -- queued behind (as for moves, lock_hierarchy_for_move). 55P03 then:
     -- the server runs the share again, or answers 503.
-    FOR attempt IN 1..10 LOOP
-        EXIT WHEN pg_try_advisory_xact_lock_shared(hashtext('tenantry.tenant_hierarchy'));
-        IF attempt = 10 THEN
-            RAISE EXCEPTION 'the tenant hierarchy is being changed; the share was not made'
-                USING ERRCODE = '55P03', HINT = 'retry the share';
-        END IF;
-        PERFORM pg_sleep(0.01);
-    END LOOP;
+    IF NOT tenantry.try_hierarchy_lock(true, 10) THEN
+        RAISE EXCEPTION 'the tenant hierarchy is being changed; the share was not made'
+            USING ERRCODE = '55P03', HINT = 'retry the share';
+    END IF;
     RETURN EXISTS (SELECT 1 FROM tenantry.tenant_hierarchy h
                    WHERE h.parent_id = tenantry.current_tenant_id() AND h.child_id = owner_id);
 END

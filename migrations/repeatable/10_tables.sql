@@ -597,12 +597,7 @@ BEGIN
             -- Schema tenants' tables of it outlive it (a table adopted
             -- later under its name would take them): release_table drops
             -- them with its record, or says which still hold rows.
-            left_behind := (SELECT count(*) FROM pg_catalog.pg_class c
-                            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                            WHERE c.relname = t.adopted_parts[2] AND c.relkind IN ('r', 'p')
-                              AND n.nspname ~ '^tenant_[0-9a-f]{20}$'
-                              AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r JOIN pg_catalog.pg_class rc ON rc.oid = r.table_id
-                                              WHERE rc.relname = t.adopted_parts[2]));
+            left_behind := (SELECT count(*) FROM tenantry.leftover_tables(t.adopted_parts[2]));
             IF left_behind > 0 THEN
                 problem := problem || format('; %s schema tenant table(s) of it remain', left_behind);
             END IF;
@@ -1781,8 +1776,8 @@ BEGIN
     -- table of that name: its tenant-schema step would take them as its
     -- own, rows and all (and whatever shape they have).
     IF prior.table_id IS NULL THEN
-        SELECT string_agg(l.copy::text, ', ') INTO problems
-          FROM tenantry.tables_left_behind((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl)) l;
+        SELECT string_agg(l.rel::text, ', ') INTO problems
+          FROM tenantry.leftover_tables((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl)) l(rel);
         IF problems IS NOT NULL THEN
             SELECT r.table_id::oid::bigint INTO missing FROM tenantry.tenant_tables r
              WHERE (pg_catalog.parse_ident(r.adopted_as))[2] = (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl)
@@ -2279,11 +2274,32 @@ $$;
 COMMENT ON PROCEDURE tenantry.backfill_tenant_id(regclass, uuid, text, integer) IS 'A large table''s existing rows get their tenant in batches that each commit (CALL it outside a transaction block): backfill_prepare, backfill_tenant_id_pages per batch, backfill_validate. Then SELECT adopt_table(...) takes only a short lock.';
 
 /**
- * Tables in tenant schemas named `table_name` while no tenant table family
- * has that name: what schema tenants kept of an adopted table of that name
- * that was dropped (each holds its schema tenant's rows of it, if any).
- * Whether each holds a row is read as the owner (BYPASSRLS): the migration
- * role calling release_table would see none under the tables' policies.
+ * Tables in tenant schemas named `table_name` while no adopted table has
+ * that name: what schema tenants kept of an adopted table of that name that
+ * was dropped (each holds its schema tenant's rows of it, if any). Not while
+ * an adopted table of that name exists: they are (or may become) its
+ * tables, a family's or one that lost its key (copy_family).
+ */
+CREATE OR REPLACE FUNCTION tenantry.leftover_tables(table_name name)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.oid::regclass FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relname = leftover_tables.table_name AND c.relkind IN ('r', 'p')
+      AND n.nspname ~ '^tenant_[0-9a-f]{20}$'
+      AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r JOIN pg_catalog.pg_class a ON a.oid = r.table_id
+                      WHERE a.relname = leftover_tables.table_name)
+    ORDER BY n.nspname
+$$;
+COMMENT ON FUNCTION tenantry.leftover_tables(name) IS 'Internal (the doctor''s rule exists, adopt_table, release_table of a dropped adopted table): the tables in tenant schemas with that name while no adopted table has it, left behind by a dropped adopted table of that name. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.leftover_tables(name) TO tenantry_admin, tenantry_server;
+
+/**
+ * leftover_tables(table_name), each locked and whether it holds a row, for
+ * release_table of a dropped table. Whether each holds a row is read as the
+ * owner (BYPASSRLS): the migration role calling release_table would see none
+ * under the tables' policies.
  */
 CREATE OR REPLACE FUNCTION tenantry.tables_left_behind(table_name name)
 RETURNS TABLE (copy regclass, holds_rows boolean)
@@ -2293,17 +2309,7 @@ AS $$
 DECLARE
     rel regclass;
 BEGIN
-    -- Not while an adopted table of that name exists: they are (or may
-    -- become) its tables, a family's or one that lost its key (copy_family).
-    IF EXISTS (SELECT 1 FROM tenantry.tenant_tables r JOIN pg_catalog.pg_class c ON c.oid = r.table_id
-               WHERE c.relname = tables_left_behind.table_name) THEN
-        RETURN;
-    END IF;
-    FOR rel IN
-        SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relname = tables_left_behind.table_name AND c.relkind IN ('r', 'p')
-          AND n.nspname ~ '^tenant_[0-9a-f]{20}$'
-        ORDER BY n.nspname
+    FOR rel IN SELECT * FROM tenantry.leftover_tables(tables_left_behind.table_name)
     LOOP
         copy := rel;
         -- Held until the caller's transaction ends, before it is read: a
@@ -2316,7 +2322,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tables_left_behind(name) IS 'Internal (release_table of a dropped adopted table, adopt_table): the tables in tenant schemas with that name while no adopted table has it, left behind by a dropped adopted table of that name, each locked (ACCESS EXCLUSIVE, until the caller''s transaction ends) and whether it holds a row (read as the owner). Not granted.';
+COMMENT ON FUNCTION tenantry.tables_left_behind(name) IS 'Internal (release_table of a dropped adopted table): leftover_tables(name), each locked (ACCESS EXCLUSIVE, until the caller''s transaction ends) and whether it holds a row (read as the owner). Not granted.';
 
 /** Undoes adopt_table: the table is the application's again, without RLS. */
 CREATE OR REPLACE FUNCTION tenantry.release_table(tbl regclass)

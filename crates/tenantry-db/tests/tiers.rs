@@ -2464,6 +2464,27 @@ async fn statements_prepared_before_migrate_gave_a_schema_tenant_its_new_table_r
     );
 }
 
+/// A team's migration role that is no superuser: a member of
+/// tenantry_owner that may create tables in public (as README sets it up).
+async fn migration_role(su: &Client) -> String {
+    let migrator = format!("mig_{}", uuid::Uuid::new_v4().simple());
+    su.batch_execute(&format!(
+        "CREATE ROLE {migrator} NOLOGIN INHERIT; GRANT tenantry_owner TO {migrator};
+         GRANT CREATE ON SCHEMA public TO {migrator}, tenantry_owner;"
+    ))
+    .await
+    .unwrap();
+    migrator
+}
+
+/// A table's oid, as the doctor's fixes name a dropped one.
+async fn oid_of(su: &Client, table: &str) -> u32 {
+    su.query_one("SELECT $1::text::regclass::oid", &[&table])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The tables in tenant schemas named `name`.
 async fn tables_named(su: &Client, name: &str) -> Vec<String> {
     texts(
@@ -2497,17 +2518,10 @@ async fn a_dropped_adopted_table_is_released_with_its_schema_tenants_tables_and_
     own_sql(&db, silo, "INSERT INTO projects (name) VALUES ('old')")
         .await
         .unwrap();
-    let oid: u32 = su
-        .query_one("SELECT 'public.projects'::regclass::oid", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let migrator = format!("mig_{}", uuid::Uuid::new_v4().simple());
+    let oid = oid_of(&su, "public.projects").await;
+    let migrator = migration_role(&su).await;
     su.batch_execute(&format!(
-        "CREATE ROLE {migrator} NOLOGIN INHERIT; GRANT tenantry_owner TO {migrator};
-         GRANT CREATE ON SCHEMA public TO {migrator}, tenantry_owner;
-         SET ROLE {migrator};
-         DROP TABLE public.projects CASCADE;"
+        "SET ROLE {migrator}; DROP TABLE public.projects CASCADE;"
     ))
     .await
     .unwrap();
@@ -2629,11 +2643,7 @@ async fn releasing_a_dropped_table_waits_for_a_write_in_flight_to_its_schema_ten
     su.batch_execute(PROJECTS).await.unwrap();
     let silo = tenant(&db, "silo", Isolation::Schema).await;
     let schema = schema_name(&su, silo).await;
-    let oid: u32 = su
-        .query_one("SELECT 'public.projects'::regclass::oid", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let oid = oid_of(&su, "public.projects").await;
     su.batch_execute("DROP TABLE public.projects CASCADE")
         .await
         .unwrap();
@@ -3686,11 +3696,9 @@ async fn a_table_adopted_by_a_migration_role_that_is_no_superuser_reaches_schema
     let db = tdb.database();
     let silo = tenant(&db, "silo", Isolation::Schema).await;
     let mut su = tdb.superuser_client().await;
-    let migrator = format!("mig_{}", uuid::Uuid::new_v4().simple());
+    let migrator = migration_role(&su).await;
     su.batch_execute(&format!(
-        "CREATE ROLE {migrator} NOLOGIN INHERIT; GRANT tenantry_owner TO {migrator};
-         GRANT CREATE ON SCHEMA public TO {migrator}, tenantry_owner;
-         SET ROLE {migrator};
+        "SET ROLE {migrator};
          CREATE TABLE public.tasks (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
                                     title text NOT NULL, PRIMARY KEY (tenant_id, id));
          SELECT tenantry.adopt_table('public.tasks');

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::common::{count, create_tenant, exec, set_status, strings};
 use crate::helpers::{
     app, begin_as, commit, create_resource, denied, enter_signed, fails, names_seen_by, rollback,
-    same_failure, share, signed_for,
+    same_failure, set_parent, share, signed_for,
 };
 use crate::oracle::{assert_no_oracle, probe, range};
 use tenantry_db::testing::TestDatabase;
@@ -664,14 +664,7 @@ async fn a_former_parents_shares_of_its_childs_rows_and_resources_end_when_the_c
     assert_eq!(readable_numbers(&w.app, sibling).await, ["C-1"]);
     assert_eq!(names_seen_by(&w.app, sibling).await, ["child-doc"]);
 
-    exec(
-        &w.admin,
-        &format!(
-            "UPDATE tenantry.tenants SET parent_id = NULL WHERE tenant_id = '{}'",
-            w.child
-        ),
-    )
-    .await;
+    set_parent(&w.admin, w.child, None).await.unwrap();
     assert_eq!(
         readable_numbers(&w.app, sibling).await,
         Vec::<String>::new()
@@ -714,11 +707,7 @@ async fn a_former_parents_shares_of_its_childs_rows_and_resources_end_when_the_c
     let by_mid = create_resource(&w.app, leaf, "by-mid").await;
     share(&w.app, root, by_root, w.b).await;
     share(&w.app, mid, by_mid, w.b).await;
-    exec(
-        &w.admin,
-        &format!("UPDATE tenantry.tenants SET parent_id = '{other}' WHERE tenant_id = '{leaf}'"),
-    )
-    .await;
+    set_parent(&w.admin, leaf, Some(other)).await.unwrap();
     assert_eq!(
         names_seen_by(&w.app, w.b).await,
         ["by-root", "child-own-doc"]
@@ -744,14 +733,7 @@ async fn a_parent_whose_transaction_began_before_the_detach_cannot_share_the_chi
         "the context was entered with the child in it"
     );
     exec(&w.app, "SAVEPOINT s").await;
-    exec(
-        &w.admin,
-        &format!(
-            "UPDATE tenantry.tenants SET parent_id = NULL WHERE tenant_id = '{}'",
-            w.child
-        ),
-    )
-    .await;
+    set_parent(&w.admin, w.child, None).await.unwrap();
     for sql in [
         format!(
             "SELECT tenantry.share_row('public.invoices', '{}', '{sibling}')",

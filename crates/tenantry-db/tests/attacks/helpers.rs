@@ -119,6 +119,20 @@ pub async fn names_seen_by(c: &Client, t: Uuid) -> Vec<String> {
     v
 }
 
+/// Moves `t` under `parent` (None: makes it a root), as an operator.
+pub async fn set_parent(
+    admin: &Client,
+    t: Uuid,
+    parent: Option<Uuid>,
+) -> Result<u64, tokio_postgres::Error> {
+    admin
+        .execute(
+            "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2",
+            &[&parent, &t],
+        )
+        .await
+}
+
 pub async fn share(c: &Client, owner: Uuid, resource: Uuid, target: Uuid) {
     begin_as(c, owner).await;
     exec(

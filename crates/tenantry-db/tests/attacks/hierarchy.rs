@@ -4,12 +4,10 @@
 //! and the attacker's (`a`'s), so a parent and its child, and two siblings,
 //! sit in different tiers whenever `a` and `b` do.
 
-use tokio_postgres::{Client, Error};
-use uuid::Uuid;
-
 use crate::common::{count, describe, exec};
 use crate::helpers::{
-    across_tiers, begin_as, commit, create_resource, denied, names_seen_by, rollback, World,
+    across_tiers, begin_as, commit, create_resource, denied, names_seen_by, rollback, set_parent,
+    World,
 };
 
 across_tiers!(
@@ -18,15 +16,6 @@ across_tiers!(
     reparenting_into_a_cycle_is_refused_at_any_depth_and_changes_nothing,
     detaching_a_child_hides_it_from_the_parents_next_transaction,
 );
-
-async fn set_parent(admin: &Client, t: Uuid, parent: Option<Uuid>) -> Result<u64, Error> {
-    admin
-        .execute(
-            "UPDATE tenantry.tenants SET parent_id = $1 WHERE tenant_id = $2",
-            &[&parent, &t],
-        )
-        .await
-}
 
 async fn a_child_never_reads_its_parent_and_a_sibling_never_reads_its_sibling(w: World) {
     let left = w.tenant("left", Some(w.a), w.tiers.1).await;

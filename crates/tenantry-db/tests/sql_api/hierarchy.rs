@@ -231,7 +231,6 @@ async fn a_move_waiting_for_the_hierarchy_lock_holds_back_no_share_of_the_tenant
     let first = admin(&tdb).await;
     let second = admin(&tdb).await;
     let r = create_tenant(&first, "r", None).await;
-    let p = create_tenant(&first, "p", Some(r)).await;
     let s = create_tenant(&first, "s", None).await;
     let u = create_tenant(&first, "u", None).await;
     let z0 = create_tenant(&first, "z0", None).await;
