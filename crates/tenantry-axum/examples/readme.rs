@@ -7,7 +7,7 @@ use tenantry_axum::{
 };
 use tenantry_db::{
     tables::{adopt_table, AdoptOptions},
-    tokio_postgres, Database, DatabaseConfig, FromRow, Timeouts,
+    tokio_postgres, Database, DatabaseConfig, FromRow, RowError, Timeouts,
 };
 
 struct Project {
@@ -15,7 +15,7 @@ struct Project {
 }
 
 impl FromRow for Project {
-    fn from_row(row: tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {
+    fn from_row(row: tokio_postgres::Row) -> Result<Self, RowError> {
         Ok(Self {
             name: row.try_get("name")?,
         })

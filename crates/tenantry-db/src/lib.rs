@@ -104,7 +104,7 @@ pub use resources::{
     ResourceUpdate, Share,
 };
 pub use retry::{RetryPolicy, ScopeFuture};
-pub use row::{FromRow, Sql};
+pub use row::{FromRow, RowError, Sql};
 pub use scope::{AdminScope, IsolationLevel, TenantContext, TenantScope, Under, Visibility};
 pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
 pub use tables::{AdoptOptions, ExistingRows, TableError, TableProblem, TenantTable};

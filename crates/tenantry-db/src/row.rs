@@ -1,4 +1,4 @@
-//! Typed access to the team's own tables: [`Sql`] (a statement and, optionally, its parameter types) and [`FromRow`] (a row read into the caller's type: tuples, [`Row`] itself, or a type of yours). Sending them is `scope`'s.
+//! Typed access to the team's own tables: [`Sql`] (a statement and, optionally, its parameter types) and [`FromRow`] (a row read into the caller's type: tuples, [`Row`] itself, or a type of yours, which may refuse a value with [`RowError`]). Sending them is `scope`'s.
 
 use tokio_postgres::{
     types::{FromSqlOwned, Type},
@@ -71,24 +71,35 @@ impl<'a> From<&'a String> for Sql<'a> {
 /// the columns by name; there is no derive to learn:
 ///
 /// ```
-/// use tenantry_db::FromRow;
+/// use tenantry_db::{FromRow, RowError};
 /// use tokio_postgres::Row;
 ///
 /// struct Issue { id: uuid::Uuid, title: String }
 ///
 /// impl FromRow for Issue {
-///     fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+///     fn from_row(row: Row) -> Result<Self, RowError> {
 ///         Ok(Self { id: row.try_get("id")?, title: row.try_get("title")? })
 ///     }
 /// }
 /// ```
+///
+/// A value your type refuses is an error of yours, returned the same way
+/// (`Err(format!("unknown state {s:?}").into())`, or any error type). Either
+/// is the application's bug, not the caller's: the method that read the row
+/// answers [`DbError::Internal`] naming it (a 500 through `tenantry-axum`,
+/// whose body never repeats it).
 pub trait FromRow: Sized {
-    /// Reads the row; a missing column or a type that does not fit is an error.
-    fn from_row(row: Row) -> Result<Self, tokio_postgres::Error>;
+    /// Reads the row; a missing column, a type that does not fit or a value
+    /// the type refuses is an error.
+    fn from_row(row: Row) -> Result<Self, RowError>;
 }
 
+/// Why a row could not be read into a type: the driver's error (a missing
+/// column, a type that does not fit) or the type's own. `?` converts either.
+pub type RowError = Box<dyn std::error::Error + Send + Sync>;
+
 impl FromRow for Row {
-    fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+    fn from_row(row: Row) -> Result<Self, RowError> {
         Ok(row)
     }
 }
@@ -96,7 +107,7 @@ impl FromRow for Row {
 macro_rules! tuple_from_row {
     ($($t:ident $i:tt),+) => {
         impl<$($t: FromSqlOwned),+> FromRow for ($($t,)+) {
-            fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+            fn from_row(row: Row) -> Result<Self, RowError> {
                 Ok(($(row.try_get::<_, $t>($i)?,)+))
             }
         }

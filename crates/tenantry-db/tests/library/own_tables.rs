@@ -3,7 +3,7 @@
 use tenantry_db::{
     tables::{adopt_table, AdoptOptions},
     testing::TestDatabase,
-    Database, DbError, FromRow, Sql, StatementMode, TenantContext, TenantId,
+    Database, DbError, FromRow, RowError, Sql, StatementMode, TenantContext, TenantId,
 };
 use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
@@ -19,7 +19,7 @@ struct Project {
 }
 
 impl FromRow for Project {
-    fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+    fn from_row(row: Row) -> Result<Self, RowError> {
         Ok(Self {
             id: row.try_get("id")?,
             tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
@@ -223,6 +223,48 @@ async fn query_one_of_several_rows_is_a_conflict_and_a_row_read_into_the_wrong_t
         .unwrap_err();
     assert!(matches!(wrong, DbError::Internal(_)), "{wrong:?}");
     // Neither failed in the database: the transaction goes on and commits.
+    s.commit().await.unwrap();
+}
+
+/// A project's name that the type accepts only in lower case: a refusal of
+/// its own, not the driver's.
+#[derive(Debug)]
+struct LowerName(String);
+
+impl FromRow for LowerName {
+    fn from_row(row: Row) -> Result<Self, RowError> {
+        let name: String = row.try_get("name")?;
+        if name.chars().any(char::is_uppercase) {
+            return Err(format!("project name {name:?} is not in lower case").into());
+        }
+        Ok(Self(name))
+    }
+}
+
+#[tokio::test]
+async fn a_type_that_refuses_a_value_of_a_row_is_an_internal_error_naming_its_reason() {
+    let (_tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.execute(
+        "INSERT INTO app.projects (name) VALUES ('ok'), ('Loud')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let fine: LowerName = s
+        .query_one("SELECT name FROM app.projects WHERE name = 'ok'", &[])
+        .await
+        .unwrap();
+    assert_eq!(fine.0, "ok");
+    let refused = s
+        .query::<LowerName>("SELECT name FROM app.projects ORDER BY name", &[])
+        .await
+        .unwrap_err();
+    match &refused {
+        DbError::Internal(m) => assert!(m.contains("\"Loud\" is not in lower case"), "{m}"),
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+    // The database refused nothing: the transaction goes on and commits.
     s.commit().await.unwrap();
 }
 

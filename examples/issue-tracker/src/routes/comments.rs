@@ -7,7 +7,7 @@ use tenantry_axum::{
     extract::{Json, Path},
     ApiError, TenantCaller,
 };
-use tenantry_db::FromRow;
+use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
 use super::{read_children, text, write_one};
@@ -30,7 +30,7 @@ pub struct Comment {
 }
 
 impl FromRow for Comment {
-    fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+    fn from_row(row: Row) -> Result<Self, RowError> {
         Ok(Self {
             id: row.try_get("id")?,
             issue_id: row.try_get("issue_id")?,

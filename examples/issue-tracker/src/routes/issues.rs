@@ -7,7 +7,7 @@ use tenantry_axum::{
     extract::{Json, Path},
     ApiError, TenantCaller,
 };
-use tenantry_db::FromRow;
+use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
 use super::{optional_text, read_children, read_one, text, write_one};
@@ -51,17 +51,18 @@ pub struct Issue {
 }
 
 impl FromRow for Issue {
-    fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+    fn from_row(row: Row) -> Result<Self, RowError> {
         let state: String = row.try_get("state")?;
         Ok(Self {
             id: row.try_get("id")?,
             project_id: row.try_get("project_id")?,
             title: row.try_get("title")?,
-            // The table's CHECK allows these two only.
-            state: if state == "closed" {
-                IssueState::Closed
-            } else {
-                IssueState::Open
+            // The table's CHECK allows these two only; anything else is a
+            // schema this build does not know, never read as open.
+            state: match state.as_str() {
+                "open" => IssueState::Open,
+                "closed" => IssueState::Closed,
+                other => return Err(format!("issue state {other:?} is not open or closed").into()),
             },
             created_at: row.try_get("created_at")?,
         })

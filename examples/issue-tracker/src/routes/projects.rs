@@ -7,7 +7,7 @@ use tenantry_axum::{
     extract::{Json, Path},
     ApiError, TenantCaller,
 };
-use tenantry_db::FromRow;
+use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
 use super::{optional_text, read_one, text, write_one, LIST_LIMIT};
@@ -25,7 +25,7 @@ pub struct Project {
 }
 
 impl FromRow for Project {
-    fn from_row(row: Row) -> Result<Self, tokio_postgres::Error> {
+    fn from_row(row: Row) -> Result<Self, RowError> {
         Ok(Self {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
