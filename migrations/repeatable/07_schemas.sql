@@ -1985,10 +1985,20 @@ COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an a
 
 /**
  * Schema tenants' tables whose columns differ from their family's pooled
- * table (by name: type, NOT NULL, present or not), in schemas that have run
- * every tenant-schema step: a shape change made on the team's table without
- * a step (alter_tenant_table records one). A schema behind the latest
- * version is the doctor's finding already.
+ * table (by name: type, collation, NOT NULL, default or generation, present
+ * or not), in schemas that have run every tenant-schema step: a shape change
+ * made on the team's table without a step (alter_tenant_table records one).
+ * A schema behind the latest version is the doctor's finding already.
+ *
+ * Each fix keeps the schema tenant's rows as the change kept the pooled
+ * tenants' (found by an outside review, which pasted the fixes as printed):
+ * a column missing on one side and another on the other, of the same type
+ * and in the same place, is a rename and is renamed (dropping and adding it
+ * lost every value); a column added comes with its default (or generation)
+ * and NOT NULL in one statement, so the rows there get the value the pooled
+ * rows got (added bare, its NULLs then failed the NOT NULL fix); a NOT NULL
+ * whose column has a default fills the NULLs with it first; a default that
+ * differs is set again.
  */
 CREATE OR REPLACE FUNCTION tenantry.copy_column_drift()
 RETURNS TABLE (copy regclass, template regclass, problem text, fix text)
@@ -2004,39 +2014,124 @@ AS $$
         WHERE t.isolation = 'schema' AND t.moving_to IS NULL
           AND coalesce(t.schema_version, 0) >= tenantry.tenant_schema_latest()
     ), cols AS (
-        SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull
+        SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+               a.attnotnull,
+               CASE WHEN a.attcollation <> ty.typcollation
+                    THEN (SELECT format(' COLLATE %I.%I', cn.nspname, co.collname)
+                          FROM pg_catalog.pg_collation co JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+                          WHERE co.oid = a.attcollation) ELSE '' END AS collation,
+               -- The column's value when a row does not give one: its
+               -- default, its generation, or (an identity column of the
+               -- template) the sequence a schema tenant's table draws from
+               -- (secure_tenant_copy); '' for none.
+               CASE WHEN a.attidentity <> ''
+                    THEN format(' DEFAULT nextval(%L::regclass)', pg_catalog.pg_get_serial_sequence(a.attrelid::regclass::text, a.attname))
+                    WHEN a.attgenerated = 's'
+                    THEN format(' GENERATED ALWAYS AS (%s) STORED', pg_catalog.pg_get_expr(d.adbin, d.adrelid))
+                    WHEN d.adbin IS NOT NULL
+                    THEN format(' DEFAULT %s', pg_catalog.pg_get_expr(d.adbin, d.adrelid))
+                    ELSE '' END AS value_clause,
+               a.attidentity <> '' AS identity,
+               a.attgenerated = 's' AS generated,
+               pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default_expr,
+               pg_catalog.row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum) AS place
         FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+        LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE a.attrelid IN (SELECT s.copy FROM copies s UNION SELECT s.template FROM copies s)
           AND a.attnum > 0 AND NOT a.attisdropped
+    ), pairs AS (
+        SELECT s.copy, s.template, h, w
+        FROM copies s
+        CROSS JOIN LATERAL (
+            SELECT h, w
+            FROM (SELECT c FROM cols c WHERE c.attrelid = s.copy) hh(h)
+            FULL JOIN (SELECT c FROM cols c WHERE c.attrelid = s.template) ww(w) ON (w).attname = (h).attname
+        ) j
+    ), renamed AS (
+        -- A column of the copy alone and one of the template alone, of the
+        -- same type in the same place.
+        SELECT p.copy, p.template, p.h, q.w
+        FROM pairs p
+        JOIN pairs q ON q.copy = p.copy AND (q.h).attname IS NULL AND (p.w).attname IS NULL
+                    AND ((q.w).type, (q.w).place) = ((p.h).type, (p.h).place)
+    ), findings AS (
+        SELECT r.copy, r.template, 1 AS step, (r.h).attname AS col,
+               format('has column %I where %s has %I, of the same type in the same place: renamed there without a step', (r.h).attname, r.template, (r.w).attname) AS problem,
+               format('ALTER TABLE %s RENAME COLUMN %I TO %I; -- had %2$I been dropped and %3$I added instead: ALTER TABLE %1$s DROP COLUMN %2$I, ADD COLUMN %3$I %4$s%5$s%6$s%7$s',
+                      r.copy, (r.h).attname, (r.w).attname, (r.w).type, (r.w).collation, (r.w).value_clause,
+                      CASE WHEN (r.w).attnotnull THEN ' NOT NULL' ELSE '' END) AS fix
+        FROM renamed r
+        UNION ALL
+        SELECT p.copy, p.template, 2, coalesce((p.h).attname, (p.w).attname),
+               CASE WHEN (p.h).attname IS NULL
+                    THEN format('has no column %I, which %s has (%s%s%s%s)', (p.w).attname, p.template, (p.w).type, (p.w).collation,
+                                (p.w).value_clause, CASE WHEN (p.w).attnotnull THEN ' NOT NULL' ELSE '' END)
+                    ELSE format('has column %I, which %s has not', (p.h).attname, p.template) END,
+               CASE WHEN (p.h).attname IS NULL
+                    THEN format('ALTER TABLE %s ADD COLUMN %I %s%s%s%s', p.copy, (p.w).attname, (p.w).type, (p.w).collation,
+                                (p.w).value_clause, CASE WHEN (p.w).attnotnull THEN ' NOT NULL' ELSE '' END)
+                    ELSE format('ALTER TABLE %s DROP COLUMN %I', p.copy, (p.h).attname) END
+        FROM pairs p
+        WHERE ((p.h).attname IS NULL OR (p.w).attname IS NULL)
+          AND NOT EXISTS (SELECT 1 FROM renamed r
+                          WHERE r.copy = p.copy AND ((r.h).attname = (p.h).attname OR (r.w).attname = (p.w).attname))
+        UNION ALL
+        -- Present on both sides: type and collation, then the generation
+        -- (which PostgreSQL 15 cannot alter: the column, all derived, is
+        -- made again), the default, NOT NULL.
+        SELECT p.copy, p.template, 3, (p.w).attname,
+               format('column %I is %s%s, on %s %s%s', (p.w).attname, (p.h).type, (p.h).collation, p.template, (p.w).type, (p.w).collation),
+               format('ALTER TABLE %s ALTER COLUMN %I TYPE %s%s', p.copy, (p.w).attname, (p.w).type, (p.w).collation)
+        FROM pairs p
+        WHERE (p.h).attname IS NOT NULL AND (p.w).attname IS NOT NULL
+          AND ((p.h).type, (p.h).collation) IS DISTINCT FROM ((p.w).type, (p.w).collation)
+        UNION ALL
+        SELECT p.copy, p.template, 4, (p.w).attname,
+               format('column %I is %s, on %s %s', (p.w).attname,
+                      CASE WHEN (p.h).generated THEN format('generated as %s', (p.h).default_expr) ELSE 'not generated' END, p.template,
+                      CASE WHEN (p.w).generated THEN format('generated as %s', (p.w).default_expr) ELSE 'not generated' END),
+               format('ALTER TABLE %s DROP COLUMN %I, ADD COLUMN %I %s%s%s%s', p.copy, (p.w).attname, (p.w).attname, (p.w).type, (p.w).collation,
+                      (p.w).value_clause, CASE WHEN (p.w).attnotnull THEN ' NOT NULL' ELSE '' END)
+        FROM pairs p
+        WHERE (p.h).attname IS NOT NULL AND (p.w).attname IS NOT NULL
+          AND ((p.h).generated OR (p.w).generated)
+          AND ((p.h).generated, (p.h).default_expr) IS DISTINCT FROM ((p.w).generated, (p.w).default_expr)
+        UNION ALL
+        SELECT p.copy, p.template, 5, (p.w).attname,
+               format('column %I has %s, on %s %s', (p.w).attname,
+                      coalesce('default ' || (p.h).default_expr, 'no default'), p.template,
+                      coalesce('default ' || (p.w).default_expr, 'no default')),
+               CASE WHEN (p.w).default_expr IS NULL
+                    THEN format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', p.copy, (p.w).attname)
+                    ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', p.copy, (p.w).attname, (p.w).default_expr) END
+        FROM pairs p
+        WHERE (p.h).attname IS NOT NULL AND (p.w).attname IS NOT NULL
+          AND NOT (p.h).generated AND NOT (p.w).generated AND NOT (p.w).identity
+          AND (p.h).default_expr IS DISTINCT FROM (p.w).default_expr
+        UNION ALL
+        SELECT p.copy, p.template, 6, (p.w).attname,
+               format('column %I is %s, on %s %s', (p.w).attname,
+                      CASE WHEN (p.h).attnotnull THEN 'NOT NULL' ELSE 'nullable' END, p.template,
+                      CASE WHEN (p.w).attnotnull THEN 'NOT NULL' ELSE 'nullable' END),
+               CASE WHEN NOT (p.w).attnotnull
+                    THEN format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', p.copy, (p.w).attname)
+                    -- The pooled rows took the default when the column
+                    -- came; the schema's rows without a value take it now.
+                    WHEN (p.w).default_expr IS NOT NULL AND NOT (p.w).generated
+                    THEN format('UPDATE %s SET %I = %s WHERE %2$I IS NULL; ALTER TABLE %1$s ALTER COLUMN %2$I SET NOT NULL',
+                                p.copy, (p.w).attname, (p.w).default_expr)
+                    ELSE format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', p.copy, (p.w).attname) END
+        FROM pairs p
+        WHERE (p.h).attname IS NOT NULL AND (p.w).attname IS NOT NULL
+          AND (p.h).attnotnull IS DISTINCT FROM (p.w).attnotnull
     )
-    SELECT s.copy, s.template,
-           CASE WHEN d.have_name IS NULL
-                THEN format('has no column %I, which %s has (%s)', d.want_name, s.template, d.want_type)
-                WHEN d.want_name IS NULL
-                THEN format('has column %I, which %s has not', d.have_name, s.template)
-                WHEN d.have_type <> d.want_type
-                THEN format('column %I is %s, on %s %s', d.have_name, d.have_type, s.template, d.want_type)
-                ELSE format('column %I is %s, on %s %s', d.have_name,
-                            CASE WHEN d.have_not_null THEN 'NOT NULL' ELSE 'nullable' END, s.template,
-                            CASE WHEN d.want_not_null THEN 'NOT NULL' ELSE 'nullable' END) END,
-           format('ALTER TABLE %s %s; -- and make shape changes with tenantry.alter_tenant_table(), which records them for every schema',
-                  s.copy,
-                  CASE WHEN d.have_name IS NULL THEN format('ADD COLUMN %I %s', d.want_name, d.want_type)
-                       WHEN d.want_name IS NULL THEN format('DROP COLUMN %I', d.have_name)
-                       WHEN d.have_type <> d.want_type THEN format('ALTER COLUMN %I TYPE %s', d.have_name, d.want_type)
-                       WHEN d.want_not_null THEN format('ALTER COLUMN %I SET NOT NULL', d.have_name)
-                       ELSE format('ALTER COLUMN %I DROP NOT NULL', d.have_name) END)
-    FROM copies s
-    CROSS JOIN LATERAL (
-        SELECT h.attname AS have_name, h.type AS have_type, h.attnotnull AS have_not_null,
-               w.attname AS want_name, w.type AS want_type, w.attnotnull AS want_not_null
-        FROM (SELECT * FROM cols c WHERE c.attrelid = s.copy) h
-        FULL JOIN (SELECT * FROM cols c WHERE c.attrelid = s.template) w ON w.attname = h.attname
-        WHERE (h.type, h.attnotnull) IS DISTINCT FROM (w.type, w.attnotnull)
-    ) d
-    ORDER BY s.copy::text, coalesce(d.have_name, d.want_name)
+    SELECT f.copy, f.template, f.problem,
+           f.fix || '; -- and make shape changes with tenantry.alter_tenant_table(), which records them for every schema'
+    FROM findings f
+    ORDER BY f.copy::text, f.step, f.col
 $$;
-COMMENT ON FUNCTION tenantry.copy_column_drift() IS 'Internal (the doctor''s rule copy_columns, for tenantry doctor: the server''s login runs no definer function, and a column is no isolation rule its boot check must hold): schema tenants'' tables, in schemas at the latest tenant-schema version, whose columns differ from their family''s pooled table, with the ALTER TABLE that fixes each. Granted to tenantry_admin (and the owner''s members, who run tenantry doctor).';
+COMMENT ON FUNCTION tenantry.copy_column_drift() IS 'Internal (the doctor''s rule copy_columns, for tenantry doctor: the server''s login runs no definer function, and a column is no isolation rule its boot check must hold): schema tenants'' tables, in schemas at the latest tenant-schema version, whose columns differ from their family''s pooled table (type, collation, NOT NULL, default or generation, present or not; a column of each side alone with the same type and place is a rename), with the SQL that fixes each and keeps the rows'' values as the change kept the pooled ones. Granted to tenantry_admin (and the owner''s members, who run tenantry doctor).';
 GRANT EXECUTE ON FUNCTION tenantry.copy_column_drift() TO tenantry_admin;
 
 /** Schema tenants whose schema is behind the latest version, oldest first. */

@@ -2156,8 +2156,11 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
     assert_eq!(projects.map(|t| t.rows), Some(1), "{manifest:?}");
 
     // A column added to the team's table alone: the doctor names the
-    // schema's table, and its fix makes them alike again.
-    su.batch_execute("ALTER TABLE public.projects ADD COLUMN priority integer NOT NULL DEFAULT 0")
+    // schema's table, and its fix makes them alike again in one statement,
+    // the schema's rows taking the default the pooled rows took (added bare,
+    // the NOT NULL fix that followed failed on them: found by an outside
+    // review).
+    su.batch_execute("ALTER TABLE public.projects ADD COLUMN priority integer NOT NULL DEFAULT 7")
         .await
         .unwrap();
     let found = copy_columns(&su).await;
@@ -2167,23 +2170,100 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
         "the server's boot check runs no column rule"
     );
     assert_eq!(found[0].0, format!("{schema}.projects"));
-    let fix = found[0].1.split(';').next().unwrap().to_owned();
     assert_eq!(
-        fix,
-        format!("ALTER TABLE {schema}.projects ADD COLUMN priority integer")
+        fix_of(&found[0]),
+        format!("ALTER TABLE {schema}.projects ADD COLUMN priority integer DEFAULT 7 NOT NULL")
     );
-    su.batch_execute(&fix).await.unwrap();
+    run_fixes(&su, &found).await;
+    assert_eq!(copy_columns(&su).await, []);
+    let values_of = |column: &'static str| {
+        let su = &su;
+        let schema = schema.clone();
+        async move {
+            su.query(
+                &format!("SELECT {column}::text FROM {schema}.projects"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, Option<String>>(0))
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(values_of("priority").await, [Some("7".to_owned())]);
+
+    // A column renamed there is renamed here: its values stay (dropped and
+    // added, as the fix said before, they were lost).
+    su.batch_execute(&format!(
+        "UPDATE {schema}.projects SET priority = 3; ALTER TABLE public.projects RENAME COLUMN priority TO rank"
+    ))
+    .await
+    .unwrap();
     let found = copy_columns(&su).await;
-    assert_eq!(found.len(), 1, "NOT NULL is compared too: {found:?}");
-    let fix = found[0].1.split(';').next().unwrap().to_owned();
     assert_eq!(
-        fix,
-        format!("ALTER TABLE {schema}.projects ALTER COLUMN priority SET NOT NULL")
+        found.len(),
+        1,
+        "one rename, not a drop and an add: {found:?}"
     );
-    su.batch_execute(&format!("UPDATE {schema}.projects SET priority = 0; {fix}"))
+    assert_eq!(
+        fix_of(&found[0]),
+        format!("ALTER TABLE {schema}.projects RENAME COLUMN priority TO rank")
+    );
+    run_fixes(&su, &found).await;
+    assert_eq!(copy_columns(&su).await, []);
+    assert_eq!(values_of("rank").await, [Some("3".to_owned())]);
+
+    // A default changed there, and a column made NOT NULL there after its
+    // NULLs took a default: the fixes, run top to bottom, give the schema's
+    // rows the same.
+    su.batch_execute("ALTER TABLE public.projects ADD COLUMN label text")
         .await
         .unwrap();
+    run_fixes(&su, &copy_columns(&su).await).await;
+    su.batch_execute(
+        "UPDATE public.projects SET label = 'none' WHERE label IS NULL;
+         ALTER TABLE public.projects ALTER COLUMN label SET DEFAULT 'none', ALTER COLUMN label SET NOT NULL,
+                                     ALTER COLUMN rank SET DEFAULT 5",
+    )
+    .await
+    .unwrap();
+    let found = copy_columns(&su).await;
+    assert_eq!(found.len(), 3, "two defaults and a NOT NULL: {found:?}");
+    run_fixes(&su, &found).await;
     assert_eq!(copy_columns(&su).await, []);
+    assert_eq!(values_of("label").await, [Some("none".to_owned())]);
+    let defaults: Vec<(String, String)> = su
+        .query(
+            "SELECT a.attname::text, pg_get_expr(d.adbin, d.adrelid)
+             FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+             WHERE a.attrelid = $1::text::regclass AND a.attname IN ('label', 'rank') ORDER BY 1",
+            &[&format!("{schema}.projects")],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        defaults,
+        [
+            ("label".to_owned(), "'none'::text".to_owned()),
+            ("rank".to_owned(), "5".to_owned())
+        ]
+    );
+
+    // A generated column comes with its generation.
+    su.batch_execute(
+        "ALTER TABLE public.projects ADD COLUMN name_length integer GENERATED ALWAYS AS (length(name)) STORED",
+    )
+    .await
+    .unwrap();
+    let found = copy_columns(&su).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    run_fixes(&su, &found).await;
+    assert_eq!(copy_columns(&su).await, []);
+    assert_eq!(values_of("name_length").await, [Some("1".to_owned())]);
 
     // Only adopted tables, and only operators.
     su.batch_execute("CREATE TABLE public.loose (tenant_id uuid, id int)")
@@ -3147,6 +3227,8 @@ async fn a_schema_tenants_export_reads_rows_where_they_are_and_its_import_moves_
     own_sql(&db, silo, "INSERT INTO projects (name) VALUES ('p')")
         .await
         .unwrap();
+    // Identity columns draw from the team's sequence there: no drift.
+    assert_eq!(copy_columns(&su).await, []);
 
     let archive = tempfile::NamedTempFile::new().unwrap();
     let manifest = tenantry_db::offboard::export_tenant(
@@ -3218,6 +3300,20 @@ async fn copy_columns(su: &Client) -> Vec<(String, String)> {
         .filter(|p| p.rule == "copy_columns")
         .map(|p| (p.table, p.fix))
         .collect()
+}
+
+/// A finding's fix without the advice after it.
+fn fix_of(finding: &(String, String)) -> String {
+    finding.1.split("; --").next().unwrap().to_owned()
+}
+
+/// Runs findings' fixes as printed, top to bottom, as an operator pastes them.
+async fn run_fixes(su: &Client, found: &[(String, String)]) {
+    for f in found {
+        su.batch_execute(&f.1)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:?}", f.1));
+    }
 }
 
 /// A tenant created in `admin`'s transaction.
