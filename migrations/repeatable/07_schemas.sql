@@ -359,6 +359,38 @@ $$;
 COMMENT ON FUNCTION tenantry.tenant_tables_unlike_families(uuid) IS 'Internal: why a schema tenant''s tables cannot be copied or exported by their families'' columns (a column lacking or extra: a tenant-schema step not run yet, or a change made without one; a table of a family that is gone; another table holding rows), or NULL. A move back to the shared tier and an export refuse with it (TN409). Not granted.';
 
 /**
+ * Refuses (TN409, naming the column and what to do) a move whose tenant's
+ * schema tables cannot be copied by their families' columns: before it
+ * starts back to the shared tier, and before every batch and the cut-over
+ * in either direction, since the team's table can change shape while a
+ * move is under way (a plain ALTER TABLE, or alter_tenant_table whose step
+ * has not run in the tenant's schema yet). The copy failed with 42703 at
+ * every try before, and a move back could not even be aborted (found by an
+ * outside review). Towards the schema tier the half-built tables can also
+ * be given up: aborting and starting again copies them afresh.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tier_move_refuse_unlike(tid uuid, target text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    problem text := tenantry.tenant_tables_unlike_families(tid);
+BEGIN
+    IF problem IS NULL THEN
+        RETURN;
+    ELSIF target = 'shared' THEN
+        RAISE EXCEPTION 'tenant % cannot move back to the shared tier yet: %', tid, problem
+            USING ERRCODE = 'TN409', HINT = 'isolation';
+    ELSE
+        RAISE EXCEPTION 'tenant % cannot go on moving to the schema tier: % (then run the move again: it resumes); or abort the move (tenantry tenant move --abort, or SELECT tenantry.tier_move_abort(...)) and start it again, which copies its tables afresh', tid, problem
+            USING ERRCODE = 'TN409', HINT = 'isolation';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.tier_move_refuse_unlike(uuid, text) IS 'Internal: TN409, naming the column and the way on, when the moving tenant''s schema tables differ from their families'' pooled tables (tenant_tables_unlike_families): a move back refuses to start, and no batch or cut-over of a move in either direction copies by columns one side lacks. Not granted.';
+
+/**
  * The sequences of a table's serial and identity columns. PL/pgSQL for its
  * cached plan, generic: a SQL function with a SET clause is planned again at
  * every call (twice per schema tenant's creation).
@@ -844,7 +876,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t record;
-    missing text;
     latest integer;
 BEGIN
     PERFORM tenantry.require_tier_admin();
@@ -873,11 +904,7 @@ BEGIN
     -- step may not have run in its schema yet), and no table holding rows
     -- may be left behind when its schema goes.
     IF target = 'shared' THEN
-        missing := tenantry.tenant_tables_unlike_families(tid);
-        IF missing IS NOT NULL THEN
-            RAISE EXCEPTION 'tenant % cannot move back to the shared tier yet: %', tid, missing
-                USING ERRCODE = 'TN409', HINT = 'isolation';
-        END IF;
+        PERFORM tenantry.tier_move_refuse_unlike(tid, target);
     END IF;
     IF target = 'schema' THEN
         -- Empty tables left by an earlier move to the shared tier still sit
@@ -1194,6 +1221,7 @@ BEGIN
     IF NOT catch_up THEN
         PERFORM tenantry.tier_move_require_older_ended(tid);
     END IF;
+    PERFORM tenantry.tier_move_refuse_unlike(tid, target);
     PERFORM set_config('session_replication_role', 'replica', true);
     IF target = 'shared' THEN
         -- Resources move in place; the adopted rows' recorded writes wait
@@ -1271,6 +1299,7 @@ AS $$
 BEGIN
     PERFORM tenantry.require_tier_admin();
     PERFORM tenantry.tier_move_require_older_ended(tid);
+    PERFORM tenantry.tier_move_refuse_unlike(tid, (SELECT m.target FROM tenantry.tier_moves m WHERE m.tenant_id = tid));
     RETURN tenantry.tier_move_cutover(tid);
 END
 $$;
@@ -1454,6 +1483,7 @@ DECLARE
     s text;
     m record;
     f record;
+    moved boolean;
     replication text := current_setting('session_replication_role');
 BEGIN
     PERFORM tenantry.require_tier_admin();
@@ -1481,6 +1511,14 @@ BEGIN
         -- go back to its schema's tables (under its row lock, like a cut-over).
         PERFORM set_config('session_replication_role', 'replica', true);
         FOR f IN SELECT * FROM tenantry.tier_move_tables(tid) LOOP
+            -- Only tables that hold moved rows (resources: adopted
+            -- families' rows move at the cut-over): a family whose team
+            -- table changed shape meanwhile is left alone, so the abort
+            -- still works (it failed on the columns before: found by an
+            -- outside review).
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM ONLY %I.%I WHERE tenant_id = $1)', f.destination_schema, f.template_table)
+            USING tid INTO moved;
+            CONTINUE WHEN NOT moved;
             EXECUTE format('WITH gone AS (DELETE FROM ONLY %2$I.%3$I WHERE tenant_id = $1 RETURNING %4$s)
                             INSERT INTO %1$I.%3$I (%4$s) OVERRIDING SYSTEM VALUE SELECT %4$s FROM gone',
                            f.source_schema, f.destination_schema, f.template_table, f.columns)
@@ -1981,7 +2019,7 @@ BEGIN
                           change));
 END
 $$;
-COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table has no schema tenants'' tables). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted; TN422 for a change that breaks a rule of tenant tables (as tenantry.table_problems finds them: a key or index not led by tenant_id, ...) or would end its family (its primary key (tenant_id, column)); TN409 while schema tenants hold tables of it that its family left.';
+COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table is not a table family: no primary key (tenant_id, one column), so no schema tenant has a table of it). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted; TN422 for a change that breaks a rule of tenant tables (as tenantry.table_problems finds them: a key or index not led by tenant_id, ...) or would end its family (its primary key (tenant_id, column)); TN409 while schema tenants hold tables of it that its family left.';
 
 /**
  * Schema tenants' tables whose columns differ from their family's pooled
@@ -2011,7 +2049,9 @@ AS $$
         JOIN pg_catalog.pg_class c ON c.oid = f.copy
         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         JOIN tenantry.tenants t ON t.schema_name = n.nspname
-        WHERE t.isolation = 'schema' AND t.moving_to IS NULL
+        -- Tenants moving either way too: their moves copy by these columns
+        -- (tier_move_refuse_unlike points here).
+        WHERE (t.isolation = 'schema' OR t.moving_to = 'schema')
           AND coalesce(t.schema_version, 0) >= tenantry.tenant_schema_latest()
     ), cols AS (
         SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
