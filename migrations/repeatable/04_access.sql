@@ -1101,6 +1101,7 @@ DECLARE
     iid uuid;
     inv record;
     clean_email text := tenantry.clean_name(email, 'email');
+    known_email text;
     has_owner boolean;
 BEGIN
     IF uid IS NULL OR tenantry.current_tenant_id() IS NOT NULL THEN
@@ -1134,11 +1135,15 @@ BEGIN
            OR lower(inv.email COLLATE "und-x-icu") <> lower(clean_email COLLATE "und-x-icu"))) THEN
         RAISE EXCEPTION 'invitation not found or no longer valid' USING ERRCODE = 'TN404', HINT = 'token';
     END IF;
-    IF coalesce(clean_email, inv.email) IS NULL THEN
+    -- A person the tenant added already (pending) has an email on record:
+    -- their token need not carry one (an access token often does not).
+    known_email := coalesce(clean_email, inv.email,
+                            (SELECT m.email FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = uid));
+    IF known_email IS NULL THEN
         RAISE EXCEPTION 'accepting this invitation needs your email' USING ERRCODE = 'TN422', HINT = 'email';
     END IF;
     INSERT INTO tenantry.tenant_members (tenant_id, user_id, email)
-    VALUES (tid, uid, coalesce(clean_email, inv.email))
+    VALUES (tid, uid, known_email)
     ON CONFLICT (tenant_id, user_id) DO NOTHING;
     -- Added by the tenant with this person's id (pending): accepting is their
     -- consent, and makes them the owner when the tenant has none. The
@@ -1150,8 +1155,10 @@ BEGIN
     -- table).
     IF EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = uid AND m.pending) THEN
         has_owner := EXISTS (SELECT 1 FROM tenantry.tenant_members o WHERE o.tenant_id = tid AND o.is_owner);
+        -- The email the person verified becomes the member's (the tenant
+        -- only guessed one when it added them: found by an outside review).
         UPDATE tenantry.tenant_members m
-        SET pending = false, is_owner = NOT has_owner
+        SET pending = false, is_owner = NOT has_owner, email = coalesce(clean_email, m.email)
         WHERE m.tenant_id = tid AND m.user_id = uid;
     END IF;
     IF inv.role_id IS NOT NULL THEN
@@ -1165,7 +1172,7 @@ EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'another member of the tenant already has this email' USING ERRCODE = 'TN409', HINT = 'email';
 END
 $$;
-COMMENT ON FUNCTION tenantry.accept_invitation(text, text) IS 'In a user context: accepts an invitation (one time), making the signed-in person a member with its role (a pending membership the tenant added with their id becomes theirs, and its owner when the tenant has none); TN404 alike for unknown, expired, revoked, reused or someone else''s invitations; the person who accepted it gets the same answer again while a member (a retry), nothing written. Returns the tenant.';
+COMMENT ON FUNCTION tenantry.accept_invitation(text, text) IS 'In a user context: accepts an invitation (one time), making the signed-in person a member with its role (a pending membership the tenant added with their id becomes theirs, with the email they verified, and its owner when the tenant has none); TN404 alike for unknown, expired, revoked, reused or someone else''s invitations; the person who accepted it gets the same answer again while a member (a retry), nothing written. Returns the tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.accept_invitation(text, text) TO tenantry_app;
 
 /** Audits invitations created, revoked and accepted (never their tokens). */

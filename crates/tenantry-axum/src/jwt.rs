@@ -167,6 +167,27 @@ impl JwtConfig {
         "TENANTRY_JWT_JWKS_MIN_REFETCH_SECS",
     ];
 
+    /// Refuses a `TENANTRY_JWT_*` variable among `names` (the process's
+    /// environment) that is none of [`ENV_VARIABLES`](Self::ENV_VARIABLES):
+    /// misspelt, it would be ignored without a word while the setting it
+    /// meant keeps its default (found by an outside review; unknown keys of
+    /// a `[jwt]` section are refused the same way).
+    pub fn refuse_unknown_env(names: impl IntoIterator<Item = String>) -> Result<(), String> {
+        match names
+            .into_iter()
+            .filter(|n| {
+                n.starts_with("TENANTRY_JWT_") && !Self::ENV_VARIABLES.contains(&n.as_str())
+            })
+            .min()
+        {
+            Some(name) => Err(format!(
+                "{name} is not a variable tenantry reads; the people's-token settings are {}",
+                Self::ENV_VARIABLES.join(", ")
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The defaults for one issuer and one audience, with no key source yet:
     /// set [`jwks_url`](Self::jwks_url) or [`hs256_secret`](Self::hs256_secret).
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
@@ -749,6 +770,30 @@ mod tests {
 
     fn config(json: Value) -> Result<JwtConfig, String> {
         serde_json::from_value(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_misspelt_jwt_variable_is_refused_by_name_and_known_ones_and_others_pass() {
+        let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            JwtConfig::refuse_unknown_env(names(&[
+                "PATH",
+                "TENANTRY_LISTEN",
+                "TENANTRY_JWT_ISSUER",
+                "TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM",
+            ])),
+            Ok(())
+        );
+        let err = JwtConfig::refuse_unknown_env(names(&[
+            "TENANTRY_JWT_ISSUER",
+            "TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED",
+        ]))
+        .unwrap_err();
+        assert!(
+            err.starts_with("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED is not a variable")
+                && err.contains("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM"),
+            "{err}"
+        );
     }
 
     #[test]

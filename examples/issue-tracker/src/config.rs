@@ -101,8 +101,10 @@ impl DatabaseSource {
 /// (comma-separated, required), `TENANTRY_JWT_JWKS_URL` and/or
 /// `TENANTRY_JWT_HS256_SECRET`, `TENANTRY_JWT_TENANT_CLAIM`,
 /// `TENANTRY_JWT_USER_CLAIM`, `TENANTRY_JWT_LEEWAY_SECS`,
-/// `TENANTRY_JWT_EMAIL_VERIFIED_CLAIM` and
-/// `TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM`, read by
+/// `TENANTRY_JWT_EMAIL_CLAIM`, `TENANTRY_JWT_EMAIL_VERIFIED_CLAIM`,
+/// `TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM`,
+/// `TENANTRY_JWT_JWKS_REFRESH_SECS` and `TENANTRY_JWT_JWKS_MIN_REFETCH_SECS`
+/// (every one of [`JwtConfig::ENV_VARIABLES`]), read by
 /// [`JwtConfig::apply_env`] as `tenantry serve` reads them: any of them set
 /// without the issuer is refused (a misspelt issuer variable would otherwise
 /// leave people locked out without a word). Unset: API keys only.

@@ -532,11 +532,33 @@ async fn a_tenant_cannot_activate_a_pending_member_through_raw_sql() {
     rollback(&c).await;
     // The person sees nothing of the tenant.
     not_a_member(&c, &su, t, person).await;
-    // Accepting an invitation naming them makes them a member, and the owner.
-    let token = invite(&c, t, "p@lure.test", Some(person), None).await;
-    accept(&c, person, &token, Some("p@lure.test"))
+    // Accepting an invitation naming them makes them a member, and the
+    // owner, with the email they verified, not the one the tenant guessed
+    // (found by an outside review).
+    begin_as(&c, t).await;
+    let token: String = c
+        .query_one(
+            "SELECT token FROM tenantry.create_invitation(NULL, $1, NULL)",
+            &[&person],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(&c).await;
+    accept(&c, person, &token, Some("person@real.test"))
         .await
         .unwrap();
+    assert_eq!(
+        count(
+            &su,
+            &format!(
+                "SELECT count(*) FROM tenantry.tenant_members
+                 WHERE user_id = '{person}' AND email = 'person@real.test' AND NOT pending"
+            )
+        )
+        .await,
+        1
+    );
     begin_person(&c, person).await;
     let mine: serde_json::Value = c
         .query_one("SELECT tenantry.member_identity($1)", &[&t])
@@ -545,6 +567,58 @@ async fn a_tenant_cannot_activate_a_pending_member_through_raw_sql() {
         .get(0);
     assert_eq!(mine["is_owner"], json!(true));
     rollback(&c).await;
+}
+
+/// An invitation naming only a person's id: a person the tenant added
+/// already (pending) accepts it with a token that carries no email (their
+/// email is on record); a person not added yet needs one (422).
+#[tokio::test]
+async fn a_user_id_invitation_needs_no_email_from_a_person_added_already_and_one_from_anyone_else()
+{
+    let (_tdb, c, su) = setup().await;
+    let t = create_tenant(&su, "ids", None).await;
+    let added = Uuid::new_v4();
+    let stranger = Uuid::new_v4();
+    add_pending_member(&c, t, added, "added@ids.test").await;
+    let by_id = |person: Uuid| {
+        let c = &c;
+        async move {
+            begin_as(c, t).await;
+            let token: String = c
+                .query_one(
+                    "SELECT token FROM tenantry.create_invitation(NULL, $1, NULL)",
+                    &[&person],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            commit(c).await;
+            token
+        }
+    };
+    let token = by_id(added).await;
+    assert_eq!(accept(&c, added, &token, None).await, Ok(t));
+    assert_eq!(
+        count(
+            &su,
+            &format!(
+                "SELECT count(*) FROM tenantry.tenant_members
+                 WHERE user_id = '{added}' AND email = 'added@ids.test' AND NOT pending"
+            )
+        )
+        .await,
+        1
+    );
+    let token = by_id(stranger).await;
+    let (code, message) = accept(&c, stranger, &token, None).await.unwrap_err();
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        ("TN422", "accepting this invitation needs your email")
+    );
+    assert_eq!(
+        accept(&c, stranger, &token, Some("s@ids.test")).await,
+        Ok(t)
+    );
 }
 
 /// Raw SQL as the server's app role, holding `members.write`, cannot make a
