@@ -750,8 +750,10 @@ enum ImpersonateCommand {
     List { tenant: TenantId },
 }
 
+/// The tenant first: a tenant's listing holds its descendants' sessions too.
 const IMPERSONATION_HEADERS: &[&str] = &[
     "impersonation_id",
+    "tenant_id",
     "user_id",
     "impersonator",
     "expires_at",
@@ -765,6 +767,7 @@ fn impersonation_rows(sessions: &[tenantry_db::Impersonation]) -> Vec<Vec<String
         .map(|s| {
             vec![
                 s.impersonation_id.to_string(),
+                s.tenant_id.to_string(),
                 s.user_id.to_string(),
                 s.impersonator.clone(),
                 s.expires_at.to_rfc3339(),

@@ -209,6 +209,12 @@ async fn operator_narrows_a_key_and_impersonates_a_member_for_a_bounded_time() {
     assert!(!session.permissions.contains(&"keys.write".to_owned()));
     let listed = json(&db, &["impersonate", "list", &acme_id, "--json"]);
     assert_eq!(listed[0]["reason"], "ticket 7");
+    // The table says whose session each is (a listing holds descendants').
+    let (ok, table, _) = tenantry(&db, &["impersonate", "list", &acme_id]);
+    assert!(ok);
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().contains("tenant_id"), "{table}");
+    assert!(lines.next().unwrap().contains(&acme_id), "{table}");
     let id = started["impersonation_id"].as_str().unwrap();
     let stopped = json(&db, &["impersonate", "stop", &acme_id, id, "--json"]);
     assert!(stopped["ended_at"].is_string());
@@ -364,6 +370,31 @@ async fn serve_over_an_unreachable_or_unknown_database_says_so_without_a_migrate
         assert!(err.contains(says), "{url}: {err}");
         assert!(!err.contains("tenantry migrate"), "{url}: {err}");
     }
+}
+
+/// A misspelt people's-token variable stops `serve` with its name (it was
+/// ignored, the setting it meant keeping its default: found by an outside
+/// review).
+#[test]
+fn serve_refuses_a_misspelt_jwt_variable_by_name() {
+    let out = output_within_a_minute(
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", "postgres://tenantry_server@127.0.0.1:1/app")
+            .env("TENANTRY_JWT_ISSUER", "https://idp.example.test/")
+            .env("TENANTRY_JWT_AUDIENCE", "api")
+            .env(
+                "TENANTRY_JWT_HS256_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            )
+            .env("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED", "true"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED is not a variable tenantry reads"),
+        "{err}"
+    );
 }
 
 /// A listen address in use is refused first: no embedded cluster is made
