@@ -530,6 +530,20 @@ $$;
 COMMENT ON FUNCTION tenantry.linked_tenant_tables(regclass) IS 'The adopted tables linked to one by foreign keys between adopted tables, either way and at any distance, itself included: the tables that switch the hierarchy option together (the doctor''s fix for rule hierarchy). Granted to the roles that run the doctor.';
 GRANT EXECUTE ON FUNCTION tenantry.linked_tenant_tables(regclass) TO tenantry_admin, tenantry_server;
 
+/** The adopt_table call that adopts a table with these options, as the doctor's fixes print it. */
+CREATE OR REPLACE FUNCTION tenantry.adopt_statement(table_name text, hierarchy boolean, sharing boolean, write_permission text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('SELECT tenantry.adopt_table(%L, hierarchy => %s, sharing => %s%s);',
+                  table_name, hierarchy::text, sharing::text,
+                  CASE WHEN write_permission IS NOT NULL
+                       THEN format(', write_permission => %L', write_permission) ELSE '' END)
+$$;
+COMMENT ON FUNCTION tenantry.adopt_statement(text, boolean, boolean, text) IS 'The adopt_table call, with every option written out, that the doctor''s fixes print to adopt a table (again) as it was adopted. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.adopt_statement(text, boolean, boolean, text) TO tenantry_admin, tenantry_server;
+
 /**
  * The doctor: every rule an adopted table (or, with tbl, that one table) must
  * satisfy and does not, with the SQL that fixes it. No rows: all is well.
@@ -601,7 +615,21 @@ BEGIN
             IF left_behind > 0 THEN
                 problem := problem || format('; %s schema tenant table(s) of it remain', left_behind);
             END IF;
+            -- Its options go with its record: when a table has its name
+            -- again (dropped and made anew), adopted with them; else they
+            -- are named for when it is (found by an outside review: adopted
+            -- again with the defaults, a table without hierarchy gained it
+            -- and lost its write permission).
             fix := format('SELECT tenantry.release_table(%s);', t.table_id::oid);
+            IF t.adopted_as IS NOT NULL THEN
+                fix := fix || CASE
+                    WHEN to_regclass(t.adopted_as) IS NOT NULL
+                         AND to_regclass(t.adopted_as) NOT IN (SELECT r.table_id FROM tenantry.tenant_tables r)
+                    THEN ' ' || tenantry.adopt_statement(t.adopted_as, t.hierarchy, t.sharing, t.write_permission)
+                         || ' -- the table of its name now, adopted with the options it had'
+                    ELSE ' -- if you make it again: ' || tenantry.adopt_statement(t.adopted_as, t.hierarchy, t.sharing, t.write_permission)
+                    END;
+            END IF;
             RETURN NEXT;
             CONTINUE;
         END IF;
@@ -628,10 +656,7 @@ BEGIN
                      THEN format('ALTER TABLE %I.%I RENAME TO %I;', t.adopted_parts[1], t.relname, t.adopted_parts[2]) END);
             RETURN NEXT;
         END IF;
-        readopt := format('SELECT tenantry.adopt_table(%L, hierarchy => %s, sharing => %s%s);',
-                          t.table_id::text, t.hierarchy::text, t.sharing::text,
-                          CASE WHEN t.write_permission IS NOT NULL
-                               THEN format(', write_permission => %L', t.write_permission) ELSE '' END);
+        readopt := tenantry.adopt_statement(t.table_id::text, t.hierarchy, t.sharing, t.write_permission);
 
         SELECT a.attnum INTO tenant_col
         FROM pg_catalog.pg_attribute a
@@ -1154,8 +1179,16 @@ BEGIN
                        format('foreign key %I references %s, whose rows each schema tenant keeps in its own schema''s table, while %s keeps every tenant''s rows in one table: the key cannot see a schema tenant''s rows',
                               b.constraint_name, b.referenced, b.referencing),
                        CASE WHEN b.candidate AND NOT b.adopted
-                            THEN format('SELECT tenantry.adopt_table(%L); -- it has the primary key (tenant_id, <one column>) a table family needs: adopted, schema tenants get a table of it too',
-                                        b.referencing::text)
+                            -- A table adopted before under this name, dropped
+                            -- and made anew, with the options it had.
+                            THEN coalesce((SELECT tenantry.adopt_statement(r.adopted_as, r.hierarchy, r.sharing, r.write_permission)
+                                           FROM tenantry.tenant_tables r
+                                           WHERE r.adopted_as = format('%I.%I', (SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = b.referencing),
+                                                                       (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = b.referencing))
+                                             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.table_id::oid)
+                                           ORDER BY r.adopted_at DESC LIMIT 1),
+                                          format('SELECT tenantry.adopt_table(%L);', b.referencing::text))
+                                 || ' -- it has the primary key (tenant_id, <one column>) a table family needs: adopted, schema tenants get a table of it too'
                             ELSE format('Give %s a primary key (tenant_id, <one column>) and adopt it again, so that schema tenants get a table of it too; or ALTER TABLE %s DROP CONSTRAINT %I;',
                                         b.referencing, b.referencing, b.constraint_name) END
                 FROM (SELECT r.*,

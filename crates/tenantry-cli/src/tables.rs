@@ -305,8 +305,10 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
                 "the tenant's schema ran tenant-schema steps up to {} of {}",
                 behind.schema_version, behind.latest
             ),
+            // SQL, as every other fix is (pasted into psql, the shell
+            // command before it was a syntax error: found by an outside review).
             fix: format!(
-                "tenantry migrate (or: SELECT tenantry.migrate_tenant_schema('{}'))",
+                "SELECT tenantry.migrate_tenant_schema('{}'); -- or run tenantry migrate, which brings every schema along",
                 behind.tenant_id
             ),
         });

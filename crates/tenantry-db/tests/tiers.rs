@@ -2623,7 +2623,7 @@ async fn a_dropped_adopted_table_is_released_with_its_schema_tenants_tables_and_
     );
     assert_eq!(
         found[0].fix,
-        format!("SELECT tenantry.release_table({oid});")
+        format!("SELECT tenantry.release_table({oid}); -- if you make it again: SELECT tenantry.adopt_table('public.projects', hierarchy => true, sharing => false);")
     );
     let both = tables_named(&su, "projects").await;
     assert_eq!(both.len(), 2, "{both:?}");

@@ -614,6 +614,54 @@ async fn the_doctor_names_views_over_an_adopted_table_that_read_with_an_owner_by
     assert_eq!(count(&app, "SELECT count(*) FROM clean_v").await, 1);
 }
 
+/// An adopted table dropped and made anew under its name: the doctor's fix
+/// adopts the new one with the options the old one had, not the defaults
+/// (found by an outside review: a table without hierarchy gained it and
+/// lost its write permission; without the new table, only the release was
+/// printed and the options were gone with the record).
+#[tokio::test]
+async fn a_dropped_and_remade_adopted_table_is_adopted_again_by_the_doctors_fix_with_its_options() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    const NOTES: &str = "CREATE TABLE notes (tenant_id uuid NOT NULL, id int NOT NULL, body text,
+                                             PRIMARY KEY (tenant_id, id));";
+    exec(
+        &m,
+        &format!(
+            "SELECT define_permission('notes.write', 'write notes');
+             {NOTES}
+             SELECT adopt_table('notes', hierarchy => false, write_permission => 'notes.write');"
+        ),
+    )
+    .await;
+    let options =
+        "SELECT format('%s %s %s', hierarchy, sharing, write_permission) FROM tenant_tables";
+    let before = strings(&m, options).await;
+    exec(&m, "DROP TABLE notes").await;
+    let fixes = fixes_in_order(&m).await;
+    assert_eq!(fixes.len(), 1, "{fixes:?}");
+    assert!(
+        fixes[0].ends_with("-- if you make it again: SELECT tenantry.adopt_table('public.notes', hierarchy => false, sharing => false, write_permission => 'notes.write');"),
+        "{fixes:?}"
+    );
+    exec(&m, NOTES).await;
+    let fixes = fixes_in_order(&m).await;
+    assert_eq!(fixes.len(), 1, "{fixes:?}");
+    for fix in fixes {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    assert_eq!(strings(&m, options).await, before);
+    assert_eq!(
+        count(
+            &m,
+            "SELECT count(*) FROM tenant_tables WHERE table_id = 'notes'::regclass"
+        )
+        .await,
+        1
+    );
+}
+
 #[tokio::test]
 async fn release_table_gives_the_table_back_without_row_level_security_and_keeps_its_rows() {
     let tdb = TestDatabase::new().await;
