@@ -1371,7 +1371,11 @@ async fn an_archive_of_an_older_build_without_a_column_added_since_imports_with_
     let path = dir.path().join("newer.tar.gz");
     write_archive(&path, &manifest, &files);
     let err = import_refused(&db, &path);
-    assert!(err.contains("has other columns here"), "{err}");
+    assert!(
+        err.contains("has other columns here")
+            && err.contains("the archive's nickname must be columns of"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

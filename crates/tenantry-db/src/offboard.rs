@@ -907,9 +907,22 @@ async fn check_target(
                     .await?
                     .get::<_, Option<bool>>(0)
                     .unwrap_or(false);
-            if t.columns.iter().any(|c| !here.contains(c)) || !fillable {
+            let missing: Vec<&String> = t.columns.iter().filter(|c| !here.contains(c)).collect();
+            if !missing.is_empty() || !fillable {
+                // What to do about it, not only what differs (found by an
+                // outside review): the archive is read as it was written.
+                let way = if missing.is_empty() {
+                    "give the columns it lacks a default (or let them be NULL) and import again"
+                        .to_owned()
+                } else {
+                    format!(
+                        "the archive's {} must be columns of {} to import it: add them back (or rename them back) for the import, import, then change the table again",
+                        missing.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+                        t.table
+                    )
+                };
                 return Err(OffboardError::Refused(format!(
-                    "table {} has other columns here ({}) than in the archive ({})",
+                    "table {} has other columns here ({}) than in the archive ({}): {way}",
                     t.table,
                     here.join(", "),
                     t.columns.join(", ")
