@@ -278,6 +278,92 @@ async fn pagination_walks_every_resource_once_newest_first() {
     assert_eq!(seen[0], "doc-24");
 }
 
+/// Every page of `owner` for `t`, each as (names, bytes of names and data).
+async fn pages(db: &Database, t: TenantId, owner: OwnerFilter) -> Vec<(Vec<String>, Vec<i64>)> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let mut s = db.tenant(TenantContext::new(t)).await.unwrap();
+        let page = s
+            .list_resources(&ResourceQuery {
+                owner,
+                limit: 1000,
+                after,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        s.commit().await.unwrap();
+        out.push((
+            page.items.iter().map(|r| r.name.clone()).collect(),
+            page.items.iter().map(|r| r.size_bytes).collect(),
+        ));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return out,
+        }
+    }
+}
+
+/// A page stops once the names and data before an item reach
+/// `PAGE_BYTES` (4 MiB), whatever `limit` says: a page of 1,000 resources
+/// of a megabyte was a gigabyte held in the server for a client that did
+/// not read it (found by an outside review). Every resource is still
+/// walked once, shared ones and one's own merged.
+#[tokio::test]
+async fn a_page_of_large_resources_stops_at_its_byte_budget_and_the_pages_walk_every_resource_once()
+{
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    let su = tdb.superuser_client().await;
+    for (t, prefix, n) in [(a, "big", 10), (b, "theirs", 3)] {
+        su.execute(
+            "INSERT INTO tenantry.resources (tenant_id, name, data)
+             SELECT $1, $2 || g, jsonb_build_object('x', repeat('y', 900000)) FROM generate_series(1, $3) g",
+            &[t.as_uuid(), &prefix, &n],
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..5 {
+        resource(&db, a, &format!("small-{i}")).await;
+    }
+    let mut s = db.tenant(TenantContext::new(b)).await.unwrap();
+    for theirs in s
+        .list_resources(&ResourceQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+    {
+        s.share_resource(theirs.id, a).await.unwrap();
+    }
+    s.commit().await.unwrap();
+
+    for (owner, expected) in [(OwnerFilter::Own, 15), (OwnerFilter::All, 18)] {
+        let walked = pages(&db, a, owner).await;
+        assert!(walked.len() >= 2, "{owner:?}: {} pages", walked.len());
+        for (names, sizes) in &walked {
+            assert!(!names.is_empty());
+            let before_last: i64 = sizes[..sizes.len() - 1].iter().sum();
+            assert!(
+                before_last < tenantry_db::PAGE_BYTES,
+                "{owner:?}: a page of {} items holds {before_last} bytes before its last",
+                names.len()
+            );
+        }
+        let mut names: Vec<String> = walked.into_iter().flat_map(|(n, _)| n).collect();
+        let total = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!((names.len(), total), (expected, expected), "{owner:?}");
+    }
+}
+
 #[tokio::test]
 async fn name_prefix_filter_treats_like_wildcards_literally() {
     let tdb = TestDatabase::new().await;

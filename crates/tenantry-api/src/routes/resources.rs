@@ -72,7 +72,9 @@ pub enum Owner {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ResourceListQuery {
-    /// Page size, 1–1000 (default 50).
+    /// Page size, 1–1000 (default 50). A page also ends once the names and
+    /// data of its items reach 4 MiB (it always holds one item at least):
+    /// follow `next_cursor` until it is absent, not until a page is short.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Cursor from the previous page.
