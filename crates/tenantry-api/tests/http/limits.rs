@@ -33,6 +33,46 @@ async fn a_rate_limited_tenant_gets_429_on_the_third_quick_request() {
     app.get("/v1/tenant", &key).await.expect(200);
 }
 
+/// Requests refused by the rate limit write no request-log row: a client
+/// that ignores 429 wrote one per refusal, and could fill the disk every
+/// tenant shares (found by a contention review). They are still counted in
+/// the tenant's traffic figures.
+#[tokio::test]
+async fn requests_refused_by_the_rate_limit_write_no_request_log_row() {
+    let mut app = TestApp::spawn_with(|s| s.request_log_batch = 10_000).await;
+    let limited = app
+        .create_tenant_with(json!({
+            "name": "limited",
+            "settings": { "rate_limit_per_second": 0.01, "rate_limit_burst": 2 }
+        }))
+        .await;
+    let id = limited["tenant_id"].as_str().unwrap().to_owned();
+    let (key, _) = app.create_key(&id, json!({})).await;
+    let mut refused = 0;
+    for _ in 0..20 {
+        let r = app.get("/v1/tenant", &key).await;
+        if r.status == 429 {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 18);
+    app.shutdown().await;
+    let rows: Vec<i16> = app
+        .db
+        .superuser_client()
+        .await
+        .query(
+            "SELECT status FROM tenantry.request_log WHERE tenant_id = $1::text::uuid AND route = '/v1/tenant'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, [200, 200]);
+}
+
 #[tokio::test]
 async fn a_slow_rate_limits_429_says_in_retry_after_how_long_the_limiter_really_makes_it_wait() {
     let app = TestApp::spawn().await;
