@@ -698,7 +698,12 @@ BEGIN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
     END IF;
     SELECT t.status, t.settings INTO mine FROM tenantry.tenants t WHERE t.tenant_id = me;
-    IF mine.status IS DISTINCT FROM 'active' THEN
+    IF mine.status = 'suspended' THEN
+        -- Suspended since the server let the request in: the answer every
+        -- other request of the tenant gets (found by a contention review:
+        -- 403 forbidden instead).
+        RAISE EXCEPTION 'tenant % is suspended', me USING ERRCODE = 'TN403', HINT = 'tenant_suspended';
+    ELSIF mine.status IS DISTINCT FROM 'active' THEN
         RAISE EXCEPTION 'tenant % is not active', me USING ERRCODE = 'TN403';
     END IF;
     -- A schema tenant costs catalog space and backend memory (a table per

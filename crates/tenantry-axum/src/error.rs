@@ -296,6 +296,7 @@ impl From<DbError> for ApiError {
             DbError::QuotaExceeded(m) => Self::new(ProblemCode::QuotaExceeded, m),
             DbError::PermissionDenied(m) => Self::new(ProblemCode::PermissionDenied, m),
             DbError::Forbidden(m) => Self::new(ProblemCode::Forbidden, m),
+            DbError::TenantSuspended(m) => Self::new(ProblemCode::TenantSuspended, m),
             DbError::Invalid { field, message } => {
                 let e = Self::new(ProblemCode::ValidationFailed, message);
                 match field {
@@ -496,6 +497,13 @@ mod tests {
                 "{wait:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_tenant_the_database_finds_suspended_is_the_403_tenant_suspended_of_every_route() {
+        let e = ApiError::from(DbError::TenantSuspended("tenant t is suspended".into()));
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert_eq!(e.problem().code, ProblemCode::TenantSuspended);
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub enum DbError {
     /// The caller may not do this (no tenant context, tenant deleted, policy refused a write, ...).
     #[error("{0}")]
     Forbidden(String),
+    /// The acting tenant is suspended (found so by the database, when it was
+    /// suspended while the request ran): its data is kept, its requests refused.
+    #[error("{0}")]
+    TenantSuspended(String),
     /// The input is invalid; `field` names the offending field when known.
     #[error("{message}")]
     Invalid {
@@ -188,6 +192,7 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             "TN503" => DbError::Unavailable(message),
             "TN409" => DbError::Conflict(message),
             "TN429" => DbError::QuotaExceeded(message),
+            "TN403" if db.hint() == Some("tenant_suspended") => DbError::TenantSuspended(message),
             "TN403" => DbError::Forbidden(message),
             // The caller lacks a permission the operation needs (authorize()).
             "TN401" => DbError::PermissionDenied(message),

@@ -1110,6 +1110,14 @@ async fn suspended_tenants_keys_still_verify_but_report_the_status() {
     admin.commit().await.unwrap();
     let id = db.verify_key(k.secret.expose()).await.unwrap().unwrap();
     assert_eq!(id.tenant_status, TenantStatus::Suspended);
+    // A child created by a request let in before the suspension is refused
+    // as suspended (TenantSuspended: the API's 403 tenant_suspended), not
+    // as a generic refusal (found by a contention review).
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    match s.create_child_tenant("late", Isolation::Shared, None).await {
+        Err(DbError::TenantSuspended(m)) => assert_eq!(m, format!("tenant {a} is suspended")),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
