@@ -1102,6 +1102,7 @@ DECLARE
     inv record;
     clean_email text := tenantry.clean_name(email, 'email');
     known_email text;
+    inserted bigint;
     has_owner boolean;
 BEGIN
     IF uid IS NULL OR tenantry.current_tenant_id() IS NOT NULL THEN
@@ -1137,7 +1138,9 @@ BEGIN
     END IF;
     -- A person the tenant added already (pending) has an email on record:
     -- their token need not carry one (an access token often does not).
-    known_email := coalesce(clean_email, inv.email,
+    -- (An invitation naming an email was refused above without a matching
+    -- one.)
+    known_email := coalesce(clean_email,
                             (SELECT m.email FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = uid));
     IF known_email IS NULL THEN
         RAISE EXCEPTION 'accepting this invitation needs your email' USING ERRCODE = 'TN422', HINT = 'email';
@@ -1145,6 +1148,12 @@ BEGIN
     INSERT INTO tenantry.tenant_members (tenant_id, user_id, email)
     VALUES (tid, uid, known_email)
     ON CONFLICT (tenant_id, user_id) DO NOTHING;
+    -- The email on record was the pending member's, removed meanwhile: a
+    -- new member may not take an email nobody verified.
+    GET DIAGNOSTICS inserted = ROW_COUNT;
+    IF inserted > 0 AND clean_email IS NULL THEN
+        RAISE EXCEPTION 'accepting this invitation needs your email' USING ERRCODE = 'TN422', HINT = 'email';
+    END IF;
     -- Added by the tenant with this person's id (pending): accepting is their
     -- consent, and makes them the owner when the tenant has none. The
     -- insert above already holds the tenant's row (tenant_members_owner, a

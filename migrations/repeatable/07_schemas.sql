@@ -375,8 +375,14 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    problem text := tenantry.tenant_tables_unlike_families(tid);
+    problem text;
 BEGIN
+    -- No move under way: the caller answers that (tier_move_finish's TN404,
+    -- which a mover racing another takes for "finished").
+    IF target IS NULL THEN
+        RETURN;
+    END IF;
+    problem := tenantry.tenant_tables_unlike_families(tid);
     IF problem IS NULL THEN
         RETURN;
     ELSIF target = 'shared' THEN
@@ -1267,7 +1273,7 @@ RETURNS bigint
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT tenantry.tier_move_batch(tid, max_rows, false) $$;
-COMMENT ON FUNCTION tenantry.tier_move_copy(uuid, integer) IS 'Admin, tier move step 2 (repeat until it returns 0): copies up to max_rows more rows of the moving tenant, in key order, into its schema tables while it keeps writing; towards the shared tier, moves up to max_rows more rows into the pooled tables, each batch under the tenant''s row lock (its transactions wait for the batch, nobody else does). TN404 when the tenant is not being moved.';
+COMMENT ON FUNCTION tenantry.tier_move_copy(uuid, integer) IS 'Admin, tier move step 2 (repeat until it returns 0): copies up to max_rows more rows of the moving tenant, in key order, into its schema tables while it keeps writing; towards the shared tier, moves up to max_rows more rows into the pooled tables, each batch under the tenant''s row lock (its transactions wait for the batch, nobody else does). TN404 when the tenant is not being moved. TN409 (nothing changed) when the tenant''s schema tables and your tables differ in their columns (a tenant-schema step not run yet, or a change made without one: tier_move_refuse_unlike names the column and the way on).';
 
 /**
  * Step 3 (repeat while it returns max_changes): copies again the rows the
@@ -1279,7 +1285,7 @@ RETURNS bigint
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT tenantry.tier_move_batch(tid, max_changes, true) $$;
-COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier move step 3 (repeat while it returns max_changes): copies again the rows the moving tenant wrote since they were copied; returns how many recorded writes it consumed (0 as well when a batch meets a stale copy on a unique key: the cut-over applies them all at once; towards the shared tier always 0: the cut-over copies the adopted rows). TN404 when the tenant is not being moved.';
+COMMENT ON FUNCTION tenantry.tier_move_catch_up(uuid, integer) IS 'Admin, tier move step 3 (repeat while it returns max_changes): copies again the rows the moving tenant wrote since they were copied; returns how many recorded writes it consumed (0 as well when a batch meets a stale copy on a unique key: the cut-over applies them all at once; towards the shared tier always 0: the cut-over copies the adopted rows). TN404 when the tenant is not being moved. TN409 (nothing changed) when the tenant''s schema tables and your tables differ in their columns (a tenant-schema step not run yet, or a change made without one: tier_move_refuse_unlike names the column and the way on).';
 
 /**
  * Step 4, the cut-over: takes the tenant's row FOR NO KEY UPDATE (the tenant's
@@ -1442,7 +1448,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.tier_move_cutover(uuid) IS 'Internal (tier_move_finish, set_tenant_isolation, as the owner): the cut-over of a move under way. Not granted.';
-COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified); towards the shared tier, adopted tables'' rows are copied before the lock, unseen until the commit, and the lock is given up after 5 s (55P03, nothing changed: run it again). Read committed only (25001). Returns {isolation, rows_moved (the whole move), cutover_rows (rows moved under the lock and recorded writes copied again), cutover_ms}. TN404 when the tenant is not being moved.';
+COMMENT ON FUNCTION tenantry.tier_move_finish(uuid) IS 'Admin, tier move step 4 (cut-over): under the tenant''s row lock (its writers wait; nobody else does) copies the rest and what changed, removes the rows from the old tier, switches tenants.isolation (audited, servers notified); towards the shared tier, adopted tables'' rows are copied before the lock, unseen until the commit, and the lock is given up after 5 s (55P03, nothing changed: run it again). Read committed only (25001). Returns {isolation, rows_moved (the whole move), cutover_rows (rows moved under the lock and recorded writes copied again), cutover_ms}. TN404 when the tenant is not being moved. TN409 (nothing changed) when the tenant''s schema tables and your tables differ in their columns (a tenant-schema step not run yet, or a change made without one: tier_move_refuse_unlike names the column and the way on).';
 
 /**
  * Drops what a tenant that moved to the shared tier left of its schema (its
@@ -1933,8 +1939,9 @@ COMMENT ON FUNCTION tenantry.migrate_tenant_schema(uuid) IS 'Admin: runs the ten
  * COLUMN, ADD CONSTRAINT … CHECK …), run with the caller's rights and
  * search path; the step runs with the tenant's schema and pg_catalog on
  * the search path, so name your own types and functions in it
- * schema-qualified. Returns the step's version; NULL for a table no schema
- * tenant has a table of.
+ * schema-qualified. Returns the step's version; NULL for a table that is
+ * no table family (no primary key (tenant_id, one column)), of which no
+ * schema tenant has a table.
  */
 CREATE OR REPLACE FUNCTION tenantry.alter_tenant_table(tbl regclass, change text)
 RETURNS integer
@@ -2030,13 +2037,17 @@ COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an a
  *
  * Each fix keeps the schema tenant's rows as the change kept the pooled
  * tenants' (found by an outside review, which pasted the fixes as printed):
- * a column missing on one side and another on the other, of the same type
- * and in the same place, is a rename and is renamed (dropping and adding it
- * lost every value); a column added comes with its default (or generation)
- * and NOT NULL in one statement, so the rows there get the value the pooled
- * rows got (added bare, its NULLs then failed the NOT NULL fix); a NOT NULL
- * whose column has a default fills the NULLs with it first; a default that
- * differs is set again.
+ * a column missing on one side and another on the other, in the same place,
+ * is a rename (retyped too when the types differ: the next run names the
+ * type) and is renamed (dropping and adding it lost every value; the other
+ * reading is printed beside it); a column added comes with its default (or
+ * generation) and NOT NULL in one statement, so the rows there get the value
+ * the pooled rows got; a NOT NULL whose column has a default fills the NULLs
+ * with it in the same ALTER TABLE (a rewrite, which row level security does
+ * not filter, so an operator who is no superuser fills them too); a default
+ * that differs is set again; a generation dropped there is dropped here
+ * (DROP EXPRESSION keeps the values), one added or changed there makes the
+ * column again (its values are derived).
  */
 CREATE OR REPLACE FUNCTION tenantry.copy_column_drift()
 RETURNS TABLE (copy regclass, template regclass, problem text, fix text)
@@ -2053,7 +2064,7 @@ AS $$
         -- (tier_move_refuse_unlike points here).
         WHERE (t.isolation = 'schema' OR t.moving_to = 'schema')
           AND coalesce(t.schema_version, 0) >= tenantry.tenant_schema_latest()
-    ), cols AS (
+    ), attrs AS (
         SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
                a.attnotnull,
                CASE WHEN a.attcollation <> ty.typcollation
@@ -2080,6 +2091,11 @@ AS $$
         LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE a.attrelid IN (SELECT s.copy FROM copies s UNION SELECT s.template FROM copies s)
           AND a.attnum > 0 AND NOT a.attisdropped
+    ), cols AS (
+        -- With the column's whole definition, as ADD COLUMN takes it.
+        SELECT x.*, format('%I %s%s%s%s', x.attname, x.type, x.collation, x.value_clause,
+                           CASE WHEN x.attnotnull THEN ' NOT NULL' ELSE '' END) AS definition
+        FROM attrs x
     ), pairs AS (
         SELECT s.copy, s.template, h, w
         FROM copies s
@@ -2089,37 +2105,35 @@ AS $$
             FULL JOIN (SELECT c FROM cols c WHERE c.attrelid = s.template) ww(w) ON (w).attname = (h).attname
         ) j
     ), renamed AS (
-        -- A column of the copy alone and one of the template alone, of the
-        -- same type in the same place.
+        -- A column of the copy alone and one of the template alone, in the
+        -- same place.
         SELECT p.copy, p.template, p.h, q.w
         FROM pairs p
         JOIN pairs q ON q.copy = p.copy AND (q.h).attname IS NULL AND (p.w).attname IS NULL
-                    AND ((q.w).type, (q.w).place) = ((p.h).type, (p.h).place)
+                    AND (q.w).place = (p.h).place
     ), findings AS (
         SELECT r.copy, r.template, 1 AS step, (r.h).attname AS col,
-               format('has column %I where %s has %I, of the same type in the same place: renamed there without a step', (r.h).attname, r.template, (r.w).attname) AS problem,
-               format('ALTER TABLE %s RENAME COLUMN %I TO %I; -- had %2$I been dropped and %3$I added instead: ALTER TABLE %1$s DROP COLUMN %2$I, ADD COLUMN %3$I %4$s%5$s%6$s%7$s',
-                      r.copy, (r.h).attname, (r.w).attname, (r.w).type, (r.w).collation, (r.w).value_clause,
-                      CASE WHEN (r.w).attnotnull THEN ' NOT NULL' ELSE '' END) AS fix
+               format('has column %I where %s has %I, in the same place: renamed%s there without a step',
+                      (r.h).attname, r.template, (r.w).attname,
+                      CASE WHEN (r.h).type <> (r.w).type THEN format(' (and made %s)', (r.w).type) ELSE '' END) AS problem,
+               format('ALTER TABLE %s RENAME COLUMN %I TO %I; -- had %2$I been dropped and %3$I added instead: ALTER TABLE %1$s DROP COLUMN %2$I, ADD COLUMN %4$s',
+                      r.copy, (r.h).attname, (r.w).attname, (r.w).definition) AS fix
         FROM renamed r
         UNION ALL
         SELECT p.copy, p.template, 2, coalesce((p.h).attname, (p.w).attname),
                CASE WHEN (p.h).attname IS NULL
-                    THEN format('has no column %I, which %s has (%s%s%s%s)', (p.w).attname, p.template, (p.w).type, (p.w).collation,
-                                (p.w).value_clause, CASE WHEN (p.w).attnotnull THEN ' NOT NULL' ELSE '' END)
+                    THEN format('has no column %I, which %s has (%s)', (p.w).attname, p.template, (p.w).definition)
                     ELSE format('has column %I, which %s has not', (p.h).attname, p.template) END,
                CASE WHEN (p.h).attname IS NULL
-                    THEN format('ALTER TABLE %s ADD COLUMN %I %s%s%s%s', p.copy, (p.w).attname, (p.w).type, (p.w).collation,
-                                (p.w).value_clause, CASE WHEN (p.w).attnotnull THEN ' NOT NULL' ELSE '' END)
+                    THEN format('ALTER TABLE %s ADD COLUMN %s', p.copy, (p.w).definition)
                     ELSE format('ALTER TABLE %s DROP COLUMN %I', p.copy, (p.h).attname) END
         FROM pairs p
         WHERE ((p.h).attname IS NULL OR (p.w).attname IS NULL)
           AND NOT EXISTS (SELECT 1 FROM renamed r
                           WHERE r.copy = p.copy AND ((r.h).attname = (p.h).attname OR (r.w).attname = (p.w).attname))
         UNION ALL
-        -- Present on both sides: type and collation, then the generation
-        -- (which PostgreSQL 15 cannot alter: the column, all derived, is
-        -- made again), the default, NOT NULL.
+        -- Present on both sides: type and collation, then the generation,
+        -- the default, NOT NULL.
         SELECT p.copy, p.template, 3, (p.w).attname,
                format('column %I is %s%s, on %s %s%s', (p.w).attname, (p.h).type, (p.h).collation, p.template, (p.w).type, (p.w).collation),
                format('ALTER TABLE %s ALTER COLUMN %I TYPE %s%s', p.copy, (p.w).attname, (p.w).type, (p.w).collation)
@@ -2131,8 +2145,10 @@ AS $$
                format('column %I is %s, on %s %s', (p.w).attname,
                       CASE WHEN (p.h).generated THEN format('generated as %s', (p.h).default_expr) ELSE 'not generated' END, p.template,
                       CASE WHEN (p.w).generated THEN format('generated as %s', (p.w).default_expr) ELSE 'not generated' END),
-               format('ALTER TABLE %s DROP COLUMN %I, ADD COLUMN %I %s%s%s%s', p.copy, (p.w).attname, (p.w).attname, (p.w).type, (p.w).collation,
-                      (p.w).value_clause, CASE WHEN (p.w).attnotnull THEN ' NOT NULL' ELSE '' END)
+               CASE WHEN NOT (p.w).generated
+                    -- Dropped there: the pooled rows kept their values.
+                    THEN format('ALTER TABLE %s ALTER COLUMN %I DROP EXPRESSION', p.copy, (p.w).attname)
+                    ELSE format('ALTER TABLE %s DROP COLUMN %I, ADD COLUMN %s', p.copy, (p.w).attname, (p.w).definition) END
         FROM pairs p
         WHERE (p.h).attname IS NOT NULL AND (p.w).attname IS NOT NULL
           AND ((p.h).generated OR (p.w).generated)
@@ -2159,8 +2175,8 @@ AS $$
                     -- The pooled rows took the default when the column
                     -- came; the schema's rows without a value take it now.
                     WHEN (p.w).default_expr IS NOT NULL AND NOT (p.w).generated
-                    THEN format('UPDATE %s SET %I = %s WHERE %2$I IS NULL; ALTER TABLE %1$s ALTER COLUMN %2$I SET NOT NULL',
-                                p.copy, (p.w).attname, (p.w).default_expr)
+                    THEN format('ALTER TABLE %1$s ALTER COLUMN %2$I TYPE %3$s%4$s USING coalesce(%2$I, %5$s), ALTER COLUMN %2$I SET NOT NULL',
+                                p.copy, (p.w).attname, (p.w).type, (p.w).collation, (p.w).default_expr)
                     ELSE format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', p.copy, (p.w).attname) END
         FROM pairs p
         WHERE (p.h).attname IS NOT NULL AND (p.w).attname IS NOT NULL

@@ -533,7 +533,7 @@ GRANT EXECUTE ON FUNCTION tenantry.linked_tenant_tables(regclass) TO tenantry_ad
 /** The adopt_table call that adopts a table with these options, as the doctor's fixes print it. */
 CREATE OR REPLACE FUNCTION tenantry.adopt_statement(table_name text, hierarchy boolean, sharing boolean, write_permission text)
 RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT format('SELECT tenantry.adopt_table(%L, hierarchy => %s, sharing => %s%s);',
@@ -623,10 +623,11 @@ BEGIN
             fix := format('SELECT tenantry.release_table(%s);', t.table_id::oid);
             IF t.adopted_as IS NOT NULL THEN
                 fix := fix || CASE
+                    WHEN to_regclass(t.adopted_as) IN (SELECT r.table_id FROM tenantry.tenant_tables r)
+                    THEN ''  -- adopted again already
                     WHEN to_regclass(t.adopted_as) IS NOT NULL
-                         AND to_regclass(t.adopted_as) NOT IN (SELECT r.table_id FROM tenantry.tenant_tables r)
                     THEN ' ' || tenantry.adopt_statement(t.adopted_as, t.hierarchy, t.sharing, t.write_permission)
-                         || ' -- the table of its name now, adopted with the options it had'
+                         || ' -- the table of its name now, made anew, adopted with the options it had (leave this out if it is another table that must not be a tenant table)'
                     ELSE ' -- if you make it again: ' || tenantry.adopt_statement(t.adopted_as, t.hierarchy, t.sharing, t.write_permission)
                     END;
             END IF;

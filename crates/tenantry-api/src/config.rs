@@ -197,10 +197,8 @@ impl Settings {
             None => Settings::default(),
         };
         settings.apply_env(|k| std::env::var(k).ok())?;
-        tenantry_axum::jwt::JwtConfig::refuse_unknown_env(
-            std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()),
-        )
-        .map_err(SettingsError::Invalid)?;
+        tenantry_axum::jwt::JwtConfig::refuse_unknown_process_env()
+            .map_err(SettingsError::Invalid)?;
         Ok(settings)
     }
 

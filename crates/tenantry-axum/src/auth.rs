@@ -678,7 +678,12 @@ where
                 format!("tenant {} is suspended", caller.tenant()),
             ));
         }
-        caller.limits.check(caller.tenant(), caller.settings())?;
+        if let Err(refused) = caller.limits.check(caller.tenant(), caller.settings()) {
+            if let Some(slot) = &caller.slot {
+                slot.set_rate_limited();
+            }
+            return Err(refused);
+        }
         // After the tenant's status (a deleted tenant's key stays a 401,
         // whatever it is sent with) and its rate limit.
         // A key or an impersonation acts in its own tenant: a request that

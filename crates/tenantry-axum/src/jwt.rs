@@ -188,6 +188,14 @@ impl JwtConfig {
         }
     }
 
+    /// [`refuse_unknown_env`](Self::refuse_unknown_env) over this process's
+    /// environment (names that are not Unicode cannot be tenantry's).
+    pub fn refuse_unknown_process_env() -> Result<(), String> {
+        Self::refuse_unknown_env(
+            std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()),
+        )
+    }
+
     /// The defaults for one issuer and one audience, with no key source yet:
     /// set [`jwks_url`](Self::jwks_url) or [`hs256_secret`](Self::hs256_secret).
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {

@@ -167,9 +167,17 @@ struct SlotFields {
     resource: Option<ResourceId>,
     key: Option<KeyId>,
     impersonator: Option<Arc<str>>,
+    /// Refused by the tenant's request rate (`rate_limit_per_second`).
+    rate_limited: bool,
 }
 
 impl LogSlot {
+    /// The tenant's request rate refused this request: it writes no
+    /// request-log row (see [`RequestLogLayer`]).
+    pub(crate) fn set_rate_limited(&self) {
+        self.0.lock().expect("log slot").rate_limited = true;
+    }
+
     pub(crate) fn set_caller(
         &self,
         tenant: TenantId,
@@ -423,12 +431,13 @@ where
             if let Some(tenant_id) = fields.tenant {
                 log.stats.record(tenant_id, status, elapsed);
             }
-            // A request refused by the tenant's rate limit (429) is counted
+            // A request refused by the tenant's request rate is counted
             // above and in its log line, and writes no row: a client that
             // ignores 429 wrote a row (and its WAL) per refusal, some 300 GB
-            // a day at full speed on the shared disk (found by a contention
-            // review); served requests are what usage counts anyway.
-            if let Some(tenant_id) = fields.tenant.filter(|_| status != 429) {
+            // a day at full speed on the disk every tenant shares (found by a
+            // contention review). Other 429s (the child-creation rate, a
+            // team's own handler) are rows as before.
+            if let Some(tenant_id) = fields.tenant.filter(|_| !fields.rate_limited) {
                 log.record(RequestLogEntry {
                     tenant_id,
                     created_at: arrived,

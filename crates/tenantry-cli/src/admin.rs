@@ -750,7 +750,7 @@ enum ImpersonateCommand {
     List { tenant: TenantId },
 }
 
-/// The tenant first: a tenant's listing holds its descendants' sessions too.
+/// With each session's tenant: a tenant's listing holds its descendants' sessions too.
 const IMPERSONATION_HEADERS: &[&str] = &[
     "impersonation_id",
     "tenant_id",

@@ -1376,6 +1376,17 @@ async fn an_archive_of_an_older_build_without_a_column_added_since_imports_with_
             && err.contains("the archive's nickname must be columns of"),
         "{err}"
     );
+
+    // A column the archive lacks that an insert cannot leave out: refused,
+    // naming it and what it needs.
+    su.batch_execute("ALTER TABLE tenantry.tenant_members ALTER COLUMN pending DROP DEFAULT")
+        .await
+        .unwrap();
+    let err = import_refused(&db, &dir.path().join("older.tar.gz"));
+    assert!(
+        err.contains("pending of tenantry.tenant_members must take a default"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -896,36 +896,51 @@ async fn check_target(
             // defaults. A column of the archive that is not here, or one here
             // that an insert cannot leave out, refuses the import.
             let added: Vec<&String> = here.iter().filter(|c| !t.columns.contains(c)).collect();
-            let fillable = added.is_empty()
-                || tx
-                    .query_one(
-                        "SELECT bool_and(a.atthasdef OR NOT a.attnotnull OR a.attidentity <> '' OR a.attgenerated <> '')
-                           FROM pg_attribute a
-                          WHERE a.attrelid = $1::text::regclass AND a.attname = ANY ($2::text[])",
-                        &[&t.table, &added],
-                    )
-                    .await?
-                    .get::<_, Option<bool>>(0)
-                    .unwrap_or(false);
-            let missing: Vec<&String> = t.columns.iter().filter(|c| !here.contains(c)).collect();
-            if !missing.is_empty() || !fillable {
+            // Columns of this table the archive lacks that an insert cannot
+            // leave out (no default, NOT NULL).
+            let unfillable: Vec<String> = if added.is_empty() {
+                Vec::new()
+            } else {
+                tx.query_one(
+                    "SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}')
+                       FROM pg_attribute a
+                      WHERE a.attrelid = $1::text::regclass AND a.attname = ANY ($2::text[])
+                        AND NOT (a.atthasdef OR NOT a.attnotnull OR a.attidentity <> '' OR a.attgenerated <> '')",
+                    &[&t.table, &added],
+                )
+                .await?
+                .get(0)
+            };
+            let gone: Vec<&str> = t
+                .columns
+                .iter()
+                .filter(|c| !here.contains(c))
+                .map(|c| c.as_str())
+                .collect();
+            if !gone.is_empty() || !unfillable.is_empty() {
                 // What to do about it, not only what differs (found by an
                 // outside review): the archive is read as it was written.
-                let way = if missing.is_empty() {
-                    "give the columns it lacks a default (or let them be NULL) and import again"
-                        .to_owned()
-                } else {
-                    format!(
+                let mut ways = Vec::new();
+                if !gone.is_empty() {
+                    ways.push(format!(
                         "the archive's {} must be columns of {} to import it: add them back (or rename them back) for the import, import, then change the table again",
-                        missing.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+                        gone.join(", "),
                         t.table
-                    )
-                };
+                    ));
+                }
+                if !unfillable.is_empty() {
+                    ways.push(format!(
+                        "{} of {} must take a default (or allow NULL): the archive has no values for them",
+                        unfillable.join(", "),
+                        t.table
+                    ));
+                }
                 return Err(OffboardError::Refused(format!(
-                    "table {} has other columns here ({}) than in the archive ({}): {way}",
+                    "table {} has other columns here ({}) than in the archive ({}): {}",
                     t.table,
                     here.join(", "),
-                    t.columns.join(", ")
+                    t.columns.join(", "),
+                    ways.join("; ")
                 )));
             }
         }

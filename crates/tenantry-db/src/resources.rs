@@ -99,7 +99,10 @@ pub struct ResourceQuery {
     pub owner: OwnerFilter,
     /// Only names starting with this (exact, case-sensitive).
     pub name_prefix: Option<String>,
-    /// Page size, clamped to 1..=1000.
+    /// Page size, clamped to 1..=1000. A page also ends once its items'
+    /// names and data reach [`PAGE_BYTES`] (it holds one item at least):
+    /// follow [`ResourcePage::next`] until it is `None`, not until a page is
+    /// short.
     pub limit: i64,
     /// Continue after this position.
     pub after: Option<ResourceCursor>,
@@ -246,7 +249,9 @@ pub const PAGE_BYTES: i64 = 4 * 1024 * 1024;
 /// A listing part cut to [`PAGE_BYTES`] in the database, plus one row
 /// beyond the cut so the merge knows there is more: a row is read while the
 /// rows before the one before it hold less than that (by `size_bytes`, a
-/// stored column: rows past the cut are never detoasted or sent).
+/// stored column). Rows past the cut are never sent; a part over a table is
+/// not even detoasted past it, while the fences (PL/pgSQL functions) have
+/// read their `limit + 1` rows before the cut.
 fn within_page_bytes(part: &str) -> String {
     format!(
         "SELECT w.* FROM (SELECT p.*, coalesce(sum(p.size_bytes) OVER (ORDER BY p.created_at DESC, p.id DESC

@@ -2264,6 +2264,33 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
     run_fixes(&su, &found).await;
     assert_eq!(copy_columns(&su).await, []);
     assert_eq!(values_of("name_length").await, [Some("1".to_owned())]);
+    // A generation dropped there is dropped here, the values kept.
+    su.batch_execute("ALTER TABLE public.projects ALTER COLUMN name_length DROP EXPRESSION")
+        .await
+        .unwrap();
+    let found = copy_columns(&su).await;
+    assert_eq!(
+        found.iter().map(fix_of).collect::<Vec<_>>(),
+        [format!(
+            "ALTER TABLE {schema}.projects ALTER COLUMN name_length DROP EXPRESSION"
+        )]
+    );
+    run_fixes(&su, &found).await;
+    assert_eq!(copy_columns(&su).await, []);
+    assert_eq!(values_of("name_length").await, [Some("1".to_owned())]);
+
+    // Renamed and retyped there: renamed here, then retyped, the values kept.
+    su.batch_execute(
+        "ALTER TABLE public.projects RENAME COLUMN rank TO standing;
+         ALTER TABLE public.projects ALTER COLUMN standing TYPE bigint",
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        run_fixes(&su, &copy_columns(&su).await).await;
+    }
+    assert_eq!(copy_columns(&su).await, []);
+    assert_eq!(values_of("standing").await, [Some("3".to_owned())]);
 
     // Only adopted tables, and only operators.
     su.batch_execute("CREATE TABLE public.loose (tenant_id uuid, id int)")
@@ -3437,12 +3464,17 @@ fn fix_of(finding: &(String, String)) -> String {
     finding.1.split("; --").next().unwrap().to_owned()
 }
 
-/// Runs findings' fixes as printed, top to bottom, as an operator pastes them.
+/// Runs findings' fixes as printed, top to bottom, as an operator who is no
+/// superuser pastes them (a member of tenantry_owner, as the doctor's
+/// documented runner: row level security is forced on schema tenants'
+/// tables, and an UPDATE in a fix found none of their rows).
 async fn run_fixes(su: &Client, found: &[(String, String)]) {
+    let operator = migration_role(su).await;
     for f in found {
-        su.batch_execute(&f.1)
+        su.batch_execute(&format!("SET ROLE {operator}; {}", f.1))
             .await
             .unwrap_or_else(|e| panic!("{}: {e:?}", f.1));
+        su.batch_execute("RESET ROLE").await.unwrap();
     }
 }
 

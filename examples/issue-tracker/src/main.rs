@@ -21,10 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok();
     let listen = config::listen_from_env(env)?;
     let jwt = config::jwt_from_env(env)?;
-    tenantry_axum::jwt::JwtConfig::refuse_unknown_env(
-        std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()),
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
+    tenantry_axum::jwt::JwtConfig::refuse_unknown_process_env().map_err(|e| anyhow::anyhow!(e))?;
     let (migration, server, cluster, database, cli) = match DatabaseSource::from_env(env)? {
         DatabaseSource::Embedded { data_dir } => {
             let cluster = LocalCluster::open(&data_dir, None).await?;
