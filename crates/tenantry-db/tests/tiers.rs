@@ -3385,6 +3385,19 @@ async fn a_team_table_changed_during_a_move_stops_its_batches_with_a_conflict_na
         .unwrap()
         .get(0);
     assert_eq!(priorities, 40);
+    // No move under way: finishing one is not found, whatever differs (a
+    // mover racing another takes that for "finished").
+    su.batch_execute("ALTER TABLE public.projects ADD COLUMN note text")
+        .await
+        .unwrap();
+    let mut admin = db.admin("test").await.unwrap();
+    assert!(
+        matches!(admin.tier_move_finish(t).await, Err(DbError::NotFound(_))),
+        "finishing no move"
+    );
+    drop(admin);
+    run_fixes(&su, &copy_columns(&su).await).await;
+    assert_eq!(copy_columns(&su).await, []);
 
     // Back to the shared tier, a change made the documented way, whose step
     // has not run in the tenant's schema yet: 409 until tenantry migrate,
