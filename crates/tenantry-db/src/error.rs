@@ -39,6 +39,12 @@ pub enum DbError {
     /// The database cannot be reached or is shutting down; retrying later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The tenant's transactions already hold its share of the pool
+    /// (`DatabaseConfig::max_connections_per_tenant`) and its next one waited
+    /// in vain: this tenant's load, not the database's state; retrying later
+    /// may succeed.
+    #[error("tenant busy: {0}")]
+    TenantBusy(String),
     /// The transaction collided with a concurrent one (deadlock, serialization
     /// failure, lock timeout) and was rolled back; running it again may succeed.
     #[error("transaction rolled back by a concurrent one: {0}")]

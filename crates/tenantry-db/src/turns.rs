@@ -58,7 +58,7 @@ impl TenantTurns {
     }
 
     /// The tenant's next turn, waiting up to `wait` (None: no bound) while
-    /// its share is taken; [`DbError::Unavailable`] after that.
+    /// its share is taken; [`DbError::TenantBusy`] after that.
     pub(crate) async fn take(
         self: &Arc<Self>,
         tenant: TenantId,
@@ -83,7 +83,7 @@ impl TenantTurns {
                 let waiting = semaphore.acquire_owned();
                 let acquired = match wait {
                     Some(limit) => tokio::time::timeout(limit, waiting).await.map_err(|_| {
-                        DbError::Unavailable(format!(
+                        DbError::TenantBusy(format!(
                             "tenant {tenant} has {} transactions holding connections, the most one \
                              tenant may hold at once (DatabaseConfig::max_connections_per_tenant); \
                              its next one waited {} ms",
@@ -125,7 +125,7 @@ mod tests {
         let second = turns.take(tenant(1), wait).await.unwrap();
         let refused = turns.take(tenant(1), wait).await;
         assert!(
-            matches!(&refused, Err(DbError::Unavailable(m)) if m.contains("max_connections_per_tenant")),
+            matches!(&refused, Err(DbError::TenantBusy(m)) if m.contains("max_connections_per_tenant")),
             "{:?}",
             refused.err()
         );

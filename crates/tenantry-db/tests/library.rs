@@ -2372,7 +2372,7 @@ async fn one_tenants_transactions_hold_at_most_its_share_of_the_pool_and_another
     };
     assert_eq!(held.len(), 2);
     assert!(
-        matches!(&refused, DbError::Unavailable(m) if m.contains("max_connections_per_tenant")),
+        matches!(&refused, DbError::TenantBusy(m) if m.contains("max_connections_per_tenant")),
         "{refused:?}"
     );
     // Another tenant is served meanwhile.
