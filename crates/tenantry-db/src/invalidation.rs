@@ -4,10 +4,12 @@
 //! through a transaction-pooling pooler (pgbouncer in transaction mode hands the
 //! server connection to other clients between transactions, and notifications
 //! go with it). Behind such a pooler, point it at PostgreSQL directly
-//! ([`ListenTo::Config`]; the server's `invalidation_url` setting). A heartbeat
-//! notification on a channel private to the connection proves, every
-//! [`ListenOptions::heartbeat`], that notifications still arrive; when one does
-//! not, the connection is treated as lost.
+//! ([`ListenTo::Config`]; the server's `invalidation_url` setting). A probe
+//! notification on a channel private to the connection, every 250 ms, proves
+//! that notifications still arrive: without one for a second the listener
+//! stops counting as listening (caches then trust their entries for at most
+//! that second), and without one for [`ListenOptions::heartbeat`] the
+//! connection is treated as lost.
 //!
 //! Payloads name ids by [`Tag`]s, never by the ids: any session may LISTEN
 //! (PostgreSQL cannot revoke it), and must not learn other tenants' ids there.
@@ -230,13 +232,15 @@ pub struct ListenOptions {
     pub backoff_min: Duration,
     /// Longest wait between two attempts.
     pub backoff_max: Duration,
-    /// How often the listener proves its connection delivers notifications;
-    /// one not back within this long means the connection is lost.
+    /// How long a probe notification (sent every 250 ms, one at a time) may
+    /// take to come back before the connection counts as lost. (The listener
+    /// stops counting as listening after a second without one, whatever
+    /// this says.)
     pub heartbeat: Duration,
 }
 
 impl Default for ListenOptions {
-    /// 100 ms doubling to 5 s; a heartbeat every 5 s.
+    /// 100 ms doubling to 5 s; a connection lost after 5 s without a probe back.
     fn default() -> Self {
         Self {
             backoff_min: Duration::from_millis(100),
@@ -246,11 +250,46 @@ impl Default for ListenOptions {
     }
 }
 
+/// How often the listener sends itself a notification to confirm that
+/// notifications still arrive (the connection counts as lost only after
+/// [`ListenOptions::heartbeat`] without one).
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// A listener counts as listening only while its last notification arrived
+/// within this long: a connection cut silently (no reset, nothing arrives)
+/// stops counting within it, not after the heartbeat's timeout, so a cache
+/// whose time to live was raised stops trusting its entries past
+/// `UNLISTENED_TTL` about a second after the cut (found by an operator's
+/// review: revoked keys kept working for 6–9 s with a raised time to live).
+const CONFIRMED_FOR: Duration = Duration::from_secs(1);
+
 /// The listener's state, shared with the task and with caches.
 #[derive(Default)]
 struct State {
     listening: AtomicBool,
     sessions: AtomicU64,
+    /// When a notification last arrived, in milliseconds since [`epoch`].
+    confirmed_ms: AtomicU64,
+}
+
+/// The instant the process's listener times are counted from.
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+impl State {
+    fn confirm(&self) {
+        self.confirmed_ms
+            .store(epoch().elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// Connected, listening, and heard from within [`CONFIRMED_FOR`].
+    fn listening_now(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+            && epoch().elapsed().as_millis() as u64
+                <= self.confirmed_ms.load(Ordering::Acquire) + CONFIRMED_FOR.as_millis() as u64
+    }
 }
 
 /// The invalidation feed of one server process: a listener task and its
@@ -350,7 +389,7 @@ impl Invalidations {
     /// changes made elsewhere may go unseen: a cache should trust its entries
     /// only briefly.
     pub fn is_listening(&self) -> bool {
-        self.inner.state.listening.load(Ordering::Acquire)
+        self.inner.state.listening_now()
     }
 
     /// A handle that answers [`Invalidations::is_listening`] without keeping
@@ -394,9 +433,10 @@ impl fmt::Debug for Invalidations {
 pub struct ListeningFlag(Arc<State>);
 
 impl ListeningFlag {
-    /// Whether the listener is connected and listening now.
+    /// Whether the listener is connected and listening now (heard from
+    /// within the last second).
     pub fn get(&self) -> bool {
-        self.0.listening.load(Ordering::Acquire)
+        self.0.listening_now()
     }
 }
 
@@ -491,13 +531,14 @@ async fn session(
         .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {heartbeat_channel}"))
         .await
         .map_err(|e| e.to_string())?;
+    state.confirm();
     state.listening.store(true, Ordering::Release);
     state.sessions.fetch_add(1, Ordering::AcqRel);
     // Anything may have changed before LISTEN took effect.
     let _ = tx.send(Invalidation::All);
     tracing::info!("invalidation listener: listening on {CHANNEL}");
 
-    let mut tick = tokio::time::interval(options.heartbeat);
+    let mut tick = tokio::time::interval(PROBE_EVERY.min(options.heartbeat));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut heartbeat_sent: Option<Instant> = None;
@@ -514,6 +555,7 @@ async fn session(
                 let Some(note) = note else {
                     return driver.await.map_err(|e| e.to_string())?;
                 };
+                state.confirm();
                 if note.channel() == CHANNEL {
                     match Invalidation::parse(note.payload()) {
                         Invalidation::All if last_all.is_some_and(|t| t.elapsed() < ALL_AT_MOST_EVERY) => {
@@ -537,14 +579,22 @@ async fn session(
                 let _ = tx.send(Invalidation::All);
             }
             _ = tick.tick() => {
-                if let Some(sent) = heartbeat_sent {
-                    return Err(format!("no heartbeat notification for {:?}", sent.elapsed()));
+                // One probe in flight at a time; lost when it has been out
+                // for the heartbeat's time (meanwhile the state stops
+                // counting as listening once CONFIRMED_FOR has passed).
+                match heartbeat_sent {
+                    Some(sent) if sent.elapsed() >= options.heartbeat => {
+                        return Err(format!("no heartbeat notification for {:?}", sent.elapsed()));
+                    }
+                    Some(_) => {}
+                    None => {
+                        tokio::time::timeout(options.heartbeat, client.batch_execute(&format!("NOTIFY {heartbeat_channel}")))
+                            .await
+                            .map_err(|_| "heartbeat timed out".to_owned())?
+                            .map_err(|e| e.to_string())?;
+                        heartbeat_sent = Some(Instant::now());
+                    }
                 }
-                tokio::time::timeout(options.heartbeat, client.batch_execute(&format!("NOTIFY {heartbeat_channel}")))
-                    .await
-                    .map_err(|_| "heartbeat timed out".to_owned())?
-                    .map_err(|e| e.to_string())?;
-                heartbeat_sent = Some(Instant::now());
             }
         }
     }

@@ -230,6 +230,56 @@ async fn tenant_id(app: &TestApp) -> TenantId {
     t.id.parse().expect("a tenant id")
 }
 
+/// An invalidation listener whose connection is cut silently (nothing
+/// arrives, nothing is refused) stops counting as listening within about a
+/// second, so caches whose time to live was raised fall back to trusting
+/// their entries for one second: before, it counted as listening until its
+/// heartbeat timed out (5 s and more), and a revoked key kept working on
+/// another server for 6–9 s (found by an operator's review). It listens
+/// again once the network heals.
+#[tokio::test]
+async fn a_listener_cut_off_silently_stops_counting_as_listening_within_about_a_second() {
+    use tenantry_db::invalidation::{Invalidations, ListenOptions};
+    let app = TestApp::spawn().await;
+    let proxy = Proxy::start(app.db.server_config()).await;
+    let direct = app.db.server_config();
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(proxy.addr.ip().to_string())
+        .port(proxy.addr.port())
+        .user(direct.get_user().expect("a user"))
+        .dbname(direct.get_dbname().expect("a database"));
+    if let Some(password) = direct.get_password() {
+        pg.password(password);
+    }
+    let feed = Invalidations::listen(pg, ListenOptions::default());
+    let until = |listening: bool| {
+        let feed = feed.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while feed.is_listening() != listening {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "listening never became {listening}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            start.elapsed()
+        }
+    };
+    until(true).await;
+    // Listening for a while: its probes keep it counted.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(feed.is_listening());
+    proxy.cut();
+    let took = until(false).await;
+    assert!(
+        took < Duration::from_millis(2_500),
+        "a silent cut counted as listening for {took:?}"
+    );
+    proxy.resume();
+    until(true).await;
+}
+
 #[tokio::test]
 async fn the_servers_sessions_run_under_its_statement_and_idle_in_transaction_timeouts() {
     let app = TestApp::spawn().await;
