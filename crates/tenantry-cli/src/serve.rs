@@ -228,8 +228,41 @@ async fn schema_ready(db: &Database) -> anyhow::Result<()> {
             | tenantry_db::migrate::MigrateError::DefinitionsPending { .. }),
         ) => bail!("{e}\n(the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first)"),
         Err(tenantry_db::migrate::MigrateError::Unavailable(why)) => {
-            bail!("cannot reach the database at DATABASE_URL: {why}")
+            bail!(
+                "cannot reach the database at DATABASE_URL: {why}{}",
+                pooler_hint(&why)
+            )
         }
-        Err(e) => bail!("{e}"),
+        Err(e) => bail!("{e}{}", pooler_hint(&e.to_string())),
+    }
+}
+
+/// What to change when an error is a pooler's answer to a setting of ours
+/// (an operator's review met both at start without a word of what to do).
+fn pooler_hint(error: &str) -> &'static str {
+    if error.contains("prepared statement") && error.contains("does not exist") {
+        "\n(behind a transaction-pooling pgbouncer, set statement_mode = \"unnamed\" \
+         (TENANTRY_STATEMENT_MODE=unnamed): README, \"Behind pgbouncer\")"
+    } else if error.contains("unsupported startup parameter") {
+        "\n(pgbouncer refuses the server's startup options: set ignore_startup_parameters = options \
+         in pgbouncer.ini: README, \"Behind pgbouncer\")"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pooler_hint;
+
+    #[test]
+    fn a_poolers_refusal_of_our_settings_says_which_setting_to_change() {
+        assert!(
+            pooler_hint("26000: prepared statement \"s0\" does not exist")
+                .contains("TENANTRY_STATEMENT_MODE=unnamed")
+        );
+        assert!(pooler_hint("08P01: unsupported startup parameter: options")
+            .contains("ignore_startup_parameters = options"));
+        assert_eq!(pooler_hint("28P01: password authentication failed"), "");
     }
 }

@@ -1006,7 +1006,8 @@ impl Tx {
             .collect();
         if let Some(refused) = session_refused(&results, checks_session) {
             self.session_refused = true;
-            self.spoiled_before = true;
+            // An outage is no spoiled session: not retried on another connection.
+            self.spoiled_before = matches!(refused, DbError::Contention(_));
             return Err(refused);
         }
         if let Some(lost) = session_lost(&results, ctx_index.filter(|_| proves_context)) {
@@ -1061,7 +1062,8 @@ impl Tx {
         drop(main_prepared);
         if let Some(refused) = session_refused(&results, checks_session) {
             self.session_refused = true;
-            self.spoiled_before = true;
+            // An outage is no spoiled session: not retried on another connection.
+            self.spoiled_before = matches!(refused, DbError::Contention(_));
             return Err(refused);
         }
         if checks_session {
@@ -1383,6 +1385,13 @@ fn session_refused(
     checks_session: bool,
 ) -> Option<DbError> {
     match results.first() {
+        // The database (or a pooler in front of it) failing, not the
+        // session: an outage, as anywhere else (a pgbouncer whose server
+        // login failed was reported as a collision: found by an operator's
+        // review). The connection is closed all the same.
+        Some(Err(e)) if checks_session && matches!(crate::error::classify(e), DbError::Unavailable(_)) => {
+            Some(crate::error::classify(e))
+        }
         Some(Err(e)) if checks_session && e.as_db_error().is_some() => {
             Some(DbError::Contention(format!(
                 "SQL an earlier transaction ran on this connection changed its session ({}); the connection is closed, retry",
