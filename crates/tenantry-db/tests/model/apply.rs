@@ -86,6 +86,7 @@ impl Case<'_> {
                 };
                 let expected = match self.m.context(w) {
                     Err(o) => o,
+                    Ok(p) if self.m.tenants[p].status == St::Suspended => Outcome::Suspended,
                     Ok(p) if self.m.tenants[p].status != St::Active => Outcome::Forbidden,
                     Ok(_) => Outcome::Ok,
                 };

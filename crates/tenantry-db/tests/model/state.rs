@@ -16,6 +16,8 @@ pub enum Outcome {
     Ok,
     NotFound,
     Forbidden,
+    /// The acting tenant is suspended (the API's 403 tenant_suspended).
+    Suspended,
     Conflict,
     Invalid,
     /// Unavailable or internal: never expected.
@@ -26,6 +28,7 @@ pub fn outcome(e: &DbError) -> Outcome {
     match e {
         DbError::NotFound(_) => Outcome::NotFound,
         DbError::Forbidden(_) => Outcome::Forbidden,
+        DbError::TenantSuspended(_) => Outcome::Suspended,
         DbError::Conflict(_) => Outcome::Conflict,
         DbError::Invalid { .. } => Outcome::Invalid,
         other => Outcome::Other(format!("{other:?}")),
