@@ -117,8 +117,8 @@ fn short_timeouts() -> Timeouts {
     }
 }
 
-/// A pool of the test database's server login through `proxy`.
-fn through(app: &TestApp, proxy: &Proxy, timeouts: Timeouts) -> Database {
+/// The test database's server login, connecting through `proxy`.
+fn proxied(app: &TestApp, proxy: &Proxy) -> tokio_postgres::Config {
     let direct = app.db.server_config();
     let mut pg = tokio_postgres::Config::new();
     pg.host(proxy.addr.ip().to_string())
@@ -128,8 +128,13 @@ fn through(app: &TestApp, proxy: &Proxy, timeouts: Timeouts) -> Database {
     if let Some(password) = direct.get_password() {
         pg.password(password);
     }
-    let mut config =
-        tenantry_db::DatabaseConfig::from_config(pg).with_context_key(app.db.context_key().clone());
+    pg
+}
+
+/// A pool of the test database's server login through `proxy`.
+fn through(app: &TestApp, proxy: &Proxy, timeouts: Timeouts) -> Database {
+    let mut config = tenantry_db::DatabaseConfig::from_config(proxied(app, proxy))
+        .with_context_key(app.db.context_key().clone());
     config.max_connections = 4;
     config.acquire_timeout = Duration::from_secs(2);
     config.timeouts = timeouts;
@@ -242,16 +247,7 @@ async fn a_listener_cut_off_silently_stops_counting_as_listening_within_about_a_
     use tenantry_db::invalidation::{Invalidations, ListenOptions};
     let app = TestApp::spawn().await;
     let proxy = Proxy::start(app.db.server_config()).await;
-    let direct = app.db.server_config();
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(proxy.addr.ip().to_string())
-        .port(proxy.addr.port())
-        .user(direct.get_user().expect("a user"))
-        .dbname(direct.get_dbname().expect("a database"));
-    if let Some(password) = direct.get_password() {
-        pg.password(password);
-    }
-    let feed = Invalidations::listen(pg, ListenOptions::default());
+    let feed = Invalidations::listen(proxied(&app, &proxy), ListenOptions::default());
     let until = |listening: bool| {
         let feed = feed.clone();
         async move {

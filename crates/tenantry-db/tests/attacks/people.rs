@@ -535,16 +535,7 @@ async fn a_tenant_cannot_activate_a_pending_member_through_raw_sql() {
     // Accepting an invitation naming them makes them a member, and the
     // owner, with the email they verified, not the one the tenant guessed
     // (found by an outside review).
-    begin_as(&c, t).await;
-    let token: String = c
-        .query_one(
-            "SELECT token FROM tenantry.create_invitation(NULL, $1, NULL)",
-            &[&person],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    commit(&c).await;
+    let token = invite(&c, t, None, Some(person), None).await;
     accept(&c, person, &token, Some("person@real.test"))
         .await
         .unwrap();
@@ -580,23 +571,7 @@ async fn a_user_id_invitation_needs_no_email_from_a_person_added_already_and_one
     let added = Uuid::new_v4();
     let stranger = Uuid::new_v4();
     add_pending_member(&c, t, added, "added@ids.test").await;
-    let by_id = |person: Uuid| {
-        let c = &c;
-        async move {
-            begin_as(c, t).await;
-            let token: String = c
-                .query_one(
-                    "SELECT token FROM tenantry.create_invitation(NULL, $1, NULL)",
-                    &[&person],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            commit(c).await;
-            token
-        }
-    };
-    let token = by_id(added).await;
+    let token = invite(&c, t, None, Some(added), None).await;
     assert_eq!(accept(&c, added, &token, None).await, Ok(t));
     assert_eq!(
         count(
@@ -609,7 +584,7 @@ async fn a_user_id_invitation_needs_no_email_from_a_person_added_already_and_one
         .await,
         1
     );
-    let token = by_id(stranger).await;
+    let token = invite(&c, t, None, Some(stranger), None).await;
     let (code, message) = accept(&c, stranger, &token, None).await.unwrap_err();
     assert_eq!(
         (code.as_str(), message.as_str()),
@@ -715,14 +690,15 @@ async fn not_a_member(c: &Client, su: &Client, t: Uuid, person: Uuid) {
     rollback(c).await;
 }
 
-/// An invitation of `t` for `email` (and optionally a user); returns its token.
-async fn invite(
+/// An invitation of `t` for `email` and/or a user; returns its token.
+async fn invite<'a>(
     c: &Client,
     t: Uuid,
-    email: &str,
+    email: impl Into<Option<&'a str>>,
     user: Option<Uuid>,
     role: Option<Uuid>,
 ) -> String {
+    let email = email.into();
     begin_as(c, t).await;
     let token: String = c
         .query_one(
