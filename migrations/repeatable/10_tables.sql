@@ -1041,12 +1041,17 @@ BEGIN
             ORDER BY 1, 3;
         -- A SECURITY DEFINER function of an owner that bypasses row level
         -- security reads the table with those rights whoever calls it, as a
-        -- view does (found when PostgreSQL records that it uses the table:
-        -- a BEGIN ATOMIC body; others cannot be seen from the catalog).
+        -- view does. Found when PostgreSQL records that it uses the table (a
+        -- BEGIN ATOMIC body), or when its body, a string PostgreSQL keeps
+        -- without knowing what it reads (PL/pgSQL, SQL, any procedural
+        -- language), names the table or one of its partitions as a word: a
+        -- name built at run time (EXECUTE format(...)) stays unseen.
         RETURN QUERY
             SELECT t.table_id::text, 'functions'::text,
-                   format('function %s runs with the rights of %s, which bypasses row level security, reads or writes it, and %s may call it',
-                          f.oid::regprocedure, f.proowner::regrole, callers.names),
+                   format('function %s runs with the rights of %s, which bypasses row level security, %s, and %s may call it',
+                          f.oid::regprocedure, f.proowner::regrole,
+                          CASE WHEN f.prosqlbody IS NULL THEN 'names it in its body' ELSE 'reads or writes it' END,
+                          callers.names),
                    format('ALTER FUNCTION %s SECURITY INVOKER;', f.oid::regprocedure)
             FROM pg_catalog.pg_proc f
             JOIN pg_catalog.pg_roles o ON o.oid = f.proowner AND (o.rolsuper OR o.rolbypassrls)
@@ -1063,10 +1068,17 @@ BEGIN
                       WHERE acl.grantee <> 0 AND acl.grantee::regrole::text = ANY (other_roles)) r) callers
             WHERE f.prosecdef
               AND f.pronamespace <> 'tenantry'::regnamespace
-              AND f.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d
-                            WHERE d.classid = 'pg_catalog.pg_proc'::regclass
-                              AND d.refclassid = 'pg_catalog.pg_class'::regclass
-                              AND d.refobjid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p)))
+              AND (f.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d
+                             WHERE d.classid = 'pg_catalog.pg_proc'::regclass
+                               AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                               AND d.refobjid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p)))
+                   OR (f.prosqlbody IS NULL
+                       AND f.prolang NOT IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname IN ('c', 'internal'))
+                       AND EXISTS (SELECT 1 FROM tenantry.table_and_partitions(t.table_id) p(p)
+                                   JOIN pg_catalog.pg_class c ON c.oid = p.p
+                                   WHERE f.prosrc ~* ('(^|[^[:alnum:]_$])'
+                                                      || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
+                                                      || '($|[^[:alnum:]_$])'))))
               AND callers.names IS NOT NULL
             ORDER BY 3;
         -- A view reads with its owner's rights unless it is security_invoker,

@@ -2214,6 +2214,64 @@ async fn the_doctor_names_a_security_definer_function_of_a_superuser_over_an_ado
 }
 
 #[tokio::test]
+async fn the_doctor_names_a_plpgsql_security_definer_function_of_a_superuser_whose_body_names_an_adopted_table(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, app, a, _child, b) = boards(&tdb).await;
+    set_context(&app, a).await;
+    exec(&app, "INSERT INTO boards (name) VALUES ('a-secret')").await;
+    // PostgreSQL records no dependency of a string body on what it reads.
+    let reader = unique_role("board_reader");
+    exec(
+        &m,
+        &format!("CREATE FUNCTION public.board_count(wanted text) RETURNS bigint
+             LANGUAGE plpgsql STABLE SECURITY DEFINER
+             AS $f$ BEGIN RETURN (SELECT count(*) FROM Boards WHERE name = wanted); END $f$;
+         CREATE FUNCTION public.board_count_of(wanted text) RETURNS bigint
+             LANGUAGE plpgsql STABLE SECURITY DEFINER
+             AS $f$ BEGIN RETURN (SELECT count(*) FROM public.boards b WHERE b.name = wanted); END $f$;
+         -- Other words that contain the name, and a definer function of a
+         -- role that does not bypass row level security: no finding.
+         CREATE FUNCTION public.myboards_note() RETURNS text
+             LANGUAGE plpgsql SECURITY DEFINER AS $f$ BEGIN RETURN 'myboards boards_x'; END $f$;
+         CREATE ROLE {reader} NOLOGIN;
+         GRANT SELECT ON boards TO {reader};
+         CREATE FUNCTION public.board_count_plain(wanted text) RETURNS bigint
+             LANGUAGE sql STABLE SECURITY DEFINER
+             AS $f$ SELECT count(*) FROM public.boards WHERE name = wanted $f$;
+         ALTER FUNCTION public.board_count_plain(text) OWNER TO {reader};"),
+    )
+    .await;
+    set_context(&app, b).await;
+    // b reads a's row through the superuser's rights.
+    assert_eq!(
+        count(&app, "SELECT public.board_count_of('a-secret')").await,
+        1
+    );
+    assert_eq!(
+        count(&app, "SELECT public.board_count_plain('a-secret')").await,
+        0
+    );
+    let found = findings(&m).await;
+    let callers = "PUBLIC, tenantry_admin, tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_logger, tenantry_server";
+    assert_eq!(
+        found,
+        [
+            format!("functions: function public.board_count(text) runs with the rights of postgres, which bypasses row level security, names it in its body, and {callers} may call it => ALTER FUNCTION public.board_count(text) SECURITY INVOKER;"),
+            format!("functions: function public.board_count_of(text) runs with the rights of postgres, which bypasses row level security, names it in its body, and {callers} may call it => ALTER FUNCTION public.board_count_of(text) SECURITY INVOKER;"),
+        ]
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    assert_eq!(
+        count(&app, "SELECT public.board_count_of('a-secret')").await,
+        0
+    );
+}
+
+#[tokio::test]
 async fn release_table_takes_back_every_policy_and_grant_adopting_made_so_the_table_adopts_again() {
     let tdb = TestDatabase::new().await;
     let m = migrator(&tdb).await;
