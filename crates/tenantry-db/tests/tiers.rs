@@ -2345,6 +2345,91 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
     assert_eq!(kept, 1);
 }
 
+/// A deleted schema tenant's schema still takes the team's steps during its
+/// grace period: `tenantry migrate` stopped at it ("tenant … is deleted"),
+/// leaving every schema tenant after it behind, and the deleted tenant could
+/// no longer be exported (its table lacked the new column), the export the
+/// grace period is for (found by an operator's review of the CLI). Nothing
+/// else of a deleted tenant changes.
+#[tokio::test]
+async fn a_deleted_schema_tenants_schema_takes_new_steps_so_migrate_goes_on_and_it_stays_exportable(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let gone = tenant(&db, "gone", Isolation::Schema).await;
+    let kept = tenant(&db, "kept", Isolation::Schema).await;
+    own_sql(&db, gone, "INSERT INTO projects (name) VALUES ('g')")
+        .await
+        .unwrap();
+    su.execute(
+        "UPDATE tenantry.tenants SET status = 'deleted' WHERE tenant_id = $1",
+        &[gone.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let deleted_row =
+        "SELECT to_jsonb(t) - 'schema_version' FROM tenantry.tenants t WHERE tenant_id = $1";
+    let before: serde_json::Value = su
+        .query_one(deleted_row, &[gone.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    su.batch_execute(
+        "SELECT tenantry.alter_tenant_table('public.projects', 'ADD COLUMN due date')",
+    )
+    .await
+    .unwrap();
+    let migrated = tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(migrated, 2);
+    own_sql(
+        &db,
+        kept,
+        "INSERT INTO projects (name, due) VALUES ('k', '2027-01-01')",
+    )
+    .await
+    .unwrap();
+    let behind: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.tenant_schemas_behind(100)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(behind, 0);
+    let manifest = tenantry_db::offboard::export_tenant(&mut su, gone, Vec::new(), |_| {})
+        .await
+        .unwrap();
+    let projects = manifest
+        .tables
+        .iter()
+        .find(|t| t.table == "public.projects");
+    assert_eq!(projects.map(|t| t.rows), Some(1), "{manifest:?}");
+    // Its row is as it was but for the version; nothing else may change.
+    let after: serde_json::Value = su
+        .query_one(deleted_row, &[gone.as_uuid()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(after, before);
+    for change in [
+        "UPDATE tenantry.tenants SET name = 'back' WHERE tenant_id = $1",
+        "UPDATE tenantry.tenants SET status = 'active' WHERE tenant_id = $1",
+        "UPDATE tenantry.tenants SET schema_version = 0, name = 'back' WHERE tenant_id = $1",
+    ] {
+        let err = su.execute(change, &[gone.as_uuid()]).await.unwrap_err();
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("TN409"),
+            "{change}: {err:?}"
+        );
+    }
+}
+
 /// `alter_tenant_table` may not break a rule `adopt_table` enforces (found
 /// by a new user's review: `tenantry table alter projects 'ADD UNIQUE
 /// (name)'` was accepted, and a tenant's insert then learned that another
