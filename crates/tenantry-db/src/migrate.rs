@@ -140,8 +140,10 @@ pub enum MigrateError {
         source: tokio_postgres::Error,
     },
     /// A tenant-schema step failed in one tenant's schema (nothing of it was
-    /// applied there; the schemas before it keep their new version).
-    #[error("tenant schema {schema} (tenant {tenant}) failed its migration: {source}")]
+    /// applied there; every other schema was migrated, except `others` that
+    /// failed too).
+    #[error("tenant schema {schema} (tenant {tenant}) failed its migration: {source}{}",
+            if *.others > 0 { format!(" ({} other schema(s) failed too; every other schema was migrated)", .others) } else { String::new() })]
     TenantSchemaFailed {
         /// The tenant.
         tenant: uuid::Uuid,
@@ -150,6 +152,8 @@ pub enum MigrateError {
         /// The database error.
         #[source]
         source: tokio_postgres::Error,
+        /// How many other schemas failed in the same run.
+        others: usize,
     },
     /// Talking to the database failed (the database's own words: SQLSTATE
     /// and message, said once, not again as a source).
@@ -214,6 +218,10 @@ pub async fn tenant_schemas_behind(
 /// back every other reader of the table for as long. That schema is tried
 /// again after the others, up to [`SCHEMA_TRIES`] times; a step recorded
 /// while a schema was being migrated (40001) is tried again the same way.
+/// A schema that fails for good (its step fails on its rows, or its tables
+/// stayed in use) does not hold back the others: they are all migrated, and
+/// the first failure is the answer, counting the other schemas that failed
+/// ([`MigrateError::TenantSchemaFailed`]).
 pub async fn migrate_tenant_schemas(
     client: &mut Client,
     mut progress: impl FnMut(u64, u64),
@@ -231,12 +239,37 @@ pub async fn migrate_tenant_schemas(
     let total = total as u64;
     let mut done = 0u64;
     let mut tries: std::collections::HashMap<uuid::Uuid, u32> = std::collections::HashMap::new();
+    // Schemas that failed for good: the others go on, and the first failure
+    // is the answer at the end.
+    let mut failed: Vec<MigrateError> = Vec::new();
+    let mut gave_up: std::collections::HashSet<uuid::Uuid> = std::collections::HashSet::new();
     loop {
-        let behind = tenant_schemas_behind(client, BATCH).await?;
+        let max = BATCH.saturating_add(i32::try_from(gave_up.len()).unwrap_or(i32::MAX));
+        let behind: Vec<SchemaBehind> = tenant_schemas_behind(client, max)
+            .await?
+            .into_iter()
+            .filter(|s| !gave_up.contains(&s.tenant_id))
+            .collect();
         if behind.is_empty() {
-            return Ok(done);
+            let others = failed.len().saturating_sub(1);
+            return match failed.into_iter().next() {
+                None => Ok(done),
+                Some(MigrateError::TenantSchemaFailed {
+                    tenant,
+                    schema,
+                    source,
+                    ..
+                }) => Err(MigrateError::TenantSchemaFailed {
+                    tenant,
+                    schema,
+                    source,
+                    others,
+                }),
+                Some(other) => Err(other),
+            };
         }
         let mut progressed = false;
+        let mut retry_later = false;
         for schema in behind {
             let tx = client.transaction().await?;
             tx.batch_execute(&format!(
@@ -266,16 +299,20 @@ pub async fn migrate_tenant_schemas(
                         Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_SERIALIZATION_FAILURE
                     );
                     if !again || *tried >= SCHEMA_TRIES {
-                        return Err(MigrateError::TenantSchemaFailed {
+                        gave_up.insert(schema.tenant_id);
+                        failed.push(MigrateError::TenantSchemaFailed {
                             tenant: schema.tenant_id,
                             schema: schema.schema_name.clone(),
                             source,
+                            others: 0,
                         });
+                    } else {
+                        retry_later = true;
                     }
                 }
             }
         }
-        if !progressed {
+        if !progressed && retry_later {
             // Only schemas whose tables are in use are left: give their
             // transactions a moment.
             tokio::time::sleep(SCHEMA_LOCK_WAIT).await;

@@ -1041,33 +1041,44 @@ async fn tenant_schema_steps_reach_every_schema_once_resume_after_a_failure_and_
     assert_eq!(behind.len(), 4, "{behind:?}");
 
     // One schema already holds an index of that name: its migration fails,
-    // the schemas before it keep their new version, nothing of it is applied.
+    // nothing of it is applied, and the others are migrated all the same
+    // (it held back every schema after it before).
     let third = behind[2].schema_name.clone();
-    su.batch_execute(&format!(
-        "CREATE INDEX resources_tenant_creator_idx ON \"{third}\".resources (name)"
-    ))
-    .await
-    .unwrap();
+    let fourth = behind[3].schema_name.clone();
+    for schema in [&third, &fourth] {
+        su.batch_execute(&format!(
+            "CREATE INDEX resources_tenant_creator_idx ON \"{schema}\".resources (name)"
+        ))
+        .await
+        .unwrap();
+    }
     let err = tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&third), "{err}");
+    assert!(
+        err.to_string()
+            .contains("1 other schema(s) failed too; every other schema was migrated"),
+        "{err}"
+    );
     let left = tenantry_db::migrate::tenant_schemas_behind(&su, 100)
         .await
         .unwrap();
     assert_eq!(
-        left.len(),
-        2,
-        "two done, the failed one and the last left: {left:?}"
+        left.iter().map(|s| &s.schema_name).collect::<Vec<_>>(),
+        [&third, &fourth],
+        "two done, the failed ones left"
     );
 
     // Fixed, and run again: the rest, and nothing twice (a second CREATE
     // INDEX of the same name would fail).
-    su.batch_execute(&format!(
-        "DROP INDEX \"{third}\".resources_tenant_creator_idx"
-    ))
-    .await
-    .unwrap();
+    for schema in [&third, &fourth] {
+        su.batch_execute(&format!(
+            "DROP INDEX \"{schema}\".resources_tenant_creator_idx"
+        ))
+        .await
+        .unwrap();
+    }
     let mut seen = Vec::new();
     let migrated = tenantry_db::migrate::migrate_tenant_schemas(&mut su, |done, total| {
         seen.push((done, total))
