@@ -300,6 +300,11 @@ fn parse_with_config() -> anyhow::Result<Cli> {
     if let (Some(file), false) = (file, serving) {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading the settings file {}", file.display()))?;
+        // The whole file is checked as serve reads it: a misspelt key
+        // (`databse_url`) is refused here too instead of ignored, which sent
+        // the command to another database than the one serve runs with.
+        toml::from_str::<tenantry_api::config::Settings>(&text)
+            .with_context(|| format!("the settings file {}", file.display()))?;
         let table: toml::Table = toml::from_str(&text)
             .with_context(|| format!("the settings file {}", file.display()))?;
         let mut defaults = Vec::new();

@@ -1061,6 +1061,17 @@ async fn commands_refuse_a_data_dir_without_a_cluster_and_take_the_database_from
         &[("TENANTRY_DATA_DIR", missing.to_str().unwrap())],
     );
     assert!(!out.status.success());
+    // A misspelt key is refused as serve refuses it, not ignored (the
+    // command went to the embedded cluster instead of the file's database).
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, format!("databse_url = \"{}\"\n", db.server_url())).unwrap();
+    let out = run(&["tenant", "list", "--config", typo.to_str().unwrap()], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("typo.toml") && err.contains("unknown field `databse_url`"),
+        "{err}"
+    );
 }
 
 /// `tenant list` pages by id with `--after` (there was no way past the
