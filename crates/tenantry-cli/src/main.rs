@@ -53,9 +53,27 @@ pub struct Target {
     pub config: Option<PathBuf>,
 }
 
+/// What `serve --help` says beyond its flags: the settings it reads from
+/// the file or the environment only.
+const SERVE_SETTINGS: &str = "\
+Settings without a flag come from the settings file (--config) or their environment variable:
+  TENANTRY_CONTEXT_KEY     the context key (`tenantry context-key`); required with DATABASE_URL
+  TENANTRY_ADMIN_TOKEN     the admin token; default: generated once into <data dir>/admin.token
+  TENANTRY_INVALIDATION_URL, TENANTRY_MAX_CONNECTIONS, TENANTRY_MAX_CONNECTIONS_PER_TENANT,
+  TENANTRY_BODY_LIMIT_BYTES, TENANTRY_REQUEST_LOG, TENANTRY_KEY_CACHE_TTL_MS,
+  TENANTRY_STATEMENT_TIMEOUT_MS, TENANTRY_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+  TENANTRY_DATABASE_REPLY_TIMEOUT_MS, TENANTRY_ACQUIRE_TIMEOUT_MS, TENANTRY_OTLP_ENDPOINT,
+  TENANTRY_SHUTDOWN_GRACE_SECS, TENANTRY_HTTP_HEADER_TIMEOUT_MS, TENANTRY_HTTP_MAX_CONNECTIONS,
+  TENANTRY_METRICS_REFRESH_SECS, TENANTRY_REQUEST_LOG_QUEUE, TENANTRY_REQUEST_LOG_BATCH,
+  TENANTRY_TENANT_STATS_TOP, TENANTRY_TENANT_STATS_PERIOD_SECS, TENANTRY_TCP_USER_TIMEOUT_MS,
+  TENANTRY_TCP_KEEPALIVE_IDLE_SECS, TENANTRY_JWT_* (an identity provider's tokens: docs/people.md)
+README.md, \"Configuration\", lists every setting with its default; a misspelt key or
+TENANTRY_JWT_* variable stops the server.";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (embedded PostgreSQL unless DATABASE_URL is set).
+    #[command(after_long_help = SERVE_SETTINGS)]
     Serve(serve::ServeArgs),
     /// Apply pending migrations to DATABASE_URL, or to the embedded cluster when it
     /// is unset; then bring every schema tenant's schema to the latest
@@ -452,6 +470,29 @@ async fn db_start(data_dir: PathBuf, tcp: Option<String>) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::causes;
+
+    #[test]
+    fn serve_help_names_every_variable_the_settings_read() {
+        let config = include_str!("../../tenantry-api/src/config.rs");
+        let help = format!(
+            "{} TENANTRY_LISTEN DATABASE_URL TENANTRY_DATA_DIR TENANTRY_STATEMENT_MODE",
+            super::SERVE_SETTINGS
+        );
+        let mut rest = config;
+        while let Some(at) = rest.find("\"TENANTRY_") {
+            let name: String = rest[at + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + 1..];
+            let named = if name.starts_with("TENANTRY_JWT_") {
+                help.contains("TENANTRY_JWT_*")
+            } else {
+                name == "TENANTRY_" || help.contains(&name)
+            };
+            assert!(named, "serve --help does not name {name}");
+        }
+    }
 
     #[test]
     fn a_cause_already_quoted_by_its_error_is_said_once() {
