@@ -140,7 +140,24 @@ pub async fn migration_client(
     if target.database_url.as_deref().is_none_or(str::is_empty) {
         existing_cluster(target, what)?;
     }
-    migration_client_or_new(target, what).await
+    let (client, cluster) = migration_client_or_new(target, what).await?;
+    // A database tenantry was never installed in: said as such, instead of
+    // the first query's "relation tenantry.… does not exist".
+    let migrated: bool = client
+        .query_one(
+            "SELECT to_regclass('tenantry.schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .with_context(|| format!("cannot {what}"))?
+        .get(0);
+    if !migrated {
+        anyhow::bail!(
+            "cannot {what}: this database has no tenantry schema yet: run `tenantry migrate` \
+             first (with the same DATABASE_URL, a role that may create roles)"
+        );
+    }
+    Ok((client, cluster))
 }
 
 /// [`migration_client`], making the embedded cluster when there is none
@@ -205,7 +222,9 @@ pub async fn database(
                     }
                 }
             };
-            Ok((Database::connect(&tune(config))?, None))
+            let db = Database::connect(&tune(config))?;
+            ready(&db).await?;
+            Ok((db, None))
         }
         None => {
             existing_cluster(target, "reach the embedded cluster's tenants")?;
@@ -213,6 +232,39 @@ pub async fn database(
             let db = Database::connect(&tune(local.database_config()))?;
             Ok((db, Some(local)))
         }
+    }
+}
+
+/// The database at DATABASE_URL is reached, takes the login's session and
+/// is migrated to this build, or why not in words the operator can act on
+/// (a wrong context key is not an unreachable database; a database not
+/// migrated yet says to migrate it).
+async fn ready(db: &tenantry_db::Database) -> anyhow::Result<()> {
+    use tenantry_db::migrate::MigrateError;
+    match db.check_schema().await {
+        Ok(()) => Ok(()),
+        Err(e @ (MigrateError::Pending { .. } | MigrateError::DefinitionsPending { .. })) => {
+            anyhow::bail!(
+                "{e}\n(run `DATABASE_URL=<the url your migrations run with> tenantry migrate` first)"
+            )
+        }
+        Err(MigrateError::Unavailable(why)) => {
+            anyhow::bail!("cannot reach the database at DATABASE_URL: {why}")
+        }
+        Err(e) => anyhow::bail!("{e}{}", not_migrated_hint(&e.to_string())),
+    }
+}
+
+/// What to do when an error says tenantry's schema is missing (a database
+/// tenantry was never installed in).
+pub fn not_migrated_hint(error: &str) -> &'static str {
+    if error.contains("schema \"tenantry\" does not exist")
+        || (error.contains("\"tenantry.") && error.contains("does not exist"))
+    {
+        "\n(this database has no tenantry schema yet: run `DATABASE_URL=<the url your migrations \
+         run with> tenantry migrate` first)"
+    } else {
+        ""
     }
 }
 

@@ -233,7 +233,11 @@ async fn schema_ready(db: &Database) -> anyhow::Result<()> {
                 pooler_hint(&why)
             )
         }
-        Err(e) => bail!("{e}{}", pooler_hint(&e.to_string())),
+        Err(e) => bail!(
+            "{e}{}{}",
+            pooler_hint(&e.to_string()),
+            crate::local::not_migrated_hint(&e.to_string())
+        ),
     }
 }
 

@@ -372,6 +372,79 @@ async fn serve_over_an_unreachable_or_unknown_database_says_so_without_a_migrate
     }
 }
 
+/// A database reached that refuses the context key is said as such, not as
+/// an outage: serve said "cannot reach the database" and the other commands
+/// "database unavailable: Error occurred while creating a new object" (found
+/// by an operator's review).
+#[tokio::test]
+async fn a_wrong_context_key_is_said_as_refused_not_as_an_unreachable_database() {
+    let db = TestDatabase::new().await;
+    let real = db.context_key().expose().to_owned();
+    let (id, secret) = real.split_once(':').unwrap();
+    let wrong = format!("{id}:{}", "0".repeat(secret.len()));
+    for args in [
+        &["serve", "--listen", "127.0.0.1:0"][..],
+        &["tenant", "list"][..],
+    ] {
+        let out = output_within_a_minute(
+            Command::new(env!("CARGO_BIN_EXE_tenantry"))
+                .args(args)
+                .env("DATABASE_URL", db.server_url())
+                .env("TENANTRY_CONTEXT_KEY", &wrong)
+                .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
+                .env_remove("TENANTRY_DATA_DIR")
+                .env_remove("TENANTRY_CONFIG"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("refused the server's context session (bad signature)")
+                && err.contains("is the context key this database's"),
+            "{args:?}: {err}"
+        );
+        for misleading in ["cannot reach", "creating a new object", "unavailable"] {
+            assert!(!err.contains(misleading), "{args:?}: {err}");
+        }
+    }
+}
+
+/// Commands on a database tenantry was never installed in say to migrate
+/// it, instead of `relation "tenantry.tenant_tables" does not exist` (found
+/// by an operator's review).
+#[tokio::test]
+async fn commands_on_a_database_without_tenantrys_schema_say_to_migrate_it() {
+    let db = TestDatabase::new().await;
+    let name = format!("bare_{}", uuid::Uuid::new_v4().simple());
+    db.superuser_client()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let mut bare = db.superuser_config();
+    bare.dbname(&name);
+    let url = tenantry_db::conninfo(&bare);
+    for args in [
+        &["doctor"][..],
+        &["table", "list"][..],
+        &["context-key", "list"][..],
+    ] {
+        let out = output_within_a_minute(
+            Command::new(env!("CARGO_BIN_EXE_tenantry"))
+                .args(args)
+                .env("DATABASE_URL", &url)
+                .env_remove("TENANTRY_CONTEXT_KEY")
+                .env_remove("TENANTRY_DATA_DIR")
+                .env_remove("TENANTRY_CONFIG"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("has no tenantry schema yet: run `tenantry migrate`"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// A misspelt people's-token variable stops `serve` with its name (it was
 /// ignored, the setting it meant keeping its default: found by an outside
 /// review).

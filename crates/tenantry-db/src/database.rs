@@ -668,6 +668,8 @@ impl Database {
             PoolError::Backend(SessionError::Db(e)) => {
                 MigrateError::Unavailable(crate::error::describe(&e))
             }
+            // Reached, and refused: not an outage.
+            PoolError::Backend(refused) => MigrateError::Refused(refused.to_string()),
             other => MigrateError::Unavailable(crate::error::with_sources(&other)),
         })?;
         let checked = as_login(&client, crate::migrate::check(&client));

@@ -331,6 +331,11 @@ impl From<deadpool::managed::PoolError<crate::session::SessionError>> for DbErro
     fn from(err: deadpool::managed::PoolError<crate::session::SessionError>) -> Self {
         match err {
             deadpool::managed::PoolError::Backend(crate::session::SessionError::Db(e)) => e.into(),
+            // The session's own words, without the pool's "Error occurred
+            // while creating a new object".
+            deadpool::managed::PoolError::Backend(refused) => {
+                DbError::Unavailable(refused.to_string())
+            }
             other => DbError::Unavailable(with_sources(&other)),
         }
     }

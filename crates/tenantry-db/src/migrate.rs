@@ -162,6 +162,12 @@ pub enum MigrateError {
     /// No connection could be had.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database was reached and refused the login's session: the context
+    /// key is not this database's (or is retired), or the login may not act
+    /// as the server, or its sessions are read-only. Said as the database
+    /// said it, not as an outage.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<tokio_postgres::Error> for MigrateError {
