@@ -168,16 +168,20 @@ impl Telemetry {
 fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
     use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
 
+    // deadpool's "Connection error: …" (target deadpool.postgres) is said
+    // when a pooled connection's server goes away, which is also every
+    // embedded cluster's stop at the end of a command: tenantry says what a
+    // lost database means where it matters (a request's 503, its WARN line).
     let (default_filter, format, otlp_endpoint) = match command {
         Command::Serve(args) => (
-            "warn,tenantry::request=info",
+            "warn,deadpool.postgres=error,tenantry::request=info",
             args.log_format.unwrap_or_else(LogFormat::detect),
             // Errors in the settings are reported by `serve` itself.
             tenantry_api::config::Settings::load(args.config.as_deref())
                 .ok()
                 .and_then(|s| s.otlp_endpoint),
         ),
-        _ => ("warn", LogFormat::Text, None),
+        _ => ("warn,deadpool.postgres=error", LogFormat::Text, None),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_filter.into());

@@ -77,7 +77,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         c.timeouts = settings.timeouts();
         c
     };
-    let (db, cluster) = match &settings.database_url {
+    // The cluster first, so that it is dropped (stopped) after the pool.
+    let (cluster, db) = match &settings.database_url {
         Some(url) => {
             let key = settings.context_key()?;
             let Some(key) = key else {
@@ -95,7 +96,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 DatabaseConfig::new(url.expose()).with_context_key(key),
             ))?;
             schema_ready(&db).await?;
-            (db, None)
+            (None, db)
         }
         None => {
             let local = local::LocalCluster::open(&settings.data_dir, None).await?;
@@ -107,10 +108,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     eprintln!("applied {applied} migration(s) to the embedded database");
                 }
             }
-            (
-                Database::connect(&pool_config(local.database_config()))?,
-                Some(local),
-            )
+            let db = Database::connect(&pool_config(local.database_config()))?;
+            (Some(local), db)
         }
     };
     let role = db
