@@ -84,6 +84,14 @@ pub async fn export(
     let manifest = manifest?;
     if path == Path::new("-") {
         std::io::stdout().flush()?;
+        // Standard output holds the archive: the report, when asked for,
+        // goes to standard error (it was dropped).
+        if as_json {
+            eprintln!(
+                "{}",
+                serde_json::json!({ "archive": "-", "manifest": manifest })
+            );
+        }
         return Ok(());
     }
     if as_json {

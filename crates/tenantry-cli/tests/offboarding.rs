@@ -230,6 +230,27 @@ fn export(db: &TestDatabase, tenant: uuid::Uuid, path: &str) {
     ));
 }
 
+/// `tenant export --out - --json`: the archive on standard output and the
+/// report on standard error (the report was dropped; found by an operator's
+/// review).
+#[tokio::test]
+async fn an_export_to_standard_output_with_json_reports_on_standard_error() {
+    let (db, _su, a, _b) = two_tenants(10, "shared").await;
+    let out = run(
+        &db.superuser_url(),
+        &["tenant", "export", &a.to_string(), "--out", "-", "--json"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        out.stdout.get(..2),
+        Some(&[0x1f, 0x8b][..]),
+        "gzip on stdout"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(report["archive"], "-");
+    assert_eq!(report["manifest"]["tenant_id"], a.to_string());
+}
+
 /// `tenantry table adopt <table> --existing-rows-tenant <tenant>`, as the migration role; it must succeed.
 fn adopt_rows_of(db: &TestDatabase, table: &str, tenant: uuid::Uuid) {
     ok(&run(
