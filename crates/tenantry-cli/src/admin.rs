@@ -56,13 +56,25 @@ enum TenantCommand {
         after: Option<TenantId>,
     },
     /// Show one tenant.
-    Show { tenant: TenantId },
+    Show {
+        /// The tenant's id.
+        tenant: TenantId,
+    },
     /// Suspend a tenant (its keys get 403; data is kept).
-    Suspend { tenant: TenantId },
+    Suspend {
+        /// The tenant's id.
+        tenant: TenantId,
+    },
     /// Re-activate a suspended tenant.
-    Activate { tenant: TenantId },
+    Activate {
+        /// The tenant's id.
+        tenant: TenantId,
+    },
     /// Delete a tenant (terminal; data and audit are kept until it is purged).
-    Delete { tenant: TenantId },
+    Delete {
+        /// The tenant's id.
+        tenant: TenantId,
+    },
     /// Export every row a tenant owns (resources, shares it made, roles,
     /// members, keys without their hashes, invitations, audit, request log,
     /// adopted tables) from one consistent snapshot, as a gzip'd tar of
@@ -70,6 +82,7 @@ enum TenantCommand {
     /// the migration role (DATABASE_URL of a superuser or a member of
     /// tenantry_owner), or the embedded cluster.
     Export {
+        /// The tenant's id.
         tenant: TenantId,
         /// Where to write the archive; `-` for stdout. Default: tenant-<id>.tar.gz.
         #[arg(long)]
@@ -89,11 +102,15 @@ enum TenantCommand {
     /// Remove a deleted tenant for good once its grace period is over
     /// (tenantry.purge_policy, 30 days by default): every row, its schema and
     /// every share; the id is never given out again.
-    Purge { tenant: TenantId },
+    Purge {
+        /// The tenant's id.
+        tenant: TenantId,
+    },
     /// Move a tenant to the other tier online: its rows are copied in
     /// batches while it keeps working, then the cut-over holds back its own
     /// writes only. An interrupted move resumes when run again.
     Move {
+        /// The tenant's id.
         tenant: TenantId,
         /// `schema` (its own schema) or `shared` (the pooled tables).
         #[arg(long, value_parser = parse_isolation, required_unless_present = "abort")]
@@ -111,6 +128,7 @@ enum TenantCommand {
     /// (seconds for 100,000 rows). Needs the migration role on the
     /// coordinator (docs/scale-out.md).
     Isolate {
+        /// The tenant's id.
         tenant: TenantId,
         /// Move its shards to this worker, `host:port` as in pg_dist_node.
         #[arg(long, value_parser = parse_node)]
@@ -147,7 +165,9 @@ pub struct KeyArgs {
 enum KeyCommand {
     /// Create a key for a tenant; the key is printed once.
     Create {
+        /// The tenant's id.
         tenant: TenantId,
+        /// A note for people (shown by `list`).
         #[arg(long, default_value = "")]
         description: String,
         /// Bind to a role (the key gets exactly its permissions).
@@ -167,16 +187,24 @@ enum KeyCommand {
         allowed_cidrs: Vec<String>,
     },
     /// List a tenant's keys (never their secrets).
-    List { tenant: TenantId },
+    List {
+        /// The tenant's id.
+        tenant: TenantId,
+    },
     /// Revoke a key at once.
     Revoke {
+        /// The tenant's id.
         tenant: TenantId,
+        /// The key's id (`key list` shows it).
         key: tenantry_db::KeyId,
     },
     /// Issue a successor key; the old one works for the grace period.
     Rotate {
+        /// The tenant's id.
         tenant: TenantId,
+        /// The key's id (`key list` shows it).
         key: tenantry_db::KeyId,
+        /// Seconds the old key keeps working.
         #[arg(long, default_value_t = 86_400)]
         grace_seconds: u64,
     },
@@ -197,25 +225,37 @@ pub struct RoleArgs {
 enum RoleCommand {
     /// Create a role in a tenant.
     Create {
+        /// The tenant's id.
         tenant: TenantId,
+        /// The role's name, unique in the tenant.
         name: String,
+        /// A note for people (shown by `list`).
         #[arg(long, default_value = "")]
         description: String,
     },
     /// Grant a catalogue permission to a role.
     Grant {
+        /// The tenant's id.
         tenant: TenantId,
+        /// The role's id (`role list` shows it), not its name.
         role: RoleId,
+        /// A permission of the catalogue, e.g. `resources.read`.
         permission: String,
     },
     /// Remove a permission from a role.
     Revoke {
+        /// The tenant's id.
         tenant: TenantId,
+        /// The role's id (`role list` shows it), not its name.
         role: RoleId,
+        /// A permission of the catalogue, e.g. `resources.read`.
         permission: String,
     },
     /// List a tenant's roles with their permissions.
-    List { tenant: TenantId },
+    List {
+        /// The tenant's id.
+        tenant: TenantId,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -747,7 +787,10 @@ enum ImpersonateCommand {
         impersonation: tenantry_db::ImpersonationId,
     },
     /// List a tenant's impersonation sessions.
-    List { tenant: TenantId },
+    List {
+        /// The tenant's id.
+        tenant: TenantId,
+    },
 }
 
 /// With each session's tenant: a tenant's listing holds its descendants' sessions too.

@@ -101,7 +101,7 @@ enum Command {
     Impersonate(admin::ImpersonateArgs),
     /// Usage of a tenant: resources, storage, hourly requests.
     Usage(admin::UsageArgs),
-    /// Your own tables as tenant tables: adopt, release, list.
+    /// Your own tables as tenant tables: adopt, alter, release, list.
     Table(tables::TableArgs),
     /// Check that every adopted table still satisfies tenantry's rules and every
     /// schema tenant's schema ran every tenant-schema step; exits 1 naming each

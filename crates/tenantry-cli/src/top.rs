@@ -18,7 +18,7 @@ pub struct TopArgs {
     /// Where `tenantry serve` keeps its admin token when it generated one.
     #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
     data_dir: PathBuf,
-    /// Seconds between refreshes.
+    /// Seconds between refreshes (at least 0.2).
     #[arg(long, default_value_t = 2.0)]
     interval: f64,
     /// Print the table once and exit (for scripts and logs).
