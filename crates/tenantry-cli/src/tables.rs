@@ -313,12 +313,11 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
             ),
         });
     }
-    if args.json {
-        json(&problems)?;
-    } else if problems.is_empty() {
-        let n = tables::tenant_tables(&client).await?.len();
-        // Which database: a green result for the wrong one misleads.
-        let checked = match &cluster {
+    // Which database: a result for the wrong one misleads, green or not.
+    let checked = if args.json {
+        String::new()
+    } else {
+        match &cluster {
             Some(local) => {
                 let place = local.location().display().to_string();
                 if local.applied().is_empty() {
@@ -331,14 +330,25 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
                 }
             }
             None => local::database_name(&client).await?,
-        };
+        }
+    };
+    if args.json {
+        json(&problems)?;
+    } else if problems.is_empty() {
+        let n = tables::tenant_tables(&client).await?.len();
         outln!("{n} adopted table(s), no problem found ({checked})");
     } else {
         print_problems(&problems);
     }
     if !problems.is_empty() {
+        if args.json {
+            anyhow::bail!(
+                "{} problem(s) with adopted tables or tenant schemas",
+                problems.len()
+            );
+        }
         anyhow::bail!(
-            "{} problem(s) with adopted tables or tenant schemas",
+            "{} problem(s) with adopted tables or tenant schemas ({checked})",
             problems.len()
         );
     }

@@ -188,6 +188,14 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
             .contains("ENABLE ROW LEVEL SECURITY"),
         "{problems}"
     );
+    // In text, the failure names the database checked too.
+    let out = run(&url, &["doctor"], &[]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("1 problem(s) with adopted tables or tenant schemas (database "),
+        "{err}"
+    );
 
     // The server refuses to start on it, unless told to serve anyway (loudly).
     let err = serve_refused(&db);
