@@ -548,6 +548,31 @@ GRANT EXECUTE ON FUNCTION tenantry.adopt_statement(text, boolean, boolean, text)
  * The doctor: every rule an adopted table (or, with tbl, that one table) must
  * satisfy and does not, with the SQL that fixes it. No rows: all is well.
  */
+/**
+ * tenantry's own tenant table family named like tbl (tenantry.resources),
+ * or NULL: a schema tenant's table of it holds the name in the tenant's
+ * schema, first on its search path, so that tbl's name, unqualified, names
+ * that table in the tenant's statements. (Two adopted tables of one name
+ * in two schemas are allowed: the first adopted is the family, and the
+ * second, named qualified, keeps every tenant's rows.)
+ */
+CREATE OR REPLACE FUNCTION tenantry.family_name_clash(tbl regclass)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f::text FROM unnest(tenantry.table_families()) WITH ORDINALITY AS x(f, i)
+    JOIN pg_catalog.pg_class c ON c.oid = x.f
+    WHERE c.relname = (SELECT t.relname FROM pg_catalog.pg_class t WHERE t.oid = tbl)
+      AND x.f <> tbl
+      AND c.relnamespace = 'tenantry'::regnamespace
+    ORDER BY x.i
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION tenantry.family_name_clash(regclass) IS 'Internal: tenantry''s own tenant table family (tenantry.resources) named like the table, whose schema tenants'' tables hold that name in their schemas, first on their search path; NULL when none. adopt_table refuses such a table, the doctor names one adopted before (rule name). Granted to the roles that run the doctor.';
+REVOKE ALL ON FUNCTION tenantry.family_name_clash(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantry.family_name_clash(regclass) TO tenantry_admin, tenantry_server;
+
 CREATE OR REPLACE FUNCTION tenantry.table_problems(tbl regclass DEFAULT NULL)
 RETURNS TABLE (table_name text, rule text, problem text, fix text)
 LANGUAGE plpgsql STABLE
@@ -656,6 +681,22 @@ BEGIN
                 CASE WHEN t.adopted_parts[2] <> t.relname
                      THEN format('ALTER TABLE %I.%I RENAME TO %I;', t.adopted_parts[1], t.relname, t.adopted_parts[2]) END);
             RETURN NEXT;
+        END IF;
+        -- Named like tenantry's own tenant table (adopted before adopt_table
+        -- refused it, or renamed since): see adopt_table. Released, renamed
+        -- and adopted again under the new name with its options.
+        IF t.table_id <> pg_catalog.to_regclass('tenantry.resources') THEN
+            readopt := tenantry.family_name_clash(t.table_id);
+            IF readopt IS NOT NULL THEN
+                rule := 'name';
+                problem := format('is named like the tenant table %s, and a schema tenant keeps its table of that one under the name in its own schema, first on its search path: its statements naming %I reach that table, not this one',
+                                  readopt, t.relname);
+                fix := format('SELECT tenantry.release_table(%L); ALTER TABLE %s RENAME TO %I; %s -- rename it in the statements that name it too',
+                              t.table_id::text, t.table_id, t.relname || '_' || t.nspname,
+                              tenantry.adopt_statement(format('%I.%I', t.nspname, t.relname || '_' || t.nspname),
+                                                       t.hierarchy, t.sharing, t.write_permission));
+                RETURN NEXT;
+            END IF;
         END IF;
         readopt := tenantry.adopt_statement(t.table_id::text, t.hierarchy, t.sharing, t.write_permission);
 
@@ -1373,7 +1414,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -1818,6 +1859,26 @@ BEGIN
     END IF;
     PERFORM tenantry.check_adopt_options(tbl, sharing, write_permission);
     PERFORM tenantry.check_adoptable(tbl);
+    -- Named like tenantry's own tenant table (resources): a schema tenant
+    -- keeps its table of it under that name in its own schema, first on
+    -- its search path, so its statements naming this table would reach
+    -- that one
+    -- (found by a review from psql: a team's own resources rows landed in
+    -- tenantry's). A table adopted before this check is named by the
+    -- doctor instead (rule name), so that adopting it again stays a no-op.
+    IF prior.table_id IS NULL THEN
+        adopted_name := tenantry.family_name_clash(tbl);
+        IF adopted_name IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot adopt %: % is a tenant table of the same name, and a schema tenant keeps its table of that one under the name in its own schema, first on its search path: its statements naming % would reach that table',
+                tbl, adopted_name, (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = tbl)
+                USING ERRCODE = 'TN409',
+                HINT = (SELECT format('Rename it (ALTER TABLE %I.%I RENAME TO %I, and in the statements that name it), then adopt it.',
+                                      n.nspname, c.relname, c.relname || '_' || n.nspname)
+                        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                        WHERE c.oid = tbl);
+        END IF;
+        adopted_name := NULL;
+    END IF;
     -- Schema tenants' tables named as this one, kept from a dropped adopted
     -- table of that name: its tenant-schema step would take them as its
     -- own, rows and all (and whatever shape they have).

@@ -2271,6 +2271,75 @@ async fn the_doctor_names_a_plpgsql_security_definer_function_of_a_superuser_who
     );
 }
 
+/// A schema tenant keeps its table of tenantry's `resources` under that name
+/// in its own schema, first on its search path: a team's table named
+/// `resources` (the guide's own name for the application's table) would be
+/// shadowed there, the tenant's rows of it written into tenantry's (found by
+/// a review from psql). Adopting one is refused, naming the rename, and
+/// changes nothing; one adopted before (or renamed since) is named by the
+/// doctor, whose fixes release, rename and adopt it again. (Two adopted
+/// tables of one name in two schemas stay allowed: tiers.rs.)
+#[tokio::test]
+async fn a_table_named_like_tenantrys_resources_is_refused_and_one_adopted_before_is_named_by_the_doctor(
+) {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE public.resources (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                        name text, PRIMARY KEY (tenant_id, id));
+         CREATE SCHEMA billing;
+         CREATE TABLE billing.notes (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                     PRIMARY KEY (tenant_id, id));",
+    )
+    .await;
+    let before = table_state(&m, "public.resources").await;
+    let err = m
+        .batch_execute("SELECT tenantry.adopt_table('public.resources')")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "TN409", "{err:?}");
+    assert!(
+        db.message()
+            .contains("tenantry.resources is a tenant table of the same name"),
+        "{}",
+        db.message()
+    );
+    assert_eq!(
+        db.hint(),
+        Some("Rename it (ALTER TABLE public.resources RENAME TO resources_public, and in the statements that name it), then adopt it.")
+    );
+    assert_eq!(table_state(&m, "public.resources").await, before);
+    // Adopted under a name of its own, then renamed like tenantry's.
+    exec(
+        &m,
+        "DROP TABLE public.resources;
+         SELECT tenantry.adopt_table('billing.notes', hierarchy => false);
+         ALTER TABLE billing.notes RENAME TO resources;",
+    )
+    .await;
+    let found = findings(&m).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("name: is named like the tenant table tenantry.resources,")
+            && found[0].contains("SELECT tenantry.release_table('billing.resources'); ALTER TABLE billing.resources RENAME TO resources_billing; SELECT tenantry.adopt_table('billing.resources_billing', hierarchy => false, sharing => false);"),
+        "{found:?}"
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT table_id::text || ' ' || hierarchy FROM tenantry.tenant_tables ORDER BY 1"
+        )
+        .await,
+        ["billing.resources_billing false"]
+    );
+}
+
 #[tokio::test]
 async fn release_table_takes_back_every_policy_and_grant_adopting_made_so_the_table_adopts_again() {
     let tdb = TestDatabase::new().await;
