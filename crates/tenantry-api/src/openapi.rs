@@ -378,6 +378,10 @@ fn declare_problem(operation: &mut Operation, status: &str, description: &str) {
 /// tenant that does not exist).
 struct TenantRoutes;
 
+/// A UUID in its hyphenated form, as a JSON Schema pattern.
+const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
 fn document_tenant_header(operation: &mut Operation) {
     let header = ParameterBuilder::new()
         .name("X-Tenant-Id")
@@ -393,8 +397,15 @@ fn document_tenant_header(operation: &mut Operation) {
         ))
         // A string, not `format: uuid`: openapi-python-client then types the
         // parameter `UUID` and hands it to httpx unconverted, which refuses
-        // it (header values must be str). A malformed id is answered 422.
-        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        // it (header values must be str). A malformed id is answered 422;
+        // the pattern says which strings are ids, so that a generator of
+        // valid requests (schemathesis) sends ids (found by an outside
+        // review: every tenant route "rejected a valid request").
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(UUID_PATTERN)),
+        ))
         .build();
     operation
         .parameters
@@ -963,8 +974,11 @@ mod tests {
             .iter()
             .find(|p| p["name"] == "X-Tenant-Id")
             .unwrap();
-        // A plain string (see `document_tenant_header`).
-        assert_eq!(header["schema"], serde_json::json!({ "type": "string" }));
+        // A string with a UUID's pattern (see `document_tenant_header`).
+        assert_eq!(
+            header["schema"],
+            serde_json::json!({ "type": "string", "pattern": super::UUID_PATTERN })
+        );
         let reason = op["responses"]["422"]["description"].as_str().unwrap();
         assert!(reason.contains("or is not a UUID"), "{reason}");
     }

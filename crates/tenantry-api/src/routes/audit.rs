@@ -20,7 +20,9 @@ pub struct AuditListQuery {
     /// Page size, 1–1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// Cursor from the previous page.
+    /// The previous page's `next_cursor`; empty or absent: the first page.
+    /// The next page starts at the cursor's place (newest first), whatever
+    /// was recorded since.
     pub cursor: Option<String>,
     /// Only this action, e.g. `key.revoked`.
     pub action: Option<String>,
@@ -39,7 +41,7 @@ impl AuditListQuery {
         .limit()?;
         super::calendar_time("since", self.since)?;
         super::calendar_time("until", self.until)?;
-        let after = match &self.cursor {
+        let after = match self.cursor.as_ref().filter(|c| !c.is_empty()) {
             Some(c) => {
                 let key = decode_cursor(c)?;
                 let (at, id) = key.split_once('|').ok_or_else(invalid_cursor)?;

@@ -28,7 +28,10 @@ pub struct PageQuery {
     /// Page size, 1–1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// Opaque cursor from the previous page's `next_cursor`.
+    /// The previous page's `next_cursor`; empty or absent: the first page.
+    /// The next page starts after the item the cursor ended on or, when that
+    /// one was removed since, at the item that followed it; when both were
+    /// removed, 400 `invalid_cursor`: start again from the first page.
     pub cursor: Option<String>,
 }
 
@@ -65,7 +68,7 @@ pub fn page_by_key<T>(
     query: &PageQuery,
 ) -> Result<Page<T>, ApiError> {
     let limit = query.limit()? as usize;
-    let start = match &query.cursor {
+    let start = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => 0,
         Some(c) => {
             let (last, next) = match c.split_once('.') {

@@ -394,7 +394,7 @@ pub struct ImpersonationListQuery {
     /// Page size, 1–1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// Opaque cursor from the previous page's `next_cursor`.
+    /// The previous page's `next_cursor` (see the other lists' `cursor`).
     pub cursor: Option<String>,
 }
 

@@ -74,10 +74,12 @@ pub enum Owner {
 pub struct ResourceListQuery {
     /// Page size, 1–1000 (default 50). A page also ends once the names and
     /// data of its items reach 4 MiB (it always holds one item at least):
-    /// follow `next_cursor` until it is absent, not until a page is short.
+    /// follow `next_cursor` until it is `null`, not until a page is short.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// Cursor from the previous page.
+    /// The previous page's `next_cursor`; empty or absent: the first page.
+    /// The next page starts at the cursor's place in the order (newest
+    /// first), whatever was created or removed since.
     pub cursor: Option<String>,
     /// `self`, `shared` or `descendants`; absent: everything the caller may read.
     #[param(inline)]
@@ -139,7 +141,7 @@ pub async fn list_resources(
         cursor: None,
     }
     .limit()?;
-    let after = match &q.cursor {
+    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => Some(ResourceCursor::decode(c).ok_or_else(super::invalid_cursor)?),
         None => None,
     };
