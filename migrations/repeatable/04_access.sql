@@ -203,7 +203,7 @@ DECLARE
     rid uuid;
 BEGIN
     IF create_tenant_role.tenant_id IS DISTINCT FROM tenantry.current_tenant_id() THEN
-        RAISE EXCEPTION 'roles can only be created in the current tenant' USING ERRCODE = 'TN403', HINT = 'tenant_id';
+        RAISE EXCEPTION 'roles can only be created in the current tenant, the context''s: set it first (set_tenant_context_local(tenant_id))' USING ERRCODE = 'TN403', HINT = 'tenant_id';
     END IF;
     IF role_name IS NULL OR length(btrim(role_name)) NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION 'role name must be 1 to 100 characters' USING ERRCODE = 'TN422', HINT = 'name';
