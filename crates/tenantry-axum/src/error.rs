@@ -14,8 +14,9 @@ macro_rules! problem_codes {
         /// Every kind of problem the API returns, with its HTTP status and title.
         /// Codes are stable: a retired code is never reused for another meaning.
         ///
-        /// Each serializes as its code: the variant in snake case (pinned by a test;
-        /// utoipa does not read a `serde(rename)` made by a macro).
+        /// Each serializes as its code, in snake case.
+        //  (The variant in snake case, pinned by a test: utoipa does not read
+        //  a `serde(rename)` made by a macro.)
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]

@@ -76,7 +76,7 @@ pub struct KeyIdentity {
     pub permissions: Vec<String>,
     /// The tenant's settings (quotas, rate limits), as of verification.
     pub tenant_settings: TenantSettings,
-    /// Source addresses (CIDR) the key may be used from; `None`: any.
+    /// Source addresses (CIDR) the key may be used from; `null`: any.
     #[serde(default)]
     pub allowed_cidrs: Option<Vec<String>>,
     /// Bound to no role or member and limited by no scopes: the tenant's own
@@ -122,9 +122,9 @@ pub struct ApiKeyInfo {
     pub rotated_from: Option<KeyId>,
     /// The key that replaced this one.
     pub rotated_to: Option<KeyId>,
-    /// Permission names it is limited to (within its role's); `None`: no further limit.
+    /// Permission names it is limited to (within its role's); `null`: no further limit.
     pub scopes: Option<Vec<String>>,
-    /// Source addresses (CIDR) it may be used from; `None`: any.
+    /// Source addresses (CIDR) it may be used from; `null`: any.
     pub allowed_cidrs: Option<Vec<String>>,
 }
 

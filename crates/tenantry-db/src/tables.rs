@@ -22,7 +22,7 @@ pub struct TenantTable {
     /// Tenants may share rows read-only with other tenants (`tenantry.share_row`).
     pub sharing: bool,
     /// The permission a caller needs to insert, update or delete rows
-    /// (`tenantry.authorize`); `None`: any caller acting for the tenant may.
+    /// (`tenantry.authorize`); `null`: any caller acting for the tenant may.
     pub write_permission: Option<String>,
     /// Who owned the table before; `release_table` gives it back to them.
     pub previous_owner: String,

@@ -81,7 +81,7 @@ pub struct MetricsRow {
     pub storage_bytes: Option<i64>,
 }
 
-/// What [`AdminScope::usage_top`] ranks tenants by.
+/// What the usage ranking (`GET /v1/usage/top`, `AdminScope::usage_top`) ranks tenants by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
