@@ -247,13 +247,19 @@ impl Modify for EveryResponseDescribed {
 /// A 500 `internal_error` problem on every operation: any of them can
 /// answer one, and a client generated from the document parses only the
 /// statuses it declares (it raises on the others instead of reading the
-/// problem).
+/// problem). Likewise 412 `precondition_failed`, for any request with
+/// `If-Match` naming entity tags.
 struct InternalErrors;
 
 impl Modify for InternalErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (_, operation) in operations(openapi) {
             declare_problem(operation, "500", "The server failed (`internal_error`)");
+            declare_problem(
+                operation,
+                "412",
+                "`If-Match` named entity tags: tenantry sends no `ETag`, so none matches and nothing was done (`precondition_failed`)",
+            );
         }
     }
 }

@@ -61,6 +61,8 @@ pub fn router(
         .route_layer(log)
         .fallback_service(unmatched)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Inside close_after_unread_body: a 412 leaves the body unread.
+        .layer(axum::middleware::from_fn(refuse_unmet_if_match))
         .layer(axum::middleware::from_fn(close_after_unread_body))
         // A bug that panics answers 500 problem+json instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -110,6 +112,30 @@ async fn close_after_unread_body(
         );
     }
     response
+}
+
+/// Answers 412 to a request with `If-Match` naming entity tags: tenantry
+/// sends no `ETag`, so none of them is the current representation's, and
+/// RFC 9110 (13.1.1) forbids performing the method then. It was ignored: a
+/// client guarding a change with the tag it read had it applied over
+/// whatever changed since (found by an outside review). `If-Match: *` holds
+/// for any resource that exists and goes on.
+async fn refuse_unmet_if_match(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let tags = request
+        .headers()
+        .get_all(axum::http::header::IF_MATCH)
+        .iter()
+        .any(|v| v.to_str().map_or(true, |v| v.trim() != "*"));
+    if tags {
+        return axum::response::IntoResponse::into_response(ApiError::new(
+            ProblemCode::PreconditionFailed,
+            "If-Match names entity tags, and tenantry sends no ETag, so none matches: nothing was done; send the request without If-Match",
+        ));
+    }
+    next.run(request).await
 }
 
 /// After the grace period: how long cancelled requests get to answer and
