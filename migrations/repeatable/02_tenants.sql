@@ -303,7 +303,8 @@ BEGIN
             -- the grace period (migrate_tenant_schema records the version),
             -- so that it can be exported and tenantry migrate goes on past
             -- it; nothing else of it changes, its times included.
-            IF (to_jsonb(NEW) - 'schema_version') IS DISTINCT FROM (to_jsonb(OLD) - 'schema_version') THEN
+            IF NEW.schema_version IS NOT DISTINCT FROM OLD.schema_version
+               OR (to_jsonb(NEW) - 'schema_version') IS DISTINCT FROM (to_jsonb(OLD) - 'schema_version') THEN
                 RAISE EXCEPTION 'tenant % is deleted', OLD.tenant_id USING ERRCODE = 'TN409';
             END IF;
             RETURN NEW;

@@ -2428,6 +2428,8 @@ async fn a_deleted_schema_tenants_schema_takes_new_steps_so_migrate_goes_on_and_
         .get(0);
     assert_eq!(after, before);
     for change in [
+        // Deleting it again is a change of nothing: refused as before.
+        "UPDATE tenantry.tenants SET status = 'deleted' WHERE tenant_id = $1",
         "UPDATE tenantry.tenants SET name = 'back' WHERE tenant_id = $1",
         "UPDATE tenantry.tenants SET status = 'active' WHERE tenant_id = $1",
         "UPDATE tenantry.tenants SET schema_version = 0, name = 'back' WHERE tenant_id = $1",
