@@ -466,6 +466,14 @@ fn key_rows(keys: &[tenantry_db::ApiKeyInfo]) -> Vec<Vec<String>> {
                 opt(&k
                     .last_used_at
                     .map(|e| e.format("%Y-%m-%d %H:%M").to_string())),
+                // A key limited to scopes or source addresses must not look
+                // like an unrestricted one (found by an operator's review).
+                k.scopes
+                    .as_ref()
+                    .map_or_else(|| "all".into(), |s| s.join(",")),
+                k.allowed_cidrs
+                    .as_ref()
+                    .map_or_else(|| "any".into(), |c| c.join(",")),
             ]
         })
         .collect()
@@ -479,6 +487,8 @@ const KEY_HEADERS: &[&str] = &[
     "ROLE",
     "EXPIRES",
     "LAST USED",
+    "SCOPES",
+    "FROM",
 ];
 
 pub async fn key(args: KeyArgs) -> anyhow::Result<()> {
@@ -795,13 +805,13 @@ enum ImpersonateCommand {
 
 /// With each session's tenant: a tenant's listing holds its descendants' sessions too.
 const IMPERSONATION_HEADERS: &[&str] = &[
-    "impersonation_id",
-    "tenant_id",
-    "user_id",
-    "impersonator",
-    "expires_at",
-    "ended_at",
-    "reason",
+    "IMPERSONATION",
+    "TENANT",
+    "USER",
+    "IMPERSONATOR",
+    "EXPIRES",
+    "ENDED",
+    "REASON",
 ];
 
 fn impersonation_rows(sessions: &[tenantry_db::Impersonation]) -> Vec<Vec<String>> {
@@ -813,8 +823,8 @@ fn impersonation_rows(sessions: &[tenantry_db::Impersonation]) -> Vec<Vec<String
                 s.tenant_id.to_string(),
                 s.user_id.to_string(),
                 s.impersonator.clone(),
-                s.expires_at.to_rfc3339(),
-                s.ended_at.map(|e| e.to_rfc3339()).unwrap_or_default(),
+                s.expires_at.format("%Y-%m-%d %H:%M").to_string(),
+                opt(&s.ended_at.map(|e| e.format("%Y-%m-%d %H:%M").to_string())),
                 s.reason.clone(),
             ]
         })

@@ -105,7 +105,7 @@ enum Command {
     Table(tables::TableArgs),
     /// Check that every adopted table still satisfies tenantry's rules and every
     /// schema tenant's schema ran every tenant-schema step; exits 1 naming each
-    /// problem and its fix.
+    /// problem and its fix, 2 when it could not check (no database, no rights).
     Doctor(tables::DoctorArgs),
     /// The busiest tenants of a running server, live: requests/s, errors, p95
     /// latency, rows and storage (its GET /v1/stats/tenants, admin token).
@@ -265,7 +265,18 @@ async fn main() {
         Command::Table(args) => {
             local::needs_migration_role(tables::run(args).await, "tenantry table")
         }
-        Command::Doctor(args) => tables::doctor(args).await,
+        Command::Doctor(args) => {
+            let checked = tables::doctor(args).await;
+            // 1: problems found; 2: the doctor could not check.
+            if let Err(e) = &checked {
+                if e.downcast_ref::<tables::ProblemsFound>().is_none() {
+                    telemetry.shutdown().await;
+                    eprintln!("error: {}", causes(e));
+                    std::process::exit(2);
+                }
+            }
+            checked
+        }
         Command::Top(args) => top::run(args).await,
     };
     telemetry.shutdown().await;

@@ -341,19 +341,39 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
         print_problems(&problems);
     }
     if !problems.is_empty() {
-        if args.json {
-            anyhow::bail!(
-                "{} problem(s) with adopted tables or tenant schemas",
-                problems.len()
-            );
+        return Err(ProblemsFound {
+            count: problems.len(),
+            checked,
         }
-        anyhow::bail!(
-            "{} problem(s) with adopted tables or tenant schemas ({checked})",
-            problems.len()
-        );
+        .into());
     }
     Ok(())
 }
+
+/// The doctor found problems (exit status 1); any other error of the doctor
+/// means it could not check (exit status 2), so that a script tells them apart.
+#[derive(Debug)]
+pub struct ProblemsFound {
+    count: usize,
+    /// Which database was checked ("" with --json).
+    checked: String,
+}
+
+impl std::fmt::Display for ProblemsFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} problem(s) with adopted tables or tenant schemas",
+            self.count
+        )?;
+        if !self.checked.is_empty() {
+            write!(f, " ({})", self.checked)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProblemsFound {}
 
 /// One block per problem: the table and rule, what is wrong, the SQL that fixes it.
 fn print_problems(problems: &[TableProblem]) {

@@ -167,6 +167,15 @@ async fn operator_narrows_a_key_and_impersonates_a_member_for_a_bounded_time() {
         .unwrap()
         .expect("the printed key works");
     assert_eq!(identity.permissions, vec!["resources.read"]);
+    // The table says how the key is narrowed (it looked unrestricted).
+    let (ok, table, _) = tenantry(&db, &["key", "list", &acme_id]);
+    assert!(ok);
+    assert!(
+        table.lines().next().unwrap().contains("SCOPES")
+            && table.contains("resources.read")
+            && table.contains("10.0.0.0/8"),
+        "{table}"
+    );
 
     // A member to act as: the first member owns the tenant.
     let su = db.superuser_client().await;
@@ -213,7 +222,7 @@ async fn operator_narrows_a_key_and_impersonates_a_member_for_a_bounded_time() {
     let (ok, table, _) = tenantry(&db, &["impersonate", "list", &acme_id]);
     assert!(ok);
     let mut lines = table.lines();
-    assert!(lines.next().unwrap().contains("tenant_id"), "{table}");
+    assert!(lines.next().unwrap().contains("TENANT"), "{table}");
     assert!(lines.next().unwrap().contains(&acme_id), "{table}");
     let id = started["impersonation_id"].as_str().unwrap();
     let stopped = json(&db, &["impersonate", "stop", &acme_id, id, "--json"]);
