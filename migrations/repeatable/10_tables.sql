@@ -545,10 +545,6 @@ COMMENT ON FUNCTION tenantry.adopt_statement(text, boolean, boolean, text) IS 'T
 GRANT EXECUTE ON FUNCTION tenantry.adopt_statement(text, boolean, boolean, text) TO tenantry_admin, tenantry_server;
 
 /**
- * The doctor: every rule an adopted table (or, with tbl, that one table) must
- * satisfy and does not, with the SQL that fixes it. No rows: all is well.
- */
-/**
  * tenantry's own tenant table family named like tbl (tenantry.resources),
  * or NULL: a schema tenant's table of it holds the name in the tenant's
  * schema, first on its search path, so that tbl's name, unqualified, names
@@ -573,6 +569,10 @@ COMMENT ON FUNCTION tenantry.family_name_clash(regclass) IS 'Internal: tenantry'
 REVOKE ALL ON FUNCTION tenantry.family_name_clash(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantry.family_name_clash(regclass) TO tenantry_admin, tenantry_server;
 
+/**
+ * The doctor: every rule an adopted table (or, with tbl, that one table) must
+ * satisfy and does not, with the SQL that fixes it. No rows: all is well.
+ */
 CREATE OR REPLACE FUNCTION tenantry.table_problems(tbl regclass DEFAULT NULL)
 RETURNS TABLE (table_name text, rule text, problem text, fix text)
 LANGUAGE plpgsql STABLE
