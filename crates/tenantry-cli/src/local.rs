@@ -223,7 +223,11 @@ pub async fn database(
                 }
             };
             let db = Database::connect(&tune(config))?;
-            ready(&db).await?;
+            schema_ready(
+                &db,
+                "run `DATABASE_URL=<the url your migrations run with> tenantry migrate` first",
+            )
+            .await?;
             Ok((db, None))
         }
         None => {
@@ -235,29 +239,36 @@ pub async fn database(
     }
 }
 
-/// The database at DATABASE_URL is reached, takes the login's session and
+/// The database at `DATABASE_URL` is reached, takes the login's session and
 /// is migrated to this build, or why not in words the operator can act on
-/// (a wrong context key is not an unreachable database; a database not
-/// migrated yet says to migrate it).
-async fn ready(db: &tenantry_db::Database) -> anyhow::Result<()> {
+/// (a wrong context key is not an unreachable database; a database behind
+/// this build says `behind`, the way to migrate it for the caller; one
+/// tenantry was never installed in says to migrate it; a pooler's refusal
+/// of our settings names the setting).
+pub async fn schema_ready(db: &tenantry_db::Database, behind: &str) -> anyhow::Result<()> {
     use tenantry_db::migrate::MigrateError;
     match db.check_schema().await {
         Ok(()) => Ok(()),
         Err(e @ (MigrateError::Pending { .. } | MigrateError::DefinitionsPending { .. })) => {
-            anyhow::bail!(
-                "{e}\n(run `DATABASE_URL=<the url your migrations run with> tenantry migrate` first)"
-            )
+            anyhow::bail!("{e}\n({behind})")
         }
         Err(MigrateError::Unavailable(why)) => {
-            anyhow::bail!("cannot reach the database at DATABASE_URL: {why}")
+            anyhow::bail!(
+                "cannot reach the database at DATABASE_URL: {why}{}",
+                pooler_hint(&why)
+            )
         }
-        Err(e) => anyhow::bail!("{e}{}", not_migrated_hint(&e.to_string())),
+        Err(e) => anyhow::bail!(
+            "{e}{}{}",
+            pooler_hint(&e.to_string()),
+            not_migrated_hint(&e.to_string())
+        ),
     }
 }
 
 /// What to do when an error says tenantry's schema is missing (a database
 /// tenantry was never installed in).
-pub fn not_migrated_hint(error: &str) -> &'static str {
+fn not_migrated_hint(error: &str) -> &'static str {
     if error.contains("schema \"tenantry\" does not exist")
         || (error.contains("\"tenantry.") && error.contains("does not exist"))
     {
@@ -280,4 +291,34 @@ pub async fn database_name(client: &tokio_postgres::Client) -> anyhow::Result<St
         )
         .await?
         .get(0))
+}
+
+/// What to change when an error is a pooler's answer to a setting of ours
+/// (an operator's review met both at start without a word of what to do).
+fn pooler_hint(error: &str) -> &'static str {
+    if error.contains("prepared statement") && error.contains("does not exist") {
+        "\n(behind a transaction-pooling pgbouncer, set statement_mode = \"unnamed\" \
+         (TENANTRY_STATEMENT_MODE=unnamed): README, \"Behind pgbouncer\")"
+    } else if error.contains("unsupported startup parameter") {
+        "\n(pgbouncer refuses the server's startup options: set ignore_startup_parameters = options \
+         in pgbouncer.ini: README, \"Behind pgbouncer\")"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pooler_hint;
+
+    #[test]
+    fn a_poolers_refusal_of_our_settings_says_which_setting_to_change() {
+        assert!(
+            pooler_hint("26000: prepared statement \"s0\" does not exist")
+                .contains("TENANTRY_STATEMENT_MODE=unnamed")
+        );
+        assert!(pooler_hint("08P01: unsupported startup parameter: options")
+            .contains("ignore_startup_parameters = options"));
+        assert_eq!(pooler_hint("28P01: password authentication failed"), "");
+    }
 }

@@ -89,13 +89,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let mut probe = DatabaseConfig::new(url.expose())
                     .with_context_key(tenantry_db::ContextKey::new(1, [0; 32]));
                 probe.statement_mode = tenantry_db::StatementMode::Unnamed;
-                schema_ready(&Database::connect(&probe)?).await?;
+                local::schema_ready(&Database::connect(&probe)?, SERVE_BEHIND).await?;
                 bail!("refusing to serve tenant traffic: no context key (TENANTRY_CONTEXT_KEY, or context_key in the settings file) to prove tenant contexts to the database\n(print it with `DATABASE_URL=<superuser url> tenantry context-key`)");
             };
             let db = Database::connect(&pool_config(
                 DatabaseConfig::new(url.expose()).with_context_key(key),
             ))?;
-            schema_ready(&db).await?;
+            local::schema_ready(&db, SERVE_BEHIND).await?;
             (None, db)
         }
         None => {
@@ -217,55 +217,5 @@ fn admin_token(settings: &Settings) -> anyhow::Result<(String, String)> {
     Ok((token, location))
 }
 
-/// The database at `DATABASE_URL` is reachable and migrated, or why not
-/// (migrating is the fix only when it is behind).
-async fn schema_ready(db: &Database) -> anyhow::Result<()> {
-    match db.check_schema().await {
-        Ok(()) => Ok(()),
-        Err(
-            e @ (tenantry_db::migrate::MigrateError::Pending { .. }
-            | tenantry_db::migrate::MigrateError::DefinitionsPending { .. }),
-        ) => bail!("{e}\n(the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first)"),
-        Err(tenantry_db::migrate::MigrateError::Unavailable(why)) => {
-            bail!(
-                "cannot reach the database at DATABASE_URL: {why}{}",
-                pooler_hint(&why)
-            )
-        }
-        Err(e) => bail!(
-            "{e}{}{}",
-            pooler_hint(&e.to_string()),
-            crate::local::not_migrated_hint(&e.to_string())
-        ),
-    }
-}
-
-/// What to change when an error is a pooler's answer to a setting of ours
-/// (an operator's review met both at start without a word of what to do).
-fn pooler_hint(error: &str) -> &'static str {
-    if error.contains("prepared statement") && error.contains("does not exist") {
-        "\n(behind a transaction-pooling pgbouncer, set statement_mode = \"unnamed\" \
-         (TENANTRY_STATEMENT_MODE=unnamed): README, \"Behind pgbouncer\")"
-    } else if error.contains("unsupported startup parameter") {
-        "\n(pgbouncer refuses the server's startup options: set ignore_startup_parameters = options \
-         in pgbouncer.ini: README, \"Behind pgbouncer\")"
-    } else {
-        ""
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pooler_hint;
-
-    #[test]
-    fn a_poolers_refusal_of_our_settings_says_which_setting_to_change() {
-        assert!(
-            pooler_hint("26000: prepared statement \"s0\" does not exist")
-                .contains("TENANTRY_STATEMENT_MODE=unnamed")
-        );
-        assert!(pooler_hint("08P01: unsupported startup parameter: options")
-            .contains("ignore_startup_parameters = options"));
-        assert_eq!(pooler_hint("28P01: password authentication failed"), "");
-    }
-}
+/// What `serve` says of a database behind this build.
+const SERVE_BEHIND: &str = "the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first";
