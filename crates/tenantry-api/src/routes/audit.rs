@@ -41,7 +41,7 @@ impl AuditListQuery {
         .limit()?;
         super::calendar_time("since", self.since)?;
         super::calendar_time("until", self.until)?;
-        let after = match self.cursor.as_ref().filter(|c| !c.is_empty()) {
+        let after = match super::given_cursor(&self.cursor) {
             Some(c) => {
                 let key = decode_cursor(c)?;
                 let (at, id) = key.split_once('|').ok_or_else(invalid_cursor)?;

@@ -68,7 +68,7 @@ pub fn page_by_key<T>(
     query: &PageQuery,
 ) -> Result<Page<T>, ApiError> {
     let limit = query.limit()? as usize;
-    let start = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+    let start = match given_cursor(&query.cursor) {
         None => 0,
         Some(c) => {
             let (last, next) = match c.split_once('.') {
@@ -108,6 +108,12 @@ fn stale_cursor() -> ApiError {
         "this cursor names no item of this list: it came from another list, or the items around it were removed since it was issued; start again from the first page",
     )
     .with_field("cursor")
+}
+
+/// The cursor a list query gives, if any: an empty one (what a client
+/// serialising an optional string sends) is the first page, like none.
+pub(crate) fn given_cursor(cursor: &Option<String>) -> Option<&str> {
+    cursor.as_deref().filter(|c| !c.is_empty())
 }
 
 /// Opaque cursor text for a key.

@@ -141,7 +141,7 @@ pub async fn list_resources(
         cursor: None,
     }
     .limit()?;
-    let after = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+    let after = match super::given_cursor(&q.cursor) {
         Some(c) => Some(ResourceCursor::decode(c).ok_or_else(super::invalid_cursor)?),
         None => None,
     };

@@ -203,7 +203,7 @@ pub async fn list_tenants(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<Tenant>>, ApiError> {
     let limit = q.limit()?;
-    let after = match q.cursor.as_ref().filter(|c| !c.is_empty()) {
+    let after = match super::given_cursor(&q.cursor) {
         Some(c) => Some(TenantId::parse(&decode_cursor(c)?).map_err(|_| invalid_cursor())?),
         None => None,
     };
