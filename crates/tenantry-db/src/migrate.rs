@@ -246,8 +246,8 @@ pub async fn migrate_tenant_schemas(
     let mut done = 0u64;
     let mut tries: std::collections::HashMap<uuid::Uuid, u32> = std::collections::HashMap::new();
     // Schemas that failed for good: the others go on, and the first failure
-    // is the answer at the end.
-    let mut failed: Vec<MigrateError> = Vec::new();
+    // is the answer at the end, counting the rest.
+    let mut first_failure: Option<(SchemaBehind, tokio_postgres::Error)> = None;
     let mut gave_up: std::collections::HashSet<uuid::Uuid> = std::collections::HashSet::new();
     loop {
         let max = BATCH.saturating_add(i32::try_from(gave_up.len()).unwrap_or(i32::MAX));
@@ -257,21 +257,14 @@ pub async fn migrate_tenant_schemas(
             .filter(|s| !gave_up.contains(&s.tenant_id))
             .collect();
         if behind.is_empty() {
-            let others = failed.len().saturating_sub(1);
-            return match failed.into_iter().next() {
+            return match first_failure {
                 None => Ok(done),
-                Some(MigrateError::TenantSchemaFailed {
-                    tenant,
-                    schema,
+                Some((schema, source)) => Err(MigrateError::TenantSchemaFailed {
+                    tenant: schema.tenant_id,
+                    schema: schema.schema_name,
                     source,
-                    ..
-                }) => Err(MigrateError::TenantSchemaFailed {
-                    tenant,
-                    schema,
-                    source,
-                    others,
+                    others: gave_up.len() - 1,
                 }),
-                Some(other) => Err(other),
             };
         }
         let mut progressed = false;
@@ -306,12 +299,7 @@ pub async fn migrate_tenant_schemas(
                     );
                     if !again || *tried >= SCHEMA_TRIES {
                         gave_up.insert(schema.tenant_id);
-                        failed.push(MigrateError::TenantSchemaFailed {
-                            tenant: schema.tenant_id,
-                            schema: schema.schema_name.clone(),
-                            source,
-                            others: 0,
-                        });
+                        first_failure.get_or_insert((schema, source));
                     } else {
                         retry_later = true;
                     }
