@@ -11,7 +11,7 @@ use tenantry_db::{
 
 use crate::{
     local::{self, LocalCluster},
-    output::{json, opt, outln, table},
+    output::{json, minute, opt, outln, table},
     Target,
 };
 
@@ -320,7 +320,7 @@ fn tenant_rows(tenants: &[tenantry_db::Tenant]) -> Vec<Vec<String>> {
                 t.status.as_str().into(),
                 t.isolation.as_str().into(),
                 opt(&t.parent_id),
-                t.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                minute(&t.created_at),
             ]
         })
         .collect()
@@ -462,10 +462,8 @@ fn key_rows(keys: &[tenantry_db::ApiKeyInfo]) -> Vec<Vec<String>> {
                 state.into(),
                 k.description.clone(),
                 opt(&k.role_id),
-                opt(&k.expires_at.map(|e| e.format("%Y-%m-%d %H:%M").to_string())),
-                opt(&k
-                    .last_used_at
-                    .map(|e| e.format("%Y-%m-%d %H:%M").to_string())),
+                opt(&k.expires_at.as_ref().map(minute)),
+                opt(&k.last_used_at.as_ref().map(minute)),
                 // A key limited to scopes or source addresses must not look
                 // like an unrestricted one (found by an operator's review).
                 k.scopes
@@ -658,9 +656,7 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
                 u.tenant_name.clone(),
                 u.total_resources.to_string(),
                 u.storage_used.to_string(),
-                opt(&u
-                    .last_modified
-                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())),
+                opt(&u.last_modified.as_ref().map(minute)),
             ]
         })
         .collect();
@@ -823,8 +819,8 @@ fn impersonation_rows(sessions: &[tenantry_db::Impersonation]) -> Vec<Vec<String
                 s.tenant_id.to_string(),
                 s.user_id.to_string(),
                 s.impersonator.clone(),
-                s.expires_at.format("%Y-%m-%d %H:%M").to_string(),
-                opt(&s.ended_at.map(|e| e.format("%Y-%m-%d %H:%M").to_string())),
+                minute(&s.expires_at),
+                opt(&s.ended_at.as_ref().map(minute)),
                 s.reason.clone(),
             ]
         })

@@ -62,6 +62,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// A time in a table: UTC, to the minute.
+pub fn minute(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M").to_string()
+}
+
 /// `-` for absent values.
 pub fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref()
