@@ -1137,6 +1137,19 @@ async fn tenant_schema_steps_reach_every_schema_once_resume_after_a_failure_and_
 }
 
 /// A schema tenant's schema, as tenantry.tenants records it.
+/// The rows of `public.projects` in `t`'s export (the library's call behind
+/// `tenantry tenant export`); `None` when the archive has no such table.
+async fn exported_projects(su: &mut Client, t: TenantId) -> Option<u64> {
+    let manifest = tenantry_db::offboard::export_tenant(su, t, Vec::new(), |_| {})
+        .await
+        .unwrap();
+    manifest
+        .tables
+        .iter()
+        .find(|table| table.table == "public.projects")
+        .map(|table| table.rows)
+}
+
 async fn schema_name(su: &Client, t: TenantId) -> String {
     su.query_one(
         "SELECT schema_name FROM tenantry.tenants WHERE tenant_id = $1",
@@ -2157,14 +2170,7 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
         home_of(&su, "public.projects", silo).await,
         [format!("{schema}.projects")]
     );
-    let manifest = tenantry_db::offboard::export_tenant(&mut su, silo, Vec::new(), |_| {})
-        .await
-        .unwrap();
-    let projects = manifest
-        .tables
-        .iter()
-        .find(|t| t.table == "public.projects");
-    assert_eq!(projects.map(|t| t.rows), Some(1), "{manifest:?}");
+    assert_eq!(exported_projects(&mut su, silo).await, Some(1));
 
     // A column added to the team's table alone: the doctor names the
     // schema's table, and its fix makes them alike again in one statement,
@@ -2403,23 +2409,13 @@ async fn a_deleted_schema_tenants_schema_takes_new_steps_so_migrate_goes_on_and_
     )
     .await
     .unwrap();
-    let behind: i64 = su
-        .query_one(
-            "SELECT count(*) FROM tenantry.tenant_schemas_behind(100)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(behind, 0);
-    let manifest = tenantry_db::offboard::export_tenant(&mut su, gone, Vec::new(), |_| {})
-        .await
-        .unwrap();
-    let projects = manifest
-        .tables
-        .iter()
-        .find(|t| t.table == "public.projects");
-    assert_eq!(projects.map(|t| t.rows), Some(1), "{manifest:?}");
+    assert_eq!(
+        tenantry_db::migrate::tenant_schemas_behind(&su, 100)
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(exported_projects(&mut su, gone).await, Some(1));
     // Its row is as it was but for the version; nothing else may change.
     let after: serde_json::Value = su
         .query_one(deleted_row, &[gone.as_uuid()])

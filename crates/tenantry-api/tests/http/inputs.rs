@@ -831,17 +831,16 @@ async fn if_match_with_entity_tags_is_412_and_changes_nothing() {
         .unwrap()
         .to_owned();
     let path = format!("/v1/resources/{id}");
+    let rename = |tag: &'static str| {
+        app.client
+            .patch(app.url(&path))
+            .bearer_auth(&t.key)
+            .header("content-type", "application/json")
+            .header("if-match", tag)
+            .body(r#"{"name":"after"}"#)
+    };
     for tag in ["\"abc\"", "W/\"abc\"", "\"a\", \"b\""] {
-        let r = app
-            .send_raw(
-                app.client
-                    .patch(app.url(&path))
-                    .bearer_auth(&t.key)
-                    .header("content-type", "application/json")
-                    .header("if-match", tag)
-                    .body(r#"{"name":"after"}"#),
-            )
-            .await;
+        let r = app.send_raw(rename(tag)).await;
         r.problem(412, "precondition_failed");
         let r = app
             .send_raw(
@@ -854,16 +853,7 @@ async fn if_match_with_entity_tags_is_412_and_changes_nothing() {
         r.problem(412, "precondition_failed");
     }
     assert_eq!(app.get(&path, &t.key).await.expect(200)["name"], "before");
-    let r = app
-        .send_raw(
-            app.client
-                .patch(app.url(&path))
-                .bearer_auth(&t.key)
-                .header("content-type", "application/json")
-                .header("if-match", "*")
-                .body(r#"{"name":"after"}"#),
-        )
-        .await;
+    let r = app.send_raw(rename("*")).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = app
         .send_raw(
