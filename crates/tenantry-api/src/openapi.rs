@@ -760,6 +760,12 @@ mod tests {
                     op["security"].as_array().is_some_and(|s| !s.is_empty()),
                     "{method} {path} declares no security"
                 );
+                // A generated client's method is named after it: one word
+                // (`tables`, `keys`) says nothing beside the others.
+                assert!(
+                    id.contains('_') || ["healthz", "readyz", "metrics"].contains(&id),
+                    "{method} {path}: operationId {id} is one bare word"
+                );
                 if let Some(other) = ids.insert(id.to_owned(), format!("{method} {path}")) {
                     panic!("operationId {id} twice: {other} and {method} {path}");
                 }

@@ -809,7 +809,7 @@ pub async fn current_tenant(caller: TenantCaller) -> Result<Json<Tenant>, ApiErr
 
 /// Direct children of the key's tenant (`tenant.read`).
 #[utoipa::path(
-    get, path = "/v1/tenant/children", tag = "tenant", params(PageQuery),
+    get, path = "/v1/tenant/children", tag = "tenant", params(PageQuery), operation_id = "list_children",
     responses(
         (status = 200, body = Page<Tenant>),
         responses::TenantAuth,

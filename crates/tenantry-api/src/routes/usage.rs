@@ -57,7 +57,7 @@ pub async fn metrics(
 
 /// Resource count, storage and last change of the caller's tenant and its descendants (`usage.read`).
 #[utoipa::path(
-    get, path = "/v1/usage/resources", tag = "usage",
+    get, path = "/v1/usage/resources", tag = "usage", operation_id = "usage_resources",
     responses((status = 200, body = Vec<ResourceUsage>), responses::TenantAuth),
     security(("bearer" = []), ("person" = []))
 )]
@@ -81,7 +81,7 @@ pub struct KeyUsageQuery {
 
 /// Requests per API key of the caller's tenant over the last hours, most active first (`usage.read`).
 #[utoipa::path(
-    get, path = "/v1/usage/keys", tag = "usage", params(KeyUsageQuery),
+    get, path = "/v1/usage/keys", tag = "usage", params(KeyUsageQuery), operation_id = "usage_keys",
     responses(
         (status = 200, body = Vec<KeyUsage>),
         responses::TenantAuth,
@@ -127,7 +127,7 @@ pub struct TopQuery {
 /// most storage over the last days (admin): the operator's noisy neighbours,
 /// from the hourly metrics and storage samples.
 #[utoipa::path(
-    get, path = "/v1/usage/top", tag = "usage", params(TopQuery),
+    get, path = "/v1/usage/top", tag = "usage", params(TopQuery), operation_id = "usage_top_tenants",
     responses(
         (status = 200, body = Vec<TopTenant>),
         responses::AdminAuth,
@@ -162,7 +162,7 @@ pub async fn top(
 /// (`usage.read`), counted in its context under its policies, by each
 /// table's tenant_id index: the cost grows with the tenant's own rows.
 #[utoipa::path(
-    get, path = "/v1/tables", tag = "usage",
+    get, path = "/v1/tables", tag = "usage", operation_id = "table_usage",
     responses((status = 200, body = Vec<AdoptedTableUsage>), responses::TenantAuth),
     security(("bearer" = []), ("person" = []))
 )]
