@@ -1265,6 +1265,53 @@ BEGIN
     -- tenantry's own tables (resources among them): every policy as the
     -- definitions made it (15_own_policies.sql), no other.
     IF tbl IS NULL THEN
+        -- A table of the team's that a role acting for tenants may use but
+        -- tenantry does not guard (rule unadopted): a tenant_id column or a
+        -- key to tenantry.tenants says it holds tenants' rows, and with row
+        -- level security off every tenant's request reaches all of them; a
+        -- permissive policy reading a setting (the guide's
+        -- current_setting('app.current_tenant_id')) is one that SQL injected
+        -- into the app sets to any tenant. Adopting it is the fix. Found by
+        -- a review as a user of the guide: the doctor looked at adopted
+        -- tables only.
+        RETURN QUERY
+        WITH candidates AS (
+            SELECT c.oid, c.relrowsecurity,
+                   ARRAY(SELECT g.name FROM unnest(granted_roles) g(name)
+                         WHERE pg_catalog.has_any_column_privilege(g.name::regrole::oid, c.oid, 'SELECT, INSERT, UPDATE')
+                            OR pg_catalog.has_table_privilege(g.name::regrole::oid, c.oid, 'DELETE, TRUNCATE')
+                         ORDER BY 1) AS roles,
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                           WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped)
+                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
+                              WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass) AS tenant_keyed
+            FROM pg_catalog.pg_class c
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantry')
+              AND n.nspname !~ '^(pg_toast|pg_temp_|pg_toast_temp_|tenant_[0-9a-f]{20}$)'
+              AND c.oid NOT IN (SELECT r.table_id FROM tenantry.tenant_tables r)
+        ), policies AS (
+            SELECT p.polrelid, p.polname,
+                   concat_ws(' / ', pg_catalog.pg_get_expr(p.polqual, p.polrelid),
+                             pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)) AS expr
+            FROM pg_catalog.pg_policy p
+            WHERE p.polpermissive AND p.polrelid IN (SELECT oid FROM candidates)
+        )
+        SELECT c.oid::regclass::text, 'unadopted'::text,
+               CASE WHEN p.polname IS NOT NULL
+                    THEN format('policy %I reads a setting that any role may set (%s), and %s may use the table: SQL running as one of them sets it to any tenant and reaches that tenant''s rows',
+                                p.polname, p.expr, array_to_string(c.roles, ', '))
+                    ELSE format('it holds tenants'' rows (a tenant_id column or a key to tenantry.tenants) and %s may use it, but row level security is off and tenantry does not guard it: every tenant''s request reaches every tenant''s rows',
+                                array_to_string(c.roles, ', ')) END,
+               concat(CASE WHEN p.polname IS NOT NULL THEN format('DROP POLICY %I ON %s; ', p.polname, c.oid::regclass) END,
+                      format('SELECT tenantry.adopt_table(%L);', c.oid::regclass::text),
+                      ' -- or revoke what tenantry''s roles hold on it')
+        FROM candidates c
+        LEFT JOIN policies p ON p.polrelid = c.oid AND p.expr ~* '\mcurrent_setting\s*\('
+        WHERE cardinality(c.roles) > 0
+          AND (p.polname IS NOT NULL OR (c.tenant_keyed AND NOT c.relrowsecurity))
+        ORDER BY 1, 3;
         -- Row level security enabled and forced on every one of them that has
         -- policies (a partition under its parent's name), and on every table
         -- of a schema tenant: a policy is nothing while it is off.
@@ -1414,7 +1461,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**

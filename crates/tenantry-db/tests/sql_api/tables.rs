@@ -2271,6 +2271,80 @@ async fn the_doctor_names_a_plpgsql_security_definer_function_of_a_superuser_who
     );
 }
 
+/// A team following the guide from psql, without `adopt_table`: its own
+/// tables granted to tenantry's app role, one with row level security off,
+/// one with the guide's policy over `app.current_tenant_id`. The server's
+/// login reads another tenant's rows through both; the doctor names each
+/// (rule unadopted), not a table that fails closed, is not granted, or holds
+/// no tenant's rows, and its fixes make the tables tenant tables (found by a
+/// review as a user of the guide: the doctor looked at adopted tables only).
+#[tokio::test]
+async fn the_doctor_names_a_teams_tenant_keyed_table_that_tenantrys_roles_reach_unguarded_or_through_the_guides_forgeable_policy(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    exec(
+        &m,
+        &format!(
+            "CREATE TABLE public.notes (tenant_id uuid NOT NULL REFERENCES tenantry.tenants, id bigserial,
+                                        body text, PRIMARY KEY (tenant_id, id));
+             CREATE TABLE public.tasks (tenant_id uuid NOT NULL, id bigserial, title text,
+                                        PRIMARY KEY (tenant_id, id));
+             ALTER TABLE public.tasks ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE public.tasks FORCE ROW LEVEL SECURITY;
+             CREATE POLICY tenant_isolation ON public.tasks
+                 USING (tenant_id = current_setting('app.current_tenant_id')::uuid);
+             -- Fail closed, not granted, or no tenant's rows: nothing to name.
+             CREATE TABLE public.closed (tenant_id uuid NOT NULL, note text);
+             ALTER TABLE public.closed ENABLE ROW LEVEL SECURITY;
+             CREATE TABLE public.private_notes (tenant_id uuid NOT NULL, note text);
+             CREATE TABLE public.countries (code text PRIMARY KEY);
+             GRANT SELECT, INSERT, UPDATE, DELETE ON public.notes, public.tasks, public.closed, public.countries TO tenantry_app;
+             GRANT USAGE ON SEQUENCE public.notes_id_seq, public.tasks_id_seq TO tenantry_app;
+             INSERT INTO public.notes (tenant_id, body) VALUES ('{a}', 'a-secret');
+             INSERT INTO public.tasks (tenant_id, title) VALUES ('{a}', 'a-secret');"
+        ),
+    )
+    .await;
+    // The attack, as the server's login in tenant b's place: the unguarded
+    // table outright, the guide's policy by setting its setting.
+    let server = tdb.server_client().await;
+    exec(
+        &server,
+        &format!("SET ROLE tenantry_app; SET app.current_tenant_id = '{a}'"),
+    )
+    .await;
+    let (notes, tasks) = (
+        "SELECT count(*) FROM public.notes",
+        "SELECT count(*) FROM public.tasks",
+    );
+    assert_eq!(count(&server, notes).await, 1);
+    assert_eq!(count(&server, tasks).await, 1);
+    let found = findings(&m).await;
+    assert_eq!(
+        found,
+        [
+            "unadopted: it holds tenants' rows (a tenant_id column or a key to tenantry.tenants) and tenantry_app may use it, but row level security is off and tenantry does not guard it: every tenant's request reaches every tenant's rows => SELECT tenantry.adopt_table('public.notes'); -- or revoke what tenantry's roles hold on it".to_owned(),
+            "unadopted: policy tenant_isolation reads a setting that any role may set ((tenant_id = (current_setting('app.current_tenant_id'::text))::uuid)), and tenantry_app may use the table: SQL running as one of them sets it to any tenant and reaches that tenant's rows => DROP POLICY tenant_isolation ON public.tasks; SELECT tenantry.adopt_table('public.tasks'); -- or revoke what tenantry's roles hold on it".to_owned(),
+        ]
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    // Adopted: the setting picks nothing, the proven context only its own rows.
+    assert_eq!(count(&server, notes).await, 0);
+    assert_eq!(count(&server, tasks).await, 0);
+    let app = app(&tdb).await;
+    set_context(&app, b).await;
+    assert_eq!(count(&app, notes).await, 0);
+    set_context(&app, a).await;
+    assert_eq!(count(&app, notes).await, 1);
+    assert_eq!(count(&app, tasks).await, 1);
+}
+
 /// A schema tenant keeps its table of tenantry's `resources` under that name
 /// in its own schema, first on its search path: a team's table named
 /// `resources` (the guide's own name for the application's table) would be
