@@ -528,9 +528,204 @@ async fn an_email_is_verified_only_when_the_email_verified_claim_is_true() {
         "a provider that does not say is not trusted by default"
     );
     assert!(
-        !verified(without(claims, "email")).await,
+        !verified(without(claims.clone(), "email")).await,
         "no email, nothing verified"
     );
+    // An email that is null or not a string is no email, and no reason to
+    // refuse the person (a Clerk template's primary email of someone who
+    // signs in by phone is null).
+    for no_email in [json!(null), json!(5), json!(["a@example.test"])] {
+        let token = verifier
+            .verify(&idp.sign(Alg::Es256, with(claims.clone(), "email", no_email.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("{no_email}: {e}"));
+        assert_eq!(
+            (token.email, token.email_verified),
+            (None, false),
+            "{no_email}"
+        );
+    }
+}
+
+/// Requests that wait for a JWKS fetch take its outcome: behind a provider
+/// that never answers, each waiter made its own fetch one after another when
+/// the refetch interval was shorter than the fetch's 5 s timeout (found by a
+/// review: the sixth of six requests answered after 30 s).
+#[tokio::test]
+async fn requests_waiting_on_a_hung_jwks_share_one_fetch_and_its_outcome() {
+    let idp = IdentityProvider::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = accepted.clone();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let mut config = idp.config();
+    config.jwks_url = Some(hung);
+    config.jwks_min_refetch_secs = 1;
+    let verifier = verifier(config);
+    let token = idp.sign(Alg::Rs256, idp.claims("alice"));
+    let started = std::time::Instant::now();
+    let outcomes = futures_util::future::join_all((0..6).map(|_| verifier.verify(&token))).await;
+    let took = started.elapsed();
+    for outcome in outcomes {
+        assert!(outcome.unwrap_err().is_unavailable());
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(took < Duration::from_secs(9), "{took:?}");
+    server.abort();
+}
+
+/// A provider behind a private certificate authority (a self-hosted
+/// Keycloak): its https JWKS is refused with the reason in the error, and
+/// read once `jwks_ca_file` names the authority.
+#[tokio::test]
+async fn an_https_jwks_under_a_private_authority_is_read_once_jwks_ca_file_names_it() {
+    let idp = IdentityProvider::start().await;
+    let jwks = reqwest::get(idp.jwks_url())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, url) = https_jwks(dir.path(), jwks).await;
+    let token = idp.sign(Alg::Rs256, idp.claims("alice"));
+
+    let mut config = idp.config();
+    config.jwks_url = Some(url);
+    let error = verifier(config.clone()).verify(&token).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    assert!(error.to_string().contains("UnknownIssuer"), "{error}");
+
+    config.jwks_ca_file = Some(ca);
+    let person = verifier(config.clone()).verify(&token).await.unwrap();
+    assert_eq!(person.subject, "alice");
+
+    // A file that is no authority is a configuration error, said at start.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    config.jwks_ca_file = Some(junk);
+    let refused = JwtVerifier::new(config).err().expect("refused");
+    assert!(
+        matches!(refused, JwtError::Config(ref m) if m.contains("jwt.jwks_ca_file")),
+        "{refused}"
+    );
+}
+
+/// A certificate authority made with `openssl` in `dir`, and an https server
+/// on 127.0.0.1 with a certificate it signed, answering every request with
+/// `body` as JSON. Returns the authority's PEM file and the server's URL.
+async fn https_jwks(dir: &std::path::Path, body: String) -> (std::path::PathBuf, String) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=tenantry test authority",
+        "-days",
+        "1",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+    ]);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (dir.join("ca.pem"), url)
 }
 
 #[tokio::test]

@@ -1,7 +1,10 @@
 //! The identity provider's signing keys (its JWKS): fetched over HTTP, cached, fetched again when old or when a token names a key not in them, at most once per interval; checking tokens with them is `jwt`'s.
 
 use std::{
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -32,6 +35,12 @@ pub(super) struct Jwks {
     /// have, or wait for that fetch instead of making their own. Holds when
     /// the last fetch began (successful or not), which the interval counts from.
     fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// Fetches ended so far: a request that waited while one ended takes
+    /// that fetch's outcome, whatever the interval
+    /// (with an interval under the fetch's timeout, each waiter behind a
+    /// hung provider made its own fetch, one after another: found by a
+    /// review, the sixth request answered after 30 s).
+    attempts: AtomicU64,
     /// Why the last fetch failed, for the error while no keys are cached.
     last_error: Mutex<Option<String>>,
 }
@@ -66,10 +75,25 @@ fn is_https(url: &str) -> bool {
 
 impl Jwks {
     pub(super) fn new(url: &str, config: &JwtConfig) -> Result<Self, JwtError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             // An https JWKS must not be redirected to plain http.
-            .https_only(is_https(url))
+            .https_only(is_https(url));
+        if let Some(path) = &config.jwks_ca_file {
+            let refused = |why: String| {
+                JwtError::Config(format!("jwt.jwks_ca_file {}: {why}", path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+            let authorities =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| refused(e.to_string()))?;
+            if authorities.is_empty() {
+                return Err(refused("holds no PEM certificate".into()));
+            }
+            for authority in authorities {
+                builder = builder.add_root_certificate(authority);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| JwtError::Config(format!("JWKS client: {e}")))?;
         Ok(Self {
@@ -79,6 +103,7 @@ impl Jwks {
             min_refetch: Duration::from_secs(config.jwks_min_refetch_secs),
             current: RwLock::new(Arc::new(KeySet::default())),
             fetching: tokio::sync::Mutex::new(None),
+            attempts: AtomicU64::new(0),
             last_error: Mutex::new(None),
         })
     }
@@ -146,6 +171,7 @@ impl Jwks {
     /// keys it has rather than wait for it (up to the 5 s timeout): old keys
     /// are still good keys while the provider is slow.
     async fn refetch(&self, seen: &Arc<KeySet>, wait: bool) -> Arc<KeySet> {
+        let attempts_before = self.attempts.load(Ordering::Acquire);
         let mut last_attempt = if wait {
             self.fetching.lock().await
         } else {
@@ -158,11 +184,17 @@ impl Jwks {
         if !Arc::ptr_eq(&now, seen) {
             return now;
         }
-        if last_attempt.is_some_and(|at| at.elapsed() < self.min_refetch) {
+        if self.attempts.load(Ordering::Acquire) != attempts_before
+            || last_attempt.is_some_and(|at| at.elapsed() < self.min_refetch)
+        {
             return now;
         }
         *last_attempt = Some(Instant::now());
-        match self.download().await {
+        let outcome = self.download().await;
+        // Counted once it ends, under the lock: whoever waited meanwhile
+        // (for this fetch or behind it) sees it and takes its outcome.
+        self.attempts.fetch_add(1, Ordering::Release);
+        match outcome {
             Ok(keys) => {
                 let set = Arc::new(KeySet {
                     keys,
@@ -189,7 +221,7 @@ impl Jwks {
             .get(&self.url)
             .send()
             .await
-            .map_err(|e| format!("GET failed: {e}"))?;
+            .map_err(|e| format!("GET failed: {}", with_causes(&e)))?;
         if !response.status().is_success() {
             return Err(format!("GET answered {}", response.status()));
         }
@@ -202,7 +234,7 @@ impl Jwks {
         let body = response
             .bytes()
             .await
-            .map_err(|e| format!("reading the body failed: {e}"))?;
+            .map_err(|e| format!("reading the body failed: {}", with_causes(&e)))?;
         if body.len() > MAX_JWKS_BYTES {
             return Err("JWKS larger than 1 MiB".into());
         }
@@ -218,6 +250,23 @@ impl Jwks {
         }
         Ok(keys)
     }
+}
+
+/// An error with the causes under it (`error sending request` alone does
+/// not tell a refused connection from a timeout or an unknown certificate
+/// issuer).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl KeySet {
