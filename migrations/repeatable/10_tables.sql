@@ -1281,6 +1281,17 @@ BEGIN
                          WHERE pg_catalog.has_any_column_privilege(g.name::regrole::oid, c.oid, 'SELECT, INSERT, UPDATE')
                             OR pg_catalog.has_table_privilege(g.name::regrole::oid, c.oid, 'DELETE, TRUNCATE')
                          ORDER BY 1) AS roles,
+                   -- Named as granted: PUBLIC, or the roles granted it by
+                   -- name (not every role that holds it as a member of one).
+                   ARRAY(SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END
+                         FROM (SELECT c.relacl AS acl
+                               UNION ALL
+                               SELECT a.attacl FROM pg_catalog.pg_attribute a
+                               WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL) x,
+                              pg_catalog.aclexplode(x.acl) acl
+                         WHERE acl.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+                           AND (acl.grantee = 0 OR acl.grantee::regrole::text = ANY (granted_roles))
+                         ORDER BY 1) AS granted,
                    EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                            WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped)
                    OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
@@ -1291,6 +1302,10 @@ BEGIN
               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantry')
               AND n.nspname !~ '^(pg_toast|pg_temp_|pg_toast_temp_|tenant_[0-9a-f]{20}$)'
               AND c.oid NOT IN (SELECT r.table_id FROM tenantry.tenant_tables r)
+              -- An adopted table's inheritance child is rule children's.
+              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                              WHERE i.inhrelid = c.oid
+                                AND i.inhparent IN (SELECT r.table_id FROM tenantry.tenant_tables r))
         ), policies AS (
             SELECT p.polrelid, p.polname,
                    concat_ws(' / ', pg_catalog.pg_get_expr(p.polqual, p.polrelid),
@@ -1301,9 +1316,9 @@ BEGIN
         SELECT c.oid::regclass::text, 'unadopted'::text,
                CASE WHEN p.polname IS NOT NULL
                     THEN format('policy %I reads a setting that any role may set (%s), and %s may use the table: SQL running as one of them sets it to any tenant and reaches that tenant''s rows',
-                                p.polname, p.expr, array_to_string(c.roles, ', '))
+                                p.polname, p.expr, array_to_string(coalesce(nullif(c.granted, '{}'), c.roles), ', '))
                     ELSE format('it holds tenants'' rows (a tenant_id column or a key to tenantry.tenants) and %s may use it, but row level security is off and tenantry does not guard it: every tenant''s request reaches every tenant''s rows',
-                                array_to_string(c.roles, ', ')) END,
+                                array_to_string(coalesce(nullif(c.granted, '{}'), c.roles), ', ')) END,
                concat(CASE WHEN p.polname IS NOT NULL THEN format('DROP POLICY %I ON %s; ', p.polname, c.oid::regclass) END,
                       format('SELECT tenantry.adopt_table(%L);', c.oid::regclass::text),
                       ' -- or revoke what tenantry''s roles hold on it')

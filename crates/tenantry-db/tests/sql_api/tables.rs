@@ -2042,8 +2042,20 @@ async fn the_doctor_names_an_inheritance_child_of_an_adopted_table_through_which
     for fix in fixes_in_order(&m).await {
         exec(&m, &fix).await;
     }
-    assert_eq!(findings(&m).await, Vec::<String>::new());
     assert_eq!(count(&app, "SELECT count(*) FROM boards").await, 0);
+    // On its own now, and still the app's without row level security: every
+    // tenant would read every archived row (rule unadopted).
+    assert_eq!(
+        findings(&m).await,
+        ["unadopted: it holds tenants' rows (a tenant_id column or a key to tenantry.tenants) and tenantry_app may use it, but row level security is off and tenantry does not guard it: every tenant's request reaches every tenant's rows => SELECT tenantry.adopt_table('public.archived_boards'); -- or revoke what tenantry's roles hold on it"]
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    assert_eq!(count(&app, "SELECT count(*) FROM archived_boards").await, 1);
+    set_context(&app, a).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM archived_boards").await, 0);
 }
 
 #[tokio::test]
