@@ -227,6 +227,16 @@ impl ApiError {
         self.code
     }
 
+    /// What went wrong in this request (the body's `detail`).
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The field at fault, when one is named (the body's `field`).
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
     /// The HTTP status of the code.
     pub fn status(&self) -> StatusCode {
         self.code.status()
@@ -245,6 +255,15 @@ impl ApiError {
         }
     }
 }
+
+/// `code: detail`, for logs and error chains (`?` into `anyhow`, `%e` in tracing).
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -297,7 +316,17 @@ impl From<DbError> for ApiError {
             DbError::Conflict(m) => Self::new(ProblemCode::Conflict, m),
             DbError::QuotaExceeded(m) => Self::new(ProblemCode::QuotaExceeded, m),
             DbError::PermissionDenied(m) => Self::new(ProblemCode::PermissionDenied, m),
-            DbError::Forbidden(m) => Self::new(ProblemCode::Forbidden, m),
+            DbError::Forbidden(m) => {
+                // A privilege the statement's role lacks (not a policy's
+                // refusal of a row) is the application's mistake, a table
+                // not adopted or not granted, before it is the client's:
+                // said where the operator looks (found by a review of the
+                // Rust path, where it was a 403 and nothing more).
+                if m.starts_with("permission denied for ") {
+                    tracing::warn!(error = %m, "a statement lacks a privilege: a table of the application's not adopted (tenantry table adopt) or not granted to tenantry's roles?");
+                }
+                Self::new(ProblemCode::Forbidden, m)
+            }
             DbError::TenantSuspended(m) => Self::new(ProblemCode::TenantSuspended, m),
             DbError::Invalid { field, message } => {
                 let e = Self::new(ProblemCode::ValidationFailed, message);
