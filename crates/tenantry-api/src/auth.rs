@@ -168,7 +168,7 @@ impl FromRequestParts<AppState> for AdminCaller {
                     ProblemCode::WrongCredential,
                     format!("this route needs the admin token, not {kind}"),
                 ),
-                None => ApiError::unauthorized(),
+                None => ApiError::invalid_token(),
             });
         }
         Ok(Self {
@@ -233,7 +233,12 @@ impl FromRequestParts<AppState> for OperatorView {
             Some(token) if state.admin_token.matches(token) => Ok(OperatorView(true)),
             // Found by an audit: the generic 401 asked for "a valid API key"
             // when one had been sent.
-            _ => Err(ApiError::new(
+            Some(_) => Err(ApiError::new(
+                ProblemCode::Unauthorized,
+                "this route takes the admin token or no Authorization header at all (API keys and people's tokens are not accepted here)",
+            )
+            .with_token_refused()),
+            None => Err(ApiError::new(
                 ProblemCode::Unauthorized,
                 "this route takes the admin token or no Authorization header at all (API keys and people's tokens are not accepted here)",
             )),

@@ -195,6 +195,26 @@ impl Application {
         if let Some(jwt) = &settings.jwt {
             let verifier =
                 tenantry_axum::jwt::JwtVerifier::new(jwt.clone()).map_err(std::io::Error::other)?;
+            // Said at start, and the keys fetched at once: a wrong or
+            // unreachable JWKS is seen in the log before a person's request
+            // meets it (found by a review: nothing said people's tokens were on).
+            tracing::info!(
+                issuer = %jwt.issuer,
+                audience = %jwt.audience.join(","),
+                jwks_url = jwt.jwks_url.as_deref().unwrap_or("-"),
+                hs256 = jwt.hs256_secret.is_some(),
+                "people's tokens accepted"
+            );
+            let prefetch = verifier.clone();
+            tokio::spawn(async move {
+                match prefetch.prefetch_keys().await {
+                    Ok(Some(keys)) => tracing::info!(keys, "identity provider's keys fetched"),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "identity provider's keys cannot be fetched: people's tokens are answered 503 until they can")
+                    }
+                }
+            });
             tenantry = tenantry.with_jwt(verifier);
         }
         let state = AppState {

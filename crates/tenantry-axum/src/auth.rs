@@ -609,7 +609,7 @@ where
                 .keys
                 .verify(&tenantry.db, &secret)
                 .await?
-                .ok_or_else(ApiError::unauthorized)?;
+                .ok_or_else(ApiError::invalid_token)?;
             if let Some(cidrs) = &identity.allowed_cidrs {
                 let source = parts
                     .extensions
@@ -631,7 +631,7 @@ where
                 .db
                 .verify_impersonation(token)
                 .await?
-                .ok_or_else(ApiError::unauthorized)?;
+                .ok_or_else(ApiError::invalid_token)?;
             let status = session.tenant_status;
             (Credential::Impersonation(Arc::new(session)), status)
         } else if let (Some(verifier), true) = (tenantry.jwt.as_ref(), looks_like_jwt(token)) {
@@ -645,7 +645,7 @@ where
             let status = member.tenant_status;
             (Credential::Member { token, member }, status)
         } else {
-            return Err(ApiError::unauthorized());
+            return Err(ApiError::invalid_token());
         };
         let caller = Self {
             db: tenantry.db,
@@ -660,7 +660,7 @@ where
         // all, and logged as such; a suspended one's refusal is the tenant's
         // request, logged under it (an operator finds it by its request id).
         if status == TenantStatus::Deleted {
-            return Err(ApiError::unauthorized());
+            return Err(ApiError::invalid_token());
         }
         if let Some(slot) = &caller.slot {
             slot.set_caller(

@@ -142,6 +142,9 @@ pub struct ApiError {
     /// Whole seconds for `Retry-After` when they are known (a rate limit's
     /// wait); else [`RETRY_AFTER_SECS`].
     retry_after_secs: Option<u64>,
+    /// A 401 for a credential that was sent and refused: its challenge says
+    /// `error="invalid_token"` (RFC 6750, 3.1); without one, a bare `Bearer`.
+    token_refused: bool,
 }
 
 /// The answer for a path no route has, as problem+json: a router's
@@ -178,6 +181,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             retry_after_secs: None,
+            token_refused: false,
         }
     }
 
@@ -204,12 +208,30 @@ impl ApiError {
         self
     }
 
-    /// 401 with the one body every credential failure shares.
+    /// 401 with the one body every credential failure shares, for a
+    /// request that sent none.
     pub fn unauthorized() -> Self {
         Self::new(
             ProblemCode::Unauthorized,
             "a valid API key, person's token or admin token is required (Authorization: Bearer <token>)",
         )
+    }
+
+    /// [`unauthorized`](Self::unauthorized) for a credential that was sent
+    /// and refused (junk, forged, revoked, expired: all alike): the same
+    /// body, its challenge `Bearer error="invalid_token"`.
+    pub fn invalid_token() -> Self {
+        Self {
+            token_refused: true,
+            ..Self::unauthorized()
+        }
+    }
+
+    /// The same error, its challenge saying the credential sent was refused
+    /// (a 401 only).
+    pub fn with_token_refused(mut self) -> Self {
+        self.token_refused = true;
+        self
     }
 
     /// 404 for objects, identical for missing and foreign ones.
@@ -278,7 +300,11 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
+                header::HeaderValue::from_static(if self.token_refused {
+                    "Bearer error=\"invalid_token\""
+                } else {
+                    "Bearer"
+                }),
             );
         }
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {

@@ -661,6 +661,17 @@ impl JwtVerifier {
         &self.inner.config
     }
 
+    /// Fetches the provider's JWKS now (a server does at start, so that a
+    /// wrong or unreachable `jwks_url` is seen before a person's request
+    /// meets it): how many usable keys it holds; `None` without a JWKS URL
+    /// (HS256 only). Counts as a fetch for the intervals.
+    pub async fn prefetch_keys(&self) -> Result<Option<usize>, JwtError> {
+        match &self.inner.jwks {
+            Some(jwks) => jwks.prefetch().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Checks a token (without `Bearer `) and says whom it names. Fetches
     /// the JWKS when it is not cached, is old, or lacks the token's `kid`
     /// (at most once per [`JwtConfig::jwks_min_refetch_secs`]).

@@ -102,7 +102,7 @@ fn token_error(e: JwtError, refetch_secs: u64) -> ApiError {
         .with_retry_after(refetch_secs);
     }
     tracing::debug!(reason = %e, "bearer token refused");
-    ApiError::unauthorized()
+    ApiError::invalid_token()
 }
 
 /// People's memberships by (user, tenant), as the database last gave them:
@@ -324,7 +324,7 @@ where
         // Only a credential that works elsewhere is told it is the wrong
         // kind; anything else is refused like every other bad token.
         let Some(kind) = tenantry.valid_credential_kind(token).await? else {
-            return Err(ApiError::unauthorized());
+            return Err(ApiError::invalid_token());
         };
         Err(ApiError::new(
             ProblemCode::WrongCredential,
@@ -357,14 +357,16 @@ impl Tenantry {
             return Ok(Some("the admin token"));
         }
         if let (Some(verifier), true) = (self.jwt.as_ref(), looks_like_jwt(token)) {
-            // Refused for any reason (a bad signature, an expired token, an
-            // identity provider out of reach): not shown to be valid.
-            return Ok(self
-                .tokens
-                .verify(verifier, token)
-                .await
-                .ok()
-                .map(|_| "a person's token"));
+            // Refused for the token's own reasons (a bad signature, an
+            // expired token): not shown to be valid. An identity provider out
+            // of reach leaves it unknown: 503, as on the person's own routes,
+            // not a 401 that would sign a valid person out (found by a
+            // review of people's tokens).
+            return match self.tokens.verify(verifier, token).await {
+                Ok(_) => Ok(Some("a person's token")),
+                Err(e) if e.code() == ProblemCode::IdentityProviderUnavailable => Err(e),
+                Err(_) => Ok(None),
+            };
         }
         if let Some(secret) = ApiKeySecret::parse(token) {
             let key = self.keys.verify(&self.db, &secret).await?;

@@ -547,6 +547,25 @@ async fn an_email_is_verified_only_when_the_email_verified_claim_is_true() {
     }
 }
 
+/// A server fetches the keys at start: how many there are, or why none.
+#[tokio::test]
+async fn prefetching_the_keys_counts_them_or_says_why_there_are_none() {
+    let (idp, warm) = provider().await;
+    assert_eq!(warm.prefetch_keys().await.unwrap(), Some(2));
+    assert_eq!(idp.fetch_count(), 1);
+    let token = idp.sign(Alg::Es256, idp.claims("alice"));
+    warm.verify(&token).await.unwrap();
+    assert_eq!(idp.fetch_count(), 1, "the prefetched keys served the token");
+
+    let (failing, cold) = provider().await;
+    failing.set_jwks_failing(true);
+    assert!(cold.prefetch_keys().await.unwrap_err().is_unavailable());
+
+    let mut hs256_only = JwtConfig::new(idp.issuer(), AUDIENCE);
+    hs256_only.hs256_secret = Some(SECRET.into());
+    assert_eq!(verifier(hs256_only).prefetch_keys().await.unwrap(), None);
+}
+
 /// Requests that wait for a JWKS fetch take its outcome: behind a provider
 /// that never answers, each waiter made its own fetch one after another when
 /// the refetch interval was shorter than the fetch's 5 s timeout (found by a

@@ -799,6 +799,24 @@ async fn a_cached_key_is_refused_once_its_expiry_passes_even_with_a_long_cache()
         )
         .await;
     assert_eq!(refused.text, unknown.text);
+    // Its challenge says the token sent was refused (RFC 6750); a request
+    // without one is asked for one.
+    let challenge = |token: Option<String>| {
+        let mut request = app.client.get(app.url("/v1/tenant"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.expect("request failed");
+            assert_eq!(response.status(), 401);
+            response.headers()[reqwest::header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(challenge(Some(key)).await, "Bearer error=\"invalid_token\"");
+    assert_eq!(challenge(None).await, "Bearer");
     app.get("/v1/tenant", &t.key).await.expect(200);
 }
 

@@ -111,19 +111,22 @@ async fn metrics_refuse_a_bearer_that_is_not_the_admin_token() {
         }
         async move { request.send().await.expect("request failed") }
     };
-    for wrong in [
-        "Bearer bogus".to_owned(),
-        format!("Bearer {}x", app.admin_token),
-        format!("Bearer {}", t.key),
-        "Basic YWRtaW46YWRtaW4=".to_owned(),
-        "Bearer".to_owned(),
+    // A bearer token sent and refused is an invalid token (RFC 6750); no
+    // bearer token at all gets the bare challenge.
+    let refused = Some("Bearer error=\"invalid_token\"");
+    for (wrong, expected) in [
+        ("Bearer bogus".to_owned(), refused),
+        (format!("Bearer {}x", app.admin_token), refused),
+        (format!("Bearer {}", t.key), refused),
+        ("Basic YWRtaW46YWRtaW4=".to_owned(), Some("Bearer")),
+        ("Bearer".to_owned(), Some("Bearer")),
     ] {
         let response = scrape(Some(wrong.clone())).await;
         let challenge = response
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
             .map(|v| v.to_str().unwrap().to_owned());
-        assert_eq!(challenge.as_deref(), Some("Bearer"), "{wrong}");
+        assert_eq!(challenge.as_deref(), expected, "{wrong}");
         let r = app.send_raw_response(response).await;
         r.problem(401, "unauthorized");
         assert!(!r.text.contains("tenantry_"), "{wrong}: {}", r.text);

@@ -159,6 +159,19 @@ impl Jwks {
             })
     }
 
+    /// Fetches the JWKS unless a fetch began within the minimum interval:
+    /// how many usable keys are cached then, or why there are none.
+    pub(super) async fn prefetch(&self) -> Result<usize, JwtError> {
+        let set = self.refetch(&self.current(), true).await;
+        if set.fetched_at.is_none() {
+            let why = self.last_error.lock().expect("jwks error lock").clone();
+            return Err(JwtError::JwksUnavailable(
+                why.unwrap_or_else(|| "not fetched yet".into()),
+            ));
+        }
+        Ok(set.keys.len())
+    }
+
     fn current(&self) -> Arc<KeySet> {
         self.current.read().expect("jwks lock").clone()
     }
