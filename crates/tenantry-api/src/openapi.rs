@@ -51,7 +51,10 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("Tenant API key or admin token"))
+                    .description(Some(
+                        "A tenant's API key (tk_…), an impersonation token (timp_…: a support session acting as a \
+                         member, on the routes a tenant key takes) or the operator's admin token, as each route says",
+                    ))
                     .build(),
             ),
         );
