@@ -517,6 +517,66 @@ async fn a_captured_reveal_is_useless_after_a_rollback_or_a_replayed_session_ope
     }
 }
 
+/// The same door against the key verification, which runs as one statement
+/// without a transaction block on a connection no caller SQL touched: SQL of
+/// tenant a replaces the cached verification statement with one that answers
+/// b's key for any key. The connection's next verification must not run it:
+/// an unknown key stays unknown, and b's identity is never handed out.
+#[tokio::test]
+async fn a_replaced_key_verification_statement_never_vouches_for_a_key_it_was_not_given() {
+    use tenantry_db::{DbError, NewKeyOptions, StatementMode, TenantContext, TenantId};
+    let w = world().await;
+    let db = w.tdb.database_with(StatementMode::Prepared, 1);
+    let (a, b) = (TenantId::from_uuid(w.a), TenantId::from_uuid(w.b));
+    let mut scope = db.tenant(TenantContext::new(b)).await.unwrap();
+    let b_key = scope
+        .create_api_key(&NewKeyOptions::default())
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    // The verification's statement is prepared and cached on the one connection.
+    let b_identity = db.verify_key(b_key.secret.expose()).await.unwrap().unwrap();
+    assert_eq!(b_identity.tenant_id, b);
+    let forged = format!("tk_{}_{}", "0".repeat(12), "a".repeat(64));
+    assert!(db.verify_key(&forged).await.unwrap().is_none());
+    // a's request carries injected SQL that knows b's key (the worst case).
+    let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+    scope
+        .execute(
+            &format!(
+                r#"DO $d$
+                 DECLARE s text := (SELECT name FROM pg_prepared_statements
+                                    WHERE statement = 'SELECT tenantry.verify_api_key_hash($1, $2)');
+                 BEGIN
+                     EXECUTE format('DEALLOCATE %I', s);
+                     EXECUTE format($p$PREPARE %I (text, bytea) AS SELECT tenantry.verify_api_key_hash('{prefix}', '\x{hash}'::bytea) WHERE $1 IS NOT NULL AND $2 IS NOT NULL$p$, s);
+                 END $d$"#,
+                prefix = b_key.secret.prefix(),
+                hash = hex::encode(b_key.secret.sha256()),
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    // The next verification on that connection: refused before it runs (the
+    // connection is closed) or the truth; never b's identity for another key.
+    match db.verify_key(&forged).await {
+        Err(DbError::Unavailable(_) | DbError::Contention(_)) | Ok(None) => {}
+        Ok(Some(identity)) => panic!("the replaced statement vouched for {}", identity.tenant_id),
+        Err(other) => panic!("unexpected: {other:?}"),
+    }
+    assert!(db.verify_key(&forged).await.unwrap().is_none());
+    assert_eq!(
+        db.verify_key(b_key.secret.expose())
+            .await
+            .unwrap()
+            .unwrap()
+            .tenant_id,
+        b
+    );
+}
+
 /// SQL run through the library's own door (an application passing text it
 /// did not write to `TenantScope::execute`) replaces, by DEALLOCATE and
 /// PREPARE under the same name, a statement the library has cached on the
