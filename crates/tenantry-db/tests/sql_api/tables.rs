@@ -2283,6 +2283,73 @@ async fn the_doctor_names_a_plpgsql_security_definer_function_of_a_superuser_who
     );
 }
 
+/// Two instances of an application starting together each adopt their
+/// tables: the second adoption waits for the first and then changes nothing
+/// (found by a review of the example app: both found no record, and one
+/// failed on the registry's key, stopping that instance).
+#[tokio::test]
+async fn two_sessions_adopting_one_table_at_once_both_succeed_and_it_is_adopted_once() {
+    let tdb = TestDatabase::new().await;
+    let (first, second) = (migrator(&tdb).await, migrator(&tdb).await);
+    exec(
+        &first,
+        "CREATE TABLE public.notes (tenant_id uuid NOT NULL, id bigserial, body text, PRIMARY KEY (tenant_id, id))",
+    )
+    .await;
+    // The first instance has begun (it holds the table's adoption lock, and
+    // nothing of the table itself yet): the second waits from its start, so
+    // it never reads "not adopted" while the first is adopting.
+    exec(
+        &first,
+        "BEGIN; SELECT pg_advisory_xact_lock(1953390948, 'public.notes'::regclass::oid::integer)",
+    )
+    .await;
+    let waiting = tokio::spawn(async move {
+        exec(&second, "SELECT adopt_table('public.notes')").await;
+        second
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the second adoption waits for the first"
+    );
+    exec(&first, "SELECT adopt_table('public.notes'); COMMIT").await;
+    let second = waiting.await.unwrap();
+    assert_eq!(
+        count(
+            &second,
+            "SELECT count(*) FROM tenantry.tenant_tables WHERE table_id = 'public.notes'::regclass"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&second, "SELECT count(*) FROM table_problems()").await,
+        0
+    );
+    // A release behind an adoption in progress waits for it too.
+    exec(
+        &first,
+        "BEGIN; SELECT adopt_table('public.notes', sharing => true)",
+    )
+    .await;
+    let releasing = tokio::spawn(async move {
+        exec(&second, "SELECT release_table('public.notes')").await;
+        second
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !releasing.is_finished(),
+        "the release waits for the adoption"
+    );
+    exec(&first, "COMMIT").await;
+    let second = releasing.await.unwrap();
+    assert_eq!(
+        count(&second, "SELECT count(*) FROM tenantry.tenant_tables").await,
+        0
+    );
+}
+
 /// A team following the guide from psql, without `adopt_table`: its own
 /// tables granted to tenantry's app role, one with row level security off,
 /// one with the guide's policy over `app.current_tenant_id`. The server's
