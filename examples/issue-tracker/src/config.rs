@@ -103,7 +103,8 @@ impl DatabaseSource {
 /// `TENANTRY_JWT_USER_CLAIM`, `TENANTRY_JWT_LEEWAY_SECS`,
 /// `TENANTRY_JWT_EMAIL_CLAIM`, `TENANTRY_JWT_EMAIL_VERIFIED_CLAIM`,
 /// `TENANTRY_JWT_TRUST_EMAIL_WITHOUT_VERIFIED_CLAIM`,
-/// `TENANTRY_JWT_JWKS_REFRESH_SECS` and `TENANTRY_JWT_JWKS_MIN_REFETCH_SECS`
+/// `TENANTRY_JWT_JWKS_REFRESH_SECS`, `TENANTRY_JWT_JWKS_MIN_REFETCH_SECS` and
+/// `TENANTRY_JWT_JWKS_CA_FILE`
 /// (every one of [`JwtConfig::ENV_VARIABLES`]), read by
 /// [`JwtConfig::apply_env`] as `tenantry serve` reads them: any of them set
 /// without the issuer is refused (a misspelt issuer variable would otherwise

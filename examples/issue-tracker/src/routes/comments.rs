@@ -4,13 +4,13 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenantry_axum::{
-    extract::{Json, Path},
+    extract::{Json, Path, Query},
     ApiError, TenantCaller,
 };
 use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
-use super::{read_children, text, write_one};
+use super::{page_sql, read_children, text, write_one, Listed, Page, PageQuery};
 use crate::{
     ids::{CommentId, IssueId},
     permissions,
@@ -27,6 +27,12 @@ pub struct Comment {
     pub body: String,
     /// When it was written.
     pub created_at: DateTime<Utc>,
+}
+
+impl Listed for Comment {
+    fn position(&self) -> (DateTime<Utc>, uuid::Uuid) {
+        (self.created_at, self.id.into())
+    }
 }
 
 impl FromRow for Comment {
@@ -56,25 +62,32 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Comment>), ApiError> {
     caller.require(permissions::WRITE)?;
     let body = text("body", &new.body, 10_000)?;
-    let sql = "INSERT INTO comments (issue_id, body) SELECT id, $2 FROM issues WHERE id = $1
+    // The comment is the issue's tenant's (see issues::create).
+    let sql = "INSERT INTO comments (tenant_id, issue_id, body)
+               SELECT tenant_id, id, $2 FROM issues WHERE id = $1
                RETURNING id, issue_id, body, created_at";
     let comment = write_one(&caller, "issue", sql, &[&issue, &body]).await?;
     Ok((StatusCode::CREATED, Json(comment)))
 }
 
-/// `GET /issues/{id}/comments`: oldest first.
+/// `GET /issues/{id}/comments?limit=&cursor=`: a page of them, oldest first.
 pub async fn list(
     caller: TenantCaller,
     Path(issue): Path<IssueId>,
-) -> Result<Json<Vec<Comment>>, ApiError> {
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Page<Comment>>, ApiError> {
     caller.require(permissions::READ)?;
+    let list = format!(
+        "SELECT id, issue_id, body, created_at FROM comments WHERE issue_id = $1 AND {}",
+        page_sql(2)
+    );
     let comments = read_children(
         &caller,
         "issue",
         "SELECT id FROM issues WHERE id = $1",
-        "SELECT id, issue_id, body, created_at FROM comments WHERE issue_id = $1
-         ORDER BY created_at, id LIMIT $2",
+        &list,
         &issue,
+        &query,
     )
     .await?;
     Ok(Json(comments))

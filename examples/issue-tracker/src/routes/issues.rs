@@ -4,13 +4,15 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenantry_axum::{
-    extract::{Json, Path},
+    extract::{Json, Path, Query},
     ApiError, TenantCaller,
 };
 use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
-use super::{optional_text, read_children, read_one, text, write_one};
+use super::{
+    optional_text, page_sql, read_children, read_one, text, write_one, Listed, Page, PageQuery,
+};
 use crate::{
     ids::{IssueId, ProjectId},
     permissions,
@@ -48,6 +50,12 @@ pub struct Issue {
     pub state: IssueState,
     /// When it was opened.
     pub created_at: DateTime<Utc>,
+}
+
+impl Listed for Issue {
+    fn position(&self) -> (DateTime<Utc>, uuid::Uuid) {
+        (self.created_at, self.id.into())
+    }
 }
 
 impl FromRow for Issue {
@@ -98,21 +106,27 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Issue>), ApiError> {
     caller.require(permissions::WRITE)?;
     let title = text("title", &new.title, TITLE_MAX)?;
-    // The project is looked up under the tenant's policies: another tenant's is not there.
-    let sql = "INSERT INTO issues (project_id, title) SELECT id, $2 FROM projects WHERE id = $1
+    // The project is looked up under the tenant's policies: another tenant's
+    // is not there. The issue is the project's tenant's: a parent tenant
+    // opening one in its child's project (it reads and changes the child's
+    // rows) files it there, as the tenant-paired foreign key wants.
+    let sql = "INSERT INTO issues (tenant_id, project_id, title)
+               SELECT tenant_id, id, $2 FROM projects WHERE id = $1
                RETURNING id, project_id, title, state, created_at";
     let issue = write_one(&caller, "project", sql, &[&project, &title]).await?;
     Ok((StatusCode::CREATED, Json(issue)))
 }
 
-/// `GET /projects/{id}/issues`: oldest first.
+/// `GET /projects/{id}/issues?limit=&cursor=`: a page of them, oldest first.
 pub async fn list(
     caller: TenantCaller,
     Path(project): Path<ProjectId>,
-) -> Result<Json<Vec<Issue>>, ApiError> {
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Page<Issue>>, ApiError> {
     caller.require(permissions::READ)?;
     let list = format!(
-        "SELECT {COLUMNS} FROM issues WHERE project_id = $1 ORDER BY created_at, id LIMIT $2"
+        "SELECT {COLUMNS} FROM issues WHERE project_id = $1 AND {}",
+        page_sql(2)
     );
     let issues = read_children(
         &caller,
@@ -120,6 +134,7 @@ pub async fn list(
         "SELECT id FROM projects WHERE id = $1",
         &list,
         &project,
+        &query,
     )
     .await?;
     Ok(Json(issues))

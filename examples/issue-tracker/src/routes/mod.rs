@@ -1,6 +1,8 @@
 //! The tracker's routes, one module per table, and what they share: a read or a write of one row or a list, each in its own tenant transaction opened by [`TenantCaller`]. Every handler first requires its permission (`tracker.read` for a `GET`, `tracker.write` otherwise: [`crate::permissions`]), so a caller without it gets `403 permission_denied` whatever the ids. Handlers never hold a pool; a row of another tenant is `404 not_found` exactly like a missing one, because the scope never returns it.
 
-use tenantry_axum::{ApiError, TenantCaller};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tenantry_axum::{ApiError, ProblemCode, TenantCaller};
 use tenantry_db::FromRow;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -9,8 +11,101 @@ pub mod comments;
 pub mod issues;
 pub mod projects;
 
-/// Most rows a list returns (the example has no pagination).
-const LIST_LIMIT: i64 = 1000;
+/// Rows of a page when the client names no `limit`, and the most it may.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+/// `?limit=&cursor=` of a list: at most `limit` rows (1 to 200, default 50)
+/// after the one the cursor names (a page's `next_cursor`); none: the first.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Rows per page, 1 to 200.
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the page before.
+    pub cursor: Option<String>,
+}
+
+/// A page of a list, oldest first: `next_cursor` is `null` on the last.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    /// The rows.
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Where a list's page starts and how long it is: the cursor is the
+/// creation time (microseconds since the epoch) and id of the page's last
+/// row, so rows made or removed meanwhile never shift a page.
+struct Window {
+    after_at: Option<DateTime<Utc>>,
+    after_id: Option<Uuid>,
+    limit: i64,
+}
+
+impl PageQuery {
+    fn window(&self) -> Result<Window, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(
+                "limit",
+                format!("limit must be 1 to {MAX_LIMIT}"),
+            ));
+        }
+        let (after_at, after_id) = match self.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => (None, None),
+            Some(cursor) => {
+                let parsed = cursor.split_once('_').and_then(|(micros, id)| {
+                    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+                    Some((at, Uuid::parse_str(id).ok()?))
+                });
+                let (at, id) = parsed.ok_or_else(|| {
+                    ApiError::new(
+                        ProblemCode::InvalidCursor,
+                        "the cursor is not one of this list's: pass the next_cursor of an earlier page",
+                    )
+                    .with_field("cursor")
+                })?;
+                (Some(at), Some(id))
+            }
+        };
+        Ok(Window {
+            after_at,
+            after_id,
+            limit,
+        })
+    }
+}
+
+/// A row that a list pages over: where it sits in the list.
+trait Listed {
+    fn position(&self) -> (DateTime<Utc>, Uuid);
+}
+
+/// The page of `rows` read with one more than the window's limit.
+fn page<T: Listed>(mut rows: Vec<T>, window: &Window) -> Page<T> {
+    let more = rows.len() as i64 > window.limit;
+    rows.truncate(window.limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(Listed::position))
+        .flatten()
+        .map(|(at, id)| format!("{}_{id}", at.timestamp_micros()));
+    Page {
+        items: rows,
+        next_cursor,
+    }
+}
+
+/// The condition and order of a page, for a list whose own parameters come
+/// first: `$n` and `$n+1` the cursor's position, `$n+2` the limit (plus one).
+fn page_sql(first_param: usize) -> String {
+    let (at, id, limit) = (first_param, first_param + 1, first_param + 2);
+    format!(
+        "(${at}::timestamptz IS NULL OR (created_at, id) > (${at}, ${id}::uuid)) \
+         ORDER BY created_at, id LIMIT ${limit}"
+    )
+}
 
 type Params<'a> = [&'a (dyn ToSql + Sync)];
 
@@ -27,23 +122,49 @@ async fn read_one<T: FromRow>(
     row.ok_or_else(|| ApiError::not_found(what))
 }
 
-/// The rows `list` returns for a parent row that `parent` finds by `id`;
-/// `404 <what> not found` when the parent is not visible.
-async fn read_children<T: FromRow>(
+/// A page of the rows `list` (its `$1` the parent's id, then [`page_sql`]'s)
+/// returns for a parent row that `parent` finds by `id`; `404 <what> not
+/// found` when the parent is not visible.
+async fn read_children<T: FromRow + Listed>(
     caller: &TenantCaller,
     what: &str,
     parent: &str,
     list: &str,
     id: &(dyn tokio_postgres::types::ToSql + Sync),
-) -> Result<Vec<T>, ApiError> {
+    query: &PageQuery,
+) -> Result<Page<T>, ApiError> {
+    let window = query.window()?;
     let mut scope = caller.scope().await?;
     let found: Option<(Uuid,)> = scope.query_opt(parent, &[id]).await?;
     if found.is_none() {
         return Err(ApiError::not_found(what));
     }
-    let rows = scope.query(list, &[id, &LIST_LIMIT]).await?;
+    let rows = scope
+        .query(
+            list,
+            &[id, &window.after_at, &window.after_id, &(window.limit + 1)],
+        )
+        .await?;
     scope.commit().await?;
-    Ok(rows)
+    Ok(page(rows, &window))
+}
+
+/// A page of the rows `list` (its parameters [`page_sql`]'s alone) returns.
+async fn read_page<T: FromRow + Listed>(
+    caller: &TenantCaller,
+    list: &str,
+    query: &PageQuery,
+) -> Result<Page<T>, ApiError> {
+    let window = query.window()?;
+    let mut scope = caller.scope().await?;
+    let rows = scope
+        .query(
+            list,
+            &[&window.after_at, &window.after_id, &(window.limit + 1)],
+        )
+        .await?;
+    scope.commit().await?;
+    Ok(page(rows, &window))
 }
 
 /// A write that returns at most one row, committed (and run again when a
@@ -58,7 +179,14 @@ async fn write_one<T: FromRow + Send>(
         .write(params, |scope, params| {
             Box::pin(async move { scope.query_opt::<T>(sql, params).await })
         })
-        .await?
+        .await
+        // A row it names that is not there is the row the route names not
+        // being there (a parent's row of a child tenant the key pairs
+        // wrongly included): said in the route's words, as for a missing id.
+        .map_err(|e| match e.code() {
+            ProblemCode::NotFound => ApiError::not_found(what),
+            _ => e,
+        })?
         .ok_or_else(|| ApiError::not_found(what))
 }
 

@@ -4,13 +4,15 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenantry_axum::{
-    extract::{Json, Path},
-    ApiError, TenantCaller,
+    extract::{Json, Path, Query},
+    ApiError, ProblemCode, TenantCaller,
 };
 use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
-use super::{optional_text, read_one, text, write_one, LIST_LIMIT};
+use super::{
+    optional_text, page_sql, read_one, read_page, text, write_one, Listed, Page, PageQuery,
+};
 use crate::{ids::ProjectId, permissions};
 
 /// A project as clients see it.
@@ -22,6 +24,12 @@ pub struct Project {
     pub name: String,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+}
+
+impl Listed for Project {
+    fn position(&self) -> (DateTime<Utc>, uuid::Uuid) {
+        (self.created_at, self.id.into())
+    }
 }
 
 impl FromRow for Project {
@@ -60,22 +68,35 @@ pub async fn create(
     caller.require(permissions::WRITE)?;
     let name = text("name", &new.name, NAME_MAX)?;
     let sql = "INSERT INTO projects (name) VALUES ($1) RETURNING id, name, created_at";
-    let project = write_one(&caller, "project", sql, &[&name]).await?;
+    let project = write_one(&caller, "project", sql, &[&name])
+        .await
+        .map_err(name_taken)?;
     Ok((StatusCode::CREATED, Json(project)))
 }
 
-/// `GET /projects`: the tenant's projects, oldest first.
-pub async fn list(caller: TenantCaller) -> Result<Json<Vec<Project>>, ApiError> {
-    caller.require(permissions::READ)?;
-    let mut scope = caller.scope().await?;
-    let projects = scope
-        .query(
-            "SELECT id, name, created_at FROM projects ORDER BY created_at, id LIMIT $1",
-            &[&LIST_LIMIT],
+/// A taken name (the table's `UNIQUE (tenant_id, name)`) names the field.
+fn name_taken(e: ApiError) -> ApiError {
+    match e.code() {
+        ProblemCode::Conflict => ApiError::new(
+            ProblemCode::Conflict,
+            "a project of this name already exists",
         )
-        .await?;
-    scope.commit().await?;
-    Ok(Json(projects))
+        .with_field("name"),
+        _ => e,
+    }
+}
+
+/// `GET /projects?limit=&cursor=`: a page of the tenant's projects, oldest first.
+pub async fn list(
+    caller: TenantCaller,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<Page<Project>>, ApiError> {
+    caller.require(permissions::READ)?;
+    let sql = format!(
+        "SELECT id, name, created_at FROM projects WHERE {}",
+        page_sql(1)
+    );
+    Ok(Json(read_page(&caller, &sql, &query).await?))
 }
 
 /// `GET /projects/{id}`
@@ -99,6 +120,8 @@ pub async fn update(
     let sql = "UPDATE projects SET name = coalesce($2, name) WHERE id = $1
                RETURNING id, name, created_at";
     Ok(Json(
-        write_one(&caller, "project", sql, &[&id, &name]).await?,
+        write_one(&caller, "project", sql, &[&id, &name])
+            .await
+            .map_err(name_taken)?,
     ))
 }
