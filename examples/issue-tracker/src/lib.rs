@@ -60,6 +60,11 @@ pub fn router(tenantry: Tenantry) -> Router {
             post(comments::create).get(comments::list),
         )
         .method_not_allowed_fallback(method_not_allowed)
+        // A write sent with `Idempotency-Key` is answered once: a retry gets
+        // the first response (create_one stores it with the row).
+        .route_layer(axum::middleware::from_fn(
+            tenantry_axum::idempotency::middleware,
+        ))
         .route_layer(tenantry.layer())
         .fallback(route_not_found)
         .with_state(tenantry)

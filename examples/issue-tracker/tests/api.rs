@@ -446,6 +446,49 @@ async fn lists_page_through_every_row_and_a_taken_name_names_its_field() {
     assert_eq!(taken.json()["field"], "name");
 }
 
+/// A create sent again with its `Idempotency-Key` (a client retrying after a
+/// lost answer) is answered with the first response and writes nothing more;
+/// the key with another body is refused, and another tenant's same key is
+/// its own (found by a review: the header was ignored, and retries wrote twice).
+#[tokio::test]
+async fn a_create_retried_with_its_idempotency_key_is_answered_once_and_written_once() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_key("acme").await;
+    let (_, other_key) = app.tenant_key("globex").await;
+    let send = |key: String, body: Value| {
+        let app = &app;
+        async move {
+            app.call_with(
+                &key,
+                &[("Idempotency-Key", "order-42")],
+                Method::POST,
+                "/projects",
+                Some(body),
+            )
+            .await
+        }
+    };
+    let first = send(key.clone(), json!({"name": "Launch"})).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let again = send(key.clone(), json!({"name": "Launch"})).await;
+    assert_eq!(
+        (again.status, &again.body),
+        (StatusCode::CREATED, &first.body)
+    );
+    let changed = send(key.clone(), json!({"name": "Other"})).await;
+    assert_eq!(
+        changed.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        changed.body
+    );
+    let projects = app.get(&key, "/projects").await.json();
+    assert_eq!(projects["items"].as_array().unwrap().len(), 1, "{projects}");
+    let theirs = send(other_key, json!({"name": "Launch"})).await;
+    assert_eq!(theirs.status, StatusCode::CREATED, "{}", theirs.body);
+    assert_ne!(theirs.id(), first.id());
+}
+
 /// A parent tenant reads and changes its child's rows (the tables keep the
 /// hierarchy on); an issue or comment it adds to its child's project or
 /// issue goes to the child, where the others are. An unrelated tenant gets

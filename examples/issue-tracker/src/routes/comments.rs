@@ -1,16 +1,16 @@
 //! Comments on an issue: add one, list an issue's.
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenantry_axum::{
     extract::{Json, Path, Query},
+    idempotency::Written,
     ApiError, TenantCaller,
 };
 use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
-use super::{page_sql, read_children, text, write_one, Listed, Page, PageQuery};
+use super::{create_one, page_sql, read_children, text, Listed, Page, PageQuery};
 use crate::{
     ids::{CommentId, IssueId},
     permissions,
@@ -59,15 +59,14 @@ pub async fn create(
     caller: TenantCaller,
     Path(issue): Path<IssueId>,
     Json(new): Json<NewComment>,
-) -> Result<(StatusCode, Json<Comment>), ApiError> {
+) -> Result<Written<Comment>, ApiError> {
     caller.require(permissions::WRITE)?;
     let body = text("body", &new.body, 10_000)?;
     // The comment is the issue's tenant's (see issues::create).
     let sql = "INSERT INTO comments (tenant_id, issue_id, body)
                SELECT tenant_id, id, $2 FROM issues WHERE id = $1
                RETURNING id, issue_id, body, created_at";
-    let comment = write_one(&caller, "issue", sql, &[&issue, &body]).await?;
-    Ok((StatusCode::CREATED, Json(comment)))
+    create_one(&caller, "issue", sql, &[&issue, &body]).await
 }
 
 /// `GET /issues/{id}/comments?limit=&cursor=`: a page of them, oldest first.

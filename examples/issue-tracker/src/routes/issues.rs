@@ -1,17 +1,18 @@
 //! Issues of a project: open one, list a project's, read, retitle, close or reopen.
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenantry_axum::{
     extract::{Json, Path, Query},
+    idempotency::Written,
     ApiError, TenantCaller,
 };
 use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
 use super::{
-    optional_text, page_sql, read_children, read_one, text, write_one, Listed, Page, PageQuery,
+    create_one, optional_text, page_sql, read_children, read_one, text, write_one, Listed, Page,
+    PageQuery,
 };
 use crate::{
     ids::{IssueId, ProjectId},
@@ -103,7 +104,7 @@ pub async fn create(
     caller: TenantCaller,
     Path(project): Path<ProjectId>,
     Json(new): Json<NewIssue>,
-) -> Result<(StatusCode, Json<Issue>), ApiError> {
+) -> Result<Written<Issue>, ApiError> {
     caller.require(permissions::WRITE)?;
     let title = text("title", &new.title, TITLE_MAX)?;
     // The project is looked up under the tenant's policies: another tenant's
@@ -113,8 +114,7 @@ pub async fn create(
     let sql = "INSERT INTO issues (tenant_id, project_id, title)
                SELECT tenant_id, id, $2 FROM projects WHERE id = $1
                RETURNING id, project_id, title, state, created_at";
-    let issue = write_one(&caller, "project", sql, &[&project, &title]).await?;
-    Ok((StatusCode::CREATED, Json(issue)))
+    create_one(&caller, "project", sql, &[&project, &title]).await
 }
 
 /// `GET /projects/{id}/issues?limit=&cursor=`: a page of them, oldest first.

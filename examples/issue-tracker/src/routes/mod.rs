@@ -1,9 +1,13 @@
 //! The tracker's routes, one module per table, and what they share: a read or a write of one row or a list, each in its own tenant transaction opened by [`TenantCaller`]. Every handler first requires its permission (`tracker.read` for a `GET`, `tracker.write` otherwise: [`crate::permissions`]), so a caller without it gets `403 permission_denied` whatever the ids. Handlers never hold a pool; a row of another tenant is `404 not_found` exactly like a missing one, because the scope never returns it.
 
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tenantry_axum::{ApiError, ProblemCode, TenantCaller};
-use tenantry_db::FromRow;
+use tenantry_axum::{
+    idempotency::{Reply, Written},
+    ApiError, ProblemCode, TenantCaller,
+};
+use tenantry_db::{DbError, FromRow};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -188,6 +192,33 @@ async fn write_one<T: FromRow + Send>(
             _ => e,
         })?
         .ok_or_else(|| ApiError::not_found(what))
+}
+
+/// An insert that returns the row it made, answered `201` with it: under
+/// the request's `Idempotency-Key` the response is stored in the insert's own
+/// transaction, and a retry with the key is answered with it (byte for byte,
+/// `Idempotent-Replayed: true`) without inserting again. No row (the parent
+/// row it names is not the tenant's) is `404 <what> not found`.
+async fn create_one<T: FromRow + serde::Serialize + Send>(
+    caller: &TenantCaller,
+    what: &str,
+    sql: &'static str,
+    params: &Params<'_>,
+) -> Result<Written<T>, ApiError> {
+    caller
+        .write_response(Reply::new(StatusCode::CREATED), params, |scope, params| {
+            Box::pin(async move {
+                scope
+                    .query_opt::<T>(sql, params)
+                    .await?
+                    .ok_or_else(|| DbError::NotFound(String::new()))
+            })
+        })
+        .await
+        .map_err(|e| match e.code() {
+            ProblemCode::NotFound => ApiError::not_found(what),
+            _ => e,
+        })
 }
 
 /// A text field of 1 to `max` characters, or `422` naming it.

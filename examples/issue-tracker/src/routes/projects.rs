@@ -1,17 +1,18 @@
 //! Projects: create, list, read, rename.
 
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenantry_axum::{
     extract::{Json, Path, Query},
+    idempotency::Written,
     ApiError, ProblemCode, TenantCaller,
 };
 use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
 use super::{
-    optional_text, page_sql, read_one, read_page, text, write_one, Listed, Page, PageQuery,
+    create_one, optional_text, page_sql, read_one, read_page, text, write_one, Listed, Page,
+    PageQuery,
 };
 use crate::{ids::ProjectId, permissions};
 
@@ -64,14 +65,13 @@ const NAME_MAX: usize = 200;
 pub async fn create(
     caller: TenantCaller,
     Json(new): Json<NewProject>,
-) -> Result<(StatusCode, Json<Project>), ApiError> {
+) -> Result<Written<Project>, ApiError> {
     caller.require(permissions::WRITE)?;
     let name = text("name", &new.name, NAME_MAX)?;
     let sql = "INSERT INTO projects (name) VALUES ($1) RETURNING id, name, created_at";
-    let project = write_one(&caller, "project", sql, &[&name])
+    create_one(&caller, "project", sql, &[&name])
         .await
-        .map_err(name_taken)?;
-    Ok((StatusCode::CREATED, Json(project)))
+        .map_err(name_taken)
 }
 
 /// A taken name (the table's `UNIQUE (tenant_id, name)`) names the field.
