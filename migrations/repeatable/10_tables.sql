@@ -1909,9 +1909,10 @@ BEGIN
     -- instances starting together each adopt their tables, and both found
     -- no record, both made one, and one failed on the registry's key (found
     -- by a review of the example app). The second now waits, then finds the
-    -- first's record and changes nothing. (The first key, 'tnad' in ASCII,
-    -- is release_table's too; the table's oid the second.)
-    PERFORM pg_catalog.pg_advisory_xact_lock(1953390948, tbl::oid::integer);
+    -- first's record and changes nothing. (The key, 'tnad' in ASCII above
+    -- the table's oid, is release_table's too; the one-bigint form is the
+    -- one a migration role that is not a superuser may call: 08_shared_state.sql.)
+    PERFORM pg_catalog.pg_advisory_xact_lock((1953390948::bigint << 32) + tbl::oid::bigint);
     shape_before := tenantry.tenant_copy_shape(tbl);
     -- An option left out keeps what the table was adopted with (a table not
     -- adopted yet: hierarchy on, sharing and a write permission off), so
@@ -2520,7 +2521,7 @@ DECLARE
     left_behind regclass[];
 BEGIN
     -- Behind an adoption of the table in progress (adopt_table's lock).
-    PERFORM pg_catalog.pg_advisory_xact_lock(1953390948, tbl::oid::integer);
+    PERFORM pg_catalog.pg_advisory_xact_lock((1953390948::bigint << 32) + tbl::oid::bigint);
     SELECT r.* INTO entry FROM tenantry.tenant_tables r WHERE r.table_id = tbl FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION '% is not an adopted table', tbl USING ERRCODE = 'TN404';

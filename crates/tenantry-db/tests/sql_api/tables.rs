@@ -2301,7 +2301,7 @@ async fn two_sessions_adopting_one_table_at_once_both_succeed_and_it_is_adopted_
     // it never reads "not adopted" while the first is adopting.
     exec(
         &first,
-        "BEGIN; SELECT pg_advisory_xact_lock(1953390948, 'public.notes'::regclass::oid::integer)",
+        "BEGIN; SELECT pg_advisory_xact_lock((1953390948::bigint << 32) + 'public.notes'::regclass::oid::bigint)",
     )
     .await;
     let waiting = tokio::spawn(async move {
