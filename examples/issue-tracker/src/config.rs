@@ -120,6 +120,28 @@ pub fn jwt_from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Opti
     Ok(Some(jwt))
 }
 
+/// The tracker's own variables: every other `ISSUE_TRACKER_*` is refused.
+pub const VARIABLES: [&str; 2] = ["ISSUE_TRACKER_LISTEN", "ISSUE_TRACKER_MIGRATION_URL"];
+
+/// Refuses an `ISSUE_TRACKER_*` variable among `names` (the process's
+/// environment) that is none of [`VARIABLES`]: misspelt, it would be ignored
+/// while the setting it meant keeps its default (the tracker listening on
+/// another port, say), as `tenantry serve` refuses a misspelt
+/// `TENANTRY_JWT_*` (found by a review of the example).
+pub fn refuse_unknown(names: impl IntoIterator<Item = String>) -> anyhow::Result<()> {
+    match names
+        .into_iter()
+        .filter(|n| n.starts_with("ISSUE_TRACKER_") && !VARIABLES.contains(&n.as_str()))
+        .min()
+    {
+        Some(name) => anyhow::bail!(
+            "{name} is not a variable the tracker reads; its variables are {}",
+            VARIABLES.join(", ")
+        ),
+        None => Ok(()),
+    }
+}
+
 /// `ISSUE_TRACKER_LISTEN`, default [`DEFAULT_LISTEN`].
 pub fn listen_from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<SocketAddr> {
     let listen = get("ISSUE_TRACKER_LISTEN")
@@ -290,5 +312,25 @@ mod tests {
             9000
         );
         assert!(listen_from_env(env(&[("ISSUE_TRACKER_LISTEN", "nowhere")])).is_err());
+    }
+
+    #[test]
+    fn a_misspelt_tracker_variable_is_refused_naming_it_and_the_real_ones_pass() {
+        let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let e = refuse_unknown(names(&[
+            "PATH",
+            "ISSUE_TRACKER_LISTN",
+            "ISSUE_TRACKER_LISTEN",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("ISSUE_TRACKER_LISTN is not"), "{e}");
+        assert!(e.contains("ISSUE_TRACKER_MIGRATION_URL"), "{e}");
+        refuse_unknown(names(&[
+            "ISSUE_TRACKER_LISTEN",
+            "ISSUE_TRACKER_MIGRATION_URL",
+            "HOME",
+        ]))
+        .unwrap();
     }
 }

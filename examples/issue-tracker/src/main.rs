@@ -19,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
     // First: a SIGTERM from now on shuts down cleanly.
     let shutdown = tenantry_axum::shutdown_signal();
     let env = |name: &str| std::env::var(name).ok();
+    config::refuse_unknown(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))?;
     let listen = config::listen_from_env(env)?;
     let jwt = config::jwt_from_env(env)?;
     tenantry_axum::jwt::JwtConfig::refuse_unknown_process_env().map_err(|e| anyhow::anyhow!(e))?;
