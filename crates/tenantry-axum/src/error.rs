@@ -221,10 +221,7 @@ impl ApiError {
     /// and refused (junk, forged, revoked, expired: all alike): the same
     /// body, its challenge `Bearer error="invalid_token"`.
     pub fn invalid_token() -> Self {
-        Self {
-            token_refused: true,
-            ..Self::unauthorized()
-        }
+        Self::unauthorized().with_token_refused()
     }
 
     /// The same error, its challenge saying the credential sent was refused

@@ -7,7 +7,7 @@ use tenantry_axum::jwt::{
     testing::{Alg, IdentityProvider, OldKeys, AUDIENCE},
     user_id_for, JwtConfig, JwtError, JwtVerifier,
 };
-use tenantry_db::TenantId;
+use tenantry_db::{testing::certificates, TenantId};
 
 const SECRET: &str = "a shared secret of at least 32 bytes";
 
@@ -637,74 +637,17 @@ async fn an_https_jwks_under_a_private_authority_is_read_once_jwks_ca_file_names
     );
 }
 
-/// A certificate authority made with `openssl` in `dir`, and an https server
+/// A certificate authority made in `dir`, and an https server
 /// on 127.0.0.1 with a certificate it signed, answering every request with
 /// `body` as JSON. Returns the authority's PEM file and the server's URL.
 async fn https_jwks(dir: &std::path::Path, body: String) -> (std::path::PathBuf, String) {
     use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl command");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=tenantry test authority",
-        "-days",
-        "1",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "server.ext",
-    ]);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+    // tenantry_db's test certificates: an authority and a server
+    // certificate for localhost and 127.0.0.1 it issued.
+    certificates::authority(dir, "ca");
+    certificates::server_certificate(dir, "ca");
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.crt"))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -744,7 +687,7 @@ async fn https_jwks(dir: &std::path::Path, body: String) -> (std::path::PathBuf,
             });
         }
     });
-    (dir.join("ca.pem"), url)
+    (dir.join("ca.crt"), url)
 }
 
 #[tokio::test]

@@ -157,7 +157,7 @@ pub fn describe(err: &tokio_postgres::Error) -> String {
 /// An error and every error beneath it ("error connecting to server:
 /// Connection refused (os error 111)"): the driver's own message alone does
 /// not say why.
-pub(crate) fn with_sources(err: &dyn std::error::Error) -> String {
+pub fn with_sources(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

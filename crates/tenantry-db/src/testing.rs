@@ -2,6 +2,7 @@
 
 use std::sync::OnceLock;
 
+pub mod certificates;
 pub mod citus;
 
 use tenantry_embedded::{temp_data_dir, ClusterOptions, EmbeddedCluster};

@@ -94,11 +94,17 @@ impl TestApp {
 
     /// A new tenant and an API key of it.
     async fn tenant_key(&self, name: &str) -> (TenantId, String) {
+        self.tenant_key_under(name, None).await
+    }
+
+    /// [`tenant_key`](Self::tenant_key) for a child of `parent`.
+    async fn tenant_key_under(&self, name: &str, parent: Option<TenantId>) -> (TenantId, String) {
         let db = self.tdb.database();
         let mut admin = db.admin("test").await.unwrap();
         let tenant = admin
             .create_tenant(&NewTenant {
                 name: name.into(),
+                parent_id: parent,
                 ..Default::default()
             })
             .await
@@ -498,27 +504,7 @@ async fn a_parent_tenant_files_issues_and_comments_in_its_childs_project_with_th
     let app = TestApp::spawn().await;
     let (parent, parent_key) = app.tenant_key("acme").await;
     let (_, stranger) = app.tenant_key("globex").await;
-    let db = app.tdb.database();
-    let mut admin = db.admin("test").await.unwrap();
-    let child = admin
-        .create_tenant(&NewTenant {
-            name: "acme-eu".into(),
-            parent_id: Some(parent),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .tenant_id;
-    admin.commit().await.unwrap();
-    let mut scope = db.tenant(TenantContext::new(child)).await.unwrap();
-    let child_key = scope
-        .create_api_key(&NewKeyOptions::default())
-        .await
-        .unwrap()
-        .secret
-        .expose()
-        .to_owned();
-    scope.commit().await.unwrap();
+    let (_, child_key) = app.tenant_key_under("acme-eu", Some(parent)).await;
     let project = app
         .post(&child_key, "/projects", json!({"name": "eu"}))
         .await

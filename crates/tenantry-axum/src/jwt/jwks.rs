@@ -125,10 +125,7 @@ impl Jwks {
             set = self.refetch(&set, wait).await;
         }
         if set.fetched_at.is_none() {
-            let why = self.last_error.lock().expect("jwks error lock").clone();
-            return Err(JwtError::JwksUnavailable(
-                why.unwrap_or_else(|| "not fetched yet".into()),
-            ));
+            return Err(self.unavailable());
         }
         let Some(kid) = kid else {
             let mut candidates = set.keys.iter().filter(|k| k.alg == alg);
@@ -164,12 +161,15 @@ impl Jwks {
     pub(super) async fn prefetch(&self) -> Result<usize, JwtError> {
         let set = self.refetch(&self.current(), true).await;
         if set.fetched_at.is_none() {
-            let why = self.last_error.lock().expect("jwks error lock").clone();
-            return Err(JwtError::JwksUnavailable(
-                why.unwrap_or_else(|| "not fetched yet".into()),
-            ));
+            return Err(self.unavailable());
         }
         Ok(set.keys.len())
+    }
+
+    /// Why no keys are held: the last fetch's failure, or none tried yet.
+    fn unavailable(&self) -> JwtError {
+        let why = self.last_error.lock().expect("jwks error lock").clone();
+        JwtError::JwksUnavailable(why.unwrap_or_else(|| "not fetched yet".into()))
     }
 
     fn current(&self) -> Arc<KeySet> {
@@ -234,7 +234,7 @@ impl Jwks {
             .get(&self.url)
             .send()
             .await
-            .map_err(|e| format!("GET failed: {}", with_causes(&e)))?;
+            .map_err(|e| format!("GET failed: {}", tenantry_db::with_sources(&e)))?;
         if !response.status().is_success() {
             return Err(format!("GET answered {}", response.status()));
         }
@@ -247,7 +247,7 @@ impl Jwks {
         let body = response
             .bytes()
             .await
-            .map_err(|e| format!("reading the body failed: {}", with_causes(&e)))?;
+            .map_err(|e| format!("reading the body failed: {}", tenantry_db::with_sources(&e)))?;
         if body.len() > MAX_JWKS_BYTES {
             return Err("JWKS larger than 1 MiB".into());
         }
@@ -263,23 +263,6 @@ impl Jwks {
         }
         Ok(keys)
     }
-}
-
-/// An error with the causes under it (`error sending request` alone does
-/// not tell a refused connection from a timeout or an unknown certificate
-/// issuer).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 impl KeySet {

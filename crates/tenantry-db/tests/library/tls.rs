@@ -1,93 +1,13 @@
 //! TLS to PostgreSQL: a cluster of its own that listens on TCP with a certificate of a test authority, reached by the pool and by a plain connection as `sslmode` and `sslrootcert` say.
 
-use std::{os::unix::fs::MetadataExt, path::Path, process::Command};
+use std::os::unix::fs::MetadataExt;
 
-use tenantry_db::{provision, Database, DatabaseConfig, DbError, NewTenant, ServerLogin};
+use tenantry_db::{
+    provision,
+    testing::certificates::{authority, openssl, server_certificate},
+    Database, DatabaseConfig, DbError, NewTenant, ServerLogin,
+};
 use tenantry_embedded::{ClusterOptions, EmbeddedCluster};
-
-/// `openssl` with `args` in `dir`; panics with its output when it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (apt-get install openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// An authority `name` (name.crt, name.key) in `dir`.
-fn authority(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-        ],
-    );
-}
-
-/// server.crt and server.key for localhost and 127.0.0.1, issued by `ca`.
-fn server_certificate(dir: &Path, ca: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ],
-    );
-}
 
 /// Creates a tenant through `db` (a connection of its pool, as the server's login).
 async fn create(db: &Database) -> Result<(), DbError> {

@@ -2283,6 +2283,19 @@ async fn the_doctor_names_a_plpgsql_security_definer_function_of_a_superuser_who
     );
 }
 
+/// Runs `sql` on `waiter` and shows it still waiting 300 ms later; then runs
+/// `then` on `holder` and hands `waiter` back once its statement has ended.
+async fn waits_for(holder: &Client, then: &str, waiter: Client, sql: &'static str) -> Client {
+    let waiting = tokio::spawn(async move {
+        exec(&waiter, sql).await;
+        waiter
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "{sql} did not wait");
+    exec(holder, then).await;
+    waiting.await.unwrap()
+}
+
 /// Two instances of an application starting together each adopt their
 /// tables: the second adoption waits for the first and then changes nothing
 /// (found by a review of the example app: both found no record, and one
@@ -2304,17 +2317,13 @@ async fn two_sessions_adopting_one_table_at_once_both_succeed_and_it_is_adopted_
         "BEGIN; SELECT pg_advisory_xact_lock((1953390948::bigint << 32) + 'public.notes'::regclass::oid::bigint)",
     )
     .await;
-    let waiting = tokio::spawn(async move {
-        exec(&second, "SELECT adopt_table('public.notes')").await;
-        second
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !waiting.is_finished(),
-        "the second adoption waits for the first"
-    );
-    exec(&first, "SELECT adopt_table('public.notes'); COMMIT").await;
-    let second = waiting.await.unwrap();
+    let second = waits_for(
+        &first,
+        "SELECT adopt_table('public.notes'); COMMIT",
+        second,
+        "SELECT adopt_table('public.notes')",
+    )
+    .await;
     assert_eq!(
         count(
             &second,
@@ -2333,17 +2342,13 @@ async fn two_sessions_adopting_one_table_at_once_both_succeed_and_it_is_adopted_
         "BEGIN; SELECT adopt_table('public.notes', sharing => true)",
     )
     .await;
-    let releasing = tokio::spawn(async move {
-        exec(&second, "SELECT release_table('public.notes')").await;
-        second
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !releasing.is_finished(),
-        "the release waits for the adoption"
-    );
-    exec(&first, "COMMIT").await;
-    let second = releasing.await.unwrap();
+    let second = waits_for(
+        &first,
+        "COMMIT",
+        second,
+        "SELECT release_table('public.notes')",
+    )
+    .await;
     assert_eq!(
         count(&second, "SELECT count(*) FROM tenantry.tenant_tables").await,
         0

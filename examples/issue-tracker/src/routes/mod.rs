@@ -184,13 +184,7 @@ async fn write_one<T: FromRow + Send>(
             Box::pin(async move { scope.query_opt::<T>(sql, params).await })
         })
         .await
-        // A row it names that is not there is the row the route names not
-        // being there (a parent's row of a child tenant the key pairs
-        // wrongly included): said in the route's words, as for a missing id.
-        .map_err(|e| match e.code() {
-            ProblemCode::NotFound => ApiError::not_found(what),
-            _ => e,
-        })?
+        .map_err(|e| in_routes_words(e, what))?
         .ok_or_else(|| ApiError::not_found(what))
 }
 
@@ -215,10 +209,17 @@ async fn create_one<T: FromRow + serde::Serialize + Send>(
             })
         })
         .await
-        .map_err(|e| match e.code() {
-            ProblemCode::NotFound => ApiError::not_found(what),
-            _ => e,
-        })
+        .map_err(|e| in_routes_words(e, what))
+}
+
+/// A row a write names that is not there is the row the route names not
+/// being there (a parent's row of a child tenant the key pairs wrongly
+/// included): `404 <what> not found`, as for a missing id.
+fn in_routes_words(e: ApiError, what: &str) -> ApiError {
+    match e.code() {
+        ProblemCode::NotFound => ApiError::not_found(what),
+        _ => e,
+    }
 }
 
 /// A text field of 1 to `max` characters, or `422` naming it.
