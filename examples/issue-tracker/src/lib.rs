@@ -49,15 +49,29 @@ pub fn router(tenantry: Tenantry) -> Router {
     use routes::{comments, issues, projects};
     Router::new()
         .route("/projects", post(projects::create).get(projects::list))
-        .route("/projects/{id}", get(projects::get).patch(projects::update))
+        .route(
+            "/projects/{id}",
+            get(projects::get)
+                .patch(projects::update)
+                .delete(projects::delete),
+        )
         .route(
             "/projects/{id}/issues",
             post(issues::create).get(issues::list),
         )
-        .route("/issues/{id}", get(issues::get).patch(issues::update))
+        .route(
+            "/issues/{id}",
+            get(issues::get)
+                .patch(issues::update)
+                .delete(issues::delete),
+        )
         .route(
             "/issues/{id}/comments",
             post(comments::create).get(comments::list),
+        )
+        .route(
+            "/comments/{id}",
+            get(comments::get).delete(comments::delete),
         )
         .method_not_allowed_fallback(method_not_allowed)
         // A write sent with `Idempotency-Key` is answered once: a retry gets

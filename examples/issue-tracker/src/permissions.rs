@@ -10,7 +10,7 @@ use anyhow::Context;
 /// Reading projects, issues and comments (every `GET`).
 pub const READ: &str = "tracker.read";
 
-/// Creating and changing them (every `POST` and `PATCH`); the tables are
+/// Creating, changing and deleting them (every `POST`, `PATCH` and `DELETE`); the tables are
 /// adopted with it as their `write_permission`, so PostgreSQL refuses a
 /// write without it whatever the handler does.
 pub const WRITE: &str = "tracker.write";
@@ -20,7 +20,7 @@ const CATALOGUE: [(&str, &str); 2] = [
     (READ, "Issue tracker: read projects, issues and comments"),
     (
         WRITE,
-        "Issue tracker: create and change projects, issues and comments",
+        "Issue tracker: create, change and delete projects, issues and comments",
     ),
 ];
 

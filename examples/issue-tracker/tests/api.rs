@@ -314,17 +314,135 @@ async fn a_tenant_creates_updates_and_reads_back_its_projects_issues_and_comment
     assert_eq!(empty.json()["field"], "name");
 }
 
+/// Deleting a comment, an issue and a project answers 204 and takes what
+/// names them along (an issue's comments, a project's issues); a second
+/// delete of the same row is a 404 like a missing id, and a delete retried
+/// with its `Idempotency-Key` gets the first 204 again.
+#[tokio::test]
+async fn a_tenant_deletes_a_comment_an_issue_and_a_project_with_what_hangs_off_them() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_key("acme").await;
+    let (project, issue, comment) = project_issue_comment(&app, &key).await;
+    let got = app.get(&key, &format!("/comments/{comment}")).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(got.json()["issue_id"], issue.as_str());
+
+    let gone = app
+        .call(&key, Method::DELETE, &format!("/comments/{comment}"), None)
+        .await;
+    assert_eq!(
+        (gone.status, gone.body.as_str()),
+        (StatusCode::NO_CONTENT, "")
+    );
+    let again = app
+        .call(&key, Method::DELETE, &format!("/comments/{comment}"), None)
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.body);
+    assert_eq!(again.content_type, "application/problem+json");
+    assert_eq!(
+        app.get(&key, &format!("/comments/{comment}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // An issue goes with its comments.
+    let second = app
+        .post(
+            &key,
+            &format!("/issues/{issue}/comments"),
+            json!({"body": "Another"}),
+        )
+        .await
+        .id();
+    let delete_issue = |key: String| {
+        let (app, path) = (&app, format!("/issues/{issue}"));
+        async move {
+            app.call_with(
+                &key,
+                &[("Idempotency-Key", "drop-issue")],
+                Method::DELETE,
+                &path,
+                None,
+            )
+            .await
+        }
+    };
+    let first = delete_issue(key.clone()).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT, "{}", first.body);
+    let retried = delete_issue(key.clone()).await;
+    assert_eq!(retried.status, StatusCode::NO_CONTENT, "{}", retried.body);
+    assert_eq!(
+        app.get(&key, &format!("/comments/{second}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&key, &format!("/issues/{issue}/comments"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A project goes with its issues and their comments.
+    let issue = app
+        .post(
+            &key,
+            &format!("/projects/{project}/issues"),
+            json!({"title": "Left behind?"}),
+        )
+        .await
+        .id();
+    let comment = app
+        .post(
+            &key,
+            &format!("/issues/{issue}/comments"),
+            json!({"body": "No"}),
+        )
+        .await
+        .id();
+    let gone = app
+        .call(&key, Method::DELETE, &format!("/projects/{project}"), None)
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.body);
+    for path in [
+        format!("/projects/{project}"),
+        format!("/issues/{issue}"),
+        format!("/comments/{comment}"),
+    ] {
+        assert_eq!(
+            app.get(&key, &path).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        app.get(&key, "/projects").await.json(),
+        json!({"items": [], "next_cursor": null})
+    );
+    let counts: (i64, i64, i64) = {
+        let su = app.tdb.superuser_client().await;
+        let row = su
+            .query_one(
+                "SELECT (SELECT count(*) FROM projects), (SELECT count(*) FROM issues), \
+                 (SELECT count(*) FROM comments)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(counts, (0, 0, 0));
+}
+
 #[tokio::test]
 async fn another_tenants_ids_answer_byte_for_byte_like_missing_ones_on_every_route() {
     let app = TestApp::spawn().await;
     let (_, acme) = app.tenant_key("acme").await;
     let (_, globex) = app.tenant_key("globex").await;
-    let (project, issue, _) = project_issue_comment(&app, &acme).await;
+    let (project, issue, comment) = project_issue_comment(&app, &acme).await;
     let missing = uuid::Uuid::new_v4().to_string();
 
     // Each attempt of globex's, with acme's id and with an id nobody has.
     type Attempt = (Method, String, Option<Value>);
-    let attempts = |p: &str, i: &str| -> Vec<Attempt> {
+    let attempts = |p: &str, i: &str, c: &str| -> Vec<Attempt> {
         vec![
             (Method::GET, format!("/projects/{p}"), None),
             (
@@ -350,11 +468,15 @@ async fn another_tenants_ids_answer_byte_for_byte_like_missing_ones_on_every_rou
                 format!("/issues/{i}/comments"),
                 Some(json!({"body": "planted"})),
             ),
+            (Method::GET, format!("/comments/{c}"), None),
+            (Method::DELETE, format!("/comments/{c}"), None),
+            (Method::DELETE, format!("/issues/{i}"), None),
+            (Method::DELETE, format!("/projects/{p}"), None),
         ]
     };
-    for (foreign, absent) in attempts(&project, &issue)
+    for (foreign, absent) in attempts(&project, &issue, &comment)
         .into_iter()
-        .zip(attempts(&missing, &missing))
+        .zip(attempts(&missing, &missing, &missing))
     {
         let what = format!("{} {}", foreign.0, foreign.1);
         let foreign = app.call(&globex, foreign.0, &foreign.1, foreign.2).await;
@@ -396,6 +518,8 @@ async fn another_tenants_ids_answer_byte_for_byte_like_missing_ones_on_every_rou
         .await
         .json();
     assert_eq!(comments["items"].as_array().unwrap().len(), 1, "{comments}");
+    let comment_now = app.get(&acme, &format!("/comments/{comment}")).await;
+    assert_eq!(comment_now.status, StatusCode::OK, "{}", comment_now.body);
     assert_eq!(
         app.get(&globex, "/projects").await.json(),
         json!({"items": [], "next_cursor": null})
@@ -712,6 +836,9 @@ fn writes(project: &str, issue: &str) -> Vec<Call> {
             format!("/issues/{issue}/comments"),
             Some(json!({"body": "Planted"})),
         ),
+        // Last: they remove the rows the writes above name.
+        (Method::DELETE, format!("/issues/{issue}"), None),
+        (Method::DELETE, format!("/projects/{project}"), None),
     ]
 }
 

@@ -1,4 +1,4 @@
-//! Comments on an issue: add one, list an issue's.
+//! Comments on an issue: add one, list an issue's, read one, delete one.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,9 @@ use tenantry_axum::{
 use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
-use super::{create_one, page_sql, read_children, text, Listed, Page, PageQuery};
+use super::{
+    create_one, delete_one, page_sql, read_children, read_one, text, Listed, Page, PageQuery,
+};
 use crate::{
     ids::{CommentId, IssueId},
     permissions,
@@ -90,4 +92,24 @@ pub async fn list(
     )
     .await?;
     Ok(Json(comments))
+}
+
+/// `GET /comments/{id}`
+pub async fn get(
+    caller: TenantCaller,
+    Path(id): Path<CommentId>,
+) -> Result<Json<Comment>, ApiError> {
+    caller.require(permissions::READ)?;
+    let sql = "SELECT id, issue_id, body, created_at FROM comments WHERE id = $1";
+    Ok(Json(read_one(&caller, "comment", sql, &[&id]).await?))
+}
+
+/// `DELETE /comments/{id}`
+pub async fn delete(
+    caller: TenantCaller,
+    Path(id): Path<CommentId>,
+) -> Result<Written<()>, ApiError> {
+    caller.require(permissions::WRITE)?;
+    let sql = "DELETE FROM comments WHERE id = $1";
+    delete_one(&caller, "comment", sql, &[&id]).await
 }

@@ -1,4 +1,4 @@
-//! Issues of a project: open one, list a project's, read, retitle, close or reopen.
+//! Issues of a project: open one, list a project's, read, retitle, close or reopen, delete (with its comments).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,8 +11,8 @@ use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
 use super::{
-    create_one, optional_text, page_sql, read_children, read_one, text, write_one, Listed, Page,
-    PageQuery,
+    create_one, delete_one, optional_text, page_sql, read_children, read_one, text, write_one,
+    Listed, Page, PageQuery,
 };
 use crate::{
     ids::{IssueId, ProjectId},
@@ -161,4 +161,14 @@ pub async fn update(
     Ok(Json(
         write_one(&caller, "issue", sql, &[&id, &title, &state]).await?,
     ))
+}
+
+/// `DELETE /issues/{id}`: the issue and its comments.
+pub async fn delete(
+    caller: TenantCaller,
+    Path(id): Path<IssueId>,
+) -> Result<Written<()>, ApiError> {
+    caller.require(permissions::WRITE)?;
+    let sql = "DELETE FROM issues WHERE id = $1";
+    delete_one(&caller, "issue", sql, &[&id]).await
 }

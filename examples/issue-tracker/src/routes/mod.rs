@@ -1,4 +1,4 @@
-//! The tracker's routes, one module per table, and what they share: a read or a write of one row or a list, each in its own tenant transaction opened by [`TenantCaller`]. Every handler first requires its permission (`tracker.read` for a `GET`, `tracker.write` otherwise: [`crate::permissions`]), so a caller without it gets `403 permission_denied` whatever the ids. Handlers never hold a pool; a row of another tenant is `404 not_found` exactly like a missing one, because the scope never returns it.
+//! The tracker's routes, one module per table, and what they share: a read, a write or a delete of one row, or a list, each in its own tenant transaction opened by [`TenantCaller`]. Every handler first requires its permission (`tracker.read` for a `GET`, `tracker.write` otherwise: [`crate::permissions`]), so a caller without it gets `403 permission_denied` whatever the ids. Handlers never hold a pool; a row of another tenant is `404 not_found` exactly like a missing one, because the scope never returns it.
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -208,6 +208,34 @@ async fn create_one<T: FromRow + serde::Serialize + Send>(
                     .ok_or_else(|| DbError::NotFound(String::new()))
             })
         })
+        .await
+        .map_err(|e| in_routes_words(e, what))
+}
+
+/// A `DELETE` of the one row `sql` names, answered `204` (`404 <what> not
+/// found` when it deletes nothing: missing, or another tenant's); the rows
+/// that name it go with it (`ON DELETE CASCADE`, which pairs `tenant_id`, so
+/// only the same tenant's). Under `Idempotency-Key` a retry is answered with
+/// the first `204`, not with a `404` for the row already gone.
+async fn delete_one(
+    caller: &TenantCaller,
+    what: &str,
+    sql: &'static str,
+    params: &Params<'_>,
+) -> Result<Written<()>, ApiError> {
+    caller
+        .write_response(
+            Reply::new(StatusCode::NO_CONTENT),
+            params,
+            |scope, params| {
+                Box::pin(async move {
+                    match scope.execute(sql, params).await? {
+                        0 => Err(DbError::NotFound(String::new())),
+                        _ => Ok(()),
+                    }
+                })
+            },
+        )
         .await
         .map_err(|e| in_routes_words(e, what))
 }

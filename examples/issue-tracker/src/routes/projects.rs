@@ -1,4 +1,4 @@
-//! Projects: create, list, read, rename.
+//! Projects: create, list, read, rename, delete (with their issues and comments).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,8 +11,8 @@ use tenantry_db::{FromRow, RowError};
 use tokio_postgres::Row;
 
 use super::{
-    create_one, optional_text, page_sql, read_one, read_page, text, write_one, Listed, Page,
-    PageQuery,
+    create_one, delete_one, optional_text, page_sql, read_one, read_page, text, write_one, Listed,
+    Page, PageQuery,
 };
 use crate::{ids::ProjectId, permissions};
 
@@ -124,4 +124,14 @@ pub async fn update(
             .await
             .map_err(name_taken)?,
     ))
+}
+
+/// `DELETE /projects/{id}`: the project, its issues and their comments.
+pub async fn delete(
+    caller: TenantCaller,
+    Path(id): Path<ProjectId>,
+) -> Result<Written<()>, ApiError> {
+    caller.require(permissions::WRITE)?;
+    let sql = "DELETE FROM projects WHERE id = $1";
+    delete_one(&caller, "project", sql, &[&id]).await
 }
