@@ -195,8 +195,19 @@ async fn create_database(client: &Client, database: &str) -> Result<(), Provisio
             tracing::info!("created database {database}");
             Ok(())
         }
-        // Another process created it meanwhile.
-        Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+        // Another process created it meanwhile: after our check (42P04), or
+        // while our CREATE ran, which then waited for the other's commit and
+        // failed on pg_database's unique name index (23505; found by two
+        // `tenantry migrate` runs on a brand-new data directory, one of which
+        // failed and stopped the embedded cluster under the other).
+        Err(e)
+            if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                || (e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                    && e.as_db_error().and_then(|d| d.constraint())
+                        == Some("pg_database_datname_index")) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(failed(e)),
     }
 }

@@ -672,6 +672,42 @@ async fn two_databases_of_a_new_cluster_installed_at_the_same_time_both_succeed(
     migrate::check(&b).await.expect("race_b up to date");
 }
 
+/// Several processes provisioning the same new database at once (two
+/// `tenantry migrate` on a brand-new embedded data directory) all succeed:
+/// a CREATE DATABASE that lost the race fails on pg_database's unique index,
+/// which means the database is there.
+#[tokio::test]
+async fn provisioning_one_new_database_from_several_sessions_at_once_succeeds_in_each() {
+    if tenantry_db::testing::on_citus() {
+        eprintln!("skipped: Citus propagates CREATE DATABASE differently");
+        return;
+    }
+    let tdb = TestDatabase::new().await;
+    let superuser = tdb.superuser_config();
+    let name = format!("{}_same", tdb.name());
+    let provisions = (0..4).map(|_| {
+        let superuser = superuser.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            tenantry_db::provision(&superuser, &name, tenantry_db::ServerLogin::Trust).await
+        })
+    });
+    for (i, done) in futures_util::future::join_all(provisions)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let provisioned = done
+            .unwrap()
+            .unwrap_or_else(|e| panic!("provision {i}: {e}"));
+        assert_eq!(provisioned.superuser.get_dbname(), Some(name.as_str()));
+    }
+    let su = connect(&tdb.superuser_url()).await;
+    su.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
 /// The schema of schema tenant `t`.
 async fn schema_of(client: &Client, t: uuid::Uuid) -> String {
     client
