@@ -180,3 +180,40 @@ fn a_server_attached_to_another_process_cluster_carries_on_when_that_process_sto
     assert!(stop(second).success());
     assert!(gone(now), "postgres {now} outlived the last server");
 }
+
+/// Found by a review of the example app: two processes making the embedded
+/// database in a brand-new data directory at once. One lost the race to
+/// create the database and failed; the one that had started the server then
+/// stopped it under the other when it was done. Both succeed now, in either
+/// role, and no server is left running.
+#[test]
+fn two_migrate_runs_on_a_new_data_directory_at_once_both_succeed() {
+    for round in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_tenantry"))
+                    .arg("migrate")
+                    .env_remove("DATABASE_URL")
+                    .env_remove("TENANTRY_CONTEXT_KEY")
+                    .env("TENANTRY_DATA_DIR", &data)
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("starting tenantry migrate")
+            })
+            .collect();
+        for run in runs {
+            let out = run.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(postmaster(&data), None, "round {round}: left running");
+    }
+}

@@ -51,6 +51,9 @@ pub struct LocalCluster {
     /// what [`LocalCluster::keep_running`] starts it with again.
     data_dir: std::path::PathBuf,
     tcp: Option<(String, u16)>,
+    /// While this process uses a server another one started: that process
+    /// waits for it before stopping the server ([`EmbeddedCluster::attach`]).
+    attached: Option<tenantry_embedded::Attached>,
 }
 
 impl LocalCluster {
@@ -94,16 +97,17 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
         let mut options = ClusterOptions::new(data_dir);
         options.tcp = tcp.clone();
         // Blocking is fine here: start-up, before serving anything.
-        let (superuser, cluster) = match EmbeddedCluster::start(options) {
-            Ok(cluster) => (cluster.superuser_config(DATABASE), Some(cluster)),
+        let (superuser, cluster, attached) = match EmbeddedCluster::start(options) {
+            Ok(cluster) => (cluster.superuser_config(DATABASE), Some(cluster), None),
             Err(EmbeddedError::AlreadyRunning { .. }) => {
                 let dir = std::path::absolute(data_dir)?;
+                let attached = EmbeddedCluster::attach(&dir)?;
                 let mut superuser = Config::new();
                 superuser
                     .host_path(&dir)
                     .port(running_port(&dir).unwrap_or(DEFAULT_PORT))
                     .user("postgres");
-                (superuser, None)
+                (superuser, None, Some(attached))
             }
             Err(e) => return Err(e.into()),
         };
@@ -114,6 +118,7 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
             cluster,
             data_dir: std::path::absolute(data_dir)?,
             tcp,
+            attached,
         })
     }
 
@@ -250,8 +255,11 @@ impl LocalCluster {
     /// runtime). A server that keeps dying is not started for ever: five
     /// starts within five minutes, or one that fails, and
     /// [`KeptRunning::lost`] says why.
-    pub fn keep_running_in_background(self) -> KeptRunning {
+    pub fn keep_running_in_background(mut self) -> KeptRunning {
         use std::time::Duration;
+        // A watched process starts the server again when the one that
+        // started it stops: that one need not wait for it.
+        self.attached = None;
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
         let local = std::sync::Arc::new(std::sync::Mutex::new(self));
         let held = local.clone();

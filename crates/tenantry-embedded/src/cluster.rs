@@ -297,13 +297,35 @@ impl EmbeddedCluster {
         data_dir.join(PGDATA_DIR).join("PG_VERSION").is_file()
     }
 
+    /// Marks this process as using the cluster another process started in
+    /// `data_dir` (a base directory as in [`ClusterOptions::data_dir`]) until
+    /// the guard drops: that process's [`EmbeddedCluster::stop`] waits for it
+    /// (at most [`ATTACHED_WAIT`]). For work that must not lose the server
+    /// half-way (a one-off command); a long-running user that starts the
+    /// server again when it goes (`tenantry serve`) needs none.
+    pub fn attach(data_dir: &Path) -> Result<Attached, EmbeddedError> {
+        let path = data_dir.join(ATTACHED_LOCK);
+        let file = open_lock_file(&path)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))
+            .map_err(io_context(format!("could not lock {}", path.display())))?;
+        Ok(Attached { _file: file })
+    }
+
     /// Fast shutdown (SIGINT to the postmaster); waits up to 30 s for it to
-    /// exit, then SIGKILLs it. Idempotent.
+    /// exit, then SIGKILLs it. Idempotent. First waits, at most
+    /// [`ATTACHED_WAIT`], for the other processes [attached](Attached) to
+    /// the cluster to let go of it: a one-off command that found the server
+    /// running is not cut off mid-way because the process that started it
+    /// ended first.
     pub fn stop(&mut self) -> Result<(), EmbeddedError> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
         let pid = child.id();
+        if child.try_wait().ok().flatten().is_none() {
+            wait_for_attached(&self.data_dir, ATTACHED_WAIT);
+        }
         shutdown(&mut child, Signal::INT, STOP_TIMEOUT).map_err(io_context(format!(
             "could not stop postgres (pid {pid}); check with `ps` and stop it with kill -INT {pid}"
         )))?;
@@ -462,21 +484,76 @@ fn inspect_pgdata(pgdata: &Path, binaries_major: u32) -> Result<bool, EmbeddedEr
 /// for a start under way in another process; released when the file closes.
 fn lock_start(data_dir: &Path) -> Result<File, EmbeddedError> {
     let path = data_dir.join("start.lock");
-    // Read-only once it exists (flock needs no more): a later run as
-    // another user (root first, then the postgres user) can still open it.
-    let file = match File::open(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path),
-        other => other,
-    }
-    .map_err(io_context(format!("could not open {}", path.display())))?;
+    let file = open_lock_file(&path)?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))
         .map_err(io_context(format!("could not lock {}", path.display())))?;
     Ok(file)
+}
+
+/// A lock file, created if missing. Read-only once it exists (flock needs
+/// no more): a later run as another user (root first, then the postgres
+/// user) can still open it.
+fn open_lock_file(path: &Path) -> Result<File, EmbeddedError> {
+    match File::open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path),
+        other => other,
+    }
+    .map_err(io_context(format!("could not open {}", path.display())))
+}
+
+/// The file other processes hold shared while they use a cluster they did
+/// not start ([`EmbeddedCluster::attach`]).
+const ATTACHED_LOCK: &str = "attached.lock";
+
+/// Longest [`EmbeddedCluster::stop`] waits for attached processes.
+pub const ATTACHED_WAIT: Duration = Duration::from_secs(60);
+
+/// A process's hold on a cluster another process started; released on drop.
+#[derive(Debug)]
+pub struct Attached {
+    _file: File,
+}
+
+/// Waits until no process is attached to the cluster in `data_dir` (its
+/// exclusive lock can be taken), at most `limit`; says so once when it
+/// waits. Whether none is attached now.
+fn wait_for_attached(data_dir: &Path, limit: Duration) -> bool {
+    let path = data_dir.join(ATTACHED_LOCK);
+    let Ok(file) = File::open(&path) else {
+        // Nobody ever attached.
+        return true;
+    };
+    let deadline = Instant::now() + limit;
+    let mut said = false;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return true,
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {}
+            Err(_) => return true,
+        }
+        if Instant::now() >= deadline {
+            warn!(
+                data_dir = %data_dir.display(),
+                "another process still uses the embedded PostgreSQL after {} s; stopping it anyway",
+                limit.as_secs()
+            );
+            return false;
+        }
+        if !said {
+            info!(
+                data_dir = %data_dir.display(),
+                "waiting (at most {} s) for another tenantry process using the embedded PostgreSQL to finish",
+                limit.as_secs()
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Pid from `postmaster.pid` if that process is alive and is a postgres.
@@ -844,6 +921,40 @@ mod tests {
             );
             assert_eq!(EmbeddedCluster::running(&dir), None);
         }
+    }
+
+    /// Found by two `tenantry migrate` runs on a new data directory: the
+    /// one that started the server finished first and stopped it under the
+    /// other. Stopping waits for the processes attached to it, and for
+    /// nothing once they let go.
+    #[test]
+    fn stopping_waits_for_a_process_attached_to_the_cluster_to_let_go() {
+        let dir = temp_data_dir("tenantry-emb-attached").unwrap();
+        let mut cluster = EmbeddedCluster::start(test_options(&dir)).expect("start");
+        let pid = cluster.pid().unwrap();
+        let attached = EmbeddedCluster::attach(&dir).expect("attach");
+        let held = Duration::from_millis(800);
+        let stopped = thread::scope(|s| {
+            let stopping = s.spawn(|| {
+                let at = Instant::now();
+                cluster.stop().expect("stop");
+                at.elapsed()
+            });
+            thread::sleep(held);
+            // Still serving while the other process uses it.
+            assert_eq!(EmbeddedCluster::running(&dir), Some(pid));
+            drop(attached);
+            stopping.join().unwrap()
+        });
+        assert!(stopped >= held, "stopped after {stopped:?}");
+        assert!(stopped < ATTACHED_WAIT, "stopped after {stopped:?}");
+        assert_eq!(EmbeddedCluster::running(&dir), None);
+
+        // Nobody attached: no wait.
+        let mut cluster = EmbeddedCluster::start(test_options(&dir)).expect("restart");
+        let at = Instant::now();
+        cluster.stop().expect("stop");
+        assert!(at.elapsed() < Duration::from_secs(10), "{:?}", at.elapsed());
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!     postgres.log             server (and initdb) output, appended
 //!     superuser.password       password of the `postgres` role (0600), for TCP logins
 //!     .s.PGSQL.<port>          the unix socket (`-k <data_dir>`)
+//!     start.lock               held while a process starts the server
+//!     attached.lock            held shared by processes using a server another one started
 //! ```
 //!
 //! The server listens on the unix socket only, unless TCP is asked for.
@@ -42,6 +44,6 @@ mod os;
 mod tempdir;
 
 pub use binaries::{PgBinaries, MIN_SUPPORTED_MAJOR, PG_BINDIR_ENV};
-pub use cluster::{ClusterOptions, EmbeddedCluster, DEFAULT_PORT};
+pub use cluster::{Attached, ClusterOptions, EmbeddedCluster, ATTACHED_WAIT, DEFAULT_PORT};
 pub use error::EmbeddedError;
 pub use tempdir::temp_data_dir;
