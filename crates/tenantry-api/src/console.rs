@@ -40,7 +40,12 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 /// One embedded file with the console's headers; 304 when the browser's copy is current.
 fn asset(path: &str, request: &HeaderMap) -> Response {
     let (Some(file), Some(content_type)) = (Assets::get(path), content_type(path)) else {
-        return ApiError::new(ProblemCode::RouteNotFound, "no such console file").into_response();
+        // Its 404 carries the headers too (found by a review of the console:
+        // the documentation says every console response does).
+        let mut response =
+            ApiError::new(ProblemCode::RouteNotFound, "no such console file").into_response();
+        protect(response.headers_mut(), CONTENT_SECURITY_POLICY);
+        return response;
     };
     let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
     let fresh = request
@@ -56,9 +61,27 @@ fn asset(path: &str, request: &HeaderMap) -> Response {
         r
     };
     let headers = response.headers_mut();
+    protect(headers, CONTENT_SECURITY_POLICY);
+    // Revalidated on every load (a 304 costs one round trip): an upgraded server
+    // never runs with last version's scripts.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, v);
+    }
+    response
+}
+
+/// The policy of the API explorer at `/docs/` (Swagger UI, which the
+/// console's policy would break: it is not framed by other sites, which is
+/// what matters for a page that holds a token and sends requests).
+pub const DOCS_CONTENT_SECURITY_POLICY: &str = "frame-ancestors 'none'";
+
+/// The security headers of the console's and the API explorer's responses:
+/// `policy`, no sniffing of content types, no referrer, no framing.
+fn protect(headers: &mut HeaderMap, policy: &'static str) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(policy),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -68,12 +91,13 @@ fn asset(path: &str, request: &HeaderMap) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    // Revalidated on every load (a 304 costs one round trip): an upgraded server
-    // never runs with last version's scripts.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        headers.insert(header::ETAG, v);
-    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+/// The API explorer's responses with [`DOCS_CONTENT_SECURITY_POLICY`] and the
+/// console's other security headers (a review found `/docs/` without any).
+pub async fn docs_headers(mut response: Response) -> Response {
+    protect(response.headers_mut(), DOCS_CONTENT_SECURITY_POLICY);
     response
 }
 

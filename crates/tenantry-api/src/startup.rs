@@ -54,7 +54,11 @@ pub fn router(
         &log,
         axum::handler::HandlerWithoutStateExt::into_service(tenantry_axum::error::route_not_found),
     );
-    api.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
+    let docs = axum::Router::from(
+        utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi),
+    )
+    .layer(axum::middleware::map_response(crate::console::docs_headers));
+    api.merge(docs)
         .merge(crate::console::router())
         .method_not_allowed_fallback(tenantry_axum::error::method_not_allowed)
         .route_layer(hard_stop)

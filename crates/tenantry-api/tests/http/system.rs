@@ -276,6 +276,47 @@ async fn docs_serve_the_swagger_ui_as_html() {
     assert!(body.to_lowercase().contains("swagger"), "{body}");
 }
 
+/// The API explorer and the console's missing files carry the security
+/// headers too (found by a review of the console: `/docs/` had none, so
+/// another site could frame the page a person pastes a token into, and a
+/// console 404 had none of those docs/console.md promises for every
+/// console response).
+#[tokio::test]
+async fn the_api_explorer_and_a_missing_console_file_refuse_framing_and_sniffing() {
+    let app = TestApp::spawn().await;
+    for (path, status, policy) in [
+        (
+            "/docs/",
+            200,
+            tenantry_api::console::DOCS_CONTENT_SECURITY_POLICY,
+        ),
+        (
+            "/openapi.json",
+            200,
+            tenantry_api::console::DOCS_CONTENT_SECURITY_POLICY,
+        ),
+        (
+            "/console/no-such-file.js",
+            404,
+            tenantry_api::console::CONTENT_SECURITY_POLICY,
+        ),
+    ] {
+        let r = app.client.get(app.url(path)).send().await.expect("request");
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(header("content-security-policy"), policy, "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+    }
+}
+
 #[tokio::test]
 async fn openapi_documents_request_bodies_and_problem_json_errors_for_every_v1_operation() {
     let app = TestApp::spawn().await;
