@@ -128,6 +128,18 @@ pub enum MigrateError {
         "the migrations applied on the Citus coordinator, but Citus refused to distribute them"
     )]
     Citus(#[from] crate::citus::DistributionError),
+    /// The upgrade needed a lock that other sessions held through every one
+    /// of its tries ([`UPGRADE_LOCK_TRIES`] of [`UPGRADE_LOCK_WAIT`] each);
+    /// nothing was changed.
+    #[error("the upgrade could not take the locks it needs in {tries} tries of {wait_ms} ms (other sessions held them; nothing was changed, and traffic waited at most {wait_ms} ms each time): {holders}; end those transactions, or run `tenantry migrate` again when they are done")]
+    LockedOut {
+        /// How many times it tried.
+        tries: u32,
+        /// How long each try waited for a lock.
+        wait_ms: u128,
+        /// The oldest transactions of other sessions, as pg_stat_activity shows them.
+        holders: String,
+    },
     /// A migration's SQL failed.
     #[error("migration {version} ({name}) failed: {source}")]
     Failed {
@@ -322,6 +334,24 @@ pub const SCHEMA_LOCK_WAIT: std::time::Duration = std::time::Duration::from_mill
 /// in use before it gives up with that schema's error.
 pub const SCHEMA_TRIES: u32 = 10;
 
+/// How long one statement of an upgrade waits for a lock before the upgrade
+/// backs off, when the migrating session sets no `lock_timeout` of its own:
+/// every query of a table queues behind an `ALTER TABLE` waiting for it, so
+/// one long transaction (a report, a `pg_dump`) would otherwise stop every
+/// tenant's requests for as long as it runs (found by a rolling-upgrade
+/// review: 50 s of no answers, some 503s). Each try holds traffic back for
+/// at most this long.
+pub const UPGRADE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
+
+/// How many times [`migrate`] tries an upgrade that timed out on a lock
+/// ([`UPGRADE_LOCK_WAIT`] each, [`UPGRADE_LOCK_PAUSE`] apart) before it gives
+/// up with [`MigrateError::LockedOut`].
+pub const UPGRADE_LOCK_TRIES: u32 = 20;
+
+/// The pause between two tries of an upgrade that timed out on a lock:
+/// traffic queued behind it meanwhile runs.
+pub const UPGRADE_LOCK_PAUSE: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// Advisory lock key shared by every tenantry process migrating the same database.
 const LOCK_KEY: i64 = 0x7465_6e61_6e74_7279; // "tenantry"
 
@@ -379,7 +409,37 @@ async fn migrate_locked(
             .batch_execute("SET citus.enable_ddl_propagation = off")
             .await?;
     }
-    let mut applied = apply_pending(client, until, distributed).await;
+    // A lock wait of our own unless the session has one (a DATABASE_URL's
+    // `options=-c lock_timeout=…`).
+    let lock_wait = match client
+        .query_one("SELECT current_setting('lock_timeout') = '0'", &[])
+        .await?
+        .get::<_, bool>(0)
+    {
+        true => Some(UPGRADE_LOCK_WAIT),
+        false => None,
+    };
+    let mut applied = apply_pending(client, until, distributed, lock_wait).await;
+    let mut tries = 1;
+    while lock_wait.is_some() && applied.as_ref().is_err_and(timed_out_on_a_lock) {
+        let holders = lock_holders(client).await?;
+        if tries >= UPGRADE_LOCK_TRIES {
+            applied = Err(MigrateError::LockedOut {
+                tries,
+                wait_ms: UPGRADE_LOCK_WAIT.as_millis(),
+                holders,
+            });
+            break;
+        }
+        tracing::warn!(
+            "the upgrade waited {} ms for a lock other sessions hold ({holders}); nothing was changed, trying again in {} ms ({tries} of {UPGRADE_LOCK_TRIES})",
+            UPGRADE_LOCK_WAIT.as_millis(),
+            UPGRADE_LOCK_PAUSE.as_millis()
+        );
+        tokio::time::sleep(UPGRADE_LOCK_PAUSE).await;
+        tries += 1;
+        applied = apply_pending(client, until, distributed, lock_wait).await;
+    }
     // The advisory lock is per database, but roles, their memberships and
     // parameter grants are the cluster's: two databases of one cluster (a
     // Citus coordinator and its workers, tests, a team's staging copies)
@@ -390,7 +450,7 @@ async fn migrate_locked(
         match &applied {
             Err(e) if lost_cluster_catalog_race(e) => {
                 tracing::info!(error = %e, "another database of this cluster created tenantry's roles at the same time; applying again");
-                applied = apply_pending(client, until, distributed).await;
+                applied = apply_pending(client, until, distributed, lock_wait).await;
             }
             _ => break,
         }
@@ -430,6 +490,44 @@ async fn migrate_locked(
     Ok(applied)
 }
 
+/// Whether an upgrade failed because a statement's lock wait ran out (55P03).
+fn timed_out_on_a_lock(e: &MigrateError) -> bool {
+    let source = match e {
+        MigrateError::Failed { source, .. } | MigrateError::DefinitionFailed { source, .. } => {
+            source
+        }
+        MigrateError::Database(source) => source,
+        _ => return false,
+    };
+    source.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+}
+
+/// The oldest open transactions of other sessions on this database (who
+/// most likely holds what the upgrade waited for), for the operator.
+async fn lock_holders(client: &Client) -> Result<String, MigrateError> {
+    let rows = client
+        .query(
+            "SELECT format('pid %s (%s, %s, in a transaction for %s s: %s)', pid,
+                           coalesce(nullif(usename::text, ''), '?'), state,
+                           round(extract(epoch FROM now() - xact_start)),
+                           left(regexp_replace(query, '\\s+', ' ', 'g'), 120))
+             FROM pg_catalog.pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND xact_start IS NOT NULL
+             ORDER BY xact_start LIMIT 3",
+            &[],
+        )
+        .await?;
+    Ok(match rows.is_empty() {
+        true => "no open transaction is left now".to_owned(),
+        false => rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
 /// How many times a migration that lost a race on the cluster's shared
 /// catalogs is applied again.
 const CLUSTER_RACE_RETRIES: usize = 3;
@@ -467,11 +565,20 @@ async fn apply_pending(
     client: &mut Client,
     until: Option<i32>,
     distributed: bool,
+    lock_wait: Option<std::time::Duration>,
 ) -> Result<Vec<Migration>, MigrateError> {
     // Everything, the bookkeeping table included, in one transaction: a run
     // that fails (a role that may not create tenantry's roles, an edited
-    // file) leaves the database as it found it, without an empty schema.
+    // file, a lock waited for in vain) leaves the database as it found it,
+    // without an empty schema.
     let tx = client.transaction().await?;
+    if let Some(wait) = lock_wait {
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            wait.as_millis()
+        ))
+        .await?;
+    }
     tx.batch_execute(
             "CREATE SCHEMA IF NOT EXISTS tenantry;
              CREATE TABLE IF NOT EXISTS tenantry.schema_migrations (

@@ -708,6 +708,50 @@ async fn provisioning_one_new_database_from_several_sessions_at_once_succeeds_in
         .unwrap();
 }
 
+/// An upgrade that needs a lock a long transaction holds (a report, a
+/// `pg_dump`) stops waiting after `UPGRADE_LOCK_WAIT` and tries again, so
+/// other sessions' queries of that table queue behind it for at most about
+/// that long, not for the whole transaction (found by a rolling-upgrade
+/// review: every request stalled for 50 s and some got 503); it finishes once
+/// the long transaction ends.
+#[tokio::test]
+async fn an_upgrade_blocked_by_a_long_transaction_lets_other_queries_through_and_finishes_after_it()
+{
+    let tdb = TestDatabase::new().await;
+    let url = empty_database(&tdb).await;
+    let mut old = connect(&url).await;
+    migrate::migrate_to_version(&mut old, 44)
+        .await
+        .expect("an older schema");
+    let blocker = connect(&url).await;
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM tenantry.shared_resources")
+        .await
+        .unwrap();
+    let upgrade = tokio::spawn(async move { migrate::migrate(&mut old).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    // Another session's read of the table the upgrade waits for.
+    let reader = connect(&url).await;
+    let started = std::time::Instant::now();
+    let limit = migrate::UPGRADE_LOCK_WAIT + std::time::Duration::from_millis(1500);
+    tokio::time::timeout(
+        limit,
+        reader.query_one("SELECT count(*) FROM tenantry.shared_resources", &[]),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("a read waited more than {limit:?} behind the upgrade"))
+    .unwrap();
+
+    // The long transaction ends well after that; the upgrade then applies.
+    tokio::time::sleep(std::time::Duration::from_secs(6).saturating_sub(started.elapsed())).await;
+    assert!(!upgrade.is_finished(), "it waited for the long transaction");
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let applied = upgrade.await.unwrap().expect("the upgrade applies");
+    assert_eq!(versions(&applied), vec![45]);
+    migrate::check(&reader).await.expect("up to date");
+}
+
 /// The schema of schema tenant `t`.
 async fn schema_of(client: &Client, t: uuid::Uuid) -> String {
     client
