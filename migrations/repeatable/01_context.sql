@@ -879,7 +879,8 @@ GRANT EXECUTE ON FUNCTION tenantry.assert_transaction_intact() TO tenantry_app, 
  * enter|pid|expires_at|tenant|user|actor hex|grants|impersonator hex|tenant part
  * (grants: * for all, else the names joined with spaces); pid 0 means any
  * backend. Returns the tenant's part, or NULL (nothing set) for an unknown
- * key, a bad signature, another backend or an expired context.
+ * key, a bad signature, another backend, an expired context or one expiring
+ * more than 7 days ahead.
  */
 CREATE OR REPLACE FUNCTION tenantry.enter_context_signed(pid integer, expires_at bigint, tid uuid, uid uuid, actor text, grants text[], impersonator text, tenant_part text, key_id integer, mac bytea)
 RETURNS text
@@ -896,10 +897,26 @@ DECLARE
     part text;
     done text;  -- set_config's answer, unused (an assignment is a simple expression)
 BEGIN
+    -- An expiry more than a week ahead is a unit mistake (microseconds for
+    -- milliseconds: a signature valid for ever), never a lifetime a signer
+    -- means: refused like an expired one (found by a review of a Python
+    -- service signing its own contexts).
     IF expected IS NULL OR mac IS NULL OR expected <> mac
        OR (pid <> 0 AND pid <> pg_backend_pid())
-       OR expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint THEN
+       OR expires_at <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+       OR expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint + 7 * 86400000 THEN
         RETURN NULL;
+    END IF;
+    -- A session holding statements prepared by SQL: a client that names its
+    -- own prepared statements (psycopg's _pg3_<n>, after five runs of a
+    -- query) would run a statement SQL replaced under that name
+    -- (DEALLOCATE, PREPARE) in the next tenant's transaction on this
+    -- connection, behind a pooler too, and read that tenant's rows into a
+    -- setting the SQL reads back later (found by the same review). An error,
+    -- like temporary objects below.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements p WHERE p.from_sql) THEN
+        RAISE EXCEPTION 'this session holds statements prepared by SQL (PREPARE), which could stand in for the client''s own prepared statements in another tenant''s transaction; it takes no tenant context'
+            USING ERRCODE = '55000', HINT = 'close the connection; DEALLOCATE ALL or DISCARD ALL clears the session';
     END IF;
     -- A session holding temporary tables or views: behind a transaction
     -- pooler one backend serves every tenant in turn, and a temporary
@@ -925,7 +942,7 @@ BEGIN
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|impersonator hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused (a bad or expired signature, another backend). 55000 in a session holding temporary tables or types, which could shadow the team''s table names or the types of the statements.';
+COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|impersonator hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused (a bad or expired signature, an expiry more than 7 days ahead, another backend). 55000 in a session holding temporary tables or types, which could shadow the team''s table names or the types of the statements, or statements prepared by SQL, which could stand in for the client''s own. Signing from another language: README, "Signing contexts from another language".';
 GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) TO tenantry_app, tenantry_admin;
 
 /**

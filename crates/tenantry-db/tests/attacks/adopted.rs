@@ -286,6 +286,54 @@ async fn a_temporary_table_left_on_a_shared_backend_never_receives_another_tenan
     );
 }
 
+/// A client that names its own prepared statements (psycopg's `_pg3_<n>`)
+/// on a backend serving every tenant in turn: SQL run in a's transaction
+/// replaces one under its name (DEALLOCATE, PREPARE) with a statement that
+/// copies the table into a session setting. When b's transaction ran it, a
+/// later transaction of a's read b's rows back (found by a review of a
+/// Python service signing its own contexts). A session holding statements
+/// prepared by SQL now takes no context: b's flight fails before the
+/// planted statement runs in b's context, and nothing of b's is copied.
+#[tokio::test]
+async fn a_statement_planted_under_a_clients_prepared_name_never_runs_in_another_tenants_context() {
+    let w = adopted().await;
+    begin_as(&w.app, w.a).await;
+    exec(
+        &w.app,
+        "PREPARE _pg3_0 AS SELECT number FROM invoices
+         WHERE set_config('app.loot', coalesce((SELECT string_agg(number, ' ') FROM invoices), ''), false) IS NOT NULL",
+    )
+    .await;
+    commit(&w.app).await;
+    // b's next transaction on this backend, as the client sends it: its
+    // context, then its usual statement by name.
+    exec(&w.app, "BEGIN").await;
+    let refused = enter_signed(&w.app, &signed_for(w.b)).await.unwrap_err();
+    assert_eq!(
+        refused.code().map(|c| c.code()),
+        Some("55000"),
+        "{refused:?}"
+    );
+    let (state, _, _) = fails(&w.app, "EXECUTE _pg3_0").await;
+    assert_eq!(state, "25P02", "the transaction is aborted");
+    rollback(&w.app).await;
+    let loot: String = w
+        .app
+        .query_one(
+            "SELECT coalesce(current_setting('app.loot', true), '')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!loot.contains("B-"), "b's rows were copied: {loot}");
+    // Cleared, the backend serves tenants again.
+    exec(&w.app, "DEALLOCATE ALL").await;
+    begin_as(&w.app, w.b).await;
+    commit(&w.app).await;
+    assert_eq!(numbers_seen_by(&w.app, w.b).await, ["B-1"]);
+}
+
 #[tokio::test]
 async fn copy_of_an_adopted_table_reads_only_the_contexts_rows_and_statistics_stay_hidden() {
     let w = adopted().await;

@@ -67,6 +67,8 @@ const DIRECT: &[(&str, Chain, &str)] = &[
     ("enter_context_signed_with_a_bad_mac", Kept, "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {rand})"),
     ("enter_context_signed_with_a_mac_for_a_reused_for_the_victim", Kept, "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {mac_a})"),
     ("enter_context_signed_for_the_victim_replayed_after_its_expiry", Kept, "SELECT tenantry.enter_context_signed(0, {past}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {mac_v_past})"),
+    // Microseconds for milliseconds: valid for tens of thousands of years, were it accepted.
+    ("enter_context_signed_for_the_victim_expiring_in_microseconds", Kept, "SELECT tenantry.enter_context_signed(0, {far}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {mac_v_far})"),
     ("enter_context_signed_for_the_victim_captured_on_another_backend", Kept, "SELECT tenantry.enter_context_signed({other_pid}, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {mac_v_other_pid})"),
     ("enter_context_signed_for_the_victim_with_this_backends_pid_and_another_mac", Kept, "SELECT tenantry.enter_context_signed({pid}, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, {key_id}, {mac_v_other_pid})"),
     ("enter_context_signed_with_an_unknown_key_id", Kept, "SELECT tenantry.enter_context_signed(0, {exp}, '{v}', NULL, NULL, NULL, NULL, NULL, 999, {mac_v_any})"),
@@ -249,6 +251,8 @@ fn values(a: Uuid, victim: Uuid, server: &ServerConn, other: &Elsewhere, n: usiz
         ("past", past.to_string()),
         ("mac_a", bytea(&signed_mac(0, exp, a))),
         ("mac_v_past", bytea(&signed_mac(0, past, victim))),
+        ("far", (exp * 1000).to_string()),
+        ("mac_v_far", bytea(&signed_mac(0, exp * 1000, victim))),
         (
             "mac_v_other_pid",
             bytea(&signed_mac(other.conn.pid, exp, victim)),
