@@ -631,6 +631,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
             routes::resources::list_shares
         ))
         .routes(routes!(routes::resources::unshare_resource))
+        .routes(routes!(routes::resources::list_outgoing_shares))
         .routes(routes!(
             routes::access::list_members,
             routes::access::add_member

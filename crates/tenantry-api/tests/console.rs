@@ -802,6 +802,44 @@ async fn console_signs_in_both_ways_acts_through_the_api_and_shows_a_tenant_only
         .text
         .contains(&stranger_name));
 
+    // --- Found by a review of the console: a key for resources only (no
+    // tenant.read) could not sign in at all; its view opens now, each
+    // section showing the API's answer. Its shares come in one request.
+    let reader = app
+        .create_role(&key, "resource reader", &["resources.read"])
+        .await;
+    let (reader_key, _) = app.create_role_key(&key, &reader).await;
+    b.click("#logout").await;
+    b.wait_text("Sign in").await;
+    b.go(&console).await;
+    b.sign_in(&reader_key).await;
+    b.wait_text("may not read the tenant's details").await;
+    b.wait_text("This tenant shares no resources.").await;
+    b.wait_text("keys.read").await;
+    let fetched = b.fetched().await;
+    let shares = fetched.iter().filter(|u| u.contains("/shares")).count();
+    assert_eq!(shares, 1, "one request for the shares, once: {fetched:?}");
+    // Revoked while signed in: the next page's 401 ends the session, on
+    // whichever page it came (it stayed on Usage and Audit before).
+    let reader_id = app
+        .get("/v1/keys", &key)
+        .await
+        .items()
+        .into_iter()
+        .find(|k| k["role_id"] == reader.as_str())
+        .expect("the reader's key")["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.delete(&format!("/v1/keys/{reader_id}"), &key)
+        .await
+        .expect(204);
+    b.hash("#/audit").await;
+    b.wait_text("no longer accepted").await;
+    b.wait_text("Sign in").await;
+    let stored = b.js("return sessionStorage.length").await;
+    assert_eq!(stored, json!(0));
+
     b.quit().await;
     app.shutdown().await;
 }

@@ -875,6 +875,22 @@ impl TenantScope {
         Ok(rows.iter().map(share).collect())
     }
 
+    /// Every share of the resources the caller's tenant and its descendants
+    /// own (what they shared, with whom, by whom), newest first: one read
+    /// where listing each resource's shares took a request per resource.
+    pub async fn list_outgoing_shares(&mut self) -> Result<Vec<Share>, DbError> {
+        let rows = self
+            .rows(
+                "SELECT resource_id, tenant_id, shared_with, shared_by, shared_at FROM tenantry.shared_resources
+                 WHERE tenant_id = ANY (tenantry.visible_tenant_ids())
+                 ORDER BY shared_at DESC, resource_id, shared_with",
+                &[],
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(share).collect())
+    }
+
     /// Revokes a share; the target loses access with its next statement.
     pub async fn unshare_resource(
         &mut self,

@@ -17,6 +17,9 @@ export const session = {
   clear() { sessionStorage.clear(); },
 };
 
+/** The event a 401 to the session's own token raises (app.js signs out). */
+export const UNAUTHORIZED = "tenantry:unauthorized";
+
 /** An answer other than 2xx: `status` and the problem+json body. */
 export class ApiError extends Error {
   constructor(status, problem) {
@@ -44,7 +47,12 @@ export async function api(method, path, body, token = session.token, tenant = se
   if (text) {
     try { json = JSON.parse(text); } catch { json = { detail: text }; }
   }
-  if (!r.ok) throw new ApiError(r.status, json);
+  if (!r.ok) {
+    if (r.status === 401 && token && token === session.token) {
+      window.dispatchEvent(new Event(UNAUTHORIZED));
+    }
+    throw new ApiError(r.status, json);
+  }
   return json;
 }
 

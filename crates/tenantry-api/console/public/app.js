@@ -2,7 +2,7 @@
 // (operator with the admin token, tenant with a key or a person's token),
 // and hash routing to the pages.
 
-import { api, session } from "./api.js";
+import { api, session, UNAUTHORIZED } from "./api.js";
 import { h, fill, field, describe, say, pageShown } from "./dom.js";
 import * as tenants from "./pages/tenants.js";
 import * as tenant from "./pages/tenant.js";
@@ -24,13 +24,20 @@ const PAGES = {
   tenant: [["tenant", "Tenant"], ["usage", "Usage"], ["audit", "Audit"]],
 };
 
-/** Works out the view a token opens: a tenant's (it reads /v1/tenant) or the operator's (it lists tenants). */
+/**
+ * Works out the view a token opens: a tenant's (it reads /v1/tenant) or the
+ * operator's (it lists tenants). A tenant's credential without `tenant.read`
+ * opens the tenant's view too (`me` null: each section shows what the API
+ * lets it see); a suspended tenant's is refused with the API's reason.
+ */
 async function identify(token, tenantId) {
   try {
     const me = await api("GET", "/v1/tenant", undefined, token, tenantId);
     return { view: "tenant", me };
   } catch (e) {
-    if (e.status !== 401 && e.status !== 403) throw e;
+    const code = e.problem && e.problem.code;
+    if (e.status === 403 && code === "permission_denied") return { view: "tenant", me: null };
+    if (e.status !== 401 && !(e.status === 403 && code === "wrong_credential")) throw e;
   }
   await api("GET", "/v1/tenants?limit=1", undefined, token, null);
   return { view: "operator" };
@@ -53,14 +60,17 @@ function signInPage(message) {
     const t = token.value.trim();
     const tid = tenantId.value.trim() || null;
     try {
-      caller = await identify(t, tid);
-      session.set(t, tid);
+      caller = await identify(t.replace(/^Bearer\s+/i, ""), tid);
+      session.set(t.replace(/^Bearer\s+/i, ""), tid);
       token.value = "";
-      location.hash = caller.view === "operator" ? "#/tenants" : "#/tenant";
-      route();
+      const home = caller.view === "operator" ? "#/tenants" : "#/tenant";
+      // Setting a new hash routes (hashchange); routing here as well drew
+      // the page twice, every request of it sent twice.
+      if (location.hash === home) route();
+      else location.hash = home;
     } catch (e) {
-      error.textContent = e.status === 401 || e.status === 403
-        ? "That token is not accepted (unknown, revoked, expired, or without access)."
+      error.textContent = e.status === 401
+        ? `That token is not accepted (unknown, revoked or expired): ${describe(e)}`
         : describe(e);
       error.hidden = false;
     }
@@ -75,6 +85,8 @@ function signInPage(message) {
 function signOut(message) {
   session.clear();
   caller = null;
+  // A page still loading (its own 401 is what signed out) is not shown.
+  routing += 1;
   history.replaceState(null, "", location.pathname);
   stopPage();
   say(message || "Signed out.");
@@ -89,7 +101,7 @@ function stopPage() {
 function renderNav(current) {
   fill(nav, h("ul", {}, PAGES[caller.view].map(([id, label]) =>
     h("li", {}, h("a", { href: `#/${id}`, "aria-current": current === id ? "page" : null }, label)))));
-  fill(who, caller.view === "operator" ? "Operator" : `Tenant: ${caller.me.name}`);
+  fill(who, caller.view === "operator" ? "Operator" : (caller.me ? `Tenant: ${caller.me.name}` : "Tenant"));
   logout.hidden = false;
 }
 
@@ -145,5 +157,10 @@ async function route() {
 }
 
 logout.addEventListener("click", () => signOut());
+// Any page's request answered 401 with the session's token (revoked, rotated
+// away, expired): the session is over, whichever section asked.
+window.addEventListener(UNAUTHORIZED, () => {
+  if (caller) signOut("Your token is no longer accepted; sign in again.");
+});
 window.addEventListener("hashchange", () => route());
 route();

@@ -309,6 +309,33 @@ pub async fn list_shares(
     Ok(Json(page_by_key(shares, |s| s.tenant_id.to_string(), &q)?))
 }
 
+/// Shares of every resource the caller's tenant and its descendants own
+/// (`resources.read`), newest first: what was shared with whom, in one
+/// request instead of one per resource.
+#[utoipa::path(
+    get, path = "/v1/shares", tag = "resources", params(PageQuery),
+    responses(
+        (status = 200, body = Page<Share>),
+        responses::TenantAuth,
+        responses::Params,
+    ),
+    security(("bearer" = []), ("person" = []))
+)]
+pub async fn list_outgoing_shares(
+    caller: TenantCaller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Share>>, ApiError> {
+    caller.require("resources.read")?;
+    let mut scope = caller.scope().await?;
+    let shares = scope.list_outgoing_shares().await?;
+    scope.commit().await?;
+    Ok(Json(page_by_key(
+        shares,
+        |s| format!("{}/{}", s.resource_id, s.tenant_id),
+        &q,
+    )?))
+}
+
 /// Revoke a share (`resources.share`); the target loses access at once.
 #[utoipa::path(
     delete, path = "/v1/resources/{id}/shares/{tenant_id}", tag = "resources",

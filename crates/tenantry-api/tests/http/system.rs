@@ -180,6 +180,7 @@ async fn a_tenant_key_cannot_read_the_tenant_stats() {
 
 /// Every `/v1` path template the API serves.
 const V1_PATHS: &[&str] = &[
+    "/v1/shares",
     "/v1/tenants",
     "/v1/tenants/{tenant_id}",
     "/v1/tenants/{tenant_id}/move",

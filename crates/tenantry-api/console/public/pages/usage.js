@@ -14,7 +14,7 @@ const LIVE_MS = 5000;
 export async function render(ctx) {
   const operator = ctx.caller.view === "operator";
   const tenants = operator ? await all("/v1/tenants") : null;
-  const wanted = ctx.params.get("tenant") || (operator ? (tenants.find((t) => t.status !== "deleted") || {}).tenant_id : ctx.caller.me.tenant_id);
+  const wanted = ctx.params.get("tenant") || (operator ? (tenants.find((t) => t.status !== "deleted") || {}).tenant_id : (ctx.caller.me || {}).tenant_id);
   const from = new Date((lastHours(DAYS)[0]) * 1000).toISOString();
   const metrics = async () => operator
     ? (wanted ? (await get(`/v1/tenants/${wanted}/usage`)).metrics : [])
