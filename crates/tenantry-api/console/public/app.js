@@ -134,7 +134,9 @@ async function route() {
     caller,
     parts,
     params,
-    onLeave: (f) => leaving.push(f),
+    // A page still loading when another was asked for registers its timers
+    // too late for that page's leaving: they stop at once.
+    onLeave: (f) => (mine === routing ? leaving.push(f) : f()),
     go: (hash) => { location.hash = hash; },
     refresh: () => route(),
   };

@@ -10,13 +10,22 @@ const COLORS = ["#1f5fbf", "#b3541e", "#2e7d32", "#7b3fa0", "#a1257a", "#00707a"
  * The container carries the plotted points and the first series' total as
  * data attributes, and a text summary for screen readers.
  */
-export function timeChart(title, xs, series, { yLabel = "", bars = false } = {}) {
+export function timeChart(title, xs, series, { yLabel = "", bars = false, additive = true } = {}) {
   const total = series.length ? series[0].values.reduce((a, b) => a + (b || 0), 0) : 0;
   const box = h("figure", {
     class: "chart",
     dataset: { points: String(xs.length), total: String(total) },
   });
-  const summary = h("figcaption", {}, `${title}: ${series.map((s) => `${s.label} ${fmt(s.values.reduce((a, b) => a + (b || 0), 0))} in total, peak ${fmt(Math.max(0, ...s.values.filter((v) => v !== null)))}`).join("; ")}.`);
+  // A rate, a percentile, a distinct count or a sample does not add up over
+  // hours: such series are summed up by their latest value and peak.
+  const said = (s) => {
+    const known = s.values.filter((v) => v !== null && v !== undefined);
+    const peak = fmt(Math.max(0, ...known));
+    return additive
+      ? `${s.label} ${fmt(known.reduce((a, b) => a + b, 0))} in total, peak ${peak}`
+      : `${s.label} latest ${known.length ? fmt(known[known.length - 1]) : "none"}, peak ${peak}`;
+  };
+  const summary = h("figcaption", {}, `${title}: ${series.map(said).join("; ")}.`);
   box.append(summary);
   if (!window.uPlot) {
     box.append(h("p", { class: "error" }, "The chart library did not load."));
@@ -35,7 +44,9 @@ export function timeChart(title, xs, series, { yLabel = "", bars = false } = {})
         fill: bars || series.length === 1 ? `${COLORS[i % COLORS.length]}22` : undefined,
         width: 1.5,
         paths: bars && window.uPlot.paths && window.uPlot.paths.bars ? window.uPlot.paths.bars({ size: [0.8, 40] }) : undefined,
-        points: { show: xs.length < 60 },
+        // A series of a few samples (storage sampled once so far) shows its
+        // points: a line needs two.
+        points: { show: xs.length < 60 || s.values.filter((v) => v !== null && v !== undefined).length < 60 },
       })),
     ],
     axes: [{}, { label: yLabel, size: 60 }],

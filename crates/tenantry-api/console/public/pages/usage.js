@@ -48,18 +48,18 @@ export async function render(ctx) {
       timeChart("Distinct users and keys per hour", h30.xs, [
         { label: "users", values: h30.sum("unique_users") },
         { label: "keys", values: h30.sum("unique_keys") },
-      ], { yLabel: "distinct" }),
+      ], { yLabel: "distinct", additive: false }),
       timeChart("Error rate per hour", h30.xs, [
         { label: "4xx %", values: h30.rate("client_errors") },
         { label: "5xx %", values: h30.rate("server_errors") },
-      ], { yLabel: "% of requests" }),
-      timeChart("p95 latency per hour", h30.xs, [{ label: "p95 ms", values: h30.max("p95_latency_ms") }], { yLabel: "ms" }),
+      ], { yLabel: "% of requests", additive: false }),
+      timeChart("p95 latency per hour", h30.xs, [{ label: "p95 ms", values: h30.max("p95_latency_ms") }], { yLabel: "ms", additive: false }),
       timeChart("Storage (sampled hourly)", h30.xs, [
         { label: "bytes", values: h30.sum("storage_bytes", true) },
-      ], { yLabel: "bytes" }),
+      ], { yLabel: "bytes", additive: false }),
       timeChart("Resources held (sampled hourly)", h30.xs, [
         { label: "resources", values: h30.sum("storage_resources", true) },
-      ], { yLabel: "resources" }),
+      ], { yLabel: "resources", additive: false }),
       h("p", { class: "muted" }, "Request rows are refreshed by the server every metrics_refresh_secs; storage is sampled at the first refresh of each hour. With descendants, the p95 shown is the highest of the tenants' hourly p95s."));
   };
   withDescendants.addEventListener("change", draw);
@@ -160,9 +160,9 @@ function topSection(ctx) {
           timeChart("Error rate per hour, top tenants", xs, series((u) => u.rate("server_errors").map((v, i) => {
             const c = u.rate("client_errors")[i];
             return v === null ? null : v + c;
-          })), { yLabel: "% of requests" }),
-          timeChart("p95 latency per hour, top tenants", xs, series((u) => u.max("p95_latency_ms")), { yLabel: "ms" }),
-          timeChart("Storage, top tenants", xs, series((u) => u.sum("storage_bytes", true)), { yLabel: "bytes" })) : null);
+          })), { yLabel: "% of requests", additive: false }),
+          timeChart("p95 latency per hour, top tenants", xs, series((u) => u.max("p95_latency_ms")), { yLabel: "ms", additive: false }),
+          timeChart("Storage, top tenants", xs, series((u) => u.sum("storage_bytes", true)), { yLabel: "bytes", additive: false })) : null);
     } catch (e) {
       fill(body, errorBox(e));
     }
@@ -215,7 +215,7 @@ function liveSection(ctx, tenants) {
           ["Storage", (r) => bytes(r.storage_bytes)],
         ], rows),
         top.length && history.xs.length > 1
-          ? timeChart("Requests in the current period, busiest tenants", history.xs.slice(), top.map((t) => ({ label: t.label, values: t.values.slice() })), { yLabel: "requests" })
+          ? timeChart("Requests in the current period, busiest tenants", history.xs.slice(), top.map((t) => ({ label: t.label, values: t.values.slice() })), { yLabel: "requests", additive: false })
           : null);
       fill(stamp, `Periods of ${s.period_secs} s (${Math.round(s.current_elapsed_secs)} s into the current one); ${s.tracked} tenants tracked; updated ${new Date().toLocaleTimeString()}, every ${LIVE_MS / 1000} s.`);
     } catch (e) {
