@@ -18,7 +18,7 @@ use crate::output::outln;
 
 /// Multi-tenancy for PostgreSQL that holds even when application code is wrong.
 #[derive(Debug, Parser)]
-#[command(name = "tenantry", version, about)]
+#[command(name = "tenantry", version = version(), about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,6 +51,30 @@ pub struct Target {
     /// `data_dir` and `context_key` apply below flags and environment variables.
     #[arg(long, env = "TENANTRY_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+}
+
+/// `--version`: the package version and the schema this build migrates to
+/// (its newest migration and a digest of its definitions), so that two
+/// builds of one package version can be told apart (found by an upgrade
+/// review: every build said `tenantry 0.1.0`).
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        use sha2::Digest;
+        let newest = tenantry_db::migrate::migrations()
+            .last()
+            .map_or(0, |m| m.version);
+        let mut digest = sha2::Sha256::new();
+        for d in tenantry_db::migrate::definitions() {
+            digest.update(d.checksum());
+        }
+        let digest = digest.finalize();
+        format!(
+            "{} (schema {newest:04}, definitions {})",
+            env!("CARGO_PKG_VERSION"),
+            hex::encode(&digest[..4])
+        )
+    })
 }
 
 /// What `serve --help` says beyond its flags: the settings it reads from

@@ -1185,3 +1185,23 @@ async fn tenant_list_pages_with_after_and_refuses_a_limit_out_of_range() {
         assert!(!ok && err.contains("--limit"), "{limit}: {err}");
     }
 }
+
+/// `--version` names the schema the build migrates to, so that two builds
+/// of one package version can be told apart (found by an upgrade review).
+#[test]
+fn the_version_names_the_schema_this_build_migrates_to() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let newest = tenantry_db::migrate::migrations().last().unwrap().version;
+    assert!(
+        text.starts_with(&format!(
+            "tenantry {} (schema {newest:04}, definitions ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+}
