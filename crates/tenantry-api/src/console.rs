@@ -212,7 +212,10 @@ mod tests {
             if path.ends_with(".js") && !path.starts_with("vendor/") {
                 targets.extend(quoted("from \""));
             }
-            for t in targets.into_iter().filter(|t| !t.starts_with('#')) {
+            for t in targets
+                .into_iter()
+                .filter(|t| !t.starts_with('#') && !t.starts_with("data:"))
+            {
                 let joined = normalize(base, &t);
                 referenced.push((path.clone(), joined));
             }

@@ -123,7 +123,9 @@ async function route() {
     if (mine !== routing) return;
   }
   const [path, qs] = location.hash.replace(/^#\/?/, "").split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  // A hash edited by hand may not decode: then it is taken as typed.
+  const decode = (p) => { try { return decodeURIComponent(p); } catch { return p; } };
+  const parts = path.split("/").filter(Boolean).map(decode);
   const params = new URLSearchParams(qs || "");
   const home = caller.view === "operator" ? "tenants" : "tenant";
   const page = parts[0] || home;

@@ -13,7 +13,7 @@ export async function render(ctx) {
   const tenant = operator ? (p.get("tenant") || (tenants[0] || {}).tenant_id || "") : null;
 
   const picker = operator ? h("select", { name: "tenant" }, tenants.map((t) =>
-    h("option", { value: t.tenant_id, selected: t.tenant_id === tenant }, `${t.name} (${t.status})`))) : null;
+    h("option", { value: t.tenant_id, selected: t.tenant_id === tenant }, `${t.name} (${t.tenant_id.slice(0, 8)}, ${t.status})`))) : null;
   const action = h("input", { type: "text", name: "action", value: p.get("action") || "", placeholder: "e.g. key.revoked", autocomplete: "off" });
   const since = h("input", { type: "datetime-local", name: "since", value: local(p.get("since")) });
   const until = h("input", { type: "datetime-local", name: "until", value: local(p.get("until")) });

@@ -27,7 +27,7 @@ export async function render(ctx) {
   }
   const picker = operator
     ? h("select", {}, tenants.filter((t) => t.status !== "deleted").map((t) =>
-      h("option", { value: t.tenant_id, selected: t.tenant_id === wanted }, t.name)))
+      h("option", { value: t.tenant_id, selected: t.tenant_id === wanted }, `${t.name} (${t.tenant_id.slice(0, 8)})`)))
     : null;
   if (picker) picker.addEventListener("change", () => ctx.go(`#/usage?tenant=${picker.value}`));
   const withDescendants = h("input", { type: "checkbox" });
