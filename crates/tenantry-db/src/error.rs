@@ -96,6 +96,16 @@ const FIELD_LIMITS: &[(&str, &str, &str)] = &[
         "email must look like name@domain and be at most 320 characters",
     ),
     (
+        "api_keys_description_visible",
+        "description",
+        "description must not contain control or invisible characters (bidirectional overrides, zero-width characters)",
+    ),
+    (
+        "roles_description_visible",
+        "description",
+        "description must not contain control or invisible characters (bidirectional overrides, zero-width characters)",
+    ),
+    (
         "roles_name_check",
         "name",
         "role name must be 1 to 100 characters",

@@ -748,7 +748,11 @@ async fn an_upgrade_blocked_by_a_long_transaction_lets_other_queries_through_and
     assert!(!upgrade.is_finished(), "it waited for the long transaction");
     blocker.batch_execute("COMMIT").await.unwrap();
     let applied = upgrade.await.unwrap().expect("the upgrade applies");
-    assert_eq!(versions(&applied), vec![45]);
+    let after_44: Vec<i32> = versions(migrate::migrations())
+        .into_iter()
+        .filter(|v| *v > 44)
+        .collect();
+    assert_eq!(versions(&applied), after_44);
     migrate::check(&reader).await.expect("up to date");
 }
 
