@@ -896,6 +896,7 @@ DECLARE
         || '|' || encode(convert_to(coalesce(impersonator, ''), 'UTF8'), 'hex') || '|' || coalesce(tenant_part, ''));
     part text;
     done text;  -- set_config's answer, unused (an assignment is a simple expression)
+    planted text;
 BEGIN
     -- An expiry more than a week ahead is a unit mistake (microseconds for
     -- milliseconds: a signature valid for ever), never a lifetime a signer
@@ -913,10 +914,18 @@ BEGIN
     -- (DEALLOCATE, PREPARE) in the next tenant's transaction on this
     -- connection, behind a pooler too, and read that tenant's rows into a
     -- setting the SQL reads back later (found by the same review). An error,
-    -- like temporary objects below.
+    -- like temporary objects below, and the statements are removed at once
+    -- (a DEALLOCATE is not undone by this transaction's rollback): behind a
+    -- pooler the backend serves the next transaction again instead of
+    -- refusing every tenant's that lands on it. (A client whose own
+    -- statement to call this function SQL replaced is beyond any check
+    -- here: README, "Signing contexts from another language".)
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements p WHERE p.from_sql) THEN
-        RAISE EXCEPTION 'this session holds statements prepared by SQL (PREPARE), which could stand in for the client''s own prepared statements in another tenant''s transaction; it takes no tenant context'
-            USING ERRCODE = '55000', HINT = 'close the connection; DEALLOCATE ALL or DISCARD ALL clears the session';
+        FOR planted IN SELECT p.name FROM pg_catalog.pg_prepared_statements p WHERE p.from_sql LOOP
+            EXECUTE format('DEALLOCATE %I', planted);
+        END LOOP;
+        RAISE EXCEPTION 'this session held statements prepared by SQL (PREPARE), which could stand in for the client''s own prepared statements in another tenant''s transaction; they are removed, and this transaction takes no tenant context'
+            USING ERRCODE = '55000', HINT = 'run the transaction again';
     END IF;
     -- A session holding temporary tables or views: behind a transaction
     -- pooler one backend serves every tenant in turn, and a temporary
@@ -942,7 +951,7 @@ BEGIN
     RETURN part;
 END
 $$;
-COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|impersonator hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused (a bad or expired signature, an expiry more than 7 days ahead, another backend). 55000 in a session holding temporary tables or types, which could shadow the team''s table names or the types of the statements, or statements prepared by SQL, which could stand in for the client''s own. Signing from another language: README, "Signing contexts from another language".';
+COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|impersonator hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused (a bad or expired signature, an expiry more than 7 days ahead, another backend). 55000 in a session holding temporary tables or types, which could shadow the team''s table names or the types of the statements, or statements prepared by SQL, which could stand in for the client''s own (those are removed). Signing from another language: README, "Signing contexts from another language".';
 GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) TO tenantry_app, tenantry_admin;
 
 /**

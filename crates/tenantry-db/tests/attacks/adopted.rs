@@ -293,7 +293,7 @@ async fn a_temporary_table_left_on_a_shared_backend_never_receives_another_tenan
 /// later transaction of a's read b's rows back (found by a review of a
 /// Python service signing its own contexts). A session holding statements
 /// prepared by SQL now takes no context: b's flight fails before the
-/// planted statement runs in b's context, and nothing of b's is copied.
+/// planted statement runs in b's context, and the statement is removed.
 #[tokio::test]
 async fn a_statement_planted_under_a_clients_prepared_name_never_runs_in_another_tenants_context() {
     let w = adopted().await;
@@ -317,18 +317,17 @@ async fn a_statement_planted_under_a_clients_prepared_name_never_runs_in_another
     let (state, _, _) = fails(&w.app, "EXECUTE _pg3_0").await;
     assert_eq!(state, "25P02", "the transaction is aborted");
     rollback(&w.app).await;
-    let loot: String = w
-        .app
-        .query_one(
-            "SELECT coalesce(current_setting('app.loot', true), '')",
-            &[],
+    // The planted statement is gone, whatever the rollback undid: behind a
+    // pooler the backend serves the next tenant's transaction again rather
+    // than refusing all of them.
+    assert_eq!(
+        count(
+            &w.app,
+            "SELECT count(*) FROM pg_prepared_statements WHERE from_sql"
         )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!loot.contains("B-"), "b's rows were copied: {loot}");
-    // Cleared, the backend serves tenants again.
-    exec(&w.app, "DEALLOCATE ALL").await;
+        .await,
+        0
+    );
     begin_as(&w.app, w.b).await;
     commit(&w.app).await;
     assert_eq!(numbers_seen_by(&w.app, w.b).await, ["B-1"]);
