@@ -131,12 +131,12 @@ pub enum MigrateError {
     /// The upgrade needed a lock that other sessions held through every one
     /// of its tries ([`UPGRADE_LOCK_TRIES`] of [`UPGRADE_LOCK_WAIT`] each);
     /// nothing was changed.
-    #[error("the upgrade could not take the locks it needs in {tries} tries of {wait_ms} ms (other sessions held them; nothing was changed, and traffic waited at most {wait_ms} ms each time): {holders}; end those transactions, or run `tenantry migrate` again when they are done")]
+    #[error("the upgrade could not take the locks it needs in {tries} tries, each waiting at most {wait} for a lock (other sessions held them; nothing was changed): {holders}; end those transactions, or run `tenantry migrate` again when they are done")]
     LockedOut {
         /// How many times it tried.
         tries: u32,
-        /// How long each try waited for a lock.
-        wait_ms: u128,
+        /// How long each try waited for each lock (`lock_timeout`'s form).
+        wait: String,
         /// The oldest transactions of other sessions, as pg_stat_activity shows them.
         holders: String,
     },
@@ -339,13 +339,14 @@ pub const SCHEMA_TRIES: u32 = 10;
 /// every query of a table queues behind an `ALTER TABLE` waiting for it, so
 /// one long transaction (a report, a `pg_dump`) would otherwise stop every
 /// tenant's requests for as long as it runs (found by a rolling-upgrade
-/// review: 50 s of no answers, some 503s). Each try holds traffic back for
-/// at most this long.
+/// review: 50 s of no answers, some 503s). Traffic queued behind the
+/// upgrade waits at most this long per lock the upgrade waits for.
 pub const UPGRADE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
 
 /// How many times [`migrate`] tries an upgrade that timed out on a lock
-/// ([`UPGRADE_LOCK_WAIT`] each, [`UPGRADE_LOCK_PAUSE`] apart) before it gives
-/// up with [`MigrateError::LockedOut`].
+/// ([`UPGRADE_LOCK_WAIT`], or the session's own `lock_timeout`, per lock;
+/// [`UPGRADE_LOCK_PAUSE`] apart) before it gives up with
+/// [`MigrateError::LockedOut`].
 pub const UPGRADE_LOCK_TRIES: u32 = 20;
 
 /// The pause between two tries of an upgrade that timed out on a lock:
@@ -411,49 +412,52 @@ async fn migrate_locked(
     }
     // A lock wait of our own unless the session has one (a DATABASE_URL's
     // `options=-c lock_timeout=…`).
-    let lock_wait = match client
-        .query_one("SELECT current_setting('lock_timeout') = '0'", &[])
+    let own_wait: String = client
+        .query_one("SELECT current_setting('lock_timeout')", &[])
         .await?
-        .get::<_, bool>(0)
-    {
-        true => Some(UPGRADE_LOCK_WAIT),
-        false => None,
+        .get(0);
+    let lock_wait = (own_wait == "0").then_some(UPGRADE_LOCK_WAIT);
+    let wait = match lock_wait {
+        Some(w) => format!("{}ms", w.as_millis()),
+        None => own_wait,
     };
     let mut applied = apply_pending(client, until, distributed, lock_wait).await;
-    let mut tries = 1;
-    while lock_wait.is_some() && applied.as_ref().is_err_and(timed_out_on_a_lock) {
-        let holders = lock_holders(client).await?;
-        if tries >= UPGRADE_LOCK_TRIES {
-            applied = Err(MigrateError::LockedOut {
-                tries,
-                wait_ms: UPGRADE_LOCK_WAIT.as_millis(),
-                holders,
-            });
-            break;
-        }
-        tracing::warn!(
-            "the upgrade waited {} ms for a lock other sessions hold ({holders}); nothing was changed, trying again in {} ms ({tries} of {UPGRADE_LOCK_TRIES})",
-            UPGRADE_LOCK_WAIT.as_millis(),
-            UPGRADE_LOCK_PAUSE.as_millis()
-        );
-        tokio::time::sleep(UPGRADE_LOCK_PAUSE).await;
-        tries += 1;
-        applied = apply_pending(client, until, distributed, lock_wait).await;
-    }
-    // The advisory lock is per database, but roles, their memberships and
-    // parameter grants are the cluster's: two databases of one cluster (a
-    // Citus coordinator and its workers, tests, a team's staging copies)
-    // installing at the same time collide there. The transaction rolled back
-    // whole, and the one that won has committed: applying again finds its
-    // roles and skips them.
-    for _ in 0..CLUSTER_RACE_RETRIES {
+    // Applied again, in one loop: after a lock wait ran out (a long
+    // transaction of another session held a table: the upgrade backs off so
+    // that the queries queued behind it run), and after losing a race on
+    // the cluster's shared catalogs. The advisory lock is per database, but
+    // roles, their memberships and parameter grants are the cluster's: two
+    // databases of one cluster (a Citus coordinator and its workers, tests,
+    // a team's staging copies) installing at the same time collide there.
+    // Either way the transaction rolled back whole; applying again finds
+    // what the winner committed and skips it.
+    let (mut lock_tries, mut race_tries) = (1, 0);
+    loop {
         match &applied {
-            Err(e) if lost_cluster_catalog_race(e) => {
+            Err(e) if timed_out_on_a_lock(e) => {
+                let holders = lock_holders(client).await;
+                if lock_tries >= UPGRADE_LOCK_TRIES {
+                    applied = Err(MigrateError::LockedOut {
+                        tries: lock_tries,
+                        wait,
+                        holders,
+                    });
+                    break;
+                }
+                tracing::warn!(
+                    "the upgrade's wait for a lock other sessions hold ran out ({holders}); nothing was changed, trying again in {} ms ({lock_tries} of {UPGRADE_LOCK_TRIES})",
+                    UPGRADE_LOCK_PAUSE.as_millis()
+                );
+                tokio::time::sleep(UPGRADE_LOCK_PAUSE).await;
+                lock_tries += 1;
+            }
+            Err(e) if lost_cluster_catalog_race(e) && race_tries < CLUSTER_RACE_RETRIES => {
                 tracing::info!(error = %e, "another database of this cluster created tenantry's roles at the same time; applying again");
-                applied = apply_pending(client, until, distributed, lock_wait).await;
+                race_tries += 1;
             }
             _ => break,
         }
+        applied = apply_pending(client, until, distributed, lock_wait).await;
     }
     if citus && !distributed {
         client
@@ -490,22 +494,26 @@ async fn migrate_locked(
     Ok(applied)
 }
 
+/// The database's error under an upgrade's failure, if it has one.
+fn database_error(e: &MigrateError) -> Option<&tokio_postgres::Error> {
+    match e {
+        MigrateError::Failed { source, .. } | MigrateError::DefinitionFailed { source, .. } => {
+            Some(source)
+        }
+        MigrateError::Database(source) => Some(source),
+        _ => None,
+    }
+}
+
 /// Whether an upgrade failed because a statement's lock wait ran out (55P03).
 fn timed_out_on_a_lock(e: &MigrateError) -> bool {
-    let source = match e {
-        MigrateError::Failed { source, .. } | MigrateError::DefinitionFailed { source, .. } => {
-            source
-        }
-        MigrateError::Database(source) => source,
-        _ => return false,
-    };
-    source.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+    database_error(e).and_then(tokio_postgres::Error::code) == Some(&SqlState::LOCK_NOT_AVAILABLE)
 }
 
 /// The oldest open transactions of other sessions on this database (who
 /// most likely holds what the upgrade waited for), for the operator.
-async fn lock_holders(client: &Client) -> Result<String, MigrateError> {
-    let rows = client
+async fn lock_holders(client: &Client) -> String {
+    let rows = match client
         .query(
             "SELECT format('pid %s (%s, %s, in a transaction for %s s: %s)', pid,
                            coalesce(nullif(usename::text, ''), '?'), state,
@@ -517,15 +525,19 @@ async fn lock_holders(client: &Client) -> Result<String, MigrateError> {
              ORDER BY xact_start LIMIT 3",
             &[],
         )
-        .await?;
-    Ok(match rows.is_empty() {
-        true => "no open transaction is left now".to_owned(),
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return format!("the open transactions could not be listed: {e}"),
+    };
+    match rows.is_empty() {
+        true => "no open transaction of another session is left now".to_owned(),
         false => rows
             .iter()
             .map(|r| r.get::<_, String>(0))
             .collect::<Vec<_>>()
             .join("; "),
-    })
+    }
 }
 
 /// How many times a migration that lost a race on the cluster's shared
@@ -537,14 +549,7 @@ const CLUSTER_RACE_RETRIES: usize = 3;
 /// twice (23505 on `pg_authid`, `pg_auth_members` or `pg_parameter_acl`), or
 /// a membership or grant updated twice ("tuple concurrently updated").
 fn lost_cluster_catalog_race(e: &MigrateError) -> bool {
-    let source = match e {
-        MigrateError::Failed { source, .. } | MigrateError::DefinitionFailed { source, .. } => {
-            source
-        }
-        MigrateError::Database(source) => source,
-        _ => return false,
-    };
-    let Some(db) = source.as_db_error() else {
+    let Some(db) = database_error(e).and_then(tokio_postgres::Error::as_db_error) else {
         return false;
     };
     let shared = |name: &str| {

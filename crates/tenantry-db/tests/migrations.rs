@@ -729,7 +729,7 @@ async fn an_upgrade_blocked_by_a_long_transaction_lets_other_queries_through_and
         .await
         .unwrap();
     let upgrade = tokio::spawn(async move { migrate::migrate(&mut old).await });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    waiting_for_a_lock(&blocker).await;
 
     // Another session's read of the table the upgrade waits for.
     let reader = connect(&url).await;
@@ -754,6 +754,61 @@ async fn an_upgrade_blocked_by_a_long_transaction_lets_other_queries_through_and
         .collect();
     assert_eq!(versions(&applied), after_44);
     migrate::check(&reader).await.expect("up to date");
+}
+
+/// Returns once another session of this database waits for a lock (the
+/// upgrade, behind the long transaction); panics after 20 s.
+async fn waiting_for_a_lock(client: &Client) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no session waited for a lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A migration URL's own `lock_timeout` replaces the upgrade's 2 s, and the
+/// upgrade still backs off and tries again until the long transaction ends
+/// (found by a review: with its own timeout it failed at the first wait).
+#[tokio::test]
+async fn an_upgrade_under_its_own_lock_timeout_tries_again_until_the_long_transaction_ends() {
+    let tdb = TestDatabase::new().await;
+    let url = empty_database(&tdb).await;
+    let mut old = connect(&url).await;
+    migrate::migrate_to_version(&mut old, 44)
+        .await
+        .expect("an older schema");
+    old.batch_execute("SET lock_timeout = '300ms'")
+        .await
+        .unwrap();
+    let blocker = connect(&url).await;
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM tenantry.shared_resources")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let upgrade = tokio::spawn(async move { migrate::migrate(&mut old).await });
+    waiting_for_a_lock(&blocker).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(!upgrade.is_finished(), "it gave up or did not wait");
+    blocker.batch_execute("COMMIT").await.unwrap();
+    upgrade.await.unwrap().expect("the upgrade applies");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    migrate::check(&blocker).await.expect("up to date");
 }
 
 /// The schema of schema tenant `t`.
