@@ -101,13 +101,23 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
             Ok(cluster) => (cluster.superuser_config(DATABASE), Some(cluster), None),
             Err(EmbeddedError::AlreadyRunning { .. }) => {
                 let dir = std::path::absolute(data_dir)?;
-                let attached = EmbeddedCluster::attach(&dir)?;
+                // Without the mark (a lock file this user cannot open) the
+                // work goes on, as before there was one.
+                let attached = EmbeddedCluster::attach(&dir)
+                    .map_err(|e| tracing::warn!("{e}: the process that started the embedded PostgreSQL will not wait for this one"))
+                    .ok();
+                // The server may have been stopping while this process
+                // waited to attach: then start it (once).
+                if EmbeddedCluster::running(&dir).is_none() {
+                    drop(attached);
+                    return Box::pin(Self::open_in(data_dir, tcp)).await;
+                }
                 let mut superuser = Config::new();
                 superuser
                     .host_path(&dir)
                     .port(running_port(&dir).unwrap_or(DEFAULT_PORT))
                     .user("postgres");
-                (superuser, None, Some(attached))
+                (superuser, None, attached)
             }
             Err(e) => return Err(e.into()),
         };
@@ -164,6 +174,8 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
             Ok(cluster) => {
                 let pid = cluster.pid().unwrap_or_default();
                 self.cluster = Some(cluster);
+                // Its own server now: nothing to wait for on its own behalf.
+                self.attached = None;
                 Ok(Some(format!(
                     "{why}; this process started it again (pid {pid})"
                 )))

@@ -306,8 +306,7 @@ impl EmbeddedCluster {
     pub fn attach(data_dir: &Path) -> Result<Attached, EmbeddedError> {
         let path = data_dir.join(ATTACHED_LOCK);
         let file = open_lock_file(&path)?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
-            .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))
+        flock(&file, rustix::fs::FlockOperation::LockShared)
             .map_err(io_context(format!("could not lock {}", path.display())))?;
         Ok(Attached { _file: file })
     }
@@ -323,9 +322,12 @@ impl EmbeddedCluster {
             return Ok(());
         };
         let pid = child.id();
-        if child.try_wait().ok().flatten().is_none() {
-            wait_for_attached(&self.data_dir, ATTACHED_WAIT);
-        }
+        // Held through the shutdown: a process attaching meanwhile waits for
+        // it, then finds the server gone (and starts it).
+        let _no_one_attached = match child.try_wait().ok().flatten() {
+            None => wait_for_attached(&self.data_dir, ATTACHED_WAIT),
+            Some(_) => None,
+        };
         shutdown(&mut child, Signal::INT, STOP_TIMEOUT).map_err(io_context(format!(
             "could not stop postgres (pid {pid}); check with `ps` and stop it with kill -INT {pid}"
         )))?;
@@ -485,22 +487,34 @@ fn inspect_pgdata(pgdata: &Path, binaries_major: u32) -> Result<bool, EmbeddedEr
 fn lock_start(data_dir: &Path) -> Result<File, EmbeddedError> {
     let path = data_dir.join("start.lock");
     let file = open_lock_file(&path)?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))
+    flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .map_err(io_context(format!("could not lock {}", path.display())))?;
     Ok(file)
+}
+
+/// `flock(2)` on `file`, its error as an `io::Error`.
+fn flock(file: &File, operation: rustix::fs::FlockOperation) -> io::Result<()> {
+    rustix::fs::flock(file, operation).map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))
 }
 
 /// A lock file, created if missing. Read-only once it exists (flock needs
 /// no more): a later run as another user (root first, then the postgres
 /// user) can still open it.
 fn open_lock_file(path: &Path) -> Result<File, EmbeddedError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     match File::open(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(path),
+            // Readable by every user that runs tenantry here, whatever the
+            // umask (root's 077 left a file the postgres user could not open).
+            .mode(0o644)
+            .open(path)
+            .and_then(|f| {
+                fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
+                Ok(f)
+            }),
         other => other,
     }
     .map_err(io_context(format!("could not open {}", path.display())))
@@ -521,20 +535,20 @@ pub struct Attached {
 
 /// Waits until no process is attached to the cluster in `data_dir` (its
 /// exclusive lock can be taken), at most `limit`; says so once when it
-/// waits. Whether none is attached now.
-fn wait_for_attached(data_dir: &Path, limit: Duration) -> bool {
-    let path = data_dir.join(ATTACHED_LOCK);
-    let Ok(file) = File::open(&path) else {
-        // Nobody ever attached.
-        return true;
-    };
+/// waits. The lock, held until the file drops, when it was taken.
+fn wait_for_attached(data_dir: &Path, limit: Duration) -> Option<File> {
+    // Nobody ever attached when the file is missing (or unreadable: then
+    // nobody could attach either).
+    let file = File::open(data_dir.join(ATTACHED_LOCK)).ok()?;
     let deadline = Instant::now() + limit;
     let mut said = false;
     loop {
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return true,
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {}
-            Err(_) => return true,
+        match flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Some(file),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
         }
         if Instant::now() >= deadline {
             warn!(
@@ -542,7 +556,7 @@ fn wait_for_attached(data_dir: &Path, limit: Duration) -> bool {
                 "another process still uses the embedded PostgreSQL after {} s; stopping it anyway",
                 limit.as_secs()
             );
-            return false;
+            return None;
         }
         if !said {
             info!(
@@ -933,21 +947,23 @@ mod tests {
         let mut cluster = EmbeddedCluster::start(test_options(&dir)).expect("start");
         let pid = cluster.pid().unwrap();
         let attached = EmbeddedCluster::attach(&dir).expect("attach");
-        let held = Duration::from_millis(800);
-        let stopped = thread::scope(|s| {
+        let (let_go, stopped) = thread::scope(|s| {
             let stopping = s.spawn(|| {
-                let at = Instant::now();
                 cluster.stop().expect("stop");
-                at.elapsed()
+                Instant::now()
             });
-            thread::sleep(held);
+            thread::sleep(Duration::from_millis(800));
             // Still serving while the other process uses it.
             assert_eq!(EmbeddedCluster::running(&dir), Some(pid));
+            let let_go = Instant::now();
             drop(attached);
-            stopping.join().unwrap()
+            (let_go, stopping.join().unwrap())
         });
-        assert!(stopped >= held, "stopped after {stopped:?}");
-        assert!(stopped < ATTACHED_WAIT, "stopped after {stopped:?}");
+        assert!(stopped >= let_go, "it stopped before the other let go");
+        assert!(
+            stopped.duration_since(let_go) < ATTACHED_WAIT,
+            "it waited for the limit, not for the other"
+        );
         assert_eq!(EmbeddedCluster::running(&dir), None);
 
         // Nobody attached: no wait.
