@@ -174,7 +174,8 @@ pub(crate) struct OpenSession {
 pub struct SignedContext {
     /// The backend it is bound to; 0: any.
     pub pid: i32,
-    /// Unix milliseconds after which the database refuses it.
+    /// Unix milliseconds after which the database refuses it (at most 7
+    /// days ahead: a later expiry is refused as a unit mistake).
     pub expires_at: i64,
     /// The tenant; `None`: an administrative context (`tenantry.admin_context()`).
     pub tenant: Option<TenantId>,
