@@ -70,6 +70,10 @@ impl From<tokio_postgres::Error> for DbError {
     }
 }
 
+/// Migration 0046's refusal, for keys' and roles' descriptions alike.
+const INVISIBLE_IN_DESCRIPTION: &str =
+    "description must not contain control or invisible characters (bidirectional overrides, zero-width characters)";
+
 /// The field limits the tables state as CHECK constraints, by constraint name:
 /// the field a caller sent and what the limit is. The database is where the
 /// limit holds (for the API, the CLI, the library and psql alike); this only
@@ -98,12 +102,12 @@ const FIELD_LIMITS: &[(&str, &str, &str)] = &[
     (
         "api_keys_description_visible",
         "description",
-        "description must not contain control or invisible characters (bidirectional overrides, zero-width characters)",
+        INVISIBLE_IN_DESCRIPTION,
     ),
     (
         "roles_description_visible",
         "description",
-        "description must not contain control or invisible characters (bidirectional overrides, zero-width characters)",
+        INVISIBLE_IN_DESCRIPTION,
     ),
     (
         "roles_name_check",

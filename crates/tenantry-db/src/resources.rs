@@ -161,6 +161,13 @@ macro_rules! resource_columns {
 }
 const RESOURCE_COLUMNS: &str = resource_columns!();
 
+/// The columns [`share`] reads, in its order (a macro, for `concat!`).
+macro_rules! share_columns {
+    () => {
+        "resource_id, tenant_id, shared_with, shared_by, shared_at"
+    };
+}
+
 fn resource(r: &Row, me: TenantId) -> Resource {
     let tenant_id = TenantId::from_uuid(r.get(1));
     // Rows of other tenants reach us only through the hierarchy or a share; a
@@ -839,8 +846,11 @@ impl TenantScope {
         // that wrote it: on Citus a read as this role afterwards is refused).
         let rows = self
             .rows(
-                "SELECT resource_id, tenant_id, shared_with, shared_by, shared_at
-                 FROM tenantry.share_resource_row($1, $2)",
+                concat!(
+                    "SELECT ",
+                    share_columns!(),
+                    " FROM tenantry.share_resource_row($1, $2)"
+                ),
                 &[id.as_uuid(), with.as_uuid()],
                 &[Type::UUID, Type::UUID],
             )
@@ -866,8 +876,12 @@ impl TenantScope {
         }
         let rows = self
             .rows(
-                "SELECT resource_id, tenant_id, shared_with, shared_by, shared_at FROM tenantry.shared_resources
-                 WHERE resource_id = $1 AND tenant_id = ANY (tenantry.visible_tenant_ids()) ORDER BY shared_at, shared_with",
+                concat!(
+                    "SELECT ",
+                    share_columns!(),
+                    " FROM tenantry.shared_resources
+                     WHERE resource_id = $1 AND tenant_id = ANY (tenantry.visible_tenant_ids()) ORDER BY shared_at, shared_with"
+                ),
                 &[id.as_uuid()],
                 &[Type::UUID],
             )
@@ -881,9 +895,13 @@ impl TenantScope {
     pub async fn list_outgoing_shares(&mut self) -> Result<Vec<Share>, DbError> {
         let rows = self
             .rows(
-                "SELECT resource_id, tenant_id, shared_with, shared_by, shared_at FROM tenantry.shared_resources
-                 WHERE tenant_id = ANY (tenantry.visible_tenant_ids())
-                 ORDER BY shared_at DESC, resource_id, shared_with",
+                concat!(
+                    "SELECT ",
+                    share_columns!(),
+                    " FROM tenantry.shared_resources
+                     WHERE tenant_id = ANY (tenantry.visible_tenant_ids())
+                     ORDER BY shared_at DESC, resource_id, shared_with"
+                ),
                 &[],
                 &[],
             )

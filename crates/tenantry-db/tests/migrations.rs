@@ -718,16 +718,7 @@ async fn provisioning_one_new_database_from_several_sessions_at_once_succeeds_in
 async fn an_upgrade_blocked_by_a_long_transaction_lets_other_queries_through_and_finishes_after_it()
 {
     let tdb = TestDatabase::new().await;
-    let url = empty_database(&tdb).await;
-    let mut old = connect(&url).await;
-    migrate::migrate_to_version(&mut old, 44)
-        .await
-        .expect("an older schema");
-    let blocker = connect(&url).await;
-    blocker
-        .batch_execute("BEGIN; SELECT count(*) FROM tenantry.shared_resources")
-        .await
-        .unwrap();
+    let (url, mut old, blocker) = at_0044_with_a_long_reader(&tdb).await;
     let upgrade = tokio::spawn(async move { migrate::migrate(&mut old).await });
     waiting_for_a_lock(&blocker).await;
 
@@ -754,6 +745,23 @@ async fn an_upgrade_blocked_by_a_long_transaction_lets_other_queries_through_and
         .collect();
     assert_eq!(versions(&applied), after_44);
     migrate::check(&reader).await.expect("up to date");
+}
+
+/// A database at migration 0044 (0045 alters `tenantry.shared_resources`):
+/// its URL, a connection to upgrade it with, and another in a transaction
+/// that has read that table and stays open (a report, a `pg_dump`).
+async fn at_0044_with_a_long_reader(tdb: &TestDatabase) -> (String, Client, Client) {
+    let url = empty_database(tdb).await;
+    let mut old = connect(&url).await;
+    migrate::migrate_to_version(&mut old, 44)
+        .await
+        .expect("an older schema");
+    let blocker = connect(&url).await;
+    blocker
+        .batch_execute("BEGIN; SELECT count(*) FROM tenantry.shared_resources")
+        .await
+        .unwrap();
+    (url, old, blocker)
 }
 
 /// Returns once another session of this database waits for a lock (the
@@ -787,17 +795,8 @@ async fn waiting_for_a_lock(client: &Client) {
 #[tokio::test]
 async fn an_upgrade_under_its_own_lock_timeout_tries_again_until_the_long_transaction_ends() {
     let tdb = TestDatabase::new().await;
-    let url = empty_database(&tdb).await;
-    let mut old = connect(&url).await;
-    migrate::migrate_to_version(&mut old, 44)
-        .await
-        .expect("an older schema");
+    let (_, mut old, blocker) = at_0044_with_a_long_reader(&tdb).await;
     old.batch_execute("SET lock_timeout = '300ms'")
-        .await
-        .unwrap();
-    let blocker = connect(&url).await;
-    blocker
-        .batch_execute("BEGIN; SELECT count(*) FROM tenantry.shared_resources")
         .await
         .unwrap();
     let started = std::time::Instant::now();

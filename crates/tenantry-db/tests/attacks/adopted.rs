@@ -238,6 +238,22 @@ async fn a_leaky_function_over_an_adopted_table_never_sees_a_foreign_row() {
     );
 }
 
+/// b's next transaction on the shared backend `w.app`, as a pooled client
+/// sends it: its signed context is refused with 55000, so `next`, sent after
+/// it, fails with the aborted transaction; then rolled back.
+async fn b_is_refused_then(w: &Adopted, next: &str) {
+    exec(&w.app, "BEGIN").await;
+    let refused = enter_signed(&w.app, &signed_for(w.b)).await.unwrap_err();
+    assert_eq!(
+        refused.code().map(|c| c.code()),
+        Some("55000"),
+        "{refused:?}"
+    );
+    let (state, _, _) = fails(&w.app, next).await;
+    assert_eq!(state, "25P02", "the transaction is aborted");
+    rollback(&w.app).await;
+}
+
 /// Behind a transaction pooler one backend serves every tenant in turn, each
 /// transaction with a signed context. SQL run in a's transaction leaves a
 /// temporary `invoices` behind, which would come first for the unqualified
@@ -255,16 +271,7 @@ async fn a_temporary_table_left_on_a_shared_backend_never_receives_another_tenan
     commit(&w.app).await;
     // b's next transaction on this backend: its context is refused with an
     // error, so the statements pipelined after it (the write) fail with it.
-    exec(&w.app, "BEGIN").await;
-    let refused = enter_signed(&w.app, &signed_for(w.b)).await.unwrap_err();
-    assert_eq!(
-        refused.code().map(|c| c.code()),
-        Some("55000"),
-        "{refused:?}"
-    );
-    let (state, _, _) = fails(&w.app, "INSERT INTO invoices (number) VALUES ('B-lost')").await;
-    assert_eq!(state, "25P02", "the transaction is aborted");
-    rollback(&w.app).await;
+    b_is_refused_then(&w, "INSERT INTO invoices (number) VALUES ('B-lost')").await;
     // Gone again (an emptied temporary schema stays with the session): the
     // backend serves tenants, and the name is the team's table again.
     exec(&w.app, "DROP TABLE pg_temp.invoices").await;
@@ -307,16 +314,7 @@ async fn a_statement_planted_under_a_clients_prepared_name_never_runs_in_another
     commit(&w.app).await;
     // b's next transaction on this backend, as the client sends it: its
     // context, then its usual statement by name.
-    exec(&w.app, "BEGIN").await;
-    let refused = enter_signed(&w.app, &signed_for(w.b)).await.unwrap_err();
-    assert_eq!(
-        refused.code().map(|c| c.code()),
-        Some("55000"),
-        "{refused:?}"
-    );
-    let (state, _, _) = fails(&w.app, "EXECUTE _pg3_0").await;
-    assert_eq!(state, "25P02", "the transaction is aborted");
-    rollback(&w.app).await;
+    b_is_refused_then(&w, "EXECUTE _pg3_0").await;
     // The planted statement is gone, whatever the rollback undid: behind a
     // pooler the backend serves the next tenant's transaction again rather
     // than refusing all of them.
