@@ -400,15 +400,19 @@ RETURNS text
 LANGUAGE sql STABLE
 AS $$
     SELECT CASE
-        WHEN pg_catalog.current_setting('role')
-             OPERATOR(pg_catalog.<>) (CASE WHEN tid IS NULL AND uid IS NULL THEN 'tenantry_admin' ELSE 'tenantry_app' END) THEN NULL
+        -- An administrative context: tenantry_admin's, or the request-log
+        -- writer's as tenantry_logger (policy request_log_append).
+        WHEN tid IS NULL AND uid IS NULL
+        THEN CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'tenantry_admin'
+                    OR pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'tenantry_logger' THEN '' END
+        WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.<>) 'tenantry_app' THEN NULL
         WHEN tid IS NULL THEN ''
         WHEN tenant_part IS NULL THEN tenantry.tenant_context_part(tid)
         WHEN pg_catalog.strpos(tenant_part, ',v' OPERATOR(pg_catalog.||) pg_catalog.replace(tid::text, '-', '')) OPERATOR(pg_catalog.>) 0
         THEN tenant_part
     END
 $$;
-COMMENT ON FUNCTION tenantry.checked_context_part(uuid, uuid, text) IS 'Internal: the context part enter_context and enter_context_signed set (empty for an administrative or user context), or NULL when the connection is in the wrong role (tenantry_admin for an administrative context, tenantry_app otherwise) or a cached part is another tenant''s. Not granted.';
+COMMENT ON FUNCTION tenantry.checked_context_part(uuid, uuid, text) IS 'Internal: the context part enter_context and enter_context_signed set (empty for an administrative or user context), or NULL when the connection is in the wrong role (tenantry_admin or, for the request-log writer, tenantry_logger for an administrative context, tenantry_app otherwise) or a cached part is another tenant''s. Not granted.';
 
 /**
  * Whether a context value's route (the schema of the tenant's own tables in
@@ -632,7 +636,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) IS 'Server connections: this transaction''s tenant (or user, or administrative) context with the caller''s grants, proven by revealing the secret committed to by the previous transaction (or open_context_session). Returns the tenant''s part (schema, subtree) for the server''s cache; NULL, with nothing set, when the reveal does not match, was made before (the session drew from context_steps since: a rolled-back transaction revealed it) or the session''s context key was retired.';
-GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) TO tenantry_app, tenantry_admin;
+GRANT EXECUTE ON FUNCTION tenantry.enter_context(bytea, bytea, uuid, uuid, text, text[], text, text) TO tenantry_app, tenantry_admin, tenantry_logger;
 
 /**
  * Whether this session holds temporary tables, views, sequences or types.
@@ -952,7 +956,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) IS 'This transaction''s tenant (or user, or administrative) context, signed with a context key (HMAC over enter|pid|expires_at|tenant|user|actor hex|grants (* for all)|impersonator hex|tenant part; pid 0: any backend). For pooled connections and programs holding the key. Returns the tenant''s part; NULL, with nothing set, when refused (a bad or expired signature, an expiry more than 7 days ahead, another backend). 55000 in a session holding temporary tables or types, which could shadow the team''s table names or the types of the statements, or statements prepared by SQL, which could stand in for the client''s own (those are removed). Signing from another language: README, "Signing contexts from another language".';
-GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) TO tenantry_app, tenantry_admin;
+GRANT EXECUTE ON FUNCTION tenantry.enter_context_signed(integer, bigint, uuid, uuid, text, text[], text, text, integer, bytea) TO tenantry_app, tenantry_admin, tenantry_logger;
 
 /**
  * Whether this session belongs to a trusted operator: its login is a

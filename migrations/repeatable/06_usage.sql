@@ -10,10 +10,16 @@ CREATE POLICY request_log_own ON tenantry.request_log
     WITH CHECK (tenant_id = tenantry.current_tenant_id());
 COMMENT ON POLICY request_log_own ON tenantry.request_log IS 'A tenant reads and appends only its own request-log rows.';
 
+-- The server's login may SET ROLE tenantry_logger, so SQL injected into a
+-- tenant's transaction could too: the logger appends only in a proven
+-- administrative context, which the server's request-log writer enters with
+-- its context key and a tenant's transaction never holds (found by a
+-- red-team review: rows planted for another tenant made its key usage
+-- hundreds of megabytes and filled the shared disk outside any quota).
 CREATE POLICY request_log_append ON tenantry.request_log
     FOR INSERT TO tenantry_logger
-    WITH CHECK (true);
-COMMENT ON POLICY request_log_append ON tenantry.request_log IS 'The logger appends rows for any tenant (batched by the server) and reads none.';
+    WITH CHECK (tenantry.admin_context());
+COMMENT ON POLICY request_log_append ON tenantry.request_log IS 'The logger appends rows for any tenant (batched by the server) in a proven administrative context only, and reads none.';
 
 -- Rows are dated around now: a day far ahead or far back lands in the
 -- default partition, which ensure_request_log_partitions then leaves in

@@ -235,7 +235,8 @@ $verify$;
  * INSERT ... SELECT FROM unnest(...) is run by Citus as a COPY into the
  * shards, which PostgreSQL refuses under row-level security. The same insert
  * as the owner (not subject to RLS), granted to the logger alone, which may
- * append rows for any tenant anyway (policy request_log_append).
+ * append rows for any tenant anyway (policy request_log_append), in a proven
+ * administrative context as that policy has it.
  */
 CREATE OR REPLACE FUNCTION tenantry.append_request_log(
     tenants uuid[], times timestamptz[], users uuid[], resources uuid[], methods text[], routes text[],
@@ -245,18 +246,25 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- As the policy request_log_append has the logger's own inserts: only the
+    -- server's writer, in its proven administrative context.
+    IF NOT tenantry.admin_context() THEN
+        RAISE EXCEPTION 'request-log rows are appended in a proven administrative context only'
+            USING ERRCODE = '42501';
+    END IF;
     -- PL/pgSQL: Citus does not plan a SQL function's statement with its parameters.
     -- Dated around now, as the policy request_log_dated_now has the logger's
     -- own inserts (the owner is not subject to it): a day far ahead or back
     -- would land in the default partition.
     INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, resource_id, method, route, status, latency_ms,
                                       key_id, impersonator, request_id)
-    SELECT u.t, LEAST(GREATEST(u.at, now() - interval '29 days'), now()), u.u, u.r, u.m, u.ro, u.s, u.l, u.k, u.i, u.q
+    SELECT u.t, LEAST(GREATEST(u.at, now() - interval '29 days'), now()), u.u, u.r, left(u.m, 32), left(u.ro, 1000),
+           u.s, u.l, u.k, u.i, u.q
       FROM unnest(tenants, times, users, resources, methods, routes, statuses, latencies, keys,
                   impersonators, request_ids) AS u (t, at, u, r, m, ro, s, l, k, i, q);
 END
 $$;
-COMMENT ON FUNCTION tenantry.append_request_log(uuid[], timestamptz[], uuid[], uuid[], text[], text[], int2[], float8[], uuid[], text[], text[]) IS 'Citus: the logger''s batch of request-log rows, appended as the owner (Citus copies INSERT ... SELECT into the shards, which RLS refuses). Granted to tenantry_logger only.';
+COMMENT ON FUNCTION tenantry.append_request_log(uuid[], timestamptz[], uuid[], uuid[], text[], text[], int2[], float8[], uuid[], text[], text[]) IS 'Citus: the logger''s batch of request-log rows, appended as the owner (Citus copies INSERT ... SELECT into the shards, which RLS refuses), in a proven administrative context only (42501 otherwise). Granted to tenantry_logger only.';
 REVOKE EXECUTE ON FUNCTION tenantry.append_request_log(uuid[], timestamptz[], uuid[], uuid[], text[], text[], int2[], float8[], uuid[], text[], text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantry.append_request_log(uuid[], timestamptz[], uuid[], uuid[], text[], text[], int2[], float8[], uuid[], text[], text[]) TO tenantry_logger;
 

@@ -310,9 +310,13 @@ enum Setup {
     User(UserId),
     /// No tenant: key verification as `tenantry_app`.
     Anonymous,
-    /// Appending request-log rows as `tenantry_logger`.
+    /// Appending request-log rows as `tenantry_logger`, in the
+    /// administrative context of [`REQUEST_LOG_ACTOR`].
     Logger,
 }
+
+/// The actor of the request-log writer's administrative context.
+const REQUEST_LOG_ACTOR: &str = "request_log";
 
 /// What one step of a flight returns: its rows, and how many rows the command
 /// affected (from its completion tag; `None` for simple-query steps).
@@ -637,8 +641,8 @@ impl Tx {
     }
 
     /// The context statement's values for `setup`, or why there can be none.
-    /// Tenant and administrative transactions prove their context; the others
-    /// (key verification, request logging) run without one.
+    /// Tenant, administrative and request-log transactions prove their
+    /// context; key verification runs without one.
     fn context_args(&mut self, setup: &Setup) -> Result<Option<ContextArgs>, DbError> {
         let (tenant, user, actor, grants, impersonator) = match setup {
             Setup::Tenant(ctx) => (
@@ -649,8 +653,12 @@ impl Tx {
                 ctx.impersonator.clone(),
             ),
             Setup::Admin(actor) => (None, None, Some(actor.clone()), None, None),
+            // The logger appends in a proven administrative context only
+            // (policy request_log_append): the server's login may assume the
+            // role, and SQL injected into a tenant's transaction with it.
+            Setup::Logger => (None, None, Some(REQUEST_LOG_ACTOR.to_owned()), None, None),
             Setup::User(user) => (None, Some(*user), None, None, None),
-            Setup::Anonymous | Setup::Logger => return Ok(None),
+            Setup::Anonymous => return Ok(None),
         };
         let part = self.pinned_part(tenant).map(|p| p.to_string());
         let client = self.client.as_mut().expect("client present until finished");
@@ -915,7 +923,7 @@ impl Tx {
         // or, on a connection shared through a pooler, that it holds no
         // temporary relations or types ahead of a transaction that proves
         // no context (enter_context_signed refuses them for the others).
-        let checks_temp = !session_role && matches!(setup, Some(Setup::Logger | Setup::Anonymous));
+        let checks_temp = !session_role && matches!(setup, Some(Setup::Anonymous));
         let checks_session = setup.is_some() && (session_role && self.check_session || checks_temp);
         if let Some(setup) = setup {
             ctx_index = push_setup(

@@ -168,9 +168,10 @@ const BY_DESIGN: &[ByDesign] = &[
         modes: &["write"],
         roles: "{tenantry_logger}",
         using: None,
-        check: Some("true"),
+        check: Some("tenantry.admin_context()"),
         why: "the request logger (INSERT only, no SELECT/UPDATE/DELETE) appends batched rows of every \
-              tenant; the server stamps tenant_id from the verified key",
+              tenant in the server writer's proven administrative context; the server stamps tenant_id \
+              from the verified key",
     },
 ];
 

@@ -871,7 +871,7 @@ async fn usage_of_a_child_never_shows_its_parent_or_sibling() {
         app.create_resource(&t.key, "doc").await;
     }
     // Request-log rows for every tenant, then a refresh (as the roles the server uses).
-    let logger = db_as(&app, "tenantry_logger").await;
+    let logger = app.request_log_writer().await;
     for t in all {
         logger
             .execute(
@@ -881,6 +881,7 @@ async fn usage_of_a_child_never_shows_its_parent_or_sibling() {
             .await
             .unwrap();
     }
+    logger.batch_execute("COMMIT").await.unwrap();
     // As the server's scheduler refreshes them (a proven administrative context).
     let db = app.db.database();
     let mut admin = db.admin("scheduler").await.unwrap();

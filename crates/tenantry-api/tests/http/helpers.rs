@@ -186,6 +186,23 @@ impl TestApp {
         }
     }
 
+    /// A connection of the server's login switched to `tenantry_logger`, in
+    /// a transaction of the administrative context its request-log writer
+    /// proves (policy request_log_append): rows appended on it are the
+    /// server's own once the caller commits.
+    pub async fn request_log_writer(&self) -> tokio_postgres::Client {
+        let c = self.db.server_client().await;
+        c.batch_execute("SET ROLE tenantry_logger; BEGIN")
+            .await
+            .unwrap();
+        let signed = tenantry_db::SignedContext::admin(Some("request_log".into()));
+        let part = tenantry_db::testing::enter_signed(&c, &signed)
+            .await
+            .unwrap();
+        assert!(part.is_some(), "the writer's context was refused");
+        c
+    }
+
     /// Triggers a graceful shutdown and waits for the server (and request-log flush).
     pub async fn shutdown(&mut self) {
         if let Some(stopped) = self.server.stop().await {

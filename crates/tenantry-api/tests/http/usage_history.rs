@@ -8,16 +8,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::{random_id, TenantKey, TestApp};
 
-/// A connection as one of the server's own roles (never a superuser: RLS applies).
-async fn db_as(app: &TestApp, role: &str) -> tokio_postgres::Client {
-    let c = app.db.server_client().await;
-    c.batch_execute(&format!("SET ROLE {role}")).await.unwrap();
-    c
-}
-
 /// Request-log rows as the server's logger writes them: (status, latency ms, key).
 async fn log_requests(app: &TestApp, tenant: &str, rows: &[(i16, f64, &str)]) {
-    let logger = db_as(app, "tenantry_logger").await;
+    let logger = app.request_log_writer().await;
     for (status, latency, key) in rows {
         logger
             .execute(
@@ -28,6 +21,7 @@ async fn log_requests(app: &TestApp, tenant: &str, rows: &[(i16, f64, &str)]) {
             .await
             .unwrap();
     }
+    logger.batch_execute("COMMIT").await.unwrap();
 }
 
 /// The metrics refreshed as the server's scheduler does it: an admin scope

@@ -3,8 +3,23 @@
 
 use uuid::Uuid;
 
+use tenantry_db::testing::enter_signed;
+use tenantry_db::SignedContext;
+use tokio_postgres::Client;
+
 use crate::common::{count, create_silo, create_tenant, exec, strings};
 use crate::helpers::{begin_as, commit, create_resource, denied, fails, rollback, world};
+
+/// On a connection of the server's login switched to `tenantry_logger`: a
+/// transaction in the administrative context the server's request-log
+/// writer proves (signed with the context key, as on a pooled connection).
+async fn begin_as_logger(logger: &Client) {
+    exec(logger, "BEGIN").await;
+    let part = enter_signed(logger, &SignedContext::admin(Some("request_log".into())))
+        .await
+        .expect("entering the writer's context");
+    assert!(part.is_some(), "the writer's context was refused");
+}
 
 #[tokio::test]
 async fn usage_functions_and_views_show_a_child_neither_its_parent_nor_its_sibling() {
@@ -205,6 +220,7 @@ async fn request_log_rows_dated_far_from_now_are_refused_and_old_ones_leave_the_
     let logger = w.tdb.server_client().await;
     exec(&logger, "SET ROLE tenantry_logger").await;
     for when in ["now() + interval '8 days'", "now() - interval '100 days'"] {
+        begin_as_logger(&logger).await;
         begin_as(&w.app, w.a).await;
         let (code, message, _) = fails(
             &w.app,
@@ -219,12 +235,15 @@ async fn request_log_rows_dated_far_from_now_are_refused_and_old_ones_leave_the_
         )
         .await;
         assert_eq!(code, "42501", "logger, {when}: {message}");
+        rollback(&logger).await;
     }
+    begin_as_logger(&logger).await;
     exec(
         &logger,
         &format!("INSERT INTO tenantry.request_log (tenant_id, created_at, route, status) VALUES ('{}', now() - interval '2 days', '/r', 200)", w.b),
     )
     .await;
+    commit(&logger).await;
     let su = w.tdb.superuser_client().await;
     exec(
         &su,
@@ -247,5 +266,102 @@ async fn request_log_rows_dated_far_from_now_are_refused_and_old_ones_leave_the_
         )
         .await,
         1
+    );
+}
+
+/// SQL injected into a tenant's transaction (the server's login, a proven
+/// context for `a`) may switch to `tenantry_logger`, which appends request-log
+/// rows for every tenant. Before the fix it planted rows for `b`: two million
+/// of them with made-up key ids made `b`'s key usage (`GET /v1/usage/keys`,
+/// the console's usage page) 264 MB and the server 700 MB, and rows of
+/// megabytes filled the disk every tenant shares (red-team review). The
+/// logger appends in a proven administrative context only, whatever way the
+/// switch is made, and no role writes an unbounded row.
+#[tokio::test]
+async fn sql_in_a_tenants_transaction_cannot_append_request_log_rows_for_another_tenant() {
+    let w = world().await;
+    let su = w.tdb.superuser_client().await;
+    let planted = |t: Uuid| {
+        format!(
+            "INSERT INTO tenantry.request_log (tenant_id, method, route, status, latency_ms, key_id)
+             SELECT '{t}', 'GET', '/planted', 200, 1, gen_random_uuid() FROM generate_series(1, 10)"
+        )
+    };
+    for attempt in [
+        format!("SET LOCAL ROLE tenantry_logger; {}", planted(w.b)),
+        format!(
+            "DO $$ BEGIN SET LOCAL ROLE tenantry_logger; {}; END $$",
+            planted(w.b)
+        ),
+        format!(
+            "SELECT pg_catalog.set_config('role', 'tenantry_logger', true); {}",
+            planted(w.b)
+        ),
+        // The logger's role with the tenant's own id is no way round either.
+        format!("SET LOCAL ROLE tenantry_logger; {}", planted(w.a)),
+        // Nor the guide's setter for an administrative context.
+        format!(
+            "SET LOCAL ROLE tenantry_admin; SELECT tenantry.set_admin_context('request_log', true);
+             SET LOCAL ROLE tenantry_logger; {}",
+            planted(w.b)
+        ),
+    ] {
+        begin_as(&w.app, w.a).await;
+        let (code, message, _) = fails(&w.app, &attempt).await;
+        assert_eq!(code, "42501", "{attempt}: {message}");
+        rollback(&w.app).await;
+    }
+    // As tenant a itself (its own policy): its own rows only, and none of a
+    // size without bound.
+    begin_as(&w.app, w.a).await;
+    denied(&w.app, &planted(w.b), "42501").await;
+    rollback(&w.app).await;
+    for (what, row) in [
+        (
+            "a route of a megabyte",
+            "'GET', repeat('x', 1000000), 200, 1",
+        ),
+        ("a method of a kilobyte", "repeat('M', 1000), '/r', 200, 1"),
+        ("a status no HTTP has", "'GET', '/r', 32000, 1"),
+        ("a latency of NaN", "'GET', '/r', 200, 'NaN'"),
+        ("an infinite latency", "'GET', '/r', 200, 'Infinity'"),
+    ] {
+        begin_as(&w.app, w.a).await;
+        let (code, message, _) = fails(
+            &w.app,
+            &format!(
+                "INSERT INTO tenantry.request_log (tenant_id, method, route, status, latency_ms) VALUES ('{}', {row})",
+                w.a
+            ),
+        )
+        .await;
+        assert_eq!(code, "23514", "{what}: {message}");
+        rollback(&w.app).await;
+    }
+    assert_eq!(
+        count(
+            &su,
+            "SELECT count(*) FROM tenantry.request_log WHERE route = '/planted' OR method <> 'GET'"
+        )
+        .await,
+        0,
+        "nothing was planted"
+    );
+    // The server's writer still appends for any tenant, in its own context.
+    let logger = w.tdb.server_client().await;
+    exec(&logger, "SET ROLE tenantry_logger").await;
+    begin_as_logger(&logger).await;
+    exec(&logger, &planted(w.b)).await;
+    commit(&logger).await;
+    assert_eq!(
+        count(
+            &su,
+            &format!(
+                "SELECT count(*) FROM tenantry.request_log WHERE route = '/planted' AND tenant_id = '{}'",
+                w.b
+            )
+        )
+        .await,
+        10
     );
 }

@@ -37,8 +37,12 @@ pub async fn admin(tdb: &TestDatabase) -> Client {
     c
 }
 
+/// An operator's session appending request-log rows as `tenantry_logger`,
+/// in the administrative context the logger needs (policy request_log_append).
 pub async fn logger(tdb: &TestDatabase) -> Client {
-    login(tdb, "tenantry_logger").await
+    let c = admin(tdb).await;
+    exec(&c, "SET ROLE tenantry_logger").await;
+    c
 }
 
 /// The SQLSTATE of a failed call; panics when the call succeeded. Returns the message.

@@ -569,7 +569,13 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "tenant_home_schema"
         ]
     );
-    for role in ["tenantry_server", "tenantry_logger", "public"] {
+    // The request-log writer proves its administrative context, as the
+    // server's other transactions do (policy request_log_append).
+    assert_eq!(
+        executable_by(&server, "tenantry_logger").await,
+        ["enter_context", "enter_context_signed"]
+    );
+    for role in ["tenantry_server", "public"] {
         assert!(
             executable_by(&server, role).await.is_empty(),
             "{role} can execute definer functions"
