@@ -217,3 +217,50 @@ fn two_migrate_runs_on_a_new_data_directory_at_once_both_succeed() {
         assert_eq!(postmaster(&data), None, "round {round}: left running");
     }
 }
+
+/// `psql` to database `dbname` of the cluster in `data` as `user` (through
+/// the socket `postmaster.pid` names): its status and its standard error.
+fn psql_as(data: &Path, user: &str, dbname: &str) -> (bool, String) {
+    let pid = std::fs::read_to_string(data.join("pgdata/postmaster.pid")).unwrap();
+    let lines: Vec<&str> = pid.lines().collect();
+    let (port, socket) = (lines[3].trim(), lines[4].trim());
+    let out = Command::new("psql")
+        .arg(format!(
+            "host={socket} port={port} user={user} dbname={dbname}"
+        ))
+        .args(["-X", "-At", "-c", "SELECT 1"])
+        .output()
+        .expect("running psql");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// On its own cluster tenantry closes the databases other than its own to
+/// every login but the superuser: in `postgres` PostgreSQL's defaults let
+/// the server's login read the server's activity, its locks (which schema
+/// tenant's tables were in use), the transaction counter and the WAL
+/// position that migrations take from it in tenantry's database (found by
+/// a red-team review).
+#[test]
+fn the_embedded_clusters_other_databases_refuse_the_servers_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, addr, _out) = serve(&data);
+    wait_for_database(&addr, "at start");
+    for dbname in ["postgres", "template1"] {
+        let (ok, err) = psql_as(&data, "tenantry_server", dbname);
+        assert!(
+            !ok && err.contains("permission denied for database"),
+            "{dbname}: {err}"
+        );
+        assert!(
+            psql_as(&data, "postgres", dbname).0,
+            "the superuser reaches {dbname}"
+        );
+    }
+    let (ok, err) = psql_as(&data, "tenantry_server", "tenantry");
+    assert!(ok, "the server's own database: {err}");
+    assert!(stop(child).success());
+}

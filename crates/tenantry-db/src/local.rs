@@ -123,6 +123,7 @@ note: using {} for the embedded cluster instead (set TENANTRY_DATA_DIR to choose
         };
         // The unix socket trusts local logins: the server role needs no password.
         let provisioned = provision(&superuser, DATABASE, ServerLogin::Trust).await?;
+        crate::provision::close_other_databases(&provisioned.superuser, DATABASE).await?;
         Ok(Self {
             provisioned,
             cluster,

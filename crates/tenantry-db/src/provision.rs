@@ -69,6 +69,13 @@ pub enum ProvisionError {
     /// Reading the context key failed (or the migrations made none).
     #[error("could not read the context key: {0}")]
     ContextKey(String),
+    /// Closing the embedded cluster's other databases to the server's login failed.
+    #[error("could not close the cluster's other databases to non-superusers: {source}")]
+    CloseDatabases {
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// Setting the server role's password failed.
     #[error("could not set the password of role {SERVER_ROLE}: {source}")]
     ServerPassword {
@@ -119,6 +126,39 @@ pub async fn provision(
         applied,
         context_key,
     })
+}
+
+/// On a cluster of tenantry's own (the embedded default): no login but the
+/// superuser connects to the cluster's databases other than `database`
+/// (`postgres`, `template1`, any made by hand), where PostgreSQL's defaults
+/// let every login read the server's activity, its locks, the transaction
+/// counter and WAL position that migrations take from PUBLIC in `database`
+/// (found by a red-team review: the server's login read there which schema
+/// tenant's tables were in use). Idempotent; not for a cluster of yours,
+/// whose other databases are yours to close (docs/operations.md).
+pub(crate) async fn close_other_databases(
+    superuser: &Config,
+    database: &str,
+) -> Result<(), ProvisionError> {
+    let client = connect(superuser).await?;
+    // A DO block takes no parameters: the name as a literal.
+    let database = format!("'{}'", database.replace('\'', "''"));
+    client
+        .batch_execute(&format!(
+            "DO $close$
+             DECLARE d name;
+             BEGIN
+                 FOR d IN SELECT datname FROM pg_catalog.pg_database
+                          WHERE datallowconn AND datname <> {database}
+                            AND has_database_privilege('public', oid, 'CONNECT')
+                 LOOP
+                     EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', d);
+                 END LOOP;
+             END $close$"
+        ))
+        .await
+        .map_err(|source| ProvisionError::CloseDatabases { source })?;
+    Ok(())
 }
 
 /// A copy of `config` naming another database.
