@@ -710,6 +710,19 @@ BEGIN
             fix := format('ALTER TABLE %s ALTER COLUMN tenant_id SET NOT NULL;', t.table_id);
             RETURN NEXT;
         END IF;
+        -- The default that gives a row its caller's tenant, dropped (what an
+        -- ORM's schema sync does when its model has none): every insert
+        -- that leaves tenant_id out fails, refused by the policy (42501) as
+        -- if the caller lacked a permission (found by a review adopting a
+        -- team's existing schema).
+        IF tenant_col IS NOT NULL AND pg_catalog.pg_get_expr(
+               (SELECT d.adbin FROM pg_catalog.pg_attrdef d WHERE d.adrelid = t.table_id AND d.adnum = tenant_col),
+               t.table_id) IS DISTINCT FROM 'tenantry.current_tenant_id()' THEN
+            rule := 'tenant_default';
+            problem := 'tenant_id''s default is not tenantry.current_tenant_id(): inserts that leave it out fail (42501, refused by the policy) instead of taking the caller''s tenant';
+            fix := format('ALTER TABLE %s ALTER COLUMN tenant_id SET DEFAULT tenantry.current_tenant_id();', t.table_id);
+            RETURN NEXT;
+        END IF;
 
         IF NOT EXISTS (
             SELECT 1 FROM pg_catalog.pg_constraint k
@@ -859,7 +872,7 @@ BEGIN
             -- another tenant's rows, so EXPLAIN ANALYZE cannot count them.
             RETURN QUERY
                 SELECT part.rel::text, 'indexes'::text,
-                       format('index %s does not lead with tenant_id', i.indexrelid::regclass),
+                       format('index %s does not lead with tenant_id: a scan of it would read other tenants'' rows before the policy drops them, and EXPLAIN ANALYZE''s row counts would tell a tenant they exist', i.indexrelid::regclass),
                        -- An index that backs a constraint goes with the constraint.
                        coalesce((SELECT format('ALTER TABLE %s DROP CONSTRAINT %I; -- and add it again with tenant_id first',
                                                part.rel, k.conname)
@@ -1476,7 +1489,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants, not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -1561,6 +1574,7 @@ DECLARE
           AND k.conkey = ARRAY[a.attnum]
         ORDER BY k.convalidated DESC LIMIT 1);
     caller_role text;
+    missing_tenant text;
 BEGIN
     -- On a distributed Citus coordinator the key waits until adopt_table has
     -- distributed the table: a key from a table Citus does not know to the
@@ -1610,8 +1624,12 @@ BEGIN
         END IF;
     END IF;
 EXCEPTION WHEN foreign_key_violation THEN
-    RAISE EXCEPTION 'cannot adopt %: some rows name a tenant that does not exist', tbl USING ERRCODE = 'TN422',
-        HINT = 'Create those tenants first, or correct the rows'' tenant_id.';
+    -- Which tenant (found by a review: the message named none).
+    GET STACKED DIAGNOSTICS missing_tenant = PG_EXCEPTION_DETAIL;
+    RAISE EXCEPTION 'cannot adopt %: some rows name a tenant that does not exist (%)', tbl,
+                    coalesce(substring(missing_tenant FROM '\(tenant_id\)=\(([^)]*)\)'), 'see tenantry.tenants')
+        USING ERRCODE = 'TN422',
+        HINT = 'Create that tenant first, or give those rows an existing tenant (existing_rows_tenant names one: tenantry tenant list); nothing was changed.';
 END
 $$;
 COMMENT ON FUNCTION tenantry.ensure_tenant_fk(regclass, boolean) IS 'Internal: adds tenant_id''s foreign key to tenantry.tenants NOT VALID when missing (validated at once on a partitioned table) and, with validate, validates it; TN422 when a row names a tenant that does not exist. Used by adopt_table and the batched backfill.';
@@ -1768,7 +1786,17 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisunique) THEN
             RAISE EXCEPTION 'cannot adopt %: it has a primary key or unique constraint and no tenant_id column to lead it', tbl
                 USING ERRCODE = 'TN422',
-                HINT = format('Give it the column and lead every key with it first, in your migration: ALTER TABLE %1$s ADD COLUMN tenant_id uuid; UPDATE %1$s SET tenant_id = ''<tenant uuid>''; (or an expression over the row''s columns) ALTER TABLE %1$s DROP CONSTRAINT <pkey>, ADD PRIMARY KEY (tenant_id, <key columns>); then adopt it. Foreign keys to that key go first and come back on (tenant_id, ...).', tbl);
+                HINT = format('Give it the column and lead every key with it first, in your migration: ALTER TABLE %1$s ADD COLUMN tenant_id uuid; UPDATE %1$s SET tenant_id = ''<tenant uuid>''; (or an expression over the row''s columns) %2$s then adopt it. Foreign keys to those keys go first and come back on (tenant_id, ...).',
+                              tbl,
+                              -- Each key by its name and columns (found by a
+                              -- review: the hint said <pkey>).
+                              (SELECT string_agg(format('ALTER TABLE %s DROP CONSTRAINT %I, ADD %s (tenant_id, %s);', tbl, k.conname,
+                                                        CASE k.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
+                                                        (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY u.n)
+                                                           FROM unnest(k.conkey) WITH ORDINALITY AS u(attnum, n)
+                                                           JOIN pg_catalog.pg_attribute a ON a.attrelid = tbl AND a.attnum = u.attnum)),
+                                                 ' ' ORDER BY k.contype, k.conname)
+                                 FROM pg_catalog.pg_constraint k WHERE k.conrelid = tbl AND k.contype IN ('p', 'u')));
         END IF;
     ELSIF coltype <> 'uuid'::regtype THEN
         RAISE EXCEPTION 'cannot adopt %: its tenant_id column is %, not uuid', tbl, coltype::regtype USING ERRCODE = 'TN422';
@@ -1969,7 +1997,10 @@ BEGIN
     END IF;
     -- The key to tenants is added below when missing: its locks first.
     PERFORM tenantry.lock_for_missing_tenant_key(tbl);
-    SELECT c.relkind, c.relowner INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
+    -- What release_table gives back (recorded at the first adoption below):
+    -- the owner, row level security and the privileges as they are now.
+    SELECT c.relkind, c.relowner, c.relrowsecurity, c.relforcerowsecurity, c.relacl
+      INTO rel FROM pg_catalog.pg_class c WHERE c.oid = tbl;
 
     -- The tenant column.
     SELECT a.attnum, a.atttypid, a.attnotnull INTO col
@@ -2005,8 +2036,11 @@ BEGIN
             EXECUTE format('UPDATE %s SET tenant_id = (%s)::uuid WHERE tenant_id IS NULL', tbl, existing_rows_tenant_expression);
             EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id IS NULL', tbl) INTO missing;
             IF missing > 0 THEN
-                RAISE EXCEPTION 'cannot adopt %: existing_rows_tenant_expression gave no tenant for % rows', tbl, missing
-                    USING ERRCODE = 'TN422';
+                RAISE EXCEPTION 'cannot adopt %: existing_rows_tenant_expression gave no tenant for % %', tbl, missing,
+                                CASE WHEN missing = 1 THEN 'row' ELSE 'rows' END
+                    USING ERRCODE = 'TN422',
+                          HINT = format('Find them: SELECT * FROM %s WHERE (%s) IS NULL; give them a tenant (or delete them), then adopt again. Nothing was changed.',
+                                        tbl, existing_rows_tenant_expression);
             END IF;
         ELSE
             RAISE EXCEPTION 'cannot adopt %: % rows have no tenant', tbl, missing USING ERRCODE = 'TN422',
@@ -2075,8 +2109,28 @@ BEGIN
     END IF;
     SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
     IF NOT FOUND THEN
-        INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner, write_permission)
-        VALUES (tbl, hierarchy, sharing, rel.relowner::regrole::name, adopt_table.write_permission);
+        INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner, write_permission,
+                                            previous_row_security, previous_force_row_security,
+                                            previous_tenant_id_not_null, previous_acl)
+        VALUES (tbl, hierarchy, sharing, rel.relowner::regrole::name, adopt_table.write_permission,
+                rel.relrowsecurity, rel.relforcerowsecurity, coalesce(col.attnotnull, false), rel.relacl);
+        -- Said, not silent (found by a review: a reporting role read no rows
+        -- after the adoption, with its grant still listed): PUBLIC's
+        -- privileges are gone, and roles of the team's keep theirs but no
+        -- policy lets them reach a row.
+        SELECT string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, ', ')
+          INTO problems
+          FROM pg_catalog.aclexplode(rel.relacl) a
+         WHERE a.grantee <> rel.relowner
+           AND (a.grantee = 0 OR a.grantee NOT IN (
+                SELECT r.oid FROM pg_catalog.pg_roles r
+                 WHERE r.rolname IN ('tenantry_owner', 'tenantry_app', 'tenantry_app_own', 'tenantry_app_shared',
+                                     'tenantry_admin', 'tenantry_logger', 'tenantry_server')));
+        IF problems IS NOT NULL THEN
+            RAISE NOTICE '% is a tenant table now: % read and write none of its rows (PUBLIC''s privileges are revoked, other roles keep theirs but no policy lets them reach a row); its rows are reached in a tenant''s context, as tenantry_app. release_table gives the privileges back.',
+                tbl, problems;
+        END IF;
+        problems := NULL;
     ELSE
         IF result.sharing AND NOT sharing THEN
             -- Sharing switched off: every share ends now (audited), none waits to come back.
@@ -2319,9 +2373,18 @@ DECLARE
     find text := nullif(split_part(coalesce(advice, ''), ' Or give the table back', 1), '') || ' ';
 BEGIN
     PERFORM tenantry.backfill_undo_prepare(tbl, drop_column);
+    -- The column this run added is gone again: the query that finds the
+    -- rows cannot name it (found by a review adopting a team's schema).
+    IF drop_column THEN
+        find := replace(find, ' WHERE tenant_id IS NULL AND ', ' WHERE ');
+    END IF;
     RETURN CASE
-        WHEN one_tenant
+        -- Only for the refusal it is about: a trigger of the team's that
+        -- failed on the backfill's UPDATE is no missing tenant.
+        WHEN one_tenant AND advice LIKE 'Name an existing tenant%'
         THEN 'Name an existing tenant (tenantry tenant list); the table was left as it was.'
+        WHEN one_tenant
+        THEN 'The table was left as it was.'
         WHEN rows_given = 0
         THEN concat(find, 'The table was left as it was; run again once the expression gives every row a tenant.')
         ELSE concat(find, format('The constraints this run added were taken back, so your application writes as before; the %s rows given a tenant so far keep it, and running again resumes.', rows_given))
@@ -2612,12 +2675,50 @@ BEGIN
         FOR wp IN SELECT * FROM tenantry.write_permission_policies() LOOP
             EXECUTE format('DROP POLICY IF EXISTS %I ON %s', wp.polname, part);
         END LOOP;
-        EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', part);
-        EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', part);
+        -- Row level security as it was before the adoption (found by a
+        -- review: switched off, it stopped enforcing the team's own
+        -- restrictive policies, and a role that read none of the rows read
+        -- them all). Unrecorded (adopted before 0048), and on partitions:
+        -- on while policies of the team's own remain.
+        IF coalesce(CASE WHEN part = tbl THEN entry.previous_force_row_security END, false) THEN
+            NULL;
+        ELSE
+            EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', part);
+        END IF;
+        IF NOT coalesce(CASE WHEN part = tbl THEN entry.previous_row_security END,
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = part)) THEN
+            EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', part);
+        END IF;
         EXECUTE format('REVOKE ALL ON TABLE %s FROM tenantry_app, tenantry_app_own, tenantry_app_shared, '
                        'tenantry_admin, tenantry_logger, tenantry_server', part);
         EXECUTE format('ALTER TABLE %s OWNER TO %s', part, back_to);
     END LOOP;
+    -- The privileges adoption took from roles of the team's (PUBLIC's among
+    -- them), granted again by the owner it had.
+    FOR wp IN
+        SELECT a.privilege_type, a.grantee, bool_or(a.is_grantable) AS is_grantable
+          FROM pg_catalog.aclexplode(entry.previous_acl) a
+         WHERE a.grantee <> back_to::oid
+           AND (a.grantee = 0 OR a.grantee NOT IN (
+                SELECT r.oid FROM pg_catalog.pg_roles r
+                 WHERE r.rolname IN ('tenantry_owner', 'tenantry_app', 'tenantry_app_own', 'tenantry_app_shared',
+                                     'tenantry_admin', 'tenantry_logger', 'tenantry_server')))
+           AND (a.grantee = 0 OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee))
+         GROUP BY a.privilege_type, a.grantee
+    LOOP
+        EXECUTE format('GRANT %s ON TABLE %s TO %s%s', wp.privilege_type, tbl,
+                       CASE WHEN wp.grantee = 0 THEN 'PUBLIC' ELSE wp.grantee::regrole::text END,
+                       CASE WHEN wp.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+    -- A tenant_id that adoption added, or made NOT NULL, takes NULL again,
+    -- so that the application of before inserts again (unless a key of the
+    -- table includes it now).
+    IF entry.previous_tenant_id_not_null IS FALSE AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+          ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+         WHERE i.indrelid = tbl AND i.indisprimary AND a.attname = 'tenant_id') THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP NOT NULL', tbl);
+    END IF;
     -- The serial columns' sequences (secure_tenant_table granted their use).
     FOR seq IN
         SELECT * FROM tenantry.owned_sequences(tbl)
@@ -2632,7 +2733,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, switches RLS off, revokes the app roles'' grants (on its sequences too) and gives the table back to its previous owner (to the caller, with a warning, when that role no longer exists). The tenant_id column, its rows and indexes stay. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family). TN409 while another adopted table''s foreign key references it. Of a table dropped since its adoption (the doctor''s rule exists; pass its oid), it forgets the record and drops the schema tenants'' tables of it, or, TN409, names those that still hold rows.';
+COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, puts row level security back as it was before the adoption (enabled, forced; for tables adopted before migration 0048: on while policies of the team''s own remain), revokes the app roles'' grants (on its sequences too), gives the table back to its previous owner (to the caller, with a warning, when that role no longer exists) and grants again the privileges other roles (PUBLIC among them) had before the adoption. The tenant_id column, its rows and indexes stay; it takes NULL again when adoption added it or made it NOT NULL, unless the primary key includes it. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family). TN409 while another adopted table''s foreign key references it. Of a table dropped since its adoption (the doctor''s rule exists; pass its oid), it forgets the record and drops the schema tenants'' tables of it, or, TN409, names those that still hold rows.';
 
 -- -----------------------------------------------------------------------------
 -- Sharing rows of adopted tables (adopt_table(sharing => true)): the guide's

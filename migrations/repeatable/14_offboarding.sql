@@ -284,6 +284,68 @@ $$;
 COMMENT ON FUNCTION tenantry.import_tenant(uuid, jsonb) IS 'Operators only: creates tenant tid from an exported tenant row (parent kept when it is here and live; deleted comes back suspended) and turns row triggers off for the transaction; the caller writes the rows, then calls import_tenant_finish(). TN409 for a taken or purged id. Not granted.';
 
 /**
+ * The first foreign key that an import's rows of tenant `tid` break, as
+ * text naming it, or NULL. An import writes with row triggers off (so that
+ * rows come back as they were), which also skips the checks of foreign keys:
+ * keys between the tables it fills hold (their rows come from one snapshot),
+ * but a key to a table it does not fill (a table of the team's that is not
+ * adopted, which an adopted table may reference with GRANT REFERENCES;
+ * tenantry's catalog of permissions) could be left pointing at nothing
+ * while PostgreSQL counts it valid (found by a review adopting a team's
+ * existing schema). Rows of the tenant in the pooled tables only: a schema
+ * tenant's tables carry no foreign keys. With the caller's rights: the
+ * importer's operator reads the team's table (tenantry_owner may only
+ * reference it).
+ */
+CREATE OR REPLACE FUNCTION tenantry.import_broken_foreign_key(tid uuid)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    fk record;
+    broken boolean;
+BEGIN
+    FOR fk IN
+        WITH keyed AS (SELECT DISTINCT k.table_id FROM tenantry.tenant_keyed_columns() k)
+        SELECT k.conname, k.conrelid::regclass AS own, k.confrelid::regclass AS ref,
+               xc.relkind AS own_kind, rc.relkind AS ref_kind,
+               array_agg(xa.attname ORDER BY u.n) AS own_cols,
+               array_agg(ra.attname ORDER BY u.n) AS ref_cols
+        FROM pg_catalog.pg_constraint k
+        JOIN pg_catalog.pg_class xc ON xc.oid = k.conrelid
+        JOIN pg_catalog.pg_class rc ON rc.oid = k.confrelid
+        CROSS JOIN LATERAL unnest(k.conkey, k.confkey) WITH ORDINALITY AS u(own, ref, n)
+        JOIN pg_catalog.pg_attribute xa ON xa.attrelid = k.conrelid AND xa.attnum = u.own
+        JOIN pg_catalog.pg_attribute ra ON ra.attrelid = k.confrelid AND ra.attnum = u.ref
+        WHERE k.contype = 'f' AND k.conparentid = 0
+          AND k.conrelid IN (SELECT table_id FROM keyed)
+          AND k.confrelid NOT IN (SELECT table_id FROM keyed)
+          AND k.confrelid <> 'tenantry.tenants'::regclass
+          AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute t
+                      WHERE t.attrelid = k.conrelid AND t.attname = 'tenant_id' AND NOT t.attisdropped)
+        GROUP BY k.oid, k.conname, k.conrelid, k.confrelid, xc.relkind, rc.relkind
+        ORDER BY 2, 1
+    LOOP
+        EXECUTE 'SELECT true FROM ' || CASE WHEN fk.own_kind = 'p' THEN '' ELSE 'ONLY ' END || fk.own::text
+             || ' x WHERE x.tenant_id = $1 AND '
+             || (SELECT string_agg(format('x.%I IS NOT NULL', o), ' AND ') FROM unnest(fk.own_cols) o)
+             || ' AND NOT EXISTS (SELECT 1 FROM ' || CASE WHEN fk.ref_kind = 'p' THEN '' ELSE 'ONLY ' END
+             || fk.ref::text || ' r WHERE '
+             || (SELECT string_agg(format('r.%I = x.%I', r, o), ' AND ') FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, r))
+             || ') LIMIT 1'
+        INTO broken USING tid;
+        IF broken THEN
+            RETURN format('rows of %s name rows of %s that are not there (foreign key %I: %s to %s)',
+                          fk.own, fk.ref, fk.conname, array_to_string(fk.own_cols, ', '), array_to_string(fk.ref_cols, ', '));
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.import_broken_foreign_key(uuid) IS 'Internal: the first foreign key from the tables an import of tenant tid fills to a table it does not fill (a team''s table that is not adopted, the permissions catalog) that the imported rows break, named, or NULL. Runs with the caller''s rights (the team''s table is read as the operator, who may read it; tenantry_owner may only reference it): the importer calls it before import_tenant_finish and rolls back on a key. Not granted.';
+
+/**
  * Ends an import: shares made to tenants that are not here (or deleted) are
  * dropped, as deleting a tenant revokes them; then what row triggers
  * maintain is derived from the imported rows (share targets, key lookup,

@@ -67,10 +67,13 @@ enum TableCommand {
         #[arg(long)]
         no_migrate: bool,
     },
-    /// Give a table back to its previous owner, without tenantry's policy (tenantry.release_table).
+    /// Give a table back to its previous owner as it was before its adoption
+    /// (tenantry.release_table), or several in one transaction: a table
+    /// another of them references goes after it.
     Release {
-        /// The table, as SQL names it.
-        table: String,
+        /// The table, as SQL names it: `invoices`, `app."Line Items"`.
+        #[arg(required = true, num_args = 1..)]
+        tables: Vec<String>,
     },
     /// Change an adopted table's shape and every schema tenant's table of it
     /// (tenantry.alter_tenant_table, then the tenant-schema migration):
@@ -200,12 +203,18 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        TableCommand::Release { table: name } => {
-            tables::release_table(&client, &name).await?;
+        TableCommand::Release { tables: names } => {
+            tables::release_tables(&client, &names).await?;
             if args.json {
-                json(&serde_json::json!({ "released": name }))?;
+                if let [name] = names.as_slice() {
+                    json(&serde_json::json!({ "released": name }))?;
+                } else {
+                    json(&serde_json::json!({ "released": names }))?;
+                }
             } else {
-                outln!("released {name}");
+                for name in &names {
+                    outln!("released {name}");
+                }
             }
         }
         TableCommand::Alter {

@@ -1612,3 +1612,81 @@ async fn an_interrupted_export_leaves_no_file_behind() {
         );
     }
 }
+
+/// An import writes with row triggers off, which skipped the check of a
+/// foreign key from an adopted table to a table of the team's it does not
+/// fill (`GRANT REFERENCES`, as README says): imported under a new id, the
+/// rows named organisations that were not there, and PostgreSQL counted the
+/// key valid (found by a review adopting a team's existing schema). The
+/// import is refused, naming the key, and writes nothing; once the rows it
+/// names exist it goes through.
+#[tokio::test]
+async fn an_import_whose_rows_break_a_key_to_a_table_of_the_teams_is_refused_and_writes_nothing() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.orgs (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         GRANT REFERENCES ON public.orgs TO tenantry_owner;
+         CREATE TABLE public.projects (tenant_id uuid NOT NULL, id int NOT NULL, org_id int NOT NULL,
+                                       PRIMARY KEY (tenant_id, id),
+                                       CONSTRAINT projects_org_fkey FOREIGN KEY (tenant_id, org_id)
+                                           REFERENCES public.orgs (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects');",
+    )
+    .await
+    .unwrap();
+    let a: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('acme')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    su.execute("INSERT INTO public.orgs VALUES ($1, 1)", &[&a])
+        .await
+        .unwrap();
+    su.execute("INSERT INTO public.projects VALUES ($1, 1, 1)", &[&a])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    export(&db, a, archive.to_str().unwrap());
+    let copy = uuid::Uuid::new_v4();
+    let import = || {
+        run(
+            &db.superuser_url(),
+            &[
+                "tenant",
+                "import",
+                archive.to_str().unwrap(),
+                "--as",
+                &copy.to_string(),
+            ],
+        )
+    };
+    let err = refused(&import());
+    assert!(
+        err.contains("projects_org_fkey") && err.contains("nothing was imported"),
+        "{err}"
+    );
+    let tenants: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.tenants WHERE tenant_id = $1",
+            &[&copy],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tenants, 0, "the refused import wrote its tenant");
+    su.execute("INSERT INTO public.orgs VALUES ($1, 1)", &[&copy])
+        .await
+        .unwrap();
+    ok(&import());
+    let projects: i64 = su
+        .query_one(
+            "SELECT count(*) FROM public.projects WHERE tenant_id = $1",
+            &[&copy],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(projects, 1);
+}

@@ -939,3 +939,74 @@ async fn table_adopt_of_several_tables_switches_linked_tables_hierarchy_together
         [("boards".to_owned(), false), ("cards".to_owned(), false)]
     );
 }
+
+/// `table release` takes several tables, as `table adopt` does, in one
+/// transaction: a table another of them references goes after it whatever
+/// the order given (a chain took one command per table, in order: found by
+/// a review adopting a team's schema). A table referenced by one left
+/// adopted is refused, and nothing is released. A name SQL would not find
+/// is answered with how to name it.
+#[tokio::test]
+async fn table_release_of_several_tables_releases_a_chain_in_any_order_or_none() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.boards (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         CREATE TABLE public.cards (tenant_id uuid NOT NULL, id int NOT NULL, board_id int NOT NULL,
+                                    PRIMARY KEY (tenant_id, id),
+                                    FOREIGN KEY (tenant_id, board_id) REFERENCES public.boards (tenant_id, id));
+         CREATE TABLE public.\"Card Notes\" (tenant_id uuid NOT NULL, id int NOT NULL, card_id int NOT NULL,
+                                    PRIMARY KEY (tenant_id, id),
+                                    FOREIGN KEY (tenant_id, card_id) REFERENCES public.cards (tenant_id, id));
+         SELECT tenantry.adopt_tables(ARRAY['public.boards', 'public.cards', 'public.\"Card Notes\"']::regclass[]);",
+    )
+    .await
+    .unwrap();
+    let url = db.superuser_url();
+    let adopted = || async {
+        su.query(
+            "SELECT table_id::text FROM tenantry.tenant_tables ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+    };
+    // Cards are still referenced by the notes, which stay adopted: nothing goes.
+    let out = run(&url, &["table", "release", "boards", "cards"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("adopted tables reference it"),
+        "{}",
+        text(&out).1
+    );
+    assert_eq!(adopted().await.len(), 3);
+    let out = run(&url, &["table", "release", "Card Notes"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("in double quotes"),
+        "{}",
+        text(&out).1
+    );
+    let out = run(
+        &url,
+        &[
+            "table",
+            "release",
+            "boards",
+            "cards",
+            "\"Card Notes\"",
+            "--json",
+        ],
+        &[],
+    );
+    let released: serde_json::Value = serde_json::from_str(&succeeds(&out)).unwrap();
+    assert_eq!(
+        released["released"].as_array().map(Vec::len),
+        Some(3),
+        "{released}"
+    );
+    assert!(adopted().await.is_empty());
+}

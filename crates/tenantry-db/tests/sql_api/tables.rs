@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::{
     common::{count, create_tenant, describe, exec, set_status, strings},
-    helpers::{admin, app, denied, set_context},
+    helpers::{admin, app, denied, expect_sqlstate, set_context},
 };
 
 /// The team's migration session: a superuser with the guide's names on the path.
@@ -204,7 +204,7 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
             "global_pk",
             "CREATE TABLE global_pk (id uuid PRIMARY KEY)",
             "primary key or unique",
-            "ADD PRIMARY KEY (tenant_id, <key columns>)",
+            "DROP CONSTRAINT global_pk_pkey, ADD PRIMARY KEY (tenant_id, id);",
         ),
         (
             "global_unique",
@@ -444,7 +444,7 @@ async fn the_doctor_names_each_broken_rule_with_its_fix_and_adopting_again_repai
         [
             "grants: grants SELECT to PUBLIC",
             "grants: grants SELECT to tenantry_app_shared",
-            "indexes: index public.projects_name_idx does not lead with tenant_id",
+            "indexes: index public.projects_name_idx does not lead with tenant_id: a scan of it would read other tenants' rows before the policy drops them, and EXPLAIN ANALYZE's row counts would tell a tenant they exist",
             "keep_tenant: the trigger that keeps rows in their tenant is missing, disabled or changed",
             "policies: policy wide_open is not tenantry's (permissive SELECT for tenantry_app)",
             "rls: row level security is not enabled and forced",
@@ -691,6 +691,131 @@ async fn release_table_gives_the_table_back_without_row_level_security_and_keeps
     assert_eq!(after, before);
     assert_eq!(strings(&m, "SELECT body FROM notes").await, ["kept"]);
     denied(&m, "SELECT release_table('notes')", "TN404").await;
+}
+
+/// A table with row level security of its own (a restrictive policy, which
+/// adoption keeps), privileges for PUBLIC and a reader role, and no tenant
+/// column comes back from adoption as it was: release switched RLS off, so
+/// a role that read none of its rows before read all of them; left the
+/// tenant_id adoption added NOT NULL, so the application of before failed
+/// its inserts; and PUBLIC's privilege stayed revoked (found by a review
+/// adopting a team's existing schema).
+#[tokio::test]
+async fn release_table_gives_back_the_row_level_security_privileges_and_nullable_tenant_column_the_table_had(
+) {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    exec(
+        &m,
+        "CREATE ROLE team_owner NOLOGIN; CREATE ROLE team_reader NOLOGIN;
+         CREATE TABLE secrets (id bigint GENERATED ALWAYS AS IDENTITY, owner_name text, body text);
+         ALTER TABLE secrets OWNER TO team_owner;
+         ALTER TABLE secrets ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
+         CREATE POLICY mine ON secrets AS RESTRICTIVE USING (owner_name = current_user);
+         GRANT SELECT ON secrets TO PUBLIC;
+         GRANT SELECT, INSERT ON secrets TO team_reader;
+         GRANT USAGE ON SCHEMA public TO team_reader;
+         INSERT INTO secrets (owner_name, body) VALUES ('team_reader', 'mine'), ('someone_else', 'hidden');",
+    )
+    .await;
+    let reads = "SELECT body FROM secrets ORDER BY body";
+    let before = table_state(&m, "secrets").await;
+    // A restrictive policy and no permissive one: the reader reads nothing.
+    exec(&m, "SET ROLE team_reader").await;
+    assert!(strings(&m, reads).await.is_empty());
+    exec(&m, "RESET ROLE").await;
+    exec(
+        &m,
+        &format!("SELECT adopt_table('secrets', existing_rows_tenant => '{a}')"),
+    )
+    .await;
+    exec(&m, "SELECT release_table('secrets')").await;
+    let mut after = table_state(&m, "secrets").await;
+    // What release_table keeps on purpose: the column adoption added (taking
+    // NULL again) and its index.
+    after.retain(|s| s != "index secrets_tenant_id_idx" && s != "col tenant_id uuid f ");
+    // The privileges in any order (granted again, they come last).
+    let sorted_acl = |state: Vec<String>| -> Vec<String> {
+        state
+            .into_iter()
+            .map(|s| {
+                let parts: Vec<&str> = s.splitn(5, ' ').collect();
+                match parts.as_slice() {
+                    ["rel", owner, rls, force, acl] => {
+                        let mut grants: Vec<&str> = acl.split(',').collect();
+                        grants.sort_unstable();
+                        format!("rel {owner} {rls} {force} {}", grants.join(","))
+                    }
+                    _ => s,
+                }
+            })
+            .collect()
+    };
+    assert_eq!(sorted_acl(after), sorted_acl(before));
+    exec(&m, "SET ROLE team_reader").await;
+    assert!(
+        strings(&m, reads).await.is_empty(),
+        "row level security is enforced again"
+    );
+    exec(&m, "RESET ROLE").await;
+    // The application of before inserts without a tenant.
+    exec(
+        &m,
+        "INSERT INTO secrets (owner_name, body) VALUES ('team_reader', 'new')",
+    )
+    .await;
+    assert_eq!(
+        strings(&m, "SELECT body FROM secrets WHERE tenant_id IS NULL").await,
+        ["new"]
+    );
+}
+
+/// An ORM's schema sync drops a column default its model lacks: inserts
+/// that leave tenant_id out then failed, refused by the policy as if the
+/// caller lacked a permission, and the doctor said nothing (found by a
+/// review adopting a team's existing schema). It names the default now,
+/// and its fix gives inserts their tenant again.
+#[tokio::test]
+async fn the_doctor_names_a_dropped_tenant_default_and_its_fix_gives_inserts_their_tenant_again() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, admin) = (migrator(&tdb).await, app(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    exec(
+        &m,
+        "CREATE TABLE page_views (path text NOT NULL);
+         SELECT adopt_table('page_views');
+         ALTER TABLE page_views ALTER COLUMN tenant_id DROP DEFAULT;",
+    )
+    .await;
+    let problems = strings(
+        &m,
+        "SELECT rule || ': ' || fix FROM table_problems() ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        problems,
+        ["tenant_default: ALTER TABLE public.page_views ALTER COLUMN tenant_id SET DEFAULT tenantry.current_tenant_id();"]
+    );
+    set_context(&app, a).await;
+    expect_sqlstate(
+        app.batch_execute("INSERT INTO public.page_views (path) VALUES ('/x')")
+            .await,
+        "42501",
+        "an insert without the default",
+    );
+    exec(
+        &m,
+        "ALTER TABLE page_views ALTER COLUMN tenant_id SET DEFAULT tenantry.current_tenant_id();",
+    )
+    .await;
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+    exec(&app, "INSERT INTO public.page_views (path) VALUES ('/x')").await;
+    assert_eq!(
+        strings(&m, "SELECT tenant_id::text FROM page_views").await,
+        [a.to_string()]
+    );
 }
 
 /// Releasing a table that another adopted table's foreign key references
