@@ -44,6 +44,13 @@ fn succeeds(out: &Output) -> String {
     stdout
 }
 
+/// Two tables of a team's, linked by a foreign key that pairs tenant_id.
+const BOARDS_AND_CARDS: &str =
+    "CREATE TABLE public.boards (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+     CREATE TABLE public.cards (tenant_id uuid NOT NULL, id int NOT NULL, board_id int NOT NULL,
+                                PRIMARY KEY (tenant_id, id),
+                                FOREIGN KEY (tenant_id, board_id) REFERENCES public.boards (tenant_id, id));";
+
 /// A schema tenant `silo`, made by the operator; its schema's name.
 async fn schema_tenant(su: &tokio_postgres::Client) -> String {
     let silo: uuid::Uuid = su
@@ -868,13 +875,10 @@ async fn migrate_by_a_role_that_cannot_create_roles_says_to_use_a_superuser_and_
 async fn table_adopt_of_several_tables_switches_linked_tables_hierarchy_together() {
     let db = TestDatabase::new().await;
     let su = db.superuser_client().await;
-    su.batch_execute(
-        "CREATE TABLE public.boards (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
-         CREATE TABLE public.cards (tenant_id uuid NOT NULL, id int NOT NULL, board_id int NOT NULL,
-                                    PRIMARY KEY (tenant_id, id),
-                                    FOREIGN KEY (tenant_id, board_id) REFERENCES public.boards (tenant_id, id));
-         SELECT tenantry.adopt_tables(ARRAY['public.boards', 'public.cards']::regclass[]);",
-    )
+    su.batch_execute(&format!(
+        "{BOARDS_AND_CARDS}
+             SELECT tenantry.adopt_tables(ARRAY['public.boards', 'public.cards']::regclass[]);"
+    ))
     .await
     .unwrap();
     let url = db.superuser_url();
@@ -951,14 +955,13 @@ async fn table_release_of_several_tables_releases_a_chain_in_any_order_or_none()
     let db = TestDatabase::new().await;
     let su = db.superuser_client().await;
     su.batch_execute(
-        "CREATE TABLE public.boards (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
-         CREATE TABLE public.cards (tenant_id uuid NOT NULL, id int NOT NULL, board_id int NOT NULL,
-                                    PRIMARY KEY (tenant_id, id),
-                                    FOREIGN KEY (tenant_id, board_id) REFERENCES public.boards (tenant_id, id));
-         CREATE TABLE public.\"Card Notes\" (tenant_id uuid NOT NULL, id int NOT NULL, card_id int NOT NULL,
+        &format!(
+            "{BOARDS_AND_CARDS}
+             CREATE TABLE public.\"Card Notes\" (tenant_id uuid NOT NULL, id int NOT NULL, card_id int NOT NULL,
                                     PRIMARY KEY (tenant_id, id),
                                     FOREIGN KEY (tenant_id, card_id) REFERENCES public.cards (tenant_id, id));
-         SELECT tenantry.adopt_tables(ARRAY['public.boards', 'public.cards', 'public.\"Card Notes\"']::regclass[]);",
+             SELECT tenantry.adopt_tables(ARRAY['public.boards', 'public.cards', 'public.\"Card Notes\"']::regclass[]);"
+        ),
     )
     .await
     .unwrap();
