@@ -627,7 +627,11 @@ BEGIN
         RETURN NULL;
     END IF;
     part := tenantry.checked_context_part(tid, uid, tenant_part);
-    IF part IS NULL THEN
+    -- The request-log writer's administrative context (actor request_log)
+    -- as tenantry_logger only, and tenantry_logger with no other: one
+    -- entered for appending log rows is no tenantry_admin context.
+    IF part IS NULL OR (tid IS NULL AND uid IS NULL
+                        AND (actor IS NOT DISTINCT FROM 'request_log') <> (current_setting('role') = 'tenantry_logger')) THEN
         RETURN NULL;
     END IF;
     done := set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || '_' || split_part(session, '_', 4) || '_' || nextval('tenantry.context_steps'), false);
@@ -948,7 +952,9 @@ BEGIN
             USING ERRCODE = '55000', HINT = 'close the connection; DISCARD TEMP clears the session';
     END IF;
     part := tenantry.checked_context_part(tid, uid, tenant_part);
-    IF part IS NULL THEN
+    -- As in enter_context: the request-log writer's context as tenantry_logger only.
+    IF part IS NULL OR (tid IS NULL AND uid IS NULL
+                        AND (actor IS NOT DISTINCT FROM 'request_log') <> (current_setting('role') = 'tenantry_logger')) THEN
         RETURN NULL;
     END IF;
     done := set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, grants, impersonator, part), true);

@@ -1790,13 +1790,22 @@ BEGIN
                               tbl,
                               -- Each key by its name and columns (found by a
                               -- review: the hint said <pkey>).
-                              (SELECT string_agg(format('ALTER TABLE %s DROP CONSTRAINT %I, ADD %s (tenant_id, %s);', tbl, k.conname,
-                                                        CASE k.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
-                                                        (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY u.n)
-                                                           FROM unnest(k.conkey) WITH ORDINALITY AS u(attnum, n)
-                                                           JOIN pg_catalog.pg_attribute a ON a.attrelid = tbl AND a.attnum = u.attnum)),
-                                                 ' ' ORDER BY k.contype, k.conname)
-                                 FROM pg_catalog.pg_constraint k WHERE k.conrelid = tbl AND k.contype IN ('p', 'u')));
+                              -- (A unique index that backs no constraint: made again.)
+                              (SELECT string_agg(CASE WHEN k.conname IS NOT NULL
+                                                      THEN format('ALTER TABLE %s DROP CONSTRAINT %I, ADD %s (tenant_id, %s);', tbl, k.conname,
+                                                                  CASE k.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END, cols.list)
+                                                      ELSE format('DROP INDEX %s; CREATE UNIQUE INDEX ON %s (tenant_id, %s);',
+                                                                  i.indexrelid::regclass, tbl, cols.list) END,
+                                                 ' ' ORDER BY k.contype NULLS LAST, i.indexrelid::regclass::text)
+                                 FROM pg_catalog.pg_index i
+                                 LEFT JOIN pg_catalog.pg_constraint k
+                                   ON k.conrelid = tbl AND k.conindid = i.indexrelid AND k.contype IN ('p', 'u')
+                                 CROSS JOIN LATERAL (
+                                     SELECT string_agg(CASE WHEN u.attnum = 0 THEN '<expression>' ELSE quote_ident(a.attname) END,
+                                                       ', ' ORDER BY u.n) AS list
+                                       FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS u(attnum, n)
+                                       LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = tbl AND a.attnum = u.attnum) cols
+                                WHERE i.indrelid = tbl AND i.indisunique));
         END IF;
     ELSIF coltype <> 'uuid'::regtype THEN
         RAISE EXCEPTION 'cannot adopt %: its tenant_id column is %, not uuid', tbl, coltype::regtype USING ERRCODE = 'TN422';
@@ -2693,10 +2702,15 @@ BEGIN
                        'tenantry_admin, tenantry_logger, tenantry_server', part);
         EXECUTE format('ALTER TABLE %s OWNER TO %s', part, back_to);
     END LOOP;
-    -- The privileges adoption took from roles of the team's (PUBLIC's among
-    -- them), granted again by the owner it had.
+    -- The privileges adoption took from roles of the team's, granted again
+    -- by the owner it had. Not those of PUBLIC or of a role the server's
+    -- login may become: the table now holds every tenant's rows, and with
+    -- them SQL injected into any tenant's transaction would read them all
+    -- (found by a review of this change); they are named, for the team to
+    -- grant if it means to.
     FOR wp IN
-        SELECT a.privilege_type, a.grantee, bool_or(a.is_grantable) AS is_grantable
+        SELECT a.privilege_type, a.grantee, bool_or(a.is_grantable) AS is_grantable,
+               a.grantee = 0 OR pg_catalog.pg_has_role('tenantry_server', a.grantee, 'MEMBER') AS reaches_tenants
           FROM pg_catalog.aclexplode(entry.previous_acl) a
          WHERE a.grantee <> back_to::oid
            AND (a.grantee = 0 OR a.grantee NOT IN (
@@ -2706,9 +2720,14 @@ BEGIN
            AND (a.grantee = 0 OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee))
          GROUP BY a.privilege_type, a.grantee
     LOOP
-        EXECUTE format('GRANT %s ON TABLE %s TO %s%s', wp.privilege_type, tbl,
-                       CASE WHEN wp.grantee = 0 THEN 'PUBLIC' ELSE wp.grantee::regrole::text END,
-                       CASE WHEN wp.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        IF wp.reaches_tenants THEN
+            RAISE WARNING 'not granted again on %: % % (the table holds every tenant''s rows, and tenantry''s roles, which SQL of any tenant''s transaction runs as, would reach them through it): GRANT % ON TABLE % TO %;',
+                tbl, wp.privilege_type, CASE WHEN wp.grantee = 0 THEN 'to PUBLIC' ELSE 'to ' || wp.grantee::regrole::text END,
+                wp.privilege_type, tbl, CASE WHEN wp.grantee = 0 THEN 'PUBLIC' ELSE wp.grantee::regrole::text END;
+        ELSE
+            EXECUTE format('GRANT %s ON TABLE %s TO %s%s', wp.privilege_type, tbl, wp.grantee::regrole,
+                           CASE WHEN wp.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END IF;
     END LOOP;
     -- A tenant_id that adoption added, or made NOT NULL, takes NULL again,
     -- so that the application of before inserts again (unless a key of the
@@ -2716,7 +2735,7 @@ BEGIN
     IF entry.previous_tenant_id_not_null IS FALSE AND NOT EXISTS (
         SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
           ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-         WHERE i.indrelid = tbl AND i.indisprimary AND a.attname = 'tenant_id') THEN
+         WHERE i.indrelid = tbl AND (i.indisprimary OR i.indisreplident) AND a.attname = 'tenant_id') THEN
         EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id DROP NOT NULL', tbl);
     END IF;
     -- The serial columns' sequences (secure_tenant_table granted their use).
@@ -2733,7 +2752,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, puts row level security back as it was before the adoption (enabled, forced; for tables adopted before migration 0048: on while policies of the team''s own remain), revokes the app roles'' grants (on its sequences too), gives the table back to its previous owner (to the caller, with a warning, when that role no longer exists) and grants again the privileges other roles (PUBLIC among them) had before the adoption. The tenant_id column, its rows and indexes stay; it takes NULL again when adoption added it or made it NOT NULL, unless the primary key includes it. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family). TN409 while another adopted table''s foreign key references it. Of a table dropped since its adoption (the doctor''s rule exists; pass its oid), it forgets the record and drops the schema tenants'' tables of it, or, TN409, names those that still hold rows.';
+COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, puts row level security back as it was before the adoption (enabled, forced; for tables adopted before migration 0048: on while policies of the team''s own remain), revokes the app roles'' grants (on its sequences too), gives the table back to its previous owner (to the caller, with a warning, when that role no longer exists) and grants again the privileges the team''s roles had on the table before the adoption (those of PUBLIC and of roles the server''s login may become are named in a warning, not granted: the table holds every tenant''s rows). The tenant_id column, its rows and indexes stay; it takes NULL again when adoption added it or made it NOT NULL, unless the primary key or the replica identity includes it. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family). TN409 while another adopted table''s foreign key references it. Of a table dropped since its adoption (the doctor''s rule exists; pass its oid), it forgets the record and drops the schema tenants'' tables of it, or, TN409, names those that still hold rows.';
 
 -- -----------------------------------------------------------------------------
 -- Sharing rows of adopted tables (adopt_table(sharing => true)): the guide's

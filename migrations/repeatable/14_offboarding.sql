@@ -293,18 +293,20 @@ COMMENT ON FUNCTION tenantry.import_tenant(uuid, jsonb) IS 'Operators only: crea
  * tenantry's catalog of permissions) could be left pointing at nothing
  * while PostgreSQL counts it valid (found by a review adopting a team's
  * existing schema). Rows of the tenant in the pooled tables only: a schema
- * tenant's tables carry no foreign keys. With the caller's rights: the
- * importer's operator reads the team's table (tenantry_owner may only
- * reference it).
+ * tenant's tables carry no foreign keys. The imported rows are read as
+ * tenantry_owner (which row level security does not hold back), the
+ * referenced table with the caller's rights (the operator may read a team's
+ * table; tenantry_owner may only reference it).
  */
 CREATE OR REPLACE FUNCTION tenantry.import_broken_foreign_key(tid uuid)
 RETURNS text
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     fk record;
     broken boolean;
+    caller text := pg_catalog.current_setting('role');
 BEGIN
     FOR fk IN
         WITH keyed AS (SELECT DISTINCT k.table_id FROM tenantry.tenant_keyed_columns() k)
@@ -327,14 +329,25 @@ BEGIN
         GROUP BY k.oid, k.conname, k.conrelid, k.confrelid, xc.relkind, rc.relkind
         ORDER BY 2, 1
     LOOP
-        EXECUTE 'SELECT true FROM ' || CASE WHEN fk.own_kind = 'p' THEN '' ELSE 'ONLY ' END || fk.own::text
-             || ' x WHERE x.tenant_id = $1 AND '
-             || (SELECT string_agg(format('x.%I IS NOT NULL', o), ' AND ') FROM unnest(fk.own_cols) o)
-             || ' AND NOT EXISTS (SELECT 1 FROM ' || CASE WHEN fk.ref_kind = 'p' THEN '' ELSE 'ONLY ' END
-             || fk.ref::text || ' r WHERE '
+        -- The imported rows' values of the key, read as tenantry_owner: the
+        -- adopted tables' row level security is forced, and a migration
+        -- role that is a member of tenantry_owner (not a superuser) would
+        -- read none of them (found by a review of this check).
+        PERFORM pg_catalog.set_config('role', 'tenantry_owner', true);
+        EXECUTE 'CREATE TEMP TABLE tenantry_import_keys ON COMMIT DROP AS SELECT DISTINCT '
+             || (SELECT string_agg(format('x.%I', o), ', ') FROM unnest(fk.own_cols) o)
+             || ' FROM ' || CASE WHEN fk.own_kind = 'p' THEN '' ELSE 'ONLY ' END || fk.own::text
+             || format(' x WHERE x.tenant_id = %L AND ', tid)
+             || (SELECT string_agg(format('x.%I IS NOT NULL', o), ' AND ') FROM unnest(fk.own_cols) o);
+        -- The referenced table as the caller, who may read it (tenantry_owner
+        -- may only reference a team's table).
+        PERFORM pg_catalog.set_config('role', caller, true);
+        EXECUTE 'SELECT true FROM pg_temp.tenantry_import_keys x WHERE NOT EXISTS (SELECT 1 FROM '
+             || CASE WHEN fk.ref_kind = 'p' THEN '' ELSE 'ONLY ' END || fk.ref::text || ' r WHERE '
              || (SELECT string_agg(format('r.%I = x.%I', r, o), ' AND ') FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, r))
              || ') LIMIT 1'
-        INTO broken USING tid;
+        INTO broken;
+        DROP TABLE pg_temp.tenantry_import_keys;
         IF broken THEN
             RETURN format('rows of %s name rows of %s that are not there (foreign key %I: %s to %s)',
                           fk.own, fk.ref, fk.conname, array_to_string(fk.own_cols, ', '), array_to_string(fk.ref_cols, ', '));
@@ -343,7 +356,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.import_broken_foreign_key(uuid) IS 'Internal: the first foreign key from the tables an import of tenant tid fills to a table it does not fill (a team''s table that is not adopted, the permissions catalog) that the imported rows break, named, or NULL. Runs with the caller''s rights (the team''s table is read as the operator, who may read it; tenantry_owner may only reference it): the importer calls it before import_tenant_finish and rolls back on a key. Not granted.';
+COMMENT ON FUNCTION tenantry.import_broken_foreign_key(uuid) IS 'Internal: the first foreign key from the tables an import of tenant tid fills to a table it does not fill (a team''s table that is not adopted, the permissions catalog) that the imported rows break, named, or NULL. Reads the imported rows as tenantry_owner (into a temporary table) and the referenced table with the caller''s rights (the operator may read a team''s table; tenantry_owner may only reference it): the importer calls it before import_tenant_finish and rolls back on a key. Not granted.';
 
 /**
  * Ends an import: shares made to tenants that are not here (or deleted) are

@@ -125,7 +125,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("checking adopted tables")?;
     if !problems.is_empty() {
         let listing: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        if !args.allow_table_problems {
+        let blocking = problems
+            .iter()
+            .any(tenantry_db::TableProblem::blocks_serving);
+        if blocking && !args.allow_table_problems {
             bail!(
                 "refusing to serve tenant traffic: {} problem(s) in {} adopted table(s) break tenantry's rules:\n{}\n(fix them, or start with --allow-table-problems to serve anyway)",
                 problems.len(),
@@ -139,15 +142,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         // Once each: through the JSON log, or as a plain block for people
         // (the text log would print it a second time).
+        let why = if blocking {
+            "--allow-table-problems"
+        } else {
+            "no isolation rule: served"
+        };
         for line in &listing {
             if json_logs {
-                tracing::warn!(
-                    "adopted table breaks tenantry's rules (--allow-table-problems): {line}"
-                );
+                tracing::warn!("adopted table breaks tenantry's rules ({why}): {line}");
             } else {
-                eprintln!(
-                    "WARNING: adopted table breaks tenantry's rules (--allow-table-problems):\n{line}"
-                );
+                eprintln!("WARNING: adopted table breaks tenantry's rules ({why}):\n{line}");
             }
         }
     }

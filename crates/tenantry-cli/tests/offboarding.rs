@@ -1650,9 +1650,18 @@ async fn an_import_whose_rows_break_a_key_to_a_table_of_the_teams_is_refused_and
     let archive = dir.path().join("acme.tar.gz");
     export(&db, a, archive.to_str().unwrap());
     let copy = uuid::Uuid::new_v4();
+    // As a migration role that is no superuser, a member of tenantry_owner
+    // that may read the team's table: row level security holds back its
+    // reads of adopted tables, and the check ran none of the imported rows
+    // at first (found by a review of the check).
+    let (login, config) = db.login_role("mig", &["tenantry_owner"]).await;
+    su.batch_execute(&format!("GRANT SELECT ON public.orgs TO {login}"))
+        .await
+        .unwrap();
+    let url = tenantry_db::conninfo(&config);
     let import = || {
         run(
-            &db.superuser_url(),
+            &url,
             &[
                 "tenant",
                 "import",
@@ -1689,4 +1698,9 @@ async fn an_import_whose_rows_break_a_key_to_a_table_of_the_teams_is_refused_and
         .unwrap()
         .get(0);
     assert_eq!(projects, 1);
+    su.batch_execute(&format!(
+        "REVOKE SELECT ON public.orgs FROM {login}; REVOKE tenantry_owner FROM {login}; DROP ROLE {login}"
+    ))
+    .await
+    .unwrap();
 }

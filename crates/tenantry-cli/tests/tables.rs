@@ -73,8 +73,16 @@ async fn schema_tenant(su: &tokio_postgres::Client) -> String {
 /// `tenantry serve --allow-table-problems` (and `extra` arguments) on `db`,
 /// stopped once it serves; what it wrote to stderr.
 fn serve_with_problems_allowed(db: &TestDatabase, extra: &[&str]) -> String {
+    let mut args = vec!["--allow-table-problems"];
+    args.extend_from_slice(extra);
+    serve_until_serving(db, &args)
+}
+
+/// `tenantry serve` with `extra` arguments on `db`, which must start, stopped
+/// once it serves; what it wrote to stderr.
+fn serve_until_serving(db: &TestDatabase, extra: &[&str]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-table-problems"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
         .env("DATABASE_URL", db.server_url())
         .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
@@ -1012,4 +1020,33 @@ async fn table_release_of_several_tables_releases_a_chain_in_any_order_or_none()
         "{released}"
     );
     assert!(adopted().await.is_empty());
+}
+
+/// A dropped `tenant_id` default (what an ORM's schema sync does when its
+/// model has none) breaks no isolation: `tenantry doctor` names it, with its
+/// fix, and exits 1, but the server starts, warning, instead of refusing on
+/// every deployment until someone fixes it (found by a review of the rule).
+#[tokio::test]
+async fn a_dropped_tenant_default_is_named_by_the_doctor_and_serve_starts_with_a_warning() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.page_views (path text NOT NULL);
+         SELECT tenantry.adopt_table('public.page_views');
+         ALTER TABLE public.page_views ALTER COLUMN tenant_id DROP DEFAULT;",
+    )
+    .await
+    .unwrap();
+    let out = run(&db.superuser_url(), &["doctor"], &[]);
+    assert!(!out.status.success());
+    let (stdout, stderr) = text(&out);
+    assert!(
+        format!("{stdout}{stderr}").contains("[tenant_default]"),
+        "{stdout}{stderr}"
+    );
+    let err = serve_until_serving(&db, &["--log-format", "text"]);
+    assert!(
+        err.contains("no isolation rule: served") && err.contains("tenant_default"),
+        "{err}"
+    );
 }

@@ -704,7 +704,8 @@ impl Database {
     }
 
     /// The doctor's findings on adopted tables ([`crate::tables::table_problems`]),
-    /// as the server's login; the server refuses to start on any.
+    /// as the server's login; the server refuses to start on any that
+    /// [`crate::TableProblem::blocks_serving`].
     pub async fn table_problems(&self) -> Result<Vec<crate::TableProblem>, DbError> {
         let client = self.connection().await?;
         let problems = as_login(&client, crate::tables::table_problems(&client)).await?;

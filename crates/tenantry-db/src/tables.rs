@@ -80,6 +80,16 @@ impl TableProblem {
     }
 }
 
+impl TableProblem {
+    /// Whether the server refuses to start on it: every rule but those that
+    /// break no isolation (`tenant_default`: a dropped `tenant_id` default
+    /// fails inserts that leave it out, which an ORM's schema sync can do on
+    /// every deployment; the server warns instead).
+    pub fn blocks_serving(&self) -> bool {
+        self.rule != "tenant_default"
+    }
+}
+
 /// `<table> [<rule>]: <problem>` and, on the next line, `    fix: <SQL>`, as
 /// `tenantry doctor` prints it and `tenantry serve` refuses with it.
 impl std::fmt::Display for TableProblem {
@@ -703,10 +713,13 @@ pub async fn release_table(client: &Client, table: &str) -> Result<(), TableErro
     Ok(())
 }
 
-/// [`release_table`] for several tables in one transaction, all or none: a
+/// [`release_table`] for several tables in one transaction of its own (call
+/// it outside one of yours: it sends BEGIN and COMMIT), all or none: a
 /// table another of them references goes after it, whatever the order given
 /// (release_table refuses a table an adopted one still references; found by
-/// a review: a chain took one command per table, in order).
+/// a review: a chain took one command per table, in order). Tables whose
+/// keys reference each other in a cycle are refused: drop one of the keys
+/// first.
 pub async fn release_tables(client: &Client, tables: &[String]) -> Result<(), TableError> {
     client.batch_execute("BEGIN").await?;
     let released = release_in_turn(client, tables).await;

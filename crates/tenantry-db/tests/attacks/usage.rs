@@ -347,6 +347,21 @@ async fn sql_in_a_tenants_transaction_cannot_append_request_log_rows_for_another
         0,
         "nothing was planted"
     );
+    // The writer's context is no tenantry_admin context (a signed one seen
+    // once must not open the admin role), and the logger takes no other.
+    let server = w.tdb.server_client().await;
+    for (role, actor) in [
+        ("tenantry_admin", "request_log"),
+        ("tenantry_logger", "scheduler"),
+        ("tenantry_logger", "admin"),
+    ] {
+        exec(&server, &format!("SET ROLE {role}; BEGIN")).await;
+        let part = enter_signed(&server, &SignedContext::admin(Some(actor.into())))
+            .await
+            .unwrap();
+        assert_eq!(part, None, "{role} entered the context of actor {actor}");
+        rollback(&server).await;
+    }
     // The server's writer still appends for any tenant, in its own context.
     let logger = w.tdb.server_client().await;
     exec(&logger, "SET ROLE tenantry_logger").await;
