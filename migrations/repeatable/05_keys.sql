@@ -171,6 +171,7 @@ DECLARE
     key_cidrs cidr[];
     prior text;
     unusable text;
+    creator record;
 BEGIN
     IF jsonb_typeof(meta) <> 'object' THEN
         RAISE EXCEPTION 'metadata must be a JSON object' USING ERRCODE = 'TN422', HINT = 'metadata';
@@ -203,6 +204,30 @@ BEGIN
         key_cidrs := CASE WHEN meta ? 'allowed_cidrs'
                           THEN ARRAY(SELECT c::cidr FROM jsonb_array_elements_text(meta->'allowed_cidrs') c) END;
         PERFORM tenantry.require_key_within_grants(tid, (meta->>'user_id')::uuid, (meta->>'role_id')::uuid, key_scopes);
+        -- A key that makes keys gives them no more reach than its own: no
+        -- later expiry, no address outside its own (found by an HTTP
+        -- review: a key bound to one address and expiring in ten minutes
+        -- made keys for any address, for good). Left out, they are its own.
+        IF tenantry.current_actor() LIKE 'key:%' THEN
+            SELECT k.expires_at, k.allowed_cidrs INTO creator
+              FROM tenantry.api_keys k WHERE k.key_id = substr(tenantry.current_actor(), 5)::uuid;
+            IF creator.expires_at IS NOT NULL THEN
+                IF meta->>'expires_at' IS NULL THEN
+                    meta := meta || jsonb_build_object('expires_at', creator.expires_at);
+                ELSIF (meta->>'expires_at')::timestamptz > creator.expires_at THEN
+                    RAISE EXCEPTION 'expires_at must not be later than the creating key''s own expiry (%)', creator.expires_at
+                        USING ERRCODE = 'TN422', HINT = 'expires_at';
+                END IF;
+            END IF;
+            IF creator.allowed_cidrs IS NOT NULL THEN
+                IF key_cidrs IS NULL THEN
+                    key_cidrs := creator.allowed_cidrs;
+                ELSIF EXISTS (SELECT 1 FROM unnest(key_cidrs) c WHERE NOT c <<= ANY (creator.allowed_cidrs)) THEN
+                    RAISE EXCEPTION 'allowed_cidrs must lie within the creating key''s own (%)', array_to_string(creator.allowed_cidrs, ', ')
+                        USING ERRCODE = 'TN422', HINT = 'allowed_cidrs';
+                END IF;
+            END IF;
+        END IF;
         -- Scopes narrow what a bound key's role or member gives: one it
         -- does not give would never be used (found by a client's audit: the
         -- key was made, and then refused everything). Not checked again at
@@ -231,7 +256,7 @@ BEGIN
     RETURN issued.api_key;
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_api_key(text, jsonb) IS 'KeyHippo API: creates a key for the current tenant (or a descendant named in metadata.tenant_id; metadata may also name user_id, role_id, expires_at, scopes, allowed_cidrs) and returns it once. Needs keys.write and every permission the key will hold (TN401). Without a tenant context: TN403, except for an operator (superuser or member of tenantry_owner) naming metadata.tenant_id, for whom the call acts in that tenant''s context.';
+COMMENT ON FUNCTION tenantry.create_api_key(text, jsonb) IS 'KeyHippo API: creates a key for the current tenant (or a descendant named in metadata.tenant_id; metadata may also name user_id, role_id, expires_at, scopes, allowed_cidrs) and returns it once. Needs keys.write and every permission the key will hold (TN401); made by a key, it expires no later and admits no address outside that key''s (its own when left out; TN422 otherwise). Without a tenant context: TN403, except for an operator (superuser or member of tenantry_owner) naming metadata.tenant_id, for whom the call acts in that tenant''s context.';
 
 /**
  * The newest key of the current subtree with this prefix, as the server

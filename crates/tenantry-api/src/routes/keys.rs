@@ -32,7 +32,8 @@ pub struct NewKeyBody {
     /// permissions when no role is given).
     #[schema(value_type = Option<String>, format = Uuid)]
     pub user_id: Option<UserId>,
-    /// When the key stops working.
+    /// When the key stops working. A key made by a key that expires expires
+    /// no later (left out: when that key does).
     pub expires_at: Option<DateTime<Utc>>,
     /// Limit the key to these permissions (a subset of what its role, member
     /// or tenant gives; each one held by the caller too).
@@ -40,7 +41,8 @@ pub struct NewKeyBody {
     pub scopes: Option<Vec<String>>,
     /// Limit the key to these source addresses (CIDR such as `203.0.113.0/24`,
     /// with no bits set past the prefix, or single addresses); requests from
-    /// elsewhere are refused (403).
+    /// elsewhere are refused (403). A key made by a key limited to addresses
+    /// is limited to addresses within them (left out: the same ones).
     #[schema(min_items = 1, max_items = 100)]
     pub allowed_cidrs: Option<Vec<String>>,
 }

@@ -1476,6 +1476,56 @@ async fn a_scoped_key_holds_only_its_scopes_and_an_address_bound_key_works_only_
     assert_eq!(app.get("/v1/resources", &here).await.status, 200);
 }
 
+/// A key that holds keys.write makes keys with no more reach than its own:
+/// a key bound to one address and expiring in ten minutes made keys for any
+/// address that never expired (found by an HTTP review). Left out, its own
+/// expiry and addresses are the new key's; a later expiry or an address
+/// outside its own is refused, naming the field.
+#[tokio::test]
+async fn a_key_makes_keys_that_expire_no_later_and_admit_no_address_outside_its_own() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let soon = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let limited = app
+        .post(
+            "/v1/keys",
+            &acme.key,
+            &json!({ "allowed_cidrs": ["127.0.0.1"], "expires_at": soon }),
+        )
+        .await;
+    let limited = limited.expect(201)["key"].as_str().unwrap().to_owned();
+    let made = app.post("/v1/keys", &limited, &json!({})).await;
+    let made = made.expect(201).clone();
+    assert_eq!(
+        made["key_info"]["allowed_cidrs"],
+        json!(["127.0.0.1/32"]),
+        "{made}"
+    );
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(made["key_info"]["expires_at"].clone()).unwrap();
+    assert!((expires - soon).num_seconds().abs() <= 1, "{made}");
+    for (body, field) in [
+        (json!({ "allowed_cidrs": ["10.0.0.0/8"] }), "allowed_cidrs"),
+        (
+            json!({ "expires_at": chrono::Utc::now() + chrono::Duration::days(30) }),
+            "expires_at",
+        ),
+    ] {
+        let r = app.post("/v1/keys", &limited, &body).await;
+        let problem = r.problem(422, "validation_failed");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    // Narrower than its own is fine.
+    let narrower = app
+        .post(
+            "/v1/keys",
+            &limited,
+            &json!({ "allowed_cidrs": ["127.0.0.1/32"], "expires_at": soon - chrono::Duration::minutes(5) }),
+        )
+        .await;
+    narrower.expect(201);
+}
+
 #[tokio::test]
 async fn usage_reports_requests_per_key() {
     let app = TestApp::spawn().await;
