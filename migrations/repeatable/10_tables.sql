@@ -2136,7 +2136,7 @@ BEGIN
                  WHERE r.rolname IN ('tenantry_owner', 'tenantry_app', 'tenantry_app_own', 'tenantry_app_shared',
                                      'tenantry_admin', 'tenantry_logger', 'tenantry_server')));
         IF problems IS NOT NULL THEN
-            RAISE NOTICE '% is a tenant table now: % read and write none of its rows (PUBLIC''s privileges are revoked, other roles keep theirs but no policy lets them reach a row); its rows are reached in a tenant''s context, as tenantry_app. release_table gives the privileges back.',
+            RAISE NOTICE '% is a tenant table now: % read and write none of its rows (PUBLIC''s privileges are revoked, other roles keep theirs but no policy lets them reach a row); its rows are reached in a tenant''s context, as tenantry_app. release_table gives the roles theirs back (and names PUBLIC''s).',
                 tbl, problems;
         END IF;
         problems := NULL;
