@@ -208,7 +208,8 @@ BEGIN
         -- later expiry, no address outside its own (found by an HTTP
         -- review: a key bound to one address and expiring in ten minutes
         -- made keys for any address, for good). Left out, they are its own.
-        IF tenantry.current_actor() LIKE 'key:%' THEN
+        -- (An actor a library caller named key:<something else> is no key.)
+        IF tenantry.current_actor() ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
             SELECT k.expires_at, k.allowed_cidrs INTO creator
               FROM tenantry.api_keys k WHERE k.key_id = substr(tenantry.current_actor(), 5)::uuid;
             IF creator.expires_at IS NOT NULL THEN
