@@ -151,6 +151,26 @@ $$;
 COMMENT ON FUNCTION tenantry.require_key_within_grants(uuid, uuid, uuid, text[]) IS 'Internal: TN401 (the caller lacks a permission) unless the caller holds keys.write and every permission the key would hold (an unbound unscoped key: every permission), and, for a key bound to a member other than the caller, every permission; TN404 for a member not of the tenant, TN409 for one who has not accepted; TN422 for unknown scopes. Not granted.';
 
 /**
+ * The expiry and addresses of the key acting in this transaction (its
+ * context's actor names a key by its id: key:<uuid>); acting false for any
+ * other actor (a member, an operator, a library caller's own label).
+ * create_api_key and rotate_api_key keep the keys a key makes within them.
+ */
+CREATE OR REPLACE FUNCTION tenantry.acting_key_reach(OUT acting boolean, OUT expires_at timestamptz, OUT allowed_cidrs cidr[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    acting := tenantry.current_actor() ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+    IF acting THEN
+        SELECT k.expires_at, k.allowed_cidrs INTO acting_key_reach.expires_at, acting_key_reach.allowed_cidrs
+          FROM tenantry.api_keys k WHERE k.key_id = substr(tenantry.current_actor(), 5)::uuid;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.acting_key_reach() IS 'Internal: whether a key acts in this transaction (its context''s actor is key:<uuid>), with its expiry and allowed addresses, which the keys it creates or rotates stay within. Not granted.';
+
+/**
  * KeyHippo API: create_api_key(description, metadata) -> key (shown once).
  * metadata may name tenant_id (default: the current tenant), user_id,
  * role_id, expires_at, scopes (permission names the key is limited to) and
@@ -208,10 +228,8 @@ BEGIN
         -- later expiry, no address outside its own (found by an HTTP
         -- review: a key bound to one address and expiring in ten minutes
         -- made keys for any address, for good). Left out, they are its own.
-        -- (An actor a library caller named key:<something else> is no key.)
-        IF tenantry.current_actor() ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
-            SELECT k.expires_at, k.allowed_cidrs INTO creator
-              FROM tenantry.api_keys k WHERE k.key_id = substr(tenantry.current_actor(), 5)::uuid;
+        creator := tenantry.acting_key_reach();
+        IF creator.acting THEN
             IF creator.expires_at IS NOT NULL THEN
                 IF meta->>'expires_at' IS NULL THEN
                     meta := meta || jsonb_build_object('expires_at', creator.expires_at);
@@ -438,6 +456,7 @@ AS $$
 DECLARE
     old record;
     issued record;
+    creator record;
 BEGIN
     IF grace IS NULL OR grace < interval '0' THEN
         RAISE EXCEPTION 'grace period must be >= 0' USING ERRCODE = 'TN422', HINT = 'grace';
@@ -462,6 +481,18 @@ BEGIN
         RAISE EXCEPTION 'api key % was already rotated', rotate_api_key.key_id USING ERRCODE = 'TN409', HINT = 'key_id';
     END IF;
     PERFORM tenantry.require_key_within_grants(old.tenant_id, old.user_id, old.role_id, old.scopes);
+    -- A successor keeps the old key's expiry and addresses: a key rotates
+    -- only keys that reach no further than itself, or rotating a key
+    -- without limits would hand it one (as creating one did: an HTTP review).
+    creator := tenantry.acting_key_reach();
+    IF creator.acting
+       AND ((creator.expires_at IS NOT NULL AND (old.expires_at IS NULL OR old.expires_at > creator.expires_at))
+            OR (creator.allowed_cidrs IS NOT NULL
+                AND (old.allowed_cidrs IS NULL
+                     OR EXISTS (SELECT 1 FROM unnest(old.allowed_cidrs) c WHERE NOT c <<= ANY (creator.allowed_cidrs))))) THEN
+        RAISE EXCEPTION 'api key % outlives or reaches further than the key rotating it (its expiry or addresses): its successor would too', rotate_api_key.key_id
+            USING ERRCODE = 'TN401';
+    END IF;
     issued := tenantry.issue_api_key(old.tenant_id, old.description, old.metadata, old.user_id, old.role_id,
                                      old.expires_at, old.key_id, old.scopes, old.allowed_cidrs);
     UPDATE tenantry.api_keys a
@@ -471,7 +502,7 @@ BEGIN
     RETURN issued.api_key;
 END
 $$;
-COMMENT ON FUNCTION tenantry.rotate_api_key(uuid, interval) IS 'KeyHippo API: issues a successor key; the old key expires after the grace period (default 24 hours).';
+COMMENT ON FUNCTION tenantry.rotate_api_key(uuid, interval) IS 'KeyHippo API: issues a successor key with the old one''s role, scopes, expiry and addresses; the old key expires after the grace period (default 24 hours). Rotated by a key: TN401 unless the old key expires no later and admits no address outside that key''s.';
 
 /** The permission names a key of the caller's subtree holds. */
 CREATE OR REPLACE FUNCTION tenantry.key_permissions(key_id uuid)

@@ -255,8 +255,11 @@ pub async fn revoke_key(
     Ok(revoked)
 }
 
-/// Rotate a key (`keys.write`): a successor key is shown once; the old one keeps
-/// working for the grace period, then expires.
+/// Rotate a key (`keys.write`): a successor key is shown once, with the old
+/// one's role, scopes, expiry and addresses; the old one keeps working for the
+/// grace period, then expires. A key rotates only keys that reach no further
+/// than itself (expire no later, admit no address outside its own): 403
+/// `permission_denied` otherwise.
 #[utoipa::path(
     post, path = "/v1/keys/{key_id}/rotate", tag = "keys", request_body(content = Option<RotateBody>),
     params(("key_id" = String, Path, format = Uuid)),

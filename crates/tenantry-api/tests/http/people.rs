@@ -1524,6 +1524,21 @@ async fn a_key_makes_keys_that_expire_no_later_and_admit_no_address_outside_its_
         )
         .await;
     narrower.expect(201);
+    // Rotation keeps a key's limits: the limited key rotates a key within its
+    // reach, and not the tenant's unlimited key, whose successor it would
+    // be handed.
+    let within = made["key_info"]["key_id"].as_str().unwrap();
+    app.post(&format!("/v1/keys/{within}/rotate"), &limited, &json!({}))
+        .await
+        .expect(201);
+    let r = app
+        .post(
+            &format!("/v1/keys/{}/rotate", acme.key_id),
+            &limited,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
 }
 
 #[tokio::test]
