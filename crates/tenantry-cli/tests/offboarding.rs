@@ -95,6 +95,14 @@ COMMIT;
     .unwrap_or_else(|e| panic!("populating {label}: {e:?}"));
 }
 
+/// A root tenant named acme, made by the operator `su`: its id.
+async fn acme(su: &Client) -> uuid::Uuid {
+    su.query_one("SELECT tenantry.create_tenant('acme')", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// A database with an adopted, shareable table and two tenants with rows in
 /// every table. The table has a column named `x`, the alias the export's
 /// queries used (a column by that name broke every export).
@@ -602,11 +610,7 @@ async fn an_adopted_table_with_an_identity_column_generated_always_imports_its_i
     )
     .await
     .unwrap();
-    let acme: uuid::Uuid = su
-        .query_one("SELECT tenantry.create_tenant('acme')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let acme = acme(&su).await;
     adopt_rows_of(&db, "public.tickets", acme);
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("acme.tar.gz");
@@ -662,11 +666,7 @@ async fn json_columns_come_back_exactly_json_null_apart_from_sql_null_and_json_t
     )
     .await
     .unwrap();
-    let acme: uuid::Uuid = su
-        .query_one("SELECT tenantry.create_tenant('acme')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let acme = acme(&su).await;
     su.batch_execute(
         r#"INSERT INTO public.docs VALUES
              (1, 'null', 'null', '{"dup":1,  "dup":2}', ARRAY['null'::jsonb, '1'], '{"a":1}'),
@@ -733,11 +733,7 @@ async fn an_export_with_an_adopted_table_dropped_behind_tenantrys_back_says_what
     )
     .await
     .unwrap();
-    let acme: uuid::Uuid = su
-        .query_one("SELECT tenantry.create_tenant('acme')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let acme = acme(&su).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("acme.tar.gz");
     let err = refused(&run(
@@ -1635,11 +1631,7 @@ async fn an_import_whose_rows_break_a_key_to_a_table_of_the_teams_is_refused_and
     )
     .await
     .unwrap();
-    let a: uuid::Uuid = su
-        .query_one("SELECT tenantry.create_tenant('acme')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let a = acme(&su).await;
     su.execute("INSERT INTO public.orgs VALUES ($1, 1)", &[&a])
         .await
         .unwrap();
