@@ -165,7 +165,6 @@ pub async fn run_readme_sql(tdb: &TestDatabase, heading: &str) -> String {
 
 /// [`run_readme_sql`] for the `n`th `sql` block of the section (1: the first).
 pub async fn run_readme_sql_block(tdb: &TestDatabase, heading: &str, n: usize) -> String {
-    use std::io::Write;
     let readme = include_str!("../../../../README.md");
     let section = readme
         .split(&format!("\n## {heading}\n"))
@@ -181,6 +180,18 @@ pub async fn run_readme_sql_block(tdb: &TestDatabase, heading: &str, n: usize) -
         .split("```")
         .next()
         .unwrap();
+    let (stdout, stderr) = psql(tdb, sql);
+    // Nothing but the answers: no NOTICE a reader would wonder about (adopting
+    // a table once said "trigger ... does not exist, skipping" twice).
+    assert!(!stderr.contains("NOTICE"), "psql printed notices: {stderr}");
+    stdout
+}
+
+/// `sql` through psql as the superuser (an operator, as the README's reader
+/// is), stopping at the first error, which fails the test: psql's unaligned
+/// output and what it printed on stderr (notices and warnings).
+pub fn psql(tdb: &TestDatabase, sql: &str) -> (String, String) {
+    use std::io::Write;
     let psql = tenantry_embedded::PgBinaries::discover()
         .expect("PostgreSQL binaries")
         .bindir()
@@ -201,14 +212,7 @@ pub async fn run_readme_sql_block(tdb: &TestDatabase, heading: &str, n: usize) -
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "psql failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Nothing but the answers: no NOTICE a reader would wonder about (adopting
-    // a table once said "trigger ... does not exist, skipping" twice).
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("NOTICE"), "psql printed notices: {stderr}");
-    stdout
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "psql failed: {stderr}\n{stdout}");
+    (stdout, stderr)
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::{
     common::{count, create_tenant, describe, exec, set_status, strings},
-    helpers::{admin, app, denied, expect_sqlstate, set_context},
+    helpers::{admin, app, denied, expect_sqlstate, psql, set_context},
 };
 
 /// The team's migration session: a superuser with the guide's names on the path.
@@ -800,6 +800,42 @@ async fn release_table_gives_back_the_row_level_security_privileges_and_nullable
     );
 }
 
+/// Adoption says, not silently, whose privileges no longer reach a row
+/// (a reporting role read nothing after it, its grant still listed; found by
+/// a review adopting a team's schema), and release names PUBLIC's instead of
+/// granting them back, with the statement to run.
+#[tokio::test]
+async fn adoption_names_the_roles_its_policies_shut_out_and_release_names_publics_privileges() {
+    let tdb = TestDatabase::new().await;
+    let (_, err) = psql(
+        &tdb,
+        "CREATE ROLE reporting NOLOGIN;
+         CREATE TABLE public.report_rows (tenant_id uuid NOT NULL, n int);
+         GRANT SELECT ON public.report_rows TO PUBLIC, reporting;
+         SELECT tenantry.adopt_table('public.report_rows');",
+    );
+    assert!(
+        err.contains("NOTICE:  public.report_rows is a tenant table now: PUBLIC, reporting read and write none of its rows"),
+        "{err}"
+    );
+    let (_, err) = psql(&tdb, "SELECT tenantry.release_table('public.report_rows');");
+    assert!(
+        err.contains("WARNING:  not granted again on public.report_rows: SELECT to PUBLIC")
+            && err.contains("GRANT SELECT ON TABLE public.report_rows TO PUBLIC;"),
+        "{err}"
+    );
+    let su = tdb.superuser_client().await;
+    assert_eq!(
+        strings(
+            &su,
+            "SELECT format('%s %s', has_table_privilege('reporting', 'public.report_rows', 'SELECT'),
+                                    has_table_privilege('tenantry_app', 'public.report_rows', 'SELECT'))"
+        )
+        .await,
+        ["t f"]
+    );
+}
+
 /// An ORM's schema sync drops a column default its model lacks: inserts
 /// that leave tenant_id out then failed, refused by the policy as if the
 /// caller lacked a permission, and the doctor said nothing (found by a
@@ -912,7 +948,7 @@ async fn release_table_hands_the_table_to_the_caller_when_its_previous_owner_was
             "SELECT (relowner::regrole::text = current_user)::text || ' ' || relrowsecurity::text FROM pg_class WHERE oid = 'notes'::regclass"
         )
         .await,
-        ["true false"]
+        ["t f"]
     );
     assert_eq!(count(&m, "SELECT count(*) FROM tenant_tables").await, 0);
     // A role whose name needs quotes (recorded as regrole prints it) gets
