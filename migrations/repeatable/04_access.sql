@@ -1289,16 +1289,25 @@ AS $$
 DECLARE
     tid uuid := coalesce(start_impersonation.tenant_id, tenantry.current_tenant_id());
     who text := tenantry.check_impersonation(tid, start_impersonation.user_id, valid_for, reason);
+    reach record := tenantry.acting_key_reach();
 BEGIN
+    -- A key's limits hold for the session it starts (found by a review: a
+    -- key bound to one address, expiring in ten minutes, started an
+    -- eight-hour session usable from anywhere): no longer than the key,
+    -- and none from a key bound to addresses (a session token has none).
+    IF reach.acting AND reach.allowed_cidrs IS NOT NULL THEN
+        RAISE EXCEPTION 'a key limited to addresses cannot start an impersonation: its session token would work from anywhere'
+            USING ERRCODE = 'TN401';
+    END IF;
     impersonation_id := gen_random_uuid();
     token := tenantry.row_token('timp_', tid, impersonation_id);
-    expires_at := now() + valid_for;
+    expires_at := least(now() + valid_for, CASE WHEN reach.acting THEN reach.expires_at END);
     INSERT INTO tenantry.impersonations (tenant_id, impersonation_id, user_id, impersonator, reason, token_hash, expires_at)
     VALUES (tid, impersonation_id, start_impersonation.user_id, who, coalesce(reason, ''),
             sha256(convert_to(token, 'UTF8')), start_impersonation.expires_at);
 END
 $$;
-COMMENT ON FUNCTION tenantry.start_impersonation(uuid, uuid, interval, text) IS 'Starts acting as a member of the current tenant or a descendant (owner, all-permission key or operator; not while impersonating): returns the session token once. The session holds the member''s permissions minus keys.write, members.write, members.invite, roles.write; audited.';
+COMMENT ON FUNCTION tenantry.start_impersonation(uuid, uuid, interval, text) IS 'Starts acting as a member of the current tenant or a descendant (owner, all-permission key or operator; not while impersonating; a key limited to addresses: TN401; a key that expires: no later than it): returns the session token once. The session holds the member''s permissions minus keys.write, members.write, members.invite, roles.write; audited.';
 GRANT EXECUTE ON FUNCTION tenantry.start_impersonation(uuid, uuid, interval, text) TO tenantry_app;
 
 /**

@@ -154,7 +154,7 @@ COMMENT ON FUNCTION tenantry.require_key_within_grants(uuid, uuid, uuid, text[])
  * The expiry and addresses of the key acting in this transaction (its
  * context's actor names a key by its id: key:<uuid>); acting false for any
  * other actor (a member, an operator, a library caller's own label).
- * create_api_key and rotate_api_key keep the keys a key makes within them.
+ * create_api_key, rotate_api_key and start_impersonation keep what a key makes within them.
  */
 CREATE OR REPLACE FUNCTION tenantry.acting_key_reach(OUT acting boolean, OUT expires_at timestamptz, OUT allowed_cidrs cidr[])
 LANGUAGE plpgsql STABLE
@@ -163,12 +163,14 @@ AS $$
 BEGIN
     acting := tenantry.current_actor() ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
     IF acting THEN
+        -- A key acts in its own tenant's context: the key by (tenant, key).
         SELECT k.expires_at, k.allowed_cidrs INTO acting_key_reach.expires_at, acting_key_reach.allowed_cidrs
-          FROM tenantry.api_keys k WHERE k.key_id = substr(tenantry.current_actor(), 5)::uuid;
+          FROM tenantry.api_keys k
+         WHERE k.tenant_id = tenantry.current_tenant_id() AND k.key_id = substr(tenantry.current_actor(), 5)::uuid;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.acting_key_reach() IS 'Internal: whether a key acts in this transaction (its context''s actor is key:<uuid>), with its expiry and allowed addresses, which the keys it creates or rotates stay within. Not granted.';
+COMMENT ON FUNCTION tenantry.acting_key_reach() IS 'Internal: whether a key acts in this transaction (its context''s actor is key:<uuid>), with its expiry and allowed addresses, which the keys it creates or rotates and the impersonations it starts stay within. Not granted.';
 
 /**
  * KeyHippo API: create_api_key(description, metadata) -> key (shown once).

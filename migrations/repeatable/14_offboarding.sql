@@ -334,11 +334,18 @@ BEGIN
         -- role that is a member of tenantry_owner (not a superuser) would
         -- read none of them (found by a review of this check).
         PERFORM pg_catalog.set_config('role', 'tenantry_owner', true);
-        EXECUTE 'CREATE TEMP TABLE tenantry_import_keys ON COMMIT DROP AS SELECT DISTINCT '
-             || (SELECT string_agg(format('x.%I', o), ', ') FROM unnest(fk.own_cols) o)
-             || ' FROM ' || CASE WHEN fk.own_kind = 'p' THEN '' ELSE 'ONLY ' END || fk.own::text
-             || format(' x WHERE x.tenant_id = %L AND ', tid)
-             || (SELECT string_agg(format('x.%I IS NOT NULL', o), ' AND ') FROM unnest(fk.own_cols) o);
+        BEGIN
+            EXECUTE 'CREATE TEMP TABLE tenantry_import_keys ON COMMIT DROP AS SELECT DISTINCT '
+                 || (SELECT string_agg(format('x.%I', o), ', ') FROM unnest(fk.own_cols) o)
+                 || ' FROM ' || CASE WHEN fk.own_kind = 'p' THEN '' ELSE 'ONLY ' END || fk.own::text
+                 || format(' x WHERE x.tenant_id = %L AND ', tid)
+                 || (SELECT string_agg(format('x.%I IS NOT NULL', o), ' AND ') FROM unnest(fk.own_cols) o);
+        EXCEPTION WHEN insufficient_privilege THEN
+            -- A database that took TEMPORARY from PUBLIC (a hardening guide's advice).
+            RAISE EXCEPTION 'cannot check the imported rows'' foreign key % to %: tenantry_owner may not create temporary tables in this database', fk.conname, fk.ref
+                USING ERRCODE = '42501',
+                      HINT = format('GRANT TEMPORARY ON DATABASE %I TO tenantry_owner; then import again (nothing was imported).', current_database());
+        END;
         -- The referenced table as the caller, who may read it (tenantry_owner
         -- may only reference a team's table).
         PERFORM pg_catalog.set_config('role', caller, true);

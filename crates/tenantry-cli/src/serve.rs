@@ -124,10 +124,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("checking adopted tables")?;
     if !problems.is_empty() {
-        let listing: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        let blocking = problems
+        let listing: Vec<(bool, String)> = problems
             .iter()
-            .any(tenantry_db::TableProblem::blocks_serving);
+            .map(|p| (p.blocks_serving(), format!("  {p}")))
+            .collect();
+        let blocking = listing.iter().any(|(blocks, _)| *blocks);
         if blocking && !args.allow_table_problems {
             bail!(
                 "refusing to serve tenant traffic: {} problem(s) in {} adopted table(s) break tenantry's rules:\n{}\n(fix them, or start with --allow-table-problems to serve anyway)",
@@ -137,17 +138,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     .map(|p| p.table.as_str())
                     .collect::<std::collections::BTreeSet<_>>()
                     .len(),
-                listing.join("\n")
+                listing
+                    .iter()
+                    .map(|(_, line)| line.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
         // Once each: through the JSON log, or as a plain block for people
         // (the text log would print it a second time).
-        let why = if blocking {
-            "--allow-table-problems"
-        } else {
-            "no isolation rule: served"
-        };
-        for line in &listing {
+        for (blocks, line) in &listing {
+            let why = if *blocks {
+                "--allow-table-problems"
+            } else {
+                "no isolation rule: served"
+            };
             if json_logs {
                 tracing::warn!("adopted table breaks tenantry's rules ({why}): {line}");
             } else {

@@ -1482,7 +1482,7 @@ async fn a_scoped_key_holds_only_its_scopes_and_an_address_bound_key_works_only_
 /// expiry and addresses are the new key's; a later expiry or an address
 /// outside its own is refused, naming the field.
 #[tokio::test]
-async fn a_key_makes_keys_that_expire_no_later_and_admit_no_address_outside_its_own() {
+async fn a_key_makes_keys_and_sessions_that_expire_no_later_and_admit_no_address_outside_its_own() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
     let soon = chrono::Utc::now() + chrono::Duration::minutes(10);
@@ -1493,7 +1493,9 @@ async fn a_key_makes_keys_that_expire_no_later_and_admit_no_address_outside_its_
             &json!({ "allowed_cidrs": ["127.0.0.1"], "expires_at": soon }),
         )
         .await;
-    let limited = limited.expect(201)["key"].as_str().unwrap().to_owned();
+    let limited = limited.expect(201).clone();
+    let limited_id = limited["key_info"]["key_id"].as_str().unwrap().to_owned();
+    let limited = limited["key"].as_str().unwrap().to_owned();
     let made = app.post("/v1/keys", &limited, &json!({})).await;
     let made = made.expect(201).clone();
     assert_eq!(
@@ -1538,7 +1540,43 @@ async fn a_key_makes_keys_that_expire_no_later_and_admit_no_address_outside_its_
             &json!({}),
         )
         .await;
-    assert_eq!(r.status, 403, "{}", r.text);
+    r.problem(403, "permission_denied");
+    // Nor does it start an impersonation beyond its reach: none from a key
+    // bound to addresses (the session token works from anywhere), and one
+    // that ends with the key from a key that expires (found by a review:
+    // an eight-hour session from a ten-minute key).
+    let member = app.add_member(&acme.key, "m@example.com").await;
+    let r = app
+        .post(
+            "/v1/impersonations",
+            &limited,
+            &json!({ "user_id": member, "valid_for_seconds": 28800 }),
+        )
+        .await;
+    r.problem(403, "permission_denied");
+    let expiring = app
+        .post("/v1/keys", &acme.key, &json!({ "expires_at": soon }))
+        .await;
+    let expiring = expiring.expect(201)["key"].as_str().unwrap().to_owned();
+    let session = app
+        .post(
+            "/v1/impersonations",
+            &expiring,
+            &json!({ "user_id": member, "valid_for_seconds": 28800 }),
+        )
+        .await;
+    let session = session.expect(201).clone();
+    let ends: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(session["expires_at"].clone()).unwrap();
+    assert!(ends <= soon + chrono::Duration::seconds(1), "{session}");
+    // A key rotates itself: its successor has its limits.
+    app.post(
+        &format!("/v1/keys/{limited_id}/rotate"),
+        &limited,
+        &json!({}),
+    )
+    .await
+    .expect(201);
 }
 
 #[tokio::test]

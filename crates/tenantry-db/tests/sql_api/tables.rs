@@ -948,7 +948,7 @@ async fn release_table_hands_the_table_to_the_caller_when_its_previous_owner_was
             "SELECT (relowner::regrole::text = current_user)::text || ' ' || relrowsecurity::text FROM pg_class WHERE oid = 'notes'::regclass"
         )
         .await,
-        ["t f"]
+        ["true false"]
     );
     assert_eq!(count(&m, "SELECT count(*) FROM tenant_tables").await, 0);
     // A role whose name needs quotes (recorded as regrole prints it) gets
