@@ -196,17 +196,26 @@ async fn rows_by_table(su: &Client, tenant: uuid::Uuid) -> BTreeMap<String, i64>
     counts
 }
 
-/// `tenantry tenant import <path> --as <new id>`, refused: its stderr.
-fn import_refused(db: &TestDatabase, path: &Path) -> String {
-    refused(&run(
-        &db.superuser_url(),
+/// `tenantry tenant import <path> --as <id>` with the database `url`.
+fn import_with(url: &str, path: &Path, id: uuid::Uuid) -> Output {
+    run(
+        url,
         &[
             "tenant",
             "import",
             path.to_str().unwrap(),
             "--as",
-            &uuid::Uuid::new_v4().to_string(),
+            &id.to_string(),
         ],
+    )
+}
+
+/// `tenantry tenant import <path> --as <new id>`, refused: its stderr.
+fn import_refused(db: &TestDatabase, path: &Path) -> String {
+    refused(&import_with(
+        &db.superuser_url(),
+        path,
+        uuid::Uuid::new_v4(),
     ))
 }
 
@@ -275,16 +284,7 @@ fn adopt_rows_of(db: &TestDatabase, table: &str, tenant: uuid::Uuid) {
 
 /// `tenantry tenant import <archive> --as <id>`, as the migration role; it must succeed.
 fn import_as(db: &TestDatabase, archive: &Path, id: uuid::Uuid) {
-    ok(&run(
-        &db.superuser_url(),
-        &[
-            "tenant",
-            "import",
-            archive.to_str().unwrap(),
-            "--as",
-            &id.to_string(),
-        ],
-    ));
+    ok(&import_with(&db.superuser_url(), archive, id));
 }
 
 /// The manifest of an archive, and the text of each of its files.
@@ -1533,16 +1533,7 @@ async fn a_migration_role_that_is_no_superuser_exports_and_imports_a_tenant() {
     assert_eq!(sums(&manifest), sums(&reference));
     assert_ne!(a, b);
     let copy = uuid::Uuid::new_v4();
-    ok(&run(
-        &url,
-        &[
-            "tenant",
-            "import",
-            archive.to_str().unwrap(),
-            "--as",
-            &copy.to_string(),
-        ],
-    ));
+    ok(&import_with(&url, &archive, copy));
     let after = rows_by_table(&su, copy).await;
     for table in ["tenantry.resources", "public.invoices", "tenantry.roles"] {
         assert_eq!(after.get(table), before.get(table), "{table}");
@@ -1651,18 +1642,7 @@ async fn an_import_whose_rows_break_a_key_to_a_table_of_the_teams_is_refused_and
         .await
         .unwrap();
     let url = tenantry_db::conninfo(&config);
-    let import = || {
-        run(
-            &url,
-            &[
-                "tenant",
-                "import",
-                archive.to_str().unwrap(),
-                "--as",
-                &copy.to_string(),
-            ],
-        )
-    };
+    let import = || import_with(&url, &archive, copy);
     let err = refused(&import());
     assert!(
         err.contains("projects_org_fkey") && err.contains("nothing was imported"),
