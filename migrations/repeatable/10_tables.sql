@@ -2127,14 +2127,8 @@ BEGIN
         -- after the adoption, with its grant still listed): PUBLIC's
         -- privileges are gone, and roles of the team's keep theirs but no
         -- policy lets them reach a row.
-        SELECT string_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, ', ')
-          INTO problems
-          FROM pg_catalog.aclexplode(rel.relacl) a
-         WHERE a.grantee <> rel.relowner
-           AND (a.grantee = 0 OR a.grantee NOT IN (
-                SELECT r.oid FROM pg_catalog.pg_roles r
-                 WHERE r.rolname IN ('tenantry_owner', 'tenantry_app', 'tenantry_app_own', 'tenantry_app_shared',
-                                     'tenantry_admin', 'tenantry_logger', 'tenantry_server')));
+        SELECT string_agg(DISTINCT g.grantee_name, ', ') INTO problems
+          FROM tenantry.team_grants(rel.relacl, rel.relowner) g;
         IF problems IS NOT NULL THEN
             RAISE NOTICE '% is a tenant table now: % read and write none of its rows (PUBLIC''s privileges are revoked, other roles keep theirs but no policy lets them reach a row); its rows are reached in a tenant''s context, as tenantry_app. release_table gives the roles theirs back (and names PUBLIC''s).',
                 tbl, problems;
@@ -2573,6 +2567,34 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.tables_left_behind(name) IS 'Internal (release_table of a dropped adopted table): leftover_tables(name), each locked (ACCESS EXCLUSIVE, until the caller''s transaction ends) and whether it holds a row (read as the owner). Not granted.';
 
+/**
+ * The privileges an ACL gives roles of the team's: PUBLIC and every role
+ * that still exists, but the owner `owner` and tenantry's own roles; one row
+ * per privilege and grantee (with grant option when any grant had it), the
+ * grantee's oid (0: PUBLIC) and its name as GRANT takes it. adopt_table
+ * names them (they reach no row once the table is adopted) and
+ * release_table grants them again (or names PUBLIC's).
+ */
+CREATE OR REPLACE FUNCTION tenantry.team_grants(acl aclitem[], owner oid)
+RETURNS TABLE (privilege_type text, grantee oid, grantee_name text, is_grantable boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT a.privilege_type, a.grantee,
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+           bool_or(a.is_grantable)
+      FROM pg_catalog.aclexplode(acl) a
+     WHERE a.grantee <> owner
+       AND (a.grantee = 0 OR EXISTS (
+            SELECT 1 FROM pg_catalog.pg_roles r
+             WHERE r.oid = a.grantee
+               AND r.rolname NOT IN ('tenantry_owner', 'tenantry_app', 'tenantry_app_own', 'tenantry_app_shared',
+                                     'tenantry_admin', 'tenantry_logger', 'tenantry_server')))
+     GROUP BY a.privilege_type, a.grantee
+     ORDER BY 3, 1
+$$;
+COMMENT ON FUNCTION tenantry.team_grants(aclitem[], oid) IS 'Internal: the privileges an ACL gives PUBLIC and the team''s existing roles (not the owner, not tenantry''s roles), per privilege and grantee with its name as GRANT takes it; what adopt_table names and release_table gives back. Not granted.';
+
 /** Undoes adopt_table: the table is the application's again, without RLS. */
 CREATE OR REPLACE FUNCTION tenantry.release_table(tbl regclass)
 RETURNS void
@@ -2709,23 +2731,15 @@ BEGIN
     -- (found by a review of this change); they are named, for the team to
     -- grant if it means to.
     FOR wp IN
-        SELECT a.privilege_type, a.grantee, bool_or(a.is_grantable) AS is_grantable,
-               a.grantee = 0 OR pg_catalog.pg_has_role('tenantry_server', a.grantee, 'MEMBER') AS reaches_tenants
-          FROM pg_catalog.aclexplode(entry.previous_acl) a
-         WHERE a.grantee <> back_to::oid
-           AND (a.grantee = 0 OR a.grantee NOT IN (
-                SELECT r.oid FROM pg_catalog.pg_roles r
-                 WHERE r.rolname IN ('tenantry_owner', 'tenantry_app', 'tenantry_app_own', 'tenantry_app_shared',
-                                     'tenantry_admin', 'tenantry_logger', 'tenantry_server')))
-           AND (a.grantee = 0 OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee))
-         GROUP BY a.privilege_type, a.grantee
+        SELECT g.privilege_type, g.grantee, g.grantee_name, g.is_grantable,
+               g.grantee = 0 OR pg_catalog.pg_has_role('tenantry_server', g.grantee, 'MEMBER') AS reaches_tenants
+          FROM tenantry.team_grants(entry.previous_acl, back_to::oid) g
     LOOP
         IF wp.reaches_tenants THEN
-            RAISE WARNING 'not granted again on %: % % (the table holds every tenant''s rows, and tenantry''s roles, which SQL of any tenant''s transaction runs as, would reach them through it): GRANT % ON TABLE % TO %;',
-                tbl, wp.privilege_type, CASE WHEN wp.grantee = 0 THEN 'to PUBLIC' ELSE 'to ' || wp.grantee::regrole::text END,
-                wp.privilege_type, tbl, CASE WHEN wp.grantee = 0 THEN 'PUBLIC' ELSE wp.grantee::regrole::text END;
+            RAISE WARNING 'not granted again on %: % to % (the table holds every tenant''s rows, and tenantry''s roles, which SQL of any tenant''s transaction runs as, would reach them through it): GRANT % ON TABLE % TO %;',
+                tbl, wp.privilege_type, wp.grantee_name, wp.privilege_type, tbl, wp.grantee_name;
         ELSE
-            EXECUTE format('GRANT %s ON TABLE %s TO %s%s', wp.privilege_type, tbl, wp.grantee::regrole,
+            EXECUTE format('GRANT %s ON TABLE %s TO %s%s', wp.privilege_type, tbl, wp.grantee_name,
                            CASE WHEN wp.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
         END IF;
     END LOOP;

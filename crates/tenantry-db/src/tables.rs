@@ -78,9 +78,7 @@ impl TableProblem {
             fix: r.get(3),
         }
     }
-}
 
-impl TableProblem {
     /// Whether the server refuses to start on it: every rule but those that
     /// break no isolation (`tenant_default`: a dropped `tenant_id` default
     /// fails inserts that leave it out, which an ORM's schema sync can do on
