@@ -393,18 +393,23 @@ COMMENT ON FUNCTION tenantry.context_value(uuid, uuid, text, text[], text, text)
  * it names the tenant first, else the tenant's part looked up; NULL (refused)
  * when the connection is not in the role such a transaction runs as (other
  * SQL left it in another one) or the cached part is another tenant's.
+ * An administrative context is tenantry_admin's, except the request-log
+ * writer's (actor request_log), which is tenantry_logger's (policy
+ * request_log_append): the logger takes no other actor, so a context entered
+ * for appending log rows is never a tenantry_admin one, and tenantry_admin
+ * never the writer's.
  * Plain SQL, inlined into its callers; granted to nobody.
  */
-CREATE OR REPLACE FUNCTION tenantry.checked_context_part(tid uuid, uid uuid, tenant_part text)
+CREATE OR REPLACE FUNCTION tenantry.checked_context_part(tid uuid, uid uuid, actor text, tenant_part text)
 RETURNS text
 LANGUAGE sql STABLE
 AS $$
     SELECT CASE
-        -- An administrative context: tenantry_admin's, or the request-log
-        -- writer's as tenantry_logger (policy request_log_append).
         WHEN tid IS NULL AND uid IS NULL
-        THEN CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'tenantry_admin'
-                    OR pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'tenantry_logger' THEN '' END
+        THEN CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.=)
+                       CASE WHEN COALESCE(actor, '') OPERATOR(pg_catalog.=) 'request_log'
+                            THEN 'tenantry_logger' ELSE 'tenantry_admin' END
+                  THEN '' END
         WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.<>) 'tenantry_app' THEN NULL
         WHEN tid IS NULL THEN ''
         WHEN tenant_part IS NULL THEN tenantry.tenant_context_part(tid)
@@ -412,7 +417,7 @@ AS $$
         THEN tenant_part
     END
 $$;
-COMMENT ON FUNCTION tenantry.checked_context_part(uuid, uuid, text) IS 'Internal: the context part enter_context and enter_context_signed set (empty for an administrative or user context), or NULL when the connection is in the wrong role (tenantry_admin or, for the request-log writer, tenantry_logger for an administrative context, tenantry_app otherwise) or a cached part is another tenant''s. Not granted.';
+COMMENT ON FUNCTION tenantry.checked_context_part(uuid, uuid, text, text) IS 'Internal: the context part enter_context and enter_context_signed set (empty for an administrative or user context), or NULL when the connection is in the wrong role (for an administrative context tenantry_admin, or tenantry_logger for the request-log writer''s, actor request_log, and for no other actor; tenantry_app otherwise) or a cached part is another tenant''s. Not granted.';
 
 /**
  * Whether a context value's route (the schema of the tenant's own tables in
@@ -626,12 +631,8 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = split_part(session, '_', 4)::integer) THEN
         RETURN NULL;
     END IF;
-    part := tenantry.checked_context_part(tid, uid, tenant_part);
-    -- The request-log writer's administrative context (actor request_log)
-    -- as tenantry_logger only, and tenantry_logger with no other: one
-    -- entered for appending log rows is no tenantry_admin context.
-    IF part IS NULL OR (tid IS NULL AND uid IS NULL
-                        AND (actor IS NOT DISTINCT FROM 'request_log') <> (current_setting('role') = 'tenantry_logger')) THEN
+    part := tenantry.checked_context_part(tid, uid, actor, tenant_part);
+    IF part IS NULL THEN
         RETURN NULL;
     END IF;
     done := set_config('backtrace_functions', 'tenantry_c_' || encode(next_commitment, 'hex') || '_' || split_part(session, '_', 4) || '_' || nextval('tenantry.context_steps'), false);
@@ -951,10 +952,8 @@ BEGIN
         RAISE EXCEPTION 'this session holds temporary tables or types, which could stand in for the team''s tables or types in another tenant''s transaction; it takes no tenant context'
             USING ERRCODE = '55000', HINT = 'close the connection; DISCARD TEMP clears the session';
     END IF;
-    part := tenantry.checked_context_part(tid, uid, tenant_part);
-    -- As in enter_context: the request-log writer's context as tenantry_logger only.
-    IF part IS NULL OR (tid IS NULL AND uid IS NULL
-                        AND (actor IS NOT DISTINCT FROM 'request_log') <> (current_setting('role') = 'tenantry_logger')) THEN
+    part := tenantry.checked_context_part(tid, uid, actor, tenant_part);
+    IF part IS NULL THEN
         RETURN NULL;
     END IF;
     done := set_config('backtrace_functions', tenantry.context_value(tid, uid, actor, grants, impersonator, part), true);

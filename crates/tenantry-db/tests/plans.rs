@@ -247,7 +247,7 @@ async fn the_context_functions_of_every_request_are_inlined_by_the_planner() {
         ),
         (
             "checked_context_part",
-            format!("tenantry.checked_context_part({tid}, NULL, ',stenantry,v9e50644543ce48c0c90037c81cca1504')"),
+            format!("tenantry.checked_context_part({tid}, NULL, 'key:k', ',stenantry,v9e50644543ce48c0c90037c81cca1504')"),
         ),
         ("visible_tenant_ids", "tenantry.visible_tenant_ids()".into()),
         ("current_tenant_id", "tenantry.current_tenant_id()".into()),
