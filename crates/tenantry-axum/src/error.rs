@@ -121,7 +121,10 @@ pub struct Problem {
     /// Stable machine-readable code (see the list in the API description).
     /// Codes may be added: treat a code you do not know by the HTTP status.
     pub code: ProblemCode,
-    /// The request field at fault, when known (e.g. `name`, `settings.max_resources`).
+    /// The request field at fault, when known (e.g. `name`, `settings.max_resources`,
+    /// `allowed_cidrs[0]`, a query parameter such as `limit`), whatever the status:
+    /// a value of the wrong type (400 `invalid_json`, `invalid_query`) names it as a
+    /// value out of bounds (422) does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// The request's id, as in the `X-Request-Id` response header: quote it
@@ -405,7 +408,49 @@ impl From<JsonRejection> for ApiError {
                 .unwrap_or_else(|| e.body_text()),
             other => other.body_text(),
         };
-        Self::new(ProblemCode::InvalidJson, detail)
+        // A syntax error is the body's, whatever value it was in.
+        let field = match &rejection {
+            JsonRejection::JsonDataError(_) => serde_field(&rejection),
+            _ => None,
+        };
+        let problem = Self::new(ProblemCode::InvalidJson, detail);
+        match field {
+            Some(field) => problem.with_field(field),
+            None => problem,
+        }
+    }
+}
+
+/// The field a body's or a query's parse error is about, named as tenantry's
+/// 422s name fields (`name`, `settings.max_resources`): the path
+/// serde_path_to_error found, with the field of a "missing field" message
+/// under it. None for an error of the whole body
+/// (not JSON at all) or in another form. A client maps `field` to its form's
+/// inputs whatever the status (found by a review generating clients: a
+/// value of the wrong type was a 400 naming its field in the detail only).
+fn serde_field(rejection: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut error = Some(rejection);
+    let (path, message) = loop {
+        let e = error?;
+        if let Some(p) = e.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            break (p.path().to_string(), p.inner().to_string());
+        }
+        if let Some(p) = e.downcast_ref::<serde_path_to_error::Error<serde::de::value::Error>>() {
+            break (p.path().to_string(), p.inner().to_string());
+        }
+        error = e.source();
+    };
+    // A missing field's path is its parent's (an unknown one's is its own).
+    let named = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    let path = (path != ".").then_some(path);
+    match (path, named) {
+        (Some(path), Some(name)) => Some(format!("{path}.{name}")),
+        (Some(path), None) => Some(path),
+        (None, Some(name)) => Some(name.to_owned()),
+        (None, None) => None,
     }
 }
 
@@ -466,7 +511,11 @@ impl From<PathRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        Self::new(ProblemCode::InvalidQuery, rejection.body_text())
+        let problem = Self::new(ProblemCode::InvalidQuery, rejection.body_text());
+        match serde_field(&rejection) {
+            Some(field) => problem.with_field(field),
+            None => problem,
+        }
     }
 }
 

@@ -136,6 +136,7 @@ pub async fn provision(
 /// (found by a red-team review: the server's login read there which schema
 /// tenant's tables were in use). Idempotent; not for a cluster of yours,
 /// whose other databases are yours to close (docs/operations.md).
+#[cfg(feature = "embedded")]
 pub(crate) async fn close_other_databases(
     superuser: &Config,
     database: &str,

@@ -66,7 +66,7 @@ pub struct NewRoleBody {
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn list_members(
     caller: TenantCaller,
@@ -91,7 +91,7 @@ pub async fn list_members(
         responses::TenantAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn add_member(
     caller: TenantCaller,
@@ -121,7 +121,7 @@ pub async fn add_member(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn assign_role(
     caller: TenantCaller,
@@ -145,7 +145,7 @@ pub async fn assign_role(
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn list_roles(
     caller: TenantCaller,
@@ -167,7 +167,7 @@ pub async fn list_roles(
         responses::TenantAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn create_role(
     caller: TenantCaller,
@@ -195,7 +195,7 @@ pub async fn create_role(
         (status = 404, description = "Role or permission not found", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn grant_permission(
     caller: TenantCaller,
@@ -223,7 +223,7 @@ pub async fn grant_permission(
         (status = 404, description = "Role or permission not found", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn revoke_permission(
     caller: TenantCaller,
@@ -249,7 +249,7 @@ pub async fn revoke_permission(
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn list_permissions(
     caller: TenantCaller,

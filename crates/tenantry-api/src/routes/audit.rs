@@ -92,7 +92,7 @@ fn page(mut items: Vec<AuditEntry>, limit: u32) -> Page<AuditEntry> {
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn tenant_audit(
     caller: TenantCaller,
@@ -116,7 +116,7 @@ pub async fn tenant_audit(
         responses::Params,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn admin_audit(
     admin: AdminCaller,

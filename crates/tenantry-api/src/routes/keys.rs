@@ -186,7 +186,7 @@ pub(crate) async fn own_key(
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn list_keys(
     caller: TenantCaller,
@@ -209,7 +209,7 @@ pub async fn list_keys(
         responses::TenantAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn create_key(
     caller: TenantCaller,
@@ -234,7 +234,7 @@ pub async fn create_key(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn revoke_key(
     caller: TenantCaller,
@@ -270,7 +270,7 @@ pub async fn revoke_key(
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn rotate_key(
     caller: TenantCaller,

@@ -111,7 +111,7 @@ pub struct NewInvitationBody {
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn create_invitation(
     caller: TenantCaller,
@@ -149,7 +149,7 @@ pub async fn create_invitation(
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn list_invitations(
     caller: TenantCaller,
@@ -179,7 +179,7 @@ pub async fn list_invitations(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn revoke_invitation(
     caller: TenantCaller,
@@ -214,7 +214,7 @@ pub struct MemberRolesBody {
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn set_member_roles(
     caller: TenantCaller,
@@ -249,7 +249,7 @@ pub async fn set_member_roles(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn remove_member(
     caller: TenantCaller,
@@ -279,7 +279,7 @@ pub async fn remove_member(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn transfer_ownership(
     caller: TenantCaller,
@@ -327,7 +327,7 @@ pub struct NewImpersonationBody {
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("adminToken" = []), ("apiKey" = []), ("person" = []))
 )]
 pub async fn start_impersonation(
     caller: Caller,
@@ -434,7 +434,7 @@ fn admin_tenant(tenant: Option<TenantId>) -> Result<TenantId, ApiError> {
         responses::Params,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("adminToken" = []), ("apiKey" = []), ("person" = []))
 )]
 pub async fn list_impersonations(
     caller: Caller,
@@ -501,7 +501,7 @@ async fn end_session(
         responses::AnyAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("adminToken" = []), ("apiKey" = []), ("person" = []))
 )]
 pub async fn end_impersonation(
     caller: Caller,

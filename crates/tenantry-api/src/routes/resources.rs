@@ -98,7 +98,7 @@ pub struct ResourceListQuery {
         responses::TenantAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn create_resource(
     caller: TenantCaller,
@@ -129,7 +129,7 @@ pub async fn create_resource(
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn list_resources(
     caller: TenantCaller,
@@ -186,7 +186,7 @@ pub async fn list_resources(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn get_resource(
     caller: TenantCaller,
@@ -212,7 +212,7 @@ pub async fn get_resource(
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn patch_resource(
     caller: TenantCaller,
@@ -242,7 +242,7 @@ pub async fn patch_resource(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn delete_resource(
     caller: TenantCaller,
@@ -269,7 +269,7 @@ pub async fn delete_resource(
         responses::TenantAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn share_resource(
     caller: TenantCaller,
@@ -294,7 +294,7 @@ pub async fn share_resource(
         responses::Params,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn list_shares(
     caller: TenantCaller,
@@ -319,7 +319,7 @@ pub async fn list_shares(
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn list_outgoing_shares(
     caller: TenantCaller,
@@ -346,7 +346,7 @@ pub async fn list_outgoing_shares(
         responses::TenantAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn unshare_resource(
     caller: TenantCaller,

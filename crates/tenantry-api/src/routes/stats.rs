@@ -53,7 +53,7 @@ pub struct TenantStatsReport {
         (status = 200, body = TenantStatsReport),
         responses::AdminAuth,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn tenant_stats(
     admin: AdminCaller,

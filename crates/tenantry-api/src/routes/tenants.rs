@@ -78,7 +78,8 @@ pub struct TenantPatch {
     #[serde(default, deserialize_with = "super::double_option")]
     #[schema(value_type = TenantSettings, required = false)]
     pub settings: Option<Option<serde_json::Value>>,
-    /// New parent; `null` makes the tenant a root. Cycles are refused (409).
+    /// New parent; `null` makes the tenant a root. The tenant itself is refused (422,
+    /// field `parent_id`); one of its descendants, which would make a cycle, 409.
     #[serde(default, deserialize_with = "super::double_option")]
     #[schema(value_type = Option<String>, format = Uuid)]
     pub parent_id: Option<Option<TenantId>>,
@@ -109,7 +110,7 @@ fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
         responses::AnyAuth,
         responses::JsonBody,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("adminToken" = []), ("apiKey" = []), ("person" = []))
 )]
 pub async fn create_tenant(
     caller: Caller,
@@ -196,7 +197,7 @@ pub async fn create_tenant(
         responses::AdminAuth,
         responses::Params,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn list_tenants(
     admin: AdminCaller,
@@ -231,7 +232,7 @@ pub async fn list_tenants(
         responses::AdminAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn get_tenant(
     admin: AdminCaller,
@@ -255,7 +256,7 @@ pub async fn get_tenant(
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn patch_tenant(
     State(state): State<AppState>,
@@ -325,7 +326,7 @@ async fn set_status(
         responses::AdminAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn delete_tenant(
     State(state): State<AppState>,
@@ -361,7 +362,7 @@ pub async fn delete_tenant(
         responses::AdminAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn purge_tenant(
     State(state): State<AppState>,
@@ -417,7 +418,7 @@ pub async fn purge_tenant(
         responses::AdminAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn suspend_tenant(
     State(state): State<AppState>,
@@ -462,7 +463,7 @@ pub struct TierMoveRequest {
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn move_tenant(
     State(state): State<AppState>,
@@ -494,7 +495,7 @@ pub async fn move_tenant(
         responses::AdminAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn abort_tenant_move(
     admin: AdminCaller,
@@ -527,7 +528,7 @@ pub async fn abort_tenant_move(
         responses::AdminAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn activate_tenant(
     State(state): State<AppState>,
@@ -555,7 +556,7 @@ pub async fn activate_tenant(
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn create_tenant_key(
     admin: AdminCaller,
@@ -597,7 +598,7 @@ fn path_key(id: &str) -> Result<KeyId, ApiError> {
         responses::Params,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn list_tenant_keys(
     admin: AdminCaller,
@@ -627,7 +628,7 @@ pub async fn list_tenant_keys(
         responses::AdminAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn revoke_tenant_key(
     admin: AdminCaller,
@@ -661,7 +662,7 @@ pub async fn revoke_tenant_key(
         responses::JsonBody,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn rotate_tenant_key(
     admin: AdminCaller,
@@ -693,7 +694,7 @@ pub async fn rotate_tenant_key(
         responses::Params,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn list_tenant_roles(
     admin: AdminCaller,
@@ -717,7 +718,7 @@ pub async fn list_tenant_roles(
         responses::Params,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn list_tenant_members(
     admin: AdminCaller,
@@ -743,7 +744,7 @@ pub async fn list_tenant_members(
         responses::AdminAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn tenant_tables(
     admin: AdminCaller,
@@ -776,7 +777,7 @@ pub struct TenantUsage {
         responses::AdminAuth,
         responses::NotFound,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn tenant_usage(
     admin: AdminCaller,
@@ -797,7 +798,7 @@ pub async fn tenant_usage(
         (status = 200, body = Tenant),
         responses::TenantAuth,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn current_tenant(caller: TenantCaller) -> Result<Json<Tenant>, ApiError> {
     caller.require("tenant.read")?;
@@ -815,7 +816,7 @@ pub async fn current_tenant(caller: TenantCaller) -> Result<Json<Tenant>, ApiErr
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn children(
     caller: TenantCaller,

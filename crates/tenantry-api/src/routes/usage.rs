@@ -35,7 +35,7 @@ pub struct MetricsQuery {
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn metrics(
     caller: TenantCaller,
@@ -59,7 +59,7 @@ pub async fn metrics(
 #[utoipa::path(
     get, path = "/v1/usage/resources", tag = "usage", operation_id = "usage_resources",
     responses((status = 200, body = Vec<ResourceUsage>), responses::TenantAuth),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn resources(caller: TenantCaller) -> Result<Json<Vec<ResourceUsage>>, ApiError> {
     caller.require("usage.read")?;
@@ -87,7 +87,7 @@ pub struct KeyUsageQuery {
         responses::TenantAuth,
         responses::Params,
     ),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn keys(
     caller: TenantCaller,
@@ -133,7 +133,7 @@ pub struct TopQuery {
         responses::AdminAuth,
         responses::Params,
     ),
-    security(("bearer" = []))
+    security(("adminToken" = []))
 )]
 pub async fn top(
     admin: AdminCaller,
@@ -164,7 +164,7 @@ pub async fn top(
 #[utoipa::path(
     get, path = "/v1/tables", tag = "usage", operation_id = "table_usage",
     responses((status = 200, body = Vec<AdoptedTableUsage>), responses::TenantAuth),
-    security(("bearer" = []), ("person" = []))
+    security(("apiKey" = []), ("person" = []))
 )]
 pub async fn tables(caller: TenantCaller) -> Result<Json<Vec<AdoptedTableUsage>>, ApiError> {
     caller.require("usage.read")?;

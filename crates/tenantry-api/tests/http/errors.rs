@@ -50,6 +50,53 @@ async fn malformed_json_is_400_invalid_json() {
     assert!(app.resource_names(&t.key, "").await.is_empty());
 }
 
+/// A body or a query value that does not parse names its field in `field`,
+/// as a 422 does, not only in the detail: a client generated from the
+/// document maps `field` to its form's inputs (found by a review generating
+/// clients). Nothing is written.
+#[tokio::test]
+async fn a_body_or_query_value_that_does_not_parse_names_its_field() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    for (body, field) in [
+        (json!({ "name": 5 }), "name"),
+        (json!({ "data": {} }), "name"),
+        (json!({ "name": "x", "nmae": "y" }), "nmae"),
+    ] {
+        let r = app.post("/v1/resources", &t.key, &body).await;
+        let p = r.problem(400, "invalid_json");
+        assert_eq!(p["field"], field, "{body}: {p}");
+    }
+    let r = app
+        .post("/v1/keys", &t.key, &json!({ "expires_at": "tomorrow" }))
+        .await;
+    let p = r.problem(400, "invalid_json");
+    assert_eq!(p["field"], "expires_at", "{p}");
+    let r = app
+        .post("/v1/keys", &t.key, &json!({ "allowed_cidrs": [5] }))
+        .await;
+    let p = r.problem(400, "invalid_json");
+    assert_eq!(p["field"], "allowed_cidrs[0]", "{p}");
+    for (query, field) in [("limit=abc", "limit"), ("owner=mine", "owner")] {
+        let r = app.get(&format!("/v1/resources?{query}"), &t.key).await;
+        let p = r.problem(400, "invalid_query");
+        assert_eq!(p["field"], field, "{query}: {p}");
+    }
+    // Not JSON at all: no field to name.
+    let r = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body("{\"name\": "),
+        )
+        .await;
+    let p = r.problem(400, "invalid_json");
+    assert!(p.get("field").is_none(), "{p}");
+    assert!(app.resource_names(&t.key, "").await.is_empty());
+}
+
 #[tokio::test]
 async fn a_wrong_content_type_is_415() {
     let app = TestApp::spawn().await;
