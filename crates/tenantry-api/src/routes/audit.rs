@@ -86,7 +86,7 @@ fn page(mut items: Vec<AuditEntry>, limit: u32) -> Page<AuditEntry> {
 
 /// The caller's tenant's audit log, newest first (`audit.read`).
 #[utoipa::path(
-    get, path = "/v1/audit", tag = "audit", params(AuditListQuery),
+    get, path = "/v1/audit", operation_id = "list_audit_events", tag = "audit", params(AuditListQuery),
     responses(
         (status = 200, body = Page<AuditEntry>),
         responses::TenantAuth,
@@ -108,7 +108,7 @@ pub async fn tenant_audit(
 
 /// Any tenant's audit log, newest first (admin).
 #[utoipa::path(
-    get, path = "/v1/tenants/{tenant_id}/audit", tag = "tenants",
+    get, path = "/v1/tenants/{tenant_id}/audit", operation_id = "list_tenant_audit_events", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid), AuditListQuery),
     responses(
         (status = 200, body = Page<AuditEntry>),

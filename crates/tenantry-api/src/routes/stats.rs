@@ -48,7 +48,7 @@ pub struct TenantStatsReport {
 /// summed as `other` (admin). Counted in memory per server process, like the
 /// `tenantry_tenant_*` series of `/metrics`.
 #[utoipa::path(
-    get, path = "/v1/stats/tenants", tag = "tenants",
+    get, path = "/v1/stats/tenants", operation_id = "list_tenant_stats", tag = "tenants",
     responses(
         (status = 200, body = TenantStatsReport),
         responses::AdminAuth,

@@ -736,7 +736,7 @@ pub async fn list_tenant_members(
 /// in the tenant's context under its policies, by each table's tenant_id
 /// index (the cost grows with that tenant's rows).
 #[utoipa::path(
-    get, path = "/v1/tenants/{tenant_id}/tables", tag = "tenants",
+    get, path = "/v1/tenants/{tenant_id}/tables", operation_id = "list_tenant_tables", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = Vec<AdoptedTableUsage>),
@@ -769,7 +769,7 @@ pub struct TenantUsage {
 
 /// Usage of any tenant (admin): resource usage and hourly metrics with storage.
 #[utoipa::path(
-    get, path = "/v1/tenants/{tenant_id}/usage", tag = "tenants",
+    get, path = "/v1/tenants/{tenant_id}/usage", operation_id = "get_tenant_usage", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid)),
     responses(
         (status = 200, body = TenantUsage),

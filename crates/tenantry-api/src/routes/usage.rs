@@ -162,7 +162,7 @@ pub async fn top(
 /// (`usage.read`), counted in its context under its policies, by each
 /// table's tenant_id index: the cost grows with the tenant's own rows.
 #[utoipa::path(
-    get, path = "/v1/tables", tag = "usage", operation_id = "table_usage",
+    get, path = "/v1/tables", tag = "usage", operation_id = "usage_tables",
     responses((status = 200, body = Vec<AdoptedTableUsage>), responses::TenantAuth),
     security(("apiKey" = []), ("person" = []))
 )]
