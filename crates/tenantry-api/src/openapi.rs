@@ -233,6 +233,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     FreeFormObjects.modify(router.get_openapi_mut());
     OpenProblemCodes.modify(router.get_openapi_mut());
     EveryResponseDescribed.modify(router.get_openapi_mut());
+    // Last: every response the steps above declared carries it.
+    RequestIds.modify(router.get_openapi_mut());
     router
 }
 
@@ -601,6 +603,36 @@ impl Modify for RetryAfter {
     }
 }
 
+/// `X-Request-Id` on every response of every operation: the request's id
+/// (the caller's own when it sent a well-formed one), which problem bodies
+/// repeat as `request_id` and the logs and request log carry (an outside
+/// review generating clients found it undeclared).
+struct RequestIds;
+
+impl Modify for RequestIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (_, operation) in operations(openapi) {
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response
+                        .headers
+                        .entry("X-Request-Id".to_owned())
+                        .or_insert_with(|| {
+                            HeaderBuilder::new()
+                                .schema(ObjectBuilder::new().schema_type(Type::String))
+                                .description(Some(
+                                    "The request's id: the one the request sent as X-Request-Id \
+                                     (1 to 128 characters of A-Z a-z 0-9 . _ : -), else a UUID \
+                                     the server made; quote it to the operator",
+                                ))
+                                .build()
+                        });
+                }
+            }
+        }
+    }
+}
+
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::system::healthz))
@@ -802,6 +834,10 @@ mod tests {
                     panic!("operationId {id} twice: {other} and {method} {path}");
                 }
                 for (status, response) in op["responses"].as_object().unwrap() {
+                    assert!(
+                        response["headers"]["X-Request-Id"].is_object(),
+                        "{method} {path} {status} lacks X-Request-Id"
+                    );
                     if status == "429" || status == "503" {
                         assert!(
                             response["headers"]["Retry-After"].is_object(),
