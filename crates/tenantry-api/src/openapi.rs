@@ -233,6 +233,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     FreeFormObjects.modify(router.get_openapi_mut());
     OpenProblemCodes.modify(router.get_openapi_mut());
     EveryResponseDescribed.modify(router.get_openapi_mut());
+    ShortSummaries.modify(router.get_openapi_mut());
     // Last: every response the steps above declared carries it.
     RequestIds.modify(router.get_openapi_mut());
     router
@@ -603,6 +604,55 @@ impl Modify for RetryAfter {
     }
 }
 
+/// An operation's summary is the first sentence of its route's doc comment,
+/// the rest its description: utoipa made the whole first paragraph the
+/// summary, up to 500 characters that Swagger UI and generated docstrings
+/// showed as one line, and no operation had a description (found by the
+/// review generating clients).
+struct ShortSummaries;
+
+impl Modify for ShortSummaries {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (_, operation) in operations(openapi) {
+            let Some(summary) = operation.summary.take() else {
+                continue;
+            };
+            let text = summary.split_whitespace().collect::<Vec<_>>().join(" ");
+            let (first, rest) = first_sentence(&text);
+            operation.summary = Some(first.to_owned());
+            if !rest.is_empty() {
+                let description = match operation.description.take() {
+                    Some(more) if !more.is_empty() => format!("{rest}\n\n{more}"),
+                    _ => rest.to_owned(),
+                };
+                operation.description = Some(description);
+            }
+        }
+    }
+}
+
+/// The first sentence of `text` and what follows it: the first `. ` outside
+/// backticks and parentheses that does not end an abbreviation (`e.g.`).
+fn first_sentence(text: &str) -> (&str, &str) {
+    let (mut code, mut depth) = (false, 0_i32);
+    for (i, c) in text.char_indices() {
+        match c {
+            '`' => code = !code,
+            '(' if !code => depth += 1,
+            ')' if !code => depth -= 1,
+            '.' if !code && depth == 0 && text[i + 1..].starts_with(' ') => {
+                let before = &text[..i];
+                if !(before.ends_with("e.g") || before.ends_with("i.e") || before.ends_with("etc"))
+                {
+                    return (&text[..=i], text[i + 1..].trim_start());
+                }
+            }
+            _ => {}
+        }
+    }
+    (text, "")
+}
+
 /// `X-Request-Id` on every response of every operation: the request's id
 /// (the caller's own when it sent a well-formed one), which problem bodies
 /// repeat as `request_id` and the logs and request log carry (an outside
@@ -806,6 +856,8 @@ mod tests {
             assert!(schemas.contains_key(name), "{r} names no schema");
         }
         let mut ids = std::collections::BTreeMap::new();
+        // Summaries are one short sentence (the rest is the description).
+        let mut long = Vec::new();
         for (path, item) in json["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
                 let Some(id) = op["operationId"].as_str() else {
@@ -823,6 +875,10 @@ mod tests {
                         op["security"].as_array().is_some_and(|s| !s.is_empty()),
                         "{method} {path} declares no security"
                     );
+                }
+                let summary = op["summary"].as_str().unwrap_or_default();
+                if summary.is_empty() || summary.len() > 160 {
+                    long.push(format!("{method} {path}: {summary}"));
                 }
                 // A generated client's method is named after it: one word
                 // (`tables`, `keys`) says nothing beside the others.
@@ -855,6 +911,12 @@ mod tests {
                 }
             }
         }
+        assert!(
+            long.is_empty(),
+            "{} summaries empty or over 160 characters:\n{}",
+            long.len(),
+            long.join("\n")
+        );
         // Values clients type as enumerations.
         for (schema, field) in [
             ("Invitation", "status"),

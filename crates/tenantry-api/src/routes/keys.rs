@@ -255,7 +255,7 @@ pub async fn revoke_key(
     Ok(revoked)
 }
 
-/// Rotate a key (`keys.write`): a successor key is shown once, with the old
+/// Rotate a key (`keys.write`). A successor key is shown once, with the old
 /// one's role, scopes, expiry and addresses; the old one keeps working for the
 /// grace period, then expires. A key rotates only keys that reach no further
 /// than itself (expire no later, admit no address outside its own): 403

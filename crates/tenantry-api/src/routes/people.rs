@@ -423,7 +423,7 @@ fn admin_tenant(tenant: Option<TenantId>) -> Result<TenantId, ApiError> {
     })
 }
 
-/// Impersonation sessions, newest first, never their tokens: of the caller's
+/// List impersonation sessions, newest first. Never their tokens: of the caller's
 /// tenant and its descendants (`members.read`), or only those of the tenant
 /// named by `tenant_id`, which the admin token must name.
 #[utoipa::path(
@@ -486,7 +486,7 @@ async fn end_session(
     scope.end_impersonation(id).await
 }
 
-/// End an impersonation session at once: by a caller holding every permission
+/// End an impersonation session at once. By a caller holding every permission
 /// in its tenant or an ancestor, by the session itself, or by the admin token
 /// naming the session's tenant in `tenant_id` (audited as `admin`). Ending an
 /// ended session answers it again; a session the caller may not see, or of

@@ -309,7 +309,8 @@ pub async fn list_shares(
     Ok(Json(page_by_key(shares, |s| s.tenant_id.to_string(), &q)?))
 }
 
-/// Shares of every resource the caller's tenant and its descendants own
+/// List the shares the caller's tenant made. Shares of every resource the
+/// caller's tenant and its descendants own
 /// (`resources.read`), newest first: what was shared with whom, in one
 /// request instead of one per resource.
 #[utoipa::path(

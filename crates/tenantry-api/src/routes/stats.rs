@@ -43,7 +43,8 @@ pub struct TenantStatsReport {
     pub other: TenantTraffic,
 }
 
-/// Requests, errors and p95 latency of the busiest tenants on this server, in
+/// The busiest tenants on this server (admin). Requests, errors and p95 latency
+/// of the busiest tenants on this server, in
 /// the current and the last period, with their rows and storage; the rest
 /// summed as `other` (admin). Counted in memory per server process, like the
 /// `tenantry_tenant_*` series of `/metrics`.

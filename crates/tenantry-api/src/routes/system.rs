@@ -24,7 +24,7 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The database is reachable and its schema is this build's, or newer: a
+/// Readiness: the database is reachable and its schema is this build's, or newer. A
 /// rolling upgrade migrates first, and the servers of the previous release
 /// keep serving (and stay ready) until they are replaced; a schema behind
 /// this build, or one that diverged, is not ready.
@@ -52,7 +52,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     Ok(Json(Health { status: "ok" }))
 }
 
-/// Prometheus text exposition: requests by route and status, latency histogram,
+/// Prometheus metrics of this server. The text exposition: requests by route
+/// and status, latency histogram,
 /// pool usage, request-log queue depth and drops, the key and context caches'
 /// sizes, and the busiest tenants'
 /// traffic (`tenantry_tenant_*`: the top `tenant_stats_top` tenants and

@@ -343,7 +343,7 @@ pub async fn delete_tenant(
     .await
 }
 
-/// Purge a deleted tenant (admin): once its grace period is over
+/// Purge a deleted tenant for good (admin). Once its grace period is over
 /// (`tenantry.purge_policy`, 30 days by default), every row, its schema and
 /// every share of it are removed for good, in one transaction; the purge is
 /// recorded in `tenantry.purged_tenants` and the id is never given out again.
@@ -732,7 +732,8 @@ pub async fn list_tenant_members(
     Ok(Json(page_by_key(members, |m| m.user_id.to_string(), &q)?))
 }
 
-/// The adopted tables with a tenant's own row count in each (admin): counted
+/// A tenant's rows in each adopted table (admin). The adopted tables with a
+/// tenant's own row count in each: counted
 /// in the tenant's context under its policies, by each table's tenant_id
 /// index (the cost grows with that tenant's rows).
 #[utoipa::path(

@@ -123,8 +123,8 @@ pub struct TopQuery {
     pub by: Option<UsageRanking>,
 }
 
-/// The tenants with the most requests, errors, the highest p95 latency or the
-/// most storage over the last days (admin): the operator's noisy neighbours,
+/// The operator's noisy neighbours (admin). The tenants with the most requests,
+/// errors, the highest p95 latency or the most storage over the last days,
 /// from the hourly metrics and storage samples.
 #[utoipa::path(
     get, path = "/v1/usage/top", tag = "usage", params(TopQuery), operation_id = "usage_top_tenants",
@@ -158,7 +158,8 @@ pub async fn top(
     Ok(Json(rows))
 }
 
-/// The adopted tables with the caller's tenant's own row count in each
+/// The caller's rows in each adopted table (`usage.read`). The adopted tables
+/// with the caller's tenant's own row count in each
 /// (`usage.read`), counted in its context under its policies, by each
 /// table's tenant_id index: the cost grows with the tenant's own rows.
 #[utoipa::path(
