@@ -4,7 +4,7 @@ use utoipa::{
     openapi::{
         header::HeaderBuilder,
         path::{Operation, ParameterBuilder, ParameterIn},
-        schema::{ObjectBuilder, Type},
+        schema::{ObjectBuilder, Schema, Type},
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
         ContentBuilder, Ref, RefOr, Required, ResponseBuilder,
     },
@@ -234,6 +234,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenProblemCodes.modify(router.get_openapi_mut());
     EveryResponseDescribed.modify(router.get_openapi_mut());
     ShortSummaries.modify(router.get_openapi_mut());
+    AnswersStateEveryField.modify(router.get_openapi_mut());
     // Last: every response the steps above declared carries it.
     RequestIds.modify(router.get_openapi_mut());
     router
@@ -604,6 +605,75 @@ impl Modify for RetryAfter {
     }
 }
 
+/// Every field of a schema that only answers carry is `required`: serde
+/// writes an absent value as `null` (nullable in the schema), never leaves
+/// the field out, but utoipa listed `Option` fields as optional, so that
+/// generated clients typed `next_cursor`, `parent_id` and the like
+/// `string | null | undefined` (found by the review generating clients).
+/// Not the schemas of request bodies and parameters, whose optional fields
+/// may be left out, nor `Problem`, whose `field` and `request_id` are left
+/// out when there is none.
+struct AnswersStateEveryField;
+
+impl Modify for AnswersStateEveryField {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let document = serde_json::to_value(&*openapi).unwrap_or_default();
+        let schemas = &document["components"]["schemas"];
+        // The schemas a request names, and every schema they name.
+        let mut asked = std::collections::BTreeSet::new();
+        let mut pending = Vec::new();
+        for item in document["paths"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.values())
+        {
+            for operation in item.as_object().into_iter().flat_map(|o| o.values()) {
+                collect_refs(&operation["requestBody"], &mut pending);
+                collect_refs(&operation["parameters"], &mut pending);
+            }
+        }
+        while let Some(reference) = pending.pop() {
+            let Some(name) = reference.strip_prefix("#/components/schemas/") else {
+                continue;
+            };
+            if asked.insert(name.to_owned()) {
+                collect_refs(&schemas[name], &mut pending);
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, schema) in components.schemas.iter_mut() {
+            if asked.contains(name) || name == "Problem" {
+                continue;
+            }
+            if let RefOr::T(Schema::Object(object)) = schema {
+                for property in object.properties.keys() {
+                    if !object.required.contains(property) {
+                        object.required.push(property.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every `$ref` inside `value`.
+fn collect_refs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", serde_json::Value::String(r)) => out.push(r.clone()),
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
 /// An operation's summary is the first sentence of its route's doc comment,
 /// the rest its description: utoipa made the whole first paragraph the
 /// summary, up to 500 characters that Swagger UI and generated docstrings
@@ -826,28 +896,13 @@ mod tests {
     }
 
     /// Every `$ref` anywhere under `value`.
-    fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    match (k.as_str(), v) {
-                        ("$ref", serde_json::Value::String(r)) => out.push(r.clone()),
-                        _ => refs(v, out),
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
-            _ => {}
-        }
-    }
-
     #[test]
     fn the_document_holds_what_client_generators_need_resolvable_refs_unique_ids_and_retry_after() {
         let (_, openapi) = api_router().split_for_parts();
         let json = serde_json::to_value(&openapi).unwrap();
         let schemas = json["components"]["schemas"].as_object().unwrap();
         let mut found = Vec::new();
-        refs(&json, &mut found);
+        super::collect_refs(&json, &mut found);
         assert!(found.len() > 100, "{}", found.len());
         for r in &found {
             let name = r
@@ -917,6 +972,28 @@ mod tests {
             long.len(),
             long.join("\n")
         );
+        // Answers name every field (null when absent); requests may leave
+        // optional ones out.
+        let required = |schema: &str| -> Vec<&str> {
+            schemas[schema]["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default()
+        };
+        for (schema, field) in [
+            ("Tenant", "parent_id"),
+            ("Page_Resource", "next_cursor"),
+            ("ApiKeyInfo", "expires_at"),
+            ("Resource", "created_by"),
+        ] {
+            assert!(
+                required(schema).contains(&field),
+                "{schema}.{field}: {:?}",
+                required(schema)
+            );
+        }
+        assert!(!required("NewTenantBody").contains(&"parent_id"));
+        assert!(!required("Problem").contains(&"field"));
         // Values clients type as enumerations.
         for (schema, field) in [
             ("Invitation", "status"),
