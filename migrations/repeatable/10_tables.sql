@@ -1675,6 +1675,12 @@ DECLARE
     rel record;
     coltype oid;
     own_policies text;
+    -- The refusals a table can have several of at once (not what it is, nor
+    -- who may adopt it): all of them, each with its fix, in one error, so
+    -- that a team fixes its table in one round instead of one per rule
+    -- (found by a review adopting a team's schema).
+    problems text[] := '{}';
+    fixes text[] := '{}';
 BEGIN
     SELECT c.oid, c.relkind, c.relpersistence, c.relispartition, c.relowner, n.nspname
       INTO rel
@@ -1698,8 +1704,8 @@ BEGIN
     IF rel.relpersistence = 't' THEN
         RAISE EXCEPTION 'cannot adopt %: it is a temporary table', tbl USING ERRCODE = 'TN422';
     ELSIF rel.relpersistence = 'u' THEN
-        RAISE EXCEPTION 'cannot adopt %: it is unlogged, so a crash would lose acknowledged rows', tbl USING ERRCODE = 'TN422',
-            HINT = format('ALTER TABLE %s SET LOGGED;', tbl);
+        problems := problems || 'it is unlogged, so a crash would lose acknowledged rows'::text;
+        fixes := fixes || format('ALTER TABLE %s SET LOGGED;', tbl);
     END IF;
     IF rel.nspname IN ('tenantry', 'pg_catalog', 'information_schema') OR rel.nspname LIKE 'pg\_toast%' THEN
         RAISE EXCEPTION 'cannot adopt %: it belongs to schema %', tbl, rel.nspname USING ERRCODE = 'TN422';
@@ -1730,9 +1736,9 @@ BEGIN
     IF rel.relowner <> 'tenantry_owner'::regrole
        AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = rel.relowner)
        AND pg_catalog.pg_has_role(rel.relowner, 'tenantry_app_own', 'MEMBER') THEN
-        RAISE EXCEPTION 'cannot adopt %: it is owned by %, a role that acts for tenants (the server''s login or an app role), which could switch its row level security off',
-            tbl, rel.relowner::regrole USING ERRCODE = 'TN422',
-            HINT = CASE WHEN rel.relowner = current_user::regrole
+        problems := problems || format('it is owned by %s, a role that acts for tenants (the server''s login or an app role), which could switch its row level security off',
+                                       rel.relowner::regrole);
+        fixes := fixes || CASE WHEN rel.relowner = current_user::regrole
                         -- The migration role itself: it owns what it creates.
                         THEN format('Your migration role must not act for tenants: as a superuser, REVOKE %s FROM %s; and run tenant steps (SET ROLE tenantry_app) as another role.',
                                     (SELECT string_agg(g.rolname::text, ', ' ORDER BY g.rolname)
@@ -1755,9 +1761,9 @@ BEGIN
         -- (PostgreSQL 15 no longer lets every role create in public).
         IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
            AND NOT pg_catalog.has_schema_privilege('tenantry_owner', rel.nspname, 'CREATE') THEN
-            RAISE EXCEPTION 'cannot adopt %: tenantry_owner, who will own it, may not create in schema %, and only a superuser can hand it a table there',
-                tbl, rel.nspname USING ERRCODE = 'TN422',
-                HINT = format('In your migration, before adopting (as the schema''s owner): GRANT CREATE ON SCHEMA %I TO tenantry_owner;', rel.nspname);
+            problems := problems || format('tenantry_owner, who will own it, may not create in schema %s, and only a superuser can hand it a table there',
+                                           rel.nspname);
+            fixes := fixes || format('In your migration, before adopting (as the schema''s owner): GRANT CREATE ON SCHEMA %I TO tenantry_owner;', rel.nspname);
         END IF;
     END IF;
     -- Permissive policies of its own would widen what tenants reach
@@ -1771,10 +1777,9 @@ BEGIN
           AND NOT (pol.polname = 'tenant_isolation'
                    AND EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl)));
     IF own_policies IS NOT NULL THEN
-        RAISE EXCEPTION 'cannot adopt %: it has permissive row level security policies of its own (%), which would widen what tenants reach',
-            tbl, own_policies
-            USING ERRCODE = 'TN422',
-            HINT = 'Drop them (DROP POLICY ... ON ...), or make them AS RESTRICTIVE, which can only narrow what tenantry''s policy lets a tenant reach.';
+        problems := problems || format('it has permissive row level security policies of its own (%s), which would widen what tenants reach',
+                                       own_policies);
+        fixes := fixes || 'Drop them (DROP POLICY ... ON ...), or make them AS RESTRICTIVE, which can only narrow what tenantry''s policy lets a tenant reach.'::text;
     END IF;
 
 
@@ -1784,9 +1789,8 @@ BEGIN
     WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped;
     IF NOT FOUND THEN
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = tbl AND i.indisunique) THEN
-            RAISE EXCEPTION 'cannot adopt %: it has a primary key or unique constraint and no tenant_id column to lead it', tbl
-                USING ERRCODE = 'TN422',
-                HINT = format('Give it the column and lead every key with it first, in your migration: ALTER TABLE %1$s ADD COLUMN tenant_id uuid; UPDATE %1$s SET tenant_id = ''<tenant uuid>''; (or an expression over the row''s columns) %2$s then adopt it. Foreign keys to those keys go first and come back on (tenant_id, ...).',
+            problems := problems || 'it has a primary key or unique constraint and no tenant_id column to lead it'::text;
+            fixes := fixes || format('Give it the column and lead every key with it first, in your migration: ALTER TABLE %1$s ADD COLUMN tenant_id uuid; UPDATE %1$s SET tenant_id = ''<tenant uuid>''; (or an expression over the row''s columns) %2$s then adopt it. Foreign keys to those keys go first and come back on (tenant_id, ...).',
                               tbl,
                               -- Each key by its name and columns (found by a
                               -- review: the hint said <pkey>).
@@ -1808,17 +1812,28 @@ BEGIN
                                 WHERE i.indrelid = tbl AND i.indisunique));
         END IF;
     ELSIF coltype <> 'uuid'::regtype THEN
-        RAISE EXCEPTION 'cannot adopt %: its tenant_id column is %, not uuid', tbl, coltype::regtype USING ERRCODE = 'TN422';
+        problems := problems || format('its tenant_id column is %s, not uuid', coltype::regtype);
+        fixes := fixes || format('ALTER TABLE %s ALTER COLUMN tenant_id TYPE uuid USING tenant_id::uuid;', tbl);
     ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                   WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped
                     AND (a.attgenerated <> '' OR a.attidentity <> '')) THEN
-        RAISE EXCEPTION 'cannot adopt %: its tenant_id column is generated, and a tenant table''s rows take their tenant from the context', tbl
+        problems := problems || 'its tenant_id column is generated, and a tenant table''s rows take their tenant from the context'::text;
+        fixes := fixes || format('ALTER TABLE %s ALTER COLUMN tenant_id DROP EXPRESSION;', tbl);
+    END IF;
+
+    IF cardinality(problems) = 1 THEN
+        RAISE EXCEPTION 'cannot adopt %: %', tbl, problems[1] USING ERRCODE = 'TN422', HINT = fixes[1];
+    ELSIF cardinality(problems) > 1 THEN
+        RAISE EXCEPTION 'cannot adopt %: % (and % more; DETAIL lists them all, HINT their fixes)', tbl, problems[1], cardinality(problems) - 1
             USING ERRCODE = 'TN422',
-            HINT = format('ALTER TABLE %s ALTER COLUMN tenant_id DROP EXPRESSION;', tbl);
+            DETAIL = (SELECT string_agg(format('%s. %s', u.n, u.problem), E'\n' ORDER BY u.n)
+                      FROM unnest(problems) WITH ORDINALITY AS u(problem, n)),
+            HINT = (SELECT string_agg(format('%s. %s', u.n, u.fix), E'\n' ORDER BY u.n)
+                    FROM unnest(fixes) WITH ORDINALITY AS u(fix, n));
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the rule and changing nothing, what adopt_table() can never adopt: views (use security_invoker), materialized views, foreign, temporary and unlogged tables, tenantry''s own tables, partitions and inheritance children (adopt the parent), inheritance parents, tables owned by a role that acts for tenants, tables with permissive policies of their own (restrictive ones only narrow and stay), a tenant_id that is not uuid or is generated, keys without tenant_id; and callers who cannot hand the table to tenantry_owner (not its owner, not a member of tenantry_owner, or, unless a superuser, in a schema where tenantry_owner may not create).';
+COMMENT ON FUNCTION tenantry.check_adoptable(regclass) IS 'Refuses, naming the rule (every rule a table breaks at once, where it can break several) and changing nothing, what adopt_table() can never adopt: views (use security_invoker), materialized views, foreign, temporary and unlogged tables, tenantry''s own tables, partitions and inheritance children (adopt the parent), inheritance parents, tables owned by a role that acts for tenants, tables with permissive policies of their own (restrictive ones only narrow and stay), a tenant_id that is not uuid or is generated, keys without tenant_id; and callers who cannot hand the table to tenantry_owner (not its owner, not a member of tenantry_owner, or, unless a superuser, in a schema where tenantry_owner may not create).';
 
 /** Whether this is a Citus coordinator on which tenantry's tenant tables are distributed. */
 CREATE OR REPLACE FUNCTION tenantry.citus_distributed()

@@ -357,6 +357,71 @@ async fn adopt_table_refuses_what_cannot_be_a_tenant_table_and_changes_nothing()
     );
 }
 
+/// A table that breaks several of the rules a table is checked against
+/// before adoption is refused once, with every rule and every fix (found by
+/// a review adopting a team's schema: one refusal per run, fixed one at a
+/// time); with the fixes applied as given it is adopted.
+#[tokio::test]
+async fn a_table_breaking_several_rules_is_refused_once_naming_every_rule_and_its_fix() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE UNLOGGED TABLE messy (code text PRIMARY KEY, note text);
+         ALTER TABLE messy ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY everyone ON messy USING (true);",
+    )
+    .await;
+    let before = table_state(&m, "messy").await;
+    let err = m
+        .query("SELECT adopt_table('messy')", &[])
+        .await
+        .expect_err("adopted");
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "TN422", "{}", describe(&err));
+    assert!(
+        db.message()
+            .starts_with("cannot adopt public.messy: it is unlogged")
+            && db.message().contains("(and 2 more;"),
+        "{}",
+        db.message()
+    );
+    let detail = db.detail().unwrap_or_default();
+    let lines: Vec<&str> = detail.lines().collect();
+    assert_eq!(lines.len(), 3, "{detail}");
+    assert!(lines[0].starts_with("1. it is unlogged"), "{detail}");
+    assert!(
+        lines[1]
+            .starts_with("2. it has permissive row level security policies of its own (everyone)"),
+        "{detail}"
+    );
+    assert!(
+        lines[2]
+            .starts_with("3. it has a primary key or unique constraint and no tenant_id column"),
+        "{detail}"
+    );
+    let hint = db.hint().unwrap_or_default();
+    assert!(
+        hint.contains("1. ALTER TABLE public.messy SET LOGGED;"),
+        "{hint}"
+    );
+    assert!(hint.contains("2. Drop them"), "{hint}");
+    assert!(
+        hint.contains("DROP CONSTRAINT messy_pkey, ADD PRIMARY KEY (tenant_id, code);"),
+        "{hint}"
+    );
+    assert_eq!(table_state(&m, "messy").await, before, "messy changed");
+    exec(
+        &m,
+        "ALTER TABLE messy SET LOGGED; DROP POLICY everyone ON messy;
+         ALTER TABLE messy ADD COLUMN tenant_id uuid;
+         ALTER TABLE messy DROP CONSTRAINT messy_pkey, ADD PRIMARY KEY (tenant_id, code);
+         SELECT adopt_table('messy');",
+    )
+    .await;
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+}
+
 /// A foreign key whose `ON DELETE SET NULL` names no columns would clear
 /// `tenant_id` too, which a row of an adopted table may never change (found
 /// by an outside review: adopted without a word, every delete of a project
