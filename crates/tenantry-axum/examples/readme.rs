@@ -37,7 +37,8 @@ async fn get_project(
 
 /// Start-up: adopt your tables as the role that runs your migrations (after
 /// your CREATE TABLEs), connect as the server's login with the server's
-/// timeouts, then route; the layer records every tenant request, the
+/// database timeouts (a wait for a free connection is `acquire_timeout`'s:
+/// 5 s by default, 2 s in `tenantry serve`), then route; the layer records every tenant request, the
 /// fallbacks answer problem+json, and request ids (outermost) tie each answer
 /// to its log row. `Tenantry::start` also runs the upkeep `tenantry serve`
 /// runs (usage metrics refreshed, request-log partitions kept ahead).

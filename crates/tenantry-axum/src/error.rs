@@ -148,6 +148,9 @@ pub struct ApiError {
     /// A 401 for a credential that was sent and refused: its challenge says
     /// `error="invalid_token"` (RFC 6750, 3.1); without one, a bare `Bearer`.
     token_refused: bool,
+    /// The unique key or constraint a 409 came from ([`tenantry_db::Conflict::constraint`]),
+    /// for the application's own words; never sent to the client.
+    constraint: Option<String>,
 }
 
 /// The answer for a path no route has, as problem+json: a router's
@@ -185,6 +188,7 @@ impl ApiError {
             field: None,
             retry_after_secs: None,
             token_refused: false,
+            constraint: None,
         }
     }
 
@@ -257,6 +261,13 @@ impl ApiError {
     /// The field at fault, when one is named (the body's `field`).
     pub fn field(&self) -> Option<&str> {
         self.field.as_deref()
+    }
+
+    /// For a 409 from a row that would break a unique key or constraint of a
+    /// table, that constraint's name (`projects_tenant_id_name_key`): map it
+    /// to words and a field of your own. Not part of the response.
+    pub fn constraint(&self) -> Option<&str> {
+        self.constraint.as_deref()
     }
 
     /// The HTTP status of the code.
@@ -339,7 +350,10 @@ impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         match err {
             DbError::NotFound(m) => Self::new(ProblemCode::NotFound, m),
-            DbError::Conflict(m) => Self::new(ProblemCode::Conflict, m),
+            DbError::Conflict(c) => Self {
+                constraint: c.constraint().map(str::to_owned),
+                ..Self::new(ProblemCode::Conflict, c)
+            },
             DbError::QuotaExceeded(m) => Self::new(ProblemCode::QuotaExceeded, m),
             DbError::PermissionDenied(m) => Self::new(ProblemCode::PermissionDenied, m),
             DbError::Forbidden(m) => {

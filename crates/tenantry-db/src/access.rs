@@ -182,10 +182,10 @@ impl TenantScope {
             .await
             .map_err(|e| match (e, named) {
                 (DbError::Conflict(_), Some(user)) => {
-                    DbError::Conflict(format!("a member with email {email} or id {user} already exists"))
+                    DbError::conflict(format!("a member with email {email} or id {user} already exists"))
                 }
                 (DbError::Conflict(_), None) => {
-                    DbError::Conflict(format!("a member with email {email} already exists"))
+                    DbError::conflict(format!("a member with email {email} already exists"))
                 }
                 (other, _) => other,
             })?;

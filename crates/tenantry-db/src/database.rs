@@ -69,7 +69,7 @@ pub struct DatabaseConfig {
     pub max_connections: usize,
     /// How many of them one tenant's transactions may hold at once: the
     /// tenant's next transaction waits for one of its own to end (up to
-    /// `acquire_timeout`, then [`DbError::Unavailable`]), so that one
+    /// `acquire_timeout`, then [`DbError::TenantBusy`]), so that one
     /// tenant's slow work never takes every connection from the others.
     /// 0 (the default): a quarter of `max_connections`, at least 2 (4 of
     /// the default 16); `max_connections` or more: no share.

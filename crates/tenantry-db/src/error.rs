@@ -11,9 +11,13 @@ pub enum DbError {
     /// The object does not exist or is not visible to the caller.
     #[error("{0}")]
     NotFound(String),
-    /// The request conflicts with the current state (duplicate, already revoked, cycle, ...).
+    /// The request conflicts with the current state (duplicate, already
+    /// revoked, cycle, ...). A row that would break a unique key or
+    /// constraint names it ([`Conflict::constraint`]): tell your own keys
+    /// apart by it (PostgreSQL's message does not name the key's columns
+    /// under row level security).
     #[error("{0}")]
-    Conflict(String),
+    Conflict(Conflict),
     /// A quota of the tenant (from its settings) would be exceeded; nothing was written.
     #[error("{0}")]
     QuotaExceeded(String),
@@ -54,7 +58,93 @@ pub enum DbError {
     Internal(String),
 }
 
+/// The words of a [`DbError::Conflict`], and the unique key or constraint a
+/// row would have broken when that is the conflict.
+///
+/// ```no_run
+/// # async fn demo(scope: &mut tenantry_db::TenantScope) -> Result<(), tenantry_db::DbError> {
+/// use tenantry_db::DbError;
+/// match scope.execute("INSERT INTO projects (name) VALUES ($1)", &[&"Apollo"]).await {
+///     Err(DbError::Conflict(c)) if c.constraint() == Some("projects_tenant_id_name_key") => {
+///         // 409 "a project of this name already exists"
+///     }
+///     other => { other?; }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    message: String,
+    constraint: Option<String>,
+    table: Option<String>,
+}
+
+impl Conflict {
+    /// A conflict of the current state, in these words.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            constraint: None,
+            table: None,
+        }
+    }
+
+    /// What conflicts, in words for the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The unique or exclusion constraint (or unique index) the row would
+    /// have broken, as the database names it (`projects_tenant_id_name_key`);
+    /// `None` for a conflict of another kind.
+    pub fn constraint(&self) -> Option<&str> {
+        self.constraint.as_deref()
+    }
+
+    /// The table of that constraint, without its schema (`projects`).
+    pub fn table(&self) -> Option<&str> {
+        self.table.as_deref()
+    }
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::ops::Deref for Conflict {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for Conflict {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<&str> for Conflict {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<Conflict> for String {
+    fn from(conflict: Conflict) -> Self {
+        conflict.message
+    }
+}
+
 impl DbError {
+    /// A [`DbError::Conflict`] in these words.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        DbError::Conflict(Conflict::new(message))
+    }
+
     /// An [`DbError::Invalid`] for a named field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         DbError::Invalid {
@@ -210,7 +300,7 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             // A server connection whose session is no longer the server's own
             // (assert_clean_session): it is closed, the caller retries.
             "TN503" => DbError::Unavailable(message),
-            "TN409" => DbError::Conflict(message),
+            "TN409" => DbError::conflict(message),
             "TN429" => DbError::QuotaExceeded(message),
             "TN403" if db.hint() == Some("tenant_suspended") => DbError::TenantSuspended(message),
             "TN403" => DbError::Forbidden(message),
@@ -221,17 +311,21 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 // Under row level security PostgreSQL leaves the key's
                 // columns and values out of DETAIL; the constraint's name
                 // (in the message) is the schema's, no use to an API's client.
-                c if *c == SqlState::UNIQUE_VIOLATION => DbError::Conflict(
-                    match (db.table(), db.detail().and_then(key_columns)) {
-                        (Some(table), Some(columns)) => {
-                            format!("a row of {table} with this {columns} already exists")
-                        }
-                        (Some(table), None) => {
-                            format!("a row of {table} with the same key already exists")
-                        }
-                        _ => message,
-                    },
-                ),
+                c if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::EXCLUSION_VIOLATION => {
+                    DbError::Conflict(Conflict {
+                        message: match (db.table(), db.detail().and_then(key_columns)) {
+                            (Some(table), Some(columns)) => {
+                                format!("a row of {table} with this {columns} already exists")
+                            }
+                            (Some(table), None) => {
+                                format!("a row of {table} with the same key already exists")
+                            }
+                            _ => message,
+                        },
+                        constraint: db.constraint().map(str::to_owned),
+                        table: db.table().map(str::to_owned),
+                    })
+                }
                 // A statement the connection had prepared is gone (DEALLOCATE
                 // by other SQL on it): the connection is closed, the caller retries.
                 c if *c == SqlState::INVALID_SQL_STATEMENT_NAME => DbError::Unavailable(message),
@@ -250,7 +344,7 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 c if *c == SqlState::FOREIGN_KEY_VIOLATION
                     && message.starts_with("update or delete on table") =>
                 {
-                    DbError::Conflict(match db.table() {
+                    DbError::conflict(match db.table() {
                         Some(referencing) => {
                             format!("the row is still named by rows of {referencing}")
                         }

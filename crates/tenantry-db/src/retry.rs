@@ -103,6 +103,13 @@ impl Database {
     /// borrowed for each run), and may run more than once: it must not commit
     /// anything itself nor have effects outside the scope (send no mail from it).
     ///
+    /// This is trusted code's entry point (a background job, a migration of
+    /// data): it takes the context it is given. A deleted tenant is refused;
+    /// a **suspended** one is not (an operator's export or clean-up still
+    /// reaches its rows), so a job that acts on a tenant's behalf checks
+    /// [`Tenant::status`](crate::Tenant) first, as the API's keys are. A
+    /// context without `permissions` holds every permission.
+    ///
     /// ```no_run
     /// # async fn demo(db: tenantry_db::Database, tenant: tenantry_db::TenantId) -> Result<(), tenantry_db::DbError> {
     /// use tenantry_db::{NewResource, TenantContext};
@@ -234,7 +241,7 @@ mod tests {
 
         for err in [
             DbError::Unavailable("connection lost at COMMIT".into()),
-            DbError::Conflict("duplicate".into()),
+            DbError::conflict("duplicate"),
             DbError::QuotaExceeded("at most 1".into()),
         ] {
             let (answer, ran) = settle_all(policy, vec![Err(err), Ok(2)]).await;

@@ -1789,7 +1789,7 @@ impl Under<'_> {
             // too, and a key such as an id is unique per tenant only (a child
             // may hold a row with the same id). The caller's request is
             // ambiguous, not the server broken.
-            return Err(DbError::Conflict(format!(
+            return Err(DbError::conflict(format!(
                 "{} rows matched where one was expected: ids are unique per tenant, and a tenant also reads its \
                  descendants' rows; name the tenant (tenant_id = tenantry.current_tenant_id() for its own row)",
                 rows.len()

@@ -58,9 +58,40 @@ pub struct TlsSettings {
     pub root_cert: Option<PathBuf>,
 }
 
+/// A connection string or TLS setting that cannot be used, in words that
+/// name it. An error type (`?` in a function returning `anyhow::Result` or
+/// `Box<dyn Error>` takes it), whose text is also `String::from(e)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
+
+impl From<String> for TlsError {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl std::ops::Deref for TlsError {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<TlsError> for String {
+    fn from(e: TlsError) -> Self {
+        e.0
+    }
+}
+
 /// Parses a connection string (URL or `key=value` form) into the driver's
 /// settings and the TLS settings it does not read itself.
-pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings), String> {
+pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings), TlsError> {
+    parse_settings(conninfo).map_err(TlsError)
+}
+
+fn parse_settings(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings), String> {
     let mut tls = TlsSettings::default();
     let mut mode: Option<SslMode> = None;
     let mut take = |key: &str, value: &str| -> Result<bool, String> {
@@ -226,7 +257,16 @@ fn percent_decode(value: &str) -> Result<String, String> {
 }
 
 /// The connector for these settings: rustls on ring, TLS 1.2 and 1.3.
-pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, String> {
+pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, TlsError> {
+    make_connector(settings).map_err(TlsError)
+}
+
+fn make_connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, String> {
+    // rustls 0.23.48 and later mark it deprecated ahead of 0.24's separate
+    // provider crates; it is still ring's provider, and a build of an
+    // application on a fresh lock file would warn on every build (found by
+    // a review building its own service on this crate).
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

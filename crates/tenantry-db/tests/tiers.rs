@@ -3406,7 +3406,7 @@ async fn move_back_refused(db: &Database, t: TenantId) -> String {
         .move_tenant("test", t, Isolation::Shared, 100, |_| {})
         .await
     {
-        Err(DbError::Conflict(m)) => m,
+        Err(DbError::Conflict(m)) => m.into(),
         other => panic!("{other:?}"),
     }
 }

@@ -402,7 +402,7 @@ async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing
     // row level security PostgreSQL leaves the key out of its DETAIL).
     match &err {
         DbError::Conflict(message) => {
-            assert_eq!(message, "the row is still named by rows of notes")
+            assert_eq!(message.message(), "the row is still named by rows of notes")
         }
         other => panic!("{other:?}"),
     }
@@ -416,7 +416,35 @@ async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing
         .await
         .unwrap_err();
     match &err {
-        DbError::Conflict(message) => assert!(!message.contains("pkey"), "{message}"),
+        DbError::Conflict(conflict) => {
+            assert!(!conflict.contains("pkey"), "{conflict}");
+            // The key it broke, by name, for the application's own words.
+            assert_eq!(conflict.constraint(), Some("projects_pkey"));
+            assert_eq!(conflict.table(), Some("projects"));
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(s);
+    // Two keys of one table told apart: a taken name is the UNIQUE
+    // constraint's, not the primary key's.
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let name: String = s
+        .query_one::<(String,)>("SELECT name FROM app.projects WHERE id = $1", &[&project])
+        .await
+        .unwrap()
+        .0;
+    let err = s
+        .execute("INSERT INTO app.projects (name) VALUES ($1)", &[&name])
+        .await
+        .unwrap_err();
+    match &err {
+        DbError::Conflict(conflict) => {
+            assert_eq!(
+                conflict.constraint(),
+                Some("projects_tenant_id_name_key"),
+                "{conflict}"
+            )
+        }
         other => panic!("{other:?}"),
     }
     drop(s);

@@ -74,10 +74,12 @@ pub async fn create(
         .map_err(name_taken)
 }
 
-/// A taken name (the table's `UNIQUE (tenant_id, name)`) names the field.
+/// A taken name (the table's `UNIQUE (tenant_id, name)`, by its constraint's
+/// name) names the field; other conflicts keep their words (under the
+/// hierarchy, two rows with one id: a child's and the caller's).
 fn name_taken(e: ApiError) -> ApiError {
-    match e.code() {
-        ProblemCode::Conflict => ApiError::new(
+    match e.constraint() {
+        Some("projects_tenant_id_name_key") => ApiError::new(
             ProblemCode::Conflict,
             "a project of this name already exists",
         )
