@@ -91,6 +91,10 @@ pub struct Settings {
     /// connection, or between requests on one kept alive), in milliseconds;
     /// then its connection is closed.
     pub http_header_timeout_ms: u64,
+    /// How long a response may wait for its client to take its bytes (at
+    /// least 64 KiB in that time since the socket last refused more), in
+    /// milliseconds; then its connection is closed.
+    pub http_send_timeout_ms: u64,
     /// HTTP connections open at once; more wait to be accepted.
     pub http_max_connections: usize,
     /// How long a request waits for a database connection before a 503, in milliseconds.
@@ -153,6 +157,7 @@ impl Default for Settings {
             key_cache_ttl_ms: 1_000,
             shutdown_grace_secs: 10,
             http_header_timeout_ms: 15_000,
+            http_send_timeout_ms: 30_000,
             http_max_connections: 10_000,
             acquire_timeout_ms: 2_000,
             statement_timeout_ms: millis(SERVER_TIMEOUTS.statement_timeout),
@@ -257,6 +262,7 @@ impl Settings {
             "TENANTRY_KEY_CACHE_TTL_MS" => key_cache_ttl_ms,
             "TENANTRY_SHUTDOWN_GRACE_SECS" => shutdown_grace_secs,
             "TENANTRY_HTTP_HEADER_TIMEOUT_MS" => http_header_timeout_ms,
+            "TENANTRY_HTTP_SEND_TIMEOUT_MS" => http_send_timeout_ms,
             "TENANTRY_HTTP_MAX_CONNECTIONS" => http_max_connections,
             "TENANTRY_ACQUIRE_TIMEOUT_MS" => acquire_timeout_ms,
             "TENANTRY_STATEMENT_TIMEOUT_MS" => statement_timeout_ms,
@@ -297,11 +303,14 @@ impl Settings {
                     .into(),
             ));
         }
-        if self.http_header_timeout_ms == 0 || self.http_max_connections == 0 {
+        if self.http_header_timeout_ms == 0
+            || self.http_send_timeout_ms == 0
+            || self.http_max_connections == 0
+        {
             return Err(SettingsError::Invalid(
-                "http_header_timeout_ms and http_max_connections must be above 0: without a \
-                 deadline for headers, clients that send half a request keep their connections \
-                 for ever"
+                "http_header_timeout_ms, http_send_timeout_ms and http_max_connections must be \
+                 above 0: without deadlines, clients that send half a request or never read \
+                 their answer keep their connections (and the answer) for ever"
                     .into(),
             ));
         }

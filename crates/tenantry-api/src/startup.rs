@@ -238,6 +238,7 @@ impl Application {
             serve: tenantry_axum::ServeOptions {
                 header_read_timeout: Duration::from_millis(settings.http_header_timeout_ms),
                 max_connections: settings.http_max_connections,
+                send_timeout: Duration::from_millis(settings.http_send_timeout_ms),
             },
             stopping,
         })

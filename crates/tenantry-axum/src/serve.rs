@@ -1,11 +1,19 @@
-//! Serving a router on a TCP listener with the bounds a server facing the internet needs: a deadline for each request's headers (slow or silent clients are closed, not kept), a cap on open connections (the process never runs out of file descriptors), the peer's address as `ConnectInfo`, and graceful shutdown.
+//! Serving a router on a TCP listener with the bounds a server facing the internet needs: a deadline for each request's headers (slow or silent clients are closed, not kept), one for a response's bytes to keep moving (a client that does not read its answer does not keep it in memory), a cap on open connections (the process never runs out of file descriptors), the peer's address as `ConnectInfo`, and graceful shutdown.
 //!
 //! `axum::serve` sets none of the first two: a client that sends half a
 //! request header and then nothing keeps its connection (and a file
 //! descriptor) for as long as it likes, and twenty thousand of them stop the
 //! server from accepting anyone.
 
-use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{extract::ConnectInfo, Router};
 use hyper::body::Incoming;
@@ -14,7 +22,12 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    time::{Instant, Sleep},
+};
 use tower::ServiceExt;
 
 /// The most a request's line and headers may take, in bytes.
@@ -29,14 +42,140 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// Connections open at once; accepting waits while there are this many.
     pub max_connections: usize,
+    /// How long a response may wait for the client to take its bytes: when
+    /// the client has taken fewer than [`SEND_PROGRESS_BYTES`] of them in
+    /// this time since the socket last refused more, the connection is
+    /// closed. A response is built in memory before it is sent, so without
+    /// it a client that never reads kept a large page in the server's memory
+    /// for as long as it liked (found by a failure review: 300 such
+    /// connections held 1.3 GB).
+    pub send_timeout: Duration,
 }
+
+/// The bytes a client must take within [`ServeOptions::send_timeout`] for
+/// its response to go on (a client that reads a few bytes now and then is
+/// not reading).
+pub const SEND_PROGRESS_BYTES: usize = 64 * 1024;
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             header_read_timeout: Duration::from_secs(15),
             max_connections: 10_000,
+            send_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// A connection whose writes fail (`TimedOut`) when the peer takes fewer
+/// than [`SEND_PROGRESS_BYTES`] within `timeout` of the socket refusing
+/// more: hyper then closes it and frees the response it was sending.
+struct SendDeadline {
+    stream: TcpStream,
+    timeout: Duration,
+    /// Armed while the peer is behind: since the socket refused a write.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Bytes the peer took since the deadline was armed.
+    taken: usize,
+}
+
+impl SendDeadline {
+    fn new(stream: TcpStream, timeout: Duration) -> Self {
+        Self {
+            stream,
+            timeout,
+            deadline: None,
+            taken: 0,
+        }
+    }
+
+    /// What a write's poll answered, with the deadline kept: progress counts
+    /// towards disarming it, a refusal arms it (once) and fails the write
+    /// when it has passed.
+    fn watch(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                if self.deadline.is_some() {
+                    self.taken += n;
+                    if self.taken >= SEND_PROGRESS_BYTES {
+                        self.deadline = None;
+                    }
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                if self.deadline.is_none() {
+                    self.taken = 0;
+                    self.deadline = Some(Box::pin(tokio::time::sleep_until(
+                        Instant::now() + self.timeout,
+                    )));
+                }
+                let passed = self
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if passed {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client did not take the response's bytes within the send timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncRead for SendDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let flushed = Pin::new(&mut self.stream).poll_flush(cx);
+        // hyper flushes once everything it holds was written: the peer has
+        // caught up, and the next response starts with no deadline.
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            self.deadline = None;
+        }
+        flushed
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -122,7 +261,10 @@ pub async fn serve(
                 // server's memory, found by an HTTP review); more is
                 // answered 431, complete or not.
                 .max_header_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(
+                    TokioIo::new(SendDeadline::new(stream, options.send_timeout)),
+                    service,
+                )
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
@@ -194,6 +336,125 @@ mod tests {
         );
         assert!(answer.contains(r#""code":"internal_error""#), "{answer}");
         assert!(ask("/fine").await.ends_with("fine"));
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    /// An answer of `chunks` MiB that says when it was dropped: hyper drops
+    /// it when it has sent it all or given up on the connection.
+    struct Chunks {
+        left: usize,
+        dropped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl futures_util::Stream for Chunks {
+        type Item = Result<axum::body::Bytes, Infallible>;
+
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            self.left -= 1;
+            Poll::Ready(Some(Ok(axum::body::Bytes::from(vec![b'x'; 1 << 20]))))
+        }
+    }
+
+    impl Drop for Chunks {
+        fn drop(&mut self) {
+            self.dropped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Found by a failure review: a client that asked for a large answer and
+    /// never read it kept that answer in the server's memory for as long as
+    /// it held the connection (300 connections: 1.3 GB). Now one that takes
+    /// too little of it within the send timeout is closed and the answer
+    /// freed, while one that reads slowly but steadily gets all of it.
+    #[tokio::test]
+    async fn a_client_that_does_not_read_its_answer_is_closed_and_a_slow_steady_one_is_served() {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = dropped.clone();
+        let router = Router::new().route(
+            "/big",
+            axum::routing::get(
+                move |axum::extract::Query(q): axum::extract::Query<
+                    std::collections::HashMap<String, usize>,
+                >| {
+                    let dropped = if q.contains_key("watched") {
+                        flag.clone()
+                    } else {
+                        Arc::default()
+                    };
+                    async move {
+                        axum::body::Body::from_stream(Chunks {
+                            left: q.get("mib").copied().unwrap_or(1),
+                            dropped,
+                        })
+                    }
+                },
+            ),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = ServeOptions {
+            send_timeout: Duration::from_millis(500),
+            ..ServeOptions::default()
+        };
+        let server = tokio::spawn(serve(listener, router, options, async {
+            let _ = stopped.await;
+        }));
+        let request =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+
+        // Asks for 32 MiB and reads none of it.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut idle = socket.connect(addr).await.unwrap();
+        idle.write_all(request("/big?mib=32&watched=1").as_bytes())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the answer is still held for a client that reads none of it"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Its connection is closed: what it reads now ends before 32 MiB.
+        let mut got = Vec::new();
+        let _ = idle.read_to_end(&mut got).await;
+        assert!(got.len() < 32 << 20, "{} bytes", got.len());
+
+        // 2 MiB read 64 KiB at a time, 100 ms apart: slow, but more than
+        // 64 KiB per 500 ms.
+        let mut steady = tokio::net::TcpStream::connect(addr).await.unwrap();
+        steady
+            .write_all(request("/big?mib=2").as_bytes())
+            .await
+            .unwrap();
+        let mut total = 0;
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let mut chunk = 0;
+            while chunk < buf.len() {
+                match steady.read(&mut buf[chunk..]).await.unwrap() {
+                    0 => break,
+                    n => chunk += n,
+                }
+            }
+            total += chunk;
+            if chunk < buf.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            total > 2 << 20,
+            "{total} bytes: the steady reader was cut off"
+        );
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
     }
