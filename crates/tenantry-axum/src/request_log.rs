@@ -18,7 +18,7 @@ use axum::{
     http::{header, HeaderName, HeaderValue},
     response::Response,
 };
-use tenantry_db::{Database, KeyId, RequestLogEntry, ResourceId, TenantId, UserId};
+use tenantry_db::{Database, DbError, KeyId, RequestLogEntry, ResourceId, TenantId, UserId};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::Instrument;
 
@@ -305,26 +305,48 @@ async fn flush_loop(
     }
 }
 
-/// Writes a batch, retrying briefly while the database is unavailable.
+/// How long a batch is retried while the database cannot take it, before
+/// its rows are dropped. Rows that arrive meanwhile wait in the queue (its
+/// bound, `request_log_queue`, drops and counts what does not fit).
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Writes a batch, retrying while the database is unavailable (for up to
+/// [`RETRY_FOR`]: until 2026-12-04 five tries within about 10 s, so a
+/// database restart of a quarter of a minute lost the rows of the requests
+/// around it, found by a failure review), then drops it with an error that
+/// says how many rows were lost.
 async fn write(
     db: &Database,
     buf: &mut Vec<RequestLogEntry>,
     written: &AtomicU64,
     dropped: &AtomicU64,
 ) {
-    for attempt in 0..5u32 {
+    let started = tokio::time::Instant::now();
+    let mut attempt = 0u32;
+    let reason = loop {
         match db.log_requests(buf).await {
             Ok(n) => {
                 written.fetch_add(n, Ordering::Relaxed);
                 buf.clear();
                 return;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, rows = buf.len(), attempt, "request log write failed");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+            Err(
+                e @ (DbError::Unavailable(_) | DbError::Contention(_) | DbError::TenantBusy(_)),
+            ) if started.elapsed() < RETRY_FOR => {
+                tracing::warn!(error = %e, rows = buf.len(), attempt, "request log write failed; retrying");
+                let wait =
+                    Duration::from_millis(200 * u64::from(attempt + 1)).min(Duration::from_secs(2));
+                tokio::time::sleep(wait).await;
+                attempt += 1;
             }
+            Err(e) => break e,
         }
-    }
+    };
+    tracing::error!(
+        error = %reason,
+        rows = buf.len(),
+        "request log rows dropped: the database did not take them (counted in tenantry_request_log_dropped_total)"
+    );
     dropped.fetch_add(buf.len() as u64, Ordering::Relaxed);
     metrics::counter!("tenantry_request_log_dropped_total").increment(buf.len() as u64);
     buf.clear();
