@@ -318,7 +318,15 @@ impl IntoResponse for ApiError {
                 }),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        // A request with the same Idempotency-Key still running: its
+        // answer comes once that one ends (found by a failure review: the
+        // 409 said "retry it later" and gave no Retry-After).
+        let retry_later =
+            status == StatusCode::CONFLICT && self.field.as_deref() == Some("Idempotency-Key");
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || retry_later
+        {
             // Nothing was written, so the request may simply be sent again
             // (but for a write cancelled by shutting_down whose COMMIT was
             // already sent: docs/operations.md; an Idempotency-Key covers it).
@@ -352,6 +360,7 @@ impl From<DbError> for ApiError {
             DbError::NotFound(m) => Self::new(ProblemCode::NotFound, m),
             DbError::Conflict(c) => Self {
                 constraint: c.constraint().map(str::to_owned),
+                field: c.field().map(str::to_owned),
                 ..Self::new(ProblemCode::Conflict, c)
             },
             DbError::QuotaExceeded(m) => Self::new(ProblemCode::QuotaExceeded, m),

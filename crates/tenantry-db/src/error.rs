@@ -77,6 +77,7 @@ pub struct Conflict {
     message: String,
     constraint: Option<String>,
     table: Option<String>,
+    field: Option<String>,
 }
 
 impl Conflict {
@@ -86,6 +87,7 @@ impl Conflict {
             message: message.into(),
             constraint: None,
             table: None,
+            field: None,
         }
     }
 
@@ -104,6 +106,12 @@ impl Conflict {
     /// The table of that constraint, without its schema (`projects`).
     pub fn table(&self) -> Option<&str> {
         self.table.as_deref()
+    }
+
+    /// The request's field the conflict is about, when tenantry names one
+    /// (`Idempotency-Key`: a request with the same key is still running).
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
     }
 }
 
@@ -300,7 +308,10 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             // A server connection whose session is no longer the server's own
             // (assert_clean_session): it is closed, the caller retries.
             "TN503" => DbError::Unavailable(message),
-            "TN409" => DbError::conflict(message),
+            "TN409" => DbError::Conflict(Conflict {
+                field,
+                ..Conflict::new(message)
+            }),
             "TN429" => DbError::QuotaExceeded(message),
             "TN403" if db.hint() == Some("tenant_suspended") => DbError::TenantSuspended(message),
             "TN403" => DbError::Forbidden(message),
@@ -324,6 +335,7 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                         },
                         constraint: db.constraint().map(str::to_owned),
                         table: db.table().map(str::to_owned),
+                        field: None,
                     })
                 }
                 // A statement the connection had prepared is gone (DEALLOCATE

@@ -779,3 +779,74 @@ async fn a_keyed_write_blocked_by_a_table_lock_is_503_not_a_request_in_flight() 
         .expect(201);
     assert_eq!(resources_named(&app, "behind-a-lock").await, 1);
 }
+
+/// A keyed write still running (here waiting on a row another session
+/// holds) answers a second request with its key 409 naming
+/// `Idempotency-Key`, with a `Retry-After` (found by a failure review: the
+/// 409 said "retry it later" without either); the first one goes on and is
+/// replayed to the retry once it has ended.
+#[tokio::test]
+async fn a_request_whose_key_is_still_running_is_answered_409_naming_the_key_with_retry_after() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let resource = app.create_resource(&acme.key, "plan").await;
+    let holder = app.db.superuser_client().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM tenantry.resources WHERE id = $1::text::uuid FOR UPDATE",
+            &[&resource],
+        )
+        .await
+        .unwrap();
+    let path = format!("/v1/resources/{resource}");
+    let first = {
+        let (app, path, key) = (&app, path.clone(), acme.key.clone());
+        async move {
+            keyed(
+                app,
+                Method::PATCH,
+                &path,
+                &key,
+                "rename-1",
+                Some(&json!({ "name": "renamed" })),
+            )
+            .await
+        }
+    };
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let response = app
+            .client
+            .patch(app.url(&path))
+            .bearer_auth(&acme.key)
+            .header("Idempotency-Key", "rename-1")
+            .json(&json!({ "name": "renamed" }))
+            .send()
+            .await
+            .unwrap();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let resp = app.send_raw_response(response).await;
+        holder.batch_execute("COMMIT").await.unwrap();
+        (resp, retry_after)
+    };
+    let (first, (second, retry_after)) = tokio::join!(first, second);
+    let problem = second.problem(409, "conflict");
+    assert_eq!(problem["field"], "Idempotency-Key", "{problem}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    first.resp.expect(200);
+    let again = keyed(
+        &app,
+        Method::PATCH,
+        &path,
+        &acme.key,
+        "rename-1",
+        Some(&json!({ "name": "renamed" })),
+    )
+    .await;
+    assert!(again.replayed);
+    again.resp.expect(200);
+}
