@@ -181,7 +181,8 @@ impl AsyncWrite for SendDeadline {
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops
 /// accepting, lets every connection finish the request it is serving (idle
-/// ones close at once) and returns when the last one has. Requests see the
+/// ones close at once) and returns when the last one has. Dropping the
+/// future (a caller's timeout) closes every connection still open. Requests see the
 /// peer's address as `ConnectInfo<SocketAddr>`; a handler that panics is
 /// answered 500 problem+json.
 pub async fn serve(
@@ -202,7 +203,14 @@ pub async fn serve(
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut logged_full = false;
+    // The connections' tasks: dropped with this future, so that a caller
+    // that gives up waiting for them (a hard stop after its grace period)
+    // ends them too, and with them the router and what it holds (found by a
+    // failure review: connections of clients that did not read outlived the
+    // server's stop, and the request log waited for them).
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
@@ -233,7 +241,7 @@ pub async fn serve(
         let router = router.clone();
         let mut stop = stop_rx.clone();
         let open = open_rx.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = TowerToHyperService::new(tower::service_fn(
                 move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
@@ -288,6 +296,7 @@ pub async fn serve(
     drop(stop_tx);
     drop(open_rx);
     open_tx.closed().await;
+    connections.shutdown().await;
     Ok(())
 }
 
@@ -457,5 +466,49 @@ mod tests {
         );
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
+    }
+
+    /// A caller that stops waiting for the connections (a hard stop after
+    /// its grace period, by aborting the task that serves) ends them: a
+    /// client that does not read its answer no longer outlives the server
+    /// (found by a failure review: shutdown ran 13 s past its grace, and the
+    /// request log, whose last handles those connections held, reported it
+    /// could not be flushed).
+    #[tokio::test]
+    async fn aborting_the_server_closes_the_connections_it_was_still_serving() {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = dropped.clone();
+        let router = Router::new().route(
+            "/big",
+            axum::routing::get(move || {
+                let dropped = flag.clone();
+                async move { axum::body::Body::from_stream(Chunks { left: 32, dropped }) }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ServeOptions {
+            send_timeout: Duration::from_secs(3600),
+            ..ServeOptions::default()
+        };
+        let server = tokio::spawn(serve(listener, router, options, std::future::pending()));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut idle = socket.connect(addr).await.unwrap();
+        idle.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+        server.abort();
+        let _ = server.await;
+        let started = std::time::Instant::now();
+        while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the connection outlived the server"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
