@@ -1748,14 +1748,6 @@ BEGIN
                         ELSE format('Create tables with your migration role, not the server''s: ALTER TABLE %s OWNER TO <your migration role>;', tbl) END;
     END IF;
     IF rel.relowner <> 'tenantry_owner'::regrole THEN
-        IF NOT pg_catalog.pg_has_role(current_user, rel.relowner, 'USAGE') THEN
-            RAISE EXCEPTION 'cannot adopt %: only its owner, %, or a superuser can adopt it', tbl, rel.relowner::regrole
-                USING ERRCODE = 'TN403';
-        END IF;
-        IF NOT pg_catalog.pg_has_role(current_user, 'tenantry_owner', 'USAGE') THEN
-            RAISE EXCEPTION 'cannot adopt %: % cannot hand tables to tenantry_owner', tbl, current_user USING ERRCODE = 'TN403',
-                HINT = 'Adopt tables as a superuser, or GRANT tenantry_owner TO your migration role.';
-        END IF;
         -- PostgreSQL lets a role that is not a superuser give a table to a
         -- new owner only when that owner may create in the table's schema
         -- (PostgreSQL 15 no longer lets every role create in public).
@@ -1821,6 +1813,20 @@ BEGIN
         fixes := fixes || format('ALTER TABLE %s ALTER COLUMN tenant_id DROP EXPRESSION;', tbl);
     END IF;
 
+    -- The table's own problems first: an owner that acts for tenants is
+    -- fixed by changing the owner (or the migration role), not by adopting
+    -- as that owner or by granting it tenantry_owner, which the refusals
+    -- below would say (found by a review of this aggregation).
+    IF cardinality(problems) = 0 AND rel.relowner <> 'tenantry_owner'::regrole THEN
+        IF NOT pg_catalog.pg_has_role(current_user, rel.relowner, 'USAGE') THEN
+            RAISE EXCEPTION 'cannot adopt %: only its owner, %, or a superuser can adopt it', tbl, rel.relowner::regrole
+                USING ERRCODE = 'TN403';
+        END IF;
+        IF NOT pg_catalog.pg_has_role(current_user, 'tenantry_owner', 'USAGE') THEN
+            RAISE EXCEPTION 'cannot adopt %: % cannot hand tables to tenantry_owner', tbl, current_user USING ERRCODE = 'TN403',
+                HINT = 'Adopt tables as a superuser, or GRANT tenantry_owner TO your migration role.';
+        END IF;
+    END IF;
     IF cardinality(problems) = 1 THEN
         RAISE EXCEPTION 'cannot adopt %: %', tbl, problems[1] USING ERRCODE = 'TN422', HINT = fixes[1];
     ELSIF cardinality(problems) > 1 THEN

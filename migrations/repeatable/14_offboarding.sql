@@ -460,16 +460,16 @@ BEGIN
     END IF;
     IF t.status <> 'deleted' THEN
         RAISE EXCEPTION 'tenant % is %: only a deleted tenant can be purged (delete it, then purge it after the grace period of %)',
-            tid, t.status, grace USING ERRCODE = 'TN409', HINT = 'status';
+            tid, t.status, grace USING ERRCODE = 'TN409';
     END IF;
     -- updated_at of a deleted tenant is when it was deleted: nothing changes it after.
     IF t.updated_at + grace > now() THEN
         RAISE EXCEPTION 'tenant % was deleted at %: it can be purged from % on (grace period %)',
-            tid, t.updated_at, t.updated_at + grace, grace USING ERRCODE = 'TN409', HINT = 'grace';
+            tid, t.updated_at, t.updated_at + grace, grace USING ERRCODE = 'TN409';
     END IF;
     IF EXISTS (SELECT 1 FROM tenantry.tenant_hierarchy h WHERE h.parent_id = tid AND h.depth > 0) THEN
         RAISE EXCEPTION 'tenant % still has child tenants (deleted ones too): purge them first', tid
-            USING ERRCODE = 'TN409', HINT = 'children';
+            USING ERRCODE = 'TN409';
     END IF;
     IF EXISTS (SELECT 1 FROM tenantry.tier_moves m WHERE m.tenant_id = tid) THEN
         RAISE EXCEPTION 'tenant % has a tier move under way: abort it first', tid USING ERRCODE = 'TN409';

@@ -201,6 +201,18 @@ fn document_idempotency_key(operation: &mut Operation) {
     ] {
         declare_problem(operation, status, description);
     }
+    if let Some(RefOr::T(response)) = operation.responses.responses.get_mut("409") {
+        response.headers.insert(
+            "Retry-After".to_owned(),
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                .description(Some(
+                    "With field `Idempotency-Key` (the first request with the key still \
+                     running): seconds to wait before sending the request again",
+                ))
+                .build(),
+        );
+    }
     for (status, response) in operation.responses.responses.iter_mut() {
         if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
             response.headers.insert(

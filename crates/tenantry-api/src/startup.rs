@@ -291,8 +291,11 @@ impl Application {
             .await
             .is_err()
         {
+            // The database did not take the last batches in time (it is
+            // down or frozen): what is still queued ends with the process,
+            // and is not in tenantry_request_log_dropped_total.
             tracing::error!(
-                "request log could not be flushed within {} s",
+                "request log could not be flushed within {} s: the rows still queued are lost with this process",
                 LOG_FLUSH_WAIT.as_secs()
             );
         }

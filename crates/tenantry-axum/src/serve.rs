@@ -48,7 +48,10 @@ pub struct ServeOptions {
     /// closed. A response is built in memory before it is sent, so without
     /// it a client that never reads kept a large page in the server's memory
     /// for as long as it liked (found by a failure review: 300 such
-    /// connections held 1.3 GB).
+    /// connections held 1.3 GB). Stricter than nginx's `send_timeout`: a
+    /// floor on the rate too (64 KiB per 30 s by default, about 17 kbit/s),
+    /// below which a client reading steadily is cut off as well.
+    /// `Duration::ZERO`: no deadline.
     pub send_timeout: Duration,
 }
 
@@ -107,6 +110,7 @@ impl SendDeadline {
                 }
                 Poll::Ready(Ok(n))
             }
+            Poll::Pending if self.timeout.is_zero() => Poll::Pending,
             Poll::Pending => {
                 if self.deadline.is_none() {
                     self.taken = 0;

@@ -98,7 +98,12 @@ impl Conflict {
 
     /// The unique or exclusion constraint (or unique index) the row would
     /// have broken, as the database names it (`projects_tenant_id_name_key`);
-    /// `None` for a conflict of another kind.
+    /// `None` for a conflict of another kind. On a schema-isolated tenant the
+    /// name is that of its own copy of the table, which PostgreSQL names by
+    /// its default rules (`<table>_<columns>_key`, `<table>_pkey`) whatever
+    /// the original's name, and on a partitioned table that of the partition's
+    /// index: leave keys you match on to those default names, or match on
+    /// [`Conflict::table`] as well.
     pub fn constraint(&self) -> Option<&str> {
         self.constraint.as_deref()
     }

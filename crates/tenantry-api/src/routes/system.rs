@@ -42,6 +42,22 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         ) => {
             tracing::warn!("serving on a newer schema until this server is upgraded: {e}");
         }
+        // The check could not run (a statement timeout behind a lock, the
+        // database gone): said in the words every other route uses, the
+        // database's own in the log (found by a failure review: the probe
+        // answered "database error: 57014: canceling statement ...").
+        Err(
+            e @ (tenantry_db::migrate::MigrateError::Database(_)
+            | tenantry_db::migrate::MigrateError::Unavailable(_)),
+        ) => {
+            tracing::warn!(error = %e, "readiness: the schema check did not run");
+            return Err(ApiError::new(
+                ProblemCode::ServiceUnavailable,
+                "the database did not answer the schema check; retry later",
+            ));
+        }
+        // A schema behind this build, or one that diverged: the operator's
+        // to act on, said as it is.
         Err(e) => {
             return Err(ApiError::new(
                 ProblemCode::ServiceUnavailable,
