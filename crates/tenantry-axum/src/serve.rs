@@ -515,4 +515,66 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// On a connection kept alive, a response whose client paused (the
+    /// deadline armed) and then read it all leaves no deadline behind: the
+    /// next response on it, paused as long again, is served whole (found by
+    /// a review: a deadline carried over would cut it at once).
+    #[tokio::test]
+    async fn a_paused_then_caught_up_client_keeps_its_connection_for_the_next_answer() {
+        let router = Router::new().route(
+            "/big",
+            axum::routing::get(|| async {
+                axum::body::Body::from_stream(Chunks {
+                    left: 2,
+                    dropped: Arc::default(),
+                })
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = ServeOptions {
+            send_timeout: Duration::from_millis(600),
+            ..ServeOptions::default()
+        };
+        let server = tokio::spawn(serve(listener, router, options, async {
+            let _ = stopped.await;
+        }));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(addr).await.unwrap();
+        for round in 0..3 {
+            client
+                .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            // Paused for less than the deadline, then read at full speed.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                assert_eq!(
+                    client.read(&mut byte).await.unwrap(),
+                    1,
+                    "round {round}: closed"
+                );
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            // Chunked: read until the last chunk's terminator.
+            let mut body = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !body.ends_with(b"\r\n0\r\n\r\n") {
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(n > 0, "round {round}: cut off after {} bytes", body.len());
+                body.extend_from_slice(&buf[..n]);
+            }
+            assert!(body.len() > 2 << 20, "round {round}: {} bytes", body.len());
+        }
+        stop.send(()).unwrap();
+        drop(client);
+        server.await.unwrap().unwrap();
+    }
 }
