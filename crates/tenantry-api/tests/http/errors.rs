@@ -5,29 +5,25 @@ use serde_json::json;
 
 use crate::helpers::{assert_problem_shape, TestApp};
 
+/// `POST /v1/resources` with `body` as it is, said to be JSON.
+async fn post_json_text(app: &TestApp, key: &str, body: &'static str) -> crate::helpers::Resp {
+    app.send_raw(
+        app.client
+            .post(app.url("/v1/resources"))
+            .bearer_auth(key)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn malformed_json_is_400_invalid_json() {
     let app = TestApp::spawn().await;
     let t = app.tenant("t").await;
-    let r = app
-        .send_raw(
-            app.client
-                .post(app.url("/v1/resources"))
-                .bearer_auth(&t.key)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body("{\"name\": "),
-        )
-        .await;
+    let r = post_json_text(&app, &t.key, "{\"name\": ").await;
     r.problem(400, "invalid_json");
-    let r = app
-        .send_raw(
-            app.client
-                .post(app.url("/v1/resources"))
-                .bearer_auth(&t.key)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body("[1,2,3]"),
-        )
-        .await;
+    let r = post_json_text(&app, &t.key, "[1,2,3]").await;
     r.problem(400, "invalid_json");
     let r = app
         .post("/v1/resources", &t.key, &json!({ "name": 5 }))
@@ -83,15 +79,7 @@ async fn a_body_or_query_value_that_does_not_parse_names_its_field() {
         assert_eq!(p["field"], field, "{query}: {p}");
     }
     // Not JSON at all: no field to name.
-    let r = app
-        .send_raw(
-            app.client
-                .post(app.url("/v1/resources"))
-                .bearer_auth(&t.key)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body("{\"name\": "),
-        )
-        .await;
+    let r = post_json_text(&app, &t.key, "{\"name\": ").await;
     let p = r.problem(400, "invalid_json");
     assert!(p.get("field").is_none(), "{p}");
     assert!(app.resource_names(&t.key, "").await.is_empty());

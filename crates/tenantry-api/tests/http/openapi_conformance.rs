@@ -384,8 +384,8 @@ async fn every_status_and_content_type_an_operation_answers_is_documented_for_it
     }
 }
 
-#[tokio::test]
-async fn documented_page_size_bounds_are_the_ones_the_server_enforces() {
+/// A server with a tenant holding one resource, and its OpenAPI document.
+async fn app_with_spec() -> (TestApp, crate::helpers::TenantKey, String, Value) {
     let app = TestApp::spawn().await;
     let t = app.tenant("t").await;
     let resource = app.create_resource(&t.key, "r").await;
@@ -394,6 +394,12 @@ async fn documented_page_size_bounds_are_the_ones_the_server_enforces() {
         .await
         .expect(200)
         .clone();
+    (app, t, resource, spec)
+}
+
+#[tokio::test]
+async fn documented_page_size_bounds_are_the_ones_the_server_enforces() {
+    let (app, t, resource, spec) = app_with_spec().await;
     let lists: Vec<Operation> = operations(&spec)
         .into_iter()
         .filter(|op| op.has_query("limit"))
@@ -661,14 +667,7 @@ async fn tenant_routes_declare_the_tenant_header_and_admin_routes_do_not() {
 /// takes them.
 #[tokio::test]
 async fn each_route_takes_exactly_the_credentials_its_security_names() {
-    let app = TestApp::spawn().await;
-    let t = app.tenant("t").await;
-    let resource = app.create_resource(&t.key, "r").await;
-    let spec = app
-        .send(Method::GET, "/openapi.json", None, None)
-        .await
-        .expect(200)
-        .clone();
+    let (app, t, resource, spec) = app_with_spec().await;
     let schemes = spec["components"]["securitySchemes"].as_object().unwrap();
     let names: BTreeSet<&str> = schemes.keys().map(String::as_str).collect();
     assert_eq!(
