@@ -1006,6 +1006,26 @@ mod tests {
         }
         assert!(!required("NewTenantBody").contains(&"parent_id"));
         assert!(!required("Problem").contains(&"field"));
+        // Swagger UI's "Try it out" and generated docs start from an example
+        // of the main bodies, each one the route accepts.
+        fn accepted<T: serde::de::DeserializeOwned>(
+            schemas: &serde_json::Map<String, serde_json::Value>,
+            name: &str,
+        ) {
+            let example = schemas[name]["example"].clone();
+            assert!(example.is_object(), "{name} has no example");
+            serde_json::from_value::<T>(example.clone())
+                .unwrap_or_else(|e| panic!("{name}'s example {example} is refused: {e}"));
+        }
+        accepted::<routes::tenants::NewTenantBody>(schemas, "NewTenantBody");
+        accepted::<routes::tenants::TenantPatch>(schemas, "TenantPatch");
+        accepted::<routes::resources::NewResourceBody>(schemas, "NewResourceBody");
+        accepted::<routes::resources::ResourcePatch>(schemas, "ResourcePatch");
+        accepted::<routes::resources::NewShareBody>(schemas, "NewShareBody");
+        accepted::<routes::keys::NewKeyBody>(schemas, "NewKeyBody");
+        accepted::<routes::access::NewRoleBody>(schemas, "NewRoleBody");
+        accepted::<routes::access::NewMemberBody>(schemas, "NewMemberBody");
+        accepted::<routes::people::NewInvitationBody>(schemas, "NewInvitationBody");
         // Values clients type as enumerations.
         for (schema, field) in [
             ("Invitation", "status"),

@@ -16,6 +16,7 @@ use crate::{
 /// A new member.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "bob@acme.test"}))]
 pub struct NewMemberBody {
     /// The person's global id (from your identity provider): the member is then
     /// `pending` (the person neither sees nor acts in the tenant) until they
@@ -43,6 +44,7 @@ pub struct NewMemberBody {
 /// A new role.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "viewer"}))]
 pub struct NewRoleBody {
     /// Name, unique within the tenant after Unicode NFC and trimming, 1–100
     /// characters, not only white space; no control or invisible characters, no

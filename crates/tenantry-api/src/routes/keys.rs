@@ -21,6 +21,7 @@ use crate::{
 /// A new key.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"description": "acme backend"}))]
 pub struct NewKeyBody {
     /// Free text shown in listings (≤ 500 characters).
     #[schema(max_length = 500)]

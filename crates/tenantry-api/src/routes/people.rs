@@ -84,6 +84,7 @@ pub async fn accept_invitation(
 /// A new invitation: an email, a user id, or both.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "bob@acme.test"}))]
 pub struct NewInvitationBody {
     /// Only a person whose token carries this verified email can accept it.
     #[schema(max_length = 320, pattern = r"^[^@\s]+@[^@\s]+$")]

@@ -20,6 +20,7 @@ use crate::{
 /// A new resource.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "plan", "data": {"q": 3}}))]
 pub struct NewResourceBody {
     /// Name, 1–1000 characters.
     #[schema(min_length = 1, max_length = 1000)]
@@ -34,6 +35,7 @@ pub struct NewResourceBody {
 /// `null` (400 `invalid_json`): `{}` as `data` empties the payload.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "plan-v2"}))]
 pub struct ResourcePatch {
     /// New name, 1–1000 characters.
     #[serde(default, deserialize_with = "super::double_option")]
@@ -48,6 +50,7 @@ pub struct ResourcePatch {
 /// A share to make.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"tenant_id": "0b4f7bb2-6c1e-4f57-9d2a-6f3c5e1a2b7d"}))]
 pub struct NewShareBody {
     /// The tenant to share with (read only).
     #[schema(value_type = String, format = Uuid)]

@@ -28,6 +28,7 @@ use crate::{
 /// A new tenant.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "acme"}))]
 pub struct NewTenantBody {
     /// Display name, 1–200 characters, not only spaces; no control or invisible
     /// characters, no Latin letter directly next to a Cyrillic or Greek one.
@@ -62,6 +63,7 @@ fn settings(raw: Option<&serde_json::Value>) -> Result<Option<TenantSettings>, A
 /// takes `null`; the others refuse it (400 `invalid_json`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "acme-eu", "settings": {"max_resources": 10000}}))]
 pub struct TenantPatch {
     /// New name, 1–200 characters, not only spaces; no control or invisible
     /// characters, no Latin letter directly next to a Cyrillic or Greek one.
