@@ -58,6 +58,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod jwt;
+pub mod page;
 pub mod people;
 pub mod request_log;
 pub mod serve;

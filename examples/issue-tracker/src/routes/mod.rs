@@ -2,7 +2,6 @@
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tenantry_axum::{
     idempotency::{Reply, Written},
     ApiError, ProblemCode, TenantCaller,
@@ -19,86 +18,17 @@ pub mod projects;
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
 
-/// `?limit=&cursor=` of a list: at most `limit` rows (1 to 200, default 50)
-/// after the one the cursor names (a page's `next_cursor`); none: the first.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    /// Rows per page, 1 to 200.
-    pub limit: Option<i64>,
-    /// The `next_cursor` of the page before.
-    pub cursor: Option<String>,
-}
+/// `?limit=&cursor=` of a list (1 to 200 rows, default 50) and its page,
+/// oldest first: tenantry-axum's, the cursor carrying the last row's
+/// creation time and id, so rows made or removed meanwhile never shift a page.
+pub use tenantry_axum::page::{Page, PageQuery};
 
-/// A page of a list, oldest first: `next_cursor` is `null` on the last.
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
-    /// The rows.
-    pub items: Vec<T>,
-    /// Pass as `cursor` for the next page.
-    pub next_cursor: Option<String>,
-}
-
-/// Where a list's page starts and how long it is: the cursor is the
-/// creation time (microseconds since the epoch) and id of the page's last
-/// row, so rows made or removed meanwhile never shift a page.
-struct Window {
-    after_at: Option<DateTime<Utc>>,
-    after_id: Option<Uuid>,
-    limit: i64,
-}
-
-impl PageQuery {
-    fn window(&self) -> Result<Window, ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid(
-                "limit",
-                format!("limit must be 1 to {MAX_LIMIT}"),
-            ));
-        }
-        let (after_at, after_id) = match self.cursor.as_deref().filter(|c| !c.is_empty()) {
-            None => (None, None),
-            Some(cursor) => {
-                let parsed = cursor.split_once('_').and_then(|(micros, id)| {
-                    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-                    Some((at, Uuid::parse_str(id).ok()?))
-                });
-                let (at, id) = parsed.ok_or_else(|| {
-                    ApiError::new(
-                        ProblemCode::InvalidCursor,
-                        "the cursor is not one of this list's: pass the next_cursor of an earlier page",
-                    )
-                    .with_field("cursor")
-                })?;
-                (Some(at), Some(id))
-            }
-        };
-        Ok(Window {
-            after_at,
-            after_id,
-            limit,
-        })
-    }
-}
+/// Where a list's rows sit in its order: `(created_at, id)`.
+type Position = (DateTime<Utc>, Uuid);
 
 /// A row that a list pages over: where it sits in the list.
 trait Listed {
-    fn position(&self) -> (DateTime<Utc>, Uuid);
-}
-
-/// The page of `rows` read with one more than the window's limit.
-fn page<T: Listed>(mut rows: Vec<T>, window: &Window) -> Page<T> {
-    let more = rows.len() as i64 > window.limit;
-    rows.truncate(window.limit as usize);
-    let next_cursor = more
-        .then(|| rows.last().map(Listed::position))
-        .flatten()
-        .map(|(at, id)| format!("{}_{id}", at.timestamp_micros()));
-    Page {
-        items: rows,
-        next_cursor,
-    }
+    fn position(&self) -> Position;
 }
 
 /// The condition and order of a page, for a list whose own parameters come
@@ -137,20 +67,18 @@ async fn read_children<T: FromRow + Listed>(
     id: &(dyn tokio_postgres::types::ToSql + Sync),
     query: &PageQuery,
 ) -> Result<Page<T>, ApiError> {
-    let window = query.window()?;
+    let window = query.window::<Position>(DEFAULT_LIMIT, MAX_LIMIT)?;
+    let (after_at, after_id) = window.after().copied().unzip();
     let mut scope = caller.scope().await?;
     let found: Option<(Uuid,)> = scope.query_opt(parent, &[id]).await?;
     if found.is_none() {
         return Err(ApiError::not_found(what));
     }
     let rows = scope
-        .query(
-            list,
-            &[id, &window.after_at, &window.after_id, &(window.limit + 1)],
-        )
+        .query(list, &[id, &after_at, &after_id, &window.fetch()])
         .await?;
     scope.commit().await?;
-    Ok(page(rows, &window))
+    Ok(window.page(rows, T::position))
 }
 
 /// A page of the rows `list` (its parameters [`page_sql`]'s alone) returns.
@@ -159,16 +87,14 @@ async fn read_page<T: FromRow + Listed>(
     list: &str,
     query: &PageQuery,
 ) -> Result<Page<T>, ApiError> {
-    let window = query.window()?;
+    let window = query.window::<Position>(DEFAULT_LIMIT, MAX_LIMIT)?;
+    let (after_at, after_id) = window.after().copied().unzip();
     let mut scope = caller.scope().await?;
     let rows = scope
-        .query(
-            list,
-            &[&window.after_at, &window.after_id, &(window.limit + 1)],
-        )
+        .query(list, &[&after_at, &after_id, &window.fetch()])
         .await?;
     scope.commit().await?;
-    Ok(page(rows, &window))
+    Ok(window.page(rows, T::position))
 }
 
 /// A write that returns at most one row, committed (and run again when a
