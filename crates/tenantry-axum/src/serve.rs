@@ -203,15 +203,14 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     // Dropped at shutdown: every connection's receiver then sees it.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
-    // Each connection holds a clone; closed() resolves when all are gone.
-    let (open_tx, open_rx) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut logged_full = false;
-    // The connections' tasks: dropped with this future, so that a caller
-    // that gives up waiting for them (a hard stop after its grace period)
-    // ends them too, and with them the router and what it holds (found by a
-    // failure review: connections of clients that did not read outlived the
-    // server's stop, and the request log waited for them).
+    // The connections' tasks: awaited at shutdown, and dropped with this
+    // future, so that a caller that gives up waiting for them (a hard stop
+    // after its grace period) ends them too, and with them the router and
+    // what it holds (found by a failure review: connections of clients that
+    // did not read outlived the server's stop, and the request log waited
+    // for them).
     let mut connections = tokio::task::JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -244,7 +243,6 @@ pub async fn serve(
         }
         let router = router.clone();
         let mut stop = stop_rx.clone();
-        let open = open_rx.clone();
         connections.spawn(async move {
             let service = TowerToHyperService::new(tower::service_fn(
                 move |mut request: hyper::Request<Incoming>| {
@@ -292,15 +290,12 @@ pub async fn serve(
                     }
                 }
             }
-            drop(open);
             drop(slot);
         });
     }
     drop(listener);
     drop(stop_tx);
-    drop(open_rx);
-    open_tx.closed().await;
-    connections.shutdown().await;
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
 
@@ -308,6 +303,42 @@ pub async fn serve(
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `router` served on a port of its own with `options`, until the
+    /// sender is used (or the task aborted).
+    async fn spawn_serve(
+        router: Router,
+        options: ServeOptions,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<io::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, options, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop, server)
+    }
+
+    /// A connection to `addr` whose receive buffer is 4 KiB, so that the
+    /// server's socket refuses bytes as soon as the client stops reading.
+    async fn small_window(addr: std::net::SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
+    /// Waits until `flag` is set, failing with `what` after `within`.
+    async fn set_within(flag: &std::sync::atomic::AtomicBool, within: Duration, what: &str) {
+        let started = std::time::Instant::now();
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(started.elapsed() < within, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     /// Found by a team's audit: a handler that panicked dropped the
     /// connection with no answer at all.
@@ -322,12 +353,7 @@ mod tests {
         let router = Router::new()
             .route("/boom", axum::routing::get(boom))
             .route("/fine", axum::routing::get(fine));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, router, ServeOptions::default(), async {
-            let _ = stopped.await;
-        }));
+        let (addr, stop, server) = spawn_serve(router, ServeOptions::default()).await;
         let ask = |path: &'static str| async move {
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream
@@ -408,34 +434,25 @@ mod tests {
                 },
             ),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let options = ServeOptions {
             send_timeout: Duration::from_millis(500),
             ..ServeOptions::default()
         };
-        let server = tokio::spawn(serve(listener, router, options, async {
-            let _ = stopped.await;
-        }));
+        let (addr, stop, server) = spawn_serve(router, options).await;
         let request =
             |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 
         // Asks for 32 MiB and reads none of it.
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut idle = socket.connect(addr).await.unwrap();
+        let mut idle = small_window(addr).await;
         idle.write_all(request("/big?mib=32&watched=1").as_bytes())
             .await
             .unwrap();
-        let started = std::time::Instant::now();
-        while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the answer is still held for a client that reads none of it"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        set_within(
+            &dropped,
+            Duration::from_secs(10),
+            "the answer is still held for a client that reads none of it",
+        )
+        .await;
         // Its connection is closed: what it reads now ends before 32 MiB.
         let mut got = Vec::new();
         let _ = idle.read_to_end(&mut got).await;
@@ -489,16 +506,12 @@ mod tests {
                 async move { axum::body::Body::from_stream(Chunks { left: 32, dropped }) }
             }),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let options = ServeOptions {
             send_timeout: Duration::from_secs(3600),
             ..ServeOptions::default()
         };
-        let server = tokio::spawn(serve(listener, router, options, std::future::pending()));
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut idle = socket.connect(addr).await.unwrap();
+        let (addr, _stop, server) = spawn_serve(router, options).await;
+        let mut idle = small_window(addr).await;
         idle.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
@@ -506,14 +519,12 @@ mod tests {
         assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
         server.abort();
         let _ = server.await;
-        let started = std::time::Instant::now();
-        while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "the connection outlived the server"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        set_within(
+            &dropped,
+            Duration::from_secs(5),
+            "the connection outlived the server",
+        )
+        .await;
     }
 
     /// On a connection kept alive, a response whose client paused (the
@@ -531,19 +542,12 @@ mod tests {
                 })
             }),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let options = ServeOptions {
             send_timeout: Duration::from_millis(600),
             ..ServeOptions::default()
         };
-        let server = tokio::spawn(serve(listener, router, options, async {
-            let _ = stopped.await;
-        }));
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut client = socket.connect(addr).await.unwrap();
+        let (addr, stop, server) = spawn_serve(router, options).await;
+        let mut client = small_window(addr).await;
         for round in 0..3 {
             client
                 .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
