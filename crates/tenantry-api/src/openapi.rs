@@ -204,26 +204,22 @@ fn document_idempotency_key(operation: &mut Operation) {
     if let Some(RefOr::T(response)) = operation.responses.responses.get_mut("409") {
         response.headers.insert(
             "Retry-After".to_owned(),
-            HeaderBuilder::new()
-                .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                .description(Some(
-                    "With field `Idempotency-Key` (the first request with the key still \
-                     running): seconds to wait before sending the request again",
-                ))
-                .build(),
+            header(
+                Type::Integer,
+                "With field `Idempotency-Key` (the first request with the key still \
+                 running): seconds to wait before sending the request again",
+            ),
         );
     }
     for (status, response) in operation.responses.responses.iter_mut() {
         if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
             response.headers.insert(
                 "Idempotent-Replayed".to_owned(),
-                HeaderBuilder::new()
-                    .schema(ObjectBuilder::new().schema_type(Type::String))
-                    .description(Some(
-                        "`true` when this is the stored response of an earlier request \
-                         with the same Idempotency-Key",
-                    ))
-                    .build(),
+                header(
+                    Type::String,
+                    "`true` when this is the stored response of an earlier request \
+                     with the same Idempotency-Key",
+                ),
             );
         }
     }
@@ -605,12 +601,7 @@ impl Modify for RetryAfter {
                     response
                         .headers
                         .entry("Retry-After".to_owned())
-                        .or_insert_with(|| {
-                            HeaderBuilder::new()
-                                .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                                .description(Some(description))
-                                .build()
-                        });
+                        .or_insert_with(|| header(Type::Integer, description));
                 }
             }
         }
@@ -668,6 +659,14 @@ impl Modify for AnswersStateEveryField {
             }
         }
     }
+}
+
+/// A response header of one JSON type, described.
+fn header(kind: Type, description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(kind))
+        .description(Some(description))
+        .build()
 }
 
 /// Every `$ref` inside `value`.
@@ -750,14 +749,12 @@ impl Modify for RequestIds {
                         .headers
                         .entry("X-Request-Id".to_owned())
                         .or_insert_with(|| {
-                            HeaderBuilder::new()
-                                .schema(ObjectBuilder::new().schema_type(Type::String))
-                                .description(Some(
-                                    "The request's id: the one the request sent as X-Request-Id \
-                                     (1 to 128 characters of A-Z a-z 0-9 . _ : -), else a UUID \
-                                     the server made; quote it to the operator",
-                                ))
-                                .build()
+                            header(
+                                Type::String,
+                                "The request's id: the one the request sent as X-Request-Id \
+                                 (1 to 128 characters of A-Z a-z 0-9 . _ : -), else a UUID \
+                                 the server made; quote it to the operator",
+                            )
                         });
                 }
             }
@@ -907,7 +904,6 @@ mod tests {
         }
     }
 
-    /// Every `$ref` anywhere under `value`.
     #[test]
     fn the_document_holds_what_client_generators_need_resolvable_refs_unique_ids_and_retry_after() {
         let (_, openapi) = api_router().split_for_parts();
