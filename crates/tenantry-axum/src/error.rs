@@ -193,7 +193,8 @@ impl ApiError {
     }
 
     /// The same error telling a client to retry after `secs` seconds (at
-    /// least 1) in its `Retry-After` (sent with 429 and 503 answers).
+    /// least 1) in its `Retry-After` (every 429 and 503 has one, 1 s unless
+    /// said otherwise; another status only when said).
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs.max(1));
         self
@@ -318,14 +319,9 @@ impl IntoResponse for ApiError {
                 }),
             );
         }
-        // A request with the same Idempotency-Key still running: its
-        // answer comes once that one ends (found by a failure review: the
-        // 409 said "retry it later" and gave no Retry-After).
-        let retry_later =
-            status == StatusCode::CONFLICT && self.field.as_deref() == Some("Idempotency-Key");
         if status == StatusCode::SERVICE_UNAVAILABLE
             || status == StatusCode::TOO_MANY_REQUESTS
-            || retry_later
+            || self.retry_after_secs.is_some()
         {
             // Nothing was written, so the request may simply be sent again
             // (but for a write cancelled by shutting_down whose COMMIT was
@@ -361,6 +357,10 @@ impl From<DbError> for ApiError {
             DbError::Conflict(c) => Self {
                 constraint: c.constraint().map(str::to_owned),
                 field: c.field().map(str::to_owned),
+                // A request with the same Idempotency-Key still running: its
+                // answer comes once that one ends (found by a failure review:
+                // the 409 said "retry it later" and gave no Retry-After).
+                retry_after_secs: (c.field() == Some("Idempotency-Key")).then_some(1),
                 ..Self::new(ProblemCode::Conflict, c)
             },
             DbError::QuotaExceeded(m) => Self::new(ProblemCode::QuotaExceeded, m),
@@ -436,10 +436,9 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonDataError(_) => serde_field(&rejection),
             _ => None,
         };
-        let problem = Self::new(ProblemCode::InvalidJson, detail);
-        match field {
-            Some(field) => problem.with_field(field),
-            None => problem,
+        Self {
+            field,
+            ..Self::new(ProblemCode::InvalidJson, detail)
         }
     }
 }
@@ -534,10 +533,9 @@ impl From<PathRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        let problem = Self::new(ProblemCode::InvalidQuery, rejection.body_text());
-        match serde_field(&rejection) {
-            Some(field) => problem.with_field(field),
-            None => problem,
+        Self {
+            field: serde_field(&rejection),
+            ..Self::new(ProblemCode::InvalidQuery, rejection.body_text())
         }
     }
 }
