@@ -65,12 +65,6 @@ pub struct TlsSettings {
 #[error("{0}")]
 pub struct TlsError(String);
 
-impl From<String> for TlsError {
-    fn from(message: String) -> Self {
-        Self(message)
-    }
-}
-
 impl std::ops::Deref for TlsError {
     type Target = str;
 
