@@ -217,11 +217,13 @@ impl ApiError {
     }
 
     /// 401 with the one body every credential failure shares, for a
-    /// request that sent none.
+    /// request that sent none. It names no kind of credential: an app built
+    /// on this crate may take API keys only, or people's tokens only, and
+    /// tenantry's own server lists its three in its OpenAPI document.
     pub fn unauthorized() -> Self {
         Self::new(
             ProblemCode::Unauthorized,
-            "a valid API key, person's token or admin token is required (Authorization: Bearer <token>)",
+            "a valid credential is required: send it as Authorization: Bearer <credential>",
         )
     }
 
