@@ -237,6 +237,20 @@ fn is_field_name(hint: &str) -> bool {
     !hint.is_empty() && hint.len() <= 200 && !hint.chars().any(char::is_whitespace)
 }
 
+/// The column a CHECK constraint PostgreSQL named by its default rule is
+/// about: `<table>_<column>_check`, with a number after it when the name was
+/// taken (`invoices_amount_check1`). A CHECK over several columns is
+/// `<table>_check` and names none. PostgreSQL reports no column for a CHECK violation,
+/// so a team's `CHECK (amount > 0)` answered 422 naming no field. A
+/// constraint named by hand names none either (its name says nothing sure).
+fn checked_column<'a>(table: &str, constraint: &'a str) -> Option<&'a str> {
+    let rest = constraint.strip_prefix(table)?.strip_prefix('_')?;
+    let column = rest
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .strip_suffix("_check")?;
+    (!column.is_empty()).then_some(column)
+}
+
 /// The columns of a key violation's DETAIL (`Key (tenant_id, name)=(…)
 /// already exists.`), but `tenant_id`, which every tenant table's keys lead
 /// with: `name`, or `a and b`. PostgreSQL's message names the constraint
@@ -389,7 +403,10 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 {
                     Some((_, field, limit)) => DbError::invalid(*field, *limit),
                     None => DbError::Invalid {
-                        field: db.column().map(str::to_owned),
+                        field: db
+                            .column()
+                            .or_else(|| checked_column(db.table()?, db.constraint()?))
+                            .map(str::to_owned),
                         message,
                     },
                 },
@@ -469,6 +486,22 @@ impl From<deadpool::managed::PoolError<crate::session::SessionError>> for DbErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_constraint_named_by_default_names_its_column() {
+        assert_eq!(
+            checked_column("invoices", "invoices_amount_check"),
+            Some("amount")
+        );
+        assert_eq!(
+            checked_column("invoices", "invoices_due_on_check2"),
+            Some("due_on")
+        );
+        assert_eq!(checked_column("invoices", "amount_positive"), None);
+        assert_eq!(checked_column("invoices", "invoices_check"), None);
+        assert_eq!(checked_column("invoices", "invoices__check"), None);
+        assert_eq!(checked_column("notes", "invoices_amount_check"), None);
+    }
 
     #[test]
     fn key_violations_are_told_by_their_columns_without_tenant_id() {

@@ -670,3 +670,49 @@ async fn a_read_by_id_that_matches_a_descendants_row_too_is_a_conflict_not_an_in
         .unwrap();
     assert_eq!(own, (parent, "parent's".to_owned()));
 }
+
+#[tokio::test]
+async fn a_check_violation_on_an_adopted_table_names_the_column_postgresql_named_it_after() {
+    let (tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "ALTER TABLE app.projects ADD COLUMN budget int NOT NULL DEFAULT 0 CHECK (budget >= 0),
+                                  ADD COLUMN starts int NOT NULL DEFAULT 0,
+                                  ADD COLUMN ends int NOT NULL DEFAULT 0,
+                                  ADD CHECK (starts <= ends),
+                                  ADD CONSTRAINT short_names CHECK (length(name) < 20)",
+    )
+    .await
+    .unwrap();
+    let refused = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+            s.execute(sql, &[]).await.unwrap_err()
+        }
+    };
+    for (sql, field) in [
+        (
+            "INSERT INTO app.projects (name, budget) VALUES ('p', -1)",
+            Some("budget"),
+        ),
+        // Over two columns PostgreSQL names it after none (projects_check).
+        (
+            "INSERT INTO app.projects (name, starts, ends) VALUES ('p', 2, 1)",
+            None,
+        ),
+        // Named by hand: its name says nothing sure.
+        (
+            "INSERT INTO app.projects (name) VALUES ('a name longer than twenty')",
+            None,
+        ),
+    ] {
+        match refused(sql).await {
+            DbError::Invalid { field: f, message } => {
+                assert_eq!(f.as_deref(), field, "{sql}: {message}");
+                assert!(message.contains("check constraint"), "{message}");
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+}
