@@ -65,6 +65,11 @@ pub fn router(
         .route_layer(log)
         .fallback_service(unmatched)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                refuse_declared_oversize(body_limit, request, next)
+            },
+        ))
         // Inside close_after_unread_body: a 412 leaves the body unread.
         .layer(axum::middleware::from_fn(refuse_unmet_if_match))
         .layer(axum::middleware::from_fn(close_after_unread_body))
@@ -116,6 +121,30 @@ async fn close_after_unread_body(
         );
     }
     response
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over the body
+/// limit. Otherwise the body was read up to the limit first: a client
+/// announcing 100 MB waited, or sent a megabyte (after `Expect:
+/// 100-continue` too), before being told. The connection then closes
+/// ([`close_after_unread_body`]), the rest of the body unread.
+async fn refuse_declared_oversize(
+    limit: usize,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return axum::response::IntoResponse::into_response(ApiError::new(
+            ProblemCode::BodyTooLarge,
+            format!("request body exceeds the size limit of {limit} bytes"),
+        ));
+    }
+    next.run(request).await
 }
 
 /// Answers 412 to a request with `If-Match` naming entity tags: tenantry

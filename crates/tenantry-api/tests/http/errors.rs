@@ -156,6 +156,61 @@ async fn a_body_over_the_limit_is_413() {
 }
 
 #[tokio::test]
+async fn a_body_announced_over_the_limit_is_413_before_any_of_it_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|s| s.body_limit_bytes = 1024).await;
+    let t = app.tenant("t").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // The headers only: a client waiting for an answer (or for 100 Continue)
+    // before it sends 100 MB.
+    stream
+        .write_all(
+            format!(
+                "POST /v1/resources HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+                 Content-Type: application/json\r\nExpect: 100-continue\r\n\
+                 Content-Length: 100000000\r\n\r\n",
+                t.key
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_string(&mut answer),
+    )
+    .await
+    .expect("answered, and the connection closed, without waiting for the body")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(answer.contains("\"code\":\"body_too_large\""), "{answer}");
+    assert!(answer.contains("1024 bytes"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    // Exactly at the limit is read as usual.
+    let body = format!(
+        r#"{{"name":"edge","data":{{"p":"{}"}}}}"#,
+        "x".repeat(1024 - 31)
+    );
+    assert_eq!(body.len(), 1024);
+    let r = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body),
+        )
+        .await;
+    r.expect(201);
+}
+
+#[tokio::test]
 async fn an_invalid_uuid_in_the_path_is_400_invalid_path() {
     let app = TestApp::spawn().await;
     let t = app.tenant("t").await;
