@@ -290,7 +290,7 @@ pub(crate) struct Contexts {
     pub(crate) reply_timeout: Option<std::time::Duration>,
     /// The pool, for a transaction whose first connection an earlier
     /// transaction's SQL spoiled (it takes another).
-    pub(crate) pool: crate::session::Pool,
+    pub(crate) connections: Arc<crate::session::Connections>,
 }
 
 /// Tenants' context parts (schema and visible subtree) as the database last

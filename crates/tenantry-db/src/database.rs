@@ -278,14 +278,12 @@ pub struct Database {
     mode: StatementMode,
     retry: RetryPolicy,
     contexts: Arc<Contexts>,
-    /// The pool's configured size (it may stop short of it for a while: [`Database::connection`]).
-    max_connections: usize,
-    /// The pool's connections open now.
-    open: Arc<std::sync::atomic::AtomicUsize>,
     /// How long [`Database::connection`] may wait (None: no bound).
     acquire_timeout: Option<Duration>,
     /// Each tenant's share of the pool ([`DatabaseConfig::max_connections_per_tenant`]).
     turns: Arc<crate::turns::TenantTurns>,
+    /// The pool behind its bound on connections in use.
+    connections: Arc<crate::session::Connections>,
 }
 
 /// The server login role's attributes that matter for isolation.
@@ -426,65 +424,33 @@ impl Database {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Internal(format!("building the pool: {e}")))?;
+        let connections = Arc::new(crate::session::Connections::new(
+            pool.clone(),
+            open,
+            config.max_connections.max(1),
+            acquire_timeout,
+        ));
         Ok(Self {
             pool: pool.clone(),
             pg: pg.into(),
             tls,
             mode: config.statement_mode,
             retry: config.retry,
-            max_connections: config.max_connections.max(1),
-            open,
             acquire_timeout,
             turns: crate::turns::TenantTurns::new(config.per_tenant_share()),
+            connections: connections.clone(),
             contexts: Arc::new(Contexts {
                 key: context_key,
                 parts: PartCache::new(config.context_cache_ttl, CONTEXT_CACHE_CAPACITY),
                 reply_timeout: config.timeouts.reply_timeout,
-                pool,
+                connections,
             }),
         })
     }
 
-    /// A connection of the pool. When the database has no slot left for
-    /// another one (53300: the sum of every client's connections reached its
-    /// `max_connections`), the pool stops at the connections it has and the
-    /// caller waits for one of them (up to the acquire timeout) instead of
-    /// failing at once; the pool may grow again after [`POOL_REGROW_AFTER`].
+    /// A connection of the pool ([`crate::session::Connections::get`]).
     pub(crate) async fn connection(&self) -> Result<Object, PoolError<SessionError>> {
-        let deadline = self
-            .acquire_timeout
-            .map(|t| tokio::time::Instant::now() + t);
-        loop {
-            match self.pool.get().await {
-                Err(PoolError::Backend(SessionError::Db(e)))
-                    if e.code() == Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
-                        && deadline.is_none_or(|d| tokio::time::Instant::now() < d) =>
-                {
-                    // The connections made and not closed (creations still
-                    // in flight count in the pool's size, not here).
-                    let open = self.open.load(std::sync::atomic::Ordering::Relaxed);
-                    if open > 0 && open < self.pool.status().max_size {
-                        tracing::warn!(
-                            connections = open,
-                            max_connections = self.max_connections,
-                            "the database has no connection slot left: the pool waits for its own connections"
-                        );
-                        self.pool.resize(open);
-                        let pool = self.pool.clone();
-                        let max = self.max_connections;
-                        tokio::spawn(async move {
-                            tokio::time::sleep(POOL_REGROW_AFTER).await;
-                            pool.resize(max);
-                        });
-                    } else if open == 0 {
-                        // None of its own yet: the database's other clients
-                        // may free a slot.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                other => return other,
-            }
-        }
+        self.connections.get().await
     }
 
     pub(crate) fn contexts(&self) -> Arc<Contexts> {
@@ -664,7 +630,7 @@ impl Database {
         .await;
         if answered.is_err() {
             // A reply may still arrive on it: never reuse it.
-            drop(deadpool::managed::Object::take(client));
+            drop(Object::take(client));
         }
         answered
     }
@@ -672,7 +638,7 @@ impl Database {
     /// Checks that the schema matches this build (see [`crate::migrate::check`]).
     /// A database out of reach is [`MigrateError::Unavailable`], never a count of pending migrations.
     pub async fn check_schema(&self) -> Result<(), MigrateError> {
-        let client = self.pool.get().await.map_err(|e| match e {
+        let client = self.connection().await.map_err(|e| match e {
             PoolError::Backend(SessionError::Db(e))
                 if !matches!(classify(&e), DbError::Unavailable(_)) =>
             {
@@ -693,7 +659,7 @@ impl Database {
             Some(limit) => match tokio::time::timeout(limit, checked).await {
                 Ok(checked) => checked?,
                 Err(_) => {
-                    drop(deadpool::managed::Object::take(client));
+                    drop(Object::take(client));
                     Err(MigrateError::Unavailable(format!(
                         "no reply from the database within {} ms",
                         limit.as_millis()
@@ -717,7 +683,10 @@ impl Database {
 
     /// Pool size and idle connections, for metrics.
     pub fn pool_status(&self) -> deadpool_postgres::Status {
-        self.pool.status()
+        let mut status = self.pool.status();
+        // Narrowed while the database has no connection slot left.
+        status.max_size = self.connections.allowed();
+        status
     }
 
     /// The settings the pool connects with, for a connection of one's own

@@ -761,7 +761,7 @@ impl Tx {
         let setup = self.refused_setup.take()?;
         // Back to the pool first, broken: a pool of one must not wait for it.
         drop(self.client.take());
-        match self.contexts.pool.get().await {
+        match self.contexts.connections.get().await {
             Ok(client) => {
                 tracing::info!(
                     target: "tenantry::db",

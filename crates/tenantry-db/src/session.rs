@@ -76,7 +76,154 @@ pub(crate) struct SessionManager {
 }
 
 pub(crate) type Pool = managed::Pool<SessionManager>;
-pub(crate) type Object = managed::Object<SessionManager>;
+
+/// The pool behind a bound on connections in use: `max_connections`, less
+/// the places withheld while the database has no connection slot left
+/// (53300). deadpool's own `resize` could not narrow it: shrinking kept the
+/// permits of connections in use, so callers went on opening connections the
+/// database refused, in a loop without a pause, and growing again added
+/// permits beyond the pool's size (found by an operations review,
+/// 2026-12-05: the pool stayed at one connection, as its gauge said, after
+/// the database had slots again).
+pub(crate) struct Connections {
+    pool: Pool,
+    /// Connections made and not closed ([`SessionManager::open_connections`]).
+    open: Arc<AtomicUsize>,
+    max: usize,
+    acquire_timeout: Option<std::time::Duration>,
+    places: Arc<tokio::sync::Semaphore>,
+    /// Places taken out while the database refused more connections.
+    withheld: AtomicUsize,
+    /// Whether a task will give the withheld places back.
+    returning: std::sync::atomic::AtomicBool,
+}
+
+impl Connections {
+    pub(crate) fn new(
+        pool: Pool,
+        open: Arc<AtomicUsize>,
+        max: usize,
+        acquire_timeout: Option<std::time::Duration>,
+    ) -> Self {
+        Self {
+            pool,
+            open,
+            max,
+            acquire_timeout,
+            places: Arc::new(tokio::sync::Semaphore::new(max)),
+            withheld: AtomicUsize::new(0),
+            returning: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// How many connections may be in use now.
+    pub(crate) fn allowed(&self) -> usize {
+        self.max - self.withheld.load(Ordering::Relaxed)
+    }
+
+    /// A connection of the pool. When the database has no slot left for
+    /// another one (53300: the sum of every client's connections reached its
+    /// `max_connections`), the bound narrows to the connections the pool has
+    /// and the caller waits for one of them (up to the acquire timeout)
+    /// instead of failing at once; the places withheld come back after
+    /// [`crate::database::POOL_REGROW_AFTER`] (and narrow again if refused again).
+    pub(crate) async fn get(self: &Arc<Self>) -> Result<Object, managed::PoolError<SessionError>> {
+        let deadline = self
+            .acquire_timeout
+            .map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let place = self.places.clone().acquire_owned();
+            let place = match deadline {
+                Some(d) => tokio::time::timeout_at(d, place)
+                    .await
+                    .map_err(|_| managed::PoolError::Timeout(managed::TimeoutType::Wait))?,
+                None => place.await,
+            }
+            .map_err(|_| managed::PoolError::Closed)?;
+            match self.pool.get().await {
+                Ok(inner) => return Ok(Object::new(inner, place)),
+                Err(managed::PoolError::Backend(SessionError::Db(e)))
+                    if e.code() == Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
+                        && deadline.is_none_or(|d| tokio::time::Instant::now() < d) =>
+                {
+                    drop(place);
+                    // The connections made and not closed (creations still
+                    // in flight count in the pool's size, not here).
+                    let open = self.open.load(Ordering::Relaxed);
+                    let allowed = self.allowed();
+                    if open > 0 && open < allowed {
+                        // Only free places can be taken; those of callers
+                        // still opening a connection are taken when they are
+                        // refused in turn.
+                        let taken = self.places.forget_permits(allowed - open);
+                        self.withheld.fetch_add(taken, Ordering::Relaxed);
+                        tracing::warn!(
+                            connections = open,
+                            max_connections = self.max,
+                            "the database has no connection slot left: the pool waits for its own connections"
+                        );
+                        if !self.returning.swap(true, Ordering::Relaxed) {
+                            let this = Arc::clone(self);
+                            tokio::spawn(async move {
+                                tokio::time::sleep(crate::database::POOL_REGROW_AFTER).await;
+                                this.returning.store(false, Ordering::Relaxed);
+                                this.places
+                                    .add_permits(this.withheld.swap(0, Ordering::Relaxed));
+                            });
+                        }
+                    } else {
+                        // None of its own yet (the database's other clients
+                        // may free a slot), or narrowed already: a pause
+                        // before the next try, which takes a connection
+                        // returned meanwhile.
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A connection of the pool, holding its place under the pool's gate
+/// ([`crate::Database`]'s bound on connections in use, which narrows while
+/// the database has no connection slot left) until it goes back.
+pub(crate) struct Object {
+    inner: managed::Object<SessionManager>,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Object {
+    pub(crate) fn new(
+        inner: managed::Object<SessionManager>,
+        place: tokio::sync::OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            inner,
+            _place: place,
+        }
+    }
+
+    /// Takes the connection out of the pool for good (it is not reused);
+    /// its place under the gate is free again.
+    pub(crate) fn take(this: Self) -> Conn {
+        managed::Object::take(this.inner)
+    }
+}
+
+impl Deref for Object {
+    type Target = managed::Object<SessionManager>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Object {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
 
 impl SessionManager {
     pub(crate) fn new(inner: deadpool_postgres::Manager, key: Option<ContextKey>) -> Self {

@@ -2113,6 +2113,40 @@ async fn a_pool_larger_than_the_databases_free_slots_waits_for_its_own_connectio
         failed.first()
     );
     assert!(db.pool_status().size <= 3, "{:?}", db.pool_status());
+    assert!(db.pool_status().max_size <= 3, "{:?}", db.pool_status());
+    // The database has slots again: 30 s after it last refused one, the pool
+    // may open connections again, up to its own size and never beyond (an
+    // operations review found it kept to one connection; deadpool's resize,
+    // used before, also gave back more places than the pool has).
+    su.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" CONNECTION LIMIT -1",
+        tdb.name()
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(31)).await;
+    assert_eq!(db.pool_status().max_size, 12, "{:?}", db.pool_status());
+    let work = (0..36).map(|_| {
+        let db = db.clone();
+        async move {
+            let mut s = db.tenant(TenantContext::new(a)).await?;
+            let (_,): (i32,) = s.query_one("SELECT 1 FROM pg_sleep(0.2)", &[]).await?;
+            s.commit().await
+        }
+    });
+    let results = futures_util::future::join_all(work).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let open: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = 'tenantry_server'",
+            &[&tdb.name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let status = db.pool_status();
+    assert!(status.size > 3 && status.size <= 12, "{status:?}");
+    assert!(open > 3 && open <= 12, "{open} connections, {status:?}");
 }
 
 /// A key that would be born expired is refused through the library (so the
