@@ -422,6 +422,27 @@ $$;
 COMMENT ON FUNCTION tenantry.owned_sequences(regclass) IS 'Internal: the sequences of a table''s serial and identity columns (secure_tenant_table and secure_tenant_copy grant their use, release_table takes it back; here, before secure_tenant_copy, which upgrades run from this file). Not granted.';
 
 /**
+ * The sequences of a table's serial columns only: their defaults call
+ * nextval() with the inserting role's rights, so the app roles need USAGE on
+ * them. An identity column's sequence needs no grant (PostgreSQL advances it
+ * for an insert without checking), and USAGE would let any tenant read
+ * every tenant's count of inserts (pg_sequences.last_value) and advance it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.serial_sequences(tbl regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.objid::regclass
+    FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+    WHERE d.classid = 'pg_catalog.pg_class'::regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::regclass
+      AND d.refobjid = tbl AND d.deptype = 'a'
+$$;
+COMMENT ON FUNCTION tenantry.serial_sequences(regclass) IS 'Internal: the sequences of a table''s serial columns, whose defaults call nextval() with the inserting role''s rights (secure_tenant_table and secure_tenant_copy grant the app their use; identity columns'' sequences need none and get none). Not granted.';
+
+/**
  * A schema tenant's table of one tenant table family (the pooled table is
  * its template; only resources' inherit it): forced RLS and exactly the template's
  * policies, triggers and grants (table and column privileges), so that the
@@ -500,11 +521,18 @@ BEGIN
         EXECUTE format('GRANT %s (%s) ON %s TO %s', acl.privilege_type, acl.columns, copy,
                        CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END);
     END LOOP;
-    -- Identity columns got sequences of the copy's own: the app inserts through them.
+    -- Identity columns got sequences of the copy's own: the app inserts
+    -- through them without a grant (USAGE would show it every tenant's
+    -- count of inserts and let it advance them); a serial column's
+    -- default calls nextval() with the caller's rights.
     FOR seq IN
         SELECT * FROM tenantry.owned_sequences(copy)
     LOOP
-        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', seq);
+        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC, tenantry_app_own', seq);
+    END LOOP;
+    FOR seq IN
+        SELECT * FROM tenantry.serial_sequences(copy)
+    LOOP
         EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tenantry_app_own', seq);
     END LOOP;
     -- Foreign keys between families: to the same schema's table. The key to

@@ -451,11 +451,20 @@ BEGIN
         END IF;
     END IF;
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %s TO tenantry_app_own', tbl);
-    -- serial columns: inserts call nextval() with the caller's rights.
+    -- Serial columns: inserts call nextval() with the caller's rights.
+    -- Identity columns' sequences are advanced without a check, so they get
+    -- no grant (found by an outside review: USAGE showed any tenant every
+    -- tenant's count of inserts, pg_sequences.last_value, and let it advance
+    -- them, an int4 one to its end, for every tenant); taken back from
+    -- tables adopted before.
     FOR seq IN
         SELECT * FROM tenantry.owned_sequences(tbl)
     LOOP
-        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', seq);
+        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC, tenantry_app_own', seq);
+    END LOOP;
+    FOR seq IN
+        SELECT * FROM tenantry.serial_sequences(tbl)
+    LOOP
         EXECUTE format('GRANT USAGE ON SEQUENCE %s TO tenantry_app_own', seq);
     END LOOP;
 END
@@ -868,6 +877,25 @@ BEGIN
                 WHERE a.attrelid = part.rel AND a.attacl IS NOT NULL
                   AND (acl.grantee = 0 OR acl.grantee::regrole::text = ANY (acting_roles)
                        OR (acl.grantee::regrole::text = ANY (granted_roles) AND acl.privilege_type = 'REFERENCES'));
+            -- An identity column's sequence needs no grant: USAGE or SELECT
+            -- shows every tenant's count of inserts (last_value), USAGE or
+            -- UPDATE lets a tenant advance it for every tenant. (Serial
+            -- columns' sequences need USAGE: adopt_table says so.)
+            RETURN QUERY
+                SELECT part.rel::text, 'grants'::text,
+                       format('grants %s on %s, the sequence of its identity column %I, to %s: inserts need no grant, and it shows every tenant''s count of inserts and lets a tenant advance it',
+                              acl.privilege_type, sq.oid::regclass, a.attname,
+                              CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END),
+                       format('REVOKE %s ON SEQUENCE %s FROM %s;', acl.privilege_type, sq.oid::regclass,
+                              CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE acl.grantee::regrole::text END)
+                FROM pg_catalog.pg_depend d
+                JOIN pg_catalog.pg_class sq ON sq.oid = d.objid AND sq.relkind = 'S'
+                JOIN pg_catalog.pg_attribute a ON a.attrelid = part.rel AND a.attnum = d.refobjsubid
+                CROSS JOIN LATERAL pg_catalog.aclexplode(sq.relacl) acl
+                WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                  AND d.refobjid = part.rel AND d.deptype = 'i'
+                  AND acl.grantee <> sq.relowner
+                  AND (acl.grantee = 0 OR acl.grantee::regrole::text = ANY (granted_roles));
             -- Every index leads with tenant_id: an index scan then never touches
             -- another tenant's rows, so EXPLAIN ANALYZE cannot count them.
             RETURN QUERY
@@ -894,15 +922,69 @@ BEGIN
                                        CASE (SELECT am.amname FROM pg_catalog.pg_class ic JOIN pg_catalog.pg_am am ON am.oid = ic.relam
                                              WHERE ic.oid = i.indexrelid)
                                             WHEN 'btree' THEN ''
-                                            WHEN 'brin' THEN ''
-                                            WHEN 'gin' THEN ' (a GIN index takes a uuid column with CREATE EXTENSION btree_gin)'
-                                            WHEN 'gist' THEN ' (a GiST index takes a uuid column with CREATE EXTENSION btree_gist)'
+                                            WHEN 'brin' THEN ' as a btree index (a BRIN index reads other tenants'' block ranges)'
+                                            WHEN 'gin' THEN ' (a GIN index takes a uuid column with CREATE EXTENSION btree_gin; with hierarchy, only when its other columns are not compared with =, < or >: make those a btree index)'
+                                            WHEN 'gist' THEN ' (a GiST index takes a uuid column with CREATE EXTENSION btree_gist; with hierarchy, only when its other columns are not compared with =, < or >: make those a btree index)'
                                             ELSE ' (this method cannot: make it a btree index on (tenant_id, ...))'
                                        END))
                 FROM pg_catalog.pg_index i
                 WHERE i.indrelid = part.rel
                   AND (i.indkey[0] = 0 OR (SELECT a.attname FROM pg_catalog.pg_attribute a
                                           WHERE a.attrelid = part.rel AND a.attnum = i.indkey[0]) <> 'tenant_id');
+            -- Led by tenant_id is not enough for every index method (found
+            -- by an outside review, 2026-12-05). With hierarchy the policy is
+            -- tenant_id = ANY (visible_tenant_ids()), which only a method
+            -- that searches arrays (btree) takes as an index condition: a
+            -- GiST or GIN index on (tenant_id, room) took a tenant's
+            -- room = '...' alone (a leakproof operator), read every tenant's
+            -- rows of that room, and the policy then dropped them, counted by
+            -- EXPLAIN ANALYZE. A BRIN index reads whole block ranges chosen
+            -- by summaries of every tenant's values, whatever the policy.
+            RETURN QUERY
+                SELECT part.rel::text, 'indexes'::text,
+                       CASE WHEN am.amname = 'brin'
+                           THEN format('BRIN index %s reads block ranges chosen by summaries of every tenant''s values: other tenants'' rows are read before the policy drops them, and EXPLAIN ANALYZE''s row counts would tell a tenant about them',
+                                       i.indexrelid::regclass)
+                           ELSE format('%s index %s cannot take the policy''s tenant_id = ANY (tenantry.visible_tenant_ids()) (hierarchy) as an index condition: a condition on its other columns alone (=, <, >) reads other tenants'' rows before the policy drops them, and EXPLAIN ANALYZE''s row counts would tell a tenant they exist',
+                                       upper(am.amname), i.indexrelid::regclass)
+                       END,
+                       CASE WHEN am.amname = 'brin'
+                           THEN format('DROP INDEX %s; -- and index the same columns with a btree index led by tenant_id: CREATE INDEX ON %s (tenant_id, ...);',
+                                       i.indexrelid::regclass, part.rel)
+                           -- A tenant's own rows only: its policy's tenant_id =
+                           -- current_tenant_id() is a condition any method
+                           -- with an operator class for uuid takes.
+                           ELSE format('SELECT tenantry.adopt_table(%L, hierarchy => false); -- its tenants then reach their own rows only (a parent not its children''s); or keep hierarchy and %s',
+                                       t.table_id::text,
+                                       coalesce((SELECT format('ALTER TABLE %s DROP CONSTRAINT %I;', part.rel, k.conname)
+                                                   FROM pg_catalog.pg_constraint k
+                                                  WHERE k.conrelid = part.rel AND k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x')
+                                                  LIMIT 1),
+                                                format('DROP INDEX %s;', i.indexrelid::regclass)))
+                       END
+                FROM pg_catalog.pg_index i
+                JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+                JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+                WHERE i.indrelid = part.rel
+                  -- Led by another column: the rule above names it.
+                  AND i.indkey[0] <> 0
+                  AND (SELECT a.attname FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid = part.rel AND a.attnum = i.indkey[0]) = 'tenant_id'
+                  AND (am.amname = 'brin'
+                       OR (t.hierarchy
+                           AND NOT coalesce(pg_catalog.pg_index_column_has_property(i.indexrelid, 1, 'search_array'), false)
+                           -- Only a leakproof operator of a later column
+                           -- (=, <, > of btree_gin, btree_gist, pg_trgm's =)
+                           -- makes a condition PostgreSQL may run before the
+                           -- policy; full-text @@, jsonb @> and range && are
+                           -- not, so such an index is never scanned by them alone.
+                           AND EXISTS (SELECT 1
+                                         FROM unnest(i.indclass::oid[]) WITH ORDINALITY AS u(opclass, n)
+                                         JOIN pg_catalog.pg_opclass oc ON oc.oid = u.opclass
+                                         JOIN pg_catalog.pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amoppurpose = 's'
+                                         JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
+                                         JOIN pg_catalog.pg_proc f ON f.oid = o.oprcode
+                                        WHERE u.n BETWEEN 2 AND i.indnkeyatts AND f.proleakproof)));
             -- An exclusion constraint compares tenant_id with = only: with
             -- <> (or any other operator) a row conflicts with other tenants'
             -- rows, and the refusal tells a tenant what they hold.
@@ -1489,7 +1571,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, an index of several columns searching arrays: btree; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -2155,6 +2237,18 @@ BEGIN
                 tbl, problems;
         END IF;
         problems := NULL;
+        -- Serial columns need the app's USAGE on their sequences, which
+        -- shows every tenant's count of inserts and lets a tenant advance
+        -- them: said once, at the first adoption, with the way out.
+        SELECT string_agg(format('%s (%s)', s::text, a.attname), ', ' ORDER BY s::text) INTO problems
+          FROM tenantry.serial_sequences(tbl) s
+          JOIN pg_catalog.pg_depend d ON d.objid = s::oid AND d.deptype = 'a' AND d.refobjid = tbl
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = tbl AND a.attnum = d.refobjsubid;
+        IF problems IS NOT NULL THEN
+            RAISE NOTICE '% numbers its rows from sequences shared by every tenant: %; the app roles may use them, so any tenant can read how many rows all tenants inserted (pg_sequences.last_value) and advance them (an int4 serial to its end)', tbl, problems
+                USING HINT = 'Make each an identity column, which inserts advance without that grant, and adopt the table again: ALTER TABLE <table> ALTER COLUMN <column> DROP DEFAULT; DROP SEQUENCE <sequence>; ALTER TABLE <table> ALTER COLUMN <column> ADD GENERATED BY DEFAULT AS IDENTITY; SELECT setval(pg_get_serial_sequence(''<table>'', ''<column>''), max(<column>)) FROM <table>; or key rows by uuid.';
+        END IF;
+        problems := NULL;
     ELSE
         IF result.sharing AND NOT sharing THEN
             -- Sharing switched off: every share ends now (audited), none waits to come back.
@@ -2223,7 +2317,7 @@ BEGIN
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with permissive policies of their own (restrictive ones stay), keys or indexes not led by tenant_id, foreign keys to another tenant table without tenant_id or between a table with hierarchy and one without; TN409 while schema tenants keep tables of its name from a dropped adopted table (release_table of that one drops them). Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with permissive policies of their own (restrictive ones stay), keys or indexes not led by tenant_id (with hierarchy also GiST or GIN indexes whose other columns have leakproof operators, which scan before the policy; BRIN indexes), foreign keys to another tenant table without tenant_id or between a table with hierarchy and one without; TN409 while schema tenants keep tables of its name from a dropped adopted table (release_table of that one drops them). Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
 
 /**
  * The refusals of adopt_table that depend on its options (sharing needs a

@@ -4189,7 +4189,7 @@ async fn a_catch_up_batch_that_meets_a_stale_copy_on_an_exclusion_constraint_lea
                                        room text NOT NULL, during int4range NOT NULL,
                                        PRIMARY KEY (tenant_id, id),
                                        EXCLUDE USING gist (tenant_id WITH =, room WITH =, during WITH &&));
-         SELECT tenantry.adopt_table('public.bookings');",
+         SELECT tenantry.adopt_table('public.bookings', hierarchy => false);",
     )
     .await
     .unwrap();

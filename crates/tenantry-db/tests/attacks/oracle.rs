@@ -124,6 +124,19 @@ async fn plan(c: &tokio_postgres::Client, sql: &str, value: &str) -> String {
 /// each set of planner switches; fails listing every probe whose plans tell a
 /// foreign thing that exists from one that does not.
 pub async fn assert_no_oracle(app: &Client, attacker: Uuid, probes: &[Probe]) {
+    let oracles = oracles(app, attacker, probes).await;
+    assert!(
+        oracles.is_empty(),
+        "{} probe(s) tell a foreign thing that exists from one that does not:\n\n{}",
+        oracles.len(),
+        oracles.join("\n\n")
+    );
+}
+
+/// What [`assert_no_oracle`] checks: every probe, role and set of planner
+/// switches whose plans told a foreign thing that exists from one that does
+/// not, with both plans.
+pub async fn oracles(app: &Client, attacker: Uuid, probes: &[Probe]) -> Vec<String> {
     let mut oracles = Vec::new();
     for role in ROLES {
         for switches in SWITCHES {
@@ -155,10 +168,5 @@ pub async fn assert_no_oracle(app: &Client, attacker: Uuid, probes: &[Probe]) {
             exec(app, "ROLLBACK").await;
         }
     }
-    assert!(
-        oracles.is_empty(),
-        "{} probe(s) tell a foreign thing that exists from one that does not:\n\n{}",
-        oracles.len(),
-        oracles.join("\n\n")
-    );
+    oracles
 }

@@ -574,7 +574,7 @@ async fn the_doctors_index_fix_says_what_each_index_method_needs_to_lead_with_te
         fixes,
         [
             "DROP INDEX public.notes_body_btree; -- and create it again with tenant_id first",
-            "DROP INDEX public.notes_body_gin; -- and create it again with tenant_id first (a GIN index takes a uuid column with CREATE EXTENSION btree_gin)",
+            "DROP INDEX public.notes_body_gin; -- and create it again with tenant_id first (a GIN index takes a uuid column with CREATE EXTENSION btree_gin; with hierarchy, only when its other columns are not compared with =, < or >: make those a btree index)",
             "DROP INDEX public.notes_body_hash; -- and create it again with tenant_id first (this method cannot: make it a btree index on (tenant_id, ...))",
         ]
     );
