@@ -204,7 +204,8 @@ pub struct AuditQuery {
     pub until: Option<DateTime<Utc>>,
     /// Rows after this one in newest-first order: its time and event id (pagination).
     pub after: Option<(DateTime<Utc>, AuditEventId)>,
-    /// Page size, clamped to 1..=1000.
+    /// Rows to read, clamped to 1..=1001: a page of at most 1,000 and one
+    /// row more, which tells whether a next page exists.
     pub limit: i64,
 }
 
@@ -228,7 +229,11 @@ const AUDIT_TYPES: &[Type] = &[
 impl AuditQuery {
     /// One page of `tenant`'s audit log, through either kind of scope's transaction.
     async fn page(&self, tx: &mut Tx, tenant: &uuid::Uuid) -> Result<Vec<AuditEntry>, DbError> {
-        let limit = self.limit.clamp(1, 1000);
+        // 1,001: the API asks for a page of 1,000 and one more row, and with
+        // 1,000 it answered the largest page as the last (found by a
+        // concurrency review: an auditor paging by 1,000 missed every
+        // older event).
+        let limit = self.limit.clamp(1, 1001);
         let (after_time, after_id) = self
             .after
             .map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())));
