@@ -722,6 +722,15 @@ BEGIN
         RAISE EXCEPTION 'only the tenant''s owner can transfer its ownership' USING ERRCODE = 'TN403';
     END IF;
     PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = tid FOR NO KEY UPDATE;
+    -- The caller's grants were read when its context was entered: a
+    -- transfer committed since, which this one waited for (the owner sending
+    -- two at once), made it a former owner. Checked again under the lock
+    -- (found by a concurrency review: both were applied).
+    IF tenantry.current_user_id() IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                       WHERE m.tenant_id = tid AND m.user_id = tenantry.current_user_id() AND m.is_owner) THEN
+        RAISE EXCEPTION 'only the tenant''s owner can transfer its ownership' USING ERRCODE = 'TN403';
+    END IF;
     SELECT m.pending INTO not_accepted FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.user_id = new_owner;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'member % not found', new_owner USING ERRCODE = 'TN404', HINT = 'user_id';

@@ -1353,3 +1353,58 @@ async fn an_impersonation_is_audited_as_ended_once_and_also_when_its_member_is_r
     expected.sort();
     assert_eq!(impersonation_audit(&su, t).await, expected);
 }
+
+/// The owner handing ownership to two members at once: the second transfer
+/// waits for the first, and then its caller is no longer the owner. Its
+/// context, entered before, still said "every permission", and both were
+/// applied, the second on the authority of a former owner (found by a
+/// concurrency review: both answered 200 in 10 of 10 tries).
+#[tokio::test]
+async fn two_ownership_transfers_at_once_apply_one_and_refuse_the_other() {
+    let (tdb, c, su) = setup().await;
+    let (t, owner, member, _) = team(&c, &su, &[]).await;
+    begin_as(&c, t).await;
+    let other: Uuid = c
+        .query_one(
+            "INSERT INTO tenantry.tenant_members (email) VALUES ('other@team.test') RETURNING user_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(&c).await;
+    let second = app(&tdb).await;
+    let mut signed = SignedContext::new(TenantId::from_uuid(t));
+    signed.user = Some(UserId::from_uuid(owner));
+    for conn in [&c, &second] {
+        exec(conn, "BEGIN").await;
+        assert!(enter_signed(conn, &signed).await.unwrap().is_some());
+    }
+    exec(
+        &c,
+        &format!("SELECT tenantry.transfer_ownership('{member}')"),
+    )
+    .await;
+    let to_other = format!("SELECT tenantry.transfer_ownership('{other}')");
+    let waiting = second.batch_execute(&to_other);
+    let commit_first = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        commit(&c).await;
+    };
+    let (refused, ()) = tokio::join!(waiting, commit_first);
+    let refused = refused.expect_err("the former owner's transfer is refused");
+    assert_eq!(
+        refused.as_db_error().map(|d| d.code().code()),
+        Some("TN403"),
+        "{refused:?}"
+    );
+    rollback(&second).await;
+    assert_eq!(
+        strings(
+            &su,
+            &format!("SELECT user_id::text FROM tenantry.tenant_members WHERE tenant_id = '{t}' AND is_owner")
+        )
+        .await,
+        [member.to_string()]
+    );
+}
