@@ -261,7 +261,14 @@ impl Database {
                         unchanged: true,
                     })
                 } else {
-                    Err(DbError::NotFound(message))
+                    // Given up by another caller (`tier_move_abort`) while
+                    // this one ran: the tenant exists, so not a 404 (found
+                    // by a concurrency review).
+                    tracing::debug!(%message, "a tier move's record went while it ran");
+                    Err(DbError::conflict(format!(
+                        "the move of tenant {id} was given up while it ran: its rows stay in the {} tier; ask again to move it",
+                        now.as_str()
+                    )))
                 }
             }
             Err(e) => Err(e),

@@ -4904,3 +4904,45 @@ async fn a_parent_whose_route_was_cached_before_another_server_moved_its_child_s
         Err(DbError::NotFound(_))
     ));
 }
+
+/// A move given up by another caller while it runs answers a conflict, not
+/// "not found": the tenant exists and stays where it was (found by a
+/// concurrency review: `DELETE …/move` during `POST …/move` made the POST a 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_given_up_while_it_runs_is_a_conflict_and_leaves_the_tenant_where_it_was() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let t = tenant(&db, "mover", Isolation::Shared).await;
+    let su = tdb.superuser_client().await;
+    su.execute(
+        "INSERT INTO tenantry.resources (tenant_id, name)
+         SELECT $1, 'seed-' || g FROM generate_series(1, 1000) g",
+        &[t.as_uuid()],
+    )
+    .await
+    .unwrap();
+    let giver = db.clone();
+    let err = db
+        .move_tenant("test", t, Isolation::Schema, 100, |p| {
+            if matches!(p, MoveProgress::Started { .. }) {
+                // Another request's DELETE …/move, between two batches.
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(async {
+                        let mut admin = giver.admin("other").await.unwrap();
+                        assert!(admin.tier_move_abort(t).await.unwrap());
+                        admin.commit().await.unwrap();
+                    })
+                });
+            }
+        })
+        .await
+        .expect_err("the move was given up");
+    match &err {
+        DbError::Conflict(c) => assert!(c.contains("was given up while it ran"), "{c}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        tables_of(&su, t).await,
+        [("tenantry.resources".to_owned(), 1000)]
+    );
+}

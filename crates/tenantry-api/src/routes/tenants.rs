@@ -460,7 +460,7 @@ pub struct TierMoveRequest {
     responses(
         (status = 200, body = TierMove),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another move of this tenant is under way", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another move of this tenant is under way, or this one was given up (DELETE .../move) while it ran", body = Problem, content_type = "application/problem+json"),
         responses::AdminAuth,
         responses::JsonBody,
         responses::NotFound,
