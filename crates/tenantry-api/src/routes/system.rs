@@ -97,10 +97,13 @@ pub async fn metrics(
     metrics::gauge!("tenantry_db_pool_waiting").set(pool.waiting as f64);
     metrics::gauge!("tenantry_request_log_queue_depth")
         .set(state.tenantry.request_log().depth() as f64);
-    metrics::gauge!("tenantry_request_log_dropped")
-        .set(state.tenantry.request_log().dropped() as f64);
-    metrics::gauge!("tenantry_request_log_written")
-        .set(state.tenantry.request_log().written() as f64);
+    // Counters (they only grow), present from the first scrape: an alert on
+    // the documented tenantry_request_log_dropped_total found no series
+    // until a row was dropped (found by reviews; they were gauges too).
+    metrics::counter!("tenantry_request_log_dropped_total")
+        .absolute(state.tenantry.request_log().dropped());
+    metrics::counter!("tenantry_request_log_written_total")
+        .absolute(state.tenantry.request_log().written());
     // How much the caches hold: keys verified, tenants' context parts. A
     // cache that stays near empty under load means requests pay a database
     // round trip each (keys spread over more tenants than it holds, or

@@ -44,6 +44,32 @@ async fn metrics_expose_request_counts_and_the_request_log_queue_depth() {
         "requests are counted by route template:\n{}",
         r.text
     );
+    // Every family says what it is, and the counter the docs tell operators
+    // to alert on is there before anything was dropped (found by an
+    // operations review: no HELP lines, and the documented name missing).
+    for line in r.text.lines() {
+        if let Some(family) = line.strip_prefix("# TYPE ") {
+            let name = family.split_whitespace().next().unwrap();
+            assert!(
+                r.text.contains(&format!("# HELP {name} ")),
+                "{name} has no HELP line:\n{}",
+                r.text
+            );
+        }
+    }
+    assert!(
+        r.text.contains("# TYPE tenantry_request_log_dropped_total counter")
+            // (a number: other tests of this process may have dropped rows)
+            && r.text.lines().any(|l| l.starts_with("tenantry_request_log_dropped_total ")),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("# TYPE tenantry_request_log_written_total counter"),
+        "{}",
+        r.text
+    );
 }
 
 #[tokio::test]
