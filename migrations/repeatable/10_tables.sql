@@ -614,6 +614,9 @@ DECLARE
     -- as those).
     other_roles text[];
     left_behind bigint;
+    -- The table, its partitions, and the views and materialized views that
+    -- hand its rows on to what reads them with a bypassing owner's rights.
+    reach oid[];
 BEGIN
     granted_roles := ARRAY(
         SELECT DISTINCT r.oid::regrole::text
@@ -1175,6 +1178,29 @@ BEGIN
               AND (w.names IS NOT NULL OR tenantry.granted_to_public(k.conrelid, 'INSERT')
                    OR tenantry.granted_to_public(k.conrelid, 'UPDATE'))
             ORDER BY 1, 3;
+        -- What reads the table's rows whole: the table and its partitions,
+        -- and, through views, every view or materialized view that hands
+        -- them on to what reads it with an owner's rights that bypass row
+        -- level security: one that runs with its caller's rights
+        -- (security_invoker), or whose own owner bypasses row level security
+        -- (found by an outside review: a materialized view over a
+        -- security_invoker view over the table, and a definer function
+        -- reading it through such a view, passed the doctor).
+        reach := ARRAY(
+            WITH RECURSIVE r(rel) AS (
+                SELECT p.p::oid FROM tenantry.table_and_partitions(t.table_id) p(p)
+              UNION
+                SELECT v.oid
+                FROM r
+                JOIN pg_catalog.pg_depend d ON d.refobjid = r.rel
+                     AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+                     AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid
+                JOIN pg_catalog.pg_class v ON v.oid = rw.ev_class AND v.relkind IN ('v', 'm') AND v.oid <> r.rel
+                JOIN pg_catalog.pg_roles o ON o.oid = v.relowner
+                WHERE (v.relkind = 'v' AND tenantry.view_runs_as_invoker(v.oid))
+                   OR o.rolsuper OR o.rolbypassrls)
+            SELECT r.rel FROM r);
         -- A SECURITY DEFINER function of an owner that bypasses row level
         -- security reads the table with those rights whoever calls it, as a
         -- view does. Found when PostgreSQL records that it uses the table (a
@@ -1207,12 +1233,12 @@ BEGIN
               AND (f.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d
                              WHERE d.classid = 'pg_catalog.pg_proc'::regclass
                                AND d.refclassid = 'pg_catalog.pg_class'::regclass
-                               AND d.refobjid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p)))
+                               AND d.refobjid = ANY (reach))
                    OR (f.prosqlbody IS NULL
                        AND f.prolang NOT IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname IN ('c', 'internal'))
-                       AND EXISTS (SELECT 1 FROM tenantry.table_and_partitions(t.table_id) p(p)
-                                   JOIN pg_catalog.pg_class c ON c.oid = p.p
-                                   WHERE f.prosrc ~* ('(^|[^[:alnum:]_$])'
+                       AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                                   WHERE c.oid = ANY (reach)
+                                     AND f.prosrc ~* ('(^|[^[:alnum:]_$])'
                                                       || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
                                                       || '($|[^[:alnum:]_$])'))))
               AND callers.names IS NOT NULL
@@ -1230,11 +1256,7 @@ BEGIN
                         THEN format('ALTER VIEW %s SET (security_invoker = true);', v.oid::regclass)
                         ELSE format('REVOKE ALL ON %s FROM %s; -- a materialized view has no row level security: keep tenant rows out of it',
                                     v.oid::regclass, readers.names) END
-            FROM (SELECT DISTINCT rw.ev_class
-                  FROM pg_catalog.pg_depend d
-                  JOIN pg_catalog.pg_rewrite rw ON rw.oid = d.objid
-                  WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
-                    AND d.refobjid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))) dep
+            FROM unnest(reach) dep(ev_class)
             JOIN pg_catalog.pg_class v ON v.oid = dep.ev_class AND v.relkind IN ('v', 'm')
             JOIN pg_catalog.pg_roles o ON o.oid = v.relowner AND (o.rolsuper OR o.rolbypassrls)
             CROSS JOIN LATERAL (

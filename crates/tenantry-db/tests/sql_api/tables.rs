@@ -2537,6 +2537,65 @@ async fn the_doctor_names_a_plpgsql_security_definer_function_of_a_superuser_who
     );
 }
 
+/// What reads an adopted table through a view is named like what reads it
+/// directly (found by an outside review: a materialized view over a
+/// `security_invoker` view over the table, and a definer function reading it
+/// through such a view, passed the doctor while every tenant read the
+/// others' rows through them). A view of a role that does not bypass row
+/// level security hands nothing on: what reads through it is not named.
+#[tokio::test]
+async fn the_doctor_names_what_reads_an_adopted_table_through_a_view() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, a, _child, b) = boards(&tdb).await;
+    set_context(&app, a).await;
+    exec(&app, "INSERT INTO boards (name) VALUES ('a-secret')").await;
+    let reader = unique_role("board_viewer");
+    exec(
+        &m,
+        &format!(
+            "CREATE VIEW public.board_names WITH (security_invoker = true) AS SELECT tenant_id, name FROM boards;
+             GRANT SELECT ON public.board_names TO tenantry_app;
+             CREATE MATERIALIZED VIEW public.board_totals AS SELECT count(*) AS n FROM public.board_names;
+             GRANT SELECT ON public.board_totals TO tenantry_app;
+             CREATE FUNCTION public.board_taken(wanted text) RETURNS boolean
+                 LANGUAGE plpgsql STABLE SECURITY DEFINER
+                 AS $f$ BEGIN RETURN EXISTS (SELECT 1 FROM board_names WHERE name = wanted); END $f$;
+             CREATE ROLE {reader} NOLOGIN;
+             GRANT SELECT ON boards TO {reader};
+             CREATE VIEW public.plain_names AS SELECT name FROM boards;
+             ALTER VIEW public.plain_names OWNER TO {reader};
+             CREATE MATERIALIZED VIEW public.plain_totals AS SELECT count(*) AS n FROM public.plain_names;
+             GRANT SELECT ON public.plain_totals TO tenantry_app;"
+        ),
+    )
+    .await;
+    set_context(&app, b).await;
+    // b reads a's row through the superuser's rights, not through the plain view's owner's.
+    assert_eq!(count(&app, "SELECT n FROM public.board_totals").await, 1);
+    assert_eq!(count(&app, "SELECT n FROM public.plain_totals").await, 0);
+    assert_eq!(
+        strings(&app, "SELECT public.board_taken('a-secret')::text").await,
+        ["true"]
+    );
+    let found = findings(&m).await;
+    let callers = "PUBLIC, tenantry_admin, tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_logger, tenantry_server";
+    assert_eq!(
+        found,
+        [
+            format!("functions: function public.board_taken(text) runs with the rights of postgres, which bypasses row level security, names it in its body, and {callers} may call it => ALTER FUNCTION public.board_taken(text) SECURITY INVOKER;"),
+            "views: materialized view public.board_totals reads it with the rights of postgres, which bypasses row level security, and tenantry_app may read it => REVOKE ALL ON public.board_totals FROM tenantry_app; -- a materialized view has no row level security: keep tenant rows out of it".to_owned(),
+        ]
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    assert_eq!(
+        strings(&app, "SELECT public.board_taken('a-secret')::text").await,
+        ["false"]
+    );
+}
+
 /// Runs `sql` on `waiter` and shows it still waiting 300 ms later; then runs
 /// `then` on `holder` and hands `waiter` back once its statement has ended.
 async fn waits_for(holder: &Client, then: &str, waiter: Client, sql: &'static str) -> Client {
