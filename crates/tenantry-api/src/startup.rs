@@ -175,6 +175,10 @@ async fn refuse_unmet_if_match(
 /// their connections to close before the server task is aborted.
 const HARD_STOP_WAIT: Duration = Duration::from_secs(2);
 
+/// How long `build` waits for the invalidation listener of an
+/// `invalidation_url` to listen before refusing to start.
+const INVALIDATION_BOOT_WAIT: Duration = Duration::from_secs(5);
+
 /// How long the request log gets to write what it holds at the end.
 const LOG_FLUSH_WAIT: Duration = Duration::from_secs(10);
 
@@ -224,6 +228,25 @@ impl Application {
                 .then(|| Duration::from_secs(settings.metrics_refresh_secs)),
         };
         let (tenantry, log_task) = Tenantry::start(db.clone(), &config);
+        // A listener of its own (invalidation_url) is checked like the
+        // database itself: with a wrong password it ran without hearing
+        // other servers' changes, its log saying "db error" (found by an
+        // operations review).
+        if settings.invalidation_url.is_some() {
+            let feed = tenantry.invalidations();
+            let deadline = tokio::time::Instant::now() + INVALIDATION_BOOT_WAIT;
+            while !feed.is_listening() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if !feed.is_listening() {
+                log_task.abort();
+                return Err(std::io::Error::other(format!(
+                    "invalidation_url (TENANTRY_INVALIDATION_URL): the invalidation listener could not listen there within {} s{}",
+                    INVALIDATION_BOOT_WAIT.as_secs(),
+                    feed.last_error().map(|e| format!(": {e}")).unwrap_or_default()
+                )));
+            }
+        }
         let mut tenantry = tenantry.with_admin_token(AdminToken::new(admin_token));
         if let Some(jwt) = &settings.jwt {
             let verifier =

@@ -268,6 +268,8 @@ const CONFIRMED_FOR: Duration = Duration::from_secs(1);
 struct State {
     listening: AtomicBool,
     sessions: AtomicU64,
+    /// Why the last session ended or could not begin.
+    last_error: std::sync::Mutex<Option<String>>,
     /// When a notification last arrived, in milliseconds since [`epoch`].
     confirmed_ms: AtomicU64,
 }
@@ -392,6 +394,17 @@ impl Invalidations {
         self.inner.state.listening_now()
     }
 
+    /// Why the listener's last connection ended or could not be made, if it
+    /// failed (for a boot check that names the cause).
+    pub fn last_error(&self) -> Option<String> {
+        self.inner
+            .state
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// A handle that answers [`Invalidations::is_listening`] without keeping
     /// the listener alive (for caches the listener's subscribers own).
     pub fn listening_flag(&self) -> ListeningFlag {
@@ -474,11 +487,22 @@ async fn run(
         if was_listening {
             backoff = options.backoff_min;
         }
+        // The database's own words ("28P01: password authentication
+        // failed"), and whether it ever listened: a listener that never
+        // connected logged "db error" and "connection lost" (found by an
+        // operations review, which had misspelt invalidation_url's password).
+        if let Err(e) = &outcome {
+            *state.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+        }
         match outcome {
             Ok(()) => tracing::warn!("invalidation listener: connection closed; reconnecting"),
-            Err(e) => {
+            Err(e) if was_listening => {
                 tracing::warn!(error = %e, "invalidation listener: connection lost; reconnecting")
             }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "invalidation listener: cannot listen; trying again (until it does, other servers' changes reach this one only as its caches expire)"
+            ),
         }
         tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(options.backoff_max);
@@ -507,7 +531,7 @@ async fn session(
     )
     .await
     .map_err(|_| "connecting timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| crate::error::describe(&e))?;
     // The connection is driven by a task of its own, which hands notifications
     // over and ends with the connection.
     let (notes, mut received) = mpsc::unbounded_channel();
@@ -520,7 +544,7 @@ async fn session(
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.to_string()),
+                Some(Err(e)) => return Err(crate::error::describe(&e)),
                 None => return Ok(()),
             }
         }
@@ -530,7 +554,7 @@ async fn session(
     client
         .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {heartbeat_channel}"))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::describe(&e))?;
     state.confirm();
     state.listening.store(true, Ordering::Release);
     state.sessions.fetch_add(1, Ordering::AcqRel);
@@ -591,7 +615,7 @@ async fn session(
                         tokio::time::timeout(options.heartbeat, client.batch_execute(&format!("NOTIFY {heartbeat_channel}")))
                             .await
                             .map_err(|_| "heartbeat timed out".to_owned())?
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| crate::error::describe(&e))?;
                         heartbeat_sent = Some(Instant::now());
                     }
                 }

@@ -698,3 +698,41 @@ async fn headers_over_64_kib_are_answered_431_and_a_few_kilobytes_are_served() {
     assert_eq!(status(4 * 1024).await, "200");
     assert_eq!(status(100 * 1024).await, "431");
 }
+
+/// An `invalidation_url` the listener cannot use stops the server at start,
+/// naming the setting and the database's reason, as a wrong `DATABASE_URL`
+/// does; a good one starts (found by an operations review: with a mistyped
+/// password the server ran without hearing other servers' changes, its log
+/// saying "db error, connection lost").
+#[tokio::test]
+async fn an_invalidation_url_the_listener_cannot_use_stops_the_server_at_start() {
+    use tenantry_api::config::{Secret, Settings};
+    let db = tenantry_db::testing::TestDatabase::new().await;
+    let settings = |url: String| Settings {
+        invalidation_url: Some(Secret::new(url)),
+        ..crate::server::test_settings()
+    };
+    let token = tenantry_api::config::AdminToken::generate();
+    let refused = tenantry_api::Application::build(
+        &settings(format!(
+            "{} dbname=tenantry_no_such_database",
+            db.server_url()
+        )),
+        db.database(),
+        &token,
+    )
+    .await
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        refused.starts_with("invalidation_url (TENANTRY_INVALIDATION_URL)"),
+        "{refused}"
+    );
+    assert!(refused.contains("3D000"), "{refused}");
+    assert!(
+        tenantry_api::Application::build(&settings(db.server_url()), db.database(), &token)
+            .await
+            .is_ok()
+    );
+}
