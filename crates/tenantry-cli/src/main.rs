@@ -208,8 +208,11 @@ fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
         ),
         _ => ("warn,deadpool.postgres=error", LogFormat::Text, None),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| default_filter.into());
+    let (filter, bad_rust_log) =
+        log_filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter);
+    if let Some(bad) = bad_rust_log {
+        eprintln!("warning: {bad}");
+    }
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Json => fmt
@@ -249,6 +252,38 @@ fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
         }
         Ok(Telemetry {})
     }
+}
+
+/// The log filter: `RUST_LOG` when set and valid (else `default`, and the
+/// reason it was not taken, said on stderr: a filter that did not parse fell
+/// back without a word), never below INFO for `tokio_postgres` unless
+/// `RUST_LOG` names it: at DEBUG the driver logs every statement's
+/// parameters, API keys' lookup hashes and context proofs among them (found
+/// by an operations review with `RUST_LOG=debug`).
+fn log_filter(
+    rust_log: Option<&str>,
+    default: &str,
+) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    use tracing_subscriber::EnvFilter;
+    let asked = rust_log.map(str::trim).filter(|v| !v.is_empty());
+    let (filter, bad) = match asked {
+        None => (EnvFilter::new(default), None),
+        Some(v) => match EnvFilter::try_new(v) {
+            Ok(f) => (f, None),
+            Err(e) => (
+                EnvFilter::new(default),
+                Some(format!(
+                    "RUST_LOG={v:?} is not a log filter ({e}): logging with the default, {default}"
+                )),
+            ),
+        },
+    };
+    let filter = if asked.is_some_and(|v| v.contains("tokio_postgres")) {
+        filter
+    } else {
+        filter.add_directive("tokio_postgres=info".parse().expect("a valid directive"))
+    };
+    (filter, bad)
 }
 
 #[tokio::main]
@@ -510,6 +545,49 @@ async fn db_start(data_dir: PathBuf, tcp: Option<String>) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::causes;
+
+    /// Whether `filter` lets a DEBUG line of `target` through.
+    fn lets_debug(filter: tracing_subscriber::EnvFilter, target: &str) -> bool {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(filter);
+        tracing::subscriber::with_default(subscriber, || match target {
+            "tokio_postgres::query" => {
+                tracing::enabled!(target: "tokio_postgres::query", tracing::Level::DEBUG)
+            }
+            _ => tracing::enabled!(target: "tenantry::db", tracing::Level::DEBUG),
+        })
+    }
+
+    #[test]
+    fn the_drivers_statement_parameters_are_never_logged_unless_rust_log_names_the_driver() {
+        let default = "warn";
+        for asked in [
+            Some("debug"),
+            Some("trace"),
+            Some("tenantry=debug,debug"),
+            None,
+        ] {
+            let (filter, bad) = super::log_filter(asked, default);
+            assert_eq!(bad, None);
+            assert!(!lets_debug(filter, "tokio_postgres::query"), "{asked:?}");
+        }
+        let (filter, _) = super::log_filter(Some("debug"), default);
+        assert!(lets_debug(filter, "tenantry::db"));
+        let (filter, _) = super::log_filter(Some("debug,tokio_postgres=debug"), default);
+        assert!(lets_debug(filter, "tokio_postgres::query"));
+    }
+
+    #[test]
+    fn a_rust_log_that_is_no_filter_is_said_and_the_default_used() {
+        for bad in ["[[[", "tenantry=bogus"] {
+            let (_, said) = super::log_filter(Some(bad), "warn");
+            let said = said.unwrap_or_else(|| panic!("{bad} taken"));
+            assert!(
+                said.contains(bad) && said.contains("default, warn"),
+                "{said}"
+            );
+        }
+    }
 
     #[test]
     fn serve_help_names_every_variable_the_settings_read() {
