@@ -328,6 +328,31 @@ impl Settings {
         if let Some(jwt) = &self.jwt {
             jwt.validate().map_err(SettingsError::Invalid)?;
         }
+        // The operating system's limits (Linux: TCP_USER_TIMEOUT is an int
+        // of milliseconds, TCP_KEEPIDLE at most 32767 s): beyond, every
+        // connection failed with "Invalid argument", blamed on the database
+        // (found by an operations review).
+        if self.tcp_user_timeout_ms > i32::MAX as u64 {
+            return Err(SettingsError::Invalid(format!(
+                "tcp_user_timeout_ms (TENANTRY_TCP_USER_TIMEOUT_MS) must be at most {} (about 24 days)",
+                i32::MAX
+            )));
+        }
+        if self.tcp_keepalive_idle_secs > 32_767 {
+            return Err(SettingsError::Invalid(
+                "tcp_keepalive_idle_secs (TENANTRY_TCP_KEEPALIVE_IDLE_SECS) must be at most 32767 \
+                 (the operating system's limit)"
+                    .into(),
+            ));
+        }
+        // Each top tenant is a few series in every scrape of /metrics.
+        if self.tenant_stats_top > 1_000 {
+            return Err(SettingsError::Invalid(
+                "tenant_stats_top (TENANTRY_TENANT_STATS_TOP) must be at most 1000: each named \
+                 tenant adds series to every scrape of /metrics"
+                    .into(),
+            ));
+        }
         if self.tenant_stats_period_secs == 0 {
             return Err(SettingsError::Invalid(
                 "tenant_stats_period_secs must be > 0".into(),
@@ -523,6 +548,30 @@ mod tests {
         assert!(err.contains("TENANTRY_BODY_LIMIT_BYTES"), "{err}");
         s.body_limit_bytes = 1;
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn values_beyond_what_the_operating_system_or_metrics_take_are_refused_naming_the_setting() {
+        for (var, value) in [
+            ("TENANTRY_TCP_USER_TIMEOUT_MS", "99999999999"),
+            ("TENANTRY_TCP_KEEPALIVE_IDLE_SECS", "99999999999"),
+            ("TENANTRY_TENANT_STATS_TOP", "1000000"),
+        ] {
+            let err = Settings::default()
+                .apply_env(|k| (k == var).then(|| value.to_owned()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var), "{var}: {err}");
+        }
+        for (var, value) in [
+            ("TENANTRY_TCP_USER_TIMEOUT_MS", "2147483647"),
+            ("TENANTRY_TCP_KEEPALIVE_IDLE_SECS", "32767"),
+            ("TENANTRY_TENANT_STATS_TOP", "1000"),
+        ] {
+            Settings::default()
+                .apply_env(|k| (k == var).then(|| value.to_owned()))
+                .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+        }
     }
 
     #[test]

@@ -214,6 +214,14 @@ impl Application {
                 admin_token.len()
             );
         }
+        if settings.metrics_refresh_secs == 0 {
+            // Said: it was silent, and usage went stale without a word
+            // (found by an operations review).
+            tracing::warn!(
+                "metrics_refresh_secs = 0: this server never refreshes the usage metrics nor makes request-log partitions ahead; \
+                 another server must, or usage figures go stale"
+            );
+        }
         let config = TenantryConfig {
             key_cache_ttl: settings.key_cache_ttl(),
             invalidations,

@@ -28,6 +28,8 @@ struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Target {
     /// Connection string; unset: the embedded cluster in --data-dir (started if not running).
+    /// Prefer the environment variable or the settings file when it holds a
+    /// password: a flag shows in `ps` to every local user.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
     /// Data directory of the embedded cluster.
@@ -40,6 +42,8 @@ pub struct Target {
     pub data_dir: PathBuf,
     /// The database's context key (`tenantry context-key` prints it); not
     /// needed when DATABASE_URL's role may read it, nor for the embedded cluster.
+    /// A secret: pass it in the environment or the settings file (a flag
+    /// shows in `ps` to every local user).
     #[arg(
         long,
         env = "TENANTRY_CONTEXT_KEY",
@@ -93,7 +97,8 @@ Settings without a flag come from the settings file (--config) or their environm
   TENANTRY_TENANT_STATS_TOP, TENANTRY_TENANT_STATS_PERIOD_SECS, TENANTRY_TCP_USER_TIMEOUT_MS,
   TENANTRY_TCP_KEEPALIVE_IDLE_SECS, TENANTRY_JWT_* (an identity provider's tokens: docs/people.md)
 README.md, \"Configuration\", lists every setting with its default; a misspelt key or
-TENANTRY_JWT_* variable stops the server.";
+TENANTRY_JWT_* variable stops the server, another unknown TENANTRY_* variable is named
+in a warning.";
 
 #[derive(Debug, Subcommand)]
 enum Command {

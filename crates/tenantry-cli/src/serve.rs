@@ -62,6 +62,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         settings.statement_mode = m;
     }
     settings.validate()?;
+    for (name, like) in unknown_variables(std::env::vars().map(|(k, _)| k)) {
+        let hint = like.map_or_else(String::new, |l| format!(" (did you mean {l}?)"));
+        tracing::warn!("{name} is no setting of tenantry serve{hint}: it is ignored");
+    }
     // A listen address in use is refused before a cluster is made or started
     // for nothing (the server binds it for good once the database is ready).
     drop(
@@ -228,3 +232,110 @@ fn admin_token(settings: &Settings) -> anyhow::Result<(String, String)> {
 
 /// What `serve` says of a database behind this build.
 const SERVE_BEHIND: &str = "the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first";
+
+/// Variables `serve` reads besides those `serve --help` lists.
+const OTHER_SERVE_VARIABLES: &[&str] = &[
+    "TENANTRY_LISTEN",
+    "TENANTRY_DATA_DIR",
+    "TENANTRY_STATEMENT_MODE",
+    "TENANTRY_CONFIG",
+    "TENANTRY_ALLOW_TABLE_PROBLEMS",
+    "TENANTRY_LOG_FORMAT",
+    "TENANTRY_PG_BINDIR",
+];
+
+/// Prefixes of variables of other tools (tests, benchmarks, `tenantry top`):
+/// not settings, and not said. `TENANTRY_JWT_*` are checked by the settings.
+const OTHER_TOOLS: &[&str] = &[
+    "TENANTRY_JWT_",
+    "TENANTRY_TEST_",
+    "TENANTRY_BENCH",
+    "TENANTRY_CITUS_URL",
+    "TENANTRY_PGRLS",
+    "TENANTRY_SCHEMATHESIS",
+    "TENANTRY_ST_",
+    "TENANTRY_MODEL_",
+    "TENANTRY_STORM_",
+    "TENANTRY_PGBOUNCER_",
+    "TENANTRY_URL",
+];
+
+/// The `TENANTRY_*` variables among `names` that `serve` does not read, each
+/// with the setting it most resembles (found by an operations review: a
+/// misspelt `TENANTRY_MAX_CONECTIONS` was ignored without a word, while a
+/// misspelt key of the settings file stops the server).
+fn unknown_variables(names: impl Iterator<Item = String>) -> Vec<(String, Option<String>)> {
+    let known: Vec<&str> = crate::SERVE_SETTINGS
+        .split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|w| w.starts_with("TENANTRY_") && !w.ends_with('_'))
+        .chain(OTHER_SERVE_VARIABLES.iter().copied())
+        .collect();
+    let mut unknown: Vec<(String, Option<String>)> = names
+        .filter(|n| n.starts_with("TENANTRY_"))
+        .filter(|n| !known.contains(&n.as_str()))
+        .filter(|n| !OTHER_TOOLS.iter().any(|p| n.starts_with(p)))
+        .map(|n| {
+            let like = known
+                .iter()
+                .map(|k| (strsim::levenshtein(&n, k), *k))
+                .min()
+                .filter(|(d, _)| *d <= 3)
+                .map(|(_, k)| k.to_owned());
+            (n, like)
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_misspelt_variable_is_named_with_the_setting_it_resembles() {
+        let names = [
+            "TENANTRY_MAX_CONECTIONS",
+            "TENANTRY_MAX_CONNECTIONS",
+            "TENANTRY_FOO",
+            "TENANTRY_TEST_DATABASE_URL",
+            "TENANTRY_JWT_ISSUER",
+            "TENANTRY_LISTEN",
+            "TENANTRY_CONTEXT_KEY",
+            "PATH",
+        ]
+        .map(String::from);
+        assert_eq!(
+            super::unknown_variables(names.into_iter()),
+            [
+                ("TENANTRY_FOO".to_owned(), None),
+                (
+                    "TENANTRY_MAX_CONECTIONS".to_owned(),
+                    Some("TENANTRY_MAX_CONNECTIONS".to_owned())
+                ),
+            ]
+        );
+    }
+
+    /// Every variable a flag of any command reads is known (no warning for
+    /// a setting tenantry itself documents).
+    #[test]
+    fn no_variable_of_a_flag_is_called_unknown() {
+        use clap::CommandFactory;
+        fn envs(c: &clap::Command, out: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                if let Some(e) = a.get_env() {
+                    out.push(e.to_string_lossy().into_owned());
+                }
+            }
+            for s in c.get_subcommands() {
+                envs(s, out);
+            }
+        }
+        let mut all = Vec::new();
+        envs(&crate::Cli::command(), &mut all);
+        assert!(all.iter().any(|e| e == "TENANTRY_LOG_FORMAT"), "{all:?}");
+        assert_eq!(
+            super::unknown_variables(all.into_iter()),
+            Vec::<(String, Option<String>)>::new()
+        );
+    }
+}
