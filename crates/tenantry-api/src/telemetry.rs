@@ -18,10 +18,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             )
             .expect("valid buckets")
             .install_recorder()
-            .map(|handle| {
-                describe();
-                handle
-            })
+            .inspect(|_| describe())
             .expect("no other metrics recorder is installed")
     })
 }
