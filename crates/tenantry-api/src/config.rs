@@ -358,10 +358,23 @@ impl Settings {
                 "tenant_stats_period_secs must be > 0".into(),
             ));
         }
-        if self.max_connections == 0 || self.request_log_queue == 0 || self.request_log_batch == 0 {
-            return Err(SettingsError::Invalid(
-                "max_connections, request_log_queue and request_log_batch must be > 0".into(),
-            ));
+        for (zero, name) in [
+            (
+                self.max_connections == 0,
+                "max_connections (TENANTRY_MAX_CONNECTIONS)",
+            ),
+            (
+                self.request_log_queue == 0,
+                "request_log_queue (TENANTRY_REQUEST_LOG_QUEUE)",
+            ),
+            (
+                self.request_log_batch == 0,
+                "request_log_batch (TENANTRY_REQUEST_LOG_BATCH)",
+            ),
+        ] {
+            if zero {
+                return Err(SettingsError::Invalid(format!("{name} must be > 0")));
+            }
         }
         if self.database_reply_timeout_ms != 0
             && self.statement_timeout_ms != 0
