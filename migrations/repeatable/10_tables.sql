@@ -1436,9 +1436,16 @@ BEGIN
                                 p.polname, p.expr, array_to_string(coalesce(nullif(c.granted, '{}'), c.roles), ', '))
                     ELSE format('it holds tenants'' rows (a tenant_id column or a key to tenantry.tenants) and %s may use it, but row level security is off and tenantry does not guard it: every tenant''s request reaches every tenant''s rows',
                                 array_to_string(coalesce(nullif(c.granted, '{}'), c.roles), ', ')) END,
-               concat(CASE WHEN p.polname IS NOT NULL THEN format('DROP POLICY %I ON %s; ', p.polname, c.oid::regclass) END,
-                      format('SELECT tenantry.adopt_table(%L);', c.oid::regclass::text),
-                      ' -- or revoke what tenantry''s roles hold on it')
+               CASE WHEN tenantry.family_name_clash(c.oid) IS NULL
+                    THEN concat(CASE WHEN p.polname IS NOT NULL THEN format('DROP POLICY %I ON %s; ', p.polname, c.oid::regclass) END,
+                                format('SELECT tenantry.adopt_table(%L);', c.oid::regclass::text),
+                                ' -- or revoke what tenantry''s roles hold on it')
+                    -- Named like tenantry's own tenant table: adopt_table
+                    -- refuses it under that name (found by an outside
+                    -- review: the fix given was always refused).
+                    ELSE format('REVOKE ALL ON %s FROM %s; -- or rename it (adopt_table refuses a table named like %s) and adopt it',
+                                c.oid::regclass, array_to_string(coalesce(nullif(c.granted, '{}'), c.roles), ', '),
+                                tenantry.family_name_clash(c.oid)) END
         FROM candidates c
         LEFT JOIN policies p ON p.polrelid = c.oid AND p.expr ~* '\mcurrent_setting\s*\('
         WHERE cardinality(c.roles) > 0

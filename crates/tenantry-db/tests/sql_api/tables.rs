@@ -2537,6 +2537,34 @@ async fn the_doctor_names_a_plpgsql_security_definer_function_of_a_superuser_who
     );
 }
 
+/// A team's unguarded table named like tenantry's own `resources`: the
+/// doctor's fix is one that works, revoking the grants, not `adopt_table`,
+/// which refuses that name (found by an outside review).
+#[tokio::test]
+async fn the_doctors_fix_for_an_unguarded_table_named_like_tenantrys_own_is_one_that_works() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE public.resources (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         GRANT SELECT ON public.resources TO tenantry_app;",
+    )
+    .await;
+    let fixes = strings(
+        &m,
+        "SELECT fix FROM tenantry.table_problems() WHERE rule = 'unadopted'",
+    )
+    .await;
+    assert_eq!(
+        fixes,
+        ["REVOKE ALL ON public.resources FROM tenantry_app; -- or rename it (adopt_table refuses a table named like tenantry.resources) and adopt it"]
+    );
+    exec(&m, &fixes[0]).await;
+    assert!(strings(&m, "SELECT problem FROM tenantry.table_problems()")
+        .await
+        .is_empty());
+}
+
 /// What reads an adopted table through a view is named like what reads it
 /// directly (found by an outside review: a materialized view over a
 /// `security_invoker` view over the table, and a definer function reading it
