@@ -821,8 +821,9 @@ async fn re_securing_a_schema_tenants_table_in_use_waits_for_its_transaction_ins
     assert_eq!(names, ["during"]);
 }
 
-#[tokio::test]
-async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was() {
+/// A database with a pooled tenant "mover" holding 1,000 resources, its
+/// pool and a superuser connection.
+async fn mover_of_1000_rows() -> (TestDatabase, Database, TenantId, tokio_postgres::Client) {
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
     let t = tenant(&db, "mover", Isolation::Shared).await;
@@ -834,6 +835,12 @@ async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was()
     )
     .await
     .unwrap();
+    (tdb, db, t, su)
+}
+
+#[tokio::test]
+async fn an_interrupted_move_resumes_to_the_end_or_aborts_back_to_where_it_was() {
+    let (_tdb, db, t, su) = mover_of_1000_rows().await;
 
     // Started and half copied, then given up: nothing changed.
     let mut admin = db.admin("test").await.unwrap();
@@ -4910,17 +4917,7 @@ async fn a_parent_whose_route_was_cached_before_another_server_moved_its_child_s
 /// concurrency review: `DELETE …/move` during `POST …/move` made the POST a 404).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_given_up_while_it_runs_is_a_conflict_and_leaves_the_tenant_where_it_was() {
-    let tdb = TestDatabase::new().await;
-    let db = tdb.database();
-    let t = tenant(&db, "mover", Isolation::Shared).await;
-    let su = tdb.superuser_client().await;
-    su.execute(
-        "INSERT INTO tenantry.resources (tenant_id, name)
-         SELECT $1, 'seed-' || g FROM generate_series(1, 1000) g",
-        &[t.as_uuid()],
-    )
-    .await
-    .unwrap();
+    let (_tdb, db, t, su) = mover_of_1000_rows().await;
     let giver = db.clone();
     let err = db
         .move_tenant("test", t, Isolation::Schema, 100, |p| {
