@@ -60,6 +60,10 @@ fn describe() {
         "tenantry_db_pool_max",
         "Connections the pool may hold now: max_connections, less those withheld for 30 s after the database had no connection slot left."
     );
+    describe_counter!(
+        "tenantry_db_connections_refused_total",
+        "Connections the database refused the pool for want of a connection slot (53300); each narrows the pool to the connections it has for 30 s."
+    );
     describe_gauge!(
         "tenantry_db_pool_waiting",
         "Requests waiting for a connection of the pool."

@@ -681,6 +681,13 @@ impl Database {
         })
     }
 
+    /// How many connections the database refused this pool for want of a
+    /// connection slot (53300), since it was built: each such refusal
+    /// narrows the pool to the connections it has for a while.
+    pub fn pool_refusals(&self) -> u64 {
+        self.connections.refused()
+    }
+
     /// Pool size and idle connections, for metrics.
     pub fn pool_status(&self) -> deadpool_postgres::Status {
         let mut status = self.pool.status();

@@ -95,6 +95,7 @@ pub async fn metrics(
     metrics::gauge!("tenantry_db_pool_available").set(pool.available as f64);
     metrics::gauge!("tenantry_db_pool_max").set(pool.max_size as f64);
     metrics::gauge!("tenantry_db_pool_waiting").set(pool.waiting as f64);
+    metrics::counter!("tenantry_db_connections_refused_total").absolute(state.db.pool_refusals());
     metrics::gauge!("tenantry_request_log_queue_depth")
         .set(state.tenantry.request_log().depth() as f64);
     // Counters (they only grow), present from the first scrape: an alert on
