@@ -4,7 +4,7 @@ use futures_util::{pin_mut, TryStreamExt};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use crate::common::{count, create_tenant, exec, set_status, strings};
+use crate::common::{count, create_silo, create_tenant, exec, set_status, strings};
 use crate::helpers::{
     app, begin_as, commit, create_resource, denied, enter_signed, fails, names_seen_by, rollback,
     same_failure, set_parent, share, signed_for,
@@ -1043,4 +1043,23 @@ async fn a_tenant_cannot_read_or_advance_the_identity_sequence_of_an_adopted_tab
     )
     .await
     .is_empty());
+    // A schema tenant's table of it draws from the same sequence through a
+    // default, which needs USAGE: kept, and not named, while one does;
+    // adopting again leaves its inserts working (found by a review of this
+    // change: the revocation broke them).
+    let silo = create_silo(su, "silo").await;
+    for _ in 0..2 {
+        begin_as(app, silo).await;
+        exec(app, "SELECT tenantry.setup_connection()").await;
+        exec(app, "INSERT INTO tickets (title) VALUES ('s1')").await;
+        commit(app).await;
+        assert!(strings(su, "SELECT problem FROM tenantry.table_problems()")
+            .await
+            .is_empty());
+        exec(su, "SELECT tenantry.adopt_table('public.tickets')").await;
+    }
+    begin_as(app, silo).await;
+    exec(app, "SELECT tenantry.setup_connection()").await;
+    assert_eq!(count(app, "SELECT count(*) FROM tickets").await, 2);
+    commit(app).await;
 }
