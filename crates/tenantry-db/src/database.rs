@@ -693,6 +693,8 @@ impl Database {
         let mut status = self.pool.status();
         // Narrowed while the database has no connection slot left.
         status.max_size = self.connections.allowed();
+        // Those waiting at the gate (deadpool sees only those it let through).
+        status.waiting += self.connections.waiting();
         status
     }
 
