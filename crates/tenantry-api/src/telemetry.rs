@@ -69,6 +69,10 @@ fn describe() {
         "Requests waiting for a connection of the pool."
     );
     describe_gauge!(
+        "tenantry_table_problems",
+        "Doctor findings on adopted tables that would stop a start, as of the last check while serving (every tenth upkeep run); each is logged as an ERROR with its fix."
+    );
+    describe_gauge!(
         "tenantry_key_cache_entries",
         "API keys verified and cached in this process."
     );

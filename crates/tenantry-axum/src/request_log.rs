@@ -509,7 +509,39 @@ pub(crate) async fn upkeep(
         if let Err(e) = result {
             tracing::warn!(error = %e, "the upkeep (metrics refresh, request-log partitions) failed");
         }
+        if runs % DOCTOR_EVERY_RUNS == 0 {
+            doctor(&db).await;
+        }
         runs += 1;
+    }
+}
+
+/// How many upkeep runs apart the doctor runs (ten minutes at the default
+/// minute).
+const DOCTOR_EVERY_RUNS: u64 = 10;
+
+/// The doctor's rules, checked again while serving: a server checked them
+/// only at start, so a partition created later without row level security,
+/// or `DISABLE ROW LEVEL SECURITY` run while it served, went unsaid until the
+/// next restart (found by an outside review). Each finding that would stop a
+/// start is an ERROR line with its fix, and `tenantry_table_problems` says
+/// how many there are (an alert belongs there).
+async fn doctor(db: &tenantry_db::Database) {
+    match db.table_problems().await {
+        Ok(problems) => {
+            let blocking: Vec<_> = problems.iter().filter(|p| p.blocks_serving()).collect();
+            metrics::gauge!("tenantry_table_problems").set(blocking.len() as f64);
+            for p in blocking {
+                tracing::error!(
+                    table = %p.table,
+                    rule = %p.rule,
+                    problem = %p.problem,
+                    fix = %p.fix,
+                    "an adopted table breaks tenantry's rules (tenantry doctor): a restart would refuse to serve"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "the doctor's check of adopted tables failed"),
     }
 }
 

@@ -736,3 +736,37 @@ async fn an_invalidation_url_the_listener_cannot_use_stops_the_server_at_start()
             .is_ok()
     );
 }
+
+/// The doctor's rules are checked again while the server runs: a rule broken
+/// after the start (here row level security switched off on an adopted
+/// table) shows in `tenantry_table_problems` at the next check, every tenth
+/// upkeep run (found by an outside review: the server checked only at start).
+#[tokio::test]
+async fn a_rule_broken_while_the_server_runs_is_counted_at_the_next_check() {
+    let app = TestApp::spawn_with(|s| s.metrics_refresh_secs = 1).await;
+    let su = app.db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.notes (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.notes');
+         ALTER TABLE public.notes DISABLE ROW LEVEL SECURITY;",
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = app.send(reqwest::Method::GET, "/metrics", None, None).await;
+        let counted = r
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix("tenantry_table_problems "))
+            .and_then(|v| v.parse::<f64>().ok());
+        if counted.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not counted within 30 s: {counted:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
