@@ -804,8 +804,9 @@ async fn a_parent_whose_transaction_began_before_the_detach_cannot_share_the_chi
 /// `room = '…'` alone, read the victim's rows of that room, and `EXPLAIN
 /// ANALYZE` counted what the policy then dropped. Such an index is refused
 /// with hierarchy (made after the adoption, the doctor names it, and its fix
-/// ends the oracle) and holds without it; BRIN is named either way; GIN over
-/// full text, searched by no leakproof operator, stays.
+/// ends the oracle) and holds without it; with hierarchy only btree is
+/// taken (a GiST index on tenant_id and a range was scanned by a tenant's
+/// condition on tenant_id itself); BRIN is named either way.
 #[tokio::test]
 async fn indexes_of_other_methods_are_refused_where_their_scans_would_count_other_tenants_rows() {
     let w = adopted().await;
@@ -824,7 +825,14 @@ async fn indexes_of_other_methods_are_refused_where_their_scans_would_count_othe
          CREATE TABLE public.rooms (tenant_id uuid NOT NULL, id int NOT NULL, room text NOT NULL,
              PRIMARY KEY (tenant_id, id));
          SELECT tenantry.adopt_table('public.rooms');
-         CREATE INDEX rooms_room ON public.rooms USING gist (tenant_id, room);",
+         CREATE INDEX rooms_room ON public.rooms USING gist (tenant_id, room);
+         -- A range alone beside tenant_id: the tenant's own condition on
+         -- tenant_id itself is the index's (found by the review of the
+         -- first version of this rule, which looked at later columns only).
+         CREATE TABLE public.slots (tenant_id uuid NOT NULL, id int NOT NULL, during tstzrange NOT NULL,
+             PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.slots');
+         CREATE INDEX slots_during ON public.slots USING gist (tenant_id, during);",
     )
     .await;
     let refused = su
@@ -844,7 +852,10 @@ async fn indexes_of_other_methods_are_refused_where_their_scans_would_count_othe
         detail.contains("GIN index public.bookings_email cannot take"),
         "{detail}"
     );
-    assert!(!detail.contains("bookings_body"), "{detail}");
+    assert!(
+        detail.contains("GIN index public.bookings_body cannot take"),
+        "{detail}"
+    );
     assert!(
         detail.contains("SELECT tenantry.adopt_table('public.bookings', hierarchy => false);"),
         "{detail}"
@@ -884,13 +895,37 @@ async fn indexes_of_other_methods_are_refused_where_their_scans_would_count_othe
             &format!(
                 "INSERT INTO public.bookings (id, room, during, email)
                  VALUES ({id}, '{room}', tstzrange(now(), now() + interval '1 hour'), '{email}');
-                 INSERT INTO public.rooms (id, room) VALUES ({id}, '{room}')"
+                 INSERT INTO public.rooms (id, room) VALUES ({id}, '{room}');
+                 INSERT INTO public.slots (id, during) VALUES ({id}, tstzrange(now(), now() + interval '1 hour'))"
             ),
         )
         .await;
         commit(app).await;
     }
-    exec(su, "ANALYZE public.bookings; ANALYZE public.rooms").await;
+    exec(
+        su,
+        "ANALYZE public.bookings; ANALYZE public.rooms; ANALYZE public.slots",
+    )
+    .await;
+    // The index on tenant_id and a range: a tenant's condition on tenant_id
+    // alone counts the victim's rows, and the doctor names it.
+    let by_tenant = probe(
+        "SELECT id FROM public.slots WHERE tenant_id = $1",
+        "uuid",
+        b,
+        Uuid::new_v4(),
+    );
+    assert!(!crate::oracle::oracles(app, a, &[by_tenant])
+        .await
+        .is_empty());
+    assert_eq!(
+        strings(
+            su,
+            "SELECT rule FROM tenantry.table_problems('public.slots')"
+        )
+        .await,
+        ["indexes"]
+    );
     let room = |table: &str| {
         probe(
             &format!("SELECT id FROM public.{table} WHERE room = $1"),
@@ -915,6 +950,12 @@ async fn indexes_of_other_methods_are_refused_where_their_scans_would_count_othe
                 "text",
                 "ceo@victim.example",
                 "nobody@nowhere.example",
+            ),
+            probe(
+                "SELECT id FROM public.bookings WHERE tenant_id = $1",
+                "uuid",
+                b,
+                Uuid::new_v4(),
             ),
         ],
     )
