@@ -205,7 +205,12 @@ impl Application {
     ) -> std::io::Result<Self> {
         // First: a busy address is refused before any background task starts
         // (they would only fail noisily as the process exits).
-        let listener = TcpListener::bind(settings.listen).await?;
+        let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("binding the listen address {}: {e}", settings.listen),
+            )
+        })?;
         let invalidations = settings.invalidations().map_err(std::io::Error::other)?;
         if admin_token.len() < 24 {
             tracing::warn!(

@@ -166,9 +166,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let (token, token_source) = admin_token(&settings)?;
-    let app = Application::build(&settings, db, &token)
-        .await
-        .with_context(|| format!("binding the listen address {}", settings.listen))?;
+    // Its errors say what failed (the listen address, invalidation_url, …):
+    // a wrong invalidation_url read "binding the listen address" before.
+    let app = Application::build(&settings, db, &token).await?;
     let addr = app.local_addr();
     outln!("tenantry is serving on http://{addr}");
     outln!("API docs:     http://{addr}/docs");
