@@ -2071,6 +2071,21 @@ async fn a_log_batch_with_entries_dated_out_of_range_is_written_whole_with_dates
     );
 }
 
+/// `n` transactions of `tenant` at once, each holding its connection `secs`;
+/// the errors of those that failed.
+async fn wave(db: &Database, tenant: TenantId, n: usize, secs: f64) -> Vec<String> {
+    let work = (0..n).map(|_| async move {
+        let mut s = db.tenant(TenantContext::new(tenant)).await?;
+        let (_,): (i32,) = s.query_one("SELECT 1 FROM pg_sleep($1)", &[&secs]).await?;
+        s.commit().await
+    });
+    futures_util::future::join_all(work)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect()
+}
+
 /// A pool larger than the database's free connection slots (every client's
 /// connections together reached its limit): requests wait for the pool's own
 /// connections instead of failing when another cannot be opened (an
@@ -2093,19 +2108,7 @@ async fn a_pool_larger_than_the_databases_free_slots_waits_for_its_own_connectio
     .await
     .unwrap();
     let db = tdb.database_with(StatementMode::Prepared, 12);
-    let work = (0..24).map(|_| {
-        let db = db.clone();
-        async move {
-            let mut s = db.tenant(TenantContext::new(a)).await?;
-            let (_,): (i32,) = s.query_one("SELECT 1 FROM pg_sleep(0.05)", &[]).await?;
-            s.commit().await
-        }
-    });
-    let results = futures_util::future::join_all(work).await;
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
-        .collect();
+    let failed = wave(&db, a, 24, 0.05).await;
     assert!(
         failed.is_empty(),
         "{} failed: {:?}",
@@ -2136,16 +2139,8 @@ async fn a_pool_larger_than_the_databases_free_slots_waits_for_its_own_connectio
     .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(31)).await;
     assert_eq!(db.pool_status().max_size, 12, "{:?}", db.pool_status());
-    let work = (0..36).map(|_| {
-        let db = db.clone();
-        async move {
-            let mut s = db.tenant(TenantContext::new(a)).await?;
-            let (_,): (i32,) = s.query_one("SELECT 1 FROM pg_sleep(0.2)", &[]).await?;
-            s.commit().await
-        }
-    });
-    let results = futures_util::future::join_all(work).await;
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let failed = wave(&db, a, 36, 0.2).await;
+    assert!(failed.is_empty(), "{failed:?}");
     let open: i64 = su
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = 'tenantry_server'",
