@@ -382,6 +382,23 @@ async fn migrate_until(
     client: &mut Client,
     until: Option<i32>,
 ) -> Result<Vec<Migration>, MigrateError> {
+    // Said in tenantry's words: it answered PostgreSQL's "25006: cannot
+    // execute CREATE SCHEMA in a read-only transaction" (found by an
+    // operations review, against a standby).
+    let (standby, read_only): (bool, String) = client
+        .query_one(
+            "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('default_transaction_read_only')",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))?;
+    if standby || read_only == "on" {
+        return Err(MigrateError::Refused(if standby {
+            "the database is a standby (in recovery), which takes no writes: run tenantry migrate against the primary".into()
+        } else {
+            "the login's sessions are read-only (default_transaction_read_only = on, for the role, the database or the server): migrate as a role whose sessions may write, or reset the setting".into()
+        }));
+    }
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await?;

@@ -144,7 +144,12 @@ fn parse_settings(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings
         }
         kept
     };
-    let mut config: tokio_postgres::Config = rest.parse().map_err(|e| format!("{e}"))?;
+    // With its cause ("unknown option `foo`", "invalid value for option
+    // `port`": names, never values), which the driver's own text leaves out
+    // (found by an operations review: "invalid connection string" alone).
+    let mut config: tokio_postgres::Config = rest
+        .parse()
+        .map_err(|e: tokio_postgres::Error| crate::error::with_sources(&e))?;
     if let Some(mode) = mode {
         config.ssl_mode(mode);
     }
@@ -433,6 +438,22 @@ impl ServerCertVerifier for AnyHostName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_string_the_driver_refuses_is_said_with_the_option_at_fault_and_no_secret() {
+        let err = parse("postgres://app:s3cret@db.example/app?foo=bar")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown option") && err.contains("foo"),
+            "{err}"
+        );
+        let err = parse("host=db.example port=notaport password=s3cret")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
 
     #[test]
     fn verify_modes_and_the_root_file_are_taken_out_of_a_url_and_the_rest_is_the_drivers() {

@@ -1202,3 +1202,35 @@ async fn with_many_schema_tenants_the_definitions_secure_their_tables_through_a_
         }
     }
 }
+
+/// A database whose sessions are read-only (a standby, or
+/// `default_transaction_read_only`) is refused in tenantry's words before
+/// anything is tried, not with PostgreSQL's "cannot execute CREATE SCHEMA in
+/// a read-only transaction" (found by an operations review).
+#[tokio::test]
+async fn migrating_a_database_whose_sessions_are_read_only_is_refused_saying_so() {
+    let tdb = TestDatabase::new().await;
+    let url = empty_database(&tdb).await;
+    let setup = connect(&url).await;
+    setup
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$",
+        )
+        .await
+        .unwrap();
+    let mut client = connect(&url).await;
+    let err = migrate::migrate(&mut client).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::Refused(m) if m.contains("read-only")),
+        "{err}"
+    );
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'tenantry'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "nothing was made");
+}
