@@ -380,6 +380,26 @@ COMMENT ON FUNCTION tenantry.adopted_table_triggers(regclass, boolean) IS 'Inter
 GRANT EXECUTE ON FUNCTION tenantry.adopted_table_triggers(regclass, boolean) TO tenantry_admin, tenantry_server;
 
 /**
+ * Whether a default of another table than tbl draws from the sequence seq
+ * (a schema tenant's table of tbl, whose identity column's default is
+ * nextval() of tbl's sequence: secure_tenant_copy): the app then needs
+ * USAGE on it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.drawn_by_another_table(seq regclass, tbl regclass)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                   JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
+                   WHERE d.classid = 'pg_catalog.pg_attrdef'::regclass
+                     AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                     AND d.refobjid = seq AND ad.adrelid <> tbl)
+$$;
+COMMENT ON FUNCTION tenantry.drawn_by_another_table(regclass, regclass) IS 'Internal: whether a default of a table other than tbl (a schema tenant''s table of it) draws from the sequence seq, so that the app needs USAGE on it; secure_tenant_table keeps that grant, the doctor does not name it. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.drawn_by_another_table(regclass, regclass) TO tenantry_admin, tenantry_server;
+
+/**
  * Forced RLS, the tenant_isolation policy, the write-permission policies
  * (when write_permission is set), the no-move trigger and exactly the grants
  * the app roles need, on an adopted table and every partition of it.
@@ -465,11 +485,7 @@ BEGIN
         SELECT * FROM tenantry.owned_sequences(tbl)
     LOOP
         EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', seq);
-        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                       JOIN pg_catalog.pg_attrdef ad ON ad.oid = d.objid
-                       WHERE d.classid = 'pg_catalog.pg_attrdef'::regclass
-                         AND d.refclassid = 'pg_catalog.pg_class'::regclass
-                         AND d.refobjid = seq AND ad.adrelid <> tbl) THEN
+        IF NOT tenantry.drawn_by_another_table(seq, tbl) THEN
             EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM tenantry_app_own', seq);
         END IF;
     END LOOP;
@@ -913,11 +929,7 @@ BEGIN
                   -- Unless a schema tenant's table of it draws from it
                   -- through a default, which needs USAGE.
                   AND NOT (acl.privilege_type = 'USAGE' AND acl.grantee = 'tenantry_app_own'::regrole
-                           AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend dd
-                                       JOIN pg_catalog.pg_attrdef ad ON ad.oid = dd.objid
-                                       WHERE dd.classid = 'pg_catalog.pg_attrdef'::regclass
-                                         AND dd.refclassid = 'pg_catalog.pg_class'::regclass
-                                         AND dd.refobjid = sq.oid AND ad.adrelid <> part.rel));
+                           AND tenantry.drawn_by_another_table(sq.oid::regclass, part.rel));
             -- Every index leads with tenant_id: an index scan then never touches
             -- another tenant's rows, so EXPLAIN ANALYZE cannot count them.
             RETURN QUERY
