@@ -103,6 +103,22 @@ pub(crate) struct Connections {
     refused: std::sync::atomic::AtomicU64,
 }
 
+/// One caller counted in [`Connections::waiting`] for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What [`Connections`] withholds, and whether a task will give it back.
 #[derive(Default)]
 struct Withheld {
@@ -159,13 +175,15 @@ impl Connections {
             .acquire_timeout
             .map(|t| tokio::time::Instant::now() + t);
         loop {
-            self.waiting.fetch_add(1, Ordering::Relaxed);
+            // Counted while waiting, uncounted however the wait ends (a
+            // request given up drops this future in the middle of it).
+            let waiting = Waiting::new(&self.waiting);
             let place = self.places.clone().acquire_owned();
             let place = match deadline {
                 Some(d) => tokio::time::timeout_at(d, place).await.map_err(|_| ()),
                 None => Ok(place.await),
             };
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            drop(waiting);
             let place = place
                 .map_err(|()| managed::PoolError::Timeout(managed::TimeoutType::Wait))?
                 .map_err(|_| managed::PoolError::Closed)?;
