@@ -509,7 +509,8 @@ pub(crate) async fn upkeep(
         if let Err(e) = result {
             tracing::warn!(error = %e, "the upkeep (metrics refresh, request-log partitions) failed");
         }
-        if runs % DOCTOR_EVERY_RUNS == 0 {
+        // Not at the first run: `tenantry serve` runs the doctor just before.
+        if runs > 0 && runs % DOCTOR_EVERY_RUNS == 0 {
             doctor(&db).await;
         }
         runs += 1;
