@@ -212,6 +212,23 @@ impl HttpBody for Fingerprinted {
 pub struct Reply {
     status: StatusCode,
     secret: Option<&'static str>,
+    location: Option<Located>,
+}
+
+/// Where a created thing is read: a path prefix and the body's top-level
+/// string field that ends the path.
+#[derive(Debug, Clone, Copy)]
+struct Located {
+    prefix: &'static str,
+    field: &'static str,
+}
+
+impl Located {
+    /// `Location` for a body whose `field` is a string that fits a header.
+    fn header(self, body: &serde_json::Value) -> Option<HeaderValue> {
+        let id = body.get(self.field)?.as_str()?;
+        HeaderValue::from_str(&format!("{}{id}", self.prefix)).ok()
+    }
 }
 
 impl Reply {
@@ -220,6 +237,17 @@ impl Reply {
         Self {
             status,
             secret: None,
+            location: None,
+        }
+    }
+
+    /// The response names where the created thing is read: `Location:
+    /// <prefix><the body's top-level field>` (e.g. `"/v1/resources/"`,
+    /// `"id"`), on the first answer and on its replays alike.
+    pub const fn located(self, prefix: &'static str, field: &'static str) -> Self {
+        Self {
+            location: Some(Located { prefix, field }),
+            ..self
         }
     }
 
@@ -264,13 +292,27 @@ impl Reply {
     }
 
     /// This request's answer from what the write gave.
-    pub fn written<T>(self, outcome: Idempotent<T>) -> Written<T> {
+    pub fn written<T: Serialize>(self, outcome: Idempotent<T>) -> Written<T> {
         match outcome {
             Idempotent::Fresh(value) => Written::Fresh {
                 status: self.status,
+                location: self.location.and_then(|l| {
+                    serde_json::to_value(&value)
+                        .ok()
+                        .and_then(|body| l.header(&body))
+                }),
                 value,
             },
-            Idempotent::Replayed(stored) => Written::Replayed(stored),
+            Idempotent::Replayed(stored) => Written::Replayed {
+                location: self.location.and_then(|l| {
+                    stored
+                        .body
+                        .as_deref()
+                        .and_then(|b| serde_json::from_slice(b).ok())
+                        .and_then(|body| l.header(&body))
+                }),
+                stored,
+            },
         }
     }
 }
@@ -323,9 +365,16 @@ pub enum Written<T> {
         status: StatusCode,
         /// The body, sent as JSON (nothing for 204).
         value: T,
+        /// `Location` of what was created ([`Reply::located`]).
+        location: Option<HeaderValue>,
     },
     /// The stored response of the first request with the key.
-    Replayed(StoredResponse),
+    Replayed {
+        /// Status and body as first answered.
+        stored: StoredResponse,
+        /// `Location` of what was created ([`Reply::located`]).
+        location: Option<HeaderValue>,
+    },
 }
 
 impl<T> Written<T> {
@@ -333,7 +382,7 @@ impl<T> Written<T> {
     pub fn fresh(&self) -> Option<&T> {
         match self {
             Written::Fresh { value, .. } => Some(value),
-            Written::Replayed(_) => None,
+            Written::Replayed { .. } => None,
         }
     }
 }
@@ -344,8 +393,18 @@ impl<T: Serialize> IntoResponse for Written<T> {
             Written::Fresh { status, .. } if status == StatusCode::NO_CONTENT => {
                 status.into_response()
             }
-            Written::Fresh { status, value } => (status, axum::Json(value)).into_response(),
-            Written::Replayed(stored) => {
+            Written::Fresh {
+                status,
+                value,
+                location,
+            } => {
+                let mut response = (status, axum::Json(value)).into_response();
+                if let Some(location) = location {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                response
+            }
+            Written::Replayed { stored, location } => {
                 let status = StatusCode::from_u16(stored.status)
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let mut response = match stored.body {
@@ -354,9 +413,11 @@ impl<T: Serialize> IntoResponse for Written<T> {
                     }
                     None => status.into_response(),
                 };
-                response
-                    .headers_mut()
-                    .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+                let headers = response.headers_mut();
+                headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+                if let Some(location) = location {
+                    headers.insert(header::LOCATION, location);
+                }
                 response
             }
         }
@@ -549,6 +610,29 @@ mod tests {
                 .unwrap();
             assert_eq!(response.status(), status, "{chunks:?} against {expected:?}");
         }
+    }
+
+    #[test]
+    fn a_located_reply_names_the_created_thing_fresh_and_replayed_and_nothing_without_its_field() {
+        let reply = Reply::new(StatusCode::CREATED).located("/v1/things/", "id");
+        let value = serde_json::json!({ "id": "abc", "name": "x" });
+        let location = |written: Written<serde_json::Value>| {
+            written
+                .into_response()
+                .headers()
+                .get(header::LOCATION)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let fresh = reply.written(Idempotent::Fresh(value.clone()));
+        assert_eq!(location(fresh).as_deref(), Some("/v1/things/abc"));
+        let stored = reply.stored(&value).unwrap();
+        let replayed = reply.written(Idempotent::Replayed(stored));
+        assert_eq!(location(replayed).as_deref(), Some("/v1/things/abc"));
+        // No such string field, or a plain reply: no header.
+        let other = reply.written(Idempotent::Fresh(serde_json::json!({ "id": 7 })));
+        assert_eq!(location(other), None);
+        let plain = Reply::new(StatusCode::CREATED).written(Idempotent::Fresh(value));
+        assert_eq!(location(plain), None);
     }
 
     #[test]

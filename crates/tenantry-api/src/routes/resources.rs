@@ -96,7 +96,7 @@ pub struct ResourceListQuery {
 #[utoipa::path(
     post, path = "/v1/resources", tag = "resources", request_body = NewResourceBody,
     responses(
-        (status = 201, body = Resource),
+        (status = 201, body = Resource, headers(("Location" = String, description = "Where the new resource is read: `/v1/resources/{id}`"))),
         (status = 409, description = "Quota exceeded", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::JsonBody,
@@ -114,9 +114,11 @@ pub async fn create_resource(
     };
     // Quotas are the database's: an insert past one fails with quota_exceeded.
     let created = caller
-        .write_response(Reply::new(StatusCode::CREATED), &new, |scope, new| {
-            Box::pin(scope.create_resource(new))
-        })
+        .write_response(
+            Reply::new(StatusCode::CREATED).located("/v1/resources/", "id"),
+            &new,
+            |scope, new| Box::pin(scope.create_resource(new)),
+        )
         .await?;
     if let Some(resource) = created.fresh() {
         caller.note_resource(resource.id);

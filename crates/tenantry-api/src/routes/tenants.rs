@@ -106,7 +106,7 @@ fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
 #[utoipa::path(
     post, path = "/v1/tenants", tag = "tenants", request_body = NewTenantBody,
     responses(
-        (status = 201, body = Tenant),
+        (status = 201, body = Tenant, headers(("Location" = String, description = "Created with the admin token: where the operator reads the new tenant, `/v1/tenants/{tenant_id}`"))),
         (status = 404, description = "Parent not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Limit reached (`quota_exceeded`: max_children or max_descendants)", body = Problem, content_type = "application/problem+json"),
         responses::AnyAuth,
@@ -130,9 +130,11 @@ pub async fn create_tenant(
             // Under an Idempotency-Key, the operator's: a retry answers the
             // stored response (the tenant as created) without a second tenant.
             Ok(admin
-                .admin_write_response(Reply::new(StatusCode::CREATED), &new, |scope, new| {
-                    Box::pin(scope.create_tenant(new))
-                })
+                .admin_write_response(
+                    Reply::new(StatusCode::CREATED).located("/v1/tenants/", "tenant_id"),
+                    &new,
+                    |scope, new| Box::pin(scope.create_tenant(new)),
+                )
                 .await?
                 .into_response())
         }
@@ -169,7 +171,7 @@ pub async fn create_tenant(
             // Stored by a server of the previous version: the child's id
             // alone, read again as it is now.
             let legacy = match &created {
-                Written::Replayed(stored) => stored
+                Written::Replayed { stored, .. } => stored
                     .body
                     .as_deref()
                     .and_then(|b| serde_json::from_slice::<TenantId>(b).ok()),

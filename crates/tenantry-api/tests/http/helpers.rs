@@ -55,6 +55,8 @@ pub struct Resp {
     pub body: Value,
     /// The answer's `X-Request-Id`.
     pub request_id: String,
+    /// The answer's `Location`, if any.
+    pub location: Option<String>,
 }
 
 impl Resp {
@@ -430,6 +432,10 @@ async fn read(response: reqwest::Response) -> Resp {
         .to_str()
         .expect("a printable X-Request-Id")
         .to_owned();
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().expect("a printable Location").to_owned());
     let mut text = response.text().await.expect("reading the body");
     let mut body = serde_json::from_str(&text).unwrap_or(Value::Null);
     if content_type.starts_with("application/problem+json") {
@@ -453,5 +459,6 @@ async fn read(response: reqwest::Response) -> Resp {
         text,
         body,
         request_id,
+        location,
     }
 }

@@ -94,6 +94,62 @@ async fn a_retry_with_the_same_key_replays_the_first_response_and_writes_once() 
 }
 
 #[tokio::test]
+async fn a_created_resource_or_tenant_is_located_in_the_answer_and_in_its_replay() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let body = json!({ "name": "located" });
+    let first = create(&app, &acme.key, "loc-1", &body).await;
+    let id = first.resp.expect(201)["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/resources/{id}");
+    assert_eq!(first.resp.location.as_deref(), Some(path.as_str()));
+    let retry = create(&app, &acme.key, "loc-1", &body).await;
+    assert!(retry.replayed);
+    assert_eq!(retry.resp.location.as_deref(), Some(path.as_str()));
+    // Where it says: the resource, as created.
+    let read = app.get(&path, &acme.key).await;
+    assert_eq!(read.expect(200), first.resp.expect(201));
+    // Without a key too; a refused creation locates nothing.
+    let plain = app.post("/v1/resources", &acme.key, &body).await;
+    let other = plain.expect(201)["id"].as_str().unwrap();
+    assert_eq!(plain.location, Some(format!("/v1/resources/{other}")));
+    let refused = app
+        .post("/v1/resources", &acme.key, &json!({ "name": "" }))
+        .await;
+    assert!(refused.status >= 400 && refused.location.is_none());
+
+    // The operator's tenant, in the answer and its replay.
+    let admin = app.admin_token.clone();
+    let tenant = json!({ "name": "located-tenant" });
+    let made = keyed(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &admin,
+        "t-loc",
+        Some(&tenant),
+    )
+    .await;
+    let tenant_id = made.resp.expect(201)["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let at = format!("/v1/tenants/{tenant_id}");
+    assert_eq!(made.resp.location.as_deref(), Some(at.as_str()));
+    let again = keyed(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &admin,
+        "t-loc",
+        Some(&tenant),
+    )
+    .await;
+    assert!(again.replayed);
+    assert_eq!(again.resp.location.as_deref(), Some(at.as_str()));
+    app.get(&at, &admin).await.expect(200);
+}
+
+#[tokio::test]
 async fn replayed_request_with_other_body_or_path_is_422_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let acme = app.tenant("acme").await;
