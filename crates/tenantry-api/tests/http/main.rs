@@ -9,6 +9,7 @@ mod audit_usage;
 mod contention;
 mod context_keys;
 mod credentials;
+mod docs;
 mod errors;
 mod helpers;
 mod hierarchy;
