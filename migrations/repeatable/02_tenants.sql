@@ -275,6 +275,13 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.lock_hierarchy_for_move(uuid) IS 'Internal: the exclusive hierarchy lock of a move (tenants_before_write, for any change of parent_id), tried for up to 5 s without queueing ahead of creations; 55P03 naming the tenant then. Not granted.';
 
+/** The most a tenant's settings.metadata may hold, as JSON text: 16 KiB. */
+CREATE OR REPLACE FUNCTION tenantry.metadata_max_bytes()
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT 16384 $$;
+COMMENT ON FUNCTION tenantry.metadata_max_bytes() IS 'The most a tenant''s settings.metadata may hold, as JSON text (16 KiB): checked by tenants_before_write where metadata is written.';
+
 /** Checks a tenant row before it is written: lifecycle, parent and cycles. */
 CREATE OR REPLACE FUNCTION tenantry.tenants_before_write()
 RETURNS trigger
@@ -296,6 +303,17 @@ BEGIN
             NEW.updated_at := tenantry.write_time();
         END IF;
         RETURN NEW;
+    END IF;
+    -- Free-form, but not free: a tenant key may write its children's
+    -- metadata, and nothing counts it against a quota (an outside review
+    -- stored 100 MB through one tenant's 98 children, then made every
+    -- listing of them read it). Checked where it changes only: a tenant
+    -- holding more from before keeps it until its metadata is next written.
+    IF (TG_OP = 'INSERT' OR NEW.settings->'metadata' IS DISTINCT FROM OLD.settings->'metadata')
+       AND octet_length((NEW.settings->'metadata')::text) > tenantry.metadata_max_bytes() THEN
+        RAISE EXCEPTION 'settings.metadata must be at most % bytes as JSON (it is %)',
+            tenantry.metadata_max_bytes(), octet_length((NEW.settings->'metadata')::text)
+            USING ERRCODE = 'TN422', HINT = 'settings.metadata';
     END IF;
     IF TG_OP = 'UPDATE' THEN
         IF OLD.status = 'deleted' THEN
@@ -409,7 +427,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), enforces the status lifecycle (no deletion with live children or while a tier move is under way; a deletion takes its row FOR UPDATE, waiting for open shares with the tenant), an existing live parent (its row held FOR SHARE, so that its concurrent deletion cannot leave the new child behind), and rejects self-parenting and cycles.';
+COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), refuses settings.metadata written larger than metadata_max_bytes() (TN422), enforces the status lifecycle (no deletion with live children or while a tier move is under way; a deletion takes its row FOR UPDATE, waiting for open shares with the tenant), an existing live parent (its row held FOR SHARE, so that its concurrent deletion cannot leave the new child behind), and rejects self-parenting and cycles.';
 
 /**
  * After `tid` moved (detached, or under another parent), with the closure as

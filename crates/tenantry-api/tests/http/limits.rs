@@ -413,3 +413,99 @@ async fn creating_children_faster_than_the_child_creation_rate_is_429_with_retry
     .await
     .problem(422, "validation_failed");
 }
+
+#[tokio::test]
+async fn metadata_past_16_kib_is_refused_for_a_child_and_by_the_operator_and_an_older_large_one_does_not_block_other_changes(
+) {
+    let app = TestApp::spawn().await;
+    let parent = app.tenant("parent").await;
+    // 16 KiB of JSON text, and one byte more.
+    let fits = json!({ "v": "x".repeat(16384 - 9) });
+    assert_eq!(
+        fits.to_string().len() + 1,
+        16384,
+        "jsonb writes `{{\"v\": \"…\"}}`"
+    );
+    let over = json!({ "v": "x".repeat(16384 - 8) });
+    let refused = app
+        .post(
+            "/v1/tenants",
+            &parent.key,
+            &json!({ "name": "hoarder", "settings": { "metadata": over } }),
+        )
+        .await;
+    assert_eq!(
+        refused.problem(422, "validation_failed")["field"],
+        "settings.metadata"
+    );
+    let children = format!(
+        "SELECT count(*) FROM tenantry.tenants WHERE parent_id = '{}'",
+        parent.id
+    );
+    assert_eq!(app.count(&children).await, 0, "nothing created");
+    let child = app
+        .post(
+            "/v1/tenants",
+            &parent.key,
+            &json!({ "name": "modest", "settings": { "metadata": fits } }),
+        )
+        .await
+        .expect(201)
+        .clone();
+    let child_id = child["tenant_id"].as_str().unwrap();
+    // The operator is held to it too, and the refusal changes nothing.
+    let path = format!("/v1/tenants/{child_id}");
+    let patched = app
+        .send(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&app.admin_token),
+            Some(&json!({ "settings": { "metadata": over } })),
+        )
+        .await;
+    assert_eq!(
+        patched.problem(422, "validation_failed")["field"],
+        "settings.metadata"
+    );
+    assert_eq!(
+        app.admin_get(&path).await.expect(200)["settings"]["metadata"],
+        fits
+    );
+
+    // Metadata stored larger before the bound (written here past the
+    // trigger, as a superuser restoring rows would) stays, and the tenant's
+    // other changes go on; writing the metadata again is held to the bound.
+    let client = app.db.superuser_client().await;
+    client
+        .batch_execute(&format!(
+            "SET session_replication_role = replica;
+             UPDATE tenantry.tenants SET settings = jsonb_set(settings, '{{metadata}}', '{over}')
+              WHERE tenant_id = '{child_id}';
+             RESET session_replication_role;"
+        ))
+        .await
+        .unwrap();
+    app.send(
+        reqwest::Method::PATCH,
+        &path,
+        Some(&app.admin_token),
+        Some(&json!({ "name": "renamed" })),
+    )
+    .await
+    .expect(200);
+    app.admin_post(&format!("{path}/suspend"), &json!({}))
+        .await
+        .expect(200);
+    let rewritten = app
+        .send(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&app.admin_token),
+            Some(&json!({ "settings": { "metadata": { "more": over } } })),
+        )
+        .await;
+    assert_eq!(
+        rewritten.problem(422, "validation_failed")["field"],
+        "settings.metadata"
+    );
+}
