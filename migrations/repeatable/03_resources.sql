@@ -93,6 +93,15 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         PERFORM tenantry.write_audit(NEW.tenant_id, 'share.created', 'resource', NEW.resource_id::text,
             jsonb_build_object('shared_with', NEW.shared_with, 'shared_by', NEW.shared_by));
+    ELSIF OLD.shared_with = tenantry.current_tenant_id() THEN
+        -- Declined by its target (decline_share): the owner's log names the
+        -- target tenant, not its key or member (another tenant's actors are
+        -- not the owner's to read); the target's own log names who declined.
+        INSERT INTO tenantry.audit_log (tenant_id, actor, action, target_type, target_id, details)
+        VALUES (OLD.tenant_id, 'tenant:' || OLD.shared_with, 'share.declined', 'resource', OLD.resource_id::text,
+                jsonb_build_object('shared_with', OLD.shared_with));
+        PERFORM tenantry.write_audit(OLD.shared_with, 'share.declined', 'resource', OLD.resource_id::text,
+            jsonb_build_object('owner', OLD.tenant_id));
     ELSE
         PERFORM tenantry.write_audit(OLD.tenant_id, 'share.revoked', 'resource', OLD.resource_id::text,
             jsonb_build_object('shared_with', OLD.shared_with));
@@ -100,7 +109,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.shared_resources_audit() IS 'Trigger: audits shares made and revoked.';
+COMMENT ON FUNCTION tenantry.shared_resources_audit() IS 'Trigger: audits shares made and revoked (in the owner''s log), and shares declined by their target (share.declined, in both logs; the owner''s names the target tenant as actor).';
 CREATE OR REPLACE TRIGGER shared_resources_audit
     AFTER INSERT OR DELETE ON tenantry.shared_resources
     FOR EACH ROW EXECUTE FUNCTION tenantry.shared_resources_audit();
@@ -667,10 +676,55 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.unshare_resource(uuid, uuid) IS 'Revokes a share made by the current tenant (or a descendant). TN404 when there is no such share.';
 
+/**
+ * The target of a share gives it up: a resource shared with the current
+ * tenant is shared with it no more, as if its owner had revoked it. A tenant
+ * cannot refuse what others share with it, so this is its way out of a share
+ * it does not want (found by an outside review: a tenant shared a 10 MB
+ * resource with another, whose every default listing then carried it, and
+ * only the owner could end that). TN404 when no such share is made to the
+ * current tenant, whoever owns the resource.
+ */
+CREATE OR REPLACE FUNCTION tenantry.decline_share(resource_id uuid)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me uuid := tenantry.current_tenant_id();
+    owner_id uuid;
+    locked uuid;
+BEGIN
+    IF me IS NULL THEN
+        RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
+    END IF;
+    SELECT s.tenant_id INTO owner_id FROM tenantry.shared_resources s
+    WHERE s.resource_id = decline_share.resource_id AND s.shared_with = me;
+    IF owner_id IS NOT NULL THEN
+        -- The owner's row first, as a revocation takes it (lock_shareable_resource).
+        EXECUTE format('SELECT r.tenant_id FROM %s r WHERE r.tenant_id = $1 AND r.id = $2 FOR UPDATE',
+                       tenantry.resources_relation(owner_id))
+        USING owner_id, decline_share.resource_id
+        INTO locked;
+        DELETE FROM tenantry.shared_resources s
+        WHERE s.tenant_id = owner_id AND s.resource_id = decline_share.resource_id AND s.shared_with = me;
+    END IF;
+    IF owner_id IS NULL OR NOT FOUND THEN
+        RAISE EXCEPTION 'resource % is not shared with tenant %', decline_share.resource_id, me
+            USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    END IF;
+    EXECUTE format('UPDATE %s r SET shared_with = array_remove(r.shared_with, $3)
+                    WHERE r.tenant_id = $1 AND r.id = $2', tenantry.resources_relation(owner_id))
+    USING owner_id, decline_share.resource_id, me;
+END
+$$;
+COMMENT ON FUNCTION tenantry.decline_share(uuid) IS 'The current tenant gives up a resource shared with it (as if its owner had revoked the share; audited in both tenants'' logs as share.declined). TN404 when no such share is made to it.';
+
 GRANT EXECUTE ON FUNCTION
     tenantry.share_resource(uuid, uuid),
     tenantry.share_resource_row(uuid, uuid),
-    tenantry.unshare_resource(uuid, uuid)
+    tenantry.unshare_resource(uuid, uuid),
+    tenantry.decline_share(uuid)
 TO tenantry_app;
 
 -- -----------------------------------------------------------------------------

@@ -923,6 +923,20 @@ impl TenantScope {
         .await?;
         Ok(())
     }
+
+    /// Gives up a resource another tenant shared with this one
+    /// (`tenantry.decline_share`): it is shared with this tenant no more, as
+    /// if its owner had revoked the share. [`DbError::NotFound`] when no such
+    /// share is made to this tenant.
+    pub async fn decline_share(&mut self, id: ResourceId) -> Result<(), DbError> {
+        self.rows(
+            "SELECT tenantry.decline_share($1)",
+            &[id.as_uuid()],
+            &[Type::UUID],
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 fn share(r: &Row) -> Share {

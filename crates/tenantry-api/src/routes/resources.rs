@@ -342,12 +342,16 @@ pub async fn list_outgoing_shares(
     )?))
 }
 
-/// Revoke a share (`resources.share`); the target loses access at once.
+/// Revoke a share (`resources.share`); the target loses access at once. With
+/// the caller's own tenant as `tenant_id`, the target gives up a resource
+/// shared with it (`resources.write`): a tenant cannot refuse what others
+/// share with it, and this takes a share it does not want out of its
+/// listings, as a revocation would.
 #[utoipa::path(
     delete, path = "/v1/resources/{id}/shares/{tenant_id}", tag = "resources",
     params(("id" = String, Path, format = Uuid), ("tenant_id" = String, Path, format = Uuid)),
     responses(
-        (status = 204, description = "Revoked"),
+        (status = 204, description = "Revoked (or declined by its target)"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::NotFound,
@@ -358,8 +362,18 @@ pub async fn unshare_resource(
     caller: TenantCaller,
     Path((id, tenant)): Path<(ResourceId, TenantId)>,
 ) -> Result<Written<()>, ApiError> {
-    caller.require("resources.share")?;
     caller.note_resource(id);
+    if tenant == caller.tenant() {
+        // No tenant shares with itself: a share to the caller's tenant is
+        // another tenant's resource, which the caller declines.
+        caller.require("resources.write")?;
+        return caller
+            .write_response(Reply::new(StatusCode::NO_CONTENT), &(), |scope, ()| {
+                Box::pin(scope.decline_share(id))
+            })
+            .await;
+    }
+    caller.require("resources.share")?;
     caller
         .write_response(Reply::new(StatusCode::NO_CONTENT), &(), |scope, ()| {
             Box::pin(scope.unshare_resource(id, tenant))

@@ -279,3 +279,128 @@ async fn deleting_a_shared_resource_removes_it_from_the_target() {
         .problem(404, "not_found");
     assert!(app.resource_names(&target.key, "").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_target_declines_a_share_it_does_not_want_and_no_one_else_can_decline_it_for_it() {
+    let app = TestApp::spawn().await;
+    let owner = app.tenant("owner").await;
+    let target = app.tenant("target").await;
+    let third = app.tenant("third").await;
+    let id = app.create_resource(&owner.key, "unwanted").await;
+    app.post(
+        &format!("/v1/resources/{id}/shares"),
+        &owner.key,
+        &json!({ "tenant_id": target.id }),
+    )
+    .await
+    .expect(201);
+    assert_eq!(app.resource_names(&target.key, "").await, vec!["unwanted"]);
+    let shares =
+        format!("SELECT count(*) FROM tenantry.shared_resources WHERE resource_id = '{id}'");
+
+    // A third tenant cannot decline it for the target (not its share, nor
+    // one made to it): answered like a resource that does not exist.
+    let missing = random_id();
+    let foreign = app
+        .delete(
+            &format!("/v1/resources/{id}/shares/{}", target.id),
+            &third.key,
+        )
+        .await;
+    let nothing = app
+        .delete(
+            &format!("/v1/resources/{missing}/shares/{}", target.id),
+            &third.key,
+        )
+        .await;
+    assert_eq!(
+        (foreign.status, foreign.text.replace(&id, "ID")),
+        (nothing.status, nothing.text.replace(&missing, "ID"))
+    );
+    foreign.problem(404, "not_found");
+    let not_its = app
+        .delete(
+            &format!("/v1/resources/{id}/shares/{}", third.id),
+            &third.key,
+        )
+        .await;
+    let none_such = app
+        .delete(
+            &format!("/v1/resources/{missing}/shares/{}", third.id),
+            &third.key,
+        )
+        .await;
+    assert_eq!(
+        (not_its.status, not_its.text.replace(&id, "ID")),
+        (none_such.status, none_such.text.replace(&missing, "ID"))
+    );
+    not_its.problem(404, "not_found");
+    // A key of the target that may only read cannot decline either.
+    let reader = app
+        .create_role(&target.key, "reader", &["resources.read"])
+        .await;
+    let (reader_key, _) = app.create_role_key(&target.key, &reader).await;
+    app.delete(
+        &format!("/v1/resources/{id}/shares/{}", target.id),
+        &reader_key,
+    )
+    .await
+    .problem(403, "permission_denied");
+    assert_eq!(app.count(&shares).await, 1, "still shared");
+
+    // The target declines: gone from its listings and from the owner's shares.
+    app.delete(
+        &format!("/v1/resources/{id}/shares/{}", target.id),
+        &target.key,
+    )
+    .await
+    .expect(204);
+    assert!(app.resource_names(&target.key, "").await.is_empty());
+    app.get(&format!("/v1/resources/{id}"), &target.key)
+        .await
+        .problem(404, "not_found");
+    assert!(ids(
+        &app.get(&format!("/v1/resources/{id}/shares"), &owner.key)
+            .await
+            .items(),
+        "tenant_id"
+    )
+    .is_empty());
+    assert_eq!(app.count(&shares).await, 0);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT cardinality(shared_with)::bigint FROM tenantry.resources WHERE id = '{id}'"
+        ))
+        .await,
+        0
+    );
+    // Once: a second decline finds nothing.
+    app.delete(
+        &format!("/v1/resources/{id}/shares/{}", target.id),
+        &target.key,
+    )
+    .await
+    .problem(404, "not_found");
+    // The owner's log names the target tenant, not its key; the target's
+    // names its key; the owner may share again.
+    let owner_log = app
+        .get("/v1/audit?action=share.declined", &owner.key)
+        .await
+        .items();
+    assert_eq!(owner_log.len(), 1, "{owner_log:?}");
+    assert_eq!(owner_log[0]["actor"], format!("tenant:{}", target.id));
+    let target_log = app
+        .get("/v1/audit?action=share.declined", &target.key)
+        .await
+        .items();
+    assert_eq!(target_log.len(), 1, "{target_log:?}");
+    assert_eq!(target_log[0]["actor"], format!("key:{}", target.key_id));
+    assert_eq!(target_log[0]["details"]["owner"], owner.id.as_str());
+    app.post(
+        &format!("/v1/resources/{id}/shares"),
+        &owner.key,
+        &json!({ "tenant_id": target.id }),
+    )
+    .await
+    .expect(201);
+}
