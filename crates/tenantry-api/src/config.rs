@@ -95,6 +95,9 @@ pub struct Settings {
     /// least 64 KiB in that time since the socket last refused more), in
     /// milliseconds; then its connection is closed.
     pub http_send_timeout_ms: u64,
+    /// How long a request's body may take to arrive once its headers have,
+    /// in milliseconds; then it is answered 408 and its connection closed.
+    pub http_body_timeout_ms: u64,
     /// HTTP connections open at once; more wait to be accepted.
     pub http_max_connections: usize,
     /// How long a request waits for a database connection before a 503, in milliseconds.
@@ -158,6 +161,7 @@ impl Default for Settings {
             shutdown_grace_secs: 10,
             http_header_timeout_ms: 15_000,
             http_send_timeout_ms: 30_000,
+            http_body_timeout_ms: 30_000,
             http_max_connections: 10_000,
             acquire_timeout_ms: 2_000,
             statement_timeout_ms: millis(SERVER_TIMEOUTS.statement_timeout),
@@ -263,6 +267,7 @@ impl Settings {
             "TENANTRY_SHUTDOWN_GRACE_SECS" => shutdown_grace_secs,
             "TENANTRY_HTTP_HEADER_TIMEOUT_MS" => http_header_timeout_ms,
             "TENANTRY_HTTP_SEND_TIMEOUT_MS" => http_send_timeout_ms,
+            "TENANTRY_HTTP_BODY_TIMEOUT_MS" => http_body_timeout_ms,
             "TENANTRY_HTTP_MAX_CONNECTIONS" => http_max_connections,
             "TENANTRY_ACQUIRE_TIMEOUT_MS" => acquire_timeout_ms,
             "TENANTRY_STATEMENT_TIMEOUT_MS" => statement_timeout_ms,
@@ -305,12 +310,14 @@ impl Settings {
         }
         if self.http_header_timeout_ms == 0
             || self.http_send_timeout_ms == 0
+            || self.http_body_timeout_ms == 0
             || self.http_max_connections == 0
         {
             return Err(SettingsError::Invalid(
-                "http_header_timeout_ms, http_send_timeout_ms and http_max_connections must be \
-                 above 0: without deadlines, clients that send half a request or never read \
-                 their answer keep their connections (and the answer) for ever"
+                "http_header_timeout_ms, http_body_timeout_ms, http_send_timeout_ms and \
+                 http_max_connections must be above 0: without deadlines, clients that send half \
+                 a request or never read their answer keep their connections (and the request or \
+                 the answer) for ever"
                     .into(),
             ));
         }

@@ -105,7 +105,7 @@ pub mod responses {
         }
     }
 
-    /// 400, 413, 415 and 422 of every route with a JSON body.
+    /// 400, 408, 413, 415 and 422 of every route with a JSON body.
     pub struct JsonBody;
     impl IntoResponses for JsonBody {
         fn responses() -> BTreeMap<String, RefOr<Response>> {
@@ -114,6 +114,7 @@ pub mod responses {
                     400,
                     "Malformed JSON, unknown field, a value of the wrong type (`null` for a field that has none included), or invalid path parameter",
                 ),
+                (408, "The body did not arrive within `http_body_timeout_ms` of the headers (`body_timeout`); the connection closes"),
                 (413, "Body over the size limit"),
                 (415, "Body is not application/json"),
                 (422, "Invalid value; `field` names it"),

@@ -304,6 +304,7 @@ impl Application {
                 header_read_timeout: Duration::from_millis(settings.http_header_timeout_ms),
                 max_connections: settings.http_max_connections,
                 send_timeout: Duration::from_millis(settings.http_send_timeout_ms),
+                body_read_timeout: Duration::from_millis(settings.http_body_timeout_ms),
             },
             stopping,
         })

@@ -73,6 +73,7 @@ problem_codes! {
     QuotaExceeded = ("quota_exceeded", CONFLICT, "A quota of the tenant would be exceeded"),
     PreconditionFailed = ("precondition_failed", PRECONDITION_FAILED, "A precondition of the request (If-Match) does not hold"),
     BodyTooLarge = ("body_too_large", PAYLOAD_TOO_LARGE, "Request body too large"),
+    BodyTimeout = ("body_timeout", REQUEST_TIMEOUT, "The request body did not arrive in time"),
     UnsupportedMediaType = ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "Request body must be application/json"),
     ValidationFailed = ("validation_failed", UNPROCESSABLE_ENTITY, "The request is well-formed but invalid"),
     RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "Too many requests for this tenant"),

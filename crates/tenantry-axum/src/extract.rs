@@ -40,11 +40,29 @@ async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, Bytes), 
                 ProblemCode::BodyTooLarge,
                 "request body exceeds the size limit",
             )
+        } else if let Some(late) = timed_out(&e) {
+            ApiError::new(
+                ProblemCode::BodyTimeout,
+                format!("{late}: send it at once after its headers, or retry"),
+            )
         } else {
             ApiError::new(ProblemCode::InvalidJson, e.body_text())
         }
     })?;
     Ok((is_json, bytes))
+}
+
+/// The body's deadline passed ([`crate::serve::BodyTimedOut`], somewhere
+/// in the error's sources).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<crate::serve::BodyTimedOut> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(late) = e.downcast_ref::<crate::serve::BodyTimedOut>() {
+            return Some(*late);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// `application/json` or `application/<anything>+json`, parameters aside;

@@ -866,3 +866,47 @@ async fn if_match_with_entity_tags_is_412_and_changes_nothing() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["name"], "after");
 }
+
+#[tokio::test]
+async fn a_write_whose_body_stops_half_way_is_408_after_the_body_deadline_and_writes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|s| s.http_body_timeout_ms = 500).await;
+    let t = app.tenant("acme").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    client
+        .write_all(
+            format!(
+                "POST /v1/resources HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\": \"half",
+                t.key
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.read_to_string(&mut text),
+    )
+    .await
+    .expect("answered and closed within 10 s, not held")
+    .unwrap();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert!(text.contains("\"code\":\"body_timeout\""), "{text}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM tenantry.resources").await,
+        0
+    );
+    // The route's contract names it.
+    let spec = app.get("/openapi.json", &t.key).await;
+    assert!(
+        spec.body["paths"]["/v1/resources"]["post"]["responses"]["408"].is_object(),
+        "408 documented for POST /v1/resources"
+    );
+}
