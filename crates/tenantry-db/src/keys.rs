@@ -252,12 +252,33 @@ impl TenantScope {
 
     /// Keys of the scope's tenant, newest first (including revoked and expired ones).
     pub async fn list_api_keys(&mut self) -> Result<Vec<ApiKeyInfo>, DbError> {
+        self.api_keys_page(None, i64::MAX).await
+    }
+
+    /// A page of [`TenantScope::list_api_keys`]: at most `limit` keys after
+    /// `after` (the creation time and id of the last key of the page before)
+    /// in that order, newest first, ties by id. Read and sorted by the
+    /// database, so a page costs the same however many keys were revoked
+    /// before it (a list paged in the server read them all: 36 ms for one
+    /// key of 561, found by a review as a hostile tenant).
+    pub async fn api_keys_page(
+        &mut self,
+        after: Option<(DateTime<Utc>, KeyId)>,
+        limit: i64,
+    ) -> Result<Vec<ApiKeyInfo>, DbError> {
         let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM tenantry.api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, key_id"
+            "SELECT {KEY_COLUMNS} FROM tenantry.api_keys
+             WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR (created_at, key_id) < ($2, $3))
+             ORDER BY created_at DESC, key_id DESC LIMIT $4"
         );
         let tenant = *self.tenant().as_uuid();
+        let (at, id) = after.map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())));
         Ok(self
-            .rows(&sql, &[&tenant], &[Type::UUID])
+            .rows(
+                &sql,
+                &[&tenant, &at, &id, &limit],
+                &[Type::UUID, Type::TIMESTAMPTZ, Type::UUID, Type::INT8],
+            )
             .await?
             .iter()
             .map(ApiKeyInfo::from_row)

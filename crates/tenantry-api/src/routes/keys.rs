@@ -11,7 +11,7 @@ use tenantry_db::{
 };
 use utoipa::ToSchema;
 
-use super::{page_by_key, Page, PageQuery};
+use super::{keyset, keyset_page, Page, PageQuery};
 use crate::{
     auth::TenantCaller,
     error::{responses, ApiError, Problem},
@@ -194,10 +194,15 @@ pub async fn list_keys(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<ApiKeyInfo>>, ApiError> {
     caller.require("keys.read")?;
+    let window = keyset(&q)?;
     let mut scope = caller.scope().await?;
-    let keys = scope.list_api_keys().await?;
+    let keys = scope
+        .api_keys_page(window.after().copied(), window.fetch())
+        .await?;
     scope.commit().await?;
-    Ok(Json(page_by_key(keys, |k| k.key_id.to_string(), &q)?))
+    Ok(Json(keyset_page(&window, keys, |k| {
+        (k.created_at, k.key_id)
+    })))
 }
 
 /// Create a key for the caller's tenant (`keys.write`); shown once.

@@ -29,9 +29,12 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// The previous page's `next_cursor`; empty or absent: the first page.
-    /// The next page starts after the item the cursor ended on or, when that
-    /// one was removed since, at the item that followed it; when both were
-    /// removed, 400 `invalid_cursor`: start again from the first page.
+    /// The next page starts after the item the cursor ended on. Keys are
+    /// paged by their place in the order (newest first), whatever was
+    /// removed since; in the other lists, when the item the cursor ended on
+    /// was removed since, the page starts at the item that followed it, and
+    /// when both were, the answer is 400 `invalid_cursor`: start again from
+    /// the first page.
     pub cursor: Option<String>,
 }
 
@@ -56,6 +59,35 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// The page a list read by the database asks for: the API's page size
+/// (1–1000, default 50) and the place of the last item of the page before,
+/// which the cursor carries (`K`: the columns the list is ordered by), so
+/// that the database reads one page, however long the list.
+pub fn keyset<K: serde::de::DeserializeOwned>(
+    query: &PageQuery,
+) -> Result<tenantry_axum::page::Window<K>, ApiError> {
+    let limit = query.limit()?;
+    tenantry_axum::page::PageQuery {
+        limit: Some(i64::from(limit)),
+        cursor: given_cursor(&query.cursor).map(str::to_owned),
+    }
+    .window(i64::from(DEFAULT_LIMIT), i64::from(MAX_LIMIT))
+}
+
+/// The page of `rows`, read with `window.fetch()` as their limit in the
+/// list's order; `key` gives a row's place in that order.
+pub fn keyset_page<T, K: Serialize>(
+    window: &tenantry_axum::page::Window<K>,
+    rows: Vec<T>,
+    key: impl Fn(&T) -> K,
+) -> Page<T> {
+    let page = window.page(rows, key);
+    Page {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }
 }
 
 /// Pages an in-memory list ordered by a unique key. The cursor names the

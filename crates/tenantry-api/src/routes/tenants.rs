@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use super::{
     decode_cursor, invalid_cursor,
     keys::{own_key, NewKeyBody, NewKeyResponse, RotateBody},
-    page_by_key, Page, PageQuery,
+    keyset, keyset_page, page_by_key, Page, PageQuery,
 };
 use crate::{
     auth::{AdminCaller, Caller, TenantCaller},
@@ -610,15 +610,16 @@ pub async fn list_tenant_keys(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<ApiKeyInfo>>, ApiError> {
     let id = path_tenant(&id)?;
+    let window = keyset(&q)?;
+    // The scope's tenant's keys only (api_keys_page reads them by its id).
     let mut scope = admin.tenant_scope(id).await?;
-    let keys: Vec<ApiKeyInfo> = scope
-        .list_api_keys()
-        .await?
-        .into_iter()
-        .filter(|k| k.tenant_id == id)
-        .collect();
+    let keys = scope
+        .api_keys_page(window.after().copied(), window.fetch())
+        .await?;
     scope.commit().await?;
-    Ok(Json(page_by_key(keys, |k| k.key_id.to_string(), &q)?))
+    Ok(Json(keyset_page(&window, keys, |k| {
+        (k.created_at, k.key_id)
+    })))
 }
 
 /// Revoke one of a tenant's keys (admin), audited as `admin`; it is refused at

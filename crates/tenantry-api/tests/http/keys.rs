@@ -315,3 +315,73 @@ async fn a_key_or_role_description_with_invisible_characters_is_refused_naming_t
         "deploy key\nfor the\tbuild"
     );
 }
+
+#[tokio::test]
+async fn keys_are_paged_newest_first_by_the_database_and_every_key_comes_once() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("acme").await;
+    for n in 0..7 {
+        let made = app
+            .post(
+                "/v1/keys",
+                &t.key,
+                &json!({ "description": format!("k{n}") }),
+            )
+            .await;
+        made.expect(201);
+    }
+    // One revoked meanwhile stays listed (keys are history too).
+    let listed = app.get("/v1/keys?limit=1000", &t.key).await.items();
+    assert_eq!(listed.len(), 8);
+    let revoked = listed[3]["key_id"].as_str().unwrap().to_owned();
+    app.delete(&format!("/v1/keys/{revoked}"), &t.key)
+        .await
+        .expect(204);
+    for base in ["/v1/keys".to_owned(), format!("/v1/tenants/{}/keys", t.id)] {
+        let token = if base == "/v1/keys" {
+            t.key.clone()
+        } else {
+            app.admin_token.clone()
+        };
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("{base}?limit=3&cursor={c}"),
+                None => format!("{base}?limit=3"),
+            };
+            let page = app.get(&path, &token).await;
+            let body = page.expect(200).clone();
+            let items = body["items"].as_array().unwrap().clone();
+            assert!(items.len() <= 3);
+            seen.extend(
+                items
+                    .iter()
+                    .map(|k| k["key_id"].as_str().unwrap().to_owned()),
+            );
+            match body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let all: Vec<String> = listed
+            .iter()
+            .map(|k| k["key_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(seen, all, "{base}: every key once, in the list's order");
+        // Newest first.
+        let times: Vec<String> = listed
+            .iter()
+            .map(|k| k["created_at"].as_str().unwrap().to_owned())
+            .collect();
+        let mut sorted = times.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(times, sorted);
+        // Not this list's cursor, and a page size out of range.
+        app.get(&format!("{base}?cursor=bm90LWEtY3Vyc29y"), &token)
+            .await
+            .problem(400, "invalid_cursor");
+        let zero = app.get(&format!("{base}?limit=0"), &token).await;
+        assert_eq!(zero.problem(422, "validation_failed")["field"], "limit");
+    }
+}
