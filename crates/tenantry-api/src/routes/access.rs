@@ -6,7 +6,7 @@ use tenantry_axum::idempotency::{Reply, Written};
 use tenantry_db::{Member, NewMember, Permission, Role, RoleId, UserId};
 use utoipa::ToSchema;
 
-use super::{page_by_key, Page, PageQuery};
+use super::{keyset, keyset_page, page_by_key, Page, PageQuery};
 use crate::{
     auth::TenantCaller,
     error::{responses, ApiError, Problem},
@@ -75,10 +75,15 @@ pub async fn list_members(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<Member>>, ApiError> {
     caller.require("members.read")?;
+    let window = keyset(&q)?;
     let mut scope = caller.scope().await?;
-    let members = scope.list_members().await?;
+    let members = scope
+        .members_page(window.after().copied(), window.fetch())
+        .await?;
     scope.commit().await?;
-    Ok(Json(page_by_key(members, |m| m.user_id.to_string(), &q)?))
+    Ok(Json(keyset_page(&window, members, |m| {
+        (m.created_at, m.user_id)
+    })))
 }
 
 /// Add a member to the caller's tenant (`members.write`). A member named by

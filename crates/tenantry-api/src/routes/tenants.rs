@@ -731,10 +731,15 @@ pub async fn list_tenant_members(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<Member>>, ApiError> {
     let id = path_tenant(&id)?;
+    let window = keyset(&q)?;
     let mut scope = admin.tenant_scope(id).await?;
-    let members = scope.list_members().await?;
+    let members = scope
+        .members_page(window.after().copied(), window.fetch())
+        .await?;
     scope.commit().await?;
-    Ok(Json(page_by_key(members, |m| m.user_id.to_string(), &q)?))
+    Ok(Json(keyset_page(&window, members, |m| {
+        (m.created_at, m.user_id)
+    })))
 }
 
 /// A tenant's rows in each adopted table (admin). The adopted tables with a
