@@ -360,12 +360,31 @@ impl TenantScope {
 
     /// The scope's tenant's invitations, newest first.
     pub async fn list_invitations(&mut self) -> Result<Vec<Invitation>, DbError> {
+        self.invitations_page(None, i64::MAX).await
+    }
+
+    /// A page of [`TenantScope::list_invitations`]: at most `limit`
+    /// invitations after `after` (the creation time and id of the last one
+    /// of the page before), newest first, ties by id, read by the database
+    /// one page at a time (accepted, revoked and expired ones stay listed).
+    pub async fn invitations_page(
+        &mut self,
+        after: Option<(DateTime<Utc>, InvitationId)>,
+        limit: i64,
+    ) -> Result<Vec<Invitation>, DbError> {
         let sql = format!(
-            "{INVITATION_SELECT} WHERE i.tenant_id = $1 ORDER BY i.created_at DESC, i.invitation_id"
+            "{INVITATION_SELECT} WHERE i.tenant_id = $1
+               AND ($2::timestamptz IS NULL OR (i.created_at, i.invitation_id) < ($2, $3))
+             ORDER BY i.created_at DESC, i.invitation_id DESC LIMIT $4"
         );
         let me = *self.tenant().as_uuid();
+        let (at, id) = after.map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())));
         Ok(self
-            .rows(&sql, &[&me], &[Type::UUID])
+            .rows(
+                &sql,
+                &[&me, &at, &id, &limit],
+                &[Type::UUID, Type::TIMESTAMPTZ, Type::UUID, Type::INT8],
+            )
             .await?
             .iter()
             .map(invitation)

@@ -339,11 +339,35 @@ impl TenantScope {
         one(&rows, id)
     }
 
-    /// Direct children of the scope's tenant.
+    /// Direct children of the scope's tenant, oldest first.
     pub async fn children(&mut self) -> Result<Vec<Tenant>, DbError> {
-        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenantry.tenants WHERE parent_id = $1 ORDER BY created_at, tenant_id");
+        self.children_page(None, i64::MAX).await
+    }
+
+    /// A page of [`TenantScope::children`]: at most `limit` children after
+    /// `after` (the creation time and id of the last one of the page
+    /// before), read by the database one page at a time.
+    pub async fn children_page(
+        &mut self,
+        after: Option<(DateTime<Utc>, TenantId)>,
+        limit: i64,
+    ) -> Result<Vec<Tenant>, DbError> {
+        let sql = format!(
+            "SELECT {TENANT_COLUMNS} FROM tenantry.tenants
+             WHERE parent_id = $1 AND ($2::timestamptz IS NULL OR (created_at, tenant_id) > ($2, $3))
+             ORDER BY created_at, tenant_id LIMIT $4"
+        );
         let id = *self.tenant().as_uuid();
-        tenants(&self.rows(&sql, &[&id], &[Type::UUID]).await?)
+        let (at, after_id) = after.map_or((None, None), |(at, t)| (Some(at), Some(*t.as_uuid())));
+        tenants(
+            &self
+                .rows(
+                    &sql,
+                    &[&id, &at, &after_id, &limit],
+                    &[Type::UUID, Type::TIMESTAMPTZ, Type::UUID, Type::INT8],
+                )
+                .await?,
+        )
     }
 
     /// A live direct child of the scope's tenant, including one this

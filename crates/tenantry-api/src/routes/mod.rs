@@ -29,9 +29,9 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// The previous page's `next_cursor`; empty or absent: the first page.
-    /// The next page starts after the item the cursor ended on. Keys and
-    /// members are paged by their place in the list's order, whatever was
-    /// removed since; in the other lists, when the item the cursor ended on
+    /// The next page starts after the item the cursor ended on. Keys,
+    /// members, invitations and children are paged by their place in the
+    /// list's order, whatever was removed since; in the other lists, when the item the cursor ended on
     /// was removed since, the page starts at the item that followed it, and
     /// when both were, the answer is 400 `invalid_cursor`: start again from
     /// the first page.

@@ -14,7 +14,7 @@ use tenantry_db::{
 };
 use utoipa::{IntoParams, ToSchema};
 
-use super::{page_by_key, Page, PageQuery};
+use super::{keyset, keyset_page, page_by_key, Page, PageQuery};
 use crate::{
     auth::{Caller, TenantCaller},
     error::{responses, ApiError, Problem},
@@ -157,14 +157,15 @@ pub async fn list_invitations(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<Invitation>>, ApiError> {
     caller.require("members.read")?;
+    let window = keyset(&q)?;
     let mut scope = caller.scope().await?;
-    let invitations = scope.list_invitations().await?;
+    let invitations = scope
+        .invitations_page(window.after().copied(), window.fetch())
+        .await?;
     scope.commit().await?;
-    Ok(Json(page_by_key(
-        invitations,
-        |i| i.invitation_id.to_string(),
-        &q,
-    )?))
+    Ok(Json(keyset_page(&window, invitations, |i| {
+        (i.created_at, i.invitation_id)
+    })))
 }
 
 /// Revoke an invitation of the caller's tenant (`members.invite`);

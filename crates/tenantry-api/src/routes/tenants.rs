@@ -834,8 +834,13 @@ pub async fn children(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Page<Tenant>>, ApiError> {
     caller.require("tenant.read")?;
+    let window = keyset(&q)?;
     let mut scope = caller.scope().await?;
-    let all = scope.children().await?;
+    let children = scope
+        .children_page(window.after().copied(), window.fetch())
+        .await?;
     scope.commit().await?;
-    Ok(Json(page_by_key(all, |t| t.tenant_id.to_string(), &q)?))
+    Ok(Json(keyset_page(&window, children, |t| {
+        (t.created_at, t.tenant_id)
+    })))
 }

@@ -323,3 +323,75 @@ async fn a_tenant_lists_every_share_it_and_its_descendants_made_in_one_request()
         .await
         .problem(403, "permission_denied");
 }
+
+/// Every item of `path` (a list of `field`s) walked `limit` at a time with
+/// its cursors, in the order the pages give them.
+async fn walk(app: &TestApp, path: &str, token: &str, limit: usize, field: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match &cursor {
+            Some(c) => format!("{path}?limit={limit}&cursor={c}"),
+            None => format!("{path}?limit={limit}"),
+        };
+        let body = app.get(&page, token).await.expect(200).clone();
+        let items = body["items"].as_array().unwrap().clone();
+        assert!(items.len() <= limit);
+        seen.extend(ids(&items, field));
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn children_and_invitations_are_paged_by_the_database_each_once_in_order() {
+    let app = TestApp::spawn().await;
+    let parent = app.tenant("parent").await;
+    for n in 0..5 {
+        app.post(
+            "/v1/tenants",
+            &parent.key,
+            &json!({ "name": format!("c{n}") }),
+        )
+        .await
+        .expect(201);
+        app.post(
+            "/v1/invitations",
+            &parent.key,
+            &json!({ "email": format!("p{n}@example.com") }),
+        )
+        .await
+        .expect(201);
+    }
+    // Children oldest first, invitations newest first: the whole list, in one page or in five.
+    for (path, field, newest_first) in [
+        ("/v1/tenant/children", "tenant_id", false),
+        ("/v1/invitations", "invitation_id", true),
+    ] {
+        let whole = app
+            .get(&format!("{path}?limit=100"), &parent.key)
+            .await
+            .items();
+        assert_eq!(whole.len(), 5, "{path}");
+        let times: Vec<&str> = whole
+            .iter()
+            .map(|i| i["created_at"].as_str().unwrap())
+            .collect();
+        let mut sorted = times.clone();
+        sorted.sort();
+        if newest_first {
+            sorted.reverse();
+        }
+        assert_eq!(times, sorted, "{path} in its order");
+        assert_eq!(
+            walk(&app, path, &parent.key, 2, field).await,
+            ids(&whole, field),
+            "{path}: each once, in order"
+        );
+        app.get(&format!("{path}?cursor=bm90LWEtY3Vyc29y"), &parent.key)
+            .await
+            .problem(400, "invalid_cursor");
+    }
+}
