@@ -196,6 +196,51 @@ CREATE OR REPLACE TRIGGER audit_log_no_truncate
     FOR EACH STATEMENT EXECUTE FUNCTION tenantry.audit_log_is_append_only();
 
 /**
+ * Keeps the audit log to a retention period: deletes rows that occurred
+ * more than `older_than` ago (at least a day), at most `max_rows` of them,
+ * each tenant's oldest first, and returns how many; call it until it
+ * returns 0. The log is append-only for every role, the owner's included
+ * (audit_log_append_only): this is its one way out, for the role that runs
+ * the migrations (a superuser or a member of tenantry_owner), never for the
+ * server's roles, which could otherwise erase what was done through them.
+ * Every tenant generates rows at the rate it writes, and nothing else bounds
+ * them (found by a review as a hostile tenant). Row locks only; each
+ * tenant's rows through its (tenant_id, occurred_at) index.
+ */
+CREATE OR REPLACE FUNCTION tenantry.expire_audit_log(older_than interval, max_rows integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cutoff timestamptz;
+    n bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '1 day' THEN
+        RAISE EXCEPTION 'older_than must be at least 1 day' USING ERRCODE = 'TN422', HINT = 'older_than';
+    ELSIF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'max_rows must be at least 1' USING ERRCODE = 'TN422', HINT = 'max_rows';
+    END IF;
+    cutoff := now() - older_than;
+    -- The append-only trigger, off for this delete alone (as purge_tenant).
+    PERFORM set_config('session_replication_role', 'replica', true);
+    DELETE FROM tenantry.audit_log a
+    USING (SELECT o.tenant_id, o.audit_id
+           FROM tenantry.tenants t
+           CROSS JOIN LATERAL (SELECT x.tenant_id, x.audit_id FROM tenantry.audit_log x
+                               WHERE x.tenant_id = t.tenant_id AND x.occurred_at < cutoff
+                               ORDER BY x.occurred_at LIMIT max_rows) o
+           LIMIT max_rows) old
+    WHERE a.tenant_id = old.tenant_id AND a.audit_id = old.audit_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM set_config('session_replication_role', 'origin', true);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION tenantry.expire_audit_log(interval, integer) IS 'Deletes audit rows older than older_than (at least 1 day), at most max_rows per call (call until 0); for the migration role (superuser or tenantry_owner member) only: the server''s roles cannot shorten the log.';
+GRANT EXECUTE ON FUNCTION tenantry.expire_audit_log(interval, integer) TO tenantry_owner;
+
+/**
  * Appends one audit row; the actor comes from the transaction context.
  * PL/pgSQL, not SQL: an SQL function with a SET clause is never inlined, and
  * PostgreSQL parses and plans its INSERT again in every statement that calls

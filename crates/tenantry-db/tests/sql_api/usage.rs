@@ -393,3 +393,79 @@ async fn audit_log_is_append_only_and_each_tenant_reads_only_its_own_rows() {
         0
     );
 }
+
+#[tokio::test]
+async fn only_the_migration_role_expires_old_audit_rows_and_the_log_stays_append_only_otherwise() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    let su = tdb.superuser_client().await;
+    // Five rows of each tenant from 40 days ago, written as a restore would.
+    for t in [a, b] {
+        exec(
+            &su,
+            &format!(
+                "INSERT INTO tenantry.audit_log (tenant_id, occurred_at, actor, action, target_type)
+                 SELECT '{t}', now() - interval '40 days' + n * interval '1 second', 'old', 'old.thing', 'tenant'
+                 FROM generate_series(1, 5) n"
+            ),
+        )
+        .await;
+    }
+    let old = "SELECT count(*) FROM tenantry.audit_log WHERE action = 'old.thing'";
+    let recent = "SELECT count(*) FROM tenantry.audit_log WHERE action <> 'old.thing'";
+    let recent_before = count(&su, recent).await;
+    // The server's login and every role it may become: no such power.
+    let server = tdb.server_client().await;
+    denied(
+        &server,
+        "SELECT tenantry.expire_audit_log('30 days')",
+        "42501",
+    )
+    .await;
+    for role in ["tenantry_app", "tenantry_admin", "tenantry_logger"] {
+        let c = tdb.server_client().await;
+        exec(&c, &format!("SET ROLE {role}")).await;
+        denied(&c, "SELECT tenantry.expire_audit_log('30 days')", "42501").await;
+    }
+    assert_eq!(count(&su, old).await, 10);
+
+    // As the owner role (the migration role's, or a superuser).
+    exec(&su, "SET ROLE tenantry_owner").await;
+    expect_sqlstate(
+        su.query_one("SELECT tenantry.expire_audit_log('1 hour')", &[])
+            .await,
+        "TN422",
+        "a retention under a day",
+    );
+    let first: i64 = su
+        .query_one("SELECT tenantry.expire_audit_log('30 days', 3)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(first, 3, "at most max_rows a call");
+    let mut total = first;
+    loop {
+        let n: i64 = su
+            .query_one("SELECT tenantry.expire_audit_log('30 days', 3)", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, 10);
+    assert_eq!(count(&su, old).await, 0, "every old row, of both tenants");
+    assert_eq!(count(&su, recent).await, recent_before, "nothing newer");
+    // Afterwards the log is append-only again, for the owner too.
+    denied(&su, "DELETE FROM tenantry.audit_log", "TN403").await;
+    let role: String = su
+        .query_one("SELECT current_setting('session_replication_role')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role, "origin");
+}
