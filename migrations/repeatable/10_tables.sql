@@ -196,7 +196,7 @@ AS $$
                      WHERE r.table_id = tenantry.family_of(tbl)),
                     tbl)
 $$;
-COMMENT ON FUNCTION tenantry.adopted_table_of(regclass) IS 'Internal: the adopted table of the family a schema tenant''s own table is of (share_row, unshare_row and rows_shared_with_me take either); any other table itself. Not granted.';
+COMMENT ON FUNCTION tenantry.adopted_table_of(regclass) IS 'Internal: the adopted table of the family a schema tenant''s own table is of (share_row, unshare_row, decline_row_share and rows_shared_with_me take either); any other table itself. Not granted.';
 
 /**
  * Drops trigger `name` of `tbl` when it is there. DROP TRIGGER IF EXISTS
@@ -2963,6 +2963,14 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         PERFORM tenantry.write_audit(NEW.tenant_id, 'share.created', 'row', NEW.row_id,
             jsonb_build_object('table', NEW.table_id::text, 'shared_with', NEW.shared_with, 'shared_by', NEW.shared_by));
+    ELSIF OLD.shared_with = tenantry.current_tenant_id() THEN
+        -- Declined by its target (decline_row_share): as for resources, the
+        -- owner's log names the target tenant, the target's who declined.
+        INSERT INTO tenantry.audit_log (tenant_id, actor, action, target_type, target_id, details)
+        VALUES (OLD.tenant_id, 'tenant:' || OLD.shared_with, 'share.declined', 'row', OLD.row_id,
+                jsonb_build_object('table', OLD.table_id::text, 'shared_with', OLD.shared_with));
+        PERFORM tenantry.write_audit(OLD.shared_with, 'share.declined', 'row', OLD.row_id,
+            jsonb_build_object('table', OLD.table_id::text, 'owner', OLD.tenant_id));
     ELSE
         PERFORM tenantry.write_audit(OLD.tenant_id, 'share.revoked', 'row', OLD.row_id,
             jsonb_build_object('table', OLD.table_id::text, 'shared_with', OLD.shared_with));
@@ -2970,7 +2978,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.shared_rows_audit() IS 'Trigger: audits shares of rows of adopted tables made and revoked (target_type row, target_id the row key, details.table).';
+COMMENT ON FUNCTION tenantry.shared_rows_audit() IS 'Trigger: audits shares of rows of adopted tables made and revoked (target_type row, target_id the row key, details.table), and declined by their target (share.declined, in both logs; the owner''s names the target tenant as actor).';
 CREATE OR REPLACE TRIGGER shared_rows_audit
     AFTER INSERT OR DELETE ON tenantry.shared_rows
     FOR EACH ROW EXECUTE FUNCTION tenantry.shared_rows_audit();
@@ -3154,6 +3162,46 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.unshare_row(regclass, text, uuid) IS 'Revokes a share of a row made by the current tenant (or, with hierarchy, a descendant). TN404 for a missing or foreign row and when there is no such share. Audited.';
 GRANT EXECUTE ON FUNCTION tenantry.unshare_row(regclass, text, uuid) TO tenantry_app;
+
+/**
+ * The target of a row's share gives it up (decline_share for rows): a row of
+ * an adopted table shared with the current tenant is shared with it no
+ * more, as if its owner had revoked the share. The key is read as the
+ * table's key type writes it ('01' is row 1), as share_row reads it. TN404
+ * when no such share is made to the current tenant, whoever owns the row.
+ */
+CREATE OR REPLACE FUNCTION tenantry.decline_row_share(tbl regclass, row_id text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me uuid := tenantry.current_tenant_id();
+    key_type text;
+    row_key text;
+BEGIN
+    IF me IS NULL THEN
+        RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
+    END IF;
+    tbl := tenantry.adopted_table_of(tbl);
+    key_type := tenantry.row_key_type(tbl);
+    IF key_type IS NOT NULL THEN
+        BEGIN
+            EXECUTE format('SELECT $1::%s::text', key_type) INTO row_key USING decline_row_share.row_id;
+        EXCEPTION WHEN data_exception THEN
+            row_key := NULL;
+        END;
+    END IF;
+    DELETE FROM tenantry.shared_rows s
+    WHERE s.table_id = tbl AND s.row_id = row_key AND s.shared_with = me;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'row % of % is not shared with tenant %', decline_row_share.row_id, tbl, me
+            USING ERRCODE = 'TN404', HINT = 'row_id';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.decline_row_share(regclass, text) IS 'The current tenant gives up a row of an adopted table shared with it (as if its owner had revoked the share; audited in both tenants'' logs as share.declined). TN404 when no such share is made to it.';
+GRANT EXECUTE ON FUNCTION tenantry.decline_row_share(regclass, text) TO tenantry_app;
 
 /**
  * The shares of the rows the current tenant reaches (its own, and with

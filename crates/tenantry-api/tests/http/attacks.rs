@@ -502,11 +502,13 @@ async fn re_sharing_a_resource_one_only_received_answers_like_a_missing_resource
         None,
     )
     .await;
+    // Revoking the share of another target: not its to revoke. (Its own
+    // share it may decline: a_target_declines_a_share_it_does_not_want_…)
     same_404(
         &app,
         &target.key,
         Method::DELETE,
-        &format!("/v1/resources/{{id}}/shares/{}", target.id),
+        &format!("/v1/resources/{{id}}/shares/{}", third.id),
         &id,
         None,
     )

@@ -67,8 +67,9 @@ async fn a_share_target_reads_the_resource_but_cannot_change_delete_or_reshare_i
     app.get(&format!("/v1/resources/{id}/shares"), &target.key)
         .await
         .problem(404, "not_found");
+    // Nor revoke a share for another tenant (its own it may decline).
     app.delete(
-        &format!("/v1/resources/{id}/shares/{}", target.id),
+        &format!("/v1/resources/{id}/shares/{}", third.id),
         &target.key,
     )
     .await

@@ -3491,3 +3491,62 @@ async fn sharing_a_table_partitioned_by_time_is_refused_with_a_hint_that_can_be_
     assert_eq!(count(&m, "SELECT count(*) FROM tenant_tables").await, 0);
     exec(&m, "SELECT adopt_table('events', sharing => false)").await;
 }
+
+#[tokio::test]
+async fn the_target_of_a_rows_share_declines_it_and_no_other_tenant_can_decline_it_for_it() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, admin) = (migrator(&tdb).await, app(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    let c = create_tenant(&admin, "c", None).await;
+    exec(
+        &m,
+        "CREATE TABLE docs (tenant_id uuid NOT NULL, id bigint NOT NULL, title text,
+                            PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('docs', sharing => true);",
+    )
+    .await;
+    exec(&app, "SET search_path = public, tenantry").await;
+    set_context(&app, a).await;
+    exec(&app, "INSERT INTO docs (id, title) VALUES (1, 'one')").await;
+    exec(&app, &format!("SELECT share_row('docs', '1', '{b}')")).await;
+    // Another tenant, and the owner itself, cannot decline it: not theirs.
+    for t in [c, a] {
+        set_context(&app, t).await;
+        denied(&app, "SELECT decline_row_share('docs', '1')", "TN404").await;
+        denied(
+            &app,
+            "SELECT decline_row_share('docs', 'not a key')",
+            "TN404",
+        )
+        .await;
+    }
+    assert_eq!(shares_of(&app, a).await, [format!("public.docs 1 -> {b}")]);
+    // The target declines, by the key as its type writes it ('01' is row 1).
+    set_context(&app, b).await;
+    exec(&app, "SELECT decline_row_share('docs', '01')").await;
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM rows_shared_with_me(NULL::docs)").await,
+        0
+    );
+    denied(&app, "SELECT decline_row_share('docs', '1')", "TN404").await;
+    assert_eq!(shares_of(&app, a).await, Vec::<String>::new());
+    assert_eq!(
+        share_audit(&admin, a).await,
+        ["share.created 1", "share.declined 1"]
+    );
+    assert_eq!(share_audit(&admin, b).await, ["share.declined 1"]);
+    let actor: String = admin
+        .query_one(
+            "SELECT actor FROM tenantry.audit_log WHERE tenant_id = $1 AND action = 'share.declined'",
+            &[&a],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        actor,
+        format!("tenant:{b}"),
+        "the owner's log names the tenant"
+    );
+}
