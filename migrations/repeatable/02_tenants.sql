@@ -261,6 +261,28 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.write_audit(uuid, text, text, text, jsonb) IS 'Internal: appends an audit row (actor, and the impersonator when someone acts as the member) as the owner. Called by audit triggers only; not granted to anyone.';
 
+/**
+ * Audits a share declined by its target (decline_share, decline_row_share):
+ * `share.declined` in the owner's log, its actor the target tenant (not its
+ * key or member: another tenant's actors are not the owner's to read), and
+ * in the target's log with its own actor. `details` gains `shared_with` in
+ * the owner's row and `owner` in the target's.
+ */
+CREATE OR REPLACE FUNCTION tenantry.audit_share_declined(owner_id uuid, target_tenant uuid, p_target_type text, p_target text, p_details jsonb)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO tenantry.audit_log (tenant_id, actor, action, target_type, target_id, details)
+    VALUES (owner_id, 'tenant:' || target_tenant, 'share.declined', p_target_type, p_target,
+            p_details || jsonb_build_object('shared_with', target_tenant));
+    PERFORM tenantry.write_audit(target_tenant, 'share.declined', p_target_type, p_target,
+        p_details || jsonb_build_object('owner', owner_id));
+END
+$$;
+COMMENT ON FUNCTION tenantry.audit_share_declined(uuid, uuid, text, text, jsonb) IS 'Internal: audits a share declined by its target in both tenants'' logs (the owner''s naming the target tenant as actor). Called by the share audit triggers only; not granted.';
+
 -- -----------------------------------------------------------------------------
 -- Tenant triggers: lifecycle, hierarchy closure, audit.
 -- -----------------------------------------------------------------------------

@@ -94,14 +94,8 @@ BEGIN
         PERFORM tenantry.write_audit(NEW.tenant_id, 'share.created', 'resource', NEW.resource_id::text,
             jsonb_build_object('shared_with', NEW.shared_with, 'shared_by', NEW.shared_by));
     ELSIF OLD.shared_with = tenantry.current_tenant_id() THEN
-        -- Declined by its target (decline_share): the owner's log names the
-        -- target tenant, not its key or member (another tenant's actors are
-        -- not the owner's to read); the target's own log names who declined.
-        INSERT INTO tenantry.audit_log (tenant_id, actor, action, target_type, target_id, details)
-        VALUES (OLD.tenant_id, 'tenant:' || OLD.shared_with, 'share.declined', 'resource', OLD.resource_id::text,
-                jsonb_build_object('shared_with', OLD.shared_with));
-        PERFORM tenantry.write_audit(OLD.shared_with, 'share.declined', 'resource', OLD.resource_id::text,
-            jsonb_build_object('owner', OLD.tenant_id));
+        -- Declined by its target (decline_share).
+        PERFORM tenantry.audit_share_declined(OLD.tenant_id, OLD.shared_with, 'resource', OLD.resource_id::text, '{}');
     ELSE
         PERFORM tenantry.write_audit(OLD.tenant_id, 'share.revoked', 'resource', OLD.resource_id::text,
             jsonb_build_object('shared_with', OLD.shared_with));

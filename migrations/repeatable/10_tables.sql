@@ -2964,13 +2964,9 @@ BEGIN
         PERFORM tenantry.write_audit(NEW.tenant_id, 'share.created', 'row', NEW.row_id,
             jsonb_build_object('table', NEW.table_id::text, 'shared_with', NEW.shared_with, 'shared_by', NEW.shared_by));
     ELSIF OLD.shared_with = tenantry.current_tenant_id() THEN
-        -- Declined by its target (decline_row_share): as for resources, the
-        -- owner's log names the target tenant, the target's who declined.
-        INSERT INTO tenantry.audit_log (tenant_id, actor, action, target_type, target_id, details)
-        VALUES (OLD.tenant_id, 'tenant:' || OLD.shared_with, 'share.declined', 'row', OLD.row_id,
-                jsonb_build_object('table', OLD.table_id::text, 'shared_with', OLD.shared_with));
-        PERFORM tenantry.write_audit(OLD.shared_with, 'share.declined', 'row', OLD.row_id,
-            jsonb_build_object('table', OLD.table_id::text, 'owner', OLD.tenant_id));
+        -- Declined by its target (decline_row_share).
+        PERFORM tenantry.audit_share_declined(OLD.tenant_id, OLD.shared_with, 'row', OLD.row_id,
+            jsonb_build_object('table', OLD.table_id::text));
     ELSE
         PERFORM tenantry.write_audit(OLD.tenant_id, 'share.revoked', 'row', OLD.row_id,
             jsonb_build_object('table', OLD.table_id::text, 'shared_with', OLD.shared_with));

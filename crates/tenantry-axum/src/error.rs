@@ -585,6 +585,7 @@ mod tests {
                 ("quota_exceeded", 409),
                 ("precondition_failed", 412),
                 ("body_too_large", 413),
+                ("body_timeout", 408),
                 ("unsupported_media_type", 415),
                 ("validation_failed", 422),
                 ("rate_limited", 429),

@@ -3,50 +3,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{random_id, Resp, TenantKey, TestApp};
-
-/// The body with each of `ids` replaced by `<id>`.
-fn scrub(r: &Resp, ids: &[&str]) -> String {
-    ids.iter()
-        .fold(r.text.clone(), |t, id| t.replace(id, "<id>"))
-}
-
-/// Sends `method path` (with `body`) for a foreign id and for a missing id;
-/// both must be 404 not_found with the same bytes once the ids are scrubbed.
-async fn same_404(
-    app: &TestApp,
-    key: &str,
-    method: Method,
-    path: &str,
-    foreign: &str,
-    body: Option<&Value>,
-) {
-    let missing = random_id();
-    let a = app
-        .send(
-            method.clone(),
-            &path.replace("{id}", foreign),
-            Some(key),
-            body,
-        )
-        .await;
-    let b = app
-        .send(
-            method.clone(),
-            &path.replace("{id}", &missing),
-            Some(key),
-            body,
-        )
-        .await;
-    a.problem(404, "not_found");
-    b.problem(404, "not_found");
-    assert_eq!(
-        scrub(&a, &[foreign, &missing]),
-        scrub(&b, &[foreign, &missing]),
-        "{method} {path}: a foreign id must answer exactly like a missing one"
-    );
-    assert_eq!(a.content_type, b.content_type);
-}
+use crate::helpers::{random_id, same_404, scrub, TenantKey, TestApp};
 
 /// A member of the key's tenant; returns its user id.
 async fn add_member(app: &TestApp, key: &str, email: &str) -> String {

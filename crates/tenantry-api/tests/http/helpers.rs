@@ -462,3 +462,73 @@ async fn read(response: reqwest::Response) -> Resp {
         location,
     }
 }
+
+/// The body with each of `ids` replaced by `<id>`.
+pub fn scrub(r: &Resp, ids: &[&str]) -> String {
+    ids.iter()
+        .fold(r.text.clone(), |t, id| t.replace(id, "<id>"))
+}
+
+/// Sends `method path` (with `body`) for a foreign id and for a missing id;
+/// both must be 404 not_found with the same bytes once the ids are scrubbed.
+pub async fn same_404(
+    app: &TestApp,
+    key: &str,
+    method: Method,
+    path: &str,
+    foreign: &str,
+    body: Option<&Value>,
+) {
+    let missing = random_id();
+    let a = app
+        .send(
+            method.clone(),
+            &path.replace("{id}", foreign),
+            Some(key),
+            body,
+        )
+        .await;
+    let b = app
+        .send(
+            method.clone(),
+            &path.replace("{id}", &missing),
+            Some(key),
+            body,
+        )
+        .await;
+    a.problem(404, "not_found");
+    b.problem(404, "not_found");
+    assert_eq!(
+        scrub(&a, &[foreign, &missing]),
+        scrub(&b, &[foreign, &missing]),
+        "{method} {path}: a foreign id must answer exactly like a missing one"
+    );
+    assert_eq!(a.content_type, b.content_type);
+}
+
+/// Every item of `path` (a list of `field`s) walked `limit` at a time with
+/// its cursors, in the order the pages give them.
+pub async fn walk(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    limit: usize,
+    field: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match &cursor {
+            Some(c) => format!("{path}?limit={limit}&cursor={c}"),
+            None => format!("{path}?limit={limit}"),
+        };
+        let body = app.get(&page, token).await.expect(200).clone();
+        let items = body["items"].as_array().unwrap().clone();
+        assert!(items.len() <= limit);
+        seen.extend(ids(&items, field));
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return seen,
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{ids, Resp, TestApp};
+use crate::helpers::{ids, walk, Resp, TestApp};
 
 #[tokio::test]
 async fn a_parent_key_sees_its_childs_resources_but_a_child_key_never_sees_its_parents() {
@@ -322,27 +322,6 @@ async fn a_tenant_lists_every_share_it_and_its_descendants_made_in_one_request()
     app.get("/v1/shares", &limited)
         .await
         .problem(403, "permission_denied");
-}
-
-/// Every item of `path` (a list of `field`s) walked `limit` at a time with
-/// its cursors, in the order the pages give them.
-async fn walk(app: &TestApp, path: &str, token: &str, limit: usize, field: &str) -> Vec<String> {
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = match &cursor {
-            Some(c) => format!("{path}?limit={limit}&cursor={c}"),
-            None => format!("{path}?limit={limit}"),
-        };
-        let body = app.get(&page, token).await.expect(200).clone();
-        let items = body["items"].as_array().unwrap().clone();
-        assert!(items.len() <= limit);
-        seen.extend(ids(&items, field));
-        match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return seen,
-        }
-    }
 }
 
 #[tokio::test]

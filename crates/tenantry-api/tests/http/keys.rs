@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{random_id, TestApp};
+use crate::helpers::{random_id, walk, TestApp};
 
 #[tokio::test]
 async fn a_tenant_key_creates_a_key_shown_once_and_lists_keys_without_secrets() {
@@ -343,27 +343,7 @@ async fn keys_are_paged_newest_first_by_the_database_and_every_key_comes_once() 
         } else {
             app.admin_token.clone()
         };
-        let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("{base}?limit=3&cursor={c}"),
-                None => format!("{base}?limit=3"),
-            };
-            let page = app.get(&path, &token).await;
-            let body = page.expect(200).clone();
-            let items = body["items"].as_array().unwrap().clone();
-            assert!(items.len() <= 3);
-            seen.extend(
-                items
-                    .iter()
-                    .map(|k| k["key_id"].as_str().unwrap().to_owned()),
-            );
-            match body["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
-                None => break,
-            }
-        }
+        let seen = walk(&app, &base, &token, 3, "key_id").await;
         let all: Vec<String> = listed
             .iter()
             .map(|k| k["key_id"].as_str().unwrap().to_owned())

@@ -1,9 +1,10 @@
 //! Sharing: the owner shares read-only; the target reads but cannot change,
 //! delete or re-share; revoking takes effect at once.
 
+use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{ids, random_id, TestApp};
+use crate::helpers::{ids, random_id, same_404, TestApp};
 
 #[tokio::test]
 async fn a_share_target_reads_the_resource_but_cannot_change_delete_or_reshare_it() {
@@ -301,41 +302,17 @@ async fn a_target_declines_a_share_it_does_not_want_and_no_one_else_can_decline_
 
     // A third tenant cannot decline it for the target (not its share, nor
     // one made to it): answered like a resource that does not exist.
-    let missing = random_id();
-    let foreign = app
-        .delete(
-            &format!("/v1/resources/{id}/shares/{}", target.id),
+    for whose in [&target.id, &third.id] {
+        same_404(
+            &app,
             &third.key,
+            Method::DELETE,
+            &format!("/v1/resources/{{id}}/shares/{whose}"),
+            &id,
+            None,
         )
         .await;
-    let nothing = app
-        .delete(
-            &format!("/v1/resources/{missing}/shares/{}", target.id),
-            &third.key,
-        )
-        .await;
-    assert_eq!(
-        (foreign.status, foreign.text.replace(&id, "ID")),
-        (nothing.status, nothing.text.replace(&missing, "ID"))
-    );
-    foreign.problem(404, "not_found");
-    let not_its = app
-        .delete(
-            &format!("/v1/resources/{id}/shares/{}", third.id),
-            &third.key,
-        )
-        .await;
-    let none_such = app
-        .delete(
-            &format!("/v1/resources/{missing}/shares/{}", third.id),
-            &third.key,
-        )
-        .await;
-    assert_eq!(
-        (not_its.status, not_its.text.replace(&id, "ID")),
-        (none_such.status, none_such.text.replace(&missing, "ID"))
-    );
-    not_its.problem(404, "not_found");
+    }
     // A key of the target that may only read cannot decline either.
     let reader = app
         .create_role(&target.key, "reader", &["resources.read"])

@@ -222,7 +222,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     // (an operator's, run with the operator's rights); the key column's type
     // is spliced as format_type() prints it, which quotes it as well. The
     // functions that read one tenant's resources (or each relation's
-    // tenants, subtree_resources) splice the relation
+    // tenants, subtree_resources; the owner's row a declined share is of,
+    // decline_share) splice the relation
     // resources_relation() prints: ONLY and a %I-quoted schema, or the
     // family's qualified name; they take no identifier as text either.
     let offenders = strings(
@@ -243,7 +244,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                                   'first_table_with_rows', 'alter_tenant_copy', 'tables_left_behind')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
-                                  'tenant_resource_totals', 'subtree_resources')
+                                  'tenant_resource_totals', 'subtree_resources', 'decline_share')
                     AND p.prosrc ~ 'tenantry\\.(visible_)?resources_relations?\\('
                     AND NOT p.prosrc ~* 'session\\s+authorization')",
     )
@@ -484,6 +485,8 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "create_invitation_row",
             "current_tenant_metrics",
             "current_tenant_table_homes",
+            "decline_row_share",
+            "decline_share",
             "define_permission",
             "end_impersonation",
             "enter_context",
