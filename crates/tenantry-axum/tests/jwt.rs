@@ -630,7 +630,9 @@ async fn an_https_jwks_under_a_private_authority_is_read_once_jwks_ca_file_names
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
     config.jwks_ca_file = Some(junk);
-    let refused = JwtVerifier::new(config).err().expect("refused");
+    let Err(refused) = JwtVerifier::new(config) else {
+        panic!("a file that is no authority was taken");
+    };
     assert!(
         matches!(refused, JwtError::Config(ref m) if m.contains("jwt.jwks_ca_file")),
         "{refused}"

@@ -1,7 +1,7 @@
 //! Attack suite through the HTTP API: another tenant's objects by id (404 byte-identical to a missing id once the id is scrubbed), smuggled tenant ids, lists, sharing, hierarchy, roles and keys (with a long key cache), usage and schema-isolated tenants. Every case checks afterwards that nothing changed.
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::{random_id, same_404, scrub, TenantKey, TestApp};
 
