@@ -216,12 +216,15 @@ DECLARE
     cutoff timestamptz;
     n bigint;
 BEGIN
-    IF older_than IS NULL OR older_than < interval '1 day' THEN
-        RAISE EXCEPTION 'older_than must be at least 1 day' USING ERRCODE = 'TN422', HINT = 'older_than';
+    cutoff := now() - older_than;
+    -- The cutoff itself, not the interval: an interval compares with a month
+    -- as 30 days, and '-2 mons +61 days' passed `>= 1 day` while its cutoff
+    -- was tomorrow (found by a verification review: it deleted the whole log).
+    IF cutoff IS NULL OR cutoff > now() - interval '1 day' THEN
+        RAISE EXCEPTION 'older_than must reach at least 1 day back' USING ERRCODE = 'TN422', HINT = 'older_than';
     ELSIF max_rows IS NULL OR max_rows < 1 THEN
         RAISE EXCEPTION 'max_rows must be at least 1' USING ERRCODE = 'TN422', HINT = 'max_rows';
     END IF;
-    cutoff := now() - older_than;
     -- The append-only trigger, off for this delete alone (as purge_tenant).
     PERFORM set_config('session_replication_role', 'replica', true);
     DELETE FROM tenantry.audit_log a

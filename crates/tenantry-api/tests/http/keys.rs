@@ -357,10 +357,19 @@ async fn keys_are_paged_newest_first_by_the_database_and_every_key_comes_once() 
         let mut sorted = times.clone();
         sorted.sort_by(|a, b| b.cmp(a));
         assert_eq!(times, sorted);
-        // Not this list's cursor, and a page size out of range.
+        // Not this list's cursor, a time no key can have (PostgreSQL's range
+        // ends in 4713 BC: its error was a 422), and a page size out of range.
         app.get(&format!("{base}?cursor=bm90LWEtY3Vyc29y"), &token)
             .await
             .problem(400, "invalid_cursor");
+        for at in ["-5000-01-01T00:00:00Z", "0000-12-31T00:00:00Z"] {
+            use base64::Engine as _;
+            let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(json!([at, random_id()]).to_string());
+            app.get(&format!("{base}?cursor={cursor}"), &token)
+                .await
+                .problem(400, "invalid_cursor");
+        }
         let zero = app.get(&format!("{base}?limit=0"), &token).await;
         assert_eq!(zero.problem(422, "validation_failed")["field"], "limit");
     }
