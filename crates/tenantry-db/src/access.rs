@@ -223,13 +223,16 @@ impl TenantScope {
         after: Option<(DateTime<Utc>, UserId)>,
         limit: i64,
     ) -> Result<Vec<Member>, DbError> {
+        let (place, at, id) = crate::scope::keyset_after(
+            after.map(|(at, id)| (at, *id.as_uuid())),
+            "m.created_at, m.user_id",
+            ">",
+        );
         let sql = format!(
-            "{MEMBER_SELECT} WHERE m.tenant_id = $1
-               AND ($2::timestamptz IS NULL OR (m.created_at, m.user_id) > ($2, $3))
+            "{MEMBER_SELECT} WHERE m.tenant_id = $1 {place}
              GROUP BY m.tenant_id, m.user_id ORDER BY m.created_at, m.user_id LIMIT $4"
         );
         let me = *self.tenant().as_uuid();
-        let (at, id) = after.map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())));
         Ok(self
             .rows(
                 &sql,

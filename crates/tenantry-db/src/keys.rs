@@ -266,13 +266,17 @@ impl TenantScope {
         after: Option<(DateTime<Utc>, KeyId)>,
         limit: i64,
     ) -> Result<Vec<ApiKeyInfo>, DbError> {
+        let (place, at, id) = crate::scope::keyset_after(
+            after.map(|(at, id)| (at, *id.as_uuid())),
+            "created_at, key_id",
+            "<",
+        );
         let sql = format!(
             "SELECT {KEY_COLUMNS} FROM tenantry.api_keys
-             WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR (created_at, key_id) < ($2, $3))
+             WHERE tenant_id = $1 {place}
              ORDER BY created_at DESC, key_id DESC LIMIT $4"
         );
         let tenant = *self.tenant().as_uuid();
-        let (at, id) = after.map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())));
         Ok(self
             .rows(
                 &sql,

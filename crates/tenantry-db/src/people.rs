@@ -372,13 +372,16 @@ impl TenantScope {
         after: Option<(DateTime<Utc>, InvitationId)>,
         limit: i64,
     ) -> Result<Vec<Invitation>, DbError> {
+        let (place, at, id) = crate::scope::keyset_after(
+            after.map(|(at, id)| (at, *id.as_uuid())),
+            "i.created_at, i.invitation_id",
+            "<",
+        );
         let sql = format!(
-            "{INVITATION_SELECT} WHERE i.tenant_id = $1
-               AND ($2::timestamptz IS NULL OR (i.created_at, i.invitation_id) < ($2, $3))
+            "{INVITATION_SELECT} WHERE i.tenant_id = $1 {place}
              ORDER BY i.created_at DESC, i.invitation_id DESC LIMIT $4"
         );
         let me = *self.tenant().as_uuid();
-        let (at, id) = after.map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())));
         Ok(self
             .rows(
                 &sql,

@@ -1323,6 +1323,27 @@ pub(crate) fn route_current(rows: &[Row]) -> bool {
     rows.first().is_none_or(|r| r.get::<_, bool>(0))
 }
 
+/// The place a keyset page starts after, bound as `$2` and `$3` of a page
+/// statement, and the condition naming it: `AND (<columns>) <op> ($2, $3)`,
+/// or nothing on the first page (whose `$2` and `$3` are bound and unused).
+/// Two statements rather than one with `$2 IS NULL OR …`: so the place is an
+/// index condition of the list's index, and a later page starts there
+/// instead of filtering its way from the list's start.
+pub(crate) fn keyset_after(
+    after: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>,
+    columns: &str,
+    op: &str,
+) -> (
+    String,
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<uuid::Uuid>,
+) {
+    match after {
+        Some((at, id)) => (format!("AND ({columns}) {op} ($2, $3)"), Some(at), Some(id)),
+        None => (String::new(), None, None),
+    }
+}
+
 /// A read by a route cached before the tenant changed tiers (found again
 /// stale by a fresh part: another move committed in between). Retryable:
 /// the work runs again by a fresh route.

@@ -352,13 +352,17 @@ impl TenantScope {
         after: Option<(DateTime<Utc>, TenantId)>,
         limit: i64,
     ) -> Result<Vec<Tenant>, DbError> {
+        let (place, at, after_id) = crate::scope::keyset_after(
+            after.map(|(at, t)| (at, *t.as_uuid())),
+            "created_at, tenant_id",
+            ">",
+        );
         let sql = format!(
             "SELECT {TENANT_COLUMNS} FROM tenantry.tenants
-             WHERE parent_id = $1 AND ($2::timestamptz IS NULL OR (created_at, tenant_id) > ($2, $3))
+             WHERE parent_id = $1 {place}
              ORDER BY created_at, tenant_id LIMIT $4"
         );
         let id = *self.tenant().as_uuid();
-        let (at, after_id) = after.map_or((None, None), |(at, t)| (Some(at), Some(*t.as_uuid())));
         tenants(
             &self
                 .rows(
