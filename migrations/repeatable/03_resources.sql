@@ -647,25 +647,41 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.share_resource_row(uuid, uuid) IS 'share_resource, returning the share made (its owner, target, who shared it and when), read as the owner that wrote it (Citus refuses a read as the caller afterwards). Same errors as share_resource.';
 
+/**
+ * Ends the share of owner_id's resource with target_tenant_id, once the
+ * caller holds the resource's row (FOR UPDATE): the share's record and the
+ * target in the row's shared_with. TN404 when there is no such share.
+ * unshare_resource (by the owner) and decline_share (by the target) end
+ * shares through it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.end_resource_share(owner_id uuid, resource_id uuid, target_tenant_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM tenantry.shared_resources s
+    WHERE s.tenant_id = owner_id AND s.resource_id = end_resource_share.resource_id AND s.shared_with = target_tenant_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'resource % is not shared with tenant %', end_resource_share.resource_id, target_tenant_id
+            USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    END IF;
+    EXECUTE format('UPDATE %s r SET shared_with = array_remove(r.shared_with, $3)
+                    WHERE r.tenant_id = $1 AND r.id = $2', tenantry.resources_relation(owner_id))
+    USING owner_id, end_resource_share.resource_id, target_tenant_id;
+END
+$$;
+COMMENT ON FUNCTION tenantry.end_resource_share(uuid, uuid, uuid) IS 'Internal (unshare_resource, decline_share): deletes a share of a resource whose row the caller holds and takes its target out of the row''s shared_with; TN404 when there is no such share. Not granted.';
+
 /** Revokes a share; the target loses it in its next statement. */
 CREATE OR REPLACE FUNCTION tenantry.unshare_resource(resource_id uuid, target_tenant_id uuid)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    owner_id uuid;
 BEGIN
-    owner_id := tenantry.lock_shareable_resource(unshare_resource.resource_id);
-    DELETE FROM tenantry.shared_resources s
-    WHERE s.tenant_id = owner_id AND s.resource_id = unshare_resource.resource_id AND s.shared_with = target_tenant_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'resource % is not shared with tenant %', unshare_resource.resource_id, target_tenant_id
-            USING ERRCODE = 'TN404', HINT = 'tenant_id';
-    END IF;
-    EXECUTE format('UPDATE %s r SET shared_with = array_remove(r.shared_with, $3)
-                    WHERE r.tenant_id = $1 AND r.id = $2', tenantry.resources_relation(owner_id))
-    USING owner_id, unshare_resource.resource_id, target_tenant_id;
+    PERFORM tenantry.end_resource_share(tenantry.lock_shareable_resource(unshare_resource.resource_id),
+                                        unshare_resource.resource_id, target_tenant_id);
 END
 $$;
 COMMENT ON FUNCTION tenantry.unshare_resource(uuid, uuid) IS 'Revokes a share made by the current tenant (or a descendant). TN404 when there is no such share.';
@@ -687,7 +703,6 @@ AS $$
 DECLARE
     me uuid := tenantry.current_tenant_id();
     owner_id uuid;
-    locked uuid;
 BEGIN
     IF me IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
@@ -696,20 +711,12 @@ BEGIN
     WHERE s.resource_id = decline_share.resource_id AND s.shared_with = me;
     IF owner_id IS NOT NULL THEN
         -- The owner's row first, as a revocation takes it (lock_shareable_resource).
-        EXECUTE format('SELECT r.tenant_id FROM %s r WHERE r.tenant_id = $1 AND r.id = $2 FOR UPDATE',
+        EXECUTE format('SELECT 1 FROM %s r WHERE r.tenant_id = $1 AND r.id = $2 FOR UPDATE',
                        tenantry.resources_relation(owner_id))
-        USING owner_id, decline_share.resource_id
-        INTO locked;
-        DELETE FROM tenantry.shared_resources s
-        WHERE s.tenant_id = owner_id AND s.resource_id = decline_share.resource_id AND s.shared_with = me;
+        USING owner_id, decline_share.resource_id;
     END IF;
-    IF owner_id IS NULL OR NOT FOUND THEN
-        RAISE EXCEPTION 'resource % is not shared with tenant %', decline_share.resource_id, me
-            USING ERRCODE = 'TN404', HINT = 'tenant_id';
-    END IF;
-    EXECUTE format('UPDATE %s r SET shared_with = array_remove(r.shared_with, $3)
-                    WHERE r.tenant_id = $1 AND r.id = $2', tenantry.resources_relation(owner_id))
-    USING owner_id, decline_share.resource_id, me;
+    -- Without a share to this tenant: the same TN404 as for a share gone meanwhile.
+    PERFORM tenantry.end_resource_share(owner_id, decline_share.resource_id, me);
 END
 $$;
 COMMENT ON FUNCTION tenantry.decline_share(uuid) IS 'The current tenant gives up a resource shared with it (as if its owner had revoked the share; audited in both tenants'' logs as share.declined). TN404 when no such share is made to it.';
