@@ -215,18 +215,22 @@ pub struct Reply {
     location: Option<Located>,
 }
 
-/// Where a created thing is read: a path prefix and the body's top-level
-/// string field that ends the path.
+/// Where a created thing is read ([`Reply::located`]): a path prefix and the
+/// body's top-level string field that ends the path.
 #[derive(Debug, Clone, Copy)]
-struct Located {
+pub struct Located {
     prefix: &'static str,
     field: &'static str,
 }
 
 impl Located {
-    /// `Location` for a body whose `field` is a string that fits a header.
-    fn header(self, body: &serde_json::Value) -> Option<HeaderValue> {
-        let id = body.get(self.field)?.as_str()?;
+    /// `Location` for a JSON body whose `field` is a string that fits a
+    /// header: its top-level members are read as text, nothing below them
+    /// parsed.
+    fn header(self, body: &[u8]) -> Option<HeaderValue> {
+        let members: Members = serde_json::from_slice(body).ok()?;
+        let (_, text) = members.0.iter().find(|(name, _)| name == self.field)?;
+        let id: String = serde_json::from_str(text.get()).ok()?;
         HeaderValue::from_str(&format!("{}{id}", self.prefix)).ok()
     }
 }
@@ -292,26 +296,16 @@ impl Reply {
     }
 
     /// This request's answer from what the write gave.
-    pub fn written<T: Serialize>(self, outcome: Idempotent<T>) -> Written<T> {
+    pub fn written<T>(self, outcome: Idempotent<T>) -> Written<T> {
         match outcome {
             Idempotent::Fresh(value) => Written::Fresh {
                 status: self.status,
-                location: self.location.and_then(|l| {
-                    serde_json::to_value(&value)
-                        .ok()
-                        .and_then(|body| l.header(&body))
-                }),
                 value,
+                location: self.location,
             },
             Idempotent::Replayed(stored) => Written::Replayed {
-                location: self.location.and_then(|l| {
-                    stored
-                        .body
-                        .as_deref()
-                        .and_then(|b| serde_json::from_slice(b).ok())
-                        .and_then(|body| l.header(&body))
-                }),
                 stored,
+                location: self.location,
             },
         }
     }
@@ -365,15 +359,15 @@ pub enum Written<T> {
         status: StatusCode,
         /// The body, sent as JSON (nothing for 204).
         value: T,
-        /// `Location` of what was created ([`Reply::located`]).
-        location: Option<HeaderValue>,
+        /// Where what was created is read ([`Reply::located`]).
+        location: Option<Located>,
     },
     /// The stored response of the first request with the key.
     Replayed {
         /// Status and body as first answered.
         stored: StoredResponse,
-        /// `Location` of what was created ([`Reply::located`]).
-        location: Option<HeaderValue>,
+        /// Where what was created is read ([`Reply::located`]).
+        location: Option<Located>,
     },
 }
 
@@ -397,31 +391,42 @@ impl<T: Serialize> IntoResponse for Written<T> {
                 status,
                 value,
                 location,
-            } => {
-                let mut response = (status, axum::Json(value)).into_response();
-                if let Some(location) = location {
-                    response.headers_mut().insert(header::LOCATION, location);
+            } => match serde_json::to_vec(&value) {
+                Ok(body) => answer(status, Some(body), location),
+                Err(e) => {
+                    tracing::error!(error = %e, "a response body could not be written as JSON");
+                    ApiError::new(ProblemCode::InternalError, "internal error").into_response()
                 }
-                response
-            }
+            },
             Written::Replayed { stored, location } => {
                 let status = StatusCode::from_u16(stored.status)
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let mut response = match stored.body {
-                    Some(body) => {
-                        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-                    }
-                    None => status.into_response(),
-                };
-                let headers = response.headers_mut();
-                headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-                if let Some(location) = location {
-                    headers.insert(header::LOCATION, location);
-                }
+                let mut response = answer(status, stored.body, location);
+                response
+                    .headers_mut()
+                    .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
                 response
             }
         }
     }
+}
+
+/// A response with `body` as JSON (none: no body) and, when the reply names
+/// where the created thing is read and the body carries it, `Location`: the
+/// body is written once, and the location read from those bytes, for a
+/// first answer and a replay alike.
+fn answer(status: StatusCode, body: Option<Vec<u8>>, location: Option<Located>) -> Response {
+    let location = location
+        .zip(body.as_deref())
+        .and_then(|(located, bytes)| located.header(bytes));
+    let mut response = match body {
+        Some(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        None => status.into_response(),
+    };
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// How often the server deletes idempotency keys older than 24 hours.
