@@ -223,21 +223,17 @@ impl TenantScope {
         after: Option<(DateTime<Utc>, UserId)>,
         limit: i64,
     ) -> Result<Vec<Member>, DbError> {
-        let (place, at, id) = crate::scope::keyset_after(
-            after.map(|(at, id)| (at, *id.as_uuid())),
-            "m.created_at, m.user_id",
-            ">",
-        );
-        let sql = format!(
-            "{MEMBER_SELECT} WHERE m.tenant_id = $1 {place}
-             GROUP BY m.tenant_id, m.user_id ORDER BY m.created_at, m.user_id LIMIT $4"
-        );
-        let me = *self.tenant().as_uuid();
         Ok(self
-            .rows(
-                &sql,
-                &[&me, &at, &id, &limit],
-                &[Type::UUID, Type::TIMESTAMPTZ, Type::UUID, Type::INT8],
+            .keyset_rows(
+                after.map(|(at, id)| (at, *id.as_uuid())),
+                limit,
+                ("m.created_at, m.user_id", ">"),
+                |place| {
+                    format!(
+                        "{MEMBER_SELECT} WHERE m.tenant_id = $1 {place}
+                         GROUP BY m.tenant_id, m.user_id ORDER BY m.created_at, m.user_id LIMIT $4"
+                    )
+                },
             )
             .await?
             .iter()

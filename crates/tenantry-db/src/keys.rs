@@ -266,22 +266,18 @@ impl TenantScope {
         after: Option<(DateTime<Utc>, KeyId)>,
         limit: i64,
     ) -> Result<Vec<ApiKeyInfo>, DbError> {
-        let (place, at, id) = crate::scope::keyset_after(
-            after.map(|(at, id)| (at, *id.as_uuid())),
-            "created_at, key_id",
-            "<",
-        );
-        let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM tenantry.api_keys
-             WHERE tenant_id = $1 {place}
-             ORDER BY created_at DESC, key_id DESC LIMIT $4"
-        );
-        let tenant = *self.tenant().as_uuid();
         Ok(self
-            .rows(
-                &sql,
-                &[&tenant, &at, &id, &limit],
-                &[Type::UUID, Type::TIMESTAMPTZ, Type::UUID, Type::INT8],
+            .keyset_rows(
+                after.map(|(at, id)| (at, *id.as_uuid())),
+                limit,
+                ("created_at, key_id", "<"),
+                |place| {
+                    format!(
+                        "SELECT {KEY_COLUMNS} FROM tenantry.api_keys
+                         WHERE tenant_id = $1 {place}
+                         ORDER BY created_at DESC, key_id DESC LIMIT $4"
+                    )
+                },
             )
             .await?
             .iter()

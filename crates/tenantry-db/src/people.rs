@@ -372,21 +372,17 @@ impl TenantScope {
         after: Option<(DateTime<Utc>, InvitationId)>,
         limit: i64,
     ) -> Result<Vec<Invitation>, DbError> {
-        let (place, at, id) = crate::scope::keyset_after(
-            after.map(|(at, id)| (at, *id.as_uuid())),
-            "i.created_at, i.invitation_id",
-            "<",
-        );
-        let sql = format!(
-            "{INVITATION_SELECT} WHERE i.tenant_id = $1 {place}
-             ORDER BY i.created_at DESC, i.invitation_id DESC LIMIT $4"
-        );
-        let me = *self.tenant().as_uuid();
         Ok(self
-            .rows(
-                &sql,
-                &[&me, &at, &id, &limit],
-                &[Type::UUID, Type::TIMESTAMPTZ, Type::UUID, Type::INT8],
+            .keyset_rows(
+                after.map(|(at, id)| (at, *id.as_uuid())),
+                limit,
+                ("i.created_at, i.invitation_id", "<"),
+                |place| {
+                    format!(
+                        "{INVITATION_SELECT} WHERE i.tenant_id = $1 {place}
+                         ORDER BY i.created_at DESC, i.invitation_id DESC LIMIT $4"
+                    )
+                },
             )
             .await?
             .iter()

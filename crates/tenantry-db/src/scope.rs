@@ -1323,27 +1323,6 @@ pub(crate) fn route_current(rows: &[Row]) -> bool {
     rows.first().is_none_or(|r| r.get::<_, bool>(0))
 }
 
-/// The place a keyset page starts after, bound as `$2` and `$3` of a page
-/// statement, and the condition naming it: `AND (<columns>) <op> ($2, $3)`,
-/// or nothing on the first page (whose `$2` and `$3` are bound and unused).
-/// Two statements rather than one with `$2 IS NULL OR …`: so the place is an
-/// index condition of the list's index, and a later page starts there
-/// instead of filtering its way from the list's start.
-pub(crate) fn keyset_after(
-    after: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>,
-    columns: &str,
-    op: &str,
-) -> (
-    String,
-    Option<chrono::DateTime<chrono::Utc>>,
-    Option<uuid::Uuid>,
-) {
-    match after {
-        Some((at, id)) => (format!("AND ({columns}) {op} ($2, $3)"), Some(at), Some(id)),
-        None => (String::new(), None, None),
-    }
-}
-
 /// A read by a route cached before the tenant changed tiers (found again
 /// stale by a fresh part: another move committed in between). Retryable:
 /// the work runs again by a fresh route.
@@ -1621,6 +1600,34 @@ impl TenantScope {
         types: &[Type],
     ) -> Result<Vec<Row>, DbError> {
         self.tx.rows(Stmt { sql, params, types }).await
+    }
+
+    /// Rows of a keyset page of a list: `sql` gets the condition naming the
+    /// place the page starts after, `AND (<columns>) <op> ($2, $3)`, or
+    /// nothing on the first page, and binds the scope's tenant as `$1`, that place as
+    /// `$2` and `$3` (bound and unused on the first page) and `limit` as
+    /// `$4`. Two statements rather than one with `$2 IS NULL OR …`: the place
+    /// is then an index condition of the list's index, and a later page
+    /// starts there instead of filtering its way from the list's start.
+    pub(crate) async fn keyset_rows(
+        &mut self,
+        after: Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>,
+        limit: i64,
+        (columns, op): (&str, &str),
+        sql: impl FnOnce(&str) -> String,
+    ) -> Result<Vec<Row>, DbError> {
+        let owner = self.tenant();
+        let (at, id) = after.unzip();
+        let place = match after {
+            Some(_) => format!("AND ({columns}) {op} ($2, $3)"),
+            None => String::new(),
+        };
+        self.rows(
+            &sql(&place),
+            &[owner.as_uuid(), &at, &id, &limit],
+            &[Type::UUID, Type::TIMESTAMPTZ, Type::UUID, Type::INT8],
+        )
+        .await
     }
 
     /// [`TenantScope::rows`] under a narrower set of policies.

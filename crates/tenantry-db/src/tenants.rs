@@ -352,23 +352,19 @@ impl TenantScope {
         after: Option<(DateTime<Utc>, TenantId)>,
         limit: i64,
     ) -> Result<Vec<Tenant>, DbError> {
-        let (place, at, after_id) = crate::scope::keyset_after(
-            after.map(|(at, t)| (at, *t.as_uuid())),
-            "created_at, tenant_id",
-            ">",
-        );
-        let sql = format!(
-            "SELECT {TENANT_COLUMNS} FROM tenantry.tenants
-             WHERE parent_id = $1 {place}
-             ORDER BY created_at, tenant_id LIMIT $4"
-        );
-        let id = *self.tenant().as_uuid();
         tenants(
             &self
-                .rows(
-                    &sql,
-                    &[&id, &at, &after_id, &limit],
-                    &[Type::UUID, Type::TIMESTAMPTZ, Type::UUID, Type::INT8],
+                .keyset_rows(
+                    after.map(|(at, t)| (at, *t.as_uuid())),
+                    limit,
+                    ("created_at, tenant_id", ">"),
+                    |place| {
+                        format!(
+                            "SELECT {TENANT_COLUMNS} FROM tenantry.tenants
+                             WHERE parent_id = $1 {place}
+                             ORDER BY created_at, tenant_id LIMIT $4"
+                        )
+                    },
                 )
                 .await?,
         )
