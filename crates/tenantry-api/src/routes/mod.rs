@@ -75,7 +75,8 @@ pub fn keyset<I: serde::de::DeserializeOwned>(
     let limit = query.limit()?;
     let window = tenantry_axum::page::PageQuery {
         limit: Some(i64::from(limit)),
-        cursor: given_cursor(&query.cursor).map(str::to_owned),
+        // An empty cursor is the first page there as here.
+        cursor: query.cursor.clone(),
     }
     .window::<(chrono::DateTime<chrono::Utc>, I)>(i64::from(DEFAULT_LIMIT), i64::from(MAX_LIMIT))?;
     if window
