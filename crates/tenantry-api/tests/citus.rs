@@ -394,6 +394,21 @@ async fn every_route_of_a_tenant_and_of_the_admin_answers_on_a_citus_coordinator
         None,
     )
     .await;
+    // Shared again, the target declines it (its own tenant in the path).
+    go(
+        Method::POST,
+        format!("/v1/resources/{doc}/shares"),
+        &ka,
+        Some(json!({ "tenant_id": b })),
+    )
+    .await;
+    go(
+        Method::DELETE,
+        format!("/v1/resources/{doc}/shares/{b}"),
+        &kb,
+        None,
+    )
+    .await;
 
     // The tenant's own keys.
     let own = go(
@@ -407,7 +422,17 @@ async fn every_route_of_a_tenant_and_of_the_admin_answers_on_a_citus_coordinator
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    go(Method::GET, "/v1/keys".into(), &ka, None).await;
+    // Keys are paged by the database (keyset): the second page's cursor
+    // carries the first page's last place.
+    let first = go(Method::GET, "/v1/keys?limit=1".into(), &ka, None).await;
+    let cursor = first["next_cursor"].as_str().unwrap_or_default().to_owned();
+    go(
+        Method::GET,
+        format!("/v1/keys?limit=1&cursor={cursor}"),
+        &ka,
+        None,
+    )
+    .await;
     go(
         Method::POST,
         format!("/v1/keys/{own}/rotate"),

@@ -1457,7 +1457,7 @@ async fn pooled_tenant(
 /// child's, so the lock on the resource must reach one shard of a subtree
 /// that spans several) with another, which then reads it and cannot change
 /// it; the owner lists the share, revokes it, and the other tenant no
-/// longer finds the resource. A key of the tenant rotates, locked the same way.
+/// longer finds the resource; shared again, the other tenant declines it. A key of the tenant rotates, locked the same way.
 #[tokio::test]
 async fn a_tenant_shares_a_resource_with_another_and_revokes_it_on_the_cluster() {
     let Some(url) = citus_url(RERUN) else { return };
@@ -1526,6 +1526,20 @@ async fn a_tenant_shares_a_resource_with_another_and_revokes_it_on_the_cluster()
     let mut scope = server.tenant(TenantContext::new(tb)).await.unwrap();
     let gone = scope.get_resource(rid).await;
     assert!(matches!(gone, Err(DbError::NotFound(_))), "{gone:?}");
+    drop(scope);
+
+    // Shared again, the target declines it: the owner's row changes on its
+    // shard from the target's context, and the owner lists no share.
+    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
+    scope.share_resource(rid, tb).await.unwrap();
+    scope.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(tb)).await.unwrap();
+    scope.decline_share(rid).await.unwrap();
+    let gone = scope.get_resource(rid).await;
+    assert!(matches!(gone, Err(DbError::NotFound(_))), "{gone:?}");
+    scope.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
+    assert_eq!(scope.list_shares(rid).await.unwrap().len(), 0);
     drop(scope);
 
     // Deleting a tenant others share with ends those shares: the trigger
