@@ -2218,6 +2218,113 @@ $$;
 COMMENT ON FUNCTION tenantry.copy_column_drift() IS 'Internal (the doctor''s rule copy_columns, for tenantry doctor: the server''s login runs no definer function, and a column is no isolation rule its boot check must hold): schema tenants'' tables, in schemas at the latest tenant-schema version, whose columns differ from their family''s pooled table (type, collation, NOT NULL, default or generation, present or not; a column of each side alone with the same type and place is a rename), with the SQL that fixes each and keeps the rows'' values as the change kept the pooled ones. Granted to tenantry_admin (and the owner''s members, who run tenantry doctor).';
 GRANT EXECUTE ON FUNCTION tenantry.copy_column_drift() TO tenantry_admin;
 
+/**
+ * The doctor's rule copy_constraints: a schema tenant's table stands alone,
+ * so an index, a UNIQUE or EXCLUDE constraint or a CHECK the team's
+ * migration added to (or dropped from) its table without a tenant-schema
+ * step is missing (or left over) in the schema. A missing UNIQUE lets the
+ * schema tenant hold rows the team's table refuses, and its move back to the
+ * shared tier then fails at the cut-over (found by a review of migration
+ * tools). Indexes are compared by what follows the table in their
+ * definition (method, keys, INCLUDE, storage, predicate), constraints by
+ * their definition; names may differ (a schema's copy was made with LIKE).
+ * Foreign keys are not compared (a schema's point at its own tables).
+ */
+CREATE OR REPLACE FUNCTION tenantry.copy_constraint_drift()
+RETURNS TABLE (copy regclass, template regclass, problem text, fix text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH copies AS (
+        SELECT f.copy, f.template
+        FROM tenantry.family_copies() f
+        JOIN pg_catalog.pg_class c ON c.oid = f.copy
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        JOIN tenantry.tenants t ON t.schema_name = n.nspname
+        WHERE (t.isolation = 'schema' OR t.moving_to = 'schema')
+          AND coalesce(t.schema_version, 0) >= tenantry.tenant_schema_latest()
+    ), rels AS (
+        SELECT s.copy AS rel FROM copies s UNION SELECT s.template FROM copies s
+    ), idx AS (
+        -- Each index with its shape: its definition after "ON <table> ".
+        SELECT i.indrelid AS rel, ic.relname AS name, k.conname, k.contype,
+               pg_catalog.pg_get_constraintdef(k.oid) AS condef,
+               CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END
+               || CASE WHEN starts_with(d.def, d.prefix) THEN substr(d.def, length(d.prefix) + 1)
+                       ELSE substr(d.def, strpos(d.def, ' USING ') + 1) END AS shape
+        FROM pg_catalog.pg_index i
+        JOIN rels r ON r.rel = i.indrelid
+        JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_catalog.pg_class tc ON tc.oid = i.indrelid
+        JOIN pg_catalog.pg_namespace tn ON tn.oid = tc.relnamespace
+        LEFT JOIN pg_catalog.pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid
+                                            AND k.contype IN ('p', 'u', 'x')
+        CROSS JOIN LATERAL (
+            SELECT pg_catalog.pg_get_indexdef(i.indexrelid) AS def,
+                   format('CREATE %sINDEX %s ON %s.%s ', CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END,
+                          quote_ident(ic.relname), quote_ident(tn.nspname), quote_ident(tc.relname)) AS prefix
+        ) d
+    ), checks AS (
+        SELECT k.conrelid AS rel, k.conname,
+               regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', '') AS condef
+        FROM pg_catalog.pg_constraint k
+        JOIN rels r ON r.rel = k.conrelid
+        WHERE k.contype = 'c'
+    ), findings AS (
+        -- On the team's table, not on the schema's.
+        SELECT s.copy, s.template, w.shape AS what,
+               CASE WHEN w.conname IS NOT NULL
+                    THEN format('has no %s, which %s has (constraint %I)', w.condef, s.template, w.conname)
+                    ELSE format('has no index %s, which %s has (%I)', w.shape, s.template, w.name) END AS problem,
+               CASE WHEN w.conname IS NOT NULL
+                    THEN format('ALTER TABLE %s ADD %s; -- and make such changes with tenantry.alter_tenant_table(), which records them for every schema',
+                                s.copy, w.condef)
+                    ELSE format('CREATE %sINDEX ON %s %s; -- and record an index made on %s as a tenant-schema step (tenantry.add_tenant_schema_step) in the same migration',
+                                CASE WHEN w.shape LIKE 'UNIQUE %' THEN 'UNIQUE ' ELSE '' END, s.copy,
+                                regexp_replace(w.shape, '^UNIQUE ', ''), s.template) END AS fix
+        FROM copies s
+        JOIN idx w ON w.rel = s.template
+        WHERE NOT EXISTS (SELECT 1 FROM idx h WHERE h.rel = s.copy AND h.shape = w.shape)
+        UNION ALL
+        -- On the schema's table, not on the team's any more.
+        SELECT s.copy, s.template, h.shape,
+               CASE WHEN h.conname IS NOT NULL
+                    THEN format('has %s (constraint %I), which %s has not', h.condef, h.conname, s.template)
+                    ELSE format('has index %I (%s), which %s has not', h.name, h.shape, s.template) END,
+               CASE WHEN h.conname IS NOT NULL
+                    THEN format('ALTER TABLE %s DROP CONSTRAINT %I; -- and make such changes with tenantry.alter_tenant_table(), which records them for every schema',
+                                s.copy, h.conname)
+                    ELSE format('DROP INDEX %s; -- and record dropping an index of %s as a tenant-schema step (tenantry.add_tenant_schema_step) in the same migration',
+                                (SELECT format('%I.%I', n.nspname, h.name) FROM pg_catalog.pg_class c
+                                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = s.copy),
+                                s.template) END
+        FROM copies s
+        JOIN idx h ON h.rel = s.copy
+        WHERE NOT EXISTS (SELECT 1 FROM idx w WHERE w.rel = s.template AND w.shape = h.shape)
+        UNION ALL
+        SELECT s.copy, s.template, w.condef,
+               format('has no %s, which %s has (constraint %I)', w.condef, s.template, w.conname),
+               format('ALTER TABLE %s ADD %s; -- and make such changes with tenantry.alter_tenant_table(), which records them for every schema',
+                      s.copy, w.condef)
+        FROM copies s
+        JOIN checks w ON w.rel = s.template
+        WHERE NOT EXISTS (SELECT 1 FROM checks h WHERE h.rel = s.copy AND h.condef = w.condef)
+        UNION ALL
+        SELECT s.copy, s.template, h.condef,
+               format('has %s (constraint %I), which %s has not', h.condef, h.conname, s.template),
+               format('ALTER TABLE %s DROP CONSTRAINT %I; -- and make such changes with tenantry.alter_tenant_table(), which records them for every schema',
+                      s.copy, h.conname)
+        FROM copies s
+        JOIN checks h ON h.rel = s.copy
+        WHERE NOT EXISTS (SELECT 1 FROM checks w WHERE w.rel = s.template AND w.condef = h.condef)
+    )
+    SELECT f.copy, f.template, f.problem, f.fix
+    FROM findings f
+    ORDER BY f.copy::text, f.what
+$$;
+COMMENT ON FUNCTION tenantry.copy_constraint_drift() IS 'Internal (the doctor''s rule copy_constraints, for tenantry doctor, like copy_column_drift): schema tenants'' tables, in schemas at the latest tenant-schema version, whose indexes, UNIQUE, EXCLUDE or CHECK constraints differ from their family''s pooled table (indexes by method, keys and predicate; constraints by definition; names aside; foreign keys not compared), with the SQL that fixes each. A UNIQUE the schema''s table lacks lets its tenant hold rows the pooled table refuses, and its move back fails at the cut-over. Granted to tenantry_admin (and the owner''s members, who run tenantry doctor).';
+GRANT EXECUTE ON FUNCTION tenantry.copy_constraint_drift() TO tenantry_admin;
+
 /** Schema tenants whose schema is behind the latest version, oldest first. */
 CREATE OR REPLACE FUNCTION tenantry.tenant_schemas_behind(max_rows integer DEFAULT 1000)
 RETURNS TABLE (tenant_id uuid, schema_name text, schema_version integer, latest integer)

@@ -2109,6 +2109,105 @@ async fn an_ancestor_reads_its_descendants_rows_of_an_adopted_table_across_tiers
     }
 }
 
+/// An index, a UNIQUE and a CHECK a team's migration made on its table with
+/// plain SQL, without a tenant-schema step: a schema tenant's table of it
+/// lacked them and nothing said so (the doctor compared columns only), so
+/// that tenant could hold two rows the team's table refuses, and its move
+/// back then failed at the cut-over (found by a review of migration tools).
+/// The doctor names each, both ways, with the statement that fixes it; the
+/// server's boot check, which holds the isolation rules, does not.
+#[tokio::test]
+async fn an_index_a_unique_or_a_check_made_on_the_teams_table_without_a_step_is_named_by_the_doctor_with_its_fix(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let schema = schema_name(&su, silo).await;
+    assert_eq!(copy_constraints(&su).await, [], "a copy made by tenantry");
+
+    su.batch_execute(
+        "ALTER TABLE public.projects ADD COLUMN color text;
+         CREATE INDEX projects_color_idx ON public.projects (tenant_id, color) WHERE color IS NOT NULL;
+         ALTER TABLE public.projects ADD CONSTRAINT projects_color_key UNIQUE (tenant_id, color);
+         ALTER TABLE public.projects ADD CONSTRAINT projects_name_short CHECK (length(name) < 100);",
+    )
+    .await
+    .unwrap();
+    run_fixes(&su, &copy_columns(&su).await).await;
+    let found = copy_constraints(&su).await;
+    assert!(
+        db.table_problems().await.unwrap().is_empty(),
+        "the server's boot check runs no copy rule"
+    );
+    let mut fixes: Vec<String> = found.iter().map(fix_of).collect();
+    fixes.sort();
+    assert_eq!(
+        fixes,
+        [
+            format!("ALTER TABLE {schema}.projects ADD CHECK ((length(name) < 100))"),
+            format!("ALTER TABLE {schema}.projects ADD UNIQUE (tenant_id, color)"),
+            format!(
+                "CREATE INDEX ON {schema}.projects USING btree (tenant_id, color) WHERE (color IS NOT NULL)"
+            ),
+        ],
+        "{found:?}"
+    );
+    assert!(found.iter().all(|f| f.0 == format!("{schema}.projects")));
+    run_fixes(&su, &found).await;
+    assert_eq!(copy_constraints(&su).await, []);
+    // The schema tenant is held to the team's key now.
+    own_sql(
+        &db,
+        silo,
+        "INSERT INTO projects (name, color) VALUES ('a', 'red')",
+    )
+    .await
+    .unwrap();
+    let twice = own_sql(
+        &db,
+        silo,
+        "INSERT INTO projects (name, color) VALUES ('b', 'red')",
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{twice:?}").contains("color"), "{twice:?}");
+
+    // Dropped from the team's table: left over in the schema's, named, and
+    // its fix drops it there.
+    su.batch_execute(
+        "ALTER TABLE public.projects DROP CONSTRAINT projects_name_short;
+         DROP INDEX public.projects_color_idx;",
+    )
+    .await
+    .unwrap();
+    let found = copy_constraints(&su).await;
+    let fixes: Vec<String> = found.iter().map(fix_of).collect();
+    assert_eq!(fixes.len(), 2, "{found:?}");
+    assert!(
+        fixes
+            .iter()
+            .any(|f| f.starts_with(&format!("ALTER TABLE {schema}.projects DROP CONSTRAINT ")))
+            && fixes
+                .iter()
+                .any(|f| f.starts_with(&format!("DROP INDEX {schema}."))),
+        "{found:?}"
+    );
+    run_fixes(&su, &found).await;
+    assert_eq!(copy_constraints(&su).await, []);
+    // A change made the documented way leaves nothing to name.
+    su.batch_execute(
+        "SELECT tenantry.alter_tenant_table('public.projects', 'ADD CONSTRAINT projects_name_set CHECK (name <> '''')')",
+    )
+    .await
+    .unwrap();
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(copy_constraints(&su).await, []);
+}
+
 /// A schema tenant's table of an adopted table stands alone, so a shape
 /// change reaches it as a tenant-schema step: `alter_tenant_table` changes
 /// the team's table and records it, `tenantry migrate` applies it; a change
@@ -3563,6 +3662,17 @@ async fn rows_and_keys(su: &Client, table: &str, t: TenantId) -> (i64, i64) {
 
 /// The doctor's `copy_columns` findings (`tenantry doctor`, an operator's):
 /// (table, fix).
+/// The doctor's findings of rule copy_constraints: (table, fix).
+async fn copy_constraints(su: &Client) -> Vec<(String, String)> {
+    tenantry_db::tables::table_problems(su)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.rule == "copy_constraints")
+        .map(|p| (p.table, p.fix))
+        .collect()
+}
+
 async fn copy_columns(su: &Client) -> Vec<(String, String)> {
     tenantry_db::tables::table_problems(su)
         .await

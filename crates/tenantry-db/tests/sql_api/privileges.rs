@@ -215,8 +215,9 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
     // type of its argument and holds it as regclass too; family_source
     // splices family_tables()' regclass texts, first_table_with_rows and
     // tables_left_behind the regclass of each table they find in pg_class,
-    // and copy_column_drift
-    // prints regclass and format_type() texts into the fixes it returns;
+    // and copy_column_drift and copy_constraint_drift
+    // print regclass, format_type(), pg_get_indexdef() and
+    // pg_get_constraintdef() texts into the fixes they return;
     // alter_tenant_table and alter_tenant_copy (its recorded step) splice
     // the caller's change, which is SQL by design
     // (an operator's, run with the operator's rights); the key column's type
@@ -240,7 +241,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                                   'backfill_undo_prepare', 'lock_for_tenant_key')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
-           AND NOT (p.proname IN ('family_source', 'copy_column_drift', 'alter_tenant_table',
+           AND NOT (p.proname IN ('family_source', 'copy_column_drift', 'copy_constraint_drift', 'alter_tenant_table',
                                   'first_table_with_rows', 'alter_tenant_copy', 'tables_left_behind')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('lock_shareable_resource', 'recount_quota_usage', 'sample_tenant_storage',
@@ -527,6 +528,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "claim_operator_idempotency_key",
             "complete_operator_idempotency_key",
             "copy_column_drift",
+            "copy_constraint_drift",
             "create_tenant",
             "define_permission",
             "drop_request_log_partitions",
