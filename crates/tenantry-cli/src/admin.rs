@@ -711,9 +711,11 @@ async fn move_tenant(
             .expect("a valid template"),
     );
     bar.set_message(to.as_str());
+    let started = std::cell::Cell::new(false);
     let moved = db
         .move_tenant(ACTOR, tenant, to, batch_rows, |p| match p {
             MoveProgress::Started { rows, resumed } => {
+                started.set(true);
                 bar.set_length(rows.max(0) as u64);
                 if resumed {
                     bar.println("resuming the move under way");
@@ -734,7 +736,22 @@ async fn move_tenant(
         })
         .await;
     bar.finish_and_clear();
-    let moved = moved?;
+    // Failed once under way (a row the target tier's key refuses, a table
+    // changed meanwhile): the move stays recorded until it is resumed or
+    // aborted, which the error alone did not say (found by a review of
+    // migration tools).
+    let moved = match moved {
+        Ok(moved) => moved,
+        Err(e) if started.get() && move_under_way(db, tenant).await => {
+            return Err(anyhow::Error::from(e).context(format!(
+                "the move of tenant {tenant} to {} is still under way, every row of it kept: \
+                 fix the cause and run this command again to resume it, or give it up with \
+                 `tenantry tenant move {tenant} --abort`",
+                to.as_str()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
     if as_json {
         json(&moved)
     } else if moved.unchanged {
@@ -755,6 +772,15 @@ async fn move_tenant(
         );
         Ok(())
     }
+}
+
+/// Whether a move of `tenant` is recorded as under way (false when that
+/// cannot be read: the error said enough then).
+async fn move_under_way(db: &Database, tenant: TenantId) -> bool {
+    let Ok(mut scope) = db.admin(ACTOR).await else {
+        return false;
+    };
+    scope.tier_move_under_way(tenant).await.unwrap_or(false)
 }
 
 /// `tenantry impersonate`: act as a member of a tenant for a bounded time.

@@ -341,6 +341,13 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
             None => local::database_name(&client).await?,
         }
     };
+    // Notes: what isolation allows but a team should know, on standard
+    // error in either mode (a script reads the problems alone).
+    let notes =
+        local::as_migration_role(tables::shared_sequences(&client).await, "tenantry doctor")?;
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
     if args.json {
         json(&problems)?;
     } else if problems.is_empty() {

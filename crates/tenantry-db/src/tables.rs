@@ -796,6 +796,37 @@ pub async fn tenant_tables(client: &Client) -> Result<Vec<TenantTable>, TableErr
         .collect())
 }
 
+/// Serial columns of adopted tables whose sequence the app roles may use
+/// (`tenantry.shared_sequences()`): every tenant can read how many rows all
+/// tenants inserted and advance the sequence. No rule the doctor fails on,
+/// but adoption said so only in a NOTICE, which migration tools do not show
+/// (found by a review of migration tools): `tenantry doctor` prints each as a
+/// note, rule `shared_sequence`, with the statements that make the column an
+/// identity column.
+pub async fn shared_sequences(client: &Client) -> Result<Vec<TableProblem>, TableError> {
+    Ok(client
+        .query(
+            "SELECT table_name, column_name, sequence_name, fix FROM tenantry.shared_sequences()",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let (table, column, sequence): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            TableProblem {
+                problem: format!(
+                    "column {column:?} numbers its rows from {sequence}, which every tenant shares: \
+                     any tenant can read how many rows all tenants inserted (pg_sequences.last_value) \
+                     and advance it"
+                ),
+                fix: r.get(3),
+                table,
+                rule: "shared_sequence".into(),
+            }
+        })
+        .collect())
+}
+
 /// The doctor: every rule an adopted table breaks, with its fix. Empty: all is well.
 pub async fn table_problems(client: &Client) -> Result<Vec<TableProblem>, TableError> {
     Ok(client

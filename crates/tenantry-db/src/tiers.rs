@@ -189,6 +189,17 @@ impl AdminScope {
         .await
     }
 
+    /// Whether a move of the tenant is under way (started, neither finished
+    /// nor aborted): where a move that failed half-way left it.
+    pub async fn tier_move_under_way(&mut self, id: TenantId) -> Result<bool, DbError> {
+        self.one(
+            "SELECT moving_to IS NOT NULL FROM tenantry.tenants WHERE tenant_id = $1",
+            &[id.as_uuid()],
+            &[Type::UUID],
+        )
+        .await
+    }
+
     /// Gives up a move under way: the tenant stays in its tier with every row.
     /// Returns whether a move was under way.
     pub async fn tier_move_abort(&mut self, id: TenantId) -> Result<bool, DbError> {
