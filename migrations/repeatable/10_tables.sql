@@ -2421,7 +2421,14 @@ BEGIN
       INTO problems FROM tenantry.table_problems(tbl) p
      WHERE NOT (p.rule = 'hierarchy' AND coalesce(current_setting('tenantry.adopting_together', true), '') = 'on');
     IF problems IS NOT NULL THEN
-        RAISE EXCEPTION 'cannot adopt %: it breaks the rules of tenant tables', tbl USING ERRCODE = 'TN422', DETAIL = problems;
+        -- The rules broken in the message itself, the fixes in DETAIL: some
+        -- migration tools print the message alone (dbmate; found by a review
+        -- of migration tools).
+        RAISE EXCEPTION 'cannot adopt %: it breaks the rules of tenant tables: %', tbl,
+              (SELECT string_agg(format('%s [%s]: %s', p.table_name, p.rule, p.problem), '; ')
+                 FROM tenantry.table_problems(tbl) p
+                WHERE NOT (p.rule = 'hierarchy' AND coalesce(current_setting('tenantry.adopting_together', true), '') = 'on'))
+              USING ERRCODE = 'TN422', DETAIL = problems, HINT = 'Nothing was changed: each problem''s fix is in DETAIL.';
     END IF;
     -- The name it is adopted under (rule renamed compares it), once the
     -- rules hold: a rename that left schema tenants' tables behind was refused above.

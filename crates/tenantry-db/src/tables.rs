@@ -424,7 +424,16 @@ async fn refuse_before_changing(
     }
     Err(TableError::Refused {
         code: "TN422".into(),
-        message: format!("cannot adopt {table}: it breaks the rules of tenant tables"),
+        // The rules broken in the message itself, the fixes in the detail:
+        // some migration tools print the message alone.
+        message: format!(
+            "cannot adopt {table}: it breaks the rules of tenant tables: {}",
+            problems
+                .iter()
+                .map(|p| format!("{} [{}]: {}", p.table, p.rule, p.problem))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
         detail: Some(
             problems
                 .iter()
