@@ -111,9 +111,10 @@ $statistics$;
 -- -----------------------------------------------------------------------------
 -- The rest, by what it shares. Each but the advisory lock functions is
 -- granted to pg_monitor (monitoring reads locks, transaction ids and sizes);
--- pg_advisory_xact_lock(bigint), its _shared and their try forms go to tenantry_owner only. An application of
--- your own that needs advisory locks grants them to its own roles, never to
--- the tenantry roles.
+-- the advisory lock functions go to tenantry_owner only (tenantry's own
+-- definer functions and the migration role's tools). An application of
+-- your own that needs advisory locks (a job queue's workers) grants them to
+-- its own roles, never to the tenantry roles that act for tenants.
 --
 -- Advisory locks: one key space for the whole database. A tenant could take
 -- or hold the key tenants_before_write() serialises re-parenting with
@@ -197,8 +198,23 @@ $builtins$;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_xact_lock(bigint), pg_catalog.pg_advisory_xact_lock_shared(bigint),
     pg_catalog.pg_try_advisory_xact_lock(bigint), pg_catalog.pg_try_advisory_xact_lock_shared(bigint) TO tenantry_owner;
 -- tenantry migrate serialises runs with a session lock: a migration role that
--- is a member of tenantry_owner (no superuser) must be able to take it.
-GRANT EXECUTE ON FUNCTION pg_catalog.pg_advisory_lock(bigint), pg_catalog.pg_advisory_unlock(bigint) TO tenantry_owner;
+-- is a member of tenantry_owner (no superuser) must be able to take it. So do
+-- the team's migration tools run by that role (node-pg-migrate, Rails and
+-- Flyway try pg_try_advisory_lock(bigint), golang-migrate, sqlx and Prisma
+-- take pg_advisory_lock(bigint); found by a review of migration tools, whose
+-- node-pg-migrate stopped at 42501): every advisory function goes to the
+-- owner role, which no role acting for tenants can assume.
+GRANT EXECUTE ON FUNCTION
+    pg_catalog.pg_advisory_lock(bigint), pg_catalog.pg_advisory_lock(integer, integer),
+    pg_catalog.pg_advisory_lock_shared(bigint), pg_catalog.pg_advisory_lock_shared(integer, integer),
+    pg_catalog.pg_advisory_unlock(bigint), pg_catalog.pg_advisory_unlock(integer, integer),
+    pg_catalog.pg_advisory_unlock_shared(bigint), pg_catalog.pg_advisory_unlock_shared(integer, integer),
+    pg_catalog.pg_advisory_unlock_all(),
+    pg_catalog.pg_advisory_xact_lock(integer, integer), pg_catalog.pg_advisory_xact_lock_shared(integer, integer),
+    pg_catalog.pg_try_advisory_lock(bigint), pg_catalog.pg_try_advisory_lock(integer, integer),
+    pg_catalog.pg_try_advisory_lock_shared(bigint), pg_catalog.pg_try_advisory_lock_shared(integer, integer),
+    pg_catalog.pg_try_advisory_xact_lock(integer, integer), pg_catalog.pg_try_advisory_xact_lock_shared(integer, integer)
+    TO tenantry_owner;
 -- A batched backfill of an adopted table (tenantry.backfill_prepare, 10_tables.sql)
 -- walks the table by pages; migration roles that are members of tenantry_owner
 -- (not only superusers) must be able to learn how many there are.
