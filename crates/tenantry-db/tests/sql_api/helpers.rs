@@ -165,6 +165,16 @@ pub async fn run_readme_sql(tdb: &TestDatabase, heading: &str) -> String {
 
 /// [`run_readme_sql`] for the `n`th `sql` block of the section (1: the first).
 pub async fn run_readme_sql_block(tdb: &TestDatabase, heading: &str, n: usize) -> String {
+    let sql = readme_sql_block(heading, n);
+    let (stdout, stderr) = psql(tdb, &sql);
+    // Nothing but the answers: no NOTICE a reader would wonder about (adopting
+    // a table once said "trigger ... does not exist, skipping" twice).
+    assert!(!stderr.contains("NOTICE"), "psql printed notices: {stderr}");
+    stdout
+}
+
+/// The `n`th `sql` block (1: the first) of the README's section `heading`.
+pub fn readme_sql_block(heading: &str, n: usize) -> String {
     let readme = include_str!("../../../../README.md");
     let section = readme
         .split(&format!("\n## {heading}\n"))
@@ -173,18 +183,14 @@ pub async fn run_readme_sql_block(tdb: &TestDatabase, heading: &str, n: usize) -
         .split("\n## ")
         .next()
         .unwrap();
-    let sql = section
+    section
         .split("```sql\n")
         .nth(n)
         .unwrap_or_else(|| panic!("the section {heading:?} has sql block {n}"))
         .split("```")
         .next()
-        .unwrap();
-    let (stdout, stderr) = psql(tdb, sql);
-    // Nothing but the answers: no NOTICE a reader would wonder about (adopting
-    // a table once said "trigger ... does not exist, skipping" twice).
-    assert!(!stderr.contains("NOTICE"), "psql printed notices: {stderr}");
-    stdout
+        .unwrap()
+        .to_owned()
 }
 
 /// `sql` through psql as the superuser (an operator, as the README's reader

@@ -1240,6 +1240,38 @@ async fn the_readme_walkthrough_for_your_own_tables_runs_as_written_in_psql() {
     );
 }
 
+/// The README's check for the end of a migration file (found by a review of
+/// migration tools: a bad index committed, and only the next server start
+/// refused it): it passes on a clean database and fails the migration,
+/// naming the rule and its fix, on a broken one.
+#[tokio::test]
+async fn the_readmes_doctor_check_for_a_migration_passes_clean_and_fails_naming_the_broken_rule() {
+    let tdb = TestDatabase::new().await;
+    crate::helpers::run_readme_sql_block(&tdb, "Use it for your own tables", 3).await;
+    let check = crate::helpers::readme_sql_block("Use it for your own tables", 3);
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE notes (tenant_id uuid NOT NULL, id uuid NOT NULL, body text, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('notes');",
+    )
+    .await;
+    exec(&m, &check).await;
+    let failed = m
+        .batch_execute(&format!(
+            "BEGIN; CREATE INDEX notes_body_idx ON notes (body); {check}"
+        ))
+        .await
+        .expect_err("the check passed a broken rule");
+    let text = describe(&failed);
+    assert!(
+        text.contains("tenantry doctor: public.notes [indexes]") && text.contains("notes_body_idx"),
+        "{text}"
+    );
+    m.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
+}
+
 #[tokio::test]
 async fn the_readmes_recipe_for_a_table_keyed_without_tenant_id_adopts_it_as_written() {
     let tdb = TestDatabase::new().await;
