@@ -100,6 +100,12 @@ pub struct Settings {
     pub http_body_timeout_ms: u64,
     /// HTTP connections open at once; more wait to be accepted.
     pub http_max_connections: usize,
+    /// Reverse proxies in front of the server (networks or addresses, such
+    /// as `10.0.0.0/8` or `127.0.0.1`): for a request from one of them, the
+    /// client whose address a key limited to addresses is checked against is
+    /// the last address of `X-Forwarded-For` that is not one of them. Empty
+    /// (default): the connection's peer, `X-Forwarded-For` ignored.
+    pub trusted_proxies: Vec<String>,
     /// How long a request waits for a database connection before a 503, in milliseconds.
     pub acquire_timeout_ms: u64,
     /// `statement_timeout` of the server's database sessions, in milliseconds
@@ -163,6 +169,7 @@ impl Default for Settings {
             http_send_timeout_ms: 30_000,
             http_body_timeout_ms: 30_000,
             http_max_connections: 10_000,
+            trusted_proxies: Vec::new(),
             acquire_timeout_ms: 2_000,
             statement_timeout_ms: millis(SERVER_TIMEOUTS.statement_timeout),
             idle_in_transaction_timeout_ms: millis(SERVER_TIMEOUTS.idle_in_transaction_timeout),
@@ -244,6 +251,14 @@ impl Settings {
         if let Some(v) = get("TENANTRY_STATEMENT_MODE") {
             self.statement_mode = v;
         }
+        if let Some(v) = get("TENANTRY_TRUSTED_PROXIES") {
+            self.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         macro_rules! num {
             ($($var:literal => $field:ident),*) => {$(
                 if let Some(v) = get($var) { self.$field = parse($var, &v)?; }
@@ -277,6 +292,24 @@ impl Settings {
             "TENANTRY_TCP_KEEPALIVE_IDLE_SECS" => tcp_keepalive_idle_secs
         }
         self.validate()
+    }
+
+    /// [`Settings::trusted_proxies`] as networks; an entry that is neither a
+    /// network nor an address is refused, naming it (taken as nothing, a
+    /// proxy meant to be trusted would not be, and keys limited to
+    /// addresses would see the proxy as every client).
+    pub fn trusted_proxies(&self) -> Result<std::sync::Arc<[ipnet::IpNet]>, SettingsError> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                tenantry_axum::auth::parse_network(p).ok_or_else(|| {
+                    SettingsError::Invalid(format!(
+                        "trusted_proxies (TENANTRY_TRUSTED_PROXIES): {p:?} is neither a network such \
+                         as 10.0.0.0/8 nor an address"
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// Checks cross-field rules.
@@ -335,6 +368,7 @@ impl Settings {
         if let Some(jwt) = &self.jwt {
             jwt.validate().map_err(SettingsError::Invalid)?;
         }
+        self.trusted_proxies()?;
         // The operating system's limits (Linux: TCP_USER_TIMEOUT is an int
         // of milliseconds, TCP_KEEPIDLE at most 32767 s): beyond, every
         // connection failed with "Invalid argument", blamed on the database
@@ -592,6 +626,33 @@ mod tests {
                 .apply_env(|k| (k == var).then(|| value.to_owned()))
                 .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
         }
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_file_or_a_comma_separated_variable_and_a_bad_one_is_refused_by_name(
+    ) {
+        let mut s = Settings::default();
+        s.apply_env(|k| {
+            (k == "TENANTRY_TRUSTED_PROXIES").then(|| "10.0.0.0/8, 127.0.0.1,".to_owned())
+        })
+        .unwrap();
+        let nets = s.trusted_proxies().unwrap();
+        assert_eq!(
+            nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["10.0.0.0/8", "127.0.0.1/32"]
+        );
+        let file: Settings = toml::from_str("trusted_proxies = [\"fd00::/8\"]").unwrap();
+        file.validate().unwrap();
+        let err = Settings::default()
+            .apply_env(|k| {
+                (k == "TENANTRY_TRUSTED_PROXIES").then(|| "10.0.0.0/8,lb.internal".to_owned())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TENANTRY_TRUSTED_PROXIES") && err.contains("lb.internal"),
+            "{err}"
+        );
     }
 
     #[test]

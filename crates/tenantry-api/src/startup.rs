@@ -305,6 +305,9 @@ impl Application {
                 max_connections: settings.http_max_connections,
                 send_timeout: Duration::from_millis(settings.http_send_timeout_ms),
                 body_read_timeout: Duration::from_millis(settings.http_body_timeout_ms),
+                trusted_proxies: settings.trusted_proxies().map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+                })?,
             },
             stopping,
         })

@@ -611,12 +611,18 @@ where
                 .await?
                 .ok_or_else(ApiError::invalid_token)?;
             if let Some(cidrs) = &identity.allowed_cidrs {
-                let source = parts
-                    .extensions
-                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                    .map(|c| c.0.ip());
-                // Without the peer's address (an app served without connect
-                // info) a key limited to addresses is refused: fail closed.
+                // The client tenantry_axum::serve tells (behind a trusted
+                // proxy, whom it forwarded for), else the peer.
+                let source = match parts.extensions.get::<crate::serve::ClientAddr>() {
+                    Some(client) => client.0,
+                    None => parts
+                        .extensions
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| c.0.ip()),
+                };
+                // Without the client's address (an app served without connect
+                // info, a trusted proxy that did not say) a key limited to
+                // addresses is refused: fail closed.
                 if !source.is_some_and(|ip| source_allowed(cidrs, ip)) {
                     return Err(ApiError::new(
                         ProblemCode::Forbidden,

@@ -69,7 +69,7 @@ pub use auth::{AdminToken, KeyCache, RateLimits, TenantCaller};
 pub use error::{ApiError, ProblemCode};
 pub use people::{MemberCache, Person};
 pub use request_log::{RequestId, RequestIdLayer, RequestLog, RequestLogLayer};
-pub use serve::{serve, ServeOptions};
+pub use serve::{serve, ClientAddr, ServeOptions};
 pub use tenant_stats::{TenantStats, TenantStatsConfig};
 
 /// How [`Tenantry::start`] sets up authentication and the request log.

@@ -9,6 +9,7 @@ use std::{
     convert::Infallible,
     future::Future,
     io,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -34,7 +35,7 @@ use tower::ServiceExt;
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Limits of [`serve`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
     /// How long a client has to send a request's headers, from the moment
     /// the server waits for them (a new connection, or one kept alive
@@ -61,6 +62,73 @@ pub struct ServeOptions {
     /// as a hostile tenant: 40 such requests of 1 MiB were still open after a
     /// minute). `Duration::ZERO`: no deadline.
     pub body_read_timeout: Duration,
+    /// Reverse proxies (load balancers, nginx, Caddy) whose word on a
+    /// request's client is taken: for a connection from one of them, the
+    /// client is the last address of `X-Forwarded-For` that is not itself
+    /// one of them ([`ClientAddr`]), which keys limited to addresses are
+    /// checked against. Empty (the default): the connection's peer is the
+    /// client, and `X-Forwarded-For` is ignored (anyone may send it).
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+}
+
+/// The address a request came from, as [`serve`] tells it: the
+/// connection's peer, or, for a connection from one of
+/// [`ServeOptions::trusted_proxies`], the client that proxy forwarded for;
+/// `None` when such a proxy's `X-Forwarded-For` is missing or does not parse
+/// (who the client is is unknown, and a key limited to addresses is
+/// refused). Behind several trusted proxies each appends the address it
+/// received from, so the header is read from its end: a client that sends
+/// its own `X-Forwarded-For` only adds addresses before the one its proxy
+/// saw, which are never read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl ClientAddr {
+    /// The client of a request from `peer` with `headers`.
+    pub fn of(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[ipnet::IpNet]) -> Self {
+        let trusted_one = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&unmapped(*ip)));
+        if !trusted_one(&peer) {
+            return ClientAddr(Some(peer));
+        }
+        let mut hops = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let Ok(value) = value.to_str() else {
+                return ClientAddr(None);
+            };
+            hops.extend(value.split(',').map(str::trim));
+        }
+        // From the end: the last hop that is not a proxy of ours (what lies
+        // before it is the client's to write, and never read); all of them
+        // ours: the first.
+        let mut first = None;
+        for hop in hops.iter().rev() {
+            let Some(ip) = forwarded_addr(hop) else {
+                return ClientAddr(None);
+            };
+            if !trusted_one(&ip) {
+                return ClientAddr(Some(ip));
+            }
+            first = Some(ip);
+        }
+        ClientAddr(first)
+    }
+}
+
+/// An address as proxies write it in `X-Forwarded-For`: `203.0.113.7`,
+/// `2001:db8::1`, or with a port (`203.0.113.7:4711`, `[2001:db8::1]:4711`).
+fn forwarded_addr(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// An IPv4 address written as IPv6 (`::ffff:203.0.113.7`, as a dual-stack
+/// socket reports it) as IPv4.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// The bytes a client must take within [`ServeOptions::send_timeout`] for
@@ -75,6 +143,7 @@ impl Default for ServeOptions {
             max_connections: 10_000,
             send_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
+            trusted_proxies: Arc::from([]),
         }
     }
 }
@@ -252,7 +321,8 @@ impl AsyncWrite for SendDeadline {
 /// accepting, lets every connection finish the request it is serving (idle
 /// ones close at once) and returns when the last one has. Dropping the
 /// future (a caller's timeout) closes every connection still open. Requests see the
-/// peer's address as `ConnectInfo<SocketAddr>`; a handler that panics is
+/// peer's address as `ConnectInfo<SocketAddr>` and their client's as
+/// [`ClientAddr`] (the peer, or whom a trusted proxy forwarded for); a handler that panics is
 /// answered 500 problem+json.
 pub async fn serve(
     listener: TcpListener,
@@ -307,11 +377,14 @@ pub async fn serve(
             );
         }
         let router = router.clone();
+        let trusted = options.trusted_proxies.clone();
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
             let service = TowerToHyperService::new(tower::service_fn(
                 move |mut request: hyper::Request<Incoming>| {
+                    let client = ClientAddr::of(peer.ip(), request.headers(), &trusted);
                     request.extensions_mut().insert(ConnectInfo(peer));
+                    request.extensions_mut().insert(client);
                     let router = router.clone();
                     let request = with_deadline(request, options.body_read_timeout);
                     async move {
@@ -369,6 +442,63 @@ pub async fn serve(
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The client of a request from `peer` carrying `forwarded` (each an
+    /// `X-Forwarded-For` header line), with 10.0.0.0/8 as trusted proxies.
+    fn client_of(peer: &str, forwarded: &[&str]) -> Option<IpAddr> {
+        let mut headers = axum::http::HeaderMap::new();
+        for line in forwarded {
+            headers.append("x-forwarded-for", line.parse().unwrap());
+        }
+        let trusted = ["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()];
+        ClientAddr::of(peer.parse().unwrap(), &headers, &trusted).0
+    }
+
+    #[test]
+    fn the_client_is_the_last_forwarded_address_that_is_no_trusted_proxy_and_unknown_when_a_proxy_says_nothing_readable(
+    ) {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // Not from a trusted proxy: the peer, whatever it claims.
+        assert_eq!(
+            client_of("198.51.100.9", &["203.0.113.7"]),
+            ip("198.51.100.9")
+        );
+        // From one: whom it forwarded for.
+        assert_eq!(client_of("10.1.2.3", &["203.0.113.7"]), ip("203.0.113.7"));
+        // A client's own header comes first; its proxy appends what it saw.
+        assert_eq!(
+            client_of("10.1.2.3", &["203.0.113.99, 198.51.100.9"]),
+            ip("198.51.100.9")
+        );
+        // Through two proxies of ours, over two header lines, ports and IPv6.
+        assert_eq!(
+            client_of(
+                "10.1.2.3",
+                &["203.0.113.99, [2001:db8::5]:4711", "10.9.9.9"]
+            ),
+            ip("2001:db8::5")
+        );
+        assert_eq!(
+            client_of("10.1.2.3", &["203.0.113.7:80"]),
+            ip("203.0.113.7")
+        );
+        // A dual-stack socket's mapped address is the proxy's.
+        assert_eq!(
+            client_of("::ffff:10.1.2.3", &["203.0.113.7"]),
+            ip("203.0.113.7")
+        );
+        // Only proxies of ours: the first of them.
+        assert_eq!(client_of("10.1.2.3", &["10.4.4.4"]), ip("10.4.4.4"));
+        // Nothing said, or something unreadable: unknown.
+        assert_eq!(client_of("10.1.2.3", &[]), None);
+        assert_eq!(client_of("10.1.2.3", &["203.0.113.7, unknown"]), None);
+        assert_eq!(client_of("10.1.2.3", &["203.0.113.7,"]), None);
+        // What the client wrote before its proxy's entry is never read.
+        assert_eq!(
+            client_of("10.1.2.3", &["unknown, 203.0.113.7"]),
+            ip("203.0.113.7")
+        );
+    }
 
     /// `router` served on a port of its own with `options`, until the
     /// sender is used (or the task aborted).

@@ -1935,3 +1935,78 @@ async fn a_subject_written_as_someone_elses_user_id_is_not_that_person() {
     let hers = as_person(&app, Method::GET, "/v1/me/tenants", &alice, None, None).await;
     assert_eq!(hers.items().len(), 1);
 }
+
+/// `GET /v1/resources` with `key`, and `X-Forwarded-For: forwarded` when given: the status.
+async fn status_forwarded(app: &TestApp, key: &str, forwarded: Option<&str>) -> u16 {
+    let mut request = app
+        .client
+        .get(format!("{}/v1/resources", app.base))
+        .bearer_auth(key);
+    if let Some(f) = forwarded {
+        request = request.header("X-Forwarded-For", f);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// A key of `owner`'s tenant limited to 203.0.113.0/24.
+async fn key_from_documentation_net(app: &TestApp, owner: &str) -> String {
+    let made = app
+        .post(
+            "/v1/keys",
+            owner,
+            &json!({ "allowed_cidrs": ["203.0.113.0/24"] }),
+        )
+        .await;
+    made.expect(201)["key"].as_str().unwrap().to_owned()
+}
+
+/// Behind a reverse proxy every connection comes from the proxy, so a key
+/// limited to addresses either failed for every client or, allowed the
+/// proxy's address, passed for all of them (found reviewing what a team
+/// deploying behind a load balancer meets). With `trusted_proxies`, the
+/// client is whom the proxy forwarded for (`X-Forwarded-For`, read from its
+/// end); without it, the header is anyone's to send and changes nothing.
+#[tokio::test]
+async fn a_key_bound_to_addresses_is_checked_against_the_client_a_trusted_proxy_forwards_for_and_a_forged_header_changes_nothing(
+) {
+    // No proxy trusted (the default): the peer (127.0.0.1) is the client,
+    // whatever the header says.
+    let direct = TestApp::spawn().await;
+    let acme = direct.tenant("acme").await;
+    let key = key_from_documentation_net(&direct, &acme.key).await;
+    assert_eq!(status_forwarded(&direct, &key, None).await, 403);
+    assert_eq!(
+        status_forwarded(&direct, &key, Some("203.0.113.7")).await,
+        403
+    );
+
+    // The test's own address trusted as the proxy.
+    let proxied = TestApp::spawn_with(|s| s.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    let acme = proxied.tenant("acme").await;
+    let key = key_from_documentation_net(&proxied, &acme.key).await;
+    assert_eq!(
+        status_forwarded(&proxied, &key, Some("203.0.113.7")).await,
+        200
+    );
+    // A client's own header comes first; the proxy appends whom it saw.
+    assert_eq!(
+        status_forwarded(&proxied, &key, Some("203.0.113.7, 198.51.100.9")).await,
+        403
+    );
+    assert_eq!(
+        status_forwarded(&proxied, &key, Some("junk, 203.0.113.7")).await,
+        200
+    );
+    // The proxy said nothing, or nothing readable: refused, never the proxy's
+    // own address taken for the client's.
+    assert_eq!(status_forwarded(&proxied, &key, None).await, 403);
+    assert_eq!(
+        status_forwarded(&proxied, &key, Some("203.0.113.7, nobody")).await,
+        403
+    );
+    // Keys without addresses do not care.
+    assert_eq!(
+        status_forwarded(&proxied, &acme.key, Some("nobody")).await,
+        200
+    );
+}
