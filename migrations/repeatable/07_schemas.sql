@@ -2057,6 +2057,31 @@ $$;
 COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table is not a table family: no primary key (tenant_id, one column), so no schema tenant has a table of it). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted; TN422 for a change that breaks a rule of tenant tables (as tenantry.table_problems finds them: a key or index not led by tenant_id, ...) or would end its family (its primary key (tenant_id, column)); TN409 while schema tenants hold tables of it that its family left.';
 
 /**
+ * The schema tenants' tables the doctor compares with their family's pooled
+ * table (copy_column_drift, copy_constraint_drift): those of schema tenants
+ * and of tenants moving to the schema tier, whose schema ran every
+ * tenant-schema step (one behind is named as such, and its tables differ
+ * until tenantry migrate runs it).
+ */
+CREATE OR REPLACE FUNCTION tenantry.compared_copies()
+RETURNS TABLE (copy regclass, template regclass)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f.copy, f.template
+    FROM tenantry.family_copies() f
+    JOIN pg_catalog.pg_class c ON c.oid = f.copy
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    JOIN tenantry.tenants t ON t.schema_name = n.nspname
+    -- Tenants moving either way too: their moves copy by these columns
+    -- (tier_move_refuse_unlike points here).
+    WHERE (t.isolation = 'schema' OR t.moving_to = 'schema')
+      AND coalesce(t.schema_version, 0) >= tenantry.tenant_schema_latest()
+$$;
+COMMENT ON FUNCTION tenantry.compared_copies() IS 'Internal: the schema tenants'' tables the doctor''s copy rules compare with their family''s pooled table (schema tenants and tenants moving to the schema tier, at the latest tenant-schema version). Not granted.';
+REVOKE ALL ON FUNCTION tenantry.compared_copies() FROM PUBLIC;
+
+/**
  * Schema tenants' tables whose columns differ from their family's pooled
  * table (by name: type, collation, NOT NULL, default or generation, present
  * or not), in schemas that have run every tenant-schema step: a shape change
@@ -2083,15 +2108,7 @@ LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH copies AS (
-        SELECT f.copy, f.template
-        FROM tenantry.family_copies() f
-        JOIN pg_catalog.pg_class c ON c.oid = f.copy
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        JOIN tenantry.tenants t ON t.schema_name = n.nspname
-        -- Tenants moving either way too: their moves copy by these columns
-        -- (tier_move_refuse_unlike points here).
-        WHERE (t.isolation = 'schema' OR t.moving_to = 'schema')
-          AND coalesce(t.schema_version, 0) >= tenantry.tenant_schema_latest()
+        SELECT f.copy, f.template FROM tenantry.compared_copies() f
     ), attrs AS (
         SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
                a.attnotnull,
@@ -2236,13 +2253,7 @@ LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH copies AS (
-        SELECT f.copy, f.template
-        FROM tenantry.family_copies() f
-        JOIN pg_catalog.pg_class c ON c.oid = f.copy
-        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-        JOIN tenantry.tenants t ON t.schema_name = n.nspname
-        WHERE (t.isolation = 'schema' OR t.moving_to = 'schema')
-          AND coalesce(t.schema_version, 0) >= tenantry.tenant_schema_latest()
+        SELECT f.copy, f.template FROM tenantry.compared_copies() f
     ), rels AS (
         SELECT s.copy AS rel FROM copies s UNION SELECT s.template FROM copies s
     ), idx AS (
