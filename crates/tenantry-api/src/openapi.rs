@@ -798,6 +798,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::audit::admin_audit))
         .routes(routes!(routes::tenants::current_tenant))
         .routes(routes!(routes::tenants::children))
+        .routes(routes!(routes::tenants::child))
         .routes(routes!(
             routes::resources::create_resource,
             routes::resources::list_resources

@@ -540,6 +540,13 @@ async fn every_route_of_a_tenant_and_of_the_admin_answers_on_a_citus_coordinator
     )
     .await;
     let child = child["tenant_id"].as_str().unwrap_or_default().to_owned();
+    go(
+        Method::GET,
+        format!("/v1/tenant/children/{child}"),
+        &ka,
+        None,
+    )
+    .await;
 
     // The admin's tenant routes.
     go(Method::GET, "/v1/tenants".into(), &token, None).await;

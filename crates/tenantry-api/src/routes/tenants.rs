@@ -106,7 +106,7 @@ fn path_tenant(id: &str) -> Result<TenantId, ApiError> {
 #[utoipa::path(
     post, path = "/v1/tenants", tag = "tenants", request_body = NewTenantBody,
     responses(
-        (status = 201, body = Tenant, headers(("Location" = String, description = "Created with the admin token: where the operator reads the new tenant, `/v1/tenants/{tenant_id}`"))),
+        (status = 201, body = Tenant, headers(("Location" = String, description = "Where the new tenant is read: `/v1/tenants/{tenant_id}` with the admin token, `/v1/tenant/children/{tenant_id}` with a tenant's key or a person's token"))),
         (status = 404, description = "Parent not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Limit reached (`quota_exceeded`: max_children or max_descendants)", body = Problem, content_type = "application/problem+json"),
         responses::AnyAuth,
@@ -156,7 +156,7 @@ pub async fn create_tenant(
             // answers it.
             let created = caller
                 .write_response(
-                    Reply::new(StatusCode::CREATED),
+                    Reply::new(StatusCode::CREATED).located("/v1/tenant/children/", "tenant_id"),
                     &new,
                     |scope, (name, settings)| {
                         Box::pin(async move {
@@ -815,6 +815,29 @@ pub async fn current_tenant(caller: TenantCaller) -> Result<Json<Tenant>, ApiErr
     caller.require("tenant.read")?;
     let mut scope = caller.scope().await?;
     let t = scope.current_tenant().await?;
+    scope.commit().await?;
+    Ok(Json(t))
+}
+
+/// One direct child of the key's tenant (`tenant.read`): where a child a
+/// tenant key created is read (its `Location`). Any other tenant, a
+/// grandchild included, answers as a missing id.
+#[utoipa::path(
+    get, path = "/v1/tenant/children/{tenant_id}", tag = "tenant", operation_id = "get_child",
+    params(("tenant_id" = String, Path, format = Uuid)),
+    responses(
+        (status = 200, body = Tenant),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::NotFound,
+    ),
+    security(("apiKey" = []), ("person" = []))
+)]
+pub async fn child(caller: TenantCaller, Path(id): Path<String>) -> Result<Json<Tenant>, ApiError> {
+    caller.require("tenant.read")?;
+    let id = path_tenant(&id)?;
+    let mut scope = caller.scope().await?;
+    let t = scope.child(id).await?;
     scope.commit().await?;
     Ok(Json(t))
 }

@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{ids, walk, Resp, TestApp};
+use reqwest::Method;
+
+use crate::helpers::{ids, same_404, walk, Resp, TestApp};
 
 #[tokio::test]
 async fn a_parent_key_sees_its_childs_resources_but_a_child_key_never_sees_its_parents() {
@@ -66,6 +68,10 @@ async fn a_tenant_key_with_tenants_create_creates_a_child_listed_in_its_children
     let kid = r.expect(201).clone();
     assert_eq!(kid["parent_id"], t.id.as_str());
     assert_eq!(kid["name"], "kid");
+    // Where the key reads it: its Location, answering the child as created.
+    let at = format!("/v1/tenant/children/{}", kid["tenant_id"].as_str().unwrap());
+    assert_eq!(r.location.as_deref(), Some(at.as_str()));
+    assert_eq!(app.get(&at, &t.key).await.expect(200), &kid);
     let r = app
         .post(
             "/v1/tenants",
@@ -135,6 +141,49 @@ async fn a_tenant_key_without_tenants_create_cannot_create_a_child() {
         .await
         .items()
         .is_empty());
+}
+
+/// `GET /v1/tenant/children/{id}` reads a direct child only: the parent
+/// itself, a sibling, a grandchild, another tree's tenant and a missing id
+/// answer alike, and a key without `tenant.read` is refused.
+#[tokio::test]
+async fn a_key_reads_its_direct_child_by_id_and_any_other_tenant_answers_like_a_missing_one() {
+    let app = TestApp::spawn().await;
+    let parent = app.tenant("parent").await;
+    let a = app.child_tenant("a", Some(&parent.id)).await;
+    let b = app.child_tenant("b", Some(&parent.id)).await;
+    let grandchild = app.child_tenant("a1", Some(&a.id)).await;
+    let stranger = app.tenant("stranger").await;
+    let child = app
+        .get(&format!("/v1/tenant/children/{}", a.id), &parent.key)
+        .await;
+    assert_eq!(child.expect(200)["name"], "a");
+    for (key, other) in [
+        (&parent.key, &grandchild.id),
+        (&parent.key, &parent.id),
+        (&parent.key, &stranger.id),
+        (&a.key, &b.id),
+        (&a.key, &parent.id),
+        (&stranger.key, &a.id),
+    ] {
+        same_404(
+            &app,
+            key,
+            Method::GET,
+            "/v1/tenant/children/{id}",
+            other,
+            None,
+        )
+        .await;
+    }
+    app.get("/v1/tenant/children/not-a-uuid", &parent.key)
+        .await
+        .problem(400, "invalid_path");
+    let role = app.create_role(&parent.key, "none", &[]).await;
+    let (none, _) = app.create_role_key(&parent.key, &role).await;
+    app.get(&format!("/v1/tenant/children/{}", a.id), &none)
+        .await
+        .problem(403, "permission_denied");
 }
 
 #[tokio::test]

@@ -218,6 +218,7 @@ const V1_PATHS: &[&str] = &[
     "/v1/tenants/{tenant_id}/audit",
     "/v1/tenant",
     "/v1/tenant/children",
+    "/v1/tenant/children/{tenant_id}",
     "/v1/resources",
     "/v1/resources/{id}",
     "/v1/resources/{id}/shares",
