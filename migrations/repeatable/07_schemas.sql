@@ -2031,7 +2031,9 @@ BEGIN
       FROM tenantry.table_problems(tbl) p
      WHERE pg_catalog.concat_ws('|', p.table_name, p.rule, p.problem) <> ALL (problems_before);
     IF added IS NOT NULL THEN
-        RAISE EXCEPTION 'alter_tenant_table: this change to % breaks the rules of tenant tables (nothing was changed): %', tbl, change
+        -- The rules in the message too: some migration tools print nothing else.
+        RAISE EXCEPTION 'alter_tenant_table: this change to % breaks the rules of tenant tables (nothing was changed): %: %', tbl, change,
+                        pg_catalog.replace(added, E'\n', '; ')
             USING ERRCODE = 'TN422', DETAIL = added,
                   HINT = 'write the change so that it keeps the rule each line names: a key or an index leads with tenant_id, as in ADD UNIQUE (tenant_id, <columns>); findings the doctor had before the change do not count';
     END IF;
@@ -2258,11 +2260,14 @@ AS $$
         SELECT s.copy AS rel FROM copies s UNION SELECT s.template FROM copies s
     ), idx AS (
         -- Each index with its shape: its definition after "ON <table> ".
+        -- A constraint's own definition joins its index's shape: what the
+        -- index does not say (DEFERRABLE, an exclusion's operators) counts.
         SELECT i.indrelid AS rel, ic.relname AS name, k.conname, k.contype,
                pg_catalog.pg_get_constraintdef(k.oid) AS condef,
                CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END
                || CASE WHEN starts_with(d.def, d.prefix) THEN substr(d.def, length(d.prefix) + 1)
-                       ELSE substr(d.def, strpos(d.def, ' USING ') + 1) END AS shape
+                       ELSE substr(d.def, strpos(d.def, ' USING ') + 1) END
+               || coalesce(' (constraint: ' || pg_catalog.pg_get_constraintdef(k.oid) || ')', '') AS shape
         FROM pg_catalog.pg_index i
         JOIN rels r ON r.rel = i.indrelid
         JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
@@ -2276,8 +2281,11 @@ AS $$
                           quote_ident(ic.relname), quote_ident(tn.nspname), quote_ident(tc.relname)) AS prefix
         ) d
     ), checks AS (
+        -- Compared without NOT VALID (a copy made later validates it on no
+        -- rows); added by the fix as the team's table has it.
         SELECT k.conrelid AS rel, k.conname,
-               regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', '') AS condef
+               regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', '') AS condef,
+               pg_catalog.pg_get_constraintdef(k.oid) AS given
         FROM pg_catalog.pg_constraint k
         JOIN rels r ON r.rel = k.conrelid
         WHERE k.contype = 'c'
@@ -2316,7 +2324,7 @@ AS $$
         SELECT s.copy, s.template, w.condef,
                format('has no %s, which %s has (constraint %I)', w.condef, s.template, w.conname),
                format('ALTER TABLE %s ADD %s; -- and make such changes with tenantry.alter_tenant_table(), which records them for every schema',
-                      s.copy, w.condef)
+                      s.copy, w.given)
         FROM copies s
         JOIN checks w ON w.rel = s.template
         WHERE NOT EXISTS (SELECT 1 FROM checks h WHERE h.rel = s.copy AND h.condef = w.condef)

@@ -623,6 +623,13 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT x.tbl, x.col, x.seq,
+           CASE WHEN x.identity THEN
+           -- An identity column's sequence is granted only while schema
+           -- tenants' tables of it draw from it through a default, which
+           -- needs the grant: nothing but other keys ends that (found by a
+           -- review: the serial fix left it so, and the note went silent).
+           '-- none while schema tenants'' tables of it draw from its sequence (their default needs the grant): key its rows by uuid to end it'
+           ELSE
            -- Renamed and let go of (pg_get_serial_sequence would name it
            -- still), then dropped once nothing draws from it.
            format('BEGIN; ALTER SEQUENCE %3$s RENAME TO %4$I; ALTER SEQUENCE %5$s OWNED BY NONE; '
@@ -636,16 +643,17 @@ AS $$
                   'EXECUTE format(''GRANT USAGE ON SEQUENCE %%s TO tenantry_app_own'', s); END LOOP; END $d$; '
                   'RESET ROLE; DROP SEQUENCE %5$s; SELECT tenantry.adopt_table(%6$L); COMMIT; '
                   '-- as the role that adopted the table; or key its rows by uuid',
-                  x.tbl, x.col, x.seq, x.old_name, x.old, x.tbl, x.col)
+                  x.tbl, x.col, x.seq, x.old_name, x.old, x.tbl, x.col) END
     FROM (
         SELECT format('%I.%I', cn.nspname, c.relname) AS tbl, a.attname::text AS col,
                format('%I.%I', qn.nspname, q.relname) AS seq,
                left(q.relname, 56) || '_serial' AS old_name,
-               format('%I.%I', qn.nspname, left(q.relname, 56) || '_serial') AS old
+               format('%I.%I', qn.nspname, left(q.relname, 56) || '_serial') AS old,
+               d.deptype = 'i' AS identity
         FROM tenantry.tenant_tables t
         JOIN pg_catalog.pg_class c ON c.oid = t.table_id
         JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
-        JOIN pg_catalog.pg_depend d ON d.refobjid = c.oid AND d.deptype = 'a'
+        JOIN pg_catalog.pg_depend d ON d.refobjid = c.oid AND d.deptype IN ('a', 'i')
              AND d.classid = 'pg_catalog.pg_class'::regclass
              AND d.refclassid = 'pg_catalog.pg_class'::regclass
         JOIN pg_catalog.pg_class q ON q.oid = d.objid AND q.relkind = 'S'
@@ -657,7 +665,7 @@ AS $$
     ) x
     ORDER BY 1, 2
 $$;
-COMMENT ON FUNCTION tenantry.shared_sequences() IS 'Notes of tenantry doctor: serial columns of adopted tables whose sequence the app roles may use, so that any tenant can read how many rows all tenants inserted and advance it; with the statements (one transaction, as the role that adopted the table) that make each an identity column continuing from the old sequence, the schema tenants'' tables of it drawing from the new one. Not granted (the owner''s members run it).';
+COMMENT ON FUNCTION tenantry.shared_sequences() IS 'Notes of tenantry doctor: serial and identity columns of adopted tables whose sequence the app roles may use, so that any tenant can read how many rows all tenants inserted and advance it; for a serial column, the statements (one transaction, as the role that adopted the table) that make it an identity column continuing from the old sequence, the schema tenants'' tables of it drawing from the new one; for an identity column (granted while schema tenants'' tables draw from it), that only other keys end it. Not granted (the owner''s members run it).';
 REVOKE EXECUTE ON FUNCTION tenantry.shared_sequences() FROM PUBLIC;
 
 /**

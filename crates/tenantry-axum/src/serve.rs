@@ -115,11 +115,18 @@ impl ClientAddr {
 }
 
 /// An address as proxies write it in `X-Forwarded-For`: `203.0.113.7`,
-/// `2001:db8::1`, or with a port (`203.0.113.7:4711`, `[2001:db8::1]:4711`).
+/// `2001:db8::1`, `[2001:db8::1]`, or with a port (`203.0.113.7:4711`,
+/// `[2001:db8::1]:4711`).
 fn forwarded_addr(hop: &str) -> Option<IpAddr> {
     hop.parse::<IpAddr>()
         .ok()
         .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            hop.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+                .map(IpAddr::V6)
+        })
 }
 
 /// An IPv4 address written as IPv6 (`::ffff:203.0.113.7`, as a dual-stack
@@ -482,6 +489,7 @@ mod tests {
             client_of("10.1.2.3", &["203.0.113.7:80"]),
             ip("203.0.113.7")
         );
+        assert_eq!(client_of("10.1.2.3", &["[2001:db8::5]"]), ip("2001:db8::5"));
         // A dual-stack socket's mapped address is the proxy's.
         assert_eq!(
             client_of("::ffff:10.1.2.3", &["203.0.113.7"]),

@@ -2196,6 +2196,32 @@ async fn an_index_a_unique_or_a_check_made_on_the_teams_table_without_a_step_is_
     );
     run_fixes(&su, &found).await;
     assert_eq!(copy_constraints(&su).await, []);
+    // What an index does not say counts too: a deferrable key where the
+    // schema's is not (its index alike), and a CHECK NOT VALID, which the
+    // fix adds as such (the schema tenant's older rows need not pass it).
+    su.batch_execute(&format!(
+        "ALTER TABLE public.projects ADD CONSTRAINT projects_name_key UNIQUE (tenant_id, name) DEFERRABLE INITIALLY DEFERRED;
+         ALTER TABLE {schema}.projects ADD UNIQUE (tenant_id, name);
+         INSERT INTO {schema}.projects (tenant_id, name) VALUES ('{silo}', 'Upper');
+         ALTER TABLE public.projects ADD CONSTRAINT projects_name_lower CHECK (name = lower(name)) NOT VALID;"
+    ))
+    .await
+    .unwrap();
+    let found = copy_constraints(&su).await;
+    let fixes: Vec<String> = found.iter().map(fix_of).collect();
+    assert_eq!(fixes.len(), 3, "{found:?}");
+    assert!(
+        fixes.contains(&format!(
+            "ALTER TABLE {schema}.projects ADD UNIQUE (tenant_id, name) DEFERRABLE INITIALLY DEFERRED"
+        )) && fixes.contains(&format!(
+            "ALTER TABLE {schema}.projects ADD CHECK ((name = lower(name))) NOT VALID"
+        )) && fixes
+            .iter()
+            .any(|f| f.starts_with(&format!("ALTER TABLE {schema}.projects DROP CONSTRAINT "))),
+        "{found:?}"
+    );
+    run_fixes(&su, &found).await;
+    assert_eq!(copy_constraints(&su).await, []);
     // A change made the documented way leaves nothing to name.
     su.batch_execute(
         "SELECT tenantry.alter_tenant_table('public.projects', 'ADD CONSTRAINT projects_name_set CHECK (name <> '''')')",
@@ -2576,8 +2602,9 @@ async fn alter_tenant_table_refuses_a_change_that_breaks_a_rule_and_changes_noth
         let db_err = err.as_db_error().expect("a database error");
         assert_eq!(db_err.code().code(), "TN422", "{change}: {err:?}");
         assert!(
-            db_err.detail().unwrap_or("").contains("[indexes]"),
-            "{change}: names the rule: {db_err:?}"
+            db_err.detail().unwrap_or("").contains("[indexes]")
+                && db_err.message().contains("public.projects [indexes]"),
+            "{change}: names the rule, in the message too (dbmate prints nothing else): {db_err:?}"
         );
     }
     let uniques: i64 = su
