@@ -61,17 +61,19 @@ pub fn router(
     api.merge(docs)
         .merge(crate::console::router())
         .method_not_allowed_fallback(tenantry_axum::error::method_not_allowed)
-        .route_layer(hard_stop)
-        .route_layer(log)
-        .fallback_service(unmatched)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(
+        // Inside the request log's layer: these refusals are logged and
+        // counted like any answer (they were not: found by a review behind
+        // nginx); inside close_after_unread_body, as they leave the body unread.
+        .route_layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 refuse_declared_oversize(body_limit, request, next)
             },
         ))
-        // Inside close_after_unread_body: a 412 leaves the body unread.
-        .layer(axum::middleware::from_fn(refuse_unmet_if_match))
+        .route_layer(axum::middleware::from_fn(refuse_unmet_if_match))
+        .route_layer(hard_stop)
+        .route_layer(log)
+        .fallback_service(unmatched)
+        .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(close_after_unread_body))
         // A bug that panics answers 500 problem+json instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

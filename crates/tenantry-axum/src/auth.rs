@@ -604,12 +604,15 @@ where
                 "this route acts in a tenant: it needs a tenant API key, a person's token or an impersonation token, not the admin token",
             ));
         }
+        let mut elsewhere = false;
         let (credential, status) = if let Some(secret) = ApiKeySecret::parse(token) {
             let identity = tenantry
                 .keys
                 .verify(&tenantry.db, &secret)
                 .await?
                 .ok_or_else(ApiError::invalid_token)?;
+            // Checked once the request is logged under the key (below): a key
+            // used from elsewhere is the tenant's to see in its request log.
             if let Some(cidrs) = &identity.allowed_cidrs {
                 // The client tenantry_axum::serve tells (behind a trusted
                 // proxy, whom it forwarded for), else the peer.
@@ -623,12 +626,7 @@ where
                 // Without the client's address (an app served without connect
                 // info, a trusted proxy that did not say) a key limited to
                 // addresses is refused: fail closed.
-                if !source.is_some_and(|ip| source_allowed(cidrs, ip)) {
-                    return Err(ApiError::new(
-                        ProblemCode::Forbidden,
-                        "this key may not be used from this address",
-                    ));
-                }
+                elsewhere = !source.is_some_and(|ip| source_allowed(cidrs, ip));
             }
             let status = identity.tenant_status;
             (Credential::Key(identity), status)
@@ -677,6 +675,12 @@ where
                     .impersonation()
                     .map(|s| Arc::from(s.impersonator.as_str())),
             );
+        }
+        if elsewhere {
+            return Err(ApiError::new(
+                ProblemCode::Forbidden,
+                "this key may not be used from this address",
+            ));
         }
         if status == TenantStatus::Suspended {
             return Err(ApiError::new(

@@ -421,6 +421,18 @@ where
                 _ => "_OTHER".to_owned(),
             };
             let request_id = request.extensions().get::<RequestId>().cloned();
+            // The client as tenantry_axum::serve tells it (behind a trusted
+            // proxy, whom it forwarded for), else the peer.
+            let client = request
+                .extensions()
+                .get::<crate::serve::ClientAddr>()
+                .map(|c| c.0)
+                .unwrap_or_else(|| {
+                    request
+                        .extensions()
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| c.0.ip())
+                });
             let slot = LogSlot::default();
             request.extensions_mut().insert(slot.clone());
             // The request's span (RequestIdLayer's) gets its name now, before
@@ -448,6 +460,7 @@ where
                 tenant_id = fields.tenant.as_ref().map(tracing::field::display),
                 key_id = fields.key.as_ref().map(tracing::field::display),
                 request_id = request_id.as_ref().map(tracing::field::display),
+                client = client.as_ref().map(tracing::field::display),
                 "request"
             );
             if let Some(tenant_id) = fields.tenant {

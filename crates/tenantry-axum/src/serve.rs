@@ -79,7 +79,9 @@ pub struct ServeOptions {
 /// refused). Behind several trusted proxies each appends the address it
 /// received from, so the header is read from its end: a client that sends
 /// its own `X-Forwarded-For` only adds addresses before the one its proxy
-/// saw, which are never read.
+/// saw, which are never read. When every address is a trusted proxy's, the
+/// nearest counts. A proxy that passes a client's header on unchanged
+/// instead of appending to it lets the client name any address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
@@ -98,9 +100,11 @@ impl ClientAddr {
             hops.extend(value.split(',').map(str::trim));
         }
         // From the end: the last hop that is not a proxy of ours (what lies
-        // before it is the client's to write, and never read); all of them
-        // ours: the first.
-        let mut first = None;
+        // before it is the client's to write, and never read). All of them
+        // ours: the nearest, which the proxy that connected wrote (the first
+        // may be the client's own, when it is in the trusted networks: found
+        // by a review behind nginx).
+        let mut nearest = None;
         for hop in hops.iter().rev() {
             let Some(ip) = forwarded_addr(hop) else {
                 return ClientAddr(None);
@@ -108,10 +112,29 @@ impl ClientAddr {
             if !trusted_one(&ip) {
                 return ClientAddr(Some(ip));
             }
-            first = Some(ip);
+            nearest = nearest.or(Some(ip));
         }
-        ClientAddr(first)
+        ClientAddr(nearest)
     }
+}
+
+/// Whether a request says it carries a body (a length above 0, or chunks).
+fn carries_body(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+        || headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+}
+
+/// Whether a response closes its connection (`Connection: close`).
+fn closes(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
 }
 
 /// An address as proxies write it in `X-Forwarded-For`: `203.0.113.7`,
@@ -221,15 +244,69 @@ struct SendDeadline {
     deadline: Option<Pin<Box<Sleep>>>,
     /// Bytes the peer took since the deadline was armed.
     taken: usize,
+    /// Set when a response closes the connection with its request's body
+    /// unread: the close then lingers ([`Lingering`]).
+    linger: Arc<std::sync::atomic::AtomicBool>,
+    /// The lingering close under way.
+    lingering: Option<Lingering>,
+}
+
+/// How long a close lingers at most, reading and discarding what the client
+/// still sends, and how much it reads then: enough for a reverse proxy to
+/// finish sending a body a little over the limit.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+/// A lingering close, as nginx's `lingering_close`: closing a socket whose
+/// peer is still sending (a request body the server answered without
+/// reading: 413 from its declared length, a refused credential) makes the
+/// kernel reset the connection, and a peer that writes its whole request
+/// before reading the answer, as a reverse proxy does, then meets a broken
+/// pipe instead of the answer (nginx answered 502 and took the server out of
+/// rotation: found by a review behind nginx). So the server sends its FIN,
+/// then reads and discards until the peer closes too, for at most
+/// [`LINGER_TIME`] and [`LINGER_BYTES`].
+struct Lingering {
+    until: Pin<Box<Sleep>>,
+    drained: usize,
 }
 
 impl SendDeadline {
-    fn new(stream: TcpStream, timeout: Duration) -> Self {
+    fn new(
+        stream: TcpStream,
+        timeout: Duration,
+        linger: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
         Self {
             stream,
             timeout,
             deadline: None,
             taken: 0,
+            linger,
+            lingering: None,
+        }
+    }
+
+    /// The lingering part of a close, once the FIN is sent: ready when the
+    /// peer closed, or at [`LINGER_TIME`] or [`LINGER_BYTES`].
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let lingering = self.lingering.get_or_insert_with(|| Lingering {
+            until: Box::pin(tokio::time::sleep(LINGER_TIME)),
+            drained: 0,
+        });
+        let mut scratch = [0u8; 8192];
+        loop {
+            if lingering.until.as_mut().poll(cx).is_ready() || lingering.drained > LINGER_BYTES {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => lingering.drained += buf.filled().len(),
+                // Reset or gone: nothing more to wait for.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
@@ -320,7 +397,14 @@ impl AsyncWrite for SendDeadline {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.lingering.is_none() {
+            std::task::ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            if !this.linger.load(std::sync::atomic::Ordering::Relaxed) {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        this.poll_linger(cx)
     }
 }
 
@@ -386,6 +470,8 @@ pub async fn serve(
         let router = router.clone();
         let trusted = options.trusted_proxies.clone();
         let mut stop = stop_rx.clone();
+        let linger = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lingers = linger.clone();
         connections.spawn(async move {
             let service = TowerToHyperService::new(tower::service_fn(
                 move |mut request: hyper::Request<Incoming>| {
@@ -393,14 +479,20 @@ pub async fn serve(
                     request.extensions_mut().insert(ConnectInfo(peer));
                     request.extensions_mut().insert(client);
                     let router = router.clone();
+                    let carries_body = carries_body(request.headers());
                     let request = with_deadline(request, options.body_read_timeout);
+                    let lingers = lingers.clone();
                     async move {
-                        Ok::<_, Infallible>(
-                            router
-                                .oneshot(request)
-                                .await
-                                .unwrap_or_else(|never| match never {}),
-                        )
+                        let response = router
+                            .oneshot(request)
+                            .await
+                            .unwrap_or_else(|never| match never {});
+                        // A body the answer may have left unread, and the
+                        // connection closing: its close lingers.
+                        if carries_body && closes(response.headers()) {
+                            lingers.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok::<_, Infallible>(response)
                     }
                 },
             ));
@@ -418,7 +510,7 @@ pub async fn serve(
                 // answered 431, complete or not.
                 .max_header_size(MAX_HEAD_BYTES)
                 .serve_connection(
-                    TokioIo::new(SendDeadline::new(stream, options.send_timeout)),
+                    TokioIo::new(SendDeadline::new(stream, options.send_timeout, linger)),
                     service,
                 )
                 .with_upgrades();
@@ -449,6 +541,49 @@ pub async fn serve(
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A client that writes its whole request before reading, as a reverse
+    /// proxy does, gets the answer a handler gave without reading the body
+    /// (413 from the declared length, a refused credential), not a reset: the
+    /// close lingers, reading what the client still sends (nginx answered 502
+    /// and took the server out of rotation: found by a review behind nginx).
+    #[tokio::test]
+    async fn a_client_that_sends_its_whole_body_before_reading_gets_the_answer_given_without_reading_it(
+    ) {
+        let router = Router::new().route(
+            "/big",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    [(axum::http::header::CONNECTION, "close")],
+                    "too large",
+                )
+            }),
+        );
+        let (addr, _stop, _server) = spawn_serve(router, ServeOptions::default()).await;
+        let body = vec![b'x'; 16 * 1024 * 1024];
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(
+                format!(
+                    "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        client
+            .write_all(&body)
+            .await
+            .expect("the whole body is taken, as a proxy sends it");
+        let mut answer = String::new();
+        client
+            .read_to_string(&mut answer)
+            .await
+            .expect("the answer arrives, not a reset");
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
 
     /// The client of a request from `peer` carrying `forwarded` (each an
     /// `X-Forwarded-For` header line), with 10.0.0.0/8 as trusted proxies.
@@ -495,8 +630,13 @@ mod tests {
             client_of("::ffff:10.1.2.3", &["203.0.113.7"]),
             ip("203.0.113.7")
         );
-        // Only proxies of ours: the first of them.
+        // Only proxies of ours: the nearest (the first may be the client's
+        // own writing, when the client is in the trusted networks).
         assert_eq!(client_of("10.1.2.3", &["10.4.4.4"]), ip("10.4.4.4"));
+        assert_eq!(
+            client_of("10.1.2.3", &["10.9.9.9, 10.4.4.4"]),
+            ip("10.4.4.4")
+        );
         // Nothing said, or something unreadable: unknown.
         assert_eq!(client_of("10.1.2.3", &[]), None);
         assert_eq!(client_of("10.1.2.3", &["203.0.113.7, unknown"]), None);

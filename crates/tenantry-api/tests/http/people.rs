@@ -2009,4 +2009,32 @@ async fn a_key_bound_to_addresses_is_checked_against_the_client_a_trusted_proxy_
         status_forwarded(&proxied, &acme.key, Some("nobody")).await,
         200
     );
+    // A key used from elsewhere is in its tenant's request log, refused.
+    let mut proxied = proxied;
+    let refused = proxied
+        .send_raw(
+            proxied
+                .client
+                .get(proxied.url("/v1/resources"))
+                .bearer_auth(&key)
+                .header("X-Forwarded-For", "198.51.100.9")
+                .header("X-Request-Id", "from-elsewhere"),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    proxied.shutdown().await;
+    let logged: Vec<(String, i16)> = proxied
+        .db
+        .superuser_client()
+        .await
+        .query(
+            "SELECT tenant_id::text, status FROM tenantry.request_log WHERE request_id = 'from-elsewhere'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(logged, [(acme.id.clone(), 403)]);
 }
