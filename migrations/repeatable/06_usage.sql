@@ -214,13 +214,28 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    gone uuid;
 BEGIN
     PERFORM tenantry.require_admin_context('refresh_tenant_metrics');
+    -- Rows a server's request-log writer sent for a tenant while it was
+    -- purged (its batch reached the database after the purge's commit) go
+    -- before they are counted: a purge leaves nothing of the tenant behind
+    -- for longer than a refresh (found by a review of offboarding: a row
+    -- outlived the purge and the refresh put the tenant back into
+    -- tenant_metrics). A writer gives up a batch after a minute, so a day
+    -- of purges covers them.
+    -- One tenant at a time: on Citus each is one shard's delete.
+    FOR gone IN
+        SELECT p.tenant_id FROM tenantry.purged_tenants p WHERE p.purged_at > now() - interval '1 day'
+    LOOP
+        DELETE FROM tenantry.request_log l WHERE l.tenant_id = gone;
+    END LOOP;
     REFRESH MATERIALIZED VIEW CONCURRENTLY tenantry.tenant_metrics;
     PERFORM tenantry.sample_tenant_storage();
 END
 $$;
-COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Refreshes tenant_metrics concurrently as its owner (sees every tenant) and, at the first refresh of each hour, samples every tenant''s storage (storage_samples, 30 days). Scheduled by the server. Needs a proven administrative context or an operator''s session (42501).';
+COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Deletes request-log rows that arrived for a tenant after its purge (a writer''s batch in flight then; purges of the last day), refreshes tenant_metrics concurrently as its owner (sees every tenant) and, at the first refresh of each hour, samples every tenant''s storage (storage_samples, 30 days). Scheduled by the server. Needs a proven administrative context or an operator''s session (42501).';
 GRANT EXECUTE ON FUNCTION tenantry.refresh_tenant_metrics() TO tenantry_admin;
 
 CREATE POLICY storage_samples_own ON tenantry.storage_samples

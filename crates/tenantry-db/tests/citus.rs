@@ -1558,6 +1558,30 @@ async fn a_tenant_shares_a_resource_with_another_and_revokes_it_on_the_cluster()
     let mut scope = server.tenant(TenantContext::new(ta)).await.unwrap();
     assert_eq!(scope.list_shares(rid).await.unwrap().len(), 0);
     drop(scope);
+    // The metrics refresh (which first deletes request-log rows of tenants
+    // purged in the last day, one tenant's shard at a time) runs here too,
+    // with a purged tenant's late row to delete.
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO tenantry.purged_tenants (tenant_id, name, deleted_at, purged_by)
+                  VALUES ('{tb}', 'b', now(), 'test');
+             INSERT INTO tenantry.request_log (tenant_id, method, route, status)
+                  VALUES ('{tb}', 'GET', '/v1/tenant', 200);"
+        ))
+        .await
+        .unwrap();
+    let mut ops = server.admin("admin").await.unwrap();
+    ops.refresh_metrics().await.unwrap();
+    ops.commit().await.unwrap();
+    let left: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM tenantry.request_log WHERE tenant_id = '{tb}'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
 
     drop((admin, server));
     db.drop_all().await;

@@ -2582,3 +2582,60 @@ async fn a_wide_subtree_lists_every_row_once_newest_first_and_nothing_of_another
         "the name prefix, the schema tenant's rows included"
     );
 }
+
+/// A server's request-log batch that reaches the database after the purge
+/// of its tenant committed (the purge straight after the deletion, a batch
+/// in flight then) left a row of the purged tenant, and the next metrics
+/// refresh put the tenant back into `tenant_metrics` (found by a review of
+/// offboarding). The refresh deletes such rows first; a bystander's rows stay.
+#[tokio::test]
+async fn a_request_log_row_that_arrives_after_its_tenants_purge_is_gone_at_the_next_metrics_refresh(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    let gone = tenant(&db, "gone", None).await;
+    let stays = tenant(&db, "stays", None).await;
+    let mut admin = db.admin("test").await.unwrap();
+    admin.set_status(gone, TenantStatus::Deleted).await.unwrap();
+    admin.commit().await.unwrap();
+    su.batch_execute("UPDATE tenantry.purge_policy SET grace = interval '0'")
+        .await
+        .unwrap();
+    let mut admin = db.admin("test").await.unwrap();
+    admin.purge_tenant(gone).await.unwrap();
+    admin.commit().await.unwrap();
+    let late = |t: TenantId| tenantry_db::RequestLogEntry {
+        tenant_id: t,
+        created_at: chrono::Utc::now(),
+        user_id: None,
+        resource_id: None,
+        method: "POST".into(),
+        route: "/v1/resources".into(),
+        status: 201,
+        latency_ms: 1.0,
+        key_id: None,
+        impersonator: None,
+        request_id: None,
+    };
+    db.log_requests(&[late(gone), late(stays)]).await.unwrap();
+    let rows = |t: TenantId| {
+        let su = &su;
+        async move {
+            count_rows(
+                su,
+                &format!(
+                    "SELECT (SELECT count(*) FROM tenantry.request_log WHERE tenant_id = '{t}')
+                          + (SELECT count(*) FROM tenantry.tenant_metrics WHERE tenant_id = '{t}')"
+                ),
+            )
+            .await
+        }
+    };
+    assert_eq!(rows(gone).await, 1, "the late row landed");
+    let mut admin = db.admin("test").await.unwrap();
+    admin.refresh_metrics().await.unwrap();
+    admin.commit().await.unwrap();
+    assert_eq!(rows(gone).await, 0, "nothing of the purged tenant");
+    assert_eq!(rows(stays).await, 2, "the bystander's row and its metrics");
+}
