@@ -166,6 +166,9 @@ CREATE POLICY audit_own_tenant ON tenantry.audit_log
     FOR SELECT TO tenantry_app
     USING (tenant_id = tenantry.current_tenant_id());
 COMMENT ON POLICY audit_own_tenant ON tenantry.audit_log IS 'A tenant reads only its own audit rows.';
+-- The table's comment as it is now (0002 wrote 'Never updated or deleted'
+-- before the log had a retention and purges took a tenant's events).
+COMMENT ON TABLE tenantry.audit_log IS 'Append-only record of security-relevant changes (keys, roles, permissions, shares, tenants), written by triggers: no role updates or deletes its rows, the owner''s included, but tenantry.expire_audit_log() (the migration role''s retention) and a tenant''s purge (purge_tenant(), that tenant''s events).';
 
 CREATE POLICY admin_all_audit ON tenantry.audit_log
     FOR SELECT TO tenantry_admin USING (tenantry.admin_context());
