@@ -539,6 +539,15 @@ BEGIN
         PERFORM set_config('session_replication_role', 'replica', true);
         dropped := t.schema_name;
     END IF;
+    -- The operator's stored answers that carry the tenant (a PATCH's, a
+    -- creation's): a retry within their 24 hours replayed its name and
+    -- settings after the purge (found by a review of offboarding).
+    DELETE FROM tenantry.operator_idempotency_keys k
+     WHERE k.body IS NOT NULL AND position(convert_to(tid::text, 'UTF8') IN k.body) > 0;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        counts := counts || jsonb_build_object('tenantry.operator_idempotency_keys', n);
+    END IF;
     DELETE FROM tenantry.tenants tn WHERE tn.tenant_id = tid;
     PERFORM set_config('session_replication_role', 'origin', true);
     INSERT INTO tenantry.purged_tenants (tenant_id, name, deleted_at, purged_by, rows_deleted)
@@ -548,5 +557,5 @@ BEGIN
                               'schema_dropped', dropped, 'rows_deleted', counts);
 END
 $$;
-COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), its tenant row; records it (rows_deleted counts its schema''s rows too, under their schema-qualified table names) in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children, or while an unadopted table''s foreign key still points at its rows; TN503 when its schema is busy.';
+COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), the operator''s stored idempotent answers that carry its id, its tenant row; records it (rows_deleted counts its schema''s rows too, under their schema-qualified table names) in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children, or while an unadopted table''s foreign key still points at its rows; TN503 when its schema is busy.';
 GRANT EXECUTE ON FUNCTION tenantry.purge_tenant(uuid) TO tenantry_admin;

@@ -906,3 +906,33 @@ async fn a_request_whose_key_is_still_running_is_answered_409_naming_the_key_wit
     assert!(again.replayed);
     again.resp.expect(200);
 }
+
+/// The operator's stored answer about a tenant (a PATCH sent with an
+/// `Idempotency-Key`) outlived the tenant's purge: a retry within its 24
+/// hours replayed the purged tenant's name and settings (found by a review
+/// of offboarding). The purge deletes such answers; a retry then is a new
+/// request, about a tenant that is not there.
+#[tokio::test]
+async fn a_purged_tenants_data_is_not_replayed_from_the_operators_stored_answers() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token.clone();
+    let gone = app.tenant("gone").await;
+    let path = format!("/v1/tenants/{}", gone.id);
+    let patch = json!({ "settings": { "metadata": { "owner": "jane@example.com" } } });
+    let first = keyed(&app, Method::PATCH, &path, &admin, "p-gone", Some(&patch)).await;
+    first.resp.expect(200);
+    let again = keyed(&app, Method::PATCH, &path, &admin, "p-gone", Some(&patch)).await;
+    assert!(again.replayed, "stored while the tenant exists");
+    app.delete(&path, &admin).await.expect(204);
+    let su = app.db.superuser_client().await;
+    su.batch_execute("UPDATE tenantry.purge_policy SET grace = interval '0'")
+        .await
+        .unwrap();
+    app.post(&format!("{path}/purge"), &admin, &json!({}))
+        .await
+        .expect(200);
+    let after = keyed(&app, Method::PATCH, &path, &admin, "p-gone", Some(&patch)).await;
+    assert!(!after.replayed, "{}", after.resp.text);
+    after.resp.problem(404, "not_found");
+    assert!(!after.resp.text.contains("jane@example.com"));
+}
