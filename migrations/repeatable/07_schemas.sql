@@ -2280,12 +2280,16 @@ AS $$
                    format('CREATE %sINDEX %s ON %s.%s ', CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END,
                           quote_ident(ic.relname), quote_ident(tn.nspname), quote_ident(tc.relname)) AS prefix
         ) d
-    ), checks AS (
-        -- Compared without NOT VALID (a copy made later validates it on no
-        -- rows); added by the fix as the team's table has it.
-        SELECT k.conrelid AS rel, k.conname,
-               regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', '') AS condef,
-               pg_catalog.pg_get_constraintdef(k.oid) AS given
+    ), things AS (
+        -- Indexes (with the constraint they back, if any) and CHECK
+        -- constraints, each with what it is compared by. A CHECK without NOT
+        -- VALID (a copy made later validates it on no rows); the fix adds it
+        -- as the team's table has it (given).
+        SELECT i.rel, i.name, i.conname, i.condef, i.condef AS given, i.shape FROM idx i
+        UNION ALL
+        SELECT k.conrelid, NULL, k.conname, pg_catalog.pg_get_constraintdef(k.oid),
+               pg_catalog.pg_get_constraintdef(k.oid),
+               regexp_replace(pg_catalog.pg_get_constraintdef(k.oid), ' NOT VALID$', '')
         FROM pg_catalog.pg_constraint k
         JOIN rels r ON r.rel = k.conrelid
         WHERE k.contype = 'c'
@@ -2297,13 +2301,13 @@ AS $$
                     ELSE format('has no index %s, which %s has (%I)', w.shape, s.template, w.name) END AS problem,
                CASE WHEN w.conname IS NOT NULL
                     THEN format('ALTER TABLE %s ADD %s; -- and make such changes with tenantry.alter_tenant_table(), which records them for every schema',
-                                s.copy, w.condef)
+                                s.copy, w.given)
                     ELSE format('CREATE %sINDEX ON %s %s; -- and record an index made on %s as a tenant-schema step (tenantry.add_tenant_schema_step) in the same migration',
                                 CASE WHEN w.shape LIKE 'UNIQUE %' THEN 'UNIQUE ' ELSE '' END, s.copy,
                                 regexp_replace(w.shape, '^UNIQUE ', ''), s.template) END AS fix
         FROM copies s
-        JOIN idx w ON w.rel = s.template
-        WHERE NOT EXISTS (SELECT 1 FROM idx h WHERE h.rel = s.copy AND h.shape = w.shape)
+        JOIN things w ON w.rel = s.template
+        WHERE NOT EXISTS (SELECT 1 FROM things h WHERE h.rel = s.copy AND h.shape = w.shape)
         UNION ALL
         -- On the schema's table, not on the team's any more.
         SELECT s.copy, s.template, h.shape,
@@ -2318,24 +2322,8 @@ AS $$
                                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = s.copy),
                                 s.template) END
         FROM copies s
-        JOIN idx h ON h.rel = s.copy
-        WHERE NOT EXISTS (SELECT 1 FROM idx w WHERE w.rel = s.template AND w.shape = h.shape)
-        UNION ALL
-        SELECT s.copy, s.template, w.condef,
-               format('has no %s, which %s has (constraint %I)', w.condef, s.template, w.conname),
-               format('ALTER TABLE %s ADD %s; -- and make such changes with tenantry.alter_tenant_table(), which records them for every schema',
-                      s.copy, w.given)
-        FROM copies s
-        JOIN checks w ON w.rel = s.template
-        WHERE NOT EXISTS (SELECT 1 FROM checks h WHERE h.rel = s.copy AND h.condef = w.condef)
-        UNION ALL
-        SELECT s.copy, s.template, h.condef,
-               format('has %s (constraint %I), which %s has not', h.condef, h.conname, s.template),
-               format('ALTER TABLE %s DROP CONSTRAINT %I; -- and make such changes with tenantry.alter_tenant_table(), which records them for every schema',
-                      s.copy, h.conname)
-        FROM copies s
-        JOIN checks h ON h.rel = s.copy
-        WHERE NOT EXISTS (SELECT 1 FROM checks w WHERE w.rel = s.template AND w.condef = h.condef)
+        JOIN things h ON h.rel = s.copy
+        WHERE NOT EXISTS (SELECT 1 FROM things w WHERE w.rel = s.template AND w.shape = h.shape)
     )
     SELECT f.copy, f.template, f.problem, f.fix
     FROM findings f
