@@ -449,7 +449,7 @@ DECLARE
     waited text;
 BEGIN
     PERFORM tenantry.require_admin_context('purging tenants');
-    SELECT tn.name, tn.status, tn.updated_at, tn.schema_name INTO t
+    SELECT tn.name, tn.status, tn.updated_at, tn.schema_name, tn.parent_id INTO t
     FROM tenantry.tenants tn WHERE tn.tenant_id = tid FOR UPDATE;
     IF NOT FOUND THEN
         SELECT p.purged_at INTO purged_at FROM tenantry.purged_tenants p WHERE p.tenant_id = tid;
@@ -539,14 +539,26 @@ BEGIN
         PERFORM set_config('session_replication_role', 'replica', true);
         dropped := t.schema_name;
     END IF;
-    -- The operator's stored answers that carry the tenant (a PATCH's, a
-    -- creation's): a retry within their 24 hours replayed its name and
-    -- settings after the purge (found by a review of offboarding).
-    DELETE FROM tenantry.operator_idempotency_keys k
+    -- Stored answers that carry the tenant (the operator's PATCH or
+    -- creation, its parent's key creating it): a retry within their 24
+    -- hours replayed its name and settings after the purge (found by a
+    -- review of offboarding). Kept, without the answer: deleted, a retry of
+    -- the creation made the tenant again (its verification); 410 Gone, no
+    -- body, is replayed instead.
+    UPDATE tenantry.operator_idempotency_keys k SET status = 410, body = NULL
      WHERE k.body IS NOT NULL AND position(convert_to(tid::text, 'UTF8') IN k.body) > 0;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         counts := counts || jsonb_build_object('tenantry.operator_idempotency_keys', n);
+    END IF;
+    IF t.parent_id IS NOT NULL THEN
+        UPDATE tenantry.idempotency_keys k SET status = 410, body = NULL
+         WHERE k.tenant_id = t.parent_id
+           AND k.body IS NOT NULL AND position(convert_to(tid::text, 'UTF8') IN k.body) > 0;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            counts := counts || jsonb_build_object('tenantry.idempotency_keys', n);
+        END IF;
     END IF;
     DELETE FROM tenantry.tenants tn WHERE tn.tenant_id = tid;
     PERFORM set_config('session_replication_role', 'origin', true);
@@ -557,5 +569,5 @@ BEGIN
                               'schema_dropped', dropped, 'rows_deleted', counts);
 END
 $$;
-COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), the operator''s stored idempotent answers that carry its id, its tenant row; records it (rows_deleted counts its schema''s rows too, under their schema-qualified table names) in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children, or while an unadopted table''s foreign key still points at its rows; TN503 when its schema is busy.';
+COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), the answers stored for idempotent retries that carry its id (the operator''s, its parent''s: kept as 410 Gone without a body, so a retried creation does not make it again), its tenant row; records it (rows_deleted counts its schema''s rows too, under their schema-qualified table names) in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children, or while an unadopted table''s foreign key still points at its rows; TN503 when its schema is busy.';
 GRANT EXECUTE ON FUNCTION tenantry.purge_tenant(uuid) TO tenantry_admin;

@@ -422,12 +422,13 @@ where
             };
             let request_id = request.extensions().get::<RequestId>().cloned();
             // The client as tenantry_axum::serve tells it (behind a trusted
-            // proxy, whom it forwarded for), else the peer.
+            // proxy, whom it forwarded for; a trusted proxy that said nothing
+            // readable, itself), else the peer.
             let client = request
                 .extensions()
                 .get::<crate::serve::ClientAddr>()
-                .map(|c| c.0)
-                .unwrap_or_else(|| {
+                .and_then(|c| c.0)
+                .or_else(|| {
                     request
                         .extensions()
                         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()

@@ -907,20 +907,37 @@ async fn a_request_whose_key_is_still_running_is_answered_409_naming_the_key_wit
     again.resp.expect(200);
 }
 
-/// The operator's stored answer about a tenant (a PATCH sent with an
-/// `Idempotency-Key`) outlived the tenant's purge: a retry within its 24
-/// hours replayed the purged tenant's name and settings (found by a review
-/// of offboarding). The purge deletes such answers; a retry then is a new
-/// request, about a tenant that is not there.
+/// The operator's stored answer about a tenant (its creation, a PATCH, sent
+/// with an `Idempotency-Key`) outlived the tenant's purge: a retry within its
+/// 24 hours replayed the purged tenant's name and settings (found by a review
+/// of offboarding); deleting the stored answer instead let a retried creation
+/// make the tenant again (found by the review of that fix). The purge keeps
+/// each such key with 410 Gone and no body, which retries are answered.
 #[tokio::test]
-async fn a_purged_tenants_data_is_not_replayed_from_the_operators_stored_answers() {
+async fn a_purged_tenants_data_is_not_replayed_from_the_operators_stored_answers_nor_made_again() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token.clone();
-    let gone = app.tenant("gone").await;
-    let path = format!("/v1/tenants/{}", gone.id);
-    let patch = json!({ "settings": { "metadata": { "owner": "jane@example.com" } } });
-    let first = keyed(&app, Method::PATCH, &path, &admin, "p-gone", Some(&patch)).await;
-    first.resp.expect(200);
+    let create =
+        json!({ "name": "gone", "settings": { "metadata": { "owner": "jane@example.com" } } });
+    let made = keyed(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &admin,
+        "c-gone",
+        Some(&create),
+    )
+    .await;
+    let id = made.resp.expect(201)["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/tenants/{id}");
+    let patch = json!({ "name": "gone too" });
+    keyed(&app, Method::PATCH, &path, &admin, "p-gone", Some(&patch))
+        .await
+        .resp
+        .expect(200);
     let again = keyed(&app, Method::PATCH, &path, &admin, "p-gone", Some(&patch)).await;
     assert!(again.replayed, "stored while the tenant exists");
     app.delete(&path, &admin).await.expect(204);
@@ -931,8 +948,61 @@ async fn a_purged_tenants_data_is_not_replayed_from_the_operators_stored_answers
     app.post(&format!("{path}/purge"), &admin, &json!({}))
         .await
         .expect(200);
-    let after = keyed(&app, Method::PATCH, &path, &admin, "p-gone", Some(&patch)).await;
-    assert!(!after.replayed, "{}", after.resp.text);
-    after.resp.problem(404, "not_found");
-    assert!(!after.resp.text.contains("jane@example.com"));
+    let tenants_before = app.admin_get("/v1/tenants").await.items().len();
+    for (method, at, key, body) in [
+        (Method::PATCH, path.as_str(), "p-gone", &patch),
+        (Method::POST, "/v1/tenants", "c-gone", &create),
+    ] {
+        let after = keyed(&app, method.clone(), at, &admin, key, Some(body)).await;
+        assert!(after.replayed, "{method} {at}: {}", after.resp.text);
+        assert_eq!(after.resp.status, 410, "{method} {at}: {}", after.resp.text);
+        assert!(after.resp.text.is_empty(), "{}", after.resp.text);
+    }
+    assert_eq!(
+        app.admin_get("/v1/tenants").await.items().len(),
+        tenants_before,
+        "a retried creation makes no tenant"
+    );
+
+    // A child its parent's key made: the parent's stored answer likewise.
+    let parent = app.tenant("parent").await;
+    let kid = json!({ "name": "kid" });
+    let made = keyed(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &parent.key,
+        "c-kid",
+        Some(&kid),
+    )
+    .await;
+    let kid_id = made.resp.expect(201)["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.delete(&format!("/v1/tenants/{kid_id}"), &admin)
+        .await
+        .expect(204);
+    app.post(&format!("/v1/tenants/{kid_id}/purge"), &admin, &json!({}))
+        .await
+        .expect(200);
+    let after = keyed(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &parent.key,
+        "c-kid",
+        Some(&kid),
+    )
+    .await;
+    assert!(
+        after.replayed && after.resp.status == 410,
+        "{}",
+        after.resp.text
+    );
+    assert!(app
+        .get("/v1/tenant/children", &parent.key)
+        .await
+        .items()
+        .is_empty());
 }
