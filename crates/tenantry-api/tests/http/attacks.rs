@@ -829,20 +829,29 @@ async fn usage_of_a_child_never_shows_its_parent_or_sibling() {
     for t in all {
         app.create_resource(&t.key, "doc").await;
     }
-    // Request-log rows for every tenant, then a refresh (as the roles the server uses).
-    let logger = app.request_log_writer().await;
-    for t in all {
-        logger
-            .execute(
-                "INSERT INTO tenantry.request_log (tenant_id, route, status) VALUES ($1::text::uuid, '/x', 200)",
-                &[&t.id],
-            )
-            .await
-            .unwrap();
-    }
-    logger.batch_execute("COMMIT").await.unwrap();
-    // As the server's scheduler refreshes them (a proven administrative context).
+    // Request-log rows for every tenant, written as the server's writer does
+    // (its library call: on Citus through the owner's append, which a raw
+    // INSERT as the logger is not), then a refresh (as the roles the server
+    // uses).
     let db = app.db.database();
+    let rows: Vec<tenantry_db::RequestLogEntry> = all
+        .iter()
+        .map(|t| tenantry_db::RequestLogEntry {
+            tenant_id: tenantry_db::TenantId::parse(&t.id).unwrap(),
+            created_at: chrono::Utc::now(),
+            user_id: None,
+            resource_id: None,
+            method: "GET".into(),
+            route: "/x".into(),
+            status: 200,
+            latency_ms: 1.0,
+            key_id: None,
+            impersonator: None,
+            request_id: None,
+        })
+        .collect();
+    db.log_requests(&rows).await.unwrap();
+    // As the server's scheduler refreshes them (a proven administrative context).
     let mut admin = db.admin("scheduler").await.unwrap();
     admin.refresh_metrics().await.unwrap();
     admin.commit().await.unwrap();
