@@ -93,11 +93,7 @@ async fn close_after_unread_body(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let headers = request.headers();
-    let has_body = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() != "0")
-        || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    let has_body = tenantry_axum::serve::carries_body(headers);
     // A body compressed (or otherwise encoded) is not read as if it were
     // plain JSON: a plain body labelled gzip was taken, a gzipped one refused
     // as invalid JSON.

@@ -330,12 +330,7 @@ pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
 /// Whether `addr` is inside one of `cidrs` (an entry that does not parse
 /// matches nothing).
 fn source_allowed(cidrs: &[String], addr: std::net::IpAddr) -> bool {
-    let addr = match addr {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-        v4 => v4,
-    };
+    let addr = crate::serve::unmapped(addr);
     cidrs
         .iter()
         .any(|c| parse_network(c).is_some_and(|net| net.contains(&addr)))
@@ -616,13 +611,7 @@ where
             if let Some(cidrs) = &identity.allowed_cidrs {
                 // The client tenantry_axum::serve tells (behind a trusted
                 // proxy, whom it forwarded for), else the peer.
-                let source = match parts.extensions.get::<crate::serve::ClientAddr>() {
-                    Some(client) => client.0,
-                    None => parts
-                        .extensions
-                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                        .map(|c| c.0.ip()),
-                };
+                let source = crate::serve::ClientAddr::of_request(&parts.extensions).0;
                 // Without the client's address (an app served without connect
                 // info, a trusted proxy that did not say) a key limited to
                 // addresses is refused: fail closed.

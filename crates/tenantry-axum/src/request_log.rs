@@ -424,16 +424,9 @@ where
             // The client as tenantry_axum::serve tells it (behind a trusted
             // proxy, whom it forwarded for; a trusted proxy that said nothing
             // readable, itself), else the peer.
-            let client = request
-                .extensions()
-                .get::<crate::serve::ClientAddr>()
-                .and_then(|c| c.0)
-                .or_else(|| {
-                    request
-                        .extensions()
-                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                        .map(|c| c.0.ip())
-                });
+            let client = crate::serve::ClientAddr::of_request(request.extensions())
+                .0
+                .or_else(|| crate::serve::peer_of_request(request.extensions()));
             let slot = LogSlot::default();
             request.extensions_mut().insert(slot.clone());
             // The request's span (RequestIdLayer's) gets its name now, before

@@ -86,6 +86,15 @@ pub struct ServeOptions {
 pub struct ClientAddr(pub Option<IpAddr>);
 
 impl ClientAddr {
+    /// The client of a request as [`serve`] told it, or, for an app served
+    /// otherwise, its peer (`ConnectInfo`), if known.
+    pub fn of_request(extensions: &axum::http::Extensions) -> Self {
+        extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or_else(|| ClientAddr(peer_of_request(extensions)))
+    }
+
     /// The client of a request from `peer` with `headers`.
     pub fn of(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[ipnet::IpNet]) -> Self {
         let trusted_one = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&unmapped(*ip)));
@@ -118,8 +127,15 @@ impl ClientAddr {
     }
 }
 
+/// The address of a request's peer (`ConnectInfo`), if the server gave it.
+pub(crate) fn peer_of_request(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 /// Whether a request says it carries a body (a length above 0, or chunks).
-fn carries_body(headers: &axum::http::HeaderMap) -> bool {
+pub fn carries_body(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -154,7 +170,7 @@ fn forwarded_addr(hop: &str) -> Option<IpAddr> {
 
 /// An IPv4 address written as IPv6 (`::ffff:203.0.113.7`, as a dual-stack
 /// socket reports it) as IPv4.
-fn unmapped(ip: IpAddr) -> IpAddr {
+pub(crate) fn unmapped(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
