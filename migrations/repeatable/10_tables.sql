@@ -2160,6 +2160,7 @@ DECLARE
     col record;
     missing bigint;
     problems text;
+    broken text;
     result tenantry.tenant_tables;
     prior tenantry.tenant_tables;
     part regclass;
@@ -2425,17 +2426,15 @@ BEGIN
     -- (adopt_tables checks the rules between the tables it adopts together
     -- once all of them are: one at a time, linked tables could never switch
     -- their hierarchy option.)
-    SELECT string_agg(format('%s [%s]: %s (fix: %s)', p.table_name, p.rule, p.problem, p.fix), E'\n')
-      INTO problems FROM tenantry.table_problems(tbl) p
+    -- The rules broken go in the message itself, the fixes in DETAIL: some
+    -- migration tools print the message alone (dbmate; found by a review of
+    -- migration tools). One reading of the doctor for both.
+    SELECT string_agg(format('%s [%s]: %s (fix: %s)', p.table_name, p.rule, p.problem, p.fix), E'\n'),
+           string_agg(format('%s [%s]: %s', p.table_name, p.rule, p.problem), '; ')
+      INTO problems, broken FROM tenantry.table_problems(tbl) p
      WHERE NOT (p.rule = 'hierarchy' AND coalesce(current_setting('tenantry.adopting_together', true), '') = 'on');
     IF problems IS NOT NULL THEN
-        -- The rules broken in the message itself, the fixes in DETAIL: some
-        -- migration tools print the message alone (dbmate; found by a review
-        -- of migration tools).
-        RAISE EXCEPTION 'cannot adopt %: it breaks the rules of tenant tables: %', tbl,
-              (SELECT string_agg(format('%s [%s]: %s', p.table_name, p.rule, p.problem), '; ')
-                 FROM tenantry.table_problems(tbl) p
-                WHERE NOT (p.rule = 'hierarchy' AND coalesce(current_setting('tenantry.adopting_together', true), '') = 'on'))
+        RAISE EXCEPTION 'cannot adopt %: it breaks the rules of tenant tables: %', tbl, broken
               USING ERRCODE = 'TN422', DETAIL = problems, HINT = 'Nothing was changed: each problem''s fix is in DETAIL.';
     END IF;
     -- The name it is adopted under (rule renamed compares it), once the
