@@ -50,7 +50,9 @@ pub enum DbError {
     #[error("tenant busy: {0}")]
     TenantBusy(String),
     /// The transaction collided with a concurrent one (deadlock, serialization
-    /// failure, lock timeout) and was rolled back; running it again may succeed.
+    /// failure, lock timeout, or a migration that changed a table after the
+    /// connection had prepared a statement reading it) and was rolled back;
+    /// running it again may succeed.
     #[error("transaction rolled back by a concurrent one: {0}")]
     Contention(String),
     /// Anything else: a bug or an unexpected database state. Details are for logs, not clients.
@@ -152,7 +154,21 @@ impl From<Conflict> for String {
     }
 }
 
+/// What a [`DbError::Contention`] says when a statement the connection had
+/// prepared reads a table whose columns a migration changed since (`ALTER
+/// TABLE … ADD COLUMN` under `SELECT *`): PostgreSQL refuses such a
+/// statement on every later run ("cached plan must not change result type"),
+/// so the pool forgets its prepared statements and the transaction's next
+/// run prepares them again.
+pub(crate) const STALE_STATEMENT: &str = "a table this transaction read changed (a migration) after the connection had prepared the statement; the statement is prepared again when the transaction runs again";
+
 impl DbError {
+    /// Whether this is the refusal of a statement prepared before a
+    /// migration changed what it returns ([`STALE_STATEMENT`]).
+    pub(crate) fn is_stale_statement(&self) -> bool {
+        matches!(self, DbError::Contention(m) if m == STALE_STATEMENT)
+    }
+
     /// A [`DbError::Conflict`] in these words.
     pub fn conflict(message: impl Into<String>) -> Self {
         DbError::Conflict(Conflict::new(message))
@@ -443,6 +459,15 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                     || *c == SqlState::LOCK_NOT_AVAILABLE =>
                 {
                     DbError::Contention(message)
+                }
+                // A prepared statement whose columns a migration changed
+                // (plancache.c; its routine's name, unlike the message, is
+                // never translated): nothing of it ran, and it would be
+                // refused on every run until prepared again.
+                c if *c == SqlState::FEATURE_NOT_SUPPORTED
+                    && db.routine() == Some("RevalidateCachedQuery") =>
+                {
+                    DbError::Contention(STALE_STATEMENT.to_owned())
                 }
                 // A statement cancelled (statement_timeout, or an operator's
                 // pg_cancel_backend) and a session ended for idling in its

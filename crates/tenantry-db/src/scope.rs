@@ -834,6 +834,7 @@ impl Tx {
         }
         if let Err(e) = &result {
             self.failed = true;
+            self.contexts.connections.forget_statements_after(e);
             if matches!(e, DbError::Unavailable(_)) || self.session_refused {
                 self.break_connection();
             }

@@ -145,6 +145,21 @@ impl Connections {
         }
     }
 
+    /// Drops every connection's prepared statements after `error` when it
+    /// is the refusal of one prepared before a migration changed its table
+    /// ([`DbError::is_stale_statement`](crate::DbError)): the others the pool
+    /// holds on that table would be refused alike, each on its next run. Each
+    /// connection prepares what it runs again, once.
+    pub(crate) fn forget_statements_after(&self, error: &crate::DbError) {
+        if error.is_stale_statement() {
+            tracing::info!(
+                target: "tenantry::db",
+                "a migration changed a table under prepared statements; every connection prepares its statements again"
+            );
+            self.pool.manager().inner.statement_caches.clear();
+        }
+    }
+
     /// How many connections the database refused for want of a slot.
     pub(crate) fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)

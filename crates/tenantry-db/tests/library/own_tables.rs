@@ -716,3 +716,95 @@ async fn a_check_violation_on_an_adopted_table_names_the_column_postgresql_named
         }
     }
 }
+
+/// What a team's code often reads: every column, whatever they are.
+const EVERY_PROJECT: &str = "SELECT * FROM app.projects ORDER BY name";
+
+/// Every name of `app.projects`, read by [`EVERY_PROJECT`] in one scope of
+/// `a`: a statement the pool prepares once per connection.
+async fn every_project_name(db: &Database, a: TenantId) -> Result<Vec<String>, DbError> {
+    let mut s = db.tenant(TenantContext::new(a)).await?;
+    let rows: Vec<Project> = s.query(EVERY_PROJECT, &[]).await?;
+    s.commit().await?;
+    Ok(rows.into_iter().map(|p| p.name).collect())
+}
+
+/// Both connections of the pool of two, each running [`EVERY_PROJECT`] in a scope
+/// of `a` (two scopes held at once, so neither connection is idle).
+async fn on_both_connections(db: &Database, a: TenantId) -> [Result<usize, DbError>; 2] {
+    let mut s1 = db.tenant(TenantContext::new(a)).await.unwrap();
+    let mut s2 = db.tenant(TenantContext::new(a)).await.unwrap();
+    let mut counts = Vec::new();
+    for s in [&mut s1, &mut s2] {
+        counts.push(
+            s.query::<Project>(EVERY_PROJECT, &[])
+                .await
+                .map(|rows| rows.len()),
+        );
+    }
+    let _ = s1.commit().await;
+    let _ = s2.commit().await;
+    [counts.remove(0), counts.remove(0)]
+}
+
+#[tokio::test]
+async fn a_column_added_by_a_migration_under_prepared_select_star_is_a_retried_contention_and_every_connection_prepares_again(
+) {
+    // PostgreSQL refuses a prepared statement whose result columns changed
+    // ("cached plan must not change result type") on every run until it is
+    // prepared again: after a team's ALTER TABLE … ADD COLUMN, each pooled
+    // connection answered that error (an internal error, a 500) for as long
+    // as it lived.
+    let (tdb, db, a, b) = adopted(StatementMode::Prepared).await;
+    let su = tdb.superuser_client().await;
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.execute(
+        "INSERT INTO app.projects (name) VALUES ('alpha'), ('beta')",
+        &[],
+    )
+    .await
+    .unwrap();
+    s.commit().await.unwrap();
+    assert!(on_both_connections(&db, a)
+        .await
+        .iter()
+        .all(|c| matches!(c, Ok(2))));
+
+    su.batch_execute("ALTER TABLE app.projects ADD COLUMN note text")
+        .await
+        .unwrap();
+    // A unit of work run by in_tenant: refused once, run again, answered.
+    let names = db
+        .in_tenant(&TenantContext::new(a), &(), |scope, ()| {
+            Box::pin(async move {
+                let rows: Vec<Project> = scope.query(EVERY_PROJECT, &[]).await?;
+                Ok(rows.into_iter().map(|p| p.name).collect::<Vec<_>>())
+            })
+        })
+        .await
+        .expect("in_tenant runs the read again after the migration");
+    assert_eq!(names, ["alpha", "beta"]);
+    // The other connection forgot its statement too: neither refuses now,
+    // and the other tenant still sees none of a's rows.
+    let after = on_both_connections(&db, a).await;
+    assert!(after.iter().all(|c| matches!(c, Ok(2))), "{after:?}");
+    assert_eq!(
+        on_both_connections(&db, b).await.map(|c| c.ok()),
+        [Some(0), Some(0)]
+    );
+
+    // A scope used directly: the refusal is a contention (503 and retry at
+    // the API), never an internal error, and the next scope is served.
+    su.batch_execute("ALTER TABLE app.projects DROP COLUMN note, ADD COLUMN due date")
+        .await
+        .unwrap();
+    let first = every_project_name(&db, a).await;
+    match &first {
+        Err(e @ DbError::Contention(_)) => assert!(e.to_string().contains("migration"), "{e}"),
+        Ok(names) => assert_eq!(names, &["alpha", "beta"]),
+        Err(e) => panic!("a stale prepared statement answered {e:?}"),
+    }
+    for _ in 0..4 {
+        assert_eq!(every_project_name(&db, a).await.unwrap(), ["alpha", "beta"]);
+    }
+}
