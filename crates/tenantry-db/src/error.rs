@@ -156,10 +156,11 @@ impl From<Conflict> for String {
 
 /// What a [`DbError::Contention`] says when a statement the connection had
 /// prepared reads a table whose columns a migration changed since (`ALTER
-/// TABLE … ADD COLUMN` under `SELECT *`): PostgreSQL refuses such a
-/// statement on every later run ("cached plan must not change result type"),
-/// so the pool forgets its prepared statements and the transaction's next
-/// run prepares them again.
+/// TABLE … ADD COLUMN` under `SELECT *`: "cached plan must not change result
+/// type"), or uses a type a migration dropped and made again ("cache lookup
+/// failed for type"): PostgreSQL refuses such a statement on every later
+/// run, so the pool forgets its prepared statements and the transaction's
+/// next run prepares them again.
 pub(crate) const STALE_STATEMENT: &str = "a table this transaction read changed (a migration) after the connection had prepared the statement; the statement is prepared again when the transaction runs again";
 
 impl DbError {
@@ -466,6 +467,16 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 // refused on every run until prepared again.
                 c if *c == SqlState::FEATURE_NOT_SUPPORTED
                     && db.routine() == Some("RevalidateCachedQuery") =>
+                {
+                    DbError::Contention(STALE_STATEMENT.to_owned())
+                }
+                // A statement prepared with a type a migration dropped since
+                // (an enum or domain re-created to change its values: the
+                // new one has another oid), refused at its next Bind, before
+                // anything of it ran; internal errors' words are never
+                // translated.
+                c if *c == SqlState::INTERNAL_ERROR
+                    && message.starts_with("cache lookup failed for type ") =>
                 {
                     DbError::Contention(STALE_STATEMENT.to_owned())
                 }

@@ -808,3 +808,77 @@ async fn a_column_added_by_a_migration_under_prepared_select_star_is_a_retried_c
         assert_eq!(every_project_name(&db, a).await.unwrap(), ["alpha", "beta"]);
     }
 }
+
+/// A value of the enum `app.stage`, as a team's derived type sends it.
+#[derive(Debug)]
+struct Stage(&'static str);
+
+impl tokio_postgres::types::ToSql for Stage {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(ty.kind(), tokio_postgres::types::Kind::Enum(_))
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+#[tokio::test]
+async fn an_enum_made_again_by_a_migration_under_prepared_statements_is_a_retried_contention_not_an_internal_error(
+) {
+    // The usual way to take a value out of an enum: rename it, make the new
+    // one, move the column, drop the old. A statement prepared with the old
+    // type as a parameter then failed at every Bind with "cache lookup
+    // failed for type" (XX000), an internal error, on every connection.
+    let (tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TYPE app.stage AS ENUM ('open', 'done', 'dropped');
+         ALTER TABLE app.projects ADD COLUMN stage app.stage NOT NULL DEFAULT 'open'",
+    )
+    .await
+    .unwrap();
+    const OPEN: &str = "SELECT name FROM app.projects WHERE stage = $1 ORDER BY name";
+    let open = |db: Database| async move {
+        db.in_tenant(&TenantContext::new(a), &(), |scope, ()| {
+            Box::pin(async move {
+                let rows: Vec<(String,)> = scope.query(OPEN, &[&Stage("open")]).await?;
+                Ok(rows.into_iter().map(|(n,)| n).collect::<Vec<_>>())
+            })
+        })
+        .await
+    };
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.execute("INSERT INTO app.projects (name) VALUES ('alpha')", &[])
+        .await
+        .unwrap();
+    s.commit().await.unwrap();
+    assert_eq!(open(db.clone()).await.unwrap(), ["alpha"]);
+
+    su.batch_execute(
+        "ALTER TYPE app.stage RENAME TO stage_old;
+         CREATE TYPE app.stage AS ENUM ('open', 'done');
+         ALTER TABLE app.projects ALTER COLUMN stage DROP DEFAULT,
+             ALTER COLUMN stage TYPE app.stage USING stage::text::app.stage,
+             ALTER COLUMN stage SET DEFAULT 'open';
+         DROP TYPE app.stage_old",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        open(db.clone())
+            .await
+            .expect("the read runs again with the new type"),
+        ["alpha"]
+    );
+    for _ in 0..3 {
+        assert_eq!(open(db.clone()).await.unwrap(), ["alpha"]);
+    }
+}
