@@ -775,6 +775,20 @@ BEGIN
         EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION tenantry_owner', s);
     END IF;
     PERFORM tenantry.secure_tenant_namespace(s);
+    -- The first schema tenant: a team's table renamed or moved since its
+    -- adoption, harmless while no schema tenant had a table of it, is
+    -- recorded under its name now, which its schema tenants' tables take
+    -- (rule renamed compares the two). The doctor named it renamed once the
+    -- first copy had the new name, and its fix, the team's table renamed
+    -- back, left that tenant's statements reaching the team's table (found
+    -- by a review of live schema changes).
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                   WHERE c.relname = 'resources' AND n.nspname ~ '^tenant_[0-9a-f]{20}$' AND n.nspname <> s) THEN
+        UPDATE tenantry.tenant_tables r SET adopted_as = format('%I.%I', n.nspname, c.relname)
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = r.table_id AND r.adopted_as IS DISTINCT FROM format('%I.%I', n.nspname, c.relname);
+    END IF;
     FOR f IN SELECT * FROM tenantry.family_templates() LOOP
         -- Defaults, CHECK constraints, generated columns, indexes (all led by
         -- tenant_id), storage; not the foreign key to tenants (adding one
@@ -1964,10 +1978,12 @@ COMMENT ON FUNCTION tenantry.migrate_tenant_schema(uuid) IS 'Admin: runs the ten
  * tenants' tables of it stand alone (they do not inherit it), so a column
  * reaches them through `tenantry migrate`. `change` is what follows
  * `ALTER TABLE <table>` (ADD COLUMN, DROP COLUMN, ALTER COLUMN, RENAME
- * COLUMN, ADD CONSTRAINT … CHECK …), run with the caller's rights and
- * search path; the step runs with the tenant's schema and pg_catalog on
- * the search path, so name your own types and functions in it
- * schema-qualified. Returns the step's version; NULL for a table that is
+ * COLUMN, ADD CONSTRAINT … CHECK …), run with the caller's rights; the
+ * step runs with the tenant's schema and pg_catalog on the search path, so
+ * a table family's change runs here with pg_catalog alone on it, and one
+ * naming a type, function or table of yours without its schema is refused
+ * (TN422). Taken in tries of 50 ms of waiting for its lock (in_lock_tries).
+ * Returns the step's version; NULL for a table that is
  * no table family (no primary key (tenant_id, one column)), of which no
  * schema tenant has a table.
  */
@@ -1991,6 +2007,8 @@ DECLARE
     -- unique key without tenant_id tells tenants which values others hold).
     problems_before text[];
     added text;
+    -- The operator's search path, put back after the change ran without it.
+    operator_path text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
         RAISE EXCEPTION '% is not an adopted table', tbl USING ERRCODE = 'TN404';
@@ -2015,10 +2033,38 @@ BEGIN
         RAISE EXCEPTION 'alter_tenant_table takes one change, without ";": %', change
             USING ERRCODE = 'TN422', HINT = 'call it once per statement (several subcommands of one ALTER TABLE, separated by commas, are one change)';
     END IF;
-    EXECUTE kept USING tbl INTO before;
+    -- The doctor's findings before the change are read before its lock is
+    -- asked for: tenants' transactions on the table wait for the change and
+    -- the check after it, not for this one too.
     problems_before := ARRAY(SELECT pg_catalog.concat_ws('|', p.table_name, p.rule, p.problem)
                              FROM tenantry.table_problems(tbl) p);
-    EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl, change);
+    EXECUTE kept USING tbl INTO before;
+    -- In tries of 50 ms of waiting for its lock: a change queued behind a
+    -- long transaction on the table held every tenant's statements on it
+    -- behind itself for as long (13.6 s in a review of live schema
+    -- changes); a change that has its lock runs as long as it needs.
+    -- A table family's change runs as its step will, in every schema
+    -- tenant's schema, with pg_catalog alone after that schema: a name the
+    -- operator's search path found here (a type in public) failed there, in
+    -- every schema, and held every later step back (found by a review of
+    -- live schema changes). Refused here instead, nothing changed.
+    IF family THEN
+        operator_path := pg_catalog.current_setting('search_path');
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    END IF;
+    BEGIN
+        PERFORM tenantry.in_lock_tries(ARRAY[pg_catalog.format('ALTER TABLE %s %s', tbl, change)], tbl::text);
+    EXCEPTION WHEN undefined_object OR undefined_function OR undefined_table THEN
+        IF NOT family THEN
+            RAISE;
+        END IF;
+        RAISE EXCEPTION 'alter_tenant_table: the change to % names what schema tenants'' tables of it would not find (%): %', tbl, SQLERRM, change
+            USING ERRCODE = 'TN422',
+                  HINT = 'the change also runs in each schema tenant''s schema, with pg_catalog alone after it: name your own types, functions and tables schema-qualified, as in ADD COLUMN triage public.priority';
+    END;
+    IF family THEN
+        PERFORM pg_catalog.set_config('search_path', operator_path, true);
+    END IF;
     EXECUTE kept USING tbl INTO after;
     IF after IS DISTINCT FROM before THEN
         RAISE EXCEPTION 'alter_tenant_table changes the shape of %, not its name, schema, owner, row level security or inheritance: %', tbl, change

@@ -1700,6 +1700,50 @@ COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule 
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
+ * Runs statements that take locks (LOCK TABLE, ALTER TABLE), all of them in
+ * each try, in tries of at most 50 ms of waiting for a lock (lock_timeout)
+ * 0.2 s apart: a lock request that waits queues every later one behind it,
+ * so tenants' transactions on those tables never wait behind such a request
+ * for longer than a try. A try that waited too long is rolled back whole;
+ * TN503 naming `what` after 30 s of tries. The statements are the callers'
+ * own (schema-qualified regclass names, or an operator's change to an
+ * adopted table), run with the caller's rights and search path.
+ */
+CREATE OR REPLACE FUNCTION tenantry.in_lock_tries(statements text[], what text)
+RETURNS void
+LANGUAGE plpgsql
+-- No search_path of its own: an operator's change (alter_tenant_table) names
+-- its types and tables as the operator's search path finds them.
+AS $$
+DECLARE
+    previous text := pg_catalog.current_setting('lock_timeout');
+    started timestamptz := pg_catalog.clock_timestamp();
+    statement text;
+BEGIN
+    LOOP
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout', '50ms', true);
+            FOREACH statement IN ARRAY statements LOOP
+                EXECUTE statement;
+            END LOOP;
+            PERFORM pg_catalog.set_config('lock_timeout', previous, true);
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM pg_catalog.set_config('lock_timeout', previous, true);
+            IF pg_catalog.clock_timestamp() - started > interval '30 seconds' THEN
+                RAISE EXCEPTION '% stayed busy for 30 s: try again when the long transactions on them have ended', what
+                    USING ERRCODE = 'TN503',
+                    HINT = 'SELECT pid, xact_start, query FROM pg_stat_activity WHERE xact_start < now() - interval ''30 seconds'' shows them.';
+            END IF;
+            PERFORM pg_catalog.pg_sleep(0.2);
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.in_lock_tries(text[], text) IS 'Internal (adopting, altering, backfilling and releasing tables): runs statements that take locks in tries of at most 50 ms of waiting for them, so that tenants'' transactions never queue behind the request for longer; TN503 naming what after 30 s. Not granted.';
+REVOKE ALL ON FUNCTION tenantry.in_lock_tries(text[], text) FROM PUBLIC;
+
+/**
  * The locks adding (dropping) the foreign key from a table to
  * tenantry.tenants takes: ACCESS EXCLUSIVE on the table, and SHARE ROW
  * EXCLUSIVE (ACCESS EXCLUSIVE) on tenants, which every tenant's transactions
@@ -1713,31 +1757,15 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    previous text := pg_catalog.current_setting('lock_timeout');
-    started timestamptz := pg_catalog.clock_timestamp();
 BEGIN
-    LOOP
-        BEGIN
-            PERFORM pg_catalog.set_config('lock_timeout', '50ms', true);
-            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
-            EXECUTE format('LOCK TABLE tenantry.tenants IN %s MODE',
-                           CASE WHEN dropping THEN 'ACCESS EXCLUSIVE' ELSE 'SHARE ROW EXCLUSIVE' END);
-            PERFORM pg_catalog.set_config('lock_timeout', previous, true);
-            RETURN;
-        EXCEPTION WHEN lock_not_available THEN
-            PERFORM pg_catalog.set_config('lock_timeout', previous, true);
-            IF pg_catalog.clock_timestamp() - started > interval '30 seconds' THEN
-                RAISE EXCEPTION '% and tenantry.tenants stayed busy for 30 s: try again when the long transactions on them have ended', tbl
-                    USING ERRCODE = 'TN503',
-                    HINT = 'SELECT pid, xact_start, query FROM pg_stat_activity WHERE xact_start < now() - interval ''30 seconds'' shows them.';
-            END IF;
-            PERFORM pg_catalog.pg_sleep(0.2);
-        END;
-    END LOOP;
+    PERFORM tenantry.in_lock_tries(
+        ARRAY[format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl),
+              format('LOCK TABLE tenantry.tenants IN %s MODE',
+                     CASE WHEN dropping THEN 'ACCESS EXCLUSIVE' ELSE 'SHARE ROW EXCLUSIVE' END)],
+        format('%s and tenantry.tenants', tbl));
 END
 $$;
-COMMENT ON FUNCTION tenantry.lock_for_tenant_key(regclass, boolean) IS 'Internal (adopting, backfilling and releasing tables): the locks adding or dropping a table''s foreign key to tenantry.tenants takes, both at once, in tries of at most 50 ms, so that tenants'' transactions never queue behind them for longer; TN503 after 30 s. Not granted.';
+COMMENT ON FUNCTION tenantry.lock_for_tenant_key(regclass, boolean) IS 'Internal (adopting, backfilling and releasing tables): the locks adding or dropping a table''s foreign key to tenantry.tenants takes, both at once, in tries of at most 50 ms (in_lock_tries), so that tenants'' transactions never queue behind them for longer; TN503 after 30 s. Not granted.';
 
 /**
  * At the start of a transaction that adds a table's key to tenants when it

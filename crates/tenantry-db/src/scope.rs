@@ -950,6 +950,19 @@ impl Tx {
         for step in &mut setup_steps {
             let _ = futures_util::poll!(step);
         }
+        // A schema tenant's transaction, its schema first on the search
+        // path, keeps none of its statements prepared: a kept statement's
+        // unqualified names would lead to that schema's tables here and to
+        // the shared ones in the next transaction on the connection, which
+        // PostgreSQL plans again at every such switch, and refuses while a
+        // migration spreads and the two differ in shape (every switch then
+        // a 503 and the pool's statements forgotten: found by a review of
+        // live schema changes).
+        let stmt_mode = if Route::of_part(self.pinned().as_deref()).1.is_some() {
+            StatementMode::Unnamed
+        } else {
+            mode
+        };
         // Then the statements' Parse, inside the transaction (so the caller's
         // role resolves its names): in the prepared mode from the
         // connection's cache, where a hit is ready at once and sends nothing;
@@ -957,7 +970,7 @@ impl Tx {
         let mut prepares: Vec<Option<MaybeDone<Prepare<'_>>>> = stmts
             .iter()
             .map(|(_, stmt)| {
-                let prepare: Option<Prepare<'_>> = match mode {
+                let prepare: Option<Prepare<'_>> = match stmt_mode {
                     StatementMode::Prepared => {
                         Some(Box::pin(client.prepare_typed_cached(stmt.sql, stmt.types)))
                     }
@@ -972,8 +985,8 @@ impl Tx {
         for prepare in prepares.iter_mut().flatten() {
             let _ = futures_util::poll!(prepare);
         }
-        let described =
-            mode == StatementMode::Unnamed && stmts.iter().any(|(_, stmt)| stmt.needs_describe());
+        let described = stmt_mode == StatementMode::Unnamed
+            && stmts.iter().any(|(_, stmt)| stmt.needs_describe());
         let waiting = prepares
             .iter()
             .flatten()

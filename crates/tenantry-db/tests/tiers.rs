@@ -6,6 +6,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use serde_json::json;
@@ -5079,4 +5080,229 @@ async fn a_move_given_up_while_it_runs_is_a_conflict_and_leaves_the_tenant_where
         tables_of(&su, t).await,
         [("tenantry.resources".to_owned(), 1000)]
     );
+}
+
+/// Names of `projects` that `t` reads with `SELECT *` in a scope used
+/// directly (no retry): the form a team's read takes.
+async fn every_project(db: &Database, t: TenantId) -> Result<Vec<String>, DbError> {
+    let mut s = db.tenant(TenantContext::new(t)).await?;
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, String)> = s
+        .query(
+            "SELECT tenant_id, id, name FROM projects ORDER BY name",
+            &[],
+        )
+        .await?;
+    let star: Vec<tokio_postgres::Row> =
+        s.query("SELECT * FROM projects ORDER BY name", &[]).await?;
+    s.commit().await?;
+    assert_eq!(rows.len(), star.len());
+    Ok(rows.into_iter().map(|(_, _, name)| name).collect())
+}
+
+#[tokio::test]
+async fn a_pooled_and_a_schema_tenant_taking_turns_on_one_connection_read_through_a_change_that_has_not_reached_the_schema(
+) {
+    // The same statement text names the team's table for a pooled tenant
+    // and the schema tenant's own for it. Kept prepared on the connection,
+    // it was planned again at each turn, and refused at each turn while
+    // alter_tenant_table's step had not reached the schema yet (the two
+    // tables differ in shape): 503s, and the pool's statements forgotten at
+    // every one (found by a review of live schema changes).
+    let tdb = TestDatabase::new().await;
+    let mut su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let db = tdb.database_with(StatementMode::Prepared, 1);
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let pooled = tenant(&db, "pooled", Isolation::Shared).await;
+    own_sql(&db, silo, "INSERT INTO projects (name) VALUES ('s')")
+        .await
+        .unwrap();
+    own_sql(&db, pooled, "INSERT INTO projects (name) VALUES ('p')")
+        .await
+        .unwrap();
+    let turns = |db: Database| async move {
+        for _ in 0..3 {
+            assert_eq!(every_project(&db, pooled).await.unwrap(), ["p"]);
+            assert_eq!(every_project(&db, silo).await.unwrap(), ["s"]);
+        }
+    };
+    turns(db.clone()).await;
+    su.batch_execute(
+        "SELECT tenantry.alter_tenant_table('public.projects', 'ADD COLUMN due date')",
+    )
+    .await
+    .unwrap();
+    // The pooled tenant's statement was prepared before the change: refused
+    // once (a scope used directly), then prepared again.
+    if let Err(e) = every_project(&db, pooled).await {
+        assert!(matches!(e, DbError::Contention(_)), "{e:?}");
+    }
+    turns(db.clone()).await;
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    turns(db).await;
+}
+
+#[tokio::test]
+async fn alter_tenant_table_waiting_for_a_long_transaction_does_not_hold_tenants_reads_behind_it() {
+    // A lock request that waits queues every later one: alter_tenant_table
+    // behind a long transaction on the table held every tenant's reads of
+    // it for as long (found by a review of live schema changes). It now
+    // asks in tries of 50 ms, and the tenants read meanwhile.
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    let db = tdb.database();
+    let t = tenant(&db, "t", Isolation::Shared).await;
+    own_sql(&db, t, "INSERT INTO projects (name) VALUES ('p')")
+        .await
+        .unwrap();
+    let holder = tdb.superuser_client().await;
+    holder
+        .batch_execute("BEGIN; SELECT count(*) FROM public.projects")
+        .await
+        .unwrap();
+    let operator = tdb.superuser_client().await;
+    let alter = tokio::spawn(async move {
+        operator
+            .query_one(
+                "SELECT tenantry.alter_tenant_table('public.projects', 'ADD COLUMN due date')",
+                &[],
+            )
+            .await
+            .map(|_| ())
+    });
+    // Until the holder ends, the change cannot have its lock; tenants'
+    // reads go on meanwhile (they waited for the holder before).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let read = tokio::time::timeout(Duration::from_secs(10), every_project(&db, t))
+            .await
+            .expect("a tenant's read waited behind the change's lock request");
+        assert_eq!(read.unwrap(), ["p"]);
+    }
+    assert!(
+        !alter.is_finished(),
+        "the change ran before the holder ended"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    alter
+        .await
+        .unwrap()
+        .expect("the change runs once the holder ended");
+    let due: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'due'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(due, 1);
+}
+
+#[tokio::test]
+async fn a_table_renamed_before_the_first_schema_tenant_is_followed_by_its_tables_and_the_doctor_stays_clean(
+) {
+    // Renamed while no schema tenant existed, the doctor said nothing; the
+    // first schema tenant's table took the new name, the doctor then named
+    // the team's table renamed, and its fix (renaming it back) left that
+    // tenant's statements writing the team's table (found by a review of
+    // live schema changes).
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    su.batch_execute("ALTER TABLE public.projects RENAME TO ventures")
+        .await
+        .unwrap();
+    assert_eq!(findings(&su).await, Vec::<String>::new());
+    let db = tdb.database();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    assert_eq!(findings(&su).await, Vec::<String>::new());
+    let schema = schema_name(&su, silo).await;
+    own_sql(&db, silo, "INSERT INTO ventures (name) VALUES ('s')")
+        .await
+        .unwrap();
+    assert_eq!(
+        home_of(&su, "public.ventures", silo).await,
+        [format!("{schema}.ventures")]
+    );
+    // A rename once schema tenants exist is still the doctor's finding.
+    su.batch_execute("ALTER TABLE public.ventures RENAME TO bets")
+        .await
+        .unwrap();
+    let found = findings(&su).await;
+    assert!(
+        found.len() == 1 && found[0].contains("[renamed]") && found[0].contains("public.ventures"),
+        "{found:?}"
+    );
+}
+
+/// Every finding of the doctor, as `table [rule]: problem`.
+async fn findings(su: &Client) -> Vec<String> {
+    tenantry_db::tables::table_problems(su)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| format!("{} [{}]: {}", p.table, p.rule, p.problem))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_change_naming_a_type_without_its_schema_is_refused_before_its_step_could_hold_every_schema_back(
+) {
+    // The step runs in each schema tenant's schema, with pg_catalog alone
+    // after it: `priority` (public's, found by the operator's search path)
+    // was found on the team's table and in no schema, every schema stopped
+    // at that step, and no later one ran (found by a review of live schema
+    // changes).
+    let tdb = TestDatabase::new().await;
+    let mut su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    su.batch_execute("CREATE TYPE public.priority AS ENUM ('low', 'high')")
+        .await
+        .unwrap();
+    let db = tdb.database();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let err = su
+        .query_one(
+            "SELECT tenantry.alter_tenant_table('public.projects', 'ADD COLUMN triage priority')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let db_err = err.as_db_error().expect("a database error");
+    assert_eq!(db_err.code().code(), "TN422", "{db_err:?}");
+    assert!(
+        db_err.hint().unwrap_or("").contains("public.priority"),
+        "{db_err:?}"
+    );
+    let columns: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.projects'::regclass AND attname = 'triage'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(columns, 0, "a refused change changed the table");
+    // The operator's search path is theirs again after the call.
+    su.batch_execute(
+        "SELECT tenantry.alter_tenant_table('public.projects', 'ADD COLUMN triage public.priority')",
+    )
+    .await
+    .unwrap();
+    let path: String = su.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert!(path.contains("public"), "{path}");
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    own_sql(
+        &db,
+        silo,
+        "INSERT INTO projects (name, triage) VALUES ('s', 'high')",
+    )
+    .await
+    .unwrap();
 }
