@@ -314,6 +314,48 @@ async fn a_tenant_creates_updates_and_reads_back_its_projects_issues_and_comment
     assert_eq!(empty.json()["field"], "name");
 }
 
+#[tokio::test]
+async fn a_migration_that_retypes_a_column_while_the_tracker_serves_never_reaches_a_client_as_an_error(
+) {
+    // Every pooled connection keeps the read of a project prepared; a
+    // column retyped since (text to varchar) makes PostgreSQL refuse that
+    // statement on every later run. The read is run again after the pool
+    // prepares its statements anew: every answer is a 200.
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_key("acme").await;
+    let (project, issue, _) = project_issue_comment(&app, &key).await;
+    let reads = [
+        format!("/projects/{project}"),
+        format!("/issues/{issue}"),
+        "/projects".to_owned(),
+        format!("/projects/{project}/issues"),
+    ];
+    let read_all = || async {
+        let mut answers = Vec::new();
+        for _ in 0..10 {
+            for path in &reads {
+                let answer = app.get(&key, path).await;
+                answers.push((path.clone(), answer.status, answer.body));
+            }
+        }
+        answers
+    };
+    read_all().await;
+    let su = app.tdb.superuser_client().await;
+    su.batch_execute(
+        "ALTER TABLE projects ALTER COLUMN name TYPE varchar(200);
+         ALTER TABLE issues ADD COLUMN estimate integer",
+    )
+    .await
+    .unwrap();
+    let refused: Vec<_> = read_all()
+        .await
+        .into_iter()
+        .filter(|(_, status, _)| *status != StatusCode::OK)
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
 /// Deleting a comment, an issue and a project answers 204 and takes what
 /// names them along (an issue's comments, a project's issues); a second
 /// delete of the same row is a 404 like a missing id, and a delete retried

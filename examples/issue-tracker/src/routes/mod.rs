@@ -44,15 +44,23 @@ fn page_sql(first_param: usize) -> String {
 type Params<'a> = [&'a (dyn ToSql + Sync)];
 
 /// At most one row, in a read transaction; none is `404 <what> not found`.
+/// Reads go through `caller.read`, which runs them once more on a fresh
+/// transaction when the database rolled the first back (a statement
+/// prepared before your migration changed its table, a tenant's tier
+/// move): the client never sees that `503`.
 async fn read_one<T: FromRow>(
     caller: &TenantCaller,
     what: &str,
     sql: &str,
     params: &Params<'_>,
 ) -> Result<T, ApiError> {
-    let mut scope = caller.scope().await?;
-    let row = scope.query_opt(sql, params).await?;
-    scope.commit().await?;
+    let row = caller
+        .read(|mut scope| async move {
+            let row = scope.query_opt(sql, params).await?;
+            scope.commit().await?;
+            Ok(row)
+        })
+        .await?;
     row.ok_or_else(|| ApiError::not_found(what))
 }
 
@@ -69,15 +77,21 @@ async fn read_children<T: FromRow + Listed>(
 ) -> Result<Page<T>, ApiError> {
     let window = query.window::<Position>(DEFAULT_LIMIT, MAX_LIMIT)?;
     let (after_at, after_id) = window.after().copied().unzip();
-    let mut scope = caller.scope().await?;
-    let found: Option<(Uuid,)> = scope.query_opt(parent, &[id]).await?;
-    if found.is_none() {
-        return Err(ApiError::not_found(what));
-    }
-    let rows = scope
-        .query(list, &[id, &after_at, &after_id, &window.fetch()])
-        .await?;
-    scope.commit().await?;
+    let fetch = window.fetch();
+    let rows = caller
+        .read(|mut scope| async move {
+            let found: Option<(Uuid,)> = scope.query_opt(parent, &[id]).await?;
+            if found.is_none() {
+                return Ok(None);
+            }
+            let rows = scope
+                .query(list, &[id, &after_at, &after_id, &fetch])
+                .await?;
+            scope.commit().await?;
+            Ok(Some(rows))
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found(what))?;
     Ok(window.page(rows, T::position))
 }
 
@@ -89,11 +103,14 @@ async fn read_page<T: FromRow + Listed>(
 ) -> Result<Page<T>, ApiError> {
     let window = query.window::<Position>(DEFAULT_LIMIT, MAX_LIMIT)?;
     let (after_at, after_id) = window.after().copied().unzip();
-    let mut scope = caller.scope().await?;
-    let rows = scope
-        .query(list, &[&after_at, &after_id, &window.fetch()])
+    let fetch = window.fetch();
+    let rows = caller
+        .read(|mut scope| async move {
+            let rows = scope.query(list, &[&after_at, &after_id, &fetch]).await?;
+            scope.commit().await?;
+            Ok(rows)
+        })
         .await?;
-    scope.commit().await?;
     Ok(window.page(rows, T::position))
 }
 
