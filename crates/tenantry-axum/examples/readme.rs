@@ -23,15 +23,22 @@ impl FromRow for Project {
 }
 
 /// A handler: another tenant's project is 404, exactly like a missing one.
+/// `caller.read` runs the read once more on a fresh transaction when the
+/// database rolled the first back (a statement prepared before a migration
+/// changed its table).
 async fn get_project(
     caller: TenantCaller,
     Path(id): Path<uuid::Uuid>,
 ) -> Result<Json<String>, ApiError> {
-    let mut scope = caller.scope().await?;
-    let project: Project = scope
-        .query_one("SELECT name FROM projects WHERE id = $1", &[&id])
+    let project: Project = caller
+        .read(|mut scope| async move {
+            let project = scope
+                .query_one("SELECT name FROM projects WHERE id = $1", &[&id])
+                .await?;
+            scope.commit().await?;
+            Ok(project)
+        })
         .await?;
-    scope.commit().await?;
     Ok(Json(project.name))
 }
 
