@@ -148,10 +148,36 @@ impl AdminScope {
 /// How one table is read for an export and written on import.
 struct Plan {
     entry: TableEntry,
-    /// The query that yields the table's rows as JSON text (`$1`: the tenant).
+    /// The query that yields the table's rows: each row's tenant_id, then
+    /// the row as JSON text (`$1`: the tenant).
     select: String,
-    /// The count of those rows (`$1`: the tenant).
+    /// The count of those rows (`$1`: the tenant), by a query of its own:
+    /// the export refuses to write a table whose rows read are not as many.
     count: String,
+}
+
+/// The export's query of one table: `inner` yields `tenant_id` and the
+/// table's `columns` (one row per exported row, filtered on `$1`); each
+/// row comes out as its tenant_id, checked again by the exporter, and the
+/// JSON text of the columns alone, in the order of `order` (columns) or,
+/// without one, of that text (byte order).
+fn select_rows(inner: &str, columns: &[String], order: Option<&[String]>) -> String {
+    let fields = columns
+        .iter()
+        .map(|c| format!("y.{}", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = match order {
+        Some(order) => order
+            .iter()
+            .map(|c| format!("y.{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "row_to_json(x.*)::text COLLATE \"C\"".to_owned(),
+    };
+    format!(
+        "SELECT y.tenant_id, row_to_json(x.*)::text FROM ({inner}) y, LATERAL (SELECT {fields}) x ORDER BY {order}"
+    )
 }
 
 /// Tenantry's own tables an export holds, in archive (and import) order,
@@ -351,9 +377,13 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
                 // As JSON: tenantry.import_tenant reads this row.
                 let columns = readable_columns(tx, &table).await?;
                 let text_columns = Vec::new();
-                let select = format!(
-                    "SELECT row_to_json(x.*)::text FROM (SELECT {} FROM ONLY tenantry.tenants WHERE tenant_id = $1) x",
-                    idents(&columns)
+                let select = select_rows(
+                    &format!(
+                        "SELECT tenant_id, {} FROM ONLY tenantry.tenants WHERE tenant_id = $1",
+                        idents(&columns)
+                    ),
+                    &columns,
+                    None,
                 );
                 let count =
                     "SELECT count(*) FROM ONLY tenantry.tenants WHERE tenant_id = $1".to_owned();
@@ -363,11 +393,13 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
             "tenantry.role_permissions" => (
                 vec!["role_id".into(), "permission".into()],
                 Vec::new(),
-                "SELECT row_to_json(x.*)::text FROM (
-                    SELECT rp.role_id, p.name AS permission FROM ONLY tenantry.role_permissions rp
+                select_rows(
+                    "SELECT rp.tenant_id, rp.role_id, p.name AS permission FROM ONLY tenantry.role_permissions rp
                       JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
-                     WHERE rp.tenant_id = $1 ORDER BY 1, 2) x"
-                    .to_owned(),
+                     WHERE rp.tenant_id = $1",
+                    &["role_id".into(), "permission".into()],
+                    Some(&["role_id".into(), "permission".into()]),
+                ),
                 "SELECT count(*) FROM ONLY tenantry.role_permissions WHERE tenant_id = $1".to_owned(),
             ),
             // Granted to no tenant role: read through the owners' own function.
@@ -380,10 +412,18 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
                     "shared_at".into(),
                 ],
                 Vec::new(),
-                "SELECT row_to_json(x.*)::text FROM (
-                    SELECT s.table_name AS table_id, s.row_id, s.shared_with, s.shared_by, s.shared_at
-                      FROM tenantry.shares_of_my_rows() s WHERE s.tenant_id = $1 ORDER BY 1, 2, 3) x"
-                    .to_owned(),
+                select_rows(
+                    "SELECT s.tenant_id, s.table_name AS table_id, s.row_id, s.shared_with, s.shared_by, s.shared_at
+                      FROM tenantry.shares_of_my_rows() s WHERE s.tenant_id = $1",
+                    &[
+                        "table_id".into(),
+                        "row_id".into(),
+                        "shared_with".into(),
+                        "shared_by".into(),
+                        "shared_at".into(),
+                    ],
+                    Some(&["table_id".into(), "row_id".into(), "shared_with".into()]),
+                ),
                 "SELECT count(*) FROM tenantry.shares_of_my_rows() s WHERE s.tenant_id = $1"
                     .to_owned(),
             ),
@@ -391,16 +431,13 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
                 let columns = readable_columns(tx, &table).await?;
                 let text_columns = json_columns(tx, &table, &columns).await?;
                 let list = select_list(&columns, &text_columns);
-                let select = match sort_columns(tx, &table, &columns).await? {
-                    Some(order) => format!(
-                        "SELECT row_to_json(x.*)::text FROM (SELECT {list} FROM {only}{home} WHERE tenant_id = $1 ORDER BY {}) x",
-                        idents(&order)
-                    ),
-                    None => format!(
-                        "SELECT row_to_json(x.*)::text FROM (SELECT {list} FROM {only}{home} WHERE tenant_id = $1) x
-                          ORDER BY row_to_json(x.*)::text COLLATE \"C\""
-                    ),
+                let inner = if list.is_empty() {
+                    format!("SELECT tenant_id FROM {only}{home} WHERE tenant_id = $1")
+                } else {
+                    format!("SELECT tenant_id, {list} FROM {only}{home} WHERE tenant_id = $1")
                 };
+                let order = sort_columns(tx, &table, &columns).await?;
+                let select = select_rows(&inner, &columns, order.as_deref());
                 let count = format!("SELECT count(*) FROM {only}{home} WHERE tenant_id = $1");
                 (columns, text_columns, select, count)
             }
@@ -424,9 +461,14 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
 /// Exports every row `tenant` owns into `out` (a gzip'd tar: one NDJSON file
 /// per table, then [`MANIFEST`]), from one REPEATABLE READ, READ ONLY
 /// snapshot on `client`, an operator's connection (a superuser or a member
-/// of `tenantry_owner`). The rows are read as `tenantry_app` in a context of
-/// that tenant alone (`tenantry.export_context`), so row-level security
-/// decides what is read; each query also names the tenant. Rows are
+/// of `tenantry_owner`). The rows are read as `tenantry_owner`, which
+/// bypasses row-level security (with `row_security` off, so that a policy
+/// that would apply is an error, never a silent filter): a team's own
+/// policies for the app roles (a restrictive one calling authorize(), which
+/// the export's context holds no permission for) cannot leave rows out.
+/// Every query names the tenant, and every row read is checked to be the
+/// tenant's before it is written; each table's rows are counted by a query
+/// of their own and must be as many as were read. Rows are
 /// streamed from the database into a temporary file per table (a tar entry
 /// states its size first) while they are hashed and counted: memory does
 /// not grow with the tenant's size.
@@ -457,34 +499,27 @@ pub async fn export_tenant<W: Write>(
     tx.execute("SELECT tenantry.export_context($1)", &[tenant.as_uuid()])
         .await?;
     let mut plans = plan(&tx, tenant).await?;
-    // Read as tenantry_app, so that row-level security decides what is read
-    // besides each query's own tenant condition. A migration role that is
-    // no superuser (a member of tenantry_owner) may not become tenantry_app:
-    // it reads as the owner, and the queries' tenant conditions alone decide.
-    let may_be_app: bool = tx
-        .query_one(
-            "SELECT pg_catalog.pg_has_role(current_user, 'tenantry_app', 'MEMBER')",
-            &[],
-        )
-        .await?
-        .get(0);
-    tx.batch_execute(if may_be_app {
-        "SET LOCAL ROLE tenantry_app"
-    } else {
-        "SET LOCAL ROLE tenantry_owner"
-    })
-    .await?;
+    // Read as the owner (BYPASSRLS), not as tenantry_app under row-level
+    // security: a team's restrictive SELECT policy for the app roles (say
+    // USING (tenantry.authorize('notes.read')), or archived = false) hid its
+    // rows from the export, which wrote a smaller table with exit 0 and a
+    // manifest counted through the same filter (found by an outside
+    // review). row_security = off turns any policy that would still apply
+    // into an error. What keeps other tenants' rows out is each query's
+    // tenant condition, and the check of every row's tenant_id below.
+    tx.batch_execute("SET LOCAL ROLE tenantry_owner; SET LOCAL row_security = off")
+        .await?;
 
-    let mut total = 0u64;
+    let mut counts = Vec::with_capacity(plans.len());
     for p in &plans {
         let n: i64 = tx.query_one(&p.count, &[tenant.as_uuid()]).await?.get(0);
-        total += n.max(0) as u64;
+        counts.push(n.max(0) as u64);
     }
-    progress(Progress::Total(total));
+    progress(Progress::Total(counts.iter().sum()));
 
     let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
     let mut archive = tar::Builder::new(gz);
-    for p in &mut plans {
+    for (p, counted) in plans.iter_mut().zip(counts) {
         let mut spool = tempfile::tempfile()?;
         let mut hasher = Sha256::new();
         let mut rows = 0u64;
@@ -496,7 +531,14 @@ pub async fn export_tenant<W: Write>(
             pin_mut!(stream);
             let mut pending = 0u64;
             while let Some(row) = stream.try_next().await? {
-                let line: &str = row.get(0);
+                let owner: uuid::Uuid = row.get(0);
+                if owner != *tenant.as_uuid() {
+                    return Err(OffboardError::Refused(format!(
+                        "table {}: a row of tenant {owner} was read for tenant {tenant}; nothing was exported",
+                        p.entry.table
+                    )));
+                }
+                let line: &str = row.get(1);
                 w.write_all(line.as_bytes())?;
                 w.write_all(b"\n")?;
                 hasher.update(line.as_bytes());
@@ -510,6 +552,12 @@ pub async fn export_tenant<W: Write>(
             }
             progress(Progress::Rows(pending));
             w.flush()?;
+        }
+        if rows != counted {
+            return Err(OffboardError::Refused(format!(
+                "table {}: {rows} rows were read for the archive but the tenant has {counted}; nothing was exported",
+                p.entry.table
+            )));
         }
         p.entry.rows = rows;
         p.entry.sha256 = hex::encode(hasher.finalize());
