@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{types::Type, Client, IsolationLevel, Transaction};
 
-use crate::{citus::quote_literal, scope::Stmt, AdminScope, DbError, TenantId};
+use crate::{scope::Stmt, AdminScope, DbError, TenantId};
 
 /// The archive format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -20,13 +20,25 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Name of the manifest inside an archive (its last entry).
 pub const MANIFEST: &str = "manifest.json";
 
-/// Rows sent to the database per INSERT on import.
+/// Rows sent to the database per INSERT on import, at most.
 const IMPORT_BATCH_ROWS: usize = 1_000;
 
-/// The longest line (one row) an archive may hold, in bytes: far above any
-/// row tenantry allows (a resource's data is capped well below it), so that
-/// a crafted archive cannot make the importer hold an endless line in memory.
-pub const MAX_LINE_BYTES: usize = 16 << 20;
+/// Bytes of lines sent to the database per INSERT on import: a batch ends
+/// at the line that reaches it (or at [`IMPORT_BATCH_ROWS`]), so that wide
+/// rows do not add up to a parameter PostgreSQL refuses (1 GB).
+const IMPORT_BATCH_BYTES: usize = 16 << 20;
+
+/// The longest line (one row) an archive may hold, in bytes, and the
+/// longest an export writes: a line is one value PostgreSQL computed (the
+/// row's `row_to_json` text), and none of its values is longer than 1 GB,
+/// so every row PostgreSQL holds fits (16 MiB refused rows that export
+/// wrote with exit 0: 8 M backslashes became a 32 MB line, a 9 MB bytea an
+/// 18 MB one; found by an outside review). 64 bytes short of 1 GiB: the
+/// line alone in its batch, with its brackets, must still be a value
+/// PostgreSQL takes. A crafted archive still cannot make the importer hold
+/// an endless line, and an export refuses, naming the table and row, a
+/// line longer than this.
+pub const MAX_LINE_BYTES: usize = (1 << 30) - 64;
 
 /// What an archive holds: written last, checked first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -539,6 +551,19 @@ pub async fn export_tenant<W: Write>(
                     )));
                 }
                 let line: &str = row.get(1);
+                if line.len() > MAX_LINE_BYTES {
+                    // Never written: the import could not read it back.
+                    let start = line
+                        .char_indices()
+                        .nth(120)
+                        .map_or(line, |(i, _)| &line[..i]);
+                    return Err(OffboardError::Refused(format!(
+                        "table {}: row {} ({start}…) is {} bytes as JSON, more than the {MAX_LINE_BYTES} an import reads; nothing was exported",
+                        p.entry.table,
+                        rows + 1,
+                        line.len()
+                    )));
+                }
                 w.write_all(line.as_bytes())?;
                 w.write_all(b"\n")?;
                 hasher.update(line.as_bytes());
@@ -618,6 +643,8 @@ fn corrupt(e: impl std::fmt::Display) -> OffboardError {
 /// the manifest, since the file may change between two reads.
 struct Lines<R> {
     reader: BufReader<R>,
+    /// The longest line taken ([`MAX_LINE_BYTES`]).
+    max: usize,
     file: String,
     hasher: Sha256,
     rows: u64,
@@ -626,8 +653,13 @@ struct Lines<R> {
 
 impl<R: Read> Lines<R> {
     fn new(file: &str, reader: R) -> Self {
+        Self::with_max(file, reader, MAX_LINE_BYTES)
+    }
+
+    fn with_max(file: &str, reader: R, max: usize) -> Self {
         Self {
             reader: BufReader::new(reader),
+            max,
             file: file.to_owned(),
             hasher: Sha256::new(),
             rows: 0,
@@ -641,22 +673,21 @@ impl<R: Read> Lines<R> {
         // One byte more than a line may hold, its newline included: a line
         // that long and still not ended is refused before it grows further.
         let n = (&mut self.reader)
-            .take(MAX_LINE_BYTES as u64 + 1)
+            .take(self.max as u64 + 1)
             .read_until(b'\n', &mut self.buf)
             .map_err(corrupt)?;
         if n == 0 {
             return Ok(None);
         }
-        if self.buf.len() > MAX_LINE_BYTES && self.buf.last() != Some(&b'\n') {
+        if self.buf.len() > self.max && self.buf.last() != Some(&b'\n') {
             let table = self
                 .file
                 .strip_prefix("tables/")
                 .and_then(|f| f.strip_suffix(".ndjson"))
                 .unwrap_or(&self.file);
             return Err(OffboardError::Refused(format!(
-                "table {table}: a row ({}) is longer than {} MiB, more than any row tenantry holds",
-                self.file,
-                MAX_LINE_BYTES >> 20
+                "table {table}: a row ({}) is longer than {} bytes, more than PostgreSQL holds in one value, so more than any export writes",
+                self.file, self.max
             )));
         }
         self.hasher.update(&self.buf);
@@ -777,14 +808,14 @@ async fn insert_sql(
         "tenantry.role_permissions" => {
             return Ok("INSERT INTO tenantry.role_permissions (tenant_id, role_id, permission_id)
                        SELECT $2, x.role_id, p.permission_id
-                       FROM jsonb_to_recordset($1::jsonb) x(role_id uuid, permission text)
+                       FROM json_to_recordset($1::json) x(role_id uuid, permission text)
                        JOIN tenantry.permissions p ON p.name = x.permission"
                 .into())
         }
         "tenantry.shared_rows" => {
             return Ok("INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with, shared_by, shared_at)
                        SELECT $2, x.table_id::regclass, x.row_id, x.shared_with, x.shared_by, x.shared_at
-                       FROM jsonb_to_recordset($1::jsonb) x(table_id text, row_id text, shared_with uuid, shared_by uuid, shared_at timestamptz)"
+                       FROM json_to_recordset($1::json) x(table_id text, row_id text, shared_with uuid, shared_by uuid, shared_at timestamptz)"
                 .into())
         }
         _ => {}
@@ -804,6 +835,20 @@ async fn insert_sql(
         .await?;
     let mut targets = vec!["tenant_id".to_owned()];
     let mut values = vec!["$2".to_owned()];
+    // The record each line is read into: the archive's columns with this
+    // table's types, those written as text as text.
+    let mut record = Vec::new();
+    for r in &rows {
+        let (name, ty): (String, String) = (r.get(0), r.get(3));
+        if name != "tenant_id" && entry.columns.contains(&name) {
+            let ty = if entry.text_columns.contains(&name) {
+                "text"
+            } else {
+                &ty
+            };
+            record.push(format!("{} {ty}", quote_ident(&name)));
+        }
+    }
     for r in &rows {
         let (name, generated, secret): (String, bool, bool) = (r.get(0), r.get(1), r.get(2));
         if name == "tenant_id" || generated {
@@ -813,7 +858,7 @@ async fn insert_sql(
             // Its text, cast to the column's type (JSON null and SQL NULL
             // apart, a json value's text as it was).
             let ty: String = r.get(3);
-            values.push(format!("(e ->> {})::{ty}", quote_literal(&name)));
+            values.push(format!("x.{}::{ty}", quote_ident(&name)));
         } else if name == "revoked_at"
             && entry.columns.contains(&name)
             && dead_on_import(&entry.table)
@@ -840,23 +885,22 @@ async fn insert_sql(
         targets.push(quote_ident(&name));
     }
     let home = home_table(tx, tenant, &entry.table).await?;
-    let as_text: Vec<String> = entry
-        .text_columns
-        .iter()
-        .map(|c| quote_literal(c))
-        .collect();
-    let as_text = format!("ARRAY[{}]::text[]", as_text.join(", "));
+    let record = if record.is_empty() {
+        String::new()
+    } else {
+        format!(", LATERAL json_to_record(e) AS x({})", record.join(", "))
+    };
     Ok(format!(
         // OVERRIDING SYSTEM VALUE: an identity column GENERATED ALWAYS takes
         // the archived value (the ids rows refer to each other by), and
         // advance_sequences moves its sequence past them afterwards.
-        // The columns written as text are left out of the record (a domain's
-        // check would see their text as a JSON string).
-        "INSERT INTO {home} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM jsonb_array_elements($1::jsonb) e,
-              LATERAL jsonb_populate_record(NULL::{}, e - {as_text}) x",
+        // json, not jsonb: a jsonb value holds at most 256 MB (a batch, or
+        // one wide row, was refused), a json one is text up to 1 GB. The
+        // columns written as text are read as text (a domain's check would
+        // see their text as a JSON string), then cast.
+        "INSERT INTO {home} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM json_array_elements($1::json) e{record}",
         targets.join(", "),
         values.join(", "),
-        entry.table
     ))
 }
 
@@ -1044,11 +1088,14 @@ fn for_each_batch(
         }
         let mut lines = Lines::new(&entry.file, e);
         let mut batch = Vec::with_capacity(IMPORT_BATCH_ROWS);
+        let mut bytes = 0;
         while let Some(line) = lines.next_text()? {
+            bytes += line.len();
             batch.push(line);
-            if batch.len() == IMPORT_BATCH_ROWS {
+            if batch.len() == IMPORT_BATCH_ROWS || bytes >= IMPORT_BATCH_BYTES {
                 each(&batch)?;
                 batch.clear();
+                bytes = 0;
             }
         }
         if !batch.is_empty() {
@@ -1118,13 +1165,11 @@ pub async fn import_tenant(
                 rows.insert(entry.table.clone(), 0);
                 current = Some((entry, statement));
             }
-            Chunk::Lines(lines) => {
+            Chunk::Lines(json, n) => {
                 let Some((entry, statement)) = &current else {
                     continue;
                 };
-                let json = format!("[{}]", lines.join(","));
                 tx.execute(statement, &[&json, tenant.as_uuid()]).await?;
-                let n = lines.len() as u64;
                 *rows.entry(entry.table.clone()).or_default() += n;
                 progress(Progress::Rows(n));
             }
@@ -1171,8 +1216,9 @@ pub async fn import_tenant(
 enum Chunk {
     /// The next table's file begins.
     Table(String),
-    /// Up to [`IMPORT_BATCH_ROWS`] lines of it.
-    Lines(Vec<String>),
+    /// Up to [`IMPORT_BATCH_ROWS`] lines of it (and about
+    /// [`IMPORT_BATCH_BYTES`]) as one JSON array, and how many.
+    Lines(String, u64),
     /// Every file of the manifest was read once and matched it.
     Done,
 }
@@ -1211,17 +1257,29 @@ fn read_chunks(
                     return Ok(());
                 }
                 let mut lines = Lines::new(&name, e);
-                let mut batch = Vec::with_capacity(IMPORT_BATCH_ROWS);
-                while let Some(line) = lines.next_text()? {
-                    batch.push(line);
-                    if batch.len() == IMPORT_BATCH_ROWS
-                        && !send(Ok(Chunk::Lines(std::mem::take(&mut batch))))
-                    {
-                        return Ok(());
+                // The batch is written as the JSON array the INSERT takes,
+                // line by line: a line is held once (not again to join them).
+                let mut batch = String::new();
+                let mut n = 0u64;
+                while let Some(line) = lines.next_line()? {
+                    let line =
+                        std::str::from_utf8(line).map_err(|e| corrupt(format!("{name}: {e}")))?;
+                    batch.push(if n == 0 { '[' } else { ',' });
+                    batch.push_str(line);
+                    n += 1;
+                    if n as usize == IMPORT_BATCH_ROWS || batch.len() >= IMPORT_BATCH_BYTES {
+                        batch.push(']');
+                        if !send(Ok(Chunk::Lines(std::mem::take(&mut batch), n))) {
+                            return Ok(());
+                        }
+                        n = 0;
                     }
                 }
-                if !batch.is_empty() && !send(Ok(Chunk::Lines(batch))) {
-                    return Ok(());
+                if n > 0 {
+                    batch.push(']');
+                    if !send(Ok(Chunk::Lines(batch, n))) {
+                        return Ok(());
+                    }
                 }
                 lines.check(entry)?;
             }
@@ -1239,4 +1297,26 @@ fn read_chunks(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line longer than the cap is refused naming its table before it is
+    /// held whole; one at the cap is read (the cap itself is 1 GiB less 64
+    /// bytes, too long for a test, so a small one stands for it).
+    #[test]
+    fn a_line_longer_than_the_cap_is_refused_naming_its_table_and_one_at_the_cap_is_read() {
+        let text = format!("{}\n{}\n", "a".repeat(11), "b".repeat(12));
+        let mut lines = Lines::with_max("tables/public.notes.ndjson", text.as_bytes(), 11);
+        assert_eq!(lines.next_line().unwrap(), Some(&b"aaaaaaaaaaa"[..]));
+        let Err(OffboardError::Refused(e)) = lines.next_line() else {
+            panic!("a line over the cap was read")
+        };
+        assert!(
+            e.contains("table public.notes") && e.contains("longer than 11 bytes"),
+            "{e}"
+        );
+    }
 }
