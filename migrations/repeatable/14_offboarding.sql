@@ -285,18 +285,24 @@ COMMENT ON FUNCTION tenantry.import_tenant(uuid, jsonb) IS 'Operators only: crea
 
 /**
  * The first foreign key that an import's rows of tenant `tid` break, as
- * text naming it, or NULL. An import writes with row triggers off (so that
- * rows come back as they were), which also skips the checks of foreign keys:
- * keys between the tables it fills hold (their rows come from one snapshot),
- * but a key to a table it does not fill (a table of the team's that is not
- * adopted, which an adopted table may reference with GRANT REFERENCES;
- * tenantry's catalog of permissions) could be left pointing at nothing
- * while PostgreSQL counts it valid (found by a review adopting a team's
- * existing schema). Rows of the tenant in the pooled tables only: a schema
- * tenant's tables carry no foreign keys. The imported rows are read as
- * tenantry_owner (which row level security does not hold back), the
- * referenced table with the caller's rights (the operator may read a team's
- * table; tenantry_owner may only reference it).
+ * text naming the table, the key and the row, or NULL. An import writes with
+ * row triggers off (so that rows come back as they were), which also skips
+ * the checks of foreign keys: every foreign key of every table the import
+ * fills is checked here for the tenant's rows, whatever it references: a
+ * table of the team's that is not adopted (which an adopted table may
+ * reference with GRANT REFERENCES), tenantry's catalog of permissions,
+ * tenantry.tenants (a column naming another tenant, which need not be in
+ * this database), and the imported tables themselves (a tampered archive's
+ * invoice naming a project it does not hold). PostgreSQL counts such a key
+ * valid, and pg_dump's restore fails on it later (found by reviews adopting
+ * a team's existing schema and of export). MATCH FULL keys refuse a
+ * partly NULL key, MATCH SIMPLE ones take any key with a NULL. Rows of the
+ * tenant in the pooled tables only: a schema tenant's tables carry no
+ * foreign keys. The imported rows are read as tenantry_owner (which row
+ * level security does not hold back), and so is the referenced table when
+ * tenantry_owner may read it; else (a team's table it may only reference)
+ * that table is read with the caller's rights (the operator may read it),
+ * against the imported keys copied to a temporary table.
  */
 CREATE OR REPLACE FUNCTION tenantry.import_broken_foreign_key(tid uuid)
 RETURNS text
@@ -305,15 +311,28 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     fk record;
-    broken boolean;
+    broken text;
     caller text := pg_catalog.current_setting('role');
+    own_rows text;
+    matches text;
 BEGIN
     FOR fk IN
         WITH keyed AS (SELECT DISTINCT k.table_id FROM tenantry.tenant_keyed_columns() k)
         SELECT k.conname, k.conrelid::regclass AS own, k.confrelid::regclass AS ref,
-               xc.relkind AS own_kind, rc.relkind AS ref_kind,
+               k.confmatchtype, xc.relkind AS own_kind, rc.relkind AS ref_kind,
+               pg_catalog.has_table_privilege('tenantry_owner', k.confrelid, 'SELECT') AS owner_reads,
                array_agg(xa.attname ORDER BY u.n) AS own_cols,
-               array_agg(ra.attname ORDER BY u.n) AS ref_cols
+               array_agg(ra.attname ORDER BY u.n) AS ref_cols,
+               -- What names the row: its primary key, then the key's columns.
+               (SELECT array_agg(w.c ORDER BY w.n)
+                FROM (SELECT c, min(n) AS n
+                      FROM unnest(coalesce((SELECT array_agg(pa.attname ORDER BY pu.n)
+                                            FROM pg_catalog.pg_constraint p
+                                            CROSS JOIN LATERAL unnest(p.conkey) WITH ORDINALITY AS pu(att, n)
+                                            JOIN pg_catalog.pg_attribute pa ON pa.attrelid = p.conrelid AND pa.attnum = pu.att
+                                            WHERE p.conrelid = k.conrelid AND p.contype = 'p'), '{}')
+                                   || array_agg(xa.attname ORDER BY u.n)) WITH ORDINALITY AS v(c, n)
+                      GROUP BY c) w) AS shown_cols
         FROM pg_catalog.pg_constraint k
         JOIN pg_catalog.pg_class xc ON xc.oid = k.conrelid
         JOIN pg_catalog.pg_class rc ON rc.oid = k.confrelid
@@ -322,48 +341,60 @@ BEGIN
         JOIN pg_catalog.pg_attribute ra ON ra.attrelid = k.confrelid AND ra.attnum = u.ref
         WHERE k.contype = 'f' AND k.conparentid = 0
           AND k.conrelid IN (SELECT table_id FROM keyed)
-          AND k.confrelid NOT IN (SELECT table_id FROM keyed)
-          AND k.confrelid <> 'tenantry.tenants'::regclass
           AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute t
                       WHERE t.attrelid = k.conrelid AND t.attname = 'tenant_id' AND NOT t.attisdropped)
-        GROUP BY k.oid, k.conname, k.conrelid, k.confrelid, xc.relkind, rc.relkind
+        GROUP BY k.oid, k.conname, k.conrelid, k.confrelid, k.confmatchtype, xc.relkind, rc.relkind
         ORDER BY 2, 1
     LOOP
-        -- The imported rows' values of the key, read as tenantry_owner: the
-        -- adopted tables' row level security is forced, and a migration
-        -- role that is a member of tenantry_owner (not a superuser) would
-        -- read none of them (found by a review of this check).
+        -- The tenant's rows of the referencing table that the key applies
+        -- to, each as the text naming it (tenantry_row).
+        own_rows := 'SELECT json_build_object('
+             || (SELECT string_agg(format('%L, x.%I', c, c), ', ') FROM unnest(fk.shown_cols) c)
+             || ')::text AS tenantry_row, '
+             || (SELECT string_agg(format('x.%I', o), ', ') FROM unnest(fk.own_cols) o)
+             || ' FROM ' || CASE WHEN fk.own_kind = 'p' THEN '' ELSE 'ONLY ' END || fk.own::text
+             || format(' x WHERE x.tenant_id = %L AND (', tid)
+             || (SELECT string_agg(format('x.%I IS NOT NULL', o),
+                                   CASE WHEN fk.confmatchtype = 'f' THEN ' OR ' ELSE ' AND ' END)
+                 FROM unnest(fk.own_cols) o)
+             || ')';
+        matches := 'SELECT 1 FROM ' || CASE WHEN fk.ref_kind = 'p' THEN '' ELSE 'ONLY ' END || fk.ref::text || ' r WHERE '
+             || (SELECT string_agg(format('r.%I = x.%I', r, o), ' AND ') FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, r));
+        -- The imported rows as tenantry_owner: the adopted tables' row level
+        -- security is forced, and a migration role that is a member of
+        -- tenantry_owner (not a superuser) would read none of them (found by
+        -- a review of this check).
         PERFORM pg_catalog.set_config('role', 'tenantry_owner', true);
-        BEGIN
-            EXECUTE 'CREATE TEMP TABLE tenantry_import_keys ON COMMIT DROP AS SELECT DISTINCT '
-                 || (SELECT string_agg(format('x.%I', o), ', ') FROM unnest(fk.own_cols) o)
-                 || ' FROM ' || CASE WHEN fk.own_kind = 'p' THEN '' ELSE 'ONLY ' END || fk.own::text
-                 || format(' x WHERE x.tenant_id = %L AND ', tid)
-                 || (SELECT string_agg(format('x.%I IS NOT NULL', o), ' AND ') FROM unnest(fk.own_cols) o);
-        EXCEPTION WHEN insufficient_privilege THEN
-            -- A database that took TEMPORARY from PUBLIC (a hardening guide's advice).
-            RAISE EXCEPTION 'cannot check the imported rows'' foreign key % to %: tenantry_owner may not create temporary tables in this database', fk.conname, fk.ref
-                USING ERRCODE = '42501',
-                      HINT = format('GRANT TEMPORARY ON DATABASE %I TO tenantry_owner; then import again (nothing was imported).', current_database());
-        END;
-        -- The referenced table as the caller, who may read it (tenantry_owner
-        -- may only reference a team's table).
+        IF fk.owner_reads THEN
+            EXECUTE 'SELECT x.tenantry_row FROM (' || own_rows || ') x WHERE NOT EXISTS (' || matches || ') LIMIT 1'
+            INTO broken;
+        ELSE
+            BEGIN
+                EXECUTE 'CREATE TEMP TABLE tenantry_import_keys ON COMMIT DROP AS ' || own_rows;
+            EXCEPTION WHEN insufficient_privilege THEN
+                -- A database that took TEMPORARY from PUBLIC (a hardening guide's advice).
+                RAISE EXCEPTION 'cannot check the imported rows'' foreign key % to %: tenantry_owner may not create temporary tables in this database', fk.conname, fk.ref
+                    USING ERRCODE = '42501',
+                          HINT = format('GRANT TEMPORARY ON DATABASE %I TO tenantry_owner; then import again (nothing was imported).', current_database());
+            END;
+            -- The referenced table as the caller, who may read it
+            -- (tenantry_owner may only reference a team's table).
+            PERFORM pg_catalog.set_config('role', caller, true);
+            EXECUTE 'SELECT x.tenantry_row FROM pg_temp.tenantry_import_keys x WHERE NOT EXISTS (' || matches || ') LIMIT 1'
+            INTO broken;
+            DROP TABLE pg_temp.tenantry_import_keys;
+        END IF;
         PERFORM pg_catalog.set_config('role', caller, true);
-        EXECUTE 'SELECT true FROM pg_temp.tenantry_import_keys x WHERE NOT EXISTS (SELECT 1 FROM '
-             || CASE WHEN fk.ref_kind = 'p' THEN '' ELSE 'ONLY ' END || fk.ref::text || ' r WHERE '
-             || (SELECT string_agg(format('r.%I = x.%I', r, o), ' AND ') FROM unnest(fk.own_cols, fk.ref_cols) AS p(o, r))
-             || ') LIMIT 1'
-        INTO broken;
-        DROP TABLE pg_temp.tenantry_import_keys;
-        IF broken THEN
-            RETURN format('rows of %s name rows of %s that are not there (foreign key %I: %s to %s)',
-                          fk.own, fk.ref, fk.conname, array_to_string(fk.own_cols, ', '), array_to_string(fk.ref_cols, ', '));
+        IF broken IS NOT NULL THEN
+            RETURN format('row %s of %s names a row of %s that is not there (foreign key %I: (%s) references %s (%s))',
+                          broken, fk.own, fk.ref, fk.conname, array_to_string(fk.own_cols, ', '),
+                          fk.ref, array_to_string(fk.ref_cols, ', '));
         END IF;
     END LOOP;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.import_broken_foreign_key(uuid) IS 'Internal: the first foreign key from the tables an import of tenant tid fills to a table it does not fill (a team''s table that is not adopted, the permissions catalog) that the imported rows break, named, or NULL. Reads the imported rows as tenantry_owner (into a temporary table) and the referenced table with the caller''s rights (the operator may read a team''s table; tenantry_owner may only reference it): the importer calls it before import_tenant_finish and rolls back on a key. Not granted.';
+COMMENT ON FUNCTION tenantry.import_broken_foreign_key(uuid) IS 'Internal: the first foreign key of the tables an import of tenant tid fills (to any table: a team''s table that is not adopted, the permissions catalog, tenantry.tenants, the imported tables themselves) that the imported rows break, naming the table, the key and the row (its primary key and the key''s columns), or NULL. Reads the imported rows as tenantry_owner, and the referenced table as tenantry_owner when it may read it, else with the caller''s rights against the keys copied to a temporary table (the operator may read a team''s table; tenantry_owner may only reference it): the importer calls it after import_tenant_finish and rolls back on a key. Not granted.';
 
 /**
  * Ends an import: shares made to tenants that are not here (or deleted) are
