@@ -914,6 +914,17 @@ fn dead_on_import(table: &str) -> bool {
 /// values the import wrote into it for `tenant`, so that the rows the tenant
 /// writes next do not draw an id it already holds (an archive restored into
 /// another database, whose sequences start afresh). Never moves one back.
+///
+/// Such a sequence is shared: every tenant's new rows of the table (and of
+/// its schema tenants' tables) draw from it. A tampered archive's id of
+/// 9223372036854775807 moved it to its end, and every tenant's INSERT then
+/// failed (`nextval: reached maximum value of sequence`; found by an
+/// outside review). So an import that would move one to within
+/// [`SEQUENCE_HEADROOM_PERCENT`] % of its range's end is refused, naming the
+/// table, column, value and sequence: a real tenant's ids that high mean the
+/// sequence is nearly spent for everyone anyway (an `integer` column still
+/// keeps 21 million ids, a `bigint` one 92 quadrillion), and nothing is
+/// written.
 async fn advance_sequences(
     tx: &Transaction<'_>,
     tenant: TenantId,
@@ -933,19 +944,40 @@ async fn advance_sequences(
     let home: String = home_table(tx, tenant, table).await?;
     for c in &columns {
         let (column, sequence): (String, String) = (c.get(0), c.get(1));
-        tx.execute(
-            &format!(
-                "SELECT setval($1::text::regclass, x.m)
-                   FROM (SELECT max({})::bigint AS m FROM {home} WHERE tenant_id = $2) x
-                  WHERE x.m > coalesce(pg_sequence_last_value($1::text::regclass), 0)",
-                quote_ident(&column)
-            ),
-            &[&sequence, tenant.as_uuid()],
-        )
-        .await?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "SELECT x.m, x.m > coalesce(pg_sequence_last_value($1::text::regclass), 0),
+                            s.seqincrement > 0 AND s.seqmax::numeric - x.m < (s.seqmax::numeric - s.seqmin) * $3::int / 100,
+                            s.seqmax
+                       FROM (SELECT max({})::bigint AS m FROM {home} WHERE tenant_id = $2) x,
+                            pg_sequence s
+                      WHERE s.seqrelid = $1::text::regclass",
+                    quote_ident(&column)
+                ),
+                &[&sequence, tenant.as_uuid(), &SEQUENCE_HEADROOM_PERCENT],
+            )
+            .await?;
+        let (max, past, cramped): (Option<i64>, Option<bool>, Option<bool>) =
+            (row.get(0), row.get(1), row.get(2));
+        let Some(max) = max.filter(|_| past == Some(true)) else {
+            continue;
+        };
+        if cramped == Some(true) {
+            let end: i64 = row.get(3);
+            return Err(OffboardError::Refused(format!(
+                "table {table}: the archive's largest {column} is {max}, and moving sequence {sequence} past it would leave less than {SEQUENCE_HEADROOM_PERCENT}% of its range (it ends at {end}) to every tenant's new rows of the table; nothing was imported: check the archive (a real tenant's ids that high mean the sequence is nearly spent), or give those rows lower ids"
+            )));
+        }
+        tx.execute("SELECT setval($1::text::regclass, $2)", &[&sequence, &max])
+            .await?;
     }
     Ok(())
 }
+
+/// How much of a shared sequence's range an import must leave free after
+/// moving it past the imported ids ([`advance_sequences`]), in percent.
+const SEQUENCE_HEADROOM_PERCENT: i32 = 1;
 
 /// Refuses an archive whose tables this database does not have as they were:
 /// an adopted table missing or with other columns, a permission it does not define.
