@@ -1994,3 +1994,82 @@ async fn an_import_that_would_move_a_shared_sequence_to_its_end_is_refused_and_o
         .get(0);
     assert_eq!(next, 4);
 }
+
+/// Column types were not compared: after `ALTER COLUMN budget TYPE
+/// numeric(30,2)` here, an import rounded 12345678901234.123456 to .12
+/// without a word (found by an outside review). A narrower type is refused
+/// naming the table, column and both types, and nothing is written; a wider
+/// one (varchar(10) to text) and the type changed back import the value
+/// exactly; an archive of an older build, without types, imports as before.
+#[tokio::test]
+async fn an_import_into_a_column_whose_type_may_not_hold_the_archives_values_is_refused_naming_both_types(
+) {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.budgets (tenant_id uuid NOT NULL, id int NOT NULL, budget numeric,
+                                      note character varying(10), PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.budgets');",
+    )
+    .await
+    .unwrap();
+    let a = acme(&su).await;
+    su.execute(
+        "INSERT INTO public.budgets VALUES ($1, 1, 12345678901234.123456, 'q1')",
+        &[&a],
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("acme.tar.gz");
+    export(&db, a, archive.to_str().unwrap());
+    let (manifest, _) = read_archive(&archive);
+    let entry = manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "public.budgets")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        entry["types"],
+        serde_json::json!(["integer", "numeric", "character varying(10)"])
+    );
+    su.batch_execute("ALTER TABLE public.budgets ALTER COLUMN budget TYPE numeric(30,2)")
+        .await
+        .unwrap();
+    let copy = uuid::Uuid::new_v4();
+    let err = refused(&import_with(&db.superuser_url(), &archive, copy));
+    assert!(
+        err.contains("public.budgets")
+            && err.contains("\"budget\" is numeric(30,2) here and numeric in the archive"),
+        "{err}"
+    );
+    assert!(!tenant_exists(&su, copy).await);
+    // An archive of an older build has no types: it imports as it did.
+    let (mut old, files) = read_archive(&archive);
+    for t in old["tables"].as_array_mut().unwrap() {
+        t.as_object_mut().unwrap().remove("types");
+    }
+    let older = dir.path().join("older.tar.gz");
+    write_archive(&older, &old, &files);
+    import_as(&db, &older, uuid::Uuid::new_v4());
+    su.batch_execute(
+        "ALTER TABLE public.budgets ALTER COLUMN budget TYPE numeric, ALTER COLUMN note TYPE text",
+    )
+    .await
+    .unwrap();
+    import_as(&db, &archive, copy);
+    let (budget, note): (String, String) = su
+        .query_one(
+            "SELECT budget::text, note FROM public.budgets WHERE tenant_id = $1",
+            &[&copy],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(
+        (budget.as_str(), note.as_str()),
+        ("12345678901234.123456", "q1")
+    );
+}

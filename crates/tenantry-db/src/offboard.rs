@@ -70,6 +70,13 @@ pub struct TableEntry {
     /// which wrote them as JSON.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub text_columns: Vec<String>,
+    /// The type of each of `columns`, in their order, as `format_type`
+    /// writes it (`numeric(12,6)`, `character varying(20)`): an import into
+    /// an adopted table refuses a column whose type here may not hold every
+    /// value of the archive's. Absent in archives of older builds, whose
+    /// types are not compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
     /// Number of rows (lines).
     pub rows: u64,
     /// SHA-256 of the file, lowercase hex.
@@ -230,6 +237,79 @@ async fn readable_columns(tx: &Transaction<'_>, table: &str) -> Result<Vec<Strin
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The type of each of `columns` of `table` (`format_type`), in their order.
+async fn column_types(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &[String],
+) -> Result<Vec<String>, OffboardError> {
+    let rows = tx
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+              WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&table],
+        )
+        .await?;
+    let types: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(columns
+        .iter()
+        .map(|c| types.get(c).cloned().unwrap_or_default())
+        .collect())
+}
+
+/// Whether a column of type `here` holds every value of one of type
+/// `archived` as it was (types as `format_type` writes them): the same
+/// type; the type without its modifier (`numeric(12,6)` into `numeric`,
+/// `character varying(20)` into `text`); a modifier at least as wide
+/// (`numeric(12,6)` into `numeric(20,6)`, `character varying(20)` into
+/// `character varying(40)`); a wider integer or float; an integer into
+/// `numeric`. Arrays by their elements. Anything else may round, cut or
+/// refuse a value, and an import refuses it.
+fn type_holds(archived: &str, here: &str) -> bool {
+    if archived == here {
+        return true;
+    }
+    if let (Some(a), Some(h)) = (archived.strip_suffix("[]"), here.strip_suffix("[]")) {
+        return type_holds(a, h);
+    }
+    // "numeric(12,6)" -> ("numeric", Some([12, 6])); "timestamp(3) with time zone" too.
+    fn split(t: &str) -> (String, Option<Vec<i64>>) {
+        match (t.find('('), t.find(')')) {
+            (Some(open), Some(close)) if open < close => {
+                let args = t[open + 1..close]
+                    .split(',')
+                    .map(|n| n.trim().parse().ok())
+                    .collect::<Option<Vec<i64>>>();
+                (format!("{}{}", &t[..open], &t[close + 1..]), args)
+            }
+            _ => (t.to_owned(), None),
+        }
+    }
+    let ((a, a_mod), (h, h_mod)) = (split(archived), split(here));
+    let texts = ["text", "character varying"];
+    match (a_mod, h_mod) {
+        // Same type, no modifier here: unconstrained.
+        (_, None) if a == h => true,
+        (Some(am), Some(hm)) if a == h => match (a.as_str(), am.as_slice(), hm.as_slice()) {
+            ("numeric", [ap, as_], [hp, hs]) => hs >= as_ && hp - hs >= ap - as_,
+            ("numeric", [ap], [hp, hs]) => hp - hs >= *ap,
+            ("character varying" | "bit varying", [an], [hn]) => hn >= an,
+            _ => false,
+        },
+        _ => {
+            matches!(
+                (a.as_str(), h.as_str()),
+                ("smallint", "integer" | "bigint" | "numeric")
+                    | ("integer", "bigint" | "numeric")
+                    | ("bigint", "numeric")
+                    | ("real", "double precision")
+            ) || (texts.contains(&h.as_str())
+                && here == h
+                && (texts.contains(&a.as_str()) || a == "character"))
+        }
+    }
 }
 
 /// The primary key's columns after tenant_id, when the export reads them
@@ -454,12 +534,22 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
                 (columns, text_columns, select, count)
             }
         };
+        // Permissions by name and shares of rows are not the tables' columns.
+        let types = if matches!(
+            table.as_str(),
+            "tenantry.role_permissions" | "tenantry.shared_rows"
+        ) {
+            Vec::new()
+        } else {
+            column_types(tx, &table, &columns).await?
+        };
         plans.push(Plan {
             entry: TableEntry {
                 file: file_name(&table),
                 table,
                 columns,
                 text_columns,
+                types,
                 rows: 0,
                 sha256: String::new(),
             },
@@ -1067,6 +1157,34 @@ async fn check_target(
                     ways.join("; ")
                 )));
             }
+            // The types of an adopted table's columns (tenantry's own are
+            // its migrations' to keep importable): after ALTER COLUMN budget
+            // TYPE numeric(30,2) here, 12345678901234.123456 was imported as
+            // .12 without a word (found by an outside review).
+            if !own && t.types.len() == t.columns.len() {
+                let types = column_types(tx, &t.table, &t.columns).await?;
+                let narrower: Vec<String> = t
+                    .columns
+                    .iter()
+                    .zip(t.types.iter().zip(&types))
+                    .filter(|(_, (archived, here))| !type_holds(archived, here))
+                    .map(|(c, (archived, here))| {
+                        format!(
+                            "{} is {here} here and {archived} in the archive (ALTER TABLE {} ALTER COLUMN {} TYPE {archived})",
+                            quote_ident(c),
+                            t.table,
+                            quote_ident(c)
+                        )
+                    })
+                    .collect();
+                if !narrower.is_empty() {
+                    return Err(OffboardError::Refused(format!(
+                        "table {}: {}; such a column may not hold every value of the archive (a value would be rounded, cut or refused): change it back for the import, import, then change the table again",
+                        t.table,
+                        narrower.join("; ")
+                    )));
+                }
+            }
         }
     }
     // Permissions by name: every one a role held must be defined here.
@@ -1353,5 +1471,42 @@ mod tests {
             e.contains("table public.notes") && e.contains("longer than 11 bytes"),
             "{e}"
         );
+    }
+
+    /// A column type holds the archive's values when it is the same, wider
+    /// or without the archive's modifier; a narrower one is refused.
+    #[test]
+    fn a_column_type_holds_the_archives_values_only_when_it_is_as_wide() {
+        for (archived, here) in [
+            ("numeric", "numeric"),
+            ("numeric(12,6)", "numeric"),
+            ("numeric(12,6)", "numeric(20,6)"),
+            ("character varying(20)", "text"),
+            ("character varying(20)", "character varying(40)"),
+            ("character varying(20)", "character varying"),
+            ("integer", "bigint"),
+            ("smallint", "numeric"),
+            ("real", "double precision"),
+            ("timestamp(3) with time zone", "timestamp with time zone"),
+            ("numeric(10,2)[]", "numeric[]"),
+            ("text", "character varying"),
+        ] {
+            assert!(type_holds(archived, here), "{archived} into {here}");
+        }
+        for (archived, here) in [
+            ("numeric", "numeric(30,2)"),
+            ("numeric(12,6)", "numeric(20,2)"),
+            ("numeric(12,2)", "numeric(11,2)"),
+            ("character varying(40)", "character varying(20)"),
+            ("text", "character varying(20)"),
+            ("bigint", "integer"),
+            ("double precision", "real"),
+            ("numeric", "bigint"),
+            ("jsonb", "json"),
+            ("timestamp with time zone", "timestamp(0) with time zone"),
+            ("numeric[]", "numeric(30,2)[]"),
+        ] {
+            assert!(!type_holds(archived, here), "{archived} into {here}");
+        }
     }
 }
