@@ -627,12 +627,23 @@ pub async fn export_tenant<W: Write>(
         let mut rows = 0u64;
         {
             let mut w = std::io::BufWriter::new(&mut spool);
+            // A row PostgreSQL cannot write out as one JSON value (over 1 GB)
+            // fails here: say which table and row, not only the database's words.
+            let failed = |rows: u64, e: tokio_postgres::Error| {
+                OffboardError::Refused(format!(
+                    "table {}: reading row {} failed ({}); nothing was exported",
+                    p.entry.table,
+                    rows + 1,
+                    DbError::from(e)
+                ))
+            };
             let stream = tx
                 .query_raw(&p.select, std::iter::once(tenant.as_uuid()))
-                .await?;
+                .await
+                .map_err(|e| failed(0, e))?;
             pin_mut!(stream);
             let mut pending = 0u64;
-            while let Some(row) = stream.try_next().await? {
+            while let Some(row) = stream.try_next().await.map_err(|e| failed(rows, e))? {
                 let owner: uuid::Uuid = row.get(0);
                 if owner != *tenant.as_uuid() {
                     return Err(OffboardError::Refused(format!(
