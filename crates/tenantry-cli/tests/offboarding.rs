@@ -103,12 +103,10 @@ async fn acme(su: &Client) -> uuid::Uuid {
         .get(0)
 }
 
-/// A database with an adopted, shareable table and two tenants with rows in
-/// every table. The table has a column named `x`, the alias the export's
-/// queries used (a column by that name broke every export).
-async fn two_tenants(n: i32, isolation: &str) -> (TestDatabase, Client, uuid::Uuid, uuid::Uuid) {
-    let db = TestDatabase::new().await;
-    let su = db.superuser_client().await;
+/// The adopted, shareable table [`populate`] fills. It has a column named
+/// `x`, the alias the export's queries used (a column by that name broke
+/// every export).
+async fn invoices_table(su: &Client) {
     su.batch_execute(
         "CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id bigint NOT NULL, amount numeric NOT NULL,
                                        memo text, x int DEFAULT 7, PRIMARY KEY (tenant_id, id));
@@ -116,6 +114,15 @@ async fn two_tenants(n: i32, isolation: &str) -> (TestDatabase, Client, uuid::Uu
     )
     .await
     .unwrap();
+}
+
+/// A database with an adopted, shareable table and two tenants with rows in
+/// every table. The table has a column named `x`, the alias the export's
+/// queries used (a column by that name broke every export).
+async fn two_tenants(n: i32, isolation: &str) -> (TestDatabase, Client, uuid::Uuid, uuid::Uuid) {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    invoices_table(&su).await;
     let a: uuid::Uuid = su
         .query_one(
             "SELECT tenantry.create_tenant('acme', NULL, $1)",
@@ -2071,5 +2078,77 @@ async fn an_import_into_a_column_whose_type_may_not_hold_the_archives_values_is_
     assert_eq!(
         (budget.as_str(), note.as_str()),
         ("12345678901234.123456", "q1")
+    );
+}
+
+/// The parent of `tenant`, and whether `ancestor` reads it (its subtree).
+async fn parent_and_reach(
+    su: &Client,
+    tenant: uuid::Uuid,
+    ancestor: uuid::Uuid,
+) -> (Option<uuid::Uuid>, bool) {
+    let row = su
+        .query_one(
+            "SELECT t.parent_id,
+                    EXISTS (SELECT 1 FROM tenantry.tenant_hierarchy h WHERE h.parent_id = $2 AND h.child_id = $1)
+               FROM tenantry.tenants t WHERE t.tenant_id = $1",
+            &[&tenant, &ancestor],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn a_copy_imported_beside_its_original_is_a_root_so_no_parent_reads_an_id_twice() {
+    // A child's archive imported under a new id while the child is still
+    // here: the copy keeps the child's row ids, and under the same parent
+    // that parent read each id twice and one DELETE by id removed both
+    // tenants' rows (found by an outside review of import).
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    invoices_table(&su).await;
+    let parent = acme(&su).await;
+    let child: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('eu', $1)", &[&parent])
+        .await
+        .unwrap()
+        .get(0);
+    let globex: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('globex')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    populate(&su, child, globex, "eu", 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("eu.tar.gz");
+    export(&db, child, archive.to_str().unwrap());
+
+    let copy = uuid::Uuid::new_v4();
+    import_as(&db, &archive, copy);
+    assert_eq!(parent_and_reach(&su, copy, parent).await, (None, false));
+    let twice: i64 = su
+        .query_one(
+            "SELECT count(*) FROM (SELECT r.id FROM tenantry.resources r
+               JOIN tenantry.tenant_hierarchy h ON h.child_id = r.tenant_id AND h.parent_id = $1
+              GROUP BY r.id HAVING count(*) > 1) d",
+            &[&parent],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(twice, 0, "the parent reads ids of both tenants");
+
+    // Once the original is gone, a copy goes under the parent again.
+    delete_past_grace(&db, &su, child).await;
+    ok(&run(
+        &db.server_url(),
+        &["tenant", "purge", &child.to_string()],
+    ));
+    let again = uuid::Uuid::new_v4();
+    import_as(&db, &archive, again);
+    assert_eq!(
+        parent_and_reach(&su, again, parent).await,
+        (Some(parent), true)
     );
 }

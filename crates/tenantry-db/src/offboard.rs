@@ -1301,7 +1301,15 @@ pub async fn import_tenant(
         tenant_row = Some(serde_json::from_str::<serde_json::Value>(&lines[0]).map_err(corrupt)?);
         Ok(())
     })?;
-    let tenant_row = tenant_row.ok_or_else(|| corrupt("no tenant row"))?;
+    let mut tenant_row = tenant_row.ok_or_else(|| corrupt("no tenant row"))?;
+    // The exported id (the row holds none: it is the manifest's), by which
+    // import_tenant tells a copy beside its original from a tenant restored.
+    if let Some(row) = tenant_row.as_object_mut() {
+        row.insert(
+            "tenant_id".to_owned(),
+            serde_json::Value::String(manifest.tenant_id.to_string()),
+        );
+    }
     tx.execute(
         "SELECT tenantry.import_tenant($1, $2)",
         &[tenant.as_uuid(), &tenant_row],
