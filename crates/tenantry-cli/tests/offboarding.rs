@@ -878,6 +878,31 @@ async fn a_tampered_or_foreign_archive_is_refused_and_nothing_is_written() {
         assert!(err.contains(says), "{err}");
     }
 
+    // A manifest naming no table, or a table of tenantry's that no export
+    // holds: refused in the archive's terms, not as an internal error or
+    // with advice to adopt tenantry's own table.
+    for (name, says) in [
+        (
+            "tenantry.resources x; DROP TABLE t",
+            "which is no table's name",
+        ),
+        (
+            "tenantry.tenant_hierarchy",
+            "a table of tenantry's that no export holds",
+        ),
+    ] {
+        let mut renamed = manifest.clone();
+        for t in renamed["tables"].as_array_mut().unwrap() {
+            if t["table"] == "tenantry.resources" {
+                t["table"] = serde_json::json!(name);
+            }
+        }
+        let path = dir.path().join("renamed.tar.gz");
+        write_archive(&path, &renamed, &files);
+        let err = import(&path);
+        assert!(err.contains(says), "{err}");
+    }
+
     // Not an archive at all.
     let path = dir.path().join("garbage.tar.gz");
     std::fs::write(&path, b"not a tenant archive").unwrap();

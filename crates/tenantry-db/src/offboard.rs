@@ -1088,16 +1088,34 @@ async fn check_target(
     manifest: &Manifest,
 ) -> Result<(), OffboardError> {
     for t in &manifest.tables {
-        let row = tx
+        // A name that is no table name at all (to_regclass raises 42602 on
+        // its syntax) is the archive's fault, said as such rather than as an
+        // internal error (found by an outside review of import).
+        let row = match tx
             .query_one(
                 "SELECT to_regclass($1) IS NOT NULL,
                         EXISTS (SELECT 1 FROM tenantry.tenant_tables WHERE table_id = to_regclass($1))",
                 &[&t.table],
             )
-            .await?;
+            .await
+        {
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_NAME) => {
+                return Err(OffboardError::Refused(format!(
+                    "the manifest names {:?}, which is no table's name: the archive was changed or is not tenantry's",
+                    t.table
+                )));
+            }
+            other => other?,
+        };
         let (exists, adopted): (bool, bool) = (row.get(0), row.get(1));
         let own =
             OWN_TABLES.contains(&t.table.as_str()) || TRAILING_TABLES.contains(&t.table.as_str());
+        if !own && t.table.starts_with("tenantry.") && !adopted {
+            return Err(OffboardError::Refused(format!(
+                "the manifest names {}, a table of tenantry's that no export holds: the archive was changed or is not tenantry's",
+                t.table
+            )));
+        }
         let missing = if !exists {
             "is not in this database: create and adopt it (same columns)"
         } else if !own && !adopted {
