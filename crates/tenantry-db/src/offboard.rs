@@ -994,7 +994,7 @@ async fn insert_sql(
     Ok(format!(
         // OVERRIDING SYSTEM VALUE: an identity column GENERATED ALWAYS takes
         // the archived value (the ids rows refer to each other by), and
-        // advance_sequences moves its sequence past them afterwards.
+        // the import moves its sequence past them afterwards (sequence_moves).
         // json, not jsonb: a jsonb value holds at most 256 MB (a batch, or
         // one wide row, was refused), a json one is text up to 1 GB. The
         // columns written as text are read as text (a domain's check would
@@ -1011,10 +1011,12 @@ fn dead_on_import(table: &str) -> bool {
     matches!(table, "tenantry.api_keys" | "tenantry.invitations")
 }
 
-/// Moves the sequence of every identity or serial column of `table` past the
-/// values the import wrote into it for `tenant`, so that the rows the tenant
-/// writes next do not draw an id it already holds (an archive restored into
-/// another database, whose sequences start afresh). Never moves one back.
+/// The moves of the sequence of every identity or serial column of `table`
+/// past the values the import wrote into it for `tenant` (sequence, value;
+/// the import makes them last, before it commits), so that the rows the
+/// tenant writes next do not draw an id it already holds (an archive
+/// restored into another database, whose sequences start afresh). Never
+/// moves one back.
 ///
 /// Such a sequence is shared: every tenant's new rows of the table (and of
 /// its schema tenants' tables) draw from it. A tampered archive's id of
@@ -1026,11 +1028,11 @@ fn dead_on_import(table: &str) -> bool {
 /// sequence is nearly spent for everyone anyway (an `integer` column still
 /// keeps 21 million ids, a `bigint` one 92 quadrillion), and nothing is
 /// written.
-async fn advance_sequences(
+async fn sequence_moves(
     tx: &Transaction<'_>,
     tenant: TenantId,
     table: &str,
-) -> Result<(), OffboardError> {
+) -> Result<Vec<(String, i64)>, OffboardError> {
     let columns = tx
         .query(
             "SELECT a.attname::text, pg_get_serial_sequence($1, a.attname)
@@ -1043,6 +1045,7 @@ async fn advance_sequences(
     // Where the import wrote them: a schema tenant's own table draws from
     // the pooled table's sequence too.
     let home: String = home_table(tx, tenant, table).await?;
+    let mut moves = Vec::new();
     for c in &columns {
         let (column, sequence): (String, String) = (c.get(0), c.get(1));
         let row = tx
@@ -1070,14 +1073,13 @@ async fn advance_sequences(
                 "table {table}: the archive's largest {column} is {max}, and moving sequence {sequence} past it would leave less than {SEQUENCE_HEADROOM_PERCENT}% of its range (it ends at {end}) to every tenant's new rows of the table; nothing was imported: check the archive (a real tenant's ids that high mean the sequence is nearly spent), or give those rows lower ids"
             )));
         }
-        tx.execute("SELECT setval($1::text::regclass, $2)", &[&sequence, &max])
-            .await?;
+        moves.push((sequence, max));
     }
-    Ok(())
+    Ok(moves)
 }
 
 /// How much of a shared sequence's range an import must leave free after
-/// moving it past the imported ids ([`advance_sequences`]), in percent.
+/// moving it past the imported ids ([`sequence_moves`]), in percent.
 const SEQUENCE_HEADROOM_PERCENT: i32 = 1;
 
 /// Refuses an archive whose tables this database does not have as they were:
@@ -1366,8 +1368,13 @@ pub async fn import_tenant(
         // The reader stopped without saying every file matched: roll back.
         return Err(corrupt("reading it stopped before its end"));
     }
+    // Every sequence's move is checked for every table first, and made
+    // last, once nothing can refuse the import: setval is never rolled
+    // back, and a refused import moved shared sequences all the same (found
+    // by a verification review).
+    let mut moves = Vec::new();
     for table in rows.keys() {
-        advance_sequences(&tx, tenant, table).await?;
+        moves.extend(sequence_moves(&tx, tenant, table).await?);
     }
     tx.execute(
         "SELECT tenantry.import_tenant_finish($1)",
@@ -1393,6 +1400,11 @@ pub async fn import_tenant(
         return Err(OffboardError::Refused(format!(
             "{broken}; nothing was imported: every row must name rows that are there (when it names a table the import does not fill, give that table those rows first, with tenant {tenant}'s id when the key includes tenant_id), then import again"
         )));
+    }
+    tx.batch_execute("SET LOCAL ROLE tenantry_owner").await?;
+    for (sequence, max) in &moves {
+        tx.execute("SELECT setval($1::text::regclass, $2)", &[sequence, max])
+            .await?;
     }
     tx.commit().await?;
     Ok(Imported {
