@@ -166,7 +166,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    this_hour timestamptz := date_trunc('hour', now());
+    this_hour timestamptz := date_trunc('hour', now(), 'UTC');
     h record;
     sampled integer := 0;
     n integer;
@@ -213,6 +213,11 @@ CREATE OR REPLACE FUNCTION tenantry.refresh_tenant_metrics()
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- tenant_metrics' hours are UTC's: its date_trunc('hour', created_at) cuts
+-- hours in the session's time zone, and a database set to one half an hour
+-- off (Asia/Kolkata, initdb's default there) labelled 10:30Z the start of an
+-- hour (found by a review of time-based behaviour).
+SET TimeZone = 'UTC'
 AS $$
 DECLARE
     gone uuid;
@@ -235,7 +240,7 @@ BEGIN
     PERFORM tenantry.sample_tenant_storage();
 END
 $$;
-COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Deletes request-log rows that arrived for a tenant after its purge (a writer''s batch in flight then; purges of the last day), refreshes tenant_metrics concurrently as its owner (sees every tenant) and, at the first refresh of each hour, samples every tenant''s storage (storage_samples, 30 days). Scheduled by the server. Needs a proven administrative context or an operator''s session (42501).';
+COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Refreshes in UTC (hours are UTC''s whatever the database''s time zone). Deletes request-log rows that arrived for a tenant after its purge (a writer''s batch in flight then; purges of the last day), refreshes tenant_metrics concurrently as its owner (sees every tenant) and, at the first refresh of each hour, samples every tenant''s storage (storage_samples, 30 days). Scheduled by the server. Needs a proven administrative context or an operator''s session (42501).';
 GRANT EXECUTE ON FUNCTION tenantry.refresh_tenant_metrics() TO tenantry_admin;
 
 CREATE POLICY storage_samples_own ON tenantry.storage_samples
@@ -312,7 +317,7 @@ BEGIN
     IF by IS NULL OR by NOT IN ('requests', 'errors', 'p95', 'storage') THEN
         RAISE EXCEPTION 'by must be requests, errors, p95 or storage' USING ERRCODE = 'TN422', HINT = 'by';
     END IF;
-    since := date_trunc('hour', now()) - make_interval(days => days);
+    since := date_trunc('hour', now(), 'UTC') - make_interval(days => days);
     RETURN QUERY
     WITH m AS (
         SELECT m.tenant_id, sum(m.request_count)::bigint AS requests,

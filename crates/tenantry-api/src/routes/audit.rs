@@ -39,8 +39,7 @@ impl AuditListQuery {
             cursor: None,
         }
         .limit()?;
-        super::calendar_time("since", self.since)?;
-        super::calendar_time("until", self.until)?;
+        super::time_window(("since", self.since), ("until", self.until))?;
         let after = match super::given_cursor(&self.cursor) {
             Some(c) => {
                 let key = decode_cursor(c)?;

@@ -18,9 +18,11 @@ use crate::{
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
-    /// From this hour (inclusive, RFC 3339).
+    /// From this hour (inclusive, RFC 3339; hours are UTC's, and a time
+    /// inside an hour takes that whole hour).
     pub from: Option<DateTime<Utc>>,
-    /// Until this hour (exclusive, RFC 3339).
+    /// Until this time (exclusive, RFC 3339): the hours that start before
+    /// it, so a time inside an hour takes that whole hour.
     pub to: Option<DateTime<Utc>>,
 }
 
@@ -42,15 +44,20 @@ pub async fn metrics(
     Query(q): Query<MetricsQuery>,
 ) -> Result<Json<Vec<MetricsRow>>, ApiError> {
     caller.require("usage.read")?;
-    super::calendar_time("from", q.from)?;
-    super::calendar_time("to", q.to)?;
-    if let (Some(from), Some(to)) = (q.from, q.to) {
-        if from > to {
-            return Err(ApiError::invalid("from", "from must not be after to"));
-        }
-    }
+    super::time_window(("from", q.from), ("to", q.to))?;
+    // Rows are hours (UTC): a `from` inside an hour takes that whole hour,
+    // as a `to` inside one does (rows are compared by the hour they start:
+    // a from of 10:30 left out the hour holding 10:30 to 10:59, found by a
+    // review of time-based behaviour).
+    let from = q
+        .from
+        .map(|t| chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::hours(1)))
+        .transpose()
+        .map_err(|_| {
+            ApiError::invalid("from", "from must be a time between the years 1 and 9999")
+        })?;
     let mut scope = caller.scope().await?;
-    let rows = scope.metrics(q.from, q.to).await?;
+    let rows = scope.metrics(from, q.to).await?;
     scope.commit().await?;
     Ok(Json(rows))
 }

@@ -154,6 +154,27 @@ async fn usage_metrics_answer_for_the_caller_and_refuse_an_inverted_window() {
 }
 
 #[tokio::test]
+async fn an_inverted_audit_window_is_refused_like_an_inverted_usage_window() {
+    // The audit log answered since after until with an empty page, the
+    // usage metrics with a 422 (found by a review of time-based behaviour).
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let r = app
+        .get(
+            "/v1/audit?since=2030-01-02T00:00:00Z&until=2030-01-01T00:00:00Z",
+            &t.key,
+        )
+        .await;
+    assert_eq!(r.problem(422, "validation_failed")["field"], "since");
+    app.get(
+        "/v1/audit?since=2030-01-01T00:00:00Z&until=2030-01-01T00:00:00Z",
+        &t.key,
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test]
 async fn usage_metrics_show_the_caller_and_its_descendants_flagged_after_a_refresh() {
     let app = TestApp::spawn_with(|s| s.metrics_refresh_secs = 1).await;
     let parent = app.tenant("parent").await;
@@ -195,6 +216,32 @@ async fn usage_metrics_show_the_caller_and_its_descendants_flagged_after_a_refre
             "a child sees its parent's metrics"
         );
     }
+    // Hours are UTC's, and a window's bounds inside an hour take that whole
+    // hour: from half past the hour a row starts at, to the next hour, the
+    // row is there (a from of 10:30 left out the hour of 10:00 to 11:00).
+    let row = rows
+        .iter()
+        .find(|r| r["tenant_id"] == parent.id.as_str())
+        .unwrap();
+    let hour: chrono::DateTime<chrono::Utc> = serde_json::from_value(row["hour"].clone()).unwrap();
+    assert_eq!(hour.timestamp() % 3600, 0, "{hour}");
+    let half_past =
+        (hour + chrono::TimeDelta::minutes(30)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let next =
+        (hour + chrono::TimeDelta::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let window = app
+        .get(
+            &format!("/v1/usage/metrics?from={half_past}&to={next}"),
+            &parent.key,
+        )
+        .await;
+    let window = window.expect(200).as_array().unwrap().clone();
+    assert!(
+        window
+            .iter()
+            .any(|r| r["tenant_id"] == parent.id.as_str() && r["hour"] == row["hour"]),
+        "{window:?}"
+    );
 }
 
 /// The largest page (1,000) of a longer audit log has a `next_cursor`, and

@@ -473,3 +473,34 @@ async fn only_the_migration_role_expires_old_audit_rows_and_the_log_stays_append
         .get(0);
     assert_eq!(role, "origin");
 }
+
+#[tokio::test]
+async fn tenant_metrics_hours_are_utc_hours_whatever_the_time_zone_of_the_session_that_refreshes() {
+    // date_trunc('hour', …) cuts hours in the session's time zone: refreshed
+    // from a database set to Asia/Kolkata (+05:30), every hour was labelled
+    // half past a UTC hour, and a query for 10:00-11:00Z counted requests
+    // of 10:30-11:30Z (found by a review of time-based behaviour).
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let logger = logger(&tdb).await;
+    let t = create_tenant(&admin, "t", None).await;
+    log_requests(&logger, t, &[Uuid::new_v4(), Uuid::new_v4()]).await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute("SET TimeZone = 'Asia/Kolkata'; SELECT tenantry.refresh_tenant_metrics()")
+        .await
+        .unwrap();
+    let rows = su
+        .query(
+            "SELECT extract(minute FROM hour AT TIME ZONE 'UTC')::int, request_count::bigint
+               FROM tenantry.tenant_metrics WHERE tenant_id = $1",
+            &[&t],
+        )
+        .await
+        .unwrap();
+    let hours: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(hours.iter().map(|h| h.1).sum::<i64>(), 2, "{hours:?}");
+    assert!(hours.iter().all(|h| h.0 == 0), "{hours:?}");
+    // The session keeps its own time zone.
+    let zone: String = su.query_one("SHOW TimeZone", &[]).await.unwrap().get(0);
+    assert_eq!(zone, "Asia/Kolkata");
+}
