@@ -223,8 +223,8 @@ COMMENT ON FUNCTION tenantry.export_context(uuid) IS 'Operators only (superuser 
 /**
  * Starts an import, for operators: creates tenant `tid` from an exported
  * tenant row (name, settings, status, timestamps, isolation; under its
- * parent when that parent is here and live, a root otherwise, and a root
- * when it copies a tenant that is still here under a new id; a deleted
+ * parent when that parent is here and live and tid is the exported id, a
+ * root otherwise: a copy under a new id keeps the exported row ids; a deleted
  * tenant comes back suspended) and turns row triggers off for the rest of
  * the transaction (session_replication_role = replica), so that imported
  * rows are written as they were: no audit row, counter or notification of
@@ -255,15 +255,15 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = parent AND t.status <> 'deleted') THEN
         parent := NULL;
     END IF;
-    -- A copy beside its original (imported under a new id while the
-    -- exported tenant is still here) keeps the original's row ids: under
-    -- the same parent, that parent read every id twice, and one write by
+    -- A copy (imported under a new id) keeps the exported tenant's row
+    -- ids: beside its original, or beside another copy of the same archive,
+    -- under one parent, that parent read every id twice, and one write by
     -- id changed or deleted both tenants' rows (found by an outside review
-    -- of import). Such a copy is a root; re-parent it once the original is
-    -- gone (set_tenant_parent).
-    IF parent IS NOT NULL AND tid IS DISTINCT FROM (tenant->>'tenant_id')::uuid
-       AND EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = (tenant->>'tenant_id')::uuid) THEN
-        RAISE NOTICE 'tenant % is imported as a root, not under %: the tenant it copies is still there, and the parent would read each of their ids twice', tid, parent;
+    -- of import, and for copies made after the original's purge by a
+    -- verification review). A copy is a root; the operator moves it under a
+    -- parent (set_tenant_parent) knowing what else is there.
+    IF parent IS NOT NULL AND tid IS DISTINCT FROM (tenant->>'tenant_id')::uuid THEN
+        RAISE NOTICE 'tenant % is imported as a root, not under %: a copy keeps the row ids of the tenant it copies; move it with set_tenant_parent', tid, parent;
         parent := NULL;
     END IF;
     PERFORM tenantry.validate_tenant_settings(tenant->'settings');
@@ -293,7 +293,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.import_tenant(uuid, jsonb) IS 'Operators only: creates tenant tid from an exported tenant row (parent kept when it is here and live, unless tid is a copy of a tenant still here, which keeps its row ids and becomes a root; deleted comes back suspended) and turns row triggers off for the transaction; the caller writes the rows, then calls import_tenant_finish(). TN409 for a taken or purged id. Not granted.';
+COMMENT ON FUNCTION tenantry.import_tenant(uuid, jsonb) IS 'Operators only: creates tenant tid from an exported tenant row (parent kept when it is here and live and tid is the exported id; a copy under a new id keeps the exported row ids and is a root; deleted comes back suspended) and turns row triggers off for the transaction; the caller writes the rows, then calls import_tenant_finish(). TN409 for a taken or purged id. Not granted.';
 
 /**
  * The first foreign key that an import's rows of tenant `tid` break, as

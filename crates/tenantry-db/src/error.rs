@@ -167,7 +167,7 @@ impl DbError {
     /// Whether this is the refusal of a statement prepared before a
     /// migration changed what it returns ([`STALE_STATEMENT`]).
     pub(crate) fn is_stale_statement(&self) -> bool {
-        matches!(self, DbError::Contention(m) if m == STALE_STATEMENT)
+        matches!(self, DbError::Contention(m) if m.starts_with(STALE_STATEMENT))
     }
 
     /// A [`DbError::Conflict`] in these words.
@@ -468,17 +468,27 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 c if *c == SqlState::FEATURE_NOT_SUPPORTED
                     && db.routine() == Some("RevalidateCachedQuery") =>
                 {
-                    DbError::Contention(STALE_STATEMENT.to_owned())
+                    DbError::Contention(format!("{STALE_STATEMENT} ({message})"))
                 }
                 // A statement prepared with a type a migration dropped since
                 // (an enum or domain re-created to change its values: the
                 // new one has another oid), refused at its next Bind, before
                 // anything of it ran; internal errors' words are never
-                // translated.
+                // translated (its context names the Bind's parameter). Not
+                // from inside a function: a
+                // PL/pgSQL function's variable of such a type fails on every
+                // call in the sessions that ran it before, whatever the pool
+                // prepares, and retrying it only emptied every connection's
+                // statements (found by a verification review).
                 c if *c == SqlState::INTERNAL_ERROR
-                    && message.starts_with("cache lookup failed for type ") =>
+                    && message.starts_with("cache lookup failed for type ")
+                    && !db.where_().is_some_and(|w| {
+                        w.lines().any(|l| {
+                            l.starts_with("PL/pgSQL function") || l.starts_with("SQL function")
+                        })
+                    }) =>
                 {
-                    DbError::Contention(STALE_STATEMENT.to_owned())
+                    DbError::Contention(format!("{STALE_STATEMENT} ({message})"))
                 }
                 // A statement cancelled (statement_timeout, or an operator's
                 // pg_cancel_backend) and a session ended for idling in its

@@ -882,3 +882,47 @@ async fn an_enum_made_again_by_a_migration_under_prepared_statements_is_a_retrie
         assert_eq!(open(db.clone()).await.unwrap(), ["alpha"]);
     }
 }
+
+#[tokio::test]
+async fn a_function_broken_by_a_type_made_again_is_an_internal_error_run_once_not_a_retried_collision(
+) {
+    // A PL/pgSQL function keeps the oid of its variables' types in every
+    // session that ran it: once the type is made again, its calls there
+    // fail ("cache lookup failed for type", from inside the function)
+    // whatever the pool prepares. Taken for a stale statement, it was run
+    // four times and every connection's statements forgotten at each
+    // (found by a verification review); the team re-creates the function in
+    // the same migration.
+    let (tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let su = tdb.superuser_client().await;
+    const FUNCTION: &str =
+        "CREATE OR REPLACE FUNCTION app.f(t text) RETURNS text LANGUAGE plpgsql AS $$
+           DECLARE v app.mood; BEGIN v := t::app.mood; RETURN v::text; END $$";
+    su.batch_execute(&format!(
+        "CREATE TYPE app.mood AS ENUM ('ok', 'sad'); {FUNCTION};
+         GRANT USAGE ON SCHEMA app TO tenantry_app; GRANT EXECUTE ON FUNCTION app.f(text) TO tenantry_app;"
+    ))
+    .await
+    .unwrap();
+    let runs = std::sync::atomic::AtomicU32::new(0);
+    let ctx = TenantContext::new(a);
+    let call = || {
+        db.in_tenant(&ctx, &runs, |scope, runs| {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                let rows: Vec<(String,)> = scope.query("SELECT app.f('ok')", &[]).await?;
+                Ok(rows.into_iter().map(|(n,)| n).collect::<Vec<_>>())
+            })
+        })
+    };
+    assert_eq!(call().await.unwrap(), ["ok"]);
+    su.batch_execute("DROP TYPE app.mood; CREATE TYPE app.mood AS ENUM ('ok', 'sad', 'glad')")
+        .await
+        .unwrap();
+    runs.store(0, std::sync::atomic::Ordering::SeqCst);
+    let err = call().await.unwrap_err();
+    assert!(matches!(err, DbError::Internal(_)), "{err:?}");
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    su.batch_execute(FUNCTION).await.unwrap();
+    assert_eq!(call().await.unwrap(), ["ok"]);
+}
