@@ -1979,8 +1979,8 @@ COMMENT ON FUNCTION tenantry.migrate_tenant_schema(uuid) IS 'Admin: runs the ten
  * reaches them through `tenantry migrate`. `change` is what follows
  * `ALTER TABLE <table>` (ADD COLUMN, DROP COLUMN, ALTER COLUMN, RENAME
  * COLUMN, ADD CONSTRAINT … CHECK …), run with the caller's rights; the
- * step runs with the tenant's schema and pg_catalog on the search path, so
- * a table family's change runs here with pg_catalog alone on it, and one
+ * step runs with pg_catalog alone on the search path (alter_tenant_copy),
+ * so a table family's change runs here with pg_catalog alone on it, and one
  * naming a type, function or table of yours without its schema is refused
  * (TN422). Taken in tries of 50 ms of waiting for its lock (in_lock_tries).
  * Returns the step's version; NULL for a table that is
@@ -2043,11 +2043,11 @@ BEGIN
     -- long transaction on the table held every tenant's statements on it
     -- behind itself for as long (13.6 s in a review of live schema
     -- changes); a change that has its lock runs as long as it needs.
-    -- A table family's change runs as its step will, in every schema
-    -- tenant's schema, with pg_catalog alone after that schema: a name the
-    -- operator's search path found here (a type in public) failed there, in
-    -- every schema, and held every later step back (found by a review of
-    -- live schema changes). Refused here instead, nothing changed.
+    -- A table family's change runs as its step will in every schema
+    -- (alter_tenant_copy), with pg_catalog alone on the search path: a name
+    -- the operator's search path found here (a type in public) failed
+    -- there, in every schema, and held every later step back (found by a
+    -- review of live schema changes). Refused here instead, nothing changed.
     IF family THEN
         operator_path := pg_catalog.current_setting('search_path');
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
@@ -2058,9 +2058,9 @@ BEGIN
         IF NOT family THEN
             RAISE;
         END IF;
-        RAISE EXCEPTION 'alter_tenant_table: the change to % names what schema tenants'' tables of it would not find (%): %', tbl, SQLERRM, change
+        RAISE EXCEPTION 'alter_tenant_table: the change to % failed (%), as it would on schema tenants'' tables of it: %', tbl, SQLERRM, change
             USING ERRCODE = 'TN422',
-                  HINT = 'the change also runs in each schema tenant''s schema, with pg_catalog alone after it: name your own types, functions and tables schema-qualified, as in ADD COLUMN triage public.priority';
+                  HINT = 'the change runs with pg_catalog alone on the search path, as it will on each schema tenant''s table: name your own types, functions and tables with their schema, as in ADD COLUMN triage public.priority';
     END;
     IF family THEN
         PERFORM pg_catalog.set_config('search_path', operator_path, true);
