@@ -123,6 +123,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(problem) = role.problem() {
         bail!("refusing to serve tenant traffic: {problem}");
     }
+    // A clock behind the database's by more than a minute was refused
+    // already (its signed context sessions expired at once); one ahead
+    // served, its sessions valid for as much longer, a key's future
+    // expires_at refused as past and people's tokens judged by another
+    // clock than keys' expiry (found by a review of time-based behaviour).
+    let skew = db
+        .clock_skew()
+        .await
+        .context("reading the database's clock")?;
+    if skew.num_seconds().abs() > MAX_CLOCK_SKEW_SECS {
+        bail!(
+            "refusing to serve tenant traffic: this machine's clock is {} s {} the database's; \
+             the database judges what expires (keys, impersonations, the server's signed contexts) by its clock \
+             and this server what clients send (expires_at, people's tokens) by its own: \
+             set both right (NTP) so that they agree within {MAX_CLOCK_SKEW_SECS} s",
+            skew.num_seconds().abs(),
+            if skew.num_seconds() > 0 { "behind" } else { "ahead of" },
+        );
+    }
+    if skew.num_seconds().abs() > 5 {
+        tracing::warn!(
+            skew_secs = skew.num_seconds(),
+            "this machine's clock and the database's disagree by more than 5 s"
+        );
+    }
     let problems = db
         .table_problems()
         .await
@@ -231,6 +256,9 @@ fn admin_token(settings: &Settings) -> anyhow::Result<(String, String)> {
 }
 
 /// What `serve` says of a database behind this build.
+/// How far this machine's clock and the database's may disagree, in seconds.
+const MAX_CLOCK_SKEW_SECS: i64 = 60;
+
 const SERVE_BEHIND: &str = "the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first";
 
 /// Variables `serve` reads besides those `serve --help` lists.

@@ -355,6 +355,35 @@ async fn serve_refuses_a_superuser_database_role() {
     );
 }
 
+/// A clock ahead of the database's by more than a minute stops serve at
+/// start (one behind was refused already, its signed context sessions
+/// expiring at once): it served, judging people's tokens and a key's
+/// `expires_at` by another clock than the database's expiry of keys
+/// (found by a review of time-based behaviour). Runs the binary under
+/// faketime, its clock two minutes ahead of the database's.
+#[tokio::test]
+async fn serve_refuses_a_clock_two_minutes_ahead_of_the_databases() {
+    assert!(
+        Command::new("faketime").arg("--version").output().is_ok(),
+        "faketime is missing: apt-get install faketime"
+    );
+    let db = TestDatabase::new().await;
+    let out = output_within_a_minute(
+        Command::new("faketime")
+            .args(["-f", "+120s", env!("CARGO_BIN_EXE_tenantry")])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", db.server_url())
+            .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
+            .env("TENANTRY_ADMIN_TOKEN", "tadm_test_clock_skew_0000"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve tenant traffic") && err.contains("ahead of the database"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn serve_over_an_unreachable_or_unknown_database_says_so_without_a_migrate_hint() {
     let db = TestDatabase::new().await;

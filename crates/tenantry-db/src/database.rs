@@ -555,6 +555,32 @@ impl Database {
         value.map(KeyIdentity::from_json).transpose()
     }
 
+    /// How far the database's clock is ahead of this process's (negative:
+    /// behind), measured against the middle of one round trip. The database
+    /// checks what expires (keys, impersonations, context sessions signed
+    /// with an expiry) by its clock, this process what a client sends
+    /// (`expires_at` in the future, people's tokens' `exp`): `tenantry
+    /// serve` refuses to start when they disagree by more than a minute.
+    pub async fn clock_skew(&self) -> Result<chrono::TimeDelta, DbError> {
+        let client = self.connection().await?;
+        let sent = chrono::Utc::now();
+        // Unnamed: this boot check also runs through pgbouncer.
+        let rows = client
+            .query_typed(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
+                &[],
+            )
+            .await?;
+        let received = chrono::Utc::now();
+        let micros: i64 = rows
+            .first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| DbError::Internal("no clock reading".into()))?;
+        let middle = sent + (received - sent) / 2;
+        Ok(chrono::TimeDelta::microseconds(micros)
+            - chrono::TimeDelta::microseconds(middle.timestamp_micros()))
+    }
+
     /// Reports the attributes of the login role this pool connects as.
     pub async fn login_role_check(&self) -> Result<LoginRoleCheck, DbError> {
         let client = self.connection().await?;
