@@ -262,7 +262,9 @@ BEGIN
     -- of import, and for copies made after the original's purge by a
     -- verification review). A copy is a root; the operator moves it under a
     -- parent (set_tenant_parent) knowing what else is there.
-    IF parent IS NOT NULL AND tid IS DISTINCT FROM (tenant->>'tenant_id')::uuid THEN
+    -- (The exported id is the archive's: the library puts it in the row; a
+    -- row without one is taken as the tenant's own.)
+    IF parent IS NOT NULL AND tenant ? 'tenant_id' AND tid IS DISTINCT FROM (tenant->>'tenant_id')::uuid THEN
         RAISE NOTICE 'tenant % is imported as a root, not under %: a copy keeps the row ids of the tenant it copies; move it with set_tenant_parent', tid, parent;
         parent := NULL;
     END IF;
