@@ -151,6 +151,14 @@ async fn usage_metrics_answer_for_the_caller_and_refuse_an_inverted_window() {
         )
         .await;
     assert_eq!(r.problem(422, "validation_failed")["field"], "from");
+    // A window in years after 2262 (where nanoseconds since 1970 end) is as
+    // good as any within the calendar.
+    app.get(
+        "/v1/usage/metrics?from=3000-01-01T00:30:00Z&to=3000-01-02T00:00:00Z",
+        &t.key,
+    )
+    .await
+    .expect(200);
 }
 
 #[tokio::test]
