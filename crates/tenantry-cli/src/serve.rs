@@ -131,20 +131,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let skew = db
         .clock_skew()
         .await
-        .context("reading the database's clock")?;
-    if skew.num_seconds().abs() > MAX_CLOCK_SKEW_SECS {
+        .context("reading the database's clock")?
+        .num_seconds();
+    if skew.abs() > MAX_CLOCK_SKEW_SECS {
         bail!(
             "refusing to serve tenant traffic: this machine's clock is {} s {} the database's; \
              the database judges what expires (keys, impersonations, the server's signed contexts) by its clock \
              and this server what clients send (expires_at, people's tokens) by its own: \
              set both right (NTP) so that they agree within {MAX_CLOCK_SKEW_SECS} s",
-            skew.num_seconds().abs(),
-            if skew.num_seconds() > 0 { "behind" } else { "ahead of" },
+            skew.abs(),
+            if skew > 0 { "behind" } else { "ahead of" },
         );
     }
-    if skew.num_seconds().abs() > 5 {
+    if skew.abs() > 5 {
         tracing::warn!(
-            skew_secs = skew.num_seconds(),
+            skew_secs = skew,
             "this machine's clock and the database's disagree by more than 5 s"
         );
     }
@@ -255,10 +256,10 @@ fn admin_token(settings: &Settings) -> anyhow::Result<(String, String)> {
     Ok((token, location))
 }
 
-/// What `serve` says of a database behind this build.
 /// How far this machine's clock and the database's may disagree, in seconds.
 const MAX_CLOCK_SKEW_SECS: i64 = 60;
 
+/// What `serve` says of a database behind this build.
 const SERVE_BEHIND: &str = "the server does not migrate a database it did not start: run `DATABASE_URL=<superuser url> tenantry migrate` first";
 
 /// Variables `serve` reads besides those `serve --help` lists.
