@@ -181,19 +181,15 @@ struct Plan {
 /// JSON text of the columns alone, in the order of `order` (columns) or,
 /// without one, of that text (byte order).
 fn select_rows(inner: &str, columns: &[String], order: Option<&[String]>) -> String {
-    let fields = columns
-        .iter()
-        .map(|c| format!("y.{}", quote_ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let order = match order {
-        Some(order) => order
+    let of_y = |columns: &[String]| {
+        columns
             .iter()
             .map(|c| format!("y.{}", quote_ident(c)))
             .collect::<Vec<_>>()
-            .join(", "),
-        None => "row_to_json(x.*)::text COLLATE \"C\"".to_owned(),
+            .join(", ")
     };
+    let fields = of_y(columns);
+    let order = order.map_or_else(|| "row_to_json(x.*)::text COLLATE \"C\"".to_owned(), of_y);
     format!(
         "SELECT y.tenant_id, row_to_json(x.*)::text FROM ({inner}) y, LATERAL (SELECT {fields}) x ORDER BY {order}"
     )
