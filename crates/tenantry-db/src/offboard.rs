@@ -1086,18 +1086,23 @@ async fn check_target(
     manifest: &Manifest,
 ) -> Result<(), OffboardError> {
     for t in &manifest.tables {
-        // A name that is no table name at all (to_regclass raises 42602 on
-        // its syntax) is the archive's fault, said as such rather than as an
-        // internal error (found by an outside review of import).
+        // A name that is no table name at all is the archive's fault, said as
+        // such rather than as an internal error (found by an outside review of
+        // import). parse_ident refuses its syntax (22023) on every version;
+        // to_regclass raises 42602 on PostgreSQL 15 and answers NULL from 16 on.
         let row = match tx
             .query_one(
-                "SELECT to_regclass($1) IS NOT NULL,
+                "SELECT pg_catalog.cardinality(pg_catalog.parse_ident($1)) > 0,
+                        to_regclass($1) IS NOT NULL,
                         EXISTS (SELECT 1 FROM tenantry.tenant_tables WHERE table_id = to_regclass($1))",
                 &[&t.table],
             )
             .await
         {
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_NAME) => {
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_NAME)
+                    || e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) =>
+            {
                 return Err(OffboardError::Refused(format!(
                     "the manifest names {:?}, which is no table's name: the archive was changed or is not tenantry's",
                     t.table
@@ -1105,7 +1110,7 @@ async fn check_target(
             }
             other => other?,
         };
-        let (exists, adopted): (bool, bool) = (row.get(0), row.get(1));
+        let (exists, adopted): (bool, bool) = (row.get(1), row.get(2));
         let own =
             OWN_TABLES.contains(&t.table.as_str()) || TRAILING_TABLES.contains(&t.table.as_str());
         if !own && t.table.starts_with("tenantry.") && !adopted {
