@@ -955,9 +955,12 @@ BEGIN
                        OR (acl.grantee::regrole::text = ANY (granted_roles)
                            -- Row level security governs what other roles
                            -- read and write (no policy of theirs: nothing);
-                           -- it cannot govern these three.
+                           -- it cannot govern these: TRUNCATE, TRIGGER,
+                           -- REFERENCES, and from PostgreSQL 17 on MAINTAIN
+                           -- (LOCK TABLE, CLUSTER, VACUUM FULL: a lock on
+                           -- every tenant's rows).
                            AND (acl.grantee::regrole::text = ANY (acting_roles)
-                                OR acl.privilege_type IN ('TRUNCATE', 'TRIGGER', 'REFERENCES'))
+                                OR acl.privilege_type IN ('TRUNCATE', 'TRIGGER', 'REFERENCES', 'MAINTAIN'))
                            AND NOT (part.rel = t.table_id AND acl.grantee = 'tenantry_app_own'::regrole::oid
                                     AND acl.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE'))));
             RETURN QUERY
