@@ -378,6 +378,9 @@ pub async fn migrate_to_version(
     migrate_until(client, Some(version)).await
 }
 
+/// The oldest PostgreSQL the schema runs on (`server_version_num` of 15.0).
+const MIN_SERVER_VERSION_NUM: i32 = 150_000;
+
 async fn migrate_until(
     client: &mut Client,
     until: Option<i32>,
@@ -385,13 +388,29 @@ async fn migrate_until(
     // Said in tenantry's words: it answered PostgreSQL's "25006: cannot
     // execute CREATE SCHEMA in a read-only transaction" (found by an
     // operations review, against a standby).
-    let (standby, read_only): (bool, String) = client
+    let (standby, read_only, version, version_num, icu): (bool, String, String, i32, bool) = client
         .query_one(
-            "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('default_transaction_read_only')",
+            "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('default_transaction_read_only'),
+                    pg_catalog.current_setting('server_version'),
+                    pg_catalog.current_setting('server_version_num')::int,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_collation WHERE collname = 'und-x-icu')",
             &[],
         )
         .await
-        .map(|r| (r.get(0), r.get(1)))?;
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))?;
+    // What the schema needs of the server, said before anything is tried
+    // (a server built without ICU failed at migration 13 with "collation
+    // und-x-icu does not exist", found running the suite on other builds).
+    if version_num < MIN_SERVER_VERSION_NUM {
+        return Err(MigrateError::Refused(format!(
+            "tenantry needs PostgreSQL 15 or newer; this server is PostgreSQL {version}"
+        )));
+    }
+    if !icu {
+        return Err(MigrateError::Refused(format!(
+            "tenantry needs a PostgreSQL built with ICU (it compares member emails in the ICU root collation \"und-x-icu\", which this server, PostgreSQL {version}, does not have): use a build with ICU (the Debian, Ubuntu, Red Hat, Homebrew and Docker packages and managed services have it)"
+        )));
+    }
     if standby || read_only == "on" {
         return Err(MigrateError::Refused(if standby {
             "the database is a standby (in recovery), which takes no writes: run tenantry migrate against the primary".into()
@@ -629,6 +648,32 @@ async fn apply_pending(
                 stale.len()
             ),
         });
+    }
+    // Installing or upgrading needs a superuser, said before any file runs
+    // (it was PostgreSQL's refusal of whichever statement came first; and a
+    // role that is no superuser but was given the roles and parameter
+    // grants beforehand got through with every REVOKE of 08_shared_state.sql
+    // a warning only, the built-ins left to every tenant: found by a review
+    // of managed PostgreSQL services, whose admin roles are no superusers).
+    if !pending.is_empty() || !stale.is_empty() {
+        let (superuser, role): (bool, String) = tx
+            .query_one(
+                "SELECT pg_catalog.current_setting('is_superuser') = 'on', current_user::text",
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))?;
+        if !superuser {
+            return Err(MigrateError::Refused(format!(
+                "installing or upgrading tenantry ({} migration(s) and {} definition file(s) pending) \
+                 creates its roles (one of them BYPASSRLS), grants SET on parameters only a superuser \
+                 may grant, and takes built-ins that tell tenants about each other from PUBLIC, which \
+                 only their owner, the bootstrap superuser, can: run it as a superuser (the database \
+                 URL names {role}, which may not); nothing was changed",
+                pending.len(),
+                stale.len()
+            )));
+        }
     }
     for migration in &pending {
         // Each file sets its own role; none inherits the previous file's.
