@@ -886,6 +886,9 @@ async fn a_tampered_or_foreign_archive_is_refused_and_nothing_is_written() {
             "tenantry.resources x; DROP TABLE t",
             "which is no table's name",
         ),
+        ("a.b.c.d", "which is no table's name"),
+        ("otherdb.tenantry.resources", "which is no table's name"),
+        ("resources", "which is no table's name"),
         (
             "tenantry.tenant_hierarchy",
             "a table of tenantry's that no export holds",

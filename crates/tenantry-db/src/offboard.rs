@@ -1086,31 +1086,48 @@ async fn check_target(
     manifest: &Manifest,
 ) -> Result<(), OffboardError> {
     for t in &manifest.tables {
-        // A name that is no table name at all is the archive's fault, said as
-        // such rather than as an internal error (found by an outside review of
-        // import). parse_ident refuses its syntax (22023) on every version;
-        // to_regclass raises 42602 on PostgreSQL 15 and answers NULL from 16 on.
+        // A name that is no table's name (an export writes schema.table) is
+        // the archive's fault, said as such rather than as an internal error
+        // (found by an outside review of import). parse_ident refuses its
+        // syntax (22023) on every version, to_regclass is asked only of two
+        // parts (from PostgreSQL 16 on it answers NULL for bad syntax, and it
+        // raises on more parts than a table name has).
         let row = match tx
             .query_one(
-                "SELECT pg_catalog.cardinality(pg_catalog.parse_ident($1)) > 0,
-                        to_regclass($1) IS NOT NULL,
-                        EXISTS (SELECT 1 FROM tenantry.tenant_tables WHERE table_id = to_regclass($1))",
+                "SELECT pg_catalog.cardinality(pg_catalog.parse_ident($1)) = 2 AS named,
+                        CASE WHEN pg_catalog.cardinality(pg_catalog.parse_ident($1)) = 2
+                             THEN to_regclass($1)::oid END AS rel",
                 &[&t.table],
             )
             .await
         {
             Err(e)
-                if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_NAME)
-                    || e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) =>
+                if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) =>
             {
-                return Err(OffboardError::Refused(format!(
-                    "the manifest names {:?}, which is no table's name: the archive was changed or is not tenantry's",
-                    t.table
-                )));
+                None
             }
-            other => other?,
+            other => Some(other?),
         };
-        let (exists, adopted): (bool, bool) = (row.get(1), row.get(2));
+        let Some(rel) = row
+            .filter(|r| r.get::<_, bool>("named"))
+            .map(|r| r.get::<_, Option<u32>>("rel"))
+        else {
+            return Err(OffboardError::Refused(format!(
+                "the manifest names {:?}, which is no table's name: the archive was changed or is not tenantry's",
+                t.table
+            )));
+        };
+        let adopted: bool = match rel {
+            Some(oid) => tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM tenantry.tenant_tables WHERE table_id::oid = $1)",
+                    &[&oid],
+                )
+                .await?
+                .get(0),
+            None => false,
+        };
+        let exists = rel.is_some();
         let own =
             OWN_TABLES.contains(&t.table.as_str()) || TRAILING_TABLES.contains(&t.table.as_str());
         if !own && t.table.starts_with("tenantry.") && !adopted {
