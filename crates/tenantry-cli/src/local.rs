@@ -50,7 +50,7 @@ pub async fn context_key(target: &crate::Target) -> anyhow::Result<tenantry_db::
         .context("the database has no context key: run `tenantry migrate` first")
 }
 
-/// Applies pending migrations through `url` (a role that may create roles).
+/// Applies pending migrations through `url` (a superuser whenever anything is pending).
 pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::Migration>> {
     let mut client = connect_url(url, "migrate").await?;
     let migrated = tenantry_db::migrate::migrate(&mut client).await;

@@ -361,8 +361,9 @@ const LOCK_KEY: i64 = 0x7465_6e61_6e74_7279; // "tenantry"
 ///
 /// Safe to run twice and from several processes at once: the work happens under a
 /// session advisory lock, in one transaction, so an upgrade is all or nothing. The
-/// connecting role must be able to create roles and BYPASSRLS roles (a superuser,
-/// typically).
+/// connecting role must be a superuser whenever anything is pending (refused
+/// before anything runs otherwise); with nothing pending a member of
+/// `tenantry_owner` may run it.
 pub async fn migrate(client: &mut Client) -> Result<Vec<Migration>, MigrateError> {
     migrate_until(client, None).await
 }
@@ -613,6 +614,18 @@ async fn apply_pending(
     // file, a lock waited for in vain) leaves the database as it found it,
     // without an empty schema.
     let tx = client.transaction().await?;
+    // A first install, before its schema is made (a role without CREATE on
+    // the database was refused that in PostgreSQL's words).
+    let installed: bool = tx
+        .query_one(
+            "SELECT to_regclass('tenantry.schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !installed {
+        refuse_unless_superuser(&tx, "a first install").await?;
+    }
     if let Some(wait) = lock_wait {
         tx.batch_execute(&format!(
             "SET LOCAL lock_timeout = '{}ms'",
@@ -649,31 +662,16 @@ async fn apply_pending(
             ),
         });
     }
-    // Installing or upgrading needs a superuser, said before any file runs
-    // (it was PostgreSQL's refusal of whichever statement came first; and a
-    // role that is no superuser but was given the roles and parameter
-    // grants beforehand got through with every REVOKE of 08_shared_state.sql
-    // a warning only, the built-ins left to every tenant: found by a review
-    // of managed PostgreSQL services, whose admin roles are no superusers).
-    if !pending.is_empty() || !stale.is_empty() {
-        let (superuser, role): (bool, String) = tx
-            .query_one(
-                "SELECT pg_catalog.current_setting('is_superuser') = 'on', current_user::text",
-                &[],
-            )
-            .await
-            .map(|r| (r.get(0), r.get(1)))?;
-        if !superuser {
-            return Err(MigrateError::Refused(format!(
-                "installing or upgrading tenantry ({} migration(s) and {} definition file(s) pending) \
-                 creates its roles (one of them BYPASSRLS), grants SET on parameters only a superuser \
-                 may grant, and takes built-ins that tell tenants about each other from PUBLIC, which \
-                 only their owner, the bootstrap superuser, can: run it as a superuser (the database \
-                 URL names {role}, which may not); nothing was changed",
+    if !pending.is_empty() || (until.is_none() && !stale.is_empty()) {
+        refuse_unless_superuser(
+            &tx,
+            &format!(
+                "{} migration(s) and {} definition file(s) pending",
                 pending.len(),
-                stale.len()
-            )));
-        }
+                if until.is_none() { stale.len() } else { 0 }
+            ),
+        )
+        .await?;
     }
     for migration in &pending {
         // Each file sets its own role; none inherits the previous file's.
@@ -698,6 +696,34 @@ async fn apply_pending(
     }
     tx.commit().await?;
     Ok(pending)
+}
+
+/// Refuses, before anything runs, an install or upgrade (`what` is pending)
+/// by a role that is no superuser: it was PostgreSQL's refusal of whichever
+/// statement came first, and a role given the roles and parameter grants
+/// beforehand (a managed service's admin, which is no superuser) got through
+/// with every REVOKE of 08_shared_state.sql a warning only, the built-ins
+/// left to every tenant (found by a review of managed PostgreSQL services).
+async fn refuse_unless_superuser(
+    tx: &tokio_postgres::Transaction<'_>,
+    what: &str,
+) -> Result<(), MigrateError> {
+    let (superuser, role): (bool, String) = tx
+        .query_one(
+            "SELECT pg_catalog.current_setting('is_superuser') = 'on', current_user::text",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))?;
+    if superuser {
+        return Ok(());
+    }
+    Err(MigrateError::Refused(format!(
+        "installing or upgrading tenantry ({what}) creates its roles (one of them BYPASSRLS), \
+         grants SET on parameters only a superuser may grant, and takes from PUBLIC built-ins \
+         that tell tenants about each other, which only a superuser can: run it as a superuser \
+         (the database URL names {role}, which may not); nothing was changed"
+    )))
 }
 
 /// Applies every definition file in order and records their checksums, dropping

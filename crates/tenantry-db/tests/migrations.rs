@@ -210,8 +210,9 @@ async fn check_accepts_an_up_to_date_database_and_reports_an_empty_one_as_pendin
 
 /// A migration role that may not create tenantry's roles (no superuser, no
 /// CREATEROLE, though it owns the database) is refused, in tenantry's words
-/// since a review of managed PostgreSQL, and the database is left as it was: no `tenantry` schema, no bookkeeping table, so that a run
-/// by the right role later starts from nothing.
+/// since a review of managed PostgreSQL, before the run makes anything: no
+/// `tenantry` schema, no bookkeeping table, so that a run by the right role
+/// later starts from nothing.
 #[tokio::test]
 async fn a_migration_refused_partway_leaves_the_database_without_a_tenantry_schema() {
     let tdb = TestDatabase::new().await;
@@ -229,8 +230,6 @@ async fn a_migration_refused_partway_leaves_the_database_without_a_tenantry_sche
     let err = migrate::migrate(&mut client)
         .await
         .expect_err("a role that cannot create roles cannot install tenantry");
-    // Refused once the run has made its schema and bookkeeping table and
-    // found what is pending, before any file runs.
     assert!(
         matches!(&err, MigrateError::Refused(m) if m.contains("run it as a superuser")),
         "{err:?}"
@@ -241,6 +240,41 @@ async fn a_migration_refused_partway_leaves_the_database_without_a_tenantry_sche
     );
     drop(client);
     tdb.drop_scratch(&name, &login).await;
+}
+
+/// A migration file that fails partway through a first install (here 0002,
+/// on a table of the same name made beforehand) leaves nothing of the run:
+/// no bookkeeping table, no object of 0001, the table as it was.
+#[tokio::test]
+async fn a_migration_file_failing_midway_through_a_first_install_leaves_nothing_of_the_run() {
+    let tdb = TestDatabase::new().await;
+    let url = empty_database(&tdb).await;
+    let mut client = connect(&url).await;
+    client
+        .batch_execute("CREATE SCHEMA tenantry; CREATE TABLE tenantry.tenants (mine int)")
+        .await
+        .unwrap();
+    let err = migrate::migrate(&mut client).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::Failed { version: 2, .. }),
+        "{err:?}"
+    );
+    let left: Vec<String> = client
+        .query(
+            "SELECT c.relname::text || '(' || string_agg(a.attname::text, ',' ORDER BY a.attnum) || ')'
+             FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+             WHERE c.relnamespace = 'tenantry'::regnamespace AND c.relkind = 'r'
+             GROUP BY c.relname UNION ALL
+             SELECT p.proname::text FROM pg_proc p WHERE p.pronamespace = 'tenantry'::regnamespace
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["tenants(mine)"]);
 }
 
 /// A context key retired before migration 0040 left no trace: on an
