@@ -2170,13 +2170,16 @@ AS $$
                -- (secure_tenant_copy); '' for none.
                CASE WHEN a.attidentity <> ''
                     THEN format(' DEFAULT nextval(%L::regclass)', pg_catalog.pg_get_serial_sequence(a.attrelid::regclass::text, a.attname))
-                    WHEN a.attgenerated = 's'
-                    THEN format(' GENERATED ALWAYS AS (%s) STORED', pg_catalog.pg_get_expr(d.adbin, d.adrelid))
+                    -- Stored, or (PostgreSQL 18) virtual.
+                    WHEN a.attgenerated <> ''
+                    THEN format(' GENERATED ALWAYS AS (%s) %s', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+                                CASE a.attgenerated WHEN 'v' THEN 'VIRTUAL' ELSE 'STORED' END)
                     WHEN d.adbin IS NOT NULL
                     THEN format(' DEFAULT %s', pg_catalog.pg_get_expr(d.adbin, d.adrelid))
                     ELSE '' END AS value_clause,
                a.attidentity <> '' AS identity,
-               a.attgenerated = 's' AS generated,
+               a.attgenerated <> '' AS generated,
+               a.attgenerated = 'v' AS virtual,
                pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default_expr,
                pg_catalog.row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum) AS place
         FROM pg_catalog.pg_attribute a
@@ -2236,16 +2239,23 @@ AS $$
         UNION ALL
         SELECT p.copy, p.template, 4, (p.w).attname,
                format('column %I is %s, on %s %s', (p.w).attname,
-                      CASE WHEN (p.h).generated THEN format('generated as %s', (p.h).default_expr) ELSE 'not generated' END, p.template,
-                      CASE WHEN (p.w).generated THEN format('generated as %s', (p.w).default_expr) ELSE 'not generated' END),
-               CASE WHEN NOT (p.w).generated
+                      CASE WHEN (p.h).generated THEN format('generated as %s%s', (p.h).default_expr,
+                                                             CASE WHEN (p.h).virtual THEN ' (virtual)' ELSE '' END)
+                           ELSE 'not generated' END, p.template,
+                      CASE WHEN (p.w).generated THEN format('generated as %s%s', (p.w).default_expr,
+                                                             CASE WHEN (p.w).virtual THEN ' (virtual)' ELSE '' END)
+                           ELSE 'not generated' END),
+               CASE WHEN NOT (p.w).generated AND NOT (p.h).virtual
                     -- Dropped there: the pooled rows kept their values.
+                    -- (A virtual column has none to keep, and PostgreSQL 18
+                    -- drops no virtual column's expression: made again.)
                     THEN format('ALTER TABLE %s ALTER COLUMN %I DROP EXPRESSION', p.copy, (p.w).attname)
                     ELSE format('ALTER TABLE %s DROP COLUMN %I, ADD COLUMN %s', p.copy, (p.w).attname, (p.w).definition) END
         FROM pairs p
         WHERE (p.h).attname IS NOT NULL AND (p.w).attname IS NOT NULL
           AND ((p.h).generated OR (p.w).generated)
-          AND ((p.h).generated, (p.h).default_expr) IS DISTINCT FROM ((p.w).generated, (p.w).default_expr)
+          -- The expression, and whether stored or virtual.
+          AND ((p.h).generated, (p.h).value_clause) IS DISTINCT FROM ((p.w).generated, (p.w).value_clause)
         UNION ALL
         SELECT p.copy, p.template, 5, (p.w).attname,
                format('column %I has %s, on %s %s', (p.w).attname,

@@ -2428,6 +2428,47 @@ async fn alter_tenant_table_reaches_schema_tenants_through_migrate_and_the_docto
     run_fixes(&su, &found).await;
     assert_eq!(copy_columns(&su).await, []);
     assert_eq!(values_of("name_length").await, [Some("1".to_owned())]);
+    // PostgreSQL 18's virtual generated columns come virtual (the fix wrote
+    // them as defaults, found running the suite on 18).
+    let version: i32 = su
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if version >= 180_000 {
+        su.batch_execute(
+            "ALTER TABLE public.projects ADD COLUMN name_twice integer GENERATED ALWAYS AS (length(name) * 2) VIRTUAL",
+        )
+        .await
+        .unwrap();
+        let found = copy_columns(&su).await;
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(fix_of(&found[0]).contains("VIRTUAL"), "{found:?}");
+        run_fixes(&su, &found).await;
+        assert_eq!(copy_columns(&su).await, []);
+        assert_eq!(values_of("name_twice").await, [Some("2".to_owned())]);
+        // Made a plain column there: made again here (18 drops no virtual
+        // column's expression).
+        su.batch_execute(
+            "ALTER TABLE public.projects DROP COLUMN name_twice;
+             ALTER TABLE public.projects ADD COLUMN name_twice integer",
+        )
+        .await
+        .unwrap();
+        let found = copy_columns(&su).await;
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            fix_of(&found[0]),
+            format!("ALTER TABLE {schema}.projects DROP COLUMN name_twice, ADD COLUMN name_twice integer")
+        );
+        run_fixes(&su, &found).await;
+        assert_eq!(copy_columns(&su).await, []);
+        su.batch_execute("ALTER TABLE public.projects DROP COLUMN name_twice")
+            .await
+            .unwrap();
+        run_fixes(&su, &copy_columns(&su).await).await;
+        assert_eq!(copy_columns(&su).await, []);
+    }
 
     // Renamed and retyped there: renamed here, then retyped, the values kept.
     su.batch_execute(
