@@ -957,8 +957,8 @@ BEGIN
                            -- read and write (no policy of theirs: nothing);
                            -- it cannot govern these: TRUNCATE, TRIGGER,
                            -- REFERENCES, and from PostgreSQL 17 on MAINTAIN
-                           -- (LOCK TABLE, CLUSTER, VACUUM FULL: a lock on
-                           -- every tenant's rows).
+                           -- (CLUSTER, VACUUM FULL, REINDEX: the table
+                           -- rewritten under a lock on every tenant's rows).
                            AND (acl.grantee::regrole::text = ANY (acting_roles)
                                 OR acl.privilege_type IN ('TRUNCATE', 'TRIGGER', 'REFERENCES', 'MAINTAIN'))
                            AND NOT (part.rel = t.table_id AND acl.grantee = 'tenantry_app_own'::regrole::oid

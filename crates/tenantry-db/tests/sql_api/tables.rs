@@ -550,9 +550,10 @@ async fn the_doctor_names_each_broken_rule_with_its_fix_and_adopting_again_repai
 /// A role of the team's that the server's login holds (so SQL injected into
 /// the app may act as it) with a privilege row level security does not
 /// govern on an adopted table is named with its fix: TRUNCATE empties every
-/// tenant's rows, and from PostgreSQL 17 on MAINTAIN lets it LOCK TABLE,
-/// CLUSTER or VACUUM FULL the table, a lock on every tenant (found running
-/// the suite on PostgreSQL 17: the rule knew only the three older ones).
+/// tenant's rows, and from PostgreSQL 17 on MAINTAIN lets it CLUSTER, VACUUM
+/// FULL or REINDEX the table, rewriting it under a lock on every tenant
+/// (found running the suite on PostgreSQL 17: the rule knew only the three
+/// older ones).
 #[tokio::test]
 async fn a_privilege_row_level_security_does_not_govern_held_by_a_role_of_the_servers_login_is_named_with_its_fix(
 ) {
@@ -2204,7 +2205,6 @@ async fn findings(c: &Client) -> Vec<String> {
     .await
 }
 
-/// A role name no other test of this cluster uses (roles are per cluster).
 /// Whether the server has the MAINTAIN privilege (PostgreSQL 17 and later).
 async fn has_maintain(c: &tokio_postgres::Client) -> bool {
     strings(
@@ -2215,6 +2215,7 @@ async fn has_maintain(c: &tokio_postgres::Client) -> bool {
         == ["true"]
 }
 
+/// A role name no other test of this cluster uses (roles are per cluster).
 fn unique_role(prefix: &str) -> String {
     format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..8])
 }
