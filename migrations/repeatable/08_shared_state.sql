@@ -142,7 +142,8 @@ $statistics$;
 --
 -- WAL and control data: the WAL position grows with every tenant's writes,
 -- byte for byte; pg_control_* carries the next transaction id and the WAL
--- position of the last checkpoint.
+-- position of the last checkpoint; WAL summaries (PostgreSQL 17) name the
+-- blocks each range of WAL changed (found running the suite on 17 and 18).
 --
 -- Sizes: pg_relation_size and its kin measure a schema tenant's partition
 -- exactly, and the pooled tables, which grow with every tenant's data. (psql's
@@ -180,6 +181,11 @@ BEGIN
         'pg_current_wal_lsn()', 'pg_current_wal_insert_lsn()', 'pg_current_wal_flush_lsn()',
         'pg_last_wal_receive_lsn()', 'pg_last_wal_replay_lsn()', 'pg_last_xact_replay_timestamp()',
         'pg_control_system()', 'pg_control_checkpoint()', 'pg_control_recovery()', 'pg_control_init()',
+        -- PostgreSQL 17's WAL summaries (with summarize_wal on, for
+        -- incremental backups): the summarized WAL position, and which
+        -- blocks of which relation each range of WAL changed.
+        'pg_get_wal_summarizer_state()', 'pg_available_wal_summaries()',
+        'pg_wal_summary_contents(bigint,pg_lsn,pg_lsn)',
 
         'pg_database_size(oid)', 'pg_database_size(name)', 'pg_tablespace_size(oid)', 'pg_tablespace_size(name)',
         'pg_relation_size(regclass)', 'pg_relation_size(regclass,text)', 'pg_total_relation_size(regclass)',

@@ -31,7 +31,7 @@ const CATEGORIES: &[(&str, &str)] = &[
     ),
     (
         "WAL and control data",
-        r"^pg_(current_wal\w*|last_wal\w*|last_xact_replay_timestamp|control_\w+|is_in_recovery)\(",
+        r"^pg_(current_wal\w*|last_wal\w*|last_xact_replay_timestamp|control_\w+|is_in_recovery|available_wal_summaries|get_wal_summarizer_state|wal_summary_contents)\(",
     ),
     (
         "sizes and files",
