@@ -691,12 +691,14 @@ DECLARE
     -- run top to bottom work (adopt_table refuses while another rule is
     -- broken, and repairs everything these name).
     later text[] := '{}';
-    -- Every role a login that acts for tenants can become with SET ROLE
-    -- (SQL injected into the app runs one), tenantry's among them: a grant
-    -- to any of them reaches tenant rows as surely as a grant to
-    -- tenantry_app. Logins that are operators (members of tenantry_owner,
+    -- The logins that act for tenants: members of tenantry's app, admin or
+    -- logger role. Logins that are operators (members of tenantry_owner,
     -- superusers, BYPASSRLS) are not such logins: the boot check refuses
     -- them as the server's.
+    acting_logins oid[];
+    -- Every role such a login can become with SET ROLE (SQL injected into
+    -- the app runs one), tenantry's among them: a grant to any of them
+    -- reaches tenant rows as surely as a grant to tenantry_app.
     granted_roles text[];
     -- Who may read a view, call a function, ...: tenantry's roles that may,
     -- and the other granted_roles that were granted it by name (not those
@@ -708,17 +710,20 @@ DECLARE
     -- hand its rows on to what reads them with a bypassing owner's rights.
     reach oid[];
 BEGIN
+    acting_logins := ARRAY(
+        SELECT l.oid FROM pg_catalog.pg_roles l
+        WHERE l.rolcanlogin AND NOT l.rolsuper AND NOT l.rolbypassrls
+          AND NOT pg_catalog.pg_has_role(l.oid, 'tenantry_owner', 'MEMBER')
+          AND (pg_catalog.pg_has_role(l.oid, 'tenantry_app', 'MEMBER')
+               OR pg_catalog.pg_has_role(l.oid, 'tenantry_admin', 'MEMBER')
+               OR pg_catalog.pg_has_role(l.oid, 'tenantry_logger', 'MEMBER'))
+        ORDER BY l.rolname);
     granted_roles := ARRAY(
         SELECT DISTINCT r.oid::regrole::text
         FROM pg_catalog.pg_roles r
         WHERE r.rolname::text = ANY (acting_roles)
-           OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles l
-                      WHERE l.rolcanlogin AND NOT l.rolsuper AND NOT l.rolbypassrls
-                        AND NOT pg_catalog.pg_has_role(l.oid, 'tenantry_owner', 'MEMBER')
-                        AND (pg_catalog.pg_has_role(l.oid, 'tenantry_app', 'MEMBER')
-                             OR pg_catalog.pg_has_role(l.oid, 'tenantry_admin', 'MEMBER')
-                             OR pg_catalog.pg_has_role(l.oid, 'tenantry_logger', 'MEMBER'))
-                        AND pg_catalog.pg_has_role(l.oid, r.oid, 'MEMBER'))
+           OR EXISTS (SELECT 1 FROM unnest(acting_logins) l(oid)
+                      WHERE pg_catalog.pg_has_role(l.oid, r.oid, 'MEMBER'))
         ORDER BY 1);
     other_roles := ARRAY(SELECT g.name FROM unnest(granted_roles) g(name) WHERE g.name <> ALL (acting_roles));
     FOR t IN
@@ -1543,6 +1548,64 @@ BEGIN
         WHERE cardinality(c.roles) > 0
           AND (p.polname IS NOT NULL OR (c.tenant_keyed AND NOT c.relrowsecurity))
         ORDER BY 1, 3;
+        -- PostgreSQL's built-in roles whose privileges reach past every
+        -- grant and policy tenantry makes (rule login_roles): a login acting
+        -- for tenants that can become one hands that reach to SQL injected
+        -- into the app. pg_read_all_data reads tenantry.context_keys, which
+        -- no policy guards (only privileges: the owner reads it), and with
+        -- its signing key any tenant's context is forged; the others run
+        -- programs or read files as the server, lock or cancel what every
+        -- tenant runs, or read other sessions' queries. Found by a review
+        -- of the server's login: only superusers, BYPASSRLS and owners were
+        -- refused.
+        RETURN QUERY
+        SELECT 'role ' || pg_catalog.quote_ident(l.rolname), 'login_roles'::text,
+               format('login %I acts for tenants and can become %s, which %s',
+                      l.rolname, b.name,
+                      CASE WHEN b.name = 'pg_database_owner'
+                           THEN format('owns database %I (%s): %s', pg_catalog.current_database(),
+                                       (SELECT d.datdba::regrole::text FROM pg_catalog.pg_database d
+                                        WHERE d.datname = pg_catalog.current_database()), b.reach)
+                           ELSE b.reach END),
+               CASE WHEN b.name = 'pg_database_owner'
+                    THEN format('ALTER DATABASE %I OWNER TO tenantry_owner;', pg_catalog.current_database())
+                    ELSE (SELECT string_agg(format('REVOKE %I FROM %I;', b.name, h), ' ' ORDER BY h)
+                          FROM unnest(holders.names) h) END
+        FROM unnest(acting_logins) x(oid)
+        JOIN pg_catalog.pg_roles l ON l.oid = x.oid
+        CROSS JOIN (VALUES
+            ('pg_read_all_data', 'reads every table, tenantry.context_keys among them: with its signing key any tenant''s context is forged'),
+            ('pg_write_all_data', 'writes every table, tenantry.context_keys among them: with a signing key of its own any tenant''s context is forged'),
+            ('pg_read_server_files', 'reads the database server''s files, every tenant''s rows in its data directory among them'),
+            ('pg_write_server_files', 'writes the database server''s files, its configuration among them'),
+            ('pg_execute_server_program', 'runs programs on the database server as its operating system user (COPY ... PROGRAM)'),
+            ('pg_maintain', 'may LOCK, VACUUM FULL, CLUSTER and REINDEX every table: a lock that holds every tenant back'),
+            ('pg_signal_backend', 'cancels and ends other sessions: other tenants'' requests and other servers'' connections'),
+            ('pg_signal_autovacuum_worker', 'cancels and ends autovacuum on every table'),
+            ('pg_monitor', 'reads other sessions'' queries, every table''s statistics and the lock, size and WAL functions tenantry takes from PUBLIC'),
+            ('pg_read_all_stats', 'reads other sessions'' queries and every table''s statistics'),
+            ('pg_read_all_settings', 'reads every setting, the server''s file paths among them'),
+            ('pg_stat_scan_tables', 'runs monitoring functions that scan and lock whole tables of every tenant'),
+            ('pg_checkpoint', 'forces checkpoints: bursts of writes every tenant waits behind'),
+            ('pg_use_reserved_connections', 'takes the connection slots reserved for operators'),
+            ('pg_create_subscription', 'may subscribe this database to another server''s publications (with CREATE on the database)'),
+            ('pg_database_owner', 'may ALTER DATABASE: every new session''s settings and the connection limit, for every tenant')
+        ) b(name, reach)
+        JOIN pg_catalog.pg_roles r ON r.rolname = b.name
+        -- The roles that hold the membership and that the login reaches
+        -- (itself, or a role granted to it): revoking it from each is the
+        -- fix. A built-in role reached only through another (pg_read_all_stats
+        -- through pg_monitor) is that one's finding.
+        CROSS JOIN LATERAL (
+            SELECT ARRAY(SELECT m.rolname::text
+                         FROM pg_catalog.pg_auth_members a
+                         JOIN pg_catalog.pg_roles m ON m.oid = a.member
+                         WHERE a.roleid = r.oid AND m.oid >= 16384
+                           AND pg_catalog.pg_has_role(l.oid, m.oid, 'MEMBER')) AS names
+        ) holders
+        WHERE pg_catalog.pg_has_role(l.oid, r.oid, 'MEMBER')
+          AND (b.name = 'pg_database_owner' OR cardinality(holders.names) > 0)
+        ORDER BY 1, 3;
         -- Row level security enabled and forced on every one of them that has
         -- policies (a partition under its parent's name), and on every table
         -- of a schema tenant: a policy is nothing while it is off.
@@ -1699,7 +1762,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, btree only; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), and, in a schema at the latest tenant-schema version, its columns (copy_columns), indexes and UNIQUE, EXCLUDE and CHECK constraints (copy_constraints). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, btree only; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), no login acting for tenants (a member of tenantry_app, tenantry_admin or tenantry_logger that is no operator) that can become one of PostgreSQL''s built-in roles reaching past tenantry''s grants (pg_read_all_data, pg_write_all_data, the server file and program roles, pg_maintain, pg_signal_backend, pg_monitor and its parts, pg_checkpoint, the database''s owner, ...; rule login_roles), and, in a schema at the latest tenant-schema version, its columns (copy_columns), indexes and UNIQUE, EXCLUDE and CHECK constraints (copy_constraints). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**

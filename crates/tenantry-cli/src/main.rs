@@ -133,9 +133,11 @@ enum Command {
     Usage(admin::UsageArgs),
     /// Your own tables as tenant tables: adopt, alter, release, list.
     Table(tables::TableArgs),
-    /// Check that every adopted table still satisfies tenantry's rules and every
-    /// schema tenant's schema ran every tenant-schema step; exits 1 naming each
-    /// problem and its fix, 2 when it could not check (no database, no rights).
+    /// Check that every adopted table still satisfies tenantry's rules, every
+    /// schema tenant's schema ran every tenant-schema step and no login acting
+    /// for tenants can become a built-in role that reaches past tenantry's
+    /// grants; exits 1 naming each problem and its fix, 2 when it could not
+    /// check (no database, no rights).
     Doctor(tables::DoctorArgs),
     /// The busiest tenants of a running server, live: requests/s, errors, p95
     /// latency, rows and storage (its GET /v1/stats/tenants, admin token).

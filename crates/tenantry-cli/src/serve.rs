@@ -8,7 +8,7 @@ use tenantry_api::{
     config::{AdminToken, Secret, Settings},
     Application,
 };
-use tenantry_db::{Database, DatabaseConfig};
+use tenantry_db::{Database, DatabaseConfig, TableProblem};
 
 use crate::{local, output::outln};
 
@@ -149,10 +149,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "this machine's clock and the database's disagree by more than 5 s"
         );
     }
-    let problems = db
+    let (roles, problems): (Vec<_>, Vec<_>) = db
         .table_problems()
         .await
-        .context("checking adopted tables")?;
+        .context("checking adopted tables")?
+        .into_iter()
+        .partition(TableProblem::is_login_role);
+    // Not downgraded by --allow-table-problems (that flag is about tables):
+    // such a role reaches past every policy, as a superuser's login would.
+    if !roles.is_empty() {
+        bail!(
+            "refusing to serve tenant traffic: a login acting for tenants can become a built-in role of PostgreSQL's that reaches past tenantry's grants:\n{}",
+            roles
+                .iter()
+                .map(|p| format!("  {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     if !problems.is_empty() {
         let listing: Vec<(bool, String)> = problems
             .iter()

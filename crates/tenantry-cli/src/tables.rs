@@ -298,7 +298,8 @@ fn print_tables(list: &[TenantTable]) {
     );
 }
 
-/// Checks every adopted table and every schema tenant's schema version;
+/// Checks every adopted table, every schema tenant's schema version and the
+/// built-in roles of the logins acting for tenants (rule `login_roles`);
 /// exits non-zero when one breaks a rule or is behind.
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
     let (client, cluster) = local::migration_client(&args.target, "check tables").await?;
@@ -379,7 +380,7 @@ impl std::fmt::Display for ProblemsFound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} problem(s) with adopted tables or tenant schemas",
+            "{} problem(s) with adopted tables, tenant schemas or login roles",
             self.count
         )?;
         if !self.checked.is_empty() {

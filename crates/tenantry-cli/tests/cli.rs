@@ -587,6 +587,53 @@ async fn serve_refuses_a_login_that_can_become_tenantry_owner_and_starts_once_it
     assert!(first.contains("serving on"), "{first}");
 }
 
+/// A login acting for tenants that owns the database may `ALTER DATABASE`
+/// what every tenant's sessions start with (a connection limit of 0 refuses
+/// them all): `serve` refuses it, `--allow-table-problems` or not, and names
+/// the fix (the doctor's rule `login_roles`, which also covers
+/// `pg_read_all_data` and the other built-in roles: tests/login_roles.rs of
+/// tenantry-db). The database's owner is this database's alone, so the
+/// tests beside this one are not touched.
+#[tokio::test]
+async fn serve_refuses_a_login_that_owns_the_database_even_with_allow_table_problems() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    let (login, config) = db.login_role("srv", &["tenantry_server"]).await;
+    su.batch_execute(&format!("ALTER DATABASE {} OWNER TO {login}", db.name()))
+        .await
+        .unwrap();
+    let url = tenantry_db::conninfo(&config);
+    for extra in [&[][..], &["--allow-table-problems"][..]] {
+        let out = output_within_a_minute(
+            Command::new(env!("CARGO_BIN_EXE_tenantry"))
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(extra)
+                .env("DATABASE_URL", &url)
+                .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
+                .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
+                .env_remove("TENANTRY_DATA_DIR"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}: {err}");
+        assert!(
+            err.contains("refusing to serve tenant traffic")
+                && err.contains(&format!("role {login} [login_roles]"))
+                && err.contains("pg_database_owner")
+                && err.contains(&format!(
+                    "ALTER DATABASE {} OWNER TO tenantry_owner;",
+                    db.name()
+                )),
+            "{extra:?}: {err}"
+        );
+    }
+    su.batch_execute(&format!(
+        "ALTER DATABASE {} OWNER TO tenantry_owner; DROP ROLE {login}",
+        db.name()
+    ))
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn serve_refuses_an_unmigrated_database_and_says_what_to_run() {
     let db = TestDatabase::new().await;

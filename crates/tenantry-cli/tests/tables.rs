@@ -208,7 +208,7 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("1 problem(s) with adopted tables or tenant schemas (database "),
+        err.contains("1 problem(s) with adopted tables, tenant schemas or login roles (database "),
         "{err}"
     );
 

@@ -86,6 +86,14 @@ impl TableProblem {
     pub fn blocks_serving(&self) -> bool {
         self.rule != "tenant_default"
     }
+
+    /// Whether it is about a login rather than a table (rule `login_roles`:
+    /// a login acting for tenants can become one of PostgreSQL's built-in
+    /// roles that reach past tenantry's grants, such as `pg_read_all_data`);
+    /// `tenantry serve` refuses to start on one whatever its flags.
+    pub fn is_login_role(&self) -> bool {
+        self.rule == "login_roles"
+    }
 }
 
 /// `<table> [<rule>]: <problem>` and, on the next line, `    fix: <SQL>`, as
