@@ -1597,7 +1597,9 @@ BEGIN
         -- fix. A built-in role reached only through another (pg_read_all_stats
         -- through pg_monitor) is that one's finding.
         CROSS JOIN LATERAL (
-            SELECT ARRAY(SELECT m.rolname::text
+            -- DISTINCT: from PostgreSQL 16 a role may hold a membership
+            -- once per grantor.
+            SELECT ARRAY(SELECT DISTINCT m.rolname::text
                          FROM pg_catalog.pg_auth_members a
                          JOIN pg_catalog.pg_roles m ON m.oid = a.member
                          WHERE a.roleid = r.oid AND m.oid >= 16384

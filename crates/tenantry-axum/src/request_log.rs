@@ -545,7 +545,7 @@ async fn doctor(db: &tenantry_db::Database) {
                     rule = %p.rule,
                     problem = %p.problem,
                     fix = %p.fix,
-                    "an adopted table breaks tenantry's rules (tenantry doctor): a restart would refuse to serve"
+                    "a table or login breaks tenantry's rules (tenantry doctor): a restart would refuse to serve"
                 );
             }
         }

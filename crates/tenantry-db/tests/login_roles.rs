@@ -187,3 +187,51 @@ async fn an_operator_login_is_not_judged_as_acting_for_tenants() {
         .await
         .unwrap();
 }
+
+/// PostgreSQL 17 and later only (pg_maintain is new there; on older
+/// versions the test checks that the role is absent and stops).
+#[tokio::test]
+async fn pg_maintain_lets_a_login_lock_every_tenants_table_and_is_a_finding() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let version: i32 = su
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let exists: bool = su
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_maintain')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(exists, version >= 170000);
+    if !exists {
+        return;
+    }
+    let (login, config) = tdb
+        .login_role("svc", &["tenantry_server", "pg_maintain"])
+        .await;
+    // What it opens: a lock on the table every tenant's resources are in.
+    let attacker = connect(&config).await;
+    attacker
+        .batch_execute("BEGIN; LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE; ROLLBACK")
+        .await
+        .expect("pg_maintain locks tenantry's tables");
+    let found = findings(&su, &login).await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].problem.contains("pg_maintain"), "{}", found[0]);
+    su.batch_execute(&found[0].fix).await.unwrap();
+    let denied = attacker
+        .batch_execute("BEGIN; LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE; ROLLBACK")
+        .await
+        .expect_err("locked after the revoke");
+    assert_eq!(denied.code().unwrap().code(), "42501", "{denied}");
+    assert!(findings(&su, &login).await.is_empty());
+    drop(attacker);
+    su.batch_execute(&format!("DROP ROLE {login}"))
+        .await
+        .unwrap();
+}
