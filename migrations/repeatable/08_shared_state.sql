@@ -83,23 +83,6 @@ BEGIN
                 SELECT 1 FROM pg_catalog.pg_init_privs i
                 WHERE i.classoid = 'pg_catalog.pg_class'::regclass AND i.objoid = c.oid AND i.objsubid = 0
                   AND NOT aclcontains(i.initprivs, makeaclitem(0, c.relowner, 'SELECT', false)))
-        UNION ALL
-        -- pg_stat_statements, when installed in this database before
-        -- migrating: every statement of every session, with counts (its texts
-        -- are hidden only from other roles, and every tenant is tenantry_app).
-        -- What PUBLIC holds of it now (its reset function is not PUBLIC's).
-        SELECT CASE d.classid WHEN 'pg_catalog.pg_proc'::regclass
-                    THEN 'EXECUTE ON FUNCTION ' || d.objid::regprocedure::text
-                    ELSE 'SELECT ON ' || d.objid::regclass::text END
-        FROM pg_catalog.pg_depend d
-        JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
-        LEFT JOIN pg_catalog.pg_proc p ON d.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = d.objid
-        LEFT JOIN pg_catalog.pg_class c ON d.classid = 'pg_catalog.pg_class'::regclass AND c.oid = d.objid
-        WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-          AND e.extname = 'pg_stat_statements'
-          AND (p.proacl IS NULL AND p.oid IS NOT NULL
-               OR aclcontains(p.proacl, makeaclitem(0, p.proowner, 'EXECUTE', false))
-               OR aclcontains(c.relacl, makeaclitem(0, c.relowner, 'SELECT', false)))
         ORDER BY 1
     LOOP
         EXECUTE format('REVOKE %s FROM PUBLIC', target);
@@ -235,5 +218,71 @@ GRANT SELECT ON pg_catalog.pg_locks, pg_catalog.pg_prepared_xacts TO pg_monitor;
 GRANT SELECT ON pg_catalog.pg_locks TO tenantry_owner;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_lock_status(), pg_catalog.pg_stat_get_activity(integer),
     pg_catalog.pg_current_xact_id_if_assigned() TO tenantry_owner;
+
+SET LOCAL ROLE tenantry_owner;
+
+-- -----------------------------------------------------------------------------
+-- Extensions a team installs in this database whose objects PostgreSQL leaves
+-- to PUBLIC and that read or reach shared state (found by a DBA's review):
+-- pg_stat_statements (every session's statements, PostgreSQL 15 keeping
+-- utility statements word for word), pg_prewarm (any readable table's exact
+-- size, a schema tenant's among them, and whole tables loaded into shared
+-- buffers, evicting every tenant's cache), pgrowlocks (other tenants' locked
+-- rows, transaction ids and backend pids, past row level security),
+-- old_snapshot (transaction ids against time), dblink (connections from the
+-- database server to any host it reaches). Taken from PUBLIC when migrate
+-- runs; one installed later is the doctor's finding (rule shared_state)
+-- until it runs again. Monitoring ones go to pg_monitor, the others to no
+-- one (an application of your own that needs dblink grants it to its own
+-- roles, never to the tenantry roles).
+-- -----------------------------------------------------------------------------
+/**
+ * What of those extensions PUBLIC may use now: the privilege as GRANT and
+ * REVOKE name it, what it opens to tenants, and whether pg_monitor keeps it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.shared_extension_objects()
+RETURNS TABLE (extension text, privilege text, reach text, monitoring boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT e.extname::text,
+           CASE d.classid WHEN 'pg_catalog.pg_proc'::regclass
+                THEN 'EXECUTE ON FUNCTION ' || d.objid::regprocedure::text
+                ELSE 'SELECT ON ' || d.objid::regclass::text END,
+           k.reach, k.monitoring
+    FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+    JOIN (VALUES
+        ('pg_stat_statements', 'every session''s statements with their counts, every tenant''s among them (PostgreSQL 15 keeps utility statements word for word)', true),
+        ('pg_prewarm', 'the exact size of any table it may read, a schema tenant''s among them, and whole tables loaded into shared buffers, evicting every tenant''s cache', false),
+        ('pgrowlocks', 'other tenants'' locked rows, their transaction ids and backend pids, past row level security', true),
+        ('old_snapshot', 'transaction ids against time, which counts every tenant''s transactions', true),
+        ('dblink', 'connections from the database server to any host it reaches', false)
+    ) k(extname, reach, monitoring) ON k.extname = e.extname
+    LEFT JOIN pg_catalog.pg_proc p ON d.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = d.objid
+    LEFT JOIN pg_catalog.pg_class c ON d.classid = 'pg_catalog.pg_class'::regclass AND c.oid = d.objid
+    WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+      AND (p.oid IS NOT NULL AND (p.proacl IS NULL OR aclcontains(p.proacl, makeaclitem(0, p.proowner, 'EXECUTE', false)))
+           OR c.oid IS NOT NULL AND c.relkind IN ('r', 'v', 'm')
+              AND aclcontains(c.relacl, makeaclitem(0, c.relowner, 'SELECT', false)))
+    ORDER BY 1, 2
+$$;
+COMMENT ON FUNCTION tenantry.shared_extension_objects() IS 'What PUBLIC (so every tenant role) may use now of the extensions that read or reach state shared by every tenant (pg_stat_statements, pg_prewarm, pgrowlocks, old_snapshot, dblink), with what it opens and whether pg_monitor keeps it: migrate takes each from PUBLIC (08_shared_state.sql), the doctor names what an extension installed since left open (rule shared_state).';
+REVOKE EXECUTE ON FUNCTION tenantry.shared_extension_objects() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantry.shared_extension_objects() TO tenantry_admin, tenantry_server;
+
+RESET ROLE;
+DO $extensions$
+DECLARE
+    o record;
+BEGIN
+    FOR o IN SELECT * FROM tenantry.shared_extension_objects() LOOP
+        EXECUTE format('REVOKE %s FROM PUBLIC', o.privilege);
+        IF o.monitoring THEN
+            EXECUTE format('GRANT %s TO pg_monitor', o.privilege);
+        END IF;
+    END LOOP;
+END
+$extensions$;
 
 SET LOCAL ROLE tenantry_owner;

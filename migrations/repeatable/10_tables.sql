@@ -691,8 +691,8 @@ DECLARE
     -- run top to bottom work (adopt_table refuses while another rule is
     -- broken, and repairs everything these name).
     later text[] := '{}';
-    -- The logins that act for tenants: members of tenantry's app, admin or
-    -- logger role. Logins that are operators (members of tenantry_owner,
+    -- The logins that act for tenants: members of tenantry's app roles
+    -- (the narrow ones too), admin or logger role. Logins that are operators (members of tenantry_owner,
     -- superusers, BYPASSRLS) are not such logins: the boot check refuses
     -- them as the server's.
     acting_logins oid[];
@@ -715,6 +715,8 @@ BEGIN
         WHERE l.rolcanlogin AND NOT l.rolsuper AND NOT l.rolbypassrls
           AND NOT pg_catalog.pg_has_role(l.oid, 'tenantry_owner', 'MEMBER')
           AND (pg_catalog.pg_has_role(l.oid, 'tenantry_app', 'MEMBER')
+               OR pg_catalog.pg_has_role(l.oid, 'tenantry_app_own', 'MEMBER')
+               OR pg_catalog.pg_has_role(l.oid, 'tenantry_app_shared', 'MEMBER')
                OR pg_catalog.pg_has_role(l.oid, 'tenantry_admin', 'MEMBER')
                OR pg_catalog.pg_has_role(l.oid, 'tenantry_logger', 'MEMBER'))
         ORDER BY l.rolname);
@@ -1111,6 +1113,25 @@ BEGIN
             fix := format('GRANT USAGE ON SCHEMA %I TO tenantry_owner, tenantry_app_own;',
                           (SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                            WHERE c.oid = t.table_id));
+            RETURN NEXT;
+        END IF;
+
+        -- Its schema owned by a role that a login acting for tenants can
+        -- become: a schema's owner may DROP every table in it, so SQL
+        -- injected into the app drops every tenant's rows (found by the
+        -- review of rule login_roles; a team whose service login also runs
+        -- its migrations owns its schema).
+        IF (SELECT n.nspowner::regrole::text FROM pg_catalog.pg_class c
+            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t.table_id) = ANY (granted_roles) THEN
+            rule := 'schema_owner';
+            SELECT format('its schema %I is owned by %s, a role that a login acting for tenants can become: a schema''s owner may DROP the table, and every tenant''s rows with it',
+                          n.nspname, n.nspowner::regrole),
+                   CASE WHEN n.nspowner = 'pg_database_owner'::regrole
+                        THEN format('ALTER DATABASE %I OWNER TO tenantry_owner;', pg_catalog.current_database())
+                        ELSE format('ALTER SCHEMA %I OWNER TO <your migration role>; -- one that no login acting for tenants can become', n.nspname) END
+              INTO problem, fix
+              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = t.table_id;
             RETURN NEXT;
         END IF;
 
@@ -1549,15 +1570,17 @@ BEGIN
           AND (p.polname IS NOT NULL OR (c.tenant_keyed AND NOT c.relrowsecurity))
         ORDER BY 1, 3;
         -- PostgreSQL's built-in roles whose privileges reach past every
-        -- grant and policy tenantry makes (rule login_roles): a login acting
-        -- for tenants that can become one hands that reach to SQL injected
-        -- into the app. pg_read_all_data reads tenantry.context_keys, which
-        -- no policy guards (only privileges: the owner reads it), and with
-        -- its signing key any tenant's context is forged; the others run
-        -- programs or read files as the server, lock or cancel what every
-        -- tenant runs, or read other sessions' queries. Found by a review
-        -- of the server's login: only superusers, BYPASSRLS and owners were
-        -- refused.
+        -- grant and policy tenantry makes, and the role attributes that do
+        -- (rule login_roles): a login acting for tenants that can become
+        -- such a role hands that reach to SQL injected into the app.
+        -- pg_read_all_data reads tenantry.context_keys, which no policy
+        -- guards (only privileges: the owner reads it), and with its signing
+        -- key any tenant's context is forged; CREATEROLE on PostgreSQL 15
+        -- grants itself tenantry_owner; REPLICATION decodes every change;
+        -- the others run programs or read files as the server, lock or
+        -- cancel what every tenant runs, or read other sessions' queries.
+        -- Found by a review of the server's login: only superusers,
+        -- BYPASSRLS and owners were refused.
         RETURN QUERY
         SELECT 'role ' || pg_catalog.quote_ident(l.rolname), 'login_roles'::text,
                format('login %I acts for tenants and can become %s, which %s',
@@ -1569,44 +1592,154 @@ BEGIN
                            ELSE b.reach END),
                CASE WHEN b.name = 'pg_database_owner'
                     THEN format('ALTER DATABASE %I OWNER TO tenantry_owner;', pg_catalog.current_database())
-                    ELSE (SELECT string_agg(format('REVOKE %I FROM %I;', b.name, h), ' ' ORDER BY h)
-                          FROM unnest(holders.names) h) END
+                    -- One REVOKE per grant: from PostgreSQL 16 a role holds
+                    -- a membership once per grantor and a plain REVOKE ends
+                    -- only the current user's; CASCADE ends the grants made
+                    -- onwards with its ADMIN OPTION (found by the review of
+                    -- the rule). PostgreSQL 15 holds one grant per member
+                    -- (its grantor may be a role dropped since).
+                    ELSE (SELECT string_agg(format('REVOKE %I FROM %I%s CASCADE;', b.name, h.member,
+                                                   CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
+                                                        THEN format(' GRANTED BY %I', h.grantor) END),
+                                            ' ' ORDER BY h.member, h.grantor)
+                          FROM unnest(holders.members, holders.grantors) h(member, grantor)) END
         FROM unnest(acting_logins) x(oid)
         JOIN pg_catalog.pg_roles l ON l.oid = x.oid
         CROSS JOIN (VALUES
             ('pg_read_all_data', 'reads every table, tenantry.context_keys among them: with its signing key any tenant''s context is forged'),
             ('pg_write_all_data', 'writes every table, tenantry.context_keys among them: with a signing key of its own any tenant''s context is forged'),
-            ('pg_read_server_files', 'reads the database server''s files, every tenant''s rows in its data directory among them'),
+            ('pg_read_server_files', 'reads the database server''s files: its configuration, and its logs with other tenants'' statements and errors'),
             ('pg_write_server_files', 'writes the database server''s files, its configuration among them'),
             ('pg_execute_server_program', 'runs programs on the database server as its operating system user (COPY ... PROGRAM)'),
             ('pg_maintain', 'may LOCK, VACUUM FULL, CLUSTER and REINDEX every table: a lock that holds every tenant back'),
             ('pg_signal_backend', 'cancels and ends other sessions: other tenants'' requests and other servers'' connections'),
             ('pg_signal_autovacuum_worker', 'cancels and ends autovacuum on every table'),
             ('pg_monitor', 'reads other sessions'' queries, every table''s statistics and the lock, size and WAL functions tenantry takes from PUBLIC'),
-            ('pg_read_all_stats', 'reads other sessions'' queries and every table''s statistics'),
-            ('pg_read_all_settings', 'reads every setting, the server''s file paths among them'),
-            ('pg_stat_scan_tables', 'runs monitoring functions that scan and lock whole tables of every tenant'),
+            ('pg_read_all_stats', 'reads every table''s statistics and, from any other database of the cluster it may connect to, every session''s query (this database''s included)'),
+            ('pg_read_all_settings', 'reads every setting, those hidden from other roles included (primary_conninfo may hold a replication password)'),
+            ('pg_stat_scan_tables', 'runs monitoring functions that scan whole tables of every tenant under locks that hold back schema changes'),
             ('pg_checkpoint', 'forces checkpoints: bursts of writes every tenant waits behind'),
             ('pg_use_reserved_connections', 'takes the connection slots reserved for operators'),
             ('pg_create_subscription', 'may subscribe this database to another server''s publications (with CREATE on the database)'),
-            ('pg_database_owner', 'may ALTER DATABASE: every new session''s settings and the connection limit, for every tenant')
+            ('pg_database_owner', 'may ALTER DATABASE (every new session''s settings, the connection limit, for every tenant) and, owning schema public (PostgreSQL 15''s default), DROP every table in it')
         ) b(name, reach)
         JOIN pg_catalog.pg_roles r ON r.rolname = b.name
-        -- The roles that hold the membership and that the login reaches
-        -- (itself, or a role granted to it): revoking it from each is the
-        -- fix. A built-in role reached only through another (pg_read_all_stats
-        -- through pg_monitor) is that one's finding.
+        -- The grants of the membership to roles the login reaches (itself,
+        -- or a role granted to it): revoking each is the fix. A built-in
+        -- role reached only through another (pg_read_all_stats through
+        -- pg_monitor) is that one's finding.
         CROSS JOIN LATERAL (
-            -- DISTINCT: from PostgreSQL 16 a role may hold a membership
-            -- once per grantor.
-            SELECT ARRAY(SELECT DISTINCT m.rolname::text
-                         FROM pg_catalog.pg_auth_members a
-                         JOIN pg_catalog.pg_roles m ON m.oid = a.member
-                         WHERE a.roleid = r.oid AND m.oid >= 16384
-                           AND pg_catalog.pg_has_role(l.oid, m.oid, 'MEMBER')) AS names
+            SELECT array_agg(m.rolname::text ORDER BY m.rolname, g.rolname) AS members,
+                   array_agg(g.rolname::text ORDER BY m.rolname, g.rolname) AS grantors
+            FROM pg_catalog.pg_auth_members a
+            JOIN pg_catalog.pg_roles m ON m.oid = a.member
+            LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantor
+            WHERE a.roleid = r.oid AND m.oid >= 16384
+              AND pg_catalog.pg_has_role(l.oid, m.oid, 'MEMBER')
         ) holders
         WHERE pg_catalog.pg_has_role(l.oid, r.oid, 'MEMBER')
-          AND (b.name = 'pg_database_owner' OR cardinality(holders.names) > 0)
+          AND (b.name = 'pg_database_owner' OR holders.members IS NOT NULL)
+        UNION ALL
+        -- Attributes are not inherited: a role that has one lends it to a
+        -- login after SET ROLE, the login itself included.
+        SELECT 'role ' || pg_catalog.quote_ident(l.rolname), 'login_roles'::text,
+               format('login %I acts for tenants and can become %I, which has %s: %s',
+                      l.rolname, r.rolname, a.attr, a.reach),
+               format('ALTER ROLE %I NO%s;', r.rolname, a.attr)
+        FROM unnest(acting_logins) x(oid)
+        JOIN pg_catalog.pg_roles l ON l.oid = x.oid
+        JOIN pg_catalog.pg_roles r ON pg_catalog.pg_has_role(l.oid, r.oid, 'MEMBER')
+        CROSS JOIN LATERAL (VALUES
+            (r.rolcreaterole, 'CREATEROLE', 'on PostgreSQL 15 it grants itself any role but a superuser, tenantry_owner among them, and so every tenant''s rows; later versions let it make roles of the cluster'),
+            (r.rolreplication, 'REPLICATION', 'with wal_level logical it decodes every change to every table, every tenant''s rows and tenantry.context_keys among them')
+        ) a(held, attr, reach)
+        WHERE a.held
+        UNION ALL
+        -- CREATE in a schema or on the database (a schema of its own), for
+        -- a role the login can become or PUBLIC: a function or table planted
+        -- on the search path (public before tenantry, as the guide sets it;
+        -- a schema named like an app role, which "$user" puts first) runs
+        -- in another tenant's context, or as an operator who calls it
+        -- unqualified, and captured the context signing key (found by a
+        -- DBA's review: databases made before PostgreSQL 15 keep CREATE on
+        -- public for PUBLIC, and GRANT ALL ON DATABASE gives CREATE).
+        SELECT 'role ' || pg_catalog.quote_ident(l.rolname), 'login_roles'::text,
+               format('login %I acts for tenants and can create objects %s (through %s): a function or table planted there runs in another tenant''s context, or with the rights of an operator who calls it unqualified',
+                      l.rolname, c.place, array_to_string(c.grantees || c.owner_role, ', ')),
+               concat_ws(' ',
+                         CASE WHEN cardinality(c.grantees) > 0
+                              THEN format('REVOKE CREATE ON %s FROM %s;', c.target, array_to_string(c.grantees, ', ')) END,
+                         CASE WHEN c.owner_role IS NOT NULL
+                              THEN CASE WHEN c.target LIKE 'DATABASE %'
+                                        THEN format('ALTER DATABASE %I OWNER TO tenantry_owner;', pg_catalog.current_database())
+                                        ELSE format('ALTER %s OWNER TO <your migration role>; -- one that no login acting for tenants can become', c.target) END END)
+        FROM unnest(acting_logins) x(oid)
+        JOIN pg_catalog.pg_roles l ON l.oid = x.oid
+        CROSS JOIN LATERAL (
+            SELECT format('in schema %I', n.nspname) AS place, format('SCHEMA %I', n.nspname) AS target,
+                   ARRAY(SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.rolname) END
+                         FROM pg_catalog.aclexplode(n.nspacl) acl
+                         LEFT JOIN pg_catalog.pg_roles g ON g.oid = acl.grantee
+                         WHERE acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
+                           AND (acl.grantee = 0 OR pg_catalog.pg_has_role(l.oid, acl.grantee, 'MEMBER'))
+                         ORDER BY 1) AS grantees,
+                   -- public's owner, pg_database_owner, is the database
+                   -- owner's finding above.
+                   CASE WHEN pg_catalog.pg_has_role(l.oid, n.nspowner, 'MEMBER')
+                             AND n.nspowner <> 'pg_database_owner'::regrole
+                        THEN n.nspowner::regrole::text END AS owner_role
+            FROM pg_catalog.pg_namespace n
+            WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+            UNION ALL
+            SELECT 'in this database (a schema of its own)', format('DATABASE %I', d.datname),
+                   ARRAY(SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.rolname) END
+                         FROM pg_catalog.aclexplode(d.datacl) acl
+                         LEFT JOIN pg_catalog.pg_roles g ON g.oid = acl.grantee
+                         WHERE acl.privilege_type = 'CREATE' AND acl.grantee <> d.datdba
+                           AND (acl.grantee = 0 OR pg_catalog.pg_has_role(l.oid, acl.grantee, 'MEMBER'))
+                         ORDER BY 1),
+                   -- The database's owner is rule login_roles' pg_database_owner.
+                   NULL
+            FROM pg_catalog.pg_database d
+            WHERE d.datname = pg_catalog.current_database()
+        ) c
+        WHERE cardinality(c.grantees) > 0 OR c.owner_role IS NOT NULL
+        ORDER BY 1, 3;
+        -- A prepared transaction of a role acting for tenants (PREPARE
+        -- TRANSACTION needs max_prepared_transactions above 0, which Citus
+        -- sets): it keeps its locks with no session, through restarts, and
+        -- no timeout ends it; SQL injected into the app held a lock on
+        -- tenantry.resources that way and stalled every tenant (found by a
+        -- DBA's review). Citus's own (citus_...) end in its recovery. Read
+        -- where the caller may (the doctor's superuser; pg_prepared_xacts is
+        -- taken from PUBLIC).
+        IF pg_catalog.has_table_privilege('pg_catalog.pg_prepared_xacts', 'SELECT') THEN
+            RETURN QUERY
+            SELECT format('role %s', x.owner), 'prepared_transactions'::text,
+                   format('prepared transaction %L of %s (a role acting for tenants) has kept its locks since %s with no session, and no timeout ends it',
+                          x.gid, x.owner, x.prepared),
+                   format('ROLLBACK PREPARED %L;', x.gid)
+            FROM pg_catalog.pg_prepared_xacts x
+            WHERE x.database = pg_catalog.current_database()
+              AND x.owner::text = ANY (granted_roles)
+              AND x.gid NOT LIKE 'citus\_%'
+              AND x.prepared < pg_catalog.now() - interval '10 seconds'
+            ORDER BY 1, 3;
+        END IF;
+        -- An extension installed since migrate ran whose objects PUBLIC may
+        -- use and that read or reach state every tenant shares (rule
+        -- shared_state; 08_shared_state.sql takes them from PUBLIC when
+        -- migrate applies it; found by a DBA's review: pg_prewarm measured a
+        -- schema tenant's table and evicted every tenant's cache, pgrowlocks
+        -- showed other tenants' locked rows).
+        RETURN QUERY
+        SELECT format('extension %I', o.extension), 'shared_state'::text,
+               format('%s is open to every role, every tenant''s among them: %s', o.privilege, o.reach),
+               format('REVOKE %s FROM PUBLIC;', o.privilege)
+               || CASE WHEN o.monitoring THEN format(' GRANT %s TO pg_monitor;', o.privilege) ELSE '' END
+               || ' -- as a superuser'
+        FROM tenantry.shared_extension_objects() o
         ORDER BY 1, 3;
         -- Row level security enabled and forced on every one of them that has
         -- policies (a partition under its parent's name), and on every table
@@ -1764,7 +1897,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, btree only; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), no login acting for tenants (a member of tenantry_app, tenantry_admin or tenantry_logger that is no operator) that can become one of PostgreSQL''s built-in roles reaching past tenantry''s grants (pg_read_all_data, pg_write_all_data, the server file and program roles, pg_maintain, pg_signal_backend, pg_monitor and its parts, pg_checkpoint, the database''s owner, ...; rule login_roles), and, in a schema at the latest tenant-schema version, its columns (copy_columns), indexes and UNIQUE, EXCLUDE and CHECK constraints (copy_constraints). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, its schema owned by no role that a login acting for tenants can become (rule schema_owner: a schema''s owner drops the table), every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, btree only; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), no login acting for tenants (a member of tenantry''s app roles, tenantry_admin or tenantry_logger that is no operator) that can become one of PostgreSQL''s built-in roles reaching past tenantry''s grants (pg_read_all_data, pg_write_all_data, the server file and program roles, pg_maintain, pg_signal_backend, pg_monitor and its parts, pg_checkpoint, the database''s owner, ...) or a role with CREATEROLE or REPLICATION, or that may create objects in a schema or a schema in the database (rule login_roles), for a caller that may read pg_prepared_xacts no prepared transaction of a role acting for tenants older than ten seconds (rule prepared_transactions), no object of an extension that reads or reaches shared state (pg_stat_statements, pg_prewarm, pgrowlocks, old_snapshot, dblink) that PUBLIC may use (rule shared_state), and, in a schema at the latest tenant-schema version, its columns (copy_columns), indexes and UNIQUE, EXCLUDE and CHECK constraints (copy_constraints). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**

@@ -115,6 +115,34 @@ $$;
 COMMENT ON FUNCTION tenantry.write_time() IS 'Internal: now(), or on Citus the stamp of the distributed transaction (the same on every node), for times written into every copy of a reference table. Not granted.';
 
 /**
+ * Whether the cluster's notification queue is more than half full. NOTIFY
+ * and LISTEN belong to every role: a session that listens and never reads
+ * (a long query) holds the queue's tail while any session fills it, and
+ * once it is full every notifying commit fails ("too many notifications in
+ * the NOTIFY queue"), a tenant's key revocation and an operator's suspension
+ * among them (found by a DBA's review). Past half, tenantry's changes commit
+ * without notifying: servers then learn them within their caches' time to
+ * live (one second for keys by default), as on a Citus worker; PostgreSQL
+ * logs which backend holds the queue back.
+ */
+CREATE OR REPLACE FUNCTION tenantry.notify_queue_filling()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_notification_queue_usage() > 0.5 THEN
+        RAISE LOG 'tenantry: the notification queue is % %% full; a change commits without notifying tenantry_invalidate (servers learn it within their cache lifetime)',
+            round((pg_notification_queue_usage() * 100)::numeric, 1);
+        RETURN true;
+    END IF;
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION tenantry.notify_queue_filling() IS 'Internal: whether the notification queue is more than half full, in which case tenantry''s changes commit without notifying (a listener that never reads, with NOTIFY open to every role, would otherwise make every notifying commit fail once it is full: revocations, suspensions); logged. Not granted.';
+REVOKE EXECUTE ON FUNCTION tenantry.notify_queue_filling() FROM PUBLIC;
+
+/**
  * Sends one payload on tenantry_invalidate, except on a Citus worker: a
  * notification there reaches no server (they listen on the coordinator) and
  * Citus cannot PREPARE a transaction that notified. On Citus, only the
@@ -128,7 +156,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT tenantry.on_citus_worker() THEN
+    IF NOT tenantry.on_citus_worker() AND NOT tenantry.notify_queue_filling() THEN
         PERFORM pg_notify('tenantry_invalidate', payload);
     END IF;
 END
@@ -214,7 +242,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF tenantry.on_citus_worker() THEN
+    IF tenantry.on_citus_worker() OR tenantry.notify_queue_filling() THEN
         RETURN;
     END IF;
     PERFORM pg_notify('tenantry_invalidate', tenantry.invalidation_payload('tenant', h.parent_id))

@@ -33,7 +33,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TENANTRY_CONFIG")]
     pub config: Option<PathBuf>,
     /// Serve even when an adopted table breaks tenantry's rules (`tenantry doctor`
-    /// lists them); each problem is printed as a warning at every start.
+    /// lists them); each problem is printed as a warning at every start. Never
+    /// past a login acting for tenants that can become a role reaching past
+    /// tenantry's grants (rule `login_roles`).
     #[arg(long, env = "TENANTRY_ALLOW_TABLE_PROBLEMS")]
     allow_table_problems: bool,
     /// Log lines as `json` or `text` [default: json when stdout is not a terminal, else text].

@@ -80,6 +80,9 @@ impl Server {
                     ("synchronous_commit", "off"),
                     ("full_page_writes", "off"),
                     ("max_connections", "400"),
+                    // PREPARE TRANSACTION works (as on Citus): the doctor's
+                    // rule prepared_transactions is tested against it.
+                    ("max_prepared_transactions", "10"),
                 ] {
                     options.extra_settings.push((k.into(), v.into()));
                 }

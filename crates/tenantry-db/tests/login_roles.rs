@@ -1,7 +1,10 @@
-//! The doctor's `login_roles` rule: a login acting for tenants that can become one of PostgreSQL's built-in roles reaching past tenantry's grants (pg_read_all_data, pg_monitor, the database's owner, …) is a finding, proven by the attack each one opens.
+//! The doctor's `login_roles` and `schema_owner` rules: a login acting for tenants that can become one of PostgreSQL's built-in roles reaching past tenantry's grants (pg_read_all_data, pg_monitor, the database's owner, …), a role with CREATEROLE or REPLICATION, or the owner of an adopted table's schema is a finding, proven by the attack each one opens.
 //!
 //! A test binary of its own: memberships in built-in roles are the cluster's,
 //! and every other binary's tests expect `table_problems()` to find nothing.
+//! Every role a test makes is dropped when it ends, passed or failed
+//! ([`Roles`]): on a shared server (`TENANTRY_TEST_DATABASE_URL`) a login left
+//! behind would fail the doctor of every later test.
 
 use tenantry_db::{tables, testing::TestDatabase, TableProblem};
 use tokio_postgres::{Client, Config, NoTls};
@@ -14,6 +17,68 @@ async fn connect(config: &Config) -> Client {
     client
 }
 
+/// Roles a test made, dropped (with what they own, the database included)
+/// when the test ends, whether it passed or panicked.
+struct Roles {
+    superuser: Config,
+    names: Vec<String>,
+}
+
+impl Roles {
+    fn new(tdb: &TestDatabase) -> Self {
+        Roles {
+            superuser: tdb.superuser_config(),
+            names: Vec::new(),
+        }
+    }
+
+    /// A login set up like the server's (`login_role`), also a member of `also`.
+    async fn login(&mut self, tdb: &TestDatabase, also: &[&str]) -> (String, Config) {
+        let member_of: Vec<&str> = ["tenantry_server"]
+            .into_iter()
+            .chain(also.iter().copied())
+            .collect();
+        let (login, config) = tdb.login_role("svc", &member_of).await;
+        self.names.push(login.clone());
+        (login, config)
+    }
+
+    /// A NOLOGIN role of the team's.
+    async fn team_role(&mut self, su: &Client, prefix: &str) -> String {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        su.batch_execute(&format!("CREATE ROLE {name} NOLOGIN"))
+            .await
+            .unwrap();
+        self.names.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        let superuser = self.superuser.clone();
+        let names = std::mem::take(&mut self.names);
+        // Drop cannot await: a runtime of its own on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(async {
+                    let su = connect(&superuser).await;
+                    for name in names.iter().rev() {
+                        let _ = su
+                            .batch_execute(&format!(
+                                "REASSIGN OWNED BY {name} TO CURRENT_USER; DROP OWNED BY {name}; DROP ROLE {name}"
+                            ))
+                            .await;
+                    }
+                })
+        })
+        .join();
+    }
+}
+
 /// The `login_roles` findings about `login`, as the doctor reports them.
 async fn findings(su: &Client, login: &str) -> Vec<TableProblem> {
     tables::table_problems(su)
@@ -24,10 +89,27 @@ async fn findings(su: &Client, login: &str) -> Vec<TableProblem> {
         .collect()
 }
 
+/// Runs every finding's fix, as the superuser an operator would be.
+async fn apply(su: &Client, found: &[TableProblem]) {
+    for p in found {
+        su.batch_execute(&p.fix)
+            .await
+            .unwrap_or_else(|e| panic!("the fix of {p}: {e}"));
+    }
+}
+
+async fn server_version(su: &Client) -> i32 {
+    su.query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn a_login_acting_for_tenants_in_pg_read_all_data_reads_the_context_signing_keys_and_the_doctor_names_the_revoke(
 ) {
     let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
     // The server's own role may not read the signing keys: the control.
     let server = tdb.server_client().await;
@@ -40,9 +122,7 @@ async fn a_login_acting_for_tenants_in_pg_read_all_data_reads_the_context_signin
 
     // A login set up like the server's that an operator also gave
     // pg_read_all_data (a reporting or backup habit).
-    let (login, config) = tdb
-        .login_role("svc", &["tenantry_server", "pg_read_all_data"])
-        .await;
+    let (login, config) = roles.login(&tdb, &["pg_read_all_data"]).await;
     let attacker = connect(&config).await;
     let stolen = attacker
         .query("SELECT secret FROM tenantry.context_keys", &[])
@@ -58,9 +138,13 @@ async fn a_login_acting_for_tenants_in_pg_read_all_data_reads_the_context_signin
         "{}",
         found[0]
     );
-    assert_eq!(
-        found[0].fix,
-        format!("REVOKE pg_read_all_data FROM {login};")
+    assert!(
+        found[0]
+            .fix
+            .starts_with(&format!("REVOKE pg_read_all_data FROM {login}"))
+            && found[0].fix.ends_with(" CASCADE;"),
+        "{}",
+        found[0]
     );
     // The server's login sees it too (its boot check runs the same rules).
     assert!(tdb
@@ -71,7 +155,7 @@ async fn a_login_acting_for_tenants_in_pg_read_all_data_reads_the_context_signin
         .iter()
         .any(|p| p.is_login_role() && p.table == format!("role {login}")));
 
-    su.batch_execute(&found[0].fix).await.unwrap();
+    apply(&su, &found).await;
     assert!(findings(&su, &login).await.is_empty());
     let attacker = connect(&config).await;
     let denied = attacker
@@ -79,25 +163,72 @@ async fn a_login_acting_for_tenants_in_pg_read_all_data_reads_the_context_signin
         .await
         .expect_err("read after the revoke");
     assert_eq!(denied.code().unwrap().code(), "42501", "{denied}");
-    drop(attacker);
-    su.batch_execute(&format!("DROP ROLE {login}"))
+}
+
+/// From PostgreSQL 16 a role holds a membership once per grantor, and a
+/// plain REVOKE ends only the current user's; a grant made onwards with
+/// ADMIN OPTION makes a plain REVOKE fail. The fix ends them all (on 15,
+/// where one grant per member is kept, the same statements do).
+#[tokio::test]
+async fn a_membership_granted_by_several_roles_and_passed_on_is_ended_by_the_fix() {
+    let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
+    let su = tdb.superuser_client().await;
+    let granter = roles.team_role(&su, "granter").await;
+    let onward = roles.team_role(&su, "onward").await;
+    let (login, config) = roles.login(&tdb, &[]).await;
+    su.batch_execute(&format!(
+        "GRANT pg_read_all_data TO {granter} WITH ADMIN OPTION;
+         SET ROLE {granter}; GRANT pg_read_all_data TO {login} WITH ADMIN OPTION; RESET ROLE;
+         GRANT pg_read_all_data TO {login};"
+    ))
+    .await
+    .unwrap();
+    // The login passes it on with its ADMIN OPTION.
+    let attacker = connect(&config).await;
+    attacker
+        .batch_execute(&format!("GRANT pg_read_all_data TO {onward}"))
         .await
         .unwrap();
+    let grants: i64 = su
+        .query_one(
+            "SELECT count(*) FROM pg_auth_members WHERE roleid = 'pg_read_all_data'::regrole AND member = $1::text::regrole",
+            &[&login],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        grants,
+        if server_version(&su).await >= 160000 {
+            2
+        } else {
+            1
+        }
+    );
+
+    let found = findings(&su, &login).await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    apply(&su, &found).await;
+    assert!(findings(&su, &login).await.is_empty());
+    let denied = connect(&config)
+        .await
+        .query("SELECT secret FROM tenantry.context_keys", &[])
+        .await
+        .expect_err("read after the fix");
+    assert_eq!(denied.code().unwrap().code(), "42501", "{denied}");
 }
 
 #[tokio::test]
 async fn pg_monitor_given_through_a_team_role_is_one_finding_whose_fix_revokes_it_from_that_role() {
     let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
-    let team_role = format!("monitoring_{}", uuid::Uuid::new_v4().simple());
-    su.batch_execute(&format!(
-        "CREATE ROLE {team_role} NOLOGIN; GRANT pg_monitor TO {team_role}"
-    ))
-    .await
-    .unwrap();
-    let (login, config) = tdb
-        .login_role("svc", &["tenantry_server", &team_role])
-        .await;
+    let team_role = roles.team_role(&su, "monitoring").await;
+    su.batch_execute(&format!("GRANT pg_monitor TO {team_role}"))
+        .await
+        .unwrap();
+    let (login, config) = roles.login(&tdb, &[&team_role]).await;
     // What it opens: another session's query text, which tenantry's roles
     // see as "<insufficient privilege>".
     let other = tdb.server_client().await;
@@ -122,21 +253,24 @@ async fn pg_monitor_given_through_a_team_role_is_one_finding_whose_fix_revokes_i
     let found = findings(&su, &login).await;
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(found[0].problem.contains("pg_monitor"), "{}", found[0]);
-    assert_eq!(found[0].fix, format!("REVOKE pg_monitor FROM {team_role};"));
-    su.batch_execute(&found[0].fix).await.unwrap();
+    assert!(
+        found[0]
+            .fix
+            .starts_with(&format!("REVOKE pg_monitor FROM {team_role}")),
+        "{}",
+        found[0]
+    );
+    apply(&su, &found).await;
     assert!(findings(&su, &login).await.is_empty());
-    drop(watcher);
-    su.batch_execute(&format!("DROP ROLE {login}; DROP ROLE {team_role}"))
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
 async fn a_login_acting_for_tenants_that_owns_the_database_could_lock_every_tenant_out_and_is_a_finding(
 ) {
     let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
-    let (login, config) = tdb.login_role("svc", &["tenantry_server"]).await;
+    let (login, config) = roles.login(&tdb, &[]).await;
     su.batch_execute(&format!("ALTER DATABASE {} OWNER TO {login}", tdb.name()))
         .await
         .unwrap();
@@ -167,25 +301,73 @@ async fn a_login_acting_for_tenants_that_owns_the_database_could_lock_every_tena
         found[0].fix,
         format!("ALTER DATABASE {} OWNER TO tenantry_owner;", tdb.name())
     );
-    su.batch_execute(&found[0].fix).await.unwrap();
+    apply(&su, &found).await;
     assert!(findings(&su, &login).await.is_empty());
-    su.batch_execute(&format!("DROP ROLE {login}"))
+}
+
+/// CREATEROLE on PostgreSQL 15 grants any role but a superuser, tenantry's
+/// owner among them; REPLICATION decodes every change where wal_level is
+/// logical. Attributes are not inherited: a role holding one lends it
+/// after SET ROLE, so the role the login can become is named.
+#[tokio::test]
+async fn a_login_acting_for_tenants_that_can_become_a_role_with_createrole_or_replication_is_a_finding(
+) {
+    let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
+    let su = tdb.superuser_client().await;
+    let team_role = roles.team_role(&su, "ops").await;
+    su.batch_execute(&format!("ALTER ROLE {team_role} CREATEROLE REPLICATION"))
         .await
         .unwrap();
+    let (login, config) = roles.login(&tdb, &[&team_role]).await;
+
+    let found = findings(&su, &login).await;
+    assert_eq!(found.len(), 2, "{found:#?}");
+    for (p, attr) in found.iter().zip(["CREATEROLE", "REPLICATION"]) {
+        assert!(
+            p.problem
+                .contains(&format!("{team_role}, which has {attr}")),
+            "{p}"
+        );
+        assert_eq!(p.fix, format!("ALTER ROLE {team_role} NO{attr};"));
+    }
+    // The attack on PostgreSQL 15: the login makes itself an operator.
+    let attacker = connect(&config).await;
+    let escalation = attacker
+        .batch_execute(&format!(
+            "SET ROLE {team_role}; GRANT tenantry_owner TO {login}; RESET ROLE"
+        ))
+        .await;
+    if server_version(&su).await < 160000 {
+        escalation.expect("CREATEROLE grants tenantry_owner on PostgreSQL 15");
+        su.batch_execute(&format!("REVOKE tenantry_owner FROM {login}"))
+            .await
+            .unwrap();
+    } else {
+        let e = escalation.expect_err("PostgreSQL 16 needs ADMIN OPTION on tenantry_owner");
+        assert_eq!(e.code().unwrap().code(), "42501", "{e}");
+    }
+    apply(&su, &found).await;
+    assert!(findings(&su, &login).await.is_empty());
 }
 
 #[tokio::test]
 async fn an_operator_login_is_not_judged_as_acting_for_tenants() {
     let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
     // A migration role: a member of tenantry_owner, not of the app roles.
     let (login, _) = tdb
         .login_role("migrator", &["tenantry_owner", "pg_read_all_data"])
         .await;
+    roles.names.push(login.clone());
     assert!(findings(&su, &login).await.is_empty());
-    su.batch_execute(&format!("DROP ROLE {login}"))
-        .await
-        .unwrap();
+    // A login granted only a narrow app role acts for tenants all the same.
+    let (narrow, _) = tdb
+        .login_role("narrow", &["tenantry_app_own", "pg_read_all_data"])
+        .await;
+    roles.names.push(narrow.clone());
+    assert_eq!(findings(&su, &narrow).await.len(), 1);
 }
 
 /// PostgreSQL 17 and later only (pg_maintain is new there; on older
@@ -193,12 +375,8 @@ async fn an_operator_login_is_not_judged_as_acting_for_tenants() {
 #[tokio::test]
 async fn pg_maintain_lets_a_login_lock_every_tenants_table_and_is_a_finding() {
     let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
-    let version: i32 = su
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .unwrap()
-        .get(0);
     let exists: bool = su
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_maintain')",
@@ -207,13 +385,11 @@ async fn pg_maintain_lets_a_login_lock_every_tenants_table_and_is_a_finding() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(exists, version >= 170000);
+    assert_eq!(exists, server_version(&su).await >= 170000);
     if !exists {
         return;
     }
-    let (login, config) = tdb
-        .login_role("svc", &["tenantry_server", "pg_maintain"])
-        .await;
+    let (login, config) = roles.login(&tdb, &["pg_maintain"]).await;
     // What it opens: a lock on the table every tenant's resources are in.
     let attacker = connect(&config).await;
     attacker
@@ -223,15 +399,239 @@ async fn pg_maintain_lets_a_login_lock_every_tenants_table_and_is_a_finding() {
     let found = findings(&su, &login).await;
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(found[0].problem.contains("pg_maintain"), "{}", found[0]);
-    su.batch_execute(&found[0].fix).await.unwrap();
+    apply(&su, &found).await;
     let denied = attacker
         .batch_execute("BEGIN; LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE; ROLLBACK")
         .await
         .expect_err("locked after the revoke");
     assert_eq!(denied.code().unwrap().code(), "42501", "{denied}");
     assert!(findings(&su, &login).await.is_empty());
-    drop(attacker);
-    su.batch_execute(&format!("DROP ROLE {login}"))
+}
+
+/// A schema's owner may DROP every table in it: a team whose service login
+/// also runs its migrations owns its schema, and SQL injected into the app
+/// then drops every tenant's rows. adopt_table refuses such a table; the
+/// doctor names one whose schema changed hands after its adoption.
+#[tokio::test]
+async fn an_adopted_tables_schema_owned_by_a_role_acting_for_tenants_is_refused_and_named() {
+    let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
+    let su = tdb.superuser_client().await;
+    let team_role = roles.team_role(&su, "team").await;
+    let (_login, config) = roles.login(&tdb, &[&team_role]).await;
+    su.batch_execute(&format!(
+        "CREATE SCHEMA app AUTHORIZATION {team_role};
+         CREATE TABLE app.notes (tenant_id uuid NOT NULL, id bigint NOT NULL, body text,
+                                 PRIMARY KEY (tenant_id, id));"
+    ))
+    .await
+    .unwrap();
+    let refused = su
+        .batch_execute("SELECT tenantry.adopt_table('app.notes')")
+        .await
+        .expect_err("adopted in a schema a login acting for tenants owns");
+    let db_error = refused.as_db_error().unwrap();
+    assert_eq!(db_error.code().code(), "TN422", "{db_error:?}");
+    assert!(
+        db_error.message().contains("[schema_owner]"),
+        "{}",
+        db_error.message()
+    );
+    let adopted: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.tenant_tables WHERE table_id = 'app.notes'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(adopted, 0, "nothing changed");
+
+    // Adopted while the schema was the migration role's, then handed over.
+    su.batch_execute(&format!(
+        "ALTER SCHEMA app OWNER TO CURRENT_USER;
+         SELECT tenantry.adopt_table('app.notes');
+         ALTER SCHEMA app OWNER TO {team_role};"
+    ))
+    .await
+    .unwrap();
+    let attacker = connect(&config).await;
+    attacker
+        .batch_execute("BEGIN; DROP TABLE app.notes; ROLLBACK")
+        .await
+        .expect("the schema's owner drops the adopted table");
+    let found: Vec<TableProblem> = tables::table_problems(&su)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.rule == "schema_owner")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].table, "app.notes");
+    assert!(
+        found[0]
+            .fix
+            .starts_with("ALTER SCHEMA app OWNER TO <your migration role>;"),
+        "{}",
+        found[0]
+    );
+    su.batch_execute("ALTER SCHEMA app OWNER TO CURRENT_USER")
         .await
         .unwrap();
+    let denied = attacker
+        .batch_execute("BEGIN; DROP TABLE app.notes; ROLLBACK")
+        .await
+        .expect_err("dropped after the fix");
+    assert_eq!(denied.code().unwrap().code(), "42501", "{denied}");
+    attacker.batch_execute("ROLLBACK").await.ok();
+    assert!(tables::table_problems(&su)
+        .await
+        .unwrap()
+        .iter()
+        .all(|p| p.rule != "schema_owner"));
+}
+
+/// CREATE on a schema on the search path (public keeps it for PUBLIC in a
+/// database made before PostgreSQL 15) lets SQL injected into the app plant
+/// a function that an operator's unqualified call, or another tenant's
+/// request, runs; CREATE on the database a schema named like an app role,
+/// which `"$user"` puts first. Privileges of this database: no test beside
+/// it is touched.
+#[tokio::test]
+async fn a_login_acting_for_tenants_that_may_create_in_a_schema_or_the_database_plants_objects_and_is_a_finding(
+) {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let server = tdb.server_client().await;
+    let plant = "CREATE FUNCTION public.set_tenant_context_local(t uuid) RETURNS text \
+                 LANGUAGE sql AS 'SELECT NULL::text'";
+
+    su.batch_execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        .await
+        .unwrap();
+    server
+        .batch_execute(plant)
+        .await
+        .expect("planted in public");
+    server
+        .batch_execute("DROP FUNCTION public.set_tenant_context_local(uuid)")
+        .await
+        .unwrap();
+    let found = findings(&su, "tenantry_server").await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0]
+            .problem
+            .contains("in schema public (through PUBLIC)"),
+        "{}",
+        found[0]
+    );
+    assert_eq!(found[0].fix, "REVOKE CREATE ON SCHEMA public FROM PUBLIC;");
+    apply(&su, &found).await;
+    let denied = server
+        .batch_execute(plant)
+        .await
+        .expect_err("planted after the fix");
+    assert_eq!(denied.code().unwrap().code(), "42501", "{denied}");
+
+    su.batch_execute(&format!(
+        "GRANT CREATE ON DATABASE {} TO tenantry_server",
+        tdb.name()
+    ))
+    .await
+    .unwrap();
+    server
+        .batch_execute("CREATE SCHEMA tenantry_app; DROP SCHEMA tenantry_app")
+        .await
+        .expect("a schema named like the app role");
+    let found = findings(&su, "tenantry_server").await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0]
+            .problem
+            .contains("in this database (a schema of its own) (through tenantry_server)"),
+        "{}",
+        found[0]
+    );
+    assert_eq!(
+        found[0].fix,
+        format!(
+            "REVOKE CREATE ON DATABASE {} FROM tenantry_server;",
+            tdb.name()
+        )
+    );
+    apply(&su, &found).await;
+    let denied = server
+        .batch_execute("CREATE SCHEMA tenantry_app")
+        .await
+        .expect_err("a schema made after the fix");
+    assert_eq!(denied.code().unwrap().code(), "42501", "{denied}");
+    assert!(findings(&su, "tenantry_server").await.is_empty());
+}
+
+/// A prepared transaction keeps its locks with no session and no timeout
+/// (PREPARE TRANSACTION works where max_prepared_transactions is above 0,
+/// as Citus needs): SQL injected into the app holds every tenant's writes
+/// back that way until an operator ends it. The doctor names one older than
+/// ten seconds with the ROLLBACK PREPARED that ends it.
+#[tokio::test]
+async fn a_prepared_transaction_of_the_app_role_holding_a_lock_is_named_by_the_doctor_and_its_fix_ends_it(
+) {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let enabled: String = su
+        .query_one("SHOW max_prepared_transactions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if enabled == "0" {
+        // A shared server (TENANTRY_TEST_DATABASE_URL) without them.
+        return;
+    }
+    let gid = format!("innocent_{}", uuid::Uuid::new_v4().simple());
+    let attacker = tdb.server_client().await;
+    attacker
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL ROLE tenantry_app;
+             LOCK TABLE tenantry.resources IN EXCLUSIVE MODE;
+             PREPARE TRANSACTION '{gid}'"
+        ))
+        .await
+        .expect("prepared with a lock");
+    drop(attacker);
+    // Every tenant's writes wait behind it, with no session to end.
+    let victim = tdb.server_client().await;
+    let blocked = victim
+        .batch_execute(
+            "BEGIN; SET LOCAL lock_timeout = '200ms'; SET LOCAL ROLE tenantry_app;
+             UPDATE tenantry.resources SET name = name WHERE false",
+        )
+        .await
+        .expect_err("a write past the prepared lock");
+    assert_eq!(blocked.code().unwrap().code(), "55P03", "{blocked}");
+    victim.batch_execute("ROLLBACK").await.unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let found: Vec<TableProblem> = tables::table_problems(&su)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.rule == "prepared_transactions")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].table, "role tenantry_app");
+    assert_eq!(found[0].fix, format!("ROLLBACK PREPARED '{gid}';"));
+    apply(&su, &found).await;
+    victim
+        .batch_execute(
+            "BEGIN; SET LOCAL lock_timeout = '200ms'; SET LOCAL ROLE tenantry_app;
+             UPDATE tenantry.resources SET name = name WHERE false; COMMIT",
+        )
+        .await
+        .expect("writes go on once it is rolled back");
+    assert!(tables::table_problems(&su)
+        .await
+        .unwrap()
+        .iter()
+        .all(|p| p.rule != "prepared_transactions"));
 }

@@ -319,3 +319,93 @@ async fn psqls_describe_commands_still_work_for_tenantry_app_but_size_listings_d
         );
     }
 }
+
+/// Extensions a team installs that PostgreSQL leaves to PUBLIC and that
+/// read or reach state every tenant shares (found by a DBA's review):
+/// installed after `tenantry migrate`, the doctor names each object (rule
+/// `shared_state`) and its fix closes it; `migrate` takes them from PUBLIC
+/// whenever it applies the definitions. Those this server's build of
+/// PostgreSQL ships are checked (Debian's packages ship all three).
+#[tokio::test]
+async fn extensions_that_reach_shared_state_are_named_by_the_doctor_and_taken_from_public_by_migrate(
+) {
+    let w = world().await;
+    let mut su = w.tdb.superuser_client().await;
+    let available = strings(
+        &su,
+        "SELECT name::text FROM pg_available_extensions
+         WHERE name IN ('pg_prewarm', 'pgrowlocks', 'dblink') ORDER BY 1",
+    )
+    .await;
+    for name in &available {
+        exec(&su, &format!("CREATE EXTENSION {name}")).await;
+    }
+    let attacks: Vec<(&str, &str)> = [
+        (
+            "pg_prewarm",
+            "SELECT pg_prewarm('tenantry.resources', 'prefetch')",
+        ),
+        (
+            "pgrowlocks",
+            "SELECT count(*) FROM pgrowlocks('tenantry.resources')",
+        ),
+        ("dblink", "SELECT dblink_get_connections()"),
+    ]
+    .into_iter()
+    .filter(|(name, _)| available.iter().any(|a| a == name))
+    .collect();
+    // As the app role with a tenant's context: each works.
+    begin_as(&w.app, w.a).await;
+    for (_, sql) in &attacks {
+        exec(&w.app, sql).await;
+    }
+    rollback(&w.app).await;
+
+    let doctor = w.tdb.superuser_client().await;
+    let found = shared_state_problems(&doctor).await;
+    for name in &available {
+        assert!(
+            found.iter().any(|p| p.table == format!("extension {name}")),
+            "{name}: {found:#?}"
+        );
+    }
+    for p in &found {
+        exec(&su, &p.fix).await;
+    }
+    assert!(shared_state_problems(&doctor).await.is_empty());
+    begin_as(&w.app, w.a).await;
+    for (name, sql) in &attacks {
+        let (code, message, _) = fails(&w.app, sql).await;
+        assert_eq!(code, "42501", "{name}: {message}");
+        rollback(&w.app).await;
+        begin_as(&w.app, w.a).await;
+    }
+    rollback(&w.app).await;
+
+    // Installed again, and the definitions applied again: migrate takes them.
+    for name in &available {
+        exec(
+            &su,
+            &format!("DROP EXTENSION {name}; CREATE EXTENSION {name}"),
+        )
+        .await;
+    }
+    assert_eq!(shared_state_problems(&doctor).await.len(), found.len());
+    exec(
+        &su,
+        "DELETE FROM tenantry.schema_definitions WHERE name = '08_shared_state.sql'",
+    )
+    .await;
+    tenantry_db::migrate::migrate(&mut su).await.unwrap();
+    assert!(shared_state_problems(&doctor).await.is_empty());
+}
+
+/// The doctor's `shared_state` findings.
+async fn shared_state_problems(c: &tokio_postgres::Client) -> Vec<tenantry_db::TableProblem> {
+    tenantry_db::tables::table_problems(c)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.rule == "shared_state")
+        .collect()
+}
