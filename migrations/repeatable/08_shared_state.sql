@@ -230,9 +230,9 @@ SET LOCAL ROLE tenantry_owner;
 -- buffers, evicting every tenant's cache), pgrowlocks (other tenants' locked
 -- rows, transaction ids and backend pids, past row level security),
 -- old_snapshot (transaction ids against time), dblink (connections from the
--- database server to any host it reaches). Taken from PUBLIC when migrate
--- runs; one installed later is the doctor's finding (rule shared_state)
--- until it runs again. Monitoring ones go to pg_monitor, the others to no
+-- database server to any host it reaches). Taken from PUBLIC at every run of
+-- tenantry migrate (by a superuser); one installed since is the doctor's
+-- finding (rule shared_state) until then. Monitoring ones go to pg_monitor, the others to no
 -- one (an application of your own that needs dblink grants it to its own
 -- roles, never to the tenantry roles).
 -- -----------------------------------------------------------------------------
@@ -267,22 +267,39 @@ AS $$
               AND aclcontains(c.relacl, makeaclitem(0, c.relowner, 'SELECT', false)))
     ORDER BY 1, 2
 $$;
-COMMENT ON FUNCTION tenantry.shared_extension_objects() IS 'What PUBLIC (so every tenant role) may use now of the extensions that read or reach state shared by every tenant (pg_stat_statements, pg_prewarm, pgrowlocks, old_snapshot, dblink), with what it opens and whether pg_monitor keeps it: migrate takes each from PUBLIC (08_shared_state.sql), the doctor names what an extension installed since left open (rule shared_state).';
+COMMENT ON FUNCTION tenantry.shared_extension_objects() IS 'What PUBLIC (so every tenant role) may use now of the extensions that read or reach state shared by every tenant (pg_stat_statements, pg_prewarm, pgrowlocks, old_snapshot, dblink), with what it opens and whether pg_monitor keeps it: every run of tenantry migrate takes each from PUBLIC (close_shared_extension_objects), the doctor names what an extension installed since left open (rule shared_state).';
 REVOKE EXECUTE ON FUNCTION tenantry.shared_extension_objects() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantry.shared_extension_objects() TO tenantry_admin, tenantry_server;
 
-RESET ROLE;
-DO $extensions$
+/**
+ * Takes from PUBLIC what shared_extension_objects() lists (the monitoring
+ * ones to pg_monitor). With the caller's rights: a superuser's (an
+ * extension's objects belong to whoever created it), from this file and at
+ * every run of tenantry migrate, the definitions changed or not.
+ */
+CREATE OR REPLACE FUNCTION tenantry.close_shared_extension_objects()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     o record;
+    closed integer := 0;
 BEGIN
     FOR o IN SELECT * FROM tenantry.shared_extension_objects() LOOP
         EXECUTE format('REVOKE %s FROM PUBLIC', o.privilege);
         IF o.monitoring THEN
             EXECUTE format('GRANT %s TO pg_monitor', o.privilege);
         END IF;
+        closed := closed + 1;
     END LOOP;
+    RETURN closed;
 END
-$extensions$;
+$$;
+COMMENT ON FUNCTION tenantry.close_shared_extension_objects() IS 'Takes from PUBLIC the objects of extensions that reach shared state which shared_extension_objects() lists, granting the monitoring ones to pg_monitor; returns how many. Run by the migrating superuser (08_shared_state.sql, and every tenantry migrate). Not granted.';
+REVOKE EXECUTE ON FUNCTION tenantry.close_shared_extension_objects() FROM PUBLIC;
+
+RESET ROLE;
+SELECT tenantry.close_shared_extension_objects();
 
 SET LOCAL ROLE tenantry_owner;

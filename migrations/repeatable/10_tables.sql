@@ -669,6 +669,27 @@ COMMENT ON FUNCTION tenantry.shared_sequences() IS 'Notes of tenantry doctor: se
 REVOKE EXECUTE ON FUNCTION tenantry.shared_sequences() FROM PUBLIC;
 
 /**
+ * Whether role `member` can use what role `target` may: by inheritance, or
+ * after SET ROLE (SQL injected into an app runs one). From PostgreSQL 16 a
+ * membership may grant neither (WITH INHERIT FALSE, SET FALSE: a role made
+ * by a CREATEROLE role is granted to it that way), which pg_has_role's
+ * MEMBER still counts (found by a review of rule login_roles: such a login
+ * was judged as acting for tenants).
+ */
+CREATE OR REPLACE FUNCTION tenantry.can_become(member oid, target oid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
+                THEN pg_catalog.pg_has_role(member, target, 'USAGE') OR pg_catalog.pg_has_role(member, target, 'SET')
+                ELSE pg_catalog.pg_has_role(member, target, 'MEMBER') END
+$$;
+COMMENT ON FUNCTION tenantry.can_become(oid, oid) IS 'The doctor''s reach of a role: whether member uses target''s privileges by inheritance or may SET ROLE to it (PostgreSQL 16''s memberships that grant neither do not count; before 16 any membership does).';
+REVOKE EXECUTE ON FUNCTION tenantry.can_become(oid, oid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantry.can_become(oid, oid) TO tenantry_admin, tenantry_server;
+
+/**
  * The doctor: every rule an adopted table (or, with tbl, that one table) must
  * satisfy and does not, with the SQL that fixes it. No rows: all is well.
  */
@@ -713,19 +734,19 @@ BEGIN
     acting_logins := ARRAY(
         SELECT l.oid FROM pg_catalog.pg_roles l
         WHERE l.rolcanlogin AND NOT l.rolsuper AND NOT l.rolbypassrls
-          AND NOT pg_catalog.pg_has_role(l.oid, 'tenantry_owner', 'MEMBER')
-          AND (pg_catalog.pg_has_role(l.oid, 'tenantry_app', 'MEMBER')
-               OR pg_catalog.pg_has_role(l.oid, 'tenantry_app_own', 'MEMBER')
-               OR pg_catalog.pg_has_role(l.oid, 'tenantry_app_shared', 'MEMBER')
-               OR pg_catalog.pg_has_role(l.oid, 'tenantry_admin', 'MEMBER')
-               OR pg_catalog.pg_has_role(l.oid, 'tenantry_logger', 'MEMBER'))
+          AND NOT tenantry.can_become(l.oid, 'tenantry_owner'::regrole)
+          AND (tenantry.can_become(l.oid, 'tenantry_app'::regrole)
+               OR tenantry.can_become(l.oid, 'tenantry_app_own'::regrole)
+               OR tenantry.can_become(l.oid, 'tenantry_app_shared'::regrole)
+               OR tenantry.can_become(l.oid, 'tenantry_admin'::regrole)
+               OR tenantry.can_become(l.oid, 'tenantry_logger'::regrole))
         ORDER BY l.rolname);
     granted_roles := ARRAY(
         SELECT DISTINCT r.oid::regrole::text
         FROM pg_catalog.pg_roles r
         WHERE r.rolname::text = ANY (acting_roles)
            OR EXISTS (SELECT 1 FROM unnest(acting_logins) l(oid)
-                      WHERE pg_catalog.pg_has_role(l.oid, r.oid, 'MEMBER'))
+                      WHERE tenantry.can_become(l.oid, r.oid))
         ORDER BY 1);
     other_roles := ARRAY(SELECT g.name FROM unnest(granted_roles) g(name) WHERE g.name <> ALL (acting_roles));
     FOR t IN
@@ -1635,9 +1656,9 @@ BEGIN
             JOIN pg_catalog.pg_roles m ON m.oid = a.member
             LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantor
             WHERE a.roleid = r.oid AND m.oid >= 16384
-              AND pg_catalog.pg_has_role(l.oid, m.oid, 'MEMBER')
+              AND tenantry.can_become(l.oid, m.oid)
         ) holders
-        WHERE pg_catalog.pg_has_role(l.oid, r.oid, 'MEMBER')
+        WHERE tenantry.can_become(l.oid, r.oid)
           AND (b.name = 'pg_database_owner' OR holders.members IS NOT NULL)
         UNION ALL
         -- Attributes are not inherited: a role that has one lends it to a
@@ -1648,9 +1669,11 @@ BEGIN
                format('ALTER ROLE %I NO%s;', r.rolname, a.attr)
         FROM unnest(acting_logins) x(oid)
         JOIN pg_catalog.pg_roles l ON l.oid = x.oid
-        JOIN pg_catalog.pg_roles r ON pg_catalog.pg_has_role(l.oid, r.oid, 'MEMBER')
+        JOIN pg_catalog.pg_roles r ON tenantry.can_become(l.oid, r.oid)
         CROSS JOIN LATERAL (VALUES
-            (r.rolcreaterole, 'CREATEROLE', 'on PostgreSQL 15 it grants itself any role but a superuser, tenantry_owner among them, and so every tenant''s rows; later versions let it make roles of the cluster'),
+            -- PostgreSQL 16 lets CREATEROLE grant only roles it holds with ADMIN OPTION.
+            (r.rolcreaterole AND pg_catalog.current_setting('server_version_num')::int < 160000,
+             'CREATEROLE', 'it grants itself any role but a superuser, tenantry_owner among them, and so every tenant''s rows'),
             (r.rolreplication, 'REPLICATION', 'with wal_level logical it decodes every change to every table, every tenant''s rows and tenantry.context_keys among them')
         ) a(held, attr, reach)
         WHERE a.held
@@ -1668,11 +1691,19 @@ BEGIN
                       l.rolname, c.place, array_to_string(c.grantees || c.owner_role, ', ')),
                concat_ws(' ',
                          CASE WHEN cardinality(c.grantees) > 0
-                              THEN format('REVOKE CREATE ON %s FROM %s;', c.target, array_to_string(c.grantees, ', ')) END,
+                              THEN format('REVOKE CREATE ON %s FROM %s;', c.target, array_to_string(c.grantees, ', '))
+                                   -- Taken from PUBLIC, given back to who makes tables
+                                   -- there (a migration role that is no superuser
+                                   -- created through PUBLIC's grant).
+                                   || CASE WHEN 'PUBLIC' = ANY (c.grantees) AND c.target LIKE 'SCHEMA %'
+                                           THEN format(' GRANT CREATE ON %s TO tenantry_owner;', c.target)
+                                           ELSE '' END END,
                          CASE WHEN c.owner_role IS NOT NULL
                               THEN CASE WHEN c.target LIKE 'DATABASE %'
                                         THEN format('ALTER DATABASE %I OWNER TO tenantry_owner;', pg_catalog.current_database())
                                         ELSE format('ALTER %s OWNER TO <your migration role>; -- one that no login acting for tenants can become', c.target) END END)
+               || CASE WHEN 'PUBLIC' = ANY (c.grantees) AND c.target LIKE 'SCHEMA %'
+                       THEN ' -- and GRANT CREATE there to the roles that run your migrations' ELSE '' END
         FROM unnest(acting_logins) x(oid)
         JOIN pg_catalog.pg_roles l ON l.oid = x.oid
         CROSS JOIN LATERAL (
@@ -1681,11 +1712,11 @@ BEGIN
                          FROM pg_catalog.aclexplode(n.nspacl) acl
                          LEFT JOIN pg_catalog.pg_roles g ON g.oid = acl.grantee
                          WHERE acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
-                           AND (acl.grantee = 0 OR pg_catalog.pg_has_role(l.oid, acl.grantee, 'MEMBER'))
+                           AND (acl.grantee = 0 OR tenantry.can_become(l.oid, acl.grantee))
                          ORDER BY 1) AS grantees,
                    -- public's owner, pg_database_owner, is the database
                    -- owner's finding above.
-                   CASE WHEN pg_catalog.pg_has_role(l.oid, n.nspowner, 'MEMBER')
+                   CASE WHEN tenantry.can_become(l.oid, n.nspowner)
                              AND n.nspowner <> 'pg_database_owner'::regrole
                         THEN n.nspowner::regrole::text END AS owner_role
             FROM pg_catalog.pg_namespace n
@@ -1697,7 +1728,7 @@ BEGIN
                          FROM pg_catalog.aclexplode(d.datacl) acl
                          LEFT JOIN pg_catalog.pg_roles g ON g.oid = acl.grantee
                          WHERE acl.privilege_type = 'CREATE' AND acl.grantee <> d.datdba
-                           AND (acl.grantee = 0 OR pg_catalog.pg_has_role(l.oid, acl.grantee, 'MEMBER'))
+                           AND (acl.grantee = 0 OR tenantry.can_become(l.oid, acl.grantee))
                          ORDER BY 1),
                    -- The database's owner is rule login_roles' pg_database_owner.
                    NULL
@@ -1722,7 +1753,7 @@ BEGIN
                    format('ROLLBACK PREPARED %L;', x.gid)
             FROM pg_catalog.pg_prepared_xacts x
             WHERE x.database = pg_catalog.current_database()
-              AND x.owner::text = ANY (granted_roles)
+              AND pg_catalog.quote_ident(x.owner) = ANY (granted_roles)
               AND x.gid NOT LIKE 'citus\_%'
               AND x.prepared < pg_catalog.now() - interval '10 seconds'
             ORDER BY 1, 3;
@@ -1735,12 +1766,15 @@ BEGIN
         -- showed other tenants' locked rows).
         RETURN QUERY
         SELECT format('extension %I', o.extension), 'shared_state'::text,
-               format('%s is open to every role, every tenant''s among them: %s', o.privilege, o.reach),
-               format('REVOKE %s FROM PUBLIC;', o.privilege)
-               || CASE WHEN o.monitoring THEN format(' GRANT %s TO pg_monitor;', o.privilege) ELSE '' END
-               || ' -- as a superuser'
+               format('%s of its objects are open to every role, every tenant''s among them: %s (%s)',
+                      count(*), min(o.reach), string_agg(o.privilege, ', ' ORDER BY o.privilege)),
+               string_agg(format('REVOKE %s FROM PUBLIC;', o.privilege)
+                          || CASE WHEN o.monitoring THEN format(' GRANT %s TO pg_monitor;', o.privilege) ELSE '' END,
+                          ' ' ORDER BY o.privilege)
+               || ' -- as a superuser, or run tenantry migrate; then GRANT what roles of your own use to them'
         FROM tenantry.shared_extension_objects() o
-        ORDER BY 1, 3;
+        GROUP BY o.extension
+        ORDER BY 1;
         -- Row level security enabled and forced on every one of them that has
         -- policies (a partition under its parent's name), and on every table
         -- of a schema tenant: a policy is nothing while it is off.

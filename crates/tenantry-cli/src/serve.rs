@@ -161,7 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // such a role reaches past every policy, as a superuser's login would.
     if !roles.is_empty() {
         bail!(
-            "refusing to serve tenant traffic: a login acting for tenants can become a built-in role of PostgreSQL's that reaches past tenantry's grants:\n{}",
+            "refusing to serve tenant traffic: a login acting for tenants reaches past tenantry's grants (a built-in role, a role attribute or CREATE it can use):\n{}",
             roles
                 .iter()
                 .map(|p| format!("  {p}"))
