@@ -144,22 +144,38 @@ pub(crate) async fn close_other_databases(
     let client = connect(superuser).await?;
     // A DO block takes no parameters: the name as a literal.
     let database = format!("'{}'", database.replace('\'', "''"));
-    client
-        .batch_execute(&format!(
-            "DO $close$
-             DECLARE d name;
-             BEGIN
-                 FOR d IN SELECT datname FROM pg_catalog.pg_database
-                          WHERE datallowconn AND datname <> {database}
-                            AND has_database_privilege('public', oid, 'CONNECT')
-                 LOOP
-                     EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', d);
-                 END LOOP;
-             END $close$"
-        ))
-        .await
-        .map_err(|source| ProvisionError::CloseDatabases { source })?;
-    Ok(())
+    let close = format!(
+        "DO $close$
+         DECLARE d name;
+         BEGIN
+             FOR d IN SELECT datname FROM pg_catalog.pg_database
+                      WHERE datallowconn AND datname <> {database}
+                        AND has_database_privilege('public', oid, 'CONNECT')
+             LOOP
+                 EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', d);
+             END LOOP;
+         END $close$"
+    );
+    // Two processes opening a new data directory at once revoke on the same
+    // pg_database rows: the loser's REVOKE fails "tuple concurrently
+    // updated" (XX000) and, tried again, finds them closed.
+    let mut tries = 0;
+    loop {
+        match client.batch_execute(&close).await {
+            Ok(()) => return Ok(()),
+            Err(source)
+                if tries < 5
+                    && source.as_db_error().is_some_and(|db| {
+                        *db.code() == SqlState::INTERNAL_ERROR
+                            && db.message().starts_with("tuple concurrently")
+                    }) =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+            }
+            Err(source) => return Err(ProvisionError::CloseDatabases { source }),
+        }
+    }
 }
 
 /// A copy of `config` naming another database.

@@ -22,6 +22,11 @@ struct Listener {
 
 impl Listener {
     async fn start(tdb: &TestDatabase) -> Self {
+        Self::on(tdb, "tenantry_invalidate").await
+    }
+
+    /// A session LISTENing on `channel` as `tenantry_server`.
+    async fn on(tdb: &TestDatabase, channel: &str) -> Self {
         let (client, mut connection) = tdb.server_config().connect(NoTls).await.unwrap();
         let (tx, payloads) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -34,7 +39,7 @@ impl Listener {
             }
         });
         client
-            .batch_execute("LISTEN tenantry_invalidate")
+            .batch_execute(&format!("LISTEN {channel}"))
             .await
             .unwrap();
         Self {
@@ -340,4 +345,78 @@ async fn the_permission_catalogue_changing_or_a_table_truncated_notifies_all_and
     )
     .await;
     assert_eq!(listener.received().await, BTreeSet::new(), "rollback");
+}
+
+/// The tcn extension's trigger on an adopted table sends every change's key,
+/// `tenant_id` included, to whoever LISTENs on its channel: any tenant, as
+/// LISTEN cannot be revoked (found by a DBA's review). The doctor names it
+/// (rule `notify_trigger`), and after its fix nothing is sent.
+#[tokio::test]
+async fn a_tcn_trigger_on_an_adopted_table_tells_any_listener_other_tenants_ids_and_the_doctor_names_it(
+) {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let available: bool = su
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'tcn')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    if !available {
+        return;
+    }
+    exec(
+        &su,
+        "CREATE EXTENSION tcn;
+         CREATE TABLE cards (tenant_id uuid NOT NULL, id bigint NOT NULL, title text,
+                             PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('cards');
+         CREATE TRIGGER cards_tcn AFTER INSERT OR UPDATE OR DELETE ON cards
+             FOR EACH ROW EXECUTE FUNCTION triggered_change_notification();",
+    )
+    .await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let victim = create_tenant(&admin, "victim", None).await;
+    set_context(&app, victim).await;
+    // Another tenant's session listens.
+    let mut listener = Listener::on(&tdb, "tcn").await;
+    exec(
+        &app,
+        "INSERT INTO cards (id, title) VALUES (1, 'secret plan')",
+    )
+    .await;
+    let heard = listener.received().await;
+    assert!(
+        heard.iter().any(|p| p.contains(&victim.to_string())),
+        "{heard:?}"
+    );
+
+    let found: Vec<_> = tenantry_db::tables::table_problems(&su)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.rule == "notify_trigger")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0]
+            .fix
+            .starts_with("DROP TRIGGER cards_tcn ON public.cards;"),
+        "{}",
+        found[0]
+    );
+    exec(&su, &found[0].fix).await;
+    exec(
+        &app,
+        "INSERT INTO cards (id, title) VALUES (2, 'next plan')",
+    )
+    .await;
+    assert!(listener.received().await.is_empty());
+    assert_eq!(
+        tenantry_db::tables::table_problems(&su).await.unwrap(),
+        Vec::new()
+    );
 }
