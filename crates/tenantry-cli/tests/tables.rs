@@ -1190,3 +1190,27 @@ async fn a_unique_added_without_a_step_is_named_by_the_doctor_and_the_move_back_
         .get(0);
     assert_eq!(kept, 2);
 }
+
+/// A lock held without end on a table the doctor reads (a prepared
+/// transaction of SQL injected into the app, which the doctor itself would
+/// name) made `tenantry doctor` wait for ever: it waits ten seconds, then
+/// says it could not check (exit status 2), naming the lock.
+#[tokio::test]
+async fn doctor_behind_a_lock_held_on_tenantrys_tables_says_it_could_not_check_instead_of_waiting()
+{
+    let db = TestDatabase::new().await;
+    let url = db.superuser_url();
+    let holder = db.superuser_client().await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // (`run` fails the test when the doctor has not exited within a minute.)
+    let out = run(&url, &["doctor"], &[]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("lock timeout"), "{err}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let out = run(&url, &["doctor"], &[]);
+    succeeds(&out);
+}
