@@ -1142,17 +1142,16 @@ BEGIN
         -- injected into the app drops every tenant's rows (found by the
         -- review of rule login_roles; a team whose service login also runs
         -- its migrations owns its schema).
-        IF (SELECT n.nspowner::regrole::text FROM pg_catalog.pg_class c
-            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t.table_id) = ANY (granted_roles) THEN
+        SELECT format('its schema %I is owned by %s, a role that a login acting for tenants can become: a schema''s owner may DROP the table, and every tenant''s rows with it',
+                      n.nspname, n.nspowner::regrole),
+               CASE WHEN n.nspowner = 'pg_database_owner'::regrole
+                    THEN format('ALTER DATABASE %I OWNER TO tenantry_owner;', pg_catalog.current_database())
+                    ELSE format('ALTER SCHEMA %I OWNER TO <your migration role>; -- one that no login acting for tenants can become', n.nspname) END
+          INTO problem, fix
+          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = t.table_id AND n.nspowner::regrole::text = ANY (granted_roles);
+        IF FOUND THEN
             rule := 'schema_owner';
-            SELECT format('its schema %I is owned by %s, a role that a login acting for tenants can become: a schema''s owner may DROP the table, and every tenant''s rows with it',
-                          n.nspname, n.nspowner::regrole),
-                   CASE WHEN n.nspowner = 'pg_database_owner'::regrole
-                        THEN format('ALTER DATABASE %I OWNER TO tenantry_owner;', pg_catalog.current_database())
-                        ELSE format('ALTER SCHEMA %I OWNER TO <your migration role>; -- one that no login acting for tenants can become', n.nspname) END
-              INTO problem, fix
-              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid = t.table_id;
             RETURN NEXT;
         END IF;
 
@@ -1709,45 +1708,40 @@ BEGIN
                                    -- Taken from PUBLIC, given back to who makes tables
                                    -- there (a migration role that is no superuser
                                    -- created through PUBLIC's grant).
-                                   || CASE WHEN 'PUBLIC' = ANY (c.grantees) AND c.target LIKE 'SCHEMA %'
+                                   || CASE WHEN c.public_schema
                                            THEN format(' GRANT CREATE ON %s TO tenantry_owner;', c.target)
                                            ELSE '' END END,
                          CASE WHEN c.owner_role IS NOT NULL
-                              THEN CASE WHEN c.target LIKE 'DATABASE %'
-                                        THEN format('ALTER DATABASE %I OWNER TO tenantry_owner;', pg_catalog.current_database())
-                                        ELSE format('ALTER %s OWNER TO <your migration role>; -- one that no login acting for tenants can become', c.target) END END)
-               || CASE WHEN 'PUBLIC' = ANY (c.grantees) AND c.target LIKE 'SCHEMA %'
+                              THEN format('ALTER %s OWNER TO <your migration role>; -- one that no login acting for tenants can become', c.target) END)
+               || CASE WHEN c.public_schema
                        THEN ' -- and GRANT CREATE there to the roles that run your migrations' ELSE '' END
         FROM unnest(acting_logins) x(oid)
         JOIN pg_catalog.pg_roles l ON l.oid = x.oid
         CROSS JOIN LATERAL (
-            SELECT format('in schema %I', n.nspname) AS place, format('SCHEMA %I', n.nspname) AS target,
+            SELECT o.place, o.target,
                    ARRAY(SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.rolname) END
-                         FROM pg_catalog.aclexplode(n.nspacl) acl
+                         FROM pg_catalog.aclexplode(o.acl) acl
                          LEFT JOIN pg_catalog.pg_roles g ON g.oid = acl.grantee
-                         WHERE acl.privilege_type = 'CREATE' AND acl.grantee <> n.nspowner
+                         WHERE acl.privilege_type = 'CREATE' AND acl.grantee <> o.owner
                            AND (acl.grantee = 0 OR tenantry.can_become(l.oid, acl.grantee))
                          ORDER BY 1) AS grantees,
-                   -- public's owner, pg_database_owner, is the database
-                   -- owner's finding above.
-                   CASE WHEN tenantry.can_become(l.oid, n.nspowner)
-                             AND n.nspowner <> 'pg_database_owner'::regrole
-                        THEN n.nspowner::regrole::text END AS owner_role
-            FROM pg_catalog.pg_namespace n
-            WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-              AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
-            UNION ALL
-            SELECT 'in this database (a schema of its own)', format('DATABASE %I', d.datname),
-                   ARRAY(SELECT DISTINCT CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.rolname) END
-                         FROM pg_catalog.aclexplode(d.datacl) acl
-                         LEFT JOIN pg_catalog.pg_roles g ON g.oid = acl.grantee
-                         WHERE acl.privilege_type = 'CREATE' AND acl.grantee <> d.datdba
-                           AND (acl.grantee = 0 OR tenantry.can_become(l.oid, acl.grantee))
-                         ORDER BY 1),
-                   -- The database's owner is rule login_roles' pg_database_owner.
-                   NULL
-            FROM pg_catalog.pg_database d
-            WHERE d.datname = pg_catalog.current_database()
+                   -- A schema's owner creates in it. The database's owner,
+                   -- and public's (pg_database_owner), are the finding of
+                   -- pg_database_owner above.
+                   CASE WHEN o.is_schema AND o.owner <> 'pg_database_owner'::regrole
+                             AND tenantry.can_become(l.oid, o.owner)
+                        THEN o.owner::regrole::text END AS owner_role,
+                   o.is_schema AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(o.acl) acl
+                                           WHERE acl.grantee = 0 AND acl.privilege_type = 'CREATE') AS public_schema
+            FROM (SELECT format('in schema %I', n.nspname), format('SCHEMA %I', n.nspname), n.nspacl, n.nspowner, true
+                  FROM pg_catalog.pg_namespace n
+                  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                    AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+                  UNION ALL
+                  SELECT 'in this database (a schema of its own)', format('DATABASE %I', d.datname), d.datacl, d.datdba, false
+                  FROM pg_catalog.pg_database d
+                  WHERE d.datname = pg_catalog.current_database()
+            ) o(place, target, acl, owner, is_schema)
         ) c
         WHERE cardinality(c.grantees) > 0 OR c.owner_role IS NOT NULL
         ORDER BY 1, 3;

@@ -130,10 +130,12 @@ RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    queue_used double precision := pg_notification_queue_usage();
 BEGIN
-    IF pg_notification_queue_usage() > 0.5 THEN
+    IF queue_used > 0.5 THEN
         RAISE LOG 'tenantry: the notification queue is % %% full; a change commits without notifying tenantry_invalidate (servers learn it within their cache lifetime)',
-            round((pg_notification_queue_usage() * 100)::numeric, 1);
+            round((queue_used * 100)::numeric, 1);
         RETURN true;
     END IF;
     RETURN false;

@@ -691,11 +691,13 @@ async fn apply_pending(
     }
     // Also after any versioned migration: one that rebuilt a table took its
     // policies and grants with it.
-    if until.is_none() && (!stale.is_empty() || !pending.is_empty()) {
-        apply_definitions(&tx).await?;
-    }
     if until.is_none() {
-        close_shared_extensions(&tx).await?;
+        if !stale.is_empty() || !pending.is_empty() {
+            // 08_shared_state.sql closes the extensions' objects itself.
+            apply_definitions(&tx).await?;
+        } else {
+            close_shared_extensions(&tx).await?;
+        }
     }
     tx.commit().await?;
     Ok(pending)
