@@ -1783,6 +1783,57 @@ BEGIN
         FROM tenantry.shared_extension_objects() o
         GROUP BY o.extension
         ORDER BY 1;
+        -- The parameters tenantry keeps its state in (rule parameter_grants):
+        -- backtrace_functions holds the verified tenant context, which only
+        -- tenantry_owner's functions may write (01_context.sql), and
+        -- session_replication_role, which the tier moves set as the owner,
+        -- turns triggers and foreign keys off. PUBLIC or a role an acting
+        -- login can become holding SET or ALTER SYSTEM on one sets any
+        -- tenant's context, or writes rows past the checks that keep them
+        -- with their tenant; a default of one in a role's or this database's
+        -- settings starts sessions that way; the owner without its grant
+        -- fails every request (and was answered 403, as if a client's fault).
+        RETURN QUERY
+        SELECT format('parameter %s', p.name), 'parameter_grants'::text,
+               format('tenantry_owner may not set %s, %s', p.name, p.needed),
+               format('GRANT SET ON PARAMETER %s TO tenantry_owner; -- as a superuser', p.name)
+        FROM (VALUES ('backtrace_functions', 'where tenantry keeps the verified tenant context: every request of the server fails'),
+                     ('session_replication_role', 'which the moves of tenants between tiers set: every move fails')) p(name, needed)
+        WHERE NOT pg_catalog.has_parameter_privilege('tenantry_owner', p.name, 'SET')
+        UNION ALL
+        SELECT format('parameter %s', a.parname), 'parameter_grants'::text,
+               format('%s may %s %s, which %s', g.name, pg_catalog.lower(x.privilege_type), a.parname,
+                      CASE a.parname
+                           WHEN 'backtrace_functions' THEN 'holds the verified tenant context: SQL running as it (injected into the app) sets any tenant''s context and reads that tenant''s rows'
+                           ELSE 'turns triggers and foreign keys off: rows written that way skip the checks that keep them with their tenant' END),
+               format('REVOKE %s ON PARAMETER %s FROM %s;', x.privilege_type, a.parname, g.name)
+        FROM pg_catalog.pg_parameter_acl a
+        CROSS JOIN LATERAL pg_catalog.aclexplode(a.paracl) x
+        CROSS JOIN LATERAL (SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE x.grantee::regrole::text END) g(name)
+        WHERE a.parname IN ('backtrace_functions', 'session_replication_role')
+          AND (x.grantee = 0 OR g.name = ANY (granted_roles))
+        UNION ALL
+        SELECT format('parameter %s', s.name), 'parameter_grants'::text,
+               format('%s sets %s = %L for every new session%s: %s',
+                      CASE WHEN d.setrole = 0 AND d.setdatabase = 0 THEN 'ALTER ROLE ALL'
+                           WHEN d.setrole = 0 THEN format('database %I', pg_catalog.current_database())
+                           ELSE format('role %s', d.setrole::regrole) END,
+                      s.name, s.value,
+                      CASE WHEN d.setrole <> 0 AND d.setdatabase <> 0 THEN ' in this database' ELSE '' END,
+                      CASE s.name
+                           WHEN 'backtrace_functions' THEN 'tenantry''s verified tenant context lives there, and such a session holds whatever context that value names without proving it'
+                           ELSE 'triggers and foreign keys are off in such a session, the checks that keep rows with their tenant among them' END),
+               CASE WHEN d.setrole = 0 AND d.setdatabase = 0 THEN format('ALTER ROLE ALL RESET %s;', s.name)
+                    WHEN d.setrole = 0 THEN format('ALTER DATABASE %I RESET %s;', pg_catalog.current_database(), s.name)
+                    WHEN d.setdatabase = 0 THEN format('ALTER ROLE %s RESET %s;', d.setrole::regrole, s.name)
+                    ELSE format('ALTER ROLE %s IN DATABASE %I RESET %s;', d.setrole::regrole, pg_catalog.current_database(), s.name) END
+        FROM pg_catalog.pg_db_role_setting d
+        CROSS JOIN LATERAL unnest(d.setconfig) c(item)
+        CROSS JOIN LATERAL (SELECT pg_catalog.split_part(c.item, '=', 1),
+                                   pg_catalog.substr(c.item, pg_catalog.strpos(c.item, '=') + 1)) s(name, value)
+        WHERE d.setdatabase IN (0, (SELECT o.oid FROM pg_catalog.pg_database o WHERE o.datname = pg_catalog.current_database()))
+          AND s.name IN ('backtrace_functions', 'session_replication_role')
+        ORDER BY 1, 3;
         -- Row level security enabled and forced on every one of them that has
         -- policies (a partition under its parent's name), and on every table
         -- of a schema tenant: a policy is nothing while it is off.

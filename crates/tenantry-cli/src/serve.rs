@@ -156,12 +156,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("checking adopted tables")?
         .into_iter()
-        .partition(TableProblem::is_login_role);
+        .partition(TableProblem::is_cluster_problem);
     // Not downgraded by --allow-table-problems (that flag is about tables):
-    // such a role reaches past every policy, as a superuser's login would.
+    // such a role reaches past every policy, as a superuser's login would,
+    // and without its parameter grant tenantry_owner enters no context.
     if !roles.is_empty() {
         bail!(
-            "refusing to serve tenant traffic: a login acting for tenants reaches past tenantry's grants (a built-in role, a role attribute or CREATE it can use):\n{}",
+            "refusing to serve tenant traffic: a login acting for tenants reaches past tenantry's grants (a built-in role, a role attribute, CREATE or a parameter it can set), or tenantry_owner may not set a parameter tenantry needs:\n{}",
             roles
                 .iter()
                 .map(|p| format!("  {p}"))

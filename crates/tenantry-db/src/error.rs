@@ -385,6 +385,23 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 {
                     DbError::PermissionDenied(message)
                 }
+                // tenantry's own function refused a parameter it keeps its
+                // state in (tenantry_owner's GRANT SET ON PARAMETER revoked
+                // after install; the doctor's rule parameter_grants): the
+                // server is misconfigured, not the client refused. SQL of
+                // the caller's own setting one stays a refusal.
+                c if *c == SqlState::INSUFFICIENT_PRIVILEGE
+                    && message.starts_with("permission denied to set parameter")
+                    && db
+                        .where_()
+                        .is_some_and(|w| w.contains("PL/pgSQL function tenantry.")) =>
+                {
+                    tracing::error!(
+                        error = %message,
+                        "tenantry_owner may not set a parameter tenantry needs: run `tenantry doctor`"
+                    );
+                    DbError::Unavailable(message)
+                }
                 c if *c == SqlState::INSUFFICIENT_PRIVILEGE => DbError::Forbidden(message),
                 // A row still referenced (ON DELETE RESTRICT / NO ACTION) is
                 // a conflict with the rows that reference it; a reference to

@@ -87,12 +87,15 @@ impl TableProblem {
         self.rule != "tenant_default"
     }
 
-    /// Whether it is about a login rather than a table (rule `login_roles`:
-    /// a login acting for tenants can become one of PostgreSQL's built-in
-    /// roles that reach past tenantry's grants, such as `pg_read_all_data`);
-    /// `tenantry serve` refuses to start on one whatever its flags.
-    pub fn is_login_role(&self) -> bool {
-        self.rule == "login_roles"
+    /// Whether it is about the cluster's roles and parameters rather than a
+    /// table: rule `login_roles` (a login acting for tenants can become one
+    /// of PostgreSQL's built-in roles that reach past tenantry's grants, such
+    /// as `pg_read_all_data`) and rule `parameter_grants` (a role such a
+    /// login can become may set the parameter the tenant context lives in,
+    /// or `tenantry_owner` may not). `tenantry serve` refuses to start on
+    /// one whatever its flags.
+    pub fn is_cluster_problem(&self) -> bool {
+        self.rule == "login_roles" || self.rule == "parameter_grants"
     }
 }
 

@@ -1,4 +1,4 @@
-//! The doctor's `login_roles` and `schema_owner` rules: a login acting for tenants that can become one of PostgreSQL's built-in roles reaching past tenantry's grants (pg_read_all_data, pg_monitor, the database's owner, …), a role with CREATEROLE or REPLICATION, or the owner of an adopted table's schema is a finding, proven by the attack each one opens.
+//! The doctor's `login_roles`, `schema_owner` and `parameter_grants` rules: a login acting for tenants that can become one of PostgreSQL's built-in roles reaching past tenantry's grants (pg_read_all_data, pg_monitor, the database's owner, …), a role with CREATEROLE or REPLICATION, the owner of an adopted table's schema, or a role that may set the parameter the tenant context lives in is a finding, proven by the attack each one opens.
 //!
 //! A test binary of its own: memberships in built-in roles are the cluster's,
 //! and every other binary's tests expect `table_problems()` to find nothing.
@@ -6,8 +6,17 @@
 //! ([`Roles`]): on a shared server (`TENANTRY_TEST_DATABASE_URL`) a login left
 //! behind would fail the doctor of every later test.
 
-use tenantry_db::{tables, testing::TestDatabase, TableProblem};
+use serde_json::json;
+use tenantry_db::{
+    tables, testing::TestDatabase, Database, DbError, NewResource, NewTenant, TableProblem,
+    TenantContext, TenantId,
+};
 use tokio_postgres::{Client, Config, NoTls};
+
+/// Held shared by every test, and alone by the one that revokes a grant of
+/// `tenantry_owner` (parameter grants are the cluster's, and without it no
+/// context is entered in any database of it).
+static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 async fn connect(config: &Config) -> Client {
     let (client, connection) = config.connect(NoTls).await.expect("connecting");
@@ -85,7 +94,7 @@ async fn findings(su: &Client, login: &str) -> Vec<TableProblem> {
         .await
         .expect("the doctor's rules")
         .into_iter()
-        .filter(|p| p.is_login_role() && p.table == format!("role {login}"))
+        .filter(|p| p.is_cluster_problem() && p.table == format!("role {login}"))
         .collect()
 }
 
@@ -117,6 +126,7 @@ async fn server_version(su: &Client) -> i32 {
 #[tokio::test]
 async fn a_login_acting_for_tenants_in_pg_read_all_data_reads_the_context_signing_keys_and_the_doctor_names_the_revoke(
 ) {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
@@ -163,7 +173,7 @@ async fn a_login_acting_for_tenants_in_pg_read_all_data_reads_the_context_signin
         .await
         .unwrap()
         .iter()
-        .any(|p| p.is_login_role() && p.table == format!("role {login}")));
+        .any(|p| p.is_cluster_problem() && p.table == format!("role {login}")));
 
     apply(&su, &found).await;
     assert!(findings(&su, &login).await.is_empty());
@@ -182,6 +192,7 @@ async fn a_login_acting_for_tenants_in_pg_read_all_data_reads_the_context_signin
 /// where one grant per member is kept, the same statements do).
 #[tokio::test]
 async fn a_membership_granted_by_several_roles_and_passed_on_is_ended_by_the_fix() {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
@@ -232,6 +243,7 @@ async fn a_membership_granted_by_several_roles_and_passed_on_is_ended_by_the_fix
 
 #[tokio::test]
 async fn pg_monitor_given_through_a_team_role_is_one_finding_whose_fix_revokes_it_from_that_role() {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
@@ -278,6 +290,7 @@ async fn pg_monitor_given_through_a_team_role_is_one_finding_whose_fix_revokes_i
 #[tokio::test]
 async fn a_login_acting_for_tenants_that_owns_the_database_could_lock_every_tenant_out_and_is_a_finding(
 ) {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
@@ -323,6 +336,7 @@ async fn a_login_acting_for_tenants_that_owns_the_database_could_lock_every_tena
 #[tokio::test]
 async fn a_login_acting_for_tenants_that_can_become_a_role_with_createrole_or_replication_is_a_finding(
 ) {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
@@ -372,6 +386,7 @@ async fn a_login_acting_for_tenants_that_can_become_a_role_with_createrole_or_re
 
 #[tokio::test]
 async fn an_operator_login_is_not_judged_as_acting_for_tenants() {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
@@ -393,6 +408,7 @@ async fn an_operator_login_is_not_judged_as_acting_for_tenants() {
 /// versions the test checks that the role is absent and stops).
 #[tokio::test]
 async fn pg_maintain_lets_a_login_lock_every_tenants_table_and_is_a_finding() {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
@@ -434,6 +450,7 @@ async fn pg_maintain_lets_a_login_lock_every_tenants_table_and_is_a_finding() {
 /// doctor names one whose schema changed hands after its adoption.
 #[tokio::test]
 async fn an_adopted_tables_schema_owned_by_a_role_acting_for_tenants_is_refused_and_named() {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
@@ -521,6 +538,7 @@ async fn an_adopted_tables_schema_owned_by_a_role_acting_for_tenants_is_refused_
 #[tokio::test]
 async fn a_login_acting_for_tenants_that_may_create_in_a_schema_or_the_database_plants_objects_and_is_a_finding(
 ) {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let su = tdb.superuser_client().await;
     let server = tdb.server_client().await;
@@ -601,6 +619,7 @@ async fn a_login_acting_for_tenants_that_may_create_in_a_schema_or_the_database_
 #[tokio::test]
 async fn a_prepared_transaction_of_the_app_role_holding_a_lock_is_named_by_the_doctor_and_its_fix_ends_it(
 ) {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let su = tdb.superuser_client().await;
     let enabled: String = su
@@ -666,6 +685,7 @@ async fn a_prepared_transaction_of_the_app_role_holding_a_lock_is_named_by_the_d
 /// before 16 the maker is no member at all).
 #[tokio::test]
 async fn a_dba_login_that_made_the_service_login_is_not_judged_as_acting_for_tenants() {
+    let _cluster = CLUSTER.read().await;
     let tdb = TestDatabase::new().await;
     let mut roles = Roles::new(&tdb);
     let su = tdb.superuser_client().await;
@@ -700,4 +720,293 @@ async fn a_dba_login_that_made_the_service_login_is_not_judged_as_acting_for_ten
     }
     assert!(findings(&su, &dba).await.is_empty());
     assert!(findings(&su, &service).await.is_empty());
+}
+
+/// A tenant of its own with one resource, made through the library.
+async fn tenant_with_resource(db: &Database) -> (TenantId, tenantry_db::ResourceId) {
+    let mut admin = db.admin("parameter-test").await.unwrap();
+    let t = admin
+        .create_tenant(&NewTenant {
+            name: "victim".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tenant_id;
+    admin.commit().await.unwrap();
+    let mut scope = db.tenant(TenantContext::new(t)).await.unwrap();
+    let r = scope
+        .create_resource(&NewResource {
+            name: "victim-doc".into(),
+            data: json!({"secret": 1}).into(),
+        })
+        .await
+        .unwrap()
+        .id;
+    scope.commit().await.unwrap();
+    (t, r)
+}
+
+/// The `parameter_grants` findings about `parameter`.
+async fn parameter_findings(su: &Client, parameter: &str) -> Vec<TableProblem> {
+    tables::table_problems(su)
+        .await
+        .expect("the doctor's rules")
+        .into_iter()
+        .filter(|p| p.rule == "parameter_grants" && p.table == format!("parameter {parameter}"))
+        .collect()
+}
+
+/// What tenantry_app reads of tenantry.resources on `c` with the session's
+/// context as it stands (a forged one, when the attack worked).
+async fn names_read_as_app(c: &Client) -> Vec<String> {
+    c.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    let names = c
+        .query("SELECT name FROM tenantry.resources", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    c.batch_execute("RESET ROLE").await.unwrap();
+    names
+}
+
+/// A forged context value: what the policies read after ",v" is the tenant.
+fn forged(t: TenantId) -> String {
+    format!("tenantry_v1_forged,v{}", t.as_uuid().simple())
+}
+
+#[tokio::test]
+async fn a_role_the_server_login_can_become_with_set_on_the_context_parameter_forges_any_tenants_context_and_is_a_finding(
+) {
+    let _cluster = CLUSTER.read().await;
+    let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
+    let su = tdb.superuser_client().await;
+    let (victim, _) = tenant_with_resource(&tdb.database()).await;
+    assert!(parameter_findings(&su, "backtrace_functions")
+        .await
+        .is_empty());
+
+    // A team role given SET on the parameter (a DBA turning backtraces on
+    // for a debugging session), granted to a login set up like the server's.
+    let ops = roles.team_role(&su, "ops").await;
+    su.batch_execute(&format!(
+        "GRANT SET ON PARAMETER backtrace_functions TO {ops}"
+    ))
+    .await
+    .unwrap();
+    let (login, config) = roles.login(&tdb, &[&ops]).await;
+    let attacker = connect(&config).await;
+    let forge = format!(
+        "SET ROLE {ops}; SET backtrace_functions = '{}'; RESET ROLE",
+        forged(victim)
+    );
+    attacker.batch_execute(&forge).await.unwrap();
+    assert_eq!(
+        names_read_as_app(&attacker).await,
+        ["victim-doc"],
+        "the forged context reads the victim's rows"
+    );
+
+    let found = parameter_findings(&su, "backtrace_functions").await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].is_cluster_problem()
+            && found[0].problem.contains(&ops)
+            && found[0].fix == format!("REVOKE SET ON PARAMETER backtrace_functions FROM {ops};"),
+        "{}",
+        found[0]
+    );
+    // The server's login sees it too (its boot check runs the same rules).
+    assert!(tdb
+        .database()
+        .table_problems()
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.rule == "parameter_grants"));
+
+    apply(&su, &found).await;
+    assert!(parameter_findings(&su, "backtrace_functions")
+        .await
+        .is_empty());
+    let attacker = connect(&config).await;
+    refused(&attacker, &forge, "forged after the revoke").await;
+    assert!(findings(&su, &login).await.is_empty());
+}
+
+#[tokio::test]
+async fn defaults_of_tenantrys_parameters_in_a_roles_or_the_databases_settings_are_findings_whose_fixes_reset_them(
+) {
+    let _cluster = CLUSTER.read().await;
+    let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
+    let su = tdb.superuser_client().await;
+    let (victim, _) = tenant_with_resource(&tdb.database()).await;
+    let (login, config) = roles.login(&tdb, &[]).await;
+
+    // A superuser's ALTER ROLE ... SET: every session of the login starts
+    // in the victim's context without proving it.
+    su.batch_execute(&format!(
+        "ALTER ROLE {login} SET backtrace_functions = '{}'",
+        forged(victim)
+    ))
+    .await
+    .unwrap();
+    // And a database default that turns triggers and foreign keys off.
+    su.batch_execute(&format!(
+        "ALTER DATABASE {} SET session_replication_role = replica",
+        tdb.name()
+    ))
+    .await
+    .unwrap();
+    let session = connect(&config).await;
+    assert_eq!(names_read_as_app(&session).await, ["victim-doc"]);
+
+    let context = parameter_findings(&su, "backtrace_functions").await;
+    assert_eq!(context.len(), 1, "{context:#?}");
+    assert!(
+        context[0].problem.contains(&format!("role {login}"))
+            && context[0].fix == format!("ALTER ROLE {login} RESET backtrace_functions;"),
+        "{}",
+        context[0]
+    );
+    let replication = parameter_findings(&su, "session_replication_role").await;
+    assert_eq!(replication.len(), 1, "{replication:#?}");
+    assert!(
+        replication[0]
+            .problem
+            .contains("triggers and foreign keys are off")
+            && replication[0].fix
+                == format!(
+                    "ALTER DATABASE {} RESET session_replication_role;",
+                    tdb.name()
+                ),
+        "{}",
+        replication[0]
+    );
+
+    apply(&su, &context).await;
+    apply(&su, &replication).await;
+    assert!(parameter_findings(&su, "backtrace_functions")
+        .await
+        .is_empty());
+    assert!(parameter_findings(&su, "session_replication_role")
+        .await
+        .is_empty());
+    let session = connect(&config).await;
+    assert!(names_read_as_app(&session).await.is_empty());
+    let replication: String = session
+        .query_one("SELECT current_setting('session_replication_role')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replication, "origin");
+}
+
+/// Puts `tenantry_owner`'s grant on backtrace_functions back when dropped,
+/// passed or failed: without it no database of the cluster enters a context.
+struct OwnerGrant(Config);
+
+impl Drop for OwnerGrant {
+    fn drop(&mut self) {
+        let superuser = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(async {
+                    connect(&superuser)
+                        .await
+                        .batch_execute(
+                            "GRANT SET ON PARAMETER backtrace_functions TO tenantry_owner",
+                        )
+                        .await
+                        .expect("the grant given back")
+                })
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn without_its_grant_on_the_context_parameter_the_owner_enters_no_context_the_server_answers_unavailable_and_the_doctor_names_the_grant(
+) {
+    if std::env::var_os("TENANTRY_TEST_DATABASE_URL").is_some() {
+        // The revoke is the cluster's: every other test binary on a shared
+        // server would fail while it lasts.
+        eprintln!("skipped on a shared server (TENANTRY_TEST_DATABASE_URL)");
+        return;
+    }
+    let _alone = CLUSTER.write().await;
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let db = tdb.database();
+    let (t, r) = tenant_with_resource(&db).await;
+    let read = |db: Database| async move {
+        let scope = db.tenant(TenantContext::new(t)).await?;
+        Ok::<_, DbError>(scope.get_resource_and_commit(r).await?.name)
+    };
+    assert_eq!(read(db.clone()).await.unwrap(), "victim-doc");
+
+    // Refused in a transaction first: the doctor's finding and its fix,
+    // seen before anything is committed.
+    su.batch_execute("BEGIN; REVOKE SET ON PARAMETER backtrace_functions FROM tenantry_owner")
+        .await
+        .unwrap();
+    let found = parameter_findings(&su, "backtrace_functions").await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].is_cluster_problem()
+            && found[0]
+                .problem
+                .contains("every request of the server fails")
+            && found[0]
+                .fix
+                .starts_with("GRANT SET ON PARAMETER backtrace_functions TO tenantry_owner;"),
+        "{}",
+        found[0]
+    );
+    apply(&su, &found).await;
+    assert!(parameter_findings(&su, "backtrace_functions")
+        .await
+        .is_empty());
+    su.batch_execute("ROLLBACK").await.unwrap();
+
+    // Committed: on the connection the pool holds (its session opened
+    // before) and on a new pool's, every transaction is refused as the
+    // server's outage (503), not as the client's fault (it was 403).
+    let _restore = OwnerGrant(tdb.superuser_config());
+    su.batch_execute("REVOKE SET ON PARAMETER backtrace_functions FROM tenantry_owner")
+        .await
+        .unwrap();
+    for (which, db) in [("open", db.clone()), ("new", tdb.database())] {
+        let refused = read(db).await;
+        assert!(
+            matches!(refused, Err(DbError::Unavailable(_))),
+            "{which} connection: {refused:?}"
+        );
+    }
+    let refused = db.tenant(TenantContext::new(t)).await.map(|_| ());
+    assert!(
+        matches!(refused, Err(DbError::Unavailable(_))),
+        "{refused:?}"
+    );
+    let found = parameter_findings(&su, "backtrace_functions").await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    apply(&su, &found).await;
+    assert_eq!(read(tdb.database()).await.unwrap(), "victim-doc");
+    // The caller's own SQL setting the parameter stays the client's
+    // refusal (403): only tenantry's own functions' refusal is an outage.
+    let mut scope = db
+        .tenant(TenantContext::new(t))
+        .await
+        .expect("a context after the grant");
+    let own_sql = scope
+        .query::<(String,)>("SELECT set_config('backtrace_functions', 'x', true)", &[])
+        .await;
+    assert!(matches!(own_sql, Err(DbError::Forbidden(_))), "{own_sql:?}");
 }
