@@ -1277,10 +1277,18 @@ BEGIN
                    WHERE m.tenant_id = tid AND m.user_id = uid AND NOT m.pending AND t.status = 'active') THEN
         RAISE EXCEPTION 'member % not found', uid USING ERRCODE = 'TN404', HINT = 'user_id';
     END IF;
+    -- At most 100 live sessions per tenant (through the partial index of
+    -- 0052): without a limit a red-team review started 99,414 in 2.5
+    -- minutes, 75 MB a minute of sessions and audit rows.
+    IF (SELECT count(*) FROM tenantry.impersonations i
+        WHERE i.tenant_id = tid AND i.ended_at IS NULL AND i.expires_at > now()) >= 100 THEN
+        RAISE EXCEPTION 'tenant % has 100 live impersonation sessions', tid
+            USING ERRCODE = 'TN429', HINT = 'end some first (DELETE /v1/impersonations/{id}, or tenantry.end_impersonation)';
+    END IF;
     RETURN CASE WHEN tenantry.current_tenant_id() IS NULL THEN 'db:' || session_user ELSE tenantry.current_actor() END;
 END
 $$;
-COMMENT ON FUNCTION tenantry.check_impersonation(uuid, uuid, interval, text) IS 'Internal: TN403 unless the caller holds every permission in the member''s tenant or an ancestor (or is an operator) and is not impersonating; TN422 for a duration outside 1 minute to 8 hours; TN409 when the tenant is suspended or deleted; TN404 for a non-member. Returns who impersonates. Not granted.';
+COMMENT ON FUNCTION tenantry.check_impersonation(uuid, uuid, interval, text) IS 'Internal: TN403 unless the caller holds every permission in the member''s tenant or an ancestor (or is an operator) and is not impersonating; TN422 for a duration outside 1 minute to 8 hours; TN409 when the tenant is suspended or deleted; TN404 for a non-member; TN429 when the tenant holds 100 live sessions. Returns who impersonates. Not granted.';
 
 /**
  * Starts an impersonation for the server: the caller (the owner of the
@@ -1371,16 +1379,19 @@ BEGIN
        OR NOT (tenantry.authorize_all() OR who IS NOT NULL) THEN
         RAISE EXCEPTION 'ending an impersonation needs every permission or the impersonated session' USING ERRCODE = 'TN403';
     END IF;
+    -- An impersonated session ends its own impersonator's sessions of its
+    -- member, never another's: it ended the operator's session of the same
+    -- member, or another support agent's (found by a red-team review).
     UPDATE tenantry.impersonations i SET ended_at = coalesce(i.ended_at, at)
     WHERE i.impersonation_id = end_impersonation.impersonation_id
       AND i.tenant_id = ANY (visible)
-      AND (who IS NULL OR i.user_id = uid);
+      AND (who IS NULL OR (i.user_id = uid AND i.impersonator = who));
     IF NOT FOUND THEN
         RAISE EXCEPTION 'impersonation % not found', impersonation_id USING ERRCODE = 'TN404', HINT = 'impersonation_id';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.end_impersonation(uuid) IS 'Ends an impersonation at once (its token stops working): by a caller holding every permission in the tenant or an ancestor, or by the impersonated session. TN404 otherwise, like a missing one.';
+COMMENT ON FUNCTION tenantry.end_impersonation(uuid) IS 'Ends an impersonation at once (its token stops working): by a caller holding every permission in the tenant or an ancestor, or by an impersonated session of the same member and impersonator (itself, or that impersonator''s other sessions of the member). TN404 otherwise, like a missing one.';
 GRANT EXECUTE ON FUNCTION tenantry.end_impersonation(uuid) TO tenantry_app;
 
 /**

@@ -41,6 +41,13 @@ impl JsonText {
         if too_deep(raw.get()) {
             return Err(E::custom("JSON nested more than 128 levels deep"));
         }
+        // A raw value is not unescaped, so what only the database refused
+        // reached it: its own message, 422 (found by a red-team review).
+        if !unicode_escapes_fit(raw.get()) {
+            return Err(E::custom(
+                "a \\u escape that is no Unicode text: a lone surrogate (\\ud800 to \\udfff unpaired) or \\u0000, which PostgreSQL's jsonb does not hold",
+            ));
+        }
         Ok(Self(raw))
     }
 
@@ -167,6 +174,49 @@ fn too_deep(json: &str) -> bool {
     false
 }
 
+/// Whether every `\u` escape in `json`'s strings is Unicode text jsonb
+/// holds: a high surrogate followed at once by a low one, no surrogate
+/// alone, no `\u0000`. `json` is valid JSON (a parsed raw value).
+fn unicode_escapes_fit(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let (mut i, mut in_string, mut high) = (0, false, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !in_string {
+            in_string = b == b'"';
+            i += 1;
+            continue;
+        }
+        if b == b'\\' && bytes.get(i + 1) == Some(&b'u') {
+            let unit = json
+                .get(i + 2..i + 6)
+                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            let Some(unit) = unit else { return false };
+            match unit {
+                0xD800..=0xDBFF if !high => high = true,
+                0xDC00..=0xDFFF if high => high = false,
+                0xD800..=0xDFFF | 0 => return false,
+                _ if high => return false,
+                _ => {}
+            }
+            i += 6;
+            continue;
+        }
+        if high {
+            return false;
+        }
+        match b {
+            b'\\' => i += 2,
+            b'"' => {
+                in_string = false;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    !high
+}
+
 type SqlError = Box<dyn Error + Sync + Send>;
 
 /// The version byte before `jsonb`'s text in the binary format.
@@ -217,6 +267,28 @@ impl ToSql for JsonText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unicode_escapes_that_jsonb_cannot_hold_are_refused_and_pairs_and_raw_text_pass() {
+        for fine in [
+            r#"{"k":"\ud83d\ude00"}"#,
+            r#"{"k":"\u00e9 \\ud800 \"\u0041"}"#,
+            r#"["plain", "é", 1, {"\ud83d\ude00": null}]"#,
+        ] {
+            assert!(JsonText::parse(fine).is_ok(), "{fine}");
+        }
+        for refused in [
+            r#"{"k":"\ud800"}"#,
+            r#"{"k":"\udc00"}"#,
+            r#"{"k":"\ud800x"}"#,
+            r#"{"k":"\ud800\u0041"}"#,
+            r#"{"k":"\ud800\ud800"}"#,
+            r#"{"\ud800":1}"#,
+            r#"{"k":"a\u0000b"}"#,
+        ] {
+            assert!(JsonText::parse(refused).is_err(), "{refused}");
+        }
+    }
 
     #[test]
     fn numbers_beyond_64_bits_keep_every_digit_through_serde() {

@@ -85,8 +85,15 @@ impl ResourceCursor {
         }
         let raw = String::from_utf8(hex::decode(token).ok()?).ok()?;
         let (micros, id) = raw.split_once(':')?;
+        let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        // Only times PostgreSQL's timestamptz holds, as any cursor it made
+        // does: one outside them was answered 422 with PostgreSQL's own
+        // "timestamp out of range" (found by a red-team review).
+        if !(1..=9999).contains(&chrono::Datelike::year(&created_at)) {
+            return None;
+        }
         Some(Self {
-            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            created_at,
             id: ResourceId::parse(id).ok()?,
         })
     }
@@ -970,6 +977,10 @@ mod tests {
             "00",
             &hex::encode("1:not-a-uuid"),
             &hex::encode("x:6b39e4e3-84cd-4d21-88a9-cff7e14ca36c"),
+            // Times no timestamptz holds (PostgreSQL answered 422 with its
+            // own "timestamp out of range").
+            &hex::encode("-8000000000000000000:00000000-0000-0000-0000-000000000000"),
+            &hex::encode("253402300800000000:00000000-0000-0000-0000-000000000000"),
         ] {
             assert_eq!(ResourceCursor::decode(forged), None, "{forged}");
         }

@@ -2639,3 +2639,51 @@ async fn a_request_log_row_that_arrives_after_its_tenants_purge_is_gone_at_the_n
     assert_eq!(rows(gone).await, 0, "nothing of the purged tenant");
     assert_eq!(rows(stays).await, 2, "the bystander's row and its metrics");
 }
+
+/// Checking a credential the server has not cached acts for no tenant yet:
+/// every such check shares one lane with one tenant's share of the pool, so
+/// a flood of made-up keys waits its turn (then `TenantBusy`, a 503) while
+/// tenants' transactions take the rest of the pool (found by a red-team
+/// review: made-up keys took every connection, and other tenants' reads
+/// slowed a thousandfold). A check held up (by a lock on the keys) fills
+/// the lane here, and a tenant's read goes on.
+#[tokio::test]
+async fn unknown_keys_share_one_lane_of_the_pool_and_leave_the_rest_to_tenants() {
+    let tdb = TestDatabase::new().await;
+    let setup = tdb.database();
+    let a = tenant(&setup, "a", None).await;
+    let doc = resource(&setup, a, "a-doc").await.id;
+    let mut config = tdb.database_config();
+    config.max_connections = 4;
+    config.max_connections_per_tenant = 1;
+    config.acquire_timeout = std::time::Duration::from_millis(300);
+    let db = tenantry_db::Database::connect(&config).unwrap();
+    let made_up = format!("tk_{}_{}", "0".repeat(12), "ab".repeat(32));
+
+    let su = tdb.superuser_client().await;
+    su.batch_execute("BEGIN; LOCK TABLE tenantry.api_keys IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let held = tokio::spawn({
+        let db = db.clone();
+        let key = made_up.clone();
+        async move { db.verify_key(&key).await }
+    });
+    // The first check waits on the lock, holding the lane's one turn.
+    let watcher = tdb.superuser_client().await;
+    while !tenantry_db::testing::a_server_session_waits_for_a_lock(&watcher).await {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let second = db.verify_key(&made_up).await;
+    assert!(matches!(second, Err(DbError::TenantBusy(_))), "{second:?}");
+    // A tenant's transaction is not in that lane.
+    let scope = db.tenant(TenantContext::new(a)).await.unwrap();
+    assert_eq!(
+        scope.get_resource_and_commit(doc).await.unwrap().name,
+        "a-doc"
+    );
+
+    su.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(held.await.unwrap().unwrap(), None);
+    assert_eq!(db.verify_key(&made_up).await.unwrap(), None);
+}

@@ -86,8 +86,13 @@ pub async fn accept_invitation(
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"email": "bob@acme.test"}))]
 pub struct NewInvitationBody {
-    /// Only a person whose token carries this verified email can accept it.
-    #[schema(max_length = 320, pattern = r"^[^@\s]+@[^@\s]+$")]
+    /// Only a person whose token carries this verified email can accept it
+    /// (the form of a member's email: no control or invisible characters, no
+    /// Latin letter directly next to a Cyrillic or Greek one).
+    #[schema(
+        max_length = 320,
+        pattern = r"^(?![\s\S]*(?:[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff][\u0300-\u036f]*[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff]|[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff][\u0300-\u036f]*[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]))[^@\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]+@[^@\s\u0000-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]+$"
+    )]
     pub email: Option<String>,
     /// Only this user can accept it.
     #[schema(value_type = Option<String>, format = Uuid)]
@@ -325,6 +330,7 @@ pub struct NewImpersonationBody {
     post, path = "/v1/impersonations", tag = "people", request_body = NewImpersonationBody,
     responses(
         (status = 201, body = IssuedImpersonation),
+        (status = 409, description = "The tenant is not active (`conflict`), or holds 100 live sessions (`quota_exceeded`)", body = Problem, content_type = "application/problem+json"),
         responses::AnyAuth,
         responses::JsonBody,
         responses::NotFound,
@@ -442,35 +448,35 @@ pub async fn list_impersonations(
     caller: Caller,
     Query(q): Query<ImpersonationListQuery>,
 ) -> Result<Json<Page<Impersonation>>, ApiError> {
-    let mut sessions = match caller {
+    let window = keyset::<ImpersonationId>(&PageQuery {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    })?;
+    let after = window.after().copied();
+    let sessions = match caller {
         Caller::Admin(admin) => {
             let tenant = admin_tenant(q.tenant_id)?;
             let mut scope = admin.tenant_scope(tenant).await?;
-            let sessions = scope.list_impersonations().await?;
+            let sessions = scope
+                .impersonations_page(Some(tenant), after, window.fetch())
+                .await?;
             scope.commit().await?;
             sessions
         }
         Caller::Tenant(caller) => {
             caller.require("members.read")?;
             let mut scope = caller.scope().await?;
-            let sessions = scope.list_impersonations().await?;
+            // A tenant outside the caller's subtree simply has none it may see.
+            let sessions = scope
+                .impersonations_page(q.tenant_id, after, window.fetch())
+                .await?;
             scope.commit().await?;
             sessions
         }
     };
-    // A tenant outside the caller's subtree simply has none it may see.
-    if let Some(tenant) = q.tenant_id {
-        sessions.retain(|s| s.tenant_id == tenant);
-    }
-    let page = PageQuery {
-        limit: q.limit,
-        cursor: q.cursor,
-    };
-    Ok(Json(page_by_key(
-        sessions,
-        |s| s.impersonation_id.to_string(),
-        &page,
-    )?))
+    Ok(Json(keyset_page(&window, sessions, |s| {
+        (s.started_at, s.impersonation_id)
+    })))
 }
 
 /// Ends session `id`, when `tenant` is given only if it is that tenant's:
