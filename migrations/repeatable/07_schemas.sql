@@ -2513,5 +2513,27 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.add_tenant_schema_table(regclass, text) IS 'Internal tenant-schema step (adopt_table records it when schema tenants exist; tenantry migrate runs it in each schema): the schema tenant''s own table of a newly adopted family, secured like the template, with the rows it wrote in the pooled table meanwhile moved in. Idempotent. Not granted.';
 
+/**
+ * The tenant-schema step adopt_table records (since migration 0051): the
+ * schema tenant's table of the adopted table named table_name, resolved
+ * when the step runs. A table dropped since the step was recorded has
+ * nothing to hold: the step does nothing, where a regclass literal failed in
+ * every schema tenant and held every later step back.
+ */
+CREATE OR REPLACE FUNCTION tenantry.add_adopted_table_copy(table_name text, tenant_schema text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    template regclass := to_regclass(table_name);
+BEGIN
+    IF template IS NOT NULL THEN
+        PERFORM tenantry.add_tenant_schema_table(template, tenant_schema);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.add_adopted_table_copy(text, text) IS 'Internal tenant-schema step (adopt_table records it when schema tenants exist; tenantry migrate runs it in each schema): add_tenant_schema_table for the table of that name, nothing when no table has it any more (dropped since). Runs with the caller''s rights (migrate_tenant_schema''s, the owner''s). Not granted.';
+
 -- Tenant schemas made before these definitions are brought to the current
 -- ones at the end of 10_tables.sql, once adopted tables (their templates) are too.

@@ -1687,9 +1687,32 @@ BEGIN
             -- PostgreSQL 16 lets CREATEROLE grant only roles it holds with ADMIN OPTION.
             (r.rolcreaterole AND pg_catalog.current_setting('server_version_num')::int < 160000,
              'CREATEROLE', 'it grants itself any role but a superuser, tenantry_owner among them, and so every tenant''s rows'),
-            (r.rolreplication, 'REPLICATION', 'with wal_level logical it decodes every change to every table, every tenant''s rows and tenantry.context_keys among them')
+            (r.rolreplication, 'REPLICATION', 'with wal_level logical it decodes every change to every table, every tenant''s rows and tenantry.context_keys among them'),
+            -- tenantry's own roles are named below, once each.
+            (r.rolbypassrls AND r.rolname::text <> ALL (acting_roles), 'BYPASSRLS', 'row level security does not apply to it: after SET ROLE every tenant reads every tenant''s rows'),
+            (r.rolsuper AND r.rolname::text <> ALL (acting_roles), 'SUPERUSER', 'after SET ROLE nothing bounds it')
         ) a(held, attr, reach)
         WHERE a.held
+        UNION ALL
+        -- tenantry's own roles with an attribute that voids row level
+        -- security (a DBA's ALTER ROLE tenantry_app BYPASSRLS: the running
+        -- server answered every tenant's request with every tenant's rows,
+        -- and the doctor was silent; found by a DBA's review). The login
+        -- tenantry_server is one of them: a superuser or BYPASSRLS login is
+        -- an operator, no login acting for tenants, so the rules above pass
+        -- it by.
+        SELECT 'role ' || pg_catalog.quote_ident(r.rolname), 'login_roles'::text,
+               format('%I, %s, has %s: %s', r.rolname,
+                      CASE WHEN r.rolname = 'tenantry_server' THEN 'the server''s login'
+                           ELSE 'a role every request of the server acts as' END,
+                      a.attr, a.reach),
+               format('ALTER ROLE %I NO%s;', r.rolname, a.attr)
+        FROM pg_catalog.pg_roles r
+        CROSS JOIN LATERAL (VALUES
+            (r.rolbypassrls, 'BYPASSRLS', 'row level security does not apply to it, and every tenant reads every tenant''s rows through it'),
+            (r.rolsuper, 'SUPERUSER', 'nothing bounds it, and SQL injected into the app reads every tenant''s rows and the context signing keys')
+        ) a(held, attr, reach)
+        WHERE r.rolname::text = ANY (acting_roles) AND a.held
         UNION ALL
         -- CREATE in a schema or on the database (a schema of its own), for
         -- a role the login can become or PUBLIC: a function or table planted
@@ -1833,7 +1856,40 @@ BEGIN
                                    pg_catalog.substr(c.item, pg_catalog.strpos(c.item, '=') + 1)) s(name, value)
         WHERE d.setdatabase IN (0, (SELECT o.oid FROM pg_catalog.pg_database o WHERE o.datname = pg_catalog.current_database()))
           AND s.name IN ('backtrace_functions', 'session_replication_role')
+          -- Every role's, or a role acting for tenants (or one such a login
+          -- can become, which SET ROLE does not reset it for).
+          AND (d.setrole = 0 OR d.setrole::regrole::text = ANY (granted_roles) OR d.setrole = ANY (acting_logins))
         ORDER BY 1, 3;
+        -- A function or procedure of another schema named like one of
+        -- tenantry's that the roles acting for tenants may call (rule
+        -- shadowed_function): the guide's definitions pasted as written make
+        -- public.set_tenant_context, public.current_tenant_id (reading a
+        -- setting any role sets), public.setup_connection (SET SESSION
+        -- AUTHORIZATION DEFAULT: a psql session of the app role became the
+        -- superuser) and more, and on the guide's search path (public,
+        -- tenantry) each is called instead of tenantry's; the doctor was
+        -- silent once the guide's policies were dropped (found by a review as
+        -- a new user). An extension's own functions are the extension's.
+        -- Not a reason to refuse serving (the server calls tenantry's by
+        -- their qualified names): served with a warning.
+        RETURN QUERY
+        SELECT format('function %s', o.oid::regprocedure), 'shadowed_function'::text,
+               format('%s is named like tenantry.%I, which it stands in for wherever %I comes before tenantry on the search path (the guide''s: public, tenantry) and the arguments fit it as well: psql sessions and SQL of yours that call %I unqualified run it instead of tenantry''s',
+                      o.oid::regprocedure, o.proname, n.nspname, o.proname),
+               format('DROP ROUTINE %s; -- or rename it (the guide''s own definitions are unsafe as written; tenantry''s replace them)',
+                      o.oid::regprocedure)
+        FROM pg_catalog.pg_proc o
+        JOIN pg_catalog.pg_namespace n ON n.oid = o.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantry')
+          AND n.nspname !~ '^(pg_toast|pg_temp_|pg_toast_temp_|tenant_[0-9a-f]{20}$)'
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
+                          WHERE e.classid = 'pg_catalog.pg_proc'::regclass AND e.objid = o.oid AND e.deptype = 'e')
+          AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc tp
+                      WHERE tp.pronamespace = 'tenantry'::regnamespace AND tp.proname = o.proname
+                        AND EXISTS (SELECT 1 FROM unnest(acting_roles) r(name)
+                                    WHERE r.name <> 'tenantry_server'
+                                      AND pg_catalog.has_function_privilege(r.name, tp.oid, 'EXECUTE')))
+        ORDER BY 1;
         -- Row level security enabled and forced on every one of them that has
         -- policies (a partition under its parent's name), and on every table
         -- of a schema tenant: a policy is nothing while it is off.
@@ -1867,6 +1923,81 @@ BEGIN
         FROM tenantry.current_own_policies() n
         FULL JOIN tenantry.own_policy_definitions() o ON o.table_name = n.table_name AND o.policy = n.policy
         WHERE n.definition IS DISTINCT FROM o.definition
+        ORDER BY 1, 3;
+        -- Owners and privileges of tenantry's own objects against the
+        -- record migrate made of them (rule own_grants, 16_own_privileges.sql):
+        -- a grant on tenantry.context_keys hands out the context signing
+        -- keys, a table's owner reads and changes it past every policy, and
+        -- a grant of tenantry's revoked fails requests (found by a DBA's
+        -- review: the doctor checked only policies there). An owner changed
+        -- is named alone (ALTER ... OWNER TO moves the owner's privileges
+        -- with it); the privileges are compared once it is right again.
+        RETURN QUERY
+        WITH paired AS (
+            SELECT coalesce(n.object, o.object) AS object, n.grant_on, n.alter_on, n.column_name,
+                   n.owner AS now_owner, o.owner AS made_owner,
+                   coalesce(n.privileges, '{}') AS now_privileges, coalesce(o.privileges, '{}') AS made_privileges,
+                   n.object IS NOT NULL AS present, o.object IS NOT NULL AS recorded
+            FROM tenantry.current_own_privileges() n
+            FULL JOIN tenantry.own_privilege_definitions() o ON o.object = n.object
+        ), judged AS (
+            SELECT p.*,
+                   CASE WHEN NOT p.present THEN 'gone'
+                        WHEN NOT p.recorded THEN 'foreign'
+                        WHEN p.column_name IS NULL AND p.now_owner IS DISTINCT FROM p.made_owner THEN 'owner'
+                        ELSE 'privileges' END AS finding,
+                   ARRAY(SELECT x FROM unnest(p.now_privileges) x EXCEPT SELECT y FROM unnest(p.made_privileges) y ORDER BY 1) AS extra,
+                   ARRAY(SELECT y FROM unnest(p.made_privileges) y EXCEPT SELECT x FROM unnest(p.now_privileges) x ORDER BY 1) AS missing
+            FROM paired p
+        )
+        SELECT j.object, 'own_grants'::text,
+               CASE j.finding
+                    WHEN 'gone' THEN format('tenantry''s %s is gone', j.object)
+                    WHEN 'foreign' THEN format('%s is not one of tenantry''s: schema tenantry holds only what tenantry migrate makes, and whoever may create there plants what tenantry''s unqualified names reach', j.object)
+                    WHEN 'owner' THEN format('%s is owned by %s, not %s: its owner reads and changes it past every policy and grant, and grants it to whom it likes',
+                                             j.object, j.now_owner, j.made_owner)
+                    ELSE concat_ws('; ',
+                                   CASE WHEN cardinality(j.extra) > 0
+                                        THEN format('%s grants %s beyond what tenantry''s definitions grant%s', j.object,
+                                                    array_to_string(j.extra, ', '),
+                                                    CASE WHEN j.object LIKE '% tenantry.context_keys'
+                                                         THEN ' (the context signing keys: with one, any tenant''s context is forged)' ELSE '' END) END,
+                                   CASE WHEN cardinality(j.missing) > 0
+                                        THEN format('%s lacks %s that tenantry''s definitions grant: the requests that need it fail',
+                                                    j.object, array_to_string(j.missing, ', ')) END) END,
+               CASE j.finding
+                    WHEN 'gone' THEN 'DELETE FROM tenantry.schema_definitions; -- then run tenantry migrate as a superuser: it applies every definition again'
+                    WHEN 'foreign' THEN CASE WHEN j.column_name IS NOT NULL
+                                             THEN format('ALTER %s DROP COLUMN %I; -- columns of yours belong in tables of yours', j.grant_on, j.column_name)
+                                             WHEN j.object LIKE 'index %'
+                                             THEN format('DROP %s CONCURRENTLY %s; -- indexes of yours belong on tables of yours', split_part(j.alter_on, ' ', 1), split_part(j.alter_on, ' ', 2))
+                                             ELSE format('ALTER %s SET SCHEMA public; -- or drop it: objects of yours belong in schemas of yours', j.alter_on) END
+                    WHEN 'owner' THEN format('ALTER %s OWNER TO %s;', j.alter_on, j.made_owner)
+                    ELSE (SELECT string_agg(q.statement, ' ' ORDER BY q.ord, q.statement)
+                          FROM (SELECT 1 AS ord,
+                                       format('REVOKE %s%s ON %s FROM %s;', split_part(rtrim(x, '*'), ':', 2),
+                                              CASE WHEN j.column_name IS NOT NULL THEN format(' (%I)', j.column_name) ELSE '' END,
+                                              j.grant_on, split_part(x, ':', 1)) AS statement
+                                FROM unnest(j.extra) x
+                                UNION ALL
+                                SELECT 2,
+                                       format('GRANT %s%s ON %s TO %s%s;', split_part(rtrim(y, '*'), ':', 2),
+                                              CASE WHEN j.column_name IS NOT NULL THEN format(' (%I)', j.column_name) ELSE '' END,
+                                              j.grant_on, split_part(y, ':', 1),
+                                              CASE WHEN y LIKE '%*' THEN ' WITH GRANT OPTION' ELSE '' END)
+                                FROM unnest(j.missing) y) q) END
+        FROM judged j
+        WHERE j.finding IN ('gone', 'foreign', 'owner') OR cardinality(j.extra) > 0 OR cardinality(j.missing) > 0
+        UNION ALL
+        -- The database's own grant to the owner role, which pg_dump does not
+        -- carry (a restore into a database made beforehand lost it: schema
+        -- tenants' creations failed 403 while the doctor was silent; found
+        -- by a DBA's review).
+        SELECT format('database %I', pg_catalog.current_database()), 'own_grants'::text,
+               format('tenantry_owner may not create schemas in database %I: creating a schema tenant fails (a restore into a database made beforehand loses this grant: pg_dump does not carry it)',
+                      pg_catalog.current_database()),
+               format('GRANT CREATE ON DATABASE %I TO tenantry_owner;', pg_catalog.current_database())
+        WHERE NOT pg_catalog.has_database_privilege('tenantry_owner', pg_catalog.current_database(), 'CREATE')
         ORDER BY 1, 3;
         -- Every schema tenant's table has exactly the policies and the table
         -- privileges of its family's pooled table (secure_tenant_copy made
@@ -1976,21 +2107,41 @@ BEGIN
         -- tenantry doctor's (an operator's); not the server's boot check,
         -- which runs no definer function and checks isolation rules.
         IF pg_catalog.has_function_privilege('tenantry.copy_column_drift()', 'EXECUTE') THEN
+            -- Only the copies of a template with no problem of its own: its
+            -- fix (a default set again, an index dropped) changes what the
+            -- copies must be, and a copy's fix worked out before it undid it
+            -- when the fixes ran top to bottom (found by a review as a new
+            -- user: the tenant_default fix, then the copies' DROP DEFAULT).
+            -- Named once the template is sound.
             RETURN QUERY
+            WITH drift AS MATERIALIZED (
+                SELECT d.copy, d.template, d.problem, d.fix FROM tenantry.copy_column_drift() d
+            ), unsound AS MATERIALIZED (
+                SELECT dt.template FROM (SELECT DISTINCT d.template FROM drift d) dt
+                WHERE EXISTS (SELECT 1 FROM tenantry.table_problems(dt.template))
+            )
             SELECT d.copy::text, 'copy_columns'::text, d.problem, d.fix
-            FROM tenantry.copy_column_drift() d;
+            FROM drift d
+            WHERE d.template NOT IN (SELECT u.template FROM unsound u);
         END IF;
         -- Indexes and constraints the same way (a missing UNIQUE lets the
         -- schema tenant hold rows the team's table refuses).
         IF pg_catalog.has_function_privilege('tenantry.copy_constraint_drift()', 'EXECUTE') THEN
             RETURN QUERY
+            WITH drift AS MATERIALIZED (
+                SELECT d.copy, d.template, d.problem, d.fix FROM tenantry.copy_constraint_drift() d
+            ), unsound AS MATERIALIZED (
+                SELECT dt.template FROM (SELECT DISTINCT d.template FROM drift d) dt
+                WHERE EXISTS (SELECT 1 FROM tenantry.table_problems(dt.template))
+            )
             SELECT d.copy::text, 'copy_constraints'::text, d.problem, d.fix
-            FROM tenantry.copy_constraint_drift() d;
+            FROM drift d
+            WHERE d.template NOT IN (SELECT u.template FROM unsound u);
         END IF;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, its schema owned by no role that a login acting for tenants can become (rule schema_owner: a schema''s owner drops the table), no trigger of the tcn extension (rule notify_trigger: every change''s key to every listener), every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, btree only; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), no login acting for tenants (a member of tenantry''s app roles, tenantry_admin or tenantry_logger that is no operator) that can become one of PostgreSQL''s built-in roles reaching past tenantry''s grants (pg_read_all_data, pg_write_all_data, the server file and program roles, pg_maintain, pg_signal_backend, pg_monitor and its parts, pg_checkpoint, the database''s owner, ...) or a role with CREATEROLE or REPLICATION, or that may create objects in a schema or a schema in the database (rule login_roles), for a caller that may read pg_prepared_xacts no prepared transaction of a role acting for tenants older than ten seconds (rule prepared_transactions), no object of an extension that reads or reaches shared state (pg_stat_statements, pg_prewarm, pgrowlocks, old_snapshot, dblink) that PUBLIC may use (rule shared_state), and, in a schema at the latest tenant-schema version, its columns (copy_columns), indexes and UNIQUE, EXCLUDE and CHECK constraints (copy_constraints). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, its schema owned by no role that a login acting for tenants can become (rule schema_owner: a schema''s owner drops the table), no trigger of the tcn extension (rule notify_trigger: every change''s key to every listener), every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, btree only; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), no login acting for tenants (a member of tenantry''s app roles, tenantry_admin or tenantry_logger that is no operator) that can become one of PostgreSQL''s built-in roles reaching past tenantry''s grants (pg_read_all_data, pg_write_all_data, the server file and program roles, pg_maintain, pg_signal_backend, pg_monitor and its parts, pg_checkpoint, the database''s owner, ...) or a role with CREATEROLE or REPLICATION, or that may create objects in a schema or a schema in the database (rule login_roles), for a caller that may read pg_prepared_xacts no prepared transaction of a role acting for tenants older than ten seconds (rule prepared_transactions), no object of an extension that reads or reaches shared state (pg_stat_statements, pg_prewarm, pgrowlocks, old_snapshot, dblink) that PUBLIC may use (rule shared_state), tenantry_owner may set backtrace_functions and session_replication_role and neither PUBLIC nor a role such a login can become may, nor does a role''s or the database''s setting give them a default (rule parameter_grants), no function or procedure of another schema named like one of tenantry''s that its roles may call (rule shadowed_function), and, in a schema at the latest tenant-schema version, for a pooled table with no problem of its own, its columns (copy_columns), indexes and UNIQUE, EXCLUDE and CHECK constraints (copy_constraints). No rows: all is well.';
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -2742,7 +2893,10 @@ BEGIN
                                            AND c.relname = (SELECT a.relname FROM pg_catalog.pg_class a WHERE a.oid = tbl)))) THEN
         PERFORM tenantry.add_tenant_schema_step(
             left(format('tables of adopted %s', tbl), 200),
-            format('SELECT tenantry.add_tenant_schema_table(%L::regclass, current_schema())', tbl::text));
+            -- By name (tenantry.add_adopted_table_copy): a table dropped
+            -- before the step runs makes it do nothing, where a regclass
+            -- literal failed and held every later step back (0051).
+            format('SELECT tenantry.add_adopted_table_copy(%L, current_schema())', tbl::text));
     END IF;
 
     -- (adopt_tables checks the rules between the tables it adopts together
@@ -3181,6 +3335,7 @@ DECLARE
     seq regclass;
     held text;
     left_behind regclass[];
+    has_rows boolean;
 BEGIN
     -- Behind an adoption of the table in progress (adopt_table's lock).
     PERFORM pg_catalog.pg_advisory_xact_lock((1953390948::bigint << 32) + tbl::oid::bigint);
@@ -3239,11 +3394,33 @@ BEGIN
             USING ERRCODE = 'TN409',
             HINT = 'Release those tables first, or drop their foreign keys to it.';
     END IF;
-    -- Schema tenants' tables of it hold their rows: they would be left behind.
-    -- (Also when the table lost the primary key that made it a family:
-    -- those tables still hold their rows.)
-    IF EXISTS (SELECT 1 FROM tenantry.family_copies() f WHERE f.template = tbl)
-       OR EXISTS (SELECT 1 FROM tenantry.orphan_copies() o WHERE o.adopted = tbl) THEN
+    -- Schema tenants' tables of it that hold no row go with the adoption
+    -- (refused while any existed: one schema tenant made every release wait
+    -- for a move of every schema tenant; found by a review as a new user),
+    -- each locked first, in tries that hold no tenant back, so that no row
+    -- arrives between the look and the drop. One that holds rows would be
+    -- left behind: refused. (Also when the table lost the primary key that
+    -- made it a family: those tables are compared no more.)
+    SELECT array_agg(f.copy ORDER BY f.copy::text) INTO left_behind
+      FROM tenantry.family_copies() f WHERE f.template = tbl;
+    IF left_behind IS NOT NULL THEN
+        PERFORM tenantry.in_lock_tries(
+            ARRAY(SELECT format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', c) FROM unnest(left_behind) c(c)),
+            format('the schema tenants'' tables of %s', tbl));
+        FOREACH part IN ARRAY left_behind LOOP
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', part) INTO STRICT has_rows;
+            IF has_rows THEN
+                RAISE EXCEPTION 'cannot release %: schema tenants hold their rows of it in tables of their own (% among them)', tbl, part
+                    USING ERRCODE = 'TN409',
+                    HINT = 'Move those tenants to the shared tier first (tenantry tenant move <id> --to shared).';
+            END IF;
+        END LOOP;
+        FOREACH part IN ARRAY left_behind LOOP
+            EXECUTE format('DROP TABLE %s', part);
+        END LOOP;
+        left_behind := NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenantry.orphan_copies() o WHERE o.adopted = tbl) THEN
         RAISE EXCEPTION 'cannot release %: schema tenants hold their rows of it in tables of their own', tbl
             USING ERRCODE = 'TN409',
             HINT = 'Move those tenants to the shared tier first (tenantry tenant move <id> --to shared).';

@@ -25,7 +25,8 @@ impl FromRow for Project {
 /// A handler: another tenant's project is 404, exactly like a missing one.
 /// `caller.read` runs the read once more on a fresh transaction when the
 /// database rolled the first back (a statement prepared before a migration
-/// changed its table).
+/// changed its table), so its closure is `Fn`: it captures what it reads by
+/// copy or by reference (`let name = &name;` before it for a `String`).
 async fn get_project(
     caller: TenantCaller,
     Path(id): Path<uuid::Uuid>,
@@ -48,24 +49,28 @@ async fn get_project(
 /// 5 s by default, 2 s in `tenantry serve`), then route; the layer records every tenant request, the
 /// fallbacks answer problem+json, and request ids (outermost) tie each answer
 /// to its log row. `Tenantry::start` also runs the upkeep `tenantry serve`
-/// runs (usage metrics refreshed, request-log partitions kept ahead).
+/// runs (usage metrics refreshed, request-log partitions kept ahead) and
+/// answers the request-log flusher's handle: await it after serving, once
+/// the router (and every `Tenantry` in it) is dropped, or the last batch of
+/// the request log is lost.
 async fn app(
     migrations: &tokio_postgres::Client,
     server: DatabaseConfig,
-) -> Result<axum::Router, Box<dyn std::error::Error>> {
+) -> Result<(axum::Router, tokio::task::JoinHandle<()>), Box<dyn std::error::Error>> {
     adopt_table(migrations, "projects", &AdoptOptions::default(), |_| {}).await?;
     let db = Database::connect(&DatabaseConfig {
         timeouts: Timeouts::server(),
         ..server
     })?;
-    let (tenantry, _flusher) = Tenantry::start(db, &Default::default());
-    Ok(axum::Router::new()
+    let (tenantry, flusher) = Tenantry::start(db, &Default::default());
+    let router = axum::Router::new()
         .route("/projects/{id}", axum::routing::get(get_project))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(tenantry.layer())
         .fallback(route_not_found)
         .with_state(tenantry)
-        .layer(RequestIdLayer))
+        .layer(RequestIdLayer);
+    Ok((router, flusher))
 }
 
 fn main() {

@@ -416,10 +416,24 @@ impl TenantCaller {
         }
     }
 
-    /// 403 unless the caller holds `permission`.
+    /// 403 unless the caller holds `permission`. The tenant's own key holds
+    /// every permission defined: one it lacks is defined nowhere, which is
+    /// the application's mistake (a name the routes require that no
+    /// migration of yours gave `tenantry.define_permission`): 503, and an
+    /// error log that says so, where a 403 blamed the key (found by a review
+    /// of the Rust path).
     pub fn require(&self, permission: &str) -> Result<(), ApiError> {
         if self.permissions().iter().any(|p| p == permission) {
             Ok(())
+        } else if matches!(&self.credential, Credential::Key(k) if k.unbound) {
+            tracing::error!(
+                permission,
+                "a route requires a permission no migration defined: SELECT tenantry.define_permission(name, description) in your migrations (or the route names it wrongly)"
+            );
+            Err(ApiError::new(
+                ProblemCode::ServiceUnavailable,
+                crate::error::MISCONFIGURED,
+            ))
         } else {
             Err(ApiError::new(
                 ProblemCode::PermissionDenied,

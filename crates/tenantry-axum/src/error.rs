@@ -8,6 +8,12 @@ use axum::{
 use serde::Serialize;
 use tenantry_db::DbError;
 
+/// The detail of a 503 for a misconfigured server (a privilege or a
+/// permission the application's code needs and the database lacks): every
+/// client would get it alike, and it names nothing of the schema.
+pub(crate) const MISCONFIGURED: &str =
+    "the server is misconfigured and cannot serve this request; its operator has been told";
+
 /// Declares [`ProblemCode`] from one table: variant, code, HTTP status, title.
 macro_rules! problem_codes {
     ($($variant:ident = ($code:literal, $status:ident, $title:literal),)*) => {
@@ -368,17 +374,20 @@ impl From<DbError> for ApiError {
             },
             DbError::QuotaExceeded(m) => Self::new(ProblemCode::QuotaExceeded, m),
             DbError::PermissionDenied(m) => Self::new(ProblemCode::PermissionDenied, m),
-            DbError::Forbidden(m) => {
-                // A privilege the statement's role lacks (not a policy's
-                // refusal of a row) is the application's mistake, a table
-                // not adopted or not granted, before it is the client's:
-                // said where the operator looks (found by a review of the
-                // Rust path, where it was a 403 and nothing more).
-                if m.starts_with("permission denied for ") {
-                    tracing::warn!(error = %m, "a statement lacks a privilege: a table of the application's not adopted (tenantry table adopt) or not granted to tenantry's roles?");
-                }
-                Self::new(ProblemCode::Forbidden, m)
+            // A privilege the statement's role lacks (not a policy's refusal
+            // of a row) is the server's misconfiguration, never the client's
+            // doing: a table of the application's not adopted or not
+            // granted, or a grant of tenantry's own revoked by hand. Every
+            // client would get it alike, so it is the service that cannot
+            // serve (503), said where the operator looks, and the client
+            // learns no table's name (found by a DBA's review: a revoke on
+            // tenantry's tables answered 403 "permission denied for table
+            // roles"; a review of the Rust path had found it a bare 403).
+            DbError::Forbidden(m) if m.starts_with("permission denied for ") => {
+                tracing::error!(error = %m, "a statement lacks a privilege: a table of the application's not adopted (tenantry table adopt) or not granted, or a grant of tenantry's revoked; run `tenantry doctor`");
+                Self::new(ProblemCode::ServiceUnavailable, MISCONFIGURED)
             }
+            DbError::Forbidden(m) => Self::new(ProblemCode::Forbidden, m),
             DbError::TenantSuspended(m) => Self::new(ProblemCode::TenantSuspended, m),
             DbError::Invalid { field, message } => {
                 let e = Self::new(ProblemCode::ValidationFailed, message);

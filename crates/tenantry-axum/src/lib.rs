@@ -23,24 +23,42 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use tenantry_axum::{error::ApiError, extract::{Json, Path}, Tenantry, TenantCaller};
+//! use tenantry_axum::{
+//!     error::{method_not_allowed, route_not_found, ApiError},
+//!     extract::{Json, Path},
+//!     RequestIdLayer, TenantCaller, Tenantry,
+//! };
 //!
+//! // Another tenant's project is 404, exactly like a missing one; `read`
+//! // runs once more on a fresh transaction when the first was refused as
+//! // contention (its closure is `Fn`: capture by copy or by reference).
 //! async fn project_name(caller: TenantCaller, Path(id): Path<uuid::Uuid>) -> Result<Json<String>, ApiError> {
-//!     let mut scope = caller.scope().await?;
-//!     let (name,): (String,) = scope
-//!         .query_one("SELECT name FROM projects WHERE id = $1", &[&id])
+//!     let (name,): (String,) = caller
+//!         .read(|mut scope| async move {
+//!             let row = scope
+//!                 .query_one("SELECT name FROM projects WHERE id = $1", &[&id])
+//!                 .await?;
+//!             scope.commit().await?;
+//!             Ok(row)
+//!         })
 //!         .await?;
-//!     scope.commit().await?;
 //!     Ok(Json(name))
 //! }
 //!
 //! # async fn demo(db: tenantry_db::Database) {
-//! let (tenantry, _flusher) = Tenantry::start(db, &Default::default());
+//! let (tenantry, flusher) = Tenantry::start(db, &Default::default());
 //! let app: Router = Router::new()
 //!     .route("/projects/{id}", get(project_name))
+//!     .method_not_allowed_fallback(method_not_allowed)
 //!     .route_layer(tenantry.layer())
-//!     .layer(tenantry_axum::RequestIdLayer)
-//!     .with_state(tenantry);
+//!     // Unknown routes and methods answer problem+json too.
+//!     .fallback(route_not_found)
+//!     .with_state(tenantry)
+//!     .layer(RequestIdLayer);
+//! // Serve `app` (tenantry_axum::serve), drop it, then await `flusher`: the
+//! // request log's last batch is written then.
+//! # drop(app);
+//! # let _ = flusher.await;
 //! # }
 //! ```
 #![deny(missing_docs)]

@@ -185,7 +185,7 @@ pub(crate) fn requested_tenant(parts: &Parts, token: &VerifiedToken) -> Result<T
 /// The tenant the `X-Tenant-Id` header names, if it is there; 422 when it is
 /// not a tenant id, 400 when it is sent more than once (which one counts
 /// would be a guess, as for `Authorization` and `Idempotency-Key`).
-pub(crate) fn named_tenant(parts: &Parts) -> Result<Option<TenantId>, ApiError> {
+pub fn named_tenant(parts: &Parts) -> Result<Option<TenantId>, ApiError> {
     if parts.headers.get_all(TENANT_HEADER).iter().count() > 1 {
         return Err(ApiError::new(
             ProblemCode::InvalidHeader,

@@ -6,39 +6,96 @@ use tokio_postgres::Config;
 pub use tenantry_axum::shutdown_signal as wait_for_shutdown_signal;
 pub use tenantry_db::local::LocalCluster;
 
+/// Which of the database's notices a command shows on stderr, as psql does:
+/// warnings always (a released table's privileges not given back, with the
+/// `GRANT` to run), notices for the commands whose notices are news (`table
+/// adopt`: PUBLIC's privileges taken, a sequence every tenant shares; found
+/// by a review as a new user: the CLI showed neither).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Notices {
+    /// WARNING and above.
+    Warnings,
+    /// NOTICE and above.
+    All,
+}
+
 /// A plain connection (its driver task spawned) to `config`, with TLS as
 /// `tls` says (`tenantry_db::tls`: the connection string's sslmode).
 async fn connect_with(
     config: &Config,
     tls: &tenantry_db::tls::TlsSettings,
     what: &str,
+    notices: Notices,
 ) -> anyhow::Result<tokio_postgres::Client> {
     let tls = tenantry_db::tls::connector(tls).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
-    let (client, conn) = config
+    let (client, mut conn) = config
         .connect(tls)
         .await
         .with_context(|| format!("connecting to the database to {what}"))?;
     tokio::spawn(async move {
-        // The command's own statements report what fails while it runs; what
-        // is left here is mostly the embedded cluster stopping under an idle
-        // connection as the command ends, which is no error of the user's.
-        if let Err(e) = conn.await {
-            tracing::debug!("database connection ended: {e}");
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notice(n))) => {
+                    let shown = match n.severity() {
+                        "NOTICE" => notices == Notices::All,
+                        "WARNING" => true,
+                        _ => false,
+                    };
+                    if shown {
+                        eprintln!("{}: {}", n.severity(), n.message());
+                        if let Some(detail) = n.detail() {
+                            eprintln!("DETAIL: {detail}");
+                        }
+                        if let Some(hint) = n.hint() {
+                            eprintln!("HINT: {hint}");
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                // The command's own statements report what fails while it
+                // runs; what is left here is mostly the embedded cluster
+                // stopping under an idle connection as the command ends,
+                // which is no error of the user's.
+                Some(Err(e)) => {
+                    tracing::debug!("database connection ended: {e}");
+                    break;
+                }
+                None => break,
+            }
         }
     });
     Ok(client)
 }
 
 /// [`connect_with`] the embedded cluster (no TLS settings of its own).
-async fn connect(config: &Config, what: &str) -> anyhow::Result<tokio_postgres::Client> {
-    connect_with(config, &tenantry_db::tls::TlsSettings::default(), what).await
+async fn connect(
+    config: &Config,
+    what: &str,
+    notices: Notices,
+) -> anyhow::Result<tokio_postgres::Client> {
+    connect_with(
+        config,
+        &tenantry_db::tls::TlsSettings::default(),
+        what,
+        notices,
+    )
+    .await
 }
 
 /// A connection to the database `url` names (TLS as its sslmode says).
 pub async fn connect_url(url: &str, what: &str) -> anyhow::Result<tokio_postgres::Client> {
+    connect_url_with(url, what, Notices::Warnings).await
+}
+
+/// [`connect_url`], showing `notices`.
+async fn connect_url_with(
+    url: &str,
+    what: &str,
+    notices: Notices,
+) -> anyhow::Result<tokio_postgres::Client> {
     let (config, tls) =
         tenantry_db::tls::parse(url).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
-    connect_with(&config, &tls, what).await
+    connect_with(&config, &tls, what, notices).await
 }
 
 /// The newest context key of `target`'s database, read as the migration role.
@@ -51,9 +108,21 @@ pub async fn context_key(target: &crate::Target) -> anyhow::Result<tenantry_db::
 }
 
 /// Applies pending migrations through `url` (a superuser whenever anything is pending).
-pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::Migration>> {
+pub async fn migrate_url(url: &str) -> anyhow::Result<Migrated> {
     let mut client = connect_url(url, "migrate").await?;
-    let migrated = tenantry_db::migrate::migrate(&mut client).await;
+    // The definition files that differ before: applied again below, with no
+    // versioned migration pending, they are news too ("up to date" alone
+    // misled a DBA's review).
+    let definitions = match tenantry_db::migrate::check(&client).await {
+        Err(tenantry_db::migrate::MigrateError::DefinitionsPending { names }) => Some(names),
+        _ => None,
+    };
+    let migrated = tenantry_db::migrate::migrate(&mut client)
+        .await
+        .map(|applied| Migrated {
+            applied,
+            definitions,
+        });
     // A migration file's own SQL refused (not the bookkeeping read before
     // it, which names the role below): it creates roles or grants.
     let in_a_file = matches!(
@@ -74,6 +143,15 @@ pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<tenantry_db::migrate::
         ));
     }
     needs_migration_role(migrated, "tenantry migrate")
+}
+
+/// What `tenantry migrate` applied to the database a URL names.
+pub struct Migrated {
+    /// The versioned migrations applied, in order.
+    pub applied: Vec<tenantry_db::migrate::Migration>,
+    /// The definition files that differed from this build's before (applied
+    /// again), comma-separated; none when they were the same.
+    pub definitions: Option<String>,
 }
 
 /// Whether the database refused a privilege (SQLSTATE 42501) anywhere in `e`'s chain.
@@ -137,10 +215,19 @@ pub async fn migration_client(
     target: &crate::Target,
     what: &str,
 ) -> anyhow::Result<(tokio_postgres::Client, Option<LocalCluster>)> {
+    migration_client_with(target, what, Notices::Warnings).await
+}
+
+/// [`migration_client`], showing `notices`.
+pub async fn migration_client_with(
+    target: &crate::Target,
+    what: &str,
+    notices: Notices,
+) -> anyhow::Result<(tokio_postgres::Client, Option<LocalCluster>)> {
     if target.database_url.as_deref().is_none_or(str::is_empty) {
         existing_cluster(target, what)?;
     }
-    let (client, cluster) = migration_client_or_new(target, what).await?;
+    let (client, cluster) = migration_client_or_new_with(target, what, notices).await?;
     // A database tenantry was never installed in: said as such, instead of
     // the first query's "relation tenantry.… does not exist".
     let migrated: bool = client
@@ -166,11 +253,20 @@ pub async fn migration_client_or_new(
     target: &crate::Target,
     what: &str,
 ) -> anyhow::Result<(tokio_postgres::Client, Option<LocalCluster>)> {
+    migration_client_or_new_with(target, what, Notices::Warnings).await
+}
+
+/// [`migration_client_or_new`], showing `notices`.
+async fn migration_client_or_new_with(
+    target: &crate::Target,
+    what: &str,
+    notices: Notices,
+) -> anyhow::Result<(tokio_postgres::Client, Option<LocalCluster>)> {
     match target.database_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => Ok((connect_url(url, what).await?, None)),
+        Some(url) => Ok((connect_url_with(url, what, notices).await?, None)),
         None => {
             let local = LocalCluster::open(&target.data_dir, None).await?;
-            let client = connect(&local.superuser_config(), what).await?;
+            let client = connect(&local.superuser_config(), what, notices).await?;
             Ok((client, Some(local)))
         }
     }

@@ -488,18 +488,25 @@ async fn migrate(target: Target) -> anyhow::Result<()> {
         Some(place) => outln!("the embedded cluster in {}", place.display()),
         None => outln!("{}", local::database_name(&client).await?),
     }
-    let applied = match (applied, &cluster) {
-        (Some(applied), _) => applied,
-        (None, Some(cluster)) => cluster.applied().to_vec(),
-        (None, None) => Vec::new(),
+    let (applied, definitions) = match (applied, &cluster) {
+        (Some(migrated), _) => (migrated.applied, migrated.definitions),
+        (None, Some(cluster)) => (cluster.applied().to_vec(), None),
+        (None, None) => (Vec::new(), None),
     };
     if applied.is_empty() {
         let all = tenantry_db::migrate::migrations();
-        outln!(
-            "schema is up to date ({} migrations, the latest {:04})",
-            all.len(),
-            all.last().map_or(0, |m| m.version)
-        );
+        match definitions {
+            Some(names) => outln!(
+                "versioned migrations up to date ({} migrations, the latest {:04}); definitions applied again: {names}",
+                all.len(),
+                all.last().map_or(0, |m| m.version)
+            ),
+            None => outln!(
+                "schema is up to date ({} migrations, the latest {:04})",
+                all.len(),
+                all.last().map_or(0, |m| m.version)
+            ),
+        }
     } else {
         for m in &applied {
             outln!("applied {:04} {}", m.version, m.name);

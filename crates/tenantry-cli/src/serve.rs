@@ -151,6 +151,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "this machine's clock and the database's disagree by more than 5 s"
         );
     }
+    // Refused on the embedded cluster, the cluster stops with the command:
+    // said, with how to reach it for the fixes (found by a review as a new
+    // user: psql could not connect to apply them).
+    let apply_fixes = if cluster.is_some() {
+        "\n(the embedded cluster stops with this command: `tenantry db start` runs it alone and prints how to connect with psql to apply the fixes)"
+    } else {
+        ""
+    };
     let (roles, problems): (Vec<_>, Vec<_>) = db
         .table_problems()
         .await
@@ -162,7 +170,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // and without its parameter grant tenantry_owner enters no context.
     if !roles.is_empty() {
         bail!(
-            "refusing to serve tenant traffic: a login acting for tenants reaches past tenantry's grants (a built-in role, a role attribute, CREATE or a parameter it can set), or tenantry_owner may not set a parameter tenantry needs:\n{}",
+            "refusing to serve tenant traffic: a login acting for tenants reaches past tenantry's grants (a built-in role, a role attribute, CREATE or a parameter it can set), or tenantry_owner may not set a parameter tenantry needs:\n{}{apply_fixes}",
             roles
                 .iter()
                 .map(|p| format!("  {p}"))
@@ -178,7 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let blocking = listing.iter().any(|(blocks, _)| *blocks);
         if blocking && !args.allow_table_problems {
             bail!(
-                "refusing to serve tenant traffic: {} problem(s) in {} adopted table(s) break tenantry's rules:\n{}\n(fix them, or start with --allow-table-problems to serve anyway)",
+                "refusing to serve tenant traffic: {} problem(s) in {} adopted table(s) break tenantry's rules:\n{}\n(fix them, or start with --allow-table-problems to serve anyway){apply_fixes}",
                 problems.len(),
                 problems
                     .iter()

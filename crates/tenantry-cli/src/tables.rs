@@ -103,7 +103,10 @@ pub struct DoctorArgs {
 }
 
 pub async fn run(args: TableArgs) -> anyhow::Result<()> {
-    let (client, _cluster) = local::migration_client(&args.target, "manage tables").await?;
+    // The database's notices too: what adoption took from PUBLIC, a
+    // sequence every tenant shares.
+    let (client, _cluster) =
+        local::migration_client_with(&args.target, "manage tables", local::Notices::All).await?;
     match args.command {
         TableCommand::Adopt {
             tables: names,
@@ -310,6 +313,19 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
         .batch_execute("SET lock_timeout = '10s'")
         .await
         .context("checking tables")?;
+    // The rules are the database's (its table_problems()): a database whose
+    // definitions are older than this build's is checked by its own, not by
+    // this release's (found by a DBA's review: a new release's doctor said
+    // "no problem" of a database its serve then refused). Said, so that an
+    // upgrade's check runs where it means something.
+    if let Err(tenantry_db::migrate::MigrateError::DefinitionsPending { names }) =
+        tenantry_db::migrate::check(&client).await
+    {
+        eprintln!(
+            "note: this database's definitions ({names}) differ from this build's, and the doctor checks by the database's rules: \
+             to check by this release's before upgrading, run it after `tenantry migrate` on a copy (pg_dump, pg_restore into a scratch database)"
+        );
+    }
     let mut problems =
         local::as_migration_role(tables::table_problems(&client).await, "tenantry doctor")?;
     // Schema tenants whose schema has not run every tenant-schema step.

@@ -389,16 +389,17 @@ async fn migrate_until(
     // Said in tenantry's words: it answered PostgreSQL's "25006: cannot
     // execute CREATE SCHEMA in a read-only transaction" (found by an
     // operations review, against a standby).
-    let (standby, read_only, version, version_num, icu): (bool, String, String, i32, bool) = client
+    let (standby, read_only, version, version_num, icu, encoding): (bool, String, String, i32, bool, String) = client
         .query_one(
             "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('default_transaction_read_only'),
                     pg_catalog.current_setting('server_version'),
                     pg_catalog.current_setting('server_version_num')::int,
-                    EXISTS (SELECT 1 FROM pg_catalog.pg_collation WHERE collname = 'und-x-icu')",
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_collation WHERE collname = 'und-x-icu'),
+                    pg_catalog.getdatabaseencoding()",
             &[],
         )
         .await
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))?;
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))?;
     // What the schema needs of the server, said before anything is tried
     // (a server built without ICU failed at migration 13 with "collation
     // und-x-icu does not exist", found running the suite on other builds).
@@ -410,6 +411,15 @@ async fn migrate_until(
     if !icu {
         return Err(MigrateError::Refused(format!(
             "tenantry needs a PostgreSQL built with ICU (it compares member emails in the ICU root collation \"und-x-icu\", which this server, PostgreSQL {version}, does not have): use a build with ICU (the Debian, Ubuntu, Red Hat, Homebrew and Docker packages and managed services have it)"
+        )));
+    }
+    // The schema's text (names, descriptions, the ICU collation of emails)
+    // is Unicode: a LATIN1 database failed at migration 36 on a character
+    // it has no equivalent of, an SQL_ASCII one at 13 on the collation
+    // (found by a DBA's review).
+    if encoding != "UTF8" {
+        return Err(MigrateError::Refused(format!(
+            "tenantry needs a database in UTF8; this one is in {encoding}: create it with CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0 (and a UTF-8 locale, or LOCALE_PROVIDER icu)"
         )));
     }
     if standby || read_only == "on" {

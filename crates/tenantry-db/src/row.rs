@@ -126,7 +126,16 @@ tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 /// Reads a row into `T`; a mapping that does not fit the statement is the
 /// caller's bug, reported as [`DbError::Internal`] (never to an HTTP client).
 pub(crate) fn read<T: FromRow>(row: Row) -> Result<T, DbError> {
-    T::from_row(row).map_err(|e| DbError::Internal(format!("reading a row: {e}")))
+    // With the driver's cause: which Rust type did not fit which column type
+    // (found by a review as a new user: the log said only "error
+    // deserializing column 0").
+    T::from_row(row).map_err(|e| {
+        DbError::Internal(format!(
+            "reading a row into {}: {}",
+            std::any::type_name::<T>(),
+            crate::error::with_sources(&*e)
+        ))
+    })
 }
 
 /// An identity the database answers as one JSON value (a verified key, a

@@ -80,11 +80,14 @@ impl TableProblem {
     }
 
     /// Whether the server refuses to start on it: every rule but those that
-    /// break no isolation (`tenant_default`: a dropped `tenant_id` default
-    /// fails inserts that leave it out, which an ORM's schema sync can do on
-    /// every deployment; the server warns instead).
+    /// break no isolation of the server's (`tenant_default`: a dropped
+    /// `tenant_id` default fails inserts that leave it out, which an ORM's
+    /// schema sync can do on every deployment; `shadowed_function`: a
+    /// function of another schema named like one of tenantry's misleads
+    /// unqualified calls of psql sessions and of your SQL, never the
+    /// server's, which qualifies its own; the server warns instead).
     pub fn blocks_serving(&self) -> bool {
-        self.rule != "tenant_default"
+        self.rule != "tenant_default" && self.rule != "shadowed_function"
     }
 
     /// Whether it is about the cluster's roles and parameters rather than a

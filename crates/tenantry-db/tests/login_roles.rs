@@ -906,13 +906,17 @@ async fn defaults_of_tenantrys_parameters_in_a_roles_or_the_databases_settings_a
     assert_eq!(replication, "origin");
 }
 
-/// Puts `tenantry_owner`'s grant on backtrace_functions back when dropped,
-/// passed or failed: without it no database of the cluster enters a context.
-struct OwnerGrant(Config);
+/// Runs `sql` as the superuser when dropped, passed or failed: what a test
+/// changed of the cluster (a grant of tenantry_owner's, an attribute of
+/// tenantry_app) comes back for every other test of it.
+struct RestoreOnDrop {
+    superuser: Config,
+    sql: &'static str,
+}
 
-impl Drop for OwnerGrant {
+impl Drop for RestoreOnDrop {
     fn drop(&mut self) {
-        let superuser = self.0.clone();
+        let (superuser, sql) = (self.superuser.clone(), self.sql);
         let _ = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -921,11 +925,9 @@ impl Drop for OwnerGrant {
                 .block_on(async {
                     connect(&superuser)
                         .await
-                        .batch_execute(
-                            "GRANT SET ON PARAMETER backtrace_functions TO tenantry_owner",
-                        )
+                        .batch_execute(sql)
                         .await
-                        .expect("the grant given back")
+                        .expect("the cluster restored")
                 })
         })
         .join();
@@ -979,7 +981,10 @@ async fn without_its_grant_on_the_context_parameter_the_owner_enters_no_context_
     // Committed: on the connection the pool holds (its session opened
     // before) and on a new pool's, every transaction is refused as the
     // server's outage (503), not as the client's fault (it was 403).
-    let _restore = OwnerGrant(tdb.superuser_config());
+    let _restore = RestoreOnDrop {
+        superuser: tdb.superuser_config(),
+        sql: "GRANT SET ON PARAMETER backtrace_functions TO tenantry_owner",
+    };
     su.batch_execute("REVOKE SET ON PARAMETER backtrace_functions FROM tenantry_owner")
         .await
         .unwrap();
@@ -1009,4 +1014,153 @@ async fn without_its_grant_on_the_context_parameter_the_owner_enters_no_context_
         .query::<(String,)>("SELECT set_config('backtrace_functions', 'x', true)", &[])
         .await;
     assert!(matches!(own_sql, Err(DbError::Forbidden(_))), "{own_sql:?}");
+}
+
+/// The `own_grants` findings, as (object, fix).
+async fn own_grants(su: &Client) -> Vec<(String, String)> {
+    tables::table_problems(su)
+        .await
+        .expect("the doctor's rules")
+        .into_iter()
+        .filter(|p| p.rule == "own_grants")
+        .map(|p| (p.table, p.fix))
+        .collect()
+}
+
+/// tenantry's own objects changed by hand (a DBA's review: the doctor
+/// checked only their policies): a grant on the context signing keys, which
+/// the app role then reads; a grant of tenantry's revoked; a table handed to
+/// another owner; an index and a function planted in schema tenantry; the
+/// owner role's CREATE on the database lost. Each is named, and the fixes,
+/// run top to bottom, put everything back as migrate made it.
+#[tokio::test]
+async fn own_grants_names_every_owner_and_privilege_of_tenantrys_objects_changed_since_migrate() {
+    let _cluster = CLUSTER.read().await;
+    let tdb = TestDatabase::new().await;
+    let mut roles = Roles::new(&tdb);
+    let su = tdb.superuser_client().await;
+    assert_eq!(own_grants(&su).await, []);
+    let team = roles.team_role(&su, "reporting").await;
+    su.batch_execute(&format!(
+        "GRANT SELECT ON tenantry.context_keys TO PUBLIC;
+         REVOKE SELECT ON tenantry.roles FROM tenantry_app;
+         ALTER TABLE tenantry.audit_log OWNER TO {team};
+         CREATE INDEX resources_by_name ON tenantry.resources (name);
+         CREATE FUNCTION tenantry.planted() RETURNS int LANGUAGE sql AS 'SELECT 1';
+         REVOKE CREATE ON DATABASE {db} FROM tenantry_owner;",
+        db = tdb.name()
+    ))
+    .await
+    .unwrap();
+    let attack = "SET ROLE tenantry_app; SELECT secret FROM tenantry.context_keys";
+    let server = tdb.server_client().await;
+    server.batch_execute(attack).await.expect("the keys read");
+    server.batch_execute("RESET ROLE").await.unwrap();
+
+    let found = own_grants(&su).await;
+    let named =
+        |object: &str, fix: &str| found.iter().any(|(o, f)| o == object && f.starts_with(fix));
+    assert!(
+        named(
+            "table tenantry.context_keys",
+            "REVOKE SELECT ON TABLE tenantry.context_keys FROM PUBLIC;"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        named(
+            "table tenantry.roles",
+            "GRANT SELECT ON TABLE tenantry.roles TO tenantry_app;"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        named(
+            "table tenantry.audit_log",
+            "ALTER TABLE tenantry.audit_log OWNER TO tenantry_owner;"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        named(
+            "index tenantry.resources_by_name",
+            "DROP INDEX CONCURRENTLY tenantry.resources_by_name;"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        named(
+            "function tenantry.planted()",
+            "ALTER ROUTINE tenantry.planted() SET SCHEMA public;"
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        named(
+            &format!("database {}", tdb.name()),
+            &format!("GRANT CREATE ON DATABASE {} TO tenantry_owner;", tdb.name())
+        ),
+        "{found:#?}"
+    );
+    // The server's login sees them too (its boot check refuses them).
+    assert!(tdb
+        .database()
+        .table_problems()
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.rule == "own_grants" && p.blocks_serving()));
+
+    for (_, fix) in &found {
+        su.batch_execute(fix)
+            .await
+            .unwrap_or_else(|e| panic!("{fix}: {e}"));
+    }
+    su.batch_execute("DROP FUNCTION public.planted()")
+        .await
+        .unwrap();
+    assert_eq!(own_grants(&su).await, []);
+    refused(&server, attack, "after the fixes").await;
+}
+
+/// `ALTER ROLE tenantry_app BYPASSRLS` (a DBA's review): every request of
+/// the server acts as that role, so row level security stopped applying to
+/// any of them, and the doctor was silent. Named with its fix, which the
+/// attack then fails against.
+#[tokio::test]
+async fn bypassrls_on_a_role_every_request_acts_as_is_a_finding_whose_fix_restores_isolation() {
+    if std::env::var_os("TENANTRY_TEST_DATABASE_URL").is_some() {
+        eprintln!("skipped on a shared server (TENANTRY_TEST_DATABASE_URL)");
+        return;
+    }
+    let _alone = CLUSTER.write().await;
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let (_victim, _) = tenant_with_resource(&tdb.database()).await;
+    let _restore = RestoreOnDrop {
+        superuser: tdb.superuser_config(),
+        sql: "ALTER ROLE tenantry_app NOBYPASSRLS",
+    };
+    su.batch_execute("ALTER ROLE tenantry_app BYPASSRLS")
+        .await
+        .unwrap();
+    // No context at all, and every tenant's rows.
+    let server = tdb.server_client().await;
+    assert_eq!(names_read_as_app(&server).await, ["victim-doc"]);
+
+    let found: Vec<TableProblem> = tables::table_problems(&su)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.table == "role tenantry_app")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].is_cluster_problem() && found[0].fix == "ALTER ROLE tenantry_app NOBYPASSRLS;",
+        "{}",
+        found[0]
+    );
+    apply(&su, &found).await;
+    let server = tdb.server_client().await;
+    assert!(names_read_as_app(&server).await.is_empty());
 }

@@ -1330,6 +1330,33 @@ async fn adopted_tables_get_a_table_in_every_tenant_schema_and_a_later_adoption_
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+
+    // One whose schema tenants' tables hold no row is, and they go with it
+    // (it was refused while any existed: found by a review as a new user).
+    su.batch_execute(
+        "CREATE TABLE public.labels (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                     PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.labels');",
+    )
+    .await
+    .unwrap();
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    let copy = format!("{silo_schema}.labels");
+    let exists = "SELECT to_regclass($1) IS NOT NULL";
+    let before: bool = su.query_one(exists, &[&copy]).await.unwrap().get(0);
+    assert!(before, "the schema tenant's table");
+    su.batch_execute("SELECT tenantry.release_table('public.labels')")
+        .await
+        .unwrap();
+    let after: bool = su.query_one(exists, &[&copy]).await.unwrap().get(0);
+    assert!(!after, "dropped with the adoption");
+    assert!(tenantry_db::tables::table_problems(&su)
+        .await
+        .unwrap()
+        .iter()
+        .all(|p| !p.table.contains("labels")));
 }
 
 #[tokio::test]
@@ -5343,6 +5370,162 @@ async fn a_change_naming_a_type_without_its_schema_is_refused_before_its_step_co
         &db,
         silo,
         "INSERT INTO projects (name, triage) VALUES ('s', 'high')",
+    )
+    .await
+    .unwrap();
+}
+
+/// A table adopted while schema tenants exist records a step that makes
+/// their tables of it; dropped before `tenantry migrate` ran (released
+/// first, or dropped and then released by the doctor's fix), that step
+/// failed in every schema tenant for ever and held every later step back
+/// (found by a review as a new user). It does nothing now, and steps recorded
+/// before in the old form are rewritten by migration 0051.
+#[tokio::test]
+async fn an_adopted_table_dropped_before_migrate_holds_no_schema_tenant_back() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut su = tdb.superuser_client().await;
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    su.batch_execute(
+        "CREATE TABLE public.tags (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                   PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.tags');
+         SELECT tenantry.release_table('public.tags');
+         DROP TABLE public.tags;
+         CREATE TABLE public.\"Odd 'name\" (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                          PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.\"Odd ''name\"');
+         DROP TABLE public.\"Odd 'name\";
+         SELECT tenantry.release_table(r.table_id) FROM tenantry.tenant_tables r WHERE r.adopted_as LIKE '%Odd%';
+         CREATE TABLE public.boards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                     PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.boards');",
+    )
+    .await
+    .unwrap();
+    // A step of the form recorded before 0051, for a table dropped since,
+    // with a name that needs quoting: the migration rewrites it.
+    let legacy = "SELECT tenantry.add_tenant_schema_table('public.\"Gone ''one\"'::regclass, current_schema())";
+    su.execute(
+        "SELECT tenantry.add_tenant_schema_step('tables of adopted public.\"Gone ''one\"', $1)",
+        &[&legacy],
+    )
+    .await
+    .unwrap();
+    let m0051 = tenantry_db::migrate::migrations()
+        .iter()
+        .find(|m| m.version == 51)
+        .expect("migration 0051");
+    su.batch_execute(&format!("BEGIN; {}; COMMIT", m0051.sql))
+        .await
+        .unwrap();
+    let steps: Vec<String> = su
+        .query(
+            "SELECT statement FROM tenantry.tenant_schema_steps ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(steps.len(), 4, "{steps:#?}");
+    assert_eq!(
+        steps[3],
+        "SELECT tenantry.add_adopted_table_copy('public.\"Gone ''one\"', current_schema())"
+    );
+    assert!(
+        steps
+            .iter()
+            .all(|s| s.starts_with("SELECT tenantry.add_adopted_table_copy(")),
+        "{steps:#?}"
+    );
+
+    let migrated = tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(migrated, 1);
+    assert!(tenantry_db::migrate::tenant_schemas_behind(&su, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    // The table adopted after the dropped ones reached the schema tenant.
+    own_sql(&db, silo, "INSERT INTO boards DEFAULT VALUES")
+        .await
+        .unwrap();
+    let schema = schema_name(&su, silo).await;
+    assert_eq!(
+        home_of(&su, "public.boards", silo).await,
+        [format!("{schema}.boards")]
+    );
+}
+
+/// A pooled table's own problem and its schema tenants' tables: the copies'
+/// fixes were worked out from the pooled table as it was, so run top to
+/// bottom after its fix they undid it (the tenant_default fix set the
+/// default again, then copy_columns' DROP DEFAULT took it from the schema
+/// tenant's table, whose tenant's inserts then failed; found by a review as
+/// a new user). The copies are named once the pooled table is sound.
+#[tokio::test]
+async fn the_doctors_fixes_run_top_to_bottom_leave_schema_tenants_tables_like_the_repaired_pooled_one(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.projects');",
+    )
+    .await
+    .unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    // An ORM's schema sync drops the default tenantry gave tenant_id.
+    su.batch_execute("ALTER TABLE public.projects ALTER COLUMN tenant_id DROP DEFAULT")
+        .await
+        .unwrap();
+    let found: Vec<(String, String)> = tenantry_db::tables::table_problems(&su)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.rule, p.fix))
+        .collect();
+    assert_eq!(
+        found.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        ["tenant_default"],
+        "{found:#?}"
+    );
+    run_fixes(&su, &found).await;
+    let left = tenantry_db::tables::table_problems(&su).await.unwrap();
+    assert!(left.is_empty(), "{left:#?}");
+    own_sql(
+        &db,
+        silo,
+        "INSERT INTO projects (name) VALUES ('after the fixes')",
+    )
+    .await
+    .unwrap();
+
+    // A copy that truly differs is still named once the pooled table is
+    // sound: its fix alone.
+    let schema = schema_name(&su, silo).await;
+    su.batch_execute(&format!(
+        "ALTER TABLE {schema}.projects ALTER COLUMN tenant_id DROP DEFAULT"
+    ))
+    .await
+    .unwrap();
+    let found = copy_columns(&su).await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    run_fixes(&su, &found).await;
+    assert!(tenantry_db::tables::table_problems(&su)
+        .await
+        .unwrap()
+        .is_empty());
+    own_sql(
+        &db,
+        silo,
+        "INSERT INTO projects (name) VALUES ('and again')",
     )
     .await
     .unwrap();

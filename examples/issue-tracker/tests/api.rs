@@ -771,6 +771,72 @@ async fn a_method_a_route_does_not_take_and_an_unknown_route_answer_problem_json
     assert_eq!(answer.content_type, "application/problem+json");
 }
 
+/// A grant the tracker's tables need, revoked by hand while it serves (a
+/// DBA undoing what looked like a stray grant): every client would be
+/// refused alike, so the answer is the service's (503, problem+json), never
+/// a 403 that blames the client and names the table (found by a DBA's
+/// review: "permission denied for table roles" reached tenants). Granted
+/// back, the tracker serves again.
+#[tokio::test]
+async fn a_grant_revoked_from_under_the_tracker_answers_503_naming_no_table_and_serving_resumes_once_restored(
+) {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_key("acme").await;
+    assert_eq!(app.get(&key, "/projects").await.status, StatusCode::OK);
+    let su = app.tdb.superuser_client().await;
+    su.batch_execute(
+        "REVOKE SELECT ON projects FROM tenantry_app, tenantry_app_own, tenantry_app_shared",
+    )
+    .await
+    .unwrap();
+    let answer = app.get(&key, "/projects").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert_eq!(answer.json()["code"], "service_unavailable");
+    assert!(
+        !answer.body.contains("projects") && !answer.body.contains("permission denied"),
+        "{}",
+        answer.body
+    );
+    // Adopting again gives back what adoption grants (the doctor's fix).
+    su.batch_execute("SELECT tenantry.adopt_table('projects')")
+        .await
+        .unwrap();
+    assert_eq!(app.get(&key, "/projects").await.status, StatusCode::OK);
+}
+
+/// The tenant's own key holds every permission defined; a route that
+/// requires one no migration defined is the application's mistake, not the
+/// key's: 503 (problem+json, the operator told in the log), where a 403 said
+/// the key lacked it (found by a review of the Rust path). Defined, the key
+/// holds it.
+#[tokio::test]
+async fn a_permission_a_route_requires_that_nothing_defined_answers_503_to_the_tenants_own_key() {
+    let app = TestApp::spawn().await;
+    let su = app.tdb.superuser_client().await;
+    su.batch_execute("DELETE FROM tenantry.permissions WHERE name = 'tracker.read'")
+        .await
+        .unwrap();
+    let (_, key) = app.tenant_key("acme").await;
+    let answer = app.get(&key, "/projects").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert!(!answer.body.contains("tracker.read"), "{}", answer.body);
+    su.batch_execute("SELECT tenantry.define_permission('tracker.read', 'Issue tracker: read')")
+        .await
+        .unwrap();
+    // The key's permissions as verified are cached for a second.
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        status = app.get(&key, "/projects").await.status;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn the_tracker_refuses_to_start_over_a_table_of_its_name_that_another_application_made() {
     let tdb = TestDatabase::new().await;

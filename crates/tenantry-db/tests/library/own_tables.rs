@@ -221,7 +221,15 @@ async fn query_one_of_several_rows_is_a_conflict_and_a_row_read_into_the_wrong_t
         .query::<(i64,)>("SELECT name FROM app.projects", &[])
         .await
         .unwrap_err();
-    assert!(matches!(wrong, DbError::Internal(_)), "{wrong:?}");
+    // Named for the log: the Rust type and the column's type (it said only
+    // "error deserializing column 0").
+    match &wrong {
+        DbError::Internal(m) => assert!(
+            m.contains("(i64,)") && m.contains("i64") && m.contains("text"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
     // Neither failed in the database: the transaction goes on and commits.
     s.commit().await.unwrap();
 }

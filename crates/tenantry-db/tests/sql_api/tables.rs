@@ -2925,6 +2925,69 @@ async fn the_doctor_names_a_teams_tenant_keyed_table_that_tenantrys_roles_reach_
     assert_eq!(count(&app, tasks).await, 1);
 }
 
+/// The guide's functions pasted as written land in `public` and, on the
+/// guide's search path (public, tenantry), are called instead of
+/// tenantry's of the same names: its `current_tenant_id()` reads a setting
+/// any role sets, its `setup_connection()` turns a session back into the
+/// superuser's. The doctor names each (rule shadowed_function), not a
+/// function of another name nor one an extension owns, and its fixes leave
+/// tenantry's in force (found by a review as a new user: silent once the
+/// guide's policies were dropped).
+#[tokio::test]
+async fn the_guides_functions_pasted_into_public_shadow_tenantrys_and_are_named_by_the_doctor() {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    exec(
+        &m,
+        "CREATE FUNCTION public.current_tenant_id() RETURNS uuid LANGUAGE sql STABLE
+             AS $$ SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid $$;
+         CREATE FUNCTION public.setup_connection() RETURNS void LANGUAGE plpgsql
+             AS $$ BEGIN SET SESSION AUTHORIZATION DEFAULT; END $$;
+         CREATE FUNCTION public.invoice_total(id uuid) RETURNS numeric LANGUAGE sql AS $$ SELECT 0::numeric $$;
+         GRANT EXECUTE ON FUNCTION public.current_tenant_id(), public.setup_connection() TO PUBLIC;",
+    )
+    .await;
+    // The app role on the guide's search path: its unqualified call is the
+    // guide's, which believes a setting it just set.
+    let server = tdb.server_client().await;
+    exec(
+        &server,
+        &format!("SET ROLE tenantry_app; SET search_path = public, tenantry; SET app.current_tenant_id = '{a}'"),
+    )
+    .await;
+    let unqualified = "SELECT coalesce(current_tenant_id()::text, 'none')";
+    assert_eq!(strings(&server, unqualified).await, [a.to_string()]);
+    assert_eq!(
+        strings(
+            &server,
+            "SELECT coalesce(tenantry.current_tenant_id()::text, 'none')"
+        )
+        .await,
+        ["none"]
+    );
+    let found = findings(&m).await;
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("shadowed_function: public.current_tenant_id() is named like tenantry.current_tenant_id")
+            && found[0].ends_with("=> DROP ROUTINE public.current_tenant_id(); -- or rename it (the guide's own definitions are unsafe as written; tenantry's replace them)"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1].starts_with(
+            "shadowed_function: public.setup_connection() is named like tenantry.setup_connection"
+        ),
+        "{}",
+        found[1]
+    );
+    for fix in fixes_in_order(&m).await {
+        exec(&m, &fix).await;
+    }
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    assert_eq!(strings(&server, unqualified).await, ["none"]);
+}
+
 /// A schema tenant keeps its table of tenantry's `resources` under that name
 /// in its own schema, first on its search path: a team's table named
 /// `resources` (the guide's own name for the application's table) would be
