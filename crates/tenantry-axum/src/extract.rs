@@ -157,10 +157,12 @@ fn decodes_to_utf8(query: &str) -> bool {
     std::str::from_utf8(&decoded).is_ok()
 }
 
-/// A JSON body that may be absent (an empty body): `None` then. A present
-/// body must be an `application/json` object, like [`Json`]: `null` too is
-/// refused (400 `invalid_json`), as the OpenAPI document, whose optional
-/// bodies are a plain object schema, says.
+/// A JSON body that may be absent (an empty body, no byte at all): `None`
+/// then. A present body must be an `application/json` object, like
+/// [`Json`]: `null` too is refused (400 `invalid_json`), as the OpenAPI
+/// document, whose optional bodies are a plain object schema, says, and so
+/// is one of white space alone, which is no JSON (a lone `\r` was taken as
+/// no body: found by schemathesis).
 #[derive(Debug, Clone, Default)]
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -169,10 +171,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (is_json, bytes) = body(req, state).await?;
-        let text = bytes.trim_ascii();
-        if text.is_empty() {
+        if bytes.is_empty() {
             return Ok(Self(None));
         }
+        let text = bytes.trim_ascii();
         if !is_json {
             return Err(not_json());
         }

@@ -145,6 +145,38 @@ async fn deeply_nested_json_is_refused_and_writes_nothing() {
     assert_eq!(created["data"], data);
 }
 
+/// JSON escapes that are no Unicode text (a lone surrogate) in a resource's
+/// data: jsonb does not hold them, and PostgreSQL's own "invalid input
+/// syntax for type json" reached the client as a 422 (found by a red-team
+/// review). Now the body's JSON is refused, naming the field, and nothing
+/// is written; a surrogate pair passes.
+#[tokio::test]
+async fn escapes_that_are_no_unicode_text_in_data_are_invalid_json_naming_the_field() {
+    let (app, key, id, _) = setup(|_| {}).await;
+    let before = snapshot(&app).await;
+    for data in [r#""\ud800""#, r#""\udc00x""#, r#"{"\ud800":1}"#] {
+        for (method, path) in [
+            (Method::POST, "/v1/resources".to_owned()),
+            (Method::PATCH, format!("/v1/resources/{id}")),
+        ] {
+            let body = format!("{{\"name\":\"u\",\"data\":{{\"k\":{data}}}}}");
+            let r = raw(&app, method.clone(), &path, &key, body.into_bytes()).await;
+            let problem = r.problem(400, "invalid_json");
+            assert_eq!(problem["field"], "data", "{method} {path} {data}");
+        }
+    }
+    assert_eq!(snapshot(&app).await, before);
+    let pair = raw(
+        &app,
+        Method::POST,
+        "/v1/resources",
+        &key,
+        br#"{"name":"pair","data":{"k":"\ud83d\ude00"}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(pair.expect(201)["data"]["k"], "\u{1f600}");
+}
+
 #[tokio::test]
 async fn invalid_utf8_in_a_body_or_query_is_400_and_writes_nothing() {
     let (app, key, id, _) = setup(|_| {}).await;
