@@ -170,7 +170,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // and without its parameter grant tenantry_owner enters no context.
     if !roles.is_empty() {
         bail!(
-            "refusing to serve tenant traffic: a login acting for tenants reaches past tenantry's grants (a built-in role, a role attribute, CREATE or a parameter it can set), or tenantry_owner may not set a parameter tenantry needs:\n{}{apply_fixes}",
+            "refusing to serve tenant traffic: a login acting for tenants reaches past tenantry's grants (a built-in role, a role attribute, CREATE or a parameter it can set), tenantry_owner may not set a parameter tenantry needs, or tenantry's own objects were changed since migrate:\n{}{apply_fixes}",
             roles
                 .iter()
                 .map(|p| format!("  {p}"))

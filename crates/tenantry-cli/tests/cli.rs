@@ -634,6 +634,37 @@ async fn serve_refuses_a_login_that_owns_the_database_even_with_allow_table_prob
     .unwrap();
 }
 
+/// A grant on tenantry's own context signing keys (rule own_grants) hands
+/// SQL injected into the app every tenant's context: `serve` refuses it
+/// like a login's reach, --allow-table-problems or not, naming the REVOKE.
+#[tokio::test]
+async fn serve_refuses_a_grant_on_the_context_signing_keys_even_with_allow_table_problems() {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute("GRANT SELECT ON tenantry.context_keys TO PUBLIC")
+        .await
+        .unwrap();
+    for extra in [&[][..], &["--allow-table-problems"][..]] {
+        let out = output_within_a_minute(
+            Command::new(env!("CARGO_BIN_EXE_tenantry"))
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(extra)
+                .env("DATABASE_URL", db.server_url())
+                .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
+                .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
+                .env_remove("TENANTRY_DATA_DIR"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}: {err}");
+        assert!(
+            err.contains("refusing to serve tenant traffic")
+                && err.contains("table tenantry.context_keys [own_grants]")
+                && err.contains("REVOKE SELECT ON TABLE tenantry.context_keys FROM PUBLIC;"),
+            "{extra:?}: {err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn serve_refuses_an_unmigrated_database_and_says_what_to_run() {
     let db = TestDatabase::new().await;

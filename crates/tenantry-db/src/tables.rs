@@ -90,15 +90,21 @@ impl TableProblem {
         self.rule != "tenant_default" && self.rule != "shadowed_function"
     }
 
-    /// Whether it is about the cluster's roles and parameters rather than a
-    /// table: rule `login_roles` (a login acting for tenants can become one
-    /// of PostgreSQL's built-in roles that reach past tenantry's grants, such
-    /// as `pg_read_all_data`) and rule `parameter_grants` (a role such a
-    /// login can become may set the parameter the tenant context lives in,
-    /// or `tenantry_owner` may not). `tenantry serve` refuses to start on
-    /// one whatever its flags.
+    /// Whether it is about the cluster's roles and parameters, or tenantry's
+    /// own objects, rather than a table of the team's: rule `login_roles` (a
+    /// login acting for tenants can become one of PostgreSQL's built-in
+    /// roles that reach past tenantry's grants, such as `pg_read_all_data`,
+    /// or one of tenantry's roles has BYPASSRLS), rule `parameter_grants` (a
+    /// role such a login can become may set the parameter the tenant context
+    /// lives in, or `tenantry_owner` may not) and rule `own_grants` (an owner
+    /// or a privilege of tenantry's own objects changed since migrate, such
+    /// as a grant on the context signing keys). `tenantry serve` refuses to
+    /// start on one whatever its flags.
     pub fn is_cluster_problem(&self) -> bool {
-        self.rule == "login_roles" || self.rule == "parameter_grants"
+        matches!(
+            self.rule.as_str(),
+            "login_roles" | "parameter_grants" | "own_grants"
+        )
     }
 }
 

@@ -98,6 +98,17 @@ async fn findings(su: &Client, login: &str) -> Vec<TableProblem> {
         .collect()
 }
 
+/// Whether the server's own login finds a problem that `matches`: its boot
+/// check runs the same rules as the doctor.
+async fn boot_check_finds(tdb: &TestDatabase, matches: impl Fn(&TableProblem) -> bool) -> bool {
+    tdb.database()
+        .table_problems()
+        .await
+        .unwrap()
+        .iter()
+        .any(matches)
+}
+
 /// Runs every finding's fix, as the superuser an operator would be.
 async fn apply(su: &Client, found: &[TableProblem]) {
     for p in found {
@@ -167,13 +178,11 @@ async fn a_login_acting_for_tenants_in_pg_read_all_data_reads_the_context_signin
         found[0]
     );
     // The server's login sees it too (its boot check runs the same rules).
-    assert!(tdb
-        .database()
-        .table_problems()
+    assert!(
+        boot_check_finds(&tdb, |p| p.is_cluster_problem()
+            && p.table == format!("role {login}"))
         .await
-        .unwrap()
-        .iter()
-        .any(|p| p.is_cluster_problem() && p.table == format!("role {login}")));
+    );
 
     apply(&su, &found).await;
     assert!(findings(&su, &login).await.is_empty());
@@ -820,13 +829,7 @@ async fn a_role_the_server_login_can_become_with_set_on_the_context_parameter_fo
         found[0]
     );
     // The server's login sees it too (its boot check runs the same rules).
-    assert!(tdb
-        .database()
-        .table_problems()
-        .await
-        .unwrap()
-        .iter()
-        .any(|p| p.rule == "parameter_grants"));
+    assert!(boot_check_finds(&tdb, |p| p.rule == "parameter_grants").await);
 
     apply(&su, &found).await;
     assert!(parameter_findings(&su, "backtrace_functions")
@@ -1112,13 +1115,7 @@ async fn own_grants_names_every_owner_and_privilege_of_tenantrys_objects_changed
         "{found:#?}"
     );
     // The server's login sees them too (its boot check refuses them).
-    assert!(tdb
-        .database()
-        .table_problems()
-        .await
-        .unwrap()
-        .iter()
-        .any(|p| p.rule == "own_grants" && p.blocks_serving()));
+    assert!(boot_check_finds(&tdb, |p| p.rule == "own_grants" && p.blocks_serving()).await);
 
     for (_, fix) in &found {
         su.batch_execute(fix)
