@@ -3341,6 +3341,8 @@ DECLARE
     seq regclass;
     held text;
     left_behind regclass[];
+    -- Schema tenants' tables of it, emptied of rows or refused.
+    copies regclass[];
     has_rows boolean;
 BEGIN
     -- Behind an adoption of the table in progress (adopt_table's lock).
@@ -3407,13 +3409,13 @@ BEGIN
     -- arrives between the look and the drop. One that holds rows would be
     -- left behind: refused. (Also when the table lost the primary key that
     -- made it a family: those tables are compared no more.)
-    SELECT array_agg(f.copy ORDER BY f.copy::text) INTO left_behind
+    SELECT array_agg(f.copy ORDER BY f.copy::text) INTO copies
       FROM tenantry.family_copies() f WHERE f.template = tbl;
-    IF left_behind IS NOT NULL THEN
+    IF copies IS NOT NULL THEN
         PERFORM tenantry.in_lock_tries(
-            ARRAY(SELECT format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', c) FROM unnest(left_behind) c(c)),
+            ARRAY(SELECT format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', c) FROM unnest(copies) c(c)),
             format('the schema tenants'' tables of %s', tbl));
-        FOREACH part IN ARRAY left_behind LOOP
+        FOREACH part IN ARRAY copies LOOP
             EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', part) INTO STRICT has_rows;
             IF has_rows THEN
                 RAISE EXCEPTION 'cannot release %: schema tenants hold their rows of it in tables of their own (% among them)', tbl, part
@@ -3421,10 +3423,9 @@ BEGIN
                     HINT = 'Move those tenants to the shared tier first (tenantry tenant move <id> --to shared).';
             END IF;
         END LOOP;
-        FOREACH part IN ARRAY left_behind LOOP
+        FOREACH part IN ARRAY copies LOOP
             EXECUTE format('DROP TABLE %s', part);
         END LOOP;
-        left_behind := NULL;
     END IF;
     IF EXISTS (SELECT 1 FROM tenantry.orphan_copies() o WHERE o.adopted = tbl) THEN
         RAISE EXCEPTION 'cannot release %: schema tenants hold their rows of it in tables of their own', tbl

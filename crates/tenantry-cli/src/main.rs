@@ -495,17 +495,16 @@ async fn migrate(target: Target) -> anyhow::Result<()> {
     };
     if applied.is_empty() {
         let all = tenantry_db::migrate::migrations();
+        let versions = format!(
+            "{} migrations, the latest {:04}",
+            all.len(),
+            all.last().map_or(0, |m| m.version)
+        );
         match definitions {
             Some(names) => outln!(
-                "versioned migrations up to date ({} migrations, the latest {:04}); definitions applied again: {names}",
-                all.len(),
-                all.last().map_or(0, |m| m.version)
+                "versioned migrations up to date ({versions}); definitions applied again: {names}"
             ),
-            None => outln!(
-                "schema is up to date ({} migrations, the latest {:04})",
-                all.len(),
-                all.last().map_or(0, |m| m.version)
-            ),
+            None => outln!("schema is up to date ({versions})"),
         }
     } else {
         for m in &applied {

@@ -31,26 +31,24 @@ impl JsonText {
     /// Checks that `text` is one JSON value nested at most
     /// [`JsonText::MAX_DEPTH`] deep (whitespace around it is dropped).
     pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
-        Self::within_depth(RawValue::from_string(text.into())?)
+        Self::checked(RawValue::from_string(text.into())?)
     }
 
-    /// `raw`, unless it nests deeper than [`JsonText::MAX_DEPTH`]: the bound
-    /// on what comes in (parsed or deserialized), not on what the database
-    /// gives back, which it already holds.
-    fn within_depth<E: serde::de::Error>(raw: Box<RawValue>) -> Result<Self, E> {
-        if too_deep(raw.get()) {
-            return Err(E::custom("JSON nested more than 128 levels deep"));
-        }
-        // A raw value is not unescaped, so what only the database refused
-        // reached it: its own message, 422 (found by a red-team review).
-        // (\u0000, which jsonb does not hold either, is the NUL every field
-        // refuses with a 422 of its own.)
-        if !unicode_escapes_fit(raw.get()) {
-            return Err(E::custom(
+    /// `raw`, unless it nests deeper than [`JsonText::MAX_DEPTH`] or holds an
+    /// escape that is no Unicode text ([`refusal`]): the bound on what
+    /// comes in (parsed or deserialized), not on what the database gives
+    /// back, which it already holds. (A lone surrogate reached the database,
+    /// whose own message was a 422: found by a red-team review. `\u0000`,
+    /// which jsonb does not hold either, is the NUL every field refuses with
+    /// a 422 of its own.)
+    fn checked<E: serde::de::Error>(raw: Box<RawValue>) -> Result<Self, E> {
+        match refusal(raw.get()) {
+            Some(Refusal::TooDeep) => Err(E::custom("JSON nested more than 128 levels deep")),
+            Some(Refusal::LoneSurrogate) => Err(E::custom(
                 "a \\u escape that is no Unicode text: a lone surrogate (\\ud800 to \\udfff unpaired)",
-            ));
+            )),
+            None => Ok(Self(raw)),
         }
-        Ok(Self(raw))
     }
 
     /// How deep arrays and objects may nest: serde_json's own limit when it
@@ -143,80 +141,70 @@ impl Serialize for JsonText {
 impl<'de> Deserialize<'de> for JsonText {
     /// Takes the value as written; from JSON only (serde_json's raw value).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Self::within_depth(Box::<RawValue>::deserialize(deserializer)?)
+        Self::checked(Box::<RawValue>::deserialize(deserializer)?)
     }
 }
 
-/// Whether valid JSON nests arrays and objects deeper than
-/// [`JsonText::MAX_DEPTH`] (brackets inside strings do not count).
-fn too_deep(json: &str) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for b in json.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > JsonText::MAX_DEPTH {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth -= 1,
-            _ => {}
-        }
-    }
-    false
+/// What [`JsonText`] refuses in a raw value's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Arrays and objects nested deeper than [`JsonText::MAX_DEPTH`].
+    TooDeep,
+    /// A `\u` escape that is no Unicode text: a surrogate not in a
+    /// high-then-low pair. A raw value is not unescaped, so only the
+    /// database refused it, with its own message.
+    LoneSurrogate,
 }
 
-/// Whether every `\u` escape in `json`'s strings is Unicode text: a high
-/// surrogate followed at once by a low one, no surrogate alone. `json` is
-/// valid JSON (a parsed raw value).
-fn unicode_escapes_fit(json: &str) -> bool {
+/// What valid JSON holds that [`JsonText`] refuses, in one pass: nesting
+/// deeper than [`JsonText::MAX_DEPTH`] (brackets inside strings do not
+/// count), which is told first, else a `\u` escape of a surrogate that is
+/// not the high half of a pair followed at once by its low half.
+fn refusal(json: &str) -> Option<Refusal> {
     let bytes = json.as_bytes();
-    let (mut i, mut in_string, mut high) = (0, false, false);
+    let (mut i, mut depth, mut in_string) = (0, 0usize, false);
+    // A high surrogate just read; an unpaired one seen anywhere.
+    let (mut high, mut lone) = (false, false);
     while i < bytes.len() {
         let b = bytes[i];
+        i += 1;
         if !in_string {
-            in_string = b == b'"';
-            i += 1;
-            continue;
-        }
-        if b == b'\\' && bytes.get(i + 1) == Some(&b'u') {
-            let unit = json
-                .get(i + 2..i + 6)
-                .and_then(|h| u16::from_str_radix(h, 16).ok());
-            let Some(unit) = unit else { return false };
-            match unit {
-                0xD800..=0xDBFF if !high => high = true,
-                0xDC00..=0xDFFF if high => high = false,
-                0xD800..=0xDFFF => return false,
-                _ if high => return false,
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > JsonText::MAX_DEPTH {
+                        return Some(Refusal::TooDeep);
+                    }
+                }
+                b']' | b'}' => depth -= 1,
                 _ => {}
             }
-            i += 6;
+            continue;
+        }
+        if b == b'\\' && bytes.get(i) == Some(&b'u') {
+            let unit = json
+                .get(i + 1..i + 5)
+                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            i += 5;
+            match unit {
+                Some(0xD800..=0xDBFF) if !high => high = true,
+                Some(0xDC00..=0xDFFF) if high => high = false,
+                Some(u) if !high && !(0xD800..=0xDFFF).contains(&u) => {}
+                _ => (high, lone) = (false, true),
+            }
             continue;
         }
         if high {
-            return false;
+            (high, lone) = (false, true);
         }
         match b {
-            b'\\' => i += 2,
-            b'"' => {
-                in_string = false;
-                i += 1;
-            }
-            _ => i += 1,
+            b'\\' => i += 1,
+            b'"' => in_string = false,
+            _ => {}
         }
     }
-    !high
+    (lone || high).then_some(Refusal::LoneSurrogate)
 }
 
 type SqlError = Box<dyn Error + Sync + Send>;

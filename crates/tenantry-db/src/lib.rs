@@ -100,8 +100,8 @@ pub use people::{
 };
 pub use provision::{conninfo, provision, ProvisionError, Provisioned, ServerLogin};
 pub use resources::{
-    Access, NewResource, OwnerFilter, Resource, ResourceCursor, ResourcePage, ResourceQuery,
-    ResourceUpdate, Share, PAGE_BYTES,
+    within_calendar, Access, NewResource, OwnerFilter, Resource, ResourceCursor, ResourcePage,
+    ResourceQuery, ResourceUpdate, Share, PAGE_BYTES,
 };
 pub use retry::{RetryPolicy, ScopeFuture};
 pub use row::{FromRow, RowError, Sql};

@@ -86,10 +86,10 @@ impl ResourceCursor {
         let raw = String::from_utf8(hex::decode(token).ok()?).ok()?;
         let (micros, id) = raw.split_once(':')?;
         let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-        // Only times PostgreSQL's timestamptz holds, as any cursor it made
-        // does: one outside them was answered 422 with PostgreSQL's own
-        // "timestamp out of range" (found by a red-team review).
-        if !(1..=9999).contains(&chrono::Datelike::year(&created_at)) {
+        // A time no row can have, as no cursor made of one does: it was
+        // answered 422 with PostgreSQL's own "timestamp out of range"
+        // (found by a red-team review).
+        if !within_calendar(&created_at) {
             return None;
         }
         Some(Self {
@@ -97,6 +97,14 @@ impl ResourceCursor {
             id: ResourceId::parse(id).ok()?,
         })
     }
+}
+
+/// Whether `at` falls in the years 1 to 9999: what a row's time can be.
+/// PostgreSQL's timestamptz ends (or nears its end) outside them, and RFC
+/// 3339 parsers refuse what lies beyond; a time a client sends outside them
+/// is refused as such, not passed on for the database's own 422.
+pub fn within_calendar(at: &DateTime<Utc>) -> bool {
+    (1..=9999).contains(&chrono::Datelike::year(at))
 }
 
 /// Filters and page of a listing.

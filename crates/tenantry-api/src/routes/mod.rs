@@ -71,7 +71,6 @@ pub struct Page<T> {
 pub fn keyset<I: serde::de::DeserializeOwned>(
     query: &PageQuery,
 ) -> Result<tenantry_axum::page::Window<(chrono::DateTime<chrono::Utc>, I)>, ApiError> {
-    use chrono::Datelike;
     let limit = query.limit()?;
     let window = tenantry_axum::page::PageQuery {
         limit: Some(i64::from(limit)),
@@ -81,7 +80,7 @@ pub fn keyset<I: serde::de::DeserializeOwned>(
     .window::<(chrono::DateTime<chrono::Utc>, I)>(i64::from(DEFAULT_LIMIT), i64::from(MAX_LIMIT))?;
     if window
         .after()
-        .is_some_and(|(at, _)| !(1..=9999).contains(&at.year()))
+        .is_some_and(|(at, _)| !tenantry_db::within_calendar(at))
     {
         return Err(invalid_cursor());
     }
@@ -196,9 +195,9 @@ pub(crate) fn calendar_time(
     field: &str,
     at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), ApiError> {
-    use chrono::{Datelike, SubsecRound};
+    use chrono::SubsecRound;
     match at.map(|t| t.round_subsecs(6)) {
-        Some(t) if !(1..=9999).contains(&t.year()) => Err(ApiError::invalid(
+        Some(t) if !tenantry_db::within_calendar(&t) => Err(ApiError::invalid(
             field,
             format!("{field} must be a time between the years 1 and 9999"),
         )),
