@@ -219,6 +219,9 @@ GRANT SELECT ON pg_catalog.pg_locks TO tenantry_owner;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_lock_status(), pg_catalog.pg_stat_get_activity(integer),
     pg_catalog.pg_current_xact_id_if_assigned() TO tenantry_owner;
 
+-- Everything above is what every Citus worker runs as well, at every
+-- tenantry migrate (crates/tenantry-db/src/citus.rs, worker_shared_state):
+-- it ends at this switch to the owner role.
 SET LOCAL ROLE tenantry_owner;
 
 -- -----------------------------------------------------------------------------

@@ -343,7 +343,7 @@ pub async fn harden_nodes(client: &Client) -> Result<(), DistributionError> {
     let shared_state = crate::migrate::definitions()
         .iter()
         .find(|d| d.name == "08_shared_state.sql")
-        .map(|d| d.sql.replace("SET LOCAL ROLE tenantry_owner;", ""))
+        .and_then(|d| worker_shared_state(d.sql))
         .ok_or_else(|| refused("08_shared_state.sql".into(), "not in this build".into()))?;
     client
         .batch_execute(&citus_hardening(false))
@@ -403,6 +403,25 @@ pub async fn harden_nodes(client: &Client) -> Result<(), DistributionError> {
         }
     }
     Ok(())
+}
+
+/// What of `08_shared_state.sql` a worker runs: its built-ins part, which
+/// ends where the file switches to the owner role, and then the closing of
+/// extension objects by the function the file defines after it. The
+/// functions themselves are Citus's to copy: a worker refuses to define a
+/// distributed function again ("operation is not allowed on this node"), and
+/// that refusal, after the first statement of a command, rolled the whole
+/// command back on every worker.
+fn worker_shared_state(sql: &str) -> Option<String> {
+    let (builtins, _) = sql.split_once("SET LOCAL ROLE tenantry_owner;")?;
+    Some(format!(
+        "{builtins}
+         DO $close$ BEGIN
+             IF to_regprocedure('tenantry.close_shared_extension_objects()') IS NOT NULL THEN
+                 PERFORM tenantry.close_shared_extension_objects();
+             END IF;
+         END $close$;"
+    ))
 }
 
 /// The built-ins of pg_catalog `tenantry_app` may call or read, a line each.
@@ -865,4 +884,23 @@ pub async fn isolate_tenant(
         newly_isolated: !isolated,
         moved,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_shared_state;
+
+    #[test]
+    fn a_worker_runs_the_built_ins_part_of_shared_state_and_defines_no_function() {
+        let file = crate::migrate::definitions()
+            .iter()
+            .find(|d| d.name == "08_shared_state.sql")
+            .expect("08_shared_state.sql is a definition");
+        let worker = worker_shared_state(file.sql).expect("the file switches to the owner role");
+        assert!(worker.contains("pg_catalog.lo_unlink(oid)"));
+        assert!(worker.contains("REVOKE SELECT ON pg_catalog.pg_locks"));
+        assert!(worker.contains("PERFORM tenantry.close_shared_extension_objects()"));
+        assert!(!worker.contains("CREATE OR REPLACE FUNCTION"));
+        assert!(!worker.contains("SET LOCAL ROLE"));
+    }
 }
