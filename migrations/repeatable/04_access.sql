@@ -1307,6 +1307,9 @@ DECLARE
     tid uuid := coalesce(start_impersonation.tenant_id, tenantry.current_tenant_id());
     who text := tenantry.check_impersonation(tid, start_impersonation.user_id, valid_for, reason);
     reach record := tenantry.acting_key_reach();
+    by_tenant uuid := tenantry.current_tenant_id();
+    by_user uuid;
+    by_key uuid;
 BEGIN
     -- A key's limits hold for the session it starts (found by a review: a
     -- key bound to one address, expiring in ten minutes, started an
@@ -1316,12 +1319,28 @@ BEGIN
         RAISE EXCEPTION 'a key limited to addresses cannot start an impersonation: its session token would work from anywhere'
             USING ERRCODE = 'TN401';
     END IF;
+    -- The standing the session rests on (0053), which verify_impersonation
+    -- asks about at every use: the key that started it, and the person who
+    -- owned the tenant whose context started it (found by a review: an owner
+    -- removed, or a key revoked, at an offboarding kept their sessions).
+    IF by_tenant IS NOT NULL THEN
+        IF reach.acting THEN
+            SELECT k.key_id INTO by_key FROM tenantry.api_keys k
+            WHERE k.tenant_id = by_tenant AND k.key_id = substr(tenantry.current_actor(), 5)::uuid;
+        END IF;
+        SELECT m.user_id INTO by_user FROM tenantry.tenant_members m
+        WHERE m.tenant_id = by_tenant AND m.user_id = tenantry.current_user_id() AND m.is_owner;
+        IF by_key IS NULL AND by_user IS NULL THEN
+            by_tenant := NULL;
+        END IF;
+    END IF;
     impersonation_id := gen_random_uuid();
     token := tenantry.row_token('timp_', tid, impersonation_id);
     expires_at := least(now() + valid_for, CASE WHEN reach.acting THEN reach.expires_at END);
-    INSERT INTO tenantry.impersonations (tenant_id, impersonation_id, user_id, impersonator, reason, token_hash, expires_at)
+    INSERT INTO tenantry.impersonations (tenant_id, impersonation_id, user_id, impersonator, reason, token_hash, expires_at,
+                                         impersonator_tenant, impersonator_user, impersonator_key)
     VALUES (tid, impersonation_id, start_impersonation.user_id, who, coalesce(reason, ''),
-            sha256(convert_to(token, 'UTF8')), start_impersonation.expires_at);
+            sha256(convert_to(token, 'UTF8')), start_impersonation.expires_at, by_tenant, by_user, by_key);
 END
 $$;
 COMMENT ON FUNCTION tenantry.start_impersonation(uuid, uuid, interval, text) IS 'Starts acting as a member of the current tenant or a descendant (owner, all-permission key or operator; not while impersonating; a key limited to addresses: TN401; a key that expires: no later than it): returns the session token once. The session holds the member''s permissions minus keys.write, members.write, members.invite, roles.write; audited.';
@@ -1330,7 +1349,8 @@ GRANT EXECUTE ON FUNCTION tenantry.start_impersonation(uuid, uuid, interval, tex
 /**
  * The identity behind an impersonation token, for the server before any
  * tenant is known (the token is the secret, like a key): NULL for unknown,
- * ended or expired sessions, a removed member or a tenant that is not active.
+ * ended or expired sessions, a removed member or a tenant that is not active,
+ * and once the key or the owner that started it no longer could.
  */
 CREATE OR REPLACE FUNCTION tenantry.verify_impersonation(token text)
 RETURNS jsonb
@@ -1352,6 +1372,27 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    -- The standing it was started on (0053): the key neither revoked nor
+    -- expired (a rotation's grace included), the person still the owner of
+    -- a tenant that is still active and this one or an ancestor of it.
+    IF s.impersonator_key IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM tenantry.api_keys k
+           WHERE k.tenant_id = s.impersonator_tenant AND k.key_id = s.impersonator_key
+             AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())) THEN
+        RETURN NULL;
+    END IF;
+    IF s.impersonator_user IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM tenantry.tenant_members m
+           WHERE m.tenant_id = s.impersonator_tenant AND m.user_id = s.impersonator_user AND m.is_owner) THEN
+        RETURN NULL;
+    END IF;
+    IF s.impersonator_tenant IS NOT NULL AND s.impersonator_tenant <> s.tenant_id AND (
+           NOT EXISTS (SELECT 1 FROM tenantry.tenant_hierarchy h
+                       WHERE h.child_id = s.tenant_id AND h.parent_id = s.impersonator_tenant)
+           OR NOT EXISTS (SELECT 1 FROM tenantry.tenants t
+                          WHERE t.tenant_id = s.impersonator_tenant AND t.status = 'active')) THEN
+        RETURN NULL;
+    END IF;
     RETURN jsonb_build_object(
         'impersonation_id', s.impersonation_id, 'tenant_id', s.tenant_id, 'user_id', s.user_id,
         'impersonator', s.impersonator, 'expires_at', s.expires_at,
@@ -1359,7 +1400,7 @@ BEGIN
         'permissions', to_jsonb(tenantry.impersonation_grants(s.tenant_id, s.user_id)));
 END
 $$;
-COMMENT ON FUNCTION tenantry.verify_impersonation(text) IS 'The session behind an impersonation token (tenant, member, impersonator, expiry, the permissions it holds); NULL for unknown, ended or expired ones. Needs no context: the token is the secret.';
+COMMENT ON FUNCTION tenantry.verify_impersonation(text) IS 'The session behind an impersonation token (tenant, member, impersonator, expiry, the permissions it holds); NULL for unknown, ended or expired ones, and once the standing it was started on is gone (the key that started it revoked or expired; the owner who did no longer owner of that tenant, or that tenant no longer active or an ancestor). Needs no context: the token is the secret.';
 GRANT EXECUTE ON FUNCTION tenantry.verify_impersonation(text) TO tenantry_app;
 
 /** Ends an impersonation of the current tenant or a descendant (the impersonated session itself, or a caller holding every permission). Idempotent. */

@@ -1072,6 +1072,106 @@ async fn only_an_owner_or_the_operator_impersonates_and_never_outside_their_subt
         .problem(401, "unauthorized");
 }
 
+/// A session ends with the standing it was started on, at its next request:
+/// the owner who started it handed the tenant over and was removed, the key
+/// that started it was revoked (found by a review of the people path: both
+/// kept 8-hour sessions acting as the member after an offboarding). A
+/// session the operator started, and one of another key, live on.
+#[tokio::test]
+async fn an_impersonation_ends_when_the_owner_or_key_that_started_it_loses_its_standing() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    let owner = token_for(&idp, "owner", "owner@acme.test");
+    join(&app, &acme.key, "owner@acme.test", None, &owner).await;
+    let reader = app
+        .create_role(&acme.key, "reader", &["resources.read"])
+        .await;
+    let heir = token_for(&idp, "heir", "heir@acme.test");
+    join(&app, &acme.key, "heir@acme.test", Some(&reader), &heir).await;
+    let (owner_id, heir_id) = (
+        member_id(&app, &acme.key, "owner@acme.test").await,
+        member_id(&app, &acme.key, "heir@acme.test").await,
+    );
+    let body = json!({ "user_id": heir_id, "valid_for_seconds": 28800 });
+    let token = |r: &crate::helpers::Resp| r.expect(201)["token"].as_str().unwrap().to_owned();
+    let by_owner = token(
+        &as_person(
+            &app,
+            Method::POST,
+            "/v1/impersonations",
+            &owner,
+            Some(&acme.id),
+            Some(body.clone()),
+        )
+        .await,
+    );
+    let by_key = token(&app.post("/v1/impersonations", &acme.key, &body).await);
+    let by_admin = admin_impersonates(&app, &acme.id, &heir_id).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (second_key, _) = app.create_key(&acme.id, json!({})).await;
+    let by_second_key = app
+        .post(
+            "/v1/impersonations",
+            &second_key,
+            &json!({ "user_id": heir_id, "valid_for_seconds": 600 }),
+        )
+        .await
+        .expect(201)["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for session in [&by_owner, &by_key, &by_admin, &by_second_key] {
+        assert_eq!(app.get("/v1/resources", session).await.status, 200);
+    }
+
+    // The owner hands the tenant over: their session ends at once, before
+    // they are removed.
+    as_person(
+        &app,
+        Method::POST,
+        &format!("/v1/members/{heir_id}/ownership"),
+        &owner,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .expect(200);
+    app.get("/v1/resources", &by_owner)
+        .await
+        .problem(401, "unauthorized");
+    app.post("/v1/resources", &by_owner, &json!({ "name": "after" }))
+        .await
+        .problem(401, "unauthorized");
+    as_person(
+        &app,
+        Method::DELETE,
+        &format!("/v1/members/{owner_id}"),
+        &heir,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .expect(204);
+    app.get("/v1/resources", &by_owner)
+        .await
+        .problem(401, "unauthorized");
+    assert_eq!(app.get("/v1/resources", &by_key).await.status, 200);
+
+    // The key that started one is revoked: that session ends, the other
+    // key's and the operator's do not.
+    app.delete(&format!("/v1/keys/{}", acme.key_id), &second_key)
+        .await
+        .expect(204);
+    app.get("/v1/resources", &by_key)
+        .await
+        .problem(401, "unauthorized");
+    assert_eq!(app.get("/v1/resources", &by_second_key).await.status, 200);
+    assert_eq!(app.get("/v1/resources", &by_admin).await.status, 200);
+}
+
 /// An impersonated session may end itself, not another impersonator's
 /// session of the same member: one started by the tenant's key ended the
 /// operator's (found by a red-team review). The other session answers like
