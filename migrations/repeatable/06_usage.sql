@@ -58,11 +58,22 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.secure_request_log_partition(text) IS 'Internal: RLS (forced) and the tenant policy of request_log on one of its partitions. Not granted.';
 
-/** Creates the daily partitions of request_log from yesterday to days_ahead days from now. */
+/**
+ * Creates the daily partitions of request_log from yesterday to days_ahead
+ * days from now. A partition's creation locks request_log (and its default
+ * partition) ACCESS EXCLUSIVE, which waits for every transaction reading the
+ * log (a tenant's usage over 30 days takes seconds) while every later reader
+ * and the log's writer queue behind it: found by a review, a server's first
+ * upkeep held every tenant's usage reads for 6 s. So each creation waits at
+ * most 100 ms for its locks (the function's lock_timeout) and a day it could
+ * not lock is left for the next call (a NOTICE says so): the server calls
+ * this every minute, a week ahead, in a transaction of its own.
+ */
 CREATE OR REPLACE FUNCTION tenantry.ensure_request_log_partitions(days_ahead integer DEFAULT 7)
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '100ms'
 AS $$
 DECLARE
     d date;
@@ -84,16 +95,19 @@ BEGIN
                 PERFORM tenantry.secure_request_log_partition(part);
                 EXECUTE format('COMMENT ON TABLE tenantry.%I IS %L', part, 'request_log rows of ' || d);
                 created := created + 1;
-            EXCEPTION WHEN check_violation THEN
-                -- Rows for that day already sit in the default partition; they stay there.
-                RAISE NOTICE 'request_log partition for % skipped: the default partition holds its rows', d;
+            EXCEPTION
+                WHEN check_violation THEN
+                    -- Rows for that day already sit in the default partition; they stay there.
+                    RAISE NOTICE 'request_log partition for % skipped: the default partition holds its rows', d;
+                WHEN lock_not_available THEN
+                    RAISE NOTICE 'request_log partition for % not created yet: request_log is busy (tried 100 ms)', d;
             END;
         END IF;
     END LOOP;
     RETURN created;
 END
 $$;
-COMMENT ON FUNCTION tenantry.ensure_request_log_partitions(integer) IS 'Creates missing daily request_log partitions (yesterday .. today + days_ahead, 0 to 366). The server calls it periodically. Needs a proven administrative context or an operator''s session (42501).';
+COMMENT ON FUNCTION tenantry.ensure_request_log_partitions(integer) IS 'Creates missing daily request_log partitions (yesterday .. today + days_ahead, 0 to 366), each waiting at most 100 ms for its locks (a day it could not lock is left, with a NOTICE, for the next call); returns how many it created. The server calls it every minute in a transaction of its own. Needs a proven administrative context or an operator''s session (42501).';
 
 /** Drops daily request_log partitions that end before now() - keep. */
 CREATE OR REPLACE FUNCTION tenantry.drop_request_log_partitions(keep interval DEFAULT interval '35 days')

@@ -70,7 +70,7 @@ fn describe() {
     );
     describe_gauge!(
         "tenantry_table_problems",
-        "Doctor findings (adopted tables, tenantry's own tables, logins acting for tenants) that would stop a start, as of the last check while serving (every tenth upkeep run); each is logged as an ERROR with its fix."
+        "Doctor findings (adopted tables, tenantry's own tables, logins acting for tenants) that would stop a start, as of the last check while serving (the first upkeep run and every tenth after it; none without the upkeep, metrics_refresh_secs = 0); each is logged as an ERROR with its fix."
     );
     describe_gauge!(
         "tenantry_key_cache_entries",

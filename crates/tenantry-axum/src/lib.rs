@@ -112,8 +112,10 @@ pub struct TenantryConfig {
     /// How often the upkeep runs (`None`: never, for a process that leaves
     /// it to another): refreshes the usage metrics that `GET /v1/usage`,
     /// `tenantry usage` and `tenantry.tenant_metrics` read from the request
-    /// log, and keeps a week of request-log partitions ahead (checked every
-    /// 60th run). Every process that serves tenants may run it.
+    /// log, and keeps a week of request-log partitions ahead (checked at
+    /// every run, each in a transaction of its own that waits at most 100 ms
+    /// for the log's lock), and every tenth run the doctor's rules
+    /// (`tenantry_table_problems`). Every process that serves tenants may run it.
     pub upkeep_every: Option<Duration>,
 }
 

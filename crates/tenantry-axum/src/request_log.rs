@@ -486,11 +486,15 @@ where
     }
 }
 
-/// The upkeep every `every` until `stop`'s sender is dropped: the usage
-/// metrics refreshed from the request log, and a week of request-log
-/// partitions kept ahead (at the first run and every 60th), each as the
-/// administrative actor `scheduler`. A failed run is logged and the next
-/// one tries again.
+/// The upkeep every `every` until `stop`'s sender is dropped: a week of
+/// request-log partitions kept ahead, then the usage metrics refreshed from
+/// the request log, each in a transaction of its own as the administrative
+/// actor `scheduler`. A partition's creation locks the whole log: it waits
+/// at most 100 ms for that lock, commits at once (it was held through the
+/// metrics' refresh, seconds over a busy log, while every tenant's usage
+/// read and the log's writer waited: found by a review), and a day it could
+/// not lock is tried again at the next run. A failed run is logged and the
+/// next one tries again.
 pub(crate) async fn upkeep(
     db: tenantry_db::Database,
     every: std::time::Duration,
@@ -506,9 +510,9 @@ pub(crate) async fn upkeep(
         }
         let result = async {
             let mut scope = db.admin("scheduler").await?;
-            if runs % 60 == 0 {
-                scope.ensure_request_log_partitions(7).await?;
-            }
+            scope.ensure_request_log_partitions(7).await?;
+            scope.commit().await?;
+            let mut scope = db.admin("scheduler").await?;
             scope.refresh_metrics().await?;
             scope.commit().await
         }
@@ -516,8 +520,10 @@ pub(crate) async fn upkeep(
         if let Err(e) = result {
             tracing::warn!(error = %e, "the upkeep (metrics refresh, request-log partitions) failed");
         }
-        // Not at the first run: `tenantry serve` runs the doctor just before.
-        if runs > 0 && runs % DOCTOR_EVERY_RUNS == 0 {
+        // At the first run too, though `tenantry serve` ran the doctor just
+        // before: `tenantry_table_problems` is on `/metrics` from the start
+        // (it was missing for the first ten minutes: a review of the docs).
+        if runs % DOCTOR_EVERY_RUNS == 0 {
             doctor(&db).await;
         }
         runs += 1;

@@ -8,7 +8,7 @@ use tenantry_db::SignedContext;
 use tokio_postgres::Client;
 
 use crate::common::{count, create_silo, create_tenant, exec, strings};
-use crate::helpers::{begin_as, commit, create_resource, denied, fails, rollback, world};
+use crate::helpers::{app, begin_as, commit, create_resource, denied, fails, rollback, world};
 
 /// On a connection of the server's login switched to `tenantry_logger`: a
 /// transaction in the administrative context the server's request-log
@@ -379,4 +379,56 @@ async fn sql_in_a_tenants_transaction_cannot_append_request_log_rows_for_another
         .await,
         10
     );
+}
+
+/// A tenant's long read of its request log cannot make the log's partition
+/// upkeep queue every other tenant behind it: creating a partition locks the
+/// whole log, so it waits at most 100 ms for that lock and leaves a day it
+/// could not lock for its next call (found by a review: a server's first
+/// upkeep waited on one tenant's 30-day usage read while holding its place
+/// in the lock queue, then held the log through the metrics' refresh; every
+/// tenant's usage reads and the log's writer waited 6 s).
+#[tokio::test]
+async fn a_tenants_long_read_of_the_request_log_never_queues_others_behind_the_partition_upkeep() {
+    let w = world().await;
+    let su = w.tdb.superuser_client().await;
+    let day = "request_log_' || to_char(current_date + 7, 'YYYYMMDD')";
+    exec(
+        &su,
+        &format!("DO $$ BEGIN EXECUTE format('DROP TABLE tenantry.%I', '{day}); END $$"),
+    )
+    .await;
+    let exists = format!("SELECT count(*) FROM pg_class WHERE relname = '{day} AND relnamespace = 'tenantry'::regnamespace");
+    assert_eq!(count(&su, &exists).await, 0);
+
+    // Tenant a reads its log in a transaction it keeps open.
+    begin_as(&w.app, w.a).await;
+    exec(&w.app, "SELECT count(*) FROM tenantry.request_log").await;
+
+    // The upkeep (an operator here) does not wait for it: nothing created,
+    // no error, within a statement timeout far above its lock wait.
+    exec(&su, "SET statement_timeout = '10s'").await;
+    let created = su
+        .query_one("SELECT tenantry.ensure_request_log_partitions(7)", &[])
+        .await
+        .expect("the partition upkeep returns instead of waiting")
+        .get::<_, i32>(0);
+    assert_eq!(created, 0);
+    assert_eq!(count(&su, &exists).await, 0);
+    // Tenant b reads its log meanwhile: no lock left queued before it.
+    let other = app(&w.tdb).await;
+    exec(&other, "SET statement_timeout = '10s'").await;
+    begin_as(&other, w.b).await;
+    exec(&other, "SELECT count(*) FROM tenantry.request_log").await;
+    commit(&other).await;
+
+    // Once a's read ends, the next call creates the day.
+    commit(&w.app).await;
+    let created = su
+        .query_one("SELECT tenantry.ensure_request_log_partitions(7)", &[])
+        .await
+        .unwrap()
+        .get::<_, i32>(0);
+    assert_eq!(created, 1);
+    assert_eq!(count(&su, &exists).await, 1);
 }
