@@ -73,6 +73,23 @@ $$;
 COMMENT ON FUNCTION tenantry.list_context_keys() IS 'Operators (owner role or superuser): id and creation time of every context key, oldest first; never the secrets. Granted to no role.';
 
 /**
+ * Whether a context key is live (not retired), for a server's readiness
+ * probe: a server whose key was retired answers every request 503, yet its
+ * pooled sessions still answered a plain round trip, so it reported ready
+ * until they ended (a review of the docs: 57 s of 200s). Says only whether
+ * that id is a live key's (ids are never reused: 0040), never a secret.
+ */
+CREATE OR REPLACE FUNCTION tenantry.context_key_live(key_id integer)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = context_key_live.key_id)
+$$;
+COMMENT ON FUNCTION tenantry.context_key_live(integer) IS 'Server readiness: whether the context key of that id is live (not retired). Nothing else of the keys. Granted to tenantry_app.';
+GRANT EXECUTE ON FUNCTION tenantry.context_key_live(integer) TO tenantry_app;
+
+/**
  * Retires (deletes) a context key: from the commit on, contexts signed with
  * it and sessions opened with it are refused (no rows, the server answers
  * 503). TN404 for an unknown id; TN409 for the last key left, without which no

@@ -266,6 +266,7 @@ impl Application {
             // unreachable JWKS is seen in the log before a person's request
             // meets it (found by a review: nothing said people's tokens were on).
             tracing::info!(
+                target: "tenantry::startup",
                 issuer = %jwt.issuer,
                 audience = %jwt.audience.join(","),
                 jwks_url = jwt.jwks_url.as_deref().unwrap_or("-"),
@@ -275,7 +276,9 @@ impl Application {
             let prefetch = verifier.clone();
             tokio::spawn(async move {
                 match prefetch.prefetch_keys().await {
-                    Ok(Some(keys)) => tracing::info!(keys, "identity provider's keys fetched"),
+                    Ok(Some(keys)) => {
+                        tracing::info!(target: "tenantry::startup", keys, "identity provider's keys fetched")
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "identity provider's keys cannot be fetched: people's tokens are answered 503 until they can")

@@ -206,7 +206,7 @@ fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
     // lost database means where it matters (a request's 503, its WARN line).
     let (default_filter, format, otlp_endpoint) = match command {
         Command::Serve(args) => (
-            "warn,deadpool.postgres=error,tenantry::request=info",
+            "warn,deadpool.postgres=error,tenantry::request=info,tenantry::startup=info",
             args.log_format.unwrap_or_else(LogFormat::detect),
             // Errors in the settings are reported by `serve` itself.
             tenantry_api::config::Settings::load(args.config.as_deref())

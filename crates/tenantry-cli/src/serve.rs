@@ -254,7 +254,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// The admin token: from the settings, or generated once into `<data_dir>/admin.token` (0600).
 fn admin_token(settings: &Settings) -> anyhow::Result<(String, String)> {
     if let Some(t) = &settings.admin_token {
-        return Ok((t.expose().to_owned(), "from TENANTRY_ADMIN_TOKEN".into()));
+        // The variable wins over the configuration file (config.rs).
+        let source = if std::env::var("TENANTRY_ADMIN_TOKEN").is_ok_and(|v| !v.is_empty()) {
+            "from TENANTRY_ADMIN_TOKEN"
+        } else {
+            "from the configuration file (admin_token)"
+        };
+        return Ok((t.expose().to_owned(), source.into()));
     }
     let path = settings.data_dir.join("admin.token");
     let location = format!(

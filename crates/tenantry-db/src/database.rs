@@ -677,6 +677,26 @@ impl Database {
         answered
     }
 
+    /// Whether this server's context key is live (not retired), within the
+    /// reply timeout: once it was retired every transaction is refused, and
+    /// readiness says so at once (`tenantry.context_key_live`).
+    pub async fn context_key_live(&self) -> Result<bool, DbError> {
+        let client = self.connection().await?;
+        let key_id = self.contexts.key.id();
+        let answered = within(self.contexts.reply_timeout, async {
+            let row = client
+                .query_one("SELECT tenantry.context_key_live($1)", &[&key_id])
+                .await?;
+            Ok(row.get::<_, bool>(0))
+        })
+        .await;
+        if answered.is_err() {
+            // A reply may still arrive on it: never reuse it.
+            drop(Object::take(client));
+        }
+        answered
+    }
+
     /// Checks that the schema matches this build (see [`crate::migrate::check`]).
     /// A database out of reach is [`MigrateError::Unavailable`], never a count of pending migrations.
     pub async fn check_schema(&self) -> Result<(), MigrateError> {

@@ -48,6 +48,19 @@ impl Deref for Conn {
     }
 }
 
+/// What [`SessionError::Refused`] says: for a key the database does not
+/// hold, that it may have been retired (an operator's stale
+/// `TENANTRY_CONTEXT_KEY` after a rotation read like a wrong database: a
+/// review of the docs).
+fn refused_message(reason: &str) -> String {
+    let hint = if reason == "unknown key" {
+        "the context key was retired (after a rotation, use the new one) or is another database's: `tenantry context-key list` shows the live ones"
+    } else {
+        "is the context key this database's, and do the clocks agree within a minute?"
+    };
+    format!("the database refused the server's context session ({reason}): {hint}")
+}
+
 /// Why a connection could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -55,7 +68,7 @@ pub enum SessionError {
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
     /// The database refused to open the context session.
-    #[error("the database refused the server's context session ({0}): is the context key this database's, and do the clocks agree within a minute?")]
+    #[error("{}", refused_message(.0))]
     Refused(String),
     /// The login's sessions start read-only.
     #[error("{0}")]
@@ -530,4 +543,20 @@ async fn open_chain(
         return Err(SessionError::Refused(answer));
     }
     Ok(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionError;
+
+    #[test]
+    fn a_refused_unknown_key_is_said_to_be_perhaps_retired_and_other_refusals_keep_their_hint() {
+        let unknown = SessionError::Refused("unknown key".into()).to_string();
+        assert!(unknown.contains("(unknown key)"), "{unknown}");
+        assert!(unknown.contains("retired"), "{unknown}");
+        assert!(unknown.contains("tenantry context-key list"), "{unknown}");
+        let bad = SessionError::Refused("bad signature".into()).to_string();
+        assert!(bad.contains("is the context key this database's"), "{bad}");
+        assert!(!bad.contains("retired"), "{bad}");
+    }
 }

@@ -24,7 +24,8 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database is reachable and its schema is this build's, or newer. A
+/// Readiness: the database is reachable, its schema is this build's, or newer, and
+/// this server's context key is live (not retired). A
 /// rolling upgrade migrates first, and the servers of the previous release
 /// keep serving (and stay ready) until they are replaced; a schema behind
 /// this build, or one that diverged, is not ready.
@@ -64,6 +65,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
                 e.to_string(),
             ))
         }
+    }
+    // A retired context key: every request is refused, so the probe says so
+    // at once (it waited for the pooled sessions to end: a review of the docs).
+    if !state.db.context_key_live().await? {
+        return Err(ApiError::new(
+            ProblemCode::ServiceUnavailable,
+            "this server's context key was retired: start it with a live one (`tenantry context-key list`)",
+        ));
     }
     Ok(Json(Health { status: "ok" }))
 }

@@ -144,7 +144,7 @@ pub async fn create_tenant(
             if body.parent_id.is_some_and(|p| p != caller.tenant()) {
                 return Err(ApiError::new(
                     ProblemCode::Forbidden,
-                    "a tenant key creates children of its own tenant only",
+                    "a child can only be created under the tenant this request acts in",
                 )
                 .with_field("parent_id"));
             }

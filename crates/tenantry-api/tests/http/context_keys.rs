@@ -34,9 +34,25 @@ async fn a_server_on_the_old_context_key_serves_after_rotate_and_answers_503_aft
         .await;
     assert_eq!(read.expect(200)["name"], "b-doc");
 
+    // Ready before, with pooled sessions opened with the key ...
+    let ready = app.send_raw(app.client.get(app.url("/readyz"))).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
     context_keys::retire(&operator, app.db.context_key().id())
         .await
         .unwrap();
+    // ... and unready at once after the retirement, before any request
+    // failed (it stayed ready until its pooled sessions ended: a review).
+    let ready = app.send_raw(app.client.get(app.url("/readyz"))).await;
+    ready.problem(503, "service_unavailable");
+    assert!(
+        ready.text.contains("context key was retired"),
+        "{}",
+        ready.text
+    );
+    let ready = app
+        .send_raw(app.client.get(format!("{}/readyz", new_server.base)))
+        .await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
     for _ in 0..3 {
         for (key, r) in [(&a.key, &ra), (&b.key, &rb)] {
             let refused = app.get(&format!("/v1/resources/{r}"), key).await;

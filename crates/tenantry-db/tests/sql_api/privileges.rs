@@ -478,6 +478,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "child_tenant",
             "claim_operator_idempotency_key",
             "complete_operator_idempotency_key",
+            "context_key_live",
             "context_route_current",
             "context_session_nonce",
             "create_api_key",
