@@ -44,10 +44,13 @@
 --
 -- Cost: a notifying transaction takes PostgreSQL's notification-queue lock at
 -- commit, which serialises the commits of notifying transactions (not of
--- others). Only the changes above notify: administrative ones, and a
--- tenant's own children, whose creation its child_creation_rate_per_second
--- bounds (10 a second by default); reads, resource writes, key verification
--- and the creation of root tenants never do.
+-- others). Only the changes above notify: administrative ones, a tenant's
+-- own keys, roles and members (bounded by its rate_limit_per_second, which
+-- has no default), and its children, whose creation its
+-- child_creation_rate_per_second bounds (10 a second by default); reads,
+-- resource writes, key verification and the creation of root tenants never
+-- do. SQL on a tenant role can NOTIFY at will (the statement cannot be
+-- taken from a role): docs/security.md, "Availability through the SQL door".
 --
 -- The trigger functions are SECURITY DEFINER (owned by tenantry_owner, search
 -- path pinned) so that a later hardening that takes pg_notify from PUBLIC does
