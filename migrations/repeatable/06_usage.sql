@@ -34,6 +34,30 @@ GRANT SELECT, INSERT ON tenantry.request_log TO tenantry_app;
 GRANT INSERT ON tenantry.request_log TO tenantry_logger;
 
 /**
+ * Claims a request-log batch's id (0054) for the statement that appends its
+ * rows: true the first time, false once that batch committed, so a batch
+ * retried after a commit in doubt (its connection lost after COMMIT was
+ * sent) appends nothing the second time. The id is the server's random
+ * choice: a caller learns nothing it did not send.
+ */
+CREATE OR REPLACE FUNCTION tenantry.claim_request_log_batch(batch_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF batch_id IS NULL THEN
+        RETURN true;
+    END IF;
+    INSERT INTO tenantry.request_log_batches (batch_id) VALUES (claim_request_log_batch.batch_id)
+    ON CONFLICT DO NOTHING;
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION tenantry.claim_request_log_batch(uuid) IS 'The request-log writer: claims a batch id in the statement that appends the batch; false when that batch was written already (a retry after a commit in doubt), and the statement then appends nothing. NULL claims nothing (true). Granted to tenantry_logger.';
+GRANT EXECUTE ON FUNCTION tenantry.claim_request_log_batch(uuid) TO tenantry_logger;
+
+/**
  * Partitions of request_log carry the parent's tenant policy too. Nobody is
  * granted a partition (rows are reached through request_log), so this changes
  * no access; it keeps "RLS enabled, no policy" (deny-all by accident) out of
@@ -86,6 +110,8 @@ BEGIN
     IF days_ahead IS NULL OR days_ahead NOT BETWEEN 0 AND 366 THEN
         RAISE EXCEPTION 'days_ahead must be 0 to 366' USING ERRCODE = 'TN422', HINT = 'days_ahead';
     END IF;
+    -- Batch claims outlive the server's retries of a batch (a minute).
+    DELETE FROM tenantry.request_log_batches b WHERE b.claimed_at < now() - interval '1 hour';
     FOR d IN SELECT generate_series(current_date - 1, current_date + days_ahead, interval '1 day')::date LOOP
         part := 'request_log_' || to_char(d, 'YYYYMMDD');
         IF to_regclass(format('tenantry.%I', part)) IS NULL THEN

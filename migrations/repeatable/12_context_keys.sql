@@ -81,10 +81,12 @@ COMMENT ON FUNCTION tenantry.list_context_keys() IS 'Operators (owner role or su
  */
 CREATE OR REPLACE FUNCTION tenantry.context_key_live(key_id integer)
 RETURNS boolean
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = context_key_live.key_id)
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM tenantry.context_keys k WHERE k.key_id = context_key_live.key_id);
+END
 $$;
 COMMENT ON FUNCTION tenantry.context_key_live(integer) IS 'Server readiness: whether the context key of that id is live (not retired). Nothing else of the keys. Granted to tenantry_app.';
 GRANT EXECUTE ON FUNCTION tenantry.context_key_live(integer) TO tenantry_app;

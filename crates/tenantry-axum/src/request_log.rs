@@ -323,8 +323,13 @@ async fn write(
 ) {
     let started = tokio::time::Instant::now();
     let mut attempt = 0u32;
+    // One id for every try of this batch: a try after one whose commit was
+    // in doubt (the connection lost once COMMIT was sent) appends nothing if
+    // that one committed (found by a resilience review: usage counted such a
+    // batch's requests twice).
+    let batch = uuid::Uuid::new_v4();
     let reason = loop {
-        match db.log_requests(buf).await {
+        match db.log_request_batch(buf, batch).await {
             Ok(n) => {
                 written.fetch_add(n, Ordering::Relaxed);
                 buf.clear();

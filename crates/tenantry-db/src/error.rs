@@ -402,6 +402,15 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                     );
                     DbError::Unavailable(message)
                 }
+                // PostgreSQL reports EACCES, EPERM and EROFS on its own files
+                // as 42501 too ("could not open file \"base/…\": Read-only
+                // file system"): storage trouble, not a refusal of the
+                // caller (a resilience review: a filesystem remounted
+                // read-only answered 403 with the data file's path).
+                c if *c == SqlState::INSUFFICIENT_PRIVILEGE && message.starts_with("could not ") => {
+                    tracing::error!(error = %message, "the database cannot use its own files");
+                    DbError::Unavailable(message)
+                }
                 c if *c == SqlState::INSUFFICIENT_PRIVILEGE => DbError::Forbidden(message),
                 // A row still referenced (ON DELETE RESTRICT / NO ACTION) is
                 // a conflict with the rows that reference it; a reference to
@@ -515,7 +524,11 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 // password, pg_hba), is gone (3D000), is out of resources (53:
                 // disk, memory, connection slots) or is read-only (25006: a
                 // standby after a failover, or sessions defaulted read-only).
+                // Also class 58, the database's system errors (a file it
+                // lost or cannot read: I/O errors): trouble of the service,
+                // said as such, not an internal error of the request.
                 c if c.code().starts_with("08")
+                    || c.code().starts_with("58")
                     || c.code().starts_with("57P")
                     || c.code().starts_with("28")
                     || c.code().starts_with("3D")

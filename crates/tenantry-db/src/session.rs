@@ -202,6 +202,11 @@ impl Connections {
         let deadline = self
             .acquire_timeout
             .map(|t| tokio::time::Instant::now() + t);
+        // Between refused tries without a connection of its own: doubling
+        // from 20 ms to half a second (every 20 ms, a resilience review
+        // counted 2,033 refused connections, each a backend forked and a
+        // FATAL logged, for 53 requests in 10 s with the role's limit at 0).
+        let mut pause = std::time::Duration::from_millis(20);
         loop {
             // Counted while waiting, uncounted however the wait ends (a
             // request given up drops this future in the middle of it).
@@ -227,7 +232,8 @@ impl Connections {
                         // may free a slot), or narrowed already: a pause
                         // before the next try, which takes a connection
                         // returned meanwhile.
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_millis(500));
                     }
                 }
                 Err(e) => return Err(e),

@@ -443,6 +443,20 @@ impl AdminScope {
 impl Database {
     /// Appends request-log rows in one multi-row insert as `tenantry_logger`.
     pub async fn log_requests(&self, entries: &[RequestLogEntry]) -> Result<u64, DbError> {
+        self.log_request_batch(entries, uuid::Uuid::new_v4()).await
+    }
+
+    /// [`Database::log_requests`] for a batch that may be retried: `batch`,
+    /// the same at every try, is claimed in the statement that appends the
+    /// rows (`tenantry.claim_request_log_batch`, migration 0054), so a try
+    /// after one whose commit was in doubt (its connection lost once COMMIT
+    /// was sent) appends nothing if that one committed. Answers how many
+    /// rows the log holds of the batch: all of them, either way.
+    pub async fn log_request_batch(
+        &self,
+        entries: &[RequestLogEntry],
+        batch: uuid::Uuid,
+    ) -> Result<u64, DbError> {
         if entries.is_empty() {
             return Ok(0);
         }
@@ -476,7 +490,8 @@ impl Database {
         // On Citus the same insert runs as the owner (append_request_log):
         // Citus copies INSERT ... SELECT into the shards, which RLS refuses.
         let sql = if tx.citus() {
-            "SELECT tenantry.append_request_log($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            "SELECT tenantry.append_request_log($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+              WHERE (SELECT tenantry.claim_request_log_batch($12))"
         } else {
             // Dated within what the table takes from the logger (policy
             // request_log_dated_now): a server clock ahead of the database's,
@@ -489,7 +504,10 @@ impl Database {
                   SELECT u.t, LEAST(GREATEST(u.at, now() - interval '29 days'), now()), u.u, u.r, left(u.m, 32), left(u.ro, 1000),
                          u.s, u.l, u.k, u.i, u.q
                     FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int2[],
-                                $8::float8[], $9::uuid[], $10::text[], $11::text[]) AS u (t, at, u, r, m, ro, s, l, k, i, q)"
+                                $8::float8[], $9::uuid[], $10::text[], $11::text[]) AS u (t, at, u, r, m, ro, s, l, k, i, q)
+                   -- Claimed once per statement (an init plan), false when
+                   -- this batch was written already.
+                   WHERE (SELECT tenantry.claim_request_log_batch($12))"
         };
         tx.query_and_commit(Stmt {
             sql,
@@ -505,6 +523,7 @@ impl Database {
                 &keys,
                 &impersonators,
                 &request_ids,
+                &batch,
             ],
             types: &[
                 Type::UUID_ARRAY,
@@ -518,6 +537,7 @@ impl Database {
                 Type::UUID_ARRAY,
                 Type::TEXT_ARRAY,
                 Type::TEXT_ARRAY,
+                Type::UUID,
             ],
         })
         .await?;

@@ -2086,6 +2086,49 @@ async fn wave(db: &Database, tenant: TenantId, n: usize, secs: f64) -> Vec<Strin
         .collect()
 }
 
+/// A pool that has no connection and is refused every new one (the login's
+/// connection limit at 0) asks again at a doubling interval, not every 20 ms
+/// until its acquire timeout: a resilience review counted 2,033 refusals,
+/// each a backend forked and a FATAL logged, for 53 requests in 10 s.
+#[tokio::test]
+async fn a_pool_refused_every_connection_asks_again_less_and_less_often() {
+    let tdb = TestDatabase::new().await;
+    let setup = tdb.database();
+    let a = tenant(&setup, "a", None).await;
+    drop(setup);
+    let su = tdb.superuser_client().await;
+    su.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" CONNECTION LIMIT 0;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = '{}' AND usename = 'tenantry_server'",
+        tdb.name(),
+        tdb.name()
+    ))
+    .await
+    .unwrap();
+    let mut config = tdb.database_config();
+    config.acquire_timeout = std::time::Duration::from_secs(2);
+    let db = Database::connect(&config).unwrap();
+    let refused = db.tenant(TenantContext::new(a)).await.err();
+    assert!(
+        matches!(refused, Some(DbError::Unavailable(_))),
+        "{refused:?}"
+    );
+    // 20, 40, 80, 160, 320, 500, 500 ms: about 8 tries in 2 s (100 at a
+    // steady 20 ms).
+    assert!(
+        db.pool_refusals() >= 2 && db.pool_refusals() <= 15,
+        "{} refusals",
+        db.pool_refusals()
+    );
+    su.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" CONNECTION LIMIT -1",
+        tdb.name()
+    ))
+    .await
+    .unwrap();
+}
+
 /// A pool larger than the database's free connection slots (every client's
 /// connections together reached its limit): requests wait for the pool's own
 /// connections instead of failing when another cannot be opened (an
@@ -2686,4 +2729,42 @@ async fn unknown_keys_share_one_lane_of_the_pool_and_leave_the_rest_to_tenants()
     su.batch_execute("COMMIT").await.unwrap();
     assert_eq!(held.await.unwrap().unwrap(), None);
     assert_eq!(db.verify_key(&made_up).await.unwrap(), None);
+}
+
+/// The database's trouble with its own files is the service's, never the
+/// caller's: PostgreSQL reports a file it may not open (EACCES, EROFS) as
+/// 42501, like a missing privilege, and one it lost as class 58; both were
+/// answered as a refusal (403, with the data file's path) or an internal
+/// error (500) until a resilience review remounted a tablespace read-only.
+#[tokio::test]
+async fn the_databases_trouble_with_its_own_files_is_unavailable_not_forbidden_or_internal() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let dir = std::env::temp_dir().join(format!("tenantry-unreadable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unreadable = dir.join("file");
+    std::fs::write(&unreadable, "x").unwrap();
+    std::fs::set_permissions(
+        &unreadable,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o000),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &dir,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let missing = dir.join("missing");
+    for (path, code) in [(&unreadable, "42501"), (&missing, "58P01")] {
+        let err = su
+            .query_one("SELECT pg_read_file($1)", &[&path.to_str().unwrap()])
+            .await
+            .expect_err("the file cannot be read");
+        assert_eq!(err.code().map(|c| c.code()), Some(code), "{err:?}");
+        match DbError::from(err) {
+            DbError::Unavailable(_) => {}
+            other => panic!("{path:?}: {other:?}"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

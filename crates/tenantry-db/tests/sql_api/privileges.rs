@@ -70,7 +70,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
     // Every tenantry table has RLS enabled and forced, except the global
     // catalogues (storage_sample_runs: the hours sampled, no tenant data,
     // granted to none; spare_tenant_schemas: empty schemas made ahead, the
-    // same).
+    // same; request_log_batches: ids of the log's batches, the same).
     assert_eq!(
         strings(
             &server,
@@ -83,6 +83,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
             "context_keys",
             "permissions",
             "purge_policy",
+            "request_log_batches",
             "schema_definitions",
             "schema_migrations",
             "spare_tenant_schemas",
@@ -579,7 +580,11 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
     // server's other transactions do (policy request_log_append).
     assert_eq!(
         executable_by(&server, "tenantry_logger").await,
-        ["enter_context", "enter_context_signed"]
+        [
+            "claim_request_log_batch",
+            "enter_context",
+            "enter_context_signed"
+        ]
     );
     for role in ["tenantry_server", "public"] {
         assert!(

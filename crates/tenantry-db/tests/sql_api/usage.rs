@@ -504,3 +504,42 @@ async fn tenant_metrics_hours_are_utc_hours_whatever_the_time_zone_of_the_sessio
     let zone: String = su.query_one("SHOW TimeZone", &[]).await.unwrap().get(0);
     assert_eq!(zone, "Asia/Kolkata");
 }
+
+/// A request-log batch retried under the same id after a try whose commit
+/// went through (its connection lost once COMMIT was sent: the server's
+/// writer cannot tell) is written once; another batch of the same rows is
+/// its own (found by a resilience review: usage counted such a batch's
+/// requests twice).
+#[tokio::test]
+async fn a_request_log_batch_retried_after_its_commit_is_written_once() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    let db = tdb.database();
+    let entries: Vec<tenantry_db::RequestLogEntry> = (0..3)
+        .map(|i| tenantry_db::RequestLogEntry {
+            tenant_id: tenantry_db::TenantId::from_uuid(a),
+            created_at: chrono::Utc::now(),
+            user_id: None,
+            resource_id: None,
+            method: "GET".into(),
+            route: "/v1/resources".into(),
+            status: 200,
+            latency_ms: 1.0,
+            key_id: None,
+            impersonator: None,
+            request_id: Some(format!("batch-probe-{i}")),
+        })
+        .collect();
+    let su = tdb.superuser_client().await;
+    let logged = "SELECT count(*) FROM tenantry.request_log WHERE request_id LIKE 'batch-probe-%'";
+    let batch = Uuid::new_v4();
+    assert_eq!(db.log_request_batch(&entries, batch).await.unwrap(), 3);
+    assert_eq!(count(&su, logged).await, 3);
+    // The retry of a batch that committed: the log holds its rows, once.
+    assert_eq!(db.log_request_batch(&entries, batch).await.unwrap(), 3);
+    assert_eq!(count(&su, logged).await, 3);
+    // Another batch is written, even of the same rows.
+    db.log_requests(&entries).await.unwrap();
+    assert_eq!(count(&su, logged).await, 6);
+}
