@@ -36,6 +36,32 @@ pub struct RequestLogEntry {
     pub request_id: Option<String>,
 }
 
+impl RequestLogEntry {
+    /// A request of `tenant_id` answered now, with no member, resource,
+    /// key, impersonator or request id (set the fields to add them).
+    pub fn new(
+        tenant_id: TenantId,
+        method: &str,
+        route: &str,
+        status: i16,
+        latency_ms: f64,
+    ) -> Self {
+        Self {
+            tenant_id,
+            created_at: Utc::now(),
+            user_id: None,
+            resource_id: None,
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+            latency_ms,
+            key_id: None,
+            impersonator: None,
+            request_id: None,
+        }
+    }
+}
+
 /// Requests one key of the tenant made, for `/v1/usage/keys`.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -897,22 +897,9 @@ async fn usage_views_never_show_another_tenant() {
     for t in [a, child, b] {
         resource(&db, t, "doc").await;
     }
-    let now = chrono::Utc::now();
     let entries: Vec<_> = [a, a, child, b]
         .iter()
-        .map(|t| tenantry_db::RequestLogEntry {
-            tenant_id: *t,
-            created_at: now,
-            user_id: None,
-            resource_id: None,
-            method: "GET".into(),
-            route: "/v1/resources".into(),
-            status: 200,
-            latency_ms: 1.0,
-            key_id: None,
-            impersonator: None,
-            request_id: None,
-        })
+        .map(|t| tenantry_db::RequestLogEntry::new(*t, "GET", "/v1/resources", 200, 1.0))
         .collect();
     db.log_requests(&entries).await.unwrap();
     let mut admin = db.admin("scheduler").await.unwrap();
@@ -2086,6 +2073,20 @@ async fn wave(db: &Database, tenant: TenantId, n: usize, secs: f64) -> Vec<Strin
         .collect()
 }
 
+/// The test database's connection limit set to `limit`, the server login's
+/// connections ended (a pool starts from none).
+async fn limit_connections(su: &tokio_postgres::Client, tdb: &TestDatabase, limit: i32) {
+    su.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" CONNECTION LIMIT {limit};
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = '{}' AND usename = 'tenantry_server'",
+        tdb.name(),
+        tdb.name()
+    ))
+    .await
+    .unwrap();
+}
+
 /// A pool that has no connection and is refused every new one (the login's
 /// connection limit at 0) asks again at a doubling interval, not every 20 ms
 /// until its acquire timeout: a resilience review counted 2,033 refusals,
@@ -2097,15 +2098,7 @@ async fn a_pool_refused_every_connection_asks_again_less_and_less_often() {
     let a = tenant(&setup, "a", None).await;
     drop(setup);
     let su = tdb.superuser_client().await;
-    su.batch_execute(&format!(
-        "ALTER DATABASE \"{}\" CONNECTION LIMIT 0;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-          WHERE datname = '{}' AND usename = 'tenantry_server'",
-        tdb.name(),
-        tdb.name()
-    ))
-    .await
-    .unwrap();
+    limit_connections(&su, &tdb, 0).await;
     let mut config = tdb.database_config();
     config.acquire_timeout = std::time::Duration::from_secs(2);
     let db = Database::connect(&config).unwrap();
@@ -2141,15 +2134,7 @@ async fn a_pool_larger_than_the_databases_free_slots_waits_for_its_own_connectio
     resource(&setup, a, "doc").await;
     drop(setup);
     let su = tdb.superuser_client().await;
-    su.batch_execute(&format!(
-        "ALTER DATABASE \"{}\" CONNECTION LIMIT 3;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-          WHERE datname = '{}' AND usename = 'tenantry_server'",
-        tdb.name(),
-        tdb.name()
-    ))
-    .await
-    .unwrap();
+    limit_connections(&su, &tdb, 3).await;
     let db = tdb.database_with(StatementMode::Prepared, 12);
     let failed = wave(&db, a, 24, 0.05).await;
     assert!(

@@ -836,18 +836,14 @@ async fn usage_of_a_child_never_shows_its_parent_or_sibling() {
     let db = app.db.database();
     let rows: Vec<tenantry_db::RequestLogEntry> = all
         .iter()
-        .map(|t| tenantry_db::RequestLogEntry {
-            tenant_id: tenantry_db::TenantId::parse(&t.id).unwrap(),
-            created_at: chrono::Utc::now(),
-            user_id: None,
-            resource_id: None,
-            method: "GET".into(),
-            route: "/x".into(),
-            status: 200,
-            latency_ms: 1.0,
-            key_id: None,
-            impersonator: None,
-            request_id: None,
+        .map(|t| {
+            tenantry_db::RequestLogEntry::new(
+                tenantry_db::TenantId::parse(&t.id).unwrap(),
+                "GET",
+                "/x",
+                200,
+                1.0,
+            )
         })
         .collect();
     db.log_requests(&rows).await.unwrap();

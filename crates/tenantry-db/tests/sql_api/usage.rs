@@ -518,17 +518,14 @@ async fn a_request_log_batch_retried_after_its_commit_is_written_once() {
     let db = tdb.database();
     let entries: Vec<tenantry_db::RequestLogEntry> = (0..3)
         .map(|i| tenantry_db::RequestLogEntry {
-            tenant_id: tenantry_db::TenantId::from_uuid(a),
-            created_at: chrono::Utc::now(),
-            user_id: None,
-            resource_id: None,
-            method: "GET".into(),
-            route: "/v1/resources".into(),
-            status: 200,
-            latency_ms: 1.0,
-            key_id: None,
-            impersonator: None,
             request_id: Some(format!("batch-probe-{i}")),
+            ..tenantry_db::RequestLogEntry::new(
+                tenantry_db::TenantId::from_uuid(a),
+                "GET",
+                "/v1/resources",
+                200,
+                1.0,
+            )
         })
         .collect();
     let su = tdb.superuser_client().await;
