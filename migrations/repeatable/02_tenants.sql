@@ -503,6 +503,35 @@ $$;
 COMMENT ON FUNCTION tenantry.tenants_before_write() IS 'Trigger: cleans the name, takes NULL settings as none ({}, the guide''s column is nullable), refuses settings.metadata written larger than metadata_max_bytes() (TN422), enforces the status lifecycle (no deletion with live children or while a tier move is under way; a deletion takes its row FOR UPDATE, waiting for open shares with the tenant), an existing live parent (its row held FOR SHARE, so that its concurrent deletion cannot leave the new child behind), and rejects self-parenting and cycles.';
 
 /**
+ * After `tid` moved, with the closure as it is now: ends every live
+ * impersonation in its subtree that was started from a tenant which is no
+ * longer the session's own or one of its ancestors (migration 0053 records
+ * it). verify_impersonation refuses such a session anyway; ending it keeps
+ * it from coming back when the subtree is moved back (found by a
+ * verification review) and from counting toward the tenant's 100 live
+ * sessions. One statement per tenant of the subtree, by its tenant_id.
+ */
+CREATE OR REPLACE FUNCTION tenantry.end_impersonations_past_hierarchy(tid uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    member uuid;
+    reach uuid[];
+    at timestamptz := now();
+BEGIN
+    FOR member IN SELECT h.child_id FROM tenantry.tenant_hierarchy h WHERE h.parent_id = tid ORDER BY h.child_id LOOP
+        reach := ARRAY(SELECT a.parent_id FROM tenantry.tenant_hierarchy a WHERE a.child_id = member);
+        UPDATE tenantry.impersonations i SET ended_at = at
+        WHERE i.tenant_id = member AND i.ended_at IS NULL
+          AND i.impersonator_tenant IS NOT NULL AND i.impersonator_tenant <> ALL (reach);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.end_impersonations_past_hierarchy(uuid) IS 'Internal (tenants_after_write, on re-parenting): ends the live impersonations in the moved subtree started from a tenant that is no longer the session''s own or an ancestor of it (0053). Not granted.';
+
+/**
  * After `tid` moved (detached, or under another parent), with the closure as
  * it is now: revokes every share of a resource or row owned in its subtree
  * that was made by a tenant which no longer reads it through the hierarchy
@@ -611,6 +640,9 @@ BEGIN
         -- No share outlives the hierarchy it came from: a former ancestor's
         -- shares of the subtree's rows end here.
         PERFORM tenantry.revoke_shares_past_hierarchy(NEW.tenant_id);
+        -- Nor an impersonation started from a former ancestor (0053): ended
+        -- for good, not only refused while the move lasts.
+        PERFORM tenantry.end_impersonations_past_hierarchy(NEW.tenant_id);
     END IF;
     IF NEW.status IS DISTINCT FROM OLD.status THEN
         PERFORM tenantry.write_audit(NEW.tenant_id,

@@ -740,6 +740,13 @@ BEGIN
     END IF;
     UPDATE tenantry.tenant_members m SET is_owner = false WHERE m.tenant_id = tid AND m.is_owner AND m.user_id <> new_owner;
     UPDATE tenantry.tenant_members m SET is_owner = true WHERE m.tenant_id = tid AND m.user_id = new_owner AND NOT m.is_owner;
+    -- The former owner's impersonations end for good (0053): refused from
+    -- now on anyway, they would come back if the ownership did (found by a
+    -- verification review), and would count toward the live sessions.
+    UPDATE tenantry.impersonations i SET ended_at = now()
+    WHERE i.tenant_id = ANY (ARRAY(SELECT h.child_id FROM tenantry.tenant_hierarchy h WHERE h.parent_id = tid))
+      AND i.impersonator_tenant = tid AND i.impersonator_user IS DISTINCT FROM new_owner
+      AND i.impersonator_user IS NOT NULL AND i.ended_at IS NULL;
     PERFORM tenantry.write_audit(tid, 'member.ownership_transferred', 'member', new_owner::text, '{}');
 END
 $$;

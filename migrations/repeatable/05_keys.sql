@@ -441,6 +441,10 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'api key % not found', revoke_api_key.key_id USING ERRCODE = 'TN404', HINT = 'key_id';
     END IF;
+    -- The impersonations the key started end with it (0053; refused from now
+    -- on anyway): not listed or counted as live any more.
+    UPDATE tenantry.impersonations i SET ended_at = at
+    WHERE i.tenant_id = ANY (visible) AND i.impersonator_key = revoke_api_key.key_id AND i.ended_at IS NULL;
 END
 $$;
 COMMENT ON FUNCTION tenantry.revoke_api_key(uuid) IS 'KeyHippo API: revokes a key at once. Idempotent; TN404 for a key outside the caller''s subtree.';

@@ -495,7 +495,7 @@ where
 /// request-log partitions kept ahead, then the usage metrics refreshed from
 /// the request log, each in a transaction of its own as the administrative
 /// actor `scheduler`. A partition's creation locks the whole log: it waits
-/// at most 100 ms for that lock, commits at once (it was held through the
+/// at most 100 ms for that lock (2 s for today's and tomorrow's), commits at once (it was held through the
 /// metrics' refresh, seconds over a busy log, while every tenant's usage
 /// read and the log's writer waited: found by a review), and a day it could
 /// not lock is tried again at the next run. A failed run is logged and the
@@ -513,17 +513,25 @@ pub(crate) async fn upkeep(
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
-        let result = async {
+        // Each its own: a failed partition step (another server's upkeep
+        // holding the claims, a lock not had) skipped the refresh.
+        let partitions = async {
             let mut scope = db.admin("scheduler").await?;
             scope.ensure_request_log_partitions(7).await?;
-            scope.commit().await?;
+            scope.commit().await
+        }
+        .await;
+        if let Err(e) = partitions {
+            tracing::warn!(error = %e, "the upkeep's request-log partitions failed; tried again at the next run");
+        }
+        let refreshed = async {
             let mut scope = db.admin("scheduler").await?;
             scope.refresh_metrics().await?;
             scope.commit().await
         }
         .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "the upkeep (metrics refresh, request-log partitions) failed");
+        if let Err(e) = refreshed {
+            tracing::warn!(error = %e, "the upkeep's metrics refresh failed; tried again at the next run");
         }
         // At the first run too, though `tenantry serve` ran the doctor just
         // before: `tenantry_table_problems` is on `/metrics` from the start

@@ -1159,6 +1159,32 @@ async fn an_impersonation_ends_when_the_owner_or_key_that_started_it_loses_its_s
         .await
         .problem(401, "unauthorized");
     assert_eq!(app.get("/v1/resources", &by_key).await.status, 200);
+    // Ended for good: the former owner rejoins and is handed the tenant
+    // back, and the old session stays refused (it came back before: a
+    // verification review); the list shows it ended.
+    join(&app, &acme.key, "owner@acme.test", None, &owner).await;
+    let owner_id = member_id(&app, &acme.key, "owner@acme.test").await;
+    as_person(
+        &app,
+        Method::POST,
+        &format!("/v1/members/{owner_id}/ownership"),
+        &heir,
+        Some(&acme.id),
+        None,
+    )
+    .await
+    .expect(200);
+    app.get("/v1/resources", &by_owner)
+        .await
+        .problem(401, "unauthorized");
+    let ended = |sessions: &[Value], impersonator: &str| {
+        sessions
+            .iter()
+            .filter(|s| s["impersonator"] == json!(impersonator))
+            .all(|s| s["ended_at"].is_string())
+    };
+    let listed = app.get("/v1/impersonations", &acme.key).await.items();
+    assert!(ended(&listed, &format!("user:{owner_id}")), "{listed:?}");
 
     // The key that started one is revoked: that session ends, the other
     // key's and the operator's do not.
@@ -1170,6 +1196,62 @@ async fn an_impersonation_ends_when_the_owner_or_key_that_started_it_loses_its_s
         .problem(401, "unauthorized");
     assert_eq!(app.get("/v1/resources", &by_second_key).await.status, 200);
     assert_eq!(app.get("/v1/resources", &by_admin).await.status, 200);
+    let listed = app.get("/v1/impersonations", &second_key).await.items();
+    assert!(
+        ended(&listed, &format!("key:{}", acme.key_id)),
+        "{listed:?}"
+    );
+    assert!(listed.iter().any(|s| s["ended_at"].is_null()), "{listed:?}");
+}
+
+/// A session started by an ancestor's owner or key ends when its tenant is
+/// moved out from under that ancestor, and stays ended when it is moved back
+/// (it came back before: a verification review).
+#[tokio::test]
+async fn an_impersonation_from_a_former_ancestor_stays_ended_when_the_subtree_moves_back() {
+    let app = TestApp::spawn().await;
+    let parent = app.tenant("parent").await;
+    let child = app.child_tenant("child", Some(&parent.id)).await;
+    let member = app
+        .post(
+            "/v1/members",
+            &child.key,
+            &json!({ "email": "member@child.test" }),
+        )
+        .await
+        .expect(201)["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session = app
+        .post(
+            "/v1/impersonations",
+            &parent.key,
+            &json!({ "user_id": member, "tenant_id": child.id, "valid_for_seconds": 600 }),
+        )
+        .await
+        .expect(201)["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.get("/v1/tenant", &session).await.status, 200);
+    let moved = |to: Value| {
+        let app = &app;
+        let path = format!("/v1/tenants/{}", child.id);
+        async move {
+            app.patch(&path, &app.admin_token, &json!({ "parent_id": to }))
+                .await
+                .expect(200);
+        }
+    };
+    moved(Value::Null).await;
+    app.get("/v1/tenant", &session)
+        .await
+        .problem(401, "unauthorized");
+    moved(json!(parent.id)).await;
+    app.get("/v1/tenant", &session)
+        .await
+        .problem(401, "unauthorized");
 }
 
 /// An impersonated session may end itself, not another impersonator's
