@@ -717,6 +717,7 @@ AS $$
 DECLARE
     tid uuid := tenantry.current_tenant_id();
     not_accepted boolean;
+    subtree uuid[];
 BEGIN
     IF tid IS NULL OR NOT tenantry.authorize_all() THEN
         RAISE EXCEPTION 'only the tenant''s owner can transfer its ownership' USING ERRCODE = 'TN403';
@@ -743,8 +744,11 @@ BEGIN
     -- The former owner's impersonations end for good (0053): refused from
     -- now on anyway, they would come back if the ownership did (found by a
     -- verification review), and would count toward the live sessions.
+    -- (The subtree as a value: Citus routes an UPDATE by the tenant ids it
+    -- is given, not by a subquery's.)
+    subtree := ARRAY(SELECT h.child_id FROM tenantry.tenant_hierarchy h WHERE h.parent_id = tid);
     UPDATE tenantry.impersonations i SET ended_at = now()
-    WHERE i.tenant_id = ANY (ARRAY(SELECT h.child_id FROM tenantry.tenant_hierarchy h WHERE h.parent_id = tid))
+    WHERE i.tenant_id = ANY (subtree)
       AND i.impersonator_tenant = tid AND i.impersonator_user IS DISTINCT FROM new_owner
       AND i.impersonator_user IS NOT NULL AND i.ended_at IS NULL;
     PERFORM tenantry.write_audit(tid, 'member.ownership_transferred', 'member', new_owner::text, '{}');
@@ -1352,6 +1356,28 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.start_impersonation(uuid, uuid, interval, text) IS 'Starts acting as a member of the current tenant or a descendant (owner, all-permission key or operator; not while impersonating; a key limited to addresses: TN401; a key that expires: no later than it): returns the session token once. The session holds the member''s permissions minus keys.write, members.write, members.invite, roles.write; audited.';
 GRANT EXECUTE ON FUNCTION tenantry.start_impersonation(uuid, uuid, interval, text) TO tenantry_app;
+
+/**
+ * An impersonation of the current subtree, as the server returns it after
+ * start_impersonation made it (never its token hash). Read as the owner that
+ * wrote it: on Citus a transaction may not read, as another role, the shards
+ * it changed as the owner (starting one answered 500 there: found by running
+ * the people tests on a cluster). The subtree condition is the sessions'
+ * read policy (impersonations_read_subtree).
+ */
+CREATE OR REPLACE FUNCTION tenantry.new_impersonation_info(session_id uuid)
+RETURNS TABLE (impersonation_id uuid, tenant_id uuid, user_id uuid, impersonator text, reason text,
+               started_at timestamptz, expires_at timestamptz, ended_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT i.impersonation_id, i.tenant_id, i.user_id, i.impersonator, i.reason, i.started_at, i.expires_at, i.ended_at
+    FROM tenantry.impersonations i
+    WHERE i.impersonation_id = session_id
+      AND i.tenant_id = ANY (tenantry.visible_tenant_ids())
+$$;
+COMMENT ON FUNCTION tenantry.new_impersonation_info(uuid) IS 'An impersonation of the current subtree (never its token hash), read as the owner that started it: what the server returns after start_impersonation.';
+GRANT EXECUTE ON FUNCTION tenantry.new_impersonation_info(uuid) TO tenantry_app;
 
 /**
  * The identity behind an impersonation token, for the server before any

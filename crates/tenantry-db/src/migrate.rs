@@ -492,7 +492,7 @@ async fn migrate_locked(
                     break;
                 }
                 tracing::warn!(
-                    "the upgrade's wait for a lock other sessions hold ran out ({holders}); nothing was changed, trying again in {} ms ({lock_tries} of {UPGRADE_LOCK_TRIES})",
+                    "the upgrade's wait for a lock other sessions hold ran out or deadlocked ({holders}); nothing was changed, trying again in {} ms ({lock_tries} of {UPGRADE_LOCK_TRIES})",
                     UPGRADE_LOCK_PAUSE.as_millis()
                 );
                 tokio::time::sleep(UPGRADE_LOCK_PAUSE).await;
@@ -533,8 +533,14 @@ async fn migrate_locked(
     // the schemas of schema-isolated tenants.
     client
         .batch_execute(
+            // Only by a role that may grant it (the database's owner, a
+            // superuser): a member of tenantry_owner that migrates an
+            // up-to-date database got PostgreSQL's "no privileges were
+            // granted" warning (an upgrade review).
             "DO $$ BEGIN
-                 EXECUTE format('GRANT CREATE ON DATABASE %I TO tenantry_owner', current_database());
+                 IF pg_catalog.has_database_privilege(current_database(), 'CREATE WITH GRANT OPTION') THEN
+                     EXECUTE format('GRANT CREATE ON DATABASE %I TO tenantry_owner', current_database());
+                 END IF;
              END $$;",
         )
         .await?;
@@ -552,9 +558,18 @@ fn database_error(e: &MigrateError) -> Option<&tokio_postgres::Error> {
     }
 }
 
-/// Whether an upgrade failed because a statement's lock wait ran out (55P03).
+/// Whether an upgrade failed because a statement's lock wait ran out (55P03),
+/// or because PostgreSQL chose it as a deadlock's victim (40P01): its reset
+/// takes the policies' tables in another order than the requests' own
+/// transactions, and while a long transaction makes it wait and try again,
+/// the two orders cross (an upgrade review: three of three upgrades beside
+/// a 30 s report failed on a deadlock instead of trying again). Nothing was
+/// applied either way: the try is rolled back whole.
 fn timed_out_on_a_lock(e: &MigrateError) -> bool {
-    database_error(e).and_then(tokio_postgres::Error::code) == Some(&SqlState::LOCK_NOT_AVAILABLE)
+    matches!(
+        database_error(e).and_then(tokio_postgres::Error::code),
+        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
 }
 
 /// The oldest open transactions of other sessions on this database (who

@@ -472,8 +472,21 @@ impl TenantScope {
             .ok_or_else(|| DbError::Internal("start_impersonation returned no row".into()))?;
         let id = ImpersonationId::from_uuid(row.get(0));
         let token: String = row.get(1);
+        // Read back as the owner that wrote it (new_impersonation_info): on
+        // Citus a transaction may not read, as tenantry_app, shards it
+        // changed as the owner.
+        let impersonation = self
+            .rows(
+                "SELECT * FROM tenantry.new_impersonation_info($1)",
+                &[id.as_uuid()],
+                &[Type::UUID],
+            )
+            .await?
+            .first()
+            .map(impersonation)
+            .ok_or_else(|| DbError::Internal(format!("impersonation {id} not read back")))?;
         Ok(IssuedImpersonation {
-            impersonation: self.get_impersonation(id).await?,
+            impersonation,
             token,
         })
     }

@@ -822,6 +822,48 @@ async fn waiting_for_a_lock(client: &Client) {
     }
 }
 
+/// An upgrade chosen as a deadlock's victim tries again like one whose lock
+/// wait ran out: while it waited for a long transaction's table, that
+/// transaction asked for a table the upgrade already held (requests take
+/// the policies' tables in another order than its reset; an upgrade review
+/// saw three of three upgrades beside a 30 s report fail on "deadlock
+/// detected" instead of trying again).
+#[tokio::test]
+async fn an_upgrade_that_loses_a_deadlock_tries_again_and_applies() {
+    let tdb = TestDatabase::new().await;
+    let (_, mut old, blocker) = at_0044_with_a_long_reader(&tdb).await;
+    let upgrade = tokio::spawn(async move { migrate::migrate(&mut old).await });
+    waiting_for_a_lock(&blocker).await;
+    // A table the waiting upgrade holds (its bookkeeping, read at its
+    // start): the long transaction asks for it too, and each now waits for
+    // the other.
+    let held: String = blocker
+        .query_one(
+            "SELECT l.relation::regclass::text FROM pg_locks l
+             JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'
+               AND l.granted AND l.relation IS NOT NULL
+               AND l.relation::regclass::text LIKE 'tenantry.%'
+             ORDER BY 1 LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // PostgreSQL ends the deadlock by rolling the upgrade's try back (it
+    // waited first, so its check runs first); this lock is then granted.
+    blocker
+        .batch_execute(&format!("LOCK TABLE {held} IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .expect("the long transaction's lock is granted once the upgrade's try is rolled back");
+    blocker.batch_execute("COMMIT").await.unwrap();
+    upgrade
+        .await
+        .unwrap()
+        .expect("the upgrade tries again and applies");
+    migrate::check(&blocker).await.expect("up to date");
+}
+
 /// A migration URL's own `lock_timeout` replaces the upgrade's 2 s, and the
 /// upgrade still backs off and tries again until the long transaction ends
 /// (found by a review: with its own timeout it failed at the first wait).

@@ -499,6 +499,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "member_identity",
             "my_tenants",
             "new_api_key_info",
+            "new_impersonation_info",
             "open_context_session",
             "resources_shared_with_me",
             "revoke_api_key",
