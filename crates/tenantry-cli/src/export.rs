@@ -115,6 +115,16 @@ pub async fn import(
 ) -> anyhow::Result<()> {
     std::fs::metadata(archive).with_context(|| format!("reading {}", archive.display()))?;
     let (mut client, _cluster) = local::migration_client(target, "import a tenant").await?;
+    // Into a database at this build's schema (or newer) only: an archive
+    // carries this build's columns, and one the database does not have yet
+    // was skipped without a word (found by an upgrade review).
+    if let Err(
+        e @ (tenantry_db::migrate::MigrateError::Pending { .. }
+        | tenantry_db::migrate::MigrateError::DefinitionsPending { .. }),
+    ) = tenantry_db::migrate::check(&client).await
+    {
+        anyhow::bail!("{e}\n(run `tenantry migrate` with this build first; nothing was imported)");
+    }
     let bar = bar("importing");
     let imported = offboard::import_tenant(&mut client, archive, as_id, on_progress(&bar)).await;
     bar.finish_and_clear();
