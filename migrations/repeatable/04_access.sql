@@ -749,8 +749,7 @@ BEGIN
     subtree := ARRAY(SELECT h.child_id FROM tenantry.tenant_hierarchy h WHERE h.parent_id = tid);
     UPDATE tenantry.impersonations i SET ended_at = now()
     WHERE i.tenant_id = ANY (subtree)
-      AND i.impersonator_tenant = tid AND i.impersonator_user IS DISTINCT FROM new_owner
-      AND i.impersonator_user IS NOT NULL AND i.ended_at IS NULL;
+      AND i.impersonator_tenant = tid AND i.impersonator_user <> new_owner AND i.ended_at IS NULL;
     PERFORM tenantry.write_audit(tid, 'member.ownership_transferred', 'member', new_owner::text, '{}');
 END
 $$;

@@ -664,34 +664,35 @@ impl Database {
 
     /// Round trip to the database (readiness probes), within the reply timeout.
     pub async fn ping(&self) -> Result<(), DbError> {
-        let client = self.connection().await?;
-        let answered = within(self.contexts.reply_timeout, async {
-            client.simple_query("SELECT 1").await?;
-            Ok(())
-        })
-        .await;
-        if answered.is_err() {
-            // A reply may still arrive on it: never reuse it.
-            drop(Object::take(client));
-        }
-        answered
+        self.probe("SELECT 1").await.map(drop)
     }
 
     /// Whether this server's context key is live (not retired), within the
     /// reply timeout: once it was retired every transaction is refused, and
     /// readiness says so at once (`tenantry.context_key_live`).
     pub async fn context_key_live(&self) -> Result<bool, DbError> {
+        // The key's id is this process's own integer: nothing to quote.
+        let sql = format!(
+            "SELECT tenantry.context_key_live({})",
+            self.contexts.key.id()
+        );
+        Ok(self.probe(&sql).await?.as_deref() == Some("t"))
+    }
+
+    /// One simple query of a readiness probe on a pooled connection, within
+    /// the reply timeout: the first value it answers. A connection whose
+    /// reply did not come in time is never reused (it may still arrive).
+    async fn probe(&self, sql: &str) -> Result<Option<String>, DbError> {
         let client = self.connection().await?;
-        let key_id = self.contexts.key.id();
         let answered = within(self.contexts.reply_timeout, async {
-            let row = client
-                .query_one("SELECT tenantry.context_key_live($1)", &[&key_id])
-                .await?;
-            Ok(row.get::<_, bool>(0))
+            let messages = client.simple_query(sql).await?;
+            Ok(messages.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            }))
         })
         .await;
         if answered.is_err() {
-            // A reply may still arrive on it: never reuse it.
             drop(Object::take(client));
         }
         answered
