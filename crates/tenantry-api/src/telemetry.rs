@@ -73,6 +73,10 @@ fn describe() {
         "Doctor findings (adopted tables, tenantry's own tables, logins acting for tenants) that would stop a start, as of the last check while serving (the first upkeep run and every tenth after it; none without the upkeep, metrics_refresh_secs = 0); each is logged as an ERROR with its fix."
     );
     describe_gauge!(
+        "tenantry_request_log_days_without_partition",
+        "Of today and tomorrow, the days without a request-log partition after the last upkeep run (its lock stayed busy); their rows go to the default partition. Alert when above 0 for several runs."
+    );
+    describe_gauge!(
         "tenantry_key_cache_entries",
         "API keys verified and cached in this process."
     );

@@ -321,6 +321,23 @@ impl AdminScope {
             .await?;
         Ok(rows[0].get(0))
     }
+
+    /// How many of today and tomorrow have no request-log partition of
+    /// their own (0 to 2): their rows land in the default partition, which
+    /// retention empties row by row and which a later partition of that day
+    /// cannot take over. `ensure_request_log_partitions` leaves a day it
+    /// could not lock with only a NOTICE; this is what the server reports.
+    pub async fn request_log_days_without_partition(&mut self) -> Result<i32, DbError> {
+        let rows = self
+            .q(
+                "SELECT count(*)::int FROM generate_series(current_date, current_date + 1, interval '1 day') AS d(day) \
+                 WHERE to_regclass(format('tenantry.%I', 'request_log_' || to_char(d.day, 'YYYYMMDD'))) IS NULL",
+                &[],
+                &[],
+            )
+            .await?;
+        Ok(rows[0].get(0))
+    }
 }
 
 impl TenantScope {
