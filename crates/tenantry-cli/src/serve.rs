@@ -206,7 +206,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let why = if *blocks {
                 "--allow-table-problems"
             } else {
-                "no isolation rule: served"
+                "a warning: served"
             };
             if json_logs {
                 tracing::warn!("adopted table breaks tenantry's rules ({why}): {line}");
