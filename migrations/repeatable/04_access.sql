@@ -477,17 +477,24 @@ RETURNS text[]
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_owner boolean;
 BEGIN
     -- PL/pgSQL, whose plans last the session: an SQL function with a SET
     -- clause is parsed and planned again in every statement that calls it.
-    RETURN CASE WHEN EXISTS (SELECT 1 FROM tenantry.tenant_members m
-                             WHERE m.tenant_id = tid AND m.user_id = uid AND m.is_owner)
-                THEN NULL
-                ELSE ARRAY(SELECT ip.name FROM tenantry.identity_permissions(tid, uid, NULL) ip
-                           WHERE EXISTS (SELECT 1 FROM tenantry.tenant_members m
-                                         WHERE m.tenant_id = tid AND m.user_id = uid)
-                           ORDER BY ip.name)
-           END;
+    -- The membership first, the permissions after in an expression that
+    -- reads no table: on Citus a query of tenant_members is pushed to a
+    -- shard, where identity_permission_names could not read the roles (no
+    -- distributed query from a shard).
+    SELECT m.is_owner INTO v_owner
+    FROM tenantry.tenant_members m
+    WHERE m.tenant_id = tid AND m.user_id = uid;
+    IF NOT FOUND THEN
+        RETURN '{}'::text[];
+    ELSIF v_owner THEN
+        RETURN NULL;
+    END IF;
+    RETURN tenantry.identity_permission_names(tid, uid, NULL, NULL);
 END
 $$;
 COMMENT ON FUNCTION tenantry.member_grants(uuid, uuid) IS 'Internal: a member''s grants in a tenant for its context: NULL (all) for the owner, its roles'' permission names otherwise, empty for a non-member. Not granted.';
@@ -507,23 +514,32 @@ RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    r record;
 BEGIN
     -- PL/pgSQL (plans kept per session): a person's request needs it whenever
     -- the server's cache of the membership misses. At most one row: the
-    -- membership's primary key.
-    RETURN (SELECT jsonb_build_object(
-        'tenant_id', t.tenant_id, 'tenant_status', t.status, 'tenant_settings', t.settings,
-        'user_id', m.user_id, 'email', m.email, 'is_owner', m.is_owner,
-        'permissions', CASE WHEN m.is_owner
-                            THEN to_jsonb(ARRAY(SELECT p.name FROM tenantry.permissions p ORDER BY p.name))
-                            ELSE to_jsonb(tenantry.member_grants(m.tenant_id, m.user_id)) END)
+    -- membership's primary key. The permissions after it, in an expression
+    -- that reads no table: on Citus the membership's query is pushed to a
+    -- shard, where member_grants could not read the roles (no distributed
+    -- query from a shard).
+    SELECT t.tenant_id, t.status, t.settings, m.user_id, m.email, m.is_owner INTO r
     FROM tenantry.tenant_members m
     JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
     WHERE m.tenant_id = tid
       AND m.user_id = tenantry.current_user_id()
       AND NOT m.pending
       AND tenantry.current_tenant_id() IS NULL
-      AND t.status <> 'deleted');
+      AND t.status <> 'deleted';
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object(
+        'tenant_id', r.tenant_id, 'tenant_status', r.status, 'tenant_settings', r.settings,
+        'user_id', r.user_id, 'email', r.email, 'is_owner', r.is_owner,
+        'permissions', CASE WHEN r.is_owner
+                            THEN to_jsonb(ARRAY(SELECT p.name FROM tenantry.permissions p ORDER BY p.name))
+                            ELSE to_jsonb(tenantry.member_grants(r.tenant_id, r.user_id)) END);
 END
 $$;
 COMMENT ON FUNCTION tenantry.member_identity(uuid) IS 'In a user context: the signed-in person''s membership of a tenant (status, settings, owner, permissions: every one for the owner); NULL when not a member, still pending (added by the tenant, not yet accepted) or the tenant is deleted.';
@@ -755,6 +771,30 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.transfer_ownership(uuid) IS 'Makes a member of the current tenant its owner (the previous owner stays a member). Only the owner or a caller holding every permission (TN403 otherwise); TN404 for a non-member.';
 GRANT EXECUTE ON FUNCTION tenantry.transfer_ownership(uuid) TO tenantry_app;
+
+/**
+ * A member of the current tenant with its role ids, as the server returns it
+ * after transfer_ownership changed it: read as the owner that wrote it (on
+ * Citus a transaction may not read, as another role, the shards it changed
+ * as the owner). The tenant is the context's own, within the members' read
+ * policy (members_read_subtree).
+ */
+CREATE OR REPLACE FUNCTION tenantry.member_info(member_user_id uuid)
+RETURNS TABLE (tenant_id uuid, user_id uuid, email text, display_name text, created_at timestamptz,
+               role_ids uuid[], is_owner boolean, pending boolean)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.tenant_id, m.user_id, m.email, m.display_name, m.created_at,
+           coalesce(array_agg(mr.role_id ORDER BY mr.role_id) FILTER (WHERE mr.role_id IS NOT NULL), '{}'),
+           m.is_owner, m.pending
+    FROM tenantry.tenant_members m
+    LEFT JOIN tenantry.member_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
+    WHERE m.tenant_id = tenantry.current_tenant_id() AND m.user_id = member_user_id
+    GROUP BY m.tenant_id, m.user_id
+$$;
+COMMENT ON FUNCTION tenantry.member_info(uuid) IS 'A member of the current tenant with its role ids, read as the owner: what the server returns after transfer_ownership (on Citus a transaction may not read, as tenantry_app, shards it changed as the owner).';
+GRANT EXECUTE ON FUNCTION tenantry.member_info(uuid) TO tenantry_app;
 
 /**
  * Replaces the roles of a member of the current tenant. Needs members.write;
@@ -1375,7 +1415,7 @@ AS $$
     WHERE i.impersonation_id = session_id
       AND i.tenant_id = ANY (tenantry.visible_tenant_ids())
 $$;
-COMMENT ON FUNCTION tenantry.new_impersonation_info(uuid) IS 'An impersonation of the current subtree (never its token hash), read as the owner that started it: what the server returns after start_impersonation.';
+COMMENT ON FUNCTION tenantry.new_impersonation_info(uuid) IS 'An impersonation of the current subtree (never its token hash), read as the owner that started or ended it: what the server returns after start_impersonation and end_impersonation.';
 GRANT EXECUTE ON FUNCTION tenantry.new_impersonation_info(uuid) TO tenantry_app;
 
 /**

@@ -107,7 +107,7 @@ const ROLE_SELECT: &str = "SELECT r.tenant_id, r.role_id, r.name, r.description,
     LEFT JOIN tenantry.role_permissions rp ON rp.tenant_id = r.tenant_id AND rp.role_id = r.role_id
     LEFT JOIN tenantry.permissions p ON p.permission_id = rp.permission_id";
 
-fn member(r: &Row) -> Member {
+pub(crate) fn member(r: &Row) -> Member {
     Member {
         tenant_id: TenantId::from_uuid(r.get(0)),
         user_id: UserId::from_uuid(r.get(1)),

@@ -445,7 +445,18 @@ impl TenantScope {
             &[Type::UUID],
         )
         .await?;
-        self.get_member(user).await
+        // Read back as the owner that wrote it (member_info): on Citus a
+        // transaction may not read, as tenantry_app, shards it changed as
+        // the owner (transfer_ownership answered 500 there).
+        self.rows(
+            "SELECT * FROM tenantry.member_info($1)",
+            &[user.as_uuid()],
+            &[Type::UUID],
+        )
+        .await?
+        .first()
+        .map(crate::access::member)
+        .ok_or_else(|| DbError::NotFound(format!("member {user} not found")))
     }
 
     /// Starts acting as `user`, a member of the scope's tenant or of a
@@ -553,6 +564,17 @@ impl TenantScope {
             &[Type::UUID],
         )
         .await?;
-        self.get_impersonation(id).await
+        // Read back as the owner that ended it (new_impersonation_info): on
+        // Citus a transaction may not read, as tenantry_app, shards it
+        // changed as the owner (ending a session answered 500 there).
+        self.rows(
+            "SELECT * FROM tenantry.new_impersonation_info($1)",
+            &[id.as_uuid()],
+            &[Type::UUID],
+        )
+        .await?
+        .first()
+        .map(impersonation)
+        .ok_or_else(|| DbError::NotFound(format!("impersonation {id} not found")))
     }
 }

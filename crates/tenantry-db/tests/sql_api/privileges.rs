@@ -497,6 +497,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "impersonate",
             "key_permissions",
             "member_identity",
+            "member_info",
             "my_tenants",
             "new_api_key_info",
             "new_impersonation_info",
