@@ -239,6 +239,16 @@ CREATE OR REPLACE FUNCTION tenantry.shared_rows_follow()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- A row's key is made text and read back here: under the caller's settings
+-- one key had several spellings (time zones, date and byte styles) and one
+-- spelling several keys (01/02/2026 under MDY and DMY), so a share outlived
+-- its row, could not be revoked, or named another row (found by an outside
+-- review). Pinned, every spelling is the one migration 0055 left.
+SET DateStyle = 'ISO, MDY'
+SET TimeZone = 'UTC'
+SET IntervalStyle = 'postgres'
+SET bytea_output = 'hex'
+SET extra_float_digits = 1
 AS $$
 DECLARE
     tbl regclass;
@@ -307,6 +317,24 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     DELETE FROM tenantry.shared_rows s WHERE s.table_id = tbl;
 $$;
+/**
+ * Revokes the shares of a table's rows that a tenant made of a descendant's
+ * row (the maker is not the owner): once the table's hierarchy is off, no
+ * ancestor reaches those rows, and a share it made would go on handing them
+ * (later changes included) to a tenant it chose, past the option that took
+ * them from it; the maker could not even revoke it (found by an outside
+ * review). Audited as share.revoked. Shares made before migration 0045
+ * record no maker and stay, as on re-parenting.
+ */
+CREATE OR REPLACE FUNCTION tenantry.revoke_ancestor_table_shares(tbl regclass)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM tenantry.shared_rows s WHERE s.table_id = tbl AND s.shared_by_tenant <> s.tenant_id;
+$$;
+COMMENT ON FUNCTION tenantry.revoke_ancestor_table_shares(regclass) IS 'Internal (adopt_table switching hierarchy off, whose caller may manage the table): revokes the shares of the table''s rows made by an ancestor of their owner. Not granted.';
+
 COMMENT ON FUNCTION tenantry.revoke_table_shares(regclass) IS 'Internal (adopt_table with sharing off, release_table, which check their caller may manage the table): revokes every share of the table''s rows. Not granted.';
 
 /** The names of the write-permission policies an adopted table gets, with their commands. */
@@ -2978,6 +3006,11 @@ BEGIN
         IF result.sharing AND NOT sharing THEN
             -- Sharing switched off: every share ends now (audited), none waits to come back.
             PERFORM tenantry.revoke_table_shares(tbl);
+        ELSIF result.hierarchy AND NOT hierarchy
+              AND NOT (tenantry.citus_distributed() AND NOT tenantry.citus_table(tbl)) THEN
+            -- Hierarchy switched off: the shares ancestors made of their
+            -- descendants' rows end with the reach they came from.
+            PERFORM tenantry.revoke_ancestor_table_shares(tbl);
         END IF;
         UPDATE tenantry.tenant_tables r SET hierarchy = adopt_table.hierarchy, sharing = adopt_table.sharing,
                                             write_permission = adopt_table.write_permission
@@ -3756,6 +3789,16 @@ COMMENT ON FUNCTION tenantry.family_source(regclass, uuid[]) IS 'Internal (rows_
 CREATE OR REPLACE FUNCTION tenantry.lock_shareable_row(tbl regclass, row_id text, OUT owner_id uuid, OUT row_key text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- A row's key is made text and read back here: under the caller's settings
+-- one key had several spellings (time zones, date and byte styles) and one
+-- spelling several keys (01/02/2026 under MDY and DMY), so a share outlived
+-- its row, could not be revoked, or named another row (found by an outside
+-- review). Pinned, every spelling is the one migration 0055 left.
+SET DateStyle = 'ISO, MDY'
+SET TimeZone = 'UTC'
+SET IntervalStyle = 'postgres'
+SET bytea_output = 'hex'
+SET extra_float_digits = 1
 AS $$
 DECLARE
     entry tenantry.tenant_tables;
@@ -3876,6 +3919,16 @@ CREATE OR REPLACE FUNCTION tenantry.decline_row_share(tbl regclass, row_id text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- A row's key is made text and read back here: under the caller's settings
+-- one key had several spellings (time zones, date and byte styles) and one
+-- spelling several keys (01/02/2026 under MDY and DMY), so a share outlived
+-- its row, could not be revoked, or named another row (found by an outside
+-- review). Pinned, every spelling is the one migration 0055 left.
+SET DateStyle = 'ISO, MDY'
+SET TimeZone = 'UTC'
+SET IntervalStyle = 'postgres'
+SET bytea_output = 'hex'
+SET extra_float_digits = 1
 AS $$
 DECLARE
     me uuid := tenantry.current_tenant_id();
@@ -3940,6 +3993,16 @@ CREATE OR REPLACE FUNCTION tenantry.rows_shared_with_me(tbl anyelement, row_id t
 RETURNS SETOF anyelement
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- A row's key is made text and read back here: under the caller's settings
+-- one key had several spellings (time zones, date and byte styles) and one
+-- spelling several keys (01/02/2026 under MDY and DMY), so a share outlived
+-- its row, could not be revoked, or named another row (found by an outside
+-- review). Pinned, every spelling is the one migration 0055 left.
+SET DateStyle = 'ISO, MDY'
+SET TimeZone = 'UTC'
+SET IntervalStyle = 'postgres'
+SET bytea_output = 'hex'
+SET extra_float_digits = 1
 AS $$
 DECLARE
     rel regclass := tenantry.adopted_table_of((SELECT NULLIF(t.typrelid, 0)::regclass FROM pg_catalog.pg_type t

@@ -1339,3 +1339,77 @@ async fn migrating_on_a_server_without_icu_is_refused_naming_icu_before_anything
         .get(0);
     assert_eq!(made, 0, "nothing was made");
 }
+
+/// Shares recorded before 0055 spelled their row's key as the sharing
+/// session's settings wrote it (a time zone's offset, a DateStyle's order):
+/// 0055 rewrites each in the one spelling the sharing functions now use, so
+/// that the owner's revocation and the row's deletion find it, and keeps one
+/// share where a row was shared twice with a tenant under two spellings.
+#[tokio::test]
+async fn migration_0055_rewrites_share_keys_in_one_spelling_and_keeps_one_share_per_row() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let tenant = |name: &'static str| {
+        let su = &su;
+        async move {
+            su.query_one("SELECT tenantry.create_tenant($1::text)", &[&name])
+                .await
+                .unwrap()
+                .get::<_, uuid::Uuid>(0)
+        }
+    };
+    let (owner, reader) = (tenant("owner").await, tenant("reader").await);
+    su.batch_execute(&format!(
+        "CREATE TABLE public.events (tenant_id uuid NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (tenant_id, at));
+         CREATE TABLE public.daily (tenant_id uuid NOT NULL, day date NOT NULL, PRIMARY KEY (tenant_id, day));
+         SELECT tenantry.adopt_table('public.events', sharing => true);
+         SELECT tenantry.adopt_table('public.daily', sharing => true);
+         INSERT INTO public.events VALUES ('{owner}', '2026-01-01 10:00+00');
+         INSERT INTO public.daily VALUES ('{owner}', '2026-01-02');
+         -- as sessions in Berlin and New York, and one under DateStyle SQL, MDY, recorded them
+         INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with, shared_at) VALUES
+             ('{owner}', 'public.events', '2026-01-01 11:00:00+01', '{reader}', now() - interval '2 days'),
+             ('{owner}', 'public.events', '2026-01-01 05:00:00-05', '{reader}', now() - interval '1 day'),
+             ('{owner}', 'public.daily', '01/02/2026', '{reader}', now());"
+    ))
+    .await
+    .unwrap();
+
+    su.batch_execute(&format!(
+        "BEGIN; {} COMMIT;",
+        include_str!("../../../migrations/0055_share_keys_in_one_spelling.sql")
+    ))
+    .await
+    .unwrap();
+
+    let rows: Vec<String> = su
+        .query(
+            "SELECT table_id::text || ' ' || row_id FROM tenantry.shared_rows ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, ["daily 2026-01-02", "events 2026-01-01 10:00:00+00"]);
+    // The owner's revocation, in a session of any zone, finds it.
+    su.batch_execute(&format!(
+        "SET TimeZone = 'Asia/Tokyo';
+         BEGIN;
+         SELECT tenantry.set_tenant_context_local('{owner}');
+         SELECT tenantry.unshare_row('public.events', '2026-01-01 19:00:00+09', '{reader}');
+         COMMIT;"
+    ))
+    .await
+    .unwrap();
+    let left = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.shared_rows WHERE table_id = 'public.events'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(left, 0);
+}

@@ -6,8 +6,31 @@ use issue_tracker::{
 };
 use tenantry_db::local::{KeptRunning, LocalCluster};
 
+/// What `--help` prints: the tracker takes no arguments, only the variables
+/// below (it started a database and served when asked for help: found by a
+/// review).
+const USAGE: &str = "issue-tracker: a small issue tracker on tenantry (projects, issues, comments)
+
+Usage: issue-tracker            (no arguments; configured by the environment)
+
+  DATABASE_URL                  the server's login (tenantry_server); unset: the embedded default
+  ISSUE_TRACKER_MIGRATION_URL   the migration role, with DATABASE_URL
+  TENANTRY_DATA_DIR             the embedded default's data directory (default .tenantry)
+  ISSUE_TRACKER_LISTEN          the address to listen on (default 127.0.0.1:8090)
+  TENANTRY_JWT_*                people's tokens, as for tenantry serve (README)
+  RUST_LOG                      the log filter (default info)";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    if let Some(arg) = args.first() {
+        eprintln!("issue-tracker takes no arguments (got {arg:?})\n\n{USAGE}");
+        std::process::exit(2);
+    }
     tracing_subscriber::fmt()
         // Colours for a terminal only: not in a log file or a collector.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))

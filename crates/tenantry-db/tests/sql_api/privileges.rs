@@ -615,6 +615,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
         "SELECT tenantry.drop_request_log_partitions('35 days')".to_owned(),
         "SELECT tenantry.lock_shareable_row('tenantry.tenants', '1')".to_owned(),
         "SELECT tenantry.revoke_table_shares('tenantry.tenants')".to_owned(),
+        "SELECT tenantry.revoke_ancestor_table_shares('tenantry.tenants')".to_owned(),
     ] {
         denied(&app, &sql, "42501").await;
     }

@@ -4010,3 +4010,155 @@ async fn the_doctor_names_a_renamed_tenant_id_a_later_serial_column_and_a_restri
         findings(&m).await
     );
 }
+
+/// A shared row is named by its key as text: under the caller's settings a
+/// timestamptz key had one spelling per time zone and a date '01/02/2026'
+/// was the second of January under MDY and the first of February under DMY
+/// (found by an outside review, as the app role: the owner could not revoke
+/// a share made in another zone, a deleted row's share stayed for the next
+/// row of its key, and the recipient read a row never shared by changing
+/// DateStyle). Every sharing function reads and writes keys in one spelling.
+#[tokio::test]
+async fn a_shared_rows_key_names_that_row_alone_whatever_the_sessions_time_zone_or_date_style() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, admin) = (migrator(&tdb).await, app(&tdb).await, admin(&tdb).await);
+    let a = create_tenant(&admin, "a", None).await;
+    let b = create_tenant(&admin, "b", None).await;
+    exec(
+        &m,
+        "CREATE TABLE events (tenant_id uuid NOT NULL, at timestamptz NOT NULL, what text, PRIMARY KEY (tenant_id, at));
+         CREATE TABLE daily (tenant_id uuid NOT NULL, day date NOT NULL, what text, PRIMARY KEY (tenant_id, day));
+         SELECT adopt_table('events', sharing => true);
+         SELECT adopt_table('daily', sharing => true);",
+    )
+    .await;
+    exec(&app, "SET search_path = public, tenantry").await;
+    set_context(&app, a).await;
+    exec(
+        &app,
+        &format!(
+            "SET TimeZone = 'UTC';
+             INSERT INTO events (at, what) VALUES ('2026-01-01 10:00+00', 'v1');
+             SELECT share_row('events', '2026-01-01 10:00:00+00', '{b}');
+             SET TimeZone = 'Europe/Berlin';
+             SELECT unshare_row('events', '2026-01-01 11:00:00+01', '{b}');"
+        ),
+    )
+    .await;
+    assert_eq!(
+        shares_of(&app, a).await,
+        Vec::<String>::new(),
+        "revoked from another zone"
+    );
+
+    // Shared in one zone, the row deleted in another: the share goes with it
+    // and does not pass to the next row of that key.
+    set_context(&app, a).await;
+    exec(
+        &app,
+        &format!(
+            "SELECT share_row('events', '2026-01-01 11:00:00+01', '{b}');
+             SET TimeZone = 'America/New_York';
+             DELETE FROM events WHERE at = '2026-01-01 10:00+00';
+             INSERT INTO events (at, what) VALUES ('2026-01-01 10:00+00', 'v2 private');"
+        ),
+    )
+    .await;
+    assert_eq!(
+        shares_of(&app, a).await,
+        Vec::<String>::new(),
+        "the share went with its row"
+    );
+    set_context(&app, b).await;
+    assert_eq!(
+        strings(&app, "SELECT what FROM rows_shared_with_me(NULL::events)").await,
+        Vec::<String>::new()
+    );
+
+    // A date shared under MDY is the same day for a recipient under DMY.
+    set_context(&app, a).await;
+    exec(
+        &app,
+        &format!(
+            "INSERT INTO daily (day, what) VALUES ('2026-01-02', 'jan 2 public'), ('2026-02-01', 'feb 1 private');
+             SET DateStyle = 'SQL, MDY';
+             SELECT share_row('daily', '01/02/2026', '{b}');
+             RESET DateStyle;"
+        ),
+    )
+    .await;
+    set_context(&app, b).await;
+    exec(&app, "SET DateStyle = 'ISO, DMY'").await;
+    assert_eq!(
+        strings(&app, "SELECT what FROM rows_shared_with_me(NULL::daily)").await,
+        ["jan 2 public"]
+    );
+    exec(&app, "SET DateStyle = 'SQL, DMY'").await;
+    assert_eq!(
+        strings(&app, "SELECT what FROM rows_shared_with_me(NULL::daily)").await,
+        ["jan 2 public"]
+    );
+    assert_eq!(
+        strings(
+            &app,
+            "SELECT what FROM rows_shared_with_me(NULL::daily, '2026-01-02')"
+        )
+        .await,
+        ["jan 2 public"]
+    );
+    exec(&app, "RESET DateStyle; RESET TimeZone").await;
+}
+
+/// A share an ancestor made of a descendant's row ends when the table's
+/// hierarchy is switched off: the ancestor no longer reaches the row, and
+/// the share went on handing it, later changes included, to a tenant the
+/// ancestor controls, which the ancestor could not even revoke any more
+/// (found by an outside review as the app role). The owner's own shares stay.
+#[tokio::test]
+async fn switching_hierarchy_off_ends_the_shares_ancestors_made_of_their_descendants_rows() {
+    let tdb = TestDatabase::new().await;
+    let (m, app, admin) = (migrator(&tdb).await, app(&tdb).await, admin(&tdb).await);
+    let x = create_tenant(&admin, "x", None).await;
+    let c = create_tenant(&admin, "c", Some(x)).await;
+    let x2 = create_tenant(&admin, "x2", Some(x)).await;
+    exec(
+        &m,
+        "CREATE TABLE memos (tenant_id uuid NOT NULL, id int NOT NULL, body text, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('memos', hierarchy => true, sharing => true);",
+    )
+    .await;
+    exec(&app, "SET search_path = public, tenantry").await;
+    set_context(&app, c).await;
+    exec(
+        &app,
+        &format!(
+            "INSERT INTO memos (id, body) VALUES (1, 'v1'), (2, 'c shares this');
+             SELECT share_row('memos', '2', '{x2}');"
+        ),
+    )
+    .await;
+    set_context(&app, x).await;
+    exec(&app, &format!("SELECT share_row('memos', '1', '{x2}')")).await;
+
+    exec(
+        &m,
+        "SELECT adopt_table('memos', hierarchy => false, sharing => true)",
+    )
+    .await;
+    set_context(&app, c).await;
+    exec(&app, "UPDATE memos SET body = 'v2' WHERE id = 1").await;
+    set_context(&app, x2).await;
+    assert_eq!(
+        strings(
+            &app,
+            "SELECT body FROM rows_shared_with_me(NULL::memos) ORDER BY id"
+        )
+        .await,
+        ["c shares this"],
+        "the ancestor's share ended, the owner's stayed"
+    );
+    assert_eq!(
+        share_audit(&admin, c).await.last().map(String::as_str),
+        Some("share.revoked 1")
+    );
+}
