@@ -77,6 +77,14 @@ fn describe() {
         "Of today and tomorrow, the days without a request-log partition after the last upkeep run (its lock stayed busy); their rows go to the default partition. Alert when above 0 for several runs."
     );
     describe_gauge!(
+        "tenantry_invalidation_listening",
+        "1 while the invalidation listener listens (other servers' revocations, suspensions and role changes reach this one at once), 0 while it reconnects (they reach it as its caches expire, within about 1 s). Alert when 0 for more than a minute."
+    );
+    describe_counter!(
+        "tenantry_invalidation_reconnects_total",
+        "Times the invalidation listener connected again after losing its connection (each empties every cache)."
+    );
+    describe_gauge!(
         "tenantry_key_cache_entries",
         "API keys verified and cached in this process."
     );

@@ -671,22 +671,29 @@ impl Database {
     /// reply timeout: once it was retired every transaction is refused, and
     /// readiness says so at once (`tenantry.context_key_live`).
     pub async fn context_key_live(&self) -> Result<bool, DbError> {
-        // The key's id is this process's own integer: nothing to quote.
+        // The key's id is this process's own integer: nothing to quote. As
+        // the app role, in a transaction of its own: behind a pooler
+        // (statement mode unnamed) the login itself holds no role, and
+        // EXECUTE is the app role's (found by an operations review: /readyz
+        // answered 503 behind pgbouncer, always); `set_config`, not `SET
+        // LOCAL ROLE`, which Citus workers refuse.
         let sql = format!(
-            "SELECT tenantry.context_key_live({})",
+            "BEGIN; SELECT pg_catalog.set_config('role', 'tenantry_app', true); \
+             SELECT tenantry.context_key_live({}); COMMIT",
             self.contexts.key.id()
         );
         Ok(self.probe(&sql).await?.as_deref() == Some("t"))
     }
 
     /// One simple query of a readiness probe on a pooled connection, within
-    /// the reply timeout: the first value it answers. A connection whose
-    /// reply did not come in time is never reused (it may still arrive).
+    /// the reply timeout: the first value of the last row it answers. A
+    /// connection whose reply did not come in time is never reused (it may
+    /// still arrive).
     async fn probe(&self, sql: &str) -> Result<Option<String>, DbError> {
         let client = self.connection().await?;
         let answered = within(self.contexts.reply_timeout, async {
             let messages = client.simple_query(sql).await?;
-            Ok(messages.iter().find_map(|m| match m {
+            Ok(messages.iter().rev().find_map(|m| match m {
                 tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
                 _ => None,
             }))

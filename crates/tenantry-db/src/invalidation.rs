@@ -557,10 +557,18 @@ async fn session(
         .map_err(|e| crate::error::describe(&e))?;
     state.confirm();
     state.listening.store(true, Ordering::Release);
-    state.sessions.fetch_add(1, Ordering::AcqRel);
+    let before = state.sessions.fetch_add(1, Ordering::AcqRel);
     // Anything may have changed before LISTEN took effect.
     let _ = tx.send(Invalidation::All);
-    tracing::info!("invalidation listener: listening on {CHANNEL}");
+    if before == 0 {
+        tracing::info!("invalidation listener: listening on {CHANNEL}");
+    } else {
+        // At the level of the loss it ends: the default filter showed the
+        // loss and never the recovery (found by an operations review).
+        tracing::warn!(
+            "invalidation listener: listening again on {CHANNEL} (every cache was emptied)"
+        );
+    }
 
     let mut tick = tokio::time::interval(PROBE_EVERY.min(options.heartbeat));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

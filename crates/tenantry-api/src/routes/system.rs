@@ -120,6 +120,19 @@ pub async fn metrics(
     // invalidations arriving faster than it fills).
     metrics::gauge!("tenantry_key_cache_entries").set(state.tenantry.key_cache().len() as f64);
     metrics::gauge!("tenantry_context_parts_cached").set(state.db.cached_context_parts() as f64);
+    // Whether other servers' changes reach this one now: the listener's
+    // recovery was an INFO line the default filter drops, and nothing else
+    // said so (found by an operations review).
+    let feed = state.tenantry.invalidations();
+    if feed.is_enabled() {
+        metrics::gauge!("tenantry_invalidation_listening").set(if feed.is_listening() {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::counter!("tenantry_invalidation_reconnects_total")
+            .absolute(feed.sessions().saturating_sub(1));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         if operator {

@@ -836,3 +836,55 @@ async fn days_without_partition_become(app: &TestApp, want: f64) {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 }
+
+/// The invalidation listener's state is on `/metrics`: listening, then,
+/// once its connection is cut, listening again with one reconnect counted
+/// (its recovery was an INFO line the default filter drops, and nothing
+/// else said whether other servers' changes reached this one: found by an
+/// operations review).
+#[tokio::test]
+async fn the_invalidation_listeners_loss_and_return_are_on_metrics() {
+    let app = TestApp::spawn().await;
+    let su = app.db.superuser_client().await;
+    let series = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let wait_for = |want: (f64, f64)| {
+        let app = &app;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let text = app
+                    .send(reqwest::Method::GET, "/metrics", None, None)
+                    .await
+                    .text;
+                let seen = (
+                    series(&text, "tenantry_invalidation_listening"),
+                    series(&text, "tenantry_invalidation_reconnects_total"),
+                );
+                if seen == (Some(want.0), Some(want.1)) {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "not {want:?} within 30 s: {seen:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for((1.0, 0.0)).await;
+    let cut = su
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+              WHERE datname = current_database() AND query LIKE 'LISTEN tenantry_invalidate%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(cut, 1, "one listener");
+    wait_for((1.0, 1.0)).await;
+}
