@@ -483,18 +483,9 @@ impl TenantScope {
             .ok_or_else(|| DbError::Internal("start_impersonation returned no row".into()))?;
         let id = ImpersonationId::from_uuid(row.get(0));
         let token: String = row.get(1);
-        // Read back as the owner that wrote it (new_impersonation_info): on
-        // Citus a transaction may not read, as tenantry_app, shards it
-        // changed as the owner.
         let impersonation = self
-            .rows(
-                "SELECT * FROM tenantry.new_impersonation_info($1)",
-                &[id.as_uuid()],
-                &[Type::UUID],
-            )
+            .impersonation_as_owner(id)
             .await?
-            .first()
-            .map(impersonation)
             .ok_or_else(|| DbError::Internal(format!("impersonation {id} not read back")))?;
         Ok(IssuedImpersonation {
             impersonation,
@@ -564,17 +555,27 @@ impl TenantScope {
             &[Type::UUID],
         )
         .await?;
-        // Read back as the owner that ended it (new_impersonation_info): on
-        // Citus a transaction may not read, as tenantry_app, shards it
-        // changed as the owner (ending a session answered 500 there).
-        self.rows(
-            "SELECT * FROM tenantry.new_impersonation_info($1)",
-            &[id.as_uuid()],
-            &[Type::UUID],
-        )
-        .await?
-        .first()
-        .map(impersonation)
-        .ok_or_else(|| DbError::NotFound(format!("impersonation {id} not found")))
+        self.impersonation_as_owner(id)
+            .await?
+            .ok_or_else(|| DbError::NotFound(format!("impersonation {id} not found")))
+    }
+
+    /// An impersonation of the scope's subtree read back as the owner that
+    /// started or ended it (`new_impersonation_info`): on Citus a
+    /// transaction may not read, as tenantry_app, shards it changed as the
+    /// owner (starting and ending a session answered 500 there).
+    async fn impersonation_as_owner(
+        &mut self,
+        id: ImpersonationId,
+    ) -> Result<Option<Impersonation>, DbError> {
+        Ok(self
+            .rows(
+                "SELECT * FROM tenantry.new_impersonation_info($1)",
+                &[id.as_uuid()],
+                &[Type::UUID],
+            )
+            .await?
+            .first()
+            .map(impersonation))
     }
 }

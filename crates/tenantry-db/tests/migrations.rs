@@ -1051,15 +1051,7 @@ async fn migration_0041_repairs_a_closure_the_parent_links_do_not_give_and_the_c
 async fn migration_0042_revokes_shares_that_outlived_a_deleted_target_or_owner() {
     let tdb = TestDatabase::new().await;
     let su = tdb.superuser_client().await;
-    let tenant = |name: &'static str| {
-        let su = &su;
-        async move {
-            su.query_one("SELECT tenantry.create_tenant($1::text)", &[&name])
-                .await
-                .unwrap()
-                .get::<_, uuid::Uuid>(0)
-        }
-    };
+    let tenant = |name: &'static str| create_tenant(&su, name);
     let (owner, gone, kept) = (
         tenant("owner").await,
         tenant("gone").await,
@@ -1349,15 +1341,7 @@ async fn migrating_on_a_server_without_icu_is_refused_naming_icu_before_anything
 async fn migration_0055_rewrites_share_keys_in_one_spelling_and_keeps_one_share_per_row() {
     let tdb = TestDatabase::new().await;
     let su = tdb.superuser_client().await;
-    let tenant = |name: &'static str| {
-        let su = &su;
-        async move {
-            su.query_one("SELECT tenantry.create_tenant($1::text)", &[&name])
-                .await
-                .unwrap()
-                .get::<_, uuid::Uuid>(0)
-        }
-    };
+    let tenant = |name: &'static str| create_tenant(&su, name);
     let (owner, reader) = (tenant("owner").await, tenant("reader").await);
     su.batch_execute(&format!(
         "CREATE TABLE public.events (tenant_id uuid NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (tenant_id, at));
@@ -1412,4 +1396,12 @@ async fn migration_0055_rewrites_share_keys_in_one_spelling_and_keeps_one_share_
         .unwrap()
         .get::<_, i64>(0);
     assert_eq!(left, 0);
+}
+
+/// A tenant made by `tenantry.create_tenant` as the superuser.
+async fn create_tenant(su: &Client, name: &str) -> uuid::Uuid {
+    su.query_one("SELECT tenantry.create_tenant($1::text)", &[&name])
+        .await
+        .unwrap()
+        .get::<_, uuid::Uuid>(0)
 }
