@@ -273,8 +273,12 @@ BEGIN
     IF TG_OP = 'UPDATE' AND new_key IS NOT DISTINCT FROM old_key THEN
         RETURN NULL;
     END IF;
-    DELETE FROM tenantry.shared_rows s
-    WHERE s.tenant_id = OLD.tenant_id AND s.table_id = tbl AND s.row_id = old_key;
+    -- By value, not spelling: a share recorded before its spelling was the
+    -- row's own (migration 0055) still goes with its row.
+    EXECUTE format('DELETE FROM tenantry.shared_rows s
+                    WHERE s.tenant_id = $1 AND s.table_id = $2 AND (s.row_id = $3 OR s.row_id::%s = $3::%1$s)',
+                   tenantry.row_key_type(tbl))
+        USING OLD.tenant_id, tbl, old_key;
     RETURN NULL;
 END
 $$;
@@ -651,7 +655,12 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT x.tbl, x.col, x.seq,
-           CASE WHEN x.identity THEN
+           CASE WHEN x.identity AND NOT x.drawn THEN
+           -- Granted by hand (GRANT ... ON ALL SEQUENCES): an identity
+           -- column needs no grant (found by a review: the note said only
+           -- other keys end it).
+           format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC, tenantry_app, tenantry_app_own, tenantry_app_shared; -- granted by hand: inserts draw from an identity column''s sequence without it', x.seq)
+           WHEN x.identity THEN
            -- An identity column's sequence is granted only while schema
            -- tenants' tables of it draw from it through a default, which
            -- needs the grant: nothing but other keys ends that (found by a
@@ -677,7 +686,8 @@ AS $$
                format('%I.%I', qn.nspname, q.relname) AS seq,
                left(q.relname, 56) || '_serial' AS old_name,
                format('%I.%I', qn.nspname, left(q.relname, 56) || '_serial') AS old,
-               d.deptype = 'i' AS identity
+               d.deptype = 'i' AS identity,
+               tenantry.drawn_by_another_table(q.oid::regclass, c.oid::regclass) AS drawn
         FROM tenantry.tenant_tables t
         JOIN pg_catalog.pg_class c ON c.oid = t.table_id
         JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
@@ -759,6 +769,8 @@ DECLARE
     -- hand its rows on to what reads them with a bypassing owner's rights.
     reach oid[];
     reach_via oid[];
+    -- Those of reach that hand on every tenant's rows (reach_via not NULL).
+    leaky oid[];
     renamed_col name;
 BEGIN
     acting_logins := ARRAY(
@@ -1129,7 +1141,9 @@ BEGIN
             -- another tenant's rows, so EXPLAIN ANALYZE cannot count them.
             RETURN QUERY
                 SELECT part.rel::text, 'indexes'::text,
-                       format('index %s does not lead with tenant_id: a scan of it would read other tenants'' rows before the policy drops them, and EXPLAIN ANALYZE''s row counts would tell a tenant they exist', i.indexrelid::regclass),
+                       format('index %s does not lead with tenant_id: a scan of it would read other tenants'' rows before the policy drops them, and EXPLAIN ANALYZE''s row counts would tell a tenant they exist%s', i.indexrelid::regclass,
+                              -- (found by a review: the refusal itself is the plainer oracle)
+                              CASE WHEN i.indisunique THEN '; and, unique across tenants, it refuses a tenant''s row (23505) for a value another tenant holds, which tells it so' ELSE '' END),
                        -- An index that backs a constraint goes with the constraint.
                        coalesce((SELECT format('ALTER TABLE %s DROP CONSTRAINT %I; -- and add it again with tenant_id first',
                                                part.rel, k.conname)
@@ -1454,6 +1468,7 @@ BEGIN
                    OR (v.relkind = 'v' AND tenantry.view_runs_as_invoker(v.oid))
                    OR o.rolsuper OR o.rolbypassrls)
             SELECT r.rel, min(r.via) AS via FROM r GROUP BY r.rel) x;
+        leaky := ARRAY(SELECT x.rel FROM unnest(reach, reach_via) x(rel, via) WHERE x.via IS NOT NULL);
         -- A SECURITY DEFINER function of an owner that bypasses row level
         -- security reads the table with those rights whoever calls it, as a
         -- view does. Found when PostgreSQL records that it uses the table (a
@@ -1461,15 +1476,40 @@ BEGIN
         -- without knowing what it reads (PL/pgSQL, SQL, any procedural
         -- language), names the table or one of its partitions as a word: a
         -- name built at run time (EXECUTE format(...)) stays unseen.
+        -- So does one of any owner that reads a view or materialized view
+        -- handing on every tenant's rows (found by a verification review: a
+        -- definer function of a role without BYPASSRLS over an owner's view).
         RETURN QUERY
             SELECT t.table_id::text, 'functions'::text,
-                   format('function %s runs with the rights of %s, which bypasses row level security, %s, and %s may call it',
-                          f.oid::regprocedure, f.proowner::regrole,
-                          CASE WHEN f.prosqlbody IS NULL THEN 'names it in its body' ELSE 'reads or writes it' END,
-                          callers.names),
+                   CASE WHEN o.rolsuper OR o.rolbypassrls
+                        THEN format('function %s runs with the rights of %s, which bypasses row level security, %s, and %s may call it',
+                                    f.oid::regprocedure, f.proowner::regrole,
+                                    CASE WHEN f.prosqlbody IS NULL THEN 'names it in its body' ELSE 'reads or writes it' END,
+                                    callers.names)
+                        ELSE format('function %s runs with the rights of %s and reads %s, which hands on every tenant''s rows, and %s may call it',
+                                    f.oid::regprocedure, f.proowner::regrole,
+                                    (SELECT string_agg(u::regclass::text, ', ' ORDER BY u::regclass::text)
+                                     FROM unnest(used.rels) u WHERE u = ANY (leaky)),
+                                    callers.names) END,
                    format('ALTER FUNCTION %s SECURITY INVOKER;', f.oid::regprocedure)
             FROM pg_catalog.pg_proc f
-            JOIN pg_catalog.pg_roles o ON o.oid = f.proowner AND (o.rolsuper OR o.rolbypassrls)
+            JOIN pg_catalog.pg_roles o ON o.oid = f.proowner
+            -- What of the table's reach it names: recorded by PostgreSQL (a
+            -- BEGIN ATOMIC body), or a word of its body, a string PostgreSQL
+            -- keeps without knowing what it reads (PL/pgSQL, SQL, any
+            -- procedural language): a name built at run time stays unseen.
+            CROSS JOIN LATERAL (
+                SELECT array_agg(c.oid) AS rels
+                FROM pg_catalog.pg_class c
+                WHERE c.oid = ANY (reach)
+                  AND (c.oid IN (SELECT d.refobjid FROM pg_catalog.pg_depend d
+                                 WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = f.oid
+                                   AND d.refclassid = 'pg_catalog.pg_class'::regclass)
+                       OR (f.prosqlbody IS NULL
+                           AND f.prolang NOT IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname IN ('c', 'internal'))
+                           AND f.prosrc ~* ('(^|[^[:alnum:]_$])'
+                                            || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
+                                            || '($|[^[:alnum:]_$])')))) used
             CROSS JOIN LATERAL (
                 SELECT string_agg(r.name, ', ' ORDER BY r.name <> 'PUBLIC', r.name) AS names
                 FROM (SELECT 'PUBLIC'::text AS name
@@ -1482,28 +1522,23 @@ BEGIN
                       SELECT acl.grantee::regrole::text FROM pg_catalog.aclexplode(f.proacl) acl
                       WHERE acl.grantee <> 0 AND acl.grantee::regrole::text = ANY (other_roles)
                       -- A trigger's function runs for whoever writes the
-                      -- table, whatever EXECUTE says (found by an outside
-                      -- review: one owned by tenantry_owner, EXECUTE revoked
-                      -- from PUBLIC, copied another tenant's rows on insert).
+                      -- table (or, on a partition, the partitioned table),
+                      -- whatever EXECUTE says (found by reviews: one owned by
+                      -- tenantry_owner, EXECUTE revoked from PUBLIC, copied
+                      -- another tenant's rows on insert).
                       UNION ALL
                       SELECT format('%s (writing %s)', rn.name, tg.tgrelid::regclass)
                       FROM pg_catalog.pg_trigger tg, unnest(acting_roles) rn(name)
                       WHERE tg.tgfoid = f.oid
-                        AND (pg_catalog.has_table_privilege(rn.name, tg.tgrelid, 'INSERT, UPDATE, DELETE, TRUNCATE')
-                             OR pg_catalog.has_any_column_privilege(rn.name, tg.tgrelid, 'INSERT, UPDATE'))) r) callers
+                        AND EXISTS (SELECT 1
+                                    FROM (SELECT tg.tgrelid AS relid
+                                          UNION SELECT a.relid FROM pg_catalog.pg_partition_ancestors(tg.tgrelid) a) w
+                                    WHERE pg_catalog.has_table_privilege(rn.name, w.relid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+                                       OR pg_catalog.has_any_column_privilege(rn.name, w.relid, 'INSERT, UPDATE'))) r) callers
             WHERE f.prosecdef
               AND f.pronamespace <> 'tenantry'::regnamespace
-              AND (f.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d
-                             WHERE d.classid = 'pg_catalog.pg_proc'::regclass
-                               AND d.refclassid = 'pg_catalog.pg_class'::regclass
-                               AND d.refobjid = ANY (reach))
-                   OR (f.prosqlbody IS NULL
-                       AND f.prolang NOT IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname IN ('c', 'internal'))
-                       AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-                                   WHERE c.oid = ANY (reach)
-                                     AND f.prosrc ~* ('(^|[^[:alnum:]_$])'
-                                                      || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
-                                                      || '($|[^[:alnum:]_$])'))))
+              AND used.rels IS NOT NULL
+              AND (o.rolsuper OR o.rolbypassrls OR used.rels && leaky)
               AND callers.names IS NOT NULL
             ORDER BY 3;
         -- A view reads with its owner's rights unless it is security_invoker,
@@ -1701,7 +1736,9 @@ BEGIN
                    OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
                               WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass) AS tenant_keyed,
                    (SELECT string_agg(xp.polname::text, ', ' ORDER BY xp.polname)
-                    FROM pg_catalog.pg_policy xp WHERE xp.polrelid = c.oid AND xp.polpermissive) AS permissive
+                    FROM pg_catalog.pg_policy xp WHERE xp.polrelid = c.oid AND xp.polpermissive) AS permissive,
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_policy xp
+                           WHERE xp.polrelid = c.oid AND xp.polname = 'tenant_isolation') AS has_isolation
             FROM pg_catalog.pg_class c
             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
@@ -1719,7 +1756,15 @@ BEGIN
             FROM pg_catalog.pg_policy p
             WHERE p.polpermissive AND p.polrelid IN (SELECT oid FROM candidates)
         )
-        SELECT c.oid::regclass::text, 'unadopted'::text,
+        SELECT c.oid::regclass::text,
+               -- Policies of the team's own (no tenant_isolation of
+               -- tenantry's) may be right, such as global rows with no
+               -- tenant beside each tenant's: a warning (a verification
+               -- review: a safe schema stopped serve). tenantry's own
+               -- policy outside the registry (a detached partition, a
+               -- restore without tenant_tables) is adopting it left undone.
+               CASE WHEN p.polname IS NULL AND c.relrowsecurity AND NOT c.has_isolation
+                    THEN 'unguarded' ELSE 'unadopted' END::text,
                CASE WHEN p.polname IS NOT NULL
                     THEN format('policy %I reads a setting that any role may set (%s), and %s may use the table: SQL running as one of them sets it to any tenant and reaches that tenant''s rows',
                                 p.polname, p.expr, array_to_string(coalesce(nullif(c.granted, '{}'), c.roles), ', '))
@@ -1729,7 +1774,9 @@ BEGIN
                     ELSE format('it holds tenants'' rows (a tenant_id column or a key to tenantry.tenants) and %s may use it, but tenantry does not guard it (not an adopted table: a partition detached from one, a table restored without tenantry''s record of it, or policies made by hand): no rule checks what its policies (%s) let each tenant reach',
                                 array_to_string(coalesce(nullif(c.granted, '{}'), c.roles), ', '), c.permissive) END,
                CASE WHEN tenantry.family_name_clash(c.oid) IS NULL
-                    THEN concat(CASE WHEN p.polname IS NOT NULL THEN format('DROP POLICY %I ON %s; ', p.polname, c.oid::regclass) END,
+                    THEN concat(CASE WHEN p.polname IS NULL AND c.relrowsecurity AND NOT c.has_isolation
+                                     THEN '-- check its policies yourself, or (once every row has a tenant) adopt it: ' END,
+                                CASE WHEN p.polname IS NOT NULL THEN format('DROP POLICY %I ON %s; ', p.polname, c.oid::regclass) END,
                                 -- adopt_table replaces a tenant_isolation policy; others of its own it refuses
                                 CASE WHEN p.polname IS NULL AND c.relrowsecurity
                                      THEN (SELECT string_agg(format('DROP POLICY %I ON %s; ', x.polname, c.oid::regclass), '' ORDER BY x.polname)
@@ -3834,9 +3881,14 @@ BEGIN
                 INTO owner_id
                 USING row_key, reach;
             IF owner_id IS NOT NULL THEN
-                EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = $2 FOR UPDATE',
+                -- The key as the row itself spells it: a caller's 1.0 is row
+                -- 1.00 (numeric), 'abc' row 'ABC' (a case-insensitive
+                -- collation), and the share must name what the row's
+                -- deletion looks for (found by a verification review: a
+                -- deleted row's share passed to the next row of an equal key).
+                EXECUTE format('SELECT t.tenant_id, t.%2$I::text FROM %1$s t WHERE t.%2$I = $1::%3$s AND t.tenant_id = $2 FOR UPDATE',
                                item, key_column, key_type)
-                    INTO owner_id
+                    INTO owner_id, row_key
                     USING row_key, owner_id;
                 EXIT;
             END IF;
@@ -3934,6 +3986,7 @@ DECLARE
     me uuid := tenantry.current_tenant_id();
     key_type text;
     row_key text;
+    declined bigint;
 BEGIN
     IF me IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
@@ -3947,9 +4000,14 @@ BEGIN
             row_key := NULL;
         END;
     END IF;
-    DELETE FROM tenantry.shared_rows s
-    WHERE s.table_id = tbl AND s.row_id = row_key AND s.shared_with = me;
-    IF NOT FOUND THEN
+    -- By value (a caller's 1.0 declines the share of row 1.00).
+    IF row_key IS NOT NULL THEN
+        EXECUTE format('DELETE FROM tenantry.shared_rows s
+                        WHERE s.table_id = $1 AND s.shared_with = $2 AND s.row_id::%s = $3::%1$s', key_type)
+            USING tbl, me, row_key;
+        GET DIAGNOSTICS declined = ROW_COUNT;
+    END IF;
+    IF coalesce(declined, 0) = 0 THEN
         RAISE EXCEPTION 'row % of % is not shared with tenant %', decline_row_share.row_id, tbl, me
             USING ERRCODE = 'TN404', HINT = 'row_id';
     END IF;
@@ -4032,7 +4090,7 @@ BEGIN
         WHERE s.shared_with = tenantry.current_tenant_id() AND s.table_id = rel));
     RETURN QUERY EXECUTE format(
         'SELECT t.* FROM tenantry.shared_rows s JOIN %s t ON t.tenant_id = s.tenant_id AND t.%I = s.row_id::%s '
-        'WHERE s.shared_with = $1 AND s.table_id = $2 AND ($3::text IS NULL OR s.row_id = $3) '
+        'WHERE s.shared_with = $1 AND s.table_id = $2 AND ($3::text IS NULL OR s.row_id::%3$s = $3::%3$s) '
         'ORDER BY s.tenant_id, s.row_id',
         source, tenantry.row_key_column(rel), tenantry.row_key_type(rel))
     USING tenantry.current_tenant_id(), rel, key;

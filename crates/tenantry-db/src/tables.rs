@@ -89,7 +89,9 @@ impl TableProblem {
     /// dropped, which leaves no row to reach; `references`: a foreign key
     /// that only keeps schema tenants' tables of it from being made;
     /// `sequence_usage`: a default drawing from a sequence the app may not
-    /// use fails inserts; `restrictive_policy`: a team's restrictive policy
+    /// use fails inserts; `unguarded`: a tenant-keyed table with policies of
+    /// the team's own, which the doctor cannot judge (global rows beside
+    /// tenants' are a safe schema); `restrictive_policy`: a team's restrictive policy
     /// that may fail on another tenant's value, which the doctor cannot
     /// tell from one that never fails). The server warns instead (an
     /// outside review: a routine `DROP TABLE` of an adopted table stopped
@@ -102,6 +104,7 @@ impl TableProblem {
                 | "exists"
                 | "references"
                 | "sequence_usage"
+                | "unguarded"
                 | "restrictive_policy"
         )
     }

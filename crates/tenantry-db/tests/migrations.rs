@@ -1333,28 +1333,42 @@ async fn migrating_on_a_server_without_icu_is_refused_naming_icu_before_anything
 }
 
 /// Shares recorded before 0055 spelled their row's key as the sharing
-/// session's settings wrote it (a time zone's offset, a DateStyle's order):
-/// 0055 rewrites each in the one spelling the sharing functions now use, so
-/// that the owner's revocation and the row's deletion find it, and keeps one
-/// share where a row was shared twice with a tenant under two spellings.
+/// session wrote it (a time zone's offset, a DateStyle's order, a numeric's
+/// scale): 0055 brings each to the row's own spelling, so that the owner's
+/// revocation and the row's deletion find it, keeps one share where a row
+/// was shared twice with a tenant under two spellings, and never moves a
+/// share to another row: a key that could name another day under the
+/// writer's DateStyle, one that no longer parses (which stopped the upgrade:
+/// a verification review) and one whose row is gone are revoked.
 #[tokio::test]
-async fn migration_0055_rewrites_share_keys_in_one_spelling_and_keeps_one_share_per_row() {
+async fn migration_0055_brings_share_keys_to_the_rows_spelling_and_revokes_what_could_name_another_row(
+) {
     let tdb = TestDatabase::new().await;
     let su = tdb.superuser_client().await;
-    let tenant = |name: &'static str| create_tenant(&su, name);
-    let (owner, reader) = (tenant("owner").await, tenant("reader").await);
+    let (owner, reader) = (
+        create_tenant(&su, "owner").await,
+        create_tenant(&su, "reader").await,
+    );
     su.batch_execute(&format!(
         "CREATE TABLE public.events (tenant_id uuid NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (tenant_id, at));
          CREATE TABLE public.daily (tenant_id uuid NOT NULL, day date NOT NULL, PRIMARY KEY (tenant_id, day));
+         CREATE TABLE public.nums (tenant_id uuid NOT NULL, n numeric NOT NULL, PRIMARY KEY (tenant_id, n));
          SELECT tenantry.adopt_table('public.events', sharing => true);
          SELECT tenantry.adopt_table('public.daily', sharing => true);
+         SELECT tenantry.adopt_table('public.nums', sharing => true);
          INSERT INTO public.events VALUES ('{owner}', '2026-01-01 10:00+00');
-         INSERT INTO public.daily VALUES ('{owner}', '2026-01-02');
-         -- as sessions in Berlin and New York, and one under DateStyle SQL, MDY, recorded them
+         INSERT INTO public.daily VALUES ('{owner}', '2026-01-02'), ('{owner}', '2026-02-01'), ('{owner}', '2026-01-13');
+         INSERT INTO public.nums VALUES ('{owner}', 1.00);
+         -- as sessions in Berlin and New York, under DateStyle SQL with DMY
+         -- and MDY, and with a numeric's other scale, recorded them
          INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with, shared_at) VALUES
              ('{owner}', 'public.events', '2026-01-01 11:00:00+01', '{reader}', now() - interval '2 days'),
              ('{owner}', 'public.events', '2026-01-01 05:00:00-05', '{reader}', now() - interval '1 day'),
-             ('{owner}', 'public.daily', '01/02/2026', '{reader}', now());"
+             ('{owner}', 'public.events', '2025-12-31 09:00:00+00', '{reader}', now()),
+             ('{owner}', 'public.daily', '01/02/2026', '{reader}', now()),
+             ('{owner}', 'public.daily', '13/01/2026', '{reader}', now()),
+             ('{owner}', 'public.daily', '2026-02-01', '{reader}', now()),
+             ('{owner}', 'public.nums', '1.0', '{reader}', now());"
     ))
     .await
     .unwrap();
@@ -1376,22 +1390,41 @@ async fn migration_0055_rewrites_share_keys_in_one_spelling_and_keeps_one_share_
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(rows, ["daily 2026-01-02", "events 2026-01-01 10:00:00+00"]);
-    // The owner's revocation, in a session of any zone, finds it.
+    assert_eq!(
+        rows,
+        [
+            "daily 2026-02-01",
+            "events 2026-01-01 10:00:00+00",
+            "nums 1.00"
+        ]
+    );
+    let revoked = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.audit_log WHERE tenant_id = $1 AND action = 'share.revoked'",
+            &[&owner],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(
+        revoked, 4,
+        "the ambiguous, unparsable, gone and second spellings"
+    );
+    // The owner's revocation, in a session of any zone, and the row's
+    // deletion find what is left.
     su.batch_execute(&format!(
         "SET TimeZone = 'Asia/Tokyo';
          BEGIN;
          SELECT tenantry.set_tenant_context_local('{owner}');
          SELECT tenantry.unshare_row('public.events', '2026-01-01 19:00:00+09', '{reader}');
+         SELECT tenantry.unshare_row('public.nums', '1', '{reader}');
+         DELETE FROM public.daily WHERE tenant_id = '{owner}' AND day = '2026-02-01';
          COMMIT;"
     ))
     .await
     .unwrap();
     let left = su
-        .query_one(
-            "SELECT count(*) FROM tenantry.shared_rows WHERE table_id = 'public.events'::regclass",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM tenantry.shared_rows", &[])
         .await
         .unwrap()
         .get::<_, i64>(0);
