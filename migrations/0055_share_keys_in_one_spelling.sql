@@ -12,11 +12,13 @@
 -- reviews). The functions now pin those settings and record the row's own
 -- spelling (repeatable/10_tables.sql). This brings every share recorded
 -- before to it, and never moves one to another row: a key whose text could
--- name another value under the writer's DateStyle (field order, a zone or
--- month named by letters) or that no longer parses, a share whose row is
--- gone, and the second spelling of a row shared twice with one tenant are
--- revoked (audited as share.revoked: the owner shares again). Nothing is
--- changed where every key is the row's own spelling already.
+-- name another value under the writer's DateStyle or IntervalStyle (a field
+-- order, a zone or month named by letters) or that no longer reads as its
+-- type, a share whose row is gone, and the second spelling of a row shared
+-- twice with one tenant are revoked (audited as share.revoked: the owner
+-- shares again). A share that had already passed to a later row of an
+-- equal key cannot be told from one that did not, and stays with it.
+-- Nothing is changed where every key is the row's own spelling already.
 -- =============================================================================
 
 SET LOCAL ROLE tenantry_owner;
@@ -25,16 +27,20 @@ DO $$
 DECLARE
     s record;
     typ text;
+    send text;
     col name;
+    ds text;
+    ist text;
+    bin bytea;
+    first_bin bytea;
     spelled text;
-    other text;
     row_text text;
     unclear boolean;
 BEGIN
     PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
-    PERFORM pg_catalog.set_config('IntervalStyle', 'postgres', true);
     PERFORM pg_catalog.set_config('bytea_output', 'hex', true);
     PERFORM pg_catalog.set_config('extra_float_digits', '1', true);
+    PERFORM pg_catalog.set_config('lc_monetary', 'C', true);
     FOR s IN
         SELECT x.tenant_id, x.table_id, x.row_id, x.shared_with
         FROM tenantry.shared_rows x
@@ -42,25 +48,41 @@ BEGIN
     LOOP
         typ := tenantry.row_key_type(s.table_id);
         col := tenantry.row_key_column(s.table_id);
+        send := (SELECT ty.typsend::regproc::text
+                 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+                 WHERE a.attrelid = s.table_id AND a.attname = col);
         row_text := NULL;
-        unclear := typ IS NULL OR col IS NULL;
+        unclear := typ IS NULL OR col IS NULL OR send IS NULL;
         IF NOT unclear THEN
             BEGIN
-                -- One value whichever field order the writer's DateStyle had.
-                PERFORM pg_catalog.set_config('DateStyle', 'ISO, DMY', true);
-                EXECUTE format('SELECT $1::%s::text', typ) INTO other USING s.row_id;
-                PERFORM pg_catalog.set_config('DateStyle', 'ISO, YMD', true);
-                EXECUTE format('SELECT $1::%s::text', typ) INTO spelled USING s.row_id;
-                unclear := other IS DISTINCT FROM spelled;
+                -- One value (compared in the type's binary form, which no
+                -- setting changes) whichever field order the writer's
+                -- DateStyle and whichever IntervalStyle it had.
+                first_bin := NULL;
+                FOREACH ds IN ARRAY ARRAY['ISO, MDY', 'ISO, DMY', 'ISO, YMD'] LOOP
+                    FOREACH ist IN ARRAY ARRAY['postgres', 'sql_standard', 'iso_8601'] LOOP
+                        PERFORM pg_catalog.set_config('DateStyle', ds, true);
+                        PERFORM pg_catalog.set_config('IntervalStyle', ist, true);
+                        EXECUTE format('SELECT %s($1::%s)', send, typ) INTO bin USING s.row_id;
+                        IF first_bin IS NULL THEN
+                            first_bin := bin;
+                        ELSIF bin IS DISTINCT FROM first_bin THEN
+                            unclear := true;
+                        END IF;
+                    END LOOP;
+                END LOOP;
                 PERFORM pg_catalog.set_config('DateStyle', 'ISO, MDY', true);
+                PERFORM pg_catalog.set_config('IntervalStyle', 'postgres', true);
                 EXECUTE format('SELECT $1::%s::text', typ) INTO spelled USING s.row_id;
-                unclear := unclear OR other IS DISTINCT FROM spelled
-                    -- a zone or a month named by letters: what it meant was the writer's
-                    OR (typ ~ '^(date|time)' AND s.row_id ~ '[A-Za-z]');
-            EXCEPTION WHEN data_exception THEN
+                -- A zone or a month named by letters where the one spelling
+                -- has none: what the abbreviation meant was the writer's.
+                unclear := unclear OR (s.row_id ~ '[A-Za-z]' AND spelled !~ '[A-Za-z]');
+            EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
                 unclear := true;
             END;
         END IF;
+        PERFORM pg_catalog.set_config('DateStyle', 'ISO, MDY', true);
+        PERFORM pg_catalog.set_config('IntervalStyle', 'postgres', true);
         IF NOT unclear THEN
             -- The row itself, where the owner's rows are (its schema's table
             -- for a schema tenant), spelling its own key.

@@ -249,6 +249,7 @@ SET TimeZone = 'UTC'
 SET IntervalStyle = 'postgres'
 SET bytea_output = 'hex'
 SET extra_float_digits = 1
+SET lc_monetary = 'C'
 AS $$
 DECLARE
     tbl regclass;
@@ -274,11 +275,19 @@ BEGIN
         RETURN NULL;
     END IF;
     -- By value, not spelling: a share recorded before its spelling was the
-    -- row's own (migration 0055) still goes with its row.
-    EXECUTE format('DELETE FROM tenantry.shared_rows s
-                    WHERE s.tenant_id = $1 AND s.table_id = $2 AND (s.row_id = $3 OR s.row_id::%s = $3::%1$s)',
-                   tenantry.row_key_type(tbl))
-        USING OLD.tenant_id, tbl, old_key;
+    -- row's own (migration 0055) still goes with its row. A recorded key
+    -- that no longer reads as the type (an enum label renamed, a domain's
+    -- new CHECK) never fails the owner's write: then by spelling alone
+    -- (found by a verification review).
+    BEGIN
+        EXECUTE format('DELETE FROM tenantry.shared_rows s
+                        WHERE s.tenant_id = $1 AND s.table_id = $2 AND (s.row_id = $3 OR s.row_id::%s = $3::%1$s)',
+                       tenantry.row_key_type(tbl))
+            USING OLD.tenant_id, tbl, old_key;
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
+        DELETE FROM tenantry.shared_rows s
+        WHERE s.tenant_id = OLD.tenant_id AND s.table_id = tbl AND s.row_id = old_key;
+    END;
     RETURN NULL;
 END
 $$;
@@ -1489,7 +1498,7 @@ BEGIN
                         ELSE format('function %s runs with the rights of %s and reads %s, which hands on every tenant''s rows, and %s may call it',
                                     f.oid::regprocedure, f.proowner::regrole,
                                     (SELECT string_agg(u::regclass::text, ', ' ORDER BY u::regclass::text)
-                                     FROM unnest(used.rels) u WHERE u = ANY (leaky)),
+                                     FROM unnest(used.named) u WHERE u = ANY (leaky)),
                                     callers.names) END,
                    format('ALTER FUNCTION %s SECURITY INVOKER;', f.oid::regprocedure)
             FROM pg_catalog.pg_proc f
@@ -1499,8 +1508,25 @@ BEGIN
             -- keeps without knowing what it reads (PL/pgSQL, SQL, any
             -- procedural language): a name built at run time stays unseen.
             CROSS JOIN LATERAL (
-                SELECT array_agg(c.oid) AS rels
+                SELECT array_agg(c.oid) AS rels,
+                       -- Named surely enough to charge an owner without
+                       -- BYPASSRLS with it: recorded, qualified, or bare in
+                       -- the schema first on its pinned search path (public
+                       -- without one; a verification review: a function over
+                       -- public.invoices was charged with ops.invoices).
+                       array_agg(c.oid) FILTER (
+                           WHERE c.oid IN (SELECT d.refobjid FROM pg_catalog.pg_depend d
+                                           WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = f.oid
+                                             AND d.refclassid = 'pg_catalog.pg_class'::regclass)
+                              OR f.prosrc ~* ('"?' || regexp_replace(n.nspname, '([^[:alnum:]_])', '\\\1', 'g')
+                                              || '"?[[:space:]]*\.[[:space:]]*"?'
+                                              || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
+                                              || '($|[^[:alnum:]_$])')
+                              OR n.nspname = coalesce(
+                                     (SELECT btrim(split_part(substr(cfg, 13), ',', 1), ' "')
+                                      FROM unnest(f.proconfig) cfg WHERE cfg LIKE 'search_path=%'), 'public')) AS named
                 FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.oid = ANY (reach)
                   AND (c.oid IN (SELECT d.refobjid FROM pg_catalog.pg_depend d
                                  WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = f.oid
@@ -1538,7 +1564,7 @@ BEGIN
             WHERE f.prosecdef
               AND f.pronamespace <> 'tenantry'::regnamespace
               AND used.rels IS NOT NULL
-              AND (o.rolsuper OR o.rolbypassrls OR used.rels && leaky)
+              AND (o.rolsuper OR o.rolbypassrls OR used.named && leaky)
               AND callers.names IS NOT NULL
             ORDER BY 3;
         -- A view reads with its owner's rights unless it is security_invoker,
@@ -1737,8 +1763,11 @@ BEGIN
                               WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass) AS tenant_keyed,
                    (SELECT string_agg(xp.polname::text, ', ' ORDER BY xp.polname)
                     FROM pg_catalog.pg_policy xp WHERE xp.polrelid = c.oid AND xp.polpermissive) AS permissive,
+                   -- tenantry's own (for tenantry_app_own), not one of the
+                   -- team's that took the guide's name (a verification review)
                    EXISTS (SELECT 1 FROM pg_catalog.pg_policy xp
-                           WHERE xp.polrelid = c.oid AND xp.polname = 'tenant_isolation') AS has_isolation
+                           WHERE xp.polrelid = c.oid AND xp.polname = 'tenant_isolation'
+                             AND xp.polroles = ARRAY['tenantry_app_own'::regrole::oid]) AS has_isolation
             FROM pg_catalog.pg_class c
             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
@@ -3846,6 +3875,7 @@ SET TimeZone = 'UTC'
 SET IntervalStyle = 'postgres'
 SET bytea_output = 'hex'
 SET extra_float_digits = 1
+SET lc_monetary = 'C'
 AS $$
 DECLARE
     entry tenantry.tenant_tables;
@@ -3866,7 +3896,7 @@ BEGIN
     key_type := tenantry.row_key_type(tbl);
     BEGIN
         EXECUTE format('SELECT $1::%s::text', key_type) INTO row_key USING row_id;
-    EXCEPTION WHEN data_exception THEN
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
         row_key := NULL;  -- no row has such a key: answered as not found below
     END;
     IF row_key IS NOT NULL THEN
@@ -3981,6 +4011,7 @@ SET TimeZone = 'UTC'
 SET IntervalStyle = 'postgres'
 SET bytea_output = 'hex'
 SET extra_float_digits = 1
+SET lc_monetary = 'C'
 AS $$
 DECLARE
     me uuid := tenantry.current_tenant_id();
@@ -3996,16 +4027,25 @@ BEGIN
     IF key_type IS NOT NULL THEN
         BEGIN
             EXECUTE format('SELECT $1::%s::text', key_type) INTO row_key USING decline_row_share.row_id;
-        EXCEPTION WHEN data_exception THEN
-            row_key := NULL;
+        EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
+            -- Not a value of the type (any more: an enum label renamed): the
+            -- share recorded under that spelling, if any, is declined by it.
+            row_key := decline_row_share.row_id;
         END;
     END IF;
     -- By value (a caller's 1.0 declines the share of row 1.00).
     IF row_key IS NOT NULL THEN
-        EXECUTE format('DELETE FROM tenantry.shared_rows s
-                        WHERE s.table_id = $1 AND s.shared_with = $2 AND s.row_id::%s = $3::%1$s', key_type)
-            USING tbl, me, row_key;
-        GET DIAGNOSTICS declined = ROW_COUNT;
+        BEGIN
+            EXECUTE format('DELETE FROM tenantry.shared_rows s
+                            WHERE s.table_id = $1 AND s.shared_with = $2 AND s.row_id::%s = $3::%1$s', key_type)
+                USING tbl, me, row_key;
+            GET DIAGNOSTICS declined = ROW_COUNT;
+        EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
+            -- (a recorded key that no longer reads as the type: by spelling)
+            DELETE FROM tenantry.shared_rows s
+            WHERE s.table_id = tbl AND s.shared_with = me AND s.row_id = row_key;
+            GET DIAGNOSTICS declined = ROW_COUNT;
+        END;
     END IF;
     IF coalesce(declined, 0) = 0 THEN
         RAISE EXCEPTION 'row % of % is not shared with tenant %', decline_row_share.row_id, tbl, me
@@ -4061,6 +4101,7 @@ SET TimeZone = 'UTC'
 SET IntervalStyle = 'postgres'
 SET bytea_output = 'hex'
 SET extra_float_digits = 1
+SET lc_monetary = 'C'
 AS $$
 DECLARE
     rel regclass := tenantry.adopted_table_of((SELECT NULLIF(t.typrelid, 0)::regclass FROM pg_catalog.pg_type t
@@ -4079,7 +4120,7 @@ BEGIN
     IF rows_shared_with_me.row_id IS NOT NULL THEN
         BEGIN
             EXECUTE format('SELECT $1::%s::text', tenantry.row_key_type(rel)) INTO key USING rows_shared_with_me.row_id;
-        EXCEPTION WHEN data_exception THEN
+        EXCEPTION WHEN data_exception OR integrity_constraint_violation THEN
             RETURN;  -- no row has such a key
         END;
     END IF;

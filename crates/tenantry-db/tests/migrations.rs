@@ -1353,12 +1353,19 @@ async fn migration_0055_brings_share_keys_to_the_rows_spelling_and_revokes_what_
         "CREATE TABLE public.events (tenant_id uuid NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (tenant_id, at));
          CREATE TABLE public.daily (tenant_id uuid NOT NULL, day date NOT NULL, PRIMARY KEY (tenant_id, day));
          CREATE TABLE public.nums (tenant_id uuid NOT NULL, n numeric NOT NULL, PRIMARY KEY (tenant_id, n));
+         CREATE TABLE public.spans (tenant_id uuid NOT NULL, d interval NOT NULL, PRIMARY KEY (tenant_id, d));
+         CREATE DOMAIN public.recent_day AS date;
+         CREATE TABLE public.days (tenant_id uuid NOT NULL, d public.recent_day NOT NULL, PRIMARY KEY (tenant_id, d));
          SELECT tenantry.adopt_table('public.events', sharing => true);
          SELECT tenantry.adopt_table('public.daily', sharing => true);
          SELECT tenantry.adopt_table('public.nums', sharing => true);
+         SELECT tenantry.adopt_table('public.spans', sharing => true);
+         SELECT tenantry.adopt_table('public.days', sharing => true);
          INSERT INTO public.events VALUES ('{owner}', '2026-01-01 10:00+00');
          INSERT INTO public.daily VALUES ('{owner}', '2026-01-02'), ('{owner}', '2026-02-01'), ('{owner}', '2026-01-13');
          INSERT INTO public.nums VALUES ('{owner}', 1.00);
+         INSERT INTO public.spans VALUES ('{owner}', '-1 days -02:03:04'), ('{owner}', '-1 days +02:03:04');
+         INSERT INTO public.days VALUES ('{owner}', '2025-06-01');
          -- as sessions in Berlin and New York, under DateStyle SQL with DMY
          -- and MDY, and with a numeric's other scale, recorded them
          INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with, shared_at) VALUES
@@ -1368,7 +1375,13 @@ async fn migration_0055_brings_share_keys_to_the_rows_spelling_and_revokes_what_
              ('{owner}', 'public.daily', '01/02/2026', '{reader}', now()),
              ('{owner}', 'public.daily', '13/01/2026', '{reader}', now()),
              ('{owner}', 'public.daily', '2026-02-01', '{reader}', now()),
-             ('{owner}', 'public.nums', '1.0', '{reader}', now());"
+             ('{owner}', 'public.nums', '1.0', '{reader}', now()),
+             -- IntervalStyle sql_standard's spelling of -1 days -02:03:04,
+             -- DateStyle Postgres in India, and a day a later CHECK refuses
+             ('{owner}', 'public.spans', '-1 2:03:04', '{reader}', now()),
+             ('{owner}', 'public.events', 'Thu Jan 01 15:30:00 2026 IST', '{reader}', now() - interval '3 days'),
+             ('{owner}', 'public.days', '2025-06-01', '{reader}', now());
+         ALTER DOMAIN public.recent_day ADD CONSTRAINT recent CHECK (VALUE >= '2026-01-01') NOT VALID;"
     ))
     .await
     .unwrap();
@@ -1407,8 +1420,8 @@ async fn migration_0055_brings_share_keys_to_the_rows_spelling_and_revokes_what_
         .unwrap()
         .get::<_, i64>(0);
     assert_eq!(
-        revoked, 4,
-        "the ambiguous, unparsable, gone and second spellings"
+        revoked, 7,
+        "the ambiguous (a day, an interval, a zone by letters), unparsable (two), gone and second spellings"
     );
     // The owner's revocation, in a session of any zone, and the row's
     // deletion find what is left.

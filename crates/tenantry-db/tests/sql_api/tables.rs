@@ -4157,6 +4157,35 @@ async fn a_shared_rows_key_names_that_row_alone_whatever_the_sessions_time_zone_
     );
     exec(&app, "SELECT decline_row_share('nums', '1.0')").await;
     assert!(!shares_of(&app, a).await.iter().any(|s| s.contains("nums")));
+
+    // A recorded key that no longer reads as its type (an enum label
+    // renamed by a migration) never fails the owner's writes, nor the
+    // recipient's decline (a verification review: every delete of the table
+    // failed).
+    exec(
+        &m,
+        "CREATE TYPE mood AS ENUM ('happy', 'sad');
+         CREATE TABLE moods (tenant_id uuid NOT NULL, k mood NOT NULL, PRIMARY KEY (tenant_id, k));
+         SELECT adopt_table('moods', sharing => true);",
+    )
+    .await;
+    set_context(&app, a).await;
+    exec(
+        &app,
+        &format!(
+            "INSERT INTO moods (k) VALUES ('happy'), ('sad');
+             SELECT share_row('moods', 'sad', '{b}');"
+        ),
+    )
+    .await;
+    exec(&m, "ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'").await;
+    set_context(&app, a).await;
+    exec(&app, "DELETE FROM moods WHERE k = 'happy'").await;
+    set_context(&app, b).await;
+    exec(&app, "SELECT decline_row_share('moods', 'sad')").await;
+    set_context(&app, a).await;
+    exec(&app, "DELETE FROM moods WHERE k = 'blue'").await;
+    assert!(!shares_of(&app, a).await.iter().any(|s| s.contains("moods")));
 }
 
 /// A share an ancestor made of a descendant's row ends when the table's
@@ -4299,6 +4328,18 @@ async fn a_tenant_keyed_table_with_policies_of_the_teams_own_is_a_warning_that_s
         "{}",
         found[0].fix
     );
+    // The guide's policy name on a policy of the team's is still the team's.
+    exec(
+        &m,
+        "ALTER POLICY labels_read ON labels RENAME TO tenant_isolation",
+    )
+    .await;
+    let found = tdb.database().table_problems().await.unwrap();
+    assert_eq!(
+        found.iter().map(|p| p.rule.as_str()).collect::<Vec<_>>(),
+        ["unguarded"],
+        "{found:?}"
+    );
 }
 
 /// Two more ways a definer function hands on every tenant's rows (found by
@@ -4350,7 +4391,24 @@ async fn the_doctor_names_a_definer_function_over_a_bypassing_view_and_a_partiti
         strings(&app, "SELECT body FROM notes").await,
         ["copied: a-secret"]
     );
+    // A function over the table itself, not over the bypassing view of
+    // another schema that has the table's name, is not charged with that
+    // view (a verification review: serve refused).
+    exec(
+        &m,
+        "CREATE SCHEMA ops;
+         CREATE VIEW ops.notes AS SELECT * FROM public.notes;
+         ALTER VIEW ops.notes OWNER TO tenantry_owner;
+         CREATE FUNCTION public.my_note_count() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+             SET search_path = public, pg_temp AS $$ SELECT count(*) FROM public.notes $$;
+         ALTER FUNCTION public.my_note_count() OWNER TO reporter;",
+    )
+    .await;
     let found = findings(&m).await;
+    assert!(
+        !found.iter().any(|f| f.contains("my_note_count")),
+        "{found:?}"
+    );
     assert!(
         found.iter().any(|f| f.starts_with(
             "functions: function public.note_bodies() runs with the rights of reporter and reads public.notes_all, which hands on every tenant's rows, and PUBLIC"
