@@ -3865,11 +3865,7 @@ COMMENT ON FUNCTION tenantry.family_source(regclass, uuid[]) IS 'Internal (rows_
 CREATE OR REPLACE FUNCTION tenantry.lock_shareable_row(tbl regclass, row_id text, OUT owner_id uuid, OUT row_key text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
--- A row's key is made text and read back here: under the caller's settings
--- one key had several spellings (time zones, date and byte styles) and one
--- spelling several keys (01/02/2026 under MDY and DMY), so a share outlived
--- its row, could not be revoked, or named another row (found by an outside
--- review). Pinned, every spelling is the one migration 0055 left.
+-- Keys read and spelled with the settings pinned (see shared_rows_follow).
 SET DateStyle = 'ISO, MDY'
 SET TimeZone = 'UTC'
 SET IntervalStyle = 'postgres'
@@ -4001,11 +3997,7 @@ CREATE OR REPLACE FUNCTION tenantry.decline_row_share(tbl regclass, row_id text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
--- A row's key is made text and read back here: under the caller's settings
--- one key had several spellings (time zones, date and byte styles) and one
--- spelling several keys (01/02/2026 under MDY and DMY), so a share outlived
--- its row, could not be revoked, or named another row (found by an outside
--- review). Pinned, every spelling is the one migration 0055 left.
+-- Keys read and spelled with the settings pinned (see shared_rows_follow).
 SET DateStyle = 'ISO, MDY'
 SET TimeZone = 'UTC'
 SET IntervalStyle = 'postgres'
@@ -4091,11 +4083,7 @@ CREATE OR REPLACE FUNCTION tenantry.rows_shared_with_me(tbl anyelement, row_id t
 RETURNS SETOF anyelement
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
--- A row's key is made text and read back here: under the caller's settings
--- one key had several spellings (time zones, date and byte styles) and one
--- spelling several keys (01/02/2026 under MDY and DMY), so a share outlived
--- its row, could not be revoked, or named another row (found by an outside
--- review). Pinned, every spelling is the one migration 0055 left.
+-- Keys read and spelled with the settings pinned (see shared_rows_follow).
 SET DateStyle = 'ISO, MDY'
 SET TimeZone = 'UTC'
 SET IntervalStyle = 'postgres'
