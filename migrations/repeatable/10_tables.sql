@@ -1507,35 +1507,41 @@ BEGIN
             -- BEGIN ATOMIC body), or a word of its body, a string PostgreSQL
             -- keeps without knowing what it reads (PL/pgSQL, SQL, any
             -- procedural language): a name built at run time stays unseen.
+            -- Once per function: whether its body is a string to search (not
+            -- recorded by PostgreSQL, not C), and the schema first on its
+            -- pinned search path (public without one).
+            CROSS JOIN LATERAL (
+                SELECT f.prosqlbody IS NULL
+                       AND f.prolang NOT IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname IN ('c', 'internal'))
+                       AS searchable,
+                       coalesce((SELECT btrim(split_part(substr(cfg, 13), ',', 1), ' "')
+                                 FROM unnest(f.proconfig) cfg WHERE cfg LIKE 'search_path=%'), 'public') AS first_schema) fb
             CROSS JOIN LATERAL (
                 SELECT array_agg(c.oid) AS rels,
                        -- Named surely enough to charge an owner without
                        -- BYPASSRLS with it: recorded, qualified, or bare in
-                       -- the schema first on its pinned search path (public
-                       -- without one; a verification review: a function over
-                       -- public.invoices was charged with ops.invoices).
+                       -- the schema first on its pinned search path (a
+                       -- verification review: a function over public.invoices
+                       -- was charged with ops.invoices).
                        array_agg(c.oid) FILTER (
-                           WHERE c.oid IN (SELECT d.refobjid FROM pg_catalog.pg_depend d
-                                           WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = f.oid
-                                             AND d.refclassid = 'pg_catalog.pg_class'::regclass)
-                              OR f.prosrc ~* ('"?' || regexp_replace(n.nspname, '([^[:alnum:]_])', '\\\1', 'g')
+                           WHERE c.recorded
+                              OR f.prosrc ~* ('"?' || regexp_replace(c.nspname, '([^[:alnum:]_])', '\\\1', 'g')
                                               || '"?[[:space:]]*\.[[:space:]]*"?'
                                               || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
                                               || '($|[^[:alnum:]_$])')
-                              OR n.nspname = coalesce(
-                                     (SELECT btrim(split_part(substr(cfg, 13), ',', 1), ' "')
-                                      FROM unnest(f.proconfig) cfg WHERE cfg LIKE 'search_path=%'), 'public')) AS named
-                FROM pg_catalog.pg_class c
-                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                WHERE c.oid = ANY (reach)
-                  AND (c.oid IN (SELECT d.refobjid FROM pg_catalog.pg_depend d
-                                 WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = f.oid
-                                   AND d.refclassid = 'pg_catalog.pg_class'::regclass)
-                       OR (f.prosqlbody IS NULL
-                           AND f.prolang NOT IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname IN ('c', 'internal'))
-                           AND f.prosrc ~* ('(^|[^[:alnum:]_$])'
-                                            || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
-                                            || '($|[^[:alnum:]_$])')))) used
+                              OR c.nspname = fb.first_schema) AS named
+                FROM (SELECT c.oid, c.relname, n.nspname,
+                             c.oid IN (SELECT d.refobjid FROM pg_catalog.pg_depend d
+                                       WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = f.oid
+                                         AND d.refclassid = 'pg_catalog.pg_class'::regclass) AS recorded
+                      FROM pg_catalog.pg_class c
+                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.oid = ANY (reach)) c
+                WHERE c.recorded
+                   OR (fb.searchable
+                       AND f.prosrc ~* ('(^|[^[:alnum:]_$])'
+                                        || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
+                                        || '($|[^[:alnum:]_$])'))) used
             CROSS JOIN LATERAL (
                 SELECT string_agg(r.name, ', ' ORDER BY r.name <> 'PUBLIC', r.name) AS names
                 FROM (SELECT 'PUBLIC'::text AS name
@@ -1792,8 +1798,7 @@ BEGIN
                -- review: a safe schema stopped serve). tenantry's own
                -- policy outside the registry (a detached partition, a
                -- restore without tenant_tables) is adopting it left undone.
-               CASE WHEN p.polname IS NULL AND c.relrowsecurity AND NOT c.has_isolation
-                    THEN 'unguarded' ELSE 'unadopted' END::text,
+               CASE WHEN k.unguarded THEN 'unguarded' ELSE 'unadopted' END::text,
                CASE WHEN p.polname IS NOT NULL
                     THEN format('policy %I reads a setting that any role may set (%s), and %s may use the table: SQL running as one of them sets it to any tenant and reaches that tenant''s rows',
                                 p.polname, p.expr, array_to_string(coalesce(nullif(c.granted, '{}'), c.roles), ', '))
@@ -1803,7 +1808,7 @@ BEGIN
                     ELSE format('it holds tenants'' rows (a tenant_id column or a key to tenantry.tenants) and %s may use it, but tenantry does not guard it (not an adopted table: a partition detached from one, a table restored without tenantry''s record of it, or policies made by hand): no rule checks what its policies (%s) let each tenant reach',
                                 array_to_string(coalesce(nullif(c.granted, '{}'), c.roles), ', '), c.permissive) END,
                CASE WHEN tenantry.family_name_clash(c.oid) IS NULL
-                    THEN concat(CASE WHEN p.polname IS NULL AND c.relrowsecurity AND NOT c.has_isolation
+                    THEN concat(CASE WHEN k.unguarded
                                      THEN '-- check its policies yourself, or (once every row has a tenant) adopt it: ' END,
                                 CASE WHEN p.polname IS NOT NULL THEN format('DROP POLICY %I ON %s; ', p.polname, c.oid::regclass) END,
                                 -- adopt_table replaces a tenant_isolation policy; others of its own it refuses
@@ -1821,6 +1826,8 @@ BEGIN
                                 tenantry.family_name_clash(c.oid)) END
         FROM candidates c
         LEFT JOIN policies p ON p.polrelid = c.oid AND p.expr ~* '\mcurrent_setting\s*\('
+        CROSS JOIN LATERAL (
+            SELECT p.polname IS NULL AND c.relrowsecurity AND NOT c.has_isolation AS unguarded) k
         WHERE cardinality(c.roles) > 0
           -- (row level security on and no permissive policy: nothing reached)
           AND (p.polname IS NOT NULL OR (c.tenant_keyed AND (NOT c.relrowsecurity OR c.permissive IS NOT NULL)))
