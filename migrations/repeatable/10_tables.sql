@@ -737,10 +737,12 @@ REVOKE EXECUTE ON FUNCTION tenantry.can_become(oid, oid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantry.can_become(oid, oid) TO tenantry_admin, tenantry_server;
 
 /**
- * The doctor: every rule an adopted table (or, with tbl, that one table) must
- * satisfy and does not, with the SQL that fixes it. No rows: all is well.
+ * The doctor's findings: every rule an adopted table (or, with tbl, that one
+ * table) must satisfy and does not, with the SQL that fixes it, in the order
+ * the fixes run. table_problems (below) is what callers read: the same rows
+ * with how much each one matters.
  */
-CREATE OR REPLACE FUNCTION tenantry.table_problems(tbl regclass DEFAULT NULL)
+CREATE OR REPLACE FUNCTION tenantry.table_findings(tbl regclass DEFAULT NULL)
 RETURNS TABLE (table_name text, rule text, problem text, fix text)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -2353,7 +2355,7 @@ BEGIN
                 SELECT d.copy, d.template, d.problem, d.fix FROM tenantry.copy_column_drift() d
             ), unsound AS MATERIALIZED (
                 SELECT dt.template FROM (SELECT DISTINCT d.template FROM drift d) dt
-                WHERE EXISTS (SELECT 1 FROM tenantry.table_problems(dt.template))
+                WHERE EXISTS (SELECT 1 FROM tenantry.table_findings(dt.template))
             )
             SELECT d.copy::text, 'copy_columns'::text, d.problem, d.fix
             FROM drift d
@@ -2367,7 +2369,7 @@ BEGIN
                 SELECT d.copy, d.template, d.problem, d.fix FROM tenantry.copy_constraint_drift() d
             ), unsound AS MATERIALIZED (
                 SELECT dt.template FROM (SELECT DISTINCT d.template FROM drift d) dt
-                WHERE EXISTS (SELECT 1 FROM tenantry.table_problems(dt.template))
+                WHERE EXISTS (SELECT 1 FROM tenantry.table_findings(dt.template))
             )
             SELECT d.copy::text, 'copy_constraints'::text, d.problem, d.fix
             FROM drift d
@@ -2376,7 +2378,64 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, its schema owned by no role that a login acting for tenants can become (rule schema_owner: a schema''s owner drops the table), no trigger of the tcn extension (rule notify_trigger: every change''s key to every listener), every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, btree only; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), no login acting for tenants (a member of tenantry''s app roles, tenantry_admin or tenantry_logger that is no operator) that can become one of PostgreSQL''s built-in roles reaching past tenantry''s grants (pg_read_all_data, pg_write_all_data, the server file and program roles, pg_maintain, pg_signal_backend, pg_monitor and its parts, pg_checkpoint, the database''s owner, ...) or a role with CREATEROLE or REPLICATION, or that may create objects in a schema or a schema in the database (rule login_roles), for a caller that may read pg_prepared_xacts no prepared transaction of a role acting for tenants older than ten seconds (rule prepared_transactions), no object of an extension that reads or reaches shared state (pg_stat_statements, pg_prewarm, pgrowlocks, old_snapshot, dblink) that PUBLIC may use (rule shared_state), tenantry_owner may set backtrace_functions and session_replication_role and neither PUBLIC nor a role such a login can become may, nor does a role''s or the database''s setting give them a default (rule parameter_grants), no function or procedure of another schema named like one of tenantry''s that its roles may call (rule shadowed_function), and, in a schema at the latest tenant-schema version, for a pooled table with no problem of its own, its columns (copy_columns), indexes and UNIQUE, EXCLUDE and CHECK constraints (copy_constraints). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_findings(regclass) IS 'Internal: the doctor''s findings (table, rule, problem, fix) in the order their fixes run; tenantry.table_problems returns them with their severity. Runs with the caller''s rights.';
+REVOKE EXECUTE ON FUNCTION tenantry.table_findings(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantry.table_findings(regclass) TO tenantry_admin, tenantry_server;
+
+/**
+ * Whether adopting a table refuses on a finding of this rule: every rule but
+ * two of the doctor's warnings, a sequence the app may not use (adopting
+ * grants it; a backfill checks before it does) and a restrictive policy of
+ * the team's that may or may not fail on a value. One list for adopt_table,
+ * adopt_tables and the Rust library's check before a batched backfill.
+ */
+CREATE OR REPLACE FUNCTION tenantry.adoption_refuses(rule text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT rule NOT IN ('sequence_usage', 'restrictive_policy') $$;
+COMMENT ON FUNCTION tenantry.adoption_refuses(text) IS 'Internal: whether adopt_table and adopt_tables refuse a table on a finding of the doctor''s rule (every rule but the warnings sequence_usage, which adopting repairs, and restrictive_policy).';
+REVOKE EXECUTE ON FUNCTION tenantry.adoption_refuses(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantry.adoption_refuses(text) TO tenantry_admin, tenantry_server;
+
+/**
+ * The doctor, as tenantry doctor, serve's boot check and a psql session read
+ * it: each finding with its severity, decided here once for every reader (it
+ * was a list in the server's code and another in the CLI's before; a psql
+ * user could not tell a warning from a refusal).
+ *   critical  about the cluster's roles and parameters or tenantry's own
+ *             objects: serve refuses to start, whatever its flags;
+ *   error     an isolation rule of a table: serve refuses to start unless
+ *             --allow-table-problems;
+ *   warning   breaks no isolation of the server's: served, with a warning
+ *             (tenant_default: a dropped tenant_id default fails inserts
+ *             that leave it out, which an ORM's schema sync can do on every
+ *             deployment; shadowed_function: misleads unqualified calls of
+ *             psql sessions and of your SQL, never the server's, which
+ *             qualifies its own; exists: an adopted table was dropped, which
+ *             leaves no row to reach; references: a foreign key that only
+ *             keeps schema tenants' tables from being made; sequence_usage:
+ *             a default drawing from a sequence the app may not use fails
+ *             inserts; unguarded: a tenant-keyed table with policies of the
+ *             team's own, which the doctor cannot judge; restrictive_policy:
+ *             a team's restrictive policy that may fail on another tenant's
+ *             value, which the doctor cannot tell from one that never fails).
+ */
+CREATE OR REPLACE FUNCTION tenantry.table_problems(tbl regclass DEFAULT NULL)
+RETURNS TABLE (table_name text, rule text, problem text, fix text, severity text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT f.table_name, f.rule, f.problem, f.fix,
+           CASE WHEN f.rule IN ('login_roles', 'parameter_grants', 'own_grants') THEN 'critical'
+                WHEN f.rule IN ('tenant_default', 'shadowed_function', 'exists', 'references',
+                                'sequence_usage', 'unguarded', 'restrictive_policy') THEN 'warning'
+                ELSE 'error'
+           END
+    FROM tenantry.table_findings(tbl) WITH ORDINALITY f
+    ORDER BY f.ordinality
+$$;
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, its schema owned by no role that a login acting for tenants can become (rule schema_owner: a schema''s owner drops the table), no trigger of the tcn extension (rule notify_trigger: every change''s key to every listener), every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, btree only; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles. Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), no login acting for tenants (a member of tenantry''s app roles, tenantry_admin or tenantry_logger that is no operator) that can become one of PostgreSQL''s built-in roles reaching past tenantry''s grants (pg_read_all_data, pg_write_all_data, the server file and program roles, pg_maintain, pg_signal_backend, pg_monitor and its parts, pg_checkpoint, the database''s owner, ...) or a role with CREATEROLE or REPLICATION, or that may create objects in a schema or a schema in the database (rule login_roles), for a caller that may read pg_prepared_xacts no prepared transaction of a role acting for tenants older than ten seconds (rule prepared_transactions), no object of an extension that reads or reaches shared state (pg_stat_statements, pg_prewarm, pgrowlocks, old_snapshot, dblink) that PUBLIC may use (rule shared_state), tenantry_owner may set backtrace_functions and session_replication_role and neither PUBLIC nor a role such a login can become may, nor does a role''s or the database''s setting give them a default (rule parameter_grants), no function or procedure of another schema named like one of tenantry''s that its roles may call (rule shadowed_function), and, in a schema at the latest tenant-schema version, for a pooled table with no problem of its own, its columns (copy_columns), indexes and UNIQUE, EXCLUDE and CHECK constraints (copy_constraints). Each row''s severity: critical (the cluster''s roles and parameters, tenantry''s own objects: serve refuses whatever its flags), error (serve refuses unless --allow-table-problems) or warning (served with a warning). No rows: all is well.';
+REVOKE EXECUTE ON FUNCTION tenantry.table_problems(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 
 /**
@@ -3151,10 +3210,7 @@ BEGIN
            string_agg(format('%s [%s]: %s', p.table_name, p.rule, p.problem), '; ')
       INTO problems, broken FROM tenantry.table_problems(tbl) p
      WHERE NOT (p.rule = 'hierarchy' AND coalesce(current_setting('tenantry.adopting_together', true), '') = 'on')
-       -- The doctor's warnings: a sequence adopting grants (a backfill
-       -- checks before it does), a restrictive policy of the team's that
-       -- may or may not fail on a value.
-       AND p.rule NOT IN ('sequence_usage', 'restrictive_policy');
+       AND tenantry.adoption_refuses(p.rule);
     IF problems IS NOT NULL THEN
         RAISE EXCEPTION 'cannot adopt %: it breaks the rules of tenant tables: %', tbl, broken
               USING ERRCODE = 'TN422', DETAIL = problems, HINT = 'Nothing was changed: each problem''s fix is in DETAIL.';
@@ -3253,7 +3309,10 @@ BEGIN
     PERFORM pg_catalog.set_config('tenantry.adopting_together', '', true);
     SELECT string_agg(format('%s [%s]: %s (fix: %s)', p.table_name, p.rule, p.problem, p.fix), E'\n')
       INTO problems
-      FROM unnest(tables) u(t) CROSS JOIN LATERAL tenantry.table_problems(u.t) p;
+      FROM unnest(tables) u(t) CROSS JOIN LATERAL tenantry.table_problems(u.t) p
+     -- (as adopt_table's own check: adopt_tables refused a team's
+     -- restrictive policy that adopt_table took)
+     WHERE tenantry.adoption_refuses(p.rule);
     IF problems IS NOT NULL THEN
         RAISE EXCEPTION 'cannot adopt %: they break the rules of tenant tables', tables USING ERRCODE = 'TN422', DETAIL = problems;
     END IF;

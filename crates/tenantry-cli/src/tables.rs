@@ -344,6 +344,8 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
                 "SELECT tenantry.migrate_tenant_schema('{}'); -- or run tenantry migrate, which brings every schema along",
                 behind.tenant_id
             ),
+            // (its tenant's queries fail; no other tenant's rows are reached)
+            severity: tenantry_db::ProblemSeverity::Error,
         });
     }
     // Which database: a result for the wrong one misleads, green or not.

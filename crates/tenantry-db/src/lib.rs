@@ -107,7 +107,9 @@ pub use retry::{RetryPolicy, ScopeFuture};
 pub use row::{FromRow, RowError, Sql};
 pub use scope::{AdminScope, IsolationLevel, TenantContext, TenantScope, Under, Visibility};
 pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
-pub use tables::{AdoptOptions, ExistingRows, TableError, TableProblem, TenantTable};
+pub use tables::{
+    AdoptOptions, ExistingRows, ProblemSeverity, TableError, TableProblem, TenantTable,
+};
 pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
 pub use tiers::{MoveProgress, TierMove};
 /// The driver tenantry speaks to PostgreSQL with: `Row`, `ToSql`, `types::Type` and the rest, at the version the library was built against (no second dependency to keep in step).

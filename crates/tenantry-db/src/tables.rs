@@ -66,64 +66,75 @@ pub struct TableProblem {
     pub problem: String,
     /// SQL that fixes it.
     pub fix: String,
+    /// How much it matters: whether `tenantry serve` starts over it.
+    pub severity: ProblemSeverity,
+}
+
+/// How much a finding of the doctor matters, as `tenantry.table_problems()`
+/// decides it (`repeatable/10_tables.sql`: one list for the server, the CLI
+/// and psql).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemSeverity {
+    /// About the cluster's roles and parameters or tenantry's own objects
+    /// (rules `login_roles`, `parameter_grants`, `own_grants`): `serve`
+    /// refuses to start, whatever its flags.
+    Critical,
+    /// An isolation rule of a table: `serve` refuses to start unless
+    /// `--allow-table-problems`.
+    Error,
+    /// Breaks no isolation of the server's (a dropped adopted table, a
+    /// `tenant_id` default gone, a policy of the team's the doctor cannot
+    /// judge, …): served, with a warning.
+    Warning,
+}
+
+impl ProblemSeverity {
+    /// The database's word for it; an unknown word is an [`ProblemSeverity::Error`]
+    /// (a newer database's rule refuses rather than passes).
+    fn from_sql(word: &str) -> Self {
+        match word {
+            "critical" => ProblemSeverity::Critical,
+            "warning" => ProblemSeverity::Warning,
+            _ => ProblemSeverity::Error,
+        }
+    }
 }
 
 impl TableProblem {
-    /// A row of `tenantry.table_problems` (table_name, rule, problem, fix).
+    /// A row of `tenantry.table_problems` (table_name, rule, problem, fix, severity).
     fn from_row(r: &Row) -> Self {
         TableProblem {
             table: r.get(0),
             rule: r.get(1),
             problem: r.get(2),
             fix: r.get(3),
+            severity: ProblemSeverity::from_sql(r.get(4)),
         }
     }
 
-    /// Whether the server refuses to start on it: every rule but those that
-    /// break no isolation of the server's (`tenant_default`: a dropped
-    /// `tenant_id` default fails inserts that leave it out, which an ORM's
-    /// schema sync can do on every deployment; `shadowed_function`: a
-    /// function of another schema named like one of tenantry's misleads
-    /// unqualified calls of psql sessions and of your SQL, never the
-    /// server's, which qualifies its own; `exists`: an adopted table was
-    /// dropped, which leaves no row to reach; `references`: a foreign key
-    /// that only keeps schema tenants' tables of it from being made;
-    /// `sequence_usage`: a default drawing from a sequence the app may not
-    /// use fails inserts; `unguarded`: a tenant-keyed table with policies of
-    /// the team's own, which the doctor cannot judge (global rows beside
-    /// tenants' are a safe schema); `restrictive_policy`: a team's restrictive policy
-    /// that may fail on another tenant's value, which the doctor cannot
-    /// tell from one that never fails). The server warns instead (an
-    /// outside review: a routine `DROP TABLE` of an adopted table stopped
-    /// every restart).
+    /// Whether the server refuses to start on it (unless
+    /// `--allow-table-problems` for an [`ProblemSeverity::Error`]): every finding
+    /// but a [`ProblemSeverity::Warning`]. The server warns instead (an outside
+    /// review: a routine `DROP TABLE` of an adopted table stopped every
+    /// restart).
     pub fn blocks_serving(&self) -> bool {
-        !matches!(
-            self.rule.as_str(),
-            "tenant_default"
-                | "shadowed_function"
-                | "exists"
-                | "references"
-                | "sequence_usage"
-                | "unguarded"
-                | "restrictive_policy"
-        )
+        self.severity != ProblemSeverity::Warning
     }
 
     /// Whether it is about the cluster's roles and parameters, or tenantry's
-    /// own objects, rather than a table of the team's: rule `login_roles` (a
-    /// login acting for tenants can become one of PostgreSQL's built-in
-    /// roles that reach past tenantry's grants, such as `pg_read_all_data`,
-    /// or one of tenantry's roles has BYPASSRLS), rule `parameter_grants` (a
-    /// role such a login can become may set the parameter the tenant context
-    /// lives in, or `tenantry_owner` may not) and rule `own_grants` (an owner
-    /// or a privilege of tenantry's own objects changed since migrate, such
-    /// as a grant on the context signing keys). `tenantry serve` refuses to
-    /// start on one whatever its flags.
+    /// own objects, rather than a table of the team's
+    /// ([`ProblemSeverity::Critical`]): rule `login_roles` (a login acting for
+    /// tenants can become one of PostgreSQL's built-in roles that reach past
+    /// tenantry's grants, such as `pg_read_all_data`, or one of tenantry's
+    /// roles has BYPASSRLS), rule `parameter_grants` (a role such a login can
+    /// become may set the parameter the tenant context lives in, or
+    /// `tenantry_owner` may not) and rule `own_grants` (an owner or a
+    /// privilege of tenantry's own objects changed since migrate, such as a
+    /// grant on the context signing keys). `tenantry serve` refuses to start
+    /// on one whatever its flags.
     pub fn is_cluster_problem(&self) -> bool {
-        matches!(
-            self.rule.as_str(),
-            "login_roles" | "parameter_grants" | "own_grants"
-        )
+        self.severity == ProblemSeverity::Critical
     }
 }
 
@@ -133,8 +144,16 @@ impl std::fmt::Display for TableProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} [{}]: {}\n    fix: {}",
-            self.table, self.rule, self.problem, self.fix
+            "{} [{}{}]: {}\n    fix: {}",
+            self.table,
+            self.rule,
+            if self.severity == ProblemSeverity::Warning {
+                ", warning"
+            } else {
+                ""
+            },
+            self.problem,
+            self.fix
         )
     }
 }
@@ -441,10 +460,6 @@ const REPAIRED_BY_ADOPTION: &[&str] = &[
     "tier_triggers",
     "sharing_triggers",
     "sharing_key",
-    // (a warning: adopting grants the sequence)
-    "sequence_usage",
-    // (a warning the doctor gives; adoption does not refuse on it)
-    "restrictive_policy",
 ];
 
 /// Checks the table as adoption would leave it (its `tenant_id`, its
@@ -522,8 +537,10 @@ async fn dry_run_problems(
         .collect();
     Ok(client
         .query(
-            "SELECT table_name, rule, problem, fix FROM tenantry.table_problems($1::text::regclass)
-              WHERE rule <> ALL ($2)",
+            // (adoption_refuses: the doctor's warnings adoption takes, as
+            // adopt_table's own check does)
+            "SELECT table_name, rule, problem, fix, severity FROM tenantry.table_problems($1::text::regclass)
+              WHERE rule <> ALL ($2) AND tenantry.adoption_refuses(rule)",
             &[&table, &repaired],
         )
         .await?
@@ -874,6 +891,8 @@ pub async fn shared_sequences(client: &Client) -> Result<Vec<TableProblem>, Tabl
                 fix: r.get(3),
                 table,
                 rule: "shared_sequence".into(),
+                // (a note of the doctor's, not a finding)
+                severity: ProblemSeverity::Warning,
             }
         })
         .collect())
@@ -883,7 +902,7 @@ pub async fn shared_sequences(client: &Client) -> Result<Vec<TableProblem>, Tabl
 pub async fn table_problems(client: &Client) -> Result<Vec<TableProblem>, TableError> {
     Ok(client
         .query_typed(
-            "SELECT table_name, rule, problem, fix FROM tenantry.table_problems()",
+            "SELECT table_name, rule, problem, fix, severity FROM tenantry.table_problems()",
             &[],
         )
         .await?

@@ -235,7 +235,7 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
            AND (p.prosrc ~* '(schema|table|on|into|from|join|tenant_)\\s*%s'
                 OR p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('adopt_table', 'release_table', 'check_adoptable', 'secure_tenant_table',
-                                  'table_problems', 'backfill_prepare', 'backfill_validate',
+                                  'table_findings', 'backfill_prepare', 'backfill_validate',
                                   'backfill_tenant_id_pages', 'lock_shareable_row', 'rows_shared_with_me',
                                   'ensure_tenant_fk', 'secure_tenant_copy', 'add_tenant_schema_table',
                                   'drop_trigger_if_any', 'check_adopt_options', 'adopted_table_triggers',

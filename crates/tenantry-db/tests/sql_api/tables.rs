@@ -1,6 +1,7 @@
 //! Your own tables (issue 11): `adopt_table`, `release_table`, `tenant_tables` and the doctor `table_problems`, called from a plain SQL session the way a team's migration files call them (as the superuser that runs them), and then used as the server's roles.
 
 use tenantry_db::testing::TestDatabase;
+use tenantry_db::ProblemSeverity;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -3994,6 +3995,19 @@ async fn the_doctor_names_a_renamed_tenant_id_a_later_serial_column_and_a_restri
             && f.ends_with("DROP POLICY budget_visible ON public.notes;")),
         "{found:?}"
     );
+    // A warning in table_problems' severity column, as serve and psql read
+    // it; adopting again, one table or several together, takes it (the
+    // second refused it: its own check left the warnings in).
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT DISTINCT severity FROM tenantry.table_problems() WHERE rule = 'restrictive_policy'"
+        )
+        .await,
+        ["warning"]
+    );
+    exec(&m, "SELECT tenantry.adopt_table('notes')").await;
+    exec(&m, "SELECT tenantry.adopt_tables(ARRAY['notes'::regclass])").await;
     // A restrictive condition of leakproof comparisons only is not named.
     exec(
         &m,
@@ -4287,6 +4301,62 @@ async fn a_hand_granted_identity_sequence_is_noted_with_its_revoke_and_a_global_
 /// serve: the doctor cannot judge hand-made policies, and adopting it would
 /// fail on the global rows (found by a verification review: a safe schema
 /// stopped `tenantry serve`). tenantry's own policy outside the registry
+/// Each finding says in `table_problems()` itself how much it matters, so a
+/// psql user tells a warning from a refusal, and the server reads the same
+/// column (it kept its own list of warning rules before).
+#[tokio::test]
+async fn every_finding_carries_the_severity_serve_acts_on() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE notes (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('notes');
+         ALTER TABLE notes ALTER COLUMN tenant_id DROP DEFAULT;
+         ALTER TABLE notes NO FORCE ROW LEVEL SECURITY;
+         GRANT SELECT ON tenantry.context_keys TO PUBLIC;",
+    )
+    .await;
+    let severities = strings(
+        &m,
+        "SELECT rule || ' ' || severity FROM tenantry.table_problems() ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        severities,
+        ["own_grants critical", "rls error", "tenant_default warning"],
+        "{severities:?}"
+    );
+    let found = tdb.database().table_problems().await.unwrap();
+    let seen: Vec<(&str, ProblemSeverity, bool, bool)> = found
+        .iter()
+        .map(|p| {
+            (
+                p.rule.as_str(),
+                p.severity,
+                p.blocks_serving(),
+                p.is_cluster_problem(),
+            )
+        })
+        .collect();
+    assert!(
+        seen.contains(&("own_grants", ProblemSeverity::Critical, true, true))
+            && seen.contains(&("rls", ProblemSeverity::Error, true, false))
+            && seen.contains(&("tenant_default", ProblemSeverity::Warning, false, false))
+            && seen.len() == 3,
+        "{seen:?}"
+    );
+    let shown = found
+        .iter()
+        .find(|p| p.rule == "tenant_default")
+        .unwrap()
+        .to_string();
+    assert!(
+        shown.starts_with("public.notes [tenant_default, warning]: "),
+        "{shown}"
+    );
+}
+
 /// stays a finding that blocks (the detached partition above).
 #[tokio::test]
 async fn a_tenant_keyed_table_with_policies_of_the_teams_own_is_a_warning_that_serves() {
