@@ -167,8 +167,11 @@ pub async fn route_not_found() -> ApiError {
 }
 
 /// The answer for a handler that panicked, as problem+json (for
-/// `tower_http::catch_panic::CatchPanicLayer::custom`; [`crate::serve::serve`] adds
-/// it): without it the connection is dropped with no answer at all.
+/// `tower_http::catch_panic::CatchPanicLayer::custom`): without it the
+/// connection is dropped with no answer at all. The request log's layer
+/// ([`Tenantry::layer`](crate::Tenantry::layer)) answers a panic of the routes
+/// it wraps with it, logged and recorded like any request; [`crate::serve::serve`]
+/// adds an outer catch for the rest of the router.
 pub fn panicked(_: Box<dyn std::any::Any + Send>) -> axum::response::Response {
     axum::response::IntoResponse::into_response(ApiError::new(
         ProblemCode::InternalError,

@@ -18,6 +18,7 @@ use axum::{
     http::{header, HeaderName, HeaderValue},
     response::Response,
 };
+use futures_util::FutureExt;
 use tenantry_db::{Database, DbError, KeyId, RequestLogEntry, ResourceId, TenantId, UserId};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::Instrument;
@@ -364,7 +365,9 @@ async fn write(
 /// `tenantry_http_request_duration_seconds` metrics by matched route and
 /// status, and writes a request-log row for each request that
 /// [`TenantCaller`](crate::TenantCaller) attributed to a tenant (its usage and
-/// audit trail). Apply it with `Router::route_layer`, so the matched route is
+/// audit trail). A handler under it that panics is answered 500
+/// problem+json (`internal_error`), logged at ERROR with the panic's message,
+/// and counted and recorded like any other request. Apply it with `Router::route_layer`, so the matched route is
 /// known (a request no route matched is logged as `unmatched`), under
 /// [`RequestIdLayer`]. Build it with [`Tenantry::layer`](crate::Tenantry::layer).
 #[derive(Clone)]
@@ -440,7 +443,26 @@ where
             span.record("otel.name", format!("{method} {route}"));
             span.record("http.route", route.as_str());
 
-            let response = inner.call(request).await?;
+            // A handler that panics is answered here, inside the request
+            // log and under RequestIdLayer: its 500 carries the request's
+            // id and is a log line and a request-log row like any other
+            // (found by a review as a team's developer: caught by `serve`'s
+            // outer layer alone, it had no id and no row).
+            let response = match std::panic::AssertUnwindSafe(inner.call(request))
+                .catch_unwind()
+                .await
+            {
+                Ok(answered) => answered?,
+                Err(payload) => {
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|m| (*m).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(route = %route, panic = %message, "a handler panicked: answered 500");
+                    crate::error::panicked(payload)
+                }
+            };
 
             let elapsed = started.elapsed();
             let status = response.status().as_u16();
