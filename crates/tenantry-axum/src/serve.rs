@@ -427,7 +427,10 @@ impl AsyncWrite for SendDeadline {
 /// Serves `router` on `listener` until `shutdown` resolves; then stops
 /// accepting, lets every connection finish the request it is serving (idle
 /// ones close at once) and returns when the last one has. Dropping the
-/// future (a caller's timeout) closes every connection still open. Requests see the
+/// future (a caller's timeout) closes every connection still open. Each
+/// request runs in a task of its own to its end, even when its client (or
+/// that drop) closes the connection first: nothing a client abandons leaves
+/// a database statement cut off half-way. Requests see the
 /// peer's address as `ConnectInfo<SocketAddr>` and their client's as
 /// [`ClientAddr`] (the peer, or whom a trusted proxy forwarded for); a handler that panics is
 /// answered 500 problem+json.
@@ -499,10 +502,27 @@ pub async fn serve(
                     let request = with_deadline(request, options.body_read_timeout);
                     let lingers = lingers.clone();
                     async move {
-                        let response = router
-                            .oneshot(request)
-                            .await
-                            .unwrap_or_else(|never| match never {});
+                        // The request runs to its end in a task of its own,
+                        // whether its client waits for the answer or not: a
+                        // client that hangs up dropped the handler mid-way,
+                        // and a transaction dropped mid-statement closes its
+                        // connection, so a tenant whose clients hung up on
+                        // its own requests made the pool open a database
+                        // session per request, which filled PostgreSQL's
+                        // accept queue and answered another tenant 503
+                        // (found by a review of abandoned work). A request
+                        // is bounded by the statement and pool timeouts
+                        // whether or not anyone waits for it; a write a
+                        // client gave up on commits or not as it would have
+                        // (an Idempotency-Key retry tells which).
+                        let response = match tokio::spawn(router.oneshot(request)).await {
+                            Ok(answered) => answered.unwrap_or_else(|never| match never {}),
+                            Err(ended) if ended.is_panic() => {
+                                crate::error::panicked(ended.into_panic())
+                            }
+                            // (aborted: only at the runtime's shutdown)
+                            Err(_) => crate::error::panicked(Box::new(())),
+                        };
                         // A body the answer may have left unread, and the
                         // connection closing: its close lingers.
                         if carries_body && closes(response.headers()) {

@@ -291,6 +291,8 @@ pub(crate) struct Contexts {
     /// The pool, for a transaction whose first connection an earlier
     /// transaction's SQL spoiled (it takes another).
     pub(crate) connections: Arc<crate::session::Connections>,
+    /// How the pool reaches PostgreSQL: a cancel request goes the same way.
+    pub(crate) tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 /// Tenants' context parts (schema and visible subtree) as the database last

@@ -433,7 +433,7 @@ impl Database {
         Ok(Self {
             pool: pool.clone(),
             pg: pg.into(),
-            tls,
+            tls: tls.clone(),
             mode: config.statement_mode,
             retry: config.retry,
             acquire_timeout,
@@ -444,6 +444,7 @@ impl Database {
                 parts: PartCache::new(config.context_cache_ttl, CONTEXT_CACHE_CAPACITY),
                 reply_timeout: config.timeouts.reply_timeout,
                 connections,
+                tls,
             }),
         })
     }

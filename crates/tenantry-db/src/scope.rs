@@ -1283,8 +1283,22 @@ impl Drop for Tx {
     fn drop(&mut self) {
         if self.in_flight {
             // Cancelled mid-flight: whether its COMMIT (and the chain's next
-            // commitment) took effect is unknown. The connection is closed.
+            // commitment) took effect is unknown. The connection is closed,
+            // and the statement it waited for cancelled as psql's Ctrl-C
+            // does: PostgreSQL ran it on, holding its session, its locks and
+            // a connection slot outside the pool's bound, until it ended
+            // (found by a review: 20 cancelled pg_sleep(10) on a pool of 2
+            // kept 20 backends busy).
             if let Some(client) = self.client.take() {
+                let cancel = client.cancel_token();
+                let tls = self.contexts.tls.clone();
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        if let Err(e) = cancel.cancel_query(tls).await {
+                            tracing::debug!(error = %e, "cancelling an abandoned statement failed");
+                        }
+                    });
+                }
                 drop(Object::take(client));
             }
             return;

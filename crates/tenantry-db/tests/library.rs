@@ -2753,3 +2753,49 @@ async fn the_databases_trouble_with_its_own_files_is_unavailable_not_forbidden_o
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A tenant's statement whose caller gives up (a timeout, a dropped future)
+/// is cancelled in PostgreSQL as the connection closes: it ran on before,
+/// holding its session and a connection slot outside the pool's bound, for
+/// as long as it took (found by a review: 20 cancelled `pg_sleep(10)` on a
+/// pool of 2 kept 20 backends busy). Another tenant's next transaction on
+/// the pool sees its own context only.
+#[tokio::test]
+async fn a_statement_whose_caller_gives_up_is_cancelled_in_the_database() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let b = tenant(&db, "b", None).await;
+    for _ in 0..5 {
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+            let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+            let _: Vec<(String,)> = scope.query("SELECT pg_sleep(30)::text", &[]).await.unwrap();
+        })
+        .await;
+        assert!(gave_up.is_err(), "the sleep outlasts the caller");
+    }
+    let su = tdb.superuser_client().await;
+    let mut sleeping = i64::MAX;
+    for _ in 0..50 {
+        sleeping = su
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if sleeping == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(sleeping, 0, "abandoned statements still run");
+    let mut scope = db.tenant(TenantContext::new(b)).await.unwrap();
+    let (seen,): (uuid::Uuid,) = scope
+        .query_one("SELECT tenantry.current_tenant_id()", &[])
+        .await
+        .unwrap();
+    assert_eq!(&seen, b.as_uuid());
+    scope.commit().await.unwrap();
+}

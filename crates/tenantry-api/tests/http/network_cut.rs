@@ -324,3 +324,85 @@ async fn the_servers_sessions_run_under_its_statement_and_idle_in_transaction_ti
     scope.execute("SELECT 1", &[]).await.unwrap();
     scope.commit().await.unwrap();
 }
+
+/// A tenant whose clients hang up on their own requests while those wait in
+/// the database closes no connection of the pool: each request runs to its
+/// end in a task of its own. Before, the handler was dropped mid-statement,
+/// the transaction closed its connection, and the next request opened a new
+/// session: hang-ups made PostgreSQL start a backend per request, which
+/// filled its accept queue and answered another tenant 503 (found by a
+/// review of abandoned work).
+#[tokio::test]
+async fn requests_whose_clients_hang_up_run_to_their_end_and_close_no_database_session() {
+    let app = TestApp::spawn().await;
+    let a = app.tenant("a").await;
+    let b = app.tenant("b").await;
+    let id = app.create_resource(&a.key, "a-1").await;
+    let b_id = app.create_resource(&b.key, "b-1").await;
+    let su = app.db.superuser_client().await;
+
+    // Every read of resources waits behind the operator's lock.
+    su.batch_execute("BEGIN; LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut hung_up = Vec::new();
+    for _ in 0..3 {
+        hung_up.push(
+            impatient
+                .get(app.url(&format!("/v1/resources/{id}")))
+                .bearer_auth(&a.key)
+                .send(),
+        );
+    }
+    for answer in futures_util::future::join_all(hung_up).await {
+        assert!(answer.as_ref().is_err_and(|e| e.is_timeout()), "{answer:?}");
+    }
+    let waiting: Vec<i32> = su
+        .query(
+            "SELECT pid FROM pg_stat_activity
+              WHERE usename = 'tenantry_server' AND wait_event_type = 'Lock' ORDER BY pid",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !waiting.is_empty(),
+        "the abandoned reads wait in the database"
+    );
+    su.batch_execute("COMMIT").await.unwrap();
+
+    // They finish, and their sessions go back to the pool alive.
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = su
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY ($1) AND state = 'idle'",
+                &[&waiting],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i32>(0))
+            .collect();
+        if left.len() == waiting.len() {
+            break;
+        }
+    }
+    assert_eq!(
+        left.len(),
+        waiting.len(),
+        "sessions {waiting:?}, idle again {left:?}"
+    );
+    // Another tenant is served as before.
+    app.get(&format!("/v1/resources/{b_id}"), &b.key)
+        .await
+        .expect(200);
+}
