@@ -342,7 +342,8 @@ AS $$
 BEGIN
     IF NOT tenantry.try_hierarchy_lock(false, 500) THEN
         RAISE EXCEPTION 'the tenant hierarchy stayed locked by child creations or another move for 5 s; the move of tenant % was not made', tid
-            USING ERRCODE = '55P03', HINT = 'retry the move';
+            USING ERRCODE = '55P03',
+                  HINT = 'retry the move; a transaction that made a child tenant or shared a row holds the lock until it ends: a superuser finds one kept open in pg_stat_activity joined to pg_locks (locktype advisory), and ends it with pg_terminate_backend';
     END IF;
 END
 $$;

@@ -232,6 +232,14 @@ AS $$
 DECLARE
     pid integer;
 BEGIN
+    -- Without a context no role is the current tenant's: said as such, not
+    -- as a missing role (found by a review following the guide from psql:
+    -- create_tenant_role in one transaction, then assign_tenant_permission
+    -- in the next read "role ... not found"). Names no tenant's role.
+    IF tenantry.current_tenant_id() IS NULL THEN
+        RAISE EXCEPTION 'no tenant context is set: a role''s permissions are changed in its tenant''s context; set it first (set_tenant_context_local(tenant_id))'
+              USING ERRCODE = 'TN403', HINT = 'role_id';
+    END IF;
     IF NOT EXISTS (
         SELECT 1 FROM tenantry.roles r
         WHERE r.role_id = role_permission_id.role_id
@@ -246,7 +254,7 @@ BEGIN
     RETURN pid;
 END
 $$;
-COMMENT ON FUNCTION tenantry.role_permission_id(uuid, text) IS 'Internal: the permission id for a change to a role of the current tenant; TN404 for a role outside it or an unknown permission. Runs as the caller.';
+COMMENT ON FUNCTION tenantry.role_permission_id(uuid, text) IS 'Internal: the permission id for a change to a role of the current tenant; TN403 without a tenant context, TN404 for a role outside it or an unknown permission. Runs as the caller.';
 
 /**
  * Guide: assign_tenant_permission(role_id, permission). The role must belong

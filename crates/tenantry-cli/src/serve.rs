@@ -186,7 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let blocking = listing.iter().any(|(blocks, _)| *blocks);
         if blocking && !args.allow_table_problems {
             bail!(
-                "refusing to serve tenant traffic: {} problem(s) in {} adopted table(s) break tenantry's rules:\n{}\n(fix them, or start with --allow-table-problems to serve anyway){apply_fixes}",
+                "refusing to serve tenant traffic: {} problem(s) in {} table(s) break tenantry's rules:\n{}\n(fix them, or start with --allow-table-problems to serve anyway){apply_fixes}",
                 problems.len(),
                 problems
                     .iter()

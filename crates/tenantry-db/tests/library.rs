@@ -2799,3 +2799,99 @@ async fn a_statement_whose_caller_gives_up_is_cancelled_in_the_database() {
     assert_eq!(&seen, b.as_uuid());
     scope.commit().await.unwrap();
 }
+
+/// Writes nothing until the test says so: a reader of the archive that
+/// stalls (a pipe nobody reads).
+struct StalledReader {
+    started: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
+    waited: bool,
+    bytes: Vec<u8>,
+}
+
+impl std::io::Write for StalledReader {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.waited {
+            self.waited = true;
+            let _ = self.started.send(());
+            let _ = self.go.recv();
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An export whose reader stalls holds no snapshot meanwhile: the archive is
+/// written once the transaction that read it has ended (it was written table
+/// by table inside it, and a stalled pipe kept the export's session idle in
+/// its transaction for as long as it stalled, holding back every tenant's
+/// vacuum: found by a review of abandoned work).
+#[tokio::test]
+async fn an_export_whose_reader_stalls_holds_no_transaction_open() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let a = tenant(&db, "a", None).await;
+    let mut scope = db.tenant(TenantContext::new(a)).await.unwrap();
+    scope
+        .create_resource(&NewResource {
+            name: "kept".into(),
+            data: json!({"n": 1}).into(),
+        })
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+
+    let mut exporter = tdb.superuser_client().await;
+    let pid: i32 = exporter
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    // On a thread of its own: its writer blocks that thread while it stalls
+    // (the exporter's connection is driven by the test's runtime).
+    let export = std::thread::spawn(move || {
+        let reader = StalledReader {
+            started: started_tx,
+            go: go_rx,
+            waited: false,
+            bytes: Vec::new(),
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(tenantry_db::offboard::export_tenant(
+                &mut exporter,
+                a,
+                reader,
+                |_| {},
+            ))
+            .map(|m| m.tables.iter().map(|t| t.rows).sum::<u64>())
+    });
+    tokio::task::spawn_blocking(move || started.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let su = tdb.superuser_client().await;
+    let state: String = su
+        .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    go.send(()).unwrap();
+    assert_eq!(
+        state, "idle",
+        "the export's session while its reader stalls"
+    );
+    let rows = tokio::task::spawn_blocking(move || export.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rows >= 1, "the export is whole");
+}

@@ -85,6 +85,30 @@ async fn guide_role_functions_answer_by_their_names_inside_the_current_tenant_on
         "TN404",
         "assign_tenant_permission of an unknown permission",
     );
+    // Without a context: said as such (it read "role … not found"), alike
+    // for every role, so it tells no tenant's role from a missing one.
+    let outside = crate::helpers::app(&tdb).await;
+    for (r, what) in [
+        (role, "own"),
+        (b_role, "another's"),
+        (Uuid::new_v4(), "missing"),
+    ] {
+        let refused = outside
+            .execute(
+                "SELECT assign_tenant_permission($1, 'resources.write')",
+                &[&r],
+            )
+            .await
+            .expect_err(what);
+        let e = refused.as_db_error().expect("a database error");
+        assert_eq!(e.code().code(), "TN403", "{what}");
+        assert!(
+            e.message().starts_with("no tenant context is set")
+                && e.message().contains("set_tenant_context_local"),
+            "{what}: {}",
+            e.message()
+        );
+    }
 
     set_context(&app, b).await;
     assert_eq!(strings(&app, "SELECT name FROM roles").await, ["viewer"]);
