@@ -42,6 +42,8 @@ pub struct ServeOptions {
     /// between requests): then the connection is closed.
     pub header_read_timeout: Duration,
     /// Connections open at once; accepting waits while there are this many.
+    /// A request still running after its client closed the connection (it
+    /// runs to its end) counts as one until it ends.
     pub max_connections: usize,
     /// How long a response may wait for the client to take its bytes: when
     /// the client has taken fewer than [`SEND_PROGRESS_BYTES`] of them in
@@ -491,6 +493,11 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         let linger = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let lingers = linger.clone();
+        // The connection's place among `max_connections`, held by the
+        // connection and by each of its requests until it ends: a request
+        // whose client hung up still runs (below) and still counts.
+        let slot = Arc::new(slot);
+        let held = slot.clone();
         connections.spawn(async move {
             let service = TowerToHyperService::new(tower::service_fn(
                 move |mut request: hyper::Request<Incoming>| {
@@ -501,6 +508,7 @@ pub async fn serve(
                     let carries_body = carries_body(request.headers());
                     let request = with_deadline(request, options.body_read_timeout);
                     let lingers = lingers.clone();
+                    let held = held.clone();
                     async move {
                         // The request runs to its end in a task of its own,
                         // whether its client waits for the answer or not: a
@@ -515,7 +523,12 @@ pub async fn serve(
                         // whether or not anyone waits for it; a write a
                         // client gave up on commits or not as it would have
                         // (an Idempotency-Key retry tells which).
-                        let response = match tokio::spawn(router.oneshot(request)).await {
+                        let running = async move {
+                            let answered = router.oneshot(request).await;
+                            drop(held);
+                            answered
+                        };
+                        let response = match tokio::spawn(running).await {
                             Ok(answered) => answered.unwrap_or_else(|never| match never {}),
                             Err(ended) if ended.is_panic() => {
                                 crate::error::panicked(ended.into_panic())

@@ -406,3 +406,59 @@ async fn requests_whose_clients_hang_up_run_to_their_end_and_close_no_database_s
         .await
         .expect(200);
 }
+
+/// A request still running for a client that hung up keeps its place among
+/// `http_max_connections` until it ends: running on is no way round that
+/// bound.
+#[tokio::test]
+async fn a_request_running_on_after_its_client_hung_up_counts_against_the_connection_limit() {
+    let app = TestApp::spawn_with(|s| {
+        s.http_max_connections = 1;
+        s.http_header_timeout_ms = 500;
+    })
+    .await;
+    let a = app.tenant("a").await;
+    let id = app.create_resource(&a.key, "a-1").await;
+    // The set-up's kept-alive connection closes at the header deadline,
+    // giving the one place back.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        reqwest::StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let su = app.db.superuser_client().await;
+    su.batch_execute("BEGIN; LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .get(app.url(&format!("/v1/resources/{id}")))
+        .bearer_auth(&a.key)
+        .send()
+        .await;
+    assert!(gone.is_err_and(|e| e.is_timeout()));
+    // Its place is still taken: a new connection waits to be accepted.
+    let waiting = impatient.get(app.url("/healthz")).send().await;
+    assert!(
+        waiting.as_ref().is_err_and(|e| e.is_timeout()),
+        "{waiting:?}"
+    );
+    su.batch_execute("COMMIT").await.unwrap();
+    let mut served = None;
+    for _ in 0..20 {
+        if let Ok(r) = impatient.get(app.url("/healthz")).send().await {
+            served = Some(r.status());
+            break;
+        }
+    }
+    assert_eq!(served, Some(reqwest::StatusCode::OK));
+}
