@@ -448,9 +448,13 @@ where
             // id and is a log line and a request-log row like any other
             // (found by a review as a team's developer: caught by `serve`'s
             // outer layer alone, it had no id and no row).
-            let response = match std::panic::AssertUnwindSafe(inner.call(request))
-                .catch_unwind()
-                .await
+            // (`call` itself inside the catch: a service that panics there
+            // is answered here too.)
+            let response = match std::panic::AssertUnwindSafe(
+                async move { inner.call(request).await },
+            )
+            .catch_unwind()
+            .await
             {
                 Ok(answered) => answered?,
                 Err(payload) => {

@@ -583,6 +583,13 @@ pub async fn serve(
     drop(listener);
     drop(stop_tx);
     while connections.join_next().await.is_some() {}
+    // And every request still running for a client that left: each holds
+    // a place until it ends, so all the places back means none runs (a
+    // caller's grace period and hard stop then cover them too; returning
+    // before them let the process end them mid-statement, found by a
+    // verification review).
+    let places = u32::try_from(options.max_connections.max(1)).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(places).await;
     Ok(())
 }
 
@@ -998,6 +1005,42 @@ mod tests {
             "the connection outlived the server",
         )
         .await;
+    }
+
+    /// A request whose client hangs up runs to its end, and a graceful stop
+    /// waits for it as for any other: `serve` returned once the connections
+    /// had closed, while such a request still ran, and the process then
+    /// ended it half-way (found by a verification review).
+    #[tokio::test]
+    async fn a_request_whose_client_hung_up_runs_to_its_end_and_the_stop_waits_for_it() {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let router = Router::new().route(
+            "/slow",
+            axum::routing::get(move || {
+                let done = flag.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
+                    "done"
+                }
+            }),
+        );
+        let (addr, stop, server) = spawn_serve(router, ServeOptions::default()).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        assert!(
+            done.load(std::sync::atomic::Ordering::SeqCst),
+            "serve returned before the abandoned request ended"
+        );
     }
 
     /// On a connection kept alive, a response whose client paused (the

@@ -417,10 +417,15 @@ impl std::fmt::Display for ProblemsFound {
 
 impl std::error::Error for ProblemsFound {}
 
-/// One block per problem: the table and rule, what is wrong, the SQL that fixes it.
+/// One block per problem: the table and rule, what is wrong, the SQL that
+/// fixes it; a warning (served, `table_problems()`' severity) says so first.
 fn print_problems(problems: &[TableProblem]) {
     for p in problems {
-        outln!("{p}");
+        if p.severity == tenantry_db::ProblemSeverity::Warning {
+            outln!("warning: {p}");
+        } else {
+            outln!("{p}");
+        }
     }
 }
 

@@ -569,9 +569,9 @@ async fn plan(tx: &Transaction<'_>, tenant: TenantId) -> Result<Vec<Plan>, Offbo
 /// of their own and must be as many as were read. Rows are
 /// streamed from the database into a temporary file per table (a tar entry
 /// states its size first) while they are hashed and counted: memory does
-/// not grow with the tenant's size (disk does: every table is spooled before
-/// the transaction ends and the archive is written, so that a slow reader of
-/// `out` holds no snapshot open).
+/// not grow with the tenant's size (disk does: every table is spooled, into
+/// one temporary file, before the transaction ends and the archive is
+/// written, so that a slow reader of `out` holds no snapshot open).
 pub async fn export_tenant<W: Write>(
     client: &mut Client,
     tenant: TenantId,
@@ -622,9 +622,12 @@ pub async fn export_tenant<W: Write>(
     // reads) held the transaction open, idle, for as long as it stalled,
     // and with it every tenant's vacuum horizon (found by a review of
     // abandoned work).
+    // One file for every table, each at its offset (a file per table held
+    // one descriptor per table open at once).
+    let mut spool = tempfile::tempfile()?;
     let mut spooled = Vec::with_capacity(plans.len());
     for (p, counted) in plans.iter_mut().zip(counts) {
-        let mut spool = tempfile::tempfile()?;
+        let start = spool.seek(SeekFrom::End(0))?;
         let mut hasher = Sha256::new();
         let mut rows = 0u64;
         {
@@ -689,16 +692,22 @@ pub async fn export_tenant<W: Write>(
         }
         p.entry.rows = rows;
         p.entry.sha256 = hex::encode(hasher.finalize());
-        let size = spool.seek(SeekFrom::End(0))?;
-        spool.seek(SeekFrom::Start(0))?;
-        spooled.push((spool, size));
+        let end = spool.seek(SeekFrom::End(0))?;
+        spooled.push((start, end - start));
     }
     tx.commit().await?;
 
     let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
     let mut archive = tar::Builder::new(gz);
-    for (p, (mut spool, size)) in plans.iter().zip(spooled) {
-        append(&mut archive, &p.entry.file, size, exported_at, &mut spool)?;
+    for (p, (start, size)) in plans.iter().zip(spooled) {
+        spool.seek(SeekFrom::Start(start))?;
+        append(
+            &mut archive,
+            &p.entry.file,
+            size,
+            exported_at,
+            &mut (&mut spool).take(size),
+        )?;
     }
 
     let manifest = Manifest {

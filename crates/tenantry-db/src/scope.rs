@@ -1289,17 +1289,31 @@ impl Drop for Tx {
             // a connection slot outside the pool's bound, until it ended
             // (found by a review: 20 cancelled pg_sleep(10) on a pool of 2
             // kept 20 backends busy).
+            // The connection stays open until the cancel has gone out:
+            // behind pgbouncer a client that disconnects first has its
+            // cancel key forgotten, and the cancel then reaches no one
+            // (found by a verification review). Bounded, so that a
+            // database out of reach holds no task for long.
             if let Some(client) = self.client.take() {
                 let cancel = client.cancel_token();
                 let tls = self.contexts.tls.clone();
+                let limit = self
+                    .contexts
+                    .reply_timeout
+                    .unwrap_or(std::time::Duration::from_secs(10));
+                let detached = Object::take(client);
                 if let Ok(handle) = tokio::runtime::Handle::try_current() {
                     handle.spawn(async move {
-                        if let Err(e) = cancel.cancel_query(tls).await {
-                            tracing::debug!(error = %e, "cancelling an abandoned statement failed");
+                        match tokio::time::timeout(limit, cancel.cancel_query(tls)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "cancelling an abandoned statement failed")
+                            }
+                            Err(_) => tracing::debug!("cancelling an abandoned statement timed out"),
                         }
+                        drop(detached);
                     });
                 }
-                drop(Object::take(client));
             }
             return;
         }

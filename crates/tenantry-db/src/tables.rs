@@ -90,8 +90,9 @@ pub enum ProblemSeverity {
 }
 
 impl ProblemSeverity {
-    /// The database's word for it; an unknown word is an [`ProblemSeverity::Error`]
-    /// (a newer database's rule refuses rather than passes).
+    /// The database's word for it; an unknown word (a newer database's) or
+    /// none (a database before migration 0056) is an [`ProblemSeverity::Error`]:
+    /// refused rather than passed.
     fn from_sql(word: &str) -> Self {
         match word {
             "critical" => ProblemSeverity::Critical,
@@ -109,7 +110,7 @@ impl TableProblem {
             rule: r.get(1),
             problem: r.get(2),
             fix: r.get(3),
-            severity: ProblemSeverity::from_sql(r.get(4)),
+            severity: ProblemSeverity::from_sql(r.get::<_, Option<&str>>(4).unwrap_or("error")),
         }
     }
 
@@ -144,16 +145,8 @@ impl std::fmt::Display for TableProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} [{}{}]: {}\n    fix: {}",
-            self.table,
-            self.rule,
-            if self.severity == ProblemSeverity::Warning {
-                ", warning"
-            } else {
-                ""
-            },
-            self.problem,
-            self.fix
+            "{} [{}]: {}\n    fix: {}",
+            self.table, self.rule, self.problem, self.fix
         )
     }
 }
@@ -902,7 +895,11 @@ pub async fn shared_sequences(client: &Client) -> Result<Vec<TableProblem>, Tabl
 pub async fn table_problems(client: &Client) -> Result<Vec<TableProblem>, TableError> {
     Ok(client
         .query_typed(
-            "SELECT table_name, rule, problem, fix, severity FROM tenantry.table_problems()",
+            // (severity read by name through the row's JSON: a database
+            // before migration 0056 has no such column, and its doctor
+            // still answers, each finding an error)
+            "SELECT p.table_name, p.rule, p.problem, p.fix, to_jsonb(p) ->> 'severity'
+               FROM tenantry.table_problems() p",
             &[],
         )
         .await?

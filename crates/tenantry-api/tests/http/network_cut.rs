@@ -325,6 +325,23 @@ async fn the_servers_sessions_run_under_its_statement_and_idle_in_transaction_ti
     scope.commit().await.unwrap();
 }
 
+/// Every read of resources made to wait behind an operator's lock (held by
+/// the superuser connection returned, until its COMMIT), and a client that
+/// hangs up after 300 ms.
+async fn reads_held_and_an_impatient_client(
+    app: &TestApp,
+) -> (tokio_postgres::Client, reqwest::Client) {
+    let su = app.db.superuser_client().await;
+    su.batch_execute("BEGIN; LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    (su, impatient)
+}
+
 /// A tenant whose clients hang up on their own requests while those wait in
 /// the database closes no connection of the pool: each request runs to its
 /// end in a task of its own. Before, the handler was dropped mid-statement,
@@ -339,16 +356,7 @@ async fn requests_whose_clients_hang_up_run_to_their_end_and_close_no_database_s
     let b = app.tenant("b").await;
     let id = app.create_resource(&a.key, "a-1").await;
     let b_id = app.create_resource(&b.key, "b-1").await;
-    let su = app.db.superuser_client().await;
-
-    // Every read of resources waits behind the operator's lock.
-    su.batch_execute("BEGIN; LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let (su, impatient) = reads_held_and_an_impatient_client(&app).await;
     let mut hung_up = Vec::new();
     for _ in 0..3 {
         hung_up.push(
@@ -432,14 +440,7 @@ async fn a_request_running_on_after_its_client_hung_up_counts_against_the_connec
         reqwest::StatusCode::OK
     );
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let su = app.db.superuser_client().await;
-    su.batch_execute("BEGIN; LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let (su, impatient) = reads_held_and_an_impatient_client(&app).await;
     let gone = impatient
         .get(app.url(&format!("/v1/resources/{id}")))
         .bearer_auth(&a.key)
@@ -461,4 +462,46 @@ async fn a_request_running_on_after_its_client_hung_up_counts_against_the_connec
         }
     }
     assert_eq!(served, Some(reqwest::StatusCode::OK));
+}
+
+/// A graceful stop waits for a request still running after its client hung
+/// up, as for one whose client waits: its statement ends, and its
+/// request-log row is written before the server returns (it returned while
+/// such requests ran, and the process ended them mid-statement: found by a
+/// verification review).
+#[tokio::test]
+async fn a_graceful_stop_waits_for_requests_whose_clients_hung_up() {
+    let mut app = TestApp::spawn().await;
+    let a = app.tenant("a").await;
+    let id = app.create_resource(&a.key, "a-1").await;
+    let (su, impatient) = reads_held_and_an_impatient_client(&app).await;
+    let gone = impatient
+        .get(app.url(&format!("/v1/resources/{id}")))
+        .bearer_auth(&a.key)
+        .send()
+        .await;
+    assert!(gone.is_err_and(|e| e.is_timeout()));
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let releasing = released.clone();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        releasing.store(true, std::sync::atomic::Ordering::SeqCst);
+        su.batch_execute("COMMIT").await.unwrap();
+        su
+    });
+    app.shutdown().await;
+    assert!(
+        released.load(std::sync::atomic::Ordering::SeqCst),
+        "the stop returned while the abandoned read still waited for the lock"
+    );
+    let su = release.await.unwrap();
+    let logged: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.request_log WHERE route = '/v1/resources/{id}' AND method = 'GET' AND status = 200",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 1, "the abandoned read's row");
 }

@@ -4346,15 +4346,6 @@ async fn every_finding_carries_the_severity_serve_acts_on() {
             && seen.len() == 3,
         "{seen:?}"
     );
-    let shown = found
-        .iter()
-        .find(|p| p.rule == "tenant_default")
-        .unwrap()
-        .to_string();
-    assert!(
-        shown.starts_with("public.notes [tenant_default, warning]: "),
-        "{shown}"
-    );
 }
 
 /// stays a finding that blocks (the detached partition above).
