@@ -62,6 +62,18 @@ async fn app(
         timeouts: Timeouts::server(),
         ..server
     })?;
+    // As `tenantry serve` does: a login that could reach past the policies,
+    // or a table that breaks an isolation rule (say, granted to the app by
+    // hand instead of adopted), is refused before any tenant is served.
+    if let Some(problem) = db.login_role_check().await?.problem() {
+        return Err(format!("refusing to serve: {problem}").into());
+    }
+    for p in db.table_problems().await? {
+        if p.blocks_serving() {
+            return Err(format!("refusing to serve: {p}").into());
+        }
+        eprintln!("warning: {p}");
+    }
     let (tenantry, flusher) = Tenantry::start(db, &Default::default());
     let router = axum::Router::new()
         .route("/projects/{id}", axum::routing::get(get_project))
