@@ -342,6 +342,16 @@ async fn reads_held_and_an_impatient_client(
     (su, impatient)
 }
 
+/// A read of resource `id` whose client hangs up before the answer.
+async fn hang_up_on_a_read(app: &TestApp, impatient: &reqwest::Client, key: &str, id: &str) {
+    let gone = impatient
+        .get(app.url(&format!("/v1/resources/{id}")))
+        .bearer_auth(key)
+        .send()
+        .await;
+    assert!(gone.is_err_and(|e| e.is_timeout()));
+}
+
 /// A tenant whose clients hang up on their own requests while those wait in
 /// the database closes no connection of the pool: each request runs to its
 /// end in a task of its own. Before, the handler was dropped mid-statement,
@@ -441,12 +451,7 @@ async fn a_request_running_on_after_its_client_hung_up_counts_against_the_connec
     );
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (su, impatient) = reads_held_and_an_impatient_client(&app).await;
-    let gone = impatient
-        .get(app.url(&format!("/v1/resources/{id}")))
-        .bearer_auth(&a.key)
-        .send()
-        .await;
-    assert!(gone.is_err_and(|e| e.is_timeout()));
+    hang_up_on_a_read(&app, &impatient, &a.key, &id).await;
     // Its place is still taken: a new connection waits to be accepted.
     let waiting = impatient.get(app.url("/healthz")).send().await;
     assert!(
@@ -475,12 +480,7 @@ async fn a_graceful_stop_waits_for_requests_whose_clients_hung_up() {
     let a = app.tenant("a").await;
     let id = app.create_resource(&a.key, "a-1").await;
     let (su, impatient) = reads_held_and_an_impatient_client(&app).await;
-    let gone = impatient
-        .get(app.url(&format!("/v1/resources/{id}")))
-        .bearer_auth(&a.key)
-        .send()
-        .await;
-    assert!(gone.is_err_and(|e| e.is_timeout()));
+    hang_up_on_a_read(&app, &impatient, &a.key, &id).await;
     let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let releasing = released.clone();
     let release = tokio::spawn(async move {
