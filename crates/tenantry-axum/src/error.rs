@@ -171,7 +171,7 @@ pub async fn route_not_found() -> ApiError {
 /// connection is dropped with no answer at all. The request log's layer
 /// ([`Tenantry::layer`](crate::Tenantry::layer)) answers a panic of the routes
 /// it wraps with it, logged and recorded like any request; [`crate::serve::serve`]
-/// adds an outer catch for the rest of the router.
+/// answers a panic anywhere else in the router with it.
 pub fn panicked(_: Box<dyn std::any::Any + Send>) -> axum::response::Response {
     axum::response::IntoResponse::into_response(ApiError::new(
         ProblemCode::InternalError,
