@@ -125,6 +125,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(problem) = role.problem() {
         bail!("refusing to serve tenant traffic: {problem}");
     }
+    if role.messages_translated() {
+        tracing::warn!(
+            role = %role.role,
+            lc_messages = %role.lc_messages,
+            "PostgreSQL's messages reach this server translated, and some answers are told apart by their English words \
+             (a row still referenced on delete would be 404, not 409; an unadopted table 403, not 503): \
+             as a superuser, ALTER ROLE {} SET lc_messages = 'C' (migration 0057 does it for tenantry_server)",
+            role.role
+        );
+    }
     // A clock behind the database's by more than a minute was refused
     // already (its signed context sessions expired at once); one ahead
     // served, its sessions valid for as much longer, a key's future

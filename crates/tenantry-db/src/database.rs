@@ -301,6 +301,10 @@ pub struct LoginRoleCheck {
     /// Roles it is a member of, directly or through other roles, that would
     /// lift row-level security after a `SET ROLE` (injected SQL can run one).
     pub powerful_roles: Vec<PowerfulRole>,
+    /// The session's `lc_messages`: the language of PostgreSQL's messages,
+    /// some of which the library tells errors apart by
+    /// ([`LoginRoleCheck::messages_translated`]).
+    pub lc_messages: String,
 }
 
 /// A role the login can become that would lift row-level security.
@@ -341,6 +345,23 @@ impl PowerfulRole {
 }
 
 impl LoginRoleCheck {
+    /// Whether PostgreSQL's messages reach this login translated: some
+    /// errors are told apart only by their English words (a row still
+    /// referenced on delete, [`DbError::Conflict`](crate::DbError::Conflict), from a reference to a
+    /// missing row, [`DbError::NotFound`](crate::DbError::NotFound); a privilege the role lacks from a
+    /// refusal of the caller), so that a translated message gets a wrong
+    /// variant. Migration 0057 gives `tenantry_server` untranslated ones; a
+    /// login of the team's own needs `ALTER ROLE <login> SET lc_messages =
+    /// 'C'` by a superuser.
+    pub fn messages_translated(&self) -> bool {
+        let lang = self.lc_messages.to_ascii_lowercase();
+        !(lang.is_empty()
+            || lang == "c"
+            || lang.starts_with("c.")
+            || lang == "posix"
+            || lang.starts_with("en"))
+    }
+
     /// Why this role must not serve tenant traffic, or `None` when it is fit.
     pub fn problem(&self) -> Option<String> {
         if self.superuser {
@@ -623,7 +644,8 @@ impl Database {
                      WHERE r.rolname = session_user
                  )
                  SELECT l.rolname::text, l.rolsuper, l.rolbypassrls, l.owned,
-                        p.rolname::text, p.rolsuper, p.rolbypassrls, p.owned, p.granted_to
+                        p.rolname::text, p.rolsuper, p.rolbypassrls, p.owned, p.granted_to,
+                        pg_catalog.current_setting('lc_messages')
                    FROM login l
                    LEFT JOIN LATERAL (
                     SELECT d.rolname, d.rolsuper, d.rolbypassrls, coalesce(o.n, 0) AS owned,
@@ -660,6 +682,7 @@ impl Database {
             bypass_rls: row.get(2),
             owned_objects: row.get(3),
             powerful_roles,
+            lc_messages: row.get(9),
         })
     }
 

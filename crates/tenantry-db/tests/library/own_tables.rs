@@ -934,3 +934,80 @@ async fn a_function_broken_by_a_type_made_again_is_an_internal_error_run_once_no
     su.batch_execute(FUNCTION).await.unwrap();
     assert_eq!(call().await.unwrap(), ["ok"]);
 }
+
+#[tokio::test]
+async fn the_servers_login_reads_postgresql_messages_untranslated_on_a_database_set_up_in_german() {
+    let (tdb, _db, a, _b) = adopted(StatementMode::Prepared).await;
+    let su = tdb.superuser_client().await;
+    su.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" SET lc_messages = 'de_DE.UTF-8'",
+        tdb.name()
+    ))
+    .await
+    .expect(
+        "this test needs the de_DE.UTF-8 locale where PostgreSQL runs: \
+         `localedef -i de_DE -f UTF-8 de_DE.UTF-8` (package locales; .ci/run does it), \
+         before the test cluster starts",
+    );
+    su.batch_execute(
+        "CREATE TABLE app.notes (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                 project_id uuid NOT NULL, PRIMARY KEY (tenant_id, id),
+                                 FOREIGN KEY (tenant_id, project_id) REFERENCES app.projects (tenant_id, id))",
+    )
+    .await
+    .unwrap();
+    adopt_table(&su, "app.notes", &AdoptOptions::default(), |_| {})
+        .await
+        .unwrap();
+    // A session of a login without a setting of its own speaks the
+    // database's language: the setting above is in force.
+    let other = tokio_postgres::connect(&tdb.superuser_url(), tokio_postgres::NoTls)
+        .await
+        .map(|(client, conn)| {
+            tokio::spawn(conn);
+            client
+        })
+        .unwrap();
+    let german = other.batch_execute("SELECT 1/0").await.unwrap_err();
+    assert_eq!(
+        german.as_db_error().map(|e| e.message()),
+        Some("Division durch Null"),
+        "{german:?}"
+    );
+
+    // The server's login (new connections, which take the database's
+    // setting) gets PostgreSQL's words untranslated, by which a row still
+    // referenced is told from a missing reference.
+    let db = tdb.database_with(StatementMode::Prepared, 2);
+    let check = db.login_role_check().await.unwrap();
+    assert_eq!(check.lc_messages, "C");
+    assert!(!check.messages_translated());
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let (project,): (Uuid,) = s
+        .query_one(
+            "INSERT INTO app.projects (name) VALUES ('p') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap();
+    s.execute(
+        "INSERT INTO app.notes (project_id) VALUES ($1)",
+        &[&project],
+    )
+    .await
+    .unwrap();
+    s.commit().await.unwrap();
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    let err = s
+        .execute("DELETE FROM app.projects WHERE id = $1", &[&project])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::Conflict(_)), "{err:?}");
+
+    // A login of the team's own without the setting would be told so.
+    let translated = tenantry_db::LoginRoleCheck {
+        lc_messages: "de_DE.UTF-8".into(),
+        ..check
+    };
+    assert!(translated.messages_translated());
+}
