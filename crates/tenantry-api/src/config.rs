@@ -106,6 +106,11 @@ pub struct Settings {
     /// the last address of `X-Forwarded-For` that is not one of them. Empty
     /// (default): the connection's peer, `X-Forwarded-For` ignored.
     pub trusted_proxies: Vec<String>,
+    /// Origins of browser applications that may call the API from another
+    /// origin (CORS), such as `https://app.example.com`, or `*` for any.
+    /// Empty (default): the server sends no CORS headers, so a browser lets
+    /// only pages of the server's own origin (the console) read its answers.
+    pub cors_origins: Vec<String>,
     /// How long a request waits for a database connection before a 503, in milliseconds.
     pub acquire_timeout_ms: u64,
     /// `statement_timeout` of the server's database sessions, in milliseconds
@@ -170,6 +175,7 @@ impl Default for Settings {
             http_body_timeout_ms: 30_000,
             http_max_connections: 10_000,
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
             acquire_timeout_ms: 2_000,
             statement_timeout_ms: millis(SERVER_TIMEOUTS.statement_timeout),
             idle_in_transaction_timeout_ms: millis(SERVER_TIMEOUTS.idle_in_transaction_timeout),
@@ -252,12 +258,10 @@ impl Settings {
             self.statement_mode = v;
         }
         if let Some(v) = get("TENANTRY_TRUSTED_PROXIES") {
-            self.trusted_proxies = v
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect();
+            self.trusted_proxies = comma_separated(&v);
+        }
+        if let Some(v) = get("TENANTRY_CORS_ORIGINS") {
+            self.cors_origins = comma_separated(&v);
         }
         macro_rules! num {
             ($($var:literal => $field:ident),*) => {$(
@@ -310,6 +314,50 @@ impl Settings {
                 })
             })
             .collect()
+    }
+
+    /// [`Settings::cors_origins`] checked: `*` alone, or origins as a
+    /// browser sends them in `Origin` (`https://app.example.com`, a port
+    /// when not the scheme's own), compared in lower case. A path, even a
+    /// lone `/`, is refused by name: a browser never sends one, so such an
+    /// entry would match no page.
+    pub fn cors_origins(&self) -> Result<CorsOrigins, SettingsError> {
+        let refuse = |o: &str, why: &str| {
+            SettingsError::Invalid(format!(
+                "cors_origins (TENANTRY_CORS_ORIGINS): {o:?} {why}; an origin is a scheme and a host, \
+                 such as https://app.example.com or http://localhost:3000, or * alone for any"
+            ))
+        };
+        if self.cors_origins.is_empty() {
+            return Ok(CorsOrigins::None);
+        }
+        if self.cors_origins.iter().any(|o| o.trim() == "*") {
+            return match self.cors_origins.len() {
+                1 => Ok(CorsOrigins::Any),
+                _ => Err(refuse("*", "stands alone")),
+            };
+        }
+        self.cors_origins
+            .iter()
+            .map(|o| {
+                let origin = o.trim().to_ascii_lowercase();
+                let Some((scheme, host)) = origin.split_once("://") else {
+                    return Err(refuse(o, "has no scheme"));
+                };
+                if scheme != "http" && scheme != "https" {
+                    return Err(refuse(o, "is neither http:// nor https://"));
+                }
+                if host.is_empty() || host.contains(['/', '?', '#', '@', ' ', '*']) {
+                    return Err(refuse(
+                        o,
+                        "is not a scheme and a host alone (no path, not even /, no wildcard)",
+                    ));
+                }
+                axum::http::HeaderValue::from_str(&origin)
+                    .map_err(|_| refuse(o, "is not a header value"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(CorsOrigins::Listed)
     }
 
     /// Checks cross-field rules.
@@ -369,6 +417,7 @@ impl Settings {
             jwt.validate().map_err(SettingsError::Invalid)?;
         }
         self.trusted_proxies()?;
+        self.cors_origins()?;
         // The operating system's limits (Linux: TCP_USER_TIMEOUT is an int
         // of milliseconds, TCP_KEEPIDLE at most 32767 s): beyond, every
         // connection failed with "Invalid argument", blamed on the database
@@ -478,6 +527,27 @@ impl Settings {
     pub fn key_cache_ttl(&self) -> Duration {
         Duration::from_millis(self.key_cache_ttl_ms)
     }
+}
+
+/// Which origins' pages a browser lets read the API's answers
+/// ([`Settings::cors_origins`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS headers: the server's own origin only.
+    None,
+    /// Any origin (`*`).
+    Any,
+    /// These origins, as browsers send them.
+    Listed(Vec<axum::http::HeaderValue>),
+}
+
+/// A comma-separated variable's entries, trimmed, empty ones left out.
+fn comma_separated(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -625,6 +695,39 @@ mod tests {
             Settings::default()
                 .apply_env(|k| (k == var).then(|| value.to_owned()))
                 .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+        }
+    }
+
+    #[test]
+    fn cors_origins_come_from_a_comma_separated_variable_and_an_entry_no_browser_sends_is_refused_by_name(
+    ) {
+        let from = |v: &str| {
+            let v = v.to_owned();
+            let mut s = Settings::default();
+            s.apply_env(|k| (k == "TENANTRY_CORS_ORIGINS").then(|| v.clone()))
+                .map(|()| s.cors_origins().unwrap())
+        };
+        assert_eq!(from("").unwrap(), CorsOrigins::None);
+        assert_eq!(from(" * ").unwrap(), CorsOrigins::Any);
+        assert_eq!(
+            from("HTTPS://App.Example.com, http://localhost:3000,").unwrap(),
+            CorsOrigins::Listed(vec![
+                axum::http::HeaderValue::from_static("https://app.example.com"),
+                axum::http::HeaderValue::from_static("http://localhost:3000"),
+            ])
+        );
+        for (bad, why) in [
+            ("https://app.example.com/", "no path"),
+            ("app.example.com", "no scheme"),
+            ("ftp://app.example.com", "neither http"),
+            ("*, https://app.example.com", "stands alone"),
+            ("https://*.example.com", "no path"),
+        ] {
+            let err = from(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("TENANTRY_CORS_ORIGINS") && err.contains(why),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -8,7 +8,7 @@ use tenantry_db::Database;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
-    config::{AdminToken, Settings},
+    config::{AdminToken, CorsOrigins, Settings},
     error::{ApiError, ProblemCode},
     openapi,
     state::AppState,
@@ -22,10 +22,16 @@ use crate::{
 /// Once `stopping` turns true (the shutdown grace period is over), every
 /// request still running is cancelled and answered 503 `shutting_down`:
 /// its transaction rolls back unless its COMMIT was already on its way.
+///
+/// `cors` names the origins whose pages may call the API from a browser:
+/// their preflights are answered before any credential is asked for, and
+/// every answer (refusals included) carries the headers that let the page
+/// read it.
 pub fn router(
     state: AppState,
     body_limit: usize,
     stopping: tokio::sync::watch::Receiver<bool>,
+    cors: CorsOrigins,
 ) -> Router {
     let (api, openapi) = openapi::api_router().split_for_parts();
     let log = state.tenantry.layer();
@@ -58,7 +64,8 @@ pub fn router(
         utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi),
     )
     .layer(axum::middleware::map_response(crate::console::docs_headers));
-    api.merge(docs)
+    let router = api
+        .merge(docs)
         .merge(crate::console::router())
         .method_not_allowed_fallback(tenantry_axum::error::method_not_allowed)
         // Inside the request log's layer: these refusals are logged and
@@ -78,8 +85,54 @@ pub fn router(
         // A bug that panics answers 500 problem+json instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             tenantry_axum::error::panicked,
-        ))
-        .layer(RequestIdLayer)
+        ));
+    match cors_layer(cors) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+    .layer(RequestIdLayer)
+}
+
+/// The CORS layer for [`Settings::cors_origins`]: what a browser page may
+/// send (the credentials go in `Authorization`, never in cookies, so none are
+/// allowed) and which answer headers it may read; a preflight is valid for
+/// ten minutes.
+fn cors_layer(origins: CorsOrigins) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origin = match origins {
+        CorsOrigins::None => return None,
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::Listed(origins) => AllowOrigin::list(origins),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-tenant-id"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                header::LOCATION,
+                header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("idempotent-replayed"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Answers an error to a request that carried a body with `Connection:
@@ -294,7 +347,10 @@ impl Application {
         };
         telemetry::prometheus();
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-        let router = router(state, settings.body_limit_bytes, stopping_rx);
+        let cors = settings
+            .cors_origins()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let router = router(state, settings.body_limit_bytes, stopping_rx, cors);
         Ok(Self {
             listener,
             router,

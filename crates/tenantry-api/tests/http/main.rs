@@ -8,6 +8,7 @@ mod attacks;
 mod audit_usage;
 mod contention;
 mod context_keys;
+mod cors;
 mod credentials;
 mod docs;
 mod errors;
