@@ -19,7 +19,11 @@ pub struct Resource {
     pub tenant_id: TenantId,
     /// Name (1–1000 characters).
     pub name: String,
-    /// JSON payload, as PostgreSQL stores it (numbers exactly as written).
+    /// JSON payload, as PostgreSQL's `jsonb` stores it: numbers keep their
+    /// exact value (not rounded to a double: a JavaScript client's
+    /// `JSON.parse` may round them), while their spelling, the keys' order
+    /// and the spacing are `jsonb`'s own, and of a key given twice the last
+    /// value is kept.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: JsonText,
     /// Size of name and data in bytes, maintained by the database.

@@ -26,7 +26,9 @@ pub struct NewResourceBody {
     #[schema(min_length = 1, max_length = 1000)]
     pub name: String,
     /// Payload: a JSON object (default `{}`), stored as `jsonb`: numbers
-    /// of any size and precision come back exactly.
+    /// of any size and precision come back with their exact value (in
+    /// `jsonb`'s spelling: `1E2` as `100`), and of a key given twice the
+    /// last value is kept.
     #[schema(value_type = Option<Object>)]
     pub data: Option<JsonText>,
 }

@@ -89,7 +89,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 #[utoipa::path(
     get, path = "/metrics", tag = "system",
     responses(
-        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
         responses::OperatorOptional,
     ),
     // Public; with the admin token it also names the busiest tenants.
