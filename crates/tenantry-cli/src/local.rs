@@ -19,6 +19,10 @@ pub enum Notices {
     All,
 }
 
+/// How long a command's own connection may take to be made, its handshake
+/// included, when the URL sets no `connect_timeout`.
+const CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A plain connection (its driver task spawned) to `config`, with TLS as
 /// `tls` says (`tenantry_db::tls`: the connection string's sslmode).
 async fn connect_with(
@@ -28,9 +32,24 @@ async fn connect_with(
     notices: Notices,
 ) -> anyhow::Result<tokio_postgres::Client> {
     let tls = tenantry_db::tls::connector(tls).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
-    let (client, mut conn) = config
-        .connect(tls)
+    // The whole handshake within a deadline (the URL's connect_timeout, 10 s
+    // without one): the driver's own bounds only the TCP connect, so a
+    // listener that accepted and never answered held `migrate` or `doctor`
+    // for ever (found by an operations review; the pooled commands had the
+    // pool's bound).
+    let deadline = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(CONNECT_DEADLINE);
+    let (client, mut conn) = tokio::time::timeout(deadline, config.connect(tls))
         .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the database did not complete a connection within {} s (connect_timeout in DATABASE_URL sets how long to wait)",
+                deadline.as_secs_f32()
+            )
+        })
+        .and_then(|connected| connected.map_err(anyhow::Error::from))
         .with_context(|| format!("connecting to the database to {what}"))?;
     tokio::spawn(async move {
         loop {

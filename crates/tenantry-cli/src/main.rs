@@ -419,10 +419,10 @@ fn parse_with_config() -> anyhow::Result<Cli> {
         // The whole file is checked as serve reads it: a misspelt key
         // (`databse_url`) is refused here too instead of ignored, which sent
         // the command to another database than the one serve runs with.
-        toml::from_str::<tenantry_api::config::Settings>(&text)
-            .with_context(|| format!("the settings file {}", file.display()))?;
-        let table: toml::Table = toml::from_str(&text)
-            .with_context(|| format!("the settings file {}", file.display()))?;
+        tenantry_api::config::from_toml::<tenantry_api::config::Settings>(&file, &text)
+            .context("the settings file")?;
+        let table: toml::Table =
+            tenantry_api::config::from_toml(&file, &text).context("the settings file")?;
         let mut defaults = Vec::new();
         for key in ["database_url", "data_dir", "context_key"] {
             match table.get(key) {

@@ -410,6 +410,51 @@ async fn serve_over_an_unreachable_or_unknown_database_says_so_without_a_migrate
     }
 }
 
+/// A listener that accepts and never answers (a database frozen, a wrong
+/// port behind a load balancer) held `migrate`, `doctor` and the other
+/// commands on a connection of their own for ever (found by an operations
+/// review); each now gives up after the URL's `connect_timeout`, and the
+/// doctor says it could not check (exit code 2).
+#[test]
+fn commands_on_their_own_connection_give_up_on_a_database_that_never_answers() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Accepted and held open, never answered.
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for conn in silent.incoming().take(4) {
+            open.push(conn);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    });
+    let url = format!("postgres://postgres@127.0.0.1:{port}/app?connect_timeout=1");
+    for (args, code) in [
+        (&["doctor"][..], 2),
+        (&["migrate"][..], 1),
+        (&["context-key"][..], 1),
+    ] {
+        let started = std::time::Instant::now();
+        let out = output_within_a_minute(
+            Command::new(env!("CARGO_BIN_EXE_tenantry"))
+                .args(args)
+                .env("DATABASE_URL", &url)
+                .env_remove("TENANTRY_DATA_DIR"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(
+            err.contains("did not complete a connection"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+    drop(held);
+}
+
 /// A database reached that refuses the context key is said as such, not as
 /// an outage: serve said "cannot reach the database" and the other commands
 /// "database unavailable: Error occurred while creating a new object" (found

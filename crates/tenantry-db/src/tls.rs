@@ -86,6 +86,21 @@ pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings), Tl
 }
 
 fn parse_settings(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings), String> {
+    // A URL of another scheme (SQLAlchemy's `postgresql+psycopg://`, a typo
+    // such as `postgress://`) said by its scheme alone: read as the
+    // key=value form, its whole text, password included, was quoted in the
+    // error (found by an operations review).
+    if let Some((scheme, _)) = conninfo.trim_start().split_once("://") {
+        let is_scheme = !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if is_scheme && scheme != "postgres" && scheme != "postgresql" {
+            return Err(format!(
+                "a URL of scheme {scheme:?}: a PostgreSQL URL starts with postgres:// or postgresql://"
+            ));
+        }
+    }
     let mut tls = TlsSettings::default();
     let mut mode: Option<SslMode> = None;
     let mut take = |key: &str, value: &str| -> Result<bool, String> {
@@ -121,7 +136,10 @@ fn parse_settings(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if !take(key, &percent_decode(value)?)? {
+            // Only the two values read here are decoded here: another (a
+            // `password=`) is the driver's, and never quoted.
+            let ours = matches!(key, "sslmode" | "sslrootcert");
+            if !(ours && take(key, &percent_decode(key, value)?)?) {
                 kept.push(pair);
             }
         }
@@ -191,8 +209,12 @@ fn settings(conninfo: &str) -> Result<Vec<Setting<'_>>, String> {
         let key = &conninfo[start..i];
         skip_spaces(&mut i);
         if i >= bytes.len() || bytes[i] != b'=' {
+            // The word is not quoted: it may be a password that lost its
+            // `password=` (found by an operations review).
             return Err(format!(
-                "missing \"=\" after {key:?} in the connection string"
+                "missing \"=\" after word {} of the connection string (not shown: it may be a secret); \
+                 it is a URL (postgres://…) or settings key=value separated by spaces",
+                out.len() + 1
             ));
         }
         i += 1;
@@ -235,7 +257,9 @@ fn settings(conninfo: &str) -> Result<Vec<Setting<'_>>, String> {
     }
 }
 
-fn percent_decode(value: &str) -> Result<String, String> {
+/// The value of URL parameter `key` percent-decoded; an error names the
+/// parameter, never the value.
+fn percent_decode(key: &str, value: &str) -> Result<String, String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -244,7 +268,7 @@ fn percent_decode(value: &str) -> Result<String, String> {
             let hex = value
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("invalid percent-encoding in {value:?}"))?;
+                .ok_or_else(|| format!("invalid percent-encoding in the value of {key}"))?;
             out.push(hex);
             i += 3;
         } else {
@@ -252,7 +276,7 @@ fn percent_decode(value: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{value:?} is not UTF-8 once decoded"))
+    String::from_utf8(out).map_err(|_| format!("the value of {key} is not UTF-8 once decoded"))
 }
 
 /// The connector for these settings: rustls on ring, TLS 1.2 and 1.3.
@@ -438,6 +462,41 @@ impl ServerCertVerifier for AnyHostName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_malformed_connection_string_has_its_password_quoted_in_the_error() {
+        for conninfo in [
+            "postgresql+psycopg://app:s3cret@db.example/app",
+            "mysql://app:s3cret@db.example/app",
+            "postgress://app:s3cret@db.example/app",
+            "postgres://app:s3cret@db.example/app?password=p%zzs3cret",
+            "postgres://app@db.example/app?password=s3cret%ff&sslmode=require",
+            "postgres://app:p%zzs3cret@db.example/app",
+            "postgres://app:s3cret@db.example:notaport/app",
+            "host=db.example user=app passwords3cret dbname=app",
+            "host=db.example password='s3cret",
+            "s3cret",
+        ] {
+            let Err(err) = parse(conninfo) else {
+                // The driver takes some (a password is any bytes to it).
+                continue;
+            };
+            assert!(!err.contains("s3cret"), "{conninfo}: {err}");
+        }
+        for refused in [
+            "postgresql+psycopg://app:s3cret@db.example/app",
+            "host=db.example user=app passwords3cret dbname=app",
+        ] {
+            assert!(parse(refused).is_err(), "{refused}");
+        }
+        let err = parse("postgresql+psycopg://app:s3cret@db.example/app").unwrap_err();
+        assert!(
+            err.contains("\"postgresql+psycopg\"") && err.contains("postgres://"),
+            "{err}"
+        );
+        let err = parse("postgres://db.example/app?sslrootcert=%zz").unwrap_err();
+        assert!(err.contains("sslrootcert"), "{err}");
+    }
 
     #[test]
     fn a_connection_string_the_driver_refuses_is_said_with_the_option_at_fault_and_no_secret() {
