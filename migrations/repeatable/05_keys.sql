@@ -327,7 +327,8 @@ COMMENT ON FUNCTION tenantry.create_tenant_api_key(uuid, text) IS 'Guide API: cr
  * setting costs a save and restore per call (measured: 2%).
  *
  * Records last use at most once a minute per key (the UPDATE runs only when
- * the recorded time is older), so last_used_at is at most a minute behind.
+ * the recorded time is older), so last_used_at is at most a minute behind,
+ * and never waits for a lock on the key's row (skipped then).
  */
 CREATE OR REPLACE FUNCTION tenantry.verify_api_key_hash(key_prefix text, key_hash bytea)
 RETURNS jsonb
@@ -357,7 +358,17 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    IF k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' THEN
+    -- Only when the key's row is free: a session holding it (a DBA's
+    -- SELECT … FOR UPDATE, a long transaction that changed the key) made
+    -- every verification of that key wait for it, up to the statement
+    -- timeout, in the key-check lane every tenant's verifications share,
+    -- so that one tenant's key held the others' requests (found by a
+    -- review of database failures). The time is recorded by the next
+    -- verification that finds the row free.
+    IF (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute')
+       AND EXISTS (SELECT FROM tenantry.api_keys f
+                    WHERE f.tenant_id = k.tenant_id AND f.key_id = k.key_id
+                      FOR NO KEY UPDATE SKIP LOCKED) THEN
         UPDATE tenantry.api_keys SET last_used_at = now()
         WHERE tenant_id = k.tenant_id AND api_keys.key_id = k.key_id;
         -- A usage timestamp is not worth a disk flush per verification: this

@@ -414,7 +414,13 @@ impl From<DbError> for ApiError {
                 tracing::warn!(error = %m, "tenant's share of the database pool is taken");
                 Self::new(
                     ProblemCode::ServiceUnavailable,
-                    "too many of this tenant's requests are in flight; retry later",
+                    if m.starts_with("the checks of credentials") {
+                        "too many checks of credentials are waiting for the database; retry later"
+                    } else if m.starts_with("this person's requests") {
+                        "too many of this person's requests are in flight; retry later"
+                    } else {
+                        "too many of this tenant's requests are in flight; retry later"
+                    },
                 )
             }
             DbError::Contention(m) => {

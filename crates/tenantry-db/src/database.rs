@@ -541,6 +541,22 @@ impl Database {
         self.turns
             .take(TenantId::from_uuid(lane), self.acquire_timeout)
             .await
+            .map_err(|e| match e {
+                // Said as what waits: the lane is no tenant's (its 503 said
+                // "too many of this tenant's requests" to tenants that had
+                // three in flight: found by a review of database failures).
+                DbError::TenantBusy(_) => DbError::TenantBusy(format!(
+                    "{} the most one tenant may hold at once (DatabaseConfig::max_connections_per_tenant), \
+                     and this one waited {} ms",
+                    if lane.is_nil() {
+                        "the checks of credentials the server has not cached hold connections,"
+                    } else {
+                        "this person's requests outside a tenant hold connections,"
+                    },
+                    self.acquire_timeout.unwrap_or_default().as_millis()
+                )),
+                other => other,
+            })
     }
 
     /// Opens an administrative transaction; `actor` labels its audit rows.

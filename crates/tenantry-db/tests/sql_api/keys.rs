@@ -495,3 +495,61 @@ async fn an_operator_creates_a_key_for_the_tenant_it_names_without_a_context_and
         1
     );
 }
+
+/// A session holding a key's row (a DBA's `SELECT … FOR UPDATE`, a long
+/// transaction that changed the key) made every verification of that key
+/// wait for it, up to the statement timeout, in the lane of credential
+/// checks that every tenant's uncached keys share: one tenant's key held
+/// the others' requests (found by a review of database failures). The
+/// verification answers at once and leaves the use to be recorded later.
+#[tokio::test]
+async fn verification_never_waits_for_a_lock_on_the_keys_row_to_record_its_use() {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    set_context(&app, a).await;
+    let key: String = app
+        .query_one("SELECT create_api_key('k', '{}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    clear_context(&app).await;
+    let verify = "SELECT verify_api_key($1)";
+    let identity: Value = app.query_one(verify, &[&key]).await.unwrap().get(0);
+    let id: Uuid = identity["key_id"].as_str().unwrap().parse().unwrap();
+    let mut holder = tdb.superuser_client().await;
+    holder
+        .execute(
+            "UPDATE tenantry.api_keys SET last_used_at = now() - interval '61 seconds' WHERE key_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let held = holder.transaction().await.unwrap();
+    held.execute(
+        "SELECT 1 FROM tenantry.api_keys WHERE key_id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await
+    .unwrap();
+
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.query_one(verify, &[&key]),
+    )
+    .await
+    .expect("the verification waited for the lock on the key's row")
+    .unwrap();
+    let identity: Value = answered.get(0);
+    assert_eq!(identity["key_id"].as_str(), Some(id.to_string().as_str()));
+    let before = last_used(&tdb, id).await.unwrap();
+
+    held.rollback().await.unwrap();
+    app.query_one(verify, &[&key]).await.unwrap();
+    let after = last_used(&tdb, id).await.unwrap();
+    assert!(
+        after > before,
+        "the next verification that finds the row free records the use: {after} <= {before}"
+    );
+}
