@@ -678,9 +678,9 @@ impl JwtVerifier {
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
         let header = TokenHeader::parse(token)?;
         let inner = &*self.inner;
-        let (alg, key) = match header.alg.as_str() {
+        let (alg, keys) = match header.alg.as_str() {
             "HS256" => match &inner.hs256 {
-                Some(secret) => (Algorithm::HS256, secret.clone()),
+                Some(secret) => (Algorithm::HS256, vec![secret.clone()]),
                 None => return Err(JwtError::UnsupportedAlgorithm(header.alg)),
             },
             "RS256" | "ES256" => {
@@ -692,7 +692,7 @@ impl JwtVerifier {
                 let Some(jwks) = &inner.jwks else {
                     return Err(JwtError::UnsupportedAlgorithm(header.alg));
                 };
-                (alg, jwks.key(header.kid.as_deref(), alg).await?)
+                (alg, jwks.keys(header.kid.as_deref(), alg).await?)
             }
             _ => {
                 return Err(JwtError::UnsupportedAlgorithm(
@@ -702,9 +702,57 @@ impl JwtVerifier {
         };
         let mut validation = inner.validation.clone();
         validation.algorithms = vec![alg];
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+        let mut outcome = None;
+        for key in &keys {
+            let checked = jsonwebtoken::decode::<UniqueClaims>(token, key, &validation);
+            // Another key of the same kid may have signed it; any other
+            // refusal is the token's, whatever the key.
+            let other_key =
+                matches!(&checked, Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature));
+            outcome = Some(checked);
+            if !other_key {
+                break;
+            }
+        }
+        let data = outcome
+            .ok_or(JwtError::BadSignature)?
             .map_err(from_library)?;
-        inner.identity(data.claims)
+        inner.identity(data.claims.0)
+    }
+}
+
+/// A token's claims, each name once: a payload naming a claim twice is
+/// malformed. serde_json keeps the last of two, and a provider or proxy
+/// that reads the first would mean another tenant or email than tenantry
+/// took (found by a review: `tenant_id` and `email_verified` given twice
+/// were taken last-wins, while the library refused a doubled `iss`).
+struct UniqueClaims(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueClaims {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Claims;
+        impl<'de> serde::de::Visitor<'de> for Claims {
+            type Value = Map<String, Value>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of claims")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut claims = Map::new();
+                while let Some(name) = access.next_key::<String>()? {
+                    let value: Value = access.next_value()?;
+                    if claims.insert(name, value).is_some() {
+                        return Err(serde::de::Error::custom("a claim given twice"));
+                    }
+                }
+                Ok(claims)
+            }
+        }
+        deserializer.deserialize_map(Claims).map(UniqueClaims)
     }
 }
 

@@ -128,7 +128,16 @@ async fn the_readmes_curl_walkthroughs_run_as_written_and_print_what_their_comme
         setting("TENANTRY_JWT_ISSUER"),
         setting("TENANTRY_JWT_AUDIENCE"),
     );
-    jwt.hs256_secret = Some(setting("TENANTRY_JWT_HS256_SECRET"));
+    // A secret of its own, never one printed in the README (a review found
+    // the README's example secret accepted, so that a walkthrough copied to
+    // production let any reader sign in as anyone).
+    assert!(
+        people.contains("export JWT_SECRET=$(openssl rand -hex 32)")
+            && setting("TENANTRY_JWT_HS256_SECRET") == "\"$JWT_SECRET\"",
+        "the walkthrough makes its secret and hands it to serve"
+    );
+    let secret = format!("{:032x}{:032x}", rand_u128(), rand_u128());
+    jwt.hs256_secret = Some(secret.clone());
     let app = TestApp::spawn_with(move |s| s.jwt = Some(jwt)).await;
 
     let keys = sh_block(readme, "\n## Walkthrough with curl\n", 0);
@@ -145,7 +154,7 @@ async fn the_readmes_curl_walkthroughs_run_as_written_and_print_what_their_comme
         )
         .replace("$(cat .tenantry/admin.token)", &app.admin_token);
     let script = format!(
-        "{keys}\n{}",
+        "export JWT_SECRET={secret}\n{keys}\n{}",
         sh_block(
             readme,
             "\n### People signing in with your identity provider\n",
@@ -192,4 +201,9 @@ async fn the_readmes_curl_walkthroughs_run_as_written_and_print_what_their_comme
             );
         }
     }
+}
+
+/// 128 random bits.
+fn rand_u128() -> u128 {
+    u128::from_be_bytes(*uuid::Uuid::new_v4().as_bytes())
 }

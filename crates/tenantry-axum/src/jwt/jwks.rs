@@ -78,7 +78,22 @@ impl Jwks {
         let mut builder = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             // An https JWKS must not be redirected to plain http.
-            .https_only(is_https(url));
+            .https_only(is_https(url))
+            // Nor a loopback one to plain http elsewhere: every hop must be
+            // a URL the configuration would take (found by a review: a
+            // loopback endpoint's redirect to http on another host was
+            // followed, and the keys found there trusted).
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() >= 5 {
+                    attempt.error("more than 5 redirects")
+                } else if super::check_jwks_url(attempt.url().as_str()).is_err() {
+                    attempt.error(
+                        "redirected to a URL that is neither https nor http to a loopback address",
+                    )
+                } else {
+                    attempt.follow()
+                }
+            }));
         if let Some(path) = &config.jwks_ca_file {
             let refused = |why: String| {
                 JwtError::Config(format!("jwt.jwks_ca_file {}: {why}", path.display()))
@@ -114,11 +129,12 @@ impl Jwks {
     /// among them makes one more fetch. Both only if no fetch began within
     /// the minimum interval. Without a `kid`, the one key for `alg` (a JWKS
     /// holding several cannot say which).
-    pub(super) async fn key(
+    pub(super) async fn keys(
         &self,
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Result<DecodingKey, JwtError> {
+    ) -> Result<Vec<DecodingKey>, JwtError> {
+        let attempts_before = self.attempts.load(Ordering::Acquire);
         let mut set = self.current();
         if set.fetched_at.is_none_or(|at| at.elapsed() >= self.refresh) {
             let wait = set.fetched_at.is_none();
@@ -130,30 +146,41 @@ impl Jwks {
         let Some(kid) = kid else {
             let mut candidates = set.keys.iter().filter(|k| k.alg == alg);
             return match (candidates.next(), candidates.next()) {
-                (Some(only), None) => Ok(only.key.clone()),
+                (Some(only), None) => Ok(vec![only.key.clone()]),
                 _ => Err(JwtError::UnknownKey { kid: None }),
             };
         };
-        if !set.has(kid) {
+        // One more fetch for a kid not among the keys, unless one ended
+        // while this request waited above: a request waits for one fetch at
+        // most (two in a row waited 10 s behind a provider that hung, with
+        // jwks_min_refetch_secs under the fetch's 5 s: found by a review).
+        if !set.has(kid) && self.attempts.load(Ordering::Acquire) == attempts_before {
             set = self.refetch(&set, true).await;
         }
-        let mut named = set
+        let named: Vec<&VerifyingKey> = set
             .keys
             .iter()
             .filter(|k| k.kid.as_deref() == Some(kid))
-            .peekable();
-        if named.peek().is_none() {
+            .collect();
+        if named.is_empty() {
             return Err(JwtError::UnknownKey {
                 kid: Some(kid_for_log(kid)),
             });
         }
-        named
-            .find(|k| k.alg == alg)
+        // Every key of this kid and algorithm (a JWKS may give one kid to
+        // several: the first alone was tried, found by a review).
+        let usable: Vec<DecodingKey> = named
+            .iter()
+            .filter(|k| k.alg == alg)
             .map(|k| k.key.clone())
-            .ok_or_else(|| JwtError::KeyAlgorithmMismatch {
+            .collect();
+        if usable.is_empty() {
+            return Err(JwtError::KeyAlgorithmMismatch {
                 kid: kid_for_log(kid),
                 alg: format!("{alg:?}"),
-            })
+            });
+        }
+        Ok(usable)
     }
 
     /// Fetches the JWKS unless a fetch began within the minimum interval:
@@ -244,12 +271,20 @@ impl Jwks {
         {
             return Err("JWKS larger than 1 MiB".into());
         }
-        let body = response
-            .bytes()
+        // Read a chunk at a time and given up past the bound: a body without
+        // Content-Length was read whole first (found by a review: 3 GB in
+        // memory for a provider streaming a large answer).
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| format!("reading the body failed: {}", tenantry_db::with_sources(&e)))?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err("JWKS larger than 1 MiB".into());
+            .map_err(|e| format!("reading the body failed: {}", tenantry_db::with_sources(&e)))?
+        {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err("JWKS larger than 1 MiB".into());
+            }
+            body.extend_from_slice(&chunk);
         }
         let document: JwksDocument =
             serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
