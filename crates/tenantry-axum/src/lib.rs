@@ -279,7 +279,11 @@ impl Tenantry {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM: for `axum::serve(..).with_graceful_shutdown`.
+/// Resolves on Ctrl-C, SIGTERM or SIGHUP: for `axum::serve(..).with_graceful_shutdown`.
+/// SIGHUP (the terminal that started the server closed; there is no
+/// reload) stops it as gracefully as SIGTERM: it killed the process at once,
+/// requests in flight cut off and the request log's queue lost (found by an
+/// operations review).
 /// The handlers are installed when this is called, not when the future is
 /// first polled: a server that starts answering on another worker thread
 /// before its shutdown future is polled (a loaded machine) would otherwise
@@ -289,10 +293,14 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     async move {
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = term.recv() => {}
+            _ = hangup.recv() => {
+                tracing::warn!("SIGHUP: stopping as for SIGTERM (tenantry reloads nothing; restart it to change its settings)");
+            }
         }
     }
 }

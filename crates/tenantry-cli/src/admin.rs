@@ -363,6 +363,7 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
         return crate::export::purge(db, ACTOR, args.json, tenant).await;
     }
     let mut scope = db.admin(ACTOR).await?;
+    let one_object = matches!(args.command, TenantCommand::Show { .. });
     let result = match args.command {
         TenantCommand::Create {
             name,
@@ -400,7 +401,12 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
     };
     scope.commit().await?;
     if args.json {
-        json(&result)
+        // `tenant show` prints the tenant itself, as README says (it printed
+        // a list of one: found by an operations review).
+        match result.as_slice() {
+            [tenant] if one_object => json(tenant),
+            _ => json(&result),
+        }
     } else {
         table(TENANT_HEADERS, &tenant_rows(&result));
         Ok(())

@@ -206,7 +206,7 @@ fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
     // lost database means where it matters (a request's 503, its WARN line).
     let (default_filter, format, otlp_endpoint) = match command {
         Command::Serve(args) => (
-            "warn,deadpool.postgres=error,tenantry::request=info,tenantry::startup=info",
+            "warn,deadpool.postgres=error,tenantry::request=info,tenantry::startup=info,tenantry::serve=info",
             args.log_format.unwrap_or_else(LogFormat::detect),
             // Errors in the settings are reported by `serve` itself.
             tenantry_api::config::Settings::load(args.config.as_deref())
@@ -318,6 +318,13 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    // With JSON logs, serve's last word (why it stopped) is a JSON line too:
+    // a log pipeline that parses every line lost the crash loop's reason
+    // (found by an operations review).
+    let json_errors = matches!(
+        &cli.command,
+        Command::Serve(args) if args.log_format.unwrap_or_else(LogFormat::detect) == LogFormat::Json
+    );
     let telemetry = match init_logging(&cli.command) {
         Ok(telemetry) => telemetry,
         Err(e) => {
@@ -364,7 +371,20 @@ async fn main() {
     };
     telemetry.shutdown().await;
     if let Err(e) = result {
-        eprintln!("error: {}", causes(&e));
+        if json_errors {
+            eprintln!(
+                "{}",
+                serde_json::json!({
+                    "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "level": "ERROR",
+                    "target": "tenantry::serve",
+                    "message": "tenantry serve stopped",
+                    "error": causes(&e),
+                })
+            );
+        } else {
+            eprintln!("error: {}", causes(&e));
+        }
         std::process::exit(1);
     }
 }

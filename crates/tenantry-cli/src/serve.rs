@@ -21,6 +21,8 @@ pub struct ServeArgs {
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
     /// Database of the server's login role (tenantry_server) [env DATABASE_URL; default: embedded].
+    /// Prefer the environment variable or the settings file when it holds a
+    /// password: a flag shows in `ps` to every local user.
     #[arg(long)]
     database_url: Option<String>,
     /// Data directory: embedded cluster, admin token [env TENANTRY_DATA_DIR; default .tenantry].
@@ -283,8 +285,11 @@ fn admin_token(settings: &Settings) -> anyhow::Result<(String, String)> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
+    // Said as what it is for: a read-only working directory failed with
+    // "creating .tenantry: Permission denied" alone (an operations review).
+    let why = "to keep the generated admin token; set TENANTRY_ADMIN_TOKEN (the same on every server) or a writable TENANTRY_DATA_DIR";
     std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+        .with_context(|| format!("creating {} {why}", settings.data_dir.display()))?;
     let token = AdminToken::generate();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -292,7 +297,7 @@ fn admin_token(settings: &Settings) -> anyhow::Result<(String, String)> {
         .truncate(true)
         .mode(0o600)
         .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .with_context(|| format!("writing {} {why}", path.display()))?;
     writeln!(f, "{token}")?;
     Ok((token, location))
 }

@@ -1287,7 +1287,9 @@ async fn commands_refuse_a_data_dir_without_a_cluster_and_take_the_database_from
             String::from_utf8_lossy(&out.stderr),
         );
         assert!(out.status.success(), "{args:?}: {err}");
-        assert!(stdout.contains("acme-from-file"), "{args:?}: {stdout}");
+        // One object, the tenant (README: `tenant show` prints one object).
+        let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(shown["name"], "acme-from-file", "{args:?}: {stdout}");
     }
     // A flag wins over the file: this data directory holds no cluster.
     let out = run(

@@ -61,9 +61,15 @@ fn serve(db: &TestDatabase, extra: &[&str], env: &[(&str, &str)]) -> Served {
 
 impl Served {
     /// SIGTERM, then everything the server wrote to stderr.
-    fn stop(mut self) -> String {
+    fn stop(self) -> String {
+        self.signal("-TERM")
+    }
+
+    /// `signal` (as `kill` spells it), then everything the server wrote to
+    /// stderr, once it exited successfully.
+    fn signal(mut self, signal: &str) -> String {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .expect("running kill");
         assert!(status.success());
@@ -244,4 +250,61 @@ fn an_otlp_endpoint_on_a_build_without_the_otlp_feature_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("--features otlp"), "{err}");
+}
+
+/// With JSON logs, every line on stderr is JSON: serve's start and clean
+/// stop (filtered out by the default filter), and why it stopped when it
+/// failed (a plain line), were not (found by an operations review). SIGHUP
+/// (the terminal that started it closed) stops it as SIGTERM does; it
+/// killed it at once.
+#[tokio::test]
+async fn with_json_logs_every_line_is_json_and_a_hangup_stops_the_server_cleanly() {
+    let db = TestDatabase::new().await;
+    let served = serve(&db, &["--log-format", "json"], &[]);
+    let client = reqwest::Client::new();
+    let (_, key, _) = tenant_and_key(&client, &served.base).await;
+    let read = client
+        .get(format!("{}/v1/resources", served.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let output = served.signal("-HUP");
+    let lines: Vec<Value> = output
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let said = |message: &str| lines.iter().any(|l| l["message"] == message);
+    assert!(said("shut down cleanly"), "{output}");
+    assert!(
+        lines.iter().any(|l| l["route"] == "/v1/resources"),
+        "{output}"
+    );
+
+    // Why it stopped, as a JSON line too.
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("DATABASE_URL", "postgres://tenantry_server@127.0.0.1:1/app")
+        .env("TENANTRY_CONTEXT_KEY", db.context_key().expose())
+        .env("TENANTRY_ADMIN_TOKEN", ADMIN)
+        .env_remove("RUST_LOG")
+        .env_remove("TENANTRY_DATA_DIR")
+        .env_remove("TENANTRY_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last: Value = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .next_back()
+        .unwrap_or_else(|| panic!("nothing said: {stderr}"));
+    assert_eq!(last["level"], "ERROR", "{stderr}");
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot reach the database at DATABASE_URL")),
+        "{stderr}"
+    );
 }
