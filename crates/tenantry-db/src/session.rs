@@ -459,9 +459,13 @@ async fn open_session(
         // standby, cannot serve.
         Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) => {
             SessionError::ReadOnly(format!(
-                "the server's sessions start read-only ({e}): on a primary, a superuser undoes a default with \
+                "the server's sessions start read-only ({}): on a primary, a superuser undoes a default with \
                  ALTER ROLE <login> RESET default_transaction_read_only (or ALTER DATABASE … RESET; \
-                 SELECT * FROM pg_db_role_setting lists them); a standby cannot serve tenant traffic"
+                 SELECT * FROM pg_db_role_setting lists them), or one of the whole cluster with \
+                 ALTER SYSTEM RESET default_transaction_read_only and SELECT pg_reload_conf() \
+                 (SHOW default_transaction_read_only says which is in force); a standby cannot serve tenant traffic",
+                // PostgreSQL's words: the driver's display says "db error" alone.
+                crate::error::describe(&e)
             ))
         }
         _ => SessionError::Db(e),

@@ -1995,7 +1995,10 @@ async fn a_login_whose_sessions_start_read_only_is_refused_with_the_fix() {
     let message = err.to_string();
     assert!(
         message.contains("start read-only")
-            && message.contains("RESET default_transaction_read_only"),
+            && message.contains("RESET default_transaction_read_only")
+            // PostgreSQL's own words, and the cluster-wide setting's undo.
+            && message.contains("25006: cannot execute nextval() in a read-only transaction")
+            && message.contains("ALTER SYSTEM RESET"),
         "{message}"
     );
     su.batch_execute(&format!(
