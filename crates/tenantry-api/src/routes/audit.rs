@@ -27,8 +27,10 @@ pub struct AuditListQuery {
     /// Only this action, e.g. `key.revoked`.
     pub action: Option<String>,
     /// From this time (inclusive, RFC 3339).
+    #[serde(default, deserialize_with = "super::date_time")]
     pub since: Option<DateTime<Utc>>,
     /// Until this time (exclusive, RFC 3339).
+    #[serde(default, deserialize_with = "super::date_time")]
     pub until: Option<DateTime<Utc>>,
 }
 

@@ -38,6 +38,7 @@ pub struct NewKeyBody {
     pub user_id: Option<UserId>,
     /// When the key stops working. A key made by a key that expires expires
     /// no later (left out: when that key does).
+    #[serde(default, deserialize_with = "super::date_time")]
     pub expires_at: Option<DateTime<Utc>>,
     /// Limit the key to these permissions (a subset of what its role, member
     /// or tenant gives; each one held by the caller too).

@@ -241,7 +241,34 @@ pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(
                 .map(|f| f as u64)
         })
         .map(Some)
-        .ok_or_else(|| serde::de::Error::custom(format!("must be a whole number >= 0, not {n}")))
+        // The value is not echoed: a number past u64 comes back as the
+        // double it was read into ("not 1e+20" for 99999999999999999999,
+        // found by a review as an SDK's developer).
+        .ok_or_else(|| {
+            serde::de::Error::custom("must be a whole number from 0 to 18446744073709551615")
+        })
+}
+
+/// A time given as RFC 3339 with its UTC offset (`2027-01-01T00:00:00Z`),
+/// in a JSON body or a query string. One without an offset (Python's
+/// `datetime.isoformat()` of a naive time) was refused with chrono's
+/// "premature end of input" (found by a review as an SDK's developer):
+/// said as what is missing.
+pub(crate) fn date_time<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, D::Error> {
+    use serde::Deserialize;
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    text.parse::<chrono::DateTime<chrono::Utc>>()
+        .map(Some)
+        .map_err(|_| {
+            serde::de::Error::custom(
+                "must be an RFC 3339 date-time with its UTC offset, such as 2027-01-01T00:00:00Z \
+             (a time without Z or +hh:mm says no time zone)",
+            )
+        })
 }
 
 /// A field of a change (PATCH) read as absent (`None`), `null`

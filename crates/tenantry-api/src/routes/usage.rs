@@ -20,9 +20,11 @@ use crate::{
 pub struct MetricsQuery {
     /// From this hour (inclusive, RFC 3339; hours are UTC's, and a time
     /// inside an hour takes that whole hour).
+    #[serde(default, deserialize_with = "super::date_time")]
     pub from: Option<DateTime<Utc>>,
     /// Until this time (exclusive, RFC 3339): the hours that start before
     /// it, so a time inside an hour takes that whole hour.
+    #[serde(default, deserialize_with = "super::date_time")]
     pub to: Option<DateTime<Utc>>,
 }
 

@@ -942,3 +942,57 @@ async fn a_write_whose_body_stops_half_way_is_408_after_the_body_deadline_and_wr
         "408 documented for POST /v1/resources"
     );
 }
+
+/// Mistakes a client library makes, said as what is wrong (found by a
+/// review as an SDK's developer): a time without its UTC offset (Python's
+/// `datetime.isoformat()` of a naive time) was "premature end of input",
+/// and a number past 2^64 was echoed as a double the client never sent
+/// ("not 1e+20").
+#[tokio::test]
+async fn a_time_without_its_offset_and_a_number_too_large_are_said_as_what_is_wrong() {
+    let (app, key, _, _) = setup(|_| {}).await;
+    let naive = app
+        .post(
+            "/v1/keys",
+            &key,
+            &json!({ "expires_at": "2099-01-01T00:00:00" }),
+        )
+        .await;
+    let problem = naive.problem(400, "invalid_json");
+    assert_eq!(problem["field"], "expires_at", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("UTC offset"),
+        "{problem}"
+    );
+    for path in [
+        "/v1/audit?since=2099-01-01T00:00:00",
+        "/v1/usage/metrics?from=2099-01-01T00:00:00",
+    ] {
+        let r = app.get(path, &key).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text);
+        assert!(r.text.contains("UTC offset"), "{path}: {}", r.text);
+    }
+    // With its offset, the same time is taken.
+    let taken = app
+        .post(
+            "/v1/keys",
+            &key,
+            &json!({ "expires_at": "2099-01-01T00:00:00+02:00" }),
+        )
+        .await;
+    taken.expect(201);
+    let key_id = app.get("/v1/keys", &key).await.items()[0]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let huge = raw(
+        &app,
+        Method::POST,
+        &format!("/v1/keys/{key_id}/rotate"),
+        &key,
+        br#"{"grace_seconds":99999999999999999999}"#.to_vec(),
+    )
+    .await;
+    assert!(huge.status == 400 || huge.status == 422, "{}", huge.text);
+    assert!(!huge.text.contains("1e+20"), "{}", huge.text);
+}
