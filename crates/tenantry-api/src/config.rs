@@ -352,6 +352,22 @@ impl Settings {
                         "is not a scheme and a host alone (no path, not even /, no wildcard)",
                     ));
                 }
+                // What a browser never sends, so that the entry would match
+                // no page: its scheme's own port, a host's trailing dot, a
+                // host not in its ASCII (punycode) form.
+                let default_port = if scheme == "https" { ":443" } else { ":80" };
+                if host.ends_with(default_port) {
+                    return Err(refuse(o, "names its scheme's own port, which browsers leave out"));
+                }
+                if host.ends_with('.') || host.contains(".:") {
+                    return Err(refuse(o, "ends its host with a dot"));
+                }
+                if !host.is_ascii() {
+                    return Err(refuse(
+                        o,
+                        "has a host that is not ASCII: write it as browsers send it, in punycode (xn--…)",
+                    ));
+                }
                 axum::http::HeaderValue::from_str(&origin)
                     .map_err(|_| refuse(o, "is not a header value"))
             })
@@ -551,10 +567,11 @@ pub fn from_toml<T: serde::de::DeserializeOwned>(
     toml::from_str(text).map_err(|e| {
         let at = e
             .span()
-            .map(|span| {
-                let before = &text[..span.start.min(text.len())];
+            .and_then(|span| text.get(..span.start))
+            .map(|before| {
                 let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+                let start = before.rfind('\n').map_or(0, |n| n + 1);
+                let column = before[start..].chars().count() + 1;
                 format!(" at line {line}, column {column}")
             })
             .unwrap_or_default();
@@ -768,6 +785,10 @@ mod tests {
             ("ftp://app.example.com", "neither http"),
             ("*, https://app.example.com", "stands alone"),
             ("https://*.example.com", "no path"),
+            ("https://app.example.com:443", "own port"),
+            ("http://localhost:80", "own port"),
+            ("https://app.example.com.", "dot"),
+            ("https://bücher.example", "punycode"),
         ] {
             let err = from(bad).unwrap_err().to_string();
             assert!(

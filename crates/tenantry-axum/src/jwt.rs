@@ -728,6 +728,9 @@ impl JwtVerifier {
 /// were taken last-wins, while the library refused a doubled `iss`).
 struct UniqueClaims(Map<String, Value>);
 
+/// Why a payload naming a claim twice is malformed.
+const CLAIM_TWICE: &str = "a claim is given twice";
+
 impl<'de> serde::Deserialize<'de> for UniqueClaims {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Claims;
@@ -746,7 +749,7 @@ impl<'de> serde::Deserialize<'de> for UniqueClaims {
                 while let Some(name) = access.next_key::<String>()? {
                     let value: Value = access.next_value()?;
                     if claims.insert(name, value).is_some() {
-                        return Err(serde::de::Error::custom("a claim given twice"));
+                        return Err(serde::de::Error::custom(CLAIM_TWICE));
                     }
                 }
                 Ok(claims)
@@ -775,6 +778,9 @@ fn from_library(e: jsonwebtoken::errors::Error) -> JwtError {
         | ErrorKind::InvalidAlgorithmName => JwtError::UnsupportedAlgorithm("(mismatch)".into()),
         ErrorKind::InvalidToken => JwtError::Malformed("not three dot-separated parts"),
         ErrorKind::Base64(_) => JwtError::Malformed("a part is not base64url"),
+        ErrorKind::Json(e) if e.to_string().contains(CLAIM_TWICE) => {
+            JwtError::Malformed(CLAIM_TWICE)
+        }
         ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
             JwtError::Malformed("payload is not a JSON object")
         }

@@ -293,16 +293,41 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    // Not under `nohup` (SIGHUP ignored when the process started): a handler
+    // would undo what it asked for, and a server or an export started so
+    // would stop at logout (found by a review of this change).
+    let mut hangup =
+        (!hangup_ignored()).then(|| signal(SignalKind::hangup()).expect("SIGHUP handler"));
     async move {
+        let hung_up = async {
+            match hangup.as_mut() {
+                Some(hangup) => {
+                    hangup.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = term.recv() => {}
-            _ = hangup.recv() => {
+            () = hung_up => {
                 tracing::warn!("SIGHUP: stopping as for SIGTERM (tenantry reloads nothing; restart it to change its settings)");
             }
         }
     }
+}
+
+/// Whether SIGHUP's disposition is "ignore" (as `nohup` leaves it), read
+/// from the kernel's mask of ignored signals (`SigIgn` in
+/// `/proc/self/status`, SIGHUP its lowest bit); elsewhere, not ignored.
+fn hangup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|ignored| ignored & 1 == 1)
 }
 
 #[cfg(test)]

@@ -54,9 +54,17 @@ async fn the_readmes_people_walkthrough_mints_tokens_whose_verified_email_accept
         .split("\nALICE=")
         .next()
         .unwrap();
+    // The walkthrough makes its secret (never one printed in the README)
+    // and hands it to serve; the test makes its own the same way.
+    assert_eq!(setting("TENANTRY_JWT_HS256_SECRET"), "\"$JWT_SECRET\"");
+    assert!(section.contains("export JWT_SECRET=$(openssl rand -hex 32)"));
+    let secret =
+        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
     let output = std::process::Command::new("bash")
         .arg("-c")
-        .arg(format!("{script}\ntoken 'auth0|alice' alice@acme.test"))
+        .arg(format!(
+            "export JWT_SECRET={secret}\n{script}\ntoken 'auth0|alice' alice@acme.test"
+        ))
         .output()
         .expect("bash and openssl run the walkthrough");
     assert!(output.status.success(), "{output:?}");
@@ -66,7 +74,7 @@ async fn the_readmes_people_walkthrough_mints_tokens_whose_verified_email_accept
         setting("TENANTRY_JWT_ISSUER"),
         setting("TENANTRY_JWT_AUDIENCE"),
     );
-    config.hs256_secret = Some(setting("TENANTRY_JWT_HS256_SECRET"));
+    config.hs256_secret = Some(secret);
     let verified = tenantry_axum::jwt::JwtVerifier::new(config)
         .unwrap()
         .verify(token.trim())

@@ -19,9 +19,12 @@ pub enum Notices {
     All,
 }
 
-/// How long a command's own connection may take to be made, its handshake
-/// included, when the URL sets no `connect_timeout`.
+/// How long a command's own connection may take to reach each host when the
+/// URL sets no `connect_timeout`.
 const CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the handshake (TLS, authentication) gets on top of the hosts' time.
+const HANDSHAKE_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A plain connection (its driver task spawned) to `config`, with TLS as
 /// `tls` says (`tenantry_db::tls`: the connection string's sslmode).
@@ -32,20 +35,24 @@ async fn connect_with(
     notices: Notices,
 ) -> anyhow::Result<tokio_postgres::Client> {
     let tls = tenantry_db::tls::connector(tls).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
-    // The whole handshake within a deadline (the URL's connect_timeout, 10 s
-    // without one): the driver's own bounds only the TCP connect, so a
-    // listener that accepted and never answered held `migrate` or `doctor`
-    // for ever (found by an operations review; the pooled commands had the
-    // pool's bound).
-    let deadline = config
+    // The whole handshake within a deadline: the driver's connect_timeout
+    // bounds each host's TCP connect only, so a listener that accepted and
+    // never answered held `migrate` or `doctor` for ever (found by an
+    // operations review; the pooled commands had the pool's bound). Each
+    // host of the URL gets its connect_timeout (10 s without one), and the
+    // handshake HANDSHAKE_ALLOWANCE more, so that failing over to a second
+    // host still has its time.
+    let per_host = config
         .get_connect_timeout()
         .copied()
         .unwrap_or(CONNECT_DEADLINE);
+    let hosts = u32::try_from(config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+    let deadline = per_host.saturating_mul(hosts) + HANDSHAKE_ALLOWANCE;
     let (client, mut conn) = tokio::time::timeout(deadline, config.connect(tls))
         .await
         .map_err(|_| {
             anyhow::anyhow!(
-                "the database did not complete a connection within {} s (connect_timeout in DATABASE_URL sets how long to wait)",
+                "the database did not complete a connection within {} s (connect_timeout in DATABASE_URL sets how long to wait for each host)",
                 deadline.as_secs_f32()
             )
         })

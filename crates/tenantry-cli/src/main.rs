@@ -219,7 +219,10 @@ fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
     let (filter, bad_rust_log) = log_filter(rust_log.as_deref(), default_filter);
     let driver_cap = driver_cap(rust_log.as_deref());
     if let Some(bad) = bad_rust_log {
-        eprintln!("warning: {bad}");
+        match format {
+            LogFormat::Json => json_line("WARN", &bad, None),
+            LogFormat::Text => eprintln!("warning: {bad}"),
+        }
     }
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
@@ -372,21 +375,27 @@ async fn main() {
     telemetry.shutdown().await;
     if let Err(e) = result {
         if json_errors {
-            eprintln!(
-                "{}",
-                serde_json::json!({
-                    "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    "level": "ERROR",
-                    "target": "tenantry::serve",
-                    "message": "tenantry serve stopped",
-                    "error": causes(&e),
-                })
-            );
+            json_line("ERROR", "tenantry serve stopped", Some(&causes(&e)));
         } else {
             eprintln!("error: {}", causes(&e));
         }
         std::process::exit(1);
     }
+}
+
+/// A line of serve's JSON log written without the log (before it is set up,
+/// or after it is shut down), in its fields.
+fn json_line(level: &str, message: &str, error: Option<&str>) {
+    let mut line = serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": level,
+        "target": "tenantry::serve",
+        "message": message,
+    });
+    if let Some(error) = error {
+        line["error"] = error.into();
+    }
+    eprintln!("{line}");
 }
 
 /// The error and its causes, joined by `: `, each said once: a cause whose

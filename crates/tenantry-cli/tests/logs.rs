@@ -19,7 +19,16 @@ struct Served {
 }
 
 fn serve(db: &TestDatabase, extra: &[&str], env: &[(&str, &str)]) -> Served {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+    serve_as(Command::new(env!("CARGO_BIN_EXE_tenantry")), db, extra, env)
+}
+
+/// [`serve`] through `command` (the binary itself, or `nohup` running it).
+fn serve_as(
+    mut command: Command,
+    db: &TestDatabase,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Served {
     command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
@@ -307,4 +316,31 @@ async fn with_json_logs_every_line_is_json_and_a_hangup_stops_the_server_cleanly
             .is_some_and(|e| e.contains("cannot reach the database at DATABASE_URL")),
         "{stderr}"
     );
+}
+
+/// Under `nohup` (SIGHUP ignored when it started) a hangup is ignored as
+/// asked: the handler that stops the server on SIGHUP would have undone it
+/// (found by a review: a server or an export started so stopped at logout).
+#[tokio::test]
+async fn under_nohup_a_hangup_leaves_the_server_serving() {
+    let db = TestDatabase::new().await;
+    let mut nohup = Command::new("nohup");
+    nohup.arg(env!("CARGO_BIN_EXE_tenantry"));
+    let served = serve_as(nohup, &db, &["--log-format", "json"], &[]);
+    let hup = Command::new("kill")
+        .args(["-HUP", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let health = reqwest::get(format!("{}/healthz", served.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        health.status(),
+        200,
+        "the server stopped on a hangup under nohup"
+    );
+    let output = served.stop();
+    assert!(!output.contains("SIGHUP"), "{output}");
 }

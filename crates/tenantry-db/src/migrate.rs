@@ -615,9 +615,14 @@ fn lost_cluster_catalog_race(e: &MigrateError) -> bool {
         return false;
     };
     let shared = |name: &str| {
-        ["pg_authid", "pg_auth_members", "pg_parameter_acl"]
-            .iter()
-            .any(|c| name.starts_with(c))
+        [
+            "pg_authid",
+            "pg_auth_members",
+            "pg_parameter_acl",
+            "pg_db_role_setting",
+        ]
+        .iter()
+        .any(|c| name.starts_with(c))
     };
     (*db.code() == SqlState::UNIQUE_VIOLATION
         && (db.constraint().is_some_and(shared) || db.table().is_some_and(shared)))

@@ -86,6 +86,9 @@ pub fn parse(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings), Tl
 }
 
 fn parse_settings(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings), String> {
+    // A URL with a space before it (a shell's `export X= postgres://…`)
+    // read as the key=value form.
+    let conninfo = conninfo.trim();
     // A URL of another scheme (SQLAlchemy's `postgresql+psycopg://`, a typo
     // such as `postgress://`) said by its scheme alone: read as the
     // key=value form, its whole text, password included, was quoted in the
@@ -207,6 +210,17 @@ fn settings(conninfo: &str) -> Result<Vec<Setting<'_>>, String> {
             i += 1;
         }
         let key = &conninfo[start..i];
+        // libpq's keywords are lower-case words: anything else (a URL in
+        // quotes, a JDBC URL, a URL missing its colon, each cut at its first
+        // `=`) is not quoted, since it holds the password (found by a
+        // review of the fix above).
+        if !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(format!(
+                "word {} of the connection string is not a setting's name (not shown: it may hold a secret); \
+                 it is a URL (postgres://…, without quotes) or settings key=value separated by spaces",
+                out.len() + 1
+            ));
+        }
         skip_spaces(&mut i);
         if i >= bytes.len() || bytes[i] != b'=' {
             // The word is not quoted: it may be a password that lost its
@@ -468,6 +482,11 @@ mod tests {
         for conninfo in [
             "postgresql+psycopg://app:s3cret@db.example/app",
             "mysql://app:s3cret@db.example/app",
+            "\"postgres://app:s3cret@db.example/app?sslmode=require\"",
+            "'postgres://app:s3cret@db.example/app?sslmode=require'",
+            "jdbc:postgresql://app:s3cret@db.example/app?sslmode=require",
+            "postgres//app:s3cret@db.example/app?x=y",
+            "Host=db Password=s3cret",
             "postgress://app:s3cret@db.example/app",
             "postgres://app:s3cret@db.example/app?password=p%zzs3cret",
             "postgres://app@db.example/app?password=s3cret%ff&sslmode=require",
@@ -483,6 +502,8 @@ mod tests {
             };
             assert!(!err.contains("s3cret"), "{conninfo}: {err}");
         }
+        // A URL with a space before it is a URL.
+        assert!(parse(" postgres://app:s3cret@db.example/app?sslmode=require").is_ok());
         for refused in [
             "postgresql+psycopg://app:s3cret@db.example/app",
             "host=db.example user=app passwords3cret dbname=app",

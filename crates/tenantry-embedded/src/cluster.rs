@@ -163,6 +163,10 @@ impl EmbeddedCluster {
             )))
         };
         cmd.current_dir(&data_dir)
+            // GNU gettext prefers LANGUAGE to the locale PostgreSQL sets from
+            // lc_messages: a LANGUAGE in the environment would translate the
+            // messages of sessions whose lc_messages says otherwise.
+            .env_remove("LANGUAGE")
             .stdin(Stdio::null())
             .stdout(clone_log("stdout")?)
             .stderr(clone_log("stderr")?)

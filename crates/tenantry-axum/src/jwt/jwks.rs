@@ -84,7 +84,7 @@ impl Jwks {
             // loopback endpoint's redirect to http on another host was
             // followed, and the keys found there trusted).
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                if attempt.previous().len() >= 5 {
+                if attempt.previous().len() > 5 {
                     attempt.error("more than 5 redirects")
                 } else if super::check_jwks_url(attempt.url().as_str()).is_err() {
                     attempt.error(
@@ -154,8 +154,13 @@ impl Jwks {
         // while this request waited above: a request waits for one fetch at
         // most (two in a row waited 10 s behind a provider that hung, with
         // jwks_min_refetch_secs under the fetch's 5 s: found by a review).
-        if !set.has(kid) && self.attempts.load(Ordering::Acquire) == attempts_before {
-            set = self.refetch(&set, true).await;
+        if !set.has(kid) {
+            set = if self.attempts.load(Ordering::Acquire) == attempts_before {
+                self.refetch(&set, true).await
+            } else {
+                // That fetch's keys, which `set` may predate.
+                self.current()
+            };
         }
         let named: Vec<&VerifyingKey> = set
             .keys

@@ -939,12 +939,19 @@ async fn a_function_broken_by_a_type_made_again_is_an_internal_error_run_once_no
 async fn the_servers_login_reads_postgresql_messages_untranslated_on_a_database_set_up_in_german() {
     let (tdb, _db, a, _b) = adopted(StatementMode::Prepared).await;
     let su = tdb.superuser_client().await;
-    su.batch_execute(&format!(
-        "ALTER DATABASE \"{}\" SET lc_messages = 'de_DE.UTF-8'",
-        tdb.name()
-    ))
-    .await
-    .expect(
+    let german = su
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET lc_messages = 'de_DE.UTF-8'",
+            tdb.name()
+        ))
+        .await;
+    if german.is_err() && std::env::var_os("TENANTRY_TEST_DATABASE_URL").is_some() {
+        // A server of the developer's own (a Citus or postgres image
+        // generates en_US only): said, not failed.
+        eprintln!("skipped: the server at TENANTRY_TEST_DATABASE_URL has no de_DE.UTF-8 locale");
+        return;
+    }
+    german.expect(
         "this test needs the de_DE.UTF-8 locale where PostgreSQL runs: \
          `localedef -i de_DE -f UTF-8 de_DE.UTF-8` (package locales; .ci/run does it), \
          before the test cluster starts",
