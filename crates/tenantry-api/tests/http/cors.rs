@@ -20,6 +20,17 @@ async fn preflight(app: &TestApp, path: &str, origin: &str, method: &str) -> req
         .unwrap()
 }
 
+/// `GET /v1/tenant` with `key`, sent by a page of `origin`.
+async fn tenant_from(app: &TestApp, origin: &str, key: &str) -> reqwest::Response {
+    app.client
+        .get(app.url("/v1/tenant"))
+        .header("Origin", origin)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     r.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -83,14 +94,7 @@ async fn a_page_of_a_listed_origin_has_its_preflight_answered_and_reads_every_an
     assert!(header(&created, "vary").is_some_and(|v| v.to_ascii_lowercase().contains("origin")));
 
     // A refusal is readable too: the page can tell a bad key from a network error.
-    let refused = app
-        .client
-        .get(app.url("/v1/tenant"))
-        .header("Origin", APP)
-        .bearer_auth("tk_not_a_key")
-        .send()
-        .await
-        .unwrap();
+    let refused = tenant_from(&app, APP, "tk_not_a_key").await;
     assert_eq!(refused.status(), 401);
     assert_eq!(header(&refused, "access-control-allow-origin"), Some(APP));
     assert_eq!(
@@ -101,14 +105,7 @@ async fn a_page_of_a_listed_origin_has_its_preflight_answered_and_reads_every_an
     // Another origin's page gets nothing that lets the browser hand it the answer.
     let other = preflight(&app, "/v1/resources", "https://evil.example", "POST").await;
     assert_eq!(header(&other, "access-control-allow-origin"), None);
-    let read = app
-        .client
-        .get(app.url("/v1/tenant"))
-        .header("Origin", "https://evil.example")
-        .bearer_auth(&acme.key)
-        .send()
-        .await
-        .unwrap();
+    let read = tenant_from(&app, "https://evil.example", &acme.key).await;
     assert_eq!(read.status(), 200);
     assert_eq!(header(&read, "access-control-allow-origin"), None);
     // An origin differing from the listed one only by its port is another.
@@ -128,14 +125,7 @@ async fn any_origin_when_the_list_is_a_star_and_none_when_it_is_empty() {
     let pre = preflight(&none, "/v1/resources", APP, "POST").await;
     assert_eq!(pre.status(), 405);
     assert_eq!(header(&pre, "access-control-allow-origin"), None);
-    let read = none
-        .client
-        .get(none.url("/v1/tenant"))
-        .header("Origin", APP)
-        .bearer_auth(&acme.key)
-        .send()
-        .await
-        .unwrap();
+    let read = tenant_from(&none, APP, &acme.key).await;
     assert_eq!(read.status(), 200);
     assert_eq!(header(&read, "access-control-allow-origin"), None);
 }

@@ -370,11 +370,8 @@ async fn a_serializable_scope_keeps_every_concurrent_read_modify_write_and_the_l
     s.commit().await.unwrap();
 }
 
-#[tokio::test]
-async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing_row_is_not_found()
-{
-    let (tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
-    let su = tdb.superuser_client().await;
+/// `app.notes`, each naming a project of its tenant, adopted.
+async fn notes_of_projects(su: &tokio_postgres::Client) {
     su.batch_execute(
         "CREATE TABLE app.notes (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
                                  project_id uuid NOT NULL, PRIMARY KEY (tenant_id, id),
@@ -385,6 +382,10 @@ async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing
     adopt_table(&su, "app.notes", &AdoptOptions::default(), |_| {})
         .await
         .unwrap();
+}
+
+/// A project of tenant `a` with a note naming it, committed: its id.
+async fn project_with_a_note(db: &Database, a: TenantId) -> Uuid {
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
     let (project,): (Uuid,) = s
         .query_one(
@@ -400,6 +401,16 @@ async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing
     .await
     .unwrap();
     s.commit().await.unwrap();
+    project
+}
+
+#[tokio::test]
+async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing_row_is_not_found()
+{
+    let (tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let su = tdb.superuser_client().await;
+    notes_of_projects(&su).await;
+    let project = project_with_a_note(&db, a).await;
 
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
     let err = s
@@ -956,16 +967,7 @@ async fn the_servers_login_reads_postgresql_messages_untranslated_on_a_database_
          `localedef -i de_DE -f UTF-8 de_DE.UTF-8` (package locales; .ci/run does it), \
          before the test cluster starts",
     );
-    su.batch_execute(
-        "CREATE TABLE app.notes (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
-                                 project_id uuid NOT NULL, PRIMARY KEY (tenant_id, id),
-                                 FOREIGN KEY (tenant_id, project_id) REFERENCES app.projects (tenant_id, id))",
-    )
-    .await
-    .unwrap();
-    adopt_table(&su, "app.notes", &AdoptOptions::default(), |_| {})
-        .await
-        .unwrap();
+    notes_of_projects(&su).await;
     // A session of a login without a setting of its own speaks the
     // database's language: the setting above is in force.
     let other = tokio_postgres::connect(&tdb.superuser_url(), tokio_postgres::NoTls)
@@ -989,21 +991,7 @@ async fn the_servers_login_reads_postgresql_messages_untranslated_on_a_database_
     let check = db.login_role_check().await.unwrap();
     assert_eq!(check.lc_messages, "C");
     assert!(!check.messages_translated());
-    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
-    let (project,): (Uuid,) = s
-        .query_one(
-            "INSERT INTO app.projects (name) VALUES ('p') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap();
-    s.execute(
-        "INSERT INTO app.notes (project_id) VALUES ($1)",
-        &[&project],
-    )
-    .await
-    .unwrap();
-    s.commit().await.unwrap();
+    let project = project_with_a_note(&db, a).await;
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
     let err = s
         .execute("DELETE FROM app.projects WHERE id = $1", &[&project])

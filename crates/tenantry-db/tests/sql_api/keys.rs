@@ -259,6 +259,23 @@ async fn validate_tenant_key_identifies_the_tenant_without_context_and_refuses_f
     assert_eq!(hashed, 1);
 }
 
+/// A database with one tenant and a key of it made through the SQL API:
+/// the database, an app-role client without a context, the key.
+async fn a_tenants_key() -> (TestDatabase, tokio_postgres::Client, String) {
+    let tdb = TestDatabase::new().await;
+    let admin = admin(&tdb).await;
+    let app = app(&tdb).await;
+    let a = create_tenant(&admin, "a", None).await;
+    set_context(&app, a).await;
+    let key: String = app
+        .query_one("SELECT create_api_key('k', '{}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    clear_context(&app).await;
+    (tdb, app, key)
+}
+
 /// The key's `last_used_at`, read as the superuser.
 async fn last_used(tdb: &TestDatabase, key_id: Uuid) -> Option<chrono::DateTime<chrono::Utc>> {
     tdb.superuser_client()
@@ -274,17 +291,7 @@ async fn last_used(tdb: &TestDatabase, key_id: Uuid) -> Option<chrono::DateTime<
 
 #[tokio::test]
 async fn verification_records_last_use_at_most_once_a_minute() {
-    let tdb = TestDatabase::new().await;
-    let admin = admin(&tdb).await;
-    let app = app(&tdb).await;
-    let a = create_tenant(&admin, "a", None).await;
-    set_context(&app, a).await;
-    let key: String = app
-        .query_one("SELECT create_api_key('k', '{}')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    clear_context(&app).await;
+    let (tdb, app, key) = a_tenants_key().await;
     let key_id = |v: Value| -> Uuid { v["key_id"].as_str().unwrap().parse().unwrap() };
     let verify = "SELECT verify_api_key($1)";
     let id = key_id(app.query_one(verify, &[&key]).await.unwrap().get(0));
@@ -504,17 +511,7 @@ async fn an_operator_creates_a_key_for_the_tenant_it_names_without_a_context_and
 /// verification answers at once and leaves the use to be recorded later.
 #[tokio::test]
 async fn verification_never_waits_for_a_lock_on_the_keys_row_to_record_its_use() {
-    let tdb = TestDatabase::new().await;
-    let admin = admin(&tdb).await;
-    let app = app(&tdb).await;
-    let a = create_tenant(&admin, "a", None).await;
-    set_context(&app, a).await;
-    let key: String = app
-        .query_one("SELECT create_api_key('k', '{}')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    clear_context(&app).await;
+    let (tdb, app, key) = a_tenants_key().await;
     let verify = "SELECT verify_api_key($1)";
     let identity: Value = app.query_one(verify, &[&key]).await.unwrap().get(0);
     let id: Uuid = identity["key_id"].as_str().unwrap().parse().unwrap();
