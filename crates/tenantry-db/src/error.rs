@@ -260,6 +260,29 @@ fn is_field_name(hint: &str) -> bool {
 /// `<table>_check` and names none. PostgreSQL reports no column for a CHECK violation,
 /// so a team's `CHECK (amount > 0)` answered 422 naming no field. A
 /// constraint named by hand names none either (its name says nothing sure).
+/// The name in double quotes right after `lead` in `message`.
+fn quoted_after<'a>(message: &'a str, lead: &str) -> Option<&'a str> {
+    let rest = message.split_once(lead)?.1;
+    rest.split_once('"').map(|(name, _)| name)
+}
+
+/// The field and words of one of tenantry's own CHECK constraints, by its
+/// name, or by the name a Citus shard reports it under.
+fn field_limit(constraint: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
+    let known = |name: &str| FIELD_LIMITS.iter().find(|(c, _, _)| *c == name);
+    known(constraint).or_else(|| known(unsharded(constraint)?))
+}
+
+/// A table's or constraint's name as a Citus shard reports it
+/// (`roles_description_visible_102040`) without the shard's id: on the
+/// cluster a refused description came back without its `field` (found
+/// running the HTTP suite on Citus). `None` for a name without one.
+fn unsharded(name: &str) -> Option<&str> {
+    let (base, shard) = name.rsplit_once('_')?;
+    (!base.is_empty() && shard.len() >= 6 && shard.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(base)
+}
+
 fn checked_column<'a>(table: &str, constraint: &'a str) -> Option<&'a str> {
     let rest = constraint.strip_prefix(table)?.strip_prefix('_')?;
     let column = rest
@@ -440,19 +463,30 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                         _ => message,
                     },
                 ),
-                c if *c == SqlState::CHECK_VIOLATION => match db
-                    .constraint()
-                    .and_then(|name| FIELD_LIMITS.iter().find(|(c, _, _)| *c == name))
-                {
-                    Some((_, field, limit)) => DbError::invalid(*field, *limit),
-                    None => DbError::Invalid {
-                        field: db
-                            .column()
-                            .or_else(|| checked_column(db.table()?, db.constraint()?))
-                            .map(str::to_owned),
-                        message,
-                    },
-                },
+                c if *c == SqlState::CHECK_VIOLATION => {
+                    // Citus relays a shard's error without its table and
+                    // constraint fields: then they are read from its words
+                    // (English for the server's login, migration 0057).
+                    let constraint = db
+                        .constraint()
+                        .or_else(|| quoted_after(&message, "check constraint \""));
+                    let table = db
+                        .table()
+                        .or_else(|| quoted_after(&message, "for relation \""));
+                    match constraint.and_then(field_limit) {
+                        Some((_, field, limit)) => DbError::invalid(*field, *limit),
+                        None => DbError::Invalid {
+                            field: db
+                                .column()
+                                .or_else(|| checked_column(table?, constraint?))
+                                .or_else(|| {
+                                    checked_column(unsharded(table?)?, unsharded(constraint?)?)
+                                })
+                                .map(str::to_owned),
+                            message: message.clone(),
+                        },
+                    }
+                }
                 // PostgreSQL's text cannot hold U+0000 ("invalid byte
                 // sequence for encoding UTF8: 0x00", "unsupported Unicode
                 // escape sequence" from jsonb): said in the caller's terms.
@@ -577,6 +611,42 @@ mod tests {
         assert_eq!(checked_column("invoices", "invoices_check"), None);
         assert_eq!(checked_column("invoices", "invoices__check"), None);
         assert_eq!(checked_column("notes", "invoices_amount_check"), None);
+    }
+
+    #[test]
+    fn a_constraint_reported_by_a_citus_shard_is_known_by_its_own_name() {
+        assert_eq!(
+            field_limit("roles_description_visible_102040").map(|f| f.1),
+            Some("description")
+        );
+        assert_eq!(
+            field_limit("roles_description_visible").map(|f| f.1),
+            Some("description")
+        );
+        assert_eq!(field_limit("roles_description_visible_12"), None);
+        assert_eq!(unsharded("invoices_102008"), Some("invoices"));
+        assert_eq!(
+            unsharded("invoices_amount_check_102009"),
+            Some("invoices_amount_check")
+        );
+        assert_eq!(unsharded("invoices"), None);
+        let relayed = "new row for relation \"roles_102597\" violates check constraint \"roles_description_visible\"";
+        assert_eq!(
+            quoted_after(relayed, "check constraint \""),
+            Some("roles_description_visible")
+        );
+        assert_eq!(
+            quoted_after(relayed, "for relation \""),
+            Some("roles_102597")
+        );
+        assert_eq!(unsharded("_102008"), None);
+        assert_eq!(
+            checked_column(
+                unsharded("invoices_102008").unwrap(),
+                unsharded("invoices_amount_check_102009").unwrap()
+            ),
+            Some("amount")
+        );
     }
 
     #[test]

@@ -379,7 +379,7 @@ async fn notes_of_projects(su: &tokio_postgres::Client) {
     )
     .await
     .unwrap();
-    adopt_table(&su, "app.notes", &AdoptOptions::default(), |_| {})
+    adopt_table(su, "app.notes", &AdoptOptions::default(), |_| {})
         .await
         .unwrap();
 }
