@@ -19,3 +19,7 @@
 -- =============================================================================
 
 ALTER ROLE tenantry_server SET lc_messages = 'C';
+
+-- Nothing of the owner's follows; every migration runs its objects' work
+-- as tenantry_owner, and this one has none.
+SET LOCAL ROLE tenantry_owner;
