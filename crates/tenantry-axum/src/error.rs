@@ -364,6 +364,7 @@ impl From<tenantry_db::tokio_postgres::Error> for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
+        let busy = err.busy_share();
         match err {
             DbError::NotFound(m) => Self::new(ProblemCode::NotFound, m),
             DbError::Conflict(c) => Self {
@@ -414,12 +415,14 @@ impl From<DbError> for ApiError {
                 tracing::warn!(error = %m, "tenant's share of the database pool is taken");
                 Self::new(
                     ProblemCode::ServiceUnavailable,
-                    if m.starts_with("the checks of credentials") {
-                        "too many checks of credentials are waiting for the database; retry later"
-                    } else if m.starts_with("this person's requests") {
-                        "too many of this person's requests are in flight; retry later"
-                    } else {
-                        "too many of this tenant's requests are in flight; retry later"
+                    match busy {
+                        Some(tenantry_db::BusyShare::Credentials) => {
+                            "too many checks of credentials are waiting for the database; retry later"
+                        }
+                        Some(tenantry_db::BusyShare::Person) => {
+                            "too many of this person's requests are in flight; retry later"
+                        }
+                        _ => "too many of this tenant's requests are in flight; retry later",
                     },
                 )
             }

@@ -194,6 +194,15 @@ impl Telemetry {
     }
 }
 
+/// How `command` writes its log lines: `serve` as its flag or the terminal
+/// says, every other command as text.
+fn log_format(command: &Command) -> LogFormat {
+    match command {
+        Command::Serve(args) => args.log_format.unwrap_or_else(LogFormat::detect),
+        _ => LogFormat::Text,
+    }
+}
+
 /// Installs the log subscriber: `RUST_LOG` when set, else warnings, and for
 /// `serve` also the one INFO line per request (target `tenantry::request`)
 /// and, with `otlp_endpoint` set (feature `otlp`), trace export.
@@ -204,16 +213,16 @@ fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
     // when a pooled connection's server goes away, which is also every
     // embedded cluster's stop at the end of a command: tenantry says what a
     // lost database means where it matters (a request's 503, its WARN line).
-    let (default_filter, format, otlp_endpoint) = match command {
+    let format = log_format(command);
+    let (default_filter, otlp_endpoint) = match command {
         Command::Serve(args) => (
             "warn,deadpool.postgres=error,tenantry::request=info,tenantry::startup=info,tenantry::serve=info",
-            args.log_format.unwrap_or_else(LogFormat::detect),
             // Errors in the settings are reported by `serve` itself.
             tenantry_api::config::Settings::load(args.config.as_deref())
                 .ok()
                 .and_then(|s| s.otlp_endpoint),
         ),
-        _ => ("warn,deadpool.postgres=error", LogFormat::Text, None),
+        _ => ("warn,deadpool.postgres=error", None),
     };
     let rust_log = std::env::var("RUST_LOG").ok();
     let (filter, bad_rust_log) = log_filter(rust_log.as_deref(), default_filter);
@@ -324,10 +333,7 @@ async fn main() {
     // With JSON logs, serve's last word (why it stopped) is a JSON line too:
     // a log pipeline that parses every line lost the crash loop's reason
     // (found by an operations review).
-    let json_errors = matches!(
-        &cli.command,
-        Command::Serve(args) if args.log_format.unwrap_or_else(LogFormat::detect) == LogFormat::Json
-    );
+    let json_errors = log_format(&cli.command) == LogFormat::Json;
     let telemetry = match init_logging(&cli.command) {
         Ok(telemetry) => telemetry,
         Err(e) => {

@@ -549,9 +549,9 @@ impl Database {
                     "{} the most one tenant may hold at once (DatabaseConfig::max_connections_per_tenant), \
                      and this one waited {} ms",
                     if lane.is_nil() {
-                        "the checks of credentials the server has not cached hold connections,"
+                        crate::error::CREDENTIALS_BUSY
                     } else {
-                        "this person's requests outside a tenant hold connections,"
+                        crate::error::PERSON_BUSY
                     },
                     self.acquire_timeout.unwrap_or_default().as_millis()
                 )),

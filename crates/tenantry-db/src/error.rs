@@ -163,7 +163,40 @@ impl From<Conflict> for String {
 /// next run prepares them again.
 pub(crate) const STALE_STATEMENT: &str = "a table this transaction read changed (a migration) after the connection had prepared the statement; the statement is prepared again when the transaction runs again";
 
+/// How a [`DbError::TenantBusy`] of the lane of credential checks the server
+/// has not cached begins ([`BusyShare::Credentials`]).
+pub(crate) const CREDENTIALS_BUSY: &str =
+    "the checks of credentials the server has not cached hold connections,";
+
+/// How a [`DbError::TenantBusy`] of a signed-in person's own lane begins
+/// ([`BusyShare::Person`]).
+pub(crate) const PERSON_BUSY: &str = "this person's requests outside a tenant hold connections,";
+
+/// Whose share of the pool a [`DbError::TenantBusy`] found taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyShare {
+    /// A tenant's (`DatabaseConfig::max_connections_per_tenant`).
+    Tenant,
+    /// The lane every credential the server has not cached is checked in.
+    Credentials,
+    /// A signed-in person's lane for their requests outside any tenant.
+    Person,
+}
+
 impl DbError {
+    /// Whose share of the pool a [`DbError::TenantBusy`] found taken (its
+    /// answer can say who waits); `None` for any other error.
+    pub fn busy_share(&self) -> Option<BusyShare> {
+        match self {
+            DbError::TenantBusy(m) if m.starts_with(CREDENTIALS_BUSY) => {
+                Some(BusyShare::Credentials)
+            }
+            DbError::TenantBusy(m) if m.starts_with(PERSON_BUSY) => Some(BusyShare::Person),
+            DbError::TenantBusy(_) => Some(BusyShare::Tenant),
+            _ => None,
+        }
+    }
+
     /// Whether this is the refusal of a statement prepared before a
     /// migration changed what it returns ([`STALE_STATEMENT`]).
     pub(crate) fn is_stale_statement(&self) -> bool {
@@ -254,12 +287,6 @@ fn is_field_name(hint: &str) -> bool {
     !hint.is_empty() && hint.len() <= 200 && !hint.chars().any(char::is_whitespace)
 }
 
-/// The column a CHECK constraint PostgreSQL named by its default rule is
-/// about: `<table>_<column>_check`, with a number after it when the name was
-/// taken (`invoices_amount_check1`). A CHECK over several columns is
-/// `<table>_check` and names none. PostgreSQL reports no column for a CHECK violation,
-/// so a team's `CHECK (amount > 0)` answered 422 naming no field. A
-/// constraint named by hand names none either (its name says nothing sure).
 /// The name in double quotes right after `lead` in `message`.
 fn quoted_after<'a>(message: &'a str, lead: &str) -> Option<&'a str> {
     let rest = message.split_once(lead)?.1;
@@ -283,6 +310,12 @@ fn unsharded(name: &str) -> Option<&str> {
         .then_some(base)
 }
 
+/// The column a CHECK constraint PostgreSQL named by its default rule is
+/// about: `<table>_<column>_check`, with a number after it when the name was
+/// taken (`invoices_amount_check1`). A CHECK over several columns is
+/// `<table>_check` and names none. PostgreSQL reports no column for a CHECK violation,
+/// so a team's `CHECK (amount > 0)` answered 422 naming no field. A
+/// constraint named by hand names none either (its name says nothing sure).
 fn checked_column<'a>(table: &str, constraint: &'a str) -> Option<&'a str> {
     let rest = constraint.strip_prefix(table)?.strip_prefix('_')?;
     let column = rest

@@ -82,7 +82,7 @@ pub use context_keys::{ContextKeyError, ContextKeyInfo};
 pub use database::{
     ConnectTo, Database, DatabaseConfig, LoginRoleCheck, PowerfulRole, StatementMode, Timeouts,
 };
-pub use error::{with_sources, Conflict, DbError};
+pub use error::{with_sources, BusyShare, Conflict, DbError};
 pub use idempotency::{IdempotencyKey, Idempotent, IdempotentRequest, StoredResponse};
 #[doc(hidden)]
 pub use ids::__private;

@@ -93,7 +93,7 @@ fn parse_settings(conninfo: &str) -> Result<(tokio_postgres::Config, TlsSettings
     // such as `postgress://`) said by its scheme alone: read as the
     // key=value form, its whole text, password included, was quoted in the
     // error (found by an operations review).
-    if let Some((scheme, _)) = conninfo.trim_start().split_once("://") {
+    if let Some((scheme, _)) = conninfo.split_once("://") {
         let is_scheme = !scheme.is_empty()
             && scheme
                 .chars()

@@ -162,21 +162,17 @@ impl Jwks {
                 self.current()
             };
         }
-        let named: Vec<&VerifyingKey> = set
-            .keys
-            .iter()
-            .filter(|k| k.kid.as_deref() == Some(kid))
-            .collect();
-        if named.is_empty() {
+        if !set.has(kid) {
             return Err(JwtError::UnknownKey {
                 kid: Some(kid_for_log(kid)),
             });
         }
         // Every key of this kid and algorithm (a JWKS may give one kid to
         // several: the first alone was tried, found by a review).
-        let usable: Vec<DecodingKey> = named
+        let usable: Vec<DecodingKey> = set
+            .keys
             .iter()
-            .filter(|k| k.alg == alg)
+            .filter(|k| k.kid.as_deref() == Some(kid) && k.alg == alg)
             .map(|k| k.key.clone())
             .collect();
         if usable.is_empty() {

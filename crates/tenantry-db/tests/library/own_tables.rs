@@ -404,6 +404,14 @@ async fn project_with_a_note(db: &Database, a: TenantId) -> Uuid {
     project
 }
 
+/// Tenant `a` deleting `project`, which a note still names: the refusal.
+async fn delete_refused(db: &Database, a: TenantId, project: Uuid) -> DbError {
+    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+    s.execute("DELETE FROM app.projects WHERE id = $1", &[&project])
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing_row_is_not_found()
 {
@@ -412,11 +420,7 @@ async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing
     notes_of_projects(&su).await;
     let project = project_with_a_note(&db, a).await;
 
-    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
-    let err = s
-        .execute("DELETE FROM app.projects WHERE id = $1", &[&project])
-        .await
-        .unwrap_err();
+    let err = delete_refused(&db, a, project).await;
     // Messages in the API's terms: no constraint names of the schema (under
     // row level security PostgreSQL leaves the key out of its DETAIL).
     match &err {
@@ -425,7 +429,6 @@ async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing
         }
         other => panic!("{other:?}"),
     }
-    drop(s);
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
     let err = s
         .execute(
@@ -992,11 +995,7 @@ async fn the_servers_login_reads_postgresql_messages_untranslated_on_a_database_
     assert_eq!(check.lc_messages, "C");
     assert!(!check.messages_translated());
     let project = project_with_a_note(&db, a).await;
-    let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
-    let err = s
-        .execute("DELETE FROM app.projects WHERE id = $1", &[&project])
-        .await
-        .unwrap_err();
+    let err = delete_refused(&db, a, project).await;
     assert!(matches!(err, DbError::Conflict(_)), "{err:?}");
 
     // A login of the team's own without the setting would be told so.
