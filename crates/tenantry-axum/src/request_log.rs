@@ -609,7 +609,11 @@ const DOCTOR_EVERY_RUNS: u64 = 10;
 /// start is an ERROR line with its fix, and `tenantry_table_problems` says
 /// how many there are (an alert belongs there).
 async fn doctor(db: &tenantry_db::Database) {
-    match db.table_problems().await {
+    // Locks waited for 5 s at most: the upkeep's next run is behind it.
+    match db
+        .table_problems_waiting(Some(std::time::Duration::from_secs(5)))
+        .await
+    {
         Ok(problems) => {
             let blocking: Vec<_> = problems.iter().filter(|p| p.blocks_serving()).collect();
             metrics::gauge!("tenantry_table_problems").set(blocking.len() as f64);

@@ -783,8 +783,32 @@ impl Database {
     /// as the server's login; the server refuses to start on any that
     /// [`crate::TableProblem::blocks_serving`].
     pub async fn table_problems(&self) -> Result<Vec<crate::TableProblem>, DbError> {
+        self.table_problems_waiting(None).await
+    }
+
+    /// [`Database::table_problems`], each lock the check needs waited for at
+    /// most `lock_wait` (the doctor reads policies and indexes, which waits
+    /// for a session holding a table exclusively): a check run again while
+    /// serving gives up and is tried later, where it held up the work after
+    /// it for as long as such a session kept its lock when the pool's
+    /// sessions have no `statement_timeout`.
+    pub async fn table_problems_waiting(
+        &self,
+        lock_wait: Option<Duration>,
+    ) -> Result<Vec<crate::TableProblem>, DbError> {
         let client = self.connection().await?;
-        let problems = as_login(&client, crate::tables::table_problems(&client)).await?;
+        let problems = as_login(&client, async {
+            if let Some(wait) = lock_wait {
+                client
+                    .batch_execute(&format!(
+                        "SET LOCAL lock_timeout = {}",
+                        wait.as_millis().max(1)
+                    ))
+                    .await?;
+            }
+            crate::tables::table_problems(&client).await
+        })
+        .await?;
         problems.map_err(|e| match e {
             crate::TableError::Database(e) => e.into(),
             refused => DbError::Internal(refused.to_string()),
