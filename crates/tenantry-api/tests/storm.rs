@@ -3,7 +3,8 @@
 //! `TENANTRY_STORM_SECS` sets the length of each phase (quiet, then storm) in
 //! seconds: default 2, so CI stays fast; a long run uses 30 or more. The p99
 //! ratio is reported, and asserted only against a generous bound
-//! (`TENANTRY_STORM_MAX_P99_RATIO`, default 10): on two shared cores the
+//! (`TENANTRY_STORM_MAX_P99_RATIO`, default 10, the quiet p99 taken as at
+//! least 20 ms): on two shared cores the
 //! attackers' CPU alone slows everyone, so the bound catches a bystander that
 //! waits on an attacker's lock (seconds), not scheduling noise.
 
@@ -280,7 +281,11 @@ async fn four_tenants_creating_children_as_fast_as_allowed_give_nobody_a_5xx_and
         storm.percentile(0.50),
         storm.percentile(0.99),
     );
-    let ratio = ms(s99) / ms(q99);
+    // Against a quiet p99 of at least 20 ms: a few milliseconds quiet and a
+    // few dozen under the attackers' CPU is the scheduling noise the bound
+    // is not about (it failed so on a loaded machine); a wait on an
+    // attacker's lock (seconds) is still many times over it.
+    let ratio = ms(s99) / ms(q99).max(20.0);
     let created: u64 = outcomes.iter().map(|o| o.0).sum();
     let refused: u64 = outcomes.iter().map(|o| o.1).sum();
     let throttled: u64 = outcomes.iter().map(|o| o.2).sum();

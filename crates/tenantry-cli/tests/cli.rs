@@ -1141,21 +1141,46 @@ async fn top_shows_the_busiest_tenants_of_a_running_server_and_refuses_a_wrong_t
     );
 
     // Refreshing into a pipe: plain frames, no terminal escape codes.
-    let piped = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+    // Interrupted once two frames are out (a fixed 900 ms was too short for
+    // a loaded machine to start it and fetch twice).
+    let mut piped = Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(["top", "--interval", "0.2", "--url", &url])
         .env("TENANTRY_ADMIN_TOKEN", "tadm_test")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(900));
+    let (lines, read) = std::sync::mpsc::channel();
+    let stdout = piped.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut frames = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while frames.matches("TENANT").count() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match read.recv_timeout(left) {
+            Ok(line) => frames.push_str(&line),
+            Err(_) => panic!("not two frames within 30 s: {frames}"),
+        }
+        frames.push('\n');
+    }
     assert!(Command::new("kill")
         .args(["-INT", &piped.id().to_string()])
         .status()
         .unwrap()
         .success());
-    let frames = String::from_utf8_lossy(&piped.wait_with_output().unwrap().stdout).into_owned();
-    assert!(frames.matches("TENANT").count() >= 2, "{frames}");
+    assert!(
+        piped.wait().unwrap().success(),
+        "an interrupt ends it cleanly"
+    );
+    reader.join().unwrap();
+    frames.extend(read.try_iter().map(|l| l + "\n"));
     assert!(!frames.contains('\x1b'), "{frames:?}");
 
     let out = output_within_a_minute(

@@ -131,28 +131,38 @@ pub async fn begin_in_tenant(client: &Client, tenant: uuid::Uuid) {
     );
 }
 
-/// Waits (up to 5 s, polling every 10 ms) until a session of the server's
+/// Waits (up to 30 s, polling every 10 ms) until a session of the server's
 /// login in `watcher`'s database waits for a lock; whether one did. A
 /// condition, not a timing: tests hold a lock open and need the other side
-/// queued behind it before they let go.
+/// queued behind it before they let go. (5 s was the bound: a loaded CI
+/// machine can take longer to bring a request to its first statement.)
 pub async fn a_server_session_waits_for_a_lock(watcher: &Client) -> bool {
-    sessions_wait_for_a_lock(watcher, "AND usename = 'tenantry_server'").await
+    sessions_wait_for_a_lock(watcher, Some("tenantry_server"), "").await
 }
 
 /// Like [`a_server_session_waits_for_a_lock`] for a session of any login
 /// (an operator's, a superuser's).
 pub async fn a_session_waits_for_a_lock(watcher: &Client) -> bool {
-    sessions_wait_for_a_lock(watcher, "").await
+    sessions_wait_for_a_lock(watcher, None, "").await
 }
 
-async fn sessions_wait_for_a_lock(watcher: &Client, which: &str) -> bool {
-    let sql = format!(
-        "SELECT count(*) FROM pg_stat_activity
-          WHERE datname = current_database() {which} AND wait_event_type = 'Lock'"
-    );
-    for _ in 0..500 {
+/// Like [`a_session_waits_for_a_lock`] for a session whose statement
+/// contains `statement` (a background task's, say, told apart by the
+/// function it calls).
+pub async fn a_session_waits_for_a_lock_in(watcher: &Client, statement: &str) -> bool {
+    sessions_wait_for_a_lock(watcher, None, statement).await
+}
+
+async fn sessions_wait_for_a_lock(watcher: &Client, login: Option<&str>, statement: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         let waiting: i64 = watcher
-            .query_one(&sql, &[])
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event_type = 'Lock'
+                    AND ($1::text IS NULL OR usename = $1) AND strpos(query, $2) > 0",
+                &[&login, &statement],
+            )
             .await
             .expect("reading pg_stat_activity")
             .get(0);

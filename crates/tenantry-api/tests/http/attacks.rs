@@ -735,7 +735,8 @@ async fn roles_named_like_builtins_grant_only_their_own_permissions() {
 async fn a_cached_key_is_refused_once_its_expiry_passes_even_with_a_long_cache() {
     let app = TestApp::spawn_with(|s| s.key_cache_ttl_ms = 3_600_000).await;
     let t = app.tenant("t").await;
-    let expires = chrono::Utc::now() + chrono::Duration::seconds(2);
+    // 5 s: its creation and first use must fall before it on a loaded machine.
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(5);
     let r = app
         .post(
             "/v1/keys",

@@ -214,7 +214,12 @@ async fn usage_metrics_show_the_caller_and_its_descendants_flagged_after_a_refre
         let id = r["tenant_id"].as_str().unwrap();
         assert_ne!(id, stranger.id, "a stranger's metrics leaked");
         assert_eq!(r["is_descendant"], id == child.id, "{r}");
-        assert!(r["request_count"].as_i64().unwrap() >= 1);
+        // Or an hour with only its storage sample (the test ran into the
+        // next hour, whose first refresh samples storage).
+        assert!(
+            r["request_count"].as_i64().unwrap() >= 1 || !r["storage_resources"].is_null(),
+            "{r}"
+        );
     }
     let child_rows = app.get("/v1/usage/metrics", &child.key).await;
     for r in child_rows.expect(200).as_array().unwrap() {

@@ -63,12 +63,15 @@ async fn every_credential_failure_gets_the_same_401_body() {
     failures.push(("revoked", app.get("/v1/resources", &revoked).await));
 
     // An expired key: valid for a moment, used once, then past its expiry.
-    let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    // (5 s: its creation and first use must fall before it on a loaded machine.)
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(5);
     let (expiring, _) = app
         .create_key(&t.id, json!({ "expires_at": expires.to_rfc3339() }))
         .await;
     app.get("/v1/resources", &expiring).await.expect(200);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    while chrono::Utc::now() <= expires + chrono::Duration::milliseconds(50) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     failures.push(("expired", app.get("/v1/resources", &expiring).await));
 
     for (what, r) in &failures {

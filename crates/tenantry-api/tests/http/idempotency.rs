@@ -870,8 +870,13 @@ async fn a_request_whose_key_is_still_running_is_answered_409_naming_the_key_wit
             .await
         }
     };
+    let watcher = app.db.superuser_client().await;
     let second = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Once the first has claimed the key (its transaction's first
+        // statement) and waits for the row: a fixed 300 ms let the second
+        // claim it first on a loaded machine, and each then waited for the
+        // other until the client's timeout.
+        assert!(tenantry_db::testing::a_server_session_waits_for_a_lock(&watcher).await);
         let response = app
             .client
             .patch(app.url(&path))

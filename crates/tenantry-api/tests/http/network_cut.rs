@@ -283,9 +283,11 @@ async fn the_servers_sessions_run_under_its_statement_and_idle_in_transaction_ti
     let tenant = tenant_id(&app).await;
     let mut config = app.db.database_config();
     config.timeouts = Timeouts {
-        statement_timeout: Some(Duration::from_millis(300)),
-        idle_in_transaction_timeout: Some(Duration::from_millis(400)),
-        reply_timeout: Some(Duration::from_secs(5)),
+        // (A loaded machine can stall a second between two statements: 300
+        // and 400 ms ended the test's own ordinary steps.)
+        statement_timeout: Some(Duration::from_millis(2_000)),
+        idle_in_transaction_timeout: Some(Duration::from_millis(3_000)),
+        reply_timeout: Some(Duration::from_secs(10)),
         ..Timeouts::tcp_only()
     };
     let db = Database::connect(&config).unwrap();
@@ -298,13 +300,13 @@ async fn the_servers_sessions_run_under_its_statement_and_idle_in_transaction_ti
         )
         .await
         .unwrap();
-    assert_eq!((statement.as_str(), idle.as_str()), ("300ms", "400ms"));
+    assert_eq!((statement.as_str(), idle.as_str()), ("2s", "3s"));
     scope.commit().await.unwrap();
 
     // A statement running past statement_timeout: cancelled, reported as the
     // database unavailable (503), not as an internal error (500).
     let mut scope = db.tenant(TenantContext::new(tenant)).await.unwrap();
-    let slow = scope.execute("SELECT pg_sleep(2)", &[]).await;
+    let slow = scope.execute("SELECT pg_sleep(6)", &[]).await;
     assert!(matches!(slow, Err(DbError::Unavailable(_))), "{slow:?}");
     drop(scope);
 
@@ -313,7 +315,7 @@ async fn the_servers_sessions_run_under_its_statement_and_idle_in_transaction_ti
     // serves the next transaction on a fresh connection.
     let mut scope = db.tenant(TenantContext::new(tenant)).await.unwrap();
     scope.execute("SELECT 1", &[]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
     let after_idle = scope.execute("SELECT 1", &[]).await;
     assert!(
         matches!(after_idle, Err(DbError::Unavailable(_))),
@@ -379,7 +381,16 @@ async fn requests_whose_clients_hang_up_run_to_their_end_and_close_no_database_s
     for answer in futures_util::future::join_all(hung_up).await {
         assert!(answer.as_ref().is_err_and(|e| e.is_timeout()), "{answer:?}");
     }
-    let waiting: Vec<i32> = su
+    // Read on a session of its own, once one waits: `su`'s transaction would
+    // see the activity of its first read only, and on a loaded machine the
+    // abandoned reads may not have reached the lock when their clients gave
+    // up.
+    let watcher = app.db.superuser_client().await;
+    assert!(
+        tenantry_db::testing::a_server_session_waits_for_a_lock(&watcher).await,
+        "the abandoned reads wait in the database"
+    );
+    let waiting: Vec<i32> = watcher
         .query(
             "SELECT pid FROM pg_stat_activity
               WHERE usename = 'tenantry_server' AND wait_event_type = 'Lock' ORDER BY pid",

@@ -364,7 +364,27 @@ async fn a_configuration_reload_is_not_taken_for_sql_that_changed_the_session() 
     // configuration), not by SQL on the connection.
     exec(&su, "ALTER SYSTEM SET cursor_tuple_fraction = 0.2").await;
     exec(&su, "SELECT pg_reload_conf()").await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Until a new session starts with it: the postmaster has read the file
+    // and signalled every session (a fixed 500 ms was a guess a loaded
+    // machine could miss); the pooled connection takes it before its next
+    // statement.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let fresh = w.tdb.superuser_client().await;
+        let seen: String = fresh
+            .query_one("SELECT current_setting('cursor_tuple_fraction')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if seen == "0.2" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload did not reach a new session within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let result = async {
         let mut scope = db.tenant(TenantContext::new(b)).await.unwrap();
         let names: Vec<(String,)> = scope.query("SELECT name FROM projects", &[]).await?;
