@@ -735,8 +735,11 @@ mod tests {
             )
             .get(|| async { "no body" }),
         );
+        // 1.5 s: the in-time body's 200 ms pause stays well within it on a
+        // loaded machine, where the runtime can stall both sides (400 ms did
+        // not always).
         let options = ServeOptions {
-            body_read_timeout: Duration::from_millis(400),
+            body_read_timeout: Duration::from_millis(1_500),
             ..ServeOptions::default()
         };
         let (addr, _stop, _server) = spawn_serve(router, options).await;
@@ -745,9 +748,9 @@ mod tests {
         };
         let answer = |mut client: TcpStream| async move {
             let mut text = String::new();
-            tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut text))
+            tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut text))
                 .await
-                .expect("answered and closed within 5 s")
+                .expect("answered and closed within 10 s")
                 .unwrap();
             text
         };
@@ -764,12 +767,12 @@ mod tests {
             text.contains("application/problem+json") && text.contains("body_timeout"),
             "{text}"
         );
-        assert!(started.elapsed() >= Duration::from_millis(400));
+        assert!(started.elapsed() >= Duration::from_millis(1_500));
         // A byte every 100 ms: moving, but not there by the deadline.
         let mut trickle = TcpStream::connect(addr).await.unwrap();
-        trickle.write_all(head(20).as_bytes()).await.unwrap();
+        trickle.write_all(head(30).as_bytes()).await.unwrap();
         let writer = tokio::spawn(async move {
-            for _ in 0..20 {
+            for _ in 0..30 {
                 if trickle.write_all(b" ").await.is_err() {
                     break;
                 }
@@ -787,7 +790,7 @@ mod tests {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         prompt.write_all(b":1}").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(1_800)).await;
         prompt
             .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
@@ -976,11 +979,14 @@ mod tests {
     #[tokio::test]
     async fn aborting_the_server_closes_the_connections_it_was_still_serving() {
         let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answering = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = dropped.clone();
+        let began = answering.clone();
         let router = Router::new().route(
             "/big",
             axum::routing::get(move || {
                 let dropped = flag.clone();
+                began.store(true, std::sync::atomic::Ordering::SeqCst);
                 async move { axum::body::Body::from_stream(Chunks { left: 32, dropped }) }
             }),
         );
@@ -993,7 +999,9 @@ mod tests {
         idle.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Once the handler answers (a fixed 300 ms was a guess).
+        set_within(&answering, Duration::from_secs(30), "never answered").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
         server.abort();
         let _ = server.await;
@@ -1012,11 +1020,14 @@ mod tests {
     #[tokio::test]
     async fn a_request_whose_client_hung_up_runs_to_its_end_and_the_stop_waits_for_it() {
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let running = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = done.clone();
+        let began = running.clone();
         let router = Router::new().route(
             "/slow",
             axum::routing::get(move || {
                 let done = flag.clone();
+                began.store(true, std::sync::atomic::Ordering::SeqCst);
                 async move {
                     tokio::time::sleep(Duration::from_millis(800)).await;
                     done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1030,7 +1041,8 @@ mod tests {
             .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Once the handler runs (a fixed 100 ms was a guess).
+        set_within(&running, Duration::from_secs(30), "never ran").await;
         drop(client);
         tokio::time::sleep(Duration::from_millis(100)).await;
         stop.send(()).unwrap();
@@ -1056,8 +1068,10 @@ mod tests {
                 })
             }),
         );
+        // A pause of a third of the deadline: 400 ms of 600 failed when a
+        // loaded machine stalled the runtime.
         let options = ServeOptions {
-            send_timeout: Duration::from_millis(600),
+            send_timeout: Duration::from_millis(3_000),
             ..ServeOptions::default()
         };
         let (addr, stop, server) = spawn_serve(router, options).await;
@@ -1068,7 +1082,7 @@ mod tests {
                 .await
                 .unwrap();
             // Paused for less than the deadline, then read at full speed.
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
             let mut head = Vec::new();
             let mut byte = [0u8; 1];
             while !head.ends_with(b"\r\n\r\n") {

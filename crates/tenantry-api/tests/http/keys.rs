@@ -236,12 +236,17 @@ async fn the_old_key_stops_working_when_its_grace_period_ends() {
         .post(
             &format!("/v1/keys/{old_id}/rotate"),
             &t.key,
-            &json!({ "grace_seconds": 1 }),
+            // 5 s: the old key's next use must fall within it on a loaded
+            // machine (1 s did not always).
+            &json!({ "grace_seconds": 5 }),
         )
         .await;
+    // The grace ends at most 5 s after the rotation's answer.
+    let answered = std::time::Instant::now();
     let new = r.expect(201)["key"].as_str().unwrap().to_owned();
     app.get("/v1/tenant", &old).await.expect(200);
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5_100).saturating_sub(answered.elapsed()))
+        .await;
     app.get("/v1/tenant", &old)
         .await
         .problem(401, "unauthorized");

@@ -397,15 +397,32 @@ async fn a_request_still_running_after_the_shutdown_grace_is_cancelled_answered_
     slow.write_all(
         format!(
             "POST /v1/resources HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+             Content-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n",
             t.key
         )
         .as_bytes(),
     )
     .await
     .unwrap();
-    // The request is in the handler, waiting for the rest of its body.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The request is in the handler once it asks for its body (`100
+    // Continue`, sent when the handler first reads it; a fixed 300 ms was a
+    // guess a loaded machine could miss), and then waits for the rest.
+    let mut continued = Vec::new();
+    while !continued.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(30), slow.read(&mut byte))
+            .await
+            .expect("asked for the body within 30 s")
+            .unwrap();
+        assert_eq!(read, 1, "closed before asking for the body");
+        continued.push(byte[0]);
+    }
+    assert!(
+        continued.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&continued)
+    );
+    slow.write_all(b"{\"name\":").await.unwrap();
     let started = std::time::Instant::now();
     app.shutdown().await;
     let took = started.elapsed();

@@ -9,21 +9,36 @@ use tenantry_db::{
 
 use super::tenant;
 
-/// The next invalidation (at most 5 s).
+/// The next invalidation (at most 30 s).
 async fn next(feed: &mut Subscription) -> Invalidation {
-    tokio::time::timeout(Duration::from_secs(5), feed.recv())
+    tokio::time::timeout(Duration::from_secs(30), feed.recv())
         .await
-        .expect("an invalidation within 5 s")
+        .expect("an invalidation within 30 s")
         .expect("the feed is open")
 }
 
-/// Invalidations received until 300 ms pass without one.
-async fn drain(feed: &mut Subscription) -> HashSet<Invalidation> {
+/// Invalidations of the transactions committed before the call: received
+/// until a marker sent then (a tenant no one has) comes back, PostgreSQL
+/// delivering notifications in commit order. A quiet 300 ms was the bound:
+/// a loaded machine delivered later, and the late one went to the next step.
+async fn drain(feed: &mut Subscription, tdb: &TestDatabase) -> HashSet<Invalidation> {
+    let marker = Invalidation::tenant(TenantId::from_uuid(uuid::Uuid::new_v4()));
+    tdb.superuser_client()
+        .await
+        .execute(
+            "SELECT pg_notify($1, $2)",
+            &[&tenantry_db::invalidation::CHANNEL, &marker.payload()],
+        )
+        .await
+        .unwrap();
     let mut got = HashSet::new();
-    while let Ok(Some(i)) = tokio::time::timeout(Duration::from_millis(300), feed.recv()).await {
+    loop {
+        let i = next(feed).await;
+        if i == marker {
+            return got;
+        }
         got.insert(i);
     }
-    got
 }
 
 /// Suspends `t` through the operator's library call (it notifies `tenant:`).
@@ -64,13 +79,13 @@ async fn the_listener_publishes_a_move_made_through_another_pool_as_the_moved_te
     let old_root = tenant(&other, "old", None).await;
     let new_root = tenant(&other, "new", None).await;
     assert_eq!(
-        drain(&mut sub).await,
+        drain(&mut sub, &tdb).await,
         HashSet::new(),
         "a root tenant's creation is silent"
     );
     let moved = tenant(&other, "moved", Some(old_root)).await;
     assert_eq!(
-        drain(&mut sub).await,
+        drain(&mut sub, &tdb).await,
         [Invalidation::tenant(old_root)].into(),
         "a child's creation names its parent"
     );
@@ -82,7 +97,7 @@ async fn the_listener_publishes_a_move_made_through_another_pool_as_the_moved_te
         .into_iter()
         .map(Invalidation::tenant)
         .collect();
-    assert_eq!(drain(&mut sub).await, expected);
+    assert_eq!(drain(&mut sub, &tdb).await, expected);
     let stranger = TenantId::from_uuid(uuid::Uuid::new_v4());
     assert!(!expected.contains(&Invalidation::tenant(stranger)));
 }
@@ -99,13 +114,13 @@ async fn a_child_created_through_another_pool_names_every_ancestor_and_nobody_el
     let root = tenant(&other, "root", None).await;
     let mid = tenant(&other, "mid", Some(root)).await;
     let bystander = tenant(&other, "bystander", None).await;
-    drain(&mut sub).await;
+    drain(&mut sub, &tdb).await;
     // Their visible subtree gains the new tenant: servers that cached their
     // context must read it again to see it.
     let leaf = tenant(&other, "leaf", Some(mid)).await;
     let expected: HashSet<Invalidation> =
         [root, mid].into_iter().map(Invalidation::tenant).collect();
-    let got = drain(&mut sub).await;
+    let got = drain(&mut sub, &tdb).await;
     assert_eq!(got, expected, "an operator's creation");
     assert!(!got.contains(&Invalidation::tenant(bystander)));
 
@@ -120,7 +135,11 @@ async fn a_child_created_through_another_pool_names_every_ancestor_and_nobody_el
         .into_iter()
         .map(Invalidation::tenant)
         .collect();
-    assert_eq!(drain(&mut sub).await, expected, "a tenant's own child");
+    assert_eq!(
+        drain(&mut sub, &tdb).await,
+        expected,
+        "a tenant's own child"
+    );
 }
 
 #[tokio::test]
@@ -130,12 +149,12 @@ async fn a_tier_move_started_and_aborted_through_another_pool_names_the_moving_t
     let feed = Invalidations::start(&db, &ListenTo::Database, ListenOptions::default());
     let mut sub = feed.subscribe();
     assert!(listening(&feed).await, "listening within 5 s");
-    drain(&mut sub).await;
+    drain(&mut sub, &tdb).await;
 
     let other = tdb.database();
     let mover = tenant(&other, "mover", None).await;
     let bystander = tenant(&other, "bystander", None).await;
-    drain(&mut sub).await;
+    drain(&mut sub, &tdb).await;
     // The move changes the tenant's context (while it moves back, it reads
     // both tables): servers that cached it must hear of it, and only of it.
     let mut admin = other.admin("test").await.unwrap();
@@ -145,11 +164,11 @@ async fn a_tier_move_started_and_aborted_through_another_pool_names_the_moving_t
         .unwrap();
     admin.commit().await.unwrap();
     let expected: HashSet<Invalidation> = [Invalidation::tenant(mover)].into();
-    assert_eq!(drain(&mut sub).await, expected, "the start");
+    assert_eq!(drain(&mut sub, &tdb).await, expected, "the start");
     let mut admin = other.admin("test").await.unwrap();
     assert!(admin.tier_move_abort(mover).await.unwrap());
     admin.commit().await.unwrap();
-    let got = drain(&mut sub).await;
+    let got = drain(&mut sub, &tdb).await;
     assert_eq!(got, expected, "the abort");
     assert!(!got.contains(&Invalidation::tenant(bystander)));
 }
@@ -162,7 +181,7 @@ async fn a_killed_listener_connection_publishes_all_and_listens_again() {
     let mut sub = feed.subscribe();
     assert!(listening(&feed).await);
     assert_eq!(feed.sessions(), 1);
-    drain(&mut sub).await;
+    drain(&mut sub, &tdb).await;
 
     let killed = tdb.kill_invalidation_listeners().await;
     assert_eq!(killed, 1);
@@ -202,7 +221,7 @@ async fn a_flood_of_forged_alls_is_published_as_two_and_named_invalidations_stil
     let feed = Invalidations::start(&db, &ListenTo::Database, ListenOptions::default());
     let mut sub = feed.subscribe();
     assert!(listening(&feed).await);
-    drain(&mut sub).await;
+    drain(&mut sub, &tdb).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let (attacker, connection) = tdb
@@ -218,19 +237,27 @@ async fn a_flood_of_forged_alls_is_published_as_two_and_named_invalidations_stil
         )
         .await
         .unwrap();
+    // The first at once, the rest as one when 250 ms were up: two, or a few
+    // more if a loaded machine spread their delivery over several such
+    // windows (a fixed second of counting saw one when the first came late),
+    // never one per notification.
     let mut alls = 0;
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(1) {
+    let mut quiet_since = std::time::Instant::now();
+    while alls < 2 || quiet_since.elapsed() < Duration::from_secs(1) {
         match tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
-            Ok(Some(Invalidation::All)) => alls += 1,
+            Ok(Some(Invalidation::All)) => {
+                alls += 1;
+                quiet_since = std::time::Instant::now();
+            }
             Ok(other) => panic!("only alls were sent: {other:?}"),
-            Err(_) => {}
+            Err(_) => assert!(
+                alls >= 2 || quiet_since.elapsed() < Duration::from_secs(30),
+                "{alls} alls published within 30 s"
+            ),
         }
     }
-    // The first at once, the rest as one when 250 ms were up (a third only
-    // if the machine spread their delivery over more than that).
     assert!(
-        (2..=3).contains(&alls),
+        (2..=10).contains(&alls),
         "{alls} alls published for 501 sent"
     );
 

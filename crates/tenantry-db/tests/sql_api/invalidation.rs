@@ -17,7 +17,9 @@ use crate::helpers::{admin, app, set_context};
 /// login can: LISTEN cannot be revoked).
 struct Listener {
     payloads: mpsc::UnboundedReceiver<String>,
-    _client: Client,
+    client: Client,
+    channel: String,
+    barriers: u32,
 }
 
 impl Listener {
@@ -44,19 +46,35 @@ impl Listener {
             .unwrap();
         Self {
             payloads,
-            _client: client,
+            client,
+            channel: channel.to_owned(),
+            barriers: 0,
         }
     }
 
-    /// Every payload received until 300 ms pass without one.
+    /// Every payload of the transactions committed before the call: read
+    /// until a marker this session sends then comes back (PostgreSQL
+    /// delivers notifications in commit order). A quiet 300 ms was the
+    /// bound: a loaded machine delivered later, and the late payload went
+    /// to the next step.
     async fn received(&mut self) -> BTreeSet<String> {
+        self.barriers += 1;
+        let barrier = format!("test-barrier-{}", self.barriers);
+        self.client
+            .execute("SELECT pg_notify($1, $2)", &[&self.channel, &barrier])
+            .await
+            .unwrap();
         let mut got = BTreeSet::new();
-        while let Ok(Some(p)) =
-            tokio::time::timeout(Duration::from_millis(300), self.payloads.recv()).await
-        {
+        loop {
+            let p = tokio::time::timeout(Duration::from_secs(30), self.payloads.recv())
+                .await
+                .expect("the marker came back within 30 s")
+                .expect("the listening session is open");
+            if p == barrier {
+                return got;
+            }
             got.insert(p);
         }
-        got
     }
 }
 

@@ -1,7 +1,5 @@
 //! Limits (`max_children`, `max_descendants`, `max_api_keys`, `max_roles`, `max_members`, `max_shares` in a tenant's settings, with defaults): enforced by the database for the tenant roles, whatever door they use, refused with TN429 naming the setting, nothing written by a refused statement; operators are counted, not refused; counts stay exact through moves and deletions; creating children takes no lock another tenant waits on.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use tenantry_db::{testing::TestDatabase, Limit};
 use tokio_postgres::{Client, Error};
@@ -439,17 +437,14 @@ async fn a_tenant_creating_children_takes_no_lock_another_tenants_creation_waits
     // x's creation stays open (as a slow request would hold it) ...
     exec(&holder, "BEGIN").await;
     child(&holder, "held open").await.unwrap();
-    // ... and y's goes through at once, keys and roles included.
-    exec(&other, "SET lock_timeout = '2s'").await;
-    let started = std::time::Instant::now();
+    // ... and y's goes through, keys and roles included: a wait on x's
+    // creation would last until its COMMIT below, so the lock timeout turns
+    // it into an error (a bound on the elapsed time as well failed on a
+    // loaded machine, and said nothing more).
+    exec(&other, "SET lock_timeout = '10s'").await;
     child(&other, "not waiting").await.unwrap();
     key(&other).await.unwrap();
     exec(&other, "INSERT INTO tenantry.roles (name) VALUES ('r')").await;
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
     exec(&holder, "COMMIT").await;
 }
 

@@ -325,11 +325,14 @@ async fn a_target_deleted_while_a_share_with_it_is_open_waits_for_it_and_revokes
     let deleting = tokio::spawn(async move {
         set_status(&admin, target, "deleted").await;
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // (Seen waiting: a fixed 300 ms then "not finished" passed as well when
+    // the deletion had not begun.)
+    let watcher = tdb.superuser_client().await;
     assert!(
-        !deleting.is_finished(),
+        tenantry_db::testing::a_session_waits_for_a_lock(&watcher).await,
         "the deletion waits for the open share"
     );
+    assert!(!deleting.is_finished());
     exec(&app, "COMMIT").await;
     deleting.await.unwrap();
     let su = tdb.superuser_client().await;
@@ -414,11 +417,14 @@ async fn a_share_of_a_resource_whose_owner_is_deleted_meanwhile_is_refused_or_re
     let deleting = tokio::spawn(async move {
         set_status(&admin, other_child, "deleted").await;
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // (Seen waiting: a fixed 300 ms then "not finished" passed as well when
+    // the deletion had not begun.)
+    let watcher = tdb.superuser_client().await;
     assert!(
-        !deleting.is_finished(),
+        tenantry_db::testing::a_session_waits_for_a_lock(&watcher).await,
         "the deletion waits for the open share"
     );
+    assert!(!deleting.is_finished());
     exec(&app, "COMMIT").await;
     deleting.await.unwrap();
     assert_eq!(shares_of(other_child).await, 0, "revoked with its owner");

@@ -2780,14 +2780,25 @@ async fn the_doctor_names_what_reads_an_adopted_table_through_a_view() {
     );
 }
 
-/// Runs `sql` on `waiter` and shows it still waiting 300 ms later; then runs
-/// `then` on `holder` and hands `waiter` back once its statement has ended.
-async fn waits_for(holder: &Client, then: &str, waiter: Client, sql: &'static str) -> Client {
+/// Runs `sql` on `waiter` and shows it waiting for a lock (seen by
+/// `watcher`, a session outside both); then runs `then` on `holder` and
+/// hands `waiter` back once its statement has ended. (A fixed 300 ms then
+/// "not finished" passed as well when the statement had not even begun.)
+async fn waits_for(
+    watcher: &Client,
+    holder: &Client,
+    then: &str,
+    waiter: Client,
+    sql: &'static str,
+) -> Client {
     let waiting = tokio::spawn(async move {
         exec(&waiter, sql).await;
         waiter
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        tenantry_db::testing::a_session_waits_for_a_lock_in(watcher, sql).await,
+        "{sql} did not wait"
+    );
     assert!(!waiting.is_finished(), "{sql} did not wait");
     exec(holder, then).await;
     waiting.await.unwrap()
@@ -2814,7 +2825,9 @@ async fn two_sessions_adopting_one_table_at_once_both_succeed_and_it_is_adopted_
         "BEGIN; SELECT pg_advisory_xact_lock((1953390948::bigint << 32) + 'public.notes'::regclass::oid::bigint)",
     )
     .await;
+    let watcher = tdb.superuser_client().await;
     let second = waits_for(
+        &watcher,
         &first,
         "SELECT adopt_table('public.notes'); COMMIT",
         second,
@@ -2840,6 +2853,7 @@ async fn two_sessions_adopting_one_table_at_once_both_succeed_and_it_is_adopted_
     )
     .await;
     let second = waits_for(
+        &watcher,
         &first,
         "COMMIT",
         second,
