@@ -481,6 +481,15 @@ impl Settings {
                 return Err(SettingsError::Invalid(format!("{name} must be > 0")));
             }
         }
+        // A share above the pool was taken as the whole pool without a word:
+        // a mistake (a pool made smaller, say) the operator should hear of
+        // (found by a review of the docs).
+        if self.max_connections_per_tenant > self.max_connections {
+            return Err(SettingsError::Invalid(format!(
+                "max_connections_per_tenant (TENANTRY_MAX_CONNECTIONS_PER_TENANT, {}) is more than                  max_connections (TENANTRY_MAX_CONNECTIONS, {}): one tenant can hold the whole pool                  at most; set it to {} to allow that, or 0 for the default share (a quarter of the pool)",
+                self.max_connections_per_tenant, self.max_connections, self.max_connections
+            )));
+        }
         if self.database_reply_timeout_ms != 0
             && self.statement_timeout_ms != 0
             && self.database_reply_timeout_ms <= self.statement_timeout_ms
@@ -717,11 +726,13 @@ mod tests {
     }
 
     #[test]
-    fn values_beyond_what_the_operating_system_or_metrics_take_are_refused_naming_the_setting() {
+    fn values_beyond_what_the_operating_system_metrics_or_the_pool_take_are_refused_naming_the_setting(
+    ) {
         for (var, value) in [
             ("TENANTRY_TCP_USER_TIMEOUT_MS", "99999999999"),
             ("TENANTRY_TCP_KEEPALIVE_IDLE_SECS", "99999999999"),
             ("TENANTRY_TENANT_STATS_TOP", "1000000"),
+            ("TENANTRY_MAX_CONNECTIONS_PER_TENANT", "99"),
         ] {
             let err = Settings::default()
                 .apply_env(|k| (k == var).then(|| value.to_owned()))
@@ -733,6 +744,7 @@ mod tests {
             ("TENANTRY_TCP_USER_TIMEOUT_MS", "2147483647"),
             ("TENANTRY_TCP_KEEPALIVE_IDLE_SECS", "32767"),
             ("TENANTRY_TENANT_STATS_TOP", "1000"),
+            ("TENANTRY_MAX_CONNECTIONS_PER_TENANT", "16"),
         ] {
             Settings::default()
                 .apply_env(|k| (k == var).then(|| value.to_owned()))

@@ -51,13 +51,15 @@ const COLUMNS: [(&str, &[&str]); 3] = [
 /// Refuses to start on tables of the same names that are not the tracker's
 /// (`CREATE TABLE IF NOT EXISTS` keeps a table someone else made), naming
 /// the table and what it lacks, instead of answering 500 to every request.
+/// A table not there yet is the migration's to make.
 async fn check_shapes(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     for (table, columns) in COLUMNS {
         let columns: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
         let missing: Vec<String> = client
             .query(
                 "SELECT c FROM unnest($2::text[]) c
-                  WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+                  WHERE to_regclass($1) IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM pg_attribute a
                                      WHERE a.attrelid = to_regclass($1) AND a.attname = c
                                        AND a.attnum > 0 AND NOT a.attisdropped)",
                 &[&table, &columns],
@@ -97,6 +99,10 @@ pub async fn migrate(migration: &Config) -> anyhow::Result<()> {
              start: run `DATABASE_URL=<superuser url> cargo run -p tenantry-cli -- migrate` first)"
         );
     }
+    // Before the migration too: its references to a table someone else
+    // made failed first, with PostgreSQL's words about a missing column and
+    // not this (found by a review of the docs).
+    check_shapes(&client).await?;
     client
         .batch_execute(MIGRATION)
         .await
