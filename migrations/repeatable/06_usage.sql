@@ -263,20 +263,11 @@ COMMENT ON FUNCTION tenantry.sample_tenant_storage() IS 'Internal (refresh_tenan
 /**
  * Refreshes tenant_metrics concurrently (readers are not blocked) and takes
  * the hour's storage sample (sample_tenant_storage: once an hour).
- *
- * Each lock it needs is waited for at most 5 s (55P03 past that): a session
- * holding request_log (an operator's LOCK, a long DDL) left the upkeep that
- * calls it waiting for as long as that session kept the lock when the
- * server's sessions have no statement_timeout (a library's pool by
- * default), and with it the partitions of the coming days and the check
- * that reports a day without one (found when a test of that report hung in
- * CI). The next run tries again.
  */
 CREATE OR REPLACE FUNCTION tenantry.refresh_tenant_metrics()
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET lock_timeout = '5s'
 -- tenant_metrics' hours are UTC's: its date_trunc('hour', created_at) cuts
 -- hours in the session's time zone, and a database set to one half an hour
 -- off (Asia/Kolkata, initdb's default there) labelled 10:30Z the start of an
@@ -304,7 +295,7 @@ BEGIN
     PERFORM tenantry.sample_tenant_storage();
 END
 $$;
-COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Refreshes in UTC (hours are UTC''s whatever the database''s time zone), waiting at most 5 s for each lock (55P03 past that: the next call tries again). Deletes request-log rows that arrived for a tenant after its purge (a writer''s batch in flight then; purges of the last day), refreshes tenant_metrics concurrently as its owner (sees every tenant) and, at the first refresh of each hour, samples every tenant''s storage (storage_samples, 30 days). Scheduled by the server. Needs a proven administrative context or an operator''s session (42501).';
+COMMENT ON FUNCTION tenantry.refresh_tenant_metrics() IS 'Refreshes in UTC (hours are UTC''s whatever the database''s time zone). Deletes request-log rows that arrived for a tenant after its purge (a writer''s batch in flight then; purges of the last day), refreshes tenant_metrics concurrently as its owner (sees every tenant) and, at the first refresh of each hour, samples every tenant''s storage (storage_samples, 30 days). Scheduled by the server. Needs a proven administrative context or an operator''s session (42501).';
 GRANT EXECUTE ON FUNCTION tenantry.refresh_tenant_metrics() TO tenantry_admin;
 
 CREATE POLICY storage_samples_own ON tenantry.storage_samples

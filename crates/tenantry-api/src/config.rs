@@ -486,7 +486,9 @@ impl Settings {
         // (found by a review of the docs).
         if self.max_connections_per_tenant > self.max_connections {
             return Err(SettingsError::Invalid(format!(
-                "max_connections_per_tenant (TENANTRY_MAX_CONNECTIONS_PER_TENANT, {}) is more than                  max_connections (TENANTRY_MAX_CONNECTIONS, {}): one tenant can hold the whole pool                  at most; set it to {} to allow that, or 0 for the default share (a quarter of the pool)",
+                "max_connections_per_tenant (TENANTRY_MAX_CONNECTIONS_PER_TENANT, {}) is more than \
+                 max_connections (TENANTRY_MAX_CONNECTIONS, {}): one tenant can hold the whole pool \
+                 at most; set it to {} to allow that, or 0 for the default share (a quarter of the pool)",
                 self.max_connections_per_tenant, self.max_connections, self.max_connections
             )));
         }
@@ -739,6 +741,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(var), "{var}: {err}");
+            assert!(!err.contains("  "), "{var}: {err}");
         }
         for (var, value) in [
             ("TENANTRY_TCP_USER_TIMEOUT_MS", "2147483647"),

@@ -553,7 +553,10 @@ pub(crate) async fn upkeep(
         days_without_partition(&db).await;
         let refreshed = async {
             let mut scope = db.admin("scheduler").await?;
-            scope.refresh_metrics().await?;
+            // Locks waited for 5 s at most: the next run is behind it.
+            scope
+                .refresh_metrics_waiting(Some(std::time::Duration::from_secs(5)))
+                .await?;
             scope.commit().await
         }
         .await;

@@ -1,5 +1,7 @@
 //! Tenants and their hierarchy: administrative operations (create, list, rename, settings, status, parent, isolation) and what a tenant sees of itself and its children.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{
@@ -304,7 +306,30 @@ impl AdminScope {
 
     /// Refreshes the `tenant_metrics` materialized view (concurrently).
     pub async fn refresh_metrics(&mut self) -> Result<(), DbError> {
+        self.refresh_metrics_waiting(None).await
+    }
+
+    /// [`AdminScope::refresh_metrics`], each lock it needs waited for at
+    /// most `lock_wait` (`lock_timeout` for the rest of the transaction;
+    /// past it the refresh fails with [`DbError::Contention`]): a
+    /// scheduler's refresh gives up and is tried at its next run, where it
+    /// waited for as long as another session held the request log, the
+    /// usage view or a tenant's table, on a pool without a
+    /// `statement_timeout`, and held up the work after it.
+    pub async fn refresh_metrics_waiting(
+        &mut self,
+        lock_wait: Option<Duration>,
+    ) -> Result<(), DbError> {
         self.tx.retire_connection();
+        if let Some(wait) = lock_wait {
+            let millis = format!("{}ms", wait.as_millis().max(1));
+            self.q(
+                "SELECT set_config('lock_timeout', $1, true)",
+                &[&millis],
+                &[Type::TEXT],
+            )
+            .await?;
+        }
         self.q("SELECT tenantry.refresh_tenant_metrics()", &[], &[])
             .await?;
         Ok(())

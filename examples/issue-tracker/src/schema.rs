@@ -57,11 +57,12 @@ async fn check_shapes(client: &tokio_postgres::Client) -> anyhow::Result<()> {
         let columns: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
         let missing: Vec<String> = client
             .query(
-                "SELECT c FROM unnest($2::text[]) c
+                "SELECT c FROM unnest($2::text[]) WITH ORDINALITY AS u(c, n)
                   WHERE to_regclass($1) IS NOT NULL
                     AND NOT EXISTS (SELECT 1 FROM pg_attribute a
                                      WHERE a.attrelid = to_regclass($1) AND a.attname = c
-                                       AND a.attnum > 0 AND NOT a.attisdropped)",
+                                       AND a.attnum > 0 AND NOT a.attisdropped)
+                  ORDER BY n",
                 &[&table, &columns],
             )
             .await?

@@ -19,6 +19,23 @@ pub struct TestApp {
     /// The database behind the server (superuser checks only).
     pub db: TestDatabase,
     server: Server,
+    /// Held while a server running the upkeep serves (dropped after it).
+    _upkeep: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// One server of this process at a time runs the upkeep: its gauges on
+/// `/metrics` (`tenantry_request_log_days_without_partition`,
+/// `tenantry_table_problems`) are the process's, and two such servers at
+/// once overwrote each other's values every second, so that a test reading
+/// one could see another server's (found by a review of the suite).
+async fn upkeep_alone() -> tokio::sync::OwnedMutexGuard<()> {
+    static UPKEEP: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+        std::sync::OnceLock::new();
+    UPKEEP
+        .get_or_init(Default::default)
+        .clone()
+        .lock_owned()
+        .await
 }
 
 /// Another server over the same database.
@@ -148,6 +165,10 @@ impl TestApp {
         let db = TestDatabase::new().await;
         let mut settings = test_settings();
         adjust(&mut settings);
+        let upkeep = match settings.metrics_refresh_secs {
+            0 => None,
+            _ => Some(upkeep_alone().await),
+        };
         let admin_token = AdminToken::generate();
         let server = Server::start(&settings, db.database(), &admin_token).await;
         let client = reqwest::Client::builder()
@@ -160,6 +181,7 @@ impl TestApp {
             client,
             db,
             server,
+            _upkeep: upkeep,
         }
     }
 

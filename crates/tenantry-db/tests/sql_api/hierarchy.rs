@@ -348,15 +348,17 @@ async fn a_leaf_deleted_while_its_parent_becomes_a_root_is_counted_off_once() {
 }
 
 /// Waits (up to 30 s) until another session runs a statement containing
-/// `statement` (a move): a move tries for the hierarchy lock 10 ms apart
-/// without queueing, so it shows as running, not as waiting for a lock.
+/// `statement` (a move) and sleeps between two tries: a move tries for the
+/// hierarchy lock 10 ms apart without queueing, so it shows as sleeping,
+/// not as waiting for a lock.
 async fn trying_to_move(tdb: &TestDatabase, statement: &str) {
     let watcher = tdb.superuser_client().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while watcher
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND state = 'active' AND pid <> pg_backend_pid() AND strpos(query, $1) > 0",
+             AND state = 'active' AND wait_event = 'PgSleep' AND pid <> pg_backend_pid() \
+             AND strpos(query, $1) > 0",
             &[&statement],
         )
         .await
