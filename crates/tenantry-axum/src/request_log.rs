@@ -524,8 +524,9 @@ where
 /// at most 100 ms for that lock (2 s for today's and tomorrow's), commits at once (it was held through the
 /// metrics' refresh, seconds over a busy log, while every tenant's usage
 /// read and the log's writer waited: found by a review), and a day it could
-/// not lock is tried again at the next run. A failed run is logged and the
-/// next one tries again.
+/// not lock is tried again at the next run; the refresh and the doctor wait
+/// at most [`UPKEEP_LOCK_WAIT`] for each of theirs. A failed run is logged
+/// and the next one tries again.
 pub(crate) async fn upkeep(
     db: tenantry_db::Database,
     every: std::time::Duration,
@@ -553,9 +554,8 @@ pub(crate) async fn upkeep(
         days_without_partition(&db).await;
         let refreshed = async {
             let mut scope = db.admin("scheduler").await?;
-            // Locks waited for 5 s at most: the next run is behind it.
             scope
-                .refresh_metrics_waiting(Some(std::time::Duration::from_secs(5)))
+                .refresh_metrics_waiting(Some(UPKEEP_LOCK_WAIT))
                 .await?;
             scope.commit().await
         }
@@ -605,6 +605,13 @@ async fn days_without_partition(db: &tenantry_db::Database) {
 /// minute).
 const DOCTOR_EVERY_RUNS: u64 = 10;
 
+/// Longest wait of the upkeep's metrics refresh and doctor for each lock:
+/// past it the step gives up until the next run. Unbounded, a session
+/// holding the request log, the usage view or an adopted table held up
+/// every later step (the partitions of the coming days among them) on a
+/// pool without a `statement_timeout`.
+const UPKEEP_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The doctor's rules, checked again while serving: a server checked them
 /// only at start, so a partition created later without row level security,
 /// or `DISABLE ROW LEVEL SECURITY` run while it served, went unsaid until the
@@ -612,11 +619,7 @@ const DOCTOR_EVERY_RUNS: u64 = 10;
 /// start is an ERROR line with its fix, and `tenantry_table_problems` says
 /// how many there are (an alert belongs there).
 async fn doctor(db: &tenantry_db::Database) {
-    // Locks waited for 5 s at most: the upkeep's next run is behind it.
-    match db
-        .table_problems_waiting(Some(std::time::Duration::from_secs(5)))
-        .await
-    {
+    match db.table_problems_waiting(Some(UPKEEP_LOCK_WAIT)).await {
         Ok(problems) => {
             let blocking: Vec<_> = problems.iter().filter(|p| p.blocks_serving()).collect();
             metrics::gauge!("tenantry_table_problems").set(blocking.len() as f64);

@@ -801,8 +801,8 @@ impl Database {
             if let Some(wait) = lock_wait {
                 client
                     .batch_execute(&format!(
-                        "SET LOCAL lock_timeout = {}",
-                        wait.as_millis().max(1)
+                        "SET LOCAL lock_timeout = '{}'",
+                        lock_timeout(wait)
                     ))
                     .await?;
             }
@@ -842,6 +842,12 @@ impl Database {
     pub fn tls_connector(&self) -> &tokio_postgres_rustls::MakeRustlsConnect {
         &self.tls
     }
+}
+
+/// `wait` as a value of `lock_timeout` (`<n>ms`), at least 1 ms: 0 would
+/// mean no limit at all.
+pub(crate) fn lock_timeout(wait: Duration) -> String {
+    format!("{}ms", wait.as_millis().max(1))
 }
 
 /// Runs `work` (statements on `client`) in a transaction as the login itself:

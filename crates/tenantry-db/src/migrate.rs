@@ -284,8 +284,8 @@ pub async fn migrate_tenant_schemas(
         for schema in behind {
             let tx = client.transaction().await?;
             tx.batch_execute(&format!(
-                "SET LOCAL lock_timeout = '{}ms'",
-                SCHEMA_LOCK_WAIT.as_millis()
+                "SET LOCAL lock_timeout = '{}'",
+                crate::database::lock_timeout(SCHEMA_LOCK_WAIT)
             ))
             .await?;
             match tx
@@ -664,8 +664,8 @@ async fn apply_pending(
         .await?;
     if let Some(wait) = lock_wait {
         tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            wait.as_millis()
+            "SET LOCAL lock_timeout = '{}'",
+            crate::database::lock_timeout(wait)
         ))
         .await?;
     }

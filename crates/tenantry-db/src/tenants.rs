@@ -322,10 +322,9 @@ impl AdminScope {
     ) -> Result<(), DbError> {
         self.tx.retire_connection();
         if let Some(wait) = lock_wait {
-            let millis = format!("{}ms", wait.as_millis().max(1));
             self.q(
                 "SELECT set_config('lock_timeout', $1, true)",
-                &[&millis],
+                &[&crate::database::lock_timeout(wait)],
                 &[Type::TEXT],
             )
             .await?;

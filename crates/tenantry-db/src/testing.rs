@@ -137,31 +137,52 @@ pub async fn begin_in_tenant(client: &Client, tenant: uuid::Uuid) {
 /// queued behind it before they let go. (5 s was the bound: a loaded CI
 /// machine can take longer to bring a request to its first statement.)
 pub async fn a_server_session_waits_for_a_lock(watcher: &Client) -> bool {
-    sessions_wait_for_a_lock(watcher, Some("tenantry_server"), "").await
+    sessions_wait(watcher, Some("tenantry_server"), "", Wait::Lock).await
 }
 
 /// Like [`a_server_session_waits_for_a_lock`] for a session of any login
 /// (an operator's, a superuser's).
 pub async fn a_session_waits_for_a_lock(watcher: &Client) -> bool {
-    sessions_wait_for_a_lock(watcher, None, "").await
+    sessions_wait(watcher, None, "", Wait::Lock).await
 }
 
 /// Like [`a_session_waits_for_a_lock`] for a session whose statement
 /// contains `statement` (a background task's, say, told apart by the
 /// function it calls).
 pub async fn a_session_waits_for_a_lock_in(watcher: &Client, statement: &str) -> bool {
-    sessions_wait_for_a_lock(watcher, None, statement).await
+    sessions_wait(watcher, None, statement, Wait::Lock).await
 }
 
-async fn sessions_wait_for_a_lock(watcher: &Client, login: Option<&str>, statement: &str) -> bool {
+/// Like [`a_session_waits_for_a_lock_in`] for a session sleeping in
+/// `pg_sleep` instead: a statement that tries for a lock again and again
+/// without queueing (a move's hierarchy lock) sleeps between two tries.
+pub async fn a_session_sleeps_in(watcher: &Client, statement: &str) -> bool {
+    sessions_wait(watcher, None, statement, Wait::Sleep).await
+}
+
+/// What a session in [`sessions_wait`] waits for.
+enum Wait {
+    /// A heavyweight lock (`wait_event_type = 'Lock'`).
+    Lock,
+    /// `pg_sleep` (`wait_event = 'PgSleep'`).
+    Sleep,
+}
+
+async fn sessions_wait(watcher: &Client, login: Option<&str>, statement: &str, wait: Wait) -> bool {
+    let (event_type, event) = match wait {
+        Wait::Lock => (Some("Lock"), None),
+        Wait::Sleep => (None, Some("PgSleep")),
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         let waiting: i64 = watcher
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = current_database() AND wait_event_type = 'Lock'
+                  WHERE datname = current_database()
+                    AND ($3::text IS NULL OR wait_event_type = $3)
+                    AND ($4::text IS NULL OR wait_event = $4)
                     AND ($1::text IS NULL OR usename = $1) AND strpos(query, $2) > 0",
-                &[&login, &statement],
+                &[&login, &statement, &event_type, &event],
             )
             .await
             .expect("reading pg_stat_activity")

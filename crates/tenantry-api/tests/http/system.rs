@@ -755,6 +755,11 @@ async fn an_invalidation_url_the_listener_cannot_use_stops_the_server_at_start()
     );
 }
 
+/// A team's table `public.notes`, adopted.
+const ADOPTED_NOTES: &str =
+    "CREATE TABLE public.notes (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+     SELECT tenantry.adopt_table('public.notes');";
+
 /// The doctor's rules are checked again while the server runs: a rule broken
 /// after the start (here row level security switched off on an adopted
 /// table) shows in `tenantry_table_problems` at the next check, every tenth
@@ -763,13 +768,10 @@ async fn an_invalidation_url_the_listener_cannot_use_stops_the_server_at_start()
 async fn a_rule_broken_while_the_server_runs_is_counted_at_the_next_check() {
     let app = TestApp::spawn_with(|s| s.metrics_refresh_secs = 1).await;
     let su = app.db.superuser_client().await;
-    su.batch_execute(
-        "CREATE TABLE public.notes (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
-         SELECT tenantry.adopt_table('public.notes');
-         ALTER TABLE public.notes DISABLE ROW LEVEL SECURITY;",
-    )
-    .await
-    .unwrap();
+    su.batch_execute(ADOPTED_NOTES).await.unwrap();
+    su.batch_execute("ALTER TABLE public.notes DISABLE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let r = app.send(reqwest::Method::GET, "/metrics", None, None).await;
@@ -802,14 +804,7 @@ async fn a_day_left_without_its_request_log_partition_is_counted_until_made() {
 
     // Tomorrow's partition gone, and the log held by a session that does
     // not let go: the upkeep's creation waits 2 s and leaves the day.
-    let tomorrow: String = su
-        .query_one(
-            "SELECT 'request_log_' || to_char(current_date + 1, 'YYYYMMDD')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let tomorrow = partition_of(&su, 1).await;
     let exists = format!(
         "SELECT count(*) FROM pg_class WHERE relname = '{tomorrow}' AND relnamespace = 'tenantry'::regnamespace"
     );
@@ -840,24 +835,15 @@ async fn a_day_left_without_its_request_log_partition_is_counted_until_made() {
     let count = su.query_one(&exists, &[]).await.unwrap().get::<_, i64>(0);
     assert_eq!(count, 0, "the partition was made while the log was held");
 
-    // Let go: a later run makes it and the gauge falls back. (The gauge is
-    // the process's: every other test's server in this binary sets it too,
-    // to 0 on its own database, so the day is waited for in the catalog.)
+    // Let go: a later run makes it and the gauge falls back.
     holder.batch_execute("COMMIT").await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(75);
-    while su.query_one(&exists, &[]).await.unwrap().get::<_, i64>(0) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the day was not made within 75 s of the log's release"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    until_made(&su, &tomorrow, std::time::Duration::from_secs(75)).await;
     days_without_partition_become(&app, 0.0).await;
 }
 
 /// Waits up to 75 s for `/metrics` to show `want` as the count of days
-/// without a request-log partition (at least once: other tests' servers in
-/// this process set the same gauge). An upkeep run whose metrics refresh or
+/// without a request-log partition (the gauge is the process's: servers
+/// running the upkeep take turns, `TestApp`). An upkeep run whose metrics refresh or
 /// doctor began after the log was held waits 5 s for each (the test's pool
 /// has no statement timeout: both waited for as long as the log was held,
 /// and the test hung until its deadline twice in CI) and 2 s for the day's
@@ -882,27 +868,21 @@ async fn days_without_partition_become(app: &TestApp, want: f64) {
     }
 }
 
-/// Waits up to 30 s for the upkeep to make the request-log partition of the
-/// day `days` from today again once it is dropped: the upkeep's runs go on.
-async fn upkeep_makes_again_the_partition_in(
-    su: &tokio_postgres::Client,
-    days: i32,
-) -> std::time::Duration {
-    let part: String = su
-        .query_one(
-            "SELECT 'request_log_' || to_char(current_date + $1::int, 'YYYYMMDD')",
-            &[&days],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    // (Its lock waits for the upkeep's transaction, which may read the log.)
-    su.batch_execute(&format!(
-        "SET lock_timeout = '20s'; DROP TABLE tenantry.{part}; RESET lock_timeout"
-    ))
+/// The name of the request-log partition of the day `days` from today.
+async fn partition_of(su: &tokio_postgres::Client, days: i32) -> String {
+    su.query_one(
+        "SELECT 'request_log_' || to_char(current_date + $1::int, 'YYYYMMDD')",
+        &[&days],
+    )
     .await
-    .expect("the upkeep held the log for 20 s");
-    let dropped = std::time::Instant::now();
+    .unwrap()
+    .get(0)
+}
+
+/// Waits up to `within` until the upkeep has made request-log partition
+/// `part`.
+async fn until_made(su: &tokio_postgres::Client, part: &str, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
     while su
         .query_one("SELECT to_regclass('tenantry.' || $1) IS NULL", &[&part])
         .await
@@ -910,12 +890,24 @@ async fn upkeep_makes_again_the_partition_in(
         .get::<_, bool>(0)
     {
         assert!(
-            dropped.elapsed() < std::time::Duration::from_secs(30),
-            "{part} not made again within 30 s: the upkeep is stuck"
+            std::time::Instant::now() < deadline,
+            "{part} not made within {within:?}: the upkeep is stuck"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    dropped.elapsed()
+}
+
+/// Drops the request-log partition of the day `days` from today and waits
+/// up to 30 s for the upkeep to make it again: the upkeep's runs go on.
+async fn upkeep_makes_again_the_partition_in(su: &tokio_postgres::Client, days: i32) {
+    let part = partition_of(su, days).await;
+    // (Its lock waits for the upkeep's transaction, which may read the log.)
+    su.batch_execute(&format!(
+        "SET lock_timeout = '20s'; DROP TABLE tenantry.{part}; RESET lock_timeout"
+    ))
+    .await
+    .expect("the upkeep held the log for 20 s");
+    until_made(su, &part, std::time::Duration::from_secs(30)).await;
 }
 
 /// A session holding the usage view (an operator's `VACUUM FULL` or `ALTER
@@ -950,12 +942,7 @@ async fn the_upkeep_goes_on_while_another_session_holds_the_usage_view() {
 async fn the_upkeep_goes_on_while_another_session_holds_an_adopted_table() {
     let app = TestApp::spawn_with(|s| s.metrics_refresh_secs = 1).await;
     let su = app.db.superuser_client().await;
-    su.batch_execute(
-        "CREATE TABLE public.notes (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
-         SELECT tenantry.adopt_table('public.notes');",
-    )
-    .await
-    .unwrap();
+    su.batch_execute(ADOPTED_NOTES).await.unwrap();
     let holder = app.db.superuser_client().await;
     holder
         .batch_execute("BEGIN; LOCK TABLE public.notes IN ACCESS EXCLUSIVE MODE")

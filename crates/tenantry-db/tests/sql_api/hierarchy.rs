@@ -198,8 +198,10 @@ async fn a_move_to_the_root_and_a_move_under_its_old_subtree_at_once_leave_the_c
         let moved = second.execute(move_sql, &[&Some(z), &y]).await;
         (second, moved)
     });
-    // Once it tries for the lock (a fixed 300 ms was a guess).
-    trying_to_move(&tdb, "SET parent_id").await;
+    // Once it tries for the lock (a fixed 300 ms was a guess): it polls
+    // for it without queueing, sleeping between two tries.
+    let watcher = tdb.superuser_client().await;
+    assert!(tenantry_db::testing::a_session_sleeps_in(&watcher, "SET parent_id").await);
     first.batch_execute("COMMIT").await.unwrap();
     let (_second, moved) = under.await.unwrap();
     moved.expect("y goes under z once x's move is committed");
@@ -254,7 +256,8 @@ async fn a_move_waiting_for_the_hierarchy_lock_holds_back_no_share_of_the_tenant
         moved
     });
     // Once the second move tries for the lock (a fixed 300 ms was a guess).
-    trying_to_move(&tdb, "set_tenant_parent").await;
+    let watcher = tdb.superuser_client().await;
+    assert!(tenantry_db::testing::a_session_sleeps_in(&watcher, "set_tenant_parent").await);
     // r shares meanwhile: the share never queues behind the moves. It tries
     // the hierarchy lock for 100 ms (a share checks the closure under it,
     // so that no share of a moving subtree outlives the move), then answers
@@ -345,31 +348,4 @@ async fn a_leaf_deleted_while_its_parent_becomes_a_root_is_counted_off_once() {
     };
     assert_eq!(counts(a).await, (2, 2), "a keeps s1 and s2");
     assert_eq!(counts(p).await, (0, 0), "p's one child is deleted");
-}
-
-/// Waits (up to 30 s) until another session runs a statement containing
-/// `statement` (a move) and sleeps between two tries: a move tries for the
-/// hierarchy lock 10 ms apart without queueing, so it shows as sleeping,
-/// not as waiting for a lock.
-async fn trying_to_move(tdb: &TestDatabase, statement: &str) {
-    let watcher = tdb.superuser_client().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while watcher
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND state = 'active' AND wait_event = 'PgSleep' AND pid <> pg_backend_pid() \
-             AND strpos(query, $1) > 0",
-            &[&statement],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-        == 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no move began within 30 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
 }
