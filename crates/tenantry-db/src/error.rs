@@ -105,7 +105,10 @@ impl Conflict {
     /// its default rules (`<table>_<columns>_key`, `<table>_pkey`) whatever
     /// the original's name, and on a partitioned table that of the partition's
     /// index: leave keys you match on to those default names, or match on
-    /// [`Conflict::table`] as well.
+    /// [`Conflict::table`] as well. On a Citus cluster the name is the
+    /// table's constraint's, not its shard's (`projects_pkey`, not
+    /// `projects_pkey_102016`); there [`Conflict::table`] is `None` when the
+    /// row was refused on a worker, whose error names no table.
     pub fn constraint(&self) -> Option<&str> {
         self.constraint.as_deref()
     }
@@ -310,6 +313,40 @@ fn unsharded(name: &str) -> Option<&str> {
         .then_some(base)
 }
 
+/// A table's and one of its constraints' names as an error gives them, read
+/// from the message when the error carries no fields, without a Citus
+/// shard's id. A shard's table and the constraints of it share the shard's
+/// id (`projects_102016`, `projects_pkey_102016`), which tells a shard from
+/// a table of that name; an error a coordinator relays from a worker
+/// carries no fields at all (its CONTEXT says `while executing command on`),
+/// so there the names read from its words lose a shard's id on their own
+/// (a team's `409` on the cluster named `projects_pkey_102016`, and
+/// [`Conflict::constraint`] was `None`). The third value says whether the
+/// names were a shard's.
+fn shard_names<'a>(
+    table: Option<&'a str>,
+    constraint: Option<&'a str>,
+    relayed: bool,
+) -> (Option<&'a str>, Option<&'a str>, bool) {
+    let shard_id = |name: &'a str| unsharded(name).map(|base| &name[base.len()..]);
+    let same_shard = table
+        .and_then(shard_id)
+        .is_some_and(|id| constraint.and_then(shard_id) == Some(id));
+    if same_shard || relayed {
+        let base = |name: &'a str| unsharded(name).unwrap_or(name);
+        (table.map(base), constraint.map(base), true)
+    } else {
+        (table, constraint, false)
+    }
+}
+
+/// Whether an error is a worker's, relayed by a Citus coordinator without
+/// its fields.
+fn relayed_by_citus(db: &tokio_postgres::error::DbError) -> bool {
+    db.where_()
+        .is_some_and(|w| w.contains("while executing command on "))
+}
+
 /// The column a CHECK constraint PostgreSQL named by its default rule is
 /// about: `<table>_<column>_check`, with a number after it when the name was
 /// taken (`invoices_amount_check1`). A CHECK over several columns is
@@ -415,18 +452,32 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 // columns and values out of DETAIL; the constraint's name
                 // (in the message) is the schema's, no use to an API's client.
                 c if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::EXCLUSION_VIOLATION => {
+                    let relayed = relayed_by_citus(db);
+                    let constraint = db.constraint().or_else(|| {
+                        quoted_after(&message, "unique constraint \"")
+                            .or_else(|| quoted_after(&message, "exclusion constraint \""))
+                    });
+                    let (table, constraint, sharded) = shard_names(db.table(), constraint, relayed);
                     DbError::Conflict(Conflict {
-                        message: match (db.table(), db.detail().and_then(key_columns)) {
+                        message: match (table, db.detail().and_then(key_columns)) {
                             (Some(table), Some(columns)) => {
                                 format!("a row of {table} with this {columns} already exists")
                             }
                             (Some(table), None) => {
                                 format!("a row of {table} with the same key already exists")
                             }
-                            _ => message,
+                            // A worker's error names no table: said without
+                            // the shard's names.
+                            (None, Some(columns)) if sharded => {
+                                format!("a row with this {columns} already exists")
+                            }
+                            (None, None) if sharded => {
+                                "a row with the same key already exists".into()
+                            }
+                            _ => message.clone(),
                         },
-                        constraint: db.constraint().map(str::to_owned),
-                        table: db.table().map(str::to_owned),
+                        constraint: constraint.map(str::to_owned),
+                        table: table.map(str::to_owned),
                         field: None,
                     })
                 }
@@ -463,7 +514,9 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 // file system"): storage trouble, not a refusal of the
                 // caller (a resilience review: a filesystem remounted
                 // read-only answered 403 with the data file's path).
-                c if *c == SqlState::INSUFFICIENT_PRIVILEGE && message.starts_with("could not ") => {
+                c if *c == SqlState::INSUFFICIENT_PRIVILEGE
+                    && message.starts_with("could not ") =>
+                {
                     tracing::error!(error = %message, "the database cannot use its own files");
                     DbError::Unavailable(message)
                 }
@@ -474,19 +527,37 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 c if *c == SqlState::FOREIGN_KEY_VIOLATION
                     && message.starts_with("update or delete on table") =>
                 {
-                    DbError::conflict(match db.table() {
+                    let (referencing, _, _) = shard_names(
+                        db.table()
+                            .or_else(|| quoted_after(&message, "\" on table \"")),
+                        db.constraint()
+                            .or_else(|| quoted_after(&message, "foreign key constraint \"")),
+                        relayed_by_citus(db),
+                    );
+                    DbError::conflict(match referencing {
                         Some(referencing) => {
                             format!("the row is still named by rows of {referencing}")
                         }
                         None => message,
                     })
                 }
-                c if *c == SqlState::FOREIGN_KEY_VIOLATION => DbError::NotFound(
-                    match (
-                        db.table(),
-                        db.detail().and_then(key_columns),
-                        db.detail().and_then(referenced_table),
-                    ) {
+                c if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+                    let (table, _, sharded) = shard_names(
+                        db.table()
+                            .or_else(|| quoted_after(&message, "insert or update on table \"")),
+                        db.constraint()
+                            .or_else(|| quoted_after(&message, "foreign key constraint \"")),
+                        relayed_by_citus(db),
+                    );
+                    // The referenced table's shard has an id of its own.
+                    let referenced =
+                        db.detail()
+                            .and_then(referenced_table)
+                            .map(|r| match sharded {
+                                true => unsharded(r).unwrap_or(r),
+                                false => r,
+                            });
+                    DbError::NotFound(match (table, db.detail().and_then(key_columns), referenced) {
                         (Some(table), Some(columns), Some(referenced)) => format!(
                             "the row of {referenced} that this row of {table} names by its {columns} was not found"
                         ),
@@ -494,8 +565,8 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                             "the row of {referenced} that this row of {table} names was not found"
                         ),
                         _ => message,
-                    },
-                ),
+                    })
+                }
                 c if *c == SqlState::CHECK_VIOLATION => {
                     // Citus relays a shard's error without its table and
                     // constraint fields: then they are read from its words
@@ -679,6 +750,48 @@ mod tests {
                 unsharded("invoices_amount_check_102009").unwrap()
             ),
             Some("amount")
+        );
+    }
+
+    #[test]
+    fn a_shards_table_and_constraint_lose_the_shards_id_together() {
+        // Executed on the coordinator's own shard: the fields are the shard's.
+        assert_eq!(
+            shard_names(Some("projects_102016"), Some("projects_pkey_102016"), false),
+            (Some("projects"), Some("projects_pkey"), true)
+        );
+        // A table whose name ends in digits, with a constraint of another
+        // ending, is nobody's shard.
+        assert_eq!(
+            shard_names(Some("log_20261206"), Some("log_20261206_pkey"), false),
+            (Some("log_20261206"), Some("log_20261206_pkey"), false)
+        );
+        assert_eq!(
+            shard_names(Some("a_102016"), Some("b_102017"), false),
+            (Some("a_102016"), Some("b_102017"), false)
+        );
+        // Relayed from a worker: only the message's names, each on its own.
+        assert_eq!(
+            shard_names(None, Some("projects_tenant_id_name_key_102041"), true),
+            (None, Some("projects_tenant_id_name_key"), true)
+        );
+        assert_eq!(
+            shard_names(
+                Some("tasks_102048"),
+                Some("tasks_project_fkey_102048"),
+                true
+            ),
+            (Some("tasks"), Some("tasks_project_fkey"), true)
+        );
+        assert_eq!(
+            shard_names(Some("projects"), Some("projects_pkey"), false),
+            (Some("projects"), Some("projects_pkey"), false)
+        );
+        let relayed = "update or delete on table \"zz_proj_102016\" violates foreign key \
+                       constraint \"zz_task_pname_fkey_102048\" on table \"zz_task_102048\"";
+        assert_eq!(
+            quoted_after(relayed, "\" on table \""),
+            Some("zz_task_102048")
         );
     }
 

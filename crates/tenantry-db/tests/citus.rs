@@ -1842,3 +1842,107 @@ async fn a_pending_member_joins_by_accepting_an_invitation_on_the_cluster() {
     assert_eq!(mine.len(), 1);
     assert!(mine[0].is_owner);
 }
+
+/// A team's keys on the cluster: a taken name, a reference to a missing row
+/// and a row still referenced are told in the same words and by the same
+/// constraint and table names as on one node, without the shards' ids
+/// (PostgreSQL reports them of the shard, and a coordinator relays a
+/// worker's error without its fields: `Conflict::constraint` was `None` and
+/// the 409's words named `projects_tenant_id_name_key_102041`).
+#[tokio::test]
+async fn a_teams_key_conflicts_on_the_cluster_name_its_own_constraints_not_the_shards() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "keys").await;
+    admin
+        .batch_execute(
+            "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id int NOT NULL, name text NOT NULL,
+                                           PRIMARY KEY (tenant_id, id), UNIQUE (tenant_id, name))",
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE public.tasks (tenant_id uuid NOT NULL, id int NOT NULL, project_id int NOT NULL,
+                                        PRIMARY KEY (tenant_id, id),
+                                        FOREIGN KEY (tenant_id, project_id) REFERENCES public.projects (tenant_id, id))",
+        )
+        .await
+        .unwrap();
+    for table in ["public.projects", "public.tasks"] {
+        admin
+            .execute("SELECT tenantry.adopt_table($1::text::regclass)", &[&table])
+            .await
+            .unwrap_or_else(|e| panic!("adopting {table}: {e}"));
+    }
+    let server = db.server_database(key).await;
+    let mut ops = server.admin("admin").await.unwrap();
+    let t = pooled_tenant(&mut ops, "a", None).await;
+    ops.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    scope
+        .execute(
+            "INSERT INTO public.projects (id, name) VALUES (1, 'p')",
+            &[],
+        )
+        .await
+        .unwrap();
+    scope
+        .execute(
+            "INSERT INTO public.tasks (id, project_id) VALUES (1, 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+
+    // Each refusal in a transaction of its own: an error ends one.
+    let refused = |sql: &'static str| {
+        let server = &server;
+        async move {
+            let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+            scope.execute(sql, &[]).await.unwrap_err()
+        }
+    };
+    let shard_id = |text: &str| {
+        text.split(|c: char| !c.is_ascii_digit())
+            .any(|n| n.len() >= 6)
+    };
+
+    for (sql, constraint) in [
+        (
+            "INSERT INTO public.projects (id, name) VALUES (2, 'p')",
+            "projects_tenant_id_name_key",
+        ),
+        (
+            "INSERT INTO public.projects (id, name) VALUES (1, 'q')",
+            "projects_pkey",
+        ),
+    ] {
+        match refused(sql).await {
+            DbError::Conflict(conflict) => {
+                assert_eq!(conflict.constraint(), Some(constraint), "{conflict}");
+                assert!(!shard_id(conflict.message()), "{conflict}");
+                assert!(conflict.message().contains("already exists"), "{conflict}");
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    match refused("INSERT INTO public.tasks (id, project_id) VALUES (2, 9)").await {
+        DbError::NotFound(message) => {
+            assert!(!shard_id(&message), "{message}");
+            assert!(message.contains("projects"), "{message}");
+            assert!(message.contains("tasks"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match refused("DELETE FROM public.projects WHERE id = 1").await {
+        DbError::Conflict(conflict) => assert_eq!(
+            conflict.message(),
+            "the row is still named by rows of tasks"
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    drop(admin);
+    db.drop_all().await;
+}
