@@ -92,6 +92,18 @@ fn describe() {
         "tenantry_context_parts_cached",
         "Tenants whose context part (schema, visible subtree) this process has cached."
     );
+    describe_gauge!(
+        "tenantry_build_info",
+        "Always 1: the build's package version and the schema it migrates to (newest migration, digest of its definitions), as `tenantry --version` says them. Servers of two builds at once show two series."
+    );
+    let schema = tenantry_db::migrate::BuildSchema::this_build();
+    metrics::gauge!(
+        "tenantry_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "schema" => format!("{:04}", schema.newest),
+        "definitions" => schema.definitions.clone(),
+    )
+    .set(1.0);
 }
 
 /// Trace export over OTLP/HTTP (protobuf), behind the cargo feature `otlp`:

@@ -64,19 +64,10 @@ pub struct Target {
 fn version() -> &'static str {
     static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     VERSION.get_or_init(|| {
-        use sha2::Digest;
-        let newest = tenantry_db::migrate::migrations()
-            .last()
-            .map_or(0, |m| m.version);
-        let mut digest = sha2::Sha256::new();
-        for d in tenantry_db::migrate::definitions() {
-            digest.update(d.checksum());
-        }
-        let digest = digest.finalize();
         format!(
-            "{} (schema {newest:04}, definitions {})",
+            "{} ({})",
             env!("CARGO_PKG_VERSION"),
-            hex::encode(&digest[..4])
+            tenantry_db::migrate::BuildSchema::this_build()
         )
     })
 }

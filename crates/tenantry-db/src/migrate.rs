@@ -64,6 +64,44 @@ pub fn definitions() -> &'static [Definition] {
     DEFINITIONS
 }
 
+/// The schema this build migrates to: its newest migration and a digest of
+/// its repeatable definitions, which tell apart two builds of one package
+/// version (`tenantry --version`, the `tenantry_build_info` metric).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSchema {
+    /// The newest migration's version.
+    pub newest: i32,
+    /// The first four bytes of a SHA-256 over the definitions' checksums, in hex.
+    pub definitions: String,
+}
+
+impl BuildSchema {
+    /// This build's.
+    pub fn this_build() -> &'static BuildSchema {
+        static SCHEMA: std::sync::OnceLock<BuildSchema> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(|| {
+            let mut digest = Sha256::new();
+            for d in definitions() {
+                digest.update(d.checksum());
+            }
+            BuildSchema {
+                newest: migrations().last().map_or(0, |m| m.version),
+                definitions: hex::encode(&digest.finalize()[..4]),
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for BuildSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "schema {:04}, definitions {}",
+            self.newest, self.definitions
+        )
+    }
+}
+
 /// Why migrating (or checking the schema) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {

@@ -39,6 +39,19 @@ async fn metrics_expose_request_counts_and_the_request_log_queue_depth() {
     ] {
         assert!(r.text.contains(metric), "{metric} missing:\n{}", r.text);
     }
+    // Which build answers, as `tenantry --version` says it.
+    let schema = tenantry_db::migrate::BuildSchema::this_build();
+    let build = format!(
+        "tenantry_build_info{{version=\"{}\",schema=\"{:04}\",definitions=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        schema.newest,
+        schema.definitions
+    );
+    assert!(
+        r.text.lines().any(|l| l == build),
+        "{build} missing:\n{}",
+        r.text
+    );
     assert!(
         r.text.contains("route=\"/v1/resources\""),
         "requests are counted by route template:\n{}",
