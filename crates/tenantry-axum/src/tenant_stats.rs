@@ -395,6 +395,20 @@ mod tests {
     }
 
     #[test]
+    fn a_top_of_zero_names_no_tenant_and_sums_every_one_as_other() {
+        let stats = TenantStats::new(TenantStatsConfig::new(0, Duration::from_secs(60)));
+        for t in [1, 2, 2] {
+            stats.record(tenant(t), 200, ms(2));
+        }
+        let snap = stats.snapshot();
+        assert!(snap.tenants.is_empty(), "{:?}", snap.tenants);
+        assert_eq!(snap.other.current.requests, 3);
+        let text = stats.render_prometheus();
+        assert!(!text.contains(&tenant(1).to_string()), "{text}");
+        assert!(text.contains("tenant=\"other\""), "{text}");
+    }
+
+    #[test]
     fn ten_thousand_active_tenants_keep_the_table_and_the_series_bounded() {
         let stats = TenantStats::new(TenantStatsConfig::new(10, Duration::from_secs(60)));
         // Ten busy tenants, then 10 000 tenants with one request each.
