@@ -46,7 +46,7 @@ fn describe() {
     );
     describe_gauge!(
         "tenantry_request_log_queue_depth",
-        "Request-log rows waiting to be written."
+        "Request-log rows waiting to be written: queued, and the batch being written or retried while the database is away."
     );
     describe_gauge!(
         "tenantry_db_pool_size",

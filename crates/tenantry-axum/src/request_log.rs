@@ -4,7 +4,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     task::{Context, Poll},
@@ -208,6 +208,9 @@ pub struct RequestLog {
     tx: mpsc::Sender<RequestLogEntry>,
     dropped: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
+    /// Rows the flusher took from the queue and has not written or dropped
+    /// yet (a batch being written, or retried while the database is away).
+    in_flight: Arc<AtomicUsize>,
     capacity: usize,
     enabled: bool,
     stats: TenantStats,
@@ -222,6 +225,7 @@ impl RequestLog {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
             written: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             capacity,
             enabled: true,
             stats: TenantStats::new(TenantStatsConfig::default()),
@@ -232,6 +236,7 @@ impl RequestLog {
             batch,
             log.written.clone(),
             log.dropped.clone(),
+            log.in_flight.clone(),
         ));
         (log, task)
     }
@@ -264,9 +269,12 @@ impl RequestLog {
         }
     }
 
-    /// Rows waiting in the queue.
+    /// Rows waiting to be written: in the queue, and the batch being
+    /// written or retried (while the database is away, the queue alone read
+    /// as one batch fewer than were waiting, and 0 with a batch of rows in
+    /// doubt).
     pub fn depth(&self) -> usize {
-        self.capacity - self.tx.capacity()
+        self.capacity - self.tx.capacity() + self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Rows dropped because the queue was full (or the database refused them).
@@ -286,6 +294,7 @@ async fn flush_loop(
     batch: usize,
     written: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
 ) {
     let mut buf = Vec::with_capacity(batch);
     loop {
@@ -293,6 +302,7 @@ async fn flush_loop(
         if rx.recv_many(&mut buf, batch).await == 0 {
             break; // every sender dropped and the queue is empty
         }
+        in_flight.store(buf.len(), Ordering::Relaxed);
         if buf.len() < batch {
             tokio::time::sleep(Duration::from_millis(20)).await;
             while buf.len() < batch {
@@ -302,7 +312,9 @@ async fn flush_loop(
                 }
             }
         }
+        in_flight.store(buf.len(), Ordering::Relaxed);
         write(&db, &mut buf, &written, &dropped).await;
+        in_flight.store(0, Ordering::Relaxed);
     }
 }
 
@@ -640,6 +652,35 @@ async fn doctor(db: &tenantry_db::Database) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// While the database is away, the batch the flusher took and retries
+    /// is still waiting: the depth counts it with the queue.
+    #[tokio::test]
+    async fn a_batch_retried_while_the_database_is_away_counts_in_the_depth() {
+        let db = Database::connect(
+            &tenantry_db::DatabaseConfig::new("postgres://nobody@127.0.0.1:1/nothing")
+                .with_context_key(tenantry_db::ContextKey::new(1, [7; 32])),
+        )
+        .unwrap();
+        let (log, _flusher) = RequestLog::start(db, 10, 2);
+        let tenant = tenantry_db::TenantId::from_uuid(uuid::Uuid::new_v4());
+        for _ in 0..3 {
+            log.record(RequestLogEntry::new(
+                tenant,
+                "GET",
+                "/v1/resources",
+                200,
+                1.0,
+            ));
+        }
+        // The flusher takes a batch of two at once and retries it (a
+        // database that refuses connections is unavailable, retried for 60 s).
+        for _ in 0..20 {
+            assert_eq!(log.depth(), 3);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!((log.written(), log.dropped()), (0, 0));
+    }
 
     #[test]
     fn request_ids_keep_what_log_pipelines_and_the_table_accept_and_nothing_else() {
