@@ -92,6 +92,10 @@ fn describe() {
         "tenantry_context_parts_cached",
         "Tenants whose context part (schema, visible subtree) this process has cached."
     );
+    describe_counter!(
+        "tenantry_unavailable_total",
+        "503 answers by cause: database (out of reach, a statement over its timeout or waiting for a lock), tenant_busy (one tenant's, person's or the credential checks' share of the pool taken: that tenant's load, not an outage), contention (rolled back by a concurrent transaction after the retries), misconfigured (the log says why), identity_provider, shutting_down."
+    );
     describe_gauge!(
         "tenantry_build_info",
         "Always 1: the build's package version and the schema it migrates to (newest migration, digest of its definitions), as `tenantry --version` says them. Servers of two builds at once show two series."

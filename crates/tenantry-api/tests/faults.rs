@@ -269,6 +269,14 @@ async fn restart_under_write_load(how: Stop) {
     for w in writers {
         w.await.unwrap();
     }
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     server
         .stop()
         .await
@@ -381,6 +389,20 @@ async fn restart_under_write_load(how: Stop) {
         .filter(|s| s.end >= stop_begin && s.start <= stopped_at)
         .count();
     let answered_503 = samples.iter().filter(|s| s.status == Some(503)).count();
+    // Each 503 counted by its cause, the outage's as the database's (the
+    // process's counter: other tests of this binary only add to it).
+    let unavailable = |cause: &str| -> usize {
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("tenantry_unavailable_total{"))
+            .filter(|l| cause.is_empty() || l.starts_with(&format!("cause=\"{cause}\"}}")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as usize)
+            .sum()
+    };
+    assert!(
+        unavailable("database") > 0 && unavailable("") >= answered_503,
+        "{answered_503} answered 503, counted: {metrics}"
+    );
     eprintln!(
         "restart run ({how:?}): {} requests, {} acknowledged (201) and all {} found after the restart; \
          {answered_503} answered 503; PostgreSQL stop took {:.0} ms ({during_stop} requests overlapped it), \

@@ -430,10 +430,7 @@ impl TenantCaller {
                 permission,
                 "a route requires a permission no migration defined: SELECT tenantry.define_permission(name, description) in your migrations (or the route names it wrongly)"
             );
-            Err(ApiError::new(
-                ProblemCode::ServiceUnavailable,
-                crate::error::MISCONFIGURED,
-            ))
+            Err(ApiError::misconfigured())
         } else {
             Err(ApiError::new(
                 ProblemCode::PermissionDenied,

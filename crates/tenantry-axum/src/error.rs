@@ -11,7 +11,7 @@ use tenantry_db::DbError;
 /// The detail of a 503 for a misconfigured server (a privilege or a
 /// permission the application's code needs and the database lacks): every
 /// client would get it alike, and it names nothing of the schema.
-pub(crate) const MISCONFIGURED: &str =
+const MISCONFIGURED: &str =
     "the server is misconfigured and cannot serve this request; its operator has been told";
 
 /// Declares [`ProblemCode`] from one table: variant, code, HTTP status, title.
@@ -158,6 +158,9 @@ pub struct ApiError {
     /// The unique key or constraint a 409 came from ([`tenantry_db::Conflict::constraint`]),
     /// for the application's own words; never sent to the client.
     constraint: Option<String>,
+    /// Why a 503 was answered, when its code does not say it: the label of
+    /// `tenantry_unavailable_total` (see [`ApiError::unavailable_cause`]).
+    cause: Option<&'static str>,
 }
 
 /// The answer for a path no route has, as problem+json: a router's
@@ -199,7 +202,41 @@ impl ApiError {
             retry_after_secs: None,
             token_refused: false,
             constraint: None,
+            cause: None,
         }
+    }
+
+    /// 503 for a server that cannot serve the request as it is set up (a
+    /// privilege or a permission missing): every client would get it alike,
+    /// so no client is blamed, and its operator reads the log line that
+    /// said why.
+    pub(crate) fn misconfigured() -> Self {
+        Self {
+            cause: Some("misconfigured"),
+            ..Self::new(ProblemCode::ServiceUnavailable, MISCONFIGURED)
+        }
+    }
+
+    fn with_cause(mut self, cause: &'static str) -> Self {
+        self.cause = Some(cause);
+        self
+    }
+
+    /// For a 503, why it was answered, as `tenantry_unavailable_total`
+    /// counts it: `database` (out of reach, or a statement over its timeout
+    /// or waiting for a lock), `tenant_busy` (one tenant's, one person's or
+    /// the credential checks' share of the pool taken: that tenant's load,
+    /// not an outage), `contention` (rolled back by a concurrent
+    /// transaction after the retries), `misconfigured`,
+    /// `identity_provider` or `shutting_down`. `None` for another status.
+    pub fn unavailable_cause(&self) -> Option<&'static str> {
+        (self.status() == StatusCode::SERVICE_UNAVAILABLE).then(|| {
+            self.cause.unwrap_or(match self.code {
+                ProblemCode::IdentityProviderUnavailable => "identity_provider",
+                ProblemCode::ShuttingDown => "shutting_down",
+                _ => "database",
+            })
+        })
     }
 
     /// The same error telling a client to retry after `secs` seconds (at
@@ -331,6 +368,9 @@ impl IntoResponse for ApiError {
                 }),
             );
         }
+        if let Some(cause) = self.unavailable_cause() {
+            metrics::counter!("tenantry_unavailable_total", "cause" => cause).increment(1);
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE
             || status == StatusCode::TOO_MANY_REQUESTS
             || self.retry_after_secs.is_some()
@@ -389,7 +429,7 @@ impl From<DbError> for ApiError {
             // roles"; a review of the Rust path had found it a bare 403).
             DbError::Forbidden(m) if m.starts_with("permission denied for ") => {
                 tracing::error!(error = %m, "a statement lacks a privilege: a table of the application's not adopted (tenantry table adopt) or not granted, or a grant of tenantry's revoked; run `tenantry doctor`");
-                Self::new(ProblemCode::ServiceUnavailable, MISCONFIGURED)
+                Self::misconfigured()
             }
             DbError::Forbidden(m) => Self::new(ProblemCode::Forbidden, m),
             DbError::TenantSuspended(m) => Self::new(ProblemCode::TenantSuspended, m),
@@ -425,6 +465,7 @@ impl From<DbError> for ApiError {
                         _ => "too many of this tenant's requests are in flight; retry later",
                     },
                 )
+                .with_cause("tenant_busy")
             }
             DbError::Contention(m) => {
                 tracing::warn!(error = %m, "transaction rolled back by a concurrent one");
@@ -432,6 +473,7 @@ impl From<DbError> for ApiError {
                     ProblemCode::ServiceUnavailable,
                     "the request collided with a concurrent one and was rolled back; retry",
                 )
+                .with_cause("contention")
             }
             DbError::Internal(m) => {
                 tracing::error!(error = %m, "internal database error");
@@ -637,6 +679,49 @@ mod tests {
         assert_eq!(
             response.headers().get(header::RETRY_AFTER).unwrap(),
             RETRY_AFTER_SECS
+        );
+    }
+
+    #[test]
+    fn every_503_names_its_cause_and_a_tenants_load_is_told_from_an_outage() {
+        let causes = [
+            (
+                DbError::Unavailable("connection refused".into()),
+                "database",
+            ),
+            (DbError::TenantBusy("tenant t has 4".into()), "tenant_busy"),
+            (
+                DbError::Contention("deadlock detected".into()),
+                "contention",
+            ),
+            (
+                DbError::Forbidden("permission denied for table invoices".into()),
+                "misconfigured",
+            ),
+        ];
+        for (db, cause) in causes {
+            let e = ApiError::from(db);
+            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e}");
+            assert_eq!(e.unavailable_cause(), Some(cause), "{e}");
+        }
+        for (code, cause) in [
+            (
+                ProblemCode::IdentityProviderUnavailable,
+                "identity_provider",
+            ),
+            (ProblemCode::ShuttingDown, "shutting_down"),
+            (ProblemCode::ServiceUnavailable, "database"),
+        ] {
+            assert_eq!(ApiError::new(code, "x").unavailable_cause(), Some(cause));
+        }
+        assert_eq!(
+            ApiError::misconfigured().unavailable_cause(),
+            Some("misconfigured")
+        );
+        assert_eq!(ApiError::not_found("resource").unavailable_cause(), None);
+        assert_eq!(
+            ApiError::from(DbError::Forbidden("not yours".into())).unavailable_cause(),
+            None
         );
     }
 
