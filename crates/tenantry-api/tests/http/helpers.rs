@@ -301,6 +301,38 @@ impl TestApp {
         self.get(path, &self.admin_token).await
     }
 
+    /// Polls `/metrics` (without a token) until `want` holds for the values
+    /// of the series `names` (each `None` while absent; a series with labels
+    /// named with them, `tenantry_x{a="b"}`), and returns them; panics with
+    /// the last values seen after `within`.
+    pub async fn metrics_until(
+        &self,
+        names: &[&str],
+        within: std::time::Duration,
+        want: impl Fn(&[Option<f64>]) -> bool,
+    ) -> Vec<Option<f64>> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let text = self.send(Method::GET, "/metrics", None, None).await.text;
+            let seen: Vec<Option<f64>> = names
+                .iter()
+                .map(|name| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                        .and_then(|v| v.parse().ok())
+                })
+                .collect();
+            if want(&seen) {
+                return seen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{names:?} not as wanted within {within:?}: {seen:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// POST with the admin token.
     pub async fn admin_post(&self, path: &str, body: &Value) -> Resp {
         self.post(path, &self.admin_token, body).await

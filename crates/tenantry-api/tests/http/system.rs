@@ -785,23 +785,12 @@ async fn a_rule_broken_while_the_server_runs_is_counted_at_the_next_check() {
     su.batch_execute("ALTER TABLE public.notes DISABLE ROW LEVEL SECURITY")
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let r = app.send(reqwest::Method::GET, "/metrics", None, None).await;
-        let counted = r
-            .text
-            .lines()
-            .find_map(|l| l.strip_prefix("tenantry_table_problems "))
-            .and_then(|v| v.parse::<f64>().ok());
-        if counted.is_some_and(|n| n >= 1.0) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not counted within 30 s: {counted:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+    app.metrics_until(
+        &["tenantry_table_problems"],
+        std::time::Duration::from_secs(30),
+        |seen| seen[0].is_some_and(|n| n >= 1.0),
+    )
+    .await;
 }
 
 /// A day the upkeep could not give its request-log partition (another
@@ -862,23 +851,12 @@ async fn a_day_left_without_its_request_log_partition_is_counted_until_made() {
 /// and the test hung until its deadline twice in CI) and 2 s for the day's
 /// partition before the next run counts the days.
 async fn days_without_partition_become(app: &TestApp, want: f64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(75);
-    loop {
-        let r = app.send(reqwest::Method::GET, "/metrics", None, None).await;
-        let seen = r
-            .text
-            .lines()
-            .find_map(|l| l.strip_prefix("tenantry_request_log_days_without_partition "))
-            .and_then(|v| v.parse::<f64>().ok());
-        if seen == Some(want) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not {want} within 75 s: {seen:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    app.metrics_until(
+        &["tenantry_request_log_days_without_partition"],
+        std::time::Duration::from_secs(75),
+        |seen| seen[0] == Some(want),
+    )
+    .await;
 }
 
 /// The name of the request-log partition of the day `days` from today.
@@ -975,34 +953,15 @@ async fn the_upkeep_goes_on_while_another_session_holds_an_adopted_table() {
 async fn the_invalidation_listeners_loss_and_return_are_on_metrics() {
     let app = TestApp::spawn().await;
     let su = app.db.superuser_client().await;
-    let series = |text: &str, name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.parse::<f64>().ok())
-    };
     let wait_for = |want: (f64, f64)| {
-        let app = &app;
-        async move {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            loop {
-                let text = app
-                    .send(reqwest::Method::GET, "/metrics", None, None)
-                    .await
-                    .text;
-                let seen = (
-                    series(&text, "tenantry_invalidation_listening"),
-                    series(&text, "tenantry_invalidation_reconnects_total"),
-                );
-                if seen == (Some(want.0), Some(want.1)) {
-                    return;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "not {want:?} within 30 s: {seen:?}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
+        app.metrics_until(
+            &[
+                "tenantry_invalidation_listening",
+                "tenantry_invalidation_reconnects_total",
+            ],
+            std::time::Duration::from_secs(30),
+            move |seen| seen == [Some(want.0), Some(want.1)],
+        )
     };
     wait_for((1.0, 0.0)).await;
     let cut = su
