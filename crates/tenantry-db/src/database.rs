@@ -707,6 +707,23 @@ impl Database {
         self.probe("SELECT 1").await.map(drop)
     }
 
+    /// Why the database takes no writes, if it does not, within the reply
+    /// timeout: a standby (in recovery), or sessions that start read-only
+    /// (`default_transaction_read_only`, as a reload of the primary's
+    /// settings turns it on for the sessions already open). Tenant requests
+    /// then all fail, so readiness says so (found by a failover review:
+    /// `/readyz` answered 200 from a server on a read-only database).
+    pub async fn writes_refused(&self) -> Result<Option<WritesRefused>, DbError> {
+        let sql = "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'standby' \
+                   WHEN pg_catalog.current_setting('transaction_read_only')::bool THEN 'read-only' \
+                   ELSE '' END";
+        Ok(match self.probe(sql).await?.as_deref() {
+            Some("standby") => Some(WritesRefused::Standby),
+            Some("read-only") => Some(WritesRefused::ReadOnlySessions),
+            _ => None,
+        })
+    }
+
     /// Whether this server's context key is live (not retired), within the
     /// reply timeout: once it was retired every transaction is refused, and
     /// readiness says so at once (`tenantry.context_key_live`).
@@ -861,6 +878,32 @@ async fn as_login<T>(
     let out = work.await;
     client.batch_execute("COMMIT").await?;
     Ok(out)
+}
+
+/// Why a database takes no writes ([`Database::writes_refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritesRefused {
+    /// A standby, in recovery.
+    Standby,
+    /// A primary whose sessions start read-only (`default_transaction_read_only`).
+    ReadOnlySessions,
+}
+
+impl std::fmt::Display for WritesRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WritesRefused::Standby => {
+                "the database is a standby (in recovery), which takes no writes: with several \
+                 hosts in DATABASE_URL, add target_session_attrs=read-write so that the primary \
+                 is chosen"
+            }
+            WritesRefused::ReadOnlySessions => {
+                "the database's sessions start read-only (default_transaction_read_only is on): \
+                 a superuser undoes it with ALTER SYSTEM, ALTER DATABASE or ALTER ROLE … RESET \
+                 default_transaction_read_only"
+            }
+        })
+    }
 }
 
 #[cfg(test)]

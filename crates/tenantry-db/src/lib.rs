@@ -81,6 +81,7 @@ pub use context::{ContextKey, MalformedContextKey, SignedContext};
 pub use context_keys::{ContextKeyError, ContextKeyInfo};
 pub use database::{
     ConnectTo, Database, DatabaseConfig, LoginRoleCheck, PowerfulRole, StatementMode, Timeouts,
+    WritesRefused,
 };
 pub use error::{with_sources, BusyShare, Conflict, DbError};
 pub use idempotency::{IdempotencyKey, Idempotent, IdempotentRequest, StoredResponse};

@@ -452,24 +452,38 @@ async fn open_session(
     let pid: i32 = row.get(0);
     let citus: bool = row.get(1);
     let settings: String = settings.map_err(not_server)?.get(0);
-    let nonce = nonce.map_err(|e| match e.code() {
+    let nonce = match nonce {
+        Ok(nonce) => nonce,
         // The draw writes (nextval): sessions that start read-only, from a
         // default set for the login or the database (which the login may set
         // for itself, so SQL injected through an application can), or a
         // standby, cannot serve.
-        Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) => {
-            SessionError::ReadOnly(format!(
-                "the server's sessions start read-only ({}): on a primary, a superuser undoes a default with \
-                 ALTER ROLE <login> RESET default_transaction_read_only (or ALTER DATABASE … RESET; \
-                 SELECT * FROM pg_db_role_setting lists them), or one of the whole cluster with \
-                 ALTER SYSTEM RESET default_transaction_read_only and SELECT pg_reload_conf() \
-                 (SHOW default_transaction_read_only says which is in force); a standby cannot serve tenant traffic",
-                // PostgreSQL's words: the driver's display says "db error" alone.
-                crate::error::describe(&e)
-            ))
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) => {
+            let standby = client
+                .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, bool>(0));
+            // PostgreSQL's words: the driver's display says "db error" alone.
+            let said = crate::error::describe(&e);
+            return Err(SessionError::ReadOnly(if standby {
+                // The usual cause: a URL naming a standby first (found by a
+                // failover review: the advice was about role defaults).
+                format!(
+                    "{} ({said}); tenantry serves from the primary",
+                    crate::database::WritesRefused::Standby
+                )
+            } else {
+                format!(
+                    "the server's sessions start read-only ({said}): on a primary, a superuser undoes a default with \
+                     ALTER ROLE <login> RESET default_transaction_read_only (or ALTER DATABASE … RESET; \
+                     SELECT * FROM pg_db_role_setting lists them), or one of the whole cluster with \
+                     ALTER SYSTEM RESET default_transaction_read_only and SELECT pg_reload_conf() \
+                     (SHOW default_transaction_read_only says which is in force)"
+                )
+            }));
         }
-        _ => SessionError::Db(e),
-    })?;
+        Err(e) => return Err(SessionError::Db(e)),
+    };
     let chain = open_chain(client, key, pid, nonce).await?;
     Ok((chain, citus, settings))
 }

@@ -1976,12 +1976,23 @@ async fn a_temporary_uuid_domain_left_by_caller_sql_runs_in_no_later_transaction
 async fn a_login_whose_sessions_start_read_only_is_refused_with_the_fix() {
     let tdb = TestDatabase::new().await;
     let su = tdb.superuser_client().await;
+    // Readiness asks whether the database takes writes: it does, then the
+    // sessions of a pool that opens no context session of its own (behind a
+    // pooler) start read-only and it says so.
+    let pooled = tdb.database_with(StatementMode::Unnamed, 1);
+    assert_eq!(pooled.writes_refused().await.unwrap(), None);
+    drop(pooled);
     su.batch_execute(&format!(
         "ALTER ROLE tenantry_server IN DATABASE \"{}\" SET default_transaction_read_only = on",
         tdb.name()
     ))
     .await
     .unwrap();
+    let pooled = tdb.database_with(StatementMode::Unnamed, 1);
+    assert_eq!(
+        pooled.writes_refused().await.unwrap(),
+        Some(tenantry_db::WritesRefused::ReadOnlySessions)
+    );
     let db = tdb.database();
     let err = match db
         .tenant(TenantContext::new(

@@ -24,7 +24,8 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database is reachable, its schema is this build's, or newer, and
+/// Readiness: the database is reachable and takes writes (not a standby),
+/// its schema is this build's, or newer, and
 /// this server's context key is live (not retired). A
 /// rolling upgrade migrates first, and the servers of the previous release
 /// keep serving (and stay ready) until they are replaced; a schema behind
@@ -34,7 +35,14 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = crate::error::Problem, content_type = "application/problem+json")),
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.db.ping().await?;
+    // The round trip, and whether it reached a database that takes writes:
+    // every tenant request writes (its context's draw, the request log).
+    if let Some(why) = state.db.writes_refused().await? {
+        return Err(ApiError::new(
+            ProblemCode::ServiceUnavailable,
+            format!("tenant requests cannot be served: {why}"),
+        ));
+    }
     match state.db.check_schema().await {
         Ok(()) => {}
         Err(
