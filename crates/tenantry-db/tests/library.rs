@@ -2387,6 +2387,59 @@ async fn a_move_waiting_for_a_long_transaction_does_not_hold_other_tenants_creat
     moving.await.unwrap().unwrap();
 }
 
+/// Creations by many tenants at once, each holding the hierarchy lock
+/// shared for a moment, leave no gap between them: a move that only tried
+/// for the lock never found it free and gave up after 5 s (found by a
+/// contention review: half of an operator's moves answered 503 while 32
+/// tenants created children within their rates). It waits in the lock's
+/// queue for short turns, and the creations holding it end.
+#[tokio::test]
+async fn a_move_is_made_while_many_tenants_create_children_without_a_gap() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mover = tenant(&db, "mover", None).await;
+    let new_parent = tenant(&db, "new-parent", None).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut creators = Vec::new();
+    // Sixteen sessions, each holding the lock shared as a creation does,
+    // one after the other without a pause: some always hold it.
+    for _ in 0..16 {
+        let client = tdb.superuser_client().await;
+        let stop = stop.clone();
+        creators.push(tokio::spawn(async move {
+            let mut held = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client
+                    .batch_execute(
+                        "BEGIN; SELECT pg_advisory_xact_lock_shared(hashtext('tenantry.tenant_hierarchy')); \
+                         SELECT pg_sleep(0.02); COMMIT",
+                    )
+                    .await
+                    .unwrap();
+                held += 1;
+            }
+            held
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut a = db.admin("admin").await.unwrap();
+    let moved = a.set_parent(mover, Some(new_parent)).await;
+    let committed = match moved {
+        Ok(_) => a.commit().await,
+        Err(e) => Err(e),
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut held = 0;
+    for c in creators {
+        held += c.await.unwrap();
+    }
+    committed.expect("the move is made between the creations");
+    assert!(held > 16, "the creations ran: {held}");
+    let mut a = db.admin("admin").await.unwrap();
+    let parent = a.get_tenant(mover).await.unwrap().parent_id;
+    assert_eq!(parent, Some(new_parent));
+}
+
 /// A login that is not tenantry's server (no `tenantry_server` grant, or one
 /// it does not inherit) is refused with what to grant, not PostgreSQL's bare
 /// "permission denied to set role".
