@@ -935,10 +935,14 @@ BEGIN
     END IF;
     -- A move under way: its row first, then the tenant's (tier_move_cutover).
     PERFORM 1 FROM tenantry.tier_moves mv WHERE mv.tenant_id = tid FOR UPDATE;
-    SELECT tn.isolation, tn.moving_to INTO t
-    FROM tenantry.tenants tn WHERE tn.tenant_id = tid AND tn.status <> 'deleted' FOR NO KEY UPDATE;
+    SELECT tn.isolation, tn.moving_to, tn.status INTO t
+    FROM tenantry.tenants tn WHERE tn.tenant_id = tid FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404', HINT = 'tenant_id';
+    ELSIF t.status = 'deleted' THEN
+        -- As every other change of a deleted tenant answers (tenants_before_write):
+        -- it is there, and can no longer change (found by a contention review).
+        RAISE EXCEPTION 'tenant % is deleted', tid USING ERRCODE = 'TN409';
     ELSIF t.moving_to = target THEN
         RETURN 'resumed';
     ELSIF t.moving_to IS NOT NULL THEN

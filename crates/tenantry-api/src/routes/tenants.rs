@@ -462,7 +462,7 @@ pub struct TierMoveRequest {
     responses(
         (status = 200, body = TierMove),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another move of this tenant is under way, or this one was given up (DELETE .../move) while it ran", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another move of this tenant is under way, this one was given up (DELETE .../move) while it ran, or the tenant is deleted", body = Problem, content_type = "application/problem+json"),
         responses::AdminAuth,
         responses::JsonBody,
         responses::NotFound,

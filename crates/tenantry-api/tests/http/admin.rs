@@ -82,6 +82,34 @@ async fn admin_cannot_create_a_tenant_under_a_missing_parent_or_without_a_name()
             .expect(200)["parent_id"],
         Value::Null
     );
+    // The deleted tenant itself changes tier no more than it changes name:
+    // 409 too, where a tier move said "not found" (a contention review).
+    for (method, path, body) in [
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/tenants/{gone_id}"),
+            json!({ "isolation": "schema" }),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/tenants/{gone_id}/move"),
+            json!({ "to": "schema" }),
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/tenants/{gone_id}"),
+            json!({ "name": "back" }),
+        ),
+    ] {
+        let r = app
+            .send(method, &path, Some(&app.admin_token), Some(&body))
+            .await;
+        let problem = r.problem(409, "conflict");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("is deleted"),
+            "{path} {body}: {problem}"
+        );
+    }
 }
 
 #[tokio::test]
