@@ -350,6 +350,31 @@ async fn members_are_added_listed_and_assigned_roles_and_a_duplicate_email_is_40
 /// Removing a member ends what they hold: their keys (here a revoked one
 /// and a live one) go with them, the live one is refused at once, and the
 /// removal is not refused because keys name the member.
+/// An email's 320 are characters, as the schema's `maxLength` and an
+/// invitation count them: an address of accented letters under 320
+/// characters but over 320 bytes was refused as "must look like
+/// name@domain" (an outside fuzzing review).
+#[tokio::test]
+async fn a_members_email_is_measured_in_characters_as_the_schema_says() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let accented = format!("z@{}", "é".repeat(200));
+    assert!(accented.len() > 320 && accented.chars().count() <= 320);
+    app.post("/v1/members", &t.key, &json!({ "email": accented }))
+        .await
+        .expect(201);
+    let long = format!("z@{}", "e".repeat(319));
+    let r = app
+        .post("/v1/members", &t.key, &json!({ "email": long }))
+        .await;
+    let problem = r.problem(422, "validation_failed");
+    assert_eq!(problem["field"], "email");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("320"),
+        "{problem}"
+    );
+}
+
 #[tokio::test]
 async fn removing_a_member_who_holds_keys_removes_their_keys_and_the_member() {
     let app = TestApp::spawn().await;
