@@ -97,6 +97,15 @@ fn protect(headers: &mut HeaderMap, policy: &'static str) {
 /// The API explorer's responses with [`DOCS_CONTENT_SECURITY_POLICY`] and the
 /// console's other security headers (a review found `/docs/` without any).
 pub async fn docs_headers(mut response: Response) -> Response {
+    // Swagger UI's own answer for a file it does not have is an empty 404:
+    // said as every other missing route is (an outside fuzzing review).
+    if response.status() == axum::http::StatusCode::NOT_FOUND
+        && !response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        response = ApiError::new(ProblemCode::RouteNotFound, "no such route").into_response();
+    }
     protect(response.headers_mut(), DOCS_CONTENT_SECURITY_POLICY);
     response
 }

@@ -844,6 +844,18 @@ async fn an_encoded_body_is_refused_with_415_and_writes_nothing() {
     let listed = app.get("/v1/resources", &t.key).await;
     listed.expect(200);
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    // A request without a body has nothing encoded: served, a probe too.
+    for path in ["/v1/resources", "/healthz"] {
+        let r = app
+            .send_raw(
+                app.client
+                    .get(app.url(path))
+                    .bearer_auth(&t.key)
+                    .header("content-encoding", "gzip"),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+    }
 }
 
 /// `If-Match` naming entity tags is answered 412 and nothing is done:

@@ -341,9 +341,19 @@ async fn the_api_explorer_and_a_missing_console_file_refuse_framing_and_sniffing
             404,
             tenantry_api::console::CONTENT_SECURITY_POLICY,
         ),
+        // Swagger UI's own 404 was empty: problem+json as everywhere.
+        (
+            "/docs/no-such-file.js",
+            404,
+            tenantry_api::console::DOCS_CONTENT_SECURITY_POLICY,
+        ),
     ] {
         let r = app.client.get(app.url(path)).send().await.expect("request");
         assert_eq!(r.status().as_u16(), status, "{path}");
+        if status == 404 {
+            let kind = r.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap();
+            assert_eq!(kind, "application/problem+json", "{path}");
+        }
         let header = |name: &str| {
             r.headers()
                 .get(name)
