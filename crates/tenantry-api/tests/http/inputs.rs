@@ -811,6 +811,33 @@ async fn a_number_too_large_or_small_to_store_in_data_is_a_422_and_doubles_round
     assert_eq!(numbers, [f64::MAX, f64::MIN, 5e-324, 0.0]);
 }
 
+/// Two Content-Type headers are refused, whichever comes first: the first
+/// counted, and a proxy reading the last saw another body than the server
+/// parsed (an outside fuzzing review). Nothing is written.
+#[tokio::test]
+async fn a_body_with_two_content_types_is_400_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    for (first, second) in [
+        ("application/json", "text/plain"),
+        ("text/plain", "application/json"),
+    ] {
+        let r = app
+            .send_raw(
+                app.client
+                    .post(app.url("/v1/resources"))
+                    .bearer_auth(&t.key)
+                    .header("content-type", first)
+                    .header("content-type", second)
+                    .body(r#"{"name":"twice"}"#),
+            )
+            .await;
+        assert_eq!(r.problem(400, "invalid_header")["field"], "Content-Type");
+    }
+    let listed = app.get("/v1/resources", &t.key).await;
+    assert_eq!(listed.expect(200)["items"], json!([]));
+}
+
 /// A body with a Content-Encoding (gzip, ...) is refused with 415, never read
 /// as if it were plain, and nothing is written.
 #[tokio::test]
