@@ -24,9 +24,11 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database is reachable and takes writes (not a standby),
-/// its schema is this build's, or newer, and
-/// this server's context key is live (not retired). A
+/// Readiness: the database answers and takes writes, its schema is this
+/// build's or newer, and this server's context key is live.
+///
+/// A standby, or a database whose sessions start read-only, is not ready
+/// (every tenant request writes). A retired context key is not ready. A
 /// rolling upgrade migrates first, and the servers of the previous release
 /// keep serving (and stay ready) until they are replaced; a schema behind
 /// this build, or one that diverged, is not ready.
