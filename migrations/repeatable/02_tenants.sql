@@ -735,7 +735,7 @@ DECLARE
     waited text := current_setting('lock_timeout');
 BEGIN
     PERFORM tenantry.require_admin_context('re-parenting a tenant');
-    -- The hierarchy lock first, holding nothing while it is tried for (the
+    -- The hierarchy lock first, holding nothing while it is tried and waited for (the
     -- trigger's own call then finds it held). Taken in the trigger alone,
     -- after the UPDATE had locked the tenant's row, a move that tried for it
     -- held that row meanwhile, a wait the deadlock detector cannot see: a

@@ -574,12 +574,14 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- Tried for 100 ms at most, never queued: a move holding the lock may
+    -- Tried for 150 ms at most, never queued: a move holding the lock may
     -- wait for a row this share holds (its counters), which the deadlock
     -- detector would see only after a second, with every child creation
-    -- queued behind (as for moves, lock_hierarchy_for_move). 55P03 then:
-    -- the server runs the share again, or answers 503.
-    IF NOT tenantry.try_hierarchy_lock(true, 10) THEN
+    -- queued behind. A move waiting in the lock's queue (100 ms turns,
+    -- lock_hierarchy_for_move) refuses tries meanwhile, so the tries
+    -- outlast one turn. 55P03 then: the server runs the share again, or
+    -- answers 503.
+    IF NOT tenantry.try_hierarchy_lock(true, 15) THEN
         RAISE EXCEPTION 'the tenant hierarchy is being changed; the share was not made'
             USING ERRCODE = '55P03', HINT = 'retry the share';
     END IF;
@@ -587,7 +589,7 @@ BEGIN
                    WHERE h.parent_id = tenantry.current_tenant_id() AND h.child_id = owner_id);
 END
 $$;
-COMMENT ON FUNCTION tenantry.share_maker_reaches(uuid) IS 'Internal (share_resource, share_row): whether the current tenant is the owner or, as the closure has it now, one of its ancestors, under the hierarchy lock shared (which moves take exclusively), tried for 100 ms (55P03 then). Not granted.';
+COMMENT ON FUNCTION tenantry.share_maker_reaches(uuid) IS 'Internal (share_resource, share_row): whether the current tenant is the owner or, as the closure has it now, one of its ancestors, under the hierarchy lock shared (which moves take exclusively), tried for 150 ms, longer than a queued move''s turn (55P03 then). Not granted.';
 
 /**
  * Guide: share_resource(resource_id, target_tenant_id). Fixed: the resource

@@ -104,7 +104,7 @@ pub async fn docs_headers(mut response: Response) -> Response {
             .headers()
             .contains_key(axum::http::header::CONTENT_TYPE)
     {
-        response = ApiError::new(ProblemCode::RouteNotFound, "no such route").into_response();
+        response = ApiError::route_not_found().into_response();
     }
     protect(response.headers_mut(), DOCS_CONTENT_SECURITY_POLICY);
     response

@@ -18,7 +18,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
             )
             .expect("valid buckets")
             .install_recorder()
-            .inspect(|_| describe())
+            .inspect(|_| {
+                describe();
+                initial_values();
+            })
             .expect("no other metrics recorder is installed")
     })
 }
@@ -94,12 +97,18 @@ fn describe() {
     );
     describe_counter!(
         "tenantry_unavailable_total",
-        "503 answers by cause: database (out of reach, a statement over its timeout or waiting for a lock), tenant_busy (one tenant's, person's or the credential checks' share of the pool taken: that tenant's load, not an outage), contention (rolled back by a concurrent transaction after the retries), misconfigured (the log says why), identity_provider, shutting_down."
+        "503 answers by cause: database (out of reach, read-only, a statement over its timeout, or /readyz not ready), tenant_busy (one tenant's, person's or the credential checks' share of the pool taken: that tenant's load, not an outage), contention (rolled back by a concurrent transaction, or a lock not free in time, after the retries), misconfigured (the log says why), identity_provider, shutting_down."
     );
     describe_gauge!(
         "tenantry_build_info",
         "Always 1: the build's package version and the schema it migrates to (newest migration, digest of its definitions), as `tenantry --version` says them. Servers of two builds at once show two series."
     );
+}
+
+/// The series whose value is known at start: which build answers, and
+/// every cause of a 503 at 0 (an alert on a rate finds no series before
+/// the first increment).
+fn initial_values() {
     let schema = tenantry_db::migrate::BuildSchema::this_build();
     metrics::gauge!(
         "tenantry_build_info",
@@ -108,6 +117,9 @@ fn describe() {
         "definitions" => schema.definitions.clone(),
     )
     .set(1.0);
+    for cause in tenantry_axum::ApiError::UNAVAILABLE_CAUSES {
+        metrics::counter!("tenantry_unavailable_total", "cause" => *cause).absolute(0);
+    }
 }
 
 /// Trace export over OTLP/HTTP (protobuf), behind the cargo feature `otlp`:

@@ -166,7 +166,7 @@ pub struct ApiError {
 /// The answer for a path no route has, as problem+json: a router's
 /// `.fallback(route_not_found)` (axum's own is an empty `404`).
 pub async fn route_not_found() -> ApiError {
-    ApiError::new(ProblemCode::RouteNotFound, "no such route")
+    ApiError::route_not_found()
 }
 
 /// The answer for a handler that panicked, as problem+json (for
@@ -222,12 +222,27 @@ impl ApiError {
         self
     }
 
+    /// Every cause [`ApiError::unavailable_cause`] names.
+    pub const UNAVAILABLE_CAUSES: &'static [&'static str] = &[
+        "database",
+        "tenant_busy",
+        "contention",
+        "misconfigured",
+        "identity_provider",
+        "shutting_down",
+    ];
+
+    /// 404 `route_not_found` for a path no route has.
+    pub fn route_not_found() -> Self {
+        Self::new(ProblemCode::RouteNotFound, "no such route")
+    }
+
     /// For a 503, why it was answered, as `tenantry_unavailable_total`
-    /// counts it: `database` (out of reach, or a statement over its timeout
-    /// or waiting for a lock), `tenant_busy` (one tenant's, one person's or
-    /// the credential checks' share of the pool taken: that tenant's load,
-    /// not an outage), `contention` (rolled back by a concurrent
-    /// transaction after the retries), `misconfigured`,
+    /// counts it: `database` (out of reach, read-only, or a statement over
+    /// its timeout), `tenant_busy` (one tenant's, one person's or the
+    /// credential checks' share of the pool taken: that tenant's load, not
+    /// an outage), `contention` (rolled back by a concurrent transaction, or
+    /// a lock not free in time, 55P03, after the retries), `misconfigured`,
     /// `identity_provider` or `shutting_down`. `None` for another status.
     pub fn unavailable_cause(&self) -> Option<&'static str> {
         (self.status() == StatusCode::SERVICE_UNAVAILABLE).then(|| {
@@ -703,6 +718,7 @@ mod tests {
             let e = ApiError::from(db);
             assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{e}");
             assert_eq!(e.unavailable_cause(), Some(cause), "{e}");
+            assert!(ApiError::UNAVAILABLE_CAUSES.contains(&cause));
         }
         for (code, cause) in [
             (
@@ -713,6 +729,7 @@ mod tests {
             (ProblemCode::ServiceUnavailable, "database"),
         ] {
             assert_eq!(ApiError::new(code, "x").unavailable_cause(), Some(cause));
+            assert!(ApiError::UNAVAILABLE_CAUSES.contains(&cause));
         }
         assert_eq!(
             ApiError::misconfigured().unavailable_cause(),

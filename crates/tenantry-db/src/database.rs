@@ -717,7 +717,14 @@ impl Database {
         let sql = "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'standby' \
                    WHEN pg_catalog.current_setting('transaction_read_only')::bool THEN 'read-only' \
                    ELSE '' END";
-        Ok(match self.probe(sql).await?.as_deref() {
+        // A connection the pool opens now is refused at its context
+        // session's draw already, saying why (the default, prepared mode);
+        // one opened before the database turned read-only answers the query.
+        let client = match self.connection().await {
+            Err(PoolError::Backend(SessionError::ReadOnly(why, _))) => return Ok(Some(why)),
+            connection => connection?,
+        };
+        Ok(match self.probe_on(client, sql).await?.as_deref() {
             Some("standby") => Some(WritesRefused::Standby),
             Some("read-only") => Some(WritesRefused::ReadOnlySessions),
             _ => None,
@@ -747,7 +754,11 @@ impl Database {
     /// connection whose reply did not come in time is never reused (it may
     /// still arrive).
     async fn probe(&self, sql: &str) -> Result<Option<String>, DbError> {
-        let client = self.connection().await?;
+        self.probe_on(self.connection().await?, sql).await
+    }
+
+    /// [`Database::probe`] on a connection taken already.
+    async fn probe_on(&self, client: Object, sql: &str) -> Result<Option<String>, DbError> {
         let answered = within(self.contexts.reply_timeout, async {
             let messages = client.simple_query(sql).await?;
             Ok(messages.iter().rev().find_map(|m| match m {
@@ -898,9 +909,12 @@ impl std::fmt::Display for WritesRefused {
                  is chosen"
             }
             WritesRefused::ReadOnlySessions => {
-                "the database's sessions start read-only (default_transaction_read_only is on): \
-                 a superuser undoes it with ALTER SYSTEM, ALTER DATABASE or ALTER ROLE … RESET \
-                 default_transaction_read_only"
+                "the server's sessions start read-only (default_transaction_read_only is on): \
+                 on a primary, a superuser undoes a default with ALTER ROLE <login> RESET \
+                 default_transaction_read_only (or ALTER DATABASE … RESET; SELECT * FROM \
+                 pg_db_role_setting lists them), or one of the whole cluster with ALTER SYSTEM \
+                 RESET default_transaction_read_only and SELECT pg_reload_conf() (SHOW \
+                 default_transaction_read_only says which is in force)"
             }
         })
     }

@@ -108,7 +108,9 @@ impl Conflict {
     /// [`Conflict::table`] as well. On a Citus cluster the name is the
     /// table's constraint's, not its shard's (`projects_pkey`, not
     /// `projects_pkey_102016`); there [`Conflict::table`] is `None` when the
-    /// row was refused on a worker, whose error names no table.
+    /// row was refused on a worker, whose error names no table. Citus
+    /// shortens a name of 57 bytes or more with a hash before the shard's
+    /// id: keep the names you match on shorter.
     pub fn constraint(&self) -> Option<&str> {
         self.constraint.as_deref()
     }
@@ -340,6 +342,22 @@ fn shard_names<'a>(
     }
 }
 
+/// The table a foreign-key refusal names (its field, or the name after
+/// `lead` in its words), without a shard's id, and whether it was a shard's.
+fn foreign_key_table<'a>(
+    db: &'a tokio_postgres::error::DbError,
+    message: &'a str,
+    lead: &str,
+) -> (Option<&'a str>, bool) {
+    let (table, _, sharded) = shard_names(
+        db.table().or_else(|| quoted_after(message, lead)),
+        db.constraint()
+            .or_else(|| quoted_after(message, "foreign key constraint \"")),
+        relayed_by_citus(db),
+    );
+    (table, sharded)
+}
+
 /// Whether an error is a worker's, relayed by a Citus coordinator without
 /// its fields.
 fn relayed_by_citus(db: &tokio_postgres::error::DbError) -> bool {
@@ -527,13 +545,7 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 c if *c == SqlState::FOREIGN_KEY_VIOLATION
                     && message.starts_with("update or delete on table") =>
                 {
-                    let (referencing, _, _) = shard_names(
-                        db.table()
-                            .or_else(|| quoted_after(&message, "\" on table \"")),
-                        db.constraint()
-                            .or_else(|| quoted_after(&message, "foreign key constraint \"")),
-                        relayed_by_citus(db),
-                    );
+                    let (referencing, _) = foreign_key_table(db, &message, "\" on table \"");
                     DbError::conflict(match referencing {
                         Some(referencing) => {
                             format!("the row is still named by rows of {referencing}")
@@ -542,13 +554,8 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                     })
                 }
                 c if *c == SqlState::FOREIGN_KEY_VIOLATION => {
-                    let (table, _, sharded) = shard_names(
-                        db.table()
-                            .or_else(|| quoted_after(&message, "insert or update on table \"")),
-                        db.constraint()
-                            .or_else(|| quoted_after(&message, "foreign key constraint \"")),
-                        relayed_by_citus(db),
-                    );
+                    let (table, sharded) =
+                        foreign_key_table(db, &message, "insert or update on table \"");
                     // The referenced table's shard has an id of its own.
                     let referenced =
                         db.detail()

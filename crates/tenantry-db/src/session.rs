@@ -70,9 +70,10 @@ pub enum SessionError {
     /// The database refused to open the context session.
     #[error("{}", refused_message(.0))]
     Refused(String),
-    /// The login's sessions start read-only.
-    #[error("{0}")]
-    ReadOnly(String),
+    /// The login's sessions start read-only, or the database is a standby:
+    /// which, and the words to say.
+    #[error("{1}")]
+    ReadOnly(crate::database::WritesRefused, String),
     /// The login may not act as the server (not an inheriting member of
     /// `tenantry_server`).
     #[error("{0}")]
@@ -465,22 +466,13 @@ async fn open_session(
                 .is_ok_and(|r| r.get::<_, bool>(0));
             // PostgreSQL's words: the driver's display says "db error" alone.
             let said = crate::error::describe(&e);
-            return Err(SessionError::ReadOnly(if standby {
-                // The usual cause: a URL naming a standby first (found by a
-                // failover review: the advice was about role defaults).
-                format!(
-                    "{} ({said}); tenantry serves from the primary",
-                    crate::database::WritesRefused::Standby
-                )
-            } else {
-                format!(
-                    "the server's sessions start read-only ({said}): on a primary, a superuser undoes a default with \
-                     ALTER ROLE <login> RESET default_transaction_read_only (or ALTER DATABASE … RESET; \
-                     SELECT * FROM pg_db_role_setting lists them), or one of the whole cluster with \
-                     ALTER SYSTEM RESET default_transaction_read_only and SELECT pg_reload_conf() \
-                     (SHOW default_transaction_read_only says which is in force)"
-                )
-            }));
+            let why = match standby {
+                true => crate::database::WritesRefused::Standby,
+                false => crate::database::WritesRefused::ReadOnlySessions,
+            };
+            // The usual cause of a standby: a URL naming it first (found by
+            // a failover review: the advice was about role defaults).
+            return Err(SessionError::ReadOnly(why, format!("{why} ({said})")));
         }
         Err(e) => return Err(SessionError::Db(e)),
     };

@@ -1993,6 +1993,12 @@ async fn a_login_whose_sessions_start_read_only_is_refused_with_the_fix() {
         pooled.writes_refused().await.unwrap(),
         Some(tenantry_db::WritesRefused::ReadOnlySessions)
     );
+    // The server's own pool opens a context session on each connection,
+    // which the draw refuses: the same answer.
+    assert_eq!(
+        tdb.database().writes_refused().await.unwrap(),
+        Some(tenantry_db::WritesRefused::ReadOnlySessions)
+    );
     let db = tdb.database();
     let err = match db
         .tenant(TenantContext::new(

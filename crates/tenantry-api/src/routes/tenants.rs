@@ -380,7 +380,9 @@ pub async fn purge_tenant(
         })
         .await
         .map_err(|e| {
-            if e.code() != ProblemCode::ServiceUnavailable {
+            // A statement over its timeout; not a tenant's share of the
+            // pool or a collision, whose words (and count) stay theirs.
+            if e.unavailable_cause() != Some("database") {
                 return e;
             }
             // The server's statement timeout bounds every request; the CLI's

@@ -347,9 +347,6 @@ async fn members_are_added_listed_and_assigned_roles_and_a_duplicate_email_is_40
     assert_eq!(made.expect(201)["created_by"], user.as_str());
 }
 
-/// Removing a member ends what they hold: their keys (here a revoked one
-/// and a live one) go with them, the live one is refused at once, and the
-/// removal is not refused because keys name the member.
 /// An email's 320 are characters, as the schema's `maxLength` and an
 /// invitation count them: an address of accented letters under 320
 /// characters but over 320 bytes was refused as "must look like
@@ -375,6 +372,9 @@ async fn a_members_email_is_measured_in_characters_as_the_schema_says() {
     );
 }
 
+/// Removing a member ends what they hold: their keys (here a revoked one
+/// and a live one) go with them, the live one is refused at once, and the
+/// removal is not refused because keys name the member.
 #[tokio::test]
 async fn removing_a_member_who_holds_keys_removes_their_keys_and_the_member() {
     let app = TestApp::spawn().await;

@@ -508,6 +508,9 @@ async fn a_database_gone_read_only_answers_503_with_retry_after_and_recovers() {
             );
         }
     }
+    // Readiness says why, in the operator's terms.
+    let ready = app.send(reqwest::Method::GET, "/readyz", None, None).await;
+    assert!(ready.text.contains("start read-only"), "{}", ready.text);
     let r = reqwest::Client::new()
         .get(app.url("/v1/resources"))
         .bearer_auth(&t.key)

@@ -227,7 +227,7 @@ async fn a_move_to_the_root_and_a_move_under_its_old_subtree_at_once_leave_the_c
 /// three, and every child creation, stalled for 5 s. A move now tries for
 /// the lock holding nothing, and waits 100 ms at most for the rows it needs
 /// under it; a share tries for the lock shared (since 2026-12-04) for
-/// 100 ms, then 55P03.
+/// 150 ms, then 55P03.
 #[tokio::test]
 async fn a_move_waiting_for_the_hierarchy_lock_holds_back_no_share_of_the_tenant_it_moves() {
     let tdb = TestDatabase::new().await;
@@ -259,7 +259,7 @@ async fn a_move_waiting_for_the_hierarchy_lock_holds_back_no_share_of_the_tenant
     let watcher = tdb.superuser_client().await;
     assert!(tenantry_db::testing::a_session_sleeps_in(&watcher, "set_tenant_parent").await);
     // r shares meanwhile: the share never queues behind the moves. It tries
-    // the hierarchy lock for 100 ms (a share checks the closure under it,
+    // the hierarchy lock for 150 ms (a share checks the closure under it,
     // so that no share of a moving subtree outlives the move), then answers
     // 55P03, which the server runs again; nothing of r was held meanwhile.
     // Queued behind them, it would wait until the first move's ROLLBACK
