@@ -339,11 +339,7 @@ mod tests {
     /// is never taken from a cache the other reads.
     #[tokio::test]
     async fn each_jwt_verifier_gets_a_token_cache_of_its_own() {
-        let db = Database::connect(
-            &tenantry_db::DatabaseConfig::new("postgres://nobody@127.0.0.1:1/nothing")
-                .with_context_key(tenantry_db::ContextKey::new(1, [7; 32])),
-        )
-        .unwrap();
+        let db = tenantry_db::testing::unreachable_database();
         let (tenantry, _flusher) = Tenantry::start(
             db,
             &TenantryConfig {

@@ -657,11 +657,7 @@ mod tests {
     /// is still waiting: the depth counts it with the queue.
     #[tokio::test]
     async fn a_batch_retried_while_the_database_is_away_counts_in_the_depth() {
-        let db = Database::connect(
-            &tenantry_db::DatabaseConfig::new("postgres://nobody@127.0.0.1:1/nothing")
-                .with_context_key(tenantry_db::ContextKey::new(1, [7; 32])),
-        )
-        .unwrap();
+        let db = tenantry_db::testing::unreachable_database();
         let (log, _flusher) = RequestLog::start(db, 10, 2);
         let tenant = tenantry_db::TenantId::from_uuid(uuid::Uuid::new_v4());
         for _ in 0..3 {

@@ -110,6 +110,17 @@ impl Server {
     }
 }
 
+/// A pool whose database never answers (a loopback port nothing listens
+/// on, with a key of its own), for tests of what a server does while its
+/// database is away; it starts no cluster.
+pub fn unreachable_database() -> Database {
+    Database::connect(
+        &DatabaseConfig::new("postgres://nobody@127.0.0.1:1/nothing")
+            .with_context_key(ContextKey::new(1, [7; 32])),
+    )
+    .expect("a pool is made without connecting")
+}
+
 /// The context key of every test database (they are copies of one template).
 pub fn context_key() -> &'static ContextKey {
     &SERVER.get_or_init(Server::start).context_key
