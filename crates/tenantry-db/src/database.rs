@@ -827,12 +827,7 @@ impl Database {
         let client = self.connection().await?;
         let problems = as_login(&client, async {
             if let Some(wait) = lock_wait {
-                client
-                    .batch_execute(&format!(
-                        "SET LOCAL lock_timeout = '{}'",
-                        lock_timeout(wait)
-                    ))
-                    .await?;
+                client.batch_execute(&set_local_lock_timeout(wait)).await?;
             }
             crate::tables::table_problems(&client).await
         })
@@ -876,6 +871,12 @@ impl Database {
 /// mean no limit at all.
 pub(crate) fn lock_timeout(wait: Duration) -> String {
     format!("{}ms", wait.as_millis().max(1))
+}
+
+/// The statement that bounds each lock wait of the rest of the transaction
+/// by `wait` ([`lock_timeout`]).
+pub(crate) fn set_local_lock_timeout(wait: Duration) -> String {
+    format!("SET LOCAL lock_timeout = '{}'", lock_timeout(wait))
 }
 
 /// Runs `work` (statements on `client`) in a transaction as the login itself:

@@ -321,11 +321,8 @@ pub async fn migrate_tenant_schemas(
         let mut retry_later = false;
         for schema in behind {
             let tx = client.transaction().await?;
-            tx.batch_execute(&format!(
-                "SET LOCAL lock_timeout = '{}'",
-                crate::database::lock_timeout(SCHEMA_LOCK_WAIT)
-            ))
-            .await?;
+            tx.batch_execute(&crate::database::set_local_lock_timeout(SCHEMA_LOCK_WAIT))
+                .await?;
             match tx
                 .execute(
                     "SELECT tenantry.migrate_tenant_schema($1)",
@@ -701,11 +698,8 @@ async fn apply_pending(
     tx.batch_execute("SET LOCAL client_min_messages = warning")
         .await?;
     if let Some(wait) = lock_wait {
-        tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}'",
-            crate::database::lock_timeout(wait)
-        ))
-        .await?;
+        tx.batch_execute(&crate::database::set_local_lock_timeout(wait))
+            .await?;
     }
     tx.batch_execute(
             "CREATE SCHEMA IF NOT EXISTS tenantry;

@@ -148,27 +148,40 @@ pub async fn begin_in_tenant(client: &Client, tenant: uuid::Uuid) {
 /// queued behind it before they let go. (5 s was the bound: a loaded CI
 /// machine can take longer to bring a request to its first statement.)
 pub async fn a_server_session_waits_for_a_lock(watcher: &Client) -> bool {
-    sessions_wait(watcher, Some("tenantry_server"), "", Wait::Lock).await
+    !server_sessions_wait_for_a_lock(watcher, 1).await.is_empty()
+}
+
+/// Like [`a_server_session_waits_for_a_lock`] until `count` sessions of the
+/// server's login wait for a lock: their backends' pids, in order (fewer
+/// when they did not all wait within 30 s).
+pub async fn server_sessions_wait_for_a_lock(watcher: &Client, count: usize) -> Vec<i32> {
+    sessions_wait(watcher, Some("tenantry_server"), "", Wait::Lock, count).await
 }
 
 /// Like [`a_server_session_waits_for_a_lock`] for a session of any login
 /// (an operator's, a superuser's).
 pub async fn a_session_waits_for_a_lock(watcher: &Client) -> bool {
-    sessions_wait(watcher, None, "", Wait::Lock).await
+    !sessions_wait(watcher, None, "", Wait::Lock, 1)
+        .await
+        .is_empty()
 }
 
 /// Like [`a_session_waits_for_a_lock`] for a session whose statement
 /// contains `statement` (a background task's, say, told apart by the
 /// function it calls).
 pub async fn a_session_waits_for_a_lock_in(watcher: &Client, statement: &str) -> bool {
-    sessions_wait(watcher, None, statement, Wait::Lock).await
+    !sessions_wait(watcher, None, statement, Wait::Lock, 1)
+        .await
+        .is_empty()
 }
 
 /// Like [`a_session_waits_for_a_lock_in`] for a session sleeping in
 /// `pg_sleep` instead: a statement that tries for a lock again and again
 /// without queueing (a move's hierarchy lock) sleeps between two tries.
 pub async fn a_session_sleeps_in(watcher: &Client, statement: &str) -> bool {
-    sessions_wait(watcher, None, statement, Wait::Sleep).await
+    !sessions_wait(watcher, None, statement, Wait::Sleep, 1)
+        .await
+        .is_empty()
 }
 
 /// What a session in [`sessions_wait`] waits for.
@@ -179,31 +192,43 @@ enum Wait {
     Sleep,
 }
 
-async fn sessions_wait(watcher: &Client, login: Option<&str>, statement: &str, wait: Wait) -> bool {
+/// The pids of the sessions in `watcher`'s database that wait as said
+/// (of `login`, running a statement that contains `statement`), once there
+/// are `count` of them, polling every 10 ms for up to 30 s; what was seen
+/// last when there never were.
+async fn sessions_wait(
+    watcher: &Client,
+    login: Option<&str>,
+    statement: &str,
+    wait: Wait,
+    count: usize,
+) -> Vec<i32> {
     let (event_type, event) = match wait {
         Wait::Lock => (Some("Lock"), None),
         Wait::Sleep => (None, Some("PgSleep")),
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
+    loop {
+        let waiting: Vec<i32> = watcher
+            .query(
+                "SELECT pid FROM pg_stat_activity
                   WHERE datname = current_database()
                     AND ($3::text IS NULL OR wait_event_type = $3)
                     AND ($4::text IS NULL OR wait_event = $4)
-                    AND ($1::text IS NULL OR usename = $1) AND strpos(query, $2) > 0",
+                    AND ($1::text IS NULL OR usename = $1) AND strpos(query, $2) > 0
+                  ORDER BY pid",
                 &[&login, &statement, &event_type, &event],
             )
             .await
             .expect("reading pg_stat_activity")
-            .get(0);
-        if waiting > 0 {
-            return true;
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if waiting.len() >= count || std::time::Instant::now() >= deadline {
+            return waiting;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    false
 }
 
 /// Calls `tenantry.tier_move_wait(tenant)` on `client` (an operator's

@@ -386,29 +386,12 @@ async fn requests_whose_clients_hang_up_run_to_their_end_and_close_no_database_s
     // abandoned reads may not have reached the lock when their clients gave
     // up.
     let watcher = app.db.superuser_client().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let waiting: Vec<i32> = loop {
-        let waiting: Vec<i32> = watcher
-            .query(
-                "SELECT pid FROM pg_stat_activity
-                  WHERE usename = 'tenantry_server' AND wait_event_type = 'Lock'
-                    AND datname = current_database() ORDER BY pid",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if waiting.len() == 3 {
-            break waiting;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the three abandoned reads wait in the database: {waiting:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let waiting = tenantry_db::testing::server_sessions_wait_for_a_lock(&watcher, 3).await;
+    assert_eq!(
+        waiting.len(),
+        3,
+        "the three abandoned reads wait in the database: {waiting:?}"
+    );
     su.batch_execute("COMMIT").await.unwrap();
 
     // They finish, and their sessions go back to the pool alive.
