@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     num::NonZeroU32,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -188,16 +188,13 @@ pub(crate) fn listening(invalidations: &Invalidations) -> Option<ListeningFlag> 
         .then(|| invalidations.listening_flag())
 }
 
-/// A limiter and the (rate bits, burst) it was built from.
-type TenantLimiter = ((u64, u32), Arc<DefaultDirectRateLimiter>);
-
 /// Per-tenant rate limiters built from the tenant's settings: one for every
 /// request (`rate_limit_per_second`), one for creating children
 /// (`child_creation_rate_per_second`).
 #[derive(Default)]
 pub struct RateLimits {
-    requests: Mutex<HashMap<TenantId, TenantLimiter>>,
-    child_creations: Mutex<HashMap<TenantId, TenantLimiter>>,
+    requests: Mutex<Limiters>,
+    child_creations: Mutex<Limiters>,
 }
 
 impl RateLimits {
@@ -239,40 +236,109 @@ impl RateLimits {
             .with_field("settings.child_creation_rate_per_second")
         })
     }
+
+    /// How many tenants' limiters are held (requests, child creations).
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let count = |limiters: &Mutex<Limiters>| {
+            limiters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .by_tenant
+                .len()
+        };
+        (count(&self.requests), count(&self.child_creations))
+    }
+}
+
+/// Below this many tenants' limiters a map is never swept.
+const SWEEP_FROM: usize = 1024;
+
+/// One kind of limiter for every tenant that used it lately. A limiter left
+/// alone long enough to refill its whole burst is as good as a new one, so a
+/// sweep drops those once the map has doubled since the last: without it,
+/// every tenant ever served kept its limiters for the process's life.
+struct Limiters {
+    by_tenant: HashMap<TenantId, Limiter>,
+    sweep_at: usize,
+}
+
+impl Default for Limiters {
+    fn default() -> Self {
+        Self {
+            by_tenant: HashMap::new(),
+            sweep_at: SWEEP_FROM,
+        }
+    }
+}
+
+struct Limiter {
+    /// The (rate bits, burst) it was built from.
+    signature: (u64, u32),
+    limiter: Arc<DefaultDirectRateLimiter>,
+    /// When a cell was last asked for.
+    used: Instant,
+    /// How long an emptied limiter takes to be full again.
+    refill: Duration,
 }
 
 /// Takes one cell from the tenant's limiter in `limiters`, (re)built when its
 /// rate or burst changed; refused, how long until a cell is free.
 fn take(
-    limiters: &Mutex<HashMap<TenantId, TenantLimiter>>,
+    limiters: &Mutex<Limiters>,
     tenant: TenantId,
     rate: f64,
     burst: u32,
 ) -> Result<(), Duration> {
     let signature = (rate.to_bits(), burst);
+    let now = Instant::now();
     let limiter = {
         // A panic elsewhere must not turn every later rate-limited request into one.
         let mut limiters = limiters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = limiters
-            .entry(tenant)
-            .or_insert_with(|| (signature, Arc::new(limiter(rate, burst))));
-        if entry.0 != signature {
-            *entry = (signature, Arc::new(limiter(rate, burst)));
+        if !limiters.by_tenant.contains_key(&tenant)
+            && limiters.by_tenant.len() >= limiters.sweep_at
+        {
+            limiters
+                .by_tenant
+                .retain(|_, held| now.saturating_duration_since(held.used) < held.refill);
+            limiters.sweep_at = (2 * limiters.by_tenant.len()).max(SWEEP_FROM);
         }
-        entry.1.clone()
+        let held = limiters
+            .by_tenant
+            .entry(tenant)
+            .or_insert_with(|| Limiter::new(signature, rate, burst, now));
+        if held.signature != signature {
+            *held = Limiter::new(signature, rate, burst, now);
+        }
+        held.used = now;
+        held.limiter.clone()
     };
     limiter
         .check()
         .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
 }
 
+impl Limiter {
+    fn new(signature: (u64, u32), rate: f64, burst: u32, now: Instant) -> Self {
+        let (limiter, refill) = limiter(rate, burst);
+        Self {
+            signature,
+            limiter: Arc::new(limiter),
+            used: now,
+            refill,
+        }
+    }
+}
+
 /// Longest period between two requests of a rate limit: any slower rate (settings
 /// accept every positive number) means one request per ten years.
 const MAX_PERIOD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
+/// A limiter of `rate` cells per second and `burst` at once, and how long it
+/// takes to refill its whole burst.
+fn limiter(rate: f64, burst: u32) -> (DefaultDirectRateLimiter, Duration) {
     // governor keeps period × burst in u64 nanoseconds: bound both so that no
     // setting can panic or overflow it (a tiny rate once panicked here).
     let period = Duration::try_from_secs_f64(1.0 / rate)
@@ -280,10 +346,14 @@ fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
         .clamp(Duration::from_nanos(1), MAX_PERIOD);
     let period_nanos = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
     let max_burst = u32::try_from(u64::MAX / 4 / period_nanos).unwrap_or(u32::MAX);
+    let burst = NonZeroU32::new(burst.clamp(1, max_burst.max(1))).expect("burst >= 1");
     let quota = Quota::with_period(period)
         .expect("non-zero period")
-        .allow_burst(NonZeroU32::new(burst.clamp(1, max_burst.max(1))).expect("burst >= 1"));
-    DefaultDirectRateLimiter::direct(quota)
+        .allow_burst(burst);
+    (
+        DefaultDirectRateLimiter::direct(quota),
+        period.saturating_mul(burst.get()),
+    )
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if any. Two or
@@ -714,5 +784,61 @@ where
             }
         }
         Ok(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(n: u128) -> TenantId {
+        TenantId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    fn settings(value: serde_json::Value) -> TenantSettings {
+        TenantSettings::parse(&value).expect("valid settings")
+    }
+
+    #[test]
+    fn limiters_of_tenants_gone_quiet_are_swept_once_the_map_has_doubled() {
+        let limits = RateLimits::default();
+        // A burst of one cell refills within a microsecond.
+        let fast =
+            settings(serde_json::json!({"rate_limit_per_second": 1000000, "rate_limit_burst": 1}));
+        for n in 0..SWEEP_FROM as u128 {
+            limits.check(tenant(n), &fast).expect("first request");
+        }
+        assert_eq!(limits.held().0, SWEEP_FROM);
+        std::thread::sleep(Duration::from_millis(20));
+        for n in 0..(3 * SWEEP_FROM) as u128 {
+            limits
+                .check(tenant(1_000_000 + n), &fast)
+                .expect("first request");
+        }
+        // Every sweep dropped all but the tenants of the last few milliseconds:
+        // the map never held the four thousand tenants served.
+        let (held, _) = limits.held();
+        assert!(held <= 2 * SWEEP_FROM, "{held} limiters held");
+    }
+
+    #[test]
+    fn a_throttled_tenants_limiter_survives_a_sweep_and_keeps_refusing() {
+        let limits = RateLimits::default();
+        let slow =
+            settings(serde_json::json!({"rate_limit_per_second": 0.01, "rate_limit_burst": 1}));
+        let throttled = tenant(u128::MAX);
+        limits.check(throttled, &slow).expect("its one cell");
+        assert!(limits.check(throttled, &slow).is_err());
+        let fast =
+            settings(serde_json::json!({"rate_limit_per_second": 1000000, "rate_limit_burst": 1}));
+        for n in 0..(3 * SWEEP_FROM) as u128 {
+            limits.check(tenant(n), &fast).expect("first request");
+        }
+        assert!(
+            limits.check(throttled, &slow).is_err(),
+            "a sweep handed the throttled tenant a full limiter"
+        );
+        // The child-creation limiters are a map of their own.
+        assert_eq!(limits.held().1, 0);
     }
 }
