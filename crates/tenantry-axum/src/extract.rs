@@ -75,25 +75,35 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<crate::serve::
     None
 }
 
-/// `application/json` or `application/<anything>+json`, parameters aside;
-/// media types compare without regard to case (RFC 9110, 8.3.1).
+/// `application/json` or `application/<anything>+json`, in UTF-8: no
+/// `charset` parameter, or `utf-8` (RFC 8259, 8.1: JSON exchanged between
+/// systems is UTF-8; a body declared in another charset would be read as
+/// something it is not). Media types and charsets compare without regard to
+/// case (RFC 9110, 8.3.1), a charset also quoted.
 fn is_json_media_type(value: &str) -> bool {
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let json = essence == "application/json"
         || essence
             .strip_prefix("application/")
-            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len())
+            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len());
+    json && parts.all(|parameter| {
+        let (name, charset) = parameter.split_once('=').unwrap_or((parameter, ""));
+        !name.trim().eq_ignore_ascii_case("charset") || {
+            let charset = charset.trim();
+            let charset = charset
+                .strip_prefix('"')
+                .and_then(|c| c.strip_suffix('"'))
+                .unwrap_or(charset);
+            charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+        }
+    })
 }
 
 fn not_json() -> ApiError {
     ApiError::new(
         ProblemCode::UnsupportedMediaType,
-        "send the body with Content-Type: application/json",
+        "send the body as UTF-8 JSON with Content-Type: application/json",
     )
 }
 
@@ -197,12 +207,14 @@ mod media_type_tests {
     use super::is_json_media_type;
 
     #[test]
-    fn json_media_types_are_recognised_whatever_their_case_and_parameters() {
+    fn json_media_types_in_utf8_are_recognised_whatever_their_case_and_parameters() {
         for yes in [
             "application/json",
             "Application/JSON",
             "application/json; charset=utf-8",
             " application/json ;charset=UTF-8",
+            "application/json; charset=\"utf-8\"",
+            "application/json; charset=utf8; profile=x",
             "application/problem+json",
             "application/vnd.api+JSON",
         ] {
@@ -215,6 +227,9 @@ mod media_type_tests {
             "text/x+json",
             "",
             "json",
+            "application/json; charset=utf-16",
+            "application/json; charset=iso-8859-1",
+            "application/merge-patch+json; Charset=latin1",
         ] {
             assert!(!is_json_media_type(no), "{no}");
         }

@@ -108,6 +108,17 @@ async fn a_wrong_content_type_is_415() {
         )
         .await;
     r.problem(415, "unsupported_media_type");
+    // JSON declared in another charset would be read as something it is not.
+    let r = app
+        .send_raw(
+            app.client
+                .post(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .header(header::CONTENT_TYPE, "application/json; charset=utf-16")
+                .body("{\"name\": \"x\"}"),
+        )
+        .await;
+    r.problem(415, "unsupported_media_type");
     // Rotation takes an optional body: a non-JSON one is refused too.
     let r = app
         .send_raw(
