@@ -67,6 +67,42 @@ impl std::fmt::Debug for AdminToken {
 pub struct KeyCache {
     /// By prefix, under the key's and its tenant's tags.
     entries: TaggedCache<Arc<str>, CachedKey>,
+    /// Checks in the database under way, by the SHA-256 of their secret:
+    /// requests with a secret being checked wait for that check's answer
+    /// instead of each sending their own (a tenant's many requests in flight
+    /// when its key's entry expires, or a flood of one made-up key).
+    checking: Mutex<HashMap<[u8; 32], Arc<Check>>>,
+}
+
+/// One check of a secret in the database, its answer shared by every
+/// request that came with that secret while it ran.
+type Check = tokio::sync::OnceCell<Result<Option<Arc<KeyIdentity>>, ApiError>>;
+
+/// Takes a secret's check out of [`KeyCache::checking`] when its last
+/// request is done with it, answered or cancelled.
+struct Checking<'a> {
+    cache: &'a KeyCache,
+    hash: [u8; 32],
+    check: Arc<Check>,
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        let mut checking = self
+            .cache
+            .checking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only this check's entry, once it has an answer (later requests then
+        // read the cache or check again) or no request is left waiting for it.
+        if checking
+            .get(&self.hash)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.check))
+            && (self.check.initialized() || Arc::strong_count(&self.check) <= 2)
+        {
+            checking.remove(&self.hash);
+        }
+    }
 }
 
 /// Longest life of a cache entry while the invalidation listener is down
@@ -90,6 +126,7 @@ impl KeyCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
             entries: TaggedCache::new(KEY_CACHE_CAPACITY, ttl, None),
+            checking: Mutex::default(),
         }
     }
 
@@ -99,6 +136,7 @@ impl KeyCache {
     pub fn with_invalidations(ttl: Duration, invalidations: &Invalidations) -> Self {
         Self {
             entries: TaggedCache::new(KEY_CACHE_CAPACITY, ttl, listening(invalidations)),
+            checking: Mutex::default(),
         }
     }
 
@@ -120,8 +158,46 @@ impl KeyCache {
         if let Some(hit) = self.get(secret) {
             return Ok(Some(hit));
         }
+        let hash = secret.sha256();
+        let check = self
+            .checking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(hash)
+            .or_default()
+            .clone();
+        let checking = Checking {
+            cache: self,
+            hash,
+            check,
+        };
+        checking
+            .check
+            .get_or_init(|| self.check(db, secret))
+            .await
+            .clone()
+    }
+
+    /// Checks `secret` in the database and keeps what it finds.
+    async fn check(
+        &self,
+        db: &Database,
+        secret: &ApiKeySecret,
+    ) -> Result<Option<Arc<KeyIdentity>>, ApiError> {
+        // A check that ended just before this one began kept its answer.
+        if let Some(hit) = self.get(secret) {
+            return Ok(Some(hit));
+        }
+        // The tenant this very secret belonged to when last checked, if the
+        // cache still holds that entry: its check waits in that tenant's
+        // share of the pool (a hint for where to wait, nothing more).
+        let last_tenant = self.entries.get_any_age(secret.prefix(), |key| {
+            secret
+                .matches_hash(&key.hash)
+                .then_some(key.identity.tenant_id)
+        });
         let ticket = self.entries.ticket();
-        match db.verify_key(secret.expose()).await? {
+        match db.verify_key_known_to(secret.expose(), last_tenant).await? {
             Some(identity) => {
                 let identity = Arc::new(identity);
                 // Kept unless a removal of this key or its tenant came while

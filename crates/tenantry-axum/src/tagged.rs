@@ -206,6 +206,22 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
             .and_then(|e| read(&e.value))
     }
 
+    /// What `read` makes of `k`'s value however old its entry, under the
+    /// read lock: never a value to act on (it may be untrusted by now), only
+    /// a hint, such as whose share of the pool a fresh read should wait in.
+    pub(crate) fn get_any_age<Q, R>(&self, k: &Q, read: impl FnOnce(&V) -> Option<R>) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.inner
+            .read()
+            .expect("tagged cache lock")
+            .entries
+            .get(k)
+            .and_then(|e| read(&e.value))
+    }
+
     /// Taken before a database read whose answer is to be cached.
     pub(crate) fn ticket(&self) -> Ticket {
         Ticket(self.removals.load(Ordering::Acquire))

@@ -411,6 +411,23 @@ async fn keys_verify_until_revoked_and_rotation_keeps_the_old_key_for_the_grace_
     let forged = format!("tk_{}_{}", key.secret.prefix(), "0".repeat(64));
     assert!(db.verify_key(&forged).await.unwrap().is_none());
     assert!(db.verify_key("garbage").await.unwrap().is_none());
+    // The tenant a key was last known to be (where its check waits) changes
+    // nothing of the answer: a forged secret is none of that tenant's, and
+    // the real one is its own tenant's whichever tenant is named.
+    let other = tenant(&db, "other", None).await;
+    for last in [a, other] {
+        assert!(db
+            .verify_key_known_to(&forged, Some(last))
+            .await
+            .unwrap()
+            .is_none());
+        let known = db
+            .verify_key_known_to(key.secret.expose(), Some(last))
+            .await
+            .unwrap()
+            .expect("valid key");
+        assert_eq!((known.tenant_id, known.key_id), (a, id.key_id));
+    }
 
     let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
     let rotated = s

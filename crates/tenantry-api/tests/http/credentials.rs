@@ -318,3 +318,71 @@ async fn two_authorization_headers_are_refused_like_a_missing_key() {
         assert_eq!(r.body["detail"], reference.body["detail"]);
     }
 }
+
+/// A tenant's key whose cache entry has expired (every second by default) is
+/// checked again in that tenant's share of the pool, once for all of the
+/// tenant's requests that came with it meanwhile, and not in the lane that
+/// every credential the server does not know shares: a flood of made-up keys
+/// or of impersonation tokens filled that lane and answered another tenant's
+/// requests 503 each time its key's entry expired (found by a review of noisy
+/// neighbours). Here a check of a made-up key held by a lock fills that lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_cache_entry_expired_is_checked_in_its_tenants_share_not_behind_unknown_credentials(
+) {
+    let app = TestApp::spawn().await;
+    let victim = app.tenant("victim").await;
+    let mut config = app.db.database_config();
+    config.max_connections = 6;
+    config.max_connections_per_tenant = 1;
+    config.acquire_timeout = Duration::from_millis(500);
+    let db = tenantry_db::Database::connect(&config).unwrap();
+    let server = app.sibling_on_with(db, |s| s.key_cache_ttl_ms = 100).await;
+    let get = |key: String| {
+        app.send_raw(
+            app.client
+                .get(format!("{}/v1/tenant", server.base))
+                .bearer_auth(key),
+        )
+    };
+    get(victim.key.clone()).await.expect(200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let su = app.db.superuser_client().await;
+    su.batch_execute("BEGIN; LOCK TABLE tenantry.api_keys IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let watcher = app.db.superuser_client().await;
+    let made_up = format!("tk_{}_{}", "0".repeat(12), "ab".repeat(32));
+    let (unknown, victims) = tokio::join!(get(made_up), async {
+        assert_eq!(
+            tenantry_db::testing::server_sessions_wait_for_a_lock(&watcher, 1)
+                .await
+                .len(),
+            1,
+            "the made-up key's check holds the lane of unknown credentials"
+        );
+        let victims = futures_util::future::join_all((0..3).map(|_| get(victim.key.clone())));
+        let (victims, ()) = tokio::join!(victims, async {
+            // (Bounded below the client's timeout, so that a failure says this.)
+            let waiting = tokio::time::timeout(
+                Duration::from_secs(10),
+                tenantry_db::testing::server_sessions_wait_for_a_lock(&watcher, 2),
+            )
+            .await;
+            assert!(
+                waiting.is_ok_and(|pids| pids.len() == 2),
+                "the victim's key is checked beside the made-up one"
+            );
+            // Longer than any wait for a turn: a request queued behind the
+            // made-up key's turn, or behind its own tenant's one check, is
+            // a 503 by now.
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            su.batch_execute("COMMIT").await.unwrap();
+        });
+        victims
+    });
+    for r in victims {
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    unknown.problem(401, "unauthorized");
+}

@@ -203,7 +203,18 @@ impl TestApp {
 
     /// A second server over `database` (e.g. a pool holding another context key).
     pub async fn sibling_on(&self, database: tenantry_db::Database) -> Sibling {
-        let server = Server::start(&test_settings(), database, &self.admin_token).await;
+        self.sibling_on_with(database, |_| {}).await
+    }
+
+    /// A second server over `database`, with test settings adjusted by `adjust`.
+    pub async fn sibling_on_with(
+        &self,
+        database: tenantry_db::Database,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Sibling {
+        let mut settings = test_settings();
+        adjust(&mut settings);
+        let server = Server::start(&settings, database, &self.admin_token).await;
         Sibling {
             base: server.base.clone(),
             server,
