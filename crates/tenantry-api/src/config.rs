@@ -100,6 +100,9 @@ pub struct Settings {
     pub http_body_timeout_ms: u64,
     /// HTTP connections open at once; more wait to be accepted.
     pub http_max_connections: usize,
+    /// Most requests of one tenant in flight at once on this server, body
+    /// and handler included (0: no limit); past it, 429 `rate_limited`.
+    pub max_requests_in_flight_per_tenant: usize,
     /// Reverse proxies in front of the server (networks or addresses, such
     /// as `10.0.0.0/8` or `127.0.0.1`): for a request from one of them, the
     /// client whose address a key limited to addresses is checked against is
@@ -174,6 +177,7 @@ impl Default for Settings {
             http_send_timeout_ms: 30_000,
             http_body_timeout_ms: 30_000,
             http_max_connections: 10_000,
+            max_requests_in_flight_per_tenant: tenantry_axum::DEFAULT_REQUESTS_IN_FLIGHT_PER_TENANT,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             acquire_timeout_ms: 2_000,
@@ -287,6 +291,7 @@ impl Settings {
             "TENANTRY_HTTP_SEND_TIMEOUT_MS" => http_send_timeout_ms,
             "TENANTRY_HTTP_BODY_TIMEOUT_MS" => http_body_timeout_ms,
             "TENANTRY_HTTP_MAX_CONNECTIONS" => http_max_connections,
+            "TENANTRY_MAX_REQUESTS_IN_FLIGHT_PER_TENANT" => max_requests_in_flight_per_tenant,
             "TENANTRY_ACQUIRE_TIMEOUT_MS" => acquire_timeout_ms,
             "TENANTRY_STATEMENT_TIMEOUT_MS" => statement_timeout_ms,
             "TENANTRY_IDLE_IN_TRANSACTION_TIMEOUT_MS" => idle_in_transaction_timeout_ms,

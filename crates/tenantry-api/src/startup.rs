@@ -293,6 +293,7 @@ impl Application {
             ),
             upkeep_every: (settings.metrics_refresh_secs > 0)
                 .then(|| Duration::from_secs(settings.metrics_refresh_secs)),
+            max_requests_in_flight_per_tenant: settings.max_requests_in_flight_per_tenant,
         };
         let (tenantry, log_task) = Tenantry::start(db.clone(), &config);
         // A listener of its own (invalidation_url) is checked like the

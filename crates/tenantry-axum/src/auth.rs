@@ -493,6 +493,9 @@ pub struct TenantCaller {
     limits: Arc<RateLimits>,
     /// The request's `Idempotency-Key` and fingerprint ([`crate::idempotency::middleware`]).
     idempotency: Option<Arc<crate::idempotency::PendingIdempotency>>,
+    /// The request's turn among its tenant's requests in flight, held until
+    /// the handler is done with the caller.
+    _in_flight: Option<Box<tenantry_db::turns::Turn>>,
 }
 
 impl TenantCaller {
@@ -797,7 +800,7 @@ where
         } else {
             return Err(ApiError::invalid_token());
         };
-        let caller = Self {
+        let mut caller = Self {
             db: tenantry.db,
             credential,
             slot: parts.extensions.get::<LogSlot>().cloned(),
@@ -805,6 +808,7 @@ where
             members: tenantry.members,
             limits: tenantry.limits,
             idempotency: parts.extensions.get().cloned(),
+            _in_flight: None,
         };
         // A deleted tenant's credential is answered as no credential at
         // all, and logged as such; a suspended one's refusal is the tenant's
@@ -833,6 +837,22 @@ where
                 ProblemCode::TenantSuspended,
                 format!("tenant {} is suspended", caller.tenant()),
             ));
+        }
+        if let Some(in_flight) = &tenantry.in_flight {
+            caller._in_flight = in_flight.try_take(caller.tenant()).map(Box::new);
+            if caller._in_flight.is_none() {
+                if let Some(slot) = &caller.slot {
+                    slot.set_rate_limited();
+                }
+                return Err(ApiError::rate_limited(
+                    format!(
+                        "this tenant has {} requests in flight, the most this server takes of one tenant at \
+                         once (max_requests_in_flight_per_tenant); send the next when one is answered",
+                        in_flight.per_tenant()
+                    ),
+                    Duration::from_secs(1),
+                ));
+            }
         }
         if let Err(refused) = caller.limits.check(caller.tenant(), caller.settings()) {
             if let Some(slot) = &caller.slot {

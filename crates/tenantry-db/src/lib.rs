@@ -73,7 +73,7 @@ mod tenants;
 pub mod testing;
 mod tiers;
 pub mod tls;
-mod turns;
+pub mod turns;
 mod usage;
 
 pub use access::{Member, NewMember, Permission, PermissionSet, Role};

@@ -1,4 +1,4 @@
-//! Each tenant's share of the pool: at most so many of its connections held by one tenant's transactions at once, so that one tenant's slow work (a listing over a thousand descendants, a hot row) waits its turn instead of taking every connection from the others.
+//! Each tenant's share of something every tenant shares: at most so many of its transactions holding the pool's connections at once (so that one tenant's slow work, a listing over a thousand descendants or a hot row, waits its turn instead of taking every connection from the others), or, in the HTTP layer, of its requests in flight.
 
 use std::{
     collections::HashMap,
@@ -10,15 +10,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{DbError, TenantId};
 
-/// The turns of every tenant with a transaction open (an entry lives while
-/// one of its permits does).
-pub(crate) struct TenantTurns {
+/// The turns of every tenant with one open (an entry lives while one of its
+/// permits does, so the map holds only tenants at work).
+pub struct TenantTurns {
     per_tenant: usize,
     open: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
 }
 
-/// One tenant transaction's hold on its tenant's share; released on drop.
-pub(crate) struct Turn {
+/// A hold on one turn of a tenant's share; released on drop.
+pub struct Turn {
     // Dropped in this order: the permit (and its reference to the
     // semaphore), then the entry's hold, which may forget the entry.
     _permit: OwnedSemaphorePermit,
@@ -48,22 +48,22 @@ impl Drop for Held {
 }
 
 impl TenantTurns {
-    /// `per_tenant`: how many transactions of one tenant may hold a
-    /// connection at once (at least 1).
-    pub(crate) fn new(per_tenant: usize) -> Arc<Self> {
+    /// `per_tenant`: how many turns one tenant may hold at once (at least 1).
+    pub fn new(per_tenant: usize) -> Arc<Self> {
         Arc::new(Self {
             per_tenant: per_tenant.max(1),
             open: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The tenant's next turn, waiting up to `wait` (None: no bound) while
-    /// its share is taken; [`DbError::TenantBusy`] after that.
-    pub(crate) async fn take(
-        self: &Arc<Self>,
-        tenant: TenantId,
-        wait: Option<Duration>,
-    ) -> Result<Turn, DbError> {
+    /// How many turns one tenant may hold at once.
+    pub fn per_tenant(&self) -> usize {
+        self.per_tenant
+    }
+
+    /// The tenant's semaphore, and a hold on its entry while a turn is
+    /// taken or waited for.
+    fn hold(self: &Arc<Self>, tenant: TenantId) -> (Arc<Semaphore>, Held) {
         let semaphore = self
             .open
             .lock()
@@ -76,6 +76,27 @@ impl TenantTurns {
             tenant,
             turns: self.clone(),
         };
+        (semaphore, held)
+    }
+
+    /// A turn of the tenant's if one is free now; `None` while it holds all.
+    pub fn try_take(self: &Arc<Self>, tenant: TenantId) -> Option<Turn> {
+        let (semaphore, held) = self.hold(tenant);
+        let permit = semaphore.try_acquire_owned().ok()?;
+        Some(Turn {
+            _permit: permit,
+            _held: held,
+        })
+    }
+
+    /// The tenant's next turn, waiting up to `wait` (None: no bound) while
+    /// its share is taken; [`DbError::TenantBusy`] after that.
+    pub(crate) async fn take(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        wait: Option<Duration>,
+    ) -> Result<Turn, DbError> {
+        let (semaphore, held) = self.hold(tenant);
         // A turn free now is taken without a timer.
         let permit = match semaphore.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -133,6 +154,22 @@ mod tests {
         drop(first);
         let third = turns.take(tenant(1), wait).await.unwrap();
         drop((second, third, other));
+        assert_eq!(turns.tenants(), 0, "no entry outlives its turns");
+    }
+
+    #[test]
+    fn a_turn_tried_past_the_share_is_none_and_leaves_no_entry_behind() {
+        let turns = TenantTurns::new(2);
+        let held = [turns.try_take(tenant(1)), turns.try_take(tenant(1))];
+        assert!(held.iter().all(Option::is_some));
+        assert!(turns.try_take(tenant(1)).is_none());
+        let other = turns.try_take(tenant(2));
+        assert!(other.is_some(), "another tenant's share is its own");
+        let [first, second] = held;
+        drop(first);
+        let again = turns.try_take(tenant(1));
+        assert!(again.is_some());
+        drop((second, again, other));
         assert_eq!(turns.tenants(), 0, "no entry outlives its turns");
     }
 

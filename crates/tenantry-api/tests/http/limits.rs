@@ -518,3 +518,66 @@ async fn metadata_past_16_kib_is_refused_for_a_child_and_by_the_operator_and_an_
         "settings.metadata"
     );
 }
+
+/// One tenant's requests in flight on a server are bounded
+/// (`max_requests_in_flight_per_tenant`): past it the tenant's next request
+/// is answered 429 at once, while another tenant is served and the tenant's
+/// own requests in flight finish. Without it a tenant's thousand connections
+/// each held a body of up to the size limit in the server's memory (a review
+/// of noisy neighbours: 306 MB to 1.2 GB). Two writes held by a lock on
+/// their row fill the bound here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_past_its_requests_in_flight_gets_429_while_another_tenant_is_served() {
+    let app = TestApp::spawn_with(|s| s.max_requests_in_flight_per_tenant = 2).await;
+    let busy = app.tenant("busy").await;
+    let other = app.tenant("other").await;
+    let doc = app.create_resource(&busy.key, "doc").await;
+    let su = app.db.superuser_client().await;
+    su.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM tenantry.resources WHERE id = '{doc}' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let watcher = app.db.superuser_client().await;
+    let path = format!("/v1/resources/{doc}");
+    let (one, two) = (json!({ "name": "one" }), json!({ "name": "two" }));
+    let (held, ()) = tokio::join!(
+        futures_util::future::join_all([
+            app.patch(&path, &busy.key, &one),
+            app.patch(&path, &busy.key, &two)
+        ]),
+        async {
+            assert_eq!(
+                tenantry_db::testing::server_sessions_wait_for_a_lock(&watcher, 2)
+                    .await
+                    .len(),
+                2,
+                "both writes wait for the row"
+            );
+            let response = app
+                .client
+                .get(app.url("/v1/tenant"))
+                .bearer_auth(&busy.key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.headers()["retry-after"], "1");
+            let r = app.send_raw_response(response).await;
+            let p = r.problem(429, "rate_limited");
+            assert!(
+                p["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("max_requests_in_flight_per_tenant"),
+                "{p}"
+            );
+            app.get("/v1/tenant", &other.key).await.expect(200);
+            su.batch_execute("COMMIT").await.unwrap();
+        }
+    );
+    for r in held {
+        r.expect(200);
+    }
+    // Answered, they free their turns.
+    app.get("/v1/tenant", &busy.key).await.expect(200);
+}
