@@ -114,7 +114,9 @@ pub struct TenantryConfig {
     /// `tenantry usage` and `tenantry.tenant_metrics` read from the request
     /// log, and keeps a week of request-log partitions ahead (checked at
     /// every run, each in a transaction of its own that waits at most 100 ms
-    /// for the log's lock), and every tenth run the doctor's rules
+    /// for the log's lock), at its first run and every sixtieth the log's
+    /// retention (days older than [`tenantry_db::REQUEST_LOG_KEEP_DAYS`]
+    /// dropped, with the same lock wait), and every tenth run the doctor's rules
     /// (`tenantry_table_problems`). Every process that serves tenants may run it.
     pub upkeep_every: Option<Duration>,
     /// Most requests of one tenant in flight at once, from its authentication

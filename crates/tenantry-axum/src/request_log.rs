@@ -530,7 +530,9 @@ where
 }
 
 /// The upkeep every `every` until `stop`'s sender is dropped: a week of
-/// request-log partitions kept ahead, then the usage metrics refreshed from
+/// request-log partitions kept ahead (and, every [`RETENTION_EVERY_RUNS`]
+/// runs, those older than [`tenantry_db::REQUEST_LOG_KEEP_DAYS`] dropped),
+/// then the usage metrics refreshed from
 /// the request log, each in a transaction of its own as the administrative
 /// actor `scheduler`. A partition's creation locks the whole log: it waits
 /// at most 100 ms for that lock (2 s for today's and tomorrow's), commits at once (it was held through the
@@ -575,6 +577,9 @@ pub(crate) async fn upkeep(
         if let Err(e) = refreshed {
             tracing::warn!(error = %e, "the upkeep's metrics refresh failed; tried again at the next run");
         }
+        if runs % RETENTION_EVERY_RUNS == 0 {
+            retention(&db).await;
+        }
         // At the first run too, though `tenantry serve` ran the doctor just
         // before: `tenantry_table_problems` is on `/metrics` from the start
         // (it was missing for the first ten minutes: a review of the docs).
@@ -616,6 +621,42 @@ async fn days_without_partition(db: &tenantry_db::Database) {
 /// How many upkeep runs apart the doctor runs (ten minutes at the default
 /// minute).
 const DOCTOR_EVERY_RUNS: u64 = 10;
+
+/// How often, in upkeep runs, the request log's retention runs: at the
+/// first, then about hourly at the default `metrics_refresh_secs` (a day's
+/// partition is dropped within the hour after it ages out).
+const RETENTION_EVERY_RUNS: u64 = 60;
+
+/// Drops the request log's partitions older than
+/// [`tenantry_db::REQUEST_LOG_KEEP_DAYS`] (nothing did: the log grew
+/// without end while the usage routes said it kept 30 days, found by a soak
+/// review), waiting at most 100 ms for the log's lock, as a partition's
+/// creation does; a run that could not lock it leaves the drop to the next.
+async fn retention(db: &tenantry_db::Database) {
+    let dropped = async {
+        let mut scope = db.admin("scheduler").await?;
+        let dropped = scope
+            .drop_request_log_partitions_waiting(
+                tenantry_db::REQUEST_LOG_KEEP_DAYS,
+                Some(std::time::Duration::from_millis(100)),
+            )
+            .await?;
+        scope.commit().await?;
+        Ok::<_, DbError>(dropped)
+    }
+    .await;
+    match dropped {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            partitions = n,
+            keep_days = tenantry_db::REQUEST_LOG_KEEP_DAYS,
+            "the request log's retention dropped its oldest days"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "the request log's retention failed; tried again at its next run")
+        }
+    }
+}
 
 /// Longest wait of the upkeep's metrics refresh and doctor for each lock:
 /// past it the step gives up until the next run. Unbounded, a session

@@ -111,7 +111,9 @@ pub use settings::{Limit, TenantSettings, DEFAULT_CHILD_CREATION_RATE};
 pub use tables::{
     AdoptOptions, ExistingRows, ProblemSeverity, TableError, TableProblem, TenantTable,
 };
-pub use tenants::{Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate};
+pub use tenants::{
+    Isolation, NewTenant, Tenant, TenantStatus, TenantUpdate, REQUEST_LOG_KEEP_DAYS,
+};
 pub use tiers::{MoveProgress, TierMove};
 /// The driver tenantry speaks to PostgreSQL with: `Row`, `ToSql`, `types::Type` and the rest, at the version the library was built against (no second dependency to keep in step).
 pub use tokio_postgres;

@@ -11,6 +11,10 @@ use tokio_postgres::{
 
 use crate::{scope::Stmt, AdminScope, DbError, TenantId, TenantScope, TenantSettings};
 
+/// How many days of the request log the server's upkeep keeps: the 30 days
+/// the usage routes read (`hours` up to 720), and a few more.
+pub const REQUEST_LOG_KEEP_DAYS: i32 = 35;
+
 /// Lifecycle of a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -340,6 +344,36 @@ impl AdminScope {
             .q(
                 "SELECT tenantry.ensure_request_log_partitions($1)",
                 &[&days_ahead],
+                &[Type::INT4],
+            )
+            .await?;
+        Ok(rows[0].get(0))
+    }
+
+    /// Retention of the request log: drops its daily partitions older than
+    /// `keep_days` (at least 2; [`REQUEST_LOG_KEEP_DAYS`] is what the usage
+    /// routes promise and a little more) and the default partition's rows
+    /// as old; returns how many partitions were dropped. Dropping a
+    /// partition locks the whole log: with `lock_wait`, it waits at most
+    /// that long for the lock (then [`DbError::Contention`], nothing
+    /// dropped), so that no tenant's usage read queues behind it for long.
+    pub async fn drop_request_log_partitions_waiting(
+        &mut self,
+        keep_days: i32,
+        lock_wait: Option<Duration>,
+    ) -> Result<i32, DbError> {
+        if let Some(wait) = lock_wait {
+            self.q(
+                "SELECT set_config('lock_timeout', $1, true)",
+                &[&crate::database::lock_timeout(wait)],
+                &[Type::TEXT],
+            )
+            .await?;
+        }
+        let rows = self
+            .q(
+                "SELECT tenantry.drop_request_log_partitions(make_interval(days => $1))",
+                &[&keep_days],
                 &[Type::INT4],
             )
             .await?;

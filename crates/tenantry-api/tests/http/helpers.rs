@@ -162,7 +162,12 @@ impl TestApp {
 
     /// A server with the test settings, adjusted by `adjust`.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
-        let db = TestDatabase::new().await;
+        Self::spawn_on_with(TestDatabase::new().await, adjust).await
+    }
+
+    /// A server over `db` (prepared by the test before the server starts),
+    /// with the test settings adjusted by `adjust`.
+    pub async fn spawn_on_with(db: TestDatabase, adjust: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = test_settings();
         adjust(&mut settings);
         let upkeep = match settings.metrics_refresh_secs {

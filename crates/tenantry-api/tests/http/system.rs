@@ -806,6 +806,51 @@ async fn a_rule_broken_while_the_server_runs_is_counted_at_the_next_check() {
     .await;
 }
 
+/// The upkeep keeps the request log to its retention: a day's partition
+/// older than `REQUEST_LOG_KEEP_DAYS` is dropped at its first run, a recent
+/// day's stays (found by a soak review: nothing dropped any, the log grew
+/// without end while the usage routes said it kept 30 days).
+#[tokio::test]
+async fn the_upkeep_drops_request_log_days_older_than_its_retention_and_keeps_the_rest() {
+    let db = tenantry_db::testing::TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    let old = partition_of(&su, -(tenantry_db::REQUEST_LOG_KEEP_DAYS + 2)).await;
+    let recent = partition_of(&su, -3).await;
+    for (part, days) in [(&old, tenantry_db::REQUEST_LOG_KEEP_DAYS + 2), (&recent, 3)] {
+        su.batch_execute(&format!(
+            "CREATE TABLE tenantry.{part} PARTITION OF tenantry.request_log
+               FOR VALUES FROM (current_date - {days}) TO (current_date - {days} + 1);
+             ALTER TABLE tenantry.{part} OWNER TO tenantry_owner;
+             SELECT tenantry.secure_request_log_partition('{part}');"
+        ))
+        .await
+        .unwrap();
+    }
+    let app = TestApp::spawn_on_with(db, |s| s.metrics_refresh_secs = 1).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let exists = |part: String| {
+        let su = &su;
+        async move {
+            su.query_one(
+                "SELECT to_regclass('tenantry.' || $1) IS NOT NULL",
+                &[&part],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        }
+    };
+    while exists(old.clone()).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{old} outlived the retention"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(exists(recent.clone()).await, "{recent} is within it");
+    drop(app);
+}
+
 /// A day the upkeep could not give its request-log partition (another
 /// session held the log for longer than the creation's lock wait) is
 /// reported, not left to a NOTICE no one reads: a WARN line and
