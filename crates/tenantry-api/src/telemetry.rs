@@ -100,6 +100,14 @@ fn describe() {
         "503 answers by cause: database (out of reach, read-only, a statement over its timeout, or /readyz not ready), tenant_busy (one tenant's, person's or the credential checks' share of the pool taken: that tenant's load, not an outage), contention (rolled back by a concurrent transaction, or a lock not free in time, after the retries), misconfigured (the log says why), identity_provider, shutting_down."
     );
     describe_gauge!(
+        "tenantry_usage_refresh_seconds",
+        "How long this server's last successful refresh of the usage metrics took (tenant_metrics, from 30 days of the request log). One that takes a tenth of metrics_refresh_secs or more runs at most every ten times its length."
+    );
+    describe_counter!(
+        "tenantry_usage_refresh_failures_total",
+        "This server's refreshes of the usage metrics that failed (a lock not had within 5 s, the database away, 10 minutes passed); usage figures are as of the last one that succeeded. Alert when it grows run after run."
+    );
+    describe_gauge!(
         "tenantry_build_info",
         "Always 1: the build's package version and the schema it migrates to (newest migration, digest of its definitions), as `tenantry --version` says them. Servers of two builds at once show two series."
     );
@@ -117,6 +125,7 @@ fn initial_values() {
         "definitions" => schema.definitions.clone(),
     )
     .set(1.0);
+    metrics::counter!("tenantry_usage_refresh_failures_total").absolute(0);
     for cause in tenantry_axum::ApiError::UNAVAILABLE_CAUSES {
         metrics::counter!("tenantry_unavailable_total", "cause" => *cause).absolute(0);
     }

@@ -549,6 +549,7 @@ pub(crate) async fn upkeep(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut runs: u64 = 0;
+    let mut refresh_due = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -566,16 +567,37 @@ pub(crate) async fn upkeep(
             tracing::warn!(error = %e, "the upkeep's request-log partitions failed; tried again at the next run");
         }
         days_without_partition(&db).await;
-        let refreshed = async {
-            let mut scope = db.admin("scheduler").await?;
-            scope
-                .refresh_metrics_waiting(Some(UPKEEP_LOCK_WAIT))
-                .await?;
-            scope.commit().await
-        }
-        .await;
-        if let Err(e) = refreshed {
-            tracing::warn!(error = %e, "the upkeep's metrics refresh failed; tried again at the next run");
+        if tokio::time::Instant::now() >= refresh_due {
+            let started = tokio::time::Instant::now();
+            let refreshed = async {
+                let mut scope = db.admin("scheduler").await?;
+                scope
+                    .refresh_metrics_waiting(Some(UPKEEP_LOCK_WAIT), Some(REFRESH_TIME_LIMIT))
+                    .await?;
+                scope.commit().await
+            }
+            .await;
+            let took = started.elapsed();
+            // A refresh re-aggregates 30 days of the log: one that takes a
+            // tenth of the interval or more runs at most every ten times its
+            // length, so that it never takes the database's CPU for good.
+            refresh_due = started + every.max(took * REFRESH_SPACING);
+            match refreshed {
+                Err(e) => {
+                    metrics::counter!("tenantry_usage_refresh_failures_total").increment(1);
+                    tracing::warn!(error = %e, "the upkeep's metrics refresh failed; tried again at the next run");
+                }
+                Ok(()) => {
+                    metrics::gauge!("tenantry_usage_refresh_seconds").set(took.as_secs_f64());
+                    if took * REFRESH_SPACING > every {
+                        tracing::info!(
+                            took_ms = took.as_millis() as u64,
+                            next_in_s = (took * REFRESH_SPACING).as_secs(),
+                            "the usage metrics' refresh is slow for its interval: it runs less often"
+                        );
+                    }
+                }
+            }
         }
         if runs % RETENTION_EVERY_RUNS == 0 {
             retention(&db).await;
@@ -621,6 +643,14 @@ async fn days_without_partition(db: &tenantry_db::Database) {
 /// How many upkeep runs apart the doctor runs (ten minutes at the default
 /// minute).
 const DOCTOR_EVERY_RUNS: u64 = 10;
+
+/// How long the usage metrics' refresh may run (its statement timeout,
+/// lifted from the server's 30 s for it alone).
+const REFRESH_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A refresh runs again at the soonest this many times its own length
+/// after it began (or at the next upkeep run, if that is later).
+const REFRESH_SPACING: u32 = 10;
 
 /// How often, in upkeep runs, the request log's retention runs: at the
 /// first, then about hourly at the default `metrics_refresh_secs` (a day's

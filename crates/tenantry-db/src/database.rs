@@ -885,16 +885,16 @@ impl Database {
     }
 }
 
-/// `wait` as a value of `lock_timeout` (`<n>ms`), at least 1 ms: 0 would
-/// mean no limit at all.
-pub(crate) fn lock_timeout(wait: Duration) -> String {
+/// `wait` as a value of a time setting such as `lock_timeout` or
+/// `statement_timeout` (`<n>ms`), at least 1 ms: 0 would mean no limit at all.
+pub(crate) fn millis_setting(wait: Duration) -> String {
     format!("{}ms", wait.as_millis().max(1))
 }
 
 /// The statement that bounds each lock wait of the rest of the transaction
-/// by `wait` ([`lock_timeout`]).
+/// by `wait` ([`millis_setting`]).
 pub(crate) fn set_local_lock_timeout(wait: Duration) -> String {
-    format!("SET LOCAL lock_timeout = '{}'", lock_timeout(wait))
+    format!("SET LOCAL lock_timeout = '{}'", millis_setting(wait))
 }
 
 /// Runs `work` (statements on `client`) in a transaction as the login itself:

@@ -400,6 +400,9 @@ pub(crate) struct Tx {
     /// The tenant of a tenant transaction (whose cached part a `tier_moved`
     /// refusal drops, whichever flight or the commit meets it).
     tenant: Option<TenantId>,
+    /// How long this transaction waits for a reply, when not the pool's
+    /// [`crate::Timeouts::reply_timeout`] ([`Tx::wait_for_replies`]).
+    reply_timeout: Option<Option<std::time::Duration>>,
 }
 
 impl Tx {
@@ -431,7 +434,21 @@ impl Tx {
             pinned_part: None,
             part_from_cache: false,
             own_part: None,
+            reply_timeout: None,
         }
+    }
+
+    /// How long this transaction waits for each reply of the database.
+    fn reply_timeout(&self) -> Option<std::time::Duration> {
+        self.reply_timeout.unwrap_or(self.contexts.reply_timeout)
+    }
+
+    /// Waits for the database's replies up to `limit` (`None`: without a
+    /// bound) in this transaction, instead of the pool's reply timeout: for
+    /// the upkeep's own long statements, which lift their statement timeout
+    /// to match.
+    pub(crate) fn wait_for_replies(&mut self, limit: Option<std::time::Duration>) {
+        self.reply_timeout = Some(limit);
     }
 
     pub(crate) fn anonymous(client: Object, mode: StatementMode, contexts: Arc<Contexts>) -> Self {
@@ -803,7 +820,7 @@ impl Tx {
             None => None,
         };
         self.in_flight = true;
-        let limit = self.contexts.reply_timeout;
+        let limit = self.reply_timeout();
         let span = tracing::info_span!(
             target: "tenantry::db",
             "db.flight",
@@ -1209,7 +1226,7 @@ impl Tx {
         };
         let tenant = self.tenant;
         let contexts = self.contexts.clone();
-        let committed = crate::database::within(self.contexts.reply_timeout, async {
+        let committed = crate::database::within(self.reply_timeout(), async {
             match client.batch_execute(sql).await {
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::NO_ACTIVE_SQL_TRANSACTION) => {
                     Err(DbError::Internal(format!(
@@ -1237,7 +1254,7 @@ impl Tx {
                 // The database's own report that it did not commit (a
                 // stale route refused before COMMIT ran, or a serialization
                 // failure at COMMIT): the connection is ended cleanly and kept.
-                let rolled_back = crate::database::within(self.contexts.reply_timeout, async {
+                let rolled_back = crate::database::within(self.reply_timeout(), async {
                     Ok(client.batch_execute("ROLLBACK").await?)
                 })
                 .await;
@@ -1267,7 +1284,7 @@ impl Tx {
             return Ok(());
         };
         self.in_flight = true;
-        let result = crate::database::within(self.contexts.reply_timeout, async {
+        let result = crate::database::within(self.reply_timeout(), async {
             Ok(client.batch_execute("ROLLBACK").await?)
         })
         .await;
@@ -1332,7 +1349,7 @@ impl Drop for Tx {
             drop(Object::take(client));
             return;
         }
-        let limit = self.contexts.reply_timeout;
+        let limit = self.reply_timeout();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
