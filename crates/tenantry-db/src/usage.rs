@@ -368,14 +368,25 @@ impl TenantScope {
         let me = *self.tenant().as_uuid();
         let rows = self
             .rows(
-                "SELECT key_id, count(*), count(*) FILTER (WHERE status >= 400), max(created_at)
-                 FROM tenantry.request_log
-                 WHERE tenant_id = $1 AND created_at >= $2
-                   -- The tenant's own keys only: rows naming others (a
-                   -- tenant's own inserts may) would make the answer as
-                   -- long as they are many.
-                   AND key_id IN (SELECT k.key_id FROM tenantry.api_keys k WHERE k.tenant_id = $1)
-                 GROUP BY key_id ORDER BY count(*) DESC, key_id",
+                // Counted first, then each key looked up by its primary
+                // key: as a semi-join of the log's rows with the tenant's
+                // keys, a generic plan over stale statistics chose a nested
+                // loop that compared every row with every key (55 million
+                // comparisons for a tenant of 5,000 keys, past the statement
+                // timeout: found by a soak review).
+                "SELECT u.key_id, u.requests, u.errors, u.last_at
+                 FROM (SELECT l.key_id, count(*) AS requests,
+                              count(*) FILTER (WHERE l.status >= 400) AS errors,
+                              max(l.created_at) AS last_at
+                       FROM tenantry.request_log l
+                       WHERE l.tenant_id = $1 AND l.created_at >= $2 AND l.key_id IS NOT NULL
+                       GROUP BY l.key_id) u
+                 -- The tenant's own keys only: rows naming others (a
+                 -- tenant's own inserts may) would make the answer as long
+                 -- as they are many.
+                 WHERE EXISTS (SELECT 1 FROM tenantry.api_keys k
+                               WHERE k.tenant_id = $1 AND k.key_id = u.key_id)
+                 ORDER BY u.requests DESC, u.key_id",
                 &[&me, &since],
                 &[Type::UUID, Type::TIMESTAMPTZ],
             )
