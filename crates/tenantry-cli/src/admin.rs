@@ -101,10 +101,18 @@ enum TenantCommand {
     },
     /// Remove a deleted tenant for good once its grace period is over
     /// (tenantry.purge_policy, 30 days by default): every row, its schema and
-    /// every share; the id is never given out again.
+    /// every share; the id is never given out again. With --due, every
+    /// deleted tenant whose grace period is over (children first), each in
+    /// a transaction of its own: for a daily cron job.
     Purge {
         /// The tenant's id.
-        tenant: TenantId,
+        #[arg(required_unless_present = "due", conflicts_with = "due")]
+        tenant: Option<TenantId>,
+        /// Purge every deleted tenant whose grace period is over; one that is
+        /// refused (a child not yet due, a tier move under way) is listed as
+        /// skipped with the reason, and the others go on.
+        #[arg(long)]
+        due: bool,
     },
     /// Move a tenant to the other tier online: its rows are copied in
     /// batches while it keeps working, then the cut-over holds back its own
@@ -359,8 +367,11 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
     {
         return move_tenant(db, args.json, tenant, to, batch_rows, abort).await;
     }
-    if let TenantCommand::Purge { tenant } = args.command {
-        return crate::export::purge(db, ACTOR, args.json, tenant).await;
+    if let TenantCommand::Purge { tenant, due } = args.command {
+        return match (tenant, due) {
+            (Some(tenant), false) => crate::export::purge(db, ACTOR, args.json, tenant).await,
+            _ => crate::export::purge_due(db, ACTOR, args.json).await,
+        };
     }
     let mut scope = db.admin(ACTOR).await?;
     let one_object = matches!(args.command, TenantCommand::Show { .. });

@@ -6,7 +6,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tenantry_db::{
     offboard::{self, Progress},
-    Database, TenantId,
+    Database, DbError, TenantId,
 };
 
 use crate::{
@@ -143,6 +143,61 @@ pub async fn import(
 
 /// `tenant purge <id>`: the hard delete, then a refresh of the usage metrics
 /// (they still count the purged tenant's requests until refreshed).
+/// `tenantry tenant purge --due`: every deleted tenant whose grace period
+/// is over, children first, each in a transaction of its own; a refused one
+/// is skipped with its reason (a child not yet due keeps its parent), and
+/// the metrics are refreshed once at the end.
+pub async fn purge_due(db: &Database, actor: &str, as_json: bool) -> anyhow::Result<()> {
+    let due = {
+        let mut scope = db.admin(actor).await?;
+        let due = scope.tenants_due_for_purge().await?;
+        scope.commit().await?;
+        due
+    };
+    let mut purged = Vec::new();
+    let mut skipped = Vec::new();
+    for tenant in due {
+        let result = db
+            .in_admin(actor, &tenant, |scope, tenant| {
+                Box::pin(scope.purge_tenant(*tenant))
+            })
+            .await;
+        match result {
+            Ok(done) => {
+                if !as_json {
+                    let rows: i64 = done.rows_deleted.values().sum();
+                    outln!("purged tenant {tenant}: {rows} rows");
+                }
+                purged.push(done);
+            }
+            // What the database refused for this tenant (still has a child,
+            // a move under way, another purge got there first); an outage
+            // ends the run.
+            Err(e @ (DbError::Conflict(_) | DbError::NotFound(_))) => {
+                if !as_json {
+                    outln!("skipped tenant {tenant}: {e}");
+                }
+                skipped.push(serde_json::json!({ "tenant_id": tenant, "reason": e.to_string() }));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !purged.is_empty() {
+        let mut scope = db.admin(actor).await?;
+        scope.refresh_metrics().await?;
+        scope.commit().await?;
+    }
+    if as_json {
+        return json(&serde_json::json!({ "purged": purged, "skipped": skipped }));
+    }
+    outln!(
+        "{} tenants purged, {} skipped; their ids are never given out again",
+        purged.len(),
+        skipped.len()
+    );
+    Ok(())
+}
+
 pub async fn purge(
     db: &Database,
     actor: &str,

@@ -143,6 +143,27 @@ pub struct PurgedTenant {
 }
 
 impl AdminScope {
+    /// Deleted tenants whose grace period is over (`tenantry.purge_policy`),
+    /// deepest in the hierarchy first (a tenant's children are purged before
+    /// it), then in the order they were deleted: what
+    /// [`AdminScope::purge_tenant`] takes, one by one.
+    pub async fn tenants_due_for_purge(&mut self) -> Result<Vec<TenantId>, DbError> {
+        let rows = self
+            .tx
+            .rows(Stmt {
+                sql: "SELECT t.tenant_id FROM tenantry.tenants t
+                      WHERE t.status = 'deleted'
+                        AND t.updated_at + (SELECT p.grace FROM tenantry.purge_policy p) <= now()
+                      ORDER BY (SELECT max(h.depth) FROM tenantry.tenant_hierarchy h
+                                WHERE h.child_id = t.tenant_id) DESC NULLS LAST,
+                               t.updated_at, t.tenant_id",
+                params: &[],
+                types: &[],
+            })
+            .await?;
+        Ok(rows.iter().map(|r| TenantId::from_uuid(r.get(0))).collect())
+    }
+
     /// Hard-deletes a tenant deleted at least the grace period ago
     /// (`tenantry.purge_policy`, 30 days unless an operator changed it):
     /// every row, schema and share of it. A conflict while it is not deleted,
