@@ -550,3 +550,57 @@ async fn verification_never_waits_for_a_lock_on_the_keys_row_to_record_its_use()
         "the next verification that finds the row free records the use: {after} <= {before}"
     );
 }
+
+/// Revoked keys are kept until their tenant is purged; docs/security.md
+/// ("Revoked keys are kept") gives operators a DELETE to prune them. It
+/// removes the revoked key and its lookup row, and leaves the live key
+/// verifying and the tenant's count of live keys as it was.
+#[tokio::test]
+async fn an_operator_prunes_revoked_keys_with_the_documented_delete_and_live_keys_go_on() {
+    let (tdb, app, live) = a_tenants_key().await;
+    let tenant = verified_tenant(&app, &live).await.expect("a live key");
+    let tenant: Uuid = tenant.parse().unwrap();
+    set_context(&app, tenant).await;
+    let gone: String = app
+        .query_one("SELECT create_api_key('gone', '{}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    clear_context(&app).await;
+    let gone_id: Uuid = app
+        .query_one("SELECT (verify_api_key($1)->>'key_id')::uuid", &[&gone])
+        .await
+        .unwrap()
+        .get(0);
+    set_context(&app, tenant).await;
+    app.execute("SELECT revoke_api_key($1)", &[&gone_id])
+        .await
+        .unwrap();
+    clear_context(&app).await;
+    let su = tdb.superuser_client().await;
+    let live_keys = "SELECT api_keys FROM tenantry.tenant_limit_usage WHERE tenant_id = $1";
+    let before: i64 = su.query_one(live_keys, &[&tenant]).await.unwrap().get(0);
+
+    // The documented statement, with a cut-off that includes the key just revoked.
+    let pruned = su
+        .execute(
+            "DELETE FROM tenantry.api_keys WHERE revoked_at < now() + interval '1 minute'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let lookups: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.api_key_lookup WHERE key_id = $1",
+            &[&gone_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(lookups, 0);
+    assert_eq!(verified_tenant(&app, &gone).await, None);
+    assert_eq!(verified_tenant(&app, &live).await, Some(tenant.to_string()));
+    let after: i64 = su.query_one(live_keys, &[&tenant]).await.unwrap().get(0);
+    assert_eq!(after, before, "live keys counted as before");
+}
