@@ -169,6 +169,8 @@ pub struct Tenantry {
     pub(crate) jwt: Option<JwtVerifier>,
     pub(crate) tokens: Arc<TokenCache>,
     pub(crate) members: Arc<MemberCache>,
+    /// Where each impersonation token's check waits.
+    pub(crate) impersonations: Arc<auth::ImpersonationLanes>,
     /// Dropped with the last clone: the expiry sweep of idempotency keys ends.
     /// Dropped with the last clone: the idempotency sweep and the upkeep end.
     _stop: Arc<tokio::sync::watch::Sender<()>>,
@@ -234,6 +236,7 @@ impl Tenantry {
             jwt: None,
             tokens: Arc::new(TokenCache::new()),
             members,
+            impersonations: Arc::new(auth::ImpersonationLanes::new()),
         };
         (tenantry, flusher)
     }

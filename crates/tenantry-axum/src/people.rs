@@ -375,7 +375,7 @@ impl Tenantry {
                 .map(|_| "an API key"));
         }
         if token.starts_with("timp_") {
-            let session = self.db.verify_impersonation(token).await?;
+            let session = self.impersonations.verify(&self.db, token).await?;
             return Ok(session
                 .filter(|s| s.tenant_status != TenantStatus::Deleted)
                 .map(|_| "an impersonation session"));

@@ -559,6 +559,19 @@ impl Database {
             })
     }
 
+    /// The turn of a credential's check: in the share of the tenant it was
+    /// last known to act in, else in the lane of credentials the server
+    /// does not know ([`Database::lane_turn`]).
+    pub(crate) async fn credential_turn(
+        &self,
+        last_tenant: Option<TenantId>,
+    ) -> Result<crate::turns::Turn, DbError> {
+        match last_tenant {
+            Some(tenant) => self.turns.take(tenant, self.acquire_timeout).await,
+            None => self.lane_turn(uuid::Uuid::nil()).await,
+        }
+    }
+
     /// Opens an administrative transaction; `actor` labels its audit rows.
     pub async fn admin(&self, actor: impl Into<String>) -> Result<AdminScope, DbError> {
         let client = self.connection().await?;
@@ -593,10 +606,7 @@ impl Database {
         let Some(secret) = ApiKeySecret::parse(key) else {
             return Ok(None);
         };
-        let _turn = match last_tenant {
-            Some(tenant) => self.turns.take(tenant, self.acquire_timeout).await?,
-            None => self.lane_turn(uuid::Uuid::nil()).await?,
-        };
+        let _turn = self.credential_turn(last_tenant).await?;
         let client = self.connection().await?;
         let prefix = secret.prefix().to_owned();
         let hash = secret.sha256().to_vec();

@@ -288,7 +288,21 @@ impl Database {
         &self,
         token: &str,
     ) -> Result<Option<ImpersonationIdentity>, DbError> {
-        let _turn = self.lane_turn(uuid::Uuid::nil()).await?;
+        self.verify_impersonation_known_to(token, None).await
+    }
+
+    /// [`Database::verify_impersonation`] of a token last known to act in
+    /// `last_tenant`: the check waits in that tenant's share of the pool,
+    /// not in the lane every credential the server does not know shares
+    /// (as [`Database::verify_key_known_to`]: a tenant's own session tokens,
+    /// checked at every request, filled that lane for everyone). What the
+    /// check answers does not depend on `last_tenant`.
+    pub async fn verify_impersonation_known_to(
+        &self,
+        token: &str,
+        last_tenant: Option<TenantId>,
+    ) -> Result<Option<ImpersonationIdentity>, DbError> {
+        let _turn = self.credential_turn(last_tenant).await?;
         let client = self.connection().await?;
         let mut tx = Tx::anonymous(client, self.statement_mode(), self.contexts());
         let rows = tx

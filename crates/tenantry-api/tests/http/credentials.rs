@@ -386,3 +386,70 @@ async fn a_key_whose_cache_entry_expired_is_checked_in_its_tenants_share_not_beh
     }
     unknown.problem(401, "unauthorized");
 }
+
+/// An impersonation token is checked in the database at every request; once
+/// a check has found its session, the next ones wait in that session's
+/// tenant's share of the pool, not in the lane that every credential the
+/// server does not know shares (a review of noisy neighbours: a tenant's
+/// own session token, sent in a flood, filled that lane for everyone). Here
+/// a made-up key's check held by a lock fills that lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impersonation_token_once_checked_waits_in_its_tenants_share_not_behind_unknown_credentials(
+) {
+    let app = TestApp::spawn().await;
+    let victim = app.tenant("victim").await;
+    let member = app
+        .post(
+            "/v1/members",
+            &victim.key,
+            &json!({ "email": "support@victim.test" }),
+        )
+        .await;
+    let user_id = member.expect(201)["user_id"].as_str().unwrap().to_owned();
+    let started = app
+        .post(
+            "/v1/impersonations",
+            &victim.key,
+            &json!({ "user_id": user_id, "reason": "ticket 7", "valid_for_seconds": 600 }),
+        )
+        .await;
+    let session = started.expect(201)["token"].as_str().unwrap().to_owned();
+    let mut config = app.db.database_config();
+    config.max_connections = 6;
+    config.max_connections_per_tenant = 1;
+    config.acquire_timeout = Duration::from_millis(500);
+    let db = tenantry_db::Database::connect(&config).unwrap();
+    let server = app.sibling_on(db).await;
+    let get = |token: String| {
+        app.send_raw(
+            app.client
+                .get(format!("{}/v1/tenant", server.base))
+                .bearer_auth(token),
+        )
+    };
+    get(session.clone()).await.expect(200);
+
+    let su = app.db.superuser_client().await;
+    // The keys' lookup table, which a key's check reads first and a
+    // session's check never does.
+    su.batch_execute("BEGIN; LOCK TABLE tenantry.api_key_lookup IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let watcher = app.db.superuser_client().await;
+    let made_up = format!("tk_{}_{}", "0".repeat(12), "ab".repeat(32));
+    let (unknown, ()) = tokio::join!(get(made_up), async {
+        assert_eq!(
+            tenantry_db::testing::server_sessions_wait_for_a_lock(&watcher, 1)
+                .await
+                .len(),
+            1,
+            "the made-up key's check holds the lane of unknown credentials"
+        );
+        // Longer than any wait for a turn: queued behind the made-up key's
+        // turn, the session's request would be a 503.
+        let r = get(session.clone()).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        su.batch_execute("COMMIT").await.unwrap();
+    });
+    unknown.problem(401, "unauthorized");
+}
