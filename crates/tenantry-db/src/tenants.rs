@@ -332,25 +332,27 @@ impl AdminScope {
     ) -> Result<(), DbError> {
         self.tx.retire_connection();
         if let Some(wait) = lock_wait {
-            self.q(
-                "SELECT set_config('lock_timeout', $1, true)",
-                &[&crate::database::millis_setting(wait)],
-                &[Type::TEXT],
-            )
-            .await?;
+            self.set_local_millis("lock_timeout", wait).await?;
         }
         if let Some(limit) = time_limit {
-            self.q(
-                "SELECT set_config('statement_timeout', $1, true)",
-                &[&crate::database::millis_setting(limit)],
-                &[Type::TEXT],
-            )
-            .await?;
+            self.set_local_millis("statement_timeout", limit).await?;
             self.tx
                 .wait_for_replies(Some(limit + Duration::from_secs(5)));
         }
         self.q("SELECT tenantry.refresh_tenant_metrics()", &[], &[])
             .await?;
+        Ok(())
+    }
+
+    /// Sets the time setting `name` (`lock_timeout`, `statement_timeout`)
+    /// to `value` for the rest of the transaction.
+    async fn set_local_millis(&mut self, name: &str, value: Duration) -> Result<(), DbError> {
+        self.q(
+            "SELECT set_config($1, $2, true)",
+            &[&name, &crate::database::millis_setting(value)],
+            &[Type::TEXT, Type::TEXT],
+        )
+        .await?;
         Ok(())
     }
 
@@ -379,12 +381,7 @@ impl AdminScope {
         lock_wait: Option<Duration>,
     ) -> Result<i32, DbError> {
         if let Some(wait) = lock_wait {
-            self.q(
-                "SELECT set_config('lock_timeout', $1, true)",
-                &[&crate::database::millis_setting(wait)],
-                &[Type::TEXT],
-            )
-            .await?;
+            self.set_local_millis("lock_timeout", wait).await?;
         }
         let rows = self
             .q(

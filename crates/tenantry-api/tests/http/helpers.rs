@@ -327,9 +327,28 @@ impl TestApp {
         within: std::time::Duration,
         want: impl Fn(&[Option<f64>]) -> bool,
     ) -> Vec<Option<f64>> {
+        self.metrics_of_until(&self.base, names, within, want).await
+    }
+
+    /// [`TestApp::metrics_until`] of the server at `base` (a sibling's).
+    pub async fn metrics_of_until(
+        &self,
+        base: &str,
+        names: &[&str],
+        within: std::time::Duration,
+        want: impl Fn(&[Option<f64>]) -> bool,
+    ) -> Vec<Option<f64>> {
         let deadline = std::time::Instant::now() + within;
         loop {
-            let text = self.send(Method::GET, "/metrics", None, None).await.text;
+            let text = read(
+                self.client
+                    .get(format!("{base}/metrics"))
+                    .send()
+                    .await
+                    .expect("request failed"),
+            )
+            .await
+            .text;
             let seen: Vec<Option<f64>> = names
                 .iter()
                 .map(|name| {

@@ -874,31 +874,14 @@ async fn the_usage_refresh_runs_past_the_servers_statement_timeout() {
         .await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     su.batch_execute("COMMIT").await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let text = app
-            .client
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let took: Option<f64> = text
-            .lines()
-            .find_map(|l| l.strip_prefix("tenantry_usage_refresh_seconds "))
-            .and_then(|v| v.parse().ok());
-        // Only a refresh that succeeded sets it, after waiting out the lock.
-        if took.is_some_and(|s| s >= 2.0) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no refresh outlived the statement timeout: {took:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    // Only a refresh that succeeded sets it, after waiting out the lock.
+    app.metrics_of_until(
+        &server.base,
+        &["tenantry_usage_refresh_seconds"],
+        std::time::Duration::from_secs(30),
+        |seen| seen[0].is_some_and(|took| took >= 2.0),
+    )
+    .await;
 }
 
 /// A day the upkeep could not give its request-log partition (another
