@@ -103,6 +103,8 @@ pub struct Settings {
     /// Most requests of one tenant in flight at once on this server, body
     /// and handler included (0: no limit); past it, 429 `rate_limited`.
     pub max_requests_in_flight_per_tenant: usize,
+    /// Days of the request log kept (at least 2); 0: never dropped.
+    pub request_log_keep_days: u32,
     /// Reverse proxies in front of the server (networks or addresses, such
     /// as `10.0.0.0/8` or `127.0.0.1`): for a request from one of them, the
     /// client whose address a key limited to addresses is checked against is
@@ -178,6 +180,7 @@ impl Default for Settings {
             http_body_timeout_ms: 30_000,
             http_max_connections: 10_000,
             max_requests_in_flight_per_tenant: tenantry_axum::DEFAULT_REQUESTS_IN_FLIGHT_PER_TENANT,
+            request_log_keep_days: tenantry_db::REQUEST_LOG_KEEP_DAYS.unsigned_abs(),
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             acquire_timeout_ms: 2_000,
@@ -292,6 +295,7 @@ impl Settings {
             "TENANTRY_HTTP_BODY_TIMEOUT_MS" => http_body_timeout_ms,
             "TENANTRY_HTTP_MAX_CONNECTIONS" => http_max_connections,
             "TENANTRY_MAX_REQUESTS_IN_FLIGHT_PER_TENANT" => max_requests_in_flight_per_tenant,
+            "TENANTRY_REQUEST_LOG_KEEP_DAYS" => request_log_keep_days,
             "TENANTRY_ACQUIRE_TIMEOUT_MS" => acquire_timeout_ms,
             "TENANTRY_STATEMENT_TIMEOUT_MS" => statement_timeout_ms,
             "TENANTRY_IDLE_IN_TRANSACTION_TIMEOUT_MS" => idle_in_transaction_timeout_ms,
@@ -485,6 +489,13 @@ impl Settings {
             if zero {
                 return Err(SettingsError::Invalid(format!("{name} must be > 0")));
             }
+        }
+        if self.request_log_keep_days == 1 {
+            return Err(SettingsError::Invalid(
+                "request_log_keep_days (TENANTRY_REQUEST_LOG_KEEP_DAYS) must be at least 2 (today's and \
+                 yesterday's partitions are written and read), or 0 to keep the log for good"
+                    .into(),
+            ));
         }
         // A share above the pool was taken as the whole pool without a word:
         // a mistake (a pool made smaller, say) the operator should hear of
@@ -951,6 +962,20 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.timeouts().reply_timeout, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_request_log_kept_one_day_is_refused_and_zero_keeps_it_for_good() {
+        let with = |days: &'static str| {
+            let mut s = Settings::default();
+            s.apply_env(|k| (k == "TENANTRY_REQUEST_LOG_KEEP_DAYS").then(|| days.to_owned()))
+                .map(|()| s)
+        };
+        let refused = with("1").unwrap_err().to_string();
+        assert!(refused.contains("at least 2"), "{refused}");
+        assert_eq!(with("0").unwrap().request_log_keep_days, 0);
+        assert_eq!(with("90").unwrap().request_log_keep_days, 90);
+        assert_eq!(Settings::default().request_log_keep_days, 35);
     }
 
     #[test]

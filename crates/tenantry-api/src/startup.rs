@@ -294,6 +294,8 @@ impl Application {
             upkeep_every: (settings.metrics_refresh_secs > 0)
                 .then(|| Duration::from_secs(settings.metrics_refresh_secs)),
             max_requests_in_flight_per_tenant: settings.max_requests_in_flight_per_tenant,
+            request_log_keep_days: (settings.request_log_keep_days > 0)
+                .then_some(settings.request_log_keep_days),
         };
         let (tenantry, log_task) = Tenantry::start(db.clone(), &config);
         // A listener of its own (invalidation_url) is checked like the

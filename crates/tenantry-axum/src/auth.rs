@@ -83,7 +83,14 @@ type Check = tokio::sync::OnceCell<Result<Option<Arc<KeyIdentity>>, ApiError>>;
 struct Checking<'a> {
     cache: &'a KeyCache,
     hash: [u8; 32],
-    check: Arc<Check>,
+    /// Taken (and dropped) under the map's lock when the request is done.
+    check: Option<Arc<Check>>,
+}
+
+impl Checking<'_> {
+    fn check(&self) -> &Check {
+        self.check.as_ref().expect("held until dropped")
+    }
 }
 
 impl Drop for Checking<'_> {
@@ -93,15 +100,23 @@ impl Drop for Checking<'_> {
             .checking
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(check) = self.check.take() else {
+            return;
+        };
         // Only this check's entry, once it has an answer (later requests then
-        // read the cache or check again) or no request is left waiting for it.
+        // read the cache or check again) or no request is left waiting for it
+        // (the map's reference and this one). This reference goes while the
+        // lock is held, so that two requests let go of one check at once
+        // cannot each count the other's and both leave it in the map (found
+        // by a review of the change).
         if checking
             .get(&self.hash)
-            .is_some_and(|c| Arc::ptr_eq(c, &self.check))
-            && (self.check.initialized() || Arc::strong_count(&self.check) <= 2)
+            .is_some_and(|c| Arc::ptr_eq(c, &check))
+            && (check.initialized() || Arc::strong_count(&check) <= 2)
         {
             checking.remove(&self.hash);
         }
+        drop(check);
     }
 }
 
@@ -169,10 +184,10 @@ impl KeyCache {
         let checking = Checking {
             cache: self,
             hash,
-            check,
+            check: Some(check),
         };
         checking
-            .check
+            .check()
             .get_or_init(|| self.check(db, secret))
             .await
             .clone()
@@ -243,6 +258,15 @@ impl KeyCache {
     /// time proportional to the entries dropped, whatever the cache holds.
     pub fn apply(&self, invalidation: Invalidation) {
         self.entries.apply(invalidation);
+        // A request that comes after the change checks afresh: joining a
+        // check begun before it, it was answered with what the database said
+        // before the change (a key revoked here a moment ago accepted: found
+        // by a review of the change). Requests already waiting on such a
+        // check are answered by it, as its own request is.
+        self.checking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// How many keys are cached.
@@ -946,6 +970,60 @@ mod tests {
 
     fn settings(value: serde_json::Value) -> TenantSettings {
         TenantSettings::parse(&value).expect("valid settings")
+    }
+
+    /// A request's hold on a check of its secret, as `KeyCache::verify` takes it.
+    fn join<'a>(cache: &'a KeyCache, hash: [u8; 32]) -> Checking<'a> {
+        let check = cache
+            .checking
+            .lock()
+            .unwrap()
+            .entry(hash)
+            .or_default()
+            .clone();
+        Checking {
+            cache,
+            hash,
+            check: Some(check),
+        }
+    }
+
+    #[test]
+    fn two_requests_letting_go_of_one_unanswered_check_at_once_leave_no_entry() {
+        let cache = KeyCache::new(Duration::from_secs(1));
+        // Both hold the check of one secret, then let go at the same moment,
+        // many times over (the race left about one entry in 15,000).
+        let barrier = std::sync::Barrier::new(2);
+        let request = || {
+            for n in 0..100_000u32 {
+                let mut hash = [0; 32];
+                hash[..4].copy_from_slice(&n.to_le_bytes());
+                let held = join(&cache, hash);
+                barrier.wait();
+                drop(held);
+                barrier.wait();
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(request);
+            request();
+        });
+        assert!(cache.checking.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_change_makes_later_requests_check_afresh_instead_of_joining_an_earlier_check() {
+        let cache = KeyCache::new(Duration::from_secs(1));
+        let hash = [7; 32];
+        let before = join(&cache, hash);
+        cache.forget_key(tenantry_db::KeyId::from_uuid(uuid::Uuid::from_u128(1)));
+        let after = join(&cache, hash);
+        assert!(!Arc::ptr_eq(
+            before.check.as_ref().unwrap(),
+            after.check.as_ref().unwrap()
+        ));
+        drop((before, after));
+        assert!(cache.checking.lock().unwrap().is_empty());
     }
 
     #[test]

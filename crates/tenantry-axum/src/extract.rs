@@ -76,10 +76,12 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<crate::serve::
 }
 
 /// `application/json` or `application/<anything>+json`, in UTF-8: no
-/// `charset` parameter, or `utf-8` (RFC 8259, 8.1: JSON exchanged between
-/// systems is UTF-8; a body declared in another charset would be read as
-/// something it is not). Media types and charsets compare without regard to
-/// case (RFC 9110, 8.3.1), a charset also quoted.
+/// `charset` parameter, or `utf-8` or `us-ascii` (its subset). RFC 8259
+/// (8.1, 11) has JSON exchanged between systems in UTF-8 and a charset
+/// parameter without effect; stricter than that, a body declared in another
+/// charset is refused rather than read as something it is not. Media types
+/// and charsets compare without regard to case (RFC 9110, 8.3.1), a charset
+/// also quoted.
 fn is_json_media_type(value: &str) -> bool {
     let mut parts = value.split(';');
     let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -95,7 +97,9 @@ fn is_json_media_type(value: &str) -> bool {
                 .strip_prefix('"')
                 .and_then(|c| c.strip_suffix('"'))
                 .unwrap_or(charset);
-            charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+            ["utf-8", "utf8", "us-ascii"]
+                .iter()
+                .any(|utf8| charset.eq_ignore_ascii_case(utf8))
         }
     })
 }
@@ -215,6 +219,7 @@ mod media_type_tests {
             " application/json ;charset=UTF-8",
             "application/json; charset=\"utf-8\"",
             "application/json; charset=utf8; profile=x",
+            "application/json; charset=US-ASCII",
             "application/problem+json",
             "application/vnd.api+JSON",
         ] {

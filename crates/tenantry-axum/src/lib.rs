@@ -115,12 +115,20 @@ pub struct TenantryConfig {
     /// log, and keeps a week of request-log partitions ahead (checked at
     /// every run, each in a transaction of its own that waits at most 100 ms
     /// for the log's lock), at its first run and every sixtieth the log's
-    /// retention (days older than [`tenantry_db::REQUEST_LOG_KEEP_DAYS`]
-    /// dropped, with the same lock wait), and every tenth run the doctor's rules
+    /// retention ([`TenantryConfig::request_log_keep_days`], with the same
+    /// lock wait), and every tenth run the doctor's rules
     /// (`tenantry_table_problems`). Every process that serves tenants may run it.
     pub upkeep_every: Option<Duration>,
+    /// How many days of the request log the upkeep keeps (at least 2):
+    /// older days' partitions are dropped at its first run and every
+    /// sixtieth after it; `None`: never (the log then grows until an operator
+    /// drops partitions). Default [`tenantry_db::REQUEST_LOG_KEEP_DAYS`],
+    /// the 30 days the usage routes read and a few more.
+    pub request_log_keep_days: Option<u32>,
     /// Most requests of one tenant in flight at once, from its authentication
-    /// to its answer (body read and handler included; 0: no limit). Past it,
+    /// until its handler returns (body read included; 0: no limit). Counted
+    /// per process, for every credential of the tenant together (its keys,
+    /// its members, its impersonations). Past it,
     /// 429 `rate_limited`: without it, a tenant's hundreds of connections
     /// each held a body of up to the size limit in memory (a review of noisy
     /// neighbours: 1,000 slow bodies of 1 MiB took the server from 306 MB to
@@ -147,6 +155,7 @@ impl Default for TenantryConfig {
             tenant_stats: TenantStatsConfig::default(),
             upkeep_every: Some(Duration::from_secs(60)),
             max_requests_in_flight_per_tenant: DEFAULT_REQUESTS_IN_FLIGHT_PER_TENANT,
+            request_log_keep_days: Some(tenantry_db::REQUEST_LOG_KEEP_DAYS.unsigned_abs()),
         }
     }
 }
@@ -220,7 +229,12 @@ impl Tenantry {
         let (stop, stopped) = tokio::sync::watch::channel(());
         tokio::spawn(idempotency::sweep(db.clone(), stopped.clone()));
         if let Some(every) = config.upkeep_every {
-            tokio::spawn(request_log::upkeep(db.clone(), every, stopped));
+            tokio::spawn(request_log::upkeep(
+                db.clone(),
+                every,
+                config.request_log_keep_days,
+                stopped,
+            ));
         }
         let tenantry = Self {
             _stop: Arc::new(stop),

@@ -531,7 +531,7 @@ where
 
 /// The upkeep every `every` until `stop`'s sender is dropped: a week of
 /// request-log partitions kept ahead (and, every [`RETENTION_EVERY_RUNS`]
-/// runs, those older than [`tenantry_db::REQUEST_LOG_KEEP_DAYS`] dropped),
+/// runs, those older than `keep_days` dropped, if given),
 /// then the usage metrics refreshed from
 /// the request log, each in a transaction of its own as the administrative
 /// actor `scheduler`. A partition's creation locks the whole log: it waits
@@ -544,6 +544,7 @@ where
 pub(crate) async fn upkeep(
     db: tenantry_db::Database,
     every: std::time::Duration,
+    keep_days: Option<u32>,
     mut stop: tokio::sync::watch::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -572,7 +573,7 @@ pub(crate) async fn upkeep(
             let refreshed = async {
                 let mut scope = db.admin("scheduler").await?;
                 scope
-                    .refresh_metrics_waiting(Some(UPKEEP_LOCK_WAIT), Some(REFRESH_TIME_LIMIT))
+                    .refresh_metrics_within(Some(UPKEEP_LOCK_WAIT), Some(REFRESH_TIME_LIMIT))
                     .await?;
                 scope.commit().await
             }
@@ -585,7 +586,11 @@ pub(crate) async fn upkeep(
             match refreshed {
                 Err(e) => {
                     metrics::counter!("tenantry_usage_refresh_failures_total").increment(1);
-                    tracing::warn!(error = %e, "the upkeep's metrics refresh failed; tried again at the next run");
+                    tracing::warn!(
+                        error = %e,
+                        next_in_s = every.max(took * REFRESH_SPACING).as_secs(),
+                        "the upkeep's metrics refresh failed; tried again after the wait it says"
+                    );
                 }
                 Ok(()) => {
                     metrics::gauge!("tenantry_usage_refresh_seconds").set(took.as_secs_f64());
@@ -599,8 +604,8 @@ pub(crate) async fn upkeep(
                 }
             }
         }
-        if runs % RETENTION_EVERY_RUNS == 0 {
-            retention(&db).await;
+        if let (Some(keep_days), 0) = (keep_days, runs % RETENTION_EVERY_RUNS) {
+            retention(&db, keep_days).await;
         }
         // At the first run too, though `tenantry serve` ran the doctor just
         // before: `tenantry_table_problems` is on `/metrics` from the start
@@ -657,17 +662,18 @@ const REFRESH_SPACING: u32 = 10;
 /// partition is dropped within the hour after it ages out).
 const RETENTION_EVERY_RUNS: u64 = 60;
 
-/// Drops the request log's partitions older than
-/// [`tenantry_db::REQUEST_LOG_KEEP_DAYS`] (nothing did: the log grew
-/// without end while the usage routes said it kept 30 days, found by a soak
-/// review), waiting at most 100 ms for the log's lock, as a partition's
-/// creation does; a run that could not lock it leaves the drop to the next.
-async fn retention(db: &tenantry_db::Database) {
+/// Drops the request log's partitions older than `keep_days` (nothing
+/// did: the log grew without end while the usage routes said it kept 30
+/// days, found by a soak review), waiting at most 100 ms for the log's
+/// lock, as a partition's creation does; a run that could not lock it
+/// leaves the drop to the next.
+async fn retention(db: &tenantry_db::Database, keep_days: u32) {
+    let keep_days = i32::try_from(keep_days).unwrap_or(i32::MAX);
     let dropped = async {
         let mut scope = db.admin("scheduler").await?;
         let dropped = scope
             .drop_request_log_partitions_waiting(
-                tenantry_db::REQUEST_LOG_KEEP_DAYS,
+                keep_days,
                 Some(std::time::Duration::from_millis(100)),
             )
             .await?;
@@ -679,7 +685,7 @@ async fn retention(db: &tenantry_db::Database) {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             partitions = n,
-            keep_days = tenantry_db::REQUEST_LOG_KEEP_DAYS,
+            keep_days,
             "the request log's retention dropped its oldest days"
         ),
         Err(e) => {

@@ -249,6 +249,9 @@ impl<K: Eq + Hash + Clone, V> TaggedCache<K, V> {
         if let Some(other) = key.and_then(|tag| inner.by_key.get(&tag).cloned()) {
             inner.remove(&other);
         }
+        // Expired entries stay until the capacity is reached: the key
+        // cache's say in whose share of the pool a key's next check waits
+        // (`get_any_age`; `a_key_whose_cache_entry_expired_is_checked_in_its_tenants_share_not_behind_unknown_credentials`).
         if inner.entries.len() >= self.capacity {
             let ttl = self.ttl;
             inner.entries.retain(|_, e| e.fetched.elapsed() < ttl);

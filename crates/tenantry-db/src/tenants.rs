@@ -310,7 +310,7 @@ impl AdminScope {
 
     /// Refreshes the `tenant_metrics` materialized view (concurrently).
     pub async fn refresh_metrics(&mut self) -> Result<(), DbError> {
-        self.refresh_metrics_waiting(None, None).await
+        self.refresh_metrics_within(None, None).await
     }
 
     /// [`AdminScope::refresh_metrics`], each lock it needs waited for at
@@ -319,13 +319,21 @@ impl AdminScope {
     /// scheduler's refresh gives up and is tried at its next run, where it
     /// waited for as long as another session held the request log, the
     /// usage view or a tenant's table, on a pool without a
-    /// `statement_timeout`, and held up the work after it. With
-    /// `time_limit`, the refresh may run that long (its `statement_timeout`,
-    /// and how long the library waits for its reply), instead of the pool's
-    /// timeouts: a refresh re-aggregates 30 days of the request log, which
-    /// outgrew the server's 30 s on a busy log (a soak review: 41 s at
-    /// 3.25 million rows), and usage then stayed stale for good.
+    /// `statement_timeout`, and held up the work after it.
     pub async fn refresh_metrics_waiting(
+        &mut self,
+        lock_wait: Option<Duration>,
+    ) -> Result<(), DbError> {
+        self.refresh_metrics_within(lock_wait, None).await
+    }
+
+    /// [`AdminScope::refresh_metrics_waiting`] that may run for
+    /// `time_limit` (its `statement_timeout`, and how long the library waits
+    /// for its reply), instead of the pool's timeouts: a refresh
+    /// re-aggregates 30 days of the request log, which outgrew the server's
+    /// 30 s on a busy log (a soak review: 41 s at 3.25 million rows), and
+    /// usage then stayed stale for good.
+    pub async fn refresh_metrics_within(
         &mut self,
         lock_wait: Option<Duration>,
         time_limit: Option<Duration>,
