@@ -173,7 +173,16 @@ impl KeyCache {
         if let Some(hit) = self.get(secret) {
             return Ok(Some(hit));
         }
-        let hash = secret.sha256();
+        self.join(secret.sha256())
+            .check()
+            .get_or_init(|| self.check(db, secret))
+            .await
+            .clone()
+    }
+
+    /// A request's hold on the check of the secret whose SHA-256 is
+    /// `hash`: the one under way, or a new one.
+    fn join(&self, hash: [u8; 32]) -> Checking<'_> {
         let check = self
             .checking
             .lock()
@@ -181,16 +190,11 @@ impl KeyCache {
             .entry(hash)
             .or_default()
             .clone();
-        let checking = Checking {
+        Checking {
             cache: self,
             hash,
             check: Some(check),
-        };
-        checking
-            .check()
-            .get_or_init(|| self.check(db, secret))
-            .await
-            .clone()
+        }
     }
 
     /// Checks `secret` in the database and keeps what it finds.
@@ -972,22 +976,6 @@ mod tests {
         TenantSettings::parse(&value).expect("valid settings")
     }
 
-    /// A request's hold on a check of its secret, as `KeyCache::verify` takes it.
-    fn join<'a>(cache: &'a KeyCache, hash: [u8; 32]) -> Checking<'a> {
-        let check = cache
-            .checking
-            .lock()
-            .unwrap()
-            .entry(hash)
-            .or_default()
-            .clone();
-        Checking {
-            cache,
-            hash,
-            check: Some(check),
-        }
-    }
-
     #[test]
     fn two_requests_letting_go_of_one_unanswered_check_at_once_leave_no_entry() {
         let cache = KeyCache::new(Duration::from_secs(1));
@@ -998,7 +986,7 @@ mod tests {
             for n in 0..100_000u32 {
                 let mut hash = [0; 32];
                 hash[..4].copy_from_slice(&n.to_le_bytes());
-                let held = join(&cache, hash);
+                let held = cache.join(hash);
                 barrier.wait();
                 drop(held);
                 barrier.wait();
@@ -1015,9 +1003,9 @@ mod tests {
     fn a_change_makes_later_requests_check_afresh_instead_of_joining_an_earlier_check() {
         let cache = KeyCache::new(Duration::from_secs(1));
         let hash = [7; 32];
-        let before = join(&cache, hash);
+        let before = cache.join(hash);
         cache.forget_key(tenantry_db::KeyId::from_uuid(uuid::Uuid::from_u128(1)));
-        let after = join(&cache, hash);
+        let after = cache.join(hash);
         assert!(!Arc::ptr_eq(
             before.check.as_ref().unwrap(),
             after.check.as_ref().unwrap()
