@@ -595,7 +595,7 @@ pub(crate) async fn upkeep(
                 Ok(()) => {
                     metrics::gauge!("tenantry_usage_refresh_seconds").set(took.as_secs_f64());
                     if took * REFRESH_SPACING > every {
-                        tracing::info!(
+                        tracing::warn!(
                             took_ms = took.as_millis() as u64,
                             next_in_s = (took * REFRESH_SPACING).as_secs(),
                             "the usage metrics' refresh is slow for its interval: it runs less often"
@@ -683,7 +683,9 @@ async fn retention(db: &tenantry_db::Database, keep_days: u32) {
     .await;
     match dropped {
         Ok(0) => {}
+        // Said by default (the server's log shows this target's INFO lines).
         Ok(n) => tracing::info!(
+            target: "tenantry::serve",
             partitions = n,
             keep_days,
             "the request log's retention dropped its oldest days"
