@@ -141,8 +141,6 @@ pub async fn import(
     Ok(())
 }
 
-/// `tenant purge <id>`: the hard delete, then a refresh of the usage metrics
-/// (they still count the purged tenant's requests until refreshed).
 /// `tenantry tenant purge --due`: every deleted tenant whose grace period
 /// is over, children first, each in a transaction of its own; a refused one
 /// is skipped with its reason (a child not yet due keeps its parent), and
@@ -157,12 +155,7 @@ pub async fn purge_due(db: &Database, actor: &str, as_json: bool) -> anyhow::Res
     let mut purged = Vec::new();
     let mut skipped = Vec::new();
     for tenant in due {
-        let result = db
-            .in_admin(actor, &tenant, |scope, tenant| {
-                Box::pin(scope.purge_tenant(*tenant))
-            })
-            .await;
-        match result {
+        match purge_one(db, actor, tenant).await {
             Ok(done) => {
                 if !as_json {
                     let rows: i64 = done.rows_deleted.values().sum();
@@ -183,9 +176,7 @@ pub async fn purge_due(db: &Database, actor: &str, as_json: bool) -> anyhow::Res
         }
     }
     if !purged.is_empty() {
-        let mut scope = db.admin(actor).await?;
-        scope.refresh_metrics().await?;
-        scope.commit().await?;
+        refresh_after_purge(db, actor).await?;
     }
     if as_json {
         return json(&serde_json::json!({ "purged": purged, "skipped": skipped }));
@@ -198,20 +189,16 @@ pub async fn purge_due(db: &Database, actor: &str, as_json: bool) -> anyhow::Res
     Ok(())
 }
 
+/// `tenant purge <id>`: the hard delete, then a refresh of the usage metrics
+/// (they still count the purged tenant's requests until refreshed).
 pub async fn purge(
     db: &Database,
     actor: &str,
     as_json: bool,
     tenant: TenantId,
 ) -> anyhow::Result<()> {
-    let purged = db
-        .in_admin(actor, &tenant, |scope, tenant| {
-            Box::pin(scope.purge_tenant(*tenant))
-        })
-        .await?;
-    let mut scope = db.admin(actor).await?;
-    scope.refresh_metrics().await?;
-    scope.commit().await?;
+    let purged = purge_one(db, actor, tenant).await?;
+    refresh_after_purge(db, actor).await?;
     if as_json {
         return json(&purged);
     }
@@ -224,5 +211,25 @@ pub async fn purge(
             .map(|s| format!(" and schema {s}"))
             .unwrap_or_default()
     );
+    Ok(())
+}
+
+/// One tenant's purge, in an administrative transaction of its own.
+async fn purge_one(
+    db: &Database,
+    actor: &str,
+    tenant: TenantId,
+) -> Result<offboard::PurgedTenant, DbError> {
+    db.in_admin(actor, &tenant, |scope, tenant| {
+        Box::pin(scope.purge_tenant(*tenant))
+    })
+    .await
+}
+
+/// The usage metrics, which count purged tenants' requests until refreshed.
+async fn refresh_after_purge(db: &Database, actor: &str) -> anyhow::Result<()> {
+    let mut scope = db.admin(actor).await?;
+    scope.refresh_metrics().await?;
+    scope.commit().await?;
     Ok(())
 }
