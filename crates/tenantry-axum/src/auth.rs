@@ -580,6 +580,29 @@ pub struct TenantCaller {
 }
 
 impl TenantCaller {
+    /// Takes the request's turn among its tenant's requests in flight
+    /// (`in_flight`: none without a cap); Err(429) while they are all taken.
+    fn take_in_flight_turn(
+        &mut self,
+        in_flight: Option<&Arc<tenantry_db::turns::TenantTurns>>,
+    ) -> Result<(), ApiError> {
+        let Some(in_flight) = in_flight else {
+            return Ok(());
+        };
+        self._in_flight = in_flight.try_take(self.tenant()).map(Box::new);
+        if self._in_flight.is_some() {
+            return Ok(());
+        }
+        Err(ApiError::rate_limited(
+            format!(
+                "this tenant has {} requests in flight, the most this server takes of one tenant at \
+                 once (max_requests_in_flight_per_tenant); send the next when one is answered",
+                in_flight.per_tenant()
+            ),
+            Duration::from_secs(1),
+        ))
+    }
+
     /// The caller's tenant. Nothing in a request body, query or path overrides it.
     pub fn tenant(&self) -> TenantId {
         match &self.credential {
@@ -919,23 +942,10 @@ where
                 format!("tenant {} is suspended", caller.tenant()),
             ));
         }
-        if let Some(in_flight) = &tenantry.in_flight {
-            caller._in_flight = in_flight.try_take(caller.tenant()).map(Box::new);
-            if caller._in_flight.is_none() {
-                if let Some(slot) = &caller.slot {
-                    slot.set_rate_limited();
-                }
-                return Err(ApiError::rate_limited(
-                    format!(
-                        "this tenant has {} requests in flight, the most this server takes of one tenant at \
-                         once (max_requests_in_flight_per_tenant); send the next when one is answered",
-                        in_flight.per_tenant()
-                    ),
-                    Duration::from_secs(1),
-                ));
-            }
-        }
-        if let Err(refused) = caller.limits.check(caller.tenant(), caller.settings()) {
+        let admitted = caller
+            .take_in_flight_turn(tenantry.in_flight.as_ref())
+            .and_then(|()| caller.limits.check(caller.tenant(), caller.settings()));
+        if let Err(refused) = admitted {
             if let Some(slot) = &caller.slot {
                 slot.set_rate_limited();
             }
