@@ -180,7 +180,7 @@ impl Default for Settings {
             http_body_timeout_ms: 30_000,
             http_max_connections: 10_000,
             max_requests_in_flight_per_tenant: tenantry_axum::DEFAULT_REQUESTS_IN_FLIGHT_PER_TENANT,
-            request_log_keep_days: tenantry_db::REQUEST_LOG_KEEP_DAYS.unsigned_abs(),
+            request_log_keep_days: tenantry_db::REQUEST_LOG_KEEP_DAYS,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             acquire_timeout_ms: 2_000,

@@ -155,7 +155,7 @@ impl Default for TenantryConfig {
             tenant_stats: TenantStatsConfig::default(),
             upkeep_every: Some(Duration::from_secs(60)),
             max_requests_in_flight_per_tenant: DEFAULT_REQUESTS_IN_FLIGHT_PER_TENANT,
-            request_log_keep_days: Some(tenantry_db::REQUEST_LOG_KEEP_DAYS.unsigned_abs()),
+            request_log_keep_days: Some(tenantry_db::REQUEST_LOG_KEEP_DAYS),
         }
     }
 }

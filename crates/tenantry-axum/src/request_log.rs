@@ -582,22 +582,23 @@ pub(crate) async fn upkeep(
             // A refresh re-aggregates 30 days of the log: one that takes a
             // tenth of the interval or more runs at most every ten times its
             // length, so that it never takes the database's CPU for good.
-            refresh_due = started + every.max(took * REFRESH_SPACING);
+            let wait = every.max(took * REFRESH_SPACING);
+            refresh_due = started + wait;
             match refreshed {
                 Err(e) => {
                     metrics::counter!("tenantry_usage_refresh_failures_total").increment(1);
                     tracing::warn!(
                         error = %e,
-                        next_in_s = every.max(took * REFRESH_SPACING).as_secs(),
+                        next_in_s = wait.as_secs(),
                         "the upkeep's metrics refresh failed; tried again after the wait it says"
                     );
                 }
                 Ok(()) => {
                     metrics::gauge!("tenantry_usage_refresh_seconds").set(took.as_secs_f64());
-                    if took * REFRESH_SPACING > every {
+                    if wait > every {
                         tracing::warn!(
                             took_ms = took.as_millis() as u64,
-                            next_in_s = (took * REFRESH_SPACING).as_secs(),
+                            next_in_s = wait.as_secs(),
                             "the usage metrics' refresh is slow for its interval: it runs less often"
                         );
                     }
@@ -668,7 +669,6 @@ const RETENTION_EVERY_RUNS: u64 = 60;
 /// lock, as a partition's creation does; a run that could not lock it
 /// leaves the drop to the next.
 async fn retention(db: &tenantry_db::Database, keep_days: u32) {
-    let keep_days = i32::try_from(keep_days).unwrap_or(i32::MAX);
     let dropped = async {
         let mut scope = db.admin("scheduler").await?;
         let dropped = scope

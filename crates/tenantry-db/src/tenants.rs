@@ -13,7 +13,7 @@ use crate::{scope::Stmt, AdminScope, DbError, TenantId, TenantScope, TenantSetti
 
 /// How many days of the request log the server's upkeep keeps: the 30 days
 /// the usage routes read (`hours` up to 720), and a few more.
-pub const REQUEST_LOG_KEEP_DAYS: i32 = 35;
+pub const REQUEST_LOG_KEEP_DAYS: u32 = 35;
 
 /// Lifecycle of a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,9 +385,10 @@ impl AdminScope {
     /// dropped), so that no tenant's usage read queues behind it for long.
     pub async fn drop_request_log_partitions_waiting(
         &mut self,
-        keep_days: i32,
+        keep_days: u32,
         lock_wait: Option<Duration>,
     ) -> Result<i32, DbError> {
+        let keep_days = i32::try_from(keep_days).unwrap_or(i32::MAX);
         if let Some(wait) = lock_wait {
             self.set_local_millis("lock_timeout", wait).await?;
         }

@@ -814,9 +814,10 @@ async fn a_rule_broken_while_the_server_runs_is_counted_at_the_next_check() {
 async fn the_upkeep_drops_request_log_days_older_than_its_retention_and_keeps_the_rest() {
     let db = tenantry_db::testing::TestDatabase::new().await;
     let su = db.superuser_client().await;
-    let old = partition_of(&su, -(tenantry_db::REQUEST_LOG_KEEP_DAYS + 2)).await;
+    let keep = i32::try_from(tenantry_db::REQUEST_LOG_KEEP_DAYS).unwrap();
+    let old = partition_of(&su, -(keep + 2)).await;
     let recent = partition_of(&su, -3).await;
-    for (part, days) in [(&old, tenantry_db::REQUEST_LOG_KEEP_DAYS + 2), (&recent, 3)] {
+    for (part, days) in [(&old, keep + 2), (&recent, 3)] {
         su.batch_execute(&format!(
             "CREATE TABLE tenantry.{part} PARTITION OF tenantry.request_log
                FOR VALUES FROM (current_date - {days}) TO (current_date - {days} + 1);
