@@ -402,7 +402,7 @@ pub(crate) struct Tx {
     tenant: Option<TenantId>,
     /// How long this transaction waits for a reply, when not the pool's
     /// [`crate::Timeouts::reply_timeout`] ([`Tx::wait_for_replies`]).
-    reply_timeout: Option<Option<std::time::Duration>>,
+    reply_timeout: Option<std::time::Duration>,
 }
 
 impl Tx {
@@ -440,14 +440,13 @@ impl Tx {
 
     /// How long this transaction waits for each reply of the database.
     fn reply_timeout(&self) -> Option<std::time::Duration> {
-        self.reply_timeout.unwrap_or(self.contexts.reply_timeout)
+        self.reply_timeout.or(self.contexts.reply_timeout)
     }
 
-    /// Waits for the database's replies up to `limit` (`None`: without a
-    /// bound) in this transaction, instead of the pool's reply timeout: for
-    /// the upkeep's own long statements, which lift their statement timeout
-    /// to match.
-    pub(crate) fn wait_for_replies(&mut self, limit: Option<std::time::Duration>) {
+    /// Waits for the database's replies up to `limit` in this transaction,
+    /// instead of the pool's reply timeout: for the upkeep's own long
+    /// statements, which lift their statement timeout to match.
+    pub(crate) fn wait_for_replies(&mut self, limit: std::time::Duration) {
         self.reply_timeout = Some(limit);
     }
 

@@ -344,8 +344,7 @@ impl AdminScope {
         }
         if let Some(limit) = time_limit {
             self.set_local_millis("statement_timeout", limit).await?;
-            self.tx
-                .wait_for_replies(Some(limit + Duration::from_secs(5)));
+            self.tx.wait_for_replies(limit + Duration::from_secs(5));
         }
         self.q("SELECT tenantry.refresh_tenant_metrics()", &[], &[])
             .await?;
