@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tenantry_db::{
     invalidation::{ListeningFlag, Tag},
+    sweep::SweepSchedule,
     ApiKeySecret, Database, ImpersonationIdentity, Invalidation, Invalidations, KeyId, KeyIdentity,
     MemberIdentity, ResourceId, ScopeFuture, TenantContext, TenantId, TenantScope, TenantSettings,
     TenantStatus, UserId,
@@ -408,23 +409,20 @@ impl RateLimits {
     }
 }
 
-/// Below this many tenants' limiters a map is never swept.
-const SWEEP_FROM: usize = 1024;
-
 /// One kind of limiter for every tenant that used it lately. A limiter left
 /// alone long enough to refill its whole burst is as good as a new one, so a
 /// sweep drops those once the map has doubled since the last: without it,
 /// every tenant ever served kept its limiters for the process's life.
 struct Limiters {
     by_tenant: HashMap<TenantId, Limiter>,
-    sweep_at: usize,
+    sweep: SweepSchedule,
 }
 
 impl Default for Limiters {
     fn default() -> Self {
         Self {
             by_tenant: HashMap::new(),
-            sweep_at: SWEEP_FROM,
+            sweep: SweepSchedule::default(),
         }
     }
 }
@@ -454,13 +452,13 @@ fn take(
         let mut limiters = limiters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !limiters.by_tenant.contains_key(&tenant)
-            && limiters.by_tenant.len() >= limiters.sweep_at
+        if !limiters.by_tenant.contains_key(&tenant) && limiters.sweep.due(limiters.by_tenant.len())
         {
             limiters
                 .by_tenant
                 .retain(|_, held| now.saturating_duration_since(held.used) < held.refill);
-            limiters.sweep_at = (2 * limiters.by_tenant.len()).max(SWEEP_FROM);
+            let left = limiters.by_tenant.len();
+            limiters.sweep.swept(left);
         }
         let held = limiters
             .by_tenant
@@ -977,6 +975,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tenantry_db::sweep::SWEEP_FROM;
 
     fn tenant(n: u128) -> TenantId {
         TenantId::from_uuid(uuid::Uuid::from_u128(n))

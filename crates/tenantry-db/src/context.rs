@@ -14,7 +14,11 @@ use std::{
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::{invalidation::Tag, TenantId};
+use crate::{
+    invalidation::Tag,
+    sweep::{SweepSchedule, SWEEP_FROM},
+    TenantId,
+};
 
 /// How long a signed context or a session opening stays valid: the server's
 /// and the database's clocks must agree within it.
@@ -316,19 +320,16 @@ struct Parts {
     by_tenant: HashMap<TenantId, CachedPart>,
     /// The tenant of each entry's tag (notifications name tenants by tag).
     by_tag: HashMap<Tag<TenantId>, TenantId>,
-    /// How many entries a new one may find before expired ones are swept.
-    sweep_at: usize,
+    /// When expired entries are swept.
+    sweep: SweepSchedule,
 }
-
-/// Below this many parts the cache is never swept of expired ones.
-const SWEEP_FROM: usize = 1024;
 
 impl Default for Parts {
     fn default() -> Self {
         Self {
             by_tenant: HashMap::new(),
             by_tag: HashMap::new(),
-            sweep_at: SWEEP_FROM,
+            sweep: SweepSchedule::default(),
         }
     }
 }
@@ -405,7 +406,8 @@ impl PartCache {
             return;
         }
         let len = entries.by_tenant.len();
-        if len >= entries.sweep_at.min(self.capacity) && !entries.by_tenant.contains_key(&tenant) {
+        if entries.sweep.due_within(len, self.capacity) && !entries.by_tenant.contains_key(&tenant)
+        {
             // Expired entries go once the cache has doubled since the last
             // sweep: kept until the capacity, they were tens of thousands
             // that every change's `forget_around` searched under the lock
@@ -417,7 +419,8 @@ impl PartCache {
             if entries.by_tenant.len() >= self.capacity {
                 *entries = Parts::default();
             }
-            entries.sweep_at = (2 * entries.by_tenant.len()).max(SWEEP_FROM);
+            let left = entries.by_tenant.len();
+            entries.sweep.swept(left);
         }
         entries.by_tag.insert(tag, tenant);
         entries.by_tenant.insert(

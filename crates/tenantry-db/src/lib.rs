@@ -67,6 +67,7 @@ mod row;
 mod scope;
 mod session;
 mod settings;
+pub mod sweep;
 pub mod tables;
 mod tenants;
 #[cfg(feature = "test-support")]
