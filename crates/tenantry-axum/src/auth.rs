@@ -413,18 +413,10 @@ impl RateLimits {
 /// alone long enough to refill its whole burst is as good as a new one, so a
 /// sweep drops those once the map has doubled since the last: without it,
 /// every tenant ever served kept its limiters for the process's life.
+#[derive(Default)]
 struct Limiters {
     by_tenant: HashMap<TenantId, Limiter>,
     sweep: SweepSchedule,
-}
-
-impl Default for Limiters {
-    fn default() -> Self {
-        Self {
-            by_tenant: HashMap::new(),
-            sweep: SweepSchedule::default(),
-        }
-    }
 }
 
 struct Limiter {

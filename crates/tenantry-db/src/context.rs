@@ -14,11 +14,7 @@ use std::{
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::{
-    invalidation::Tag,
-    sweep::{SweepSchedule, SWEEP_FROM},
-    TenantId,
-};
+use crate::{invalidation::Tag, sweep::SweepSchedule, TenantId};
 
 /// How long a signed context or a session opening stays valid: the server's
 /// and the database's clocks must agree within it.
@@ -316,22 +312,13 @@ pub(crate) struct PartCache {
     capacity: usize,
 }
 
+#[derive(Default)]
 struct Parts {
     by_tenant: HashMap<TenantId, CachedPart>,
     /// The tenant of each entry's tag (notifications name tenants by tag).
     by_tag: HashMap<Tag<TenantId>, TenantId>,
     /// When expired entries are swept.
     sweep: SweepSchedule,
-}
-
-impl Default for Parts {
-    fn default() -> Self {
-        Self {
-            by_tenant: HashMap::new(),
-            by_tag: HashMap::new(),
-            sweep: SweepSchedule::default(),
-        }
-    }
 }
 
 struct CachedPart {
@@ -471,6 +458,7 @@ impl PartCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sweep::SWEEP_FROM;
 
     #[test]
     fn a_context_key_reads_back_what_it_exposes_and_refuses_malformed_ones() {
