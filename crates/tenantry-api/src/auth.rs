@@ -13,6 +13,7 @@ use tenantry_db::{
 pub use tenantry_axum::{KeyCache, RateLimits, TenantCaller};
 
 use crate::{
+    config::AdminToken,
     error::{ApiError, ProblemCode},
     state::AppState,
 };
@@ -212,41 +213,70 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Whether the request carries the admin token, for routes that anyone may
-/// call but that show the operator more, such as `/metrics`: `false` for a
-/// request without an `Authorization` header. One that has the header and
-/// anything but the admin token in it is refused with the 401 of every bad
-/// credential: answering it as anyone would let a scraper with a mistyped
-/// token lose the operator's series without a sign. The check never reaches
-/// the database, so such a route still answers while it is down.
-pub struct OperatorView(pub bool);
+/// Who may read `/metrics` besides the admin token: the holder of the
+/// metrics token (`metrics_token`, a scraper's credential that opens nothing
+/// else) and, with `metrics_public`, anyone, without the series that name
+/// tenants.
+pub struct MetricsAccess {
+    token: Option<AdminToken>,
+    public: bool,
+}
 
-impl FromRequestParts<AppState> for OperatorView {
+impl MetricsAccess {
+    /// From the settings' `metrics_token` and `metrics_public`.
+    pub fn new(token: Option<&str>, public: bool) -> Self {
+        Self {
+            token: token.map(AdminToken::new),
+            public,
+        }
+    }
+}
+
+/// A reader of `/metrics`: `true` for the admin or metrics token, which see
+/// every series, `false` for a request without `Authorization` where
+/// `metrics_public` lets anyone read the totals. Without it, such a request
+/// is refused (401): the totals are every tenant's traffic by route, and with
+/// few tenants that is one tenant's activity (an oracle review: anyone
+/// watched a victim's key creations and shares one scrape apart). The tokens
+/// are checked without the database, so the scraper still reads the pool's
+/// and caches' state while it is down; another credential is told what it is
+/// (403) or refused (401) as on the admin routes.
+pub struct MetricsReader(pub bool);
+
+impl FromRequestParts<AppState> for MetricsReader {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let access = &state.metrics;
         if !parts
             .headers
             .contains_key(axum::http::header::AUTHORIZATION)
         {
-            return Ok(OperatorView(false));
+            return if access.public {
+                Ok(MetricsReader(false))
+            } else {
+                Err(ApiError::new(
+                    ProblemCode::Unauthorized,
+                    "/metrics takes the admin token or the metrics token (metrics_token) as bearer; \
+                     metrics_public = true lets anyone read its totals",
+                ))
+            };
         }
-        match bearer(parts) {
-            Some(token) if state.admin_token.matches(token) => Ok(OperatorView(true)),
-            // Found by an audit: the generic 401 asked for "a valid API key"
-            // when one had been sent.
-            Some(_) => Err(ApiError::new(
-                ProblemCode::Unauthorized,
-                "this route takes the admin token or no Authorization header at all (API keys and people's tokens are not accepted here)",
-            )
-            .with_token_refused()),
-            None => Err(ApiError::new(
-                ProblemCode::Unauthorized,
-                "this route takes the admin token or no Authorization header at all (API keys and people's tokens are not accepted here)",
-            )),
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        if state.admin_token.matches(token)
+            || access.token.as_ref().is_some_and(|t| t.matches(token))
+        {
+            return Ok(MetricsReader(true));
         }
+        Err(match state.tenantry.valid_credential_kind(token).await? {
+            Some(kind) => ApiError::new(
+                ProblemCode::WrongCredential,
+                format!("/metrics takes the admin token or the metrics token, not {kind}"),
+            ),
+            None => ApiError::invalid_token(),
+        })
     }
 }

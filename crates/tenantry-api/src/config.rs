@@ -57,6 +57,15 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Admin token; unset: generated once into `<data_dir>/admin.token`.
     pub admin_token: Option<Secret>,
+    /// A bearer token that reads `/metrics` and nothing else (for Prometheus'
+    /// `authorization` setting, so the scraper does not hold the admin token).
+    /// Unset: `/metrics` takes the admin token only.
+    pub metrics_token: Option<Secret>,
+    /// Whether `/metrics` answers requests without an `Authorization` header
+    /// (its totals, without the busiest tenants' series). Off (default): its
+    /// counters are every tenant's traffic by route, which with few tenants
+    /// is one tenant's activity, so they need the admin or metrics token.
+    pub metrics_public: bool,
     /// The database's context key, `<id>:<hex>` (`tenantry context-key` prints
     /// it): how the server proves each transaction's tenant. Needed with
     /// `database_url`; the embedded cluster's is read from it.
@@ -162,6 +171,8 @@ impl Default for Settings {
             invalidation_url: None,
             data_dir: PathBuf::from(".tenantry"),
             admin_token: None,
+            metrics_token: None,
+            metrics_public: false,
             context_key: None,
             statement_mode: "prepared".into(),
             max_connections: 16,
@@ -254,6 +265,9 @@ impl Settings {
         if let Some(v) = get("TENANTRY_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
             self.admin_token = Some(Secret::new(v));
         }
+        if let Some(v) = get("TENANTRY_METRICS_TOKEN").filter(|v| !v.is_empty()) {
+            self.metrics_token = Some(Secret::new(v));
+        }
         if let Some(v) = get("TENANTRY_CONTEXT_KEY").filter(|v| !v.is_empty()) {
             self.context_key = Some(Secret::new(v));
         }
@@ -284,6 +298,7 @@ impl Settings {
             "TENANTRY_BODY_LIMIT_BYTES" => body_limit_bytes,
             "TENANTRY_METRICS_REFRESH_SECS" => metrics_refresh_secs,
             "TENANTRY_REQUEST_LOG" => request_log,
+            "TENANTRY_METRICS_PUBLIC" => metrics_public,
             "TENANTRY_REQUEST_LOG_QUEUE" => request_log_queue,
             "TENANTRY_REQUEST_LOG_BATCH" => request_log_batch,
             "TENANTRY_TENANT_STATS_TOP" => tenant_stats_top,
@@ -436,6 +451,26 @@ impl Settings {
                  or set a long random secret (openssl rand -hex 32)"
                     .into(),
             ));
+        }
+        if let Some(t) = &self.metrics_token {
+            if t.expose().trim().is_empty() {
+                return Err(SettingsError::Invalid(
+                    "metrics_token (TENANTRY_METRICS_TOKEN) is empty: leave it unset, or set a long \
+                     random secret (openssl rand -hex 32)"
+                        .into(),
+                ));
+            }
+            if self
+                .admin_token
+                .as_ref()
+                .is_some_and(|a| a.expose() == t.expose())
+            {
+                return Err(SettingsError::Invalid(
+                    "metrics_token (TENANTRY_METRICS_TOKEN) is the admin token: give the scraper a \
+                     secret of its own, which reads /metrics and nothing else"
+                        .into(),
+                ));
+            }
         }
         if let Some(jwt) = &self.jwt {
             jwt.validate().map_err(SettingsError::Invalid)?;
@@ -913,6 +948,39 @@ mod tests {
         };
         let refused = blank.validate().unwrap_err().to_string();
         assert!(refused.contains("admin_token"), "{refused}");
+    }
+
+    #[test]
+    fn a_metrics_token_may_be_neither_blank_nor_the_admin_token_and_metrics_stay_private_by_default(
+    ) {
+        let mut s = Settings::default();
+        assert!(!s.metrics_public && s.metrics_token.is_none());
+        s.apply_env(|k| {
+            (k == "TENANTRY_METRICS_TOKEN" || k == "TENANTRY_METRICS_PUBLIC").then(|| {
+                if k == "TENANTRY_METRICS_PUBLIC" {
+                    "true".to_owned()
+                } else {
+                    "tmet_scraper".to_owned()
+                }
+            })
+        })
+        .unwrap();
+        assert!(s.metrics_public);
+        assert_eq!(
+            s.metrics_token.as_ref().map(Secret::expose),
+            Some("tmet_scraper")
+        );
+        for (metrics, admin) in [("  ", None), ("same", Some("same"))] {
+            let refused = Settings {
+                metrics_token: Some(Secret::new(metrics)),
+                admin_token: admin.map(Secret::new),
+                ..Default::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(refused.contains("metrics_token"), "{refused}");
+        }
     }
 
     #[test]

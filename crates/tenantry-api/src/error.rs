@@ -93,15 +93,19 @@ pub mod responses {
         }
     }
 
-    /// 401 of a public route that shows the operator more (`/metrics`): a
-    /// credential that is sent must be the admin token.
-    pub struct OperatorOptional;
-    impl IntoResponses for OperatorOptional {
+    /// 401, 403 and 503 of `/metrics`, which takes the admin token or the
+    /// metrics token (or nothing, where the operator made it public).
+    pub struct MetricsAuth;
+    impl IntoResponses for MetricsAuth {
         fn responses() -> BTreeMap<String, RefOr<Response>> {
-            problems(&[(
-                401,
-                "An Authorization header that is not the admin token (send none for the public series)",
-            )])
+            problems(&[
+                (
+                    401,
+                    "Missing or wrong token (no Authorization header is accepted only where metrics_public is set)",
+                ),
+                (403, "A tenant's key or a person's token"),
+                UNAVAILABLE,
+            ])
         }
     }
 

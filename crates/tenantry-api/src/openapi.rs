@@ -77,6 +77,17 @@ impl Modify for BearerAuth {
             ),
         );
         components.add_security_scheme(
+            "metricsToken",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The scraper's token (TENANTRY_METRICS_TOKEN): reads /metrics and nothing else",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "person",
             SecurityScheme::Http(
                 HttpBuilder::new()

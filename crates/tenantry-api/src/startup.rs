@@ -349,6 +349,10 @@ impl Application {
         let state = AppState {
             db: db.clone(),
             admin_token: Arc::new(AdminToken::new(admin_token)),
+            metrics: Arc::new(crate::auth::MetricsAccess::new(
+                settings.metrics_token.as_ref().map(|t| t.expose()),
+                settings.metrics_public,
+            )),
             tenantry: tenantry.clone(),
         };
         telemetry::prometheus();

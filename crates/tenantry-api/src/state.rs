@@ -13,6 +13,7 @@ use crate::config::AdminToken;
 pub struct AppState {
     pub(crate) db: Database,
     pub(crate) admin_token: Arc<AdminToken>,
+    pub(crate) metrics: Arc<crate::auth::MetricsAccess>,
     pub(crate) tenantry: Tenantry,
 }
 

@@ -271,6 +271,7 @@ async fn restart_under_write_load(how: Stop) {
     }
     let metrics = client
         .get(format!("{base}/metrics"))
+        .bearer_auth(&admin)
         .send()
         .await
         .unwrap()

@@ -78,6 +78,8 @@ const SERVE_SETTINGS: &str = "\
 Settings without a flag come from the settings file (--config) or their environment variable:
   TENANTRY_CONTEXT_KEY     the context key (`tenantry context-key`); required with DATABASE_URL
   TENANTRY_ADMIN_TOKEN     the admin token; default: generated once into <data dir>/admin.token
+  TENANTRY_METRICS_TOKEN   a token that reads /metrics and nothing else (for the scraper)
+  TENANTRY_METRICS_PUBLIC  true: /metrics answers its totals without a token; default: false
   TENANTRY_INVALIDATION_URL, TENANTRY_MAX_CONNECTIONS, TENANTRY_MAX_CONNECTIONS_PER_TENANT,
   TENANTRY_BODY_LIMIT_BYTES, TENANTRY_REQUEST_LOG, TENANTRY_KEY_CACHE_TTL_MS,
   TENANTRY_STATEMENT_TIMEOUT_MS, TENANTRY_IDLE_IN_TRANSACTION_TIMEOUT_MS,

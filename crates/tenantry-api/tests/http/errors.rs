@@ -201,10 +201,7 @@ async fn a_client_that_sends_a_body_over_the_limit_whole_before_reading_gets_the
         .await
         .expect("the answer, not a reset");
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    let metrics = app
-        .send(reqwest::Method::GET, "/metrics", None, None)
-        .await
-        .text;
+    let metrics = app.admin_get("/metrics").await.text;
     assert!(
         metrics
             .lines()

@@ -317,7 +317,7 @@ impl TestApp {
         self.get(path, &self.admin_token).await
     }
 
-    /// Polls `/metrics` (without a token) until `want` holds for the values
+    /// Polls `/metrics` (with the admin token) until `want` holds for the values
     /// of the series `names` (each `None` while absent; a series with labels
     /// named with them, `tenantry_x{a="b"}`), and returns them; panics with
     /// the last values seen after `within`.
@@ -343,6 +343,7 @@ impl TestApp {
             let text = read(
                 self.client
                     .get(format!("{base}/metrics"))
+                    .bearer_auth(&self.admin_token)
                     .send()
                     .await
                     .expect("request failed"),
