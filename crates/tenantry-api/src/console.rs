@@ -48,10 +48,17 @@ fn asset(path: &str, request: &HeaderMap) -> Response {
         return response;
     };
     let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
+    // Weak comparison (RFC 9110, 13.1.2): a proxy that compresses answers
+    // (nginx's gzip) weakens the tag to W/"…", which then never matched and
+    // the console was fetched whole on every load (an HTTP review); `*`
+    // matches any file that exists.
     let fresh = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag);
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {

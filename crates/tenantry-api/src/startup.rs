@@ -135,46 +135,104 @@ fn cors_layer(origins: CorsOrigins) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// Answers an error to a request that carried a body with `Connection:
-/// close`. A request refused before its body was read (a bad key, a database
-/// away) leaves the body on the connection, which the server then closes
-/// without a word: a client that sent its next request on it met a broken
-/// pipe instead of the answer (found by an operations review). Said, the
-/// client opens a new connection for the next one.
+/// Refuses what the server would misread before any route sees it, and
+/// answers an error to a request whose body was left unread with
+/// `Connection: close`. A request refused before its body was read (a bad
+/// key, a database away) leaves the body on the connection, which the server
+/// then closes without a word: a client that sent its next request on it met
+/// a broken pipe instead of the answer (found by an operations review). Said,
+/// the client opens a new connection for the next one. A body read to its end
+/// leaves nothing behind, so its error keeps the connection (every 422 and
+/// 429 closed it, a new connection and TLS handshake at the proxy for each
+/// refusal: found by an HTTP review).
+///
+/// Every answer that set no `Cache-Control` of its own gets `no-store`:
+/// answers carry tenants' data and, once, keys' secrets, and a browser or a
+/// "cache everything" proxy kept them (an HTTP review; RFC 9111 keeps shared
+/// caches from answers to `Authorization` only by default).
 async fn close_after_unread_body(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let headers = request.headers();
     let has_body = tenantry_axum::serve::carries_body(headers);
-    // A body compressed (or otherwise encoded) is not read as if it were
-    // plain JSON: a plain body labelled gzip was taken, a gzipped one refused
-    // as invalid JSON. A request without a body has nothing encoded (a GET
-    // with the header was 415, which no such route declares: an outside
-    // fuzzing review).
-    let encoded = has_body
-        && headers
-            .get_all(axum::http::header::CONTENT_ENCODING)
-            .iter()
-            .any(|v| {
-                !v.to_str()
-                    .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
-            });
-    let mut response = if encoded {
-        axum::response::IntoResponse::into_response(ApiError::new(
-            ProblemCode::UnsupportedMediaType,
-            "Content-Encoding is not supported: send the body uncompressed",
-        ))
-    } else {
-        next.run(request).await
+    let (mut response, body_read) = match refused_framing(request.version(), headers, has_body) {
+        Some(refusal) => (axum::response::IntoResponse::into_response(refusal), false),
+        None => {
+            let (request, body_end) = tenantry_axum::serve::watch_body_end(request);
+            let response = next.run(request).await;
+            (response, body_end.reached())
+        }
     };
-    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+    let failed = response.status().is_client_error() || response.status().is_server_error();
+    if has_body && failed && !body_read {
         response.headers_mut().insert(
             axum::http::header::CONNECTION,
             axum::http::HeaderValue::from_static("close"),
         );
     }
     response
+        .headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    response
+}
+
+/// What [`close_after_unread_body`] refuses before routing: a body in a
+/// coding it would not undo, and an HTTP/1.1 request whose `Host` is
+/// missing or repeated (RFC 9112, 3.2: a proxy in front and the server then
+/// disagree about where the request goes).
+fn refused_framing(
+    version: axum::http::Version,
+    headers: &axum::http::HeaderMap,
+    has_body: bool,
+) -> Option<ApiError> {
+    if version == axum::http::Version::HTTP_11
+        && headers.get_all(axum::http::header::HOST).iter().count() != 1
+    {
+        return Some(
+            ApiError::new(
+                ProblemCode::InvalidHeader,
+                "an HTTP/1.1 request has exactly one Host header",
+            )
+            .with_field("Host"),
+        );
+    }
+    if !has_body {
+        return None;
+    }
+    // A body compressed (or otherwise encoded) is not read as if it were
+    // plain JSON: a plain body labelled gzip was taken, a gzipped one refused
+    // as invalid JSON. A request without a body has nothing encoded (a GET
+    // with the header was 415, which no such route declares: an outside
+    // fuzzing review).
+    let encoded = headers
+        .get_all(axum::http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            !v.to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+        });
+    if encoded {
+        return Some(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            "Content-Encoding is not supported: send the body uncompressed",
+        ));
+    }
+    // The same for a transfer coding: hyper undoes `chunked` only, and took
+    // `gzip, chunked` as if the gzip were not there (an HTTP review).
+    let transfer_coded = headers
+        .get_all(axum::http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .any(|coding| !coding.trim().eq_ignore_ascii_case("chunked"));
+    if transfer_coded {
+        return Some(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            "Transfer-Encoding other than chunked is not supported: send the body uncompressed",
+        ));
+    }
+    None
 }
 
 /// Answers 413 at once to a request whose `Content-Length` is over the body
@@ -201,28 +259,68 @@ async fn refuse_declared_oversize(
     next.run(request).await
 }
 
-/// Answers 412 to a request with `If-Match` naming entity tags: tenantry
-/// sends no `ETag`, so none of them is the current representation's, and
-/// RFC 9110 (13.1.1) forbids performing the method then. It was ignored: a
-/// client guarding a change with the tag it read had it applied over
-/// whatever changed since (found by an outside review). `If-Match: *` holds
-/// for any resource that exists and goes on.
+/// Answers 412 to a request whose precondition cannot hold, before any
+/// work: `If-Match` naming entity tags (tenantry sends no `ETag`, so none of
+/// them is the current representation's, and RFC 9110, 13.1.1, forbids
+/// performing the method then), and on a write `If-None-Match: *` (the
+/// target exists: the collection a POST adds to, the object a PATCH or
+/// DELETE names) or `If-Unmodified-Since` a moment already past (tenantry
+/// cannot show that nothing changed since). Each was ignored: a client
+/// guarding a change had it applied over whatever changed meanwhile (found by
+/// outside reviews). `If-Match: *`, `If-None-Match` with tags (none of which
+/// can match) and an `If-Unmodified-Since` not yet past hold, and go on.
 async fn refuse_unmet_if_match(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let tags = request
-        .headers()
-        .get_all(axum::http::header::IF_MATCH)
-        .iter()
-        .any(|v| v.to_str().map_or(true, |v| v.trim() != "*"));
-    if tags {
+    if let Some(why) = unmet_precondition(request.method(), request.headers()) {
         return axum::response::IntoResponse::into_response(ApiError::new(
             ProblemCode::PreconditionFailed,
-            "If-Match names entity tags, and tenantry sends no ETag, so none matches: nothing was done; send the request without If-Match",
+            why,
         ));
     }
     next.run(request).await
+}
+
+/// Why a request's precondition fails ([`refuse_unmet_if_match`]).
+fn unmet_precondition(
+    method: &axum::http::Method,
+    headers: &axum::http::HeaderMap,
+) -> Option<&'static str> {
+    use axum::http::header::{IF_MATCH, IF_NONE_MATCH, IF_UNMODIFIED_SINCE};
+    let if_match: Vec<&axum::http::HeaderValue> = headers.get_all(IF_MATCH).iter().collect();
+    if if_match
+        .iter()
+        .any(|v| v.to_str().map_or(true, |v| v.trim() != "*"))
+    {
+        return Some(
+            "If-Match names entity tags, and tenantry sends no ETag, so none matches: nothing was done; send the request without If-Match",
+        );
+    }
+    if method.is_safe() {
+        return None;
+    }
+    if headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.trim() == "*"))
+    {
+        return Some(
+            "If-None-Match: * holds only where nothing exists yet, and this request's target exists: nothing was done",
+        );
+    }
+    // Ignored when If-Match is present (RFC 9110, 13.1.4), and when it is
+    // not a date.
+    let since = headers
+        .get(IF_UNMODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+    if if_match.is_empty() && since.is_some_and(|since| since < std::time::SystemTime::now()) {
+        return Some(
+            "If-Unmodified-Since: tenantry sends no Last-Modified and cannot show that nothing changed since then: nothing was done; send the request without it",
+        );
+    }
+    None
 }
 
 /// After the grace period: how long cancelled requests get to answer and

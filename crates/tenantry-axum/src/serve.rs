@@ -145,6 +145,67 @@ pub fn carries_body(headers: &axum::http::HeaderMap) -> bool {
         || headers.contains_key(axum::http::header::TRANSFER_ENCODING)
 }
 
+/// Whether a request's body was read to its end: set by the body that
+/// [`watch_body_end`] put in the request's place.
+#[derive(Clone, Default)]
+pub struct BodyEnd(Arc<std::sync::atomic::AtomicBool>);
+
+impl BodyEnd {
+    /// Whether the body's last frame was taken.
+    pub fn reached(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// The request with its body watched: once it is read to its end,
+/// [`BodyEnd::reached`] says so. Whoever answers an error can then keep the
+/// connection open when nothing of the body is left on it.
+pub fn watch_body_end(request: axum::extract::Request) -> (axum::extract::Request, BodyEnd) {
+    let end = BodyEnd::default();
+    let watched = end.clone();
+    let request = request.map(|inner| {
+        axum::body::Body::new(WatchedBody {
+            inner,
+            end: watched,
+        })
+    });
+    (request, end)
+}
+
+struct WatchedBody {
+    inner: axum::body::Body,
+    end: BodyEnd,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = match &frame {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => http_body::Body::is_end_stream(&self.inner),
+            _ => false,
+        };
+        if ended {
+            self.end.0.store(true, std::sync::atomic::Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+}
+
 /// Whether a response closes its connection (`Connection: close`).
 fn closes(headers: &axum::http::HeaderMap) -> bool {
     headers

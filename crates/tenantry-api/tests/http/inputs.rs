@@ -938,6 +938,261 @@ async fn if_match_with_entity_tags_is_412_and_changes_nothing() {
     assert_eq!(r.body["name"], "after");
 }
 
+/// The other two preconditions of a write: `If-None-Match: *` (the target
+/// exists) and `If-Unmodified-Since` a moment already past (tenantry sends
+/// no Last-Modified) are 412 and change nothing; both were ignored and the
+/// write applied (an HTTP review). A date not yet past, and tags in
+/// `If-None-Match` (none can match), hold.
+#[tokio::test]
+async fn if_none_match_star_and_a_past_if_unmodified_since_on_a_write_are_412_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let id = app.create_resource(&t.key, "before").await;
+    let path = format!("/v1/resources/{id}");
+    let rename = |name: &'static str, header: &'static str, value: &'static str| {
+        app.client
+            .patch(app.url(&path))
+            .bearer_auth(&t.key)
+            .header("content-type", "application/json")
+            .header(header, value)
+            .body(format!(r#"{{"name":"{name}"}}"#))
+    };
+    for (header, value) in [
+        ("if-none-match", "*"),
+        ("if-unmodified-since", "Thu, 01 Jan 2015 00:00:00 GMT"),
+    ] {
+        app.send_raw(rename("after", header, value))
+            .await
+            .problem(412, "precondition_failed");
+        app.send_raw(
+            app.client
+                .post(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .header("content-type", "application/json")
+                .header(header, value)
+                .body(r#"{"name":"new"}"#),
+        )
+        .await
+        .problem(412, "precondition_failed");
+        app.send_raw(
+            app.client
+                .delete(app.url(&path))
+                .bearer_auth(&t.key)
+                .header(header, value),
+        )
+        .await
+        .problem(412, "precondition_failed");
+    }
+    assert_eq!(app.get(&path, &t.key).await.expect(200)["name"], "before");
+    assert_eq!(
+        app.count("SELECT count(*) FROM tenantry.resources").await,
+        1
+    );
+    // Conditions that hold go on.
+    let r = app
+        .send_raw(rename(
+            "later",
+            "if-unmodified-since",
+            "Fri, 01 Jan 2100 00:00:00 GMT",
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app
+        .send_raw(rename("tagged", "if-none-match", "\"abc\""))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A read's conditions are a cache's business.
+    let r = app
+        .send_raw(
+            app.client
+                .get(app.url(&path))
+                .bearer_auth(&t.key)
+                .header("if-none-match", "*")
+                .header("if-unmodified-since", "Thu, 01 Jan 2015 00:00:00 GMT"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["name"], "tagged");
+}
+
+/// Answers carry `Cache-Control: no-store`, the one that shows a key's
+/// secret first: a browser or a proxy told to cache everything kept them
+/// (an HTTP review). The console's files keep their own `no-cache`.
+#[tokio::test]
+async fn answers_are_not_stored_by_caches_and_the_console_revalidates() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let cache_control = |r: &reqwest::Response| {
+        r.headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let key = app
+        .client
+        .post(app.url("/v1/keys"))
+        .bearer_auth(&t.key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(key.status(), 201);
+    assert_eq!(cache_control(&key).as_deref(), Some("no-store"));
+    for (path, token) in [
+        ("/v1/resources", Some(t.key.as_str())),
+        (
+            "/v1/resources/00000000-0000-4000-8000-000000000000",
+            Some(&t.key),
+        ),
+        ("/v1/tenants", Some(&app.admin_token)),
+        ("/v1/tenants", None),
+        ("/readyz", None),
+        ("/openapi.json", None),
+    ] {
+        let mut request = app.client.get(app.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(cache_control(&r).as_deref(), Some("no-store"), "{path}");
+    }
+    let console = app
+        .client
+        .get(app.url("/console/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 200);
+    assert_eq!(cache_control(&console).as_deref(), Some("no-cache"));
+    let etag = console.headers()[reqwest::header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // Weak comparison: a compressing proxy's W/ tag, and `*`, match.
+    for tag in [etag.clone(), format!("W/{etag}"), "*".to_owned()] {
+        let r = app
+            .client
+            .get(app.url("/console/app.js"))
+            .header(reqwest::header::IF_NONE_MATCH, &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304, "{tag}");
+    }
+}
+
+/// A refused write whose body was read to its end keeps its connection: it
+/// closed after every 4xx with a body, so each 422 or 429 cost a client (and
+/// a proxy) a new connection (an HTTP review). A body left unread still
+/// closes it, as the next request would be read from its rest.
+#[tokio::test]
+async fn a_refused_write_whose_body_was_read_keeps_the_connection_and_an_unread_one_closes_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = r#"{"name":""}"#;
+    let read = format!(
+        "POST /v1/resources HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        t.key,
+        body.len()
+    );
+    client.write_all(read.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.read_to_string(&mut text),
+    )
+    .await
+    .expect("answered within 10 s")
+    .unwrap();
+    assert!(text.starts_with("HTTP/1.1 422"), "{text}");
+    assert_eq!(
+        text.matches("HTTP/1.1 ").count(),
+        2,
+        "both answered: {text}"
+    );
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    // Refused before its body is read (a wrong key): closed.
+    let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let unread = format!(
+        "POST /v1/resources HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tk_wrong\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(unread.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.read_to_string(&mut text),
+    )
+    .await
+    .expect("answered and closed within 10 s")
+    .unwrap();
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+}
+
+/// Requests the server would misread are refused before any route: an
+/// HTTP/1.1 request without `Host` or with two (RFC 9112, 3.2), and a body
+/// in a transfer coding other than chunked, which was taken as if the gzip
+/// were not there (an HTTP review). Nothing is written.
+#[tokio::test]
+async fn a_missing_or_repeated_host_and_a_transfer_coding_other_than_chunked_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let exchange = |raw: String| {
+        let addr = addr.clone();
+        async move {
+            let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            client.write_all(raw.as_bytes()).await.unwrap();
+            let mut text = String::new();
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                client.read_to_string(&mut text),
+            )
+            .await
+            .expect("answered within 10 s")
+            .unwrap();
+            text
+        }
+    };
+    for head in ["", "Host: a\r\nHost: b\r\n"] {
+        let text = exchange(format!(
+            "GET /healthz HTTP/1.1\r\n{head}Connection: close\r\n\r\n"
+        ))
+        .await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{head:?}: {text}");
+        assert!(text.contains("\"code\":\"invalid_header\""), "{text}");
+    }
+    let text = exchange("GET /healthz HTTP/1.0\r\n\r\n".to_owned()).await;
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    let chunk = r#"{"name":"te-gzip"}"#;
+    let text = exchange(format!(
+        "POST /v1/resources HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\
+         Connection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        t.key,
+        chunk.len()
+    ))
+    .await;
+    assert!(text.starts_with("HTTP/1.1 415"), "{text}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM tenantry.resources").await,
+        0
+    );
+}
+
 #[tokio::test]
 async fn a_write_whose_body_stops_half_way_is_408_after_the_body_deadline_and_writes_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
