@@ -45,9 +45,13 @@ macro_rules! typed_id {
             pub const fn as_uuid(&self) -> &$crate::__private::Uuid {
                 &self.0
             }
-            /// Parses a textual uuid (any form `uuid` accepts).
-            pub fn parse(s: &str) -> ::core::result::Result<Self, $crate::__private::uuid::Error> {
-                $crate::__private::Uuid::parse_str(s).map(Self)
+            /// Parses a uuid in its standard form, 36 characters hyphenated
+            /// (`6b39e4e3-84cd-4d21-88a9-cff7e14ca36c`, either case), the
+            /// form it prints in. The braced, `urn:uuid:` and undashed forms
+            /// are refused: one id spelt several ways got past cache keys and
+            /// proxy rules written for the one form (an HTTP review).
+            pub fn parse(s: &str) -> ::core::result::Result<Self, $crate::ParseIdError> {
+                $crate::__private::parse_standard(s).map(Self)
             }
         }
 
@@ -60,7 +64,7 @@ macro_rules! typed_id {
         impl ::core::str::FromStr for $name {
             type Err = $crate::ParseIdError;
             fn from_str(s: &str) -> ::core::result::Result<Self, Self::Err> {
-                Self::parse(s).map_err($crate::ParseIdError::from)
+                Self::parse(s)
             }
         }
 
@@ -84,7 +88,7 @@ macro_rules! typed_id {
             fn deserialize<D: $crate::__private::serde::Deserializer<'de>>(
                 deserializer: D,
             ) -> ::core::result::Result<Self, D::Error> {
-                <$crate::__private::Uuid as $crate::__private::serde::Deserialize<'de>>::deserialize(deserializer).map(Self)
+                $crate::__private::deserialize_standard(deserializer).map(Self)
             }
         }
 
@@ -118,31 +122,35 @@ macro_rules! typed_id {
     )*};
 }
 
-/// Text that is not an id ([`typed_id!`](crate::typed_id)'s `FromStr`): ids
-/// are UUIDs, and the message says so (a command line given a tenant's name
-/// where its id belongs said only "invalid character: found `m` at 2").
+/// Text that is not an id ([`typed_id!`](crate::typed_id)'s `parse`): ids
+/// are UUIDs in their standard form, and the message says so (a command line
+/// given a tenant's name where its id belongs said only "invalid character:
+/// found `m` at 2").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseIdError(uuid::Error);
+pub struct ParseIdError(pub(crate) Option<uuid::Error>);
 
 impl From<uuid::Error> for ParseIdError {
     fn from(e: uuid::Error) -> Self {
-        Self(e)
+        Self(Some(e))
     }
 }
 
 impl std::fmt::Display for ParseIdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "not an id: ids are UUIDs such as 6b39e4e3-84cd-4d21-88a9-cff7e14ca36c ({})",
-            self.0
-        )
+        f.write_str(
+            "not an id: ids are UUIDs in their standard form, 36 characters such as \
+             6b39e4e3-84cd-4d21-88a9-cff7e14ca36c",
+        )?;
+        match &self.0 {
+            Some(e) => write!(f, " ({e})"),
+            None => f.write_str(" (no braces, urn:uuid: or undashed form)"),
+        }
     }
 }
 
 impl std::error::Error for ParseIdError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        self.0.as_ref().map(|e| e as _)
     }
 }
 
@@ -156,6 +164,38 @@ pub mod __private {
     pub use uuid::{self, Uuid};
     /// The error type of `ToSql` and `FromSql`.
     pub type BoxError = Box<dyn std::error::Error + Sync + Send>;
+
+    /// A uuid in its standard form only (36 characters, hyphenated).
+    pub fn parse_standard(s: &str) -> Result<Uuid, crate::ParseIdError> {
+        if s.len() != 36 {
+            return Err(crate::ParseIdError(None));
+        }
+        Ok(Uuid::parse_str(s)?)
+    }
+
+    /// A uuid from a text format (JSON, a path) in its standard form only;
+    /// from a binary one as `uuid` writes it (its 16 bytes).
+    pub fn deserialize_standard<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Uuid, D::Error> {
+        use serde::Deserialize;
+        if !deserializer.is_human_readable() {
+            return Uuid::deserialize(deserializer);
+        }
+        // Parsed inside the visitor, so that a deserializer that names the
+        // field and value of a refused one (axum's path) does.
+        struct Standard;
+        impl serde::de::Visitor<'_> for Standard {
+            type Value = Uuid;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a UUID in its standard form")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Uuid, E> {
+                parse_standard(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Standard)
+    }
 }
 
 typed_id! {
@@ -197,6 +237,35 @@ typed_id! {
 mod tests {
     use super::*;
     use tokio_postgres::types::{FromSql, ToSql, Type};
+
+    #[test]
+    fn ids_parse_in_their_standard_form_only_from_text_and_json() {
+        let id = "6b39e4e3-84cd-4d21-88a9-cff7e14ca36c";
+        let parsed = TenantId::parse(id).unwrap();
+        assert_eq!(parsed.to_string(), id);
+        assert_eq!(TenantId::parse(&id.to_uppercase()).unwrap(), parsed);
+        for other in [
+            "{6b39e4e3-84cd-4d21-88a9-cff7e14ca36c}",
+            "urn:uuid:6b39e4e3-84cd-4d21-88a9-cff7e14ca36c",
+            "6b39e4e384cd4d2188a9cff7e14ca36c",
+            "6b39e4e3-84cd-4d21-88a9-cff7e14ca36",
+            " 6b39e4e3-84cd-4d21-88a9-cff7e14ca36c",
+            "acme",
+        ] {
+            let refused = TenantId::parse(other).unwrap_err().to_string();
+            assert!(refused.contains("standard form"), "{other}: {refused}");
+            assert!(
+                serde_json::from_value::<TenantId>(serde_json::json!(other)).is_err(),
+                "{other}"
+            );
+        }
+        let from_json: TenantId = serde_json::from_value(serde_json::json!(id)).unwrap();
+        assert_eq!(from_json, parsed);
+        // An escaped string is read too (not borrowed).
+        let escaped: TenantId =
+            serde_json::from_str(r#""6b39e4e3\u002d84cd-4d21-88a9-cff7e14ca36c""#).unwrap();
+        assert_eq!(escaped, parsed);
+    }
 
     #[test]
     fn typed_ids_are_query_parameters_and_column_values_as_their_uuid() {

@@ -308,6 +308,58 @@ async fn an_invalid_uuid_in_the_path_is_400_invalid_path() {
     }
 }
 
+/// An id is accepted in its standard form only (36 characters, hyphenated,
+/// either case), as the API description's `format: uuid` says: braced,
+/// `urn:uuid:` and undashed spellings of one resource all answered 200,
+/// past cache keys and proxy rules written for the one form (an HTTP
+/// review). The same holds in a body and in `X-Tenant-Id`.
+#[tokio::test]
+async fn an_id_in_another_spelling_than_the_standard_form_is_refused_everywhere() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let other = app.tenant("other").await;
+    let id = app.create_resource(&t.key, "one").await;
+    app.get(&format!("/v1/resources/{id}"), &t.key)
+        .await
+        .expect(200);
+    app.get(&format!("/v1/resources/{}", id.to_uppercase()), &t.key)
+        .await
+        .expect(200);
+    for spelling in [
+        format!("%7B{id}%7D"),
+        format!("urn:uuid:{id}"),
+        id.replace('-', ""),
+    ] {
+        app.get(&format!("/v1/resources/{spelling}"), &t.key)
+            .await
+            .problem(400, "invalid_path");
+    }
+    let braced = format!("{{{}}}", other.id);
+    let r = app
+        .post(
+            &format!("/v1/resources/{id}/shares"),
+            &t.key,
+            &serde_json::json!({ "tenant_id": braced }),
+        )
+        .await;
+    assert!(matches!(r.status, 400 | 422), "{} {}", r.status, r.text);
+    assert_eq!(
+        app.count("SELECT count(*) FROM tenantry.resources WHERE cardinality(shared_with) > 0")
+            .await,
+        0,
+        "no share made"
+    );
+    let r = app
+        .send_raw(
+            app.client
+                .get(app.url("/v1/resources"))
+                .bearer_auth(&t.key)
+                .header("x-tenant-id", format!("{{{}}}", t.id)),
+        )
+        .await;
+    r.problem(422, "validation_failed");
+}
+
 #[tokio::test]
 async fn an_unknown_route_is_404_route_not_found() {
     let app = TestApp::spawn().await;
