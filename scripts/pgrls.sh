@@ -8,6 +8,8 @@
 #   DATABASE_URL=... PGRLS_SCHEMAS=tenantry,tenant_<hex> scripts/pgrls.sh
 #
 # pgrls comes from $TENANTRY_PGRLS or target/pytools/bin/pgrls (.ci/run installs it, pinned).
+# Your own adopted tables: PGRLS_SCHEMAS=tenantry,public (psql must reach the database: the
+# triggers tenantry made on them are read from it and allowlisted, pgrls.toml `@adopted-tables@`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export DATABASE_URL=${1:-${DATABASE_URL:?give the database URL as the argument or in DATABASE_URL}}
@@ -21,18 +23,33 @@ PGRLS=${TENANTRY_PGRLS:-target/pytools/bin/pgrls}
 # as the test does; without it only the other schemas are checked and a
 # tenant schema's allowlisted findings failed the run: found by an outside
 # check).
+# The triggers tenantry made on the tables adopted in this database, which
+# pgrls cannot tell from the team's own (SEC013): allowlisted by name, each
+# only while its definition is tenantry's (pgrls.toml, `@adopted-tables@`).
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+BASE=$WORK/pgrls.toml
+psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -c "
+  SELECT format('    %s, # tenantry''s own trigger (adopt_table)',
+                to_json(format('%s.%s.%s', n.nspname, c.relname, t.tgname)))
+  FROM tenantry.tenant_tables tt
+  JOIN pg_class c ON c.oid = tt.table_id
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_trigger t ON t.tgrelid = c.oid AND NOT t.tgisinternal
+  JOIN LATERAL tenantry.adopted_table_triggers(tt.table_id, tt.sharing) a
+    ON a.tgname = t.tgname AND a.definition = pg_get_triggerdef(t.oid)
+  ORDER BY 1" > "$WORK/adopted" || { echo "pgrls.sh: cannot read the adopted tables with psql" >&2; exit 2; }
+sed "/@adopted-tables@/r $WORK/adopted" pgrls.toml > "$BASE"
 rc=0
 CONFIGS=()
 GIVEN=${PGRLS_SCHEMAS:-}
 SHARED=$(printf '%s' "$GIVEN" | tr ',' '\n' | grep -v '^tenant_[0-9a-f]\{20\}$' | paste -sd, -)
 TENANTS=$(printf '%s' "$GIVEN" | tr ',' '\n' | grep '^tenant_[0-9a-f]\{20\}$')
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
 if [ -z "$TENANTS" ]; then
-  CONFIGS+=("pgrls.toml|$SHARED")
+  CONFIGS+=("$BASE|$SHARED")
 else
   for t in $TENANTS; do
-    sed "s/tenant_<hex>/$t/g" pgrls.toml > "$WORK/$t.toml"
+    sed "s/tenant_<hex>/$t/g" "$BASE" > "$WORK/$t.toml"
     CONFIGS+=("$WORK/$t.toml|${SHARED:+$SHARED,}$t")
   done
 fi
