@@ -254,6 +254,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     EveryResponseDescribed.modify(router.get_openapi_mut());
     ShortSummaries.modify(router.get_openapi_mut());
     AnswersStateEveryField.modify(router.get_openapi_mut());
+    // After it: the answers' settings keep their keys optional.
+    SettingsOpenInAnswers.modify(router.get_openapi_mut());
+    PublicProbes.modify(router.get_openapi_mut());
     // Last: every response the steps above declared carries it.
     RequestIds.modify(router.get_openapi_mut());
     router
@@ -672,6 +675,63 @@ impl Modify for AnswersStateEveryField {
     }
 }
 
+/// A tenant's settings in an answer (`Tenant.settings`) are
+/// `TenantSettingsView`: `TenantSettings` without `additionalProperties:
+/// false`, which a request keeps (a misspelt key is refused) but an answer
+/// must not declare: a client generated with it (pydantic's
+/// `extra='forbid'`) would fail on every tenant once a release adds a setting
+/// (found by an outside review generating clients).
+struct SettingsOpenInAnswers;
+
+impl Modify for SettingsOpenInAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(settings))) = components.schemas.get("TenantSettings")
+        else {
+            return;
+        };
+        let mut view = settings.clone();
+        view.additional_properties = None;
+        view.description = Some(
+            "A tenant's settings as answers show them: the keys of TenantSettings that are set. \
+             A later release may add keys: keep the ones you do not know."
+                .into(),
+        );
+        components
+            .schemas
+            .insert("TenantSettingsView".into(), RefOr::T(Schema::Object(view)));
+        if let Some(RefOr::T(Schema::Object(tenant))) = components.schemas.get_mut("Tenant") {
+            if let Some(settings) = tenant.properties.get_mut("settings") {
+                *settings =
+                    RefOr::Ref(utoipa::openapi::Ref::from_schema_name("TenantSettingsView"));
+            }
+        }
+    }
+}
+
+/// The probes (`/healthz`, `/readyz`) take no credential and say so with an
+/// empty list of requirements (`security: []`): with no `security` at all
+/// Redocly's default rules failed the document (an outside-tools review), and
+/// `[{}]` made openapi-python-client demand an authenticated client for them.
+struct PublicProbes;
+
+impl Modify for PublicProbes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for path in ["/healthz", "/readyz"] {
+            if let Some(get) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.get.as_mut())
+            {
+                get.security = Some(Vec::new());
+            }
+        }
+    }
+}
+
 /// A response header of one JSON type, described.
 fn header(kind: Type, description: &str) -> utoipa::openapi::header::Header {
     HeaderBuilder::new()
@@ -940,11 +1000,15 @@ mod tests {
                 };
                 // Every route names the credentials it takes (an empty
                 // requirement among them when one is optional); the two
-                // probes, which take none, declare no security at all:
-                // `[{}]` made openapi-python-client demand an authenticated
-                // client for them.
+                // probes, which take none, declare an empty list: `[{}]`
+                // made openapi-python-client demand an authenticated client
+                // for them, and none at all failed Redocly's rules.
                 if ["healthz", "readyz"].contains(&id) {
-                    assert!(op.get("security").is_none(), "{method} {path}: {op}");
+                    assert_eq!(
+                        op["security"],
+                        serde_json::json!([]),
+                        "{method} {path}: {op}"
+                    );
                 } else {
                     assert!(
                         op["security"].as_array().is_some_and(|s| !s.is_empty()),
@@ -1014,6 +1078,22 @@ mod tests {
         }
         assert!(!required("NewTenantBody").contains(&"parent_id"));
         assert!(!required("Problem").contains(&"field"));
+        // Settings refuse unknown keys in a request, but an answer's may
+        // gain keys in a later release: its schema stays open, keys optional.
+        assert_eq!(
+            schemas["TenantSettings"]["additionalProperties"],
+            serde_json::json!(false)
+        );
+        assert_eq!(
+            schemas["Tenant"]["properties"]["settings"]["$ref"],
+            "#/components/schemas/TenantSettingsView"
+        );
+        assert!(schemas["TenantSettingsView"]["additionalProperties"].is_null());
+        assert!(required("TenantSettingsView").is_empty());
+        assert_eq!(
+            schemas["TenantSettingsView"]["properties"],
+            schemas["TenantSettings"]["properties"]
+        );
         // Swagger UI's "Try it out" and generated docs start from an example
         // of the main bodies, each one the route accepts.
         fn accepted<T: serde::de::DeserializeOwned>(
