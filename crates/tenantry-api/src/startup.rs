@@ -34,6 +34,7 @@ pub fn router(
     cors: CorsOrigins,
 ) -> Router {
     let (api, openapi) = openapi::api_router().split_for_parts();
+    let without_query = std::sync::Arc::new(openapi::operations_without_query(&openapi));
     let log = state.tenantry.layer();
     let hard_stop = axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -77,6 +78,11 @@ pub fn router(
             },
         ))
         .route_layer(axum::middleware::from_fn(refuse_unmet_if_match))
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                refuse_unknown_query(without_query.clone(), request, next)
+            },
+        ))
         .route_layer(hard_stop)
         .route_layer(log)
         .fallback_service(unmatched)
@@ -233,6 +239,37 @@ fn refused_framing(
         ));
     }
     None
+}
+
+/// Answers 400 `invalid_query` to a request with a query on a route that
+/// takes none ([`openapi::operations_without_query`]); routes that take
+/// parameters refuse unknown ones in their extractor.
+async fn refuse_unknown_query(
+    without_query: std::sync::Arc<std::collections::HashSet<(axum::http::Method, String)>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let query = request.uri().query().filter(|q| !q.is_empty());
+    let route = request.extensions().get::<axum::extract::MatchedPath>();
+    if let (Some(query), Some(route)) = (query, route) {
+        let method = match request.method() {
+            &axum::http::Method::HEAD => axum::http::Method::GET,
+            other => other.clone(),
+        };
+        if without_query.contains(&(method, route.as_str().to_owned())) {
+            let name = query.split('&').next().unwrap_or_default();
+            let name = name.split('=').next().unwrap_or_default();
+            let shown: String = name.chars().take(64).collect();
+            return axum::response::IntoResponse::into_response(
+                ApiError::new(
+                    ProblemCode::InvalidQuery,
+                    format!("this route takes no query parameters (got {shown:?})"),
+                )
+                .with_field(shown),
+            );
+        }
+    }
+    next.run(request).await
 }
 
 /// Answers 413 at once to a request whose `Content-Length` is over the body

@@ -360,6 +360,48 @@ async fn an_id_in_another_spelling_than_the_standard_form_is_refused_everywhere(
     r.problem(422, "validation_failed");
 }
 
+/// A query on a route that takes none is refused as an unknown parameter is
+/// on the routes that take some: it was ignored there and 400 on a listing,
+/// so a newer client's parameter failed on some routes only (an HTTP
+/// review). Nothing runs: a write with one writes nothing.
+#[tokio::test]
+async fn a_query_on_a_route_that_takes_none_is_400_invalid_query_like_an_unknown_parameter() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let id = app.create_resource(&t.key, "one").await;
+    for path in [
+        format!("/v1/resources/{id}?zzz=1"),
+        "/v1/tenant?x".to_owned(),
+        "/v1/resources?zzz=1".to_owned(),
+    ] {
+        let r = app.get(&path, &t.key).await;
+        let problem = r.problem(400, "invalid_query");
+        assert!(problem["field"].is_string(), "{path}: {problem}");
+    }
+    app.send(Method::GET, "/healthz?probe=1", None, None)
+        .await
+        .problem(400, "invalid_query");
+    let r = app
+        .send(
+            Method::PATCH,
+            &format!("/v1/resources/{id}?dry_run=true"),
+            Some(&t.key),
+            Some(&serde_json::json!({"name": "renamed"})),
+        )
+        .await;
+    r.problem(400, "invalid_query");
+    assert_eq!(
+        app.get(&format!("/v1/resources/{id}"), &t.key)
+            .await
+            .expect(200)["name"],
+        "one"
+    );
+    // An empty query is no parameter.
+    app.get(&format!("/v1/resources/{id}?"), &t.key)
+        .await
+        .expect(200);
+}
+
 #[tokio::test]
 async fn an_unknown_route_is_404_route_not_found() {
     let app = TestApp::spawn().await;
