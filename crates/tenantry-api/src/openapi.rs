@@ -347,6 +347,13 @@ impl Modify for InternalErrors {
                     "`If-Match` named entity tags: tenantry sends no `ETag`, so none matches and nothing was done (`precondition_failed`)"
                 },
             );
+            if operation.request_body.is_none() {
+                declare_problem(
+                    operation,
+                    "413",
+                    "A body declared (`Content-Length`) larger than `body_limit_bytes` (`body_too_large`), refused before it is read; this operation reads none",
+                );
+            }
             if !takes_query(operation) {
                 declare_problem(
                     operation,

@@ -85,10 +85,13 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<crate::serve::
 fn is_json_media_type(value: &str) -> bool {
     let mut parts = value.split(';');
     let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    // Not JSON Patch (RFC 6902): its body is a list of operations, which a
+    // route reading an object would refuse as malformed (400) instead of
+    // saying it does not take the format (an HTTP review).
     let json = essence == "application/json"
-        || essence
-            .strip_prefix("application/")
-            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len());
+        || essence.strip_prefix("application/").is_some_and(|sub| {
+            sub.ends_with("+json") && sub.len() > "+json".len() && sub != "json-patch+json"
+        });
     json && parts.all(|parameter| {
         let (name, charset) = parameter.split_once('=').unwrap_or((parameter, ""));
         !name.trim().eq_ignore_ascii_case("charset") || {
@@ -235,6 +238,8 @@ mod media_type_tests {
             "application/json; charset=utf-16",
             "application/json; charset=iso-8859-1",
             "application/merge-patch+json; Charset=latin1",
+            "application/json-patch+json",
+            "Application/JSON-Patch+JSON; charset=utf-8",
         ] {
             assert!(!is_json_media_type(no), "{no}");
         }
