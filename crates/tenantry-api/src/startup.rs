@@ -71,7 +71,7 @@ pub fn router(
         .method_not_allowed_fallback(tenantry_axum::error::method_not_allowed)
         // Inside the request log's layer: these refusals are logged and
         // counted like any answer (they were not: found by a review behind
-        // nginx); inside close_after_unread_body, as they leave the body unread.
+        // nginx); inside http_hygiene, as they leave the body unread.
         .route_layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 refuse_declared_oversize(body_limit, request, next)
@@ -87,7 +87,9 @@ pub fn router(
         .route_layer(log)
         .fallback_service(unmatched)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(close_after_unread_body))
+        .layer(axum::middleware::from_fn(
+            tenantry_axum::serve::http_hygiene,
+        ))
         // A bug that panics answers 500 problem+json instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             tenantry_axum::error::panicked,
@@ -141,106 +143,6 @@ fn cors_layer(origins: CorsOrigins) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// Refuses what the server would misread before any route sees it, and
-/// answers an error to a request whose body was left unread with
-/// `Connection: close`. A request refused before its body was read (a bad
-/// key, a database away) leaves the body on the connection, which the server
-/// then closes without a word: a client that sent its next request on it met
-/// a broken pipe instead of the answer (found by an operations review). Said,
-/// the client opens a new connection for the next one. A body read to its end
-/// leaves nothing behind, so its error keeps the connection (every 422 and
-/// 429 closed it, a new connection and TLS handshake at the proxy for each
-/// refusal: found by an HTTP review).
-///
-/// Every answer that set no `Cache-Control` of its own gets `no-store`:
-/// answers carry tenants' data and, once, keys' secrets, and a browser or a
-/// "cache everything" proxy kept them (an HTTP review; RFC 9111 keeps shared
-/// caches from answers to `Authorization` only by default).
-async fn close_after_unread_body(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let headers = request.headers();
-    let has_body = tenantry_axum::serve::carries_body(headers);
-    let (mut response, body_read) = match refused_framing(request.version(), headers, has_body) {
-        Some(refusal) => (axum::response::IntoResponse::into_response(refusal), false),
-        None => {
-            let (request, body_end) = tenantry_axum::serve::watch_body_end(request);
-            let response = next.run(request).await;
-            (response, body_end.reached())
-        }
-    };
-    let failed = response.status().is_client_error() || response.status().is_server_error();
-    if has_body && failed && !body_read {
-        response.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
-    }
-    response
-        .headers_mut()
-        .entry(axum::http::header::CACHE_CONTROL)
-        .or_insert(axum::http::HeaderValue::from_static("no-store"));
-    response
-}
-
-/// What [`close_after_unread_body`] refuses before routing: a body in a
-/// coding it would not undo, and an HTTP/1.1 request whose `Host` is
-/// missing or repeated (RFC 9112, 3.2: a proxy in front and the server then
-/// disagree about where the request goes).
-fn refused_framing(
-    version: axum::http::Version,
-    headers: &axum::http::HeaderMap,
-    has_body: bool,
-) -> Option<ApiError> {
-    if version == axum::http::Version::HTTP_11
-        && headers.get_all(axum::http::header::HOST).iter().count() != 1
-    {
-        return Some(
-            ApiError::new(
-                ProblemCode::InvalidHeader,
-                "an HTTP/1.1 request has exactly one Host header",
-            )
-            .with_field("Host"),
-        );
-    }
-    if !has_body {
-        return None;
-    }
-    // A body compressed (or otherwise encoded) is not read as if it were
-    // plain JSON: a plain body labelled gzip was taken, a gzipped one refused
-    // as invalid JSON. A request without a body has nothing encoded (a GET
-    // with the header was 415, which no such route declares: an outside
-    // fuzzing review).
-    let encoded = headers
-        .get_all(axum::http::header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| {
-            !v.to_str()
-                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
-        });
-    if encoded {
-        return Some(ApiError::new(
-            ProblemCode::UnsupportedMediaType,
-            "Content-Encoding is not supported: send the body uncompressed",
-        ));
-    }
-    // The same for a transfer coding: hyper undoes `chunked` only, and took
-    // `gzip, chunked` as if the gzip were not there (an HTTP review).
-    let transfer_coded = headers
-        .get_all(axum::http::header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .any(|coding| !coding.trim().eq_ignore_ascii_case("chunked"));
-    if transfer_coded {
-        return Some(ApiError::new(
-            ProblemCode::UnsupportedMediaType,
-            "Transfer-Encoding other than chunked is not supported: send the body uncompressed",
-        ));
-    }
-    None
-}
-
 /// Answers 400 `invalid_query` to a request with a query on a route that
 /// takes none ([`openapi::operations_without_query`]); routes that take
 /// parameters refuse unknown ones in their extractor.
@@ -276,7 +178,7 @@ async fn refuse_unknown_query(
 /// limit. Otherwise the body was read up to the limit first: a client
 /// announcing 100 MB waited, or sent a megabyte (after `Expect:
 /// 100-continue` too), before being told. The connection then closes
-/// ([`close_after_unread_body`]), the rest of the body unread.
+/// ([`tenantry_axum::serve::http_hygiene`]), the rest of the body unread.
 async fn refuse_declared_oversize(
     limit: usize,
     request: axum::extract::Request,

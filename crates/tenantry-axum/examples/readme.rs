@@ -81,6 +81,11 @@ async fn app(
         .route_layer(tenantry.layer())
         .fallback(route_not_found)
         .with_state(tenantry)
+        // No caching of answers, one Host, connections closed after a
+        // refusal that left the body unread: as tenantry serve.
+        .layer(axum::middleware::from_fn(
+            tenantry_axum::serve::http_hygiene,
+        ))
         .layer(RequestIdLayer);
     Ok((router, flusher))
 }

@@ -54,6 +54,9 @@
 //!     // Unknown routes and methods answer problem+json too.
 //!     .fallback(route_not_found)
 //!     .with_state(tenantry)
+//!     // No caching of answers, one Host, connections closed after a
+//!     // refusal that left the body unread (serve::http_hygiene).
+//!     .layer(axum::middleware::from_fn(tenantry_axum::serve::http_hygiene))
 //!     .layer(RequestIdLayer);
 //! // Serve `app` (tenantry_axum::serve), drop it, then await `flusher`: the
 //! // request log's last batch is written then.

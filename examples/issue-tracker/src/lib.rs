@@ -82,6 +82,12 @@ pub fn router(tenantry: Tenantry) -> Router {
         .route_layer(tenantry.layer())
         .fallback(route_not_found)
         .with_state(tenantry)
+        // What tenantry serve does to every request: no caching of answers,
+        // one Host, no body in a coding it would misread, and a connection
+        // closed after a refusal that left the body unread.
+        .layer(axum::middleware::from_fn(
+            tenantry_axum::serve::http_hygiene,
+        ))
         .layer(RequestIdLayer)
 }
 

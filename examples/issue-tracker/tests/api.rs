@@ -1388,3 +1388,36 @@ async fn the_tracker_refuses_to_start_on_a_database_tenantry_has_not_migrated() 
         "{message}"
     );
 }
+
+/// The tracker's router carries the HTTP hygiene `tenantry serve` has
+/// (`tenantry_axum::serve::http_hygiene`): its answers, which hold tenants'
+/// data, are not stored by caches, and a request without a Host or with a
+/// gzipped transfer coding is refused before any route reads it.
+#[tokio::test]
+async fn the_trackers_answers_are_not_cached_and_malformed_requests_are_refused_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant_key("acme").await;
+    let response = app
+        .http
+        .get(format!("{}/projects", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[reqwest::header::CACHE_CONTROL],
+        "no-store"
+    );
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    client
+        .write_all(b"GET /projects HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    client.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("invalid_header"), "{text}");
+}
