@@ -177,6 +177,7 @@ impl FromRequestParts<AppState> for AdminCaller {
         // caller (a malformed or repeated one was served: found by an
         // outside check with schemathesis).
         tenantry_axum::people::named_tenant(parts)?;
+        tenantry_axum::preconditions::UnmetPrecondition::refuse(parts)?;
         Ok(Self {
             db: state.db.clone(),
             tenantry: state.tenantry.clone(),
@@ -256,6 +257,7 @@ impl FromRequestParts<AppState> for MetricsReader {
             .contains_key(axum::http::header::AUTHORIZATION)
         {
             return if access.public {
+                tenantry_axum::preconditions::UnmetPrecondition::refuse(parts)?;
                 Ok(MetricsReader(false))
             } else {
                 Err(ApiError::new(
@@ -269,6 +271,7 @@ impl FromRequestParts<AppState> for MetricsReader {
         if state.admin_token.matches(token)
             || access.token.as_ref().is_some_and(|t| t.matches(token))
         {
+            tenantry_axum::preconditions::UnmetPrecondition::refuse(parts)?;
             return Ok(MetricsReader(true));
         }
         Err(match state.tenantry.valid_credential_kind(token).await? {

@@ -186,7 +186,34 @@ fn takes_query(operation: &Operation) -> bool {
 pub fn operations_without_query(
     openapi: &utoipa::openapi::OpenApi,
 ) -> std::collections::HashSet<(axum::http::Method, String)> {
-    let mut without = std::collections::HashSet::new();
+    routes_where(openapi, |operation| !takes_query(operation))
+}
+
+/// The operations (method, path template) that take no credential (their
+/// security is empty, or offers an empty requirement): a precondition that
+/// cannot hold is answered there at once, elsewhere after the credential.
+pub fn public_operations(
+    openapi: &utoipa::openapi::OpenApi,
+) -> std::collections::HashSet<(axum::http::Method, String)> {
+    routes_where(openapi, |operation| {
+        serde_json::to_value(&operation.security)
+            .unwrap_or_default()
+            .as_array()
+            .is_none_or(|all| {
+                all.is_empty()
+                    || all
+                        .iter()
+                        .any(|s| s.as_object().is_some_and(|o| o.is_empty()))
+            })
+    })
+}
+
+/// The (method, path template) of every operation for which `holds`.
+fn routes_where(
+    openapi: &utoipa::openapi::OpenApi,
+    holds: impl Fn(&Operation) -> bool,
+) -> std::collections::HashSet<(axum::http::Method, String)> {
+    let mut routes = std::collections::HashSet::new();
     for (path, item) in &openapi.paths.paths {
         for (method, operation) in [
             (axum::http::Method::GET, item.get.as_ref()),
@@ -195,12 +222,12 @@ pub fn operations_without_query(
             (axum::http::Method::PATCH, item.patch.as_ref()),
             (axum::http::Method::DELETE, item.delete.as_ref()),
         ] {
-            if operation.is_some_and(|o| !takes_query(o)) {
-                without.insert((method, path.clone()));
+            if operation.is_some_and(&holds) {
+                routes.insert((method, path.clone()));
             }
         }
     }
-    without
+    routes
 }
 
 /// Whether one of the operation's security requirements is `scheme`.

@@ -35,6 +35,7 @@ pub fn router(
 ) -> Router {
     let (api, openapi) = openapi::api_router().split_for_parts();
     let without_query = std::sync::Arc::new(openapi::operations_without_query(&openapi));
+    let public = std::sync::Arc::new(openapi::public_operations(&openapi));
     let log = state.tenantry.layer();
     let hard_stop = axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -77,7 +78,11 @@ pub fn router(
                 refuse_declared_oversize(body_limit, request, next)
             },
         ))
-        .route_layer(axum::middleware::from_fn(refuse_unmet_if_match))
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                refuse_unmet_if_match(public.clone(), request, next)
+            },
+        ))
         .route_layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 refuse_unknown_query(without_query.clone(), request, next)
@@ -143,6 +148,17 @@ fn cors_layer(origins: CorsOrigins) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
+/// The operation of the API description a request was routed to: its
+/// method (HEAD as the GET it answers like) and path template.
+fn operation_of(request: &axum::extract::Request) -> Option<(axum::http::Method, String)> {
+    let route = request.extensions().get::<axum::extract::MatchedPath>()?;
+    let method = match request.method() {
+        &axum::http::Method::HEAD => axum::http::Method::GET,
+        other => other.clone(),
+    };
+    Some((method, route.as_str().to_owned()))
+}
+
 /// Answers 400 `invalid_query` to a request with a query on a route that
 /// takes none ([`openapi::operations_without_query`]); routes that take
 /// parameters refuse unknown ones in their extractor.
@@ -152,13 +168,8 @@ async fn refuse_unknown_query(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let query = request.uri().query().filter(|q| !q.is_empty());
-    let route = request.extensions().get::<axum::extract::MatchedPath>();
-    if let (Some(query), Some(route)) = (query, route) {
-        let method = match request.method() {
-            &axum::http::Method::HEAD => axum::http::Method::GET,
-            other => other.clone(),
-        };
-        if without_query.contains(&(method, route.as_str().to_owned())) {
+    if let (Some(query), Some(operation)) = (query, operation_of(&request)) {
+        if without_query.contains(&operation) {
             let name = query.split('&').next().unwrap_or_default();
             let name = name.split('=').next().unwrap_or_default();
             let shown: String = name.chars().take(64).collect();
@@ -198,68 +209,25 @@ async fn refuse_declared_oversize(
     next.run(request).await
 }
 
-/// Answers 412 to a request whose precondition cannot hold, before any
-/// work: `If-Match` naming entity tags (tenantry sends no `ETag`, so none of
-/// them is the current representation's, and RFC 9110, 13.1.1, forbids
-/// performing the method then), and on a write `If-None-Match: *` (the
-/// target exists: the collection a POST adds to, the object a PATCH or
-/// DELETE names) or `If-Unmodified-Since` a moment already past (tenantry
-/// cannot show that nothing changed since). Each was ignored: a client
-/// guarding a change had it applied over whatever changed meanwhile (found by
-/// outside reviews). `If-Match: *`, `If-None-Match` with tags (none of which
-/// can match) and an `If-Unmodified-Since` not yet past hold, and go on.
+/// Reads a request's preconditions ([`tenantry_axum::preconditions::unmet`]):
+/// on a route that takes no credential one that cannot hold is answered 412
+/// at once; on the others it is left for the credential's extractor, which
+/// answers 412 only once the credential was accepted (a revoked key with
+/// `If-Match` is 401, as without it). Every credential extractor checks it
+/// (`every_operation_refuses_a_precondition_that_cannot_hold_after_its_credential`).
 async fn refuse_unmet_if_match(
-    request: axum::extract::Request,
+    public: std::sync::Arc<std::collections::HashSet<(axum::http::Method, String)>>,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if let Some(why) = unmet_precondition(request.method(), request.headers()) {
-        return axum::response::IntoResponse::into_response(ApiError::new(
-            ProblemCode::PreconditionFailed,
-            why,
-        ));
+    if let Some(unmet) = tenantry_axum::preconditions::unmet(request.method(), request.headers()) {
+        let credentialed = operation_of(&request).is_some_and(|op| !public.contains(&op));
+        if !credentialed {
+            return axum::response::IntoResponse::into_response(unmet.answer());
+        }
+        request.extensions_mut().insert(unmet);
     }
     next.run(request).await
-}
-
-/// Why a request's precondition fails ([`refuse_unmet_if_match`]).
-fn unmet_precondition(
-    method: &axum::http::Method,
-    headers: &axum::http::HeaderMap,
-) -> Option<&'static str> {
-    use axum::http::header::{IF_MATCH, IF_NONE_MATCH, IF_UNMODIFIED_SINCE};
-    let if_match: Vec<&axum::http::HeaderValue> = headers.get_all(IF_MATCH).iter().collect();
-    if if_match
-        .iter()
-        .any(|v| v.to_str().map_or(true, |v| v.trim() != "*"))
-    {
-        return Some(
-            "If-Match names entity tags, and tenantry sends no ETag, so none matches: nothing was done; send the request without If-Match",
-        );
-    }
-    if method.is_safe() {
-        return None;
-    }
-    if headers
-        .get_all(IF_NONE_MATCH)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.trim() == "*"))
-    {
-        return Some(
-            "If-None-Match: * holds only where nothing exists yet, and this request's target exists: nothing was done",
-        );
-    }
-    // Ignored when If-Match is present (RFC 9110, 13.1.4), and when it is
-    // not a date.
-    let since = headers
-        .get(IF_UNMODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
-    if if_match.is_empty() && since.is_some_and(|since| since < std::time::SystemTime::now()) {
-        return Some(
-            "If-Unmodified-Since: tenantry sends no Last-Modified and cannot show that nothing changed since then: nothing was done; send the request without it",
-        );
-    }
-    None
 }
 
 /// After the grace period: how long cancelled requests get to answer and

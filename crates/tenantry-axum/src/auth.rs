@@ -960,6 +960,9 @@ where
                 ));
             }
         }
+        // Last: a precondition counts only for a request that would
+        // otherwise have been served.
+        crate::preconditions::UnmetPrecondition::refuse(parts)?;
         Ok(caller)
     }
 }

@@ -81,6 +81,7 @@ pub mod idempotency;
 pub mod jwt;
 pub mod page;
 pub mod people;
+pub mod preconditions;
 pub mod request_log;
 pub mod serve;
 mod tagged;

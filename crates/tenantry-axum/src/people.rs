@@ -315,6 +315,7 @@ where
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         if let (Some(verifier), true) = (tenantry.jwt.as_ref(), looks_like_jwt(token)) {
             let token = tenantry.tokens.verify(verifier, token).await?;
+            crate::preconditions::UnmetPrecondition::refuse(parts)?;
             return Ok(Self {
                 db: tenantry.db,
                 token,

@@ -780,3 +780,84 @@ async fn every_pattern_refusing_control_characters_refuses_the_line_separators()
         .await;
     assert_eq!(r.problem(422, "validation_failed")["field"], "name");
 }
+
+/// Every operation answers a precondition that cannot hold (`If-Match`
+/// naming a tag) with 412 once its credential is accepted, and changes
+/// nothing; with a revoked key it is 401, as without the precondition (RFC
+/// 9110, 13.2.1: the 412 came first, so a client kept a dead key; an HTTP
+/// review). Run with the credential each operation declares: the extractor
+/// of every route must check it, or a write would go through.
+#[tokio::test]
+async fn every_operation_refuses_a_precondition_that_cannot_hold_after_its_credential() {
+    let (app, t, resource, spec) = app_with_spec().await;
+    let revoked = app.tenant("revoked").await;
+    app.send(
+        Method::DELETE,
+        &format!("/v1/keys/{}", revoked.key_id),
+        Some(&revoked.key),
+        None,
+    )
+    .await;
+    let rows = "SELECT (SELECT count(*) FROM tenantry.resources) + (SELECT count(*) FROM tenantry.tenants) \
+                + (SELECT count(*) FROM tenantry.api_keys) + (SELECT count(*) FROM tenantry.roles)";
+    let before = app.count(rows).await;
+    let (mut refused, mut unauthorized) = (0, 0);
+    for op in operations(&spec) {
+        let declared: BTreeSet<String> = op.spec["security"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_object())
+            .flat_map(|s| s.keys().cloned())
+            .collect();
+        let token = if declared.contains("apiKey") {
+            Some(t.key.as_str())
+        } else if declared.contains("adminToken") {
+            Some(app.admin_token.as_str())
+        } else if declared.is_empty() {
+            None
+        } else {
+            continue; // a person's token only: no identity provider here
+        };
+        let path = op.concrete(|p| match p {
+            "tenant_id" => t.id.clone(),
+            "id" => resource.clone(),
+            "key_id" => t.key_id.clone(),
+            other => random_param(other),
+        });
+        let body = op.has_body().then(|| valid_body(&op));
+        let conditional = |token: Option<&str>| {
+            let mut request = app
+                .client
+                .request(op.method.clone(), app.url(&path))
+                .header(header::IF_MATCH, "\"stale\"");
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            app.send_raw(request)
+        };
+        let r = conditional(token).await;
+        assert_eq!(r.status, 412, "{}: {}", op.name(), r.text);
+        refused += 1;
+        if token == Some(t.key.as_str()) {
+            let r = conditional(Some(&revoked.key)).await;
+            assert_eq!(
+                r.status,
+                401,
+                "{} with a revoked key: {}",
+                op.name(),
+                r.text
+            );
+            unauthorized += 1;
+        }
+    }
+    assert!(refused >= 50, "{refused} operations probed");
+    assert!(
+        unauthorized >= 20,
+        "{unauthorized} probed with a revoked key"
+    );
+    assert_eq!(app.count(rows).await, before, "nothing was written");
+}
