@@ -48,6 +48,17 @@ impl Operation {
     fn name(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
+
+    /// The security schemes its requirements name.
+    fn declared_schemes(&self) -> BTreeSet<String> {
+        self.spec["security"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_object())
+            .flat_map(|s| s.keys().cloned())
+            .collect()
+    }
 }
 
 fn operations(spec: &Value) -> Vec<Operation> {
@@ -677,13 +688,7 @@ async fn each_route_takes_exactly_the_credentials_its_security_names() {
     );
     let (mut refused, mut taken) = (0, 0);
     for op in operations(&spec) {
-        let declared: BTreeSet<String> = op.spec["security"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_object())
-            .flat_map(|s| s.keys().cloned())
-            .collect();
+        let declared = op.declared_schemes();
         let public = op.spec["security"]
             .as_array()
             .is_some_and(|all| all.is_empty() || all.iter().any(|s| s == &serde_json::json!({})));
@@ -803,13 +808,7 @@ async fn every_operation_refuses_a_precondition_that_cannot_hold_after_its_crede
     let before = app.count(rows).await;
     let (mut refused, mut unauthorized) = (0, 0);
     for op in operations(&spec) {
-        let declared: BTreeSet<String> = op.spec["security"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_object())
-            .flat_map(|s| s.keys().cloned())
-            .collect();
+        let declared = op.declared_schemes();
         let token = if declared.contains("apiKey") {
             Some(t.key.as_str())
         } else if declared.contains("adminToken") {
