@@ -286,6 +286,24 @@ impl TestApp {
         read(response).await
     }
 
+    /// Sends `raw` bytes on a new connection and reads until the server
+    /// closes it (at most 10 s): every answer it gave, as text.
+    pub async fn raw_exchange(&self, raw: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://");
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(raw.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_to_string(&mut text),
+        )
+        .await
+        .expect("answered and closed within 10 s")
+        .unwrap();
+        text
+    }
+
     /// GET with a token.
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.send(Method::GET, path, Some(token), None).await

@@ -1024,28 +1024,18 @@ async fn answers_are_not_stored_by_caches_and_the_console_revalidates() {
 /// closes it, as the next request would be read from its rest.
 #[tokio::test]
 async fn a_refused_write_whose_body_was_read_keeps_the_connection_and_an_unread_one_closes_it() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::spawn().await;
     let t = app.tenant("t").await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let body = r#"{"name":""}"#;
-    let read = format!(
-        "POST /v1/resources HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\
-         GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        t.key,
-        body.len()
-    );
-    client.write_all(read.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        client.read_to_string(&mut text),
-    )
-    .await
-    .expect("answered within 10 s")
-    .unwrap();
+    let text = app
+        .raw_exchange(&format!(
+            "POST /v1/resources HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\
+             GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            t.key,
+            body.len()
+        ))
+        .await;
     assert!(text.starts_with("HTTP/1.1 422"), "{text}");
     assert_eq!(
         text.matches("HTTP/1.1 ").count(),
@@ -1054,21 +1044,13 @@ async fn a_refused_write_whose_body_was_read_keeps_the_connection_and_an_unread_
     );
     assert!(text.contains("HTTP/1.1 200"), "{text}");
     // Refused before its body is read (a wrong key): closed.
-    let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let unread = format!(
-        "POST /v1/resources HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tk_wrong\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    client.write_all(unread.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        client.read_to_string(&mut text),
-    )
-    .await
-    .expect("answered and closed within 10 s")
-    .unwrap();
+    let text = app
+        .raw_exchange(&format!(
+            "POST /v1/resources HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tk_wrong\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .await;
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("connection: close"),
@@ -1082,25 +1064,11 @@ async fn a_refused_write_whose_body_was_read_keeps_the_connection_and_an_unread_
 /// were not there (an HTTP review). Nothing is written.
 #[tokio::test]
 async fn a_missing_or_repeated_host_and_a_transfer_coding_other_than_chunked_are_refused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::spawn().await;
     let t = app.tenant("t").await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
     let exchange = |raw: String| {
-        let addr = addr.clone();
-        async move {
-            let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            client.write_all(raw.as_bytes()).await.unwrap();
-            let mut text = String::new();
-            tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                client.read_to_string(&mut text),
-            )
-            .await
-            .expect("answered within 10 s")
-            .unwrap();
-            text
-        }
+        let app = &app;
+        async move { app.raw_exchange(&raw).await }
     };
     for head in ["", "Host: a\r\nHost: b\r\n"] {
         let text = exchange(format!(
