@@ -29,14 +29,25 @@ PGRLS=${TENANTRY_PGRLS:-target/pytools/bin/pgrls}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 BASE=$WORK/pgrls.toml
-psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -c "
+# Under a fixed search_path: pg_get_triggerdef leaves out the schema of a
+# function on the session's path (tenantry on it, as the README sets for psql),
+# and adopted_table_triggers writes it. Schema tenants' copies of the adopted
+# tables carry the same triggers (family_copies).
+psql "$DATABASE_URL" -XAtq -v ON_ERROR_STOP=1 -c "SET search_path = pg_catalog, pg_temp" -c "
+  WITH adopted AS (
+    SELECT tt.table_id AS tbl, tt.sharing FROM tenantry.tenant_tables tt
+    UNION ALL
+    SELECT f.copy, tt.sharing
+    FROM tenantry.family_copies() f
+    JOIN tenantry.tenant_tables tt ON tt.table_id = f.template
+  )
   SELECT format('    %s, # tenantry''s own trigger (adopt_table)',
                 to_json(format('%s.%s.%s', n.nspname, c.relname, t.tgname)))
-  FROM tenantry.tenant_tables tt
-  JOIN pg_class c ON c.oid = tt.table_id
+  FROM adopted d
+  JOIN pg_class c ON c.oid = d.tbl
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_trigger t ON t.tgrelid = c.oid AND NOT t.tgisinternal
-  JOIN LATERAL tenantry.adopted_table_triggers(tt.table_id, tt.sharing) a
+  JOIN LATERAL tenantry.adopted_table_triggers(d.tbl, d.sharing) a
     ON a.tgname = t.tgname AND a.definition = pg_get_triggerdef(t.oid)
   ORDER BY 1" > "$WORK/adopted" || { echo "pgrls.sh: cannot read the adopted tables with psql" >&2; exit 2; }
 sed "/@adopted-tables@/r $WORK/adopted" pgrls.toml > "$BASE"

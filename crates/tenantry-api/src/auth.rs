@@ -224,6 +224,11 @@ pub struct MetricsAccess {
 }
 
 impl MetricsAccess {
+    /// Whether a request without `Authorization` reads the totals.
+    pub fn is_public(&self) -> bool {
+        self.public
+    }
+
     /// From the settings' `metrics_token` and `metrics_public`.
     pub fn new(token: Option<&str>, public: bool) -> Self {
         Self {

@@ -178,15 +178,18 @@ fn takes_query(operation: &Operation) -> bool {
         .any(|p| matches!(p.parameter_in, ParameterIn::Query))
 }
 
-/// The operations (method, path template) that declare no query parameter:
-/// a request to one of them with a query is refused (`invalid_query`), as the
+/// The operations (method, path template) that take a credential and declare
+/// no query parameter: a request to one of them with a query is refused
+/// (`invalid_query`), as the
 /// routes with parameters refuse an unknown one (an HTTP review: `?zzz=1` was
 /// 400 on a listing and ignored on a point read, so a newer client's
 /// parameter failed on some routes only).
 pub fn operations_without_query(
     openapi: &utoipa::openapi::OpenApi,
 ) -> std::collections::HashSet<(axum::http::Method, String)> {
-    routes_where(openapi, |operation| !takes_query(operation))
+    routes_where(openapi, |operation| {
+        !takes_query(operation) && !is_public(operation)
+    })
 }
 
 /// The operations (method, path template) that take no credential (their
@@ -195,17 +198,21 @@ pub fn operations_without_query(
 pub fn public_operations(
     openapi: &utoipa::openapi::OpenApi,
 ) -> std::collections::HashSet<(axum::http::Method, String)> {
-    routes_where(openapi, |operation| {
-        serde_json::to_value(&operation.security)
-            .unwrap_or_default()
-            .as_array()
-            .is_none_or(|all| {
-                all.is_empty()
-                    || all
-                        .iter()
-                        .any(|s| s.as_object().is_some_and(|o| o.is_empty()))
-            })
-    })
+    routes_where(openapi, is_public)
+}
+
+/// Whether the operation takes no credential: no security, an empty list,
+/// or an empty requirement among them.
+fn is_public(operation: &Operation) -> bool {
+    serde_json::to_value(&operation.security)
+        .unwrap_or_default()
+        .as_array()
+        .is_none_or(|all| {
+            all.is_empty()
+                || all
+                    .iter()
+                    .any(|s| s.as_object().is_some_and(|o| o.is_empty()))
+        })
 }
 
 /// The (method, path template) of every operation for which `holds`.
@@ -381,7 +388,7 @@ impl Modify for InternalErrors {
                     "A body declared (`Content-Length`) larger than `body_limit_bytes` (`body_too_large`), refused before it is read; this operation reads none",
                 );
             }
-            if !takes_query(operation) {
+            if !takes_query(operation) && !is_public(operation) {
                 declare_problem(
                     operation,
                     "400",

@@ -33,7 +33,20 @@ pub fn router(
     stopping: tokio::sync::watch::Receiver<bool>,
     cors: CorsOrigins,
 ) -> Router {
-    let (api, openapi) = openapi::api_router().split_for_parts();
+    let (api, mut openapi) = openapi::api_router().split_for_parts();
+    if state.metrics.is_public() {
+        // The document says what this server does: anyone may scrape.
+        if let Some(get) = openapi
+            .paths
+            .paths
+            .get_mut("/metrics")
+            .and_then(|item| item.get.as_mut())
+        {
+            get.security
+                .get_or_insert_with(Vec::new)
+                .push(utoipa::openapi::security::SecurityRequirement::default());
+        }
+    }
     let without_query = std::sync::Arc::new(openapi::operations_without_query(&openapi));
     let public = std::sync::Arc::new(openapi::public_operations(&openapi));
     let log = state.tenantry.layer();
@@ -133,6 +146,8 @@ fn cors_layer(origins: CorsOrigins) -> Option<tower_http::cors::CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                header::IF_UNMODIFIED_SINCE,
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static("x-tenant-id"),
                 HeaderName::from_static("x-request-id"),
@@ -167,11 +182,14 @@ async fn refuse_unknown_query(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let query = request.uri().query().filter(|q| !q.is_empty());
-    if let (Some(query), Some(operation)) = (query, operation_of(&request)) {
+    // Empty pairs (`?&`) name nothing, as the listings' parser reads them.
+    let name = request.uri().query().and_then(|q| {
+        q.split('&')
+            .map(|pair| pair.split('=').next().unwrap_or_default())
+            .find(|name| !name.is_empty())
+    });
+    if let (Some(name), Some(operation)) = (name, operation_of(&request)) {
         if without_query.contains(&operation) {
-            let name = query.split('&').next().unwrap_or_default();
-            let name = name.split('=').next().unwrap_or_default();
             let shown: String = name.chars().take(64).collect();
             return axum::response::IntoResponse::into_response(
                 ApiError::new(
@@ -209,23 +227,25 @@ async fn refuse_declared_oversize(
     next.run(request).await
 }
 
-/// Reads a request's preconditions ([`tenantry_axum::preconditions::unmet`]):
-/// on a route that takes no credential one that cannot hold is answered 412
-/// at once; on the others it is left for the credential's extractor, which
-/// answers 412 only once the credential was accepted (a revoked key with
+/// Answers 412 at once to a precondition that cannot hold
+/// ([`tenantry_axum::preconditions`], found by the HTTP hygiene layer) on a
+/// route that takes no credential; on the others the credential's extractor
+/// answers it once the credential was accepted (a revoked key with
 /// `If-Match` is 401, as without it). Every credential extractor checks it
 /// (`every_operation_refuses_a_precondition_that_cannot_hold_after_its_credential`).
 async fn refuse_unmet_if_match(
     public: std::sync::Arc<std::collections::HashSet<(axum::http::Method, String)>>,
-    mut request: axum::extract::Request,
+    request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if let Some(unmet) = tenantry_axum::preconditions::unmet(request.method(), request.headers()) {
+    if let Some(unmet) = request
+        .extensions()
+        .get::<tenantry_axum::preconditions::UnmetPrecondition>()
+    {
         let credentialed = operation_of(&request).is_some_and(|op| !public.contains(&op));
         if !credentialed {
             return axum::response::IntoResponse::into_response(unmet.answer());
         }
-        request.extensions_mut().insert(unmet);
     }
     next.run(request).await
 }

@@ -10,6 +10,11 @@ use tenantry_db::{
     tokio_postgres, Database, DatabaseConfig, FromRow, RowError, Timeouts,
 };
 
+tenantry_db::typed_id! {
+    /// A project's id: a path segment only in the standard uuid form.
+    pub struct ProjectId;
+}
+
 struct Project {
     name: String,
 }
@@ -29,7 +34,7 @@ impl FromRow for Project {
 /// copy or by reference (`let name = &name;` before it for a `String`).
 async fn get_project(
     caller: TenantCaller,
-    Path(id): Path<uuid::Uuid>,
+    Path(id): Path<ProjectId>,
 ) -> Result<Json<String>, ApiError> {
     let project: Project = caller
         .read(|mut scope| async move {

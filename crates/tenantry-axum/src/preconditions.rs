@@ -4,8 +4,8 @@ use axum::http::{request::Parts, HeaderMap, HeaderValue, Method};
 
 use crate::error::{ApiError, ProblemCode};
 
-/// A precondition of the request that cannot hold, found by the layer that
-/// reads them ([`unmet`]) and left in the request's extensions for its
+/// A precondition of the request that cannot hold, found by
+/// [`crate::serve::http_hygiene`] ([`unmet`]) and left in the request's extensions for its
 /// credential extractor ([`crate::TenantCaller`], [`crate::Person`], and
 /// `tenantry serve`'s own), which answers it with 412 once the credential
 /// was accepted: a request with a revoked key and `If-Match` was 412, so a
@@ -59,9 +59,14 @@ pub fn unmet(method: &Method, headers: &HeaderMap) -> Option<UnmetPrecondition> 
         .iter()
         .any(|v| v.to_str().is_ok_and(|v| v.trim() == "*"))
     {
-        return Some(UnmetPrecondition(
-            "If-None-Match: * holds only where nothing exists yet, and this request's target exists: nothing was done",
-        ));
+        // A PUT's target may be absent (a permission not granted yet): the
+        // condition could hold, but nothing here looks, so it is refused
+        // as not checked rather than as false (a verification review).
+        return Some(UnmetPrecondition(if method == Method::PUT {
+            "If-None-Match: * asks to create only what is absent, which tenantry does not check: nothing was done; send the request without it (a PUT here is idempotent)"
+        } else {
+            "If-None-Match: * holds only where nothing exists yet, and this request's target exists: nothing was done"
+        }));
     }
     // Ignored when If-Match is present (RFC 9110, 13.1.4), and when it is
     // not a date.

@@ -222,6 +222,12 @@ impl http_body::Body for WatchedBody {
 /// its refusals carry the id): `.layer(axum::middleware::from_fn(
 /// tenantry_axum::serve::http_hygiene))`.
 ///
+/// A precondition that cannot hold ([`crate::preconditions`]) is left in
+/// the request for its credential extractor ([`crate::TenantCaller`],
+/// [`crate::Person`]), which answers 412 once the credential is accepted; a
+/// route that takes no credential answers it only if it checks
+/// [`crate::preconditions::UnmetPrecondition::refuse`] itself.
+///
 /// Every answer that set no `Cache-Control` of its own gets `no-store`:
 /// answers carry tenants' data and, once, keys' secrets, and a browser or a
 /// "cache everything" proxy kept them (an HTTP review; RFC 9111 keeps shared
@@ -235,6 +241,10 @@ pub async fn http_hygiene(
     let (mut response, body_read) = match refused_framing(request.version(), headers, has_body) {
         Some(refusal) => (axum::response::IntoResponse::into_response(refusal), false),
         None => {
+            let mut request = request;
+            if let Some(unmet) = crate::preconditions::unmet(request.method(), request.headers()) {
+                request.extensions_mut().insert(unmet);
+            }
             let (request, body_end) = watch_body_end(request);
             let response = next.run(request).await;
             (response, body_end.reached())
@@ -297,11 +307,18 @@ fn refused_framing(
     }
     // The same for a transfer coding: hyper undoes `chunked` only, and took
     // `gzip, chunked` as if the gzip were not there (an HTTP review).
-    let transfer_coded = headers
+    // `chunked` twice is refused too (RFC 9112, 6.1: a sender applies it
+    // once; hyper undid it once, and a proxy in front may undo it twice).
+    let codings: Vec<&str> = headers
         .get_all(axum::http::header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .any(|coding| !coding.trim().eq_ignore_ascii_case("chunked"));
+        .map(str::trim)
+        .collect();
+    let transfer_coded = codings
+        .iter()
+        .any(|coding| !coding.eq_ignore_ascii_case("chunked"))
+        || codings.len() > 1;
     if transfer_coded {
         return Some(crate::error::ApiError::new(
             crate::error::ProblemCode::UnsupportedMediaType,

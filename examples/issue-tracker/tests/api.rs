@@ -1391,8 +1391,8 @@ async fn the_tracker_refuses_to_start_on_a_database_tenantry_has_not_migrated() 
 
 /// The tracker's router carries the HTTP hygiene `tenantry serve` has
 /// (`tenantry_axum::serve::http_hygiene`): its answers, which hold tenants'
-/// data, are not stored by caches, and a request without a Host or with a
-/// gzipped transfer coding is refused before any route reads it.
+/// data, are not stored by caches, a write whose precondition cannot hold is
+/// 412, and a request without a Host is refused before any route reads it.
 #[tokio::test]
 async fn the_trackers_answers_are_not_cached_and_malformed_requests_are_refused_first() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1410,6 +1410,26 @@ async fn the_trackers_answers_are_not_cached_and_malformed_requests_are_refused_
         response.headers()[reqwest::header::CACHE_CONTROL],
         "no-store"
     );
+    // A write whose precondition cannot hold is refused after the key is
+    // accepted, and changes nothing.
+    let (project, _, _) = project_issue_comment(&app, &key).await;
+    let guarded = app
+        .call_with(
+            &key,
+            &[("if-none-match", "*")],
+            Method::PATCH,
+            &format!("/projects/{project}"),
+            Some(json!({"name": "Changed"})),
+        )
+        .await;
+    assert_eq!(
+        guarded.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        guarded.body
+    );
+    let unchanged = app.get(&key, &format!("/projects/{project}")).await;
+    assert_ne!(unchanged.json()["name"], "Changed");
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
     client

@@ -59,6 +59,8 @@ async fn a_page_of_a_listed_origin_has_its_preflight_answered_and_reads_every_an
         "content-type",
         "idempotency-key",
         "if-match",
+        "if-none-match",
+        "if-unmodified-since",
         "x-tenant-id",
     ] {
         assert!(allowed.contains(h), "{allowed}");

@@ -933,6 +933,20 @@ async fn a_write_whose_precondition_cannot_hold_is_412_and_changes_nothing() {
         app.count("SELECT count(*) FROM tenantry.resources").await,
         1
     );
+    // A PUT's target may be absent: not checked, and said so.
+    let role = app.create_role(&t.key, "reader", &[]).await;
+    let grant = app
+        .client
+        .put(app.url(&format!("/v1/roles/{role}/permissions/resources.read")));
+    let answer = app.send_raw(with(grant, "if-none-match", "*")).await;
+    let refused = answer.problem(412, "precondition_failed");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not check"),
+        "{refused}"
+    );
     // Conditions that hold go on.
     for (header, value, name) in [
         ("if-match", "*", "star"),
@@ -1090,6 +1104,18 @@ async fn a_missing_or_repeated_host_and_a_transfer_coding_other_than_chunked_are
          Connection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
         t.key,
         chunk.len()
+    ))
+    .await;
+    assert!(text.starts_with("HTTP/1.1 415"), "{text}");
+    // Chunked twice (RFC 9112, 6.1: applied once), which a proxy in front may
+    // undo twice where the server undid it once.
+    let inner = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
+    let text = exchange(format!(
+        "POST /v1/resources HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked, chunked\r\n\
+         Connection: close\r\n\r\n{:x}\r\n{inner}\r\n0\r\n\r\n",
+        t.key,
+        inner.len()
     ))
     .await;
     assert!(text.starts_with("HTTP/1.1 415"), "{text}");

@@ -244,6 +244,19 @@ async fn public_metrics_show_anyone_the_totals_and_no_tenant() {
         "{}",
         operator.text
     );
+    // The document says so: /metrics offers no credential as well.
+    let spec = app
+        .send(reqwest::Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200)
+        .clone();
+    let security = &spec["paths"]["/metrics"]["get"]["security"];
+    assert!(
+        security
+            .as_array()
+            .is_some_and(|all| all.contains(&serde_json::json!({}))),
+        "{security}"
+    );
     // A wrong token is still refused, not answered as anyone.
     app.send(reqwest::Method::GET, "/metrics", Some("bogus"), None)
         .await
