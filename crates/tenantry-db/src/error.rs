@@ -455,9 +455,15 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
             // A server connection whose session is no longer the server's own
             // (assert_clean_session): it is closed, the caller retries.
             "TN503" => DbError::Unavailable(message),
+            // With its DETAIL, which says how to resolve it (a table to give
+            // a key to): the CLI and the API showed only the message, so the
+            // fix stayed in what psql alone prints (a schema review).
             "TN409" => DbError::Conflict(Conflict {
                 field,
-                ..Conflict::new(message)
+                ..Conflict::new(match db.detail() {
+                    Some(detail) => format!("{}. {detail}", message.trim_end_matches('.')),
+                    None => message,
+                })
             }),
             "TN429" => DbError::QuotaExceeded(message),
             "TN403" if db.hint() == Some("tenant_suspended") => DbError::TenantSuspended(message),

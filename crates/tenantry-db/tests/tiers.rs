@@ -5530,3 +5530,44 @@ async fn the_doctors_fixes_run_top_to_bottom_leave_schema_tenants_tables_like_th
     .await
     .unwrap();
 }
+
+/// A schema tenant refused because a foreign key of the team's cannot reach
+/// its rows says how to fix it in the error the library returns, not only in
+/// the DETAIL that psql alone prints (the CLI and the API dropped it: found
+/// by a review adopting a realistic schema).
+#[tokio::test]
+async fn a_schema_tenant_refused_over_a_foreign_key_says_how_to_fix_it() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.parents (
+             tenant_id uuid NOT NULL DEFAULT tenantry.current_tenant_id() REFERENCES tenantry.tenants (tenant_id),
+             id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.parents');
+         CREATE TABLE public.links (
+             tenant_id uuid NOT NULL DEFAULT tenantry.current_tenant_id() REFERENCES tenantry.tenants (tenant_id),
+             a int NOT NULL, b int NOT NULL, PRIMARY KEY (tenant_id, a, b),
+             FOREIGN KEY (tenant_id, a) REFERENCES public.parents (tenant_id, id));
+         SELECT tenantry.adopt_table('public.links');",
+    )
+    .await
+    .unwrap();
+    let mut admin = db.admin("test").await.unwrap();
+    let refused = admin
+        .create_tenant(&NewTenant {
+            name: "silo".into(),
+            isolation: Isolation::Schema,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let DbError::Conflict(conflict) = &refused else {
+        panic!("{refused:?}");
+    };
+    let text = conflict.to_string();
+    assert!(
+        text.contains("schema of its own") && text.contains("Give public.links a primary key"),
+        "{text}"
+    );
+}
