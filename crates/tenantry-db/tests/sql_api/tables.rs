@@ -2006,6 +2006,60 @@ async fn the_doctor_names_a_policy_or_grant_changed_on_a_schema_tenants_table_an
     assert_eq!(count(&m, "SELECT count(*) FROM table_problems()").await, 0);
 }
 
+/// A view over a table family reads the pooled table alone: a schema
+/// tenant, whose rows are in its own schema's table, sees none of them
+/// through it (found by a review adopting a realistic schema). Once a tenant
+/// schema holds tables, the doctor names each such view and materialized
+/// view, as a warning that neither stops serve nor refuses adopting again.
+#[tokio::test]
+async fn the_doctor_warns_of_a_view_over_a_table_family_once_schema_tenants_exist() {
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE boards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                              name text, PRIMARY KEY (tenant_id, id));
+         SELECT adopt_table('boards');
+         CREATE VIEW board_names WITH (security_invoker = true) AS SELECT tenant_id, name FROM boards;",
+    )
+    .await;
+    // No schema tenant: every tenant's rows are in the table the view reads.
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+    exec(
+        &m,
+        "SELECT tenantry.create_tenant('silo', NULL, 'schema');
+         CREATE MATERIALIZED VIEW board_count AS SELECT count(*) FROM boards;",
+    )
+    .await;
+    let found = findings(&m).await;
+    for view in [
+        "view public.board_names",
+        "materialized view public.board_count",
+    ] {
+        assert!(
+            found.iter().any(|f| f.starts_with(&format!(
+                "tier_views: {view} reads public.boards alone: a schema tenant keeps its rows of it in its own schema's table"
+            )) && f.contains("read boards by its unqualified name")),
+            "{view}: {found:?}"
+        );
+    }
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT DISTINCT severity FROM tenantry.table_problems() WHERE rule = 'tier_views'"
+        )
+        .await,
+        ["warning"]
+    );
+    exec(&m, "SELECT adopt_table('boards')").await;
+    exec(
+        &m,
+        "DROP VIEW board_names; DROP MATERIALIZED VIEW board_count;",
+    )
+    .await;
+    assert_eq!(findings(&m).await, Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn adopting_again_as_before_records_no_tenant_schema_step_and_a_changed_option_records_one() {
     let tdb = TestDatabase::new().await;
