@@ -226,7 +226,11 @@ impl http_body::Body for WatchedBody {
 /// the request for its credential extractor ([`crate::TenantCaller`],
 /// [`crate::Person`]), which answers 412 once the credential is accepted; a
 /// route that takes no credential answers it only if it checks
-/// [`crate::preconditions::UnmetPrecondition::refuse`] itself.
+/// [`crate::preconditions::UnmetPrecondition::refuse`] itself. Every entity
+/// tag counts as unmet, as tenantry sends none: an application whose routes
+/// send and check tags of their own removes the `UnmetPrecondition`
+/// extension in a layer inside this one for those routes, or leaves this
+/// layer out.
 ///
 /// Every answer that set no `Cache-Control` of its own gets `no-store`:
 /// answers carry tenants' data and, once, keys' secrets, and a browser or a
