@@ -257,34 +257,34 @@ impl FromRequestParts<AppState> for MetricsReader {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let access = &state.metrics;
-        if !parts
+        let every_series = if !parts
             .headers
             .contains_key(axum::http::header::AUTHORIZATION)
         {
-            return if access.public {
-                tenantry_axum::preconditions::UnmetPrecondition::refuse(parts)?;
-                Ok(MetricsReader(false))
-            } else {
-                Err(ApiError::new(
+            if !access.public {
+                return Err(ApiError::new(
                     ProblemCode::Unauthorized,
                     "/metrics takes the admin token or the metrics token (metrics_token) as bearer; \
                      metrics_public = true lets anyone read its totals",
-                ))
-            };
-        }
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        if state.admin_token.matches(token)
-            || access.token.as_ref().is_some_and(|t| t.matches(token))
-        {
-            tenantry_axum::preconditions::UnmetPrecondition::refuse(parts)?;
-            return Ok(MetricsReader(true));
-        }
-        Err(match state.tenantry.valid_credential_kind(token).await? {
-            Some(kind) => ApiError::new(
-                ProblemCode::WrongCredential,
-                format!("/metrics takes the admin token or the metrics token, not {kind}"),
-            ),
-            None => ApiError::invalid_token(),
-        })
+                ));
+            }
+            false
+        } else {
+            let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+            if !state.admin_token.matches(token)
+                && !access.token.as_ref().is_some_and(|t| t.matches(token))
+            {
+                return Err(match state.tenantry.valid_credential_kind(token).await? {
+                    Some(kind) => ApiError::new(
+                        ProblemCode::WrongCredential,
+                        format!("/metrics takes the admin token or the metrics token, not {kind}"),
+                    ),
+                    None => ApiError::invalid_token(),
+                });
+            }
+            true
+        };
+        tenantry_axum::preconditions::UnmetPrecondition::refuse(parts)?;
+        Ok(MetricsReader(every_series))
     }
 }

@@ -806,16 +806,34 @@ struct PublicProbes;
 impl Modify for PublicProbes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for path in ["/healthz", "/readyz"] {
-            if let Some(get) = openapi
-                .paths
-                .paths
-                .get_mut(path)
-                .and_then(|item| item.get.as_mut())
-            {
+            if let Some(get) = get_operation(openapi, path) {
                 get.security = Some(Vec::new());
             }
         }
     }
+}
+
+/// Where the operator set `metrics_public`: the document offers `/metrics`
+/// without a credential too (an empty requirement beside the tokens), as
+/// that server answers it.
+pub fn offer_metrics_without_credential(openapi: &mut utoipa::openapi::OpenApi) {
+    if let Some(get) = get_operation(openapi, "/metrics") {
+        get.security
+            .get_or_insert_with(Vec::new)
+            .push(utoipa::openapi::security::SecurityRequirement::default());
+    }
+}
+
+/// The GET operation of `path`, if the document has one.
+fn get_operation<'a>(
+    openapi: &'a mut utoipa::openapi::OpenApi,
+    path: &str,
+) -> Option<&'a mut Operation> {
+    openapi
+        .paths
+        .paths
+        .get_mut(path)
+        .and_then(|item| item.get.as_mut())
 }
 
 /// A response header of one JSON type, described.

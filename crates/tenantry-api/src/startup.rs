@@ -35,17 +35,7 @@ pub fn router(
 ) -> Router {
     let (api, mut openapi) = openapi::api_router().split_for_parts();
     if state.metrics.is_public() {
-        // The document says what this server does: anyone may scrape.
-        if let Some(get) = openapi
-            .paths
-            .paths
-            .get_mut("/metrics")
-            .and_then(|item| item.get.as_mut())
-        {
-            get.security
-                .get_or_insert_with(Vec::new)
-                .push(utoipa::openapi::security::SecurityRequirement::default());
-        }
+        openapi::offer_metrics_without_credential(&mut openapi);
     }
     let without_query = std::sync::Arc::new(openapi::operations_without_query(&openapi));
     let public = std::sync::Arc::new(openapi::public_operations(&openapi));
@@ -93,7 +83,7 @@ pub fn router(
         ))
         .route_layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
-                refuse_unmet_if_match(public.clone(), request, next)
+                answer_unmet_precondition_without_credential(public.clone(), request, next)
             },
         ))
         .route_layer(axum::middleware::from_fn(
@@ -233,7 +223,7 @@ async fn refuse_declared_oversize(
 /// answers it once the credential was accepted (a revoked key with
 /// `If-Match` is 401, as without it). Every credential extractor checks it
 /// (`every_operation_refuses_a_precondition_that_cannot_hold_after_its_credential`).
-async fn refuse_unmet_if_match(
+async fn answer_unmet_precondition_without_credential(
     public: std::sync::Arc<std::collections::HashSet<(axum::http::Method, String)>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,

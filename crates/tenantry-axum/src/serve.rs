@@ -237,7 +237,7 @@ impl http_body::Body for WatchedBody {
 /// "cache everything" proxy kept them (an HTTP review; RFC 9111 keeps shared
 /// caches from answers to `Authorization` only by default).
 pub async fn http_hygiene(
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let headers = request.headers();
@@ -245,7 +245,6 @@ pub async fn http_hygiene(
     let (mut response, body_read) = match refused_framing(request.version(), headers, has_body) {
         Some(refusal) => (axum::response::IntoResponse::into_response(refusal), false),
         None => {
-            let mut request = request;
             if let Some(unmet) = crate::preconditions::unmet(request.method(), request.headers()) {
                 request.extensions_mut().insert(unmet);
             }
