@@ -64,6 +64,10 @@ pub struct NewRoleBody {
 }
 
 /// Members of the caller's tenant (`members.read`).
+///
+/// Active and pending members (a pending one waits for the person to accept an
+/// invitation), each with their roles and whether they own the tenant, oldest
+/// first.
 #[utoipa::path(
     get, path = "/v1/members", tag = "access", params(PageQuery),
     responses(
@@ -148,6 +152,9 @@ pub async fn assign_role(
 }
 
 /// Roles of the caller's tenant with their permissions (`roles.read`).
+///
+/// Each role with its description and the catalogue permissions granted to it,
+/// in role id order.
 #[utoipa::path(
     get, path = "/v1/roles", tag = "access", params(PageQuery),
     responses(
@@ -169,6 +176,11 @@ pub async fn list_roles(
 }
 
 /// Create a role in the caller's tenant (`roles.write`).
+///
+/// The role starts without permissions: grant them one by one with `PUT
+/// /v1/roles/{role_id}/permissions/{permission}`, then assign the role to
+/// members or bind keys to it. Role names are unique within a tenant (409
+/// otherwise).
 #[utoipa::path(
     post, path = "/v1/roles", tag = "access", request_body = NewRoleBody,
     responses(
@@ -195,7 +207,11 @@ pub async fn create_role(
 }
 
 /// Grant a catalogue permission to a role of the caller's tenant (`roles.write`;
-/// the key must hold the permission itself). Idempotent.
+/// the key must hold the permission itself).
+///
+/// Idempotent: granting a permission the role holds answers the role
+/// unchanged. Members and keys holding the role get it at once (other
+/// servers on the database within a second).
 #[utoipa::path(
     put, path = "/v1/roles/{role_id}/permissions/{permission}", tag = "access",
     params(("role_id" = String, Path, format = Uuid), ("permission" = String, Path, example = "resources.read")),
@@ -223,7 +239,11 @@ pub async fn grant_permission(
     Ok(r)
 }
 
-/// Remove a permission from a role of the caller's tenant (`roles.write`). Idempotent.
+/// Remove a permission from a role of the caller's tenant (`roles.write`).
+///
+/// Idempotent: removing a permission the role lacks answers the role
+/// unchanged. Members and keys holding the role lose it at once (other
+/// servers on the database within a second).
 #[utoipa::path(
     delete, path = "/v1/roles/{role_id}/permissions/{permission}", tag = "access",
     params(("role_id" = String, Path, format = Uuid), ("permission" = String, Path, example = "resources.read")),
@@ -252,6 +272,9 @@ pub async fn revoke_permission(
 }
 
 /// The global permission catalogue (`roles.read`).
+///
+/// Every permission a role, key or member can hold, with what it allows: the
+/// same catalogue for every tenant, in name order.
 #[utoipa::path(
     get, path = "/v1/permissions", tag = "access", params(PageQuery),
     responses(

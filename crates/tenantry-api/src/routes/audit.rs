@@ -86,6 +86,12 @@ fn page(mut items: Vec<AuditEntry>, limit: u32) -> Page<AuditEntry> {
 }
 
 /// The caller's tenant's audit log, newest first (`audit.read`).
+///
+/// Each entry names who acted (`actor`: a key, a member, `admin`, a database
+/// login; `impersonator` when someone acted as them), the action, its target
+/// and details. Only the tenant's own entries: a descendant's are in the
+/// descendant's log. Filter by `action` and a time window; follow `next_cursor`
+/// for older entries.
 #[utoipa::path(
     get, path = "/v1/audit", operation_id = "list_audit_events", tag = "audit", params(AuditListQuery),
     responses(
@@ -108,6 +114,9 @@ pub async fn tenant_audit(
 }
 
 /// Any tenant's audit log, newest first (admin).
+///
+/// The same entries and filters as the tenant's own `GET /v1/audit`, for a
+/// tenant of any status until it is purged; an unknown or purged id is 404.
 #[utoipa::path(
     get, path = "/v1/tenants/{tenant_id}/audit", operation_id = "list_tenant_audit_events", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid), AuditListQuery),

@@ -183,7 +183,11 @@ pub(crate) async fn own_key(
     }
 }
 
-/// Keys of the caller's tenant, newest first (`keys.read`). Secrets are never listed.
+/// Keys of the caller's tenant, newest first (`keys.read`).
+///
+/// Revoked, expired and rotated keys are listed too, with their role, member,
+/// scopes, expiry and addresses. Secrets are never listed: a key's secret is
+/// in the answer that created it only. A descendant's keys are not here.
 #[utoipa::path(
     get, path = "/v1/keys", tag = "keys", params(PageQuery),
     responses(
@@ -210,6 +214,12 @@ pub async fn list_keys(
 }
 
 /// Create a key for the caller's tenant (`keys.write`); shown once.
+///
+/// The secret is in `key` in this answer only (a replay under the same
+/// Idempotency-Key answers it empty); it is stored as a hash. A key never
+/// reaches further than the caller: its role, member, scopes, expiry and
+/// addresses are bounded by the caller's own, and a permission the caller lacks
+/// is refused (403).
 #[utoipa::path(
     post, path = "/v1/keys", tag = "keys", request_body = NewKeyBody,
     responses(
@@ -235,6 +245,10 @@ pub async fn create_key(
 }
 
 /// Revoke a key of the caller's tenant (`keys.write`); it is refused at once.
+///
+/// Idempotent: revoking a revoked key answers 204 again. A descendant's key, or
+/// any other tenant's, is 404 here, like a missing one; a caller cannot revoke
+/// a key holding permissions it does not hold itself (403).
 #[utoipa::path(
     delete, path = "/v1/keys/{key_id}", tag = "keys",
     params(("key_id" = String, Path, format = Uuid)),

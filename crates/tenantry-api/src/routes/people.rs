@@ -22,6 +22,11 @@ use crate::{
 };
 
 /// The tenants the signed-in person is a member of (a person's token; no tenant needed).
+///
+/// Active and suspended tenants where the person is an active member, with
+/// their roles and whether they own it; pending memberships (an invitation not
+/// yet accepted) are not listed. Send one of these ids as `X-Tenant-Id` to act
+/// in that tenant.
 #[utoipa::path(
     get, path = "/v1/me/tenants", tag = "people", params(PageQuery),
     responses(
@@ -148,6 +153,10 @@ pub async fn create_invitation(
 }
 
 /// The caller's tenant's invitations, newest first (`members.read`).
+///
+/// Pending, accepted, revoked and expired invitations alike, with who created
+/// each and when it was accepted. Tokens are never listed: an invitation's
+/// token is in the answer that created it only.
 #[utoipa::path(
     get, path = "/v1/invitations", tag = "people", params(PageQuery),
     responses(

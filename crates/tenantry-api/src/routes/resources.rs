@@ -95,6 +95,11 @@ pub struct ResourceListQuery {
 }
 
 /// Create a resource owned by the caller's tenant (`resources.write`).
+///
+/// `data` is any JSON object (default `{}`). The answer's `Location` is where
+/// the resource is read. A tenant at its `max_resources` or
+/// `max_storage_bytes` limit is refused with 409 `quota_exceeded`, and nothing
+/// is written.
 #[utoipa::path(
     post, path = "/v1/resources", tag = "resources", request_body = NewResourceBody,
     responses(
@@ -129,6 +134,11 @@ pub async fn create_resource(
 }
 
 /// Resources the caller may read, newest first (`resources.read`).
+///
+/// The tenant's own resources, its descendants' and those other tenants shared
+/// with it; `owner` narrows to one of the three, `name_prefix` to names
+/// starting with a text. Follow `next_cursor` until it is `null`: a page may be
+/// short before the end.
 #[utoipa::path(
     get, path = "/v1/resources", tag = "resources", params(ResourceListQuery),
     responses(
@@ -240,6 +250,10 @@ pub async fn patch_resource(
 }
 
 /// Delete a resource of the caller or a descendant (`resources.delete`); its shares go with it.
+///
+/// Another tenant's resource answers 404, like a missing one; so does a
+/// resource only shared with the caller, which it may decline instead (`DELETE
+/// /v1/resources/{id}/shares/{tenant_id}` with its own tenant's id).
 #[utoipa::path(
     delete, path = "/v1/resources/{id}", tag = "resources",
     params(("id" = String, Path, format = Uuid)),
@@ -293,6 +307,10 @@ pub async fn share_resource(
 }
 
 /// Shares of a resource the caller owns (`resources.read`).
+///
+/// The tenants it is shared with (read-only), who shared it and when. A
+/// resource only shared with the caller, or another tenant's, answers 404, like
+/// a missing one.
 #[utoipa::path(
     get, path = "/v1/resources/{id}/shares", tag = "resources", params(("id" = String, Path, format = Uuid), PageQuery),
     responses(

@@ -19,6 +19,10 @@ pub struct Health {
 }
 
 /// The process is alive.
+///
+/// Answers 200 while the process runs, without asking the database: the
+/// liveness probe. Whether requests can be served (database, schema, context
+/// key) is `/readyz`'s question.
 #[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })

@@ -194,6 +194,9 @@ pub async fn create_tenant(
 }
 
 /// List all tenants (admin), in id order.
+///
+/// Every tenant, root or child, whatever its status (active, suspended, or
+/// deleted until purged); follow `next_cursor` for the next page.
 #[utoipa::path(
     get, path = "/v1/tenants", tag = "tenants", params(PageQuery),
     responses(
@@ -227,6 +230,8 @@ pub async fn list_tenants(
 }
 
 /// Show any tenant (admin).
+///
+/// A tenant of any status until it is purged; an unknown or purged id is 404.
 #[utoipa::path(
     get, path = "/v1/tenants/{tenant_id}", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid)),
@@ -250,6 +255,11 @@ pub async fn get_tenant(
 }
 
 /// Change a tenant's name, settings, parent or isolation model (admin).
+///
+/// Only the fields sent change, in one transaction. `parent_id` re-parents the
+/// tenant with its subtree (a cycle is 409); `isolation` moves it to the other
+/// tier in the same transaction, holding back its writes meanwhile: large
+/// tenants move online with `POST /v1/tenants/{tenant_id}/move`.
 #[utoipa::path(
     patch, path = "/v1/tenants/{tenant_id}", tag = "tenants", request_body = TenantPatch,
     params(("tenant_id" = String, Path, format = Uuid)),
@@ -320,6 +330,12 @@ async fn set_status(
 }
 
 /// Delete a tenant (admin): its status becomes `deleted` (terminal); data and audit are kept, keys stop working.
+///
+/// Its keys and its members' tokens are refused at once, and the shares it gave
+/// and received are revoked. A tenant with live children is refused (409):
+/// delete them first. Its rows stay until it is purged (`POST
+/// /v1/tenants/{tenant_id}/purge` once its grace period is over, or `tenantry
+/// tenant purge`); a deleted tenant cannot be activated again.
 #[utoipa::path(
     delete, path = "/v1/tenants/{tenant_id}", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid)),
@@ -414,6 +430,9 @@ pub async fn purge_tenant(
 }
 
 /// Suspend a tenant (admin): its keys get 403 on every tenant route; data is kept.
+///
+/// Its members' tokens get 403 `tenant_suspended` in it too; the admin routes
+/// still reach it. `POST /v1/tenants/{tenant_id}/activate` undoes it.
 #[utoipa::path(
     post, path = "/v1/tenants/{tenant_id}/suspend", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid)),
@@ -492,6 +511,9 @@ pub async fn move_tenant(
 }
 
 /// Give up a tenant's move under way (admin): it stays in its tier with every row.
+///
+/// A tenant with no move under way is 404. The move can be asked for again
+/// later (`POST /v1/tenants/{tenant_id}/move`).
 #[utoipa::path(
     delete, path = "/v1/tenants/{tenant_id}/move", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid)),
@@ -524,6 +546,9 @@ pub async fn abort_tenant_move(
 }
 
 /// Re-activate a suspended tenant (admin).
+///
+/// Its keys and members work again at once. A deleted tenant stays deleted
+/// (409).
 #[utoipa::path(
     post, path = "/v1/tenants/{tenant_id}/activate", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid)),
@@ -657,6 +682,10 @@ pub async fn revoke_tenant_key(
 
 /// Rotate one of a tenant's keys (admin), audited as `admin`: the successor is
 /// shown once; the old key keeps working for the grace period, then expires.
+///
+/// The successor has the old key's role, member, scopes, expiry and
+/// addresses. A revoked, expired or already rotated key is 409; a key of
+/// another tenant is 404.
 #[utoipa::path(
     post, path = "/v1/tenants/{tenant_id}/keys/{key_id}/rotate", tag = "tenants",
     request_body(content = Option<RotateBody>),
@@ -692,6 +721,8 @@ pub async fn rotate_tenant_key(
 }
 
 /// A tenant's roles with their permissions (admin).
+///
+/// As the tenant's own `GET /v1/roles` lists them, in role id order.
 #[utoipa::path(
     get, path = "/v1/tenants/{tenant_id}/roles", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid), PageQuery),
@@ -716,6 +747,9 @@ pub async fn list_tenant_roles(
 }
 
 /// A tenant's members with their roles (admin).
+///
+/// Active and pending members, oldest first, as the tenant's own `GET
+/// /v1/members` lists them.
 #[utoipa::path(
     get, path = "/v1/tenants/{tenant_id}/members", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid), PageQuery),
@@ -781,6 +815,9 @@ pub struct TenantUsage {
 }
 
 /// Usage of any tenant (admin): resource usage and hourly metrics with storage.
+///
+/// What `GET /v1/usage/resources` and `GET /v1/usage/metrics` answer the
+/// tenant, in one answer: its own figures and its descendants' (flagged).
 #[utoipa::path(
     get, path = "/v1/tenants/{tenant_id}/usage", operation_id = "get_tenant_usage", tag = "tenants",
     params(("tenant_id" = String, Path, format = Uuid)),
@@ -805,6 +842,9 @@ pub async fn tenant_usage(
 }
 
 /// The key's own tenant (`tenant.read`).
+///
+/// The tenant the request acts in (a key's own, or the `X-Tenant-Id` a person's
+/// token names), with its status, parent, settings and isolation model.
 #[utoipa::path(
     get, path = "/v1/tenant", tag = "tenant",
     responses(
@@ -845,6 +885,9 @@ pub async fn child(caller: TenantCaller, Path(id): Path<String>) -> Result<Json<
 }
 
 /// Direct children of the key's tenant (`tenant.read`).
+///
+/// Oldest first, whatever their status; a grandchild is listed under its own
+/// parent.
 #[utoipa::path(
     get, path = "/v1/tenant/children", tag = "tenant", params(PageQuery), operation_id = "list_children",
     responses(

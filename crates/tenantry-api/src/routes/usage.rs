@@ -64,6 +64,9 @@ pub async fn metrics(
 }
 
 /// Resource count, storage and last change of the caller's tenant and its descendants (`usage.read`).
+///
+/// One row per tenant of the subtree, the caller's own first, counted when
+/// asked.
 #[utoipa::path(
     get, path = "/v1/usage/resources", tag = "usage", operation_id = "usage_resources",
     responses((status = 200, body = Vec<ResourceUsage>), responses::TenantAuth),
@@ -88,6 +91,11 @@ pub struct KeyUsageQuery {
 }
 
 /// Requests per API key of the caller's tenant over the last hours, most active first (`usage.read`).
+///
+/// `hours` is 1 to 720 (default 24). Each key of the tenant that made a request
+/// in the period, with its count, how many were answered with a status of 400
+/// or more, and its last request; keys without a request in the period are left
+/// out.
 #[utoipa::path(
     get, path = "/v1/usage/keys", tag = "usage", params(KeyUsageQuery), operation_id = "usage_keys",
     responses(
