@@ -3167,7 +3167,7 @@ BEGIN
           JOIN pg_catalog.pg_depend d ON d.objid = s::oid AND d.deptype = 'a' AND d.refobjid = tbl
           JOIN pg_catalog.pg_attribute a ON a.attrelid = tbl AND a.attnum = d.refobjsubid;
         IF problems IS NOT NULL THEN
-            RAISE NOTICE '% numbers its rows from sequences shared by every tenant: %; the app roles may use them, so any tenant can read how many rows all tenants inserted (pg_sequences.last_value) and advance them (an int4 serial to its end)', tbl, problems
+            RAISE NOTICE '% numbers its rows from sequences shared by every tenant: %; the app roles may use them, so any tenant can read how many rows all tenants inserted (pg_sequences.last_value) and advance them (a serial or smallserial column to its last value, which stops every tenant''s inserts)', tbl, problems
                 USING HINT = 'SELECT fix FROM tenantry.shared_sequences() prints, for each, the statements (one transaction, as the role that adopted the table) that make it an identity column, which inserts advance without that grant; tenantry doctor prints them as notes. Or key rows by uuid.';
         END IF;
         problems := NULL;
