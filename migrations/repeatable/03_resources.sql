@@ -1095,6 +1095,23 @@ BEGIN
                 TG_TABLE_SCHEMA, TG_TABLE_NAME
                 USING ERRCODE = 'TN409';
         END IF;
+        -- The tenant's own row, no move under way, and the transaction's
+        -- route is the tenant's tier now (tenant_tier_lock checked it and
+        -- holds the tier): no retry routes this statement elsewhere. It
+        -- named the table past the route: qualified (public.invoices), or
+        -- from a function with its own search_path, or a psql session
+        -- without setup_connection(). Said once, not retried until the
+        -- server gives up with 503 (found by a review adopting a messy
+        -- schema: a team's trigger naming public.audit_log).
+        IF row_tenant IS NOT DISTINCT FROM me AND t.moving_to IS NULL
+           AND tenantry.context_route_matches(current_setting('backtrace_functions'), t.isolation, t.schema_name) THEN
+            RAISE EXCEPTION 'tenant %''s rows of % are kept in %, not in %.%: the statement named that table past the tenant''s route',
+                row_tenant, TG_TABLE_NAME, CASE WHEN t.isolation = 'schema' THEN 'its schema' ELSE 'the pooled table' END,
+                TG_TABLE_SCHEMA, TG_TABLE_NAME
+                USING ERRCODE = 'TN409',
+                      DETAIL = 'A schema-qualified name, a function or trigger whose own search_path names the table, or a psql session that did not call SELECT tenantry.setup_connection() after setting its tenant context.',
+                      HINT = 'Name tenant tables unqualified in statements run in a tenant context, and leave search_path out of functions that write them: the tenant''s route then finds its own table.';
+        END IF;
         RAISE EXCEPTION 'tenant %''s rows of % are kept in %, not in %.%: if it just moved between tiers, retry the transaction (a psql session routes its unqualified table names to the tenant''s tables by calling SELECT tenantry.setup_connection() once after setting a tenant context; the setters move that route along when the tenant changes)',
             row_tenant, TG_TABLE_NAME, CASE WHEN t.isolation = 'schema' THEN 'its schema' ELSE 'the pooled table' END,
             TG_TABLE_SCHEMA, TG_TABLE_NAME
@@ -1131,7 +1148,7 @@ BEGIN
     RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
-COMMENT ON FUNCTION tenantry.tenant_row_home() IS 'Trigger (BEFORE each row written in a tenant table): refuses a row of a visible tenant written outside its tier (40001, HINT tier_moved: the writer''s route is stale, retry; both resources tables are its tier while it moves back to the shared one) and records the row''s key (column TG_ARGV[0]) in tier_move_changes while the tenant moves: towards the schema tier, every write; towards the shared tier, writes in its own tables of adopted families (the cut-over copies them again).';
+COMMENT ON FUNCTION tenantry.tenant_row_home() IS 'Trigger (BEFORE each row written in a tenant table): refuses a row of a visible tenant written outside its tier (TN409 when the writer''s route is current and no move is under way: the statement named the table past the route; else 40001, HINT tier_moved: the writer''s route is stale, retry; both resources tables are its tier while it moves back to the shared one) and records the row''s key (column TG_ARGV[0]) in tier_move_changes while the tenant moves: towards the schema tier, every write; towards the shared tier, writes in its own tables of adopted families (the cut-over copies them again).';
 
 /** A deleted resource takes its shares with it (what the foreign key did when resources was one table). */
 CREATE OR REPLACE FUNCTION tenantry.resources_revoke_shares()

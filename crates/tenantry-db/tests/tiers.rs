@@ -2032,6 +2032,56 @@ async fn an_ancestor_writing_a_descendants_row_across_tiers_gets_a_conflict_not_
     }
 }
 
+/// A schema tenant's statement that names the pooled table past its route
+/// (qualified, or from a function whose own search_path names it) is a
+/// conflict said once, not the 40001 of a stale route: its route is current,
+/// so the retries could never succeed and the server would answer 503 after
+/// them. The same tenant's unqualified write lands in its own table.
+#[tokio::test]
+async fn a_schema_tenant_naming_the_pooled_table_past_its_route_gets_a_conflict_not_a_retry() {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let su = tdb.superuser_client().await;
+    su.batch_execute(PROJECTS).await.unwrap();
+    // A team's helper that pins its own search_path, as many do.
+    su.batch_execute(
+        "CREATE FUNCTION public.add_project(n text) RETURNS void LANGUAGE sql
+         SET search_path = public AS $$ INSERT INTO projects (name) VALUES (n) $$;
+         GRANT EXECUTE ON FUNCTION public.add_project(text) TO tenantry_app;",
+    )
+    .await
+    .unwrap();
+    let t = tenant(&db, "silo", Isolation::Schema).await;
+    for sql in [
+        "INSERT INTO public.projects (name) VALUES ('qualified')",
+        "SELECT public.add_project('through a helper')",
+    ] {
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let err = db
+            .in_tenant(&TenantContext::new(t), &attempts, |scope, attempts| {
+                Box::pin(async move {
+                    attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    scope.execute(sql, &[]).await
+                })
+            })
+            .await
+            .unwrap_err();
+        match &err {
+            DbError::Conflict(message) => assert!(
+                message.contains("past the tenant's route") && message.contains("public.projects"),
+                "{sql}: {message}"
+            ),
+            other => panic!("{sql}: {other:?}"),
+        }
+        assert_eq!(attempts.into_inner(), 1, "{sql}: retried");
+    }
+    assert!(home_of(&su, "public.projects", t).await.is_empty());
+    own_sql(&db, t, "INSERT INTO projects (name) VALUES ('its own')")
+        .await
+        .unwrap();
+    assert_eq!(home_of(&su, "public.projects", t).await.len(), 1);
+}
+
 /// What `t` reads with `sql` in its own context, as the team's code does
 /// (the first column of each row).
 async fn own_names(db: &Database, t: TenantId, sql: &'static str) -> Vec<String> {

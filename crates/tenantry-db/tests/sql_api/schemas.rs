@@ -384,7 +384,7 @@ async fn a_tenant_schema_table_is_unreachable_from_another_tenants_context() {
         // Planting a row: another tenant's, refused by the policy (which
         // says nothing of that tenant); its own, refused as written outside
         // its tier (tenant_row_home).
-        for (owner, code) in [(s1, "42501"), (t, "40001")] {
+        for (owner, code) in [(s1, "42501"), (t, "TN409")] {
             expect_sqlstate_any(
                 app.batch_execute(&format!(
                     "INSERT INTO {table} (tenant_id, name) VALUES ('{owner}', 'planted')"
