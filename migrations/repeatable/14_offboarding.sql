@@ -610,9 +610,33 @@ BEGIN
     INSERT INTO tenantry.purged_tenants (tenant_id, name, deleted_at, purged_by, rows_deleted)
     VALUES (tid, t.name, t.updated_at, tenantry.current_actor(), counts)
     RETURNING purged_tenants.purged_at INTO purged_at;
+    -- The planner's statistics (pg_statistic: most common values, histogram
+    -- bounds) keep sampled values of the rows deleted here, names and emails
+    -- among them, until each table is analyzed again, which autovacuum does
+    -- not do for a few rows gone (found by an erasure review). Analyzed now,
+    -- in this transaction: its own deletions are left out of the sample. A
+    -- table whose lock another maintenance holds past a second is left to
+    -- autovacuum, with a warning that names it. Not on Citus, whose ANALYZE
+    -- of a distributed table runs outside a transaction block.
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        waited := current_setting('lock_timeout');
+        -- The counts' keys are tables, or a table and a column: the table.
+        FOR f IN SELECT DISTINCT to_regclass(format('%I.%I', p[1], p[2])) AS tbl
+                   FROM jsonb_object_keys(counts || '{"tenantry.tenants": 1}') k,
+                        LATERAL parse_ident(k) p LOOP
+            CONTINUE WHEN f.tbl IS NULL;
+            BEGIN
+                PERFORM set_config('lock_timeout', '1s', true);
+                EXECUTE format('ANALYZE %s', f.tbl);
+            EXCEPTION WHEN lock_not_available THEN
+                RAISE WARNING 'the statistics of % may still show values of the purged rows until it is analyzed again (ANALYZE %): its lock was held', f.tbl, f.tbl;
+            END;
+        END LOOP;
+        PERFORM set_config('lock_timeout', waited, true);
+    END IF;
     RETURN jsonb_build_object('tenant_id', tid, 'purged_at', purged_at, 'deleted_at', t.updated_at,
                               'schema_dropped', dropped, 'rows_deleted', counts);
 END
 $$;
-COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), the answers stored for idempotent retries that carry its id (the operator''s, its parent''s: kept as 410 Gone without a body, so a retried creation does not make it again), its tenant row; records it (rows_deleted counts its schema''s rows too, under their schema-qualified table names) in purged_tenants so the id is never reused. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children, or while an unadopted table''s foreign key still points at its rows; TN503 when its schema is busy.';
+COMMENT ON FUNCTION tenantry.purge_tenant(uuid) IS 'Admin (administrative context) or operator: hard-deletes a tenant deleted at least purge_policy.grace ago (no children, no move under way): its schema, every row of every tenant-keyed column (tenant_keyed_columns()), the answers stored for idempotent retries that carry its id (the operator''s, its parent''s: kept as 410 Gone without a body, so a retried creation does not make it again), its tenant row; records it (rows_deleted counts its schema''s rows too, under their schema-qualified table names) in purged_tenants so the id is never reused; analyzes the tables it deleted from, so that their planner statistics hold none of its values. Returns {tenant_id, purged_at, deleted_at, schema_dropped, rows_deleted}. TN404 unknown or purged, TN409 not deleted, in its grace period, with children, or while an unadopted table''s foreign key still points at its rows; TN503 when its schema is busy.';
 GRANT EXECUTE ON FUNCTION tenantry.purge_tenant(uuid) TO tenantry_admin;

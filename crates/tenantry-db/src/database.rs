@@ -284,6 +284,11 @@ pub struct Database {
     turns: Arc<crate::turns::TenantTurns>,
     /// The pool behind its bound on connections in use.
     connections: Arc<crate::session::Connections>,
+    /// The readiness probes' own connection (one, opened when first asked):
+    /// a pool whose every connection tenants' slow requests hold is busy,
+    /// not unready (found by an on-call review: /readyz answered 503 and
+    /// every replica left the load balancer at once).
+    probes: Arc<crate::session::Connections>,
 }
 
 /// The server login role's attributes that matter for isolation.
@@ -445,6 +450,34 @@ impl Database {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Internal(format!("building the pool: {e}")))?;
+        let probe_sessions = SessionManager::new(
+            Manager::from_config(
+                pg.clone(),
+                tls.clone(),
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            ),
+            match config.statement_mode {
+                StatementMode::Prepared => Some(context_key.clone()),
+                StatementMode::Unnamed => None,
+            },
+        );
+        let probes_open = probe_sessions.open_connections();
+        let probes = Pool::builder(probe_sessions)
+            .max_size(1)
+            .wait_timeout(acquire_timeout)
+            .create_timeout(acquire_timeout)
+            .recycle_timeout(acquire_timeout)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| DbError::Internal(format!("building the probes' pool: {e}")))?;
+        let probes = Arc::new(crate::session::Connections::new(
+            probes,
+            probes_open,
+            1,
+            acquire_timeout,
+        ));
         let connections = Arc::new(crate::session::Connections::new(
             pool.clone(),
             open,
@@ -460,6 +493,7 @@ impl Database {
             acquire_timeout,
             turns: crate::turns::TenantTurns::new(config.per_tenant_share()),
             connections: connections.clone(),
+            probes,
             contexts: Arc::new(Contexts {
                 key: context_key,
                 parts: PartCache::new(config.context_cache_ttl, CONTEXT_CACHE_CAPACITY),
@@ -748,7 +782,7 @@ impl Database {
         // A connection the pool opens now is refused at its context
         // session's draw already, saying why (the default, prepared mode);
         // one opened before the database turned read-only answers the query.
-        let client = match self.connection().await {
+        let client = match self.probes.get().await {
             Err(PoolError::Backend(SessionError::ReadOnly(why, _))) => return Ok(Some(why)),
             connection => connection?,
         };
@@ -782,7 +816,7 @@ impl Database {
     /// connection whose reply did not come in time is never reused (it may
     /// still arrive).
     async fn probe(&self, sql: &str) -> Result<Option<String>, DbError> {
-        self.probe_on(self.connection().await?, sql).await
+        self.probe_on(self.probes.get().await?, sql).await
     }
 
     /// [`Database::probe`] on a connection taken already.
@@ -804,7 +838,7 @@ impl Database {
     /// Checks that the schema matches this build (see [`crate::migrate::check`]).
     /// A database out of reach is [`MigrateError::Unavailable`], never a count of pending migrations.
     pub async fn check_schema(&self) -> Result<(), MigrateError> {
-        let client = self.connection().await.map_err(|e| match e {
+        let client = self.probes.get().await.map_err(|e| match e {
             PoolError::Backend(SessionError::Db(e))
                 if !matches!(classify(&e), DbError::Unavailable(_)) =>
             {

@@ -998,18 +998,18 @@ async fn insert_sql(
             // apart, a json value's text as it was).
             let ty: String = r.get(3);
             values.push(format!("x.{}::{ty}", quote_ident(&name)));
-        } else if name == "revoked_at"
+        } else if dead_on_import(&entry.table) == Some(name.as_str())
             && entry.columns.contains(&name)
-            && dead_on_import(&entry.table)
         {
-            // Its hash was never exported: it comes back revoked, so that a
-            // list does not show as usable what can never be presented
-            // (found by an operator's audit). An accepted invitation stays
-            // accepted.
+            // Its hash was never exported: it comes back revoked (a session
+            // ended), so that a list does not show as usable what can never
+            // be presented (found by an operator's audit; an impersonation
+            // session listed live by an erasure review). An accepted
+            // invitation stays accepted.
             values.push(if entry.table == "tenantry.invitations" {
                 "CASE WHEN x.accepted_at IS NULL THEN coalesce(x.revoked_at, now()) ELSE x.revoked_at END".into()
             } else {
-                "coalesce(x.revoked_at, now())".into()
+                format!("coalesce(x.{}, now())", quote_ident(&name))
             });
         } else if entry.columns.contains(&name) {
             values.push(format!("x.{}", quote_ident(&name)));
@@ -1043,10 +1043,15 @@ async fn insert_sql(
     ))
 }
 
-/// Whether `table`'s rows hold a secret's hash that an archive never
-/// carries (API keys, invitations): imported, they can never be presented.
-fn dead_on_import(table: &str) -> bool {
-    matches!(table, "tenantry.api_keys" | "tenantry.invitations")
+/// The column that ends a row of `table` whose secret's hash an archive
+/// never carries (API keys, invitations, impersonation sessions): imported,
+/// they can never be presented, so they come back ended.
+fn dead_on_import(table: &str) -> Option<&'static str> {
+    match table {
+        "tenantry.api_keys" | "tenantry.invitations" => Some("revoked_at"),
+        "tenantry.impersonations" => Some("ended_at"),
+        _ => None,
+    }
 }
 
 /// The moves of the sequence of every identity or serial column of `table`

@@ -390,29 +390,47 @@ pub async fn purge_tenant(
     Path(id): Path<String>,
 ) -> Result<Written<PurgedTenant>, ApiError> {
     let id = path_tenant(&id)?;
+    // The database's own words when it could not purge: the operator is
+    // told whether to wait (the schema in use) or to use the CLI (the
+    // statement timeout); the API's usual 503 keeps them to the log.
+    let said: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let purged = admin
-        .admin_write_response(Reply::new(StatusCode::OK), &(), |scope, ()| {
-            Box::pin(scope.purge_tenant(id))
+        .admin_write_response(Reply::new(StatusCode::OK), &said, |scope, said| {
+            Box::pin(async move {
+                let purged = scope.purge_tenant(id).await;
+                if let Err(DbError::Unavailable(why)) = &purged {
+                    *said.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                }
+                purged
+            })
         })
         .await
         .map_err(|e| {
-            // A statement over its timeout; not a tenant's share of the
-            // pool or a collision, whose words (and count) stay theirs.
+            // A tenant's share of the pool or a collision keep their words
+            // (and count).
             if e.unavailable_cause() != Some("database") {
                 return e;
             }
+            // Not met in the purge itself (the commit, the connection):
+            // the API's usual words.
+            let (why, known) = match said.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(why) => (why, true),
+                None => (e.problem().detail.clone(), false),
+            };
+            let mut detail = format!("the purge was rolled back, nothing was purged: {why}");
             // The server's statement timeout bounds every request; the CLI's
-            // sessions have none. Say so, since retrying alone cannot help a
+            // sessions have none. Said, since retrying alone cannot help a
             // tenant too large to purge in time.
-            ApiError::new(
-                ProblemCode::ServiceUnavailable,
-                format!(
-                    "the purge was rolled back, nothing was purged: {}; a tenant too large to purge \
-                     within the server's statement timeout is purged with `tenantry tenant purge {id}`, \
-                     which has no such limit",
-                    e.problem().detail
-                ),
-            )
+            if !known
+                || why.contains("statement timeout")
+                || why.starts_with("no reply from the database")
+            {
+                detail.push_str(&format!(
+                    "; a tenant too large to purge within the server's statement timeout is purged \
+                     with `tenantry tenant purge {id}`, which has no such limit"
+                ));
+            }
+            ApiError::new(ProblemCode::ServiceUnavailable, detail)
         })?;
     state.tenantry.forget_tenant(id);
     // The hourly metrics still count its requests until refreshed; the purge

@@ -1156,3 +1156,65 @@ async fn the_invalidation_listeners_loss_and_return_are_on_metrics() {
     assert_eq!(cut, 1, "one listener");
     wait_for((1.0, 1.0)).await;
 }
+
+/// Readiness asks the database on a connection of its own: a pool whose
+/// every connection a tenant's slow requests hold is busy, not unready (an
+/// on-call review: /readyz waited for a slot, answered 503 "database" and
+/// counted an outage, so every replica left the load balancer at once
+/// while PostgreSQL was fine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_stays_200_while_slow_requests_hold_every_pooled_connection() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("slow").await;
+    let id = app
+        .post(
+            "/v1/resources",
+            &t.key,
+            &serde_json::json!({ "name": "row" }),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut config = app.db.database_config();
+    config.max_connections = 2;
+    config.max_connections_per_tenant = 2;
+    config.acquire_timeout = std::time::Duration::from_millis(300);
+    let db = tenantry_db::Database::connect(&config).unwrap();
+    let server = app.sibling_on_with(db, |_| {}).await;
+    let send = |method: reqwest::Method, path: String| {
+        let request = app
+            .client
+            .request(method, format!("{}{path}", server.base))
+            .bearer_auth(&t.key);
+        app.send_raw(request.json(&serde_json::json!({ "name": "renamed" })))
+    };
+    let su = app.db.superuser_client().await;
+    su.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM tenantry.resources WHERE id = '{id}' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let watcher = app.db.superuser_client().await;
+    let writes = futures_util::future::join_all(
+        (0..2).map(|_| send(reqwest::Method::PATCH, format!("/v1/resources/{id}"))),
+    );
+    let (writes, ()) = tokio::join!(writes, async {
+        assert_eq!(
+            tenantry_db::testing::server_sessions_wait_for_a_lock(&watcher, 2)
+                .await
+                .len(),
+            2,
+            "both pooled connections wait for the row"
+        );
+        let ready = app
+            .send_raw(app.client.get(format!("{}/readyz", server.base)))
+            .await;
+        assert_eq!(ready.status, 200, "{}", ready.text);
+        su.batch_execute("COMMIT").await.unwrap();
+    });
+    for w in writes {
+        assert_eq!(w.status, 200, "{}", w.text);
+    }
+}
