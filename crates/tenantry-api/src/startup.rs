@@ -343,7 +343,7 @@ impl Application {
                 target: "tenantry::startup",
                 issuer = %jwt.issuer,
                 audience = %jwt.audience.join(","),
-                jwks_url = jwt.jwks_url.as_deref().unwrap_or("-"),
+                jwks_url = %jwt.jwks_url.as_deref().map_or("-".into(), tenantry_axum::jwt::shown_jwks_url),
                 hs256 = jwt.hs256_secret.is_some(),
                 "people's tokens accepted"
             );

@@ -377,11 +377,29 @@ impl JwtConfig {
     }
 }
 
+/// A JWKS URL as logs and errors show it: without the user and password
+/// it may carry and without its query (a provider's `?api_key=`), each
+/// replaced by `redacted` (an on-call review found both in the start line and in
+/// every failed fetch's warning; "no line holds a credential").
+pub fn shown_jwks_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "(not a URL)".into();
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let _ = parsed.set_username("redacted");
+        let _ = parsed.set_password(None);
+    }
+    if parsed.query().is_some() {
+        parsed.set_query(Some("redacted"));
+    }
+    parsed.set_fragment(None);
+    parsed.to_string()
+}
+
 /// Keys fetched over plain HTTP could be swapped on the way: only a loopback
 /// provider (a sidecar, a test) may be reached without TLS.
 fn check_jwks_url(url: &str) -> Result<(), String> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| format!("jwt.jwks_url {url:?} is not a URL: {e}"))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("jwt.jwks_url is not a URL: {e}"))?;
     let loopback = match parsed.host_str() {
         Some("localhost") => true,
         Some(host) => host
@@ -395,7 +413,8 @@ fn check_jwks_url(url: &str) -> Result<(), String> {
         "https" if parsed.has_host() => Ok(()),
         "http" if loopback => Ok(()),
         _ => Err(format!(
-            "jwt.jwks_url {url:?} must be https (http only to a loopback address)"
+            "jwt.jwks_url {:?} must be https (http only to a loopback address)",
+            shown_jwks_url(url)
         )),
     }
 }
@@ -862,6 +881,23 @@ mod tests {
 
     fn config(json: Value) -> Result<JwtConfig, String> {
         serde_json::from_value(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_jwks_url_is_shown_without_its_credentials_or_query() {
+        assert_eq!(
+            shown_jwks_url(
+                "https://user:Pw-Secret@idp.example/.well-known/jwks.json?api_key=Q-Secret#x"
+            ),
+            "https://redacted@idp.example/.well-known/jwks.json?redacted"
+        );
+        assert_eq!(
+            shown_jwks_url("https://idp.example/jwks"),
+            "https://idp.example/jwks"
+        );
+        assert_eq!(shown_jwks_url("not a url Secret"), "(not a URL)");
+        let refused = check_jwks_url("http://u:Pw-Secret@idp.example/jwks?k=Q-Secret").unwrap_err();
+        assert!(!refused.contains("Secret"), "{refused}");
     }
 
     #[test]

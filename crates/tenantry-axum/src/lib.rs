@@ -79,6 +79,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod jwt;
+pub mod log;
 pub mod page;
 pub mod people;
 pub mod preconditions;
@@ -348,9 +349,16 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
                 None => std::future::pending().await,
             }
         };
+        // Said when it arrives: the drain that follows may take the whole
+        // grace period, and nothing said why the server had stopped taking
+        // connections (an on-call review).
         tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = term.recv() => {}
+            _ = interrupt.recv() => {
+                tracing::info!(target: "tenantry::serve", "SIGINT: stopping; requests in flight may finish");
+            }
+            _ = term.recv() => {
+                tracing::info!(target: "tenantry::serve", "SIGTERM: stopping; requests in flight may finish");
+            }
             () = hung_up => {
                 tracing::warn!("SIGHUP: stopping as for SIGTERM (tenantry reloads nothing; restart it to change its settings)");
             }

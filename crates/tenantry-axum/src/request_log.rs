@@ -127,13 +127,16 @@ where
             .insert(REQUEST_ID_HEADER, value.clone());
         request.extensions_mut().insert(id.clone());
         // Named and completed by the request log's layer once the route and
-        // status are known (OpenTelemetry's HTTP server conventions).
-        let span = tracing::info_span!(
+        // status are known (OpenTelemetry's HTTP server conventions). At
+        // ERROR, so that it is on whenever a line logged inside it is: at
+        // INFO, `RUST_LOG=warn` turned it off and a request's warnings lost
+        // the request_id its problem body quotes (an on-call review).
+        let span = tracing::error_span!(
             target: "tenantry::request",
             "request",
             otel.name = tracing::field::Empty,
             otel.kind = "server",
-            http.request.method = %request.method(),
+            http.request.method = %shown_method(request.method()),
             http.route = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
             request_id = %id,
@@ -434,7 +437,7 @@ where
             // Methods of HTTP itself by name, any other as one value: a
             // label per made-up method would grow /metrics without bound
             // (an outside review grew it from 0.8 to 34.5 MB).
-            let sent = request.method().as_str().to_owned();
+            let sent = shown_method(request.method()).into_owned();
             let method = match request.method().as_str() {
                 m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS"
                 | "TRACE" | "PATCH") => m.to_owned(),
@@ -728,9 +731,68 @@ async fn doctor(db: &tenantry_db::Database) {
     }
 }
 
+/// A request's method as the log shows it: whole up to 32 characters, cut after
+/// that (a client's made-up method of 60 KiB wrote it twice into one log
+/// line, past journald's and Docker's line limits: an on-call review).
+fn shown_method(method: &axum::http::Method) -> std::borrow::Cow<'_, str> {
+    let sent = method.as_str();
+    match sent.char_indices().nth(32) {
+        None => sent.into(),
+        Some((cut, _)) => format!("{}…", &sent[..cut]).into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A warning logged while a request runs carries its request_id with
+    /// `RUST_LOG=warn` too (the request span was INFO, off under that
+    /// filter), and a made-up method of any length is logged cut short.
+    #[test]
+    fn a_requests_warning_carries_its_request_id_under_a_warn_filter_and_long_methods_are_cut() {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let method = format!("X{}", "A".repeat(5_000));
+        tracing::subscriber::with_default(subscriber, || {
+            let service = tower::service_fn(|_: Request| async {
+                tracing::warn!("the database is away");
+                Ok::<_, std::convert::Infallible>(Response::new(axum::body::Body::empty()))
+            });
+            let mut service = tower::Layer::layer(&RequestIdLayer, service);
+            let request = axum::http::Request::builder()
+                .method(method.as_str())
+                .uri("/v1/resources")
+                .header(REQUEST_ID_HEADER, "ticket-4711")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            futures_util::FutureExt::now_or_never(tower::Service::call(&mut service, request))
+                .expect("answered at once")
+                .unwrap();
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            log.contains("the database is away") && log.contains("ticket-4711"),
+            "{log}"
+        );
+        assert!(log.len() < 1_000, "{} bytes: {log}", log.len());
+    }
 
     /// While the database is away, the batch the flusher took and retries
     /// is still waiting: the depth counts it with the queue.

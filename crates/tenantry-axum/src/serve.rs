@@ -750,8 +750,26 @@ pub async fn serve(
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended");
+                    match result {
+                        // What the parser answered itself (400, 431 for a
+                        // head past 64 KiB; no route saw it): logged and
+                        // counted like every request, or an operator never
+                        // saw a proxy's big cookies refused (an on-call
+                        // review: it was a DEBUG line, off by default).
+                        Err(e) if e.is_parse() || e.is_parse_too_large() => {
+                            let status = if e.is_parse_too_large() { "431" } else { "400" };
+                            tracing::info!(
+                                target: "tenantry::request",
+                                client = %peer.ip(),
+                                status,
+                                error = %e,
+                                "request refused by the HTTP parser"
+                            );
+                            metrics::counter!("tenantry_http_requests_total", "route" => "unparsed", "method" => "_OTHER", "status" => status)
+                                .increment(1);
+                        }
+                        Err(e) => tracing::debug!(%peer, error = %e, "connection ended"),
+                        Ok(()) => {}
                     }
                 }
                 _ = stop.changed() => {

@@ -220,7 +220,7 @@ fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
     };
     let rust_log = std::env::var("RUST_LOG").ok();
     let (filter, bad_rust_log) = log_filter(rust_log.as_deref(), default_filter);
-    let driver_cap = driver_cap(rust_log.as_deref());
+    let driver_cap = tenantry_axum::log::driver_cap(rust_log.as_deref());
     if let Some(bad) = bad_rust_log {
         match format {
             LogFormat::Json => json_line("WARN", &bad, None),
@@ -272,7 +272,7 @@ fn init_logging(command: &Command) -> anyhow::Result<Telemetry> {
 
 /// The log filter: `RUST_LOG` when set and valid (else `default`, and the
 /// reason it was not taken, said on stderr: a filter that did not parse fell
-/// back without a word). [`driver_cap`] goes with it: at DEBUG the
+/// back without a word). [`tenantry_axum::log::driver_cap`] goes with it: at DEBUG the
 /// PostgreSQL driver logs every statement's parameters, API keys' lookup
 /// hashes and context proofs among them (found by an operations review with
 /// `RUST_LOG=debug`).
@@ -297,24 +297,6 @@ fn log_filter(
     (filter, bad)
 }
 
-/// What a metadata filter of the log sees.
-type MetadataFilter = tracing_subscriber::filter::FilterFn<fn(&tracing::Metadata<'_>) -> bool>;
-
-/// The second filter of the log: the PostgreSQL driver never below INFO
-/// unless `RUST_LOG` names `tokio_postgres`. A filter of its own, not a
-/// directive of the first: a span's directive (`[request]=debug`) overrode
-/// that one inside the span (found by a review of this change).
-fn driver_cap(rust_log: Option<&str>) -> MetadataFilter {
-    fn capped(m: &tracing::Metadata<'_>) -> bool {
-        !(m.target().starts_with("tokio_postgres") && *m.level() > tracing::Level::INFO)
-    }
-    fn open(_: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    let named = rust_log.is_some_and(|v| v.contains("tokio_postgres"));
-    tracing_subscriber::filter::filter_fn(if named { open } else { capped })
-}
-
 #[tokio::main]
 async fn main() {
     let cli = match parse_with_config() {
@@ -330,6 +312,12 @@ async fn main() {
     let json_errors = log_format(&cli.command) == LogFormat::Json;
     let telemetry = match init_logging(&cli.command) {
         Ok(telemetry) => telemetry,
+        // (A JSON line too: an OTLP endpoint this build cannot serve was a
+        // plain one, found by an on-call review.)
+        Err(e) if json_errors => {
+            json_line("ERROR", "tenantry serve stopped", Some(&causes(&e)));
+            std::process::exit(1);
+        }
         Err(e) => {
             eprintln!("error: {}", causes(&e));
             std::process::exit(1);
@@ -613,7 +601,7 @@ mod tests {
         let layer = tracing_subscriber::fmt::layer()
             .with_writer(std::io::sink)
             .with_filter(filter)
-            .with_filter(super::driver_cap(asked));
+            .with_filter(tenantry_axum::log::driver_cap(asked));
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request");
@@ -642,6 +630,19 @@ mod tests {
         assert!(lets_debug(Some("[request]=debug"), "tenantry::db"));
         assert!(lets_debug(
             Some("debug,tokio_postgres=debug"),
+            "tokio_postgres::query"
+        ));
+        // Another crate whose name starts like the driver's, or another of
+        // the driver's modules, opens nothing of its statements.
+        for asked in [
+            "debug,tokio_postgres_rustls=trace",
+            "debug,tokio_postgres::connect=debug",
+            "debug,[tokio_postgres]=debug",
+        ] {
+            assert!(!lets_debug(Some(asked), "tokio_postgres::query"), "{asked}");
+        }
+        assert!(lets_debug(
+            Some("debug,tokio_postgres::query=debug"),
             "tokio_postgres::query"
         ));
     }

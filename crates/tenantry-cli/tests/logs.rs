@@ -154,6 +154,13 @@ async fn json_logs_have_one_line_per_request_with_the_route_template_ids_and_sta
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
+    // The stop says why it began (nothing did while the drain ran).
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("SIGTERM: stopping"))),
+        "{output}"
+    );
     let requests: Vec<&Value> = lines
         .iter()
         .filter(|l| l["target"] == "tenantry::request")

@@ -31,14 +31,26 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("issue-tracker takes no arguments (got {arg:?})\n\n{USAGE}");
         std::process::exit(2);
     }
-    tracing_subscriber::fmt()
-        // Colours for a terminal only: not in a log file or a collector.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
-        )
-        .init();
+    // The driver's DEBUG lines hold every statement's parameters (key
+    // hashes, context proofs, bodies): capped at INFO whatever RUST_LOG
+    // says, unless it names tokio_postgres (an on-call review found them in
+    // this app's log with RUST_LOG=debug).
+    let rust_log = std::env::var("RUST_LOG").ok();
+    {
+        use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    // Colours for a terminal only: not in a log file or a collector.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                    .with_filter(
+                        tracing_subscriber::EnvFilter::try_from_default_env()
+                            .unwrap_or_else(|_| "info".into()),
+                    )
+                    .with_filter(tenantry_axum::log::driver_cap(rust_log.as_deref())),
+            )
+            .init();
+    }
     // First: a SIGTERM from now on shuts down cleanly.
     let shutdown = tenantry_axum::shutdown_signal();
     let env = |name: &str| std::env::var(name).ok();

@@ -43,7 +43,12 @@ pub async fn healthz() -> Json<Health> {
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     // The round trip, and whether it reached a database that takes writes:
     // every tenant request writes (its context's draw, the request log).
+    // Every answer that says "not ready" for a reason of its own is also a
+    // warning in the log: probes' bodies are thrown away by kubelets and
+    // load balancers, and the requests' 503s only said "database" (an
+    // on-call review, with a retired context key).
     if let Some(why) = state.db.writes_refused().await? {
+        tracing::warn!(reason = %why, "not ready: tenant requests cannot be served");
         return Err(ApiError::new(
             ProblemCode::ServiceUnavailable,
             format!("tenant requests cannot be served: {why}"),
@@ -74,15 +79,19 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         // A schema behind this build, or one that diverged: the operator's
         // to act on, said as it is.
         Err(e) => {
+            tracing::warn!(reason = %e, "not ready: the database's schema");
             return Err(ApiError::new(
                 ProblemCode::ServiceUnavailable,
                 e.to_string(),
-            ))
+            ));
         }
     }
     // A retired context key: every request is refused, so the probe says so
     // at once (it waited for the pooled sessions to end: a review of the docs).
     if !state.db.context_key_live().await? {
+        tracing::warn!(
+            "not ready: this server's context key was retired; every tenant request is refused until it restarts with a live one"
+        );
         return Err(ApiError::new(
             ProblemCode::ServiceUnavailable,
             "this server's context key was retired: start it with a live one (`tenantry context-key list`)",

@@ -820,6 +820,31 @@ async fn headers_over_64_kib_are_answered_431_and_a_few_kilobytes_are_served() {
     };
     assert_eq!(status(4 * 1024).await, "200");
     assert_eq!(status(100 * 1024).await, "431");
+    // Counted, as every request is, under a route of its own (an on-call
+    // review: no line and no count said clients were refused).
+    let counted = |status: &'static str| {
+        let app = &app;
+        async move {
+            for _ in 0..50 {
+                let metrics = app.admin_get("/metrics").await.text;
+                if metrics.lines().any(|l| {
+                    l.starts_with("tenantry_http_requests_total{")
+                        && l.contains("route=\"unparsed\"")
+                        && l.contains(&format!("status=\"{status}\""))
+                }) {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(counted("431").await);
+    let answer = app
+        .raw_exchange("GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(counted("400").await);
 }
 
 /// An `invalidation_url` the listener cannot use stops the server at start,

@@ -246,7 +246,7 @@ impl Jwks {
                 set
             }
             Err(why) => {
-                tracing::warn!(url = %self.url, error = %why, cached_keys = now.keys.len(), "JWKS fetch failed; keeping the keys there were");
+                tracing::warn!(url = %super::shown_jwks_url(&self.url), error = %why, cached_keys = now.keys.len(), "JWKS fetch failed; keeping the keys there were");
                 *self.last_error.lock().expect("jwks error lock") = Some(why);
                 now
             }
@@ -257,12 +257,12 @@ impl Jwks {
     /// without any is an error (a provider serving an empty set by mistake
     /// must not lock every user out).
     async fn download(&self) -> Result<Vec<VerifyingKey>, String> {
-        let response = self
-            .client
-            .get(&self.url)
-            .send()
-            .await
-            .map_err(|e| format!("GET failed: {}", tenantry_db::with_sources(&e)))?;
+        let response = self.client.get(&self.url).send().await.map_err(|e| {
+            format!(
+                "GET failed: {}",
+                tenantry_db::with_sources(&e.without_url())
+            )
+        })?;
         if !response.status().is_success() {
             return Err(format!("GET answered {}", response.status()));
         }
@@ -277,11 +277,12 @@ impl Jwks {
         // memory for a provider streaming a large answer).
         let mut response = response;
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("reading the body failed: {}", tenantry_db::with_sources(&e)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            format!(
+                "reading the body failed: {}",
+                tenantry_db::with_sources(&e.without_url())
+            )
+        })? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
                 return Err("JWKS larger than 1 MiB".into());
             }
