@@ -21,31 +21,46 @@ struct Assets;
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The console's routes: `/console` redirects to `/console/`, which serves `index.html`.
+/// The console's routes: `/console` redirects to `/console/`, which serves
+/// `index.html`. Every answer of theirs carries the console's headers: the
+/// redirect and the 405 of a method they do not take did not (a console
+/// review).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    // Each route's own 405 (the application's fallback for other routes
+    // is set outside this router's layer, and answered without its headers).
+    let not_allowed = tenantry_axum::error::method_not_allowed;
     Router::new()
-        .route("/console", get(|| async { Redirect::permanent("/console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }).fallback(not_allowed),
+        )
         .route(
             "/console/",
-            get(|headers: HeaderMap| async move { asset("index.html", &headers) }),
+            get(|headers: HeaderMap| async move { asset("index.html", &headers) })
+                .fallback(not_allowed),
         )
         .route(
             "/console/{*path}",
             get(|Path(path): Path<String>, headers: HeaderMap| async move {
                 asset(&path, &headers)
-            }),
+            })
+            .fallback(not_allowed),
         )
+        .layer(axum::middleware::map_response(
+            |mut response: Response| async move {
+                protect(response.headers_mut(), CONTENT_SECURITY_POLICY);
+                response
+            },
+        ))
 }
 
 /// One embedded file with the console's headers; 304 when the browser's copy is current.
 fn asset(path: &str, request: &HeaderMap) -> Response {
     let (Some(file), Some(content_type)) = (Assets::get(path), content_type(path)) else {
-        // Its 404 carries the headers too (found by a review of the console:
-        // the documentation says every console response does).
-        let mut response =
-            ApiError::new(ProblemCode::RouteNotFound, "no such console file").into_response();
-        protect(response.headers_mut(), CONTENT_SECURITY_POLICY);
-        return response;
+        // Its 404 carries the headers too, as every answer of the router
+        // (found by a review of the console: the documentation says every
+        // console response does).
+        return ApiError::new(ProblemCode::RouteNotFound, "no such console file").into_response();
     };
     let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
     // Weak comparison (RFC 9110, 13.1.2): a proxy that compresses answers
@@ -68,7 +83,6 @@ fn asset(path: &str, request: &HeaderMap) -> Response {
         r
     };
     let headers = response.headers_mut();
-    protect(headers, CONTENT_SECURITY_POLICY);
     // Revalidated on every load (a 304 costs one round trip): an upgraded server
     // never runs with last version's scripts.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -99,6 +113,12 @@ fn protect(headers: &mut HeaderMap, policy: &'static str) {
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // A page that opened the console in a window keeps no handle to it (to
+    // send a signed-in operator's tab to a look-alike sign-in page later).
+    headers.insert(
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
 }
 
 /// The API explorer's responses with [`DOCS_CONTENT_SECURITY_POLICY`] and the

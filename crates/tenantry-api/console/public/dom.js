@@ -133,3 +133,17 @@ export function secretOnce(label, secret) {
     h("p", {}, h("strong", {}, label), " — shown this once; it is not stored and cannot be shown again."),
     h("div", { class: "row" }, input, copy, copied));
 }
+
+/**
+ * A tenant as the operator's pickers and tables name it: names are the
+ * tenants' own and not unique (a tenant's key may name a child like another
+ * tenant, fake id included), so the full id follows, and a child says whose
+ * it is. `byId` maps ids to tenants (the operator's list).
+ */
+export function tenantLabel(t, byId, withStatus = false) {
+  const parent = t.parent_id ? byId.get(t.parent_id) : null;
+  const parts = [t.tenant_id];
+  if (t.parent_id) parts.push(`child of ${parent ? parent.name : t.parent_id}`);
+  if (withStatus) parts.push(t.status);
+  return `${t.name} (${parts.join(", ")})`;
+}

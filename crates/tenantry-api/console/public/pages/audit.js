@@ -2,18 +2,19 @@
 // a time, with the actor and the impersonator (who acted as the actor).
 
 import { all, get, query } from "../api.js";
-import { h, fill, field, table, when, errorBox, badge } from "../dom.js";
+import { h, fill, field, table, when, errorBox, badge, tenantLabel } from "../dom.js";
 
 const PAGE = 25;
 
 export async function render(ctx) {
   const operator = ctx.caller.view === "operator";
   const tenants = operator ? (await all("/v1/tenants")) : null;
+  const byId = new Map((tenants || []).map((t) => [t.tenant_id, t]));
   const p = ctx.params;
   const tenant = operator ? (p.get("tenant") || (tenants[0] || {}).tenant_id || "") : null;
 
   const picker = operator ? h("select", { name: "tenant" }, tenants.map((t) =>
-    h("option", { value: t.tenant_id, selected: t.tenant_id === tenant }, `${t.name} (${t.tenant_id.slice(0, 8)}, ${t.status})`))) : null;
+    h("option", { value: t.tenant_id, selected: t.tenant_id === tenant }, tenantLabel(t, byId, true)))) : null;
   const action = h("input", { type: "text", name: "action", value: p.get("action") || "", placeholder: "e.g. key.revoked", autocomplete: "off" });
   const since = h("input", { type: "datetime-local", name: "since", value: local(p.get("since")) });
   const until = h("input", { type: "datetime-local", name: "until", value: local(p.get("until")) });

@@ -2,7 +2,7 @@
 // (isolation), search, create, suspend/activate, delete with confirmation.
 
 import { all, post, del } from "../api.js";
-import { h, fill, field, badge, say, describe, errorBox } from "../dom.js";
+import { h, fill, field, badge, say, describe, errorBox, tenantLabel } from "../dom.js";
 import { renderForOperator } from "./tenant.js";
 
 export async function render(ctx) {
@@ -96,10 +96,11 @@ function row(t, ctx) {
 }
 
 function createForm(list, ctx) {
+  const byId = new Map(list.map((t) => [t.tenant_id, t]));
   const name = h("input", { type: "text", required: true, maxlength: "200", autocomplete: "off" });
   const parent = h("select", {},
     h("option", { value: "" }, "(none: a root tenant)"),
-    list.filter((t) => t.status !== "deleted").map((t) => h("option", { value: t.tenant_id }, `${t.name} (${t.tenant_id.slice(0, 8)})`)));
+    list.filter((t) => t.status !== "deleted").map((t) => h("option", { value: t.tenant_id }, tenantLabel(t, byId))));
   const isolation = h("select", {},
     h("option", { value: "shared" }, "shared (pooled tables under RLS)"),
     h("option", { value: "schema" }, "schema (its own schema)"));

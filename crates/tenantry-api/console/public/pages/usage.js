@@ -5,7 +5,7 @@
 // busiest tenants live.
 
 import { all, get, query } from "../api.js";
-import { h, fill, field, table, section, when, bytes, badge, errorBox } from "../dom.js";
+import { h, fill, field, table, section, when, bytes, badge, errorBox, tenantLabel } from "../dom.js";
 import { timeChart, lastHours } from "../chart.js";
 
 const DAYS = 30;
@@ -14,20 +14,21 @@ const LIVE_MS = 5000;
 export async function render(ctx) {
   const operator = ctx.caller.view === "operator";
   const tenants = operator ? await all("/v1/tenants") : null;
+  const byId = new Map((tenants || []).map((t) => [t.tenant_id, t]));
   const wanted = ctx.params.get("tenant") || (operator ? (tenants.find((t) => t.status !== "deleted") || {}).tenant_id : (ctx.caller.me || {}).tenant_id);
   const from = new Date((lastHours(DAYS)[0]) * 1000).toISOString();
   const metrics = async () => operator
-    ? (wanted ? (await get(`/v1/tenants/${wanted}/usage`)).metrics : [])
+    ? (wanted ? (await get(`/v1/tenants/${encodeURIComponent(wanted)}/usage`)).metrics : [])
     : get(`/v1/usage/metrics${query({ from })}`);
 
   const page = h("div", {}, h("h1", {}, "Usage"));
   if (operator) {
-    page.append(topSection(ctx));
+    page.append(topSection(ctx, byId));
     page.append(liveSection(ctx, tenants));
   }
   const picker = operator
     ? h("select", {}, tenants.filter((t) => t.status !== "deleted").map((t) =>
-      h("option", { value: t.tenant_id, selected: t.tenant_id === wanted }, `${t.name} (${t.tenant_id.slice(0, 8)})`)))
+      h("option", { value: t.tenant_id, selected: t.tenant_id === wanted }, tenantLabel(t, byId))))
     : null;
   if (picker) picker.addEventListener("change", () => ctx.go(`#/usage?tenant=${picker.value}`));
   const withDescendants = h("input", { type: "checkbox" });
@@ -124,7 +125,7 @@ function hourly(rows) {
 const RANKINGS = [["requests", "requests"], ["errors", "errors (4xx + 5xx)"], ["p95", "p95 latency"], ["storage", "storage"]];
 
 /** The operator's top tenants over 30 days, ranked as chosen, with their hourly charts. */
-function topSection(ctx) {
+function topSection(ctx, byId) {
   const by = ctx.params.get("by") || "requests";
   const picker = h("select", {}, RANKINGS.map(([v, label]) => h("option", { value: v, selected: v === by }, label)));
   picker.addEventListener("change", () => {
@@ -140,12 +141,12 @@ function topSection(ctx) {
       const usage = await Promise.all(charted.map((t) => get(`/v1/tenants/${t.tenant_id}/usage`)));
       const series = (pick) => charted.map((t, i) => {
         const own = hourly(usage[i].metrics.filter((r) => r.tenant_id === t.tenant_id));
-        return { label: t.name, values: pick(own) };
+        return { label: byId.has(t.tenant_id) ? tenantLabel(byId.get(t.tenant_id), byId) : t.name, values: pick(own) };
       });
       const xs = lastHours(DAYS);
       fill(body,
         table(`Top tenants by ${by}, last ${DAYS} days`, [
-          ["Tenant", (t) => h("a", { href: `#/tenants/${t.tenant_id}` }, t.name)],
+          ["Tenant", (t) => h("a", { href: `#/tenants/${t.tenant_id}` }, byId.has(t.tenant_id) ? tenantLabel(byId.get(t.tenant_id), byId) : `${t.name} (${t.tenant_id})`)],
           ["Status", (t) => badge(t.status)],
           ["Requests", (t) => t.request_count],
           ["4xx", (t) => t.client_errors],
@@ -179,7 +180,8 @@ function pct(part, whole) {
 
 /** The busiest tenants of this server, refreshed every few seconds (operator). */
 function liveSection(ctx, tenants) {
-  const names = new Map(tenants.map((t) => [t.tenant_id, t.name]));
+  const byId = new Map(tenants.map((t) => [t.tenant_id, t]));
+  const named = (id) => (byId.has(id) ? tenantLabel(byId.get(id), byId) : id);
   const body = h("div", {}, h("p", { class: "loading" }, "Loading…"));
   const stamp = h("p", { class: "muted", "aria-live": "off" });
   const history = { xs: [], byTenant: new Map() };
@@ -200,11 +202,11 @@ function liveSection(ctx, tenants) {
         history.xs.shift();
         for (const v of history.byTenant.values()) v.shift();
       }
-      const top = s.tenants.slice(0, 6).map((t) => ({ label: names.get(t.tenant_id) || t.tenant_id.slice(0, 8), values: history.byTenant.get(t.tenant_id) }));
+      const top = s.tenants.slice(0, 6).map((t) => ({ label: named(t.tenant_id), values: history.byTenant.get(t.tenant_id) }));
       const rows = [...s.tenants, { tenant_id: null, ...s.other }];
       fill(body,
         table("Busiest tenants", [
-          ["Tenant", (r) => r.tenant_id ? h("a", { href: `#/tenants/${r.tenant_id}` }, names.get(r.tenant_id) || r.tenant_id) : badge("all others", "other")],
+          ["Tenant", (r) => r.tenant_id ? h("a", { href: `#/tenants/${r.tenant_id}` }, named(r.tenant_id)) : badge("all others", "other")],
           ["Requests (now)", (r) => r.current.requests],
           ["Errors (now)", (r) => pct(r.current.client_errors + r.current.server_errors, r.current.requests)],
           ["p95 ms (now)", (r) => (r.current.p95_ms === null || r.current.p95_ms === undefined ? "—" : r.current.p95_ms.toFixed(1))],
