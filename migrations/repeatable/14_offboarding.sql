@@ -447,6 +447,9 @@ BEGIN
     INSERT INTO tenantry.member_tenants (user_id, tenant_id)
     SELECT m.user_id, m.tenant_id FROM tenantry.tenant_members m WHERE m.tenant_id = tid;
     PERFORM tenantry.recount_limit_usage(tid);
+    -- Its request log is dated in the past, in hours the usage roll-up has
+    -- counted already.
+    PERFORM tenantry.recount_tenant_metrics(tid);
     PERFORM tenantry.recount_quota_usage(tid);
     -- Servers may hold answers about this id from before (a member's "not a
     -- member", as the member triggers would have dropped): they drop them.
@@ -454,7 +457,7 @@ BEGIN
     PERFORM set_config('session_replication_role', 'origin', true);
 END
 $$;
-COMMENT ON FUNCTION tenantry.import_tenant_finish(uuid) IS 'Operators only: ends an import (shares to absent tenants dropped; share targets, key lookup, member_tenants and counters derived from the imported rows; servers told to drop what they cached of the id; row triggers on again). Not granted.';
+COMMENT ON FUNCTION tenantry.import_tenant_finish(uuid) IS 'Operators only: ends an import (shares to absent tenants dropped; share targets, key lookup, member_tenants, counters and rolled-up usage hours derived from the imported rows; servers told to drop what they cached of the id; row triggers on again). Not granted.';
 
 -- -----------------------------------------------------------------------------
 -- Purge: every row, schema and share of a deleted tenant, after the grace period

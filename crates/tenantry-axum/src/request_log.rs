@@ -576,13 +576,14 @@ pub(crate) async fn upkeep(
             let refreshed = async {
                 let mut scope = db.admin("scheduler").await?;
                 scope
-                    .refresh_metrics_within(Some(UPKEEP_LOCK_WAIT), Some(REFRESH_TIME_LIMIT))
+                    .usage_upkeep_within(Some(UPKEEP_LOCK_WAIT), Some(REFRESH_TIME_LIMIT))
                     .await?;
                 scope.commit().await
             }
             .await;
             let took = started.elapsed();
-            // A refresh re-aggregates 30 days of the log: one that takes a
+            // A refresh that counts many hours (the first after an upgrade)
+            // or copies a large tenant_metrics may be long: one that takes a
             // tenth of the interval or more runs at most every ten times its
             // length, so that it never takes the database's CPU for good.
             let wait = every.max(took * REFRESH_SPACING);

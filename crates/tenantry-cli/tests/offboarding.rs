@@ -436,6 +436,7 @@ async fn export_purge_import_round_trip_restores_an_identical_tenant_and_the_exp
             "tenantry.tenant_limit_usage",
             "tenantry.tenant_quota_usage",
             "tenantry.tenant_metrics",
+            "tenantry.tenant_metric_hours",
         ];
         // `table.column` entries are rows of others pointing at it.
         if *n == 0 || table.matches('.').count() > 1 || derived.contains(&table.as_str()) {
@@ -488,6 +489,7 @@ async fn export_purge_import_round_trip_restores_an_identical_tenant_and_the_exp
         "tenantry.resource_share_targets",
         "tenantry.tenant_limit_usage",
         "tenantry.tenant_metrics",
+        "tenantry.tenant_metric_hours",
         // Derived too: the metrics refresh after a purge samples every
         // tenant's storage for the hour, the other tenant's included.
         "tenantry.storage_samples",

@@ -308,7 +308,9 @@ impl AdminScope {
         self.get_tenant(id).await
     }
 
-    /// Refreshes the `tenant_metrics` materialized view (concurrently).
+    /// Brings the usage up to date now: rolls up the hours that ended and
+    /// refreshes the guide's `tenant_metrics` materialized view
+    /// (concurrently); `tenantry.refresh_tenant_metrics()`.
     pub async fn refresh_metrics(&mut self) -> Result<(), DbError> {
         self.refresh_metrics_within(None, None).await
     }
@@ -329,15 +331,49 @@ impl AdminScope {
 
     /// [`AdminScope::refresh_metrics_waiting`] that may run for
     /// `time_limit` (its `statement_timeout`, and how long the library waits
-    /// for its reply), instead of the pool's timeouts: a refresh
-    /// re-aggregates 30 days of the request log, which outgrew the server's
-    /// 30 s on a busy log (a soak review: 41 s at 3.25 million rows), and
-    /// usage then stayed stale for good.
+    /// for its reply), instead of the pool's timeouts: the first refresh
+    /// after migration 0058 counts 30 days of the request log, and a copy of
+    /// 30 days is refreshed each time, which outgrew the server's 30 s on a
+    /// busy log (a soak review: 41 s at 3.25 million rows), and usage then
+    /// stayed stale for good.
     pub async fn refresh_metrics_within(
         &mut self,
         lock_wait: Option<Duration>,
         time_limit: Option<Duration>,
     ) -> Result<(), DbError> {
+        self.upkeep_statement(
+            "SELECT tenantry.refresh_tenant_metrics()",
+            lock_wait,
+            time_limit,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The server's periodic usage upkeep (`tenantry.usage_upkeep()`), with
+    /// the bounds of [`AdminScope::refresh_metrics_within`]: the hours that
+    /// ended are rolled up, and the guide's `tenant_metrics` copy is
+    /// refreshed only when one was (about once an hour; tenantry's own reads
+    /// of usage are live). Returns how many hours it rolled up.
+    pub async fn usage_upkeep_within(
+        &mut self,
+        lock_wait: Option<Duration>,
+        time_limit: Option<Duration>,
+    ) -> Result<i32, DbError> {
+        let rows = self
+            .upkeep_statement("SELECT tenantry.usage_upkeep()", lock_wait, time_limit)
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.get(0)))
+    }
+
+    /// `sql` on a connection of its own that is not reused, each lock
+    /// waited for at most `lock_wait` and the statement allowed `time_limit`.
+    async fn upkeep_statement(
+        &mut self,
+        sql: &str,
+        lock_wait: Option<Duration>,
+        time_limit: Option<Duration>,
+    ) -> Result<Vec<tokio_postgres::Row>, DbError> {
         self.tx.retire_connection();
         if let Some(wait) = lock_wait {
             self.set_local_millis("lock_timeout", wait).await?;
@@ -346,9 +382,7 @@ impl AdminScope {
             self.set_local_millis("statement_timeout", limit).await?;
             self.tx.wait_for_replies(limit + Duration::from_secs(5));
         }
-        self.q("SELECT tenantry.refresh_tenant_metrics()", &[], &[])
-            .await?;
-        Ok(())
+        self.q(sql, &[], &[]).await
     }
 
     /// Sets the time setting `name` (`lock_timeout`, `statement_timeout`)

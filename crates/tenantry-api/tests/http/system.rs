@@ -1141,26 +1141,22 @@ async fn upkeep_makes_again_the_partition_in(su: &tokio_postgres::Client, days: 
     until_made(su, &part, std::time::Duration::from_secs(30)).await;
 }
 
-/// A session holding the usage view (an operator's `VACUUM FULL` or `ALTER
-/// MATERIALIZED VIEW`, which take it exclusively) stalls the upkeep's
-/// metrics refresh 5 s at most: the next runs go on making the coming days'
-/// partitions. On a pool without a statement timeout (a team's own, by
-/// default; the test's) the upkeep waited for as long as the view was held,
-/// and no partition was made meanwhile.
+/// A session holding the usage tables (an operator's `VACUUM FULL`, which
+/// takes one exclusively) stalls the upkeep's usage step 5 s at most: the
+/// next runs go on making the coming days' partitions. On a pool without a
+/// statement timeout (a team's own, by default; the test's) the upkeep
+/// waited for as long as the table was held, and no partition was made
+/// meanwhile.
 #[tokio::test]
-async fn the_upkeep_goes_on_while_another_session_holds_the_usage_view() {
+async fn the_upkeep_goes_on_while_another_session_holds_the_usage_tables() {
     let app = TestApp::spawn_with(|s| s.metrics_refresh_secs = 1).await;
     let su = app.db.superuser_client().await;
     let holder = app.db.superuser_client().await;
     holder
-        .batch_execute(
-            "BEGIN; ALTER MATERIALIZED VIEW tenantry.tenant_metrics SET (autovacuum_enabled = true)",
-        )
+        .batch_execute("BEGIN; LOCK TABLE tenantry.tenant_metric_rollups IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    assert!(
-        tenantry_db::testing::a_session_waits_for_a_lock_in(&su, "refresh_tenant_metrics").await
-    );
+    assert!(tenantry_db::testing::a_session_waits_for_a_lock_in(&su, "usage_upkeep").await);
     upkeep_makes_again_the_partition_in(&su, 5).await;
     holder.batch_execute("ROLLBACK").await.unwrap();
 }

@@ -70,7 +70,8 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
     // Every tenantry table has RLS enabled and forced, except the global
     // catalogues (storage_sample_runs: the hours sampled, no tenant data,
     // granted to none; spare_tenant_schemas: empty schemas made ahead, the
-    // same; request_log_batches: ids of the log's batches, the same).
+    // same; request_log_batches: ids of the log's batches, the same;
+    // tenant_metric_rollups: the hours whose usage was rolled up, the same).
     assert_eq!(
         strings(
             &server,
@@ -88,6 +89,7 @@ async fn the_server_login_role_cannot_own_switch_off_or_bypass_row_level_securit
             "schema_migrations",
             "spare_tenant_schemas",
             "storage_sample_runs",
+            "tenant_metric_rollups",
             "tenant_tables"
         ]
     );
@@ -556,6 +558,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "tier_move_start",
             "tier_move_wait",
             "usage_top",
+            "usage_upkeep",
         ]
     );
     // The narrow "shared with me" role reads through the fence only (and
