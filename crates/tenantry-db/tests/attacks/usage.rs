@@ -175,7 +175,14 @@ async fn the_admin_role_without_a_proven_context_neither_reads_every_tenants_usa
         "SELECT tenantry.drop_request_log_partitions(interval '-100 years')",
         "SELECT tenantry.drop_request_log_partitions()",
         "SELECT tenantry.refresh_tenant_metrics()",
+        "SELECT tenantry.usage_upkeep()",
         "SELECT tenantry.ensure_request_log_partitions(100000)",
+        // Not granted at all: the roll-up's internals and the recount.
+        "SELECT tenantry.keep_usage(true)",
+        "SELECT tenantry.roll_up_tenant_metrics()",
+        "SELECT tenantry.recount_tenant_metrics(gen_random_uuid())",
+        "SELECT * FROM tenantry.tenant_metrics_now",
+        "SELECT * FROM tenantry.tenant_metric_hours",
     ] {
         let (code, message, _) = fails(&server, sql).await;
         assert_eq!(code, "42501", "{sql}: {message}");
