@@ -235,7 +235,9 @@ impl http_body::Body for WatchedBody {
 /// Every answer that set no `Cache-Control` of its own gets `no-store`:
 /// answers carry tenants' data and, once, keys' secrets, and a browser or a
 /// "cache everything" proxy kept them (an HTTP review; RFC 9111 keeps shared
-/// caches from answers to `Authorization` only by default).
+/// caches from answers to `Authorization` only by default). Every answer
+/// says `X-Content-Type-Options: nosniff` too: a browser never reads a JSON
+/// answer that echoes what a client sent as a page (a console review).
 pub async fn http_hygiene(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -260,10 +262,13 @@ pub async fn http_hygiene(
             axum::http::HeaderValue::from_static("close"),
         );
     }
-    response
-        .headers_mut()
+    let headers = response.headers_mut();
+    headers
         .entry(axum::http::header::CACHE_CONTROL)
         .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    headers
+        .entry(axum::http::header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(axum::http::HeaderValue::from_static("nosniff"));
     response
 }
 

@@ -1006,6 +1006,13 @@ async fn answers_are_not_stored_by_caches_and_the_console_revalidates() {
         }
         let r = request.send().await.unwrap();
         assert_eq!(cache_control(&r).as_deref(), Some("no-store"), "{path}");
+        // Nor read as a page, whatever it echoes (a console review).
+        let sniffing = r.headers().get(reqwest::header::X_CONTENT_TYPE_OPTIONS);
+        assert_eq!(
+            sniffing.and_then(|v| v.to_str().ok()),
+            Some("nosniff"),
+            "{path}"
+        );
     }
     let console = app
         .client
