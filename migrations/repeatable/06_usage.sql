@@ -419,6 +419,14 @@ DECLARE
     gone uuid;
     rolled integer;
 BEGIN
+    -- On Citus, the roll-up's INSERT ... SELECT into tenant_metric_hours
+    -- wrote its shards over several connections per node, and the storage
+    -- sample's DELETE on the colocated storage_samples afterwards was
+    -- refused ("placements that were modified over multiple connections"):
+    -- one connection per node for this transaction's multi-shard writes.
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     -- Rows a server's request-log writer sent for a tenant while it was
     -- purged (its batch reached the database after the purge's commit) go
     -- before they are counted: a purge leaves nothing of the tenant behind

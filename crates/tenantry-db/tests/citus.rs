@@ -1946,3 +1946,87 @@ async fn a_teams_key_conflicts_on_the_cluster_name_its_own_constraints_not_the_s
     drop(admin);
     db.drop_all().await;
 }
+
+/// The usage upkeep on a cluster (migration 0058): each ended hour of the
+/// distributed request log is counted once into the distributed
+/// `tenant_metric_hours`, the guide's `tenant_metrics` answers what its own
+/// definition answers, the upkeep rolls nothing up twice, and a tenant's
+/// hours are counted again on demand.
+#[tokio::test]
+async fn the_usage_roll_up_answers_as_the_guides_definition_on_the_cluster() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (_db, admin, _key) = migrated(&url, "usage").await;
+    let (a, b) = two_tenants_with_resources(&admin, 1).await;
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO tenantry.request_log (tenant_id, created_at, user_id, method, route, status, latency_ms)
+             SELECT CASE WHEN i % 2 = 0 THEN '{a}'::uuid ELSE '{b}'::uuid END,
+                    now() - (i % 30) * interval '1 hour',
+                    CASE WHEN i % 3 = 0 THEN gen_random_uuid() END, 'GET', '/v1/resources',
+                    (ARRAY[200, 404, 500])[1 + i % 3], (i % 17) * 2.5
+             FROM generate_series(1, 600) i"
+        ))
+        .await
+        .unwrap();
+    let rows = |sql: &'static str| {
+        let admin = &admin;
+        async move {
+            let mut v: Vec<String> = admin
+                .query(
+                    &format!(
+                        "SELECT format('%s %s %s %s %s %s', tenant_id, hour, request_count, unique_users,
+                                       client_errors + server_errors, round(p95_latency_ms::numeric, 6))
+                         FROM ({sql}) m"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let guide = "SELECT tenant_id, date_trunc('hour', created_at, 'UTC') AS hour, count(*) AS request_count,
+                        count(DISTINCT user_id) AS unique_users,
+                        count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS client_errors,
+                        count(*) FILTER (WHERE status >= 500) AS server_errors,
+                        percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_latency_ms
+                 FROM tenantry.request_log WHERE created_at > now() - interval '30 days' GROUP BY 1, 2";
+    let expected = rows(guide).await;
+    assert!(expected.len() >= 25, "{}", expected.len());
+    admin
+        .batch_execute("SELECT tenantry.refresh_tenant_metrics()")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows("SELECT * FROM tenantry.tenant_metrics").await,
+        expected
+    );
+    assert_eq!(
+        rows("SELECT * FROM tenantry.tenant_metrics_now").await,
+        expected
+    );
+    let rolled: i64 = admin
+        .query_one("SELECT count(*) FROM tenantry.tenant_metric_hours", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(rolled >= 25, "{rolled}");
+    let again: i32 = admin
+        .query_one("SELECT tenantry.usage_upkeep()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(again <= 1, "{again} hours rolled up twice");
+    admin
+        .query_one("SELECT tenantry.recount_tenant_metrics($1)", &[&a])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows("SELECT * FROM tenantry.tenant_metrics_now").await,
+        expected
+    );
+}
