@@ -242,6 +242,40 @@ CREATE POLICY tenant_metric_hours_no_direct_access ON tenantry.tenant_metric_hou
 COMMENT ON POLICY tenant_metric_hours_no_direct_access ON tenantry.tenant_metric_hours IS 'No role reads or writes the rolled-up hours directly: roll_up_tenant_metrics() writes them and tenant_metrics reads them, both as the owner (BYPASSRLS; the table is granted to none).';
 
 /**
+ * Counts the request log's rows of [from_time, to_time) (whole hours: the
+ * range is on created_at, so only those days' partitions are read) into
+ * tenant_metric_hours, per tenant and hour (UTC), of every tenant or of
+ * `tid` alone (by the log's (tenant_id, created_at) index); an hour of a
+ * tenant counted already is left as it is. Returns how many rows it wrote.
+ */
+CREATE OR REPLACE FUNCTION tenantry.count_usage_hours(from_time timestamptz, to_time timestamptz, tid uuid)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    INSERT INTO tenantry.tenant_metric_hours (tenant_id, hour, request_count, unique_users,
+                                             resources_accessed, unique_keys, client_errors,
+                                             server_errors, p95_latency_ms)
+    SELECT l.tenant_id, date_trunc('hour', l.created_at, 'UTC'), count(*),
+           count(DISTINCT l.user_id), count(DISTINCT l.resource_id), count(DISTINCT l.key_id),
+           count(*) FILTER (WHERE l.status BETWEEN 400 AND 499),
+           count(*) FILTER (WHERE l.status >= 500),
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY l.latency_ms)
+    FROM tenantry.request_log l
+    WHERE l.created_at >= from_time AND l.created_at < to_time
+      AND (tid IS NULL OR l.tenant_id = tid)
+    GROUP BY l.tenant_id, date_trunc('hour', l.created_at, 'UTC')
+    ON CONFLICT (tenant_id, hour) DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION tenantry.count_usage_hours(timestamptz, timestamptz, uuid) IS 'Internal (roll_up_tenant_metrics, recount_tenant_metrics): counts request_log''s rows of [from_time, to_time) per tenant and UTC hour into tenant_metric_hours, of every tenant (tid NULL) or of tid alone; hours counted already are left. Returns how many rows it wrote. Not granted.';
+
+/**
  * Counts the hours that ended (five minutes ago at least: a server's
  * request-log writer retries a batch for a minute) and are not rolled up
  * yet into tenant_metric_hours, at most `max_hours` of them from the oldest
@@ -287,18 +321,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
-    INSERT INTO tenantry.tenant_metric_hours (tenant_id, hour, request_count, unique_users,
-                                             resources_accessed, unique_keys, client_errors,
-                                             server_errors, p95_latency_ms)
-    SELECT l.tenant_id, date_trunc('hour', l.created_at, 'UTC'), count(*),
-           count(DISTINCT l.user_id), count(DISTINCT l.resource_id), count(DISTINCT l.key_id),
-           count(*) FILTER (WHERE l.status BETWEEN 400 AND 499),
-           count(*) FILTER (WHERE l.status >= 500),
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY l.latency_ms)
-    FROM tenantry.request_log l
-    WHERE l.created_at >= first_hour AND l.created_at < first_hour + hours * interval '1 hour'
-    GROUP BY l.tenant_id, date_trunc('hour', l.created_at, 'UTC')
-    ON CONFLICT (tenant_id, hour) DO NOTHING;
+    PERFORM tenantry.count_usage_hours(first_hour, first_hour + hours * interval '1 hour', NULL);
     RETURN hours;
 END
 $$;
@@ -318,27 +341,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rolled_until timestamptz;
-    n integer;
 BEGIN
     PERFORM tenantry.require_admin_context('recount_tenant_metrics');
     SELECT coalesce(max(r.hour) + interval '1 hour', '-infinity') INTO rolled_until
       FROM tenantry.tenant_metric_rollups r;
     DELETE FROM tenantry.tenant_metric_hours m WHERE m.tenant_id = tid;
-    INSERT INTO tenantry.tenant_metric_hours (tenant_id, hour, request_count, unique_users,
-                                             resources_accessed, unique_keys, client_errors,
-                                             server_errors, p95_latency_ms)
-    SELECT l.tenant_id, date_trunc('hour', l.created_at, 'UTC'), count(*),
-           count(DISTINCT l.user_id), count(DISTINCT l.resource_id), count(DISTINCT l.key_id),
-           count(*) FILTER (WHERE l.status BETWEEN 400 AND 499),
-           count(*) FILTER (WHERE l.status >= 500),
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY l.latency_ms)
-    FROM tenantry.request_log l
-    WHERE l.tenant_id = tid
-      AND l.created_at >= date_trunc('hour', now() - interval '30 days', 'UTC')
-      AND l.created_at < rolled_until
-    GROUP BY l.tenant_id, date_trunc('hour', l.created_at, 'UTC');
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    RETURN tenantry.count_usage_hours(date_trunc('hour', now() - interval '30 days', 'UTC'), rolled_until, tid);
 END
 $$;
 COMMENT ON FUNCTION tenantry.recount_tenant_metrics(uuid) IS 'Counts one tenant''s rolled-up hours (tenant_metric_hours) again from its request_log rows of the last 30 days: after an import or a backfill of rows dated in the past, which the hourly roll-up (each hour counted once) leaves out; tenant_metrics shows them at its next refresh. Returns how many of its hours are rolled up. Operators only (a superuser or a member of tenantry_owner; granted to no role).';

@@ -181,6 +181,7 @@ async fn the_admin_role_without_a_proven_context_neither_reads_every_tenants_usa
         "SELECT tenantry.keep_usage(true)",
         "SELECT tenantry.roll_up_tenant_metrics()",
         "SELECT tenantry.recount_tenant_metrics(gen_random_uuid())",
+        "SELECT tenantry.count_usage_hours(now() - interval '1 day', now(), NULL)",
         "SELECT * FROM tenantry.tenant_metrics_now",
         "SELECT * FROM tenantry.tenant_metric_hours",
     ] {
