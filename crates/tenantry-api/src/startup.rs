@@ -292,8 +292,8 @@ impl Application {
             // Said: it was silent, and usage went stale without a word
             // (found by an operations review).
             tracing::warn!(
-                "metrics_refresh_secs = 0: this server never refreshes the usage metrics, makes request-log partitions ahead \
-                 nor checks the doctor's rules while it serves (tenantry_table_problems); another server must, or usage figures go stale"
+                "metrics_refresh_secs = 0: this server never counts the hours of usage, samples storage, makes request-log partitions ahead \
+                 nor checks the doctor's rules while it serves (tenantry_table_problems); another server must, or usage reads grow slower and storage figures go stale"
             );
         }
         let config = TenantryConfig {
