@@ -43,17 +43,16 @@ REVOKE ALL ON tenantry.tenant_metric_rollups FROM PUBLIC;
 COMMENT ON TABLE tenantry.tenant_metric_rollups IS 'The hours (UTC) whose usage is in tenant_metric_hours, one row each with when it was; they run without a gap from the oldest kept to metrics_rolled_until(). Holds no tenant data; granted to none.';
 
 DROP MATERIALIZED VIEW tenantry.tenant_metrics;
--- The hourly usage as it is now: the hours rolled up from
+-- The guide's view, as it is now: the hours rolled up from
 -- tenant_metric_hours, the later ones counted from request_log (only
 -- those days' partitions are read). The same columns as before (0026), in
 -- the same order; hours cut in UTC whatever the session's time zone (a
 -- refresh by an operator's psql in Asia/Kolkata cut them at half past).
--- current_tenant_metrics() and usage_top() read it (each tenant's or the
--- last days' rows, so live at the cost of the hour or two since the last
--- roll-up); the guide's tenant_metrics is a copy of it refreshed by the
--- server once an hour and by refresh_tenant_metrics(). Its current
--- definition is in repeatable/06_usage.sql.
-CREATE VIEW tenantry.tenant_metrics_now WITH (security_invoker = true) AS
+-- The same query is the view tenant_metrics_now (repeatable/06_usage.sql),
+-- which current_tenant_metrics() and usage_top() read live; this is its
+-- copy, refreshed by the server when an hour was rolled up and by
+-- refresh_tenant_metrics().
+CREATE MATERIALIZED VIEW tenantry.tenant_metrics AS
 SELECT h.tenant_id, h.hour, h.request_count, h.unique_users, h.resources_accessed,
        h.unique_keys, h.client_errors, h.server_errors, h.p95_latency_ms
 FROM tenantry.tenant_metric_hours h
@@ -74,9 +73,6 @@ WHERE l.created_at > now() - interval '30 days'
   AND l.created_at >= (SELECT coalesce(max(r.hour) + interval '1 hour', '-infinity')
                        FROM tenantry.tenant_metric_rollups r)
 GROUP BY l.tenant_id, date_trunc('hour', l.created_at, 'UTC');
-
-CREATE MATERIALIZED VIEW tenantry.tenant_metrics AS
-SELECT * FROM tenantry.tenant_metrics_now;
 CREATE UNIQUE INDEX tenant_metrics_tenant_hour_idx ON tenantry.tenant_metrics (tenant_id, hour);
 COMMENT ON MATERIALIZED VIEW tenantry.tenant_metrics IS 'Guide view: per tenant and hour (UTC) over the last 30 days, requests, distinct members, resources and API keys, 4xx and 5xx answers, p95 latency (ms): a copy of tenant_metrics_now, refreshed by the server when an hour was rolled up and by refresh_tenant_metrics(). No RLS on materialized views: never granted to tenant roles; tenants read their usage via current_tenant_metrics().';
 REVOKE ALL ON tenantry.tenant_metrics FROM PUBLIC;

@@ -283,6 +283,21 @@ mod tests {
         parts.join("/")
     }
 
+    /// `GET /console/<path>` through the console's router (whose layer adds
+    /// the security headers), with `headers`.
+    fn asset(path: &str, headers: &HeaderMap) -> Response {
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::get(format!("/console/{path}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        *request.headers_mut() = headers.clone();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(router::<()>().oneshot(request))
+            .unwrap()
+    }
+
     #[test]
     fn console_files_carry_the_strict_policy_and_unknown_files_are_404() {
         let r = asset("index.html", &HeaderMap::new());
