@@ -282,8 +282,9 @@ COMMENT ON FUNCTION tenantry.count_usage_hours(timestamptz, timestamptz, uuid) I
  * up (by default every one of the last 30 days: the first refresh after an
  * upgrade counts them as the old refresh did, once; later ones the hour or
  * two since the last), in one scan of request_log, and records each in tenant_metric_rollups
- * (an hour without requests too). Concurrent calls on several servers roll
- * each hour once: the second waits for the first's rows, then writes none.
+ * (an hour without requests too). Its callers run one at a time
+ * (keep_usage's lock); the hours are claimed first all the same, so that
+ * no two calls count one hour.
  * Rows and records older than 31 days go. Returns how many hours it rolled
  * up. A request-log row that arrives for an hour already rolled up (a
  * tenant role appending one dated in the past) is not counted.
@@ -343,6 +344,9 @@ DECLARE
     rolled_until timestamptz;
 BEGIN
     PERFORM tenantry.require_admin_context('recount_tenant_metrics');
+    -- No roll-up between the bound read here and the counting below (the
+    -- hour it rolled up would be deleted and not counted again).
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('tenantry.keep_usage', 0));
     SELECT coalesce(max(r.hour) + interval '1 hour', '-infinity') INTO rolled_until
       FROM tenantry.tenant_metric_rollups r;
     DELETE FROM tenantry.tenant_metric_hours m WHERE m.tenant_id = tid;
@@ -427,6 +431,17 @@ DECLARE
     gone uuid;
     rolled integer;
 BEGIN
+    -- One upkeep at a time across servers, under a transaction lock that
+    -- recount_tenant_metrics() takes too: a server's periodic run finds
+    -- another's under way and leaves the work to it (each waited on the
+    -- other's claimed hours for its whole run, up to its lock timeout, and
+    -- counted a failure every hour: a verification review); an explicit
+    -- refresh waits its turn.
+    IF refresh_copy THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('tenantry.keep_usage', 0));
+    ELSIF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended('tenantry.keep_usage', 0)) THEN
+        RETURN 0;
+    END IF;
     -- On Citus, the roll-up's INSERT ... SELECT into tenant_metric_hours
     -- wrote its shards over several connections per node, and the storage
     -- sample's DELETE on the colocated storage_samples afterwards was
@@ -460,7 +475,7 @@ BEGIN
     RETURN rolled;
 END
 $$;
-COMMENT ON FUNCTION tenantry.keep_usage(boolean) IS 'Internal (refresh_tenant_metrics, usage_upkeep), in UTC: deletes request-log and rolled-up rows that arrived for a tenant after its purge (purges of the last day), rolls up the hours that ended (roll_up_tenant_metrics), refreshes tenant_metrics concurrently as its owner when asked or when it rolled an hour up, and samples storage at the first call of each hour. Returns how many hours it rolled up. Not granted.';
+COMMENT ON FUNCTION tenantry.keep_usage(boolean) IS 'Internal (refresh_tenant_metrics, usage_upkeep), in UTC, one at a time across servers (a transaction advisory lock: the periodic run returns 0 at once when another holds it, an explicit refresh waits): deletes request-log and rolled-up rows that arrived for a tenant after its purge (purges of the last day), rolls up the hours that ended (roll_up_tenant_metrics), refreshes tenant_metrics concurrently as its owner when asked or when it rolled an hour up, and samples storage at the first call of each hour. Returns how many hours it rolled up. Not granted.';
 
 /**
  * Refreshes tenant_metrics (the guide's copy) now, concurrently (readers

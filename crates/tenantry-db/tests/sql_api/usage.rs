@@ -736,3 +736,52 @@ async fn each_ended_hour_is_rolled_up_once_and_tenant_metrics_answers_as_the_gui
     denied(&app, "SELECT * FROM tenantry.tenant_metric_hours", "42501").await;
     denied(&app, "SELECT * FROM tenantry.tenant_metrics_now", "42501").await;
 }
+
+/// Several servers run the usage upkeep: one at a time, and a server whose
+/// run finds another's under way leaves the work to it at once instead of
+/// waiting on the hours the other claimed until its lock timeout (which
+/// counted a failure every hour on every other server: a verification
+/// review). An explicit refresh waits its turn.
+#[tokio::test]
+async fn a_servers_upkeep_leaves_the_work_to_another_under_way_and_an_explicit_refresh_waits() {
+    let tdb = TestDatabase::new().await;
+    let first = admin(&tdb).await;
+    let second = admin(&tdb).await;
+    let t = create_tenant(&first, "t", None).await;
+    let logger = logger(&tdb).await;
+    log_requests(&logger, t, &[Uuid::new_v4()]).await;
+    exec(&first, "BEGIN").await;
+    let rolled: i32 = first
+        .query_one("SELECT tenantry.usage_upkeep()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(rolled > 0, "the first upkeep counts 30 days");
+    exec(&second, "SET lock_timeout = '1s'").await;
+    let started = std::time::Instant::now();
+    let skipped: i32 = second
+        .query_one("SELECT tenantry.usage_upkeep()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(skipped, 0);
+    assert!(started.elapsed() < std::time::Duration::from_millis(900));
+    expect_sqlstate(
+        second
+            .batch_execute("SELECT tenantry.refresh_tenant_metrics()")
+            .await,
+        "55P03",
+        "an explicit refresh while another upkeep runs",
+    );
+    exec(&first, "COMMIT").await;
+    exec(&second, "SELECT tenantry.refresh_tenant_metrics()").await;
+    let su = tdb.superuser_client().await;
+    assert_eq!(
+        count(
+            &su,
+            &format!("SELECT count(*) FROM tenantry.tenant_metrics WHERE tenant_id = '{t}'")
+        )
+        .await,
+        1
+    );
+}
