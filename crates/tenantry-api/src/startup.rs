@@ -369,6 +369,7 @@ impl Application {
                 settings.metrics_public,
             )),
             tenantry: tenantry.clone(),
+            readiness: Arc::default(),
         };
         telemetry::prometheus();
         let (stopping, stopping_rx) = tokio::sync::watch::channel(false);

@@ -15,7 +15,16 @@ pub struct AppState {
     pub(crate) admin_token: Arc<AdminToken>,
     pub(crate) metrics: Arc<crate::auth::MetricsAccess>,
     pub(crate) tenantry: Tenantry,
+    /// The last readiness check: when it began, and its answer
+    /// ([`crate::routes::system::readyz`]).
+    pub(crate) readiness: Arc<tokio::sync::Mutex<Option<Readiness>>>,
 }
+
+/// When a readiness check began, and its answer.
+pub(crate) type Readiness = (
+    std::time::Instant,
+    Result<(), tenantry_axum::error::ApiError>,
+);
 
 impl FromRef<AppState> for Tenantry {
     fn from_ref(state: &AppState) -> Tenantry {

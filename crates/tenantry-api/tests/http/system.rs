@@ -1277,3 +1277,31 @@ async fn readiness_stays_200_while_slow_requests_hold_every_pooled_connection() 
         assert_eq!(w.status, 200, "{}", w.text);
     }
 }
+
+/// A burst of probes costs a check or two, each probe answered by a check
+/// that began after it arrived: on the probes' one connection, 1,500 at once
+/// waited their turn past the pool's wait and were answered 503 on a
+/// healthy database (a verification review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_readiness_probes_is_answered_200_on_a_healthy_database() {
+    let app = TestApp::spawn().await;
+    let mut config = app.db.database_config();
+    config.acquire_timeout = std::time::Duration::from_millis(200);
+    let db = tenantry_db::Database::connect(&config).unwrap();
+    let server = app.sibling_on_with(db, |_| {}).await;
+    let probes = futures_util::future::join_all(
+        (0..400).map(|_| app.send_raw(app.client.get(format!("{}/readyz", server.base)))),
+    )
+    .await;
+    let refused: Vec<_> = probes
+        .iter()
+        .filter(|r| r.status != 200)
+        .map(|r| r.text.clone())
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} of 400: {:?}",
+        refused.len(),
+        refused.first()
+    );
+}
