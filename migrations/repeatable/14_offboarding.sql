@@ -624,8 +624,12 @@ BEGIN
     IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
         waited := current_setting('lock_timeout');
         -- The counts' keys are tables, or a table and a column: the table.
+        -- And always resources, whose statistics over the tables that
+        -- inherit it (a schema tenant's, dropped above, whose counts name
+        -- a schema that is gone) are computed by ANALYZE of it alone (a
+        -- verification review).
         FOR f IN SELECT DISTINCT to_regclass(format('%I.%I', p[1], p[2])) AS tbl
-                   FROM jsonb_object_keys(counts || '{"tenantry.tenants": 1}') k,
+                   FROM jsonb_object_keys(counts || '{"tenantry.tenants": 1, "tenantry.resources": 1}') k,
                         LATERAL parse_ident(k) p LOOP
             CONTINUE WHEN f.tbl IS NULL;
             BEGIN

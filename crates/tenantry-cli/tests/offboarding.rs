@@ -1650,6 +1650,33 @@ async fn a_purge_leaves_none_of_the_tenants_values_in_the_planners_statistics() 
     assert!(!shown("@globex.test".to_owned()).await.is_empty());
 }
 
+/// A schema tenant's resources are in the statistics of `tenantry.resources`
+/// taken with the tables that inherit it (an operator's `ANALYZE` of it):
+/// its purge names a schema that is gone, and those statistics kept its
+/// rows' names (a verification review). The purge analyzes resources
+/// whatever it deleted.
+#[tokio::test]
+async fn a_schema_tenants_purge_leaves_none_of_its_values_in_the_inherited_statistics() {
+    let (db, su, a, _) = two_tenants(5, "schema").await;
+    // Another schema tenant, so that resources keeps a table inheriting it.
+    su.batch_execute("SELECT tenantry.create_tenant('keeper', NULL, 'schema')")
+        .await
+        .unwrap();
+    su.batch_execute("ANALYZE tenantry.resources")
+        .await
+        .unwrap();
+    let inherited = "SELECT count(*) FROM pg_stats WHERE schemaname = 'tenantry' AND tablename = 'resources'
+                       AND inherited AND (coalesce(most_common_vals::text, '') || coalesce(histogram_bounds::text, '')) LIKE '%acme-r%'";
+    let shown = |sql: &'static str| {
+        let su = &su;
+        async move { su.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert!(shown(inherited).await > 0, "the test sees the values first");
+    delete_past_grace(&db, &su, a).await;
+    ok(&run(&db.server_url(), &["tenant", "purge", &a.to_string()]));
+    assert_eq!(shown(inherited).await, 0);
+}
+
 /// A schema tenant's purge that meets a query over a whole table family
 /// holding its tables is refused with the database's reason (wait and try
 /// again), not with advice to use the CLI for a tenant too large: the API
