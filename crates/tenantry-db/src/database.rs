@@ -425,13 +425,6 @@ impl Database {
         };
         let tls = crate::tls::connector(&tls).map_err(|e| DbError::invalid("database_url", e))?;
         config.timeouts.apply(&mut pg);
-        let manager = Manager::from_config(
-            pg.clone(),
-            tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
         // The server's own connections (prepared mode) open a context session
         // when they connect; behind a pooler each transaction signs its context.
         let session_key = match config.statement_mode {
@@ -439,51 +432,37 @@ impl Database {
             StatementMode::Unnamed => None,
         };
         let acquire_timeout = (!config.acquire_timeout.is_zero()).then_some(config.acquire_timeout);
-        let sessions = SessionManager::new(manager, session_key);
-        let open = sessions.open_connections();
-        let pool = Pool::builder(sessions)
-            .max_size(config.max_connections.max(1))
-            // 0: no bound (as the other timeouts, "left to the database").
-            .wait_timeout(acquire_timeout)
-            .create_timeout(acquire_timeout)
-            .recycle_timeout(acquire_timeout)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| DbError::Internal(format!("building the pool: {e}")))?;
-        let probe_sessions = SessionManager::new(
-            Manager::from_config(
-                pg.clone(),
-                tls.clone(),
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            ),
-            match config.statement_mode {
-                StatementMode::Prepared => Some(context_key.clone()),
-                StatementMode::Unnamed => None,
-            },
-        );
-        let probes_open = probe_sessions.open_connections();
-        let probes = Pool::builder(probe_sessions)
-            .max_size(1)
-            .wait_timeout(acquire_timeout)
-            .create_timeout(acquire_timeout)
-            .recycle_timeout(acquire_timeout)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| DbError::Internal(format!("building the probes' pool: {e}")))?;
-        let probes = Arc::new(crate::session::Connections::new(
-            probes,
-            probes_open,
-            1,
-            acquire_timeout,
-        ));
-        let connections = Arc::new(crate::session::Connections::new(
-            pool.clone(),
-            open,
-            config.max_connections.max(1),
-            acquire_timeout,
-        ));
+        // A pool of `max` such connections behind its bound on those in use.
+        let sessions =
+            |max: usize, what: &str| -> Result<(Pool, Arc<crate::session::Connections>), DbError> {
+                let manager = Manager::from_config(
+                    pg.clone(),
+                    tls.clone(),
+                    ManagerConfig {
+                        recycling_method: RecyclingMethod::Fast,
+                    },
+                );
+                let sessions = SessionManager::new(manager, session_key.clone());
+                let open = sessions.open_connections();
+                let pool = Pool::builder(sessions)
+                    .max_size(max)
+                    // 0: no bound (as the other timeouts, "left to the database").
+                    .wait_timeout(acquire_timeout)
+                    .create_timeout(acquire_timeout)
+                    .recycle_timeout(acquire_timeout)
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| DbError::Internal(format!("building {what}: {e}")))?;
+                let connections = Arc::new(crate::session::Connections::new(
+                    pool.clone(),
+                    open,
+                    max,
+                    acquire_timeout,
+                ));
+                Ok((pool, connections))
+            };
+        let (pool, connections) = sessions(config.max_connections.max(1), "the pool")?;
+        let (_, probes) = sessions(1, "the probes' pool")?;
         Ok(Self {
             pool: pool.clone(),
             pg: pg.into(),
