@@ -24,7 +24,7 @@ export async function render(ctx) {
   const page = h("div", {}, h("h1", {}, "Usage"));
   if (operator) {
     page.append(topSection(ctx, byId));
-    page.append(liveSection(ctx, tenants));
+    page.append(liveSection(ctx, byId));
   }
   const picker = operator
     ? h("select", {}, tenants.filter((t) => t.status !== "deleted").map((t) =>
@@ -141,12 +141,12 @@ function topSection(ctx, byId) {
       const usage = await Promise.all(charted.map((t) => get(`/v1/tenants/${t.tenant_id}/usage`)));
       const series = (pick) => charted.map((t, i) => {
         const own = hourly(usage[i].metrics.filter((r) => r.tenant_id === t.tenant_id));
-        return { label: byId.has(t.tenant_id) ? tenantLabel(byId.get(t.tenant_id), byId) : t.name, values: pick(own) };
+        return { label: labelOf(t.tenant_id, byId, t.name), values: pick(own) };
       });
       const xs = lastHours(DAYS);
       fill(body,
         table(`Top tenants by ${by}, last ${DAYS} days`, [
-          ["Tenant", (t) => h("a", { href: `#/tenants/${t.tenant_id}` }, byId.has(t.tenant_id) ? tenantLabel(byId.get(t.tenant_id), byId) : `${t.name} (${t.tenant_id})`)],
+          ["Tenant", (t) => h("a", { href: `#/tenants/${t.tenant_id}` }, labelOf(t.tenant_id, byId, `${t.name} (${t.tenant_id})`))],
           ["Status", (t) => badge(t.status)],
           ["Requests", (t) => t.request_count],
           ["4xx", (t) => t.client_errors],
@@ -174,14 +174,17 @@ function topSection(ctx, byId) {
     body);
 }
 
+/** Tenant `id` as tenantLabel names it, or `fallback` for one not in the operator's list. */
+function labelOf(id, byId, fallback = id) {
+  return byId.has(id) ? tenantLabel(byId.get(id), byId) : fallback;
+}
+
 function pct(part, whole) {
   return whole ? `${((100 * part) / whole).toFixed(1)} %` : "—";
 }
 
 /** The busiest tenants of this server, refreshed every few seconds (operator). */
-function liveSection(ctx, tenants) {
-  const byId = new Map(tenants.map((t) => [t.tenant_id, t]));
-  const named = (id) => (byId.has(id) ? tenantLabel(byId.get(id), byId) : id);
+function liveSection(ctx, byId) {
   const body = h("div", {}, h("p", { class: "loading" }, "Loading…"));
   const stamp = h("p", { class: "muted", "aria-live": "off" });
   const history = { xs: [], byTenant: new Map() };
@@ -202,11 +205,11 @@ function liveSection(ctx, tenants) {
         history.xs.shift();
         for (const v of history.byTenant.values()) v.shift();
       }
-      const top = s.tenants.slice(0, 6).map((t) => ({ label: named(t.tenant_id), values: history.byTenant.get(t.tenant_id) }));
+      const top = s.tenants.slice(0, 6).map((t) => ({ label: labelOf(t.tenant_id, byId), values: history.byTenant.get(t.tenant_id) }));
       const rows = [...s.tenants, { tenant_id: null, ...s.other }];
       fill(body,
         table("Busiest tenants", [
-          ["Tenant", (r) => r.tenant_id ? h("a", { href: `#/tenants/${r.tenant_id}` }, named(r.tenant_id)) : badge("all others", "other")],
+          ["Tenant", (r) => r.tenant_id ? h("a", { href: `#/tenants/${r.tenant_id}` }, labelOf(r.tenant_id, byId)) : badge("all others", "other")],
           ["Requests (now)", (r) => r.current.requests],
           ["Errors (now)", (r) => pct(r.current.client_errors + r.current.server_errors, r.current.requests)],
           ["p95 ms (now)", (r) => (r.current.p95_ms === null || r.current.p95_ms === undefined ? "—" : r.current.p95_ms.toFixed(1))],
