@@ -314,8 +314,9 @@ BEGIN
     IF hours IS NULL OR hours < 1 THEN
         RETURN 0;
     END IF;
-    -- Claimed first: a concurrent call waits here for this one's commit,
-    -- then finds these hours taken and rolls up nothing.
+    -- Claimed first (its callers run one at a time, keep_usage's lock): a
+    -- call that got past it all the same would wait here for this one's
+    -- commit, then find these hours taken and roll up nothing.
     INSERT INTO tenantry.tenant_metric_rollups (hour)
     SELECT first_hour + g * interval '1 hour' FROM generate_series(0, hours - 1) g
     ON CONFLICT (hour) DO NOTHING;
@@ -326,7 +327,7 @@ BEGIN
     RETURN hours;
 END
 $$;
-COMMENT ON FUNCTION tenantry.roll_up_tenant_metrics(integer) IS 'Internal (refresh_tenant_metrics): counts each ended hour of request_log once (five minutes after its end) into tenant_metric_hours, at most max_hours from the oldest not rolled up (within the last 30 days), recording each in tenant_metric_rollups; drops rows older than 31 days. Returns how many hours it rolled up. Not granted.';
+COMMENT ON FUNCTION tenantry.roll_up_tenant_metrics(integer) IS 'Internal (keep_usage): counts each ended hour of request_log once (five minutes after its end) into tenant_metric_hours, at most max_hours from the oldest not rolled up (within the last 30 days), recording each in tenant_metric_rollups; drops rows older than 31 days. Returns how many hours it rolled up. Not granted.';
 
 /**
  * Counts one tenant's rolled-up hours again from request_log (its rows of
