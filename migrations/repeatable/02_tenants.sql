@@ -168,7 +168,7 @@ CREATE POLICY audit_own_tenant ON tenantry.audit_log
 COMMENT ON POLICY audit_own_tenant ON tenantry.audit_log IS 'A tenant reads only its own audit rows.';
 -- The table's comment as it is now (0002 wrote 'Never updated or deleted'
 -- before the log had a retention and purges took a tenant's events).
-COMMENT ON TABLE tenantry.audit_log IS 'Append-only record of security-relevant changes (keys, roles, permissions, shares, tenants), written by triggers: no role updates or deletes its rows, the owner''s included, but tenantry.expire_audit_log() (the migration role''s retention) and a tenant''s purge (purge_tenant(), that tenant''s events).';
+COMMENT ON TABLE tenantry.audit_log IS 'Append-only record of security-relevant changes (keys, roles, permissions, shares, tenants, exports and imports), written by triggers and tenantry''s functions: the server''s roles cannot change or delete its rows, and a trigger refuses UPDATE and DELETE to the owner too, but for tenantry.expire_audit_log() (the migration role''s retention) and a tenant''s purge (purge_tenant(), that tenant''s events). The owner and superusers can turn that trigger off: against them, only a copy kept elsewhere is evidence.';
 
 CREATE POLICY admin_all_audit ON tenantry.audit_log
     FOR SELECT TO tenantry_admin USING (tenantry.admin_context());
@@ -851,6 +851,12 @@ BEGIN
     IF me IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
     END IF;
+    -- As the API: the function runs as the owner, so it checks the
+    -- permission itself (found by a review of the hierarchy: a member with no
+    -- role created children from SQL).
+    IF NOT tenantry.authorize('tenants.create') THEN
+        RAISE EXCEPTION 'creating child tenants needs tenants.create' USING ERRCODE = 'TN401';
+    END IF;
     SELECT t.status, t.settings INTO mine FROM tenantry.tenants t WHERE t.tenant_id = me;
     IF mine.status = 'suspended' THEN
         -- Suspended since the server let the request in: the answer every
@@ -869,7 +875,7 @@ BEGIN
     RETURN tenantry.insert_tenant(name, me, 'shared', tenantry.settings_for_child(mine.settings, settings));
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) IS 'Creates a pooled child of the current tenant and returns its id (schema isolation is for operators: TN403; settings above the parent''s own: TN403). The new child becomes visible to the parent in its next transaction.';
+COMMENT ON FUNCTION tenantry.create_child_tenant(text, jsonb, text) IS 'Creates a pooled child of the current tenant and returns its id (needs tenants.create: TN401; schema isolation is for operators: TN403; settings above the parent''s own: TN403). The new child becomes visible to the parent in its next transaction.';
 
 /**
  * A direct child of the current tenant, by id: unlike a read of

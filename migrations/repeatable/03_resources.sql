@@ -607,6 +607,13 @@ AS $$
 DECLARE
     owner_id uuid;
 BEGIN
+    -- As the API: the function runs as the owner, so the permission is
+    -- checked here, not by the caller's policies (found by a review of the
+    -- hierarchy: a member holding resources.read alone shared a resource
+    -- into another tenant from SQL).
+    IF tenantry.current_tenant_id() IS NOT NULL AND NOT tenantry.authorize('resources.share') THEN
+        RAISE EXCEPTION 'sharing resources needs resources.share' USING ERRCODE = 'TN401';
+    END IF;
     PERFORM tenantry.hold_share_tenant(target_tenant_id);
     owner_id := tenantry.lock_shareable_resource(share_resource.resource_id);
     IF tenantry.hold_share_tenant(owner_id) = 'deleted' OR NOT tenantry.share_maker_reaches(owner_id) THEN
@@ -625,7 +632,7 @@ BEGIN
     USING owner_id, share_resource.resource_id, target_tenant_id;
 END
 $$;
-COMMENT ON FUNCTION tenantry.share_resource(uuid, uuid) IS 'Guide API: shares a resource of the current tenant (or a descendant) read-only with another active tenant. TN404 for a missing or foreign resource alike, TN409 if already shared.';
+COMMENT ON FUNCTION tenantry.share_resource(uuid, uuid) IS 'Guide API: shares a resource of the current tenant (or a descendant) read-only with another active tenant; needs resources.share (TN401). TN404 for a missing or foreign resource alike, TN409 if already shared.';
 
 /**
  * share_resource, answering with the share it made: read in the same
@@ -682,11 +689,14 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF tenantry.current_tenant_id() IS NOT NULL AND NOT tenantry.authorize('resources.share') THEN
+        RAISE EXCEPTION 'revoking shares needs resources.share' USING ERRCODE = 'TN401';
+    END IF;
     PERFORM tenantry.end_resource_share(tenantry.lock_shareable_resource(unshare_resource.resource_id),
                                         unshare_resource.resource_id, target_tenant_id);
 END
 $$;
-COMMENT ON FUNCTION tenantry.unshare_resource(uuid, uuid) IS 'Revokes a share made by the current tenant (or a descendant). TN404 when there is no such share.';
+COMMENT ON FUNCTION tenantry.unshare_resource(uuid, uuid) IS 'Revokes a share made by the current tenant (or a descendant); needs resources.share (TN401). TN404 when there is no such share.';
 
 /**
  * The target of a share gives it up: a resource shared with the current
@@ -708,6 +718,10 @@ DECLARE
 BEGIN
     IF me IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
+    END IF;
+    -- As the API's DELETE of a share to the caller's own tenant.
+    IF NOT tenantry.authorize('resources.write') THEN
+        RAISE EXCEPTION 'declining a share needs resources.write' USING ERRCODE = 'TN401';
     END IF;
     SELECT s.tenant_id INTO owner_id FROM tenantry.shared_resources s
     WHERE s.resource_id = decline_share.resource_id AND s.shared_with = me;

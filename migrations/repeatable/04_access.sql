@@ -704,6 +704,16 @@ BEGIN
         NEW.is_owner := NOT NEW.pending
                         AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m
                                         WHERE m.tenant_id = NEW.tenant_id AND m.is_owner);
+        -- Owning is every permission: a tenant's caller that does not hold
+        -- them all adds no owner (found by a review of the hierarchy: a key
+        -- holding members.invite alone made its own person the owner of a
+        -- tenant that had none). Without a tenant context (an operator's
+        -- session; accept_invitation, which checks the invitation itself)
+        -- the first member owns it as before.
+        IF NEW.is_owner AND tenantry.current_tenant_id() IS NOT NULL AND NOT tenantry.authorize_all() THEN
+            RAISE EXCEPTION 'tenant % has no owner yet: its first member becomes its owner, which only a caller holding every permission may add', NEW.tenant_id
+                USING ERRCODE = 'TN401', HINT = 'user_id';
+        END IF;
         RETURN NEW;
     END IF;
     -- The last active member may go (the next one to join, or the first
@@ -919,6 +929,33 @@ COMMENT ON FUNCTION tenantry.tenant_members_within_grants() IS 'Trigger: refuses
 CREATE OR REPLACE TRIGGER tenant_members_within_grants BEFORE DELETE ON tenantry.tenant_members
     FOR EACH ROW EXECUTE FUNCTION tenantry.tenant_members_within_grants();
 
+/**
+ * Nobody deletes a role holding a permission they do not hold: deleting it
+ * takes its permissions from every member assigned it, which the caller may
+ * not do one by one (role_permissions' and member_roles' checks). Found by a
+ * review of the hierarchy: the deletion's cascade runs as the tables' owner,
+ * which those checks leave alone, so a roles.write holder stripped a
+ * stronger member's role. Runs as the caller; tenantry's own functions (as
+ * the owner) decide for themselves.
+ */
+CREATE OR REPLACE FUNCTION tenantry.roles_within_grants()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF current_user <> 'tenantry_owner' AND tenantry.current_tenant_id() IS NOT NULL
+       AND tenantry.role_beyond_grants(OLD.tenant_id, OLD.role_id) THEN
+        RAISE EXCEPTION 'role % holds permissions the caller does not: it cannot delete it', OLD.role_id
+            USING ERRCODE = 'TN401', HINT = 'role_id';
+    END IF;
+    RETURN OLD;
+END
+$$;
+COMMENT ON FUNCTION tenantry.roles_within_grants() IS 'Trigger: refuses (TN401) a tenant caller deleting a role with a permission it does not hold (its members would lose it).';
+CREATE OR REPLACE TRIGGER roles_within_grants BEFORE DELETE ON tenantry.roles
+    FOR EACH ROW EXECUTE FUNCTION tenantry.roles_within_grants();
+
 /** Removes a member of the current tenant (members.write, and every permission the member holds: TN401); the owner is refused while others remain (TN409), an unknown member is TN404. */
 CREATE OR REPLACE FUNCTION tenantry.remove_member(user_id uuid)
 RETURNS void
@@ -1023,12 +1060,20 @@ BEGIN
         WHERE i.tenant_id = tid AND i.accepted_at IS NULL AND i.revoked_at IS NULL AND i.expires_at > now()) >= 1000 THEN
         RAISE EXCEPTION 'tenant % has 1000 pending invitations', tid USING ERRCODE = 'TN409', HINT = 'revoke some first';
     END IF;
+    -- The first person to join a tenant that has no owner owns it: only a
+    -- caller holding every permission hands that out (found by a review of
+    -- the hierarchy: members.invite alone made its own person the owner).
+    IF NOT tenantry.authorize_all()
+       AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m WHERE m.tenant_id = tid AND m.is_owner) THEN
+        RAISE EXCEPTION 'tenant % has no owner yet: the first person to join owns it, so only a caller holding every permission (an unbound key, an operator) invites them', tid
+            USING ERRCODE = 'TN401';
+    END IF;
     invitation_id := gen_random_uuid();
     token := tenantry.row_token('tinv_', tid, invitation_id);
     expires_at := now() + valid_for;
-    INSERT INTO tenantry.invitations (tenant_id, invitation_id, email, user_id, role_id, token_hash, expires_at)
+    INSERT INTO tenantry.invitations (tenant_id, invitation_id, email, user_id, role_id, token_hash, expires_at, may_own)
     VALUES (tid, invitation_id, clean_email, create_invitation.user_id, create_invitation.role_id,
-            sha256(convert_to(token, 'UTF8')), create_invitation.expires_at);
+            sha256(convert_to(token, 'UTF8')), create_invitation.expires_at, tenantry.authorize_all());
 END
 $$;
 COMMENT ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) IS 'Invites a person (email or user id) to the current tenant with an optional role, valid 1 minute to 30 days (default 7 days); needs members.invite and every permission of the role. Returns the token once (only its SHA-256 is stored). At most 1000 pending per tenant.';
@@ -1237,6 +1282,15 @@ BEGIN
         SET pending = false, is_owner = NOT has_owner, email = coalesce(clean_email, m.email)
         WHERE m.tenant_id = tid AND m.user_id = uid;
     END IF;
+    -- Joining made this person the owner (the tenant had none): only an
+    -- invitation from a caller holding every permission gives that
+    -- (may_own); another, made while the tenant had an owner who left since,
+    -- waits for an owner (the operator's transfer).
+    IF NOT inv.may_own AND EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                                   WHERE m.tenant_id = tid AND m.user_id = uid AND m.is_owner) THEN
+        RAISE EXCEPTION 'tenant % has no owner: this invitation cannot make you its owner; ask its operator', tid
+            USING ERRCODE = 'TN409', HINT = 'token';
+    END IF;
     IF inv.role_id IS NOT NULL THEN
         INSERT INTO tenantry.member_roles (tenant_id, user_id, role_id) VALUES (tid, uid, inv.role_id)
         ON CONFLICT DO NOTHING;
@@ -1251,13 +1305,27 @@ $$;
 COMMENT ON FUNCTION tenantry.accept_invitation(text, text) IS 'In a user context: accepts an invitation (one time), making the signed-in person a member with its role (a pending membership the tenant added with their id becomes theirs, with the email they verified, and its owner when the tenant has none); TN404 alike for unknown, expired, revoked, reused or someone else''s invitations; the person who accepted it gets the same answer again while a member (a retry), nothing written. Returns the tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.accept_invitation(text, text) TO tenantry_app;
 
-/** Audits invitations created, revoked and accepted (never their tokens). */
+/**
+ * Audits invitations created, revoked and accepted (never their tokens), and
+ * a pending one deleted: deleting a role deletes the invitations that would
+ * have given it (the foreign key cascades), which until then could be
+ * accepted, so it is recorded as revoked with the reason (an audit review
+ * found no row). A purge deletes with row triggers off.
+ */
 CREATE OR REPLACE FUNCTION tenantry.invitations_audit()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.accepted_at IS NULL AND OLD.revoked_at IS NULL AND OLD.expires_at > now() THEN
+            PERFORM tenantry.write_audit(OLD.tenant_id, 'invitation.revoked', 'invitation', OLD.invitation_id::text,
+                jsonb_build_object('email', OLD.email, 'user_id', OLD.user_id, 'role_id', OLD.role_id,
+                                   'expires_at', OLD.expires_at, 'reason', 'role deleted', 'deleted', true));
+        END IF;
+        RETURN NULL;
+    END IF;
     PERFORM tenantry.write_audit(NEW.tenant_id,
         CASE WHEN TG_OP = 'INSERT' THEN 'invitation.created'
              WHEN NEW.accepted_at IS NOT NULL AND OLD.accepted_at IS NULL THEN 'invitation.accepted'
@@ -1268,8 +1336,8 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.invitations_audit() IS 'Trigger: audits invitations created, accepted and revoked.';
-CREATE OR REPLACE TRIGGER invitations_audit AFTER INSERT OR UPDATE OF accepted_at, revoked_at ON tenantry.invitations
+COMMENT ON FUNCTION tenantry.invitations_audit() IS 'Trigger: audits invitations created, accepted and revoked, and a pending one deleted with its role (invitation.revoked with reason and deleted = true).';
+CREATE OR REPLACE TRIGGER invitations_audit AFTER INSERT OR UPDATE OF accepted_at, revoked_at OR DELETE ON tenantry.invitations
     FOR EACH ROW EXECUTE FUNCTION tenantry.invitations_audit();
 
 -- -----------------------------------------------------------------------------
@@ -1322,6 +1390,11 @@ BEGIN
     END IF;
     IF length(coalesce(reason, '')) > 500 THEN
         RAISE EXCEPTION 'reason must be at most 500 characters' USING ERRCODE = 'TN422', HINT = 'reason';
+    END IF;
+    -- As the table's impersonations_reason_visible (0059), said as a field's rule.
+    IF reason ~ E'[\\x01-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\u00ad\\u200b-\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\ufeff]' THEN
+        RAISE EXCEPTION 'reason must not contain control or invisible characters (escape sequences, bidirectional overrides, zero-width characters)'
+            USING ERRCODE = 'TN422', HINT = 'reason';
     END IF;
     -- The caller sees this tenant (checked above): a tenant that is not
     -- active is named as such, not taken for a missing member.

@@ -39,7 +39,13 @@ COMMENT ON FUNCTION tenantry.api_keys_file_prefix() IS 'Trigger: files each new 
 CREATE OR REPLACE TRIGGER api_keys_file_prefix AFTER INSERT ON tenantry.api_keys
     FOR EACH ROW EXECUTE FUNCTION tenantry.api_keys_file_prefix();
 
-/** Audits key creation, rotation and revocation. */
+/**
+ * Audits key creation, rotation and revocation, and a live key deleted:
+ * removing a member deletes the keys bound to it (the foreign key cascades,
+ * migration 0031), and such a key, until then usable, is recorded as revoked
+ * with the reason (an audit review found its last word was key.created). A
+ * purge deletes with row triggers off, so its keys write nothing.
+ */
 CREATE OR REPLACE FUNCTION tenantry.api_keys_audit()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -52,16 +58,24 @@ BEGIN
             'api_key', NEW.key_id::text,
             jsonb_build_object('prefix', NEW.prefix, 'description', NEW.description,
                                'rotated_from', NEW.rotated_from, 'expires_at', NEW.expires_at,
-                               'user_id', NEW.user_id, 'role_id', NEW.role_id));
+                               'user_id', NEW.user_id, 'role_id', NEW.role_id,
+                               'scopes', NEW.scopes, 'allowed_cidrs', NEW.allowed_cidrs));
+    ELSIF TG_OP = 'DELETE' THEN
+        IF OLD.revoked_at IS NULL THEN
+            PERFORM tenantry.write_audit(OLD.tenant_id, 'key.revoked', 'api_key', OLD.key_id::text,
+                jsonb_build_object('prefix', OLD.prefix, 'user_id', OLD.user_id,
+                                   'reason', CASE WHEN OLD.user_id IS NOT NULL THEN 'member removed' ELSE 'deleted' END,
+                                   'deleted', true));
+        END IF;
     ELSIF NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
         PERFORM tenantry.write_audit(NEW.tenant_id, 'key.revoked', 'api_key', NEW.key_id::text,
-            jsonb_build_object('prefix', NEW.prefix));
+            jsonb_build_object('prefix', NEW.prefix, 'revoked_at', NEW.revoked_at));
     END IF;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.api_keys_audit() IS 'Trigger: audits keys created, rotated and revoked.';
-CREATE OR REPLACE TRIGGER api_keys_audit AFTER INSERT OR UPDATE OF revoked_at ON tenantry.api_keys
+COMMENT ON FUNCTION tenantry.api_keys_audit() IS 'Trigger: audits keys created and rotated (with their scopes and allowed addresses), revoked (with the time the revocation takes effect: a rotated-out key''s is ahead), and a key deleted while live (its member removed: key.revoked with reason and deleted = true).';
+CREATE OR REPLACE TRIGGER api_keys_audit AFTER INSERT OR UPDATE OF revoked_at OR DELETE ON tenantry.api_keys
     FOR EACH ROW EXECUTE FUNCTION tenantry.api_keys_audit();
 
 /** Inserts a key for a tenant and returns (key_id, key). Internal; callers check rights. */

@@ -30,6 +30,15 @@ CREATE POLICY request_log_dated_now ON tenantry.request_log
     WITH CHECK (created_at >= now() - interval '30 days' AND created_at <= now() + interval '1 hour');
 COMMENT ON POLICY request_log_dated_now ON tenantry.request_log IS 'The tenant role and the logger append rows dated from 30 days back to an hour ahead only (a server''s buffered entries after an outage, clocks a little apart); other dates would land in the default partition.';
 
+-- A row a tenant's own transaction appends (the guide's request_log) names
+-- no impersonator: request_log.impersonator is the record of what an
+-- operator or owner did as a member, which only the server's writer keeps
+-- (an audit review planted rows naming 'admin' from a tenant's SQL).
+CREATE POLICY request_log_app_names_no_impersonator ON tenantry.request_log
+    AS RESTRICTIVE FOR INSERT TO tenantry_app
+    WITH CHECK (impersonator IS NULL);
+COMMENT ON POLICY request_log_app_names_no_impersonator ON tenantry.request_log IS 'A tenant''s own appends name no impersonator: that column records who acted as a member, written by the server''s request-log writer only.';
+
 GRANT SELECT, INSERT ON tenantry.request_log TO tenantry_app;
 GRANT INSERT ON tenantry.request_log TO tenantry_logger;
 

@@ -4036,6 +4036,12 @@ AS $$
 DECLARE
     found_row record;
 BEGIN
+    -- As share_resource: the permission to share is resources.share, checked
+    -- here since the function runs as the owner (found by a review of the
+    -- hierarchy: a member without it shared rows from SQL).
+    IF tenantry.current_tenant_id() IS NOT NULL AND NOT tenantry.authorize('resources.share') THEN
+        RAISE EXCEPTION 'sharing rows needs resources.share' USING ERRCODE = 'TN401';
+    END IF;
     tbl := tenantry.adopted_table_of(tbl);
     PERFORM tenantry.hold_share_tenant(target_tenant_id);
     SELECT * INTO found_row FROM tenantry.lock_shareable_row(tbl, share_row.row_id);
@@ -4053,7 +4059,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.share_row(regclass, text, uuid) IS 'Shares a row (by its key after tenant_id) of an adopted table with sharing, read-only, with another active tenant; the row must be the current tenant''s (or, with hierarchy, a descendant''s). TN404 for a missing or foreign row alike and for a missing or deleted target alike, TN409 if already shared, TN429 past max_shares. Audited.';
+COMMENT ON FUNCTION tenantry.share_row(regclass, text, uuid) IS 'Shares a row (by its key after tenant_id) of an adopted table with sharing, read-only, with another active tenant; needs resources.share (TN401); the row must be the current tenant''s (or, with hierarchy, a descendant''s). TN404 for a missing or foreign row alike and for a missing or deleted target alike, TN409 if already shared, TN429 past max_shares. Audited.';
 GRANT EXECUTE ON FUNCTION tenantry.share_row(regclass, text, uuid) TO tenantry_app;
 
 /** Revokes a share of a row; the target loses it in its next statement. Audited. */
@@ -4065,6 +4071,9 @@ AS $$
 DECLARE
     found_row record;
 BEGIN
+    IF tenantry.current_tenant_id() IS NOT NULL AND NOT tenantry.authorize('resources.share') THEN
+        RAISE EXCEPTION 'revoking shares needs resources.share' USING ERRCODE = 'TN401';
+    END IF;
     tbl := tenantry.adopted_table_of(tbl);
     SELECT * INTO found_row FROM tenantry.lock_shareable_row(tbl, unshare_row.row_id);
     DELETE FROM tenantry.shared_rows s
@@ -4076,7 +4085,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.unshare_row(regclass, text, uuid) IS 'Revokes a share of a row made by the current tenant (or, with hierarchy, a descendant). TN404 for a missing or foreign row and when there is no such share. Audited.';
+COMMENT ON FUNCTION tenantry.unshare_row(regclass, text, uuid) IS 'Revokes a share of a row made by the current tenant (or, with hierarchy, a descendant); needs resources.share (TN401). TN404 for a missing or foreign row and when there is no such share. Audited.';
 GRANT EXECUTE ON FUNCTION tenantry.unshare_row(regclass, text, uuid) TO tenantry_app;
 
 /**
@@ -4103,11 +4112,18 @@ DECLARE
     key_type text;
     row_key text;
     declined bigint;
+    needs text;
 BEGIN
     IF me IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
     END IF;
     tbl := tenantry.adopted_table_of(tbl);
+    -- As decline_share needs resources.write: the table's write permission,
+    -- when it has one (the function runs as the owner: checked here).
+    SELECT r.write_permission INTO needs FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
+    IF needs IS NOT NULL AND NOT tenantry.authorize(needs) THEN
+        RAISE EXCEPTION 'declining a share of a row of % needs %', tbl, needs USING ERRCODE = 'TN401';
+    END IF;
     key_type := tenantry.row_key_type(tbl);
     IF key_type IS NOT NULL THEN
         BEGIN
@@ -4138,7 +4154,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.decline_row_share(regclass, text) IS 'The current tenant gives up a row of an adopted table shared with it (as if its owner had revoked the share; audited in both tenants'' logs as share.declined). TN404 when no such share is made to it.';
+COMMENT ON FUNCTION tenantry.decline_row_share(regclass, text) IS 'The current tenant gives up a row of an adopted table shared with it (as if its owner had revoked the share; audited in both tenants'' logs as share.declined); needs the table''s write permission when it has one (TN401). TN404 when no such share is made to it.';
 GRANT EXECUTE ON FUNCTION tenantry.decline_row_share(regclass, text) TO tenantry_app;
 
 /**

@@ -215,6 +215,34 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.export_context(uuid) IS 'Operators only (superuser or member of tenantry_owner): a transaction-local, read-only context of one tenant alone (no descendants, no permission), any status, for exports; the caller then reads as tenantry_app under RLS. TN404 unknown tenant, TN409 during a tier move or when a schema tenant''s tables differ from their families'' (tenant_tables_unlike_families). Not granted.';
 
+/**
+ * Records an export or an import in the tenant's own audit log, for
+ * operators: tenant.exported once an archive of its rows is complete (the
+ * tenant sees that its data left the database, when and by whom),
+ * tenant.imported once an archive's rows are in (the rows before it came
+ * from the archive, as it held them: its checksums are not signed). An audit
+ * review found neither recorded anywhere. The actor is the operator's
+ * (set_actor_local, or app.actor for the session; else the login). An id
+ * that is gone (purged meanwhile) records nothing.
+ */
+CREATE OR REPLACE FUNCTION tenantry.audit_offboarding(tid uuid, action text, details jsonb)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenantry.require_operator('audit_offboarding');
+    IF action NOT IN ('tenant.exported', 'tenant.imported') THEN
+        RAISE EXCEPTION 'audit_offboarding records tenant.exported or tenant.imported, not %', action
+            USING ERRCODE = 'TN422', HINT = 'action';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = tid) THEN
+        PERFORM tenantry.write_audit(tid, action, 'tenant', tid::text, coalesce(details, '{}'));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.audit_offboarding(uuid, text, jsonb) IS 'Operators only: records tenant.exported or tenant.imported (with the archive''s figures) in the tenant''s audit log; nothing for an id that is gone. Called by the exporter and the importer; not granted.';
+
 -- -----------------------------------------------------------------------------
 -- Import: the tenant row, then its rows (written by the caller), then what
 -- the row triggers would have derived

@@ -15,8 +15,37 @@ use crate::{
     Target,
 };
 
-/// Audit actor of CLI actions.
-const ACTOR: &str = "cli";
+/// Audit actor of CLI actions: `cli:` and who runs them, `TENANTRY_ACTOR`
+/// when set (a name of your own, e.g. `alice`), else the system user and the
+/// host (`cli:alice@ops-1`). It was `cli` for every operator alike, so the
+/// audit log could not say which person acted (found by an audit review).
+pub fn actor() -> &'static str {
+    static ACTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ACTOR.get_or_init(|| {
+        let named = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+        let who = named("TENANTRY_ACTOR").unwrap_or_else(|| {
+            let user = named("USER")
+                .or_else(|| named("LOGNAME"))
+                .unwrap_or_else(|| "unknown".to_owned());
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .or_else(|| named("HOSTNAME"));
+            match host {
+                Some(host) => format!("{user}@{host}"),
+                None => user,
+            }
+        });
+        let who: String = who
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(120)
+            .collect();
+        format!("cli:{who}")
+    })
+}
 
 #[derive(Debug, Args)]
 pub struct TenantArgs {
@@ -279,8 +308,9 @@ pub struct UsageArgs {
 
 /// `--settings`: parsed like the API parses them (unknown keys and bad values refused).
 fn parse_settings(s: &str) -> Result<Box<TenantSettings>, String> {
-    let value: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
-    TenantSettings::parse(&value)
+    // Its text, so that `metadata` keeps its numbers as written.
+    serde_json::from_str::<serde::de::IgnoredAny>(s).map_err(|e| format!("not JSON: {e}"))?;
+    TenantSettings::parse_text(s)
         .map(Box::new)
         .map_err(|e| e.to_string())
 }
@@ -314,7 +344,7 @@ async fn connect(target: &Target) -> anyhow::Result<Session> {
 
 async fn tenant_scope(db: &Database, tenant: TenantId) -> anyhow::Result<TenantScope> {
     Ok(db
-        .tenant(TenantContext::new(tenant).with_actor(ACTOR))
+        .tenant(TenantContext::new(tenant).with_actor(actor()))
         .await?)
 }
 
@@ -369,11 +399,11 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
     }
     if let TenantCommand::Purge { tenant, due } = args.command {
         return match (tenant, due) {
-            (Some(tenant), false) => crate::export::purge(db, ACTOR, args.json, tenant).await,
-            _ => crate::export::purge_due(db, ACTOR, args.json).await,
+            (Some(tenant), false) => crate::export::purge(db, actor(), args.json, tenant).await,
+            _ => crate::export::purge_due(db, actor(), args.json).await,
         };
     }
-    let mut scope = db.admin(ACTOR).await?;
+    let mut scope = db.admin(actor()).await?;
     let one_object = matches!(args.command, TenantCommand::Show { .. });
     let result = match args.command {
         TenantCommand::Create {
@@ -701,7 +731,7 @@ async fn move_tenant(
     abort: bool,
 ) -> anyhow::Result<()> {
     let Some(to) = to.filter(|_| !abort) else {
-        let mut scope = db.admin(ACTOR).await?;
+        let mut scope = db.admin(actor()).await?;
         let aborted = scope.tier_move_abort(tenant).await?;
         scope.commit().await?;
         let state = if aborted { "aborted" } else { "none" };
@@ -730,7 +760,7 @@ async fn move_tenant(
     bar.set_message(to.as_str());
     let started = std::cell::Cell::new(false);
     let moved = db
-        .move_tenant(ACTOR, tenant, to, batch_rows, |p| match p {
+        .move_tenant(actor(), tenant, to, batch_rows, |p| match p {
             MoveProgress::Started { rows, resumed } => {
                 started.set(true);
                 bar.set_length(rows.max(0) as u64);
@@ -794,7 +824,7 @@ async fn move_tenant(
 /// Whether a move of `tenant` is recorded as under way (false when that
 /// cannot be read: the error said enough then).
 async fn move_under_way(db: &Database, tenant: TenantId) -> bool {
-    let Ok(mut scope) = db.admin(ACTOR).await else {
+    let Ok(mut scope) = db.admin(actor()).await else {
         return false;
     };
     scope.tier_move_under_way(tenant).await.unwrap_or(false)

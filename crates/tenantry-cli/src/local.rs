@@ -270,6 +270,16 @@ pub async fn migration_client_with(
              first (with the same DATABASE_URL, a role that may create roles)"
         );
     }
+    // What this connection's SQL writes to a tenant's audit log (an export
+    // or import recorded, a share ended by `table alter`) names the
+    // operator, not only the database login.
+    client
+        .execute(
+            "SELECT set_config('app.actor', $1, false)",
+            &[&crate::admin::actor()],
+        )
+        .await
+        .with_context(|| format!("cannot {what}"))?;
     Ok((client, cluster))
 }
 

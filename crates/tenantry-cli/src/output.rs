@@ -40,8 +40,40 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints rows under headers, columns padded to their widest cell.
+/// A cell as it may reach a terminal: control characters (line breaks, tab,
+/// escape sequences, C1) and the invisible formatting characters names refuse
+/// (bidirectional overrides and isolates, zero-width characters) written as
+/// `\u{..}`, so that text a tenant wrote (a description, a reason) can
+/// neither rewrite the operator's screen nor read as something else, nor
+/// break a row in two (found by a review of hostile input).
+pub fn shown(cell: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+    };
+    if !cell.chars().any(hidden) {
+        return cell.into();
+    }
+    cell.chars()
+        .map(|c| {
+            if hidden(c) {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// Prints rows under headers, columns padded to their widest cell (cells as
+/// [`shown`]).
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| shown(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -72,4 +104,23 @@ pub fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref()
         .map(ToString::to_string)
         .unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn cells_show_control_and_invisible_characters_escaped_and_leave_the_rest_alone() {
+        assert_eq!(shown("ticket 7 – café 👩‍💻"), "ticket 7 – café 👩\\u{200d}💻");
+        assert_eq!(
+            shown("ticket 7\r\u{1b}[2K\u{1b}]0;owned\u{7}"),
+            "ticket 7\\u{d}\\u{1b}[2K\\u{1b}]0;owned\\u{7}"
+        );
+        assert_eq!(shown("gnp\u{202e}.exe"), "gnp\\u{202e}.exe");
+        assert_eq!(
+            shown("two\nlines\tand a tab"),
+            "two\\u{a}lines\\u{9}and a tab"
+        );
+    }
 }

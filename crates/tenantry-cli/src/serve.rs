@@ -333,6 +333,7 @@ const OTHER_TOOLS: &[&str] = &[
     "TENANTRY_STORM_",
     "TENANTRY_PGBOUNCER_",
     "TENANTRY_URL",
+    "TENANTRY_ACTOR",
 ];
 
 /// The `TENANTRY_*` variables among `names` that `serve` does not read, each

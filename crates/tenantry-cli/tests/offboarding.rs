@@ -13,8 +13,14 @@ use tokio_postgres::Client;
 /// Runs `tenantry` with DATABASE_URL (the migration role for export and
 /// import, the server's login with its context key for the rest).
 fn run(url: &str, args: &[&str]) -> Output {
+    run_with(url, args, &[])
+}
+
+/// [`run`] with more environment variables.
+fn run_with(url: &str, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(args)
+        .envs(vars.iter().copied())
         .env("DATABASE_URL", url)
         .env(
             "TENANTRY_CONTEXT_KEY",
@@ -246,6 +252,19 @@ async fn assert_schema_gone(su: &Client, schema: &str) {
     assert!(gone, "schema {schema} survived the purge");
 }
 
+/// The newest audit row of `tenant`: action, actor, details.
+async fn last_audit(su: &Client, tenant: uuid::Uuid) -> (String, String, serde_json::Value) {
+    let row = su
+        .query_one(
+            "SELECT action, actor, details FROM tenantry.audit_log WHERE tenant_id = $1
+             ORDER BY occurred_at DESC, audit_id DESC LIMIT 1",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
 /// `tenantry tenant export <tenant> --out <path>` as the migration role.
 fn export(db: &TestDatabase, tenant: uuid::Uuid, path: &str) {
     ok(&run(
@@ -422,6 +441,17 @@ async fn export_purge_import_round_trip_restores_an_identical_tenant_and_the_exp
     export(&db, a, archive_s);
     let (manifest, files) = read_archive(&archive);
     assert_eq!(manifest["tenant_id"], a.to_string());
+    // The tenant's own log says its rows left the database, and who took them.
+    let exported = last_audit(&su, a).await;
+    assert_eq!(exported.0, "tenant.exported", "{exported:?}");
+    assert!(
+        exported.1.starts_with("cli:") && exported.1.len() > 4,
+        "{exported:?}"
+    );
+    assert_eq!(
+        exported.2["rows"],
+        sums(&manifest).iter().map(|s| s.1).sum::<u64>()
+    );
     let rows: BTreeMap<String, u64> = sums(&manifest)
         .into_iter()
         .map(|(t, n, _)| (t, n))
@@ -514,21 +544,31 @@ async fn export_purge_import_round_trip_restores_an_identical_tenant_and_the_exp
     // were never exported).
     let new = uuid::Uuid::new_v4();
     import_as(&db, &archive, new);
+    // The restored log ends with the import: what came before is the archive's.
+    let imported = last_audit(&su, new).await;
+    assert_eq!(imported.0, "tenant.imported", "{imported:?}");
+    assert_eq!(
+        imported.2["source_tenant_id"],
+        a.to_string(),
+        "{imported:?}"
+    );
     let again = dir.path().join("again.tar.gz");
     export(&db, new, again.to_str().unwrap());
     let (manifest_again, _) = read_archive(&again);
-    let revived = |m: &serde_json::Value| {
+    // The second archive's log holds one row more than the first's: the import.
+    let revived = |m: &serde_json::Value, imports: u64| {
         sums(m)
             .into_iter()
             .map(|(table, rows, sum)| match table.as_str() {
                 "tenantry.api_keys" | "tenantry.invitations" | "tenantry.impersonations" => {
                     (table, rows, String::new())
                 }
+                "tenantry.audit_log" => (table, rows - imports, String::new()),
                 _ => (table, rows, sum),
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(revived(&manifest_again), revived(&manifest));
+    assert_eq!(revived(&manifest_again, 1), revived(&manifest, 0));
     let live_keys: i64 = su
         .query_one(
             "SELECT count(*) FROM tenantry.api_keys WHERE tenant_id = $1 AND revoked_at IS NULL",
@@ -828,7 +868,11 @@ async fn a_purged_tenants_id_cannot_be_imported_again_or_taken_by_a_new_tenant_r
     assert!(err.contains("already exists"), "{err}");
 
     delete_past_grace(&db, &su, a).await;
-    ok(&run(&db.server_url(), &["tenant", "purge", &a.to_string()]));
+    ok(&run_with(
+        &db.server_url(),
+        &["tenant", "purge", &a.to_string()],
+        &[("TENANTRY_ACTOR", "alice")],
+    ));
     let tenants = tenant_count(&su).await;
     let err = refused(&run(
         &db.superuser_url(),
@@ -860,7 +904,8 @@ async fn a_purged_tenants_id_cannot_be_imported_again_or_taken_by_a_new_tenant_r
         .await
         .unwrap()
         .get(0);
-    assert_eq!(by, "cli");
+    // Named by the operator (TENANTRY_ACTOR), not `cli` for everyone.
+    assert_eq!(by, "cli:alice");
 }
 
 #[tokio::test]
@@ -1748,7 +1793,15 @@ async fn a_migration_role_that_is_no_superuser_exports_and_imports_a_tenant() {
     let by_superuser = dir.path().join("acme-su.tar.gz");
     export(&db, a, by_superuser.to_str().unwrap());
     let (reference, _) = read_archive(&by_superuser);
-    assert_eq!(sums(&manifest), sums(&reference));
+    // Its log holds one row more: the first export, recorded.
+    let log_apart = |m: &serde_json::Value| {
+        let (log, rest): (Vec<_>, Vec<_>) = sums(m)
+            .into_iter()
+            .partition(|(table, _, _)| table == "tenantry.audit_log");
+        (log[0].1, rest)
+    };
+    let (log, rest) = log_apart(&manifest);
+    assert_eq!(log_apart(&reference), (log + 1, rest));
     assert_ne!(a, b);
     let copy = uuid::Uuid::new_v4();
     ok(&import_with(&url, &archive, copy));

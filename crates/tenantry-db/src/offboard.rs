@@ -748,6 +748,23 @@ pub async fn export_tenant<W: Write>(
         &mut bytes.as_slice(),
     )?;
     archive.into_inner()?.finish()?.flush()?;
+    // The tenant's own log says its rows left the database (who, when, how
+    // many): the archive is complete, whatever becomes of it now.
+    let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
+    client
+        .execute(
+            "SELECT tenantry.audit_offboarding($1, 'tenant.exported', $2)",
+            &[
+                tenant.as_uuid(),
+                &serde_json::json!({
+                    "exported_at": manifest.exported_at,
+                    "schema_version": manifest.schema_version,
+                    "tables": manifest.tables.len(),
+                    "rows": rows,
+                }),
+            ],
+        )
+        .await?;
     Ok(manifest)
 }
 
@@ -1466,6 +1483,20 @@ pub async fn import_tenant(
             "{broken}; nothing was imported: every row must name rows that are there (when it names a table the import does not fill, give that table those rows first, with tenant {tenant}'s id when the key includes tenant_id), then import again"
         )));
     }
+    // The imported log's last word: what came before is the archive's.
+    tx.execute(
+        "SELECT tenantry.audit_offboarding($1, 'tenant.imported', $2)",
+        &[
+            tenant.as_uuid(),
+            &serde_json::json!({
+                "source_tenant_id": manifest.tenant_id,
+                "exported_at": manifest.exported_at,
+                "schema_version": manifest.schema_version,
+                "rows": rows.values().sum::<u64>(),
+            }),
+        ],
+    )
+    .await?;
     tx.batch_execute("SET LOCAL ROLE tenantry_owner").await?;
     for (sequence, max) in &moves {
         tx.execute("SELECT setval($1::text::regclass, $2)", &[sequence, max])

@@ -1,16 +1,19 @@
 //! Tenant settings (quotas, limits and their defaults, rate limits, metadata) parsed once into [`TenantSettings`], with the bounds and messages of the database's `tenantry.validate_tenant_settings`, which still checks every write.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{value::RawValue, Value};
 
-use crate::DbError;
+use crate::{DbError, JsonText};
 
 /// A tenant's validated settings: every key optional, unknown keys refused.
 /// Integral numbers written as floats (`5.0`, `1e3`) count as integers; the
 /// quotas fit a `bigint` (the database counts in one) and the burst a `u32`.
-// Built by `TenantSettings::parse`, or by serde, which parses the same way.
+// Built by `TenantSettings::parse_text`, or by serde, which parses the same
+// way from the value's text: `metadata` is kept as written (JsonText), so a
+// number in it comes back exactly as the client wrote it (it went through a
+// 64-bit float and came back rounded: found by a review of hostile input).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "Value", deny_unknown_fields)]
+#[serde(try_from = "Box<RawValue>", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantSettings {
     /// Most resources the tenant may hold (integer ≥ 0).
@@ -86,25 +89,56 @@ pub struct TenantSettings {
         schema(nullable = false, format = Int64, minimum = 1, maximum = 4_294_967_295_u64)
     )]
     rate_limit_burst: Option<u32>,
-    /// Free-form object.
+    /// Free-form object, kept as written (numbers of any size or precision).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<Object>))]
-    metadata: Option<Map<String, Value>>,
+    metadata: Option<JsonText>,
 }
 
 impl TenantSettings {
     /// Parses settings JSON. Errors are [`DbError::Invalid`] naming the key
-    /// (`settings.<key>`), worded like the database's own validator.
+    /// (`settings.<key>`), worded like the database's own validator. The
+    /// value's numbers are already those of a `Value` (64-bit): prefer
+    /// [`TenantSettings::parse_text`] where the text is at hand.
     pub fn parse(value: &Value) -> Result<Self, DbError> {
-        let Value::Object(object) = value else {
-            return Err(DbError::invalid(
-                "settings",
-                "settings must be a JSON object",
-            ));
-        };
+        let raw = serde_json::value::to_raw_value(value)
+            .map_err(|e| DbError::invalid("settings", format!("settings: {e}")))?;
+        Self::parse_raw(&raw)
+    }
+
+    /// Parses settings from their JSON text, `metadata` kept as written.
+    pub fn parse_text(text: &str) -> Result<Self, DbError> {
+        let raw: Box<RawValue> = serde_json::from_str(text)
+            .map_err(|e| DbError::invalid("settings", format!("settings are not JSON: {e}")))?;
+        Self::parse_raw(&raw)
+    }
+
+    fn parse_raw(raw: &RawValue) -> Result<Self, DbError> {
+        let not_object = || DbError::invalid("settings", "settings must be a JSON object");
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(not_object());
+        }
+        // Keys in order, as serde_json::Map (the Value this parsed before) had them.
+        let object: std::collections::BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(raw.get()).map_err(|_| not_object())?;
         let mut settings = Self::default();
-        for (key, v) in object {
+        for (key, raw) in object {
             let field = format!("settings.{key}");
+            if key == "metadata" {
+                let text = JsonText::parse(raw.get())
+                    .map_err(|e| DbError::invalid(&field, format!("{field}: {e}")))?;
+                if !text.is_object() {
+                    return Err(DbError::invalid(
+                        field,
+                        "settings.metadata must be a JSON object",
+                    ));
+                }
+                settings.metadata = Some(text);
+                continue;
+            }
+            let v: Value = serde_json::from_str(raw.get())
+                .map_err(|e| DbError::invalid(&field, format!("{field}: {e}")))?;
+            let v = &v;
             match key.as_str() {
                 "max_resources" | "max_storage_bytes" | "max_children" | "max_descendants"
                 | "max_api_keys" | "max_roles" | "max_members" | "max_shares" => {
@@ -144,15 +178,6 @@ impl TenantSettings {
                     } else {
                         &mut settings.child_creation_rate_per_second
                     } = Some(rate);
-                }
-                "metadata" => {
-                    let Value::Object(m) = v else {
-                        return Err(DbError::invalid(
-                            field,
-                            "settings.metadata must be a JSON object",
-                        ));
-                    };
-                    settings.metadata = Some(m.clone());
                 }
                 other => {
                     return Err(DbError::invalid(
@@ -206,8 +231,8 @@ impl TenantSettings {
             .unwrap_or(DEFAULT_CHILD_CREATION_RATE)
     }
 
-    /// Free-form metadata.
-    pub fn metadata(&self) -> Option<&Map<String, Value>> {
+    /// Free-form metadata, as written.
+    pub fn metadata(&self) -> Option<&JsonText> {
         self.metadata.as_ref()
     }
 }
@@ -285,11 +310,11 @@ fn integer(v: &Value, min: i64, max: i64) -> Option<i64> {
     (min..=max).contains(&n).then_some(n)
 }
 
-impl TryFrom<Value> for TenantSettings {
+impl TryFrom<Box<RawValue>> for TenantSettings {
     type Error = DbError;
 
-    fn try_from(value: Value) -> Result<Self, Self::Error> {
-        Self::parse(&value)
+    fn try_from(raw: Box<RawValue>) -> Result<Self, Self::Error> {
+        Self::parse_raw(&raw)
     }
 }
 
@@ -303,6 +328,43 @@ mod tests {
         match TenantSettings::parse(&value) {
             Err(DbError::Invalid { field, .. }) => field,
             other => panic!("{value} parsed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn metadata_keeps_its_text_and_the_other_keys_parse_as_from_a_value() {
+        let text = r#"{"max_roles": 7, "metadata": {"n": 123456789012345678901234567890, "f": 0.10, "t": 1e-400}}"#;
+        let settings = TenantSettings::parse_text(text).unwrap();
+        assert_eq!(settings.limit(Limit::Roles), 7);
+        assert_eq!(
+            settings.metadata().map(JsonText::get),
+            Some(r#"{"n": 123456789012345678901234567890, "f": 0.10, "t": 1e-400}"#)
+        );
+        // Serialized and read back (the database's column, an answer's body): the same text.
+        let json = serde_json::to_string(&settings).unwrap();
+        assert!(
+            json.contains(
+                r#""metadata":{"n": 123456789012345678901234567890, "f": 0.10, "t": 1e-400}"#
+            ),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<TenantSettings>(&json).unwrap(),
+            settings
+        );
+        // Refusals name the key, as from a value.
+        for (text, field) in [
+            (r#"{"metadata": [1]}"#, "settings.metadata"),
+            (r#"{"metadata": {"a": "\ud800"}}"#, "settings.metadata"),
+            (r#"{"max_roles": 1e400}"#, "settings.max_roles"),
+            (r#"[1]"#, "settings"),
+        ] {
+            match TenantSettings::parse_text(text) {
+                Err(DbError::Invalid { field: f, .. }) => {
+                    assert_eq!(f.as_deref(), Some(field), "{text}")
+                }
+                other => panic!("{text} parsed: {other:?}"),
+            }
         }
     }
 

@@ -205,7 +205,10 @@ pub struct AuditEntry {
     pub tenant_id: TenantId,
     /// When.
     pub occurred_at: DateTime<Utc>,
-    /// Who (`key:<id>`, `user:<id>`, `admin`, `db:<login>`).
+    /// Who: `key:<id>`, `user:<id>`, `admin` (the admin token), `cli:<operator>`
+    /// (the CLI: `TENANTRY_ACTOR`, else system user and host), `db:<login>` (SQL
+    /// without a label), `tenant:<id>` (another tenant that declined a share),
+    /// or the label an operator's SQL set (`set_actor_local`).
     pub actor: String,
     /// What, e.g. `key.revoked`.
     pub action: String,

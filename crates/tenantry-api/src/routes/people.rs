@@ -324,8 +324,12 @@ pub struct NewImpersonationBody {
     #[schema(minimum = 60, maximum = 28800)]
     #[serde(default, deserialize_with = "super::whole_number")]
     pub valid_for_seconds: Option<u64>,
-    /// Why (audited, ≤ 500 characters).
-    #[schema(max_length = 500)]
+    /// Why (audited, ≤ 500 characters; no control or invisible characters:
+    /// tab and line breaks are allowed).
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u00ad\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f\ufeff]*$"
+    )]
     pub reason: Option<String>,
 }
 

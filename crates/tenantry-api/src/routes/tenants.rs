@@ -49,14 +49,18 @@ pub struct NewTenantBody {
     /// max_shares), rate_limit_per_second, rate_limit_burst, metadata. A tenant
     /// key cannot give its child more than its own tenant has (403); limits it
     /// leaves out are capped at its own.
-    // Raw until `settings` parses it: a bad value is then 422 naming `settings.<key>`, not 400.
+    // Raw until `settings` parses it: a bad value is then 422 naming
+    // `settings.<key>`, not 400; and its text, so that `metadata` is kept as
+    // written (numbers of any size or precision).
     #[schema(value_type = Option<TenantSettings>)]
-    pub settings: Option<serde_json::Value>,
+    pub settings: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// Parses a body's settings once; 422 `validation_failed` naming `settings.<key>` when invalid.
-fn settings(raw: Option<&serde_json::Value>) -> Result<Option<TenantSettings>, ApiError> {
-    Ok(raw.map(TenantSettings::parse).transpose()?)
+fn settings(raw: Option<&serde_json::value::RawValue>) -> Result<Option<TenantSettings>, ApiError> {
+    Ok(raw
+        .map(|raw| TenantSettings::parse_text(raw.get()))
+        .transpose()?)
 }
 
 /// A change to a tenant; absent fields stay as they are. Only `parent_id`
@@ -79,7 +83,7 @@ pub struct TenantPatch {
     /// Replacement settings (validated; unknown keys refused).
     #[serde(default, deserialize_with = "super::double_option")]
     #[schema(value_type = TenantSettings, required = false)]
-    pub settings: Option<Option<serde_json::Value>>,
+    pub settings: Option<Option<Box<serde_json::value::RawValue>>>,
     /// New parent; `null` makes the tenant a root. The tenant itself is refused (422,
     /// field `parent_id`); one of its descendants, which would make a cycle, 409.
     #[serde(default, deserialize_with = "super::double_option")]
@@ -125,7 +129,7 @@ pub async fn create_tenant(
                 name: body.name,
                 parent_id: body.parent_id,
                 isolation,
-                settings: settings(body.settings.as_ref())?,
+                settings: settings(body.settings.as_deref())?,
             };
             // Under an Idempotency-Key, the operator's: a retry answers the
             // stored response (the tenant as created) without a second tenant.
@@ -148,7 +152,7 @@ pub async fn create_tenant(
                 )
                 .with_field("parent_id"));
             }
-            let new = (body.name, settings(body.settings.as_ref())?);
+            let new = (body.name, settings(body.settings.as_deref())?);
             // The child is read back in its creation's transaction
             // (`child`, which sees it before the parent's context does): the
             // answer cannot fail after the child was committed. Under an
@@ -284,7 +288,7 @@ pub async fn patch_tenant(
     let isolation = super::not_null("isolation", patch.isolation)?;
     let update = TenantUpdate {
         name,
-        settings: settings(raw_settings.as_ref())?,
+        settings: settings(raw_settings.as_deref())?,
     };
     let changes = (update, patch.parent_id, isolation);
     let tenant = admin

@@ -811,6 +811,71 @@ async fn a_number_too_large_or_small_to_store_in_data_is_a_422_and_doubles_round
     assert_eq!(numbers, [f64::MAX, f64::MIN, 5e-324, 0.0]);
 }
 
+/// A tenant's `settings.metadata` is free-form JSON kept as written: a number
+/// beyond a 64-bit float (an id of 30 digits, a decimal's trailing zero, a
+/// value below 1e-308) comes back with every digit, on creation, on a change
+/// and on a read, with the admin token and with a parent's key alike (it went
+/// through a 64-bit float and came back rounded, or as 0.0: found by a
+/// review of hostile input).
+#[tokio::test]
+async fn a_tenants_metadata_keeps_its_numbers_as_written() {
+    let (app, key, _, _) = setup(|_| {}).await;
+    let digits = [
+        "123456789012345678901234567890",
+        "0.10",
+        "-0.000000000000000000001",
+    ];
+    let kept = |r: &Resp| {
+        for d in digits {
+            assert!(r.text.contains(d), "{d} not in {}", r.text);
+        }
+        // PostgreSQL writes 1e-400 out in full: 399 zeros after the point.
+        let tiny = format!("0.{}1", "0".repeat(399));
+        assert!(
+            r.text.contains("1e-400") || r.text.contains(&tiny),
+            "1e-400 lost: {}",
+            r.text
+        );
+    };
+    let metadata = r#"{"n":123456789012345678901234567890,"f":0.10,"t":-0.000000000000000000001,"tiny":1e-400}"#;
+    let created = raw(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &app.admin_token,
+        format!(r#"{{"name":"exact","settings":{{"metadata":{metadata}}}}}"#).into_bytes(),
+    )
+    .await;
+    created.expect(201);
+    kept(&created);
+    let id = created.body["tenant_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    kept(&app.admin_get(&format!("/v1/tenants/{id}")).await);
+    // A change keeps it as written too, and a parent's key creating a child.
+    let changed = raw(
+        &app,
+        Method::PATCH,
+        &format!("/v1/tenants/{id}"),
+        &app.admin_token,
+        format!(r#"{{"settings":{{"max_resources":5,"metadata":{metadata}}}}}"#).into_bytes(),
+    )
+    .await;
+    changed.expect(200);
+    kept(&changed);
+    let child = raw(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &key,
+        format!(r#"{{"name":"exact-child","settings":{{"metadata":{metadata}}}}}"#).into_bytes(),
+    )
+    .await;
+    child.expect(201);
+    kept(&child);
+}
+
 /// Two Content-Type headers are refused, whichever comes first: the first
 /// counted, and a proxy reading the last saw another body than the server
 /// parsed (an outside fuzzing review). Nothing is written.

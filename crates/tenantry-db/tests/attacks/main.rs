@@ -13,6 +13,7 @@ mod context;
 mod context_keys;
 mod explain;
 mod forging;
+mod grants;
 mod helpers;
 mod hierarchy;
 mod keys_and_roles;

@@ -1354,6 +1354,109 @@ async fn an_impersonation_is_audited_as_ended_once_and_also_when_its_member_is_r
     assert_eq!(impersonation_audit(&su, t).await, expected);
 }
 
+/// An impersonation's reason is read by operators in a terminal
+/// (`tenantry impersonate list`) and in the console: a tenant's owner, who
+/// may start one, cannot put escape sequences or bidirectional overrides in
+/// it (found by a review of hostile input); lines and tabs stay allowed.
+#[tokio::test]
+async fn an_impersonations_reason_takes_no_control_or_invisible_characters() {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _) = team(&c, &su, &["resources.read"]).await;
+    for reason in [
+        "ticket 7\r\u{1b}[2K\u{1b}]0;owned\u{7}FAKE ROW",
+        "\u{1b}]52;c;ZXZpbA==\u{7}",
+        "gnp\u{202e}.exe",
+        "zero\u{200b}width",
+    ] {
+        begin_as(&c, t).await;
+        let err = c
+            .query_one(
+                "SELECT impersonation_id FROM tenantry.start_impersonation($1, NULL, interval '10 minutes', $2)",
+                &[&member, &reason],
+            )
+            .await
+            .expect_err(reason);
+        let d = err.as_db_error().expect("a database error");
+        assert_eq!(
+            (d.code().code(), d.hint()),
+            ("TN422", Some("reason")),
+            "{reason:?}"
+        );
+        rollback(&c).await;
+    }
+    // Nor by a raw insert past the function.
+    exec(&su, "SET ROLE tenantry_owner").await;
+    let raw = su
+        .execute(
+            "INSERT INTO tenantry.impersonations (tenant_id, user_id, impersonator, token_hash, expires_at, reason)
+             VALUES ($1, $2, 'admin', sha256('x'::bytea), now() + interval '1 minute', E'\\x1b[31m')",
+            &[&t, &member],
+        )
+        .await
+        .expect_err("the table's check");
+    assert_eq!(
+        raw.as_db_error().map(|d| d.constraint()),
+        Some(Some("impersonations_reason_visible"))
+    );
+    exec(&su, "RESET ROLE").await;
+    begin_as(&c, t).await;
+    c.query_one(
+        "SELECT impersonation_id FROM tenantry.start_impersonation($1, NULL, interval '10 minutes', $2)",
+        &[&member, &"ticket 7:\n\tcustomer asked"],
+    )
+    .await
+    .expect("lines and tabs are text");
+    commit(&c).await;
+}
+
+/// A removed member's keys go with the member (the foreign key cascades), and
+/// a deleted role's pending invitations with the role: each that could still
+/// be used is recorded as revoked, with the reason (an audit review found
+/// the key's last audit row was `key.created`).
+#[tokio::test]
+async fn a_removed_members_live_keys_and_a_deleted_roles_pending_invitations_are_audited_as_revoked(
+) {
+    let (_tdb, c, su) = setup().await;
+    let (t, _owner, member, _) = team(&c, &su, &["resources.read"]).await;
+    let temp = create_role(&c, t, "temp").await;
+    begin_as(&c, t).await;
+    c.execute(
+        "SELECT tenantry.create_api_key('bobs', $1)",
+        &[&json!({ "user_id": member })],
+    )
+    .await
+    .unwrap();
+    commit(&c).await;
+    let invitation = invite(&c, t, "carol@team.test", None, Some(temp)).await;
+    assert!(invitation.starts_with("tinv_"));
+    begin_as(&c, t).await;
+    exec(&c, &format!("SELECT tenantry.remove_member('{member}')")).await;
+    exec(
+        &c,
+        &format!("DELETE FROM tenantry.roles WHERE role_id = '{temp}'"),
+    )
+    .await;
+    commit(&c).await;
+    let audited = strings(
+        &su,
+        &format!(
+            "SELECT action || ' ' || coalesce(details->>'reason', '') || ' ' || coalesce(details->>'deleted', '')
+               FROM tenantry.audit_log WHERE tenant_id = '{t}' AND target_type IN ('api_key', 'invitation')
+              ORDER BY 1"
+        ),
+    )
+    .await;
+    assert_eq!(
+        audited,
+        [
+            "invitation.created  ",
+            "invitation.revoked role deleted true",
+            "key.created  ",
+            "key.revoked member removed true",
+        ]
+    );
+}
+
 /// The owner handing ownership to two members at once: the second transfer
 /// waits for the first, and then its caller is no longer the owner. Its
 /// context, entered before, still said "every permission", and both were

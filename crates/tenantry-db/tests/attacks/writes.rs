@@ -269,9 +269,24 @@ async fn request_log_audit_and_database_maintained_columns_cannot_be_forged() {
             "UPDATE tenantry.api_keys SET revoked_at = NULL WHERE tenant_id = '{}'",
             w.a
         ),
+        // Its own row naming an impersonator: the record of what an operator
+        // did as a member is the server's writer's alone.
+        format!(
+            "INSERT INTO tenantry.request_log (tenant_id, route, method, status, impersonator) VALUES ('{}', '/v1/keys', 'POST', 201, 'admin')",
+            w.a
+        ),
     ] {
         denied(&w.app, &format!("ROLLBACK TO SAVEPOINT s; {sql}"), "42501").await;
     }
+    // Its own row without one is the guide's request_log, still allowed.
+    exec(
+        &w.app,
+        &format!(
+            "ROLLBACK TO SAVEPOINT s; INSERT INTO tenantry.request_log (tenant_id, route, method, status) VALUES ('{}', '/mine', 'GET', 200)",
+            w.a
+        ),
+    )
+    .await;
     rollback(&w.app).await;
     begin_as(&w.app, w.b).await;
     assert_eq!(
