@@ -76,6 +76,35 @@ GRANT EXECUTE ON FUNCTION tenantry.validate_tenant_settings(jsonb) TO tenantry_a
 -- -----------------------------------------------------------------------------
 
 /**
+ * Whether text holds a control or invisible character (with `lines`, tab,
+ * line feed and carriage return are text). Refused: C0 and C1 controls, soft
+ * hyphen, zero-width space, directional marks, line and paragraph separators
+ * (control characters in a name, which a trim would not remove),
+ * bidirectional embeddings, overrides and isolates, word joiner and the
+ * invisible operators, the byte-order mark, and the blank look-alikes a
+ * review of hostile input found passing (combining grapheme joiner, Arabic
+ * letter mark, Hangul fillers, Khmer inherent vowels, Mongolian selectors,
+ * braille blank, interlinear annotation characters). The zero-width
+ * non-joiner and joiner (U+200C, U+200D) spell Persian and Indic words and
+ * emoji sequences ('می‌خواهم', '👩‍💻'): allowed between two characters that
+ * are not ASCII or white space, where they shape what is around them, and
+ * refused anywhere else, where they are only invisible ('ad‍min'); the same
+ * review found Persian names refused.
+ */
+CREATE OR REPLACE FUNCTION tenantry.invisible_text(value text, lines boolean)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT value ~ CASE WHEN lines
+                        THEN E'[\\x01-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\u2800\\u3164\\ufeff\\uffa0\\ufff0-\\ufffb]'
+                        ELSE E'[\\x01-\\x1f\\x7f-\\x9f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\u2800\\u3164\\ufeff\\uffa0\\ufff0-\\ufffb]' END
+        OR value ~ E'(^|[\\x01-\\x7f\\s\\u200c\\u200d])[\\u200c\\u200d]|[\\u200c\\u200d]($|[\\x01-\\x7f\\s])'
+$$;
+COMMENT ON FUNCTION tenantry.invisible_text(text, boolean) IS 'Whether text holds a control or invisible character (with lines: tab and line breaks allowed); the zero-width joiner and non-joiner only count where they are invisible (next to ASCII or white space, or at an end). The rule of names (clean_name) and of impersonation reasons.';
+GRANT EXECUTE ON FUNCTION tenantry.invisible_text(text, boolean) TO tenantry_app, tenantry_admin;
+
+/**
  * A name as stored: Unicode NFC (so "café" typed two ways is one name),
  * without leading or trailing Unicode white space (no-break and ideographic
  * spaces included). Control characters and invisible formatting characters
@@ -89,9 +118,7 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- (U+2028 and U+2029 separate lines and paragraphs: control characters
-    -- in a name, which the trim below would not remove.)
-    IF value ~ E'[\\x01-\\x1f\\x7f-\\x9f\\u00ad\\u200b-\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\ufeff]' THEN
+    IF tenantry.invisible_text(value, false) THEN
         RAISE EXCEPTION '% must not contain control or invisible characters', field
             USING ERRCODE = 'TN422', HINT = field;
     END IF;
@@ -112,7 +139,7 @@ BEGIN
         NFC);
 END
 $$;
-COMMENT ON FUNCTION tenantry.clean_name(text, text) IS 'A name as stored: NFC, trimmed of Unicode white space; TN422 for control or invisible characters, and for a word mixing Latin with Cyrillic or Greek letters (look-alikes). Used by the triggers on tenants, roles and members.';
+COMMENT ON FUNCTION tenantry.clean_name(text, text) IS 'A name as stored: NFC, trimmed of Unicode white space; TN422 for control or invisible characters (zero-width joiner and non-joiner allowed only between two characters that are not ASCII or white space), and for a word mixing Latin with Cyrillic or Greek letters (look-alikes). Used by the triggers on tenants, roles and members.';
 GRANT EXECUTE ON FUNCTION tenantry.clean_name(text, text) TO tenantry_app, tenantry_admin;
 
 -- -----------------------------------------------------------------------------

@@ -1216,6 +1216,7 @@ DECLARE
     known_email text;
     inserted bigint;
     has_owner boolean;
+    was_owner boolean;
 BEGIN
     IF uid IS NULL OR tenantry.current_tenant_id() IS NOT NULL THEN
         RAISE EXCEPTION 'accepting an invitation needs a signed-in person' USING ERRCODE = 'TN403';
@@ -1257,6 +1258,8 @@ BEGIN
     IF known_email IS NULL THEN
         RAISE EXCEPTION 'accepting this invitation needs your email' USING ERRCODE = 'TN422', HINT = 'email';
     END IF;
+    was_owner := EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                         WHERE m.tenant_id = tid AND m.user_id = uid AND m.is_owner);
     INSERT INTO tenantry.tenant_members (tenant_id, user_id, email)
     VALUES (tid, uid, known_email)
     ON CONFLICT (tenant_id, user_id) DO NOTHING;
@@ -1286,8 +1289,9 @@ BEGIN
     -- invitation from a caller holding every permission gives that
     -- (may_own); another, made while the tenant had an owner who left since,
     -- waits for an owner (the operator's transfer).
-    IF NOT inv.may_own AND EXISTS (SELECT 1 FROM tenantry.tenant_members m
-                                   WHERE m.tenant_id = tid AND m.user_id = uid AND m.is_owner) THEN
+    IF NOT inv.may_own AND NOT was_owner
+       AND EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                   WHERE m.tenant_id = tid AND m.user_id = uid AND m.is_owner) THEN
         RAISE EXCEPTION 'tenant % has no owner: this invitation cannot make you its owner; ask its operator', tid
             USING ERRCODE = 'TN409', HINT = 'token';
     END IF;
@@ -1391,8 +1395,11 @@ BEGIN
     IF length(coalesce(reason, '')) > 500 THEN
         RAISE EXCEPTION 'reason must be at most 500 characters' USING ERRCODE = 'TN422', HINT = 'reason';
     END IF;
-    -- As the table's impersonations_reason_visible (0059), said as a field's rule.
-    IF reason ~ E'[\\x01-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\u00ad\\u200b-\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\ufeff]' THEN
+    -- Read by operators in a terminal (`tenantry impersonate list`) and the
+    -- console: no escape sequences or bidirectional overrides (a review of
+    -- hostile input rewrote an operator's terminal row with one). Only the
+    -- owner writes the table, through here.
+    IF tenantry.invisible_text(reason, true) THEN
         RAISE EXCEPTION 'reason must not contain control or invisible characters (escape sequences, bidirectional overrides, zero-width characters)'
             USING ERRCODE = 'TN422', HINT = 'reason';
     END IF;

@@ -40,7 +40,7 @@ CREATE OR REPLACE TRIGGER api_keys_file_prefix AFTER INSERT ON tenantry.api_keys
     FOR EACH ROW EXECUTE FUNCTION tenantry.api_keys_file_prefix();
 
 /**
- * Audits key creation, rotation and revocation, and a live key deleted:
+ * Audits key creation, rotation and revocation, and a usable key deleted:
  * removing a member deletes the keys bound to it (the foreign key cascades,
  * migration 0031), and such a key, until then usable, is recorded as revoked
  * with the reason (an audit review found its last word was key.created). A
@@ -61,7 +61,7 @@ BEGIN
                                'user_id', NEW.user_id, 'role_id', NEW.role_id,
                                'scopes', NEW.scopes, 'allowed_cidrs', NEW.allowed_cidrs));
     ELSIF TG_OP = 'DELETE' THEN
-        IF OLD.revoked_at IS NULL THEN
+        IF OLD.revoked_at IS NULL AND (OLD.expires_at IS NULL OR OLD.expires_at > now()) THEN
             PERFORM tenantry.write_audit(OLD.tenant_id, 'key.revoked', 'api_key', OLD.key_id::text,
                 jsonb_build_object('prefix', OLD.prefix, 'user_id', OLD.user_id,
                                    'reason', CASE WHEN OLD.user_id IS NOT NULL THEN 'member removed' ELSE 'deleted' END,
@@ -74,7 +74,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.api_keys_audit() IS 'Trigger: audits keys created and rotated (with their scopes and allowed addresses), revoked (with the time the revocation takes effect: a rotated-out key''s is ahead), and a key deleted while live (its member removed: key.revoked with reason and deleted = true).';
+COMMENT ON FUNCTION tenantry.api_keys_audit() IS 'Trigger: audits keys created and rotated (with their scopes and allowed addresses), revoked (with when), and a key deleted while still usable, neither revoked nor expired (its member removed: key.revoked with reason and deleted = true).';
 CREATE OR REPLACE TRIGGER api_keys_audit AFTER INSERT OR UPDATE OF revoked_at OR DELETE ON tenantry.api_keys
     FOR EACH ROW EXECUTE FUNCTION tenantry.api_keys_audit();
 

@@ -42,14 +42,15 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// A cell as it may reach a terminal: control characters (line breaks, tab,
 /// escape sequences, C1) and the invisible formatting characters names refuse
-/// (bidirectional overrides and isolates, zero-width characters) written as
+/// (bidirectional overrides and isolates, zero-width spaces; not the joiners,
+/// which the database allows only where they shape letters) written as
 /// `\u{..}`, so that text a tenant wrote (a description, a reason) can
 /// neither rewrite the operator's screen nor read as something else, nor
 /// break a row in two (found by a review of hostile input).
 pub fn shown(cell: &str) -> std::borrow::Cow<'_, str> {
     let hidden = |c: char| {
         c.is_control()
-            || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+            || matches!(c, '\u{ad}' | '\u{200b}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
     };
     if !cell.chars().any(hidden) {
         return cell.into();
@@ -112,7 +113,10 @@ mod tests {
 
     #[test]
     fn cells_show_control_and_invisible_characters_escaped_and_leave_the_rest_alone() {
-        assert_eq!(shown("ticket 7 – café 👩‍💻"), "ticket 7 – café 👩\\u{200d}💻");
+        assert_eq!(
+            shown("ticket 7 – café 👩‍💻 می‌خواهم"),
+            "ticket 7 – café 👩‍💻 می‌خواهم"
+        );
         assert_eq!(
             shown("ticket 7\r\u{1b}[2K\u{1b}]0;owned\u{7}"),
             "ticket 7\\u{d}\\u{1b}[2K\\u{1b}]0;owned\\u{7}"

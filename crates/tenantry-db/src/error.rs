@@ -268,11 +268,6 @@ const FIELD_LIMITS: &[(&str, &str, &str)] = &[
         INVISIBLE_IN_DESCRIPTION,
     ),
     (
-        "impersonations_reason_visible",
-        "reason",
-        "reason must not contain control or invisible characters (escape sequences, bidirectional overrides, zero-width characters)",
-    ),
-    (
         "roles_name_check",
         "name",
         "role name must be 1 to 100 characters",

@@ -65,6 +65,33 @@ impl JsonText {
         self.0.get()
     }
 
+    /// How deep its arrays and objects nest (0 for a scalar; brackets
+    /// inside strings do not count).
+    pub fn depth(&self) -> usize {
+        let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+        for b in self.get().bytes() {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest
+    }
+
     /// Whether it is a JSON object.
     pub fn is_object(&self) -> bool {
         self.get().starts_with('{')

@@ -12,7 +12,7 @@ use crate::{DbError, JsonText};
 // way from the value's text: `metadata` is kept as written (JsonText), so a
 // number in it comes back exactly as the client wrote it (it went through a
 // 64-bit float and came back rounded: found by a review of hostile input).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(try_from = "Box<RawValue>", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantSettings {
@@ -133,6 +133,18 @@ impl TenantSettings {
                         "settings.metadata must be a JSON object",
                     ));
                 }
+                // The settings travel inside other JSON too (a key's or a
+                // member's verified identity, read as a tree): nested deeper,
+                // every request of the tenant failed (found by a
+                // verification review).
+                if text.depth() > METADATA_MAX_DEPTH {
+                    return Err(DbError::invalid(
+                        field,
+                        format!(
+                            "settings.metadata may nest at most {METADATA_MAX_DEPTH} levels deep"
+                        ),
+                    ));
+                }
                 settings.metadata = Some(text);
                 continue;
             }
@@ -237,6 +249,11 @@ impl TenantSettings {
     }
 }
 
+/// How deep a tenant's `settings.metadata` may nest: below serde_json's 128
+/// levels with room for the JSON the settings travel in (a verified key's
+/// identity holds them three levels down).
+pub const METADATA_MAX_DEPTH: usize = 120;
+
 /// Children a tenant's keys may create per second when its settings do not say
 /// (`child_creation_rate_per_second`).
 pub const DEFAULT_CHILD_CREATION_RATE: f64 = 10.0;
@@ -308,6 +325,57 @@ fn integer(v: &Value, min: i64, max: i64) -> Option<i64> {
         }
     };
     (min..=max).contains(&n).then_some(n)
+}
+
+impl PartialEq for TenantSettings {
+    /// The same settings: `metadata` compared as JSON, not as text
+    /// (PostgreSQL writes `{"a": 1}` back for `{"a":1}`).
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            max_resources,
+            max_storage_bytes,
+            max_children,
+            max_descendants,
+            max_api_keys,
+            max_roles,
+            max_members,
+            max_shares,
+            rate_limit_per_second,
+            child_creation_rate_per_second,
+            rate_limit_burst,
+            metadata,
+        } = self;
+        let same_metadata = match (metadata, &other.metadata) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a == b || a.to_value().ok() == b.to_value().ok(),
+            _ => false,
+        };
+        (
+            max_resources,
+            max_storage_bytes,
+            max_children,
+            max_descendants,
+            max_api_keys,
+            max_roles,
+            max_members,
+            max_shares,
+            rate_limit_per_second,
+            child_creation_rate_per_second,
+            rate_limit_burst,
+        ) == (
+            &other.max_resources,
+            &other.max_storage_bytes,
+            &other.max_children,
+            &other.max_descendants,
+            &other.max_api_keys,
+            &other.max_roles,
+            &other.max_members,
+            &other.max_shares,
+            &other.rate_limit_per_second,
+            &other.child_creation_rate_per_second,
+            &other.rate_limit_burst,
+        ) && same_metadata
+    }
 }
 
 impl TryFrom<Box<RawValue>> for TenantSettings {

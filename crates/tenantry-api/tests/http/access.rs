@@ -438,6 +438,9 @@ async fn a_restricted_key_cannot_assign_a_role_with_permissions_it_lacks() {
     let admin_role = app
         .create_role(&t.key, "admin", &["members.write", "keys.write"])
         .await;
+    // The tenant's first member, its owner, comes from a caller holding
+    // every permission (a_restricted_key_makes_nobody_the_owner_of_a_tenant_without_one).
+    app.add_member(&t.key, "owner@example.com").await;
     let user = app.add_member(&hr_key, "e@example.com").await;
     app.put(&format!("/v1/members/{user}/roles/{admin_role}"), &hr_key)
         .await
@@ -447,6 +450,55 @@ async fn a_restricted_key_cannot_assign_a_role_with_permissions_it_lacks() {
         .put(&format!("/v1/members/{user}/roles/{hr}"), &hr_key)
         .await;
     assert_eq!(r.expect(200)["role_ids"], json!([hr]));
+}
+
+/// A key holding members.write or members.invite but not every permission
+/// cannot give a tenant without an owner its first member, who would own it,
+/// by adding or by inviting (found by a review of the hierarchy: an
+/// invitation to its own person made them the owner, who minted an unbound
+/// key); once the tenant has an owner it adds and invites plain members.
+#[tokio::test]
+async fn a_restricted_key_makes_nobody_the_owner_of_a_tenant_without_one() {
+    let app = TestApp::spawn().await;
+    let t = app.tenant("t").await;
+    let hr = app
+        .create_role(
+            &t.key,
+            "hr",
+            &["members.read", "members.write", "members.invite"],
+        )
+        .await;
+    let (hr_key, _) = app.create_role_key(&t.key, &hr).await;
+    let refused = app
+        .post(
+            "/v1/members",
+            &hr_key,
+            &json!({ "email": "mallory@evil.test" }),
+        )
+        .await;
+    let detail = refused.problem(403, "permission_denied")["detail"].clone();
+    assert!(
+        detail.as_str().unwrap_or("").contains("no owner yet"),
+        "{detail}"
+    );
+    app.post(
+        "/v1/invitations",
+        &hr_key,
+        &json!({ "email": "mallory@evil.test" }),
+    )
+    .await
+    .problem(403, "permission_denied");
+    assert!(app.get("/v1/members", &t.key).await.items().is_empty());
+    assert!(app.get("/v1/invitations", &t.key).await.items().is_empty());
+    app.add_member(&t.key, "owner@example.com").await;
+    app.add_member(&hr_key, "e@example.com").await;
+    app.post(
+        "/v1/invitations",
+        &hr_key,
+        &json!({ "email": "f@example.com" }),
+    )
+    .await
+    .expect(201);
 }
 
 /// One page of `GET /v1/members?{query}`: the members' ids and the next cursor.

@@ -678,10 +678,13 @@ async fn names_with_invisible_characters_or_look_alike_letters_are_422_and_write
     // line and paragraph separators only (the schema's "not only spaces").
     for name in [
         "ad\u{200b}min",
+        "ad\u{200d}min",
         "p\u{430}ypal",
         "\u{2028}",
         "\u{2029}",
         "\u{2028}\u{2029} ",
+        "\u{3164}",
+        "caf\u{e9}\u{34f}",
     ] {
         app.post("/v1/roles", &t.key, &json!({ "name": name }))
             .await
@@ -698,14 +701,20 @@ async fn names_with_invisible_characters_or_look_alike_letters_are_422_and_write
             .problem(422, "validation_failed");
     }
     assert_eq!(snapshot(&app).await, before);
-    // The same letters, one script per word, are names.
-    app.post(
-        "/v1/roles",
-        &t.key,
-        &json!({ "name": "paypal \u{43f}\u{430}\u{439}" }),
-    )
-    .await
-    .expect(201);
+    // The same letters, one script per word, are names; and joiners where
+    // they shape letters (a Persian word, an emoji sequence).
+    for name in [
+        "paypal \u{43f}\u{430}\u{439}",
+        "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}",
+        "Dev team \u{1f469}\u{200d}\u{1f4bb}",
+    ] {
+        app.post("/v1/roles", &t.key, &json!({ "name": name }))
+            .await
+            .expect(201);
+        app.admin_post("/v1/tenants", &json!({ "name": name }))
+            .await
+            .expect(201);
+    }
 }
 
 /// PostgreSQL's text cannot hold U+0000: a NUL in a name, in JSON data, in a
@@ -874,6 +883,43 @@ async fn a_tenants_metadata_keeps_its_numbers_as_written() {
     .await;
     child.expect(201);
     kept(&child);
+
+    // Nested as deep as it may (120 levels), the tenant's keys still work:
+    // its settings travel inside a verified key's JSON too (nested deeper,
+    // every request of the tenant was a 500: found by a verification review).
+    let nested = |depth: usize| {
+        format!(
+            r#"{{"name":"deep","settings":{{"metadata":{}1{}}}}}"#,
+            r#"{"a":"#.repeat(depth),
+            "}".repeat(depth)
+        )
+    };
+    let deep = raw(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &app.admin_token,
+        nested(120).into_bytes(),
+    )
+    .await;
+    let deep_id = deep.expect(201)["tenant_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (deep_key, _) = app.create_key(&deep_id, json!({})).await;
+    app.get("/v1/resources", &deep_key).await.expect(200);
+    let r = raw(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &app.admin_token,
+        nested(121).into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        r.problem(422, "validation_failed")["field"],
+        "settings.metadata"
+    );
 }
 
 /// Two Content-Type headers are refused, whichever comes first: the first

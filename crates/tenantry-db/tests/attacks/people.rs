@@ -1367,6 +1367,7 @@ async fn an_impersonations_reason_takes_no_control_or_invisible_characters() {
         "\u{1b}]52;c;ZXZpbA==\u{7}",
         "gnp\u{202e}.exe",
         "zero\u{200b}width",
+        "blank\u{3164}",
     ] {
         begin_as(&c, t).await;
         let err = c
@@ -1384,21 +1385,6 @@ async fn an_impersonations_reason_takes_no_control_or_invisible_characters() {
         );
         rollback(&c).await;
     }
-    // Nor by a raw insert past the function.
-    exec(&su, "SET ROLE tenantry_owner").await;
-    let raw = su
-        .execute(
-            "INSERT INTO tenantry.impersonations (tenant_id, user_id, impersonator, token_hash, expires_at, reason)
-             VALUES ($1, $2, 'admin', sha256('x'::bytea), now() + interval '1 minute', E'\\x1b[31m')",
-            &[&t, &member],
-        )
-        .await
-        .expect_err("the table's check");
-    assert_eq!(
-        raw.as_db_error().map(|d| d.constraint()),
-        Some(Some("impersonations_reason_visible"))
-    );
-    exec(&su, "RESET ROLE").await;
     begin_as(&c, t).await;
     c.query_one(
         "SELECT impersonation_id FROM tenantry.start_impersonation($1, NULL, interval '10 minutes', $2)",

@@ -101,8 +101,18 @@ async fn share_resource_records_the_member_checks_its_target_and_shares_cannot_b
         .unwrap();
     clear_context(&app).await;
 
-    // Allowed: shared_by is the acting member of the transaction.
-    let member = Uuid::new_v4();
+    // Allowed: shared_by is the acting member of the transaction (its
+    // owner: sharing needs resources.share, which the owner holds).
+    set_context(&app, a).await;
+    let member: Uuid = app
+        .query_one(
+            "INSERT INTO tenant_members (email) VALUES ('owner@a.test') RETURNING user_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    clear_context(&app).await;
     exec(&app, "BEGIN").await;
     app.execute(
         "SELECT set_tenant_context_local($1, $2, NULL)",
