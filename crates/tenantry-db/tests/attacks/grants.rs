@@ -1,39 +1,15 @@
 //! Grants past what a caller holds, attacked as the server's login: a key or member holding some permissions calls tenantry's SECURITY DEFINER functions (sharing, child tenants, invitations) and deletes roles through raw SQL, where the API's own checks are not in the way (found by a review of the hierarchy, 2026-12-06).
 
-use tenantry_db::{SignedContext, TenantId, UserId};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::{
     common::{count, create_tenant, exec},
     helpers::{
-        add_member, app, begin_as, commit, create_resource, create_role, denied, enter_signed,
-        rollback, share,
+        add_member, app, begin_as, begin_person, begin_with_grants, commit, create_resource,
+        create_role, denied, rollback, share,
     },
 };
-
-/// Opens a transaction in `t` as a key (or, with `user`, a member) holding
-/// exactly `grants`, as the server proves it.
-async fn begin_with(c: &Client, t: Uuid, user: Option<Uuid>, grants: &[&str]) {
-    exec(c, "BEGIN").await;
-    let mut signed = SignedContext::new(TenantId::from_uuid(t));
-    signed.user = user.map(UserId::from_uuid);
-    signed.grants = Some(grants.iter().map(|g| (*g).to_owned()).collect());
-    let part = enter_signed(c, &signed)
-        .await
-        .expect("enter_context_signed");
-    assert!(part.is_some(), "the database refused the context");
-}
-
-/// Opens a transaction in a signed-in person's context (no tenant).
-async fn begin_person(c: &Client, user: Uuid) {
-    exec(c, "BEGIN").await;
-    let mut signed = SignedContext::admin(None);
-    signed.user = Some(UserId::from_uuid(user));
-    enter_signed(c, &signed)
-        .await
-        .expect("enter_context_signed");
-}
 
 /// A role of `t` holding `permissions`.
 async fn role_with(c: &Client, t: Uuid, name: &str, permissions: &[&str]) -> Uuid {
@@ -70,7 +46,7 @@ async fn a_caller_without_every_permission_makes_nobody_the_owner_of_a_tenant_th
 
     // A key holding members.invite alone invites nobody into it: the first
     // to join would own it.
-    begin_with(&c, t, None, &["members.invite"]).await;
+    begin_with_grants(&c, t, None, &["members.invite"]).await;
     let message = denied(
         &c,
         "SELECT tenantry.create_invitation('mallory@evil.test')",
@@ -80,7 +56,7 @@ async fn a_caller_without_every_permission_makes_nobody_the_owner_of_a_tenant_th
     assert!(message.contains("has no owner yet"), "{message}");
     rollback(&c).await;
     // Nor does a key holding members.write add an active member, the owner-to-be.
-    begin_with(&c, t, None, &["members.write", "members.invite"]).await;
+    begin_with_grants(&c, t, None, &["members.write", "members.invite"]).await;
     denied(
         &c,
         "INSERT INTO tenantry.tenant_members (email) VALUES ('mallory@evil.test')",
@@ -102,7 +78,7 @@ async fn a_caller_without_every_permission_makes_nobody_the_owner_of_a_tenant_th
     // nobody the owner once that owner has left.
     let owner = add_member(&c, t, "owner@acme.test").await;
     assert_eq!(owners(&su, t).await, 1);
-    begin_with(&c, t, None, &["members.invite"]).await;
+    begin_with_grants(&c, t, None, &["members.invite"]).await;
     let token: String = c
         .query_one(
             "SELECT token FROM tenantry.create_invitation('mallory@evil.test')",
@@ -176,7 +152,7 @@ async fn sharing_and_child_creation_from_sql_need_the_permissions_the_api_checks
         format!("SELECT * FROM tenantry.share_resource_row('{doc}', '{globex}')"),
         "SELECT tenantry.create_child_tenant('made-by-bob')".to_owned(),
     ] {
-        begin_with(&c, acme, Some(reader), &["resources.read"]).await;
+        begin_with_grants(&c, acme, Some(reader), &["resources.read"]).await;
         denied(&c, &sql, "TN401").await;
         rollback(&c).await;
     }
@@ -193,7 +169,7 @@ async fn sharing_and_child_creation_from_sql_need_the_permissions_the_api_checks
         0
     );
     share(&c, acme, doc, globex).await;
-    begin_with(
+    begin_with_grants(
         &c,
         acme,
         Some(reader),
@@ -208,7 +184,7 @@ async fn sharing_and_child_creation_from_sql_need_the_permissions_the_api_checks
     .await;
     rollback(&c).await;
     // The target declines only with resources.write, as through the API.
-    begin_with(&c, globex, None, &["resources.read"]).await;
+    begin_with_grants(&c, globex, None, &["resources.read"]).await;
     denied(
         &c,
         &format!("SELECT tenantry.decline_share('{doc}')"),
@@ -221,7 +197,7 @@ async fn sharing_and_child_creation_from_sql_need_the_permissions_the_api_checks
         1
     );
     // With the permissions, each works.
-    begin_with(&c, acme, Some(reader), &["resources.share"]).await;
+    begin_with_grants(&c, acme, Some(reader), &["resources.share"]).await;
     exec(
         &c,
         &format!("SELECT tenantry.unshare_resource('{doc}', '{globex}')"),
@@ -233,7 +209,7 @@ async fn sharing_and_child_creation_from_sql_need_the_permissions_the_api_checks
     )
     .await;
     commit(&c).await;
-    begin_with(&c, acme, Some(reader), &["tenants.create"]).await;
+    begin_with_grants(&c, acme, Some(reader), &["tenants.create"]).await;
     exec(
         &c,
         "SELECT tenantry.create_child_tenant('made-by-bob-allowed')",
@@ -256,7 +232,7 @@ async fn sharing_and_child_creation_from_sql_need_the_permissions_the_api_checks
     )
     .await;
     commit(&c).await;
-    begin_with(&c, acme, Some(reader), &["resources.read"]).await;
+    begin_with_grants(&c, acme, Some(reader), &["resources.read"]).await;
     denied(
         &c,
         &format!("SELECT tenantry.share_row('public.notes', '1', '{globex}')"),
@@ -275,7 +251,7 @@ async fn sharing_and_child_creation_from_sql_need_the_permissions_the_api_checks
     )
     .await;
     commit(&c).await;
-    begin_with(&c, acme, Some(reader), &["resources.read"]).await;
+    begin_with_grants(&c, acme, Some(reader), &["resources.read"]).await;
     denied(
         &c,
         &format!("SELECT tenantry.unshare_row('public.notes', '1', '{globex}')"),
@@ -305,7 +281,7 @@ async fn a_roles_write_holder_cannot_delete_a_role_holding_permissions_it_lacks(
     .await;
     commit(&c).await;
 
-    begin_with(&c, t, None, &["roles.read", "roles.write"]).await;
+    begin_with_grants(&c, t, None, &["roles.read", "roles.write"]).await;
     let message = denied(
         &c,
         &format!("DELETE FROM tenantry.roles WHERE role_id = '{dev}'"),
@@ -324,7 +300,7 @@ async fn a_roles_write_holder_cannot_delete_a_role_holding_permissions_it_lacks(
         "dave keeps the role"
     );
     // Holding what the role holds, the same caller deletes it.
-    begin_with(
+    begin_with_grants(
         &c,
         t,
         None,

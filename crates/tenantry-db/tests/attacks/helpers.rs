@@ -82,6 +82,34 @@ pub async fn begin_as(c: &Client, t: Uuid) {
     tenantry_db::testing::begin_in_tenant(c, t).await;
 }
 
+/// Opens a transaction in `t` as a key (or, with `user`, a member) holding
+/// exactly `grants`, as the server proves it.
+pub async fn begin_with_grants(c: &Client, t: Uuid, user: Option<Uuid>, grants: &[&str]) {
+    exec(c, "BEGIN").await;
+    let mut signed = tenantry_db::SignedContext::new(tenantry_db::TenantId::from_uuid(t));
+    signed.user = user.map(tenantry_db::UserId::from_uuid);
+    signed.grants = Some(grants.iter().map(|g| (*g).to_owned()).collect());
+    let part = enter_signed(c, &signed)
+        .await
+        .expect("enter_context_signed");
+    assert!(part.is_some(), "the database refused the context");
+}
+
+/// Opens a transaction in a signed-in person's context (no tenant).
+pub async fn begin_person(c: &Client, user: Uuid) {
+    exec(c, "BEGIN").await;
+    let mut signed = tenantry_db::SignedContext::admin(None);
+    signed.user = Some(tenantry_db::UserId::from_uuid(user));
+    let part = enter_signed(c, &signed)
+        .await
+        .expect("enter_context_signed");
+    assert_eq!(
+        part.as_deref(),
+        Some(""),
+        "a user context has no tenant part"
+    );
+}
+
 pub async fn commit(c: &Client) {
     exec(c, "COMMIT").await;
 }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 use crate::{
     common::{count, create_silo, create_tenant, exec, strings},
     helpers::{
-        add_pending_member, app, begin_as, commit, create_role, denied, enter_signed, fails,
-        rollback,
+        add_pending_member, app, begin_as, begin_person, begin_with_grants, commit, create_role,
+        denied, enter_signed, fails, rollback,
     },
 };
 
@@ -17,29 +17,7 @@ use crate::{
 /// server proves for a person's request: the context names the member and
 /// carries their permissions).
 async fn begin_member(c: &Client, t: Uuid, user: Uuid, grants: &[&str]) {
-    exec(c, "BEGIN").await;
-    let mut signed = SignedContext::new(TenantId::from_uuid(t));
-    signed.user = Some(UserId::from_uuid(user));
-    signed.grants = Some(grants.iter().map(|g| (*g).to_owned()).collect());
-    let part = enter_signed(c, &signed)
-        .await
-        .expect("enter_context_signed");
-    assert!(part.is_some(), "the database refused the member's context");
-}
-
-/// Opens a transaction in a signed-in person's context (no tenant).
-async fn begin_person(c: &Client, user: Uuid) {
-    exec(c, "BEGIN").await;
-    let mut signed = SignedContext::admin(None);
-    signed.user = Some(UserId::from_uuid(user));
-    let part = enter_signed(c, &signed)
-        .await
-        .expect("enter_context_signed");
-    assert_eq!(
-        part.as_deref(),
-        Some(""),
-        "a user context has no tenant part"
-    );
+    begin_with_grants(c, t, Some(user), grants).await;
 }
 
 /// A tenant with an owner (the first member) and a second member holding a
