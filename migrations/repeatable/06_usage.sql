@@ -112,6 +112,12 @@ RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '100ms'
+-- Days are UTC's whatever the database's or the session's TimeZone: under
+-- another zone a day's bounds moved by its offset and overlapped the days
+-- made before, and the upkeep failed every minute (found by a review of
+-- clocks: ALTER DATABASE … SET TimeZone, or a restore onto a host whose
+-- initdb took its local zone).
+SET TimeZone = 'UTC'
 AS $$
 DECLARE
     d date;
@@ -149,6 +155,12 @@ BEGIN
                 WHEN check_violation THEN
                     -- Rows for that day already sit in the default partition; they stay there.
                     RAISE NOTICE 'request_log partition for % skipped: the default partition holds its rows', d;
+                WHEN invalid_object_definition THEN
+                    -- A partition made under another TimeZone (before these
+                    -- days were UTC's) covers part of this day: its rows go
+                    -- to that partition and the default one; the days after
+                    -- it are made as usual.
+                    RAISE NOTICE 'request_log partition for % skipped: a partition made in another time zone overlaps it', d;
                 WHEN lock_not_available THEN
                     RAISE NOTICE 'request_log partition for % not created yet: request_log is busy', d;
             END;
@@ -157,13 +169,15 @@ BEGIN
     RETURN created;
 END
 $$;
-COMMENT ON FUNCTION tenantry.ensure_request_log_partitions(integer) IS 'Creates missing daily request_log partitions (yesterday .. today + days_ahead, 0 to 366), each waiting at most 100 ms for its locks, 2 s for today and tomorrow (a day it could not lock is left, with a NOTICE, for the next call); deletes batch claims older than an hour; returns how many it created. The server calls it every minute in a transaction of its own. Needs a proven administrative context or an operator''s session (42501).';
+COMMENT ON FUNCTION tenantry.ensure_request_log_partitions(integer) IS 'Creates missing daily request_log partitions (UTC days, yesterday .. today + days_ahead, 0 to 366; a day a partition made in another time zone overlaps is skipped with a NOTICE), each waiting at most 100 ms for its locks, 2 s for today and tomorrow (a day it could not lock is left, with a NOTICE, for the next call); deletes batch claims older than an hour; returns how many it created. The server calls it every minute in a transaction of its own. Needs a proven administrative context or an operator''s session (42501).';
 
 /** Drops daily request_log partitions that end before now() - keep. */
 CREATE OR REPLACE FUNCTION tenantry.drop_request_log_partitions(keep interval DEFAULT interval '35 days')
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- UTC's days, as the partitions' (ensure_request_log_partitions).
+SET TimeZone = 'UTC'
 AS $$
 DECLARE
     part record;
@@ -596,7 +610,9 @@ BEGIN
     IF by IS NULL OR by NOT IN ('requests', 'errors', 'p95', 'storage') THEN
         RAISE EXCEPTION 'by must be requests, errors, p95 or storage' USING ERRCODE = 'TN422', HINT = 'by';
     END IF;
-    since := date_trunc('hour', now(), 'UTC') - make_interval(days => days);
+    -- Whole 24-hour days: a day subtracted in a session zone with daylight
+    -- saving is 23 or 25 hours across its change (a review of clocks).
+    since := date_trunc('hour', now(), 'UTC') - make_interval(hours => 24 * days);
     RETURN QUERY
     WITH m AS (
         SELECT m.tenant_id, sum(m.request_count)::bigint AS requests,

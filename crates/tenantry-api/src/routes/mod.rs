@@ -195,7 +195,17 @@ pub(crate) fn calendar_time(
     field: &str,
     at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), ApiError> {
-    use chrono::SubsecRound;
+    use chrono::{SubsecRound, Timelike};
+    // A leap second (`23:59:60`) is the next minute's first second to
+    // PostgreSQL, after this check: `9999-12-31T23:59:60Z` was stored and
+    // answered as `+10000-01-01T00:00:00Z`, and `…:60.5` got the database's
+    // own words (found by a review of clocks). Refused, saying what to send.
+    if at.is_some_and(|t| t.nanosecond() >= 1_000_000_000) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} is a leap second (:60), which is not stored: send :59 or the next minute's :00"),
+        ));
+    }
     match at.map(|t| t.round_subsecs(6)) {
         Some(t) if !tenantry_db::within_calendar(&t) => Err(ApiError::invalid(
             field,
@@ -264,10 +274,20 @@ pub(crate) fn date_time<'de, D: serde::Deserializer<'de>>(
     text.parse::<chrono::DateTime<chrono::Utc>>()
         .map(Some)
         .map_err(|_| {
-            serde::de::Error::custom(
-                "must be an RFC 3339 date-time with its UTC offset, such as 2027-01-01T00:00:00Z \
-             (a time without Z or +hh:mm says no time zone)",
-            )
+            // `+05:30` in a query string arrives as ` 05:30` when the `+`
+            // was not encoded (a review of clocks found the message blamed
+            // a missing offset the client had sent).
+            if text.len() > 6 && text.as_bytes()[text.len() - 6] == b' ' {
+                serde::de::Error::custom(
+                    "must be an RFC 3339 date-time with its UTC offset: its `+` arrived as a space \
+                     (in a query string, send + as %2B, as in 2027-01-01T05:30:00%2B05:30)",
+                )
+            } else {
+                serde::de::Error::custom(
+                    "must be an RFC 3339 date-time with its UTC offset, such as 2027-01-01T00:00:00Z \
+                     (a time without Z or +hh:mm says no time zone)",
+                )
+            }
         })
 }
 

@@ -785,3 +785,45 @@ async fn a_servers_upkeep_leaves_the_work_to_another_under_way_and_an_explicit_r
         1
     );
 }
+
+/// The request log's daily partitions are UTC's days whatever the session's
+/// (or the database's) TimeZone: made under another zone, a day's bounds
+/// moved by its offset, overlapped the days made before, and the server's
+/// upkeep failed every minute until the days made ahead ran out and every row
+/// went to the default partition (found by a review of clocks).
+#[tokio::test]
+async fn request_log_partitions_are_utc_days_whatever_the_sessions_time_zone() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    for zone in ["Asia/Tokyo", "America/New_York", "Pacific/Chatham"] {
+        exec(&su, &format!("SET TimeZone = '{zone}'")).await;
+        su.query_one("SELECT tenantry.ensure_request_log_partitions(10)", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{zone}: {e:?}"));
+        su.query_one(
+            "SELECT tenantry.drop_request_log_partitions(interval '35 days')",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{zone}: {e:?}"));
+    }
+    exec(&su, "SET TimeZone = 'UTC'").await;
+    let bounds = strings(
+        &su,
+        "SELECT c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid)
+           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'tenantry.request_log'::regclass AND c.relname ~ '^request_log_[0-9]{8}$'
+          ORDER BY 1",
+    )
+    .await;
+    // Yesterday to ten days ahead (UTC), each from one UTC midnight to the next.
+    assert!(bounds.len() >= 12, "{bounds:?}");
+    for b in &bounds {
+        let day = &b["request_log_".len().."request_log_".len() + 8];
+        let from = format!("{}-{}-{} 00:00:00+00", &day[..4], &day[4..6], &day[6..]);
+        assert!(
+            b.contains(&format!("FROM ('{from}') TO ('")) && b.ends_with(" 00:00:00+00')"),
+            "{b}"
+        );
+    }
+}
