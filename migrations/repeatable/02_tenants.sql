@@ -76,6 +76,21 @@ GRANT EXECUTE ON FUNCTION tenantry.validate_tenant_settings(jsonb) TO tenantry_a
 -- -----------------------------------------------------------------------------
 
 /**
+ * A time as the API writes times, RFC 3339 in UTC
+ * (`2027-01-01T00:00:00.000000Z`), for messages: `%` of a timestamptz in a
+ * RAISE spells it in the session's TimeZone (`2026-12-31 19:00:00-05`),
+ * which a review of clocks found in answers whose JSON said `Z`.
+ */
+CREATE OR REPLACE FUNCTION tenantry.rfc3339(t timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+COMMENT ON FUNCTION tenantry.rfc3339(timestamptz) IS 'A time as RFC 3339 in UTC, for messages (the API''s spelling, whatever the session''s TimeZone). Internal; not granted.';
+
+/**
  * Whether text holds a control or invisible character (with `lines`, tab,
  * line feed and carriage return are text). Refused: C0 and C1 controls, soft
  * hyphen, zero-width space, directional marks, line and paragraph separators

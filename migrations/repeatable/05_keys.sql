@@ -250,7 +250,7 @@ BEGIN
                 IF meta->>'expires_at' IS NULL THEN
                     meta := meta || jsonb_build_object('expires_at', creator.expires_at);
                 ELSIF (meta->>'expires_at')::timestamptz > creator.expires_at THEN
-                    RAISE EXCEPTION 'expires_at must not be later than the creating key''s own expiry (%)', creator.expires_at
+                    RAISE EXCEPTION 'expires_at must not be later than the creating key''s own expiry (%)', tenantry.rfc3339(creator.expires_at)
                         USING ERRCODE = 'TN422', HINT = 'expires_at';
                 END IF;
             END IF;

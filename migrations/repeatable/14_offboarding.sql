@@ -530,7 +530,7 @@ BEGIN
     IF NOT FOUND THEN
         SELECT p.purged_at INTO purged_at FROM tenantry.purged_tenants p WHERE p.tenant_id = tid;
         IF FOUND THEN
-            RAISE EXCEPTION 'tenant % not found: it was purged at %', tid, purged_at USING ERRCODE = 'TN404';
+            RAISE EXCEPTION 'tenant % not found: it was purged at %', tid, tenantry.rfc3339(purged_at) USING ERRCODE = 'TN404';
         END IF;
         RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404';
     END IF;
@@ -541,7 +541,7 @@ BEGIN
     -- updated_at of a deleted tenant is when it was deleted: nothing changes it after.
     IF t.updated_at + grace > now() THEN
         RAISE EXCEPTION 'tenant % was deleted at %: it can be purged from % on (grace period %)',
-            tid, t.updated_at, t.updated_at + grace, grace USING ERRCODE = 'TN409';
+            tid, tenantry.rfc3339(t.updated_at), tenantry.rfc3339(t.updated_at + grace), grace USING ERRCODE = 'TN409';
     END IF;
     IF EXISTS (SELECT 1 FROM tenantry.tenant_hierarchy h WHERE h.parent_id = tid AND h.depth > 0) THEN
         RAISE EXCEPTION 'tenant % still has child tenants (deleted ones too): purge them first', tid
