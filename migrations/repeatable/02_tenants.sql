@@ -111,9 +111,8 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT value ~ CASE WHEN lines
-                        THEN E'[\\x01-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\u2800\\u3164\\ufeff\\uffa0\\ufff0-\\ufffb]'
-                        ELSE E'[\\x01-\\x1f\\x7f-\\x9f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\u2800\\u3164\\ufeff\\uffa0\\ufff0-\\ufffb]' END
+    SELECT value ~ E'[\\x01-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\u2800\\u3164\\ufeff\\uffa0\\ufff0-\\ufffb]'
+        OR (NOT lines AND value ~ E'[\\t\\n\\r]')
         OR value ~ E'(^|[\\x01-\\x7f\\s\\u200c\\u200d])[\\u200c\\u200d]|[\\u200c\\u200d]($|[\\x01-\\x7f\\s])'
 $$;
 COMMENT ON FUNCTION tenantry.invisible_text(text, boolean) IS 'Whether text holds a control or invisible character (with lines: tab and line breaks allowed); the zero-width joiner and non-joiner only count where they are invisible (next to ASCII or white space, or at an end). The rule of names (clean_name) and of impersonation reasons.';

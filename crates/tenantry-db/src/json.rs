@@ -42,7 +42,7 @@ impl JsonText {
     /// which jsonb does not hold either, is the NUL every field refuses with
     /// a 422 of its own.)
     fn checked<E: serde::de::Error>(raw: Box<RawValue>) -> Result<Self, E> {
-        match refusal(raw.get()) {
+        match refusal(raw.get(), Self::MAX_DEPTH) {
             Some(Refusal::TooDeep) => Err(E::custom("JSON nested more than 128 levels deep")),
             Some(Refusal::LoneSurrogate) => Err(E::custom(
                 "a \\u escape that is no Unicode text: a lone surrogate (\\ud800 to \\udfff unpaired)",
@@ -65,31 +65,12 @@ impl JsonText {
         self.0.get()
     }
 
-    /// How deep its arrays and objects nest (0 for a scalar; brackets
-    /// inside strings do not count).
-    pub fn depth(&self) -> usize {
-        let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
-        for b in self.get().bytes() {
-            if in_string {
-                match (escaped, b) {
-                    (true, _) => escaped = false,
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match b {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-        deepest
+    /// Whether its arrays and objects nest deeper than `max` (brackets
+    /// inside strings do not count): a bound tighter than
+    /// [`JsonText::MAX_DEPTH`], which every value already keeps, for JSON
+    /// that travels inside other JSON (a tenant's settings' metadata).
+    pub fn nests_deeper_than(&self, max: usize) -> bool {
+        refusal(self.get(), max) == Some(Refusal::TooDeep)
     }
 
     /// Whether it is a JSON object.
@@ -184,10 +165,11 @@ enum Refusal {
 }
 
 /// What valid JSON holds that [`JsonText`] refuses, in one pass: nesting
-/// deeper than [`JsonText::MAX_DEPTH`] (brackets inside strings do not
-/// count), which is told first, else a `\u` escape of a surrogate that is
-/// not the high half of a pair followed at once by its low half.
-fn refusal(json: &str) -> Option<Refusal> {
+/// deeper than `max_depth` ([`JsonText::MAX_DEPTH`] for every value;
+/// brackets inside strings do not count), which is told first, else a `\u`
+/// escape of a surrogate that is not the high half of a pair followed at
+/// once by its low half.
+fn refusal(json: &str, max_depth: usize) -> Option<Refusal> {
     let bytes = json.as_bytes();
     let (mut i, mut depth, mut in_string) = (0, 0usize, false);
     // A high surrogate just read; an unpaired one seen anywhere.
@@ -200,7 +182,7 @@ fn refusal(json: &str) -> Option<Refusal> {
                 b'"' => in_string = true,
                 b'[' | b'{' => {
                     depth += 1;
-                    if depth > JsonText::MAX_DEPTH {
+                    if depth > max_depth {
                         return Some(Refusal::TooDeep);
                     }
                 }

@@ -12,7 +12,7 @@ use crate::{DbError, JsonText};
 // way from the value's text: `metadata` is kept as written (JsonText), so a
 // number in it comes back exactly as the client wrote it (it went through a
 // 64-bit float and came back rounded: found by a review of hostile input).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Box<RawValue>", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantSettings {
@@ -92,7 +92,7 @@ pub struct TenantSettings {
     /// Free-form object, kept as written (numbers of any size or precision).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<Object>))]
-    metadata: Option<JsonText>,
+    metadata: Option<Metadata>,
 }
 
 impl TenantSettings {
@@ -137,7 +137,7 @@ impl TenantSettings {
                 // member's verified identity, read as a tree): nested deeper,
                 // every request of the tenant failed (found by a
                 // verification review).
-                if text.depth() > METADATA_MAX_DEPTH {
+                if text.nests_deeper_than(METADATA_MAX_DEPTH) {
                     return Err(DbError::invalid(
                         field,
                         format!(
@@ -145,7 +145,7 @@ impl TenantSettings {
                         ),
                     ));
                 }
-                settings.metadata = Some(text);
+                settings.metadata = Some(Metadata(text));
                 continue;
             }
             let v: Value = serde_json::from_str(raw.get())
@@ -245,7 +245,7 @@ impl TenantSettings {
 
     /// Free-form metadata, as written.
     pub fn metadata(&self) -> Option<&JsonText> {
-        self.metadata.as_ref()
+        self.metadata.as_ref().map(|m| &m.0)
     }
 }
 
@@ -327,54 +327,16 @@ fn integer(v: &Value, min: i64, max: i64) -> Option<i64> {
     (min..=max).contains(&n).then_some(n)
 }
 
-impl PartialEq for TenantSettings {
-    /// The same settings: `metadata` compared as JSON, not as text
-    /// (PostgreSQL writes `{"a": 1}` back for `{"a":1}`).
+/// A tenant's `metadata` as written; the same as another holding the same
+/// JSON (PostgreSQL writes `{"a": 1}` back for `{"a":1}`), so that settings
+/// compare alike wherever they were read.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+struct Metadata(JsonText);
+
+impl PartialEq for Metadata {
     fn eq(&self, other: &Self) -> bool {
-        let Self {
-            max_resources,
-            max_storage_bytes,
-            max_children,
-            max_descendants,
-            max_api_keys,
-            max_roles,
-            max_members,
-            max_shares,
-            rate_limit_per_second,
-            child_creation_rate_per_second,
-            rate_limit_burst,
-            metadata,
-        } = self;
-        let same_metadata = match (metadata, &other.metadata) {
-            (None, None) => true,
-            (Some(a), Some(b)) => a == b || a.to_value().ok() == b.to_value().ok(),
-            _ => false,
-        };
-        (
-            max_resources,
-            max_storage_bytes,
-            max_children,
-            max_descendants,
-            max_api_keys,
-            max_roles,
-            max_members,
-            max_shares,
-            rate_limit_per_second,
-            child_creation_rate_per_second,
-            rate_limit_burst,
-        ) == (
-            &other.max_resources,
-            &other.max_storage_bytes,
-            &other.max_children,
-            &other.max_descendants,
-            &other.max_api_keys,
-            &other.max_roles,
-            &other.max_members,
-            &other.max_shares,
-            &other.rate_limit_per_second,
-            &other.child_creation_rate_per_second,
-            &other.rate_limit_burst,
-        ) && same_metadata
+        self.0 == other.0 || self.0.to_value().ok() == other.0.to_value().ok()
     }
 }
 
