@@ -241,7 +241,9 @@ impl Case<'_> {
                 };
                 let expected = match w {
                     Who::Ghost => Outcome::NotFound,
-                    Who::Tenant(t) if self.m.tenants[t].status == St::Deleted => Outcome::NotFound,
+                    // A deleted tenant is still there and can no longer
+                    // change, as for every other change of it.
+                    Who::Tenant(t) if self.m.tenants[t].status == St::Deleted => Outcome::Conflict,
                     Who::Tenant(_) => Outcome::Ok,
                 };
                 let mut admin = db.admin("model").await.map_err(|e| e.to_string())?;
