@@ -221,17 +221,17 @@ GRANT SELECT (tenant_id, event_id, occurred_at, actor, action, target_type, targ
     ON tenantry.audit_log TO tenantry_app;
 GRANT SELECT ON tenantry.audit_log TO tenantry_admin;
 
-/** Refuses UPDATE and DELETE on audit_log for everyone, the owner included. */
+/** Refuses UPDATE and DELETE on audit_log (and operator_audit_log) for everyone, the owner included. */
 CREATE OR REPLACE FUNCTION tenantry.audit_log_is_append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'TN403';
+    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME USING ERRCODE = 'TN403';
 END
 $$;
-COMMENT ON FUNCTION tenantry.audit_log_is_append_only() IS 'Trigger: audit_log rows can be neither updated nor deleted.';
+COMMENT ON FUNCTION tenantry.audit_log_is_append_only() IS 'Trigger: audit_log and operator_audit_log rows can be neither updated nor deleted.';
 CREATE OR REPLACE TRIGGER audit_log_append_only
     BEFORE UPDATE OR DELETE ON tenantry.audit_log
     FOR EACH ROW EXECUTE FUNCTION tenantry.audit_log_is_append_only();
@@ -239,11 +239,50 @@ CREATE OR REPLACE TRIGGER audit_log_no_truncate
     BEFORE TRUNCATE ON tenantry.audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION tenantry.audit_log_is_append_only();
 
+-- -----------------------------------------------------------------------------
+-- The operator's audit log (0061): what was done to every tenant at once.
+-- -----------------------------------------------------------------------------
+
+CREATE POLICY admin_reads_operator_audit ON tenantry.operator_audit_log
+    FOR SELECT TO tenantry_admin USING (tenantry.admin_context());
+COMMENT ON POLICY admin_reads_operator_audit ON tenantry.operator_audit_log IS 'Administrators read the operator''s audit log, with a proven administrative context only; only tenantry''s functions (write_operator_audit, as the owner) write it.';
+GRANT SELECT ON tenantry.operator_audit_log TO tenantry_admin;
+CREATE OR REPLACE TRIGGER operator_audit_log_append_only
+    BEFORE UPDATE OR DELETE ON tenantry.operator_audit_log
+    FOR EACH ROW EXECUTE FUNCTION tenantry.audit_log_is_append_only();
+CREATE OR REPLACE TRIGGER operator_audit_log_no_truncate
+    BEFORE TRUNCATE ON tenantry.operator_audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.audit_log_is_append_only();
+
+/**
+ * Appends one row to the operator's audit log; the actor comes from the
+ * session (current_actor: the CLI's cli:<name>, the admin context's admin,
+ * else db:<session user>). Called by the functions that change what every
+ * tenant lives under, each when it changed something (adopting a table
+ * again as before writes nothing), never by a trigger: on Citus a trigger
+ * of a reference table fires on every node's copy of it, and this log stays
+ * on the coordinator, where those functions run.
+ */
+CREATE OR REPLACE FUNCTION tenantry.write_operator_audit(
+    p_action text, p_target_type text, p_target_id text, p_details jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO tenantry.operator_audit_log (actor, action, target_type, target_id, details)
+    VALUES (tenantry.current_actor(), p_action, p_target_type, p_target_id, coalesce(p_details, '{}'));
+END
+$$;
+COMMENT ON FUNCTION tenantry.write_operator_audit(text, text, text, jsonb) IS 'Internal: appends a row to the operator''s audit log as the owner, the actor from the session. Called by adopt_table, release_table, alter_tenant_table, define_permission, add_context_key, retire_context_key and expire_audit_log; not granted to anyone (operators reach it as members of its owner).';
+
 /**
  * Keeps the audit log to a retention period: deletes rows that occurred
  * more than `older_than` ago (at least a day), at most `max_rows` of them,
- * each tenant's oldest first, and returns how many; call it until it
- * returns 0. The log is append-only for every role, the owner's included
+ * each tenant's oldest first, then the operator's log's, and returns how
+ * many; call it until it returns 0. Each call that deleted rows says so in
+ * the operator's log (audit_log.expired), so the log's shortening is on
+ * record too. The log is append-only for every role, the owner's included
  * (audit_log_append_only): this is its one way out, for the role that runs
  * the migrations (a superuser or a member of tenantry_owner), never for the
  * server's roles, which could otherwise erase what was done through them.
@@ -259,6 +298,7 @@ AS $$
 DECLARE
     cutoff timestamptz;
     n bigint;
+    operator_rows bigint := 0;
 BEGIN
     cutoff := now() - older_than;
     -- The cutoff itself, not the interval: an interval compares with a month
@@ -280,11 +320,23 @@ BEGIN
            LIMIT max_rows) old
     WHERE a.tenant_id = old.tenant_id AND a.audit_id = old.audit_id;
     GET DIAGNOSTICS n = ROW_COUNT;
+    -- Then the operator's log, within what is left of max_rows.
+    IF n < max_rows THEN
+        DELETE FROM tenantry.operator_audit_log a
+        WHERE a.event_id IN (SELECT o.event_id FROM tenantry.operator_audit_log o
+                             WHERE o.occurred_at < cutoff ORDER BY o.occurred_at LIMIT max_rows - n);
+        GET DIAGNOSTICS operator_rows = ROW_COUNT;
+    END IF;
     PERFORM set_config('session_replication_role', 'origin', true);
-    RETURN n;
+    IF n + operator_rows > 0 THEN
+        PERFORM tenantry.write_operator_audit('audit_log.expired', 'audit_log', NULL,
+            jsonb_build_object('older_than', older_than::text, 'cutoff', tenantry.rfc3339(cutoff),
+                               'tenant_rows', n, 'operator_rows', operator_rows));
+    END IF;
+    RETURN n + operator_rows;
 END
 $$;
-COMMENT ON FUNCTION tenantry.expire_audit_log(interval, integer) IS 'Deletes audit rows older than older_than (at least 1 day), at most max_rows per call (call until 0); for the migration role (superuser or tenantry_owner member) only: the server''s roles cannot shorten the log.';
+COMMENT ON FUNCTION tenantry.expire_audit_log(interval, integer) IS 'Deletes audit rows (tenants'', then the operator''s log''s) older than older_than (at least 1 day), at most max_rows per call (call until 0), and records each call that deleted any in the operator''s log (audit_log.expired); for the migration role (superuser or tenantry_owner member) only: the server''s roles cannot shorten the log.';
 GRANT EXECUTE ON FUNCTION tenantry.expire_audit_log(interval, integer) TO tenantry_owner;
 
 /**

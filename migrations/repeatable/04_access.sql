@@ -428,12 +428,19 @@ BEGIN
     IF pid IS NOT NULL THEN
         UPDATE tenantry.permissions p SET description = btrim(define_permission.description)
         WHERE p.permission_id = pid AND p.description <> btrim(define_permission.description);
+        -- Described anew: on the operator's record; the same again is no event.
+        IF FOUND THEN
+            PERFORM tenantry.write_operator_audit('permission.described', 'permission', define_permission.name,
+                jsonb_build_object('description', btrim(define_permission.description)));
+        END IF;
         RETURN pid;
     END IF;
     INSERT INTO tenantry.permissions (permission_id, name, description)
     VALUES ((SELECT coalesce(max(p.permission_id), 0) + 1 FROM tenantry.permissions p), define_permission.name,
             btrim(define_permission.description))
     RETURNING permission_id INTO pid;
+    PERFORM tenantry.write_operator_audit('permission.defined', 'permission', define_permission.name,
+        jsonb_build_object('description', btrim(define_permission.description)));
     RETURN pid;
 END
 $$;

@@ -2013,6 +2013,9 @@ DECLARE
     added text;
     -- The operator's search path, put back after the change ran without it.
     operator_path text;
+    -- The tenant-schema step that carries the change to schema tenants.
+    step integer;
+    qualified text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
         RAISE EXCEPTION '% is not an adopted table', tbl USING ERRCODE = 'TN404';
@@ -2087,7 +2090,13 @@ BEGIN
             USING ERRCODE = 'TN422', DETAIL = added,
                   HINT = 'write the change so that it keeps the rule each line names: a key or an index leads with tenant_id, as in ADD UNIQUE (tenant_id, <columns>); findings the doctor had before the change do not count';
     END IF;
+    -- Its schema-qualified name, whatever the operator's search path.
+    qualified := (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = tbl);
     IF NOT family THEN
+        PERFORM tenantry.write_operator_audit('table.altered', 'table', qualified,
+            pg_catalog.jsonb_build_object('change', change));
         RETURN NULL;
     END IF;
     -- Nor may the change end the family: every schema tenant's table of it
@@ -2097,13 +2106,12 @@ BEGIN
         RAISE EXCEPTION 'this change would end % as a tenant table family (its primary key must stay (tenant_id, one column)) while schema tenants have tables of it: %', tbl, change
             USING ERRCODE = 'TN422', HINT = 'change the key in one statement (DROP CONSTRAINT ..., ADD PRIMARY KEY (tenant_id, ...)), or move the schema tenants to the shared tier first';
     END IF;
-    RETURN tenantry.add_tenant_schema_step(
+    step := tenantry.add_tenant_schema_step(
         left(pg_catalog.format('%s: %s', tbl, change), 200),
-        pg_catalog.format('SELECT tenantry.alter_tenant_copy(%L::regclass, %L, current_schema())',
-                          (SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
-                           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                           WHERE c.oid = tbl),
-                          change));
+        pg_catalog.format('SELECT tenantry.alter_tenant_copy(%L::regclass, %L, current_schema())', qualified, change));
+    PERFORM tenantry.write_operator_audit('table.altered', 'table', qualified,
+        pg_catalog.jsonb_build_object('change', change, 'tenant_schema_step', step));
+    RETURN step;
 END
 $$;
 COMMENT ON FUNCTION tenantry.alter_tenant_table(regclass, text) IS 'Changes an adopted table (ALTER TABLE tbl <change>) and records the same change as a tenant-schema step for schema tenants'' tables of it, which tenantry migrate applies schema by schema: SELECT tenantry.alter_tenant_table(''invoices'', ''ADD COLUMN due_at date''). Returns the step''s version (NULL when the table is not a table family: no primary key (tenant_id, one column), so no schema tenant has a table of it). Runs with the caller''s rights (an operator: a superuser or a member of tenantry_owner). TN404 for a table that is not adopted; TN422 for a change that breaks a rule of tenant tables (as tenantry.table_problems finds them: a key or index not led by tenant_id, ...) or would end its family (its primary key (tenant_id, column)); TN409 while schema tenants hold tables of it that its family left.';

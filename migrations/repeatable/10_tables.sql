@@ -3250,6 +3250,23 @@ BEGIN
     UPDATE tenantry.tenant_tables r SET adopted_as = adopted_name
     WHERE r.table_id = tbl AND r.adopted_as IS DISTINCT FROM adopted_name;
     SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
+    -- On the operator's record when it changed what tenants' rows are under:
+    -- adopting again as before (a migration file run on every start) is no
+    -- event.
+    IF prior.table_id IS NULL THEN
+        PERFORM tenantry.write_operator_audit('table.adopted', 'table', adopted_name,
+            jsonb_build_object('hierarchy', result.hierarchy, 'sharing', result.sharing,
+                               'write_permission', result.write_permission,
+                               'existing_rows_tenant', existing_rows_tenant,
+                               'existing_rows_tenant_expression', existing_rows_tenant_expression));
+    ELSIF (prior.hierarchy, prior.sharing, prior.write_permission)
+          IS DISTINCT FROM (result.hierarchy, result.sharing, result.write_permission) THEN
+        PERFORM tenantry.write_operator_audit('table.options_changed', 'table', adopted_name,
+            jsonb_build_object('hierarchy', result.hierarchy, 'sharing', result.sharing,
+                               'write_permission', result.write_permission,
+                               'before', jsonb_build_object('hierarchy', prior.hierarchy, 'sharing', prior.sharing,
+                                                            'write_permission', prior.write_permission)));
+    END IF;
     RETURN result;
 END
 $$;
@@ -3699,6 +3716,8 @@ BEGIN
             EXECUTE format('DROP TABLE %s CASCADE', part);
         END LOOP;
         DELETE FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
+        PERFORM tenantry.write_operator_audit('table.released', 'table', entry.adopted_as,
+            jsonb_build_object('dropped', true));
         RETURN;
     END IF;
     -- The role that owned it before may be gone (dropped once it owned
@@ -3842,6 +3861,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid = tbl AND k.conname = 'tenantry_tenant_id_fkey') THEN
         EXECUTE format('ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_fkey', tbl);
     END IF;
+    PERFORM tenantry.write_operator_audit('table.released', 'table', tbl::text,
+        jsonb_build_object('dropped', false, 'owner', entry.previous_owner));
 END
 $$;
 COMMENT ON FUNCTION tenantry.release_table(regclass) IS 'Undoes adopt_table: revokes every share of its rows, drops tenantry''s policies, triggers and tenant foreign key, puts row level security back as it was before the adoption (enabled, forced; for tables adopted before migration 0048: on while policies of the team''s own remain), revokes the app roles'' grants (on its sequences too), gives the table back to its previous owner (to the caller, with a warning, when that role no longer exists) and grants again the privileges the team''s roles had on the table before the adoption (those of PUBLIC and of roles the server''s login may become are named in a warning, not granted: the table holds every tenant''s rows). The tenant_id column, its rows and indexes stay; it takes NULL again when adoption added it or made it NOT NULL, unless the primary key or the replica identity includes it. TN404 for a table that is not adopted; TN409 while schema tenants hold tables of it (also when it lost the primary key that made it a family). TN409 while another adopted table''s foreign key references it. Of a table dropped since its adoption (the doctor''s rule exists; pass its oid), it forgets the record and drops the schema tenants'' tables of it, or, TN409, names those that still hold rows.';

@@ -57,6 +57,7 @@ BEGIN
     PERFORM setval('tenantry.context_key_ids', new_id);
     INSERT INTO tenantry.context_keys (key_id, secret, inner_pad, outer_pad)
     VALUES (new_id, secret, inner_pad, outer_pad);
+    PERFORM tenantry.write_operator_audit('context_key.added', 'context_key', new_id::text);
     RETURN new_id;
 END
 $$;
@@ -113,6 +114,7 @@ BEGIN
             USING ERRCODE = 'TN409';
     END IF;
     DELETE FROM tenantry.context_keys k WHERE k.key_id = retired;
+    PERFORM tenantry.write_operator_audit('context_key.retired', 'context_key', retired::text);
 END
 $$;
 COMMENT ON FUNCTION tenantry.retire_context_key(integer) IS 'Operators (owner role or superuser): deletes a context key; contexts and sessions proven with it are refused from the commit on. TN404 unknown id, TN409 the last key. Granted to no role.';

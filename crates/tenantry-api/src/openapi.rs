@@ -971,6 +971,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::tenants::tenant_usage))
         .routes(routes!(routes::stats::tenant_stats))
         .routes(routes!(routes::audit::admin_audit))
+        .routes(routes!(routes::audit::operator_audit))
         .routes(routes!(routes::tenants::current_tenant))
         .routes(routes!(routes::tenants::children))
         .routes(routes!(routes::tenants::child))

@@ -962,6 +962,32 @@ async fn context_key_rotate_list_and_retire_move_servers_to_a_new_key_without_a_
         serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["key_id"],
         2
     );
+    // The rotation and the retirement are on the operator's record, naming
+    // the operator who ran them, not the database login.
+    let su = db.superuser_client().await;
+    let log: Vec<(String, String, String)> = su
+        .query(
+            "SELECT action, target_id, actor FROM tenantry.operator_audit_log
+              WHERE target_type = 'context_key' ORDER BY occurred_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let actions: Vec<(&str, &str)> = log
+        .iter()
+        .map(|(a, t, _)| (a.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("context_key.added", "2"), ("context_key.retired", "1")]
+    );
+    assert!(
+        log.iter().all(|(_, _, actor)| actor.starts_with("cli:")),
+        "{log:?}"
+    );
 }
 
 #[tokio::test]

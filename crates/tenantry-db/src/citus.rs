@@ -20,11 +20,14 @@ use std::fmt;
 
 use tokio_postgres::Client;
 
-/// Tables that stay on the coordinator: the migration runner's bookkeeping.
+/// Tables that stay on the coordinator: the migration runner's bookkeeping,
+/// and the operator's audit log, written by functions that run there alone
+/// (a reference table's copies would each need the write).
 const COORDINATOR_ONLY: &[&str] = &[
     "schema_migrations",
     "schema_definitions",
     "tenant_schema_steps",
+    "operator_audit_log",
 ];
 
 /// Tables every node needs whole: the tenant tree and the small global

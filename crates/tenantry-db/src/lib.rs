@@ -119,6 +119,6 @@ pub use tiers::{MoveProgress, TierMove};
 /// The driver tenantry speaks to PostgreSQL with: `Row`, `ToSql`, `types::Type` and the rest, at the version the library was built against (no second dependency to keep in step).
 pub use tokio_postgres;
 pub use usage::{
-    AdoptedTableUsage, AuditEntry, AuditQuery, KeyUsage, MetricsRow, RequestLogEntry,
-    ResourceUsage, TopTenant, UsageRanking,
+    AdoptedTableUsage, AuditEntry, AuditQuery, KeyUsage, MetricsRow, OperatorAuditEntry,
+    RequestLogEntry, ResourceUsage, TopTenant, UsageRanking,
 };

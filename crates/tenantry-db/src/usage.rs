@@ -222,6 +222,31 @@ pub struct AuditEntry {
     pub impersonator: Option<String>,
 }
 
+/// One row of the operator's audit log: what operators and administrators
+/// did to every tenant at once (`tenantry.operator_audit_log`).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OperatorAuditEntry {
+    /// The event's id (random).
+    pub event_id: AuditEventId,
+    /// When.
+    pub occurred_at: DateTime<Utc>,
+    /// Who: `cli:<operator>` (the CLI: `TENANTRY_ACTOR`, else system user
+    /// and host), `admin` (the admin token), `db:<login>` (SQL without a
+    /// label), or the label an operator's SQL set (`set_actor_local`).
+    pub actor: String,
+    /// What: `table.adopted`, `table.options_changed`, `table.altered`,
+    /// `table.released`, `permission.defined`, `permission.described`,
+    /// `context_key.added`, `context_key.retired`, `audit_log.expired`.
+    pub action: String,
+    /// Kind of object: `table`, `permission`, `context_key`, `audit_log`.
+    pub target_type: String,
+    /// Its name or id (a table as `schema.table`).
+    pub target_id: Option<String>,
+    /// Details: the options, the change, the rows expired.
+    pub details: serde_json::Value,
+}
+
 /// Filters of an audit listing (newest first).
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -255,9 +280,25 @@ const AUDIT_TYPES: &[Type] = &[
     Type::INT8,
 ];
 
+/// The operator's audit log's page: [`AUDIT_SQL`]'s filters without a tenant
+/// (`$1` is unused, so that both take the same parameters).
+const OPERATOR_AUDIT_SQL: &str = "SELECT event_id, occurred_at, actor, action, target_type, target_id, details
+    FROM tenantry.operator_audit_log
+    WHERE $1::uuid IS NULL AND ($2::text IS NULL OR action = $2)
+      AND ($3::timestamptz IS NULL OR occurred_at >= $3) AND ($4::timestamptz IS NULL OR occurred_at < $4)
+      AND ($5::timestamptz IS NULL OR (occurred_at, event_id) < ($5, $6))
+    ORDER BY occurred_at DESC, event_id DESC LIMIT $7";
+
 impl AuditQuery {
-    /// One page of `tenant`'s audit log, through either kind of scope's transaction.
-    async fn page(&self, tx: &mut Tx, tenant: &uuid::Uuid) -> Result<Vec<AuditEntry>, DbError> {
+    /// One page of `tenant`'s audit log (or, with `None` and
+    /// [`OPERATOR_AUDIT_SQL`], the operator's), through either kind of
+    /// scope's transaction.
+    async fn rows(
+        &self,
+        tx: &mut Tx,
+        sql: &'static str,
+        tenant: Option<&uuid::Uuid>,
+    ) -> Result<Vec<Row>, DbError> {
         // 1,001: the API asks for a page of 1,000 and one more row, and with
         // 1,000 it answered the largest page as the last (found by a
         // concurrency review: an auditor paging by 1,000 missed every
@@ -266,21 +307,25 @@ impl AuditQuery {
         let (after_time, after_id) = self
             .after
             .map_or((None, None), |(at, id)| (Some(at), Some(*id.as_uuid())));
-        let rows = tx
-            .rows(Stmt {
-                sql: AUDIT_SQL,
-                params: &[
-                    tenant,
-                    &self.action,
-                    &self.since,
-                    &self.until,
-                    &after_time,
-                    &after_id,
-                    &limit,
-                ],
-                types: AUDIT_TYPES,
-            })
-            .await?;
+        tx.rows(Stmt {
+            sql,
+            params: &[
+                &tenant,
+                &self.action,
+                &self.since,
+                &self.until,
+                &after_time,
+                &after_id,
+                &limit,
+            ],
+            types: AUDIT_TYPES,
+        })
+        .await
+    }
+
+    /// One page of `tenant`'s audit log, through either kind of scope's transaction.
+    async fn page(&self, tx: &mut Tx, tenant: &uuid::Uuid) -> Result<Vec<AuditEntry>, DbError> {
+        let rows = self.rows(tx, AUDIT_SQL, Some(tenant)).await?;
         Ok(rows.iter().map(audit).collect())
     }
 }
@@ -436,6 +481,28 @@ impl AdminScope {
         q: &AuditQuery,
     ) -> Result<Vec<AuditEntry>, DbError> {
         q.page(&mut self.tx, tenant.as_uuid()).await
+    }
+
+    /// The operator's audit log (`tenantry.operator_audit_log`): tables
+    /// adopted, changed, altered and released, permissions defined, context
+    /// keys added and retired, audit rows expired; newest first.
+    pub async fn operator_audit_log(
+        &mut self,
+        q: &AuditQuery,
+    ) -> Result<Vec<OperatorAuditEntry>, DbError> {
+        let rows = q.rows(&mut self.tx, OPERATOR_AUDIT_SQL, None).await?;
+        Ok(rows
+            .iter()
+            .map(|r| OperatorAuditEntry {
+                event_id: AuditEventId::from_uuid(r.get(0)),
+                occurred_at: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                target_type: r.get(4),
+                target_id: r.get(5),
+                details: r.get(6),
+            })
+            .collect())
     }
 
     /// The `limit` (1..=100) tenants ranked highest by `by` over the last

@@ -152,6 +152,16 @@ const BY_DESIGN: &[ByDesign] = &[
         check: None,
         why: ADMIN_WHY,
     },
+    // The operator's audit log: what operators did to every tenant at once (02_tenants.sql).
+    ByDesign {
+        table: "tenantry.operator_audit_log",
+        policy: "admin_reads_operator_audit",
+        modes: ANON_XT,
+        roles: "{tenantry_admin}",
+        using: Some("tenantry.admin_context()"),
+        check: None,
+        why: ADMIN_WHY,
+    },
     // The record of purges: ids no tenant holds any more (14_offboarding.sql).
     ByDesign {
         table: "tenantry.purged_tenants",

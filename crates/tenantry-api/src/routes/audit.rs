@@ -1,8 +1,8 @@
-//! The audit log: the caller's tenant's rows (tenant key) and any tenant's rows (admin), newest first, filtered by action and time.
+//! The audit logs: the caller's tenant's rows (tenant key), any tenant's rows and the operator's log (admin), newest first, filtered by action and time.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use tenantry_db::{AuditEntry, AuditEventId, AuditQuery, TenantId};
+use tenantry_db::{AuditEntry, AuditEventId, AuditQuery, OperatorAuditEntry, TenantId};
 use utoipa::IntoParams;
 
 use super::{decode_cursor, encode_cursor, invalid_cursor, Page, PageQuery};
@@ -67,16 +67,33 @@ impl AuditListQuery {
     }
 }
 
-fn page(mut items: Vec<AuditEntry>, limit: u32) -> Page<AuditEntry> {
+/// What a page's cursor is made of: an entry's time and event id.
+trait Event {
+    fn place(&self) -> (DateTime<Utc>, AuditEventId);
+}
+
+impl Event for AuditEntry {
+    fn place(&self) -> (DateTime<Utc>, AuditEventId) {
+        (self.occurred_at, self.event_id)
+    }
+}
+
+impl Event for OperatorAuditEntry {
+    fn place(&self) -> (DateTime<Utc>, AuditEventId) {
+        (self.occurred_at, self.event_id)
+    }
+}
+
+fn page<E: Event>(mut items: Vec<E>, limit: u32) -> Page<E> {
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
         // The last row's own time and id: a cursor says nothing its page did not.
         items.last().map(|e| {
+            let (at, id) = e.place();
             encode_cursor(&format!(
                 "{}|{}",
-                e.occurred_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                e.event_id
+                at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                id
             ))
         })
     } else {
@@ -137,6 +154,37 @@ pub async fn admin_audit(
     let mut scope = admin.admin_scope().await?;
     scope.get_tenant(tenant).await?;
     let items = scope.audit_log(tenant, &query).await?;
+    scope.commit().await?;
+    Ok(Json(page(items, limit)))
+}
+
+/// The operator's audit log, newest first (admin).
+///
+/// What operators and administrators did to every tenant at once, which no
+/// tenant's own log holds: tables adopted (`table.adopted`), their options
+/// changed (`table.options_changed`), changed by `alter_tenant_table`
+/// (`table.altered`) and released (`table.released`); permissions defined
+/// (`permission.defined`, `permission.described`); context keys added and
+/// retired (`context_key.added`, `context_key.retired`); audit rows expired
+/// (`audit_log.expired`). Each entry names who acted (`actor`). The same
+/// filters and cursor as the tenants' logs.
+#[utoipa::path(
+    get, path = "/v1/operator/audit", operation_id = "list_operator_audit_events", tag = "audit",
+    params(AuditListQuery),
+    responses(
+        (status = 200, body = Page<OperatorAuditEntry>),
+        responses::AdminAuth,
+        responses::Params,
+    ),
+    security(("adminToken" = []))
+)]
+pub async fn operator_audit(
+    admin: AdminCaller,
+    Query(q): Query<AuditListQuery>,
+) -> Result<Json<Page<OperatorAuditEntry>>, ApiError> {
+    let (query, limit) = q.to_query()?;
+    let mut scope = admin.admin_scope().await?;
+    let items = scope.operator_audit_log(&query).await?;
     scope.commit().await?;
     Ok(Json(page(items, limit)))
 }

@@ -836,3 +836,81 @@ async fn the_admin_tokens_x_tenant_id_is_held_to_the_declared_form() {
     with(&[&tenant]).await.expect(200);
     with(&[]).await.expect(200);
 }
+
+#[tokio::test]
+async fn the_operators_audit_log_names_who_adopted_and_released_a_table_and_only_the_admin_token_reads_it(
+) {
+    let app = TestApp::spawn().await;
+    let su = app.db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id bigint NOT NULL, PRIMARY KEY (tenant_id, id));
+         BEGIN;
+         SELECT tenantry.set_actor_local('cli:alice');
+         SELECT tenantry.adopt_table('public.invoices');
+         SELECT tenantry.define_permission('invoices.approve', 'Approve invoices');
+         COMMIT;
+         BEGIN;
+         SELECT tenantry.set_actor_local('cli:bob');
+         SELECT tenantry.release_table('public.invoices');
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+
+    let items = app.admin_get("/v1/operator/audit").await.items();
+    let seen: Vec<(String, String, String)> = items
+        .iter()
+        .filter(|e| e["target_type"] != "context_key")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["target_id"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Newest first.
+    assert_eq!(
+        seen,
+        [
+            ("table.released", "public.invoices", "cli:bob"),
+            ("permission.defined", "invoices.approve", "cli:alice"),
+            ("table.adopted", "public.invoices", "cli:alice"),
+        ]
+        .map(|(a, t, w)| (a.to_owned(), t.to_owned(), w.to_owned()))
+    );
+    assert_eq!(items[0]["details"]["dropped"], false, "{}", items[0]);
+
+    // Filtered by action, and paged with the cursor, oldest last.
+    let adopted = app
+        .admin_get("/v1/operator/audit?action=table.adopted")
+        .await
+        .items();
+    assert_eq!(adopted.len(), 1);
+    assert_eq!(adopted[0]["details"]["hierarchy"], true);
+    let first = app.admin_get("/v1/operator/audit?limit=1").await;
+    let cursor = first.expect(200)["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let second = app
+        .admin_get(&format!("/v1/operator/audit?limit=1&cursor={cursor}"))
+        .await
+        .items();
+    assert_ne!(second[0]["event_id"], first.items()[0]["event_id"]);
+    app.admin_get("/v1/operator/audit?cursor=not-a-cursor")
+        .await
+        .problem(400, "invalid_cursor");
+    app.admin_get("/v1/operator/audit?tenant_id=x")
+        .await
+        .problem(400, "invalid_query");
+
+    // A tenant's key is a credential valid elsewhere: told it needs the admin token.
+    let t = app.tenant("a").await;
+    app.get("/v1/operator/audit", &t.key)
+        .await
+        .problem(403, "wrong_credential");
+    app.get("/v1/operator/audit", "tk_not-a-key")
+        .await
+        .problem(401, "unauthorized");
+}

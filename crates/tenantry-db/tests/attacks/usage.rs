@@ -463,3 +463,61 @@ async fn the_logger_role_without_a_proven_context_claims_no_request_log_batch() 
         0
     );
 }
+
+/// The operator's audit log (migration 0061) records what operators did to
+/// every tenant at once: SQL injected into the server, as its login or any
+/// role that login can become, in a tenant's context or none, can neither
+/// read it, add a row to it, nor change or erase one.
+#[tokio::test]
+async fn the_operators_audit_log_is_neither_readable_nor_writable_by_the_servers_roles() {
+    let w = world().await;
+    let su = w.tdb.superuser_client().await;
+    exec(
+        &su,
+        "SELECT tenantry.define_permission('invoices.approve', 'Approve invoices')",
+    )
+    .await;
+    let log = "SELECT count(*)::bigint FROM tenantry.operator_audit_log";
+    let before = count(&su, log).await;
+    assert!(before > 0, "the definition is on record");
+
+    let writes = [
+        "INSERT INTO tenantry.operator_audit_log (actor, action, target_type) VALUES ('admin', 'table.released', 'table')",
+        "UPDATE tenantry.operator_audit_log SET actor = 'someone else'",
+        "DELETE FROM tenantry.operator_audit_log",
+        "TRUNCATE tenantry.operator_audit_log",
+        "SELECT tenantry.write_operator_audit('table.released', 'table', 'public.invoices', '{}')",
+        "SELECT tenantry.expire_audit_log('1 day', 1000)",
+    ];
+    // A tenant's transaction as tenantry_app: not even a count.
+    begin_as(&w.app, w.a).await;
+    exec(&w.app, "SAVEPOINT s").await;
+    for sql in std::iter::once(log).chain(writes) {
+        denied(&w.app, &format!("ROLLBACK TO SAVEPOINT s; {sql}"), "42501").await;
+    }
+    rollback(&w.app).await;
+    // The login itself and every other role it can become, without a context.
+    for role in [
+        "tenantry_server",
+        "tenantry_admin",
+        "tenantry_logger",
+        "tenantry_app_own",
+    ] {
+        let server = w.tdb.server_client().await;
+        if role != "tenantry_server" {
+            exec(&server, &format!("SET ROLE {role}")).await;
+        }
+        // The administrative context is not the login's to give itself.
+        let (code, _, _) = fails(&server, "SELECT tenantry.set_admin_context('operator')").await;
+        assert_eq!(code, "42501", "{role}: set_admin_context");
+        if role == "tenantry_admin" {
+            assert_eq!(count(&server, log).await, 0, "{role} reads nothing");
+        } else {
+            denied(&server, log, "42501").await;
+        }
+        for sql in writes {
+            denied(&server, sql, "42501").await;
+        }
+    }
+    assert_eq!(count(&su, log).await, before, "nothing added or removed");
+}

@@ -13,6 +13,7 @@ mod invalidation;
 mod keys;
 mod limits;
 mod names;
+mod operator_audit;
 mod privileges;
 mod quotas;
 mod resources;
