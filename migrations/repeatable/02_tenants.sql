@@ -111,11 +111,21 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT value ~ E'[\\x01-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\u2800\\u3164\\ufeff\\uffa0\\ufff0-\\ufffb]'
+    SELECT value ~ E'[\\x01-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b\\u200e\\u200f\\u2028\\u2029\\u202a-\\u202e\\u2060-\\u206f\\u2800\\u3164\\ufeff\\uffa0\\ufff0-\\ufffb\\U0001bca0-\\U0001bca3\\U0001d173-\\U0001d17a]'
         OR (NOT lines AND value ~ E'[\\t\\n\\r]')
-        OR value ~ E'(^|[\\x01-\\x7f\\s\\u200c\\u200d])[\\u200c\\u200d]|[\\u200c\\u200d]($|[\\x01-\\x7f\\s])'
+        -- A joiner where it shapes nothing: at an end, or next to ASCII,
+        -- white space (spelt out: \s follows the database's LC_CTYPE, and
+        -- under C it is ASCII only), another joiner, or a letter of a
+        -- script whose letters never join (Latin, Greek, Cyrillic,
+        -- Armenian, Hebrew, Georgian, kana, CJK ideographs, Hangul).
+        OR value ~ E'(^|[\\x01-\\x7f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u200c\\u200d\\u00c0-\\u02af\\u0370-\\u058f\\u0591-\\u05f4\\u10a0-\\u10ff\\u1e00-\\u1fff\\u3040-\\u30ff\\u3400-\\u4dbf\\u4e00-\\u9fff\\uac00-\\ud7af])[\\u200c\\u200d]|[\\u200c\\u200d]($|[\\x01-\\x7f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u00c0-\\u02af\\u0370-\\u058f\\u0591-\\u05f4\\u10a0-\\u10ff\\u1e00-\\u1fff\\u3040-\\u30ff\\u3400-\\u4dbf\\u4e00-\\u9fff\\uac00-\\ud7af])'
+        -- Tag characters, invisible, but for the tags of a subdivision's
+        -- flag (U+1F3F4, tags, cancel tag: '🏴󠁧󠁢󠁳󠁣󠁴󠁿').
+        OR regexp_replace(value, E'\\U0001f3f4[\\U000e0020-\\U000e007e]+\\U000e007f', '', 'g') ~ E'[\\U000e0000-\\U000e007f]'
+        -- Ideographic variation selectors, but after an ideograph.
+        OR value ~ E'(^|[^\\u3400-\\u4dbf\\u4e00-\\u9fff\\uf900-\\ufaff\\U00020000-\\U0003134f])[\\U000e0100-\\U000e01ef]'
 $$;
-COMMENT ON FUNCTION tenantry.invisible_text(text, boolean) IS 'Whether text holds a control or invisible character (with lines: tab and line breaks allowed); the zero-width joiner and non-joiner only count where they are invisible (next to ASCII or white space, or at an end). The rule of names (clean_name) and of impersonation reasons.';
+COMMENT ON FUNCTION tenantry.invisible_text(text, boolean) IS 'Whether text holds a control or invisible character (with lines: tab and line breaks allowed); the zero-width joiner and non-joiner only count where they are invisible (at an end, or next to ASCII, white space or a letter of a script whose letters never join: Latin, Greek, Cyrillic, Armenian, Hebrew, Georgian, kana, CJK, Hangul), tag characters outside a subdivision flag, ideographic variation selectors outside an ideograph. The rule of names (clean_name) and of impersonation reasons.';
 GRANT EXECUTE ON FUNCTION tenantry.invisible_text(text, boolean) TO tenantry_app, tenantry_admin;
 
 /**
@@ -132,6 +142,9 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- On the value as given: a control character at an end is refused, not
+    -- trimmed, and a joiner beside the white space the trim takes is refused
+    -- there (invisible_text names every space), never stored at an end.
     IF tenantry.invisible_text(value, false) THEN
         RAISE EXCEPTION '% must not contain control or invisible characters', field
             USING ERRCODE = 'TN422', HINT = field;
@@ -153,7 +166,7 @@ BEGIN
         NFC);
 END
 $$;
-COMMENT ON FUNCTION tenantry.clean_name(text, text) IS 'A name as stored: NFC, trimmed of Unicode white space; TN422 for control or invisible characters (zero-width joiner and non-joiner allowed only between two characters that are not ASCII or white space), and for a word mixing Latin with Cyrillic or Greek letters (look-alikes). Used by the triggers on tenants, roles and members.';
+COMMENT ON FUNCTION tenantry.clean_name(text, text) IS 'A name as stored: NFC, trimmed of Unicode white space; TN422 for control or invisible characters (tenantry.invisible_text: zero-width joiner and non-joiner allowed only where they shape letters), and for a word mixing Latin with Cyrillic or Greek letters (look-alikes). Used by the triggers on tenants, roles and members.';
 GRANT EXECUTE ON FUNCTION tenantry.clean_name(text, text) TO tenantry_app, tenantry_admin;
 
 -- -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ pub mod config;
 pub mod console;
 pub mod error;
 pub mod openapi;
+pub mod patterns;
 pub mod routes;
 pub mod startup;
 pub mod state;

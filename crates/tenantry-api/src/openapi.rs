@@ -318,6 +318,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OptionalBodiesByReference.modify(router.get_openapi_mut());
     InternalErrors.modify(router.get_openapi_mut());
     FreeFormObjects.modify(router.get_openapi_mut());
+    Patterns.modify(router.get_openapi_mut());
     OpenProblemCodes.modify(router.get_openapi_mut());
     EveryResponseDescribed.modify(router.get_openapi_mut());
     ShortSummaries.modify(router.get_openapi_mut());
@@ -409,70 +410,122 @@ struct FreeFormObjects;
 
 impl Modify for FreeFormObjects {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        if let Some(components) = openapi.components.as_mut() {
-            components.schemas.values_mut().for_each(open_free_form);
-        }
-        for (_, operation) in operations(openapi) {
-            for parameter in operation.parameters.iter_mut().flatten() {
-                parameter.schema.iter_mut().for_each(open_free_form);
-            }
-            if let Some(body) = operation.request_body.as_mut() {
-                for content in body.content.values_mut() {
-                    content.schema.iter_mut().for_each(open_free_form);
+        use utoipa::openapi::schema::{AdditionalProperties, Schema, SchemaType};
+        each_schema(openapi, &mut |schema| {
+            if let Schema::Object(object) = schema {
+                let is_object = match &object.schema_type {
+                    SchemaType::Type(kind) => *kind == Type::Object,
+                    SchemaType::Array(kinds) => kinds.contains(&Type::Object),
+                    SchemaType::AnyValue => false,
+                };
+                if is_object
+                    && object.properties.is_empty()
+                    && object.additional_properties.is_none()
+                {
+                    object.additional_properties =
+                        Some(Box::new(AdditionalProperties::FreeForm(true)));
                 }
             }
-            for response in operation.responses.responses.values_mut() {
-                if let RefOr::T(response) = response {
-                    for content in response.content.values_mut() {
-                        content.schema.iter_mut().for_each(open_free_form);
+        });
+    }
+}
+
+/// A free-text field's pattern named by its marker (`pattern = "{name}"`)
+/// written out ([`crate::patterns`]): utoipa takes a literal only, and the
+/// five patterns were copied into nine fields.
+struct Patterns;
+
+impl Modify for Patterns {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+        each_schema(openapi, &mut |schema| {
+            if let Schema::Object(object) = schema {
+                if let Some(full) = object.pattern.as_deref().and_then(crate::patterns::expand) {
+                    object.pattern = Some(full);
+                }
+            }
+        });
+    }
+}
+
+/// Calls `f` on every schema of the document and each schema inside it: the
+/// components' and every operation's parameters, bodies, responses and
+/// response headers.
+fn each_schema(
+    openapi: &mut utoipa::openapi::OpenApi,
+    f: &mut dyn FnMut(&mut utoipa::openapi::schema::Schema),
+) {
+    if let Some(components) = openapi.components.as_mut() {
+        for schema in components.schemas.values_mut() {
+            each_nested(schema, f);
+        }
+    }
+    for (_, operation) in operations(openapi) {
+        for parameter in operation.parameters.iter_mut().flatten() {
+            if let Some(schema) = parameter.schema.as_mut() {
+                each_nested(schema, f);
+            }
+        }
+        if let Some(body) = operation.request_body.as_mut() {
+            for content in body.content.values_mut() {
+                if let Some(schema) = content.schema.as_mut() {
+                    each_nested(schema, f);
+                }
+            }
+        }
+        for response in operation.responses.responses.values_mut() {
+            if let RefOr::T(response) = response {
+                for content in response.content.values_mut() {
+                    if let Some(schema) = content.schema.as_mut() {
+                        each_nested(schema, f);
                     }
-                    for header in response.headers.values_mut() {
-                        open_free_form(&mut header.schema);
-                    }
+                }
+                for header in response.headers.values_mut() {
+                    each_nested(&mut header.schema, f);
                 }
             }
         }
     }
 }
 
-/// [`FreeFormObjects`] on one schema and everything inside it.
-fn open_free_form(schema: &mut RefOr<utoipa::openapi::schema::Schema>) {
+/// [`each_schema`] on one schema (not a reference) and everything inside it.
+fn each_nested(
+    schema: &mut RefOr<utoipa::openapi::schema::Schema>,
+    f: &mut dyn FnMut(&mut utoipa::openapi::schema::Schema),
+) {
     if let RefOr::T(schema) = schema {
-        open_free_form_schema(schema);
+        each_nested_schema(schema, f);
     }
 }
 
-fn open_free_form_schema(schema: &mut utoipa::openapi::schema::Schema) {
-    use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, Schema, SchemaType};
+fn each_nested_schema(
+    schema: &mut utoipa::openapi::schema::Schema,
+    f: &mut dyn FnMut(&mut utoipa::openapi::schema::Schema),
+) {
+    use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, Schema};
+    f(schema);
     match schema {
         Schema::Object(object) => {
-            let is_object = match &object.schema_type {
-                SchemaType::Type(kind) => *kind == Type::Object,
-                SchemaType::Array(kinds) => kinds.contains(&Type::Object),
-                SchemaType::AnyValue => false,
-            };
-            if is_object && object.properties.is_empty() && object.additional_properties.is_none() {
-                object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(true)));
+            for property in object.properties.values_mut() {
+                each_nested(property, f);
             }
-            object.properties.values_mut().for_each(open_free_form);
             if let Some(AdditionalProperties::RefOr(inner)) =
                 object.additional_properties.as_deref_mut()
             {
-                open_free_form(inner);
+                each_nested(inner, f);
             }
         }
         Schema::Array(array) => {
             if let ArrayItems::RefOrSchema(items) = &mut array.items {
-                open_free_form(items);
+                each_nested(items, f);
             }
-            array
-                .prefix_items
-                .iter_mut()
-                .for_each(open_free_form_schema);
+            for prefix in array.prefix_items.iter_mut() {
+                each_nested_schema(prefix, f);
+            }
         }
-        Schema::OneOf(one) => one.items.iter_mut().for_each(open_free_form),
-        Schema::AllOf(all) => all.items.iter_mut().for_each(open_free_form),
-        Schema::AnyOf(any) => any.items.iter_mut().for_each(open_free_form),
+        Schema::OneOf(one) => one.items.iter_mut().for_each(|s| each_nested(s, f)),
+        Schema::AllOf(all) => all.items.iter_mut().for_each(|s| each_nested(s, f)),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(|s| each_nested(s, f)),
         _ => {}
     }
 }

@@ -122,9 +122,42 @@ fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the request body must be a JSON object",
         ));
     }
-    axum::Json::<T>::from_bytes(bytes)
+    let value = axum::Json::<T>::from_bytes(bytes)
         .map(|axum::Json(value)| value)
-        .map_err(ApiError::from)
+        .map_err(ApiError::from)?;
+    // PostgreSQL's text holds no U+0000: said here, naming the field, where
+    // the database refused it with no column to name (found by a review with
+    // generated clients). Only a body spelling the escape is read again.
+    if bytes.windows(6).any(|w| w == br"\u0000") {
+        if let Some(field) = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .as_ref()
+            .and_then(field_holding_nul)
+        {
+            return Err(ApiError::invalid(
+                &field,
+                "text may not contain the NUL character (\\u0000)",
+            ));
+        }
+    }
+    Ok(value)
+}
+
+/// The top-level field of a JSON object whose value (or a key or string
+/// inside it) holds U+0000.
+fn field_holding_nul(body: &serde_json::Value) -> Option<String> {
+    fn holds(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(holds),
+            serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds(v)),
+            _ => false,
+        }
+    }
+    body.as_object()?
+        .iter()
+        .find(|(k, v)| k.contains('\0') || holds(v))
+        .map(|(k, _)| k.clone())
 }
 
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
@@ -159,6 +192,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
         }
         let axum::extract::Query(value) =
             axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        // As in a JSON body (json_object): a parameter holding U+0000 is named.
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+                .map(|q| q.0)
+                .unwrap_or_default();
+            if let Some((name, _)) = pairs.iter().find(|(_, v)| v.contains('\0')) {
+                return Err(ApiError::invalid(
+                    name,
+                    "text may not contain the NUL character (\\u0000)",
+                ));
+            }
+        }
         Ok(Self(value))
     }
 }

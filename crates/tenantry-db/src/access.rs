@@ -171,7 +171,14 @@ impl TenantScope {
                 "email must be at most 320 characters",
             ));
         }
-        if email.is_empty() || !email.contains('@') {
+        // One @ between two parts without white space: an invitation's rule
+        // (create_invitation) and the schema's pattern, where any @ passed.
+        let form = email.split_once('@').is_some_and(|(name, domain)| {
+            [name, domain].iter().all(|part| {
+                !part.is_empty() && !part.contains(|c: char| c == '@' || c.is_whitespace())
+            })
+        });
+        if !form {
             return Err(DbError::invalid(
                 "email",
                 "email must look like name@domain",

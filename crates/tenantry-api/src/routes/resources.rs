@@ -22,8 +22,8 @@ use crate::{
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "plan", "data": {"q": 3}}))]
 pub struct NewResourceBody {
-    /// Name, 1–1000 characters.
-    #[schema(min_length = 1, max_length = 1000)]
+    /// Name, 1–1000 characters, any but U+0000 (which PostgreSQL's text cannot hold).
+    #[schema(min_length = 1, max_length = 1000, pattern = r"^[^\u0000]*$")]
     pub name: String,
     /// Payload: a JSON object (default `{}`), stored as `jsonb`: numbers
     /// of any size and precision come back with their exact value (in
@@ -39,9 +39,15 @@ pub struct NewResourceBody {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "plan-v2"}))]
 pub struct ResourcePatch {
-    /// New name, 1–1000 characters.
+    /// New name, 1–1000 characters, any but U+0000.
     #[serde(default, deserialize_with = "super::double_option")]
-    #[schema(value_type = String, required = false, min_length = 1, max_length = 1000)]
+    #[schema(
+        value_type = String,
+        required = false,
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\u0000]*$"
+    )]
     pub name: Option<Option<String>>,
     /// Replacement payload (a JSON object, kept exactly as for creation).
     #[serde(default, deserialize_with = "super::double_option")]

@@ -724,14 +724,26 @@ async fn names_with_invisible_characters_or_look_alike_letters_are_422_and_write
 async fn a_nul_character_anywhere_is_a_422_that_says_so_and_writes_nothing() {
     let (app, key, _id, _role) = setup(|_| {}).await;
     let before = snapshot(&app).await;
-    for (method, path, body) in [
-        (Method::POST, "/v1/resources", r#"{"name":"a\u0000b"}"#),
+    for (method, path, body, field) in [
+        (
+            Method::POST,
+            "/v1/resources",
+            r#"{"name":"a\u0000b"}"#,
+            "name",
+        ),
         (
             Method::POST,
             "/v1/resources",
             r#"{"name":"x","data":{"k":"a\u0000"}}"#,
+            "data",
         ),
-        (Method::GET, "/v1/resources?name_prefix=%00", ""),
+        (Method::POST, "/v1/roles", r#"{"name":"r\u0000"}"#, "name"),
+        (
+            Method::GET,
+            "/v1/resources?name_prefix=%00",
+            "",
+            "name_prefix",
+        ),
     ] {
         let r = raw(&app, method.clone(), path, &key, body.as_bytes().to_vec()).await;
         assert_problem_shape(&r);
@@ -740,6 +752,8 @@ async fn a_nul_character_anywhere_is_a_422_that_says_so_and_writes_nothing() {
             problem["detail"], "text may not contain the NUL character (\\u0000)",
             "{method} {path} {body}: {problem}"
         );
+        // Named, as every refused field is (found by a review with generated clients).
+        assert_eq!(problem["field"], field, "{method} {path} {body}: {problem}");
     }
     assert_eq!(snapshot(&app).await, before);
 }

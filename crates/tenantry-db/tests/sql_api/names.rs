@@ -85,6 +85,11 @@ async fn joiners_are_letters_where_they_shape_them_and_other_invisible_character
         "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}", // می‌خواهم
         "Dev team \u{1f469}\u{200d}\u{1f4bb}",                       // 👩‍💻
         "\u{915}\u{94d}\u{200d}\u{937}",                             // क्‍ष
+        "Runner \u{1f3c3}\u{200d}\u{2640}\u{fe0f}",                  // 🏃‍♀️
+        // A subdivision's flag: tag characters inside one are the flag.
+        "Glasgow \u{1f3f4}\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}",
+        // An ideographic variation selector after its ideograph.
+        "\u{845b}\u{e0100}\u{57ce}",
     ];
     for name in words {
         exec(&app, &format!("SELECT create_tenant_role('{t}', '{name}')")).await;
@@ -100,6 +105,26 @@ async fn joiners_are_letters_where_they_shape_them_and_other_invisible_character
         "\u{2800}",
         "x\u{180e}y",
         "x\u{fffa}y",
+        // Joiners between letters of scripts that never join: invisible,
+        // and 'Иван' would have an invisible twin.
+        "\u{418}\u{200c}\u{432}\u{430}\u{43d}",
+        "\u{391}\u{3b8}\u{200d}\u{3b7}\u{3bd}\u{3b1}",
+        "\u{5d0}\u{200d}\u{5d1}",
+        "\u{6f22}\u{200c}\u{5b57}",
+        "\u{d55c}\u{200d}\u{ad6d}",
+        "caf\u{e9}\u{200c}\u{e9}",
+        // Beside white space that the trim takes: the joiner was stored at
+        // an end (found by a review of the API's patterns).
+        "\u{645}\u{200c}\u{a0}",
+        "\u{3000}\u{200c}\u{645}",
+        "\u{645}\u{200d}\u{2003}\u{62e}",
+        // Invisible beyond the Basic Multilingual Plane.
+        "billing\u{e0020}",
+        "billing\u{e0041}\u{e007f}",
+        "\u{e0067}",
+        "bill\u{1d173}ing",
+        "x\u{1bca0}y",
+        "billing\u{e0100}",
     ] {
         let message = denied(
             &app,
@@ -114,6 +139,43 @@ async fn joiners_are_letters_where_they_shape_them_and_other_invisible_character
     let mut names = strings(&app, "SELECT name FROM roles").await;
     names.sort();
     assert_eq!(names, expected);
+}
+
+#[tokio::test]
+async fn descriptions_take_joiners_only_where_letters_join() {
+    // Migration 0062: key and role descriptions keep the names' joiner rule.
+    let tdb = TestDatabase::new().await;
+    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
+    let t = create_tenant(&admin, "t", None).await;
+    set_context(&app, t).await;
+    exec(
+        &app,
+        &format!("SELECT create_tenant_role('{t}', 'writers')"),
+    )
+    .await;
+    for fine in [
+        "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}",
+        "for the \u{1f469}\u{200d}\u{1f4bb} team\nsecond line",
+    ] {
+        exec(
+            &app,
+            &format!("UPDATE roles SET description = '{fine}' WHERE name = 'writers'"),
+        )
+        .await;
+    }
+    for refused in [
+        "\u{418}\u{200c}\u{432}\u{430}\u{43d}",
+        "\u{645}\u{200c}\u{a0}",
+        "\u{3000}\u{200d}\u{645}",
+        "x\u{200d}",
+    ] {
+        denied(
+            &app,
+            &format!("UPDATE roles SET description = '{refused}' WHERE name = 'writers'"),
+            "23514",
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
