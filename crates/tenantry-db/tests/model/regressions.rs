@@ -6,6 +6,18 @@ use tenantry_db::{DbError, Isolation, KeyId, NewKeyOptions, NewResource, NewTena
 use crate::checks::ctx;
 use crate::PERMS;
 
+/// A root tenant named `name`, made in the operator's transaction `admin`.
+async fn root(admin: &mut tenantry_db::AdminScope, name: &str) -> tenantry_db::TenantId {
+    admin
+        .create_tenant(&NewTenant {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tenant_id
+}
+
 /// Found by this model: `key_permissions` of a key outside the caller's
 /// subtree (or of no key at all) panicked on the SQL function's NULL instead of
 /// answering not found.
@@ -14,22 +26,8 @@ async fn key_permissions_of_a_key_outside_the_subtree_is_not_found_like_a_missin
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
     let mut admin = db.admin("model").await.unwrap();
-    let a = admin
-        .create_tenant(&NewTenant {
-            name: "a".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .tenant_id;
-    let b = admin
-        .create_tenant(&NewTenant {
-            name: "b".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .tenant_id;
+    let a = root(&mut admin, "a").await;
+    let b = root(&mut admin, "b").await;
     admin.commit().await.unwrap();
     let mut s = db.tenant(ctx(b)).await.unwrap();
     let b_key = s.create_api_key(&NewKeyOptions::default()).await.unwrap();
@@ -59,14 +57,7 @@ async fn a_deleted_tenants_tier_move_is_a_conflict_and_an_unknown_tenants_is_not
     let tdb = TestDatabase::new().await;
     let db = tdb.database();
     let mut admin = db.admin("model").await.unwrap();
-    let a = admin
-        .create_tenant(&NewTenant {
-            name: "a".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .tenant_id;
+    let a = root(&mut admin, "a").await;
     admin.commit().await.unwrap();
     let mut s = db.tenant(ctx(a)).await.unwrap();
     s.create_resource(&NewResource {

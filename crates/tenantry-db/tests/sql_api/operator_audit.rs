@@ -22,6 +22,14 @@ async fn operator_log(c: &Client) -> Vec<String> {
     .collect()
 }
 
+/// The session's login, as `db:<login>` names it.
+async fn session_user(c: &Client) -> String {
+    c.query_one("SELECT session_user::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// `sql` in a transaction of its own labelled `actor` (as the CLI labels its sessions).
 async fn as_actor(c: &Client, actor: &str, sql: &str) {
     exec(
@@ -91,11 +99,7 @@ async fn what_operators_change_for_every_tenant_is_recorded_once_with_who_change
     let mut log = operator_log(&su).await;
     assert_eq!(&log[..before.len()], &before[..]);
     let log = log.split_off(before.len());
-    let me: String = su
-        .query_one("SELECT session_user::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let me = session_user(&su).await;
     assert_eq!(
         log,
         [
@@ -203,11 +207,7 @@ async fn expiring_audit_rows_is_itself_recorded_and_takes_the_operators_old_rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
-    let me: String = su
-        .query_one("SELECT session_user::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let me = session_user(&su).await;
     assert_eq!(
         got,
         [
