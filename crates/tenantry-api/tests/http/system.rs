@@ -343,6 +343,7 @@ const V1_PATHS: &[&str] = &[
     "/v1/tenants/{tenant_id}/members",
     "/v1/tenants/{tenant_id}/tables",
     "/v1/usage/top",
+    "/v1/operator/audit",
     "/v1/tables",
 ];
 
