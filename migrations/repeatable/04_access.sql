@@ -583,6 +583,69 @@ $$;
 COMMENT ON FUNCTION tenantry.my_tenants() IS 'In a user context: the tenants the signed-in person is a member of (not deleted; not those where the membership is pending, added by the tenant and not yet accepted), with owner flag and role names. Empty in any other context.';
 GRANT EXECUTE ON FUNCTION tenantry.my_tenants() TO tenantry_app;
 
+/**
+ * A signed-in person creates a tenant of their own: a pooled root tenant
+ * whose first member, and so owner, is the person, with the email their
+ * identity provider verified. Only while the person owns fewer tenants (not
+ * deleted) than signup_policy.tenants_per_person, which is 0, none, unless
+ * an operator raised it: whether anyone who can sign in may create tenants
+ * is the operator's decision, here in the database, so that no SQL run in a
+ * person's transaction decides it instead. One creation of a person at a
+ * time (an advisory lock on the person, never a table lock), so that two at
+ * once cannot both pass the count. Returns the tenant as my_tenants() lists
+ * it (one statement that writes and answers: on Citus, reading it back as
+ * another role in the same transaction is refused).
+ */
+CREATE OR REPLACE FUNCTION tenantry.create_my_tenant(tenant_name text, email text)
+RETURNS TABLE (tenant_id uuid, name text, status text, is_owner boolean, roles text[], joined_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    uid uuid := tenantry.current_user_id();
+    allowed integer := (SELECT p.tenants_per_person FROM tenantry.signup_policy p);
+    clean_email text := tenantry.clean_name(email, 'email');
+    owned bigint;
+    tid uuid;
+BEGIN
+    IF uid IS NULL OR tenantry.current_tenant_id() IS NOT NULL THEN
+        RAISE EXCEPTION 'creating a tenant of your own needs a signed-in person' USING ERRCODE = 'TN403';
+    END IF;
+    IF coalesce(allowed, 0) = 0 THEN
+        RAISE EXCEPTION 'people do not create tenants here: the operator does (tenantry.signup_policy)' USING ERRCODE = 'TN403';
+    END IF;
+    -- Its first member's email: the one the person's provider verified.
+    IF clean_email IS NULL
+       OR NOT clean_email ~ E'^[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$'
+       OR length(clean_email) > 320 THEN
+        RAISE EXCEPTION 'creating a tenant needs the verified email of your sign-in' USING ERRCODE = 'TN422', HINT = 'email';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('tenantry.create_my_tenant ' || uid::text, 0));
+    SELECT count(*) INTO owned
+    FROM tenantry.member_tenants mt
+    JOIN tenantry.tenant_members m ON m.tenant_id = mt.tenant_id AND m.user_id = mt.user_id
+    JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
+    WHERE mt.user_id = uid AND m.is_owner AND t.status <> 'deleted';
+    IF owned >= allowed THEN
+        RAISE EXCEPTION 'you own % tenants already, the most a person may create here', owned
+            USING ERRCODE = 'TN409', HINT = 'tenants_per_person';
+    END IF;
+    tid := tenantry.insert_tenant(tenant_name, NULL, 'shared', '{}');
+    INSERT INTO tenantry.tenant_members (tenant_id, user_id, email) VALUES (tid, uid, clean_email);
+    RETURN QUERY
+        SELECT t.tenant_id, t.name, t.status, m.is_owner, ARRAY[]::text[], m.created_at
+        FROM tenantry.tenants t JOIN tenantry.tenant_members m ON m.tenant_id = t.tenant_id
+        WHERE t.tenant_id = tid AND m.user_id = uid;
+EXCEPTION WHEN unique_violation THEN
+    -- The email of another member: none yet in a new tenant, so only a
+    -- race with the operator's own insert; said, not a 500.
+    RAISE EXCEPTION 'another member of the tenant already has this email' USING ERRCODE = 'TN409', HINT = 'email';
+END
+$$;
+COMMENT ON FUNCTION tenantry.create_my_tenant(text, text) IS 'In a user context: the signed-in person creates a pooled root tenant and becomes its first member and owner, with their verified email. TN403 outside a user context or while signup_policy.tenants_per_person is 0 (the default); TN409 when they own that many tenants (not deleted) already; TN422 for the name or an email that is no address. Returns the tenant as my_tenants() lists it.';
+GRANT EXECUTE ON FUNCTION tenantry.create_my_tenant(text, text) TO tenantry_app;
+
 -- -----------------------------------------------------------------------------
 -- What a caller may write: permissions required by the write policies
 --

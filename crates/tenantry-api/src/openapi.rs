@@ -1063,7 +1063,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::audit::tenant_audit))
         .routes(routes!(routes::usage::metrics))
         .routes(routes!(routes::usage::resources))
-        .routes(routes!(routes::people::my_tenants))
+        .routes(routes!(
+            routes::people::my_tenants,
+            routes::people::create_my_tenant
+        ))
         .routes(routes!(routes::people::accept_invitation))
         .routes(routes!(
             routes::people::create_invitation,

@@ -288,6 +288,21 @@ impl Person {
         Ok(tenant)
     }
 
+    /// Creates a tenant of this person's own, which they own, with the
+    /// email their provider verified ([`Database::create_my_tenant`]): 403
+    /// while the operator lets no person create tenants
+    /// (`tenantry.signup_policy`), 409 once they own as many as it allows,
+    /// 422 (field `email`) for a token without a verified email.
+    pub async fn create_tenant(&self, name: &str) -> Result<MyTenant, ApiError> {
+        let Some(email) = self.email() else {
+            return Err(ApiError::invalid(
+                "email",
+                "creating a tenant needs a token with the email your identity provider verified (email_verified: true)",
+            ));
+        };
+        Ok(self.db.create_my_tenant(self.user(), name, email).await?)
+    }
+
     // No accessor to the `Database`: with it, a handler of a person who is
     // a member of nothing could open any tenant's scope (`db.tenant(..)`).
     // A person reaches a tenant's data through the tenant extractor, which

@@ -246,17 +246,32 @@ impl Database {
                 types: &[],
             })
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| MyTenant {
-                tenant_id: TenantId::from_uuid(r.get(0)),
-                name: r.get(1),
-                status: r.get(2),
-                is_owner: r.get(3),
-                roles: r.get(4),
-                joined_at: r.get(5),
+        Ok(rows.iter().map(my_tenant).collect())
+    }
+
+    /// `user` creates a tenant of their own: a pooled root tenant named
+    /// `name` whose first member, and so owner, they are, with `email` (the
+    /// one their identity provider verified). Only while they own fewer
+    /// tenants than the operator's `tenantry.signup_policy` allows (none by
+    /// default: [`DbError::Forbidden`]); at that many, [`DbError::Conflict`].
+    pub async fn create_my_tenant(
+        &self,
+        user: UserId,
+        name: &str,
+        email: &str,
+    ) -> Result<MyTenant, DbError> {
+        let (_turn, mut tx) = self.user_tx(user).await?;
+        let rows = tx
+            .query_and_commit(Stmt {
+                sql: "SELECT tenant_id, name, status, is_owner, roles, joined_at
+                      FROM tenantry.create_my_tenant($1, $2)",
+                params: &[&name, &email],
+                types: &[Type::TEXT, Type::TEXT],
             })
-            .collect())
+            .await?;
+        rows.first()
+            .map(my_tenant)
+            .ok_or_else(|| DbError::Internal("create_my_tenant returned no row".into()))
     }
 
     /// Accepts an invitation as `user`, whose verified email is `email`: they
@@ -591,5 +606,17 @@ impl TenantScope {
             .await?
             .first()
             .map(impersonation))
+    }
+}
+
+/// A row of `tenantry.my_tenants()` (or `create_my_tenant`).
+fn my_tenant(r: &tokio_postgres::Row) -> MyTenant {
+    MyTenant {
+        tenant_id: TenantId::from_uuid(r.get(0)),
+        name: r.get(1),
+        status: r.get(2),
+        is_owner: r.get(3),
+        roles: r.get(4),
+        joined_at: r.get(5),
     }
 }

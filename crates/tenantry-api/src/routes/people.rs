@@ -44,6 +44,45 @@ pub async fn my_tenants(
     Ok(Json(page_by_key(tenants, |t| t.tenant_id.to_string(), &q)?))
 }
 
+/// A tenant of the signed-in person's own.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Alice's workspace"}))]
+pub struct NewOwnTenantBody {
+    /// Display name, 1–200 characters, not only spaces; no control or invisible
+    /// characters, no Latin letter directly next to a Cyrillic or Greek one.
+    #[schema(min_length = 1, max_length = 200, pattern = "{name}")]
+    pub name: String,
+}
+
+/// Create a tenant of your own (a person's token; no tenant needed).
+///
+/// A pooled root tenant whose first member, and so owner, is the signed-in
+/// person, with the email their identity provider verified: a team's
+/// sign-up ("create your workspace") without its backend holding the admin
+/// token. The operator decides whether people may (`tenantry.signup_policy`:
+/// how many tenants a person may own at once, 0 by default): 403 while
+/// they may not, 409 once the person owns as many. Send the new id as
+/// `X-Tenant-Id` to act in it, with every permission. A retry after a lost
+/// answer makes another tenant: `GET /v1/me/tenants` first.
+#[utoipa::path(
+    post, path = "/v1/me/tenants", tag = "people", request_body = NewOwnTenantBody,
+    responses(
+        (status = 201, body = MyTenant),
+        (status = 409, description = "The person owns as many tenants as a person may", body = Problem, content_type = "application/problem+json"),
+        responses::TenantAuth,
+        responses::JsonBody,
+    ),
+    security(("person" = []))
+)]
+pub async fn create_my_tenant(
+    person: Person,
+    Json(body): Json<NewOwnTenantBody>,
+) -> Result<(StatusCode, Json<MyTenant>), ApiError> {
+    let tenant = person.create_tenant(&body.name).await?;
+    Ok((StatusCode::CREATED, Json(tenant)))
+}
+
 /// An invitation token to accept.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

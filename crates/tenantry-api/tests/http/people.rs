@@ -2332,3 +2332,114 @@ async fn a_key_bound_to_addresses_is_checked_against_the_client_a_trusted_proxy_
         .collect();
     assert_eq!(logged, [(acme.id.clone(), 403)]);
 }
+
+/// Sign-up without the admin token (migration 0063): once the operator
+/// lets people create tenants, a signed-in person creates one, owns it and
+/// acts in it; until then, past the operator's number, and without a
+/// verified email, they are told why and nothing is made.
+#[tokio::test]
+async fn a_person_creates_a_tenant_of_their_own_once_the_operator_allows_it_and_owns_it() {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let alice = token_for(&idp, "auth0|alice", "alice@example.com");
+    let create = |token: &str, name: &str| {
+        let token = token.to_owned();
+        let body = json!({ "name": name });
+        let app = &app;
+        async move {
+            as_person(
+                app,
+                Method::POST,
+                "/v1/me/tenants",
+                &token,
+                None,
+                Some(body),
+            )
+            .await
+        }
+    };
+    let tenants = || async { app.count("SELECT count(*) FROM tenantry.tenants").await };
+    let before = tenants().await;
+
+    // Off by default: the operator creates tenants.
+    let r = create(&alice, "Alice's workspace").await;
+    assert!(r.problem(403, "forbidden")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("signup_policy"));
+    assert_eq!(tenants().await, before);
+
+    app.db
+        .superuser_client()
+        .await
+        .batch_execute("UPDATE tenantry.signup_policy SET tenants_per_person = 1")
+        .await
+        .unwrap();
+    let r = create(&alice, "Alice's workspace").await;
+    let created = r.expect(201).clone();
+    assert_eq!(created["name"], "Alice's workspace");
+    assert_eq!(created["is_owner"], true);
+    let id = created["tenant_id"].as_str().unwrap().to_owned();
+    // Listed among hers, and hers to act in with every permission.
+    let mine = as_person(&app, Method::GET, "/v1/me/tenants", &alice, None, None).await;
+    assert_eq!(mine.items()[0]["tenant_id"], id.as_str());
+    let r = as_person(
+        &app,
+        Method::POST,
+        "/v1/resources",
+        &alice,
+        Some(&id),
+        Some(json!({ "name": "first" })),
+    )
+    .await;
+    r.expect(201);
+    let key = as_person(
+        &app,
+        Method::POST,
+        "/v1/keys",
+        &alice,
+        Some(&id),
+        Some(json!({})),
+    )
+    .await;
+    key.expect(201);
+
+    // One is the operator's number.
+    let r = create(&alice, "Another").await;
+    r.problem(409, "conflict");
+    // Refused and nothing made: a token without a verified email, a bad name,
+    // an API key.
+    let mut claims = idp.claims("auth0|carol");
+    claims["email"] = json!("carol@example.com");
+    claims["email_verified"] = json!(false);
+    let unverified = idp.sign(Alg::Es256, claims);
+    assert_eq!(
+        create(&unverified, "Carol's")
+            .await
+            .problem(422, "validation_failed")["field"],
+        "email"
+    );
+    let bob = token_for(&idp, "auth0|bob", "bob@example.com");
+    assert_eq!(
+        create(&bob, "bad\u{200b}name")
+            .await
+            .problem(422, "validation_failed")["field"],
+        "name"
+    );
+    let r = app
+        .post(
+            "/v1/me/tenants",
+            &key.body["key"].as_str().unwrap().to_owned(),
+            &json!({ "name": "x" }),
+        )
+        .await;
+    r.problem(403, "wrong_credential");
+    assert_eq!(tenants().await, before + 1);
+    // Bob sees none of Alice's, and naming hers is the answer of a tenant
+    // that does not exist.
+    let bobs = as_person(&app, Method::GET, "/v1/me/tenants", &bob, None, None).await;
+    assert!(bobs.items().is_empty());
+    as_person(&app, Method::GET, "/v1/resources", &bob, Some(&id), None)
+        .await
+        .problem(404, "not_found");
+}

@@ -1475,3 +1475,116 @@ async fn two_ownership_transfers_at_once_apply_one_and_refuse_the_other() {
         [member.to_string()]
     );
 }
+
+/// A person creating tenants of their own (migration 0063), as the server's
+/// login in that person's proven context: nothing while the operator allows
+/// none, never past the operator's number (two creations at once included),
+/// never from a tenant's context, never with an email that is no address,
+/// and the person cannot raise the number.
+#[tokio::test]
+async fn a_person_creates_only_as_many_tenants_as_the_operator_allows_and_owns_them() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let app = app(&tdb).await;
+    let alice = Uuid::new_v4();
+    let create = |name: &str, email: &str| {
+        format!("SELECT tenant_id, is_owner FROM tenantry.create_my_tenant('{name}', '{email}')")
+    };
+
+    // Off by default.
+    begin_person(&app, alice).await;
+    let message = denied(&app, &create("mine", "alice@example.com"), "TN403").await;
+    assert!(message.contains("signup_policy"), "{message}");
+    rollback(&app).await;
+    // Nor may the person's SQL switch it on.
+    begin_person(&app, alice).await;
+    denied(
+        &app,
+        "UPDATE tenantry.signup_policy SET tenants_per_person = 1000",
+        "42501",
+    )
+    .await;
+    rollback(&app).await;
+
+    exec(
+        &su,
+        "UPDATE tenantry.signup_policy SET tenants_per_person = 2",
+    )
+    .await;
+    begin_person(&app, alice).await;
+    let row = app
+        .query_one(&create("first", "alice@example.com"), &[])
+        .await
+        .unwrap();
+    let first: Uuid = row.get(0);
+    assert!(row.get::<_, bool>(1), "the person owns it");
+    commit(&app).await;
+    // A root, pooled, active tenant, audited as the person's creation.
+    let facts = strings(
+        &su,
+        &format!(
+            "SELECT format('%s %s %s', parent_id IS NULL, isolation, status) FROM tenantry.tenants WHERE tenant_id = '{first}'
+             UNION ALL
+             SELECT actor FROM tenantry.audit_log WHERE tenant_id = '{first}' AND action = 'tenant.created'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        facts,
+        ["t shared active".to_owned(), format!("user:{alice}")]
+    );
+
+    // Refused without any write: no address, another person's tenant context.
+    for (sql, code) in [
+        (create("x", "not an address"), "TN422"),
+        (create("x", ""), "TN422"),
+        (create("", "alice@example.com"), "TN422"),
+    ] {
+        begin_person(&app, alice).await;
+        denied(&app, &sql, code).await;
+        rollback(&app).await;
+    }
+    begin_as(&app, first).await;
+    denied(&app, &create("child", "alice@example.com"), "TN403").await;
+    rollback(&app).await;
+
+    // Two at once with room for one: the second waits for the first and is refused.
+    let other = tdb.server_client().await;
+    exec(&other, "SET ROLE tenantry_app").await;
+    begin_person(&app, alice).await;
+    begin_person(&other, alice).await;
+    app.query_one(&create("second", "alice@example.com"), &[])
+        .await
+        .unwrap();
+    let racing = tokio::spawn(async move {
+        let r = other
+            .query_one(&create("third", "alice@example.com"), &[])
+            .await
+            .map(|_| ());
+        (other, r)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    commit(&app).await;
+    let (other, r) = racing.await.unwrap();
+    let e = r.expect_err("the third is past the number");
+    assert_eq!(e.code().map(|c| c.code()), Some("TN409"), "{e:?}");
+    rollback(&other).await;
+    assert_eq!(
+        count(
+            &su,
+            &format!(
+                "SELECT count(*) FROM tenantry.tenant_members WHERE user_id = '{alice}' AND is_owner"
+            )
+        )
+        .await,
+        2
+    );
+    // Another person sees none of them.
+    let bob = Uuid::new_v4();
+    begin_person(&app, bob).await;
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM tenantry.my_tenants()").await,
+        0
+    );
+    rollback(&app).await;
+}
