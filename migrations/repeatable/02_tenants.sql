@@ -116,16 +116,22 @@ AS $$
         -- A joiner where it shapes nothing: at an end, or next to ASCII,
         -- white space (spelt out: \s follows the database's LC_CTYPE, and
         -- under C it is ASCII only), another joiner, or a letter of a
-        -- script whose letters never join (Latin, Greek, Cyrillic,
-        -- Armenian, Hebrew, Georgian, kana, CJK ideographs, Hangul).
-        OR value ~ E'(^|[\\x01-\\x7f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u200c\\u200d\\u00c0-\\u02af\\u0370-\\u058f\\u0591-\\u05f4\\u10a0-\\u10ff\\u1e00-\\u1fff\\u3040-\\u30ff\\u3400-\\u4dbf\\u4e00-\\u9fff\\uac00-\\ud7af])[\\u200c\\u200d]|[\\u200c\\u200d]($|[\\x01-\\x7f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u00c0-\\u02af\\u0370-\\u058f\\u0591-\\u05f4\\u10a0-\\u10ff\\u1e00-\\u1fff\\u3040-\\u30ff\\u3400-\\u4dbf\\u4e00-\\u9fff\\uac00-\\ud7af])'
-        -- Tag characters, invisible, but for the tags of a subdivision's
-        -- flag (U+1F3F4, tags, cancel tag: '🏴󠁧󠁢󠁳󠁣󠁴󠁿').
-        OR regexp_replace(value, E'\\U0001f3f4[\\U000e0020-\\U000e007e]+\\U000e007f', '', 'g') ~ E'[\\U000e0000-\\U000e007f]'
+        -- script whose letters never join (Latin, Greek, Cyrillic, Armenian,
+        -- Hebrew, Thai, Lao, Georgian, Hangul, Ethiopic, Cherokee, Coptic,
+        -- kana, Bopomofo, CJK ideographs, full and half width forms).
+        OR value ~ E'(^|[\\x01-\\x7f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u200c\\u200d\\u00c0-\\u02af\\u0370-\\u058f\\u0591-\\u05f4\\u0e00-\\u0eff\\u10a0-\\u10ff\\u1100-\\u11ff\\u1200-\\u139f\\u13a0-\\u13ff\\u1c80-\\u1c8f\\u1e00-\\u1fff\\u2c60-\\u2cff\\u2de0-\\u2dff\\u3040-\\u30ff\\u3100-\\u312f\\u3130-\\u318f\\u31a0-\\u31bf\\u3400-\\u4dbf\\u4e00-\\u9fff\\ua640-\\ua69f\\ua720-\\ua7ff\\uab30-\\uab6f\\uac00-\\ud7af\\uf900-\\ufaff\\uff00-\\uffef\\U00020000-\\U0003134f])[\\u200c\\u200d]|[\\u200c\\u200d]($|[\\x01-\\x7f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u00c0-\\u02af\\u0370-\\u058f\\u0591-\\u05f4\\u0e00-\\u0eff\\u10a0-\\u10ff\\u1100-\\u11ff\\u1200-\\u139f\\u13a0-\\u13ff\\u1c80-\\u1c8f\\u1e00-\\u1fff\\u2c60-\\u2cff\\u2de0-\\u2dff\\u3040-\\u30ff\\u3100-\\u312f\\u3130-\\u318f\\u31a0-\\u31bf\\u3400-\\u4dbf\\u4e00-\\u9fff\\ua640-\\ua69f\\ua720-\\ua7ff\\uab30-\\uab6f\\uac00-\\ud7af\\uf900-\\ufaff\\uff00-\\uffef\\U00020000-\\U0003134f])'
+        -- A variation selector that selects nothing: at the start, or after
+        -- ASCII (but a keycap's digit, # or *, followed by its U+20E3),
+        -- white space, a joiner, another selector or a letter of those
+        -- scripts but for ideographs and kana ('Admin\ufe0f' beside 'Admin').
+        OR value ~ E'(^|[\\x01-\\x22\\x24-\\x29\\x2b-\\x2f\\x3a-\\x7f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u200c\\u200d\\ufe00-\\ufe0f\\u00c0-\\u02af\\u0370-\\u058f\\u0591-\\u05f4\\u0e00-\\u0eff\\u10a0-\\u10ff\\u1100-\\u11ff\\u1200-\\u139f\\u13a0-\\u13ff\\u1c80-\\u1c8f\\u1e00-\\u1fff\\u2c60-\\u2cff\\u2de0-\\u2dff\\u3130-\\u318f\\ua640-\\ua69f\\ua720-\\ua7ff\\uab30-\\uab6f\\uac00-\\ud7af\\uff00-\\uffef])[\\ufe00-\\ufe0f]|[0-9#*][\\ufe00-\\ufe0f](?!\\u20e3)'
+        -- Tag characters, invisible, but for a subdivision's flag (U+1F3F4,
+        -- two to six tags of its id, the cancel tag: '🏴󠁧󠁢󠁳󠁣󠁴󠁿'; UTS #51).
+        OR regexp_replace(value, E'\\U0001f3f4[\\U000e0061-\\U000e007a]{2}[\\U000e0030-\\U000e0039\\U000e0061-\\U000e007a]{1,4}\\U000e007f', '', 'g') ~ E'[\\U000e0000-\\U000e007f]'
         -- Ideographic variation selectors, but after an ideograph.
         OR value ~ E'(^|[^\\u3400-\\u4dbf\\u4e00-\\u9fff\\uf900-\\ufaff\\U00020000-\\U0003134f])[\\U000e0100-\\U000e01ef]'
 $$;
-COMMENT ON FUNCTION tenantry.invisible_text(text, boolean) IS 'Whether text holds a control or invisible character (with lines: tab and line breaks allowed); the zero-width joiner and non-joiner only count where they are invisible (at an end, or next to ASCII, white space or a letter of a script whose letters never join: Latin, Greek, Cyrillic, Armenian, Hebrew, Georgian, kana, CJK, Hangul), tag characters outside a subdivision flag, ideographic variation selectors outside an ideograph. The rule of names (clean_name) and of impersonation reasons.';
+COMMENT ON FUNCTION tenantry.invisible_text(text, boolean) IS 'Whether text holds a control or invisible character (with lines: tab and line breaks allowed); the zero-width joiner and non-joiner only count where they are invisible (at an end, or next to ASCII, white space or a letter of a script whose letters never join), variation selectors where they select nothing, tag characters outside a subdivision flag, ideographic variation selectors outside an ideograph. The rule of names (clean_name), descriptions and impersonation reasons.';
 GRANT EXECUTE ON FUNCTION tenantry.invisible_text(text, boolean) TO tenantry_app, tenantry_admin;
 
 /**
@@ -159,14 +165,19 @@ BEGIN
         RAISE EXCEPTION '% must not mix Latin letters with Cyrillic or Greek ones in one word (look-alike letters)', field
             USING ERRCODE = 'TN422', HINT = field;
     END IF;
+    -- Trimmed, and the other spaces inside it written as the ASCII one:
+    -- 'Acme Corp' with a no-break space was a second 'Acme Corp' (found by a
+    -- verification review).
     RETURN normalize(
-        regexp_replace(value,
-            E'^[\\s\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000]+|[\\s\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000]+$',
-            '', 'g'),
+        regexp_replace(
+            regexp_replace(value,
+                E'^[\\s\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000]+|[\\s\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000]+$',
+                '', 'g'),
+            E'[\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000]', ' ', 'g'),
         NFC);
 END
 $$;
-COMMENT ON FUNCTION tenantry.clean_name(text, text) IS 'A name as stored: NFC, trimmed of Unicode white space; TN422 for control or invisible characters (tenantry.invisible_text: zero-width joiner and non-joiner allowed only where they shape letters), and for a word mixing Latin with Cyrillic or Greek letters (look-alikes). Used by the triggers on tenants, roles and members.';
+COMMENT ON FUNCTION tenantry.clean_name(text, text) IS 'A name as stored: NFC, trimmed of Unicode white space, other spaces inside it written as U+0020; TN422 for control or invisible characters (tenantry.invisible_text: zero-width joiner and non-joiner allowed only where they shape letters), and for a word mixing Latin with Cyrillic or Greek letters (look-alikes). Used by the triggers on tenants, roles and members.';
 GRANT EXECUTE ON FUNCTION tenantry.clean_name(text, text) TO tenantry_app, tenantry_admin;
 
 -- -----------------------------------------------------------------------------
@@ -493,7 +504,12 @@ AS $$
 DECLARE
     parent_status text;
 BEGIN
-    NEW.name := tenantry.clean_name(NEW.name, 'name');
+    -- A name written anew only: one stored under an older rule stays as it
+    -- is while the tenant is suspended, deleted or reconfigured (a
+    -- verification review: such a tenant could no longer be suspended).
+    IF TG_OP = 'INSERT' OR NEW.name IS DISTINCT FROM OLD.name THEN
+        NEW.name := tenantry.clean_name(NEW.name, 'name');
+    END IF;
     -- The guide's tenants.settings is nullable: NULL means no settings.
     NEW.settings := coalesce(NEW.settings, '{}');
     -- On Citus this fires once per copy of the tenants reference table. A

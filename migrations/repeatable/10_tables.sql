@@ -3530,6 +3530,29 @@ $$;
 COMMENT ON FUNCTION tenantry.backfill_validate(regclass) IS 'Batched backfill, step 3: validates CHECK (tenant_id IS NOT NULL) and the tenant foreign key, which lock the table only against schema changes (reads and writes go on). adopt_table() then needs no scan.';
 
 /**
+ * Records a finished backfill in the operator's audit log
+ * (`table.backfilled`): which tenant, or which expression, the table's
+ * existing rows got, and how many rows. The adoption after it names no
+ * tenant (it finds none missing), so without this row the log said nothing
+ * of whose the rows became (found by a verification review).
+ */
+CREATE OR REPLACE FUNCTION tenantry.audit_backfill(tbl regclass, tenant uuid, tenant_expression text, backfilled bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM tenantry.write_operator_audit('table.backfilled', 'table',
+        (SELECT format('%I.%I', n.nspname, c.relname)
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = tbl),
+        jsonb_build_object('existing_rows_tenant', tenant, 'existing_rows_tenant_expression', tenant_expression,
+                           'rows', backfilled));
+END
+$$;
+COMMENT ON FUNCTION tenantry.audit_backfill(regclass, uuid, text, bigint) IS 'Operators (backfill_tenant_id, tenantry table adopt): records a finished backfill (tenant or expression, rows) in the operator''s audit log as table.backfilled. Granted to no role.';
+
+/**
  * The three steps of a batched backfill, for psql: each batch commits, so no
  * lock is held for long. Call it outside a transaction block, then run
  * adopt_table(). (tenantry table adopt does the same with a progress bar.)
@@ -3583,6 +3606,7 @@ BEGIN
     END LOOP;
     COMMIT;
     PERFORM tenantry.backfill_validate(tbl);
+    PERFORM tenantry.audit_backfill(tbl, tenant, tenant_expression, total);
 END
 $$;
 COMMENT ON PROCEDURE tenantry.backfill_tenant_id(regclass, uuid, text, integer) IS 'A large table''s existing rows get their tenant in batches that each commit (CALL it outside a transaction block): backfill_prepare, backfill_tenant_id_pages per batch, backfill_validate. Then SELECT adopt_table(...) takes only a short lock.';

@@ -170,6 +170,23 @@ async fn table_adopt_backfills_existing_rows_then_list_and_doctor_report_it_and_
         .unwrap()
         .get(0);
     assert_eq!(owned, 3000);
+    // Whose the rows became is on the operator's record, beside the adoption.
+    let recorded: Vec<(String, serde_json::Value)> = su
+        .query(
+            "SELECT action, details FROM tenantry.operator_audit_log
+              WHERE target_id = 'public.invoices' ORDER BY occurred_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    assert_eq!(recorded[0].0, "table.backfilled");
+    assert_eq!(recorded[0].1["existing_rows_tenant"], tenant.to_string());
+    assert_eq!(recorded[0].1["rows"], 3000);
+    assert_eq!(recorded[1].0, "table.adopted");
 
     let out = run(&url, &["table", "list"], &[]);
     let (stdout, _) = text(&out);

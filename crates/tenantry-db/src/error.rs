@@ -228,10 +228,6 @@ impl From<tokio_postgres::Error> for DbError {
     }
 }
 
-/// Migration 0046's refusal, for keys' and roles' descriptions alike.
-const INVISIBLE_IN_DESCRIPTION: &str =
-    "description must not contain control or invisible characters (bidirectional overrides, zero-width characters)";
-
 /// The field limits the tables state as CHECK constraints, by constraint name:
 /// the field a caller sent and what the limit is. The database is where the
 /// limit holds (for the API, the CLI, the library and psql alike); this only
@@ -256,16 +252,6 @@ const FIELD_LIMITS: &[(&str, &str, &str)] = &[
         "tenant_members_email_check",
         "email",
         "email must look like name@domain and be at most 320 characters",
-    ),
-    (
-        "api_keys_description_visible",
-        "description",
-        INVISIBLE_IN_DESCRIPTION,
-    ),
-    (
-        "roles_description_visible",
-        "description",
-        INVISIBLE_IN_DESCRIPTION,
     ),
     (
         "roles_name_check",
@@ -306,7 +292,7 @@ fn field_limit(constraint: &str) -> Option<&'static (&'static str, &'static str,
 }
 
 /// A table's or constraint's name as a Citus shard reports it
-/// (`roles_description_visible_102040`) without the shard's id: on the
+/// (`roles_name_check_102040`) without the shard's id: on the
 /// cluster a refused description came back without its `field` (found
 /// running the HTTP suite on Citus). `None` for a name without one.
 fn unsharded(name: &str) -> Option<&str> {
@@ -733,24 +719,22 @@ mod tests {
     #[test]
     fn a_constraint_reported_by_a_citus_shard_is_known_by_its_own_name() {
         assert_eq!(
-            field_limit("roles_description_visible_102040").map(|f| f.1),
-            Some("description")
+            field_limit("roles_name_check_102040").map(|f| f.1),
+            Some("name")
         );
-        assert_eq!(
-            field_limit("roles_description_visible").map(|f| f.1),
-            Some("description")
-        );
-        assert_eq!(field_limit("roles_description_visible_12"), None);
+        assert_eq!(field_limit("roles_name_check").map(|f| f.1), Some("name"));
+        assert_eq!(field_limit("roles_name_check_12"), None);
         assert_eq!(unsharded("invoices_102008"), Some("invoices"));
         assert_eq!(
             unsharded("invoices_amount_check_102009"),
             Some("invoices_amount_check")
         );
         assert_eq!(unsharded("invoices"), None);
-        let relayed = "new row for relation \"roles_102597\" violates check constraint \"roles_description_visible\"";
+        let relayed =
+            "new row for relation \"roles_102597\" violates check constraint \"roles_name_check\"";
         assert_eq!(
             quoted_after(relayed, "check constraint \""),
-            Some("roles_description_visible")
+            Some("roles_name_check")
         );
         assert_eq!(
             quoted_after(relayed, "for relation \""),

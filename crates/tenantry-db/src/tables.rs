@@ -738,6 +738,18 @@ async fn backfill(
             &[&table],
         )
         .await?;
+    // On the operator's record: whose the rows became.
+    client
+        .execute(
+            "SELECT tenantry.audit_backfill($1::text::regclass, $2, $3, $4)",
+            &[
+                &table,
+                &tenant,
+                &expression,
+                &i64::try_from(state.rows).unwrap_or(i64::MAX),
+            ],
+        )
+        .await?;
     let index_needed: Option<String> = client
         .query_one(
             "SELECT CASE WHEN c.relkind = 'r' AND NOT EXISTS (

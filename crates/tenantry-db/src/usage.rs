@@ -236,7 +236,7 @@ pub struct OperatorAuditEntry {
     /// label), or the label an operator's SQL set (`set_actor_local`).
     pub actor: String,
     /// What: `table.adopted`, `table.options_changed`, `table.altered`,
-    /// `table.released`, `permission.defined`, `permission.described`,
+    /// `table.backfilled`, `table.released`, `permission.defined`, `permission.described`,
     /// `context_key.added`, `context_key.retired`, `audit_log.expired`.
     pub action: String,
     /// Kind of object: `table`, `permission`, `context_key`, `audit_log`.

@@ -163,7 +163,8 @@ pub async fn admin_audit(
 /// What operators and administrators did to every tenant at once, which no
 /// tenant's own log holds: tables adopted (`table.adopted`), their options
 /// changed (`table.options_changed`), changed by `alter_tenant_table`
-/// (`table.altered`) and released (`table.released`); permissions defined
+/// (`table.altered`), their existing rows given a tenant
+/// (`table.backfilled`) and released (`table.released`); permissions defined
 /// (`permission.defined`, `permission.described`); context keys added and
 /// retired (`context_key.added`, `context_key.retired`); audit rows expired
 /// (`audit_log.expired`). Each entry names who acted (`actor`). The same

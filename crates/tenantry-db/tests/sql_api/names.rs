@@ -86,6 +86,7 @@ async fn joiners_are_letters_where_they_shape_them_and_other_invisible_character
         "Dev team \u{1f469}\u{200d}\u{1f4bb}",                       // 👩‍💻
         "\u{915}\u{94d}\u{200d}\u{937}",                             // क्‍ष
         "Runner \u{1f3c3}\u{200d}\u{2640}\u{fe0f}",                  // 🏃‍♀️
+        "Keys 1\u{fe0f}\u{20e3} \u{2764}\u{fe0f}\u{200d}\u{1f525} \u{1f3f3}\u{fe0f}\u{200d}\u{1f308}",
         // A subdivision's flag: tag characters inside one are the flag.
         "Glasgow \u{1f3f4}\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}",
         // An ideographic variation selector after its ideograph.
@@ -125,6 +126,22 @@ async fn joiners_are_letters_where_they_shape_them_and_other_invisible_character
         "bill\u{1d173}ing",
         "x\u{1bca0}y",
         "billing\u{e0100}",
+        // A flag's tags say a subdivision's id and nothing else (UTS #51).
+        "Acme \u{1f3f4}\u{e0049}\u{e0067}\u{e006e}\u{e006f}\u{e0072}\u{e0065}\u{e007f}",
+        "\u{1f3f4}\u{e0061}\u{e0064}\u{e006d}\u{e0069}\u{e006e}\u{e0020}\u{e0078}\u{e007f}",
+        // Variation selectors that select nothing, and a joiner hidden
+        // between two of them.
+        "Admin\u{fe0f}",
+        "Admin\u{fe00}",
+        "\u{fe0f}",
+        "1\u{fe0f}",
+        "ad\u{fe0f}\u{200d}\u{fe0f}min",
+        "\u{418}\u{fe0f}\u{200d}\u{fe0f}\u{432}\u{430}\u{43d}",
+        // Joiners between letters of other scripts that never join.
+        "\u{e44}\u{200d}\u{e17}\u{e22}",
+        "\u{ff21}\u{200d}\u{ff22}",
+        "\u{ff71}\u{200d}\u{ff72}",
+        "\u{20000}\u{200c}\u{20001}",
     ] {
         let message = denied(
             &app,
@@ -134,7 +151,20 @@ async fn joiners_are_letters_where_they_shape_them_and_other_invisible_character
         .await;
         assert!(message.contains("invisible"), "{name:?}: {message}");
     }
+    // Spaces inside a name are the ASCII one: a no-break space makes no twin.
+    exec(
+        &app,
+        &format!("SELECT create_tenant_role('{t}', 'Acme\u{a0}Corp')"),
+    )
+    .await;
+    denied(
+        &app,
+        &format!("SELECT create_tenant_role('{t}', 'Acme\u{2002}Corp')"),
+        "TN409",
+    )
+    .await;
     let mut expected: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+    expected.push("Acme Corp".to_owned());
     expected.sort();
     let mut names = strings(&app, "SELECT name FROM roles").await;
     names.sort();
@@ -172,10 +202,76 @@ async fn descriptions_take_joiners_only_where_letters_join() {
         denied(
             &app,
             &format!("UPDATE roles SET description = '{refused}' WHERE name = 'writers'"),
-            "23514",
+            "TN422",
         )
         .await;
     }
+}
+
+#[tokio::test]
+async fn a_name_or_description_an_older_rule_allowed_keeps_its_row_usable() {
+    // Rules only narrow on new writes: a tenant, role or key written under
+    // an older rule is still suspended, renamed away, used and revoked (a
+    // verification review: the tenant could not be suspended, the key failed
+    // every request once its last use was due again and could not be revoked).
+    let tdb = TestDatabase::new().await;
+    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
+    let t = create_tenant(&admin, "t", None).await;
+    let su = tdb.superuser_client().await;
+    set_context(&app, t).await;
+    exec(
+        &app,
+        &format!("SELECT create_tenant_role('{t}', 'writers')"),
+    )
+    .await;
+    let key: String = app
+        .query_one("SELECT tenantry.create_api_key('k', '{}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // What an older rule let through, written as it was then (triggers off).
+    let twin = "\u{418}\u{200c}\u{432}\u{430}\u{43d}";
+    exec(
+        &su,
+        &format!(
+            "SET session_replication_role = replica;
+             UPDATE tenantry.tenants SET name = '{twin}' WHERE tenant_id = '{t}';
+             UPDATE tenantry.roles SET name = '{twin}', description = '{twin}' WHERE tenant_id = '{t}';
+             UPDATE tenantry.api_keys SET description = '{twin}' WHERE tenant_id = '{t}';
+             RESET session_replication_role;"
+        ),
+    )
+    .await;
+    // Its other columns change.
+    exec(
+        &app,
+        &format!("UPDATE roles SET name = 'readers' WHERE tenant_id = '{t}'"),
+    )
+    .await;
+    // Verifying the key writes its last use (it had none).
+    assert!(
+        crate::helpers::verified_tenant(&app, &key).await.is_some(),
+        "the key still verifies"
+    );
+    exec(
+        &app,
+        &format!("SELECT revoke_api_key(key_id) FROM api_keys WHERE tenant_id = '{t}'"),
+    )
+    .await;
+    crate::common::set_status(&admin, t, "suspended").await;
+    // A new value is held to today's rule.
+    for sql in [
+        format!("UPDATE roles SET description = 'x\u{200d}' WHERE tenant_id = '{t}'"),
+        format!("UPDATE roles SET name = 'x\u{200d}' WHERE tenant_id = '{t}'"),
+    ] {
+        denied(&app, &sql, "TN422").await;
+    }
+    denied(
+        &admin,
+        &format!("UPDATE tenants SET name = 'a\u{200d}b' WHERE tenant_id = '{t}'"),
+        "TN422",
+    )
+    .await;
 }
 
 #[tokio::test]
