@@ -908,6 +908,19 @@ RETURNS uuid
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN tenantry.insert_tenant_by(name, parent_id, isolation, settings, NULL);
+END
+$$;
+COMMENT ON FUNCTION tenantry.insert_tenant(text, uuid, text, jsonb) IS 'Internal: inserts a checked tenant row (and its schema for schema isolation), for create_tenant and create_child_tenant, which run as the owner. Not granted.';
+
+/** insert_tenant, recording the signed-in person who creates it (create_my_tenant). */
+CREATE OR REPLACE FUNCTION tenantry.insert_tenant_by(
+    name text, parent_id uuid, isolation text, settings jsonb, created_by uuid)
+RETURNS uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     tid uuid;
 BEGIN
@@ -932,11 +945,12 @@ BEGIN
     -- schema here would reset every session's cached plans at every
     -- creation. A pooled tenant reserves a name of the same form (the
     -- column's default) for a later move.
-    INSERT INTO tenantry.tenants (name, parent_id, isolation, settings, schema_version, schema_name)
+    INSERT INTO tenantry.tenants (name, parent_id, isolation, settings, schema_version, schema_name, created_by_user)
     VALUES (name, parent_id, isolation, coalesce(settings, '{}'),
             CASE WHEN isolation = 'schema' THEN tenantry.tenant_schema_latest() END,
             CASE WHEN isolation = 'schema' THEN tenantry.take_spare_tenant_schema()
-                 ELSE tenantry.new_tenant_schema_name() END)
+                 ELSE tenantry.new_tenant_schema_name() END,
+            created_by)
     RETURNING tenants.tenant_id INTO tid;
     IF isolation = 'schema' THEN
         PERFORM tenantry.make_schema_tenant(tid);
@@ -944,7 +958,7 @@ BEGIN
     RETURN tid;
 END
 $$;
-COMMENT ON FUNCTION tenantry.insert_tenant(text, uuid, text, jsonb) IS 'Internal: inserts a checked tenant row (and its schema for schema isolation), for create_tenant and create_child_tenant, which run as the owner. Not granted.';
+COMMENT ON FUNCTION tenantry.insert_tenant_by(text, uuid, text, jsonb, uuid) IS 'Internal: insert_tenant recording the person who created the tenant (tenants.created_by_user, what signup_policy counts). Not granted.';
 
 /** Administrators create tenants (root or child, any isolation). */
 CREATE OR REPLACE FUNCTION tenantry.create_tenant(

@@ -624,8 +624,9 @@ GRANT EXECUTE ON FUNCTION tenantry.my_tenants() TO tenantry_app;
 /**
  * A signed-in person creates a tenant of their own: a pooled root tenant
  * whose first member, and so owner, is the person, with the email their
- * identity provider verified. Only while the person owns fewer tenants (not
- * deleted) than signup_policy.tenants_per_person, which is 0, none, unless
+ * identity provider verified, and the policy's settings (no children by
+ * default). Only while the person has created fewer tenants (not deleted,
+ * whoever owns them now) than signup_policy.tenants_per_person, which is 0, none, unless
  * an operator raised it: whether anyone who can sign in may create tenants
  * is the operator's decision, here in the database, so that no SQL run in a
  * person's transaction decides it instead. One creation of a person at a
@@ -644,7 +645,7 @@ DECLARE
     uid uuid := tenantry.current_user_id();
     allowed integer := (SELECT p.tenants_per_person FROM tenantry.signup_policy p);
     clean_email text := tenantry.clean_name(email, 'email');
-    owned bigint;
+    created bigint;
     tid uuid;
 BEGIN
     IF uid IS NULL OR tenantry.current_tenant_id() IS NOT NULL THEN
@@ -660,16 +661,18 @@ BEGIN
         RAISE EXCEPTION 'creating a tenant needs the verified email of your sign-in' USING ERRCODE = 'TN422', HINT = 'email';
     END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('tenantry.create_my_tenant ' || uid::text, 0));
-    SELECT count(*) INTO owned
-    FROM tenantry.member_tenants mt
-    JOIN tenantry.tenant_members m ON m.tenant_id = mt.tenant_id AND m.user_id = mt.user_id
-    JOIN tenantry.tenants t ON t.tenant_id = m.tenant_id
-    WHERE mt.user_id = uid AND m.is_owner AND t.status <> 'deleted';
-    IF owned >= allowed THEN
-        RAISE EXCEPTION 'you own % tenants already, the most a person may create here', owned
+    -- The tenants the person created and that are not deleted, whoever owns
+    -- them now: counting what they owned let them leave each new tenant, or
+    -- hand it to a member record of their own, and create another (0065).
+    SELECT count(*) INTO created
+    FROM tenantry.tenants t
+    WHERE t.created_by_user = uid AND t.status <> 'deleted';
+    IF created >= allowed THEN
+        RAISE EXCEPTION 'you have created % tenants, the most a person may here (a deleted one no longer counts)', created
             USING ERRCODE = 'TN409', HINT = 'tenants_per_person';
     END IF;
-    tid := tenantry.insert_tenant(tenant_name, NULL, 'shared', '{}');
+    tid := tenantry.insert_tenant_by(tenant_name, NULL, 'shared',
+                                     (SELECT p.settings FROM tenantry.signup_policy p), uid);
     INSERT INTO tenantry.tenant_members (tenant_id, user_id, email) VALUES (tid, uid, clean_email);
     RETURN QUERY
         SELECT t.tenant_id, t.name, t.status, m.is_owner, ARRAY[]::text[], m.created_at
@@ -681,7 +684,7 @@ EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'another member of the tenant already has this email' USING ERRCODE = 'TN409', HINT = 'email';
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_my_tenant(text, text) IS 'In a user context: the signed-in person creates a pooled root tenant and becomes its first member and owner, with their verified email. TN403 outside a user context or while signup_policy.tenants_per_person is 0 (the default); TN409 when they own that many tenants (not deleted) already; TN422 for the name or an email that is no address. Returns the tenant as my_tenants() lists it.';
+COMMENT ON FUNCTION tenantry.create_my_tenant(text, text) IS 'In a user context: the signed-in person creates a pooled root tenant with signup_policy.settings and becomes its first member and owner, with their verified email. TN403 outside a user context or while signup_policy.tenants_per_person is 0 (the default); TN409 when they have created that many tenants (not deleted, whoever owns them now) already; TN422 for the name or an email that is no address. Returns the tenant as my_tenants() lists it.';
 GRANT EXECUTE ON FUNCTION tenantry.create_my_tenant(text, text) TO tenantry_app;
 
 -- -----------------------------------------------------------------------------

@@ -2404,9 +2404,42 @@ async fn a_person_creates_a_tenant_of_their_own_once_the_operator_allows_it_and_
     .await;
     key.expect(201);
 
-    // One is the operator's number.
+    // Its settings are the operator's for people's tenants: no children.
+    let child = as_person(
+        &app,
+        Method::POST,
+        "/v1/tenants",
+        &alice,
+        Some(&id),
+        Some(json!({ "name": "kid" })),
+    )
+    .await;
+    assert!(
+        child.problem(409, "quota_exceeded")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 0 children"),
+        "{}",
+        child.text
+    );
+    // One is the operator's number, and leaving the tenant frees nothing.
     let r = create(&alice, "Another").await;
     r.problem(409, "conflict");
+    let me = as_person(&app, Method::GET, "/v1/members", &alice, Some(&id), None).await;
+    let me = me.items()[0]["user_id"].as_str().unwrap().to_owned();
+    as_person(
+        &app,
+        Method::DELETE,
+        &format!("/v1/members/{me}"),
+        &alice,
+        Some(&id),
+        None,
+    )
+    .await
+    .expect(204);
+    create(&alice, "After leaving")
+        .await
+        .problem(409, "conflict");
     // Refused and nothing made: a token without a verified email, a bad name,
     // an API key.
     let mut claims = idp.claims("auth0|carol");

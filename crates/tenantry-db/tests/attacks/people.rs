@@ -1572,13 +1572,40 @@ async fn a_person_creates_only_as_many_tenants_as_the_operator_allows_and_owns_t
     assert_eq!(
         count(
             &su,
-            &format!(
-                "SELECT count(*) FROM tenantry.tenant_members WHERE user_id = '{alice}' AND is_owner"
-            )
+            &format!("SELECT count(*) FROM tenantry.tenants WHERE created_by_user = '{alice}'")
         )
         .await,
         2
     );
+    // Leaving one of them frees nothing: what counts is what the person
+    // created (a review of sign-up made ten tenants under a limit of two by
+    // leaving each, or handing it to a member record of their own).
+    begin_with_grants(&app, first, Some(alice), &[]).await;
+    exec(
+        &app,
+        &format!("DELETE FROM tenantry.tenant_members WHERE tenant_id = '{first}' AND user_id = '{alice}'"),
+    )
+    .await;
+    commit(&app).await;
+    begin_person(&app, alice).await;
+    denied(&app, &create("after leaving", "alice@example.com"), "TN409").await;
+    rollback(&app).await;
+    // Its settings are the policy's: no children of its own by default.
+    assert_eq!(
+        strings(
+            &su,
+            &format!("SELECT settings::text FROM tenantry.tenants WHERE tenant_id = '{first}'")
+        )
+        .await,
+        [r#"{"max_children": 0, "max_descendants": 0}"#]
+    );
+    // A deleted one no longer counts.
+    crate::common::set_status(&su, first, "deleted").await;
+    begin_person(&app, alice).await;
+    app.query_one(&create("after deleting", "alice@example.com"), &[])
+        .await
+        .unwrap();
+    commit(&app).await;
     // Another person sees none of them.
     let bob = Uuid::new_v4();
     begin_person(&app, bob).await;
