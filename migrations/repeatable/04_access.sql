@@ -473,9 +473,11 @@ BEGIN
         END IF;
         RETURN pid;
     END IF;
+    -- INSERT ... SELECT: Citus refuses a subquery in VALUES (found running
+    -- the Citus suite: no permission could be defined there).
     INSERT INTO tenantry.permissions (permission_id, name, description)
-    VALUES ((SELECT coalesce(max(p.permission_id), 0) + 1 FROM tenantry.permissions p), define_permission.name,
-            btrim(define_permission.description))
+    SELECT coalesce(max(p.permission_id), 0) + 1, define_permission.name, btrim(define_permission.description)
+    FROM tenantry.permissions p
     RETURNING permission_id INTO pid;
     PERFORM tenantry.write_operator_audit('permission.defined', 'permission', define_permission.name,
         jsonb_build_object('description', btrim(define_permission.description)));

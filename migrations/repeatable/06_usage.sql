@@ -182,6 +182,11 @@ AS $$
 DECLARE
     part record;
     dropped integer := 0;
+    -- The first UTC day kept, as a time: Citus refuses the DELETE below
+    -- comparing the column with a date (a STABLE cross-type operator over a
+    -- column of a distributed table), and the retention failed every time
+    -- there (found running the server on a Citus cluster).
+    cutoff timestamptz;
 BEGIN
     PERFORM tenantry.require_admin_context('drop_request_log_partitions');
     -- Today's and yesterday's partitions are never dropped (the log's writer
@@ -199,7 +204,8 @@ BEGIN
     END LOOP;
     -- Days without a partition of their own: their rows age out of the
     -- default partition row by row.
-    DELETE FROM tenantry.request_log_default d WHERE d.created_at < (now() - keep)::date;
+    cutoff := (now() - keep)::date;
+    DELETE FROM tenantry.request_log_default d WHERE d.created_at < cutoff;
     RETURN dropped;
 END
 $$;

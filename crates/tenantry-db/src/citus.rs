@@ -112,9 +112,16 @@ impl std::error::Error for DistributionError {}
 /// migrations and before [`distribute`], which hands these definitions to
 /// the workers; a single-node database keeps the plain definitions.
 pub async fn install_forms(client: &Client) -> Result<(), tokio_postgres::Error> {
+    // And the record of the schema's owners and privileges taken again once
+    // these functions exist: the doctor (rule own_grants) named each as not
+    // one of tenantry's, and serve refused to start on every cluster.
+    let own_privileges = crate::migrate::definitions()
+        .iter()
+        .find(|d| d.name == "16_own_privileges.sql")
+        .map_or("", |d| d.sql);
     client
         .batch_execute(&format!(
-            "BEGIN; SET LOCAL citus.enable_ddl_propagation = off; {CITUS_SQL}\nCOMMIT"
+            "BEGIN; SET LOCAL citus.enable_ddl_propagation = off; {CITUS_SQL}\nRESET ROLE;\n{own_privileges}\nCOMMIT"
         ))
         .await
 }
@@ -157,24 +164,88 @@ pub async fn grant_defaulted_columns(client: &Client) -> Result<(), Distribution
         )
         .await
         .map_err(|e| refused("the catalog", e.to_string()))?;
-    for row in grants {
+    on_placements(client, &grants).await
+}
+
+/// Runs each row's command (column 1, `%s` the shard) on every placement of
+/// its table (column 0); the first table with a placement that refused it
+/// is the error.
+async fn on_placements(
+    client: &Client,
+    commands: &[tokio_postgres::Row],
+) -> Result<(), DistributionError> {
+    for row in commands {
         let table: String = row.get(0);
-        let grant: String = row.get(1);
+        let command: String = row.get(1);
+        let refused = |error: String| DistributionError {
+            tables: vec![Refusal {
+                object: table.clone(),
+                error,
+            }],
+        };
         let failed: Vec<String> = client
             .query(
                 "SELECT result FROM run_command_on_placements($1::text::regclass, $2) WHERE NOT success",
-                &[&table, &grant],
+                &[&table, &command],
             )
             .await
-            .map_err(|e| refused(&table, e.to_string()))?
+            .map_err(|e| refused(e.to_string()))?
             .iter()
             .map(|r| r.get(0))
             .collect();
         if !failed.is_empty() {
-            return Err(refused(&table, failed.join("; ")));
+            return Err(refused(failed.join("; ")));
         }
     }
     Ok(())
+}
+
+/// Makes every restrictive policy of a distributed table restrictive on its
+/// shards too. Citus 13 copies a table's policies to its shards without `AS
+/// RESTRICTIVE` (its policy deparser leaves the word out), so on the shards
+/// each was one more permissive policy, OR'd with the tenant's: a member
+/// holding `resources.read` alone wrote resources, and a tenant's SQL wrote
+/// request-log rows of another tenant (found running the attack suite on a
+/// cluster). Run after [`distribute`]; shards made later (a split, an
+/// isolated tenant) are made by the same deparser and need it again, as
+/// [`grant_defaulted_columns`] does.
+pub async fn restrict_shard_policies(client: &Client) -> Result<(), DistributionError> {
+    let refused = |error: String| DistributionError {
+        tables: vec![Refusal {
+            object: "the catalog".into(),
+            error,
+        }],
+    };
+    // Names in the expressions schema-qualified: the shards' commands run
+    // with the workers' search path.
+    client
+        .batch_execute("SET search_path = pg_catalog")
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+    let policies = client
+        .query(
+            r#"SELECT c.oid::regclass::text,
+                      format('DROP POLICY IF EXISTS %1$I ON %%1$s; CREATE POLICY %1$I ON %%1$s AS RESTRICTIVE FOR %2$s TO %3$s%4$s%5$s',
+                             p.polname,
+                             CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                                           WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+                             (SELECT string_agg(CASE WHEN r.oid = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.oid)) END, ', ')
+                              FROM unnest(p.polroles) r(oid)),
+                             ' USING (' || pg_get_expr(p.polqual, p.polrelid) || ')',
+                             ' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')')
+               FROM pg_policy p
+               JOIN pg_class c ON c.oid = p.polrelid
+               JOIN pg_dist_partition d ON d.logicalrelid = c.oid
+               WHERE NOT p.polpermissive
+               ORDER BY 1, 2"#,
+            &[],
+        )
+        .await;
+    client
+        .batch_execute("RESET search_path")
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+    on_placements(client, &policies.map_err(|e| refused(e.to_string()))?).await
 }
 
 /// The statement with which a tenant's server reads one resource on Citus

@@ -337,6 +337,57 @@ BEGIN
 END
 $plpgsql$;
 
+-- authorize_permission_id of 04_access.sql, on Citus: role_permissions'
+-- restrictive write policies call it on the shards (citus.rs,
+-- restrict_shard_policies), where its read of the permissions reference
+-- table is a distributed query inside a shard's statement, which Citus
+-- refuses unless told it may (as citus_verify_context is).
+CREATE OR REPLACE FUNCTION tenantry.authorize_permission_id(pid integer)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    nested text := coalesce(current_setting('citus.allow_nested_distributed_execution', true), 'off');
+    permission text;
+BEGIN
+    PERFORM set_config('citus.allow_nested_distributed_execution', 'on', true);
+    SELECT p.name INTO permission FROM tenantry.permissions p WHERE p.permission_id = pid;
+    PERFORM set_config('citus.allow_nested_distributed_execution', nested, true);
+    RETURN tenantry.authorize(permission);
+END
+$$;
+
+-- expire_idempotency_keys of 13_idempotency.sql, on Citus: Citus plans no
+-- DELETE over a CTE of a lateral join of distributed tables ("could not
+-- create distributed plan"), and the keys were never deleted there. The
+-- oldest keys of both tables, by a cutoff computed once, in batches.
+CREATE OR REPLACE FUNCTION tenantry.expire_idempotency_keys(batch integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cutoff timestamptz := now() - interval '24 hours';
+    tenants_keys integer;
+    operators_keys integer;
+BEGIN
+    DELETE FROM tenantry.idempotency_keys k
+     WHERE k.created_at <= cutoff
+       AND (k.tenant_id, k.idempotency_key) IN (
+           SELECT e.tenant_id, e.idempotency_key FROM tenantry.idempotency_keys e
+            WHERE e.created_at <= cutoff ORDER BY e.created_at LIMIT greatest(batch, 0));
+    GET DIAGNOSTICS tenants_keys = ROW_COUNT;
+    DELETE FROM tenantry.operator_idempotency_keys o
+     WHERE o.created_at <= cutoff
+       AND o.idempotency_key IN (
+           SELECT x.idempotency_key FROM tenantry.operator_idempotency_keys x
+            WHERE x.created_at <= cutoff ORDER BY x.created_at LIMIT greatest(batch, 0));
+    GET DIAGNOSTICS operators_keys = ROW_COUNT;
+    RETURN greatest(tenants_keys, operators_keys);
+END
+$$;
+
 -- The app roles may not steer Citus by hand on the coordinator: run SQL on the
 -- workers (where they could set any value and transaction id they like) or
 -- give their own transaction the distributed id of another one (to replay a

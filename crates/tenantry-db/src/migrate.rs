@@ -550,6 +550,7 @@ async fn migrate_locked(
             crate::citus::prepare_workers(client).await?;
             let done = crate::citus::distribute(client).await?;
             crate::citus::grant_defaulted_columns(client).await?;
+            crate::citus::restrict_shard_policies(client).await?;
             tracing::info!(
                 reference = done.reference.len(),
                 distributed = done.distributed.len(),
