@@ -1155,9 +1155,7 @@ BEGIN
         RAISE EXCEPTION 'an invitation names an email or a user id' USING ERRCODE = 'TN422', HINT = 'email';
     END IF;
     -- White space spelt out: \s follows the database's LC_CTYPE (ASCII only under C).
-    -- The address as given: white space around it too is refused, as the
-    -- schema's pattern refuses it (clean_name would have trimmed it).
-    IF clean_email IS NOT NULL AND NOT (email ~ E'^[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$' AND length(clean_email) <= 320) THEN
+    IF clean_email IS NOT NULL AND NOT (clean_email ~ E'^[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$' AND length(clean_email) <= 320) THEN
         RAISE EXCEPTION 'email is not an email address' USING ERRCODE = 'TN422', HINT = 'email';
     END IF;
     IF valid_for IS NULL OR valid_for < interval '1 minute' OR valid_for > interval '30 days' THEN

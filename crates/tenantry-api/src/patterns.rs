@@ -39,6 +39,10 @@ const PLAIN_LETTERS: &str = r"\u00c0-\u02af\u0370-\u058f\u0591-\u05f4\u0e00-\u0e
 const IDEOGRAPHIC: &str =
     r"\u3040-\u30ff\u3100-\u312f\u31a0-\u31bf\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff";
 
+/// The spaces a name or an email may have around it, trimmed when stored
+/// (white space that is no control character).
+const EDGE_SPACE: &str = r"\u0020\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000";
+
 /// White space other than ASCII's.
 const WIDE_SPACE: &str = r"\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 
@@ -79,8 +83,9 @@ pub fn expand(marker: &str) -> Option<String> {
         "{name}" => format!(
             "^{j}{LOOK_ALIKES}[^{CONTROLS}{INVISIBLE}]*[^{SPACE}{CONTROLS}{INVISIBLE}][^{CONTROLS}{INVISIBLE}]*{END}"
         ),
+        // Spaces around the address are trimmed, as around a name.
         "{email}" => format!(
-            "^{j}{LOOK_ALIKES}[^@{SPACE}{CONTROLS}{INVISIBLE}]+@[^@{SPACE}{CONTROLS}{INVISIBLE}]+{END}"
+            "^{j}{LOOK_ALIKES}[{EDGE_SPACE}]*[^@{SPACE}{CONTROLS}{INVISIBLE}]+@[^@{SPACE}{CONTROLS}{INVISIBLE}]+[{EDGE_SPACE}]*{END}"
         ),
         "{display_name}" => format!("^{j}{LOOK_ALIKES}[^{CONTROLS}{INVISIBLE}]*{END}"),
         // Descriptions and reasons: several lines (migration 0064).

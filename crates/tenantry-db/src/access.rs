@@ -161,10 +161,13 @@ impl TenantScope {
     /// without their consent. Without one, the member gets a new id no
     /// person has (a record for roles and keys) and is not pending.
     pub async fn add_member(&mut self, new: &NewMember) -> Result<Member, DbError> {
-        // Not trimmed: white space around it is refused below, as the
-        // schema's pattern and an invitation refuse it (trimmed, a line
-        // break after the address was stored: a verification review).
-        let email = new.email.as_str();
+        // Spaces around it go, as around a name; a control character (a line
+        // break, a tab) stays and is refused below, as the schema's pattern
+        // and an invitation refuse it (trimmed too, a line break after the
+        // address was stored: a verification review).
+        let email = new
+            .email
+            .trim_matches(|c: char| c.is_whitespace() && !c.is_control());
         // Characters, as the schema's maxLength and an invitation's check
         // count them (bytes refused a 202-character address of accented
         // letters that an invitation took: an outside fuzzing review).
