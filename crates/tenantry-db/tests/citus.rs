@@ -2030,3 +2030,71 @@ async fn the_usage_roll_up_answers_as_the_guides_definition_on_the_cluster() {
         expected
     );
 }
+
+/// Citus 13 copies a table's policies to its shards without `AS
+/// RESTRICTIVE`: on the shards every restrictive policy was one more
+/// permissive one, so a member holding `resources.read` alone wrote
+/// resources (found running the attack suite on a cluster). The first
+/// install makes them restrictive on every placement.
+#[tokio::test]
+async fn restrictive_policies_stay_restrictive_on_the_shards_and_a_reader_writes_nothing() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "restrictive").await;
+    let tables: Vec<(String, i64)> = admin
+        .query(
+            "SELECT c.oid::regclass::text, count(*) FROM pg_policy p
+               JOIN pg_class c ON c.oid = p.polrelid
+               JOIN pg_dist_partition d ON d.logicalrelid = c.oid
+              WHERE NOT p.polpermissive GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        tables.iter().any(|(t, _)| t == "tenantry.resources"),
+        "{tables:?}"
+    );
+    for (table, restrictive) in &tables {
+        for (shard, result) in on_placements(
+            &admin,
+            table,
+            "SELECT count(*) FROM pg_policy WHERE polrelid = '%s'::regclass AND NOT polpermissive",
+        )
+        .await
+        {
+            assert_eq!(result, restrictive.to_string(), "{table} shard {shard}");
+        }
+    }
+
+    let server = db.server_database(key).await;
+    let mut ops = server.admin("admin").await.unwrap();
+    let t = pooled_tenant(&mut ops, "reader", None).await;
+    ops.commit().await.unwrap();
+    let reader = TenantContext::new(t).with_permissions(["resources.read"].into_iter().collect());
+    let mut scope = server.tenant(reader).await.unwrap();
+    let written = scope
+        .create_resource(&NewResource {
+            name: "not mine to write".into(),
+            data: serde_json::json!({}).into(),
+        })
+        .await;
+    assert!(
+        matches!(written, Err(DbError::PermissionDenied(_))),
+        "{written:?}"
+    );
+    drop(scope);
+    let rows: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM tenantry.resources WHERE tenant_id = $1",
+            &[t.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    drop((admin, server));
+    db.drop_all().await;
+}
