@@ -4,7 +4,7 @@
 # changing the installed server packages, and runs a coordinator and two
 # workers on loopback ports as the `postgres` user.
 #
-#   scripts/citus.sh build <citus source dir or .tar.gz>   # ~2-5 min on 2 cores
+#   scripts/citus.sh build <citus source dir or .tar.gz>   # ~2 min on 2 cores
 #   scripts/citus.sh start                                 # prints DATABASE_URL of the coordinator
 #   scripts/citus.sh url                                   # the coordinator's URL again
 #   scripts/citus.sh stop

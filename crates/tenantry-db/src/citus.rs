@@ -206,9 +206,9 @@ async fn on_placements(
 /// each was one more permissive policy, OR'd with the tenant's: a member
 /// holding `resources.read` alone wrote resources, and a tenant's SQL wrote
 /// request-log rows of another tenant (found running the attack suite on a
-/// cluster). Run after [`distribute`]; shards made later (a split, an
-/// isolated tenant) are made by the same deparser and need it again, as
-/// [`grant_defaulted_columns`] does.
+/// cluster). Run after [`distribute`] and after a tenant's isolation
+/// ([`isolate_tenant`]); shards made otherwise later (a split, a table
+/// adopted on the cluster) are made by the same deparser and need it again.
 pub async fn restrict_shard_policies(client: &Client) -> Result<(), DistributionError> {
     let refused = |error: String| DistributionError {
         tables: vec![Refusal {
@@ -948,8 +948,10 @@ pub async fn isolate_tenant(
         }
     }
     if !isolated || moved {
-        // New shards copy the coordinator's grants, not the shards' own.
+        // New shards copy the coordinator's grants, not the shards' own,
+        // and its policies without AS RESTRICTIVE.
         grant_defaulted_columns(client).await?;
+        restrict_shard_policies(client).await?;
     }
     Ok(TenantShard {
         tenant_id: tenant,
