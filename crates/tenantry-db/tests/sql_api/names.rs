@@ -1,18 +1,27 @@
 //! Names people tell apart (issue 10, finding 6): role, tenant and member names are stored in one Unicode form (NFC, trimmed of Unicode white space), so names that look the same collide; control and invisible characters are refused; emails compare case-insensitively (in every script) after normalisation; a word mixing Latin with Cyrillic or Greek letters is refused.
 
 use tenantry_db::testing::TestDatabase;
+use tokio_postgres::Client;
+use uuid::Uuid;
 
 use crate::{
     common::{create_tenant, exec, strings},
     helpers::{admin, app, denied, set_context},
 };
 
-#[tokio::test]
-async fn role_names_that_look_the_same_are_one_name() {
+/// A fresh database with a tenant `t`, an app session in its context and
+/// an administrator's session.
+async fn in_a_tenant() -> (TestDatabase, Client, Client, Uuid) {
     let tdb = TestDatabase::new().await;
     let (app, admin) = (app(&tdb).await, admin(&tdb).await);
     let t = create_tenant(&admin, "t", None).await;
     set_context(&app, t).await;
+    (tdb, app, admin, t)
+}
+
+#[tokio::test]
+async fn role_names_that_look_the_same_are_one_name() {
+    let (_tdb, app, _admin, t) = in_a_tenant().await;
     exec(
         &app,
         &format!("SELECT create_tenant_role('{t}', 'caf\u{e9}')"),
@@ -36,10 +45,7 @@ async fn role_names_that_look_the_same_are_one_name() {
 
 #[tokio::test]
 async fn control_and_invisible_characters_are_refused_in_names_and_emails() {
-    let tdb = TestDatabase::new().await;
-    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
-    let t = create_tenant(&admin, "t", None).await;
-    set_context(&app, t).await;
+    let (_tdb, app, admin, t) = in_a_tenant().await;
     for name in [
         "ad\u{200b}min",
         "\u{202e}nimda",
@@ -77,10 +83,7 @@ async fn control_and_invisible_characters_are_refused_in_names_and_emails() {
 /// Persian names refused and U+3164 making a blank one).
 #[tokio::test]
 async fn joiners_are_letters_where_they_shape_them_and_other_invisible_characters_are_refused() {
-    let tdb = TestDatabase::new().await;
-    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
-    let t = create_tenant(&admin, "t", None).await;
-    set_context(&app, t).await;
+    let (_tdb, app, _admin, t) = in_a_tenant().await;
     let words = [
         "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}", // می‌خواهم
         "Dev team \u{1f469}\u{200d}\u{1f4bb}",                       // 👩‍💻
@@ -174,10 +177,7 @@ async fn joiners_are_letters_where_they_shape_them_and_other_invisible_character
 #[tokio::test]
 async fn descriptions_take_joiners_only_where_letters_join() {
     // Migration 0062: key and role descriptions keep the names' joiner rule.
-    let tdb = TestDatabase::new().await;
-    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
-    let t = create_tenant(&admin, "t", None).await;
-    set_context(&app, t).await;
+    let (_tdb, app, _admin, t) = in_a_tenant().await;
     exec(
         &app,
         &format!("SELECT create_tenant_role('{t}', 'writers')"),
@@ -276,10 +276,7 @@ async fn a_name_or_description_an_older_rule_allowed_keeps_its_row_usable() {
 
 #[tokio::test]
 async fn emails_compare_case_insensitively_after_normalisation() {
-    let tdb = TestDatabase::new().await;
-    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
-    let t = create_tenant(&admin, "t", None).await;
-    set_context(&app, t).await;
+    let (_tdb, app, _admin, t) = in_a_tenant().await;
     exec(
         &app,
         &format!(
@@ -324,10 +321,7 @@ async fn emails_compare_case_insensitively_after_normalisation() {
 
 #[tokio::test]
 async fn a_word_mixing_latin_with_cyrillic_or_greek_look_alikes_is_refused() {
-    let tdb = TestDatabase::new().await;
-    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
-    let t = create_tenant(&admin, "t", None).await;
-    set_context(&app, t).await;
+    let (_tdb, app, admin, t) = in_a_tenant().await;
     exec(&app, &format!("SELECT create_tenant_role('{t}', 'paypal')")).await;
     // Cyrillic а in "paypal", Greek ο in "admin tools", Cyrillic е after a
     // combining accent, and the other way round: Latin a inside a Cyrillic word.
