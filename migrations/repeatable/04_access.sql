@@ -624,6 +624,22 @@ COMMENT ON FUNCTION tenantry.my_tenants() IS 'In a user context: the tenants the
 GRANT EXECUTE ON FUNCTION tenantry.my_tenants() TO tenantry_app;
 
 /**
+ * Whether a (cleaned) email is an address: one @ between two parts without
+ * white space, at most 320 characters. White space spelt out: \s follows the
+ * database's LC_CTYPE (ASCII only under C). The rule of invitations and of a
+ * person's own tenant's first member.
+ */
+CREATE OR REPLACE FUNCTION tenantry.email_address(value text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT value ~ E'^[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$'
+           AND length(value) <= 320
+$$;
+COMMENT ON FUNCTION tenantry.email_address(text) IS 'Whether an email is an address: one @ between two parts without white space, at most 320 characters (create_invitation, create_my_tenant). Not granted.';
+
+/**
  * A signed-in person creates a tenant of their own: a pooled root tenant
  * whose first member, and so owner, is the person, with the email their
  * identity provider verified, and the policy's settings (no children by
@@ -657,9 +673,7 @@ BEGIN
         RAISE EXCEPTION 'people do not create tenants here: the operator does (tenantry.signup_policy)' USING ERRCODE = 'TN403';
     END IF;
     -- Its first member's email: the one the person's provider verified.
-    IF clean_email IS NULL
-       OR NOT clean_email ~ E'^[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$'
-       OR length(clean_email) > 320 THEN
+    IF NOT coalesce(tenantry.email_address(clean_email), false) THEN
         RAISE EXCEPTION 'creating a tenant needs the verified email of your sign-in' USING ERRCODE = 'TN422', HINT = 'email';
     END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('tenantry.create_my_tenant ' || uid::text, 0));
@@ -1154,8 +1168,7 @@ BEGIN
     IF clean_email IS NULL AND user_id IS NULL THEN
         RAISE EXCEPTION 'an invitation names an email or a user id' USING ERRCODE = 'TN422', HINT = 'email';
     END IF;
-    -- White space spelt out: \s follows the database's LC_CTYPE (ASCII only under C).
-    IF clean_email IS NOT NULL AND NOT (clean_email ~ E'^[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+@[^@\\s\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$' AND length(clean_email) <= 320) THEN
+    IF clean_email IS NOT NULL AND NOT tenantry.email_address(clean_email) THEN
         RAISE EXCEPTION 'email is not an email address' USING ERRCODE = 'TN422', HINT = 'email';
     END IF;
     IF valid_for IS NULL OR valid_for < interval '1 minute' OR valid_for > interval '30 days' THEN
