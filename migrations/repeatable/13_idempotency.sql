@@ -173,6 +173,96 @@ $$;
 COMMENT ON FUNCTION tenantry.complete_operator_idempotency_key(text, smallint, bytea) IS 'Stores the response of the operator''s write under the key its transaction claimed (only a key still without a response); TN403 for anyone but the operator.';
 GRANT EXECUTE ON FUNCTION tenantry.complete_operator_idempotency_key(text, smallint, bytea) TO tenantry_admin, tenantry_app;
 
+-- A person's keys (migration 0066): no role reads or writes them directly;
+-- the two functions below, as the owner, for a proven user context (a
+-- signed-in person acting before any tenant: creating a tenant of their own).
+CREATE POLICY person_idempotency_keys_no_direct_access ON tenantry.person_idempotency_keys
+    AS RESTRICTIVE FOR ALL TO PUBLIC USING (false) WITH CHECK (false);
+COMMENT ON POLICY person_idempotency_keys_no_direct_access ON tenantry.person_idempotency_keys IS 'No role reads or writes a person''s idempotency keys directly: claim_person_idempotency_key and complete_person_idempotency_key do, as the owner, in the namespace of the person the proven user context names (the table is granted to none).';
+
+/**
+ * The signed-in person of a proven user context (no tenant): the namespace
+ * of their idempotency keys. TN403 for any other transaction, so SQL cannot
+ * claim or read keys in a person's name without a context proven for them.
+ */
+CREATE OR REPLACE FUNCTION tenantry.idempotency_person()
+RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    uid uuid := tenantry.current_user_id();
+BEGIN
+    IF uid IS NULL OR tenantry.current_tenant_id() IS NOT NULL THEN
+        RAISE EXCEPTION 'only a signed-in person''s transactions keep a person''s idempotency keys' USING ERRCODE = 'TN403';
+    END IF;
+    RETURN uid;
+END
+$$;
+COMMENT ON FUNCTION tenantry.idempotency_person() IS 'Internal: the person of the proven user context (no tenant), whose namespace a person''s idempotency key is kept in; TN403 outside one. Not granted.';
+
+/**
+ * claim_idempotency_key for a signed-in person's writes before any tenant:
+ * the key in the person's namespace (person_idempotency_keys). No row: the
+ * key is this transaction's; one row: the stored response of a committed
+ * request with it, and whether it was the same request.
+ */
+CREATE OR REPLACE FUNCTION tenantry.claim_person_idempotency_key(idempotency_key text, fingerprint bytea)
+RETURNS TABLE (status smallint, body bytea, same_request boolean)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '200ms'
+AS $$
+DECLARE
+    uid uuid := tenantry.idempotency_person();
+    claimed integer;
+BEGIN
+    BEGIN
+        DELETE FROM tenantry.person_idempotency_keys k
+         WHERE k.user_id = uid AND k.idempotency_key = claim_person_idempotency_key.idempotency_key
+           AND k.created_at <= now() - interval '24 hours';
+        INSERT INTO tenantry.person_idempotency_keys (user_id, idempotency_key, fingerprint)
+        VALUES (uid, claim_person_idempotency_key.idempotency_key, claim_person_idempotency_key.fingerprint)
+        ON CONFLICT ON CONSTRAINT person_idempotency_keys_pkey DO NOTHING;
+        GET DIAGNOSTICS claimed = ROW_COUNT;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION 'a request with this Idempotency-Key is still being processed; retry it later'
+            USING ERRCODE = 'TN409', HINT = 'Idempotency-Key';
+    END;
+    IF claimed = 1 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT k.status, k.body, k.fingerprint = claim_person_idempotency_key.fingerprint
+          FROM tenantry.person_idempotency_keys k
+         WHERE k.user_id = uid AND k.idempotency_key = claim_person_idempotency_key.idempotency_key;
+END
+$$;
+COMMENT ON FUNCTION tenantry.claim_person_idempotency_key(text, bytea) IS 'Claims an Idempotency-Key in the signed-in person''s namespace for a proven user context (no row), or returns the committed response stored under it and whether it was for the same request; TN409 while another transaction holds it uncommitted for more than 200 ms; TN403 outside a user context.';
+GRANT EXECUTE ON FUNCTION tenantry.claim_person_idempotency_key(text, bytea) TO tenantry_app;
+
+/** Stores the response under the person's key this transaction claimed (sent with COMMIT). */
+CREATE OR REPLACE FUNCTION tenantry.complete_person_idempotency_key(idempotency_key text, status smallint, body bytea)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    uid uuid := tenantry.idempotency_person();
+BEGIN
+    UPDATE tenantry.person_idempotency_keys k
+       SET status = complete_person_idempotency_key.status, body = complete_person_idempotency_key.body
+     WHERE k.user_id = uid AND k.idempotency_key = complete_person_idempotency_key.idempotency_key
+       AND k.status IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the person''s idempotency key this write claimed is not there to complete'
+            USING ERRCODE = 'XX000';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.complete_person_idempotency_key(text, smallint, bytea) IS 'Stores the response of a signed-in person''s write under the key its transaction claimed (only a key still without a response); TN403 outside a user context.';
+GRANT EXECUTE ON FUNCTION tenantry.complete_person_idempotency_key(text, smallint, bytea) TO tenantry_app;
+
 /**
  * Stores the response of the current tenant's write under the key its
  * transaction claimed (sent with COMMIT). Raises unless it stored it, so a
@@ -263,10 +353,11 @@ CREATE OR REPLACE TRIGGER idempotency_keys_quota
 COMMENT ON TRIGGER idempotency_keys_quota ON tenantry.idempotency_keys IS 'Stored responses count against the tenant''s storage quota while kept (idempotency_keys_quota).';
 
 /**
- * Deletes up to `batch` idempotency keys older than 24 hours, of any tenant,
- * and returns how many. Row locks only (never a table lock): each tenant's
- * oldest keys are found through idempotency_keys_expiry_idx. The server
- * calls it periodically until it returns less than `batch`.
+ * Deletes up to `batch` idempotency keys older than 24 hours, of any tenant
+ * (and up to `batch` of the operator's and of people's), and returns how
+ * many. Row locks only (never a table lock): each tenant's oldest keys are
+ * found through idempotency_keys_expiry_idx. The server calls it
+ * periodically until it returns less than `batch`.
  */
 CREATE OR REPLACE FUNCTION tenantry.expire_idempotency_keys(batch integer DEFAULT 1000)
 RETURNS integer
@@ -290,6 +381,18 @@ AS $$
          WHERE k.tenant_id = x.tenant_id AND k.idempotency_key = x.idempotency_key
            AND k.created_at <= pg_catalog.now() - interval '24 hours'
         RETURNING 1
+    ), person_expired AS (
+        SELECT p.user_id, p.idempotency_key
+          FROM tenantry.person_idempotency_keys p
+         WHERE p.created_at <= pg_catalog.now() - interval '24 hours'
+         ORDER BY p.created_at
+         LIMIT greatest(batch, 0)
+    ), person_deleted AS (
+        DELETE FROM tenantry.person_idempotency_keys p
+         USING person_expired x
+         WHERE p.user_id = x.user_id AND p.idempotency_key = x.idempotency_key
+           AND p.created_at <= pg_catalog.now() - interval '24 hours'
+        RETURNING 1
     ), operator_expired AS (
         SELECT o.idempotency_key
           FROM tenantry.operator_idempotency_keys o
@@ -303,7 +406,8 @@ AS $$
            AND o.created_at <= pg_catalog.now() - interval '24 hours'
         RETURNING 1
     )
-    SELECT greatest((SELECT count(*) FROM deleted), (SELECT count(*) FROM operator_deleted))::integer
+    SELECT greatest((SELECT count(*) FROM deleted), (SELECT count(*) FROM operator_deleted),
+                    (SELECT count(*) FROM person_deleted))::integer
 $$;
-COMMENT ON FUNCTION tenantry.expire_idempotency_keys(integer) IS 'Deletes up to batch idempotency keys older than 24 hours (any tenant''s, and up to batch of the operator''s) and returns the larger of the two counts; row locks only. Operators (tenantry_admin): the server runs it periodically.';
+COMMENT ON FUNCTION tenantry.expire_idempotency_keys(integer) IS 'Deletes up to batch idempotency keys older than 24 hours (any tenant''s, and up to batch of the operator''s and of people''s) and returns the largest of the three counts; row locks only. Operators (tenantry_admin): the server runs it periodically.';
 GRANT EXECUTE ON FUNCTION tenantry.expire_idempotency_keys(integer) TO tenantry_admin;

@@ -627,6 +627,13 @@ BEGIN
     IF n > 0 THEN
         counts := counts || jsonb_build_object('tenantry.operator_idempotency_keys', n);
     END IF;
+    -- A person's creation of it (POST /v1/me/tenants), likewise.
+    UPDATE tenantry.person_idempotency_keys k SET status = 410, body = NULL
+     WHERE k.body IS NOT NULL AND position(convert_to(tid::text, 'UTF8') IN k.body) > 0;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        counts := counts || jsonb_build_object('tenantry.person_idempotency_keys', n);
+    END IF;
     IF t.parent_id IS NOT NULL THEN
         UPDATE tenantry.idempotency_keys k SET status = 410, body = NULL
          WHERE k.tenant_id = t.parent_id

@@ -123,7 +123,7 @@ impl Modify for ProblemCodes {
 
 /// The `Idempotency-Key` header on every write a tenant credential
 /// or the admin token may make (POST, PUT, PATCH, DELETE offering `apiKey`
-/// or `adminToken`),
+/// or `adminToken`) and on a person's creation of a tenant,
 /// with the answers it adds: 400 for a malformed key, 409 while the first
 /// request with the key is running,
 /// 422 for a key reused with another request; a replay is marked
@@ -161,12 +161,14 @@ impl Modify for IdempotencyKeys {
 
 /// Whether the write takes an `Idempotency-Key`: every one a tenant key or
 /// the admin token may call (its security offers `apiKey` or `adminToken`), except the tier
-/// move, whose work spans many transactions (it refuses a key with 400).
-/// Accepting an invitation (`person` alone, no tenant yet) is single-use by
-/// its token already.
+/// move, whose work spans many transactions (it refuses a key with 400),
+/// and a person's creation of a tenant of their own (the key in the
+/// person's namespace). Accepting an invitation (`person` alone, no tenant
+/// yet) is single-use by its token already.
 fn takes_idempotency_key(operation: &Operation) -> bool {
-    (offers(operation, "apiKey") || offers(operation, "adminToken"))
-        && operation.operation_id.as_deref() != Some("move_tenant")
+    let id = operation.operation_id.as_deref();
+    ((offers(operation, "apiKey") || offers(operation, "adminToken")) && id != Some("move_tenant"))
+        || id == Some("create_my_tenant")
 }
 
 /// Whether the operation declares a query parameter.
@@ -1122,6 +1124,7 @@ mod tests {
             ("/v1/tenants/{tenant_id}/keys", "post"),
             ("/v1/tenants/{tenant_id}", "delete"),
             ("/v1/tenants/{tenant_id}/purge", "post"),
+            ("/v1/me/tenants", "post"),
         ] {
             assert!(documents(path, method), "{method} {path} lacks the header");
         }

@@ -8,7 +8,7 @@ use std::{
 
 use axum::{
     extract::{FromRef, FromRequestParts},
-    http::request::Parts,
+    http::{request::Parts, StatusCode},
 };
 use chrono::Utc;
 use sha2::{Digest, Sha256};
@@ -20,6 +20,7 @@ use tenantry_db::{
 use crate::{
     auth::{bearer, listening},
     error::{ApiError, ProblemCode},
+    idempotency::{PendingIdempotency, Reply, Written},
     jwt::{JwtError, JwtVerifier, VerifiedToken},
     tagged::TaggedCache,
     Tenantry,
@@ -236,6 +237,8 @@ pub struct Person {
     db: Database,
     token: Arc<VerifiedToken>,
     members: Arc<MemberCache>,
+    /// The request's `Idempotency-Key` and fingerprint ([`crate::idempotency::middleware`]).
+    idempotency: Option<Arc<PendingIdempotency>>,
 }
 
 impl Person {
@@ -289,18 +292,35 @@ impl Person {
     }
 
     /// Creates a tenant of this person's own, which they own, with the
-    /// email their provider verified ([`Database::create_my_tenant`]): 403
-    /// while the operator lets no person create tenants
-    /// (`tenantry.signup_policy`), 409 once they own as many as it allows,
-    /// 422 (field `email`) for a token without a verified email.
-    pub async fn create_tenant(&self, name: &str) -> Result<MyTenant, ApiError> {
+    /// email their provider verified ([`Database::create_my_tenant`]),
+    /// answered `201 Created`: 403 while the operator lets no person create
+    /// tenants (`tenantry.signup_policy`), 409 once they have created as many
+    /// as it allows, 422 (field `email`) for a token without a verified
+    /// email. Under the request's `Idempotency-Key`
+    /// ([`crate::idempotency::middleware`]) the key is kept in this person's
+    /// own namespace: a retry of a committed request is answered with its
+    /// stored response (`Idempotent-Replayed: true`) and makes no second
+    /// tenant ([`Database::create_my_tenant_idempotent`]).
+    pub async fn create_tenant(&self, name: &str) -> Result<Written<MyTenant>, ApiError> {
         let Some(email) = self.email() else {
             return Err(ApiError::invalid(
                 "email",
                 "creating a tenant needs a token with the email your identity provider verified (email_verified: true)",
             ));
         };
-        Ok(self.db.create_my_tenant(self.user(), name, email).await?)
+        let request = self
+            .idempotency
+            .as_deref()
+            .map(PendingIdempotency::request)
+            .transpose()?;
+        let reply = Reply::new(StatusCode::CREATED);
+        let outcome = self
+            .db
+            .create_my_tenant_idempotent(self.user(), name, email, request.as_ref(), |tenant| {
+                reply.stored(tenant)
+            })
+            .await?;
+        Ok(reply.written(outcome))
     }
 
     // No accessor to the `Database`: with it, a handler of a person who is
@@ -335,6 +355,7 @@ where
                 db: tenantry.db,
                 token,
                 members: tenantry.members,
+                idempotency: parts.extensions.get().cloned(),
             });
         }
         // Only a credential that works elsewhere is told it is the wrong

@@ -371,6 +371,7 @@ DECLARE
     cutoff timestamptz := now() - interval '24 hours';
     tenants_keys integer;
     operators_keys integer;
+    people_keys integer;
 BEGIN
     DELETE FROM tenantry.idempotency_keys k
      WHERE k.created_at <= cutoff
@@ -384,7 +385,13 @@ BEGIN
            SELECT x.idempotency_key FROM tenantry.operator_idempotency_keys x
             WHERE x.created_at <= cutoff ORDER BY x.created_at LIMIT greatest(batch, 0));
     GET DIAGNOSTICS operators_keys = ROW_COUNT;
-    RETURN greatest(tenants_keys, operators_keys);
+    DELETE FROM tenantry.person_idempotency_keys p
+     WHERE p.created_at <= cutoff
+       AND (p.user_id, p.idempotency_key) IN (
+           SELECT x.user_id, x.idempotency_key FROM tenantry.person_idempotency_keys x
+            WHERE x.created_at <= cutoff ORDER BY x.created_at LIMIT greatest(batch, 0));
+    GET DIAGNOSTICS people_keys = ROW_COUNT;
+    RETURN greatest(tenants_keys, operators_keys, people_keys);
 END
 $$;
 

@@ -50,9 +50,18 @@ impl IdempotencyKey {
 pub struct IdempotentRequest {
     key: IdempotencyKey,
     fingerprint: [u8; 32],
-    /// The key lives in the operator's namespace (the admin token's writes)
-    /// rather than the tenant's.
-    operator: bool,
+    /// Whose namespace the key lives in.
+    namespace: Namespace,
+}
+
+/// Whose keys an idempotency key is among: a tenant's (the transaction's
+/// tenant), the operator's (the admin token's writes), or a signed-in
+/// person's before any tenant (creating a tenant of their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Namespace {
+    Tenant,
+    Operator,
+    Person,
 }
 
 impl IdempotentRequest {
@@ -83,7 +92,7 @@ impl IdempotentRequest {
         Self {
             key,
             fingerprint: hash.finalize().into(),
-            operator: false,
+            namespace: Namespace::Tenant,
         }
     }
 
@@ -102,7 +111,7 @@ impl IdempotentRequest {
         Self {
             key: self.key.clone(),
             fingerprint: hash.finalize().into(),
-            operator: self.operator,
+            namespace: self.namespace,
         }
     }
 
@@ -110,8 +119,18 @@ impl IdempotentRequest {
     /// the operator's namespace, whatever tenant the write acts in.
     pub fn for_operator(&self) -> Self {
         Self {
-            operator: true,
+            namespace: Namespace::Operator,
             ..self.by("operator")
+        }
+    }
+
+    /// This request as the signed-in person `user`'s, made before any tenant
+    /// (creating a tenant of their own): its key is kept in that person's
+    /// namespace, and only they replay it.
+    pub fn for_person(&self, user: crate::UserId) -> Self {
+        Self {
+            namespace: Namespace::Person,
+            ..self.by(&format!("user:{user}"))
         }
     }
 
@@ -124,7 +143,7 @@ impl IdempotentRequest {
 /// Claims `request`'s key in its namespace (the transaction's first
 /// statement): `None` when the key is now this transaction's, else the stored
 /// response of the same request (a different request is 422).
-async fn claim(
+pub(crate) async fn claim(
     tx: &mut Tx,
     request: &IdempotentRequest,
 ) -> Result<Option<StoredResponse>, DbError> {
@@ -159,7 +178,7 @@ async fn claim(
 
 /// Stores `response` under the key the transaction claimed and commits, in
 /// one flight: the write and its response commit together, or nothing does.
-async fn store_and_commit(
+pub(crate) async fn store_and_commit(
     tx: &mut Tx,
     request: &IdempotentRequest,
     response: &StoredResponse,
@@ -177,10 +196,16 @@ async fn store_and_commit(
 
 /// The claim statement of `request`'s namespace.
 fn claim_sql(request: &IdempotentRequest) -> &'static str {
-    if request.operator {
-        "SELECT status, body, same_request FROM tenantry.claim_operator_idempotency_key($1, $2)"
-    } else {
-        "SELECT status, body, same_request FROM tenantry.claim_idempotency_key($1, $2)"
+    match request.namespace {
+        Namespace::Tenant => {
+            "SELECT status, body, same_request FROM tenantry.claim_idempotency_key($1, $2)"
+        }
+        Namespace::Operator => {
+            "SELECT status, body, same_request FROM tenantry.claim_operator_idempotency_key($1, $2)"
+        }
+        Namespace::Person => {
+            "SELECT status, body, same_request FROM tenantry.claim_person_idempotency_key($1, $2)"
+        }
     }
 }
 
@@ -188,10 +213,10 @@ fn claim_sql(request: &IdempotentRequest) -> &'static str {
 /// COMMIT; it fails (and so nothing commits) unless it stored it: the work
 /// must not have left the key's namespace (say, by changing the context).
 fn store_sql(request: &IdempotentRequest) -> &'static str {
-    if request.operator {
-        "SELECT tenantry.complete_operator_idempotency_key($1, $2, $3)"
-    } else {
-        "SELECT tenantry.complete_idempotency_key($1, $2, $3)"
+    match request.namespace {
+        Namespace::Tenant => "SELECT tenantry.complete_idempotency_key($1, $2, $3)",
+        Namespace::Operator => "SELECT tenantry.complete_operator_idempotency_key($1, $2, $3)",
+        Namespace::Person => "SELECT tenantry.complete_person_idempotency_key($1, $2, $3)",
     }
 }
 

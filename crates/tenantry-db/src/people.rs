@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::{types::Type, Row};
 
 use crate::{
+    idempotency::{self, Idempotent, IdempotentRequest, StoredResponse},
     row::identity_from_json,
     scope::{Stmt, Tx},
     Database, DbError, ImpersonationId, InvitationId, Member, RoleId, TenantId, TenantScope,
@@ -263,15 +264,53 @@ impl Database {
         let (_turn, mut tx) = self.user_tx(user).await?;
         let rows = tx
             .query_and_commit(Stmt {
-                sql: "SELECT tenant_id, name, status, is_owner, roles, joined_at
-                      FROM tenantry.create_my_tenant($1, $2)",
+                sql: CREATE_MY_TENANT,
                 params: &[&name, &email],
                 types: &[Type::TEXT, Type::TEXT],
             })
             .await?;
-        rows.first()
-            .map(my_tenant)
-            .ok_or_else(|| DbError::Internal("create_my_tenant returned no row".into()))
+        first_my_tenant(&rows)
+    }
+
+    /// [`Database::create_my_tenant`] under an optional idempotency key, kept
+    /// in `user`'s own namespace ([`IdempotentRequest::for_person`]): in one
+    /// transaction, claims the key (a committed request with it answers
+    /// [`Idempotent::Replayed`] without creating anything), creates the
+    /// tenant, stores what `respond` makes of it and commits. So a retry
+    /// after a lost answer gets the first answer back instead of a second
+    /// tenant. The same key with another request is [`DbError::Invalid`]
+    /// (field `Idempotency-Key`); while the first request runs,
+    /// [`DbError::Conflict`].
+    pub async fn create_my_tenant_idempotent(
+        &self,
+        user: UserId,
+        name: &str,
+        email: &str,
+        request: Option<&IdempotentRequest>,
+        respond: impl Fn(&MyTenant) -> Result<StoredResponse, DbError>,
+    ) -> Result<Idempotent<MyTenant>, DbError> {
+        let Some(request) = request else {
+            return self
+                .create_my_tenant(user, name, email)
+                .await
+                .map(Idempotent::Fresh);
+        };
+        let request = request.for_person(user);
+        let (_turn, mut tx) = self.user_tx(user).await?;
+        if let Some(stored) = idempotency::claim(&mut tx, &request).await? {
+            tx.commit().await?;
+            return Ok(Idempotent::Replayed(stored));
+        }
+        let rows = tx
+            .rows(Stmt {
+                sql: CREATE_MY_TENANT,
+                params: &[&name, &email],
+                types: &[Type::TEXT, Type::TEXT],
+            })
+            .await?;
+        let tenant = first_my_tenant(&rows)?;
+        idempotency::store_and_commit(&mut tx, &request, &respond(&tenant)?).await?;
+        Ok(Idempotent::Fresh(tenant))
     }
 
     /// Accepts an invitation as `user`, whose verified email is `email`: they
@@ -619,4 +658,16 @@ fn my_tenant(r: &tokio_postgres::Row) -> MyTenant {
         roles: r.get(4),
         joined_at: r.get(5),
     }
+}
+
+/// Creates a person's own tenant and answers it as `my_tenants()` lists it
+/// (`$1` the name, `$2` the email).
+const CREATE_MY_TENANT: &str = "SELECT tenant_id, name, status, is_owner, roles, joined_at
+                                FROM tenantry.create_my_tenant($1, $2)";
+
+/// The tenant `create_my_tenant` answered.
+fn first_my_tenant(rows: &[Row]) -> Result<MyTenant, DbError> {
+    rows.first()
+        .map(my_tenant)
+        .ok_or_else(|| DbError::Internal("create_my_tenant returned no row".into()))
 }

@@ -63,8 +63,10 @@ pub struct NewOwnTenantBody {
 /// token. The operator decides whether people may (`tenantry.signup_policy`:
 /// how many tenants a person may own at once, 0 by default): 403 while
 /// they may not, 409 once the person owns as many. Send the new id as
-/// `X-Tenant-Id` to act in it, with every permission. A retry after a lost
-/// answer makes another tenant: `GET /v1/me/tenants` first.
+/// `X-Tenant-Id` to act in it, with every permission. Send an
+/// `Idempotency-Key` to retry safely: a retry after a lost answer gets the
+/// first answer back (`Idempotent-Replayed: true`) instead of a second
+/// tenant; the key is this person's, whoever else uses the same text.
 #[utoipa::path(
     post, path = "/v1/me/tenants", tag = "people", request_body = NewOwnTenantBody,
     responses(
@@ -78,9 +80,8 @@ pub struct NewOwnTenantBody {
 pub async fn create_my_tenant(
     person: Person,
     Json(body): Json<NewOwnTenantBody>,
-) -> Result<(StatusCode, Json<MyTenant>), ApiError> {
-    let tenant = person.create_tenant(&body.name).await?;
-    Ok((StatusCode::CREATED, Json(tenant)))
+) -> Result<Written<MyTenant>, ApiError> {
+    person.create_tenant(&body.name).await
 }
 
 /// An invitation token to accept.

@@ -7,13 +7,13 @@ use serde_json::{json, Value};
 use crate::helpers::{random_id, Resp, TestApp};
 
 /// A response with its `Idempotent-Replayed` header.
-struct Keyed {
-    resp: Resp,
-    replayed: bool,
+pub(crate) struct Keyed {
+    pub(crate) resp: Resp,
+    pub(crate) replayed: bool,
 }
 
 /// Sends `method path` with `token`, the `Idempotency-Key` `key` and `body` (JSON) if any.
-async fn keyed(
+pub(crate) async fn keyed(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -264,7 +264,8 @@ async fn a_key_older_than_24_hours_runs_again_and_the_sweep_deletes_expired_keys
     assert!(within.replayed, "a key younger than 24 hours still replays");
     assert_eq!(resources_named(&app, "daily").await, 3);
 
-    // The sweep (what the server runs every few minutes) deletes only expired keys.
+    // The sweep (what the server runs every few minutes) deletes only
+    // expired keys: a tenant's, and a person's (migration 0066) likewise.
     su.execute(
         "UPDATE tenantry.idempotency_keys SET created_at = now() - interval '25 hours' \
          WHERE idempotency_key = 'day-1'",
@@ -272,9 +273,28 @@ async fn a_key_older_than_24_hours_runs_again_and_the_sweep_deletes_expired_keys
     )
     .await
     .unwrap();
+    su.batch_execute(
+        "INSERT INTO tenantry.person_idempotency_keys (user_id, idempotency_key, fingerprint, status, created_at)
+         VALUES (gen_random_uuid(), 'old', sha256('a'), 201, now() - interval '25 hours'),
+                (gen_random_uuid(), 'young', sha256('b'), 201, now() - interval '23 hours')",
+    )
+    .await
+    .unwrap();
     let mut scope = app.db.database().admin("test").await.unwrap();
     assert_eq!(scope.expire_idempotency_keys(1000).await.unwrap(), 1);
     scope.commit().await.unwrap();
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM tenantry.person_idempotency_keys WHERE idempotency_key = 'young'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM tenantry.person_idempotency_keys")
+            .await,
+        1
+    );
     let left: Vec<String> = su
         .query(
             "SELECT idempotency_key FROM tenantry.idempotency_keys ORDER BY 1",
@@ -624,6 +644,63 @@ async fn the_servers_login_cannot_claim_or_read_the_operators_keys() {
     }
     assert_eq!(
         app.count("SELECT count(*) FROM tenantry.operator_idempotency_keys WHERE status = 201")
+            .await,
+        1
+    );
+}
+
+/// A person's keys (migration 0066) as SQL injected into the server's
+/// login would go after them: the table is granted to none of its roles,
+/// and the claim answers only a context proven for a person, which no
+/// tenant context, no bare session and no setting it may write is.
+#[tokio::test]
+async fn the_servers_login_cannot_claim_or_read_a_persons_keys() {
+    let app = TestApp::spawn().await;
+    let acme = app.tenant("acme").await;
+    let su = app.db.superuser_client().await;
+    su.batch_execute(
+        "INSERT INTO tenantry.person_idempotency_keys (user_id, idempotency_key, fingerprint, status, body)
+         VALUES ('00000000-0000-4000-8000-00000000a11c', 'signup-1', sha256('x'), 201, 'secret')",
+    )
+    .await
+    .unwrap();
+    let server = app.db.server_client().await;
+    let claim = "SELECT * FROM tenantry.claim_person_idempotency_key('signup-1', sha256('x'))";
+    let complete =
+        "SELECT tenantry.complete_person_idempotency_key('signup-1', 201::smallint, NULL)";
+    // In a tenant's context, as a key's or a member's transaction is.
+    server.batch_execute("SET ROLE tenantry_app").await.unwrap();
+    tenantry_db::testing::begin_in_tenant(&server, acme.id.parse().unwrap()).await;
+    let err = server.query(claim, &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "TN403", "{err}");
+    server.batch_execute("ROLLBACK").await.unwrap();
+    // Without a context, as every role the login may become.
+    for role in ["tenantry_app", "tenantry_admin", "tenantry_app_own"] {
+        server
+            .batch_execute(&format!("RESET ROLE; SET ROLE {role}"))
+            .await
+            .unwrap();
+        for sql in [claim, complete] {
+            let err = server.query(sql, &[]).await.unwrap_err();
+            let code = err.code().unwrap().code().to_owned();
+            assert!(code == "TN403" || code == "42501", "{role} {sql}: {err}");
+        }
+        let err = server
+            .query("SELECT body FROM tenantry.person_idempotency_keys", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "42501", "{role}: {err}");
+        // The setting a person's context is read from is the superuser's.
+        let err = server
+            .batch_execute(
+                "SET backtrace_functions = 'tenantry_user_v1_00000000000040008000000000000a11c'",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "42501", "{role}: {err}");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM tenantry.person_idempotency_keys WHERE body = 'secret'")
             .await,
         1
     );

@@ -2476,3 +2476,161 @@ async fn a_person_creates_a_tenant_of_their_own_once_the_operator_allows_it_and_
         .await
         .problem(404, "not_found");
 }
+
+/// A person's creation under an `Idempotency-Key` (migration 0066): a retry
+/// after a lost answer gets the first answer back and makes no second
+/// tenant, even at the operator's number; the same key with another name is
+/// 422; the key is the person's own (another person using its text creates
+/// their own); two at once make one; and once the tenant is purged, the
+/// retry is answered 410 with nothing of it.
+#[tokio::test]
+async fn a_persons_retried_creation_under_its_idempotency_key_makes_one_tenant_and_replays_the_first_answer(
+) {
+    use super::idempotency::keyed;
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let su = app.db.superuser_client().await;
+    su.batch_execute("UPDATE tenantry.signup_policy SET tenants_per_person = 1")
+        .await
+        .unwrap();
+    let alice = token_for(&idp, "auth0|alice", "alice@example.com");
+    let body = json!({ "name": "Alice's workspace" });
+    let made_by = |who: &str| {
+        format!(
+            "SELECT count(*) FROM tenantry.tenants t JOIN tenantry.tenant_members m USING (tenant_id)
+             WHERE m.email = '{who}'"
+        )
+    };
+    let first = keyed(
+        &app,
+        Method::POST,
+        "/v1/me/tenants",
+        &alice,
+        "signup-1",
+        Some(&body),
+    )
+    .await;
+    let created = first.resp.expect(201).clone();
+    assert!(!first.replayed);
+    // The retry: at her number, yet the first answer, byte for byte.
+    let retry = keyed(
+        &app,
+        Method::POST,
+        "/v1/me/tenants",
+        &alice,
+        "signup-1",
+        Some(&body),
+    )
+    .await;
+    assert!(retry.replayed, "{}", retry.resp.text);
+    assert_eq!(retry.resp.status, 201);
+    assert_eq!(retry.resp.text, first.resp.text);
+    assert_eq!(app.count(&made_by("alice@example.com")).await, 1);
+    // The same key for another request is refused, and makes nothing.
+    let other = json!({ "name": "Another" });
+    let reused = keyed(
+        &app,
+        Method::POST,
+        "/v1/me/tenants",
+        &alice,
+        "signup-1",
+        Some(&other),
+    )
+    .await;
+    assert_eq!(
+        reused.resp.problem(422, "validation_failed")["field"],
+        "Idempotency-Key"
+    );
+    // Bob's key of the same text is his: his own tenant, not Alice's answer.
+    let bob = token_for(&idp, "auth0|bob", "bob@example.com");
+    let his = keyed(
+        &app,
+        Method::POST,
+        "/v1/me/tenants",
+        &bob,
+        "signup-1",
+        Some(&body),
+    )
+    .await;
+    assert!(!his.replayed);
+    assert_ne!(his.resp.expect(201)["tenant_id"], created["tenant_id"]);
+
+    // Two of Carol's at once, where her number would let both through
+    // without the key: one tenant, each answered with it or told the first
+    // is still running.
+    su.batch_execute("UPDATE tenantry.signup_policy SET tenants_per_person = 5")
+        .await
+        .unwrap();
+    let carol = token_for(&idp, "auth0|carol", "carol@example.com");
+    let carols = json!({ "name": "Carol's" });
+    let (a, b) = tokio::join!(
+        keyed(
+            &app,
+            Method::POST,
+            "/v1/me/tenants",
+            &carol,
+            "twice",
+            Some(&carols)
+        ),
+        keyed(
+            &app,
+            Method::POST,
+            "/v1/me/tenants",
+            &carol,
+            "twice",
+            Some(&carols)
+        ),
+    );
+    let mut ids = Vec::new();
+    for answer in [&a, &b] {
+        match answer.resp.status {
+            201 => ids.push(answer.resp.body["tenant_id"].clone()),
+            409 => assert_eq!(
+                answer.resp.body["field"], "Idempotency-Key",
+                "{}",
+                answer.resp.text
+            ),
+            other => panic!("{other}: {}", answer.resp.text),
+        }
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{} / {}", a.resp.text, b.resp.text);
+    assert_eq!(app.count(&made_by("carol@example.com")).await, 1);
+
+    // Purged, the stored answer no longer names it: 410, and still no second tenant.
+    let id = created["tenant_id"].as_str().unwrap().to_owned();
+    let admin = app.admin_token.clone();
+    app.delete(&format!("/v1/tenants/{id}"), &admin)
+        .await
+        .expect(204);
+    su.batch_execute("UPDATE tenantry.purge_policy SET grace = interval '0'")
+        .await
+        .unwrap();
+    app.post(&format!("/v1/tenants/{id}/purge"), &admin, &json!({}))
+        .await
+        .expect(200);
+    let after = keyed(
+        &app,
+        Method::POST,
+        "/v1/me/tenants",
+        &alice,
+        "signup-1",
+        Some(&body),
+    )
+    .await;
+    assert!(after.replayed, "{}", after.resp.text);
+    assert_eq!(after.resp.status, 410, "{}", after.resp.text);
+    assert!(after.resp.text.is_empty(), "{}", after.resp.text);
+    let stored: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.person_idempotency_keys WHERE position(convert_to($1, 'UTF8') IN body) > 0",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stored, 0,
+        "the purged tenant's id is kept in no stored answer"
+    );
+}
