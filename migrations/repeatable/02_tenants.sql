@@ -283,9 +283,10 @@ CREATE OR REPLACE TRIGGER operator_audit_log_no_truncate
  * session (current_actor: the CLI's cli:<name>, the admin context's admin,
  * else db:<session user>). Called by the functions that change what every
  * tenant lives under, each when it changed something (adopting a table
- * again as before writes nothing), never by a trigger: on Citus a trigger
- * of a reference table fires on every node's copy of it, and this log stays
- * on the coordinator, where those functions run.
+ * again as before writes nothing), and by the trigger of the policies
+ * operators change with plain SQL (policy_changed_audit), which on Citus,
+ * where a reference table's trigger fires on every node's copy of it,
+ * writes on the coordinator only, where this log stays.
  */
 CREATE OR REPLACE FUNCTION tenantry.write_operator_audit(
     p_action text, p_target_type text, p_target_id text, p_details jsonb DEFAULT '{}')
@@ -298,7 +299,55 @@ BEGIN
     VALUES (tenantry.current_actor(), p_action, p_target_type, p_target_id, coalesce(p_details, '{}'));
 END
 $$;
-COMMENT ON FUNCTION tenantry.write_operator_audit(text, text, text, jsonb) IS 'Internal: appends a row to the operator''s audit log as the owner, the actor from the session. Called by adopt_table, release_table, alter_tenant_table, define_permission, add_context_key, retire_context_key and expire_audit_log; not granted to anyone (operators reach it as members of its owner).';
+COMMENT ON FUNCTION tenantry.write_operator_audit(text, text, text, jsonb) IS 'Internal: appends a row to the operator''s audit log as the owner, the actor from the session. Called by adopt_table, release_table, alter_tenant_table, define_permission, add_context_key, retire_context_key, expire_audit_log and the policies'' trigger (policy_changed_audit); not granted to anyone (operators reach it as members of its owner).';
+
+/**
+ * Row trigger on the one-row policies operators change with plain SQL
+ * (tenantry.signup_policy: whether and how many tenants signed-in people
+ * create; tenantry.purge_policy: the grace period before a deleted tenant
+ * may be purged): records policy.changed in the operator's audit log, with
+ * the columns that changed before and after, when any did. Without it a
+ * change of who may sign up left no trace but the database's own log. On
+ * Citus the policies are reference tables whose every copy fires it: only
+ * the coordinator's records (on_citus_worker()).
+ */
+CREATE OR REPLACE FUNCTION tenantry.policy_changed_audit()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    before jsonb := CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) - 'singleton' END;
+    after jsonb := CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) - 'singleton' END;
+    changed text[];
+BEGIN
+    IF tenantry.on_citus_worker() THEN
+        RETURN NULL;
+    END IF;
+    SELECT coalesce(array_agg(k ORDER BY k), '{}') INTO changed
+      FROM (SELECT jsonb_object_keys(coalesce(before, '{}') || coalesce(after, '{}')) AS k) keys
+     WHERE before -> k IS DISTINCT FROM after -> k;
+    IF cardinality(changed) = 0 THEN
+        RETURN NULL;
+    END IF;
+    PERFORM tenantry.write_operator_audit(
+        'policy.changed', 'policy', TG_TABLE_NAME,
+        jsonb_build_object('operation', lower(TG_OP),
+                           'before', (SELECT jsonb_object_agg(k, before -> k) FROM unnest(changed) k WHERE before IS NOT NULL),
+                           'after', (SELECT jsonb_object_agg(k, after -> k) FROM unnest(changed) k WHERE after IS NOT NULL)));
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.policy_changed_audit() IS 'Trigger: records policy.changed (the policy table''s name, the columns that changed before and after) in the operator''s audit log when an operator changes signup_policy or purge_policy with plain SQL; nothing when no value changed, and only on the coordinator on Citus. Not granted.';
+
+CREATE OR REPLACE TRIGGER signup_policy_audited
+    AFTER INSERT OR UPDATE OR DELETE ON tenantry.signup_policy
+    FOR EACH ROW EXECUTE FUNCTION tenantry.policy_changed_audit();
+COMMENT ON TRIGGER signup_policy_audited ON tenantry.signup_policy IS 'A change of whether and how many tenants signed-in people create is recorded in the operator''s audit log (policy_changed_audit).';
+CREATE OR REPLACE TRIGGER purge_policy_audited
+    AFTER INSERT OR UPDATE OR DELETE ON tenantry.purge_policy
+    FOR EACH ROW EXECUTE FUNCTION tenantry.policy_changed_audit();
+COMMENT ON TRIGGER purge_policy_audited ON tenantry.purge_policy IS 'A change of the grace period before a deleted tenant may be purged is recorded in the operator''s audit log (policy_changed_audit).';
 
 /**
  * Keeps the audit log to a retention period: deletes rows that occurred

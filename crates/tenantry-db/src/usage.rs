@@ -237,9 +237,11 @@ pub struct OperatorAuditEntry {
     pub actor: String,
     /// What: `table.adopted`, `table.options_changed`, `table.altered`,
     /// `table.backfilled`, `table.released`, `permission.defined`, `permission.described`,
-    /// `context_key.added`, `context_key.retired`, `audit_log.expired`.
+    /// `context_key.added`, `context_key.retired`, `audit_log.expired`,
+    /// `policy.changed`.
     pub action: String,
-    /// Kind of object: `table`, `permission`, `context_key`, `audit_log`.
+    /// Kind of object: `table`, `permission`, `context_key`, `audit_log`,
+    /// `policy`.
     pub target_type: String,
     /// Its name or id (a table as `schema.table`).
     pub target_id: Option<String>,

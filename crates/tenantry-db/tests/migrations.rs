@@ -1451,3 +1451,108 @@ async fn create_tenant(su: &Client, name: &str) -> uuid::Uuid {
         .unwrap()
         .get::<_, uuid::Uuid>(0)
 }
+
+/// Migration 0067 on what 0060 left: every invitation then pending said it
+/// may make an owner. Run again on such rows, it keeps that for the
+/// operator's, the tenant's unbound key's and its owner's only; a scoped
+/// key's (members.invite alone, the hole 0060 closed), a member's who does
+/// not own the tenant, a gone key's and an unknown label's may not, and an
+/// accepted invitation is left as it was.
+#[tokio::test]
+async fn the_upgrade_to_0067_lets_only_invitations_of_callers_holding_every_permission_make_an_owner(
+) {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let tenant: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('ownerless')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut keys = Vec::new();
+    for description in ["unbound", "scoped"] {
+        su.query_one(
+            "SELECT tenantry.create_tenant_api_key($1, $2)",
+            &[&tenant, &description],
+        )
+        .await
+        .unwrap();
+        let id: uuid::Uuid = su
+            .query_one(
+                "SELECT key_id FROM tenantry.api_keys WHERE tenant_id = $1 AND description = $2",
+                &[&tenant, &description],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        keys.push(id);
+    }
+    su.execute(
+        "UPDATE tenantry.api_keys SET scopes = ARRAY['members.invite'] WHERE key_id = $1",
+        &[&keys[1]],
+    )
+    .await
+    .unwrap();
+    let (owner, member) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    su.execute(
+        "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, is_owner)
+         VALUES ($1, $2, 'owner@example.com', true), ($1, $3, 'member@example.com', false)",
+        &[&tenant, &owner, &member],
+    )
+    .await
+    .unwrap();
+    let made_by = [
+        ("admin", true),
+        ("cli:alice@host", true),
+        ("db:postgres", true),
+        (&*format!("key:{}", keys[0]), true),
+        (&*format!("key:{}", keys[1]), false),
+        (&*format!("key:{}", uuid::Uuid::new_v4()), false),
+        (&*format!("user:{owner}"), true),
+        (&*format!("user:{member}"), false),
+        ("nightly-job", false),
+    ];
+    for (n, (created_by, _)) in made_by.iter().enumerate() {
+        su.execute(
+            "INSERT INTO tenantry.invitations (tenant_id, email, token_hash, created_by, expires_at, may_own)
+             VALUES ($1, $2, sha256(convert_to($2, 'UTF8')), $3, now() + interval '7 days', true)",
+            &[&tenant, &format!("p{n}@example.com"), created_by],
+        )
+        .await
+        .unwrap();
+    }
+    // Accepted before the upgrade: what it did is done, and it is kept as it was.
+    su.execute(
+        "INSERT INTO tenantry.invitations (tenant_id, email, token_hash, created_by, expires_at, accepted_at, may_own)
+         VALUES ($1, 'done@example.com', sha256('done'), $2, now() + interval '7 days', now(), true)",
+        &[&tenant, &format!("key:{}", keys[1])],
+    )
+    .await
+    .unwrap();
+
+    su.batch_execute(&format!(
+        "BEGIN; {} COMMIT; RESET ROLE",
+        include_str!("../../../migrations/0067_pending_invitations_that_may_own.sql")
+    ))
+    .await
+    .unwrap();
+    for (n, (created_by, may_own)) in made_by.iter().enumerate() {
+        let now: bool = su
+            .query_one(
+                "SELECT may_own FROM tenantry.invitations WHERE email = $1",
+                &[&format!("p{n}@example.com")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(now, *may_own, "made by {created_by}");
+    }
+    let done: bool = su
+        .query_one(
+            "SELECT may_own FROM tenantry.invitations WHERE email = 'done@example.com'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(done);
+}

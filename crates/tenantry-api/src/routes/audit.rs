@@ -167,7 +167,8 @@ pub async fn admin_audit(
 /// (`table.backfilled`) and released (`table.released`); permissions defined
 /// (`permission.defined`, `permission.described`); context keys added and
 /// retired (`context_key.added`, `context_key.retired`); audit rows expired
-/// (`audit_log.expired`). Each entry names who acted (`actor`). The same
+/// (`audit_log.expired`); the sign-up and purge policies changed
+/// (`policy.changed`). Each entry names who acted (`actor`). The same
 /// filters and cursor as the tenants' logs.
 #[utoipa::path(
     get, path = "/v1/operator/audit", operation_id = "list_operator_audit_events", tag = "audit",

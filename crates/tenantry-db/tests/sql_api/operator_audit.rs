@@ -1,4 +1,4 @@
-//! The operator's audit log (`tenantry.operator_audit_log`, migration 0061): what operators do to every tenant at once (tables adopted, changed, altered and released, permissions defined, context keys added and retired, audit rows expired) is recorded with who did it, only when something changed, and nobody but tenantry's functions writes it.
+//! The operator's audit log (`tenantry.operator_audit_log`, migration 0061): what operators do to every tenant at once (tables adopted, changed, altered and released, permissions defined, context keys added and retired, audit rows expired, the sign-up and purge policies changed by plain SQL) is recorded with who did it, only when something changed, and nobody but tenantry's functions writes it.
 
 use tenantry_db::testing::TestDatabase;
 use tokio_postgres::Client;
@@ -277,4 +277,86 @@ async fn an_administrator_reads_the_operators_log_in_an_administrative_context_o
         count(&bare, "SELECT count(*) FROM tenantry.operator_audit_log").await,
         0
     );
+}
+
+/// The policies operators change with plain SQL (who may sign up, how long
+/// a deleted tenant is kept) are recorded too, with what changed before and
+/// after; an UPDATE that changes no value, and a refused one, write nothing.
+#[tokio::test]
+async fn an_operators_plain_sql_change_of_the_signup_or_purge_policy_is_recorded_with_before_and_after(
+) {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let before = operator_log(&su).await.len();
+    as_actor(
+        &su,
+        "cli:alice",
+        "UPDATE tenantry.signup_policy SET tenants_per_person = 3",
+    )
+    .await;
+    // As it is: nothing changed, nothing recorded.
+    as_actor(
+        &su,
+        "cli:alice",
+        "UPDATE tenantry.signup_policy SET tenants_per_person = 3",
+    )
+    .await;
+    // Refused by its CHECK: rolled back with the change.
+    let refused = su
+        .batch_execute("UPDATE tenantry.signup_policy SET tenants_per_person = -1")
+        .await;
+    assert!(refused.is_err());
+    exec(
+        &su,
+        "UPDATE tenantry.purge_policy SET grace = interval '7 days'",
+    )
+    .await;
+    let log = operator_log(&su).await;
+    let user = session_user(&su).await;
+    assert_eq!(
+        log[before..],
+        [
+            "policy.changed signup_policy cli:alice".to_owned(),
+            format!("policy.changed purge_policy db:{user}"),
+        ]
+    );
+    let details: Vec<serde_json::Value> = su
+        .query(
+            "SELECT details FROM tenantry.operator_audit_log WHERE action = 'policy.changed'
+              ORDER BY occurred_at, event_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        details,
+        [
+            serde_json::json!({
+                "operation": "update",
+                "before": { "tenants_per_person": 0 },
+                "after": { "tenants_per_person": 3 },
+            }),
+            serde_json::json!({
+                "operation": "update",
+                "before": { "grace": "30 days" },
+                "after": { "grace": "7 days" },
+            }),
+        ]
+    );
+    // The server's roles may not change either policy at all.
+    let server = tdb.server_client().await;
+    for role in ["tenantry_app", "tenantry_admin"] {
+        exec(&server, &format!("RESET ROLE; SET ROLE {role}")).await;
+        for sql in [
+            "UPDATE tenantry.signup_policy SET tenants_per_person = 1000",
+            "UPDATE tenantry.purge_policy SET grace = interval '0'",
+        ] {
+            let err = server.batch_execute(sql).await.unwrap_err();
+            assert_eq!(err.code().unwrap().code(), "42501", "{role} {sql}: {err}");
+        }
+    }
+    assert_eq!(operator_log(&su).await.len(), before + 2);
 }
