@@ -107,7 +107,9 @@ impl TenantTurns {
                         DbError::TenantBusy(format!(
                             "tenant {tenant} has {} transactions holding connections, the most one \
                              tenant may hold at once (DatabaseConfig::max_connections_per_tenant); \
-                             its next one waited {} ms",
+                             its next one waited {} ms (a handler that holds a scope of the tenant \
+                             while it opens another waits for itself once as many requests do so: \
+                             one scope per request, helpers take `&mut TenantScope`)",
                             self.per_tenant,
                             limit.as_millis()
                         ))
