@@ -1556,3 +1556,95 @@ async fn the_upgrade_to_0067_lets_only_invitations_of_callers_holding_every_perm
         .get(0);
     assert!(done);
 }
+
+/// Migration 0068 after 0055 in one upgrade: a row share whose key was
+/// written under a DateStyle other than ISO (`12/25/2026`), which 0055
+/// revoked because one ISO field order could not read it, is shared again
+/// under the row's own spelling; one whose key two orders read as two days
+/// (`01/02/2026`) stays revoked; and 0068 run in a later transaction gives
+/// back nothing (0055 did not run in it).
+#[tokio::test]
+async fn the_upgrade_to_0068_gives_back_the_row_shares_0055_revoked_in_it_for_a_key_of_one_meaning()
+{
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let owner: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('owner')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let reader: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('reader')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    su.batch_execute(
+        "CREATE TABLE public.days (tenant_id uuid NOT NULL, d date NOT NULL, v text,
+                                   PRIMARY KEY (tenant_id, d));
+         SELECT tenantry.adopt_table('public.days', sharing => true);",
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "INSERT INTO public.days VALUES ($1, '2026-12-25', 'xmas'), ($1, '2026-03-03', 'mar3'),
+                                        ($1, '2026-01-02', 'jan2'), ($1, '2026-02-01', 'feb1')",
+        &[&owner],
+    )
+    .await
+    .unwrap();
+    let shares = || async {
+        let rows = su
+            .query(
+                "SELECT row_id FROM tenantry.shared_rows WHERE tenant_id = $1 AND shared_with = $2 ORDER BY 1",
+                &[&owner, &reader],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get(0)).collect::<Vec<String>>()
+    };
+    // Shares as an older release recorded them: the writer's own spelling.
+    let old_shares = format!(
+        "SET LOCAL session_replication_role = replica;
+         INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with)
+         VALUES ('{owner}', 'public.days', '12/25/2026', '{reader}'),
+                ('{owner}', 'public.days', '03/03/2026', '{reader}'),
+                ('{owner}', 'public.days', '01/02/2026', '{reader}');
+         SET LOCAL session_replication_role = origin;"
+    );
+    su.batch_execute(&format!(
+        "BEGIN; {old_shares}
+         {} RESET ROLE;
+         UPDATE tenantry.schema_migrations SET applied_at = now() WHERE version = 55;",
+        include_str!("../../../migrations/0055_share_keys_in_one_spelling.sql")
+    ))
+    .await
+    .unwrap();
+    assert!(shares().await.is_empty(), "0055 revoked all three");
+    su.batch_execute(&format!(
+        "{} RESET ROLE; COMMIT;",
+        include_str!("../../../migrations/0068_row_shares_0055_revoked_wrongly.sql")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(shares().await, ["2026-03-03", "2026-12-25"]);
+    let created: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.audit_log WHERE tenant_id = $1 AND action = 'share.created'
+               AND target_id IN ('2026-03-03', '2026-12-25')",
+            &[&owner],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(created, 2);
+
+    // In a later transaction (0055 applied before it), nothing comes back.
+    su.batch_execute(&format!(
+        "BEGIN; DELETE FROM tenantry.shared_rows WHERE tenant_id = '{owner}';
+         {} RESET ROLE; COMMIT;",
+        include_str!("../../../migrations/0068_row_shares_0055_revoked_wrongly.sql")
+    ))
+    .await
+    .unwrap();
+    assert!(shares().await.is_empty());
+}
