@@ -2102,3 +2102,72 @@ async fn restrictive_policies_stay_restrictive_on_the_shards_and_a_reader_writes
     drop((admin, server));
     db.drop_all().await;
 }
+
+/// Sign-up on the cluster: an operator's plain-SQL change of the sign-up
+/// policy is recorded once (the policy is a reference table, whose every
+/// copy fires its trigger: the coordinator's alone records), and a person's
+/// creation of their own tenant under an idempotency key (kept in a
+/// reference table) makes one tenant however often it is retried, and its
+/// key expires with the others.
+#[tokio::test]
+async fn a_persons_retried_tenant_creation_makes_one_tenant_and_a_policy_change_is_recorded_once_on_the_cluster(
+) {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "signup").await;
+    admin
+        .batch_execute("UPDATE tenantry.signup_policy SET tenants_per_person = 2")
+        .await
+        .unwrap();
+    let logged: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM tenantry.operator_audit_log WHERE action = 'policy.changed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 1);
+
+    let server = db.server_database(key).await;
+    let person = UserId::from_uuid(uuid::Uuid::new_v4());
+    let request = tenantry_db::IdempotentRequest::new(
+        tenantry_db::IdempotencyKey::parse("signup-1").unwrap(),
+        "POST",
+        "/v1/me/tenants",
+        br#"{"name":"mine"}"#,
+    );
+    let respond = |t: &tenantry_db::MyTenant| {
+        Ok(tenantry_db::StoredResponse {
+            status: 201,
+            body: Some(serde_json::to_vec(t).unwrap()),
+        })
+    };
+    let first = server
+        .create_my_tenant_idempotent(person, "mine", "me@p.test", Some(&request), respond)
+        .await
+        .unwrap();
+    let tenantry_db::Idempotent::Fresh(made) = first else {
+        panic!("the first request creates")
+    };
+    let again = server
+        .create_my_tenant_idempotent(person, "mine", "me@p.test", Some(&request), respond)
+        .await
+        .unwrap();
+    let tenantry_db::Idempotent::Replayed(stored) = again else {
+        panic!("the retry replays")
+    };
+    assert_eq!(stored.body, Some(serde_json::to_vec(&made).unwrap()));
+    let mine = server.my_tenants(person).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].tenant_id, made.tenant_id);
+
+    admin
+        .batch_execute(
+            "UPDATE tenantry.person_idempotency_keys SET created_at = now() - interval '25 hours'",
+        )
+        .await
+        .unwrap();
+    let mut ops = server.admin("admin").await.unwrap();
+    assert_eq!(ops.expire_idempotency_keys(100).await.unwrap(), 1);
+    ops.commit().await.unwrap();
+}
