@@ -14,7 +14,13 @@
 -- all read as one value, with letters only where the row's own spelling has
 -- them (0055's rule), when the row is there, the table still shares, both
 -- tenants are live and the share is not there already under the row's
--- spelling. Audited share.created. A database upgraded past 0055 before
+-- spelling, and only where its owner alone can have made it (the table
+-- without hierarchy, or the owner a root): the tenant that made a share is
+-- not in the audit row 0055 left, and one an ancestor made, given back as
+-- the owner's, would outlive the hierarchy that let the ancestor make it
+-- (found by a verification review); those stay revoked. The member who
+-- made it and when come from its share.created audit row where there is
+-- one. Audited share.created. A database upgraded past 0055 before
 -- this release keeps what it has: docs/operations.md (Upgrading) gives the
 -- query that lists what 0055 revoked there.
 -- =============================================================================
@@ -54,6 +60,10 @@ BEGIN
         tbl := pg_catalog.to_regclass(a.table_name);
         CONTINUE WHEN tbl IS NULL OR a.row_id IS NULL
             OR NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables t WHERE t.table_id = tbl AND t.sharing)
+            -- Made by its owner for sure: no ancestor could read the row.
+            OR NOT EXISTS (SELECT 1 FROM tenantry.tenant_tables t, tenantry.tenants o
+                           WHERE t.table_id = tbl AND o.tenant_id = a.tenant_id
+                             AND (NOT t.hierarchy OR o.parent_id IS NULL))
             OR NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = a.tenant_id AND t.status <> 'deleted')
             OR NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = a.shared_with AND t.status <> 'deleted');
         typ := tenantry.row_key_type(tbl);
@@ -98,8 +108,17 @@ BEGIN
                        WHERE o.tenant_id = a.tenant_id AND o.table_id = tbl
                          AND o.row_id = row_text AND o.shared_with = a.shared_with);
         BEGIN
-            INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with)
-            VALUES (a.tenant_id, tbl, row_text, a.shared_with);
+            -- Who made it and when, as its creation was audited.
+            INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with, shared_by_tenant, shared_by, shared_at)
+            SELECT a.tenant_id, tbl, row_text, a.shared_with, a.tenant_id, made.shared_by, coalesce(made.occurred_at, pg_catalog.now())
+            FROM (SELECT NULL) one
+            LEFT JOIN LATERAL (
+                SELECT (c.details->>'shared_by')::uuid AS shared_by, c.occurred_at
+                FROM tenantry.audit_log c
+                WHERE c.tenant_id = a.tenant_id AND c.action = 'share.created' AND c.target_type = 'row'
+                  AND c.target_id = a.row_id AND c.details->>'shared_with' = a.shared_with::text
+                  AND c.details->>'table' = a.table_name AND c.occurred_at < pg_catalog.now()
+                ORDER BY c.occurred_at DESC LIMIT 1) made ON true;
         EXCEPTION WHEN OTHERS THEN
             -- A limit or a rule of today refuses it: it stays revoked, as
             -- 0055 left it and audited it.

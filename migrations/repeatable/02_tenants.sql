@@ -324,6 +324,13 @@ BEGIN
     IF tenantry.on_citus_worker() THEN
         RETURN NULL;
     END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        -- The row is gone with no OLD to show; without it the policies are
+        -- their defaults (no sign-up; a purge waits 30 days).
+        PERFORM tenantry.write_operator_audit('policy.changed', 'policy', TG_TABLE_NAME,
+                                              jsonb_build_object('operation', 'truncate'));
+        RETURN NULL;
+    END IF;
     SELECT coalesce(array_agg(k ORDER BY k), '{}') INTO changed
       FROM (SELECT jsonb_object_keys(coalesce(before, '{}') || coalesce(after, '{}')) AS k) keys
      WHERE before -> k IS DISTINCT FROM after -> k;
@@ -348,6 +355,14 @@ CREATE OR REPLACE TRIGGER purge_policy_audited
     AFTER INSERT OR UPDATE OR DELETE ON tenantry.purge_policy
     FOR EACH ROW EXECUTE FUNCTION tenantry.policy_changed_audit();
 COMMENT ON TRIGGER purge_policy_audited ON tenantry.purge_policy IS 'A change of the grace period before a deleted tenant may be purged is recorded in the operator''s audit log (policy_changed_audit).';
+CREATE OR REPLACE TRIGGER signup_policy_truncate_audited
+    AFTER TRUNCATE ON tenantry.signup_policy
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.policy_changed_audit();
+COMMENT ON TRIGGER signup_policy_truncate_audited ON tenantry.signup_policy IS 'Emptying the sign-up policy (TRUNCATE, which row triggers do not see) is recorded in the operator''s audit log (policy_changed_audit).';
+CREATE OR REPLACE TRIGGER purge_policy_truncate_audited
+    AFTER TRUNCATE ON tenantry.purge_policy
+    FOR EACH STATEMENT EXECUTE FUNCTION tenantry.policy_changed_audit();
+COMMENT ON TRIGGER purge_policy_truncate_audited ON tenantry.purge_policy IS 'Emptying the purge policy (TRUNCATE, which row triggers do not see) is recorded in the operator''s audit log (policy_changed_audit).';
 
 /**
  * Keeps the audit log to a retention period: deletes rows that occurred

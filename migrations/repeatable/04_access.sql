@@ -677,6 +677,14 @@ BEGIN
         RAISE EXCEPTION 'creating a tenant needs the verified email of your sign-in' USING ERRCODE = 'TN422', HINT = 'email';
     END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('tenantry.create_my_tenant ' || uid::text, 0));
+    -- On Citus, one connection per node for this transaction's writes: the
+    -- tenant's row (a reference table, every node) and its first member (a
+    -- shard) went over two connections to one worker, the member's check of
+    -- the tenant waited for the other's uncommitted row, and Citus cancelled
+    -- it as a distributed deadlock (found running sign-up on a cluster).
+    IF tenantry.citus_distributed() THEN
+        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     -- The tenants the person created and that are not deleted, whoever owns
     -- them now: counting what they owned let them leave each new tenant, or
     -- hand it to a member record of their own, and create another (0065).
@@ -689,6 +697,13 @@ BEGIN
     END IF;
     tid := tenantry.insert_tenant_by(tenant_name, NULL, 'shared',
                                      (SELECT p.settings FROM tenantry.signup_policy p), uid);
+    -- Its first member takes no lock on the row just inserted
+    -- (tenant_members_owner); on Citus the setting reaches the worker that
+    -- holds the member's shard, where that trigger runs.
+    IF tenantry.citus_distributed() THEN
+        EXECUTE 'SET LOCAL citus.propagate_set_commands = ''local''';
+    END IF;
+    EXECUTE format('SET LOCAL tenantry.first_member_of = %L', tid);
     INSERT INTO tenantry.tenant_members (tenant_id, user_id, email) VALUES (tid, uid, clean_email);
     RETURN QUERY
         SELECT t.tenant_id, t.name, t.status, m.is_owner, ARRAY[]::text[], m.created_at
@@ -824,8 +839,18 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        -- Serialises first members of one tenant on its row (not the table).
-        PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = NEW.tenant_id FOR NO KEY UPDATE;
+        -- Serialises first members of one tenant on its row (not the table),
+        -- but for the first member of a tenant this transaction has just
+        -- created (create_my_tenant names it in tenantry.first_member_of):
+        -- its insert holds the row already, and nobody else sees it yet.
+        -- On Citus the lock, taken from the worker holding the member's
+        -- shard, waited on the other nodes' copies of the row that the same
+        -- transaction had inserted over other connections: a distributed
+        -- deadlock (found running sign-up on a cluster). The setting skips
+        -- no check: it only spares a lock nobody else can contend for.
+        IF NEW.tenant_id::text IS DISTINCT FROM current_setting('tenantry.first_member_of', true) THEN
+            PERFORM 1 FROM tenantry.tenants t WHERE t.tenant_id = NEW.tenant_id FOR NO KEY UPDATE;
+        END IF;
         -- A pending member (not yet accepted) owns nothing: the first to
         -- accept does (accept_invitation).
         NEW.is_owner := NOT NEW.pending

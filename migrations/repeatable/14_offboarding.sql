@@ -516,7 +516,10 @@ AS $$
 DECLARE
     t record;
     f record;
-    grace interval := (SELECT p.grace FROM tenantry.purge_policy p);
+    -- The default when an operator emptied the policy: without a row,
+    -- `updated_at + NULL > now()` held nothing back (found by a review of
+    -- the policies' audit).
+    grace interval := coalesce((SELECT p.grace FROM tenantry.purge_policy p), interval '30 days');
     counts jsonb := '{}';
     n bigint;
     purged_at timestamptz;

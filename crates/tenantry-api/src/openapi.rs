@@ -257,8 +257,10 @@ fn document_idempotency_key(operation: &mut Operation) {
              the write's own transaction and, for 24 hours, a request with the same key, method, \
              path and body is answered with it (`Idempotent-Replayed: true`) without writing \
              again. 1 to 255 visible ASCII characters, kept per caller: per tenant for a tenant \
-             key or a person, in the operator's own namespace for the admin token. Errors are \
-             not stored. A secret shown once (`key`, `token`) is blanked (`\"\"`) in a replay.",
+             key or a member, in the operator's own namespace for the admin token, in the \
+             person's own for a signed-in person's creation of a tenant. Errors are not stored. \
+             A secret shown once (`key`, `token`) is blanked (`\"\"`) in a replay. A stored \
+             answer that named a tenant since purged is replayed as `410` without a body.",
         ))
         .schema(Some(
             ObjectBuilder::new()
@@ -282,6 +284,28 @@ fn document_idempotency_key(operation: &mut Operation) {
     ] {
         declare_problem(operation, status, description);
     }
+    // The replay of an answer that named a tenant purged since: no body.
+    operation
+        .responses
+        .responses
+        .entry("410".to_owned())
+        .or_insert_with(|| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(
+                        "A retry under this Idempotency-Key whose first answer named a tenant \
+                         purged since: replayed without a body (`Idempotent-Replayed: true`)",
+                    )
+                    .header(
+                        "Idempotent-Replayed",
+                        header(
+                            Type::String,
+                            "`true`: the replay of the first request's answer",
+                        ),
+                    )
+                    .build(),
+            )
+        });
     if let Some(RefOr::T(response)) = operation.responses.responses.get_mut("409") {
         response.headers.insert(
             "Retry-After".to_owned(),

@@ -1453,11 +1453,13 @@ async fn create_tenant(su: &Client, name: &str) -> uuid::Uuid {
 }
 
 /// Migration 0067 on what 0060 left: every invitation then pending said it
-/// may make an owner. Run again on such rows, it keeps that for the
-/// operator's, the tenant's unbound key's and its owner's only; a scoped
-/// key's (members.invite alone, the hole 0060 closed), a member's who does
-/// not own the tenant, a gone key's and an unknown label's may not, and an
-/// accepted invitation is left as it was.
+/// may make an owner. Run again on such rows, it keeps that for the admin
+/// token's, the CLI's, the tenant's unbound key's and its owner's only; a
+/// scoped key's (members.invite alone, the hole 0060 closed), a member's who
+/// does not own the tenant, a gone key's, a context's that named no actor
+/// (`db:<login>`, which a restricted library context records) and an
+/// unknown label's may not. An accepted invitation, and one made after 0060
+/// (its may_own is create_invitation's), are left as they were.
 #[tokio::test]
 async fn the_upgrade_to_0067_lets_only_invitations_of_callers_holding_every_permission_make_an_owner(
 ) {
@@ -1503,7 +1505,7 @@ async fn the_upgrade_to_0067_lets_only_invitations_of_callers_holding_every_perm
     let made_by = [
         ("admin", true),
         ("cli:alice@host", true),
-        ("db:postgres", true),
+        ("db:postgres", false),
         (&*format!("key:{}", keys[0]), true),
         (&*format!("key:{}", keys[1]), false),
         (&*format!("key:{}", uuid::Uuid::new_v4()), false),
@@ -1511,15 +1513,27 @@ async fn the_upgrade_to_0067_lets_only_invitations_of_callers_holding_every_perm
         (&*format!("user:{member}"), false),
         ("nightly-job", false),
     ];
+    // Made before 0060 was applied, as a database upgraded across it holds them.
     for (n, (created_by, _)) in made_by.iter().enumerate() {
         su.execute(
-            "INSERT INTO tenantry.invitations (tenant_id, email, token_hash, created_by, expires_at, may_own)
-             VALUES ($1, $2, sha256(convert_to($2, 'UTF8')), $3, now() + interval '7 days', true)",
+            "INSERT INTO tenantry.invitations (tenant_id, email, token_hash, created_by, created_at, expires_at, may_own)
+             VALUES ($1, $2, sha256(convert_to($2, 'UTF8')), $3,
+                     (SELECT applied_at - interval '1 hour' FROM tenantry.schema_migrations WHERE version = 60),
+                     now() + interval '7 days', true)",
             &[&tenant, &format!("p{n}@example.com"), created_by],
         )
         .await
         .unwrap();
     }
+    // Made since, by a caller create_invitation found holding every
+    // permission (an unrestricted context labelled by its application).
+    su.execute(
+        "INSERT INTO tenantry.invitations (tenant_id, email, token_hash, created_by, expires_at, may_own)
+         VALUES ($1, 'since@example.com', sha256('since'), 'signup-service', now() + interval '7 days', true)",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
     // Accepted before the upgrade: what it did is done, and it is kept as it was.
     su.execute(
         "INSERT INTO tenantry.invitations (tenant_id, email, token_hash, created_by, expires_at, accepted_at, may_own)
@@ -1546,23 +1560,26 @@ async fn the_upgrade_to_0067_lets_only_invitations_of_callers_holding_every_perm
             .get(0);
         assert_eq!(now, *may_own, "made by {created_by}");
     }
-    let done: bool = su
-        .query_one(
-            "SELECT may_own FROM tenantry.invitations WHERE email = 'done@example.com'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(done);
+    for untouched in ["done@example.com", "since@example.com"] {
+        let may_own: bool = su
+            .query_one(
+                "SELECT may_own FROM tenantry.invitations WHERE email = $1",
+                &[&untouched],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(may_own, "{untouched}");
+    }
 }
 
 /// Migration 0068 after 0055 in one upgrade: a row share whose key was
 /// written under a DateStyle other than ISO (`12/25/2026`), which 0055
 /// revoked because one ISO field order could not read it, is shared again
 /// under the row's own spelling; one whose key two orders read as two days
-/// (`01/02/2026`) stays revoked; and 0068 run in a later transaction gives
-/// back nothing (0055 did not run in it).
+/// (`01/02/2026`) stays revoked, as does one of a child's row, which its
+/// parent may have made (the maker is not known); and 0068 run in a later
+/// transaction gives back nothing (0055 did not run in it).
 #[tokio::test]
 async fn the_upgrade_to_0068_gives_back_the_row_shares_0055_revoked_in_it_for_a_key_of_one_meaning()
 {
@@ -1578,6 +1595,11 @@ async fn the_upgrade_to_0068_gives_back_the_row_shares_0055_revoked_in_it_for_a_
         .await
         .unwrap()
         .get(0);
+    let kid: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('kid', $1)", &[&owner])
+        .await
+        .unwrap()
+        .get(0);
     su.batch_execute(
         "CREATE TABLE public.days (tenant_id uuid NOT NULL, d date NOT NULL, v text,
                                    PRIMARY KEY (tenant_id, d));
@@ -1589,6 +1611,12 @@ async fn the_upgrade_to_0068_gives_back_the_row_shares_0055_revoked_in_it_for_a_
         "INSERT INTO public.days VALUES ($1, '2026-12-25', 'xmas'), ($1, '2026-03-03', 'mar3'),
                                         ($1, '2026-01-02', 'jan2'), ($1, '2026-02-01', 'feb1')",
         &[&owner],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "INSERT INTO public.days VALUES ($1, '2026-12-25', 'kid xmas')",
+        &[&kid],
     )
     .await
     .unwrap();
@@ -1608,7 +1636,8 @@ async fn the_upgrade_to_0068_gives_back_the_row_shares_0055_revoked_in_it_for_a_
          INSERT INTO tenantry.shared_rows (tenant_id, table_id, row_id, shared_with)
          VALUES ('{owner}', 'public.days', '12/25/2026', '{reader}'),
                 ('{owner}', 'public.days', '03/03/2026', '{reader}'),
-                ('{owner}', 'public.days', '01/02/2026', '{reader}');
+                ('{owner}', 'public.days', '01/02/2026', '{reader}'),
+                ('{kid}', 'public.days', '12/25/2026', '{reader}');
          SET LOCAL session_replication_role = origin;"
     );
     su.batch_execute(&format!(
@@ -1627,6 +1656,24 @@ async fn the_upgrade_to_0068_gives_back_the_row_shares_0055_revoked_in_it_for_a_
     .await
     .unwrap();
     assert_eq!(shares().await, ["2026-03-03", "2026-12-25"]);
+    let kids: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.shared_rows WHERE tenant_id = $1",
+            &[&kid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kids, 0, "a child's row may have been shared by its parent");
+    let makers: i64 = su
+        .query_one(
+            "SELECT count(*) FROM tenantry.shared_rows WHERE tenant_id = $1 AND shared_by_tenant = $1",
+            &[&owner],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(makers, 2, "given back as the owner's own");
     let created: i64 = su
         .query_one(
             "SELECT count(*) FROM tenantry.audit_log WHERE tenant_id = $1 AND action = 'share.created'

@@ -359,4 +359,35 @@ async fn an_operators_plain_sql_change_of_the_signup_or_purge_policy_is_recorded
         }
     }
     assert_eq!(operator_log(&su).await.len(), before + 2);
+
+    // Emptied with TRUNCATE (which row triggers do not see): recorded too,
+    // and a purge then still waits the default grace period, not none.
+    exec(&su, "TRUNCATE tenantry.purge_policy").await;
+    let last: serde_json::Value = su
+        .query_one(
+            "SELECT details FROM tenantry.operator_audit_log ORDER BY occurred_at DESC, event_id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last, serde_json::json!({ "operation": "truncate" }));
+    let gone: uuid::Uuid = su
+        .query_one("SELECT tenantry.create_tenant('gone')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    su.execute(
+        "UPDATE tenantry.tenants SET status = 'deleted' WHERE tenant_id = $1",
+        &[&gone],
+    )
+    .await
+    .unwrap();
+    let err = su
+        .query("SELECT tenantry.purge_tenant($1)", &[&gone])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "TN409", "{err}");
+    let said = err.as_db_error().unwrap().message();
+    assert!(said.contains("30 days"), "{said}");
 }
