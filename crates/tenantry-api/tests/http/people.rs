@@ -2477,6 +2477,11 @@ async fn a_person_creates_a_tenant_of_their_own_once_the_operator_allows_it_and_
         .problem(404, "not_found");
 }
 
+/// `POST /v1/me/tenants` by `token`'s person with `body`, under the `Idempotency-Key` `key`.
+async fn sign_up(app: &TestApp, token: &str, key: &str, body: &Value) -> super::idempotency::Keyed {
+    super::idempotency::keyed(app, Method::POST, "/v1/me/tenants", token, key, Some(body)).await
+}
+
 /// A person's creation under an `Idempotency-Key` (migration 0066): a retry
 /// after a lost answer gets the first answer back and makes no second
 /// tenant, even at the operator's number; the same key with another name is
@@ -2486,7 +2491,6 @@ async fn a_person_creates_a_tenant_of_their_own_once_the_operator_allows_it_and_
 #[tokio::test]
 async fn a_persons_retried_creation_under_its_idempotency_key_makes_one_tenant_and_replays_the_first_answer(
 ) {
-    use super::idempotency::keyed;
     let idp = IdentityProvider::start().await;
     let app = app_trusting(&idp).await;
     let su = app.db.superuser_client().await;
@@ -2501,57 +2505,25 @@ async fn a_persons_retried_creation_under_its_idempotency_key_makes_one_tenant_a
              WHERE m.email = '{who}'"
         )
     };
-    let first = keyed(
-        &app,
-        Method::POST,
-        "/v1/me/tenants",
-        &alice,
-        "signup-1",
-        Some(&body),
-    )
-    .await;
+    let first = sign_up(&app, &alice, "signup-1", &body).await;
     let created = first.resp.expect(201).clone();
     assert!(!first.replayed);
     // The retry: at her number, yet the first answer, byte for byte.
-    let retry = keyed(
-        &app,
-        Method::POST,
-        "/v1/me/tenants",
-        &alice,
-        "signup-1",
-        Some(&body),
-    )
-    .await;
+    let retry = sign_up(&app, &alice, "signup-1", &body).await;
     assert!(retry.replayed, "{}", retry.resp.text);
     assert_eq!(retry.resp.status, 201);
     assert_eq!(retry.resp.text, first.resp.text);
     assert_eq!(app.count(&made_by("alice@example.com")).await, 1);
     // The same key for another request is refused, and makes nothing.
     let other = json!({ "name": "Another" });
-    let reused = keyed(
-        &app,
-        Method::POST,
-        "/v1/me/tenants",
-        &alice,
-        "signup-1",
-        Some(&other),
-    )
-    .await;
+    let reused = sign_up(&app, &alice, "signup-1", &other).await;
     assert_eq!(
         reused.resp.problem(422, "validation_failed")["field"],
         "Idempotency-Key"
     );
     // Bob's key of the same text is his: his own tenant, not Alice's answer.
     let bob = token_for(&idp, "auth0|bob", "bob@example.com");
-    let his = keyed(
-        &app,
-        Method::POST,
-        "/v1/me/tenants",
-        &bob,
-        "signup-1",
-        Some(&body),
-    )
-    .await;
+    let his = sign_up(&app, &bob, "signup-1", &body).await;
     assert!(!his.replayed);
     assert_ne!(his.resp.expect(201)["tenant_id"], created["tenant_id"]);
 
@@ -2564,22 +2536,8 @@ async fn a_persons_retried_creation_under_its_idempotency_key_makes_one_tenant_a
     let carol = token_for(&idp, "auth0|carol", "carol@example.com");
     let carols = json!({ "name": "Carol's" });
     let (a, b) = tokio::join!(
-        keyed(
-            &app,
-            Method::POST,
-            "/v1/me/tenants",
-            &carol,
-            "twice",
-            Some(&carols)
-        ),
-        keyed(
-            &app,
-            Method::POST,
-            "/v1/me/tenants",
-            &carol,
-            "twice",
-            Some(&carols)
-        ),
+        sign_up(&app, &carol, "twice", &carols),
+        sign_up(&app, &carol, "twice", &carols),
     );
     let mut ids = Vec::new();
     for answer in [&a, &b] {
@@ -2609,15 +2567,7 @@ async fn a_persons_retried_creation_under_its_idempotency_key_makes_one_tenant_a
     app.post(&format!("/v1/tenants/{id}/purge"), &admin, &json!({}))
         .await
         .expect(200);
-    let after = keyed(
-        &app,
-        Method::POST,
-        "/v1/me/tenants",
-        &alice,
-        "signup-1",
-        Some(&body),
-    )
-    .await;
+    let after = sign_up(&app, &alice, "signup-1", &body).await;
     assert!(after.replayed, "{}", after.resp.text);
     assert_eq!(after.resp.status, 410, "{}", after.resp.text);
     assert!(after.resp.text.is_empty(), "{}", after.resp.text);
