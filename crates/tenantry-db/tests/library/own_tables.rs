@@ -276,6 +276,49 @@ async fn a_type_that_refuses_a_value_of_a_row_is_an_internal_error_naming_its_re
     s.commit().await.unwrap();
 }
 
+/// README's way through a result too large to collect: a cursor inside
+/// the scope, fetched a page at a time, reads the tenant's rows and no
+/// other's, in both statement modes.
+#[tokio::test]
+async fn a_cursor_in_a_scope_pages_through_the_tenants_rows_only() {
+    for mode in [StatementMode::Prepared, StatementMode::Unnamed] {
+        let (_tdb, db, a, b) = adopted(mode).await;
+        for (tenant, names) in [
+            (a, ["a1", "a2", "a3", "a4", "a5"].as_slice()),
+            (b, &["b1", "b2"]),
+        ] {
+            let mut s = db.tenant(TenantContext::new(tenant)).await.unwrap();
+            for name in names {
+                s.execute("INSERT INTO app.projects (name) VALUES ($1)", &[name])
+                    .await
+                    .unwrap();
+            }
+            s.commit().await.unwrap();
+        }
+        let mut s = db.tenant(TenantContext::new(a)).await.unwrap();
+        s.execute(
+            "DECLARE every_project CURSOR FOR SELECT name FROM app.projects ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap();
+        let mut pages = Vec::new();
+        loop {
+            let page: Vec<(String,)> = s.query("FETCH 2 FROM every_project", &[]).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            pages.push(page.into_iter().map(|(n,)| n).collect::<Vec<_>>());
+        }
+        s.commit().await.unwrap();
+        assert_eq!(
+            pages,
+            [vec!["a1", "a2"], vec!["a3", "a4"], vec!["a5"]],
+            "{mode:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn in_tenant_runs_a_write_to_an_adopted_table_again_after_a_serialization_failure_and_commits_it_once(
 ) {
