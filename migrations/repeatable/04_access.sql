@@ -677,14 +677,6 @@ BEGIN
         RAISE EXCEPTION 'creating a tenant needs the verified email of your sign-in' USING ERRCODE = 'TN422', HINT = 'email';
     END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('tenantry.create_my_tenant ' || uid::text, 0));
-    -- On Citus, one connection per node for this transaction's writes: the
-    -- tenant's row (a reference table, every node) and its first member (a
-    -- shard) went over two connections to one worker, the member's check of
-    -- the tenant waited for the other's uncommitted row, and Citus cancelled
-    -- it as a distributed deadlock (found running sign-up on a cluster).
-    IF tenantry.citus_distributed() THEN
-        PERFORM pg_catalog.set_config('citus.multi_shard_modify_mode', 'sequential', true);
-    END IF;
     -- The tenants the person created and that are not deleted, whoever owns
     -- them now: counting what they owned let them leave each new tenant, or
     -- hand it to a member record of their own, and create another (0065).
