@@ -4,7 +4,7 @@ use tenantry_db::testing::TestDatabase;
 use tokio_postgres::Client;
 
 use crate::{
-    common::{count, exec},
+    common::{count, create_tenant, exec, set_status},
     helpers::{admin, denied},
 };
 
@@ -302,10 +302,12 @@ async fn an_operators_plain_sql_change_of_the_signup_or_purge_policy_is_recorded
     )
     .await;
     // Refused by its CHECK: rolled back with the change.
-    let refused = su
-        .batch_execute("UPDATE tenantry.signup_policy SET tenants_per_person = -1")
-        .await;
-    assert!(refused.is_err());
+    denied(
+        &su,
+        "UPDATE tenantry.signup_policy SET tenants_per_person = -1",
+        "23514",
+    )
+    .await;
     exec(
         &su,
         "UPDATE tenantry.purge_policy SET grace = interval '7 days'",
@@ -354,8 +356,7 @@ async fn an_operators_plain_sql_change_of_the_signup_or_purge_policy_is_recorded
             "UPDATE tenantry.signup_policy SET tenants_per_person = 1000",
             "UPDATE tenantry.purge_policy SET grace = interval '0'",
         ] {
-            let err = server.batch_execute(sql).await.unwrap_err();
-            assert_eq!(err.code().unwrap().code(), "42501", "{role} {sql}: {err}");
+            denied(&server, sql, "42501").await;
         }
     }
     assert_eq!(operator_log(&su).await.len(), before + 2);
@@ -372,22 +373,13 @@ async fn an_operators_plain_sql_change_of_the_signup_or_purge_policy_is_recorded
         .unwrap()
         .get(0);
     assert_eq!(last, serde_json::json!({ "operation": "truncate" }));
-    let gone: uuid::Uuid = su
-        .query_one("SELECT tenantry.create_tenant('gone')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    su.execute(
-        "UPDATE tenantry.tenants SET status = 'deleted' WHERE tenant_id = $1",
-        &[&gone],
+    let gone = create_tenant(&su, "gone", None).await;
+    set_status(&su, gone, "deleted").await;
+    let said = denied(
+        &su,
+        &format!("SELECT tenantry.purge_tenant('{gone}')"),
+        "TN409",
     )
-    .await
-    .unwrap();
-    let err = su
-        .query("SELECT tenantry.purge_tenant($1)", &[&gone])
-        .await
-        .unwrap_err();
-    assert_eq!(err.code().unwrap().code(), "TN409", "{err}");
-    let said = err.as_db_error().unwrap().message();
+    .await;
     assert!(said.contains("30 days"), "{said}");
 }
