@@ -528,7 +528,7 @@ DECLARE
     waited text;
 BEGIN
     PERFORM tenantry.require_admin_context('purging tenants');
-    SELECT tn.name, tn.status, tn.updated_at, tn.schema_name, tn.parent_id INTO t
+    SELECT tn.name, tn.status, tn.updated_at, tn.schema_name, tn.parent_id, tn.created_by_user INTO t
     FROM tenantry.tenants tn WHERE tn.tenant_id = tid FOR UPDATE;
     IF NOT FOUND THEN
         SELECT p.purged_at INTO purged_at FROM tenantry.purged_tenants p WHERE p.tenant_id = tid;
@@ -630,12 +630,17 @@ BEGIN
     IF n > 0 THEN
         counts := counts || jsonb_build_object('tenantry.operator_idempotency_keys', n);
     END IF;
-    -- A person's creation of it (POST /v1/me/tenants), likewise.
-    UPDATE tenantry.person_idempotency_keys k SET status = 410, body = NULL
-     WHERE k.body IS NOT NULL AND position(convert_to(tid::text, 'UTF8') IN k.body) > 0;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
-        counts := counts || jsonb_build_object('tenantry.person_idempotency_keys', n);
+    -- A person's creation of it (POST /v1/me/tenants), likewise: only the
+    -- person who created it holds such an answer (create_my_tenant stores
+    -- the tenant it made under its maker's keys), found by the primary key.
+    IF t.created_by_user IS NOT NULL THEN
+        UPDATE tenantry.person_idempotency_keys k SET status = 410, body = NULL
+         WHERE k.user_id = t.created_by_user
+           AND k.body IS NOT NULL AND position(convert_to(tid::text, 'UTF8') IN k.body) > 0;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            counts := counts || jsonb_build_object('tenantry.person_idempotency_keys', n);
+        END IF;
     END IF;
     IF t.parent_id IS NOT NULL THEN
         UPDATE tenantry.idempotency_keys k SET status = 410, body = NULL
