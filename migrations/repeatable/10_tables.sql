@@ -359,7 +359,7 @@ AS $$
            ('tenantry_write_permission_update'::name, 'UPDATE', 'w'::"char"),
            ('tenantry_write_permission_delete'::name, 'DELETE', 'd'::"char")
 $$;
-COMMENT ON FUNCTION tenantry.write_permission_policies() IS 'Internal: the RESTRICTIVE policies (name, command) that make writes to an adopted table require its write_permission. Granted to the roles that run the doctor (table_problems runs with the caller''s rights).';
+COMMENT ON FUNCTION tenantry.write_permission_policies() IS 'Internal: the policies (name, command) through which an adopted table with a write_permission is written: each permits its command on the tenant''s rows with that permission (tenant_write_predicate), tenant_isolation then reads only. Granted to the roles that run the doctor (table_problems runs with the caller''s rights).';
 GRANT EXECUTE ON FUNCTION tenantry.write_permission_policies() TO tenantry_admin, tenantry_server;
 
 /** The expression of a write-permission policy, as pg_get_expr prints it. */
@@ -371,6 +371,57 @@ AS $$
 $$;
 COMMENT ON FUNCTION tenantry.write_permission_predicate(text) IS 'Internal: the policy expression requiring a permission (tenantry.authorize(''<name>''::text)). Granted to the roles that run the doctor, like tenant_table_predicate.';
 GRANT EXECUTE ON FUNCTION tenantry.write_permission_predicate(text) TO tenantry_admin, tenantry_server;
+
+/**
+ * Raises what PostgreSQL raises for a row a policy refuses (42501, naming
+ * the policy), saying which permission the caller lacks. A write policy's
+ * WITH CHECK calls it when tenantry.authorize() said no, so that a write
+ * refused for the permission is told apart from a row of another tenant
+ * (which fails the policy's first condition, before it), as it was when the
+ * permission was a restrictive policy of its own. `tenant` is the row's
+ * tenant_id, unused: a call of constants alone is one Citus evaluates on
+ * the coordinator before the statement runs (measured: it raised for every
+ * insert), and a column keeps it on the row.
+ */
+CREATE OR REPLACE FUNCTION tenantry.write_permission_refused(permission text, policy text, tenant uuid)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'new row violates row-level security policy "%"', policy
+        USING ERRCODE = '42501',
+              DETAIL = format('Writing it needs the permission %s, which the caller does not hold.', permission);
+END
+$$;
+COMMENT ON FUNCTION tenantry.write_permission_refused(text, text, uuid) IS 'Internal: raises 42501 (new row violates row-level security policy "<policy>", the missing permission in DETAIL); the WITH CHECK of an adopted table''s write policies calls it for a row of the tenant''s when tenantry.authorize() refused the permission (tenant: the row''s tenant_id, which keeps Citus from calling it on the coordinator).';
+GRANT EXECUTE ON FUNCTION tenantry.write_permission_refused(text, text, uuid)
+TO tenantry_app, tenantry_app_own, tenantry_app_shared, tenantry_admin, tenantry_logger;
+
+/**
+ * The expression of a write policy of an adopted table with a write
+ * permission, as pg_get_expr prints it: the tenant's rows (as
+ * tenant_isolation reads them) and the permission, in one permissive
+ * policy; for its WITH CHECK (policy named), a refusal of the permission
+ * raises (write_permission_refused). Not a restrictive policy beside
+ * tenant_isolation for all commands: Citus copies a distributed table's
+ * policies to its shards without AS RESTRICTIVE, so on a table adopted on a
+ * cluster the permission was one more permissive policy, OR'd with the
+ * tenant's, and a member holding it wrote every tenant's rows on the shards
+ * (docs/scale-out.md).
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_write_predicate(hierarchy boolean, permission text, policy text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT '(' || tenantry.tenant_table_predicate(hierarchy) || ' AND '
+           || CASE WHEN policy IS NULL THEN tenantry.write_permission_predicate(permission)
+                   ELSE pg_catalog.format('(%s OR tenantry.write_permission_refused(%L::text, %L::text, tenant_id))',
+                                          tenantry.write_permission_predicate(permission), permission, policy) END
+           || ')'
+$$;
+COMMENT ON FUNCTION tenantry.tenant_write_predicate(boolean, text, text) IS 'Internal: the expression of an adopted table''s write policies with a write permission (the tenant''s rows and tenantry.authorize(''<name>''); with the policy''s name, for WITH CHECK, a refused permission raising through write_permission_refused), as pg_get_expr prints it. Granted to the roles that run the doctor, like tenant_table_predicate.';
+GRANT EXECUTE ON FUNCTION tenantry.tenant_write_predicate(boolean, text, text) TO tenantry_admin, tenantry_server;
 
 /**
  * The triggers an adopted table has, each as pg_get_triggerdef prints it
@@ -467,24 +518,35 @@ BEGIN
         IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = part AND p.polname = 'tenant_isolation') THEN
             EXECUTE format('DROP POLICY tenant_isolation ON %s', part);
         END IF;
-        EXECUTE format('CREATE POLICY tenant_isolation ON %s FOR ALL TO tenantry_app_own USING %s WITH CHECK %s',
-                       part, predicate, predicate);
+        -- With a write permission, tenant_isolation reads and each write
+        -- policy writes the tenant's rows with the permission: permissive
+        -- policies all (tenant_write_predicate says why not restrictive).
+        IF write_permission IS NULL THEN
+            EXECUTE format('CREATE POLICY tenant_isolation ON %s FOR ALL TO tenantry_app_own USING %s WITH CHECK %s',
+                           part, predicate, predicate);
+        ELSE
+            EXECUTE format('CREATE POLICY tenant_isolation ON %s FOR SELECT TO tenantry_app_own USING %s',
+                           part, predicate);
+        END IF;
         EXECUTE format('COMMENT ON POLICY tenant_isolation ON %s IS %L', part,
                        CASE WHEN hierarchy
                            THEN 'tenantry: a tenant reads and writes its own rows and its descendants'' rows; no tenant set: nothing.'
                            ELSE 'tenantry: a tenant reads and writes its own rows only; no tenant set: nothing.'
-                       END);
+                       END || CASE WHEN write_permission IS NOT NULL
+                           THEN ' Reads only: writes go through the write-permission policies.' ELSE '' END);
         FOR wp IN SELECT * FROM tenantry.write_permission_policies() LOOP
             IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = part AND p.polname = wp.polname) THEN
                 EXECUTE format('DROP POLICY %I ON %s', wp.polname, part);
             END IF;
             IF write_permission IS NOT NULL THEN
-                EXECUTE format('CREATE POLICY %I ON %s AS RESTRICTIVE FOR %s TO tenantry_app_own %s (%s)',
+                EXECUTE format('CREATE POLICY %I ON %s FOR %s TO tenantry_app_own%s%s',
                                wp.polname, part, wp.command,
-                               CASE WHEN wp.command = 'INSERT' THEN 'WITH CHECK' ELSE 'USING' END,
-                               tenantry.write_permission_predicate(write_permission));
+                               CASE WHEN wp.command <> 'INSERT'
+                                    THEN ' USING ' || tenantry.tenant_write_predicate(hierarchy, write_permission) ELSE '' END,
+                               CASE WHEN wp.command <> 'DELETE'
+                                    THEN ' WITH CHECK ' || tenantry.tenant_write_predicate(hierarchy, write_permission, wp.polname) ELSE '' END);
                 EXECUTE format('COMMENT ON POLICY %I ON %s IS %L', wp.polname, part,
-                               format('tenantry: %s needs the permission %s (tenantry.authorize).', wp.command, write_permission));
+                               format('tenantry: %s of the tenant''s rows (as tenant_isolation reads them), with the permission %s (tenantry.authorize).', wp.command, write_permission));
             END IF;
         END LOOP;
         EXECUTE format('REVOKE ALL ON TABLE %s FROM PUBLIC, tenantry_app, tenantry_app_own, tenantry_app_shared, '
@@ -1039,10 +1101,11 @@ BEGIN
                 fix := format('ALTER TABLE %s OWNER TO tenantry_owner;', part.rel);
                 RETURN NEXT;
             END IF;
-            -- Exactly tenantry's permissive policy, tenant_isolation for
-            -- tenantry_app_own, and with a write permission its restrictive
-            -- policies, as adopt_table made them. Restrictive policies of the
-            -- team's own only narrow what tenants reach: they stay.
+            -- Exactly tenantry's permissive policies for tenantry_app_own,
+            -- as adopt_table made them: tenant_isolation for every command,
+            -- or with a write permission for reads, and a policy for each
+            -- write with the permission. Restrictive policies of the team's
+            -- own only narrow what tenants reach: they stay.
             FOR pol IN
                 SELECT p.polname,
                        p.polname = 'tenant_isolation'
@@ -1057,17 +1120,20 @@ BEGIN
                 WHERE p.polrelid = part.rel
                   AND (p.polpermissive OR p.polname = 'tenant_isolation'
                        OR p.polname IN (SELECT w.polname FROM tenantry.write_permission_policies() w))
-                  AND NOT (p.polname = 'tenant_isolation' AND p.polpermissive AND p.polcmd = '*'
+                  AND NOT (p.polname = 'tenant_isolation' AND p.polpermissive
+                           AND p.polcmd = CASE WHEN t.write_permission IS NULL THEN '*' ELSE 'r' END
                            AND p.polroles = ARRAY['tenantry_app_own'::regrole::oid]
                            AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy)
-                           AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) = tenantry.tenant_table_predicate(t.hierarchy))
-                  AND NOT (t.write_permission IS NOT NULL AND NOT p.polpermissive
+                           AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)
+                               IS NOT DISTINCT FROM CASE WHEN t.write_permission IS NULL THEN tenantry.tenant_table_predicate(t.hierarchy) END)
+                  AND NOT (t.write_permission IS NOT NULL AND p.polpermissive
                            AND p.polroles = ARRAY['tenantry_app_own'::regrole::oid]
                            AND EXISTS (SELECT 1 FROM tenantry.write_permission_policies() w
                                        WHERE w.polname = p.polname AND w.polcmd = p.polcmd)
-                           AND coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid),
-                                        pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))
-                               = tenantry.write_permission_predicate(t.write_permission))
+                           AND pg_catalog.pg_get_expr(p.polqual, p.polrelid)
+                               IS NOT DISTINCT FROM CASE WHEN p.polcmd <> 'a' THEN tenantry.tenant_write_predicate(t.hierarchy, t.write_permission) END
+                           AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)
+                               IS NOT DISTINCT FROM CASE WHEN p.polcmd <> 'd' THEN tenantry.tenant_write_predicate(t.hierarchy, t.write_permission, p.polname) END)
                 ORDER BY p.polname
             LOOP
                 table_name := part.rel::text; rule := 'policies';
@@ -1092,6 +1158,24 @@ BEGIN
                 table_name := part.rel::text; rule := 'policies';
                 problem := 'the tenant_isolation policy is missing';
                 later := later || ARRAY[table_name, rule, problem, readopt];
+            END IF;
+            -- On Citus a distributed table's shards get its policies without
+            -- AS RESTRICTIVE (Citus 13): a restrictive policy of the team's,
+            -- made before or after adoption, is one more permissive policy
+            -- there, OR'd with tenantry's (docs/scale-out.md).
+            IF part.rel = t.table_id AND to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+                FOR pol IN EXECUTE
+                    'SELECT p.polname FROM pg_catalog.pg_policy p
+                     WHERE p.polrelid = $1 AND NOT p.polpermissive
+                       AND EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d
+                                   WHERE d.logicalrelid = $1 AND d.partmethod = ''h'')
+                     ORDER BY p.polname' USING part.rel
+                LOOP
+                    table_name := part.rel::text; rule := 'policies';
+                    problem := format('restrictive policy %I is a permissive one on the table''s Citus shards (Citus copies policies without AS RESTRICTIVE): a tenant reaches every tenant''s rows that its condition matches', pol.polname);
+                    fix := format('DROP POLICY %I ON %s; -- and keep its condition in your queries or in a trigger', pol.polname, part.rel);
+                    RETURN NEXT;
+                END LOOP;
             END IF;
             -- Privileges: none for PUBLIC anywhere; on the table itself exactly
             -- SELECT, INSERT, UPDATE, DELETE for tenantry_app_own among tenantry's roles.
@@ -1844,7 +1928,8 @@ BEGIN
                                 CASE WHEN p.polname IS NULL AND c.relrowsecurity
                                      THEN (SELECT string_agg(format('DROP POLICY %I ON %s; ', x.polname, c.oid::regclass), '' ORDER BY x.polname)
                                            FROM pg_catalog.pg_policy x
-                                           WHERE x.polrelid = c.oid AND x.polpermissive AND x.polname <> 'tenant_isolation') END,
+                                           WHERE x.polrelid = c.oid AND x.polpermissive AND x.polname <> 'tenant_isolation'
+                                             AND x.polname NOT IN (SELECT w.polname FROM tenantry.write_permission_policies() w)) END,
                                 format('SELECT tenantry.adopt_table(%L);', c.oid::regclass::text),
                                 ' -- or revoke what tenantry''s roles hold on it')
                     -- Named like tenantry's own tenant table: adopt_table
@@ -2770,11 +2855,29 @@ BEGIN
         -- partition detached from an adopted table, a table restored
         -- without tenantry's record of it, or the guide's)
         WHERE pol.polpermissive
-          AND pol.polname <> 'tenant_isolation');
+          AND pol.polname <> 'tenant_isolation'
+          -- (nor the write policies, made anew too)
+          AND pol.polname NOT IN (SELECT w.polname FROM tenantry.write_permission_policies() w));
     IF own_policies IS NOT NULL THEN
         problems := problems || format('it has permissive row level security policies of its own (%s), which would widen what tenants reach',
                                        own_policies);
         fixes := fixes || 'Drop them (DROP POLICY ... ON ...), or make them AS RESTRICTIVE, which can only narrow what tenantry''s policy lets a tenant reach.'::text;
+    END IF;
+    -- On a Citus coordinator the table is (or becomes) distributed, and
+    -- Citus 13 copies its policies to the shards without AS RESTRICTIVE:
+    -- there a restrictive policy of the team's is one more permissive one,
+    -- OR'd with tenantry's, and a tenant reaches every tenant's rows that
+    -- its condition matches (docs/scale-out.md).
+    IF tenantry.citus_distributed() THEN
+        own_policies := (
+            SELECT string_agg(DISTINCT pol.polname, ', ' ORDER BY pol.polname)
+            FROM pg_catalog.pg_policy pol
+            WHERE pol.polrelid = tbl AND NOT pol.polpermissive);
+        IF own_policies IS NOT NULL THEN
+            problems := problems || format('on this Citus cluster its restrictive row level security policies (%s) would be copied to its shards as permissive ones (Citus leaves out AS RESTRICTIVE), which would widen what tenants reach',
+                                           own_policies);
+            fixes := fixes || 'Drop them (DROP POLICY ... ON ...) and keep their conditions in your queries or in a trigger; write permissions are adopt_table''s write_permission.'::text;
+        END IF;
     END IF;
 
 

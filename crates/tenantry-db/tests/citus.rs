@@ -2171,3 +2171,212 @@ async fn a_persons_retried_tenant_creation_makes_one_tenant_and_a_policy_change_
     assert_eq!(ops.expire_idempotency_keys(100).await.unwrap(), 1);
     ops.commit().await.unwrap();
 }
+
+/// A table adopted on the cluster with a write permission: Citus copies its
+/// policies to every shard without `AS RESTRICTIVE`, so the write policies
+/// are permissive ones that name the tenant's rows themselves (when they
+/// were restrictive policies of the permission alone, each became one more
+/// permissive policy on the shards, OR'd with the tenant's, and a member
+/// holding the permission wrote every tenant's rows). A writer of one tenant
+/// neither inserts into, changes nor deletes another's rows, and a reader
+/// writes nothing, on every shard.
+#[tokio::test]
+async fn a_table_adopted_on_the_cluster_with_a_write_permission_lets_a_writer_write_only_its_own_rows(
+) {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "writeperm").await;
+    admin
+        .batch_execute(
+            "CREATE TABLE public.bills (tenant_id uuid NOT NULL, id int NOT NULL, amount int NOT NULL,
+                                        PRIMARY KEY (tenant_id, id))",
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute("SELECT tenantry.define_permission('bills.write', 'Write bills')")
+        .await
+        .unwrap();
+    admin
+        .batch_execute(
+            "SELECT tenantry.adopt_table('public.bills', write_permission => 'bills.write')",
+        )
+        .await
+        .expect("adopting with a write permission on the cluster");
+    let restrictive = on_placements(
+        &admin,
+        "public.bills",
+        "SELECT count(*) FILTER (WHERE NOT polpermissive) || ' ' || count(*) FILTER (
+                    WHERE starts_with(polname, 'tenantry_write_permission_')
+                      AND coalesce(pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid))
+                          ~ 'visible_tenant_ids.*tenantry.authorize')
+           FROM pg_policy WHERE polrelid = '%s'::regclass",
+    )
+    .await;
+    assert!(restrictive.len() >= 32, "{} placements", restrictive.len());
+    for (shard, counts) in &restrictive {
+        assert_eq!(
+            counts, "0 3",
+            "shard {shard}: restrictive, write policies naming the tenant's rows"
+        );
+    }
+
+    let server = db.server_database(key).await;
+    let mut ops = server.admin("admin").await.unwrap();
+    let a = pooled_tenant(&mut ops, "writer a", None).await;
+    let b = pooled_tenant(&mut ops, "victim b", None).await;
+    ops.commit().await.unwrap();
+    let writer = |t: TenantId| {
+        TenantContext::new(t).with_permissions(["bills.write".to_string()].into_iter().collect())
+    };
+    let mut scope = server.tenant(writer(b)).await.unwrap();
+    scope
+        .execute(
+            "INSERT INTO public.bills (id, amount) VALUES (1, 100), (2, 200)",
+            &[],
+        )
+        .await
+        .expect("b writes its own bills");
+    scope.commit().await.unwrap();
+
+    let mut scope = server.tenant(writer(a)).await.unwrap();
+    scope
+        .execute("INSERT INTO public.bills (id, amount) VALUES (1, 5)", &[])
+        .await
+        .expect("a writes its own bill");
+    let changed = scope
+        .execute("UPDATE public.bills SET amount = 0", &[])
+        .await
+        .unwrap();
+    assert_eq!(changed, 1, "a's update reaches its own bill only");
+    let deleted = scope
+        .execute("DELETE FROM public.bills WHERE id = 2", &[])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0, "b's bill 2 is not a's to delete");
+    scope.commit().await.unwrap();
+    let mut scope = server.tenant(writer(a)).await.unwrap();
+    let forged = scope
+        .execute(
+            "INSERT INTO public.bills (tenant_id, id, amount) VALUES ($1, 3, 1)",
+            &[b.as_uuid()],
+        )
+        .await;
+    assert!(matches!(forged, Err(DbError::Forbidden(_))), "{forged:?}");
+    drop(scope);
+
+    let reader = TenantContext::new(a)
+        .with_permissions(["resources.read".to_string()].into_iter().collect());
+    let mut scope = server.tenant(reader).await.unwrap();
+    let inserted = scope
+        .execute("INSERT INTO public.bills (id, amount) VALUES (9, 9)", &[])
+        .await;
+    // Refused for the permission, told apart from a row of another tenant.
+    assert!(
+        matches!(&inserted, Err(DbError::PermissionDenied(m)) if m.contains("tenantry_write_permission_insert")),
+        "{inserted:?}"
+    );
+    drop(scope);
+    let mut scope = server
+        .tenant(
+            TenantContext::new(a)
+                .with_permissions(["resources.read".to_string()].into_iter().collect()),
+        )
+        .await
+        .unwrap();
+    let changed = scope
+        .execute("UPDATE public.bills SET amount = 7", &[])
+        .await
+        .unwrap();
+    assert_eq!(changed, 0, "a reader changes nothing");
+    drop(scope);
+
+    let rows: Vec<(uuid::Uuid, i32, i32)> = admin
+        .query(
+            "SELECT tenant_id, id, amount FROM public.bills ORDER BY tenant_id = $1, id",
+            &[b.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (*a.as_uuid(), 1, 0),
+            (*b.as_uuid(), 1, 100),
+            (*b.as_uuid(), 2, 200)
+        ]
+    );
+
+    // A restrictive policy of the team's would be a permissive one on the
+    // shards: adopting a table that has one is refused, changing nothing,
+    // and one made after the adoption is a finding of the doctor.
+    admin
+        .batch_execute(
+            "CREATE TABLE public.notes (tenant_id uuid NOT NULL, id int NOT NULL, body text,
+                                        PRIMARY KEY (tenant_id, id));
+             ALTER TABLE public.notes ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY not_empty ON public.notes AS RESTRICTIVE USING (body <> '')",
+        )
+        .await
+        .unwrap();
+    let refused = admin
+        .batch_execute("SELECT tenantry.adopt_table('public.notes')")
+        .await
+        .unwrap_err();
+    let refused = refused.as_db_error().expect("a database error");
+    assert_eq!(refused.code().code(), "TN422", "{}", refused.message());
+    assert!(
+        refused.message().contains("not_empty") && refused.message().contains("Citus"),
+        "{}",
+        refused.message()
+    );
+    let adopted: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM tenantry.tenant_tables WHERE table_id = 'public.notes'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let distributed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 'public.notes'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (adopted, distributed),
+        (0, 0),
+        "the refused adoption changed nothing"
+    );
+    admin
+        .batch_execute(
+            "CREATE POLICY positive ON public.bills AS RESTRICTIVE FOR SELECT TO tenantry_app_own USING (amount > 0)",
+        )
+        .await
+        .unwrap();
+    let findings: Vec<(String, String)> = admin
+        .query(
+            "SELECT problem, fix FROM tenantry.table_problems('public.bills')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        findings
+            .iter()
+            .any(|(problem, fix)| problem.contains("positive")
+                && problem.contains("Citus")
+                && fix.starts_with("DROP POLICY positive ON public.bills")),
+        "{findings:?}"
+    );
+    drop((admin, server));
+    db.drop_all().await;
+}

@@ -445,21 +445,22 @@ pub(super) async fn ensure_write_tables(su: &Client) -> anyhow::Result<()> {
     let policies: i64 = su
         .query_one(
             "SELECT count(*) FROM pg_policy WHERE polrelid = 'bench.writes_checked'::regclass
-                 AND NOT polpermissive AND pg_get_expr(polqual, polrelid) || coalesce(pg_get_expr(polwithcheck, polrelid), '') LIKE '%authorize%'",
+                 AND coalesce(pg_get_expr(polqual, polrelid), '') || coalesce(pg_get_expr(polwithcheck, polrelid), '') LIKE '%authorize%'",
             &[],
         )
         .await?
         .get(0);
     let unchecked: i64 = su
         .query_one(
-            "SELECT count(*) FROM pg_policy WHERE polrelid = 'bench.writes_unchecked'::regclass AND NOT polpermissive",
+            "SELECT count(*) FROM pg_policy WHERE polrelid = 'bench.writes_unchecked'::regclass
+                 AND coalesce(pg_get_expr(polqual, polrelid), '') || coalesce(pg_get_expr(polwithcheck, polrelid), '') LIKE '%authorize%'",
             &[],
         )
         .await?
         .get(0);
     ensure!(
         policies > 0 && unchecked == 0,
-        "bench.writes_checked has {policies} RESTRICTIVE policies calling authorize(), bench.writes_unchecked {unchecked} RESTRICTIVE policies"
+        "bench.writes_checked has {policies} policies calling authorize(), bench.writes_unchecked {unchecked}"
     );
     su.batch_execute("TRUNCATE bench.writes_checked, bench.writes_unchecked")
         .await?;

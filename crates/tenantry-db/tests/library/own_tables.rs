@@ -549,7 +549,7 @@ async fn deleting_a_row_still_referenced_is_a_conflict_and_referencing_a_missing
 
 #[tokio::test]
 async fn a_write_refused_by_an_adopted_tables_write_permission_is_permission_denied() {
-    let (tdb, db, a, _b) = adopted(StatementMode::Prepared).await;
+    let (tdb, db, a, b) = adopted(StatementMode::Prepared).await;
     let su = tdb.superuser_client().await;
     su.batch_execute(
         "SELECT tenantry.define_permission('projects.write', 'Create, change and delete projects')",
@@ -587,11 +587,23 @@ async fn a_write_refused_by_an_adopted_tables_write_permission_is_permission_den
             .into_iter()
             .collect::<tenantry_db::PermissionSet>(),
     );
-    let mut s = db.tenant(writer).await.unwrap();
+    let mut s = db.tenant(writer.clone()).await.unwrap();
     s.execute("INSERT INTO app.projects (name) VALUES ('yes')", &[])
         .await
         .unwrap();
     s.commit().await.unwrap();
+    // The permission writes the tenant's own rows only: a row for another
+    // tenant is refused for its tenant, not for the permission.
+    let mut s = db.tenant(writer).await.unwrap();
+    let err = s
+        .execute(
+            "INSERT INTO app.projects (tenant_id, name) VALUES ($1, 'theirs')",
+            &[b.as_uuid()],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DbError::Forbidden(_)), "{err:?}");
+    drop(s);
     // Adopting again with the default options keeps it.
     let again = adopt_table(&su, "app.projects", &AdoptOptions::default(), |_| {})
         .await
