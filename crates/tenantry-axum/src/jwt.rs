@@ -367,6 +367,18 @@ impl JwtConfig {
                 return Err(format!("jwt.{name} is empty"));
             }
         }
+        // OpenID Connect Core §5.7: only `sub`, with the issuer, identifies
+        // a person; the profile claims are data people choose or change, and
+        // one address can be somebody else's unverified (an outside review:
+        // with `user_claim = "email"`, a token with a member's address and
+        // `email_verified: false` acted as that member).
+        if self.user_claim == self.email_claim || PROFILE_CLAIMS.contains(&self.user_claim.as_str())
+        {
+            return Err(format!(
+                "jwt.user_claim is {:?}, a claim people choose or change, which may name somebody else                  (OpenID Connect Core 5.7: only sub identifies a person at its issuer): use sub, or a                  claim the provider assigns once and never reuses (such as Azure AD's oid)",
+                self.user_claim
+            ));
+        }
         if self.jwks_refresh_secs == 0 {
             return Err("jwt.jwks_refresh_secs must be at least 1".into());
         }
@@ -376,6 +388,28 @@ impl JwtConfig {
         Ok(())
     }
 }
+
+/// The claims of OpenID Connect's standard profile (Core §5.1) that people
+/// choose or change at their provider, and `jwt.user_claim` may not name:
+/// none identifies a person (§5.7).
+const PROFILE_CLAIMS: &[&str] = &[
+    "name",
+    "given_name",
+    "family_name",
+    "middle_name",
+    "nickname",
+    "preferred_username",
+    "profile",
+    "picture",
+    "website",
+    "email",
+    "gender",
+    "birthdate",
+    "zoneinfo",
+    "locale",
+    "phone_number",
+    "address",
+];
 
 /// A JWKS URL as logs and errors show it: without the user and password
 /// it may carry and without its query (a provider's `?api_key=`), each
@@ -988,6 +1022,38 @@ mod tests {
         let mut c = JwtConfig::new("https://issuer.example/", "api");
         c.jwks_url = Some("https://issuer.example/.well-known/jwks.json".into());
         c
+    }
+
+    #[test]
+    fn a_user_claim_people_choose_or_change_is_refused() {
+        for (claim, email_claim) in [
+            ("email", "email"),
+            ("preferred_username", "email"),
+            ("mail", "mail"),
+            ("phone_number", "email"),
+        ] {
+            let c = config(serde_json::json!({
+                "issuer": "https://issuer.example/",
+                "audience": ["api"],
+                "jwks_url": "https://issuer.example/jwks",
+                "user_claim": claim,
+                "email_claim": email_claim,
+            }))
+            .unwrap();
+            let refused = c.validate().unwrap_err();
+            assert!(
+                refused.contains("user_claim") && refused.contains("5.7"),
+                "{refused}"
+            );
+        }
+        let c = config(serde_json::json!({
+            "issuer": "https://issuer.example/",
+            "audience": ["api"],
+            "jwks_url": "https://issuer.example/jwks",
+            "user_claim": "oid",
+        }))
+        .unwrap();
+        c.validate().unwrap();
     }
 
     #[test]
