@@ -382,6 +382,13 @@ impl IntoResponse for ApiError {
                     "Bearer"
                 }),
             );
+        } else if self.code == ProblemCode::PermissionDenied {
+            // RFC 6750 §3.1: a valid bearer credential (every credential here
+            // is one) that lacks what the route needs.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+            );
         }
         if let Some(cause) = self.unavailable_cause() {
             metrics::counter!("tenantry_unavailable_total", "cause" => cause).increment(1);

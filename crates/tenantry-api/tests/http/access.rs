@@ -43,6 +43,20 @@ async fn a_key_bound_to_a_read_only_role_reads_resources_but_cannot_create_them(
         .as_str()
         .unwrap()
         .contains("resources.write"));
+    // RFC 6750 §3.1: a valid bearer credential lacking what the route needs.
+    let raw = app
+        .client
+        .post(app.url("/v1/resources"))
+        .bearer_auth(&reader)
+        .json(&json!({ "name": "nope" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 403);
+    assert_eq!(
+        raw.headers()[reqwest::header::WWW_AUTHENTICATE],
+        "Bearer error=\"insufficient_scope\""
+    );
     app.get("/v1/keys", &reader)
         .await
         .problem(403, "permission_denied");
