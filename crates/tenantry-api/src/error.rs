@@ -53,7 +53,7 @@ pub mod responses {
             problems(&[
                 (
                     401,
-                    "Missing, unknown, revoked or expired key (one body for all)",
+                    "Missing, unknown, revoked or expired key, or a refused person's token (one body for all)",
                 ),
                 (
                     403,
@@ -65,13 +65,32 @@ pub mod responses {
         }
     }
 
+    /// 401, 403 and 503 of the routes of a signed-in person that name no
+    /// tenant (`/v1/me/...`, accepting an invitation): a person's token only.
+    pub struct PersonAuth;
+    impl IntoResponses for PersonAuth {
+        fn responses() -> BTreeMap<String, RefOr<Response>> {
+            problems(&[
+                (
+                    401,
+                    "Missing, refused or expired person's token (one body for all)",
+                ),
+                (
+                    403,
+                    "Not a person's token: an API key, the admin token or an impersonation token (`wrong_credential`); or, creating a tenant, people may not create tenants here",
+                ),
+                UNAVAILABLE,
+            ])
+        }
+    }
+
     /// 401 and 403 of every admin route, and 503 (every admin route uses the database).
     pub struct AdminAuth;
     impl IntoResponses for AdminAuth {
         fn responses() -> BTreeMap<String, RefOr<Response>> {
             problems(&[
                 (401, "Missing or wrong admin token"),
-                (403, "Tenant key on an admin route"),
+                (403, "A tenant's key or a person's token on an admin route"),
                 UNAVAILABLE,
             ])
         }

@@ -31,7 +31,7 @@ use crate::{
     get, path = "/v1/me/tenants", tag = "people", params(PageQuery),
     responses(
         (status = 200, body = Page<MyTenant>),
-        responses::TenantAuth,
+        responses::PersonAuth,
         responses::Params,
     ),
     security(("person" = []))
@@ -72,7 +72,7 @@ pub struct NewOwnTenantBody {
     responses(
         (status = 201, body = MyTenant),
         (status = 409, description = "The person owns as many tenants as a person may", body = Problem, content_type = "application/problem+json"),
-        responses::TenantAuth,
+        responses::PersonAuth,
         responses::JsonBody,
     ),
     security(("person" = []))
@@ -111,7 +111,7 @@ pub struct Accepted {
     responses(
         (status = 200, body = Accepted),
         (status = 409, description = "Another member of the tenant has this email", body = Problem, content_type = "application/problem+json"),
-        responses::TenantAuth,
+        responses::PersonAuth,
         responses::JsonBody,
         responses::NotFound,
     ),
