@@ -402,7 +402,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, gives in-flight
-    /// requests the grace period, and flushes the request log.
+    /// requests the grace period, and flushes the request log. An error when
+    /// the log could not be flushed in time (its queued rows are lost).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -450,6 +451,12 @@ impl Application {
                 "request log could not be flushed within {} s: the rows still queued are lost with this process",
                 LOG_FLUSH_WAIT.as_secs()
             );
+            // Not a clean stop (a resilience review: `serve` then said "shut
+            // down cleanly" and exited 0): usage and audit rows are gone.
+            return Err(std::io::Error::other(format!(
+                "stopped, but the request log could not be flushed within {} s: the rows still queued were lost",
+                LOG_FLUSH_WAIT.as_secs()
+            )));
         }
         Ok(())
     }

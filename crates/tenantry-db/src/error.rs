@@ -674,6 +674,20 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                     || *c == SqlState::QUERY_CANCELED
                     || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT =>
                 {
+                    // Out of disk or memory, or the database's own files
+                    // failing: an operator must act, and a WARN like a
+                    // restart's would not page anyone (a resilience review:
+                    // a full disk gave 222 of them and nothing more).
+                    // (53300, out of connection slots, is load.)
+                    if (c.code().starts_with("53") && *c != SqlState::TOO_MANY_CONNECTIONS)
+                        || c.code().starts_with("58")
+                    {
+                        tracing::error!(
+                            code = c.code(),
+                            error = %message,
+                            "the database is out of disk or memory or cannot use its own files: writes fail until an operator acts"
+                        );
+                    }
                     DbError::Unavailable(message)
                 }
                 _ => DbError::Internal(describe(err)),
