@@ -225,6 +225,7 @@ impl ApiError {
     /// Every cause [`ApiError::unavailable_cause`] names.
     pub const UNAVAILABLE_CAUSES: &'static [&'static str] = &[
         "database",
+        "statement_timeout",
         "tenant_busy",
         "contention",
         "misconfigured",
@@ -238,8 +239,10 @@ impl ApiError {
     }
 
     /// For a 503, why it was answered, as `tenantry_unavailable_total`
-    /// counts it: `database` (out of reach, read-only, or a statement over
-    /// its timeout), `tenant_busy` (one tenant's, one person's or the
+    /// counts it: `database` (out of reach, read-only, out of disk),
+    /// `statement_timeout` (a statement over its timeout: a slow one, or one
+    /// waiting for a row or table lock another transaction holds),
+    /// `tenant_busy` (one tenant's, one person's or the
     /// credential checks' share of the pool taken: that tenant's load, not
     /// an outage), `contention` (rolled back by a concurrent transaction, or
     /// a lock not free in time, 55P03, after the retries), `misconfigured`,
@@ -411,6 +414,10 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// How PostgreSQL words a statement cancelled by `statement_timeout` (57014;
+/// the server's login gets untranslated messages, migration 0057).
+const STATEMENT_TIMEOUT: &str = "canceling statement due to statement timeout";
+
 /// `Retry-After` of every 503 (an outage or a collision with a concurrent
 /// transaction) and of a 429 that does not know its wait
 /// ([`ApiError::rate_limited`] does).
@@ -461,6 +468,18 @@ impl From<DbError> for ApiError {
                     Some(f) => e.with_field(f),
                     None => e,
                 }
+            }
+            // A statement over statement_timeout: the database is up, and
+            // the usual cause is a lock one transaction holds on a row of
+            // its tenant's (a resilience review: one tenant's row locked by
+            // hand counted as an outage and logged "database unavailable").
+            DbError::Unavailable(m) if m.starts_with(STATEMENT_TIMEOUT) => {
+                tracing::warn!(error = %m, "statement ran past statement_timeout (slow, or waiting for a lock another transaction holds)");
+                Self::new(
+                    ProblemCode::ServiceUnavailable,
+                    "the database could not serve this request in time; retry later",
+                )
+                .with_cause("statement_timeout")
             }
             DbError::Unavailable(m) => {
                 tracing::warn!(error = %m, "database unavailable");
@@ -709,6 +728,14 @@ mod tests {
         let causes = [
             (
                 DbError::Unavailable("connection refused".into()),
+                "database",
+            ),
+            (
+                DbError::Unavailable("canceling statement due to statement timeout".into()),
+                "statement_timeout",
+            ),
+            (
+                DbError::Unavailable("canceling statement due to user request".into()),
                 "database",
             ),
             (DbError::TenantBusy("tenant t has 4".into()), "tenant_busy"),

@@ -1034,6 +1034,57 @@ async fn the_usage_refresh_runs_past_the_servers_statement_timeout() {
     .await;
 }
 
+/// A statement cancelled by the server's statement timeout while it waits
+/// for a row another transaction holds is one tenant's trouble, not an
+/// outage: 503 with `Retry-After`, counted as `statement_timeout`, not as
+/// `database` (a resilience review: a row locked by hand counted as an
+/// outage and logged "database unavailable"), and another tenant is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waiting_past_the_statement_timeout_for_a_locked_row_is_a_503_counted_as_a_timeout()
+{
+    let app = TestApp::spawn().await;
+    let t = app.tenant("locked").await;
+    let other = app.tenant("other").await;
+    let id = app.create_resource(&t.key, "held").await;
+    let mut config = app.db.database_config();
+    config.timeouts.statement_timeout = Some(std::time::Duration::from_millis(500));
+    config.timeouts.reply_timeout = Some(std::time::Duration::from_secs(3));
+    let db = tenantry_db::Database::connect(&config).unwrap();
+    let server = app.sibling_on(db).await;
+    let su = app.db.superuser_client().await;
+    su.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM tenantry.resources WHERE id = '{id}' FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let patched = app
+        .client
+        .patch(format!("{}/v1/resources/{id}", server.base))
+        .bearer_auth(&t.key)
+        .json(&serde_json::json!({ "name": "changed" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 503);
+    assert!(patched.headers().contains_key(reqwest::header::RETRY_AFTER));
+    app.client
+        .get(format!("{}/v1/tenant", server.base))
+        .bearer_auth(&other.key)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("another tenant is served");
+    app.metrics_of_until(
+        &server.base,
+        &["tenantry_unavailable_total{cause=\"statement_timeout\"}"],
+        std::time::Duration::from_secs(10),
+        |seen| seen[0].is_some_and(|n| n >= 1.0),
+    )
+    .await;
+    su.batch_execute("ROLLBACK").await.unwrap();
+}
+
 /// A day the upkeep could not give its request-log partition (another
 /// session held the log for longer than the creation's lock wait) is
 /// reported, not left to a NOTICE no one reads: a WARN line and
