@@ -2474,7 +2474,7 @@ async fn a_person_creates_a_tenant_of_their_own_once_the_operator_allows_it_and_
     let r = app
         .post(
             "/v1/me/tenants",
-            &key.body["key"].as_str().unwrap().to_owned(),
+            key.body["key"].as_str().unwrap(),
             &json!({ "name": "x" }),
         )
         .await;
