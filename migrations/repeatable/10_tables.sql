@@ -4120,6 +4120,10 @@ DECLARE
     item text;
     key_column name;
     key_type text;
+    holder uuid;
+    owners uuid[] := '{}';
+    homes text[] := '{}';
+    pick integer;
 BEGIN
     IF tenantry.current_tenant_id() IS NULL THEN
         RAISE EXCEPTION 'no tenant context is set' USING ERRCODE = 'TN403';
@@ -4139,34 +4143,51 @@ BEGIN
     IF row_key IS NOT NULL THEN
         reach := CASE WHEN entry.hierarchy THEN tenantry.visible_tenant_ids()
                       ELSE ARRAY[tenantry.current_tenant_id()] END;
-        -- Table by table (family_tables: not the whole family), the owner,
-        -- then the row locked by (owner, key): Citus refuses FOR UPDATE in a
-        -- statement that reaches several shards.
+        -- Table by table (family_tables: not the whole family), every
+        -- tenant of the reach with a row of this key, then the row locked
+        -- by (owner, key): Citus refuses FOR UPDATE in a statement that
+        -- reaches several shards.
         FOREACH item IN ARRAY tenantry.family_tables(tbl, reach) LOOP
-            EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = ANY ($2)',
-                           item, key_column, key_type)
-                INTO owner_id
-                USING row_key, reach;
-            IF owner_id IS NOT NULL THEN
-                -- The key as the row itself spells it: a caller's 1.0 is row
-                -- 1.00 (numeric), 'abc' row 'ABC' (a case-insensitive
-                -- collation), and the share must name what the row's
-                -- deletion looks for (found by a verification review: a
-                -- deleted row's share passed to the next row of an equal key).
-                EXECUTE format('SELECT t.tenant_id, t.%2$I::text FROM %1$s t WHERE t.%2$I = $1::%3$s AND t.tenant_id = $2 FOR UPDATE',
-                               item, key_column, key_type)
-                    INTO owner_id, row_key
-                    USING row_key, owner_id;
-                EXIT;
-            END IF;
+            FOR holder IN EXECUTE format('SELECT t.tenant_id FROM %s t WHERE t.%I = $1::%s AND t.tenant_id = ANY ($2)',
+                                        item, key_column, key_type)
+                USING row_key, reach
+            LOOP
+                owners := owners || holder;
+                homes := homes || item;
+            END LOOP;
         END LOOP;
+        -- Keys are unique per tenant only ((tenant_id, id)): with the
+        -- hierarchy, the caller's own row and its descendants' rows may
+        -- share one. The caller's own is meant; a key only descendants hold
+        -- names their row when one holds it, and is refused when several
+        -- do (an outside review: a parent's share_row of its row 1 shared
+        -- its child's row 1, whichever came first).
+        pick := array_position(owners, tenantry.current_tenant_id());
+        IF pick IS NULL AND cardinality(owners) > 1 THEN
+            RAISE EXCEPTION 'rows of % of your descendants have the key % in %', cardinality(owners), lock_shareable_row.row_id, tbl
+                USING ERRCODE = 'TN409', HINT = 'row_id',
+                      DETAIL = 'Share or unshare it in the context of the tenant whose row it is.';
+        ELSIF pick IS NULL AND cardinality(owners) = 1 THEN
+            pick := 1;
+        END IF;
+        IF pick IS NOT NULL THEN
+            -- The key as the row itself spells it: a caller's 1.0 is row
+            -- 1.00 (numeric), 'abc' row 'ABC' (a case-insensitive
+            -- collation), and the share must name what the row's
+            -- deletion looks for (found by a verification review: a
+            -- deleted row's share passed to the next row of an equal key).
+            EXECUTE format('SELECT t.tenant_id, t.%2$I::text FROM %1$s t WHERE t.%2$I = $1::%3$s AND t.tenant_id = $2 FOR UPDATE',
+                           homes[pick], key_column, key_type)
+                INTO owner_id, row_key
+                USING row_key, owners[pick];
+        END IF;
     END IF;
     IF owner_id IS NULL THEN
         RAISE EXCEPTION 'row % of % not found', lock_shareable_row.row_id, tbl USING ERRCODE = 'TN404', HINT = 'row_id';
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.lock_shareable_row(regclass, text) IS 'Internal: owner and key of a row of an adopted table with sharing that the current tenant reaches under the table''s policy, row-locked; TN404 for a missing, foreign or malformed id alike, TN422 for a table without sharing, TN403 without a context. Not granted.';
+COMMENT ON FUNCTION tenantry.lock_shareable_row(regclass, text) IS 'Internal: owner and key of a row of an adopted table with sharing that the current tenant reaches under the table''s policy, row-locked: its own row of that key, else the one descendant''s holding it (TN409 when several descendants do); TN404 for a missing, foreign or malformed id alike, TN422 for a table without sharing, TN403 without a context. Not granted.';
 
 /**
  * share_resource for a row of an adopted table with sharing: shares the row

@@ -435,6 +435,101 @@ async fn share_row(c: &Client, owner: Uuid, row: Uuid, target: Uuid) {
     commit(c).await;
 }
 
+/// Keys unique per tenant (`(tenant_id, id)`, numbered per tenant): with
+/// the hierarchy a parent reaches its own row 1 and its children's. Sharing
+/// row 1 shares the parent's own; a key only one descendant holds shares
+/// that row; one several descendants hold is refused, sharing nothing (an
+/// outside review: the parent's share of its row 1 shared its child's,
+/// whichever came first).
+#[tokio::test]
+async fn sharing_a_key_that_the_parent_and_its_children_all_hold_shares_the_parents_own_row() {
+    let w = adopted().await;
+    let child2 = create_tenant(&w.admin, "a-child-2", Some(w.a)).await;
+    exec(
+        &w.admin,
+        "CREATE TABLE public.tickets (tenant_id uuid NOT NULL, id int NOT NULL, title text NOT NULL,
+                                      PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.tickets', hierarchy => true, sharing => true);",
+    )
+    .await;
+    // Children first, so that a scan meets theirs before the parent's.
+    for (t, rows) in [
+        (w.child, "(1, 'child 1'), (2, 'child 2'), (3, 'child 3')"),
+        (child2, "(3, 'second child 3')"),
+        (w.a, "(1, 'parent 1')"),
+    ] {
+        begin_as(&w.app, t).await;
+        exec(
+            &w.app,
+            &format!("INSERT INTO public.tickets (id, title) VALUES {rows}"),
+        )
+        .await;
+        commit(&w.app).await;
+    }
+    begin_as(&w.app, w.a).await;
+    for id in ["1", "2"] {
+        exec(
+            &w.app,
+            &format!(
+                "SELECT tenantry.share_row('public.tickets', '{id}', '{}')",
+                w.b
+            ),
+        )
+        .await;
+    }
+    let refused = denied(
+        &w.app,
+        &format!(
+            "SELECT tenantry.share_row('public.tickets', '3', '{}')",
+            w.b
+        ),
+        "TN409",
+    )
+    .await;
+    assert!(refused.contains("2 of your descendants"), "{refused}");
+    rollback(&w.app).await;
+    // Sharing is all or nothing per transaction: again without the refusal.
+    begin_as(&w.app, w.a).await;
+    for id in ["1", "2"] {
+        exec(
+            &w.app,
+            &format!(
+                "SELECT tenantry.share_row('public.tickets', '{id}', '{}')",
+                w.b
+            ),
+        )
+        .await;
+    }
+    commit(&w.app).await;
+    begin_as(&w.app, w.b).await;
+    let shared = strings(
+        &w.app,
+        "SELECT title FROM tenantry.rows_shared_with_me(NULL::public.tickets) ORDER BY 1",
+    )
+    .await;
+    commit(&w.app).await;
+    assert_eq!(shared, vec!["child 2", "parent 1"]);
+    // The child, in its own context, shares its row 3.
+    begin_as(&w.app, w.child).await;
+    exec(
+        &w.app,
+        &format!(
+            "SELECT tenantry.share_row('public.tickets', '3', '{}')",
+            w.b
+        ),
+    )
+    .await;
+    commit(&w.app).await;
+    begin_as(&w.app, w.b).await;
+    let shared = strings(
+        &w.app,
+        "SELECT title FROM tenantry.rows_shared_with_me(NULL::public.tickets) ORDER BY 1",
+    )
+    .await;
+    commit(&w.app).await;
+    assert_eq!(shared, vec!["child 2", "child 3", "parent 1"]);
+}
+
 #[tokio::test]
 async fn sharing_a_row_of_an_adopted_table_with_a_missing_or_deleted_tenant_gives_the_same_not_found(
 ) {
