@@ -280,7 +280,11 @@ impl Person {
     /// expired, revoked, used or someone else's invitation (404): anyone
     /// could otherwise claim an invitation made out to an address they typed.
     pub async fn accept_invitation(&self, token: &str) -> Result<TenantId, ApiError> {
-        if self.token.email.is_some() && !self.token.email_verified {
+        // (No invitation is made out to an address holding a NUL, which
+        // the database refuses with no field named.)
+        if self.token.email.is_some() && !self.token.email_verified
+            || self.email().is_some_and(|e| e.contains('\0'))
+        {
             return Err(invitation_refused());
         }
         let tenant = self
@@ -308,6 +312,14 @@ impl Person {
                 "creating a tenant needs a token with the email your identity provider verified (email_verified: true)",
             ));
         };
+        if email.contains('\0') {
+            // The database's refusal of a NUL names no field (an outside
+            // review); the sign-in's email is the one at fault.
+            return Err(ApiError::invalid(
+                "email",
+                "the email of your sign-in is not an email address tenantry takes (it holds a NUL character)",
+            ));
+        }
         let request = self
             .idempotency
             .as_deref()

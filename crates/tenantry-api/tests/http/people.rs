@@ -2452,18 +2452,21 @@ async fn a_person_creates_a_tenant_of_their_own_once_the_operator_allows_it_and_
             .problem(422, "validation_failed")["field"],
         "email"
     );
-    // Verified, but no address: said so, not taken for an unverified one.
-    let dave = token_for(&idp, "auth0|dave", "nope");
-    let problem = create(&dave, "Dave's").await;
-    let problem = problem.problem(422, "validation_failed");
-    assert_eq!(problem["field"], "email");
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("is not an email address"),
-        "{problem}"
-    );
+    // Verified, but no address: said so, not taken for an unverified one,
+    // and the field named.
+    for email in ["nope", "dave\u{0}@example.com"] {
+        let dave = token_for(&idp, "auth0|dave", email);
+        let problem = create(&dave, "Dave's").await;
+        let problem = problem.problem(422, "validation_failed");
+        assert_eq!(problem["field"], "email");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("is not an email address"),
+            "{problem}"
+        );
+    }
     let bob = token_for(&idp, "auth0|bob", "bob@example.com");
     assert_eq!(
         create(&bob, "bad\u{200b}name")
