@@ -495,7 +495,8 @@ pub(crate) fn classify(err: &tokio_postgres::Error) -> DbError {
                 // by other SQL on it): the connection is closed, the caller retries.
                 c if *c == SqlState::INVALID_SQL_STATEMENT_NAME => DbError::Unavailable(message),
                 // A write an adopted table's write permission refused (its
-                // RESTRICTIVE policy, 10_tables.sql): the caller lacks a
+                // write policy's check, tenantry.write_permission_refused in
+                // 10_tables.sql, names the policy): the caller lacks a
                 // permission, as for tenantry's own tables.
                 c if *c == SqlState::INSUFFICIENT_PRIVILEGE
                     && message.contains("\"tenantry_write_permission_") =>
