@@ -466,68 +466,45 @@ async fn sharing_a_key_that_the_parent_and_its_children_all_hold_shares_the_pare
         .await;
         commit(&w.app).await;
     }
-    begin_as(&w.app, w.a).await;
-    for id in ["1", "2"] {
-        exec(
-            &w.app,
-            &format!(
-                "SELECT tenantry.share_row('public.tickets', '{id}', '{}')",
-                w.b
-            ),
-        )
-        .await;
-    }
-    let refused = denied(
-        &w.app,
-        &format!(
-            "SELECT tenantry.share_row('public.tickets', '3', '{}')",
+    let share = |id: &'static str| {
+        format!(
+            "SELECT tenantry.share_row('public.tickets', '{id}', '{}')",
             w.b
-        ),
-        "TN409",
-    )
-    .await;
-    assert!(refused.contains("2 of your descendants"), "{refused}");
-    rollback(&w.app).await;
-    // Sharing is all or nothing per transaction: again without the refusal.
-    begin_as(&w.app, w.a).await;
-    for id in ["1", "2"] {
-        exec(
+        )
+    };
+    let titles_shared_with_b = || async {
+        begin_as(&w.app, w.b).await;
+        let shared = strings(
             &w.app,
-            &format!(
-                "SELECT tenantry.share_row('public.tickets', '{id}', '{}')",
-                w.b
-            ),
+            "SELECT title FROM tenantry.rows_shared_with_me(NULL::public.tickets) ORDER BY 1",
         )
         .await;
+        commit(&w.app).await;
+        shared
+    };
+    // Sharing is all or nothing per transaction: the refusal rolls the
+    // first two back, and they are shared again after it.
+    for refused_too in [true, false] {
+        begin_as(&w.app, w.a).await;
+        exec(&w.app, &share("1")).await;
+        exec(&w.app, &share("2")).await;
+        if refused_too {
+            let refused = denied(&w.app, &share("3"), "TN409").await;
+            assert!(refused.contains("2 of your descendants"), "{refused}");
+            rollback(&w.app).await;
+        } else {
+            commit(&w.app).await;
+        }
     }
-    commit(&w.app).await;
-    begin_as(&w.app, w.b).await;
-    let shared = strings(
-        &w.app,
-        "SELECT title FROM tenantry.rows_shared_with_me(NULL::public.tickets) ORDER BY 1",
-    )
-    .await;
-    commit(&w.app).await;
-    assert_eq!(shared, vec!["child 2", "parent 1"]);
+    assert_eq!(titles_shared_with_b().await, vec!["child 2", "parent 1"]);
     // The child, in its own context, shares its row 3.
     begin_as(&w.app, w.child).await;
-    exec(
-        &w.app,
-        &format!(
-            "SELECT tenantry.share_row('public.tickets', '3', '{}')",
-            w.b
-        ),
-    )
-    .await;
+    exec(&w.app, &share("3")).await;
     commit(&w.app).await;
-    begin_as(&w.app, w.b).await;
-    let shared = strings(
-        &w.app,
-        "SELECT title FROM tenantry.rows_shared_with_me(NULL::public.tickets) ORDER BY 1",
-    )
-    .await;
-    commit(&w.app).await;
-    assert_eq!(shared, vec!["child 2", "child 3", "parent 1"]);
+    assert_eq!(
+        titles_shared_with_b().await,
+        vec!["child 2", "child 3", "parent 1"]
+    );
 }
 
 #[tokio::test]
