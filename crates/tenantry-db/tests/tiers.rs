@@ -1330,6 +1330,42 @@ async fn adopted_tables_get_a_table_in_every_tenant_schema_and_a_later_adoption_
         .await
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+    // Nor by the migration role the README advises (a member of
+    // tenantry_owner, not a superuser), whose own rights see no row of the
+    // copies under their forced policies: it dropped the schema tenant's
+    // table, rows and all (an outside review).
+    let migrator = format!("tenantry_test_migrator_{}", uuid::Uuid::new_v4().simple());
+    su.batch_execute(&format!(
+        "CREATE ROLE {migrator}; GRANT tenantry_owner TO {migrator}; GRANT CREATE ON SCHEMA public TO {migrator}, tenantry_owner;
+         SET ROLE {migrator};
+         CREATE TABLE public.memos (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                    body text, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.memos');
+         RESET ROLE;"
+    ))
+    .await
+    .unwrap();
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    own_sql(&db, silo, "INSERT INTO memos (body) VALUES ('only copy')")
+        .await
+        .unwrap();
+    let memos = format!("{silo_schema}.memos");
+    let err = su
+        .batch_execute(&format!(
+            "SET ROLE {migrator}; SELECT tenantry.release_table('public.memos')"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("TN409"), "{err:?}");
+    su.batch_execute("RESET ROLE").await.unwrap();
+    let kept: i64 = su
+        .query_one(&format!("SELECT count(*) FROM {memos}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1, "the schema tenant's row is still there");
 
     // One whose schema tenants' tables hold no row is, and they go with it
     // (it was refused while any existed: found by a review as a new user).
