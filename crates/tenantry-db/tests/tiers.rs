@@ -5657,3 +5657,67 @@ async fn a_schema_tenant_refused_over_a_foreign_key_says_how_to_fix_it() {
         "{text}"
     );
 }
+
+/// README, "Signing contexts from another language": a service that is not
+/// the Rust library logs in as `tenantry_server`, sets the role and enters a
+/// signed context; a schema tenant's unqualified names then still name the
+/// team's pooled table, where it has no row, until the README's route
+/// statement puts its schema first, for that transaction only (an outside
+/// review: the README's Python example read nothing for schema tenants).
+#[tokio::test]
+async fn a_service_signing_contexts_reaches_a_schema_tenants_own_rows_through_the_readmes_route_statement(
+) {
+    let tdb = TestDatabase::new().await;
+    let db = tdb.database();
+    let mut su = tdb.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE public.notes (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                    body text, PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_table('public.notes');",
+    )
+    .await
+    .unwrap();
+    let silo = tenant(&db, "silo", Isolation::Schema).await;
+    let pooled = tenant(&db, "pooled", Isolation::Shared).await;
+    tenantry_db::migrate::migrate_tenant_schemas(&mut su, |_, _| {})
+        .await
+        .unwrap();
+    for t in [silo, pooled] {
+        own_sql(&db, t, "INSERT INTO notes (body) VALUES ('mine')")
+            .await
+            .unwrap();
+    }
+    const ROUTE: &str = "SELECT tenantry.use_tenant_schema(s) FROM tenantry.current_tenant_schema() s WHERE s <> 'tenantry'";
+    let service = tdb.server_client().await;
+    let read = |t: TenantId, route: bool| {
+        let service = &service;
+        async move {
+            service
+                .batch_execute("BEGIN; SET LOCAL ROLE tenantry_app")
+                .await
+                .unwrap();
+            let signed = tenantry_db::SignedContext::new(t);
+            let part = tenantry_db::testing::enter_signed(service, &signed)
+                .await
+                .unwrap();
+            assert!(part.is_some(), "the context was refused");
+            if route {
+                service.batch_execute(ROUTE).await.unwrap();
+            }
+            let n: i64 = service
+                .query_one("SELECT count(*) FROM notes", &[])
+                .await
+                .unwrap()
+                .get(0);
+            service.batch_execute("COMMIT").await.unwrap();
+            n
+        }
+    };
+    assert_eq!(read(silo, false).await, 0, "unrouted: the pooled table");
+    assert_eq!(read(silo, true).await, 1, "routed: its own table");
+    // The route was the transaction's: the next tenant on the connection
+    // reads its own rows, routed or not.
+    assert_eq!(read(pooled, false).await, 1);
+    assert_eq!(read(pooled, true).await, 1);
+    assert_eq!(read(silo, false).await, 0);
+}
