@@ -275,6 +275,12 @@ impl ApiError {
         }
     }
 
+    /// The same error (code, cause, field, `Retry-After`) saying `detail`.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
     /// Names the field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());

@@ -407,8 +407,8 @@ pub async fn purge_tenant(
         .await
         .map_err(|e| {
             // A tenant's share of the pool or a collision keep their words
-            // (and count).
-            if e.unavailable_cause() != Some("database") {
+            // (and count); an outage and a statement timeout get the purge's.
+            if !matches!(e.unavailable_cause(), Some("database" | "statement_timeout")) {
                 return e;
             }
             // Not met in the purge itself (the commit, the connection):
@@ -430,7 +430,7 @@ pub async fn purge_tenant(
                      with `tenantry tenant purge {id}`, which has no such limit"
                 ));
             }
-            ApiError::new(ProblemCode::ServiceUnavailable, detail)
+            e.with_detail(detail)
         })?;
     state.tenantry.forget_tenant(id);
     // The hourly metrics still count its requests until refreshed; the purge
