@@ -408,7 +408,10 @@ pub async fn purge_tenant(
         .map_err(|e| {
             // A tenant's share of the pool or a collision keep their words
             // (and count); an outage and a statement timeout get the purge's.
-            if !matches!(e.unavailable_cause(), Some("database" | "statement_timeout")) {
+            if !matches!(
+                e.unavailable_cause(),
+                Some("database" | "statement_timeout")
+            ) {
                 return e;
             }
             // Not met in the purge itself (the commit, the connection):
