@@ -348,6 +348,34 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
             severity: tenantry_db::ProblemSeverity::Error,
         });
     }
+    // On a Citus coordinator: shards made or moved since the last migrate
+    // (a split, the rebalancer's moves) got the policies without AS
+    // RESTRICTIVE, which the database's own rules cannot see from the
+    // coordinator.
+    if tenantry_db::citus::is_citus(&client).await.unwrap_or(false)
+        && tenantry_db::citus::is_distributed(&client)
+            .await
+            .unwrap_or(false)
+    {
+        match tenantry_db::citus::shards_with_permissive_copies(&client).await {
+            Ok(tables) => {
+                for (table, placements) in tables {
+                    problems.push(TableProblem {
+                        table,
+                        rule: "citus_shard_policies".into(),
+                        problem: format!(
+                            "its restrictive policies are permissive on {placements} of its shard placements (Citus makes the shards of a split or a move, the rebalancer's included, with AS RESTRICTIVE left out): there each is OR'd with the tenant's policy and widens what tenants reach"
+                        ),
+                        fix: "-- run tenantry migrate as a superuser: it makes them restrictive on every placement again".into(),
+                        severity: tenantry_db::ProblemSeverity::Error,
+                    });
+                }
+            }
+            Err(e) => eprintln!(
+                "note: the shards' policies were not checked ({e}): run tenantry doctor as a superuser on a Citus coordinator"
+            ),
+        }
+    }
     // Which database: a result for the wrong one misleads, green or not.
     let checked = if args.json {
         String::new()

@@ -206,18 +206,78 @@ async fn on_placements(
 /// each was one more permissive policy, OR'd with the tenant's: a member
 /// holding `resources.read` alone wrote resources, and a tenant's SQL wrote
 /// request-log rows of another tenant (found running the attack suite on a
-/// cluster). Run after [`distribute`] and after a tenant's isolation
-/// ([`isolate_tenant`]); shards made otherwise later (a split, a table
-/// adopted on the cluster) are made by the same deparser and need it again.
+/// cluster). Run after [`distribute`], after a tenant's isolation
+/// ([`isolate_tenant`]), and by every `tenantry migrate` on a distributed
+/// coordinator: shards made otherwise later (a split, a move, the
+/// rebalancer's after a node was added) are made by the same deparser.
+/// A placement whose policies are right is left alone (no DDL, no lock
+/// beyond a catalog read), so running it again costs little.
 pub async fn restrict_shard_policies(client: &Client) -> Result<(), DistributionError> {
+    let commands = shard_policy_commands(
+        client,
+        "DO $r$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy WHERE polrelid = '%%1$s'::regclass AND polname = %1$L AND NOT polpermissive) THEN DROP POLICY IF EXISTS %1$I ON %%1$s; CREATE POLICY %1$I ON %%1$s AS RESTRICTIVE FOR %2$s TO %3$s%4$s%5$s; END IF; END $r$",
+    )
+    .await?;
+    on_placements(client, &commands).await
+}
+
+/// The placements of distributed tables whose restrictive policies are not
+/// all restrictive there (shards made or moved after the last `tenantry
+/// migrate`: see [`restrict_shard_policies`]), as (table, placements),
+/// for the doctor. Needs a superuser (Citus's `run_command_on_placements`
+/// is not granted to other roles).
+pub async fn shards_with_permissive_copies(
+    client: &Client,
+) -> Result<Vec<(String, i64)>, DistributionError> {
+    let commands = shard_policy_commands(
+        client,
+        "SELECT count(*) FROM pg_catalog.pg_policy WHERE polrelid = '%%1$s'::regclass AND polname = %1$L AND polpermissive",
+    )
+    .await?;
+    let mut wrong: Vec<(String, i64)> = Vec::new();
+    for row in &commands {
+        let table: String = row.get(0);
+        let command: String = row.get(1);
+        let refused = |error: String| DistributionError {
+            tables: vec![Refusal {
+                object: table.clone(),
+                error,
+            }],
+        };
+        let placements: i64 = client
+            .query_one(
+                "SELECT count(*) FROM run_command_on_placements($1::text::regclass, $2)
+                  WHERE NOT success OR result <> '0'",
+                &[&table, &command],
+            )
+            .await
+            .map_err(|e| refused(e.to_string()))?
+            .get(0);
+        if placements > 0 {
+            match wrong.last_mut() {
+                Some((t, n)) if *t == table => *n = (*n).max(placements),
+                _ => wrong.push((table, placements)),
+            }
+        }
+    }
+    Ok(wrong)
+}
+
+/// One row per restrictive policy of a distributed table: the table and
+/// `template` formatted with the policy's name (1), command (2), roles (3),
+/// ` USING (…)` (4) and ` WITH CHECK (…)` (5), `%%1$s` left for the shard's
+/// name; names in the expressions schema-qualified (the placements'
+/// commands run with the workers' search path).
+async fn shard_policy_commands(
+    client: &Client,
+    template: &str,
+) -> Result<Vec<tokio_postgres::Row>, DistributionError> {
     let refused = |error: String| DistributionError {
         tables: vec![Refusal {
             object: "the catalog".into(),
             error,
         }],
     };
-    // Names in the expressions schema-qualified: the shards' commands run
-    // with the workers' search path.
     client
         .batch_execute("SET search_path = pg_catalog")
         .await
@@ -225,7 +285,7 @@ pub async fn restrict_shard_policies(client: &Client) -> Result<(), Distribution
     let policies = client
         .query(
             r#"SELECT c.oid::regclass::text,
-                      format('DROP POLICY IF EXISTS %1$I ON %%1$s; CREATE POLICY %1$I ON %%1$s AS RESTRICTIVE FOR %2$s TO %3$s%4$s%5$s',
+                      format($1,
                              p.polname,
                              CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                                            WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
@@ -238,14 +298,14 @@ pub async fn restrict_shard_policies(client: &Client) -> Result<(), Distribution
                JOIN pg_dist_partition d ON d.logicalrelid = c.oid
                WHERE NOT p.polpermissive
                ORDER BY 1, 2"#,
-            &[],
+            &[&template],
         )
         .await;
     client
         .batch_execute("RESET search_path")
         .await
         .map_err(|e| refused(e.to_string()))?;
-    on_placements(client, &policies.map_err(|e| refused(e.to_string()))?).await
+    policies.map_err(|e| refused(e.to_string()))
 }
 
 /// The statement with which a tenant's server reads one resource on Citus

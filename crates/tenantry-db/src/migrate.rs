@@ -565,6 +565,26 @@ async fn migrate_locked(
         // Every time: a worker added since the first install has none of it.
         crate::citus::harden_nodes(client).await?;
     }
+    if citus && distributed {
+        // Every time too: shards Citus made or moved since (a split, the
+        // rebalancer's moves after a node was added) got the coordinator's
+        // grants and its policies without AS RESTRICTIVE. Placements that
+        // are right are left alone. Citus runs commands on placements for
+        // a superuser only.
+        let superuser: bool = client
+            .query_one(
+                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await?
+            .get(0);
+        if superuser {
+            crate::citus::grant_defaulted_columns(client).await?;
+            crate::citus::restrict_shard_policies(client).await?;
+        } else {
+            tracing::warn!("not a superuser: the shards' grants and restrictive policies were not checked; after moving or splitting shards run tenantry migrate as a superuser (tenantry doctor names shards that lost them)");
+        }
+    }
     // Per-database grants that a template copy does not carry: the owner creates
     // the schemas of schema-isolated tenants.
     client

@@ -2380,3 +2380,136 @@ async fn a_table_adopted_on_the_cluster_with_a_write_permission_lets_a_writer_wr
     drop((admin, server));
     db.drop_all().await;
 }
+
+/// A shard moved by hand (as the rebalancer moves them after a node is
+/// added) is made with the coordinator's grants and with its policies
+/// without `AS RESTRICTIVE`: on it every insert was refused (the defaulted
+/// columns' grants are the shards' own), and a tenant holding
+/// `resources.read` alone changed its resources. The doctor's check names
+/// the table, and `tenantry migrate` (nothing pending) gives the moved
+/// placements their grants and restrictive policies again: the reader is
+/// refused, a writer inserts, and a second check finds nothing.
+#[tokio::test]
+async fn a_shard_moved_by_hand_is_named_by_the_doctor_and_migrate_restricts_its_policies_again() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "moved").await;
+    let server = db.server_database(key).await;
+    let mut ops = server.admin("admin").await.unwrap();
+    let t = pooled_tenant(&mut ops, "moved", None).await;
+    ops.commit().await.unwrap();
+    let id = new_resource(&server, t, "before the move").await;
+    assert!(
+        tenantry_db::citus::shards_with_permissive_copies(&admin)
+            .await
+            .unwrap()
+            .is_empty(),
+        "right after the install"
+    );
+    let (shard, host, port): (i64, String, i32) = {
+        let r = admin
+            .query_one(
+                "SELECT p.shardid, n.nodename::text, n.nodeport FROM pg_dist_placement p
+                   JOIN pg_dist_node n ON n.groupid = p.groupid
+                  WHERE p.shardid = get_shard_id_for_distribution_column('tenantry.resources', $1::uuid)",
+                &[t.as_uuid()],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let (to_host, to_port): (String, i32) = {
+        let r = admin
+            .query_one(
+                "SELECT nodename::text, nodeport FROM pg_dist_node
+                 WHERE isactive AND shouldhaveshards AND (nodename, nodeport) <> ($1, $2) LIMIT 1",
+                &[&host, &port],
+            )
+            .await
+            .expect("a second worker");
+        (r.get(0), r.get(1))
+    };
+    admin
+        .execute(
+            "SELECT citus_move_shard_placement($1, $2, $3, $4, $5, shard_transfer_mode => 'block_writes')",
+            &[&shard, &host, &port, &to_host, &to_port],
+        )
+        .await
+        .unwrap();
+    let as_holder = |permissions: &'static [&'static str]| {
+        TenantContext::new(t).with_permissions(permissions.iter().map(|p| p.to_string()).collect())
+    };
+    let rename = |name: &'static str| {
+        let server = &server;
+        async move {
+            let mut scope = server.tenant(as_holder(&["resources.read"])).await.unwrap();
+            let renamed = scope
+                .update_resource(
+                    id,
+                    &tenantry_db::ResourceUpdate {
+                        name: Some(name.into()),
+                        data: None,
+                    },
+                )
+                .await;
+            if renamed.is_ok() {
+                scope.commit().await.unwrap();
+            }
+            renamed
+        }
+    };
+    let insert = || {
+        let server = &server;
+        async move {
+            let mut scope = server
+                .tenant(as_holder(&["resources.write"]))
+                .await
+                .unwrap();
+            let made = scope
+                .create_resource(&NewResource {
+                    name: "after the move".into(),
+                    data: serde_json::json!({}).into(),
+                })
+                .await;
+            if made.is_ok() {
+                scope.commit().await.unwrap();
+            }
+            made
+        }
+    };
+    let wrong = tenantry_db::citus::shards_with_permissive_copies(&admin)
+        .await
+        .unwrap();
+    assert!(
+        wrong
+            .iter()
+            .any(|(table, n)| table == "tenantry.resources" && *n >= 1),
+        "{wrong:?}"
+    );
+    // What the move broke, shown: the reader's change went through, and a
+    // writer's insert is refused by the moved shard's grants.
+    assert!(rename("changed by a reader").await.is_ok());
+    let refused = insert().await;
+    assert!(
+        matches!(&refused, Err(DbError::Forbidden(m)) if m.contains("permission denied for table resources_")),
+        "{refused:?}"
+    );
+
+    let mut client = db.client().await;
+    tenantry_db::migrate::migrate(&mut client)
+        .await
+        .expect("migrate with nothing pending on the cluster");
+    assert!(
+        tenantry_db::citus::shards_with_permissive_copies(&admin)
+            .await
+            .unwrap()
+            .is_empty(),
+        "restrictive again on every placement"
+    );
+    assert!(
+        rename("changed by a reader again").await.is_err(),
+        "the reader is refused once more"
+    );
+    insert().await.expect("a writer inserts on the moved shard");
+    drop((admin, client, server));
+    db.drop_all().await;
+}
