@@ -138,12 +138,7 @@ const CITUS_SQL: &str = include_str!("citus.sql");
 /// [`distribute`]; shards made later (a split, an isolated tenant) copy the
 /// coordinator's grants and need it again.
 pub async fn grant_defaulted_columns(client: &Client) -> Result<(), DistributionError> {
-    let refused = |object: &str, error: String| DistributionError {
-        tables: vec![Refusal {
-            object: object.into(),
-            error,
-        }],
-    };
+    let refused = refusal;
     let grants = client
         .query(
             r#"SELECT c.oid::regclass::text,
@@ -167,6 +162,16 @@ pub async fn grant_defaulted_columns(client: &Client) -> Result<(), Distribution
     on_placements(client, &grants).await
 }
 
+/// A [`DistributionError`] of one object (a table, or "the catalog").
+fn refusal(object: &str, error: String) -> DistributionError {
+    DistributionError {
+        tables: vec![Refusal {
+            object: object.into(),
+            error,
+        }],
+    }
+}
+
 /// Runs each row's command (column 1, `%s` the shard) on every placement of
 /// its table (column 0); the first table with a placement that refused it
 /// is the error.
@@ -177,12 +182,7 @@ async fn on_placements(
     for row in commands {
         let table: String = row.get(0);
         let command: String = row.get(1);
-        let refused = |error: String| DistributionError {
-            tables: vec![Refusal {
-                object: table.clone(),
-                error,
-            }],
-        };
+        let refused = |error: String| refusal(&table, error);
         let failed: Vec<String> = client
             .query(
                 "SELECT result FROM run_command_on_placements($1::text::regclass, $2) WHERE NOT success",
@@ -238,12 +238,7 @@ pub async fn shards_with_permissive_copies(
     for row in &commands {
         let table: String = row.get(0);
         let command: String = row.get(1);
-        let refused = |error: String| DistributionError {
-            tables: vec![Refusal {
-                object: table.clone(),
-                error,
-            }],
-        };
+        let refused = |error: String| refusal(&table, error);
         let placements: i64 = client
             .query_one(
                 "SELECT count(*) FROM run_command_on_placements($1::text::regclass, $2)
@@ -272,12 +267,7 @@ async fn shard_policy_commands(
     client: &Client,
     template: &str,
 ) -> Result<Vec<tokio_postgres::Row>, DistributionError> {
-    let refused = |error: String| DistributionError {
-        tables: vec![Refusal {
-            object: "the catalog".into(),
-            error,
-        }],
-    };
+    let refused = |error: String| refusal("the catalog", error);
     client
         .batch_execute("SET search_path = pg_catalog")
         .await
