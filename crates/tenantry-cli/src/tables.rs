@@ -372,7 +372,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
                 }
             }
             Err(e) => eprintln!(
-                "note: the shards' policies were not checked ({e}): run tenantry doctor as a superuser on a Citus coordinator"
+                "note: the shards' policies were not checked ({e}); Citus runs commands on placements for a superuser only, and every worker must answer"
             ),
         }
     }

@@ -141,8 +141,13 @@ pub async fn grant_defaulted_columns(client: &Client) -> Result<(), Distribution
     let refused = refusal;
     let grants = client
         .query(
+            // Per placement, only where the grant is missing: a GRANT
+            // rewrites the catalog row even when it changes nothing, and
+            // every migrate on a distributed coordinator runs this.
             r#"SELECT c.oid::regclass::text,
-                      format('GRANT INSERT (%s) ON %%s TO %I',
+                      format('DO $g$ BEGIN IF NOT (%s) THEN GRANT INSERT (%s) ON %%1$s TO %I; END IF; END $g$',
+                             string_agg(format('has_column_privilege(%L, %%1$L::regclass, %L, ''INSERT'')', r.rolname, a.attname),
+                                        ' AND ' ORDER BY a.attnum),
                              string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum), r.rolname)
                FROM pg_catalog.pg_class c
                JOIN pg_dist_partition p ON p.logicalrelid = c.oid AND p.partmethod = 'h'
@@ -215,23 +220,24 @@ async fn on_placements(
 pub async fn restrict_shard_policies(client: &Client) -> Result<(), DistributionError> {
     let commands = shard_policy_commands(
         client,
-        "DO $r$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy WHERE polrelid = '%%1$s'::regclass AND polname = %1$L AND NOT polpermissive) THEN DROP POLICY IF EXISTS %1$I ON %%1$s; CREATE POLICY %1$I ON %%1$s AS RESTRICTIVE FOR %2$s TO %3$s%4$s%5$s; END IF; END $r$",
+        "DO $r$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy WHERE polrelid = @SHARD_LITERAL@::regclass AND polname = %1$L AND NOT polpermissive) THEN DROP POLICY IF EXISTS %1$I ON @SHARD@; CREATE POLICY %1$I ON @SHARD@ AS RESTRICTIVE FOR %2$s TO %3$s%4$s%5$s; END IF; END $r$",
     )
     .await?;
     on_placements(client, &commands).await
 }
 
-/// The placements of distributed tables whose restrictive policies are not
-/// all restrictive there (shards made or moved after the last `tenantry
-/// migrate`: see [`restrict_shard_policies`]), as (table, placements),
-/// for the doctor. Needs a superuser (Citus's `run_command_on_placements`
-/// is not granted to other roles).
+/// The placements of distributed tables that lack one of the table's
+/// restrictive policies as a restrictive one (shards made or moved after
+/// the last `tenantry migrate`: see [`restrict_shard_policies`]), as
+/// (table, placements), for the doctor; an error for a placement that
+/// could not be asked (a worker down). Needs a superuser (Citus's
+/// `run_command_on_placements` is not granted to other roles).
 pub async fn shards_with_permissive_copies(
     client: &Client,
 ) -> Result<Vec<(String, i64)>, DistributionError> {
     let commands = shard_policy_commands(
         client,
-        "SELECT count(*) FROM pg_catalog.pg_policy WHERE polrelid = '%%1$s'::regclass AND polname = %1$L AND polpermissive",
+        "SELECT count(*) FROM pg_catalog.pg_policy WHERE polrelid = @SHARD_LITERAL@::regclass AND polname = %1$L AND NOT polpermissive",
     )
     .await?;
     let mut wrong: Vec<(String, i64)> = Vec::new();
@@ -239,15 +245,20 @@ pub async fn shards_with_permissive_copies(
         let table: String = row.get(0);
         let command: String = row.get(1);
         let refused = |error: String| refusal(&table, error);
-        let placements: i64 = client
-            .query_one(
-                "SELECT count(*) FROM run_command_on_placements($1::text::regclass, $2)
-                  WHERE NOT success OR result <> '0'",
+        let answers = client
+            .query(
+                "SELECT success, result FROM run_command_on_placements($1::text::regclass, $2)",
                 &[&table, &command],
             )
             .await
-            .map_err(|e| refused(e.to_string()))?
-            .get(0);
+            .map_err(|e| refused(e.to_string()))?;
+        if let Some(failed) = answers.iter().find(|r| !r.get::<_, bool>(0)) {
+            return Err(refused(failed.get(1)));
+        }
+        let placements = answers
+            .iter()
+            .filter(|r| r.get::<_, String>(1) != "1")
+            .count() as i64;
         if placements > 0 {
             match wrong.last_mut() {
                 Some((t, n)) if *t == table => *n = (*n).max(placements),
@@ -260,9 +271,12 @@ pub async fn shards_with_permissive_copies(
 
 /// One row per restrictive policy of a distributed table: the table and
 /// `template` formatted with the policy's name (1), command (2), roles (3),
-/// ` USING (…)` (4) and ` WITH CHECK (…)` (5), `%%1$s` left for the shard's
-/// name; names in the expressions schema-qualified (the placements'
-/// commands run with the workers' search path).
+/// ` USING (…)` (4) and ` WITH CHECK (…)` (5), with `@SHARD@` and
+/// `@SHARD_LITERAL@` left for the shard's name as an identifier and as a
+/// literal. Citus passes each command through `format()` with the shard's
+/// name, so every `%` of the policy (a `LIKE '%x'` in its condition) is
+/// doubled first. Names in the expressions schema-qualified (the
+/// placements' commands run with the workers' search path).
 async fn shard_policy_commands(
     client: &Client,
     template: &str,
@@ -275,14 +289,15 @@ async fn shard_policy_commands(
     let policies = client
         .query(
             r#"SELECT c.oid::regclass::text,
-                      format($1,
+                      replace(replace(replace(format($1,
                              p.polname,
                              CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                                            WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
                              (SELECT string_agg(CASE WHEN r.oid = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.oid)) END, ', ')
                               FROM unnest(p.polroles) r(oid)),
                              ' USING (' || pg_get_expr(p.polqual, p.polrelid) || ')',
-                             ' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')')
+                             ' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')'),
+                              '%', '%%'), '@SHARD_LITERAL@', '%1$L'), '@SHARD@', '%1$s')
                FROM pg_policy p
                JOIN pg_class c ON c.oid = p.polrelid
                JOIN pg_dist_partition d ON d.logicalrelid = c.oid

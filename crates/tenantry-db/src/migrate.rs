@@ -582,7 +582,7 @@ async fn migrate_locked(
             crate::citus::grant_defaulted_columns(client).await?;
             crate::citus::restrict_shard_policies(client).await?;
         } else {
-            tracing::warn!("not a superuser: the shards' grants and restrictive policies were not checked; after moving or splitting shards run tenantry migrate as a superuser (tenantry doctor names shards that lost them)");
+            tracing::warn!("not a superuser: the shards' grants and restrictive policies were not checked; after moving or splitting shards run tenantry migrate as a superuser (tenantry doctor names the tables whose shards lost their restrictive policies)");
         }
     }
     // Per-database grants that a template copy does not carry: the owner creates

@@ -2405,6 +2405,19 @@ async fn a_shard_moved_by_hand_is_named_by_the_doctor_and_migrate_restricts_its_
             .is_empty(),
         "right after the install"
     );
+    // A distributed table of the team's whose restrictive policy has `%`
+    // in its name and condition, which Citus's format() of each
+    // placement's command must not take for its own.
+    admin
+        .batch_execute(
+            r#"CREATE TABLE public.memo (tenant_id uuid NOT NULL, id int NOT NULL, note text,
+                                          PRIMARY KEY (tenant_id, id));
+               ALTER TABLE public.memo ENABLE ROW LEVEL SECURITY;
+               CREATE POLICY "no_x_100%" ON public.memo AS RESTRICTIVE USING (note NOT LIKE '%x');
+               SELECT create_distributed_table('public.memo', 'tenant_id');"#,
+        )
+        .await
+        .unwrap();
     let (shard, host, port): (i64, String, i32) = {
         let r = admin
             .query_one(
@@ -2482,7 +2495,8 @@ async fn a_shard_moved_by_hand_is_named_by_the_doctor_and_migrate_restricts_its_
     assert!(
         wrong
             .iter()
-            .any(|(table, n)| table == "tenantry.resources" && *n >= 1),
+            .any(|(table, n)| table == "tenantry.resources" && *n >= 1)
+            && wrong.iter().any(|(table, _)| table == "public.memo"),
         "{wrong:?}"
     );
     // What the move broke, shown: the reader's change went through, and a
