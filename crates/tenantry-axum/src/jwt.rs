@@ -375,7 +375,9 @@ impl JwtConfig {
         if self.user_claim == self.email_claim || PROFILE_CLAIMS.contains(&self.user_claim.as_str())
         {
             return Err(format!(
-                "jwt.user_claim is {:?}, a claim people choose or change, which may name somebody else                  (OpenID Connect Core 5.7: only sub identifies a person at its issuer): use sub, or a                  claim the provider assigns once and never reuses (such as Azure AD's oid)",
+                "jwt.user_claim is {:?}, a claim people choose or change, which may name somebody else \
+                 (OpenID Connect Core 5.7: only sub identifies a person at its issuer): use sub, or a \
+                 claim the provider assigns once and never reuses (such as Azure AD's oid)",
                 self.user_claim
             ));
         }
@@ -1042,7 +1044,9 @@ mod tests {
             .unwrap();
             let refused = c.validate().unwrap_err();
             assert!(
-                refused.contains("user_claim") && refused.contains("5.7"),
+                refused.contains("user_claim")
+                    && refused.contains("5.7")
+                    && !refused.contains("  "),
                 "{refused}"
             );
         }
