@@ -247,7 +247,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // server stops when that fails.
     let mut watcher = cluster.map(tenantry_db::local::LocalCluster::keep_running_in_background);
     let stop = tenantry_db::local::KeptRunning::or_lost(watcher.as_mut(), shutdown);
-    app.run(stop).await?;
+    let ran = app.run(stop).await;
+    // The embedded cluster is stopped whatever the run ended with, and its
+    // loss, the likelier cause of a request log that could not be flushed,
+    // is the error said.
     let lost = match watcher {
         Some(watcher) => watcher.stop().await,
         None => None,
@@ -255,6 +258,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(why) = lost {
         bail!("{why}");
     }
+    ran?;
     if json_logs {
         tracing::info!("shut down cleanly");
     } else {
