@@ -529,11 +529,11 @@ BEGIN
                            part, predicate);
         END IF;
         EXECUTE format('COMMENT ON POLICY tenant_isolation ON %s IS %L', part,
-                       CASE WHEN hierarchy
-                           THEN 'tenantry: a tenant reads and writes its own rows and its descendants'' rows; no tenant set: nothing.'
-                           ELSE 'tenantry: a tenant reads and writes its own rows only; no tenant set: nothing.'
-                       END || CASE WHEN write_permission IS NOT NULL
-                           THEN ' Reads only: writes go through the write-permission policies.' ELSE '' END);
+                       format('tenantry: a tenant %s its own rows%s; no tenant set: nothing.%s',
+                              CASE WHEN write_permission IS NULL THEN 'reads and writes' ELSE 'reads' END,
+                              CASE WHEN hierarchy THEN ' and its descendants'' rows' ELSE ' only' END,
+                              CASE WHEN write_permission IS NOT NULL
+                                   THEN ' Writes go through the write-permission policies.' ELSE '' END));
         FOR wp IN SELECT * FROM tenantry.write_permission_policies() LOOP
             IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = part AND p.polname = wp.polname) THEN
                 EXECUTE format('DROP POLICY %I ON %s', wp.polname, part);
@@ -3373,7 +3373,7 @@ BEGIN
     RETURN result;
 END
 $$;
-COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission RESTRICTIVE policies so that inserts, updates and deletes need that permission (tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with permissive policies of their own (restrictive ones stay), keys or indexes not led by tenant_id (with hierarchy any index but btree, which scans before the policy; BRIN indexes), foreign keys to another tenant table without tenant_id or between a table with hierarchy and one without; TN409 while schema tenants keep tables of its name from a dropped adopted table (release_table of that one drops them). Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
+COMMENT ON FUNCTION tenantry.adopt_table(regclass, boolean, boolean, uuid, text, text) IS 'Makes one of your tables a tenant table: tenant_id uuid NOT NULL DEFAULT current_tenant_id() referencing tenantry.tenants (added when missing; existing rows get existing_rows_tenant or existing_rows_tenant_expression), RLS enabled and forced, the tenant_isolation policy (with hierarchy: descendants'' rows too), with write_permission tenant_isolation for reads only and a permissive policy per write over the tenant''s rows and that permission (tenant_write_predicate: inserts, updates and deletes need it; tenantry.authorize; define your own with define_permission), with sharing rows a tenant may share read-only (share_row; the table needs a primary key (tenant_id, column); switching it off revokes every share); an option left out (NULL) keeps what the table was adopted with (new tables: hierarchy true, sharing false, no write permission; '''' removes a write permission), grants for tenantry_app_own (and USAGE on its schema), an index led by tenant_id, rows that cannot change tenant, owner tenantry_owner, recorded in tenantry.tenant_tables. Refuses (TN422, nothing changed) views, temporary/unlogged tables, partitions, tables with permissive policies of their own (restrictive ones stay, but on a distributed Citus coordinator, whose shards would get them as permissive ones, they are refused too), keys or indexes not led by tenant_id (with hierarchy any index but btree, which scans before the policy; BRIN indexes), foreign keys to another tenant table without tenant_id or between a table with hierarchy and one without; TN409 while schema tenants keep tables of its name from a dropped adopted table (release_table of that one drops them). Idempotent. Runs with the caller''s rights: the table''s owner who is a member of tenantry_owner, or a superuser.';
 
 /**
  * The refusals of adopt_table that depend on its options (sharing needs a

@@ -404,7 +404,7 @@ async fn writer_key(ctx: &Ctx, su: &Client, leaf: &BenchTenant) -> anyhow::Resul
 }
 
 /// The two adopted tables: identical, one with `write_permission` (three
-/// RESTRICTIVE policies calling `authorize()`), one without. Made once per
+/// write policies calling `authorize()`), one without. Made once per
 /// data set, emptied before each measurement.
 pub(super) async fn ensure_write_tables(su: &Client) -> anyhow::Result<()> {
     su.execute(
@@ -531,7 +531,7 @@ async fn write_figure(
         "authorize_write_policy",
         "tps",
         &format!(
-            "single-row INSERT transactions (pgbench) into an adopted table with write_permission => '{WRITE_PERMISSION}' (RESTRICTIVE policies calling tenantry.authorize), as tenantry_app in the context of a key whose role holds {WRITER_PERMISSIONS:?}, synchronous_commit off"
+            "single-row INSERT transactions (pgbench) into an adopted table with write_permission => '{WRITE_PERMISSION}' (its write policies calling tenantry.authorize), as tenantry_app in the context of a key whose role holds {WRITER_PERMISSIONS:?}, synchronous_commit off"
         ),
         with,
         Some((
