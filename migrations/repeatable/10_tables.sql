@@ -391,7 +391,7 @@ AS $$
 BEGIN
     RAISE EXCEPTION 'new row violates row-level security policy "%"', policy
         USING ERRCODE = '42501',
-              DETAIL = format('Writing it needs the permission %s, which the caller does not hold.', permission);
+              DETAIL = 'Writing it needs the permission ' || permission || ', which the caller does not hold.';
 END
 $$;
 COMMENT ON FUNCTION tenantry.write_permission_refused(text, text, uuid) IS 'Internal: raises 42501 (new row violates row-level security policy "<policy>", the missing permission in DETAIL); the WITH CHECK of an adopted table''s write policies calls it for a row of the tenant''s when tenantry.authorize() refused the permission (tenant: the row''s tenant_id, which keeps Citus from calling it on the coordinator).';
