@@ -185,24 +185,35 @@ async fn on_placements(
     commands: &[tokio_postgres::Row],
 ) -> Result<(), DistributionError> {
     for row in commands {
-        let table: String = row.get(0);
-        let command: String = row.get(1);
-        let refused = |error: String| refusal(&table, error);
-        let failed: Vec<String> = client
-            .query(
-                "SELECT result FROM run_command_on_placements($1::text::regclass, $2) WHERE NOT success",
-                &[&table, &command],
-            )
-            .await
-            .map_err(|e| refused(e.to_string()))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if !failed.is_empty() {
-            return Err(refused(failed.join("; ")));
-        }
+        answers_of_placements(client, &row.get::<_, String>(0), &row.get::<_, String>(1)).await?;
     }
     Ok(())
+}
+
+/// Each placement's answer to `command` (`%s` the shard) on `table`'s
+/// placements; an error naming the table, with every refusal, when any
+/// placement refused it or could not be asked.
+async fn answers_of_placements(
+    client: &Client,
+    table: &str,
+    command: &str,
+) -> Result<Vec<String>, DistributionError> {
+    let answers = client
+        .query(
+            "SELECT success, result FROM run_command_on_placements($1::text::regclass, $2)",
+            &[&table, &command],
+        )
+        .await
+        .map_err(|e| refusal(table, e.to_string()))?;
+    let failed: Vec<String> = answers
+        .iter()
+        .filter(|r| !r.get::<_, bool>(0))
+        .map(|r| r.get(1))
+        .collect();
+    if !failed.is_empty() {
+        return Err(refusal(table, failed.join("; ")));
+    }
+    Ok(answers.iter().map(|r| r.get(1)).collect())
 }
 
 /// Makes every restrictive policy of a distributed table restrictive on its
@@ -240,33 +251,22 @@ pub async fn shards_with_permissive_copies(
         "SELECT count(*) FROM pg_catalog.pg_policy WHERE polrelid = @SHARD_LITERAL@::regclass AND polname = %1$L AND NOT polpermissive",
     )
     .await?;
-    let mut wrong: Vec<(String, i64)> = Vec::new();
+    // One row per policy: a table's count is that of its policy that most
+    // placements lack.
+    let mut wrong: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
     for row in &commands {
         let table: String = row.get(0);
-        let command: String = row.get(1);
-        let refused = |error: String| refusal(&table, error);
-        let answers = client
-            .query(
-                "SELECT success, result FROM run_command_on_placements($1::text::regclass, $2)",
-                &[&table, &command],
-            )
-            .await
-            .map_err(|e| refused(e.to_string()))?;
-        if let Some(failed) = answers.iter().find(|r| !r.get::<_, bool>(0)) {
-            return Err(refused(failed.get(1)));
-        }
-        let placements = answers
+        let lacking = answers_of_placements(client, &table, &row.get::<_, String>(1))
+            .await?
             .iter()
-            .filter(|r| r.get::<_, String>(1) != "1")
+            .filter(|answer| *answer != "1")
             .count() as i64;
-        if placements > 0 {
-            match wrong.last_mut() {
-                Some((t, n)) if *t == table => *n = (*n).max(placements),
-                _ => wrong.push((table, placements)),
-            }
+        if lacking > 0 {
+            let n = wrong.entry(table).or_default();
+            *n = (*n).max(lacking);
         }
     }
-    Ok(wrong)
+    Ok(wrong.into_iter().collect())
 }
 
 /// One row per restrictive policy of a distributed table: the table and

@@ -573,7 +573,7 @@ async fn migrate_locked(
         // a superuser only.
         let superuser: bool = client
             .query_one(
-                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+                "SELECT pg_catalog.current_setting('is_superuser') = 'on'",
                 &[],
             )
             .await?
