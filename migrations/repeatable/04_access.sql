@@ -1172,6 +1172,8 @@ GRANT SELECT (tenant_id, invitation_id, email, user_id, role_id, created_by, cre
  * permission of the role. Returns the invitation and its token, shown once
  * (tinv_ + the tenant's and the invitation's ids + 64 random hex digits;
  * only its SHA-256 is kept). At most 1000 pending invitations per tenant.
+ * It rests on the member or key that made it (0069): accepting it is
+ * refused once they could no longer make it.
  */
 CREATE OR REPLACE FUNCTION tenantry.create_invitation(
     email text DEFAULT NULL, user_id uuid DEFAULT NULL, role_id uuid DEFAULT NULL,
@@ -1183,6 +1185,8 @@ AS $$
 DECLARE
     tid uuid := tenantry.current_tenant_id();
     clean_email text := tenantry.clean_name(email, 'email');
+    by_user uuid;
+    by_key uuid;
 BEGIN
     IF tid IS NULL OR NOT tenantry.authorize('members.invite') THEN
         RAISE EXCEPTION 'inviting members needs members.invite' USING ERRCODE = 'TN401';
@@ -1217,15 +1221,29 @@ BEGIN
         RAISE EXCEPTION 'tenant % has no owner yet: the first person to join owns it, so only a caller holding every permission (an unbound key, an operator) invites them', tid
             USING ERRCODE = 'TN401';
     END IF;
+    -- The standing it is made on (0069), which accept_invitation asks about:
+    -- the key of this tenant that acts, or the active member acting in
+    -- their own request. Neither for the operator, the CLI or a context a
+    -- team's code set up for someone who is no member: their authority is
+    -- not a member's or a key's that could end.
+    IF tenantry.current_actor() ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        SELECT k.key_id INTO by_key FROM tenantry.api_keys k
+        WHERE k.tenant_id = tid AND k.key_id = substr(tenantry.current_actor(), 5)::uuid;
+    ELSIF tenantry.current_actor() = 'user:' || tenantry.current_user_id()::text THEN
+        SELECT m.user_id INTO by_user FROM tenantry.tenant_members m
+        WHERE m.tenant_id = tid AND m.user_id = tenantry.current_user_id() AND NOT m.pending;
+    END IF;
     invitation_id := gen_random_uuid();
     token := tenantry.row_token('tinv_', tid, invitation_id);
     expires_at := now() + valid_for;
-    INSERT INTO tenantry.invitations (tenant_id, invitation_id, email, user_id, role_id, token_hash, expires_at, may_own)
+    INSERT INTO tenantry.invitations (tenant_id, invitation_id, email, user_id, role_id, token_hash, expires_at, may_own,
+                                      maker_user, maker_key)
     VALUES (tid, invitation_id, clean_email, create_invitation.user_id, create_invitation.role_id,
-            sha256(convert_to(token, 'UTF8')), create_invitation.expires_at, tenantry.authorize_all());
+            sha256(convert_to(token, 'UTF8')), create_invitation.expires_at, tenantry.authorize_all(),
+            by_user, by_key);
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) IS 'Invites a person (email or user id) to the current tenant with an optional role, valid 1 minute to 30 days (default 7 days); needs members.invite and every permission of the role. Returns the token once (only its SHA-256 is stored). At most 1000 pending per tenant.';
+COMMENT ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) IS 'Invites a person (email or user id) to the current tenant with an optional role, valid 1 minute to 30 days (default 7 days); needs members.invite and every permission of the role. Returns the token once (only its SHA-256 is stored). At most 1000 pending per tenant. Records the member or key it rests on (0069): accept_invitation refuses it once they could no longer make it.';
 GRANT EXECUTE ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) TO tenantry_app;
 
 /** Revokes a pending invitation of the current tenant (members.invite); TN409 when it was accepted, TN404 when it is not the tenant's. Idempotent. */
@@ -1341,15 +1359,70 @@ COMMENT ON FUNCTION tenantry.revoke_invitation_row(uuid) IS 'revoke_invitation, 
 GRANT EXECUTE ON FUNCTION tenantry.revoke_invitation_row(uuid) TO tenantry_app;
 
 /**
+ * Whether an invitation's maker could still make it (0069). `stands`: it
+ * rests on no member or key (the operator's, the CLI's, a team's library
+ * context for someone who is no member), or its maker is still an active
+ * member of the tenant, or a key of it neither revoked nor expired (a
+ * rotation's grace included), holding members.invite and every permission
+ * of the invited role. `holds_all`: the maker still holds every permission,
+ * which alone lets an invitation make its person the owner (0060). The key
+ * or the membership first, the permissions after in statements of their own:
+ * on Citus a query of api_keys or tenant_members is pushed to a shard, where
+ * the permission lookups could not read the roles. Runs as its caller
+ * (accept_invitation, as the owner). Not granted.
+ */
+CREATE OR REPLACE FUNCTION tenantry.invitation_standing(
+    tid uuid, by_user uuid, by_key uuid, invited_role uuid, OUT stands boolean, OUT holds_all boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k record;
+    -- NULL: every permission, present and future.
+    grants text[];
+BEGIN
+    IF by_key IS NOT NULL THEN
+        SELECT a.user_id, a.role_id, a.scopes INTO k
+        FROM tenantry.api_keys a
+        WHERE a.tenant_id = tid AND a.key_id = by_key
+          AND a.revoked_at IS NULL AND (a.expires_at IS NULL OR a.expires_at > now());
+        IF NOT FOUND THEN
+            stands := false;
+            holds_all := false;
+            RETURN;
+        END IF;
+        grants := tenantry.identity_permission_names(tid, k.user_id, k.role_id, k.scopes);
+    ELSIF by_user IS NOT NULL THEN
+        IF NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                       WHERE m.tenant_id = tid AND m.user_id = by_user AND NOT m.pending) THEN
+            stands := false;
+            holds_all := false;
+            RETURN;
+        END IF;
+        grants := tenantry.member_grants(tid, by_user);
+    END IF;
+    holds_all := grants IS NULL
+        OR NOT EXISTS (SELECT 1 FROM tenantry.permissions p WHERE NOT p.name = ANY (grants));
+    stands := holds_all
+        OR ('members.invite' = ANY (grants)
+            AND NOT EXISTS (SELECT 1 FROM tenantry.role_permissions rp
+                            JOIN tenantry.permissions p ON p.permission_id = rp.permission_id
+                            WHERE rp.tenant_id = tid AND rp.role_id = invited_role
+                              AND NOT p.name = ANY (grants)));
+END
+$$;
+COMMENT ON FUNCTION tenantry.invitation_standing(uuid, uuid, uuid, uuid) IS 'Internal: whether an invitation''s maker (a member or a key of the tenant, 0069) could still make it (stands: active or unrevoked and unexpired, holding members.invite and every permission of the role; always for an invitation resting on neither) and still holds every permission (holds_all, which may_own needs). Not granted.';
+
+/**
  * Accepts an invitation as the signed-in person (a user context: the user is
  * the context's, proven by the server). The person becomes a member (the
  * first member of a tenant owns it) with the invitation's role; an existing
  * member just gains the role. `email` is the person's verified email (from
  * their token), required when the invitation names one, and the member's
  * email otherwise. An unknown, expired, revoked, already accepted or
- * someone else's invitation (other user id, other email), or a token for a
- * tenant that is not active, is refused with one answer: TN404. Returns the
- * tenant.
+ * someone else's invitation (other user id, other email), one whose maker
+ * could no longer make it (0069), or a token for a tenant that is not
+ * active, is refused with one answer: TN404. Returns the tenant.
  */
 CREATE OR REPLACE FUNCTION tenantry.accept_invitation(token text, email text DEFAULT NULL)
 RETURNS uuid
@@ -1366,6 +1439,7 @@ DECLARE
     inserted bigint;
     has_owner boolean;
     was_owner boolean;
+    standing record;
 BEGIN
     IF uid IS NULL OR tenantry.current_tenant_id() IS NOT NULL THEN
         RAISE EXCEPTION 'accepting an invitation needs a signed-in person' USING ERRCODE = 'TN403';
@@ -1396,6 +1470,13 @@ BEGIN
        OR (inv.user_id IS NOT NULL AND inv.user_id <> uid)
        OR (inv.email IS NOT NULL AND (clean_email IS NULL
            OR lower(inv.email COLLATE "und-x-icu") <> lower(clean_email COLLATE "und-x-icu"))) THEN
+        RAISE EXCEPTION 'invitation not found or no longer valid' USING ERRCODE = 'TN404', HINT = 'token';
+    END IF;
+    -- Its maker could no longer make it (0069: a member removed or holding
+    -- less since, a key revoked or expired): refused like a revoked one.
+    SELECT s.stands, s.holds_all INTO standing
+    FROM tenantry.invitation_standing(tid, inv.maker_user, inv.maker_key, inv.role_id) s;
+    IF NOT standing.stands THEN
         RAISE EXCEPTION 'invitation not found or no longer valid' USING ERRCODE = 'TN404', HINT = 'token';
     END IF;
     -- A person the tenant added already (pending) has an email on record:
@@ -1435,10 +1516,10 @@ BEGIN
         WHERE m.tenant_id = tid AND m.user_id = uid;
     END IF;
     -- Joining made this person the owner (the tenant had none): only an
-    -- invitation from a caller holding every permission gives that
-    -- (may_own); another, made while the tenant had an owner who left since,
-    -- waits for an owner (the operator's transfer).
-    IF NOT inv.may_own AND NOT was_owner
+    -- invitation from a caller holding every permission, then and still
+    -- (may_own, 0069), gives that; another, made while the tenant had an
+    -- owner who left since, waits for an owner (the operator's transfer).
+    IF NOT (inv.may_own AND standing.holds_all) AND NOT was_owner
        AND EXISTS (SELECT 1 FROM tenantry.tenant_members m
                    WHERE m.tenant_id = tid AND m.user_id = uid AND m.is_owner) THEN
         RAISE EXCEPTION 'tenant % has no owner: this invitation cannot make you its owner; ask its operator', tid
@@ -1455,7 +1536,7 @@ EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'another member of the tenant already has this email' USING ERRCODE = 'TN409', HINT = 'email';
 END
 $$;
-COMMENT ON FUNCTION tenantry.accept_invitation(text, text) IS 'In a user context: accepts an invitation (one time), making the signed-in person a member with its role (a pending membership the tenant added with their id becomes theirs, with the email they verified, and its owner when the tenant has none); TN404 alike for unknown, expired, revoked, reused or someone else''s invitations; the person who accepted it gets the same answer again while a member (a retry), nothing written. Returns the tenant.';
+COMMENT ON FUNCTION tenantry.accept_invitation(text, text) IS 'In a user context: accepts an invitation (one time), making the signed-in person a member with its role (a pending membership the tenant added with their id becomes theirs, with the email they verified, and its owner when the tenant has none); TN404 alike for unknown, expired, revoked, reused or someone else''s invitations and those whose maker could no longer make them (0069); the person who accepted it gets the same answer again while a member (a retry), nothing written. Returns the tenant.';
 GRANT EXECUTE ON FUNCTION tenantry.accept_invitation(text, text) TO tenantry_app;
 
 /**

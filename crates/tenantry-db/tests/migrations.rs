@@ -1573,6 +1573,114 @@ async fn the_upgrade_to_0067_lets_only_invitations_of_callers_holding_every_perm
     }
 }
 
+/// Migration 0069 on invitations pending from before it: each gets the
+/// standing its `created_by` names where that can still be told (a key of
+/// the tenant, revoked or not, and a person still an active member), and
+/// none otherwise (the operator's, a gone key's, another tenant's key's, a
+/// pending member's, someone no longer or never a member); accepted
+/// invitations are left as they were. (What accepting one then does is
+/// `an_invitation_ends_with_the_member_or_key_that_made_it`, attacks.)
+#[tokio::test]
+async fn the_upgrade_to_0069_gives_pending_invitations_the_member_or_key_they_rest_on() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let tenant = create_tenant(&su, "inviting").await;
+    let other = create_tenant(&su, "other").await;
+    let mut keys = Vec::new();
+    for (t, description) in [(tenant, "live"), (tenant, "revoked"), (other, "elsewhere")] {
+        su.query_one(
+            "SELECT tenantry.create_tenant_api_key($1, $2)",
+            &[&t, &description],
+        )
+        .await
+        .unwrap();
+        let id: uuid::Uuid = su
+            .query_one(
+                "SELECT key_id FROM tenantry.api_keys WHERE tenant_id = $1 AND description = $2",
+                &[&t, &description],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        keys.push(id);
+    }
+    su.execute(
+        "UPDATE tenantry.api_keys SET revoked_at = now() WHERE key_id = $1",
+        &[&keys[1]],
+    )
+    .await
+    .unwrap();
+    let (active, pending) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    su.execute(
+        "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, is_owner, pending)
+         VALUES ($1, $2, 'active@example.com', true, false), ($1, $3, 'pending@example.com', false, true)",
+        &[&tenant, &active, &pending],
+    )
+    .await
+    .unwrap();
+    let made_by = [
+        ("admin".to_owned(), None, None),
+        (format!("key:{}", keys[0]), None, Some(keys[0])),
+        (format!("key:{}", keys[1]), None, Some(keys[1])),
+        (format!("key:{}", keys[2]), None, None),
+        (format!("key:{}", uuid::Uuid::new_v4()), None, None),
+        (format!("user:{active}"), Some(active), None),
+        (format!("user:{pending}"), None, None),
+        (format!("user:{}", uuid::Uuid::new_v4()), None, None),
+    ];
+    for (n, (created_by, _, _)) in made_by.iter().enumerate() {
+        su.execute(
+            "INSERT INTO tenantry.invitations (tenant_id, email, token_hash, created_by, expires_at)
+             VALUES ($1, $2, sha256(convert_to($2, 'UTF8')), $3, now() + interval '7 days')",
+            &[&tenant, &format!("p{n}@example.com"), created_by],
+        )
+        .await
+        .unwrap();
+    }
+    su.execute(
+        "INSERT INTO tenantry.invitations (tenant_id, email, token_hash, created_by, expires_at, accepted_at)
+         VALUES ($1, 'done@example.com', sha256('done'), $2, now() + interval '7 days', now())",
+        &[&tenant, &format!("key:{}", keys[0])],
+    )
+    .await
+    .unwrap();
+
+    // The columns as a database before 0069 lacks them, then the migration.
+    su.batch_execute(&format!(
+        "ALTER TABLE tenantry.invitations DROP COLUMN maker_user, DROP COLUMN maker_key;
+         BEGIN; {} COMMIT; RESET ROLE",
+        include_str!("../../../migrations/0069_invitations_rest_on_their_maker.sql")
+    ))
+    .await
+    .unwrap();
+    for (n, (created_by, user, key)) in made_by.iter().enumerate() {
+        let row = su
+            .query_one(
+                "SELECT maker_user, maker_key FROM tenantry.invitations WHERE email = $1",
+                &[&format!("p{n}@example.com")],
+            )
+            .await
+            .unwrap();
+        let got: (Option<uuid::Uuid>, Option<uuid::Uuid>) = (row.get(0), row.get(1));
+        assert_eq!(got, (*user, *key), "made by {created_by}");
+    }
+    let done = su
+        .query_one(
+            "SELECT maker_user, maker_key FROM tenantry.invitations WHERE email = 'done@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            done.get::<_, Option<uuid::Uuid>>(0),
+            done.get::<_, Option<uuid::Uuid>>(1)
+        ),
+        (None, None),
+        "an accepted invitation is left as it was"
+    );
+}
+
 /// Migration 0068 after 0055 in one upgrade: a row share whose key was
 /// written under a DateStyle other than ISO (`12/25/2026`), which 0055
 /// revoked because one ISO field order could not read it, is shared again

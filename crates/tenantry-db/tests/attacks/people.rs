@@ -1615,3 +1615,241 @@ async fn a_person_creates_only_as_many_tenants_as_the_operator_allows_and_owns_t
     );
     rollback(&app).await;
 }
+
+/// Opens a transaction in `t` as `actor` (a key's `key:<id>`, or a member
+/// acting in their own request when `actor` is None and `user` is set)
+/// holding `grants`: the context the server proves for that caller.
+async fn begin_acting(
+    c: &Client,
+    t: Uuid,
+    user: Option<Uuid>,
+    actor: Option<&str>,
+    grants: &[&str],
+) {
+    exec(c, "BEGIN").await;
+    let mut signed = SignedContext::new(TenantId::from_uuid(t));
+    signed.user = user.map(UserId::from_uuid);
+    signed.actor = actor.map(str::to_owned);
+    signed.grants = Some(grants.iter().map(|g| (*g).to_owned()).collect());
+    assert!(enter_signed(c, &signed).await.unwrap().is_some());
+}
+
+/// An invitation for `email` to `role`, made in the context [`begin_acting`] opens; returns its token.
+async fn invite_acting(
+    c: &Client,
+    t: Uuid,
+    (user, actor): (Option<Uuid>, Option<&str>),
+    grants: &[&str],
+    email: &str,
+    role: Option<Uuid>,
+) -> String {
+    begin_acting(c, t, user, actor, grants).await;
+    let token: String = c
+        .query_one(
+            "SELECT token FROM tenantry.create_invitation($1, NULL, $2)",
+            &[&email, &role],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create_invitation for {email}: {e:?}"))
+        .get(0);
+    commit(c).await;
+    token
+}
+
+/// An invitation is the authority of whoever made it, used later: a member
+/// about to be removed invited a second address of their own with their
+/// role, and after the removal that address joined (found by a review of
+/// the people path, listed as a leftover since stop 70). Now an invitation
+/// made by a member in their own request, or by a key, is refused like a
+/// revoked one once the member is removed or holds less than it hands out,
+/// or the key is revoked; the operator's rests on nobody and still holds,
+/// and nobody joined through a refused one.
+#[tokio::test]
+async fn an_invitation_ends_with_the_member_or_key_that_made_it() {
+    let (_tdb, c, su) = setup().await;
+    let inviting = ["members.invite", "resources.read"];
+    let (t, _owner, member, role) = team(&c, &su, &inviting).await;
+    let leaving = (Some(member), None);
+    let first = invite_acting(&c, t, leaving, &inviting, "m1@x.test", Some(role)).await;
+    let second = invite_acting(&c, t, leaving, &inviting, "m2@x.test", Some(role)).await;
+
+    // A member who stays, whose role later loses members.invite.
+    let shrinking_role = create_role(&c, t, "inviter").await;
+    begin_as(&c, t).await;
+    for p in inviting {
+        c.execute(
+            "SELECT tenantry.assign_tenant_permission($1, $2)",
+            &[&shrinking_role, &p],
+        )
+        .await
+        .unwrap();
+    }
+    let stays: Uuid = c
+        .query_one(
+            "INSERT INTO tenantry.tenant_members (email) VALUES ('stays@team.test') RETURNING user_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    c.execute(
+        "SELECT tenantry.set_member_roles($1, ARRAY[$2::uuid])",
+        &[&stays, &shrinking_role],
+    )
+    .await
+    .unwrap();
+    // A key holding members.invite through the member's role, acting as itself.
+    c.execute(
+        "SELECT tenantry.create_api_key('inviter', $1)",
+        &[&json!({ "role_id": role })],
+    )
+    .await
+    .unwrap();
+    let key: Uuid = c
+        .query_one(
+            "SELECT key_id FROM tenantry.api_keys WHERE description = 'inviter'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(&c).await;
+    let by_shrinking =
+        invite_acting(&c, t, (Some(stays), None), &inviting, "s1@x.test", None).await;
+    let acting_key = format!("key:{key}");
+    let by_key = invite_acting(
+        &c,
+        t,
+        (None, Some(&acting_key)),
+        &inviting,
+        "k1@x.test",
+        None,
+    )
+    .await;
+    let by_operator = invite(&c, t, "op@x.test", None, Some(role)).await;
+    let recorded = strings(
+        &su,
+        &format!(
+            "SELECT email || ' ' || coalesce(maker_user::text, '-') || ' ' || coalesce(maker_key::text, '-')
+               FROM tenantry.invitations WHERE tenant_id = '{t}' ORDER BY email"
+        ),
+    )
+    .await;
+    assert_eq!(
+        recorded,
+        [
+            format!("k1@x.test - {key}"),
+            format!("m1@x.test {member} -"),
+            format!("m2@x.test {member} -"),
+            "op@x.test - -".to_owned(),
+            format!("s1@x.test {stays} -"),
+        ]
+    );
+
+    // While its maker stands, an invitation is accepted.
+    assert_eq!(
+        accept(&c, Uuid::new_v4(), &first, Some("m1@x.test")).await,
+        Ok(t)
+    );
+    begin_as(&c, t).await;
+    exec(&c, &format!("SELECT tenantry.remove_member('{member}')")).await;
+    exec(&c, &format!("SELECT tenantry.revoke_api_key('{key}')")).await;
+    exec(
+        &c,
+        &format!("SELECT tenantry.revoke_tenant_permission('{shrinking_role}', 'members.invite')"),
+    )
+    .await;
+    commit(&c).await;
+    let refused = Err((
+        "TN404".to_owned(),
+        "invitation not found or no longer valid".to_owned(),
+    ));
+    for (what, token, email) in [
+        ("the member removed", &second, "m2@x.test"),
+        (
+            "the member without members.invite",
+            &by_shrinking,
+            "s1@x.test",
+        ),
+        ("the key revoked", &by_key, "k1@x.test"),
+    ] {
+        assert_eq!(
+            accept(&c, Uuid::new_v4(), token, Some(email)).await,
+            refused,
+            "{what}"
+        );
+    }
+    assert_eq!(
+        accept(&c, Uuid::new_v4(), &by_operator, Some("op@x.test")).await,
+        Ok(t),
+        "the operator's invitation rests on no member or key"
+    );
+    assert_eq!(
+        count(
+            &su,
+            &format!(
+                "SELECT count(*) FROM tenantry.tenant_members
+                  WHERE tenant_id = '{t}' AND email IN ('m2@x.test', 's1@x.test', 'k1@x.test')"
+            )
+        )
+        .await,
+        0,
+        "nobody joined through a refused invitation"
+    );
+}
+
+/// An invitation to a role that gained, after it was made, a permission
+/// its maker does not hold would hand that permission out on the maker's
+/// authority: refused like the others, until the role is as it was.
+#[tokio::test]
+async fn an_invitation_to_a_role_grown_past_its_makers_permissions_is_refused() {
+    let (_tdb, c, su) = setup().await;
+    let inviting = ["members.invite", "resources.read"];
+    let (t, _owner, member, _role) = team(&c, &su, &inviting).await;
+    let invited_role = create_role(&c, t, "viewer").await;
+    begin_as(&c, t).await;
+    c.execute(
+        "SELECT tenantry.assign_tenant_permission($1, 'resources.read')",
+        &[&invited_role],
+    )
+    .await
+    .unwrap();
+    commit(&c).await;
+    let token = invite_acting(
+        &c,
+        t,
+        (Some(member), None),
+        &inviting,
+        "grown@x.test",
+        Some(invited_role),
+    )
+    .await;
+    begin_as(&c, t).await;
+    c.execute(
+        "SELECT tenantry.assign_tenant_permission($1, 'keys.write')",
+        &[&invited_role],
+    )
+    .await
+    .unwrap();
+    commit(&c).await;
+    let person = Uuid::new_v4();
+    assert_eq!(
+        accept(&c, person, &token, Some("grown@x.test")).await,
+        Err((
+            "TN404".to_owned(),
+            "invitation not found or no longer valid".to_owned()
+        ))
+    );
+    begin_as(&c, t).await;
+    c.execute(
+        "SELECT tenantry.revoke_tenant_permission($1, 'keys.write')",
+        &[&invited_role],
+    )
+    .await
+    .unwrap();
+    commit(&c).await;
+    assert_eq!(
+        accept(&c, person, &token, Some("grown@x.test")).await,
+        Ok(t)
+    );
+}
