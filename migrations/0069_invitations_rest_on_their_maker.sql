@@ -11,26 +11,33 @@
 -- (repeatable code) refuses it, like a revoked one, once its maker could no
 -- longer make it:
 --
---   maker_user  a member of the tenant who made it in their own context (a
---               person's request): it stands while they are an active member
---               holding members.invite and every permission of its role;
---   maker_key   a key of the tenant that made it: it stands while the key is
---               neither revoked nor expired (a rotation's grace included) and
---               holds members.invite and every permission of its role.
+--   maker_user  a member of the tenant who made it in their own request
+--               (as its owner, or with the permissions the server put in the
+--               context): it stands while they are an active member holding
+--               members.invite and every permission of its role;
+--   maker_key   the key of the tenant that made it: it stands while the key
+--               is neither revoked nor expired and holds members.invite and
+--               every permission of its role.
 --
 -- An invitation that may make its person the tenant's owner (may_own, 0060)
 -- does so only while its maker still holds every permission.
 --
+-- A key's rotation hands its pending invitations to the successor
+-- (rotate_api_key), so that a routine rotation does not end them.
+--
 -- NULL where the authority was not a member's or a key's (the operator's
--- token, the CLI, a context a team's own code set up with the library for a
--- user who is not a member). Pending invitations made before this migration
--- get the standing their created_by names where it can still be told: a key
--- of the tenant (revoked or not: a revoked key's invitations end here), or a
--- person who is still an active member. A person who is no member any more
--- cannot be told from a library context's user, so those are left as they
--- were (revoke them by hand: docs/people.md). Not readable by the app roles
--- (no column privilege). Nullable without a default: adding them rewrites
--- nothing.
+-- token, the CLI, a context a team's own code set up with the library for
+-- someone who is no member, or with every permission for a member who does
+-- not own the tenant). Pending invitations made before this migration get
+-- the standing their created_by names where it can be told:
+--   - a key (`key:<id>`): always, followed along its rotations to the last
+--     successor; a key revoked, expired or deleted since (with its member)
+--     ends its invitations here;
+--   - a person (`user:<id>`) who is still an active member. One who is no
+--     member any more cannot be told from a library context's user, so
+--     those are left as they were (docs/people.md lists them, to revoke).
+-- Not readable by the app roles (no column privilege). Nullable without a
+-- default: adding them rewrites nothing.
 -- =============================================================================
 
 SET LOCAL ROLE tenantry_owner;
@@ -42,15 +49,34 @@ COMMENT ON COLUMN tenantry.invitations.maker_user IS 'The active member of the t
 COMMENT ON COLUMN tenantry.invitations.maker_key IS 'The key of the tenant that made the invitation: it can be accepted only while the key is neither revoked nor expired and holds members.invite and every permission of its role. NULL otherwise.';
 
 UPDATE tenantry.invitations i
-   SET maker_key = k.key_id
-  FROM tenantry.api_keys k
+   SET maker_key = substr(i.created_by, 5)::uuid
  WHERE i.accepted_at IS NULL AND i.revoked_at IS NULL
-   AND i.created_by ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-   AND k.tenant_id = i.tenant_id AND k.key_id = substr(i.created_by, 5)::uuid;
+   AND i.created_by ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
 
+-- Along each key's rotations (rotated_to) to the last successor.
+WITH RECURSIVE chain (tenant_id, invitation_id, key_id, depth) AS (
+    SELECT i.tenant_id, i.invitation_id, i.maker_key, 0
+      FROM tenantry.invitations i
+     WHERE i.maker_key IS NOT NULL
+    UNION ALL
+    SELECT c.tenant_id, c.invitation_id, k.rotated_to, c.depth + 1
+      FROM chain c
+      JOIN tenantry.api_keys k ON k.tenant_id = c.tenant_id AND k.key_id = c.key_id
+     WHERE k.rotated_to IS NOT NULL AND c.depth < 1000
+), last AS (
+    SELECT DISTINCT ON (c.tenant_id, c.invitation_id) c.tenant_id, c.invitation_id, c.key_id
+      FROM chain c
+     ORDER BY c.tenant_id, c.invitation_id, c.depth DESC
+)
+UPDATE tenantry.invitations i
+   SET maker_key = l.key_id
+  FROM last l
+ WHERE i.tenant_id = l.tenant_id AND i.invitation_id = l.invitation_id AND i.maker_key <> l.key_id;
+
+-- Compared as text: the cast of created_by is never tried on another row.
 UPDATE tenantry.invitations i
    SET maker_user = m.user_id
   FROM tenantry.tenant_members m
  WHERE i.accepted_at IS NULL AND i.revoked_at IS NULL
-   AND i.created_by ~ '^user:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-   AND m.tenant_id = i.tenant_id AND m.user_id = substr(i.created_by, 6)::uuid AND NOT m.pending;
+   AND i.created_by LIKE 'user:%'
+   AND m.tenant_id = i.tenant_id AND m.user_id::text = substr(i.created_by, 6) AND NOT m.pending;

@@ -1222,16 +1222,21 @@ BEGIN
             USING ERRCODE = 'TN401';
     END IF;
     -- The standing it is made on (0069), which accept_invitation asks about:
-    -- the key of this tenant that acts, or the active member acting in
-    -- their own request. Neither for the operator, the CLI or a context a
-    -- team's code set up for someone who is no member: their authority is
-    -- not a member's or a key's that could end.
+    -- the key that acts (a key acts in its own tenant's context), even one
+    -- gone since the server checked it (a context opened from a cache
+    -- just before the key was deleted with its member: it then stands for
+    -- nothing); or the member acting in their own request, as the owner or
+    -- with the permissions the server put in the context. Neither for the
+    -- operator, the CLI, or a context a team's code set up for someone who
+    -- is no member or with every permission for a member who does not own
+    -- the tenant: that authority is the code's, not a member's or a key's
+    -- that could end.
     IF tenantry.current_actor() ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
-        SELECT k.key_id INTO by_key FROM tenantry.api_keys k
-        WHERE k.tenant_id = tid AND k.key_id = substr(tenantry.current_actor(), 5)::uuid;
+        by_key := substr(tenantry.current_actor(), 5)::uuid;
     ELSIF tenantry.current_actor() = 'user:' || tenantry.current_user_id()::text THEN
         SELECT m.user_id INTO by_user FROM tenantry.tenant_members m
-        WHERE m.tenant_id = tid AND m.user_id = tenantry.current_user_id() AND NOT m.pending;
+        WHERE m.tenant_id = tid AND m.user_id = tenantry.current_user_id() AND NOT m.pending
+          AND (m.is_owner OR NOT tenantry.authorize_all());
     END IF;
     invitation_id := gen_random_uuid();
     token := tenantry.row_token('tinv_', tid, invitation_id);
@@ -1363,9 +1368,10 @@ GRANT EXECUTE ON FUNCTION tenantry.revoke_invitation_row(uuid) TO tenantry_app;
  * rests on no member or key (the operator's, the CLI's, a team's library
  * context for someone who is no member), or its maker is still an active
  * member of the tenant, or a key of it neither revoked nor expired (a
- * rotation's grace included), holding members.invite and every permission
- * of the invited role. `holds_all`: the maker still holds every permission,
- * which alone lets an invitation make its person the owner (0060). The key
+ * rotation hands a key's pending invitations to its successor), holding
+ * members.invite and every permission of the invited role. `holds_all`:
+ * the maker still holds every permission, which alone lets an invitation
+ * make its person the owner (0060). The key
  * or the membership first, the permissions after in statements of their own:
  * on Citus a query of api_keys or tenant_members is pushed to a shard, where
  * the permission lookups could not read the roles. Runs as its caller

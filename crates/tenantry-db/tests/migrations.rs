@@ -1574,11 +1574,11 @@ async fn the_upgrade_to_0067_lets_only_invitations_of_callers_holding_every_perm
 }
 
 /// Migration 0069 on invitations pending from before it: each gets the
-/// standing its `created_by` names where that can still be told (a key of
-/// the tenant, revoked or not, and a person still an active member), and
-/// none otherwise (the operator's, a gone key's, another tenant's key's, a
-/// pending member's, someone no longer or never a member); accepted
-/// invitations are left as they were. (What accepting one then does is
+/// standing its `created_by` names where that can be told (every key, live,
+/// revoked, gone or another tenant's, a rotated one followed to its last
+/// successor; a person still an active member), and none otherwise (the
+/// operator's, a pending member's, someone no longer or never a member);
+/// accepted invitations are left as they were. (What accepting one then does is
 /// `an_invitation_ends_with_the_member_or_key_that_made_it`, attacks.)
 #[tokio::test]
 async fn the_upgrade_to_0069_gives_pending_invitations_the_member_or_key_they_rest_on() {
@@ -1587,7 +1587,12 @@ async fn the_upgrade_to_0069_gives_pending_invitations_the_member_or_key_they_re
     let tenant = create_tenant(&su, "inviting").await;
     let other = create_tenant(&su, "other").await;
     let mut keys = Vec::new();
-    for (t, description) in [(tenant, "live"), (tenant, "revoked"), (other, "elsewhere")] {
+    for (t, description) in [
+        (tenant, "live"),
+        (tenant, "revoked"),
+        (other, "elsewhere"),
+        (tenant, "rotated"),
+    ] {
         su.query_one(
             "SELECT tenantry.create_tenant_api_key($1, $2)",
             &[&t, &description],
@@ -1610,7 +1615,15 @@ async fn the_upgrade_to_0069_gives_pending_invitations_the_member_or_key_they_re
     )
     .await
     .unwrap();
+    // Rotated before the upgrade: its invitations rest on its successor.
+    su.execute(
+        "UPDATE tenantry.api_keys SET rotated_to = $2 WHERE key_id = $1",
+        &[&keys[3], &keys[0]],
+    )
+    .await
+    .unwrap();
     let (active, pending) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let gone = uuid::Uuid::new_v4();
     su.execute(
         "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, is_owner, pending)
          VALUES ($1, $2, 'active@example.com', true, false), ($1, $3, 'pending@example.com', false, true)",
@@ -1622,8 +1635,11 @@ async fn the_upgrade_to_0069_gives_pending_invitations_the_member_or_key_they_re
         ("admin".to_owned(), None, None),
         (format!("key:{}", keys[0]), None, Some(keys[0])),
         (format!("key:{}", keys[1]), None, Some(keys[1])),
-        (format!("key:{}", keys[2]), None, None),
-        (format!("key:{}", uuid::Uuid::new_v4()), None, None),
+        // Another tenant's key and a key gone since: recorded, and so
+        // refused on acceptance (no live key of the tenant by that id).
+        (format!("key:{}", keys[2]), None, Some(keys[2])),
+        (format!("key:{gone}"), None, Some(gone)),
+        (format!("key:{}", keys[3]), None, Some(keys[0])),
         (format!("user:{active}"), Some(active), None),
         (format!("user:{pending}"), None, None),
         (format!("user:{}", uuid::Uuid::new_v4()), None, None),
@@ -1640,6 +1656,14 @@ async fn the_upgrade_to_0069_gives_pending_invitations_the_member_or_key_they_re
     su.execute(
         "INSERT INTO tenantry.invitations (tenant_id, email, token_hash, created_by, expires_at, accepted_at)
          VALUES ($1, 'done@example.com', sha256('done'), $2, now() + interval '7 days', now())",
+        &[&tenant, &format!("key:{}", keys[0])],
+    )
+    .await
+    .unwrap();
+
+    su.execute(
+        "INSERT INTO tenantry.invitations (tenant_id, email, token_hash, created_by, expires_at, revoked_at)
+         VALUES ($1, 'revoked@example.com', sha256('revoked'), $2, now() + interval '7 days', now())",
         &[&tenant, &format!("key:{}", keys[0])],
     )
     .await
@@ -1664,21 +1688,21 @@ async fn the_upgrade_to_0069_gives_pending_invitations_the_member_or_key_they_re
         let got: (Option<uuid::Uuid>, Option<uuid::Uuid>) = (row.get(0), row.get(1));
         assert_eq!(got, (*user, *key), "made by {created_by}");
     }
-    let done = su
-        .query_one(
-            "SELECT maker_user, maker_key FROM tenantry.invitations WHERE email = 'done@example.com'",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            done.get::<_, Option<uuid::Uuid>>(0),
-            done.get::<_, Option<uuid::Uuid>>(1)
-        ),
-        (None, None),
-        "an accepted invitation is left as it was"
-    );
+    for untouched in ["done@example.com", "revoked@example.com"] {
+        let row = su
+            .query_one(
+                "SELECT maker_user, maker_key FROM tenantry.invitations WHERE email = $1",
+                &[&untouched],
+            )
+            .await
+            .unwrap();
+        let got: (Option<uuid::Uuid>, Option<uuid::Uuid>) = (row.get(0), row.get(1));
+        assert_eq!(
+            got,
+            (None, None),
+            "{untouched}: an accepted or revoked invitation is left as it was"
+        );
+    }
 }
 
 /// Migration 0068 after 0055 in one upgrade: a row share whose key was

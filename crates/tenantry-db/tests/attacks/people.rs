@@ -1853,3 +1853,162 @@ async fn an_invitation_to_a_role_grown_past_its_makers_permissions_is_refused() 
         Ok(t)
     );
 }
+
+/// A key's rotation hands its pending invitations to the successor, so that
+/// they outlive the old key's grace (0 here) but not the successor's
+/// revocation; an expired key's invitations end with it.
+#[tokio::test]
+async fn a_rotated_keys_invitations_rest_on_its_successor_and_an_expired_keys_end() {
+    let (_tdb, c, su) = setup().await;
+    let inviting = ["members.invite", "resources.read"];
+    let (t, _owner, _member, role) = team(&c, &su, &inviting).await;
+    begin_as(&c, t).await;
+    let mut keys = Vec::new();
+    for description in ["rotating", "expiring"] {
+        c.execute(
+            "SELECT tenantry.create_api_key($1, $2)",
+            &[&description, &json!({ "role_id": role })],
+        )
+        .await
+        .unwrap();
+        let id: Uuid = c
+            .query_one(
+                "SELECT key_id FROM tenantry.api_keys WHERE description = $1",
+                &[&description],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        keys.push(id);
+    }
+    commit(&c).await;
+    let (rotating, expiring) = (format!("key:{}", keys[0]), format!("key:{}", keys[1]));
+    let first = invite_acting(&c, t, (None, Some(&rotating)), &inviting, "r1@x.test", None).await;
+    let second = invite_acting(&c, t, (None, Some(&rotating)), &inviting, "r2@x.test", None).await;
+    let by_expiring =
+        invite_acting(&c, t, (None, Some(&expiring)), &inviting, "e1@x.test", None).await;
+
+    begin_as(&c, t).await;
+    exec(
+        &c,
+        &format!(
+            "SELECT tenantry.rotate_api_key('{}', interval '0')",
+            keys[0]
+        ),
+    )
+    .await;
+    commit(&c).await;
+    exec(
+        &su,
+        &format!(
+            "UPDATE tenantry.api_keys SET expires_at = now() - interval '1 second' WHERE key_id = '{}'",
+            keys[1]
+        ),
+    )
+    .await;
+    let successor = strings(
+        &su,
+        &format!(
+            "SELECT DISTINCT maker_key::text FROM tenantry.invitations
+              WHERE tenant_id = '{t}' AND email IN ('r1@x.test', 'r2@x.test')"
+        ),
+    )
+    .await;
+    let rotated_to = strings(
+        &su,
+        &format!(
+            "SELECT rotated_to::text FROM tenantry.api_keys WHERE key_id = '{}'",
+            keys[0]
+        ),
+    )
+    .await;
+    assert_eq!(
+        successor, rotated_to,
+        "the invitations rest on the successor"
+    );
+    assert_eq!(
+        accept(&c, Uuid::new_v4(), &first, Some("r1@x.test")).await,
+        Ok(t),
+        "past the old key's grace, on its successor"
+    );
+    begin_as(&c, t).await;
+    exec(
+        &c,
+        &format!("SELECT tenantry.revoke_api_key('{}')", rotated_to[0]),
+    )
+    .await;
+    commit(&c).await;
+    let refused = Err((
+        "TN404".to_owned(),
+        "invitation not found or no longer valid".to_owned(),
+    ));
+    assert_eq!(
+        accept(&c, Uuid::new_v4(), &second, Some("r2@x.test")).await,
+        refused,
+        "the successor revoked"
+    );
+    assert_eq!(
+        accept(&c, Uuid::new_v4(), &by_expiring, Some("e1@x.test")).await,
+        refused,
+        "the key expired"
+    );
+}
+
+/// A context a team's own code opened naming a member but holding every
+/// permission (the library's default): the authority is the code's, so
+/// the invitation rests on no member and holds after that member is
+/// removed; the same member's own request (restricted to their roles)
+/// rests on them.
+#[tokio::test]
+async fn an_invitation_from_a_context_the_teams_code_gave_every_permission_rests_on_no_member() {
+    let (_tdb, c, su) = setup().await;
+    let inviting = ["members.invite", "resources.read"];
+    let (t, _owner, member, role) = team(&c, &su, &inviting).await;
+    exec(&c, "BEGIN").await;
+    let mut signed = SignedContext::new(TenantId::from_uuid(t));
+    signed.user = Some(UserId::from_uuid(member));
+    assert!(enter_signed(&c, &signed).await.unwrap().is_some());
+    let by_code: String = c
+        .query_one(
+            "SELECT token FROM tenantry.create_invitation('code@x.test', NULL, $1)",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(&c).await;
+    let by_member = invite_acting(
+        &c,
+        t,
+        (Some(member), None),
+        &inviting,
+        "own@x.test",
+        Some(role),
+    )
+    .await;
+    assert_eq!(
+        strings(
+            &su,
+            &format!(
+                "SELECT email || ' ' || coalesce(maker_user::text, '-') FROM tenantry.invitations
+                  WHERE tenant_id = '{t}' ORDER BY email"
+            )
+        )
+        .await,
+        ["code@x.test -".to_owned(), format!("own@x.test {member}")]
+    );
+    begin_as(&c, t).await;
+    exec(&c, &format!("SELECT tenantry.remove_member('{member}')")).await;
+    commit(&c).await;
+    assert_eq!(
+        accept(&c, Uuid::new_v4(), &by_code, Some("code@x.test")).await,
+        Ok(t)
+    );
+    assert_eq!(
+        accept(&c, Uuid::new_v4(), &by_member, Some("own@x.test")).await,
+        Err((
+            "TN404".to_owned(),
+            "invitation not found or no longer valid".to_owned()
+        ))
+    );
+}
