@@ -12,8 +12,9 @@ use tenantry_db::{
         citus::{citus_url, migrated, ClusterDb},
         enter_signed_with,
     },
-    ContextKey, DbError, Isolation, NewInvitation, NewMember, NewResource, NewTenant, ResourceId,
-    ResourceQuery, SignedContext, TenantContext, TenantId, TenantUpdate, UserId, Visibility,
+    ContextKey, DbError, Isolation, NewInvitation, NewKeyOptions, NewMember, NewResource,
+    NewTenant, ResourceId, ResourceQuery, SignedContext, TenantContext, TenantId, TenantUpdate,
+    UserId, Visibility,
 };
 use tokio_postgres::{Client, Config};
 
@@ -1844,6 +1845,133 @@ async fn a_pending_member_joins_by_accepting_an_invitation_on_the_cluster() {
     let mine = server.my_tenants(person).await.unwrap();
     assert_eq!(mine.len(), 1);
     assert!(mine[0].is_owner);
+}
+
+/// Invitations made by a member in their own request and by a key, on the
+/// cluster (migration 0069): each records its maker, acceptance reads the
+/// maker's standing from the shards, a rotation hands the key's pending
+/// invitations to its successor, and once the member is removed and the
+/// successor revoked their invitations are refused like revoked ones.
+#[tokio::test]
+async fn an_invitation_ends_with_the_member_or_key_that_made_it_on_the_cluster() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, _admin, key) = migrated(&url, "makers").await;
+    let server = db.server_database(key).await;
+    let mut ops = server.admin("admin").await.unwrap();
+    let t = pooled_tenant(&mut ops, "t", None).await;
+    ops.commit().await.unwrap();
+    // Each write in a transaction of its own, as the API makes them: Citus
+    // refuses one transaction that writes the same shards as two roles.
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    let role = scope
+        .create_role("inviter", "invites")
+        .await
+        .unwrap()
+        .role_id;
+    scope.commit().await.unwrap();
+    let inviting = ["members.invite", "resources.read"];
+    for p in inviting {
+        let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+        scope.grant_permission(role, p).await.unwrap();
+        scope.commit().await.unwrap();
+    }
+    // The first member owns the tenant; the inviting member is the second.
+    let mut members = Vec::new();
+    for email in ["owner@t.test", "m@t.test"] {
+        let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+        let added = scope
+            .add_member(&NewMember {
+                user_id: None,
+                email: email.into(),
+                display_name: None,
+            })
+            .await
+            .unwrap();
+        scope.commit().await.unwrap();
+        members.push(added.user_id);
+    }
+    let member = members[1];
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    scope.set_member_roles(member, &[role]).await.unwrap();
+    scope.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    let key_id = scope
+        .create_api_key(&NewKeyOptions {
+            description: "inviter".into(),
+            role_id: Some(role),
+            ..NewKeyOptions::default()
+        })
+        .await
+        .unwrap()
+        .info
+        .key_id;
+    scope.commit().await.unwrap();
+
+    let as_member = TenantContext::new(t)
+        .with_user(Some(member))
+        .with_actor(format!("user:{member}"))
+        .with_permissions(inviting.into_iter().collect());
+    let as_key = TenantContext::new(t)
+        .with_actor(format!("key:{key_id}"))
+        .with_permissions(inviting.into_iter().collect());
+    let mut tokens = Vec::new();
+    for (n, context) in [&as_member, &as_member, &as_key, &as_key]
+        .into_iter()
+        .enumerate()
+    {
+        let mut scope = server.tenant(context.clone()).await.unwrap();
+        let invitation = scope
+            .create_invitation(&NewInvitation {
+                email: Some(format!("p{n}@t.test")),
+                user_id: None,
+                role_id: Some(role),
+                valid_for: None,
+            })
+            .await
+            .unwrap();
+        scope.commit().await.unwrap();
+        tokens.push(invitation.token);
+    }
+    let accept = |n: usize| {
+        let (server, token) = (&server, &tokens[n]);
+        async move {
+            server
+                .accept_invitation(
+                    UserId::from_uuid(uuid::Uuid::new_v4()),
+                    token,
+                    Some(&format!("p{n}@t.test")),
+                )
+                .await
+        }
+    };
+    assert_eq!(accept(0).await.unwrap(), t);
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    scope.remove_member(member).await.unwrap();
+    scope.commit().await.unwrap();
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    let successor = scope
+        .rotate_api_key(key_id, std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .info
+        .key_id;
+    scope.commit().await.unwrap();
+    assert!(
+        matches!(accept(1).await, Err(DbError::NotFound(_))),
+        "the member removed"
+    );
+    assert_eq!(
+        accept(2).await.unwrap(),
+        t,
+        "on the rotated key's successor"
+    );
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    scope.revoke_api_key(successor).await.unwrap();
+    scope.commit().await.unwrap();
+    assert!(
+        matches!(accept(3).await, Err(DbError::NotFound(_))),
+        "the successor revoked"
+    );
 }
 
 /// A team's keys on the cluster: a taken name, a reference to a missing row
