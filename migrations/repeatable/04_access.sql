@@ -1122,9 +1122,12 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'member % not found', remove_member.user_id USING ERRCODE = 'TN404', HINT = 'user_id';
     END IF;
+    -- Their pending invitations, and those of the keys that went with them,
+    -- can no longer be accepted (0069): listed and audited as revoked.
+    PERFORM tenantry.revoke_orphaned_invitations(tid, after_app_writes => true);
 END
 $$;
-COMMENT ON FUNCTION tenantry.remove_member(uuid) IS 'Removes a member of the current tenant and its role assignments (members.write and every permission the member holds, else TN401; TN409 for the owner while other active members remain, TN404 for a non-member). Their keys bound to them stop working. Runs as the caller.';
+COMMENT ON FUNCTION tenantry.remove_member(uuid) IS 'Removes a member of the current tenant and its role assignments (members.write and every permission the member holds, else TN401; TN409 for the owner while other active members remain, TN404 for a non-member). Their keys bound to them stop working, and the pending invitations they or those keys made are revoked. Runs as the caller.';
 GRANT EXECUTE ON FUNCTION tenantry.remove_member(uuid) TO tenantry_app;
 
 -- -----------------------------------------------------------------------------
@@ -1418,6 +1421,59 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tenantry.invitation_standing(uuid, uuid, uuid, uuid) IS 'Internal: whether an invitation''s maker (a member or a key of the tenant, 0069) could still make it (stands: active or unrevoked and unexpired, holding members.invite and every permission of the role; always for an invitation resting on neither) and still holds every permission (holds_all, which may_own needs). Not granted.';
+
+/**
+ * Revokes the pending invitations of a tenant of the caller's subtree whose
+ * maker is gone (0069): a member no longer active, a key revoked, expired or
+ * deleted. Such an invitation can no longer be accepted (invitation_standing);
+ * revoking it says so in the listing, frees its place among the tenant's
+ * 1000 pending ones and leaves an audit row (invitation.revoked). Called by
+ * remove_member and revoke_api_key; it revokes nothing that could still be
+ * accepted, so any tenant role may call it. Returns how many it revoked.
+ * `after_app_writes`: the caller changed the tenant's rows as an app role
+ * in this transaction (remove_member runs as its caller); on a Citus
+ * cluster, whose placements one transaction may not touch as two roles, it
+ * then revokes nothing (the invitations stay listed pending and are refused
+ * all the same).
+ */
+CREATE OR REPLACE FUNCTION tenantry.revoke_orphaned_invitations(tid uuid, after_app_writes boolean DEFAULT false)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- Values, not calls in the UPDATE: Citus refuses a distributed UPDATE
+    -- with a non-immutable function where a value will do.
+    at timestamptz := now();
+    orphaned uuid[];
+    revoked integer;
+BEGIN
+    IF tid IS NULL OR NOT tid = ANY (tenantry.visible_tenant_ids())
+       OR (after_app_writes AND to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL
+           AND tenantry.citus_distributed()) THEN
+        RETURN 0;
+    END IF;
+    -- The makers first, each invitation's after, in statements of their
+    -- own (on Citus each is pushed to the tenant's shards).
+    orphaned := ARRAY(
+        SELECT i.invitation_id FROM tenantry.invitations i
+        WHERE i.tenant_id = tid AND i.accepted_at IS NULL AND i.revoked_at IS NULL
+          AND ((i.maker_user IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                                WHERE m.tenant_id = tid AND m.user_id = i.maker_user AND NOT m.pending))
+               OR (i.maker_key IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM tenantry.api_keys k
+                                   WHERE k.tenant_id = tid AND k.key_id = i.maker_key AND k.revoked_at IS NULL
+                                     AND (k.expires_at IS NULL OR k.expires_at > at)))));
+    UPDATE tenantry.invitations i SET revoked_at = at
+    WHERE i.tenant_id = tid AND i.invitation_id = ANY (orphaned)
+      AND i.accepted_at IS NULL AND i.revoked_at IS NULL;
+    GET DIAGNOSTICS revoked = ROW_COUNT;
+    RETURN revoked;
+END
+$$;
+COMMENT ON FUNCTION tenantry.revoke_orphaned_invitations(uuid, boolean) IS 'Revokes (audited) the pending invitations of a tenant of the caller''s subtree whose maker is gone: a member no longer active, a key revoked, expired or deleted (0069); they could no longer be accepted. Called by remove_member (after_app_writes: nothing on a Citus cluster) and revoke_api_key. Returns how many.';
+GRANT EXECUTE ON FUNCTION tenantry.revoke_orphaned_invitations(uuid, boolean) TO tenantry_app;
 
 /**
  * Accepts an invitation as the signed-in person (a user context: the user is

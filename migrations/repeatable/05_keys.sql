@@ -456,23 +456,28 @@ DECLARE
     -- with a non-immutable function inside COALESCE (docs/scale-out.md).
     at timestamptz := now();
     visible uuid[] := tenantry.visible_tenant_ids();
+    key_tenant uuid;
 BEGIN
     IF NOT tenantry.authorize('keys.write') THEN
         RAISE EXCEPTION 'creating, rotating and revoking keys needs keys.write' USING ERRCODE = 'TN401';
     END IF;
     UPDATE tenantry.api_keys a SET revoked_at = coalesce(a.revoked_at, at)
     WHERE a.key_id = revoke_api_key.key_id
-      AND a.tenant_id = ANY (visible);
+      AND a.tenant_id = ANY (visible)
+    RETURNING a.tenant_id INTO key_tenant;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'api key % not found', revoke_api_key.key_id USING ERRCODE = 'TN404', HINT = 'key_id';
     END IF;
+    -- The invitations it made and nobody accepted can no longer be (0069):
+    -- listed and audited as revoked.
+    PERFORM tenantry.revoke_orphaned_invitations(key_tenant);
     -- The impersonations the key started end with it (0053; refused from now
     -- on anyway): not listed or counted as live any more.
     UPDATE tenantry.impersonations i SET ended_at = at
     WHERE i.tenant_id = ANY (visible) AND i.impersonator_key = revoke_api_key.key_id AND i.ended_at IS NULL;
 END
 $$;
-COMMENT ON FUNCTION tenantry.revoke_api_key(uuid) IS 'KeyHippo API: revokes a key at once. Idempotent; TN404 for a key outside the caller''s subtree.';
+COMMENT ON FUNCTION tenantry.revoke_api_key(uuid) IS 'KeyHippo API: revokes a key at once, and the pending invitations it made. Idempotent; TN404 for a key outside the caller''s subtree.';
 
 /**
  * KeyHippo API: rotate_api_key(key_id, grace) -> new key (shown once). The new

@@ -1960,6 +1960,9 @@ async fn an_invitation_ends_with_the_member_or_key_that_made_it_on_the_cluster()
         matches!(accept(1).await, Err(DbError::NotFound(_))),
         "the member removed"
     );
+    assert!(statuses(&server, t)
+        .await
+        .contains(&("p1@t.test".into(), "pending".into())));
     assert_eq!(
         accept(2).await.unwrap(),
         t,
@@ -1972,6 +1975,36 @@ async fn an_invitation_ends_with_the_member_or_key_that_made_it_on_the_cluster()
         matches!(accept(3).await, Err(DbError::NotFound(_))),
         "the successor revoked"
     );
+    // The member's removal runs as its caller and leaves their invitations
+    // listed pending on a cluster (one transaction may not touch the
+    // placements as two roles), refused all the same; the key's revocation
+    // runs as the owner throughout and revokes the tenant's invitations whose
+    // maker is gone, the member's among them.
+    assert_eq!(
+        statuses(&server, t).await,
+        [
+            ("p0@t.test", "accepted"),
+            ("p1@t.test", "revoked"),
+            ("p2@t.test", "accepted"),
+            ("p3@t.test", "revoked"),
+        ]
+        .map(|(e, s)| (e.to_owned(), s.to_owned()))
+    );
+}
+
+/// Each invitation of `t` as (email, status), sorted.
+async fn statuses(server: &tenantry_db::Database, t: TenantId) -> Vec<(String, String)> {
+    let mut scope = server.tenant(TenantContext::new(t)).await.unwrap();
+    let mut statuses: Vec<(String, String)> = scope
+        .list_invitations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.email.unwrap_or_default(), i.status))
+        .collect();
+    scope.commit().await.unwrap();
+    statuses.sort();
+    statuses
 }
 
 /// A team's keys on the cluster: a taken name, a reference to a missing row

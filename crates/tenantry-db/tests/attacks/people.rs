@@ -717,6 +717,14 @@ async fn accept(
     }
 }
 
+/// What accepting an invitation that cannot be used answers, whatever the reason.
+fn refused() -> Result<Uuid, (String, String)> {
+    Err((
+        "TN404".to_owned(),
+        "invitation not found or no longer valid".to_owned(),
+    ))
+}
+
 #[tokio::test]
 async fn expired_revoked_reused_foreign_and_forged_invitations_are_refused_alike() {
     let (_tdb, c, su) = setup().await;
@@ -733,10 +741,10 @@ async fn expired_revoked_reused_foreign_and_forged_invitations_are_refused_alike
     // Used: alice again is a retry (the same answer, nothing written);
     // anyone else, even with the same email, is refused.
     assert_eq!(accept(&c, alice, &good, Some("alice@x.test")).await, Ok(t));
-    let refused = accept(&c, Uuid::new_v4(), &good, Some("alice@x.test"))
+    let by_another = accept(&c, Uuid::new_v4(), &good, Some("alice@x.test"))
         .await
         .unwrap_err();
-    assert_eq!(refused.0, "TN404");
+    assert_eq!(by_another.0, "TN404");
 
     let revoked = invite(&c, t, "bob@x.test", None, None).await;
     begin_as(&c, t).await;
@@ -788,14 +796,7 @@ async fn expired_revoked_reused_foreign_and_forged_invitations_are_refused_alike
         ),
     ];
     for (what, got) in cases {
-        assert_eq!(
-            got,
-            Err((
-                "TN404".to_owned(),
-                "invitation not found or no longer valid".to_owned()
-            )),
-            "{what}"
-        );
+        assert_eq!(got, refused(), "{what}");
     }
     assert_eq!(
         count(
@@ -1760,10 +1761,36 @@ async fn an_invitation_ends_with_the_member_or_key_that_made_it() {
     )
     .await;
     commit(&c).await;
-    let refused = Err((
-        "TN404".to_owned(),
-        "invitation not found or no longer valid".to_owned(),
-    ));
+    // The removed member's and the revoked key's are revoked with them
+    // (listed so, audited); the member who stays holds less, and theirs
+    // stays pending: it would stand again with the permission back.
+    assert_eq!(
+        strings(
+            &su,
+            &format!(
+                "SELECT email || ' ' || tenantry.invitation_status(accepted_at, revoked_at, expires_at)
+                   FROM tenantry.invitations WHERE tenant_id = '{t}' AND accepted_at IS NULL ORDER BY email"
+            )
+        )
+        .await,
+        [
+            "k1@x.test revoked",
+            "m2@x.test revoked",
+            "op@x.test pending",
+            "s1@x.test pending"
+        ]
+    );
+    assert_eq!(
+        count(
+            &su,
+            &format!(
+                "SELECT count(*) FROM tenantry.audit_log
+                  WHERE tenant_id = '{t}' AND action = 'invitation.revoked'"
+            )
+        )
+        .await,
+        2
+    );
     for (what, token, email) in [
         ("the member removed", &second, "m2@x.test"),
         (
@@ -1775,7 +1802,7 @@ async fn an_invitation_ends_with_the_member_or_key_that_made_it() {
     ] {
         assert_eq!(
             accept(&c, Uuid::new_v4(), token, Some(email)).await,
-            refused,
+            refused(),
             "{what}"
         );
     }
@@ -1835,10 +1862,7 @@ async fn an_invitation_to_a_role_grown_past_its_makers_permissions_is_refused() 
     let person = Uuid::new_v4();
     assert_eq!(
         accept(&c, person, &token, Some("grown@x.test")).await,
-        Err((
-            "TN404".to_owned(),
-            "invitation not found or no longer valid".to_owned()
-        ))
+        refused()
     );
     begin_as(&c, t).await;
     c.execute(
@@ -1938,18 +1962,14 @@ async fn a_rotated_keys_invitations_rest_on_its_successor_and_an_expired_keys_en
     )
     .await;
     commit(&c).await;
-    let refused = Err((
-        "TN404".to_owned(),
-        "invitation not found or no longer valid".to_owned(),
-    ));
     assert_eq!(
         accept(&c, Uuid::new_v4(), &second, Some("r2@x.test")).await,
-        refused,
+        refused(),
         "the successor revoked"
     );
     assert_eq!(
         accept(&c, Uuid::new_v4(), &by_expiring, Some("e1@x.test")).await,
-        refused,
+        refused(),
         "the key expired"
     );
 }
@@ -2006,9 +2026,6 @@ async fn an_invitation_from_a_context_the_teams_code_gave_every_permission_rests
     );
     assert_eq!(
         accept(&c, Uuid::new_v4(), &by_member, Some("own@x.test")).await,
-        Err((
-            "TN404".to_owned(),
-            "invitation not found or no longer valid".to_owned()
-        ))
+        refused()
     );
 }

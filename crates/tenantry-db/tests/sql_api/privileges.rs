@@ -512,6 +512,7 @@ async fn security_definer_functions_are_executable_only_by_the_roles_they_serve(
             "revoke_api_key",
             "revoke_invitation",
             "revoke_invitation_row",
+            "revoke_orphaned_invitations",
             "rotate_api_key",
             "rows_shared_with_me",
             "share_resource",
