@@ -11,8 +11,8 @@
 -- (repeatable code) refuses it, like a revoked one, once its maker could no
 -- longer make it:
 --
---   maker_user  a member of the tenant who made it in their own request
---               (as its owner, or with the permissions the server put in the
+--   maker_user  the person who made it in their own request (the owner, or
+--               a member with the permissions the server put in the
 --               context): it stands while they are an active member holding
 --               members.invite and every permission of its role;
 --   maker_key   the key of the tenant that made it: it stands while the key
@@ -22,17 +22,17 @@
 -- An invitation that may make its person the tenant's owner (may_own, 0060)
 -- does so only while its maker still holds every permission.
 --
--- A key's rotation hands its pending invitations to the successor
--- (rotate_api_key), so that a routine rotation does not end them.
+-- A key that expires after a rotation hands its invitations on to its
+-- successor (invitation_key), so that a routine rotation does not end them;
+-- a revoked key ends them, rotated or not.
 --
 -- NULL where the authority was not a member's or a key's (the operator's
--- token, the CLI, a context a team's own code set up with the library for
--- someone who is no member, or with every permission for a member who does
--- not own the tenant). Pending invitations made before this migration get
--- the standing their created_by names where it can be told:
---   - a key (`key:<id>`): always, followed along its rotations to the last
---     successor; a key revoked, expired or deleted since (with its member)
---     ends its invitations here;
+-- token, the CLI, a context a team's own code set up with the library with
+-- every permission for someone who does not own the tenant). Pending
+-- invitations made before this migration get the standing their
+-- created_by names where it can be told:
+--   - a key (`key:<id>`): always; a key revoked, expired (never rotated) or
+--     deleted since (with its member) ends its invitations here;
 --   - a person (`user:<id>`) who is still an active member. One who is no
 --     member any more cannot be told from a library context's user, so
 --     those are left as they were (docs/people.md lists them, to revoke).
@@ -45,33 +45,13 @@ SET LOCAL ROLE tenantry_owner;
 ALTER TABLE tenantry.invitations
     ADD COLUMN maker_user uuid,
     ADD COLUMN maker_key uuid;
-COMMENT ON COLUMN tenantry.invitations.maker_user IS 'The active member of the tenant who made the invitation in their own context: it can be accepted only while they are an active member holding members.invite and every permission of its role. NULL otherwise.';
-COMMENT ON COLUMN tenantry.invitations.maker_key IS 'The key of the tenant that made the invitation: it can be accepted only while the key is neither revoked nor expired and holds members.invite and every permission of its role. NULL otherwise.';
+COMMENT ON COLUMN tenantry.invitations.maker_user IS 'The person who made the invitation in their own request (the owner, or a member with restricted permissions): it can be accepted only while they are an active member holding members.invite and every permission of its role. NULL otherwise.';
+COMMENT ON COLUMN tenantry.invitations.maker_key IS 'The key of the tenant that made the invitation: it can be accepted only while that key (or, once it expired after a rotation, its successor) is neither revoked nor expired and holds members.invite and every permission of its role. NULL otherwise.';
 
 UPDATE tenantry.invitations i
    SET maker_key = substr(i.created_by, 5)::uuid
  WHERE i.accepted_at IS NULL AND i.revoked_at IS NULL
    AND i.created_by ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
-
--- Along each key's rotations (rotated_to) to the last successor.
-WITH RECURSIVE chain (tenant_id, invitation_id, key_id, depth) AS (
-    SELECT i.tenant_id, i.invitation_id, i.maker_key, 0
-      FROM tenantry.invitations i
-     WHERE i.maker_key IS NOT NULL
-    UNION ALL
-    SELECT c.tenant_id, c.invitation_id, k.rotated_to, c.depth + 1
-      FROM chain c
-      JOIN tenantry.api_keys k ON k.tenant_id = c.tenant_id AND k.key_id = c.key_id
-     WHERE k.rotated_to IS NOT NULL AND c.depth < 1000
-), last AS (
-    SELECT DISTINCT ON (c.tenant_id, c.invitation_id) c.tenant_id, c.invitation_id, c.key_id
-      FROM chain c
-     ORDER BY c.tenant_id, c.invitation_id, c.depth DESC
-)
-UPDATE tenantry.invitations i
-   SET maker_key = l.key_id
-  FROM last l
- WHERE i.tenant_id = l.tenant_id AND i.invitation_id = l.invitation_id AND i.maker_key <> l.key_id;
 
 -- Compared as text: the cast of created_by is never tried on another row.
 UPDATE tenantry.invitations i

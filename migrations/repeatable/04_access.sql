@@ -1237,9 +1237,16 @@ BEGIN
     IF tenantry.current_actor() ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
         by_key := substr(tenantry.current_actor(), 5)::uuid;
     ELSIF tenantry.current_actor() = 'user:' || tenantry.current_user_id()::text THEN
-        SELECT m.user_id INTO by_user FROM tenantry.tenant_members m
-        WHERE m.tenant_id = tid AND m.user_id = tenantry.current_user_id() AND NOT m.pending
-          AND (m.is_owner OR NOT tenantry.authorize_all());
+        -- A restricted context is a member's own (the server narrows every
+        -- member but the owner to their roles): theirs even when their row
+        -- went in the instant since the server checked it, which then ends
+        -- the invitation at once. One holding every permission is the
+        -- owner's, or the team's code vouching for someone.
+        IF NOT tenantry.authorize_all() OR EXISTS (
+               SELECT 1 FROM tenantry.tenant_members m
+               WHERE m.tenant_id = tid AND m.user_id = tenantry.current_user_id() AND m.is_owner) THEN
+            by_user := tenantry.current_user_id();
+        END IF;
     END IF;
     invitation_id := gen_random_uuid();
     token := tenantry.row_token('tinv_', tid, invitation_id);
@@ -1367,11 +1374,47 @@ COMMENT ON FUNCTION tenantry.revoke_invitation_row(uuid) IS 'revoke_invitation, 
 GRANT EXECUTE ON FUNCTION tenantry.revoke_invitation_row(uuid) TO tenantry_app;
 
 /**
+ * The key an invitation made by `key_id` rests on (0069): the key itself
+ * while it is neither revoked nor expired; once it has expired after a
+ * rotation (rotated_to, and not revoked), its successor, and so on along
+ * the rotations. NULL when there is none: a revoked key (a leaked key
+ * revoked ends what it made, before or after its rotation), an expired one
+ * never rotated, a deleted one. Runs as its caller (the owner's functions).
+ * Not granted.
+ */
+CREATE OR REPLACE FUNCTION tenantry.invitation_key(tid uuid, key_id uuid)
+RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k record;
+    id uuid := key_id;
+BEGIN
+    FOR hop IN 1..100 LOOP
+        SELECT a.revoked_at, a.expires_at, a.rotated_to INTO k
+        FROM tenantry.api_keys a
+        WHERE a.tenant_id = tid AND a.key_id = id;
+        IF NOT FOUND OR k.revoked_at IS NOT NULL THEN
+            RETURN NULL;
+        ELSIF k.expires_at IS NULL OR k.expires_at > now() THEN
+            RETURN id;
+        ELSIF k.rotated_to IS NULL THEN
+            RETURN NULL;
+        END IF;
+        id := k.rotated_to;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION tenantry.invitation_key(uuid, uuid) IS 'Internal: the live key an invitation made by a key rests on: the key while neither revoked nor expired, else (expired after a rotation, not revoked) its successor along the rotations; NULL for a revoked, expired or deleted one (0069). Not granted.';
+
+/**
  * Whether an invitation's maker could still make it (0069). `stands`: it
  * rests on no member or key (the operator's, the CLI's, a team's library
  * context for someone who is no member), or its maker is still an active
- * member of the tenant, or a key of it neither revoked nor expired (a
- * rotation hands a key's pending invitations to its successor), holding
+ * member of the tenant, or a key of it neither revoked nor expired (or,
+ * expired after a rotation, its successor: invitation_key), holding
  * members.invite and every permission of the invited role. `holds_all`:
  * the maker still holds every permission, which alone lets an invitation
  * make its person the owner (0060). The key
@@ -1387,14 +1430,15 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     k record;
+    live_key uuid;
     -- NULL: every permission, present and future.
     grants text[];
 BEGIN
     IF by_key IS NOT NULL THEN
+        live_key := tenantry.invitation_key(tid, by_key);
         SELECT a.user_id, a.role_id, a.scopes INTO k
         FROM tenantry.api_keys a
-        WHERE a.tenant_id = tid AND a.key_id = by_key
-          AND a.revoked_at IS NULL AND (a.expires_at IS NULL OR a.expires_at > now());
+        WHERE a.tenant_id = tid AND a.key_id = live_key;
         IF NOT FOUND THEN
             stands := false;
             holds_all := false;
@@ -1424,8 +1468,9 @@ COMMENT ON FUNCTION tenantry.invitation_standing(uuid, uuid, uuid, uuid) IS 'Int
 
 /**
  * Revokes the pending invitations of a tenant of the caller's subtree whose
- * maker is gone (0069): a member no longer active, a key revoked, expired or
- * deleted. Such an invitation can no longer be accepted (invitation_standing);
+ * maker is gone (0069): a member no longer active, a key with no live
+ * successor (invitation_key). Such an invitation can no longer be accepted
+ * (invitation_standing);
  * revoking it says so in the listing, frees its place among the tenant's
  * 1000 pending ones and leaves an audit row (invitation.revoked). Called by
  * remove_member and revoke_api_key; it revokes nothing that could still be
@@ -1445,26 +1490,33 @@ DECLARE
     -- Values, not calls in the UPDATE: Citus refuses a distributed UPDATE
     -- with a non-immutable function where a value will do.
     at timestamptz := now();
-    orphaned uuid[];
+    inv record;
+    orphaned uuid[] := '{}';
     revoked integer;
 BEGIN
     IF tid IS NULL OR NOT tid = ANY (tenantry.visible_tenant_ids())
+       OR NOT (tenantry.authorize('members.write') OR tenantry.authorize('members.invite')
+               OR tenantry.authorize('keys.write'))
        OR (after_app_writes AND to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL
            AND tenantry.citus_distributed()) THEN
         RETURN 0;
     END IF;
-    -- The makers first, each invitation's after, in statements of their
-    -- own (on Citus each is pushed to the tenant's shards).
-    orphaned := ARRAY(
-        SELECT i.invitation_id FROM tenantry.invitations i
-        WHERE i.tenant_id = tid AND i.accepted_at IS NULL AND i.revoked_at IS NULL
-          AND ((i.maker_user IS NOT NULL
-                AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m
-                                WHERE m.tenant_id = tid AND m.user_id = i.maker_user AND NOT m.pending))
-               OR (i.maker_key IS NOT NULL
-                   AND NOT EXISTS (SELECT 1 FROM tenantry.api_keys k
-                                   WHERE k.tenant_id = tid AND k.key_id = i.maker_key AND k.revoked_at IS NULL
-                                     AND (k.expires_at IS NULL OR k.expires_at > at)))));
+    -- Each maker in a statement of its own (on Citus each is pushed to the
+    -- tenant's shards, where invitation_key could not read the keys), as
+    -- invitation_standing asks: a member no longer active, no live key.
+    FOR inv IN
+        SELECT i.invitation_id, i.maker_user, i.maker_key
+        FROM tenantry.invitations i
+        WHERE i.tenant_id = tid AND i.accepted_at IS NULL AND i.revoked_at IS NULL AND i.expires_at > at
+          AND (i.maker_user IS NOT NULL OR i.maker_key IS NOT NULL)
+    LOOP
+        IF (inv.maker_user IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM tenantry.tenant_members m
+                            WHERE m.tenant_id = tid AND m.user_id = inv.maker_user AND NOT m.pending))
+           OR (inv.maker_key IS NOT NULL AND tenantry.invitation_key(tid, inv.maker_key) IS NULL) THEN
+            orphaned := orphaned || inv.invitation_id;
+        END IF;
+    END LOOP;
     UPDATE tenantry.invitations i SET revoked_at = at
     WHERE i.tenant_id = tid AND i.invitation_id = ANY (orphaned)
       AND i.accepted_at IS NULL AND i.revoked_at IS NULL;
@@ -1472,7 +1524,7 @@ BEGIN
     RETURN revoked;
 END
 $$;
-COMMENT ON FUNCTION tenantry.revoke_orphaned_invitations(uuid, boolean) IS 'Revokes (audited) the pending invitations of a tenant of the caller''s subtree whose maker is gone: a member no longer active, a key revoked, expired or deleted (0069); they could no longer be accepted. Called by remove_member (after_app_writes: nothing on a Citus cluster) and revoke_api_key. Returns how many.';
+COMMENT ON FUNCTION tenantry.revoke_orphaned_invitations(uuid, boolean) IS 'Revokes (audited) the pending, unexpired invitations of a tenant of the caller''s subtree whose maker is gone: a member no longer active, no live key (invitation_key, 0069); they could no longer be accepted. Needs members.write, members.invite or keys.write. Called by remove_member (after_app_writes: nothing on a Citus cluster) and revoke_api_key. Returns how many.';
 GRANT EXECUTE ON FUNCTION tenantry.revoke_orphaned_invitations(uuid, boolean) TO tenantry_app;
 
 /**

@@ -535,16 +535,10 @@ BEGIN
     SET rotated_to = issued.key_id,
         expires_at = least(coalesce(a.expires_at, 'infinity'), now() + grace)
     WHERE a.tenant_id = old.tenant_id AND a.key_id = old.key_id;
-    -- The invitations the old key made and nobody accepted yet rest on its
-    -- successor from now on (0069): a routine rotation does not end them
-    -- when the grace runs out.
-    UPDATE tenantry.invitations i SET maker_key = issued.key_id
-    WHERE i.tenant_id = old.tenant_id AND i.maker_key = old.key_id
-      AND i.accepted_at IS NULL AND i.revoked_at IS NULL;
     RETURN issued.api_key;
 END
 $$;
-COMMENT ON FUNCTION tenantry.rotate_api_key(uuid, interval) IS 'KeyHippo API: issues a successor key with the old one''s role, scopes, expiry and addresses, on which the old key''s pending invitations rest from then on; the old key expires after the grace period (default 24 hours). Rotated by a key: TN401 unless the old key expires no later and admits no address outside that key''s.';
+COMMENT ON FUNCTION tenantry.rotate_api_key(uuid, interval) IS 'KeyHippo API: issues a successor key with the old one''s role, scopes, expiry and addresses, on which the old key''s invitations rest once it has expired (invitation_key); the old key expires after the grace period (default 24 hours). Rotated by a key: TN401 unless the old key expires no later and admits no address outside that key''s.';
 
 /** The permission names a key of the caller's subtree holds. */
 CREATE OR REPLACE FUNCTION tenantry.key_permissions(key_id uuid)

@@ -1575,10 +1575,10 @@ async fn the_upgrade_to_0067_lets_only_invitations_of_callers_holding_every_perm
 
 /// Migration 0069 on invitations pending from before it: each gets the
 /// standing its `created_by` names where that can be told (every key, live,
-/// revoked, gone or another tenant's, a rotated one followed to its last
-/// successor; a person still an active member), and none otherwise (the
-/// operator's, a pending member's, someone no longer or never a member);
-/// accepted invitations are left as they were. (What accepting one then does is
+/// revoked, rotated, gone or another tenant's; a person still an active
+/// member, the owner or not), and none otherwise (the operator's, a pending
+/// member's, someone no longer or never a member, labels that are no ids);
+/// accepted and revoked invitations are left as they were. (What accepting one then does is
 /// `an_invitation_ends_with_the_member_or_key_that_made_it`, attacks.)
 #[tokio::test]
 async fn the_upgrade_to_0069_gives_pending_invitations_the_member_or_key_they_rest_on() {
@@ -1615,19 +1615,25 @@ async fn the_upgrade_to_0069_gives_pending_invitations_the_member_or_key_they_re
     )
     .await
     .unwrap();
-    // Rotated before the upgrade: its invitations rest on its successor.
+    // Rotated before the upgrade: recorded as itself (accept_invitation
+    // follows the rotation once it has expired).
     su.execute(
         "UPDATE tenantry.api_keys SET rotated_to = $2 WHERE key_id = $1",
         &[&keys[3], &keys[0]],
     )
     .await
     .unwrap();
-    let (active, pending) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let (active, pending, member) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
     let gone = uuid::Uuid::new_v4();
     su.execute(
         "INSERT INTO tenantry.tenant_members (tenant_id, user_id, email, is_owner, pending)
-         VALUES ($1, $2, 'active@example.com', true, false), ($1, $3, 'pending@example.com', false, true)",
-        &[&tenant, &active, &pending],
+         VALUES ($1, $2, 'active@example.com', true, false), ($1, $3, 'pending@example.com', false, true),
+                ($1, $4, 'member@example.com', false, false)",
+        &[&tenant, &active, &pending, &member],
     )
     .await
     .unwrap();
@@ -1639,7 +1645,10 @@ async fn the_upgrade_to_0069_gives_pending_invitations_the_member_or_key_they_re
         // refused on acceptance (no live key of the tenant by that id).
         (format!("key:{}", keys[2]), None, Some(keys[2])),
         (format!("key:{gone}"), None, Some(gone)),
-        (format!("key:{}", keys[3]), None, Some(keys[0])),
+        (format!("key:{}", keys[3]), None, Some(keys[3])),
+        ("key:xyz".to_owned(), None, None),
+        ("user:alice".to_owned(), None, None),
+        (format!("user:{member}"), Some(member), None),
         (format!("user:{active}"), Some(active), None),
         (format!("user:{pending}"), None, None),
         (format!("user:{}", uuid::Uuid::new_v4()), None, None),

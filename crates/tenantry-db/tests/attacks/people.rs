@@ -1752,27 +1752,44 @@ async fn an_invitation_ends_with_the_member_or_key_that_made_it() {
         accept(&c, Uuid::new_v4(), &first, Some("m1@x.test")).await,
         Ok(t)
     );
+    let statuses = || async {
+        strings(
+            &su,
+            &format!(
+                "SELECT email || ' ' || tenantry.invitation_status(accepted_at, revoked_at, expires_at)
+                   FROM tenantry.invitations WHERE tenant_id = '{t}' AND accepted_at IS NULL ORDER BY email"
+            ),
+        )
+        .await
+    };
+    // The removal alone revokes the removed member's (listed so, audited).
     begin_as(&c, t).await;
     exec(&c, &format!("SELECT tenantry.remove_member('{member}')")).await;
+    commit(&c).await;
+    assert_eq!(
+        statuses().await,
+        [
+            "k1@x.test pending",
+            "m2@x.test revoked",
+            "op@x.test pending",
+            "s1@x.test pending"
+        ]
+    );
+    // The key's revocation alone revokes the key's; the member who stays
+    // holds less, and theirs stays pending: it would stand again with the
+    // permission back.
+    begin_as(&c, t).await;
     exec(&c, &format!("SELECT tenantry.revoke_api_key('{key}')")).await;
+    commit(&c).await;
+    begin_as(&c, t).await;
     exec(
         &c,
         &format!("SELECT tenantry.revoke_tenant_permission('{shrinking_role}', 'members.invite')"),
     )
     .await;
     commit(&c).await;
-    // The removed member's and the revoked key's are revoked with them
-    // (listed so, audited); the member who stays holds less, and theirs
-    // stays pending: it would stand again with the permission back.
     assert_eq!(
-        strings(
-            &su,
-            &format!(
-                "SELECT email || ' ' || tenantry.invitation_status(accepted_at, revoked_at, expires_at)
-                   FROM tenantry.invitations WHERE tenant_id = '{t}' AND accepted_at IS NULL ORDER BY email"
-            )
-        )
-        .await,
+        statuses().await,
         [
             "k1@x.test revoked",
             "m2@x.test revoked",
@@ -1878,99 +1895,175 @@ async fn an_invitation_to_a_role_grown_past_its_makers_permissions_is_refused() 
     );
 }
 
-/// A key's rotation hands its pending invitations to the successor, so that
-/// they outlive the old key's grace (0 here) but not the successor's
-/// revocation; an expired key's invitations end with it.
+/// Creates a key of `t` bound to `role`; returns its id.
+async fn role_key(c: &Client, t: Uuid, description: &str, role: Uuid) -> Uuid {
+    begin_as(c, t).await;
+    c.execute(
+        "SELECT tenantry.create_api_key($1, $2)",
+        &[&description, &json!({ "role_id": role })],
+    )
+    .await
+    .unwrap();
+    let id: Uuid = c
+        .query_one(
+            "SELECT key_id FROM tenantry.api_keys WHERE description = $1",
+            &[&description],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    commit(c).await;
+    id
+}
+
+/// Ends a key's rotation grace now, as time would.
+async fn expire_key(su: &Client, key: Uuid) {
+    exec(
+        su,
+        &format!(
+            "UPDATE tenantry.api_keys SET expires_at = now() - interval '1 second' WHERE key_id = '{key}'"
+        ),
+    )
+    .await;
+}
+
+/// Invitations made by a key, before its rotation or during the grace,
+/// rest on its successor once the old key has expired: a routine rotation
+/// does not end them, the successor's revocation does. A key revoked (a
+/// leaked key, rotated or not) ends what it made; an expired key never
+/// rotated ends its invitations too.
 #[tokio::test]
-async fn a_rotated_keys_invitations_rest_on_its_successor_and_an_expired_keys_end() {
+async fn a_rotated_keys_invitations_rest_on_its_successor_and_a_revoked_or_expired_keys_end() {
     let (_tdb, c, su) = setup().await;
     let inviting = ["members.invite", "resources.read"];
     let (t, _owner, _member, role) = team(&c, &su, &inviting).await;
-    begin_as(&c, t).await;
-    let mut keys = Vec::new();
-    for description in ["rotating", "expiring"] {
-        c.execute(
-            "SELECT tenantry.create_api_key($1, $2)",
-            &[&description, &json!({ "role_id": role })],
+    let (routine, leaked, expiring) = (
+        role_key(&c, t, "routine", role).await,
+        role_key(&c, t, "leaked", role).await,
+        role_key(&c, t, "expiring", role).await,
+    );
+    let acting = |k: Uuid| format!("key:{k}");
+    let before = invite_acting(
+        &c,
+        t,
+        (None, Some(&acting(routine))),
+        &inviting,
+        "b@x.test",
+        None,
+    )
+    .await;
+    let later = invite_acting(
+        &c,
+        t,
+        (None, Some(&acting(routine))),
+        &inviting,
+        "l@x.test",
+        None,
+    )
+    .await;
+    let by_leaked = invite_acting(
+        &c,
+        t,
+        (None, Some(&acting(leaked))),
+        &inviting,
+        "k@x.test",
+        None,
+    )
+    .await;
+    let by_expiring = invite_acting(
+        &c,
+        t,
+        (None, Some(&acting(expiring))),
+        &inviting,
+        "e@x.test",
+        None,
+    )
+    .await;
+    let mut successors = Vec::new();
+    for k in [routine, leaked] {
+        begin_as(&c, t).await;
+        exec(
+            &c,
+            &format!("SELECT tenantry.rotate_api_key('{k}', interval '1 hour')"),
         )
-        .await
-        .unwrap();
-        let id: Uuid = c
-            .query_one(
-                "SELECT key_id FROM tenantry.api_keys WHERE description = $1",
-                &[&description],
+        .await;
+        commit(&c).await;
+        successors.push(
+            strings(
+                &su,
+                &format!("SELECT rotated_to::text FROM tenantry.api_keys WHERE key_id = '{k}'"),
             )
-            .await
-            .unwrap()
-            .get(0);
-        keys.push(id);
+            .await[0]
+                .parse::<Uuid>()
+                .unwrap(),
+        );
     }
+    // Made by the old key during its grace.
+    let during = invite_acting(
+        &c,
+        t,
+        (None, Some(&acting(routine))),
+        &inviting,
+        "d@x.test",
+        None,
+    )
+    .await;
+    let leaked_during = invite_acting(
+        &c,
+        t,
+        (None, Some(&acting(leaked))),
+        &inviting,
+        "kd@x.test",
+        None,
+    )
+    .await;
+    for k in [routine, leaked, expiring] {
+        expire_key(&su, k).await;
+    }
+    begin_as(&c, t).await;
+    exec(&c, &format!("SELECT tenantry.revoke_api_key('{leaked}')")).await;
     commit(&c).await;
-    let (rotating, expiring) = (format!("key:{}", keys[0]), format!("key:{}", keys[1]));
-    let first = invite_acting(&c, t, (None, Some(&rotating)), &inviting, "r1@x.test", None).await;
-    let second = invite_acting(&c, t, (None, Some(&rotating)), &inviting, "r2@x.test", None).await;
-    let by_expiring =
-        invite_acting(&c, t, (None, Some(&expiring)), &inviting, "e1@x.test", None).await;
 
+    for (what, token, email) in [
+        ("made before the rotation", &before, "b@x.test"),
+        ("made during the grace", &during, "d@x.test"),
+    ] {
+        assert_eq!(
+            accept(&c, Uuid::new_v4(), token, Some(email)).await,
+            Ok(t),
+            "{what}: past the old key's grace, on its successor"
+        );
+    }
+    for (what, token, email) in [
+        (
+            "the leaked key revoked after its rotation",
+            &by_leaked,
+            "k@x.test",
+        ),
+        (
+            "made by the leaked key during its grace",
+            &leaked_during,
+            "kd@x.test",
+        ),
+        ("the key expired, never rotated", &by_expiring, "e@x.test"),
+    ] {
+        assert_eq!(
+            accept(&c, Uuid::new_v4(), token, Some(email)).await,
+            refused(),
+            "{what}"
+        );
+    }
     begin_as(&c, t).await;
     exec(
         &c,
-        &format!(
-            "SELECT tenantry.rotate_api_key('{}', interval '0')",
-            keys[0]
-        ),
-    )
-    .await;
-    commit(&c).await;
-    exec(
-        &su,
-        &format!(
-            "UPDATE tenantry.api_keys SET expires_at = now() - interval '1 second' WHERE key_id = '{}'",
-            keys[1]
-        ),
-    )
-    .await;
-    let successor = strings(
-        &su,
-        &format!(
-            "SELECT DISTINCT maker_key::text FROM tenantry.invitations
-              WHERE tenant_id = '{t}' AND email IN ('r1@x.test', 'r2@x.test')"
-        ),
-    )
-    .await;
-    let rotated_to = strings(
-        &su,
-        &format!(
-            "SELECT rotated_to::text FROM tenantry.api_keys WHERE key_id = '{}'",
-            keys[0]
-        ),
-    )
-    .await;
-    assert_eq!(
-        successor, rotated_to,
-        "the invitations rest on the successor"
-    );
-    assert_eq!(
-        accept(&c, Uuid::new_v4(), &first, Some("r1@x.test")).await,
-        Ok(t),
-        "past the old key's grace, on its successor"
-    );
-    begin_as(&c, t).await;
-    exec(
-        &c,
-        &format!("SELECT tenantry.revoke_api_key('{}')", rotated_to[0]),
+        &format!("SELECT tenantry.revoke_api_key('{}')", successors[0]),
     )
     .await;
     commit(&c).await;
     assert_eq!(
-        accept(&c, Uuid::new_v4(), &second, Some("r2@x.test")).await,
+        accept(&c, Uuid::new_v4(), &later, Some("l@x.test")).await,
         refused(),
         "the successor revoked"
-    );
-    assert_eq!(
-        accept(&c, Uuid::new_v4(), &by_expiring, Some("e1@x.test")).await,
-        refused(),
-        "the key expired"
     );
 }
 
@@ -1978,9 +2071,11 @@ async fn a_rotated_keys_invitations_rest_on_its_successor_and_an_expired_keys_en
 /// permission (the library's default): the authority is the code's, so
 /// the invitation rests on no member and holds after that member is
 /// removed; the same member's own request (restricted to their roles)
-/// rests on them.
+/// rests on them, even when made after the removal from a context checked
+/// before it, and a key's on that key even when it is gone.
 #[tokio::test]
-async fn an_invitation_from_a_context_the_teams_code_gave_every_permission_rests_on_no_member() {
+async fn invitations_rest_on_the_member_or_key_a_context_names_but_on_nobody_when_the_teams_code_gave_every_permission(
+) {
     let (_tdb, c, su) = setup().await;
     let inviting = ["members.invite", "resources.read"];
     let (t, _owner, member, role) = team(&c, &su, &inviting).await;
@@ -2028,4 +2123,25 @@ async fn an_invitation_from_a_context_the_teams_code_gave_every_permission_rests
         accept(&c, Uuid::new_v4(), &by_member, Some("own@x.test")).await,
         refused()
     );
+    // A context the server opened for the member just before the removal
+    // (its cached check) makes one after it: it rests on them, and is
+    // refused; as is one made by a key gone since the server checked it.
+    let stale = invite_acting(
+        &c,
+        t,
+        (Some(member), None),
+        &inviting,
+        "stale@x.test",
+        Some(role),
+    )
+    .await;
+    let gone = format!("key:{}", Uuid::new_v4());
+    let by_gone = invite_acting(&c, t, (None, Some(&gone)), &inviting, "gone@x.test", None).await;
+    for (token, email) in [(&stale, "stale@x.test"), (&by_gone, "gone@x.test")] {
+        assert_eq!(
+            accept(&c, Uuid::new_v4(), token, Some(email)).await,
+            refused(),
+            "{email}"
+        );
+    }
 }
