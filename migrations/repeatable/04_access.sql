@@ -1228,12 +1228,11 @@ BEGIN
     -- the key that acts (a key acts in its own tenant's context), even one
     -- gone since the server checked it (a context opened from a cache
     -- just before the key was deleted with its member: it then stands for
-    -- nothing); or the member acting in their own request, as the owner or
+    -- nothing); or the person acting in their own request, as the owner or
     -- with the permissions the server put in the context. Neither for the
-    -- operator, the CLI, or a context a team's code set up for someone who
-    -- is no member or with every permission for a member who does not own
-    -- the tenant: that authority is the code's, not a member's or a key's
-    -- that could end.
+    -- operator, the CLI, or a context a team's code set up with every
+    -- permission for someone who does not own the tenant: that authority is
+    -- the code's, not a member's or a key's that could end.
     IF tenantry.current_actor() ~ '^key:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
         by_key := substr(tenantry.current_actor(), 5)::uuid;
     ELSIF tenantry.current_actor() = 'user:' || tenantry.current_user_id()::text THEN
@@ -1412,16 +1411,16 @@ COMMENT ON FUNCTION tenantry.invitation_key(uuid, uuid) IS 'Internal: the live k
 /**
  * Whether an invitation's maker could still make it (0069). `stands`: it
  * rests on no member or key (the operator's, the CLI's, a team's library
- * context for someone who is no member), or its maker is still an active
- * member of the tenant, or a key of it neither revoked nor expired (or,
- * expired after a rotation, its successor: invitation_key), holding
- * members.invite and every permission of the invited role. `holds_all`:
- * the maker still holds every permission, which alone lets an invitation
- * make its person the owner (0060). The key
- * or the membership first, the permissions after in statements of their own:
- * on Citus a query of api_keys or tenant_members is pushed to a shard, where
- * the permission lookups could not read the roles. Runs as its caller
- * (accept_invitation, as the owner). Not granted.
+ * context holding every permission), or its maker is still an active member
+ * of the tenant, or a key of it neither revoked nor expired (or, expired
+ * after a rotation, its successor: invitation_key), holding members.invite
+ * and every permission of the invited role. `holds_all`: the maker still
+ * holds every permission, which alone lets an invitation make its person
+ * the owner (0060). The key or the membership first, the permissions after
+ * in statements of their own: on Citus a query of api_keys or
+ * tenant_members is pushed to a shard, where the permission lookups could
+ * not read the roles. Runs as its caller (accept_invitation, as the owner).
+ * Not granted.
  */
 CREATE OR REPLACE FUNCTION tenantry.invitation_standing(
     tid uuid, by_user uuid, by_key uuid, invited_role uuid, OUT stands boolean, OUT holds_all boolean)
@@ -1470,11 +1469,12 @@ COMMENT ON FUNCTION tenantry.invitation_standing(uuid, uuid, uuid, uuid) IS 'Int
  * Revokes the pending invitations of a tenant of the caller's subtree whose
  * maker is gone (0069): a member no longer active, a key with no live
  * successor (invitation_key). Such an invitation can no longer be accepted
- * (invitation_standing);
- * revoking it says so in the listing, frees its place among the tenant's
- * 1000 pending ones and leaves an audit row (invitation.revoked). Called by
- * remove_member and revoke_api_key; it revokes nothing that could still be
- * accepted, so any tenant role may call it. Returns how many it revoked.
+ * (invitation_standing); revoking it says so in the listing, frees its
+ * place among the tenant's 1000 pending ones and leaves an audit row
+ * (invitation.revoked). Called by remove_member and revoke_api_key; it
+ * revokes nothing that could still be accepted, so a caller holding
+ * members.write, members.invite or keys.write may call it. Returns how
+ * many it revoked.
  * `after_app_writes`: the caller changed the tenant's rows as an app role
  * in this transaction (remove_member runs as its caller); on a Citus
  * cluster, whose placements one transaction may not touch as two roles, it
