@@ -104,8 +104,10 @@ pub struct Accepted {
 /// invitation's email, if it names one, must be the token's verified email
 /// (`email_verified: true`); its user, if it names one, the token's user. A
 /// token whose email the provider has not verified accepts nothing. Unknown,
-/// expired, revoked, already used and someone else's invitations, and a token
-/// with an unverified email, all answer the same 404.
+/// expired, revoked, already used and someone else's invitations, those whose
+/// maker could no longer make them (the member who made it removed or holding
+/// less than it hands out, the key that made it revoked or expired), and a
+/// token with an unverified email, all answer the same 404.
 #[utoipa::path(
     post, path = "/v1/invitations/accept", tag = "people", request_body = AcceptBody,
     responses(

@@ -1942,43 +1942,17 @@ async fn a_rotated_keys_invitations_rest_on_its_successor_and_a_revoked_or_expir
         role_key(&c, t, "leaked", role).await,
         role_key(&c, t, "expiring", role).await,
     );
-    let acting = |k: Uuid| format!("key:{k}");
-    let before = invite_acting(
-        &c,
-        t,
-        (None, Some(&acting(routine))),
-        &inviting,
-        "b@x.test",
-        None,
-    )
-    .await;
-    let later = invite_acting(
-        &c,
-        t,
-        (None, Some(&acting(routine))),
-        &inviting,
-        "l@x.test",
-        None,
-    )
-    .await;
-    let by_leaked = invite_acting(
-        &c,
-        t,
-        (None, Some(&acting(leaked))),
-        &inviting,
-        "k@x.test",
-        None,
-    )
-    .await;
-    let by_expiring = invite_acting(
-        &c,
-        t,
-        (None, Some(&acting(expiring))),
-        &inviting,
-        "e@x.test",
-        None,
-    )
-    .await;
+    let by_key = |k: Uuid, email: &'static str| {
+        let c = &c;
+        async move {
+            let actor = format!("key:{k}");
+            invite_acting(c, t, (None, Some(&actor)), &inviting, email, None).await
+        }
+    };
+    let before = by_key(routine, "b@x.test").await;
+    let later = by_key(routine, "l@x.test").await;
+    let by_leaked = by_key(leaked, "k@x.test").await;
+    let by_expiring = by_key(expiring, "e@x.test").await;
     let mut successors = Vec::new();
     for k in [routine, leaked] {
         begin_as(&c, t).await;
@@ -1999,24 +1973,8 @@ async fn a_rotated_keys_invitations_rest_on_its_successor_and_a_revoked_or_expir
         );
     }
     // Made by the old key during its grace.
-    let during = invite_acting(
-        &c,
-        t,
-        (None, Some(&acting(routine))),
-        &inviting,
-        "d@x.test",
-        None,
-    )
-    .await;
-    let leaked_during = invite_acting(
-        &c,
-        t,
-        (None, Some(&acting(leaked))),
-        &inviting,
-        "kd@x.test",
-        None,
-    )
-    .await;
+    let during = by_key(routine, "d@x.test").await;
+    let leaked_during = by_key(leaked, "kd@x.test").await;
     for k in [routine, leaked, expiring] {
         expire_key(&su, k).await;
     }
