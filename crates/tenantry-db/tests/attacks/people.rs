@@ -8,8 +8,8 @@ use uuid::Uuid;
 use crate::{
     common::{count, create_silo, create_tenant, exec, strings},
     helpers::{
-        add_pending_member, app, begin_as, begin_person, begin_with_grants, commit, create_role,
-        denied, enter_signed, fails, rollback,
+        add_member, add_pending_member, app, begin_as, begin_person, begin_with_grants, commit,
+        create_role, denied, enter_signed, fails, rollback,
     },
 };
 
@@ -30,15 +30,8 @@ async fn team(c: &Client, su: &Client, reader_permissions: &[&str]) -> (Uuid, Uu
 /// [`team`] in a tenant made already (a schema tenant, say).
 async fn team_in(c: &Client, t: Uuid, reader_permissions: &[&str]) -> (Uuid, Uuid, Uuid, Uuid) {
     let role = create_role(c, t, "reader").await;
+    grant(c, t, role, reader_permissions).await;
     begin_as(c, t).await;
-    for p in reader_permissions {
-        c.execute(
-            "SELECT tenantry.assign_tenant_permission($1, $2)",
-            &[&role, p],
-        )
-        .await
-        .unwrap();
-    }
     let owner: Uuid = c
         .query_one(
             "INSERT INTO tenantry.tenant_members (email) VALUES ('owner@team.test') RETURNING user_id",
@@ -63,6 +56,20 @@ async fn team_in(c: &Client, t: Uuid, reader_permissions: &[&str]) -> (Uuid, Uui
     .unwrap();
     commit(c).await;
     (t, owner, member, role)
+}
+
+/// Grants `permissions` to `role` of `t`, in a transaction of its own.
+async fn grant(c: &Client, t: Uuid, role: Uuid, permissions: &[&str]) {
+    begin_as(c, t).await;
+    for p in permissions {
+        c.execute(
+            "SELECT tenantry.assign_tenant_permission($1, $2)",
+            &[&role, p],
+        )
+        .await
+        .unwrap();
+    }
+    commit(c).await;
 }
 
 async fn setup() -> (TestDatabase, Client, Client) {
@@ -1676,45 +1683,18 @@ async fn an_invitation_ends_with_the_member_or_key_that_made_it() {
 
     // A member who stays, whose role later loses members.invite.
     let shrinking_role = create_role(&c, t, "inviter").await;
+    grant(&c, t, shrinking_role, &inviting).await;
+    let stays = add_member(&c, t, "stays@team.test").await;
     begin_as(&c, t).await;
-    for p in inviting {
-        c.execute(
-            "SELECT tenantry.assign_tenant_permission($1, $2)",
-            &[&shrinking_role, &p],
-        )
-        .await
-        .unwrap();
-    }
-    let stays: Uuid = c
-        .query_one(
-            "INSERT INTO tenantry.tenant_members (email) VALUES ('stays@team.test') RETURNING user_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
     c.execute(
         "SELECT tenantry.set_member_roles($1, ARRAY[$2::uuid])",
         &[&stays, &shrinking_role],
     )
     .await
     .unwrap();
-    // A key holding members.invite through the member's role, acting as itself.
-    c.execute(
-        "SELECT tenantry.create_api_key('inviter', $1)",
-        &[&json!({ "role_id": role })],
-    )
-    .await
-    .unwrap();
-    let key: Uuid = c
-        .query_one(
-            "SELECT key_id FROM tenantry.api_keys WHERE description = 'inviter'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
     commit(&c).await;
+    // A key holding members.invite through the member's role, acting as itself.
+    let key = role_key(&c, t, "inviter", role).await;
     let by_shrinking =
         invite_acting(&c, t, (Some(stays), None), &inviting, "s1@x.test", None).await;
     let acting_key = format!("key:{key}");
@@ -1851,14 +1831,7 @@ async fn an_invitation_to_a_role_grown_past_its_makers_permissions_is_refused() 
     let inviting = ["members.invite", "resources.read"];
     let (t, _owner, member, _role) = team(&c, &su, &inviting).await;
     let invited_role = create_role(&c, t, "viewer").await;
-    begin_as(&c, t).await;
-    c.execute(
-        "SELECT tenantry.assign_tenant_permission($1, 'resources.read')",
-        &[&invited_role],
-    )
-    .await
-    .unwrap();
-    commit(&c).await;
+    grant(&c, t, invited_role, &["resources.read"]).await;
     let token = invite_acting(
         &c,
         t,
@@ -1868,14 +1841,7 @@ async fn an_invitation_to_a_role_grown_past_its_makers_permissions_is_refused() 
         Some(invited_role),
     )
     .await;
-    begin_as(&c, t).await;
-    c.execute(
-        "SELECT tenantry.assign_tenant_permission($1, 'keys.write')",
-        &[&invited_role],
-    )
-    .await
-    .unwrap();
-    commit(&c).await;
+    grant(&c, t, invited_role, &["keys.write"]).await;
     let person = Uuid::new_v4();
     assert_eq!(
         accept(&c, person, &token, Some("grown@x.test")).await,
