@@ -121,9 +121,60 @@ pub fn unreachable_database() -> Database {
     .expect("a pool is made without connecting")
 }
 
-/// The context key of every test database (they are copies of one template).
+/// The context key of every test database (they are copies of one template;
+/// on a Citus cluster, [`TestDatabase::new`] installs the process's own key
+/// in each database it makes, so that the suites' helpers sign there too).
 pub fn context_key() -> &'static ContextKey {
+    if on_citus() {
+        return cluster_context_key();
+    }
     &SERVER.get_or_init(Server::start).context_key
+}
+
+/// The id of [`cluster_context_key`] in each cluster test database: past the
+/// key its migration made, so it is the newest and the server signs with it.
+const CLUSTER_CONTEXT_KEY_ID: i32 = 100;
+
+/// The random context key every test database of this process has on a
+/// Citus cluster (each is migrated on its own, and `migrate` draws a key of
+/// its own for each).
+fn cluster_context_key() -> &'static ContextKey {
+    &cluster_context_secret().0
+}
+
+/// [`cluster_context_key`] with its secret, which a [`ContextKey`] keeps to itself.
+fn cluster_context_secret() -> &'static (ContextKey, [u8; 32]) {
+    static KEY: OnceLock<(ContextKey, [u8; 32])> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let secret: [u8; 32] = rand::random();
+        (ContextKey::new(CLUSTER_CONTEXT_KEY_ID, secret), secret)
+    })
+}
+
+/// Adds [`cluster_context_key`] to a cluster test database as its newest key,
+/// with the HMAC blocks `tenantry.add_context_key` keeps (RFC 2104: the secret
+/// padded to 64 bytes, XOR 0x36 and 0x5c).
+async fn install_cluster_context_key(superuser: &Client) {
+    let (key, secret) = cluster_context_secret();
+    let pad = |byte: u8| -> Vec<u8> {
+        (0..64)
+            .map(|i| secret.get(i).copied().unwrap_or(0) ^ byte)
+            .collect()
+    };
+    superuser
+        .execute(
+            "INSERT INTO tenantry.context_keys (key_id, secret, inner_pad, outer_pad) VALUES ($1, $2, $3, $4)",
+            &[&key.id(), &secret.as_slice(), &pad(0x36), &pad(0x5c)],
+        )
+        .await
+        .expect("installing the process's context key in a cluster test database");
+    superuser
+        .execute(
+            "SELECT setval('tenantry.context_key_ids', $1::bigint)",
+            &[&i64::from(key.id())],
+        )
+        .await
+        .expect("moving the context key ids past the process's key");
 }
 
 /// On a raw connection whose current role is `tenantry_app`: opens a
@@ -302,6 +353,21 @@ pub fn on_citus() -> bool {
     citus_test_url().is_some()
 }
 
+/// Whether a test of the schema tier should stop here: on a Citus cluster,
+/// which refuses schema tenants by design (tests/citus.rs proves the
+/// refusal), it says loudly on the process's stderr that `test` did not run.
+pub fn skip_schema_tier_on_citus(test: &str) -> bool {
+    if !on_citus() {
+        return false;
+    }
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "*** SKIPPED on Citus: {test}: a cluster refuses schema tenants (tests/citus.rs)"
+    );
+    true
+}
+
 /// The coordinator named by [`TEST_CITUS_URL_ENV`], when it names one.
 fn citus_test_url() -> Option<String> {
     std::env::var(TEST_CITUS_URL_ENV)
@@ -373,7 +439,9 @@ impl TestDatabase {
 
     async fn on_cluster(url: &str) -> Self {
         let tag = uuid::Uuid::new_v4().simple().to_string();
-        let (db, _, context_key) = citus::migrated(url, &tag[..16]).await;
+        let (db, client, _) = citus::migrated(url, &tag[..16]).await;
+        install_cluster_context_key(&client).await;
+        let context_key = cluster_context_key().clone();
         let superuser = db.coordinator_config();
         Self {
             name: superuser.get_dbname().unwrap_or_default().to_owned(),

@@ -877,8 +877,9 @@ async fn usage_of_a_child_never_shows_its_parent_or_sibling() {
 
 #[tokio::test]
 async fn a_schema_isolated_tenants_resource_is_a_missing_id_for_everyone_else() {
-    if tenantry_db::testing::on_citus() {
-        eprintln!("*** skipped on Citus: a cluster refuses schema tenants (409, tests/citus.rs)");
+    if tenantry_db::testing::skip_schema_tier_on_citus(
+        "a_schema_isolated_tenants_resource_is_a_missing_id_for_everyone_else",
+    ) {
         return;
     }
     let app = TestApp::spawn().await;
