@@ -1051,6 +1051,117 @@ async fn placement_policies(client: &Client, table: &str) -> Vec<String> {
     .collect()
 }
 
+/// Sharing rows of an adopted table is refused on a cluster, changing
+/// nothing: a share names its table by object id, which every node gives
+/// another table, so the tenant it was shared with read nothing. A table
+/// adopted with sharing before the refusal is named by the doctor, whose fix
+/// adopts it again without.
+#[tokio::test]
+async fn adopting_a_table_with_sharing_is_refused_on_the_cluster_and_the_doctor_names_one_adopted_so_before(
+) {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, client, _) = migrated(&url, "nosharing").await;
+    client
+        .batch_execute(
+            "CREATE TABLE public.invoices (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                           amount numeric NOT NULL, PRIMARY KEY (tenant_id, id))",
+        )
+        .await
+        .unwrap();
+    let refused = client
+        .execute(
+            "SELECT tenantry.adopt_table('public.invoices', sharing => true)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let refused = refused.as_db_error().expect("a database error");
+    assert_eq!(refused.code().code(), "TN409", "{}", refused.message());
+    assert!(
+        refused
+            .message()
+            .contains("not available on a Citus cluster"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused
+            .hint()
+            .is_some_and(|h| h.contains("sharing => false")),
+        "{:?}",
+        refused.hint()
+    );
+    let (adopted, distributed): (bool, bool) = {
+        let r = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM tenantry.tenant_tables WHERE table_id = 'public.invoices'::regclass),
+                        EXISTS (SELECT 1 FROM citus_tables WHERE table_name = 'public.invoices'::regclass),
+                        (SELECT relrowsecurity FROM pg_class WHERE oid = 'public.invoices'::regclass)",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(!r.get::<_, bool>(2), "row level security untouched");
+        (r.get(0), r.get(1))
+    };
+    assert!(!adopted && !distributed, "the refusal changed nothing");
+
+    // A table adopted with sharing before: its registry row says so (its
+    // share triggers, which such a table had, are missing here: the doctor
+    // names them too, and the same fix mends both).
+    client
+        .execute("SELECT tenantry.adopt_table('public.invoices')", &[])
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE tenantry.tenant_tables SET sharing = true WHERE table_id = 'public.invoices'::regclass",
+            &[],
+        )
+        .await
+        .unwrap();
+    let problems = client
+        .query(
+            "SELECT rule, severity, fix FROM tenantry.table_problems('public.invoices')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let problems: Vec<(String, String, String)> = problems
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let fix =
+        "SELECT tenantry.adopt_table('public.invoices', hierarchy => true, sharing => false);";
+    assert!(
+        problems.contains(&(
+            "citus_sharing".to_owned(),
+            "warning".to_owned(),
+            fix.to_owned()
+        )),
+        "{problems:?}"
+    );
+    assert!(problems.iter().all(|p| p.2 == fix), "{problems:?}");
+    // Adopting it again keeps its options, sharing included: refused.
+    let again = client
+        .execute("SELECT tenantry.adopt_table('public.invoices')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(again.code().map(|c| c.code()), Some("TN409"));
+    client.batch_execute(fix).await.unwrap();
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM tenantry.table_problems('public.invoices')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the doctor's fix mends it");
+    drop(client);
+    db.drop_all().await;
+}
+
 /// The team's own table, adopted on the cluster, is sharded by tenant next
 /// to tenantry's tables with its policy on every shard; adopting it again
 /// changes the policy everywhere; releasing it is refused, changing nothing.
@@ -1068,10 +1179,7 @@ async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_
         .await
         .unwrap();
     client
-        .execute(
-            "SELECT tenantry.adopt_table('public.invoices', sharing => true)",
-            &[],
-        )
+        .execute("SELECT tenantry.adopt_table('public.invoices')", &[])
         .await
         .expect("adopt_table distributes the table on Citus");
 
@@ -1109,7 +1217,7 @@ async fn a_table_adopted_on_the_cluster_is_sharded_by_tenant_with_its_policy_on_
     // Again, without the hierarchy: every shard's policy follows.
     client
         .execute(
-            "SELECT tenantry.adopt_table('public.invoices', hierarchy => false, sharing => true)",
+            "SELECT tenantry.adopt_table('public.invoices', hierarchy => false)",
             &[],
         )
         .await
