@@ -175,6 +175,15 @@ async fn install_cluster_context_key(superuser: &Client) {
         )
         .await
         .expect("moving the context key ids past the process's key");
+    // The key the migration drew is never used: without it the database
+    // holds one key, as a test database copied from the template does.
+    superuser
+        .execute(
+            "DELETE FROM tenantry.context_keys WHERE key_id <> $1",
+            &[&key.id()],
+        )
+        .await
+        .expect("dropping the migration's own context key");
 }
 
 /// On a raw connection whose current role is `tenantry_app`: opens a
@@ -353,19 +362,24 @@ pub fn on_citus() -> bool {
     citus_test_url().is_some()
 }
 
-/// Whether a test of the schema tier should stop here: on a Citus cluster,
-/// which refuses schema tenants by design (tests/citus.rs proves the
-/// refusal), it says loudly on the process's stderr that `test` did not run.
-pub fn skip_schema_tier_on_citus(test: &str) -> bool {
+/// Whether `test` (or the part of it about to run) should stop here because
+/// a Citus cluster refuses what it exercises by design (`why`, which
+/// tests/citus.rs proves): it says so loudly on the process's stderr.
+pub fn skip_on_citus(test: &str, why: &str) -> bool {
     if !on_citus() {
         return false;
     }
     use std::io::Write as _;
     let _ = writeln!(
         std::io::stderr(),
-        "*** SKIPPED on Citus: {test}: a cluster refuses schema tenants (tests/citus.rs)"
+        "*** SKIPPED on Citus: {test}: {why} (tests/citus.rs)"
     );
     true
+}
+
+/// [`skip_on_citus`] for the schema tier, which a cluster refuses.
+pub fn skip_schema_tier_on_citus(test: &str) -> bool {
+    skip_on_citus(test, "a cluster refuses schema tenants")
 }
 
 /// The coordinator named by [`TEST_CITUS_URL_ENV`], when it names one.

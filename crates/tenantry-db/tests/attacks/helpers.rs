@@ -52,10 +52,42 @@ pub async fn denied(c: &Client, sql: &str, code: &str) -> String {
     message
 }
 
-/// Replaces each of `ids` by `<id>`, so that answers about two ids compare.
+/// Replaces each of `ids` by `<id>`, so that answers about two ids compare;
+/// on a Citus cluster also the number of the shard a message names
+/// (`invoices_103089`), which follows from the tenant id's hash whether or
+/// not that tenant exists.
 fn scrub(text: &str, ids: &[Uuid]) -> String {
-    ids.iter()
-        .fold(text.to_owned(), |t, id| t.replace(&id.to_string(), "<id>"))
+    let text = ids
+        .iter()
+        .fold(text.to_owned(), |t, id| t.replace(&id.to_string(), "<id>"));
+    if tenantry_db::testing::on_citus() {
+        scrub_shard_numbers(&text)
+    } else {
+        text
+    }
+}
+
+/// `name_<digits>` ending a word becomes `name_<shard>`.
+fn scrub_shard_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('_') {
+        let (head, tail) = rest.split_at(at + 1);
+        out.push_str(head);
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        let ends_word = !tail[digits..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        if digits >= 4 && ends_word {
+            out.push_str("<shard>");
+            rest = &tail[digits..];
+        } else {
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Runs `sql_for(foreign)` and `sql_for(missing)`: both must fail with the same
@@ -179,6 +211,29 @@ pub async fn unshare(c: &Client, owner: Uuid, resource: Uuid, target: Uuid) {
     )
     .await;
     commit(c).await;
+}
+
+/// The SQLSTATE of an UPDATE that changes a row's `tenant_id`: tenantry's
+/// trigger refuses it (TN422); on a Citus cluster Citus refuses it first,
+/// as a change of the distribution column (0A000).
+pub fn tenant_change_refused() -> &'static str {
+    if tenantry_db::testing::on_citus() {
+        "0A000"
+    } else {
+        "TN422"
+    }
+}
+
+/// Whether the adopted tables of the attacks share rows: everywhere but on
+/// a Citus cluster, which refuses sharing rows of adopted tables.
+pub fn adopted_sharing() -> bool {
+    !tenantry_db::testing::on_citus()
+}
+
+/// [`tenantry_db::testing::skip_on_citus`] for an attack on row sharing of
+/// adopted tables.
+pub fn skip_adopted_sharing_on_citus(test: &str) -> bool {
+    tenantry_db::testing::skip_on_citus(test, "a cluster refuses sharing rows of adopted tables")
 }
 
 /// The tier a tenant's resources live in: the pooled table, or its own
