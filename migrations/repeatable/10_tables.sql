@@ -845,6 +845,7 @@ DECLARE
     -- Those of reach that hand on every tenant's rows (reach_via not NULL).
     leaky oid[];
     renamed_col name;
+    sharded boolean;
 BEGIN
     acting_logins := ARRAY(
         SELECT l.oid FROM pg_catalog.pg_roles l
@@ -948,7 +949,16 @@ BEGIN
         -- id the shards' nodes do not share, so they reach nobody. Fixed by
         -- adopting it again without sharing, which is also how every other
         -- fix below adopts it again.
-        IF t.sharing AND tenantry.citus_distributed() THEN
+        -- Read from Citus's catalog here, as the rule on restrictive
+        -- policies below does: the doctor runs with its caller's rights, and
+        -- tenantry.citus_distributed() is granted to no role.
+        sharded := false;
+        IF t.sharing AND to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+            EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition d
+                                    WHERE d.logicalrelid = $1 AND d.partmethod = ''h'')'
+                INTO sharded USING t.table_id;
+        END IF;
+        IF sharded THEN
             rule := 'citus_sharing';
             problem := 'is adopted with sharing on a Citus cluster, where a share names its table by an object id that differs on every node: no tenant reads a row shared with it';
             fix := tenantry.adopt_statement(t.table_id::text, t.hierarchy, false, t.write_permission);
