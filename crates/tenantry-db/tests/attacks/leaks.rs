@@ -148,10 +148,26 @@ async fn copy_reads_only_the_contexts_rows_and_copy_from_is_refused(w: World) {
     let copier = app(&w.tdb).await;
     begin_as(&copier, w.a).await;
     let sink = copier
-        .copy_in::<_, &'static [u8]>("COPY tenantry.resources (tenant_id, name) FROM STDIN")
+        .copy_in::<_, bytes::Bytes>("COPY tenantry.resources (tenant_id, name) FROM STDIN")
         .await;
-    let Err(e) = sink else {
-        panic!("COPY FROM into a table under RLS must be refused");
+    let e = match sink {
+        Err(e) => e,
+        // A Citus coordinator starts the COPY and sends the rows to the
+        // shards, whose nodes refuse it at the first row (measured: 0A000,
+        // "COPY FROM not supported with row-level security").
+        Ok(sink) if tenantry_db::testing::on_citus() => {
+            use futures_util::SinkExt;
+            let mut sink = std::pin::pin!(sink);
+            let row = bytes::Bytes::from(format!("{}\tplanted\n", w.b));
+            match sink.send(row).await {
+                Err(e) => e,
+                Ok(()) => sink
+                    .finish()
+                    .await
+                    .expect_err("COPY FROM into a table under RLS must be refused"),
+            }
+        }
+        Ok(_) => panic!("COPY FROM into a table under RLS must be refused"),
     };
     assert!(
         ["0A000", "42501"].contains(&e.code().map(|c| c.code()).unwrap_or("")),
