@@ -846,6 +846,13 @@ DECLARE
     leaky oid[];
     renamed_col name;
     sharded boolean;
+    -- Roles whose rights bypass row level security, read once here: on a
+    -- Citus coordinator a statement that joins pg_roles and also reads a
+    -- reference table (the registry) is planned by Citus, which checks
+    -- pg_authid under the view with the caller's rights (permission
+    -- denied for the server's login: found running the doctor as it on a
+    -- cluster).
+    bypassing oid[] := ARRAY(SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolsuper OR o.rolbypassrls);
 BEGIN
     acting_logins := ARRAY(
         SELECT l.oid FROM pg_catalog.pg_roles l
@@ -1774,8 +1781,7 @@ BEGIN
                    format('DROP RULE %I ON %s; -- a trigger runs with its caller''s rights and policies instead',
                           rw.rulename, rw.ev_class::regclass)
             FROM pg_catalog.pg_rewrite rw
-            JOIN pg_catalog.pg_class c ON c.oid = rw.ev_class
-            JOIN pg_catalog.pg_roles o ON o.oid = c.relowner AND (o.rolsuper OR o.rolbypassrls)
+            JOIN pg_catalog.pg_class c ON c.oid = rw.ev_class AND c.relowner = ANY (bypassing)
             WHERE rw.rulename <> '_RETURN'
               AND (rw.ev_class IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))
                    -- (one on another adopted table is named under that one)

@@ -1142,6 +1142,27 @@ async fn adopting_a_table_with_sharing_is_refused_on_the_cluster_and_the_doctor_
         "{problems:?}"
     );
     assert!(problems.iter().all(|p| p.2 == fix), "{problems:?}");
+    // The server's login, which runs the doctor at boot, finds it with its
+    // own rights (the rule reads Citus's catalog itself).
+    let server = db.server_client().await;
+    // As the library's Database::table_problems runs it: as the login itself.
+    server
+        .batch_execute("BEGIN; SET LOCAL ROLE NONE")
+        .await
+        .unwrap();
+    let rules: Vec<String> = server
+        .query(
+            "SELECT rule FROM tenantry.table_problems('public.invoices')",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the doctor as tenantry_server: {e:?}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    server.batch_execute("COMMIT").await.unwrap();
+    assert!(rules.iter().any(|r| r == "citus_sharing"), "{rules:?}");
+    drop(server);
     // Adopting it again keeps its options, sharing included: refused.
     let again = client
         .execute("SELECT tenantry.adopt_table('public.invoices')", &[])

@@ -171,8 +171,8 @@ async fn writing_or_moving_a_row_of_an_adopted_table_into_another_tenant_fails_a
         ),
     )
     .await;
-    // A cluster refuses the data-modifying CTE itself (0A000) before the
-    // policy could.
+    // A cluster refuses it itself (0A000: Citus's own refusal of the
+    // statement's shape), before the policy could.
     let refused = if tenantry_db::testing::on_citus() {
         "0A000"
     } else {
