@@ -7,23 +7,14 @@ use crate::{
     common::{count, create_tenant, exec},
     helpers::{
         add_member, app, begin_as, begin_person, begin_with_grants, commit, create_resource,
-        create_role, denied, rollback, share,
+        create_role, denied, grant, rollback, share,
     },
 };
 
 /// A role of `t` holding `permissions`.
 async fn role_with(c: &Client, t: Uuid, name: &str, permissions: &[&str]) -> Uuid {
     let role = create_role(c, t, name).await;
-    begin_as(c, t).await;
-    for p in permissions {
-        c.execute(
-            "SELECT tenantry.assign_tenant_permission($1, $2)",
-            &[&role, p],
-        )
-        .await
-        .unwrap();
-    }
-    commit(c).await;
+    grant(c, t, role, permissions).await;
     role
 }
 

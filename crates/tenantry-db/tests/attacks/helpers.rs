@@ -407,6 +407,20 @@ macro_rules! across_tiers {
 }
 pub(crate) use across_tiers;
 
+/// Grants `permissions` to `role` of `t`, in a transaction of its own.
+pub async fn grant(c: &Client, t: Uuid, role: Uuid, permissions: &[&str]) {
+    begin_as(c, t).await;
+    for p in permissions {
+        c.execute(
+            "SELECT tenantry.assign_tenant_permission($1, $2)",
+            &[&role, p],
+        )
+        .await
+        .unwrap();
+    }
+    commit(c).await;
+}
+
 /// A role of `t` with the given name; returns its id.
 pub async fn create_role(c: &Client, t: Uuid, name: &str) -> Uuid {
     begin_as(c, t).await;

@@ -9,7 +9,7 @@ use crate::{
     common::{count, create_silo, create_tenant, exec, strings},
     helpers::{
         add_member, add_pending_member, app, begin_as, begin_person, begin_with_grants, commit,
-        create_role, denied, enter_signed, fails, rollback,
+        create_role, denied, enter_signed, fails, grant, rollback,
     },
 };
 
@@ -56,20 +56,6 @@ async fn team_in(c: &Client, t: Uuid, reader_permissions: &[&str]) -> (Uuid, Uui
     .unwrap();
     commit(c).await;
     (t, owner, member, role)
-}
-
-/// Grants `permissions` to `role` of `t`, in a transaction of its own.
-async fn grant(c: &Client, t: Uuid, role: Uuid, permissions: &[&str]) {
-    begin_as(c, t).await;
-    for p in permissions {
-        c.execute(
-            "SELECT tenantry.assign_tenant_permission($1, $2)",
-            &[&role, p],
-        )
-        .await
-        .unwrap();
-    }
-    commit(c).await;
 }
 
 async fn setup() -> (TestDatabase, Client, Client) {
