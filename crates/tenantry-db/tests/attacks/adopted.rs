@@ -7,8 +7,8 @@ use uuid::Uuid;
 use crate::common::{count, create_silo, create_tenant, exec, set_status, strings};
 use crate::helpers::{
     adopted_sharing, app, begin_as, commit, create_resource, denied, enter_signed, fails,
-    names_seen_by, rollback, same_failure, set_parent, share, signed_for,
-    skip_adopted_sharing_on_citus, tenant_change_refused,
+    move_refused, names_seen_by, rollback, same_failure, set_parent, share, signed_for,
+    skip_adopted_sharing_on_citus,
 };
 use crate::oracle::{assert_no_oracle, probe, range};
 use tenantry_db::testing::TestDatabase;
@@ -157,7 +157,7 @@ async fn writing_or_moving_a_row_of_an_adopted_table_into_another_tenant_fails_a
     .await;
     assert_eq!(
         moved,
-        tenant_change_refused(),
+        move_refused("TN422"),
         "a row keeps its tenant, whatever the target"
     );
     // Delete and re-insert under another tenant: refused as well.
@@ -171,14 +171,7 @@ async fn writing_or_moving_a_row_of_an_adopted_table_into_another_tenant_fails_a
         ),
     )
     .await;
-    // A cluster refuses it itself (0A000: Citus's own refusal of the
-    // statement's shape), before the policy could.
-    let refused = if tenantry_db::testing::on_citus() {
-        "0A000"
-    } else {
-        "42501"
-    };
-    assert_eq!(code, refused);
+    assert_eq!(code, move_refused("42501"));
     rollback(&w.app).await;
     assert_eq!(numbers_seen_by(&w.app, w.b).await, ["B-1"]);
 }

@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use crate::common::{count, exec, strings};
 use crate::helpers::{
-    across_tiers, adopted_sharing, begin_as, commit, rollback, same_failure,
-    skip_adopted_sharing_on_citus, tenant_change_refused, World,
+    across_tiers, adopted_sharing, begin_as, commit, move_refused, rollback, same_failure,
+    skip_adopted_sharing_on_citus, World,
 };
 
 /// Adopts `public.invoices` (hierarchy and sharing on) in `w`, gives every
@@ -147,7 +147,7 @@ async fn an_adopted_row_cannot_be_planted_for_or_moved_to_a_tenant_of_either_tie
         format!("ROLLBACK TO SAVEPOINT s; UPDATE {a_home} SET tenant_id = '{t}' WHERE id = '{ia}'")
     })
     .await;
-    assert_eq!(code, tenant_change_refused(), "tenant_id cannot change");
+    assert_eq!(code, move_refused("TN422"), "tenant_id cannot change");
     rollback(&w.app).await;
     assert_eq!(victims_rows(&w.admin, &b_home, w.b).await, ["B-1"]);
     assert_eq!(

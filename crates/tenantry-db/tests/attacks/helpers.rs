@@ -213,14 +213,16 @@ pub async fn unshare(c: &Client, owner: Uuid, resource: Uuid, target: Uuid) {
     commit(c).await;
 }
 
-/// The SQLSTATE of an UPDATE that changes a row's `tenant_id`: tenantry's
-/// trigger refuses it (TN422); on a Citus cluster Citus refuses it first,
-/// as a change of the distribution column (0A000).
-pub fn tenant_change_refused() -> &'static str {
+/// The SQLSTATE of a write that moves a row to another tenant: `single_node`
+/// (tenantry's trigger, a policy or a grant); on a Citus cluster Citus's own
+/// refusal comes first (0A000: a change of the distribution column, or a
+/// re-insert it sends to the shards by COPY, which they refuse under row
+/// level security).
+pub fn move_refused(single_node: &'static str) -> &'static str {
     if tenantry_db::testing::on_citus() {
         "0A000"
     } else {
-        "TN422"
+        single_node
     }
 }
 

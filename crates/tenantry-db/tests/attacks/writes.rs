@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use crate::common::{count, exec, strings};
 use crate::helpers::{
-    across_tiers, add_member, begin_as, commit, create_role, denied, fails, names_seen_by,
-    rollback, same_failure, world, World,
+    across_tiers, add_member, begin_as, commit, create_role, denied, fails, move_refused,
+    names_seen_by, rollback, same_failure, world, World,
 };
 
 across_tiers!(
@@ -42,12 +42,7 @@ async fn inserting_a_resource_for_another_tenant_fails_alike_for_an_existing_and
 async fn moving_a_resource_to_another_tenant_by_update_is_refused_for_any_target(w: World) {
     begin_as(&w.app, w.a).await;
     exec(&w.app, "SAVEPOINT s").await;
-    // A cluster refuses a change of the distribution column first (0A000).
-    let refused = if tenantry_db::testing::on_citus() {
-        "0A000"
-    } else {
-        "42501"
-    };
+    let refused = move_refused("42501");
     for table in w.resource_tables().await {
         let code = same_failure(&w.app, w.b, Uuid::new_v4(), |t| {
             format!(
@@ -72,8 +67,6 @@ async fn moving_a_resource_to_another_tenant_by_update_is_refused_for_any_target
                  INSERT INTO {table} (tenant_id, name) SELECT '{}', name FROM gone",
                 w.ra, w.b
             ),
-            // A cluster inserts the CTE's rows by COPY into the shards,
-            // which their nodes refuse under row level security (0A000).
             refused,
         )
         .await;
