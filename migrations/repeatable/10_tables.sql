@@ -3659,6 +3659,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     missing bigint;
+    owner_before regrole := (SELECT c.relowner::regrole FROM pg_catalog.pg_class c WHERE c.oid = tbl);
 BEGIN
     BEGIN
         EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT tenantry_tenant_id_not_null', tbl);
@@ -3668,9 +3669,19 @@ BEGIN
             HINT = 'The expression gave NULL for them, or they were written before step 1: run the backfill again.';
     END;
     PERFORM tenantry.ensure_tenant_fk(tbl, true);
+    -- A caller that is not a superuser validates the key as tenantry_owner,
+    -- which takes the table for it (ensure_tenant_fk). The table is not
+    -- adopted yet: it goes back to its owner, whom adopt_table records as
+    -- the owner release_table gives it back to (found by a review: the
+    -- adoption that followed recorded tenantry_owner, and a release handed
+    -- the team's table to tenantry_owner).
+    IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl) <> owner_before::oid THEN
+        PERFORM tenantry.in_lock_tries(ARRAY[format('ALTER TABLE %s OWNER TO %s', tbl, owner_before)],
+                                       format('giving %s back to %s', tbl, owner_before));
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.backfill_validate(regclass) IS 'Batched backfill, step 3: validates CHECK (tenant_id IS NOT NULL) and the tenant foreign key, which lock the table only against schema changes (reads and writes go on). adopt_table() then needs no scan.';
+COMMENT ON FUNCTION tenantry.backfill_validate(regclass) IS 'Batched backfill, step 3: validates CHECK (tenant_id IS NOT NULL) and the tenant foreign key, which lock the table only against schema changes (reads and writes go on), and leaves the table with the owner it had (adopt_table records it for release_table). adopt_table() then needs no scan.';
 
 /**
  * Records a finished backfill in the operator's audit log

@@ -2233,6 +2233,64 @@ async fn a_migration_role_that_is_not_a_superuser_is_told_to_let_tenantry_owner_
     exec(&su, "SELECT tenantry.adopt_table('app.notes')").await;
 }
 
+/// A migration role that is not a superuser (README's advice) backfills a
+/// table's rows in batches, then adopts it: validating the backfill's key to
+/// tenants hands the table to tenantry_owner for a moment, and the adoption
+/// that followed recorded tenantry_owner as its owner before, so releasing
+/// it handed the team's table to tenantry_owner instead of back to the role.
+#[tokio::test]
+async fn a_table_backfilled_by_a_migration_role_that_is_not_a_superuser_goes_back_to_that_role_when_released(
+) {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let admin = admin(&tdb).await;
+    let owner = create_tenant(&admin, "legacy owner", None).await;
+    let role = format!("migrator_{}", Uuid::new_v4().simple());
+    exec(
+        &su,
+        &format!(
+            "CREATE ROLE {role} LOGIN IN ROLE tenantry_owner;
+             CREATE SCHEMA app AUTHORIZATION {role};
+             SET ROLE {role};
+             GRANT CREATE ON SCHEMA app TO tenantry_owner;
+             CREATE TABLE app.legacy (id bigserial, note text);
+             INSERT INTO app.legacy (note) SELECT 'n' || g FROM generate_series(1, 500) g;"
+        ),
+    )
+    .await;
+    exec(
+        &su,
+        &format!("CALL tenantry.backfill_tenant_id('app.legacy', '{owner}', pages_per_batch => 1)"),
+    )
+    .await;
+    let owner_now =
+        "SELECT relowner::regrole::text FROM pg_class WHERE oid = 'app.legacy'::regclass";
+    assert_eq!(
+        strings(&su, owner_now).await,
+        [role.as_str()],
+        "the backfill leaves the table with its owner"
+    );
+    exec(&su, "SELECT tenantry.adopt_table('app.legacy')").await;
+    assert_eq!(
+        strings(
+            &su,
+            "SELECT previous_owner::text FROM tenantry.tenant_tables WHERE table_id = 'app.legacy'::regclass"
+        )
+        .await,
+        [role.as_str()]
+    );
+    assert_eq!(strings(&su, owner_now).await, ["tenantry_owner"]);
+    exec(&su, "SELECT tenantry.release_table('app.legacy')").await;
+    assert_eq!(strings(&su, owner_now).await, [role.as_str()]);
+    assert_eq!(
+        strings(&su, "SELECT current_user::text").await,
+        [role.as_str()]
+    );
+    // The role reads and writes its table again as before the adoption.
+    assert_eq!(count(&su, "SELECT count(*) FROM app.legacy").await, 500);
+    exec(&su, "INSERT INTO app.legacy (tenant_id, note) SELECT tenant_id, 'after' FROM app.legacy LIMIT 1").await;
+}
+
 /// A parent `a` with a child, and `boards` (hierarchy and sharing) adopted by the migration session.
 async fn boards(tdb: &TestDatabase) -> (Client, Client, Uuid, Uuid, Uuid) {
     let (m, app, admin) = (migrator(tdb).await, app(tdb).await, admin(tdb).await);
