@@ -1631,7 +1631,11 @@ BEGIN
                        AND f.prolang NOT IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname IN ('c', 'internal'))
                        AS searchable,
                        coalesce((SELECT btrim(split_part(substr(cfg, 13), ',', 1), ' "')
-                                 FROM unnest(f.proconfig) cfg WHERE cfg LIKE 'search_path=%'), 'public') AS first_schema) fb
+                                 FROM unnest(f.proconfig) cfg WHERE cfg LIKE 'search_path=%'), 'public') AS first_schema,
+                       -- A name spelt with Unicode escapes (U&"t\0061sks")
+                       -- matches no word search: such a body may name any
+                       -- table (found by a review of the psql path).
+                       f.prosqlbody IS NULL AND f.prosrc ~* '(^|[^[:alnum:]_$])u&"' AS escaped) fb
             CROSS JOIN LATERAL (
                 SELECT array_agg(c.oid) AS rels,
                        -- Named surely enough to charge an owner without
@@ -1645,7 +1649,8 @@ BEGIN
                                               || '"?[[:space:]]*\.[[:space:]]*"?'
                                               || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
                                               || '($|[^[:alnum:]_$])')
-                              OR c.nspname = fb.first_schema) AS named
+                              OR c.nspname = fb.first_schema
+                              OR fb.escaped) AS named
                 FROM (SELECT c.oid, c.relname, n.nspname,
                              c.oid IN (SELECT d.refobjid FROM pg_catalog.pg_depend d
                                        WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = f.oid
@@ -1654,6 +1659,7 @@ BEGIN
                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                       WHERE c.oid = ANY (reach)) c
                 WHERE c.recorded
+                   OR (fb.searchable AND fb.escaped)
                    OR (fb.searchable
                        AND f.prosrc ~* ('(^|[^[:alnum:]_$])'
                                         || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
@@ -2690,6 +2696,7 @@ DECLARE
           AND k.conkey = ARRAY[a.attnum]
         ORDER BY k.convalidated DESC LIMIT 1);
     caller_role text;
+    owner_before regrole;
     missing_tenant text;
 BEGIN
     -- On a distributed Citus coordinator the key waits until adopt_table has
@@ -2721,10 +2728,16 @@ BEGIN
         -- superuser) sees no tenant through tenants' forced policies, and
         -- every row would be refused. As tenantry_owner, which bypasses them,
         -- and back to the caller's role; tenantry_owner validates as the
-        -- table's owner, which adopt_table makes it anyway.
+        -- table's owner for the moment, and gives the table back to its
+        -- owner after (before, a batched backfill left it with
+        -- tenantry_owner, which the adoption after it recorded as the owner
+        -- release_table gives it back to: found by a review).
         IF NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
-            IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl) <> 'tenantry_owner'::regrole THEN
+            owner_before := (SELECT c.relowner::regrole FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+            IF owner_before <> 'tenantry_owner'::regrole THEN
                 EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', tbl);
+            ELSE
+                owner_before := NULL;
             END IF;
             IF NOT pg_catalog.has_schema_privilege('tenantry_owner',
                     (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
@@ -2737,6 +2750,9 @@ BEGIN
         EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', tbl, fk);
         IF caller_role IS NOT NULL THEN
             PERFORM pg_catalog.set_config('role', caller_role, true);
+        END IF;
+        IF owner_before IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %s OWNER TO %s', tbl, owner_before);
         END IF;
     END IF;
 EXCEPTION WHEN foreign_key_violation THEN
@@ -3022,12 +3038,16 @@ COMMENT ON FUNCTION tenantry.citus_table(regclass) IS 'Internal: whether Citus h
  * once (adopt_table calls it when the table's policies changed: hierarchy,
  * sharing, write permission). A policy tightened on the pooled table must
  * not wait for tenantry migrate in the tables schema tenants read and write
- * through their search path. Only tables of schemas at the latest
- * tenant-schema version (one behind may lack a column a trigger or grant of
- * the template names; tenantry migrate secures it after its steps), and
- * none when more than tenantry.secure_schemas_inline_max (default 500)
- * would be: locking that many tables in one transaction runs out of lock
- * table (53200). Returns how many tables were left to tenantry migrate.
+ * through their search path. Whatever the schema's tenant-schema version:
+ * the change before this one in the same migration (another table's, or
+ * the first of one adopt_tables call) recorded a step that puts every
+ * schema a version behind, and a filter on the latest version left this
+ * table's copies with their old policies (found by a review). One that
+ * cannot be secured yet (its schema lacks a column the template's grants
+ * or triggers name, which a pending step adds) is left to tenantry
+ * migrate. None when more than tenantry.secure_schemas_inline_max (default
+ * 500) would be: locking that many tables in one transaction runs out of
+ * lock table (53200). Returns how many tables were left to tenantry migrate.
  */
 CREATE OR REPLACE FUNCTION tenantry.secure_copies_now(tbl regclass)
 RETURNS integer
@@ -3047,7 +3067,7 @@ BEGIN
     JOIN pg_catalog.pg_class k ON k.oid = f.copy
     JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace
     JOIN tenantry.tenants t ON t.schema_name = n.nspname
-    WHERE f.template = tbl AND coalesce(t.schema_version, 0) >= tenantry.tenant_schema_latest();
+    WHERE f.template = tbl;
     IF ready IS NULL OR cardinality(ready) > inline_max THEN
         RETURN copies;
     END IF;
@@ -3065,7 +3085,7 @@ BEGIN
     RETURN copies - secured;
 END
 $$;
-COMMENT ON FUNCTION tenantry.secure_copies_now(regclass) IS 'Internal: secures the schema tenants'' tables of an adopted table like it, in this transaction, when its policies changed (adopt_table): those of schemas at the latest tenant-schema version, unless more than tenantry.secure_schemas_inline_max (default 500); returns how many are left to tenantry migrate. Not granted.';
+COMMENT ON FUNCTION tenantry.secure_copies_now(regclass) IS 'Internal: secures the schema tenants'' tables of an adopted table like it, in this transaction, when its policies changed (adopt_table), whatever their schemas'' tenant-schema version (one that cannot be secured yet, lacking a column a pending step adds, is left), unless more than tenantry.secure_schemas_inline_max (default 500); returns how many are left to tenantry migrate. Not granted.';
 
 /**
  * Guide step one, made safe: makes one of the application's tables a tenant
@@ -3509,6 +3529,86 @@ $$;
 COMMENT ON FUNCTION tenantry.adopt_tables(regclass[], boolean, boolean, text) IS 'adopt_table for several tables with the same options in one call, the rules between them (a foreign key between a table with hierarchy and one without) checked once all are adopted: SELECT tenantry.adopt_tables(ARRAY[''boards'', ''cards'']::regclass[], hierarchy => false) switches linked tables together. TN422 naming every problem, nothing changed. Runs with the caller''s rights, like adopt_table.';
 
 /**
+ * What adopt_table would refuse at its end, found before a batched backfill
+ * (CALL backfill_tenant_id, tenantry table adopt) or the validation of the
+ * key to tenants changes the table: the doctor's rules on the table as
+ * adoption would leave it (a tenant_id column, tenantry_owner as its owner,
+ * its policies, triggers and grants, which decide rules such as `rules`, and
+ * its registry row with the hierarchy asked for; NULL: adopt_table's
+ * default), tried in a subtransaction that is rolled back. The rules adopt_table repairs itself
+ * are left out. TN422 naming each broken rule, the fixes in DETAIL, as
+ * adopt_table's own refusal. Nothing for a table adopted already (adopt_table
+ * changes it in one transaction). Runs with the caller's rights after
+ * check_adoptable(), which refuses a caller who could not adopt the table.
+ */
+CREATE OR REPLACE FUNCTION tenantry.refuse_before_adopting(tbl regclass, hierarchy boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    findings jsonb;
+    problems text;
+    broken text;
+    part regclass;
+BEGIN
+    IF EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
+        RETURN;
+    END IF;
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                       WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped) THEN
+            PERFORM tenantry.in_lock_tries(ARRAY[format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl)],
+                                           format('checking %s before adopting it', tbl));
+        END IF;
+        FOR part IN SELECT p.p FROM tenantry.table_and_partitions(tbl) p(p) LOOP
+            IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = part) <> 'tenantry_owner'::regrole THEN
+                PERFORM tenantry.in_lock_tries(ARRAY[format('ALTER TABLE %s OWNER TO tenantry_owner', part)],
+                                               format('checking %s before adopting it', tbl));
+            END IF;
+        END LOOP;
+        -- Its schema's USAGE, policies, triggers and the app's grants, as
+        -- adopt_table gives them, with which rules such as `rules` (a
+        -- rule's actions, run with the owner's rights, that a role acting
+        -- for tenants sets off) judge it.
+        IF NOT pg_catalog.has_schema_privilege('tenantry_app_own',
+                (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE')
+           OR NOT pg_catalog.has_schema_privilege('tenantry_owner',
+                (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+            EXECUTE format('GRANT USAGE ON SCHEMA %s TO tenantry_owner, tenantry_app_own',
+                           (SELECT c.relnamespace::regnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl));
+        END IF;
+        PERFORM tenantry.secure_tenant_table(tbl, coalesce(refuse_before_adopting.hierarchy, true), false, NULL);
+        INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner)
+        VALUES (tbl, coalesce(refuse_before_adopting.hierarchy, true), false, current_user);
+        SELECT jsonb_agg(pg_catalog.to_jsonb(p)) INTO findings
+        FROM tenantry.table_problems(tbl) p
+        WHERE p.rule <> ALL (ARRAY['exists', 'tenant_id', 'tenant_default', 'tenant_fk', 'rls', 'owner',
+                                   'policies', 'grants', 'schema_usage', 'keep_tenant', 'tier_triggers',
+                                   'sharing_triggers', 'sharing_key'])
+          AND tenantry.adoption_refuses(p.rule);
+        RAISE EXCEPTION 'only a check' USING ERRCODE = 'TNDRY';
+    EXCEPTION WHEN SQLSTATE 'TNDRY' THEN
+        NULL;  -- every change above is rolled back
+    END;
+    -- A fix that begins by releasing the table (rule name) begins after it
+    -- here: the table is not adopted yet, and release_table refuses it
+    -- (found by a review of the CLI).
+    SELECT string_agg(format('%s [%s]: %s (fix: %s)', f.table_name, f.rule, f.problem,
+                             regexp_replace(f.fix, '^SELECT tenantry\.release_table\([^;]*\); ', '')), E'\n'),
+           string_agg(format('%s [%s]: %s', f.table_name, f.rule, f.problem), '; ')
+      INTO problems, broken
+      FROM jsonb_to_recordset(coalesce(findings, '[]')) f(table_name text, rule text, problem text, fix text);
+    IF problems IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot adopt %: it breaks the rules of tenant tables: %', tbl, broken
+              USING ERRCODE = 'TN422', DETAIL = problems, HINT = 'Nothing was changed: fix these, then adopt again.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.refuse_before_adopting(regclass, boolean) IS 'Internal (backfill_prepare, the library''s adopt_table before its backfill or the key''s validation): TN422, naming each rule and its fix, when adopt_table would refuse the table at its end (the doctor''s rules on the table with a tenant_id, owned by tenantry_owner, secured and registered with the hierarchy given, tried in a subtransaction rolled back; the rules adoption repairs left out), so that nothing is changed first. Nothing for an adopted table. Not granted.';
+REVOKE ALL ON FUNCTION tenantry.refuse_before_adopting(regclass, boolean) FROM PUBLIC;
+
+/**
  * Batched backfill, step 1 of 3, for a table that already holds many rows:
  * checks that the table can be adopted, adds tenant_id when missing, and
  * constraints that every new row must already satisfy (NOT VALID: existing
@@ -3521,6 +3621,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenantry.check_adoptable(tbl);
+    -- What adopt_table would refuse at the end, before any row is touched
+    -- (found by a review: a backfill ran, and the adoption after it was
+    -- refused for an index, with the table changed).
+    PERFORM tenantry.refuse_before_adopting(tbl, NULL);
     -- The key to tenants is added below when missing: its locks first.
     PERFORM tenantry.lock_for_missing_tenant_key(tbl);
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
@@ -3538,7 +3642,7 @@ BEGIN
         JOIN pg_catalog.pg_class c ON c.oid = p.p AND c.relkind = 'r';
 END
 $$;
-COMMENT ON FUNCTION tenantry.backfill_prepare(regclass) IS 'Batched backfill, step 1: check_adoptable(), tenant_id added when missing, CHECK (tenant_id IS NOT NULL) and the tenant foreign key added NOT VALID (new rows must name a tenant from now on). Returns each leaf table and its page count for step 2.';
+COMMENT ON FUNCTION tenantry.backfill_prepare(regclass) IS 'Batched backfill, step 1: check_adoptable() and refuse_before_adopting() (TN422 for what adopt_table would refuse after the backfill), tenant_id added when missing, CHECK (tenant_id IS NOT NULL) and the tenant foreign key added NOT VALID (new rows must name a tenant from now on). Returns each leaf table and its page count for step 2.';
 
 /**
  * Takes back step 1 of a batched backfill before any row was given a tenant
@@ -3659,7 +3763,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     missing bigint;
-    owner_before regrole := (SELECT c.relowner::regrole FROM pg_catalog.pg_class c WHERE c.oid = tbl);
 BEGIN
     BEGIN
         EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT tenantry_tenant_id_not_null', tbl);
@@ -3669,19 +3772,9 @@ BEGIN
             HINT = 'The expression gave NULL for them, or they were written before step 1: run the backfill again.';
     END;
     PERFORM tenantry.ensure_tenant_fk(tbl, true);
-    -- A caller that is not a superuser validates the key as tenantry_owner,
-    -- which takes the table for it (ensure_tenant_fk). The table is not
-    -- adopted yet: it goes back to its owner, whom adopt_table records as
-    -- the owner release_table gives it back to (found by a review: the
-    -- adoption that followed recorded tenantry_owner, and a release handed
-    -- the team's table to tenantry_owner).
-    IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl) <> owner_before::oid THEN
-        PERFORM tenantry.in_lock_tries(ARRAY[format('ALTER TABLE %s OWNER TO %s', tbl, owner_before)],
-                                       format('giving %s back to %s', tbl, owner_before));
-    END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.backfill_validate(regclass) IS 'Batched backfill, step 3: validates CHECK (tenant_id IS NOT NULL) and the tenant foreign key, which lock the table only against schema changes (reads and writes go on), and leaves the table with the owner it had (adopt_table records it for release_table). adopt_table() then needs no scan.';
+COMMENT ON FUNCTION tenantry.backfill_validate(regclass) IS 'Batched backfill, step 3: validates CHECK (tenant_id IS NOT NULL) and the tenant foreign key, which lock the table only against schema changes (reads and writes go on). adopt_table() then needs no scan.';
 
 /**
  * Records a finished backfill in the operator's audit log

@@ -305,13 +305,12 @@ pub async fn adopt_table(
     // or a backfilled tenant_id, behind). Not for a table adopted already:
     // no step below runs for it before adopt_table, which is one
     // transaction, and a table in use takes no lock for a check.
-    if let Some(b) = before.as_ref().filter(|b| !b.adopted) {
-        refuse_before_changing(client, table, b, options).await?;
+    if before.as_ref().is_some_and(|b| !b.adopted) {
+        refuse_before_changing(client, table, options).await?;
     }
-    // The owner before the backfill: a migration role that is no superuser
-    // hands the table to tenantry_owner to validate its tenant foreign key,
-    // and release_table gives the table back to the owner recorded.
-    let owner_before: Option<String> = if backfilling {
+    // Whether the key to tenants was validated here, before adopt_table:
+    // its refusal then takes the key back.
+    let key_validated_first = if backfilling {
         // Refusals that depend on the options come before anything changes.
         client
             .execute(
@@ -328,7 +327,7 @@ pub async fn adopt_table(
             &mut progress,
         )
         .await?;
-        before.as_ref().map(|b| b.owner.clone())
+        false
     } else {
         validate_tenant_key_first(client, table, options).await?
     };
@@ -350,40 +349,26 @@ pub async fn adopt_table(
             // Not for a collision or a lost connection, which a retry
             // finishes.
             let refused = matches!(&e, TableError::Refused { code, .. } if code == "TN422");
-            // owner_before: validate_tenant_key_first changed the table.
-            if let Some(before) = before.filter(|b| {
-                refused && !b.adopted && !backfilling && owner_before.is_some()
-            }) {
+            if let Some(before) = before.filter(|b| refused && !b.adopted && key_validated_first) {
                 before.give_back(client, table).await?;
             }
             return Err(e);
         }
     };
-    let mut adopted = TenantTable::from_row(&row);
-    if let Some(owner) = owner_before.filter(|o| o != "tenantry_owner") {
-        if adopted.previous_owner == "tenantry_owner" {
-            client
-                .execute(
-                    "UPDATE tenantry.tenant_tables SET previous_owner = $2::text::name
-                      WHERE table_id = $1::text::regclass",
-                    &[&table, &owner],
-                )
-                .await?;
-            adopted.previous_owner = owner;
-        }
-    }
-    Ok(adopted)
+    // (A migration role that is no superuser validates the key to tenants
+    // as tenantry_owner, which gives the table back to its owner after:
+    // adopt_table records that owner for release_table.)
+    Ok(TenantTable::from_row(&row))
 }
 
 /// What a table was before [`adopt_table`] began: its name as SQL quotes
 /// it, whether it is adopted, its owner, whether it had tenantry's key to
-/// tenants and a `tenant_id` column.
+/// tenants.
 struct TableBefore {
     quoted: String,
     adopted: bool,
     owner: String,
     had_key: bool,
-    has_tenant_id: bool,
 }
 
 impl TableBefore {
@@ -396,9 +381,7 @@ impl TableBefore {
                         EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = c.oid),
                         c.relowner::regrole::text,
                         EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
-                                 WHERE k.conrelid = c.oid AND k.conname = 'tenantry_tenant_id_fkey'),
-                        EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                                 WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+                                 WHERE k.conrelid = c.oid AND k.conname = 'tenantry_tenant_id_fkey')
                    FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass($1::text)",
                 &[&table],
             )
@@ -409,7 +392,6 @@ impl TableBefore {
             adopted: row.get(1),
             owner: row.get(2),
             had_key: row.get(3),
-            has_tenant_id: row.get(4),
         })
     }
 
@@ -433,75 +415,16 @@ impl TableBefore {
     }
 }
 
-/// The rules of tenant tables that `tenantry.adopt_table` repairs itself (or
-/// that its own checks refuse first, with the options as given); every other
-/// rule is checked before [`adopt_table`]'s preparing steps (a validated key
-/// to tenants, a batched backfill) change anything: keys and indexes not led
-/// by `tenant_id`, foreign keys, rules, references, views and functions over
-/// the table, inheritance, an unlogged partition, and rules added later.
-const REPAIRED_BY_ADOPTION: &[&str] = &[
-    "exists",
-    "tenant_id",
-    "tenant_default",
-    "tenant_fk",
-    "rls",
-    "owner",
-    "policies",
-    "grants",
-    "schema_usage",
-    "keep_tenant",
-    "tier_triggers",
-    "sharing_triggers",
-    "sharing_key",
-];
-
-/// Checks the table as adoption would leave it (its `tenant_id`, its
-/// registry row with the hierarchy asked for) in a transaction that is rolled
-/// back, so that a refusal comes before any change, in
-/// `tenantry.table_problems`' words.
+/// What `tenantry.adopt_table` would refuse at its end, found before
+/// [`adopt_table`]'s preparing steps (a validated key to tenants, a batched
+/// backfill) change anything, in the doctor's words
+/// (`tenantry.refuse_before_adopting`: the table as adoption would leave it,
+/// tried in a subtransaction that is rolled back).
 async fn refuse_before_changing(
     client: &Client,
     table: &str,
-    before: &TableBefore,
     options: &AdoptOptions,
 ) -> Result<(), TableError> {
-    client.batch_execute("BEGIN").await?;
-    let found = dry_run_problems(client, table, before, options).await;
-    let rolled_back = client.batch_execute("ROLLBACK").await;
-    let problems = found?;
-    rolled_back?;
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(TableError::Refused {
-        code: "TN422".into(),
-        // The rules broken in the message itself, the fixes in the detail:
-        // some migration tools print the message alone.
-        message: format!(
-            "cannot adopt {table}: it breaks the rules of tenant tables: {}",
-            problems
-                .iter()
-                .map(|p| format!("{} [{}]: {}", p.table, p.rule, p.problem))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-        detail: Some(
-            problems
-                .iter()
-                .map(|p| format!("{} [{}]: {} (fix: {})", p.table, p.rule, p.problem, p.fix))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
-        hint: Some("Nothing was changed: fix these, then adopt again.".into()),
-    })
-}
-
-async fn dry_run_problems(
-    client: &Client,
-    table: &str,
-    before: &TableBefore,
-    options: &AdoptOptions,
-) -> Result<Vec<TableProblem>, TableError> {
     // Its own refusals first, in its words (a view, an unlogged table, ...).
     client
         .execute(
@@ -509,37 +432,13 @@ async fn dry_run_problems(
             &[&table],
         )
         .await?;
-    if !before.has_tenant_id {
-        client
-            .batch_execute(&format!(
-                "SET LOCAL lock_timeout = '5s'; ALTER TABLE {} ADD COLUMN tenant_id uuid",
-                before.quoted
-            ))
-            .await?;
-    }
     client
         .execute(
-            "INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner)
-             VALUES ($1::text::regclass, coalesce($2, true), false, current_user)",
+            "SELECT tenantry.refuse_before_adopting($1::text::regclass, $2)",
             &[&table, &options.hierarchy],
         )
         .await?;
-    let repaired: Vec<String> = REPAIRED_BY_ADOPTION
-        .iter()
-        .map(|r| (*r).to_owned())
-        .collect();
-    Ok(client
-        .query(
-            // (adoption_refuses: the doctor's warnings adoption takes, as
-            // adopt_table's own check does)
-            "SELECT table_name, rule, problem, fix, severity FROM tenantry.table_problems($1::text::regclass)
-              WHERE rule <> ALL ($2) AND tenantry.adoption_refuses(rule)",
-            &[&table, &repaired],
-        )
-        .await?
-        .iter()
-        .map(TableProblem::from_row)
-        .collect())
+    Ok(())
 }
 
 /// A plain table that already names its tenants (`tenant_id uuid`), not
@@ -547,13 +446,13 @@ async fn dry_run_problems(
 /// added NOT VALID and validated in transactions of their own first, as a
 /// backfill does, so that adopt_table's transaction takes no lock on
 /// `tenantry.tenants` while it reads the whole table (which held back every
-/// tenant's creation for as long). Returns the table's owner before, when it
-/// did this; a refusal leaves the table as it was.
+/// tenant's creation for as long). Returns whether it did this; a refusal
+/// leaves the table as it was.
 async fn validate_tenant_key_first(
     client: &Client,
     table: &str,
     options: &AdoptOptions,
-) -> Result<Option<String>, TableError> {
+) -> Result<bool, TableError> {
     // Anything this check cannot read (no such table, a role that may not
     // adopt) is adopt_table's to refuse, in its words.
     let Ok(Some(row)) = client
@@ -574,9 +473,9 @@ async fn validate_tenant_key_first(
         )
         .await
     else {
-        return Ok(None);
+        return Ok(false);
     };
-    let (owner, had_key): (String, bool) = (row.get(0), row.get(1));
+    let had_key: bool = row.get(1);
     // Refusals first: nothing changes for a table adopt_table would refuse.
     client
         .execute(
@@ -608,7 +507,7 @@ async fn validate_tenant_key_first(
         }
         return Err(e.into());
     }
-    Ok(Some(owner))
+    Ok(true)
 }
 
 /// Takes back what step 1 of a backfill added (the constraints, and

@@ -218,6 +218,75 @@ async fn a_write_permission_added_to_an_adopted_table_holds_at_once_in_a_schema_
     );
 }
 
+/// Two tables given write permissions in one migration: the first change
+/// records a tenant-schema step, which puts every schema tenant a version
+/// behind, and the second table's schema tenants' tables were then left
+/// with their old policies until `tenantry migrate` (writes without the
+/// permission went through there), as were the second table of one
+/// `adopt_tables` call (found by a review following README's psql path).
+#[tokio::test]
+async fn write_permissions_added_to_two_adopted_tables_in_one_migration_hold_at_once_in_a_schema_tenants_own_tables(
+) {
+    if tenantry_db::testing::skip_schema_tier_on_citus(
+        "write_permissions_added_to_two_adopted_tables_in_one_migration_hold_at_once_in_a_schema_tenants_own_tables",
+    ) {
+        return;
+    }
+    let (_tdb, c, su) = setup().await;
+    exec(
+        &su,
+        "CREATE TABLE public.projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       name text NOT NULL DEFAULT 'p', PRIMARY KEY (tenant_id, id));
+         CREATE TABLE public.comments (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                       body text NOT NULL DEFAULT 'c', PRIMARY KEY (tenant_id, id));
+         CREATE TABLE public.boards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                     PRIMARY KEY (tenant_id, id));
+         CREATE TABLE public.cards (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                    PRIMARY KEY (tenant_id, id));
+         SELECT tenantry.adopt_tables(ARRAY['public.projects', 'public.comments', 'public.boards', 'public.cards']::regclass[]);",
+    )
+    .await;
+    let silo = create_silo(&su, "silo").await;
+    let (t, _owner, member, _role) = team_in(&c, silo, &["resources.read"]).await;
+    // One migration file: two adoptions with their own permissions, then
+    // two linked tables switched together.
+    exec(
+        &su,
+        "BEGIN;
+         SELECT tenantry.define_permission('projects.write', 'Change projects');
+         SELECT tenantry.define_permission('comments.write', 'Change comments');
+         SELECT tenantry.define_permission('boards.write', 'Change boards and cards');
+         SELECT tenantry.adopt_table('public.projects', write_permission => 'projects.write');
+         SELECT tenantry.adopt_table('public.comments', write_permission => 'comments.write');
+         SELECT tenantry.adopt_tables(ARRAY['public.boards', 'public.cards']::regclass[], write_permission => 'boards.write');
+         COMMIT;",
+    )
+    .await;
+    for table in ["projects", "comments", "boards", "cards"] {
+        begin_member(&c, t, member, &["resources.read"]).await;
+        exec(
+            &c,
+            "SELECT tenantry.use_tenant_schema(tenantry.current_tenant_schema())",
+        )
+        .await;
+        let reached: String = c
+            .query_one(
+                &format!("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = '{table}'::regclass"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(reached.starts_with("tenant_"), "{table}: {reached}");
+        denied(&c, &format!("INSERT INTO {table} DEFAULT VALUES"), "42501").await;
+        rollback(&c).await;
+    }
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM tenantry.table_problems()").await,
+        0
+    );
+}
+
 #[tokio::test]
 async fn a_member_cannot_raise_their_own_roles_or_permissions() {
     let (_tdb, c, su) = setup().await;

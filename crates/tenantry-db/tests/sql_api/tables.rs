@@ -2233,6 +2233,71 @@ async fn a_migration_role_that_is_not_a_superuser_is_told_to_let_tenantry_owner_
     exec(&su, "SELECT tenantry.adopt_table('app.notes')").await;
 }
 
+/// A batched backfill (`CALL backfill_tenant_id`) checks first what the
+/// adoption after it would refuse, and changes nothing then: it gave every
+/// row a tenant, added its constraints (the application's inserts failed
+/// on them) and handed the table to tenantry_owner, and only the adoption
+/// after it named the index not led by `tenant_id`, or the rule that runs
+/// with tenantry_owner's rights once it owns the table (found by a review
+/// of the psql path).
+#[tokio::test]
+async fn a_backfill_of_a_table_that_adoption_would_refuse_is_refused_first_and_changes_nothing() {
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    let admin = admin(&tdb).await;
+    let owner = create_tenant(&admin, "legacy owner", None).await;
+    let role = format!("migrator_{}", Uuid::new_v4().simple());
+    exec(
+        &su,
+        &format!(
+            "CREATE ROLE {role} LOGIN IN ROLE tenantry_owner;
+             CREATE SCHEMA app AUTHORIZATION {role};
+             SET ROLE {role};
+             GRANT CREATE ON SCHEMA app TO tenantry_owner;
+             CREATE TABLE app.indexed (id bigint, body text);
+             INSERT INTO app.indexed SELECT g, 'r' || g FROM generate_series(1, 300) g;
+             CREATE INDEX indexed_body ON app.indexed (body);
+             CREATE TABLE app.ruled (id int, x text);
+             INSERT INTO app.ruled VALUES (1, 'a');
+             CREATE TABLE app.ruled_log (x text);
+             CREATE RULE ruled_rule AS ON INSERT TO app.ruled DO ALSO INSERT INTO app.ruled_log VALUES (NEW.x);"
+        ),
+    )
+    .await;
+    for (table, rule) in [("app.indexed", "[indexes]"), ("app.ruled", "[rules]")] {
+        let before = table_state(&su, table).await;
+        let err = su
+            .batch_execute(&format!(
+                "CALL tenantry.backfill_tenant_id('{table}', '{owner}')"
+            ))
+            .await
+            .expect_err(table);
+        let db = err.as_db_error().expect("a database error");
+        assert_eq!(db.code().code(), "TN422", "{}", describe(&err));
+        assert!(db.message().contains(rule), "{table}: {}", describe(&err));
+        assert_eq!(
+            db.hint(),
+            Some("Nothing was changed: fix these, then adopt again."),
+            "{table}"
+        );
+        assert_eq!(table_state(&su, table).await, before, "{table}");
+        assert_eq!(
+            strings(&su, "SELECT current_user::text").await,
+            [role.as_str()]
+        );
+    }
+    // The application still inserts rows without a tenant.
+    exec(&su, "INSERT INTO app.indexed VALUES (301, 'new')").await;
+    // Fixed, the same call backfills, and the adoption after it goes through.
+    exec(&su, "DROP INDEX app.indexed_body").await;
+    exec(
+        &su,
+        &format!("CALL tenantry.backfill_tenant_id('app.indexed', '{owner}')"),
+    )
+    .await;
+    exec(&su, "SELECT tenantry.adopt_table('app.indexed')").await;
+}
+
 /// A migration role that is not a superuser (README's advice) backfills a
 /// table's rows in batches, then adopts it: validating the backfill's key to
 /// tenants hands the table to tenantry_owner for a moment, and the adoption
@@ -2709,6 +2774,11 @@ async fn the_doctor_names_a_plpgsql_security_definer_function_of_a_superuser_who
          CREATE FUNCTION public.board_count_of(wanted text) RETURNS bigint
              LANGUAGE plpgsql STABLE SECURITY DEFINER
              AS $f$ BEGIN RETURN (SELECT count(*) FROM public.boards b WHERE b.name = wanted); END $f$;
+         -- The name spelt with Unicode escapes, which no word search finds
+         -- (a review of the psql path).
+         CREATE FUNCTION public.board_count_escaped(wanted text) RETURNS bigint
+             LANGUAGE plpgsql STABLE SECURITY DEFINER
+             AS $f$ BEGIN RETURN (SELECT count(*) FROM public.U&\"b\\006Fards\" b WHERE b.name = wanted); END $f$;
          -- Other words that contain the name, and a definer function of a
          -- role that does not bypass row level security: no finding.
          CREATE FUNCTION public.myboards_note() RETURNS text
@@ -2728,6 +2798,10 @@ async fn the_doctor_names_a_plpgsql_security_definer_function_of_a_superuser_who
         1
     );
     assert_eq!(
+        count(&app, "SELECT public.board_count_escaped('a-secret')").await,
+        1
+    );
+    assert_eq!(
         count(&app, "SELECT public.board_count_plain('a-secret')").await,
         0
     );
@@ -2737,6 +2811,7 @@ async fn the_doctor_names_a_plpgsql_security_definer_function_of_a_superuser_who
         found,
         [
             format!("functions: function public.board_count(text) runs with the rights of postgres, which bypasses row level security, names it in its body, and {callers} may call it => ALTER FUNCTION public.board_count(text) SECURITY INVOKER;"),
+            format!("functions: function public.board_count_escaped(text) runs with the rights of postgres, which bypasses row level security, names it in its body, and {callers} may call it => ALTER FUNCTION public.board_count_escaped(text) SECURITY INVOKER;"),
             format!("functions: function public.board_count_of(text) runs with the rights of postgres, which bypasses row level security, names it in its body, and {callers} may call it => ALTER FUNCTION public.board_count_of(text) SECURITY INVOKER;"),
         ]
     );
