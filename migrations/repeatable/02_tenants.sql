@@ -1068,8 +1068,12 @@ BEGIN
     END IF;
     -- A schema tenant costs catalog space and backend memory (a table per
     -- tenant table, docs/architecture.md, "Tiers"): an operator's decision.
-    IF isolation IS DISTINCT FROM 'shared' THEN
+    -- NULL is the default (it was refused as a schema
+    -- tenant: a review of the psql path); anything else is no isolation.
+    IF isolation = 'schema' THEN
         RAISE EXCEPTION 'only an operator can create a schema-isolated tenant' USING ERRCODE = 'TN403', HINT = 'isolation';
+    ELSIF isolation IS NOT NULL AND isolation <> 'shared' THEN
+        RAISE EXCEPTION 'isolation is shared or schema, not %', isolation USING ERRCODE = 'TN422', HINT = 'isolation';
     END IF;
     -- No more than the parent has itself (09_limits.sql): limits, quotas, rate.
     RETURN tenantry.insert_tenant(name, me, 'shared', tenantry.settings_for_child(mine.settings, settings));

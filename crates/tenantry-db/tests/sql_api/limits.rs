@@ -481,3 +481,54 @@ async fn the_guides_insert_of_a_tenant_with_null_settings_stores_no_settings_and
         assert_eq!(settings, expected, "{sql}");
     }
 }
+
+/// `create_child_tenant`'s isolation left NULL is its default, a pooled
+/// child: it was refused as if a schema tenant had been asked for (a
+/// review of the psql path). A schema tenant is still the operator's, and a
+/// word that names no isolation is refused as such.
+#[tokio::test]
+async fn a_child_created_with_no_isolation_named_is_pooled_and_only_shared_or_schema_are_words() {
+    let tdb = TestDatabase::new().await;
+    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
+    let parent = create_tenant(&admin, "parent", None).await;
+    set_context(&app, parent).await;
+    let kid: Uuid = app
+        .query_one(
+            "SELECT tenantry.create_child_tenant('kid', '{}', NULL)",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)))
+        .get(0);
+    for (isolation, code) in [("schema", "TN403"), ("bogus", "TN422")] {
+        let e = app
+            .query_one(
+                "SELECT tenantry.create_child_tenant('other', '{}', $1)",
+                &[&isolation],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.as_db_error().map(|d| d.code().code()),
+            Some(code),
+            "{isolation}: {}",
+            describe(&e)
+        );
+    }
+    assert_eq!(
+        count(
+            &admin,
+            &format!("SELECT count(*) FROM tenantry.tenants WHERE parent_id = '{parent}' AND isolation = 'shared' AND tenant_id = '{kid}'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &admin,
+            &format!("SELECT count(*) FROM tenantry.tenants WHERE parent_id = '{parent}'")
+        )
+        .await,
+        1
+    );
+}
