@@ -545,12 +545,28 @@ pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
 }
 
 /// Whether `addr` is inside one of `cidrs` (an entry that does not parse
-/// matches nothing).
+/// matches nothing). Both sides compare as IPv4 where they are IPv4-mapped
+/// IPv6: a client is unmapped, and so is a network within `::ffff:0:0/96`
+/// (`::ffff:127.0.0.1` was accepted for a key and then matched no client,
+/// found by a new user's review).
 fn source_allowed(cidrs: &[String], addr: std::net::IpAddr) -> bool {
     let addr = crate::serve::unmapped(addr);
     cidrs
         .iter()
-        .any(|c| parse_network(c).is_some_and(|net| net.contains(&addr)))
+        .any(|c| parse_network(c).is_some_and(|net| unmapped_network(net).contains(&addr)))
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:203.0.113.0/120`) as the IPv4 one
+/// it stands for (`203.0.113.0/24`); any other network as it is.
+fn unmapped_network(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .network()
+            .to_ipv4_mapped()
+            .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(net, ipnet::IpNet::V4),
+        other => other,
+    }
 }
 
 /// A request made with a tenant API key, or by a person who is a member of
@@ -971,6 +987,25 @@ where
 mod tests {
     use super::*;
     use tenantry_db::sweep::SWEEP_FROM;
+
+    #[test]
+    fn a_key_limited_to_an_ipv4_mapped_address_admits_that_ipv4_client_and_no_other() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let mapped = ["::ffff:127.0.0.1".to_owned()];
+        assert!(source_allowed(&mapped, ip("127.0.0.1")));
+        assert!(source_allowed(&mapped, ip("::ffff:127.0.0.1")));
+        assert!(!source_allowed(&mapped, ip("127.0.0.2")));
+        let net = ["::ffff:203.0.113.0/120".to_owned()];
+        assert!(source_allowed(&net, ip("203.0.113.77")));
+        assert!(!source_allowed(&net, ip("203.0.114.1")));
+        // A plain IPv6 network is not read as IPv4.
+        assert!(!source_allowed(&["::/0".to_owned()], ip("10.0.0.1")));
+        assert!(source_allowed(&["::/0".to_owned()], ip("2001:db8::1")));
+        assert!(source_allowed(
+            &["10.0.0.0/8".to_owned()],
+            ip("::ffff:10.1.2.3")
+        ));
+    }
 
     fn tenant(n: u128) -> TenantId {
         TenantId::from_uuid(uuid::Uuid::from_u128(n))

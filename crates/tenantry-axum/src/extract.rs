@@ -75,7 +75,8 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<crate::serve::
     None
 }
 
-/// `application/json` or `application/<anything>+json`, in UTF-8: no
+/// `application/json` or `application/<anything>+json` but the two patch
+/// formats, in UTF-8: no
 /// `charset` parameter, or `utf-8` or `us-ascii` (its subset). RFC 8259
 /// (8.1, 11) has JSON exchanged between systems in UTF-8 and a charset
 /// parameter without effect; stricter than that, a body declared in another
@@ -87,10 +88,16 @@ fn is_json_media_type(value: &str) -> bool {
     let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
     // Not JSON Patch (RFC 6902): its body is a list of operations, which a
     // route reading an object would refuse as malformed (400) instead of
-    // saying it does not take the format (an HTTP review).
+    // saying it does not take the format (an HTTP review). Nor JSON Merge
+    // Patch (RFC 7396), whose `null` removes a member: a route's PATCH has
+    // rules of its own (a resource's `data` is replaced whole), and a client
+    // sending merge patches would get them silently (a new user's review).
     let json = essence == "application/json"
         || essence.strip_prefix("application/").is_some_and(|sub| {
-            sub.ends_with("+json") && sub.len() > "+json".len() && sub != "json-patch+json"
+            sub.ends_with("+json")
+                && sub.len() > "+json".len()
+                && sub != "json-patch+json"
+                && sub != "merge-patch+json"
         });
     json && parts.all(|parameter| {
         let (name, charset) = parameter.split_once('=').unwrap_or((parameter, ""));
@@ -283,6 +290,7 @@ mod media_type_tests {
             "application/json; charset=utf-16",
             "application/json; charset=iso-8859-1",
             "application/merge-patch+json; Charset=latin1",
+            "application/merge-patch+json",
             "application/json-patch+json",
             "Application/JSON-Patch+JSON; charset=utf-8",
         ] {

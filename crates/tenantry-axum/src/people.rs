@@ -183,9 +183,12 @@ pub(crate) fn requested_tenant(parts: &Parts, token: &VerifiedToken) -> Result<T
     }
 }
 
-/// The tenant the `X-Tenant-Id` header names, if it is there; 422 when it is
-/// not a tenant id, 400 when it is sent more than once (which one counts
-/// would be a guess, as for `Authorization` and `Idempotency-Key`).
+/// The tenant the `X-Tenant-Id` header names, if it is there; 400
+/// `invalid_header` when it is not a tenant id, as for every other malformed
+/// header (it was 422 `validation_failed`, which a well-formed id that
+/// conflicts with the credential's tenant answers: a new user's review), and
+/// when it is sent more than once (which one counts would be a guess, as for
+/// `Authorization` and `Idempotency-Key`).
 pub fn named_tenant(parts: &Parts) -> Result<Option<TenantId>, ApiError> {
     if parts.headers.get_all(TENANT_HEADER).iter().count() > 1 {
         return Err(ApiError::new(
@@ -203,7 +206,7 @@ pub fn named_tenant(parts: &Parts) -> Result<Option<TenantId>, ApiError> {
                 .and_then(|s| TenantId::parse(s.trim()).ok())
                 .ok_or_else(|| {
                     ApiError::new(
-                        ProblemCode::ValidationFailed,
+                        ProblemCode::InvalidHeader,
                         "X-Tenant-Id must be a tenant id (a UUID)",
                     )
                     .with_field("X-Tenant-Id")

@@ -73,6 +73,18 @@ impl JsonText {
         refusal(self.get(), max) == Some(Refusal::TooDeep)
     }
 
+    /// Whether it holds a number that PostgreSQL's `jsonb` cannot store
+    /// (its `numeric`): more than 16,383 digits after the decimal point once
+    /// the exponent is applied (`1e-16384`, or a zero written
+    /// `0.0e-999999`), or a magnitude of 1e131072 or more. The database
+    /// refused those with its own message, naming no field (found by a new
+    /// user's review); the write's own check names the field instead. Any
+    /// such number but a zero is far outside what tenantry keeps anyway
+    /// (resources' data: magnitudes from 1e-400 to 1e400).
+    pub fn holds_unstorable_number(&self) -> bool {
+        unstorable_number(self.get())
+    }
+
     /// Whether it is a JSON object.
     pub fn is_object(&self) -> bool {
         self.get().starts_with('{')
@@ -216,6 +228,90 @@ fn refusal(json: &str, max_depth: usize) -> Option<Refusal> {
     (lone || high).then_some(Refusal::LoneSurrogate)
 }
 
+/// The largest number of digits after the decimal point PostgreSQL's
+/// `numeric` keeps (`NUMERIC_DSCALE_MAX`).
+const NUMERIC_MAX_SCALE: i64 = 0x3FFF;
+/// The largest power of ten of a `numeric`'s leading digit (its weight of at
+/// most `0x7FFF` base-10,000 digits).
+const NUMERIC_MAX_MAGNITUDE: i64 = (0x7FFF + 1) * 4 - 1;
+
+/// [`JsonText::holds_unstorable_number`] over valid JSON text: each number
+/// outside strings, taken apart as PostgreSQL's `numeric` input does.
+fn unstorable_number(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if b != b'-' && !b.is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        // A number: [-] int [. frac] [e|E [+|-] exp] (valid JSON).
+        i += usize::from(b == b'-');
+        let int_start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let int = &bytes[int_start..i];
+        let mut frac: &[u8] = &[];
+        if bytes.get(i) == Some(&b'.') {
+            let start = i + 1;
+            i = start;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            frac = &bytes[start..i];
+        }
+        let mut exponent: i64 = 0;
+        if matches!(bytes.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            let negative = bytes.get(i) == Some(&b'-');
+            i += usize::from(matches!(bytes.get(i), Some(b'+' | b'-')));
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                // Saturating: an exponent of a thousand digits is as far
+                // out of range as one of ten.
+                exponent = exponent
+                    .saturating_mul(10)
+                    .saturating_add(i64::from(bytes[i] - b'0'));
+                i += 1;
+            }
+            if negative {
+                exponent = -exponent;
+            }
+        }
+        let scale = (frac.len() as i64).saturating_sub(exponent);
+        if scale > NUMERIC_MAX_SCALE {
+            return true;
+        }
+        // The power of ten of the leading digit that is not zero.
+        let leading = match int.iter().position(|d| *d != b'0') {
+            Some(at) => Some((int.len() - at - 1) as i64),
+            None => frac
+                .iter()
+                .position(|d| *d != b'0')
+                .map(|at| -(at as i64) - 1),
+        };
+        if leading.is_some_and(|m| m.saturating_add(exponent) > NUMERIC_MAX_MAGNITUDE) {
+            return true;
+        }
+    }
+    false
+}
+
 type SqlError = Box<dyn Error + Sync + Send>;
 
 /// The version byte before `jsonb`'s text in the binary format.
@@ -265,6 +361,34 @@ impl ToSql for JsonText {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn numbers_postgresql_cannot_store_are_told_apart_from_those_it_can() {
+        let unstorable = |json: &str| {
+            super::JsonText::parse(json)
+                .unwrap()
+                .holds_unstorable_number()
+        };
+        for fine in [
+            r#"{"n": 1e131071}"#,
+            r#"{"n": -9.99e131071}"#,
+            r#"{"n": 1e-16383}"#,
+            r#"{"n": 0e999999}"#,
+            r#"{"n": 0.0, "s": "1e999999", "m": 12.5E+3, "z": -0}"#,
+            r#"[1, 2.25, 3e-2, "\"1e999999"]"#,
+        ] {
+            assert!(!unstorable(fine), "{fine}");
+        }
+        for bad in [
+            r#"{"n": 1e131072}"#,
+            r#"{"n": 10e131071}"#,
+            r#"{"a": [0, {"n": -1e-16384}]}"#,
+            r#"{"n": 0.0e-999999}"#,
+            r#"{"n": 1e99999999999999999999999999}"#,
+        ] {
+            assert!(unstorable(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

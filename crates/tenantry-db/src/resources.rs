@@ -368,6 +368,14 @@ fn validate(name: Option<&str>, data: Option<&JsonText>) -> Result<(), DbError> 
         if !data.is_object() {
             return Err(DbError::invalid("data", "data must be a JSON object"));
         }
+        // (The rest of the range, 1e400 to 1e131071, is refused by the
+        // database's trigger in the same words.)
+        if data.holds_unstorable_number() {
+            return Err(DbError::invalid(
+                "data",
+                "data holds a number too large or too small to store: magnitudes from 1e-400 to 1e400 (and 0, with at most 16383 digits after the point) are kept",
+            ));
+        }
     }
     Ok(())
 }

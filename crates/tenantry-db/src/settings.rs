@@ -145,6 +145,12 @@ impl TenantSettings {
                         ),
                     ));
                 }
+                if text.holds_unstorable_number() {
+                    return Err(DbError::invalid(
+                        field,
+                        "settings.metadata holds a number too large or too small to store: magnitudes below 1e131072 with at most 16383 digits after the point are kept",
+                    ));
+                }
                 settings.metadata = Some(Metadata(text));
                 continue;
             }

@@ -61,20 +61,29 @@ impl NewKeyBody {
             ));
         }
         if let Some(scopes) = &self.scopes {
-            if scopes.len() > 100
-                || scopes.iter().any(|s| {
-                    let mut parts = s.split('.');
-                    let ok = |p: Option<&str>| {
-                        p.is_some_and(|p| {
-                            !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-                        })
-                    };
-                    !(ok(parts.next()) && ok(parts.next()) && parts.next().is_none())
-                })
-            {
+            if scopes.len() > 100 {
                 return Err(ApiError::invalid(
                     "scopes",
                     "scopes are at most 100 permission names such as resources.read",
+                ));
+            }
+            // Which one, and what a name looks like (a new user's review:
+            // `["nope"]` was told of the count).
+            if let Some(bad) = scopes.iter().find(|s| {
+                let mut parts = s.split('.');
+                let ok = |p: Option<&str>| {
+                    p.is_some_and(|p| {
+                        !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    })
+                };
+                !(ok(parts.next()) && ok(parts.next()) && parts.next().is_none())
+            }) {
+                let shown: String = bad.chars().take(64).collect();
+                return Err(ApiError::invalid(
+                    "scopes",
+                    format!(
+                        "{shown:?} is no permission name: a name is two lowercase words joined by a dot, such as resources.read"
+                    ),
                 ));
             }
         }

@@ -253,10 +253,10 @@ pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(
         .map(Some)
         // The value is not echoed: a number past u64 comes back as the
         // double it was read into ("not 1e+20" for 99999999999999999999,
-        // found by a review as an SDK's developer).
-        .ok_or_else(|| {
-            serde::de::Error::custom("must be a whole number from 0 to 18446744073709551615")
-        })
+        // found by a review as an SDK's developer). Nor is a bound: each
+        // field has its own, which its check names (the 2^64 this said was
+        // none of them: a new user's review).
+        .ok_or_else(|| serde::de::Error::custom("must be a whole number, 0 or more"))
 }
 
 /// A time given as RFC 3339 with its UTC offset (`2027-01-01T00:00:00Z`),

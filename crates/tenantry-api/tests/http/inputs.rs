@@ -804,6 +804,20 @@ async fn a_number_too_large_or_small_to_store_in_data_is_a_422_and_doubles_round
             wide,
             "at most 16 MiB as stored",
         ),
+        // Beyond what PostgreSQL's numeric holds: its own message, with no
+        // field, before (a new user's review).
+        (
+            Method::POST,
+            "/v1/resources".to_owned(),
+            r#"{"name":"n","data":{"n":1e131072}}"#.to_owned(),
+            number,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/resources/{id}"),
+            r#"{"data":{"a":[0.0e-999999]}}"#.to_owned(),
+            number,
+        ),
     ] {
         let r = raw(&app, method.clone(), &path, &key, body.into_bytes()).await;
         let problem = r.problem(422, "validation_failed");
@@ -811,6 +825,9 @@ async fn a_number_too_large_or_small_to_store_in_data_is_a_422_and_doubles_round
             problem["detail"].as_str().unwrap_or("").contains(says),
             "{method} {path}: {problem}"
         );
+        if says == number {
+            assert_eq!(problem["field"], "data", "{method} {path}: {problem}");
+        }
     }
     assert_eq!(snapshot(&app).await, before);
     let body = r#"{"name":"doubles","data":{"v":[1.7976931348623157e308,-1.7976931348623157e308,5e-324,0]}}"#;

@@ -350,7 +350,8 @@ async fn a_person_who_is_not_a_member_is_answered_like_a_tenant_that_does_not_ex
         missing.text.replace(&missing_id, "<id>"),
         "no answer tells an existing tenant from a missing one"
     );
-    // Naming no tenant is a clear 422; a malformed one too.
+    // Naming no tenant is a clear 422; a malformed one is a malformed
+    // header, 400 as every other.
     as_person(&app, Method::GET, "/v1/resources", &mallory, None, None)
         .await
         .problem(422, "validation_failed");
@@ -363,7 +364,7 @@ async fn a_person_who_is_not_a_member_is_answered_like_a_tenant_that_does_not_ex
         None,
     )
     .await
-    .problem(422, "validation_failed");
+    .problem(400, "invalid_header");
     // A token whose tenant claim names another tenant than the header: 422
     // naming the header, the same whatever the header names (a missing
     // tenant, or one the person belongs to); the claim alone names the tenant.
