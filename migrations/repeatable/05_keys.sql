@@ -187,6 +187,26 @@ $$;
 COMMENT ON FUNCTION tenantry.acting_key_reach() IS 'Internal: whether a key acts in this transaction (its context''s actor is key:<uuid>), with its expiry and allowed addresses, which the keys it creates or rotates and the impersonations it starts stay within. Not granted.';
 
 /**
+ * A key's allowed network as it is kept and compared: an IPv4-mapped IPv6
+ * one (::ffff:203.0.113.0/120) as the IPv4 network it stands for
+ * (203.0.113.0/24), the way the server sees its clients; any other as it
+ * is. Kept the other way, `::ffff:0:0/96` lay within a creator's `::/0`
+ * (which admits no IPv4 client) and admitted every IPv4 client (found by a
+ * review).
+ */
+CREATE OR REPLACE FUNCTION tenantry.unmapped_cidr(c cidr)
+RETURNS cidr
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN family(c) = 6 AND masklen(c) >= 96 AND c <<= '::ffff:0:0/96'::cidr
+                THEN (substr(host(c), 8) || '/' || (masklen(c) - 96))::cidr
+                ELSE c END
+$$;
+COMMENT ON FUNCTION tenantry.unmapped_cidr(cidr) IS 'Internal (create_api_key, rotate_api_key): an IPv4-mapped IPv6 network as the IPv4 network it stands for; any other network as it is. Not granted.';
+REVOKE ALL ON FUNCTION tenantry.unmapped_cidr(cidr) FROM PUBLIC;
+
+/**
  * KeyHippo API: create_api_key(description, metadata) -> key (shown once).
  * metadata may name tenant_id (default: the current tenant), user_id,
  * role_id, expires_at, scopes (permission names the key is limited to) and
@@ -238,7 +258,7 @@ BEGIN
         END IF;
         key_scopes := CASE WHEN meta ? 'scopes' THEN ARRAY(SELECT jsonb_array_elements_text(meta->'scopes')) END;
         key_cidrs := CASE WHEN meta ? 'allowed_cidrs'
-                          THEN ARRAY(SELECT c::cidr FROM jsonb_array_elements_text(meta->'allowed_cidrs') c) END;
+                          THEN ARRAY(SELECT tenantry.unmapped_cidr(c::cidr) FROM jsonb_array_elements_text(meta->'allowed_cidrs') c) END;
         PERFORM tenantry.require_key_within_grants(tid, (meta->>'user_id')::uuid, (meta->>'role_id')::uuid, key_scopes);
         -- A key that makes keys gives them no more reach than its own: no
         -- later expiry, no address outside its own (found by an HTTP
@@ -257,7 +277,8 @@ BEGIN
             IF creator.allowed_cidrs IS NOT NULL THEN
                 IF key_cidrs IS NULL THEN
                     key_cidrs := creator.allowed_cidrs;
-                ELSIF EXISTS (SELECT 1 FROM unnest(key_cidrs) c WHERE NOT c <<= ANY (creator.allowed_cidrs)) THEN
+                ELSIF EXISTS (SELECT 1 FROM unnest(key_cidrs) c
+                              WHERE NOT c <<= ANY (ARRAY(SELECT tenantry.unmapped_cidr(o) FROM unnest(creator.allowed_cidrs) o))) THEN
                     RAISE EXCEPTION 'allowed_cidrs must lie within the creating key''s own (%)', array_to_string(creator.allowed_cidrs, ', ')
                         USING ERRCODE = 'TN422', HINT = 'allowed_cidrs';
                 END IF;
@@ -525,7 +546,9 @@ BEGIN
        AND ((creator.expires_at IS NOT NULL AND (old.expires_at IS NULL OR old.expires_at > creator.expires_at))
             OR (creator.allowed_cidrs IS NOT NULL
                 AND (old.allowed_cidrs IS NULL
-                     OR EXISTS (SELECT 1 FROM unnest(old.allowed_cidrs) c WHERE NOT c <<= ANY (creator.allowed_cidrs))))) THEN
+                     OR EXISTS (SELECT 1 FROM unnest(old.allowed_cidrs) c
+                                WHERE NOT tenantry.unmapped_cidr(c)
+                                          <<= ANY (ARRAY(SELECT tenantry.unmapped_cidr(o) FROM unnest(creator.allowed_cidrs) o)))))) THEN
         RAISE EXCEPTION 'api key % outlives or reaches further than the key rotating it (its expiry or addresses): its successor would too', rotate_api_key.key_id
             USING ERRCODE = 'TN401';
     END IF;

@@ -2677,6 +2677,97 @@ $$;
 COMMENT ON FUNCTION tenantry.lock_for_missing_tenant_key(regclass) IS 'Internal (adopt_table, backfill_prepare): lock_for_tenant_key(tbl, false) when the table has no key to tenantry.tenants yet (outside Citus, where distribution adds it). Not granted.';
 
 /**
+ * Before a caller that is no superuser validates tbl's key to tenants (as
+ * tenantry_owner, which bypasses tenants' forced policies: ensure_tenant_fk),
+ * the table goes to tenantry_owner, as adopt_table gives it anyway, and
+ * tenantry_owner gets USAGE on its schema. The owner it had is written in
+ * the comment of its key to tenants, from which adopt_table records it as
+ * the owner release_table gives the table back to (a batched backfill
+ * handed the table over before its adoption, and the adoption recorded
+ * tenantry_owner: found by a review). The owner change waits for its lock
+ * in tries (in_lock_tries). Nothing for a superuser or a role that bypasses
+ * row level security, or a table tenantry_owner owns.
+ */
+CREATE OR REPLACE FUNCTION tenantry.hand_over_for_validation(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    owner_before regrole := (SELECT c.relowner::regrole FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+    key_oid oid := (
+        SELECT k.oid FROM pg_catalog.pg_constraint k
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attname = 'tenant_id'
+        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
+          AND k.conkey = ARRAY[a.attnum]
+        ORDER BY k.convalidated DESC LIMIT 1);
+BEGIN
+    -- Nothing to validate without a key (on a distributed Citus
+    -- coordinator adopt_table adds it once the table is distributed) or
+    -- with a validated one; a partitioned table's key is validated when it
+    -- is added, never here.
+    IF (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+       OR key_oid IS NULL
+       OR (SELECT k.convalidated FROM pg_catalog.pg_constraint k WHERE k.oid = key_oid)
+       OR (SELECT c.relkind = 'p' FROM pg_catalog.pg_class c WHERE c.oid = tbl) THEN
+        RETURN;
+    END IF;
+    IF owner_before <> 'tenantry_owner'::regrole THEN
+        IF pg_catalog.obj_description(key_oid, 'pg_constraint') IS NULL THEN
+            EXECUTE format('COMMENT ON CONSTRAINT %I ON %s IS %L',
+                           (SELECT k.conname FROM pg_catalog.pg_constraint k WHERE k.oid = key_oid), tbl,
+                           format('tenantry: owned by %s before its adoption', owner_before));
+        END IF;
+        PERFORM tenantry.in_lock_tries(ARRAY[format('ALTER TABLE %s OWNER TO tenantry_owner', tbl)],
+                                       format('handing %s to tenantry_owner', tbl));
+    END IF;
+    IF NOT pg_catalog.has_schema_privilege('tenantry_owner',
+            (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA %s TO tenantry_owner',
+                       (SELECT c.relnamespace::regnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.hand_over_for_validation(regclass) IS 'Internal (ensure_tenant_fk, the batched backfill before its step 3, the library''s adopt_table): for a caller that is no superuser, hands tbl to tenantry_owner (waiting for the lock in tries), recording the owner it had in the comment of its key to tenants, which adopt_table reads into previous_owner, and grants tenantry_owner USAGE on its schema. Not granted.';
+REVOKE ALL ON FUNCTION tenantry.hand_over_for_validation(regclass) FROM PUBLIC;
+
+/**
+ * Takes back hand_over_for_validation when the adoption it was for is
+ * refused before adopt_table (the library's adopt_table): the table goes
+ * back to the owner written in its key's comment, which is cleared. Nothing
+ * for an adopted table, or one with no such comment.
+ */
+CREATE OR REPLACE FUNCTION tenantry.give_back_handover(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    handed record;
+BEGIN
+    IF EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
+        RETURN;
+    END IF;
+    FOR handed IN
+        SELECT k.conname, pg_catalog.to_regrole(substring(pg_catalog.obj_description(k.oid, 'pg_constraint')
+                                                          FROM '^tenantry: owned by (.+) before its adoption$')) AS owner
+        FROM pg_catalog.pg_constraint k
+        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
+          AND pg_catalog.obj_description(k.oid, 'pg_constraint') LIKE 'tenantry: owned by %'
+    LOOP
+        EXECUTE format('COMMENT ON CONSTRAINT %I ON %s IS NULL', handed.conname, tbl);
+        IF handed.owner IS NOT NULL
+           AND (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl) = 'tenantry_owner'::regrole THEN
+            PERFORM tenantry.in_lock_tries(ARRAY[format('ALTER TABLE %s OWNER TO %s', tbl, handed.owner)],
+                                           format('giving %s back to %s', tbl, handed.owner));
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.give_back_handover(regclass) IS 'Internal (the library''s adopt_table, refused after it handed the table over): gives a table not adopted back to the owner hand_over_for_validation recorded in the comment of its key to tenants, and clears that comment. Not granted.';
+REVOKE ALL ON FUNCTION tenantry.give_back_handover(regclass) FROM PUBLIC;
+
+/**
  * tenant_id's foreign key to tenantry.tenants: added NOT VALID when missing
  * (validated at once on a partitioned table, which cannot hold a NOT VALID
  * one before PostgreSQL 18), then, with `validate`, validated under a lock
@@ -2696,7 +2787,6 @@ DECLARE
           AND k.conkey = ARRAY[a.attnum]
         ORDER BY k.convalidated DESC LIMIT 1);
     caller_role text;
-    owner_before regrole;
     missing_tenant text;
 BEGIN
     -- On a distributed Citus coordinator the key waits until adopt_table has
@@ -2727,32 +2817,18 @@ BEGIN
         -- a migration role that is a member of tenantry_owner (not a
         -- superuser) sees no tenant through tenants' forced policies, and
         -- every row would be refused. As tenantry_owner, which bypasses them,
-        -- and back to the caller's role; tenantry_owner validates as the
-        -- table's owner for the moment, and gives the table back to its
-        -- owner after (before, a batched backfill left it with
-        -- tenantry_owner, which the adoption after it recorded as the owner
-        -- release_table gives it back to: found by a review).
+        -- as the table's owner (hand_over_for_validation: a batched backfill
+        -- hands it over in a transaction of its own first, so that the
+        -- validation's scan holds no lock that stops reads and writes), and
+        -- back to the caller's role.
         IF NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
-            owner_before := (SELECT c.relowner::regrole FROM pg_catalog.pg_class c WHERE c.oid = tbl);
-            IF owner_before <> 'tenantry_owner'::regrole THEN
-                EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', tbl);
-            ELSE
-                owner_before := NULL;
-            END IF;
-            IF NOT pg_catalog.has_schema_privilege('tenantry_owner',
-                    (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
-                EXECUTE format('GRANT USAGE ON SCHEMA %s TO tenantry_owner',
-                               (SELECT c.relnamespace::regnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl));
-            END IF;
+            PERFORM tenantry.hand_over_for_validation(tbl);
             caller_role := pg_catalog.current_setting('role');
             PERFORM pg_catalog.set_config('role', 'tenantry_owner', true);
         END IF;
         EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', tbl, fk);
         IF caller_role IS NOT NULL THEN
             PERFORM pg_catalog.set_config('role', caller_role, true);
-        END IF;
-        IF owner_before IS NOT NULL THEN
-            EXECUTE format('ALTER TABLE %s OWNER TO %s', tbl, owner_before);
         END IF;
     END IF;
 EXCEPTION WHEN foreign_key_violation THEN
@@ -3078,7 +3154,10 @@ BEGIN
         BEGIN
             PERFORM tenantry.secure_tenant_copy(tbl, c);
             secured := secured + 1;
-        EXCEPTION WHEN undefined_column OR undefined_object OR dependent_objects_still_exist THEN
+        -- (undefined_table: a foreign key to a table of the family whose
+        -- schema tenant's copy a pending step makes, a review found.)
+        EXCEPTION WHEN undefined_column OR undefined_object OR undefined_table OR invalid_foreign_key
+                       OR dependent_objects_still_exist THEN
             NULL;
         END;
     END LOOP;
@@ -3107,6 +3186,8 @@ AS $$
 DECLARE
     rel record;
     col record;
+    handed record;
+    owner_before name;
     missing bigint;
     problems text;
     broken text;
@@ -3296,10 +3377,26 @@ BEGIN
     END IF;
     SELECT r.* INTO result FROM tenantry.tenant_tables r WHERE r.table_id = tbl;
     IF NOT FOUND THEN
+        -- A table handed to tenantry_owner before (to validate its key to
+        -- tenants: hand_over_for_validation) goes back to the owner written
+        -- in its key's comment, which is cleared.
+        owner_before := rel.relowner::regrole::name;
+        FOR handed IN
+            SELECT k.conname, pg_catalog.to_regrole(substring(pg_catalog.obj_description(k.oid, 'pg_constraint')
+                                                              FROM '^tenantry: owned by (.+) before its adoption$')) AS owner
+            FROM pg_catalog.pg_constraint k
+            WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
+              AND pg_catalog.obj_description(k.oid, 'pg_constraint') LIKE 'tenantry: owned by %'
+        LOOP
+            IF rel.relowner = 'tenantry_owner'::regrole AND handed.owner IS NOT NULL THEN
+                owner_before := handed.owner::name;
+            END IF;
+            EXECUTE format('COMMENT ON CONSTRAINT %I ON %s IS NULL', handed.conname, tbl);
+        END LOOP;
         INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner, write_permission,
                                             previous_row_security, previous_force_row_security,
                                             previous_tenant_id_not_null, previous_acl)
-        VALUES (tbl, hierarchy, sharing, rel.relowner::regrole::name, adopt_table.write_permission,
+        VALUES (tbl, hierarchy, sharing, owner_before, adopt_table.write_permission,
                 rel.relrowsecurity, rel.relforcerowsecurity, coalesce(col.attnotnull, false), rel.relacl);
         -- Said, not silent (found by a review: a reporting role read no rows
         -- after the adoption, with its grant still listed): PUBLIC's
@@ -3538,8 +3635,10 @@ COMMENT ON FUNCTION tenantry.adopt_tables(regclass[], boolean, boolean, text) IS
  * default), tried in a subtransaction that is rolled back. The rules adopt_table repairs itself
  * are left out. TN422 naming each broken rule, the fixes in DETAIL, as
  * adopt_table's own refusal. Nothing for a table adopted already (adopt_table
- * changes it in one transaction). Runs with the caller's rights after
- * check_adoptable(), which refuses a caller who could not adopt the table.
+ * changes it in one transaction), nor on a distributed Citus coordinator,
+ * where the registry cannot name a table before it is distributed. Runs
+ * with the caller's rights after check_adoptable(), which refuses a caller
+ * who could not adopt the table.
  */
 CREATE OR REPLACE FUNCTION tenantry.refuse_before_adopting(tbl regclass, hierarchy boolean)
 RETURNS void
@@ -3555,16 +3654,29 @@ BEGIN
     IF EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
         RETURN;
     END IF;
+    -- Not on a distributed Citus coordinator: the registry is a reference
+    -- table, whose every node resolves the table's name, and the table
+    -- exists on the workers only once adopt_table has distributed it (the
+    -- library's dry run failed there with "relation ... does not exist").
+    -- adopt_table's own check at its end is the one there.
+    IF tenantry.citus_distributed() AND NOT tenantry.citus_table(tbl) THEN
+        RETURN;
+    END IF;
     BEGIN
+        -- Every change below takes the table's ACCESS EXCLUSIVE lock (on a
+        -- table in use, one that waited would queue every query behind it):
+        -- taken first, for the table and its partitions, in tries.
+        PERFORM tenantry.in_lock_tries(
+            ARRAY(SELECT format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', p.p)
+                  FROM tenantry.table_and_partitions(tbl) p(p)),
+            format('checking %s before adopting it', tbl));
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                        WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped) THEN
-            PERFORM tenantry.in_lock_tries(ARRAY[format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl)],
-                                           format('checking %s before adopting it', tbl));
+            EXECUTE format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl);
         END IF;
         FOR part IN SELECT p.p FROM tenantry.table_and_partitions(tbl) p(p) LOOP
             IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = part) <> 'tenantry_owner'::regrole THEN
-                PERFORM tenantry.in_lock_tries(ARRAY[format('ALTER TABLE %s OWNER TO tenantry_owner', part)],
-                                               format('checking %s before adopting it', tbl));
+                EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', part);
             END IF;
         END LOOP;
         -- Its schema's USAGE, policies, triggers and the app's grants, as
@@ -3605,7 +3717,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION tenantry.refuse_before_adopting(regclass, boolean) IS 'Internal (backfill_prepare, the library''s adopt_table before its backfill or the key''s validation): TN422, naming each rule and its fix, when adopt_table would refuse the table at its end (the doctor''s rules on the table with a tenant_id, owned by tenantry_owner, secured and registered with the hierarchy given, tried in a subtransaction rolled back; the rules adoption repairs left out), so that nothing is changed first. Nothing for an adopted table. Not granted.';
+COMMENT ON FUNCTION tenantry.refuse_before_adopting(regclass, boolean) IS 'Internal (backfill_prepare, the library''s adopt_table before its backfill or the key''s validation): TN422, naming each rule and its fix, when adopt_table would refuse the table at its end (the doctor''s rules on the table with a tenant_id, owned by tenantry_owner, secured and registered with the hierarchy given, tried in a subtransaction rolled back; the rules adoption repairs left out), so that nothing is changed first. Nothing for an adopted table, nor on a distributed Citus coordinator (the registry names a table on every node only once adopt_table has distributed it). Not granted.';
 REVOKE ALL ON FUNCTION tenantry.refuse_before_adopting(regclass, boolean) FROM PUBLIC;
 
 /**
@@ -3614,17 +3726,18 @@ REVOKE ALL ON FUNCTION tenantry.refuse_before_adopting(regclass, boolean) FROM P
  * constraints that every new row must already satisfy (NOT VALID: existing
  * rows are checked in step 3, without blocking writes). One short transaction.
  */
-CREATE OR REPLACE FUNCTION tenantry.backfill_prepare(tbl regclass)
+CREATE OR REPLACE FUNCTION tenantry.backfill_prepare(tbl regclass, hierarchy boolean DEFAULT NULL)
 RETURNS TABLE (leaf regclass, pages bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM tenantry.check_adoptable(tbl);
-    -- What adopt_table would refuse at the end, before any row is touched
-    -- (found by a review: a backfill ran, and the adoption after it was
-    -- refused for an index, with the table changed).
-    PERFORM tenantry.refuse_before_adopting(tbl, NULL);
+    -- What adopt_table would refuse at the end, with the hierarchy option
+    -- it will be adopted with, before any row is touched (found by a review:
+    -- a backfill ran, and the adoption after it was refused for an index,
+    -- with the table changed).
+    PERFORM tenantry.refuse_before_adopting(tbl, backfill_prepare.hierarchy);
     -- The key to tenants is added below when missing: its locks first.
     PERFORM tenantry.lock_for_missing_tenant_key(tbl);
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
@@ -3642,7 +3755,7 @@ BEGIN
         JOIN pg_catalog.pg_class c ON c.oid = p.p AND c.relkind = 'r';
 END
 $$;
-COMMENT ON FUNCTION tenantry.backfill_prepare(regclass) IS 'Batched backfill, step 1: check_adoptable() and refuse_before_adopting() (TN422 for what adopt_table would refuse after the backfill), tenant_id added when missing, CHECK (tenant_id IS NOT NULL) and the tenant foreign key added NOT VALID (new rows must name a tenant from now on). Returns each leaf table and its page count for step 2.';
+COMMENT ON FUNCTION tenantry.backfill_prepare(regclass, boolean) IS 'Batched backfill, step 1: check_adoptable() and refuse_before_adopting() (TN422 for what adopt_table with that hierarchy option, NULL: its default, would refuse after the backfill), tenant_id added when missing, CHECK (tenant_id IS NOT NULL) and the tenant foreign key added NOT VALID (new rows must name a tenant from now on). Returns each leaf table and its page count for step 2.';
 
 /**
  * Takes back step 1 of a batched backfill before any row was given a tenant
@@ -3805,7 +3918,8 @@ COMMENT ON FUNCTION tenantry.audit_backfill(regclass, uuid, text, bigint) IS 'Op
  * adopt_table(). (tenantry table adopt does the same with a progress bar.)
  */
 CREATE OR REPLACE PROCEDURE tenantry.backfill_tenant_id(
-    tbl regclass, tenant uuid DEFAULT NULL, tenant_expression text DEFAULT NULL, pages_per_batch integer DEFAULT 1000)
+    tbl regclass, tenant uuid DEFAULT NULL, tenant_expression text DEFAULT NULL, pages_per_batch integer DEFAULT 1000,
+    hierarchy boolean DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -3821,7 +3935,7 @@ DECLARE
     refused_code text;
     refused_hint text;
 BEGIN
-    FOR plan IN SELECT * FROM tenantry.backfill_prepare(tbl) LOOP
+    FOR plan IN SELECT * FROM tenantry.backfill_prepare(tbl, backfill_tenant_id.hierarchy) LOOP
         COMMIT;
         first_page := 0;
         WHILE first_page < plan.pages LOOP
@@ -3852,11 +3966,16 @@ BEGIN
         RAISE NOTICE 'backfilled % (% pages): % rows so far', plan.leaf, plan.pages, total;
     END LOOP;
     COMMIT;
+    -- A caller that is no superuser validates as tenantry_owner, which must
+    -- own the table: handed over in a transaction of its own, so that the
+    -- validation's scan below holds no lock that stops reads and writes.
+    PERFORM tenantry.hand_over_for_validation(tbl);
+    COMMIT;
     PERFORM tenantry.backfill_validate(tbl);
     PERFORM tenantry.audit_backfill(tbl, tenant, tenant_expression, total);
 END
 $$;
-COMMENT ON PROCEDURE tenantry.backfill_tenant_id(regclass, uuid, text, integer) IS 'A large table''s existing rows get their tenant in batches that each commit (CALL it outside a transaction block): backfill_prepare, backfill_tenant_id_pages per batch, backfill_validate. Then SELECT adopt_table(...) takes only a short lock.';
+COMMENT ON PROCEDURE tenantry.backfill_tenant_id(regclass, uuid, text, integer, boolean) IS 'A large table''s existing rows get their tenant in batches that each commit (CALL it outside a transaction block): backfill_prepare (which first refuses, changing nothing, what adopt_table with the hierarchy option given would refuse), backfill_tenant_id_pages per batch, hand_over_for_validation and backfill_validate. Then SELECT adopt_table(...) takes only a short lock.';
 
 /**
  * Tables in tenant schemas named `table_name` while no adopted table has

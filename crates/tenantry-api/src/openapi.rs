@@ -626,9 +626,9 @@ fn declare_problem(operation: &mut Operation, status: &str, description: &str) {
 /// What every tenant route (one a key and a person's token may call) takes
 /// and can answer whatever it does: the `X-Tenant-Id` header, so that a
 /// client generated from this document can name the tenant a person acts
-/// in; 422 for an `X-Tenant-Id` that is missing (a person's token), names
-/// another tenant than a key's or is not a UUID, 400 for one sent more than
-/// once (found by an outside review: the document said 422), 404
+/// in; 422 for an `X-Tenant-Id` that is missing (a person's token) or names
+/// another tenant than a key's, 400 for one that is not a UUID or is sent
+/// more than once (found by an outside review: the document said 422), 404
 /// for a person who is not a member of the tenant named (exactly like a
 /// tenant that does not exist).
 struct TenantRoutes;
@@ -681,12 +681,12 @@ impl Modify for TenantRoutes {
                 declare_problem(
                     operation,
                     "422",
-                    "`X-Tenant-Id` is missing with a person's token, names another tenant than a key's, or is not a UUID (`validation_failed`, field `X-Tenant-Id`)",
+                    "`X-Tenant-Id` is missing with a person's token, or names another tenant than a key's (`validation_failed`, field `X-Tenant-Id`)",
                 );
                 declare_problem(
                     operation,
                     "400",
-                    "`X-Tenant-Id` is sent more than once (`invalid_header`, field `X-Tenant-Id`)",
+                    "`X-Tenant-Id` is not a UUID, or is sent more than once (`invalid_header`, field `X-Tenant-Id`)",
                 );
             }
         }
@@ -1582,7 +1582,9 @@ mod tests {
             header["schema"],
             serde_json::json!({ "type": "string", "pattern": super::UUID_PATTERN })
         );
+        let reason = op["responses"]["400"]["description"].as_str().unwrap();
+        assert!(reason.contains("is not a UUID"), "{reason}");
         let reason = op["responses"]["422"]["description"].as_str().unwrap();
-        assert!(reason.contains("or is not a UUID"), "{reason}");
+        assert!(!reason.contains("UUID"), "{reason}");
     }
 }

@@ -234,6 +234,8 @@ const NUMERIC_MAX_SCALE: i64 = 0x3FFF;
 /// The largest power of ten of a `numeric`'s leading digit (its weight of at
 /// most `0x7FFF` base-10,000 digits).
 const NUMERIC_MAX_MAGNITUDE: i64 = (0x7FFF + 1) * 4 - 1;
+/// The exponent `numeric`'s input refuses whatever the digits (`INT_MAX / 2`).
+const NUMERIC_MAX_EXPONENT: u64 = (i32::MAX / 2) as u64;
 
 /// [`JsonText::holds_unstorable_number`] over valid JSON text: each number
 /// outside strings, taken apart as PostgreSQL's `numeric` input does.
@@ -292,6 +294,11 @@ fn unstorable_number(json: &str) -> bool {
             if negative {
                 exponent = -exponent;
             }
+        }
+        // numeric_in refuses an exponent of about 2^30 or more outright,
+        // zero's too (PostgreSQL 15: at or past INT_MAX / 2).
+        if exponent.unsigned_abs() >= NUMERIC_MAX_EXPONENT {
+            return true;
         }
         let scale = (frac.len() as i64).saturating_sub(exponent);
         if scale > NUMERIC_MAX_SCALE {
@@ -384,6 +391,8 @@ mod tests {
             r#"{"a": [0, {"n": -1e-16384}]}"#,
             r#"{"n": 0.0e-999999}"#,
             r#"{"n": 1e99999999999999999999999999}"#,
+            r#"{"n": 0e1073741823}"#,
+            r#"{"n": 0.0e+2000000000}"#,
         ] {
             assert!(unstorable(bad), "{bad}");
         }

@@ -369,7 +369,7 @@ fn validate(name: Option<&str>, data: Option<&JsonText>) -> Result<(), DbError> 
             return Err(DbError::invalid("data", "data must be a JSON object"));
         }
         // (The rest of the range, 1e400 to 1e131071, is refused by the
-        // database's trigger in the same words.)
+        // database's trigger, whose message begins with the same words.)
         if data.holds_unstorable_number() {
             return Err(DbError::invalid(
                 "data",

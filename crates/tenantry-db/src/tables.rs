@@ -304,8 +304,9 @@ pub async fn adopt_table(
     // change anything (a new user's review: a refusal left the tenant key,
     // or a backfilled tenant_id, behind). Not for a table adopted already:
     // no step below runs for it before adopt_table, which is one
-    // transaction, and a table in use takes no lock for a check.
-    if before.as_ref().is_some_and(|b| !b.adopted) {
+    // transaction, and a table in use takes no lock for a check. A backfill's
+    // first step checks it itself (`tenantry.backfill_prepare`).
+    if !backfilling && before.as_ref().is_some_and(|b| !b.adopted) {
         refuse_before_changing(client, table, options).await?;
     }
     // Whether the key to tenants was validated here, before adopt_table:
@@ -324,6 +325,7 @@ pub async fn adopt_table(
             tenant,
             expression,
             options.pages_per_batch,
+            options.hierarchy,
             &mut progress,
         )
         .await?;
@@ -400,8 +402,15 @@ impl TableBefore {
     /// to tenantry_owner to validate the key). The schema's USAGE grant to
     /// tenantry_owner, which the key also needed, stays.
     async fn give_back(&self, client: &Client, table: &str) -> Result<(), TableError> {
-        // Its constraints go IF EXISTS; a table already with its owner is
-        // left as it is by ALTER ... OWNER TO.
+        // The owner first, while the key's comment still names it; then its
+        // constraints go IF EXISTS; a table already with its owner is left
+        // as it is by ALTER ... OWNER TO.
+        client
+            .execute(
+                "SELECT tenantry.give_back_handover($1::text::regclass)",
+                &[&table],
+            )
+            .await?;
         if !self.had_key {
             undo_backfill_prepare(client, table, true).await?;
         }
@@ -495,13 +504,33 @@ async fn validate_tenant_key_first(
             &[&table],
         )
         .await?;
-    if let Err(e) = client
+    // (A caller that is no superuser validates as tenantry_owner, the
+    // table's owner from here: handed over in a transaction of its own, so
+    // that the validation's scan holds no lock that stops reads and writes.)
+    let validated = match client
         .execute(
-            "SELECT tenantry.ensure_tenant_fk($1::text::regclass, true)",
+            "SELECT tenantry.hand_over_for_validation($1::text::regclass)",
             &[&table],
         )
         .await
     {
+        Ok(_) => {
+            client
+                .execute(
+                    "SELECT tenantry.ensure_tenant_fk($1::text::regclass, true)",
+                    &[&table],
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = validated {
+        client
+            .execute(
+                "SELECT tenantry.give_back_handover($1::text::regclass)",
+                &[&table],
+            )
+            .await?;
         if !had_key {
             undo_backfill_prepare(client, table, true).await?;
         }
@@ -532,6 +561,7 @@ async fn backfill(
     tenant: Option<uuid::Uuid>,
     expression: Option<&str>,
     pages_per_batch: u32,
+    hierarchy: Option<bool>,
     progress: &mut impl FnMut(BackfillProgress),
 ) -> Result<(), TableError> {
     // Whether tenant_id is there before step 1 adds it: a tenant that does
@@ -551,8 +581,8 @@ async fn backfill(
     // Step 1: refusals first, then tenant_id and its NOT VALID constraints.
     let leaves: Vec<(String, i64)> = client
         .query(
-            "SELECT leaf::text, pages FROM tenantry.backfill_prepare($1::text::regclass)",
-            &[&table],
+            "SELECT leaf::text, pages FROM tenantry.backfill_prepare($1::text::regclass, $2)",
+            &[&table, &hierarchy],
         )
         .await?
         .iter()
@@ -631,6 +661,15 @@ async fn backfill(
     }
     // Step 3: validate without blocking writes; an index for the policy built
     // concurrently (not possible on a partitioned table: adopt_table builds it).
+    // A caller that is no superuser validates as tenantry_owner, which must
+    // own the table: handed over first, in a transaction of its own, so that
+    // the validation's scan holds no lock that stops reads and writes.
+    client
+        .execute(
+            "SELECT tenantry.hand_over_for_validation($1::text::regclass)",
+            &[&table],
+        )
+        .await?;
     client
         .execute(
             "SELECT tenantry.backfill_validate($1::text::regclass)",

@@ -1183,6 +1183,72 @@ async fn adopting_a_table_with_sharing_is_refused_on_the_cluster_and_the_doctor_
     db.drop_all().await;
 }
 
+/// `tenantry table adopt` (the library's adopt_table) and `CALL
+/// backfill_tenant_id` on the cluster: both checked the table first by
+/// registering it for a dry run, which every node of the registry (a
+/// reference table) had to resolve before the table was distributed, so the
+/// library refused every new table with "relation ... does not exist"
+/// (found 2026-12-07 running the backfill on the cluster). They adopt and
+/// distribute it now, its rows backfilled, and the tenant reads them.
+#[tokio::test]
+async fn a_table_holding_rows_is_backfilled_and_adopted_on_the_cluster_by_the_library_and_by_sql() {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, client, _) = migrated(&url, "backfill").await;
+    let tenant: uuid::Uuid = client
+        .query_one("SELECT tenantry.create_tenant('legacy')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(
+            "CREATE TABLE public.legacy (id bigint, body text);
+             INSERT INTO public.legacy SELECT g, 'r' || g FROM generate_series(1, 300) g;
+             CREATE TABLE public.legacy_sql (id bigint, body text);
+             INSERT INTO public.legacy_sql SELECT g, 'r' || g FROM generate_series(1, 200) g;",
+        )
+        .await
+        .unwrap();
+    let options = tenantry_db::tables::AdoptOptions {
+        existing_rows: tenantry_db::tables::ExistingRows::Tenant(TenantId::from_uuid(tenant)),
+        ..Default::default()
+    };
+    tenantry_db::tables::adopt_table(&client, "public.legacy", &options, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("the library's adoption on the cluster: {e}"));
+    client
+        .batch_execute(&format!(
+            "CALL tenantry.backfill_tenant_id('public.legacy_sql', '{tenant}')"
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute("SELECT tenantry.adopt_table('public.legacy_sql')")
+        .await
+        .unwrap();
+    for (table, rows) in [("public.legacy", 300_i64), ("public.legacy_sql", 200)] {
+        let distributed: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM citus_tables WHERE table_name = $1::text::regclass AND citus_table_type = 'distributed')",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(distributed, "{table}");
+        let owned: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE tenant_id = $1"),
+                &[&tenant],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(owned, rows, "{table}");
+    }
+    drop(client);
+    db.drop_all().await;
+}
+
 /// The team's own table, adopted on the cluster, is sharded by tenant next
 /// to tenantry's tables with its policy on every shard; adopting it again
 /// changes the policy everywhere; releasing it is refused, changing nothing.

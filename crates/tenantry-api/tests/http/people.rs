@@ -1812,6 +1812,26 @@ async fn a_key_makes_keys_and_sessions_that_expire_no_later_and_admit_no_address
         let problem = r.problem(422, "validation_failed");
         assert_eq!(problem["field"], field, "{problem}");
     }
+    // An IPv4-mapped address is kept as the IPv4 one it stands for, and
+    // works from there (it was kept as written and matched no client; a
+    // key admitting only IPv6 clients makes no key for every IPv4 client
+    // through the mapped range: sql_api/keys.rs).
+    let mapped = app
+        .post(
+            "/v1/keys",
+            &acme.key,
+            &json!({ "allowed_cidrs": ["::ffff:127.0.0.1"] }),
+        )
+        .await;
+    let mapped = mapped.expect(201).clone();
+    assert_eq!(
+        mapped["key_info"]["allowed_cidrs"],
+        json!(["127.0.0.1/32"]),
+        "{mapped}"
+    );
+    app.get("/v1/resources", mapped["key"].as_str().unwrap())
+        .await
+        .expect(200);
     // Narrower than its own is fine.
     let narrower = app
         .post(

@@ -604,3 +604,79 @@ async fn an_operator_prunes_revoked_keys_with_the_documented_delete_and_live_key
     let after: i64 = su.query_one(live_keys, &[&tenant]).await.unwrap().get(0);
     assert_eq!(after, before, "live keys counted as before");
 }
+
+/// Addresses a key is limited to are kept with an IPv4-mapped IPv6 network
+/// as the IPv4 network it stands for, as the server sees its clients; and a
+/// key admitting only IPv6 clients (`::/0`) makes no key admitting every
+/// IPv4 client through the mapped range (`::ffff:0:0/96`, within `::/0` as
+/// PostgreSQL compares them), which the server then matched as IPv4 (found
+/// by a review).
+#[tokio::test]
+async fn a_keys_mapped_addresses_are_kept_as_ipv4_and_an_ipv6_only_key_makes_no_key_for_ipv4_clients(
+) {
+    let tdb = TestDatabase::new().await;
+    let (app, admin) = (app(&tdb).await, admin(&tdb).await);
+    let t = create_tenant(&admin, "t", None).await;
+    set_context(&app, t).await;
+    let cidrs = |key: String| {
+        let app = &app;
+        async move {
+            app.query_one(
+                "SELECT (verify_api_key($1)->'allowed_cidrs')::text, (verify_api_key($1)->>'key_id')::uuid",
+                &[&key],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let mapped: String = app
+        .query_one(
+            r#"SELECT create_api_key('mapped', '{"allowed_cidrs": ["::ffff:127.0.0.1", "::ffff:203.0.113.0/120", "2001:db8::/32"]}')"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        cidrs(mapped).await.get::<_, String>(0),
+        r#"["127.0.0.1/32", "203.0.113.0/24", "2001:db8::/32"]"#
+    );
+    let v6: String = app
+        .query_one(
+            r#"SELECT create_api_key('v6', '{"allowed_cidrs": ["::/0"]}')"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let v6_id: Uuid = cidrs(v6).await.get(1);
+    // Acting as that key, as the server's context names it.
+    let as_v6 = || async {
+        app.batch_execute("BEGIN").await.unwrap();
+        app.execute(
+            "SELECT set_tenant_context_local($1::uuid, NULL::uuid, 'key:' || $2::uuid::text)",
+            &[&t, &v6_id],
+        )
+        .await
+        .unwrap();
+    };
+    as_v6().await;
+    expect_sqlstate(
+        app.query_one(
+            r#"SELECT create_api_key('every ipv4', '{"allowed_cidrs": ["::ffff:0:0/96"]}')"#,
+            &[],
+        )
+        .await,
+        "TN422",
+        "a key for every IPv4 client from an IPv6-only key",
+    );
+    app.batch_execute("ROLLBACK").await.unwrap();
+    as_v6().await;
+    app.query_one(
+        r#"SELECT create_api_key('narrower', '{"allowed_cidrs": ["2001:db8::/32"]}')"#,
+        &[],
+    )
+    .await
+    .unwrap();
+    app.batch_execute("COMMIT").await.unwrap();
+}

@@ -2300,9 +2300,9 @@ async fn a_backfill_of_a_table_that_adoption_would_refuse_is_refused_first_and_c
 
 /// A migration role that is not a superuser (README's advice) backfills a
 /// table's rows in batches, then adopts it: validating the backfill's key to
-/// tenants hands the table to tenantry_owner for a moment, and the adoption
-/// that followed recorded tenantry_owner as its owner before, so releasing
-/// it handed the team's table to tenantry_owner instead of back to the role.
+/// tenants hands the table to tenantry_owner, and the adoption that followed
+/// recorded tenantry_owner as its owner before, so releasing it handed the
+/// team's table to tenantry_owner instead of back to the role.
 #[tokio::test]
 async fn a_table_backfilled_by_a_migration_role_that_is_not_a_superuser_goes_back_to_that_role_when_released(
 ) {
@@ -2330,10 +2330,17 @@ async fn a_table_backfilled_by_a_migration_role_that_is_not_a_superuser_goes_bac
     .await;
     let owner_now =
         "SELECT relowner::regrole::text FROM pg_class WHERE oid = 'app.legacy'::regclass";
+    // Handed to tenantry_owner for the validation, its owner of before
+    // written where the adoption reads it.
+    assert_eq!(strings(&su, owner_now).await, ["tenantry_owner"]);
     assert_eq!(
-        strings(&su, owner_now).await,
-        [role.as_str()],
-        "the backfill leaves the table with its owner"
+        strings(
+            &su,
+            "SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint
+              WHERE conrelid = 'app.legacy'::regclass AND contype = 'f'"
+        )
+        .await,
+        [format!("tenantry: owned by {role} before its adoption")]
     );
     exec(&su, "SELECT tenantry.adopt_table('app.legacy')").await;
     assert_eq!(
@@ -2345,6 +2352,16 @@ async fn a_table_backfilled_by_a_migration_role_that_is_not_a_superuser_goes_bac
         [role.as_str()]
     );
     assert_eq!(strings(&su, owner_now).await, ["tenantry_owner"]);
+    assert_eq!(
+        count(
+            &su,
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'app.legacy'::regclass
+                AND obj_description(oid, 'pg_constraint') IS NOT NULL"
+        )
+        .await,
+        0,
+        "the adoption clears the note"
+    );
     exec(&su, "SELECT tenantry.release_table('app.legacy')").await;
     assert_eq!(strings(&su, owner_now).await, [role.as_str()]);
     assert_eq!(
