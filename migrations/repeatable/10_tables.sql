@@ -2677,6 +2677,57 @@ $$;
 COMMENT ON FUNCTION tenantry.lock_for_missing_tenant_key(regclass) IS 'Internal (adopt_table, backfill_prepare): lock_for_tenant_key(tbl, false) when the table has no key to tenantry.tenants yet (outside Citus, where distribution adds it). Not granted.';
 
 /**
+ * The table and its partitions handed to tenantry_owner, and USAGE on its
+ * schema for tenantry_owner and tenantry_app_own, which reach the table only
+ * through it: what adopt_table does to them, and refuse_before_adopting
+ * tries. Run with the caller's rights.
+ */
+CREATE OR REPLACE FUNCTION tenantry.hand_to_owner_role(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    part regclass;
+BEGIN
+    IF NOT pg_catalog.has_schema_privilege('tenantry_app_own',
+            (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE')
+       OR NOT pg_catalog.has_schema_privilege('tenantry_owner',
+            (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA %s TO tenantry_owner, tenantry_app_own',
+                       (SELECT c.relnamespace::regnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl));
+    END IF;
+    FOR part IN SELECT p.p FROM tenantry.table_and_partitions(tbl) p(p) LOOP
+        IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = part) <> 'tenantry_owner'::regrole THEN
+            EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', part);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantry.hand_to_owner_role(regclass) IS 'Internal (adopt_table, refuse_before_adopting): hands the table and its partitions to tenantry_owner and grants tenantry_owner and tenantry_app_own USAGE on its schema when they lack it. Runs with the caller''s rights. Not granted.';
+REVOKE ALL ON FUNCTION tenantry.hand_to_owner_role(regclass) FROM PUBLIC;
+
+/**
+ * The keys of tbl to tenants whose comment says which owner
+ * hand_over_for_validation took the table from (NULL for a role that no
+ * longer exists): read by adopt_table, which records that owner, and by
+ * give_back_handover.
+ */
+CREATE OR REPLACE FUNCTION tenantry.handed_over_from(tbl regclass)
+RETURNS TABLE (conname name, owner regrole)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT k.conname, pg_catalog.to_regrole(substring(pg_catalog.obj_description(k.oid, 'pg_constraint')
+                                                      FROM '^tenantry: owned by (.+) before its adoption$'))
+    FROM pg_catalog.pg_constraint k
+    WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
+      AND pg_catalog.obj_description(k.oid, 'pg_constraint') LIKE 'tenantry: owned by %'
+$$;
+COMMENT ON FUNCTION tenantry.handed_over_from(regclass) IS 'Internal (adopt_table, give_back_handover): the keys of a table to tenants whose comment names the owner hand_over_for_validation took the table from, with that role (NULL when it no longer exists). Not granted.';
+REVOKE ALL ON FUNCTION tenantry.handed_over_from(regclass) FROM PUBLIC;
+
+/**
  * Before a caller that is no superuser validates tbl's key to tenants (as
  * tenantry_owner, which bypasses tenants' forced policies: ensure_tenant_fk),
  * the table goes to tenantry_owner, as adopt_table gives it anyway, and
@@ -2748,13 +2799,7 @@ BEGIN
     IF EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
         RETURN;
     END IF;
-    FOR handed IN
-        SELECT k.conname, pg_catalog.to_regrole(substring(pg_catalog.obj_description(k.oid, 'pg_constraint')
-                                                          FROM '^tenantry: owned by (.+) before its adoption$')) AS owner
-        FROM pg_catalog.pg_constraint k
-        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
-          AND pg_catalog.obj_description(k.oid, 'pg_constraint') LIKE 'tenantry: owned by %'
-    LOOP
+    FOR handed IN SELECT * FROM tenantry.handed_over_from(tbl) LOOP
         EXECUTE format('COMMENT ON CONSTRAINT %I ON %s IS NULL', handed.conname, tbl);
         IF handed.owner IS NOT NULL
            AND (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = tbl) = 'tenantry_owner'::regrole THEN
@@ -3193,7 +3238,6 @@ DECLARE
     broken text;
     result tenantry.tenant_tables;
     prior tenantry.tenant_tables;
-    part regclass;
     shape_before text;
     left_behind integer;
     adopted_name text;
@@ -3342,21 +3386,9 @@ BEGIN
         EXECUTE format('CREATE INDEX ON %s (tenant_id)', tbl);
     END IF;
 
-    -- The owner role and the app roles reach the table only through its schema.
-    IF NOT pg_catalog.has_schema_privilege('tenantry_app_own',
-            (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE')
-       OR NOT pg_catalog.has_schema_privilege('tenantry_owner',
-            (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
-        EXECUTE format('GRANT USAGE ON SCHEMA %I TO tenantry_owner, tenantry_app_own',
-                       (SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                        WHERE c.oid = tbl));
-    END IF;
-
-    FOR part IN SELECT * FROM tenantry.table_and_partitions(tbl) LOOP
-        IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = part) <> 'tenantry_owner'::regrole THEN
-            EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', part);
-        END IF;
-    END LOOP;
+    -- The owner role and the app roles reach the table only through its
+    -- schema; the table and its partitions go to the owner role.
+    PERFORM tenantry.hand_to_owner_role(tbl);
     PERFORM tenantry.secure_tenant_table(tbl, hierarchy, sharing, write_permission);
     -- On a Citus coordinator whose tenant tables are distributed, the table
     -- joins them now, sharded by tenant_id and colocated with resources
@@ -3381,13 +3413,7 @@ BEGIN
         -- tenants: hand_over_for_validation) goes back to the owner written
         -- in its key's comment, which is cleared.
         owner_before := rel.relowner::regrole::name;
-        FOR handed IN
-            SELECT k.conname, pg_catalog.to_regrole(substring(pg_catalog.obj_description(k.oid, 'pg_constraint')
-                                                              FROM '^tenantry: owned by (.+) before its adoption$')) AS owner
-            FROM pg_catalog.pg_constraint k
-            WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
-              AND pg_catalog.obj_description(k.oid, 'pg_constraint') LIKE 'tenantry: owned by %'
-        LOOP
+        FOR handed IN SELECT * FROM tenantry.handed_over_from(tbl) LOOP
             IF rel.relowner = 'tenantry_owner'::regrole AND handed.owner IS NOT NULL THEN
                 owner_before := handed.owner::name;
             END IF;
@@ -3649,7 +3675,6 @@ DECLARE
     findings jsonb;
     problems text;
     broken text;
-    part regclass;
 BEGIN
     IF EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = tbl) THEN
         RETURN;
@@ -3674,22 +3699,11 @@ BEGIN
                        WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped) THEN
             EXECUTE format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl);
         END IF;
-        FOR part IN SELECT p.p FROM tenantry.table_and_partitions(tbl) p(p) LOOP
-            IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = part) <> 'tenantry_owner'::regrole THEN
-                EXECUTE format('ALTER TABLE %s OWNER TO tenantry_owner', part);
-            END IF;
-        END LOOP;
-        -- Its schema's USAGE, policies, triggers and the app's grants, as
-        -- adopt_table gives them, with which rules such as `rules` (a
-        -- rule's actions, run with the owner's rights, that a role acting
-        -- for tenants sets off) judge it.
-        IF NOT pg_catalog.has_schema_privilege('tenantry_app_own',
-                (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE')
-           OR NOT pg_catalog.has_schema_privilege('tenantry_owner',
-                (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl), 'USAGE') THEN
-            EXECUTE format('GRANT USAGE ON SCHEMA %s TO tenantry_owner, tenantry_app_own',
-                           (SELECT c.relnamespace::regnamespace FROM pg_catalog.pg_class c WHERE c.oid = tbl));
-        END IF;
+        -- Its owner, its schema's USAGE, policies, triggers and the app's
+        -- grants, as adopt_table gives them, with which rules such as
+        -- `rules` (a rule's actions, run with the owner's rights, that a
+        -- role acting for tenants sets off) judge it.
+        PERFORM tenantry.hand_to_owner_role(tbl);
         PERFORM tenantry.secure_tenant_table(tbl, coalesce(refuse_before_adopting.hierarchy, true), false, NULL);
         INSERT INTO tenantry.tenant_tables (table_id, hierarchy, sharing, previous_owner)
         VALUES (tbl, coalesce(refuse_before_adopting.hierarchy, true), false, current_user);
