@@ -648,9 +648,31 @@ impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self {
             field: serde_field(&rejection),
-            ..Self::new(ProblemCode::InvalidQuery, rejection.body_text())
+            ..Self::new(
+                ProblemCode::InvalidQuery,
+                integer_parse_in_words(&rejection.body_text()),
+            )
         }
     }
+}
+
+/// A query parameter's integer parse error in words: Rust's own ("invalid
+/// digit found in string" for `limit=-1`, where `limit=0` is told its
+/// bounds) said as what the value must be (a new user's review).
+fn integer_parse_in_words(text: &str) -> String {
+    [
+        (
+            "invalid digit found in string",
+            "must be a whole number (digits only)",
+        ),
+        ("number too large to fit in target type", "is too large"),
+        ("number too small to fit in target type", "is too small"),
+        ("cannot parse integer from empty string", "is empty"),
+    ]
+    .iter()
+    .fold(text.to_owned(), |text, (rust, words)| {
+        text.replace(rust, words)
+    })
 }
 
 #[cfg(test)]
@@ -658,6 +680,20 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn an_integer_query_parameter_that_does_not_parse_is_told_what_it_must_be() {
+        assert_eq!(
+            integer_parse_in_words(
+                "Failed to deserialize query string: limit: invalid digit found in string"
+            ),
+            "Failed to deserialize query string: limit: must be a whole number (digits only)"
+        );
+        assert_eq!(
+            integer_parse_in_words("limit: number too large to fit in target type"),
+            "limit: is too large"
+        );
+    }
 
     #[test]
     fn every_code_is_unique_and_serializes_as_its_string() {
