@@ -355,6 +355,16 @@ pub struct RateLimits {
     child_creations: Mutex<Limiters>,
 }
 
+/// A rate as a person reads it: `2.5`, and `1e-300` rather than a 0 followed
+/// by 300 digits (found by a new user's review).
+fn rate_text(rate: f64) -> String {
+    if (1e-3..1e15).contains(&rate) {
+        rate.to_string()
+    } else {
+        format!("{rate:e}")
+    }
+}
+
 impl RateLimits {
     /// Err(429) when the tenant's `rate_limit_per_second` (burst `rate_limit_burst`) is exhausted.
     pub(crate) fn check(
@@ -371,7 +381,10 @@ impl RateLimits {
             .unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
         take(&self.requests, tenant, rate, burst).map_err(|wait| {
             ApiError::rate_limited(
-                format!("this tenant may make {rate} requests per second (burst {burst})"),
+                format!(
+                    "this tenant may make {} requests per second (burst {burst})",
+                    rate_text(rate)
+                ),
                 wait,
             )
         })
@@ -388,7 +401,10 @@ impl RateLimits {
         let burst = (2.0 * rate).ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
         take(&self.child_creations, tenant, rate, burst).map_err(|wait| {
             ApiError::rate_limited(
-                format!("this tenant may create {rate} child tenants per second (burst {burst})"),
+                format!(
+                    "this tenant may create {} child tenants per second (burst {burst})",
+                    rate_text(rate)
+                ),
                 wait,
             )
             .with_field("settings.child_creation_rate_per_second")
@@ -987,6 +1003,14 @@ where
 mod tests {
     use super::*;
     use tenantry_db::sweep::SWEEP_FROM;
+
+    #[test]
+    fn a_rate_is_written_as_a_person_reads_it() {
+        assert_eq!(rate_text(10.0), "10");
+        assert_eq!(rate_text(2.5), "2.5");
+        assert_eq!(rate_text(1e-300), "1e-300");
+        assert_eq!(rate_text(1e300), "1e300");
+    }
 
     #[test]
     fn a_key_limited_to_an_ipv4_mapped_address_admits_that_ipv4_client_and_no_other() {
