@@ -3233,6 +3233,7 @@ DECLARE
     col record;
     handed record;
     owner_before name;
+    expression_owners uuid[];
     missing bigint;
     problems text;
     broken text;
@@ -3343,9 +3344,13 @@ BEGIN
     END IF;
     IF missing > 0 THEN
         IF existing_rows_tenant IS NOT NULL THEN
+            PERFORM tenantry.refuse_deleted_owners(tbl, ARRAY[existing_rows_tenant], NULL);
             EXECUTE format('UPDATE %s SET tenant_id = $1 WHERE tenant_id IS NULL', tbl) USING existing_rows_tenant;
         ELSIF existing_rows_tenant_expression IS NOT NULL THEN
-            EXECUTE format('UPDATE %s SET tenant_id = (%s)::uuid WHERE tenant_id IS NULL', tbl, existing_rows_tenant_expression);
+            EXECUTE format('WITH u AS (UPDATE %s SET tenant_id = (%s)::uuid WHERE tenant_id IS NULL RETURNING tenant_id) '
+                           'SELECT array_agg(DISTINCT u.tenant_id) FROM u', tbl, existing_rows_tenant_expression)
+                INTO expression_owners;
+            PERFORM tenantry.refuse_deleted_owners(tbl, expression_owners, existing_rows_tenant_expression);
             EXECUTE format('SELECT count(*) FROM %s WHERE tenant_id IS NULL', tbl) INTO missing;
             IF missing > 0 THEN
                 RAISE EXCEPTION 'cannot adopt %: existing_rows_tenant_expression gave no tenant for % %', tbl, missing,
@@ -3841,6 +3846,37 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.backfill_refused(regclass, boolean, boolean, bigint, text) IS 'Batched backfill: after a refused batch of a run that made step 1, takes it back (backfill_undo_prepare) and returns the hint to raise with (the refusal''s advice on finding the rows, and that the rows given a tenant keep it and a new run resumes). Used by CALL backfill_tenant_id and the library. Not granted.';
 
+/**
+ * Refuses (TN422) giving a table's existing rows to a deleted tenant: the
+ * purge of that tenant (tenantry tenant purge --due, once its grace period
+ * is over) deletes every row of every adopted table that names it, so rows
+ * given to it at adoption were lost with it (found by a new operator's
+ * review: a deleted tenant was accepted where a missing one was refused).
+ * Reads the tenants as the owner: a migration role that is no superuser sees
+ * none through their forced policies.
+ */
+CREATE OR REPLACE FUNCTION tenantry.refuse_deleted_owners(tbl regclass, owners uuid[], tenant_expression text)
+RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    gone uuid := (SELECT t.tenant_id FROM tenantry.tenants t
+                  WHERE t.tenant_id = ANY (owners) AND t.status = 'deleted' LIMIT 1);
+BEGIN
+    IF gone IS NOT NULL THEN
+        RAISE EXCEPTION 'tenant % is deleted: the rows of % cannot be given to it (its purge would delete them)', gone, tbl
+            USING ERRCODE = 'TN422',
+                  HINT = CASE WHEN tenant_expression IS NULL
+                      THEN 'Name a live tenant (tenantry tenant list: deletion is final); nothing of these rows was written.'
+                      ELSE format('Find the rows: SELECT * FROM %s WHERE tenant_id IS NULL AND (%s)::uuid = %L (as a superuser); give them a live tenant, then run it again; nothing of these rows was written.',
+                                  tbl, tenant_expression, gone) END;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION tenantry.refuse_deleted_owners(regclass, uuid[], text) IS 'Internal (adopt_table''s existing rows, backfill_tenant_id_pages): TN422 when any of the tenants the existing rows of a table are given to is deleted, whose purge would delete them. Not granted.';
+REVOKE ALL ON FUNCTION tenantry.refuse_deleted_owners(regclass, uuid[], text) FROM PUBLIC;
+
 /** Batched backfill, step 2 (repeat): one range of pages of one leaf table. */
 CREATE OR REPLACE FUNCTION tenantry.backfill_tenant_id_pages(
     leaf regclass, first_page bigint, page_count integer, tenant uuid, tenant_expression text)
@@ -3850,14 +3886,19 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     updated bigint;
+    owners uuid[];
 BEGIN
     IF (tenant IS NULL) = (tenant_expression IS NULL) THEN
         RAISE EXCEPTION 'give the tenant of the existing rows, or an expression for it: one of the two' USING ERRCODE = 'TN422';
     END IF;
     BEGIN
-        EXECUTE format('UPDATE %s SET tenant_id = %s WHERE ctid >= $1 AND ctid < $2 AND tenant_id IS NULL', leaf,
+        EXECUTE format('WITH u AS (UPDATE %s SET tenant_id = %s WHERE ctid >= $1 AND ctid < $2 AND tenant_id IS NULL '
+                       'RETURNING tenant_id) SELECT count(*), array_agg(DISTINCT u.tenant_id) FROM u', leaf,
                        CASE WHEN tenant IS NOT NULL THEN '$3' ELSE format('(%s)::uuid', tenant_expression) END)
+            INTO updated, owners
             USING format('(%s,0)', first_page)::tid, format('(%s,0)', first_page + page_count)::tid, tenant;
+        -- A deleted tenant: its purge would delete these rows.
+        PERFORM tenantry.refuse_deleted_owners(leaf, owners, tenant_expression);
     EXCEPTION WHEN check_violation OR not_null_violation THEN
         -- tenantry_tenant_id_not_null (backfill_prepare): the expression gave
         -- NULL for a row of these pages. Nothing of this batch was written.
@@ -3876,7 +3917,6 @@ BEGIN
                       ELSE format('Find the rows: SELECT * FROM %s WHERE tenant_id IS NULL AND NOT EXISTS (SELECT 1 FROM tenantry.tenants t WHERE t.tenant_id = (%s)::uuid) (as a superuser); fix them, then run the backfill again: it resumes. Or give the table back as it was: ALTER TABLE %s DROP CONSTRAINT tenantry_tenant_id_not_null, DROP CONSTRAINT IF EXISTS tenantry_tenant_id_fkey; and, if the adoption added tenant_id (the rows given a tenant so far keep theirs until then), ALTER TABLE %1$s DROP COLUMN tenant_id;',
                                   leaf, tenant_expression, leaf) END;
     END;
-    GET DIAGNOSTICS updated = ROW_COUNT;
     RETURN updated;
 END
 $$;

@@ -2233,6 +2233,58 @@ async fn a_migration_role_that_is_not_a_superuser_is_told_to_let_tenantry_owner_
     exec(&su, "SELECT tenantry.adopt_table('app.notes')").await;
 }
 
+/// Existing rows given to a deleted tenant (by `existing_rows_tenant`, a
+/// batched backfill's tenant or its expression) are refused like rows given
+/// to a missing one: the purge of that tenant deletes every row of every
+/// adopted table that names it, and a new operator's review lost two rows
+/// that way. Nothing is changed by the refusal.
+#[tokio::test]
+async fn existing_rows_given_to_a_deleted_tenant_are_refused_whose_purge_would_delete_them() {
+    let tdb = TestDatabase::new().await;
+    let (m, admin) = (migrator(&tdb).await, admin(&tdb).await);
+    let live = create_tenant(&admin, "live", None).await;
+    let gone = create_tenant(&admin, "gone", None).await;
+    set_status(&admin, gone, "deleted").await;
+    exec(
+        &m,
+        &format!(
+            "CREATE TABLE legacy (id bigint, owner uuid);
+             INSERT INTO legacy SELECT g, CASE WHEN g = 7 THEN '{gone}'::uuid ELSE '{live}'::uuid END
+               FROM generate_series(1, 20) g;"
+        ),
+    )
+    .await;
+    let before = table_state(&m, "legacy").await;
+    for sql in [
+        format!("SELECT adopt_table('legacy', existing_rows_tenant => '{gone}')"),
+        "SELECT adopt_table('legacy', existing_rows_tenant_expression => 'owner')".to_owned(),
+        format!("CALL backfill_tenant_id('legacy', '{gone}')"),
+        "CALL backfill_tenant_id('legacy', tenant_expression => 'owner')".to_owned(),
+    ] {
+        let err = m.batch_execute(&sql).await.expect_err(&sql);
+        let db = err.as_db_error().expect("a database error");
+        assert_eq!(db.code().code(), "TN422", "{sql}: {}", describe(&err));
+        assert!(
+            db.message().contains(&format!("tenant {gone} is deleted")),
+            "{sql}: {}",
+            describe(&err)
+        );
+        // (no tenant_id column left behind, nor any constraint)
+        assert_eq!(table_state(&m, "legacy").await, before, "{sql}");
+    }
+    // Row 7 given to the live tenant, the rest as before: adopted.
+    exec(
+        &m,
+        &format!("UPDATE legacy SET owner = '{live}' WHERE id = 7"),
+    )
+    .await;
+    exec(
+        &m,
+        "SELECT adopt_table('legacy', existing_rows_tenant_expression => 'owner')",
+    )
+    .await;
+}
+
 /// A batched backfill (`CALL backfill_tenant_id`) checks first what the
 /// adoption after it would refuse, and changes nothing then: it gave every
 /// row a tenant, added its constraints (the application's inserts failed
