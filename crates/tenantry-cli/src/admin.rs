@@ -241,8 +241,9 @@ enum KeyCommand {
         tenant: TenantId,
         /// The key's id (`key list` shows it).
         key: tenantry_db::KeyId,
-        /// Seconds the old key keeps working.
-        #[arg(long, default_value_t = 86_400)]
+        /// Seconds the old key keeps working: 0 (it stops at once) to
+        /// 2592000 (30 days), as the API allows.
+        #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
         grace_seconds: u64,
     },
 }
@@ -423,7 +424,21 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<()> {
                     .await?,
             ]
         }
-        TenantCommand::List { limit, after } => scope.list_tenants(after, limit).await?,
+        TenantCommand::List { limit, after } => {
+            let page = scope.list_tenants(after, limit).await?;
+            // A full page may have more after it: said on standard error,
+            // so that neither the table nor --json changes (the list stopped
+            // at 100 without a word: a new operator's review).
+            if i64::try_from(page.len()).is_ok_and(|n| n == limit) {
+                if let Some(last) = page.last() {
+                    eprintln!(
+                        "note: {limit} tenants shown, the most one page holds; the next page: --after {}",
+                        last.tenant_id
+                    );
+                }
+            }
+            page
+        }
         TenantCommand::Show { tenant } => vec![scope.get_tenant(tenant).await?],
         TenantCommand::Suspend { tenant } => {
             vec![scope.set_status(tenant, TenantStatus::Suspended).await?]

@@ -69,7 +69,8 @@ enum TableCommand {
     },
     /// Give a table back to its previous owner as it was before its adoption
     /// (tenantry.release_table), or several in one transaction: a table
-    /// another of them references goes after it.
+    /// another of them references goes after it. With --json:
+    /// `{"released": "t"}` for one table, `{"released": ["a", "b"]}` for several.
     Release {
         /// The table, as SQL names it: `invoices`, `app."Line Items"`.
         #[arg(required = true, num_args = 1..)]

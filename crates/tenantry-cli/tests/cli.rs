@@ -65,12 +65,16 @@ async fn operator_creates_tenants_keys_and_roles_and_the_key_verifies() {
     assert_eq!(child[0]["parent_id"], acme_id.as_str());
     assert_eq!(child[0]["settings"]["max_resources"], 10);
 
-    let (ok, table, _) = tenantry(&db, &["tenant", "list"]);
+    let (ok, table, err) = tenantry(&db, &["tenant", "list"]);
     assert!(ok);
     assert!(
         table.starts_with("TENANT") && table.contains("acme-eu"),
         "{table}"
     );
+    assert!(!err.contains("next page"), "{err}");
+    // A full page says where the next one starts (it stopped without a word).
+    let (ok, _, err) = tenantry(&db, &["tenant", "list", "--limit", "1"]);
+    assert!(ok && err.contains("the next page: --after "), "{err}");
 
     let role = json(&db, &["role", "create", &acme_id, "viewer", "--json"]);
     let role_id = role[0]["role_id"].as_str().unwrap().to_owned();
