@@ -173,6 +173,7 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
             } else {
                 None
             };
+            warn_of_tier_breaking_keys(&client).await;
             if args.json {
                 // The table as `table list --json` shows it (several: a list
                 // of them), and what became of the schema tenants' tables:
@@ -209,6 +210,7 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
         }
         TableCommand::Release { tables: names } => {
             tables::release_tables(&client, &names).await?;
+            warn_of_tier_breaking_keys(&client).await;
             if args.json {
                 if let [name] = names.as_slice() {
                     json(&serde_json::json!({ "released": name }))?;
@@ -419,6 +421,31 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// After an adoption or a release: a foreign key between a table family
+/// and a table that is not one (the doctor's rule `tiers`, once schema
+/// tenants exist) is said on standard error, with its fix, since `tenantry
+/// serve` refuses to start on it. Adopting the referenced table first, then
+/// the one that references it, is allowed for a migration file's order, and
+/// releasing the one that references, which leaves the other adopted, went
+/// through silently (a new operator's review).
+async fn warn_of_tier_breaking_keys(client: &tokio_postgres::Client) {
+    let Ok(rows) = client
+        .query(
+            "SELECT table_name, problem, fix FROM tenantry.table_problems() WHERE rule = 'tiers'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let (table, problem, fix): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        eprintln!(
+            "warning: {table} [tiers]: {problem} (fix: {fix}); `tenantry serve` refuses to start until it is fixed"
+        );
+    }
 }
 
 /// The doctor found problems (exit status 1); any other error of the doctor

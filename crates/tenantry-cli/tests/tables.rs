@@ -1297,3 +1297,41 @@ async fn doctor_behind_a_lock_held_on_tenantrys_tables_says_it_could_not_check_i
     let out = run(&url, &["doctor"], &[]);
     succeeds(&out);
 }
+
+/// With schema tenants, adopting a table that a table not adopted
+/// references (its foreign key then looks only at the pooled table), or
+/// releasing the one of an adopted pair that references the other, went
+/// through without a word, and the next `tenantry serve` refused to start
+/// on the doctor's rule `tiers` (a new operator's review): both say so on
+/// standard error, with the fix.
+#[tokio::test]
+async fn adopting_or_releasing_half_of_a_foreign_key_pair_with_schema_tenants_warns_of_the_tiers_rule(
+) {
+    let db = TestDatabase::new().await;
+    let su = db.superuser_client().await;
+    su.batch_execute(
+        "CREATE TABLE pb (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(), PRIMARY KEY (tenant_id, id));
+         CREATE TABLE pc (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(), pb_id uuid NOT NULL,
+                          PRIMARY KEY (tenant_id, id), FOREIGN KEY (tenant_id, pb_id) REFERENCES pb (tenant_id, id));",
+    )
+    .await
+    .unwrap();
+    let _schema = schema_tenant(&su).await;
+    let url = db.superuser_url();
+    let out = run(&url, &["table", "adopt", "pb"], &[]);
+    succeeds(&out);
+    let (_, err) = text(&out);
+    assert!(
+        err.contains("public.pc [tiers]") && err.contains("tenantry serve"),
+        "{err}"
+    );
+    // Both adopted: nothing to say.
+    let out = run(&url, &["table", "adopt", "pc"], &[]);
+    succeeds(&out);
+    assert!(!text(&out).1.contains("[tiers]"), "{}", text(&out).1);
+    // Releasing the one that references the other.
+    let out = run(&url, &["table", "release", "pc"], &[]);
+    succeeds(&out);
+    let (_, err) = text(&out);
+    assert!(err.contains("public.pc [tiers]"), "{err}");
+}
