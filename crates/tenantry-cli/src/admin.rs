@@ -19,6 +19,30 @@ use crate::{
 /// when set (a name of your own, e.g. `alice`), else the system user and the
 /// host (`cli:alice@ops-1`). It was `cli` for every operator alike, so the
 /// audit log could not say which person acted (found by an audit review).
+/// The login name of this process's user when the environment names none
+/// (a systemd unit, `docker exec`: every audit row read `cli:unknown@…`, a
+/// new operator's review): its uid from /proc, its name from /etc/passwd
+/// (`uid1000` when it has none there).
+fn login_of_this_process() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let named = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)? == uid).then(|| name.to_owned())
+            })
+        });
+    Some(named.unwrap_or_else(|| format!("uid{uid}")))
+}
+
 pub fn actor() -> &'static str {
     static ACTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ACTOR.get_or_init(|| {
@@ -26,6 +50,7 @@ pub fn actor() -> &'static str {
         let who = named("TENANTRY_ACTOR").unwrap_or_else(|| {
             let user = named("USER")
                 .or_else(|| named("LOGNAME"))
+                .or_else(login_of_this_process)
                 .unwrap_or_else(|| "unknown".to_owned());
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
@@ -977,6 +1002,26 @@ pub async fn impersonate(args: ImpersonateArgs) -> anyhow::Result<()> {
                 table(IMPERSONATION_HEADERS, &impersonation_rows(&sessions));
                 Ok(())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn this_processs_login_is_found_without_the_environment() {
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|u| u.split_whitespace().next().unwrap().to_owned())
+            })
+            .unwrap();
+        let login = super::login_of_this_process().expect("a login");
+        assert!(!login.is_empty() && login != "unknown", "{login}");
+        if uid == "0" {
+            assert_eq!(login, "root");
         }
     }
 }
