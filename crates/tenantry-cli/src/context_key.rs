@@ -53,12 +53,16 @@ pub async fn run(args: ContextKeyArgs) -> anyhow::Result<()> {
                 .map(|k| k.key_id.to_string())
                 .collect();
             outln!("{}", key.expose());
+            let older = match older.as_slice() {
+                [] => "no older key verifies".to_owned(),
+                [one] => format!("key {one} keeps verifying"),
+                many => format!("keys {} keep verifying", many.join(", ")),
+            };
             eprintln!(
-                "added context key {id}, now the newest; keys {older} keep verifying.\n\
+                "added context key {id}, now the newest; {older}.\n\
                  next: restart each server with TENANTRY_CONTEXT_KEY set to the line above, \
                  then retire each older key with `tenantry context-key retire <id>`.",
                 id = key.id(),
-                older = older.join(", "),
             );
         }
         ContextKeyCommand::List { json: as_json } => {
