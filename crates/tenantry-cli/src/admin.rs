@@ -553,9 +553,17 @@ fn key_rows(keys: &[tenantry_db::ApiKeyInfo]) -> Vec<Vec<String>> {
                 opt(&k.last_used_at.as_ref().map(minute)),
                 // A key limited to scopes or source addresses must not look
                 // like an unrestricted one (found by an operator's review).
-                k.scopes
-                    .as_ref()
-                    .map_or_else(|| "all".into(), |s| s.join(",")),
+                // A key without scopes holds its role's or its member's
+                // permissions, not all (it said `all`: a new operator's
+                // review).
+                k.scopes.as_ref().map_or_else(
+                    || match (&k.role_id, &k.user_id) {
+                        (Some(_), _) => "its role's".into(),
+                        (None, Some(user)) => format!("member {user}'s"),
+                        (None, None) => "all".into(),
+                    },
+                    |s| s.join(","),
+                ),
                 k.allowed_cidrs
                     .as_ref()
                     .map_or_else(|| "any".into(), |c| c.join(",")),
@@ -757,7 +765,9 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
         .map(|m| m.request_count)
         .sum();
     outln!();
-    outln!("requests in the last 30 days (as of the last metrics refresh): {total}");
+    // (Counted live: current_tenant_metrics reads the hours counted and
+    // the request log since; it said "as of the last metrics refresh".)
+    outln!("requests in the last 30 days: {total}");
     Ok(())
 }
 

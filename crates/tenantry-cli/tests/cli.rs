@@ -122,6 +122,13 @@ async fn operator_creates_tenants_keys_and_roles_and_the_key_verifies() {
         !keys.to_string().contains(&secret),
         "listing never shows the secret"
     );
+    // A role's key holds its role's permissions, not all of them (the
+    // table said `all`).
+    let (ok, table, _) = tenantry(&db, &["key", "list", &acme_id]);
+    assert!(
+        ok && table.contains("its role's") && !table.contains(" all "),
+        "{table}"
+    );
 
     let key_id = key["key_info"]["key_id"].as_str().unwrap().to_owned();
     let (ok, _, err) = tenantry(&db, &["key", "revoke", &acme_id, &key_id]);
