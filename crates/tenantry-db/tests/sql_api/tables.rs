@@ -2285,6 +2285,26 @@ async fn existing_rows_given_to_a_deleted_tenant_are_refused_whose_purge_would_d
     .await;
 }
 
+/// A superuser session that has become a new migration role (a member of
+/// tenantry_owner, README's advice) owning schema `app`, in which
+/// tenantry_owner may create; the role's name, and a tenant to give rows to.
+async fn as_migration_role_in_schema_app(tdb: &TestDatabase) -> (Client, String, Uuid) {
+    let su = tdb.superuser_client().await;
+    let owner = create_tenant(&admin(tdb).await, "legacy owner", None).await;
+    let role = format!("migrator_{}", Uuid::new_v4().simple());
+    exec(
+        &su,
+        &format!(
+            "CREATE ROLE {role} LOGIN IN ROLE tenantry_owner;
+             CREATE SCHEMA app AUTHORIZATION {role};
+             SET ROLE {role};
+             GRANT CREATE ON SCHEMA app TO tenantry_owner;"
+        ),
+    )
+    .await;
+    (su, role, owner)
+}
+
 /// A batched backfill (`CALL backfill_tenant_id`) checks first what the
 /// adoption after it would refuse, and changes nothing then: it gave every
 /// row a tenant, added its constraints (the application's inserts failed
@@ -2295,18 +2315,11 @@ async fn existing_rows_given_to_a_deleted_tenant_are_refused_whose_purge_would_d
 #[tokio::test]
 async fn a_backfill_of_a_table_that_adoption_would_refuse_is_refused_first_and_changes_nothing() {
     let tdb = TestDatabase::new().await;
-    let su = tdb.superuser_client().await;
-    let admin = admin(&tdb).await;
-    let owner = create_tenant(&admin, "legacy owner", None).await;
-    let role = format!("migrator_{}", Uuid::new_v4().simple());
+    let (su, role, owner) = as_migration_role_in_schema_app(&tdb).await;
     exec(
         &su,
         &format!(
-            "CREATE ROLE {role} LOGIN IN ROLE tenantry_owner;
-             CREATE SCHEMA app AUTHORIZATION {role};
-             SET ROLE {role};
-             GRANT CREATE ON SCHEMA app TO tenantry_owner;
-             CREATE TABLE app.indexed (id bigint, body text);
+            "CREATE TABLE app.indexed (id bigint, body text);
              INSERT INTO app.indexed SELECT g, 'r' || g FROM generate_series(1, 300) g;
              CREATE INDEX indexed_body ON app.indexed (body);
              CREATE TABLE app.ruled (id int, x text);
@@ -2359,20 +2372,11 @@ async fn a_backfill_of_a_table_that_adoption_would_refuse_is_refused_first_and_c
 async fn a_table_backfilled_by_a_migration_role_that_is_not_a_superuser_goes_back_to_that_role_when_released(
 ) {
     let tdb = TestDatabase::new().await;
-    let su = tdb.superuser_client().await;
-    let admin = admin(&tdb).await;
-    let owner = create_tenant(&admin, "legacy owner", None).await;
-    let role = format!("migrator_{}", Uuid::new_v4().simple());
+    let (su, role, owner) = as_migration_role_in_schema_app(&tdb).await;
     exec(
         &su,
-        &format!(
-            "CREATE ROLE {role} LOGIN IN ROLE tenantry_owner;
-             CREATE SCHEMA app AUTHORIZATION {role};
-             SET ROLE {role};
-             GRANT CREATE ON SCHEMA app TO tenantry_owner;
-             CREATE TABLE app.legacy (id bigserial, note text);
-             INSERT INTO app.legacy (note) SELECT 'n' || g FROM generate_series(1, 500) g;"
-        ),
+        "CREATE TABLE app.legacy (id bigserial, note text);
+         INSERT INTO app.legacy (note) SELECT 'n' || g FROM generate_series(1, 500) g;",
     )
     .await;
     exec(
