@@ -2318,15 +2318,13 @@ async fn a_backfill_of_a_table_that_adoption_would_refuse_is_refused_first_and_c
     let (su, role, owner) = as_migration_role_in_schema_app(&tdb).await;
     exec(
         &su,
-        &format!(
-            "CREATE TABLE app.indexed (id bigint, body text);
-             INSERT INTO app.indexed SELECT g, 'r' || g FROM generate_series(1, 300) g;
-             CREATE INDEX indexed_body ON app.indexed (body);
-             CREATE TABLE app.ruled (id int, x text);
-             INSERT INTO app.ruled VALUES (1, 'a');
-             CREATE TABLE app.ruled_log (x text);
-             CREATE RULE ruled_rule AS ON INSERT TO app.ruled DO ALSO INSERT INTO app.ruled_log VALUES (NEW.x);"
-        ),
+        "CREATE TABLE app.indexed (id bigint, body text);
+         INSERT INTO app.indexed SELECT g, 'r' || g FROM generate_series(1, 300) g;
+         CREATE INDEX indexed_body ON app.indexed (body);
+         CREATE TABLE app.ruled (id int, x text);
+         INSERT INTO app.ruled VALUES (1, 'a');
+         CREATE TABLE app.ruled_log (x text);
+         CREATE RULE ruled_rule AS ON INSERT TO app.ruled DO ALSO INSERT INTO app.ruled_log VALUES (NEW.x);",
     )
     .await;
     for (table, rule) in [("app.indexed", "[indexes]"), ("app.ruled", "[rules]")] {
