@@ -235,9 +235,15 @@ pub async fn run(args: TableArgs) -> anyhow::Result<()> {
                     crate::migrate_tenant_schemas(&mut client)
                         .await
                         .with_context(|| {
+                            // (The change stays on the team's table and in
+                            // its step: the cause below names the schema
+                            // tenant whose table refused it, which `tenantry
+                            // migrate` meets again until its rows are fixed,
+                            // a new operator's review found.)
                             format!(
-                                "{name} was altered and tenant-schema step {v} recorded, but bringing the \
-                                 schema tenants' tables along stopped: run `tenantry migrate` to finish"
+                                "{name} was altered and tenant-schema step {v} recorded (both stay), but bringing the \
+                                 schema tenants' tables along stopped at the schema named below: when its rows break \
+                                 the change (a constraint they do not meet), fix them first; then run `tenantry migrate` to finish"
                             )
                         })?,
                 ),
