@@ -343,6 +343,24 @@ pub async fn database(
                 // migrations run with) needs no TENANTRY_CONTEXT_KEY.
                 None => {
                     let client = connect_url(url, "read the context key").await?;
+                    // A database tenantry was never installed in, said as
+                    // such (as the migration role's commands say it), not as
+                    // a role that may not read the key (a new operator's
+                    // review).
+                    let migrated: bool = client
+                        .query_one(
+                            "SELECT to_regclass('tenantry.schema_migrations') IS NOT NULL",
+                            &[],
+                        )
+                        .await
+                        .map(|r| r.get(0))
+                        .unwrap_or(true);
+                    if !migrated {
+                        anyhow::bail!(
+                            "this database has no tenantry schema yet: run `tenantry migrate` \
+                             first (with the same DATABASE_URL, a role that may create roles)"
+                        );
+                    }
                     match ContextKey::newest(&client).await.ok().flatten() {
                         Some(key) => Some(key),
                         None => anyhow::bail!(
