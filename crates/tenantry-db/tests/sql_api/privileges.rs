@@ -243,7 +243,8 @@ async fn every_security_definer_function_pins_a_safe_search_path() {
                                   'ensure_tenant_fk', 'secure_tenant_copy', 'add_tenant_schema_table',
                                   'drop_trigger_if_any', 'check_adopt_options', 'adopted_table_triggers',
                                   'backfill_undo_prepare', 'lock_for_tenant_key', 'refuse_before_adopting',
-                                  'hand_over_for_validation', 'give_back_handover', 'hand_to_owner_role')
+                                  'hand_over_for_validation', 'give_back_handover', 'hand_to_owner_role',
+                                  'refuse_deleted_owners')
                     AND ('regclass'::regtype = ANY (p.proargtypes::regtype[]) OR p.proname = 'rows_shared_with_me')
                     AND NOT p.prosrc ~* 'session\\s+authorization')
            AND NOT (p.proname IN ('family_source', 'copy_column_drift', 'copy_constraint_drift', 'alter_tenant_table',
