@@ -2708,6 +2708,41 @@ COMMENT ON FUNCTION tenantry.hand_to_owner_role(regclass) IS 'Internal (adopt_ta
 REVOKE ALL ON FUNCTION tenantry.hand_to_owner_role(regclass) FROM PUBLIC;
 
 /**
+ * Whether the role running the statement (current_user) skips row level
+ * security: a superuser or a role with BYPASSRLS. Such a caller validates a
+ * key to tenants and reads schema tenants' tables as itself; any other runs
+ * those steps as tenantry_owner.
+ */
+CREATE OR REPLACE FUNCTION tenantry.caller_bypasses_rls()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user
+$$;
+COMMENT ON FUNCTION tenantry.caller_bypasses_rls() IS 'Internal (ensure_tenant_fk, hand_over_for_validation, release_table): true when current_user is a superuser or has BYPASSRLS. Not granted.';
+REVOKE ALL ON FUNCTION tenantry.caller_bypasses_rls() FROM PUBLIC;
+
+/**
+ * The key of tbl's tenant_id to tenantry.tenants (a validated one first),
+ * NULL when it has none: the constraint ensure_tenant_fk validates and
+ * hand_over_for_validation writes the owner of before into.
+ */
+CREATE OR REPLACE FUNCTION tenantry.tenant_key_of(tbl regclass)
+RETURNS oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT k.oid FROM pg_catalog.pg_constraint k
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attname = 'tenant_id'
+    WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
+      AND k.conkey = ARRAY[a.attnum]
+    ORDER BY k.convalidated DESC LIMIT 1
+$$;
+COMMENT ON FUNCTION tenantry.tenant_key_of(regclass) IS 'Internal (ensure_tenant_fk, hand_over_for_validation): the oid of tbl''s foreign key from tenant_id to tenantry.tenants, a validated one first; NULL when there is none. Not granted.';
+REVOKE ALL ON FUNCTION tenantry.tenant_key_of(regclass) FROM PUBLIC;
+
+/**
  * The keys of tbl to tenants whose comment says which owner
  * hand_over_for_validation took the table from (NULL for a role that no
  * longer exists): read by adopt_table, which records that owner, and by
@@ -2746,18 +2781,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     owner_before regrole := (SELECT c.relowner::regrole FROM pg_catalog.pg_class c WHERE c.oid = tbl);
-    key_oid oid := (
-        SELECT k.oid FROM pg_catalog.pg_constraint k
-        JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attname = 'tenant_id'
-        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
-          AND k.conkey = ARRAY[a.attnum]
-        ORDER BY k.convalidated DESC LIMIT 1);
+    key_oid oid := tenantry.tenant_key_of(tbl);
 BEGIN
     -- Nothing to validate without a key (on a distributed Citus
     -- coordinator adopt_table adds it once the table is distributed) or
     -- with a validated one; a partitioned table's key is validated when it
     -- is added, never here.
-    IF (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+    IF tenantry.caller_bypasses_rls()
        OR key_oid IS NULL
        OR (SELECT k.convalidated FROM pg_catalog.pg_constraint k WHERE k.oid = key_oid)
        OR (SELECT c.relkind = 'p' FROM pg_catalog.pg_class c WHERE c.oid = tbl) THEN
@@ -2825,12 +2855,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    fk name := (
-        SELECT k.conname FROM pg_catalog.pg_constraint k
-        JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attname = 'tenant_id'
-        WHERE k.conrelid = tbl AND k.contype = 'f' AND k.confrelid = 'tenantry.tenants'::regclass
-          AND k.conkey = ARRAY[a.attnum]
-        ORDER BY k.convalidated DESC LIMIT 1);
+    fk name := (SELECT k.conname FROM pg_catalog.pg_constraint k WHERE k.oid = tenantry.tenant_key_of(tbl));
     caller_role text;
     missing_tenant text;
 BEGIN
@@ -2866,7 +2891,7 @@ BEGIN
         -- hands it over in a transaction of its own first, so that the
         -- validation's scan holds no lock that stops reads and writes), and
         -- back to the caller's role.
-        IF NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        IF NOT tenantry.caller_bypasses_rls() THEN
             PERFORM tenantry.hand_over_for_validation(tbl);
             caller_role := pg_catalog.current_setting('role');
             PERFORM pg_catalog.set_config('role', 'tenantry_owner', true);
@@ -4210,7 +4235,7 @@ BEGIN
         -- migration role (a member of tenantry_owner, as the README
         -- advises) no row without a tenant context, and a schema tenant's
         -- rows were dropped with its table (an outside review).
-        IF NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        IF NOT tenantry.caller_bypasses_rls() THEN
             caller_role := pg_catalog.current_setting('role');
             PERFORM pg_catalog.set_config('role', 'tenantry_owner', true);
         END IF;

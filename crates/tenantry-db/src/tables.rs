@@ -405,15 +405,7 @@ impl TableBefore {
         // The owner first, while the key's comment still names it; then its
         // constraints go IF EXISTS; a table already with its owner is left
         // as it is by ALTER ... OWNER TO.
-        client
-            .execute(
-                "SELECT tenantry.give_back_handover($1::text::regclass)",
-                &[&table],
-            )
-            .await?;
-        if !self.had_key {
-            undo_backfill_prepare(client, table, true).await?;
-        }
+        take_back_preparation(client, table, self.had_key).await?;
         client
             .batch_execute(&format!(
                 "ALTER TABLE {} OWNER TO {}",
@@ -525,18 +517,31 @@ async fn validate_tenant_key_first(
         Err(e) => Err(e),
     };
     if let Err(e) = validated {
-        client
-            .execute(
-                "SELECT tenantry.give_back_handover($1::text::regclass)",
-                &[&table],
-            )
-            .await?;
-        if !had_key {
-            undo_backfill_prepare(client, table, true).await?;
-        }
+        take_back_preparation(client, table, had_key).await?;
         return Err(e.into());
     }
     Ok(true)
+}
+
+/// Takes back what preparing an adoption did to a table before a refusal:
+/// the table goes back to the owner `hand_over_for_validation` took it from
+/// (while its key's comment still names that owner), then the key to
+/// tenants goes when this run added it.
+async fn take_back_preparation(
+    client: &Client,
+    table: &str,
+    had_key: bool,
+) -> Result<(), TableError> {
+    client
+        .execute(
+            "SELECT tenantry.give_back_handover($1::text::regclass)",
+            &[&table],
+        )
+        .await?;
+    if !had_key {
+        undo_backfill_prepare(client, table, true).await?;
+    }
+    Ok(())
 }
 
 /// Takes back what step 1 of a backfill added (the constraints, and
