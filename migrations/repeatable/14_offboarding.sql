@@ -538,8 +538,11 @@ BEGIN
         RAISE EXCEPTION 'tenant % not found', tid USING ERRCODE = 'TN404';
     END IF;
     IF t.status <> 'deleted' THEN
-        RAISE EXCEPTION 'tenant % is %: only a deleted tenant can be purged (delete it, then purge it after the grace period of %)',
-            tid, t.status, grace USING ERRCODE = 'TN409';
+        -- (No grace period to name when the purge policy gives none: the
+        -- message said "after the grace period of 00:00:00".)
+        RAISE EXCEPTION 'tenant % is %: only a deleted tenant can be purged (delete it, then purge it%)',
+            tid, t.status, CASE WHEN grace > interval '0' THEN ' after the grace period of ' || grace::text ELSE '' END
+            USING ERRCODE = 'TN409';
     END IF;
     -- updated_at of a deleted tenant is when it was deleted: nothing changes it after.
     IF t.updated_at + grace > now() THEN

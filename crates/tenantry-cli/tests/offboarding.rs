@@ -1066,7 +1066,7 @@ async fn the_purge_route_refuses_before_the_grace_period_with_a_409_problem_then
         body["detail"]
             .as_str()
             .unwrap()
-            .contains("only a deleted tenant"),
+            .contains("only a deleted tenant can be purged (delete it, then purge it after the grace period of "),
         "{body}"
     );
 
@@ -1112,6 +1112,15 @@ async fn the_purge_route_refuses_before_the_grace_period_with_a_409_problem_then
     su.batch_execute("UPDATE tenantry.purge_policy SET grace = interval '0'")
         .await
         .unwrap();
+    // An active tenant under a policy without a grace period: none named
+    // (it read "the grace period of 00:00:00").
+    let (status, body) = problem(purge(b, "tadm_offboarding").await.unwrap()).await;
+    assert_eq!(status, 409, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("(delete it, then purge it)") && !detail.contains("grace"),
+        "{body}"
+    );
     let r = purge(a, "tadm_offboarding").await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let body: serde_json::Value = r.json().await.unwrap();

@@ -5,6 +5,23 @@ use serde_json::{value::RawValue, Value};
 
 use crate::{DbError, JsonText};
 
+/// Every settings key, in the order `tenantry.validate_tenant_settings`
+/// lists them when it refuses another.
+pub const KNOWN_KEYS: [&str; 12] = [
+    "max_resources",
+    "max_storage_bytes",
+    "max_children",
+    "max_descendants",
+    "max_api_keys",
+    "max_roles",
+    "max_members",
+    "max_shares",
+    "rate_limit_per_second",
+    "rate_limit_burst",
+    "child_creation_rate_per_second",
+    "metadata",
+];
+
 /// A tenant's validated settings: every key optional, unknown keys refused.
 /// Integral numbers written as floats (`5.0`, `1e3`) count as integers; the
 /// quotas fit a `bigint` (the database counts in one) and the burst a `u32`.
@@ -200,7 +217,10 @@ impl TenantSettings {
                 other => {
                     return Err(DbError::invalid(
                         field,
-                        format!("unknown settings key \"{other}\""),
+                        format!(
+                            "unknown settings key \"{other}\" (known: {})",
+                            KNOWN_KEYS.join(", ")
+                        ),
                     ))
                 }
             }
@@ -514,7 +534,19 @@ mod tests {
     #[test]
     fn an_unknown_key_is_refused_in_the_databases_words() {
         let err = TenantSettings::parse(&json!({ "bogus": 1 })).unwrap_err();
-        assert_eq!(err.to_string(), "unknown settings key \"bogus\"");
+        assert!(
+            err.to_string()
+                .starts_with("unknown settings key \"bogus\" (known: max_resources, "),
+            "{err}"
+        );
+        for key in KNOWN_KEYS {
+            let one = format!(r#"{{"{key}": 1}}"#);
+            let parsed = TenantSettings::parse_text(&one);
+            assert!(
+                !matches!(&parsed, Err(e) if e.to_string().contains("unknown settings key")),
+                "{key} is listed as known but refused as unknown"
+            );
+        }
         assert!(serde_json::from_value::<TenantSettings>(json!({ "bogus": 1 })).is_err());
     }
 }
