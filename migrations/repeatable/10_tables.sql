@@ -1493,6 +1493,64 @@ BEGIN
               AND tid.attnum = ANY (k.conkey)
               AND (act.on_update OR act.on_delete)
             ORDER BY k.conname;
+        -- A foreign key's action (ON DELETE CASCADE, SET NULL or SET
+        -- DEFAULT; ON UPDATE CASCADE, ...) deletes or updates this table's
+        -- rows as the table's owner with row level security off, as
+        -- PostgreSQL's referential actions always do. A BEFORE trigger of
+        -- the team's that the action fires runs inside that statement with
+        -- those rights, and its queries of tenant tables see and change
+        -- every tenant's rows: a SECURITY INVOKER trigger logging a deleted
+        -- task read another tenant's project through a project's cascade,
+        -- and one keeping a count decremented another tenant's (found by an
+        -- outside review). An AFTER trigger runs once the writer's statement
+        -- ends, with the writer's rights and policies. Named when its
+        -- function's body names an adopted table (or its partitions) as a
+        -- word, or may (a name spelt with Unicode escapes); a name built at
+        -- run time or read through another function stays unseen, as for
+        -- rule functions. A SECURITY DEFINER function runs as its owner
+        -- (rule functions names one that bypasses row level security).
+        RETURN QUERY
+            SELECT t.table_id::text, 'cascade_triggers'::text,
+                   format('trigger %I on %s runs before the rows that foreign key %I''s action %s, as %s without row level security (a referential action runs as the table''s owner), and its function %s names %s',
+                          tg.tgname, tg.tgrelid::regclass, act.conname, act.verb, c.relowner::regrole,
+                          f.oid::regprocedure,
+                          CASE WHEN f.prosrc ~* '(^|[^[:alnum:]_$])u&"' THEN 'a table spelt with Unicode escapes, which may be any adopted table'
+                               ELSE named.names END),
+                   format('DROP TRIGGER %I ON %s; -- then create it again AFTER the same events (it then runs with the rights and policies of the role that wrote), or give foreign key %I NO ACTION and delete or update those rows in your code',
+                          tg.tgname, tg.tgrelid::regclass, act.conname)
+            FROM pg_catalog.pg_trigger tg
+            JOIN pg_catalog.pg_proc f ON f.oid = tg.tgfoid
+            JOIN pg_catalog.pg_class c ON c.oid = tg.tgrelid
+            -- The first key (by name) whose action fires it: ON DELETE
+            -- CASCADE deletes, the other actions update.
+            CROSS JOIN LATERAL (
+                SELECT k.conname,
+                       CASE WHEN tg.tgtype & 8 <> 0 AND k.confdeltype = 'c' THEN 'deletes' ELSE 'updates' END AS verb
+                FROM pg_catalog.pg_constraint k
+                WHERE k.contype = 'f'
+                  AND k.conrelid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))
+                  AND ((tg.tgtype & 8 <> 0 AND k.confdeltype = 'c')
+                       OR (tg.tgtype & 16 <> 0 AND (k.confdeltype IN ('n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))))
+                ORDER BY k.conname
+                LIMIT 1) act
+            CROSS JOIN LATERAL (
+                SELECT string_agg(DISTINCT rc.oid::regclass::text, ', ') AS names
+                FROM tenantry.tenant_tables tt
+                CROSS JOIN LATERAL tenantry.table_and_partitions(tt.table_id) r(p)
+                JOIN pg_catalog.pg_class rc ON rc.oid = r.p
+                WHERE f.prosrc ~* '(^|[^[:alnum:]_$])u&"'
+                   OR f.prosrc ~* ('(^|[^[:alnum:]_$])'
+                                   || regexp_replace(rc.relname, '([^[:alnum:]_])', '\\\1', 'g')
+                                   || '($|[^[:alnum:]_$])')) named
+            WHERE tg.tgrelid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))
+              AND NOT tg.tgisinternal
+              AND tg.tgparentid = 0
+              AND tg.tgtype & 2 <> 0
+              AND f.pronamespace <> 'tenantry'::regnamespace
+              AND NOT f.prosecdef
+              AND f.prolang NOT IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname IN ('c', 'internal'))
+              AND named.names IS NOT NULL
+            ORDER BY 3;
         -- A foreign key from a table whose tenants reach their descendants'
         -- rows (hierarchy) to one whose tenants do not: a parent may write a
         -- row naming its child's tenant there, and the key's refusal (or its
@@ -1784,7 +1842,7 @@ BEGIN
             SELECT t.table_id::text, 'rules'::text,
                    format('rule %I on %s runs its actions with the rights of %s, which bypasses row level security',
                           rw.rulename, rw.ev_class::regclass, c.relowner::regrole),
-                   format('DROP RULE %I ON %s; -- a trigger runs with its caller''s rights and policies instead',
+                   format('DROP RULE %I ON %s; -- a trigger runs with its caller''s rights and policies instead (an AFTER trigger where a foreign key''s action may fire it: rule cascade_triggers)',
                           rw.rulename, rw.ev_class::regclass)
             FROM pg_catalog.pg_rewrite rw
             JOIN pg_catalog.pg_class c ON c.oid = rw.ev_class AND c.relowner = ANY (bypassing)
@@ -2582,7 +2640,7 @@ AS $$
     FROM tenantry.table_findings(tbl) WITH ORDINALITY f
     ORDER BY f.ordinality
 $$;
-COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, its schema owned by no role that a login acting for tenants can become (rule schema_owner: a schema''s owner drops the table), no trigger of the tcn extension (rule notify_trigger: every change''s key to every listener), every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, btree only; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, and no sharing at all on a distributed Citus coordinator, where shares reach nobody (rule citus_sharing, a warning), foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles, once schema tenants exist no view or materialized view over a table family of the team''s, which reads the pooled table alone (rule tier_views, a warning). Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), no login acting for tenants (a member of tenantry''s app roles, tenantry_admin or tenantry_logger that is no operator) that can become one of PostgreSQL''s built-in roles reaching past tenantry''s grants (pg_read_all_data, pg_write_all_data, the server file and program roles, pg_maintain, pg_signal_backend, pg_monitor and its parts, pg_checkpoint, the database''s owner, ...) or a role with CREATEROLE or REPLICATION, or that may create objects in a schema or a schema in the database (rule login_roles), for a caller that may read pg_prepared_xacts no prepared transaction of a role acting for tenants older than ten seconds (rule prepared_transactions), no object of an extension that reads or reaches shared state (pg_stat_statements, pg_prewarm, pgrowlocks, old_snapshot, dblink) that PUBLIC may use (rule shared_state), tenantry_owner may set backtrace_functions and session_replication_role and neither PUBLIC nor a role such a login can become may, nor does a role''s or the database''s setting give them a default (rule parameter_grants), no function or procedure of another schema named like one of tenantry''s that its roles may call (rule shadowed_function), and, in a schema at the latest tenant-schema version, for a pooled table with no problem of its own, its columns (copy_columns), indexes and UNIQUE, EXCLUDE and CHECK constraints (copy_constraints). Each row''s severity: critical (the cluster''s roles and parameters, tenantry''s own objects: serve refuses whatever its flags), error (serve refuses unless --allow-table-problems) or warning (served with a warning). No rows: all is well.';
+COMMENT ON FUNCTION tenantry.table_problems(regclass) IS 'The doctor: each rule an adopted table (all, or the one given) breaks, with the SQL that fixes it: tenant_id uuid NOT NULL referencing tenantry.tenants with the default tenantry.current_tenant_id() (rule tenant_default), not a child table, RLS enabled and forced, owned by tenantry_owner, no permissive policy but tenantry''s (restrictive ones of the team''s stay), no grants to PUBLIC and only the app grants, USAGE on its schema for the app, its schema owned by no role that a login acting for tenants can become (rule schema_owner: a schema''s owner drops the table), no trigger of the tcn extension (rule notify_trigger: every change''s key to every listener), every index led by tenant_id, and by a method that takes the policy''s condition before any other (with hierarchy, btree only; never BRIN), the keep_tenant_id triggers (by the SET list, and on the row as written), with sharing a primary key (tenant_id, column) and the triggers that revoke a deleted row''s shares, and no sharing at all on a distributed Citus coordinator, where shares reach nobody (rule citus_sharing, a warning), foreign keys between tenant tables pairing tenant_id, not renamed or moved to another schema since its adoption once schema tenants exist (rule renamed), not named like tenantry''s own tenant table (resources), whose schema tenants'' tables hold the name in their schemas (rule name), no foreign key action that would set tenant_id (ON DELETE SET NULL or SET DEFAULT without a column list leaving it out, ON UPDATE SET NULL or SET DEFAULT; rule foreign_key_actions), no BEFORE trigger of the team''s that a foreign key''s action fires (it runs as the table''s owner without row level security) whose function names an adopted table (rule cascade_triggers), once schema tenants exist no foreign key into a table family from a table that is not one (rule tiers), no view over it that runs with the rights of an owner bypassing row level security (not security_invoker) and no materialized view of it readable by PUBLIC or tenantry''s roles, once schema tenants exist no view or materialized view over a table family of the team''s, which reads the pooled table alone (rule tier_views, a warning). Without a table, also no table of the team''s that a role acting for tenants may use while tenantry does not guard it: one holding tenants'' rows (tenant_id, or a key to tenantry.tenants) with row level security off, or with a permissive policy reading a setting any role may set, such as the guide''s app.current_tenant_id (rule unadopted); row level security enabled and forced on tenantry''s own tables that have policies and on every schema tenant''s table (rule rls), every policy on tenantry''s own tables that was added, changed or dropped since tenantry migrate made them (rule own_policies), and every schema tenant''s table with the policies and grants of its family''s pooled table (copy_policies, copy_grants), no schema tenant''s table left without its family because the team''s table lost its primary key (copy_family), no login acting for tenants (a member of tenantry''s app roles, tenantry_admin or tenantry_logger that is no operator) that can become one of PostgreSQL''s built-in roles reaching past tenantry''s grants (pg_read_all_data, pg_write_all_data, the server file and program roles, pg_maintain, pg_signal_backend, pg_monitor and its parts, pg_checkpoint, the database''s owner, ...) or a role with CREATEROLE or REPLICATION, or that may create objects in a schema or a schema in the database (rule login_roles), for a caller that may read pg_prepared_xacts no prepared transaction of a role acting for tenants older than ten seconds (rule prepared_transactions), no object of an extension that reads or reaches shared state (pg_stat_statements, pg_prewarm, pgrowlocks, old_snapshot, dblink) that PUBLIC may use (rule shared_state), tenantry_owner may set backtrace_functions and session_replication_role and neither PUBLIC nor a role such a login can become may, nor does a role''s or the database''s setting give them a default (rule parameter_grants), no function or procedure of another schema named like one of tenantry''s that its roles may call (rule shadowed_function), and, in a schema at the latest tenant-schema version, for a pooled table with no problem of its own, its columns (copy_columns), indexes and UNIQUE, EXCLUDE and CHECK constraints (copy_constraints). Each row''s severity: critical (the cluster''s roles and parameters, tenantry''s own objects: serve refuses whatever its flags), error (serve refuses unless --allow-table-problems) or warning (served with a warning). No rows: all is well.';
 REVOKE EXECUTE ON FUNCTION tenantry.table_problems(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantry.table_problems(regclass) TO tenantry_admin, tenantry_server;
 

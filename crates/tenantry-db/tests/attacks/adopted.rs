@@ -1245,3 +1245,180 @@ async fn a_tenant_cannot_read_or_advance_the_identity_sequence_of_an_adopted_tab
     assert_eq!(count(app, "SELECT count(*) FROM tickets").await, 2);
     commit(app).await;
 }
+
+/// The team's tables for the cascade attack: projects, their tasks (a key
+/// with ON DELETE CASCADE), a log of removed tasks, and counts of open
+/// tasks per project; a SECURITY INVOKER function that logs a removed task
+/// with its project's name and counts it down, written as row level
+/// security invites (no tenant_id in its queries).
+const CASCADE_TABLES: &str = "
+    CREATE TABLE public.projects (tenant_id uuid NOT NULL, id int NOT NULL, name text NOT NULL,
+        PRIMARY KEY (tenant_id, id));
+    CREATE TABLE public.tasks (tenant_id uuid NOT NULL, id int NOT NULL, project_id int NOT NULL,
+        PRIMARY KEY (tenant_id, id),
+        FOREIGN KEY (tenant_id, project_id) REFERENCES public.projects (tenant_id, id) ON DELETE CASCADE);
+    CREATE TABLE public.task_log (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+        msg text NOT NULL, PRIMARY KEY (tenant_id, id));
+    CREATE TABLE public.project_stats (tenant_id uuid NOT NULL, project_id int NOT NULL, open_tasks int NOT NULL,
+        PRIMARY KEY (tenant_id, project_id));
+    CREATE FUNCTION public.task_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO task_log (msg)
+            SELECT 'task ' || OLD.id || ' of ' || coalesce(string_agg(p.name, ','), 'a removed project')
+            FROM projects p WHERE p.id = OLD.project_id;
+        UPDATE project_stats SET open_tasks = open_tasks - 1 WHERE project_id = OLD.project_id;
+        RETURN OLD;
+    END $$;
+    SELECT tenantry.adopt_table('public.projects'), tenantry.adopt_table('public.task_log'),
+           tenantry.adopt_table('public.project_stats');";
+
+#[tokio::test]
+async fn a_before_trigger_that_a_cascade_fires_is_refused_and_named_for_it_would_run_as_the_owner_past_every_tenants_policies(
+) {
+    if tenantry_db::testing::skip_on_citus(
+        "a_before_trigger_that_a_cascade_fires_is_refused_and_named",
+        "Citus refuses triggers on distributed tables unless citus.enable_unsafe_triggers is on",
+    ) {
+        return;
+    }
+    let tdb = TestDatabase::new().await;
+    let su = tdb.superuser_client().await;
+    exec(&su, CASCADE_TABLES).await;
+    exec(
+        &su,
+        "CREATE TRIGGER task_removed BEFORE DELETE ON public.tasks
+             FOR EACH ROW EXECUTE FUNCTION public.task_removed()",
+    )
+    .await;
+
+    // Adopting the tasks is refused, naming the trigger and the key, and
+    // changes nothing.
+    let (code, message, detail) = fails(&su, "SELECT tenantry.adopt_table('public.tasks')").await;
+    assert_eq!(code, "TN422", "{message}");
+    let said = format!("{message} {detail}");
+    assert!(
+        said.contains("cascade_triggers")
+            && said.contains("trigger task_removed on public.tasks")
+            && said.contains("tasks_tenant_id_project_id_fkey")
+            && said.contains("projects"),
+        "{said}"
+    );
+    assert_eq!(
+        strings(
+            &su,
+            "SELECT concat_ws(' ', c.relowner::regrole, c.relrowsecurity,
+                    EXISTS (SELECT 1 FROM tenantry.tenant_tables r WHERE r.table_id = c.oid))
+             FROM pg_class c WHERE c.oid = 'public.tasks'::regclass"
+        )
+        .await,
+        ["postgres f f"]
+    );
+
+    // Adopted without it and the trigger added since: the doctor names it,
+    // with a fix.
+    exec(
+        &su,
+        "DROP TRIGGER task_removed ON public.tasks;
+         SELECT tenantry.adopt_table('public.tasks');
+         CREATE TRIGGER task_removed BEFORE DELETE ON public.tasks
+             FOR EACH ROW EXECUTE FUNCTION public.task_removed();",
+    )
+    .await;
+    let found = strings(
+        &su,
+        "SELECT concat_ws(' | ', table_name, rule, severity, fix) FROM tenantry.table_problems()",
+    )
+    .await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            "public.tasks | cascade_triggers | error | DROP TRIGGER task_removed ON public.tasks;"
+        ),
+        "{found:?}"
+    );
+
+    // What it would do, as the server's role: a's cascade logged b's
+    // project's name and counted b's project down (the review's attack).
+    let app = app(&tdb).await;
+    let a = create_tenant(&su, "a", None).await;
+    let b = create_tenant(&su, "b", None).await;
+    for (t, name) in [(b, "b-merger"), (a, "a-plan")] {
+        begin_as(&app, t).await;
+        exec(
+            &app,
+            &format!(
+                "INSERT INTO public.projects (id, name) VALUES (1, '{name}');
+                 INSERT INTO public.project_stats (project_id, open_tasks) VALUES (1, 10);"
+            ),
+        )
+        .await;
+        commit(&app).await;
+    }
+    begin_as(&app, a).await;
+    exec(
+        &app,
+        "INSERT INTO public.tasks (id, project_id) VALUES (4, 1);
+         DELETE FROM public.projects WHERE id = 1;",
+    )
+    .await;
+    commit(&app).await;
+    let leaked = count(
+        &su,
+        &format!("SELECT count(*) FROM public.task_log WHERE tenant_id = '{a}' AND msg LIKE '%b-merger%'"),
+    )
+    .await;
+    assert_eq!(
+        leaked, 1,
+        "the attack the rule is for no longer shows: revisit the rule"
+    );
+    assert_eq!(
+        strings(
+            &su,
+            &format!("SELECT open_tasks::text FROM public.project_stats WHERE tenant_id = '{b}'")
+        )
+        .await,
+        ["9"],
+        "a's cascade counted b's project down"
+    );
+
+    // The doctor's fix (the trigger AFTER the same event) holds: a's next
+    // cascade logs nothing of b and leaves b's count alone.
+    exec(
+        &su,
+        "DROP TRIGGER task_removed ON public.tasks;
+         CREATE TRIGGER task_removed AFTER DELETE ON public.tasks
+             FOR EACH ROW EXECUTE FUNCTION public.task_removed();
+         UPDATE public.project_stats SET open_tasks = 10;",
+    )
+    .await;
+    assert_eq!(
+        count(&su, "SELECT count(*) FROM tenantry.table_problems()").await,
+        0
+    );
+    begin_as(&app, a).await;
+    exec(
+        &app,
+        "INSERT INTO public.projects (id, name) VALUES (1, 'a-again'), (2, 'a-next');
+         INSERT INTO public.tasks (id, project_id) VALUES (5, 1), (6, 2);
+         DELETE FROM public.projects WHERE id IN (1, 2);",
+    )
+    .await;
+    commit(&app).await;
+    assert_eq!(
+        count(
+            &su,
+            "SELECT count(*) FROM public.task_log WHERE msg LIKE '%b-merger%' AND msg NOT LIKE 'task 4 %'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        strings(
+            &su,
+            &format!("SELECT open_tasks::text FROM public.project_stats WHERE tenant_id = '{b}'")
+        )
+        .await,
+        ["10"],
+        "a's cascade counted b's project down after the fix"
+    );
+}

@@ -4764,3 +4764,71 @@ async fn the_doctor_names_a_definer_function_over_a_bypassing_view_and_a_partiti
     exec(&app, "INSERT INTO events (id, body) VALUES (2, 'e')").await;
     assert_eq!(count(&app, "SELECT count(*) FROM notes").await, 0);
 }
+
+#[tokio::test]
+async fn the_doctor_names_before_triggers_that_a_foreign_keys_action_fires_when_they_read_adopted_tables_and_no_others(
+) {
+    if tenantry_db::testing::skip_on_citus(
+        "the_doctor_names_before_triggers_that_a_foreign_keys_action_fires",
+        "Citus refuses triggers on distributed tables unless citus.enable_unsafe_triggers is on",
+    ) {
+        return;
+    }
+    let tdb = TestDatabase::new().await;
+    let m = migrator(&tdb).await;
+    exec(
+        &m,
+        "CREATE TABLE boards (tenant_id uuid NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id));
+         CREATE TABLE cards (tenant_id uuid NOT NULL, id int NOT NULL, board_id int, updated_at timestamptz,
+             PRIMARY KEY (tenant_id, id),
+             FOREIGN KEY (tenant_id, board_id) REFERENCES boards (tenant_id, id) ON UPDATE CASCADE);
+         CREATE TABLE notes (tenant_id uuid NOT NULL, id int NOT NULL, card_id int NOT NULL,
+             PRIMARY KEY (tenant_id, id, card_id),
+             FOREIGN KEY (tenant_id, card_id) REFERENCES cards (tenant_id, id) ON DELETE NO ACTION)
+             PARTITION BY HASH (tenant_id);
+         CREATE TABLE notes_0 PARTITION OF notes FOR VALUES WITH (MODULUS 1, REMAINDER 0);
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN NEW.updated_at := now(); RETURN NEW; END $$;
+         CREATE FUNCTION count_boards() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM count(*) FROM public.boards; RETURN NULL; END $$;
+         CREATE FUNCTION count_boards_row() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM count(*) FROM \"boards\"; RETURN NEW; END $$;
+         SELECT tenantry.adopt_table('boards'), tenantry.adopt_table('cards'), tenantry.adopt_table('notes');
+         -- Fired by the ON UPDATE CASCADE, but reads no table: not named.
+         CREATE TRIGGER touch BEFORE UPDATE ON cards FOR EACH ROW EXECUTE FUNCTION touch();
+         -- After the writer's statement, with its rights: not named.
+         CREATE TRIGGER after_count AFTER UPDATE ON cards FOR EACH ROW EXECUTE FUNCTION count_boards();
+         -- Deletes only: the key's action updates.
+         CREATE TRIGGER before_delete BEFORE DELETE ON cards FOR EACH STATEMENT EXECUTE FUNCTION count_boards();
+         -- A key without an action fires nothing.
+         CREATE TRIGGER on_notes BEFORE DELETE OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION count_boards_row();",
+    )
+    .await;
+    assert_eq!(
+        count(&m, "SELECT count(*) FROM tenantry.table_problems()").await,
+        0,
+        "{:?}",
+        strings(&m, "SELECT problem FROM tenantry.table_problems()").await
+    );
+    // A statement-level BEFORE UPDATE trigger reading an adopted table, and
+    // a row one on a partitioned table whose key now cascades: both named,
+    // once each, under their table.
+    exec(
+        &m,
+        "CREATE TRIGGER before_update BEFORE UPDATE ON cards FOR EACH STATEMENT EXECUTE FUNCTION count_boards();
+         ALTER TABLE notes DROP CONSTRAINT notes_tenant_id_card_id_fkey,
+             ADD FOREIGN KEY (tenant_id, card_id) REFERENCES cards (tenant_id, id) ON DELETE CASCADE;",
+    )
+    .await;
+    assert_eq!(
+        strings(
+            &m,
+            "SELECT concat_ws(' | ', table_name, rule, problem) FROM tenantry.table_problems() ORDER BY 1"
+        )
+        .await,
+        [
+            "public.cards | cascade_triggers | trigger before_update on public.cards runs before the rows that foreign key cards_tenant_id_board_id_fkey's action updates, as tenantry_owner without row level security (a referential action runs as the table's owner), and its function public.count_boards() names public.boards",
+            "public.notes | cascade_triggers | trigger on_notes on public.notes runs before the rows that foreign key notes_tenant_id_card_id_fkey's action deletes, as tenantry_owner without row level security (a referential action runs as the table's owner), and its function public.count_boards_row() names public.boards",
+        ]
+    );
+}
