@@ -241,7 +241,7 @@ DECLARE
     rid uuid;
 BEGIN
     IF create_tenant_role.tenant_id IS DISTINCT FROM tenantry.current_tenant_id() THEN
-        RAISE EXCEPTION 'roles can only be created in the current tenant, the context''s: set it first (set_tenant_context_local(tenant_id))' USING ERRCODE = 'TN403', HINT = 'tenant_id';
+        RAISE EXCEPTION 'roles can only be created in the current tenant, the context''s: set it first: set_tenant_context_local(tenant_id) inside BEGIN ... COMMIT (outside a transaction block it lasts only its own statement), or set_tenant_context(tenant_id) for the session' USING ERRCODE = 'TN403', HINT = 'tenant_id';
     END IF;
     IF role_name IS NULL OR length(btrim(role_name)) NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION 'role name must be 1 to 100 characters' USING ERRCODE = 'TN422', HINT = 'name';
@@ -275,7 +275,7 @@ BEGIN
     -- create_tenant_role in one transaction, then assign_tenant_permission
     -- in the next read "role ... not found"). Names no tenant's role.
     IF tenantry.current_tenant_id() IS NULL THEN
-        RAISE EXCEPTION 'no tenant context is set: a role''s permissions are changed in its tenant''s context; set it first (set_tenant_context_local(tenant_id))'
+        RAISE EXCEPTION 'no tenant context is set: a role''s permissions are changed in its tenant''s context; set it first: set_tenant_context_local(tenant_id) inside BEGIN ... COMMIT (outside a transaction block it lasts only its own statement), or set_tenant_context(tenant_id) for the session'
               USING ERRCODE = 'TN403', HINT = 'role_id';
     END IF;
     IF NOT EXISTS (
