@@ -853,8 +853,17 @@ impl Inner {
             Some(Value::String(iss)) if *iss == config.issuer => {}
             _ => return Err(JwtError::WrongIssuer),
         }
-        if claims.get("nbf").is_some_and(|nbf| !nbf.is_number()) {
-            return Err(JwtError::claim_invalid("nbf", "not a number"));
+        // The JWT library checks an `nbf` it reads as a u64 and skips any
+        // other number (`1e20`, `1.7e9`): such a token was valid at once
+        // (found by an outside review). Checked here against the same leeway.
+        if let Some(nbf) = claims.get("nbf") {
+            let nbf = nbf
+                .as_f64()
+                .ok_or_else(|| JwtError::claim_invalid("nbf", "not a number"))?;
+            let latest = Utc::now().timestamp() as f64 + config.leeway_secs as f64;
+            if nbf.floor() > latest {
+                return Err(JwtError::NotYetValid);
+            }
         }
         let expires_at = claims
             .get("exp")

@@ -218,6 +218,21 @@ async fn a_token_whose_nbf_is_ahead_beyond_the_leeway_is_refused_and_one_within_
         with(idp.claims("alice"), "nbf", json!(now() + 10)),
     );
     verifier.verify(&within).await.unwrap();
+    // Numbers the JWT library does not read as a u64 are checked all the
+    // same: one past u64 and one written as a float, both ahead.
+    for nbf in [json!(1e20), json!((now() + 3600) as f64 + 0.5)] {
+        let ahead = idp.sign(Alg::Rs256, with(idp.claims("alice"), "nbf", nbf.clone()));
+        assert_eq!(
+            verifier.verify(&ahead).await.unwrap_err(),
+            JwtError::NotYetValid,
+            "nbf {nbf}"
+        );
+    }
+    let past_as_float = idp.sign(
+        Alg::Rs256,
+        with(idp.claims("alice"), "nbf", json!((now() - 60) as f64 + 0.5)),
+    );
+    verifier.verify(&past_as_float).await.unwrap();
     let not_a_time = idp.sign(Alg::Rs256, with(idp.claims("alice"), "nbf", json!("later")));
     assert!(matches!(
         verifier.verify(&not_a_time).await,
