@@ -22,7 +22,8 @@ pub const KNOWN_KEYS: [&str; 12] = [
     "metadata",
 ];
 
-/// A tenant's validated settings: every key optional, unknown keys refused.
+/// A tenant's validated settings: every key optional, unknown keys and a key
+/// given twice refused.
 /// Integral numbers written as floats (`5.0`, `1e3`) count as integers; the
 /// quotas fit a `bigint` (the database counts in one) and the burst a `u32`.
 // Built by `TenantSettings::parse_text`, or by serde, which parses the same
@@ -112,6 +113,42 @@ pub struct TenantSettings {
     metadata: Option<Metadata>,
 }
 
+/// The members of a JSON object as written, and the first key given twice.
+struct Members {
+    members: Vec<(String, Box<RawValue>)>,
+    repeated: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = Members;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members: Vec<(String, Box<RawValue>)> = Vec::new();
+                let mut repeated = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<Box<RawValue>>()?;
+                    if repeated.is_none() && members.iter().any(|(k, _)| *k == key) {
+                        repeated = Some(key.clone());
+                    }
+                    members.push((key, value));
+                }
+                Ok(Members { members, repeated })
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
+}
+
 impl TenantSettings {
     /// Parses settings JSON. Errors are [`DbError::Invalid`] naming the key
     /// (`settings.<key>`), worded like the database's own validator. The
@@ -135,11 +172,23 @@ impl TenantSettings {
         if !raw.get().trim_start().starts_with('{') {
             return Err(not_object());
         }
+        let Members {
+            mut members,
+            repeated,
+        } = serde_json::from_str(raw.get()).map_err(|_| not_object())?;
+        // A key given twice kept its last value, which a client or gateway
+        // reading the first (a quota of 0) never sees (found by an outside
+        // review): refused, as a repeated field of a request body is.
+        if let Some(key) = repeated {
+            return Err(DbError::invalid(
+                format!("settings.{key}"),
+                format!("settings.{key} is given twice: give each key once"),
+            ));
+        }
         // Keys in order, as serde_json::Map (the Value this parsed before) had them.
-        let object: std::collections::BTreeMap<String, Box<RawValue>> =
-            serde_json::from_str(raw.get()).map_err(|_| not_object())?;
+        members.sort_by(|a, b| a.0.cmp(&b.0));
         let mut settings = Self::default();
-        for (key, raw) in object {
+        for (key, raw) in members {
             let field = format!("settings.{key}");
             if key == "metadata" {
                 let text = JsonText::parse(raw.get())
@@ -529,6 +578,32 @@ mod tests {
         ] {
             assert_eq!(field_of(value).as_deref(), Some(field));
         }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_naming_it_whatever_its_values() {
+        for text in [
+            r#"{"max_resources": 0, "max_resources": 1000000}"#,
+            r#"{"max_members": 5, "max_roles": 1, "max_members": 5}"#,
+            r#"{"metadata": {}, "metadata": {"a": 1}}"#,
+        ] {
+            let err = TenantSettings::parse_text(text).unwrap_err();
+            assert!(
+                err.to_string()
+                    .ends_with("is given twice: give each key once"),
+                "{err}"
+            );
+            assert!(
+                matches!(&err, DbError::Invalid { field: Some(field), .. }
+                    if field.starts_with("settings.max_") || field == "settings.metadata"),
+                "{err:?}"
+            );
+        }
+        // The same key inside metadata is metadata's own business.
+        let kept =
+            TenantSettings::parse_text(r#"{"metadata": {"a": 1, "a": 2}, "max_resources": 3}"#)
+                .unwrap();
+        assert_eq!(kept.max_resources(), Some(3));
     }
 
     #[test]

@@ -258,6 +258,52 @@ async fn admin_patch_with_an_unknown_settings_key_is_422_naming_the_field_and_ch
     assert_eq!(shown.body["settings"], json!({}));
 }
 
+#[tokio::test]
+async fn a_settings_key_given_twice_is_422_naming_it_on_create_and_patch_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let id = app.create_tenant("keep", None).await;
+    let count_before = app.admin_get("/v1/tenants?limit=100").await.items().len();
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            "/v1/tenants".to_owned(),
+            r#"{"name": "dupq", "settings": {"max_resources": 0, "max_resources": 1000000}}"#,
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/tenants/{id}"),
+            r#"{"name": "changed", "settings": {"max_members": 5, "max_members": 7}}"#,
+        ),
+    ] {
+        let r = app
+            .send_raw(
+                app.client
+                    .request(method, app.url(&path))
+                    .bearer_auth(&app.admin_token)
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await;
+        let problem = r.problem(422, "validation_failed");
+        assert!(
+            problem["field"] == "settings.max_resources"
+                || problem["field"] == "settings.max_members",
+            "{problem}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains("given twice"),
+            "{problem}"
+        );
+    }
+    let shown = app.admin_get(&format!("/v1/tenants/{id}")).await;
+    assert_eq!(shown.expect(200)["name"], "keep", "no partial write");
+    assert_eq!(shown.body["settings"], json!({}));
+    assert_eq!(
+        app.admin_get("/v1/tenants?limit=100").await.items().len(),
+        count_before
+    );
+}
+
 /// Only `parent_id` gives `null` a meaning (a root); on the name, the
 /// settings or the isolation model it is refused, naming the field, rather
 /// than taken for absent.
