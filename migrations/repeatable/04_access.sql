@@ -689,8 +689,11 @@ BEGIN
     FROM tenantry.tenants t
     WHERE t.created_by_user = uid AND t.status <> 'deleted';
     IF created >= allowed THEN
+        -- TN429, as every other limit (quota_exceeded over HTTP): a client
+        -- telling limits apart by code missed this one as TN409 (found by
+        -- an outside review).
         RAISE EXCEPTION 'you have created % tenants, the most a person may here (a deleted one no longer counts)', created
-            USING ERRCODE = 'TN409', HINT = 'tenants_per_person';
+            USING ERRCODE = 'TN429', HINT = 'tenants_per_person';
     END IF;
     tid := tenantry.insert_tenant_by(tenant_name, NULL, 'shared',
                                      (SELECT p.settings FROM tenantry.signup_policy p), uid);
@@ -712,7 +715,7 @@ EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'another member of the tenant already has this email' USING ERRCODE = 'TN409', HINT = 'email';
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_my_tenant(text, text) IS 'In a user context: the signed-in person creates a pooled root tenant with signup_policy.settings and becomes its first member and owner, with their verified email. TN403 outside a user context or while signup_policy.tenants_per_person is 0 (the default); TN409 when they have created that many tenants (not deleted, whoever owns them now) already; TN422 for the name or an email that is no address. Returns the tenant as my_tenants() lists it.';
+COMMENT ON FUNCTION tenantry.create_my_tenant(text, text) IS 'In a user context: the signed-in person creates a pooled root tenant with signup_policy.settings and becomes its first member and owner, with their verified email. TN403 outside a user context or while signup_policy.tenants_per_person is 0 (the default); TN429 when they have created that many tenants (not deleted, whoever owns them now) already; TN422 for the name or an email that is no address. Returns the tenant as my_tenants() lists it.';
 GRANT EXECUTE ON FUNCTION tenantry.create_my_tenant(text, text) TO tenantry_app;
 
 -- -----------------------------------------------------------------------------

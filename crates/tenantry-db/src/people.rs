@@ -252,9 +252,10 @@ impl Database {
 
     /// `user` creates a tenant of their own: a pooled root tenant named
     /// `name` whose first member, and so owner, they are, with `email` (the
-    /// one their identity provider verified). Only while they own fewer
-    /// tenants than the operator's `tenantry.signup_policy` allows (none by
-    /// default: [`DbError::Forbidden`]); at that many, [`DbError::Conflict`].
+    /// one their identity provider verified). Only while they have created
+    /// fewer tenants (not deleted, whoever owns them now) than the
+    /// operator's `tenantry.signup_policy` allows (none by default:
+    /// [`DbError::Forbidden`]); at that many, [`DbError::QuotaExceeded`].
     pub async fn create_my_tenant(
         &self,
         user: UserId,

@@ -61,8 +61,9 @@ pub struct NewOwnTenantBody {
 /// person, with the email their identity provider verified: a team's
 /// sign-up ("create your workspace") without its backend holding the admin
 /// token. The operator decides whether people may (`tenantry.signup_policy`:
-/// how many tenants a person may own at once, 0 by default): 403 while
-/// they may not, 409 once the person owns as many. Send the new id as
+/// how many tenants a person may create, 0 by default; those deleted since
+/// no longer count, those handed to another owner still do): 403 while
+/// they may not, 409 `quota_exceeded` once the person has created as many. Send the new id as
 /// `X-Tenant-Id` to act in it, with every permission. Send an
 /// `Idempotency-Key` to retry safely: a retry after a lost answer gets the
 /// first answer back (`Idempotent-Replayed: true`) instead of a second
@@ -71,7 +72,7 @@ pub struct NewOwnTenantBody {
     post, path = "/v1/me/tenants", tag = "people", request_body = NewOwnTenantBody,
     responses(
         (status = 201, body = MyTenant),
-        (status = 409, description = "The person owns as many tenants as a person may", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`quota_exceeded`: the person has created as many tenants (not deleted) as a person may", body = Problem, content_type = "application/problem+json"),
         responses::PersonAuth,
         responses::JsonBody,
     ),

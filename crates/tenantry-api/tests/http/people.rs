@@ -2445,7 +2445,7 @@ async fn a_person_creates_a_tenant_of_their_own_once_the_operator_allows_it_and_
     );
     // One is the operator's number, and leaving the tenant frees nothing.
     let r = create(&alice, "Another").await;
-    r.problem(409, "conflict");
+    r.problem(409, "quota_exceeded");
     let me = as_person(&app, Method::GET, "/v1/members", &alice, Some(&id), None).await;
     let me = me.items()[0]["user_id"].as_str().unwrap().to_owned();
     as_person(
@@ -2460,7 +2460,7 @@ async fn a_person_creates_a_tenant_of_their_own_once_the_operator_allows_it_and_
     .expect(204);
     create(&alice, "After leaving")
         .await
-        .problem(409, "conflict");
+        .problem(409, "quota_exceeded");
     // Refused and nothing made: a token without a verified email, a bad name,
     // an API key.
     let mut claims = idp.claims("auth0|carol");

@@ -1635,7 +1635,7 @@ async fn a_person_creates_only_as_many_tenants_as_the_operator_allows_and_owns_t
     commit(&app).await;
     let (other, r) = racing.await.unwrap();
     let e = r.expect_err("the third is past the number");
-    assert_eq!(e.code().map(|c| c.code()), Some("TN409"), "{e:?}");
+    assert_eq!(e.code().map(|c| c.code()), Some("TN429"), "{e:?}");
     rollback(&other).await;
     assert_eq!(
         count(
@@ -1656,7 +1656,7 @@ async fn a_person_creates_only_as_many_tenants_as_the_operator_allows_and_owns_t
     .await;
     commit(&app).await;
     begin_person(&app, alice).await;
-    denied(&app, &create("after leaving", "alice@example.com"), "TN409").await;
+    denied(&app, &create("after leaving", "alice@example.com"), "TN429").await;
     rollback(&app).await;
     // Its settings are the policy's: no children of its own by default.
     assert_eq!(
