@@ -109,8 +109,9 @@ run tenant "$TK" --exclude-path-regex '^/v1/tenants/|^/(healthz|readyz|metrics)$
   --exclude-operation-id rotate_key --exclude-operation-id revoke_key || FAILED=1
 # The key routes, with their own key.
 run keys "Authorization: Bearer $KEYS_KEY" --include-path-regex '^/v1/keys' || FAILED=1
-# Admin routes and the system routes with the admin token.
-run admin "$ADMIN" --include-path-regex '^/v1/tenants|^/(healthz|readyz|metrics)$' || FAILED=1
+# Admin routes, the operator's (usage, statistics, its audit log, impersonations) and the
+# system routes with the admin token.
+run admin "$ADMIN" --include-path-regex '^/v1/(tenants|usage/top|stats/tenants|operator/audit|impersonations)|^/(healthz|readyz|metrics)$' || FAILED=1
 # A panic answers 500 (which the runs catch), but say so plainly; so do logged errors.
 if grep -qE 'panicked|ERROR.{0,12}tenantry' "$WORK/serve.log"; then
   echo "server log has panics or errors:"; grep -E -A2 'panicked|ERROR.{0,12}tenantry' "$WORK/serve.log" | head -40

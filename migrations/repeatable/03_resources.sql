@@ -1198,7 +1198,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RAISE EXCEPTION 'data holds a number too large or too small to store: magnitudes from 1e-400 to 1e400 (and 0) are kept'
+    RAISE EXCEPTION 'data holds a number too large or too small to store: magnitudes of at least 1e-400 and below 1e400 (and 0) are kept'
         USING ERRCODE = 'TN422', HINT = 'data';
 END
 $$;

@@ -1,4 +1,4 @@
-//! Schemathesis (`--checks all`, short form) against the server's own `/openapi.json`: one run with a tenant key over the tenant routes, one with a second key of that tenant over the key routes, one with the admin token over the admin and system routes; any failure fails the test, and so does an operation that got nothing but 401 or 403 where its credential may call it.
+//! Schemathesis (`--checks all`, short form) against the server's own `/openapi.json`: one run with a tenant key over the tenant routes, one with a second key of that tenant over the key routes, one with the admin token over the admin, operator and system routes; any failure fails the test, and so does an operation that got nothing but 401 or 403 where its credential may call it.
 //!
 //! The server is the real `Application` on port 0 over a fresh test database, seeded with a
 //! tenant, its key, resources, a share, a member, a role and a child. What `--checks all`
@@ -295,13 +295,13 @@ async fn schemathesis_checks_all_finds_no_failure_with_a_tenant_key_or_the_admin
             keys_key.as_str(),
             &["--include-path-regex", "^/v1/keys"][..],
         ),
-        // Admin routes and the system routes with the admin token.
+        // Admin routes, the operator's and the system routes with the admin token.
         (
             "admin",
             admin.as_str(),
             &[
                 "--include-path-regex",
-                "^/v1/tenants|^/(healthz|readyz|metrics)$",
+                "^/v1/(tenants|usage/top|stats/tenants|operator/audit|impersonations)|^/(healthz|readyz|metrics)$",
             ][..],
         ),
     ] {

@@ -80,7 +80,7 @@ impl JsonText {
     /// refused those with its own message, naming no field (found by a new
     /// user's review); the write's own check names the field instead. Any
     /// such number but a zero is far outside what tenantry keeps anyway
-    /// (resources' data: magnitudes from 1e-400 to 1e400).
+    /// (resources' data: magnitudes of at least 1e-400 and below 1e400).
     pub fn holds_unstorable_number(&self) -> bool {
         unstorable_number(self.get())
     }

@@ -373,7 +373,7 @@ fn validate(name: Option<&str>, data: Option<&JsonText>) -> Result<(), DbError> 
         if data.holds_unstorable_number() {
             return Err(DbError::invalid(
                 "data",
-                "data holds a number too large or too small to store: magnitudes from 1e-400 to 1e400 (and 0, with at most 16383 digits after the point) are kept",
+                "data holds a number too large or too small to store: magnitudes of at least 1e-400 and below 1e400 (and 0, with at most 16383 digits after the point) are kept",
             ));
         }
     }

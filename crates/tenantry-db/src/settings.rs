@@ -107,7 +107,8 @@ pub struct TenantSettings {
         schema(nullable = false, format = Int64, minimum = 1, maximum = 4_294_967_295_u64)
     )]
     rate_limit_burst: Option<u32>,
-    /// Free-form object, kept as written (numbers of any size or precision).
+    /// Free-form object, kept as written (numbers of any precision, of
+    /// magnitude below 1e131072).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false, value_type = Option<Object>))]
     metadata: Option<Metadata>,

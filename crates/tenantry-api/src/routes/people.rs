@@ -488,8 +488,9 @@ fn admin_tenant(tenant: Option<TenantId>) -> Result<TenantId, ApiError> {
     get, path = "/v1/impersonations", tag = "people", params(ImpersonationListQuery),
     responses(
         (status = 200, body = Page<Impersonation>),
+        (status = 400, description = "Invalid query parameter, or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid parameter value (`field` names it), or `tenant_id` missing with the admin token (`validation_failed`, field `tenant_id`)", body = Problem, content_type = "application/problem+json"),
         responses::AnyAuth,
-        responses::Params,
         responses::NotFound,
     ),
     security(("adminToken" = []), ("apiKey" = []), ("person" = []))

@@ -26,9 +26,10 @@ pub struct NewResourceBody {
     #[schema(min_length = 1, max_length = 1000, pattern = r"^[^\u0000]*$")]
     pub name: String,
     /// Payload: a JSON object (default `{}`), stored as `jsonb`: numbers
-    /// of any size and precision come back with their exact value (in
-    /// `jsonb`'s spelling: `1E2` as `100`), and of a key given twice the
-    /// last value is kept.
+    /// of magnitude at least 1e-400 and below 1e400 (and 0; 422 beyond), of
+    /// any precision, come back with their exact value (in `jsonb`'s
+    /// spelling: `1E2` as `100`), and of a key given twice the last value
+    /// is kept.
     #[schema(value_type = Option<Object>)]
     pub data: Option<JsonText>,
 }
