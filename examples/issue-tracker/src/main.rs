@@ -67,8 +67,14 @@ async fn main() -> anyhow::Result<()> {
                 cluster.server_config(),
                 Some(cluster),
                 format!("embedded PostgreSQL in {location} (DATABASE_URL is unset)"),
-                // The CLI finds the same cluster through the same TENANTRY_DATA_DIR.
-                "",
+                // The CLI finds the same cluster through the same
+                // TENANTRY_DATA_DIR: named in the hint when it was set (the
+                // hint without it made the tenant in the default directory's
+                // database: found by a review of the example).
+                match env("TENANTRY_DATA_DIR").filter(|dir| !dir.is_empty()) {
+                    Some(dir) => format!("TENANTRY_DATA_DIR={} ", shell_quoted(&dir)),
+                    None => String::new(),
+                },
             )
         }
         DatabaseSource::Url { server, migration } => (
@@ -78,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             "DATABASE_URL (as tenantry_server), migrated through ISSUE_TRACKER_MIGRATION_URL"
                 .to_owned(),
             // The CLI's DATABASE_URL is the migration role's, not the server's.
-            "DATABASE_URL=<ISSUE_TRACKER_MIGRATION_URL> ",
+            "DATABASE_URL=<ISSUE_TRACKER_MIGRATION_URL> ".to_owned(),
         ),
     };
     let people = match &jwt {
@@ -122,4 +128,17 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("{why}");
     }
     Ok(())
+}
+
+/// `text` as one word of a POSIX shell: as it is when it holds only
+/// characters no shell treats specially, otherwise in single quotes.
+fn shell_quoted(text: &str) -> String {
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
