@@ -112,6 +112,44 @@ impl std::fmt::Display for ProblemCode {
     }
 }
 
+/// A problem's `code`: one of tenantry's kinds, or one of the application's
+/// own ([`ApiError::with_code`]), written as its text either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// One of tenantry's.
+    Tenantry(ProblemCode),
+    /// The application's own (`invoice_already_paid`).
+    Own(&'static str),
+}
+
+impl Code {
+    /// The code as sent, e.g. `not_found`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Tenantry(code) => code.as_str(),
+            Code::Own(code) => code,
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<ProblemCode> for Code {
+    fn eq(&self, other: &ProblemCode) -> bool {
+        *self == Code::Tenantry(*other)
+    }
+}
+
 /// A problem details body.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -127,7 +165,8 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code (see the list in the API description).
     /// Codes may be added: treat a code you do not know by the HTTP status.
-    pub code: ProblemCode,
+    #[cfg_attr(feature = "openapi", schema(value_type = ProblemCode))]
+    pub code: Code,
     /// The request field at fault, when known (e.g. `name`, `settings.max_resources`,
     /// `allowed_cidrs[0]`, a query parameter such as `limit`), whatever the status:
     /// a value of the wrong type (400 `invalid_json`, `invalid_query`) names it as a
@@ -161,6 +200,8 @@ pub struct ApiError {
     /// Why a 503 was answered, when its code does not say it: the label of
     /// `tenantry_unavailable_total` (see [`ApiError::unavailable_cause`]).
     cause: Option<&'static str>,
+    /// The application's own code for this case ([`ApiError::with_code`]).
+    own_code: Option<&'static str>,
 }
 
 /// The answer for a path no route has, as problem+json: a router's
@@ -203,6 +244,7 @@ impl ApiError {
             token_refused: false,
             constraint: None,
             cause: None,
+            own_code: None,
         }
     }
 
@@ -281,6 +323,37 @@ impl ApiError {
         self
     }
 
+    /// The same error answered with a code of the application's own, for a
+    /// case its clients tell apart (`invoice_already_paid`): the status,
+    /// `type` and `title` stay those of `self`'s kind, which says how a
+    /// client that does not know the code should treat it. Write it as
+    /// tenantry writes its own: lower case ASCII words joined by `_`.
+    ///
+    /// ```
+    /// use tenantry_axum::{ApiError, ProblemCode};
+    ///
+    /// let e = ApiError::new(ProblemCode::Conflict, "invoice 42 is paid already")
+    ///     .with_code("invoice_already_paid");
+    /// assert_eq!(e.problem().code.as_str(), "invoice_already_paid");
+    /// assert_eq!(e.status().as_u16(), 409);
+    /// ```
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        debug_assert!(
+            !code.is_empty()
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "a problem code is lower case ASCII words joined by _: {code:?}"
+        );
+        self.own_code = Some(code);
+        self
+    }
+
+    /// The application's own code given with [`ApiError::with_code`].
+    pub fn own_code(&self) -> Option<&'static str> {
+        self.own_code
+    }
+
     /// Names the field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
@@ -356,7 +429,10 @@ impl ApiError {
             title: self.code.title().to_owned(),
             status: self.code.status().as_u16(),
             detail: self.detail.clone(),
-            code: self.code,
+            code: match self.own_code {
+                Some(own) => Code::Own(own),
+                None => Code::Tenantry(self.code),
+            },
             field: self.field.clone(),
             request_id: None,
         }
@@ -366,7 +442,10 @@ impl ApiError {
 /// `code: detail`, for logs and error chains (`?` into `anyhow`, `%e` in tracing).
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.detail)
+        match self.own_code {
+            Some(own) => write!(f, "{own}: {}", self.detail),
+            None => write!(f, "{}: {}", self.code, self.detail),
+        }
     }
 }
 
@@ -740,6 +819,34 @@ mod tests {
                 ("identity_provider_unavailable", 503),
                 ("shutting_down", 503),
             ]
+        );
+    }
+
+    #[test]
+    fn an_applications_own_code_is_sent_with_its_kinds_status_type_and_title() {
+        let e = ApiError::new(ProblemCode::Conflict, "invoice 42 is paid already")
+            .with_code("invoice_already_paid")
+            .with_field("invoice_id");
+        let body = serde_json::to_value(e.problem()).unwrap();
+        assert_eq!(body["code"], "invoice_already_paid");
+        assert_eq!(body["status"], 409);
+        assert_eq!(body["type"], "urn:tenantry:problem:conflict");
+        assert_eq!(body["title"], ProblemCode::Conflict.title());
+        assert_eq!(body["field"], "invoice_id");
+        assert_eq!(e.code(), ProblemCode::Conflict);
+        assert_eq!(e.own_code(), Some("invoice_already_paid"));
+        assert_eq!(
+            e.to_string(),
+            "invoice_already_paid: invoice 42 is paid already"
+        );
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        // Without one, the kind's code as before.
+        let plain = ApiError::new(ProblemCode::Conflict, "taken");
+        assert_eq!(plain.problem().code, ProblemCode::Conflict);
+        assert_eq!(
+            serde_json::to_value(plain.problem()).unwrap()["code"],
+            "conflict"
         );
     }
 

@@ -89,7 +89,7 @@ mod tagged;
 pub mod tenant_stats;
 
 pub use auth::{AdminToken, KeyCache, RateLimits, TenantCaller};
-pub use error::{ApiError, ProblemCode};
+pub use error::{ApiError, Code, ProblemCode};
 pub use people::{MemberCache, Person};
 pub use request_log::{RequestId, RequestIdLayer, RequestLog, RequestLogLayer};
 pub use serve::{serve, ClientAddr, ServeOptions};
