@@ -190,7 +190,9 @@ pub struct ApiError {
     field: Option<String>,
     /// Whole seconds for `Retry-After` when they are known (a rate limit's
     /// wait); else [`RETRY_AFTER_SECS`].
-    retry_after_secs: Option<u64>,
+    /// (u32: some 136 years, and the error stays small enough to return
+    /// by value: clippy's result_large_err.)
+    retry_after_secs: Option<u32>,
     /// A 401 for a credential that was sent and refused: its challenge says
     /// `error="invalid_token"` (RFC 6750, 3.1); without one, a bare `Bearer`.
     token_refused: bool,
@@ -303,7 +305,7 @@ impl ApiError {
     /// least 1) in its `Retry-After` (every 429 and 503 has one, 1 s unless
     /// said otherwise; another status only when said).
     pub fn with_retry_after(mut self, secs: u64) -> Self {
-        self.retry_after_secs = Some(secs.max(1));
+        self.retry_after_secs = Some(u32::try_from(secs).unwrap_or(u32::MAX).max(1));
         self
     }
 
@@ -311,10 +313,7 @@ impl ApiError {
     /// seconds (at least 1): a client that obeys it is let through next time.
     pub fn rate_limited(detail: impl Into<String>, wait: std::time::Duration) -> Self {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Self {
-            retry_after_secs: Some(secs.max(1)),
-            ..Self::new(ProblemCode::RateLimited, detail)
-        }
+        Self::new(ProblemCode::RateLimited, detail).with_retry_after(secs)
     }
 
     /// The same error (code, cause, field, `Retry-After`) saying `detail`.
