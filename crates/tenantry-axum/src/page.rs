@@ -5,14 +5,19 @@
 //! #     -> Result<axum::Json<tenantry_axum::page::Page<(chrono::DateTime<chrono::Utc>, uuid::Uuid, String)>>, tenantry_axum::ApiError> {
 //! use chrono::{DateTime, Utc};
 //! use uuid::Uuid;
-//! // The list's order is (created_at, id); the cursor carries both.
+//! // The list's order is (created_at, id); the cursor carries both. On the
+//! // first page both are NULL, and the comparison starts before every row;
+//! // written so (not `$1 IS NULL OR ...`) it stays a condition of the index
+//! // on (tenant_id, created_at, id) in a generic plan too, and a later page
+//! // starts where it begins instead of filtering its way there.
 //! let window = query.window::<(DateTime<Utc>, Uuid)>(50, 200)?;
 //! let (after_at, after_id) = window.after().cloned().unzip();
 //! let mut scope = caller.scope().await?;
 //! let rows: Vec<(DateTime<Utc>, Uuid, String)> = scope
 //!     .query(
 //!         "SELECT created_at, id, name FROM projects
-//!          WHERE $1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid)
+//!          WHERE (created_at, id) > (coalesce($1::timestamptz, '-infinity'),
+//!                                    coalesce($2::uuid, '00000000-0000-0000-0000-000000000000'))
 //!          ORDER BY created_at, id LIMIT $3",
 //!         &[&after_at, &after_id, &window.fetch()],
 //!     )
