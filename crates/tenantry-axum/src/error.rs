@@ -728,9 +728,18 @@ impl From<QueryRejection> for ApiError {
             field: serde_field(&rejection),
             ..Self::new(
                 ProblemCode::InvalidQuery,
-                integer_parse_in_words(&rejection.body_text()),
+                integer_parse_in_words(&query_rejection_in_words(&rejection.body_text())),
             )
         }
+    }
+}
+
+/// axum's "Failed to deserialize query string: ..." as "query string: ...",
+/// in the words of the API's other refusals (a review of the Rust path).
+fn query_rejection_in_words(text: &str) -> String {
+    match text.strip_prefix("Failed to deserialize query string: ") {
+        Some(rest) => format!("query string: {rest}"),
+        None => text.to_owned(),
     }
 }
 
@@ -758,6 +767,20 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_query_strings_refusal_is_said_without_axums_words() {
+        assert_eq!(
+            query_rejection_in_words(
+                "Failed to deserialize query string: unknown field `foo`, expected `limit`"
+            ),
+            "query string: unknown field `foo`, expected `limit`"
+        );
+        assert_eq!(
+            query_rejection_in_words("limit: is empty"),
+            "limit: is empty"
+        );
+    }
 
     #[test]
     fn an_integer_query_parameter_that_does_not_parse_is_told_what_it_must_be() {

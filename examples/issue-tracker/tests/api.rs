@@ -22,12 +22,13 @@ struct TestApp {
     tdb: TestDatabase,
 }
 
-/// An answer: status, content type, `X-Request-Id` and body.
+/// An answer: status, content type, `X-Request-Id`, `Location` and body.
 #[derive(Debug)]
 struct Answer {
     status: StatusCode,
     content_type: String,
     request_id: Option<String>,
+    location: Option<String>,
     body: String,
 }
 
@@ -220,6 +221,7 @@ impl TestApp {
             status: response.status(),
             content_type: header(reqwest::header::CONTENT_TYPE.as_str()).unwrap_or_default(),
             request_id: header("x-request-id"),
+            location: header("location"),
             body: response.text().await.unwrap(),
         }
     }
@@ -241,6 +243,11 @@ impl TestApp {
 async fn project_issue_comment(app: &TestApp, key: &str) -> (String, String, String) {
     let project = app.post(key, "/projects", json!({"name": "Launch"})).await;
     assert_eq!(project.status, StatusCode::CREATED, "{}", project.body);
+    assert_eq!(
+        project.location,
+        Some(format!("/projects/{}", project.id())),
+        "a created row says where it is read"
+    );
     let project = project.id();
     let issue = app
         .post(
@@ -250,6 +257,7 @@ async fn project_issue_comment(app: &TestApp, key: &str) -> (String, String, Str
         )
         .await;
     assert_eq!(issue.status, StatusCode::CREATED, "{}", issue.body);
+    assert_eq!(issue.location, Some(format!("/issues/{}", issue.id())));
     let issue = issue.id();
     let comment = app
         .post(
@@ -259,6 +267,10 @@ async fn project_issue_comment(app: &TestApp, key: &str) -> (String, String, Str
         )
         .await;
     assert_eq!(comment.status, StatusCode::CREATED, "{}", comment.body);
+    assert_eq!(
+        comment.location,
+        Some(format!("/comments/{}", comment.id()))
+    );
     (project, issue, comment.id())
 }
 

@@ -68,7 +68,7 @@ pub async fn create(
     let sql = "INSERT INTO comments (tenant_id, issue_id, body)
                SELECT tenant_id, id, $2 FROM issues WHERE id = $1
                RETURNING id, issue_id, body, created_at";
-    create_one(&caller, "issue", sql, &[&issue, &body]).await
+    create_one(&caller, "issue", "/comments/", sql, &[&issue, &body]).await
 }
 
 /// `GET /issues/{id}/comments?limit=&cursor=`: a page of them, oldest first.

@@ -114,7 +114,7 @@ pub async fn create(
     let sql = "INSERT INTO issues (tenant_id, project_id, title)
                SELECT tenant_id, id, $2 FROM projects WHERE id = $1
                RETURNING id, project_id, title, state, created_at";
-    create_one(&caller, "project", sql, &[&project, &title]).await
+    create_one(&caller, "project", "/issues/", sql, &[&project, &title]).await
 }
 
 /// `GET /projects/{id}/issues?limit=&cursor=`: a page of them, oldest first.

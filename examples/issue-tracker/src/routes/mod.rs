@@ -144,11 +144,14 @@ async fn write_one<T: FromRow + Send>(
 async fn create_one<T: FromRow + serde::Serialize + Send>(
     caller: &TenantCaller,
     what: &str,
+    location: &'static str,
     sql: &'static str,
     params: &Params<'_>,
 ) -> Result<Written<T>, ApiError> {
+    // `Location: <location><the new row's id>`, on replays too.
+    let reply = Reply::new(StatusCode::CREATED).located(location, "id");
     caller
-        .write_response(Reply::new(StatusCode::CREATED), params, |scope, params| {
+        .write_response(reply, params, |scope, params| {
             Box::pin(async move {
                 scope
                     .query_opt::<T>(sql, params)

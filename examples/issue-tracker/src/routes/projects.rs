@@ -69,7 +69,7 @@ pub async fn create(
     caller.require(permissions::WRITE)?;
     let name = text("name", &new.name, NAME_MAX)?;
     let sql = "INSERT INTO projects (name) VALUES ($1) RETURNING id, name, created_at";
-    create_one(&caller, "project", sql, &[&name])
+    create_one(&caller, "project", "/projects/", sql, &[&name])
         .await
         .map_err(name_taken)
 }
