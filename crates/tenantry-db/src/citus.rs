@@ -419,17 +419,29 @@ const CITUS_SIZES: [&str; 8] = [
     "worker_partitioned_table_size(regclass)",
 ];
 
-/// Citus's entry points to other nodes that `citus.sql` takes from PUBLIC on
-/// the coordinator; a worker with Citus's metadata has them too. Not
-/// `assign_distributed_transaction_id`: Citus sends it to the workers as the
-/// current role.
-const CITUS_ENTRY_POINTS: [&str; 6] = [
+/// Citus's entry points to other nodes, and its functions that reach past
+/// one tenant's rows (connections to any host, every node's transactions,
+/// the operator's statistics, the disk's free space), that `citus.sql` takes
+/// from PUBLIC on the coordinator; a worker with Citus's metadata has them
+/// too, and a function in a query sent to a shard runs there unchecked by
+/// the coordinator. Not `assign_distributed_transaction_id` nor
+/// `lock_shard_resources`: Citus sends them to the workers as the current
+/// role (the second before a write to a reference table, to its first
+/// worker).
+const CITUS_ENTRY_POINTS: [&str; 13] = [
     "run_command_on_workers(text,boolean)",
     "run_command_on_all_nodes(text,boolean,boolean)",
     "run_command_on_placements(regclass,text,boolean)",
     "run_command_on_colocated_placements(regclass,regclass,text,boolean)",
     "run_command_on_shards(regclass,text,boolean)",
     "master_run_on_worker(text[],integer[],text[],boolean)",
+    "citus_check_connection_to_node(text,integer)",
+    "citus_check_cluster_node_health()",
+    "get_global_active_transactions()",
+    "get_all_active_transactions()",
+    "citus_stat_tenants_local_reset()",
+    "citus_stat_tenants_reset()",
+    "citus_local_disk_space_stats()",
 ];
 
 /// The statements that take Citus's size functions (every node) and entry
@@ -509,8 +521,8 @@ pub async fn harden_nodes(client: &Client) -> Result<(), DistributionError> {
     // run_command_on_workers answers for the first statement of a command
     // only: a later one that failed rolled the whole command back on that
     // worker unseen. So what counts is checked: no worker lets the app role
-    // use a built-in the coordinator does not, but the transaction id Citus
-    // itself sends there.
+    // use a built-in the coordinator does not, but what Citus itself sends
+    // there (WORKER_ONLY_BUILTINS).
     let coordinator: String = client
         .query_one(APP_BUILTINS, &[])
         .await
@@ -528,7 +540,7 @@ pub async fn harden_nodes(client: &Client) -> Result<(), DistributionError> {
         let (node, success, result): (String, bool, String) = (row.get(0), row.get(1), row.get(2));
         let extra: Vec<&str> = result
             .lines()
-            .filter(|b| success && !coordinator.contains(b) && *b != WORKER_ONLY_BUILTIN)
+            .filter(|b| success && !coordinator.contains(b) && !WORKER_ONLY_BUILTINS.contains(b))
             .collect();
         if !success || !extra.is_empty() {
             return Err(refused(
@@ -573,10 +585,13 @@ const APP_BUILTINS: &str = "SELECT coalesce(string_agg(x, E'\\n' ORDER BY x), ''
      WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind IN ('r', 'v')
        AND pg_catalog.has_table_privilege('tenantry_app', c.oid, 'SELECT')) s";
 
-/// What a worker keeps for the roles Citus connects as: Citus sends it there
-/// as the current role.
-const WORKER_ONLY_BUILTIN: &str =
-    "assign_distributed_transaction_id(integer,bigint,timestamp with time zone)";
+/// What a worker keeps for the roles Citus connects as: Citus sends them
+/// there as the current role (the shard locks before a write to a reference
+/// table, to its first worker); the coordinator takes the second from PUBLIC.
+const WORKER_ONLY_BUILTINS: [&str; 2] = [
+    "assign_distributed_transaction_id(integer,bigint,timestamp with time zone)",
+    "lock_shard_resources(integer,bigint[])",
+];
 
 /// One thing to hand to Citus.
 struct Step {

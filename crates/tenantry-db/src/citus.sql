@@ -415,4 +415,36 @@ REVOKE EXECUTE ON FUNCTION
     pg_catalog.run_command_on_shards(regclass, text, boolean),
     pg_catalog.master_run_on_worker(text[], integer[], text[], boolean)
 FROM PUBLIC;
+
+-- Citus functions open to PUBLIC that reach past one tenant's rows (found by
+-- a review of the cluster as the server's login): lock_shard_resources
+-- checks only that the caller may write the shard's table, which every app
+-- role may, so a tenant held every shard's lock in its transaction and
+-- stalled other tenants' multi-shard writes for as long as it liked;
+-- citus_check_connection_to_node opened connections from the database host
+-- to any host and port (a port scan); the active-transaction functions list
+-- every node's backends, of other databases too; citus_stat_tenants_local_reset
+-- wiped the operator's per-tenant statistics; citus_local_disk_space_stats
+-- told the disk's free space. On the coordinator, the only node the server
+-- connects to, nothing of Citus calls them as the current role (it sends
+-- lock_shard_resources to the first worker, not to itself, and the deadlock
+-- detector runs as the superuser). Each only when this Citus version has it.
+DO $citus_public$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY[
+        'lock_shard_resources(integer,bigint[])',
+        'citus_check_connection_to_node(text,integer)',
+        'citus_check_cluster_node_health()',
+        'get_global_active_transactions()',
+        'get_all_active_transactions()',
+        'citus_stat_tenants_local_reset()',
+        'citus_stat_tenants_reset()',
+        'citus_local_disk_space_stats()'] LOOP
+        CONTINUE WHEN pg_catalog.to_regprocedure('pg_catalog.' || f) IS NULL;
+        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC', f);
+    END LOOP;
+END
+$citus_public$;
 GRANT EXECUTE ON FUNCTION pg_catalog.assign_distributed_transaction_id(integer, bigint, timestamptz) TO tenantry_owner;

@@ -1899,7 +1899,8 @@ fn granted_to_app(text: &str) -> std::collections::BTreeSet<String> {
 }
 
 /// What a worker lets the app role use that the coordinator does not, but
-/// the transaction id Citus itself sends there.
+/// the transaction id and the shard locks Citus itself sends there (the
+/// second to a reference table's first worker, as the writing role).
 async fn beyond_coordinator(
     admin: &Client,
     coordinator: &std::collections::BTreeSet<String>,
@@ -1912,6 +1913,7 @@ async fn beyond_coordinator(
                 .filter(|f| {
                     f.as_str()
                         != "assign_distributed_transaction_id(integer,bigint,timestamp with time zone)"
+                        && f.as_str() != "lock_shard_resources(integer,bigint[])"
                 })
                 .cloned(),
         );
@@ -2881,5 +2883,110 @@ async fn a_shard_moved_by_hand_is_named_by_the_doctor_and_migrate_restricts_its_
     );
     insert().await.expect("a writer inserts on the moved shard");
     drop((admin, client, server));
+    db.drop_all().await;
+}
+
+/// Citus functions open to PUBLIC that reach past one tenant's rows are
+/// refused to every role the server's login can become, on the coordinator
+/// and in a query sent to a shard: holding every shard's lock in one's
+/// transaction (a tenant stalled other tenants' multi-shard writes for as
+/// long as it held them: found by a review of the cluster), connecting from
+/// the database host to any host and port, listing every node's
+/// transactions, resetting the operator's per-tenant statistics, reading
+/// the disk's free space.
+#[tokio::test]
+async fn a_tenant_on_the_cluster_cannot_lock_other_tenants_shards_probe_hosts_or_list_every_nodes_transactions(
+) {
+    let Some(url) = citus_url(RERUN) else { return };
+    let (db, admin, key) = migrated(&url, "citus_public").await;
+    let (a, b) = two_tenants_with_resources(&admin, 2).await;
+    let shards: Vec<String> = admin
+        .query(
+            "SELECT shardid::text FROM pg_dist_shard WHERE logicalrelid = 'tenantry.resources'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let calls = [
+        format!(
+            "SELECT lock_shard_resources(7, ARRAY[{}]::bigint[])",
+            shards.join(", ")
+        ),
+        "SELECT citus_check_connection_to_node('localhost', 1)".to_owned(),
+        "SELECT citus_check_cluster_node_health()".to_owned(),
+        "SELECT count(*) FROM get_global_active_transactions()".to_owned(),
+        "SELECT count(*) FROM get_all_active_transactions()".to_owned(),
+        "SELECT citus_stat_tenants_local_reset()".to_owned(),
+        "SELECT * FROM citus_local_disk_space_stats()".to_owned(),
+    ];
+    let client = db.server_client().await;
+    for role in [
+        "tenantry_app",
+        "tenantry_app_own",
+        "tenantry_app_shared",
+        "tenantry_admin",
+        "tenantry_logger",
+    ] {
+        for call in &calls {
+            begin_signed(&client, &key, a).await;
+            client
+                .batch_execute(&format!("SELECT set_config('role', '{role}', true)"))
+                .await
+                .unwrap();
+            let err = client.batch_execute(call).await.unwrap_err();
+            assert_eq!(
+                err.code(),
+                Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+                "{role}: {call}: {err}"
+            );
+            client.batch_execute("ROLLBACK").await.unwrap();
+        }
+    }
+    // Sent to a shard in a tenant's query, the worker refuses them too.
+    begin_signed(&client, &key, a).await;
+    client
+        .batch_execute("SELECT set_config('role', 'tenantry_app', true)")
+        .await
+        .unwrap();
+    let err = client
+        .query(
+            "SELECT (SELECT count(*) FROM pg_catalog.get_all_active_transactions()) \
+             FROM tenantry.resources WHERE tenant_id = $1 GROUP BY ()",
+            &[&a],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err}"
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    // And B's multi-shard write goes through while A's transaction is open.
+    begin_signed(&client, &key, a).await;
+    let other = db.server_client().await;
+    begin_signed(&other, &key, b).await;
+    other
+        .batch_execute("SELECT set_config('role', 'tenantry_app', true)")
+        .await
+        .unwrap();
+    let written = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        other.execute(
+            "UPDATE tenantry.resources SET name = name || '!' WHERE tenant_id = ANY ($1)",
+            &[&vec![b, uuid::Uuid::new_v4()]],
+        ),
+    )
+    .await
+    .expect("B's write waited on A")
+    .unwrap();
+    assert_eq!(written, 2);
+    other.batch_execute("COMMIT").await.unwrap();
+    client.batch_execute("ROLLBACK").await.unwrap();
+    drop((client, other, admin));
     db.drop_all().await;
 }
