@@ -1244,6 +1244,14 @@ async fn a_table_holding_rows_is_backfilled_and_adopted_on_the_cluster_by_the_li
             .unwrap()
             .get(0);
         assert_eq!(owned, rows, "{table}");
+        // None of them left in the coordinator's own file of the table,
+        // where a purge would not reach them.
+        let local: i64 = client
+            .query_one("SELECT pg_relation_size($1::text::regclass)", &[&table])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(local, 0, "{table}: its rows stayed on the coordinator");
     }
     drop(client);
     db.drop_all().await;
