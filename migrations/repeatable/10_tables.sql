@@ -1507,8 +1507,14 @@ BEGIN
         -- function's body names an adopted table (or its partitions) as a
         -- word, or may (a name spelt with Unicode escapes); a name built at
         -- run time or read through another function stays unseen, as for
-        -- rule functions. A SECURITY DEFINER function runs as its owner
-        -- (rule functions names one that bypasses row level security).
+        -- rule functions; tenantry's own tables under row level security
+        -- count too. A SECURITY DEFINER function runs as its owner but keeps
+        -- the action's exemption of owners from forced row level security:
+        -- counted when that owner has the table owner's privileges (the
+        -- README's migration role is a member of tenantry_owner) or bypasses
+        -- row level security (found by a review of this rule). A trigger on
+        -- columns fires only when the action sets one of them (the key's),
+        -- and a disabled one never.
         RETURN QUERY
             SELECT t.table_id::text, 'cascade_triggers'::text,
                    format('trigger %I on %s runs before the rows that foreign key %I''s action %s, as %s without row level security (a referential action runs as the table''s owner), and its function %s names %s',
@@ -1530,13 +1536,20 @@ BEGIN
                 WHERE k.contype = 'f'
                   AND k.conrelid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))
                   AND ((tg.tgtype & 8 <> 0 AND k.confdeltype = 'c')
-                       OR (tg.tgtype & 16 <> 0 AND (k.confdeltype IN ('n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))))
+                       OR (tg.tgtype & 16 <> 0 AND (k.confdeltype IN ('n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+                           -- (an empty int2vector is a zero-length array: cardinality 0)
+                           AND (pg_catalog.cardinality(tg.tgattr::int2[]) = 0
+                                OR tg.tgattr::int2[] && k.conkey)))
                 ORDER BY k.conname
                 LIMIT 1) act
             CROSS JOIN LATERAL (
                 SELECT string_agg(DISTINCT rc.oid::regclass::text, ', ') AS names
-                FROM tenantry.tenant_tables tt
-                CROSS JOIN LATERAL tenantry.table_and_partitions(tt.table_id) r(p)
+                FROM (SELECT r.p FROM tenantry.tenant_tables tt
+                      CROSS JOIN LATERAL tenantry.table_and_partitions(tt.table_id) r(p)
+                      UNION
+                      SELECT o.oid FROM pg_catalog.pg_class o
+                      WHERE o.relnamespace = 'tenantry'::regnamespace AND o.relkind IN ('r', 'p')
+                        AND o.relrowsecurity) r(p)
                 JOIN pg_catalog.pg_class rc ON rc.oid = r.p
                 WHERE f.prosrc ~* '(^|[^[:alnum:]_$])u&"'
                    OR f.prosrc ~* ('(^|[^[:alnum:]_$])'
@@ -1546,8 +1559,11 @@ BEGIN
               AND NOT tg.tgisinternal
               AND tg.tgparentid = 0
               AND tg.tgtype & 2 <> 0
+              AND tg.tgenabled <> 'D'
               AND f.pronamespace <> 'tenantry'::regnamespace
-              AND NOT f.prosecdef
+              AND (NOT f.prosecdef
+                   OR pg_catalog.pg_has_role(f.proowner, c.relowner, 'USAGE')
+                   OR (SELECT o.rolsuper OR o.rolbypassrls FROM pg_catalog.pg_roles o WHERE o.oid = f.proowner))
               AND f.prolang NOT IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname IN ('c', 'internal'))
               AND named.names IS NOT NULL
             ORDER BY 3;
@@ -3217,6 +3233,56 @@ END
 $$;
 COMMENT ON FUNCTION tenantry.citus_distributed() IS 'Internal: true on a Citus coordinator whose tenant tables are distributed (adopt_table then distributes the tables it adopts), false elsewhere. Not granted.';
 
+/**
+ * create_distributed_table and create_reference_table copy a table's rows
+ * into its shards and leave them in the coordinator's own file of the
+ * table, unseen but on disk, where a tenant's purge never reaches them
+ * (found by a review of the cluster). Truncates that file (Citus's
+ * truncate_local_data_after_distributing_table: replication off, the shards
+ * keep theirs) when it holds anything. Its TRUNCATE cascades to the tables
+ * that reference tbl, so nothing is done while a table Citus does not know
+ * references any Citus table (Citus itself refuses keys from a plain table
+ * to a distributed one): a NOTICE names it. adopt_table and migrate's
+ * distribution (crates/tenantry-db/src/citus.rs) call it.
+ */
+CREATE OR REPLACE FUNCTION tenantry.citus_drop_local_copy(tbl regclass)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    plain text;
+    replication_role text;
+BEGIN
+    -- (A partitioned table's rows are its partitions'; its TRUNCATE takes them.)
+    IF NOT tenantry.citus_table(tbl)
+       OR NOT EXISTS (SELECT 1 FROM tenantry.table_and_partitions(tbl) p(p)
+                      WHERE pg_catalog.pg_relation_size(p.p) > 0) THEN
+        RETURN false;
+    END IF;
+    -- Dynamic: pg_dist_partition exists only where Citus is installed.
+    EXECUTE 'SELECT min(k.conrelid::regclass::text) FROM pg_catalog.pg_constraint k
+              WHERE k.contype = ''f''
+                AND k.confrelid IN (SELECT p.logicalrelid FROM pg_catalog.pg_dist_partition p)
+                AND k.conrelid NOT IN (SELECT p.logicalrelid FROM pg_catalog.pg_dist_partition p)'
+       INTO plain;
+    IF plain IS NOT NULL THEN
+        RAISE NOTICE 'the rows % held before its distribution stay in the coordinator''s own file of it: % is no Citus table and references one; distribute it, then SELECT tenantry.citus_drop_local_copy(%L)', tbl, plain, tbl::text;
+        RETURN false;
+    END IF;
+    -- Its TRUNCATE fires the TRUNCATE triggers of the tables it reaches,
+    -- which would act on the shards' rows (the triggers that end a table's
+    -- shares, a team's own): none fire for a copy nobody reads.
+    replication_role := pg_catalog.current_setting('session_replication_role');
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING tbl;
+    PERFORM pg_catalog.set_config('session_replication_role', replication_role, true);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION tenantry.citus_drop_local_copy(regclass) IS 'Internal (adopt_table, migrate''s distribution on Citus): truncates the rows a distributed or reference table left in the coordinator''s own file of it when it was distributed (truncate_local_data_after_distributing_table), unless a table Citus does not know references a Citus table (a NOTICE names it). True when it truncated. Not granted.';
+REVOKE ALL ON FUNCTION tenantry.citus_drop_local_copy(regclass) FROM PUBLIC;
+
 /** Whether Citus knows tbl (distributed, reference or Citus-local); false without Citus. */
 CREATE OR REPLACE FUNCTION tenantry.citus_table(tbl regclass)
 RETURNS boolean
@@ -3492,18 +3558,7 @@ BEGIN
         EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', tbl);
         EXECUTE 'SELECT create_distributed_table($1, ''tenant_id'', colocate_with => ''tenantry.resources'')'
             USING tbl;
-        -- create_distributed_table copies the rows and leaves them in the
-        -- coordinator's own file of the table, unseen but on disk, where a
-        -- tenant's purge never reaches them (found by a review of the
-        -- cluster). Truncated there (with replication off: the shards keep
-        -- theirs), unless a table Citus does not know references it, which
-        -- Citus refuses: then it says so.
-        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k
-                       WHERE k.contype = 'f' AND k.confrelid = tbl AND NOT tenantry.citus_table(k.conrelid)) THEN
-            EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING tbl;
-        ELSE
-            RAISE NOTICE 'the rows % held before its distribution stay in the coordinator''s own file of it (a table Citus does not know references it): run SELECT truncate_local_data_after_distributing_table(%L) once that table is distributed too', tbl, tbl::text;
-        END IF;
+        PERFORM tenantry.citus_drop_local_copy(tbl);
         EXECUTE format('ALTER TABLE %s ENABLE TRIGGER USER', tbl);
         PERFORM tenantry.ensure_tenant_fk(tbl, true);
     END IF;

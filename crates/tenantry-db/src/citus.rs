@@ -674,10 +674,40 @@ pub async fn distribute(client: &Client) -> Result<Distribution, DistributionErr
         }
     }
     if tables.is_empty() {
+        drop_local_copies(client).await?;
         Ok(done)
     } else {
         Err(DistributionError { tables })
     }
+}
+
+/// The rows distributing a table copied into its shards stay in the
+/// coordinator's own file of it, where a tenant's purge never reaches them
+/// (a database restored from one node, an adopted table distributed here):
+/// `tenantry.citus_drop_local_copy` truncates them, for tenantry's tables
+/// and the adopted ones (a partitioned table's partitions with it). Nothing
+/// to do at the next run.
+async fn drop_local_copies(client: &Client) -> Result<(), DistributionError> {
+    client
+        .batch_execute(
+            "SELECT tenantry.citus_drop_local_copy(p.logicalrelid)
+               FROM pg_dist_partition p
+               JOIN pg_catalog.pg_class c ON c.oid = p.logicalrelid
+              WHERE NOT c.relispartition
+                AND (c.relnamespace = 'tenantry'::regnamespace
+                     OR p.logicalrelid IN (SELECT r.table_id FROM tenantry.tenant_tables r))
+              ORDER BY p.logicalrelid::regclass::text",
+        )
+        .await
+        .map_err(|e| DistributionError {
+            tables: vec![Refusal {
+                object: "the coordinator's copies of distributed rows".into(),
+                error: e
+                    .as_db_error()
+                    .map(|d| d.message().to_owned())
+                    .unwrap_or_else(|| e.to_string()),
+            }],
+        })
 }
 
 /// Every table and function of the tenantry schema not yet in Citus's

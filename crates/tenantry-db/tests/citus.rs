@@ -1623,6 +1623,21 @@ async fn a_single_node_database_moves_to_the_cluster_with_every_row_by_dump_rest
         ]
     );
     assert_eq!(counts(&client).await, before, "every row once");
+    // The restored rows were copied into the shards, and none stayed in
+    // the coordinator's own files of the tables, where a purge would not
+    // reach them.
+    let left: Vec<String> = client
+        .query(
+            "SELECT p.logicalrelid::regclass::text FROM pg_dist_partition p
+             WHERE pg_relation_size(p.logicalrelid) > 0 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "rows left on the coordinator");
 
     drop(client);
     db.drop_all().await;

@@ -4801,7 +4801,11 @@ async fn the_doctor_names_before_triggers_that_a_foreign_keys_action_fires_when_
          -- Deletes only: the key's action updates.
          CREATE TRIGGER before_delete BEFORE DELETE ON cards FOR EACH STATEMENT EXECUTE FUNCTION count_boards();
          -- A key without an action fires nothing.
-         CREATE TRIGGER on_notes BEFORE DELETE OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION count_boards_row();",
+         CREATE TRIGGER on_notes BEFORE DELETE OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION count_boards_row();
+         -- On a column the action never sets; disabled.
+         CREATE TRIGGER on_updated_at BEFORE UPDATE OF updated_at ON cards FOR EACH ROW EXECUTE FUNCTION count_boards_row();
+         CREATE TRIGGER switched_off BEFORE UPDATE ON cards FOR EACH ROW EXECUTE FUNCTION count_boards_row();
+         ALTER TABLE cards DISABLE TRIGGER switched_off;",
     )
     .await;
     assert_eq!(
@@ -4810,9 +4814,24 @@ async fn the_doctor_names_before_triggers_that_a_foreign_keys_action_fires_when_
         "{:?}",
         strings(&m, "SELECT problem FROM tenantry.table_problems()").await
     );
-    // A statement-level BEFORE UPDATE trigger reading an adopted table, and
-    // a row one on a partitioned table whose key now cascades: both named,
-    // once each, under their table.
+    // A statement-level BEFORE UPDATE trigger reading an adopted table, a
+    // SECURITY DEFINER one of a member of tenantry_owner (it keeps the
+    // action's exemption of owners from forced row level security), one on
+    // the key's column, and a row one on a partitioned table whose key now
+    // cascades: each named, once, under its table.
+    let member = format!("cascade_member_{}", Uuid::new_v4().simple());
+    exec(
+        &m,
+        &format!(
+            "CREATE ROLE {member} NOLOGIN IN ROLE tenantry_owner;
+             CREATE FUNCTION definer_count() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+                 SET search_path = public AS $$ BEGIN PERFORM count(*) FROM boards; RETURN NEW; END $$;
+             ALTER FUNCTION definer_count() OWNER TO {member};
+             CREATE TRIGGER definer_before BEFORE UPDATE ON cards FOR EACH ROW EXECUTE FUNCTION definer_count();
+             CREATE TRIGGER on_board_id BEFORE UPDATE OF board_id ON cards FOR EACH ROW EXECUTE FUNCTION count_boards_row();"
+        ),
+    )
+    .await;
     exec(
         &m,
         "CREATE TRIGGER before_update BEFORE UPDATE ON cards FOR EACH STATEMENT EXECUTE FUNCTION count_boards();
@@ -4828,7 +4847,15 @@ async fn the_doctor_names_before_triggers_that_a_foreign_keys_action_fires_when_
         .await,
         [
             "public.cards | cascade_triggers | trigger before_update on public.cards runs before the rows that foreign key cards_tenant_id_board_id_fkey's action updates, as tenantry_owner without row level security (a referential action runs as the table's owner), and its function public.count_boards() names public.boards",
+            "public.cards | cascade_triggers | trigger definer_before on public.cards runs before the rows that foreign key cards_tenant_id_board_id_fkey's action updates, as tenantry_owner without row level security (a referential action runs as the table's owner), and its function public.definer_count() names public.boards",
+            "public.cards | cascade_triggers | trigger on_board_id on public.cards runs before the rows that foreign key cards_tenant_id_board_id_fkey's action updates, as tenantry_owner without row level security (a referential action runs as the table's owner), and its function public.count_boards_row() names public.boards",
             "public.notes | cascade_triggers | trigger on_notes on public.notes runs before the rows that foreign key notes_tenant_id_card_id_fkey's action deletes, as tenantry_owner without row level security (a referential action runs as the table's owner), and its function public.count_boards_row() names public.boards",
         ]
     );
+    // (The role is the cluster's: gone with what it owns.)
+    exec(
+        &m,
+        &format!("DROP FUNCTION definer_count() CASCADE; DROP ROLE {member};"),
+    )
+    .await;
 }
