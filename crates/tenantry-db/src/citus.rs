@@ -406,9 +406,12 @@ pub async fn prepare_workers(client: &Client) -> Result<(), tokio_postgres::Erro
 }
 
 /// Citus's functions that show every tenant's data sizes (a shard holds one
-/// isolated tenant's rows): taken from PUBLIC on every node and given to
-/// pg_monitor, as `08_shared_state.sql` does with PostgreSQL's own.
-const CITUS_SIZES: [&str; 8] = [
+/// isolated tenant's rows), and the disk's free space: taken from PUBLIC on
+/// every node and given to pg_monitor, as `08_shared_state.sql` does with
+/// PostgreSQL's own. (A shard move by a role that is no superuser reads the
+/// target node's free space as itself: give that role pg_monitor.)
+const CITUS_SIZES: [&str; 9] = [
+    "citus_local_disk_space_stats()",
     "citus_table_size(regclass)",
     "citus_relation_size(regclass)",
     "citus_total_relation_size(regclass,boolean)",
@@ -421,14 +424,14 @@ const CITUS_SIZES: [&str; 8] = [
 
 /// Citus's entry points to other nodes, and its functions that reach past
 /// one tenant's rows (connections to any host, every node's transactions,
-/// the operator's statistics, the disk's free space), that `citus.sql` takes
+/// the operator's statistics), that `citus.sql` takes
 /// from PUBLIC on the coordinator; a worker with Citus's metadata has them
 /// too, and a function in a query sent to a shard runs there unchecked by
 /// the coordinator. Not `assign_distributed_transaction_id` nor
 /// `lock_shard_resources`: Citus sends them to the workers as the current
 /// role (the second before a write to a reference table, to its first
 /// worker).
-const CITUS_ENTRY_POINTS: [&str; 13] = [
+const CITUS_ENTRY_POINTS: [&str; 12] = [
     "run_command_on_workers(text,boolean)",
     "run_command_on_all_nodes(text,boolean,boolean)",
     "run_command_on_placements(regclass,text,boolean)",
@@ -441,7 +444,6 @@ const CITUS_ENTRY_POINTS: [&str; 13] = [
     "get_all_active_transactions()",
     "citus_stat_tenants_local_reset()",
     "citus_stat_tenants_reset()",
-    "citus_local_disk_space_stats()",
 ];
 
 /// The statements that take Citus's size functions (every node) and entry

@@ -424,11 +424,14 @@ FROM PUBLIC;
 -- citus_check_connection_to_node opened connections from the database host
 -- to any host and port (a port scan); the active-transaction functions list
 -- every node's backends, of other databases too; citus_stat_tenants_local_reset
--- wiped the operator's per-tenant statistics; citus_local_disk_space_stats
--- told the disk's free space. On the coordinator, the only node the server
--- connects to, nothing of Citus calls them as the current role (it sends
--- lock_shard_resources to the first worker, not to itself, and the deadlock
--- detector runs as the superuser). Each only when this Citus version has it.
+-- wiped the operator's per-tenant statistics (citus_local_disk_space_stats,
+-- the disk's free space, goes to pg_monitor with the size functions:
+-- citus.rs). On the coordinator, the only node the server connects to,
+-- Citus calls none of them as a tenant's role: it sends lock_shard_resources
+-- to a reference table's first worker, never to itself; the deadlock
+-- detector runs as the superuser; citus_check_cluster_node_health calls
+-- citus_check_connection_to_node as its caller, an operator. Each only when
+-- this Citus version has it.
 DO $citus_public$
 DECLARE
     f text;
@@ -440,8 +443,7 @@ BEGIN
         'get_global_active_transactions()',
         'get_all_active_transactions()',
         'citus_stat_tenants_local_reset()',
-        'citus_stat_tenants_reset()',
-        'citus_local_disk_space_stats()'] LOOP
+        'citus_stat_tenants_reset()'] LOOP
         CONTINUE WHEN pg_catalog.to_regprocedure('pg_catalog.' || f) IS NULL;
         EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC', f);
     END LOOP;
