@@ -76,7 +76,7 @@ problem_codes! {
     RouteNotFound = ("route_not_found", NOT_FOUND, "No such route"),
     MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed on this route"),
     Conflict = ("conflict", CONFLICT, "The request conflicts with the current state"),
-    QuotaExceeded = ("quota_exceeded", CONFLICT, "A quota of the tenant would be exceeded"),
+    QuotaExceeded = ("quota_exceeded", CONFLICT, "A quota or limit would be exceeded"),
     PreconditionFailed = ("precondition_failed", PRECONDITION_FAILED, "A precondition of the request (If-Match) does not hold"),
     BodyTooLarge = ("body_too_large", PAYLOAD_TOO_LARGE, "Request body too large"),
     BodyTimeout = ("body_timeout", REQUEST_TIMEOUT, "The request body did not arrive in time"),

@@ -18,7 +18,8 @@ pub enum DbError {
     /// under row level security).
     #[error("{0}")]
     Conflict(Conflict),
-    /// A quota of the tenant (from its settings) would be exceeded; nothing was written.
+    /// A quota or limit would be exceeded (the tenant's, from its settings, or a
+    /// person's sign-up limit); nothing was written.
     #[error("{0}")]
     QuotaExceeded(String),
     /// The acting credential lacks a permission the operation needs: it cannot
