@@ -11,10 +11,15 @@ export async function render(ctx) {
   const tenants = operator ? (await all("/v1/tenants")) : null;
   const byId = new Map((tenants || []).map((t) => [t.tenant_id, t]));
   const p = ctx.params;
-  const tenant = operator ? (p.get("tenant") || (tenants[0] || {}).tenant_id || "") : null;
+  // Ids as the API writes them (lower case): the picker then names the
+  // tenant whose rows are shown whatever case a link used.
+  const tenant = operator ? ((p.get("tenant") || "").toLowerCase() || (tenants[0] || {}).tenant_id || "") : null;
 
   const picker = operator ? h("select", { name: "tenant" }, tenants.map((t) =>
-    h("option", { value: t.tenant_id, selected: t.tenant_id === tenant }, tenantLabel(t, byId, true)))) : null;
+    h("option", { value: t.tenant_id, selected: t.tenant_id === tenant }, tenantLabel(t, byId, true))),
+    // An id the list lacks is named as such, never shown under the first
+    // tenant's name.
+    tenant && !byId.has(tenant) ? h("option", { value: tenant, selected: true }, `unknown tenant ${tenant}`) : null) : null;
   const action = h("input", { type: "text", name: "action", value: p.get("action") || "", placeholder: "e.g. key.revoked", autocomplete: "off" });
   const since = h("input", { type: "datetime-local", name: "since", value: local(p.get("since")) });
   const until = h("input", { type: "datetime-local", name: "until", value: local(p.get("until")) });

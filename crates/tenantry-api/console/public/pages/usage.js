@@ -15,7 +15,9 @@ export async function render(ctx) {
   const operator = ctx.caller.view === "operator";
   const tenants = operator ? await all("/v1/tenants") : null;
   const byId = new Map((tenants || []).map((t) => [t.tenant_id, t]));
-  const wanted = ctx.params.get("tenant") || (operator ? (tenants.find((t) => t.status !== "deleted") || {}).tenant_id : (ctx.caller.me || {}).tenant_id);
+  // Ids as the API writes them (lower case), so that the picker names the
+  // tenant whose data is shown whatever case a link used.
+  const wanted = (ctx.params.get("tenant") || "").toLowerCase() || (operator ? (tenants.find((t) => t.status !== "deleted") || {}).tenant_id : (ctx.caller.me || {}).tenant_id);
   const from = new Date((lastHours(DAYS)[0]) * 1000).toISOString();
   const metrics = async () => operator
     ? (wanted ? (await get(`/v1/tenants/${encodeURIComponent(wanted)}/usage`)).metrics : [])
@@ -26,9 +28,16 @@ export async function render(ctx) {
     page.append(topSection(ctx, byId));
     page.append(liveSection(ctx, byId));
   }
+  const listed = operator ? tenants.filter((t) => t.status !== "deleted") : [];
   const picker = operator
-    ? h("select", {}, tenants.filter((t) => t.status !== "deleted").map((t) =>
-      h("option", { value: t.tenant_id, selected: t.tenant_id === wanted }, tenantLabel(t, byId))))
+    ? h("select", {}, listed.map((t) =>
+      h("option", { value: t.tenant_id, selected: t.tenant_id === wanted }, tenantLabel(t, byId))),
+      // A tenant the list leaves out (deleted, or no such id) is named as
+      // what it is, never shown under the first tenant's name.
+      wanted && !listed.some((t) => t.tenant_id === wanted)
+        ? h("option", { value: wanted, selected: true },
+          byId.has(wanted) ? `${tenantLabel(byId.get(wanted), byId)} (deleted)` : `unknown tenant ${wanted}`)
+        : null)
     : null;
   if (picker) picker.addEventListener("change", () => ctx.go(`#/usage?tenant=${picker.value}`));
   const withDescendants = h("input", { type: "checkbox" });
@@ -138,10 +147,14 @@ function topSection(ctx, byId) {
     try {
       const top = await get(`/v1/usage/top${query({ days: String(DAYS), limit: "10", by })}`);
       const charted = top.slice(0, 5);
-      const usage = await Promise.all(charted.map((t) => get(`/v1/tenants/${t.tenant_id}/usage`)));
-      const series = (pick) => charted.map((t, i) => {
-        const own = hourly(usage[i].metrics.filter((r) => r.tenant_id === t.tenant_id));
-        return { label: labelOf(t.tenant_id, byId, t.name), values: pick(own) };
+      // Each tenant's own: one refused (a deleted tenant still ranks among
+      // the top) leaves it out of the charts, not the whole section out
+      // (found by a review of the console).
+      const settled = await Promise.allSettled(charted.map((t) => get(`/v1/tenants/${t.tenant_id}/usage`)));
+      const series = (pick) => charted.flatMap((t, i) => {
+        if (settled[i].status !== "fulfilled") return [];
+        const own = hourly(settled[i].value.metrics.filter((r) => r.tenant_id === t.tenant_id));
+        return [{ label: labelOf(t.tenant_id, byId, t.name), values: pick(own) }];
       });
       const xs = lastHours(DAYS);
       fill(body,
