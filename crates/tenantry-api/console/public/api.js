@@ -60,7 +60,11 @@ export const get = (path) => api("GET", path);
 export const post = (path, body) => api("POST", path, body);
 export const del = (path) => api("DELETE", path);
 
-/** Every item of a paged list (following next_cursor), at most `max`. */
+/**
+ * Every item of a paged list (following next_cursor), at most `max`; the
+ * array's `truncated` is true when the list goes on past them, so that a
+ * page can say it shows the first ones only.
+ */
 export async function all(path, max = 10000) {
   const items = [];
   let cursor = null;
@@ -70,6 +74,7 @@ export async function all(path, max = 10000) {
     items.push(...page.items);
     cursor = page.next_cursor;
   } while (cursor && items.length < max);
+  items.truncated = Boolean(cursor);
   return items;
 }
 

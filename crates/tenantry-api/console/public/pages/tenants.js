@@ -45,7 +45,10 @@ export async function render(ctx) {
     fill(tree, shownRoots.length
       ? h("ul", { class: "tree-root", "aria-label": "Tenant hierarchy" }, shownRoots.map(node))
       : h("p", { class: "empty" }, q ? "No tenant matches." : "No tenants yet."));
-    fill(counts, `${visible.size} of ${list.length} tenants shown.`);
+    fill(counts, `${visible.size} of ${list.length} tenants shown.`,
+      // (The console reads at most 10,000: a search past them goes through
+      // the API, GET /v1/tenants?cursor=..., or tenantry tenant list.)
+      list.truncated ? ` The first ${list.length} tenants are loaded; there are more (GET /v1/tenants pages through them all, or tenantry tenant list).` : "");
   };
   search.addEventListener("input", draw);
   showDeleted.addEventListener("change", draw);
