@@ -40,6 +40,17 @@ async fn on_workers(client: &Client, sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// The first column of each row of `sql`, as text, in the order it gives.
+async fn texts(client: &Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 fn task_count(plan: &[String]) -> Option<u32> {
     plan.iter()
         .find_map(|l| l.trim().strip_prefix("Task Count: ")?.parse().ok())
@@ -1626,17 +1637,12 @@ async fn a_single_node_database_moves_to_the_cluster_with_every_row_by_dump_rest
     // The restored rows were copied into the shards, and none stayed in
     // the coordinator's own files of the tables, where a purge would not
     // reach them.
-    let left: Vec<String> = client
-        .query(
-            "SELECT p.logicalrelid::regclass::text FROM pg_dist_partition p
-             WHERE pg_relation_size(p.logicalrelid) > 0 ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left = texts(
+        &client,
+        "SELECT p.logicalrelid::regclass::text FROM pg_dist_partition p
+         WHERE pg_relation_size(p.logicalrelid) > 0 ORDER BY 1",
+    )
+    .await;
     assert_eq!(left, Vec::<String>::new(), "rows left on the coordinator");
 
     drop(client);
@@ -2923,16 +2929,11 @@ async fn a_tenant_on_the_cluster_cannot_lock_other_tenants_shards_probe_hosts_or
     let Some(url) = citus_url(RERUN) else { return };
     let (db, admin, key) = migrated(&url, "citus_public").await;
     let (a, _b) = two_tenants_with_resources(&admin, 2).await;
-    let shards: Vec<String> = admin
-        .query(
-            "SELECT shardid::text FROM pg_dist_shard WHERE logicalrelid = 'tenantry.resources'::regclass ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let shards = texts(
+        &admin,
+        "SELECT shardid::text FROM pg_dist_shard WHERE logicalrelid = 'tenantry.resources'::regclass ORDER BY 1",
+    )
+    .await;
     let calls = [
         format!(
             "SELECT lock_shard_resources(7, ARRAY[{}]::bigint[])",
