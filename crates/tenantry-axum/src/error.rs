@@ -353,6 +353,12 @@ impl ApiError {
         self.own_code
     }
 
+    /// The code the body and the logs carry: the application's own when
+    /// given, else the kind's.
+    fn sent_code(&self) -> Code {
+        self.own_code.map_or(Code::Tenantry(self.code), Code::Own)
+    }
+
     /// Names the field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
@@ -428,10 +434,7 @@ impl ApiError {
             title: self.code.title().to_owned(),
             status: self.code.status().as_u16(),
             detail: self.detail.clone(),
-            code: match self.own_code {
-                Some(own) => Code::Own(own),
-                None => Code::Tenantry(self.code),
-            },
+            code: self.sent_code(),
             field: self.field.clone(),
             request_id: None,
         }
@@ -441,10 +444,7 @@ impl ApiError {
 /// `code: detail`, for logs and error chains (`?` into `anyhow`, `%e` in tracing).
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.own_code {
-            Some(own) => write!(f, "{own}: {}", self.detail),
-            None => write!(f, "{}: {}", self.code, self.detail),
-        }
+        write!(f, "{}: {}", self.sent_code(), self.detail)
     }
 }
 
