@@ -87,6 +87,35 @@ COMMENT ON FUNCTION tenantry.table_and_partitions(regclass) IS 'Internal: the ta
 GRANT EXECUTE ON FUNCTION tenantry.table_and_partitions(regclass) TO tenantry_admin, tenantry_server;
 
 /**
+ * How the doctor reads a function body that PostgreSQL keeps as a string
+ * (PL/pgSQL, SQL without BEGIN ATOMIC, any procedural language): a name
+ * appears as a word, not inside a longer identifier, in any case; a name
+ * spelt with Unicode escapes (U&"t\0061sks") matches no word, so a body
+ * holding one may name anything. A name built at run time stays unseen.
+ */
+CREATE OR REPLACE FUNCTION tenantry.body_names(body text, word text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT body ~* ('(^|[^[:alnum:]_$])'
+                    || regexp_replace(word, '([^[:alnum:]_])', '\\\1', 'g')
+                    || '($|[^[:alnum:]_$])')
+$$;
+COMMENT ON FUNCTION tenantry.body_names(text, text) IS 'Internal: whether a function body names a word (an identifier as written, not part of a longer one, in any case), as the doctor''s rules functions and cascade_triggers search bodies. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.body_names(text, text) TO tenantry_admin, tenantry_server;
+
+CREATE OR REPLACE FUNCTION tenantry.body_escapes_names(body text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT body ~* '(^|[^[:alnum:]_$])u&"'
+$$;
+COMMENT ON FUNCTION tenantry.body_escapes_names(text) IS 'Internal: whether a function body spells an identifier with Unicode escapes (U&"..."), which no word search finds: the doctor then counts it as naming any table. Granted to the roles that run the doctor.';
+GRANT EXECUTE ON FUNCTION tenantry.body_escapes_names(text) TO tenantry_admin, tenantry_server;
+
+/**
  * The column that names a row within its tenant: the one after tenant_id in a
  * primary key (tenant_id, column). Shares name rows by it. NULL: the table has
  * no such key, and its rows cannot be shared.
@@ -1529,7 +1558,7 @@ BEGIN
                    format('trigger %I on %s runs before the rows that foreign key %I''s action %s, as %s without row level security (a referential action runs as the table''s owner), and its function %s names %s',
                           tg.tgname, tg.tgrelid::regclass, act.conname, act.verb, c.relowner::regrole,
                           f.oid::regprocedure,
-                          CASE WHEN f.prosrc ~* '(^|[^[:alnum:]_$])u&"' THEN 'a table spelt with Unicode escapes, which may be any adopted table'
+                          CASE WHEN tenantry.body_escapes_names(f.prosrc) THEN 'a table spelt with Unicode escapes, which may be any adopted table'
                                ELSE named.names END),
                    format('DROP TRIGGER %I ON %s; -- then create it again AFTER the same events (it then runs with the rights and policies of the role that wrote), or give foreign key %I NO ACTION and delete or update those rows in your code',
                           tg.tgname, tg.tgrelid::regclass, act.conname)
@@ -1555,10 +1584,8 @@ BEGIN
                 SELECT string_agg(DISTINCT rc.oid::regclass::text, ', ') AS names
                 FROM unnest(guarded) r(p)
                 JOIN pg_catalog.pg_class rc ON rc.oid = r.p
-                WHERE f.prosrc ~* '(^|[^[:alnum:]_$])u&"'
-                   OR f.prosrc ~* ('(^|[^[:alnum:]_$])'
-                                   || regexp_replace(rc.relname, '([^[:alnum:]_])', '\\\1', 'g')
-                                   || '($|[^[:alnum:]_$])')) named
+                WHERE tenantry.body_escapes_names(f.prosrc)
+                   OR tenantry.body_names(f.prosrc, rc.relname)) named
             WHERE tg.tgrelid IN (SELECT p.p FROM tenantry.table_and_partitions(t.table_id) p(p))
               AND NOT tg.tgisinternal
               AND tg.tgparentid = 0
@@ -1713,7 +1740,7 @@ BEGIN
                        -- A name spelt with Unicode escapes (U&"t\0061sks")
                        -- matches no word search: such a body may name any
                        -- table (found by a review of the psql path).
-                       f.prosqlbody IS NULL AND f.prosrc ~* '(^|[^[:alnum:]_$])u&"' AS escaped) fb
+                       f.prosqlbody IS NULL AND tenantry.body_escapes_names(f.prosrc) AS escaped) fb
             CROSS JOIN LATERAL (
                 SELECT array_agg(c.oid) AS rels,
                        -- Named surely enough to charge an owner without
@@ -1739,9 +1766,7 @@ BEGIN
                 WHERE c.recorded
                    OR (fb.searchable AND fb.escaped)
                    OR (fb.searchable
-                       AND f.prosrc ~* ('(^|[^[:alnum:]_$])'
-                                        || regexp_replace(c.relname, '([^[:alnum:]_])', '\\\1', 'g')
-                                        || '($|[^[:alnum:]_$])'))) used
+                       AND tenantry.body_names(f.prosrc, c.relname))) used
             CROSS JOIN LATERAL (
                 SELECT string_agg(r.name, ', ' ORDER BY r.name <> 'PUBLIC', r.name) AS names
                 FROM (SELECT 'PUBLIC'::text AS name
