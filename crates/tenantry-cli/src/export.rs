@@ -40,11 +40,14 @@ pub async fn export(
     tenant: TenantId,
     out: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let (mut client, _cluster) = local::migration_client(target, "export a tenant").await?;
-    let bar = bar("exporting");
     let path = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| format!("tenant-{tenant}.tar.gz").into());
+    if path != Path::new("-") {
+        writable_archive_path(&path)?;
+    }
+    let (mut client, _cluster) = local::migration_client(target, "export a tenant").await?;
+    let bar = bar("exporting");
     let manifest = if path == Path::new("-") {
         let stdout = std::io::BufWriter::new(std::io::stdout());
         offboard::export_tenant(&mut client, tenant, stdout, on_progress(&bar)).await
@@ -74,9 +77,15 @@ pub async fn export(
         };
         if manifest.is_ok() {
             partial.as_file().sync_all()?;
-            partial
-                .persist(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
+            // A refused rename hands the file back: removed here, since
+            // the error ends the process before anything else drops it (a
+            // directory given as --out left the tenant's rows behind in a
+            // hidden file: found by an operations review).
+            partial.persist(&path).map_err(|e| {
+                let error = e.error;
+                drop(e.file);
+                anyhow::Error::new(error).context(format!("writing {}", path.display()))
+            })?;
         }
         manifest
     };
@@ -104,6 +113,30 @@ pub async fn export(
         path.display()
     );
     Ok(())
+}
+
+/// Refuses, before anything is read, an archive path that is anything but a
+/// regular file or a new name: the archive is written beside it and renamed
+/// over it, which would replace a device (`/dev/null`), a pipe or a link
+/// with a file of the tenant's rows, or fail at the end for a directory.
+fn writable_archive_path(path: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(m) => anyhow::bail!(
+            "{} is {}, not a regular file: give the path of a new (or old) archive file, or `--out -` \
+             to write the archive to standard output (a pipe)",
+            path.display(),
+            if m.is_dir() {
+                "a directory"
+            } else if m.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "a device, pipe or socket"
+            }
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("checking {}", path.display()))),
+    }
 }
 
 /// `tenant import <archive> [--as <id>]`.

@@ -90,6 +90,14 @@ async fn connect_with(
             }
         }
     });
+    // An operator's command runs as long as its work takes: a
+    // statement_timeout the database or the role sets for applications
+    // cancelled a large tenant's purge, the doctor and, at a few
+    // milliseconds, every command (found by an operations review).
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .with_context(|| format!("connecting to the database to {what}"))?;
     Ok(client)
 }
 
@@ -372,6 +380,10 @@ pub async fn database(
                     }
                 }
             };
+            // The tenant commands' statements run to their end too (a
+            // purge is one statement per table), whatever statement_timeout
+            // the database or the role sets for applications.
+            config.timeouts.statement_timeout = Some(std::time::Duration::ZERO);
             let db = Database::connect(&tune(config))?;
             schema_ready(
                 &db,

@@ -3,6 +3,7 @@
 use std::{
     collections::BTreeMap,
     io::Read,
+    os::unix::fs::FileTypeExt,
     path::Path,
     process::{Command, Output, Stdio},
 };
@@ -2517,4 +2518,101 @@ async fn purge_due_purges_every_deleted_tenant_past_its_grace_children_first_and
     // A tenant id and --due are one or the other.
     refused(&run(&url, &["tenant", "purge", &active, "--due"]));
     refused(&run(&url, &["tenant", "purge"]));
+}
+
+/// `--out` naming a directory, a pipe or a symbolic link is refused before
+/// anything is read: the archive is written beside it and renamed over it,
+/// which replaced a device (`/dev/full`) or a pipe with a file of the
+/// tenant's rows, and for a directory failed at the end leaving the whole
+/// archive behind in a hidden file (found by an operations review).
+#[tokio::test]
+async fn an_export_to_a_directory_pipe_or_link_is_refused_and_leaves_no_file_behind() {
+    let (db, _su, a, _b) = two_tenants(10, "shared").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("archives");
+    std::fs::create_dir(&sub).unwrap();
+    let fifo = dir.path().join("pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let kept = dir.path().join("kept.txt");
+    std::fs::write(&kept, "the operator's own file").unwrap();
+    let link = dir.path().join("link.tar.gz");
+    std::os::unix::fs::symlink(&kept, &link).unwrap();
+    for (path, what) in [
+        (&sub, "a directory"),
+        (&fifo, "a device, pipe or socket"),
+        (&link, "a symbolic link"),
+    ] {
+        let said = refused(&run(
+            &db.superuser_url(),
+            &[
+                "tenant",
+                "export",
+                &a.to_string(),
+                "--out",
+                path.to_str().unwrap(),
+            ],
+        ));
+        assert!(said.contains(what), "{said}");
+        assert!(said.contains("--out -"), "{said}");
+    }
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["archives", "kept.txt", "link.tar.gz", "pipe"]);
+    assert!(std::fs::read_dir(&sub).unwrap().next().is_none());
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "the operator's own file"
+    );
+    // A regular file is replaced by the archive, as before.
+    let archive = dir.path().join("kept.txt");
+    export(&db, a, archive.to_str().unwrap());
+    assert_eq!(
+        std::fs::read(&archive).unwrap().get(..2),
+        Some(&[0x1f, 0x8b][..])
+    );
+}
+
+/// The operator's commands run to their end whatever `statement_timeout` the
+/// database sets for applications: a database-wide 20 ms cancelled a
+/// purge of 20,000 resources, the doctor and the export (found by an
+/// operations review; docs/operations.md promises purge no statement timeout).
+#[tokio::test]
+async fn a_databases_statement_timeout_for_applications_cancels_no_export_doctor_or_purge() {
+    let (db, su, a, _b) = two_tenants(20_000, "shared").await;
+    delete_past_grace(&db, &su, a).await;
+    su.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" SET statement_timeout = '20ms'",
+        db.name()
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a.tar.gz");
+    export(&db, a, archive.to_str().unwrap());
+    ok(&run(&db.superuser_url(), &["doctor"]));
+    let out = ok(&run(
+        &db.server_url(),
+        &["tenant", "purge", &a.to_string(), "--json"],
+    ));
+    let purged: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        purged["rows_deleted"]["tenantry.resources"], 20_000,
+        "{purged}"
+    );
+    assert_nothing_left(&su, a).await;
 }

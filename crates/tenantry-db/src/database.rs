@@ -116,6 +116,8 @@ pub struct Timeouts {
     pub keepalive_idle: Option<Duration>,
     /// `statement_timeout` of the pool's sessions: PostgreSQL cancels a
     /// statement running longer (the caller gets [`DbError::Unavailable`]).
+    /// `None` leaves the role's or the database's default; `Some(ZERO)`
+    /// lifts it (no limit).
     pub statement_timeout: Option<Duration>,
     /// `idle_in_transaction_session_timeout` of the pool's sessions:
     /// PostgreSQL ends a session whose transaction stays idle longer (its
