@@ -423,14 +423,18 @@ const CITUS_SIZES: [&str; 9] = [
 ];
 
 /// Citus's entry points to other nodes, and its functions that reach past
-/// one tenant's rows (connections to any host, every node's transactions,
-/// the operator's statistics), that `citus.sql` takes
-/// from PUBLIC on the coordinator; a worker with Citus's metadata has them
-/// too, and a function in a query sent to a shard runs there unchecked by
-/// the coordinator. Not `assign_distributed_transaction_id` nor
-/// `lock_shard_resources`: Citus sends them to the workers as the current
-/// role (the second before a write to a reference table, to its first
-/// worker).
+/// one tenant's rows, taken from PUBLIC on the coordinator and on every
+/// worker (found by reviews of the cluster as the server's login): the
+/// `run_command_on_*` functions run SQL on the workers, where the app roles
+/// could set any value and transaction id they like;
+/// `citus_check_connection_to_node` opens connections from the database host
+/// to any host and port (a port scan); the active-transaction functions list
+/// every node's backends, of other databases too; the statistics resets wipe
+/// the operator's per-tenant statistics. A worker with Citus's metadata has
+/// them too, and a function in a query sent to a shard runs there unchecked
+/// by the coordinator. Citus calls none of them as a tenant's role: the
+/// deadlock detector runs as the superuser, `citus_check_cluster_node_health`
+/// calls `citus_check_connection_to_node` as its caller, an operator.
 const CITUS_ENTRY_POINTS: [&str; 12] = [
     "run_command_on_workers(text,boolean)",
     "run_command_on_all_nodes(text,boolean,boolean)",
@@ -446,10 +450,27 @@ const CITUS_ENTRY_POINTS: [&str; 12] = [
     "citus_stat_tenants_reset()",
 ];
 
-/// The statements that take Citus's size functions (every node) and entry
-/// points (`workers`) from PUBLIC; idempotent, and skipping what this
-/// Citus version lacks.
-fn citus_hardening(workers: bool) -> String {
+/// Taken from PUBLIC on the coordinator only: Citus sends them to the
+/// workers as the current role, so a worker keeps them for the roles it
+/// connects as. `assign_distributed_transaction_id` would give a tenant's
+/// transaction the distributed id of another one (to replay a context value
+/// captured there); Citus sends it to the workers, and to the coordinator
+/// itself as the owner role (`citus.sql` grants it that), which no app role
+/// can become. `lock_shard_resources` checks only that the caller may write
+/// the shard's table, which every app role may: a tenant held every shard's
+/// lock in its transaction and stalled other tenants' multi-shard writes for
+/// as long as it liked; Citus sends it to a reference table's first worker
+/// before a write to it, never to the coordinator.
+const WORKER_ONLY_BUILTINS: [&str; 2] = [
+    "assign_distributed_transaction_id(integer,bigint,timestamp with time zone)",
+    "lock_shard_resources(integer,bigint[])",
+];
+
+/// The statements that take from PUBLIC Citus's size functions (given to
+/// pg_monitor) and entry points on every node, and on the coordinator
+/// `WORKER_ONLY_BUILTINS` too; idempotent, and skipping what this Citus
+/// version lacks.
+fn citus_hardening(coordinator: bool) -> String {
     let list = |names: &[&str]| {
         names
             .iter()
@@ -457,17 +478,16 @@ fn citus_hardening(workers: bool) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let entry_points = if workers {
-        list(&CITUS_ENTRY_POINTS)
-    } else {
-        String::new()
-    };
+    let mut revoked = list(&CITUS_ENTRY_POINTS);
+    if coordinator {
+        revoked = format!("{revoked}, {}", list(&WORKER_ONLY_BUILTINS));
+    }
     format!(
         "DO $citus_hardening$ DECLARE
              f text;
              sizes text[] := ARRAY[{}]::text[];
          BEGIN
-             FOREACH f IN ARRAY sizes || ARRAY[{entry_points}]::text[] LOOP
+             FOREACH f IN ARRAY sizes || ARRAY[{revoked}]::text[] LOOP
                  CONTINUE WHEN to_regprocedure('pg_catalog.' || f) IS NULL;
                  EXECUTE format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC', f);
                  IF f = ANY (sizes) THEN
@@ -499,10 +519,10 @@ pub async fn harden_nodes(client: &Client) -> Result<(), DistributionError> {
         .and_then(|d| worker_shared_state(d.sql))
         .ok_or_else(|| refused("08_shared_state.sql".into(), "not in this build".into()))?;
     client
-        .batch_execute(&citus_hardening(false))
+        .batch_execute(&citus_hardening(true))
         .await
         .map_err(|e| refused("the coordinator".into(), e.to_string()))?;
-    for command in [shared_state, citus_hardening(true)] {
+    for command in [shared_state, citus_hardening(false)] {
         let failed: Vec<String> = client
             .query(
                 "SELECT nodename || ':' || nodeport || ': ' || result FROM run_command_on_workers($1) WHERE NOT success",
@@ -586,14 +606,6 @@ const APP_BUILTINS: &str = "SELECT coalesce(string_agg(x, E'\\n' ORDER BY x), ''
      SELECT c.oid::regclass::text FROM pg_catalog.pg_class c
      WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind IN ('r', 'v')
        AND pg_catalog.has_table_privilege('tenantry_app', c.oid, 'SELECT')) s";
-
-/// What a worker keeps for the roles Citus connects as: Citus sends them
-/// there as the current role (the shard locks before a write to a reference
-/// table, to its first worker); the coordinator takes the second from PUBLIC.
-const WORKER_ONLY_BUILTINS: [&str; 2] = [
-    "assign_distributed_transaction_id(integer,bigint,timestamp with time zone)",
-    "lock_shard_resources(integer,bigint[])",
-];
 
 /// One thing to hand to Citus.
 struct Step {

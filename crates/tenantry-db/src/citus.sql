@@ -395,58 +395,12 @@ BEGIN
 END
 $$;
 
--- The app roles may not steer Citus by hand on the coordinator: run SQL on the
--- workers (where they could set any value and transaction id they like) or
--- give their own transaction the distributed id of another one (to replay a
--- context value captured there). Citus calls none of these as the current
--- role on the coordinator: it sends assign_distributed_transaction_id to the
--- workers, where it stays executable; and to the coordinator itself when a
--- plan needs a connection back to it (a local table such as tenant_metrics
--- joined with distributed ones, as usage_top does): the owner role, whose
--- SECURITY DEFINER functions run such plans and which no app role can become,
--- keeps it (granted below).
+-- Citus's entry points to other nodes and its functions that reach past one
+-- tenant's rows are taken from PUBLIC on the coordinator and the workers by
+-- every migrate (citus.rs, harden_nodes: one list for both). The owner role,
+-- whose SECURITY DEFINER functions run plans that need a connection back to
+-- the coordinator (a local table such as tenant_metrics joined with
+-- distributed ones, as usage_top does), keeps the distributed transaction
+-- id's assignment, which Citus then sends as the current role.
 RESET ROLE;
-REVOKE EXECUTE ON FUNCTION
-    pg_catalog.assign_distributed_transaction_id(integer, bigint, timestamptz),
-    pg_catalog.run_command_on_workers(text, boolean),
-    pg_catalog.run_command_on_all_nodes(text, boolean, boolean),
-    pg_catalog.run_command_on_placements(regclass, text, boolean),
-    pg_catalog.run_command_on_colocated_placements(regclass, regclass, text, boolean),
-    pg_catalog.run_command_on_shards(regclass, text, boolean),
-    pg_catalog.master_run_on_worker(text[], integer[], text[], boolean)
-FROM PUBLIC;
-
--- Citus functions open to PUBLIC that reach past one tenant's rows (found by
--- a review of the cluster as the server's login): lock_shard_resources
--- checks only that the caller may write the shard's table, which every app
--- role may, so a tenant held every shard's lock in its transaction and
--- stalled other tenants' multi-shard writes for as long as it liked;
--- citus_check_connection_to_node opened connections from the database host
--- to any host and port (a port scan); the active-transaction functions list
--- every node's backends, of other databases too; citus_stat_tenants_local_reset
--- wiped the operator's per-tenant statistics (citus_local_disk_space_stats,
--- the disk's free space, goes to pg_monitor with the size functions:
--- citus.rs). On the coordinator, the only node the server connects to,
--- Citus calls none of them as a tenant's role: it sends lock_shard_resources
--- to a reference table's first worker, never to itself; the deadlock
--- detector runs as the superuser; citus_check_cluster_node_health calls
--- citus_check_connection_to_node as its caller, an operator. Each only when
--- this Citus version has it.
-DO $citus_public$
-DECLARE
-    f text;
-BEGIN
-    FOREACH f IN ARRAY ARRAY[
-        'lock_shard_resources(integer,bigint[])',
-        'citus_check_connection_to_node(text,integer)',
-        'citus_check_cluster_node_health()',
-        'get_global_active_transactions()',
-        'get_all_active_transactions()',
-        'citus_stat_tenants_local_reset()',
-        'citus_stat_tenants_reset()'] LOOP
-        CONTINUE WHEN pg_catalog.to_regprocedure('pg_catalog.' || f) IS NULL;
-        EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION pg_catalog.%s FROM PUBLIC', f);
-    END LOOP;
-END
-$citus_public$;
 GRANT EXECUTE ON FUNCTION pg_catalog.assign_distributed_transaction_id(integer, bigint, timestamptz) TO tenantry_owner;
