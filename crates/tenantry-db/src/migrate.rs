@@ -585,6 +585,14 @@ async fn migrate_locked(
             tracing::warn!("not a superuser: the shards' grants and restrictive policies were not checked; after moving or splitting shards run tenantry migrate as a superuser (tenantry doctor names the tables whose shards lost their restrictive policies)");
         }
     }
+    // The memberships tenantry's roles are made with (0001), put back
+    // every time: one revoked by hand failed every request of its kind
+    // (tenantry_app) or dropped every request-log row (tenantry_logger)
+    // while `migrate` said "up to date" (an operations review). Granted
+    // only when missing: the catalog is the cluster's, shared with other
+    // databases migrating at the same time. The doctor names them (rule
+    // server_roles).
+    client.batch_execute(RESTORE_MEMBERSHIPS).await?;
     // Per-database grants that a template copy does not carry: the owner creates
     // the schemas of schema-isolated tenants.
     client
@@ -602,6 +610,26 @@ async fn migrate_locked(
         .await?;
     Ok(applied)
 }
+
+/// Grants each of tenantry's role memberships that is missing (a member of
+/// the first role, the second).
+const RESTORE_MEMBERSHIPS: &str = "DO $memberships$
+    DECLARE
+        m record;
+    BEGIN
+        FOR m IN SELECT * FROM (VALUES ('tenantry_app', 'tenantry_server'),
+                                       ('tenantry_admin', 'tenantry_server'),
+                                       ('tenantry_logger', 'tenantry_server'),
+                                       ('tenantry_app_own', 'tenantry_app'),
+                                       ('tenantry_app_shared', 'tenantry_app')) v(role, member)
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members a
+                                   WHERE a.roleid = pg_catalog.to_regrole(v.role)
+                                     AND a.member = pg_catalog.to_regrole(v.member))
+        LOOP
+            EXECUTE pg_catalog.format('GRANT %I TO %I', m.role, m.member);
+        END LOOP;
+    END
+$memberships$;";
 
 /// The database's error under an upgrade's failure, if it has one.
 fn database_error(e: &MigrateError) -> Option<&tokio_postgres::Error> {

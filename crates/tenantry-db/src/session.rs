@@ -486,9 +486,14 @@ async fn open_session(
 /// other errors as they are.
 fn not_server(e: tokio_postgres::Error) -> SessionError {
     if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+        // The second half for the server's own login whose memberships were
+        // revoked by hand (an operations review: told only to connect as
+        // tenantry_server, it was doing so).
         SessionError::NotServer(format!(
             "the login cannot act as tenantry's server ({}): connect as tenantry_server, or as a login granted \
-             it (GRANT tenantry_server TO <login>, a role that inherits: the default)",
+             it (GRANT tenantry_server TO <login>, a role that inherits: the default); tenantry_server must be \
+             a member of tenantry_app, tenantry_admin and tenantry_logger (tenantry migrate grants them back, \
+             tenantry doctor names what is missing)",
             crate::error::describe(&e)
         ))
     } else {

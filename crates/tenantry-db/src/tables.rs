@@ -132,7 +132,9 @@ impl TableProblem {
     /// become may set the parameter the tenant context lives in, or
     /// `tenantry_owner` may not) and rule `own_grants` (an owner or a
     /// privilege of tenantry's own objects changed since migrate, such as a
-    /// grant on the context signing keys). `tenantry serve` refuses to start
+    /// grant on the context signing keys) and rule `server_roles` (a
+    /// membership tenantry's roles are made with was revoked, such as
+    /// `tenantry_server`'s of `tenantry_logger`). `tenantry serve` refuses to start
     /// on one whatever its flags.
     pub fn is_cluster_problem(&self) -> bool {
         self.severity == ProblemSeverity::Critical

@@ -1170,3 +1170,74 @@ async fn bypassrls_on_a_role_every_request_acts_as_is_a_finding_whose_fix_restor
     let server = tdb.server_client().await;
     assert!(names_read_as_app(&server).await.is_empty());
 }
+
+/// The `server_roles` findings.
+async fn server_roles(su: &Client) -> Vec<TableProblem> {
+    tables::table_problems(su)
+        .await
+        .expect("the doctor's rules")
+        .into_iter()
+        .filter(|p| p.rule == "server_roles")
+        .collect()
+}
+
+/// A membership of tenantry's roles revoked by hand (an operations review:
+/// without tenantry_logger the server dropped every request-log row and
+/// answered 200; without tenantry_app every request 503) is a critical
+/// finding whose fix grants it back, and `migrate` puts it back even when
+/// nothing else is pending.
+#[tokio::test]
+async fn a_membership_of_tenantrys_roles_revoked_by_hand_is_named_by_the_doctor_and_put_back_by_migrate(
+) {
+    if std::env::var_os("TENANTRY_TEST_DATABASE_URL").is_some() {
+        // Memberships are the cluster's: every other test binary on a
+        // shared server would fail while one is revoked.
+        eprintln!("skipped on a shared server (TENANTRY_TEST_DATABASE_URL)");
+        return;
+    }
+    let _alone = CLUSTER.write().await;
+    let tdb = TestDatabase::new().await;
+    let mut su = tdb.superuser_client().await;
+    assert_eq!(server_roles(&su).await, []);
+
+    // In a transaction: the findings and their fixes.
+    su.batch_execute(
+        "BEGIN; REVOKE tenantry_logger FROM tenantry_server; REVOKE tenantry_app_shared FROM tenantry_app",
+    )
+    .await
+    .unwrap();
+    let found = server_roles(&su).await;
+    let mut fixes: Vec<&str> = found.iter().map(|p| p.fix.as_str()).collect();
+    fixes.sort_unstable();
+    assert_eq!(
+        fixes,
+        [
+            "GRANT tenantry_app_shared TO tenantry_app; -- or run tenantry migrate",
+            "GRANT tenantry_logger TO tenantry_server; -- or run tenantry migrate",
+        ],
+        "{found:#?}"
+    );
+    assert!(found.iter().all(TableProblem::is_cluster_problem));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.problem.contains("writes no request-log row")),
+        "{found:#?}"
+    );
+    apply(&su, &found).await;
+    assert_eq!(server_roles(&su).await, []);
+    su.batch_execute("ROLLBACK").await.unwrap();
+
+    // Committed: migrate, with nothing pending, grants it back.
+    let _restore = RestoreOnDrop {
+        superuser: tdb.superuser_config(),
+        sql: "GRANT tenantry_logger TO tenantry_server",
+    };
+    su.batch_execute("REVOKE tenantry_logger FROM tenantry_server")
+        .await
+        .unwrap();
+    assert_eq!(server_roles(&su).await.len(), 1);
+    let applied = tenantry_db::migrate::migrate(&mut su).await.unwrap();
+    assert!(applied.is_empty(), "{applied:?}");
+    assert_eq!(server_roles(&su).await, []);
+}
