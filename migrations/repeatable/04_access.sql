@@ -1206,6 +1206,18 @@ BEGIN
     IF valid_for IS NULL OR valid_for < interval '1 minute' OR valid_for > interval '30 days' THEN
         RAISE EXCEPTION 'an invitation is valid for 1 minute to 30 days' USING ERRCODE = 'TN422', HINT = 'valid_for';
     END IF;
+    -- An email an active member already has (a member added without a
+    -- person, or a person who has joined): nobody else can ever accept it,
+    -- since a tenant's members have one email each (found by a review of
+    -- people: the invitation stayed pending, each acceptance refused). A
+    -- pending member's email stays invitable: accepted by that person.
+    IF clean_email IS NOT NULL AND EXISTS (
+           SELECT 1 FROM tenantry.tenant_members m
+           WHERE m.tenant_id = tid AND NOT m.pending
+             AND lower(m.email COLLATE "und-x-icu") = lower(normalize(clean_email, NFC) COLLATE "und-x-icu")) THEN
+        RAISE EXCEPTION 'a member of the tenant already has this email: nobody else could accept the invitation'
+            USING ERRCODE = 'TN409', HINT = 'email';
+    END IF;
     IF role_id IS NOT NULL THEN
         IF NOT EXISTS (SELECT 1 FROM tenantry.roles r WHERE r.tenant_id = tid AND r.role_id = create_invitation.role_id) THEN
             RAISE EXCEPTION 'role % not found', role_id USING ERRCODE = 'TN404', HINT = 'role_id';
@@ -1260,7 +1272,7 @@ BEGIN
             by_user, by_key);
 END
 $$;
-COMMENT ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) IS 'Invites a person (email or user id) to the current tenant with an optional role, valid 1 minute to 30 days (default 7 days); needs members.invite and every permission of the role. Returns the token once (only its SHA-256 is stored). At most 1000 pending per tenant. Records the member or key it rests on (0069): accept_invitation refuses it once they could no longer make it.';
+COMMENT ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) IS 'Invites a person (email or user id) to the current tenant with an optional role, valid 1 minute to 30 days (default 7 days); needs members.invite and every permission of the role. Returns the token once (only its SHA-256 is stored). At most 1000 pending per tenant; TN409 for an email an active member of the tenant already has (nobody else could accept it). Records the member or key it rests on (0069): accept_invitation refuses it once they could no longer make it.';
 GRANT EXECUTE ON FUNCTION tenantry.create_invitation(text, uuid, uuid, interval) TO tenantry_app;
 
 /** Revokes a pending invitation of the current tenant (members.invite); TN409 when it was accepted, TN404 when it is not the tenant's. Idempotent. */

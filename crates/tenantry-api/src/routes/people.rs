@@ -157,7 +157,7 @@ pub struct NewInvitationBody {
     post, path = "/v1/invitations", tag = "people", request_body = NewInvitationBody,
     responses(
         (status = 201, body = IssuedInvitation),
-        (status = 409, description = "1000 invitations pending", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "1000 invitations pending, or an active member already has the email", body = Problem, content_type = "application/problem+json"),
         responses::TenantAuth,
         responses::JsonBody,
         responses::NotFound,

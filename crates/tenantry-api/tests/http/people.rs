@@ -2620,3 +2620,63 @@ async fn a_persons_retried_creation_under_its_idempotency_key_makes_one_tenant_a
         "the purged tenant's id is kept in no stored answer"
     );
 }
+
+/// An invitation to an email an active member already has (a member record
+/// added without a person, or a person who joined) could never be accepted
+/// by anyone else, since a tenant's members have one email each: refused
+/// when made, 409 naming `email` (it was made and stayed pending, every
+/// acceptance refused: found by a review of people). A pending member's
+/// email stays invitable, and that person accepts it.
+#[tokio::test]
+async fn an_invitation_to_an_email_an_active_member_has_is_refused_and_a_pending_members_is_accepted(
+) {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    app.post("/v1/members", &acme.key, &json!({ "email": "Case@X.test" }))
+        .await
+        .expect(201);
+    let pending_before = app.get("/v1/invitations", &acme.key).await.items().len();
+    for email in ["case@x.test", "CASE@x.TEST"] {
+        let refused = app
+            .post("/v1/invitations", &acme.key, &json!({ "email": email }))
+            .await;
+        let body = refused.problem(409, "conflict");
+        assert_eq!(body["field"], "email", "{}", refused.text);
+        assert!(
+            refused.text.contains("already has this email"),
+            "{}",
+            refused.text
+        );
+    }
+    assert_eq!(
+        app.get("/v1/invitations", &acme.key).await.items().len(),
+        pending_before,
+        "nothing made"
+    );
+
+    // A person who joined: inviting their email again is refused the same.
+    let alice = token_for(&idp, "auth0|alice", "alice@acme.test");
+    join(&app, &acme.key, "alice@acme.test", None, &alice).await;
+    app.post(
+        "/v1/invitations",
+        &acme.key,
+        &json!({ "email": "alice@acme.test" }),
+    )
+    .await
+    .problem(409, "conflict");
+
+    // A pending member named by a person's id: their email is invited and
+    // that person accepts.
+    let bob = token_for(&idp, "auth0|bob", "bob@acme.test");
+    let bob_id = tenantry_axum::jwt::user_id_for(&idp.issuer(), "auth0|bob").to_string();
+    app.post(
+        "/v1/members",
+        &acme.key,
+        &json!({ "email": "bob@acme.test", "user_id": bob_id }),
+    )
+    .await
+    .expect(201);
+    let joined = join(&app, &acme.key, "bob@acme.test", None, &bob).await;
+    assert_eq!(joined, acme.id);
+}
