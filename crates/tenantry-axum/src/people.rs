@@ -242,6 +242,9 @@ pub struct Person {
     members: Arc<MemberCache>,
     /// The request's `Idempotency-Key` and fingerprint ([`crate::idempotency::middleware`]).
     idempotency: Option<Arc<PendingIdempotency>>,
+    /// The tenant `X-Tenant-Id` names, if the request sent one: a person's
+    /// route acts in no tenant, and [`Person::create_tenant`] refuses one.
+    named_tenant: Option<TenantId>,
 }
 
 impl Person {
@@ -309,6 +312,18 @@ impl Person {
     /// stored response (`Idempotent-Replayed: true`) and makes no second
     /// tenant ([`Database::create_my_tenant_idempotent`]).
     pub async fn create_tenant(&self, name: &str) -> Result<Written<MyTenant>, ApiError> {
+        // A root tenant of the person's own, whatever the request names: a
+        // client meaning a child of the tenant it named made a root tenant
+        // that counted against the person's limit (a review of people).
+        if let Some(tenant) = self.named_tenant {
+            return Err(ApiError::invalid(
+                "X-Tenant-Id",
+                format!(
+                    "creating a tenant of your own makes a root tenant and acts in no tenant: send no \
+                     X-Tenant-Id (it named {tenant}; a tenant's children are made by its operator)"
+                ),
+            ));
+        }
         let Some(email) = self.email() else {
             return Err(ApiError::invalid(
                 "email",
@@ -366,11 +381,17 @@ where
         if let (Some(verifier), true) = (tenantry.jwt.as_ref(), looks_like_jwt(token)) {
             let token = tenantry.tokens.verify(verifier, token).await?;
             crate::preconditions::UnmetPrecondition::refuse(parts)?;
+            // A malformed X-Tenant-Id is refused as on every route (it was
+            // ignored here: a review of people); a tenant id is harmless to
+            // reading a person's tenants or accepting an invitation (a
+            // client that sends its current tenant on every request).
+            let named_tenant = named_tenant(parts)?;
             return Ok(Self {
                 db: tenantry.db,
                 token,
                 members: tenantry.members,
                 idempotency: parts.extensions.get().cloned(),
+                named_tenant,
             });
         }
         // Only a credential that works elsewhere is told it is the wrong

@@ -2680,3 +2680,75 @@ async fn an_invitation_to_an_email_an_active_member_has_is_refused_and_a_pending
     let joined = join(&app, &acme.key, "bob@acme.test", None, &bob).await;
     assert_eq!(joined, acme.id);
 }
+
+/// A person's own routes act in no tenant: a malformed `X-Tenant-Id` is
+/// refused as on every route (400 `invalid_header`), a tenant id is harmless
+/// to listing their tenants or accepting an invitation, and creating a
+/// tenant of their own while naming one is refused (422 naming the header)
+/// with nothing made: it made a root tenant that counted against their
+/// limit, which a client meaning a child of the named tenant did not expect
+/// (found by a review of people).
+#[tokio::test]
+async fn a_persons_own_routes_refuse_a_malformed_tenant_header_and_a_tenant_named_when_creating_their_own(
+) {
+    let idp = IdentityProvider::start().await;
+    let app = app_trusting(&idp).await;
+    let acme = app.tenant("acme").await;
+    app.db
+        .superuser_client()
+        .await
+        .batch_execute("UPDATE tenantry.signup_policy SET tenants_per_person = 1")
+        .await
+        .unwrap();
+    let alice = token_for(&idp, "auth0|alice", "alice@acme.test");
+    let tenants = || async { app.count("SELECT count(*) FROM tenantry.tenants").await };
+    let before = tenants().await;
+
+    let r = as_person(
+        &app,
+        Method::GET,
+        "/v1/me/tenants",
+        &alice,
+        Some("junk"),
+        None,
+    )
+    .await;
+    assert_eq!(r.problem(400, "invalid_header")["field"], "X-Tenant-Id");
+    assert!(as_person(
+        &app,
+        Method::GET,
+        "/v1/me/tenants",
+        &alice,
+        Some(&acme.id),
+        None
+    )
+    .await
+    .items()
+    .is_empty());
+
+    let r = as_person(
+        &app,
+        Method::POST,
+        "/v1/me/tenants",
+        &alice,
+        Some(&acme.id),
+        Some(json!({ "name": "meant as a child" })),
+    )
+    .await;
+    let body = r.problem(422, "validation_failed");
+    assert_eq!(body["field"], "X-Tenant-Id", "{}", r.text);
+    assert_eq!(tenants().await, before, "nothing made");
+
+    // Without the header, the one tenant the limit allows is made.
+    as_person(
+        &app,
+        Method::POST,
+        "/v1/me/tenants",
+        &alice,
+        None,
+        Some(json!({ "name": "Alice's workspace" })),
+    )
+    .await
+    .expect(201);
+    assert_eq!(tenants().await, before + 1);
+}
