@@ -366,6 +366,26 @@ impl JwtConfig {
             if value.is_some_and(|v| v.is_empty()) {
                 return Err(format!("jwt.{name} is empty"));
             }
+            // A space at an end names a claim no provider sends: every
+            // token was refused, the reason in a debug line only (a review
+            // of people).
+            if let Some(v) = value.filter(|v| v.trim() != v.as_str()) {
+                return Err(format!(
+                    "jwt.{name} is {v:?}: a claim's name has no spaces at its ends"
+                ));
+            }
+        }
+        // Claims that say something about the token, not who it is for: no
+        // two tokens' values tell people apart (every person would be one
+        // user, or none), so every token was refused or all were one person.
+        if self.user_claim == self.email_verified_claim
+            || TOKEN_CLAIMS.contains(&self.user_claim.as_str())
+        {
+            return Err(format!(
+                "jwt.user_claim is {:?}, a claim about the token rather than the person it is for: use sub \
+                 (or a claim the provider assigns each person once, such as Azure AD's oid)",
+                self.user_claim
+            ));
         }
         // OpenID Connect Core §5.7: only `sub`, with the issuer, identifies
         // a person; the profile claims are data people choose or change, and
@@ -411,6 +431,34 @@ const PROFILE_CLAIMS: &[&str] = &[
     "locale",
     "phone_number",
     "address",
+    // Not OpenID Connect's, as mutable: Azure AD's sign-in names (an
+    // administrator renames a user, and the name is given to someone
+    // else) and Cognito's user name.
+    "upn",
+    "unique_name",
+    "cognito:username",
+];
+
+/// Registered claims (RFC 7519 §4.1, OpenID Connect Core §2) that describe
+/// the token, not the person it is for: `jwt.user_claim` may not name them.
+const TOKEN_CLAIMS: &[&str] = &[
+    "iss",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "azp",
+    "nonce",
+    "auth_time",
+    "acr",
+    "amr",
+    "at_hash",
+    "c_hash",
+    "sid",
+    "scope",
+    "email_verified",
+    "phone_number_verified",
 ];
 
 /// A JWKS URL as logs and errors show it: without the user and password
@@ -1067,6 +1115,31 @@ mod tests {
         }))
         .unwrap();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_user_claim_about_the_token_or_with_spaces_at_its_ends_is_refused() {
+        for (field, claim, said) in [
+            ("user_claim", " sub", "no spaces at its ends"),
+            ("user_claim", "sub ", "no spaces at its ends"),
+            ("email_claim", "email ", "no spaces at its ends"),
+            ("user_claim", "email_verified", "about the token"),
+            ("user_claim", "iat", "about the token"),
+            ("user_claim", "upn", "5.7"),
+            ("user_claim", "cognito:username", "5.7"),
+        ] {
+            let mut json = serde_json::json!({
+                "issuer": "https://issuer.example/",
+                "audience": ["api"],
+                "jwks_url": "https://issuer.example/jwks",
+            });
+            json[field] = serde_json::json!(claim);
+            let refused = config(json).unwrap().validate().unwrap_err();
+            assert!(
+                refused.contains(field) && refused.contains(said),
+                "{claim}: {refused}"
+            );
+        }
     }
 
     #[test]
