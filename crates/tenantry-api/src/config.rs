@@ -131,6 +131,12 @@ pub struct Settings {
     /// (0: the role's or database's own): a statement running longer is
     /// cancelled and its request answered 503.
     pub statement_timeout_ms: u64,
+    /// `lock_timeout` of the server's database sessions, in milliseconds
+    /// (0: the role's or database's own): a request waiting longer for a
+    /// lock is answered 503 and gives its connection back, so that a lock
+    /// held on a shared table (SQL injected into an application) does not
+    /// take the whole pool from every tenant's other requests.
+    pub lock_timeout_ms: u64,
     /// `idle_in_transaction_session_timeout` of the server's sessions, in
     /// milliseconds (0: the role's or database's own): PostgreSQL ends a
     /// session whose transaction idles longer, releasing its locks (a server
@@ -196,6 +202,7 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             acquire_timeout_ms: 2_000,
             statement_timeout_ms: millis(SERVER_TIMEOUTS.statement_timeout),
+            lock_timeout_ms: millis(SERVER_TIMEOUTS.lock_timeout),
             idle_in_transaction_timeout_ms: millis(SERVER_TIMEOUTS.idle_in_transaction_timeout),
             database_reply_timeout_ms: millis(SERVER_TIMEOUTS.reply_timeout),
             tcp_user_timeout_ms: 10_000,
@@ -313,6 +320,7 @@ impl Settings {
             "TENANTRY_REQUEST_LOG_KEEP_DAYS" => request_log_keep_days,
             "TENANTRY_ACQUIRE_TIMEOUT_MS" => acquire_timeout_ms,
             "TENANTRY_STATEMENT_TIMEOUT_MS" => statement_timeout_ms,
+            "TENANTRY_LOCK_TIMEOUT_MS" => lock_timeout_ms,
             "TENANTRY_IDLE_IN_TRANSACTION_TIMEOUT_MS" => idle_in_transaction_timeout_ms,
             "TENANTRY_DATABASE_REPLY_TIMEOUT_MS" => database_reply_timeout_ms,
             "TENANTRY_TCP_USER_TIMEOUT_MS" => tcp_user_timeout_ms,
@@ -565,6 +573,7 @@ impl Settings {
             tcp_user_timeout: ms(self.tcp_user_timeout_ms),
             keepalive_idle: ms(self.tcp_keepalive_idle_secs.saturating_mul(1000)),
             statement_timeout: ms(self.statement_timeout_ms),
+            lock_timeout: ms(self.lock_timeout_ms),
             idle_in_transaction_timeout: ms(self.idle_in_transaction_timeout_ms),
             reply_timeout: ms(self.database_reply_timeout_ms),
         }
@@ -988,6 +997,7 @@ mod tests {
         let s = Settings::default();
         let t = s.timeouts();
         assert_eq!(t.statement_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(t.lock_timeout, Some(Duration::from_secs(2)));
         assert_eq!(t.idle_in_transaction_timeout, Some(Duration::from_secs(15)));
         assert_eq!(t.reply_timeout, Some(Duration::from_secs(35)));
         assert_eq!(t.tcp_user_timeout, Some(Duration::from_secs(10)));
@@ -995,6 +1005,7 @@ mod tests {
         let mut s = Settings::default();
         let unset = [
             "TENANTRY_STATEMENT_TIMEOUT_MS",
+            "TENANTRY_LOCK_TIMEOUT_MS",
             "TENANTRY_IDLE_IN_TRANSACTION_TIMEOUT_MS",
             "TENANTRY_DATABASE_REPLY_TIMEOUT_MS",
             "TENANTRY_TCP_USER_TIMEOUT_MS",
@@ -1005,11 +1016,12 @@ mod tests {
         assert_eq!(
             (
                 t.statement_timeout,
+                t.lock_timeout,
                 t.idle_in_transaction_timeout,
                 t.reply_timeout,
                 t.tcp_user_timeout
             ),
-            (None, None, None, None)
+            (None, None, None, None, None)
         );
     }
 

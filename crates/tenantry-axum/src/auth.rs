@@ -611,8 +611,14 @@ impl TenantCaller {
         let Some(in_flight) = in_flight else {
             return Ok(());
         };
-        self._in_flight = in_flight.try_take(self.tenant()).map(Box::new);
-        if self._in_flight.is_some() {
+        if let Some(turn) = in_flight.try_take(self.tenant()) {
+            // Under the request log's layer, the turn lasts until the answer
+            // is sent (LogSlot::hold_turn); without it, until the handler is
+            // done with the caller.
+            match &self.slot {
+                Some(slot) => slot.hold_turn(turn),
+                None => self._in_flight = Some(Box::new(turn)),
+            }
             return Ok(());
         }
         Err(ApiError::rate_limited(

@@ -596,7 +596,14 @@ impl From<DbError> for ApiError {
                 tracing::warn!(error = %m, "transaction rolled back by a concurrent one");
                 Self::new(
                     ProblemCode::ServiceUnavailable,
-                    "the request collided with a concurrent one and was rolled back; retry",
+                    // (PostgreSQL's message for lock_timeout is never
+                    // translated away from these words in lc_messages C,
+                    // and said here otherwise only as a collision.)
+                    if m.contains("lock timeout") {
+                        "the request waited too long for a lock another transaction holds and was rolled back; retry"
+                    } else {
+                        "the request collided with a concurrent one and was rolled back; retry"
+                    },
                 )
                 .with_cause("contention")
             }

@@ -131,7 +131,9 @@ pub struct TenantryConfig {
     /// the 30 days the usage routes read and a few more.
     pub request_log_keep_days: Option<u32>,
     /// Most requests of one tenant in flight at once, from its authentication
-    /// until its handler returns (body read included; 0: no limit). Counted
+    /// until its answer has been sent or its connection closed (under
+    /// [`crate::request_log::RequestLogLayer`]; without it, until its handler
+    /// returns), the request's body read included (0: no limit). Counted
     /// per process, for every credential of the tenant together (its keys,
     /// its members, its impersonations). Past it,
     /// 429 `rate_limited`: without it, a tenant's hundreds of connections

@@ -119,6 +119,15 @@ pub struct Timeouts {
     /// `None` leaves the role's or the database's default; `Some(ZERO)`
     /// lifts it (no limit).
     pub statement_timeout: Option<Duration>,
+    /// `lock_timeout` of the pool's sessions: a statement waiting longer for
+    /// a lock is cancelled (the caller gets [`DbError::Unavailable`]), and
+    /// its connection goes back to the pool. Without it, SQL holding a lock
+    /// on a shared table (injected into an application as its login) held
+    /// every request waiting on that table for the whole statement
+    /// timeout, until the waits took every pooled connection and every
+    /// tenant's requests on every route answered 503. The library's own
+    /// steps that wait on purpose set their own.
+    pub lock_timeout: Option<Duration>,
     /// `idle_in_transaction_session_timeout` of the pool's sessions:
     /// PostgreSQL ends a session whose transaction stays idle longer (its
     /// locks go with it), e.g. one whose client was cut off mid-transaction.
@@ -146,6 +155,7 @@ impl Timeouts {
             tcp_user_timeout: Some(Duration::from_secs(10)),
             keepalive_idle: Some(Duration::from_secs(10)),
             statement_timeout: None,
+            lock_timeout: None,
             idle_in_transaction_timeout: None,
             reply_timeout: None,
         }
@@ -153,11 +163,13 @@ impl Timeouts {
 
     /// What `tenantry serve` runs with by default, for an application of
     /// its own: [`Timeouts::tcp_only`]'s TCP settings, statements cancelled
-    /// after 30 s, a transaction left idle ended after 15 s (its locks go
-    /// with it), and a caller waiting at most 35 s for a reply.
+    /// after 30 s, a lock waited for at most 2 s, a transaction left idle
+    /// ended after 15 s (its locks go with it), and a caller waiting at most
+    /// 35 s for a reply.
     pub const fn server() -> Self {
         Self {
             statement_timeout: Some(Duration::from_secs(30)),
+            lock_timeout: Some(Duration::from_secs(2)),
             idle_in_transaction_timeout: Some(Duration::from_secs(15)),
             reply_timeout: Some(Duration::from_secs(35)),
             ..Self::tcp_only()
@@ -180,6 +192,9 @@ impl Timeouts {
         let mut options: Vec<String> = pg.get_options().map(str::to_owned).into_iter().collect();
         if let Some(t) = self.statement_timeout {
             options.push(format!("-c statement_timeout={}", t.as_millis()));
+        }
+        if let Some(t) = self.lock_timeout {
+            options.push(format!("-c lock_timeout={}", t.as_millis()));
         }
         if let Some(t) = self.idle_in_transaction_timeout {
             options.push(format!(
