@@ -1745,7 +1745,7 @@ BEGIN
         RAISE EXCEPTION 'an impersonated session cannot impersonate' USING ERRCODE = 'TN403';
     END IF;
     IF NOT (tenantry.authorize_all() AND tid = ANY (tenantry.visible_tenant_ids())) AND NOT tenantry.operator_session() THEN
-        RAISE EXCEPTION 'only the tenant''s owner, an ancestor''s owner or an operator can impersonate its members'
+        RAISE EXCEPTION 'only a caller holding every permission in the tenant or an ancestor (its owner, an API key without restrictions) or an operator can impersonate its members'
             USING ERRCODE = 'TN403';
     END IF;
     IF valid_for IS NULL OR valid_for < interval '1 minute' OR valid_for > interval '8 hours' THEN
