@@ -562,15 +562,7 @@ async fn a_tenant_past_its_requests_in_flight_gets_429_while_another_tenant_is_s
                 .await
                 .unwrap();
             assert_eq!(response.headers()["retry-after"], "1");
-            let r = app.send_raw_response(response).await;
-            let p = r.problem(429, "rate_limited");
-            assert!(
-                p["detail"]
-                    .as_str()
-                    .unwrap()
-                    .contains("max_requests_in_flight_per_tenant"),
-                "{p}"
-            );
+            in_flight_refused(&app.send_raw_response(response).await);
             app.get("/v1/tenant", &other.key).await.expect(200);
             su.batch_execute("COMMIT").await.unwrap();
         }
@@ -580,6 +572,19 @@ async fn a_tenant_past_its_requests_in_flight_gets_429_while_another_tenant_is_s
     }
     // Answered, they free their turns.
     app.get("/v1/tenant", &busy.key).await.expect(200);
+}
+
+/// `r` is the 429 of a tenant past `max_requests_in_flight_per_tenant`.
+#[track_caller]
+fn in_flight_refused(r: &crate::helpers::Resp) {
+    let p = r.problem(429, "rate_limited");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_requests_in_flight_per_tenant"),
+        "{p}"
+    );
 }
 
 /// A request keeps its turn among its tenant's requests in flight until its
@@ -631,15 +636,7 @@ async fn answers_a_tenant_does_not_read_keep_their_turns_until_sent_or_dropped()
         assert_eq!(&head, b"HTTP/1.1 200");
         unread.push(stream);
     }
-    let refused = app.get("/v1/tenant", &busy.key).await;
-    let p = refused.problem(429, "rate_limited");
-    assert!(
-        p["detail"]
-            .as_str()
-            .unwrap()
-            .contains("max_requests_in_flight_per_tenant"),
-        "{p}"
-    );
+    in_flight_refused(&app.get("/v1/tenant", &busy.key).await);
     app.get("/v1/tenant", &other.key).await.expect(200);
     drop(unread);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

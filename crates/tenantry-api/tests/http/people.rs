@@ -87,6 +87,26 @@ fn token_for(idp: &IdentityProvider, subject: &str, email: &str) -> String {
     idp.sign(Alg::Es256, claims)
 }
 
+/// Adds the person `subject` of `idp` to the tenant of `key` as a pending
+/// member with `email` (until they accept an invitation); their user id.
+async fn add_pending(
+    app: &TestApp,
+    idp: &IdentityProvider,
+    key: &str,
+    subject: &str,
+    email: &str,
+) -> String {
+    let user_id = tenantry_axum::jwt::user_id_for(&idp.issuer(), subject).to_string();
+    app.post(
+        "/v1/members",
+        key,
+        &json!({ "email": email, "user_id": user_id }),
+    )
+    .await
+    .expect(201);
+    user_id
+}
+
 /// Invites `email` into the tenant of `key` (with `role` when given) and
 /// has `token`'s person accept it; returns the tenant id.
 async fn join(app: &TestApp, key: &str, email: &str, role: Option<&str>, token: &str) -> String {
@@ -696,14 +716,7 @@ async fn an_owner_whose_other_members_are_all_pending_may_leave_and_the_first_to
     let owner = token_for(&idp, "owner", "owner@acme.test");
     join(&app, &acme.key, "owner@acme.test", None, &owner).await;
     let bob = token_for(&idp, "auth0|bob", "bob@acme.test");
-    let bob_id = tenantry_axum::jwt::user_id_for(&idp.issuer(), "auth0|bob").to_string();
-    app.post(
-        "/v1/members",
-        &acme.key,
-        &json!({ "email": "bob@acme.test", "user_id": bob_id }),
-    )
-    .await
-    .expect(201);
+    let bob_id = add_pending(&app, &idp, &acme.key, "auth0|bob", "bob@acme.test").await;
     // An active record member holds the owner back...
     let record = app.add_member(&acme.key, "bot@acme.test").await;
     let owner_id = member_id(&app, &acme.key, "owner@acme.test").await;
@@ -2669,14 +2682,7 @@ async fn an_invitation_to_an_email_an_active_member_has_is_refused_and_a_pending
     // A pending member named by a person's id: their email is invited and
     // that person accepts.
     let bob = token_for(&idp, "auth0|bob", "bob@acme.test");
-    let bob_id = tenantry_axum::jwt::user_id_for(&idp.issuer(), "auth0|bob").to_string();
-    app.post(
-        "/v1/members",
-        &acme.key,
-        &json!({ "email": "bob@acme.test", "user_id": bob_id }),
-    )
-    .await
-    .expect(201);
+    add_pending(&app, &idp, &acme.key, "auth0|bob", "bob@acme.test").await;
     let joined = join(&app, &acme.key, "bob@acme.test", None, &bob).await;
     assert_eq!(joined, acme.id);
 }
