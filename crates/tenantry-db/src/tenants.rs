@@ -317,7 +317,9 @@ impl AdminScope {
 
     /// [`AdminScope::refresh_metrics`], each lock it needs waited for at
     /// most `lock_wait` (`lock_timeout` for the rest of the transaction;
-    /// past it the refresh fails with [`DbError::Contention`]): a
+    /// past it the refresh fails with [`DbError::Contention`]; `None`: as
+    /// long as the statement timeout allows, whatever the pool's
+    /// `lock_timeout`): a
     /// scheduler's refresh gives up and is tried at its next run, where it
     /// waited for as long as another session held the request log, the
     /// usage view or a tenant's table, on a pool without a
@@ -375,14 +377,28 @@ impl AdminScope {
         time_limit: Option<Duration>,
     ) -> Result<Vec<tokio_postgres::Row>, DbError> {
         self.tx.retire_connection();
-        if let Some(wait) = lock_wait {
-            self.set_local_millis("lock_timeout", wait).await?;
+        match lock_wait {
+            Some(wait) => self.set_local_millis("lock_timeout", wait).await?,
+            None => self.wait_for_locks().await?,
         }
         if let Some(limit) = time_limit {
             self.set_local_millis("statement_timeout", limit).await?;
             self.tx.wait_for_replies(limit + Duration::from_secs(5));
         }
         self.q(sql, &[], &[]).await
+    }
+
+    /// Lets the rest of the transaction wait for locks as long as its
+    /// statement timeout allows, over the pool's `lock_timeout`
+    /// ([`crate::Timeouts::lock_timeout`]): for the steps that wait on
+    /// purpose (an explicit metrics refresh waits for the upkeep's turn, a
+    /// tier move's steps for the tenant's own transactions), which that
+    /// bound, meant for requests, failed after 2 s (found by a review of
+    /// the bound).
+    pub(crate) async fn wait_for_locks(&mut self) -> Result<(), DbError> {
+        self.q("SELECT set_config('lock_timeout', '0', true)", &[], &[])
+            .await?;
+        Ok(())
     }
 
     /// Sets the time setting `name` (`lock_timeout`, `statement_timeout`)

@@ -94,6 +94,9 @@ impl AdminScope {
     ) -> Result<Option<bool>, DbError> {
         // Moving back, its part reads the whole family (,m,h) from now on.
         self.tx.changes_tenant(id);
+        // Waits for the tenant's own transactions as long as its statement
+        // may, over the pool's lock_timeout (meant for requests).
+        self.wait_for_locks().await?;
         let state: String = self
             .one(
                 "SELECT tenantry.tier_move_start($1, $2)",
@@ -135,6 +138,9 @@ impl AdminScope {
     /// tier; towards the shared tier, moves them there, holding back the
     /// tenant's own transactions for the batch only.
     pub async fn tier_move_copy(&mut self, id: TenantId, batch: i32) -> Result<i64, DbError> {
+        // Waits for the tenant's own transactions as long as its statement
+        // may, over the pool's lock_timeout (meant for requests).
+        self.wait_for_locks().await?;
         self.one(
             "SELECT tenantry.tier_move_copy($1, $2)",
             &[id.as_uuid(), &batch],
@@ -146,6 +152,9 @@ impl AdminScope {
     /// Step 3 (repeat while it returns `batch`): copies again what the tenant
     /// wrote since its rows were copied; returns how many writes it applied.
     pub async fn tier_move_catch_up(&mut self, id: TenantId, batch: i32) -> Result<i64, DbError> {
+        // Waits for the tenant's own transactions as long as its statement
+        // may, over the pool's lock_timeout (meant for requests).
+        self.wait_for_locks().await?;
         self.one(
             "SELECT tenantry.tier_move_catch_up($1, $2)",
             &[id.as_uuid(), &batch],
@@ -158,6 +167,9 @@ impl AdminScope {
     /// copied and its tier switches; nobody else's do.
     pub async fn tier_move_finish(&mut self, id: TenantId) -> Result<TierMove, DbError> {
         self.tx.changes_tenant(id);
+        // Waits for the tenant's own transactions as long as its statement
+        // may, over the pool's lock_timeout (meant for requests).
+        self.wait_for_locks().await?;
         let report: serde_json::Value = self
             .one(
                 "SELECT tenantry.tier_move_finish($1)",
@@ -204,6 +216,9 @@ impl AdminScope {
     /// Returns whether a move was under way.
     pub async fn tier_move_abort(&mut self, id: TenantId) -> Result<bool, DbError> {
         self.tx.changes_tenant(id);
+        // Waits for the tenant's own transactions as long as its statement
+        // may, over the pool's lock_timeout (meant for requests).
+        self.wait_for_locks().await?;
         let state: String = self
             .one(
                 "SELECT tenantry.tier_move_abort($1)",

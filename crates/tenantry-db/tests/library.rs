@@ -2989,3 +2989,95 @@ async fn an_export_whose_reader_stalls_holds_no_transaction_open() {
         .unwrap();
     assert!(rows >= 1, "the export is whole");
 }
+
+/// A pool's `lock_timeout` (the server's: `Timeouts::server`) bounds each
+/// request's wait for a lock, and the steps that wait on purpose lift it for
+/// their transaction: the doctor's check at `serve`'s start failed after 2 s
+/// behind another session's lock on a tenantry table (a migration's, a
+/// deploy's DDL), an explicit metrics refresh behind the usage upkeep's
+/// turn, and a tier move's start behind the tenant's own transaction
+/// (found by a review of that bound). Here the bound is 300 ms, and each
+/// lock is held for two seconds, longer than four tries of a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_that_wait_for_locks_on_purpose_outlast_the_pools_lock_timeout_and_requests_do_not() {
+    let tdb = TestDatabase::new().await;
+    let mut config = tdb.database_config();
+    config.timeouts = tenantry_db::Timeouts {
+        lock_timeout: Some(std::time::Duration::from_millis(300)),
+        ..tenantry_db::Timeouts::server()
+    };
+    let db = Database::connect(&config).unwrap();
+    let t = tenant(&db, "acme", None).await;
+    let r = resource(&db, t, "doc").await;
+    let su = tdb.superuser_client().await;
+    let held_for_two_seconds = |sql: &'static str| {
+        let su = &su;
+        async move {
+            su.batch_execute(&format!("BEGIN; {sql}")).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            su.batch_execute("COMMIT").await.unwrap();
+        }
+    };
+    let after_the_lock = || tokio::time::sleep(std::time::Duration::from_millis(100));
+
+    // The doctor's check, as serve runs it at start.
+    let (problems, ()) = tokio::join!(
+        async {
+            after_the_lock().await;
+            db.table_problems().await
+        },
+        held_for_two_seconds("LOCK TABLE tenantry.tenants IN ACCESS EXCLUSIVE MODE")
+    );
+    assert_eq!(problems.unwrap(), []);
+
+    // An explicit refresh of the usage metrics, behind the upkeep's turn.
+    let (refreshed, ()) = tokio::join!(
+        async {
+            after_the_lock().await;
+            let mut admin = db.admin("operator").await?;
+            admin.refresh_metrics().await?;
+            admin.commit().await
+        },
+        held_for_two_seconds(
+            "SELECT pg_advisory_xact_lock(hashtextextended('tenantry.keep_usage', 0))"
+        )
+    );
+    refreshed.unwrap();
+
+    // A tier move's start, behind a transaction holding the tenant's row.
+    let start = format!("SELECT 1 FROM tenantry.tenants WHERE tenant_id = '{t}' FOR UPDATE");
+    let start: &'static str = Box::leak(start.into_boxed_str());
+    let (moved, ()) = tokio::join!(
+        async {
+            after_the_lock().await;
+            db.move_tenant("operator", t, Isolation::Schema, 100, |_| {})
+                .await
+        },
+        held_for_two_seconds(start)
+    );
+    assert_eq!(moved.unwrap().isolation, Isolation::Schema);
+
+    // A request's read behind a lock on its table ends at the bound (tried
+    // four times in all), well before the lock does.
+    let ((read, waited), ()) = tokio::join!(
+        async {
+            after_the_lock().await;
+            let started = std::time::Instant::now();
+            let read = db
+                .in_tenant(&TenantContext::new(t), &r.id, |scope, id| {
+                    Box::pin(async move { scope.get_resource(*id).await })
+                })
+                .await;
+            (read, started.elapsed())
+        },
+        async {
+            su.batch_execute("BEGIN; LOCK TABLE tenantry.resources IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            su.batch_execute("COMMIT").await.unwrap();
+        }
+    );
+    assert!(matches!(read, Err(DbError::Contention(_))), "{read:?}");
+    assert!(waited < std::time::Duration::from_secs(4), "{waited:?}");
+}
