@@ -596,9 +596,9 @@ impl From<DbError> for ApiError {
                 tracing::warn!(error = %m, "transaction rolled back by a concurrent one");
                 Self::new(
                     ProblemCode::ServiceUnavailable,
-                    // (PostgreSQL's message for lock_timeout is never
-                    // translated away from these words in lc_messages C,
-                    // and said here otherwise only as a collision.)
+                    // (PostgreSQL's English words for lock_timeout, as
+                    // the boot check wants lc_messages; a translated
+                    // message is said as a collision.)
                     if m.contains("lock timeout") {
                         "the request waited too long for a lock another transaction holds and was rolled back; retry"
                     } else {
