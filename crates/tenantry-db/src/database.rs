@@ -899,6 +899,18 @@ impl Database {
         .await?;
         problems.map_err(|e| match e {
             crate::TableError::Database(e) => e.into(),
+            // A lock waited for past its bound, or a statement cancelled
+            // (its timeout, an operator): the database's state of the
+            // moment, said as such (a review of the lock timeout saw serve
+            // exit on "internal database error").
+            crate::TableError::Refused { code, message, .. }
+                if matches!(code.as_str(), "55P03" | "40P01" | "40001") =>
+            {
+                DbError::Contention(message)
+            }
+            crate::TableError::Refused { code, message, .. } if code.starts_with("57") => {
+                DbError::Unavailable(message)
+            }
             refused => DbError::Internal(refused.to_string()),
         })
     }

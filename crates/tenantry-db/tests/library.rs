@@ -3020,6 +3020,21 @@ async fn steps_that_wait_for_locks_on_purpose_outlast_the_pools_lock_timeout_and
     };
     let after_the_lock = || tokio::time::sleep(std::time::Duration::from_millis(100));
 
+    // The doctor's check with a bound of its own (the upkeep's) gives up
+    // as contention, not as an internal error.
+    let (bounded, ()) = tokio::join!(
+        async {
+            after_the_lock().await;
+            db.table_problems_waiting(Some(std::time::Duration::from_millis(200)))
+                .await
+        },
+        held_for_two_seconds("LOCK TABLE tenantry.tenants IN ACCESS EXCLUSIVE MODE")
+    );
+    assert!(
+        matches!(bounded, Err(DbError::Contention(_))),
+        "{bounded:?}"
+    );
+
     // The doctor's check, as serve runs it at start.
     let (problems, ()) = tokio::join!(
         async {
