@@ -894,25 +894,14 @@ impl Database {
                 // review of that bound).
                 None => client.batch_execute("SET LOCAL lock_timeout = 0").await?,
             }
-            crate::tables::table_problems(&client).await
+            crate::tables::table_problem_rows(&client).await
         })
         .await?;
-        problems.map_err(|e| match e {
-            crate::TableError::Database(e) => e.into(),
-            // A lock waited for past its bound, or a statement cancelled
-            // (its timeout, an operator): the database's state of the
-            // moment, said as such (a review of the lock timeout saw serve
-            // exit on "internal database error").
-            crate::TableError::Refused { code, message, .. }
-                if matches!(code.as_str(), "55P03" | "40P01" | "40001") =>
-            {
-                DbError::Contention(message)
-            }
-            crate::TableError::Refused { code, message, .. } if code.starts_with("57") => {
-                DbError::Unavailable(message)
-            }
-            refused => DbError::Internal(refused.to_string()),
-        })
+        // Told apart as every statement's errors are: a lock waited for
+        // past its bound is contention, a cancelled statement the database's
+        // unavailability (a review of the lock timeout saw serve exit on
+        // "internal database error").
+        problems.map_err(DbError::from)
     }
 
     /// How many connections the database refused this pool for want of a

@@ -612,7 +612,9 @@ async fn migrate_locked(
 }
 
 /// Grants each of tenantry's role memberships that is missing (a member of
-/// the first role, the second).
+/// the first role, the second). The doctor's rule `server_roles`
+/// (10_tables.sql) lists the same pairs; this list stands on its own since
+/// it also runs where no definition is applied yet (`migrate_to_version`).
 const RESTORE_MEMBERSHIPS: &str = "DO $memberships$
     DECLARE
         m record;

@@ -850,6 +850,14 @@ pub async fn shared_sequences(client: &Client) -> Result<Vec<TableProblem>, Tabl
 
 /// The doctor: every rule an adopted table breaks, with its fix. Empty: all is well.
 pub async fn table_problems(client: &Client) -> Result<Vec<TableProblem>, TableError> {
+    Ok(table_problem_rows(client).await?)
+}
+
+/// [`table_problems`] with the database's error as it came, for callers
+/// that tell errors apart as [`crate::DbError`] does.
+pub(crate) async fn table_problem_rows(
+    client: &Client,
+) -> Result<Vec<TableProblem>, tokio_postgres::Error> {
     Ok(client
         .query_typed(
             // (severity read by name through the row's JSON: a database

@@ -94,8 +94,6 @@ impl AdminScope {
     ) -> Result<Option<bool>, DbError> {
         // Moving back, its part reads the whole family (,m,h) from now on.
         self.tx.changes_tenant(id);
-        // Waits for the tenant's own transactions as long as its statement
-        // may, over the pool's lock_timeout (meant for requests).
         self.wait_for_locks().await?;
         let state: String = self
             .one(
@@ -138,8 +136,6 @@ impl AdminScope {
     /// tier; towards the shared tier, moves them there, holding back the
     /// tenant's own transactions for the batch only.
     pub async fn tier_move_copy(&mut self, id: TenantId, batch: i32) -> Result<i64, DbError> {
-        // Waits for the tenant's own transactions as long as its statement
-        // may, over the pool's lock_timeout (meant for requests).
         self.wait_for_locks().await?;
         self.one(
             "SELECT tenantry.tier_move_copy($1, $2)",
@@ -152,8 +148,6 @@ impl AdminScope {
     /// Step 3 (repeat while it returns `batch`): copies again what the tenant
     /// wrote since its rows were copied; returns how many writes it applied.
     pub async fn tier_move_catch_up(&mut self, id: TenantId, batch: i32) -> Result<i64, DbError> {
-        // Waits for the tenant's own transactions as long as its statement
-        // may, over the pool's lock_timeout (meant for requests).
         self.wait_for_locks().await?;
         self.one(
             "SELECT tenantry.tier_move_catch_up($1, $2)",
@@ -167,8 +161,6 @@ impl AdminScope {
     /// copied and its tier switches; nobody else's do.
     pub async fn tier_move_finish(&mut self, id: TenantId) -> Result<TierMove, DbError> {
         self.tx.changes_tenant(id);
-        // Waits for the tenant's own transactions as long as its statement
-        // may, over the pool's lock_timeout (meant for requests).
         self.wait_for_locks().await?;
         let report: serde_json::Value = self
             .one(
@@ -216,8 +208,6 @@ impl AdminScope {
     /// Returns whether a move was under way.
     pub async fn tier_move_abort(&mut self, id: TenantId) -> Result<bool, DbError> {
         self.tx.changes_tenant(id);
-        // Waits for the tenant's own transactions as long as its statement
-        // may, over the pool's lock_timeout (meant for requests).
         self.wait_for_locks().await?;
         let state: String = self
             .one(
